@@ -1,0 +1,123 @@
+"""The ``ragroute`` command line: build indexes, query them, evaluate them, benchmark them.
+
+Every command has ``--help``. A YAML config file (``--config FILE`` or the
+``RAGROUTE_CONFIG`` environment variable) supplies defaults per command, e.g.::
+
+    build:
+      method: hybrid
+      encoder: all-MiniLM-L6-v2
+    query:
+      k: 5
+
+Errors caused by input (a missing file, an empty query, a corrupt index) print
+one line ``error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from ragroute.errors import RagrouteError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """A click group that turns :class:`RagrouteError` into a one-line message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RagrouteError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    path = value or os.environ.get("RAGROUTE_CONFIG")
+    if not path:
+        return value
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"config {path} must map command names to option defaults")
+    ctx.default_map = {**(ctx.default_map or {}), **data}
+    return path
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="YAML file of per-command option defaults (also RAGROUTE_CONFIG).",
+)
+@click.version_option(package_name="ragroute")
+def main() -> None:
+    """ragroute: build, query, evaluate and benchmark retrieval indexes, and route queries.
+
+    \b
+    Typical session:
+      ragroute build corpora/astronomy --out indexes/astronomy --method hybrid
+      ragroute query indexes/astronomy "how are exoplanets detected?" -k 5
+      ragroute eval --index indexes/med --data ../shared/data/glasgow/med --split dev
+      ragroute demo
+    """
+
+
+def _register() -> None:
+    from ragroute.commands.build import build_command
+    from ragroute.commands.demo import demo_command
+    from ragroute.commands.evaluate import eval_command
+    from ragroute.commands.query import query_command
+
+    for command in (build_command, query_command, eval_command, demo_command):
+        main.add_command(command)
+    main.add_command(bench_group())
+
+
+def bench_group() -> click.Group:
+    """``ragroute bench ...``: measurements side by side with the baselines, in one run."""
+    from ragroute.eval.bench_bm25 import bm25_command
+    from ragroute.eval.bench_dense import dense_command
+    from ragroute.eval.bench_encode import encode_command
+
+    @click.group("bench", cls=_Group, context_settings=CONTEXT)
+    def bench() -> None:
+        """Benchmarks: speed as ratios to the baselines, quality on real data.
+
+        With --json the last line printed is one JSON object.
+        """
+
+    for command in (bm25_command, encode_command, dense_command):
+        bench.add_command(command)
+    return bench
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    """Print ``payload`` as one JSON line (the last line of ``--json`` output)."""
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+_register()

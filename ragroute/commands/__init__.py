@@ -1,0 +1,1 @@
+"""The ``ragroute`` subcommands, one module each."""

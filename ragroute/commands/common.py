@@ -1,0 +1,92 @@
+"""Options and helpers shared by several commands."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ragroute.types import Hit
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+
+
+def encoder_options(default_encoder: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--encoder``, ``--backend`` and ``--cache-dir`` to a command."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Embedding cache and exported ONNX models [default: .cache beside the index].",
+        )(func)
+        func = click.option(
+            "--backend",
+            type=click.Choice(BACKENDS),
+            default="auto",
+            show_default=True,
+            help="How the encoder runs; auto picks the fastest backend whose retrieval quality "
+            "was measured to hold.",
+        )(func)
+        return click.option(
+            "--encoder",
+            default=default_encoder,
+            show_default=bool(default_encoder),
+            help="Sentence-transformers model name or local path"
+            + ("" if default_encoder else " [default: the one the index was built with]")
+            + ".",
+        )(func)
+
+    return decorate
+
+
+def open_encoder(name: str, backend: str, cache_dir: Path) -> Any:
+    """Load an encoder (lazily imports torch / onnxruntime)."""
+    from ragroute.encode import load_encoder
+
+    return load_encoder(name, backend=backend, cache_dir=cache_dir)
+
+
+def default_cache_dir(index_dir: Path) -> Path:
+    return Path(index_dir).absolute().parent / ".cache"
+
+
+class Stopwatch:
+    """Collects named timings in milliseconds for decision traces."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = round((time.perf_counter() - start) * 1000, 2)
+
+
+def format_hit(hit: Hit, width: int = 100) -> str:
+    """One hit as two lines: rank, score, source, id, title; then a text snippet."""
+    snippet = " ".join(hit.text.split())
+    if len(snippet) > width:
+        snippet = snippet[: width - 3] + "..."
+    source = f"[{hit.source}] " if hit.source else ""
+    title = f"  {hit.title}" if hit.title else ""
+    return f"{hit.rank:>3}. {hit.score:8.4f}  {source}{hit.doc_id}{title}\n       {snippet}"
+
+
+def progress_enabled() -> bool | None:
+    """None lets each component decide (bars on long jobs when stderr is a terminal)."""
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def package_root() -> Path:
+    return Path(__file__).resolve().parents[2]

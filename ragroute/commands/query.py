@@ -1,0 +1,113 @@
+"""``ragroute query``: search an index and show the hits with the trace behind them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ragroute.commands.common import Stopwatch, default_cache_dir, encoder_options, format_hit, open_encoder
+from ragroute.errors import RagrouteError, check_query
+from ragroute.types import TraceStep
+
+
+def _parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if not sep or not key:
+            raise RagrouteError(f"bad --filter {value!r}: expected KEY=VALUE")
+        filters.setdefault(key, []).append(wanted)
+    return filters
+
+
+@click.command("query")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("text")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of hits.")
+@encoder_options(None)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keep documents whose metadata KEY equals VALUE (repeat to allow several values).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: hits and trace.")
+def query_command(
+    index_dir: Path,
+    text: str,
+    k: int,
+    encoder: str | None,
+    backend: str,
+    cache_dir: Path | None,
+    filters: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Search INDEX_DIR for TEXT and print the top hits and the decision trace."""
+    from ragroute.cli import emit_json
+    from ragroute.index.io import load_index
+    from ragroute.index.manifest import read_manifest
+
+    text = check_query(text)
+    watch = Stopwatch()
+    with watch.time("load_ms"):
+        manifest = read_manifest(index_dir)
+        model = None
+        if manifest.kind != "bm25":
+            name = encoder or (manifest.encoder or {}).get("model_id", "")
+            model = open_encoder(name, backend, cache_dir or default_cache_dir(index_dir))
+        index = load_index(index_dir, model, verify=False)
+    with watch.time("search_ms"):
+        hits = index.search(text, k, filters=_parse_filters(filters) or None)
+    trace = [
+        TraceStep(
+            "load",
+            {
+                "index": str(index_dir),
+                "kind": manifest.kind,
+                "documents": manifest.documents,
+                "encoder": manifest.encoder,
+                "ms": watch.ms["load_ms"],
+            },
+        ),
+        TraceStep(
+            "retrieve",
+            {
+                "method": manifest.kind,
+                "k": k,
+                "filters": list(filters),
+                "hits": len(hits),
+                "ms": watch.ms["search_ms"],
+                **_fusion_detail(manifest.params),
+            },
+        ),
+    ]
+    if as_json:
+        emit_json(
+            {
+                "query": text,
+                "index": str(index_dir),
+                "hits": [h.to_dict() for h in hits],
+                "trace": [step.to_dict() for step in trace],
+            }
+        )
+        return
+    click.echo(f"query: {text}")
+    for hit in hits:
+        click.echo(format_hit(hit))
+        if hit.explain:
+            parts = [
+                f"{name} rank {v['rank']} score {v['score']:.4f}"
+                for name, v in hit.explain.items()
+                if isinstance(v, dict)
+            ]
+            click.echo(f"       ({'; '.join(parts)})")
+    click.echo("trace:")
+    for step in trace:
+        click.echo(f"  {step.stage}: " + ", ".join(f"{key}={value}" for key, value in step.detail.items()))
+
+
+def _fusion_detail(params: dict) -> dict:
+    fusion = params.get("fusion")
+    return {"fusion": fusion} if fusion else {}

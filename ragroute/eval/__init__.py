@@ -1,0 +1,1 @@
+"""Evaluation: metrics, dataset loaders for benchmarks, and benchmark runners."""

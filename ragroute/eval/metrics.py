@@ -1,0 +1,102 @@
+"""Ranking metrics computed from ranked id lists and graded relevance judgements.
+
+All functions take one query's ranking (doc ids, best first) and its qrels
+(``{doc_id: grade}``, grade > 0 meaning relevant). ``evaluate_run`` averages
+them over queries. Conventions follow trec_eval / BEIR: nDCG uses the graded
+gain ``grade`` with a ``log2(rank + 1)`` discount; queries with no relevant
+document are skipped by ``evaluate_run``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+
+def _relevant(qrels: Mapping[str, int]) -> dict[str, int]:
+    return {doc: int(grade) for doc, grade in qrels.items() if int(grade) > 0}
+
+
+def ndcg_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """Normalised discounted cumulative gain of the top ``k`` (graded gain)."""
+    rel = _relevant(qrels)
+    if not rel:
+        return 0.0
+    dcg = sum(rel.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranking[:k]))
+    ideal = sorted(rel.values(), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg
+
+
+def recall_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """Fraction of the relevant documents found in the top ``k``."""
+    rel = _relevant(qrels)
+    if not rel:
+        return 0.0
+    return len(rel.keys() & set(ranking[:k])) / len(rel)
+
+
+def mrr_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """Reciprocal rank of the first relevant document within the top ``k`` (0 if none)."""
+    rel = _relevant(qrels)
+    for i, doc in enumerate(ranking[:k]):
+        if doc in rel:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def hit_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """1 if any relevant document is in the top ``k``, else 0."""
+    rel = _relevant(qrels)
+    return float(any(doc in rel for doc in ranking[:k]))
+
+
+def full_chain_recall_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """1 only if every relevant document is in the top ``k`` (multi-hop "full chain")."""
+    rel = _relevant(qrels)
+    if not rel:
+        return 0.0
+    return float(rel.keys() <= set(ranking[:k]))
+
+
+METRICS = {
+    "ndcg": ndcg_at_k,
+    "recall": recall_at_k,
+    "mrr": mrr_at_k,
+    "hit": hit_at_k,
+    "full_chain_recall": full_chain_recall_at_k,
+}
+
+DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10", "full_chain_recall@10")
+
+
+def parse_metric(name: str) -> tuple[str, int]:
+    """Split ``"ndcg@10"`` into ``("ndcg", 10)``; raise ``ValueError`` on an unknown name."""
+    base, _, cutoff = name.partition("@")
+    if base not in METRICS or not cutoff.isdigit() or int(cutoff) < 1:
+        known = ", ".join(sorted(METRICS))
+        raise ValueError(f"unknown metric {name!r}: expected NAME@K with NAME in {known}")
+    return base, int(cutoff)
+
+
+def evaluate_run(
+    run: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> dict[str, float]:
+    """Average each metric over the queries that have at least one relevant document.
+
+    ``run`` maps query id -> ranked doc ids; a judged query missing from ``run``
+    scores 0. The result also holds ``queries``, the number of queries averaged.
+    """
+    parsed = [(name, *parse_metric(name)) for name in metrics]
+    judged = [qid for qid, rels in qrels.items() if _relevant(rels)]
+    totals = dict.fromkeys(metrics, 0.0)
+    for qid in judged:
+        ranking = list(run.get(qid, ()))
+        for name, base, k in parsed:
+            totals[name] += METRICS[base](ranking, qrels[qid], k)
+    n = len(judged)
+    result: dict[str, float] = {name: (totals[name] / n if n else 0.0) for name in metrics}
+    result["queries"] = n
+    return result

@@ -1,0 +1,254 @@
+"""Dense retrieval on faiss: exact inner product by default, HNSW and IVF-PQ as options.
+
+Vectors are L2-normalised by the encoder, so inner product is cosine similarity.
+Documents keep stable integer ids (see :class:`DocumentStore`), so ``add`` and
+``delete`` never renumber anything. HNSW cannot remove vectors, so deleted
+documents stay in its graph as tombstones and are excluded at search time; the
+other kinds remove them physically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ragroute.encode.base import Encoder
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.index.docstore import DocumentStore
+from ragroute.index.local import LocalIndex
+from ragroute.types import Document, Hit
+
+FAISS_NAME = "dense.faiss"
+FACTORIES = ("flat", "hnsw", "ivfpq")
+
+
+@dataclass
+class DenseParams:
+    """How the faiss index is laid out and searched.
+
+    ``factory``: ``flat`` (exact), ``hnsw`` (graph, fast, approximate, no physical
+    delete) or ``ivfpq`` (inverted lists + product quantisation, small memory).
+    """
+
+    factory: str = "flat"
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    ivf_nlist: int | None = None
+    ivf_nprobe: int = 16
+    pq_m: int | None = None
+    pq_bits: int = 8
+
+    def __post_init__(self) -> None:
+        if self.factory not in FACTORIES:
+            raise RagrouteError(
+                f"unknown dense index type {self.factory!r}: choose one of {', '.join(FACTORIES)}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DenseParams:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def check_encoder(recorded: Mapping[str, Any] | None, encoder: Encoder, where: str) -> None:
+    """Raise :class:`EncoderMismatchError` unless ``encoder`` embeds into the recorded space."""
+    if not recorded:
+        raise IndexFormatError(f"{where}: manifest records no encoder for a dense index")
+    if recorded.get("model_id") != encoder.model_id or int(recorded.get("dim", -1)) != encoder.dim:
+        raise EncoderMismatchError(
+            f"{where} was built with encoder {recorded.get('model_id')!r} (dim {recorded.get('dim')}), "
+            f"not {encoder.model_id!r} (dim {encoder.dim}); rebuild the index or pass the same encoder"
+        )
+
+
+class DenseIndex(LocalIndex):
+    """A faiss index over encoder embeddings of ``Document.full_text()``."""
+
+    kind = "dense"
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        params: DenseParams | None = None,
+        store: DocumentStore | None = None,
+        faiss_index: faiss.Index | None = None,
+        name: str = "",
+    ) -> None:
+        super().__init__(store if store is not None else DocumentStore(), name)
+        self.encoder = encoder
+        self.params = params or DenseParams()
+        self.faiss_index = faiss_index
+        self._pos_by_iid: dict[int, int] | None = None
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        documents: Sequence[Document],
+        encoder: Encoder,
+        params: DenseParams | None = None,
+        *,
+        name: str = "",
+        show_progress: bool | None = None,
+    ) -> DenseIndex:
+        """Encode ``documents`` and index them."""
+        index = cls(encoder, params, name=name)
+        index.add(documents, show_progress=show_progress)
+        return index
+
+    def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
+        """Encode and add new documents (their ids must not be in the index yet)."""
+        docs = list(documents)
+        if not docs:
+            return
+        vectors = self.encoder.encode_documents([d.full_text() for d in docs], show_progress=show_progress)
+        self.add_vectors(docs, vectors)
+
+    def add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
+        """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape != (len(documents), self.encoder.dim):
+            raise RagrouteError(
+                f"expected {len(documents)} vectors of dim {self.encoder.dim}, got shape {vectors.shape}"
+            )
+        if self.faiss_index is None:
+            self.faiss_index = _new_faiss_index(self.params, vectors)
+        iids = self.store.add(documents)
+        self.faiss_index.add_with_ids(vectors, iids)
+        self._pos_by_iid = None
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Delete documents by id; return how many were deleted. Unknown ids raise."""
+        iids = self.store.delete(doc_ids)
+        if len(iids) and self.params.factory != "hnsw" and self.faiss_index is not None:
+            self.faiss_index.remove_ids(faiss.IDSelectorBatch(iids))
+        self._pos_by_iid = None
+        return len(iids)
+
+    # -- searching --------------------------------------------------------------------------
+    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+        vectors = self.encoder.encode_queries(queries, show_progress=False)
+        return self.search_vectors(vectors, k, filters=filters)
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
+        """Search with precomputed query embeddings (one row per query)."""
+        vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        if self.faiss_index is None or len(self.store) == 0:
+            return [[] for _ in range(len(vectors))]
+        scores, ids = self.faiss_index.search(vectors, min(k, len(self.store)), params=self._params(filters))
+        positions = self._positions()
+        results = []
+        for row_scores, row_ids in zip(scores, ids):
+            hits = []
+            for score, iid in zip(row_scores, row_ids):
+                pos = positions.get(int(iid))
+                if pos is not None:
+                    hits.append(self.store.hit(pos, float(score), len(hits) + 1, self.name))
+            results.append(hits)
+        return results
+
+    def _params(self, filters: Mapping[str, Any] | None) -> faiss.SearchParameters | None:
+        selector = self._selector(filters)
+        if self.params.factory == "hnsw":
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.params.ef_search, 1)
+        elif self.params.factory == "ivfpq":
+            params = faiss.SearchParametersIVF()
+            params.nprobe = self.params.ivf_nprobe
+        elif selector is None:
+            return None
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        return params
+
+    def _selector(self, filters: Mapping[str, Any] | None) -> faiss.IDSelector | None:
+        mask = self.store.filter_mask(filters)
+        if mask is not None:
+            return faiss.IDSelectorBatch(self.store.iids[mask])
+        tombstones = self._tombstones()
+        if len(tombstones):
+            return faiss.IDSelectorNot(faiss.IDSelectorBatch(tombstones))
+        return None
+
+    def _tombstones(self) -> np.ndarray:
+        if self.params.factory != "hnsw" or self.faiss_index is None:
+            return np.empty(0, dtype=np.int64)
+        stored = faiss.vector_to_array(faiss.downcast_index(self.faiss_index).id_map)
+        return np.setdiff1d(stored, self.store.iids, assume_unique=True)
+
+    def _positions(self) -> dict[int, int]:
+        if self._pos_by_iid is None:
+            self._pos_by_iid = {int(iid): pos for pos, iid in enumerate(self.store.iids)}
+        return self._pos_by_iid
+
+    # -- persistence ------------------------------------------------------------------------
+    def write_files(self, directory: Path) -> None:
+        if self.faiss_index is None:
+            self.faiss_index = _new_faiss_index(self.params, np.zeros((0, self.encoder.dim), np.float32))
+        faiss.write_index(self.faiss_index, str(Path(directory) / FAISS_NAME))
+
+    def manifest_params(self) -> dict[str, Any]:
+        return {"dense": asdict(self.params), "next_iid": self.store.next_iid}
+
+    def encoder_info(self) -> dict[str, Any] | None:
+        return self.encoder.describe()
+
+    @classmethod
+    def read(
+        cls, directory: Path, params: Mapping[str, Any], encoder: Encoder, store: DocumentStore, name: str
+    ) -> DenseIndex:
+        path = Path(directory) / FAISS_NAME
+        try:
+            faiss_index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise IndexFormatError(f"{path} is corrupt: {str(exc).splitlines()[0]}") from None
+        if faiss_index.d != encoder.dim:
+            raise EncoderMismatchError(
+                f"{path} holds vectors of dim {faiss_index.d}, encoder gives {encoder.dim}"
+            )
+        return cls(encoder, DenseParams.from_dict(params.get("dense", {})), store, faiss_index, name)
+
+
+def _new_faiss_index(params: DenseParams, sample: np.ndarray) -> faiss.Index:
+    """Create (and for IVF-PQ, train on ``sample``) an id-mapped faiss index."""
+    dim = sample.shape[1]
+    if params.factory == "flat":
+        inner: faiss.Index = faiss.IndexFlatIP(dim)
+    elif params.factory == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = params.ef_construction
+    else:
+        inner = _trained_ivfpq(params, sample)
+    return faiss.IndexIDMap2(inner)
+
+
+def _trained_ivfpq(params: DenseParams, sample: np.ndarray) -> faiss.Index:
+    n, dim = sample.shape
+    nlist = params.ivf_nlist or max(1, min(4096, int(4 * np.sqrt(max(n, 1)))))
+    pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
+    bits = params.pq_bits
+    needed = max(nlist, 2**bits) * 4
+    if n < needed:
+        raise RagrouteError(
+            f"ivfpq needs at least {needed} documents to train (nlist={nlist}, pq_bits={bits}), got {n}; "
+            "use --dense-index flat for small corpora"
+        )
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, bits, faiss.METRIC_INNER_PRODUCT)
+    index.train(sample)
+    index.nprobe = params.ivf_nprobe
+    return index
+
+
+def _largest_divisor_at_most(value: int, limit: int) -> int:
+    return max(d for d in range(1, limit + 1) if value % d == 0)

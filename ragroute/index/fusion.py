@@ -1,0 +1,76 @@
+"""Fusing ranked lists: reciprocal rank fusion and normalised score fusion.
+
+Both take named result lists (``{"bm25": hits, "dense": hits}``) with optional
+per-list weights, merge hits of the same ``(source, doc_id)``, and record each
+list's rank and raw score in ``Hit.explain`` so the fused score can be explained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.types import Hit
+
+FUSION_METHODS = ("rrf", "minmax", "zscore")
+
+
+def fuse(
+    results: Mapping[str, Sequence[Hit]],
+    *,
+    method: str = "rrf",
+    weights: Mapping[str, float] | None = None,
+    rrf_k: int = 60,
+    limit: int | None = None,
+) -> list[Hit]:
+    """Fuse named ranked lists into one list, best first.
+
+    ``rrf``: score = sum of ``w / (rrf_k + rank)``. ``minmax`` / ``zscore``: each
+    list's scores are normalised (to [0, 1], or to zero mean and unit variance),
+    then summed with weights; a hit absent from a list gets that list's minimum.
+    """
+    if method not in FUSION_METHODS:
+        raise RagrouteError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
+    weights = dict(weights or {})
+    contributions = {name: _contributions(hits, method, rrf_k) for name, hits in results.items() if hits}
+    first_seen: dict[tuple[str, str], Hit] = {}
+    explain: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for name, hits in results.items():
+        for hit in hits:
+            key = (hit.source, hit.doc_id)
+            first_seen.setdefault(key, hit)
+            explain.setdefault(key, {})[name] = {"rank": hit.rank, "score": hit.score}
+    fused: dict[tuple[str, str], float] = {}
+    for key in first_seen:
+        total = 0.0
+        for name, (per_hit, floor) in contributions.items():
+            total += weights.get(name, 1.0) * per_hit.get(key, floor)
+        fused[key] = total
+    order = sorted(fused, key=lambda key: (-fused[key], key[1], key[0]))
+    if limit is not None:
+        order = order[:limit]
+    return [
+        replace(first_seen[key], score=fused[key], rank=i + 1, explain={"fusion": method, **explain[key]})
+        for i, key in enumerate(order)
+    ]
+
+
+def _contributions(
+    hits: Sequence[Hit], method: str, rrf_k: int
+) -> tuple[dict[tuple[str, str], float], float]:
+    """Per-hit contribution of one list, and the value used for hits the list lacks."""
+    keys = [(h.source, h.doc_id) for h in hits]
+    if method == "rrf":
+        return {key: 1.0 / (rrf_k + rank) for rank, key in enumerate(keys, 1)}, 0.0
+    scores = np.asarray([h.score for h in hits], dtype=np.float64)
+    if method == "minmax":
+        low, span = scores.min(), scores.max() - scores.min()
+        normed = (scores - low) / span if span > 0 else np.ones_like(scores)
+    else:
+        std = scores.std()
+        normed = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+    values = dict(zip(keys, normed.tolist()))
+    return values, float(normed.min())

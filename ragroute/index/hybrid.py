@@ -1,0 +1,119 @@
+"""Hybrid retrieval: BM25 and dense over one document store, fused per query."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ragroute.encode.base import Encoder
+from ragroute.errors import RagrouteError
+from ragroute.index.dense import DenseIndex, DenseParams
+from ragroute.index.docstore import DocumentStore
+from ragroute.index.fusion import FUSION_METHODS, fuse
+from ragroute.index.lexical import BM25Index, BM25Params
+from ragroute.index.local import LocalIndex
+from ragroute.types import Document, Hit
+
+
+@dataclass
+class FusionParams:
+    """How the two ranked lists are fused.
+
+    ``candidates``: how deep each list is read (at least ``k``); ``weights`` per list
+    name (``bm25``, ``dense``).
+    """
+
+    method: str = "rrf"
+    rrf_k: int = 60
+    candidates: int = 100
+    bm25_weight: float = 1.0
+    dense_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in FUSION_METHODS:
+            raise RagrouteError(
+                f"unknown fusion method {self.method!r}: choose one of {', '.join(FUSION_METHODS)}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FusionParams:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class HybridIndex(LocalIndex):
+    """A BM25 index and a dense index sharing one document store; results fused."""
+
+    kind = "hybrid"
+
+    def __init__(
+        self, bm25: BM25Index, dense: DenseIndex, fusion: FusionParams | None = None, name: str = ""
+    ):
+        if bm25.store is not dense.store:
+            raise ValueError("the BM25 and dense parts of a hybrid index must share one document store")
+        super().__init__(bm25.store, name)
+        self.bm25 = bm25
+        self.dense = dense
+        self.fusion = fusion or FusionParams()
+
+    @classmethod
+    def build(
+        cls,
+        documents: Sequence[Document],
+        encoder: Encoder,
+        *,
+        bm25_params: BM25Params | None = None,
+        dense_params: DenseParams | None = None,
+        fusion: FusionParams | None = None,
+        name: str = "",
+        show_progress: bool | None = None,
+    ) -> HybridIndex:
+        docs = list(documents)
+        dense = DenseIndex.build(docs, encoder, dense_params, name=name, show_progress=show_progress)
+        bm25 = BM25Index(bm25_params, store=dense.store, name=name)
+        bm25.refit()
+        return cls(bm25, dense, fusion, name)
+
+    def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
+        self.dense.add(documents, show_progress=show_progress)
+        self.bm25.refit()
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        removed = self.dense.delete(doc_ids)
+        self.bm25.refit()
+        return removed
+
+    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+        depth = max(k, self.fusion.candidates)
+        lexical = self.bm25.search_many(queries, depth, filters=filters)
+        semantic = self.dense.search_many(queries, depth, filters=filters)
+        weights = {"bm25": self.fusion.bm25_weight, "dense": self.fusion.dense_weight}
+        return [
+            fuse(
+                {"bm25": lex, "dense": sem},
+                method=self.fusion.method,
+                weights=weights,
+                rrf_k=self.fusion.rrf_k,
+                limit=k,
+            )
+            for lex, sem in zip(lexical, semantic)
+        ]
+
+    def write_files(self, directory: Path) -> None:
+        self.bm25.write_files(directory)
+        self.dense.write_files(directory)
+
+    def manifest_params(self) -> dict[str, Any]:
+        return {**self.bm25.manifest_params(), **self.dense.manifest_params(), "fusion": asdict(self.fusion)}
+
+    def encoder_info(self) -> dict[str, Any] | None:
+        return self.dense.encoder_info()
+
+    @classmethod
+    def read(
+        cls, directory: Path, params: Mapping[str, Any], encoder: Encoder, store: DocumentStore, name: str
+    ) -> HybridIndex:
+        bm25 = BM25Index.read(directory, params, store, name)
+        dense = DenseIndex.read(directory, params, encoder, store, name)
+        return cls(bm25, dense, FusionParams.from_dict(params.get("fusion") or {}), name)

@@ -1,0 +1,107 @@
+"""BM25 retrieval over a document store, with scores identical to ``rank_bm25.BM25Okapi``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragroute.index.bm25 import BM25Scorer, TokenizerConfig, tokenize_many
+from ragroute.index.docstore import DocumentStore
+from ragroute.index.local import LocalIndex
+from ragroute.types import Document, Hit
+
+
+@dataclass
+class BM25Params:
+    """BM25Okapi parameters (rank-bm25's defaults) and the tokenizer."""
+
+    k1: float = 1.5
+    b: float = 0.75
+    epsilon: float = 0.25
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k1": self.k1, "b": self.b, "epsilon": self.epsilon, "tokenizer": self.tokenizer.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BM25Params:
+        return cls(
+            k1=float(data.get("k1", 1.5)),
+            b=float(data.get("b", 0.75)),
+            epsilon=float(data.get("epsilon", 0.25)),
+            tokenizer=TokenizerConfig.from_dict(data.get("tokenizer") or {}),
+        )
+
+
+class BM25Index(LocalIndex):
+    """Lexical index: tokenised ``Document.full_text()`` scored with BM25Okapi.
+
+    ``add`` and ``delete`` refit the scorer over the whole store: BM25's idf and
+    average length depend on every document, so this is what keeps scores exact.
+    """
+
+    kind = "bm25"
+
+    def __init__(
+        self,
+        params: BM25Params | None = None,
+        store: DocumentStore | None = None,
+        scorer: BM25Scorer | None = None,
+        name: str = "",
+    ) -> None:
+        super().__init__(store if store is not None else DocumentStore(), name)
+        self.params = params or BM25Params()
+        self.scorer = scorer
+
+    @classmethod
+    def build(
+        cls, documents: Sequence[Document], params: BM25Params | None = None, *, name: str = ""
+    ) -> BM25Index:
+        index = cls(params, name=name)
+        index.add(documents)
+        return index
+
+    def add(self, documents: Sequence[Document]) -> None:
+        self.store.add(documents)
+        self.refit()
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        removed = len(self.store.delete(doc_ids))
+        self.refit()
+        return removed
+
+    def refit(self) -> None:
+        """Recompute the BM25 statistics from the documents in the store."""
+        tokens = tokenize_many([d.full_text() for d in self.store.documents], self.params.tokenizer)
+        self.scorer = BM25Scorer.fit(tokens, k1=self.params.k1, b=self.params.b, epsilon=self.params.epsilon)
+
+    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+        if self.scorer is None or len(self.store) == 0:
+            return [[] for _ in queries]
+        mask = self.store.filter_mask(filters)
+        tokens = tokenize_many(queries, self.params.tokenizer)
+        results = []
+        for positions, scores in self.scorer.top_k_many(tokens, k, mask=mask):
+            # A score of exactly 0 means no query term occurs in the document: not a match.
+            matched = [(int(p), float(s)) for p, s in zip(positions, scores) if s != 0.0]
+            results.append([self.store.hit(p, s, rank, self.name) for rank, (p, s) in enumerate(matched, 1)])
+        return results
+
+    def write_files(self, directory: Path) -> None:
+        if self.scorer is None:
+            self.refit()
+        self.scorer.save(Path(directory))
+
+    def manifest_params(self) -> dict[str, Any]:
+        return {"bm25": self.params.to_dict()}
+
+    @classmethod
+    def read(cls, directory: Path, params: Mapping[str, Any], store: DocumentStore, name: str) -> BM25Index:
+        return cls(
+            BM25Params.from_dict(params.get("bm25") or {}), store, BM25Scorer.load(Path(directory)), name
+        )
+
+
+__all__ = ["BM25Index", "BM25Params"]

@@ -1,0 +1,65 @@
+"""Shared behaviour of the indexes ragroute builds locally (BM25, dense, hybrid)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import check_query
+from ragroute.index.docstore import DocumentStore
+from ragroute.types import Document, Hit
+
+
+class LocalIndex(ABC):
+    """An index over a :class:`DocumentStore` that implements the ``Retriever`` protocol.
+
+    Subclasses say how to score (``search_many``), which files they write
+    (``write_files``) and what goes into the manifest (``manifest_params``,
+    ``encoder_info``). Saving and loading whole directories, with manifest and
+    atomic replacement, is done by :mod:`ragroute.index.io`.
+    """
+
+    kind: str = ""
+
+    def __init__(self, store: DocumentStore, name: str = "") -> None:
+        self.store = store
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def documents(self) -> Sequence[Document]:
+        return self.store.documents
+
+    def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
+        """Top ``k`` hits for one query (see :meth:`search_many`)."""
+        return self.search_many([query], k, filters=filters)[0]
+
+    def search_many(
+        self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
+        """Top ``k`` hits for each query; empty or whitespace queries raise ``EmptyQueryError``."""
+        cleaned = [check_query(q) for q in queries]
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return self._search_many(cleaned, k, filters)
+
+    @abstractmethod
+    def _search_many(
+        self, queries: list[str], k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]: ...
+
+    @abstractmethod
+    def write_files(self, directory: Path) -> None:
+        """Write this index's own files (not the document store or manifest) into ``directory``."""
+
+    def manifest_params(self) -> dict[str, Any]:
+        """Parameters recorded in the manifest and needed to load the index again."""
+        return {}
+
+    def encoder_info(self) -> dict[str, Any] | None:
+        """The encoder description recorded in the manifest, for indexes that embed text."""
+        return None

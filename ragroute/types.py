@@ -1,0 +1,112 @@
+"""Plain data types that flow through ragroute.
+
+Documents go in at build time; queries go in at query time; hits and decisions
+come out. Hits remember which source they came from, and decisions carry the
+scores and signals behind them, so every answer can be explained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """A unit of retrieval: a passage, section, whole document, table or caption.
+
+    ``parent_id`` links a chunk back to the document it was cut from (``None`` for
+    a whole document); ``modality`` is ``"text"``, ``"table"``, ``"image"``...
+    """
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
+    modality: str = "text"
+
+    def full_text(self) -> str:
+        """Title and text joined the way indexes see them."""
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Document:
+        return cls(
+            id=str(data["id"]),
+            text=data.get("text", ""),
+            title=data.get("title", "") or "",
+            metadata=dict(data.get("metadata") or {}),
+            parent_id=data.get("parent_id"),
+            modality=data.get("modality", "text") or "text",
+        )
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query with an id (for evaluation) and free metadata."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Hit:
+    """One retrieved document with its score, rank and the source it came from.
+
+    ``explain`` holds the numbers behind the score, e.g. each retriever's rank and
+    score before fusion.
+    """
+
+    doc_id: str
+    score: float
+    source: str = ""
+    rank: int = 0
+    text: str = ""
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
+    modality: str = "text"
+    explain: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TraceStep:
+    """One step of a decision trace: what ran, and the numbers it produced."""
+
+    stage: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, **self.detail}
+
+
+@dataclass
+class Decision:
+    """What a router or gate decided, with the scores and signals behind it.
+
+    ``routes`` maps route names to scores (probabilities where the router is
+    calibrated); ``chosen`` lists the routes that will be queried, best first.
+    """
+
+    chosen: list[str]
+    routes: dict[str, float] = field(default_factory=dict)
+    signals: dict[str, Any] = field(default_factory=dict)
+    trace: list[TraceStep] = field(default_factory=list)
+    decided_by: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": list(self.chosen),
+            "routes": dict(self.routes),
+            "signals": dict(self.signals),
+            "decided_by": self.decided_by,
+            "trace": [step.to_dict() for step in self.trace],
+        }

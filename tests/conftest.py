@@ -1,0 +1,76 @@
+"""Shared fixtures. Tests never touch the network or ../shared/data."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from ragroute.types import Document  # noqa: E402
+
+
+class HashingEncoder:
+    """A deterministic bag-of-words encoder (feature hashing): it implements the
+    ``Encoder`` protocol and ranks by word overlap, so index mechanics can be tested
+    without loading a neural model.
+    """
+
+    backend = "hashing"
+
+    def __init__(self, dim: int = 64, model_id: str = "test/hashing") -> None:
+        self.dim = dim
+        self.model_id = model_id
+        self.calls = 0
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                bucket = int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim
+                out[row, bucket] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return out / norms
+
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None):
+        return self._encode(texts)
+
+    def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None):
+        return self._encode(texts)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+
+@pytest.fixture
+def hashing_encoder() -> HashingEncoder:
+    return HashingEncoder()
+
+
+TOPICS = {
+    "astro": "telescope star galaxy orbit planet comet nebula",
+    "cook": "bread flour yeast oven butter sauce knife",
+    "it": "printer laptop password network vpn email driver",
+}
+
+
+@pytest.fixture
+def small_docs() -> list[Document]:
+    """30 documents in three topics, with metadata for filter tests."""
+    rng = np.random.default_rng(7)
+    docs = []
+    for topic, words in TOPICS.items():
+        vocab = words.split()
+        for i in range(10):
+            text = " ".join(rng.choice(vocab, size=12))
+            docs.append(Document(id=f"{topic}-{i}", text=text, title=f"{topic} {i}", metadata={"topic": topic}))
+    return docs

@@ -1,0 +1,124 @@
+"""Saving and loading index directories, and every way loading can go wrong."""
+
+import json
+
+import pytest
+
+from conftest import HashingEncoder
+from ragroute.errors import EncoderMismatchError, IndexFormatError
+from ragroute.index.build import build_index
+from ragroute.index.io import load_index, save_index
+from ragroute.index.manifest import MANIFEST_NAME, atomic_directory, read_manifest
+from ragroute.types import Document
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense", "hybrid"])
+def test_round_trip_gives_identical_results(tmp_path, hashing_encoder, small_docs, method):
+    index = build_index(small_docs, method, encoder=hashing_encoder, name="demo")
+    manifest = save_index(index, tmp_path / "idx")
+    assert manifest.kind == method and manifest.documents == 30
+    assert "docs.jsonl" in manifest.files and all(len(f["sha256"]) == 64 for f in manifest.files.values())
+    loaded = load_index(tmp_path / "idx", hashing_encoder)
+    for query in ["telescope orbit", "bread yeast oven", "printer driver"]:
+        want = [(h.doc_id, round(h.score, 5)) for h in index.search(query, k=8)]
+        got = [(h.doc_id, round(h.score, 5)) for h in loaded.search(query, k=8)]
+        assert got == want
+    assert loaded.search("telescope", k=1)[0].source == "demo"
+
+
+def test_hybrid_fuses_and_explains(hashing_encoder, small_docs):
+    index = build_index(small_docs, "hybrid", encoder=hashing_encoder)
+    hits = index.search("printer vpn", k=5)
+    assert hits[0].doc_id.startswith("it")
+    assert hits[0].explain["fusion"] == "rrf" and {"bm25", "dense"} <= hits[0].explain.keys()
+
+
+def test_dense_add_delete_survive_save(tmp_path, hashing_encoder, small_docs):
+    index = build_index(small_docs[:25], "dense", encoder=hashing_encoder)
+    index.delete(["astro-0"])
+    save_index(index, tmp_path / "idx")
+    loaded = load_index(tmp_path / "idx", hashing_encoder)
+    loaded.add(small_docs[25:] + [Document(id="astro-0", text="comet comet")])
+    assert loaded.store.next_iid == 31  # the deleted document's id 0 was not reused
+    assert loaded.search("comet", k=1)[0].doc_id == "astro-0"
+
+
+def test_missing_directory_and_manifest(tmp_path):
+    with pytest.raises(IndexFormatError, match="does not exist"):
+        load_index(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexFormatError, match="manifest.json is missing"):
+        load_index(tmp_path / "empty")
+
+
+def test_truncated_manifest(tmp_path, small_docs):
+    save_index(build_index(small_docs, "bm25"), tmp_path / "idx")
+    path = tmp_path / "idx" / MANIFEST_NAME
+    path.write_text(path.read_text()[:50])
+    with pytest.raises(IndexFormatError, match="corrupt") as info:
+        load_index(tmp_path / "idx")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_corrupt_files(tmp_path, hashing_encoder, small_docs):
+    save_index(build_index(small_docs, "hybrid", encoder=hashing_encoder), tmp_path / "idx")
+    (tmp_path / "idx" / "dense.faiss").unlink()
+    with pytest.raises(IndexFormatError, match="dense.faiss is missing"):
+        load_index(tmp_path / "idx", hashing_encoder)
+    save_index(build_index(small_docs, "hybrid", encoder=hashing_encoder), tmp_path / "idx")
+    docs = tmp_path / "idx" / "docs.jsonl"
+    data = bytearray(docs.read_bytes())
+    data[10] ^= 0x01
+    docs.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match="docs.jsonl is corrupt"):
+        load_index(tmp_path / "idx", hashing_encoder)
+
+
+def test_wrong_format_version(tmp_path, small_docs):
+    save_index(build_index(small_docs, "bm25"), tmp_path / "idx")
+    path = tmp_path / "idx" / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["format_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(IndexFormatError, match="format_version 99"):
+        read_manifest(tmp_path / "idx")
+
+
+def test_encoder_mismatch(tmp_path, hashing_encoder, small_docs):
+    save_index(build_index(small_docs, "dense", encoder=hashing_encoder), tmp_path / "idx")
+    with pytest.raises(EncoderMismatchError, match="built with encoder 'test/hashing'"):
+        load_index(tmp_path / "idx", HashingEncoder(model_id="test/other"))
+    with pytest.raises(EncoderMismatchError, match="dim 64"):
+        load_index(tmp_path / "idx", HashingEncoder(dim=32))
+
+
+def test_failed_build_keeps_previous_index(tmp_path, small_docs):
+    target = tmp_path / "idx"
+    save_index(build_index(small_docs, "bm25"), target)
+    before = read_manifest(target).files
+    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
+        (tmp / "docs.jsonl").write_text("half written")
+        raise RuntimeError("killed")
+    assert read_manifest(target).files == before
+    assert load_index(target).search("telescope", k=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]
+
+
+def test_killed_build_leftovers_do_not_matter(tmp_path, small_docs):
+    target = tmp_path / "idx"
+    save_index(build_index(small_docs, "bm25"), target)
+    leftover = tmp_path / ".idx.tmp-abc123"  # what a SIGKILL mid-build leaves behind
+    leftover.mkdir()
+    (leftover / "docs.jsonl").write_text("partial")
+    assert load_index(target).search("bread", k=1)[0].doc_id.startswith("cook")
+    save_index(build_index(small_docs[:5], "bm25"), target)
+    assert read_manifest(target).documents == 5
+
+
+def test_refuses_to_overwrite_a_non_index_folder(tmp_path, small_docs):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(IndexFormatError, match="refusing to overwrite"):
+        save_index(build_index(small_docs, "bm25"), precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
