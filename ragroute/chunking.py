@@ -1,0 +1,265 @@
+"""Cut documents into retrieval units at one granularity: paragraph, section or whole document.
+
+Rules (all deterministic, word counts are whitespace-separated tokens):
+
+* ``"document"``: documents are returned unchanged (``parent_id`` stays ``None``).
+* ``"paragraph"``: text is split on blank lines; a paragraph longer than
+  ``max_words`` (default 200) is split at sentence ends (or, for one huge
+  sentence, into word windows) into pieces of at most ``max_words``; a piece
+  shorter than ``min_words`` (default 20, e.g. a heading line or a caption) is
+  merged into the next one (the last into the previous one) as long as the
+  merge stays within ``max_words``.
+* ``"section"``: text is split at markdown headings (``#`` to ``######``,
+  outside fenced code blocks); each section's heading becomes the chunk title
+  (text before the first heading keeps the document title) and heading-only
+  sections are dropped. A section longer than ``max_words`` (default 400) is
+  cut into groups of whole paragraphs of at most ``max_words``, all with the
+  section title. Without any heading the text is cut into such groups.
+
+Every chunk has id ``f"{doc.id}#p{i}"`` (paragraph) or ``f"{doc.id}#s{i}"``
+(section), ``parent_id = doc.id``, the parent's modality, and the parent's
+metadata plus ``{"chunk_index": i, "granularity": ...}``. Tables and other
+non-text modalities are never split: they become one chunk holding the whole
+document, and so does a title-only document (empty text but a title, like
+half of CACM). A document with neither text nor title yields nothing at any
+granularity; pass a :class:`ChunkStats` to count such documents.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ragroute.loaders.common import IdRegistry
+from ragroute.types import Document
+
+Granularity = Literal["paragraph", "section", "document"]
+GRANULARITIES = ("paragraph", "section", "document")
+DEFAULT_MAX_WORDS = {"paragraph": 200, "section": 400}
+DEFAULT_MIN_WORDS = 20
+ID_MARKERS = {"paragraph": "p", "section": "s"}
+
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+@dataclass
+class ChunkStats:
+    """Counts from :func:`chunk_documents` (pass an instance as ``stats=``; counts accumulate).
+
+    ``empty``: documents with neither text nor title (no chunk); ``kept_whole``:
+    tables and other non-text documents emitted as one unsplit chunk.
+    """
+
+    documents: int = 0
+    chunks: int = 0
+    empty: int = 0
+    kept_whole: int = 0
+
+
+@dataclass(frozen=True)
+class Section:
+    """A markdown section: its heading (``None`` for text before the first heading) and body."""
+
+    title: str | None
+    level: int
+    body: str
+
+
+def word_count(text: str) -> int:
+    """Number of whitespace-separated words."""
+    return len(text.split())
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """Paragraphs separated by blank lines, stripped, empty ones dropped."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return [p.strip() for p in _BLANK_LINE.split(text) if p.strip()]
+
+
+def pack(pieces: Iterable[str], max_words: int, sep: str) -> list[str]:
+    """Greedily join consecutive pieces with ``sep`` while the total stays within ``max_words``."""
+    groups: list[str] = []
+    current: list[str] = []
+    size = 0
+    for piece in pieces:
+        n = word_count(piece)
+        if current and size + n > max_words:
+            groups.append(sep.join(current))
+            current, size = [], 0
+        current.append(piece)
+        size += n
+    if current:
+        groups.append(sep.join(current))
+    return groups
+
+
+def _word_windows(text: str, max_words: int) -> list[str]:
+    words = text.split()
+    return [" ".join(words[i : i + max_words]) for i in range(0, len(words), max_words)]
+
+
+def split_long(paragraph: str, max_words: int) -> list[str]:
+    """Split a paragraph longer than ``max_words`` at sentence ends into pieces of at most ``max_words``."""
+    if word_count(paragraph) <= max_words:
+        return [paragraph]
+    sentences: list[str] = []
+    for sentence in _SENTENCE_END.split(paragraph):
+        too_long = word_count(sentence) > max_words
+        sentences.extend(_word_windows(sentence, max_words) if too_long else [sentence])
+    return pack(sentences, max_words, " ")
+
+
+def merge_tiny(pieces: Sequence[str], min_words: int, max_words: int) -> list[str]:
+    """Merge pieces under ``min_words`` into the next (the last into the previous), within ``max_words``."""
+    out: list[str] = []
+    pending: str | None = None
+    for piece in pieces:
+        if pending is not None:
+            merged = f"{pending}\n\n{piece}"
+            if word_count(merged) <= max_words:
+                piece = merged
+            else:
+                out.append(pending)
+            pending = None
+        if word_count(piece) < min_words:
+            pending = piece
+        else:
+            out.append(piece)
+    if pending is not None:
+        if out and word_count(out[-1]) + word_count(pending) <= max_words:
+            out[-1] = f"{out[-1]}\n\n{pending}"
+        else:
+            out.append(pending)
+    return out
+
+
+def paragraph_pieces(text: str, max_words: int, min_words: int = DEFAULT_MIN_WORDS) -> list[str]:
+    """The texts of the paragraph chunks of ``text``."""
+    pieces = [piece for p in split_paragraphs(text) for piece in split_long(p, max_words)]
+    return merge_tiny(pieces, min_words, max_words)
+
+
+def split_sections(text: str) -> list[Section] | None:
+    """Split markdown at headings (outside code fences); ``None`` if the text has no heading."""
+    sections: list[Section] = []
+    title, level, body = None, 0, []
+    in_fence = False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        match = None if in_fence else _HEADING.match(line)
+        if match is None:
+            body.append(line)
+            continue
+        sections.append(Section(title, level, "\n".join(body).strip()))
+        title, level, body = match.group(2).strip(), len(match.group(1)), []
+    if not sections:
+        return None
+    sections.append(Section(title, level, "\n".join(body).strip()))
+    return [s for s in sections if s.body]
+
+
+def _groups(text: str, max_words: int) -> list[str]:
+    pieces = [piece for p in split_paragraphs(text) for piece in split_long(p, max_words)]
+    return pack(pieces, max_words, "\n\n")
+
+
+def section_pieces(text: str, default_title: str, max_words: int) -> list[tuple[str, str]]:
+    """``(title, text)`` of the section chunks of ``text``."""
+    sections = split_sections(text)
+    if sections is None:
+        return [(default_title, group) for group in _groups(text, max_words)]
+    pieces = []
+    for section in sections:
+        title = section.title if section.title is not None else default_title
+        pieces.extend((title, group) for group in _groups(section.body, max_words))
+    return pieces
+
+
+def _chunk(doc: Document, index: int, title: str, text: str, granularity: str) -> Document:
+    return Document(
+        id=f"{doc.id}#{ID_MARKERS[granularity]}{index}",
+        text=text,
+        title=title,
+        metadata={**doc.metadata, "chunk_index": index, "granularity": granularity},
+        parent_id=doc.id,
+        modality=doc.modality,
+    )
+
+
+def _pieces(doc: Document, granularity: str, max_words: int, min_words: int) -> list[tuple[str, str]]:
+    if granularity == "paragraph":
+        return [(doc.title, text) for text in paragraph_pieces(doc.text, max_words, min_words)]
+    return section_pieces(doc.text, doc.title, max_words)
+
+
+def chunk_document(
+    doc: Document,
+    granularity: Granularity,
+    max_words: int | None = None,
+    min_words: int = DEFAULT_MIN_WORDS,
+) -> list[Document]:
+    """The chunks of one document (see the module docstring for the rules)."""
+    if not doc.text.strip() and not doc.title.strip():
+        return []
+    if granularity == "document":
+        return [doc]
+    limit = max_words if max_words is not None else DEFAULT_MAX_WORDS[granularity]
+    if doc.modality != "text" or not doc.text.strip():
+        return [_chunk(doc, 0, doc.title, doc.text, granularity)]
+    pieces = _pieces(doc, granularity, limit, min_words)
+    return [_chunk(doc, i, title, text, granularity) for i, (title, text) in enumerate(pieces)]
+
+
+def _check_args(granularity: str, max_words: int | None, min_words: int) -> None:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if max_words is not None and max_words < 1:
+        raise ValueError(f"max_words must be >= 1, got {max_words}")
+    if min_words < 0:
+        raise ValueError(f"min_words must be >= 0, got {min_words}")
+
+
+def _count(stats: ChunkStats, doc: Document, chunks: list[Document], granularity: str) -> None:
+    stats.documents += 1
+    stats.chunks += len(chunks)
+    if not chunks:
+        stats.empty += 1
+    elif granularity != "document" and doc.modality != "text":
+        stats.kept_whole += 1
+
+
+def chunk_documents(
+    docs: Iterable[Document],
+    granularity: Granularity,
+    *,
+    max_words: int | None = None,
+    min_words: int = DEFAULT_MIN_WORDS,
+    stats: ChunkStats | None = None,
+) -> list[Document]:
+    """Cut ``docs`` into chunks at ``granularity`` ("paragraph", "section" or "document").
+
+    ``max_words`` defaults to 200 for paragraphs and 400 for sections (it is
+    ignored for "document"); ``min_words`` is the size under which a paragraph
+    is merged into its neighbour. Chunk ids are ``f"{doc.id}#p{i}"`` /
+    ``f"{doc.id}#s{i}"`` with ``parent_id = doc.id``; tables are kept whole;
+    documents with neither text nor title yield nothing and are counted in
+    ``stats.empty``. Duplicate output ids (from duplicate input ids) raise
+    :class:`~ragroute.errors.CorpusFormatError`.
+    """
+    _check_args(granularity, max_words, min_words)
+    stats = stats if stats is not None else ChunkStats()
+    ids = IdRegistry("chunk" if granularity != "document" else "document")
+    out: list[Document] = []
+    for n, doc in enumerate(docs):
+        chunks = chunk_document(doc, granularity, max_words, min_words)
+        _count(stats, doc, chunks, granularity)
+        for chunk in chunks:
+            ids.add(chunk.id, f"input document {n}")
+        out.extend(chunks)
+    return out

@@ -1,0 +1,105 @@
+"""``load_corpus``: load any supported corpus, detecting its format from the path.
+
+Detection rules, first match wins:
+
+=====================================  ===========================================
+path                                   loaded with
+=====================================  ===========================================
+folder holding ``corpus*.jsonl``       :func:`~ragroute.loaders.beir.load_beir_corpus` (all corpus files)
+any other folder                       :func:`~ragroute.loaders.folder.load_text_folder`
+``*.json``                             :func:`~ragroute.loaders.hipporag.load_hipporag_corpus`
+``*.jsonl`` whose first record has     :func:`~ragroute.loaders.beir.load_beir_corpus`
+``_id`` (and no column option given)
+other ``*.jsonl``, ``*.csv``, ``*.tsv`` :func:`~ragroute.loaders.tabular.load_table_file`
+``*.txt``, ``*.md``                    :func:`~ragroute.loaders.folder.load_text_file` (one document)
+=====================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import CorpusFormatError
+from ragroute.loaders.beir import corpus_files, load_beir_corpus
+from ragroute.loaders.common import LoadReport, check_on_error
+from ragroute.loaders.folder import TEXT_SUFFIXES, load_text_file, load_text_folder
+from ragroute.loaders.hipporag import load_hipporag_corpus
+from ragroute.loaders.jsonl import open_binary
+from ragroute.loaders.tabular import load_table_file
+from ragroute.types import Document
+
+COLUMN_OPTIONS = ("text_column", "id_column", "title_column", "metadata_columns")
+
+# format name -> (loader, options it accepts besides on_error / report)
+LOADERS: dict[str, tuple[Callable[..., list[Document]], tuple[str, ...]]] = {
+    "beir": (load_beir_corpus, ("modality",)),
+    "folder": (load_text_folder, ()),
+    "hipporag": (load_hipporag_corpus, ("id_prefix",)),
+    "table": (load_table_file, (*COLUMN_OPTIONS, "modality")),
+    "text": (load_text_file, ()),
+}
+
+
+def _first_record(path: Path) -> dict[str, Any] | None:
+    """The first non-blank line of a JSONL file parsed as an object, or ``None`` if it is not one."""
+    with open_binary(path) as fh:
+        for raw in fh:
+            if raw.strip():
+                try:
+                    value = json.loads(raw.decode("utf-8-sig"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return None
+                return value if isinstance(value, dict) else None
+    return None
+
+
+def _detect_file(path: Path, options: dict[str, Any]) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "hipporag"
+    if suffix == ".jsonl":
+        first = _first_record(path)
+        is_beir = first is not None and "_id" in first and not any(o in options for o in COLUMN_OPTIONS)
+        return "beir" if is_beir else "table"
+    if suffix in (".csv", ".tsv"):
+        return "table"
+    if suffix in TEXT_SUFFIXES:
+        return "text"
+    raise CorpusFormatError(
+        f"{path}: unknown corpus format {suffix or '(no extension)'!r} "
+        "(expected a folder, .json, .jsonl, .csv, .tsv, .txt or .md)"
+    )
+
+
+def detect_format(path: str | Path, **options: Any) -> str:
+    """The format :func:`load_corpus` would use for ``path``: beir, folder, hipporag, table or text."""
+    p = Path(path)
+    if not p.exists():
+        raise CorpusFormatError(f"{p}: no such file or folder")
+    if p.is_dir():
+        return "beir" if corpus_files(p) else "folder"
+    return _detect_file(p, options)
+
+
+def load_corpus(
+    path: str | Path, *, on_error: str = "skip", report: LoadReport | None = None, **options: Any
+) -> list[Document]:
+    """Load a corpus from a folder or file, detecting the format (see the module docstring).
+
+    ``options`` go to the chosen loader (``text_column``, ``id_column``,
+    ``title_column``, ``metadata_columns`` and ``modality`` for table files,
+    ``id_prefix`` for HippoRAG JSON, ``modality`` for BEIR); an option the
+    format does not take raises :class:`CorpusFormatError`. Bad records follow
+    ``on_error`` (default: skip + one CorpusWarning per file, counts in
+    ``report``); duplicate document ids always raise :class:`CorpusFormatError`.
+    """
+    check_on_error(on_error)
+    fmt = detect_format(path, **options)
+    loader, accepted = LOADERS[fmt]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise CorpusFormatError(f"{path}: option {', '.join(unknown)} does not apply to a {fmt} corpus")
+    return loader(path, on_error=on_error, report=report, **options)

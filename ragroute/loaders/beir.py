@@ -1,0 +1,283 @@
+"""BEIR-format datasets: ``corpus*.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+
+A BEIR folder holds one or several corpus files (``corpus.jsonl``, or e.g.
+``corpus_tables.jsonl`` + ``corpus_paragraphs.jsonl``), all loaded into one
+corpus; documents from a file whose name contains ``table`` get modality
+``"table"``. Corpus and query lines follow the bad-record policy of
+:mod:`ragroute.loaders.common` (default: skip + one warning per file); qrels
+lines are labels, so a malformed one always raises.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import CorpusFormatError
+from ragroute.loaders.common import (
+    BadRecord,
+    CorpusWarning,
+    IdRegistry,
+    LoadReport,
+    check_on_error,
+    optional_str,
+    record_id,
+)
+from ragroute.loaders.jsonl import decode_line, open_binary, read_records
+from ragroute.types import Document, Query
+
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass
+class BeirDataset:
+    """A loaded BEIR folder: the whole corpus, the queries judged in ``split`` and their qrels."""
+
+    corpus: list[Document]
+    queries: list[Query]
+    qrels: Qrels
+    name: str = ""
+    split: str | None = "dev"
+    report: LoadReport = field(default_factory=LoadReport)
+
+    def __repr__(self) -> str:
+        n_qrels = sum(len(v) for v in self.qrels.values())
+        return (
+            f"BeirDataset(name={self.name!r}, split={self.split!r}, docs={len(self.corpus)}, "
+            f"queries={len(self.queries)}, qrels={n_qrels}, skipped={self.report.n_skipped})"
+        )
+
+
+def corpus_files(folder: str | Path) -> list[Path]:
+    """The ``corpus*.jsonl`` files of a BEIR folder, sorted by name (empty if none)."""
+    return sorted(p for p in Path(folder).glob("corpus*.jsonl") if p.is_file())
+
+
+def modality_for(path: str | Path) -> str:
+    """``"table"`` for a corpus file whose name contains "table", else ``"text"``."""
+    return "table" if "table" in Path(path).name.lower() else "text"
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    value = row.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRecord(f"'metadata' must be an object, got {type(value).__name__}")
+    return dict(value)
+
+
+def _required_text(row: dict[str, Any]) -> str:
+    if "text" not in row:
+        raise BadRecord("missing 'text'")
+    return optional_str(row, "text")
+
+
+def beir_document(row: dict[str, Any], modality: str = "text") -> Document:
+    """Convert one corpus row ``{"_id", "title", "text", "metadata"}``; :class:`BadRecord` if malformed."""
+    return Document(
+        id=record_id(row, "_id"),
+        text=_required_text(row),
+        title=optional_str(row, "title"),
+        metadata=_metadata(row),
+        modality=modality,
+    )
+
+
+def _load_corpus_file(
+    path: Path, modality: str | None, on_error: str, report: LoadReport | None, ids: IdRegistry
+) -> list[Document]:
+    kind = modality or modality_for(path)
+    docs = []
+    for lineno, doc in read_records(
+        path, lambda row, _n: beir_document(row, kind), on_error=on_error, report=report
+    ):
+        ids.add(doc.id, f"{path.name} line {lineno}")
+        docs.append(doc)
+    return docs
+
+
+def load_beir_corpus(
+    path: str | Path,
+    *,
+    on_error: str = "skip",
+    modality: str | None = None,
+    report: LoadReport | None = None,
+) -> list[Document]:
+    """Load a BEIR corpus: one ``corpus*.jsonl`` file, or every ``corpus*.jsonl`` of a folder.
+
+    Rows ``{"_id", "title", "text", "metadata"}`` become ``Document(id=_id, ...)``;
+    ``modality`` defaults to ``"table"`` for files whose name contains "table",
+    else ``"text"``. Bad lines follow ``on_error`` (default: skip + one
+    :class:`CorpusWarning` per file); a duplicate ``_id`` (within or across
+    files) always raises :class:`CorpusFormatError`.
+    """
+    check_on_error(on_error)
+    p = Path(path)
+    files = corpus_files(p) if p.is_dir() else [p]
+    if not files:
+        raise CorpusFormatError(f"{p}: no corpus*.jsonl file in this folder")
+    ids = IdRegistry("document")
+    docs: list[Document] = []
+    for file in files:
+        docs.extend(_load_corpus_file(file, modality, on_error, report, ids))
+    return docs
+
+
+def beir_query(row: dict[str, Any]) -> Query:
+    """Convert one query row ``{"_id", "text", "metadata"}``; :class:`BadRecord` if malformed."""
+    return Query(id=record_id(row, "_id"), text=_required_text(row), metadata=_metadata(row))
+
+
+def load_beir_queries(
+    path: str | Path, *, on_error: str = "skip", report: LoadReport | None = None
+) -> list[Query]:
+    """Load ``queries.jsonl`` (all splits, in file order); a duplicate ``_id`` raises CorpusFormatError."""
+    check_on_error(on_error)
+    ids = IdRegistry("query")
+    queries = []
+    rows = read_records(path, lambda row, _n: beir_query(row), on_error=on_error, report=report)
+    for lineno, query in rows:
+        ids.add(query.id, f"{Path(path).name} line {lineno}")
+        queries.append(query)
+    return queries
+
+
+def _parse_score(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # may raise ValueError again: the caller reports it
+        if not value.is_integer():
+            raise
+        return int(value)
+
+
+def _split_fields(line: str) -> list[str]:
+    return line.split("\t") if "\t" in line else line.split()
+
+
+_HEADER_WORDS = {"query-id", "query_id", "qid", "query", "corpus-id", "corpus_id", "score", "relevance"}
+
+
+def _is_header(fields: list[str]) -> bool:
+    """A header names its columns (``query-id corpus-id score``) instead of holding a numeric score."""
+    names = {f.strip().lower() for f in fields}
+    return bool(names & _HEADER_WORDS) and not fields[-1].strip().lstrip("-").isdigit()
+
+
+def parse_qrels_line(line: str) -> tuple[str, str, int]:
+    """Parse ``query-id<TAB>corpus-id<TAB>score`` (or TREC ``qid 0 docid score``); ``ValueError`` if bad."""
+    fields = [f.strip() for f in _split_fields(line.rstrip("\r\n"))]
+    if len(fields) == 4:
+        fields = [fields[0], fields[2], fields[3]]
+    if len(fields) != 3:
+        raise ValueError(f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}")
+    qid, doc_id, score = fields
+    if not qid or not doc_id:
+        raise ValueError("empty query-id or corpus-id")
+    try:
+        return qid, doc_id, _parse_score(score)
+    except ValueError:
+        raise ValueError(f"score must be an integer, got {score!r}") from None
+
+
+def _qrels_lines(tsv_path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` for the non-blank lines; invalid UTF-8 raises."""
+    with open_binary(tsv_path) as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = decode_line(raw, first=lineno == 1)
+            except BadRecord as exc:
+                raise CorpusFormatError(f"{tsv_path} line {lineno}: {exc}") from None
+            if line.strip():
+                yield lineno, line
+
+
+def load_qrels(tsv_path: str | Path) -> Qrels:
+    """Load a qrels TSV into ``{query_id: {doc_id: score}}`` with integer scores.
+
+    The header line (``query-id corpus-id score``) is recognised as a first
+    line whose last field is not a number, and skipped; blank lines are
+    ignored; a repeated pair keeps its last score. Any malformed line raises
+    :class:`CorpusFormatError` naming file and line: qrels are labels, and
+    silently dropping one would bias every metric.
+    """
+    qrels: Qrels = {}
+    for index, (lineno, line) in enumerate(_qrels_lines(tsv_path)):
+        if index == 0 and _is_header(_split_fields(line)):
+            continue
+        try:
+            qid, doc_id, score = parse_qrels_line(line)
+        except ValueError as exc:
+            raise CorpusFormatError(f"{tsv_path} line {lineno}: {exc}") from None
+        qrels.setdefault(qid, {})[doc_id] = score
+    return qrels
+
+
+def _folder(folder: str | Path) -> Path:
+    p = Path(folder)
+    if not p.exists():
+        raise CorpusFormatError(f"{p}: no such folder")
+    if not p.is_dir():
+        raise CorpusFormatError(f"{p}: not a folder (a BEIR dataset is a folder with corpus*.jsonl)")
+    return p
+
+
+def _qrels_path(folder: Path, split: str) -> Path:
+    path = folder / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        known = ", ".join(splits) if splits else "none"
+        raise CorpusFormatError(f"{folder}: no qrels/{split}.tsv (available splits: {known})")
+    return path
+
+
+def _warn_dangling(qrels: Qrels, queries: list[Query], corpus: list[Document], source: str) -> None:
+    query_ids = {q.id for q in queries}
+    doc_ids = {d.id for d in corpus}
+    lost_q = sorted(q for q in qrels if q not in query_ids)
+    lost_d = sorted({d for rels in qrels.values() for d in rels if d not in doc_ids})
+    parts = []
+    if lost_q:
+        parts.append(f"{len(lost_q)} judged query ids not in queries.jsonl (e.g. {lost_q[0]!r})")
+    if lost_d:
+        parts.append(f"{len(lost_d)} judged doc ids not in the corpus (e.g. {lost_d[0]!r})")
+    if parts:
+        warnings.warn(f"{source}: {'; '.join(parts)}", CorpusWarning, stacklevel=3)
+
+
+def load_beir(
+    folder: str | Path,
+    split: str | None = "dev",
+    *,
+    on_error: str = "skip",
+    report: LoadReport | None = None,
+) -> BeirDataset:
+    """Load a BEIR folder: every ``corpus*.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+
+    ``queries`` keeps only the queries judged in ``split`` (``queries.jsonl``
+    may hold several splits), in file order. ``split=None`` loads no qrels and
+    every query (none if ``queries.jsonl`` is absent: a corpus-only folder).
+    Corpus and query lines follow ``on_error`` (default: skip + one
+    :class:`CorpusWarning` per file; the counts are in ``dataset.report``);
+    qrels naming unknown queries or documents give one :class:`CorpusWarning`
+    and are kept as they are.
+    """
+    check_on_error(on_error)
+    root = _folder(folder)
+    report = report if report is not None else LoadReport()
+    corpus = load_beir_corpus(root, on_error=on_error, report=report)
+    qrels = load_qrels(_qrels_path(root, split)) if split is not None else {}
+    queries_path = root / "queries.jsonl"
+    if split is not None or queries_path.exists():
+        queries = load_beir_queries(queries_path, on_error=on_error, report=report)
+    else:
+        queries = []
+    if split is not None:
+        queries = [q for q in queries if q.id in qrels]
+        _warn_dangling(qrels, queries, corpus, f"{root / 'qrels' / f'{split}.tsv'}")
+    return BeirDataset(corpus, queries, qrels, name=root.resolve().name, split=split, report=report)

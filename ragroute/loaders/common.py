@@ -1,0 +1,164 @@
+"""Shared pieces of the corpus loaders: the bad-record policy, load reports and id checks.
+
+Bad-record policy (every loader follows it):
+
+* ``on_error="skip"`` (the default for corpora): a record that cannot be read
+  (invalid UTF-8, broken JSON, missing required field, unreadable file in a
+  folder) is skipped, recorded in the optional :class:`LoadReport`, and after
+  the file has been read ONE :class:`CorpusWarning` summarises what was skipped
+  in it, e.g. ``skipped 2 bad lines in corpus.jsonl (lines 17, 40; line 17:
+  invalid JSON (...))``. Large corpora scraped from the web almost always hold
+  a few broken lines; refusing the whole file would be unhelpful, hiding the
+  loss would be dishonest.
+* ``on_error="raise"``: the first bad record raises
+  :class:`~ragroute.errors.CorpusFormatError` with a one-line message naming
+  the file and line, e.g. ``corpus.jsonl line 17: invalid JSON (...)``.
+
+Some problems are never skipped, whatever ``on_error`` says, because skipping
+would silently change results: duplicate document ids, malformed qrels lines,
+a missing required column, a missing or unknown file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ragroute.errors import CorpusFormatError
+
+OnError = Literal["skip", "raise"]
+ON_ERROR_CHOICES = ("skip", "raise")
+
+
+class CorpusWarning(UserWarning):
+    """Some records of a corpus file were skipped (one warning per file, with counts)."""
+
+
+class BadRecord(ValueError):
+    """Raised by a record converter to reject one record; the reader skips or raises per ``on_error``."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """One skipped record: the file it came from, where in it, and why."""
+
+    source: str
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.where}: {self.reason}"
+
+
+@dataclass
+class LoadReport:
+    """What the loaders skipped; pass one as ``report=`` to any loader to get the counts back."""
+
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def n_skipped(self) -> int:
+        """Number of records (lines, items, rows or files) skipped so far."""
+        return len(self.skipped)
+
+    def skipped_in(self, source: str) -> list[Skipped]:
+        """The skipped records of one file (as displayed in messages)."""
+        return [s for s in self.skipped if s.source == source]
+
+
+def check_on_error(on_error: str) -> OnError:
+    """Validate an ``on_error`` argument (a programming error, hence ``ValueError``)."""
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    return on_error  # type: ignore[return-value]
+
+
+class SkipLog:
+    """Applies the bad-record policy to one file: raise at once, or collect and warn once at the end.
+
+    ``unit`` names the records ("line", "item", "file"); a numbered unit gives
+    messages like ``corpus.jsonl line 17: ...``, the unit ``"file"`` gives
+    ``docs/a.txt: ...``.
+    """
+
+    def __init__(self, source: str, unit: str, on_error: str, report: LoadReport | None) -> None:
+        self.source = source
+        self.unit = unit
+        self.on_error = check_on_error(on_error)
+        self.report = report
+        self.entries: list[Skipped] = []
+
+    def _where(self, key: int | str) -> str:
+        return str(key) if self.unit == "file" else f"{self.unit} {key}"
+
+    def bad(self, key: int | str, reason: str) -> None:
+        """Record one bad record, or raise :class:`CorpusFormatError` when ``on_error="raise"``."""
+        if self.on_error == "raise":
+            if self.unit == "file":
+                raise CorpusFormatError(f"{self.source}/{key}: {reason}")
+            raise CorpusFormatError(f"{self.source} {self._where(key)}: {reason}")
+        entry = Skipped(self.source, self._where(key), reason)
+        self.entries.append(entry)
+        if self.report is not None:
+            self.report.skipped.append(entry)
+
+    def finish(self) -> None:
+        """Emit the one summary :class:`CorpusWarning` for this file, if anything was skipped."""
+        if self.entries:
+            warnings.warn(self.summary(), CorpusWarning, stacklevel=3)
+
+    def summary(self) -> str:
+        """``skipped 2 bad lines in corpus.jsonl (lines 17, 40; line 17: invalid JSON (...))``."""
+        n = len(self.entries)
+        plural = "" if n == 1 else "s"
+        first = self.entries[0]
+        keys = [e.where.split(" ", 1)[-1] for e in self.entries[:10]]
+        more = ", ..." if n > 10 else ""
+        if self.unit == "file":
+            listing = f"{', '.join(keys)}{more}"
+        else:
+            listing = f"{self.unit}{plural} {', '.join(keys)}{more}"
+        detail = f"{listing}; {first.where}: {first.reason}"
+        return f"skipped {n} bad {self.unit}{plural} in {self.source} ({detail})"
+
+
+class IdRegistry:
+    """Remembers where each id was seen; a second sighting raises :class:`CorpusFormatError`."""
+
+    def __init__(self, what: str = "document") -> None:
+        self.what = what
+        self._seen: dict[str, str] = {}
+
+    def add(self, item_id: str, where: str) -> None:
+        """Register ``item_id`` found at ``where`` (e.g. ``"corpus.jsonl line 3"``)."""
+        first = self._seen.get(item_id)
+        if first is not None:
+            raise CorpusFormatError(f"duplicate {self.what} id {item_id!r} ({first} and {where})")
+        self._seen[item_id] = where
+
+
+def record_id(row: dict, key: str) -> str:
+    """The id in ``row[key]`` as a string; :class:`BadRecord` if it is missing, empty or not a scalar."""
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadRecord(f"missing or invalid {key!r} (got {type(value).__name__})")
+    text = str(value)
+    if not text.strip():
+        raise BadRecord(f"empty {key!r}")
+    return text
+
+
+def optional_str(row: dict, key: str) -> str:
+    """``row[key]`` as a string ("" when absent or null); :class:`BadRecord` for non-strings."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise BadRecord(f"{key!r} must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def decode_error_reason(exc: UnicodeDecodeError, data: bytes) -> str:
+    """``invalid UTF-8 (byte 0xff at column 5)`` for a decode error in one line."""
+    return f"invalid UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start + 1})"

@@ -1,0 +1,213 @@
+"""CSV / TSV / JSONL files with a text column: one Document per row.
+
+Rows are read line by line so that one row of invalid UTF-8 is skipped (or
+raised, per ``on_error``) with its line number; see
+:mod:`ragroute.loaders.common` for the policy. A column named in the options
+but absent from the file is a configuration error and always raises.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import CorpusFormatError
+from ragroute.loaders.common import (
+    BadRecord,
+    IdRegistry,
+    LoadReport,
+    SkipLog,
+    check_on_error,
+    optional_str,
+    record_id,
+)
+from ragroute.loaders.jsonl import decode_line, open_binary, read_records
+from ragroute.types import Document
+
+DELIMITERS = {".csv": ",", ".tsv": "\t"}
+TABLE_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+
+# Long passages exceed csv's default 128 KiB field limit.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+
+
+class _DecodedLines:
+    """Physical lines decoded one by one; invalid UTF-8 lines are replaced and remembered."""
+
+    def __init__(self, raw_lines: Iterable[bytes]) -> None:
+        self._raw = raw_lines
+        self.bad: dict[int, str] = {}
+
+    def __iter__(self) -> Iterator[str]:
+        for lineno, raw in enumerate(self._raw, 1):
+            try:
+                yield decode_line(raw, first=lineno == 1)
+            except BadRecord as exc:
+                self.bad[lineno] = str(exc)
+                yield raw.decode("utf-8", errors="replace")
+
+    def first_bad(self, start: int, end: int) -> tuple[int, str] | None:
+        """The first invalid line in ``start..end`` (inclusive), if any."""
+        for lineno in range(start, end + 1):
+            if lineno in self.bad:
+                return lineno, self.bad[lineno]
+        return None
+
+
+def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int, list[str], str | None]]:
+    """Yield ``(start_line, fields, problem)`` for each non-blank row of a CSV/TSV file.
+
+    ``problem`` is ``None`` for a good row, else why the row is unreadable
+    (``line 7: invalid UTF-8 ...``). A quoted field may span lines; a row is
+    bad if any of its lines is. Structural CSV errors raise
+    :class:`CorpusFormatError` naming file and line.
+    """
+    with open_binary(path) as fh:
+        lines = _DecodedLines(fh.read().splitlines(keepends=True))
+    reader = csv.reader(iter(lines), delimiter=delimiter)
+    end = 0
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise CorpusFormatError(f"{path} line {reader.line_num}: {exc}") from None
+        start, end = end + 1, reader.line_num
+        if not fields:
+            continue
+        bad = lines.first_bad(start, end)
+        yield start, fields, (None if bad is None else f"{bad[1]} on line {bad[0]}")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a table file hold the text, id, title and metadata of each Document."""
+
+    text: str = "text"
+    id: str | None = None
+    title: str | None = None
+    metadata: Sequence[str] | None = None
+
+    def named(self) -> list[tuple[str, str]]:
+        """``(role, column)`` for every column named in the options."""
+        pairs = [("text", self.text), ("id", self.id), ("title", self.title)]
+        pairs += [("metadata", c) for c in self.metadata or ()]
+        return [(role, col) for role, col in pairs if col is not None]
+
+    def check(self, available: Sequence[str], source: str) -> None:
+        """Raise :class:`CorpusFormatError` if a named column is absent from ``available``."""
+        for role, col in self.named():
+            if col not in available:
+                have = ", ".join(str(a) for a in available) or "none"
+                raise CorpusFormatError(f"{source}: no {role} column {col!r} (available columns: {have})")
+
+    def _metadata(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.metadata is not None:
+            return {c: row[c] for c in self.metadata if c in row}
+        used = {self.text, self.id, self.title}
+        meta: dict[str, Any] = {}
+        for key, value in row.items():
+            if key == "metadata" and isinstance(value, dict):
+                meta.update(value)
+            elif key not in used:
+                meta[key] = value
+        return meta
+
+    def document(self, row: dict[str, Any], default_id: str, modality: str) -> Document:
+        """Build one Document from a row; :class:`BadRecord` if its text or id is missing."""
+        if row.get(self.text) is None:
+            raise BadRecord(f"missing {self.text!r}")
+        return Document(
+            id=record_id(row, self.id) if self.id else default_id,
+            text=optional_str(row, self.text),
+            title=optional_str(row, self.title) if self.title else "",
+            metadata=self._metadata(row),
+            modality=modality,
+        )
+
+
+def _csv_documents(
+    path: Path, columns: Columns, modality: str, log: SkipLog, ids: IdRegistry
+) -> Iterator[Document]:
+    rows = read_csv_rows(path, DELIMITERS[path.suffix.lower()])
+    first = next(rows, None)
+    if first is None:
+        raise CorpusFormatError(f"{path}: empty file, expected a header row")
+    header_line, header, problem = first
+    if problem is not None:
+        raise CorpusFormatError(f"{path} header: {problem}")
+    columns.check(header, str(path))
+    for row_number, (lineno, fields, problem) in enumerate(rows, 1):
+        try:
+            if problem is not None:
+                raise BadRecord(problem)
+            if len(fields) != len(header):
+                raise BadRecord(f"expected {len(header)} fields, got {len(fields)}")
+            doc = columns.document(dict(zip(header, fields)), f"{path.stem}-{row_number}", modality)
+        except BadRecord as exc:
+            log.bad(lineno, str(exc))
+            continue
+        ids.add(doc.id, f"{path.name} line {lineno}")
+        yield doc
+
+
+def _jsonl_documents(
+    path: Path, columns: Columns, modality: str, on_error: str, report: LoadReport | None, ids: IdRegistry
+) -> Iterator[Document]:
+    checked = False
+
+    def convert(row: dict[str, Any], lineno: int) -> Document:
+        nonlocal checked
+        if not checked:
+            columns.check(list(row), f"{path} line {lineno}")
+            checked = True
+        return columns.document(row, f"{path.stem}-{lineno}", modality)
+
+    for lineno, doc in read_records(path, convert, on_error=on_error, report=report):
+        ids.add(doc.id, f"{path.name} line {lineno}")
+        yield doc
+
+
+def load_table_file(
+    path: str | Path,
+    text_column: str = "text",
+    id_column: str | None = None,
+    title_column: str | None = None,
+    metadata_columns: Sequence[str] | None = None,
+    *,
+    modality: str = "text",
+    on_error: str = "skip",
+    report: LoadReport | None = None,
+) -> list[Document]:
+    """Load a ``.csv``, ``.tsv`` or ``.jsonl`` file with one Document per row.
+
+    The id comes from ``id_column``, or is ``f"{stem}-{row_number}"``: for
+    CSV/TSV the 1-based data row number (header excluded, bad rows counted,
+    so one skipped row does not shift later ids), for JSONL the 1-based line
+    number. ``metadata_columns=None`` puts every other column in the metadata
+    (a JSONL ``metadata`` object is merged in); ``[]`` keeps none.
+
+    A named column missing from the CSV header (or from the first JSONL
+    record) raises :class:`CorpusFormatError` listing the available columns.
+    Unreadable rows, rows without text and rows with the wrong field count
+    follow ``on_error`` (default: skip + one CorpusWarning per file); a
+    duplicate id always raises.
+    """
+    check_on_error(on_error)
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in TABLE_FILE_SUFFIXES:
+        expected = ", ".join(TABLE_FILE_SUFFIXES)
+        raise CorpusFormatError(f"{p}: unsupported table file type {suffix!r} (expected {expected})")
+    columns = Columns(text_column, id_column, title_column, metadata_columns)
+    ids = IdRegistry("document")
+    if suffix == ".jsonl":
+        return list(_jsonl_documents(p, columns, modality, on_error, report, ids))
+    log = SkipLog(str(p), "line", on_error, report)
+    docs = list(_csv_documents(p, columns, modality, log, ids))
+    log.finish()
+    return docs

@@ -1,0 +1,107 @@
+"""Tests of ragroute.chunking at the three granularities."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragroute.chunking import ChunkStats, chunk_documents, split_long
+from ragroute.errors import CorpusFormatError
+from ragroute.types import Document
+
+
+def words(n: int, word: str = "word") -> str:
+    return " ".join(f"{word}{i}" for i in range(n))
+
+
+MARKDOWN = (
+    "Preamble before any heading with enough words to stand on its own here.\n\n"
+    "# Install\n\nRun the installer.\n\nThen restart.\n\n"
+    "## Empty heading\n\n"
+    "## Configure\n\n```\n# not a heading inside a fence\n```\nSet the options.\n"
+)
+
+
+@pytest.fixture
+def docs() -> list[Document]:
+    prose = f"{words(30, 'a')}\n\nShort one.\n\n{words(30, 'b')}"
+    table = Document(id="t", text="a | b\n" + "\n\n".join("1 | 2" for _ in range(50)), modality="table")
+    return [
+        Document(id="prose", text=prose, title="Prose", metadata={"src": "x"}),
+        Document(id="md", text=MARKDOWN, title="Manual"),
+        table,
+        Document(id="titled", text="", title="Title only"),
+        Document(id="void", text="   ", title=""),
+    ]
+
+
+def test_document_granularity_returns_docs_unchanged(docs: list[Document]) -> None:
+    stats = ChunkStats()
+    out = chunk_documents(docs, "document", stats=stats)
+    assert out == docs[:4]
+    assert all(d.parent_id is None for d in out)
+    assert stats.empty == 1 and stats.documents == 5
+
+
+def test_paragraph_chunks(docs: list[Document]) -> None:
+    stats = ChunkStats()
+    out = chunk_documents(docs, "paragraph", stats=stats)
+    prose = [c for c in out if c.parent_id == "prose"]
+    assert [c.id for c in prose] == ["prose#p0", "prose#p1"]
+    assert prose[1].text.startswith("Short one.\n\nb0")  # tiny paragraph merged into the next
+    assert prose[0].metadata == {"src": "x", "chunk_index": 0, "granularity": "paragraph"}
+    assert all(c.title == "Prose" for c in prose)
+    assert len({c.id for c in out}) == len(out)
+    assert stats.empty == 1 and stats.kept_whole == 1 and stats.chunks == len(out)
+
+
+def test_tables_and_title_only_docs_are_kept_whole(docs: list[Document]) -> None:
+    for granularity, marker in (("paragraph", "p"), ("section", "s")):
+        out = chunk_documents(docs, granularity, max_words=5)
+        table = [c for c in out if c.parent_id == "t"]
+        assert len(table) == 1 and table[0].text == docs[2].text and table[0].modality == "table"
+        assert table[0].id == f"t#{marker}0"
+        titled = [c for c in out if c.parent_id == "titled"]
+        assert [(c.title, c.text) for c in titled] == [("Title only", "")]
+        assert not [c for c in out if c.parent_id == "void"]
+
+
+def test_long_paragraph_split_by_sentences_within_max_words() -> None:
+    sentence = "This sentence has exactly seven words here."
+    doc = Document(id="long", text=" ".join([sentence] * 10))
+    out = chunk_documents([doc], "paragraph", max_words=20, min_words=0)
+    assert len(out) == 5  # two 7-word sentences per chunk
+    assert all(len(c.text.split()) <= 20 for c in out)
+    assert " ".join(c.text for c in out) == doc.text
+    windows = split_long(words(25), 10)  # one huge sentence: cut into word windows
+    assert [len(w.split()) for w in windows] == [10, 10, 5] and " ".join(windows) == words(25)
+
+
+def test_section_chunks_use_headings_as_titles(docs: list[Document]) -> None:
+    out = [c for c in chunk_documents(docs, "section") if c.parent_id == "md"]
+    assert [c.id for c in out] == ["md#s0", "md#s1", "md#s2"]
+    assert [c.title for c in out] == ["Manual", "Install", "Configure"]
+    assert out[1].text == "Run the installer.\n\nThen restart."
+    assert "# not a heading inside a fence" in out[2].text
+    assert all(c.metadata["granularity"] == "section" for c in out)
+    assert [c.metadata["chunk_index"] for c in out] == [0, 1, 2]
+
+
+def test_section_fallback_groups_paragraphs_without_headings() -> None:
+    text = "\n\n".join(words(30, f"p{i}x") for i in range(5))
+    out = chunk_documents([Document(id="plain", text=text, title="T")], "section", max_words=70)
+    assert [len(c.text.split()) for c in out] == [60, 60, 30]
+    assert all(c.title == "T" and c.parent_id == "plain" for c in out)
+
+
+def test_chunking_is_deterministic_and_rejects_bad_args(docs: list[Document]) -> None:
+    assert chunk_documents(docs, "paragraph") == chunk_documents(docs, "paragraph")
+    with pytest.raises(ValueError, match="granularity"):
+        chunk_documents(docs, "sentence")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_words"):
+        chunk_documents(docs, "paragraph", max_words=0)
+
+
+def test_duplicate_input_ids_raise() -> None:
+    twice = [Document(id="a", text="same"), Document(id="a", text="again")]
+    with pytest.raises(CorpusFormatError, match="duplicate chunk id 'a#p0'"):
+        chunk_documents(twice, "paragraph")

@@ -1,0 +1,380 @@
+"""Tests of ragroute.loaders: every corpus format, the bad-line policy and auto-detection."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from ragroute.errors import CorpusFormatError
+from ragroute.loaders import (
+    CorpusWarning,
+    LoadReport,
+    detect_format,
+    load_beir,
+    load_beir_corpus,
+    load_beir_queries,
+    load_corpus,
+    load_hipporag_corpus,
+    load_qrels,
+    load_table_file,
+    load_text_folder,
+    read_jsonl,
+)
+from ragroute.types import Document
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_qrels(path: Path, rows: list[tuple[str, str, int]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def beir_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "mini"
+    write_jsonl(
+        root / "corpus.jsonl",
+        [
+            {"_id": "d1", "title": "Cats", "text": "Cats purr.", "metadata": {"lang": "en"}},
+            {"_id": "d2", "title": "", "text": "Dogs bark."},
+            {"_id": "d3", "title": "Fish", "text": "Fish swim."},
+        ],
+    )
+    write_jsonl(
+        root / "queries.jsonl",
+        [
+            {"_id": "q1", "text": "what purrs", "metadata": {"split": "dev"}},
+            {"_id": "q2", "text": "what barks"},
+            {"_id": "q3", "text": "what swims (test split only)"},
+        ],
+    )
+    write_qrels(root / "qrels" / "dev.tsv", [("q1", "d1", 1), ("q2", "d2", 2), ("q2", "d3", 1)])
+    write_qrels(root / "qrels" / "test.tsv", [("q3", "d3", 1)])
+    return root
+
+
+def bad_jsonl(tmp_path: Path) -> Path:
+    """Five lines: good, invalid UTF-8, blank, broken JSON, good."""
+    path = tmp_path / "corpus.jsonl"
+    good1 = json.dumps({"_id": "a", "text": "alpha"}).encode()
+    bad_utf8 = b'{"_id": "b", "text": "caf\xe9 \xff"}'
+    broken = b'{"_id": "c", "text": "gamma"'
+    good2 = json.dumps({"_id": "d", "text": "delta"}).encode()
+    path.write_bytes(b"\n".join([good1, bad_utf8, b"", broken, good2]) + b"\n")
+    return path
+
+
+# --- read_jsonl and the bad-line policy ---------------------------------------------------------
+
+
+def test_read_jsonl_skips_bad_lines_with_one_counted_warning(tmp_path: Path) -> None:
+    path = bad_jsonl(tmp_path)
+    report = LoadReport()
+    with pytest.warns(CorpusWarning) as caught:
+        rows = list(read_jsonl(path, report=report))
+    assert [(n, r["_id"]) for n, r in rows] == [(1, "a"), (5, "d")]
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "skipped 2 bad lines" in message and "lines 2, 4" in message and "corpus.jsonl" in message
+    assert report.n_skipped == 2
+    assert [s.where for s in report.skipped] == ["line 2", "line 4"]
+    assert "invalid UTF-8" in report.skipped[0].reason
+    assert "invalid JSON" in report.skipped[1].reason
+
+
+def test_read_jsonl_raise_names_file_and_line_for_invalid_utf8(tmp_path: Path) -> None:
+    path = bad_jsonl(tmp_path)
+    with pytest.raises(CorpusFormatError, match=r"corpus\.jsonl line 2: invalid UTF-8") as info:
+        list(read_jsonl(path, on_error="raise"))
+    assert "\n" not in str(info.value)
+
+
+def test_read_jsonl_raise_on_broken_json(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2,,}\n', encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=r"c\.jsonl line 2: invalid JSON \(Expecting"):
+        list(read_jsonl(path, on_error="raise"))
+
+
+def test_read_jsonl_clean_file_gives_no_warning_and_handles_bom(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n{"a": 2}\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [r["a"] for _, r in read_jsonl(path)] == [1, 2]
+
+
+def test_read_jsonl_rejects_bad_on_error_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="on_error"):
+        read_jsonl(tmp_path / "x.jsonl", on_error="ignore")
+    with pytest.raises(CorpusFormatError, match="no such file"):
+        list(read_jsonl(tmp_path / "missing.jsonl"))
+
+
+# --- BEIR ---------------------------------------------------------------------------------------------
+
+
+def test_load_beir_round_trip(beir_folder: Path) -> None:
+    ds = load_beir(beir_folder)
+    assert ds.name == "mini" and ds.split == "dev"
+    assert [d.id for d in ds.corpus] == ["d1", "d2", "d3"]
+    assert ds.corpus[0] == Document(id="d1", text="Cats purr.", title="Cats", metadata={"lang": "en"})
+    assert ds.qrels == {"q1": {"d1": 1}, "q2": {"d2": 2, "d3": 1}}
+    assert all(isinstance(s, int) for rels in ds.qrels.values() for s in rels.values())
+    assert [q.id for q in ds.queries] == ["q1", "q2"]
+    assert ds.queries[0].metadata == {"split": "dev"}
+    assert "docs=3" in repr(ds)
+
+
+def test_load_beir_split_filters_queries(beir_folder: Path) -> None:
+    ds = load_beir(beir_folder, split="test")
+    assert [q.id for q in ds.queries] == ["q3"]
+    assert ds.qrels == {"q3": {"d3": 1}}
+    everything = load_beir(beir_folder, split=None)
+    assert len(everything.queries) == 3 and everything.qrels == {}
+
+
+def test_load_beir_missing_split_lists_available(beir_folder: Path) -> None:
+    with pytest.raises(CorpusFormatError, match=r"no qrels/train\.tsv \(available splits: dev, test\)"):
+        load_beir(beir_folder, split="train")
+
+
+def test_load_beir_several_corpus_files_and_table_modality(tmp_path: Path) -> None:
+    root = tmp_path / "hybrid"
+    write_jsonl(root / "corpus_tables.jsonl", [{"_id": "t1", "title": "", "text": "a | b\n1 | 2"}])
+    write_jsonl(root / "corpus_paragraphs.jsonl", [{"_id": "p1", "title": "", "text": "Some prose."}])
+    write_jsonl(root / "queries.jsonl", [{"_id": "q", "text": "x"}])
+    write_qrels(root / "qrels" / "dev.tsv", [("q", "t1", 1), ("q", "p1", 1)])
+    ds = load_beir(root)
+    assert {d.id: d.modality for d in ds.corpus} == {"p1": "text", "t1": "table"}
+
+
+def test_load_beir_duplicate_id_across_files(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "corpus_a.jsonl", [{"_id": "x", "text": "one"}])
+    write_jsonl(tmp_path / "corpus_b.jsonl", [{"_id": "x", "text": "two"}])
+    with pytest.raises(CorpusFormatError, match=r"duplicate document id 'x' \(corpus_a\.jsonl line 1"):
+        load_beir_corpus(tmp_path)
+
+
+def test_load_beir_skips_bad_corpus_line_and_reports(beir_folder: Path) -> None:
+    with (beir_folder / "corpus.jsonl").open("ab") as fh:
+        fh.write(b'{"_id": "d4", "text": "\xff"}\n{"title": "no id", "text": "x"}\n')
+    with pytest.warns(CorpusWarning, match=r"skipped 2 bad lines in .*corpus\.jsonl \(lines 4, 5"):
+        ds = load_beir(beir_folder)
+    assert len(ds.corpus) == 3 and ds.report.n_skipped == 2
+    with pytest.raises(CorpusFormatError, match=r"corpus\.jsonl line 4: invalid UTF-8"):
+        load_beir(beir_folder, on_error="raise")
+
+
+def test_load_qrels_bad_line_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "dev.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\thigh\n", encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=r"dev\.tsv line 3: score must be an integer"):
+        load_qrels(path)
+    path.write_text("query-id\tcorpus-id\tscore\nq1\td1\n", encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=r"dev\.tsv line 2: expected 3"):
+        load_qrels(path)
+
+
+def test_load_qrels_without_header_and_trec_format(tmp_path: Path) -> None:
+    path = tmp_path / "q.tsv"
+    path.write_text("q1\td1\t2\n\nq1 0 d2 1\n", encoding="utf-8")
+    assert load_qrels(path) == {"q1": {"d1": 2, "d2": 1}}
+
+
+def test_load_beir_warns_on_dangling_qrels(beir_folder: Path) -> None:
+    write_qrels(beir_folder / "qrels" / "dev.tsv", [("q1", "d1", 1), ("q9", "d9", 1)])
+    with pytest.warns(CorpusWarning, match="judged query ids not in queries.jsonl"):
+        ds = load_beir(beir_folder)
+    assert "q9" in ds.qrels
+
+
+def test_load_beir_queries_duplicate_id(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q", "text": "a"}, {"_id": "q", "text": "b"}])
+    with pytest.raises(CorpusFormatError, match="duplicate query id 'q'"):
+        load_beir_queries(path)
+
+
+def test_load_beir_not_a_beir_folder(tmp_path: Path) -> None:
+    with pytest.raises(CorpusFormatError, match="no corpus"):
+        load_beir(tmp_path)
+    with pytest.raises(CorpusFormatError, match="no such folder"):
+        load_beir(tmp_path / "nope")
+
+
+# --- HippoRAG JSON ---------------------------------------------------------------------------------
+
+
+def test_hipporag_positional_ids_and_duplicates(tmp_path: Path) -> None:
+    items = [{"title": "A", "text": "alpha"}, {"title": "B", "text": "beta"}, {"title": "A", "text": "alpha"}]
+    path = tmp_path / "train_corpus.json"
+    path.write_text(json.dumps(items), encoding="utf-8")
+    docs = load_hipporag_corpus(path)
+    assert [d.id for d in docs] == ["train_corpus-0", "train_corpus-1", "train_corpus-2"]
+    assert docs[2].title == "A" and docs[2].text == "alpha"
+    assert [d.id for d in load_hipporag_corpus(path, id_prefix="mq")] == ["mq-0", "mq-1", "mq-2"]
+
+
+def test_hipporag_bad_item_skipped_without_shifting_ids(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps([{"title": "A", "text": "a"}, {"title": "no text"}, {"text": "c"}]), "utf-8")
+    with pytest.warns(CorpusWarning, match=r"skipped 1 bad item .*item 1: missing 'text'"):
+        docs = load_hipporag_corpus(path)
+    assert [d.id for d in docs] == ["c-0", "c-2"]
+
+
+def test_hipporag_broken_json_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('[\n  {"title": "A", "text": "a"},\n  {"title": \n]\n', encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=r"c\.json line 4: invalid JSON"):
+        load_hipporag_corpus(path)
+    path.write_text('{"title": "A"}', encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match="expected a JSON array"):
+        load_hipporag_corpus(path)
+
+
+# --- folders of files ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def text_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    (root / "guides").mkdir(parents=True)
+    (root / "guides" / "setup.md").write_text("Intro line\n\n# Setup Guide\n\nInstall it.\n", "utf-8")
+    (root / "notes.txt").write_text("# not a heading in txt\nplain notes", "utf-8")
+    (root / "prices.csv").write_text("item,price\napple,1\npear,2\n", "utf-8")
+    (root / "empty.md").write_text("  \n", "utf-8")
+    (root / "image.png").write_bytes(b"\x89PNG")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "secret.txt").write_text("hidden", "utf-8")
+    return root
+
+
+def test_load_text_folder(text_folder: Path) -> None:
+    docs = load_text_folder(text_folder)
+    assert [d.id for d in docs] == ["guides/setup", "notes", "prices"]
+    setup, notes, prices = docs
+    assert setup.title == "Setup Guide" and setup.metadata == {"path": "guides/setup.md"}
+    assert "Install it." in setup.text
+    assert notes.title == "notes"
+    assert prices.modality == "table" and prices.title == "prices"
+    assert prices.text == "item | price\napple | 1\npear | 2"
+    assert prices.metadata == {
+        "columns": ["item", "price"],
+        "rows": [["apple", "1"], ["pear", "2"]],
+        "path": "prices.csv",
+    }
+
+
+def test_load_text_folder_invalid_utf8_file(text_folder: Path) -> None:
+    (text_folder / "broken.txt").write_bytes(b"fine\nbad \xff byte\n")
+    report = LoadReport()
+    with pytest.warns(
+        CorpusWarning, match=r"skipped 1 bad file in .*docs \(broken\.txt; broken\.txt: invalid"
+    ):
+        docs = load_text_folder(text_folder, report=report)
+    assert "broken" not in [d.id for d in docs] and report.n_skipped == 1
+    with pytest.raises(CorpusFormatError, match=r"broken\.txt: invalid UTF-8 on line 2"):
+        load_text_folder(text_folder, on_error="raise")
+
+
+def test_load_text_folder_same_id_twice(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("one", "utf-8")
+    (tmp_path / "a.txt").write_text("two", "utf-8")
+    with pytest.raises(CorpusFormatError, match="duplicate document id 'a'"):
+        load_text_folder(tmp_path)
+
+
+# --- table files -----------------------------------------------------------------------------------
+
+
+def test_load_table_file_csv(tmp_path: Path) -> None:
+    path = tmp_path / "faq.csv"
+    path.write_text(
+        'q,answer,topic\n"What, exactly?","It is\nmultiline",billing\nWhy,Because,misc\n', "utf-8"
+    )
+    docs = load_table_file(path, text_column="answer", title_column="q")
+    assert [d.id for d in docs] == ["faq-1", "faq-2"]
+    assert docs[0].text == "It is\nmultiline" and docs[0].title == "What, exactly?"
+    assert docs[0].metadata == {"topic": "billing"}
+    docs = load_table_file(path, text_column="answer", id_column="q", metadata_columns=[])
+    assert docs[1].id == "Why" and docs[1].metadata == {}
+
+
+def test_load_table_file_jsonl(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"body": "one", "k": 1}, {"body": "two", "k": 2}])
+    docs = load_table_file(path, text_column="body")
+    assert [(d.id, d.text, d.metadata) for d in docs] == [
+        ("rows-1", "one", {"k": 1}),
+        ("rows-2", "two", {"k": 2}),
+    ]
+
+
+def test_load_table_file_missing_column(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("id,body\n1,hello\n", "utf-8")
+    with pytest.raises(CorpusFormatError, match=r"no text column 'text' \(available columns: id, body\)"):
+        load_table_file(path)
+    jpath = write_jsonl(tmp_path / "t.jsonl", [{"id": 1, "body": "x"}])
+    with pytest.raises(CorpusFormatError, match=r"no id column 'uid' \(available columns: id, body\)"):
+        load_table_file(jpath, text_column="body", id_column="uid")
+
+
+def test_load_table_file_bad_rows_and_duplicate_ids(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"id,text\n1,good\n2,bad \xff\n3,a,b\n4,fine\n")
+    with pytest.warns(CorpusWarning, match=r"skipped 2 bad lines in .*t\.csv \(lines 3, 4"):
+        docs = load_table_file(path, id_column="id")
+    assert [d.id for d in docs] == ["1", "4"]
+    path.write_text("id,text\n1,a\n1,b\n", "utf-8")
+    with pytest.raises(
+        CorpusFormatError, match=r"duplicate document id '1' \(t\.csv line 2 and t\.csv line 3\)"
+    ):
+        load_table_file(path, id_column="id")
+
+
+# --- auto-detection -------------------------------------------------------------------------------
+
+
+def test_load_corpus_detects_every_format(beir_folder: Path, text_folder: Path, tmp_path: Path) -> None:
+    assert detect_format(beir_folder) == "beir"
+    assert [d.id for d in load_corpus(beir_folder)] == ["d1", "d2", "d3"]
+    assert detect_format(text_folder) == "folder"
+    assert len(load_corpus(text_folder)) == 3
+    hippo = tmp_path / "h.json"
+    hippo.write_text(json.dumps([{"title": "T", "text": "x"}]), "utf-8")
+    assert [d.id for d in load_corpus(hippo, id_prefix="h")] == ["h-0"]
+    assert detect_format(beir_folder / "corpus.jsonl") == "beir"
+    assert load_corpus(beir_folder / "corpus.jsonl")[0].title == "Cats"
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": "plain"}])
+    assert detect_format(rows) == "table" and load_corpus(rows)[0].id == "rows-1"
+    csv_path = tmp_path / "r.csv"
+    csv_path.write_text("body\nhello\n", "utf-8")
+    assert load_corpus(csv_path, text_column="body")[0].text == "hello"
+    md = tmp_path / "single.md"
+    md.write_text("# Title\n\nBody", "utf-8")
+    assert load_corpus(md)[0].title == "Title"
+
+
+def test_load_corpus_errors(tmp_path: Path, beir_folder: Path) -> None:
+    with pytest.raises(CorpusFormatError, match="no such file or folder"):
+        load_corpus(tmp_path / "missing")
+    odd = tmp_path / "data.pdf"
+    odd.write_bytes(b"%PDF")
+    with pytest.raises(CorpusFormatError, match=r"unknown corpus format '\.pdf'"):
+        load_corpus(odd)
+    with pytest.raises(CorpusFormatError, match="does not apply"):
+        load_corpus(beir_folder, text_column="body")
+    dup = write_jsonl(tmp_path / "dup.jsonl", [{"_id": "x", "text": "a"}, {"_id": "x", "text": "b"}])
+    with pytest.raises(CorpusFormatError, match="duplicate document id 'x'"):
+        load_corpus(dup)
