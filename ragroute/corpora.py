@@ -1,0 +1,80 @@
+"""Corpus definitions: named corpora with a description, modality and granularity, from YAML.
+
+A definitions file (``corpora/corpora.yaml``) looks like::
+
+    corpora:
+      astronomy:
+        path: astronomy              # relative to the YAML file
+        description: Encyclopedic articles on astronomy and astrophysics.
+        modality: text               # text | table | image
+        granularity: section         # document | section | paragraph
+
+Each entry becomes a :class:`CorpusSpec`; unknown keys or values fail at load
+time with the entry named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragroute.errors import RagrouteError
+
+MODALITIES = ("text", "table", "image")
+GRANULARITIES = ("document", "section", "paragraph")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """One named corpus: where it is and how it should be indexed and described."""
+
+    name: str
+    path: Path
+    description: str = ""
+    modality: str = "text"
+    granularity: str = "document"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_corpus_specs(path: str | Path) -> list[CorpusSpec]:
+    """Read a corpus definitions file; paths in it are relative to the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RagrouteError(f"cannot read corpus definitions {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise RagrouteError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    entries = data.get("corpora") if isinstance(data, dict) else None
+    if not isinstance(entries, dict) or not entries:
+        raise RagrouteError(f"{path}: expected a top-level 'corpora:' mapping of names to definitions")
+    return [_spec(name, entry, path) for name, entry in entries.items()]
+
+
+def _spec(name: str, entry: Any, source: Path) -> CorpusSpec:
+    where = f"{source}: corpus {name!r}"
+    if not isinstance(entry, dict) or "path" not in entry:
+        raise RagrouteError(f"{where} needs at least a 'path'")
+    known = {"path", "description", "modality", "granularity", "options"}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise RagrouteError(
+            f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    modality = entry.get("modality", "text")
+    granularity = entry.get("granularity", "document")
+    if modality not in MODALITIES:
+        raise RagrouteError(f"{where}: modality {modality!r} is not one of {', '.join(MODALITIES)}")
+    if granularity not in GRANULARITIES:
+        raise RagrouteError(f"{where}: granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    return CorpusSpec(
+        name=str(name),
+        path=(source.parent / str(entry["path"])).resolve(),
+        description=str(entry.get("description", "")).strip(),
+        modality=modality,
+        granularity=granularity,
+        options=dict(entry.get("options") or {}),
+    )
