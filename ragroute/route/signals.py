@@ -1,0 +1,691 @@
+"""Cheap per-query signals that routing rules are built from.
+
+A signal looks at a query and says whether it *fires*, with the number(s) behind
+it. Each is declared by name under ``signals:`` in a policy file::
+
+    signals:
+      mentions_printer: {type: keywords, any: [printer, toner, "paper jam"]}
+      has_ticket_id:    {type: regex, pattern: "INC-\\\\d{6}", flags: i}
+      short:            {type: length, max_words: 4}
+      english:          {type: language, is: [en]}
+      it_like:          {type: example_bank, examples: ["my laptop won't boot"], threshold: 0.5}
+      needs_docs:       {type: bank_margin, positive: [...], negative: [...], margin: 0.0, top_n: 3}
+
+``keywords``, ``regex``, ``length`` and ``language`` need nothing but the text.
+``example_bank`` and ``bank_margin`` compare the query embedding with banks of
+example queries: a :class:`BankStore` embeds all banks of a policy once, on first
+use, and a :class:`SignalContext` embeds the query at most once, shared by every
+bank signal (or takes a precomputed vector).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NoReturn
+
+import numpy as np
+
+from ragroute.route.policy import PolicyError, item_line, key_line, value_line
+
+COMMON_KEYS = frozenset({"type", "description"})
+
+
+# --------------------------------------------------------------------------- results and context
+
+
+@dataclass
+class SignalResult:
+    """What one signal said about one query: whether it fired, its value, and details."""
+
+    name: str
+    kind: str
+    fired: bool
+    value: Any
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "fired": self.fired, "value": self.value, **self.detail}
+
+
+def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return matrix / norms
+
+
+def encode_texts(encoder: Any, texts: Sequence[str]) -> np.ndarray:
+    """Embed ``texts`` with ``encoder.encode_queries`` as float32 L2-normalised rows."""
+    vectors = np.asarray(encoder.encode_queries(list(texts)), dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+        raise PolicyError(
+            f"encoder returned shape {vectors.shape} for {len(texts)} text(s); expected one row per text"
+        )
+    return _normalise_rows(vectors)
+
+
+class BankStore:
+    """The embeddings of every bank text of a policy, computed once (lazily) per encoder.
+
+    All bank texts are embedded together in one ``encode_queries`` call, the first
+    time any bank signal is evaluated; a different encoder starts over.
+    """
+
+    def __init__(self, signals: Iterable[Signal]) -> None:
+        self._texts: list[str] = []
+        self._index: dict[str, int] = {}
+        self._signal_texts: dict[str, list[str]] = {}
+        for signal in signals:
+            texts = signal.bank_texts()
+            if not texts:
+                continue
+            self._signal_texts[signal.name] = texts
+            for text in texts:
+                if text not in self._index:
+                    self._index[text] = len(self._texts)
+                    self._texts.append(text)
+        self._matrix: np.ndarray | None = None
+        self._encoder: Any = None
+        self._rows: dict[str, np.ndarray] = {}
+        self.encode_calls = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self._texts
+
+    def reset(self) -> None:
+        """Forget the embeddings (e.g. after the encoder changed)."""
+        self._matrix, self._encoder, self._rows = None, None, {}
+
+    def vectors(self, encoder: Any, signal_name: str) -> np.ndarray:
+        """The embedded bank texts of ``signal_name``, in the order of ``bank_texts()``."""
+        if self._matrix is None or self._encoder is not encoder:
+            self.reset()
+            self._matrix = encode_texts(encoder, self._texts)
+            self._encoder = encoder
+            self.encode_calls += 1
+        rows = self._rows.get(signal_name)
+        if rows is None:
+            rows = self._matrix[[self._index[t] for t in self._signal_texts[signal_name]]]
+            self._rows[signal_name] = rows
+        return rows
+
+
+class SignalContext:
+    """One query as signals see it: its text, and its embedding computed at most once."""
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        encoder: Any = None,
+        query_vector: Any = None,
+        banks: BankStore | None = None,
+        source: str = "",
+    ) -> None:
+        self.text = text
+        self.encoder = encoder
+        self.banks = banks
+        self.source = source
+        self._vector: np.ndarray | None = None
+        self.vector_origin = "unused"
+        if query_vector is not None:
+            self._vector = self._as_vector(query_vector)
+            self.vector_origin = "given"
+
+    @staticmethod
+    def _as_vector(vector: Any) -> np.ndarray:
+        array = np.asarray(vector, dtype=np.float32)
+        if array.ndim == 2 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim != 1:
+            raise PolicyError(f"query vector must be one row, got shape {array.shape}")
+        return _normalise_rows(array)
+
+    def _need_encoder(self, signal: Signal) -> Any:
+        if self.encoder is None:
+            raise PolicyError(
+                f"signal {signal.name!r} ({signal.kind}) needs an encoder; give the policy one (encoder=...)",
+                source=self.source,
+            )
+        return self.encoder
+
+    def query_vector(self, signal: Signal) -> np.ndarray:
+        """The query embedding; the encoder runs on the first call only."""
+        if self._vector is None:
+            encoder = self._need_encoder(signal)
+            self._vector = encode_texts(encoder, [self.text])[0]
+            self.vector_origin = "computed"
+        return self._vector
+
+    def bank_vectors(self, signal: Signal) -> np.ndarray:
+        """The embedded bank texts of ``signal`` (computed once per policy and encoder)."""
+        encoder = self._need_encoder(signal)
+        if self.banks is None:
+            self.banks = BankStore([signal])
+        return self.banks.vectors(encoder, signal.name)
+
+    def similarities(self, signal: Signal) -> np.ndarray:
+        """Cosine similarity of the query to each bank text of ``signal``."""
+        bank = self.bank_vectors(signal)
+        query = self.query_vector(signal)
+        if query.shape[0] != bank.shape[1]:
+            raise PolicyError(
+                f"query vector has width {query.shape[0]} but the bank of signal {signal.name!r} "
+                f"has width {bank.shape[1]}",
+                source=self.source,
+            )
+        return bank @ query
+
+
+# --------------------------------------------------------------------------- spec checking
+
+
+def _fail(source: str, line: int | None, problem: str) -> NoReturn:
+    raise PolicyError(problem, source=source, line=line)
+
+
+def _string_list(
+    spec: Mapping[str, Any], key: str, what: str, source: str, *, allow_single: bool = False
+) -> list[str]:
+    """A non-empty list of non-empty strings under ``key`` (one string too if ``allow_single``)."""
+    value = spec[key]
+    line = value_line(spec, key)
+    if allow_single and isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        _fail(source, line, f"{what}: '{key}' must be a non-empty list of strings")
+    out = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            _fail(source, item_line(value, index, line), f"{what}: '{key}' item {item!r} is not a string")
+        out.append(item.strip())
+    return out
+
+
+def _number(spec: Mapping[str, Any], key: str, default: float, what: str, source: str) -> float:
+    if key not in spec:
+        return default
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(source, value_line(spec, key), f"{what}: '{key}' must be a number, got {value!r}")
+    return float(value)
+
+
+def _count(spec: Mapping[str, Any], key: str, what: str, source: str, *, minimum: int = 0) -> int | None:
+    if key not in spec:
+        return None
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(
+            source, value_line(spec, key), f"{what}: '{key}' must be an integer >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+def _require(spec: Mapping[str, Any], keys: Iterable[str], what: str, source: str, line: int | None) -> None:
+    for key in keys:
+        if key not in spec:
+            _fail(source, line, f"{what} needs '{key}'")
+
+
+# --------------------------------------------------------------------------- signal types
+
+
+@dataclass(kw_only=True)
+class Signal:
+    """Base of all signal types: a name, the line that declared it, and ``evaluate``."""
+
+    kind: ClassVar[str] = ""
+    keys: ClassVar[frozenset[str]] = frozenset()
+    required: ClassVar[tuple[str, ...]] = ()
+    uses_encoder: ClassVar[bool] = False
+
+    name: str
+    line: int | None = None
+    description: str = ""
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any], source: str, line: int | None) -> Signal:
+        raise NotImplementedError
+
+    def evaluate(self, ctx: SignalContext) -> SignalResult:
+        raise NotImplementedError
+
+    def bank_texts(self) -> list[str]:
+        """Texts to embed once per policy (only bank signals have any)."""
+        return []
+
+    def _result(self, fired: bool, value: Any, **detail: Any) -> SignalResult:
+        return SignalResult(name=self.name, kind=self.kind, fired=bool(fired), value=value, detail=detail)
+
+
+def _phrase_pattern(phrase: str) -> re.Pattern[str]:
+    body = r"\s+".join(re.escape(word) for word in phrase.split())
+    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+
+
+@dataclass(kw_only=True)
+class KeywordsSignal(Signal):
+    """Fires when any word of ``any`` and every word of ``all`` occur (whole words, any case)."""
+
+    kind: ClassVar[str] = "keywords"
+    keys: ClassVar[frozenset[str]] = frozenset({"any", "all"})
+
+    any_of: list[str] = field(default_factory=list)
+    all_of: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._patterns = {word: _phrase_pattern(word) for word in [*self.any_of, *self.all_of]}
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any], source: str, line: int | None) -> Signal:
+        what = f"signal {name!r}"
+        if "any" not in spec and "all" not in spec:
+            _fail(source, line, f"{what} (keywords) needs 'any' or 'all'")
+        any_of = _string_list(spec, "any", what, source, allow_single=True) if "any" in spec else []
+        all_of = _string_list(spec, "all", what, source, allow_single=True) if "all" in spec else []
+        return cls(name=name, line=line, any_of=any_of, all_of=all_of)
+
+    def _matches(self, words: list[str], text: str) -> list[str]:
+        return [word for word in words if self._patterns[word].search(text)]
+
+    def evaluate(self, ctx: SignalContext) -> SignalResult:
+        matched_any = self._matches(self.any_of, ctx.text)
+        matched_all = self._matches(self.all_of, ctx.text)
+        fired = (not self.any_of or bool(matched_any)) and len(matched_all) == len(self.all_of)
+        matched = matched_any + [word for word in matched_all if word not in matched_any]
+        if not self.all_of:
+            return self._result(fired, matched)
+        return self._result(fired, matched, missing=[word for word in self.all_of if word not in matched_all])
+
+
+REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+
+
+@dataclass(kw_only=True)
+class RegexSignal(Signal):
+    """Fires when ``pattern`` matches anywhere in the query; the value is the matched text."""
+
+    kind: ClassVar[str] = "regex"
+    keys: ClassVar[frozenset[str]] = frozenset({"pattern", "flags"})
+    required: ClassVar[tuple[str, ...]] = ("pattern",)
+
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any], source: str, line: int | None) -> Signal:
+        what = f"signal {name!r}"
+        flags = 0
+        if "flags" in spec:
+            letters = spec["flags"]
+            if not isinstance(letters, str) or not letters or set(letters) - set(REGEX_FLAGS):
+                _fail(source, value_line(spec, "flags"), f"{what}: 'flags' must be letters from 'imsx'")
+            for letter in letters:
+                flags |= REGEX_FLAGS[letter]
+        text = spec["pattern"]
+        if not isinstance(text, str) or not text:
+            _fail(source, value_line(spec, "pattern"), f"{what}: 'pattern' must be a non-empty string")
+        try:
+            pattern = re.compile(text, flags)
+        except re.error as exc:
+            _fail(source, value_line(spec, "pattern"), f"{what}: invalid regex {text!r}: {exc}")
+        return cls(name=name, line=line, pattern=pattern)
+
+    def evaluate(self, ctx: SignalContext) -> SignalResult:
+        match = self.pattern.search(ctx.text)
+        return self._result(match is not None, match.group(0) if match else None)
+
+
+@dataclass(kw_only=True)
+class LengthSignal(Signal):
+    """Fires when the word count (whitespace-separated) and character count are within bounds."""
+
+    kind: ClassVar[str] = "length"
+    keys: ClassVar[frozenset[str]] = frozenset({"min_words", "max_words", "min_chars", "max_chars"})
+
+    min_words: int | None = None
+    max_words: int | None = None
+    min_chars: int | None = None
+    max_chars: int | None = None
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any], source: str, line: int | None) -> Signal:
+        what = f"signal {name!r}"
+        bounds = {key: _count(spec, key, what, source) for key in sorted(cls.keys)}
+        if all(value is None for value in bounds.values()):
+            _fail(source, line, f"{what} (length) needs at least one of {', '.join(sorted(cls.keys))}")
+        for unit in ("words", "chars"):
+            low, high = bounds[f"min_{unit}"], bounds[f"max_{unit}"]
+            if low is not None and high is not None and low > high:
+                _fail(
+                    source, value_line(spec, f"max_{unit}"), f"{what}: min_{unit} {low} > max_{unit} {high}"
+                )
+        return cls(name=name, line=line, **bounds)
+
+    @staticmethod
+    def _within(value: int, low: int | None, high: int | None) -> bool:
+        return (low is None or value >= low) and (high is None or value <= high)
+
+    def evaluate(self, ctx: SignalContext) -> SignalResult:
+        words, chars = len(ctx.text.split()), len(ctx.text)
+        fired = self._within(words, self.min_words, self.max_words) and self._within(
+            chars, self.min_chars, self.max_chars
+        )
+        return self._result(fired, words, chars=chars)
+
+
+# --------------------------------------------------------------------------- language guess
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+STOPWORDS: dict[str, frozenset[str]] = {
+    "en": _words(
+        "the and of to is are was were what which who whom how why when where does do did in on for with "
+        "this that these those it its be been by from an a can could i you my me not or there their have "
+        "has had will would should about at as if than into"
+    ),
+    "fr": _words(
+        "le la les un une des du de et est sont que qui quoi quel quelle quels quelles comment pourquoi où "
+        "dans pour avec sur par pas ne ce cette ces il elle ils elles je vous nous au aux en entre mon ma "
+        "mes son sa ses se plus très y qu l d c j n s été être fait peut"
+    ),
+    "de": _words(
+        "der die das und ist sind ein eine einen einem einer nicht mit von zu zum zur den dem des auf für "
+        "ich du sie er es wie was wer warum wo wann welche welcher welches im auch oder aber bei nach aus "
+        "weit kann können wird werden hat haben über man sich noch nur"
+    ),
+    "es": _words(
+        "el la los las un una unos unas y es son que qué de del en por para con cómo como cuál cuáles "
+        "cuándo cuánto dónde quién porque entre su sus se al lo no más muy está están hay este esta yo tú "
+        "mi le ser fue"
+    ),
+    "it": _words(
+        "il lo la i gli le un uno una e è sono che di del della dei delle da in per con su come cosa quale "
+        "quali quando quanto dove chi perché non si al alla nel nella ma anche questo questa mio ho ha l "
+        "essere stato"
+    ),
+    "pt": _words(
+        "o a os as um uma uns umas e é são que de do da dos das em no na nos nas por para com como qual "
+        "quais quando quanto onde quem porque não se ao mais muito está estão há este esta eu você meu "
+        "minha entre ser foi"
+    ),
+    "nl": _words(
+        "de het een en is zijn van in op te dat die wat wie hoe waarom waar wanneer welke niet met voor "
+        "aan er ook maar bij naar uit ik je jij we wij hij zij ze kan kunnen wordt worden heeft hebben "
+        "over deze dit om tussen"
+    ),
+}
+
+# Letters that (almost) only one of the Latin-script languages above uses.
+LETTER_HINTS: dict[str, str] = {"de": "äöüß", "es": "ñ¿¡", "fr": "œçèêëîïûù", "pt": "ãõ", "it": "ìò"}
+
+# Unicode ranges of non-Latin scripts: (first, last, script).
+SCRIPT_RANGES: tuple[tuple[int, int, str], ...] = (
+    (0x0370, 0x03FF, "greek"),
+    (0x1F00, 0x1FFF, "greek"),
+    (0x0400, 0x052F, "cyrillic"),
+    (0x0590, 0x05FF, "hebrew"),
+    (0x0600, 0x06FF, "arabic"),
+    (0x0750, 0x077F, "arabic"),
+    (0x0900, 0x097F, "devanagari"),
+    (0x0E00, 0x0E7F, "thai"),
+    (0x1100, 0x11FF, "hangul"),
+    (0x3130, 0x318F, "hangul"),
+    (0xAC00, 0xD7AF, "hangul"),
+    (0x3040, 0x30FF, "kana"),
+    (0x31F0, 0x31FF, "kana"),
+    (0x3400, 0x4DBF, "han"),
+    (0x4E00, 0x9FFF, "han"),
+    (0xF900, 0xFAFF, "han"),
+    (0x20000, 0x2FA1F, "han"),
+)
+
+SCRIPT_LANGUAGE = {
+    "greek": "el",
+    "cyrillic": "ru",
+    "hebrew": "he",
+    "arabic": "ar",
+    "devanagari": "hi",
+    "thai": "th",
+}
+
+UNDETERMINED = "und"
+LANGUAGES = frozenset([*STOPWORDS, "zh", "ja", "ko", *SCRIPT_LANGUAGE.values(), "uk", UNDETERMINED])
+
+
+def _script(char: str) -> str:
+    code = ord(char)
+    for first, last, script in SCRIPT_RANGES:
+        if first <= code <= last:
+            return script
+    return "latin" if char.isalpha() else ""
+
+
+def _script_counts(text: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for char in text:
+        script = _script(char)
+        if script:
+            counts[script] = counts.get(script, 0) + 1
+    return counts
+
+
+def _language_of_script(script: str, counts: Mapping[str, int], text: str) -> str:
+    if script in ("han", "kana", "hangul"):
+        if counts.get("kana", 0):
+            return "ja"
+        return "ko" if counts.get("hangul", 0) > counts.get("han", 0) else "zh"
+    if script == "cyrillic" and any(char in "іїєґІЇЄҐ" for char in text):
+        return "uk"
+    return SCRIPT_LANGUAGE[script]
+
+
+def _stopword_scores(text: str) -> dict[str, float]:
+    folded = unicodedata.normalize("NFC", text.casefold())
+    tokens = re.findall(r"[^\W\d_]+", folded)
+    scores = dict.fromkeys(STOPWORDS, 0.0)
+    if not tokens:
+        return scores
+    for token in tokens:
+        owners = [lang for lang, words in STOPWORDS.items() if token in words]
+        for lang in owners:
+            scores[lang] += 1.0 / len(owners)
+        for lang, letters in LETTER_HINTS.items():
+            if any(letter in token for letter in letters):
+                scores[lang] += 0.5
+    for lang, letters in LETTER_HINTS.items():  # ¿ and ¡ are not part of any token
+        scores[lang] += 0.5 * sum(folded.count(mark) for mark in letters if not mark.isalpha())
+    return {lang: score / len(tokens) for lang, score in scores.items()}
+
+
+def guess_language(text: str) -> tuple[str, dict[str, float]]:
+    """A cheap language guess: the dominant script, then stopword overlap for Latin script.
+
+    Returns ``(code, scores)``: an ISO 639-1 code (``en``, ``fr``, ``de``, ``es``,
+    ``it``, ``pt``, ``nl``, ``zh``, ``ja``, ``ko``, ``ru``, ``uk``, ``ar``, ``el``,
+    ``he``, ``hi``, ``th``) or ``und`` when nothing is recognised, and the score
+    of each candidate (share of letters for scripts, weighted stopword share for
+    Latin languages).
+    """
+    counts = _script_counts(text)
+    letters = sum(counts.values())
+    if not letters:
+        return UNDETERMINED, {}
+    cjk = counts.get("han", 0) + counts.get("kana", 0) + counts.get("hangul", 0)
+    groups = {script: n for script, n in counts.items() if script not in ("han", "kana", "hangul")}
+    if cjk:
+        groups["han"] = cjk
+    script = max(groups, key=lambda name: (groups[name], name == "latin"))
+    if script != "latin":
+        code = _language_of_script(script, counts, text)
+        return code, {code: round(groups[script] / letters, 4)}
+    scores = _stopword_scores(text)
+    best = max(scores, key=lambda lang: scores[lang])  # ties: first in STOPWORDS order
+    rounded = {lang: round(score, 4) for lang, score in scores.items() if score > 0}
+    return (best if scores[best] > 0 else UNDETERMINED), rounded
+
+
+@dataclass(kw_only=True)
+class LanguageSignal(Signal):
+    """Fires when :func:`guess_language` guesses one of the languages in ``is``."""
+
+    kind: ClassVar[str] = "language"
+    keys: ClassVar[frozenset[str]] = frozenset({"is"})
+    required: ClassVar[tuple[str, ...]] = ("is",)
+
+    languages: list[str]
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any], source: str, line: int | None) -> Signal:
+        what = f"signal {name!r}"
+        languages = [code.lower() for code in _string_list(spec, "is", what, source, allow_single=True)]
+        unknown = [code for code in languages if code not in LANGUAGES]
+        if unknown:
+            _fail(
+                source,
+                value_line(spec, "is"),
+                f"{what}: unknown language {unknown[0]!r}; known: {', '.join(sorted(LANGUAGES))}",
+            )
+        return cls(name=name, line=line, languages=languages)
+
+    def evaluate(self, ctx: SignalContext) -> SignalResult:
+        code, scores = guess_language(ctx.text)
+        return self._result(code in self.languages, code, scores=scores)
+
+
+# --------------------------------------------------------------------------- embedding banks
+
+
+def _top_mean(similarities: np.ndarray, top_n: int) -> float:
+    best = np.sort(similarities)[::-1][:top_n]
+    return float(best.mean())
+
+
+@dataclass(kw_only=True)
+class ExampleBankSignal(Signal):
+    """Fires when the query's best cosine similarity to ``examples`` is >= ``threshold``."""
+
+    kind: ClassVar[str] = "example_bank"
+    keys: ClassVar[frozenset[str]] = frozenset({"examples", "threshold"})
+    required: ClassVar[tuple[str, ...]] = ("examples",)
+    uses_encoder: ClassVar[bool] = True
+
+    examples: list[str]
+    threshold: float = 0.5
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any], source: str, line: int | None) -> Signal:
+        what = f"signal {name!r}"
+        examples = _string_list(spec, "examples", what, source)
+        threshold = _number(spec, "threshold", 0.5, what, source)
+        return cls(name=name, line=line, examples=examples, threshold=threshold)
+
+    def bank_texts(self) -> list[str]:
+        return list(self.examples)
+
+    def evaluate(self, ctx: SignalContext) -> SignalResult:
+        similarities = ctx.similarities(self)
+        best = int(np.argmax(similarities))
+        value = float(similarities[best])
+        return self._result(
+            value >= self.threshold, value, nearest=self.examples[best], threshold=self.threshold
+        )
+
+
+@dataclass(kw_only=True)
+class BankMarginSignal(Signal):
+    """Fires when mean top-n similarity to ``positive`` minus that to ``negative`` is > ``margin``."""
+
+    kind: ClassVar[str] = "bank_margin"
+    keys: ClassVar[frozenset[str]] = frozenset({"positive", "negative", "margin", "top_n"})
+    required: ClassVar[tuple[str, ...]] = ("positive", "negative")
+    uses_encoder: ClassVar[bool] = True
+
+    positive: list[str]
+    negative: list[str]
+    margin: float = 0.0
+    top_n: int = 3
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any], source: str, line: int | None) -> Signal:
+        what = f"signal {name!r}"
+        return cls(
+            name=name,
+            line=line,
+            positive=_string_list(spec, "positive", what, source),
+            negative=_string_list(spec, "negative", what, source),
+            margin=_number(spec, "margin", 0.0, what, source),
+            top_n=_count(spec, "top_n", what, source, minimum=1) or 3,
+        )
+
+    def bank_texts(self) -> list[str]:
+        return [*self.positive, *self.negative]
+
+    def evaluate(self, ctx: SignalContext) -> SignalResult:
+        similarities = ctx.similarities(self)
+        pos, neg = similarities[: len(self.positive)], similarities[len(self.positive) :]
+        pos_score, neg_score = _top_mean(pos, self.top_n), _top_mean(neg, self.top_n)
+        value = pos_score - neg_score
+        return self._result(
+            value > self.margin,
+            value,
+            positive=pos_score,
+            negative=neg_score,
+            nearest_positive=self.positive[int(np.argmax(pos))],
+            nearest_negative=self.negative[int(np.argmax(neg))],
+            margin=self.margin,
+        )
+
+
+SIGNAL_TYPES: dict[str, type[Signal]] = {
+    cls.kind: cls
+    for cls in (
+        KeywordsSignal,
+        RegexSignal,
+        LengthSignal,
+        LanguageSignal,
+        ExampleBankSignal,
+        BankMarginSignal,
+    )
+}
+
+
+def parse_signal(name: Any, spec: Any, source: str, line: int | None) -> Signal:
+    """Build one signal from its YAML mapping; ``line`` is the line of its name."""
+    if not isinstance(name, str) or not name.strip():
+        _fail(source, line, f"signal names must be non-empty strings, got {name!r}")
+    what = f"signal {name!r}"
+    if not isinstance(spec, Mapping):
+        _fail(source, line, f"{what} must be a mapping with a 'type'")
+    if "type" not in spec:
+        _fail(source, line, f"{what} needs 'type' (one of {', '.join(SIGNAL_TYPES)})")
+    kind = spec["type"]
+    cls = SIGNAL_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        _fail(
+            source,
+            value_line(spec, "type"),
+            f"{what} has unknown type {kind!r}; known: {', '.join(SIGNAL_TYPES)}",
+        )
+    known = COMMON_KEYS | cls.keys
+    for key in spec:
+        if key not in known:
+            _fail(
+                source,
+                key_line(spec, key),
+                f"{what} ({kind}) has unknown key {key!r}; known: {', '.join(sorted(known))}",
+            )
+    _require(spec, cls.required, f"{what} ({kind})", source, line)
+    description = spec.get("description", "")
+    if not isinstance(description, str):
+        _fail(source, value_line(spec, "description"), f"{what}: 'description' must be a string")
+    signal = cls.from_spec(name, spec, source, line)
+    signal.description = description.strip()
+    return signal
