@@ -1,0 +1,437 @@
+"""Benchmark of :class:`ragroute.index.bm25.BM25Scorer` against rank-bm25 and bm25s.
+
+For each corpus (a BEIR-style folder if given, plus a synthetic Zipfian corpus) every
+system gets the same token lists from :func:`ragroute.index.bm25.tokenize_many`. The
+benchmark reports:
+
+* ``max_abs_diff``: the largest ``|ours - rank_bm25.BM25Okapi|`` over the full score
+  vectors of the compared queries (all of them, or a sample on big corpora where
+  rank-bm25 manages only a few queries per second);
+* queries per second for a top-10 search: ours one query at a time (``ours_qps``) and
+  through :meth:`~ragroute.index.bm25.BM25Scorer.top_k_many` (``ours_batch_qps``),
+  rank-bm25 (``get_scores`` plus a top-10 selection) and bm25s (``retrieve``, if
+  installed; it scores a slightly different BM25, so its ``bm25s_max_abs_diff`` is
+  informative, not a bug);
+* ``speedup_vs_rank_bm25`` = ``ours_qps / rank_bm25_qps``, and index build times.
+
+Timings are wall-clock on whatever machine runs this, so they move with its load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from ragroute.errors import CorpusFormatError, RagrouteError
+from ragroute.index.bm25 import BM25Scorer, TokenizerConfig, tokenize_many
+
+K = 10
+#: Corpora bigger than this get rank-bm25 run on a sample of queries only.
+RANK_BM25_FULL_LIMIT = 20_000
+RANK_BM25_SAMPLE = 20
+SYNTHETIC_VOCAB = 50_000
+SYNTHETIC_ZIPF = 1.07
+#: bm25s settings closest to BM25Okapi: ATIRE term-frequency part ((k1 + 1) in the
+#: numerator) and Robertson idf; it clips negative idf to 0 (BM25Okapi floors it to
+#: epsilon * mean idf) and stores float32 scores.
+BM25S_PARAMS = {"method": "atire", "idf_method": "robertson"}
+
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- corpora
+
+
+def load_beir_texts(data_dir: Path) -> tuple[list[str], list[str]]:
+    """Document texts (title and text, as indexes see them) and all query texts of a BEIR folder."""
+    from ragroute.loaders import load_beir
+
+    if not (data_dir / "queries.jsonl").is_file():
+        raise CorpusFormatError(f"data missing: {data_dir / 'queries.jsonl'} not found")
+    dataset = load_beir(data_dir, split=None)
+    if not dataset.corpus or not dataset.queries:
+        raise CorpusFormatError(f"{data_dir}: corpus or queries are empty")
+    return [d.full_text() for d in dataset.corpus], [q.text for q in dataset.queries]
+
+
+def _synthetic_words(n: int) -> np.ndarray:
+    """``n`` distinct pseudo-words made of consonant-vowel syllables, shortest first.
+
+    Consonant-vowel words never collide with the (English) stopword list.
+    """
+    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+    words: list[str] = []
+    length = 2
+    while len(words) < n:
+        for idx in np.ndindex(*([len(syllables)] * length)):
+            words.append("".join(syllables[i] for i in idx))
+            if len(words) == n:
+                break
+        length += 1
+    return np.array(words, dtype=object)
+
+
+def synthetic_corpus(
+    n_docs: int, n_queries: int, seed: int = 0, vocab_size: int = SYNTHETIC_VOCAB
+) -> tuple[list[str], list[str]]:
+    """Documents of 50-150 words and queries of 2-6 words, all drawn from one Zipf law.
+
+    Word rank ``r`` has probability proportional to ``r ** -1.07`` over a
+    ``vocab_size``-word vocabulary, so queries include very common words (a heavy
+    workload: their postings span much of the corpus). Deterministic for a seed.
+    """
+    rng = np.random.default_rng(seed)
+    words = _synthetic_words(vocab_size)
+    probs = np.arange(1, vocab_size + 1, dtype=np.float64) ** -SYNTHETIC_ZIPF
+    probs /= probs.sum()
+    lengths = rng.integers(50, 151, size=n_docs)
+    ids = rng.choice(vocab_size, size=int(lengths.sum()), p=probs)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    docs = [" ".join(words[ids[bounds[i] : bounds[i + 1]]]) for i in range(n_docs)]
+    q_lengths = rng.integers(2, 7, size=n_queries)
+    q_ids = rng.choice(vocab_size, size=int(q_lengths.sum()), p=probs)
+    q_bounds = np.concatenate([[0], np.cumsum(q_lengths)])
+    queries = [" ".join(words[q_ids[q_bounds[i] : q_bounds[i + 1]]]) for i in range(n_queries)]
+    return docs, queries
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _qps(fn: Callable[[], object], n_queries: int, min_time_s: float, warmup: bool = True) -> float:
+    """Queries per second of ``fn`` (which runs ``n_queries`` queries), repeated for ``min_time_s``."""
+    if n_queries == 0:
+        return 0.0
+    if warmup:
+        fn()
+    reps, start = 0, time.perf_counter()
+    while True:
+        fn()
+        reps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time_s or reps >= 1000:
+            return n_queries * reps / max(elapsed, 1e-9)
+
+
+def _top_k_dense(scores: np.ndarray, k: int) -> np.ndarray:
+    top = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+def bench_corpus(
+    name: str,
+    doc_texts: Sequence[str],
+    query_texts: Sequence[str],
+    *,
+    min_time_s: float = 1.0,
+    rank_bm25_sample: int | None = None,
+    progress: bool = True,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Measure one corpus; see the module docstring for what each key means."""
+    from rank_bm25 import BM25Okapi
+
+    say = log or (lambda _msg: None)
+    config = TokenizerConfig()
+    t0 = time.perf_counter()
+    doc_tokens = tokenize_many(
+        tqdm(doc_texts, desc=f"{name}: tokenize", unit="doc", disable=not progress, leave=False), config
+    )
+    query_tokens = tokenize_many(query_texts, config)
+    tokenize_s = time.perf_counter() - t0
+    n_docs, n_queries = len(doc_tokens), len(query_tokens)
+    k = min(K, n_docs)
+
+    say(f"{name}: building indexes over {n_docs} documents")
+    t0 = time.perf_counter()
+    ours = BM25Scorer.fit(doc_tokens)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rank = BM25Okapi(doc_tokens)
+    rank_build_s = time.perf_counter() - t0
+
+    # Ours: one query at a time, then batched.
+    ours_qps = _qps(lambda: [ours.top_k(q, k) for q in query_tokens], n_queries, min_time_s)
+    ours_batch_qps = _qps(lambda: ours.top_k_many(query_tokens, k), n_queries, min_time_s)
+
+    # rank-bm25 (the reference scores): all queries on small corpora, else a sample.
+    if rank_bm25_sample is None:
+        rank_bm25_sample = n_queries if n_docs <= RANK_BM25_FULL_LIMIT else RANK_BM25_SAMPLE
+    sample = query_tokens[: max(1, min(rank_bm25_sample, n_queries))] if n_queries else []
+    rank_scores: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    for q in tqdm(sample, desc=f"{name}: rank-bm25", unit="q", disable=not progress, leave=False):
+        scores = rank.get_scores(q)
+        _top_k_dense(scores, k)
+        rank_scores.append(scores)
+    rank_time = time.perf_counter() - t0
+    rank_qps = len(sample) / rank_time if sample else 0.0
+    max_abs_diff = max(
+        (float(np.max(np.abs(ours.get_scores(q) - ref))) for q, ref in zip(sample, rank_scores)), default=0.0
+    )
+
+    bm25s_result = _bench_bm25s(doc_tokens, query_tokens, sample, rank_scores, k, min_time_s, say)
+    result: dict[str, Any] = {
+        "docs": n_docs,
+        "queries": n_queries,
+        "vocab": len(ours.vocab),
+        "avg_doc_tokens": round(ours.avgdl, 2),
+        "k": k,
+        "max_abs_diff": max_abs_diff,
+        "diff_queries": len(sample),
+        "speedup_vs_rank_bm25": ours_qps / rank_qps if rank_qps else math.inf,
+        "batch_speedup_vs_rank_bm25": ours_batch_qps / rank_qps if rank_qps else math.inf,
+        "ours_qps": ours_qps,
+        "ours_batch_qps": ours_batch_qps,
+        "rank_bm25_qps": rank_qps,
+        "rank_bm25_queries": len(sample),
+        **bm25s_result,
+        "build_s": build_s,
+        "rank_bm25_build_s": rank_build_s,
+        "tokenize_s": tokenize_s,
+    }
+    bm25s_qps = result.get("bm25s_qps")
+    result["ours_vs_bm25s"] = ours_qps / bm25s_qps if bm25s_qps else None
+    return result
+
+
+def _bench_bm25s(
+    doc_tokens: list[list[str]],
+    query_tokens: list[list[str]],
+    sample: list[list[str]],
+    rank_scores: list[np.ndarray],
+    k: int,
+    min_time_s: float,
+    say: Log,
+) -> dict[str, Any]:
+    empty = {"bm25s_qps": None, "bm25s_max_abs_diff": None, "bm25s_build_s": None}
+    try:
+        import bm25s
+    except ImportError:
+        return {**empty, "bm25s_error": "bm25s not installed (pip install bm25s)"}
+    try:
+        t0 = time.perf_counter()
+        model = bm25s.BM25(**BM25S_PARAMS)
+        model.index(doc_tokens, show_progress=False)
+        build_s = time.perf_counter() - t0
+        # bm25s cannot take an empty token list in get_scores; those score 0 everywhere.
+        queries = [q if q else [""] for q in query_tokens]
+        qps = _qps(lambda: model.retrieve(queries, k=k, show_progress=False), len(queries), min_time_s)
+        diffs = [
+            float(np.max(np.abs(np.asarray(model.get_scores(q), dtype=np.float64) - ref)))
+            for q, ref in zip(sample, rank_scores)
+            if q
+        ]
+    except Exception as exc:  # a third-party comparison must not sink the benchmark
+        say(f"bm25s failed: {type(exc).__name__}: {exc}")
+        return {**empty, "bm25s_error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "bm25s_qps": qps,
+        "bm25s_max_abs_diff": max(diffs, default=0.0),
+        "bm25s_build_s": build_s,
+        "bm25s_variant": "method={method}, idf_method={idf_method}, float32".format(**BM25S_PARAMS),
+    }
+
+
+def run_bm25_bench(
+    data_dir: Path | None,
+    synthetic_docs: int = 100_000,
+    synthetic_queries: int = 200,
+    max_queries: int | None = None,
+    seed: int = 0,
+    *,
+    min_time_s: float = 1.0,
+    progress: bool = True,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Benchmark the BM25 scorer on ``data_dir`` (if given) and a synthetic corpus (if > 0 docs).
+
+    A missing or unreadable ``data_dir`` is reported through ``log`` and listed
+    under ``skipped``; the synthetic corpus is still measured. Top-level
+    ``max_abs_diff`` is the max over corpora and ``speedup_vs_rank_bm25`` the min.
+    """
+    say = log or (lambda _msg: None)
+    corpora: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    jobs: list[tuple[str, Callable[[], tuple[list[str], list[str]]]]] = []
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        jobs.append((data_dir.name or str(data_dir), lambda: load_beir_texts(data_dir)))
+    if synthetic_docs > 0:
+        jobs.append(("synthetic", lambda: synthetic_corpus(synthetic_docs, synthetic_queries, seed)))
+    for name, load in jobs:
+        try:
+            docs, queries = load()
+        except RagrouteError as exc:
+            say(f"{name}: skipped: {exc}")
+            skipped[name] = str(exc)
+            continue
+        if max_queries is not None:
+            queries = queries[:max_queries]
+        corpora[name] = bench_corpus(name, docs, queries, min_time_s=min_time_s, progress=progress, log=say)
+    return {
+        "max_abs_diff": max((c["max_abs_diff"] for c in corpora.values()), default=None),
+        "speedup_vs_rank_bm25": min((c["speedup_vs_rank_bm25"] for c in corpora.values()), default=None),
+        "k": K,
+        "tokenizer": TokenizerConfig().to_dict(),
+        "corpora": corpora,
+        "skipped": skipped,
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "diff":
+        return f"{value:.1e}"
+    if kind == "ratio":
+        return f"{value:,.1f}x"
+    if kind == "s":
+        return f"{value:.2f}"
+    return f"{value:,.1f}"
+
+
+ROWS = [
+    ("documents", "docs", "int"),
+    ("queries (timed)", "queries", "int"),
+    ("vocabulary", "vocab", "int"),
+    ("max |ours - rank_bm25|", "max_abs_diff", "diff"),
+    ("  over queries", "diff_queries", "int"),
+    ("ours q/s (one by one)", "ours_qps", "float"),
+    ("ours q/s (top_k_many)", "ours_batch_qps", "float"),
+    ("rank-bm25 q/s", "rank_bm25_qps", "float"),
+    ("bm25s q/s", "bm25s_qps", "float"),
+    ("speedup vs rank-bm25", "speedup_vs_rank_bm25", "ratio"),
+    ("  batched", "batch_speedup_vs_rank_bm25", "ratio"),
+    ("ours / bm25s", "ours_vs_bm25s", "ratio"),
+    ("max |bm25s - rank_bm25|", "bm25s_max_abs_diff", "diff"),
+    ("build s: ours", "build_s", "s"),
+    ("build s: rank-bm25", "rank_bm25_build_s", "s"),
+    ("build s: bm25s", "bm25s_build_s", "s"),
+    ("tokenize s", "tokenize_s", "s"),
+]
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The benchmark result as a plain-text table, one column per corpus."""
+    names = list(result["corpora"])
+    width = max([len(label) for label, _, _ in ROWS])
+    cols = [max(12, len(n) + 2) for n in names]
+    lines = [f"BM25 top-{result['k']} benchmark (same tokenizer for every system)"]
+    lines.append(" " * width + "".join(n.rjust(c) for n, c in zip(names, cols)))
+    for label, key, kind in ROWS:
+        cells = [_fmt(result["corpora"][n].get(key), kind).rjust(c) for n, c in zip(names, cols)]
+        lines.append(label.ljust(width) + "".join(cells))
+    for name, corpus in result["corpora"].items():
+        if corpus.get("bm25s_variant"):
+            lines.append(f"bm25s ({name}): {corpus['bm25s_variant']}; scores a slightly different BM25")
+        if corpus.get("bm25s_error"):
+            lines.append(f"bm25s ({name}): {corpus['bm25s_error']}")
+    for name, why in result["skipped"].items():
+        lines.append(f"skipped {name}: {why}")
+    return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@click.command("bm25")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="BEIR_DIR",
+    help="Folder with corpus.jsonl and queries.jsonl (BEIR layout) to measure besides the synthetic corpus.",
+)
+@click.option(
+    "--synthetic-docs",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    help="Documents in the synthetic Zipfian corpus; 0 skips it.",
+)
+@click.option(
+    "--synthetic-queries",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Queries for the synthetic corpus.",
+)
+@click.option(
+    "--max-queries", type=click.IntRange(min=1), default=None, help="Use at most N queries per corpus."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic corpus.")
+@click.option(
+    "--min-time",
+    "min_time_s",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Repeat each timed pass over the queries for at least this many seconds.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last line.")
+def bm25_command(
+    data_dir: Path | None,
+    synthetic_docs: int,
+    synthetic_queries: int,
+    max_queries: int | None,
+    seed: int,
+    min_time_s: float,
+    as_json: bool,
+) -> None:
+    """Measure ragroute's BM25 scorer against rank-bm25 (exactness and speed) and bm25s (speed).
+
+    Every corpus is tokenized once with ragroute's tokenizer and indexed by each
+    system. Reported per corpus: MAX_ABS_DIFF, the largest |ours - rank_bm25
+    BM25Okapi| over full score vectors (all queries, or the first 20 on corpora
+    over 20,000 documents, where rank-bm25 runs only a few queries per second);
+    top-10 queries per second for ours (one query at a time, and top_k_many),
+    rank-bm25 and bm25s (if installed; it scores a slightly different BM25 in
+    float32); SPEEDUP_VS_RANK_BM25 = ours one-query-at-a-time q/s / rank-bm25
+    q/s; and index build times. With --json the last line is one JSON object whose
+    top-level max_abs_diff is the max over corpora and speedup_vs_rank_bm25 the min.
+
+    The synthetic corpus has 50-150-word documents and 2-6-word queries drawn from
+    one Zipf law over 50,000 words, so queries include very common words.
+    """
+    result = run_bm25_bench(
+        data_dir,
+        synthetic_docs=synthetic_docs,
+        synthetic_queries=synthetic_queries,
+        max_queries=max_queries,
+        seed=seed,
+        min_time_s=min_time_s,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    if not result["corpora"]:
+        click.echo("error: nothing was measured (no readable --data and --synthetic-docs 0)", err=True)
+        sys.exit(2)
+    click.echo(format_table(result))
+    if as_json:
+        click.echo(json.dumps(_json_safe(result), sort_keys=False))
+
+
+if __name__ == "__main__":  # python -m ragroute.eval.bench_bm25 [OPTIONS]
+    bm25_command()

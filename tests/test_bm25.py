@@ -1,0 +1,390 @@
+"""Tests of the BM25 tokenizer, scorer (parity with rank_bm25), persistence and benchmark."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from rank_bm25 import BM25Okapi
+
+import ragroute.index.bm25 as bm25
+from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.eval.bench_bm25 import bm25_command, run_bm25_bench
+from ragroute.index.bm25 import (
+    ENGLISH_STOPWORDS,
+    BM25Scorer,
+    TokenizerConfig,
+    tokenize,
+    tokenize_many,
+)
+
+# "common" is in 5 of 6 documents (negative idf, floored); "half" in exactly 3 (idf 0);
+# doc 4 is empty; docs 2 and 5 are identical (score ties).
+HAND_CORPUS = [
+    ["common", "apple", "banana", "apple", "elder"],
+    ["common", "banana", "cherry", "half"],
+    ["common", "cherry", "cherry", "cherry", "date", "half"],
+    ["common", "apple"],
+    [],
+    ["common", "cherry", "cherry", "cherry", "date", "half"],
+]
+HAND_QUERIES = [
+    ["apple"],
+    ["apple", "apple", "banana"],
+    ["common"],
+    ["common", "common", "cherry", "unknown"],
+    ["half"],
+    ["unknown", "missing"],
+    [],
+    ["date", "apple", "banana", "cherry", "common", "half", "date"],
+]
+
+
+def reference_top_k(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Best first, ties by lower index, over the allowed documents: the spec of top_k."""
+    ids = np.arange(scores.shape[0]) if mask is None else np.flatnonzero(mask)
+    order = np.lexsort((ids, -scores[ids]))
+    return ids[order[:k]]
+
+
+def random_corpus(seed: int, n_docs: int = 300, vocab: int = 400) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    probs = np.arange(1, vocab + 1, dtype=np.float64) ** -1.1
+    probs /= probs.sum()
+    docs = []
+    for _ in range(n_docs):
+        n = int(rng.integers(0, 60))
+        docs.append([f"t{i}" for i in rng.choice(vocab, size=n, p=probs)])
+    return docs
+
+
+def random_queries(seed: int, n: int = 60, vocab: int = 400) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    queries = []
+    for _ in range(n):
+        terms = [f"t{i}" for i in rng.integers(0, vocab, size=int(rng.integers(1, 7)))]
+        terms += [f"t{i}" for i in rng.integers(0, 5, size=int(rng.integers(0, 3)))]  # common terms
+        if rng.random() < 0.3:
+            terms.append(terms[0])  # repeated term
+        if rng.random() < 0.2:
+            terms.append("oov-term")
+        queries.append(terms)
+    return queries
+
+
+@pytest.fixture(params=["default", "no-shortcuts"])
+def search_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test both with the default tuning and with every shortcut forced off/on.
+
+    "no-shortcuts" sends every query through the lower-bound path (no small pool),
+    the partition-based selection and sampled bounds.
+    """
+    if request.param == "no-shortcuts":
+        monkeypatch.setattr(bm25, "_SMALL_POOL", 0)
+        monkeypatch.setattr(bm25, "_SORT_ALL", 0)
+        monkeypatch.setattr(bm25, "_BOUND_SAMPLE", 7)
+    return request.param
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenize_lowercases_splits_and_drops_stopwords() -> None:
+    text = "The QUICK brown-fox, and its 2 friends_of_foo: isn't it?"
+    assert tokenize(text) == ["quick", "brown", "fox", "its", "2", "friends", "foo", "isn", "t"]
+    assert tokenize(text, TokenizerConfig(stopwords=False))[:2] == ["the", "quick"]
+    assert tokenize(text, TokenizerConfig(lowercase=False, stopwords=False))[:2] == ["The", "QUICK"]
+    assert tokenize("") == [] and tokenize("  ,;  ") == []
+    assert {"the", "and", "of", "with"} <= ENGLISH_STOPWORDS
+
+
+def test_tokenize_unicode_matches_regex() -> None:
+    assert tokenize("Café naïve DÉJÀ-vu Straße 東京 ٣") == [
+        "café",
+        "naïve",
+        "déjà",
+        "vu",
+        "straße",
+        "東京",
+        "٣",
+    ]
+    rng = np.random.default_rng(0)
+    alphabet = list("abcXYZ019_ -.,;:!?'\"\t\n\x1c\x1fé東")
+    pattern = re.compile(r"[^\W_]+")
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet, size=int(rng.integers(0, 40))))
+        for cfg in (TokenizerConfig(stopwords=False), TokenizerConfig(lowercase=False, stopwords=False)):
+            expected = pattern.findall(text.lower() if cfg.lowercase else text)
+            assert tokenize(text, cfg) == expected
+
+
+def test_tokenize_many_equals_tokenize_and_is_deterministic() -> None:
+    texts = ["The cat sat on the mat.", "", "Ünïcödé and ASCII", "a b c the end"]
+    for cfg in (TokenizerConfig(), TokenizerConfig(lowercase=False), TokenizerConfig(stopwords=False)):
+        assert tokenize_many(texts, cfg) == [tokenize(t, cfg) for t in texts]
+        assert tokenize_many(iter(texts), cfg) == tokenize_many(texts, cfg)
+    with pytest.raises(RagrouteError):
+        tokenize_many(["ok", None])  # type: ignore[list-item]
+
+
+def test_tokenizer_config_round_trip_and_validation() -> None:
+    cfg = TokenizerConfig(lowercase=False, stopwords=False, stem=True)
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert data == {"lowercase": False, "stopwords": False, "stem": True}
+    assert TokenizerConfig.from_dict(data) == cfg
+    assert TokenizerConfig.from_dict({}) == TokenizerConfig()
+    with pytest.raises(RagrouteError, match="unknown tokenizer option"):
+        TokenizerConfig.from_dict({"lowercase": True, "language": "en"})
+    with pytest.raises(RagrouteError, match="must be true or false"):
+        TokenizerConfig(stem="yes")  # type: ignore[arg-type]
+
+
+def test_stem_without_pystemmer_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "Stemmer", None)  # makes `import Stemmer` fail
+    monkeypatch.setattr(bm25._STEMMER_LOCAL, "stemmer", None, raising=False)
+    for call in (
+        lambda: tokenize("running", TokenizerConfig(stem=True)),
+        lambda: tokenize_many(["x"], TokenizerConfig(stem=True)),
+    ):
+        with pytest.raises(RagrouteError, match="PyStemmer") as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("params", [{}, {"k1": 1.2, "b": 0.4, "epsilon": 0.5}, {"k1": 2.0, "b": 0.9}])
+def test_hand_corpus_matches_rank_bm25(params: dict[str, float]) -> None:
+    ours = BM25Scorer.fit(HAND_CORPUS, **params)
+    ref = BM25Okapi(HAND_CORPUS, **params)
+    assert ours.n_docs == 6
+    assert ours.avgdl == ref.avgdl
+    assert ours.average_idf == ref.average_idf
+    assert ref.idf["common"] == ref.epsilon * ref.average_idf  # floored negative idf
+    assert ref.idf["half"] == 0.0
+    assert ours.idf[ours.vocab["common"]] == ref.idf["common"]
+    for query in HAND_QUERIES:
+        scores = ours.get_scores(query)
+        assert scores.dtype == np.float64 and scores.shape == (6,)
+        np.testing.assert_allclose(scores, ref.get_scores(query), rtol=0, atol=1e-12)
+
+
+def test_empty_document_with_b_1_scores_zero_not_nan() -> None:
+    # BM25Okapi divides 0 by 0 for an empty document when b == 1 (NaN); ours gives 0.
+    scores = BM25Scorer.fit(HAND_CORPUS, b=1.0).get_scores(["apple"])
+    with np.errstate(invalid="ignore"):
+        ref = BM25Okapi(HAND_CORPUS, b=1.0).get_scores(["apple"])
+    assert np.isnan(ref[4]) and scores[4] == 0.0
+    np.testing.assert_allclose(np.delete(scores, 4), np.delete(ref, 4), rtol=0, atol=1e-12)
+
+
+def test_random_corpus_matches_rank_bm25(search_paths: str) -> None:
+    docs = random_corpus(1)
+    ours = BM25Scorer.fit(docs)
+    ref = BM25Okapi(docs)
+    assert ours._dense_rows, "the corpus should exercise the dense-row path"
+    assert ours.average_idf == ref.average_idf
+    assert all(ours.idf[ours.vocab[term]] == idf for term, idf in ref.idf.items())
+    assert sum(idf == ref.epsilon * ref.average_idf for idf in ref.idf.values()) >= 3  # floored terms
+    worst = 0.0
+    for query in random_queries(2):
+        worst = max(worst, float(np.max(np.abs(ours.get_scores(query) - ref.get_scores(query)))))
+    assert worst <= 1e-12
+
+
+def test_fit_validates_input() -> None:
+    with pytest.raises(RagrouteError, match="empty corpus"):
+        BM25Scorer.fit([])
+    with pytest.raises(RagrouteError, match="k1"):
+        BM25Scorer.fit([["a"]], k1=0)
+    with pytest.raises(RagrouteError, match="b must"):
+        BM25Scorer.fit([["a"]], b=1.5)
+    with pytest.raises(RagrouteError, match="tokenize first"):
+        BM25Scorer.fit(["a text", "another"])  # type: ignore[list-item]
+    with pytest.raises(RagrouteError, match="must be strings"):
+        BM25Scorer.fit([["a", 3]])  # type: ignore[list-item]
+    scorer = BM25Scorer.fit([[], []])
+    assert scorer.n_docs == 2 and scorer.vocab == {}
+    assert scorer.get_scores(["a"]).tolist() == [0.0, 0.0]
+    assert scorer.top_k(["a"], 5)[0].tolist() == [0, 1]
+    with pytest.raises(RagrouteError, match="not a string"):
+        scorer.get_scores("a query")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- top-k
+
+
+def test_top_k_matches_full_sort(search_paths: str) -> None:
+    docs = random_corpus(3)
+    scorer = BM25Scorer.fit(docs)
+    rng = np.random.default_rng(4)
+    masks = [None, rng.random(len(docs)) < 0.5, rng.random(len(docs)) < 0.02, np.zeros(len(docs), dtype=bool)]
+    for query in random_queries(5, n=40):
+        scores = scorer.get_scores(query)
+        for k in (1, 3, 10, 50, len(docs) + 5):
+            for mask in masks:
+                idx, vals = scorer.top_k(query, k, mask=mask)
+                expected = reference_top_k(scores, k, mask)
+                assert idx.dtype == np.int64 and vals.dtype == np.float64
+                np.testing.assert_array_equal(idx, expected)
+                np.testing.assert_array_equal(vals, scores[expected])
+
+
+def test_top_k_ties_zero_fill_and_negative_scores(search_paths: str) -> None:
+    scorer = BM25Scorer.fit(HAND_CORPUS)
+    # Docs 2 and 5 are identical: tie broken by the lower index.
+    idx, vals = scorer.top_k(["date"], 2)
+    assert idx.tolist() == [2, 5] and vals[0] == vals[1] > 0
+    # Fewer matches than k: zero-score documents fill in by index.
+    idx, vals = scorer.top_k(["banana"], 4)
+    assert idx.tolist() == [1, 0, 2, 3] and vals[2:].tolist() == [0.0, 0.0]
+    assert scorer.top_k(["unknown"], 3)[0].tolist() == [0, 1, 2]
+    assert scorer.top_k([], 2)[0].tolist() == [0, 1]
+    assert scorer.top_k(["apple"], 0)[0].shape == (0,)
+    mask = np.array([False, True, False, False, True, True])
+    assert scorer.top_k(["apple", "date"], 10, mask=mask)[0].tolist() == [5, 1, 4]
+    # A negative epsilon makes "common" score below 0: documents without it rank above.
+    negative = BM25Scorer.fit(HAND_CORPUS, epsilon=-1.0)
+    scores = negative.get_scores(["common"])
+    np.testing.assert_allclose(
+        scores, BM25Okapi(HAND_CORPUS, epsilon=-1.0).get_scores(["common"]), atol=1e-12
+    )
+    idx, vals = negative.top_k(["common"], 3)
+    assert idx.tolist() == reference_top_k(scores, 3).tolist() and idx[0] == 4
+    assert vals[0] == 0.0 and vals[1] < 0
+
+
+def test_top_k_validates_arguments() -> None:
+    scorer = BM25Scorer.fit(HAND_CORPUS)
+    with pytest.raises(RagrouteError, match="non-negative integer"):
+        scorer.top_k(["apple"], -1)
+    with pytest.raises(RagrouteError, match="mask"):
+        scorer.top_k(["apple"], 2, mask=np.ones(5, dtype=bool))
+    with pytest.raises(RagrouteError, match="mask"):
+        scorer.top_k_many([["apple"]], 2, mask=np.ones(6, dtype=int))
+    with pytest.raises(RagrouteError):
+        scorer.top_k_many("apple", 2)  # type: ignore[arg-type]
+
+
+def test_top_k_many_equals_top_k(search_paths: str) -> None:
+    docs = random_corpus(6)
+    scorer = BM25Scorer.fit(docs)
+    queries = random_queries(7, n=70) + [[], ["oov-term"]]
+    mask = np.random.default_rng(8).random(len(docs)) < 0.7
+    for k, m in ((10, None), (5, mask), (len(docs) + 1, None)):
+        batch = scorer.top_k_many(queries, k, mask=m)
+        assert len(batch) == len(queries)
+        for query, (idx, vals) in zip(queries, batch):
+            single_idx, single_vals = scorer.top_k(query, k, mask=m)
+            np.testing.assert_array_equal(idx, single_idx)
+            np.testing.assert_array_equal(vals, single_vals)  # bit-identical
+    assert scorer.top_k_many([], 3) == []
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    docs = random_corpus(9)
+    scorer = BM25Scorer.fit(docs, k1=1.3, b=0.6, epsilon=0.3)
+    names = scorer.save(tmp_path)
+    assert sorted(names) == ["bm25_matrix.npz", "bm25_vocab.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    meta = json.loads((tmp_path / "bm25_vocab.json").read_text(encoding="utf-8"))
+    assert meta["n_docs"] == len(docs) and meta["k1"] == 1.3 and len(meta["terms"]) == len(scorer.vocab)
+    loaded = BM25Scorer.load(tmp_path)
+    assert loaded.vocab == scorer.vocab and loaded.n_docs == scorer.n_docs
+    assert (loaded.k1, loaded.b, loaded.epsilon) == (1.3, 0.6, 0.3)
+    assert (loaded.avgdl, loaded.average_idf) == (scorer.avgdl, scorer.average_idf)
+    np.testing.assert_array_equal(loaded.idf, scorer.idf)
+    for query in random_queries(10, n=20):
+        np.testing.assert_array_equal(loaded.get_scores(query), scorer.get_scores(query))
+        np.testing.assert_array_equal(loaded.top_k(query, 7)[0], scorer.top_k(query, 7)[0])
+
+
+def _saved(tmp_path):
+    BM25Scorer.fit(HAND_CORPUS).save(tmp_path)
+    return tmp_path
+
+
+def _expect_format_error(directory, filename: str) -> None:
+    with pytest.raises(IndexFormatError) as info:
+        BM25Scorer.load(directory)
+    message = str(info.value)
+    assert filename in message and "\n" not in message
+
+
+@pytest.mark.parametrize("filename", ["bm25_matrix.npz", "bm25_vocab.json"])
+def test_load_missing_file(tmp_path, filename: str) -> None:
+    (_saved(tmp_path) / filename).unlink()
+    _expect_format_error(tmp_path, filename)
+
+
+@pytest.mark.parametrize(
+    "filename, content",
+    [
+        ("bm25_matrix.npz", b"not a zip file at all"),
+        ("bm25_matrix.npz", b"PK\x03\x04 truncated"),
+        ("bm25_vocab.json", b'{"format": "ragroute-bm25", "terms": ['),
+        ("bm25_vocab.json", b"\xff\xfe\x00garbage"),
+        ("bm25_vocab.json", b'{"format": "something-else"}'),
+        ("bm25_vocab.json", b"[1, 2, 3]"),
+    ],
+)
+def test_load_corrupt_file(tmp_path, filename: str, content: bytes) -> None:
+    (_saved(tmp_path) / filename).write_bytes(content)
+    _expect_format_error(tmp_path, filename)
+
+
+def test_load_inconsistent_files(tmp_path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    BM25Scorer.fit(HAND_CORPUS).save(first)
+    BM25Scorer.fit(random_corpus(11)).save(second)
+    (first / "bm25_matrix.npz").write_bytes((second / "bm25_matrix.npz").read_bytes())
+    _expect_format_error(first, "bm25_matrix.npz")
+    meta = json.loads((second / "bm25_vocab.json").read_text(encoding="utf-8"))
+    meta["idf"] = meta["idf"][:-1]
+    (second / "bm25_vocab.json").write_text(json.dumps(meta), encoding="utf-8")
+    _expect_format_error(second, "bm25_vocab.json")
+    with pytest.raises(IndexFormatError):
+        BM25Scorer.fit(HAND_CORPUS).save(tmp_path / "does-not-exist")
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def test_run_bm25_bench_smoke() -> None:
+    result = run_bm25_bench(None, synthetic_docs=2000, synthetic_queries=15, min_time_s=0.0, progress=False)
+    assert set(result) >= {"max_abs_diff", "speedup_vs_rank_bm25", "corpora"}
+    corpus = result["corpora"]["synthetic"]
+    keys = {
+        "max_abs_diff",
+        "speedup_vs_rank_bm25",
+        "ours_qps",
+        "ours_batch_qps",
+        "rank_bm25_qps",
+        "bm25s_qps",
+    }
+    assert keys | {"bm25s_max_abs_diff", "build_s", "docs", "queries"} <= set(corpus)
+    assert corpus["docs"] == 2000 and corpus["queries"] == 15
+    assert result["max_abs_diff"] <= 1e-6
+    assert corpus["ours_qps"] > 0 and corpus["rank_bm25_qps"] > 0
+
+
+def test_bm25_command_missing_data_and_json(tmp_path) -> None:
+    runner = CliRunner()
+    args = ["--data", str(tmp_path / "nope"), "--synthetic-docs", "300", "--synthetic-queries", "5"]
+    result = runner.invoke(bm25_command, [*args, "--min-time", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(last["corpora"]) == ["synthetic"] and "nope" in last["skipped"]
+    assert "data missing" in result.stderr
+    nothing = runner.invoke(bm25_command, ["--data", str(tmp_path / "nope"), "--synthetic-docs", "0"])
+    assert nothing.exit_code == 2 and "nothing was measured" in nothing.stderr
