@@ -72,5 +72,7 @@ def small_docs() -> list[Document]:
         vocab = words.split()
         for i in range(10):
             text = " ".join(rng.choice(vocab, size=12))
-            docs.append(Document(id=f"{topic}-{i}", text=text, title=f"{topic} {i}", metadata={"topic": topic}))
+            docs.append(
+                Document(id=f"{topic}-{i}", text=text, title=f"{topic} {i}", metadata={"topic": topic})
+            )
     return docs

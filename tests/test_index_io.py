@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import HashingEncoder
+
 from ragroute.errors import EncoderMismatchError, IndexFormatError
 from ragroute.index.build import build_index
 from ragroute.index.io import load_index, save_index
