@@ -1,0 +1,411 @@
+"""``ragroute bench corpus-routing``: route queries among BEIR collections, score routing and retrieval.
+
+ROOT holds one BEIR folder per source (as ``../shared/data/glasgow``); a query's
+correct route is the folder it came from. Every source gets a dense index
+(all-MiniLM-L6-v2 by default); the same document embeddings also make one merged
+index over all sources. Each query's top hits from every source are computed
+once, so every router is scored on identical retrieval: routing accuracy, nDCG@10
+of routed retrieval (selected routes fused), and routing latency excluding
+query encoding. Baselines measured in the same run: one merged index, the oracle
+source, centroid-only routing, 5-nearest labelled queries, and LlamaIndex's
+``EmbeddingSingleSelector`` over one-sentence descriptions.
+
+Routers that learn from labelled queries use ``--train-split``; when it equals
+``--split`` they are scored by k-fold cross-validation (each query is routed by a
+model that never saw it). Without ``--train-split`` only training-free routers run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import yaml
+
+from ragroute.eval.metrics import evaluate_run
+from ragroute.index.dense import DenseIndex
+from ragroute.index.fusion import fuse
+from ragroute.route.base import Router, select_routes
+from ragroute.route.sources import Source
+from ragroute.types import Hit
+
+BASELINES_REFERENCE = {
+    "oracle_ndcg@10": 0.520,
+    "merged_ndcg@10": 0.418,
+    "centroid": {"ndcg@10": 0.404, "accuracy": 0.79},
+    "knn-5 (leave-one-out)": {"ndcg@10": 0.388, "accuracy": 0.84},
+    "llamaindex-embedding-selector": {"ndcg@10": 0.305, "accuracy": 0.62},
+    "note": "issue #3 baselines, Glasgow dev, all-MiniLM-L6-v2, macro over the 8 collections",
+}
+
+
+@dataclass
+class Collection:
+    name: str
+    corpus: list
+    queries: list
+    qrels: dict
+
+
+@dataclass
+class RoutingData:
+    """Everything computed once and shared by all routers."""
+
+    collections: list[Collection]
+    sources: list[Source]
+    query_texts: list[str]
+    query_ids: list[str]
+    query_labels: list[str]
+    query_vectors: np.ndarray
+    qrels: dict[str, dict[str, int]]
+    per_source_hits: dict[str, list[list[Hit]]]  # source -> per-query top hits
+    merged_hits: list[list[Hit]]
+
+
+def load_collections(root: Path, split: str) -> list[Collection]:
+    from ragroute.loaders import load_beir
+
+    folders = sorted(p for p in Path(root).iterdir() if (p / "qrels" / f"{split}.tsv").is_file())
+    out = []
+    for folder in folders:
+        data = load_beir(folder, split=split)
+        out.append(Collection(folder.name, data.corpus, data.queries, data.qrels))
+    return out
+
+
+def prepare(
+    root: Path, split: str, encoder: Any, depth: int = 100, descriptions: dict | None = None
+) -> RoutingData:
+    collections = load_collections(root, split)
+    if not collections:
+        raise click.ClickException(f"no BEIR folders with qrels/{split}.tsv under {root}")
+    sources, all_docs, all_vectors = [], [], []
+    for col in collections:
+        vectors = encoder.encode_documents([d.full_text() for d in col.corpus])
+        index = DenseIndex(encoder, name=col.name)
+        index.add_vectors(col.corpus, vectors)
+        sources.append(Source(col.name, index, description=(descriptions or {}).get(col.name, "")))
+        all_docs.extend(col.corpus)
+        all_vectors.append(vectors)
+    merged = DenseIndex(encoder, name="merged")
+    merged.add_vectors(all_docs, np.vstack(all_vectors))
+    texts = [q.text for col in collections for q in col.queries]
+    ids = [q.id for col in collections for q in col.queries]
+    labels = [col.name for col in collections for _ in col.queries]
+    qvecs = encoder.encode_queries(texts, show_progress=False)
+    qrels = {qid: rels for col in collections for qid, rels in col.qrels.items()}
+    per_source = {s.retriever.name: s.retriever.search_vectors(qvecs, depth) for s in sources}
+    for name, lists in per_source.items():
+        for hits in lists:
+            for hit in hits:
+                hit.source = name
+    return RoutingData(
+        collections,
+        sources,
+        texts,
+        ids,
+        labels,
+        qvecs,
+        qrels,
+        per_source,
+        merged.search_vectors(qvecs, depth),
+    )
+
+
+def routed_run(
+    data: RoutingData, chosen: list[list[str]], probs: list[dict[str, float]], fusion: str, k: int = 100
+):
+    run = {}
+    for i, qid in enumerate(data.query_ids):
+        lists = {name: data.per_source_hits[name][i] for name in chosen[i] if name in data.per_source_hits}
+        if not lists:
+            run[qid] = []
+        elif len(lists) == 1:
+            run[qid] = [h.doc_id for h in next(iter(lists.values()))[:k]]
+        elif fusion == "score":
+            merged = sorted((h for hits in lists.values() for h in hits), key=lambda h: -h.score)
+            run[qid] = [h.doc_id for h in merged[:k]]
+        else:
+            fused = fuse(lists, method=fusion, weights={n: probs[i].get(n, 0.0) for n in lists}, limit=k)
+            run[qid] = [h.doc_id for h in fused]
+    return run
+
+
+def macro_ndcg(data: RoutingData, run: dict[str, list[str]]) -> float:
+    """nDCG@10 averaged per collection, then over collections (as the issue's baselines)."""
+    per_collection = []
+    for col in data.collections:
+        sub = {qid: run.get(qid, []) for qid in col.qrels}
+        per_collection.append(evaluate_run(sub, col.qrels, ("ndcg@10",))["ndcg@10"])
+    return float(np.mean(per_collection))
+
+
+def score_router(
+    data: RoutingData, decide: Callable[[list[int]], list], *, threshold: float, max_routes: int, fusion: str
+) -> dict[str, Any]:
+    """Route every query (``decide`` maps query positions to Decisions), retrieve, and score."""
+    decisions, latencies = [], []
+    for i in range(len(data.query_texts)):
+        start = time.perf_counter()
+        decisions.extend(decide([i]))
+        latencies.append((time.perf_counter() - start) * 1000)
+    top1 = [d.chosen[0] for d in decisions]
+    chosen = [select_routes(d.routes, threshold=threshold, max_routes=max_routes) for d in decisions]
+    single = routed_run(data, [[t] for t in top1], [d.routes for d in decisions], fusion)
+    multi = routed_run(data, chosen, [d.routes for d in decisions], fusion)
+    labels = np.asarray(data.query_labels)
+    return {
+        "accuracy": round(float(np.mean(np.asarray(top1) == labels)), 4),
+        "ndcg@10": round(macro_ndcg(data, multi), 4),
+        "ndcg@10_top1_only": round(macro_ndcg(data, single), 4),
+        "routes_per_query": round(float(np.mean([len(c) for c in chosen])), 3),
+        "gold_in_chosen": round(float(np.mean([lab in c for lab, c in zip(labels, chosen)])), 4),
+        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 3),
+        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 3),
+    }
+
+
+def router_decider(router: Router, data: RoutingData) -> Callable[[list[int]], list]:
+    def decide(positions: list[int]) -> list:
+        return router.route_many(
+            [data.query_texts[i] for i in positions], query_vectors=data.query_vectors[positions]
+        )
+
+    return decide
+
+
+def cross_validated(
+    make: Callable[[list[str], list[str]], Router], data: RoutingData, folds: int, seed: int = 0
+) -> Callable[[list[int]], list]:
+    """Decider that routes each query with a router fitted on the other folds (stratified)."""
+    n = len(data.query_texts)
+    rng = np.random.default_rng(seed)
+    fold_of = np.zeros(n, dtype=int)
+    labels = np.asarray(data.query_labels)
+    for label in sorted(set(data.query_labels)):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        fold_of[members] = np.arange(len(members)) % folds
+    routers = {}
+    for f in range(folds):
+        train = np.flatnonzero(fold_of != f)
+        routers[f] = make([data.query_texts[i] for i in train], [data.query_labels[i] for i in train])
+
+    def decide(positions: list[int]) -> list:
+        out = []
+        for i in positions:
+            router = routers[int(fold_of[i])]
+            out.extend(router.route_many([data.query_texts[i]], query_vectors=data.query_vectors[[i]]))
+        return out
+
+    return decide
+
+
+def split_labels(root: Path, split: str) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    for col in load_collections(root, split):
+        texts.extend(q.text for q in col.queries)
+        labels.extend(col.name for _ in col.queries)
+    return texts, labels
+
+
+def glasgow_descriptions() -> dict[str, str]:
+    text = (
+        resources.files("ragroute.eval")
+        .joinpath("data/glasgow_descriptions.yaml")
+        .read_text(encoding="utf-8")
+    )
+    return yaml.safe_load(text)
+
+
+def run_corpus_routing_bench(
+    root: Path,
+    split: str,
+    train_split: str | None,
+    encoder: Any,
+    *,
+    threshold: float = 0.25,
+    max_routes: int = 3,
+    fusion: str = "score",
+    folds: int = 5,
+    descriptions: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    from ragroute.route.ensemble import EnsembleRouter
+    from ragroute.route.knn import KnnRouter
+    from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
+
+    descriptions = descriptions if descriptions is not None else glasgow_descriptions()
+    data = prepare(root, split, encoder, descriptions=descriptions)
+    merged_run = {qid: [h.doc_id for h in hits] for qid, hits in zip(data.query_ids, data.merged_hits)}
+    oracle_run = routed_run(data, [[lab] for lab in data.query_labels], [{} for _ in data.query_ids], fusion)
+    score = lambda decide: score_router(
+        data, decide, threshold=threshold, max_routes=max_routes, fusion=fusion
+    )  # noqa: E731
+    routers: dict[str, dict] = {}
+
+    centroid = PrototypeRouter(data.sources, encoder, PrototypeConfig(description_weight=0, bank_weight=0))
+    routers["centroid (baseline)"] = score(router_decider(centroid, data))
+    prototype = PrototypeRouter(data.sources, encoder)
+    routers["prototype"] = score(router_decider(prototype, data))
+    llama = _llamaindex_selector(data, encoder)
+    if llama is not None:
+        routers["llamaindex-embedding-selector (baseline)"] = score(llama)
+    if train_split is not None:
+        same = train_split == split
+        if same:
+            make_knn = lambda texts, labels: KnnRouter(texts, labels, encoder, k=5)  # noqa: E731
+            routers["knn-5 (baseline, cross-validated)"] = score(cross_validated(make_knn, data, folds))
+            make_ens = lambda texts, labels: EnsembleRouter(
+                [prototype, KnnRouter(texts, labels, encoder, k=5)]
+            )  # noqa: E731
+            routers["ensemble prototype+knn (cross-validated)"] = score(
+                cross_validated(make_ens, data, folds)
+            )
+        else:
+            texts, labels = split_labels(root, train_split)
+            knn = KnnRouter(texts, labels, encoder, k=5)
+            routers["knn-5 (baseline)"] = score(router_decider(knn, data))
+            routers["ensemble prototype+knn"] = score(router_decider(EnsembleRouter([prototype, knn]), data))
+    return {
+        "root": str(root),
+        "split": split,
+        "train_split": train_split,
+        "evaluation": "k-fold cross-validation on the split" if train_split == split else "held-out split",
+        "queries": len(data.query_ids),
+        "collections": {
+            c.name: {"documents": len(c.corpus), "queries": len(c.queries)} for c in data.collections
+        },
+        "encoder": encoder.describe(),
+        "selection": {"threshold": threshold, "max_routes": max_routes, "fusion": fusion},
+        "routers": routers,
+        "merged_ndcg@10": round(macro_ndcg(data, merged_run), 4),
+        "oracle_ndcg@10": round(macro_ndcg(data, oracle_run), 4),
+        "latency_ms_p50": min(r["latency_ms_p50"] for r in routers.values()),
+        "baseline_reference": BASELINES_REFERENCE,
+        "calibration": {"prototype": prototype.calibration},
+    }
+
+
+def _llamaindex_selector(data: RoutingData, encoder: Any) -> Callable[[list[int]], list] | None:
+    """LlamaIndex's EmbeddingSingleSelector over the source descriptions, with our encoder."""
+    from ragroute.integrations.llamaindex_embedding import selector_decider
+
+    if not all(s.description for s in data.sources):
+        return None
+    return selector_decider(data.sources, encoder, data.query_texts)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [
+        f"corpus routing on {result['root']} [{result['split']}], {result['queries']} queries, "
+        f"{len(result['collections'])} sources; learned routers: {result['evaluation']}",
+        f"selection: threshold {result['selection']['threshold']}, max {result['selection']['max_routes']} routes, "
+        f"fusion {result['selection']['fusion']}",
+        f"{'router':<44} {'accuracy':>8} {'nDCG@10':>8} {'top1-only':>9} {'routes/q':>8} {'gold in':>8} "
+        f"{'p50 ms':>7} {'p95 ms':>7}",
+    ]
+    for name, row in result["routers"].items():
+        lines.append(
+            f"{name:<44} {row['accuracy']:>8.3f} {row['ndcg@10']:>8.4f} {row['ndcg@10_top1_only']:>9.4f} "
+            f"{row['routes_per_query']:>8.2f} {row['gold_in_chosen']:>8.3f} {row['latency_ms_p50']:>7.2f} "
+            f"{row['latency_ms_p95']:>7.2f}"
+        )
+    ref = result["baseline_reference"]
+    lines.append(
+        f"{'merged index (one index over all sources)':<44} {'':>8} {result['merged_ndcg@10']:>8.4f}"
+    )
+    lines.append(f"{'oracle source':<44} {'1.000':>8} {result['oracle_ndcg@10']:>8.4f}")
+    lines.append(
+        f"issue reference (dev, MiniLM): oracle {ref['oracle_ndcg@10']}, merged {ref['merged_ndcg@10']}, "
+        f"centroid {ref['centroid']['ndcg@10']} ({ref['centroid']['accuracy']:.0%}), knn-5 "
+        f"{ref['knn-5 (leave-one-out)']['ndcg@10']} ({ref['knn-5 (leave-one-out)']['accuracy']:.0%}), "
+        f"LlamaIndex selector {ref['llamaindex-embedding-selector']['ndcg@10']} "
+        f"({ref['llamaindex-embedding-selector']['accuracy']:.0%})"
+    )
+    return "\n".join(lines)
+
+
+@click.command("corpus-routing")
+@click.option(
+    "--data",
+    "root",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder holding one BEIR folder per source (e.g. ../shared/data/glasgow).",
+)
+@click.option("--split", default="dev", show_default=True, help="Split whose queries are routed and scored.")
+@click.option(
+    "--train-split",
+    default=None,
+    help="Split to fit learned routers on; equal to --split means k-fold cross-validation.",
+)
+@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--backend", default="auto", show_default=True)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("indexes/.cache"),
+    show_default=True,
+)
+@click.option(
+    "--threshold", type=float, default=0.25, show_default=True, help="Route probability to be queried."
+)
+@click.option("--max-routes", type=int, default=3, show_default=True)
+@click.option(
+    "--fusion",
+    type=click.Choice(["score", "rrf", "minmax", "zscore"]),
+    default="score",
+    show_default=True,
+    help="How lists from several routes merge (score: by raw cosine, comparable across dense sources).",
+)
+@click.option(
+    "--descriptions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML mapping source name -> one-sentence description [default: built-in Glasgow ones].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+def corpus_routing_command(
+    root: Path,
+    split: str,
+    train_split: str | None,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    threshold: float,
+    max_routes: int,
+    fusion: str,
+    descriptions: Path | None,
+    as_json: bool,
+) -> None:
+    """Route each query of --split to the collection it came from; compare routers, the merged
+    index and the oracle source on accuracy, nDCG@10 and routing latency.
+    """
+    from ragroute.cli import emit_json
+    from ragroute.encode import load_encoder
+
+    if not Path(root).is_dir():
+        raise click.ClickException(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    desc = yaml.safe_load(Path(descriptions).read_text(encoding="utf-8")) if descriptions else None
+    result = run_corpus_routing_bench(
+        Path(root),
+        split,
+        train_split,
+        enc,
+        threshold=threshold,
+        max_routes=max_routes,
+        fusion=fusion,
+        descriptions=desc,
+    )
+    click.echo(format_report(result))
+    if as_json:
+        emit_json(result)
+
+

@@ -1,0 +1,1 @@
+"""Adapters to RAG frameworks (LlamaIndex first)."""

@@ -1,0 +1,71 @@
+"""Any ragroute encoder as a LlamaIndex embedding model, and LlamaIndex's selector as a baseline.
+
+``EncoderEmbedding`` lets LlamaIndex components (selectors, vector indexes)
+use the same offline encoder as ragroute. ``selector_decider`` runs LlamaIndex's
+own ``EmbeddingSingleSelector`` over source descriptions, exactly as a
+LlamaIndex ``RouterRetriever`` would, so benchmarks can compare against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.schema import QueryBundle
+from llama_index.core.selectors import EmbeddingSingleSelector
+from llama_index.core.tools.types import ToolMetadata
+from pydantic import PrivateAttr
+
+from ragroute.types import Decision, TraceStep
+
+
+class EncoderEmbedding(BaseEmbedding):
+    """A LlamaIndex ``BaseEmbedding`` backed by a ragroute :class:`~ragroute.encode.Encoder`."""
+
+    _encoder: Any = PrivateAttr()
+
+    def __init__(self, encoder: Any, **kwargs: Any) -> None:
+        super().__init__(model_name=encoder.model_id, **kwargs)
+        self._encoder = encoder
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._encoder.encode_queries([query], show_progress=False)[0].tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._encoder.encode_documents([text], show_progress=False)[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._encoder.encode_documents(texts, show_progress=False).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+def selector_decider(
+    sources: Sequence[Any], encoder: Any, query_texts: Sequence[str]
+) -> Callable[[list[int]], list]:
+    """Route query positions with LlamaIndex's ``EmbeddingSingleSelector`` (one route, probability 1)."""
+    selector = EmbeddingSingleSelector.from_defaults(embed_model=EncoderEmbedding(encoder))
+    choices = [ToolMetadata(description=s.description, name=s.name) for s in sources]
+    names = [s.name for s in sources]
+
+    def decide(positions: list[int]) -> list[Decision]:
+        out = []
+        for i in positions:
+            result = selector.select(choices, QueryBundle(query_texts[i]))
+            chosen = names[result.selections[0].index]
+            out.append(
+                Decision(
+                    chosen=[chosen],
+                    routes={name: float(name == chosen) for name in names},
+                    decided_by="llamaindex-embedding-selector",
+                    trace=[TraceStep("router", {"reason": result.selections[0].reason})],
+                )
+            )
+        return out
+
+    return decide

@@ -1,0 +1,339 @@
+"""Cheap, deterministic query features for trained routers: no model, no vocabulary, no state.
+
+Two blocks, both pure functions of the text:
+
+* :func:`cheap_features`: a small vector of named, human-readable numbers (see
+  :data:`CHEAP_FEATURE_NAMES`): log-scaled length, the question word, digits and
+  arithmetic, the share of capitalised words (named entities), quotes,
+  multiple-choice markers, and keyword groups (video/time, visual, comparison,
+  how-to, exam phrasing). Each is in [0, 1] or a small log count.
+* :func:`hashed_ngrams`: a bag of word and character n-grams hashed into a fixed
+  number of buckets with :func:`zlib.crc32` (stable across processes and
+  platforms, unlike :func:`hash`), sublinear counts, signed buckets, L2-normalised
+  rows. Nothing is fitted, so nothing but the bucket count needs storing.
+
+:func:`question_stem` cuts answer options off a multiple-choice query ("...?
+(A) 1636 (B) 1366" or "...\\nChoices:\\nA) ..."), so a router trained on bare
+questions sees the same kind of text when options are present. The
+multiple-choice features themselves are computed on the full text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+
+# --------------------------------------------------------------------------- question stem
+
+_OPTION_LINE = re.compile(
+    r"^[ \t]*(?:\(?[A-Ha-h]\)|[A-H][.:](?=\s)|(?:choices|options|answer choices)\s*:)", re.MULTILINE | re.I
+)
+_INLINE_OPTIONS = re.compile(r"\s\(A\)\s.*\(B\)\s", re.S)
+
+
+def question_stem(text: str) -> str:
+    """``text`` without a trailing block of answer options (unchanged if it has none).
+
+    Options start on a line that begins with ``A)``, ``(A)``, ``A.``/``A:`` or
+    ``Choices:``/``Options:``, or inline at `` (A) ... (B) ``. If cutting would leave
+    nothing, the text is returned whole.
+    """
+    match = _OPTION_LINE.search(text)
+    cut = match.start() if match else -1
+    inline = _INLINE_OPTIONS.search(text)
+    if inline and (cut < 0 or inline.start() < cut):
+        cut = inline.start()
+    if cut <= 0:
+        return text.strip()
+    stem = text[:cut].strip()
+    return stem or text.strip()
+
+
+def count_options(text: str) -> int:
+    """How many answer options (``A)``, ``(B)``, ``C.`` at a line start, or inline ``(D)``) ``text`` lists."""
+    letters = re.findall(r"^[ \t]*\(?([A-Ha-h])[).:](?=\s)", text, re.MULTILINE)
+    letters += re.findall(r"\s\(([A-H])\)\s", text)
+    return len(set(letter.upper() for letter in letters))
+
+
+# --------------------------------------------------------------------------- cheap features
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*|\d+(?:[.,]\d+)*")
+_ALPHA_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+
+QUESTION_WORDS: dict[str, tuple[str, ...]] = {
+    "what": ("what", "whats", "what's"),
+    "who": ("who", "whom", "whose", "who's"),
+    "when": ("when",),
+    "where": ("where",),
+    "which": ("which",),
+    "how": ("how",),
+    "why": ("why",),
+    "be": ("is", "are", "was", "were", "am"),
+    "do": ("do", "does", "did"),
+    "modal": ("can", "could", "should", "would", "will", "shall", "may", "might", "must"),
+    "have": ("has", "have", "had"),
+}
+"""Question-word groups; the first of these words among a query's first three words sets ``qw_<group>``."""
+_QW_LOOKUP = {word: group for group, words in QUESTION_WORDS.items() for word in words}
+
+KEYWORD_GROUPS: dict[str, tuple[str, ...]] = {
+    "time": (
+        "scene", "scenes", "video", "videos", "clip", "clips", "shown", "moment", "minute", "minutes",
+        "second", "seconds", "mark", "timestamp", "episode", "footage", "segment", "vlog", "vlogger",
+        "uploaded", "youtube", "channel", "beginning", "opening", "watch", "screen", "frame",
+    ),
+    "visual": (
+        "image", "images", "picture", "pictures", "photo", "photos", "photograph", "color", "colors",
+        "colour", "colours", "colored", "look like", "looks like", "shape", "visible", "appearance",
+        "wear", "wearing", "pattern", "painted", "logo", "roof", "statue", "made of", "material",
+    ),
+    "comparison": (
+        "both", "compare", "compared", "difference", "different", "same", "more than", "less than",
+        "older", "younger", "larger", "smaller", "longer", "first", "earlier", "either", "neither",
+    ),
+    "howto": (
+        "steps", "step", "how to", "how do i", "how can i", "how should i", "process", "guide", "tips",
+        "prepare", "preparing", "recipe", "ingredients", "next", "after", "technique", "method",
+    ),
+    "exam": (
+        "which of the following", "following", "true", "false", "statement", "correct", "best",
+        "most likely", "according to", "scenario", "refers to", "least", "except", "primarily",
+    ),
+    "math": (
+        "calculate", "compute", "value", "equation", "solve", "probability", "sum", "ratio",
+        "expression", "function", "integer", "percent", "rate",
+    ),
+    "person": ("i", "me", "my", "mine", "you", "your", "we", "our", "us"),
+}
+"""Keyword groups; ``kw_<group>`` is log(1 + number of matches) in the lower-cased question stem."""
+_KEYWORD_PATTERNS = {
+    group: re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b")
+    for group, words in KEYWORD_GROUPS.items()
+}
+
+_MATH = re.compile(r"\d\s*[-+*/×÷^=<>]\s*\d|[=^√π∑∫×÷≤≥]|\\[a-z]+|\$")
+_YEAR = re.compile(r"\b(?:1[0-9]\d\d|20\d\d)s?\b")
+_TIMESTAMP = re.compile(r"\b\d{1,2}:\d{2}\b")
+_QUOTE = re.compile(r"[\"“”«»]|(?:^|\s)'[^']+'")
+
+
+def _log1p(count: float) -> float:
+    return math.log1p(max(count, 0.0))
+
+
+def _question_word(words: Sequence[str]) -> str | None:
+    for word in words[:3]:
+        group = _QW_LOOKUP.get(word.lower())
+        if group:
+            return group
+    return None
+
+
+def _capitalised_ratio(words: Sequence[str]) -> tuple[float, float]:
+    """Share and log count of capitalised words after the first word (named-entity proxy)."""
+    rest = [w for w in words[1:] if w.lower() not in ("i",)]
+    capital = sum(1 for w in rest if w[0].isupper())
+    return (capital / len(rest) if rest else 0.0), _log1p(capital)
+
+
+def _features_of(text: str) -> dict[str, float]:
+    """The named cheap features of one query (see :data:`CHEAP_FEATURE_NAMES`)."""
+    stem = question_stem(text)
+    lower = stem.lower()
+    tokens = _WORD.findall(stem)
+    words = _ALPHA_WORD.findall(stem)
+    cap_ratio, cap_count = _capitalised_ratio(words)
+    numbers = [t for t in tokens if t[0].isdigit()]
+    end = stem.rstrip()[-1:] if stem.strip() else ""
+    qword = _question_word(words)
+    values: dict[str, float] = {
+        "log_words": _log1p(len(tokens)),
+        "log_chars": _log1p(len(stem)),
+        "mean_word_len": min(np.mean([len(w) for w in words]) / 10.0, 2.0) if words else 0.0,
+        "ends_question": float(end == "?"),
+        "ends_colon": float(end == ":"),
+        "ends_open": float(end.isalnum() or end in ("_", "'", '"', ")")),
+        "qw_none": float(qword is None),
+        **{f"qw_{group}": float(qword == group) for group in QUESTION_WORDS},
+        "has_digit": float(bool(numbers)),
+        "log_numbers": _log1p(len(numbers)),
+        "has_year": float(bool(_YEAR.search(stem))),
+        "has_timestamp": float(bool(_TIMESTAMP.search(stem))),
+        "has_math": float(bool(_MATH.search(stem))),
+        "cap_ratio": cap_ratio,
+        "log_capitalised": cap_count,
+        "all_lower": float(bool(words[1:]) and cap_count == 0),
+        "has_quote": float(bool(_QUOTE.search(stem))),
+        "has_paren": float("(" in stem),
+        "has_possessive": float(bool(re.search(r"\w['’]s\b", stem))),
+        "has_blank": float("__" in stem),
+        "has_or": float(bool(re.search(r"\bor\b", lower))),
+        "multi_sentence": float(len(re.findall(r"[.!?](?:\s|$)", stem.rstrip(".!? "))) > 0),
+        "has_newline": float("\n" in text.strip()),
+        "has_choices": float(count_options(text) >= 2),
+        "log_options": _log1p(count_options(text)),
+        **{f"kw_{group}": _log1p(len(pattern.findall(lower))) for group, pattern in _KEYWORD_PATTERNS.items()},
+    }
+    return values
+
+
+CHEAP_FEATURE_NAMES: tuple[str, ...] = tuple(_features_of("What?"))
+"""Names of the :func:`cheap_features` columns, in order.
+
+Lengths (``log_words``, ``log_chars``, ``mean_word_len``) and everything except
+``has_newline``, ``has_choices`` and ``log_options`` are computed on the
+:func:`question_stem`; ``qw_<group>`` one-hot marks the first question word among
+the first three words (``qw_none``: none); ``cap_ratio``/``log_capitalised``:
+capitalised words after the first; ``all_lower``: none are; ``ends_open``: the
+stem ends without punctuation (a cloze-style prompt); ``kw_<group>``: see
+:data:`KEYWORD_GROUPS`.
+"""
+
+
+def cheap_features(texts: Sequence[str]) -> np.ndarray:
+    """A float32 ``(len(texts), len(CHEAP_FEATURE_NAMES))`` matrix of the cheap features."""
+    out = np.zeros((len(texts), len(CHEAP_FEATURE_NAMES)), dtype=np.float32)
+    for row, text in enumerate(texts):
+        out[row] = list(_features_of(text).values())
+    return out
+
+
+def explain_features(text: str) -> dict[str, float]:
+    """The non-zero cheap features of ``text`` by name (rounded), for decision signals."""
+    return {name: round(float(v), 4) for name, v in _features_of(text).items() if v}
+
+
+# --------------------------------------------------------------------------- hashed n-grams
+
+_HASH_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def _bucket(token: str, dim: int) -> tuple[int, float]:
+    h = zlib.crc32(token.encode("utf-8"))
+    return h % dim, (1.0 if (h >> 31) == 0 else -1.0)
+
+
+def ngram_tokens(text: str, word_ngrams: tuple[int, int], char_ngrams: tuple[int, int] | None) -> list[str]:
+    """The word (``w:``) and character (``c:``) n-grams of the lower-cased text that get hashed."""
+    words = _HASH_TOKEN.findall(text.lower())
+    grams: list[str] = []
+    lo, hi = word_ngrams
+    for n in range(max(lo, 1), hi + 1):
+        grams.extend("w:" + " ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    if char_ngrams is not None:
+        padded = " " + " ".join(words) + " "
+        clo, chi = char_ngrams
+        for n in range(max(clo, 1), chi + 1):
+            grams.extend("c:" + padded[i : i + n] for i in range(len(padded) - n + 1))
+    return grams
+
+
+def hashed_ngrams(
+    texts: Sequence[str],
+    dim: int,
+    *,
+    word_ngrams: tuple[int, int] = (1, 2),
+    char_ngrams: tuple[int, int] | None = (3, 5),
+) -> np.ndarray:
+    """Signed, sublinear (``log1p``), L2-normalised hashed n-gram counts: float32 ``(len(texts), dim)``."""
+    if dim <= 0:
+        raise RagrouteError(f"hashed n-gram dimension must be positive, got {dim}")
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for row, text in enumerate(texts):
+        counts: dict[int, float] = {}
+        for gram in ngram_tokens(text, word_ngrams, char_ngrams):
+            bucket, sign = _bucket(gram, dim)
+            counts[bucket] = counts.get(bucket, 0.0) + sign
+        if not counts:
+            continue
+        idx = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        vals = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        out[row, idx] = np.sign(vals) * np.log1p(np.abs(vals))
+        norm = float(np.linalg.norm(out[row]))
+        if norm > 0:
+            out[row] /= norm
+    return out
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class QueryFeatures:
+    """Which model-free features a router uses, and how to compute them (all deterministic).
+
+    ``cheap``: the :func:`cheap_features` block; ``hashed_dim``: buckets of the
+    :func:`hashed_ngrams` block (0 = off); ``strip_choices``: embed the
+    :func:`question_stem` rather than the full text (a query's answer options
+    say little about where to look for its answer).
+    """
+
+    cheap: bool = True
+    hashed_dim: int = 0
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] | None = (3, 5)
+    strip_choices: bool = True
+
+    @property
+    def names(self) -> list[str]:
+        """Column names of :meth:`transform`'s output."""
+        names = list(CHEAP_FEATURE_NAMES) if self.cheap else []
+        return names + [f"hash_{i}" for i in range(self.hashed_dim)]
+
+    @property
+    def width(self) -> int:
+        return (len(CHEAP_FEATURE_NAMES) if self.cheap else 0) + self.hashed_dim
+
+    def encoder_text(self, text: str) -> str:
+        """The text an encoder should embed for ``text``."""
+        return question_stem(text) if self.strip_choices else text
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        """A float32 ``(len(texts), width)`` matrix: cheap features, then hashed n-grams."""
+        blocks = [np.zeros((len(texts), 0), dtype=np.float32)]
+        if self.cheap:
+            blocks.append(cheap_features(texts))
+        if self.hashed_dim:
+            stems = [question_stem(t) for t in texts]
+            blocks.append(
+                hashed_ngrams(stems, self.hashed_dim, word_ngrams=self.word_ngrams, char_ngrams=self.char_ngrams)
+            )
+        return np.hstack(blocks)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["word_ngrams"] = list(self.word_ngrams)
+        data["char_ngrams"] = None if self.char_ngrams is None else list(self.char_ngrams)
+        data["cheap_names"] = list(CHEAP_FEATURE_NAMES) if self.cheap else []
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QueryFeatures:
+        """Rebuild from :meth:`to_dict`; refuses a cheap block whose feature names differ from this version's."""
+        names = data.get("cheap_names")
+        if data.get("cheap", True) and names is not None and list(names) != list(CHEAP_FEATURE_NAMES):
+            raise RagrouteError("feature config lists cheap features this version of ragroute does not compute")
+        char = data.get("char_ngrams", (3, 5))
+        return cls(
+            cheap=bool(data.get("cheap", True)),
+            hashed_dim=int(data.get("hashed_dim", 0)),
+            word_ngrams=_pair(data.get("word_ngrams", (1, 2))),
+            char_ngrams=None if char is None else _pair(char),
+            strip_choices=bool(data.get("strip_choices", True)),
+        )
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    lo, hi = (int(v) for v in value)
+    return lo, hi
+
+

@@ -1,0 +1,61 @@
+"""Routing by the votes of the nearest labelled queries (SKR-style neighbour voting)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.route.base import BaseRouter, decision_from_probs
+from ragroute.types import Decision
+
+
+class KnnRouter(BaseRouter):
+    """Each of the ``k`` most similar labelled queries votes for its route, weighted by similarity.
+
+    Probabilities are the normalised vote shares (with ``smoothing`` added to
+    every label so no route is ever exactly impossible).
+    """
+
+    name = "knn"
+
+    def __init__(
+        self, texts: Sequence[str], labels: Sequence[str], encoder, *, k: int = 5, smoothing: float = 0.01
+    ):
+        if len(texts) != len(labels) or not texts:
+            raise RagrouteError("a kNN router needs as many labels as texts, and at least one")
+        self.encoder = encoder
+        self.k = k
+        self.smoothing = smoothing
+        self.labels = sorted(set(labels))
+        self._targets = np.asarray([self.labels.index(label) for label in labels])
+        self._bank = np.asarray(encoder.encode_queries(list(texts), show_progress=False), dtype=np.float32)
+        self._texts = list(texts)
+
+    def route_many(
+        self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
+    ) -> list[Decision]:
+        if query_vectors is None:
+            query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
+        sims = np.atleast_2d(query_vectors) @ self._bank.T
+        k = min(self.k, sims.shape[1])
+        out = []
+        for row in sims:
+            nearest = np.argsort(-row, kind="stable")[:k]
+            votes = np.full(len(self.labels), self.smoothing)
+            np.add.at(votes, self._targets[nearest], np.maximum(row[nearest], 0.0))
+            neighbours = [
+                {
+                    "text": self._texts[i][:80],
+                    "route": self.labels[self._targets[i]],
+                    "sim": round(float(row[i]), 4),
+                }
+                for i in nearest
+            ]
+            out.append(
+                decision_from_probs(
+                    self.labels, votes / votes.sum(), decided_by=self.name, signals={"neighbours": neighbours}
+                )
+            )
+        return out

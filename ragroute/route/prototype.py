@@ -1,0 +1,168 @@
+"""Training-free routing by similarity to what each source is and holds.
+
+For every source the router keeps three things, all embedded with the same
+encoder as the queries:
+
+* its description (one vector), when it has one;
+* its centroid: the mean embedding of (a sample of) its documents;
+* a document bank: those sampled document embeddings, scored as the mean of the
+  query's ``bank_top_n`` best cosines (a kNN density of the source near the query).
+
+A source's score is a weighted sum of the three cosines. Probabilities are a
+softmax whose temperature is fitted on pseudo-queries cut from the sources' own
+documents (self-supervised calibration: no labelled query is needed). An
+optional ``none_threshold`` adds a ``none`` route that wins when no source is
+similar enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.route.pseudo import pseudo_queries, sample_positions
+from ragroute.route.sources import Source
+from ragroute.types import Decision
+
+
+@dataclass
+class PrototypeConfig:
+    """Weights of the three similarities and how the router calibrates itself."""
+
+    description_weight: float = 0.5
+    centroid_weight: float = 1.0
+    bank_weight: float = 1.0
+    bank_top_n: int = 5
+    max_docs: int = 2000
+    calibration_queries: int = 100
+    temperature: float | None = None
+    none_threshold: float | None = None
+    seed: int = 0
+
+
+class PrototypeRouter(BaseRouter):
+    """Routes by similarity of the query to each source's description, centroid and documents."""
+
+    name = "prototype"
+
+    def __init__(self, sources: Sequence[Source], encoder, config: PrototypeConfig | None = None) -> None:
+        if not sources:
+            raise RagrouteError("a prototype router needs at least one source")
+        self.encoder = encoder
+        self.config = config or PrototypeConfig()
+        self.sources = list(sources)
+        self.labels = [s.name for s in self.sources] + ([NONE_ROUTE] if self.config.none_threshold else [])
+        self._banks: list[np.ndarray] = []
+        self._centroids = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
+        self._descriptions = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
+        self._has_description = np.zeros(len(self.sources), dtype=bool)
+        self._embed_sources()
+        self.calibration = self._calibrate()
+
+    def _embed_sources(self) -> None:
+        cfg = self.config
+        for i, source in enumerate(self.sources):
+            docs = source.documents
+            if not docs and not source.description:
+                raise RagrouteError(
+                    f"source {source.name!r} has neither documents nor a description to route by"
+                )
+            if docs:
+                picks = sample_positions(len(docs), cfg.max_docs, cfg.seed)
+                bank = self.encoder.encode_documents([docs[int(p)].full_text() for p in picks])
+                self._banks.append(np.asarray(bank, dtype=np.float32))
+                centroid = bank.mean(axis=0)
+                self._centroids[i] = centroid / max(np.linalg.norm(centroid), 1e-12)
+            else:
+                self._banks.append(np.zeros((0, self.encoder.dim), dtype=np.float32))
+        described = [i for i, s in enumerate(self.sources) if s.description]
+        if described:
+            vectors = self.encoder.encode_queries(
+                [self.sources[i].description for i in described], show_progress=False
+            )
+            self._descriptions[described] = vectors
+            self._has_description[described] = True
+
+    def scores(self, query_vectors: np.ndarray, exclude: list[tuple[int, int]] | None = None) -> np.ndarray:
+        """Raw similarity scores (queries x sources); ``exclude`` hides (source, bank row) pairs."""
+        cfg = self.config
+        q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
+        total = cfg.centroid_weight * (q @ self._centroids.T)
+        total += cfg.description_weight * (q @ self._descriptions.T) * self._has_description
+        for s, bank in enumerate(self._banks):
+            if len(bank) == 0:
+                continue
+            sims = q @ bank.T
+            if exclude is not None:
+                for row, (src, bank_row) in enumerate(exclude):
+                    if src == s:
+                        sims[row, bank_row] = -np.inf
+            top_n = min(cfg.bank_top_n, sims.shape[1])
+            top = -np.sort(-sims, axis=1)[:, :top_n]
+            top = np.where(np.isfinite(top), top, 0.0)
+            total[:, s] += cfg.bank_weight * top.mean(axis=1)
+        return total
+
+    def _with_none(self, raw: np.ndarray) -> np.ndarray:
+        if not self.config.none_threshold:
+            return raw
+        weight = self.config.centroid_weight + self.config.bank_weight
+        none_score = np.full((raw.shape[0], 1), self.config.none_threshold * weight)
+        return np.hstack([raw, none_score])
+
+    def _calibrate(self) -> dict[str, float]:
+        cfg = self.config
+        if cfg.temperature is not None:
+            return {"temperature": cfg.temperature, "source": "given"}
+        texts, targets, exclude = [], [], []
+        for s, source in enumerate(self.sources):
+            docs = source.documents
+            if not docs:
+                continue
+            bank_positions = {
+                int(p): row for row, p in enumerate(sample_positions(len(docs), cfg.max_docs, cfg.seed))
+            }
+            for position, text in pseudo_queries(docs, cfg.calibration_queries, seed=cfg.seed + s):
+                texts.append(text)
+                targets.append(s)
+                exclude.append((s, bank_positions.get(position, -1)))
+        if len(set(targets)) < 2:
+            self.config.temperature = 0.05
+            return {"temperature": 0.05, "source": "default (too few sources to calibrate)"}
+        vectors = self.encoder.encode_queries(texts, show_progress=False)
+        exclude = [(s, row) if row >= 0 else (-1, 0) for s, row in exclude]
+        raw = self.scores(vectors, exclude)
+        temperature = fit_temperature(raw, np.asarray(targets))
+        accuracy = float(np.mean(raw.argmax(axis=1) == np.asarray(targets)))
+        self.config.temperature = temperature
+        return {
+            "temperature": temperature,
+            "source": "pseudo-queries",
+            "pseudo_queries": len(texts),
+            "pseudo_accuracy": round(accuracy, 4),
+        }
+
+    def route_many(
+        self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
+    ) -> list[Decision]:
+        if query_vectors is None:
+            query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
+        raw = self._with_none(self.scores(query_vectors))
+        probs = softmax(raw, self.config.temperature or 0.05)
+        return [
+            decision_from_probs(
+                self.labels,
+                p,
+                decided_by=self.name,
+                signals={"similarity": {label: round(float(v), 4) for label, v in zip(self.labels, r)}},
+                detail={"temperature": round(self.config.temperature or 0.05, 4)},
+            )
+            for r, p in zip(raw, probs)
+        ]
+
+    def describe(self) -> dict:
+        return {"kind": self.name, "config": asdict(self.config), "calibration": self.calibration}

@@ -1,0 +1,102 @@
+"""Sources: named retrievers with a description, modality and granularity.
+
+A source is what a router chooses between: an index from :mod:`ragroute.index`
+(later a graph or a skill catalogue) plus what a router needs to know about it.
+One corpus can be exposed at several granularities (:func:`granularity_views`):
+each view indexes chunks of the same documents, and its hits keep ``parent_id``
+so results map back to the documents they came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ragroute.index.base import Retriever
+from ragroute.types import Document, Hit
+
+
+@dataclass
+class Source:
+    """A named retriever and what routers may know about it.
+
+    ``documents`` (optional) lets training-free routers build a prototype of the
+    source from its own content; indexes built by ragroute provide it.
+    """
+
+    name: str
+    retriever: Retriever
+    description: str = ""
+    modality: str = "text"
+    granularity: str = "document"
+    parent: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def documents(self) -> Sequence[Document]:
+        return getattr(self.retriever, "documents", ())
+
+    def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        results = self.retriever.search_many(list(queries), k)
+        for hits in results:
+            for hit in hits:
+                hit.source = self.name
+        return results
+
+
+@dataclass
+class SourceProblem:
+    """A source that could not be opened: reported in decisions, never fatal."""
+
+    name: str
+    error: str
+
+
+def granularity_views(
+    name: str,
+    documents: Sequence[Document],
+    granularities: Sequence[str],
+    build: Callable[[Sequence[Document], str], Retriever],
+    *,
+    description: str = "",
+    modality: str = "text",
+) -> list[Source]:
+    """One source per granularity over the same documents, named ``NAME/GRANULARITY``.
+
+    ``build(units, view_name)`` indexes the chunks (e.g. ``lambda units, n:
+    build_index(units, "hybrid", encoder=enc, name=n)``).
+    """
+    from ragroute.chunking import chunk_documents
+
+    views = []
+    for granularity in granularities:
+        view_name = f"{name}/{granularity}"
+        units = chunk_documents(documents, granularity)
+        views.append(
+            Source(
+                name=view_name,
+                retriever=build(units, view_name),
+                description=description,
+                modality=modality,
+                granularity=granularity,
+                parent=name,
+            )
+        )
+    return views
+
+
+def collapse_to_parents(hits: Sequence[Hit], k: int) -> list[Hit]:
+    """Keep the best hit per parent document (chunks count as their parent), re-ranked."""
+    seen: set[tuple[str, str]] = set()
+    out: list[Hit] = []
+    for hit in hits:
+        key = (hit.source.split("/")[0], hit.parent_id or hit.doc_id)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(hit)
+        hit.rank = len(out)
+        if len(out) == k:
+            break
+    return out

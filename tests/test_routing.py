@@ -1,0 +1,178 @@
+"""Routers, route selection and the routed retriever, on three tiny topical sources."""
+
+import numpy as np
+import pytest
+
+from ragroute.errors import EmptyQueryError, RagrouteError
+from ragroute.index.build import build_index
+from ragroute.route import Policy
+from ragroute.route.base import NONE_ROUTE, fit_temperature, select_routes, softmax
+from ragroute.route.confidence import ConfidenceRouter
+from ragroute.route.ensemble import EnsembleRouter
+from ragroute.route.knn import KnnRouter
+from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
+from ragroute.route.pseudo import pseudo_queries
+from ragroute.route.retriever import RoutedRetriever, RoutingOptions
+from ragroute.route.sources import Source, SourceProblem, collapse_to_parents, granularity_views
+from ragroute.types import Document, Hit
+
+QUERIES = {"astro": "galaxy telescope orbit", "cook": "flour yeast oven", "it": "printer vpn password"}
+
+
+@pytest.fixture
+def sources(hashing_encoder, small_docs):
+    out = []
+    for topic in ("astro", "cook", "it"):
+        docs = [d for d in small_docs if d.metadata["topic"] == topic]
+        out.append(
+            Source(
+                topic,
+                build_index(docs, "dense", encoder=hashing_encoder, name=topic),
+                description=f"documents about {topic}",
+            )
+        )
+    return out
+
+
+def test_softmax_and_temperature_fit():
+    probs = softmax(np.array([[1.0, 2.0, 3.0]]), 1.0)
+    assert probs.sum() == pytest.approx(1.0) and probs.argmax() == 2
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 300)
+    scores = rng.normal(size=(300, 3))
+    scores[np.arange(300), targets] += 0.5  # weakly informative scores want a high temperature
+    weak = fit_temperature(scores, targets)
+    scores[np.arange(300), targets] += 5.0  # strongly informative ones a low temperature
+    assert fit_temperature(scores, targets) < weak
+
+
+def test_select_routes_threshold_max_and_none():
+    assert select_routes({"a": 0.5, "b": 0.3, "c": 0.2}, threshold=0.25) == ["a", "b"]
+    assert select_routes({"a": 0.5, "b": 0.3, "c": 0.2}, threshold=0.1, max_routes=2) == ["a", "b"]
+    assert select_routes({"a": 0.2, "b": 0.19}, threshold=0.5) == ["a"]
+    assert select_routes({NONE_ROUTE: 0.6, "a": 0.4}) == [NONE_ROUTE]
+    assert select_routes({"a": 0.5, NONE_ROUTE: 0.4}) == ["a"]
+    assert select_routes({}) == []
+
+
+@pytest.mark.parametrize("make", ["prototype", "confidence"])
+def test_training_free_routers_route_by_topic(sources, hashing_encoder, make):
+    router = PrototypeRouter(sources, hashing_encoder) if make == "prototype" else ConfidenceRouter(sources)
+    assert router.calibration["pseudo_queries"] > 0
+    for topic, query in QUERIES.items():
+        decision = router.route(query)
+        assert decision.chosen == [topic]
+        assert sum(decision.routes.values()) == pytest.approx(1.0, abs=1e-4)
+        assert decision.signals and decision.trace[0].stage == "router"
+
+
+def test_prototype_none_threshold(sources, hashing_encoder):
+    router = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(none_threshold=0.9))
+    assert NONE_ROUTE in router.labels
+    assert router.route("zebra quantum sonnet").chosen == [NONE_ROUTE]
+
+
+def test_knn_router_votes_and_explains(hashing_encoder):
+    router = KnnRouter(
+        ["galaxy orbit", "star telescope", "bread oven", "yeast flour"],
+        ["astro", "astro", "cook", "cook"],
+        hashing_encoder,
+        k=3,
+    )
+    decision = router.route("telescope galaxy")
+    assert decision.chosen == ["astro"]
+    assert len(decision.signals["neighbours"]) == 3
+    with pytest.raises(RagrouteError):
+        KnnRouter(["a"], [], hashing_encoder)
+
+
+def test_ensemble_weights_confident_members(sources, hashing_encoder):
+    proto = PrototypeRouter(sources, hashing_encoder)
+    knn = KnnRouter(["printer vpn"], ["it"], hashing_encoder)  # knows only one route
+    ensemble = EnsembleRouter([proto, knn])
+    decision = ensemble.route(QUERIES["astro"])
+    assert set(decision.routes) == {"astro", "cook", "it"}
+    assert decision.chosen == ["astro"]
+    assert set(decision.signals["weights"]) == {"prototype", "knn"}
+
+
+def test_routed_retriever_hits_remember_source_and_probability(sources, hashing_encoder):
+    retriever = RoutedRetriever(sources, PrototypeRouter(sources, hashing_encoder), encoder=hashing_encoder)
+    result = retriever.retrieve(QUERIES["cook"], k=4)
+    assert result.hits and all(h.source == "cook" for h in result.hits)
+    assert result.hits[0].explain["route_probability"] == result.decision.routes["cook"]
+    stages = [step.stage for step in result.decision.trace]
+    assert stages[0] == "router" and "select" in stages and "retrieve" in stages
+    with pytest.raises(EmptyQueryError):
+        retriever.retrieve("  ")
+
+
+def test_multi_route_fuses_two_sources(sources, hashing_encoder):
+    router = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(temperature=100.0))  # flat: hedge
+    retriever = RoutedRetriever(sources, router, options=RoutingOptions(threshold=0.1, max_routes=2))
+    result = retriever.retrieve("galaxy bread", k=6)
+    assert len(result.decision.chosen) == 2
+    assert {h.source for h in result.hits} == set(result.decision.chosen)
+    assert any(step.stage == "fuse" for step in result.decision.trace)
+
+
+POLICY = """
+signals:
+  math: {type: regex, pattern: '\\d+\\s*[*x+]\\s*\\d+'}
+  printers: {type: keywords, any: [printer]}
+rules:
+  - {name: arithmetic, priority: 10, when: math, then: {route: none}}
+  - {name: printer_to_it, priority: 5, when: printers, then: {route: it}}
+  - {name: no_cooking_for_tech, priority: 1, when: {not: math}, then: {defer: true, block: [cook]}}
+"""
+
+
+def test_policy_decides_first_and_defers_with_blocks(sources, hashing_encoder):
+    policy = Policy.from_yaml(POLICY)
+    retriever = RoutedRetriever(sources, PrototypeRouter(sources, hashing_encoder), policy=policy)
+    none = retriever.retrieve("what is 17 x 3", k=3)
+    assert none.hits == [] and none.decision.chosen == [NONE_ROUTE]
+    assert none.decision.decided_by == "rule:arithmetic"
+    printer = retriever.retrieve("my printer jams", k=3)
+    assert printer.decision.chosen == ["it"] and printer.decision.decided_by == "rule:printer_to_it"
+    blocked = retriever.retrieve(QUERIES["cook"], k=3)
+    assert "cook" not in blocked.decision.routes and "cook" not in blocked.decision.chosen
+    assert any(step.stage == "policy-adjust" for step in blocked.decision.trace)
+
+
+def test_broken_source_is_reported_and_skipped(sources, hashing_encoder):
+    policy = Policy.from_yaml("rules:\n  - {name: all, when: true, then: {routes: [astro, wiki]}}\n")
+    retriever = RoutedRetriever(
+        sources, policy=policy, problems=[SourceProblem("wiki", "index missing: /x/manifest.json")]
+    )
+    result = retriever.retrieve("galaxy", k=3)
+    assert result.decision.chosen == ["astro"]
+    assert result.decision.signals["unavailable_sources"] == {"wiki": "index missing: /x/manifest.json"}
+    skip = [s for s in result.decision.trace if s.stage == "skip"][0]
+    assert "wiki" in skip.detail["sources"]
+
+
+def test_granularity_views_map_hits_to_parents(hashing_encoder):
+    docs = [
+        Document(id=f"d{i}", text=f"alpha {i}\n\nbeta gamma words here {i}\n\ndelta {i} more text")
+        for i in range(3)
+    ]
+    views = granularity_views(
+        "wiki", docs, ["document", "paragraph"], lambda units, name: build_index(units, "bm25", name=name)
+    )
+    assert [v.name for v in views] == ["wiki/document", "wiki/paragraph"]
+    hits = views[1].search_many(["beta gamma"], 10)[0]
+    assert all(h.parent_id in {"d0", "d1", "d2"} for h in hits)
+    collapsed = collapse_to_parents(hits, 10)
+    assert len(collapsed) == len({h.parent_id for h in hits}) and [h.rank for h in collapsed] == [1, 2, 3]
+
+
+def test_collapse_keeps_sources_apart():
+    hits = [Hit("a#p0", 3.0, "s1", parent_id="a"), Hit("a#p1", 2.0, "s1", parent_id="a"), Hit("a", 1.0, "s2")]
+    assert [(h.source, h.doc_id) for h in collapse_to_parents(hits, 5)] == [("s1", "a#p0"), ("s2", "a")]
+
+
+def test_pseudo_queries_deterministic():
+    docs = [Document(id=str(i), text=" ".join(f"w{j}" for j in range(30))) for i in range(10)]
+    assert pseudo_queries(docs, 5, seed=1) == pseudo_queries(docs, 5, seed=1)
+    assert all(5 <= len(text.split()) <= 12 for _, text in pseudo_queries(docs, 5))
