@@ -1,0 +1,106 @@
+"""Routing by asking an LLM for a route label (any llama-index LLM; optional).
+
+The prompt lists each route with its description and asks for exactly one
+label (``none`` = answer without retrieval). The answer's first word that is a
+known label wins. An answer naming no known label is a :class:`UnknownRouteLabel`,
+unless a ``fallback`` router is given, in which case the fallback decides and
+the trace records the LLM's answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.route.base import NONE_ROUTE, BaseRouter, Router
+from ragroute.route.sources import Source
+from ragroute.types import Decision, TraceStep
+
+PROMPT = """You route questions to the knowledge source that can answer them.
+Sources:
+{routes}
+- none: the question can be answered without looking anything up.
+
+Question: {query}
+Answer with exactly one label from: {labels}.
+Label:"""
+
+
+class UnknownRouteLabel(RagrouteError):
+    """The LLM answered with something that is not a route label."""
+
+
+class LlmRouter(BaseRouter):
+    """One LLM call per query; the chosen label gets ``label_probability``, the rest share what is left."""
+
+    name = "llm"
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        llm: Any,
+        *,
+        fallback: Router | None = None,
+        label_probability: float = 0.9,
+        prompt: str = PROMPT,
+    ) -> None:
+        self.llm = llm
+        self.fallback = fallback
+        self.label_probability = label_probability
+        self.prompt = prompt
+        self.labels = [s.name for s in sources] + [NONE_ROUTE]
+        self._routes_text = "\n".join(f"- {s.name}: {s.description or s.name}" for s in sources)
+
+    def parse(self, answer: str) -> str | None:
+        """The first known label in ``answer`` (case-insensitive), or None."""
+        lowered = {label.lower(): label for label in self.labels}
+        for word in re.findall(r"[\w./-]+", answer.lower()):
+            if word.strip("./-") in lowered:
+                return lowered[word.strip("./-")]
+        return None
+
+    def route_many(
+        self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
+    ) -> list[Decision]:
+        return [
+            self._route_one(q, None if query_vectors is None else query_vectors[i])
+            for i, q in enumerate(queries)
+        ]
+
+    def _route_one(self, query: str, vector: np.ndarray | None) -> Decision:
+        prompt = self.prompt.format(routes=self._routes_text, query=query, labels=", ".join(self.labels))
+        answer = str(self.llm.complete(prompt).text).strip()
+        label = self.parse(answer)
+        if label is None:
+            if self.fallback is None:
+                raise UnknownRouteLabel(
+                    f"LLM answered {answer[:60]!r}, which is not one of {', '.join(self.labels)}"
+                )
+            decision = self.fallback.route(query, query_vector=vector)
+            decision.trace.insert(
+                0,
+                TraceStep(
+                    "router",
+                    {
+                        "router": self.name,
+                        "answer": answer[:200],
+                        "error": "unknown route label",
+                        "fallback": self.fallback.name,
+                    },
+                ),
+            )
+            decision.decided_by = f"{self.fallback.name} (fallback from llm)"
+            return decision
+        rest = (1.0 - self.label_probability) / max(1, len(self.labels) - 1)
+        routes = {name: (self.label_probability if name == label else rest) for name in self.labels}
+        return Decision(
+            chosen=[label],
+            routes=routes,
+            signals={"llm_answer": answer[:200]},
+            decided_by=self.name,
+            trace=[TraceStep("router", {"router": self.name, "answer": answer[:200], "label": label})],
+        )
