@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,12 @@ def main() -> None:
       ragroute eval --index indexes/med --data ../shared/data/glasgow/med --split dev
       ragroute demo
     """
+    warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
+    """Show warnings (e.g. skipped corpus lines) as ``warning: ...`` on stderr, one line each."""
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
 def _register() -> None:
@@ -83,8 +90,9 @@ def _register() -> None:
     from ragroute.commands.demo import demo_command
     from ragroute.commands.evaluate import eval_command
     from ragroute.commands.query import query_command
+    from ragroute.commands.route import route_group
 
-    for command in (build_command, query_command, eval_command, demo_command):
+    for command in (build_command, query_command, eval_command, route_group, demo_command):
         main.add_command(command)
     main.add_command(bench_group())
 
@@ -92,6 +100,7 @@ def _register() -> None:
 def bench_group() -> click.Group:
     """``ragroute bench ...``: measurements side by side with the baselines, in one run."""
     from ragroute.eval.bench_bm25 import bm25_command
+    from ragroute.eval.bench_corpus_routing import corpus_routing_command
     from ragroute.eval.bench_dense import dense_command
     from ragroute.eval.bench_encode import encode_command
 
@@ -102,7 +111,7 @@ def bench_group() -> click.Group:
         With --json the last line printed is one JSON object.
         """
 
-    for command in (bm25_command, encode_command, dense_command):
+    for command in (bm25_command, encode_command, dense_command, corpus_routing_command):
         bench.add_command(command)
     return bench
 
