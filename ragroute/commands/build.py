@@ -83,17 +83,20 @@ def build_command(
     from ragroute.chunking import chunk_documents
     from ragroute.index.build import build_index
     from ragroute.index.io import save_index
-    from ragroute.loaders import load_corpus
+    from ragroute.loaders import LoadReport, load_corpus
 
     start = time.perf_counter()
-    documents = load_corpus(corpus, on_error=on_error)
-    units = chunk_documents(documents, granularity)
-    click.echo(
-        f"loaded {len(documents)} documents from {corpus} -> {len(units)} {granularity} units", err=True
-    )
-    model = None
+    model = None  # resolved first, so a missing model fails before any work is done
     if method != "bm25":
         model = open_encoder(encoder, backend, cache_dir or default_cache_dir(out_dir))
+    report = LoadReport()
+    documents = load_corpus(corpus, on_error=on_error, report=report)
+    units = chunk_documents(documents, granularity)
+    skipped = f" ({report.n_skipped} bad records skipped)" if report.n_skipped else ""
+    click.echo(
+        f"loaded {len(documents)} documents from {corpus}{skipped} -> {len(units)} {granularity} units",
+        err=True,
+    )
     index = build_index(
         units,
         method,

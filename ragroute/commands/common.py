@@ -53,6 +53,26 @@ def open_encoder(name: str, backend: str, cache_dir: Path) -> Any:
     return load_encoder(name, backend=backend, cache_dir=cache_dir)
 
 
+def encoder_for_index(
+    manifest: Any, index_dir: Path, encoder: str | None, backend: str, cache_dir: Path | None
+) -> Any:
+    """The encoder to query an index with: ``encoder`` if given, else the one that built it.
+
+    A given encoder whose canonical model id differs from the recorded one is
+    refused before its weights are loaded.
+    """
+    from ragroute.encode import resolve_model
+    from ragroute.index.dense import check_encoder
+
+    if manifest.kind == "bm25":
+        return None
+    recorded = manifest.encoder or {}
+    if encoder is not None:
+        check_encoder(recorded, resolve_model(encoder).model_id, None, str(index_dir))
+    name = encoder or recorded.get("model_id", "")
+    return open_encoder(name, backend, cache_dir or default_cache_dir(index_dir))
+
+
 def default_cache_dir(index_dir: Path) -> Path:
     return Path(index_dir).absolute().parent / ".cache"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
-from ragroute.commands.common import default_cache_dir, encoder_options, open_encoder
+from ragroute.commands.common import encoder_for_index, encoder_options
 from ragroute.eval.metrics import evaluate_run
 
 
@@ -63,10 +63,7 @@ def eval_command(
 
     dataset = load_beir(data_dir, split=split)
     manifest = read_manifest(index_dir)
-    model = None
-    if manifest.kind != "bm25":
-        name = encoder or (manifest.encoder or {}).get("model_id", "")
-        model = open_encoder(name, backend, cache_dir or default_cache_dir(index_dir))
+    model = encoder_for_index(manifest, index_dir, encoder, backend, cache_dir)
     index = load_index(index_dir, model, verify=False)
     queries = dataset.queries
     run: dict[str, list[str]] = {}

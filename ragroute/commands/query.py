@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ragroute.commands.common import Stopwatch, default_cache_dir, encoder_options, format_hit, open_encoder
+from ragroute.commands.common import Stopwatch, encoder_for_index, encoder_options, format_hit
 from ragroute.errors import RagrouteError, check_query
 from ragroute.types import TraceStep
 
@@ -53,10 +53,7 @@ def query_command(
     watch = Stopwatch()
     with watch.time("load_ms"):
         manifest = read_manifest(index_dir)
-        model = None
-        if manifest.kind != "bm25":
-            name = encoder or (manifest.encoder or {}).get("model_id", "")
-            model = open_encoder(name, backend, cache_dir or default_cache_dir(index_dir))
+        model = encoder_for_index(manifest, index_dir, encoder, backend, cache_dir)
         index = load_index(index_dir, model, verify=False)
     with watch.time("search_ms"):
         hits = index.search(text, k, filters=_parse_filters(filters) or None)

@@ -56,14 +56,16 @@ class DenseParams:
         return cls(**known)
 
 
-def check_encoder(recorded: Mapping[str, Any] | None, encoder: Encoder, where: str) -> None:
-    """Raise :class:`EncoderMismatchError` unless ``encoder`` embeds into the recorded space."""
+def check_encoder(recorded: Mapping[str, Any] | None, model_id: str, dim: int | None, where: str) -> None:
+    """Raise :class:`EncoderMismatchError` unless ``model_id`` (and ``dim``, when known) match the record."""
     if not recorded:
         raise IndexFormatError(f"{where}: manifest records no encoder for a dense index")
-    if recorded.get("model_id") != encoder.model_id or int(recorded.get("dim", -1)) != encoder.dim:
+    same_dim = dim is None or int(recorded.get("dim", -1)) == dim
+    if recorded.get("model_id") != model_id or not same_dim:
+        shown = f" (dim {dim})" if dim is not None else ""
         raise EncoderMismatchError(
             f"{where} was built with encoder {recorded.get('model_id')!r} (dim {recorded.get('dim')}), "
-            f"not {encoder.model_id!r} (dim {encoder.dim}); rebuild the index or pass the same encoder"
+            f"not {model_id!r}{shown}; rebuild the index or pass the same encoder"
         )
 
 

@@ -61,7 +61,7 @@ def load_index(
         return BM25Index.read(directory, manifest.params, store, label)
     if encoder is None:
         encoder = encoder_for_manifest(manifest, backend=backend, where=str(directory))
-    check_encoder(manifest.encoder, encoder, str(directory))
+    check_encoder(manifest.encoder, encoder.model_id, encoder.dim, str(directory))
     reader = DenseIndex if manifest.kind == "dense" else HybridIndex
     return reader.read(directory, manifest.params, encoder, store, label)
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build BM25, dense and hybrid indexes for every Glasgow collection and evaluate them with
+# `ragroute eval` on the dev split. Prints one JSON line per (method, collection) to stdout;
+# scripts/eval_table.py turns those lines into the Markdown table in docs/benchmarks.md.
+#   usage: scripts/glasgow_eval.sh [DATA_ROOT] [BACKEND] > results.jsonl
+set -euo pipefail
+root=${1:-../shared/data/glasgow}
+backend=${2:-auto}
+if [ ! -d "$root" ]; then
+  echo "data missing: $root (see ../shared/data/README.md)" >&2
+  exit 2
+fi
+for dir in "$root"/*/; do
+  name=$(basename "$dir")
+  [ -f "$dir/qrels/dev.tsv" ] || continue
+  for method in bm25 dense hybrid; do
+    out="indexes/glasgow/$method/$name"
+    ragroute build "$dir" --out "$out" --method "$method" --backend "$backend" --cache-dir indexes/.cache >&2
+    ragroute eval --index "$out" --data "$dir" --split dev --backend "$backend" --cache-dir indexes/.cache --json | tail -n 1
+  done
+done
