@@ -41,3 +41,17 @@ def test_same_doc_in_two_sources_stays_apart_and_limit():
 def test_unknown_method():
     with pytest.raises(RagrouteError, match="unknown fusion method"):
         fuse({}, method="borda")
+
+
+def test_existing_explanations_survive_fusion():
+    inner = Hit(
+        doc_id="a",
+        score=0.5,
+        source="s1",
+        rank=1,
+        explain={"bm25": {"rank": 3, "score": 2.0}, "route_probability": 0.7},
+    )
+    fused = fuse({"s1": [inner], "s2": hits("s2", [("b", 1.0)])}, method="minmax")
+    explained = {h.doc_id: h.explain for h in fused}["a"]
+    assert explained["bm25"] == {"rank": 3, "score": 2.0} and explained["route_probability"] == 0.7
+    assert explained["fusion"] == "minmax" and explained["s1"] == {"rank": 1, "score": 0.5}

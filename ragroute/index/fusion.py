@@ -2,7 +2,8 @@
 
 Both take named result lists (``{"bm25": hits, "dense": hits}``) with optional
 per-list weights, merge hits of the same ``(source, doc_id)``, and record each
-list's rank and raw score in ``Hit.explain`` so the fused score can be explained.
+list's rank and raw score in ``Hit.explain`` (keeping what the hit already
+explained, e.g. a hybrid index's own BM25 and dense ranks) so the fused score can be explained.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def fuse(
     if limit is not None:
         order = order[:limit]
     return [
-        replace(first_seen[key], score=fused[key], rank=i + 1, explain={"fusion": method, **explain[key]})
+        replace(
+            first_seen[key],
+            score=fused[key],
+            rank=i + 1,
+            explain={**first_seen[key].explain, "fusion": method, **explain[key]},
+        )
         for i, key in enumerate(order)
     ]
 
