@@ -41,7 +41,7 @@ def test_build_query_json_and_trace(runner, corpus, tmp_path):
     assert result.exit_code == 0, result.output
     assert "built bm25 index of 3 units" in result.output
     result = runner.invoke(main, ["query", str(out), "solar wind", "-k", "2", "--json"])
-    payload = json.loads(result.output.strip().splitlines()[-1])
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["hits"][0]["doc_id"] == "comets" and payload["hits"][0]["source"] == "idx"
     assert [step["stage"] for step in payload["trace"]] == ["load", "retrieve"]
     result = runner.invoke(main, ["query", str(out), "toner", "--filter", "modality=table"])
@@ -61,7 +61,7 @@ def test_eval_json_keys(runner, tmp_path):
     result = runner.invoke(
         main, ["eval", "--index", str(out), "--data", str(data), "--split", "dev", "--json"]
     )
-    payload = json.loads(result.output.strip().splitlines()[-1])
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"ndcg@10", "recall@10", "recall@100", "mrr@10", "queries"} <= payload.keys()
     assert payload["ndcg@10"] == 1.0 and payload["queries"] == 1
 
@@ -161,7 +161,7 @@ def test_config_file_supplies_defaults(runner, corpus, tmp_path):
         runner.invoke(main, ["--config", str(config), "build", str(corpus), "--out", str(out)]).exit_code == 0
     )
     result = runner.invoke(main, ["--config", str(config), "query", str(out), "solar wind comets", "--json"])
-    assert len(json.loads(result.output.strip().splitlines()[-1])["hits"]) == 1
+    assert len(json.loads(result.stdout.strip().splitlines()[-1])["hits"]) == 1
 
 
 def test_every_command_has_help(runner):

@@ -71,3 +71,97 @@ def ask_command(config: Path, query: str, k: int, backend: str | None, as_json: 
         click.echo(line)
     for hit in result.hits:
         click.echo(format_hit(hit))
+
+
+def _labelled_queries(
+    queries: Path | None, beir_root: Path | None, split: str
+) -> tuple[list[str], list[str]]:
+    """Texts and labels from a LABELS file (first label of a list) or from BEIR folders (label = folder)."""
+    from ragroute.errors import RagrouteError
+    from ragroute.loaders import read_jsonl
+
+    if (queries is None) == (beir_root is None):
+        raise RagrouteError("give exactly one of --queries FILE or --beir-root FOLDER")
+    if beir_root is not None:
+        from ragroute.eval.bench_corpus_routing import split_labels
+
+        return split_labels(beir_root, split)
+    texts, labels = [], []
+    for line_no, row in read_jsonl(queries, on_error="raise"):
+        label = row.get("label")
+        label = label[0] if isinstance(label, list) and label else label
+        if not isinstance(row.get("text"), str) or not isinstance(label, str):
+            raise RagrouteError(f"{queries} line {line_no}: expected string fields 'text' and 'label'")
+        texts.append(row["text"])
+        labels.append(label)
+    return texts, labels
+
+
+@route_group.command("fit")
+@click.option(
+    "--queries",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Labelled queries, JSONL with 'text' and 'label' (a list label counts as its first item).",
+)
+@click.option(
+    "--beir-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Or: a folder of BEIR folders; each query's label is the folder it comes from.",
+)
+@click.option(
+    "--split", default="dev", show_default=True, help="With --beir-root: which qrels split's queries."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for router.json + router_weights.npz (no pickle).",
+)
+@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--backend", default="auto", show_default=True)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Encoder cache [default: .cache beside --out].",
+)
+@click.option("--none-label", default=None, help="The label that means 'answer without retrieval' (e.g. no).")
+@click.option("--model", type=click.Choice(["logreg", "mlp"]), default="logreg", show_default=True)
+@click.option(
+    "--hashed-dim",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Buckets of hashed word/char n-gram features (0: off).",
+)
+def fit_command(
+    queries: Path | None,
+    beir_root: Path | None,
+    split: str,
+    out_dir: Path,
+    encoder: str,
+    backend: str,
+    cache_dir: Path | None,
+    none_label: str | None,
+    model: str,
+    hashed_dim: int,
+) -> None:
+    """Train a router (query embedding + cheap features -> calibrated route probabilities) from
+    labelled queries, and save it for `router: {kind: trained, model: DIR}` in a routing config.
+    """
+    from ragroute.commands.common import default_cache_dir, open_encoder
+    from ragroute.route.features import QueryFeatures
+    from ragroute.route.trained import TrainedRouter
+
+    texts, labels = _labelled_queries(queries, beir_root, split)
+    enc = open_encoder(encoder, backend, cache_dir or default_cache_dir(out_dir))
+    router = TrainedRouter.fit(
+        texts, labels, enc, none_label=none_label, model=model, features=QueryFeatures(hashed_dim=hashed_dim)
+    )
+    path = router.save(out_dir)
+    click.echo(
+        f"trained a {model} router on {len(texts)} queries, labels {', '.join(router.labels)} -> {path}"
+    )

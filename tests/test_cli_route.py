@@ -1,0 +1,124 @@
+"""`ragroute route CONFIG QUERY` and `ragroute route fit` end to end with the bundled MiniLM (torch)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ragroute.cli import main
+from ragroute.index.build import build_index
+from ragroute.index.io import save_index
+from ragroute.types import Document
+
+TOPICS = {
+    "astro": [
+        "Comets grow an ion tail pushed by the solar wind.",
+        "Neutron stars are collapsed stellar cores.",
+        "Telescopes gather light with large mirrors.",
+    ],
+    "cook": [
+        "Knead bread dough until it is smooth and elastic.",
+        "Whisk oil slowly into egg yolk for mayonnaise.",
+        "Braise short ribs in wine for three hours.",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("routing")
+    for topic, texts in TOPICS.items():
+        docs = [Document(id=f"{topic}-{i}", text=t) for i, t in enumerate(texts)]
+        save_index(build_index(docs, "bm25", name=topic), root / "indexes" / topic)
+    config = root / "routing.yaml"
+    config.write_text(
+        "backend: torch\ncache_dir: cache\n"
+        "sources:\n"
+        "  astro: {index: indexes/astro, description: Astronomy and space.}\n"
+        "  cook: {index: indexes/cook, description: Cooking and recipes.}\n"
+        "  wiki: {index: indexes/missing, description: A source whose index was never built.}\n"
+        "router: {kind: prototype, threshold: 0.3, max_routes: 2}\n"
+        "signals:\n  math: {type: regex, pattern: '\\d+\\s*times\\s*\\d+'}\n"
+        "rules:\n  - {name: arithmetic, when: math, then: {route: none}}\n"
+    )
+    return root, config
+
+
+def test_route_prints_decision_and_reports_broken_source(workspace):
+    _, config = workspace
+    result = CliRunner().invoke(main, ["route", str(config), "why do comets have tails?", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["decision"]["chosen"][0] == "astro"
+    assert payload["hits"][0]["source"] == "astro" and payload["hits"][0]["doc_id"] == "astro-0"
+    assert "wiki" in payload["decision"]["signals"]["unavailable_sources"]
+    assert "manifest.json is missing" in payload["decision"]["signals"]["unavailable_sources"]["wiki"] or (
+        "does not exist" in payload["decision"]["signals"]["unavailable_sources"]["wiki"]
+    )
+
+
+def test_route_rule_answers_without_retrieval(workspace):
+    _, config = workspace
+    result = CliRunner().invoke(main, ["route", str(config), "what is 17 times 3"])
+    assert result.exit_code == 0, result.output
+    assert "decision: none   decided by rule:arithmetic" in result.output
+
+
+def test_route_fit_then_route_with_trained_router(workspace):
+    root, config = workspace
+    queries = root / "labelled.jsonl"
+    rows = [
+        ("how do stars form", "astro"),
+        ("what is a comet made of", "astro"),
+        ("biggest telescope mirror", "astro"),
+        ("what is a galaxy", "astro"),
+        ("how long to knead dough", "cook"),
+        ("how to fix split mayonnaise", "cook"),
+        ("best wine for braising", "cook"),
+        ("how hot should the oven be", "cook"),
+        ("hello there", "no"),
+        ("thanks a lot", "no"),
+        ("good morning", "no"),
+        ("how are you", "no"),
+    ]
+    queries.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
+    out = root / "router"
+    result = CliRunner().invoke(
+        main,
+        [
+            "route",
+            "fit",
+            "--queries",
+            str(queries),
+            "--out",
+            str(out),
+            "--backend",
+            "torch",
+            "--cache-dir",
+            str(root / "cache"),
+            "--none-label",
+            "no",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "router.json").is_file()
+    trained = root / "trained.yaml"
+    trained.write_text(config.read_text().split("router:")[0] + "router: {kind: trained, model: router}\n")
+    result = CliRunner().invoke(
+        main, ["route", str(trained), "which telescope has the largest mirror", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.stdout.strip().splitlines()[-1])["decision"]
+    assert decision["chosen"] == ["astro"] and decision["decided_by"].startswith("trained")
+
+
+def test_route_fit_needs_one_input(tmp_path):
+    result = CliRunner().invoke(main, ["route", "fit", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "exactly one of --queries" in result.output
+
+
+def test_bad_routing_config_is_one_line(tmp_path):
+    config = tmp_path / "routing.yaml"
+    config.write_text("router: {kind: prototype}\n")
+    result = CliRunner().invoke(main, ["route", str(config), "hello"])
+    assert result.exit_code == 2 and result.output.startswith("error:") and "sources" in result.output
