@@ -103,6 +103,7 @@ def bench_group() -> click.Group:
     from ragroute.eval.bench_corpus_routing import corpus_routing_command
     from ragroute.eval.bench_dense import dense_command
     from ragroute.eval.bench_encode import encode_command
+    from ragroute.eval.bench_route_labels import route_labels_command
 
     @click.group("bench", cls=_Group, context_settings=CONTEXT)
     def bench() -> None:
@@ -111,7 +112,13 @@ def bench_group() -> click.Group:
         With --json the last line printed is one JSON object.
         """
 
-    for command in (bm25_command, encode_command, dense_command, corpus_routing_command):
+    for command in (
+        bm25_command,
+        encode_command,
+        dense_command,
+        corpus_routing_command,
+        route_labels_command,
+    ):
         bench.add_command(command)
     return bench
 

@@ -268,17 +268,16 @@ def run_corpus_routing_bench(
     folds: int = 5,
     descriptions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    from ragroute.route.ensemble import EnsembleRouter
-    from ragroute.route.knn import KnnRouter
     from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
 
     descriptions = descriptions if descriptions is not None else glasgow_descriptions()
     data = prepare(root, split, encoder, descriptions=descriptions)
     merged_run = {qid: [h.doc_id for h in hits] for qid, hits in zip(data.query_ids, data.merged_hits)}
     oracle_run = routed_run(data, [[lab] for lab in data.query_labels], [{} for _ in data.query_ids], fusion)
-    score = lambda decide: score_router(
-        data, decide, threshold=threshold, max_routes=max_routes, fusion=fusion
-    )  # noqa: E731
+
+    def score(decide: Callable[[list[int]], list]) -> dict[str, Any]:
+        return score_router(data, decide, threshold=threshold, max_routes=max_routes, fusion=fusion)
+
     routers: dict[str, dict] = {}
 
     centroid = PrototypeRouter(data.sources, encoder, PrototypeConfig(description_weight=0, bank_weight=0))
@@ -289,21 +288,11 @@ def run_corpus_routing_bench(
     if llama is not None:
         routers["llamaindex-embedding-selector (baseline)"] = score(llama)
     if train_split is not None:
-        same = train_split == split
-        if same:
-            make_knn = lambda texts, labels: KnnRouter(texts, labels, encoder, k=5)  # noqa: E731
-            routers["knn-5 (baseline, cross-validated)"] = score(cross_validated(make_knn, data, folds))
-            make_ens = lambda texts, labels: EnsembleRouter(
-                [prototype, KnnRouter(texts, labels, encoder, k=5)]
-            )  # noqa: E731
-            routers["ensemble prototype+knn (cross-validated)"] = score(
-                cross_validated(make_ens, data, folds)
-            )
-        else:
-            texts, labels = split_labels(root, train_split)
-            knn = KnnRouter(texts, labels, encoder, k=5)
-            routers["knn-5 (baseline)"] = score(router_decider(knn, data))
-            routers["ensemble prototype+knn"] = score(router_decider(EnsembleRouter([prototype, knn]), data))
+        for name, make in _learned_routers(encoder, prototype, data).items():
+            if train_split == split:
+                routers[f"{name} (cross-validated)"] = score(cross_validated(make, data, folds))
+            else:
+                routers[name] = score(router_decider(make(*split_labels(root, train_split)), data))
     return {
         "root": str(root),
         "split": split,
@@ -325,6 +314,32 @@ def run_corpus_routing_bench(
     }
 
 
+def _learned_routers(
+    encoder: Any, prototype: Router, data: RoutingData
+) -> dict[str, Callable[[list[str], list[str]], Router]]:
+    """Routers fitted on labelled queries: name -> factory(texts, labels)."""
+    from ragroute.route.ensemble import EnsembleRouter
+    from ragroute.route.features import QueryFeatures
+    from ragroute.route.knn import KnnRouter
+    from ragroute.route.trained import TrainedRouter
+
+    vectors = {text: vec for text, vec in zip(data.query_texts, data.query_vectors)}
+
+    def knn(texts: list[str], labels: list[str]) -> Router:
+        return KnnRouter(texts, labels, encoder, k=5)
+
+    def trained(texts: list[str], labels: list[str]) -> Router:
+        known = np.stack([vectors[t] for t in texts]) if all(t in vectors for t in texts) else None
+        return TrainedRouter.fit(
+            texts, labels, encoder, features=QueryFeatures(hashed_dim=4096), query_vectors=known
+        )
+
+    def ensemble(texts: list[str], labels: list[str]) -> Router:
+        return EnsembleRouter([prototype, trained(texts, labels)])
+
+    return {"knn-5 (baseline)": knn, "trained": trained, "ensemble prototype+trained": ensemble}
+
+
 def _llamaindex_selector(data: RoutingData, encoder: Any) -> Callable[[list[int]], list] | None:
     """LlamaIndex's EmbeddingSingleSelector over the source descriptions, with our encoder."""
     from ragroute.integrations.llamaindex_embedding import selector_decider
@@ -338,8 +353,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"corpus routing on {result['root']} [{result['split']}], {result['queries']} queries, "
         f"{len(result['collections'])} sources; learned routers: {result['evaluation']}",
-        f"selection: threshold {result['selection']['threshold']}, max {result['selection']['max_routes']} routes, "
-        f"fusion {result['selection']['fusion']}",
+        f"selection: threshold {result['selection']['threshold']}, "
+        f"max {result['selection']['max_routes']} routes, fusion {result['selection']['fusion']}",
         f"{'router':<44} {'accuracy':>8} {'nDCG@10':>8} {'top1-only':>9} {'routes/q':>8} {'gold in':>8} "
         f"{'p50 ms':>7} {'p95 ms':>7}",
     ]
@@ -356,8 +371,9 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(f"{'oracle source':<44} {'1.000':>8} {result['oracle_ndcg@10']:>8.4f}")
     ceiling = result["text_only_ceiling"]
     lines.append(
-        f"{'ceiling for routers that see only the text':<44} {ceiling['accuracy']:>8.3f} {ceiling['ndcg@10']:>8.4f}"
-        f"   ({ceiling['queries_with_text_in_several_sources']} queries share their text with another source)"
+        f"{'ceiling for routers that see only the text':<44} {ceiling['accuracy']:>8.3f} "
+        f"{ceiling['ndcg@10']:>8.4f}   ({ceiling['queries_with_text_in_several_sources']} queries share "
+        "their text with another source)"
     )
     lines.append(
         f"issue reference (dev, MiniLM): oracle {ref['oracle_ndcg@10']}, merged {ref['merged_ndcg@10']}, "

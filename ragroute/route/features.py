@@ -13,9 +13,10 @@ Two blocks, both pure functions of the text:
   rows. Nothing is fitted, so nothing but the bucket count needs storing.
 
 :func:`question_stem` cuts answer options off a multiple-choice query ("...?
-(A) 1636 (B) 1366" or "...\\nChoices:\\nA) ..."), so a router trained on bare
-questions sees the same kind of text when options are present. The
-multiple-choice features themselves are computed on the full text.
+(A) 1636 (B) 1366" or "...\\nChoices:\\nA) ..."). Both blocks are computed on
+the stem, except the multiple-choice features, which look at the full text: a
+router trained on bare questions then sees the same kind of text when options
+are present (answer options say little about where to look for the answer).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -85,38 +86,43 @@ QUESTION_WORDS: dict[str, tuple[str, ...]] = {
 """Question-word groups; the first of these words among a query's first three words sets ``qw_<group>``."""
 _QW_LOOKUP = {word: group for group, words in QUESTION_WORDS.items() for word in words}
 
-KEYWORD_GROUPS: dict[str, tuple[str, ...]] = {
+_KEYWORDS = {
     "time": (
-        "scene", "scenes", "video", "videos", "clip", "clips", "shown", "moment", "minute", "minutes",
-        "second", "seconds", "mark", "timestamp", "episode", "footage", "segment", "vlog", "vlogger",
-        "uploaded", "youtube", "channel", "beginning", "opening", "watch", "screen", "frame",
+        "scene, scenes, video, videos, clip, clips, shown, moment, minute, minutes, second, "
+        "seconds, mark, timestamp, episode, footage, segment, vlog, vlogger, uploaded, youtube, "
+        "channel, beginning, opening, watch, screen, frame"
     ),
     "visual": (
-        "image", "images", "picture", "pictures", "photo", "photos", "photograph", "color", "colors",
-        "colour", "colours", "colored", "look like", "looks like", "shape", "visible", "appearance",
-        "wear", "wearing", "pattern", "painted", "logo", "roof", "statue", "made of", "material",
+        "image, images, picture, pictures, photo, photos, photograph, color, colors, colour, "
+        "colours, colored, look like, looks like, shape, visible, appearance, wear, wearing, "
+        "pattern, painted, logo, roof, statue, made of, material"
     ),
     "comparison": (
-        "both", "compare", "compared", "difference", "different", "same", "more than", "less than",
-        "older", "younger", "larger", "smaller", "longer", "first", "earlier", "either", "neither",
+        "both, compare, compared, difference, different, same, more than, less than, older, "
+        "younger, larger, smaller, longer, first, earlier, either, neither"
     ),
     "howto": (
-        "steps", "step", "how to", "how do i", "how can i", "how should i", "process", "guide", "tips",
-        "prepare", "preparing", "recipe", "ingredients", "next", "after", "technique", "method",
+        "steps, step, how to, how do i, how can i, how should i, process, guide, tips, prepare, "
+        "preparing, recipe, ingredients, next, after, technique, method"
     ),
     "exam": (
-        "which of the following", "following", "true", "false", "statement", "correct", "best",
-        "most likely", "according to", "scenario", "refers to", "least", "except", "primarily",
+        "which of the following, following, true, false, statement, correct, best, most likely, "
+        "according to, scenario, refers to, least, except, primarily"
     ),
     "math": (
-        "calculate", "compute", "value", "equation", "solve", "probability", "sum", "ratio",
-        "expression", "function", "integer", "percent", "rate",
+        "calculate, compute, value, equation, solve, probability, sum, ratio, expression, "
+        "function, integer, percent, rate"
     ),
-    "person": ("i", "me", "my", "mine", "you", "your", "we", "our", "us"),
+    "person": ("i, me, my, mine, you, your, we, our, us"),
+}
+KEYWORD_GROUPS: dict[str, tuple[str, ...]] = {
+    group: tuple(w.strip() for w in words.split(",")) for group, words in _KEYWORDS.items()
 }
 """Keyword groups; ``kw_<group>`` is log(1 + number of matches) in the lower-cased question stem."""
 _KEYWORD_PATTERNS = {
-    group: re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b")
+    group: re.compile(
+        r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b"
+    )
     for group, words in KEYWORD_GROUPS.items()
 }
 
@@ -155,6 +161,7 @@ def _features_of(text: str) -> dict[str, float]:
     numbers = [t for t in tokens if t[0].isdigit()]
     end = stem.rstrip()[-1:] if stem.strip() else ""
     qword = _question_word(words)
+    n_options = count_options(text)
     values: dict[str, float] = {
         "log_words": _log1p(len(tokens)),
         "log_chars": _log1p(len(stem)),
@@ -179,9 +186,11 @@ def _features_of(text: str) -> dict[str, float]:
         "has_or": float(bool(re.search(r"\bor\b", lower))),
         "multi_sentence": float(len(re.findall(r"[.!?](?:\s|$)", stem.rstrip(".!? "))) > 0),
         "has_newline": float("\n" in text.strip()),
-        "has_choices": float(count_options(text) >= 2),
-        "log_options": _log1p(count_options(text)),
-        **{f"kw_{group}": _log1p(len(pattern.findall(lower))) for group, pattern in _KEYWORD_PATTERNS.items()},
+        "has_choices": float(n_options >= 2),
+        "log_options": _log1p(n_options),
+        **{
+            f"kw_{group}": _log1p(len(pattern.findall(lower))) for group, pattern in _KEYWORD_PATTERNS.items()
+        },
     }
     return values
 
@@ -272,16 +281,14 @@ class QueryFeatures:
     """Which model-free features a router uses, and how to compute them (all deterministic).
 
     ``cheap``: the :func:`cheap_features` block; ``hashed_dim``: buckets of the
-    :func:`hashed_ngrams` block (0 = off); ``strip_choices``: embed the
-    :func:`question_stem` rather than the full text (a query's answer options
-    say little about where to look for its answer).
+    :func:`hashed_ngrams` block (0 = off) over word n-grams of ``word_ngrams``
+    sizes and character n-grams of ``char_ngrams`` sizes (``None``: none).
     """
 
     cheap: bool = True
     hashed_dim: int = 0
     word_ngrams: tuple[int, int] = (1, 2)
     char_ngrams: tuple[int, int] | None = (3, 5)
-    strip_choices: bool = True
 
     @property
     def names(self) -> list[str]:
@@ -293,10 +300,6 @@ class QueryFeatures:
     def width(self) -> int:
         return (len(CHEAP_FEATURE_NAMES) if self.cheap else 0) + self.hashed_dim
 
-    def encoder_text(self, text: str) -> str:
-        """The text an encoder should embed for ``text``."""
-        return question_stem(text) if self.strip_choices else text
-
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         """A float32 ``(len(texts), width)`` matrix: cheap features, then hashed n-grams."""
         blocks = [np.zeros((len(texts), 0), dtype=np.float32)]
@@ -305,7 +308,9 @@ class QueryFeatures:
         if self.hashed_dim:
             stems = [question_stem(t) for t in texts]
             blocks.append(
-                hashed_ngrams(stems, self.hashed_dim, word_ngrams=self.word_ngrams, char_ngrams=self.char_ngrams)
+                hashed_ngrams(
+                    stems, self.hashed_dim, word_ngrams=self.word_ngrams, char_ngrams=self.char_ngrams
+                )
             )
         return np.hstack(blocks)
 
@@ -318,22 +323,21 @@ class QueryFeatures:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QueryFeatures:
-        """Rebuild from :meth:`to_dict`; refuses a cheap block whose feature names differ from this version's."""
+        """Rebuild from :meth:`to_dict`; refuses cheap feature names other than this version's."""
         names = data.get("cheap_names")
         if data.get("cheap", True) and names is not None and list(names) != list(CHEAP_FEATURE_NAMES):
-            raise RagrouteError("feature config lists cheap features this version of ragroute does not compute")
+            raise RagrouteError(
+                "feature config lists cheap features this version of ragroute does not compute"
+            )
         char = data.get("char_ngrams", (3, 5))
         return cls(
             cheap=bool(data.get("cheap", True)),
             hashed_dim=int(data.get("hashed_dim", 0)),
             word_ngrams=_pair(data.get("word_ngrams", (1, 2))),
             char_ngrams=None if char is None else _pair(char),
-            strip_choices=bool(data.get("strip_choices", True)),
         )
 
 
 def _pair(value: Any) -> tuple[int, int]:
     lo, hi = (int(v) for v in value)
     return lo, hi
-
-

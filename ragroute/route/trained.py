@@ -1,0 +1,714 @@
+"""A router learned from labelled queries: a linear (or one-hidden-layer) classifier over
+[query embedding ; cheap features ; hashed n-grams], with calibrated probabilities.
+
+Fitting::
+
+    features = QueryFeatures(hashed_dim=4096)
+    router = TrainedRouter.fit(texts, labels, encoder, none_label="no", features=features)
+    router.route("What colour is the roof of the Sydney Opera House?").routes
+    router.save("routers/modality")
+    router = TrainedRouter.load("routers/modality", encoder)
+
+Labels are any strings (source names, or modality labels); ``none_label`` is
+renamed :data:`~ragroute.route.base.NONE_ROUTE` so the rest of ragroute reads it
+as "answer without retrieval". Inputs are scaled per block (the unit-norm
+embedding as is, the cheap features standardised then multiplied by
+``cheap_weight``, the unit-norm hashed n-grams by ``hashed_weight``), so one
+regularisation strength ``C`` fits all blocks. With ``calibrate`` a temperature is
+fitted on a stratified held-out part of the training data
+(:func:`~ragroute.route.base.fit_temperature`), then the model is refitted on all
+of it, keeping that temperature.
+
+scikit-learn fits the model; the router keeps only numpy arrays, predicts with
+numpy, and saves ``router.json`` plus ``router_weights.npz`` (no pickle), so
+loading a router does not import scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query
+from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.route.features import CHEAP_FEATURE_NAMES, QueryFeatures
+from ragroute.types import Decision
+
+ROUTER_FILE = "router.json"
+WEIGHTS_FILE = "router_weights.npz"
+FORMAT = "ragroute.trained-router"
+FORMAT_VERSION = 1
+MODELS = ("logreg", "mlp")
+TOP_FEATURES = 5
+LOGREG_MAX_ITER = 3000
+MLP_MAX_ITER = 300
+
+ModelKind = Literal["logreg", "mlp"]
+
+
+@dataclass
+class _Network:
+    """Dense layers in numpy: ReLU between layers, raw logits out; a one-column output is binary."""
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        if h.shape[1] == 1:  # binary classifiers score only the second class
+            h = np.hstack([np.zeros_like(h), h])
+        return h
+
+
+@dataclass
+class _Scaling:
+    """Per-column ``(x - offset) * scale`` that puts the blocks on comparable scales."""
+
+    offset: np.ndarray
+    scale: np.ndarray
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.offset) * self.scale
+
+
+class TrainedRouter(BaseRouter):
+    """Routes with a classifier fitted on labelled queries; see the module docstring.
+
+    Build one with :meth:`fit` or :meth:`load`. ``labels`` are the routes (with
+    ``none_label`` renamed ``"none"``); ``metrics`` holds numbers measured while
+    fitting (held-out accuracy and log-loss before and after calibration).
+    """
+
+    name = "trained"
+
+    def __init__(
+        self,
+        *,
+        labels: Sequence[str],
+        kind: ModelKind,
+        network: _Network,
+        scaling: _Scaling,
+        features: QueryFeatures | None,
+        encoder: Any = None,
+        encoder_info: dict[str, Any] | None = None,
+        temperature: float = 1.0,
+        none_bias: float = 0.0,
+        none_label: str | None = None,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        self.labels = list(labels)
+        self.kind = kind
+        self.features = features
+        self.encoder = encoder
+        self.encoder_info = dict(encoder_info) if encoder_info else None
+        self.temperature = float(temperature)
+        self.none_bias = float(none_bias)
+        self.none_label = none_label
+        self.params = dict(params or {})
+        self.metrics = dict(metrics or {})
+        self._network = network
+        self._scaling = scaling
+        self._bias = _bias_vector(self.labels, self.none_bias)
+        self._relative = _relative_weights(network, len(self.labels)) if kind == "logreg" else None
+
+    # ------------------------------------------------------------------ fitting
+
+    @classmethod
+    def fit(
+        cls,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        encoder: Any = None,
+        *,
+        none_label: str | None = None,
+        model: ModelKind = "logreg",
+        C: float = 1.0,
+        class_weight: Literal["balanced"] | None = "balanced",
+        features: QueryFeatures | None = None,
+        cheap_weight: float = 0.1,
+        hashed_weight: float = 1.0,
+        none_bias: float = 0.0,
+        hidden: int = 256,
+        calibrate: bool = True,
+        validation_fraction: float = 0.2,
+        seed: int = 0,
+        query_vectors: np.ndarray | None = None,
+    ) -> TrainedRouter:
+        """Fit a router on ``texts`` and their ``labels``.
+
+        ``encoder`` embeds the texts (``None``: no embedding block, only
+        ``features``); ``query_vectors`` may hold those embeddings already.
+        ``features`` (default ``QueryFeatures()``: cheap features, no hashed
+        n-grams) adds model-free columns. ``model`` is ``"logreg"`` (multinomial
+        logistic regression, inverse regularisation ``C``) or ``"mlp"`` (one ReLU
+        layer of ``hidden`` units, L2 penalty ``1 / C``). ``class_weight="balanced"``
+        weighs classes inversely to their frequency. ``none_bias`` is added to the
+        ``"none"`` logit at prediction time (a higher recall of "no retrieval"
+        at some cost in accuracy). Deterministic for a given ``seed``.
+        """
+        texts = [check_query(t) for t in texts]
+        raw = [str(label) for label in labels]
+        _check_fit_args(texts, raw, encoder, features, model, none_label, validation_fraction, C)
+        classes = sorted(set(raw))
+        target = np.array([classes.index(label) for label in raw])
+        route_labels = [NONE_ROUTE if c == none_label else c for c in classes]
+        x, scaling = _design(texts, encoder, features, query_vectors, cheap_weight, hashed_weight)
+        weights = _sample_weights(target, len(classes), class_weight)
+        fit_args = {"model": model, "C": C, "hidden": hidden, "seed": seed}
+
+        temperature, metrics = 1.0, {"n_train": len(texts), "class_counts": _counts(raw)}
+        if calibrate:
+            train_idx, val_idx = _stratified_split(target, validation_fraction, seed)
+            if len(val_idx) and len(np.unique(target[train_idx])) == len(classes):
+                net, _ = _fit_network(x[train_idx], target[train_idx], weights[train_idx], **fit_args)
+                bias = _bias_vector(route_labels, none_bias)
+                val_logits = net.logits(x[val_idx]) + bias
+                temperature = fit_temperature(val_logits, target[val_idx])
+                metrics.update(_holdout_metrics(val_logits, target[val_idx], temperature))
+        network, converged = _fit_network(x, target, weights, **fit_args)
+        metrics["converged"] = converged
+        params = {
+            "C": C,
+            "class_weight": class_weight,
+            "cheap_weight": cheap_weight,
+            "hashed_weight": hashed_weight,
+            "hidden": hidden if model == "mlp" else None,
+            "calibrate": calibrate,
+            "validation_fraction": validation_fraction,
+            "seed": seed,
+        }
+        return cls(
+            labels=route_labels,
+            kind=model,
+            network=network,
+            scaling=scaling,
+            features=features if features is not None else QueryFeatures(),
+            encoder=encoder,
+            encoder_info=_encoder_info(encoder),
+            temperature=temperature,
+            none_bias=none_bias,
+            none_label=none_label,
+            params=params,
+            metrics=metrics,
+        )
+
+    # ------------------------------------------------------------------ prediction
+
+    def logits(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> np.ndarray:
+        """Raw (uncalibrated, ``none_bias`` included) class scores, ``(len(queries), len(labels))``."""
+        return self._network.logits(self._scaled(queries, query_vectors)) + self._bias
+
+    def predict_proba(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probabilities over ``labels``, one row per query."""
+        return softmax(self.logits(queries, query_vectors=query_vectors), self.temperature)
+
+    def route_many(
+        self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
+    ) -> list[Decision]:
+        """One decision per query: probabilities over ``labels``, with the signals behind them.
+
+        ``query_vectors`` (the encoder's embeddings of ``queries``) skips encoding.
+        ``signals`` holds ``logit_margin`` (best minus second-best calibrated
+        logit), ``temperature`` and ``features``: for logistic regression the
+        cheap features that pushed the chosen route most (value and contribution
+        to its logit relative to the mean over routes) and each block's total
+        contribution; for the MLP the non-zero cheap feature ``values`` by name.
+        """
+        texts = [check_query(q) for q in queries]
+        if not texts:
+            return []
+        raw = self._inputs(texts, query_vectors)
+        x = self._scaling.apply(raw)
+        logits = (self._network.logits(x) + self._bias) / max(self.temperature, 1e-9)
+        probs = softmax(logits)
+        decisions = []
+        for i in range(len(texts)):
+            order = np.argsort(-logits[i], kind="stable")
+            margin = float(logits[i, order[0]] - logits[i, order[1]]) if len(order) > 1 else math.inf
+            signals = {
+                "logit_margin": round(margin, 4),
+                "temperature": round(self.temperature, 4),
+                "features": self._explain(raw[i], x[i], int(order[0])),
+            }
+            decisions.append(
+                decision_from_probs(
+                    self.labels, probs[i], decided_by=f"{self.name}:{self.kind}", signals=signals
+                )
+            )
+        return decisions
+
+    def _scaled(self, queries: Sequence[str], query_vectors: np.ndarray | None) -> np.ndarray:
+        return self._scaling.apply(self._inputs(queries, query_vectors))
+
+    def _inputs(self, queries: Sequence[str], query_vectors: np.ndarray | None) -> np.ndarray:
+        """The unscaled input matrix: embeddings, then cheap features, then hashed n-grams."""
+        blocks = []
+        if self.encoder_info is not None:
+            blocks.append(self._vectors(queries, query_vectors))
+        if self.features is not None and self.features.width:
+            blocks.append(self.features.transform(queries))
+        raw = np.hstack(blocks) if blocks else np.zeros((len(queries), 0), dtype=np.float32)
+        return raw.astype(np.float64)
+
+    def _vectors(self, queries: Sequence[str], query_vectors: np.ndarray | None) -> np.ndarray:
+        dim = int(self.encoder_info["dim"]) if self.encoder_info else 0
+        if query_vectors is None:
+            if self.encoder is None:
+                raise RagrouteError("this router needs query embeddings: pass query_vectors or an encoder")
+            query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
+        vectors = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
+        if vectors.shape != (len(queries), dim):
+            raise RagrouteError(
+                f"query_vectors has shape {vectors.shape}, expected ({len(queries)}, {dim}) for this router"
+            )
+        return vectors
+
+    def _explain(self, raw: np.ndarray, scaled: np.ndarray, best: int) -> dict[str, Any]:
+        """Cheap feature values (and, for logistic regression, what pushed route ``best``)."""
+        if self.features is None or not self.features.cheap:
+            return {}
+        start = int(self.encoder_info["dim"]) if self.encoder_info else 0
+        n_cheap = len(CHEAP_FEATURE_NAMES)
+        values = raw[start : start + n_cheap]
+        if self._relative is None:
+            return {"values": {name: round(float(v), 4) for name, v in zip(CHEAP_FEATURE_NAMES, values) if v}}
+        contrib = scaled * self._relative[:, best]
+        cheap = contrib[start : start + n_cheap]
+        top = [j for j in np.argsort(-np.abs(cheap), kind="stable")[:TOP_FEATURES] if cheap[j] != 0]
+        blocks = {"cheap": round(float(cheap.sum()), 4)}
+        if start:
+            blocks["embedding"] = round(float(contrib[:start].sum()), 4)
+        if self.features.hashed_dim:
+            blocks["hashed"] = round(float(contrib[start + n_cheap :].sum()), 4)
+        top_features = {
+            CHEAP_FEATURE_NAMES[j]: {
+                "value": round(float(values[j]), 4),
+                "contribution": round(float(cheap[j]), 4),
+            }
+            for j in top
+        }
+        return {"top": top_features, "blocks": blocks}
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path_dir: str | os.PathLike[str]) -> Path:
+        """Write ``router.json`` and ``router_weights.npz`` into ``path_dir`` (created if needed)."""
+        folder = Path(path_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"offset": self._scaling.offset, "scale": self._scaling.scale}
+        for i, (w, b) in enumerate(zip(self._network.weights, self._network.biases)):
+            arrays[f"W{i}"] = w
+            arrays[f"b{i}"] = b
+        np.savez(folder / WEIGHTS_FILE, **arrays)
+        (folder / ROUTER_FILE).write_text(json.dumps(self._manifest(), indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    def _manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "kind": self.kind,
+            "labels": self.labels,
+            "none_label": self.none_label,
+            "encoder": self.encoder_info,
+            "features": None if self.features is None else self.features.to_dict(),
+            "temperature": self.temperature,
+            "none_bias": self.none_bias,
+            "layers": len(self._network.weights),
+            "params": self.params,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def load(cls, path_dir: str | os.PathLike[str], encoder: Any = None) -> TrainedRouter:
+        """Load a saved router; ``encoder`` must match the one it was fitted with (``model_id``, ``dim``).
+
+        Raises :class:`IndexFormatError` for a missing or corrupt folder and
+        :class:`EncoderMismatchError` for another encoder.
+        """
+        folder = Path(path_dir)
+        manifest = _read_manifest(folder)
+        info = manifest.get("encoder")
+        _check_encoder(folder, info, encoder)
+        arrays = _read_weights(folder, int(manifest.get("layers", 0)))
+        try:
+            features = None if manifest["features"] is None else QueryFeatures.from_dict(manifest["features"])
+            labels = [str(label) for label in manifest["labels"]]
+            kind = manifest["kind"]
+            temperature = float(manifest["temperature"])
+        except (KeyError, TypeError, ValueError, RagrouteError) as exc:
+            raise IndexFormatError(f"{folder / ROUTER_FILE} is corrupt: {exc}") from None
+        layers = int(manifest["layers"])
+        network = _Network([arrays[f"W{i}"] for i in range(layers)], [arrays[f"b{i}"] for i in range(layers)])
+        scaling = _Scaling(arrays["offset"], arrays["scale"])
+        width = (int(info["dim"]) if info else 0) + (features.width if features else 0)
+        _check_shapes(folder, network, scaling, width, len(labels), kind)
+        return cls(
+            labels=labels,
+            kind=kind,
+            network=network,
+            scaling=scaling,
+            features=features,
+            encoder=encoder,
+            encoder_info=info,
+            temperature=temperature,
+            none_bias=float(manifest.get("none_bias", 0.0)),
+            none_label=manifest.get("none_label"),
+            params=manifest.get("params") or {},
+            metrics=manifest.get("metrics") or {},
+        )
+
+
+# --------------------------------------------------------------------------- cross-validation
+
+
+def cross_val_logits(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    encoder: Any = None,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    query_vectors: np.ndarray | None = None,
+    **fit_options: Any,
+) -> tuple[list[str], np.ndarray]:
+    """Out-of-fold logits: each row scored by a router fitted on the other stratified folds.
+
+    Returns the route labels (as :meth:`TrainedRouter.fit` names them) and a
+    ``(len(texts), len(labels))`` array of uncalibrated logits without
+    ``none_bias``. ``fit_options`` go to :meth:`TrainedRouter.fit` (its own
+    calibration is switched off: temperatures do not change which route wins).
+    """
+    raw = [str(label) for label in labels]
+    classes = sorted(set(raw))
+    target = np.array([classes.index(label) for label in raw])
+    vectors = None
+    if encoder is not None:
+        vectors = (
+            query_vectors
+            if query_vectors is not None
+            else encoder.encode_queries(list(texts), show_progress=False)
+        )
+    fold_of = _stratified_folds(target, folds, seed)
+    options = {**fit_options, "calibrate": False, "none_bias": 0.0, "seed": seed}
+    route_labels: list[str] = []
+    logits = np.zeros((len(texts), len(classes)))
+    for fold in range(folds):
+        train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+        if not len(test):
+            continue
+        router = TrainedRouter.fit(
+            [texts[i] for i in train],
+            [raw[i] for i in train],
+            encoder,
+            query_vectors=None if vectors is None else vectors[train],
+            **options,
+        )
+        route_labels = [NONE_ROUTE if c == fit_options.get("none_label") else c for c in classes]
+        scores = router.logits(
+            [texts[i] for i in test], query_vectors=None if vectors is None else vectors[test]
+        )
+        columns = [router.labels.index(label) if label in router.labels else -1 for label in route_labels]
+        for j, col in enumerate(columns):
+            logits[test, j] = scores[:, col] if col >= 0 else -np.inf
+    return route_labels, logits
+
+
+def choose_none_bias(
+    route_labels: Sequence[str],
+    logits: np.ndarray,
+    truth: Sequence[str],
+    *,
+    target_recall: float = 0.85,
+    grid: Sequence[float] = tuple(np.round(np.arange(0.0, 3.01, 0.25), 2)),
+) -> tuple[float, dict[str, float]]:
+    """The smallest ``none_bias`` in ``grid`` whose recall of ``"none"`` reaches ``target_recall``.
+
+    ``logits`` and ``truth`` (route labels) are typically from
+    :func:`cross_val_logits`. If no bias reaches the target, the one with the
+    highest recall is returned. The second value gives that bias's accuracy and
+    none recall on these logits.
+    """
+    labels = list(route_labels)
+    if NONE_ROUTE not in labels:
+        return 0.0, {}
+    truth_arr = np.asarray(list(truth))
+    is_none = truth_arr == NONE_ROUTE
+    best: tuple[float, dict[str, float]] | None = None
+    for bias in grid:
+        pred = np.asarray(labels)[(logits + _bias_vector(labels, float(bias))).argmax(axis=1)]
+        stats = {
+            "accuracy": float(np.mean(pred == truth_arr)),
+            "none_recall": float(np.mean(pred[is_none] == NONE_ROUTE)) if is_none.any() else 0.0,
+        }
+        if stats["none_recall"] >= target_recall:
+            return float(bias), stats
+        if best is None or stats["none_recall"] > best[1]["none_recall"]:
+            best = (float(bias), stats)
+    assert best is not None
+    return best
+
+
+# --------------------------------------------------------------------------- fitting helpers
+
+
+def _check_fit_args(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    encoder: Any,
+    features: QueryFeatures | None,
+    model: str,
+    none_label: str | None,
+    validation_fraction: float,
+    C: float,
+) -> None:
+    if len(texts) != len(labels):
+        raise RagrouteError(f"{len(texts)} texts but {len(labels)} labels")
+    if len(set(labels)) < 2:
+        raise RagrouteError("a router needs at least two distinct labels to learn from")
+    if model not in MODELS:
+        raise RagrouteError(f"unknown model {model!r}: expected one of {', '.join(MODELS)}")
+    if none_label is not None and none_label not in set(labels):
+        raise RagrouteError(f"none_label {none_label!r} is not among the labels")
+    if NONE_ROUTE in set(labels) and none_label not in (None, NONE_ROUTE):
+        raise RagrouteError(f"label {NONE_ROUTE!r} is reserved for the no-retrieval route")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise RagrouteError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    if C <= 0:
+        raise RagrouteError(f"C must be positive, got {C}")
+    if encoder is None and (features is None or not features.width):
+        raise RagrouteError(
+            "nothing to learn from: give an encoder, or features with cheap or hashed columns"
+        )
+
+
+def _encoder_info(encoder: Any) -> dict[str, Any] | None:
+    if encoder is None:
+        return None
+    return {"model_id": str(encoder.model_id), "dim": int(encoder.dim)}
+
+
+def _design(
+    texts: Sequence[str],
+    encoder: Any,
+    features: QueryFeatures | None,
+    query_vectors: np.ndarray | None,
+    cheap_weight: float,
+    hashed_weight: float,
+) -> tuple[np.ndarray, _Scaling]:
+    """The scaled training matrix and the scaling that produced it."""
+    blocks, offsets, scales = [], [], []
+    if encoder is not None:
+        vectors = encoder.encode_queries(list(texts), show_progress=False) if query_vectors is None else None
+        vectors = np.asarray(query_vectors if vectors is None else vectors, dtype=np.float32)
+        if vectors.shape != (len(texts), int(encoder.dim)):
+            raise RagrouteError(
+                f"query_vectors has shape {vectors.shape}, expected ({len(texts)}, {encoder.dim})"
+            )
+        blocks.append(vectors)
+        offsets.append(np.zeros(vectors.shape[1]))
+        scales.append(np.ones(vectors.shape[1]))
+    features = features if features is not None else QueryFeatures()
+    table = features.transform(texts)
+    n_cheap = len(CHEAP_FEATURE_NAMES) if features.cheap else 0
+    if n_cheap:
+        cheap = table[:, :n_cheap]
+        std = cheap.std(axis=0).astype(np.float64)
+        std[std < 1e-6] = 1.0  # constant columns (never varied in training) stay at zero
+        blocks.append(cheap)
+        offsets.append(cheap.mean(axis=0).astype(np.float64))
+        scales.append(cheap_weight / std)
+    if features.hashed_dim:
+        blocks.append(table[:, n_cheap:])
+        offsets.append(np.zeros(features.hashed_dim))
+        scales.append(np.full(features.hashed_dim, hashed_weight))
+    scaling = _Scaling(np.concatenate(offsets), np.concatenate(scales))
+    return scaling.apply(np.hstack(blocks).astype(np.float64)), scaling
+
+
+def _sample_weights(target: np.ndarray, n_classes: int, class_weight: str | None) -> np.ndarray:
+    if class_weight is None:
+        return np.ones(len(target))
+    if class_weight != "balanced":
+        raise RagrouteError(f"unknown class_weight {class_weight!r}: expected 'balanced' or None")
+    counts = np.bincount(target, minlength=n_classes).astype(np.float64)
+    return len(target) / (n_classes * counts[target])
+
+
+def _stratified_split(target: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): about ``fraction`` of every class with >= 2 members held out."""
+    rng = np.random.default_rng(seed)
+    val: list[np.ndarray] = []
+    for cls in np.unique(target):
+        members = rng.permutation(np.flatnonzero(target == cls))
+        take = min(int(round(fraction * len(members))), len(members) - 1)
+        if fraction > 0 and len(members) >= 2:
+            take = max(take, 1)
+        val.append(members[:take])
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=int)
+    train_idx = np.setdiff1d(np.arange(len(target)), val_idx)
+    return train_idx, val_idx
+
+
+def _stratified_folds(target: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold number per row, classes dealt round-robin over the folds after a seeded shuffle."""
+    if folds < 2:
+        raise RagrouteError(f"cross-validation needs at least 2 folds, got {folds}")
+    rng = np.random.default_rng(seed)
+    fold_of = np.zeros(len(target), dtype=np.int64)
+    start = 0
+    for cls in np.unique(target):
+        members = rng.permutation(np.flatnonzero(target == cls))
+        fold_of[members] = (start + np.arange(len(members))) % folds
+        start += len(members)
+    return fold_of
+
+
+def _fit_network(
+    x: np.ndarray, target: np.ndarray, weights: np.ndarray, *, model: str, C: float, hidden: int, seed: int
+) -> tuple[_Network, bool]:
+    """Fit with scikit-learn, keep only the numpy arrays; also say whether the solver converged."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported in metrics["converged"] instead
+        if model == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            clf = LogisticRegression(C=C, max_iter=LOGREG_MAX_ITER, random_state=seed)
+            clf.fit(x, target, sample_weight=weights)
+            converged = int(np.max(clf.n_iter_)) < LOGREG_MAX_ITER
+            return _Network([clf.coef_.T.copy()], [clf.intercept_.copy()]), converged
+        from sklearn.neural_network import MLPClassifier
+
+        mlp = MLPClassifier((hidden,), alpha=1.0 / C, max_iter=MLP_MAX_ITER, random_state=seed)
+        mlp.fit(x, target, sample_weight=weights)
+        network = _Network([w.copy() for w in mlp.coefs_], [b.copy() for b in mlp.intercepts_])
+        return network, mlp.n_iter_ < MLP_MAX_ITER
+
+
+def _relative_weights(network: _Network, n_labels: int) -> np.ndarray:
+    """A linear model's weights per route minus their mean over routes (binary models: 0 for the first)."""
+    w = network.weights[0]
+    if w.shape[1] == 1 and n_labels == 2:
+        w = np.hstack([np.zeros_like(w), w])
+    return w - w.mean(axis=1, keepdims=True)
+
+
+def _bias_vector(labels: Sequence[str], none_bias: float) -> np.ndarray:
+    bias = np.zeros(len(labels))
+    if NONE_ROUTE in labels:
+        bias[list(labels).index(NONE_ROUTE)] = none_bias
+    return bias
+
+
+def _holdout_metrics(logits: np.ndarray, target: np.ndarray, temperature: float) -> dict[str, Any]:
+    rows = np.arange(len(target))
+
+    def nll(t: float) -> float:
+        return float(-np.mean(np.log(np.clip(softmax(logits, t)[rows, target], 1e-12, None))))
+
+    return {
+        "n_validation": len(target),
+        "validation_accuracy": round(float(np.mean(logits.argmax(axis=1) == target)), 4),
+        "validation_nll_uncalibrated": round(nll(1.0), 4),
+        "validation_nll": round(nll(temperature), 4),
+    }
+
+
+def _counts(labels: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for label in labels:
+        out[label] = out.get(label, 0) + 1
+    return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------- loading helpers
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / ROUTER_FILE
+    if not folder.is_dir():
+        raise IndexFormatError(f"router folder {folder} not found")
+    if not path.is_file():
+        raise IndexFormatError(f"{path} not found: not a saved trained router")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexFormatError(f"{path} is not a {FORMAT} manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path} has format version {manifest.get('version')}, expected {FORMAT_VERSION}"
+        )
+    if manifest.get("kind") not in MODELS:
+        raise IndexFormatError(f"{path} names an unknown model kind {manifest.get('kind')!r}")
+    return manifest
+
+
+def _check_encoder(folder: Path, info: Any, encoder: Any) -> None:
+    if info is None:
+        return
+    if not isinstance(info, dict) or "model_id" not in info or "dim" not in info:
+        raise IndexFormatError(f"{folder / ROUTER_FILE} is corrupt: bad encoder entry")
+    if encoder is None:
+        raise EncoderMismatchError(
+            f"router {folder} was fitted with encoder {info['model_id']}: pass that encoder"
+        )
+    got = (str(getattr(encoder, "model_id", "?")), int(getattr(encoder, "dim", -1)))
+    if got != (str(info["model_id"]), int(info["dim"])):
+        raise EncoderMismatchError(
+            f"router {folder} was fitted with encoder {info['model_id']} ({info['dim']}-d), "
+            f"not {got[0]} ({got[1]}-d)"
+        )
+
+
+def _read_weights(folder: Path, layers: int) -> dict[str, np.ndarray]:
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise IndexFormatError(f"{path} not found: the router's weights are missing")
+    needed = ["offset", "scale", *(f"{p}{i}" for i in range(layers) for p in ("W", "b"))]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [name for name in needed if name not in data.files]
+            if missing or layers < 1:
+                raise IndexFormatError(f"{path} is corrupt: missing arrays {', '.join(missing) or 'W0'}")
+            return {name: np.asarray(data[name], dtype=np.float64) for name in needed}
+    except IndexFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zip/npy errors come in many types; all mean "corrupt"
+        raise IndexFormatError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
+
+
+def _check_shapes(
+    folder: Path, network: _Network, scaling: _Scaling, width: int, n_labels: int, kind: str
+) -> None:
+    problem = None
+    if scaling.offset.shape != (width,) or scaling.scale.shape != (width,):
+        problem = f"scaling has {scaling.offset.shape[0]} columns, features have {width}"
+    elif network.weights[0].shape[0] != width:
+        problem = f"first layer takes {network.weights[0].shape[0]} inputs, features have {width}"
+    elif network.weights[-1].shape[1] not in (n_labels, 1 if n_labels == 2 else n_labels):
+        problem = f"output layer has {network.weights[-1].shape[1]} columns for {n_labels} labels"
+    elif kind == "logreg" and len(network.weights) != 1:
+        problem = "a logistic regression has exactly one layer"
+    else:
+        for w, b in zip(network.weights, network.biases):
+            if b.shape != (w.shape[1],) or not (np.isfinite(w).all() and np.isfinite(b).all()):
+                problem = "layer shapes do not match or weights are not finite"
+    if problem:
+        raise IndexFormatError(f"{folder / WEIGHTS_FILE} is corrupt: {problem}")

@@ -1,0 +1,347 @@
+"""TrainedRouter, its cheap features and the route-labels benchmark, on synthetic data with a fake encoder."""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.eval.bench_route_labels import (
+    classification_metrics,
+    read_labels,
+    route_labels_command,
+    run_route_labels_bench,
+)
+from ragroute.route.base import NONE_ROUTE, Router
+from ragroute.route.features import (
+    CHEAP_FEATURE_NAMES,
+    QueryFeatures,
+    cheap_features,
+    count_options,
+    hashed_ngrams,
+    question_stem,
+)
+from ragroute.route.trained import (
+    ROUTER_FILE,
+    WEIGHTS_FILE,
+    TrainedRouter,
+    choose_none_bias,
+    cross_val_logits,
+)
+
+
+class FakeEncoder:
+    """Deterministic bag-of-words encoder: words hashed (crc32) into ``dim`` buckets, L2-normalised."""
+
+    backend = "fake"
+
+    def __init__(self, dim: int = 64, model_id: str = "test/fake-words") -> None:
+        self.dim = dim
+        self.model_id = model_id
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[row, zlib.crc32(word.encode()) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)
+
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None):
+        return self._encode(texts)
+
+    def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None):
+        return self._encode(texts)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+
+NOUNS = ["bridge", "tower", "statue", "castle", "river", "garden", "market", "temple", "harbor", "library"]
+NAMES = ["Oslo", "Lima", "Cairo", "Quito", "Dakar", "Hanoi", "Perth", "Tunis", "Basel", "Malmo"]
+TEMPLATES = {
+    "image": "What color is the {n} in the picture of {c}?",
+    "clip": "What happens in the scene after the {n} appears in the video about {c}?",
+    "paragraph": "When was the {n} of {c} built?",
+    "no": "Which of the following is true of a {n}?\nChoices:\nA) it is {c}\nB) it is old\nC) neither",
+}
+
+
+def synthetic(seed: int, per_label: int = 24) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for label, template in TEMPLATES.items():
+        for _ in range(per_label):
+            texts.append(template.format(n=rng.choice(NOUNS), c=rng.choice(NAMES)))
+            labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, Any]:
+    train_texts, train_labels = synthetic(0)
+    test_texts, test_labels = synthetic(1, per_label=8)
+    return {"train": (train_texts, train_labels), "test": (test_texts, test_labels)}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> FakeEncoder:
+    return FakeEncoder()
+
+
+@pytest.fixture(scope="module")
+def router(data: dict[str, Any], encoder: FakeEncoder) -> TrainedRouter:
+    texts, labels = data["train"]
+    return TrainedRouter.fit(texts, labels, encoder, none_label="no", features=QueryFeatures(hashed_dim=256))
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_question_stem_and_options() -> None:
+    mmlu = "Which gas do plants absorb?\nChoices:\nA) oxygen\nB) carbon dioxide\nC) helium"
+    video = "What year is shown in the opening caption?\n(A) 1636\n(B) 1366"
+    inline = "Pick one (A) red (B) blue"
+    assert question_stem(mmlu) == "Which gas do plants absorb?"
+    assert question_stem(video) == "What year is shown in the opening caption?"
+    assert question_stem(inline) == "Pick one"
+    assert question_stem("  Who wrote Hamlet?  ") == "Who wrote Hamlet?"
+    assert question_stem("A) only options") == "A) only options"
+    assert count_options(mmlu) == 3 and count_options(video) == 2 and count_options("Who?") == 0
+
+
+def test_cheap_features_are_deterministic_and_named() -> None:
+    texts = ['What color is the "Blue House" in the image?', "how many 2 + 3 steps?", "Who was born in 1990?"]
+    first, second = cheap_features(texts), cheap_features(texts)
+    assert first.shape == (3, len(CHEAP_FEATURE_NAMES)) and first.dtype == np.float32
+    assert np.array_equal(first, second)
+    row = dict(zip(CHEAP_FEATURE_NAMES, first[0]))
+    assert row["qw_what"] == 1 and row["has_quote"] == 1 and row["kw_visual"] > 0 and row["cap_ratio"] > 0
+    row = dict(zip(CHEAP_FEATURE_NAMES, first[1]))
+    assert row["has_math"] == 1 and row["all_lower"] == 1 and row["kw_howto"] > 0 and row["qw_how"] == 1
+    row = dict(zip(CHEAP_FEATURE_NAMES, first[2]))
+    assert row["has_year"] == 1 and row["qw_who"] == 1
+
+
+def test_hashed_ngrams_are_stable_and_normalised() -> None:
+    texts = ["What is the capital of Peru?", "what is the capital of peru?", "Steps to bake bread"]
+    a, b = hashed_ngrams(texts, 128), hashed_ngrams(texts, 128)
+    assert a.shape == (3, 128) and np.array_equal(a, b)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(a[0], a[1])  # lower-cased before hashing
+    config = QueryFeatures(hashed_dim=64, char_ngrams=None)
+    assert config.transform(texts).shape == (3, len(CHEAP_FEATURE_NAMES) + 64)
+    assert QueryFeatures.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(RagrouteError):
+        hashed_ngrams(texts, 0)
+
+
+# --------------------------------------------------------------------------- fitting and routing
+
+
+def test_fit_routes_held_out_queries(router: TrainedRouter, data: dict[str, Any]) -> None:
+    texts, labels = data["test"]
+    probs = router.predict_proba(texts)
+    assert probs.shape == (len(texts), 4)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    expected = [NONE_ROUTE if label == "no" else label for label in labels]
+    predicted = [router.labels[i] for i in probs.argmax(axis=1)]
+    assert np.mean(np.array(predicted) == np.array(expected)) >= 0.95
+    assert router.temperature > 0
+    assert {"validation_accuracy", "validation_nll", "n_validation"} <= set(router.metrics)
+    assert isinstance(router, Router)
+
+
+def test_none_label_is_mapped(router: TrainedRouter) -> None:
+    assert NONE_ROUTE in router.labels and "no" not in router.labels
+    decision = router.route("Which of the following is true of a garden?\nChoices:\nA) it is Lima\nB) old")
+    assert decision.chosen == [NONE_ROUTE]
+    assert set(decision.routes) == set(router.labels)
+    assert abs(sum(decision.routes.values()) - 1.0) < 1e-4
+
+
+def test_decisions_are_explained(router: TrainedRouter) -> None:
+    decision = router.route("What color is the tower in the picture of Oslo?")
+    assert decision.chosen == ["image"]
+    assert decision.signals["logit_margin"] > 0
+    features = decision.signals["features"]
+    assert set(features["blocks"]) == {"embedding", "cheap", "hashed"}
+    assert features["top"] and all("contribution" in v for v in features["top"].values())
+    assert decision.decided_by == "trained:logreg"
+
+
+def test_route_many_equals_route(router: TrainedRouter, data: dict[str, Any], encoder: FakeEncoder) -> None:
+    texts = data["test"][0][::5]
+    many = router.route_many(texts)
+    for text, decision in zip(texts, many):
+        assert router.route(text).routes == decision.routes
+    vectors = encoder.encode_queries(texts)
+    assert [d.routes for d in router.route_many(texts, query_vectors=vectors)] == [d.routes for d in many]
+    assert router.route_many([]) == []
+    with pytest.raises(RagrouteError):
+        router.route_many(texts, query_vectors=vectors[:1])
+
+
+def test_fit_is_deterministic(data: dict[str, Any], encoder: FakeEncoder, router: TrainedRouter) -> None:
+    texts, labels = data["train"]
+    again = TrainedRouter.fit(texts, labels, encoder, none_label="no", features=QueryFeatures(hashed_dim=256))
+    test = data["test"][0]
+    assert np.array_equal(again.predict_proba(test), router.predict_proba(test))
+
+
+def test_fit_rejects_bad_input(data: dict[str, Any], encoder: FakeEncoder) -> None:
+    texts, labels = data["train"]
+    with pytest.raises(RagrouteError, match="labels"):
+        TrainedRouter.fit(texts, labels[:-1], encoder)
+    with pytest.raises(RagrouteError, match="two distinct"):
+        TrainedRouter.fit(texts[:3], ["a"] * 3, encoder)
+    with pytest.raises(RagrouteError, match="none_label"):
+        TrainedRouter.fit(texts, labels, encoder, none_label="nothing")
+    with pytest.raises(RagrouteError, match="unknown model"):
+        TrainedRouter.fit(texts, labels, encoder, model="forest")  # type: ignore[arg-type]
+    with pytest.raises(RagrouteError, match="nothing to learn"):
+        TrainedRouter.fit(texts, labels, None, features=QueryFeatures(cheap=False))
+
+
+def test_mlp_binary_and_model_free_variants(
+    data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path
+) -> None:
+    texts, labels = data["train"]
+    test_texts = data["test"][0]
+    mlp = TrainedRouter.fit(texts, labels, encoder, model="mlp", hidden=16, C=100.0)
+    assert mlp.predict_proba(test_texts).shape == (len(test_texts), 4)
+    assert (
+        TrainedRouter.load(mlp.save(tmp_path / "mlp"), encoder).route(test_texts[0]).routes
+        == mlp.route(test_texts[0]).routes
+    )
+    assert "values" in mlp.route(test_texts[0]).signals["features"]
+    binary_labels = ["image" if label == "image" else "other" for label in labels]
+    for features in (QueryFeatures(cheap=False), QueryFeatures()):
+        binary = TrainedRouter.fit(texts, binary_labels, encoder, features=features)
+        probs = binary.predict_proba(test_texts)
+        assert probs.shape == (len(test_texts), 2) and np.allclose(probs.sum(axis=1), 1.0)
+        decisions = binary.route_many(test_texts)
+        assert {d.chosen[0] for d in decisions} == {"image", "other"}
+    free = TrainedRouter.fit(texts, labels, None, none_label="no", features=QueryFeatures(hashed_dim=128))
+    assert free.encoder_info is None
+    loaded = TrainedRouter.load(free.save(tmp_path / "free"))
+    assert np.array_equal(loaded.predict_proba(test_texts), free.predict_proba(test_texts))
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def test_save_load_round_trip(
+    router: TrainedRouter, data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path
+):
+    folder = router.save(tmp_path / "r")
+    assert {p.name for p in folder.iterdir()} == {ROUTER_FILE, WEIGHTS_FILE}
+    manifest = json.loads((folder / ROUTER_FILE).read_text())
+    assert manifest["encoder"] == {"model_id": encoder.model_id, "dim": encoder.dim}
+    assert manifest["labels"] == router.labels and manifest["none_label"] == "no"
+    with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as arrays:
+        assert all(arrays[name].dtype != object for name in arrays.files)
+    loaded = TrainedRouter.load(folder, FakeEncoder())
+    texts = data["test"][0]
+    assert np.array_equal(loaded.predict_proba(texts), router.predict_proba(texts))
+    assert loaded.temperature == router.temperature and loaded.labels == router.labels
+
+
+def test_load_checks_the_encoder(router: TrainedRouter, tmp_path: Path) -> None:
+    folder = router.save(tmp_path / "r")
+    for other in (FakeEncoder(model_id="test/other"), FakeEncoder(dim=32), None):
+        with pytest.raises(EncoderMismatchError) as info:
+            TrainedRouter.load(folder, other)
+        assert "\n" not in str(info.value)
+
+
+def test_load_reports_missing_and_corrupt_files(router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path):
+    with pytest.raises(IndexFormatError, match="not found"):
+        TrainedRouter.load(tmp_path / "absent", encoder)
+    folder = router.save(tmp_path / "r")
+    weights = (folder / WEIGHTS_FILE).read_bytes()
+
+    (folder / WEIGHTS_FILE).write_bytes(b"not a zip file")
+    with pytest.raises(IndexFormatError, match="corrupt"):
+        TrainedRouter.load(folder, encoder)
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(IndexFormatError, match="missing"):
+        TrainedRouter.load(folder, encoder)
+
+    np.savez(folder / WEIGHTS_FILE, offset=np.zeros(3), scale=np.ones(3))
+    with pytest.raises(IndexFormatError, match="W0"):
+        TrainedRouter.load(folder, encoder)
+    (folder / WEIGHTS_FILE).write_bytes(weights)
+
+    manifest = json.loads((folder / ROUTER_FILE).read_text())
+    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "labels": ["a", "b"]}))
+    with pytest.raises(IndexFormatError, match="output layer"):
+        TrainedRouter.load(folder, encoder)
+    (folder / ROUTER_FILE).write_text("{not json")
+    with pytest.raises(IndexFormatError, match="JSON") as info:
+        TrainedRouter.load(folder, encoder)
+    assert "\n" not in str(info.value)
+    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "format": "something-else"}))
+    with pytest.raises(IndexFormatError):
+        TrainedRouter.load(folder, encoder)
+
+
+# --------------------------------------------------------------------------- cross-validation and bench
+
+
+def test_cross_validation_and_none_bias(data: dict[str, Any], encoder: FakeEncoder) -> None:
+    texts, labels = data["train"]
+    route_labels, logits = cross_val_logits(texts, labels, encoder, folds=3, none_label="no")
+    assert route_labels == sorted(NONE_ROUTE if label == "no" else label for label in set(labels))
+    assert logits.shape == (len(texts), 4) and np.isfinite(logits).all()
+    truth = [NONE_ROUTE if label == "no" else label for label in labels]
+    bias, stats = choose_none_bias(route_labels, logits, truth, target_recall=1.0)
+    assert bias >= 0 and stats["none_recall"] == 1.0
+    assert choose_none_bias(["a", "b"], logits[:, :2], ["a"] * len(texts)) == (0.0, {})
+
+
+def _write_labels(path: Path, texts: list[str], labels: list[str]) -> Path:
+    with path.open("w", encoding="utf-8") as out:
+        for i, (text, label) in enumerate(zip(texts, labels)):
+            value: Any = [label, "extra"] if i == 0 else label
+            out.write(json.dumps({"_id": str(i), "text": text, "label": value, "metadata": {}}) + "\n")
+    return path
+
+
+def test_bench_on_tiny_files(data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path) -> None:
+    train = _write_labels(tmp_path / "train.jsonl", *data["train"])
+    test = _write_labels(tmp_path / "test.jsonl", *data["test"])
+    loaded = read_labels(train)
+    assert loaded.multi_label == 1 and loaded.labels[0] == "image"
+    routers = ["majority", "knn5_embedding", "logreg_embedding", "trained_features", "trained_no_encoder"]
+    result = run_route_labels_bench(train, test, encoder=encoder, routers=routers, latency_queries=5)
+    assert list(result["routers"]) == routers
+    for metrics in result["routers"].values():
+        assert {"accuracy", "macro_f1", "none_recall", "latency_ms_p50"} <= set(metrics)
+    assert result["routers"]["trained_features"]["accuracy"] >= 0.9
+    assert result["routers"]["majority"]["accuracy"] == 0.25
+    assert result["baseline_reference"]["accuracy"] == 0.874
+    assert result["multi_label_records"] == {"train": 1, "test": 1}
+    json.dumps(result)
+
+
+def test_bench_command_missing_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        route_labels_command, ["--train", str(tmp_path / "nope.jsonl"), "--data", str(tmp_path / "x.jsonl")]
+    )
+    assert result.exit_code == 2
+    assert "error: data missing" in result.output and "Traceback" not in result.output
+
+
+def test_classification_metrics() -> None:
+    metrics = classification_metrics(["a", "a", "no", "b"], ["a", "b", "no", "b"], "no")
+    assert metrics["accuracy"] == 0.75 and metrics["none_recall"] == 1.0
+    assert metrics["macro_f1"] == round((2 / 3 + 2 / 3 + 1.0) / 3, 4)
