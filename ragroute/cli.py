@@ -104,6 +104,7 @@ def bench_group() -> click.Group:
     from ragroute.eval.bench_dense import dense_command
     from ragroute.eval.bench_encode import encode_command
     from ragroute.eval.bench_route_labels import route_labels_command
+    from ragroute.eval.bench_tatqa import tatqa_command
 
     @click.group("bench", cls=_Group, context_settings=CONTEXT)
     def bench() -> None:
@@ -118,6 +119,7 @@ def bench_group() -> click.Group:
         dense_command,
         corpus_routing_command,
         route_labels_command,
+        tatqa_command,
     ):
         bench.add_command(command)
     return bench

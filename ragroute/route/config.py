@@ -45,6 +45,7 @@ from ragroute.route.sources import Source, SourceProblem
 ROUTER_KINDS = ("prototype", "confidence", "knn", "trained", "ensemble")
 _SOURCE_KEYS = {"index", "description", "modality", "granularity"}
 _ROUTER_KEYS = {
+    "route_weights",
     "kind",
     "members",
     "none_threshold",
@@ -203,6 +204,7 @@ def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None =
         threshold=float(router_settings.get("threshold", 0.25)),
         max_routes=int(router_settings.get("max_routes", 3)),
         fusion=str(router_settings.get("fusion", "rrf")),
+        route_weights=str(router_settings.get("route_weights", "even")),
     )
     return RoutedRetriever(
         sources, router, policy=policy, encoder=encoder, options=options, problems=problems

@@ -42,6 +42,9 @@ class RoutingOptions:
     max_routes: int = 3
     fusion: str = "rrf"
     depth: int | None = None  # hits read per route (default: k)
+    # "even": every selected route weighs the same in fusion (selection already used the
+    # probabilities; measured better on TAT-QA and the demo); "probability": weight by them.
+    route_weights: str = "even"
 
 
 @dataclass
@@ -147,7 +150,10 @@ class RoutedRetriever:
             )
         if len(per_route) == 1:
             return per_route[names[0]][:k]
-        weights = {name: decision.routes.get(name, 0.0) for name in names}
+        if self.options.route_weights == "probability":
+            weights = {name: decision.routes.get(name, 0.0) for name in names}
+        else:
+            weights = dict.fromkeys(names, 1.0)
         fused = fuse(per_route, method=self.options.fusion, weights=weights, limit=k)
         decision.trace.append(TraceStep("fuse", {"method": self.options.fusion, "weights": weights}))
         return fused

@@ -1,0 +1,554 @@
+"""``ragroute bench tatqa``: route TAT-QA questions between a table source and a text source.
+
+TAT-QA (financial reports) has one corpus of tables and one of paragraphs, and
+labels every question with where its answer lies: ``table``, ``text`` or
+``table-text`` (both). The tables and the paragraphs become two sources
+(``tables`` and ``text``), each a dense index (all-MiniLM-L6-v2 by default; with
+``--method hybrid`` BM25 + dense fused by RRF). A question's gold routes:
+``table`` -> tables, ``text`` -> text, ``table-text`` -> both.
+
+As in ``bench corpus-routing``, every question is embedded once and every
+source searched once, so all routers are scored on identical retrieval:
+
+* ``accuracy``: the top-1 route equals the label; a ``table-text`` question is
+  right only when :func:`~ragroute.route.base.select_routes` selects both routes;
+  ``top1_in_label``: the top-1 route is one of the label's routes;
+  ``exact_selection``: the selected routes are exactly the label's;
+* ``recall@5`` of routed retrieval (selected routes, fused; ``--route-weights``);
+* ``latency_ms_p50``: routing one question, query encoding excluded (the
+  confidence router's own retrieval included), one BLAS/OpenMP thread.
+
+Baselines in the same run: one merged index over both corpora, both routes
+always (no routing), and the oracle routes. Routers: ``prototype`` and
+``confidence`` (training-free); ``modality-cues`` (training-free wording cues,
+:func:`modality_cues`) alone and as a second member of an
+:class:`~ragroute.route.ensemble.EnsembleRouter` with each of them; and a kNN
+router over the labelled questions, scored by stratified k-fold
+cross-validation (each question routed by a model that never saw it; a
+``table-text`` neighbour votes for both routes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.eval.bench_corpus_routing import (
+    Collection,
+    RoutingData,
+    cross_validated,
+    routed_run,
+    router_decider,
+)
+from ragroute.eval.metrics import evaluate_run
+from ragroute.index.dense import DenseIndex
+from ragroute.index.fusion import fuse
+from ragroute.route.base import BaseRouter, Router, decision_from_probs, select_routes, softmax
+from ragroute.route.sources import Source
+from ragroute.types import Decision, Document, Hit
+
+TABLES, TEXT = "tables", "text"
+ROUTES = (TABLES, TEXT)
+LABEL_ROUTES: dict[str, tuple[str, ...]] = {"table": (TABLES,), "text": (TEXT,), "table-text": (TABLES, TEXT)}
+"""TAT-QA ``answer_from`` -> the routes whose documents hold the answer."""
+
+METRIC = "recall@5"
+DESCRIPTIONS = {
+    TABLES: "Financial tables from annual reports: line items with amounts per year, totals and percentages.",
+    TEXT: "Paragraphs from annual reports explaining policies, definitions, events and reasons in prose.",
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+class _KnownQueries:
+    """An encoder that returns precomputed vectors for the query texts it was given.
+
+    The benchmark embeds every question once; routers (the kNN router fitted in
+    each fold, the confidence router's searches) look them up instead of
+    encoding again, so routing latency excludes query encoding for every router.
+    Unknown texts and documents go to the wrapped encoder.
+    """
+
+    def __init__(self, encoder: Any, texts: Sequence[str], vectors: np.ndarray):
+        self.encoder = encoder
+        self.model_id, self.backend, self.dim = encoder.model_id, encoder.backend, encoder.dim
+        self._vectors = dict(zip(texts, np.asarray(vectors, dtype=np.float32)))
+
+    def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        fresh = dict(zip(missing, self.encoder.encode_queries(missing, **kwargs))) if missing else {}
+        return np.vstack([self._vectors[t] if t in self._vectors else fresh[t] for t in texts])
+
+    def encode_documents(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        return self.encoder.encode_documents(texts, **kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        return self.encoder.describe()
+
+
+class _BenchRetriever:
+    """A dense retriever (optionally + BM25, fused by RRF) over precomputed document vectors."""
+
+    def __init__(self, name: str, dense: DenseIndex, bm25: Any = None):
+        self.name = name
+        self.dense = dense
+        self.bm25 = bm25
+
+    @property
+    def documents(self) -> Sequence[Document]:
+        return self.dense.documents
+
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        queries = list(queries)
+        if not queries:
+            return []
+        vectors = self.dense.encoder.encode_queries(queries, show_progress=False)
+        semantic = self.dense.search_vectors(vectors, k)
+        if self.bm25 is None:
+            return semantic
+        lexical = self.bm25.search_many(queries, k)
+        return [
+            fuse({"bm25": lex, "dense": sem}, method="rrf", limit=k) for lex, sem in zip(lexical, semantic)
+        ]
+
+
+@dataclass
+class TatqaData:
+    """What every router is scored on: the shared routing data, gold routes, the query-memo encoder."""
+
+    routing: RoutingData
+    gold: list[tuple[str, ...]]
+    encoder: _KnownQueries
+
+
+def load_tatqa(root: Path, split: str = "dev"):
+    """The TAT-QA BEIR folder (tables get modality ``table``); one-line RagrouteError if missing."""
+    from ragroute.loaders import load_beir
+
+    root = Path(root)
+    needed = [root / "queries.jsonl", root / "qrels" / f"{split}.tsv"]
+    if not root.is_dir() or not all(p.is_file() for p in needed) or not list(root.glob("corpus*.jsonl")):
+        raise RagrouteError(
+            f"data missing: {root} has no TAT-QA BEIR folder (corpus_tables.jsonl, corpus_paragraphs.jsonl, "
+            f"queries.jsonl, qrels/{split}.tsv); see ../shared/data/README.md"
+        )
+    return load_beir(root, split=split)
+
+
+def prepare(
+    root: Path, encoder: Any, *, split: str = "dev", method: str = "dense", depth: int = 20
+) -> TatqaData:
+    """Index both corpora and a merged one, embed every question once, search every source once.
+
+    ``routing.query_labels`` are the ``answer_from`` labels; ``gold`` each question's routes.
+    """
+    if method not in ("dense", "hybrid"):
+        raise RagrouteError(f"unknown method {method!r}: choose dense or hybrid")
+    data = load_tatqa(root, split)
+    judged = [q for q in data.queries if q.id in data.qrels]
+    unlabelled = sorted({str(q.metadata.get("answer_from")) for q in judged} - set(LABEL_ROUTES))
+    if unlabelled:
+        raise RagrouteError(
+            f"{root}: questions with answer_from {unlabelled}; expected table, text or table-text"
+        )
+    if not judged:
+        raise RagrouteError(f"{root}: no judged questions in split {split!r}")
+    parts = {
+        TABLES: [d for d in data.corpus if d.modality == "table"],
+        TEXT: [d for d in data.corpus if d.modality != "table"],
+    }
+    if not all(parts.values()):
+        raise RagrouteError(f"{root}: needs both table documents (corpus_tables.jsonl) and paragraphs")
+    texts = [q.text for q in judged]
+    qvecs = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
+    known = _KnownQueries(encoder, texts, qvecs)
+    doc_vectors = {
+        name: encoder.encode_documents([d.full_text() for d in docs]) for name, docs in parts.items()
+    }
+
+    def retriever(name: str, docs: list[Document], vectors: np.ndarray, lexical: bool) -> _BenchRetriever:
+        dense = DenseIndex(known, name=name)
+        dense.add_vectors(docs, vectors)
+        bm25 = None
+        if lexical:
+            from ragroute.index.lexical import BM25Index
+
+            bm25 = BM25Index.build(docs, name=name)
+        return _BenchRetriever(name, dense, bm25)
+
+    hybrid = method == "hybrid"
+    sources = [
+        Source(
+            name,
+            retriever(name, docs, doc_vectors[name], hybrid),
+            DESCRIPTIONS[name],
+            modality=docs[0].modality,
+        )
+        for name, docs in parts.items()
+    ]
+    merged = retriever(
+        "merged", [d for docs in parts.values() for d in docs], np.vstack(list(doc_vectors.values())), hybrid
+    )
+    per_source = {s.name: s.search_many(texts, depth) for s in sources}
+    merged_hits = merged.search_many(texts, depth)
+    routing = RoutingData(
+        collections=[Collection(root.name or "tatqa", data.corpus, judged, data.qrels)],
+        sources=sources,
+        query_texts=texts,
+        query_ids=[q.id for q in judged],
+        query_labels=[str(q.metadata["answer_from"]) for q in judged],
+        query_vectors=qvecs,
+        qrels={q.id: data.qrels[q.id] for q in judged},
+        per_source_hits=per_source,
+        merged_hits=merged_hits,
+    )
+    return TatqaData(routing, [LABEL_ROUTES[label] for label in routing.query_labels], known)
+
+
+# --------------------------------------------------------------------------- modality cues
+
+_TABLE_CUES = re.compile(
+    r"\b(?:change|changes|changed|percentage|percent|average|ratio|proportion|difference|increase|decrease|"
+    r"growth|total|sum|combined|which year|which years|in which year|how many years)\b|%",
+    re.I,
+)
+_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
+_TEXT_CUES = re.compile(
+    r"^(?:how|why)\b(?! (?:much|many)\b)|"
+    r"\b(?:what does|what do|what is meant|mean|means|represent|represents|"
+    r"consist|consists|comprise|comprises|include|includes|describe|reason|reasons|purpose|policy|method|"
+    r"determined|recognized|recognised|defined|based on)\b",
+    re.I,
+)
+
+
+def modality_cues(text: str) -> dict[str, float]:
+    """Counts of wording cues: ``table`` (arithmetic, two or more years), ``text`` (definitions, how/why).
+
+    Training-free: TAT-QA's table questions are mostly arithmetic over line items
+    and years; text questions ask what something means, includes, or why.
+    """
+    years = len(set(_YEAR.findall(text)))
+    table = len(_TABLE_CUES.findall(text)) + (1.0 if years >= 2 else 0.0)
+    return {"table": float(table), "text": float(len(_TEXT_CUES.findall(text))), "years": float(years)}
+
+
+class ModalityCueRouter(BaseRouter):
+    """Routes by :func:`modality_cues`: a softmax over ``weight * cue count`` (ties stay 50/50)."""
+
+    name = "modality-cues"
+
+    def __init__(self, table_route: str = TABLES, text_route: str = TEXT, *, weight: float = 1.0):
+        self.labels = [table_route, text_route]
+        self.weight = weight
+
+    def route_many(
+        self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
+    ) -> list[Decision]:
+        out = []
+        for query in queries:
+            cues = modality_cues(query)
+            probs = softmax(np.array([[cues["table"], cues["text"]]]) * self.weight)[0]
+            out.append(
+                decision_from_probs(self.labels, probs, decided_by=self.name, signals={"modality_cues": cues})
+            )
+        return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _knn_factory(encoder: Any, k: int) -> Callable[[list[str], list[str]], Router]:
+    """A kNN router fitted on labelled questions; a table-text question votes for both routes."""
+    from ragroute.route.knn import KnnRouter
+
+    def make(texts: list[str], labels: list[str]) -> Router:
+        pairs = [(text, route) for text, label in zip(texts, labels) for route in LABEL_ROUTES[label]]
+        return KnnRouter([t for t, _ in pairs], [r for _, r in pairs], encoder, k=k)
+
+    return make
+
+
+def score_router(
+    data: RoutingData,
+    gold: Sequence[tuple[str, ...]],
+    decide: Callable[[list[int]], list[Decision]],
+    *,
+    threshold: float,
+    fusion: str,
+    route_weights: str = "even",
+) -> dict[str, Any]:
+    """Route every question (timed one by one), retrieve from the selected routes, and score.
+
+    ``route_weights``: ``even`` fuses the selected routes' lists with equal weights
+    (the selection is the decision); ``prob`` weights each by its route probability
+    (as :class:`~ragroute.route.retriever.RoutedRetriever` does).
+
+    Routing runs with one BLAS / OpenMP thread: a single query gains nothing from
+    more, and idle worker threads spinning between calls distort the timings.
+    """
+    if route_weights not in ("even", "prob"):
+        raise RagrouteError(f"unknown route weights {route_weights!r}: choose even or prob")
+    decisions, latencies = [], []
+    with _single_thread():
+        for i in range(len(data.query_texts)):
+            start = time.perf_counter()
+            decisions.extend(decide([i]))
+            latencies.append((time.perf_counter() - start) * 1000)
+    top1 = [d.chosen[0] for d in decisions]
+    chosen = [select_routes(d.routes, threshold=threshold, max_routes=len(ROUTES)) for d in decisions]
+    weights = [d.routes if route_weights == "prob" else dict.fromkeys(ROUTES, 1.0) for d in decisions]
+    run = routed_run(data, chosen, weights, fusion)
+    top1_run = routed_run(data, [[t] for t in top1], weights, fusion)
+    right = [set(c) == set(g) if len(g) > 1 else t == g[0] for t, c, g in zip(top1, chosen, gold)]
+    return {
+        "accuracy": round(float(np.mean(right)), 4),
+        "top1_in_label": round(float(np.mean([t in g for t, g in zip(top1, gold)])), 4),
+        "exact_selection": round(float(np.mean([set(c) == set(g) for c, g in zip(chosen, gold)])), 4),
+        METRIC: _recall(data, run),
+        f"{METRIC}_top1_only": _recall(data, top1_run),
+        "routes_per_query": round(float(np.mean([len(c) for c in chosen])), 3),
+        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 3),
+        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 3),
+        "by_label": _by_label(data, gold, right, run),
+    }
+
+
+def _single_thread() -> contextlib.AbstractContextManager:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def _recall(data: RoutingData, run: Mapping[str, list[str]], ids: Sequence[str] | None = None) -> float:
+    ids = data.query_ids if ids is None else ids
+    result = evaluate_run({q: run.get(q, []) for q in ids}, {q: data.qrels[q] for q in ids}, (METRIC,))
+    return round(result[METRIC], 4)
+
+
+def _by_label(
+    data: RoutingData,
+    gold: Sequence[tuple[str, ...]],
+    right: Sequence[bool] | None,
+    run: Mapping[str, list[str]],
+) -> dict[str, dict[str, float]]:
+    out = {}
+    for label in LABEL_ROUTES:
+        rows = [i for i, lab in enumerate(data.query_labels) if lab == label]
+        if not rows:
+            continue
+        entry = {METRIC: _recall(data, run, [data.query_ids[i] for i in rows]), "queries": len(rows)}
+        if right is not None:
+            entry["accuracy"] = round(float(np.mean([right[i] for i in rows])), 4)
+        out[label] = entry
+    return out
+
+
+def run_tatqa_bench(
+    root: Path,
+    encoder: Any,
+    *,
+    split: str = "dev",
+    method: str = "dense",
+    threshold: float = 0.25,
+    fusion: str = "minmax",
+    folds: int = 5,
+    knn_k: int = 10,
+    cue_weight: float = 1.0,
+    route_weights: str = "even",
+) -> dict[str, Any]:
+    """Run the whole benchmark; the JSON-able result (see the module docstring)."""
+    from ragroute.route.confidence import ConfidenceRouter
+    from ragroute.route.ensemble import EnsembleRouter
+    from ragroute.route.prototype import PrototypeRouter
+
+    bench = prepare(Path(root), encoder, split=split, method=method)
+    data, gold, known = bench.routing, bench.gold, bench.encoder
+    even = [{name: 1.0 for name in ROUTES} for _ in gold]
+    merged_run = {qid: [h.doc_id for h in hits] for qid, hits in zip(data.query_ids, data.merged_hits)}
+    oracle_run = routed_run(data, [list(g) for g in gold], even, fusion)
+    both_run = routed_run(data, [list(ROUTES) for _ in gold], even, fusion)
+    score = lambda decide: score_router(  # noqa: E731
+        data, gold, decide, threshold=threshold, fusion=fusion, route_weights=route_weights
+    )
+
+    prototype = PrototypeRouter(data.sources, known)
+    confidence = ConfidenceRouter(data.sources)
+    cues = ModalityCueRouter(weight=cue_weight)
+    candidates: dict[str, Router] = {
+        "prototype": prototype,
+        "confidence": confidence,
+        "modality-cues": cues,
+        "prototype + modality-cues": EnsembleRouter([prototype, cues]),
+        "confidence + modality-cues": EnsembleRouter([confidence, cues]),
+    }
+    routers = {name: score(router_decider(router, data)) for name, router in candidates.items()}
+    counts = {label: data.query_labels.count(label) for label in LABEL_ROUTES}
+    if folds >= 2 and min(counts.values()) >= folds:
+        make_knn = _knn_factory(known, knn_k)
+        routers[f"knn-{knn_k} (cross-validated)"] = score(cross_validated(make_knn, data, folds))
+
+    return {
+        "root": str(root),
+        "split": split,
+        "queries": len(data.query_ids),
+        "labels": counts,
+        "sources": {s.name: {"documents": len(s.documents), "modality": s.modality} for s in data.sources},
+        "encoder": encoder.describe(),
+        "method": method,
+        "selection": {
+            "threshold": threshold,
+            "max_routes": len(ROUTES),
+            "fusion": fusion,
+            "route_weights": route_weights,
+        },
+        "evaluation": f"kNN: stratified {folds}-fold cross-validation over the questions",
+        "routers": routers,
+        f"merged_{METRIC}": _recall(data, merged_run),
+        f"oracle_{METRIC}": _recall(data, oracle_run),
+        f"both_routes_{METRIC}": _recall(data, both_run),
+        "by_label": {
+            "merged": _by_label(data, gold, None, merged_run),
+            "oracle": _by_label(data, gold, None, oracle_run),
+            "both_routes": _by_label(data, gold, None, both_run),
+        },
+        "calibration": {"prototype": prototype.calibration, "confidence": confidence.calibration},
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    sel = result["selection"]
+    sources = ", ".join(f"{name} ({v['documents']} docs)" for name, v in result["sources"].items())
+    lines = [
+        f"TAT-QA routing on {result['root']} [{result['split']}]: {result['queries']} questions "
+        f"{result['labels']}, {result['method']} sources {sources}",
+        f"selection: threshold {sel['threshold']}, fusion {sel['fusion']} "
+        f"({sel['route_weights']} route weights); {result['evaluation']}",
+        f"{'router':<32} {'accuracy':>8} {'top1 in':>8} {'exact':>6} {'R@5':>7} {'R@5 top1':>8} "
+        f"{'routes/q':>8} {'p50 ms':>7} {'p95 ms':>7}",
+    ]
+    for name, row in result["routers"].items():
+        lines.append(
+            f"{name:<32} {row['accuracy']:>8.3f} {row['top1_in_label']:>8.3f} {row['exact_selection']:>6.3f} "
+            f"{row[METRIC]:>7.4f} {row[METRIC + '_top1_only']:>8.4f} {row['routes_per_query']:>8.2f} "
+            f"{row['latency_ms_p50']:>7.3f} {row['latency_ms_p95']:>7.3f}"
+        )
+    for label, key, accuracy in (
+        ("merged index (both corpora)", f"merged_{METRIC}", ""),
+        ("both routes always (no routing)", f"both_routes_{METRIC}", ""),
+        ("oracle routes", f"oracle_{METRIC}", "1.000"),
+    ):
+        lines.append(f"{label:<32} {accuracy:>8} {'':>8} {'':>6} {result[key]:>7.4f}")
+    rows = {**{name: row["by_label"] for name, row in result["routers"].items()}, **result["by_label"]}
+    lines.append("Recall@5 (routing accuracy) by label:")
+    for name, by_label in rows.items():
+        cells = [
+            f"{label} {v[METRIC]:.3f}" + (f" ({v['accuracy']:.2f})" if "accuracy" in v else "")
+            for label, v in by_label.items()
+        ]
+        lines.append(f"  {name:<30} " + ", ".join(cells))
+    return "\n".join(lines)
+
+
+@click.command("tatqa")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/tatqa"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The TAT-QA BEIR folder (corpus_tables.jsonl + corpus_paragraphs.jsonl).",
+)
+@click.option("--split", default="dev", show_default=True)
+@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--backend", default="auto", show_default=True)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("indexes/.cache"),
+    show_default=True,
+)
+@click.option(
+    "--method",
+    type=click.Choice(["dense", "hybrid"]),
+    default="dense",
+    show_default=True,
+    help="Index of each source: dense, or BM25 + dense fused by RRF.",
+)
+@click.option(
+    "--threshold", type=float, default=0.25, show_default=True, help="Route probability to be queried."
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["rrf", "score", "minmax", "zscore"]),
+    default="minmax",
+    show_default=True,
+    help="How the tables and text lists merge when both routes are queried (weighted by route probability).",
+)
+@click.option(
+    "--route-weights",
+    type=click.Choice(["even", "prob"]),
+    default="even",
+    show_default=True,
+    help="Weights of the selected routes' lists in fusion: equal, or the route probabilities.",
+)
+@click.option(
+    "--folds", type=int, default=5, show_default=True, help="Cross-validation folds of the kNN router."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@click.pass_context
+def tatqa_command(
+    ctx: click.Context,
+    root: Path,
+    split: str,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    method: str,
+    threshold: float,
+    fusion: str,
+    route_weights: str,
+    folds: int,
+    as_json: bool,
+) -> None:
+    """Route TAT-QA questions to tables, text or both; compare routers with the merged index and
+    the oracle routes on routing accuracy, Recall@5 and routing latency.
+    """
+    from ragroute.cli import emit_json
+    from ragroute.encode import load_encoder
+
+    try:
+        load_tatqa(root, split)  # fail fast, before loading a model
+        enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+        result = run_tatqa_bench(
+            root,
+            enc,
+            split=split,
+            method=method,
+            threshold=threshold,
+            fusion=fusion,
+            folds=folds,
+            route_weights=route_weights,
+        )
+    except RagrouteError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
+    click.echo(format_report(result))
+    if as_json:
+        emit_json(result)
