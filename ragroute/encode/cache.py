@@ -1,0 +1,193 @@
+"""An on-disk embedding cache, so rebuilding an index never re-encodes unchanged text.
+
+Vectors live in one SQLite file (``embeddings.sqlite``) as raw float32 blobs,
+keyed by the embedding *space* (``model_id``, backend and kind) and the SHA-256
+of the text; nothing is pickled. int8 and fp32 vectors are kept apart because
+they differ slightly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.encode._common import check_texts
+from ragroute.encode.base import Encoder
+from ragroute.errors import RagrouteError
+
+CACHE_FILE = "embeddings.sqlite"
+_CHUNK = 500  # keys per SELECT ... IN (...), well under SQLite's variable limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    space TEXT NOT NULL,
+    key BLOB NOT NULL,
+    dim INTEGER NOT NULL,
+    vec BLOB NOT NULL,
+    PRIMARY KEY (space, key)
+) WITHOUT ROWID
+"""
+
+
+def text_key(text: str) -> bytes:
+    """SHA-256 digest of the UTF-8 text (surrogates kept, so no text is unhashable)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+class EmbeddingCache:
+    """float32 vectors in SQLite, keyed by ``(space, sha256(text))``.
+
+    Safe to share between threads (one connection behind a lock) and between
+    processes (WAL journal, busy timeout). Use :meth:`in_dir` for the standard
+    ``<cache_dir>/embeddings.sqlite`` location.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
+            self._conn.commit()
+        except sqlite3.DatabaseError as exc:
+            raise RagrouteError(f"embedding cache {self.path} is unusable: {exc}") from exc
+
+    @classmethod
+    def in_dir(cls, cache_dir: str | Path) -> EmbeddingCache:
+        """The cache file ``embeddings.sqlite`` inside ``cache_dir``."""
+        return cls(Path(cache_dir).expanduser() / CACHE_FILE)
+
+    def get_many(self, space: str, keys: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
+        """The cached vectors among ``keys`` (entries of another width are ignored)."""
+        found: dict[bytes, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT key, dim, vec FROM embeddings WHERE space = ? AND key IN ({marks})",
+                    (space, *chunk),
+                ).fetchall()
+                for key, row_dim, blob in rows:
+                    if row_dim == dim and len(blob) == 4 * dim:
+                        found[bytes(key)] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, space: str, items: Iterable[tuple[bytes, np.ndarray]]) -> int:
+        """Store ``(key, vector)`` pairs (replacing existing ones); returns how many."""
+        rows = []
+        for key, vec in items:
+            arr = np.ascontiguousarray(vec, dtype=np.float32).reshape(-1)
+            rows.append((space, key, int(arr.shape[0]), arr.tobytes()))
+        if rows:
+            with self._lock, self._conn:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO embeddings (space, key, dim, vec) VALUES (?, ?, ?, ?)", rows
+                )
+        return len(rows)
+
+    def count(self, space: str | None = None) -> int:
+        """Number of cached vectors (in one space, or in all)."""
+        with self._lock:
+            if space is None:
+                return int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+            query = "SELECT COUNT(*) FROM embeddings WHERE space = ?"
+            return int(self._conn.execute(query, (space,)).fetchone()[0])
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def clear(self, space: str | None = None) -> None:
+        """Forget every vector (in one space, or in all)."""
+        with self._lock, self._conn:
+            if space is None:
+                self._conn.execute("DELETE FROM embeddings")
+            else:
+                self._conn.execute("DELETE FROM embeddings WHERE space = ?", (space,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.path)!r})"
+
+
+class CachedEncoder:
+    """Wraps an :class:`~ragroute.encode.base.Encoder`; documents are encoded only when not cached.
+
+    Queries pass straight through (they are rarely repeated, and caching them
+    would grow the file without bound). ``describe()`` is the wrapped
+    encoder's, so an index built through the cache is indistinguishable from
+    one built without it. ``hits`` and ``misses`` count documents.
+    """
+
+    def __init__(self, encoder: Encoder, cache: EmbeddingCache) -> None:
+        self.encoder = encoder
+        self.cache = cache
+        self.model_id = encoder.model_id
+        self.backend = encoder.backend
+        self.dim = encoder.dim
+        self.space = f"{encoder.model_id}|{encoder.backend}|document"
+        self.hits = 0
+        self.misses = 0
+
+    def encode_queries(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode queries with the wrapped encoder (not cached)."""
+        return self.encoder.encode_queries(texts, batch_size=batch_size, show_progress=show_progress)
+
+    def encode_documents(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode documents, reusing cached vectors and storing the new ones."""
+        items = check_texts(texts)
+        keys = [text_key(text) for text in items]
+        cached = self.cache.get_many(self.space, keys, self.dim)
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, items, strict=True):
+            if key not in cached and key not in missing:
+                missing[key] = text
+        fresh: Mapping[bytes, np.ndarray] = {}
+        if missing:
+            vectors = self.encoder.encode_documents(
+                list(missing.values()), batch_size=batch_size, show_progress=show_progress
+            )
+            fresh = dict(zip(missing.keys(), np.asarray(vectors, dtype=np.float32), strict=True))
+            self.cache.put_many(self.space, fresh.items())
+        self.hits += sum(1 for key in keys if key in cached)
+        self.misses += len(missing)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        for row, key in enumerate(keys):
+            out[row] = cached[key] if key in cached else fresh[key]
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """The wrapped encoder's description (the cache does not change the embedding space)."""
+        return self.encoder.describe()
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for attributes not set in __init__ (e.g. max_seq_length).
+        if name == "encoder":
+            raise AttributeError(name)
+        return getattr(self.encoder, name)
+
+    def __repr__(self) -> str:
+        return f"CachedEncoder({self.encoder!r}, {self.cache!r})"

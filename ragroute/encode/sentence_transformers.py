@@ -1,0 +1,115 @@
+"""The ``torch`` backend: a sentence-transformers model run by PyTorch in fp32."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.encode._common import (
+    check_batch_size,
+    check_texts,
+    document_prompt,
+    l2_normalize,
+    query_prompt,
+    want_progress,
+)
+from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, resolve_model, set_offline_env
+from ragroute.errors import ModelNotFoundError
+
+
+def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) -> Any:
+    """Load a local sentence-transformers folder offline; one-line :class:`ModelNotFoundError` on failure."""
+    set_offline_env()
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(f"cannot load encoder from {path}: {first}") from exc
+
+
+def embedding_dimension(model: Any) -> int:
+    """The sentence embedding width of a loaded sentence-transformers model."""
+    for name in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
+        getter = getattr(model, name, None)
+        if getter is not None:
+            dim = getter()
+            if dim:
+                return int(dim)
+    return int(model.encode(["dimension probe"], convert_to_numpy=True).shape[1])
+
+
+class SentenceTransformerEncoder:
+    """Encoder backend ``"torch"``: sentence-transformers in fp32, L2-normalised float32 output.
+
+    sentence-transformers already sorts each call's texts by length before
+    batching (and restores the order), so padding waste is small.
+    """
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        model: ResolvedModel | str | os.PathLike[str] = DEFAULT_ENCODER,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+        self.model_id = self.resolved.model_id
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        self.model = load_sentence_transformer(self.resolved.path, device=device)
+        self.dim = embedding_dimension(self.model)
+        self.max_seq_length = int(self.model.max_seq_length or 0)
+        prompts = dict(getattr(self.model, "prompts", None) or {})
+        self._query_prompt = query_prompt(prompts)
+        self._document_prompt = document_prompt(prompts)
+
+    def _encode(
+        self, texts: Sequence[str], prompt: str, batch_size: int, show_progress: bool | None
+    ) -> np.ndarray:
+        items = check_texts(texts)
+        check_batch_size(batch_size)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.model.encode(
+            items,
+            prompt=prompt or None,
+            batch_size=batch_size,
+            show_progress_bar=want_progress(show_progress, len(items)),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return l2_normalize(out)
+
+    def encode_queries(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode queries (with the model's ``query`` prompt, if it has one)."""
+        return self._encode(texts, self._query_prompt, batch_size, show_progress)
+
+    def encode_documents(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode documents (with the model's ``document`` prompt, if it has one)."""
+        return self._encode(texts, self._document_prompt, batch_size, show_progress)
+
+    def describe(self) -> dict[str, Any]:
+        """What an index manifest records about this encoder."""
+        return {
+            "model_id": self.model_id,
+            "backend": self.backend,
+            "dim": self.dim,
+            "max_seq_length": self.max_seq_length,
+        }
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEncoder(model_id={self.model_id!r}, dim={self.dim})"

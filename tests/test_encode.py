@@ -1,0 +1,409 @@
+"""Tests for ragroute.encode: backends, resolution, the embedding cache and the encode benchmark.
+
+Offline and deterministic: they use the bundled all-MiniLM-L6-v2 and a tiny
+BERT built on the fly. The ONNX export happens once per session into a
+temporary cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from ragroute.encode import (  # noqa: E402
+    DEFAULT_ENCODER,
+    CachedEncoder,
+    EmbeddingCache,
+    Encoder,
+    OnnxEncoder,
+    SentenceTransformerEncoder,
+    load_encoder,
+    resolve_model,
+)
+from ragroute.encode._common import want_progress  # noqa: E402
+from ragroute.encode.onnx import META_FILE, pool, read_layout  # noqa: E402
+from ragroute.encode.resolve import BUNDLED_MODEL_ID, model_slug  # noqa: E402
+from ragroute.errors import ModelNotFoundError, RagrouteError  # noqa: E402
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Correlation between maternal and fetal plasma levels of glucose and free fatty acids.",
+    "What similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft?",
+    "hi",
+    "",
+    "Émile Zola wrote « J'accuse » in 1898 — über naïve café, 東京.",
+    "SELECT * FROM users WHERE id = 42;",
+    "electron microscopy of lung or bronchi. " * 60,
+    "Retrieval-augmented generation decides when to look things up.",
+    "1 2 3 4 5 6 7 8 9 10",
+]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ragroute-cache")
+
+
+@pytest.fixture(scope="module")
+def torch_encoder() -> SentenceTransformerEncoder:
+    return SentenceTransformerEncoder(DEFAULT_ENCODER)
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder(cache_root: Path) -> OnnxEncoder:
+    return OnnxEncoder.from_model(DEFAULT_ENCODER, cache_root)
+
+
+@pytest.fixture(scope="module")
+def int8_encoder(cache_root: Path, onnx_encoder: OnnxEncoder) -> OnnxEncoder:
+    return OnnxEncoder.from_model(DEFAULT_ENCODER, cache_root, int8=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT sentence-transformer saved to a folder (random weights, fixed seed)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import models as st_models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    bundled = resolve_model(DEFAULT_ENCODER).path
+    root = tmp_path_factory.mktemp("tiny")
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled), local_files_only=True)  # vocab.txt of MiniLM
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(root / "hf")
+    tokenizer.save_pretrained(root / "hf")
+    transformer = st_models.Transformer(str(root / "hf"), max_seq_length=64)
+    pooling = st_models.Pooling(32, "mean")
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(root / "st"))
+    return root / "st"
+
+
+class CountingEncoder:
+    """A fake encoder that records every text it is asked to encode."""
+
+    model_id = "fake/model"
+    backend = "fake"
+    dim = 4
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def _vec(self, text: str) -> np.ndarray:
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
+        v = rng.standard_normal(self.dim).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def encode_queries(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        self.calls.append(list(texts))
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def encode_documents(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        return self.encode_queries(texts, batch_size=batch_size, show_progress=show_progress)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1)
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def test_bundled_aliases_resolve_to_one_canonical_id() -> None:
+    short = resolve_model("all-MiniLM-L6-v2")
+    long = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    by_path = resolve_model(str(short.path))
+    assert short.model_id == long.model_id == by_path.model_id == BUNDLED_MODEL_ID
+    assert short.path == long.path and (short.path / "modules.json").is_file()
+
+
+def test_missing_local_path_is_model_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="not found") as info:
+        load_encoder(str(tmp_path / "no-such-model"), backend="torch", use_cache=False)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_hub_name_is_model_not_found_offline() -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model("foo-org-that-does-not-exist/bar-model")
+    assert str(info.value) == (
+        "encoder 'foo-org-that-does-not-exist/bar-model' not found: "
+        "not a local folder and not in the offline model cache"
+    )
+
+
+def test_folder_without_model_files_is_model_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="no modules.json or config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_unknown_backend_is_rejected() -> None:
+    with pytest.raises(RagrouteError, match="unknown encoder backend 'tensorflow'"):
+        load_encoder(backend="tensorflow")
+
+
+def test_model_slug_is_safe_and_distinct() -> None:
+    a, b = model_slug("sentence-transformers/all-MiniLM-L6-v2"), model_slug("/tmp/x/all-MiniLM-L6-v2")
+    assert a != b and "/" not in a and "/" not in b
+    assert a.startswith("sentence-transformers--all-MiniLM-L6-v2-")
+
+
+def test_import_is_lazy() -> None:
+    code = "import sys, ragroute.encode; print(any(m in sys.modules for m in ('torch', 'onnxruntime')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_want_progress() -> None:
+    assert not want_progress(None, 10) and want_progress(None, 5000)
+    assert want_progress(True, 1) and not want_progress(False, 10**6)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def test_torch_output_shape_dtype_and_norm(torch_encoder: SentenceTransformerEncoder) -> None:
+    vecs = torch_encoder.encode_documents(SENTENCES)
+    assert isinstance(torch_encoder, Encoder)
+    assert vecs.shape == (len(SENTENCES), 384) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert torch_encoder.encode_queries([]).shape == (0, 384)
+    assert torch_encoder.describe() == {
+        "model_id": BUNDLED_MODEL_ID,
+        "backend": "torch",
+        "dim": 384,
+        "max_seq_length": 256,
+    }
+
+
+def test_rejects_a_bare_string(torch_encoder: SentenceTransformerEncoder, onnx_encoder: OnnxEncoder) -> None:
+    for enc in (torch_encoder, onnx_encoder):
+        with pytest.raises(TypeError):
+            enc.encode_documents("not a list")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("which", ["torch", "onnx"])
+def test_batch_order_invariance(
+    which: str, torch_encoder: SentenceTransformerEncoder, onnx_encoder: Any
+) -> None:
+    enc = torch_encoder if which == "torch" else onnx_encoder
+    forward = enc.encode_documents(SENTENCES, batch_size=3)
+    backward = enc.encode_documents(SENTENCES[::-1], batch_size=4)[::-1]
+    single = np.concatenate([enc.encode_documents([s]) for s in SENTENCES])
+    np.testing.assert_allclose(forward, backward, atol=1e-5)
+    np.testing.assert_allclose(forward, single, atol=1e-5)
+
+
+def test_onnx_fp32_matches_torch(
+    torch_encoder: SentenceTransformerEncoder, onnx_encoder: OnnxEncoder
+) -> None:
+    assert isinstance(onnx_encoder, Encoder)
+    ref = torch_encoder.encode_documents(SENTENCES)
+    got = onnx_encoder.encode_documents(SENTENCES)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert _cosines(ref, got).min() >= 0.999
+    assert (
+        _cosines(torch_encoder.encode_queries(SENTENCES), onnx_encoder.encode_queries(SENTENCES)).min()
+        >= 0.999
+    )
+    assert onnx_encoder.model_id == torch_encoder.model_id
+    assert onnx_encoder.describe() == {**torch_encoder.describe(), "backend": "onnx"}
+
+
+def test_onnx_export_layout_and_reuse(cache_root: Path, onnx_encoder: OnnxEncoder) -> None:
+    folder = onnx_encoder.model_dir
+    assert folder.parent == cache_root and folder.name == model_slug(BUNDLED_MODEL_ID)
+    for name in ("model.onnx", "tokenizer.json", META_FILE):
+        assert (folder / name).is_file()
+    meta = json.loads((folder / META_FILE).read_text())
+    assert meta["pooling"] == ["mean"] and meta["normalize"] is True and meta["max_seq_length"] == 256
+    assert not [p for p in cache_root.iterdir() if p.name.startswith(".")]  # no temp folders left
+    before = (folder / "model.onnx").stat().st_mtime_ns
+    again = OnnxEncoder.from_model(DEFAULT_ENCODER, cache_root)
+    assert (folder / "model.onnx").stat().st_mtime_ns == before and again.model_dir == folder
+
+
+def test_onnx_int8_runs_and_is_close(
+    torch_encoder: SentenceTransformerEncoder, int8_encoder: OnnxEncoder
+) -> None:
+    got = int8_encoder.encode_documents(SENTENCES)
+    assert got.shape == (len(SENTENCES), 384) and got.dtype == np.float32
+    assert _cosines(torch_encoder.encode_documents(SENTENCES), got).min() >= 0.95
+    assert int8_encoder.backend == "onnx-int8" and int8_encoder.model_id == BUNDLED_MODEL_ID
+    assert (int8_encoder.model_dir / "model.int8.onnx").is_file()
+    assert int8_encoder.quantization["min_cosine_vs_fp32"] >= 0.95
+
+
+def test_pooling_modes_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]])
+    np.testing.assert_allclose(pool(hidden, mask, ["cls"]), hidden[:, 0])
+    np.testing.assert_allclose(pool(hidden, mask, ["mean"])[1], hidden[1, :2].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(pool(hidden, mask, ["max"])[0], hidden[0, :3].max(axis=0))
+    np.testing.assert_allclose(pool(hidden, mask, ["lasttoken"])[1], hidden[1, 1])
+    assert pool(hidden, mask, ["cls", "mean"]).shape == (2, 6)
+
+
+def test_unsupported_module_is_refused_by_onnx(tmp_path: Path) -> None:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(RagrouteError, match="cannot run module Dense"):
+        read_layout(tmp_path)
+
+
+def test_any_sentence_transformer_by_path(tiny_model: Path, tmp_path: Path) -> None:
+    torch_enc = load_encoder(str(tiny_model), backend="torch", use_cache=False)
+    onnx_enc = load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
+    assert torch_enc.model_id == onnx_enc.model_id == str(tiny_model.resolve())
+    assert torch_enc.dim == onnx_enc.dim == 32
+    ref, got = torch_enc.encode_documents(SENTENCES), onnx_enc.encode_documents(SENTENCES)
+    assert got.shape == (len(SENTENCES), 32)
+    assert _cosines(ref, got).min() >= 0.999
+    assert onnx_enc.describe()["max_seq_length"] == 64
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_cache_hits_avoid_reencoding(tmp_path: Path) -> None:
+    fake = CountingEncoder()
+    enc = CachedEncoder(fake, EmbeddingCache.in_dir(tmp_path))
+    assert isinstance(enc, Encoder) and enc.describe() == fake.describe()
+    first = enc.encode_documents(["a", "b", "a", "c"])
+    assert fake.calls == [["a", "b", "c"]]  # duplicates encoded once
+    np.testing.assert_array_equal(first[0], first[2])
+    again = enc.encode_documents(["c", "b", "a"])
+    assert len(fake.calls) == 1
+    np.testing.assert_array_equal(again, first[[3, 1, 0]])
+    enc.encode_documents(["a", "d"])
+    assert fake.calls[-1] == ["d"]
+    assert enc.encode_documents([]).shape == (0, 4)
+    enc.encode_queries(["a"])  # queries pass through uncached
+    assert fake.calls[-1] == ["a"]
+    assert (enc.hits, enc.misses) == (4, 4)
+
+
+def test_cache_survives_reopen(tmp_path: Path) -> None:
+    fake = CountingEncoder()
+    with EmbeddingCache.in_dir(tmp_path) as cache:
+        vecs = CachedEncoder(fake, cache).encode_documents(["x", "y"])
+    assert (tmp_path / "embeddings.sqlite").is_file()
+    fake2 = CountingEncoder()
+    with EmbeddingCache.in_dir(tmp_path) as cache:
+        assert len(cache) == 2
+        np.testing.assert_array_equal(CachedEncoder(fake2, cache).encode_documents(["y", "x"]), vecs[::-1])
+    assert fake2.calls == []
+
+
+def test_cache_keeps_spaces_apart(tmp_path: Path) -> None:
+    cache = EmbeddingCache.in_dir(tmp_path)
+    fake = CountingEncoder()
+    CachedEncoder(fake, cache).encode_documents(["x"])
+    other = CountingEncoder()
+    other.backend = "other"
+    CachedEncoder(other, cache).encode_documents(["x"])
+    assert other.calls == [["x"]]
+    assert cache.get_many("fake/model|fake|document", [b"nope"], 4) == {}
+
+
+def test_load_encoder_wraps_in_cache(cache_root: Path, onnx_encoder: OnnxEncoder) -> None:
+    enc = load_encoder(backend="onnx", cache_dir=cache_root)
+    assert isinstance(enc, CachedEncoder) and enc.backend == "onnx"
+    first = enc.encode_documents(SENTENCES[:3])
+    enc.encode_documents(SENTENCES[:3])
+    assert enc.misses == 3 and enc.hits == 3
+    np.testing.assert_allclose(first, onnx_encoder.encode_documents(SENTENCES[:3]), atol=1e-6)
+    assert (cache_root / "embeddings.sqlite").is_file()
+
+
+def test_auto_backend_loads(cache_root: Path, int8_encoder: OnnxEncoder) -> None:
+    from ragroute.encode.resolve import AUTO_BACKEND
+
+    enc = load_encoder(cache_dir=cache_root, use_cache=False)
+    assert enc.backend == AUTO_BACKEND and enc.model_id == BUNDLED_MODEL_ID
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def _write_beir(root: Path) -> Path:
+    docs = [
+        ("d1", "Glucose", "maternal and fetal glucose levels in plasma"),
+        ("d2", "Wings", "supersonic flow over swept wings in a wind tunnel"),
+        ("d3", "Lungs", "electron microscopy of the lung and bronchi"),
+        ("d4", "", "the crystalline lens of the eye in vertebrates"),
+    ]
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs)
+    )
+    queries = [("q1", "fetal glucose"), ("q2", "wind tunnel wings"), ("q3", "lens of the eye")]
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries))
+    (root / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td4\t2\n")
+    return root
+
+
+def test_encode_bench_on_tiny_collection(tiny_model: Path, tmp_path: Path) -> None:
+    from ragroute.eval.bench_encode import run_encode_bench
+
+    data = _write_beir(tmp_path / "toy")
+    result = run_encode_bench(
+        [data, tmp_path / "missing"], None, backends=["onnx"], model=str(tiny_model), cache_dir=tmp_path / "c"
+    )
+    assert result["skipped"] and "missing" in result["skipped"][0]
+    assert set(result["backends"]) == {"torch", "onnx"}
+    onnx = result["backends"]["onnx"]
+    for key in ("speedup", "min_cosine", "ndcg@10", "passages_per_s", "ndcg@10/toy"):
+        assert key in onnx
+    assert onnx["min_cosine"] >= 0.999
+    assert result["backends"]["torch"]["speedup"] == 1.0
+    assert abs(onnx["ndcg@10"] - result["backends"]["torch"]["ndcg@10"]) < 1e-6
+
+
+def test_encode_command_help_and_missing_data(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ragroute.eval.bench_encode import encode_command
+
+    runner = CliRunner()
+    help_out = runner.invoke(encode_command, ["--help"])
+    assert help_out.exit_code == 0 and "--data BEIR_DIR" in help_out.output and "nDCG@10" in help_out.output
+    missing = runner.invoke(encode_command, ["--data", str(tmp_path / "nope"), "--json"])
+    assert missing.exit_code != 0
+    assert "no such data folder" in missing.output
