@@ -102,7 +102,7 @@ class PrototypeRouter(BaseRouter):
                     if src == s:
                         sims[row, bank_row] = -np.inf
             top_n = min(cfg.bank_top_n, sims.shape[1])
-            top = -np.sort(-sims, axis=1)[:, :top_n]
+            top = np.partition(sims, sims.shape[1] - top_n, axis=1)[:, -top_n:]
             top = np.where(np.isfinite(top), top, 0.0)
             total[:, s] += cfg.bank_weight * top.mean(axis=1)
         return total
