@@ -94,7 +94,7 @@ class PrototypeRouter(BaseRouter):
         total = cfg.centroid_weight * (q @ self._centroids.T)
         total += cfg.description_weight * (q @ self._descriptions.T) * self._has_description
         for s, bank in enumerate(self._banks):
-            if len(bank) == 0:
+            if len(bank) == 0 or cfg.bank_weight == 0:
                 continue
             sims = q @ bank.T
             if exclude is not None:
