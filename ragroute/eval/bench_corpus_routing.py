@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from ragroute.eval.metrics import evaluate_run
+from ragroute.eval.options import bench_encoder_options
 from ragroute.index.dense import DenseIndex
 from ragroute.index.fusion import fuse
 from ragroute.route.base import Router, select_routes
@@ -399,14 +400,7 @@ def format_report(result: dict[str, Any]) -> str:
     default=None,
     help="Split to fit learned routers on; equal to --split means k-fold cross-validation.",
 )
-@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
-@click.option("--backend", default="auto", show_default=True)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("indexes/.cache"),
-    show_default=True,
-)
+@bench_encoder_options
 @click.option(
     "--threshold", type=float, default=0.25, show_default=True, help="Route probability to be queried."
 )

@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from ragroute.eval.metrics import evaluate_run
+from ragroute.eval.options import bench_encoder_options
 from ragroute.index.dense import FACTORIES, DenseIndex, DenseParams
 
 
@@ -114,15 +115,7 @@ def format_dense_report(result: dict[str, Any]) -> str:
     required=True,
     help="BEIR folder(s) to measure on (repeatable), e.g. ../shared/data/glasgow/npl.",
 )
-@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
-@click.option("--backend", default="auto", show_default=True)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("indexes/.cache"),
-    show_default=True,
-    help="Embedding cache, so repeated runs do not re-encode.",
-)
+@bench_encoder_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 def dense_command(
     data_dirs: tuple[Path, ...], encoder: str, backend: str, cache_dir: Path, as_json: bool

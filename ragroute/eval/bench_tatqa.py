@@ -50,6 +50,7 @@ from ragroute.eval.bench_corpus_routing import (
     router_decider,
 )
 from ragroute.eval.metrics import evaluate_run
+from ragroute.eval.options import bench_encoder_options
 from ragroute.index.dense import DenseIndex
 from ragroute.index.fusion import fuse
 from ragroute.route.base import BaseRouter, Router, decision_from_probs, select_routes, softmax
@@ -476,14 +477,7 @@ def format_report(result: dict[str, Any]) -> str:
     help="The TAT-QA BEIR folder (corpus_tables.jsonl + corpus_paragraphs.jsonl).",
 )
 @click.option("--split", default="dev", show_default=True)
-@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
-@click.option("--backend", default="auto", show_default=True)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("indexes/.cache"),
-    show_default=True,
-)
+@bench_encoder_options
 @click.option(
     "--method",
     type=click.Choice(["dense", "hybrid"]),
