@@ -25,7 +25,10 @@ def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) ->
     """Load a local sentence-transformers folder offline; one-line :class:`ModelNotFoundError` on failure."""
     set_offline_env()
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    # The weight-loading bar is noise on every CLI call; ragroute shows its own bars for long work.
+    transformers_logging.disable_progress_bar()
     try:
         return SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
