@@ -212,11 +212,11 @@ def test_rejects_a_bare_string(torch_encoder: SentenceTransformerEncoder, onnx_e
             enc.encode_documents("not a list")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("which", ["torch", "onnx"])
+@pytest.mark.parametrize("which", ["torch", "onnx", "onnx-int8"])
 def test_batch_order_invariance(
-    which: str, torch_encoder: SentenceTransformerEncoder, onnx_encoder: Any
+    which: str, torch_encoder: SentenceTransformerEncoder, onnx_encoder: Any, int8_encoder: Any
 ) -> None:
-    enc = torch_encoder if which == "torch" else onnx_encoder
+    enc = {"torch": torch_encoder, "onnx": onnx_encoder, "onnx-int8": int8_encoder}[which]
     forward = enc.encode_documents(SENTENCES, batch_size=3)
     backward = enc.encode_documents(SENTENCES[::-1], batch_size=4)[::-1]
     single = np.concatenate([enc.encode_documents([s]) for s in SENTENCES])
@@ -339,7 +339,12 @@ def test_cache_keeps_spaces_apart(tmp_path: Path) -> None:
     other.backend = "other"
     CachedEncoder(other, cache).encode_documents(["x"])
     assert other.calls == [["x"]]
-    assert cache.get_many("fake/model|fake|document", [b"nope"], 4) == {}
+    retrained = CountingEncoder()
+    retrained.cache_variant = "new-weights"  # type: ignore[attr-defined]
+    CachedEncoder(retrained, cache).encode_documents(["x"])
+    assert retrained.calls == [["x"]]
+    assert cache.get_many("fake/model|fake||document", [b"nope"], 4) == {}
+    assert cache.count("fake/model|fake||document") == 1 and len(cache) == 3
 
 
 def test_load_encoder_wraps_in_cache(cache_root: Path, onnx_encoder: OnnxEncoder) -> None:
@@ -393,6 +398,7 @@ def test_encode_bench_on_tiny_collection(tiny_model: Path, tmp_path: Path) -> No
         assert key in onnx
     assert onnx["min_cosine"] >= 0.999
     assert result["backends"]["torch"]["speedup"] == 1.0
+    assert result["backends"]["torch"]["quality_holds"] and result["recommended"] in ("torch", "onnx")
     assert abs(onnx["ndcg@10"] - result["backends"]["torch"]["ndcg@10"]) < 1e-6
 
 

@@ -1,9 +1,9 @@
 """An on-disk embedding cache, so rebuilding an index never re-encodes unchanged text.
 
 Vectors live in one SQLite file (``embeddings.sqlite``) as raw float32 blobs,
-keyed by the embedding *space* (``model_id``, backend and kind) and the SHA-256
-of the text; nothing is pickled. int8 and fp32 vectors are kept apart because
-they differ slightly.
+keyed by the embedding *space* (``model_id``, backend, the encoder's
+``cache_variant`` and kind) and the SHA-256 of the text; nothing is pickled.
+int8 and fp32 vectors are kept apart because they differ slightly.
 """
 
 from __future__ import annotations
@@ -144,7 +144,11 @@ class CachedEncoder:
         self.model_id = encoder.model_id
         self.backend = encoder.backend
         self.dim = encoder.dim
-        self.space = f"{encoder.model_id}|{encoder.backend}|document"
+        # The space also names the exact weights (``cache_variant``: a fingerprint of the model
+        # files, plus the quantisation recipe for int8), so retrained or re-quantised weights
+        # under the same model_id never get stale vectors.
+        variant = str(getattr(encoder, "cache_variant", "") or "")
+        self.space = f"{encoder.model_id}|{encoder.backend}|{variant}|document"
         self.hits = 0
         self.misses = 0
 

@@ -65,6 +65,7 @@ class SentenceTransformerEncoder:
     ) -> None:
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
         self.model_id = self.resolved.model_id
+        self.cache_variant = self.resolved.fingerprint()
         if threads:
             import torch
 

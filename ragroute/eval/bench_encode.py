@@ -11,9 +11,14 @@ For each backend (torch fp32 is the baseline) and each BEIR collection given:
   from ``qrels/dev.tsv``, scored by :func:`ragroute.eval.metrics.evaluate_run`;
 * ``top10_overlap``: mean fraction of each query's top 10 shared with torch fp32.
 
-A backend "holds" when it is at least :data:`GOAL_SPEEDUP` times torch fp32 and
-its nDCG@10 is no more than :data:`GOAL_NDCG_DROP` below torch on every
-collection. Run ``ragroute bench encode --help``.
+A backend's quality "holds" (``quality_holds``) when its nDCG@10 is no more than
+:data:`GOAL_NDCG_DROP` below torch fp32 on every collection (a gain is fine), and
+it "meets the goal" (``meets_goal``) when it is also at least
+:data:`GOAL_SPEEDUP` times as fast. ``recommended`` is the fastest backend whose
+quality holds: what ``backend="auto"`` should be. Mind the noise: with 15
+judged queries (med) one query moving a relevant document across rank 10 shifts
+nDCG@10 by ~0.005, so per-collection deltas below ~0.01 are within noise.
+Run ``ragroute bench encode --help``.
 """
 
 from __future__ import annotations
@@ -285,11 +290,11 @@ def run_encode_bench(
             p.pop("top")
             p[f"{METRIC}_delta"] = round(p[METRIC] - base["per_collection"][coll_name][METRIC], 4)
             drops.append(-p[f"{METRIC}_delta"])
-        entry["max_ndcg_drop"] = round(max(drops), 4)
-        entry["holds"] = bool(entry["speedup"] >= GOAL_SPEEDUP and max(drops) <= GOAL_NDCG_DROP)
-    holding = [n for n in order if result["backends"][n]["holds"]]
-    fastest = max(holding, key=lambda n: result["backends"][n]["passages_per_s"]) if holding else None
-    result["fastest_holding"] = fastest
+        entry["max_ndcg_drop"] = round(max(drops), 4) + 0.0  # + 0.0 turns -0.0 into 0.0
+        entry["quality_holds"] = bool(max(drops) <= GOAL_NDCG_DROP)
+        entry["meets_goal"] = bool(entry["quality_holds"] and entry["speedup"] >= GOAL_SPEEDUP)
+    holding = [n for n in order if result["backends"][n]["quality_holds"]]
+    result["recommended"] = max(holding, key=lambda n: result["backends"][n]["passages_per_s"])
     result["auto_backend"] = AUTO_BACKEND
     result["load_avg_end"] = round(os.getloadavg()[0], 2)
     return result
@@ -299,7 +304,7 @@ def format_table(result: dict[str, Any]) -> str:
     """A human-readable table of :func:`run_encode_bench`'s result, ratios side by side."""
     names = list(result["collections"])
     head = ["backend", "passages/s", "speedup", "min cos", "mean cos", "top10 ovl"]
-    head += [f"{METRIC} {n} (Δ)" for n in names] + ["holds"]
+    head += [f"{METRIC} {n} (Δ)" for n in names] + ["quality", "goal"]
     rows = []
     for backend, e in result["backends"].items():
         row = [
@@ -313,7 +318,8 @@ def format_table(result: dict[str, Any]) -> str:
         for n in names:
             p = e["per_collection"][n]
             row.append(f"{p[METRIC]:.4f} ({p[f'{METRIC}_delta']:+.4f})")
-        row.append("yes" if e["holds"] else "no")
+        row.append("holds" if e["quality_holds"] else "drops")
+        row.append("met" if e["meets_goal"] else "-")
         rows.append(row)
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
@@ -329,7 +335,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(
         f"goal: >= {GOAL_SPEEDUP:g}x torch passages/s and nDCG@10 drop <= {GOAL_NDCG_DROP} "
         "on every collection; "
-        f"fastest holding: {result['fastest_holding'] or 'none'}; auto = {result['auto_backend']}"
+        f"recommended (fastest whose quality holds): {result['recommended']}; "
+        f"auto = {result['auto_backend']}"
     )
     return "\n".join(lines)
 
@@ -391,11 +398,13 @@ def encode_command(
 ) -> None:
     """Compare encoder backends: passages/s, speedup over torch fp32, cosine to torch, nDCG@10.
 
-    Each backend encodes every document of every --data collection (title + " " +
-    text); nDCG@10 comes from exact inner-product search over the full corpus.
-    A backend "holds" at >= 2x torch passages/s with nDCG@10 at most 0.005 below
-    torch on every collection. Progress goes to stderr; with --json the last
-    stdout line is the result.
+    Each backend (torch fp32 is the baseline) encodes every document of every
+    --data collection (title + " " + text), slice by slice, taking turns so
+    background load hits all alike; nDCG@10 comes from exact inner-product
+    search over the full corpus. A backend's quality holds when its nDCG@10 is
+    at most 0.005 below torch on every collection; it meets the goal when it
+    is also >= 2x torch passages/s. Progress goes to stderr; with --json the
+    last stdout line is the result as one JSON object.
     """
     if not data_dirs:
         raise click.UsageError("give at least one --data BEIR_DIR")
