@@ -50,3 +50,44 @@ def document_prompt(prompts: dict[str, str]) -> str:
 def query_prompt(prompts: dict[str, str]) -> str:
     """The query prompt sentence-transformers' ``encode_query`` would use."""
     return prompts.get("query") or ""
+
+
+class PromptedEncoder:
+    """Shared surface of the text backends: query/document prompts, then ``_encode``.
+
+    Subclasses set ``model_id``, ``backend``, ``dim``, ``max_seq_length``,
+    ``_query_prompt`` and ``_document_prompt`` and implement ``_encode``.
+    """
+
+    model_id: str
+    backend: str
+    dim: int
+    max_seq_length: int
+    _query_prompt: str = ""
+    _document_prompt: str = ""
+
+    def _encode(
+        self, texts: Sequence[str], prompt: str, batch_size: int, show_progress: bool | None
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_queries(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode queries (with the model's ``query`` prompt, if it has one)."""
+        return self._encode(texts, self._query_prompt, batch_size, show_progress)
+
+    def encode_documents(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode documents (with the model's ``document`` prompt, if it has one)."""
+        return self._encode(texts, self._document_prompt, batch_size, show_progress)
+
+    def describe(self) -> dict[str, object]:
+        """What an index manifest records about this encoder."""
+        return {
+            "model_id": self.model_id,
+            "backend": self.backend,
+            "dim": self.dim,
+            "max_seq_length": self.max_seq_length,
+        }

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.encode._common import (
+    PromptedEncoder,
     check_batch_size,
     check_texts,
     document_prompt,
@@ -600,7 +601,7 @@ def ensure_int8(model_dir: Path) -> tuple[Path, dict[str, Any]]:
 # --------------------------------------------------------------------------- encoder
 
 
-class OnnxEncoder:
+class OnnxEncoder(PromptedEncoder):
     """Encoder backends ``"onnx"`` (fp32) and ``"onnx-int8"``: onnxruntime on CPU.
 
     Build one with :meth:`from_model` (exports on first use); the constructor
@@ -679,27 +680,6 @@ class OnnxEncoder:
         if prompt:
             items = [prompt + text for text in items]
         return self._runner.encode(items, batch_size, want_progress(show_progress, len(items)), self.dim)
-
-    def encode_queries(
-        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
-    ) -> np.ndarray:
-        """Encode queries (with the model's ``query`` prompt, if it has one)."""
-        return self._encode(texts, self._query_prompt, batch_size, show_progress)
-
-    def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
-    ) -> np.ndarray:
-        """Encode documents, longest first in batches of similar length (order restored)."""
-        return self._encode(texts, self._document_prompt, batch_size, show_progress)
-
-    def describe(self) -> dict[str, Any]:
-        """What an index manifest records about this encoder."""
-        return {
-            "model_id": self.model_id,
-            "backend": self.backend,
-            "dim": self.dim,
-            "max_seq_length": self.max_seq_length,
-        }
 
     def __repr__(self) -> str:
         return f"OnnxEncoder(model_id={self.model_id!r}, backend={self.backend!r}, dim={self.dim})"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.encode._common import (
+    PromptedEncoder,
     check_batch_size,
     check_texts,
     document_prompt,
@@ -47,7 +48,7 @@ def embedding_dimension(model: Any) -> int:
     return int(model.encode(["dimension probe"], convert_to_numpy=True).shape[1])
 
 
-class SentenceTransformerEncoder:
+class SentenceTransformerEncoder(PromptedEncoder):
     """Encoder backend ``"torch"``: sentence-transformers in fp32, L2-normalised float32 output.
 
     sentence-transformers already sorts each call's texts by length before
@@ -93,27 +94,6 @@ class SentenceTransformerEncoder:
             normalize_embeddings=True,
         )
         return l2_normalize(out)
-
-    def encode_queries(
-        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
-    ) -> np.ndarray:
-        """Encode queries (with the model's ``query`` prompt, if it has one)."""
-        return self._encode(texts, self._query_prompt, batch_size, show_progress)
-
-    def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
-    ) -> np.ndarray:
-        """Encode documents (with the model's ``document`` prompt, if it has one)."""
-        return self._encode(texts, self._document_prompt, batch_size, show_progress)
-
-    def describe(self) -> dict[str, Any]:
-        """What an index manifest records about this encoder."""
-        return {
-            "model_id": self.model_id,
-            "backend": self.backend,
-            "dim": self.dim,
-            "max_seq_length": self.max_seq_length,
-        }
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder(model_id={self.model_id!r}, dim={self.dim})"
