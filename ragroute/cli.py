@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from ragroute.errors import RagrouteError
 
@@ -45,12 +44,12 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     path = value or os.environ.get("RAGROUTE_CONFIG")
     if not path:
         return value
+    from ragroute.yaml_files import read_yaml
+
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise click.BadParameter(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = read_yaml(path, "config") or {}
+    except RagrouteError as exc:
+        raise click.BadParameter(str(exc)) from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"config {path} must map command names to option defaults")
     ctx.default_map = {**(ctx.default_map or {}), **data}

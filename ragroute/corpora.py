@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ragroute.errors import RagrouteError
+from ragroute.yaml_files import read_yaml
 
 MODALITIES = ("text", "table", "image")
 GRANULARITIES = ("document", "section", "paragraph")
@@ -42,12 +41,7 @@ class CorpusSpec:
 def load_corpus_specs(path: str | Path) -> list[CorpusSpec]:
     """Read a corpus definitions file; paths in it are relative to the file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RagrouteError(f"cannot read corpus definitions {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RagrouteError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(path, "corpus definitions")
     entries = data.get("corpora") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise RagrouteError(f"{path}: expected a top-level 'corpora:' mapping of names to definitions")

@@ -122,3 +122,13 @@ def test_bad_routing_config_is_one_line(tmp_path):
     config.write_text("router: {kind: prototype}\n")
     result = CliRunner().invoke(main, ["route", str(config), "hello"])
     assert result.exit_code == 2 and result.output.startswith("error:") and "sources" in result.output
+
+
+def test_invalid_yaml_and_missing_config_are_one_line(tmp_path):
+    config = tmp_path / "routing.yaml"
+    config.write_text("sources: [unclosed\n")
+    result = CliRunner().invoke(main, ["route", str(config), "hello"])
+    assert result.exit_code == 2 and "routing config" in result.output and "not valid YAML" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, ["route", str(tmp_path / "nope.yaml"), "hello"])
+    assert result.exit_code == 2 and result.output.startswith("error: cannot read routing config")

@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ragroute.errors import RagrouteError
 from ragroute.route.base import Router
 from ragroute.route.retriever import RoutedRetriever, RoutingOptions
 from ragroute.route.sources import Source, SourceProblem
+from ragroute.yaml_files import read_yaml
 
 ROUTER_KINDS = ("prototype", "confidence", "knn", "trained", "ensemble")
 _SOURCE_KEYS = {"index", "description", "modality", "granularity"}
@@ -67,12 +66,7 @@ class RoutingConfig:
     @classmethod
     def read(cls, path: str | Path) -> RoutingConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise RagrouteError(f"cannot read routing config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise RagrouteError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        data = read_yaml(path, "routing config")
         if isinstance(data, dict) and "corpora" in data and "sources" not in data:
             data["sources"] = _sources_from_corpora(path, data)
         if not isinstance(data, dict) or not isinstance(data.get("sources"), dict) or not data["sources"]:
