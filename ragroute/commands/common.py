@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -100,13 +99,3 @@ def format_hit(hit: Hit, width: int = 100) -> str:
     source = f"[{hit.source}] " if hit.source else ""
     title = f"  {hit.title}" if hit.title else ""
     return f"{hit.rank:>3}. {hit.score:8.4f}  {source}{hit.doc_id}{title}\n       {snippet}"
-
-
-def progress_enabled() -> bool | None:
-    """None lets each component decide (bars on long jobs when stderr is a terminal)."""
-    return None
-
-
-@functools.lru_cache(maxsize=1)
-def package_root() -> Path:
-    return Path(__file__).resolve().parents[2]

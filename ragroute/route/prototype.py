@@ -57,6 +57,7 @@ class PrototypeRouter(BaseRouter):
         self.sources = list(sources)
         self.labels = [s.name for s in self.sources] + ([NONE_ROUTE] if self.config.none_threshold else [])
         self._banks: list[np.ndarray] = []
+        self._bank_positions: list[np.ndarray] = []  # which documents each bank row came from
         self._centroids = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
         self._descriptions = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
         self._has_description = np.zeros(len(self.sources), dtype=bool)
@@ -73,12 +74,14 @@ class PrototypeRouter(BaseRouter):
                 )
             if docs:
                 picks = sample_positions(len(docs), cfg.max_docs, cfg.seed)
+                self._bank_positions.append(picks)
                 bank = self.encoder.encode_documents([docs[int(p)].full_text() for p in picks])
                 self._banks.append(np.asarray(bank, dtype=np.float32))
                 centroid = bank.mean(axis=0)
                 self._centroids[i] = centroid / max(np.linalg.norm(centroid), 1e-12)
             else:
                 self._banks.append(np.zeros((0, self.encoder.dim), dtype=np.float32))
+                self._bank_positions.append(np.zeros(0, dtype=np.int64))
         described = [i for i, s in enumerate(self.sources) if s.description]
         if described:
             vectors = self.encoder.encode_queries(
@@ -123,9 +126,7 @@ class PrototypeRouter(BaseRouter):
             docs = source.documents
             if not docs:
                 continue
-            bank_positions = {
-                int(p): row for row, p in enumerate(sample_positions(len(docs), cfg.max_docs, cfg.seed))
-            }
+            bank_positions = {int(p): row for row, p in enumerate(self._bank_positions[s])}
             for position, text in pseudo_queries(docs, cfg.calibration_queries, seed=cfg.seed + s):
                 texts.append(text)
                 targets.append(s)
