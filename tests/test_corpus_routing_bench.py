@@ -1,0 +1,109 @@
+"""``ragroute bench corpus-routing`` on tiny BEIR folders with the hashing encoder (no model, no data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ragroute.eval.bench_corpus_routing import (
+    corpus_routing_command,
+    format_report,
+    prepare,
+    run_corpus_routing_bench,
+    text_grouped_folds,
+    text_only_ceiling,
+)
+
+WORDS = {
+    "astro": "telescope star galaxy orbit planet comet nebula",
+    "cook": "bread flour yeast oven butter sauce knife",
+    "it": "printer laptop password network vpn email driver",
+}
+SHARED = "star bread printer"  # one query text asked in two collections (as ADI's queries are CISI's)
+DESCRIPTIONS = {"astro": "astronomy: stars and planets", "cook": "cooking and baking", "it": "IT support"}
+
+
+def write_collection(folder: Path, name: str, vocab: list[str], shared: bool) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(len(name))
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(12):
+            text = " ".join(rng.choice(vocab, size=8))
+            fh.write(json.dumps({"_id": f"{name}-{i}", "title": "", "text": text}) + "\n")
+    queries = [(f"{name}-q{i}", f"{vocab[i]} {vocab[i + 1]}", [i, i + 1]) for i in range(5)]
+    if shared:
+        queries.append((f"{name}-qs", SHARED, [0]))
+    (folder / "qrels").mkdir()
+    lines = ["query-id\tcorpus-id\tscore"]
+    with (folder / "queries.jsonl").open("w", encoding="utf-8") as fh:
+        for qid, text, docs in queries:
+            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
+            lines.extend(f"{qid}\t{name}-{d}\t1" for d in docs)
+    (folder / "qrels" / "dev.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def glasgow_like(tmp_path: Path) -> Path:
+    root = tmp_path / "collections"
+    for name, words in WORDS.items():
+        write_collection(root / name, name, words.split(), shared=name in ("astro", "cook"))
+    return root
+
+
+def test_text_grouped_folds_keep_identical_texts_together():
+    shared = [f"shared question {i}" for i in range(4)]
+    texts = shared + [t.upper() + "  " for t in shared] + [f"own question {i}" for i in range(12)]
+    labels = ["x"] * 4 + ["y"] * 4 + ["x"] * 6 + ["y"] * 6
+    folds = text_grouped_folds(texts, labels, folds=4, seed=3)
+    for i in range(4):  # same text up to case and spacing, different labels: same fold
+        assert folds[i] == folds[i + 4]
+    for label in ("x", "y"):
+        per_fold = np.bincount(folds[[i for i, lab in enumerate(labels) if lab == label]], minlength=4)
+        assert per_fold.max() - per_fold.min() <= 1  # every source spread evenly over the folds
+
+
+def test_ceiling_counts_texts_shared_by_sources(glasgow_like, hashing_encoder):
+    data = prepare(glasgow_like, "dev", hashing_encoder)
+    assert data.query_labels.count("astro") == 6 and data.query_labels.count("it") == 5
+    ceiling = text_only_ceiling(data)
+    assert ceiling["queries_with_text_in_several_sources"] == 2
+    # one copy of the shared text must be wrong
+    assert ceiling["accuracy"] == pytest.approx(16 / 17, abs=1e-4)
+
+
+def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_encoder):
+    result = run_corpus_routing_bench(
+        glasgow_like, "dev", "dev", hashing_encoder, folds=2, descriptions=DESCRIPTIONS
+    )
+    assert result["queries"] == 17
+    names = set(result["routers"])
+    assert {"centroid (baseline)", "prototype", "trained (cross-validated)"} <= names
+    assert "llamaindex-embedding-selector (baseline)" in names
+    for row in result["routers"].values():
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ndcg@10"] <= 1.0
+        assert sum(row["errors"].values()) == round((1 - row["accuracy"]) * 17)
+    # the shared text is routed to one place, so some router misses one of its two copies
+    assert result["text_only_ceiling"]["accuracy"] < 1.0
+    assert 0.0 < result["oracle_ndcg@10"] <= 1.0 and 0.0 < result["merged_ndcg@10"] <= 1.0
+    report = format_report(result)
+    assert "x oracle" in report and "routing errors" in report
+    json.dumps(result)
+
+
+def test_command_json(glasgow_like, hashing_encoder, monkeypatch):
+    import ragroute.encode
+
+    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *a, **k: hashing_encoder)
+    result = CliRunner().invoke(
+        corpus_routing_command, ["--data", str(glasgow_like), "--split", "dev", "--folds", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output.strip().splitlines()[-1])
+    assert {"routers", "merged_ndcg@10", "oracle_ndcg@10", "latency_ms_p50"} <= set(payload)
+    assert all({"accuracy", "ndcg@10"} <= set(row) for row in payload["routers"].values())
+    # without --train-split only training-free routers run
+    assert not any("cross-validated" in name for name in payload["routers"])
