@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from ragroute.eval.bench_corpus_routing import (
     corpus_routing_command,
     format_report,
+    macro_ndcg,
     prepare,
+    routed_run,
     run_corpus_routing_bench,
     text_grouped_folds,
     text_only_ceiling,
@@ -73,6 +75,18 @@ def test_ceiling_counts_texts_shared_by_sources(glasgow_like, hashing_encoder):
     assert ceiling["queries_with_text_in_several_sources"] == 2
     # one copy of the shared text must be wrong
     assert ceiling["accuracy"] == pytest.approx(16 / 17, abs=1e-4)
+    assert 0.0 < ceiling["ndcg@10_hedged"] <= 1.0
+
+
+def test_ceiling_is_the_oracle_when_no_text_is_shared(tmp_path, hashing_encoder):
+    for name, words in WORDS.items():
+        write_collection(tmp_path / name, name, words.split(), shared=False)
+    data = prepare(tmp_path, "dev", hashing_encoder)
+    oracle = macro_ndcg(data, routed_run(data, [[lab] for lab in data.query_labels], [{}] * 15, "score"))
+    ceiling = text_only_ceiling(data)
+    assert ceiling["accuracy"] == 1.0 and ceiling["queries_with_text_in_several_sources"] == 0
+    assert ceiling["ndcg@10"] == pytest.approx(oracle, abs=1e-4)
+    assert ceiling["ndcg@10_hedged"] == pytest.approx(oracle, abs=1e-4)
 
 
 def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_encoder):

@@ -102,7 +102,14 @@ def test_bench_keys_and_ranges(tatqa_dir, hashing_encoder, method):
     result = run_tatqa_bench(tatqa_dir, hashing_encoder, method=method, folds=2)
     assert result["queries"] == 12
     assert result["labels"] == {"table": 4, "text": 4, "table-text": 4}
-    assert {"prototype", "confidence", "modality-cues", "knn-10 (cross-validated)"} <= set(result["routers"])
+    expected = {
+        "prototype",
+        "confidence",
+        "modality-cues",
+        "knn-10 (cross-validated)",
+        "trained (cross-validated)",
+    }
+    assert expected <= set(result["routers"])
     for row in result["routers"].values():
         for key in ("accuracy", "top1_in_label", "exact_selection", "recall@5"):
             assert 0.0 <= row[key] <= 1.0
