@@ -16,7 +16,6 @@ from ragroute.eval.bench_corpus_routing import (
     prepare,
     routed_run,
     run_corpus_routing_bench,
-    text_grouped_folds,
     text_only_ceiling,
 )
 
@@ -56,18 +55,6 @@ def glasgow_like(tmp_path: Path) -> Path:
     return root
 
 
-def test_text_grouped_folds_keep_identical_texts_together():
-    shared = [f"shared question {i}" for i in range(4)]
-    texts = shared + [t.upper() + "  " for t in shared] + [f"own question {i}" for i in range(12)]
-    labels = ["x"] * 4 + ["y"] * 4 + ["x"] * 6 + ["y"] * 6
-    folds = text_grouped_folds(texts, labels, folds=4, seed=3)
-    for i in range(4):  # same text up to case and spacing, different labels: same fold
-        assert folds[i] == folds[i + 4]
-    for label in ("x", "y"):
-        per_fold = np.bincount(folds[[i for i, lab in enumerate(labels) if lab == label]], minlength=4)
-        assert per_fold.max() - per_fold.min() <= 1  # every source spread evenly over the folds
-
-
 def test_ceiling_counts_texts_shared_by_sources(glasgow_like, hashing_encoder):
     data = prepare(glasgow_like, "dev", hashing_encoder)
     assert data.query_labels.count("astro") == 6 and data.query_labels.count("it") == 5
@@ -89,11 +76,12 @@ def test_ceiling_is_the_oracle_when_no_text_is_shared(tmp_path, hashing_encoder)
     assert ceiling["ndcg@10_hedged"] == pytest.approx(oracle, abs=1e-4)
 
 
-def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_encoder):
+@pytest.mark.parametrize("method", ["dense", "hybrid"])
+def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_encoder, method):
     result = run_corpus_routing_bench(
-        glasgow_like, "dev", "dev", hashing_encoder, folds=2, descriptions=DESCRIPTIONS
+        glasgow_like, "dev", "dev", hashing_encoder, folds=2, descriptions=DESCRIPTIONS, method=method
     )
-    assert result["queries"] == 17
+    assert result["queries"] == 17 and result["method"] == method
     names = set(result["routers"])
     assert {"centroid (baseline)", "prototype", "trained (cross-validated)"} <= names
     assert "llamaindex-embedding-selector (baseline)" in names
@@ -121,3 +109,21 @@ def test_command_json(glasgow_like, hashing_encoder, monkeypatch):
     assert all({"accuracy", "ndcg@10"} <= set(row) for row in payload["routers"].values())
     # without --train-split only training-free routers run
     assert not any("cross-validated" in name for name in payload["routers"])
+
+
+def test_hybrid_sources_search_bm25_and_dense(glasgow_like, hashing_encoder):
+    from ragroute.index.hybrid import HybridIndex
+
+    data = prepare(glasgow_like, "dev", hashing_encoder, method="hybrid")
+    assert all(isinstance(s.retriever, HybridIndex) for s in data.sources)
+    hits = data.per_source_hits["astro"][0]
+    assert hits and all(h.source == "astro" for h in hits)
+    assert all(h.explain["fusion"] == "rrf" for h in hits)
+    assert any({"bm25", "dense"} <= set(h.explain) for h in hits)  # ranked by both lists
+
+
+def test_unknown_method_is_one_line_error(glasgow_like, hashing_encoder):
+    from ragroute.errors import RagrouteError
+
+    with pytest.raises(RagrouteError, match="unknown method 'sparse'"):
+        prepare(glasgow_like, "dev", hashing_encoder, method="sparse")

@@ -32,11 +32,12 @@ import click
 import numpy as np
 import yaml
 
+from ragroute.eval.bench_indexes import METHODS, KnownQueries, bench_index, check_method
 from ragroute.eval.metrics import evaluate_run
 from ragroute.eval.options import bench_encoder_options
-from ragroute.index.dense import DenseIndex
 from ragroute.index.fusion import fuse
 from ragroute.route.base import Router, select_routes
+from ragroute.route.folds import grouped_stratified_folds, text_groups
 from ragroute.route.sources import Source
 from ragroute.types import Hit
 from ragroute.yaml_files import read_yaml
@@ -86,41 +87,42 @@ def load_collections(root: Path, split: str) -> list[Collection]:
 
 
 def prepare(
-    root: Path, split: str, encoder: Any, depth: int = 100, descriptions: dict | None = None
+    root: Path,
+    split: str,
+    encoder: Any,
+    depth: int = 100,
+    descriptions: dict | None = None,
+    method: str = "dense",
 ) -> RoutingData:
+    """Index every collection (and all of them merged), embed every query once, search every source once.
+
+    ``method``: ``dense`` or ``hybrid`` (BM25 + dense per index, see :mod:`ragroute.eval.bench_indexes`).
+    """
+    check_method(method)
     collections = load_collections(root, split)
     if not collections:
         raise click.ClickException(f"no BEIR folders with qrels/{split}.tsv under {root}")
+    texts = [q.text for col in collections for q in col.queries]
+    qvecs = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
+    known = KnownQueries(encoder, texts, qvecs)
     sources, all_docs, all_vectors = [], [], []
     for col in collections:
         vectors = encoder.encode_documents([d.full_text() for d in col.corpus])
-        index = DenseIndex(encoder, name=col.name)
-        index.add_vectors(col.corpus, vectors)
+        index = bench_index(col.name, col.corpus, vectors, known, method)
         sources.append(Source(col.name, index, description=(descriptions or {}).get(col.name, "")))
         all_docs.extend(col.corpus)
         all_vectors.append(vectors)
-    merged = DenseIndex(encoder, name="merged")
-    merged.add_vectors(all_docs, np.vstack(all_vectors))
-    texts = [q.text for col in collections for q in col.queries]
-    ids = [q.id for col in collections for q in col.queries]
-    labels = [col.name for col in collections for _ in col.queries]
-    qvecs = encoder.encode_queries(texts, show_progress=False)
-    qrels = {qid: rels for col in collections for qid, rels in col.qrels.items()}
-    per_source = {s.retriever.name: s.retriever.search_vectors(qvecs, depth) for s in sources}
-    for name, lists in per_source.items():
-        for hits in lists:
-            for hit in hits:
-                hit.source = name
+    merged = bench_index("merged", all_docs, np.vstack(all_vectors), known, method)
     return RoutingData(
         collections,
         sources,
         texts,
-        ids,
-        labels,
+        [q.id for col in collections for q in col.queries],
+        [col.name for col in collections for _ in col.queries],
         qvecs,
-        qrels,
-        per_source,
-        merged.search_vectors(qvecs, depth),
+        {qid: rels for col in collections for qid, rels in col.qrels.items()},
+        {s.name: s.search_many(texts, depth) for s in sources},
+        merged.search_many(texts, depth),
     )
 
 
@@ -170,17 +172,14 @@ def text_only_ceiling(data: RoutingData, fusion: str = "score") -> dict[str, Any
         for i, qid in enumerate(data.query_ids):
             ranking = [h.doc_id for h in data.per_source_hits[name][i]]
             gain[i, j] = evaluate_run({qid: ranking}, {qid: data.qrels[qid]}, ("ndcg@10",))["ndcg@10"]
-    groups: dict[str, list[int]] = {}
-    for i, text in enumerate(data.query_texts):
-        groups.setdefault(normalized_text(text), []).append(i)
+    groups = text_groups(data.query_texts)
     ndcg = correct = 0.0
     shared = 0
-    for members in groups.values():
+    for members in groups:
         ndcg += max(float((weight[members] * gain[members, j]).sum()) for j in range(len(names)))
         correct += max(sum(data.query_labels[i] == name for i in members) for name in names)
         shared += len(members) if len({data.query_labels[i] for i in members}) > 1 else 0
-    hedged_routes = [sorted({data.query_labels[j] for j in members}) for members in groups.values()]
-    routes_of = {i: routes for members, routes in zip(groups.values(), hedged_routes) for i in members}
+    routes_of = {i: sorted({data.query_labels[j] for j in members}) for members in groups for i in members}
     chosen = [routes_of[i] for i in range(len(data.query_ids))]
     hedged = routed_run(data, chosen, [dict.fromkeys(c, 1.0) for c in chosen], fusion)
     return {
@@ -227,31 +226,6 @@ def router_decider(router: Router, data: RoutingData) -> Callable[[list[int]], l
     return decide
 
 
-def text_grouped_folds(texts: list[str], labels: list[str], folds: int, seed: int = 0) -> np.ndarray:
-    """Fold number per query: identical texts (case and spacing ignored) share a fold,
-    and each source's queries are spread evenly over the folds."""
-    groups: dict[str, list[int]] = {}
-    for i, text in enumerate(texts):
-        groups.setdefault(normalized_text(text), []).append(i)
-    rng = np.random.default_rng(seed)
-    order = list(groups.values())
-    rng.shuffle(order)
-    order.sort(key=len, reverse=True)  # stable: larger groups first, shuffled within a size
-    load: dict[tuple[str, int], int] = {}  # (source, fold) -> queries placed so far
-    fold_of = np.zeros(len(texts), dtype=int)
-    for members in order:
-        member_labels = [labels[i] for i in members]
-        fold = min(range(folds), key=lambda f: (sum(load.get((lab, f), 0) for lab in member_labels), f))
-        fold_of[members] = fold
-        for lab in member_labels:
-            load[(lab, fold)] = load.get((lab, fold), 0) + 1
-    return fold_of
-
-
-def normalized_text(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def cross_validated(
     make: Callable[[list[str], list[str]], Router], data: RoutingData, folds: int, seed: int = 0
 ) -> Callable[[list[int]], list]:
@@ -261,7 +235,7 @@ def cross_validated(
     (in Glasgow, every ADI query is also a CISI query) always share a fold, so no
     query is routed by a model that was fitted on its own text under another label.
     """
-    fold_of = text_grouped_folds(data.query_texts, data.query_labels, folds, seed)
+    fold_of = grouped_stratified_folds(data.query_texts, data.query_labels, folds, seed)
     routers = {}
     for f in range(folds):
         train = np.flatnonzero(fold_of != f)
@@ -305,11 +279,12 @@ def run_corpus_routing_bench(
     fusion: str = "score",
     folds: int = 5,
     descriptions: dict[str, str] | None = None,
+    method: str = "dense",
 ) -> dict[str, Any]:
     from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
 
     descriptions = descriptions if descriptions is not None else glasgow_descriptions()
-    data = prepare(root, split, encoder, descriptions=descriptions)
+    data = prepare(root, split, encoder, descriptions=descriptions, method=method)
     merged_run = {qid: [h.doc_id for h in hits] for qid, hits in zip(data.query_ids, data.merged_hits)}
     oracle_run = routed_run(data, [[lab] for lab in data.query_labels], [{} for _ in data.query_ids], fusion)
 
@@ -341,6 +316,7 @@ def run_corpus_routing_bench(
             c.name: {"documents": len(c.corpus), "queries": len(c.queries)} for c in data.collections
         },
         "encoder": encoder.describe(),
+        "method": method,
         "selection": {"threshold": threshold, "max_routes": max_routes, "fusion": fusion},
         "routers": routers,
         "merged_ndcg@10": round(macro_ndcg(data, merged_run), 4),
@@ -390,7 +366,7 @@ def _llamaindex_selector(data: RoutingData, encoder: Any) -> Callable[[list[int]
 def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"corpus routing on {result['root']} [{result['split']}], {result['queries']} queries, "
-        f"{len(result['collections'])} sources; learned routers: {result['evaluation']}",
+        f"{len(result['collections'])} {result['method']} sources; learned routers: {result['evaluation']}",
         f"selection: threshold {result['selection']['threshold']}, "
         f"max {result['selection']['max_routes']} routes, fusion {result['selection']['fusion']}",
         f"{'router':<44} {'accuracy':>8} {'nDCG@10':>8} {'top1-only':>9} {'routes/q':>8} {'gold in':>8} "
@@ -418,7 +394,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"   (fusion {result['selection']['fusion']})"
     )
     lines.append(
-        f"issue reference (dev, MiniLM): oracle {ref['oracle_ndcg@10']}, merged {ref['merged_ndcg@10']}, "
+        f"issue reference (dense retrieval, dev, MiniLM): oracle {ref['oracle_ndcg@10']}, "
+        f"merged {ref['merged_ndcg@10']}, "
         f"centroid {ref['centroid']['ndcg@10']} ({ref['centroid']['accuracy']:.0%}), knn-5 "
         f"{ref['knn-5 (leave-one-out)']['ndcg@10']} ({ref['knn-5 (leave-one-out)']['accuracy']:.0%}), "
         f"LlamaIndex selector {ref['llamaindex-embedding-selector']['ndcg@10']} "
@@ -458,6 +435,13 @@ def format_report(result: dict[str, Any]) -> str:
 )
 @click.option("--max-routes", type=int, default=3, show_default=True)
 @click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="dense",
+    show_default=True,
+    help="Retrieval in every source and in the merged index: dense, or hybrid (BM25 + dense, RRF).",
+)
+@click.option(
     "--folds",
     type=click.IntRange(min=2),
     default=5,
@@ -487,6 +471,7 @@ def corpus_routing_command(
     cache_dir: Path,
     threshold: float,
     max_routes: int,
+    method: str,
     folds: int,
     fusion: str,
     descriptions: Path | None,
@@ -514,6 +499,7 @@ def corpus_routing_command(
         fusion=fusion,
         folds=folds,
         descriptions=desc,
+        method=method,
     )
     click.echo(format_report(result))
     if as_json:

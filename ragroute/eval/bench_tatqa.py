@@ -49,13 +49,12 @@ from ragroute.eval.bench_corpus_routing import (
     routed_run,
     router_decider,
 )
+from ragroute.eval.bench_indexes import KnownQueries, bench_index, check_method
 from ragroute.eval.metrics import evaluate_run
 from ragroute.eval.options import bench_encoder_options
-from ragroute.index.dense import DenseIndex
-from ragroute.index.fusion import fuse
 from ragroute.route.base import BaseRouter, Router, decision_from_probs, select_routes, softmax
 from ragroute.route.sources import Source
-from ragroute.types import Decision, Document, Hit
+from ragroute.types import Decision
 
 TABLES, TEXT = "tables", "text"
 ROUTES = (TABLES, TEXT)
@@ -72,68 +71,13 @@ DESCRIPTIONS = {
 # --------------------------------------------------------------------------- data
 
 
-class _KnownQueries:
-    """An encoder that returns precomputed vectors for the query texts it was given.
-
-    The benchmark embeds every question once; routers (the kNN router fitted in
-    each fold, the confidence router's searches) look them up instead of
-    encoding again, so routing latency excludes query encoding for every router.
-    Unknown texts and documents go to the wrapped encoder.
-    """
-
-    def __init__(self, encoder: Any, texts: Sequence[str], vectors: np.ndarray):
-        self.encoder = encoder
-        self.model_id, self.backend, self.dim = encoder.model_id, encoder.backend, encoder.dim
-        self._vectors = dict(zip(texts, np.asarray(vectors, dtype=np.float32)))
-
-    def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
-        fresh = dict(zip(missing, self.encoder.encode_queries(missing, **kwargs))) if missing else {}
-        return np.vstack([self._vectors[t] if t in self._vectors else fresh[t] for t in texts])
-
-    def encode_documents(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
-        return self.encoder.encode_documents(texts, **kwargs)
-
-    def describe(self) -> dict[str, Any]:
-        return self.encoder.describe()
-
-
-class _BenchRetriever:
-    """A dense retriever (optionally + BM25, fused by RRF) over precomputed document vectors."""
-
-    def __init__(self, name: str, dense: DenseIndex, bm25: Any = None):
-        self.name = name
-        self.dense = dense
-        self.bm25 = bm25
-
-    @property
-    def documents(self) -> Sequence[Document]:
-        return self.dense.documents
-
-    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        queries = list(queries)
-        if not queries:
-            return []
-        vectors = self.dense.encoder.encode_queries(queries, show_progress=False)
-        semantic = self.dense.search_vectors(vectors, k)
-        if self.bm25 is None:
-            return semantic
-        lexical = self.bm25.search_many(queries, k)
-        return [
-            fuse({"bm25": lex, "dense": sem}, method="rrf", limit=k) for lex, sem in zip(lexical, semantic)
-        ]
-
-
 @dataclass
 class TatqaData:
     """What every router is scored on: the shared routing data, gold routes, the query-memo encoder."""
 
     routing: RoutingData
     gold: list[tuple[str, ...]]
-    encoder: _KnownQueries
+    encoder: KnownQueries
 
 
 def load_tatqa(root: Path, split: str = "dev"):
@@ -157,8 +101,7 @@ def prepare(
 
     ``routing.query_labels`` are the ``answer_from`` labels; ``gold`` each question's routes.
     """
-    if method not in ("dense", "hybrid"):
-        raise RagrouteError(f"unknown method {method!r}: choose dense or hybrid")
+    check_method(method)
     data = load_tatqa(root, split)
     judged = [q for q in data.queries if q.id in data.qrels]
     unlabelled = sorted({str(q.metadata.get("answer_from")) for q in judged} - set(LABEL_ROUTES))
@@ -176,33 +119,25 @@ def prepare(
         raise RagrouteError(f"{root}: needs both table documents (corpus_tables.jsonl) and paragraphs")
     texts = [q.text for q in judged]
     qvecs = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
-    known = _KnownQueries(encoder, texts, qvecs)
+    known = KnownQueries(encoder, texts, qvecs)
     doc_vectors = {
         name: encoder.encode_documents([d.full_text() for d in docs]) for name, docs in parts.items()
     }
-
-    def retriever(name: str, docs: list[Document], vectors: np.ndarray, lexical: bool) -> _BenchRetriever:
-        dense = DenseIndex(known, name=name)
-        dense.add_vectors(docs, vectors)
-        bm25 = None
-        if lexical:
-            from ragroute.index.lexical import BM25Index
-
-            bm25 = BM25Index.build(docs, name=name)
-        return _BenchRetriever(name, dense, bm25)
-
-    hybrid = method == "hybrid"
     sources = [
         Source(
             name,
-            retriever(name, docs, doc_vectors[name], hybrid),
+            bench_index(name, docs, doc_vectors[name], known, method),
             DESCRIPTIONS[name],
             modality=docs[0].modality,
         )
         for name, docs in parts.items()
     ]
-    merged = retriever(
-        "merged", [d for docs in parts.values() for d in docs], np.vstack(list(doc_vectors.values())), hybrid
+    merged = bench_index(
+        "merged",
+        [d for docs in parts.values() for d in docs],
+        np.vstack(list(doc_vectors.values())),
+        known,
+        method,
     )
     per_source = {s.name: s.search_many(texts, depth) for s in sources}
     merged_hits = merged.search_many(texts, depth)

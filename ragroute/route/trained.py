@@ -40,6 +40,7 @@ import numpy as np
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.features import CHEAP_FEATURE_NAMES, QueryFeatures
+from ragroute.route.folds import grouped_stratified_folds
 from ragroute.types import Decision
 
 ROUTER_FILE = "router.json"
@@ -385,7 +386,8 @@ def cross_val_logits(
     query_vectors: np.ndarray | None = None,
     **fit_options: Any,
 ) -> tuple[list[str], np.ndarray]:
-    """Out-of-fold logits: each row scored by a router fitted on the other stratified folds.
+    """Out-of-fold logits: each row scored by a router fitted on the other folds
+    (stratified by label, identical texts in one fold: :mod:`ragroute.route.folds`).
 
     Returns the route labels (as :meth:`TrainedRouter.fit` names them) and a
     ``(len(texts), len(labels))`` array of uncalibrated logits without
@@ -394,7 +396,6 @@ def cross_val_logits(
     """
     raw = [str(label) for label in labels]
     classes = sorted(set(raw))
-    target = np.array([classes.index(label) for label in raw])
     vectors = None
     if encoder is not None:
         vectors = (
@@ -402,7 +403,7 @@ def cross_val_logits(
             if query_vectors is not None
             else encoder.encode_queries(list(texts), show_progress=False)
         )
-    fold_of = _stratified_folds(target, folds, seed)
+    fold_of = grouped_stratified_folds(texts, raw, folds, seed)
     options = {**fit_options, "calibrate": False, "none_bias": 0.0, "seed": seed}
     route_labels: list[str] = []
     logits = np.zeros((len(texts), len(classes)))
@@ -561,20 +562,6 @@ def _stratified_split(target: np.ndarray, fraction: float, seed: int) -> tuple[n
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=int)
     train_idx = np.setdiff1d(np.arange(len(target)), val_idx)
     return train_idx, val_idx
-
-
-def _stratified_folds(target: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A fold number per row, classes dealt round-robin over the folds after a seeded shuffle."""
-    if folds < 2:
-        raise RagrouteError(f"cross-validation needs at least 2 folds, got {folds}")
-    rng = np.random.default_rng(seed)
-    fold_of = np.zeros(len(target), dtype=np.int64)
-    start = 0
-    for cls in np.unique(target):
-        members = rng.permutation(np.flatnonzero(target == cls))
-        fold_of[members] = (start + np.arange(len(members))) % folds
-        start += len(members)
-    return fold_of
 
 
 def _fit_network(
