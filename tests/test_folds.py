@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ragroute.errors import RagrouteError
-from ragroute.route.folds import grouped_stratified_folds, normalized_text, text_groups
+from ragroute.route.folds import grouped_holdout, grouped_stratified_folds, normalized_text, text_groups
 
 
 def test_folds_keep_identical_texts_together():
@@ -36,3 +36,18 @@ def test_folds_are_deterministic_and_checked():
         grouped_stratified_folds(texts, labels, 1)
     with pytest.raises(RagrouteError, match="20 texts but 2 labels"):
         grouped_stratified_folds(texts, labels[:2], 5)
+
+
+def test_holdout_keeps_identical_texts_on_one_side():
+    texts = [f"shared {i}" for i in range(6)] * 2 + [f"own {i}" for i in range(20)] + ["lonely"]
+    labels = ["a"] * 6 + ["b"] * 6 + ["a"] * 10 + ["b"] * 10 + ["c"]
+    train, held = grouped_holdout(texts, labels, 0.25, seed=2)
+    assert sorted(train.tolist() + held.tolist()) == list(range(len(texts)))
+    held_texts = {texts[i] for i in held}
+    assert not held_texts & {texts[i] for i in train}  # no text on both sides
+    for label, n in (("a", 16), ("b", 16)):
+        aside = sum(labels[i] == label for i in held)
+        assert 1 <= aside <= round(0.25 * n)  # about a quarter, never all
+    assert "lonely" not in held_texts  # a label seen once stays in training
+    assert (grouped_holdout(texts, labels, 0.25, seed=2)[1] == held).all()
+    assert len(grouped_holdout(texts, labels, 0.0)[1]) == 0

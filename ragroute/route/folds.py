@@ -55,3 +55,39 @@ def grouped_stratified_folds(
         for lab in member_labels:
             load[(lab, fold)] = load.get((lab, fold), 0) + 1
     return fold_of
+
+
+def grouped_holdout(
+    texts: Sequence[str], labels: Sequence[str], fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, held_out)``: about ``fraction`` of every label held out, identical texts
+    on one side only.
+
+    Every label with at least two queries keeps at least one in training and, when
+    ``fraction > 0``, puts at least one aside (as far as whole groups of identical texts allow).
+    """
+    if len(texts) != len(labels):
+        raise RagrouteError(f"{len(texts)} texts but {len(labels)} labels")
+    labels = [str(label) for label in labels]
+    size: dict[str, int] = {}
+    for label in labels:
+        size[label] = size.get(label, 0) + 1
+    wanted = {
+        label: (max(1, round(fraction * n)) if fraction > 0 and n >= 2 else 0) for label, n in size.items()
+    }
+    groups = text_groups(texts)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(groups)
+    held: dict[str, int] = dict.fromkeys(size, 0)
+    aside: list[int] = []
+    for members in groups:
+        counts: dict[str, int] = {}
+        for i in members:
+            counts[labels[i]] = counts.get(labels[i], 0) + 1
+        fits = all(held[label] + n <= min(wanted[label], size[label] - 1) for label, n in counts.items())
+        if fits:
+            aside.extend(members)
+            for label, n in counts.items():
+                held[label] += n
+    held_out = np.sort(np.asarray(aside, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(texts)), held_out), held_out

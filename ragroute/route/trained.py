@@ -15,7 +15,8 @@ as "answer without retrieval". Inputs are scaled per block (the unit-norm
 embedding as is, the cheap features standardised then multiplied by
 ``cheap_weight``, the unit-norm hashed n-grams by ``hashed_weight``), so one
 regularisation strength ``C`` fits all blocks. With ``calibrate`` a temperature is
-fitted on a stratified held-out part of the training data
+fitted on a stratified held-out part of the training data (identical texts never on
+both sides, :func:`~ragroute.route.folds.grouped_holdout`)
 (:func:`~ragroute.route.base.fit_temperature`), then the model is refitted on all
 of it, keeping that temperature.
 
@@ -40,7 +41,7 @@ import numpy as np
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.features import CHEAP_FEATURE_NAMES, QueryFeatures
-from ragroute.route.folds import grouped_stratified_folds
+from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
 from ragroute.types import Decision
 
 ROUTER_FILE = "router.json"
@@ -172,7 +173,7 @@ class TrainedRouter(BaseRouter):
 
         temperature, metrics = 1.0, {"n_train": len(texts), "class_counts": _counts(raw)}
         if calibrate:
-            train_idx, val_idx = _stratified_split(target, validation_fraction, seed)
+            train_idx, val_idx = grouped_holdout(texts, raw, validation_fraction, seed)
             if len(val_idx) and len(np.unique(target[train_idx])) == len(classes):
                 net, _ = _fit_network(x[train_idx], target[train_idx], weights[train_idx], **fit_args)
                 bias = _bias_vector(route_labels, none_bias)
@@ -547,21 +548,6 @@ def _sample_weights(target: np.ndarray, n_classes: int, class_weight: str | None
         raise RagrouteError(f"unknown class_weight {class_weight!r}: expected 'balanced' or None")
     counts = np.bincount(target, minlength=n_classes).astype(np.float64)
     return len(target) / (n_classes * counts[target])
-
-
-def _stratified_split(target: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation): about ``fraction`` of every class with >= 2 members held out."""
-    rng = np.random.default_rng(seed)
-    val: list[np.ndarray] = []
-    for cls in np.unique(target):
-        members = rng.permutation(np.flatnonzero(target == cls))
-        take = min(int(round(fraction * len(members))), len(members) - 1)
-        if fraction > 0 and len(members) >= 2:
-            take = max(take, 1)
-        val.append(members[:take])
-    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=int)
-    train_idx = np.setdiff1d(np.arange(len(target)), val_idx)
-    return train_idx, val_idx
 
 
 def _fit_network(
