@@ -2,8 +2,8 @@
 
 ROOT holds one BEIR folder per source (as ``../shared/data/glasgow``); a query's
 correct route is the folder it came from. Every source gets a dense index
-(all-MiniLM-L6-v2 by default); the same document embeddings also make one merged
-index over all sources. Each query's top hits from every source are computed
+(all-MiniLM-L6-v2 by default), or with ``--method hybrid`` a BM25 + dense one; the
+same document embeddings also make one merged index over all sources. Each query's top hits from every source are computed
 once, so every router is scored on identical retrieval: routing accuracy, nDCG@10
 of routed retrieval (selected routes fused), and routing latency excluding
 query encoding. Baselines measured in the same run: one merged index, the oracle
