@@ -83,7 +83,7 @@ def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_enco
     )
     assert result["queries"] == 17 and result["method"] == method
     names = set(result["routers"])
-    assert {"centroid (baseline)", "prototype", "trained (cross-validated)"} <= names
+    assert {"centroid (baseline)", "prototype", "confidence", "trained (cross-validated)"} <= names
     assert "llamaindex-embedding-selector (baseline)" in names
     for row in result["routers"].values():
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ndcg@10"] <= 1.0

@@ -3,12 +3,14 @@
 ROOT holds one BEIR folder per source (as ``../shared/data/glasgow``); a query's
 correct route is the folder it came from. Every source gets a dense index
 (all-MiniLM-L6-v2 by default), or with ``--method hybrid`` a BM25 + dense one; the
-same document embeddings also make one merged index over all sources. Each query's top hits from every source are computed
-once, so every router is scored on identical retrieval: routing accuracy, nDCG@10
-of routed retrieval (selected routes fused), and routing latency excluding
-query encoding. Baselines measured in the same run: one merged index, the oracle
-source, centroid-only routing, 5-nearest labelled queries, and LlamaIndex's
-``EmbeddingSingleSelector`` over one-sentence descriptions.
+same document embeddings also make one merged index over all sources. Each
+query's top hits from every source are computed once, so every router is scored
+on identical retrieval: routing accuracy, nDCG@10 of routed retrieval (selected
+routes fused), and routing latency excluding query encoding (the confidence
+router's searches of every source are included). Baselines measured in the same
+run: one merged index, the oracle source, centroid-only routing, 5-nearest
+labelled queries, and LlamaIndex's ``EmbeddingSingleSelector`` over one-sentence
+descriptions.
 
 Routers that learn from labelled queries use ``--train-split``; when it equals
 ``--split`` they are scored by k-fold cross-validation (each query is routed by a
@@ -281,6 +283,7 @@ def run_corpus_routing_bench(
     descriptions: dict[str, str] | None = None,
     method: str = "dense",
 ) -> dict[str, Any]:
+    from ragroute.route.confidence import ConfidenceRouter
     from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
 
     descriptions = descriptions if descriptions is not None else glasgow_descriptions()
@@ -297,6 +300,8 @@ def run_corpus_routing_bench(
     routers["centroid (baseline)"] = score(router_decider(centroid, data))
     prototype = PrototypeRouter(data.sources, encoder)
     routers["prototype"] = score(router_decider(prototype, data))
+    confidence = ConfidenceRouter(data.sources)
+    routers["confidence"] = score(router_decider(confidence, data))
     llama = _llamaindex_selector(data, encoder)
     if llama is not None:
         routers["llamaindex-embedding-selector (baseline)"] = score(llama)
@@ -324,7 +329,7 @@ def run_corpus_routing_bench(
         "text_only_ceiling": text_only_ceiling(data, fusion),
         "latency_ms_p50": min(r["latency_ms_p50"] for r in routers.values()),
         "baseline_reference": BASELINES_REFERENCE,
-        "calibration": {"prototype": prototype.calibration},
+        "calibration": {"prototype": prototype.calibration, "confidence": confidence.calibration},
     }
 
 
