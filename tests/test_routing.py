@@ -66,6 +66,27 @@ def test_training_free_routers_route_by_topic(sources, hashing_encoder, make):
         assert decision.signals and decision.trace[0].stage == "router"
 
 
+def test_confidence_router_probes_the_dense_part_of_hybrid_sources(hashing_encoder, small_docs):
+    hybrid = [
+        Source(
+            topic,
+            build_index(
+                [d for d in small_docs if d.metadata["topic"] == topic],
+                "hybrid",
+                encoder=hashing_encoder,
+                name=topic,
+            ),
+        )
+        for topic in ("astro", "cook", "it")
+    ]
+    router = ConfidenceRouter(hybrid)
+    assert set(router.calibration["probes"].values()) == {"DenseIndex"}
+    decision = router.route(QUERIES["cook"])
+    assert decision.chosen == ["cook"]
+    # raw top scores are cosines of the dense part, not RRF's 1/(60 + rank)
+    assert max(decision.signals["top_score"].values()) > 0.1
+
+
 def test_prototype_none_threshold(sources, hashing_encoder):
     router = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(none_threshold=0.9))
     assert NONE_ROUTE in router.labels

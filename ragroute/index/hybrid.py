@@ -75,6 +75,12 @@ class HybridIndex(LocalIndex):
         bm25.refit()
         return cls(bm25, dense, fusion, name)
 
+    @property
+    def confidence_probe(self) -> DenseIndex:
+        """What a retrieval-confidence router should search to judge how well this index
+        matches a query: the dense part (fused RRF scores depend only on ranks)."""
+        return self.dense
+
     def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
         self.dense.add(documents, show_progress=show_progress)
         self.bm25.refit()

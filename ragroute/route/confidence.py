@@ -6,12 +6,17 @@ cosines drift with corpus style), so each source's top-hit score is turned into
 a z-score against what that source returns for pseudo-queries cut from its own
 documents. The calibrated score is the mean z of the top ``top_n`` hits;
 probabilities are a softmax whose temperature is fitted on those pseudo-queries.
+
+A retriever may name the part of itself to search for this purpose with a
+``confidence_probe`` attribute: a hybrid index offers its dense part, because its
+RRF-fused scores depend only on ranks and so carry no confidence at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,10 +52,10 @@ class ConfidenceRouter(BaseRouter):
         self.calibration = self._calibrate()
 
     def _top_scores(self, queries: Sequence[str]) -> np.ndarray:
-        """(queries x sources) mean of the top ``top_n`` raw scores of each source."""
+        """(queries x sources) mean of the top ``top_n`` raw scores of each source's probe."""
         out = np.zeros((len(queries), len(self.sources)))
         for s, source in enumerate(self.sources):
-            for q, hits in enumerate(source.search_many(queries, self.config.k)):
+            for q, hits in enumerate(probe(source).search_many(list(queries), self.config.k)):
                 top = [h.score for h in hits[: self.config.top_n]]
                 out[q, s] = float(np.mean(top)) if top else 0.0
         return out
@@ -75,6 +80,7 @@ class ConfidenceRouter(BaseRouter):
             self.config.temperature = fit_temperature(z, targets_arr, grid=np.geomspace(0.05, 20.0, 100))
         return {
             "temperature": self.config.temperature,
+            "probes": {source.name: type(probe(source)).__name__ for source in self.sources},
             "pseudo_queries": len(texts),
             "pseudo_accuracy": round(float(np.mean(z.argmax(axis=1) == targets_arr)), 4),
         }
@@ -101,3 +107,9 @@ class ConfidenceRouter(BaseRouter):
 
     def describe(self) -> dict:
         return {"kind": self.name, "config": asdict(self.config), "calibration": self.calibration}
+
+
+def probe(source: Source) -> Any:
+    """What the confidence router searches for ``source``: its retriever's ``confidence_probe``
+    if it names one, else the retriever itself."""
+    return getattr(source.retriever, "confidence_probe", source.retriever)
