@@ -6,7 +6,7 @@ hands those query vectors back whenever an index or a router asks to encode a
 known query, so routing latency excludes query encoding for every router, and
 :func:`bench_index` builds a :class:`~ragroute.index.dense.DenseIndex` (``dense``)
 or a :class:`~ragroute.index.hybrid.HybridIndex` (``hybrid``: BM25 + dense, fused
-by RRF as ``ragroute build --kind hybrid`` does) from precomputed document vectors.
+by RRF as ``ragroute build --method hybrid`` does) from precomputed document vectors.
 """
 
 from __future__ import annotations
