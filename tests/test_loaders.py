@@ -241,6 +241,11 @@ def test_hipporag_broken_json_names_line(tmp_path: Path) -> None:
     path.write_text('{"title": "A"}', encoding="utf-8")
     with pytest.raises(CorpusFormatError, match="expected a JSON array"):
         load_hipporag_corpus(path)
+    path.write_bytes(b'\xef\xbb\xbf[\n  {"title": "A", "text": "caf\xe9"}\n]\n')  # BOM, then latin-1
+    with pytest.raises(CorpusFormatError, match=r"c\.json: invalid UTF-8 on line 2 \(byte 0xe9\)"):
+        load_hipporag_corpus(path)
+    path.write_bytes(b'\xef\xbb\xbf[{"title": "A", "text": "a"}]')  # a BOM alone is fine
+    assert [d.id for d in load_hipporag_corpus(path)] == ["c-0"]
 
 
 # --- folders of files ------------------------------------------------------------------------------

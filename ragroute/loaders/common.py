@@ -21,6 +21,7 @@ a missing required column, a missing or unknown file.
 
 from __future__ import annotations
 
+import codecs
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal
@@ -162,3 +163,14 @@ def optional_str(row: dict, key: str) -> str:
 def decode_error_reason(exc: UnicodeDecodeError, data: bytes) -> str:
     """``invalid UTF-8 (byte 0xff at column 5)`` for a decode error in one line."""
     return f"invalid UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start + 1})"
+
+
+def decode_utf8_file(data: bytes) -> str:
+    """A whole file's bytes as text (UTF-8, BOM dropped); :class:`BadRecord` naming the line if invalid."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BadRecord(f"invalid UTF-8 on line {line} (byte 0x{data[exc.start]:02x})") from None

@@ -9,13 +9,19 @@ A file that cannot be read follows the bad-record policy of
 
 from __future__ import annotations
 
-import codecs
 import re
 from pathlib import Path
 from typing import Any
 
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, IdRegistry, LoadReport, SkipLog, check_on_error
+from ragroute.loaders.common import (
+    BadRecord,
+    IdRegistry,
+    LoadReport,
+    SkipLog,
+    check_on_error,
+    decode_utf8_file,
+)
 from ragroute.loaders.jsonl import open_binary
 from ragroute.loaders.tabular import DELIMITERS, read_csv_rows
 from ragroute.types import Document
@@ -36,14 +42,7 @@ def first_heading(text: str) -> str | None:
 def read_text(path: Path) -> str:
     """Decode a whole UTF-8 file (BOM dropped); :class:`BadRecord` naming the line if invalid."""
     with open_binary(path) as fh:
-        data = fh.read()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise BadRecord(f"invalid UTF-8 on line {line} (byte 0x{data[exc.start]:02x})") from None
+        return decode_utf8_file(fh.read())
 
 
 def linearise_table(columns: list[str], rows: list[list[str]]) -> str:

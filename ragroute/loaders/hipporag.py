@@ -9,7 +9,6 @@ given file, identical ``(title, text)`` duplicates get distinct ids, and with
 
 from __future__ import annotations
 
-import codecs
 import json
 from pathlib import Path
 from typing import Any
@@ -20,28 +19,22 @@ from ragroute.loaders.common import (
     LoadReport,
     SkipLog,
     check_on_error,
+    decode_utf8_file,
     optional_str,
 )
 from ragroute.loaders.jsonl import open_binary
 from ragroute.types import Document
 
 
-def _decode_file(data: bytes, source: str) -> str:
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        byte = data[exc.start]
-        raise CorpusFormatError(f"{source} line {line}: invalid UTF-8 (byte 0x{byte:02x})") from None
-
-
 def read_json_array(path: str | Path) -> list[Any]:
     """Parse a whole JSON file that must hold an array; errors name file and line."""
     source = str(path)
     with open_binary(path) as fh:
-        text = _decode_file(fh.read(), source)
+        data = fh.read()
+    try:
+        text = decode_utf8_file(data)
+    except BadRecord as exc:
+        raise CorpusFormatError(f"{source}: {exc}") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
