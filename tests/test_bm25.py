@@ -11,12 +11,13 @@ import pytest
 from click.testing import CliRunner
 from rank_bm25 import BM25Okapi
 
-import ragroute.index.bm25 as bm25
+import ragroute.index.bm25_scoring as bm25_scoring
+import ragroute.index.bm25_tokenize as bm25_tokenize
 from ragroute.errors import IndexFormatError, RagrouteError
 from ragroute.eval.bench_bm25 import bm25_command, run_bm25_bench
-from ragroute.index.bm25 import (
+from ragroute.index.bm25_scoring import BM25Scorer
+from ragroute.index.bm25_tokenize import (
     ENGLISH_STOPWORDS,
-    BM25Scorer,
     TokenizerConfig,
     tokenize,
     tokenize_many,
@@ -84,9 +85,9 @@ def search_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     the partition-based selection and sampled bounds.
     """
     if request.param == "no-shortcuts":
-        monkeypatch.setattr(bm25, "_SMALL_POOL", 0)
-        monkeypatch.setattr(bm25, "_SORT_ALL", 0)
-        monkeypatch.setattr(bm25, "_BOUND_SAMPLE", 7)
+        monkeypatch.setattr(bm25_scoring, "_SMALL_POOL", 0)
+        monkeypatch.setattr(bm25_scoring, "_SORT_ALL", 0)
+        monkeypatch.setattr(bm25_scoring, "_BOUND_SAMPLE", 7)
     return request.param
 
 
@@ -145,7 +146,7 @@ def test_tokenizer_config_round_trip_and_validation() -> None:
 
 def test_stem_without_pystemmer_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "Stemmer", None)  # makes `import Stemmer` fail
-    monkeypatch.setattr(bm25._STEMMER_LOCAL, "stemmer", None, raising=False)
+    monkeypatch.setattr(bm25_tokenize._STEMMER_LOCAL, "stemmer", None, raising=False)
     for call in (
         lambda: tokenize("running", TokenizerConfig(stem=True)),
         lambda: tokenize_many(["x"], TokenizerConfig(stem=True)),

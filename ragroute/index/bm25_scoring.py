@@ -1,4 +1,4 @@
-"""Tokenizer and an exact, fast BM25 scorer.
+"""BM25 scoring: an exact, fast BM25 scorer (:class:`BM25Scorer`) and its top-k search.
 
 :class:`BM25Scorer` gives the same scores as ``rank_bm25.BM25Okapi`` for the same
 token lists, but answers queries hundreds of times faster. Every (term, document)
@@ -29,166 +29,24 @@ the k-th best score, taken from the rarest query term's documents, leaves only a
 handful of candidates to sort exactly. ``top_k_many`` runs the same kernel per query
 (the batched alternatives it documents measured slower).
 
-Persistence writes a ``.npz`` matrix and a JSON vocabulary; nothing is pickled.
+Tokens come from :mod:`ragroute.index.bm25_tokenize`; the scorer's files are
+written and read by :mod:`ragroute.index.bm25_store`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import json
 import math
-import re
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.errors import RagrouteError
+from ragroute.index.bm25_store import compact_matrix, load_scorer_parts, save_scorer_parts
 
-__all__ = [
-    "ENGLISH_STOPWORDS",
-    "BM25Scorer",
-    "TokenizerConfig",
-    "tokenize",
-    "tokenize_many",
-]
-
-# --------------------------------------------------------------------------- tokenizer
-
-# fmt: off
-#: Lucene's default English stop set (``EnglishAnalyzer.ENGLISH_STOP_WORDS_SET``), 33 words.
-ENGLISH_STOPWORDS: frozenset[str] = frozenset((
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no",
-    "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this",
-    "to", "was", "will", "with",
-))
-# fmt: on
-
-# Letters and digits; "_" separates words (so snake_case table headers match their words).
-_TOKEN_RE = re.compile(r"[^\W_]+")
-# ASCII fast path: on ASCII text a token character is exactly [A-Za-z0-9], so mapping every other
-# byte to a space and splitting gives the same tokens as the regex, about 2.5x faster.
-_ASCII_NON_WORD_TO_SPACE = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))
-_STEMMER_LOCAL = threading.local()
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """How text becomes BM25 tokens: unicode letter/digit runs, optionally lowercased,
-    stop-worded (:data:`ENGLISH_STOPWORDS`) and Snowball-stemmed (English, PyStemmer).
-
-    Stopwords are removed before stemming. The config is JSON-serialisable with
-    :meth:`to_dict` / :meth:`from_dict` so an index can record how it was built.
-    """
-
-    lowercase: bool = True
-    stopwords: bool = True
-    stem: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("lowercase", "stopwords", "stem"):
-            if not isinstance(getattr(self, name), bool):
-                value = getattr(self, name)
-                raise RagrouteError(f"tokenizer option {name!r} must be true or false, got {value!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TokenizerConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
-        known = {"lowercase", "stopwords", "stem"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RagrouteError(f"unknown tokenizer option(s): {', '.join(map(str, unknown))}")
-        return cls(**{key: data[key] for key in known if key in data})
-
-
-def _stemmer() -> Any:
-    """A per-thread English Snowball stemmer (PyStemmer objects are not thread-safe)."""
-    stemmer = getattr(_STEMMER_LOCAL, "stemmer", None)
-    if stemmer is None:
-        try:
-            import Stemmer  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise RagrouteError("stemming needs PyStemmer: pip install PyStemmer, or set stem=False") from exc
-        stemmer = Stemmer.Stemmer("english")
-        _STEMMER_LOCAL.stemmer = stemmer
-    return stemmer
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building millions of small lists.
-
-    The collector would otherwise re-scan the growing token lists many times over
-    (tokenizing 10M tokens is ~2x slower with it on); it is restored afterwards.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _words(text: str) -> list[str]:
-    if text.isascii():
-        return text.encode("ascii").translate(_ASCII_NON_WORD_TO_SPACE).decode("ascii").split()
-    return _TOKEN_RE.findall(text)
-
-
-def tokenize(text: str, config: TokenizerConfig | None = None) -> list[str]:
-    """Split ``text`` into BM25 tokens according to ``config`` (default :class:`TokenizerConfig`).
-
-    Tokens are the unicode letter/digit runs (``[^\\W_]+``) of the (lowercased) text, in order, with
-    stopwords dropped and then stemmed as configured. Deterministic.
-    """
-    if not isinstance(text, str):
-        raise RagrouteError(f"cannot tokenize {type(text).__name__}: expected a string")
-    cfg = config if config is not None else TokenizerConfig()
-    tokens = _words(text.lower() if cfg.lowercase else text)
-    if cfg.stopwords:
-        tokens = [tok for tok in tokens if tok not in ENGLISH_STOPWORDS]
-    if cfg.stem:
-        tokens = _stemmer().stemWords(tokens)
-    return tokens
-
-
-def tokenize_many(texts: Iterable[str], config: TokenizerConfig | None = None) -> list[list[str]]:
-    """:func:`tokenize` for many texts at once: same tokens, less per-text overhead."""
-    cfg = config if config is not None else TokenizerConfig()
-    stem_words = _stemmer().stemWords if cfg.stem else None
-    stop = ENGLISH_STOPWORDS if cfg.stopwords else None
-    lower = cfg.lowercase
-    out: list[list[str]] = []
-    append = out.append
-    with _gc_paused():
-        for text in texts:
-            if not isinstance(text, str):
-                raise RagrouteError(f"cannot tokenize {type(text).__name__}: expected a string")
-            tokens = _words(text.lower() if lower else text)
-            if stop is not None:
-                tokens = [tok for tok in tokens if tok not in stop]
-            if stem_words is not None:
-                tokens = stem_words(tokens)
-            append(tokens)
-    return out
-
-
-# --------------------------------------------------------------------------- scorer
-
-MATRIX_FILE = "bm25_matrix.npz"
-VOCAB_FILE = "bm25_vocab.json"
-_FORMAT = "ragroute-bm25"
-_FORMAT_VERSION = 1
+__all__ = ["BM25Scorer"]
 
 # Query-time tuning (see the module docstring); tests override these to force each path.
 # rows of terms in at least this fraction of the documents are also kept dense, so a
@@ -358,7 +216,7 @@ class BM25Scorer:
             contrib = tf
         matrix = sp.csr_array((contrib, counts.indices, counts.indptr), shape=(n_terms, n_docs))
         return cls(
-            _compact(matrix),
+            compact_matrix(matrix),
             vocab,
             idf,
             k1=k1,
@@ -543,51 +401,24 @@ class BM25Scorer:
 
     def save(self, directory: Path | str) -> list[str]:
         """Write the scorer into an existing directory; return the file names written."""
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise IndexFormatError(f"cannot save BM25 index: {directory} is not a directory")
-        sp.save_npz(directory / MATRIX_FILE, self._matrix, compressed=False)
-        terms = [""] * len(self._vocab)
-        for term, tid in self._vocab.items():
-            terms[tid] = term
-        meta = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "k1": self.k1,
-            "b": self.b,
-            "epsilon": self.epsilon,
-            "n_docs": self.n_docs,
-            "total_tokens": self.total_tokens,
-            "avgdl": self.avgdl,
-            "average_idf": self.average_idf,
-            "nnz": int(self._matrix.nnz),
-            "terms": terms,
-            "idf": self._idf.tolist(),
-        }
-        with open(directory / VOCAB_FILE, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, ensure_ascii=False, separators=(",", ":"))
-        return [MATRIX_FILE, VOCAB_FILE]
+        return save_scorer_parts(
+            directory,
+            self._matrix,
+            self._vocab,
+            self._idf,
+            k1=self.k1,
+            b=self.b,
+            epsilon=self.epsilon,
+            avgdl=self.avgdl,
+            average_idf=self.average_idf,
+            total_tokens=self.total_tokens,
+        )
 
     @classmethod
     def load(cls, directory: Path | str) -> BM25Scorer:
         """Read a scorer written by :meth:`save`; raise :class:`IndexFormatError` naming a bad file."""
-        directory = Path(directory)
-        meta = _read_vocab(directory / VOCAB_FILE)
-        matrix = _read_matrix(directory / MATRIX_FILE, len(meta["terms"]), meta["n_docs"], meta["nnz"])
-        vocab = {term: i for i, term in enumerate(meta["terms"])}
-        if len(vocab) != len(meta["terms"]):
-            raise IndexFormatError(f"{directory / VOCAB_FILE}: duplicate terms in the vocabulary")
-        return cls(
-            matrix,
-            vocab,
-            np.asarray(meta["idf"], dtype=np.float64),
-            k1=meta["k1"],
-            b=meta["b"],
-            epsilon=meta["epsilon"],
-            avgdl=meta["avgdl"],
-            average_idf=meta["average_idf"],
-            total_tokens=meta["total_tokens"],
-        )
+        matrix, vocab, idf, params = load_scorer_parts(directory)
+        return cls(matrix, vocab, idf, **params)
 
 
 def _dense_rows(matrix: sp.csr_array) -> dict[int, np.ndarray]:
@@ -606,89 +437,3 @@ def _dense_rows(matrix: sp.csr_array) -> dict[int, np.ndarray]:
         row.flags.writeable = False
         rows[int(t)] = row
     return rows
-
-
-def _compact(matrix: sp.csr_array) -> sp.csr_array:
-    """Use int32 indices and indptr when they fit (smaller, and faster to gather)."""
-    limit = np.iinfo(np.int32).max
-    if matrix.nnz < limit and max(matrix.shape) < limit:
-        matrix = sp.csr_array(
-            (matrix.data, matrix.indices.astype(np.int32), matrix.indptr.astype(np.int32)),
-            shape=matrix.shape,
-        )
-    return matrix
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _read_vocab(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-    except FileNotFoundError:
-        raise IndexFormatError(f"BM25 index file missing: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{path}: unreadable BM25 vocabulary ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")
-    if meta.get("format_version") != _FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path}: BM25 format version {meta.get('format_version')!r} is not supported "
-            f"(expected {_FORMAT_VERSION})"
-        )
-    numbers = ("k1", "b", "epsilon", "avgdl", "average_idf")
-    integers = ("n_docs", "total_tokens", "nnz")
-    bad = [key for key in numbers if not _is_number(meta.get(key))]
-    bad += [key for key in integers if not _is_count(meta.get(key))]
-    terms, idf = meta.get("terms"), meta.get("idf")
-    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
-        bad.append("terms")
-    idf_ok = isinstance(idf, list) and isinstance(terms, list) and len(idf) == len(terms)
-    if not (idf_ok and all(map(_is_number, idf))):
-        bad.append("idf")
-    if bad:
-        raise IndexFormatError(f"{path}: missing or invalid field(s) {', '.join(bad)}")
-    return meta
-
-
-def _read_matrix(path: Path, n_terms: int, n_docs: int, nnz: int) -> sp.csr_array:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            fmt = npz["format"].item()
-            shape = tuple(int(x) for x in npz["shape"])
-            data, indices, indptr = npz["data"], npz["indices"], npz["indptr"]
-    except FileNotFoundError:
-        raise IndexFormatError(f"BM25 index file missing: {path}") from None
-    except Exception as exc:  # zipfile, numpy and OS errors all mean a corrupt file here
-        raise IndexFormatError(f"{path}: unreadable BM25 matrix ({type(exc).__name__}: {exc})") from None
-    if fmt not in (b"csr", "csr"):
-        raise IndexFormatError(f"{path}: expected a CSR matrix, found {fmt!r}")
-    if shape != (n_terms, n_docs):
-        raise IndexFormatError(
-            f"{path}: matrix shape {shape} does not match the vocabulary's ({n_terms}, {n_docs})"
-        )
-    ok = (
-        data.dtype == np.float64
-        and data.ndim == indices.ndim == indptr.ndim == 1
-        and indices.dtype.kind == "i"
-        and indptr.dtype.kind == "i"
-        and data.shape[0] == indices.shape[0] == nnz
-        and indptr.shape[0] == n_terms + 1
-    )
-    if ok:
-        ok = (
-            int(indptr[0]) == 0
-            and int(indptr[-1]) == nnz
-            and bool(np.all(np.diff(indptr) >= 0))
-            and (nnz == 0 or (int(indices.min()) >= 0 and int(indices.max()) < n_docs))
-            and bool(np.all(np.isfinite(data)))
-        )
-    if not ok:
-        raise IndexFormatError(f"{path}: corrupt BM25 matrix (inconsistent arrays)")
-    return _compact(sp.csr_array((data, indices, indptr), shape=shape))

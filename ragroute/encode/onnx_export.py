@@ -1,0 +1,279 @@
+"""Export of a sentence-transformers model to ONNX (torch -> ``model.onnx``), once per model.
+
+The sentence-transformers model is exported once per ``model_id`` into
+``cache_dir/<slug>/`` (``model.onnx`` + ``tokenizer.json`` + ``ragroute_onnx.json``),
+written to a temporary folder and renamed into place atomically, so concurrent
+processes never see half an export. Only the transformer is exported (legacy
+TorchScript exporter, dynamic batch and sequence axes); pooling and
+normalisation follow the model's ``modules.json`` (:func:`read_layout`) and run
+in numpy (:mod:`ragroute.encode.onnx_session`).
+
+Export steps, each checked against sentence-transformers on probe sentences
+(cosine >= :data:`EXPORT_MIN_COSINE` or the export is refused):
+
+1. ``torch.onnx.export`` of the HF model with eager attention (its attention
+   pattern is one onnxruntime recognises);
+2. onnxruntime's transformer optimiser fuses attention, GELU, layer norms and the
+   embedding block into single kernels (BERT-family models; others keep the
+   plain graph), which is what makes fp32 ONNX faster than torch here.
+
+The ``onnx-int8`` copy is quantised from the fused graph by
+:mod:`ragroute.encode.onnx_quantize`.
+
+Nothing is ever written next to the source model (it may live in site-packages).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ragroute.encode.onnx_session import (
+    FORMAT_VERSION,
+    FP32_FILE,
+    META_FILE,
+    PROBE_TEXTS,
+    TOKENIZER_FILE,
+    agreement,
+    quiet,
+    read_meta,
+    umask_mode,
+)
+from ragroute.encode.resolve import ResolvedModel, default_cache_dir, model_slug, set_offline_env
+from ragroute.errors import RagrouteError
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+EXPORT_MIN_COSINE = 0.9999
+"""fp32 ONNX must agree with sentence-transformers at least this well on every probe sentence."""
+
+_SUPPORTED_POOLING = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+_LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+_FUSABLE_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert", "albert"}
+
+
+def read_layout(model_path: Path) -> dict[str, Any]:
+    """Read the module stack of a sentence-transformers folder (``modules.json``, pooling config).
+
+    Returns ``{"transformer_path", "pooling", "include_prompt", "normalize"}``.
+    A plain Hugging Face folder (no ``modules.json``) means mean pooling, which is
+    what sentence-transformers does with it. Modules the ONNX backend cannot run
+    (Dense, ...) raise :class:`RagrouteError`.
+    """
+    layout: dict[str, Any] = {"transformer_path": "", "pooling": ["mean"], "include_prompt": True}
+    layout["normalize"] = False
+    modules_file = model_path / "modules.json"
+    if not modules_file.is_file():
+        return layout
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RagrouteError(f"cannot read {modules_file}: {exc}") from exc
+    seen_transformer = False
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        sub = str(module.get("path", "") or "")
+        if kind == "Transformer" and not seen_transformer:
+            layout["transformer_path"] = sub
+            seen_transformer = True
+        elif kind == "Pooling":
+            layout.update(_read_pooling(model_path / sub / "config.json"))
+        elif kind == "Normalize":
+            layout["normalize"] = True
+        else:
+            raise RagrouteError(
+                f"onnx backend cannot run module {kind or '?'} of {model_path.name}; use backend 'torch'"
+            )
+    if not seen_transformer:
+        raise RagrouteError(f"onnx backend needs a Transformer module in {modules_file}; use backend 'torch'")
+    return layout
+
+
+def _read_pooling(config_file: Path) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    mode = config.get("pooling_mode")
+    if mode is None:
+        modes = [name for key, name in _LEGACY_POOLING_KEYS.items() if config.get(key)] or ["mean"]
+    else:
+        modes = [mode] if isinstance(mode, str) else list(mode)
+    for name in modes:
+        if name not in _SUPPORTED_POOLING:
+            raise RagrouteError(f"onnx backend does not support pooling mode {name!r}; use backend 'torch'")
+    return {"pooling": modes, "include_prompt": bool(config.get("include_prompt", True))}
+
+
+def _meta_is_current(meta: dict[str, Any] | None, resolved: ResolvedModel) -> bool:
+    return bool(
+        meta
+        and meta.get("format") == FORMAT_VERSION
+        and meta.get("model_id") == resolved.model_id
+        and meta.get("fingerprint") == resolved.fingerprint()
+    )
+
+
+def export_dir(resolved: ResolvedModel, cache_root: Path) -> Path:
+    """Where the ONNX export of ``resolved`` lives (``cache_root/<slug>``)."""
+    return Path(cache_root) / model_slug(resolved.model_id)
+
+
+def ensure_export(resolved: ResolvedModel, cache_root: Path | None = None) -> Path:
+    """Export ``resolved`` to ONNX under ``cache_root`` unless a current export is already there."""
+    target = export_dir(resolved, cache_root or default_cache_dir())
+    if _meta_is_current(read_meta(target / META_FILE), resolved) and (target / FP32_FILE).is_file():
+        return target
+    layout = read_layout(resolved.path)  # refuse unsupported models before loading torch
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        _export_into(resolved, layout, tmp)
+        os.chmod(tmp, umask_mode(0o777))
+        if _meta_is_current(read_meta(target / META_FILE), resolved):
+            return target  # another process finished the same export meanwhile: keep theirs
+        stale = None
+        if target.exists():
+            stale = target.parent / f".{target.name}.stale.{os.getpid()}.{time.monotonic_ns()}"
+            os.replace(target, stale)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _meta_is_current(read_meta(target / META_FILE), resolved):
+                raise
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> None:
+    set_offline_env()
+    import torch
+
+    from ragroute.encode.sentence_transformers import embedding_dimension, load_sentence_transformer
+
+    try:
+        st = load_sentence_transformer(resolved.path, model_kwargs={"attn_implementation": "eager"})
+    except RagrouteError:
+        st = load_sentence_transformer(resolved.path)
+    st.eval()
+    transformer = st[0]
+    hf_model = getattr(transformer, "auto_model", None) or getattr(transformer, "model", None)
+    tokenizer = getattr(transformer, "tokenizer", None) or st.tokenizer
+    if hf_model is None or tokenizer is None or not getattr(tokenizer, "is_fast", True):
+        raise RagrouteError(f"onnx backend cannot export {resolved.model_id}: no HF model or fast tokenizer")
+
+    import inspect
+
+    accepted = inspect.signature(hf_model.forward).parameters
+    input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted]
+
+    class _Wrapper(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: Any) -> Any:
+            outputs = self.model(**dict(zip(input_names, args, strict=True)))
+            return outputs[0]
+
+    sample = tokenizer(
+        ["a padded sample", "a longer sample sentence for export"], padding=True, return_tensors="pt"
+    )
+    args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in input_names)
+    dynamic = {n: {0: "batch", 1: "sequence"} for n in [*input_names, "last_hidden_state"]}
+    raw = out / "raw.onnx"
+    with quiet(), torch.no_grad():
+        torch.onnx.export(
+            _Wrapper(hf_model),
+            args,
+            str(raw),
+            input_names=input_names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+    tokenizer.backend_tokenizer.save(str(out / TOKENIZER_FILE))
+    tok_dir = resolved.path / layout["transformer_path"]
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "sentencepiece.bpe.model"):
+        if (tok_dir / name).is_file():
+            shutil.copy2(tok_dir / name, out / name)
+
+    prompts = {k: v for k, v in (getattr(st, "prompts", None) or {}).items() if isinstance(v, str)}
+    if not layout["include_prompt"] and any(prompts.values()):
+        raise RagrouteError(f"onnx backend cannot pool {resolved.model_id} without its prompt; use 'torch'")
+    meta: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "model_id": resolved.model_id,
+        "source": str(resolved.path),
+        "fingerprint": resolved.fingerprint(),
+        "inputs": input_names,
+        "max_seq_length": int(st.max_seq_length or 0),
+        "pooling": layout["pooling"],
+        "normalize": layout["normalize"],
+        "dim": embedding_dimension(st),
+        "pad_id": int(tokenizer.pad_token_id or 0),
+        "prompts": prompts,
+        "opset": OPSET,
+        "torch": torch.__version__,
+    }
+    reference = st.encode(list(PROBE_TEXTS), convert_to_numpy=True, normalize_embeddings=True)
+
+    candidates: list[tuple[str, Path]] = []
+    model_type = str(getattr(hf_model.config, "model_type", "")).lower()
+    if model_type in _FUSABLE_MODEL_TYPES:
+        fused = out / "fused.onnx"
+        try:
+            _fuse(raw, fused, hf_model.config)
+            candidates.append(("fused", fused))
+        except Exception as exc:  # noqa: BLE001 - fusion is an optimisation; fall back to the plain graph
+            log.info("onnx fusion of %s failed (%s); using the plain graph", resolved.model_id, exc)
+    candidates.append(("plain", raw))
+    problems = []
+    for graph, path in candidates:
+        cosine = agreement(out, meta, path, reference)
+        if cosine >= EXPORT_MIN_COSINE:
+            os.replace(path, out / FP32_FILE)
+            meta.update(graph=graph, min_cosine_vs_torch=round(cosine, 6))
+            break
+        problems.append(f"{graph} min cosine {cosine:.4f}")
+    else:
+        raise RagrouteError(f"onnx export of {resolved.model_id} does not match torch: {'; '.join(problems)}")
+    for leftover in (raw, out / "fused.onnx"):
+        leftover.unlink(missing_ok=True)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def _fuse(source: Path, target: Path, config: Any) -> None:
+    """Fuse attention/GELU/LayerNorm with onnxruntime's transformer optimiser (BERT family)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with quiet():
+        optimized = optimize_model(
+            str(source),
+            model_type="bert",
+            num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+            hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+            opt_level=1,
+            use_gpu=False,
+        )
+        optimized.save_model_to_file(str(target))

@@ -1,0 +1,114 @@
+"""The ``onnx`` and ``onnx-int8`` backends: :class:`OnnxEncoder`, onnxruntime on CPU, pooling in numpy.
+
+:meth:`OnnxEncoder.from_model` exports the model on first use
+(:mod:`ragroute.encode.onnx_export`) and, for ``onnx-int8``, quantises the export
+(:mod:`ragroute.encode.onnx_quantize`); the graph then runs through
+:class:`ragroute.encode.onnx_session.Runner`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.encode._common import (
+    PromptedEncoder,
+    check_batch_size,
+    check_texts,
+    document_prompt,
+    query_prompt,
+    want_progress,
+)
+from ragroute.encode.onnx_export import ensure_export
+from ragroute.encode.onnx_quantize import INT8_MIN_COSINE, INT8_TEXTS_PER_RUN, ensure_int8
+from ragroute.encode.onnx_session import FORMAT_VERSION, FP32_FILE, META_FILE, Runner, read_meta
+from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, resolve_model
+from ragroute.errors import RagrouteError
+
+
+class OnnxEncoder(PromptedEncoder):
+    """Encoder backends ``"onnx"`` (fp32) and ``"onnx-int8"``: onnxruntime on CPU.
+
+    Build one with :meth:`from_model` (exports on first use); the constructor
+    takes an existing export folder and never imports torch, so loading a cached
+    export takes well under a second.
+    """
+
+    def __init__(self, model_dir: Path, *, int8: bool = False, threads: int | None = None) -> None:
+        model_dir = Path(model_dir)
+        meta = read_meta(model_dir / META_FILE)
+        if meta is None or meta.get("format") != FORMAT_VERSION:
+            raise RagrouteError(f"no usable ONNX export in {model_dir}")
+        self.model_dir = model_dir
+        self.meta = meta
+        self.int8 = bool(int8)
+        self.quantization: dict[str, Any] = {}
+        model_file = model_dir / FP32_FILE
+        if self.int8:
+            model_file, self.quantization = ensure_int8(model_dir)
+        self.model_file = model_file
+        self.backend = "onnx-int8" if self.int8 else "onnx"
+        self.model_id = str(meta["model_id"])
+        self.cache_variant = str(meta.get("fingerprint", ""))
+        if self.int8:
+            recipe = (self.quantization.get("fp32_ffn_out_layers"), INT8_TEXTS_PER_RUN, FORMAT_VERSION)
+            self.cache_variant += "|int8:" + ",".join(map(str, recipe))
+        self.dim = int(meta["dim"])
+        self.max_seq_length = int(meta["max_seq_length"])
+        self._runner = Runner(model_dir, meta, model_file, threads)
+        if self.int8:
+            self._runner.max_texts = INT8_TEXTS_PER_RUN
+        prompts = dict(meta.get("prompts") or {})
+        self._query_prompt = query_prompt(prompts)
+        self._document_prompt = document_prompt(prompts)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: ResolvedModel | str | os.PathLike[str] = DEFAULT_ENCODER,
+        cache_dir: Path | None = None,
+        *,
+        int8: bool = False,
+        threads: int | None = None,
+        require_agreement: bool = False,
+    ) -> OnnxEncoder:
+        """Export ``model`` into ``cache_dir`` if needed and load it.
+
+        With ``require_agreement`` an int8 model whose probe cosine to fp32 is
+        below :data:`INT8_MIN_COSINE` raises :class:`RagrouteError` (``auto`` then
+        falls back to fp32).
+        """
+        resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+        try:
+            model_dir = ensure_export(resolved, cache_dir)
+            encoder = cls(model_dir, int8=int8, threads=threads)
+        except RagrouteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - report export/quantisation failures as one line
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            step = "int8 quantisation" if int8 else "onnx export"
+            raise RagrouteError(f"{step} of {resolved.model_id} failed: {text}") from exc
+        if int8 and require_agreement:
+            cosine = float(encoder.quantization.get("min_cosine_vs_fp32", 0.0))
+            if cosine < INT8_MIN_COSINE:
+                raise RagrouteError(
+                    f"int8 {resolved.model_id} agrees with fp32 only to cosine {cosine:.3f}"
+                    f" (< {INT8_MIN_COSINE})"
+                )
+        return encoder
+
+    def _encode(
+        self, texts: Sequence[str], prompt: str, batch_size: int, show_progress: bool | None
+    ) -> np.ndarray:
+        items = check_texts(texts)
+        check_batch_size(batch_size)
+        if prompt:
+            items = [prompt + text for text in items]
+        return self._runner.encode(items, batch_size, want_progress(show_progress, len(items)), self.dim)
+
+    def __repr__(self) -> str:
+        return f"OnnxEncoder(model_id={self.model_id!r}, backend={self.backend!r}, dim={self.dim})"

@@ -1,0 +1,177 @@
+"""BM25 persistence: the on-disk files of a :class:`~ragroute.index.bm25_scoring.BM25Scorer`.
+
+A scorer is stored as a ``.npz`` CSR matrix (:data:`MATRIX_FILE`) and a JSON
+vocabulary with the parameters and idf values (:data:`VOCAB_FILE`); nothing is
+pickled. Reading validates both files and raises :class:`IndexFormatError`
+naming the bad file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ragroute.errors import IndexFormatError
+
+__all__ = [
+    "MATRIX_FILE",
+    "VOCAB_FILE",
+    "compact_matrix",
+    "load_scorer_parts",
+    "save_scorer_parts",
+]
+
+MATRIX_FILE = "bm25_matrix.npz"
+VOCAB_FILE = "bm25_vocab.json"
+_FORMAT = "ragroute-bm25"
+_FORMAT_VERSION = 1
+
+
+def save_scorer_parts(
+    directory: Path | str,
+    matrix: sp.csr_array,
+    vocab: Mapping[str, int],
+    idf: np.ndarray,
+    *,
+    k1: float,
+    b: float,
+    epsilon: float,
+    avgdl: float,
+    average_idf: float,
+    total_tokens: int,
+) -> list[str]:
+    """Write a scorer's parts into an existing directory; return the file names written."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise IndexFormatError(f"cannot save BM25 index: {directory} is not a directory")
+    sp.save_npz(directory / MATRIX_FILE, matrix, compressed=False)
+    terms = [""] * len(vocab)
+    for term, tid in vocab.items():
+        terms[tid] = term
+    meta = {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "k1": k1,
+        "b": b,
+        "epsilon": epsilon,
+        "n_docs": int(matrix.shape[1]),
+        "total_tokens": total_tokens,
+        "avgdl": avgdl,
+        "average_idf": average_idf,
+        "nnz": int(matrix.nnz),
+        "terms": terms,
+        "idf": idf.tolist(),
+    }
+    with open(directory / VOCAB_FILE, "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, ensure_ascii=False, separators=(",", ":"))
+    return [MATRIX_FILE, VOCAB_FILE]
+
+
+def load_scorer_parts(
+    directory: Path | str,
+) -> tuple[sp.csr_array, dict[str, int], np.ndarray, dict[str, Any]]:
+    """Read the files written by :func:`save_scorer_parts`; raise :class:`IndexFormatError` naming a bad file.
+
+    Returns ``(matrix, vocab, idf, params)``, ``params`` being the scorer's keyword
+    arguments (``k1``, ``b``, ``epsilon``, ``avgdl``, ``average_idf``, ``total_tokens``).
+    """
+    directory = Path(directory)
+    meta = _read_vocab(directory / VOCAB_FILE)
+    matrix = _read_matrix(directory / MATRIX_FILE, len(meta["terms"]), meta["n_docs"], meta["nnz"])
+    vocab = {term: i for i, term in enumerate(meta["terms"])}
+    if len(vocab) != len(meta["terms"]):
+        raise IndexFormatError(f"{directory / VOCAB_FILE}: duplicate terms in the vocabulary")
+    params = {key: meta[key] for key in ("k1", "b", "epsilon", "avgdl", "average_idf", "total_tokens")}
+    return matrix, vocab, np.asarray(meta["idf"], dtype=np.float64), params
+
+
+def compact_matrix(matrix: sp.csr_array) -> sp.csr_array:
+    """Use int32 indices and indptr when they fit (smaller, and faster to gather)."""
+    limit = np.iinfo(np.int32).max
+    if matrix.nnz < limit and max(matrix.shape) < limit:
+        matrix = sp.csr_array(
+            (matrix.data, matrix.indices.astype(np.int32), matrix.indptr.astype(np.int32)),
+            shape=matrix.shape,
+        )
+    return matrix
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_vocab(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except FileNotFoundError:
+        raise IndexFormatError(f"BM25 index file missing: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{path}: unreadable BM25 vocabulary ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")
+    if meta.get("format_version") != _FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: BM25 format version {meta.get('format_version')!r} is not supported "
+            f"(expected {_FORMAT_VERSION})"
+        )
+    numbers = ("k1", "b", "epsilon", "avgdl", "average_idf")
+    integers = ("n_docs", "total_tokens", "nnz")
+    bad = [key for key in numbers if not _is_number(meta.get(key))]
+    bad += [key for key in integers if not _is_count(meta.get(key))]
+    terms, idf = meta.get("terms"), meta.get("idf")
+    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+        bad.append("terms")
+    idf_ok = isinstance(idf, list) and isinstance(terms, list) and len(idf) == len(terms)
+    if not (idf_ok and all(map(_is_number, idf))):
+        bad.append("idf")
+    if bad:
+        raise IndexFormatError(f"{path}: missing or invalid field(s) {', '.join(bad)}")
+    return meta
+
+
+def _read_matrix(path: Path, n_terms: int, n_docs: int, nnz: int) -> sp.csr_array:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            fmt = npz["format"].item()
+            shape = tuple(int(x) for x in npz["shape"])
+            data, indices, indptr = npz["data"], npz["indices"], npz["indptr"]
+    except FileNotFoundError:
+        raise IndexFormatError(f"BM25 index file missing: {path}") from None
+    except Exception as exc:  # zipfile, numpy and OS errors all mean a corrupt file here
+        raise IndexFormatError(f"{path}: unreadable BM25 matrix ({type(exc).__name__}: {exc})") from None
+    if fmt not in (b"csr", "csr"):
+        raise IndexFormatError(f"{path}: expected a CSR matrix, found {fmt!r}")
+    if shape != (n_terms, n_docs):
+        raise IndexFormatError(
+            f"{path}: matrix shape {shape} does not match the vocabulary's ({n_terms}, {n_docs})"
+        )
+    ok = (
+        data.dtype == np.float64
+        and data.ndim == indices.ndim == indptr.ndim == 1
+        and indices.dtype.kind == "i"
+        and indptr.dtype.kind == "i"
+        and data.shape[0] == indices.shape[0] == nnz
+        and indptr.shape[0] == n_terms + 1
+    )
+    if ok:
+        ok = (
+            int(indptr[0]) == 0
+            and int(indptr[-1]) == nnz
+            and bool(np.all(np.diff(indptr) >= 0))
+            and (nnz == 0 or (int(indices.min()) >= 0 and int(indices.max()) < n_docs))
+            and bool(np.all(np.isfinite(data)))
+        )
+    if not ok:
+        raise IndexFormatError(f"{path}: corrupt BM25 matrix (inconsistent arrays)")
+    return compact_matrix(sp.csr_array((data, indices, indptr), shape=shape))
