@@ -23,8 +23,19 @@ class CorpusFormatError(RagrouteError, ValueError):
     """A corpus file cannot be parsed (bad UTF-8, broken JSON, missing column...)."""
 
 
-class IndexFormatError(RagrouteError):
+class ArtifactFormatError(RagrouteError):
+    """A stored artifact (index, router, ...) is missing, incomplete, corrupt, or of an unknown format."""
+
+
+class IndexFormatError(ArtifactFormatError):
     """An index directory is missing, incomplete, corrupt, or of an unknown format."""
+
+
+class UnknownKindError(RagrouteError, KeyError):
+    """A configuration names a kind (index, router, fusion...) that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class EncoderMismatchError(RagrouteError):

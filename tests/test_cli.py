@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from ragroute.cli import main
 from ragroute.index.build import build_index
 from ragroute.index.io import save_index
-from ragroute.index.manifest import MANIFEST_NAME
+from ragroute.store.artifact import published_path
+from ragroute.store.manifest import MANIFEST_NAME
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def test_empty_query_is_one_line_error(runner, corpus, tmp_path, query):
 def test_truncated_manifest_and_missing_index(runner, corpus, tmp_path):
     out = tmp_path / "idx"
     runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"])
-    manifest = out / MANIFEST_NAME
+    manifest = published_path(out) / MANIFEST_NAME
     manifest.write_text(manifest.read_text()[:40])
     result = runner.invoke(main, ["query", str(out), "comets"])
     assert result.exit_code == 2 and "manifest.json is corrupt" in result.output

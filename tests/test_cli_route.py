@@ -101,7 +101,7 @@ def test_route_fit_then_route_with_trained_router(workspace):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert (out / "router.json").is_file()
+    assert (out / "CURRENT").is_file()
     trained = root / "trained.yaml"
     trained.write_text(config.read_text().split("router:")[0] + "router: {kind: trained, model: router}\n")
     result = CliRunner().invoke(

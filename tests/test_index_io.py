@@ -7,8 +7,10 @@ from conftest import HashingEncoder
 
 from ragroute.errors import EncoderMismatchError, IndexFormatError
 from ragroute.index.build import build_index
-from ragroute.index.io import load_index, save_index
-from ragroute.index.manifest import MANIFEST_NAME, atomic_directory, read_manifest
+from ragroute.index.io import load_index, read_index_manifest, save_index
+from ragroute.store import write_artifact
+from ragroute.store.artifact import published_path
+from ragroute.store.manifest import MANIFEST_NAME, canonical_checksum, sha256_file
 from ragroute.types import Document
 
 
@@ -16,7 +18,7 @@ from ragroute.types import Document
 def test_round_trip_gives_identical_results(tmp_path, hashing_encoder, small_docs, method):
     index = build_index(small_docs, method, encoder=hashing_encoder, name="demo")
     manifest = save_index(index, tmp_path / "idx")
-    assert manifest.kind == method and manifest.documents == 30
+    assert manifest.family == "index" and manifest.kind == method and manifest.params["documents"] == 30
     assert "docs.jsonl" in manifest.files and all(len(f["sha256"]) == 64 for f in manifest.files.values())
     loaded = load_index(tmp_path / "idx", hashing_encoder)
     for query in ["telescope orbit", "bread yeast oven", "printer driver"]:
@@ -47,13 +49,13 @@ def test_missing_directory_and_manifest(tmp_path):
     with pytest.raises(IndexFormatError, match="does not exist"):
         load_index(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(IndexFormatError, match="manifest.json is missing"):
+    with pytest.raises(IndexFormatError, match="holds no ragroute artifact"):
         load_index(tmp_path / "empty")
 
 
 def test_truncated_manifest(tmp_path, small_docs):
     save_index(build_index(small_docs, "bm25"), tmp_path / "idx")
-    path = tmp_path / "idx" / MANIFEST_NAME
+    path = published_path(tmp_path / "idx") / MANIFEST_NAME
     path.write_text(path.read_text()[:50])
     with pytest.raises(IndexFormatError, match="corrupt") as info:
         load_index(tmp_path / "idx")
@@ -62,11 +64,11 @@ def test_truncated_manifest(tmp_path, small_docs):
 
 def test_missing_and_corrupt_files(tmp_path, hashing_encoder, small_docs):
     save_index(build_index(small_docs, "hybrid", encoder=hashing_encoder), tmp_path / "idx")
-    (tmp_path / "idx" / "dense.faiss").unlink()
-    with pytest.raises(IndexFormatError, match="dense.faiss is missing"):
+    (published_path(tmp_path / "idx") / "dense.faiss").unlink()
+    with pytest.raises(IndexFormatError, match="dense.faiss of the published build is missing"):
         load_index(tmp_path / "idx", hashing_encoder)
     save_index(build_index(small_docs, "hybrid", encoder=hashing_encoder), tmp_path / "idx")
-    docs = tmp_path / "idx" / "docs.jsonl"
+    docs = published_path(tmp_path / "idx") / "docs.jsonl"
     data = bytearray(docs.read_bytes())
     data[10] ^= 0x01
     docs.write_bytes(bytes(data))
@@ -74,14 +76,18 @@ def test_missing_and_corrupt_files(tmp_path, hashing_encoder, small_docs):
         load_index(tmp_path / "idx", hashing_encoder)
 
 
-def test_wrong_format_version(tmp_path, small_docs):
+def test_newer_format_version_names_it(tmp_path, small_docs):
     save_index(build_index(small_docs, "bm25"), tmp_path / "idx")
-    path = tmp_path / "idx" / MANIFEST_NAME
+    path = published_path(tmp_path / "idx") / MANIFEST_NAME
     data = json.loads(path.read_text())
     data["format_version"] = 99
+    data["checksum"] = canonical_checksum(data)
     path.write_text(json.dumps(data))
-    with pytest.raises(IndexFormatError, match="format_version 99"):
-        read_manifest(tmp_path / "idx")
+    (tmp_path / "idx" / "CURRENT").write_text(
+        json.dumps({"build": data["build"], "manifest_sha256": sha256_file(path)})
+    )
+    with pytest.raises(IndexFormatError, match="format version 99, newer than this ragroute"):
+        read_index_manifest(tmp_path / "idx")
 
 
 def test_encoder_mismatch(tmp_path, hashing_encoder, small_docs):
@@ -95,24 +101,25 @@ def test_encoder_mismatch(tmp_path, hashing_encoder, small_docs):
 def test_failed_build_keeps_previous_index(tmp_path, small_docs):
     target = tmp_path / "idx"
     save_index(build_index(small_docs, "bm25"), target)
-    before = read_manifest(target).files
-    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
-        (tmp / "docs.jsonl").write_text("half written")
+    before = read_index_manifest(target)
+    with pytest.raises(RuntimeError), write_artifact(target, "index", "bm25") as build:
+        (build.path / "docs.jsonl").write_text("half written")
         raise RuntimeError("killed")
-    assert read_manifest(target).files == before
+    assert read_index_manifest(target).build == before.build
     assert load_index(target).search("telescope", k=1)
     assert [p.name for p in tmp_path.iterdir()] == ["idx"]
+    assert [p.name for p in (target / "builds").iterdir()] == [before.build]
 
 
 def test_killed_build_leftovers_do_not_matter(tmp_path, small_docs):
     target = tmp_path / "idx"
     save_index(build_index(small_docs, "bm25"), target)
-    leftover = tmp_path / ".idx.tmp-abc123"  # what a SIGKILL mid-build leaves behind
+    leftover = target / "builds" / ".tmp-abc123"  # what a SIGKILL mid-build leaves behind
     leftover.mkdir()
     (leftover / "docs.jsonl").write_text("partial")
     assert load_index(target).search("bread", k=1)[0].doc_id.startswith("cook")
     save_index(build_index(small_docs[:5], "bm25"), target)
-    assert read_manifest(target).documents == 5
+    assert read_index_manifest(target).params["documents"] == 5
 
 
 def test_refuses_to_overwrite_a_non_index_folder(tmp_path, small_docs):

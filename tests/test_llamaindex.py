@@ -9,9 +9,9 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 
 from ragroute.index.build import build_index
 from ragroute.integrations.llamaindex import IndexLlamaRetriever, RoutedLlamaRetriever
+from ragroute.pipeline import Pipeline
 from ragroute.route.knn import KnnRouter
 from ragroute.route.llm import LlmRouter, UnknownRouteLabel
-from ragroute.route.retriever import RoutedRetriever
 from ragroute.route.sources import Source
 
 
@@ -71,7 +71,7 @@ def test_unknown_llm_label_falls_back_or_raises(sources, hashing_encoder):
 
 def test_routed_retriever_in_query_engine(sources):
     llm = ScriptedLLM(replies=["astro", "astro"])
-    routed = RoutedRetriever(sources, LlmRouter(sources, llm))
+    routed = Pipeline(sources, LlmRouter(sources, llm))
     retriever = RoutedLlamaRetriever(routed, k=3)
     nodes = retriever.retrieve("galaxy telescope")
     assert nodes and all(n.node.metadata["source"] == "astro" for n in nodes)

@@ -5,6 +5,7 @@ import pytest
 
 from ragroute.errors import EmptyQueryError, RagrouteError
 from ragroute.index.build import build_index
+from ragroute.pipeline import Pipeline, RoutingOptions
 from ragroute.route import Policy
 from ragroute.route.base import NONE_ROUTE, fit_temperature, select_routes, softmax
 from ragroute.route.confidence import ConfidenceRouter
@@ -12,7 +13,6 @@ from ragroute.route.ensemble import EnsembleRouter
 from ragroute.route.knn import KnnRouter
 from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
 from ragroute.route.pseudo import pseudo_queries
-from ragroute.route.retriever import RoutedRetriever, RoutingOptions
 from ragroute.route.sources import Source, SourceProblem, collapse_to_parents, granularity_views
 from ragroute.types import Document, Hit
 
@@ -118,7 +118,7 @@ def test_ensemble_weights_confident_members(sources, hashing_encoder):
 
 
 def test_routed_retriever_hits_remember_source_and_probability(sources, hashing_encoder):
-    retriever = RoutedRetriever(sources, PrototypeRouter(sources, hashing_encoder), encoder=hashing_encoder)
+    retriever = Pipeline(sources, PrototypeRouter(sources, hashing_encoder), encoder=hashing_encoder)
     result = retriever.retrieve(QUERIES["cook"], k=4)
     assert result.hits and all(h.source == "cook" for h in result.hits)
     assert result.hits[0].explain["route_probability"] == result.decision.routes["cook"]
@@ -130,7 +130,7 @@ def test_routed_retriever_hits_remember_source_and_probability(sources, hashing_
 
 def test_multi_route_fuses_two_sources(sources, hashing_encoder):
     router = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(temperature=100.0))  # flat: hedge
-    retriever = RoutedRetriever(sources, router, options=RoutingOptions(threshold=0.1, max_routes=2))
+    retriever = Pipeline(sources, router, options=RoutingOptions(threshold=0.1, max_routes=2))
     result = retriever.retrieve("galaxy bread", k=6)
     assert len(result.decision.chosen) == 2
     assert {h.source for h in result.hits} == set(result.decision.chosen)
@@ -150,7 +150,7 @@ rules:
 
 def test_policy_decides_first_and_defers_with_blocks(sources, hashing_encoder):
     policy = Policy.from_yaml(POLICY)
-    retriever = RoutedRetriever(sources, PrototypeRouter(sources, hashing_encoder), policy=policy)
+    retriever = Pipeline(sources, PrototypeRouter(sources, hashing_encoder), policy=policy)
     none = retriever.retrieve("what is 17 x 3", k=3)
     assert none.hits == [] and none.decision.chosen == [NONE_ROUTE]
     assert none.decision.decided_by == "rule:arithmetic"
@@ -163,7 +163,7 @@ def test_policy_decides_first_and_defers_with_blocks(sources, hashing_encoder):
 
 def test_broken_source_is_reported_and_skipped(sources, hashing_encoder):
     policy = Policy.from_yaml("rules:\n  - {name: all, when: true, then: {routes: [astro, wiki]}}\n")
-    retriever = RoutedRetriever(
+    retriever = Pipeline(
         sources, policy=policy, problems=[SourceProblem("wiki", "index missing: /x/manifest.json")]
     )
     result = retriever.retrieve("galaxy", k=3)

@@ -92,9 +92,8 @@ def test_prepare_splits_sources_and_labels(tatqa_dir, hashing_encoder):
     assert all(d.modality == "table" for d in data.sources[0].documents)
     assert len(data.query_ids) == 12
     assert bench.gold == [LABEL_ROUTES[label] for label in data.query_labels]
-    assert set(data.per_source_hits) == {"tables", "text"}
-    # every source was searched once for every question
-    assert all(len(hits) == 12 for hits in data.per_source_hits.values())
+    assert [len(data.source_hits(name)) for name in ("tables", "text")] == [12, 12]
+    assert all(c.has_vector(hashing_encoder) for c in data.contexts)  # embedded once, up front
 
 
 @pytest.mark.parametrize("method", ["dense", "hybrid"])

@@ -36,6 +36,8 @@ from ragroute.route.trained import (
     choose_none_bias,
     cross_val_logits,
 )
+from ragroute.store import open_snapshot
+from ragroute.store.artifact import published_path
 
 
 class FakeEncoder:
@@ -239,20 +241,35 @@ def test_mlp_binary_and_model_free_variants(
 # --------------------------------------------------------------------------- persistence
 
 
+def _legacy_save(router: TrainedRouter, folder: Path) -> Path:
+    """What ragroute 0.1 wrote: router.json beside router_weights.npz, no artifact manifest."""
+    folder.mkdir(parents=True)
+    arrays = {"offset": router._scaling.offset, "scale": router._scaling.scale}
+    for i, (w, b) in enumerate(zip(router._network.weights, router._network.biases)):
+        arrays[f"W{i}"], arrays[f"b{i}"] = w, b
+    np.savez(folder / WEIGHTS_FILE, **arrays)
+    (folder / ROUTER_FILE).write_text(json.dumps(router._manifest()))
+    return folder
+
+
 def test_save_load_round_trip(
     router: TrainedRouter, data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path
 ):
     folder = router.save(tmp_path / "r")
-    assert {p.name for p in folder.iterdir()} == {ROUTER_FILE, WEIGHTS_FILE}
-    manifest = json.loads((folder / ROUTER_FILE).read_text())
-    assert manifest["encoder"] == {"model_id": encoder.model_id, "dim": encoder.dim}
-    assert manifest["labels"] == router.labels and manifest["none_label"] == "no"
-    with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as arrays:
+    snapshot = open_snapshot(folder)
+    assert snapshot.manifest.family == "router" and snapshot.manifest.kind == "trained"
+    assert set(snapshot.manifest.files) == {WEIGHTS_FILE}
+    assert snapshot.manifest.encoder == {"model_id": encoder.model_id, "dim": encoder.dim}
+    settings = snapshot.manifest.params
+    assert settings["labels"] == router.labels and settings["none_label"] == "no"
+    with np.load(snapshot.file(WEIGHTS_FILE), allow_pickle=False) as arrays:
         assert all(arrays[name].dtype != object for name in arrays.files)
     loaded = TrainedRouter.load(folder, FakeEncoder())
     texts = data["test"][0]
     assert np.array_equal(loaded.predict_proba(texts), router.predict_proba(texts))
     assert loaded.temperature == router.temperature and loaded.labels == router.labels
+    legacy = TrainedRouter.load(_legacy_save(router, tmp_path / "old"), FakeEncoder())
+    assert np.array_equal(legacy.predict_proba(texts), router.predict_proba(texts))
 
 
 def test_load_checks_the_encoder(router: TrainedRouter, tmp_path: Path) -> None:
@@ -264,23 +281,37 @@ def test_load_checks_the_encoder(router: TrainedRouter, tmp_path: Path) -> None:
 
 
 def test_load_reports_missing_and_corrupt_files(router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path):
-    with pytest.raises(IndexFormatError, match="not found"):
+    with pytest.raises(IndexFormatError, match="does not exist"):
         TrainedRouter.load(tmp_path / "absent", encoder)
     folder = router.save(tmp_path / "r")
-    weights = (folder / WEIGHTS_FILE).read_bytes()
+    weights = published_path(folder) / WEIGHTS_FILE
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(IndexFormatError, match="router_weights.npz is corrupt"):
+        TrainedRouter.load(folder, encoder)
+    weights.unlink()
+    with pytest.raises(IndexFormatError, match="router_weights.npz of the published build is missing"):
+        TrainedRouter.load(folder, encoder)
+    weights.write_bytes(good)
+    manifest = published_path(folder) / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"labels"', '"label5"'))
+    with pytest.raises(IndexFormatError, match="manifest.json is corrupt"):
+        TrainedRouter.load(folder, encoder)
 
+
+def test_legacy_router_files_are_checked(router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path):
+    folder = _legacy_save(router, tmp_path / "old")
+    weights = (folder / WEIGHTS_FILE).read_bytes()
     (folder / WEIGHTS_FILE).write_bytes(b"not a zip file")
     with pytest.raises(IndexFormatError, match="corrupt"):
         TrainedRouter.load(folder, encoder)
     (folder / WEIGHTS_FILE).unlink()
     with pytest.raises(IndexFormatError, match="missing"):
         TrainedRouter.load(folder, encoder)
-
     np.savez(folder / WEIGHTS_FILE, offset=np.zeros(3), scale=np.ones(3))
     with pytest.raises(IndexFormatError, match="W0"):
         TrainedRouter.load(folder, encoder)
     (folder / WEIGHTS_FILE).write_bytes(weights)
-
     manifest = json.loads((folder / ROUTER_FILE).read_text())
     (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "labels": ["a", "b"]}))
     with pytest.raises(IndexFormatError, match="output layer"):
@@ -289,8 +320,8 @@ def test_load_reports_missing_and_corrupt_files(router: TrainedRouter, encoder: 
     with pytest.raises(IndexFormatError, match="JSON") as info:
         TrainedRouter.load(folder, encoder)
     assert "\n" not in str(info.value)
-    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "format": "something-else"}))
-    with pytest.raises(IndexFormatError):
+    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "version": 0}))
+    with pytest.raises(IndexFormatError, match="refit it with `ragroute route fit`"):
         TrainedRouter.load(folder, encoder)
 
 

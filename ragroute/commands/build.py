@@ -12,7 +12,7 @@ from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.index.dense import FACTORIES, DenseParams
 from ragroute.index.fusion import FUSION_METHODS
 from ragroute.index.hybrid import FusionParams
-from ragroute.index.io import INDEX_KINDS
+from ragroute.registry import INDEX_KINDS
 
 
 @click.command("build")
@@ -26,7 +26,7 @@ from ragroute.index.io import INDEX_KINDS
 )
 @click.option(
     "--method",
-    type=click.Choice(INDEX_KINDS),
+    type=click.Choice(INDEX_KINDS.names()),
     default="hybrid",
     show_default=True,
     help="bm25 (lexical), dense (embeddings on faiss) or hybrid (both, fused).",
@@ -111,5 +111,6 @@ def build_command(
         f", encoder {manifest.encoder['model_id']} ({manifest.encoder['backend']})" if model else ""
     )
     click.echo(
-        f"built {method} index of {manifest.documents} units in {elapsed:.1f}s{encoder_text} -> {out_dir}"
+        f"built {method} index of {manifest.params['documents']} units in {elapsed:.1f}s{encoder_text}"
+        f" -> {out_dir}"
     )

@@ -18,7 +18,7 @@ import click
 from ragroute.commands.common import encoder_options, format_hit, open_encoder
 from ragroute.commands.route import format_decision
 from ragroute.encode.resolve import DEFAULT_ENCODER
-from ragroute.index.io import INDEX_KINDS
+from ragroute.registry import INDEX_KINDS
 
 DEFAULT_ROUTING = Path("corpora/routing.yaml")
 DEFAULT_QUERIES = Path("corpora/demo_queries.jsonl")
@@ -59,7 +59,7 @@ def build_sources(specs: list, method: str, encoder: Any, out_dir: Path) -> None
     show_default=True,
     help="Queries to answer (JSONL: _id, text, optional metadata.expected_source).",
 )
-@click.option("--method", type=click.Choice(INDEX_KINDS), default="hybrid", show_default=True)
+@click.option("--method", type=click.Choice(INDEX_KINDS.names()), default="hybrid", show_default=True)
 @encoder_options(DEFAULT_ENCODER)
 @click.option(
     "-k", "k", type=click.IntRange(min=1), default=3, show_default=True, help="Hits shown per query."

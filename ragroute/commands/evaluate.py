@@ -57,14 +57,14 @@ def eval_command(
     Recall@10/100, MRR@10, Hit@1/10 and full-chain recall@10.
     """
     from ragroute.cli import emit_json
-    from ragroute.index.io import load_index
-    from ragroute.index.manifest import read_manifest
+    from ragroute.index.io import load_index, read_index_manifest
     from ragroute.loaders import load_beir
 
     dataset = load_beir(data_dir, split=split)
-    manifest = read_manifest(index_dir)
-    model = encoder_for_index(manifest, index_dir, encoder, backend, cache_dir)
-    index = load_index(index_dir, model, verify=False)
+    recorded = read_index_manifest(index_dir, verify=False)
+    model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
+    index = load_index(index_dir, model)
+    manifest = index.manifest
     queries = dataset.queries
     run: dict[str, list[str]] = {}
     start = time.perf_counter()

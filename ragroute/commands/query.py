@@ -46,15 +46,15 @@ def query_command(
 ) -> None:
     """Search INDEX_DIR for TEXT and print the top hits and the decision trace."""
     from ragroute.cli import emit_json
-    from ragroute.index.io import load_index
-    from ragroute.index.manifest import read_manifest
+    from ragroute.index.io import load_index, read_index_manifest
 
     text = check_query(text)
     watch = Stopwatch()
     with watch.time("load_ms"):
-        manifest = read_manifest(index_dir)
-        model = encoder_for_index(manifest, index_dir, encoder, backend, cache_dir)
-        index = load_index(index_dir, model, verify=False)
+        recorded = read_index_manifest(index_dir, verify=False)
+        model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
+        index = load_index(index_dir, model)
+        manifest = index.manifest
     with watch.time("search_ms"):
         hits = index.search(text, k, filters=_parse_filters(filters) or None)
     trace = [
@@ -63,7 +63,7 @@ def query_command(
             {
                 "index": str(index_dir),
                 "kind": manifest.kind,
-                "documents": manifest.documents,
+                "documents": manifest.params["documents"],
                 "encoder": manifest.encoder,
                 "ms": watch.ms["load_ms"],
             },

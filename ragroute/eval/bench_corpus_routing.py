@@ -3,14 +3,20 @@
 ROOT holds one BEIR folder per source (as ``../shared/data/glasgow``); a query's
 correct route is the folder it came from. Every source gets a dense index
 (all-MiniLM-L6-v2 by default), or with ``--method hybrid`` a BM25 + dense one; the
-same document embeddings also make one merged index over all sources. Each
-query's top hits from every source are computed once, so every router is scored
-on identical retrieval: routing accuracy, nDCG@10 of routed retrieval (selected
-routes fused), and routing latency excluding query encoding (the confidence
-router's searches of every source are included). Baselines measured in the same
-run: one merged index, the oracle source, centroid-only routing, 5-nearest
-labelled queries, and LlamaIndex's ``EmbeddingSingleSelector`` over one-sentence
-descriptions.
+same document embeddings also make one merged index over all sources.
+
+Every router is scored through the product pipeline: the bench builds a
+:class:`~ragroute.pipeline.Pipeline` with :func:`~ragroute.pipeline.build.pipeline_from_settings`
+from the same ``router:`` settings a routing config holds (selection and fusion
+included, product defaults unless overridden), and a
+:class:`~ragroute.eval.evaluators.RoutingEvaluator` sends it one query at a time.
+``ndcg@10`` is what the shipped selection and fusion return; ``ndcg@10_top1_only``
+is the same pipeline with ``max_routes: 1``. Routing latency is the pipeline's
+route stage (query vectors are computed once up front and handed to the pipeline
+on the query contexts, so it excludes query encoding; the confidence router's
+searches of every source are included). Baselines measured in the same run: one
+merged index, the oracle source, centroid-only routing, 5-nearest labelled
+queries, and LlamaIndex's ``EmbeddingSingleSelector`` over one-sentence descriptions.
 
 Routers that learn from labelled queries use ``--train-split``; when it equals
 ``--split`` they are scored by k-fold cross-validation (each query is routed by a
@@ -22,9 +28,7 @@ the best router's nDCG@10 as a share of the oracle and of the text-only ceiling.
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,12 +38,16 @@ import click
 import numpy as np
 import yaml
 
-from ragroute.eval.bench_indexes import METHODS, KnownQueries, bench_index, check_method
-from ragroute.eval.metrics import evaluate_run
+from ragroute.context import QueryContext
+from ragroute.eval.bench_indexes import METHODS, bench_index, check_method
+from ragroute.eval.evaluators import RoutingEvaluator, RoutingRow, macro_average
 from ragroute.eval.options import bench_encoder_options
-from ragroute.index.fusion import fuse
-from ragroute.route.base import Router, select_routes
+from ragroute.pipeline import Pipeline
+from ragroute.pipeline.build import pipeline_from_settings, routing_options
+from ragroute.registry import FUSIONS
+from ragroute.route.base import Router
 from ragroute.route.folds import grouped_stratified_folds, text_groups
+from ragroute.route.labels import beir_labelled_queries
 from ragroute.route.sources import Source
 from ragroute.types import Hit
 from ragroute.yaml_files import read_yaml
@@ -68,13 +76,31 @@ class RoutingData:
 
     collections: list[Collection]
     sources: list[Source]
-    query_texts: list[str]
-    query_ids: list[str]
+    contexts: list[QueryContext]  # one per query, its vector by the bench encoder preset
     query_labels: list[str]
-    query_vectors: np.ndarray
     qrels: dict[str, dict[str, int]]
-    per_source_hits: dict[str, list[list[Hit]]]  # source -> per-query top hits
-    merged_hits: list[list[Hit]]
+    merged: Any
+    encoder: Any
+
+    @property
+    def query_texts(self) -> list[str]:
+        return [c.text for c in self.contexts]
+
+    @property
+    def query_ids(self) -> list[str]:
+        return [c.id for c in self.contexts]
+
+    @property
+    def groups(self) -> dict[str, str]:
+        return dict(zip(self.query_ids, self.query_labels))
+
+    def evaluator(self) -> RoutingEvaluator:
+        return RoutingEvaluator(self.contexts, self.groups, self.qrels, groups=self.groups, k=10)
+
+    def source_hits(self, name: str, k: int = 10) -> list[list[Hit]]:
+        """Every query's top hits in one source (for the reference rows, not for routers)."""
+        source = next(s for s in self.sources if s.name == name)
+        return [hits for hits, _ in source.search_contexts(self.contexts, k)]
 
 
 def load_collections(root: Path, split: str) -> list[Collection]:
@@ -92,11 +118,10 @@ def prepare(
     root: Path,
     split: str,
     encoder: Any,
-    depth: int = 100,
     descriptions: dict | None = None,
     method: str = "dense",
 ) -> RoutingData:
-    """Index every collection (and all of them merged), embed every query once, search every source once.
+    """Index every collection (and all of them merged) and embed every query once.
 
     ``method``: ``dense`` or ``hybrid`` (BM25 + dense per index, see :mod:`ragroute.eval.bench_indexes`).
     """
@@ -104,59 +129,41 @@ def prepare(
     collections = load_collections(root, split)
     if not collections:
         raise click.ClickException(f"no BEIR folders with qrels/{split}.tsv under {root}")
-    texts = [q.text for col in collections for q in col.queries]
-    qvecs = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
-    known = KnownQueries(encoder, texts, qvecs)
+    contexts = [QueryContext(q.text, id=q.id) for col in collections for q in col.queries]
+    vectors = np.asarray(encoder.encode_queries([c.text for c in contexts], show_progress=False))
+    for context, vector in zip(contexts, vectors):
+        context.set_vector(encoder, vector)
     sources, all_docs, all_vectors = [], [], []
     for col in collections:
-        vectors = encoder.encode_documents([d.full_text() for d in col.corpus])
-        index = bench_index(col.name, col.corpus, vectors, known, method)
+        doc_vectors = encoder.encode_documents([d.full_text() for d in col.corpus])
+        index = bench_index(col.name, col.corpus, doc_vectors, encoder, method)
         sources.append(Source(col.name, index, description=(descriptions or {}).get(col.name, "")))
         all_docs.extend(col.corpus)
-        all_vectors.append(vectors)
-    merged = bench_index("merged", all_docs, np.vstack(all_vectors), known, method)
+        all_vectors.append(doc_vectors)
+    merged = bench_index("merged", all_docs, np.vstack(all_vectors), encoder, method)
     return RoutingData(
         collections,
         sources,
-        texts,
-        [q.id for col in collections for q in col.queries],
+        contexts,
         [col.name for col in collections for _ in col.queries],
-        qvecs,
         {qid: rels for col in collections for qid, rels in col.qrels.items()},
-        {s.name: s.search_many(texts, depth) for s in sources},
-        merged.search_many(texts, depth),
+        merged,
+        encoder,
     )
 
 
-def routed_run(
-    data: RoutingData, chosen: list[list[str]], probs: list[dict[str, float]], fusion: str, k: int = 100
-):
-    run = {}
-    for i, qid in enumerate(data.query_ids):
-        lists = {name: data.per_source_hits[name][i] for name in chosen[i] if name in data.per_source_hits}
-        if not lists:
-            run[qid] = []
-        elif len(lists) == 1:
-            run[qid] = [h.doc_id for h in next(iter(lists.values()))[:k]]
-        elif fusion == "score":
-            merged = sorted((h for hits in lists.values() for h in hits), key=lambda h: -h.score)
-            run[qid] = [h.doc_id for h in merged[:k]]
-        else:
-            fused = fuse(lists, method=fusion, weights={n: probs[i].get(n, 0.0) for n in lists}, limit=k)
-            run[qid] = [h.doc_id for h in fused]
-    return run
+def reference_run(data: RoutingData, hits: list[list[Hit]]) -> dict[str, list[str]]:
+    return {qid: [h.doc_id for h in row] for qid, row in zip(data.query_ids, hits)}
 
 
-def macro_ndcg(data: RoutingData, run: dict[str, list[str]]) -> float:
-    """nDCG@10 averaged per collection, then over collections (as the issue's baselines)."""
-    per_collection = []
-    for col in data.collections:
-        sub = {qid: run.get(qid, []) for qid in col.qrels}
-        per_collection.append(evaluate_run(sub, col.qrels, ("ndcg@10",))["ndcg@10"])
-    return float(np.mean(per_collection))
+def oracle_ndcg(data: RoutingData) -> float:
+    """Every query searched in its own source only."""
+    per_source = {s.name: data.source_hits(s.name) for s in data.sources}
+    hits = [per_source[label][i] for i, label in enumerate(data.query_labels)]
+    return macro_average(reference_run(data, hits), data.qrels, data.groups, "ndcg@10")
 
 
-def text_only_ceiling(data: RoutingData, fusion: str = "score") -> dict[str, Any]:
+def text_only_ceiling(data: RoutingData, fusion: str = "rrf") -> dict[str, Any]:
     """The best any router that sees only the query text can do (one route per distinct text).
 
     Collections may share query texts (in Glasgow, every ADI query is also a CISI query); a
@@ -164,15 +171,18 @@ def text_only_ceiling(data: RoutingData, fusion: str = "score") -> dict[str, Any
     one copy. For each group of identical texts we pick the source that maximises the group's
     share of the macro nDCG@10 (and, separately, of accuracy). ``ndcg@10_hedged`` is the
     other honest option: every shared text queries all its sources, fused with ``fusion``
-    (every other query goes to its own source).
+    (a registered fusion method, even weights; every other query goes to its own source).
     """
+    from ragroute.eval.metrics import evaluate_run
+
     names = [s.name for s in data.sources]
+    per_source = {name: data.source_hits(name) for name in names}
     size = {c.name: len(c.queries) for c in data.collections}
     weight = np.array([1.0 / (len(data.collections) * size[label]) for label in data.query_labels])
     gain = np.zeros((len(data.query_ids), len(names)))
     for j, name in enumerate(names):
         for i, qid in enumerate(data.query_ids):
-            ranking = [h.doc_id for h in data.per_source_hits[name][i]]
+            ranking = [h.doc_id for h in per_source[name][i]]
             gain[i, j] = evaluate_run({qid: ranking}, {qid: data.qrels[qid]}, ("ndcg@10",))["ndcg@10"]
     groups = text_groups(data.query_texts)
     ndcg = correct = 0.0
@@ -182,83 +192,96 @@ def text_only_ceiling(data: RoutingData, fusion: str = "score") -> dict[str, Any
         correct += max(sum(data.query_labels[i] == name for i in members) for name in names)
         shared += len(members) if len({data.query_labels[i] for i in members}) > 1 else 0
     routes_of = {i: sorted({data.query_labels[j] for j in members}) for members in groups for i in members}
-    chosen = [routes_of[i] for i in range(len(data.query_ids))]
-    hedged = routed_run(data, chosen, [dict.fromkeys(c, 1.0) for c in chosen], fusion)
+    fuse = FUSIONS.get(fusion)
+    hedged = []
+    for i in range(len(data.query_ids)):
+        lists = {name: per_source[name][i] for name in routes_of[i]}
+        hedged.append(next(iter(lists.values())) if len(lists) == 1 else fuse(lists, limit=10))
     return {
         "accuracy": round(correct / len(data.query_ids), 4),
         "ndcg@10": round(ndcg, 4),
-        "ndcg@10_hedged": round(macro_ndcg(data, hedged), 4),
+        "ndcg@10_hedged": round(
+            macro_average(reference_run(data, hedged), data.qrels, data.groups, "ndcg@10"), 4
+        ),
         "queries_with_text_in_several_sources": shared,
     }
 
 
-def score_router(
-    data: RoutingData, decide: Callable[[list[int]], list], *, threshold: float, max_routes: int, fusion: str
+RouterFactory = Callable[[list[str], list[str]], Router]
+
+
+def score_pipelines(
+    data: RoutingData,
+    build: Callable[[Mapping[str, Any], list[int] | None], list[tuple[Pipeline, list[int] | None]]],
+    settings: Mapping[str, Any],
+    evaluator: RoutingEvaluator | None = None,
 ) -> dict[str, Any]:
-    """Route every query (``decide`` maps query positions to Decisions), retrieve, and score."""
-    decisions, latencies = [], []
-    for i in range(len(data.query_texts)):
-        start = time.perf_counter()
-        decisions.extend(decide([i]))
-        latencies.append((time.perf_counter() - start) * 1000)
-    top1 = [d.chosen[0] for d in decisions]
-    chosen = [select_routes(d.routes, threshold=threshold, max_routes=max_routes) for d in decisions]
-    single = routed_run(data, [[t] for t in top1], [d.routes for d in decisions], fusion)
-    multi = routed_run(data, chosen, [d.routes for d in decisions], fusion)
-    labels = np.asarray(data.query_labels)
-    errors = Counter(f"{gold}->{routed}" for gold, routed in zip(data.query_labels, top1) if gold != routed)
-    return {
-        "accuracy": round(float(np.mean(np.asarray(top1) == labels)), 4),
-        "ndcg@10": round(macro_ndcg(data, multi), 4),
-        "ndcg@10_top1_only": round(macro_ndcg(data, single), 4),
-        "routes_per_query": round(float(np.mean([len(c) for c in chosen])), 3),
-        "gold_in_chosen": round(float(np.mean([lab in c for lab, c in zip(labels, chosen)])), 4),
-        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 3),
-        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 3),
-        "errors": dict(errors.most_common()),
-    }
+    """Score the pipelines ``build(settings, ...)`` returns: as configured, and with ``max_routes: 1``.
+
+    ``build(settings)`` gives ``(pipeline, positions)`` pairs: one pipeline for every
+    query (positions ``None``), or one per cross-validation fold with its queries.
+    """
+    evaluator = evaluator or data.evaluator()
+
+    def rows_for(chosen_settings: Mapping[str, Any]) -> list[RoutingRow]:
+        rows: list[RoutingRow] = []
+        for pipeline, positions in build(chosen_settings, None):
+            rows.extend(evaluator.run(pipeline, positions))
+        return rows
+
+    multi = evaluator.score(rows_for(settings))
+    single = evaluator.score(rows_for({**settings, "max_routes": 1}))
+    row = multi.to_dict()
+    row[f"{evaluator.metric}_top1_only"] = single.quality
+    row["result"] = multi  # per-query rows, for per-label breakdowns (dropped from the JSON)
+    return row
 
 
-def router_decider(router: Router, data: RoutingData) -> Callable[[list[int]], list]:
-    def decide(positions: list[int]) -> list:
-        return router.route_many(
-            [data.query_texts[i] for i in positions], query_vectors=data.query_vectors[positions]
+def single_pipeline(data: RoutingData, kind: str | None, router: Router | None = None):
+    """Builder of one product pipeline over the bench sources: the router of registered ``kind``
+    built from the settings (once), or ``router`` as given."""
+    cache: dict[str, Router] = {}
+
+    def build(settings: Mapping[str, Any], _positions: Any) -> list[tuple[Pipeline, None]]:
+        chosen = {**settings, "kind": kind} if kind else dict(settings)
+        pipeline = pipeline_from_settings(
+            data.sources, chosen, encoder=data.encoder, router=router or cache.get("router")
         )
+        cache.setdefault("router", pipeline.router)
+        return [(pipeline, None)]
 
-    return decide
+    return build
 
 
-def cross_validated(
-    make: Callable[[list[str], list[str]], Router], data: RoutingData, folds: int, seed: int = 0
-) -> Callable[[list[int]], list]:
-    """Decider that routes each query with a router fitted on the other folds.
+def cross_validated(data: RoutingData, kind: str, make: RouterFactory, folds: int, seed: int = 0):
+    """Builder of one pipeline per fold, its router fitted on the other folds.
 
     Folds are stratified by source and grouped by text: queries with the same text
     (in Glasgow, every ADI query is also a CISI query) always share a fold, so no
     query is routed by a model that was fitted on its own text under another label.
     """
     fold_of = grouped_stratified_folds(data.query_texts, data.query_labels, folds, seed)
-    routers = {}
+    routers: dict[int, Router] = {}
     for f in range(folds):
         train = np.flatnonzero(fold_of != f)
         routers[f] = make([data.query_texts[i] for i in train], [data.query_labels[i] for i in train])
 
-    def decide(positions: list[int]) -> list:
-        out = []
-        for i in positions:
-            router = routers[int(fold_of[i])]
-            out.extend(router.route_many([data.query_texts[i]], query_vectors=data.query_vectors[[i]]))
-        return out
+    def build(settings: Mapping[str, Any], _positions: Any) -> list[tuple[Pipeline, list[int]]]:
+        return [
+            (
+                pipeline_from_settings(
+                    data.sources, {**settings, "kind": kind}, encoder=data.encoder, router=routers[f]
+                ),
+                [int(i) for i in np.flatnonzero(fold_of == f)],
+            )
+            for f in range(folds)
+        ]
 
-    return decide
+    return build
 
 
 def split_labels(root: Path, split: str) -> tuple[list[str], list[str]]:
-    texts, labels = [], []
-    for col in load_collections(root, split):
-        texts.extend(q.text for q in col.queries)
-        labels.extend(col.name for _ in col.queries)
-    return texts, labels
+    return beir_labelled_queries(root, split)
 
 
 def glasgow_descriptions() -> dict[str, str]:
@@ -276,41 +299,45 @@ def run_corpus_routing_bench(
     train_split: str | None,
     encoder: Any,
     *,
-    threshold: float = 0.25,
-    max_routes: int = 3,
-    fusion: str = "score",
+    selection: Mapping[str, Any] | None = None,
     folds: int = 5,
     descriptions: dict[str, str] | None = None,
     method: str = "dense",
 ) -> dict[str, Any]:
-    from ragroute.route.confidence import ConfidenceRouter
-    from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
+    """Score every router through the product pipeline. ``selection``: the selection/fusion keys of a
+    ``router:`` config section (``threshold``, ``max_routes``, ``hedge_below``, ``fusion``,
+    ``route_weights``); omitted keys take the product defaults."""
+    from ragroute.integrations.llamaindex_embedding import LlamaIndexSelectorRouter
 
+    settings = {k: v for k, v in (selection or {}).items() if v is not None}
+    options = routing_options(settings)
     descriptions = descriptions if descriptions is not None else glasgow_descriptions()
     data = prepare(root, split, encoder, descriptions=descriptions, method=method)
-    merged_run = {qid: [h.doc_id for h in hits] for qid, hits in zip(data.query_ids, data.merged_hits)}
-    oracle_run = routed_run(data, [[lab] for lab in data.query_labels], [{} for _ in data.query_ids], fusion)
 
-    def score(decide: Callable[[list[int]], list]) -> dict[str, Any]:
-        return score_router(data, decide, threshold=threshold, max_routes=max_routes, fusion=fusion)
+    def score(build: Any) -> dict[str, Any]:
+        row = score_pipelines(data, build, settings)
+        del row["result"]
+        return row
 
     routers: dict[str, dict] = {}
-
-    centroid = PrototypeRouter(data.sources, encoder, PrototypeConfig(description_weight=0, bank_weight=0))
-    routers["centroid (baseline)"] = score(router_decider(centroid, data))
-    prototype = PrototypeRouter(data.sources, encoder)
-    routers["prototype"] = score(router_decider(prototype, data))
-    confidence = ConfidenceRouter(data.sources)
-    routers["confidence"] = score(router_decider(confidence, data))
-    llama = _llamaindex_selector(data, encoder)
-    if llama is not None:
-        routers["llamaindex-embedding-selector (baseline)"] = score(llama)
+    routers["centroid (baseline)"] = score(single_pipeline(data, "centroid"))
+    prototype = pipeline_from_settings(data.sources, {"kind": "prototype"}, encoder=encoder).router
+    routers["prototype"] = score(single_pipeline(data, "prototype", prototype))
+    confidence = pipeline_from_settings(data.sources, {"kind": "confidence"}, encoder=encoder).router
+    routers["confidence"] = score(single_pipeline(data, "confidence", confidence))
+    if all(s.description for s in data.sources):
+        selector = LlamaIndexSelectorRouter(data.sources, encoder)
+        routers["llamaindex-embedding-selector (baseline)"] = score(
+            single_pipeline(data, "prototype", selector)
+        )
     if train_split is not None:
-        for name, make in _learned_routers(encoder, prototype, data).items():
+        for name, (kind, make) in _learned_routers(encoder, prototype, data).items():
             if train_split == split:
-                routers[f"{name} (cross-validated)"] = score(cross_validated(make, data, folds))
+                routers[f"{name} (cross-validated)"] = score(cross_validated(data, kind, make, folds))
             else:
-                routers[name] = score(router_decider(make(*split_labels(root, train_split)), data))
+                router = make(*split_labels(root, train_split))
+                routers[name] = score(single_pipeline(data, kind, router))
+    merged_hits = [hits for hits in data.merged.search_contexts(data.contexts, 10)]
     return {
         "root": str(root),
         "split": split,
@@ -322,11 +349,19 @@ def run_corpus_routing_bench(
         },
         "encoder": encoder.describe(),
         "method": method,
-        "selection": {"threshold": threshold, "max_routes": max_routes, "fusion": fusion},
+        "selection": {
+            "threshold": options.threshold,
+            "max_routes": options.max_routes,
+            "hedge_below": options.hedge_below,
+            "fusion": options.fusion,
+            "route_weights": options.route_weights,
+        },
         "routers": routers,
-        "merged_ndcg@10": round(macro_ndcg(data, merged_run), 4),
-        "oracle_ndcg@10": round(macro_ndcg(data, oracle_run), 4),
-        "text_only_ceiling": text_only_ceiling(data, fusion),
+        "merged_ndcg@10": round(
+            macro_average(reference_run(data, merged_hits), data.qrels, data.groups, "ndcg@10"), 4
+        ),
+        "oracle_ndcg@10": round(oracle_ndcg(data), 4),
+        "text_only_ceiling": text_only_ceiling(data, options.fusion),
         "latency_ms_p50": min(r["latency_ms_p50"] for r in routers.values()),
         "baseline_reference": BASELINES_REFERENCE,
         "calibration": {"prototype": prototype.calibration, "confidence": confidence.calibration},
@@ -335,14 +370,14 @@ def run_corpus_routing_bench(
 
 def _learned_routers(
     encoder: Any, prototype: Router, data: RoutingData
-) -> dict[str, Callable[[list[str], list[str]], Router]]:
-    """Routers fitted on labelled queries: name -> factory(texts, labels)."""
+) -> dict[str, tuple[str, RouterFactory]]:
+    """Routers fitted on labelled queries: name -> (registered kind, factory(texts, labels))."""
     from ragroute.route.ensemble import EnsembleRouter
     from ragroute.route.features import QueryFeatures
     from ragroute.route.knn import KnnRouter
     from ragroute.route.trained import TrainedRouter
 
-    vectors = {text: vec for text, vec in zip(data.query_texts, data.query_vectors)}
+    vectors = {c.text: c.vector(encoder) for c in data.contexts}
 
     def knn(texts: list[str], labels: list[str]) -> Router:
         return KnnRouter(texts, labels, encoder, k=5)
@@ -356,16 +391,11 @@ def _learned_routers(
     def ensemble(texts: list[str], labels: list[str]) -> Router:
         return EnsembleRouter([prototype, trained(texts, labels)])
 
-    return {"knn-5 (baseline)": knn, "trained": trained, "ensemble prototype+trained": ensemble}
-
-
-def _llamaindex_selector(data: RoutingData, encoder: Any) -> Callable[[list[int]], list] | None:
-    """LlamaIndex's EmbeddingSingleSelector over the source descriptions, with our encoder."""
-    from ragroute.integrations.llamaindex_embedding import selector_decider
-
-    if not all(s.description for s in data.sources):
-        return None
-    return selector_decider(data.sources, encoder, data.query_texts)
+    return {
+        "knn-5 (baseline)": ("knn", knn),
+        "trained": ("trained", trained),
+        "ensemble prototype+trained": ("ensemble", ensemble),
+    }
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -373,7 +403,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"corpus routing on {result['root']} [{result['split']}], {result['queries']} queries, "
         f"{len(result['collections'])} {result['method']} sources; learned routers: {result['evaluation']}",
         f"selection: threshold {result['selection']['threshold']}, "
-        f"max {result['selection']['max_routes']} routes, fusion {result['selection']['fusion']}",
+        f"max {result['selection']['max_routes']} routes, hedge below {result['selection']['hedge_below']}, "
+        f"fusion {result['selection']['fusion']} ({result['selection']['route_weights']} weights)",
         f"{'router':<44} {'accuracy':>8} {'nDCG@10':>8} {'top1-only':>9} {'routes/q':>8} {'gold in':>8} "
         f"{'p50 ms':>7} {'p95 ms':>7}",
     ]
@@ -436,9 +467,15 @@ def format_report(result: dict[str, Any]) -> str:
 )
 @bench_encoder_options
 @click.option(
-    "--threshold", type=float, default=0.25, show_default=True, help="Route probability to be queried."
+    "--threshold", type=float, default=None, help="Route probability to be queried [default: the product's]."
 )
-@click.option("--max-routes", type=int, default=3, show_default=True)
+@click.option("--max-routes", type=int, default=None, help="Most routes queried [default: the product's].")
+@click.option(
+    "--hedge-below",
+    type=float,
+    default=None,
+    help="Query only the best route when its probability reaches this [default: the product's].",
+)
 @click.option(
     "--method",
     type=click.Choice(METHODS),
@@ -455,10 +492,9 @@ def format_report(result: dict[str, Any]) -> str:
 )
 @click.option(
     "--fusion",
-    type=click.Choice(["score", "rrf", "minmax", "zscore"]),
-    default="score",
-    show_default=True,
-    help="How lists from several routes merge (score: by raw cosine, comparable across dense sources).",
+    type=click.Choice(FUSIONS.names()),
+    default=None,
+    help="How lists from several routes merge (a registered fusion method) [default: the product's].",
 )
 @click.option(
     "--descriptions",
@@ -474,11 +510,12 @@ def corpus_routing_command(
     encoder: str,
     backend: str,
     cache_dir: Path,
-    threshold: float,
-    max_routes: int,
+    threshold: float | None,
+    max_routes: int | None,
+    hedge_below: float | None,
     method: str,
     folds: int,
-    fusion: str,
+    fusion: str | None,
     descriptions: Path | None,
     as_json: bool,
 ) -> None:
@@ -499,9 +536,12 @@ def corpus_routing_command(
         split,
         train_split,
         enc,
-        threshold=threshold,
-        max_routes=max_routes,
-        fusion=fusion,
+        selection={
+            "threshold": threshold,
+            "max_routes": max_routes,
+            "hedge_below": hedge_below,
+            "fusion": fusion,
+        },
         folds=folds,
         descriptions=desc,
         method=method,

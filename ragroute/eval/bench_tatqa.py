@@ -7,16 +7,18 @@ labels every question with where its answer lies: ``table``, ``text`` or
 ``--method hybrid`` BM25 + dense fused by RRF). A question's gold routes:
 ``table`` -> tables, ``text`` -> text, ``table-text`` -> both.
 
-As in ``bench corpus-routing``, every question is embedded once and every
-source searched once, so all routers are scored on identical retrieval:
+As in ``bench corpus-routing``, every question is embedded once, and every
+router is scored through the product pipeline
+(:func:`~ragroute.pipeline.build.pipeline_from_settings`, one question per call,
+read ``depth`` 20 hits per route before fusion):
 
 * ``accuracy``: the top-1 route equals the label; a ``table-text`` question is
-  right only when :func:`~ragroute.route.base.select_routes` selects both routes;
+  right only when the pipeline's selection queries both routes;
   ``top1_in_label``: the top-1 route is one of the label's routes;
   ``exact_selection``: the selected routes are exactly the label's;
 * ``recall@5`` of routed retrieval (selected routes, fused; ``--route-weights``);
-* ``latency_ms_p50``: routing one question, query encoding excluded (the
-  confidence router's own retrieval included), one BLAS/OpenMP thread.
+* ``latency_ms_p50``: the pipeline's route stage for one question, query encoding
+  excluded (the confidence router's own retrieval included), one BLAS/OpenMP thread.
 
 Baselines in the same run: one merged index over both corpora, both routes
 always (no routing), and the oracle routes. Routers: ``prototype`` and
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,20 +42,23 @@ from typing import Any
 import click
 import numpy as np
 
+from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.eval.bench_corpus_routing import (
     Collection,
     RoutingData,
     cross_validated,
-    routed_run,
-    router_decider,
+    score_pipelines,
+    single_pipeline,
 )
-from ragroute.eval.bench_indexes import KnownQueries, bench_index, check_method
+from ragroute.eval.bench_indexes import bench_index, check_method
+from ragroute.eval.evaluators import RoutingEvaluator
 from ragroute.eval.metrics import evaluate_run
 from ragroute.eval.options import bench_encoder_options
-from ragroute.route.base import BaseRouter, Router, decision_from_probs, select_routes, softmax
+from ragroute.registry import FUSIONS
+from ragroute.route.base import BaseRouter, Router, decision_from_probs, softmax
 from ragroute.route.sources import Source
-from ragroute.types import Decision
+from ragroute.types import Decision, Hit
 
 TABLES, TEXT = "tables", "text"
 ROUTES = (TABLES, TEXT)
@@ -71,13 +75,21 @@ DESCRIPTIONS = {
 # --------------------------------------------------------------------------- data
 
 
+DEPTH = 20  # hits read per route before fusion
+
+
 @dataclass
 class TatqaData:
-    """What every router is scored on: the shared routing data, gold routes, the query-memo encoder."""
+    """What every router is scored on: the shared routing data and each question's gold routes."""
 
     routing: RoutingData
     gold: list[tuple[str, ...]]
-    encoder: KnownQueries
+
+    def evaluator(self) -> RoutingEvaluator:
+        data = self.routing
+        return RoutingEvaluator(
+            data.contexts, dict(zip(data.query_ids, self.gold)), data.qrels, k=5, metric=METRIC
+        )
 
 
 def load_tatqa(root: Path, split: str = "dev"):
@@ -94,10 +106,8 @@ def load_tatqa(root: Path, split: str = "dev"):
     return load_beir(root, split=split)
 
 
-def prepare(
-    root: Path, encoder: Any, *, split: str = "dev", method: str = "dense", depth: int = 20
-) -> TatqaData:
-    """Index both corpora and a merged one, embed every question once, search every source once.
+def prepare(root: Path, encoder: Any, *, split: str = "dev", method: str = "dense") -> TatqaData:
+    """Index both corpora and a merged one, and embed every question once.
 
     ``routing.query_labels`` are the ``answer_from`` labels; ``gold`` each question's routes.
     """
@@ -117,16 +127,17 @@ def prepare(
     }
     if not all(parts.values()):
         raise RagrouteError(f"{root}: needs both table documents (corpus_tables.jsonl) and paragraphs")
-    texts = [q.text for q in judged]
-    qvecs = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
-    known = KnownQueries(encoder, texts, qvecs)
+    contexts = [QueryContext(q.text, id=q.id) for q in judged]
+    qvecs = np.asarray(encoder.encode_queries([c.text for c in contexts], show_progress=False))
+    for context, vector in zip(contexts, qvecs):
+        context.set_vector(encoder, vector)
     doc_vectors = {
         name: encoder.encode_documents([d.full_text() for d in docs]) for name, docs in parts.items()
     }
     sources = [
         Source(
             name,
-            bench_index(name, docs, doc_vectors[name], known, method),
+            bench_index(name, docs, doc_vectors[name], encoder, method),
             DESCRIPTIONS[name],
             modality=docs[0].modality,
         )
@@ -136,23 +147,19 @@ def prepare(
         "merged",
         [d for docs in parts.values() for d in docs],
         np.vstack(list(doc_vectors.values())),
-        known,
+        encoder,
         method,
     )
-    per_source = {s.name: s.search_many(texts, depth) for s in sources}
-    merged_hits = merged.search_many(texts, depth)
     routing = RoutingData(
         collections=[Collection(root.name or "tatqa", data.corpus, judged, data.qrels)],
         sources=sources,
-        query_texts=texts,
-        query_ids=[q.id for q in judged],
+        contexts=contexts,
         query_labels=[str(q.metadata["answer_from"]) for q in judged],
-        query_vectors=qvecs,
         qrels={q.id: data.qrels[q.id] for q in judged},
-        per_source_hits=per_source,
-        merged_hits=merged_hits,
+        merged=merged,
+        encoder=encoder,
     )
-    return TatqaData(routing, [LABEL_ROUTES[label] for label in routing.query_labels], known)
+    return TatqaData(routing, [LABEL_ROUTES[label] for label in routing.query_labels])
 
 
 # --------------------------------------------------------------------------- modality cues
@@ -238,49 +245,19 @@ def _trained_factory(encoder: Any) -> Callable[[list[str], list[str]], Router]:
     return make
 
 
-def score_router(
-    data: RoutingData,
-    gold: Sequence[tuple[str, ...]],
-    decide: Callable[[list[int]], list[Decision]],
-    *,
-    threshold: float,
-    fusion: str,
-    route_weights: str = "even",
-) -> dict[str, Any]:
-    """Route every question (timed one by one), retrieve from the selected routes, and score.
-
-    ``route_weights``: ``even`` fuses the selected routes' lists with equal weights
-    (the selection is the decision); ``prob`` weights each by its route probability
-    (as :class:`~ragroute.route.retriever.RoutedRetriever` does).
-
-    Routing runs with one BLAS / OpenMP thread: a single query gains nothing from
-    more, and idle worker threads spinning between calls distort the timings.
-    """
-    if route_weights not in ("even", "prob"):
-        raise RagrouteError(f"unknown route weights {route_weights!r}: choose even or prob")
-    decisions, latencies = [], []
+def score_router(bench: TatqaData, build: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """Score the pipelines ``build`` makes (see :func:`~ragroute.eval.bench_corpus_routing.score_pipelines`)
+    with one BLAS / OpenMP thread: a single query gains nothing from more, and idle
+    worker threads spinning between calls distort the timings."""
     with _single_thread():
-        for i in range(len(data.query_texts)):
-            start = time.perf_counter()
-            decisions.extend(decide([i]))
-            latencies.append((time.perf_counter() - start) * 1000)
-    top1 = [d.chosen[0] for d in decisions]
-    chosen = [select_routes(d.routes, threshold=threshold, max_routes=len(ROUTES)) for d in decisions]
-    weights = [d.routes if route_weights == "prob" else dict.fromkeys(ROUTES, 1.0) for d in decisions]
-    run = routed_run(data, chosen, weights, fusion)
-    top1_run = routed_run(data, [[t] for t in top1], weights, fusion)
-    right = [set(c) == set(g) if len(g) > 1 else t == g[0] for t, c, g in zip(top1, chosen, gold)]
-    return {
-        "accuracy": round(float(np.mean(right)), 4),
-        "top1_in_label": round(float(np.mean([t in g for t, g in zip(top1, gold)])), 4),
-        "exact_selection": round(float(np.mean([set(c) == set(g) for c, g in zip(chosen, gold)])), 4),
-        METRIC: _recall(data, run),
-        f"{METRIC}_top1_only": _recall(data, top1_run),
-        "routes_per_query": round(float(np.mean([len(c) for c in chosen])), 3),
-        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 3),
-        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 3),
-        "by_label": _by_label(data, gold, right, run),
-    }
+        row = score_pipelines(bench.routing, build, settings, bench.evaluator())
+    result = row.pop("result")
+    run = {r.id: r.hits for r in result.rows}
+    right = [r.correct for r in result.rows]
+    row.pop("errors", None)
+    row.pop("gold_in_chosen", None)
+    row["by_label"] = _by_label(bench.routing, bench.gold, right, run)
+    return row
 
 
 def _single_thread() -> contextlib.AbstractContextManager:
@@ -289,6 +266,18 @@ def _single_thread() -> contextlib.AbstractContextManager:
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
         return contextlib.nullcontext()
     return threadpool_limits(1)
+
+
+def _reference_run(data: RoutingData, routes: Sequence[Sequence[str]], fusion: str) -> dict[str, list[str]]:
+    """Each question searched in the given routes (even weights, ``fusion``): the reference rows."""
+    per_source = {s.name: data.source_hits(s.name, DEPTH) for s in data.sources}
+    fuse = FUSIONS.get(fusion)
+    run = {}
+    for i, qid in enumerate(data.query_ids):
+        lists: dict[str, list[Hit]] = {name: per_source[name][i] for name in routes[i]}
+        hits = next(iter(lists.values()))[:5] if len(lists) == 1 else fuse(lists, limit=5)
+        run[qid] = [h.doc_id for h in hits]
+    return run
 
 
 def _recall(data: RoutingData, run: Mapping[str, list[str]], ids: Sequence[str] | None = None) -> float:
@@ -329,22 +318,28 @@ def run_tatqa_bench(
     route_weights: str = "even",
 ) -> dict[str, Any]:
     """Run the whole benchmark; the JSON-able result (see the module docstring)."""
-    from ragroute.route.confidence import ConfidenceRouter
     from ragroute.route.ensemble import EnsembleRouter
-    from ragroute.route.prototype import PrototypeRouter
 
     bench = prepare(Path(root), encoder, split=split, method=method)
-    data, gold, known = bench.routing, bench.gold, bench.encoder
-    even = [{name: 1.0 for name in ROUTES} for _ in gold]
-    merged_run = {qid: [h.doc_id for h in hits] for qid, hits in zip(data.query_ids, data.merged_hits)}
-    oracle_run = routed_run(data, [list(g) for g in gold], even, fusion)
-    both_run = routed_run(data, [list(ROUTES) for _ in gold], even, fusion)
-    score = lambda decide: score_router(  # noqa: E731
-        data, gold, decide, threshold=threshold, fusion=fusion, route_weights=route_weights
-    )
+    data, gold = bench.routing, bench.gold
+    settings = {
+        "threshold": threshold,
+        "max_routes": len(ROUTES),
+        "fusion": fusion,
+        "route_weights": route_weights,
+        "depth": DEPTH,
+    }
+    merged_hits = data.merged.search_contexts(data.contexts, 5)
+    merged_run = {qid: [h.doc_id for h in hits] for qid, hits in zip(data.query_ids, merged_hits)}
+    oracle_run = _reference_run(data, gold, fusion)
+    both_run = _reference_run(data, [ROUTES] * len(gold), fusion)
 
-    prototype = PrototypeRouter(data.sources, known)
-    confidence = ConfidenceRouter(data.sources)
+    def score(build: Any) -> dict[str, Any]:
+        return score_router(bench, build, settings)
+
+    build = single_pipeline(data, "prototype")
+    prototype = build(settings, None)[0][0].router
+    confidence = single_pipeline(data, "confidence")(settings, None)[0][0].router
     cues = ModalityCueRouter(weight=cue_weight)
     candidates: dict[str, Router] = {
         "prototype": prototype,
@@ -353,12 +348,13 @@ def run_tatqa_bench(
         "prototype + modality-cues": EnsembleRouter([prototype, cues]),
         "confidence + modality-cues": EnsembleRouter([confidence, cues]),
     }
-    routers = {name: score(router_decider(router, data)) for name, router in candidates.items()}
+    routers = {name: score(single_pipeline(data, None, router)) for name, router in candidates.items()}
     counts = {label: data.query_labels.count(label) for label in LABEL_ROUTES}
     if folds >= 2 and min(counts.values()) >= folds:
-        make_knn = _knn_factory(known, knn_k)
-        routers[f"knn-{knn_k} (cross-validated)"] = score(cross_validated(make_knn, data, folds))
-        routers["trained (cross-validated)"] = score(cross_validated(_trained_factory(known), data, folds))
+        make_knn = _knn_factory(encoder, knn_k)
+        routers[f"knn-{knn_k} (cross-validated)"] = score(cross_validated(data, "knn", make_knn, folds))
+        make_trained = _trained_factory(encoder)
+        routers["trained (cross-validated)"] = score(cross_validated(data, "trained", make_trained, folds))
 
     return {
         "root": str(root),
@@ -373,6 +369,7 @@ def run_tatqa_bench(
             "max_routes": len(ROUTES),
             "fusion": fusion,
             "route_weights": route_weights,
+            "depth": DEPTH,
         },
         "evaluation": f"kNN and trained: {folds}-fold cross-validation over the questions "
         "(stratified by label, identical texts in one fold)",
@@ -446,14 +443,14 @@ def format_report(result: dict[str, Any]) -> str:
 )
 @click.option(
     "--fusion",
-    type=click.Choice(["rrf", "score", "minmax", "zscore"]),
+    type=click.Choice(FUSIONS.names()),
     default="minmax",
     show_default=True,
     help="How the tables and text lists merge when both routes are queried (weighted by route probability).",
 )
 @click.option(
     "--route-weights",
-    type=click.Choice(["even", "prob"]),
+    type=click.Choice(["even", "probability"]),
     default="even",
     show_default=True,
     help="Weights of the selected routes' lists in fusion: equal, or the route probabilities.",

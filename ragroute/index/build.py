@@ -1,17 +1,27 @@
-"""Build an index of any kind from documents: one entry point for the CLI and the API."""
+"""Build an index of any registered kind from documents: one entry point for the CLI and the API."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ragroute.encode.base import Encoder
 from ragroute.errors import RagrouteError
-from ragroute.index.dense import DenseIndex, DenseParams
-from ragroute.index.hybrid import FusionParams, HybridIndex
-from ragroute.index.io import INDEX_KINDS
-from ragroute.index.lexical import BM25Index, BM25Params
+from ragroute.index.dense import DenseParams
+from ragroute.index.hybrid import FusionParams
+from ragroute.index.lexical import BM25Params
 from ragroute.index.local import LocalIndex
+from ragroute.registry import INDEX_KINDS
 from ragroute.types import Document
+
+
+@dataclass
+class IndexOptions:
+    """Parameters of every part an index kind may have (each kind reads the ones it needs)."""
+
+    bm25: BM25Params | None = None
+    dense: DenseParams | None = None
+    fusion: FusionParams | None = None
 
 
 def build_index(
@@ -25,26 +35,14 @@ def build_index(
     name: str = "",
     show_progress: bool | None = None,
 ) -> LocalIndex:
-    """Index ``documents`` with ``method`` (``bm25``, ``dense`` or ``hybrid``).
+    """Index ``documents`` with ``method``, a registered index kind (``bm25``, ``dense``, ``hybrid``).
 
-    Dense and hybrid need an ``encoder`` (see :func:`ragroute.encode.load_encoder`).
+    Kinds that embed text need an ``encoder`` (see :func:`ragroute.encode.load_encoder`).
     """
-    if method not in INDEX_KINDS:
-        raise RagrouteError(f"unknown index method {method!r}: choose one of {', '.join(INDEX_KINDS)}")
+    cls = INDEX_KINDS.get(method)
     if not documents:
         raise RagrouteError("no documents to index")
-    if method == "bm25":
-        return BM25Index.build(documents, bm25_params, name=name)
-    if encoder is None:
+    if cls.needs_encoder and encoder is None:
         raise RagrouteError(f"a {method} index needs an encoder")
-    if method == "dense":
-        return DenseIndex.build(documents, encoder, dense_params, name=name, show_progress=show_progress)
-    return HybridIndex.build(
-        documents,
-        encoder,
-        bm25_params=bm25_params,
-        dense_params=dense_params,
-        fusion=fusion,
-        name=name,
-        show_progress=show_progress,
-    )
+    options = IndexOptions(bm25=bm25_params, dense=dense_params, fusion=fusion)
+    return cls.from_options(documents, options, encoder=encoder, name=name, show_progress=show_progress)

@@ -73,6 +73,7 @@ class DenseIndex(LocalIndex):
     """A faiss index over encoder embeddings of ``Document.full_text()``."""
 
     kind = "dense"
+    needs_encoder = True
 
     def __init__(
         self,
@@ -103,6 +104,10 @@ class DenseIndex(LocalIndex):
         index = cls(encoder, params, name=name)
         index.add(documents, show_progress=show_progress)
         return index
+
+    @classmethod
+    def from_options(cls, documents, options, *, encoder=None, name="", show_progress=None) -> DenseIndex:
+        return cls.build(documents, encoder, options.dense, name=name, show_progress=show_progress)
 
     def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
         """Encode and add new documents (their ids must not be in the index yet)."""
@@ -137,6 +142,13 @@ class DenseIndex(LocalIndex):
     def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
         vectors = self.encoder.encode_queries(queries, show_progress=False)
         return self.search_vectors(vectors, k, filters=filters)
+
+    def _search_contexts(
+        self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        from ragroute.context import query_vectors
+
+        return self.search_vectors(query_vectors(contexts, self.encoder), k, filters=filters)
 
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
@@ -207,7 +219,7 @@ class DenseIndex(LocalIndex):
 
     @classmethod
     def read(
-        cls, directory: Path, params: Mapping[str, Any], encoder: Encoder, store: DocumentStore, name: str
+        cls, directory: Path, params: Mapping[str, Any], store: DocumentStore, name: str, encoder: Encoder
     ) -> DenseIndex:
         path = Path(directory) / FAISS_NAME
         try:

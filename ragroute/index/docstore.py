@@ -135,8 +135,6 @@ class DocumentStore:
                     store._pos_by_id[str(row["id"])] = len(store._docs)
                     store._iids.append(int(row.pop("iid")))
                     store._docs.append(Document.from_dict(row))
-        except FileNotFoundError:
-            raise IndexFormatError(f"{path} is missing") from None
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{path} line {line_no} is corrupt: {exc}") from None
         store._next_iid = max(next_iid or 0, max(store._iids, default=-1) + 1)

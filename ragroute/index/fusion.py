@@ -80,3 +80,43 @@ def _contributions(
         normed = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
     values = dict(zip(keys, normed.tolist()))
     return values, float(normed.min())
+
+
+# --------------------------------------------------------------------------- registered fusion methods
+# Entries of ragroute.registry.FUSIONS: fuse(results, *, weights, limit, **context) -> hits. The
+# pipeline passes ``stats`` (per-source score statistics) and ``routes`` (route probabilities) as
+# context; methods ignore what they do not use.
+
+
+def rrf(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, rrf_k: int = 60, **_: object):
+    """Reciprocal rank fusion: sum of ``w / (rrf_k + rank)``."""
+    return fuse(results, method="rrf", weights=weights, rrf_k=rrf_k, limit=limit)
+
+
+def minmax(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, **_: object):
+    """Each list's scores scaled to [0, 1], then summed with weights."""
+    return fuse(results, method="minmax", weights=weights, limit=limit)
+
+
+def zscore(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, **_: object):
+    """Each list's scores standardised (zero mean, unit variance), then summed with weights."""
+    return fuse(results, method="zscore", weights=weights, limit=limit)
+
+
+def raw_score(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, **_: object):
+    """Merge by raw score times the list's weight (for sources whose scores share one scale,
+    such as cosine similarities of one encoder)."""
+    weights = dict(weights or {})
+    best: dict[tuple[str, str], Hit] = {}
+    score: dict[tuple[str, str], float] = {}
+    for name, hits in results.items():
+        for hit in hits:
+            key = (hit.source, hit.doc_id)
+            value = weights.get(name, 1.0) * hit.score
+            if key not in score or value > score[key]:
+                best[key], score[key] = hit, value
+    order = sorted(score, key=lambda key: (-score[key], key[1], key[0]))[:limit]
+    return [
+        replace(best[key], score=score[key], rank=i + 1, explain={**best[key].explain, "fusion": "score"})
+        for i, key in enumerate(order)
+    ]

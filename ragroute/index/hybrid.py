@@ -46,6 +46,7 @@ class HybridIndex(LocalIndex):
     """A BM25 index and a dense index sharing one document store; results fused."""
 
     kind = "hybrid"
+    needs_encoder = True
 
     def __init__(
         self, bm25: BM25Index, dense: DenseIndex, fusion: FusionParams | None = None, name: str = ""
@@ -75,6 +76,18 @@ class HybridIndex(LocalIndex):
         bm25.refit()
         return cls(bm25, dense, fusion, name)
 
+    @classmethod
+    def from_options(cls, documents, options, *, encoder=None, name="", show_progress=None) -> HybridIndex:
+        return cls.build(
+            documents,
+            encoder,
+            bm25_params=options.bm25,
+            dense_params=options.dense,
+            fusion=options.fusion,
+            name=name,
+            show_progress=show_progress,
+        )
+
     @property
     def confidence_probe(self) -> DenseIndex:
         """What a retrieval-confidence router should search to judge how well this index
@@ -93,7 +106,16 @@ class HybridIndex(LocalIndex):
     def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
         depth = max(k, self.fusion.candidates)
         lexical = self.bm25.search_many(queries, depth, filters=filters)
-        semantic = self.dense.search_many(queries, depth, filters=filters)
+        return self._fuse(lexical, self.dense.search_many(queries, depth, filters=filters), k)
+
+    def _search_contexts(
+        self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        depth = max(k, self.fusion.candidates)
+        lexical = self.bm25.search_many([c.text for c in contexts], depth, filters=filters)
+        return self._fuse(lexical, self.dense._search_contexts(contexts, depth, filters), k)
+
+    def _fuse(self, lexical: list[list[Hit]], semantic: list[list[Hit]], k: int) -> list[list[Hit]]:
         weights = {"bm25": self.fusion.bm25_weight, "dense": self.fusion.dense_weight}
         return [
             fuse(
@@ -118,8 +140,8 @@ class HybridIndex(LocalIndex):
 
     @classmethod
     def read(
-        cls, directory: Path, params: Mapping[str, Any], encoder: Encoder, store: DocumentStore, name: str
+        cls, directory: Path, params: Mapping[str, Any], store: DocumentStore, name: str, encoder: Encoder
     ) -> HybridIndex:
         bm25 = BM25Index.read(directory, params, store, name)
-        dense = DenseIndex.read(directory, params, encoder, store, name)
+        dense = DenseIndex.read(directory, params, store, name, encoder)
         return cls(bm25, dense, FusionParams.from_dict(params.get("fusion") or {}), name)

@@ -1,35 +1,51 @@
-"""Saving and loading whole index directories (manifest, document store, index files)."""
+"""Saving and loading whole indexes through the artifact store (:mod:`ragroute.store`).
+
+An index is an artifact of family ``index`` whose kind is a registered index kind
+(:data:`ragroute.registry.INDEX_KINDS`): its build folder holds ``docs.jsonl``
+plus the kind's own files. Loading reads one published build only, so a query
+never mixes two builds even while another process rebuilds the same index.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ragroute.encode.base import Encoder
-from ragroute.errors import IndexFormatError
-from ragroute.index.dense import DenseIndex, check_encoder
+from ragroute.errors import IndexFormatError, UnknownKindError
+from ragroute.index.dense import check_encoder
 from ragroute.index.docstore import DocumentStore
-from ragroute.index.hybrid import HybridIndex
-from ragroute.index.lexical import BM25Index
 from ragroute.index.local import LocalIndex
-from ragroute.index.manifest import Manifest, atomic_directory, read_manifest, write_manifest
+from ragroute.registry import INDEX_KINDS
+from ragroute.store import ArtifactManifest, Snapshot, open_snapshot, read_artifact, write_artifact
 
-INDEX_KINDS = ("bm25", "dense", "hybrid")
+FAMILY = "index"
 
 
-def save_index(index: LocalIndex, directory: Path) -> Manifest:
-    """Write ``index`` to ``directory`` atomically: a crash leaves the previous contents intact."""
-    with atomic_directory(Path(directory)) as tmp:
-        index.store.save(tmp)
-        index.write_files(tmp)
-        manifest = Manifest(
-            kind=index.kind,
-            documents=len(index.store),
-            encoder=index.encoder_info(),
-            params=index.manifest_params(),
-            name=index.name,
-        )
-        write_manifest(tmp, manifest)
-    return manifest
+def index_kinds() -> list[str]:
+    """The registered index kinds (``bm25``, ``dense``, ``hybrid``, ...)."""
+    return INDEX_KINDS.names()
+
+
+def save_index(index: LocalIndex, directory: Path) -> ArtifactManifest:
+    """Publish ``index`` as a new build at ``directory``; a crash leaves the previous build current."""
+    with write_artifact(
+        Path(directory),
+        FAMILY,
+        index.kind,
+        name=index.name,
+        params={**index.manifest_params(), "documents": len(index.store)},
+        encoder=index.encoder_info(),
+        error=IndexFormatError,
+    ) as build:
+        index.store.save(build.path)
+        index.write_files(build.path)
+    return build.manifest
+
+
+def read_index_manifest(directory: Path, *, verify: bool = True) -> ArtifactManifest:
+    """The manifest of the published build (checked; with ``verify``, every file's checksum too)."""
+    return open_snapshot(Path(directory), family=FAMILY, verify=verify, error=IndexFormatError).manifest
 
 
 def load_index(
@@ -40,7 +56,7 @@ def load_index(
     name: str | None = None,
     verify: bool = True,
 ) -> LocalIndex:
-    """Load an index directory written by :func:`save_index`.
+    """Load the published build of an index folder written by :func:`save_index`.
 
     Dense and hybrid indexes need an encoder: pass one (it must embed into the
     recorded space, else :class:`EncoderMismatchError`), or let the recorded
@@ -48,25 +64,39 @@ def load_index(
     checksum first (a corrupt or missing file raises :class:`IndexFormatError`).
     """
     directory = Path(directory)
-    manifest = read_manifest(directory, verify=verify)
-    if manifest.kind not in INDEX_KINDS:
-        raise IndexFormatError(f"{directory}: unknown index kind {manifest.kind!r}")
-    label = name if name is not None else (manifest.name or directory.name)
-    store = DocumentStore.load(directory, next_iid=manifest.params.get("next_iid"))
-    if len(store) != manifest.documents:
+    holder: dict[str, Any] = {"encoder": encoder}
+
+    def read(snapshot: Snapshot) -> LocalIndex:
+        return _read_index(snapshot, holder, backend, name)
+
+    return read_artifact(directory, read, family=FAMILY, verify=verify, error=IndexFormatError)
+
+
+def _read_index(snapshot: Snapshot, holder: dict[str, Any], backend: str, name: str | None) -> LocalIndex:
+    manifest = snapshot.manifest
+    where = str(snapshot.root)
+    try:
+        cls = INDEX_KINDS.get(manifest.kind, where)
+    except UnknownKindError as exc:
+        raise IndexFormatError(str(exc)) from None
+    label = name if name is not None else (manifest.name or snapshot.root.name)
+    params = manifest.params
+    store = DocumentStore.load(snapshot.path, next_iid=params.get("next_iid"))
+    if len(store) != params.get("documents"):
         raise IndexFormatError(
-            f"{directory}: docs.jsonl holds {len(store)} documents, manifest says {manifest.documents}"
+            f"{where}: docs.jsonl holds {len(store)} documents, manifest says {params.get('documents')}"
         )
-    if manifest.kind == "bm25":
-        return BM25Index.read(directory, manifest.params, store, label)
-    if encoder is None:
-        encoder = encoder_for_manifest(manifest, backend=backend, where=str(directory))
-    check_encoder(manifest.encoder, encoder.model_id, encoder.dim, str(directory))
-    reader = DenseIndex if manifest.kind == "dense" else HybridIndex
-    return reader.read(directory, manifest.params, encoder, store, label)
+    encoder = holder["encoder"]
+    if cls.needs_encoder:
+        if encoder is None:
+            encoder = holder["encoder"] = encoder_for_manifest(manifest, backend=backend, where=where)
+        check_encoder(manifest.encoder, encoder.model_id, encoder.dim, where)
+    index = cls.read(snapshot.path, params, store, label, encoder)
+    index.manifest = manifest
+    return index
 
 
-def encoder_for_manifest(manifest: Manifest, *, backend: str = "auto", where: str = "") -> Encoder:
+def encoder_for_manifest(manifest: ArtifactManifest, *, backend: str = "auto", where: str = "") -> Encoder:
     """Load the encoder an index was built with, by its recorded model id."""
     from ragroute.encode import load_encoder
 

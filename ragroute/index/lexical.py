@@ -64,6 +64,10 @@ class BM25Index(LocalIndex):
         index.add(documents)
         return index
 
+    @classmethod
+    def from_options(cls, documents, options, *, encoder=None, name="", show_progress=None) -> BM25Index:
+        return cls.build(documents, options.bm25, name=name)
+
     def add(self, documents: Sequence[Document]) -> None:
         self.store.add(documents)
         self.refit()
@@ -99,7 +103,14 @@ class BM25Index(LocalIndex):
         return {"bm25": self.params.to_dict()}
 
     @classmethod
-    def read(cls, directory: Path, params: Mapping[str, Any], store: DocumentStore, name: str) -> BM25Index:
+    def read(
+        cls,
+        directory: Path,
+        params: Mapping[str, Any],
+        store: DocumentStore,
+        name: str,
+        encoder: Any = None,
+    ) -> BM25Index:
         return cls(
             BM25Params.from_dict(params.get("bm25") or {}), store, BM25Scorer.load(Path(directory)), name
         )

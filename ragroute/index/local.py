@@ -22,10 +22,25 @@ class LocalIndex(ABC):
     """
 
     kind: str = ""
+    needs_encoder: bool = False
+
+    @classmethod
+    def from_options(
+        cls,
+        documents: Sequence[Document],
+        options: Any,
+        *,
+        encoder: Any = None,
+        name: str = "",
+        show_progress: bool | None = None,
+    ) -> LocalIndex:
+        """Build from ``documents`` with :class:`ragroute.index.build.IndexOptions` (registry entry)."""
+        raise NotImplementedError
 
     def __init__(self, store: DocumentStore, name: str = "") -> None:
         self.store = store
         self.name = name
+        self.manifest: Any = None  # the ArtifactManifest of the build this index was loaded from
 
     def __len__(self) -> int:
         return len(self.store)
@@ -46,6 +61,29 @@ class LocalIndex(ABC):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         return self._search_many(cleaned, k, filters)
+
+    def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
+        """Top ``k`` hits for each :class:`~ragroute.context.QueryContext` (its filters applied).
+
+        Indexes that embed queries take the context's cached vector for their
+        encoder, so a query is encoded once however many sources it visits.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        out: list[list[Hit] | None] = [None] * len(contexts)
+        groups: dict[str, list[int]] = {}
+        for i, context in enumerate(contexts):
+            groups.setdefault(repr(sorted((context.filters or {}).items())), []).append(i)
+        for positions in groups.values():
+            group = [contexts[i] for i in positions]
+            for i, hits in zip(positions, self._search_contexts(group, k, group[0].filters or None)):
+                out[i] = hits
+        return [hits or [] for hits in out]
+
+    def _search_contexts(
+        self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        return self._search_many([c.text for c in contexts], k, filters)
 
     @abstractmethod
     def _search_many(

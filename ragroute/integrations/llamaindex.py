@@ -48,7 +48,7 @@ def hit_to_node(hit: Hit, decision: Decision | None = None) -> NodeWithScore:
 
 
 class RoutedLlamaRetriever(BaseRetriever):
-    """A LlamaIndex retriever that routes with a :class:`~ragroute.route.retriever.RoutedRetriever`.
+    """A LlamaIndex retriever that routes with a :class:`~ragroute.pipeline.Pipeline`.
 
     ``last_decision`` holds the decision of the latest query (also in every node's metadata).
     """

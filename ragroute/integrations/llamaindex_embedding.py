@@ -1,14 +1,15 @@
 """Any ragroute encoder as a LlamaIndex embedding model, and LlamaIndex's selector as a baseline.
 
 ``EncoderEmbedding`` lets LlamaIndex components (selectors, vector indexes)
-use the same offline encoder as ragroute. ``selector_decider`` runs LlamaIndex's
-own ``EmbeddingSingleSelector`` over source descriptions, exactly as a
-LlamaIndex ``RouterRetriever`` would, so benchmarks can compare against it.
+use the same offline encoder as ragroute. :class:`LlamaIndexSelectorRouter` runs
+LlamaIndex's own ``EmbeddingSingleSelector`` over source descriptions, exactly as
+a LlamaIndex ``RouterRetriever`` would, as a ragroute router, so benchmarks can
+compare against it inside the same pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -17,6 +18,7 @@ from llama_index.core.selectors import EmbeddingSingleSelector
 from llama_index.core.tools.types import ToolMetadata
 from pydantic import PrivateAttr
 
+from ragroute.route.base import BaseRouter
 from ragroute.types import Decision, TraceStep
 
 
@@ -45,27 +47,27 @@ class EncoderEmbedding(BaseEmbedding):
         return self._get_text_embedding(text)
 
 
-def selector_decider(
-    sources: Sequence[Any], encoder: Any, query_texts: Sequence[str]
-) -> Callable[[list[int]], list]:
-    """Route query positions with LlamaIndex's ``EmbeddingSingleSelector`` (one route, probability 1)."""
-    selector = EmbeddingSingleSelector.from_defaults(embed_model=EncoderEmbedding(encoder))
-    choices = [ToolMetadata(description=s.description, name=s.name) for s in sources]
-    names = [s.name for s in sources]
+class LlamaIndexSelectorRouter(BaseRouter):
+    """LlamaIndex's ``EmbeddingSingleSelector`` over source descriptions (one route, probability 1)."""
 
-    def decide(positions: list[int]) -> list[Decision]:
+    name = "llamaindex-embedding-selector"
+
+    def __init__(self, sources: Sequence[Any], encoder: Any) -> None:
+        self._selector = EmbeddingSingleSelector.from_defaults(embed_model=EncoderEmbedding(encoder))
+        self._choices = [ToolMetadata(description=s.description, name=s.name) for s in sources]
+        self.labels = [s.name for s in sources]
+
+    def route_many(self, queries: Sequence[str], *, query_vectors: Any = None) -> list[Decision]:
         out = []
-        for i in positions:
-            result = selector.select(choices, QueryBundle(query_texts[i]))
-            chosen = names[result.selections[0].index]
+        for query in queries:
+            result = self._selector.select(self._choices, QueryBundle(query))
+            chosen = self.labels[result.selections[0].index]
             out.append(
                 Decision(
                     chosen=[chosen],
-                    routes={name: float(name == chosen) for name in names},
-                    decided_by="llamaindex-embedding-selector",
+                    routes={name: float(name == chosen) for name in self.labels},
+                    decided_by=self.name,
                     trace=[TraceStep("router", {"reason": result.selections[0].reason})],
                 )
             )
         return out
-
-    return decide

@@ -36,10 +36,22 @@ class Router(Protocol):
 
 
 class BaseRouter(ABC):
-    """Implements ``route`` through the batched ``route_many``."""
+    """Implements ``route`` through the batched ``route_many``, and ``route_contexts`` for the pipeline.
+
+    ``encoder`` (when the router embeds queries) lets the pipeline hand it the
+    query contexts' cached vectors instead of encoding again.
+    """
 
     name: str = "router"
     labels: list[str]
+    encoder: Any = None
+
+    def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
+        """Route a batch of :class:`~ragroute.context.QueryContext` s (vectors from the contexts)."""
+        from ragroute.context import query_vectors
+
+        vectors = query_vectors(contexts, self.encoder) if self.encoder is not None else None
+        return self.route_many([c.text for c in contexts], query_vectors=vectors)
 
     def route(self, query: str, *, query_vector: np.ndarray | None = None) -> Decision:
         vectors = None if query_vector is None else np.atleast_2d(query_vector)
@@ -49,6 +61,18 @@ class BaseRouter(ABC):
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]: ...
+
+
+def route_contexts(router: Any, contexts: Sequence[Any]) -> list[Decision]:
+    """Route a batch of query contexts with any router: through its own ``route_contexts`` if it
+    has one, else ``route_many`` with the contexts' cached vectors for the router's ``encoder``."""
+    if hasattr(router, "route_contexts"):
+        return router.route_contexts(list(contexts))
+    from ragroute.context import query_vectors
+
+    encoder = getattr(router, "encoder", None)
+    vectors = query_vectors(contexts, encoder) if encoder is not None else None
+    return router.route_many([c.text for c in contexts], query_vectors=vectors)
 
 
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -98,16 +122,25 @@ def decision_from_probs(
     )
 
 
-def select_routes(probs: Mapping[str, float], *, threshold: float = 0.25, max_routes: int = 3) -> list[str]:
+def select_routes(
+    probs: Mapping[str, float],
+    *,
+    threshold: float = 0.25,
+    max_routes: int = 3,
+    hedge_below: float | None = None,
+) -> list[str]:
     """Routes to query: every route with probability >= ``threshold`` (at most ``max_routes``).
 
     The most probable route is always chosen. If it is ``none``, no source is
-    queried; otherwise ``none`` is dropped from the selection.
+    queried; otherwise ``none`` is dropped from the selection. When the best
+    route's probability is at least ``hedge_below``, it is queried alone.
     """
     if not probs:
         return []
     ranked = sorted(probs, key=lambda label: (-probs[label], label))
     if ranked[0] == NONE_ROUTE:
         return [NONE_ROUTE]
+    if hedge_below is not None and probs[ranked[0]] >= hedge_below:
+        return [ranked[0]]
     chosen = [label for label in ranked if label != NONE_ROUTE and probs[label] >= threshold]
     return (chosen or [ranked[0]])[:max_routes]

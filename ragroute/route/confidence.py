@@ -51,11 +51,17 @@ class ConfidenceRouter(BaseRouter):
         self._std = np.ones(len(self.sources))
         self.calibration = self._calibrate()
 
-    def _top_scores(self, queries: Sequence[str]) -> np.ndarray:
-        """(queries x sources) mean of the top ``top_n`` raw scores of each source's probe."""
-        out = np.zeros((len(queries), len(self.sources)))
+    def _top_scores(self, queries: Sequence[Any]) -> np.ndarray:
+        """(queries x sources) mean of the top ``top_n`` raw scores of each source's probe.
+
+        ``queries`` are texts or query contexts (whose cached vectors the probes reuse).
+        """
+        from ragroute.context import QueryContext
+
+        contexts = [QueryContext.of(q) for q in queries]
+        out = np.zeros((len(contexts), len(self.sources)))
         for s, source in enumerate(self.sources):
-            for q, hits in enumerate(probe(source).search_many(list(queries), self.config.k)):
+            for q, hits in enumerate(_search(probe(source), contexts, self.config.k)):
                 top = [h.score for h in hits[: self.config.top_n]]
                 out[q, s] = float(np.mean(top)) if top else 0.0
         return out
@@ -88,7 +94,10 @@ class ConfidenceRouter(BaseRouter):
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]:
-        raw = self._top_scores(list(queries))
+        return self.route_contexts(list(queries))
+
+    def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
+        raw = self._top_scores(list(contexts))
         z = (raw - self._mean) / self._std
         probs = softmax(z, self.config.temperature or 1.0)
         return [
@@ -107,6 +116,12 @@ class ConfidenceRouter(BaseRouter):
 
     def describe(self) -> dict:
         return {"kind": self.name, "config": asdict(self.config), "calibration": self.calibration}
+
+
+def _search(retriever: Any, contexts: Sequence[Any], k: int) -> list[list[Any]]:
+    if hasattr(retriever, "search_contexts"):
+        return retriever.search_contexts(contexts, k)
+    return retriever.search_many([c.text for c in contexts], k)
 
 
 def probe(source: Source) -> Any:

@@ -15,18 +15,24 @@ Example (``corpora/routing.yaml``)::
     corpora: corpora.yaml
     index_dir: ../indexes/demo
     router:
-      kind: ensemble                  # prototype | confidence | knn | trained | ensemble
+      kind: ensemble                  # any registered router: prototype | centroid | confidence |
+                                      # knn | trained | llm | ensemble (ragroute.registry.ROUTERS)
       members: [prototype, confidence]
       none_threshold: 0.2             # prototype: add a "none" route below this similarity
       model: ../routers/demo          # trained: a directory written by `ragroute route fit`
+      examples: labels.jsonl          # knn: labelled queries {text, label}
+      llm: mypackage.llms:make_llm    # llm: a callable returning a llama-index LLM
       threshold: 0.25                 # route probability needed to be queried
       max_routes: 2
-      fusion: rrf
+      hedge_below: 0.9                # query only the best route when it is at least this sure
+      fusion: rrf                     # any registered fusion method (ragroute.registry.FUSIONS)
+    reranker: {kind: parents}         # optional, any registered reranker
     signals: {...}                    # optional policy, see ragroute.route.Policy
     rules: [...]
 
-A source whose index is missing or broken does not stop loading: it is left
-out and reported in every decision (``unavailable_sources``).
+Unknown keys anywhere are refused with the list of known ones. A source whose
+index is missing or broken does not stop loading: it is left out and reported in
+every decision (``unavailable_sources``).
 """
 
 from __future__ import annotations
@@ -36,24 +42,25 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import RagrouteError
-from ragroute.route.base import Router
-from ragroute.route.retriever import RoutedRetriever, RoutingOptions
+from ragroute.pipeline import Pipeline
+from ragroute.pipeline.build import check_router_settings, pipeline_from_settings
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.yaml_files import read_yaml
 
-ROUTER_KINDS = ("prototype", "confidence", "knn", "trained", "ensemble")
-_SOURCE_KEYS = {"index", "description", "modality", "granularity"}
-_ROUTER_KEYS = {
-    "route_weights",
-    "kind",
-    "members",
-    "none_threshold",
-    "model",
-    "threshold",
-    "max_routes",
-    "fusion",
-    "temperature",
+_TOP_KEYS = {
+    "encoder",
+    "backend",
+    "cache_dir",
+    "sources",
+    "corpora",
+    "index_dir",
+    "router",
+    "reranker",
+    "gate",
+    "signals",
+    "rules",
 }
+_SOURCE_KEYS = {"index", "description", "modality", "granularity"}
 
 
 @dataclass
@@ -67,9 +74,16 @@ class RoutingConfig:
     def read(cls, path: str | Path) -> RoutingConfig:
         path = Path(path)
         data = read_yaml(path, "routing config")
-        if isinstance(data, dict) and "corpora" in data and "sources" not in data:
+        if not isinstance(data, dict):
+            raise RagrouteError(f"{path}: expected a mapping with a 'sources:' section")
+        unknown = sorted(set(data) - _TOP_KEYS)
+        if unknown:
+            raise RagrouteError(
+                f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}"
+            )
+        if "corpora" in data and "sources" not in data:
             data["sources"] = _sources_from_corpora(path, data)
-        if not isinstance(data, dict) or not isinstance(data.get("sources"), dict) or not data["sources"]:
+        if not isinstance(data.get("sources"), dict) or not data["sources"]:
             raise RagrouteError(f"{path}: expected a 'sources:' mapping of names to index directories")
         return cls(path, data)
 
@@ -79,9 +93,7 @@ class RoutingConfig:
     @property
     def router(self) -> dict[str, Any]:
         router = self.data.get("router") or {"kind": "prototype"}
-        unknown = sorted(set(router) - _ROUTER_KEYS)
-        if unknown:
-            raise RagrouteError(f"{self.path}: unknown router key(s) {', '.join(unknown)}")
+        check_router_settings(router, str(self.path))
         return router
 
 
@@ -130,54 +142,13 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
     return sources, problems
 
 
-def build_router(
-    kind: str, settings: dict[str, Any], sources: list[Source], encoder: Any, config: RoutingConfig
-) -> Router:
-    """One router of ``kind`` over ``sources`` (ensembles recurse over ``members``)."""
-    if kind == "prototype":
-        from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
-
-        return PrototypeRouter(
-            sources,
-            encoder,
-            PrototypeConfig(
-                none_threshold=settings.get("none_threshold"), temperature=settings.get("temperature")
-            ),
-        )
-    if kind == "confidence":
-        from ragroute.route.confidence import ConfidenceRouter
-
-        return ConfidenceRouter(sources)
-    if kind == "trained":
-        from ragroute.route.trained import TrainedRouter
-
-        if "model" not in settings:
-            raise RagrouteError(
-                f"{config.path}: a trained router needs 'model:' (written by `ragroute route fit`)"
-            )
-        return TrainedRouter.load(config.resolve(settings["model"]), encoder)
-    if kind == "ensemble":
-        from ragroute.route.ensemble import EnsembleRouter
-
-        members = settings.get("members") or ["prototype", "confidence"]
-        if "ensemble" in members:
-            raise RagrouteError(f"{config.path}: an ensemble cannot contain an ensemble")
-        return EnsembleRouter([build_router(m, settings, sources, encoder, config) for m in members])
-    if kind == "knn":
-        raise RagrouteError(
-            f"{config.path}: a knn router needs labelled queries; use `ragroute route fit` instead"
-        )
-    raise RagrouteError(
-        f"{config.path}: unknown router kind {kind!r}: choose one of {', '.join(ROUTER_KINDS)}"
-    )
-
-
-def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None = None) -> RoutedRetriever:
-    """Everything a routing config describes, ready to ``retrieve``."""
+def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None = None) -> Pipeline:
+    """The query pipeline a routing config describes, ready to ``retrieve``."""
     from ragroute.encode import load_encoder
     from ragroute.route import Policy
 
     config = RoutingConfig.read(path)
+    router_settings = config.router
     if encoder is None:
         encoder = load_encoder(
             config.data.get("encoder", "all-MiniLM-L6-v2"),
@@ -188,18 +159,19 @@ def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None =
     if not sources:
         detail = "; ".join(f"{p.name}: {p.error}" for p in problems)
         raise RagrouteError(f"{config.path}: no source could be opened ({detail})")
-    router_settings = config.router
-    router = build_router(router_settings.get("kind", "prototype"), router_settings, sources, encoder, config)
     policy = None
     if config.data.get("rules"):
         policy = Policy.from_yaml(config.path, encoder=encoder)
         policy.validate_routes([*config.data["sources"], "none"])
-    options = RoutingOptions(
-        threshold=float(router_settings.get("threshold", 0.25)),
-        max_routes=int(router_settings.get("max_routes", 3)),
-        fusion=str(router_settings.get("fusion", "rrf")),
-        route_weights=str(router_settings.get("route_weights", "even")),
-    )
-    return RoutedRetriever(
-        sources, router, policy=policy, encoder=encoder, options=options, problems=problems
+    return pipeline_from_settings(
+        sources,
+        router_settings,
+        encoder=encoder,
+        policy=policy,
+        problems=problems,
+        reranker=config.data.get("reranker"),
+        gate=config.data.get("gate"),
+        where=str(config.path),
+        base=config.path.parent,
+        name=config.path.stem,
     )

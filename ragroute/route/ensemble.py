@@ -10,11 +10,12 @@ member does not know get probability 0 from it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ragroute.errors import RagrouteError
-from ragroute.route.base import BaseRouter, Router, decision_from_probs
+from ragroute.route.base import BaseRouter, Router, decision_from_probs, route_contexts
 from ragroute.types import Decision
 
 
@@ -36,9 +37,16 @@ class EnsembleRouter(BaseRouter):
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]:
-        per_router = [r.route_many(queries, query_vectors=query_vectors) for r in self.routers]
+        return self._combine(
+            len(queries), [r.route_many(queries, query_vectors=query_vectors) for r in self.routers]
+        )
+
+    def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
+        return self._combine(len(contexts), [route_contexts(r, contexts) for r in self.routers])
+
+    def _combine(self, n: int, per_router: list[list[Decision]]) -> list[Decision]:
         out = []
-        for i in range(len(queries)):
+        for i in range(n):
             members = [decisions[i] for decisions in per_router]
             combined = np.zeros(len(self.labels))
             weights = {}

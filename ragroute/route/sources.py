@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.index.base import Retriever
-from ragroute.types import Document, Hit
+from ragroute.types import Decision, Document, Hit
 
 
 @dataclass
@@ -43,6 +43,28 @@ class Source:
             for hit in hits:
                 hit.source = self.name
         return results
+
+    def search_contexts(self, contexts: Sequence[Any], k: int) -> list[tuple[list[Hit], Decision | None]]:
+        """Hits for each query context, with the decision of a nested pipeline (``None`` otherwise).
+
+        Indexes with ``search_contexts`` reuse the contexts' cached vectors; any
+        other retriever is asked with the texts (per distinct filter set).
+        """
+        retriever = self.retriever
+        if hasattr(retriever, "retrieve_contexts"):
+            results = retriever.retrieve_contexts(list(contexts), k)
+            pairs = [(r.hits, r.decision) for r in results]
+            for hits, _ in pairs:
+                for hit in hits:
+                    hit.explain = {**hit.explain, "inner_source": hit.source}
+        elif hasattr(retriever, "search_contexts"):
+            pairs = [(hits, None) for hits in retriever.search_contexts(list(contexts), k)]
+        else:
+            pairs = [(retriever.search_many([c.text], k, filters=c.filters)[0], None) for c in contexts]
+        for hits, _ in pairs:
+            for hit in hits:
+                hit.source = self.name
+        return pairs
 
 
 @dataclass

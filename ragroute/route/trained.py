@@ -21,8 +21,11 @@ both sides, :func:`~ragroute.route.folds.grouped_holdout`)
 of it, keeping that temperature.
 
 scikit-learn fits the model; the router keeps only numpy arrays, predicts with
-numpy, and saves ``router.json`` plus ``router_weights.npz`` (no pickle), so
-loading a router does not import scikit-learn.
+numpy, and saves itself through the artifact store (family ``router``, kind
+``trained``: its settings in the checksummed manifest, its arrays in
+``router_weights.npz``, no pickle), so loading a router does not import
+scikit-learn. Routers saved by ragroute 0.1 (``router.json`` beside the weights)
+still load.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ ROUTER_FILE = "router.json"
 WEIGHTS_FILE = "router_weights.npz"
 FORMAT = "ragroute.trained-router"
 FORMAT_VERSION = 1
+ARTIFACT_FAMILY = "router"
 MODELS = ("logreg", "mlp")
 TOP_FEATURES = 5
 LOGREG_MAX_ITER = 3000
@@ -307,16 +311,25 @@ class TrainedRouter(BaseRouter):
     # ------------------------------------------------------------------ persistence
 
     def save(self, path_dir: str | os.PathLike[str]) -> Path:
-        """Write ``router.json`` and ``router_weights.npz`` into ``path_dir`` (created if needed)."""
-        folder = Path(path_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Publish this router as a new build of the artifact at ``path_dir`` (atomic, checksummed)."""
+        from ragroute.store import write_artifact
+
         arrays = {"offset": self._scaling.offset, "scale": self._scaling.scale}
         for i, (w, b) in enumerate(zip(self._network.weights, self._network.biases)):
             arrays[f"W{i}"] = w
             arrays[f"b{i}"] = b
-        np.savez(folder / WEIGHTS_FILE, **arrays)
-        (folder / ROUTER_FILE).write_text(json.dumps(self._manifest(), indent=2) + "\n", encoding="utf-8")
-        return folder
+        settings = self._manifest()
+        with write_artifact(
+            Path(path_dir),
+            ARTIFACT_FAMILY,
+            "trained",
+            name=Path(path_dir).name,
+            params=settings,
+            encoder=self.encoder_info,
+            error=IndexFormatError,
+        ) as build:
+            np.savez(build.path / WEIGHTS_FILE, **arrays)
+        return Path(path_dir)
 
     def _manifest(self) -> dict[str, Any]:
         return {
@@ -341,11 +354,27 @@ class TrainedRouter(BaseRouter):
         Raises :class:`IndexFormatError` for a missing or corrupt folder and
         :class:`EncoderMismatchError` for another encoder.
         """
+        from ragroute.store import artifact_exists, read_artifact
+
         folder = Path(path_dir)
-        manifest = _read_manifest(folder)
+        if (folder / ROUTER_FILE).is_file() and not artifact_exists(folder):
+            return cls._load_files(folder, _read_manifest(folder), folder / WEIGHTS_FILE, encoder)
+        return read_artifact(
+            folder,
+            lambda snap: cls._load_files(
+                folder, _check_settings(folder, snap.manifest.params), snap.file(WEIGHTS_FILE), encoder
+            ),
+            family=ARTIFACT_FAMILY,
+            error=IndexFormatError,
+        )
+
+    @classmethod
+    def _load_files(
+        cls, folder: Path, manifest: dict[str, Any], weights: Path, encoder: Any
+    ) -> TrainedRouter:
         info = manifest.get("encoder")
         _check_encoder(folder, info, encoder)
-        arrays = _read_weights(folder, int(manifest.get("layers", 0)))
+        arrays = _read_weights(weights, int(manifest.get("layers", 0)))
         try:
             features = None if manifest["features"] is None else QueryFeatures.from_dict(manifest["features"])
             labels = [str(label) for label in manifest["labels"]]
@@ -626,11 +655,18 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         raise IndexFormatError(f"{path} is not a {FORMAT} manifest")
     if manifest.get("version") != FORMAT_VERSION:
         raise IndexFormatError(
-            f"{path} has format version {manifest.get('version')}, expected {FORMAT_VERSION}"
+            f"{path} has format version {manifest.get('version')}, expected {FORMAT_VERSION}; "
+            "refit it with `ragroute route fit`"
         )
-    if manifest.get("kind") not in MODELS:
-        raise IndexFormatError(f"{path} names an unknown model kind {manifest.get('kind')!r}")
-    return manifest
+    return _check_settings(folder, manifest)
+
+
+def _check_settings(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    if settings.get("kind") not in MODELS:
+        raise IndexFormatError(
+            f"{folder}: unknown model kind {settings.get('kind')!r}; refit it with `ragroute route fit`"
+        )
+    return settings
 
 
 def _check_encoder(folder: Path, info: Any, encoder: Any) -> None:
@@ -650,8 +686,7 @@ def _check_encoder(folder: Path, info: Any, encoder: Any) -> None:
         )
 
 
-def _read_weights(folder: Path, layers: int) -> dict[str, np.ndarray]:
-    path = folder / WEIGHTS_FILE
+def _read_weights(path: Path, layers: int) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise IndexFormatError(f"{path} not found: the router's weights are missing")
     needed = ["offset", "scale", *(f"{p}{i}" for i in range(layers) for p in ("W", "b"))]

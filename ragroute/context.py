@@ -1,0 +1,90 @@
+"""The query context: one object for a query in flight through the pipeline.
+
+It carries the text, an id, metadata filters, the caller's scopes (enforced by a
+later release), the step number and history of a multi-step answer, and the
+query's vectors, computed lazily per encoder and cached: any stage may ask for
+the vector of any encoder, and each query is encoded at most once per encoder
+(:func:`query_vectors` batches the encoding of many contexts at once).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import check_query
+
+
+def encoder_key(encoder: Any) -> str:
+    """What identifies an encoder's vector space: model id, backend and dimension."""
+    return f"{getattr(encoder, 'model_id', type(encoder).__name__)}|{getattr(encoder, 'backend', '')}|" + str(
+        getattr(encoder, "dim", "")
+    )
+
+
+@dataclass
+class QueryContext:
+    """A query in flight; build one with :meth:`of` (which checks the text)."""
+
+    text: str
+    id: str = ""
+    filters: Mapping[str, Any] | None = None
+    scopes: tuple[str, ...] = ()
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, query: str | QueryContext, **fields: Any) -> QueryContext:
+        """A context for ``query`` (a context passes through unchanged); empty text raises."""
+        if isinstance(query, QueryContext):
+            return query
+        return cls(check_query(query), **fields)
+
+    def has_vector(self, encoder: Any) -> bool:
+        return encoder_key(encoder) in self._vectors
+
+    def set_vector(self, encoder: Any, vector: np.ndarray) -> None:
+        """Hand the context a vector computed elsewhere (e.g. a precomputed embedding)."""
+        self._vectors[encoder_key(encoder)] = np.asarray(vector, dtype=np.float32).reshape(-1)
+
+    def vector(self, encoder: Any) -> np.ndarray:
+        """This query's embedding by ``encoder``, encoded on first request only."""
+        key = encoder_key(encoder)
+        with self._lock:
+            if key not in self._vectors:
+                row = encoder.encode_queries([self.text], show_progress=False)
+                self._vectors[key] = np.asarray(row, dtype=np.float32)[0]
+            return self._vectors[key]
+
+    @property
+    def encoders_used(self) -> list[str]:
+        """Keys of the encoders this query has vectors for (what the trace reports)."""
+        return list(self._vectors)
+
+
+def contexts_of(queries: Sequence[str | QueryContext]) -> list[QueryContext]:
+    return [QueryContext.of(q) for q in queries]
+
+
+def query_vectors(contexts: Sequence[QueryContext], encoder: Any) -> np.ndarray:
+    """Vectors of ``contexts`` by ``encoder`` (one row each); the missing ones are encoded in one batch."""
+    key = encoder_key(encoder)
+    missing = [c for c in contexts if key not in c._vectors]
+    if missing:
+        texts = list(dict.fromkeys(c.text for c in missing))
+        rows = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
+        by_text = dict(zip(texts, rows))
+        for context in missing:
+            with context._lock:
+                context._vectors.setdefault(key, by_text[context.text])
+    dim = getattr(encoder, "dim", None) or 0
+    if not contexts:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack([c._vectors[key] for c in contexts])

@@ -1,0 +1,239 @@
+"""Evaluators: objects that take a pipeline (or any retriever) plus a dataset and return results.
+
+Following the sentence-transformers pattern, an evaluator is built once from
+the data (queries, relevance judgements, gold routes) and then called on any
+number of pipelines; each call returns a result object with the metrics, one row
+per query (for error reports), and latencies. Benchmarks only build pipelines,
+call evaluators and print, so what they measure is what users run.
+
+* :class:`RetrievalEvaluator` — ranking metrics (nDCG, recall, ...) of a retriever;
+* :class:`RoutingEvaluator` — routing accuracy and routed-retrieval quality of a
+  :class:`~ragroute.pipeline.Pipeline`, queried one query at a time as a user
+  would, with the routing overhead read from the pipeline's own trace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ragroute.context import QueryContext
+from ragroute.eval.metrics import evaluate_run
+from ragroute.route.base import NONE_ROUTE
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0}
+    return {
+        "p50": round(float(np.percentile(values, 50)), 4),
+        "p95": round(float(np.percentile(values, 95)), 4),
+    }
+
+
+def macro_average(
+    run: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    groups: Mapping[str, str] | None,
+    metric: str,
+) -> float:
+    """``metric`` averaged per group (e.g. per collection), then over groups; micro without groups."""
+    if not groups:
+        return float(evaluate_run(run, qrels, (metric,))[metric])
+    names = sorted(set(groups.values()))
+    values = []
+    for name in names:
+        sub_qrels = {qid: rels for qid, rels in qrels.items() if groups.get(qid) == name}
+        sub_run = {qid: run.get(qid, []) for qid in sub_qrels}
+        values.append(evaluate_run(sub_run, sub_qrels, (metric,))[metric])
+    return float(np.mean(values)) if values else 0.0
+
+
+@dataclass
+class RetrievalResult:
+    """Metrics of one retriever on one dataset, with per-query rows and latency."""
+
+    metrics: dict[str, float]
+    rows: list[dict[str, Any]]
+    latency_ms: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "latency_ms": self.latency_ms}
+
+
+class RetrievalEvaluator:
+    """Ranking metrics of any retriever on queries with relevance judgements.
+
+    ``queries`` are :class:`QueryContext` s with ids (precomputed vectors welcome);
+    ``groups`` (query id -> group) makes every metric a macro average over groups.
+    """
+
+    def __init__(
+        self,
+        queries: Sequence[QueryContext],
+        qrels: Mapping[str, Mapping[str, int]],
+        *,
+        metrics: Sequence[str] = ("ndcg@10",),
+        k: int = 10,
+        groups: Mapping[str, str] | None = None,
+    ) -> None:
+        self.queries = list(queries)
+        self.qrels = qrels
+        self.metrics = tuple(metrics)
+        self.k = k
+        self.groups = groups
+
+    def __call__(self, retriever: Any) -> RetrievalResult:
+        rows, latencies = [], []
+        for context in self.queries:
+            start = time.perf_counter()
+            if hasattr(retriever, "search_contexts"):
+                hits = retriever.search_contexts([context], self.k)[0]
+            else:
+                hits = retriever.search_many([context.text], self.k, filters=context.filters)[0]
+            latencies.append((time.perf_counter() - start) * 1000)
+            rows.append({"id": context.id, "hits": [h.doc_id for h in hits]})
+        run = {row["id"]: row["hits"] for row in rows}
+        metrics = {m: round(macro_average(run, self.qrels, self.groups, m), 4) for m in self.metrics}
+        return RetrievalResult(metrics, rows, _percentiles(latencies))
+
+
+@dataclass
+class RoutingRow:
+    """One query's routing outcome; ``gold`` holds every correct route (several when the answer
+    needs them all)."""
+
+    id: str
+    gold: tuple[str, ...]
+    best: str
+    chosen: list[str]
+    routes: dict[str, float]
+    hits: list[str]
+    scores: list[float]
+    route_ms: float
+    total_ms: float
+
+    @property
+    def correct(self) -> bool:
+        """One gold route: the best route is it. Several: exactly they are selected."""
+        if len(self.gold) == 1:
+            return self.best == self.gold[0]
+        return set(self.chosen) == set(self.gold)
+
+
+@dataclass
+class RoutingResult:
+    """Routing accuracy and routed-retrieval quality of one pipeline.
+
+    ``quality`` is the evaluator's retrieval metric (``metric``, nDCG@10 by default).
+    """
+
+    accuracy: float
+    quality: float
+    routes_per_query: float
+    gold_in_chosen: float
+    top1_in_gold: float
+    exact_selection: float
+    route_latency_ms: dict[str, float]
+    total_latency_ms: dict[str, float]
+    errors: dict[str, int]
+    metric: str = "ndcg@10"
+    rows: list[RoutingRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            self.metric: self.quality,
+            "routes_per_query": self.routes_per_query,
+            "gold_in_chosen": self.gold_in_chosen,
+            "top1_in_label": self.top1_in_gold,
+            "exact_selection": self.exact_selection,
+            "latency_ms_p50": self.route_latency_ms["p50"],
+            "latency_ms_p95": self.route_latency_ms["p95"],
+            "pipeline_ms_p50": self.total_latency_ms["p50"],
+            "errors": self.errors,
+        }
+
+
+class RoutingEvaluator:
+    """Routes every query through a pipeline (one call per query, as a user would) and scores it.
+
+    ``gold`` maps query id -> correct route, or a tuple of routes that are all
+    needed; ``groups`` (query id -> collection) makes ``metric`` a macro average.
+    The routing overhead of each query is the
+    route stage's time from the pipeline's trace (query vectors preset on the
+    contexts are not re-encoded, so it excludes query encoding).
+    """
+
+    def __init__(
+        self,
+        queries: Sequence[QueryContext],
+        gold: Mapping[str, str | tuple[str, ...]],
+        qrels: Mapping[str, Mapping[str, int]],
+        *,
+        groups: Mapping[str, str] | None = None,
+        k: int = 10,
+        metric: str = "ndcg@10",
+    ) -> None:
+        self.queries = list(queries)
+        self.gold = {qid: (g,) if isinstance(g, str) else tuple(g) for qid, g in gold.items()}
+        self.qrels = qrels
+        self.groups = groups
+        self.k = k
+        self.metric = metric
+
+    def run(self, pipeline: Any, positions: Sequence[int] | None = None) -> list[RoutingRow]:
+        """Rows for the queries at ``positions`` (all by default)."""
+        rows = []
+        for i in range(len(self.queries)) if positions is None else positions:
+            context = self.queries[i]
+            start = time.perf_counter()
+            result = pipeline.retrieve_contexts([context], self.k)[0]
+            total = (time.perf_counter() - start) * 1000
+            decision = result.decision
+            route_ms = sum(s.detail.get("ms", 0.0) for s in decision.trace if s.stage == "route-time")
+            routes = dict(decision.routes)
+            best = max(routes, key=lambda name: (routes[name], name)) if routes else NONE_ROUTE
+            rows.append(
+                RoutingRow(
+                    id=context.id,
+                    gold=self.gold[context.id],
+                    best=best,
+                    chosen=list(decision.chosen),
+                    routes=routes,
+                    hits=[h.doc_id for h in result.hits],
+                    scores=[h.score for h in result.hits],
+                    route_ms=route_ms,
+                    total_ms=total,
+                )
+            )
+        return rows
+
+    def score(self, rows: Sequence[RoutingRow]) -> RoutingResult:
+        run = {row.id: row.hits for row in rows}
+        errors = Counter(
+            f"{'+'.join(row.gold)}->{'+'.join(row.chosen) if len(row.gold) > 1 else row.best}"
+            for row in rows
+            if not row.correct
+        )
+        return RoutingResult(
+            accuracy=round(float(np.mean([row.correct for row in rows])), 4),
+            quality=round(macro_average(run, self.qrels, self.groups, self.metric), 4),
+            routes_per_query=round(float(np.mean([len(row.chosen) for row in rows])), 3),
+            gold_in_chosen=round(float(np.mean([set(row.gold) <= set(row.chosen) for row in rows])), 4),
+            top1_in_gold=round(float(np.mean([row.best in row.gold for row in rows])), 4),
+            exact_selection=round(float(np.mean([set(row.chosen) == set(row.gold) for row in rows])), 4),
+            route_latency_ms=_percentiles([row.route_ms for row in rows]),
+            total_latency_ms=_percentiles([row.total_ms for row in rows]),
+            errors=dict(errors.most_common()),
+            metric=self.metric,
+            rows=list(rows),
+        )
+
+    def __call__(self, pipeline: Any) -> RoutingResult:
+        return self.score(self.run(pipeline))

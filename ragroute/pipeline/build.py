@@ -1,0 +1,103 @@
+"""Build a :class:`~ragroute.pipeline.Pipeline` from settings: the one way every entry point does it.
+
+``load_routing`` (a routing YAML file), the benchmarks and user code all go
+through :func:`pipeline_from_settings`, so a benchmark measures exactly the
+pipeline a user gets from the same settings. The ``router:`` mapping names a
+registered router kind plus its settings and the selection/fusion options
+(:class:`~ragroute.pipeline.stages.RoutingOptions`); ``reranker:`` and ``gate:``
+(optional) name registered rerankers and gates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import RagrouteError
+from ragroute.pipeline.runner import Pipeline
+from ragroute.pipeline.stages import RoutingOptions
+from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS
+from ragroute.route.base import Router
+from ragroute.route.factories import ROUTER_SETTINGS, RouterBuild, build_router
+from ragroute.route.sources import Source, SourceProblem
+
+SELECTION_KEYS = {f.name for f in fields(RoutingOptions)}
+
+
+def router_keys() -> set[str]:
+    """Every key a ``router:`` mapping may hold."""
+    return {"kind"} | SELECTION_KEYS | {key for keys in ROUTER_SETTINGS.values() for key in keys}
+
+
+def routing_options(settings: Mapping[str, Any], where: str = "") -> RoutingOptions:
+    """Selection and fusion options from a ``router:`` mapping (defaults for what it omits)."""
+    options = RoutingOptions(**{k: settings[k] for k in SELECTION_KEYS if settings.get(k) is not None})
+    FUSIONS.check(str(options.fusion), where)
+    if options.route_weights not in ("even", "probability"):
+        raise RagrouteError(
+            f"{where}: route_weights must be 'even' or 'probability', not {options.route_weights!r}"
+        )
+    return options
+
+
+def check_router_settings(settings: Mapping[str, Any], where: str) -> str:
+    """The router kind of ``settings`` (registered), after refusing unknown keys."""
+    if not isinstance(settings, Mapping):
+        raise RagrouteError(f"{where}: 'router:' must be a mapping")
+    unknown = sorted(set(settings) - router_keys())
+    if unknown:
+        raise RagrouteError(
+            f"{where}: unknown router key(s) {', '.join(unknown)}; known: {', '.join(sorted(router_keys()))}"
+        )
+    return ROUTERS.check(str(settings.get("kind", "prototype")), where)
+
+
+def pipeline_from_settings(
+    sources: Sequence[Source],
+    router_settings: Mapping[str, Any] | None,
+    *,
+    encoder: Any,
+    router: Router | None = None,
+    policy: Any = None,
+    problems: Sequence[SourceProblem] = (),
+    reranker: Mapping[str, Any] | None = None,
+    gate: Mapping[str, Any] | None = None,
+    where: str = "",
+    base: Path | None = None,
+    name: str = "pipeline",
+) -> Pipeline:
+    """The pipeline the settings describe over already opened ``sources``.
+
+    ``router`` replaces the router the settings would build (the benchmarks pass
+    routers fitted on a training split); selection and fusion still come from
+    ``router_settings``.
+    """
+    settings = dict(router_settings or {})
+    if router is None:
+        settings.setdefault("kind", "prototype")
+    kind = check_router_settings(settings, where)
+    options = routing_options(settings, where)
+    build = RouterBuild(sources, encoder, where=where, base=base or Path("."))
+    if router is None:
+        router = build_router(kind, settings, build)
+    return Pipeline(
+        sources,
+        router,
+        policy=policy,
+        encoder=encoder,
+        options=options,
+        problems=problems,
+        reranker=_stage(RERANKERS, reranker, build),
+        gate=_stage(GATES, gate, build),
+        name=name,
+    )
+
+
+def _stage(registry: Any, settings: Mapping[str, Any] | None, build: RouterBuild) -> Any:
+    if not settings:
+        return None
+    if not isinstance(settings, Mapping) or "kind" not in settings:
+        raise RagrouteError(f"{build.where}: '{registry.kind}:' must be a mapping with 'kind:'")
+    return registry.get(str(settings["kind"]), build.where)(settings, build)

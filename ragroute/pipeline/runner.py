@@ -1,0 +1,180 @@
+"""The pipeline: gate -> route -> retrieve -> fuse -> rerank, as one retriever with one trace.
+
+:class:`Pipeline` runs the stages of :mod:`ragroute.pipeline.stages` over a
+batch of query contexts. It is itself a retriever (``search``/``search_many``/
+``search_contexts``), so a source may be another pipeline (a graph, a skill
+catalogue, an expert set...), whose decision then appears in the outer trace.
+Every query gets one :class:`~ragroute.types.Decision` whose ``trace`` each
+stage appends to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ragroute.context import QueryContext, contexts_of
+from ragroute.errors import RagrouteError
+from ragroute.pipeline.stages import (
+    FuseStage,
+    Gate,
+    GateStage,
+    Reranker,
+    RerankStage,
+    RetrieveStage,
+    RouteStage,
+    RoutingOptions,
+)
+from ragroute.route.base import NONE_ROUTE
+from ragroute.route.sources import Source, SourceProblem
+from ragroute.types import Decision, Hit, TraceStep
+
+
+@dataclass
+class PipelineResult:
+    """Hits (best first, each remembering its source) and the decision trace that produced them."""
+
+    hits: list[Hit]
+    decision: Decision
+    context: QueryContext | None = None
+
+    @property
+    def trace(self) -> list[TraceStep]:
+        return self.decision.trace
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hits": [h.to_dict() for h in self.hits], "decision": self.decision.to_dict()}
+
+
+class Pipeline:
+    """Routes each query to one or more sources (or none), retrieves, fuses and reranks.
+
+    ``router`` and/or ``policy`` decide the routes; ``gate`` (optional) decides
+    first whether to retrieve at all; ``reranker`` (optional) re-orders the fused
+    hits. ``encoder`` is the deployment's default query encoder (used by
+    :meth:`decide` for policies); every stage encodes through the query context,
+    so each query is encoded at most once per encoder. ``fusion_stats`` are
+    per-source score statistics for fusion methods that need them.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        router: Any = None,
+        *,
+        policy: Any = None,
+        encoder: Any = None,
+        options: RoutingOptions | None = None,
+        problems: Sequence[SourceProblem] = (),
+        gate: Gate | None = None,
+        reranker: Reranker | None = None,
+        fusion_stats: Mapping[str, Any] | None = None,
+        name: str = "pipeline",
+        max_workers: int | None = None,
+    ) -> None:
+        if router is None and policy is None:
+            raise RagrouteError("a pipeline needs a router, a policy, or both")
+        self.name = name
+        self.sources = list(sources)
+        self.router = router
+        self.policy = policy
+        self.encoder = encoder
+        self.options = options or RoutingOptions()
+        self.problems = list(problems)
+        self.gate = gate
+        self.reranker = reranker
+        self._gate = GateStage(gate) if gate is not None else None
+        self._route = RouteStage(self.sources, router, policy, self.options, self.problems)
+        self._retrieve = RetrieveStage(self.sources, max_workers=max_workers)
+        self._fuse = FuseStage(self.options, fusion_stats)
+        self._rerank = RerankStage(reranker) if reranker is not None else None
+
+    @property
+    def route_names(self) -> list[str]:
+        return [*(s.name for s in self.sources), NONE_ROUTE]
+
+    @property
+    def documents(self) -> list:
+        return [doc for source in self.sources for doc in source.documents]
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def retrieve(self, query: str | QueryContext, k: int = 10) -> PipelineResult:
+        """Route, retrieve, fuse and rerank one query (text or :class:`QueryContext`)."""
+        return self.retrieve_many([query], k)[0]
+
+    def retrieve_many(self, queries: Sequence[str | QueryContext], k: int = 10) -> list[PipelineResult]:
+        """:meth:`retrieve` for a batch: routers, encoders and sources are called once per batch."""
+        return self.retrieve_contexts(contexts_of(queries), k)
+
+    def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        contexts = list(contexts)
+        decisions: list[Decision | None] = [None] * len(contexts)
+        depths = [k] * len(contexts)
+        if self._gate is not None:
+            for i, gated in enumerate(self._gate.run(contexts)):
+                step = TraceStep(
+                    "gate",
+                    {
+                        "gate": self.gate.name,
+                        "action": gated.action,
+                        "p_retrieve": gated.probability,
+                        **gated.signals,
+                    },
+                )
+                if gated.action != "retrieve":
+                    decisions[i] = Decision(
+                        chosen=[NONE_ROUTE],
+                        routes={NONE_ROUTE: 1.0},
+                        decided_by=f"gate:{self.gate.name}",
+                        signals={"gate": gated.action},
+                        trace=[step],
+                    )
+                else:
+                    decisions[i] = Decision(chosen=[], trace=[step])
+                    depths[i] = gated.depth or k
+        to_route = [i for i, d in enumerate(decisions) if d is None or not d.chosen]
+        for i, routed in zip(to_route, self._route.run([contexts[i] for i in to_route])):
+            if decisions[i] is not None:
+                routed.trace = decisions[i].trace + routed.trace
+            decisions[i] = routed
+        final = [d for d in decisions if d is not None]
+        pool = [self._candidates(want) for want in depths]
+        depth = max(max(pool, default=k), self.options.depth or 0)
+        per_source = self._retrieve.run(contexts, final, depth)
+        results = []
+        for context, decision, lists, want, candidates in zip(contexts, final, per_source, depths, pool):
+            hits = self._fuse.run(decision, lists, candidates)
+            if self._rerank is not None and hits:
+                hits = self._rerank.run(context, decision, hits, want)
+            for rank, hit in enumerate(hits, 1):
+                hit.rank = rank
+            results.append(PipelineResult(hits, decision, context))
+        return results
+
+    def _candidates(self, want: int) -> int:
+        """Hits fused per query: ``want``, or more when a reranker picks from a deeper pool."""
+        if self.reranker is None:
+            return want
+        return want * max(1, int(getattr(self.reranker, "candidates_per_hit", 1)))
+
+    def decide(self, query: str | QueryContext) -> Decision:
+        """The routing decision alone (no retrieval): policy first, then the router."""
+        return self._route.run([QueryContext.of(query)])[0]
+
+    # ------------------------------------------------------------------ the Retriever protocol
+
+    def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
+        return self.search_many([query], k, filters=filters)[0]
+
+    def search_many(
+        self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
+        contexts = [QueryContext.of(q, filters=filters) for q in queries]
+        return self.search_contexts(contexts, k)
+
+    def search_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[list[Hit]]:
+        return [r.hits for r in self.retrieve_contexts(contexts, k)]

@@ -1,0 +1,319 @@
+"""The stages of the query pipeline: gate -> route -> retrieve -> fuse -> rerank.
+
+Each stage is a small class with one job that reads a batch of
+:class:`~ragroute.context.QueryContext` s and appends what it did to each
+query's :class:`~ragroute.types.Decision` trace. The protocols a user implements
+to plug in their own parts are :class:`Gate` and :class:`Reranker` (routers
+follow :class:`ragroute.route.base.Router`; fusion methods are functions in
+:data:`ragroute.registry.FUSIONS`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ragroute.context import QueryContext, query_vectors
+from ragroute.registry import FUSIONS
+from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
+from ragroute.route.sources import Source, SourceProblem
+from ragroute.types import Decision, Hit, TraceStep
+
+# --------------------------------------------------------------------------- protocols
+
+
+@dataclass
+class GateDecision:
+    """What a gate decided for one query: ``retrieve``, ``answer`` (from the model) or ``stop``.
+
+    ``probability`` is the calibrated probability that retrieval is needed;
+    ``depth`` (optional) asks for that many hits instead of the caller's ``k``.
+    """
+
+    action: str
+    probability: float
+    signals: dict[str, Any] = field(default_factory=dict)
+    depth: int | None = None
+
+
+@runtime_checkable
+class Gate(Protocol):
+    """Decides, before routing, whether a query needs retrieval at all."""
+
+    name: str
+
+    def gate_many(self, contexts: Sequence[QueryContext]) -> list[GateDecision]: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Re-orders (and may cut) the fused hits of one query; records its scores in ``Hit.explain``."""
+
+    name: str
+
+    def rerank(self, context: QueryContext, hits: list[Hit], k: int) -> list[Hit]: ...
+
+
+@dataclass
+class RoutingOptions:
+    """How routes are selected and their results fused.
+
+    A route is queried when its probability is at least ``threshold`` (at most
+    ``max_routes``; the best route always). ``hedge_below``: when the best route's
+    probability reaches it, only the best route is queried (hedging costs nothing
+    when the router is sure). ``fusion`` names a registered fusion method;
+    ``route_weights`` is ``even`` or ``probability`` (weight each route's list by
+    its probability); ``depth`` is the number of hits read per route (default k).
+    """
+
+    threshold: float = 0.25
+    max_routes: int = 3
+    fusion: str = "rrf"
+    depth: int | None = None
+    route_weights: str = "even"
+    hedge_below: float | None = None
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class GateStage:
+    """Runs the gate; queries it does not send to retrieval get the ``none`` route."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def run(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
+        start = time.perf_counter()
+        decisions = self.gate.gate_many(contexts)
+        ms = (time.perf_counter() - start) * 1000 / max(len(contexts), 1)
+        for decision in decisions:
+            decision.signals = {**decision.signals, "ms": round(ms, 4)}
+        return decisions
+
+
+class RouteStage:
+    """Policy rules first, then the router; then route selection. One decision per query."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        router: Any = None,
+        policy: Any = None,
+        options: RoutingOptions | None = None,
+        problems: Sequence[SourceProblem] = (),
+    ) -> None:
+        self.router = router
+        self.policy = policy
+        self.options = options or RoutingOptions()
+        self.problems = list(problems)
+        self._names = {s.name for s in sources}
+
+    def run(self, contexts: Sequence[QueryContext]) -> list[Decision]:
+        start = time.perf_counter()
+        decisions: list[Decision | None] = [None] * len(contexts)
+        policy_results: list[Any] = [None] * len(contexts)
+        if self.policy is not None:
+            vectors = None
+            if self.policy.encoder is not None and self.policy.needs_encoder:
+                vectors = query_vectors(contexts, self.policy.encoder)
+            for i, context in enumerate(contexts):
+                result = self.policy.evaluate(
+                    context.text, query_vector=None if vectors is None else vectors[i]
+                )
+                policy_results[i] = result
+                if result.action in ("route", "none"):
+                    routes = result.routes if result.action == "route" else [NONE_ROUTE]
+                    decisions[i] = self._finish(
+                        {n: 1.0 / len(routes) for n in routes},
+                        f"rule:{result.decided_by}",
+                        {"policy": result.to_dict()},
+                        list(result.trace),
+                    )
+        pending = [i for i, d in enumerate(decisions) if d is None]
+        if pending and self.router is None:
+            for i in pending:
+                signals = {"policy": policy_results[i].to_dict()} if policy_results[i] is not None else {}
+                trace = list(policy_results[i].trace) if policy_results[i] is not None else []
+                decisions[i] = self._finish({NONE_ROUTE: 1.0}, "policy:no-router", signals, trace)
+        elif pending:
+            routed = route_contexts(self.router, [contexts[i] for i in pending])
+            for i, decision in zip(pending, routed):
+                decisions[i] = self._after_router(decision, policy_results[i])
+        ms = (time.perf_counter() - start) * 1000 / max(len(contexts), 1)
+        out = [d for d in decisions if d is not None]
+        for decision in out:
+            decision.trace.append(TraceStep("route-time", {"ms": round(ms, 4)}))
+        return out
+
+    def _after_router(self, routed: Decision, policy_result: Any) -> Decision:
+        trace = [] if policy_result is None else list(policy_result.trace)
+        signals: dict[str, Any] = {} if policy_result is None else {"policy": policy_result.to_dict()}
+        trace.extend(routed.trace)
+        signals.update(routed.signals)
+        probs = dict(routed.routes)
+        if policy_result is not None and (policy_result.boosts or policy_result.blocks):
+            probs = _renormalise(policy_result.apply(probs))
+            trace.append(
+                TraceStep(
+                    "policy-adjust",
+                    {"boosts": policy_result.boosts, "blocks": policy_result.blocks, "routes": probs},
+                )
+            )
+        return self._finish(probs, routed.decided_by, signals, trace)
+
+    def _finish(self, probs: dict[str, float], decided_by: str, signals: dict, trace: list) -> Decision:
+        options = self.options
+        chosen = select_routes(
+            probs, threshold=options.threshold, max_routes=options.max_routes, hedge_below=options.hedge_below
+        )
+        unavailable = [name for name in chosen if name != NONE_ROUTE and name not in self._names]
+        if unavailable:
+            problems = {p.name: p.error for p in self.problems}
+            trace.append(
+                TraceStep("skip", {"sources": {n: problems.get(n, "unknown source") for n in unavailable}})
+            )
+            chosen = [name for name in chosen if name not in unavailable]
+        trace.append(
+            TraceStep(
+                "select",
+                {
+                    "threshold": options.threshold,
+                    "max_routes": options.max_routes,
+                    "hedge_below": options.hedge_below,
+                    "chosen": chosen,
+                },
+            )
+        )
+        if self.problems:
+            signals["unavailable_sources"] = {p.name: p.error for p in self.problems}
+        return Decision(chosen=chosen, routes=probs, signals=signals, trace=trace, decided_by=decided_by)
+
+
+def _renormalise(scores: Mapping[str, float]) -> dict[str, float]:
+    clipped = {name: max(score, 0.0) for name, score in scores.items()}
+    total = sum(clipped.values())
+    if total <= 0:
+        return {NONE_ROUTE: 1.0}
+    return {name: score / total for name, score in clipped.items()}
+
+
+class RetrieveStage:
+    """Searches every chosen source: one batched call per source, sources concurrently.
+
+    A source that raises loses only its own hits: the error is recorded in the
+    trace of every query that chose it, and the other sources' hits are kept.
+    A source that is itself a pipeline contributes its own decision to the trace.
+    """
+
+    def __init__(self, sources: Sequence[Source], max_workers: int | None = None) -> None:
+        self.sources = {s.name: s for s in sources}
+        self.max_workers = max_workers
+
+    def run(
+        self, contexts: Sequence[QueryContext], decisions: Sequence[Decision], depth: int
+    ) -> list[dict[str, list[Hit]]]:
+        wanted: dict[str, list[int]] = {}
+        for i, decision in enumerate(decisions):
+            for name in decision.chosen:
+                if name != NONE_ROUTE and name in self.sources:
+                    wanted.setdefault(name, []).append(i)
+        per_query: list[dict[str, list[Hit]]] = [{} for _ in contexts]
+        for decision in decisions:
+            if not any(n in wanted for n in decision.chosen):
+                decision.trace.append(TraceStep("retrieve", {"sources": [], "reason": "no retrieval"}))
+        if not wanted:
+            return per_query
+        self._prefetch_vectors(contexts, wanted)
+
+        def search(name: str) -> tuple[str, Any, float]:
+            start = time.perf_counter()
+            batch = [contexts[i] for i in wanted[name]]
+            try:
+                result: Any = self.sources[name].search_contexts(batch, depth)
+            except Exception as exc:  # noqa: BLE001 - one failing source must not sink the others
+                result = exc
+            return name, result, (time.perf_counter() - start) * 1000
+
+        if len(wanted) == 1 or self.max_workers == 1:
+            outcomes = [search(name) for name in wanted]
+        else:
+            workers = min(len(wanted), self.max_workers or len(wanted))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                outcomes = list(pool.map(search, list(wanted)))
+        for name, result, ms in outcomes:
+            for j, i in enumerate(wanted[name]):
+                detail: dict[str, Any] = {"source": name, "ms": round(ms, 3)}
+                if isinstance(result, Exception):
+                    detail["error"] = f"{type(result).__name__}: {' '.join(str(result).split())}"[:300]
+                    per_query[i][name] = []
+                else:
+                    hits, nested = result[j]
+                    for hit in hits:
+                        hit.explain = {**hit.explain, "route_probability": decisions[i].routes.get(name, 0.0)}
+                    per_query[i][name] = hits
+                    detail.update(hits=len(hits), top_score=hits[0].score if hits else None)
+                    if nested is not None:
+                        detail["decision"] = nested.to_dict()
+                decisions[i].trace.append(TraceStep("retrieve", detail))
+        return per_query
+
+    def _prefetch_vectors(self, contexts: Sequence[QueryContext], wanted: Mapping[str, list[int]]) -> None:
+        """Encode every query once per encoder, in one batch, before the sources run in threads."""
+        seen: set[int] = set()
+        for name, positions in wanted.items():
+            encoder = getattr(self.sources[name].retriever, "encoder", None)
+            if encoder is None or id(encoder) in seen:
+                continue
+            seen.add(id(encoder))
+            query_vectors([contexts[i] for i in positions], encoder)
+
+
+class FuseStage:
+    """Merges one query's per-source lists into one ranking with a registered fusion method."""
+
+    def __init__(self, options: RoutingOptions, stats: Mapping[str, Any] | None = None) -> None:
+        FUSIONS.check(options.fusion)
+        self.options = options
+        self.stats = dict(stats or {})
+
+    def run(self, decision: Decision, per_source: Mapping[str, list[Hit]], k: int) -> list[Hit]:
+        lists = {name: hits for name, hits in per_source.items()}
+        if not lists:
+            return []
+        if len(lists) == 1:
+            return next(iter(lists.values()))[:k]
+        if self.options.route_weights == "probability":
+            weights = {name: decision.routes.get(name, 0.0) for name in lists}
+        else:
+            weights = dict.fromkeys(lists, 1.0)
+        fuse = FUSIONS.get(self.options.fusion)
+        fused = fuse(lists, weights=weights, limit=k, stats=self.stats, routes=decision.routes)
+        decision.trace.append(TraceStep("fuse", {"method": self.options.fusion, "weights": weights}))
+        return fused
+
+
+class RerankStage:
+    """Runs the reranker on one query's fused hits and records it in the trace."""
+
+    def __init__(self, reranker: Reranker) -> None:
+        self.reranker = reranker
+
+    def run(self, context: QueryContext, decision: Decision, hits: list[Hit], k: int) -> list[Hit]:
+        start = time.perf_counter()
+        out = self.reranker.rerank(context, hits, k)
+        decision.trace.append(
+            TraceStep(
+                "rerank",
+                {
+                    "reranker": self.reranker.name,
+                    "in": len(hits),
+                    "out": len(out),
+                    "ms": round((time.perf_counter() - start) * 1000, 3),
+                },
+            )
+        )
+        return out

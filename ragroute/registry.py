@@ -1,0 +1,152 @@
+"""Registries: one place per kind of pluggable part, read by configs, the CLI and artifact loading.
+
+Each :class:`Registry` maps a name to an implementation given as a
+``"module:attribute"`` reference, imported on first use (so listing the choices,
+e.g. for ``--help``, imports nothing heavy, and the registry module imports no
+implementation). Asking for an unknown name raises :class:`UnknownKindError`
+listing the registered ones. Adding a kind is one module plus one line here (or
+one :meth:`Registry.register` call from user code).
+
+What each registry's entries are:
+
+* ``INDEX_KINDS``: classes with ``read(snapshot, encoder, name)`` (artifact family ``index``);
+* ``ROUTERS``: ``factory(settings, build_context) -> Router`` (see :mod:`ragroute.route.factories`);
+* ``FUSIONS``: ``fuse(results, weights=..., limit=..., **options) -> list[Hit]``;
+* ``RERANKERS`` / ``GATES``: ``factory(settings, build_context)`` returning a pipeline stage;
+* ``SIGNALS``: policy signal classes (see :mod:`ragroute.route.signals`);
+* ``ARTIFACTS``: ``load(path, **kwargs)`` per artifact family;
+* ``BENCHMARKS``: click commands of ``ragroute bench``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+from ragroute.errors import UnknownKindError
+
+
+class Registry:
+    """Named implementations of one kind of part, imported lazily."""
+
+    def __init__(self, kind: str, entries: dict[str, str] | None = None) -> None:
+        self.kind = kind
+        self._refs: dict[str, str | Any] = dict(entries or {})
+        self._loaded: dict[str, Any] = {}
+
+    def register(self, name: str, target: Any, *, replace: bool = False) -> Any:
+        """Register ``target`` (an object or a ``"module:attribute"`` string) under ``name``."""
+        if name in self._refs and not replace:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._refs[name] = target
+        self._loaded.pop(name, None)
+        return target
+
+    def unregister(self, name: str) -> None:
+        self._refs.pop(name, None)
+        self._loaded.pop(name, None)
+
+    def names(self) -> list[str]:
+        return list(self._refs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._refs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def check(self, name: str, where: str = "") -> str:
+        """``name`` if registered, else :class:`UnknownKindError` listing the registered names."""
+        if name not in self._refs:
+            prefix = f"{where}: " if where else ""
+            raise UnknownKindError(
+                f"{prefix}unknown {self.kind} {name!r}: registered ones are {', '.join(self._refs) or 'none'}"
+            )
+        return name
+
+    def get(self, name: str, where: str = "") -> Any:
+        """The implementation registered as ``name`` (imported on first use)."""
+        self.check(name, where)
+        if name not in self._loaded:
+            ref = self._refs[name]
+            if isinstance(ref, str):
+                module, _, attribute = ref.partition(":")
+                ref = getattr(importlib.import_module(module), attribute)
+            self._loaded[name] = ref
+        return self._loaded[name]
+
+
+INDEX_KINDS = Registry(
+    "index kind",
+    {
+        "bm25": "ragroute.index.lexical:BM25Index",
+        "dense": "ragroute.index.dense:DenseIndex",
+        "hybrid": "ragroute.index.hybrid:HybridIndex",
+    },
+)
+
+ROUTERS = Registry(
+    "router",
+    {
+        "prototype": "ragroute.route.factories:prototype",
+        "centroid": "ragroute.route.factories:centroid",
+        "confidence": "ragroute.route.factories:confidence",
+        "knn": "ragroute.route.factories:knn",
+        "trained": "ragroute.route.factories:trained",
+        "llm": "ragroute.route.factories:llm",
+        "ensemble": "ragroute.route.factories:ensemble",
+    },
+)
+
+FUSIONS = Registry(
+    "fusion method",
+    {
+        "rrf": "ragroute.index.fusion:rrf",
+        "minmax": "ragroute.index.fusion:minmax",
+        "zscore": "ragroute.index.fusion:zscore",
+        "score": "ragroute.index.fusion:raw_score",
+        "calibrated": "ragroute.index.fusion:calibrated",
+    },
+)
+
+RERANKERS = Registry(
+    "reranker",
+    {
+        "parents": "ragroute.rerank.parents:parents_reranker",
+    },
+)
+
+GATES = Registry("gate", {})
+
+SIGNALS = Registry(
+    "signal",
+    {
+        "keywords": "ragroute.route.signals:KeywordsSignal",
+        "regex": "ragroute.route.signals:RegexSignal",
+        "length": "ragroute.route.signals:LengthSignal",
+        "language": "ragroute.route.signals:LanguageSignal",
+        "example_bank": "ragroute.route.signals:ExampleBankSignal",
+        "bank_margin": "ragroute.route.signals:BankMarginSignal",
+    },
+)
+
+ARTIFACTS = Registry(
+    "artifact family",
+    {
+        "index": "ragroute.index.io:load_index",
+        "router": "ragroute.route.trained:TrainedRouter.load",
+    },
+)
+
+BENCHMARKS = Registry(
+    "benchmark",
+    {
+        "bm25": "ragroute.cli.bench:bm25_command",
+        "encode": "ragroute.cli.bench:encode_command",
+        "dense": "ragroute.cli.bench:dense_command",
+        "corpus-routing": "ragroute.cli.bench:corpus_routing_command",
+        "route-labels": "ragroute.cli.bench:route_labels_command",
+        "tatqa": "ragroute.cli.bench:tatqa_command",
+    },
+)

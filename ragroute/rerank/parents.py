@@ -1,0 +1,34 @@
+"""The ``parents`` reranker: one hit per parent document, for sources indexed at a finer granularity.
+
+When a corpus is indexed by sections or paragraphs, several chunks of one
+document can fill the top k. This stage keeps the best chunk of each document
+(chunks count as their ``parent_id``; granularity views of one corpus, named
+``CORPUS/GRANULARITY``, count as one source) and re-numbers the ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ragroute.route.sources import collapse_to_parents
+from ragroute.types import Hit
+
+
+class ParentsReranker:
+    """Keeps the best hit per parent document; the order of the fused list is kept."""
+
+    name = "parents"
+    candidates_per_hit = 3  # fused hits read per hit returned
+
+    def rerank(self, context: Any, hits: list[Hit], k: int) -> list[Hit]:
+        kept = collapse_to_parents(hits, k)
+        for hit in kept:
+            parent = hit.parent_id or hit.doc_id
+            hit.explain = {**hit.explain, "rerank": {"kind": self.name, "kept_for": parent}}
+        return kept
+
+
+def parents_reranker(settings: Mapping[str, Any], build: Any) -> ParentsReranker:
+    """Registry entry (``reranker: {kind: parents}``); takes no settings."""
+    return ParentsReranker()

@@ -1,0 +1,139 @@
+"""Router factories: how each registered router kind is built from a routing config's settings.
+
+Each entry of :data:`ragroute.registry.ROUTERS` is ``factory(settings, build) -> Router``,
+where ``settings`` is the ``router:`` mapping of the config (or an ensemble
+member's) and ``build`` is a :class:`RouterBuild` (the open sources, the
+encoder, and how to resolve paths relative to the config).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import RagrouteError
+from ragroute.registry import ROUTERS
+from ragroute.route.base import Router
+from ragroute.route.sources import Source
+
+# Settings each kind reads (beyond the selection keys every router config may carry).
+ROUTER_SETTINGS: dict[str, set[str]] = {
+    "prototype": {"none_threshold", "temperature"},
+    "centroid": {"none_threshold", "temperature"},
+    "confidence": {"temperature"},
+    "knn": {"examples", "k"},
+    "trained": {"model"},
+    "llm": {"llm", "fallback", "label_probability"},
+    "ensemble": {"members", "sharpness"},
+}
+
+
+@dataclass
+class RouterBuild:
+    """What a router factory may use: sources, the query encoder, and the config's location."""
+
+    sources: Sequence[Source]
+    encoder: Any
+    where: str = ""
+    base: Path = Path(".")
+
+    def resolve(self, relative: str) -> Path:
+        return (self.base / str(relative)).resolve()
+
+
+def build_router(kind: str, settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    """A router of a registered ``kind`` (unknown kinds list the registered ones)."""
+    factory = ROUTERS.get(kind, build.where)
+    return factory(settings, build)
+
+
+def _need(settings: Mapping[str, Any], key: str, kind: str, build: RouterBuild, hint: str) -> Any:
+    if key not in settings:
+        raise RagrouteError(f"{build.where}: a {kind} router needs '{key}:' ({hint})")
+    return settings[key]
+
+
+def prototype(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
+
+    config = PrototypeConfig(
+        none_threshold=settings.get("none_threshold"), temperature=settings.get("temperature")
+    )
+    return PrototypeRouter(build.sources, build.encoder, config)
+
+
+def centroid(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    """The prototype router with only source centroids (no descriptions, no document bank)."""
+    from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
+
+    config = PrototypeConfig(
+        description_weight=0,
+        bank_weight=0,
+        none_threshold=settings.get("none_threshold"),
+        temperature=settings.get("temperature"),
+    )
+    router = PrototypeRouter(build.sources, build.encoder, config)
+    router.name = "centroid"
+    return router
+
+
+def confidence(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    from ragroute.route.confidence import ConfidenceConfig, ConfidenceRouter
+
+    return ConfidenceRouter(build.sources, ConfidenceConfig(temperature=settings.get("temperature")))
+
+
+def knn(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    from ragroute.route.knn import KnnRouter
+    from ragroute.route.labels import read_labelled_queries
+
+    path = _need(settings, "examples", "knn", build, "a JSONL file of labelled queries {text, label}")
+    texts, labels = read_labelled_queries(build.resolve(path))
+    return KnnRouter(texts, labels, build.encoder, k=int(settings.get("k", 5)))
+
+
+def trained(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    from ragroute.route.trained import TrainedRouter
+
+    model = _need(settings, "model", "trained", build, "a folder written by `ragroute route fit`")
+    return TrainedRouter.load(build.resolve(model), build.encoder)
+
+
+def llm(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    """``llm: "package.module:factory"`` names a callable returning a llama-index LLM."""
+    from ragroute.route.llm import LlmRouter
+
+    ref = _need(settings, "llm", "llm", build, "'package.module:factory' returning a llama-index LLM")
+    fallback = settings.get("fallback")
+    return LlmRouter(
+        build.sources,
+        _load_callable(ref, build)(),
+        fallback=None if fallback is None else build_router(str(fallback), settings, build),
+        label_probability=float(settings.get("label_probability", 0.9)),
+    )
+
+
+def ensemble(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    from ragroute.route.ensemble import EnsembleRouter
+
+    members = settings.get("members") or ["prototype", "confidence"]
+    if "ensemble" in members:
+        raise RagrouteError(f"{build.where}: an ensemble cannot contain an ensemble")
+    return EnsembleRouter(
+        [build_router(str(m), settings, build) for m in members],
+        sharpness=float(settings.get("sharpness", 2.0)),
+    )
+
+
+def _load_callable(ref: str, build: RouterBuild) -> Callable[[], Any]:
+    module, _, attribute = str(ref).partition(":")
+    try:
+        target = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RagrouteError(f"{build.where}: cannot import {ref!r} ({exc})") from None
+    if not callable(target):
+        raise RagrouteError(f"{build.where}: {ref!r} is not callable")
+    return target

@@ -1,0 +1,37 @@
+"""Labelled queries for fitting routers: a LABELS JSONL file, or BEIR folders (label = folder name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragroute.errors import RagrouteError
+
+
+def read_labelled_queries(path: str | Path) -> tuple[list[str], list[str]]:
+    """Texts and labels from JSONL rows ``{"text": ..., "label": ...}`` (a list label: its first item)."""
+    from ragroute.loaders import read_jsonl
+
+    texts, labels = [], []
+    for line_no, row in read_jsonl(Path(path), on_error="raise"):
+        label = row.get("label")
+        label = label[0] if isinstance(label, list) and label else label
+        if not isinstance(row.get("text"), str) or not isinstance(label, str):
+            raise RagrouteError(f"{path} line {line_no}: expected string fields 'text' and 'label'")
+        texts.append(row["text"])
+        labels.append(label)
+    if not texts:
+        raise RagrouteError(f"{path} holds no labelled queries")
+    return texts, labels
+
+
+def beir_labelled_queries(root: str | Path, split: str) -> tuple[list[str], list[str]]:
+    """Every query of ``split`` in each BEIR folder under ``root``, labelled with its folder's name."""
+    from ragroute.loaders import load_beir
+
+    folders = sorted(p for p in Path(root).iterdir() if (p / "qrels" / f"{split}.tsv").is_file())
+    texts, labels = [], []
+    for folder in folders:
+        data = load_beir(folder, split=split)
+        texts.extend(q.text for q in data.queries)
+        labels.extend(folder.name for _ in data.queries)
+    return texts, labels

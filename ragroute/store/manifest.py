@@ -1,0 +1,111 @@
+"""The artifact manifest: what a build contains, checksummed, itself included.
+
+``manifest.json`` records the format and its version, the artifact family
+(``index``, ``router``, ...) and kind within it (``dense``, ``trained``...), the
+ragroute version that wrote it, free parameters, the encoder identity (for
+artifacts that embed text), and the SHA-256 and size of every other file. Its
+own ``checksum`` is the SHA-256 of the canonical JSON of all other fields, so a
+flipped bit anywhere in the manifest is caught as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+FORMAT_NAME = "ragroute-artifact"
+FORMAT_VERSION = 2
+MANIFEST_NAME = "manifest.json"
+
+
+def library_version() -> str:
+    try:
+        return metadata.version("ragroute")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_checksum(data: dict[str, Any]) -> str:
+    """SHA-256 of ``data`` without its ``checksum`` field, as canonical JSON."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@dataclass
+class ArtifactManifest:
+    """What one build of an artifact holds; see the module docstring."""
+
+    family: str
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    encoder: dict[str, Any] | None = None
+    name: str = ""
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    build: str = ""
+    created: str = ""
+    library_version: str = field(default_factory=library_version)
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "format": self.format,
+            "format_version": self.format_version,
+            "family": self.family,
+            "kind": self.kind,
+            "name": self.name,
+            "build": self.build,
+            "created": self.created,
+            "library_version": self.library_version,
+            "encoder": self.encoder,
+            "params": self.params,
+            "files": self.files,
+        }
+        data["checksum"] = canonical_checksum(data)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str, error: type[Exception]) -> ArtifactManifest:
+        """Validate a parsed manifest (format, version, checksum, field types)."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise error(f"{where} is not a {FORMAT_NAME} manifest")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise error(f"{where} is corrupt: format_version {version!r} is not a number")
+        if version > FORMAT_VERSION:
+            raise error(
+                f"{where} has format version {version}, newer than this ragroute "
+                f"({library_version()}) reads (up to {FORMAT_VERSION}); upgrade ragroute"
+            )
+        if data.get("checksum") != canonical_checksum(data):
+            raise error(f"{where} is corrupt: the manifest's own checksum does not match its content")
+        required = {"family": str, "kind": str, "files": dict, "params": dict}
+        for key, expected in required.items():
+            if not isinstance(data.get(key), expected):
+                raise error(f"{where} is corrupt: field {key!r} is missing or not a {expected.__name__}")
+        return cls(
+            family=data["family"],
+            kind=data["kind"],
+            params=data["params"],
+            encoder=data.get("encoder"),
+            name=data.get("name", ""),
+            files=data["files"],
+            build=data.get("build", ""),
+            created=data.get("created", ""),
+            library_version=data.get("library_version", ""),
+            format_version=version,
+        )

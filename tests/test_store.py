@@ -1,0 +1,167 @@
+"""The artifact store: published builds, checksummed manifests, consistent reads during rebuilds."""
+
+import json
+import random
+import threading
+
+import pytest
+
+from ragroute.errors import ArtifactFormatError, IndexFormatError
+from ragroute.index.build import build_index
+from ragroute.index.io import load_index, save_index
+from ragroute.store import open_snapshot, read_artifact, write_artifact
+from ragroute.store.artifact import POINTER_NAME, published_path
+from ragroute.store.manifest import MANIFEST_NAME
+from ragroute.types import Document
+
+
+def _publish(target, tag: str, size: int = 2000):
+    with write_artifact(target, "test", "pair", params={"tag": tag}) as build:
+        (build.path / "a.txt").write_text(tag * size)
+        (build.path / "b.txt").write_text(tag * size)
+    return build.manifest
+
+
+def test_a_build_is_published_with_checksums_and_version(tmp_path):
+    manifest = _publish(tmp_path / "art", "x")
+    snapshot = open_snapshot(tmp_path / "art")
+    assert snapshot.manifest.build == manifest.build and snapshot.manifest.params == {"tag": "x"}
+    assert set(snapshot.manifest.files) == {"a.txt", "b.txt"}
+    assert snapshot.manifest.library_version and snapshot.manifest.format_version == 2
+    assert snapshot.path == tmp_path / "art" / "builds" / manifest.build
+    with pytest.raises(ArtifactFormatError, match="holds a test"):
+        open_snapshot(tmp_path / "art", family="index")
+
+
+def test_old_builds_are_pruned_but_the_previous_one_is_kept(tmp_path):
+    builds = [_publish(tmp_path / "art", tag).build for tag in "abcd"]
+    left = sorted(p.name for p in (tmp_path / "art" / "builds").iterdir())
+    assert left == builds[-2:]
+
+
+def test_every_bit_flip_in_the_manifest_or_pointer_is_caught(tmp_path):
+    _publish(tmp_path / "art", "x", size=10)
+    for path in (published_path(tmp_path / "art") / MANIFEST_NAME, tmp_path / "art" / POINTER_NAME):
+        original = path.read_bytes()
+        rng = random.Random(0)
+        for position in rng.sample(range(len(original)), min(200, len(original))):
+            flipped = bytearray(original)
+            flipped[position] ^= 1 << rng.randrange(8)
+            path.write_bytes(bytes(flipped))
+            with pytest.raises(ArtifactFormatError) as info:
+                open_snapshot(tmp_path / "art")
+            assert "\n" not in str(info.value)
+        path.write_bytes(original)
+    assert open_snapshot(tmp_path / "art").manifest.params == {"tag": "x"}
+
+
+def test_a_self_consistent_but_edited_manifest_is_still_caught(tmp_path):
+    _publish(tmp_path / "art", "x", size=10)
+    path = published_path(tmp_path / "art") / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["params"]["tag"] = "y"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactFormatError, match="does not match the checksum in CURRENT"):
+        open_snapshot(tmp_path / "art")
+
+
+def test_readers_never_mix_two_builds_during_rebuilds(tmp_path):
+    target = tmp_path / "art"
+    _publish(target, "a")
+    stop = threading.Event()
+    seen, errors = [], []
+
+    def rebuild():
+        i = 0
+        while not stop.is_set():
+            _publish(target, "ab"[i % 2])
+            i += 1
+
+    def read(snapshot):
+        first = snapshot.file("a.txt").read_text()
+        second = snapshot.file("b.txt").read_text()
+        return snapshot.manifest.params["tag"], first, second
+
+    writer = threading.Thread(target=rebuild)
+    writer.start()
+    try:
+        for _ in range(300):
+            try:
+                tag, first, second = read_artifact(target, read)
+            except ArtifactFormatError as exc:  # allowed: a one-line "try again", never a mix
+                errors.append(str(exc))
+                continue
+            seen.append(tag)
+            assert first == second == tag * 2000
+    finally:
+        stop.set()
+        writer.join()
+    assert len(seen) >= 290 and set(seen) <= {"a", "b"}
+    assert all("kept changing" in e for e in errors)
+
+
+def test_index_rebuilt_while_queried_answers_from_one_build(tmp_path):
+    space = [Document(id=f"s{i}", text=f"rocket orbit comet planet {i}") for i in range(20)]
+    cooking = [Document(id=f"c{i}", text=f"bread oven yeast flour {i} rocket") for i in range(30)]
+    target = tmp_path / "idx"
+    save_index(build_index(space, "bm25"), target)
+    expected = {
+        20: [(h.doc_id, h.score) for h in build_index(space, "bm25").search("rocket", k=5)],
+        30: [(h.doc_id, h.score) for h in build_index(cooking, "bm25").search("rocket", k=5)],
+    }
+    stop = threading.Event()
+
+    def rebuild():
+        i = 0
+        while not stop.is_set():
+            save_index(build_index([space, cooking][i % 2], "bm25"), target)
+            i += 1
+
+    writer = threading.Thread(target=rebuild)
+    writer.start()
+    answered = 0
+    try:
+        for _ in range(150):
+            try:
+                index = load_index(target)
+            except IndexFormatError as exc:
+                assert "kept changing" in str(exc)
+                continue
+            got = [(h.doc_id, h.score) for h in index.search("rocket", k=5)]
+            assert got == expected[len(index)]
+            answered += 1
+    finally:
+        stop.set()
+        writer.join()
+    assert answered >= 140
+
+
+def test_legacy_index_folder_still_loads_and_is_replaced_in_place(tmp_path, small_docs):
+    import hashlib
+
+    index = build_index(small_docs, "bm25", name="old")
+    folder = tmp_path / "old"
+    folder.mkdir()
+    index.store.save(folder)
+    index.write_files(folder)
+    files = {
+        p.name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+        for p in folder.iterdir()
+    }
+    legacy = {
+        "format": "ragroute-index",
+        "format_version": 1,
+        "kind": "bm25",
+        "name": "old",
+        "documents": len(small_docs),
+        "params": index.manifest_params(),
+        "files": files,
+    }
+    (folder / MANIFEST_NAME).write_text(json.dumps(legacy))
+    loaded = load_index(folder)
+    assert [h.doc_id for h in loaded.search("telescope", k=3)] == [
+        h.doc_id for h in index.search("telescope", k=3)
+    ]
+    save_index(index, folder)
+    assert sorted(p.name for p in folder.iterdir()) == [POINTER_NAME, "builds"]
+    assert load_index(folder).manifest.format_version == 2
