@@ -13,8 +13,9 @@ from rank_bm25 import BM25Okapi
 
 import ragroute.index.bm25_scoring as bm25_scoring
 import ragroute.index.bm25_tokenize as bm25_tokenize
+from ragroute.cli.bench import bm25_command
 from ragroute.errors import IndexFormatError, RagrouteError
-from ragroute.eval.bench_bm25 import bm25_command, run_bm25_bench
+from ragroute.evaluation.bench_bm25 import run_bm25_bench
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import (
     ENGLISH_STOPWORDS,

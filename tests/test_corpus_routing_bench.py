@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ragroute.eval.bench_corpus_routing import (
-    corpus_routing_command,
+from ragroute.cli.bench import corpus_routing_command
+from ragroute.evaluation.bench_corpus_routing import (
     format_report,
     oracle_ndcg,
     prepare,

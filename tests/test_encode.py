@@ -386,7 +386,7 @@ def _write_beir(root: Path) -> Path:
 
 
 def test_encode_bench_on_tiny_collection(tiny_model: Path, tmp_path: Path) -> None:
-    from ragroute.eval.bench_encode import run_encode_bench
+    from ragroute.evaluation.bench_encode import run_encode_bench
 
     data = _write_beir(tmp_path / "toy")
     result = run_encode_bench(
@@ -406,7 +406,7 @@ def test_encode_bench_on_tiny_collection(tiny_model: Path, tmp_path: Path) -> No
 def test_encode_command_help_and_missing_data(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from ragroute.eval.bench_encode import encode_command
+    from ragroute.cli.bench import encode_command
 
     runner = CliRunner()
     help_out = runner.invoke(encode_command, ["--help"])

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from ragroute.eval.metrics import (
+from ragroute.evaluation.metrics import (
     evaluate_run,
     full_chain_recall_at_k,
     hit_at_k,

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ragroute.eval.bench_tatqa import (
+from ragroute.cli.bench import tatqa_command
+from ragroute.evaluation.bench_tatqa import (
     LABEL_ROUTES,
     ModalityCueRouter,
     modality_cues,
     prepare,
     run_tatqa_bench,
-    tatqa_command,
 )
 
 TABLES = {

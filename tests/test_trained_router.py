@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ragroute.cli.bench import route_labels_command
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
-from ragroute.eval.bench_route_labels import (
+from ragroute.evaluation.bench_route_labels import (
     classification_metrics,
     read_labels,
-    route_labels_command,
     run_route_labels_bench,
 )
 from ragroute.route.base import NONE_ROUTE, Router

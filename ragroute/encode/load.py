@@ -28,7 +28,7 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 AUTO_BACKEND = "onnx-int8"
 """What ``backend="auto"`` runs: the fastest backend whose retrieval quality held when measured.
 
-``python -m ragroute.eval.bench_encode --data .../med --data .../cran --repeats 2``
+``ragroute bench encode --data .../med --data .../cran --repeats 2``
 on the 2-core dev machine (all-MiniLM-L6-v2, batch 64, full corpora):
 
 =========  ==========  =======  ========  =============  ==============

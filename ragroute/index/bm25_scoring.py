@@ -20,7 +20,7 @@ vocabulary contribute nothing. One deliberate difference: with ``b == 1`` an emp
 document scores 0 here, where BM25Okapi computes 0/0 = NaN.
 
 How queries stay fast (measured on 100k synthetic documents, see
-``ragroute.eval.bench_bm25``): the postings of the query terms are summed into a
+``ragroute.evaluation.bench_bm25``): the postings of the query terms are summed into a
 dense score vector with one ``np.bincount``; rows of terms found in a quarter or more
 of the documents are also kept dense (within the sparse matrix's own memory) and
 added with one vectorised pass, which is several times cheaper than scattering their

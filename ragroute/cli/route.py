@@ -8,11 +8,10 @@ from typing import Any
 
 import click
 
-from ragroute.commands.common import format_hit
-from ragroute.errors import check_query
+from ragroute.cli.common import CONTEXT, default_cache_dir, format_hit, open_encoder
+from ragroute.cli.output import emit_json
+from ragroute.errors import RagrouteError, check_query
 from ragroute.types import Decision
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class _DefaultToAsk(click.Group):
@@ -57,7 +56,6 @@ def _short(value: Any, limit: int = 140) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: decision and hits.")
 def ask_command(config: Path, query: str, k: int, backend: str | None, as_json: bool) -> None:
     """Route QUERY with the sources, router and rules of CONFIG; print the decision and hits."""
-    from ragroute.cli import emit_json
     from ragroute.route.config import load_routing
 
     query = check_query(query)
@@ -77,24 +75,13 @@ def _labelled_queries(
     queries: Path | None, beir_root: Path | None, split: str
 ) -> tuple[list[str], list[str]]:
     """Texts and labels from a LABELS file (first label of a list) or from BEIR folders (label = folder)."""
-    from ragroute.errors import RagrouteError
-    from ragroute.loaders import read_jsonl
+    from ragroute.route.labels import beir_labelled_queries, read_labelled_queries
 
     if (queries is None) == (beir_root is None):
         raise RagrouteError("give exactly one of --queries FILE or --beir-root FOLDER")
     if beir_root is not None:
-        from ragroute.eval.bench_corpus_routing import split_labels
-
-        return split_labels(beir_root, split)
-    texts, labels = [], []
-    for line_no, row in read_jsonl(queries, on_error="raise"):
-        label = row.get("label")
-        label = label[0] if isinstance(label, list) and label else label
-        if not isinstance(row.get("text"), str) or not isinstance(label, str):
-            raise RagrouteError(f"{queries} line {line_no}: expected string fields 'text' and 'label'")
-        texts.append(row["text"])
-        labels.append(label)
-    return texts, labels
+        return beir_labelled_queries(beir_root, split)
+    return read_labelled_queries(queries)
 
 
 @route_group.command("fit")
@@ -152,7 +139,6 @@ def fit_command(
     """Train a router (query embedding + cheap features -> calibrated route probabilities) from
     labelled queries, and save it for `router: {kind: trained, model: DIR}` in a routing config.
     """
-    from ragroute.commands.common import default_cache_dir, open_encoder
     from ragroute.route.features import QueryFeatures
     from ragroute.route.trained import TrainedRouter
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.eval.metrics import evaluate_run
+from ragroute.evaluation.metrics import evaluate_run
 from ragroute.route.base import NONE_ROUTE
 
 

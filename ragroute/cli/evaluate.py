@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
-from ragroute.commands.common import encoder_for_index, encoder_options
-from ragroute.eval.metrics import evaluate_run
+from ragroute.cli.common import encoder_for_index
+from ragroute.cli.options import encoder_options
+from ragroute.cli.output import emit_json
+from ragroute.evaluation.metrics import evaluate_run
 
 
 def ranked_parent_ids(hits: list) -> list[str]:
@@ -56,7 +58,6 @@ def eval_command(
     """Run every judged query of --data/--split against --index and report nDCG@10,
     Recall@10/100, MRR@10, Hit@1/10 and full-chain recall@10.
     """
-    from ragroute.cli import emit_json
     from ragroute.index.io import load_index, read_index_manifest
     from ragroute.loaders import load_beir
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from ragroute.commands.common import Stopwatch, encoder_for_index, encoder_options, format_hit
+from ragroute.cli.common import Stopwatch, encoder_for_index, format_hit
+from ragroute.cli.options import encoder_options
+from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError, check_query
 from ragroute.types import TraceStep
 
@@ -45,7 +47,6 @@ def query_command(
     as_json: bool,
 ) -> None:
     """Search INDEX_DIR for TEXT and print the top hits and the decision trace."""
-    from ragroute.cli import emit_json
     from ragroute.index.io import load_index, read_index_manifest
 
     text = check_query(text)

@@ -39,22 +39,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
-from ragroute.eval.bench_corpus_routing import (
+from ragroute.evaluation.bench_corpus_routing import (
     Collection,
     RoutingData,
     cross_validated,
     score_pipelines,
     single_pipeline,
 )
-from ragroute.eval.bench_indexes import bench_index, check_method
-from ragroute.eval.evaluators import RoutingEvaluator
-from ragroute.eval.metrics import evaluate_run
-from ragroute.eval.options import bench_encoder_options
+from ragroute.evaluation.bench_indexes import bench_index, check_method
+from ragroute.evaluation.evaluators import RoutingEvaluator
+from ragroute.evaluation.metrics import evaluate_run
 from ragroute.registry import FUSIONS
 from ragroute.route.base import BaseRouter, Router, decision_from_probs, softmax
 from ragroute.route.sources import Source
@@ -246,9 +244,10 @@ def _trained_factory(encoder: Any) -> Callable[[list[str], list[str]], Router]:
 
 
 def score_router(bench: TatqaData, build: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    """Score the pipelines ``build`` makes (see :func:`~ragroute.eval.bench_corpus_routing.score_pipelines`)
-    with one BLAS / OpenMP thread: a single query gains nothing from more, and idle
-    worker threads spinning between calls distort the timings."""
+    """Score the pipelines ``build`` makes
+    (see :func:`~ragroute.evaluation.bench_corpus_routing.score_pipelines`) with one BLAS / OpenMP
+    thread: a single query gains nothing from more, and idle worker threads spinning between
+    calls distort the timings."""
     with _single_thread():
         row = score_pipelines(bench.routing, build, settings, bench.evaluator())
     result = row.pop("result")
@@ -418,88 +417,3 @@ def format_report(result: dict[str, Any]) -> str:
         ]
         lines.append(f"  {name:<30} " + ", ".join(cells))
     return "\n".join(lines)
-
-
-@click.command("tatqa")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/tatqa"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="The TAT-QA BEIR folder (corpus_tables.jsonl + corpus_paragraphs.jsonl).",
-)
-@click.option("--split", default="dev", show_default=True)
-@bench_encoder_options
-@click.option(
-    "--method",
-    type=click.Choice(["dense", "hybrid"]),
-    default="dense",
-    show_default=True,
-    help="Index of each source: dense, or BM25 + dense fused by RRF.",
-)
-@click.option(
-    "--threshold", type=float, default=0.25, show_default=True, help="Route probability to be queried."
-)
-@click.option(
-    "--fusion",
-    type=click.Choice(FUSIONS.names()),
-    default="minmax",
-    show_default=True,
-    help="How the tables and text lists merge when both routes are queried (weighted by route probability).",
-)
-@click.option(
-    "--route-weights",
-    type=click.Choice(["even", "probability"]),
-    default="even",
-    show_default=True,
-    help="Weights of the selected routes' lists in fusion: equal, or the route probabilities.",
-)
-@click.option(
-    "--folds",
-    type=int,
-    default=5,
-    show_default=True,
-    help="Cross-validation folds of the kNN and trained routers.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
-@click.pass_context
-def tatqa_command(
-    ctx: click.Context,
-    root: Path,
-    split: str,
-    encoder: str,
-    backend: str,
-    cache_dir: Path,
-    method: str,
-    threshold: float,
-    fusion: str,
-    route_weights: str,
-    folds: int,
-    as_json: bool,
-) -> None:
-    """Route TAT-QA questions to tables, text or both; compare routers with the merged index and
-    the oracle routes on routing accuracy, Recall@5 and routing latency.
-    """
-    from ragroute.cli import emit_json
-    from ragroute.encode import load_encoder
-
-    try:
-        load_tatqa(root, split)  # fail fast, before loading a model
-        enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
-        result = run_tatqa_bench(
-            root,
-            enc,
-            split=split,
-            method=method,
-            threshold=threshold,
-            fusion=fusion,
-            folds=folds,
-            route_weights=route_weights,
-        )
-    except RagrouteError as exc:
-        click.echo(f"error: {exc}", err=True)
-        ctx.exit(2)
-    click.echo(format_report(result))
-    if as_json:
-        emit_json(result)

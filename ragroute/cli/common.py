@@ -1,48 +1,17 @@
-"""Options and helpers shared by several commands."""
+"""Helpers shared by several commands: opening encoders, timing, printing hits."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import click
-
 from ragroute.types import Hit
 
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-
-
-def encoder_options(default_encoder: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add ``--encoder``, ``--backend`` and ``--cache-dir`` to a command."""
-
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        func = click.option(
-            "--cache-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            help="Embedding cache and exported ONNX models [default: .cache beside the index].",
-        )(func)
-        func = click.option(
-            "--backend",
-            type=click.Choice(BACKENDS),
-            default="auto",
-            show_default=True,
-            help="How the encoder runs; auto picks the fastest backend whose retrieval quality "
-            "was measured to hold.",
-        )(func)
-        return click.option(
-            "--encoder",
-            default=default_encoder,
-            show_default=bool(default_encoder),
-            help="Sentence-transformers model name or local path"
-            + ("" if default_encoder else " [default: the one the index was built with]")
-            + ".",
-        )(func)
-
-    return decorate
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+"""click context settings of every command group."""
 
 
 def open_encoder(name: str, backend: str, cache_dir: Path) -> Any:

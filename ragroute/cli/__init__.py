@@ -11,22 +11,24 @@ Every command has ``--help``. A YAML config file (``--config FILE`` or the
 
 Errors caused by input (a missing file, an empty query, a corrupt index) print
 one line ``error: ...`` and exit with status 2.
+
+All click code of ragroute lives in this package: one module per command
+(``build``, ``query``, ``evaluate``, ``route``, ``demo``; ``bench`` holds the
+benchmark commands listed in :data:`ragroute.registry.BENCHMARKS`), shared option
+decorators in ``options``, helpers shared by commands in ``common`` and the
+``--json`` output in ``output``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import click
 
+from ragroute.cli.common import CONTEXT
 from ragroute.errors import RagrouteError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class _Group(click.Group):
@@ -85,11 +87,11 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_args: A
 
 
 def _register() -> None:
-    from ragroute.commands.build import build_command
-    from ragroute.commands.demo import demo_command
-    from ragroute.commands.evaluate import eval_command
-    from ragroute.commands.query import query_command
-    from ragroute.commands.route import route_group
+    from ragroute.cli.build import build_command
+    from ragroute.cli.demo import demo_command
+    from ragroute.cli.evaluate import eval_command
+    from ragroute.cli.query import query_command
+    from ragroute.cli.route import route_group
 
     for command in (build_command, query_command, eval_command, route_group, demo_command):
         main.add_command(command)
@@ -97,13 +99,8 @@ def _register() -> None:
 
 
 def bench_group() -> click.Group:
-    """``ragroute bench ...``: measurements side by side with the baselines, in one run."""
-    from ragroute.eval.bench_bm25 import bm25_command
-    from ragroute.eval.bench_corpus_routing import corpus_routing_command
-    from ragroute.eval.bench_dense import dense_command
-    from ragroute.eval.bench_encode import encode_command
-    from ragroute.eval.bench_route_labels import route_labels_command
-    from ragroute.eval.bench_tatqa import tatqa_command
+    """``ragroute bench ...``: the commands registered in :data:`ragroute.registry.BENCHMARKS`."""
+    from ragroute.registry import BENCHMARKS
 
     @click.group("bench", cls=_Group, context_settings=CONTEXT)
     def bench() -> None:
@@ -112,29 +109,9 @@ def bench_group() -> click.Group:
         With --json the last line printed is one JSON object.
         """
 
-    for command in (
-        bm25_command,
-        encode_command,
-        dense_command,
-        corpus_routing_command,
-        route_labels_command,
-        tatqa_command,
-    ):
-        bench.add_command(command)
+    for name in BENCHMARKS.names():
+        bench.add_command(BENCHMARKS.get(name), name)
     return bench
-
-
-def emit_json(payload: dict[str, Any]) -> None:
-    """Print ``payload`` as one JSON line (the last line of ``--json`` output)."""
-    sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 _register()

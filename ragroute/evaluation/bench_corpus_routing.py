@@ -9,7 +9,7 @@ Every router is scored through the product pipeline: the bench builds a
 :class:`~ragroute.pipeline.Pipeline` with :func:`~ragroute.pipeline.build.pipeline_from_settings`
 from the same ``router:`` settings a routing config holds (selection and fusion
 included, product defaults unless overridden), and a
-:class:`~ragroute.eval.evaluators.RoutingEvaluator` sends it one query at a time.
+:class:`~ragroute.evaluation.evaluators.RoutingEvaluator` sends it one query at a time.
 ``ndcg@10`` is what the shipped selection and fusion return; ``ndcg@10_top1_only``
 is the same pipeline with ``max_routes: 1``. Routing latency is the pipeline's
 route stage (query vectors are computed once up front and handed to the pipeline
@@ -34,14 +34,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 import yaml
 
 from ragroute.context import QueryContext
-from ragroute.eval.bench_indexes import METHODS, bench_index, check_method
-from ragroute.eval.evaluators import RoutingEvaluator, RoutingRow, macro_average
-from ragroute.eval.options import bench_encoder_options
+from ragroute.errors import RagrouteError
+from ragroute.evaluation.bench_indexes import bench_index, check_method
+from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow, macro_average
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings, routing_options
 from ragroute.registry import FUSIONS
@@ -123,12 +122,13 @@ def prepare(
 ) -> RoutingData:
     """Index every collection (and all of them merged) and embed every query once.
 
-    ``method``: ``dense`` or ``hybrid`` (BM25 + dense per index, see :mod:`ragroute.eval.bench_indexes`).
+    ``method``: ``dense`` or ``hybrid`` (BM25 + dense per index, see
+    :mod:`ragroute.evaluation.bench_indexes`).
     """
     check_method(method)
     collections = load_collections(root, split)
     if not collections:
-        raise click.ClickException(f"no BEIR folders with qrels/{split}.tsv under {root}")
+        raise RagrouteError(f"no BEIR folders with qrels/{split}.tsv under {root}")
     contexts = [QueryContext(q.text, id=q.id) for col in collections for q in col.queries]
     vectors = np.asarray(encoder.encode_queries([c.text for c in contexts], show_progress=False))
     for context, vector in zip(contexts, vectors):
@@ -173,7 +173,7 @@ def text_only_ceiling(data: RoutingData, fusion: str = "rrf") -> dict[str, Any]:
     other honest option: every shared text queries all its sources, fused with ``fusion``
     (a registered fusion method, even weights; every other query goes to its own source).
     """
-    from ragroute.eval.metrics import evaluate_run
+    from ragroute.evaluation.metrics import evaluate_run
 
     names = [s.name for s in data.sources]
     per_source = {name: data.source_hits(name) for name in names}
@@ -280,17 +280,21 @@ def cross_validated(data: RoutingData, kind: str, make: RouterFactory, folds: in
     return build
 
 
-def split_labels(root: Path, split: str) -> tuple[list[str], list[str]]:
-    return beir_labelled_queries(root, split)
-
-
 def glasgow_descriptions() -> dict[str, str]:
     text = (
-        resources.files("ragroute.eval")
+        resources.files("ragroute.evaluation")
         .joinpath("data/glasgow_descriptions.yaml")
         .read_text(encoding="utf-8")
     )
     return yaml.safe_load(text)
+
+
+def read_descriptions(path: Path) -> dict[str, str]:
+    """A YAML file mapping source names to one-sentence descriptions."""
+    descriptions = read_yaml(path, "descriptions file")
+    if not isinstance(descriptions, dict):
+        raise RagrouteError(f"descriptions file {path} must map source names to sentences")
+    return descriptions
 
 
 def run_corpus_routing_bench(
@@ -335,7 +339,7 @@ def run_corpus_routing_bench(
             if train_split == split:
                 routers[f"{name} (cross-validated)"] = score(cross_validated(data, kind, make, folds))
             else:
-                router = make(*split_labels(root, train_split))
+                router = make(*beir_labelled_queries(root, train_split))
                 routers[name] = score(single_pipeline(data, kind, router))
     merged_hits = [hits for hits in data.merged.search_contexts(data.contexts, 10)]
     return {
@@ -449,103 +453,3 @@ def format_report(result: dict[str, Any]) -> str:
         more = len(row["errors"]) - 6
         lines.append(f"  {name:<46} {shown}" + (f", +{more} more pairs" if more > 0 else ""))
     return "\n".join(lines)
-
-
-@click.command("corpus-routing")
-@click.option(
-    "--data",
-    "root",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder holding one BEIR folder per source (e.g. ../shared/data/glasgow).",
-)
-@click.option("--split", default="dev", show_default=True, help="Split whose queries are routed and scored.")
-@click.option(
-    "--train-split",
-    default=None,
-    help="Split to fit learned routers on; equal to --split means k-fold cross-validation.",
-)
-@bench_encoder_options
-@click.option(
-    "--threshold", type=float, default=None, help="Route probability to be queried [default: the product's]."
-)
-@click.option("--max-routes", type=int, default=None, help="Most routes queried [default: the product's].")
-@click.option(
-    "--hedge-below",
-    type=float,
-    default=None,
-    help="Query only the best route when its probability reaches this [default: the product's].",
-)
-@click.option(
-    "--method",
-    type=click.Choice(METHODS),
-    default="dense",
-    show_default=True,
-    help="Retrieval in every source and in the merged index: dense, or hybrid (BM25 + dense, RRF).",
-)
-@click.option(
-    "--folds",
-    type=click.IntRange(min=2),
-    default=5,
-    show_default=True,
-    help="Cross-validation folds when --train-split equals --split (identical query texts share a fold).",
-)
-@click.option(
-    "--fusion",
-    type=click.Choice(FUSIONS.names()),
-    default=None,
-    help="How lists from several routes merge (a registered fusion method) [default: the product's].",
-)
-@click.option(
-    "--descriptions",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML mapping source name -> one-sentence description [default: built-in Glasgow ones].",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
-def corpus_routing_command(
-    root: Path,
-    split: str,
-    train_split: str | None,
-    encoder: str,
-    backend: str,
-    cache_dir: Path,
-    threshold: float | None,
-    max_routes: int | None,
-    hedge_below: float | None,
-    method: str,
-    folds: int,
-    fusion: str | None,
-    descriptions: Path | None,
-    as_json: bool,
-) -> None:
-    """Route each query of --split to the collection it came from; compare routers, the merged
-    index and the oracle source on accuracy, nDCG@10 and routing latency.
-    """
-    from ragroute.cli import emit_json
-    from ragroute.encode import load_encoder
-
-    if not Path(root).is_dir():
-        raise click.ClickException(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
-    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
-    desc = read_yaml(descriptions, "descriptions file") if descriptions else None
-    if desc is not None and not isinstance(desc, dict):
-        raise click.ClickException(f"descriptions file {descriptions} must map source names to sentences")
-    result = run_corpus_routing_bench(
-        Path(root),
-        split,
-        train_split,
-        enc,
-        selection={
-            "threshold": threshold,
-            "max_routes": max_routes,
-            "hedge_below": hedge_below,
-            "fusion": fusion,
-        },
-        folds=folds,
-        descriptions=desc,
-        method=method,
-    )
-    click.echo(format_report(result))
-    if as_json:
-        emit_json(result)

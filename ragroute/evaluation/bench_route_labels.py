@@ -29,7 +29,6 @@ smallest one whose recall of ``none`` reaches ``--none-recall-target``),
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from ragroute.errors import CorpusFormatError, RagrouteError
@@ -347,103 +345,3 @@ def format_table(result: dict[str, Any]) -> str:
         if count:
             lines.append(f"note: {count} {split} records had several labels; the first one was used")
     return "\n".join(lines)
-
-
-@click.command("route-labels")
-@click.option(
-    "--train",
-    "train_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    metavar="TRAIN.jsonl",
-    help="LABELS file the routers are fitted on.",
-)
-@click.option(
-    "--data",
-    "data_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    metavar="TEST.jsonl",
-    help="LABELS file the routers are scored on.",
-)
-@click.option(
-    "--none-label", default="no", show_default=True, help="Label meaning 'answer without retrieval'."
-)
-@click.option(
-    "--routers",
-    default=",".join(ROUTERS),
-    show_default=True,
-    help="Comma-separated routers to compare.",
-)
-@click.option(
-    "--none-recall-target",
-    type=click.FloatRange(0, 1),
-    default=GOALS["none_recall"],
-    show_default=True,
-    help="Train-CV none recall that trained_features_hashed_nonebias picks its none_bias for.",
-)
-@click.option(
-    "--latency-queries",
-    type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help="Queries routed one at a time to measure latency.",
-)
-@click.option(
-    "--encoder", "encoder_name", default=None, help="Encoder name or folder (default all-MiniLM-L6-v2)."
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
-def route_labels_command(
-    train_path: Path,
-    data_path: Path,
-    none_label: str,
-    routers: str,
-    none_recall_target: float,
-    latency_queries: int,
-    encoder_name: str | None,
-    seed: int,
-    as_json: bool,
-) -> None:
-    """Compare routers fitted on TRAIN.jsonl and scored on TEST.jsonl (LABELS format).
-
-    Per router: ACCURACY, MACRO_F1, NONE_RECALL (recall of --none-label) and
-    LATENCY_MS_P50 (one query per call, encoding excluded). Baselines measured in
-    the same run: majority class, 5-nearest-neighbour vote on embeddings, and
-    logistic regression on embeddings (the issue's baseline, whose reference
-    numbers are printed too); ours: TrainedRouter variants. A label given as a
-    list counts as its first label.
-    """
-    from ragroute.cli import emit_json
-
-    names = [n.strip() for n in routers.split(",") if n.strip()]
-    try:
-        for path in (train_path, data_path):
-            if not Path(path).is_file():
-                raise CorpusFormatError(f"data missing: {path} not found (a LABELS .jsonl file)")
-        encoder = None
-        if encoder_name:
-            from ragroute.encode import load_encoder
-
-            encoder = load_encoder(encoder_name)
-        result = run_route_labels_bench(
-            train_path,
-            data_path,
-            encoder=encoder,
-            routers=names,
-            none_label=none_label,
-            none_recall_target=none_recall_target,
-            latency_queries=latency_queries,
-            seed=seed,
-            log=lambda msg: click.echo(msg, err=True),
-        )
-    except RagrouteError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    click.echo(format_table(result))
-    if as_json:
-        emit_json(result)
-
-
-if __name__ == "__main__":  # python -m ragroute.eval.bench_route_labels [OPTIONS]
-    route_labels_command()

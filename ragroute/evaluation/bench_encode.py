@@ -8,7 +8,7 @@ For each backend (torch fp32 is the baseline) and each BEIR collection given:
 * ``min_cosine`` / ``mean_cosine``: agreement with torch fp32 over every encoded document;
 * ``ndcg@10`` (mean over collections, and per collection): exact inner-product
   search over the full corpus with queries from ``queries.jsonl`` and judgements
-  from ``qrels/dev.tsv``, scored by :func:`ragroute.eval.metrics.evaluate_run`;
+  from ``qrels/dev.tsv``, scored by :func:`ragroute.evaluation.metrics.evaluate_run`;
 * ``top10_overlap``: mean fraction of each query's top 10 shared with torch fp32.
 
 A backend's quality "holds" (``quality_holds``) when its nDCG@10 is no more than
@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from ragroute.encode.load import AUTO_BACKEND, BACKENDS, load_encoder
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
-from ragroute.eval.metrics import evaluate_run
+from ragroute.evaluation.metrics import evaluate_run
 
 GOAL_SPEEDUP = 2.0
 GOAL_NDCG_DROP = 0.005
@@ -340,96 +338,3 @@ def format_table(result: dict[str, Any]) -> str:
         f"auto = {result['auto_backend']}"
     )
     return "\n".join(lines)
-
-
-@click.command("encode")
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    metavar="BEIR_DIR",
-    help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/dev.tsv); repeat for several collections.",
-)
-@click.option("--max-docs", type=click.IntRange(min=1), default=None, help="Use only the first N documents.")
-@click.option(
-    "--backend",
-    "backends",
-    multiple=True,
-    type=click.Choice(BACKENDS),
-    help="Backend to measure (repeatable; default: all). torch fp32 always runs as the baseline.",
-)
-@click.option("--model", default=DEFAULT_ENCODER, show_default=True, help="Encoder name or folder.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Timed runs of every slice per backend (interleaved); the best of each slice counts.",
-)
-@click.option(
-    "--slice-docs",
-    type=click.IntRange(min=1),
-    default=128,
-    show_default=True,
-    help="Documents per timed slice (all backends take turns on each slice).",
-)
-@click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="Threads per backend (default: cores)."
-)
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where ONNX exports live (default: $RAGROUTE_CACHE or ~/.cache/ragroute).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last line.")
-def encode_command(
-    data_dirs: tuple[Path, ...],
-    max_docs: int | None,
-    backends: tuple[str, ...],
-    model: str,
-    batch_size: int,
-    repeats: int,
-    slice_docs: int,
-    threads: int | None,
-    cache_dir: Path | None,
-    as_json: bool,
-) -> None:
-    """Compare encoder backends: passages/s, speedup over torch fp32, cosine to torch, nDCG@10.
-
-    Each backend (torch fp32 is the baseline) encodes every document of every
-    --data collection (title + " " + text), slice by slice, taking turns so
-    background load hits all alike; nDCG@10 comes from exact inner-product
-    search over the full corpus. A backend's quality holds when its nDCG@10 is
-    at most 0.005 below torch on every collection; it meets the goal when it
-    is also >= 2x torch passages/s. Progress goes to stderr; with --json the
-    last stdout line is the result as one JSON object.
-    """
-    if not data_dirs:
-        raise click.UsageError("give at least one --data BEIR_DIR")
-    try:
-        result = run_encode_bench(
-            list(data_dirs),
-            max_docs,
-            backends=backends or BACKENDS,
-            model=model,
-            batch_size=batch_size,
-            repeats=repeats,
-            slice_docs=slice_docs,
-            cache_dir=cache_dir,
-            threads=threads,
-            log=lambda msg: click.echo(msg, err=True),
-        )
-    except RagrouteError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    if not result["backends"]:
-        click.echo("error: nothing measured: no readable --data folder", err=True)
-        sys.exit(2)
-    click.echo(json.dumps(result) if as_json else format_table(result))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    encode_command()

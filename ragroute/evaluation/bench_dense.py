@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import click
 import faiss
 import numpy as np
 
-from ragroute.eval.metrics import evaluate_run
-from ragroute.eval.options import bench_encoder_options
+from ragroute.evaluation.metrics import evaluate_run
 from ragroute.index.dense import FACTORIES, DenseIndex, DenseParams
 
 
@@ -104,40 +102,3 @@ def format_dense_report(result: dict[str, Any]) -> str:
             f"{row['ndcg@10']:>8.4f} {row['recall@100']:>7.4f} {row['bytes_per_vector']:>10.0f}"
         )
     return "\n".join(lines)
-
-
-@click.command("dense")
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    required=True,
-    help="BEIR folder(s) to measure on (repeatable), e.g. ../shared/data/glasgow/npl.",
-)
-@bench_encoder_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
-def dense_command(
-    data_dirs: tuple[Path, ...], encoder: str, backend: str, cache_dir: Path, as_json: bool
-) -> None:
-    """Compare faiss layouts (flat exact, HNSW, IVF-PQ): build time, queries/s as ratios
-    to flat, recall@10 of the exact top-10, nDCG@10, and bytes per vector.
-    """
-    from ragroute.cli import emit_json
-
-    results = {}
-    for data_dir in data_dirs:
-        if not (Path(data_dir) / "queries.jsonl").is_file():
-            click.echo(
-                f"skipped {data_dir}: data missing (expected a BEIR folder; see ../shared/data/README.md)",
-                err=True,
-            )
-            continue
-        results[Path(data_dir).name] = run_dense_bench(
-            Path(data_dir), encoder_name=encoder, backend=backend, cache_dir=cache_dir
-        )
-        click.echo(format_dense_report(results[Path(data_dir).name]))
-    if not results:
-        raise click.ClickException("nothing measured: no --data folder was found")
-    if as_json:
-        emit_json({"collections": results})

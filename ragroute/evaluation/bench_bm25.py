@@ -19,15 +19,12 @@ Timings are wall-clock on whatever machine runs this, so they move with its load
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 from tqdm import tqdm
 
@@ -347,92 +344,12 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with infinite and NaN floats (e.g. a speedup over zero q/s) turned into ``None``."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
-
-
-@click.command("bm25")
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    metavar="BEIR_DIR",
-    help="Folder with corpus.jsonl and queries.jsonl (BEIR layout) to measure besides the synthetic corpus.",
-)
-@click.option(
-    "--synthetic-docs",
-    type=click.IntRange(min=0),
-    default=100_000,
-    show_default=True,
-    help="Documents in the synthetic Zipfian corpus; 0 skips it.",
-)
-@click.option(
-    "--synthetic-queries",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="Queries for the synthetic corpus.",
-)
-@click.option(
-    "--max-queries", type=click.IntRange(min=1), default=None, help="Use at most N queries per corpus."
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic corpus.")
-@click.option(
-    "--min-time",
-    "min_time_s",
-    type=click.FloatRange(min=0),
-    default=1.0,
-    show_default=True,
-    help="Repeat each timed pass over the queries for at least this many seconds.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last line.")
-def bm25_command(
-    data_dir: Path | None,
-    synthetic_docs: int,
-    synthetic_queries: int,
-    max_queries: int | None,
-    seed: int,
-    min_time_s: float,
-    as_json: bool,
-) -> None:
-    """Measure ragroute's BM25 scorer against rank-bm25 (exactness and speed) and bm25s (speed).
-
-    Every corpus is tokenized once with ragroute's tokenizer and indexed by each
-    system. Reported per corpus: MAX_ABS_DIFF, the largest |ours - rank_bm25
-    BM25Okapi| over full score vectors (all queries, or the first 20 on corpora
-    over 20,000 documents, where rank-bm25 runs only a few queries per second);
-    top-10 queries per second for ours (one query at a time, and top_k_many),
-    rank-bm25 and bm25s (if installed; it scores a slightly different BM25 in
-    float32); SPEEDUP_VS_RANK_BM25 = ours one-query-at-a-time q/s / rank-bm25
-    q/s; and index build times. With --json the last line is one JSON object whose
-    top-level max_abs_diff is the max over corpora and speedup_vs_rank_bm25 the min.
-
-    The synthetic corpus has 50-150-word documents and 2-6-word queries drawn from
-    one Zipf law over 50,000 words, so queries include very common words.
-    """
-    result = run_bm25_bench(
-        data_dir,
-        synthetic_docs=synthetic_docs,
-        synthetic_queries=synthetic_queries,
-        max_queries=max_queries,
-        seed=seed,
-        min_time_s=min_time_s,
-        log=lambda msg: click.echo(msg, err=True),
-    )
-    if not result["corpora"]:
-        click.echo("error: nothing was measured (no readable --data and --synthetic-docs 0)", err=True)
-        sys.exit(2)
-    click.echo(format_table(result))
-    if as_json:
-        click.echo(json.dumps(_json_safe(result), sort_keys=False))
-
-
-if __name__ == "__main__":  # python -m ragroute.eval.bench_bm25 [OPTIONS]
-    bm25_command()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ragroute.commands.common import default_cache_dir, encoder_options, open_encoder
+from ragroute.cli.common import default_cache_dir, open_encoder
+from ragroute.cli.options import encoder_options
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.index.dense import FACTORIES, DenseParams
 from ragroute.index.fusion import FUSION_METHODS

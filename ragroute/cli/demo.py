@@ -15,9 +15,11 @@ from typing import Any
 
 import click
 
-from ragroute.commands.common import encoder_options, format_hit, open_encoder
-from ragroute.commands.route import format_decision
+from ragroute.cli.common import format_hit, open_encoder
+from ragroute.cli.options import encoder_options
+from ragroute.cli.route import format_decision
 from ragroute.encode.resolve import DEFAULT_ENCODER
+from ragroute.errors import RagrouteError
 from ragroute.registry import INDEX_KINDS
 
 DEFAULT_ROUTING = Path("corpora/routing.yaml")
@@ -80,9 +82,7 @@ def demo_command(
 
     config = RoutingConfig.read(routing_file)
     if "corpora" not in config.data or "index_dir" not in config.data:
-        raise click.ClickException(
-            f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes"
-        )
+        raise RagrouteError(f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes")
     index_dir = config.resolve(config.data["index_dir"])
     model = open_encoder(encoder, backend, cache_dir or index_dir.parent / ".cache")
     build_sources(load_corpus_specs(config.resolve(config.data["corpora"])), method, model, index_dir)

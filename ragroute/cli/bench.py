@@ -1,0 +1,514 @@
+"""``ragroute bench ...``: the benchmark commands (options, progress and output).
+
+The measuring, scoring and report formatting live in :mod:`ragroute.evaluation`
+(one ``bench_*`` module per benchmark); these commands parse options, call them
+and print. Each command is registered by name in :data:`ragroute.registry.BENCHMARKS`
+as ``ragroute.cli.bench:<name>_command``, which is how the ``bench`` group finds it.
+A :class:`~ragroute.errors.RagrouteError` prints one line ``error: ...`` and exits
+with status 2, also when a command is invoked on its own (as the tests do).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ragroute.cli.options import bench_encoder_options
+from ragroute.cli.output import emit_json
+from ragroute.encode.resolve import DEFAULT_ENCODER
+from ragroute.errors import CorpusFormatError, RagrouteError
+from ragroute.evaluation import (
+    bench_bm25,
+    bench_corpus_routing,
+    bench_dense,
+    bench_encode,
+    bench_indexes,
+    bench_route_labels,
+    bench_tatqa,
+)
+from ragroute.registry import FUSIONS
+
+
+def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a :class:`RagrouteError` raised by the command as ``error: ...`` and exit with status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RagrouteError as exc:
+            click.echo(f"error: {exc}", err=True)
+            click.get_current_context().exit(2)
+
+    return wrapper
+
+
+@click.command("bm25")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="BEIR_DIR",
+    help="Folder with corpus.jsonl and queries.jsonl (BEIR layout) to measure besides the synthetic corpus.",
+)
+@click.option(
+    "--synthetic-docs",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    help="Documents in the synthetic Zipfian corpus; 0 skips it.",
+)
+@click.option(
+    "--synthetic-queries",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Queries for the synthetic corpus.",
+)
+@click.option(
+    "--max-queries", type=click.IntRange(min=1), default=None, help="Use at most N queries per corpus."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic corpus.")
+@click.option(
+    "--min-time",
+    "min_time_s",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Repeat each timed pass over the queries for at least this many seconds.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last line.")
+@one_line_errors
+def bm25_command(
+    data_dir: Path | None,
+    synthetic_docs: int,
+    synthetic_queries: int,
+    max_queries: int | None,
+    seed: int,
+    min_time_s: float,
+    as_json: bool,
+) -> None:
+    """Measure ragroute's BM25 scorer against rank-bm25 (exactness and speed) and bm25s (speed).
+
+    Every corpus is tokenized once with ragroute's tokenizer and indexed by each
+    system. Reported per corpus: MAX_ABS_DIFF, the largest |ours - rank_bm25
+    BM25Okapi| over full score vectors (all queries, or the first 20 on corpora
+    over 20,000 documents, where rank-bm25 runs only a few queries per second);
+    top-10 queries per second for ours (one query at a time, and top_k_many),
+    rank-bm25 and bm25s (if installed; it scores a slightly different BM25 in
+    float32); SPEEDUP_VS_RANK_BM25 = ours one-query-at-a-time q/s / rank-bm25
+    q/s; and index build times. With --json the last line is one JSON object whose
+    top-level max_abs_diff is the max over corpora and speedup_vs_rank_bm25 the min.
+
+    The synthetic corpus has 50-150-word documents and 2-6-word queries drawn from
+    one Zipf law over 50,000 words, so queries include very common words.
+    """
+    result = bench_bm25.run_bm25_bench(
+        data_dir,
+        synthetic_docs=synthetic_docs,
+        synthetic_queries=synthetic_queries,
+        max_queries=max_queries,
+        seed=seed,
+        min_time_s=min_time_s,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    if not result["corpora"]:
+        raise RagrouteError("nothing was measured (no readable --data and --synthetic-docs 0)")
+    click.echo(bench_bm25.format_table(result))
+    if as_json:
+        click.echo(json.dumps(bench_bm25.json_safe(result), sort_keys=False))
+
+
+@click.command("encode")
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="BEIR_DIR",
+    help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/dev.tsv); repeat for several collections.",
+)
+@click.option("--max-docs", type=click.IntRange(min=1), default=None, help="Use only the first N documents.")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(bench_encode.BACKENDS),
+    help="Backend to measure (repeatable; default: all). torch fp32 always runs as the baseline.",
+)
+@click.option("--model", default=DEFAULT_ENCODER, show_default=True, help="Encoder name or folder.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Timed runs of every slice per backend (interleaved); the best of each slice counts.",
+)
+@click.option(
+    "--slice-docs",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Documents per timed slice (all backends take turns on each slice).",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="Threads per backend (default: cores)."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where ONNX exports live (default: $RAGROUTE_CACHE or ~/.cache/ragroute).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last line.")
+@one_line_errors
+def encode_command(
+    data_dirs: tuple[Path, ...],
+    max_docs: int | None,
+    backends: tuple[str, ...],
+    model: str,
+    batch_size: int,
+    repeats: int,
+    slice_docs: int,
+    threads: int | None,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Compare encoder backends: passages/s, speedup over torch fp32, cosine to torch, nDCG@10.
+
+    Each backend (torch fp32 is the baseline) encodes every document of every
+    --data collection (title + " " + text), slice by slice, taking turns so
+    background load hits all alike; nDCG@10 comes from exact inner-product
+    search over the full corpus. A backend's quality holds when its nDCG@10 is
+    at most 0.005 below torch on every collection; it meets the goal when it
+    is also >= 2x torch passages/s. Progress goes to stderr; with --json the
+    last stdout line is the result as one JSON object.
+    """
+    if not data_dirs:
+        raise click.UsageError("give at least one --data BEIR_DIR")
+    result = bench_encode.run_encode_bench(
+        list(data_dirs),
+        max_docs,
+        backends=backends or bench_encode.BACKENDS,
+        model=model,
+        batch_size=batch_size,
+        repeats=repeats,
+        slice_docs=slice_docs,
+        cache_dir=cache_dir,
+        threads=threads,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    if not result["backends"]:
+        raise RagrouteError("nothing measured: no readable --data folder")
+    click.echo(json.dumps(result) if as_json else bench_encode.format_table(result))
+
+
+@click.command("dense")
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    required=True,
+    help="BEIR folder(s) to measure on (repeatable), e.g. ../shared/data/glasgow/npl.",
+)
+@bench_encoder_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def dense_command(
+    data_dirs: tuple[Path, ...], encoder: str, backend: str, cache_dir: Path, as_json: bool
+) -> None:
+    """Compare faiss layouts (flat exact, HNSW, IVF-PQ): build time, queries/s as ratios
+    to flat, recall@10 of the exact top-10, nDCG@10, and bytes per vector.
+    """
+    results = {}
+    for data_dir in data_dirs:
+        if not (Path(data_dir) / "queries.jsonl").is_file():
+            click.echo(
+                f"skipped {data_dir}: data missing (expected a BEIR folder; see ../shared/data/README.md)",
+                err=True,
+            )
+            continue
+        results[Path(data_dir).name] = bench_dense.run_dense_bench(
+            Path(data_dir), encoder_name=encoder, backend=backend, cache_dir=cache_dir
+        )
+        click.echo(bench_dense.format_dense_report(results[Path(data_dir).name]))
+    if not results:
+        raise RagrouteError("nothing measured: no --data folder was found")
+    if as_json:
+        emit_json({"collections": results})
+
+
+@click.command("corpus-routing")
+@click.option(
+    "--data",
+    "root",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder holding one BEIR folder per source (e.g. ../shared/data/glasgow).",
+)
+@click.option("--split", default="dev", show_default=True, help="Split whose queries are routed and scored.")
+@click.option(
+    "--train-split",
+    default=None,
+    help="Split to fit learned routers on; equal to --split means k-fold cross-validation.",
+)
+@bench_encoder_options
+@click.option(
+    "--threshold", type=float, default=None, help="Route probability to be queried [default: the product's]."
+)
+@click.option("--max-routes", type=int, default=None, help="Most routes queried [default: the product's].")
+@click.option(
+    "--hedge-below",
+    type=float,
+    default=None,
+    help="Query only the best route when its probability reaches this [default: the product's].",
+)
+@click.option(
+    "--method",
+    type=click.Choice(bench_indexes.METHODS),
+    default="dense",
+    show_default=True,
+    help="Retrieval in every source and in the merged index: dense, or hybrid (BM25 + dense, RRF).",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="Cross-validation folds when --train-split equals --split (identical query texts share a fold).",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(FUSIONS.names()),
+    default=None,
+    help="How lists from several routes merge (a registered fusion method) [default: the product's].",
+)
+@click.option(
+    "--descriptions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML mapping source name -> one-sentence description [default: built-in Glasgow ones].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def corpus_routing_command(
+    root: Path,
+    split: str,
+    train_split: str | None,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    threshold: float | None,
+    max_routes: int | None,
+    hedge_below: float | None,
+    method: str,
+    folds: int,
+    fusion: str | None,
+    descriptions: Path | None,
+    as_json: bool,
+) -> None:
+    """Route each query of --split to the collection it came from; compare routers, the merged
+    index and the oracle source on accuracy, nDCG@10 and routing latency.
+    """
+    from ragroute.encode import load_encoder
+
+    if not Path(root).is_dir():
+        raise RagrouteError(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    desc = bench_corpus_routing.read_descriptions(descriptions) if descriptions else None
+    result = bench_corpus_routing.run_corpus_routing_bench(
+        Path(root),
+        split,
+        train_split,
+        enc,
+        selection={
+            "threshold": threshold,
+            "max_routes": max_routes,
+            "hedge_below": hedge_below,
+            "fusion": fusion,
+        },
+        folds=folds,
+        descriptions=desc,
+        method=method,
+    )
+    click.echo(bench_corpus_routing.format_report(result))
+    if as_json:
+        emit_json(result)
+
+
+@click.command("route-labels")
+@click.option(
+    "--train",
+    "train_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    metavar="TRAIN.jsonl",
+    help="LABELS file the routers are fitted on.",
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    metavar="TEST.jsonl",
+    help="LABELS file the routers are scored on.",
+)
+@click.option(
+    "--none-label", default="no", show_default=True, help="Label meaning 'answer without retrieval'."
+)
+@click.option(
+    "--routers",
+    default=",".join(bench_route_labels.ROUTERS),
+    show_default=True,
+    help="Comma-separated routers to compare.",
+)
+@click.option(
+    "--none-recall-target",
+    type=click.FloatRange(0, 1),
+    default=bench_route_labels.GOALS["none_recall"],
+    show_default=True,
+    help="Train-CV none recall that trained_features_hashed_nonebias picks its none_bias for.",
+)
+@click.option(
+    "--latency-queries",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Queries routed one at a time to measure latency.",
+)
+@click.option(
+    "--encoder", "encoder_name", default=None, help="Encoder name or folder (default all-MiniLM-L6-v2)."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def route_labels_command(
+    train_path: Path,
+    data_path: Path,
+    none_label: str,
+    routers: str,
+    none_recall_target: float,
+    latency_queries: int,
+    encoder_name: str | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Compare routers fitted on TRAIN.jsonl and scored on TEST.jsonl (LABELS format).
+
+    Per router: ACCURACY, MACRO_F1, NONE_RECALL (recall of --none-label) and
+    LATENCY_MS_P50 (one query per call, encoding excluded). Baselines measured in
+    the same run: majority class, 5-nearest-neighbour vote on embeddings, and
+    logistic regression on embeddings (the issue's baseline, whose reference
+    numbers are printed too); ours: TrainedRouter variants. A label given as a
+    list counts as its first label.
+    """
+    names = [n.strip() for n in routers.split(",") if n.strip()]
+    for path in (train_path, data_path):
+        if not Path(path).is_file():
+            raise CorpusFormatError(f"data missing: {path} not found (a LABELS .jsonl file)")
+    encoder = None
+    if encoder_name:
+        from ragroute.encode import load_encoder
+
+        encoder = load_encoder(encoder_name)
+    result = bench_route_labels.run_route_labels_bench(
+        train_path,
+        data_path,
+        encoder=encoder,
+        routers=names,
+        none_label=none_label,
+        none_recall_target=none_recall_target,
+        latency_queries=latency_queries,
+        seed=seed,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(bench_route_labels.format_table(result))
+    if as_json:
+        emit_json(result)
+
+
+@click.command("tatqa")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/tatqa"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The TAT-QA BEIR folder (corpus_tables.jsonl + corpus_paragraphs.jsonl).",
+)
+@click.option("--split", default="dev", show_default=True)
+@bench_encoder_options
+@click.option(
+    "--method",
+    type=click.Choice(["dense", "hybrid"]),
+    default="dense",
+    show_default=True,
+    help="Index of each source: dense, or BM25 + dense fused by RRF.",
+)
+@click.option(
+    "--threshold", type=float, default=0.25, show_default=True, help="Route probability to be queried."
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(FUSIONS.names()),
+    default="minmax",
+    show_default=True,
+    help="How the tables and text lists merge when both routes are queried (weighted by route probability).",
+)
+@click.option(
+    "--route-weights",
+    type=click.Choice(["even", "probability"]),
+    default="even",
+    show_default=True,
+    help="Weights of the selected routes' lists in fusion: equal, or the route probabilities.",
+)
+@click.option(
+    "--folds",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Cross-validation folds of the kNN and trained routers.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def tatqa_command(
+    root: Path,
+    split: str,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    method: str,
+    threshold: float,
+    fusion: str,
+    route_weights: str,
+    folds: int,
+    as_json: bool,
+) -> None:
+    """Route TAT-QA questions to tables, text or both; compare routers with the merged index and
+    the oracle routes on routing accuracy, Recall@5 and routing latency.
+    """
+    from ragroute.encode import load_encoder
+
+    bench_tatqa.load_tatqa(root, split)  # fail fast, before loading a model
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    result = bench_tatqa.run_tatqa_bench(
+        root,
+        enc,
+        split=split,
+        method=method,
+        threshold=threshold,
+        fusion=fusion,
+        folds=folds,
+        route_weights=route_weights,
+    )
+    click.echo(bench_tatqa.format_report(result))
+    if as_json:
+        emit_json(result)

@@ -1,1 +1,0 @@
-"""The ``ragroute`` subcommands, one module each."""

@@ -1,1 +1,0 @@
-"""Evaluation: metrics, dataset loaders for benchmarks, and benchmark runners."""
