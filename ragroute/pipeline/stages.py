@@ -10,6 +10,7 @@ follow :class:`ragroute.route.base.Router`; fusion methods are functions in
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -212,6 +213,17 @@ class RetrieveStage:
     def __init__(self, sources: Sequence[Source], max_workers: int | None = None) -> None:
         self.sources = {s.name: s for s in sources}
         self.max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """One thread pool per stage, created on first use and reused (a pool per query costs more
+        than a small search)."""
+        with self._pool_lock:
+            if self._pool is None:
+                workers = self.max_workers or max(1, min(8, len(self.sources)))
+                self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ragroute-retrieve")
+            return self._pool
 
     def run(
         self, contexts: Sequence[QueryContext], decisions: Sequence[Decision], depth: int
@@ -227,6 +239,7 @@ class RetrieveStage:
                 decision.trace.append(TraceStep("retrieve", {"sources": [], "reason": "no retrieval"}))
         if not wanted:
             return per_query
+        start = time.perf_counter()
         self._prefetch_vectors(contexts, wanted)
 
         def search(name: str) -> tuple[str, Any, float]:
@@ -241,9 +254,7 @@ class RetrieveStage:
         if len(wanted) == 1 or self.max_workers == 1:
             outcomes = [search(name) for name in wanted]
         else:
-            workers = min(len(wanted), self.max_workers or len(wanted))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                outcomes = list(pool.map(search, list(wanted)))
+            outcomes = list(self._executor().map(search, list(wanted)))
         for name, result, ms in outcomes:
             for j, i in enumerate(wanted[name]):
                 detail: dict[str, Any] = {"source": name, "ms": round(ms, 3)}
@@ -259,6 +270,11 @@ class RetrieveStage:
                     if nested is not None:
                         detail["decision"] = nested.to_dict()
                 decisions[i].trace.append(TraceStep("retrieve", detail))
+        wall = round((time.perf_counter() - start) * 1000, 3)
+        for i in {i for positions in wanted.values() for i in positions}:
+            decisions[i].trace.append(
+                TraceStep("retrieve-time", {"sources": len(decisions[i].chosen), "ms": wall})
+            )
         return per_query
 
     def _prefetch_vectors(self, contexts: Sequence[QueryContext], wanted: Mapping[str, list[int]]) -> None:

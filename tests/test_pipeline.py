@@ -1,0 +1,271 @@
+"""The query pipeline: context vectors, stages, concurrency, failures, nesting, gate, rerank, registries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from conftest import HashingEncoder
+
+from ragroute.context import QueryContext, query_vectors
+from ragroute.errors import RagrouteError, UnknownKindError
+from ragroute.index.build import build_index
+from ragroute.pipeline import GateDecision, Pipeline, RoutingOptions
+from ragroute.pipeline.build import pipeline_from_settings
+from ragroute.registry import ROUTERS, Registry
+from ragroute.route.base import BaseRouter, decision_from_probs
+from ragroute.route.prototype import PrototypeRouter
+from ragroute.route.sources import Source
+from ragroute.types import Document, Hit
+
+
+class CountingEncoder(HashingEncoder):
+    """Counts how many times each text was encoded as a query."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen: dict[str, int] = {}
+
+    def encode_queries(self, texts, **kwargs):
+        for text in texts:
+            self.seen[text] = self.seen.get(text, 0) + 1
+        return super().encode_queries(texts, **kwargs)
+
+
+class FixedRouter(BaseRouter):
+    """Sends every query to the given routes with the given probabilities; counts batch calls."""
+
+    name = "fixed"
+
+    def __init__(self, routes: dict[str, float]):
+        self.routes = routes
+        self.labels = list(routes)
+        self.batches: list[int] = []
+
+    def route_many(self, queries, *, query_vectors=None):
+        self.batches.append(len(queries))
+        return [
+            decision_from_probs(self.labels, [self.routes[n] for n in self.labels], decided_by=self.name)
+            for _ in queries
+        ]
+
+
+class SlowRetriever:
+    """Sleeps, then returns one hit; or raises if ``fail``."""
+
+    def __init__(self, name: str, delay: float = 0.0, fail: bool = False):
+        self.name, self.delay, self.fail = name, delay, fail
+        self.threads: set[str] = set()
+
+    def search_many(self, queries, k=10, *, filters=None):
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("disk on fire")
+        return [[Hit(f"{self.name}-doc", 1.0, self.name, rank=1, text=q)] for q in queries]
+
+
+def _sources(encoder, small_docs, method="dense"):
+    return [
+        Source(
+            t,
+            build_index([d for d in small_docs if d.metadata["topic"] == t], method, encoder=encoder, name=t),
+        )
+        for t in ("astro", "cook", "it")
+    ]
+
+
+def test_each_query_is_encoded_once_per_encoder(small_docs):
+    first, second = CountingEncoder(), CountingEncoder(model_id="test/other", dim=32)
+    sources = _sources(first, small_docs)
+    sources.append(
+        Source(
+            "it2",
+            build_index([d for d in small_docs if d.metadata["topic"] == "it"], "dense", encoder=second),
+        )
+    )
+    router = PrototypeRouter(sources, first)
+    first.seen.clear()
+    pipeline = Pipeline(
+        sources, router, options=RoutingOptions(threshold=0.0, max_routes=4, hedge_below=None)
+    )
+    queries = ["telescope orbit", "bread oven", "printer vpn", "comet yeast laptop"]
+    results = pipeline.retrieve_many(queries, k=3)
+    assert all(len(r.decision.chosen) == 4 for r in results)  # every source visited
+    assert first.seen == dict.fromkeys(queries, 1)  # the router and three sources share one vector
+    assert second.seen == dict.fromkeys(queries, 1)  # the fourth source has its own encoder, once
+    assert set(results[0].context.encoders_used) == {"test/hashing|hashing|64", "test/other|hashing|32"}
+
+
+def test_context_vectors_batch_and_preset():
+    encoder = CountingEncoder()
+    contexts = [QueryContext.of("a b"), QueryContext.of("c d"), QueryContext.of("a b")]
+    contexts[1].set_vector(encoder, encoder.encode_queries(["c d"])[0])
+    encoder.seen.clear()
+    vectors = query_vectors(contexts, encoder)
+    assert vectors.shape == (3, 64) and encoder.seen == {"a b": 1}  # duplicates and preset ones skipped
+    assert QueryContext.of(contexts[0]) is contexts[0]
+    with pytest.raises(RagrouteError):
+        QueryContext.of("   ")
+
+
+def test_routes_are_batched_and_sources_searched_concurrently():
+    slow = [SlowRetriever(name, delay=0.3) for name in ("a", "b", "c")]
+    router = FixedRouter({"a": 0.34, "b": 0.33, "c": 0.33})
+    pipeline = Pipeline([Source(r.name, r) for r in slow], router, options=RoutingOptions(threshold=0.3))
+    start = time.perf_counter()
+    results = pipeline.retrieve_many(["q1", "q2"], k=3)
+    elapsed = time.perf_counter() - start
+    assert router.batches == [2]  # one router call for the batch
+    assert elapsed < 0.75  # three 0.3 s sources (each called once for both queries) ran side by side
+    assert len({t for r in slow for t in r.threads}) == 3
+    assert {h.source for h in results[0].hits} == {"a", "b", "c"}
+    wall = [s for s in results[0].trace if s.stage == "retrieve-time"][0].detail
+    assert wall["sources"] == 3 and wall["ms"] < 750
+
+
+def test_a_failing_source_keeps_the_other_hits_and_is_traced():
+    sources = [Source("good", SlowRetriever("good")), Source("bad", SlowRetriever("bad", fail=True))]
+    pipeline = Pipeline(sources, FixedRouter({"good": 0.5, "bad": 0.5}))
+    result = pipeline.retrieve("anything", k=5)
+    assert [h.source for h in result.hits] == ["good"]
+    failed = [s.detail for s in result.trace if s.stage == "retrieve" and "error" in s.detail]
+    assert failed == [{"source": "bad", "ms": failed[0]["ms"], "error": "RuntimeError: disk on fire"}]
+
+
+def test_a_pipeline_is_a_retriever_and_nests(hashing_encoder, small_docs):
+    inner = Pipeline(
+        _sources(hashing_encoder, small_docs), FixedRouter({"astro": 0.9, "cook": 0.1, "it": 0.0})
+    )
+    assert inner.search("telescope", k=2)[0].source == "astro"
+    outer = Pipeline(
+        [Source("science", inner), Source("misc", SlowRetriever("misc"))],
+        FixedRouter({"science": 0.8, "misc": 0.2}),
+    )
+    result = outer.retrieve("telescope comet", k=3)
+    assert {h.source for h in result.hits} == {"science"}
+    assert all(h.explain["inner_source"] == "astro" for h in result.hits)
+    nested = [s.detail for s in result.trace if s.stage == "retrieve" and s.detail["source"] == "science"][0]
+    assert nested["decision"]["chosen"] == ["astro"]
+    assert [h.doc_id for h in result.hits] == [h.doc_id for h in inner.search("telescope comet", k=3)]
+
+
+class KeywordGate:
+    """Answers 'hello' queries from the model; asks for 2 hits on 'brief' ones."""
+
+    name = "keyword"
+
+    def gate_many(self, contexts):
+        out = []
+        for c in contexts:
+            if "hello" in c.text:
+                out.append(GateDecision("answer", 0.1, {"why": "greeting"}))
+            else:
+                out.append(GateDecision("retrieve", 0.9, depth=2 if "brief" in c.text else None))
+        return out
+
+
+def test_gate_runs_first(hashing_encoder, small_docs):
+    sources = _sources(hashing_encoder, small_docs)
+    router = FixedRouter({"astro": 1.0, "cook": 0.0, "it": 0.0})
+    pipeline = Pipeline(sources, router, gate=KeywordGate())
+    hello, brief, full = pipeline.retrieve_many(["hello there", "brief telescope", "telescope"], k=5)
+    assert hello.hits == [] and hello.decision.chosen == ["none"] and hello.trace[0].stage == "gate"
+    assert hello.trace[0].detail["action"] == "answer" and hello.trace[0].detail["why"] == "greeting"
+    assert router.batches == [2]  # the gated-out query never reached the router
+    assert len(brief.hits) == 2 and len(full.hits) == 5
+    assert [s.stage for s in full.trace][:2] == ["gate", "router"]
+
+
+def test_routing_config_names_registered_parts(tmp_path, hashing_encoder, small_docs):
+    from ragroute.index.io import save_index
+    from ragroute.route.config import load_routing
+
+    chunks = [
+        Document(id=f"{d.id}#{i}", text=d.text, parent_id=d.id, metadata=d.metadata)
+        for d in small_docs
+        for i in range(3)
+    ]
+    save_index(build_index(chunks, "bm25", name="parts"), tmp_path / "parts")
+    config = {
+        "sources": {"parts": {"index": "parts"}},
+        "router": {"kind": "centroid"},
+        "reranker": {"kind": "parents"},
+    }
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    result = load_routing(tmp_path / "r.yaml", encoder=hashing_encoder).retrieve("telescope galaxy", k=4)
+    assert len(result.hits) == 4 and len({h.parent_id for h in result.hits}) == 4
+    assert [s.stage for s in result.trace][-1] == "rerank"
+    assert [h.rank for h in result.hits] == [1, 2, 3, 4]
+
+    config["router"] = {"kind": "routr"}
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    with pytest.raises(
+        UnknownKindError, match="unknown router 'routr': registered ones are prototype, centroid"
+    ):
+        load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
+    config["router"] = {"kind": "centroid", "fusion": "magic"}
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    with pytest.raises(UnknownKindError, match="unknown fusion method 'magic'"):
+        load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
+    config["router"] = {"kind": "centroid", "treshold": 0.3}
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    with pytest.raises(RagrouteError, match="unknown router key\\(s\\) treshold"):
+        load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
+    config.pop("router")
+    config["routr"] = {"kind": "centroid"}
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    with pytest.raises(RagrouteError, match="unknown key\\(s\\) routr"):
+        load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
+
+
+def test_a_registered_router_kind_is_one_registration(hashing_encoder, small_docs):
+    ROUTERS.register(
+        "always-cook", lambda settings, build: FixedRouter({"astro": 0.0, "cook": 1.0, "it": 0.0})
+    )
+    try:
+        pipeline = pipeline_from_settings(
+            _sources(hashing_encoder, small_docs), {"kind": "always-cook"}, encoder=None
+        )
+        assert pipeline.retrieve("telescope", k=2).decision.chosen == ["cook"]
+    finally:
+        ROUTERS.unregister("always-cook")
+    registry = Registry("widget", {"a": "json:dumps"})
+    assert registry.get("a") is json.dumps
+    with pytest.raises(UnknownKindError, match="unknown widget 'b': registered ones are a"):
+        registry.get("b")
+
+
+def test_every_existing_router_kind_builds_from_settings(tmp_path, hashing_encoder, small_docs):
+    sources = _sources(hashing_encoder, small_docs)
+    (tmp_path / "labels.jsonl").write_text(
+        "\n".join(
+            json.dumps({"text": t, "label": lab}) for t, lab in [("telescope", "astro"), ("bread", "cook")]
+        )
+    )
+    settings = {
+        "prototype": {},
+        "centroid": {},
+        "confidence": {},
+        "knn": {"examples": "labels.jsonl"},
+        "ensemble": {"members": ["prototype", "confidence"]},
+        "llm": {"llm": "llama_index.core.llms.mock:MockLLM", "fallback": "prototype"},
+    }
+    for kind, extra in settings.items():
+        pipeline = pipeline_from_settings(
+            sources, {"kind": kind, **extra}, encoder=hashing_encoder, base=tmp_path
+        )
+        result = pipeline.retrieve("telescope orbit galaxy", k=2)
+        assert result.decision.chosen, kind
+    assert set(settings) | {"trained"} == set(ROUTERS.names())
+
+
+def test_hedging_costs_nothing_when_the_router_is_sure(hashing_encoder, small_docs):
+    sources = _sources(hashing_encoder, small_docs)
+    sure = FixedRouter({"astro": 0.7, "cook": 0.3, "it": 0.0})
+    hedged = Pipeline(sources, sure, options=RoutingOptions(threshold=0.25, hedge_below=0.9))
+    assert hedged.retrieve("telescope", k=3).decision.chosen == ["astro", "cook"]
+    alone = Pipeline(sources, sure, options=RoutingOptions(threshold=0.25, hedge_below=0.6))
+    assert alone.retrieve("telescope", k=3).decision.chosen == ["astro"]
