@@ -1,5 +1,6 @@
 import pytest
 
+from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.index.fusion import fuse
 from ragroute.types import Hit
@@ -55,3 +56,43 @@ def test_existing_explanations_survive_fusion():
     explained = {h.doc_id: h.explain for h in fused}["a"]
     assert explained["bm25"] == {"rank": 3, "score": 2.0} and explained["route_probability"] == 0.7
     assert explained["fusion"] == "minmax" and explained["s1"] == {"rank": 1, "score": 0.5}
+
+
+def test_calibrated_fusion_adds_log_route_probability_to_null_z_scores():
+    import math
+
+    from ragroute.index.fusion import calibrated
+
+    a = [Hit("a1", 0.80, "a", rank=1), Hit("a2", 0.50, "a", rank=2)]
+    b = [Hit("b1", 0.60, "b", rank=1), Hit("b2", 0.55, "b", rank=2)]
+    stats = {"a": {"mean": 0.5, "std": 0.1}, "b": {"mean": 0.3, "std": 0.1}}
+    # z: a1 3.0, a2 0.0, b1 3.0, b2 2.5; route a is twice as likely as b
+    fused = calibrated({"a": a, "b": b}, stats=stats, routes={"a": 2 / 3, "b": 1 / 3})
+    assert [h.doc_id for h in fused] == ["a1", "b1", "b2", "a2"]
+    assert fused[0].score == pytest.approx(3.0 + math.log(2 / 3))
+    assert fused[1].explain["b"]["z"] == pytest.approx(3.0) and fused[1].explain["fusion"] == "calibrated"
+    # equally likely routes and no statistics: each list is standardised by itself
+    alone = calibrated({"a": a, "b": b}, routes={"a": 0.5, "b": 0.5}, limit=2)
+    assert {h.doc_id for h in alone} == {"a1", "b1"} and [h.rank for h in alone] == [1, 2]  # z = 1 each
+
+
+def test_null_statistics_come_from_other_sources_pseudo_queries(hashing_encoder, small_docs):
+    from ragroute.index.build import build_index
+    from ragroute.pipeline.calibration import null_score_stats
+    from ragroute.route.sources import Source
+
+    sources = [
+        Source(
+            t,
+            build_index(
+                [d for d in small_docs if d.metadata["topic"] == t], "dense", encoder=hashing_encoder
+            ),
+        )
+        for t in ("astro", "cook", "it")
+    ]
+    stats = null_score_stats(sources, per_source=5)
+    assert set(stats) == {"astro", "cook", "it"}
+    assert all(s["pseudo_queries"] == 10 for s in stats.values())  # 5 from each of the two others
+    own = [h[0].score for h, _ in sources[0].search_contexts([QueryContext("telescope orbit star")], 1)]
+    assert stats["astro"]["mean"] < own[0]  # a foreign question scores lower than a native one
+    assert null_score_stats(sources, per_source=5) is stats  # memoised per set of sources

@@ -87,10 +87,11 @@ def test_each_query_is_encoded_once_per_encoder(small_docs):
         )
     )
     router = PrototypeRouter(sources, first)
-    first.seen.clear()
     pipeline = Pipeline(
         sources, router, options=RoutingOptions(threshold=0.0, max_routes=4, hedge_below=None)
-    )
+    ).calibrate()  # fusion statistics encode pseudo-queries once, up front
+    first.seen.clear()
+    second.seen.clear()
     queries = ["telescope orbit", "bread oven", "printer vpn", "comet yeast laptop"]
     results = pipeline.retrieve_many(queries, k=3)
     assert all(len(r.decision.chosen) == 4 for r in results)  # every source visited

@@ -28,7 +28,7 @@ the best router's nDCG@10 as a share of the oracle and of the text-only ceiling.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -44,7 +44,7 @@ from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow, macro_a
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings, routing_options
 from ragroute.registry import FUSIONS
-from ragroute.route.base import Router
+from ragroute.route.base import BaseRouter, Router, decision_from_probs
 from ragroute.route.folds import grouped_stratified_folds, text_groups
 from ragroute.route.labels import beir_labelled_queries
 from ragroute.route.sources import Source
@@ -280,6 +280,64 @@ def cross_validated(data: RoutingData, kind: str, make: RouterFactory, folds: in
     return build
 
 
+class FixedRoutes(BaseRouter):
+    """A router that always picks the same routes with equal probability (for the concurrency check)."""
+
+    name = "fixed"
+
+    def __init__(self, routes: Sequence[str]) -> None:
+        self.labels = list(routes)
+
+    def route_many(self, queries: Sequence[str], *, query_vectors: Any = None) -> list:
+        share = 1.0 / len(self.labels)
+        return [
+            decision_from_probs(self.labels, [share] * len(self.labels), decided_by=self.name)
+            for _ in queries
+        ]
+
+
+def concurrency_check(data: RoutingData, routes: int = 3, repeats: int = 3) -> dict[str, Any]:
+    """Retrieve-stage wall time with the ``routes`` largest sources searched together (concurrently,
+    by the product pipeline) against each of them searched alone, query by query.
+
+    ``ratio_p50`` is the median over queries of (time of all together) / (time of the slowest
+    one alone); every measurement is the best of ``repeats`` runs of that query.
+    """
+    largest = sorted(data.sources, key=lambda s: -len(s.documents))[:routes]
+    names = [s.name for s in largest]
+    settings = {"threshold": 0.0, "max_routes": routes, "fusion": "rrf"}
+
+    def pipeline(chosen: list[str]) -> Pipeline:
+        return pipeline_from_settings(
+            data.sources, settings, encoder=data.encoder, router=FixedRoutes(chosen)
+        )
+
+    together = pipeline(names)
+    alone = {name: pipeline([name]) for name in names}
+
+    def wall(p: Pipeline, context: QueryContext) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            trace = p.retrieve_contexts([context], 10)[0].trace
+            best = min(best, sum(s.detail["ms"] for s in trace if s.stage == "retrieve-time"))
+        return best
+
+    ratios, joint, slowest = [], [], []
+    for context in data.contexts:
+        singles = [wall(alone[name], context) for name in names]
+        both = wall(together, context)
+        joint.append(both)
+        slowest.append(max(singles))
+        ratios.append(both / max(max(singles), 1e-9))
+    return {
+        "sources": {s.name: len(s.documents) for s in largest},
+        "together_ms_p50": round(float(np.percentile(joint, 50)), 3),
+        "slowest_alone_ms_p50": round(float(np.percentile(slowest, 50)), 3),
+        "ratio_p50": round(float(np.percentile(ratios, 50)), 3),
+        "ratio_p95": round(float(np.percentile(ratios, 95)), 3),
+    }
+
+
 def glasgow_descriptions() -> dict[str, str]:
     text = (
         resources.files("ragroute.evaluation")
@@ -367,6 +425,7 @@ def run_corpus_routing_bench(
         "oracle_ndcg@10": round(oracle_ndcg(data), 4),
         "text_only_ceiling": text_only_ceiling(data, options.fusion),
         "latency_ms_p50": min(r["latency_ms_p50"] for r in routers.values()),
+        "concurrent_routes": concurrency_check(data),
         "baseline_reference": BASELINES_REFERENCE,
         "calibration": {"prototype": prototype.calibration, "confidence": confidence.calibration},
     }
@@ -446,6 +505,12 @@ def format_report(result: dict[str, Any]) -> str:
         f"best nDCG@10: {best_name} {best['ndcg@10']:.4f} = "
         f"{best['ndcg@10'] / max(result['oracle_ndcg@10'], 1e-12):.3f} x oracle, "
         f"{best['ndcg@10'] / max(ceiling['ndcg@10'], 1e-12):.3f} x text-only ceiling"
+    )
+    conc = result["concurrent_routes"]
+    lines.append(
+        f"{len(conc['sources'])} routes searched concurrently ({', '.join(conc['sources'])}): retrieve stage "
+        f"{conc['together_ms_p50']:.2f} ms vs {conc['slowest_alone_ms_p50']:.2f} ms for the slowest alone "
+        f"(per-query ratio p50 {conc['ratio_p50']:.2f}, p95 {conc['ratio_p95']:.2f})"
     )
     lines.append("routing errors (gold->routed: queries):")
     for name, row in result["routers"].items():

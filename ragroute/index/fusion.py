@@ -120,3 +120,58 @@ def raw_score(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None,
         replace(best[key], score=score[key], rank=i + 1, explain={**best[key].explain, "fusion": "score"})
         for i, key in enumerate(order)
     ]
+
+
+def calibrated(
+    results: Mapping[str, Sequence[Hit]],
+    *,
+    weights=None,
+    limit=None,
+    stats: Mapping[str, Mapping[str, float]] | None = None,
+    routes: Mapping[str, float] | None = None,
+    prior_weight: float = 1.0,
+    **_: object,
+):
+    """Calibrated fusion: each hit scores ``z + prior_weight * log(p(route))``.
+
+    ``z`` is the hit's score standardised against its source's null distribution
+    (``stats[source] = {"mean", "std"}``: the top-1 scores the source returns for
+    questions from other sources, see :mod:`ragroute.pipeline.calibration`); a list
+    without statistics is standardised by itself. ``routes`` are the route
+    probabilities (``weights`` when absent). Both terms are in the hit's explanation.
+    """
+    priors = dict(routes or weights or {})
+    stats = stats or {}
+    scored: list[tuple[float, str, str, Hit, dict]] = []
+    for name, hits in results.items():
+        if not hits:
+            continue
+        if name in stats:
+            mean, std = float(stats[name]["mean"]), float(stats[name]["std"])
+        else:
+            values = np.asarray([h.score for h in hits], dtype=np.float64)
+            mean, std = float(values.mean()), float(values.std()) or 1.0
+        log_p = float(np.log(max(float(priors.get(name, 1.0)), 1e-6)))
+        for hit in hits:
+            z = (hit.score - mean) / max(std, 1e-9)
+            value = z + prior_weight * log_p
+            detail = {"rank": hit.rank, "score": hit.score, "z": round(z, 4), "log_p": round(log_p, 4)}
+            scored.append((value, hit.doc_id, hit.source, hit, {name: detail}))
+    best: dict[tuple[str, str], tuple[float, Hit, dict]] = {}
+    for value, doc_id, source, hit, detail in scored:
+        key = (source, doc_id)
+        if key not in best or value > best[key][0]:
+            best[key] = (value, hit, detail)
+    order = sorted(best, key=lambda key: (-best[key][0], key[1], key[0]))[:limit]
+    return [
+        replace(
+            best[key][1],
+            score=best[key][0],
+            rank=i + 1,
+            explain={**best[key][1].explain, "fusion": "calibrated", **best[key][2]},
+        )
+        for i, key in enumerate(order)
+    ]
+
+
+calibrated.needs_stats = True  # the pipeline computes per-source null statistics for it

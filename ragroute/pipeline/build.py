@@ -82,7 +82,7 @@ def pipeline_from_settings(
     build = RouterBuild(sources, encoder, where=where, base=base or Path("."))
     if router is None:
         router = build_router(kind, settings, build)
-    return Pipeline(
+    pipeline = Pipeline(
         sources,
         router,
         policy=policy,
@@ -93,6 +93,7 @@ def pipeline_from_settings(
         gate=_stage(GATES, gate, build),
         name=name,
     )
+    return pipeline.calibrate()
 
 
 def _stage(registry: Any, settings: Mapping[str, Any] | None, build: RouterBuild) -> Any:

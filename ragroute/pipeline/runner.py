@@ -87,7 +87,7 @@ class Pipeline:
         self._gate = GateStage(gate) if gate is not None else None
         self._route = RouteStage(self.sources, router, policy, self.options, self.problems)
         self._retrieve = RetrieveStage(self.sources, max_workers=max_workers)
-        self._fuse = FuseStage(self.options, fusion_stats)
+        self._fuse = FuseStage(self.options, self.sources, fusion_stats)
         self._rerank = RerankStage(reranker) if reranker is not None else None
 
     @property
@@ -154,6 +154,11 @@ class Pipeline:
                 hit.rank = rank
             results.append(PipelineResult(hits, decision, context))
         return results
+
+    def calibrate(self) -> Pipeline:
+        """Compute now what fusion needs from the sources (else done by the first fused query)."""
+        self._fuse.calibrate()
+        return self
 
     def _candidates(self, want: int) -> int:
         """Hits fused per query: ``want``, or more when a reranker picks from a deeper pool."""

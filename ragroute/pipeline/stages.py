@@ -67,12 +67,17 @@ class RoutingOptions:
     probability reaches it, only the best route is queried (hedging costs nothing
     when the router is sure). ``fusion`` names a registered fusion method;
     ``route_weights`` is ``even`` or ``probability`` (weight each route's list by
-    its probability); ``depth`` is the number of hits read per route (default k).
+    its probability; the default ``calibrated`` fusion uses the probabilities
+    itself); ``depth`` is the number of hits read per route (default k).
+
+    The defaults were chosen on Glasgow dev (cross-validated routers, dense and
+    hybrid sources): calibrated fusion never scored below querying the top route
+    alone for any router, for thresholds 0.1-0.3 and 2-3 routes (docs/benchmarks.md).
     """
 
     threshold: float = 0.25
     max_routes: int = 3
-    fusion: str = "rrf"
+    fusion: str = "calibrated"
     depth: int | None = None
     route_weights: str = "even"
     hedge_below: float | None = None
@@ -289,12 +294,37 @@ class RetrieveStage:
 
 
 class FuseStage:
-    """Merges one query's per-source lists into one ranking with a registered fusion method."""
+    """Merges one query's per-source lists into one ranking with a registered fusion method.
 
-    def __init__(self, options: RoutingOptions, stats: Mapping[str, Any] | None = None) -> None:
+    Methods that need per-source score statistics (``calibrated``) get them from
+    :func:`~ragroute.pipeline.calibration.null_score_stats`, computed on first use
+    (or eagerly by :meth:`calibrate`) unless given.
+    """
+
+    def __init__(
+        self,
+        options: RoutingOptions,
+        sources: Sequence[Source] = (),
+        stats: Mapping[str, Any] | None = None,
+    ) -> None:
         FUSIONS.check(options.fusion)
         self.options = options
-        self.stats = dict(stats or {})
+        self.sources = list(sources)
+        self.stats: dict[str, Any] | None = dict(stats) if stats is not None else None
+        self._lock = threading.Lock()
+
+    @property
+    def needs_stats(self) -> bool:
+        return bool(getattr(FUSIONS.get(self.options.fusion), "needs_stats", False)) and len(self.sources) > 1
+
+    def calibrate(self) -> dict[str, Any]:
+        """The per-source statistics the fusion method uses (computed once)."""
+        with self._lock:
+            if self.stats is None:
+                from ragroute.pipeline.calibration import null_score_stats
+
+                self.stats = null_score_stats(self.sources) if self.needs_stats else {}
+            return self.stats
 
     def run(self, decision: Decision, per_source: Mapping[str, list[Hit]], k: int) -> list[Hit]:
         lists = {name: hits for name, hits in per_source.items()}
@@ -307,8 +337,14 @@ class FuseStage:
         else:
             weights = dict.fromkeys(lists, 1.0)
         fuse = FUSIONS.get(self.options.fusion)
-        fused = fuse(lists, weights=weights, limit=k, stats=self.stats, routes=decision.routes)
-        decision.trace.append(TraceStep("fuse", {"method": self.options.fusion, "weights": weights}))
+        stats = self.calibrate() if self.needs_stats else {}
+        fused = fuse(lists, weights=weights, limit=k, stats=stats, routes=decision.routes)
+        detail: dict[str, Any] = {"method": self.options.fusion, "weights": weights}
+        if stats:
+            detail["null_stats"] = {
+                n: {"mean": stats[n]["mean"], "sd": stats[n]["std"]} for n in lists if n in stats
+            }
+        decision.trace.append(TraceStep("fuse", detail))
         return fused
 
 

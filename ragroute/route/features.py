@@ -21,6 +21,7 @@ are present (answer options say little about where to look for the answer).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import zlib
@@ -226,23 +227,39 @@ def explain_features(text: str) -> dict[str, float]:
 _HASH_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
-def _bucket(token: str, dim: int) -> tuple[int, float]:
-    h = zlib.crc32(token.encode("utf-8"))
-    return h % dim, (1.0 if (h >> 31) == 0 else -1.0)
+_WORD_CRC = zlib.crc32(b"w:")
+_CHAR_CRC = zlib.crc32(b"c:")
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _hash(prefix_crc: int, token: str) -> int:
+    """CRC-32 of ``prefix + token`` (the prefix's CRC is the running value), memoised: n-grams
+    repeat across queries, and hashing dominated the trained router's routing time."""
+    return zlib.crc32(token.encode("utf-8"), prefix_crc)
 
 
 def ngram_tokens(text: str, word_ngrams: tuple[int, int], char_ngrams: tuple[int, int] | None) -> list[str]:
     """The word (``w:``) and character (``c:``) n-grams of the lower-cased text that get hashed."""
+    return [
+        ("w:" if prefix == _WORD_CRC else "c:") + gram
+        for prefix, gram in _ngrams(text, word_ngrams, char_ngrams)
+    ]
+
+
+def _ngrams(
+    text: str, word_ngrams: tuple[int, int], char_ngrams: tuple[int, int] | None
+) -> list[tuple[int, str]]:
+    """(CRC of the ``w:`` / ``c:`` prefix, n-gram) pairs of :func:`ngram_tokens`, unprefixed."""
     words = _HASH_TOKEN.findall(text.lower())
-    grams: list[str] = []
+    grams: list[tuple[int, str]] = []
     lo, hi = word_ngrams
     for n in range(max(lo, 1), hi + 1):
-        grams.extend("w:" + " ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        grams.extend((_WORD_CRC, " ".join(words[i : i + n])) for i in range(len(words) - n + 1))
     if char_ngrams is not None:
         padded = " " + " ".join(words) + " "
         clo, chi = char_ngrams
         for n in range(max(clo, 1), chi + 1):
-            grams.extend("c:" + padded[i : i + n] for i in range(len(padded) - n + 1))
+            grams.extend((_CHAR_CRC, padded[i : i + n]) for i in range(len(padded) - n + 1))
     return grams
 
 
@@ -258,15 +275,13 @@ def hashed_ngrams(
         raise RagrouteError(f"hashed n-gram dimension must be positive, got {dim}")
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for row, text in enumerate(texts):
-        counts: dict[int, float] = {}
-        for gram in ngram_tokens(text, word_ngrams, char_ngrams):
-            bucket, sign = _bucket(gram, dim)
-            counts[bucket] = counts.get(bucket, 0.0) + sign
-        if not counts:
+        grams = _ngrams(text, word_ngrams, char_ngrams)
+        if not grams:
             continue
-        idx = np.fromiter(counts, dtype=np.int64, count=len(counts))
-        vals = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-        out[row, idx] = np.sign(vals) * np.log1p(np.abs(vals))
+        hashes = np.fromiter((_hash(p, gram) for p, gram in grams), dtype=np.int64, count=len(grams))
+        signs = np.where((hashes >> 31) == 0, 1.0, -1.0)
+        counts = np.bincount(hashes % dim, weights=signs, minlength=dim)
+        out[row] = np.sign(counts) * np.log1p(np.abs(counts))
         norm = float(np.linalg.norm(out[row]))
         if norm > 0:
             out[row] /= norm

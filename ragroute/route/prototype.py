@@ -37,7 +37,10 @@ class PrototypeConfig:
     centroid_weight: float = 1.0
     bank_weight: float = 1.0
     bank_top_n: int = 5
-    max_docs: int = 2000
+    # Documents sampled per source for the bank. 1000 costs ~0.5 ms per query on 8 Glasgow sources
+    # (2000: ~0.8 ms); routing accuracy on Glasgow dev was flat from 500 to 4000 (0.814-0.823) and the
+    # label-free pseudo-query accuracy moved by 0.001 between 1000 and 2000.
+    max_docs: int = 1000
     calibration_queries: int = 100
     temperature: float | None = None
     none_threshold: float | None = None
@@ -89,23 +92,33 @@ class PrototypeRouter(BaseRouter):
             )
             self._descriptions[described] = vectors
             self._has_description[described] = True
+        sizes = [len(bank) for bank in self._banks]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._stacked = np.ascontiguousarray(np.vstack(self._banks)) if sum(sizes) else None
 
     def scores(self, query_vectors: np.ndarray, exclude: list[tuple[int, int]] | None = None) -> np.ndarray:
-        """Raw similarity scores (queries x sources); ``exclude`` hides (source, bank row) pairs."""
+        """Raw similarity scores (queries x sources); ``exclude`` hides (source, bank row) pairs.
+
+        All banks are stacked into one matrix, so a query costs one matrix product
+        plus one partial sort per source.
+        """
         cfg = self.config
         q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
         total = cfg.centroid_weight * (q @ self._centroids.T)
         total += cfg.description_weight * (q @ self._descriptions.T) * self._has_description
-        for s, bank in enumerate(self._banks):
-            if len(bank) == 0 or cfg.bank_weight == 0:
+        if cfg.bank_weight == 0 or self._stacked is None:
+            return total
+        sims = q @ self._stacked.T
+        if exclude is not None:
+            for row, (src, bank_row) in enumerate(exclude):
+                if src >= 0:
+                    sims[row, self._offsets[src] + bank_row] = -np.inf
+        for s in range(len(self._banks)):
+            lo, hi = int(self._offsets[s]), int(self._offsets[s + 1])
+            if hi == lo:
                 continue
-            sims = q @ bank.T
-            if exclude is not None:
-                for row, (src, bank_row) in enumerate(exclude):
-                    if src == s:
-                        sims[row, bank_row] = -np.inf
-            top_n = min(cfg.bank_top_n, sims.shape[1])
-            top = np.partition(sims, sims.shape[1] - top_n, axis=1)[:, -top_n:]
+            top_n = min(cfg.bank_top_n, hi - lo)
+            top = np.partition(sims[:, lo:hi], hi - lo - top_n, axis=1)[:, -top_n:]
             top = np.where(np.isfinite(top), top, 0.0)
             total[:, s] += cfg.bank_weight * top.mean(axis=1)
         return total

@@ -1,0 +1,73 @@
+"""Per-source score calibration for fusing lists from several sources, learned without labels.
+
+Raw scores from different sources are not comparable: cosines drift with each
+corpus's style and BM25 scores with its statistics. For every source we measure
+what its top hit scores when the source is the *wrong* place to look: the top-1
+scores it returns for pseudo-queries cut from the *other* sources' documents
+(:func:`ragroute.route.pseudo.pseudo_queries`). A hit's calibrated score is then
+its z-score against that null distribution — how far it stands above what this
+source returns for a question it cannot answer — and the ``calibrated`` fusion
+method (:func:`ragroute.index.fusion.calibrated`) adds the log of the route's
+probability.
+
+Statistics are computed once per set of sources (memoised in the process) and
+are reported in the trace of every fused query.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ragroute.context import QueryContext
+from ragroute.route.pseudo import pseudo_queries
+from ragroute.route.sources import Source
+
+PSEUDO_QUERIES_PER_SOURCE = 60
+
+_memo: dict[tuple, dict[str, dict[str, float]]] = {}
+_memo_lock = threading.Lock()
+
+
+def null_score_stats(
+    sources: Sequence[Source], *, per_source: int = PSEUDO_QUERIES_PER_SOURCE, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Per source: mean and standard deviation of its top-1 score on other sources' pseudo-queries.
+
+    A pseudo-query that finds nothing in a source (possible with BM25) counts as
+    a top score of 0. Sources without documents get no statistics (fusion then
+    standardises their list by itself).
+    """
+    key = (per_source, seed, *((s.name, id(s.retriever), len(s.documents)) for s in sources))
+    with _memo_lock:
+        if key in _memo:
+            return _memo[key]
+    contexts: list[QueryContext] = []
+    owner: list[int] = []
+    for j, source in enumerate(sources):
+        for _, text in pseudo_queries(source.documents, per_source, seed=seed + j):
+            contexts.append(QueryContext(text))
+            owner.append(j)
+    owners = np.asarray(owner)
+    stats: dict[str, dict[str, float]] = {}
+    for j, source in enumerate(sources):
+        others = [c for c, o in zip(contexts, owners) if o != j]
+        if not others or not source.documents:
+            continue
+        top = np.array([hits[0].score if hits else 0.0 for hits, _ in source.search_contexts(others, 1)])
+        stats[source.name] = {
+            "mean": round(float(top.mean()), 6),
+            "std": round(max(float(top.std()), 1e-6), 6),
+            "pseudo_queries": int(len(top)),
+        }
+    with _memo_lock:
+        _memo[key] = stats
+    return stats
+
+
+def describe(stats: dict[str, Any]) -> dict[str, Any]:
+    """What the trace shows of the statistics (null mean and sd per source)."""
+    return {name: {"null_mean": s["mean"], "null_sd": s["std"]} for name, s in stats.items()}
