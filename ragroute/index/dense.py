@@ -9,7 +9,8 @@ other kinds remove them physically.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ragroute.types import Document, Hit
 
 FAISS_NAME = "dense.faiss"
 FACTORIES = ("flat", "hnsw", "ivfpq")
+SMALL_BATCH = 20  # faiss's own threshold below which flat search does not use BLAS
 
 
 @dataclass
@@ -157,7 +159,9 @@ class DenseIndex(LocalIndex):
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         if self.faiss_index is None or len(self.store) == 0:
             return [[] for _ in range(len(vectors))]
-        scores, ids = self.faiss_index.search(vectors, min(k, len(self.store)), params=self._params(filters))
+        with _small_batch_threads(len(vectors)):
+            top = min(k, len(self.store))
+            scores, ids = self.faiss_index.search(vectors, top, params=self._params(filters))
         positions = self._positions()
         results = []
         for row_scores, row_ids in zip(scores, ids):
@@ -231,6 +235,22 @@ class DenseIndex(LocalIndex):
                 f"{path} holds vectors of dim {faiss_index.d}, encoder gives {encoder.dim}"
             )
         return cls(encoder, DenseParams.from_dict(params.get("dense", {})), store, faiss_index, name)
+
+
+@contextlib.contextmanager
+def _small_batch_threads(n_queries: int) -> Iterator[None]:
+    """One OpenMP thread for small batches: faiss scans a handful of queries on one thread anyway,
+    and starting a thread team cost ~0.5 ms per search here (0.95 vs 1.49 ms on 11k vectors, 2 cores).
+    ``omp_set_num_threads`` applies to the calling thread only, so concurrent searches do not interfere."""
+    if n_queries >= SMALL_BATCH:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _new_faiss_index(params: DenseParams, sample: np.ndarray) -> faiss.Index:

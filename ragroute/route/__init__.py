@@ -8,10 +8,9 @@ configuration); its :class:`PolicyResult` says ``route``, ``none`` or ``defer``
 from ragroute.route.language import guess_language
 from ragroute.route.policy import PolicyError
 from ragroute.route.rules import Policy, PolicyResult
-from ragroute.route.signals import SIGNAL_TYPES, Signal, SignalResult
+from ragroute.route.signals import Signal, SignalResult
 
 __all__ = [
-    "SIGNAL_TYPES",
     "Policy",
     "PolicyError",
     "PolicyResult",

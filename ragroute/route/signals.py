@@ -27,6 +27,7 @@ from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
+from ragroute.registry import SIGNALS
 from ragroute.route.language import LANGUAGES, guess_language
 from ragroute.route.policy import PolicyError, item_line, key_line, value_line
 
@@ -493,19 +494,6 @@ class BankMarginSignal(Signal):
         )
 
 
-SIGNAL_TYPES: dict[str, type[Signal]] = {
-    cls.kind: cls
-    for cls in (
-        KeywordsSignal,
-        RegexSignal,
-        LengthSignal,
-        LanguageSignal,
-        ExampleBankSignal,
-        BankMarginSignal,
-    )
-}
-
-
 def parse_signal(name: Any, spec: Any, source: str, line: int | None) -> Signal:
     """Build one signal from its YAML mapping; ``line`` is the line of its name."""
     if not isinstance(name, str) or not name.strip():
@@ -514,14 +502,14 @@ def parse_signal(name: Any, spec: Any, source: str, line: int | None) -> Signal:
     if not isinstance(spec, Mapping):
         _fail(source, line, f"{what} must be a mapping with a 'type'")
     if "type" not in spec:
-        _fail(source, line, f"{what} needs 'type' (one of {', '.join(SIGNAL_TYPES)})")
+        _fail(source, line, f"{what} needs 'type' (one of {', '.join(SIGNALS.names())})")
     kind = spec["type"]
-    cls = SIGNAL_TYPES.get(kind) if isinstance(kind, str) else None
+    cls = SIGNALS.get(kind) if isinstance(kind, str) and kind in SIGNALS else None
     if cls is None:
         _fail(
             source,
             value_line(spec, "type"),
-            f"{what} has unknown type {kind!r}; known: {', '.join(SIGNAL_TYPES)}",
+            f"{what} has unknown type {kind!r}; known: {', '.join(SIGNALS.names())}",
         )
     known = COMMON_KEYS | cls.keys
     for key in spec:
