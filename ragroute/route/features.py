@@ -166,7 +166,7 @@ def _features_of(text: str) -> dict[str, float]:
     values: dict[str, float] = {
         "log_words": _log1p(len(tokens)),
         "log_chars": _log1p(len(stem)),
-        "mean_word_len": min(np.mean([len(w) for w in words]) / 10.0, 2.0) if words else 0.0,
+        "mean_word_len": min(sum(len(w) for w in words) / len(words) / 10.0, 2.0) if words else 0.0,
         "ends_question": float(end == "?"),
         "ends_colon": float(end == ":"),
         "ends_open": float(end.isalnum() or end in ("_", "'", '"', ")")),
@@ -231,36 +231,79 @@ _WORD_CRC = zlib.crc32(b"w:")
 _CHAR_CRC = zlib.crc32(b"c:")
 
 
-@functools.lru_cache(maxsize=1 << 18)
+def _crc_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0xEDB88320), table >> 1).astype(np.uint32)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def _hash(prefix_crc: int, token: str) -> int:
-    """CRC-32 of ``prefix + token`` (the prefix's CRC is the running value), memoised: n-grams
-    repeat across queries, and hashing dominated the trained router's routing time."""
+    """CRC-32 of ``prefix + token`` (the prefix's CRC is the running value), memoised."""
     return zlib.crc32(token.encode("utf-8"), prefix_crc)
+
+
+def _crc32_windows(data: bytes, widths: range, prefix_crc: int) -> list[np.ndarray]:
+    """``zlib.crc32(window, prefix_crc)`` of every window of each width in ``widths``, vectorised.
+
+    A table-driven CRC-32 runs over all start positions at once, one numpy step per
+    byte; the CRC of the first ``n`` bytes of a window is read off after step ``n``,
+    so all widths cost one pass. (Hashing character n-grams one by one in Python
+    dominated the trained router's routing time.)
+    """
+    size = len(data)
+    starts = size - widths.start + 1
+    if starts <= 0:
+        return []
+    padded = np.frombuffer(data + b"\0" * (widths.stop - widths.start), dtype=np.uint8)
+    state = np.full(starts, ~np.uint32(prefix_crc), dtype=np.uint32)
+    out = []
+    for j in range(widths.stop - 1):
+        state = _CRC_TABLE[(state ^ padded[j : j + starts]) & 0xFF] ^ (state >> np.uint32(8))
+        width = j + 1
+        if width in widths and size - width + 1 > 0:
+            out.append(~state[: size - width + 1])
+    return out
 
 
 def ngram_tokens(text: str, word_ngrams: tuple[int, int], char_ngrams: tuple[int, int] | None) -> list[str]:
     """The word (``w:``) and character (``c:``) n-grams of the lower-cased text that get hashed."""
-    return [
-        ("w:" if prefix == _WORD_CRC else "c:") + gram
-        for prefix, gram in _ngrams(text, word_ngrams, char_ngrams)
-    ]
-
-
-def _ngrams(
-    text: str, word_ngrams: tuple[int, int], char_ngrams: tuple[int, int] | None
-) -> list[tuple[int, str]]:
-    """(CRC of the ``w:`` / ``c:`` prefix, n-gram) pairs of :func:`ngram_tokens`, unprefixed."""
     words = _HASH_TOKEN.findall(text.lower())
-    grams: list[tuple[int, str]] = []
-    lo, hi = word_ngrams
-    for n in range(max(lo, 1), hi + 1):
-        grams.extend((_WORD_CRC, " ".join(words[i : i + n])) for i in range(len(words) - n + 1))
+    grams = ["w:" + gram for gram in _word_grams(words, word_ngrams)]
     if char_ngrams is not None:
         padded = " " + " ".join(words) + " "
         clo, chi = char_ngrams
         for n in range(max(clo, 1), chi + 1):
-            grams.extend((_CHAR_CRC, padded[i : i + n]) for i in range(len(padded) - n + 1))
+            grams.extend("c:" + padded[i : i + n] for i in range(len(padded) - n + 1))
     return grams
+
+
+def _word_grams(words: list[str], word_ngrams: tuple[int, int]) -> list[str]:
+    lo, hi = word_ngrams
+    return [" ".join(words[i : i + n]) for n in range(max(lo, 1), hi + 1) for i in range(len(words) - n + 1)]
+
+
+def _ngram_hashes(text: str, word_ngrams: tuple[int, int], char_ngrams: tuple[int, int] | None) -> np.ndarray:
+    """CRC-32 of every n-gram of :func:`ngram_tokens` (with its prefix), as int64."""
+    words = _HASH_TOKEN.findall(text.lower())
+    parts = [np.fromiter((_hash(_WORD_CRC, g) for g in _word_grams(words, word_ngrams)), dtype=np.int64)]
+    if char_ngrams is not None:
+        padded = " " + " ".join(words) + " "
+        clo, chi = char_ngrams
+        widths = range(max(clo, 1), chi + 1)
+        if padded.isascii():  # one byte per character: windows of bytes are the character n-grams
+            parts.extend(
+                h.astype(np.int64) for h in _crc32_windows(padded.encode("ascii"), widths, _CHAR_CRC)
+            )
+        else:
+            for n in widths:
+                grams = (padded[i : i + n] for i in range(len(padded) - n + 1))
+                parts.append(np.fromiter((_hash(_CHAR_CRC, g) for g in grams), dtype=np.int64))
+    return np.concatenate(parts)
 
 
 def hashed_ngrams(
@@ -270,15 +313,18 @@ def hashed_ngrams(
     word_ngrams: tuple[int, int] = (1, 2),
     char_ngrams: tuple[int, int] | None = (3, 5),
 ) -> np.ndarray:
-    """Signed, sublinear (``log1p``), L2-normalised hashed n-gram counts: float32 ``(len(texts), dim)``."""
+    """Signed, sublinear (``log1p``), L2-normalised hashed n-gram counts: float32 ``(len(texts), dim)``.
+
+    Each n-gram of :func:`ngram_tokens` goes to bucket ``crc32 % dim`` with sign
+    ``+1`` if the CRC's top bit is 0, else ``-1``.
+    """
     if dim <= 0:
         raise RagrouteError(f"hashed n-gram dimension must be positive, got {dim}")
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for row, text in enumerate(texts):
-        grams = _ngrams(text, word_ngrams, char_ngrams)
-        if not grams:
+        hashes = _ngram_hashes(text, word_ngrams, char_ngrams)
+        if not len(hashes):
             continue
-        hashes = np.fromiter((_hash(p, gram) for p, gram in grams), dtype=np.int64, count=len(grams))
         signs = np.where((hashes >> 31) == 0, 1.0, -1.0)
         counts = np.bincount(hashes % dim, weights=signs, minlength=dim)
         out[row] = np.sign(counts) * np.log1p(np.abs(counts))

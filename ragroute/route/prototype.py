@@ -119,8 +119,9 @@ class PrototypeRouter(BaseRouter):
                 continue
             top_n = min(cfg.bank_top_n, hi - lo)
             top = np.partition(sims[:, lo:hi], hi - lo - top_n, axis=1)[:, -top_n:]
-            top = np.where(np.isfinite(top), top, 0.0)
-            total[:, s] += cfg.bank_weight * top.mean(axis=1)
+            if exclude is not None:
+                top = np.where(np.isfinite(top), top, 0.0)
+            total[:, s] += (cfg.bank_weight / top_n) * top.sum(axis=1)
         return total
 
     def _with_none(self, raw: np.ndarray) -> np.ndarray:
