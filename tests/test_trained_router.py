@@ -27,6 +27,7 @@ from ragroute.route.features import (
     cheap_features,
     count_options,
     hashed_ngrams,
+    ngram_tokens,
     question_stem,
 )
 from ragroute.route.trained import (
@@ -144,6 +145,24 @@ def test_hashed_ngrams_are_stable_and_normalised() -> None:
     assert QueryFeatures.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(RagrouteError):
         hashed_ngrams(texts, 0)
+
+
+@pytest.mark.parametrize("char_ngrams", [(3, 5), (1, 2), None])
+def test_hashed_ngrams_equal_the_zlib_definition(char_ngrams) -> None:
+    """The vectorised CRC must give exactly the documented buckets and signs (saved routers rely on it)."""
+    import zlib
+
+    texts = ["What is the total debt in 2019 and 2018?", "Ünïcödé wörds, déjà vu!", "ab", "", "x " * 9]
+    dim = 97
+    got = hashed_ngrams(texts, dim, char_ngrams=char_ngrams)
+    for row, text in zip(got, texts):
+        counts = np.zeros(dim)
+        for gram in ngram_tokens(text, (1, 2), char_ngrams):
+            h = zlib.crc32(gram.encode("utf-8"))
+            counts[h % dim] += 1.0 if (h >> 31) == 0 else -1.0
+        want = np.sign(counts) * np.log1p(np.abs(counts))
+        norm = np.linalg.norm(want)
+        assert np.allclose(row, want / norm if norm else want, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- fitting and routing
