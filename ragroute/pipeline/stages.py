@@ -343,7 +343,11 @@ class FuseStage:
         fuse = FUSIONS.get(self.options.fusion)
         stats = self.calibrate() if self.needs_stats else {}
         fused = fuse(lists, weights=weights, limit=k, stats=stats, routes=decision.routes)
-        detail: dict[str, Any] = {"method": self.options.fusion, "weights": weights}
+        detail: dict[str, Any] = {"method": self.options.fusion}
+        if getattr(fuse, "needs_stats", False):  # weighs routes by their probabilities itself
+            detail["route_probabilities"] = {name: decision.routes.get(name, 0.0) for name in lists}
+        else:
+            detail["weights"] = weights
         if stats:
             detail["null_stats"] = {
                 n: {"mean": stats[n]["mean"], "sd": stats[n]["std"]} for n in lists if n in stats
