@@ -132,3 +132,27 @@ def test_invalid_yaml_and_missing_config_are_one_line(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(main, ["route", str(tmp_path / "nope.yaml"), "hello"])
     assert result.exit_code == 2 and result.output.startswith("error: cannot read routing config")
+
+
+def test_eval_scores_the_pipeline_of_a_routing_config(workspace):
+    root, config = workspace
+    beir = root / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(
+        "\n".join(
+            json.dumps({"_id": f"{t}-{i}", "text": x}) for t, xs in TOPICS.items() for i, x in enumerate(xs)
+        )
+    )
+    (beir / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "comet ion tail solar wind"})
+        + "\n"
+        + json.dumps({"_id": "q2", "text": "knead bread dough"})
+    )
+    (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tastro-0\t1\nq2\tcook-0\t1\n")
+    result = CliRunner().invoke(main, ["eval", "--config", str(config), "--data", str(beir), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["kind"] == "pipeline" and payload["queries"] == 2
+    assert payload["hit@1"] == 1.0 and payload["ndcg@10"] == 1.0
+    both = CliRunner().invoke(main, ["eval", "--config", str(config), "--index", "x", "--data", str(beir)])
+    assert both.exit_code == 2 and "give exactly one of --index" in both.output

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from ragroute.errors import ArtifactFormatError, IndexFormatError
+from ragroute.errors import ArtifactFormatError, IndexFormatError, UnknownKindError
 from ragroute.index.build import build_index
 from ragroute.index.io import load_index, save_index
 from ragroute.store import open_snapshot, read_artifact, write_artifact
@@ -165,3 +165,21 @@ def test_legacy_index_folder_still_loads_and_is_replaced_in_place(tmp_path, smal
     save_index(index, folder)
     assert sorted(p.name for p in folder.iterdir()) == [POINTER_NAME, "builds"]
     assert load_index(folder).manifest.format_version == 2
+
+
+def test_load_artifact_dispatches_on_the_family_and_inspect_shows_it(tmp_path, small_docs):
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.store import load_artifact
+
+    save_index(build_index(small_docs, "bm25", name="notes"), tmp_path / "idx")
+    index = load_artifact(tmp_path / "idx")
+    assert index.kind == "bm25" and index.search("telescope", k=1)[0].doc_id.startswith("astro")
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "idx"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output.strip().splitlines()[-1])
+    assert payload["family"] == "index" and payload["kind"] == "bm25" and "docs.jsonl" in payload["files"]
+    _publish(tmp_path / "other", "x")
+    with pytest.raises(UnknownKindError, match="unknown artifact family 'test': registered ones are index"):
+        load_artifact(tmp_path / "other")

@@ -90,10 +90,11 @@ def _register() -> None:
     from ragroute.cli.build import build_command
     from ragroute.cli.demo import demo_command
     from ragroute.cli.evaluate import eval_command
+    from ragroute.cli.inspect import inspect_command
     from ragroute.cli.query import query_command
     from ragroute.cli.route import route_group
 
-    for command in (build_command, query_command, eval_command, route_group, demo_command):
+    for command in (build_command, query_command, eval_command, route_group, inspect_command, demo_command):
         main.add_command(command)
     main.add_command(bench_group())
 

@@ -1,29 +1,28 @@
-"""``ragroute eval``: score an index against a BEIR collection's judgements."""
+"""``ragroute eval``: score an index, or the pipeline of a routing config, against a BEIR collection."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
-from tqdm.auto import tqdm
 
 from ragroute.cli.common import encoder_for_index
 from ragroute.cli.options import encoder_options
 from ragroute.cli.output import emit_json
-from ragroute.evaluation.metrics import evaluate_run
-
-
-def ranked_parent_ids(hits: list) -> list[str]:
-    """Judged ids of a ranking: chunks count as their parent document, first occurrence wins."""
-    return list(dict.fromkeys(h.parent_id or h.doc_id for h in hits))
-
+from ragroute.errors import RagrouteError
 
 EVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10", "full_chain_recall@10")
 
 
 @click.command("eval")
-@click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path), help="Index directory.")
+@click.option("--index", "index_dir", default=None, type=click.Path(path_type=Path), help="Index directory.")
+@click.option(
+    "--config",
+    "config",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A routing config: score the whole pipeline it describes instead of one index.",
+)
 @click.option(
     "--data",
     "data_dir",
@@ -45,7 +44,8 @@ EVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10
     "--json", "as_json", is_flag=True, help="Print the metrics as one JSON object on the last line."
 )
 def eval_command(
-    index_dir: Path,
+    index_dir: Path | None,
+    config: Path | None,
     data_dir: Path,
     split: str,
     depth: int,
@@ -55,40 +55,45 @@ def eval_command(
     cache_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Run every judged query of --data/--split against --index and report nDCG@10,
-    Recall@10/100, MRR@10, Hit@1/10 and full-chain recall@10.
+    """Run every judged query of --data/--split against --index (or the pipeline of --config) and
+    report nDCG@10, Recall@10/100, MRR@10, Hit@1/10 and full-chain recall@10 (hits of chunks are
+    judged as their parent documents).
     """
-    from ragroute.index.io import load_index, read_index_manifest
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.evaluators import RetrievalEvaluator
     from ragroute.loaders import load_beir
 
+    if (index_dir is None) == (config is None):
+        raise RagrouteError("give exactly one of --index INDEX_DIR or --config ROUTING.yaml")
     dataset = load_beir(data_dir, split=split)
-    recorded = read_index_manifest(index_dir, verify=False)
-    model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
-    index = load_index(index_dir, model)
-    manifest = index.manifest
-    queries = dataset.queries
-    run: dict[str, list[str]] = {}
-    start = time.perf_counter()
-    for offset in tqdm(range(0, len(queries), batch_size), desc="queries", unit="batch", leave=False):
-        batch = queries[offset : offset + batch_size]
-        for query, hits in zip(batch, index.search_many([q.text for q in batch], depth)):
-            run[query.id] = ranked_parent_ids(hits)
-    elapsed = time.perf_counter() - start
-    result = evaluate_run(run, dataset.qrels, EVAL_METRICS)
-    result.update(
-        {
-            "index": str(index_dir),
-            "kind": manifest.kind,
-            "data": str(data_dir),
-            "split": split,
-            "queries_per_s": round(len(queries) / elapsed, 2) if elapsed else None,
-        }
+    if config is not None:
+        from ragroute.route.config import load_routing
+
+        retriever = load_routing(config, backend=None if backend == "auto" else backend)
+        target, kind = str(config), "pipeline"
+    else:
+        from ragroute.index.io import load_index, read_index_manifest
+
+        recorded = read_index_manifest(index_dir, verify=False)
+        model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
+        retriever = load_index(index_dir, model)
+        target, kind = str(index_dir), retriever.manifest.kind
+    evaluator = RetrievalEvaluator(
+        [QueryContext(q.text, id=q.id) for q in dataset.queries], dataset.qrels, metrics=EVAL_METRICS, k=depth
     )
-    if as_json:
-        for name in EVAL_METRICS:
-            click.echo(f"{name:>22}: {result[name]:.4f}")
-        emit_json(result)
-        return
-    click.echo(f"{index_dir} ({manifest.kind}) on {data_dir} [{split}], {result['queries']} queries")
+    scored = evaluator(retriever, batch_size=batch_size, progress=True)
+    result = {
+        **scored.metrics,
+        "queries": len(dataset.queries),
+        ("config" if config is not None else "index"): target,
+        "kind": kind,
+        "data": str(data_dir),
+        "split": split,
+        "queries_per_s": scored.queries_per_s,
+    }
+    if not as_json:
+        click.echo(f"{target} ({kind}) on {data_dir} [{split}], {result['queries']} queries")
     for name in EVAL_METRICS:
         click.echo(f"{name:>22}: {result[name]:.4f}")
+    if as_json:
+        emit_json(result)

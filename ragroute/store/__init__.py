@@ -12,6 +12,7 @@ that build, so it can never mix two builds (see :mod:`ragroute.store.artifact`).
 from ragroute.store.artifact import (
     Snapshot,
     artifact_exists,
+    load_artifact,
     open_snapshot,
     read_artifact,
     write_artifact,
@@ -22,6 +23,7 @@ __all__ = [
     "ArtifactManifest",
     "Snapshot",
     "artifact_exists",
+    "load_artifact",
     "open_snapshot",
     "read_artifact",
     "sha256_file",

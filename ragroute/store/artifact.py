@@ -247,6 +247,21 @@ def published_path(root: str | Path) -> Path:
     return root if build is None else root / BUILDS_DIR / build
 
 
+def load_artifact(root: str | Path, **kwargs: Any) -> Any:
+    """Load any artifact by its family's loader (:data:`ragroute.registry.ARTIFACTS`).
+
+    ``kwargs`` go to the loader (e.g. ``encoder=`` for indexes and trained routers).
+    """
+    from ragroute.registry import ARTIFACTS
+
+    root = Path(root)
+    if not artifact_exists(root) and (root / "router.json").is_file():
+        family = "router"  # a trained router saved by ragroute 0.1
+    else:
+        family = open_snapshot(root, verify=False).manifest.family
+    return ARTIFACTS.get(family, str(root))(root, **kwargs)
+
+
 def _published_build(root: Path, error: type[ArtifactFormatError]) -> str | None:
     try:
         return _read_pointer(root, error)["build"]

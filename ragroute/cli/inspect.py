@@ -1,0 +1,38 @@
+"""``ragroute inspect PATH``: what an artifact folder holds (family, kind, build, versions, files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ragroute.cli.output import emit_json
+
+
+@click.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Check every file's checksum.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
+def inspect_command(path: Path, verify: bool, as_json: bool) -> None:
+    """Show the published build of an index, trained router or other artifact, and check it."""
+    from ragroute.store import open_snapshot
+
+    snapshot = open_snapshot(path, verify=verify)
+    manifest = snapshot.manifest
+    if as_json:
+        emit_json({"path": str(path), "build_path": str(snapshot.path), **manifest.to_dict()})
+        return
+    click.echo(f"{path}: {manifest.family} / {manifest.kind}  name={manifest.name or '-'}")
+    click.echo(
+        f"  build {manifest.build} ({manifest.created}), format version {manifest.format_version}, "
+        f"written by ragroute {manifest.library_version}" + ("  [0.1 layout]" if snapshot.legacy else "")
+    )
+    if manifest.encoder:
+        click.echo(
+            f"  encoder: {manifest.encoder.get('model_id')} ({manifest.encoder.get('backend', '?')}, "
+            f"dim {manifest.encoder.get('dim')})"
+        )
+    size = sum(int(f.get("bytes", 0)) for f in manifest.files.values())
+    click.echo(
+        f"  {len(manifest.files)} files, {size / 1e6:.2f} MB" + (", checksums verified" if verify else "")
+    )
