@@ -72,7 +72,9 @@ class Registry:
             ref = self._refs[name]
             if isinstance(ref, str):
                 module, _, attribute = ref.partition(":")
-                ref = getattr(importlib.import_module(module), attribute)
+                ref = importlib.import_module(module)
+                for part in attribute.split("."):  # "Class.method" references are allowed
+                    ref = getattr(ref, part)
             self._loaded[name] = ref
         return self._loaded[name]
 
@@ -136,6 +138,7 @@ ARTIFACTS = Registry(
     {
         "index": "ragroute.index.io:load_index",
         "router": "ragroute.route.trained:TrainedRouter.load",
+        "scorer": "ragroute.index.bm25_scoring:BM25Scorer.load",
     },
 )
 

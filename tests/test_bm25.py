@@ -23,6 +23,7 @@ from ragroute.index.bm25_tokenize import (
     tokenize,
     tokenize_many,
 )
+from ragroute.store import open_snapshot
 
 # "common" is in 5 of 6 documents (negative idf, floored); "half" in exactly 3 (idf 0);
 # doc 4 is empty; docs 2 and 5 are identical (score ties).
@@ -296,9 +297,13 @@ def test_save_load_round_trip(tmp_path) -> None:
     scorer = BM25Scorer.fit(docs, k1=1.3, b=0.6, epsilon=0.3)
     names = scorer.save(tmp_path)
     assert sorted(names) == ["bm25_matrix.npz", "bm25_vocab.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
-    meta = json.loads((tmp_path / "bm25_vocab.json").read_text(encoding="utf-8"))
-    assert meta["n_docs"] == len(docs) and meta["k1"] == 1.3 and len(meta["terms"]) == len(scorer.vocab)
+    snapshot = open_snapshot(tmp_path)
+    assert (snapshot.manifest.family, snapshot.manifest.kind) == ("scorer", "bm25")
+    assert sorted(snapshot.manifest.files) == sorted(names)
+    stats = snapshot.manifest.params  # the statistics live in the checksummed manifest ...
+    assert stats["n_docs"] == len(docs) and stats["k1"] == 1.3 and stats["nnz"] == scorer.statistics()["nnz"]
+    meta = json.loads(snapshot.file("bm25_vocab.json").read_text(encoding="utf-8"))
+    assert set(meta) == {"terms", "idf"} and len(meta["terms"]) == len(scorer.vocab)  # ... not in a header
     loaded = BM25Scorer.load(tmp_path)
     assert loaded.vocab == scorer.vocab and loaded.n_docs == scorer.n_docs
     assert (loaded.k1, loaded.b, loaded.epsilon) == (1.3, 0.6, 0.3)
@@ -309,22 +314,43 @@ def test_save_load_round_trip(tmp_path) -> None:
         np.testing.assert_array_equal(loaded.top_k(query, 7)[0], scorer.top_k(query, 7)[0])
 
 
-def _saved(tmp_path):
+def test_a_scorer_folder_written_by_0_1_still_loads(tmp_path) -> None:
+    scorer = BM25Scorer.fit(HAND_CORPUS)
+    scorer.write_parts(tmp_path)
+    meta = json.loads((tmp_path / "bm25_vocab.json").read_text(encoding="utf-8"))
+    header = {"format": "ragroute-bm25", "format_version": 1, **scorer.statistics()}
+    (tmp_path / "bm25_vocab.json").write_text(json.dumps({**header, **meta}), encoding="utf-8")
+    loaded = BM25Scorer.load(tmp_path)
+    np.testing.assert_array_equal(loaded.get_scores(["cat"]), scorer.get_scores(["cat"]))
+
+
+def test_a_flipped_byte_in_a_saved_scorer_is_caught(tmp_path) -> None:
     BM25Scorer.fit(HAND_CORPUS).save(tmp_path)
-    return tmp_path
+    path = open_snapshot(tmp_path).file("bm25_vocab.json")
+    data = bytearray(path.read_bytes())
+    data[5] ^= 1
+    path.write_bytes(bytes(data))
+    _expect_format_error(tmp_path, "bm25_vocab.json", None, load=True)
 
 
-def _expect_format_error(directory, filename: str) -> None:
+def _saved(tmp_path):
+    scorer = BM25Scorer.fit(HAND_CORPUS)
+    scorer.write_parts(tmp_path)
+    return scorer.statistics()
+
+
+def _expect_format_error(directory, filename: str, statistics, *, load: bool = False) -> None:
     with pytest.raises(IndexFormatError) as info:
-        BM25Scorer.load(directory)
+        BM25Scorer.load(directory) if load else BM25Scorer.read_parts(directory, statistics)
     message = str(info.value)
     assert filename in message and "\n" not in message
 
 
 @pytest.mark.parametrize("filename", ["bm25_matrix.npz", "bm25_vocab.json"])
 def test_load_missing_file(tmp_path, filename: str) -> None:
-    (_saved(tmp_path) / filename).unlink()
-    _expect_format_error(tmp_path, filename)
+    stats = _saved(tmp_path)
+    (tmp_path / filename).unlink()
+    _expect_format_error(tmp_path, filename, stats)
 
 
 @pytest.mark.parametrize(
@@ -332,31 +358,35 @@ def test_load_missing_file(tmp_path, filename: str) -> None:
     [
         ("bm25_matrix.npz", b"not a zip file at all"),
         ("bm25_matrix.npz", b"PK\x03\x04 truncated"),
-        ("bm25_vocab.json", b'{"format": "ragroute-bm25", "terms": ['),
+        ("bm25_vocab.json", b'{"terms": ['),
         ("bm25_vocab.json", b"\xff\xfe\x00garbage"),
         ("bm25_vocab.json", b'{"format": "something-else"}'),
         ("bm25_vocab.json", b"[1, 2, 3]"),
+        ("bm25_vocab.json", b'{"terms": ["a"], "idf": []}'),
     ],
 )
 def test_load_corrupt_file(tmp_path, filename: str, content: bytes) -> None:
-    (_saved(tmp_path) / filename).write_bytes(content)
-    _expect_format_error(tmp_path, filename)
+    stats = _saved(tmp_path)
+    (tmp_path / filename).write_bytes(content)
+    _expect_format_error(tmp_path, filename, stats)
 
 
 def test_load_inconsistent_files(tmp_path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()
-    BM25Scorer.fit(HAND_CORPUS).save(first)
-    BM25Scorer.fit(random_corpus(11)).save(second)
+    stats_a, stats_b = _saved(first), BM25Scorer.fit(random_corpus(11)).statistics()
+    BM25Scorer.fit(random_corpus(11)).write_parts(second)
     (first / "bm25_matrix.npz").write_bytes((second / "bm25_matrix.npz").read_bytes())
-    _expect_format_error(first, "bm25_matrix.npz")
+    _expect_format_error(first, "bm25_matrix.npz", stats_a)
     meta = json.loads((second / "bm25_vocab.json").read_text(encoding="utf-8"))
     meta["idf"] = meta["idf"][:-1]
     (second / "bm25_vocab.json").write_text(json.dumps(meta), encoding="utf-8")
-    _expect_format_error(second, "bm25_vocab.json")
+    _expect_format_error(second, "bm25_vocab.json", stats_b)
+    _expect_format_error(first, "bm25_vocab.json", {**stats_a, "k1": "fast"})  # bad manifest statistics
+    _expect_format_error(first, "bm25_vocab.json", None)  # no statistics and no 0.1 header
     with pytest.raises(IndexFormatError):
-        BM25Scorer.fit(HAND_CORPUS).save(tmp_path / "does-not-exist")
+        BM25Scorer.fit(HAND_CORPUS).write_parts(tmp_path / "does-not-exist")
 
 
 # --------------------------------------------------------------------------- benchmark

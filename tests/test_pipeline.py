@@ -270,3 +270,13 @@ def test_hedging_costs_nothing_when_the_router_is_sure(hashing_encoder, small_do
     assert hedged.retrieve("telescope", k=3).decision.chosen == ["astro", "cook"]
     alone = Pipeline(sources, sure, options=RoutingOptions(threshold=0.25, hedge_below=0.6))
     assert alone.retrieve("telescope", k=3).decision.chosen == ["astro"]
+
+
+def test_every_registered_entry_resolves():
+    from ragroute import registry
+
+    registries = [value for value in vars(registry).values() if isinstance(value, Registry)]
+    assert len(registries) == 8
+    for reg in registries:
+        for name in reg.names():
+            assert reg.get(name) is not None, f"{reg.kind} {name}"

@@ -144,6 +144,9 @@ def test_legacy_index_folder_still_loads_and_is_replaced_in_place(tmp_path, smal
     folder.mkdir()
     index.store.save(folder)
     index.write_files(folder)
+    vocab = folder / "bm25_vocab.json"  # 0.1 kept the BM25 statistics in a header of this file
+    header = {"format": "ragroute-bm25", "format_version": 1, **index.scorer.statistics()}
+    vocab.write_text(json.dumps({**header, **json.loads(vocab.read_text())}))
     files = {
         p.name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
         for p in folder.iterdir()
@@ -154,7 +157,7 @@ def test_legacy_index_folder_still_loads_and_is_replaced_in_place(tmp_path, smal
         "kind": "bm25",
         "name": "old",
         "documents": len(small_docs),
-        "params": index.manifest_params(),
+        "params": {"bm25": index.manifest_params()["bm25"]},
         "files": files,
     }
     (folder / MANIFEST_NAME).write_text(json.dumps(legacy))

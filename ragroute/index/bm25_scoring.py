@@ -36,14 +36,15 @@ written and read by :mod:`ragroute.index.bm25_store`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import IndexFormatError, RagrouteError
 from ragroute.index.bm25_store import compact_matrix, load_scorer_parts, save_scorer_parts
 
 __all__ = ["BM25Scorer"]
@@ -399,26 +400,55 @@ class BM25Scorer:
 
     # ------------------------------------------------------------------ persistence
 
+    def statistics(self) -> dict[str, Any]:
+        """What the manifest records beside the scorer's files (see :mod:`ragroute.index.bm25_store`)."""
+        return {
+            "k1": self.k1,
+            "b": self.b,
+            "epsilon": self.epsilon,
+            "n_docs": int(self._matrix.shape[1]),
+            "total_tokens": self.total_tokens,
+            "avgdl": self.avgdl,
+            "average_idf": self.average_idf,
+            "nnz": int(self._matrix.nnz),
+        }
+
+    def write_parts(self, directory: Path | str) -> list[str]:
+        """Write the matrix and vocabulary into a build folder; its manifest records :meth:`statistics`."""
+        return save_scorer_parts(directory, self._matrix, self._vocab, self._idf)
+
+    @classmethod
+    def read_parts(cls, directory: Path | str, statistics: Mapping[str, Any] | None) -> BM25Scorer:
+        """Read what :meth:`write_parts` wrote, with the statistics from the manifest."""
+        matrix, vocab, idf, params = load_scorer_parts(directory, statistics)
+        return cls(matrix, vocab, idf, **params)
+
     def save(self, directory: Path | str) -> list[str]:
-        """Write the scorer into an existing directory; return the file names written."""
-        return save_scorer_parts(
-            directory,
-            self._matrix,
-            self._vocab,
-            self._idf,
-            k1=self.k1,
-            b=self.b,
-            epsilon=self.epsilon,
-            avgdl=self.avgdl,
-            average_idf=self.average_idf,
-            total_tokens=self.total_tokens,
-        )
+        """Publish the scorer on its own as an artifact (family ``scorer``, kind ``bm25``) at ``directory``;
+        return the names of the files of the build."""
+        from ragroute.store import write_artifact
+
+        with write_artifact(
+            Path(directory), "scorer", "bm25", params=self.statistics(), error=IndexFormatError
+        ) as build:
+            names = self.write_parts(build.path)
+        return names
 
     @classmethod
     def load(cls, directory: Path | str) -> BM25Scorer:
-        """Read a scorer written by :meth:`save`; raise :class:`IndexFormatError` naming a bad file."""
-        matrix, vocab, idf, params = load_scorer_parts(directory)
-        return cls(matrix, vocab, idf, **params)
+        """Read a scorer written by :meth:`save` (or a 0.1 scorer folder); raise :class:`IndexFormatError`
+        naming a bad file."""
+        from ragroute.store import artifact_exists, read_artifact
+
+        directory = Path(directory)
+        if not artifact_exists(directory):
+            return cls.read_parts(directory, None)
+        return read_artifact(
+            directory,
+            lambda snap: cls.read_parts(snap.path, snap.manifest.params),
+            family="scorer",
+            error=IndexFormatError,
+        )
 
 
 def _dense_rows(matrix: sp.csr_array) -> dict[int, np.ndarray]:

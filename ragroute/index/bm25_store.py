@@ -1,9 +1,13 @@
 """BM25 persistence: the on-disk files of a :class:`~ragroute.index.bm25_scoring.BM25Scorer`.
 
 A scorer is stored as a ``.npz`` CSR matrix (:data:`MATRIX_FILE`) and a JSON
-vocabulary with the parameters and idf values (:data:`VOCAB_FILE`); nothing is
-pickled. Reading validates both files and raises :class:`IndexFormatError`
-naming the bad file.
+vocabulary of terms and idf values (:data:`VOCAB_FILE`); nothing is pickled. Its
+statistics (``k1``, ``b``, ``epsilon``, document and token counts, ``avgdl``,
+``average_idf``, ``nnz``) go into the artifact manifest of whatever holds the
+scorer (an index, or the scorer saved on its own), not into a header of its own.
+Vocabulary files written by ragroute 0.1 carried those statistics in a header;
+they are still read. Reading validates everything and raises
+:class:`IndexFormatError` naming the bad file.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ragroute.errors import IndexFormatError
 
 __all__ = [
     "MATRIX_FILE",
+    "STATISTICS",
     "VOCAB_FILE",
     "compact_matrix",
     "load_scorer_parts",
@@ -33,20 +38,13 @@ _FORMAT = "ragroute-bm25"
 _FORMAT_VERSION = 1
 
 
+STATISTICS = ("k1", "b", "epsilon", "n_docs", "total_tokens", "avgdl", "average_idf", "nnz")
+
+
 def save_scorer_parts(
-    directory: Path | str,
-    matrix: sp.csr_array,
-    vocab: Mapping[str, int],
-    idf: np.ndarray,
-    *,
-    k1: float,
-    b: float,
-    epsilon: float,
-    avgdl: float,
-    average_idf: float,
-    total_tokens: int,
+    directory: Path | str, matrix: sp.csr_array, vocab: Mapping[str, int], idf: np.ndarray
 ) -> list[str]:
-    """Write a scorer's parts into an existing directory; return the file names written."""
+    """Write a scorer's matrix and vocabulary into an existing directory; return the file names."""
     directory = Path(directory)
     if not directory.is_dir():
         raise IndexFormatError(f"cannot save BM25 index: {directory} is not a directory")
@@ -54,35 +52,23 @@ def save_scorer_parts(
     terms = [""] * len(vocab)
     for term, tid in vocab.items():
         terms[tid] = term
-    meta = {
-        "format": _FORMAT,
-        "format_version": _FORMAT_VERSION,
-        "k1": k1,
-        "b": b,
-        "epsilon": epsilon,
-        "n_docs": int(matrix.shape[1]),
-        "total_tokens": total_tokens,
-        "avgdl": avgdl,
-        "average_idf": average_idf,
-        "nnz": int(matrix.nnz),
-        "terms": terms,
-        "idf": idf.tolist(),
-    }
     with open(directory / VOCAB_FILE, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, ensure_ascii=False, separators=(",", ":"))
+        json.dump({"terms": terms, "idf": idf.tolist()}, fh, ensure_ascii=False, separators=(",", ":"))
     return [MATRIX_FILE, VOCAB_FILE]
 
 
 def load_scorer_parts(
-    directory: Path | str,
+    directory: Path | str, statistics: Mapping[str, Any] | None = None
 ) -> tuple[sp.csr_array, dict[str, int], np.ndarray, dict[str, Any]]:
     """Read the files written by :func:`save_scorer_parts`; raise :class:`IndexFormatError` naming a bad file.
 
-    Returns ``(matrix, vocab, idf, params)``, ``params`` being the scorer's keyword
-    arguments (``k1``, ``b``, ``epsilon``, ``avgdl``, ``average_idf``, ``total_tokens``).
+    ``statistics`` come from the manifest that lists the files; without them the
+    vocabulary must be a 0.1 file that carries them itself. Returns ``(matrix,
+    vocab, idf, params)``, ``params`` being the scorer's keyword arguments (``k1``,
+    ``b``, ``epsilon``, ``avgdl``, ``average_idf``, ``total_tokens``).
     """
     directory = Path(directory)
-    meta = _read_vocab(directory / VOCAB_FILE)
+    meta = _read_vocab(directory / VOCAB_FILE, statistics)
     matrix = _read_matrix(directory / MATRIX_FILE, len(meta["terms"]), meta["n_docs"], meta["nnz"])
     vocab = {term: i for i, term in enumerate(meta["terms"])}
     if len(vocab) != len(meta["terms"]):
@@ -110,7 +96,7 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _read_vocab(path: Path) -> dict[str, Any]:
+def _read_vocab(path: Path, statistics: Mapping[str, Any] | None) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             meta = json.load(fh)
@@ -118,13 +104,22 @@ def _read_vocab(path: Path) -> dict[str, Any]:
         raise IndexFormatError(f"BM25 index file missing: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexFormatError(f"{path}: unreadable BM25 vocabulary ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+    if not isinstance(meta, dict):
         raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")
-    if meta.get("format_version") != _FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path}: BM25 format version {meta.get('format_version')!r} is not supported "
-            f"(expected {_FORMAT_VERSION})"
-        )
+    where = path
+    if "format" in meta:  # a 0.1 file: the statistics are in its own header
+        if meta.get("format") != _FORMAT:
+            raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{path}: BM25 format version {meta.get('format_version')!r} is not supported "
+                f"(expected {_FORMAT_VERSION})"
+            )
+    elif statistics is None:
+        raise IndexFormatError(f"{path}: no BM25 statistics given for this vocabulary (manifest lacks them)")
+    else:
+        meta = {**dict(statistics), **meta}
+        where = f"{path} (statistics from the manifest)"
     numbers = ("k1", "b", "epsilon", "avgdl", "average_idf")
     integers = ("n_docs", "total_tokens", "nnz")
     bad = [key for key in numbers if not _is_number(meta.get(key))]
@@ -136,7 +131,7 @@ def _read_vocab(path: Path) -> dict[str, Any]:
     if not (idf_ok and all(map(_is_number, idf))):
         bad.append("idf")
     if bad:
-        raise IndexFormatError(f"{path}: missing or invalid field(s) {', '.join(bad)}")
+        raise IndexFormatError(f"{where}: missing or invalid field(s) {', '.join(bad)}")
     return meta
 
 

@@ -97,10 +97,13 @@ class BM25Index(LocalIndex):
     def write_files(self, directory: Path) -> None:
         if self.scorer is None:
             self.refit()
-        self.scorer.save(Path(directory))
+        self.scorer.write_parts(Path(directory))
 
     def manifest_params(self) -> dict[str, Any]:
-        return {"bm25": self.params.to_dict()}
+        """BM25 parameters, and the fitted scorer's statistics (its files hold only terms and numbers)."""
+        if self.scorer is None:
+            self.refit()
+        return {"bm25": self.params.to_dict(), "bm25_stats": self.scorer.statistics()}
 
     @classmethod
     def read(
@@ -112,7 +115,10 @@ class BM25Index(LocalIndex):
         encoder: Any = None,
     ) -> BM25Index:
         return cls(
-            BM25Params.from_dict(params.get("bm25") or {}), store, BM25Scorer.load(Path(directory)), name
+            BM25Params.from_dict(params.get("bm25") or {}),
+            store,
+            BM25Scorer.read_parts(Path(directory), params.get("bm25_stats")),  # None: a 0.1 index
+            name,
         )
 
 
