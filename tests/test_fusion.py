@@ -96,3 +96,74 @@ def test_null_statistics_come_from_other_sources_pseudo_queries(hashing_encoder,
     own = [h[0].score for h, _ in sources[0].search_contexts([QueryContext("telescope orbit star")], 1)]
     assert stats["astro"]["mean"] < own[0]  # a foreign question scores lower than a native one
     assert null_score_stats(sources, per_source=5) is stats  # memoised per set of sources
+
+
+@pytest.mark.parametrize("method", ["rrf", "minmax", "zscore"])
+def test_hybrid_fuses_positions_exactly_as_fuse_does_hits(hashing_encoder, small_docs, method):
+    """The hybrid index fuses document positions and builds hits only for the top k: same result as
+    fusing full hit lists with `fuse`."""
+    from ragroute.index.build import build_index
+    from ragroute.index.hybrid import FusionParams
+
+    params = FusionParams(method=method, bm25_weight=0.7, candidates=12)
+    index = build_index(small_docs, "hybrid", encoder=hashing_encoder, fusion=params, name="h")
+    for query in ["telescope orbit", "bread oven yeast", "printer", "comet flour vpn", "zebra"]:
+        want = fuse(
+            {"bm25": index.bm25.search(query, 12), "dense": index.dense.search(query, 12)},
+            method=method,
+            weights={"bm25": 0.7, "dense": 1.0},
+            limit=8,
+        )
+        got = index.search(query, 8)
+        assert [(h.doc_id, h.rank, h.explain) for h in got] == [(h.doc_id, h.rank, h.explain) for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-12)
+
+
+def _reference_fuse(results, method, weights, rrf_k=60, limit=None):
+    """Plain-Python statement of the fusion rules, to check the vectorised implementation against."""
+    import statistics
+
+    contributions = {}
+    for name, hits in results.items():
+        if not hits:
+            continue
+        scores = [h.score for h in hits]
+        if method == "rrf":
+            values, floor = [1.0 / (rrf_k + r) for r in range(1, len(hits) + 1)], 0.0
+        elif method == "minmax":
+            low, span = min(scores), max(scores) - min(scores)
+            values = [(x - low) / span if span > 0 else 1.0 for x in scores]
+            floor = min(values)
+        else:
+            mean, std = statistics.fmean(scores), statistics.pstdev(scores)
+            values = [(x - mean) / std if std > 0 else 0.0 for x in scores]
+            floor = min(values)
+        contributions[name] = ({(h.source, h.doc_id): v for h, v in zip(hits, values)}, floor)
+    keys = {(h.source, h.doc_id) for hits in results.values() for h in hits}
+    totals = {}
+    for key in keys:
+        total = 0.0
+        for name, (values, floor) in contributions.items():
+            total += weights.get(name, 1.0) * values.get(key, floor)
+        totals[key] = total
+    order = sorted(totals, key=lambda key: (-totals[key], key[1], key[0]))[:limit]
+    return [(key, totals[key]) for key in order]
+
+
+@pytest.mark.parametrize("method", ["rrf", "minmax", "zscore"])
+def test_fusion_matches_a_plain_python_statement_of_the_rules(method):
+    import random
+
+    rng = random.Random(method)
+    for _ in range(50):
+        results = {}
+        for name in ("a", "b", "c")[: rng.randint(1, 3)]:
+            ids = rng.sample(range(30), rng.randint(0, 12))
+            scores = sorted((round(rng.uniform(0, 3), rng.choice([1, 6])) for _ in ids), reverse=True)
+            results[name] = hits(rng.choice(["s1", "s2"]), [(f"d{i}", x) for i, x in zip(ids, scores)])
+        weights = {name: rng.choice([0.5, 1.0, 2.0]) for name in results}
+        limit = rng.choice([None, 5])
+        got = fuse(results, method=method, weights=weights, limit=limit)
+        want = _reference_fuse(results, method, weights, limit=limit)
+        assert [(h.source, h.doc_id) for h in got] == [key for key, _ in want]
+        assert [h.score for h in got] == pytest.approx([total for _, total in want], rel=1e-12, abs=1e-12)

@@ -18,6 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.index.docstore import DocumentStore
@@ -148,14 +149,21 @@ class DenseIndex(LocalIndex):
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
     ) -> list[list[Hit]]:
-        from ragroute.context import query_vectors
-
         return self.search_vectors(query_vectors(contexts, self.encoder), k, filters=filters)
 
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
         """Search with precomputed query embeddings (one row per query)."""
+        return [
+            [self.store.hit(p, s, rank, self.name) for rank, (p, s) in enumerate(ranked, 1)]
+            for ranked in self.ranked_positions(vectors, k, filters)
+        ]
+
+    def ranked_positions(
+        self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[tuple[int, float]]]:
+        """(document position, score) of each query vector's top ``k``, best first (no Hit built)."""
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         if self.faiss_index is None or len(self.store) == 0:
             return [[] for _ in range(len(vectors))]
@@ -164,13 +172,10 @@ class DenseIndex(LocalIndex):
             scores, ids = self.faiss_index.search(vectors, top, params=self._params(filters))
         positions = self._positions()
         results = []
-        for row_scores, row_ids in zip(scores, ids):
-            hits = []
-            for score, iid in zip(row_scores, row_ids):
-                pos = positions.get(int(iid))
-                if pos is not None:
-                    hits.append(self.store.hit(pos, float(score), len(hits) + 1, self.name))
-            results.append(hits)
+        for row_scores, row_ids in zip(scores.tolist(), ids.tolist()):
+            results.append(
+                [(positions[iid], score) for score, iid in zip(row_scores, row_ids) if iid in positions]
+            )
         return results
 
     def _params(self, filters: Mapping[str, Any] | None) -> faiss.SearchParameters | None:

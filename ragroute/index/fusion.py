@@ -8,8 +8,9 @@ explained, e.g. a hybrid index's own BM25 and dense ranks) so the fused score ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from ragroute.errors import RagrouteError
 from ragroute.types import Hit
 
 FUSION_METHODS = ("rrf", "minmax", "zscore")
+
+K = TypeVar("K")
 
 
 def fuse(
@@ -33,53 +36,88 @@ def fuse(
     list's scores are normalised (to [0, 1], or to zero mean and unit variance),
     then summed with weights; a hit absent from a list gets that list's minimum.
     """
-    if method not in FUSION_METHODS:
-        raise RagrouteError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
-    weights = dict(weights or {})
-    contributions = {name: _contributions(hits, method, rrf_k) for name, hits in results.items() if hits}
     first_seen: dict[tuple[str, str], Hit] = {}
-    explain: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    ranked: dict[str, list[tuple[tuple[str, str], float, int]]] = {}
     for name, hits in results.items():
+        entries = []
         for hit in hits:
             key = (hit.source, hit.doc_id)
             first_seen.setdefault(key, hit)
-            explain.setdefault(key, {})[name] = {"rank": hit.rank, "score": hit.score}
-    fused: dict[tuple[str, str], float] = {}
-    for key in first_seen:
-        total = 0.0
-        for name, (per_hit, floor) in contributions.items():
-            total += weights.get(name, 1.0) * per_hit.get(key, floor)
-        fused[key] = total
-    order = sorted(fused, key=lambda key: (-fused[key], key[1], key[0]))
-    if limit is not None:
-        order = order[:limit]
+            entries.append((key, hit.score, hit.rank))
+        ranked[name] = entries
+    fused = fuse_ranked(
+        ranked, method=method, weights=weights, rrf_k=rrf_k, limit=limit, order=lambda key: (key[1], key[0])
+    )
     return [
         replace(
             first_seen[key],
-            score=fused[key],
+            score=total,
             rank=i + 1,
-            explain={**first_seen[key].explain, "fusion": method, **explain[key]},
+            explain={**first_seen[key].explain, "fusion": method, **detail},
         )
-        for i, key in enumerate(order)
+        for i, (key, total, detail) in enumerate(fused)
     ]
 
 
+def fuse_ranked(
+    lists: Mapping[str, Sequence[tuple[K, float, int]]],
+    *,
+    method: str = "rrf",
+    weights: Mapping[str, float] | None = None,
+    rrf_k: int = 60,
+    limit: int | None = None,
+    order: Callable[[K], Any] = lambda key: key,
+) -> list[tuple[K, float, dict[str, dict[str, float]]]]:
+    """:func:`fuse` on plain ``(key, score, rank)`` entries: ``(key, fused score, per-list rank and
+    score)`` best first, ties broken by ``order(key)``.
+
+    Indexes fuse document positions with it before building any :class:`Hit`, so
+    only the hits that are returned are materialised.
+    """
+    if method not in FUSION_METHODS:
+        raise RagrouteError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
+    weights = dict(weights or {})
+    slot: dict[K, int] = {}
+    for entries in lists.values():
+        for entry in entries:
+            slot.setdefault(entry[0], len(slot))
+    keys = list(slot)
+    total = np.zeros(len(keys), dtype=np.float64)
+    for name, entries in lists.items():
+        if not entries:
+            continue
+        contribution, floor = _contributions(entries, method, rrf_k)
+        column = np.full(len(keys), floor, dtype=np.float64)
+        column[np.fromiter((slot[e[0]] for e in entries), dtype=np.int64, count=len(entries))] = contribution
+        total = total + weights.get(name, 1.0) * column  # lists in order, as a running sum would
+    tie = np.empty(len(keys), dtype=np.int64)
+    tie[sorted(range(len(keys)), key=lambda i: order(keys[i]))] = np.arange(len(keys))
+    best = np.lexsort((tie, -total))
+    if limit is not None:
+        best = best[:limit]
+    chosen = [keys[i] for i in best]
+    detail: dict[K, dict[str, dict[str, float]]] = {key: {} for key in chosen}
+    for name, entries in lists.items():
+        for key, score, rank in entries:
+            if key in detail:
+                detail[key][name] = {"rank": rank, "score": score}
+    return [(key, float(total[i]), detail[key]) for key, i in zip(chosen, best)]
+
+
 def _contributions(
-    hits: Sequence[Hit], method: str, rrf_k: int
-) -> tuple[dict[tuple[str, str], float], float]:
-    """Per-hit contribution of one list, and the value used for hits the list lacks."""
-    keys = [(h.source, h.doc_id) for h in hits]
+    entries: Sequence[tuple[Any, float, int]], method: str, rrf_k: int
+) -> tuple[np.ndarray, float]:
+    """Each entry's contribution in one list, and the value used for keys the list lacks."""
     if method == "rrf":
-        return {key: 1.0 / (rrf_k + rank) for rank, key in enumerate(keys, 1)}, 0.0
-    scores = np.asarray([h.score for h in hits], dtype=np.float64)
+        return 1.0 / (rrf_k + np.arange(1, len(entries) + 1, dtype=np.float64)), 0.0
+    scores = np.asarray([entry[1] for entry in entries], dtype=np.float64)
     if method == "minmax":
         low, span = scores.min(), scores.max() - scores.min()
         normed = (scores - low) / span if span > 0 else np.ones_like(scores)
     else:
         std = scores.std()
         normed = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
-    values = dict(zip(keys, normed.tolist()))
-    return values, float(normed.min())
+    return normed, float(normed.min())
 
 
 # --------------------------------------------------------------------------- registered fusion methods

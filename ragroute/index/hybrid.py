@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import DenseIndex, DenseParams
 from ragroute.index.docstore import DocumentStore
-from ragroute.index.fusion import FUSION_METHODS, fuse
+from ragroute.index.fusion import FUSION_METHODS, fuse_ranked
 from ragroute.index.lexical import BM25Index, BM25Params
 from ragroute.index.local import LocalIndex
 from ragroute.types import Document, Hit
@@ -105,28 +106,45 @@ class HybridIndex(LocalIndex):
 
     def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
         depth = max(k, self.fusion.candidates)
-        lexical = self.bm25.search_many(queries, depth, filters=filters)
-        return self._fuse(lexical, self.dense.search_many(queries, depth, filters=filters), k)
+        vectors = self.dense.encoder.encode_queries(queries, show_progress=False)
+        return self._fuse(queries, vectors, depth, k, filters)
 
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
     ) -> list[list[Hit]]:
         depth = max(k, self.fusion.candidates)
-        lexical = self.bm25.search_many([c.text for c in contexts], depth, filters=filters)
-        return self._fuse(lexical, self.dense._search_contexts(contexts, depth, filters), k)
+        vectors = query_vectors(contexts, self.dense.encoder)
+        return self._fuse([c.text for c in contexts], vectors, depth, k, filters)
 
-    def _fuse(self, lexical: list[list[Hit]], semantic: list[list[Hit]], k: int) -> list[list[Hit]]:
+    def _fuse(
+        self, queries: list[str], vectors: Any, depth: int, k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        """Fuse both lists on document positions; build hits only for the ``k`` returned."""
+        lexical = self.bm25.ranked_positions(queries, depth, filters)
+        semantic = self.dense.ranked_positions(vectors, depth, filters)
         weights = {"bm25": self.fusion.bm25_weight, "dense": self.fusion.dense_weight}
-        return [
-            fuse(
-                {"bm25": lex, "dense": sem},
+        docs = self.store.documents
+        out = []
+        for lex, sem in zip(lexical, semantic):
+            lists = {
+                "bm25": [(p, s, rank) for rank, (p, s) in enumerate(lex, 1)],
+                "dense": [(p, s, rank) for rank, (p, s) in enumerate(sem, 1)],
+            }
+            fused = fuse_ranked(
+                lists,
                 method=self.fusion.method,
                 weights=weights,
                 rrf_k=self.fusion.rrf_k,
                 limit=k,
+                order=lambda p: docs[p].id,
             )
-            for lex, sem in zip(lexical, semantic)
-        ]
+            hits = []
+            for rank, (position, total, detail) in enumerate(fused, 1):
+                hit = self.store.hit(position, total, rank, self.name)
+                hit.explain = {"fusion": self.fusion.method, **detail}
+                hits.append(hit)
+            out.append(hits)
+        return out
 
     def write_files(self, directory: Path) -> None:
         self.bm25.write_files(directory)

@@ -83,16 +83,24 @@ class BM25Index(LocalIndex):
         self.scorer = BM25Scorer.fit(tokens, k1=self.params.k1, b=self.params.b, epsilon=self.params.epsilon)
 
     def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+        return [
+            [self.store.hit(p, s, rank, self.name) for rank, (p, s) in enumerate(matched, 1)]
+            for matched in self.ranked_positions(queries, k, filters)
+        ]
+
+    def ranked_positions(
+        self, queries: list[str], k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[tuple[int, float]]]:
+        """(document position, score) of each query's top ``k`` matches, best first (no Hit built)."""
         if self.scorer is None or len(self.store) == 0:
             return [[] for _ in queries]
         mask = self.store.filter_mask(filters)
         tokens = tokenize_many(queries, self.params.tokenizer)
-        results = []
-        for positions, scores in self.scorer.top_k_many(tokens, k, mask=mask):
-            # A score of exactly 0 means no query term occurs in the document: not a match.
-            matched = [(int(p), float(s)) for p, s in zip(positions, scores) if s != 0.0]
-            results.append([self.store.hit(p, s, rank, self.name) for rank, (p, s) in enumerate(matched, 1)])
-        return results
+        # A score of exactly 0 means no query term occurs in the document: not a match.
+        return [
+            [(int(p), float(s)) for p, s in zip(positions, scores) if s != 0.0]
+            for positions, scores in self.scorer.top_k_many(tokens, k, mask=mask)
+        ]
 
     def write_files(self, directory: Path) -> None:
         if self.scorer is None:
