@@ -454,21 +454,19 @@ def route_labels_command(
     help="Index of each source: dense, or BM25 + dense fused by RRF.",
 )
 @click.option(
-    "--threshold", type=float, default=0.25, show_default=True, help="Route probability to be queried."
+    "--threshold", type=float, default=None, help="Route probability to be queried [default: the product's]."
 )
 @click.option(
     "--fusion",
     type=click.Choice(FUSIONS.names()),
-    default="minmax",
-    show_default=True,
-    help="How the tables and text lists merge when both routes are queried (weighted by route probability).",
+    default=None,
+    help="How the tables and text lists merge when both routes are queried [default: the product's].",
 )
 @click.option(
     "--route-weights",
     type=click.Choice(["even", "probability"]),
-    default="even",
-    show_default=True,
-    help="Weights of the selected routes' lists in fusion: equal, or the route probabilities.",
+    default=None,
+    help="Weights of the selected routes' lists in fusion [default: the product's].",
 )
 @click.option(
     "--folds",
@@ -486,9 +484,9 @@ def tatqa_command(
     backend: str,
     cache_dir: Path,
     method: str,
-    threshold: float,
-    fusion: str,
-    route_weights: str,
+    threshold: float | None,
+    fusion: str | None,
+    route_weights: str | None,
     folds: int,
     as_json: bool,
 ) -> None:

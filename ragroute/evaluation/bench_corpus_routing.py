@@ -43,6 +43,7 @@ from ragroute.evaluation.bench_indexes import bench_index, check_method
 from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow, macro_average
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings, routing_options
+from ragroute.pipeline.calibration import null_score_stats
 from ragroute.registry import FUSIONS
 from ragroute.route.base import BaseRouter, Router, decision_from_probs
 from ragroute.route.folds import grouped_stratified_folds, text_groups
@@ -193,10 +194,14 @@ def text_only_ceiling(data: RoutingData, fusion: str = "rrf") -> dict[str, Any]:
         shared += len(members) if len({data.query_labels[i] for i in members}) > 1 else 0
     routes_of = {i: sorted({data.query_labels[j] for j in members}) for members in groups for i in members}
     fuse = FUSIONS.get(fusion)
+    stats = null_score_stats(data.sources) if getattr(fuse, "needs_stats", False) else {}
     hedged = []
     for i in range(len(data.query_ids)):
         lists = {name: per_source[name][i] for name in routes_of[i]}
-        hedged.append(next(iter(lists.values())) if len(lists) == 1 else fuse(lists, limit=10))
+        even = dict.fromkeys(lists, 1.0 / len(lists))
+        hedged.append(
+            next(iter(lists.values())) if len(lists) == 1 else fuse(lists, limit=10, stats=stats, routes=even)
+        )
     return {
         "accuracy": round(correct / len(data.query_ids), 4),
         "ndcg@10": round(ndcg, 4),

@@ -53,6 +53,7 @@ from ragroute.evaluation.bench_corpus_routing import (
 from ragroute.evaluation.bench_indexes import bench_index, check_method
 from ragroute.evaluation.evaluators import RoutingEvaluator
 from ragroute.evaluation.metrics import evaluate_run
+from ragroute.pipeline.calibration import null_score_stats
 from ragroute.registry import FUSIONS
 from ragroute.route.base import BaseRouter, Router, decision_from_probs, softmax
 from ragroute.route.sources import Source
@@ -271,10 +272,16 @@ def _reference_run(data: RoutingData, routes: Sequence[Sequence[str]], fusion: s
     """Each question searched in the given routes (even weights, ``fusion``): the reference rows."""
     per_source = {s.name: data.source_hits(s.name, DEPTH) for s in data.sources}
     fuse = FUSIONS.get(fusion)
+    stats = null_score_stats(data.sources) if getattr(fuse, "needs_stats", False) else {}
     run = {}
     for i, qid in enumerate(data.query_ids):
         lists: dict[str, list[Hit]] = {name: per_source[name][i] for name in routes[i]}
-        hits = next(iter(lists.values()))[:5] if len(lists) == 1 else fuse(lists, limit=5)
+        even = dict.fromkeys(lists, 1.0 / len(lists))
+        hits = (
+            next(iter(lists.values()))[:5]
+            if len(lists) == 1
+            else fuse(lists, limit=5, stats=stats, routes=even)
+        )
         run[qid] = [h.doc_id for h in hits]
     return run
 
@@ -309,18 +316,26 @@ def run_tatqa_bench(
     *,
     split: str = "dev",
     method: str = "dense",
-    threshold: float = 0.25,
-    fusion: str = "minmax",
+    threshold: float | None = None,
+    fusion: str | None = None,
     folds: int = 5,
     knn_k: int = 10,
     cue_weight: float = 1.0,
-    route_weights: str = "even",
+    route_weights: str | None = None,
 ) -> dict[str, Any]:
-    """Run the whole benchmark; the JSON-able result (see the module docstring)."""
+    """Run the whole benchmark; the JSON-able result (see the module docstring).
+
+    ``threshold``, ``fusion`` and ``route_weights`` default to the product's
+    (:class:`~ragroute.pipeline.RoutingOptions`).
+    """
+    from ragroute.pipeline.build import routing_options
     from ragroute.route.ensemble import EnsembleRouter
 
     bench = prepare(Path(root), encoder, split=split, method=method)
     data, gold = bench.routing, bench.gold
+    chosen = {"threshold": threshold, "fusion": fusion, "route_weights": route_weights}
+    options = routing_options({k: v for k, v in chosen.items() if v is not None})
+    threshold, fusion, route_weights = options.threshold, options.fusion, options.route_weights
     settings = {
         "threshold": threshold,
         "max_routes": len(ROUTES),

@@ -138,8 +138,9 @@ class Pipeline:
                     depths[i] = gated.depth or k
         to_route = [i for i, d in enumerate(decisions) if d is None or not d.chosen]
         for i, routed in zip(to_route, self._route.run([contexts[i] for i in to_route])):
-            if decisions[i] is not None:
+            if decisions[i] is not None:  # the gate let it through: keep its step and probability
                 routed.trace = decisions[i].trace + routed.trace
+                routed.signals["gate"] = {k: v for k, v in decisions[i].trace[0].detail.items() if k != "ms"}
             decisions[i] = routed
         final = [d for d in decisions if d is not None]
         pool = [self._candidates(want) for want in depths]

@@ -331,7 +331,7 @@ class FuseStage:
             return self.stats
 
     def run(self, decision: Decision, per_source: Mapping[str, list[Hit]], k: int) -> list[Hit]:
-        lists = {name: hits for name, hits in per_source.items()}
+        lists = {name: hits for name, hits in per_source.items() if hits}  # failed or empty sources drop out
         if not lists:
             return []
         if len(lists) == 1:
