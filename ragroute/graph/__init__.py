@@ -1,0 +1,1 @@
+"""Knowledge graphs: building, storage, personalized PageRank, graph retrieval."""
