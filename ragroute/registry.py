@@ -85,6 +85,7 @@ INDEX_KINDS = Registry(
         "bm25": "ragroute.index.lexical:BM25Index",
         "dense": "ragroute.index.dense:DenseIndex",
         "hybrid": "ragroute.index.hybrid:HybridIndex",
+        "graph": "ragroute.graph.index:GraphIndex",
     },
 )
 
@@ -151,5 +152,6 @@ BENCHMARKS = Registry(
         "corpus-routing": "ragroute.cli.bench:corpus_routing_command",
         "route-labels": "ragroute.cli.bench:route_labels_command",
         "tatqa": "ragroute.cli.bench:tatqa_command",
+        "graph": "ragroute.cli.bench:graph_command",
     },
 )

@@ -510,3 +510,30 @@ def tatqa_command(
     click.echo(bench_tatqa.format_report(result))
     if as_json:
         emit_json(result)
+
+
+@click.command("graph")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/musique"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A multi-hop set in BEIR form (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).",
+)
+@click.option("--split", default="dev", show_default=True)
+@bench_encoder_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def graph_command(root: Path, split: str, encoder: str, backend: str, cache_dir: Path, as_json: bool) -> None:
+    """Multi-hop retrieval: BM25, dense and the graph walk on Recall@2/5 and full-chain recall@5,
+    with build times.
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_graph
+
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    result = bench_graph.run_graph_bench(root, enc, split=split)
+    click.echo(bench_graph.format_report(result))
+    if as_json:
+        emit_json(result)

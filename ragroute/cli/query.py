@@ -98,12 +98,19 @@ def query_command(
             parts = [
                 f"{name} rank {v['rank']} score {v['score']:.4f}"
                 for name, v in hit.explain.items()
-                if isinstance(v, dict)
+                if isinstance(v, dict) and "rank" in v
             ]
+            if not parts:  # e.g. a graph walk: its method, seeds and facts
+                parts = [f"{key}: {_short(value)}" for key, value in hit.explain.items()]
             click.echo(f"       ({'; '.join(parts)})")
     click.echo("trace:")
     for step in trace:
         click.echo(f"  {step.stage}: " + ", ".join(f"{key}={value}" for key, value in step.detail.items()))
+
+
+def _short(value: object, limit: int = 90) -> str:
+    text = ", ".join(map(str, value[:3])) if isinstance(value, list) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fusion_detail(params: dict) -> dict:

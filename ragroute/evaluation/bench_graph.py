@@ -1,0 +1,99 @@
+"""``ragroute bench graph``: multi-hop passage retrieval with BM25, dense, and graph walks.
+
+On a multi-hop set in BEIR form (``../shared/data/musique``), every method is the
+library's own index built by :func:`~ragroute.index.build.build_index` (``bm25``,
+``dense``, ``graph``) and scored by a
+:class:`~ragroute.evaluation.evaluators.RetrievalEvaluator`: Recall@2, Recall@5 and
+full-chain recall@5 (all gold passages of a question in the top 5), one query at
+a time. The graph row is the static walk in the HippoRAG 2 manner (same
+extractor and encoder; top facts by embedding, passage prior 0.05, damping 0.5).
+Build times are reported per index.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.evaluation.evaluators import RetrievalEvaluator
+
+METRICS = ("recall@2", "recall@5", "full_chain_recall@5")
+REFERENCE = {
+    "bm25": {"recall@2": 0.348, "recall@5": 0.459, "fcr@5": 0.140},
+    "dense": {"recall@2": 0.472, "recall@5": 0.622, "fcr@5": 0.320},
+    "note": "issue #8 baselines on ../shared/data/musique (100 questions, MiniLM)",
+}
+
+
+def run_graph_bench(root: Path, encoder: Any, *, split: str = "dev") -> dict[str, Any]:
+    """Build every index over the corpus, score every method; the JSON-able result."""
+    from ragroute.index.build import build_index
+    from ragroute.loaders import load_beir
+
+    root = Path(root)
+    if not (root / "queries.jsonl").is_file() or not (root / "qrels" / f"{split}.tsv").is_file():
+        raise RagrouteError(
+            f"data missing: {root} is not a BEIR folder with qrels/{split}.tsv (see ../shared/data)"
+        )
+    data = load_beir(root, split=split)
+    contexts = [QueryContext(q.text, id=q.id) for q in data.queries]
+    vectors = np.asarray(encoder.encode_queries([c.text for c in contexts], show_progress=False))
+    for context, vector in zip(contexts, vectors):
+        context.set_vector(encoder, vector)
+    evaluator = RetrievalEvaluator(contexts, data.qrels, metrics=METRICS, k=5)
+    methods: dict[str, dict[str, Any]] = {}
+    build_s: dict[str, float] = {}
+    indexes = {}
+    for name, kind in (
+        ("bm25", "bm25"),
+        ("dense (MiniLM)", "dense"),
+        ("static ppr (HippoRAG 2 style)", "graph"),
+    ):
+        start = time.perf_counter()
+        indexes[name] = build_index(data.corpus, kind, encoder=None if kind == "bm25" else encoder, name=kind)
+        build_s[name] = round(time.perf_counter() - start, 2)
+    for name, index in indexes.items():
+        result = evaluator(index)
+        methods[name] = {
+            "recall@2": result.metrics["recall@2"],
+            "recall@5": result.metrics["recall@5"],
+            "fcr@5": result.metrics["full_chain_recall@5"],
+            "ms_p50": result.latency_ms.get("p50"),
+        }
+    graph = indexes["static ppr (HippoRAG 2 style)"]
+    return {
+        "root": str(root),
+        "split": split,
+        "queries": len(contexts),
+        "passages": len(data.corpus),
+        "encoder": encoder.describe(),
+        "methods": methods,
+        "build_s": build_s,
+        "graph": graph.manifest_params()["counts"],
+        "walk": graph.manifest_params()["walk"],
+        "reference": REFERENCE,
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [
+        f"multi-hop retrieval on {result['root']} [{result['split']}]: {result['queries']} questions, "
+        f"{result['passages']} passages; graph {result['graph']}",
+        f"{'method':<34} {'R@2':>6} {'R@5':>6} {'FCR@5':>6} {'ms p50':>7} {'build s':>8}",
+    ]
+    for name, row in result["methods"].items():
+        lines.append(
+            f"{name:<34} {row['recall@2']:>6.3f} {row['recall@5']:>6.3f} {row['fcr@5']:>6.3f} "
+            f"{row['ms_p50']:>7.2f} {result['build_s'].get(name, 0):>8.1f}"
+        )
+    ref = result["reference"]
+    lines.append(
+        f"issue reference: bm25 {ref['bm25']['recall@2']}/{ref['bm25']['recall@5']}/{ref['bm25']['fcr@5']}, "
+        f"dense {ref['dense']['recall@2']}/{ref['dense']['recall@5']}/{ref['dense']['fcr@5']} (R@2/R@5/FCR@5)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Offline phrase and fact extraction: no LLM, no model download.
+
+:class:`RuleExtractor` reads each passage sentence by sentence and keeps, as
+phrases, the spans a knowledge graph links on:
+
+* entity-like spans: runs of capitalised words, allowing short lower-case
+  connectors inside (``University of Copenhagen``, ``Bank of the West``); a
+  sentence-initial capitalised word alone counts only if it is not a common
+  English function word;
+* numbers and years (``1842``, ``1.355``);
+* quoted titles (``"Fist Power"``);
+* the passage title, which counts as present in every sentence of its passage.
+
+Facts are the phrase pairs that co-occur in one sentence (the title pairs with
+every phrase of every sentence). Phrases are normalised (lower-case, inner
+whitespace collapsed, surrounding punctuation stripped) so the same entity in
+two passages becomes one node. Everything is deterministic.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ragroute.types import Document
+
+EXTRACTOR_VERSION = 1
+
+_SENTENCE = re.compile(r"(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Mt|Jr|Sr)\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_TOKEN = re.compile(r"[A-Za-z\u00c0-\u024f][\w'’\-.&]*|\d[\d,.:/\-]*\d|\d")
+_QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
+_CONNECTORS = frozenset({"of", "the", "de", "da", "di", "del", "la", "le", "von", "van"})
+_FUNCTION_WORDS_TEXT = """a an the this that these those it its he she they we you i his her their our your
+    in on at by for from with as of to into onto over under after before during since until
+    and or but if when while where which who whom whose what why how there here
+    is are was were be been being has have had do does did not no yes also however although
+    then than thus so such some many most more other another each every all any both either neither
+    one two three first second third new old later early many several"""
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
+_MAX_SPAN_WORDS = 8
+
+
+@dataclass(frozen=True)
+class Fact:
+    """Two phrases that co-occur in one sentence of one passage."""
+
+    subject: str
+    object: str
+    passage: str
+    sentence: int
+
+
+@dataclass
+class Extraction:
+    """What one passage contributes to the graph."""
+
+    passage: str
+    phrases: list[str] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+
+
+def normalise(phrase: str) -> str:
+    """The node key of a phrase: lower-case, collapsed whitespace, no surrounding punctuation."""
+    text = " ".join(phrase.lower().split())
+    return text.strip(" .,;:!?\"'()[]{}“”’‘-")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a passage (a light splitter: end punctuation followed by a capital or digit)."""
+    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+
+
+class RuleExtractor:
+    """Entity-like spans, numbers, quoted titles and the passage title; facts = co-occurring pairs."""
+
+    name = "rules"
+    version = EXTRACTOR_VERSION
+
+    def __init__(self, *, min_chars: int = 2, max_facts_per_sentence: int = 64) -> None:
+        self.min_chars = min_chars
+        self.max_facts_per_sentence = max_facts_per_sentence
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "version": self.version, "min_chars": self.min_chars}
+
+    def sentence_phrases(self, sentence: str) -> list[str]:
+        """Normalised phrases of one sentence, in order of first appearance."""
+        found: list[str] = [normalise(m.group(1)) for m in _QUOTED.finditer(sentence)]
+        tokens = [(m.group(0), m.start()) for m in _TOKEN.finditer(sentence)]
+        span: list[str] = []
+        for position, (token, _) in enumerate(tokens):
+            word = token.rstrip(".,")
+            if word[:1].isdigit():
+                self._close(span, found)
+                found.append(normalise(word))
+                continue
+            if word[:1].isupper():
+                if not span and position == 0 and word.lower() in _FUNCTION_WORDS:
+                    continue
+                span.append(word)
+                if len(span) >= _MAX_SPAN_WORDS or token.endswith((".", ",")) and not _is_initial(token):
+                    self._close(span, found)
+                continue
+            if span and word.lower() in _CONNECTORS and _next_is_capital(tokens, position):
+                span.append(word)
+                continue
+            self._close(span, found)
+        self._close(span, found)
+        return [p for p in dict.fromkeys(found) if len(p) >= self.min_chars]
+
+    @staticmethod
+    def _close(span: list[str], found: list[str]) -> None:
+        while span and span[-1].lower() in _CONNECTORS:
+            span.pop()
+        if span:
+            found.append(normalise(" ".join(span)))
+            span.clear()
+
+    def extract(self, document: Document) -> Extraction:
+        """Phrases and facts of one passage (its title is present in every sentence)."""
+        title = normalise(document.title) if document.title else ""
+        out = Extraction(document.id)
+        phrases: dict[str, None] = {}
+        if title:
+            phrases[title] = None
+        for s, sentence in enumerate(split_sentences(document.text)):
+            found = [p for p in self.sentence_phrases(sentence) if p != title]
+            present = ([title] if title else []) + found
+            phrases.update(dict.fromkeys(found))
+            pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :] if a != b]
+            out.facts.extend(Fact(a, b, document.id, s) for a, b in pairs[: self.max_facts_per_sentence])
+        out.phrases = list(phrases)
+        return out
+
+    def extract_many(self, documents: Sequence[Document]) -> list[Extraction]:
+        return [self.extract(d) for d in documents]
+
+
+def _is_initial(token: str) -> bool:
+    """``J.`` or ``U.S.``: a capital initial, not the end of a span."""
+    return bool(re.fullmatch(r"(?:[A-Z]\.)+", token))
+
+
+def _next_is_capital(tokens: list[tuple[str, int]], position: int) -> bool:
+    for token, _ in tokens[position + 1 : position + 3]:
+        if token[:1].isupper():
+            return True
+        if token.lower() not in _CONNECTORS:
+            return False
+    return False

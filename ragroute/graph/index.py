@@ -1,0 +1,307 @@
+"""Graph retrieval: personalized PageRank over a knowledge graph, as a registered index kind.
+
+:class:`GraphIndex` is an index of kind ``graph`` (``ragroute build CORPUS --method
+graph``; a source a router can choose). A query is answered HippoRAG-2 style,
+with zero LLM calls:
+
+1. every fact (a pair of co-occurring phrases) is scored by the mean cosine of
+   its two phrases with the query; the phrases of the ``top_facts`` best facts are
+   seeded with the fact's score divided by how many passages contain the phrase
+   (specific phrases weigh more);
+2. the passages of a dense search seed the walk too, with ``passage_prior`` times
+   their min-max normalised cosine;
+3. personalized PageRank (damping ``damping``) runs from that reset vector, and
+   passages are ranked by the mass they receive.
+
+A query whose facts link to nothing falls back to dense retrieval and says so in
+each hit's explanation. Each hit explains itself: its PPR mass, its dense rank,
+and the seed phrases and facts of the walk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ragroute.context import query_vectors
+from ragroute.encode.base import Encoder
+from ragroute.errors import IndexFormatError
+from ragroute.graph.build import GraphParams, GraphTables, build_graph
+from ragroute.graph.extract import RuleExtractor
+from ragroute.graph.ppr import PPREngine
+from ragroute.index.dense import DenseIndex
+from ragroute.index.docstore import DocumentStore
+from ragroute.index.local import LocalIndex
+from ragroute.types import Document, Hit
+
+ARRAYS_FILE = "graph_arrays.npz"
+PHRASES_FILE = "graph_phrases.json"
+
+
+@dataclass
+class WalkParams:
+    """How a query walks the graph (see the module docstring)."""
+
+    top_facts: int = 5
+    passage_prior: float = 0.05
+    prior_depth: int = 200
+    damping: float = 0.5
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WalkParams:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class GraphIndex(LocalIndex):
+    """Passages and phrases in one graph; queries walk it by personalized PageRank."""
+
+    kind = "graph"
+    needs_encoder = True
+
+    def __init__(
+        self,
+        dense: DenseIndex,
+        tables: GraphTables,
+        *,
+        graph_params: GraphParams | None = None,
+        walk: WalkParams | None = None,
+        extractor: Mapping[str, Any] | None = None,
+        name: str = "",
+    ) -> None:
+        super().__init__(dense.store, name)
+        self.dense = dense
+        self.encoder = dense.encoder
+        self.tables = tables
+        self.graph_params = graph_params or GraphParams()
+        self.walk = walk or WalkParams()
+        self.extractor = dict(extractor or RuleExtractor().describe())
+        self.engine = PPREngine(tables.adjacency)
+        self._passage_nodes = np.arange(tables.n_phrases, tables.n_phrases + len(self.store))
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls,
+        documents: Sequence[Document],
+        encoder: Encoder,
+        *,
+        graph_params: GraphParams | None = None,
+        walk: WalkParams | None = None,
+        name: str = "",
+        show_progress: bool | None = None,
+    ) -> GraphIndex:
+        docs = list(documents)
+        dense = DenseIndex.build(docs, encoder, name=name, show_progress=show_progress)
+        extractor = RuleExtractor()
+        tables = build_graph(
+            dense.store.documents,
+            encoder,
+            extractor=extractor,
+            params=graph_params,
+            show_progress=show_progress,
+        )
+        return cls(
+            dense, tables, graph_params=graph_params, walk=walk, extractor=extractor.describe(), name=name
+        )
+
+    @classmethod
+    def from_options(cls, documents, options, *, encoder=None, name="", show_progress=None) -> GraphIndex:
+        return cls.build(documents, encoder, name=name, show_progress=show_progress)
+
+    @property
+    def confidence_probe(self) -> DenseIndex:
+        """PPR masses say nothing about how well a source matched: routers probe the dense part."""
+        return self.dense
+
+    # ------------------------------------------------------------------ searching
+
+    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+        vectors = self.encoder.encode_queries(queries, show_progress=False)
+        return self._walk(np.atleast_2d(vectors), k, filters)
+
+    def _search_contexts(
+        self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        return self._walk(query_vectors(contexts, self.encoder), k, filters)
+
+    def _walk(self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+        tables, walk = self.tables, self.walk
+        n_phrases = tables.n_phrases
+        dense = self.dense.ranked_positions(vectors, max(k, walk.prior_depth), filters)
+        allowed = self.store.filter_mask(filters)
+        out = []
+        for vector, ranked in zip(vectors, dense):
+            seeds, facts = self._seeds(vector)
+            if not seeds:
+                out.append(self._fallback(ranked[:k]))
+                continue
+            reset = np.zeros(tables.adjacency.shape[0], dtype=np.float32)
+            for phrase, weight in seeds.items():
+                reset[phrase] = weight
+            if ranked and walk.passage_prior > 0:
+                scores = np.array([s for _, s in ranked], dtype=np.float32)
+                low, span = scores.min(), scores.max() - scores.min()
+                normed = (scores - low) / span if span > 0 else np.ones_like(scores)
+                for (position, _), value in zip(ranked, normed):
+                    reset[n_phrases + position] += walk.passage_prior * float(value)
+            mass = self.engine.run(reset, damping=walk.damping, top_k=k, among=self._passage_nodes).scores[
+                n_phrases:
+            ]
+            if allowed is not None:
+                mass = np.where(allowed, mass, -1.0)
+            order = np.lexsort((np.arange(len(mass)), -mass))[:k]
+            dense_rank = {position: rank for rank, (position, _) in enumerate(ranked, 1)}
+            seed_names = [tables.phrases[p] for p in sorted(seeds, key=lambda p: -seeds[p])][:8]
+            hits = []
+            for rank, position in enumerate(order, 1):
+                if mass[position] <= 0:
+                    break
+                hit = self.store.hit(int(position), float(mass[position]), rank, self.name)
+                hit.explain = {
+                    "method": "ppr",
+                    "dense_rank": dense_rank.get(int(position)),
+                    "seeds": seed_names,
+                    "facts": facts,
+                }
+                hits.append(hit)
+            out.append(hits)
+        return out
+
+    def _seeds(self, vector: np.ndarray) -> tuple[dict[int, float], list[str]]:
+        """Seed phrases (id -> weight) from the query's best facts, and those facts as text."""
+        tables = self.tables
+        if not len(tables.fact_subject):
+            return {}, []
+        sims = tables.phrase_vectors @ np.asarray(vector, dtype=np.float32)
+        fact_scores = (sims[tables.fact_subject] + sims[tables.fact_object]) / 2.0
+        top = min(self.walk.top_facts, len(fact_scores))
+        best = np.argpartition(-fact_scores, top - 1)[:top]
+        best = best[np.lexsort((best, -fact_scores[best]))]
+        seeds: dict[int, float] = {}
+        facts = []
+        for f in best:
+            score = float(fact_scores[f])
+            if score <= 0:
+                continue
+            subject, obj = int(tables.fact_subject[f]), int(tables.fact_object[f])
+            facts.append(f"{tables.phrases[subject]} | {tables.phrases[obj]} ({score:.3f})")
+            for phrase in (subject, obj):
+                weight = score / max(float(tables.phrase_passages[phrase]), 1.0)
+                seeds[phrase] = max(seeds.get(phrase, 0.0), weight)
+        return seeds, facts
+
+    def _fallback(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+        hits = []
+        for rank, (position, score) in enumerate(ranked, 1):
+            hit = self.store.hit(position, score, rank, self.name)
+            hit.explain = {"method": "dense", "fallback": "the query linked to no fact of the graph"}
+            hits.append(hit)
+        return hits
+
+    # ------------------------------------------------------------------ persistence
+
+    def write_files(self, directory: Path) -> None:
+        self.dense.write_files(directory)
+        t = self.tables
+        adjacency, facts = t.adjacency, t.fact_passages
+        np.savez(
+            Path(directory) / ARRAYS_FILE,
+            adj_data=adjacency.data,
+            adj_indices=adjacency.indices,
+            adj_indptr=adjacency.indptr,
+            phrase_vectors=t.phrase_vectors,
+            phrase_passages=t.phrase_passages,
+            fact_subject=t.fact_subject,
+            fact_object=t.fact_object,
+            fact_data=facts.data,
+            fact_indices=facts.indices,
+            fact_indptr=facts.indptr,
+        )
+        (Path(directory) / PHRASES_FILE).write_text(
+            json.dumps(t.phrases, ensure_ascii=False), encoding="utf-8"
+        )
+
+    def manifest_params(self) -> dict[str, Any]:
+        t = self.tables
+        return {
+            **self.dense.manifest_params(),
+            "graph": self.graph_params.to_dict(),
+            "walk": asdict(self.walk),
+            "extractor": self.extractor,
+            "counts": {
+                "phrases": t.n_phrases,
+                "passages": len(self.store),
+                "facts": int(len(t.fact_subject)),
+                "edges": int(t.adjacency.nnz),
+                "synonym_edges": int(t.synonym_edges),
+            },
+        }
+
+    def encoder_info(self) -> dict[str, Any] | None:
+        return self.dense.encoder_info()
+
+    @classmethod
+    def read(
+        cls, directory: Path, params: Mapping[str, Any], store: DocumentStore, name: str, encoder: Encoder
+    ) -> GraphIndex:
+        dense = DenseIndex.read(directory, params, store, name, encoder)
+        tables = _read_tables(Path(directory), params.get("counts") or {}, len(store), encoder.dim)
+        return cls(
+            dense,
+            tables,
+            graph_params=GraphParams.from_dict(params.get("graph") or {}),
+            walk=WalkParams.from_dict(params.get("walk") or {}),
+            extractor=params.get("extractor"),
+            name=name,
+        )
+
+
+def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, dim: int) -> GraphTables:
+    path = directory / ARRAYS_FILE
+    try:
+        phrases = json.loads((directory / PHRASES_FILE).read_text(encoding="utf-8"))
+        with np.load(path, allow_pickle=False) as a:
+            arrays = {name: a[name] for name in a.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexFormatError(f"{path}: unreadable graph arrays ({type(exc).__name__}: {exc})") from None
+    n_phrases = len(phrases)
+    n = n_phrases + n_passages
+    try:
+        adjacency = sp.csr_array(
+            (arrays["adj_data"], arrays["adj_indices"], arrays["adj_indptr"]), shape=(n, n)
+        )
+        n_facts = len(arrays["fact_subject"])
+        facts = sp.csr_array(
+            (arrays["fact_data"], arrays["fact_indices"], arrays["fact_indptr"]), shape=(n_facts, n_passages)
+        )
+        ok = (
+            arrays["phrase_vectors"].shape == (n_phrases, dim)
+            and arrays["phrase_passages"].shape == (n_phrases,)
+            and len(arrays["fact_object"]) == n_facts
+            and (
+                n_facts == 0
+                or int(max(arrays["fact_subject"].max(), arrays["fact_object"].max())) < n_phrases
+            )
+            and counts.get("phrases", n_phrases) == n_phrases
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise IndexFormatError(f"{path}: inconsistent graph arrays ({exc})") from None
+    if not ok:
+        raise IndexFormatError(f"{path}: graph arrays do not match the phrase table or the encoder")
+    return GraphTables(
+        phrases=list(phrases),
+        phrase_vectors=np.ascontiguousarray(arrays["phrase_vectors"], dtype=np.float32),
+        phrase_passages=arrays["phrase_passages"].astype(np.float32),
+        fact_subject=arrays["fact_subject"].astype(np.int64),
+        fact_object=arrays["fact_object"].astype(np.int64),
+        fact_passages=facts,
+        adjacency=sp.csr_array(adjacency, dtype=np.float32),
+        synonym_edges=int(counts.get("synonym_edges", 0)),
+    )

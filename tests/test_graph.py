@@ -1,0 +1,97 @@
+"""Knowledge graphs: offline extraction, building, storage, and PPR retrieval over a 2-hop corpus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragroute.graph.build import GraphParams, build_graph
+from ragroute.graph.extract import RuleExtractor, normalise, split_sentences
+from ragroute.index.build import build_index
+from ragroute.index.io import load_index, save_index
+from ragroute.types import Document
+
+# A 2-hop question: "Which river flows through the city where Ada Brennan was born?" needs the
+# passage about Ada Brennan (-> Kellow) and the one about Kellow (-> the Varne river).
+CORPUS = [
+    Document(id="p1", title="Ada Brennan", text="Ada Brennan was a painter. She was born in Kellow in 1901."),
+    Document(id="p2", title="Kellow", text="Kellow is a market town. The Varne River flows through Kellow."),
+    Document(id="p3", title="Varne River", text="The Varne River rises in the Marl Hills and meets the sea."),
+    Document(
+        id="p4", title="Otto Lind", text="Otto Lind was a sculptor born in Dressel. He studied in Paris."
+    ),
+    Document(id="p5", title="Dressel", text="Dressel is a village on the Amber Lake, far from any river."),
+    Document(id="p6", title="Painting", text="Painting is the practice of applying paint to a surface."),
+]
+
+
+def test_extractor_finds_entities_numbers_titles_and_pairs():
+    extractor = RuleExtractor()
+    assert extractor.sentence_phrases(
+        'He met George T. Solomon in "Fist Power" at the University of Oxford in 1994.'
+    ) == [
+        "fist power",
+        "george t solomon",
+        "university of oxford",
+        "1994",
+    ]
+    assert split_sentences("Born in the U.S. in 1901. Died in J. R. Smith's house.") == [
+        "Born in the U.S. in 1901.",
+        "Died in J. R. Smith's house.",
+    ]
+    extraction = extractor.extract(CORPUS[0])
+    assert extraction.phrases == ["ada brennan", "kellow", "1901"]
+    pairs = {(f.subject, f.object) for f in extraction.facts}
+    assert ("ada brennan", "kellow") in pairs and (
+        "kellow",
+        "1901",
+    ) in pairs  # the title is in every sentence
+    assert normalise('  "The  Varne River". ') == "the varne river"
+
+
+def test_graph_links_passages_through_shared_phrases(hashing_encoder):
+    tables = build_graph(CORPUS, hashing_encoder, params=GraphParams(synonym_threshold=0.99))
+    phrase = {p: i for i, p in enumerate(tables.phrases)}
+    n_phrases = tables.n_phrases
+    kellow = phrase["kellow"]
+    adjacency = tables.adjacency.toarray()
+    assert np.allclose(adjacency, adjacency.T)  # undirected, stored both ways
+    linked = {i - n_phrases for i in np.flatnonzero(adjacency[kellow]) if i >= n_phrases}
+    assert linked == {0, 1}  # Kellow appears in the Ada Brennan and Kellow passages
+    assert tables.phrase_passages[kellow] == 2
+    assert adjacency[phrase["ada brennan"], kellow] == 1  # one sentence holds both
+    assert tables.fact_passages.shape == (len(tables.fact_subject), len(CORPUS))
+
+
+def test_graph_index_walks_to_the_second_hop_and_round_trips(tmp_path, hashing_encoder):
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder, name="kg")
+    hits = index.search("Which river flows through the city where Ada Brennan was born?", k=3)
+    assert {h.doc_id for h in hits[:3]} >= {"p1", "p2"}
+    assert hits[0].explain["method"] == "ppr" and hits[0].explain["seeds"]
+    save_index(index, tmp_path / "kg")
+    loaded = load_index(tmp_path / "kg", hashing_encoder)
+    again = loaded.search("Which river flows through the city where Ada Brennan was born?", k=3)
+    assert [(h.doc_id, round(h.score, 6)) for h in again] == [(h.doc_id, round(h.score, 6)) for h in hits]
+    assert loaded.manifest.params["counts"]["passages"] == len(CORPUS)
+
+
+def test_a_query_linking_to_nothing_falls_back_to_dense(hashing_encoder):
+    index = build_index(CORPUS[:1], "graph", encoder=hashing_encoder)
+    index.tables.fact_subject = index.tables.fact_subject[:0]
+    index.tables.fact_object = index.tables.fact_object[:0]
+    hits = index.search("painter", k=1)
+    assert hits[0].explain["method"] == "dense" and "linked to no fact" in hits[0].explain["fallback"]
+
+
+@pytest.mark.parametrize("flip", ["graph_arrays.npz", "graph_phrases.json"])
+def test_corrupt_graph_files_are_caught(tmp_path, hashing_encoder, flip):
+    from ragroute.errors import IndexFormatError
+    from ragroute.store.artifact import published_path
+
+    save_index(build_index(CORPUS, "graph", encoder=hashing_encoder), tmp_path / "kg")
+    path = published_path(tmp_path / "kg") / flip
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match=flip):
+        load_index(tmp_path / "kg", hashing_encoder)
