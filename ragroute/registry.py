@@ -153,5 +153,6 @@ BENCHMARKS = Registry(
         "route-labels": "ragroute.cli.bench:route_labels_command",
         "tatqa": "ragroute.cli.bench:tatqa_command",
         "graph": "ragroute.cli.bench:graph_command",
+        "ppr": "ragroute.cli.bench:ppr_command",
     },
 )

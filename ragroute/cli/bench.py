@@ -537,3 +537,86 @@ def graph_command(root: Path, split: str, encoder: str, backend: str, cache_dir:
     click.echo(bench_graph.format_report(result))
     if as_json:
         emit_json(result)
+
+
+@click.command("ppr")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/2wiki_corpus"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A folder with a BEIR corpus.jsonl (only the corpus is read).",
+)
+@bench_encoder_options
+@click.option(
+    "--add",
+    "add_count",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Passages added incrementally to a graph of the others.",
+)
+@click.option(
+    "--queries", type=click.IntRange(min=1), default=30, show_default=True, help="PPR queries per graph."
+)
+@click.option(
+    "--synthetic-nodes",
+    type=click.IntRange(min=2),
+    default=97_000,
+    show_default=True,
+    help="Synthetic graph nodes.",
+)
+@click.option(
+    "--synthetic-edges",
+    type=click.IntRange(min=2),
+    default=1_400_000,
+    show_default=True,
+    help="Synthetic graph directed edges (half as many undirected ones, stored both ways).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the resets and the synthetic graph."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def ppr_command(
+    root: Path,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    add_count: int,
+    queries: int,
+    synthetic_nodes: int,
+    synthetic_edges: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Graph build time and peak memory, incremental add, and personalized PageRank latency
+    against igraph (PRPACK) on the corpus graph and a synthetic 1.4M-edge graph.
+
+    The encoder is loaded without the embedding cache, so the build time includes
+    encoding every passage and phrase. With --json the last line is one JSON object:
+    ms_per_query, igraph_ms, speedup_vs_igraph and top5_agreement per graph
+    ({"2wiki": ..., "synthetic": ...}), build_s, add_100_s (with --add 100) and the goals.
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_ppr
+
+    if not (Path(root) / "corpus.jsonl").is_file():  # fail fast, before loading a model
+        raise RagrouteError(
+            f"data missing: {Path(root) / 'corpus.jsonl'} not found (see ../shared/data/README.md)"
+        )
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir, use_cache=False)
+    result = bench_ppr.run_ppr_bench(
+        root,
+        enc,
+        add=add_count,
+        queries=queries,
+        synthetic_nodes=synthetic_nodes,
+        synthetic_edges=synthetic_edges,
+        seed=seed,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(bench_ppr.format_report(result))
+    if as_json:
+        emit_json(result)

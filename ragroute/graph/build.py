@@ -8,9 +8,21 @@ order of the passage store). Edges (undirected, stored in both directions):
 * passage-phrase edges (weight 1) between a passage and every phrase it contains;
 * synonym edges between phrases whose embeddings have cosine >= ``synonym_threshold``
   (weight = the cosine), found by a faiss kNN of every phrase over the phrase index.
+  A pair ``(i, j)``, ``i < j``, is kept when ``j`` is among the ``synonym_k``
+  nearest phrases of ``i``.
 
 Facts are kept as a table of unique phrase pairs with the passages they come from,
 for seeding walks. :func:`build_graph` works on any documents the loaders give.
+
+:func:`extend_graph` adds passages to built tables without touching what is there:
+old phrases keep their ids (new ones are appended), only the new phrases are
+encoded and searched for synonyms (old synonym links are never recomputed; a pair
+of an old phrase ``o`` and a new phrase ``n`` is kept when ``o`` is among the
+``synonym_k`` nearest phrases of ``n``), and the adjacency is renumbered (adding
+phrases shifts every passage node). :func:`build_graph` is :func:`extend_graph`
+from empty tables, so both follow one code path; a graph grown by adding
+passages equals the graph built over all of them in the same order except for
+the old-new synonym pairs, which a full build finds from the old phrase's side.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ragroute.graph.extract import RuleExtractor
+from ragroute.graph.extract import Extraction, RuleExtractor
 from ragroute.types import Document
 
 
@@ -46,7 +58,7 @@ class GraphParams:
 
 @dataclass
 class GraphTables:
-    """The graph's arrays (what :mod:`ragroute.graph.store` writes and reads)."""
+    """The graph's arrays (what :class:`~ragroute.graph.index.GraphIndex` writes and reads)."""
 
     phrases: list[str]
     phrase_vectors: np.ndarray  # (P, dim) float32, L2-normalised
@@ -61,6 +73,25 @@ class GraphTables:
     def n_phrases(self) -> int:
         return len(self.phrases)
 
+    @property
+    def n_passages(self) -> int:
+        """Passage nodes (the adjacency's nodes after the phrases)."""
+        return int(self.adjacency.shape[0]) - self.n_phrases
+
+    @classmethod
+    def empty(cls, dim: int) -> GraphTables:
+        """The tables of a graph without passages, for embeddings of dimension ``dim``."""
+        return cls(
+            phrases=[],
+            phrase_vectors=np.zeros((0, dim), dtype=np.float32),
+            phrase_passages=np.zeros(0, dtype=np.float32),
+            fact_subject=np.zeros(0, dtype=np.int64),
+            fact_object=np.zeros(0, dtype=np.int64),
+            fact_passages=sp.csr_array((0, 0), dtype=np.float32),
+            adjacency=sp.csr_array((0, 0), dtype=np.float32),
+            synonym_edges=0,
+        )
+
 
 def build_graph(
     documents: Sequence[Document],
@@ -71,31 +102,63 @@ def build_graph(
     show_progress: bool | None = None,
 ) -> GraphTables:
     """Extract phrases and facts from ``documents`` and build the graph's tables."""
-    extractor = extractor or RuleExtractor()
-    params = params or GraphParams()
-    extractions = [
+    extractions = extract_passages(documents, extractor or RuleExtractor(), show_progress)
+    return extend_graph(
+        GraphTables.empty(encoder.dim), extractions, encoder, params=params, show_progress=show_progress
+    )
+
+
+def extract_passages(
+    documents: Sequence[Document], extractor: Any, show_progress: bool | None = None
+) -> list[Extraction]:
+    """``extractor.extract`` of every document, in order (with a progress bar on a terminal)."""
+    return [
         extractor.extract(d)
         for d in tqdm(documents, desc="extracting", unit="passage", disable=not _progress(show_progress))
     ]
-    phrase_id: dict[str, int] = {}
+
+
+def extend_graph(
+    tables: GraphTables,
+    extractions: Sequence[Extraction],
+    encoder: Any,
+    *,
+    params: GraphParams | None = None,
+    show_progress: bool | None = None,
+) -> GraphTables:
+    """New tables: ``tables`` plus the passages of ``extractions``, appended in order.
+
+    ``tables`` is left unchanged. Old phrases, facts and synonym links keep their ids
+    and weights; new phrases are appended to the phrase table, encoded (only they) and
+    searched against all phrase vectors for synonyms (only they, see the module
+    docstring); new facts are appended to the fact table; passage nodes move to after
+    the new phrases.
+    """
+    params = params or GraphParams()
+    old_phrases, old_passages = tables.n_phrases, tables.n_passages
+    phrase_id = {phrase: i for i, phrase in enumerate(tables.phrases)}
     for extraction in extractions:
         for phrase in extraction.phrases:
             phrase_id.setdefault(phrase, len(phrase_id))
     phrases = list(phrase_id)
-    n_phrases, n_passages = len(phrases), len(documents)
-    # passage-phrase links
+    n_phrases, n_passages = len(phrases), old_passages + len(extractions)
+    # passage-phrase links of the new passages (columns: new passage positions)
     rows, cols = [], []
     for position, extraction in enumerate(extractions):
         for phrase in extraction.phrases:
             rows.append(phrase_id[phrase])
             cols.append(position)
     contains = sp.csr_array(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_phrases, n_passages)
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_phrases, len(extractions))
     )
     contains.data[:] = 1.0
-    phrase_passages = np.asarray(contains.sum(axis=1)).reshape(-1).astype(np.float32)
-    # facts: unique phrase pairs, with the passages they come from and a sentence count
-    fact_id: dict[tuple[int, int], int] = {}
+    phrase_passages = np.zeros(n_phrases, dtype=np.float32)
+    phrase_passages[:old_phrases] = tables.phrase_passages
+    phrase_passages += np.asarray(contains.sum(axis=1)).reshape(-1).astype(np.float32)
+    # facts: unique phrase pairs (old ones keep their ids), passages, and new sentence counts
+    old_pairs = zip(tables.fact_subject.tolist(), tables.fact_object.tolist())
+    fact_id: dict[tuple[int, int], int] = dict(zip(old_pairs, range(len(tables.fact_subject))))
+    old_facts = len(fact_id)
     fact_rows, fact_cols, pair_counts = [], [], {}
     for position, extraction in enumerate(extractions):
         for fact in extraction.facts:
@@ -103,25 +166,39 @@ def build_graph(
             key = (min(a, b), max(a, b))
             fid = fact_id.setdefault(key, len(fact_id))
             fact_rows.append(fid)
-            fact_cols.append(position)
+            fact_cols.append(old_passages + position)
             pair_counts[key] = pair_counts.get(key, 0) + 1
-    pairs = np.array(list(fact_id), dtype=np.int64).reshape(-1, 2)
+    new_pairs = np.array(list(fact_id)[old_facts:], dtype=np.int64).reshape(-1, 2)
+    old_links = tables.fact_passages.tocoo()
     fact_passages = sp.csr_array(
-        (np.ones(len(fact_rows), dtype=np.float32), (fact_rows, fact_cols)), shape=(len(fact_id), n_passages)
+        (
+            np.ones(old_links.nnz + len(fact_rows), dtype=np.float32),
+            (
+                np.concatenate([old_links.row, np.asarray(fact_rows, dtype=np.int64)]),
+                np.concatenate([old_links.col, np.asarray(fact_cols, dtype=np.int64)]),
+            ),
+        ),
+        shape=(len(fact_id), n_passages),
     )
     fact_passages.data[:] = 1.0
-    vectors = _encode_phrases(phrases, encoder, params, show_progress)
-    synonyms = _synonym_pairs(vectors, params)
-    adjacency = _adjacency(n_phrases, n_passages, contains, pairs, pair_counts, synonyms)
+    counted = np.array(list(pair_counts), dtype=np.int64).reshape(-1, 2)
+    counts = np.fromiter(pair_counts.values(), dtype=np.float32, count=len(pair_counts))
+    # only the new phrases are encoded and searched for synonyms
+    new_vectors = _encode_phrases(phrases[old_phrases:], encoder, params, show_progress)
+    vectors = np.ascontiguousarray(np.vstack([tables.phrase_vectors, new_vectors]), dtype=np.float32)
+    synonyms = _synonym_pairs(vectors, params, start=old_phrases)
+    adjacency = _extend_adjacency(
+        tables.adjacency, old_phrases, n_phrases, n_passages, contains, counted, counts, synonyms
+    )
     return GraphTables(
         phrases=phrases,
         phrase_vectors=vectors,
         phrase_passages=phrase_passages,
-        fact_subject=pairs[:, 0].copy(),
-        fact_object=pairs[:, 1].copy(),
+        fact_subject=np.concatenate([tables.fact_subject.astype(np.int64), new_pairs[:, 0]]),
+        fact_object=np.concatenate([tables.fact_object.astype(np.int64), new_pairs[:, 1]]),
         fact_passages=fact_passages,
         adjacency=adjacency,
-        synonym_edges=len(synonyms),
+        synonym_edges=tables.synonym_edges + len(synonyms),
     )
 
 
@@ -142,40 +219,63 @@ def _encode_phrases(phrases: list[str], encoder: Any, params: GraphParams, show:
     return np.ascontiguousarray(np.vstack(chunks))
 
 
-def _synonym_pairs(vectors: np.ndarray, params: GraphParams) -> list[tuple[int, int, float]]:
-    """Phrase pairs with cosine >= threshold among each phrase's ``synonym_k`` nearest phrases."""
-    if len(vectors) < 2:
-        return []
+def nearest_phrases(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, ids)`` of the ``k`` phrases of ``vectors`` nearest each row of ``queries`` (exact IP)."""
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
+    return index.search(queries, k)
+
+
+def _synonym_pairs(
+    vectors: np.ndarray, params: GraphParams, *, start: int = 0
+) -> list[tuple[int, int, float]]:
+    """Synonym pairs ``(i, j, cosine)``, ``i < j``, that involve a phrase ``start ..`` (a new one).
+
+    Only the new phrases are searched: from new phrase ``i``'s ``synonym_k`` nearest
+    phrases, a pair is kept with every old phrase, and with every new phrase ``j > i``
+    (a pair of new phrases is taken from its smaller id's side, as a full build does).
+    """
+    if len(vectors) < 2 or start >= len(vectors):
+        return []
     k = min(params.synonym_k + 1, len(vectors))
-    scores, ids = index.search(vectors, k)
+    scores, ids = nearest_phrases(vectors, vectors[start:], k)
     out = []
-    for i, (row_scores, row_ids) in enumerate(zip(scores, ids)):
+    for row, (row_scores, row_ids) in enumerate(zip(scores, ids)):
+        i = start + row
         for score, j in zip(row_scores, row_ids):
-            if j > i and score >= params.synonym_threshold:
-                out.append((i, int(j), float(score)))
+            if j >= 0 and (j > i or j < start) and score >= params.synonym_threshold:
+                out.append((min(i, int(j)), max(i, int(j)), float(score)))
     return out
 
 
-def _adjacency(
+def _extend_adjacency(
+    adjacency: sp.csr_array,
+    old_phrases: int,
     n_phrases: int,
     n_passages: int,
     contains: sp.csr_array,
     pairs: np.ndarray,
-    pair_counts: dict[tuple[int, int], int],
+    pair_counts: np.ndarray,
     synonyms: list[tuple[int, int, float]],
 ) -> sp.csr_array:
+    """The old adjacency renumbered (passage nodes move past the new phrases) plus the new edges.
+
+    ``contains`` links phrases to the new passages (the last ``contains.shape[1]``);
+    ``pairs``/``pair_counts`` add fact weights; ``synonyms`` add synonym edges.
+    """
     n = n_phrases + n_passages
-    coo = contains.tocoo()
-    rows = [coo.row, coo.col + n_phrases]
-    cols = [coo.col + n_phrases, coo.row]
-    data = [np.ones(coo.nnz, dtype=np.float32)] * 2
+    old = adjacency.tocoo()
+    shift = n_phrases - old_phrases  # old passage nodes move by the number of new phrases
+    first_new = n_phrases + n_passages - contains.shape[1]
+    links = contains.tocoo()
+    rows = [old.row + np.where(old.row >= old_phrases, shift, 0), links.row, links.col + first_new]
+    cols = [old.col + np.where(old.col >= old_phrases, shift, 0), links.col + first_new, links.row]
+    data = [np.asarray(old.data, dtype=np.float32), np.ones(links.nnz, dtype=np.float32)]
+    data.append(data[-1])
     if len(pairs):
-        weights = np.array([pair_counts[(int(a), int(b))] for a, b in pairs], dtype=np.float32)
         rows += [pairs[:, 0], pairs[:, 1]]
         cols += [pairs[:, 1], pairs[:, 0]]
-        data += [weights, weights]
+        data += [pair_counts, pair_counts]
     if synonyms:
         syn = np.array(synonyms, dtype=np.float64)
         a, b, w = syn[:, 0].astype(np.int64), syn[:, 1].astype(np.int64), syn[:, 2].astype(np.float32)
@@ -183,7 +283,14 @@ def _adjacency(
         cols += [b, a]
         data += [w, w]
     matrix = sp.coo_array(
-        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+        (
+            np.concatenate(data),
+            (
+                np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]),
+                np.concatenate([np.asarray(c, dtype=np.int64) for c in cols]),
+            ),
+        ),
+        shape=(n, n),
     ).tocsr()
     matrix.sum_duplicates()
     return sp.csr_array(matrix, dtype=np.float32)

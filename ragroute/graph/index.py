@@ -31,8 +31,8 @@ import scipy.sparse as sp
 
 from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
-from ragroute.errors import IndexFormatError
-from ragroute.graph.build import GraphParams, GraphTables, build_graph
+from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.graph.build import GraphParams, GraphTables, build_graph, extend_graph, extract_passages
 from ragroute.graph.extract import RuleExtractor
 from ragroute.graph.ppr import PPREngine
 from ragroute.index.dense import DenseIndex
@@ -81,7 +81,12 @@ class GraphIndex(LocalIndex):
         self.graph_params = graph_params or GraphParams()
         self.walk = walk or WalkParams()
         self.extractor = dict(extractor or RuleExtractor().describe())
-        self.engine = PPREngine(tables.adjacency)
+        self._set_tables(tables)
+
+    def _set_tables(self, tables: GraphTables) -> None:
+        """Use ``tables``, with a PPR engine and passage node ids made for them."""
+        engine = PPREngine(tables.adjacency)
+        self.tables, self.engine = tables, engine
         self._passage_nodes = np.arange(tables.n_phrases, tables.n_phrases + len(self.store))
 
     # ------------------------------------------------------------------ building
@@ -114,6 +119,46 @@ class GraphIndex(LocalIndex):
     @classmethod
     def from_options(cls, documents, options, *, encoder=None, name="", show_progress=None) -> GraphIndex:
         return cls.build(documents, encoder, name=name, show_progress=show_progress)
+
+    def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
+        """Add new passages (ids not in the index yet) to the dense part and to the graph.
+
+        Only the new passages are extracted; their new phrases are appended to the phrase
+        table (old phrases keep their ids), encoded, and searched against all phrase
+        vectors for synonym edges (old synonym links are never recomputed); their facts
+        are appended to the fact table (a fact already known gains weight and passages).
+        Passage nodes are renumbered after the new phrases and the PPR engine is rebuilt.
+        The index is unchanged when this raises (an id already present or repeated, an
+        extractor other than the one the graph was built with, an encoder error). Like
+        :meth:`DenseIndex.add <ragroute.index.dense.DenseIndex.add>`, it must not run
+        while the index is being searched.
+        """
+        docs = list(documents)
+        if not docs:
+            return
+        seen: set[str] = set()
+        for doc in docs:
+            if doc.id in self.store or doc.id in seen:
+                where = "in the index" if doc.id in self.store else "given twice"
+                raise RagrouteError(f"cannot add document {doc.id!r}: the id is already {where}")
+            seen.add(doc.id)
+        if self.tables.n_passages != len(self.store):
+            raise IndexFormatError(
+                f"graph {self.name!r} has {self.tables.n_passages} passage nodes for "
+                f"{len(self.store)} documents; rebuild it"
+            )
+        extractor = RuleExtractor(min_chars=int(self.extractor.get("min_chars", 2)))
+        if extractor.describe() != self.extractor:
+            raise RagrouteError(
+                f"graph {self.name!r} was built with extractor {self.extractor}, this version extracts "
+                f"with {extractor.describe()}; rebuild the graph to add passages"
+            )
+        extractions = extract_passages(docs, extractor, show_progress)
+        tables = extend_graph(
+            self.tables, extractions, self.encoder, params=self.graph_params, show_progress=show_progress
+        )
+        self.dense.add(docs, show_progress=show_progress)
+        self._set_tables(tables)
 
     @property
     def confidence_probe(self) -> DenseIndex:
