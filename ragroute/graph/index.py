@@ -1,16 +1,20 @@
 """Graph retrieval: personalized PageRank over a knowledge graph, as a registered index kind.
 
 :class:`GraphIndex` is an index of kind ``graph`` (``ragroute build CORPUS --method
-graph``; a source a router can choose). A query is answered HippoRAG-2 style,
-with zero LLM calls:
+graph``; a source a router can choose). A query walks the graph with zero LLM calls:
 
-1. every fact (a pair of co-occurring phrases) is scored by the mean cosine of
-   its two phrases with the query; the phrases of the ``top_facts`` best facts are
-   seeded with the fact's score divided by how many passages contain the phrase
+1. every fact (a pair of co-occurring phrases) is scored by the cosine of its
+   phrases with the query (``fact_score``: the better of the two, or their mean as
+   in the static HippoRAG-2 style walk); the phrases of the ``top_facts`` best facts
+   are seeded with the fact's score divided by how many passages contain the phrase
    (specific phrases weigh more);
-2. the passages of a dense search seed the walk too, with ``passage_prior`` times
+2. query-aware anchors: the query's own entity-like phrases (the graph's extractor
+   run on the query) are linked to phrase nodes, by exact match or by embedding
+   cosine >= ``anchor_similarity``, and seeded with ``anchor_weight`` divided by how
+   many passages contain them (0 switches anchors off);
+3. the passages of a dense search seed the walk too, with ``passage_prior`` times
    their min-max normalised cosine;
-3. personalized PageRank (damping ``damping``) runs from that reset vector, and
+4. personalized PageRank (damping ``damping``) runs from that reset vector, and
    passages are ranked by the mass they receive.
 
 A query whose facts link to nothing falls back to dense retrieval and says so in
@@ -52,6 +56,14 @@ class WalkParams:
     passage_prior: float = 0.05
     prior_depth: int = 200
     damping: float = 0.5
+    fact_score: str = "max"  # "max" or "mean" of the fact's two phrase-query cosines
+    anchor_weight: float = 1.0  # seed weight of the query's own phrases (0: off)
+    anchor_similarity: float = 0.8  # cosine needed to link a query phrase with no exact match
+
+    @classmethod
+    def static(cls) -> WalkParams:
+        """The static walk in the HippoRAG 2 manner: mean fact score, no query anchors."""
+        return cls(fact_score="mean", anchor_weight=0.0)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WalkParams:
@@ -169,21 +181,26 @@ class GraphIndex(LocalIndex):
 
     def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
         vectors = self.encoder.encode_queries(queries, show_progress=False)
-        return self._walk(np.atleast_2d(vectors), k, filters)
+        return self._walk(list(queries), np.atleast_2d(vectors), k, filters)
 
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
     ) -> list[list[Hit]]:
-        return self._walk(query_vectors(contexts, self.encoder), k, filters)
+        return self._walk([c.text for c in contexts], query_vectors(contexts, self.encoder), k, filters)
 
-    def _walk(self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+    def _walk(
+        self, texts: list[str], vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
         tables, walk = self.tables, self.walk
         n_phrases = tables.n_phrases
         dense = self.dense.ranked_positions(vectors, max(k, walk.prior_depth), filters)
         allowed = self.store.filter_mask(filters)
         out = []
-        for vector, ranked in zip(vectors, dense):
+        for text, vector, ranked in zip(texts, vectors, dense):
             seeds, facts = self._seeds(vector)
+            anchors = self._anchors(text)
+            for phrase, weight in anchors.items():
+                seeds[phrase] = seeds.get(phrase, 0.0) + weight
             if not seeds:
                 out.append(self._fallback(ranked[:k]))
                 continue
@@ -213,6 +230,7 @@ class GraphIndex(LocalIndex):
                     "method": "ppr",
                     "dense_rank": dense_rank.get(int(position)),
                     "seeds": seed_names,
+                    "anchors": [tables.phrases[p] for p in anchors],
                     "facts": facts,
                 }
                 hits.append(hit)
@@ -225,7 +243,8 @@ class GraphIndex(LocalIndex):
         if not len(tables.fact_subject):
             return {}, []
         sims = tables.phrase_vectors @ np.asarray(vector, dtype=np.float32)
-        fact_scores = (sims[tables.fact_subject] + sims[tables.fact_object]) / 2.0
+        subject, obj = sims[tables.fact_subject], sims[tables.fact_object]
+        fact_scores = np.maximum(subject, obj) if self.walk.fact_score == "max" else (subject + obj) / 2.0
         top = min(self.walk.top_facts, len(fact_scores))
         best = np.argpartition(-fact_scores, top - 1)[:top]
         best = best[np.lexsort((best, -fact_scores[best]))]
@@ -241,6 +260,34 @@ class GraphIndex(LocalIndex):
                 weight = score / max(float(tables.phrase_passages[phrase]), 1.0)
                 seeds[phrase] = max(seeds.get(phrase, 0.0), weight)
         return seeds, facts
+
+    def _anchors(self, text: str) -> dict[int, float]:
+        """The query's own phrases linked to phrase nodes (exact, else nearest by cosine), with weights."""
+        walk, tables = self.walk, self.tables
+        if walk.anchor_weight <= 0 or not tables.n_phrases:
+            return {}
+        phrases = RuleExtractor().sentence_phrases(text)
+        ids = self._phrase_ids()
+        linked = {ids[p]: 1.0 for p in phrases if p in ids}
+        unmatched = [p for p in phrases if p not in ids]
+        if unmatched:
+            vectors = np.asarray(
+                self.encoder.encode_queries(unmatched, show_progress=False), dtype=np.float32
+            )
+            sims = vectors @ tables.phrase_vectors.T
+            for row in sims:
+                best = int(np.argmax(row))
+                if row[best] >= walk.anchor_similarity:
+                    linked.setdefault(best, 1.0)
+        return {
+            p: walk.anchor_weight * strength / max(float(tables.phrase_passages[p]), 1.0)
+            for p, strength in linked.items()
+        }
+
+    def _phrase_ids(self) -> dict[str, int]:
+        if getattr(self, "_ids", None) is None or len(self._ids) != self.tables.n_phrases:
+            self._ids = {p: i for i, p in enumerate(self.tables.phrases)}
+        return self._ids
 
     def _fallback(self, ranked: list[tuple[int, float]]) -> list[Hit]:
         hits = []
