@@ -17,6 +17,7 @@ are reported in the trace of every fused query.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from ragroute.route.sources import Source
 
 PSEUDO_QUERIES_PER_SOURCE = 60
 
-_memo: dict[tuple, dict[str, dict[str, float]]] = {}
+_memo: dict[tuple, tuple[tuple, dict[str, dict[str, float]]]] = {}
 _memo_lock = threading.Lock()
 
 
@@ -44,7 +45,9 @@ def null_score_stats(
     key = (per_source, seed, *((s.name, id(s.retriever), len(s.documents)) for s in sources))
     with _memo_lock:
         if key in _memo:
-            return _memo[key]
+            refs, cached = _memo[key]
+            if all(ref() is s.retriever for ref, s in zip(refs, sources)):  # ids are reused after GC
+                return cached
     contexts: list[QueryContext] = []
     owner: list[int] = []
     for j, source in enumerate(sources):
@@ -64,8 +67,15 @@ def null_score_stats(
             "pseudo_queries": int(len(top)),
         }
     with _memo_lock:
-        _memo[key] = stats
+        _memo[key] = (tuple(_ref(s.retriever) for s in sources), stats)
     return stats
+
+
+def _ref(obj: Any) -> Any:
+    try:
+        return weakref.ref(obj)
+    except TypeError:  # an object without weak references: keep it alive with the entry
+        return lambda: obj
 
 
 def describe(stats: dict[str, Any]) -> dict[str, Any]:
