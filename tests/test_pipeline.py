@@ -280,3 +280,20 @@ def test_every_registered_entry_resolves():
     for reg in registries:
         for name in reg.names():
             assert reg.get(name) is not None, f"{reg.kind} {name}"
+
+
+def test_contexts_with_different_filters_are_searched_per_filter_set(hashing_encoder, small_docs):
+    from ragroute.index.base import search_contexts
+
+    index = build_index(small_docs, "dense", encoder=hashing_encoder)
+    contexts = [
+        QueryContext("telescope bread printer", filters={"topic": "cook"}),
+        QueryContext("telescope bread printer"),
+        QueryContext("telescope bread printer", filters={"topic": "it"}),
+    ]
+    plain = SlowRetriever("plain")
+    for results in (index.search_contexts(contexts, 5), search_contexts(index, contexts, 5)):
+        assert {h.metadata["topic"] for h in results[0]} == {"cook"}
+        assert {h.metadata["topic"] for h in results[2]} == {"it"}
+        assert len({h.metadata["topic"] for h in results[1]}) > 1
+    assert [hits[0].text for hits in search_contexts(plain, contexts, 5)] == [c.text for c in contexts]

@@ -24,6 +24,7 @@ import numpy as np
 
 from ragroute.context import QueryContext
 from ragroute.evaluation.metrics import evaluate_run
+from ragroute.index.base import search_contexts
 from ragroute.route.base import NONE_ROUTE
 
 
@@ -114,7 +115,7 @@ class RetrievalEvaluator:
         for offset in tqdm(starts, desc="queries", unit="batch", leave=False, disable=not progress):
             batch = self.queries[offset : offset + size]
             start = time.perf_counter()
-            results = _search(retriever, batch, self.k)
+            results = search_contexts(retriever, batch, self.k)
             if batch_size is None:
                 latencies.append((time.perf_counter() - start) * 1000)
             rows.extend({"id": c.id, "hits": judged_ids(hits)} for c, hits in zip(batch, results))
@@ -127,13 +128,6 @@ class RetrievalEvaluator:
             _percentiles(latencies) if latencies else {},
             round(len(self.queries) / elapsed, 2) if elapsed > 0 else 0.0,
         )
-
-
-def _search(retriever: Any, contexts: Sequence[QueryContext], k: int) -> list[list[Any]]:
-    if hasattr(retriever, "search_contexts"):
-        return retriever.search_contexts(list(contexts), k)
-    filters = contexts[0].filters if contexts else None
-    return retriever.search_many([c.text for c in contexts], k, filters=filters)
 
 
 @dataclass

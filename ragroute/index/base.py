@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ragroute.types import Hit
@@ -24,3 +24,33 @@ class Retriever(Protocol):
     def search_many(
         self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]: ...
+
+
+def search_contexts(retriever: Any, contexts: Sequence[Any], k: int) -> list[list[Hit]]:
+    """Top ``k`` hits of any retriever for each query context.
+
+    A retriever with its own ``search_contexts`` (ragroute's indexes and pipelines)
+    reuses the contexts' cached vectors; any other is asked with the texts, one
+    call per distinct filter set (in the order the contexts came).
+    """
+    contexts = list(contexts)
+    if hasattr(retriever, "search_contexts"):
+        return retriever.search_contexts(contexts, k)
+    return by_filter_groups(
+        contexts, lambda group, filters: retriever.search_many([c.text for c in group], k, filters=filters)
+    )
+
+
+def by_filter_groups(
+    contexts: Sequence[Any], search: Callable[[list[Any], Mapping[str, Any] | None], list[list[Hit]]]
+) -> list[list[Hit]]:
+    """``search(group, filters)`` once per distinct filter set; results back in the contexts' order."""
+    out: list[list[Hit]] = [[] for _ in contexts]
+    groups: dict[str, list[int]] = {}
+    for i, context in enumerate(contexts):
+        groups.setdefault(repr(sorted((context.filters or {}).items())), []).append(i)
+    for positions in groups.values():
+        group = [contexts[i] for i in positions]
+        for i, hits in zip(positions, search(group, group[0].filters or None)):
+            out[i] = hits
+    return out

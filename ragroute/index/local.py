@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import check_query
+from ragroute.index.base import by_filter_groups
 from ragroute.index.docstore import DocumentStore
 from ragroute.types import Document, Hit
 
@@ -70,15 +71,7 @@ class LocalIndex(ABC):
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        out: list[list[Hit] | None] = [None] * len(contexts)
-        groups: dict[str, list[int]] = {}
-        for i, context in enumerate(contexts):
-            groups.setdefault(repr(sorted((context.filters or {}).items())), []).append(i)
-        for positions in groups.values():
-            group = [contexts[i] for i in positions]
-            for i, hits in zip(positions, self._search_contexts(group, k, group[0].filters or None)):
-                out[i] = hits
-        return [hits or [] for hits in out]
+        return by_filter_groups(contexts, lambda group, filters: self._search_contexts(group, k, filters))
 
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None

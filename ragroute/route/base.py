@@ -48,10 +48,7 @@ class BaseRouter(ABC):
 
     def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
         """Route a batch of :class:`~ragroute.context.QueryContext` s (vectors from the contexts)."""
-        from ragroute.context import query_vectors
-
-        vectors = query_vectors(contexts, self.encoder) if self.encoder is not None else None
-        return self.route_many([c.text for c in contexts], query_vectors=vectors)
+        return _route_with_context_vectors(self, contexts)
 
     def route(self, query: str, *, query_vector: np.ndarray | None = None) -> Decision:
         vectors = None if query_vector is None else np.atleast_2d(query_vector)
@@ -68,6 +65,11 @@ def route_contexts(router: Any, contexts: Sequence[Any]) -> list[Decision]:
     has one, else ``route_many`` with the contexts' cached vectors for the router's ``encoder``."""
     if hasattr(router, "route_contexts"):
         return router.route_contexts(list(contexts))
+    return _route_with_context_vectors(router, contexts)
+
+
+def _route_with_context_vectors(router: Any, contexts: Sequence[Any]) -> list[Decision]:
+    """``route_many`` with the contexts' cached vectors for the router's ``encoder`` (if it has one)."""
     from ragroute.context import query_vectors
 
     encoder = getattr(router, "encoder", None)

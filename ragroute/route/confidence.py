@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.index.base import search_contexts
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
@@ -61,7 +62,7 @@ class ConfidenceRouter(BaseRouter):
         contexts = [QueryContext.of(q) for q in queries]
         out = np.zeros((len(contexts), len(self.sources)))
         for s, source in enumerate(self.sources):
-            for q, hits in enumerate(_search(probe(source), contexts, self.config.k)):
+            for q, hits in enumerate(search_contexts(probe(source), contexts, self.config.k)):
                 top = [h.score for h in hits[: self.config.top_n]]
                 out[q, s] = float(np.mean(top)) if top else 0.0
         return out
@@ -116,12 +117,6 @@ class ConfidenceRouter(BaseRouter):
 
     def describe(self) -> dict:
         return {"kind": self.name, "config": asdict(self.config), "calibration": self.calibration}
-
-
-def _search(retriever: Any, contexts: Sequence[Any], k: int) -> list[list[Any]]:
-    if hasattr(retriever, "search_contexts"):
-        return retriever.search_contexts(contexts, k)
-    return retriever.search_many([c.text for c in contexts], k)
 
 
 def probe(source: Source) -> Any:

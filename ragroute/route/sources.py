@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ragroute.index.base import Retriever
+from ragroute.index.base import Retriever, search_contexts
 from ragroute.types import Decision, Document, Hit
 
 
@@ -57,10 +57,8 @@ class Source:
             for hits, _ in pairs:
                 for hit in hits:
                     hit.explain = {**hit.explain, "inner_source": hit.source}
-        elif hasattr(retriever, "search_contexts"):
-            pairs = [(hits, None) for hits in retriever.search_contexts(list(contexts), k)]
         else:
-            pairs = [(retriever.search_many([c.text], k, filters=c.filters)[0], None) for c in contexts]
+            pairs = [(hits, None) for hits in search_contexts(retriever, contexts, k)]
         for hits, _ in pairs:
             for hit in hits:
                 hit.source = self.name
