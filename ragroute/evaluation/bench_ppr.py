@@ -149,7 +149,7 @@ def run_ppr_bench(
         "igraph_ms": {g: row["igraph_ms"] for g, row in ppr.items()},
         "speedup_vs_igraph": {g: row["speedup_vs_igraph"] for g, row in ppr.items()},
         "top5_agreement": {g: row["top5_agreement"] for g, row in ppr.items()},
-        "build_s": round(build_s, 2),
+        "build_s": round(build_s, 4),
         "build_breakdown_s": breakdown,
         "add_s": round(add_s, 4),
         "add": add,
