@@ -29,7 +29,7 @@ the best router's nDCG@10 as a share of the oracle and of the text-only ceiling.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ class RoutingData:
     qrels: dict[str, dict[str, int]]
     merged: Any
     encoder: Any
+    _hits: dict[tuple[str, int], list[list[Hit]]] = field(default_factory=dict, repr=False)
 
     @property
     def query_texts(self) -> list[str]:
@@ -98,9 +99,12 @@ class RoutingData:
         return RoutingEvaluator(self.contexts, self.groups, self.qrels, groups=self.groups, k=10)
 
     def source_hits(self, name: str, k: int = 10) -> list[list[Hit]]:
-        """Every query's top hits in one source (for the reference rows, not for routers)."""
-        source = next(s for s in self.sources if s.name == name)
-        return [hits for hits, _ in source.search_contexts(self.contexts, k)]
+        """Every query's top hits in one source (for the reference rows, not for routers); searched
+        once per source and depth, as the oracle and ceiling rows both read them."""
+        if (name, k) not in self._hits:
+            source = next(s for s in self.sources if s.name == name)
+            self._hits[(name, k)] = [hits for hits, _ in source.search_contexts(self.contexts, k)]
+        return self._hits[(name, k)]
 
 
 def load_collections(root: Path, split: str) -> list[Collection]:

@@ -93,6 +93,7 @@ class GraphIndex(LocalIndex):
         self.graph_params = graph_params or GraphParams()
         self.walk = walk or WalkParams()
         self.extractor = dict(extractor or RuleExtractor().describe())
+        self._query_extractor = RuleExtractor()  # finds the query's own phrases (anchors)
         self._set_tables(tables)
 
     def _set_tables(self, tables: GraphTables) -> None:
@@ -266,7 +267,7 @@ class GraphIndex(LocalIndex):
         walk, tables = self.walk, self.tables
         if walk.anchor_weight <= 0 or not tables.n_phrases:
             return {}
-        phrases = RuleExtractor().sentence_phrases(text)
+        phrases = self._query_extractor.sentence_phrases(text)
         ids = self._phrase_ids()
         linked = {ids[p]: 1.0 for p in phrases if p in ids}
         unmatched = [p for p in phrases if p not in ids]
