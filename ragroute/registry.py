@@ -13,6 +13,8 @@ What each registry's entries are:
 * ``ROUTERS``: ``factory(settings, build_context) -> Router`` (see :mod:`ragroute.route.factories`);
 * ``FUSIONS``: ``fuse(results, weights=..., limit=..., **options) -> list[Hit]``;
 * ``RERANKERS`` / ``GATES``: ``factory(settings, build_context)`` returning a pipeline stage;
+* ``EXTRACTORS``: graph phrase/fact extractors, classes with ``from_description(dict)``
+  (see :mod:`ragroute.graph.extract`);
 * ``SIGNALS``: policy signal classes (see :mod:`ragroute.route.signals`);
 * ``ARTIFACTS``: ``load(path, **kwargs)`` per artifact family;
 * ``BENCHMARKS``: click commands of ``ragroute bench``.
@@ -121,6 +123,13 @@ RERANKERS = Registry(
 )
 
 GATES = Registry("gate", {})
+
+EXTRACTORS = Registry(
+    "graph extractor",
+    {
+        "rules": "ragroute.graph.extract:RuleExtractor",
+    },
+)
 
 SIGNALS = Registry(
     "signal",

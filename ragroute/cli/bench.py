@@ -31,7 +31,7 @@ from ragroute.evaluation import (
     bench_route_labels,
     bench_tatqa,
 )
-from ragroute.registry import FUSIONS
+from ragroute.registry import EXTRACTORS, FUSIONS
 
 
 def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -523,9 +523,18 @@ def tatqa_command(
 )
 @click.option("--split", default="dev", show_default=True)
 @bench_encoder_options
+@click.option(
+    "--extractor",
+    type=click.Choice(EXTRACTORS.names()),
+    default="rules",
+    show_default=True,
+    help="Graph extractor (registered in ragroute.registry.EXTRACTORS).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
-def graph_command(root: Path, split: str, encoder: str, backend: str, cache_dir: Path, as_json: bool) -> None:
+def graph_command(
+    root: Path, split: str, encoder: str, backend: str, cache_dir: Path, extractor: str, as_json: bool
+) -> None:
     """Multi-hop retrieval: BM25, dense and the graph walk on Recall@2/5 and full-chain recall@5,
     with build times.
     """
@@ -533,7 +542,7 @@ def graph_command(root: Path, split: str, encoder: str, backend: str, cache_dir:
     from ragroute.evaluation import bench_graph
 
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
-    result = bench_graph.run_graph_bench(root, enc, split=split)
+    result = bench_graph.run_graph_bench(root, enc, split=split, extractor=extractor)
     click.echo(bench_graph.format_report(result))
     if as_json:
         emit_json(result)

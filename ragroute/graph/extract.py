@@ -20,9 +20,12 @@ two passages becomes one node. Everything is deterministic.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
+from ragroute.errors import RagrouteError
+from ragroute.registry import EXTRACTORS
 from ragroute.types import Document
 
 EXTRACTOR_VERSION = 1
@@ -60,6 +63,42 @@ class Extraction:
     facts: list[Fact] = field(default_factory=list)
 
 
+@runtime_checkable
+class Extractor(Protocol):
+    """What builds a graph's phrases and facts (registered in :data:`ragroute.registry.EXTRACTORS`).
+
+    ``describe()`` is stored in the graph's manifest; adding passages later needs an
+    extractor whose description is equal, so one graph never mixes two extractors.
+    """
+
+    name: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def extract(self, document: Document) -> Extraction: ...
+
+
+def resolve_extractor(spec: Any = None) -> Any:
+    """An extractor from ``spec``: ``None`` (the rule extractor), a registered name, a stored
+    description (``{"name": ..., ...}``, rebuilt by the class's ``from_description``), or an
+    extractor object (returned as is)."""
+    if spec is None:
+        return RuleExtractor()
+    if isinstance(spec, str):
+        return EXTRACTORS.get(spec, "graph extractor")()
+    if isinstance(spec, Mapping):
+        name = str(spec.get("name", ""))
+        cls = EXTRACTORS.get(name, "graph extractor")
+        if not hasattr(cls, "from_description"):
+            raise RagrouteError(
+                f"graph extractor {name!r} cannot be rebuilt from its description; pass the extractor object"
+            )
+        return cls.from_description(spec)
+    if not callable(getattr(spec, "extract", None)) or not callable(getattr(spec, "describe", None)):
+        raise RagrouteError(f"not a graph extractor (needs extract() and describe()): {spec!r}")
+    return spec
+
+
 def normalise(phrase: str) -> str:
     """The node key of a phrase: lower-case, collapsed whitespace, no surrounding punctuation."""
     text = " ".join(phrase.lower().split())
@@ -83,6 +122,17 @@ class RuleExtractor:
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "version": self.version, "min_chars": self.min_chars}
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> RuleExtractor:
+        """The extractor a stored description names (its version must be this one)."""
+        version = description.get("version", EXTRACTOR_VERSION)
+        if version != EXTRACTOR_VERSION:
+            raise RagrouteError(
+                f"the graph was built by rule extractor version {version}; this library extracts with "
+                f"version {EXTRACTOR_VERSION}: rebuild the graph"
+            )
+        return cls(min_chars=int(description.get("min_chars", 2)))
 
     def sentence_phrases(self, sentence: str) -> list[str]:
         """Normalised phrases of one sentence, in order of first appearance."""

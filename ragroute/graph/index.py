@@ -37,7 +37,7 @@ from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
 from ragroute.errors import IndexFormatError, RagrouteError
 from ragroute.graph.build import GraphParams, GraphTables, build_graph, extend_graph, extract_passages
-from ragroute.graph.extract import RuleExtractor
+from ragroute.graph.extract import RuleExtractor, resolve_extractor
 from ragroute.graph.ppr import PPREngine
 from ragroute.index.dense import DenseIndex
 from ragroute.index.docstore import DocumentStore
@@ -112,12 +112,15 @@ class GraphIndex(LocalIndex):
         *,
         graph_params: GraphParams | None = None,
         walk: WalkParams | None = None,
+        extractor: Any = None,
         name: str = "",
         show_progress: bool | None = None,
     ) -> GraphIndex:
+        """Index ``documents`` densely and build their graph with ``extractor`` (a registered
+        name such as ``"rules"``, an extractor object, or ``None`` for the rule extractor)."""
         docs = list(documents)
+        extractor = resolve_extractor(extractor)
         dense = DenseIndex.build(docs, encoder, name=name, show_progress=show_progress)
-        extractor = RuleExtractor()
         tables = build_graph(
             dense.store.documents,
             encoder,
@@ -131,9 +134,18 @@ class GraphIndex(LocalIndex):
 
     @classmethod
     def from_options(cls, documents, options, *, encoder=None, name="", show_progress=None) -> GraphIndex:
-        return cls.build(documents, encoder, name=name, show_progress=show_progress)
+        return cls.build(
+            documents,
+            encoder,
+            graph_params=options.graph,
+            extractor=options.extractor,
+            name=name,
+            show_progress=show_progress,
+        )
 
-    def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
+    def add(
+        self, documents: Sequence[Document], *, extractor: Any = None, show_progress: bool | None = None
+    ) -> None:
         """Add new passages (ids not in the index yet) to the dense part and to the graph.
 
         Only the new passages are extracted; their new phrases are appended to the phrase
@@ -160,11 +172,11 @@ class GraphIndex(LocalIndex):
                 f"graph {self.name!r} has {self.tables.n_passages} passage nodes for "
                 f"{len(self.store)} documents; rebuild it"
             )
-        extractor = RuleExtractor(min_chars=int(self.extractor.get("min_chars", 2)))
+        extractor = resolve_extractor(self.extractor if extractor is None else extractor)
         if extractor.describe() != self.extractor:
             raise RagrouteError(
-                f"graph {self.name!r} was built with extractor {self.extractor}, this version extracts "
-                f"with {extractor.describe()}; rebuild the graph to add passages"
+                f"graph {self.name!r} was built with extractor {self.extractor}, not "
+                f"{extractor.describe()}: add passages with the graph's own extractor, or rebuild the graph"
             )
         extractions = extract_passages(docs, extractor, show_progress)
         tables = extend_graph(

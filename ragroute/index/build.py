@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ragroute.encode.base import Encoder
 from ragroute.errors import RagrouteError
+from ragroute.graph.build import GraphParams
 from ragroute.index.dense import DenseParams
 from ragroute.index.hybrid import FusionParams
 from ragroute.index.lexical import BM25Params
@@ -22,6 +24,8 @@ class IndexOptions:
     bm25: BM25Params | None = None
     dense: DenseParams | None = None
     fusion: FusionParams | None = None
+    graph: GraphParams | None = None
+    extractor: Any = None  # graph extractor: a registered name, an extractor object, or None (rules)
 
 
 def build_index(
@@ -32,10 +36,13 @@ def build_index(
     bm25_params: BM25Params | None = None,
     dense_params: DenseParams | None = None,
     fusion: FusionParams | None = None,
+    graph_params: GraphParams | None = None,
+    extractor: Any = None,
     name: str = "",
     show_progress: bool | None = None,
 ) -> LocalIndex:
-    """Index ``documents`` with ``method``, a registered index kind (``bm25``, ``dense``, ``hybrid``).
+    """Index ``documents`` with ``method``, a registered index kind (``bm25``, ``dense``, ``hybrid``,
+    ``graph``; ``graph_params`` and ``extractor`` apply to graphs).
 
     Kinds that embed text need an ``encoder`` (see :func:`ragroute.encode.load_encoder`).
     """
@@ -44,5 +51,7 @@ def build_index(
         raise RagrouteError("no documents to index")
     if cls.needs_encoder and encoder is None:
         raise RagrouteError(f"a {method} index needs an encoder")
-    options = IndexOptions(bm25=bm25_params, dense=dense_params, fusion=fusion)
+    options = IndexOptions(
+        bm25=bm25_params, dense=dense_params, fusion=fusion, graph=graph_params, extractor=extractor
+    )
     return cls.from_options(documents, options, encoder=encoder, name=name, show_progress=show_progress)
