@@ -1,0 +1,167 @@
+"""Views of a built graph on demand: networkx, igraph, GraphML and edge-list files, and statistics.
+
+Every function takes a :class:`~ragroute.graph.build.GraphTables` or a
+:class:`~ragroute.graph.index.GraphIndex` (anything with ``tables`` and ``store``),
+whose passage ids, titles and texts then name the passage nodes. Nothing here
+changes the stored arrays; nothing is pickled.
+
+Nodes keep the adjacency's numbering (phrases ``0 .. P-1``, then passages), with
+attributes ``name`` (the phrase, or the passage id), ``type`` (``"phrase"`` or
+``"passage"``) and, on passage nodes, ``passage`` (the passage id; with
+``with_text``, ``title`` and ``text`` too). Each undirected edge appears once, with
+``weight`` (the walk's edge weight) and ``type``, recovered from the tables: an
+edge to a passage is ``"passage"``, a phrase pair of the fact table is ``"fact"``
+(its weight counts the sentences stating it, plus the cosine when the pair is also
+a synonym pair), any other phrase pair is ``"synonym"`` (weight: the cosine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ragroute.graph.build import GraphTables
+
+EDGE_TYPES = ("fact", "passage", "synonym")
+
+
+def _parts(graph: Any) -> tuple[GraphTables, list[Any] | None]:
+    """The tables, and the passage documents when ``graph`` is an index."""
+    if isinstance(graph, GraphTables):
+        return graph, None
+    tables = getattr(graph, "tables", None)
+    if not isinstance(tables, GraphTables):
+        raise TypeError(f"expected GraphTables or a graph index, not {type(graph).__name__}")
+    store = getattr(graph, "store", None)
+    return tables, (list(store.documents) if store is not None else None)
+
+
+def edges(graph: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(source, target, weight, type)`` of every undirected edge once (``source < target``)."""
+    tables, _ = _parts(graph)
+    upper = sp.triu(tables.adjacency, k=1, format="coo")
+    rows, cols = upper.row.astype(np.int64), upper.col.astype(np.int64)
+    n_phrases = tables.n_phrases
+    facts = set(zip(tables.fact_subject.tolist(), tables.fact_object.tolist()))
+    types = np.empty(len(rows), dtype=object)
+    for i, (a, b) in enumerate(zip(rows.tolist(), cols.tolist())):
+        if b >= n_phrases:
+            types[i] = "passage"
+        else:
+            types[i] = "fact" if (a, b) in facts else "synonym"
+    order = np.lexsort((cols, rows))
+    return rows[order], cols[order], upper.data[order].astype(np.float64), types[order]
+
+
+def nodes(graph: Any, *, with_text: bool = False) -> list[dict[str, Any]]:
+    """One attribute mapping per node, in node order (see the module docstring)."""
+    tables, docs = _parts(graph)
+    out: list[dict[str, Any]] = [{"name": p, "type": "phrase"} for p in tables.phrases]
+    for i in range(tables.n_passages):
+        doc = docs[i] if docs is not None and i < len(docs) else None
+        pid = doc.id if doc is not None else f"passage {i}"
+        attrs: dict[str, Any] = {"name": pid, "type": "passage", "passage": pid}
+        if with_text and doc is not None:
+            attrs["title"] = doc.title or ""
+            attrs["text"] = doc.text
+        out.append(attrs)
+    return out
+
+
+def to_networkx(graph: Any, *, with_text: bool = False) -> Any:
+    """An undirected ``networkx.Graph`` of the graph (integer nodes = adjacency ids)."""
+    import networkx as nx
+
+    view = nx.Graph()
+    view.add_nodes_from(enumerate(nodes(graph, with_text=with_text)))
+    rows, cols, weights, types = edges(graph)
+    view.add_edges_from(
+        (int(a), int(b), {"weight": float(w), "type": str(t)})
+        for a, b, w, t in zip(rows, cols, weights, types)
+    )
+    return view
+
+
+def to_igraph(graph: Any) -> Any:
+    """An undirected ``igraph.Graph`` with the same node and edge attributes."""
+    import igraph as ig
+
+    attrs = nodes(graph)
+    rows, cols, weights, types = edges(graph)
+    view = ig.Graph(n=len(attrs), edges=list(zip(rows.tolist(), cols.tolist())), directed=False)
+    view.vs["name"] = [a["name"] for a in attrs]
+    view.vs["type"] = [a["type"] for a in attrs]
+    view.vs["passage"] = [a.get("passage", "") for a in attrs]
+    view.es["weight"] = weights.tolist()
+    view.es["type"] = [str(t) for t in types]
+    return view
+
+
+def write_graphml(graph: Any, path: str | Path, *, with_text: bool = True) -> Path:
+    """Write the graph as GraphML (XML; passage titles and texts included with ``with_text``)."""
+    import networkx as nx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nx.write_graphml(to_networkx(graph, with_text=with_text), path)
+    return path
+
+
+def write_edgelist(graph: Any, path: str | Path) -> Path:
+    """Write one tab-separated line per undirected edge, after a header:
+    ``source target source_name target_name weight type`` (names with tabs or newlines flattened)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [" ".join(a["name"].split()) for a in nodes(graph)]
+    rows, cols, weights, types = edges(graph)
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write("source\ttarget\tsource_name\ttarget_name\tweight\ttype\n")
+        for a, b, w, t in zip(rows.tolist(), cols.tolist(), weights.tolist(), types):
+            handle.write(f"{a}\t{b}\t{names[a]}\t{names[b]}\t{w:.6g}\t{t}\n")
+    return path
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {"mean": 0.0, "median": 0.0, "max": 0}
+    return {
+        "mean": round(float(values.mean()), 3),
+        "median": float(np.median(values)),
+        "max": int(values.max()),
+    }
+
+
+def graph_stats(graph: Any, *, top: int = 10) -> dict[str, Any]:
+    """Counts, edge types, degree summaries (neighbours per node) and the ``top`` hub phrases."""
+    tables, _ = _parts(graph)
+    adjacency = tables.adjacency
+    _, _, _, types = edges(graph)
+    degree = np.diff(adjacency.indptr).astype(np.int64)  # distinct neighbours (no self loops)
+    n_phrases = tables.n_phrases
+    phrase_degree = degree[:n_phrases]
+    hubs = np.lexsort((np.arange(n_phrases), -phrase_degree))[:top]
+    return {
+        "phrases": n_phrases,
+        "passages": tables.n_passages,
+        "facts": int(len(tables.fact_subject)),
+        "edges": int(len(types)),
+        "edge_types": {t: int((types == t).sum()) for t in EDGE_TYPES},
+        "synonym_edges": int(tables.synonym_edges),
+        "degree": {
+            "all": _summary(degree),
+            "phrase": _summary(phrase_degree),
+            "passage": _summary(degree[n_phrases:]),
+        },
+        "isolated_phrases": int((phrase_degree == 0).sum()),
+        "hubs": [
+            {
+                "phrase": tables.phrases[i],
+                "degree": int(phrase_degree[i]),
+                "passages": int(tables.phrase_passages[i]),
+            }
+            for i in hubs.tolist()
+        ],
+    }
