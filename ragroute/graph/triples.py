@@ -1,0 +1,469 @@
+"""Graphs from user triples (CSV, JSONL) and from networkx graphs, through the extractors' code path.
+
+User knowledge becomes the same :class:`~ragroute.graph.extract.Extraction` and
+:class:`~ragroute.graph.extract.Fact` objects an extractor produces, and
+:func:`ragroute.graph.build.extend_graph` builds the tables from them, so a graph
+from triples is stored, walked, explained and grown (``GraphIndex.add``) exactly
+like one extracted from a corpus.
+
+**Triple files** (``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``; see ``docs/graph.md``).
+A CSV/TSV file has a header row; a JSONL file has one object per line. Field names
+(case-insensitive):
+
+====================  ========  ==========================================================
+field                 needed    meaning
+====================  ========  ==========================================================
+``subject``           yes       a phrase (normalised like extracted phrases: lower case,
+                                collapsed whitespace, no surrounding punctuation)
+``object``            yes       a phrase
+``predicate``         no        the relation (alias ``relation``); kept in passage text
+``passage``           no        id of the passage that states the triple (alias ``passage_id``)
+``text``              no        that passage's text (alias ``passage_text``)
+``title``             no        that passage's title
+====================  ========  ==========================================================
+
+What becomes a passage (the walk ranks passages, so every fact lives in one):
+
+* a triple whose ``passage`` is a document of the corpus given alongside is added to
+  that document's extraction (the corpus itself is extracted by the graph's extractor);
+* a triple whose ``passage`` is no corpus document makes (or joins) a passage with
+  that id; its text is the ``text`` field given on any of its lines, else its
+  triples' sentences joined ("Ada Brennan born in Kellow. ...");
+* a triple without ``passage`` becomes a passage of its own, id ``triple-<line>``
+  and text ``"subject predicate object."`` (identical triples share one passage).
+
+Passages that come with the triples are *not* run through an extractor: their
+phrases and facts are exactly their triples' (a triple whose subject and object
+are the same phrase adds the phrase, no fact). Facts are phrase pairs, as the
+extractors make them; the predicate is kept as the fact's ``relation`` and in the
+text of the passages made from triples.
+
+Rows with a missing or empty ``subject``/``object``, invalid JSON, or a passage
+text that contradicts an earlier line are all reported in one
+:class:`~ragroute.errors.CorpusFormatError` with their line numbers (up to
+:data:`MAX_REPORTED`); an empty file is an error too.
+
+**networkx graphs** (:func:`triples_from_networkx`, or a ``.graphml`` file): a node
+whose ``type`` attribute is ``"passage"``, or that has a ``text`` attribute, is a
+passage node (id: its ``passage`` attribute, else its name; text and title from its
+attributes); every other node is a phrase named by its ``name`` attribute, else the
+node itself. An edge between a passage and a phrase says the passage mentions the
+phrase; an edge between two phrases is a triple (predicate from ``relation``,
+``predicate`` or ``label``) stated by the passage its ``passage`` attribute names,
+else by every passage node linked to both phrases, else by a passage of its own.
+Edges typed ``synonym`` are skipped (the build finds synonyms itself), so a graph
+exported with ``write_graphml`` can be imported again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import CorpusFormatError, RagrouteError
+from ragroute.graph.build import GraphParams, GraphTables, extend_graph, extract_passages
+from ragroute.graph.extract import Extraction, Fact, normalise, resolve_extractor
+from ragroute.types import Document
+
+MAX_REPORTED = 50
+"""At most this many bad line numbers are listed in one error (the count is always given)."""
+
+FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "subject": ("subject",),
+    "object": ("object",),
+    "predicate": ("predicate", "relation"),
+    "passage": ("passage", "passage_id"),
+    "text": ("text", "passage_text"),
+    "title": ("title",),
+}
+"""Accepted field names (case-insensitive) of a triple row, by field."""
+
+CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+GRAPHML_SUFFIXES = {".graphml"}
+_FACT_HAS_RELATION = "relation" in getattr(Fact, "__dataclass_fields__", {})
+
+
+@dataclass(frozen=True)
+class Triple:
+    """One user fact: ``subject`` -- ``predicate`` -> ``object``, optionally stated by ``passage``."""
+
+    subject: str
+    object: str
+    predicate: str = ""
+    passage: str = ""
+    line: int = 0  # where it came from (file line, record or edge number), for messages and ids
+
+    def sentence(self) -> str:
+        """The triple as a sentence: ``"subject predicate object."``."""
+        return " ".join(p for p in (self.subject, self.predicate, self.object) if p) + "."
+
+
+@dataclass
+class TripleSet:
+    """Triples plus what came with them: passages with text, and passage-phrase mentions."""
+
+    triples: list[Triple] = field(default_factory=list)
+    passages: dict[str, Document] = field(default_factory=dict)  # passages whose text was given
+    mentions: list[tuple[str, str]] = field(default_factory=list)  # (passage id, phrase) without a fact
+    source: str = "triples"
+
+
+class _Problems:
+    """Bad rows collected over a whole input, raised as one error."""
+
+    def __init__(self, source: str, unit: str = "line") -> None:
+        self.source, self.unit = source, unit
+        self.items: list[tuple[int, str]] = []
+
+    def add(self, where: int, reason: str) -> None:
+        self.items.append((where, reason))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        wheres = sorted({w for w, _ in self.items})
+        shown = ", ".join(map(str, wheres[:MAX_REPORTED]))
+        more = f" and {len(wheres) - MAX_REPORTED} more" if len(wheres) > MAX_REPORTED else ""
+        details = "; ".join(f"{self.unit} {w}: {r}" for w, r in self.items[:3])
+        plural = "s" if len(wheres) > 1 else ""
+        raise CorpusFormatError(
+            f"{self.source}: {len(wheres)} bad triple{plural} at {self.unit}{plural} {shown}{more} "
+            f"({details})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_triples(path: str | Path) -> TripleSet:
+    """Triples from a ``.csv``/``.tsv``, ``.jsonl``/``.ndjson`` or ``.graphml`` file (see the module doc)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise CorpusFormatError(f"{path}: no such triples file")
+    if suffix in GRAPHML_SUFFIXES:
+        import networkx as nx
+
+        try:
+            graph = nx.read_graphml(path)
+        except Exception as exc:  # networkx raises XML and value errors of several kinds
+            raise CorpusFormatError(
+                f"{path}: not a readable GraphML file ({type(exc).__name__}: {exc})"
+            ) from None
+        return triples_from_networkx(graph, source=path.name)
+    if suffix not in CSV_SUFFIXES and suffix not in JSONL_SUFFIXES:
+        raise CorpusFormatError(
+            f"{path}: unknown triples format {suffix or '(no suffix)'}; "
+            "use .csv, .tsv, .jsonl, .ndjson or .graphml"
+        )
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CorpusFormatError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if suffix in CSV_SUFFIXES:
+        records = _csv_records(text, CSV_SUFFIXES[suffix], path.name)
+        return triples_from_records(records, source=path.name)
+    return triples_from_records(_jsonl_records(text), source=path.name)
+
+
+def _csv_records(text: str, delimiter: str, source: str) -> list[tuple[int, Any]]:
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header: list[str] | None = None
+    records: list[tuple[int, Any]] = []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = [cell.strip().lower() for cell in row]
+            known = {name for names in FIELD_NAMES.values() for name in names}
+            if "subject" not in header or "object" not in header:
+                raise CorpusFormatError(
+                    f"{source}: the header row must name 'subject' and 'object' columns "
+                    f"(found: {', '.join(header)}; known: {', '.join(sorted(known))})"
+                )
+            continue
+        record = {name: (row[i] if i < len(row) else "") for i, name in enumerate(header) if name}
+        records.append((reader.line_num, record))
+    return records
+
+
+def _jsonl_records(text: str) -> list[tuple[int, Any]]:
+    records: list[tuple[int, Any]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            records.append((number, _Invalid(f"invalid JSON ({exc.msg} at column {exc.colno})")))
+    return records
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    reason: str
+
+
+def _field(record: Mapping[str, Any], name: str) -> tuple[str, str | None]:
+    """``(value, problem)`` of a field under any of its accepted names; a missing field is ``""``."""
+    lowered = {str(k).strip().lower(): v for k, v in record.items()}
+    for key in FIELD_NAMES[name]:
+        if key in lowered and lowered[key] is not None:
+            value = lowered[key]
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                return "", f"'{key}' is a {type(value).__name__}, not text"
+            return " ".join(str(value).split()), None
+    return "", None
+
+
+def triples_from_records(
+    records: Iterable[Mapping[str, Any] | Triple | tuple[int, Any]], *, source: str = "triples"
+) -> TripleSet:
+    """Triples from rows (mappings with the fields of the module doc, or :class:`Triple` s).
+
+    Rows may come as ``(line number, row)`` pairs; otherwise they are numbered from 1.
+    Every bad row is reported at once (see the module doc).
+    """
+    problems = _Problems(source)
+    out = TripleSet(source=source)
+    texts: dict[str, tuple[str, int]] = {}
+    n = 0
+    for position, item in enumerate(records, 1):
+        line, record = item if isinstance(item, tuple) else (position, item)
+        n += 1
+        if isinstance(record, Triple):
+            record = {
+                "subject": record.subject,
+                "object": record.object,
+                "predicate": record.predicate,
+                "passage": record.passage,
+            }
+        if isinstance(record, _Invalid):
+            problems.add(line, record.reason)
+            continue
+        if not isinstance(record, Mapping):
+            problems.add(line, f"not an object but a {type(record).__name__}")
+            continue
+        values, reasons = {}, []
+        for name in FIELD_NAMES:
+            values[name], problem = _field(record, name)
+            if problem:
+                reasons.append(problem)
+        for name in ("subject", "object"):
+            if not normalise(values[name]) and not any(name in r for r in reasons):
+                reasons.append(f"no {name}")
+        passage, text = values["passage"], values["text"]
+        if passage and text:
+            earlier = texts.setdefault(passage, (text, line))
+            if earlier[0] != text:
+                reasons.append(f"passage {passage!r} has another text on line {earlier[1]}")
+        elif text and not passage:
+            reasons.append("'text' given without 'passage'")
+        if reasons:
+            problems.add(line, ", ".join(reasons))
+            continue
+        out.triples.append(
+            Triple(values["subject"], values["object"], values["predicate"], passage, line=int(line))
+        )
+        if passage and text and passage not in out.passages:
+            out.passages[passage] = Document(id=passage, text=text, title=values["title"])
+    if n == 0:
+        raise CorpusFormatError(f"{source}: no triples (the file is empty)")
+    problems.raise_if_any()
+    return out
+
+
+def triples_from_networkx(
+    graph: Any,
+    *,
+    text_attribute: str = "text",
+    type_attribute: str = "type",
+    name_attribute: str = "name",
+    passage_attribute: str = "passage",
+    relation_attributes: Sequence[str] = ("relation", "predicate", "label"),
+    source: str = "networkx graph",
+) -> TripleSet:
+    """Triples, passages and mentions of a networkx graph (see the module doc for the rules)."""
+    problems = _Problems(source, unit="edge")
+    out = TripleSet(source=source)
+    passage_of: dict[Any, str] = {}
+    names: dict[Any, str] = {}
+    for node, attrs in graph.nodes(data=True):
+        is_passage = attrs.get(type_attribute) == "passage" or text_attribute in attrs
+        name = " ".join(str(attrs.get(name_attribute, node)).split())
+        if is_passage:
+            pid = str(attrs.get(passage_attribute) or name)
+            passage_of[node] = pid
+            text = " ".join(str(attrs.get(text_attribute) or "").split())
+            if text:
+                out.passages.setdefault(pid, Document(id=pid, text=text, title=str(attrs.get("title") or "")))
+        names[node] = name
+    pending: list[tuple[Triple, Any, Any]] = []
+    mentioned_by: dict[str, set[str]] = {}
+    edges = 0
+    for number, (u, v, data) in enumerate(graph.edges(data=True), 1):
+        edges += 1
+        if data.get(type_attribute) == "synonym":
+            continue
+        if u in passage_of and v in passage_of:
+            continue  # passage-passage links carry nothing a walk uses
+        if u in passage_of or v in passage_of:
+            pid, phrase = (passage_of[u], names[v]) if u in passage_of else (passage_of[v], names[u])
+            if not normalise(phrase):
+                problems.add(number, "a phrase node without a name")
+                continue
+            out.mentions.append((pid, phrase))
+            mentioned_by.setdefault(normalise(phrase), set()).add(pid)
+            continue
+        if not normalise(names[u]) or not normalise(names[v]):
+            problems.add(number, "a node without a name")
+            continue
+        relation = next((str(data[a]) for a in relation_attributes if data.get(a) not in (None, "")), "")
+        passage = str(data.get(passage_attribute) or "")
+        pending.append((Triple(names[u], names[v], relation, passage, line=number), u, v))
+    if not edges and not out.passages:
+        raise CorpusFormatError(f"{source}: no triples (the graph has no edges and no passage nodes)")
+    problems.raise_if_any()
+    for triple, _u, _v in pending:
+        if triple.passage:
+            out.triples.append(triple)
+            continue
+        common = sorted(
+            mentioned_by.get(normalise(triple.subject), set())
+            & mentioned_by.get(normalise(triple.object), set())
+        )
+        if not common:
+            out.triples.append(triple)
+        for pid in common:  # stated by every passage that mentions both phrases
+            out.triples.append(Triple(triple.subject, triple.object, triple.predicate, pid, line=triple.line))
+    return out
+
+
+def as_triple_set(triples: Any) -> TripleSet:
+    """A :class:`TripleSet` from a path, a networkx graph, rows/:class:`Triple` s, or a TripleSet."""
+    if isinstance(triples, TripleSet):
+        return triples
+    if isinstance(triples, (str, Path)):
+        return read_triples(triples)
+    if hasattr(triples, "nodes") and hasattr(triples, "edges"):
+        return triples_from_networkx(triples)
+    if isinstance(triples, Iterable) and not isinstance(triples, (bytes, Mapping)):
+        return triples_from_records(list(triples))
+    raise RagrouteError(f"cannot read triples from a {type(triples).__name__}")
+
+
+# ------------------------------------------------------------------------------------------ extractions
+
+
+def extractions_from_triples(
+    triples: Any,
+    documents: Sequence[Document] = (),
+    *,
+    extractor: Any = None,
+    show_progress: bool | None = None,
+) -> tuple[list[Document], list[Extraction]]:
+    """The passages and their extractions: ``documents`` (extracted by ``extractor``, plus the
+    triples naming them) first, in order, then the passages made from the triples."""
+    triple_set = as_triple_set(triples)
+    docs = list(documents)
+    extractions = extract_passages(docs, resolve_extractor(extractor), show_progress) if docs else []
+    by_id = {e.passage: e for e in extractions}
+    new_docs: dict[str, Document] = {}
+    sentences: dict[str, list[str]] = {}
+    own: dict[tuple[str, str, str], str] = {}  # a passage-less triple's sentence -> its passage
+    for triple in triple_set.triples:
+        pid = triple.passage
+        if not pid:
+            key = (normalise(triple.subject), triple.predicate.lower(), normalise(triple.object))
+            pid = own.setdefault(key, f"triple-{triple.line}")
+            if pid in by_id and pid not in new_docs:
+                raise CorpusFormatError(
+                    f"{triple_set.source}: passage id {pid!r} for the triple on line {triple.line} "
+                    "is a corpus document id too; give the triple a passage"
+                )
+        if pid not in by_id:
+            by_id[pid] = Extraction(pid)
+            new_docs[pid] = triple_set.passages.get(pid) or Document(id=pid, text="")
+            sentences[pid] = []
+        if pid in sentences and triple.sentence() not in sentences[pid]:
+            sentences[pid].append(triple.sentence())
+        _add_fact(by_id[pid], triple)
+    for pid, phrase in triple_set.mentions:
+        if pid not in by_id:
+            by_id[pid] = Extraction(pid)
+            new_docs[pid] = triple_set.passages.get(pid) or Document(id=pid, text="")
+            sentences[pid] = []
+        _add_phrase(by_id[pid], normalise(phrase))
+    for pid, doc in triple_set.passages.items():  # passages with text but neither triple nor mention
+        if pid not in by_id:
+            by_id[pid], new_docs[pid] = Extraction(pid), doc
+    made = []
+    for pid, doc in new_docs.items():
+        if not doc.text:
+            text = " ".join(sentences.get(pid) or []) or " ".join(by_id[pid].phrases)
+            doc = Document(id=pid, text=text, title=doc.title)
+        made.append(Document(id=doc.id, text=doc.text, title=doc.title, metadata={"origin": "triples"}))
+    passages = docs + made
+    return passages, [by_id[d.id] for d in passages]
+
+
+def _add_phrase(extraction: Extraction, phrase: str) -> None:
+    if phrase and phrase not in extraction.phrases:
+        extraction.phrases.append(phrase)
+
+
+def _add_fact(extraction: Extraction, triple: Triple) -> None:
+    subject, obj = normalise(triple.subject), normalise(triple.object)
+    _add_phrase(extraction, subject)
+    _add_phrase(extraction, obj)
+    if subject != obj:
+        sentence = 1 + max((f.sentence for f in extraction.facts), default=-1)
+        relation = {"relation": triple.predicate} if _FACT_HAS_RELATION and triple.predicate else {}
+        extraction.facts.append(Fact(subject, obj, extraction.passage, sentence, **relation))
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+
+def build_graph_from_triples(
+    triples: Any,
+    encoder: Any,
+    *,
+    documents: Sequence[Document] = (),
+    extractor: Any = None,
+    graph_params: GraphParams | None = None,
+    walk: Any = None,
+    name: str = "",
+    show_progress: bool | None = None,
+) -> Any:
+    """A :class:`~ragroute.graph.index.GraphIndex` over ``documents`` plus the passages of ``triples``.
+
+    ``triples``: a file path (CSV, TSV, JSONL, GraphML), a networkx graph, rows or
+    :class:`Triple` s, or a :class:`TripleSet`. ``documents`` (optional) are extracted
+    by ``extractor`` (a registered name, an object or ``None`` for the rule extractor),
+    which the graph records: ``GraphIndex.add`` extracts later documents with it.
+    """
+    from ragroute.graph.index import GraphIndex
+    from ragroute.index.dense import DenseIndex
+
+    extractor = resolve_extractor(extractor)
+    passages, extractions = extractions_from_triples(
+        triples, documents, extractor=extractor, show_progress=show_progress
+    )
+    if not passages:
+        raise RagrouteError("no passages to build a graph from")
+    dense = DenseIndex.build(passages, encoder, name=name, show_progress=show_progress)
+    by_id = {e.passage: e for e in extractions}
+    ordered = [by_id[d.id] for d in dense.store.documents]
+    tables = extend_graph(
+        GraphTables.empty(encoder.dim), ordered, encoder, params=graph_params, show_progress=show_progress
+    )
+    return GraphIndex(
+        dense, tables, graph_params=graph_params, walk=walk, extractor=extractor.describe(), name=name
+    )

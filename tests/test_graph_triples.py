@@ -1,0 +1,262 @@
+"""User triples (CSV, TSV, JSONL, GraphML) and networkx graphs turned into graph indexes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from ragroute.errors import CorpusFormatError
+from ragroute.graph.build import build_graph
+from ragroute.graph.triples import (
+    MAX_REPORTED,
+    Triple,
+    build_graph_from_triples,
+    extractions_from_triples,
+    read_triples,
+    triples_from_networkx,
+    triples_from_records,
+)
+from ragroute.graph.views import edges, write_graphml
+from ragroute.index.build import build_index
+from ragroute.index.io import load_index, save_index
+from ragroute.types import Document
+
+QUESTION = "Which river flows through the town where Ada Brennan was born?"
+ROWS = [
+    {"subject": "Ada Brennan", "predicate": "born in", "object": "Kellow"},
+    {"subject": "Varne River", "relation": "flows through", "object": "Kellow"},
+    {"subject": "Otto Lind", "predicate": "born in", "object": "Dressel"},
+    {"subject": "Dressel", "predicate": "lies on", "object": "Amber Lake"},
+]
+
+
+def write_csv(path, rows, delimiter=","):
+    header = ["subject", "predicate", "object", "passage", "text"]
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(
+                [row.get(k, row.get("relation", "")) if k == "predicate" else row.get(k, "") for k in header]
+            )
+    return path
+
+
+def test_triples_without_passages_become_passages_that_answer_two_hops(tmp_path, hashing_encoder):
+    index = build_graph_from_triples(ROWS, hashing_encoder, name="kg")
+    docs = {d.id: d for d in index.store.documents}
+    assert list(docs) == ["triple-1", "triple-2", "triple-3", "triple-4"]
+    assert docs["triple-2"].text == "Varne River flows through Kellow."
+    assert docs["triple-1"].metadata == {"origin": "triples"}
+    assert index.tables.phrases == [
+        "ada brennan",
+        "kellow",
+        "varne river",
+        "otto lind",
+        "dressel",
+        "amber lake",
+    ]
+    assert len(index.tables.fact_subject) == 4
+    hits = index.search(QUESTION, k=2)
+    assert [h.doc_id for h in hits] == ["triple-1", "triple-2"]  # both hops, in order
+    assert hits[0].explain["method"] == "ppr" and "ada brennan" in hits[0].explain["seeds"]
+    # the index is an ordinary graph index: stored, loaded, grown by the recorded extractor
+    save_index(index, tmp_path / "kg")
+    loaded = load_index(tmp_path / "kg", hashing_encoder)
+    assert [h.doc_id for h in loaded.search(QUESTION, k=2)] == ["triple-1", "triple-2"]
+    assert loaded.manifest.params["extractor"]["name"] == "rules"
+    loaded.add([Document(id="d9", title="Kellow Church", text="Kellow Church is a Norman church in Kellow.")])
+    assert len(loaded) == 5 and "kellow church" in loaded.tables.phrases
+
+
+def test_csv_tsv_and_jsonl_give_the_same_graph(tmp_path, hashing_encoder):
+    rows = [dict(r, passage="bio-ada" if i == 0 else "") for i, r in enumerate(ROWS)]
+    rows[0]["text"] = "Ada Brennan, a painter, was born in Kellow."
+    csv_set = read_triples(write_csv(tmp_path / "t.csv", rows))
+    tsv_set = read_triples(write_csv(tmp_path / "t.tsv", rows, "\t"))
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    jsonl_set = read_triples(jsonl)
+    # CSV line numbers count the header: row 1 is on line 2
+    assert [t.line for t in csv_set.triples] == [2, 3, 4, 5]
+    assert [t.line for t in jsonl_set.triples] == [1, 2, 3, 4]
+    assert csv_set.passages["bio-ada"].text == "Ada Brennan, a painter, was born in Kellow."
+    built = []
+    for triple_set in (csv_set, tsv_set, jsonl_set):
+        docs, extractions = extractions_from_triples(triple_set)
+        pairs = [[(f.subject, f.object) for f in e.facts] for e in extractions]
+        built.append(([(d.id, d.text) for d in docs], [(e.phrases, p) for e, p in zip(extractions, pairs)]))
+        assert docs[0].id == "bio-ada" and docs[0].text.startswith("Ada Brennan, a painter")
+    assert built[0][1] == built[1][1] == built[2][1]  # same phrases and facts
+    assert [d[1] for d in built[0][0]] == [d[1] for d in built[2][0]]  # same passage texts
+    # passage-less triples are named by their line: CSV lines count the header
+    assert [d[0] for d in built[0][0]] == ["bio-ada", "triple-3", "triple-4", "triple-5"]
+    assert [d[0] for d in built[2][0]] == ["bio-ada", "triple-2", "triple-3", "triple-4"]
+
+
+def test_triples_join_corpus_documents_by_id_and_share_one_passage_by_id(hashing_encoder):
+    corpus = [Document(id="p1", title="Ada Brennan", text="Ada Brennan was a painter.")]
+    rows = [
+        {"subject": "Ada Brennan", "predicate": "born in", "object": "Kellow", "passage": "p1"},
+        {"subject": "Kellow", "predicate": "on", "object": "Varne River", "passage": "geo"},
+        {"subject": "Varne River", "predicate": "rises in", "object": "Marl Hills", "passage": "geo"},
+        {"subject": "Kellow", "predicate": "on", "object": "Varne River"},  # no passage
+        {"subject": "kellow", "predicate": "on", "object": "Varne  River"},  # same triple: same passage
+    ]
+    docs, extractions = extractions_from_triples(rows, corpus)
+    assert [d.id for d in docs] == ["p1", "geo", "triple-4"]
+    assert docs[0].text == "Ada Brennan was a painter."  # a corpus document keeps its text
+    assert docs[1].text == "Kellow on Varne River. Varne River rises in Marl Hills."
+    assert docs[1].metadata == {"origin": "triples"} and docs[0].metadata == {}
+    p1 = extractions[0]
+    assert ("ada brennan", "kellow") in {(f.subject, f.object) for f in p1.facts}  # added to the extraction
+    assert "kellow" in p1.phrases
+    assert len(extractions[2].facts) == 2  # the repeated triple counts twice (edge weight 2)
+    index = build_graph_from_triples(rows, hashing_encoder, documents=corpus)
+    t = index.tables
+    a, b = t.phrases.index("ada brennan"), t.phrases.index("kellow")
+    assert t.adjacency[a, b] == 1.0
+    k, v = t.phrases.index("kellow"), t.phrases.index("varne river")
+    assert t.adjacency[k, v] == 3.0  # geo once, triple-4 twice
+
+
+def test_bad_triples_are_all_reported_with_their_line_numbers(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "Subject,Relation,Object\n"
+        "Ada Brennan,born in,Kellow\n"
+        ",born in,Dressel\n"  # line 3: no subject
+        "Otto Lind,born in,Dressel\n"
+        "Kellow,on,\n"  # line 5: no object
+        "Kellow\n"  # line 6: short row
+        '"...",x,Kellow\n',  # line 7: punctuation only
+        encoding="utf-8",
+    )
+    with pytest.raises(CorpusFormatError) as info:
+        read_triples(path)
+    message = str(info.value)
+    assert "4 bad triples at lines 3, 5, 6, 7 " in message
+    assert "line 3: no subject" in message and "line 5: no object" in message
+    assert "\n" not in message
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text(
+        '{"subject": "a", "object": "b"}\n{"subject": "a"\n\n{"subject": "a", "object": null}\n[1, 2]\n'
+        '{"subject": ["x"], "object": "b"}\n{"subject": "a", "object": "b", "text": "orphan"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        CorpusFormatError, match=r"5 bad triples at lines 2, 4, 5, 6, 7 \(line 2: invalid JSON"
+    ):
+        read_triples(jsonl)
+
+
+def test_many_bad_lines_are_capped_but_counted(tmp_path):
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join(json.dumps({"subject": f"s{i}"}) for i in range(MAX_REPORTED + 10)) + "\n")
+    with pytest.raises(CorpusFormatError) as info:
+        read_triples(path)
+    message = str(info.value)
+    assert f"{MAX_REPORTED + 10} bad triples" in message and "and 10 more" in message
+    assert f", {MAX_REPORTED} and 10 more" in message and f", {MAX_REPORTED + 1}" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.csv", "", "no triples"),
+        ("header.csv", "subject,object\n", "no triples"),
+        ("blank.jsonl", "\n  \n", "no triples"),
+        ("noobject.csv", "subject,predicate\na,b\n", "must name 'subject' and 'object'"),
+        ("t.txt", "a b c\n", "unknown triples format .txt"),
+        (
+            "conflict.jsonl",
+            '{"subject":"a","object":"b","passage":"p","text":"one"}\n'
+            '{"subject":"a","object":"c","passage":"p","text":"two"}\n',
+            "another text on line 1",
+        ),
+    ],
+)
+def test_empty_or_malformed_triple_files_are_errors(tmp_path, name, content, expected):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=expected):
+        read_triples(path)
+
+
+def test_networkx_graph_with_passage_nodes(hashing_encoder):
+    graph = nx.DiGraph()  # edge direction: subject -> object
+    graph.add_node("doc-ada", text="Ada Brennan was born in Kellow.", title="Ada Brennan")
+    graph.add_node("doc-kellow", type="passage", text="The Varne River flows through Kellow.")
+    graph.add_node(1, name="Ada Brennan")
+    graph.add_node(2, name="Kellow")
+    graph.add_node(3, name="Varne River")
+    graph.add_edges_from([("doc-ada", 1), ("doc-ada", 2), ("doc-kellow", 2), ("doc-kellow", 3)])
+    graph.add_edge(1, 2, relation="born in")  # both phrases are in doc-ada only: stated there
+    graph.add_edge(3, 2, relation="flows through")
+    graph.add_edge(1, 3, type="synonym", weight=0.9)  # skipped
+    graph.add_edge("Otto Lind", "Dressel", label="born in")  # nobody mentions both: its own passage
+    triple_set = triples_from_networkx(graph)
+    assert {(t.subject, t.object, t.predicate, t.passage) for t in triple_set.triples} == {
+        ("Ada Brennan", "Kellow", "born in", "doc-ada"),
+        ("Varne River", "Kellow", "flows through", "doc-kellow"),
+        ("Otto Lind", "Dressel", "born in", ""),
+    }
+    index = build_graph_from_triples(graph, hashing_encoder)
+    docs = {d.id: d for d in index.store.documents}
+    assert docs["doc-ada"].title == "Ada Brennan" and docs["doc-kellow"].text.startswith("The Varne")
+    assert docs["triple-8"].text == "Otto Lind born in Dressel."  # edge number 8 of the graph
+    assert [h.doc_id for h in index.search(QUESTION, k=2)] == ["doc-ada", "doc-kellow"]
+    with pytest.raises(CorpusFormatError, match="no triples"):
+        triples_from_networkx(nx.Graph())
+
+
+def test_graphml_export_imports_back(tmp_path, hashing_encoder):
+    corpus = [
+        Document(id="p1", title="Ada Brennan", text="Ada Brennan was a painter. She was born in Kellow."),
+        Document(id="p2", title="Kellow", text="Kellow is a town. The Varne River flows through Kellow."),
+        Document(id="p3", title="Dressel", text="Dressel is a village on the Amber Lake."),
+    ]
+    original = build_index(corpus, "graph", encoder=hashing_encoder)
+    path = write_graphml(original, tmp_path / "g.graphml")
+    again = build_graph_from_triples(read_triples(path), hashing_encoder)
+    assert [(d.id, d.text, d.title) for d in again.store.documents] == [
+        (d.id, d.text, d.title) for d in corpus
+    ]
+    assert sorted(again.tables.phrases) == sorted(original.tables.phrases)
+    # same phrase pairs, and every passage linked to the same phrases
+    assert {tuple(sorted(p)) for p in _fact_names(again)} == {tuple(sorted(p)) for p in _fact_names(original)}
+    assert _passage_links(again) == _passage_links(original)
+    assert [h.doc_id for h in again.search(QUESTION, k=2)] == [
+        h.doc_id for h in original.search(QUESTION, k=2)
+    ]
+
+
+def _fact_names(index):
+    t = index.tables
+    return [(t.phrases[a], t.phrases[b]) for a, b in zip(t.fact_subject, t.fact_object)]
+
+
+def _passage_links(index):
+    t = index.tables
+    rows, cols, _, types = edges(index)
+    ids = [d.id for d in index.store.documents]
+    return {
+        (ids[b - t.n_phrases], t.phrases[a]) for a, b, kind in zip(rows, cols, types) if kind == "passage"
+    }
+
+
+def test_records_and_triple_objects_and_extractor_graph_agree(hashing_encoder):
+    from_rows = triples_from_records(ROWS)
+    from_objects = triples_from_records([Triple(r["subject"], r["object"]) for r in ROWS])
+    assert [(t.subject, t.object) for t in from_rows.triples] == [
+        (t.subject, t.object) for t in from_objects.triples
+    ]
+    # extractions from triples go through the same table builder as extracted corpora
+    docs, extractions = extractions_from_triples(ROWS)
+    tables = build_graph(docs, hashing_encoder)  # the rule extractor on the synthetic passages
+    assert set(tables.phrases) >= {p for e in extractions for p in e.phrases}
+    assert np.isfinite(tables.adjacency.data).all()
