@@ -95,3 +95,69 @@ def test_corrupt_graph_files_are_caught(tmp_path, hashing_encoder, flip):
     path.write_bytes(bytes(data))
     with pytest.raises(IndexFormatError, match=flip):
         load_index(tmp_path / "kg", hashing_encoder)
+
+
+QUESTION = "Which river flows through the city where Ada Brennan was born?"
+
+
+def test_each_hit_carries_the_path_its_mass_came_along(hashing_encoder):
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder, name="kg")
+    hits = {h.doc_id: h for h in index.search(QUESTION, k=4)}
+    seeds = set(hits["p2"].explain["seeds"]) | set(hits["p2"].explain["anchors"])
+    for hit in hits.values():
+        path = hit.explain["path"]
+        assert path[-1].startswith(f"passage {hit.doc_id}")
+        assert path[0] in seeds or path[0] == "(dense prior)"
+        assert len(path) <= 5
+    # the second hop: Kellow's passage is reached through a phrase, not found on its own
+    assert len(hits["p2"].explain["path"]) >= 2 and hits["p2"].explain["path"][-2] in {
+        "kellow",
+        "ada brennan",
+        "varne river",
+    }
+
+
+def test_hub_damping_is_a_switch_that_changes_the_walk_without_touching_the_graph(hashing_encoder):
+    from dataclasses import replace
+
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder)
+    before = index.tables.adjacency.data.copy()
+    index.walk = replace(index.walk, hub_damping=0.0)
+    plain = [(h.doc_id, h.score) for h in index.search(QUESTION, k=6)]
+    index.walk = replace(index.walk, hub_damping=1.0)
+    damped = [(h.doc_id, h.score) for h in index.search(QUESTION, k=6)]
+    assert plain != damped
+    assert np.array_equal(index.tables.adjacency.data, before)
+    assert set(index._walk_graphs) == {0.0, 1.0}  # one engine per value, kept
+
+
+class _ScriptedLLM:
+    """Answers from a list; records the prompts it was given."""
+
+    def __init__(self, answers):
+        self.answers, self.prompts = list(answers), []
+
+    def complete(self, prompt):
+        from types import SimpleNamespace
+
+        self.prompts.append(prompt)
+        return SimpleNamespace(text=self.answers.pop(0))
+
+
+def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hashing_encoder):
+    from ragroute.graph.fact_filter import LLMFactFilter
+
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder)
+    index.walk.anchor_weight = 0.0
+    llm = _ScriptedLLM(["Useful: [1]", "no idea"])
+    index.fact_filter = LLMFactFilter(llm)
+    kept = index.search(QUESTION, k=3)[0].explain
+    assert len(kept["facts"]) == 1 and kept["fact_filter"] == "llm-fact-filter"
+    assert "1. " in llm.prompts[0] and QUESTION in llm.prompts[0]
+    offered = [line for line in llm.prompts[0].splitlines() if line[:1].isdigit()]
+    assert kept["facts"][0].startswith(offered[1].split(". ", 1)[1])
+    everything = index.search(QUESTION, k=3)[0].explain  # unparseable: every candidate stays
+    assert len(everything["facts"]) == min(index.walk.top_facts, len(offered))
+    assert index.fact_filter.calls == 2 and index.fact_filter.failures == 1
+    index.fact_filter = None
+    assert index.search(QUESTION, k=3)[0].explain["fact_filter"] is None

@@ -7,28 +7,36 @@ graph``; a source a router can choose). A query walks the graph with zero LLM ca
    phrases with the query (``fact_score``: the better of the two, or their mean as
    in the static HippoRAG-2 style walk); the phrases of the ``top_facts`` best facts
    are seeded with the fact's score divided by how many passages contain the phrase
-   (specific phrases weigh more);
-2. query-aware anchors: the query's own entity-like phrases (the graph's extractor
-   run on the query) are linked to phrase nodes, by exact match or by embedding
+   (specific phrases weigh more). An optional :attr:`GraphIndex.fact_filter` (e.g. an
+   LLM, :class:`~ragroute.graph.fact_filter.LLMFactFilter`) may first drop candidate
+   facts; it is off by default, the zero-LLM walk is the product;
+2. query-aware anchors: the query's own entity-like phrases (the rule extractor run
+   on the query) are linked to phrase nodes, by exact match or by embedding
    cosine >= ``anchor_similarity``, and seeded with ``anchor_weight`` divided by how
    many passages contain them (0 switches anchors off);
 3. the passages of a dense search seed the walk too, with ``passage_prior`` times
-   their min-max normalised cosine;
-4. personalized PageRank (damping ``damping``) runs from that reset vector, and
+   their min-max normalised cosine; ``fact_passage_boost`` (off by default: it
+   measured slightly worse) adds reset mass to the passages carrying the top facts;
+4. hub damping: edges into a phrase are scaled by ``1 / degree ** hub_damping``
+   (degree = passages containing it), so generic phrases pass on less mass; the
+   scaled engine is built once per value, never per query;
+5. personalized PageRank (damping ``damping``) runs from that reset vector, and
    passages are ranked by the mass they receive.
 
+Every switch is a :class:`WalkParams` field, so ``ragroute bench graph`` ablates each.
 A query whose facts link to nothing falls back to dense retrieval and says so in
 each hit's explanation. Each hit explains itself: its PPR mass, its dense rank,
-and the seed phrases and facts of the walk.
+the seed phrases, anchors and facts of the walk, and the ``path`` its mass came
+along (from a seed phrase, or from the dense prior, to the passage).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,15 +67,37 @@ class WalkParams:
     fact_score: str = "max"  # "max" or "mean" of the fact's two phrase-query cosines
     anchor_weight: float = 1.0  # seed weight of the query's own phrases (0: off)
     anchor_similarity: float = 0.8  # cosine needed to link a query phrase with no exact match
+    fact_passage_boost: float = 0.0  # reset mass for the passages that carry the top facts (0: off)
+    hub_damping: float = 0.5  # edges into a phrase scaled by 1 / degree ** hub_damping (0: off)
+    fact_candidates: int = 20  # facts shown to a fact filter, when one is set
 
     @classmethod
     def static(cls) -> WalkParams:
-        """The static walk in the HippoRAG 2 manner: mean fact score, no query anchors."""
-        return cls(fact_score="mean", anchor_weight=0.0)
+        """The static walk in the HippoRAG 2 manner: mean fact score, no query anchors, no hub damping."""
+        return cls(fact_score="mean", anchor_weight=0.0, hub_damping=0.0)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WalkParams:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class SeedFact:
+    """A fact the walk seeds from: its row in the fact table, its two phrases, its query score."""
+
+    id: int
+    subject: str
+    object: str
+    score: float
+
+    def __str__(self) -> str:
+        return f"{self.subject} | {self.object} ({self.score:.3f})"
+
+
+class _WalkGraph(NamedTuple):
+    engine: PPREngine
+    adjacency: sp.csr_array
+    out_weight: np.ndarray
 
 
 class GraphIndex(LocalIndex):
@@ -93,6 +123,9 @@ class GraphIndex(LocalIndex):
         self.graph_params = graph_params or GraphParams()
         self.walk = walk or WalkParams()
         self.extractor = dict(extractor or RuleExtractor().describe())
+        #: Optional ``(query, facts) -> facts`` filter over the candidate facts (e.g.
+        #: :class:`~ragroute.graph.fact_filter.LLMFactFilter`); None: the zero-LLM walk.
+        self.fact_filter: Callable[[str, list[SeedFact]], Sequence[SeedFact]] | None = None
         self._query_extractor = RuleExtractor()  # finds the query's own phrases (anchors)
         self._set_tables(tables)
 
@@ -100,6 +133,7 @@ class GraphIndex(LocalIndex):
         """Use ``tables``, with a PPR engine and passage node ids made for them."""
         engine = PPREngine(tables.adjacency)
         self.tables, self.engine = tables, engine
+        self._walk_graphs: dict[float, _WalkGraph] = {}
         self._passage_nodes = np.arange(tables.n_phrases, tables.n_phrases + len(self.store))
 
     # ------------------------------------------------------------------ building
@@ -208,32 +242,39 @@ class GraphIndex(LocalIndex):
         n_phrases = tables.n_phrases
         dense = self.dense.ranked_positions(vectors, max(k, walk.prior_depth), filters)
         allowed = self.store.filter_mask(filters)
+        graph = self._walk_graph(walk.hub_damping)
         out = []
         for text, vector, ranked in zip(texts, vectors, dense):
-            seeds, facts = self._seeds(vector)
+            seeds, facts = self._seeds(vector, text)
             anchors = self._anchors(text)
             for phrase, weight in anchors.items():
                 seeds[phrase] = seeds.get(phrase, 0.0) + weight
             if not seeds:
                 out.append(self._fallback(ranked[:k]))
                 continue
-            reset = np.zeros(tables.adjacency.shape[0], dtype=np.float32)
+            reset = np.zeros(tables.adjacency.shape[0], dtype=np.float64)
             for phrase, weight in seeds.items():
                 reset[phrase] = weight
             if ranked and walk.passage_prior > 0:
-                scores = np.array([s for _, s in ranked], dtype=np.float32)
+                scores = np.array([s for _, s in ranked], dtype=np.float64)
                 low, span = scores.min(), scores.max() - scores.min()
                 normed = (scores - low) / span if span > 0 else np.ones_like(scores)
-                for (position, _), value in zip(ranked, normed):
-                    reset[n_phrases + position] += walk.passage_prior * float(value)
-            mass = self.engine.run(reset, damping=walk.damping, top_k=k, among=self._passage_nodes).scores[
-                n_phrases:
-            ]
+                positions = np.array([position for position, _ in ranked], dtype=np.intp)
+                reset[n_phrases + positions] += walk.passage_prior * normed
+            if walk.fact_passage_boost > 0:
+                for fact in facts:
+                    row = tables.fact_passages[[fact.id]].indices
+                    if row.size:
+                        reset[n_phrases + row] += walk.fact_passage_boost * fact.score / row.size
+            full = graph.engine.run(reset, damping=walk.damping, top_k=k, among=self._passage_nodes).scores
+            mass = full[n_phrases:]
             if allowed is not None:
                 mass = np.where(allowed, mass, -1.0)
             order = np.lexsort((np.arange(len(mass)), -mass))[:k]
             dense_rank = {position: rank for rank, (position, _) in enumerate(ranked, 1)}
             seed_names = [tables.phrases[p] for p in sorted(seeds, key=lambda p: -seeds[p])][:8]
+            fact_texts = [str(fact) for fact in facts]
+            normalised_reset = reset / reset.sum()
             hits = []
             for rank, position in enumerate(order, 1):
                 if mass[position] <= 0:
@@ -244,35 +285,112 @@ class GraphIndex(LocalIndex):
                     "dense_rank": dense_rank.get(int(position)),
                     "seeds": seed_names,
                     "anchors": [tables.phrases[p] for p in anchors],
-                    "facts": facts,
+                    "facts": fact_texts,
+                    "fact_filter": None if self.fact_filter is None else _describe(self.fact_filter),
+                    "path": self._path(n_phrases + int(position), full, normalised_reset, seeds, graph),
                 }
                 hits.append(hit)
             out.append(hits)
         return out
 
-    def _seeds(self, vector: np.ndarray) -> tuple[dict[int, float], list[str]]:
-        """Seed phrases (id -> weight) from the query's best facts, and those facts as text."""
-        tables = self.tables
+    def _walk_graph(self, hub_damping: float) -> _WalkGraph:
+        """The graph the walk runs on: edges into a phrase scaled by ``1 / degree ** hub_damping``
+        (degree: passages containing the phrase); built once per value and kept."""
+        graphs = self._walk_graphs
+        if hub_damping not in graphs:
+            adjacency = sp.csr_array(self.tables.adjacency)
+            if hub_damping > 0:
+                scale = np.ones(adjacency.shape[0], dtype=np.float64)
+                scale[: self.tables.n_phrases] = np.maximum(self.tables.phrase_passages, 1.0) ** -hub_damping
+                adjacency = sp.csr_array(
+                    (
+                        (adjacency.data * scale[adjacency.indices]).astype(np.float32),
+                        adjacency.indices,
+                        adjacency.indptr,
+                    ),
+                    shape=adjacency.shape,
+                )
+            engine = self.engine if hub_damping <= 0 else PPREngine(adjacency)
+            out_weight = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
+            graphs[hub_damping] = _WalkGraph(engine, adjacency, out_weight)
+        return graphs[hub_damping]
+
+    def _path(
+        self,
+        node: int,
+        mass: np.ndarray,
+        reset: np.ndarray,
+        seeds: Mapping[int, float],
+        graph: _WalkGraph,
+    ) -> list[str]:
+        """How the walk's mass reached ``node``: from a seed (or the dense prior) to ``node``.
+
+        Walks back from ``node``, each time to the neighbour that sent it the most mass
+        (its score times its transition probability into the node), until a seed, or a
+        node whose own reset share (the dense prior, a key-fact boost) outweighs what its
+        neighbours sent it; at most 4 hops.
+        """
+        adjacency, damping = graph.adjacency, self.walk.damping
+        trail = [node]
+        for _ in range(4):
+            current = trail[-1]
+            if current in seeds:
+                break
+            lo, hi = adjacency.indptr[current], adjacency.indptr[current + 1]
+            neighbours = adjacency.indices[lo:hi]
+            flow = mass[neighbours] * adjacency.data[lo:hi] / np.maximum(graph.out_weight[neighbours], 1e-30)
+            for visited in trail:
+                flow[neighbours == visited] = 0.0
+            if not flow.size or damping * flow.max() <= (1.0 - damping) * reset[current]:
+                trail.append(-1)  # the node's own reset mass: the dense prior or a fact boost
+                break
+            trail.append(int(neighbours[int(np.argmax(flow))]))
+        return [self._node_label(n) for n in reversed(trail)]
+
+    def _node_label(self, node: int) -> str:
+        if node < 0:
+            return "(dense prior)"
+        n_phrases = self.tables.n_phrases
+        if node < n_phrases:
+            return self.tables.phrases[node]
+        doc = self.store.documents[node - n_phrases]
+        return f"passage {doc.id}" + (f" ({doc.title})" if doc.title else "")
+
+    def _seeds(self, vector: np.ndarray, text: str = "") -> tuple[dict[int, float], list[SeedFact]]:
+        """Seed phrases (id -> weight) from the query's best facts, and those facts.
+
+        With a :attr:`fact_filter` set, the ``fact_candidates`` best facts are offered to it
+        and the ``top_facts`` best of those it keeps are used.
+        """
+        tables, walk = self.tables, self.walk
         if not len(tables.fact_subject):
             return {}, []
         sims = tables.phrase_vectors @ np.asarray(vector, dtype=np.float32)
         subject, obj = sims[tables.fact_subject], sims[tables.fact_object]
-        fact_scores = np.maximum(subject, obj) if self.walk.fact_score == "max" else (subject + obj) / 2.0
-        top = min(self.walk.top_facts, len(fact_scores))
+        fact_scores = np.maximum(subject, obj) if walk.fact_score == "max" else (subject + obj) / 2.0
+        wanted = walk.fact_candidates if self.fact_filter is not None else walk.top_facts
+        top = min(wanted, len(fact_scores))
         best = np.argpartition(-fact_scores, top - 1)[:top]
         best = best[np.lexsort((best, -fact_scores[best]))]
+        candidates = [
+            SeedFact(
+                int(f),
+                tables.phrases[int(tables.fact_subject[f])],
+                tables.phrases[int(tables.fact_object[f])],
+                float(fact_scores[f]),
+            )
+            for f in best
+            if fact_scores[f] > 0
+        ]
+        if self.fact_filter is not None and candidates:
+            candidates = list(self.fact_filter(text, candidates))
+        chosen = candidates[: walk.top_facts]
         seeds: dict[int, float] = {}
-        facts = []
-        for f in best:
-            score = float(fact_scores[f])
-            if score <= 0:
-                continue
-            subject, obj = int(tables.fact_subject[f]), int(tables.fact_object[f])
-            facts.append(f"{tables.phrases[subject]} | {tables.phrases[obj]} ({score:.3f})")
-            for phrase in (subject, obj):
-                weight = score / max(float(tables.phrase_passages[phrase]), 1.0)
+        for fact in chosen:
+            for phrase in (int(tables.fact_subject[fact.id]), int(tables.fact_object[fact.id])):
+                weight = fact.score / max(float(tables.phrase_passages[phrase]), 1.0)
                 seeds[phrase] = max(seeds.get(phrase, 0.0), weight)
-        return seeds, facts
+        return seeds, chosen
 
     def _anchors(self, text: str) -> dict[int, float]:
         """The query's own phrases linked to phrase nodes (exact, else nearest by cosine), with weights."""
@@ -410,3 +528,7 @@ def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, di
         adjacency=sp.csr_array(adjacency, dtype=np.float32),
         synonym_edges=int(counts.get("synonym_edges", 0)),
     )
+
+
+def _describe(part: Any) -> str:
+    return str(getattr(part, "name", None) or type(part).__name__)

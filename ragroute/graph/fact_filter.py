@@ -1,0 +1,61 @@
+"""An optional LLM fact filter for the graph walk (HippoRAG 2's recognition memory).
+
+The zero-LLM walk is the product; a deployment with an LLM at hand may set
+``graph_index.fact_filter = LLMFactFilter(llm)``: the walk then shows the LLM its
+``fact_candidates`` best facts for the query and seeds only from the ones it keeps
+(in their original order of score). Any llama-index LLM works (``llm.complete``).
+One call per query; an answer that names no valid fact number keeps every
+candidate (the walk never loses its seeds to a bad answer) and is counted in
+:attr:`LLMFactFilter.failures`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+PROMPT = """You select the facts that help answer a question.
+Question: {query}
+Candidate facts (two related phrases each):
+{facts}
+Answer with the numbers of the useful facts as a JSON list, e.g. [0, 3]. Answer [] if none helps.
+Numbers:"""
+
+_LIST = re.compile(r"\[([^\[\]]*)\]")
+
+
+class LLMFactFilter:
+    """Keep the candidate facts an LLM judges useful for the query."""
+
+    name = "llm-fact-filter"
+
+    def __init__(self, llm: Any, *, prompt: str = PROMPT) -> None:
+        self.llm = llm
+        self.prompt = prompt
+        self.calls = 0
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def parse(self, answer: str, count: int) -> list[int] | None:
+        """The fact numbers in the first ``[...]`` list of ``answer`` (valid ones, in order), or None."""
+        match = _LIST.search(answer)
+        if match is None:
+            return None
+        numbers = [int(n) for n in re.findall(r"-?\d+", match.group(1))]
+        if match.group(1).strip() and not numbers:
+            return None
+        return sorted({n for n in numbers if 0 <= n < count})
+
+    def __call__(self, query: str, facts: Sequence[Any]) -> list[Any]:
+        listed = "\n".join(f"{i}. {fact.subject} | {fact.object}" for i, fact in enumerate(facts))
+        answer = str(self.llm.complete(self.prompt.format(query=query, facts=listed)).text)
+        kept = self.parse(answer, len(facts))
+        with self._lock:
+            self.calls += 1
+            if kept is None:
+                self.failures += 1
+        if kept is None:
+            return list(facts)
+        return [facts[i] for i in kept]
