@@ -13,7 +13,7 @@ Errors caused by input (a missing file, an empty query, a corrupt index) print
 one line ``error: ...`` and exit with status 2.
 
 All click code of ragroute lives in this package: one module per command
-(``build``, ``query``, ``evaluate``, ``route``, ``demo``; ``bench`` holds the
+(``build``, ``query``, ``evaluate``, ``route``, ``graph``, ``demo``; ``bench`` holds the
 benchmark commands listed in :data:`ragroute.registry.BENCHMARKS`), shared option
 decorators in ``options``, helpers shared by commands in ``common`` and the
 ``--json`` output in ``output``.
@@ -75,6 +75,7 @@ def main() -> None:
     Typical session:
       ragroute build corpora/astronomy --out indexes/astronomy --method hybrid
       ragroute query indexes/astronomy "how are exoplanets detected?" -k 5
+      ragroute graph build corpora/multihop && ragroute graph query graph/multihop "..."
       ragroute eval --index indexes/med --data ../shared/data/glasgow/med --split dev
       ragroute demo
     """
@@ -90,11 +91,20 @@ def _register() -> None:
     from ragroute.cli.build import build_command
     from ragroute.cli.demo import demo_command
     from ragroute.cli.evaluate import eval_command
+    from ragroute.cli.graph import graph_group
     from ragroute.cli.inspect import inspect_command
     from ragroute.cli.query import query_command
     from ragroute.cli.route import route_group
 
-    for command in (build_command, query_command, eval_command, route_group, inspect_command, demo_command):
+    for command in (
+        build_command,
+        query_command,
+        eval_command,
+        route_group,
+        graph_group,
+        inspect_command,
+        demo_command,
+    ):
         main.add_command(command)
     main.add_command(bench_group())
 

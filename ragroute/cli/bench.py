@@ -10,14 +10,12 @@ with status 2, also when a command is invoked on its own (as the tests do).
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
+from ragroute.cli.common import one_line_errors
 from ragroute.cli.options import bench_encoder_options
 from ragroute.cli.output import emit_json
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -32,20 +30,6 @@ from ragroute.evaluation import (
     bench_tatqa,
 )
 from ragroute.registry import EXTRACTORS, FUSIONS
-
-
-def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a :class:`RagrouteError` raised by the command as ``error: ...`` and exit with status 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except RagrouteError as exc:
-            click.echo(f"error: {exc}", err=True)
-            click.get_current_context().exit(2)
-
-    return wrapper
 
 
 @click.command("bm25")

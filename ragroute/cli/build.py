@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,6 +15,7 @@ from ragroute.index.dense import FACTORIES, DenseParams
 from ragroute.index.fusion import FUSION_METHODS
 from ragroute.index.hybrid import FusionParams
 from ragroute.registry import INDEX_KINDS
+from ragroute.types import Document
 
 
 @click.command("build")
@@ -81,23 +83,13 @@ def build_command(
     The build writes into a temporary folder beside --out and renames it into place
     only when complete, so an interrupted build leaves the previous index loadable.
     """
-    from ragroute.chunking import chunk_documents
     from ragroute.index.build import build_index
-    from ragroute.index.io import save_index
-    from ragroute.loaders import LoadReport, load_corpus
 
     start = time.perf_counter()
     model = None  # resolved first, so a missing model fails before any work is done
     if method != "bm25":
         model = open_encoder(encoder, backend, cache_dir or default_cache_dir(out_dir))
-    report = LoadReport()
-    documents = load_corpus(corpus, on_error=on_error, report=report)
-    units = chunk_documents(documents, granularity)
-    skipped = f" ({report.n_skipped} bad records skipped)" if report.n_skipped else ""
-    click.echo(
-        f"loaded {len(documents)} documents from {corpus}{skipped} -> {len(units)} {granularity} units",
-        err=True,
-    )
+    units = load_units(corpus, granularity, on_error)
     index = build_index(
         units,
         method,
@@ -106,12 +98,41 @@ def build_command(
         fusion=FusionParams(method=fusion),
         name=name or out_dir.name,
     )
+    save_built_index(index, out_dir, method, start)
+
+
+def load_units(corpus: Path, granularity: str, on_error: str) -> list[Document]:
+    """The corpus's documents cut at ``granularity``, with a one-line report on stderr."""
+    from ragroute.chunking import chunk_documents
+    from ragroute.loaders import LoadReport, load_corpus
+
+    report = LoadReport()
+    documents = load_corpus(corpus, on_error=on_error, report=report)
+    units = chunk_documents(documents, granularity)
+    skipped = f" ({report.n_skipped} bad records skipped)" if report.n_skipped else ""
+    click.echo(
+        f"loaded {len(documents)} documents from {corpus}{skipped} -> {len(units)} {granularity} units",
+        err=True,
+    )
+    return units
+
+
+def save_built_index(index: Any, out_dir: Path, method: str, start: float) -> Any:
+    """Publish ``index`` at ``out_dir`` through the artifact store and print what was built.
+
+    ``ragroute build`` and ``ragroute graph build`` write through this one path.
+    """
+    from ragroute.index.io import save_index
+
     manifest = save_index(index, out_dir)
     elapsed = time.perf_counter() - start
     encoder_text = (
-        f", encoder {manifest.encoder['model_id']} ({manifest.encoder['backend']})" if model else ""
+        f", encoder {manifest.encoder['model_id']} ({manifest.encoder['backend']})"
+        if manifest.encoder
+        else ""
     )
     click.echo(
         f"built {method} index of {manifest.params['documents']} units in {elapsed:.1f}s{encoder_text}"
         f" -> {out_dir}"
     )
+    return manifest

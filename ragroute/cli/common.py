@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import click
+
+from ragroute.errors import RagrouteError
 from ragroute.types import Hit
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 """click context settings of every command group."""
+
+
+def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a :class:`RagrouteError` raised by the command as ``error: ...`` and exit with status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RagrouteError as exc:
+            click.echo(f"error: {exc}", err=True)
+            click.get_current_context().exit(2)
+
+    return wrapper
 
 
 def open_encoder(name: str, backend: str, cache_dir: Path) -> Any:
