@@ -1,0 +1,408 @@
+"""``ragroute graph ...``: build, grow, query, describe and export knowledge-graph indexes.
+
+A graph is an index of kind ``graph`` (:class:`ragroute.graph.index.GraphIndex`),
+written through the artifact store like every index: ``graph build`` goes through
+the same loading and publishing code as ``ragroute build --method graph``. Built
+graphs go to ``graph/<corpus name>`` by default. See ``docs/graph.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ragroute.cli.build import load_units, save_built_index
+from ragroute.cli.common import (
+    CONTEXT,
+    default_cache_dir,
+    encoder_for_index,
+    format_hit,
+    one_line_errors,
+    open_encoder,
+)
+from ragroute.cli.options import encoder_options
+from ragroute.cli.output import emit_json
+from ragroute.encode.resolve import DEFAULT_ENCODER
+from ragroute.errors import IndexFormatError, RagrouteError, check_query
+from ragroute.graph.build import GraphParams
+from ragroute.registry import EXTRACTORS
+
+DEFAULT_GRAPH_DIR = Path("graph")
+GRANULARITIES = ("document", "section", "paragraph")
+EXPLAIN_KEYS = ("seeds", "anchors", "facts", "path")
+
+
+@click.group("graph", context_settings=CONTEXT)
+def graph_group() -> None:
+    """Knowledge graphs: build one from a corpus or triples, add documents, query, stats, export.
+
+    \b
+      ragroute graph build corpora/multihop                  # -> graph/multihop
+      ragroute graph query graph/multihop "Which river flows through the town where Ada Brennan was born?"
+      ragroute graph add graph/multihop more_docs.jsonl
+      ragroute graph stats graph/multihop
+      ragroute graph export graph/multihop --format graphml --out multihop.graphml
+    """
+
+
+def default_out(corpus: Path | None, triples: Path | None) -> Path:
+    """``graph/<stem>``: the corpus folder or file name without suffix (else the triples file's)."""
+    source = corpus if corpus is not None else triples
+    assert source is not None
+    stem = Path(source).absolute().stem
+    return DEFAULT_GRAPH_DIR / stem
+
+
+@graph_group.command("build")
+@click.argument("corpus", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Graph directory to write (replaced atomically) [default: graph/<corpus name>].",
+)
+@encoder_options(DEFAULT_ENCODER)
+@click.option(
+    "--extractor",
+    type=click.Choice(EXTRACTORS.names()),
+    default="rules",
+    show_default=True,
+    help="How phrases and facts are found in the corpus (registered graph extractors).",
+)
+@click.option(
+    "--synonym-threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=GraphParams().synonym_threshold,
+    show_default=True,
+    help="Cosine between phrase embeddings needed for a synonym edge.",
+)
+@click.option(
+    "--triples",
+    "triples_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="User triples (.csv/.tsv/.jsonl with subject, object[, predicate, passage, text, title]) or a "
+    ".graphml graph; with CORPUS, triples naming a corpus document by id add facts to it.",
+)
+@click.option(
+    "--granularity",
+    type=click.Choice(GRANULARITIES),
+    default="document",
+    show_default=True,
+    help="Passages are whole documents, or chunks that remember their parent.",
+)
+@click.option("--name", default=None, help="Source name stamped on hits [default: the output folder name].")
+@click.option(
+    "--on-error",
+    type=click.Choice(["skip", "raise"]),
+    default="skip",
+    show_default=True,
+    help="Bad corpus lines: skip them with a counted warning, or stop at the first. Bad triples always "
+    "stop the build, listing their line numbers.",
+)
+@one_line_errors
+def build_command(
+    corpus: Path | None,
+    out_dir: Path | None,
+    encoder: str,
+    backend: str,
+    cache_dir: Path | None,
+    extractor: str,
+    synonym_threshold: float,
+    triples_file: Path | None,
+    granularity: str,
+    name: str | None,
+    on_error: str,
+) -> None:
+    """Build a knowledge graph over CORPUS (any corpus `ragroute build` reads) and/or --triples.
+
+    Phrases and facts come from --extractor (offline rules by default, no LLM); passages are
+    linked to their phrases, phrases to each other by facts and by synonym edges from a
+    kNN over phrase embeddings. Progress bars show on a terminal.
+    """
+    from ragroute.index.build import build_index
+
+    if corpus is None and triples_file is None:
+        raise RagrouteError("give a CORPUS, --triples FILE, or both")
+    start = time.perf_counter()
+    out_dir = out_dir or default_out(corpus, triples_file)
+    model = open_encoder(encoder, backend, cache_dir or default_cache_dir(out_dir))
+    params = GraphParams(synonym_threshold=synonym_threshold)
+    units = load_units(corpus, granularity, on_error) if corpus is not None else []
+    label = name or out_dir.name
+    if triples_file is not None:
+        from ragroute.graph.triples import build_graph_from_triples, read_triples
+
+        triple_set = read_triples(triples_file)
+        click.echo(
+            f"read {len(triple_set.triples)} triples from {triples_file}"
+            + (f" ({len(triple_set.passages)} passages with text)" if triple_set.passages else ""),
+            err=True,
+        )
+        index = build_graph_from_triples(
+            triple_set, model, documents=units, extractor=extractor, graph_params=params, name=label
+        )
+    else:
+        index = build_index(
+            units, "graph", encoder=model, graph_params=params, extractor=extractor, name=label
+        )
+    manifest = save_built_index(index, out_dir, "graph", start)
+    counts = manifest.params.get("counts", {})
+    click.echo(
+        f"graph: {counts.get('phrases')} phrases, {counts.get('passages')} passages, "
+        f"{counts.get('facts')} facts, {counts.get('synonym_edges')} synonym edges; extractor {extractor}"
+    )
+
+
+@graph_group.command("add")
+@click.argument("graph_dir", type=click.Path(path_type=Path))
+@click.argument("corpus", type=click.Path(path_type=Path))
+@encoder_options(None)
+@click.option(
+    "--granularity",
+    type=click.Choice(GRANULARITIES),
+    default="document",
+    show_default=True,
+    help="Cut the new documents as the graph's passages were cut.",
+)
+@click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True)
+@one_line_errors
+def add_command(
+    graph_dir: Path,
+    corpus: Path,
+    encoder: str | None,
+    backend: str,
+    cache_dir: Path | None,
+    granularity: str,
+    on_error: str,
+) -> None:
+    """Add the documents of CORPUS that GRAPH_DIR does not hold yet (by id), incrementally.
+
+    Only the new passages are extracted, and only their new phrases are encoded and searched
+    for synonyms; the result is published as a new build (readers keep the old one until then).
+    """
+    from ragroute.index.io import save_index
+
+    start = time.perf_counter()
+    index = _load_graph(graph_dir, encoder, backend, cache_dir)
+    units = load_units(corpus, granularity, on_error)
+    new = [u for u in units if u.id not in index.store]
+    known = len(units) - len(new)
+    if not new:
+        click.echo(f"nothing to add: all {known} passages of {corpus} are already in {graph_dir}")
+        return
+    index.add(new)
+    manifest = save_index(index, graph_dir)
+    counts = manifest.params.get("counts", {})
+    click.echo(
+        f"added {len(new)} new passages ({known} already in the graph, skipped) in "
+        f"{time.perf_counter() - start:.1f}s -> {graph_dir} (build {manifest.build}); now "
+        f"{counts.get('phrases')} phrases, {counts.get('passages')} passages, {counts.get('facts')} facts"
+    )
+
+
+@graph_group.command("query")
+@click.argument("graph_dir", type=click.Path(path_type=Path))
+@click.argument("text")
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Number of passages.")
+@encoder_options(None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (hits with explanations) last.")
+@one_line_errors
+def query_command(
+    graph_dir: Path,
+    text: str,
+    k: int,
+    encoder: str | None,
+    backend: str,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Walk GRAPH_DIR for TEXT and print the ranked passages with the seeds, facts and path behind each."""
+    text = check_query(text)
+    start = time.perf_counter()
+    index = _load_graph(graph_dir, encoder, backend, cache_dir)
+    load_ms = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    hits = index.search(text, k)
+    search_ms = (time.perf_counter() - start) * 1000
+    if as_json:
+        emit_json(
+            {
+                "query": text,
+                "graph": str(graph_dir),
+                "hits": [h.to_dict() for h in hits],
+                "load_ms": round(load_ms, 2),
+                "search_ms": round(search_ms, 2),
+            }
+        )
+        return
+    click.echo(f"query: {text}")
+    shared = shared_explain(hits)
+    for line in explain_lines(shared):
+        click.echo(f"  {line}")
+    for hit in hits:
+        click.echo(format_hit(hit))
+        own = {key: value for key, value in hit.explain.items() if key not in shared}
+        for line in explain_lines(own):
+            click.echo(f"       {line}")
+    click.echo(f"({len(hits)} passages; load {load_ms:.0f} ms, walk {search_ms:.1f} ms)")
+
+
+def shared_explain(hits: list[Any]) -> dict[str, Any]:
+    """The explanation entries every hit has alike (a walk's seeds, anchors and facts), to print once."""
+    if len(hits) < 2:
+        return {}
+    first = hits[0].explain or {}
+    return {
+        key: value
+        for key, value in first.items()
+        if key in EXPLAIN_KEYS and all((h.explain or {}).get(key) == value for h in hits[1:])
+    }
+
+
+def explain_lines(explain: dict[str, Any], *, limit: int = 5) -> list[str]:
+    """A graph hit's explanation as short lines: seeds, anchors, facts, path (when present)."""
+    if not explain:
+        return []
+    if explain.get("method") == "dense":
+        return [f"dense fallback: {explain.get('fallback', '')}"]
+    lines = []
+    for key in EXPLAIN_KEYS:
+        value = explain.get(key)
+        if not value:
+            continue
+        if key == "path":
+            lines.append("path: " + " -> ".join(map(str, value)))
+        elif isinstance(value, list):
+            more = f" (+{len(value) - limit})" if len(value) > limit else ""
+            sep = "; " if key == "facts" else ", "
+            lines.append(f"{key}: {sep.join(map(str, value[:limit]))}{more}")
+        else:
+            lines.append(f"{key}: {value}")
+    return lines
+
+
+@graph_group.command("stats")
+@click.argument("graph_dir", type=click.Path(path_type=Path))
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Hub phrases shown.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object last.")
+@one_line_errors
+def stats_command(graph_dir: Path, top: int, as_json: bool) -> None:
+    """Counts, edge types, degree distribution, hub phrases, extractor, encoder and build of GRAPH_DIR."""
+    from ragroute.graph.views import graph_stats
+
+    index = _load_graph_offline(graph_dir)
+    manifest = index.manifest
+    stats = graph_stats(index, top=top)
+    stats["from_triples"] = sum(1 for d in index.store.documents if d.metadata.get("origin") == "triples")
+    info = {
+        "graph": str(graph_dir),
+        "name": manifest.name,
+        "build": manifest.build,
+        "created": manifest.created,
+        "library_version": manifest.library_version,
+        "extractor": manifest.params.get("extractor"),
+        "encoder": manifest.encoder,
+        "graph_params": manifest.params.get("graph"),
+        "walk": manifest.params.get("walk"),
+        **stats,
+    }
+    if as_json:
+        emit_json(info)
+        return
+    enc = manifest.encoder or {}
+    click.echo(f"graph {graph_dir} ({manifest.name}), build {manifest.build} of {manifest.created}")
+    click.echo(f"  extractor: {info['extractor']}")
+    click.echo(f"  encoder:   {enc.get('model_id')} ({enc.get('backend')}, dim {enc.get('dim')})")
+    click.echo(f"  params:    {info['graph_params']}")
+    origin = f" ({stats['from_triples']} from triples)" if stats["from_triples"] else ""
+    click.echo(
+        f"  nodes:     {stats['phrases']} phrases, {stats['passages']} passages{origin}; "
+        f"{stats['facts']} facts"
+    )
+    types = ", ".join(f"{n} {t}" for t, n in stats["edge_types"].items())
+    click.echo(f"  edges:     {stats['edges']} ({types}); synonym pairs found: {stats['synonym_edges']}")
+    for kind, summary in stats["degree"].items():
+        click.echo(
+            f"  degree {kind:<8} mean {summary['mean']:.2f}, median {summary['median']:g}, "
+            f"max {summary['max']}"
+        )
+    if stats["hubs"]:
+        hubs = ", ".join(f"{h['phrase']} ({h['degree']})" for h in stats["hubs"])
+        click.echo(f"  hubs:      {hubs}")
+
+
+@graph_group.command("export")
+@click.argument("graph_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["graphml", "edgelist"]),
+    required=True,
+    help="graphml (nodes with name/type/passage/title/text, edges with weight/type; networkx, igraph, "
+    "Gephi read it) or edgelist (TSV: source, target, names, weight, type).",
+)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@one_line_errors
+def export_command(graph_dir: Path, fmt: str, out_file: Path) -> None:
+    """Write GRAPH_DIR's graph as GraphML or a TSV edge list."""
+    from ragroute.graph.views import edges, write_edgelist, write_graphml
+
+    index = _load_graph_offline(graph_dir)
+    (write_graphml if fmt == "graphml" else write_edgelist)(index, out_file)
+    n_edges = len(edges(index)[0])
+    click.echo(
+        f"wrote {fmt} of {index.tables.n_phrases + len(index.store)} nodes and {n_edges} edges -> {out_file}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _check_graph(manifest: Any, graph_dir: Path) -> None:
+    if manifest.kind != "graph":
+        raise IndexFormatError(
+            f"{graph_dir} holds a {manifest.kind} index, not a graph (build one with `ragroute graph build`)"
+        )
+
+
+def _load_graph(graph_dir: Path, encoder: str | None, backend: str, cache_dir: Path | None) -> Any:
+    """The graph index at ``graph_dir`` with the encoder it was built with (or ``encoder``, checked)."""
+    from ragroute.index.io import load_index, read_index_manifest
+
+    recorded = read_index_manifest(graph_dir, verify=False)
+    _check_graph(recorded, graph_dir)
+    model = encoder_for_index(recorded, graph_dir, encoder, backend, cache_dir)
+    return load_index(graph_dir, model)
+
+
+class RecordedEncoder:
+    """Stands in for the encoder a graph records, for commands that never embed (stats, export)."""
+
+    backend = "recorded"
+
+    def __init__(self, info: dict[str, Any] | None) -> None:
+        info = info or {}
+        self.model_id = str(info.get("model_id", ""))
+        self.dim = int(info.get("dim") or 0)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+    def encode_queries(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise RagrouteError("this command does not embed text")
+
+    encode_documents = encode_queries
+
+
+def _load_graph_offline(graph_dir: Path) -> Any:
+    """The graph index at ``graph_dir`` without loading its encoder (for stats and export)."""
+    from ragroute.index.io import load_index, read_index_manifest
+
+    recorded = read_index_manifest(graph_dir, verify=False)
+    _check_graph(recorded, graph_dir)
+    return load_index(graph_dir, RecordedEncoder(recorded.encoder))

@@ -1,0 +1,224 @@
+"""`ragroute graph build/add/query/stats/export` end to end (hashing encoder), and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import pytest
+from click.testing import CliRunner
+
+import ragroute.cli.build as cli_build
+import ragroute.cli.common as cli_common
+import ragroute.cli.graph as cli_graph
+from ragroute.cli import main
+from ragroute.graph.views import graph_stats
+from ragroute.index.io import load_index, read_index_manifest
+from ragroute.registry import EXTRACTORS
+
+QUESTION = "Which river flows through the town where Ada Brennan was born?"
+BASE = [
+    {
+        "_id": "p1",
+        "title": "Ada Brennan",
+        "text": "Ada Brennan was a painter. She was born in Kellow in 1901.",
+    },
+    {
+        "_id": "p4",
+        "title": "Otto Lind",
+        "text": "Otto Lind was a sculptor born in Dressel. He studied in Paris.",
+    },
+    {"_id": "p5", "title": "Dressel", "text": "Dressel is a village on the Amber Lake, far from any river."},
+    {"_id": "p6", "title": "Painting", "text": "Painting is the practice of applying paint to a surface."},
+]
+ADDED = [
+    {
+        "_id": "p2",
+        "title": "Kellow",
+        "text": "Kellow is a market town. The Varne River flows through Kellow.",
+    },
+    {
+        "_id": "p3",
+        "title": "Varne River",
+        "text": "The Varne River rises in the Marl Hills and meets the sea.",
+    },
+]
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, hashing_encoder):
+    """A working directory with two corpora, every command's encoder replaced by the hashing one."""
+
+    def open_encoder(name, backend, cache_dir):
+        return hashing_encoder
+
+    for module in (cli_graph, cli_common, cli_build):
+        monkeypatch.setattr(module, "open_encoder", open_encoder)
+    monkeypatch.chdir(tmp_path)
+    for name, rows in (("base", BASE), ("all", BASE + ADDED)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def last_json(result):
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_build_defaults_to_graph_folder_and_matches_ragroute_build(workspace):
+    result = run("graph", "build", "all")
+    assert result.exit_code == 0, result.output
+    assert "built graph index of 6 units" in result.output and "-> graph/all" in result.output
+    manifest = read_index_manifest(workspace / "graph" / "all")
+    assert manifest.kind == "graph" and manifest.name == "all"
+    assert manifest.params["extractor"]["name"] == "rules"
+    assert manifest.params["graph"]["synonym_threshold"] == 0.8
+    counts = manifest.params["counts"]
+    assert f"graph: {counts['phrases']} phrases, 6 passages, {counts['facts']} facts" in result.output
+    # the same build as `ragroute build --method graph`: identical files through the same store path
+    assert run("build", "all", "--out", "indexes/all", "--method", "graph").exit_code == 0
+    other = read_index_manifest(workspace / "indexes" / "all")
+    assert {f: i["sha256"] for f, i in other.files.items()} == {
+        f: i["sha256"] for f, i in manifest.files.items()
+    }
+    # options reach the build
+    result = run("graph", "build", "all", "--out", "g2", "--synonym-threshold", "0.5", "--name", "kg")
+    assert result.exit_code == 0, result.output
+    manifest = read_index_manifest(workspace / "g2")
+    assert manifest.params["graph"]["synonym_threshold"] == 0.5 and manifest.name == "kg"
+
+
+def test_extractor_choices_are_the_registry(workspace):
+    option = next(p for p in cli_graph.build_command.params if p.name == "extractor")
+    assert list(option.type.choices) == EXTRACTORS.names()
+    result = run("graph", "build", "all", "--extractor", "nope")
+    assert result.exit_code == 2 and "'nope' is not one of" in result.output
+
+
+def test_query_prints_seeds_facts_and_path_and_json(workspace):
+    assert run("graph", "build", "all").exit_code == 0
+    result = run("graph", "query", "graph/all", QUESTION, "-k", "3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"query: {QUESTION}"
+    assert any(line.startswith("  seeds: ") and "ada brennan" in line for line in lines)
+    assert any(line.startswith("  facts: ") and "ada brennan | kellow" in line for line in lines)
+    assert any(line.lstrip().startswith("1. ") and " p1 " in line for line in lines)
+    result = run("graph", "query", "graph/all", QUESTION, "-k", "3", "--json")
+    payload = last_json(result)
+    hits = payload["hits"]
+    assert {h["doc_id"] for h in hits[:3]} >= {"p1", "p2"}
+    assert hits[0]["explain"]["method"] == "ppr" and "ada brennan" in hits[0]["explain"]["seeds"]
+    assert payload["query"] == QUESTION and payload["search_ms"] >= 0
+    if "path" in hits[0]["explain"]:  # printed when the walk reports it
+        assert "path: " in run("graph", "query", "graph/all", QUESTION).output
+
+
+def test_explain_lines_print_path_and_fallback():
+    lines = cli_graph.explain_lines(
+        {"method": "ppr", "seeds": ["a", "b"], "facts": ["a | b (0.9)"], "path": ["a", "b", "passage p1"]}
+    )
+    assert lines == ["seeds: a, b", "facts: a | b (0.9)", "path: a -> b -> passage p1"]
+    assert cli_graph.explain_lines({"method": "dense", "fallback": "no link"}) == ["dense fallback: no link"]
+
+
+def test_add_only_new_documents_and_publish_a_new_build(workspace):
+    assert run("graph", "build", "base", "--out", "graph/kg").exit_code == 0
+    before = read_index_manifest(workspace / "graph" / "kg").build
+    assert "p2" not in {
+        h["doc_id"] for h in last_json(run("graph", "query", "graph/kg", QUESTION, "--json"))["hits"]
+    }
+    result = run("graph", "add", "graph/kg", "all")
+    assert result.exit_code == 0, result.output
+    assert "added 2 new passages (4 already in the graph, skipped)" in result.output
+    manifest = read_index_manifest(workspace / "graph" / "kg")
+    assert manifest.build != before and manifest.params["counts"]["passages"] == 6
+    hits = last_json(run("graph", "query", "graph/kg", QUESTION, "-k", "3", "--json"))["hits"]
+    assert {h["doc_id"] for h in hits} >= {"p1", "p2"}
+    result = run("graph", "add", "graph/kg", "all")
+    assert result.exit_code == 0 and "nothing to add: all 6 passages" in result.output
+    assert read_index_manifest(workspace / "graph" / "kg").build == manifest.build
+
+
+def test_stats_and_export(workspace, hashing_encoder):
+    assert run("graph", "build", "all").exit_code == 0
+    result = run("graph", "stats", "graph/all", "--json", "--top", "3")
+    assert result.exit_code == 0, result.output
+    payload = last_json(result)
+    index = load_index(workspace / "graph" / "all", hashing_encoder)
+    expected = graph_stats(index, top=3)
+    assert {k: payload[k] for k in expected} == json.loads(json.dumps(expected))
+    assert payload["extractor"]["name"] == "rules" and payload["encoder"]["model_id"] == "test/hashing"
+    assert payload["build"] == index.manifest.build and payload["from_triples"] == 0
+    text = run("graph", "stats", "graph/all").output
+    assert f"{expected['phrases']} phrases, 6 passages" in text and "hubs:" in text and "kellow" in text
+    assert "degree phrase" in text and "rules" in text and "test/hashing" in text
+    result = run("graph", "export", "graph/all", "--format", "graphml", "--out", "out/g.graphml")
+    assert result.exit_code == 0, result.output
+    graph = nx.read_graphml(workspace / "out" / "g.graphml")
+    assert graph.number_of_edges() == expected["edges"] and f"{expected['edges']} edges" in result.output
+    result = run("graph", "export", "graph/all", "--format", "edgelist", "--out", "g.tsv")
+    assert result.exit_code == 0
+    assert len((workspace / "g.tsv").read_text().splitlines()) == expected["edges"] + 1
+
+
+def test_build_from_triples_alone_and_with_a_corpus(workspace):
+    triples = workspace / "facts.csv"
+    triples.write_text(
+        "subject,predicate,object,passage\n"
+        "Ada Brennan,born in,Kellow,\n"
+        "Varne River,flows through,Kellow,\n"
+        "Otto Lind,studied in,Paris,p4\n",
+        encoding="utf-8",
+    )
+    result = run("graph", "build", "--triples", triples)
+    assert result.exit_code == 0, result.output
+    assert "read 3 triples" in result.output and "-> graph/facts" in result.output
+    hits = last_json(run("graph", "query", "graph/facts", QUESTION, "-k", "2", "--json"))["hits"]
+    assert [h["doc_id"] for h in hits] == ["triple-2", "triple-3"]
+    assert last_json(run("graph", "stats", "graph/facts", "--json"))["from_triples"] == 3
+    result = run("graph", "build", "base", "--triples", triples, "--out", "mixed")
+    assert result.exit_code == 0, result.output
+    manifest = read_index_manifest(workspace / "mixed")
+    assert manifest.params["counts"]["passages"] == 4 + 2  # p4 is a corpus document: its triple joins it
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["graph", "build"], "error: give a CORPUS, --triples FILE, or both"),
+        (["graph", "build", "missing"], "missing"),
+        (["graph", "build", "--triples", "bad.jsonl"], "2 bad triples at lines 2, 3"),
+        (["graph", "build", "--triples", "empty.csv"], "no triples"),
+        (["graph", "query", "nowhere", "text"], "does not exist"),
+        (["graph", "query", "graph/all", "  "], "query is empty"),
+        (["graph", "query", "bm25", "text"], "holds a bm25 index, not a graph"),
+        (["graph", "stats", "bm25"], "holds a bm25 index, not a graph"),
+        (["graph", "add", "graph/all", "missing"], "missing"),
+        (["graph", "export", "bm25", "--format", "graphml", "--out", "x.graphml"], "not a graph"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(workspace, args, message):
+    assert run("graph", "build", "all").exit_code == 0
+    assert run("build", "all", "--out", "bm25", "--method", "bm25").exit_code == 0
+    (workspace / "bad.jsonl").write_text('{"subject": "a", "object": "b"}\n{"subject": "a"}\n{"object": 1}\n')
+    (workspace / "empty.csv").write_text("")
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_graph_help(workspace):
+    for args in (
+        ["graph", "--help"],
+        *[["graph", c, "--help"] for c in ("build", "add", "query", "stats", "export")],
+    ):
+        result = run(*args)
+        assert result.exit_code == 0 and "Usage:" in result.output, args
