@@ -317,7 +317,8 @@ def compare_with_igraph(
 
     coo = sp.csr_array(adjacency).tocoo()
     graph = igraph.Graph(n=adjacency.shape[0], edges=np.c_[coo.row, coo.col].tolist(), directed=True)
-    weights = coo.data.astype(np.float64).tolist()
+    graph.es["weight"] = coo.data.astype(np.float64).tolist()  # set once: igraph's fastest way in
+    weights = "weight"
 
     def ours(reset: np.ndarray) -> np.ndarray:
         return engine.run(reset, damping=DAMPING, top_k=TOP, among=among).scores
