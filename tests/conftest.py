@@ -76,3 +76,13 @@ def small_docs() -> list[Document]:
                 Document(id=f"{topic}-{i}", text=text, title=f"{topic} {i}", metadata={"topic": topic})
             )
     return docs
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The bundled all-MiniLM-L6-v2 on torch (no export step), loaded once per test session."""
+    from pathlib import Path
+
+    from ragroute.encode import load_encoder
+
+    return load_encoder(backend="torch", cache_dir=Path(__file__).resolve().parents[1] / "indexes" / ".cache")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 import ragroute.cli.demo as demo
@@ -38,13 +37,6 @@ def test_demo_routes_then_walks_the_graph(tmp_path, monkeypatch, hashing_encoder
     assert read_index_manifest(tmp_path / "graph").params["counts"]["passages"] == 12
     skipped = CliRunner().invoke(main, [str(a) for a in args] + ["--no-graph"])
     assert skipped.exit_code == 0 and "multi-hop" not in skipped.output
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    from ragroute.encode import load_encoder
-
-    return load_encoder(backend="torch", cache_dir=ROOT / "indexes" / ".cache")
 
 
 def test_graph_step_beats_dense_on_the_two_hop_questions(tmp_path, minilm, capsys):
