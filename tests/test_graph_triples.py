@@ -11,6 +11,7 @@ import pytest
 
 from ragroute.errors import CorpusFormatError
 from ragroute.graph.build import build_graph
+from ragroute.graph.extract import Fact
 from ragroute.graph.triples import (
     MAX_REPORTED,
     Triple,
@@ -115,6 +116,8 @@ def test_triples_join_corpus_documents_by_id_and_share_one_passage_by_id(hashing
     p1 = extractions[0]
     assert ("ada brennan", "kellow") in {(f.subject, f.object) for f in p1.facts}  # added to the extraction
     assert "kellow" in p1.phrases
+    if "relation" in Fact.__dataclass_fields__:  # the predicate is kept on the fact
+        assert [f.relation for f in extractions[1].facts] == ["on", "rises in"]
     assert len(extractions[2].facts) == 2  # the repeated triple counts twice (edge weight 2)
     index = build_graph_from_triples(rows, hashing_encoder, documents=corpus)
     t = index.tables
