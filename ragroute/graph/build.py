@@ -27,6 +27,7 @@ the old-new synonym pairs, which a full build finds from the old phrase's side.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ragroute.graph.extract import Extraction, RuleExtractor
+from ragroute.graph.extract import Extraction, ExtractionWarning, RuleExtractor
 from ragroute.types import Document
 
 
@@ -109,13 +110,36 @@ def build_graph(
 
 
 def extract_passages(
-    documents: Sequence[Document], extractor: Any, show_progress: bool | None = None
+    documents: Sequence[Document], extractor: Any, show_progress: bool | None = None, *, batch: int = 64
 ) -> list[Extraction]:
-    """``extractor.extract`` of every document, in order (with a progress bar on a terminal)."""
-    return [
-        extractor.extract(d)
-        for d in tqdm(documents, desc="extracting", unit="passage", disable=not _progress(show_progress))
-    ]
+    """``extractor.extract`` of every document, in order (with a progress bar on a terminal).
+
+    An extractor with ``extract_many`` gets the documents in batches of ``batch`` (spaCy
+    pipes them). When the extractor records failures (a ``failures`` list, as the LLM
+    extractor does), an :class:`~ragroute.graph.extract.ExtractionWarning` says how many
+    of these passages failed.
+    """
+    documents = list(documents)
+    failures = getattr(extractor, "failures", None)
+    failed_before = len(failures) if isinstance(failures, list) else 0
+    many = getattr(extractor, "extract_many", None)
+    out: list[Extraction] = []
+    with tqdm(
+        total=len(documents), desc="extracting", unit="passage", disable=not _progress(show_progress)
+    ) as bar:
+        for start in range(0, len(documents), batch if callable(many) else 1):
+            chunk = documents[start : start + (batch if callable(many) else 1)]
+            out.extend(many(chunk) if callable(many) else [extractor.extract(d) for d in chunk])
+            bar.update(len(chunk))
+    if isinstance(failures, list) and len(failures) > failed_before:
+        warnings.warn(
+            f"graph extractor {getattr(extractor, 'name', extractor)!r}: {len(failures) - failed_before} of "
+            f"{len(documents)} passages could not be extracted and keep title-only phrases "
+            "(see the extractor's failures)",
+            ExtractionWarning,
+            stacklevel=2,
+        )
+    return out
 
 
 def extend_graph(

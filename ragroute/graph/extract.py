@@ -46,12 +46,21 @@ _MAX_SPAN_WORDS = 8
 
 @dataclass(frozen=True)
 class Fact:
-    """Two phrases that co-occur in one sentence of one passage."""
+    """Two phrases that co-occur in one sentence of one passage.
+
+    ``relation`` is the relation text when the extractor reads one (the LLM
+    extractor's triples); co-occurrence extractors leave it empty.
+    """
 
     subject: str
     object: str
     passage: str
     sentence: int
+    relation: str = ""
+
+
+class ExtractionWarning(UserWarning):
+    """Some passages could not be extracted (they kept title-only phrases)."""
 
 
 @dataclass
@@ -69,6 +78,11 @@ class Extractor(Protocol):
 
     ``describe()`` is stored in the graph's manifest; adding passages later needs an
     extractor whose description is equal, so one graph never mixes two extractors.
+
+    Optional: ``extract_many(documents)`` (the build then passes batches, so a model
+    can pipe them), and a ``failures`` list of records with a ``passage`` (after
+    extracting, the build warns with :class:`ExtractionWarning` how many were added).
+    See ``docs/extractors.md``.
     """
 
     name: str
