@@ -129,6 +129,7 @@ EXTRACTORS = Registry(
     {
         "rules": "ragroute.graph.extract:RuleExtractor",
         "spacy": "ragroute.graph.extract_spacy:SpacyExtractor",
+        "llm": "ragroute.graph.extract_llm:LLMExtractor",
     },
 )
 

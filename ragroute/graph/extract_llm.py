@@ -1,0 +1,425 @@
+"""OpenIE with an LLM, in the HippoRAG manner, through any llama-index LLM.
+
+:class:`LLMExtractor` asks the LLM two questions per passage (``llm.complete(prompt).text``):
+its named entities, then its ``(subject, relation, object)`` triples given those
+entities, both as JSON. Phrases are the entities and the triples' ends (normalised
+with :func:`~ragroute.graph.extract.normalise`) plus the passage title; facts are the
+triples' (subject, object) pairs, keeping the relation text on
+:attr:`Fact.relation <ragroute.graph.extract.Fact.relation>`, plus the title linked to
+every phrase (the title counts as present throughout its passage, as in the other
+extractors).
+
+The LLM's raw answers are cached on disk (sqlite, ``openie.sqlite`` under
+``cache_dir``; by default ``$RAGROUTE_CACHE/llm-openie`` or
+``~/.cache/ragroute/llm-openie``), keyed by the sha256 of the model identity, the
+prompt version and the passage (title and text): a rebuild makes no LLM call, and
+gives the same graph. Answers are parsed leniently (code fences, text around the
+JSON, single quotes, trailing commas). A passage whose answer still cannot be parsed,
+or whose call raised, is recorded in :attr:`LLMExtractor.failures` (passage id and a
+short reason), keeps only its title as a phrase, and extraction goes on; the build
+warns how many failed. Failed calls are not cached (a rebuild asks again); unparseable
+answers are (a rebuild records the same failure without asking).
+
+The extractor holds an LLM, so it cannot be rebuilt from a name or a stored
+description: pass the object (``build_index(docs, "graph", extractor=LLMExtractor(llm))``,
+``index.add(docs, extractor=LLMExtractor(llm))``).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragroute.encode.resolve import default_cache_dir
+from ragroute.errors import RagrouteError
+from ragroute.graph.extract import Extraction, Fact, normalise
+from ragroute.types import Document
+
+LLM_EXTRACTOR_VERSION = 1
+#: Changes whenever the prompts or their parsing change (it is part of the cache key).
+PROMPT_VERSION = "hipporag-openie-v1"
+CACHE_FILE = "openie.sqlite"
+NEEDS_OBJECT = (
+    "the 'llm' graph extractor needs its LLM: pass the extractor as an object, "
+    "e.g. extractor=LLMExtractor(llm) (ragroute.graph.extract_llm), not by name or stored description"
+)
+
+_EXAMPLE_PASSAGE = """Radio City
+Radio City is India's first private FM radio station and was started on 3 July 2001.
+It plays Hindi, English and regional songs.
+Radio City recently forayed into New Media in May 2008 with the launch of a music portal - \
+PlanetRadiocity.com that offers music related news, videos, songs, and other music-related features."""
+_EXAMPLE_ENTITIES = {
+    "named_entities": [
+        "Radio City",
+        "India",
+        "3 July 2001",
+        "Hindi",
+        "English",
+        "May 2008",
+        "PlanetRadiocity.com",
+    ]
+}
+_EXAMPLE_TRIPLES = {
+    "triples": [
+        ["Radio City", "located in", "India"],
+        ["Radio City", "is", "private FM radio station"],
+        ["Radio City", "started on", "3 July 2001"],
+        ["Radio City", "plays songs in", "Hindi"],
+        ["Radio City", "plays songs in", "English"],
+        ["Radio City", "forayed into", "New Media"],
+        ["Radio City", "launched", "PlanetRadiocity.com"],
+        ["PlanetRadiocity.com", "launched in", "May 2008"],
+        ["PlanetRadiocity.com", "is", "music portal"],
+        ["PlanetRadiocity.com", "offers", "news"],
+        ["PlanetRadiocity.com", "offers", "videos"],
+        ["PlanetRadiocity.com", "offers", "songs"],
+    ]
+}
+
+NER_PROMPT = """Your task is to extract named entities from the given paragraph.
+Respond with a JSON object {{"named_entities": [...]}} and nothing else.
+
+Paragraph:
+```
+{example}
+```
+{example_answer}
+
+Paragraph:
+```
+{passage}
+```
+"""
+
+TRIPLE_PROMPT = """Your task is to construct an RDF (Resource Description Framework) graph from the given \
+paragraph and named entity list.
+Respond with a JSON object {{"triples": [[subject, relation, object], ...]}} and nothing else.
+Each triple should contain at least one, preferably two, of the named entities in the list for each paragraph.
+Resolve pronouns to their specific names to keep the triples clear.
+
+Paragraph:
+```
+{example}
+```
+{example_entities}
+{example_answer}
+
+Paragraph:
+```
+{passage}
+```
+{entities}
+"""
+
+
+@dataclass(frozen=True)
+class ExtractionFailure:
+    """A passage the LLM extractor could not read a graph from."""
+
+    passage: str
+    reason: str
+
+
+def llm_identity(llm: Any) -> str:
+    """``module.Class:model_name`` of a llama-index LLM (what its cache entries are keyed by)."""
+    cls = type(llm)
+    metadata = getattr(llm, "metadata", None)
+    model = getattr(metadata, "model_name", None) or getattr(llm, "model", None) or "unknown"
+    return f"{cls.__module__}.{cls.__qualname__}:{model}"
+
+
+def passage_text(document: Document) -> str:
+    """The passage as the prompts show it: title on the first line, then the text."""
+    return f"{document.title}\n{document.text}" if document.title else document.text
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_json(text: str) -> Any:
+    """The first JSON object or array in an LLM answer.
+
+    Tolerates code fences, text before and after, single-quoted strings and trailing
+    commas (read as Python literals, never evaluated). Raises ``ValueError`` with a
+    short reason otherwise.
+    """
+    fenced = re.search(r"```[A-Za-z]*\s*\n?(.*?)```", text, re.S)
+    body = fenced.group(1) if fenced else text
+    starts = [i for i in (body.find("{"), body.find("[")) if i >= 0]
+    if not starts:
+        raise ValueError("no JSON object in the answer")
+    start = min(starts)
+    end = _matching_bracket(body, start)
+    if end < 0:
+        raise ValueError("unterminated JSON (truncated answer?)")
+    candidate = body[start : end + 1]
+    try:
+        return json.loads(candidate)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(_json_literals_as_python(candidate))
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        raise ValueError("malformed JSON") from None
+
+
+def _matching_bracket(text: str, start: int) -> int:
+    """The index of the bracket closing the one at ``start`` (strings in either quote skipped), or -1."""
+    depth, quote, escaped = 0, "", False
+    for i in range(start, len(text)):
+        char = text[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+            continue
+        if char in "\"'":
+            # an apostrophe inside a word (Bob's) does not open a string
+            if char == "'" and i > 0 and text[i - 1].isalnum():
+                continue
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _json_literals_as_python(text: str) -> str:
+    return re.sub(
+        r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False"}.get(m[1], "None"), text
+    )
+
+
+def parse_entities(text: str) -> list[str]:
+    """Named entities from an NER answer (``{"named_entities": [...]}`` or a bare list)."""
+    data = parse_json(text)
+    if isinstance(data, Mapping):
+        data = data.get("named_entities", data.get("entities"))
+    if not isinstance(data, list):
+        raise ValueError("no 'named_entities' list")
+    return [str(e).strip() for e in data if isinstance(e, (str, int, float)) and str(e).strip()]
+
+
+def parse_triples(text: str) -> list[tuple[str, str, str]]:
+    """``(subject, relation, object)`` triples from an OpenIE answer.
+
+    Accepts ``{"triples": [[s, r, o], ...]}`` or a bare list, triples as lists or as
+    ``{"subject", "relation"/"predicate", "object"}`` objects; malformed triples are
+    skipped.
+    """
+    data = parse_json(text)
+    if isinstance(data, Mapping):
+        data = data.get("triples", data.get("triplets"))
+    if not isinstance(data, list):
+        raise ValueError("no 'triples' list")
+    out = []
+    for item in data:
+        if isinstance(item, Mapping):
+            item = [item.get("subject"), item.get("relation", item.get("predicate")), item.get("object")]
+        if (
+            isinstance(item, (list, tuple))
+            and len(item) == 3
+            and all(isinstance(x, (str, int, float)) for x in item)
+        ):
+            subject, relation, obj = (str(x).strip() for x in item)
+            if subject and obj:
+                out.append((subject, relation, obj))
+    if data and not out:
+        raise ValueError("no well-formed triple")
+    return out
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+class OpenIECache:
+    """Raw LLM answers per passage in one sqlite file (no pickle)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS openie (key TEXT PRIMARY KEY, model TEXT, prompt_version TEXT, "
+                "ner TEXT, triples TEXT, created REAL)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def get(self, key: str) -> tuple[str, str | None] | None:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT ner, triples FROM openie WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def put(self, key: str, model: str, ner: str, triples: str | None) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT OR REPLACE INTO openie VALUES (?, ?, ?, ?, ?, ?)",
+                (key, model, PROMPT_VERSION, ner, triples, time.time()),
+            )
+
+    def __len__(self) -> int:
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT COUNT(*) FROM openie").fetchone()[0])
+
+
+# --------------------------------------------------------------------------- the extractor
+
+
+class LLMExtractor:
+    """Named entities and triples from an LLM (HippoRAG's OpenIE), cached on disk."""
+
+    name = "llm"
+    version = LLM_EXTRACTOR_VERSION
+
+    def __init__(
+        self,
+        llm: Any = None,
+        *,
+        cache_dir: str | Path | None = None,
+        model_id: str | None = None,
+        min_chars: int = 1,
+    ) -> None:
+        if llm is None:
+            raise RagrouteError(NEEDS_OBJECT)
+        if not callable(getattr(llm, "complete", None)):
+            raise RagrouteError(
+                f"the 'llm' graph extractor needs a llama-index LLM with complete(), not {llm!r}"
+            )
+        self.llm = llm
+        self.model_id = model_id or llm_identity(llm)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "llm-openie"
+        self.cache = OpenIECache(self.cache_dir / CACHE_FILE)
+        self.min_chars = min_chars
+        self.failures: list[ExtractionFailure] = []
+        self.calls = 0  # LLM calls made by this extractor
+        self.cache_hits = 0  # passages answered from the cache
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "prompt_version": PROMPT_VERSION,
+            "model": self.model_id,
+            "min_chars": self.min_chars,
+        }
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> LLMExtractor:
+        raise RagrouteError(f"{NEEDS_OBJECT} (graph built with model {description.get('model')!r})")
+
+    def cache_key(self, document: Document) -> str:
+        """sha256 of the model identity, the prompt version and the passage (title and text)."""
+        payload = json.dumps([self.model_id, PROMPT_VERSION, document.title or "", document.text])
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def ner_prompt(self, document: Document) -> str:
+        return NER_PROMPT.format(
+            example=_EXAMPLE_PASSAGE,
+            example_answer=json.dumps(_EXAMPLE_ENTITIES),
+            passage=passage_text(document),
+        )
+
+    def triple_prompt(self, document: Document, entities: Sequence[str]) -> str:
+        return TRIPLE_PROMPT.format(
+            example=_EXAMPLE_PASSAGE,
+            example_entities=json.dumps(_EXAMPLE_ENTITIES),
+            example_answer=json.dumps(_EXAMPLE_TRIPLES),
+            passage=passage_text(document),
+            entities=json.dumps({"named_entities": list(entities)}),
+        )
+
+    def _complete(self, prompt: str) -> str:
+        self.calls += 1
+        return str(self.llm.complete(prompt).text)
+
+    def answers(self, document: Document) -> tuple[str, str | None]:
+        """The raw ``(ner, triples)`` answers for a passage: from the cache, else from the LLM
+        (and then cached). ``triples`` is ``None`` when the NER answer was unparseable (not asked)."""
+        key = self.cache_key(document)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.cache_hits += 1
+            return cached
+        ner = self._complete(self.ner_prompt(document))
+        try:
+            entities = parse_entities(ner)
+        except ValueError:
+            triples = None
+        else:
+            triples = self._complete(self.triple_prompt(document, entities))
+        self.cache.put(key, self.model_id, ner, triples)
+        return ner, triples
+
+    def extract(self, document: Document) -> Extraction:
+        """Phrases and facts of one passage; on failure, the title alone (and a failure record)."""
+        title = normalise(document.title) if document.title else ""
+        try:
+            ner, triples_text = self.answers(document)
+        except Exception as exc:  # the LLM's own errors are its client's: record and go on
+            return self._failed(document, title, f"LLM call failed: {type(exc).__name__}: {exc}")
+        try:
+            entities = parse_entities(ner)
+        except ValueError as exc:
+            return self._failed(document, title, f"named entities: {exc}")
+        try:
+            triples = parse_triples(triples_text or "")
+        except ValueError as exc:
+            return self._failed(document, title, f"triples: {exc}")
+        return self._extraction(document, title, entities, triples)
+
+    def extract_many(self, documents: Sequence[Document]) -> list[Extraction]:
+        return [self.extract(d) for d in documents]
+
+    def _keep(self, phrase: str) -> str:
+        key = normalise(phrase)
+        return key if len(key) >= self.min_chars else ""
+
+    def _extraction(
+        self, document: Document, title: str, entities: list[str], triples: list[tuple[str, str, str]]
+    ) -> Extraction:
+        out = Extraction(document.id)
+        phrases: dict[str, int] = {}  # phrase -> position of the first triple naming it (0 if none)
+        if title:
+            phrases[title] = 0
+        for entity in entities:
+            if key := self._keep(entity):
+                phrases.setdefault(key, 0)
+        pairs: set[tuple[str, str]] = set()
+        for position, (subject, relation, obj) in enumerate(triples):
+            a, b = self._keep(subject), self._keep(obj)
+            for key in (a, b):
+                if key:
+                    phrases.setdefault(key, position)
+            if a and b and a != b:
+                out.facts.append(Fact(a, b, document.id, position, relation=" ".join(relation.split())))
+                pairs.update({(a, b), (b, a)})
+        if title:
+            out.facts.extend(
+                Fact(title, phrase, document.id, position)
+                for phrase, position in phrases.items()
+                if phrase != title and (title, phrase) not in pairs
+            )
+        out.phrases = list(phrases)
+        return out
+
+    def _failed(self, document: Document, title: str, reason: str) -> Extraction:
+        self.failures.append(ExtractionFailure(document.id, reason[:200]))
+        return Extraction(document.id, phrases=[title] if title else [])

@@ -1,0 +1,287 @@
+"""The LLM OpenIE extractor (ragroute.graph.extract_llm) with a scripted llama-index LLM."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+from llama_index.core.llms.callbacks import llm_completion_callback
+from pydantic import Field
+
+from ragroute.errors import RagrouteError
+from ragroute.graph.build import extract_passages
+from ragroute.graph.extract import Extraction, ExtractionWarning, Fact, resolve_extractor
+from ragroute.graph.extract_llm import (
+    PROMPT_VERSION,
+    ExtractionFailure,
+    LLMExtractor,
+    parse_entities,
+    parse_json,
+    parse_triples,
+)
+from ragroute.index.build import build_index
+from ragroute.index.io import load_index, save_index
+from ragroute.types import Document
+
+DOCS = [
+    Document(id="p1", title="Ada Brennan", text="Ada Brennan was a painter. She was born in Kellow in 1901."),
+    Document(id="p2", title="Kellow", text="Kellow is a market town. The Varne River flows through Kellow."),
+    Document(id="p3", title="Otto Lind", text="Otto Lind was a sculptor born in Dressel."),
+]
+ADDED = [Document(id="p4", title="Varne River", text="The Varne River rises in the Marl Hills.")]
+
+# title -> (NER answer, triples answer), in the untidy forms LLMs give
+ANSWERS = {
+    "Ada Brennan": (
+        '```json\n{"named_entities": ["Ada Brennan", "Kellow", "1901"]}\n```\nHope this helps!',
+        'Here are the triples:\n{"triples": [["Ada Brennan", "is a", "painter"], '
+        '["Ada Brennan", "born in", "Kellow"], ["Ada Brennan", "born in", "1901"]]} Done.',
+    ),
+    "Kellow": (
+        "{'named_entities': ['Kellow', 'Varne River', 'England',]}",
+        "{'triples': [['Kellow', 'is a', 'market town'], "
+        "['Varne River', 'flows through', 'Kellow'], ['bad']]}",
+    ),
+    "Otto Lind": (
+        '["Otto Lind", "Dressel"]',
+        '{"triples": [{"subject": "Otto Lind", "relation": "born in", "object": "Dressel"}]}',
+    ),
+    "Varne River": (
+        '{"named_entities": ["Varne River", "Marl Hills"]}',
+        '{"triples": [["Varne River", "rises in", "Marl Hills"]]}',
+    ),
+}
+
+
+class ScriptedLLM(CustomLLM):
+    """Answers from a script keyed by the passage title; records every prompt."""
+
+    answers: dict[str, Any] = Field(default_factory=dict)
+    prompts: list[str] = Field(default_factory=list)
+    model: str = "scripted-1"
+    fail_titles: list[str] = Field(default_factory=list)
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name=self.model)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.prompts.append(prompt)
+        title = prompt.rsplit("Paragraph:\n```\n", 1)[1].split("\n", 1)[0]
+        if title in self.fail_titles:
+            raise ConnectionError("server went away")
+        stage = 0 if "extract named entities" in prompt else 1
+        return CompletionResponse(text=self.answers[title][stage])
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        raise NotImplementedError
+
+
+def scripted(**changes: Any) -> ScriptedLLM:
+    return ScriptedLLM(answers={**ANSWERS, **changes.pop("answers", {})}, **changes)
+
+
+def build(docs, encoder, extractor):
+    return build_index(docs, "graph", encoder=encoder, extractor=extractor, name="kg", show_progress=False)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_json_reads_untidy_answers():
+    assert parse_json('```json\n{"a": [1, 2]}\n```') == {"a": [1, 2]}
+    assert parse_json('Sure! {"a": "Bob\'s [x]"} and then {"b": 2}') == {"a": "Bob's [x]"}
+    assert parse_json("{'a': ['x', 'y',], 'b': true, 'c': null}") == {"a": ["x", "y"], "b": True, "c": None}
+    assert parse_json('The answer: ["Kellow", "1901"]') == ["Kellow", "1901"]
+    for bad, reason in [
+        ("I cannot help with that.", "no JSON"),
+        ('{"named_entities": ["a", "b"', "unterminated"),
+        ("{named_entities: [a]}", "malformed"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            parse_json(bad)
+
+
+def test_parse_entities_and_triples_shapes():
+    assert parse_entities('{"named_entities": ["A", " ", 7, null, "B"]}') == ["A", "7", "B"]
+    assert parse_triples(
+        '{"triples": [["a", "r", "b"], ["x", "y"], {"subject": "c", "predicate": "p", "object": "d"}]}'
+    ) == [
+        ("a", "r", "b"),
+        ("c", "p", "d"),
+    ]
+    assert parse_triples('{"triples": []}') == []
+    with pytest.raises(ValueError, match="no well-formed triple"):
+        parse_triples('{"triples": [["only", "two"]]}')
+    with pytest.raises(ValueError, match="'triples'"):
+        parse_triples('{"facts": []}')
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def test_extracts_entities_triples_relations_and_title_links(tmp_path):
+    llm = scripted()
+    extractor = LLMExtractor(llm, cache_dir=tmp_path)
+    out = extractor.extract(DOCS[0])
+    assert out.passage == "p1"
+    assert out.phrases == ["ada brennan", "kellow", "1901", "painter"]
+    assert out.facts == [
+        Fact("ada brennan", "painter", "p1", 0, relation="is a"),
+        Fact("ada brennan", "kellow", "p1", 1, relation="born in"),
+        Fact("ada brennan", "1901", "p1", 2, relation="born in"),
+    ]  # every phrase is already linked to the title by a triple: no extra title link
+    kellow = extractor.extract(DOCS[1])
+    assert ("varne river", "kellow", "flows through") in {
+        (f.subject, f.object, f.relation) for f in kellow.facts
+    }
+    title_links = [(f.object, f.relation) for f in kellow.facts if f.subject == "kellow" and not f.relation]
+    assert title_links == [("england", "")]  # the title is linked to the phrase no triple links it to
+    assert len(llm.prompts) == 4 and extractor.calls == 4
+    assert "Ada Brennan\nAda Brennan was a painter." in llm.prompts[0]
+    assert (
+        '"named_entities": ["Ada Brennan", "Kellow", "1901"]' in llm.prompts[1]
+    )  # entities feed the triples
+    assert extractor.failures == []
+
+
+def test_fact_stays_backward_compatible():
+    fact = Fact("a", "b", "p", 3)
+    assert fact.relation == "" and fact == Fact("a", "b", "p", 3, "")
+
+
+def test_description_and_resolution_need_the_object(tmp_path):
+    extractor = LLMExtractor(scripted(model="m-7"), cache_dir=tmp_path)
+    description = extractor.describe()
+    assert description["name"] == "llm" and description["prompt_version"] == PROMPT_VERSION
+    assert description["model"].endswith("ScriptedLLM:m-7")
+    assert resolve_extractor(extractor) is extractor
+    for spec in ("llm", description):
+        with pytest.raises(RagrouteError, match="pass the extractor as an object") as info:
+            resolve_extractor(spec)
+        assert "\n" not in str(info.value)
+
+
+def test_cache_key_covers_model_prompt_version_and_passage(tmp_path, monkeypatch):
+    a = LLMExtractor(scripted(model="m-1"), cache_dir=tmp_path)
+    b = LLMExtractor(scripted(model="m-2"), cache_dir=tmp_path)
+    key = a.cache_key(DOCS[0])
+    assert len(key) == 64 and key == LLMExtractor(scripted(model="m-1"), cache_dir=tmp_path).cache_key(
+        DOCS[0]
+    )
+    assert key != b.cache_key(DOCS[0])
+    assert key != a.cache_key(Document(id="p1", title="Ada Brennan", text=DOCS[0].text + " "))
+    monkeypatch.setattr("ragroute.graph.extract_llm.PROMPT_VERSION", "other")
+    assert key != a.cache_key(DOCS[0])
+
+
+# --------------------------------------------------------------------------- building
+
+
+def test_rebuild_answers_from_the_cache_with_zero_llm_calls(tmp_path, hashing_encoder):
+    first_llm = scripted()
+    first = build(DOCS, hashing_encoder, LLMExtractor(first_llm, cache_dir=tmp_path))
+    assert len(first_llm.prompts) == 2 * len(DOCS)
+    assert (tmp_path / "openie.sqlite").is_file()
+    again_llm = scripted()
+    again_extractor = LLMExtractor(again_llm, cache_dir=tmp_path)
+    again = build(DOCS, hashing_encoder, again_extractor)
+    assert again_llm.prompts == [] and again_extractor.calls == 0
+    assert again_extractor.cache_hits == len(DOCS)
+    assert again.tables.phrases == first.tables.phrases
+    assert (again.tables.adjacency != first.tables.adjacency).nnz == 0
+    assert again.extractor == first.extractor == again_extractor.describe()
+    # the graph links the two hops through the LLM's phrases
+    phrases = again.tables.phrases
+    assert {"ada brennan", "kellow", "varne river", "market town", "dressel"} <= set(phrases)
+    # another model does not reuse the first model's answers
+    other_llm = scripted(model="scripted-2")
+    build(DOCS, hashing_encoder, LLMExtractor(other_llm, cache_dir=tmp_path))
+    assert len(other_llm.prompts) == 2 * len(DOCS)
+
+
+def test_unparseable_output_is_recorded_and_the_build_goes_on(tmp_path, hashing_encoder):
+    llm = scripted(answers={"Kellow": ("I am sorry, I cannot do that.", "unused")})
+    extractor = LLMExtractor(llm, cache_dir=tmp_path)
+    with pytest.warns(ExtractionWarning, match="1 of 3 passages could not be extracted"):
+        index = build(DOCS, hashing_encoder, extractor)
+    assert extractor.failures == [ExtractionFailure("p2", "named entities: no JSON object in the answer")]
+    assert len(llm.prompts) == 5  # the failed passage's triples were not asked for
+    assert len(index) == 3
+    kellow_doc = index.tables.n_phrases + [d.id for d in index.store.documents].index("p2")
+    linked = {
+        index.tables.phrases[i] for i in np.flatnonzero(index.tables.adjacency[[kellow_doc], :].toarray()[0])
+    }
+    assert linked == {"kellow"}  # title-only phrases
+    # the unparseable answer is cached: a rebuild records the same failure without asking
+    llm_again = scripted(answers={"Kellow": ("I am sorry, I cannot do that.", "unused")})
+    again = LLMExtractor(llm_again, cache_dir=tmp_path)
+    with pytest.warns(ExtractionWarning):
+        build(DOCS, hashing_encoder, again)
+    assert llm_again.prompts == [] and [f.passage for f in again.failures] == ["p2"]
+
+
+def test_bad_triples_and_failed_calls_are_failures(tmp_path, hashing_encoder):
+    llm = scripted(answers={"Otto Lind": ('["Otto Lind"]', '{"triples": [["x"]]}')}, fail_titles=["Kellow"])
+    extractor = LLMExtractor(llm, cache_dir=tmp_path)
+    with pytest.warns(ExtractionWarning, match="2 of 3"):
+        build(DOCS, hashing_encoder, extractor)
+    reasons = {f.passage: f.reason for f in extractor.failures}
+    assert reasons == {
+        "p2": "LLM call failed: ConnectionError: server went away",
+        "p3": "triples: no well-formed triple",
+    }
+    # a failed call is not cached: the next build asks again (and now succeeds)
+    retry_llm = scripted(answers={"Otto Lind": ('["Otto Lind"]', '{"triples": [["x"]]}')})
+    retry = LLMExtractor(retry_llm, cache_dir=tmp_path)
+    with pytest.warns(ExtractionWarning, match="1 of 3"):
+        build(DOCS, hashing_encoder, retry)
+    assert len(retry_llm.prompts) == 2 and [f.passage for f in retry.failures] == ["p3"]
+
+
+def test_add_checks_the_extractor_description(tmp_path, hashing_encoder):
+    index = build(DOCS, hashing_encoder, LLMExtractor(scripted(), cache_dir=tmp_path))
+    with pytest.raises(RagrouteError, match="built with extractor"):
+        index.add(ADDED, extractor=LLMExtractor(scripted(model="other"), cache_dir=tmp_path))
+    with pytest.raises(RagrouteError, match="pass the extractor as an object"):
+        index.add(ADDED)  # the stored description cannot rebuild an LLM extractor
+    assert len(index) == 3
+    save_index(index, tmp_path / "kg")
+    loaded = load_index(tmp_path / "kg", hashing_encoder)
+    assert loaded.extractor["name"] == "llm"
+    llm = scripted()
+    loaded.add(ADDED, extractor=LLMExtractor(llm, cache_dir=tmp_path))
+    assert len(loaded) == 4 and len(llm.prompts) == 2  # only the new passage was asked about
+    assert "marl hills" in loaded.tables.phrases
+
+
+def test_extract_passages_batches_extract_many_and_warns_only_for_new_failures():
+    class Batched:
+        name = "batched"
+
+        def __init__(self):
+            self.batches: list[int] = []
+            self.failures = ["old failure"]
+
+        def describe(self):
+            return {"name": self.name}
+
+        def extract(self, document):
+            raise AssertionError("extract_many is used when present")
+
+        def extract_many(self, documents):
+            self.batches.append(len(documents))
+            return [Extraction(d.id, phrases=[d.id]) for d in documents]
+
+    extractor = Batched()
+    docs = [Document(id=f"d{i}", text="x") for i in range(150)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the failure recorded before this run is not reported
+        out = extract_passages(docs, extractor, batch=64)
+    assert extractor.batches == [64, 64, 22]
+    assert [e.passage for e in out] == [d.id for d in docs]
