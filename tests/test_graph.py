@@ -161,3 +161,22 @@ def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hash
     assert index.fact_filter.calls == 2 and index.fact_filter.failures == 1
     index.fact_filter = None
     assert index.search(QUESTION, k=3)[0].explain["fact_filter"] is None
+
+
+def test_unmatched_query_terms_weight_the_edges_into_passages_that_hold_them(hashing_encoder):
+    from dataclasses import replace
+
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder)
+    index.walk = replace(index.walk, lexical_edges=0.0)
+    off = index.search(QUESTION, k=3)
+    index.walk = replace(index.walk, lexical_edges=8.0)
+    on = index.search(QUESTION, k=3)
+    # "flows" is in no seed phrase; the Kellow passage ("The Varne River flows through Kellow")
+    # holds it, so the walk reaching Kellow passes more mass on to that passage
+    assert "flows" in on[0].explain["unmatched_terms"] and "river" not in on[0].explain["unmatched_terms"]
+    assert off[0].explain["unmatched_terms"] == []
+    assert [h.doc_id for h in off][:3] == ["p1", "p3", "p2"]
+    assert [h.doc_id for h in on][:3] == ["p1", "p2", "p3"]
+    # per-query weights never touch the shared engine: switching off gives the first ranking again
+    index.walk = replace(index.walk, lexical_edges=0.0)
+    assert [(h.doc_id, h.score) for h in index.search(QUESTION, k=3)] == [(h.doc_id, h.score) for h in off]

@@ -79,6 +79,7 @@ def run_graph_bench(
         "aware - max fact score (mean)": replace(aware, fact_score="mean"),
         "aware - passage prior": replace(aware, passage_prior=0.0),
         "aware - hub damping": replace(aware, hub_damping=0.0),
+        "aware - lexical edges": replace(aware, lexical_edges=0.0),
         "aware + key-fact boost 0.05": replace(aware, fact_passage_boost=0.05),
     }
     runs = {**indexes, **dict.fromkeys(walks, graph)}

@@ -1,0 +1,56 @@
+"""Which passages hold which terms: the lexical signal behind query-conditioned edge weights.
+
+A multi-hop question names its first hop (the walk's seeds) and describes the next
+one in words no seed phrase covers ("... the *director* of the film whose *composer*
+..."). :class:`PassageTerms` keeps a binary passage x term incidence (BM25
+tokens: lower-case, stop words dropped) with each term's idf, so a walk can scale
+the edges into passages that contain the query's unmatched terms (see
+:class:`~ragroute.graph.index.WalkParams` ``lexical_edges``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ragroute.index.bm25_tokenize import tokenize, tokenize_many
+from ragroute.types import Document
+
+
+class PassageTerms:
+    """Binary incidence of BM25 terms in passages, with idf = log(N / df)."""
+
+    def __init__(self, documents: Sequence[Document]) -> None:
+        vocabulary: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        for row, tokens in enumerate(tokenize_many(d.full_text() for d in documents)):
+            for token in dict.fromkeys(tokens):
+                cols.append(vocabulary.setdefault(token, len(vocabulary)))
+                rows.append(row)
+        n = len(documents)
+        self.vocabulary = vocabulary
+        self.incidence = sp.csc_array(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, len(vocabulary))
+        )
+        df = np.diff(self.incidence.indptr)
+        self.idf = np.log(max(n, 1) / np.maximum(df, 1)).astype(np.float32)
+
+    def unmatched_terms(self, query: str, covered: Iterable[str]) -> list[str]:
+        """The query's terms (BM25 tokens, first occurrence order) that no ``covered`` phrase
+        contains and that some passage does."""
+        words = {w for phrase in covered for w in tokenize(phrase)}
+        return [t for t in dict.fromkeys(tokenize(query)) if t not in words and t in self.vocabulary]
+
+    def overlap(self, terms: Sequence[str]) -> np.ndarray:
+        """Per passage, the idf-weighted share of ``terms`` it contains (0..1)."""
+        ids = [self.vocabulary[t] for t in terms]
+        if not ids:
+            return np.zeros(self.incidence.shape[0], dtype=np.float32)
+        weights = self.idf[ids]
+        total = float(weights.sum())
+        if total <= 0:
+            return np.zeros(self.incidence.shape[0], dtype=np.float32)
+        return np.asarray(self.incidence[:, ids] @ weights, dtype=np.float32) / total
