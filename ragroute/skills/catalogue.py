@@ -1,0 +1,132 @@
+"""``load_catalogue``: load any supported skill catalogue, detecting its kind from the path.
+
+Detection, first match wins:
+
+==============================================  ==============  ==========================================
+path                                            kind            loaded with
+==============================================  ==============  ==========================================
+folder holding ``skills.jsonl``                 skills_jsonl    :func:`~.load_skills_jsonl.load_skills_jsonl`
+folder with a ``SKILL.md`` anywhere below it    skill_md        :func:`~.load_skill_md.load_skill_md`
+folder with ``.json`` / ``.yaml`` / ``.yml``    openapi         :func:`~.load_openapi.load_openapi`
+specs (``openapi:`` / ``swagger:`` key)
+a ``SKILL.md`` file                             skill_md        (that one skill)
+``*.jsonl``                                     skills_jsonl
+``*.json`` / ``*.yaml`` / ``*.yml`` with a      openapi
+top-level ``openapi`` or ``swagger`` key
+``*.json`` / ``*.yaml`` / ``*.yml`` holding     mcp             :func:`~.load_mcp.load_mcp`
+``{"tools": [...]}``, ``{"result": {"tools":
+[...]}}`` or a list of tools
+==============================================  ==============  ==========================================
+
+Anything else raises ONE :class:`~ragroute.errors.CorpusFormatError` line
+saying what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import CorpusFormatError
+from ragroute.loaders.common import LoadReport, check_on_error
+from ragroute.skills.load_mcp import load_mcp, mcp_tools
+from ragroute.skills.load_openapi import SPEC_SUFFIXES, load_openapi, spec_files, spec_version
+from ragroute.skills.load_skill_md import SKILL_FILE, load_skill_md, skill_files
+from ragroute.skills.load_skills_jsonl import SKILLS_FILE, load_skills_jsonl
+from ragroute.skills.records import Catalogue
+from ragroute.skills.schemas import load_structured
+
+KINDS = ("skill_md", "mcp", "openapi", "skills_jsonl")
+
+_EXPECTED = (
+    "a folder of SKILL.md skills, a folder holding skills.jsonl, a SKILLS .jsonl file, an MCP tools/list "
+    ".json, or an OpenAPI 3 / Swagger 2 .json/.yaml file or folder"
+)
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, dict):
+        keys = ", ".join(repr(k) for k in list(data)[:6]) + (", ..." if len(data) > 6 else "")
+        return f"an object with keys {keys}" if data else "an empty object"
+    if isinstance(data, list):
+        return f"a list of {len(data)} items" if data else "an empty list"
+    return f"a {type(data).__name__}"
+
+
+def detect_file_kind(path: Path) -> tuple[str, Any]:
+    """``(kind, parsed data or None)`` for a catalogue file; :class:`CorpusFormatError` if not one."""
+    suffix = path.suffix.lower()
+    if path.name.lower() == SKILL_FILE.lower():
+        return "skill_md", None
+    if suffix == ".jsonl":
+        return "skills_jsonl", None
+    if suffix in SPEC_SUFFIXES:
+        data = load_structured(path)
+        if spec_version(data) is not None:
+            return "openapi", data
+        if mcp_tools(data) is not None:
+            return "mcp", data
+        raise CorpusFormatError(
+            f"{path}: not a skill catalogue: found {_describe(data)}; expected an MCP tools/list "
+            "({'tools': [...]}, {'result': {'tools': [...]}} or a list of tools) or an OpenAPI/Swagger "
+            "spec (top-level 'openapi' or 'swagger')"
+        )
+    raise CorpusFormatError(
+        f"{path}: unknown catalogue file type {suffix or '(no extension)'!r}; expected {_EXPECTED}"
+    )
+
+
+def detect_catalogue(path: str | Path) -> str:
+    """The kind :func:`load_catalogue` would use for ``path``: skill_md, mcp, openapi or skills_jsonl."""
+    return _detect(Path(path))[0]
+
+
+def _detect(p: Path) -> tuple[str, Any]:
+    if not p.exists():
+        raise CorpusFormatError(f"{p}: no such file or folder")
+    if p.is_file():
+        return detect_file_kind(p)
+    if (p / SKILLS_FILE).is_file():
+        return "skills_jsonl", None
+    if skill_files(p):
+        return "skill_md", None
+    if spec_files(p):
+        return "openapi", None
+    n_files = sum(1 for f in p.rglob("*") if f.is_file())
+    raise CorpusFormatError(
+        f"{p}: no skill catalogue recognised in this folder ({n_files} files: no {SKILLS_FILE}, "
+        f"no {SKILL_FILE} below it, no OpenAPI/Swagger .json/.yaml spec); expected {_EXPECTED}"
+    )
+
+
+def load_catalogue(
+    path: str | Path,
+    *,
+    kind: str | None = None,
+    on_error: str = "skip",
+    report: LoadReport | None = None,
+) -> Catalogue:
+    """Load a skill catalogue, detecting its kind (see the module doc) unless ``kind`` is given.
+
+    Returns a :class:`~ragroute.skills.records.Catalogue` whose ``warnings``
+    list what was loaded only in part (each also emitted as a
+    :class:`~ragroute.skills.records.SkillWarning`). Bad records follow
+    ``on_error`` (``"skip"``: skipped, one warning per file, counted in
+    ``report``; ``"raise"``: :class:`~ragroute.errors.CorpusFormatError` naming
+    file and record). Duplicate skill ids always raise
+    :class:`~ragroute.skills.records.DuplicateSkillError` listing them.
+    """
+    check_on_error(on_error)
+    p = Path(path)
+    data = None
+    if kind is None:
+        kind, data = _detect(p)
+    elif kind not in KINDS:
+        raise CorpusFormatError(f"unknown catalogue kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if kind == "skill_md":
+        return load_skill_md(p, on_error=on_error, report=report)
+    if kind == "skills_jsonl":
+        return load_skills_jsonl(p, on_error=on_error, report=report)
+    if kind == "openapi":
+        return load_openapi(p, on_error=on_error, report=report, data=data)
+    return load_mcp(p, on_error=on_error, report=report, data=data)

@@ -1,0 +1,355 @@
+"""OpenAPI 3 and Swagger 2 specs (JSON or YAML, a file or a folder of them): one skill per operation.
+
+Per operation (``paths -> PATH -> METHOD``):
+
+* ``id`` = the ``operationId``, or ``"METHOD /path"`` (e.g. ``"GET /pets/{petId}"``)
+  when it has none; in a folder holding more than one spec, ids are prefixed
+  with the spec's path relative to the folder, without suffix
+  (``"petstore:listPets"``), since separate APIs often reuse operation names;
+* ``name`` = the same operationId or ``"METHOD /path"``;
+* ``description`` = the ``summary`` (or, without one, the ``description``);
+* ``body`` = ``METHOD /path``, the API title, tags, the operation's long
+  description, then its parameters (path-level ones merged in), request body
+  and responses, each schema rendered as readable lines
+  (``- name (string, required): ...``) with local ``$ref`` s resolved
+  (recursion cut, nesting and length capped: see :mod:`ragroute.skills.schemas`);
+* ``metadata`` = ``{"method", "path", "operationId", "tags", "api", "source",
+  "spec_version", "deprecated"}`` (those present; ``method`` in capitals).
+
+An unresolved ``$ref`` leaves ``[unresolved $ref: REF]`` in the body and ONE
+warning per reference and file (naming the first operation that uses it); the
+operation is kept. An operation without summary or description is kept with a
+warning. An operation entry that is not an object, or a spec file in a folder
+that cannot be parsed, follows the bad-record policy (``on_error``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import CorpusFormatError
+from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error
+from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
+from ragroute.skills.schemas import (
+    JSON_SUFFIXES,
+    YAML_SUFFIXES,
+    RefResolver,
+    SchemaRenderer,
+    load_structured,
+    read_structured_file,
+)
+
+KIND = "openapi"
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+SPEC_SUFFIXES = JSON_SUFFIXES + YAML_SUFFIXES
+#: Lines of schema text one operation's body may hold.
+MAX_BODY_LINES = 300
+
+_SPEC_HEAD = re.compile(r"""^\s*["']?(openapi|swagger)["']?\s*:""", re.MULTILINE)
+
+
+def spec_version(data: Any) -> str | None:
+    """``"3.x"`` / ``"2.0"`` for an OpenAPI 3 / Swagger 2 document, else ``None``."""
+    if not isinstance(data, dict):
+        return None
+    for key in ("openapi", "swagger"):
+        if key in data and isinstance(data[key], (str, int, float)):
+            return str(data[key])
+    return None
+
+
+def looks_like_spec(path: Path, head_bytes: int = 65536) -> bool:
+    """Whether a JSON/YAML file's first bytes hold an ``openapi:`` / ``swagger:`` key (cheap detection)."""
+    if path.suffix.lower() not in SPEC_SUFFIXES:
+        return False
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(head_bytes).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(_SPEC_HEAD.search(head))
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _Operation:
+    """Renders one operation into a skill."""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        resolver: RefResolver,
+        method: str,
+        path: str,
+        op: dict[str, Any],
+        path_params: list[Any],
+    ) -> None:
+        self.spec = spec
+        self.swagger2 = "swagger" in spec and "openapi" not in spec
+        self.method = method.upper()
+        self.path = path
+        self.op = op
+        self.path_params = path_params
+        self.where = f"{self.method} {path}"
+        self.renderer = SchemaRenderer(resolver, self.where, max_lines=MAX_BODY_LINES)
+        self.resolver = resolver
+
+    def parameters(self) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+        """Parameter lines, and Swagger 2 ``in: body`` parameters (request bodies) as (name, param)."""
+        merged: dict[tuple[str, str], Any] = {}
+        for raw in list(self.path_params) + list(self.op.get("parameters") or []):
+            target, _name, marker = self.resolver.resolve(raw, self.where)
+            if marker is not None or not isinstance(target, dict):
+                merged[(marker or repr(raw), "")] = marker or "[invalid parameter]"
+                continue
+            merged[(str(target.get("name", "")), str(target.get("in", "")))] = target
+        lines: list[str] = []
+        bodies: list[tuple[str, dict[str, Any]]] = []
+        for (name, where), param in merged.items():
+            if isinstance(param, str):
+                lines.append(f"- {param}")
+                continue
+            if where == "body":
+                bodies.append((name, param))
+                continue
+            schema = param.get("schema", param) if not self.swagger2 else param
+            kind = self.renderer.summary(schema)
+            flags = ", required" if param.get("required") else ""
+            description = _one_line(_text(param.get("description")))
+            resolved, _ref, _marker = self.resolver.resolve(schema, self.where)
+            if (
+                isinstance(resolved, dict)
+                and "enum" not in resolved
+                and isinstance(resolved.get("items"), dict)
+            ):
+                resolved = resolved["items"]
+            extras = self.renderer.extras(resolved) if isinstance(resolved, dict) else ""
+            line = f"- {name} ({where}, {kind}{flags})" + (f": {description}" if description else "")
+            lines.append(line + extras)
+        return lines, bodies
+
+    def _media_schema(self, content: Any) -> tuple[list[str], Any]:
+        """Media types of an OpenAPI 3 ``content`` map, and the first schema found in it."""
+        if not isinstance(content, dict):
+            return [], None
+        schema = None
+        for media in content.values():
+            if schema is None and isinstance(media, dict) and "schema" in media:
+                schema = media["schema"]
+        return list(content), schema
+
+    def request_body(self, swagger_bodies: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        out: list[str] = []
+        if self.swagger2:
+            consumes = self.op.get("consumes") or self.spec.get("consumes") or []
+            media = f" ({', '.join(map(str, consumes))})" if consumes else ""
+            for name, param in swagger_bodies:
+                flags = ", required" if param.get("required") else ""
+                description = _one_line(_text(param.get("description")))
+                out.append(
+                    f"Request body{media}{flags}: {name}" + (f" - {description}" if description else "")
+                )
+                if "schema" in param:
+                    out.extend(self.renderer.schema_lines(param["schema"], indent=2))
+            return out
+        if "requestBody" not in self.op:
+            return out
+        body, _name, marker = self.resolver.resolve(self.op["requestBody"], self.where)
+        if marker is not None:
+            return [f"Request body: {marker}"]
+        if not isinstance(body, dict):
+            return out
+        media, schema = self._media_schema(body.get("content"))
+        head = "Request body"
+        head += f" ({', '.join(media)})" if media else ""
+        head += ", required" if body.get("required") else ""
+        description = _one_line(_text(body.get("description")))
+        out.append(head + (f": {description}" if description else ":"))
+        if schema is not None:
+            out.extend(self.renderer.schema_lines(schema, indent=2))
+        return out
+
+    def responses(self) -> list[str]:
+        responses = self.op.get("responses")
+        if not isinstance(responses, dict) or not responses:
+            return []
+        out = ["Responses:"]
+        for code, raw in responses.items():
+            response, _name, marker = self.resolver.resolve(raw, self.where)
+            if marker is not None:
+                out.append(f"- {code}: {marker}")
+                continue
+            if not isinstance(response, dict):
+                continue
+            description = _one_line(_text(response.get("description")))
+            if self.swagger2:
+                media, schema = [], response.get("schema")
+            else:
+                media, schema = self._media_schema(response.get("content"))
+            media_text = f" ({', '.join(media)})" if media else ""
+            out.append(f"- {code}{media_text}" + (f": {description}" if description else ""))
+            if schema is not None:
+                out.extend(self.renderer.schema_lines(schema, indent=4))
+        return out
+
+    def skill(self, id_prefix: str, source: str, log: WarningLog) -> Skill:
+        op_id = _text(self.op.get("operationId"))
+        name = op_id or self.where
+        summary = _text(self.op.get("summary"))
+        long_description = _text(self.op.get("description"))
+        description = summary or long_description
+        if not description:
+            log.warn(source, f"operation {self.where} has no summary or description")
+        info = self.spec.get("info") if isinstance(self.spec.get("info"), dict) else {}
+        api = _text(info.get("title"))
+        tags = [str(t) for t in self.op.get("tags") or [] if isinstance(t, (str, int, float))]
+        head = [self.where]
+        if api:
+            head.append(f"API: {api}")
+        if tags:
+            head.append(f"Tags: {', '.join(tags)}")
+        if self.op.get("deprecated") is True:
+            head.append("Deprecated.")
+        parts = ["\n".join(head)]
+        if long_description and long_description != description:
+            parts.append(long_description)
+        param_lines, swagger_bodies = self.parameters()
+        if param_lines:
+            parts.append("\n".join(["Parameters:", *param_lines]))
+        body_lines = self.request_body(swagger_bodies)
+        if body_lines:
+            parts.append("\n".join(body_lines))
+        response_lines = self.responses()
+        if response_lines:
+            parts.append("\n".join(response_lines))
+        metadata: dict[str, Any] = {"method": self.method, "path": self.path}
+        if op_id:
+            metadata["operationId"] = op_id
+        if tags:
+            metadata["tags"] = tags
+        if api:
+            metadata["api"] = api
+        metadata["source"] = source
+        metadata["spec_version"] = spec_version(self.spec)
+        if self.op.get("deprecated") is True:
+            metadata["deprecated"] = True
+        return Skill(
+            id=f"{id_prefix}{name}",
+            name=name,
+            description=description,
+            body="\n\n".join(parts),
+            metadata=jsonable(metadata),
+        )
+
+
+def skills_from_openapi(
+    spec: dict[str, Any],
+    source: str,
+    log: WarningLog,
+    *,
+    id_prefix: str = "",
+    on_error: str = "skip",
+    report: LoadReport | None = None,
+) -> list[Skill]:
+    """One skill per operation of a parsed OpenAPI 3 / Swagger 2 document (see the module doc)."""
+
+    def unresolved(ref: str, where: str) -> None:
+        log.warn(source, f"unresolved $ref {ref!r} (first in {where}; left as a marker)")
+
+    resolver = RefResolver(spec, unresolved)
+    skip = SkipLog(source, "operation", on_error, report)
+    paths = spec.get("paths")
+    if not isinstance(paths, dict) or not paths:
+        log.warn(source, "no 'paths' in the spec: no operations loaded")
+        return []
+    skills = []
+    for path, raw_item in paths.items():
+        item, _name, marker = resolver.resolve(raw_item, f"path {path}")
+        if marker is not None or not isinstance(item, dict):
+            skip.bad(str(path), marker or "path item is not an object")
+            continue
+        path_params = item.get("parameters") if isinstance(item.get("parameters"), list) else []
+        for method in HTTP_METHODS:
+            if method not in item:
+                continue
+            op = item[method]
+            if not isinstance(op, dict):
+                skip.bad(f"{method.upper()} {path}", "operation is not an object")
+                continue
+            skills.append(
+                _Operation(spec, resolver, method, str(path), op, path_params).skill(id_prefix, source, log)
+            )
+    if skip.entries:
+        log.add(skip.summary(), source)
+    return skills
+
+
+def spec_files(folder: Path) -> list[Path]:
+    """JSON/YAML files under ``folder`` (recursive, hidden excluded) whose head names openapi/swagger."""
+    found = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in SPEC_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and looks_like_spec(p)
+    ]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def load_openapi(
+    path: str | Path,
+    *,
+    on_error: str = "skip",
+    report: LoadReport | None = None,
+    data: Any = None,
+) -> Catalogue:
+    """Load an OpenAPI 3 / Swagger 2 spec file, or a folder of them, as a catalogue (see the module doc).
+
+    ``data`` is the already parsed spec (for a file), if the caller has it. A
+    single file that cannot be parsed or is not a spec raises
+    :class:`~ragroute.errors.CorpusFormatError`; in a folder, a spec file that
+    cannot be parsed follows ``on_error``.
+    """
+    check_on_error(on_error)
+    p = Path(path)
+    log = WarningLog()
+    skills: list[Skill] = []
+    if p.is_dir():
+        files = spec_files(p)
+        if not files:
+            raise CorpusFormatError(f"{p}: no OpenAPI/Swagger spec (.json, .yaml, .yml) in this folder")
+        skip = SkipLog(str(p), "file", on_error, report)
+        for file in files:
+            rel = file.relative_to(p).as_posix()
+            try:
+                spec = read_structured_file(file)
+            except BadRecord as exc:
+                skip.bad(rel, str(exc))
+                continue
+            if spec_version(spec) is None:
+                skip.bad(rel, "not an OpenAPI/Swagger document (no top-level 'openapi' or 'swagger')")
+                continue
+            prefix = f"{file.relative_to(p).with_suffix('').as_posix()}:" if len(files) > 1 else ""
+            skills.extend(
+                skills_from_openapi(spec, str(file), log, id_prefix=prefix, on_error=on_error, report=report)
+            )
+        if skip.entries:
+            log.add(skip.summary(), str(p))
+    else:
+        spec = load_structured(p) if data is None else data
+        if spec_version(spec) is None:
+            raise CorpusFormatError(
+                f"{p}: not an OpenAPI/Swagger document (no top-level 'openapi' or 'swagger')"
+            )
+        skills = skills_from_openapi(spec, str(p), log, on_error=on_error, report=report)
+    log.finish()
+    return Catalogue(skills, source=p, kind=KIND, warnings=log.messages)

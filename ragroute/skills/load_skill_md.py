@@ -1,0 +1,301 @@
+"""Folders of ``SKILL.md`` files (found recursively): one skill per folder holding a ``SKILL.md``.
+
+A ``SKILL.md`` starts with YAML front matter between two ``---`` lines
+(``name``, ``description`` and any other keys), then a markdown body. Per skill:
+
+* ``id`` = the skill folder's path relative to the root (posix, e.g.
+  ``"pdf/forms"``; the root's own name for a ``SKILL.md`` at the root);
+* ``name`` / ``description`` = the front matter's ``name`` / ``description``;
+* ``body`` = the markdown body, then every text file beside it worth indexing
+  (other ``.md`` / ``.txt`` files, small scripts and configs in the skill
+  folder and its subfolders, except those of a nested skill), each under a
+  ``[file: RELATIVE/PATH]`` line; a file is cut at :data:`MAX_FILE_CHARS`
+  characters and a skill's side files at :data:`MAX_SIDE_CHARS` in all;
+  binary files (a NUL byte, or not UTF-8) are skipped;
+* ``metadata`` = the other front-matter keys, plus ``path`` (the SKILL.md,
+  relative to the root), ``files`` (side files included), when some were
+  left out ``files_skipped`` (``"PATH (reason)"``), and for front matter YAML
+  refused ``front_matter_raw`` (its text, so nothing is lost).
+
+Broken front matter (no ``---`` block, an unclosed one, invalid YAML, not a
+mapping) does not drop the skill: it is loaded with the name of its folder and
+the first paragraph of its body as description, and a warning naming the file
+and the problem. When invalid YAML still has plain ``name: ...`` /
+``description: ...`` lines (the usual cause is an unquoted ``:`` in the
+description), those lines are used instead. A missing ``name`` or
+``description`` in valid front matter is filled the same way, with a warning.
+A ``SKILL.md`` that is not UTF-8 follows the bad-record policy (``on_error``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragroute.errors import CorpusFormatError
+from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, decode_utf8_file
+from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
+
+KIND = "skill_md"
+SKILL_FILE = "SKILL.md"
+#: Suffixes of side files worth indexing (documentation, scripts, small configs).
+# fmt: off
+SIDE_SUFFIXES = frozenset({
+    ".md", ".markdown", ".txt", ".rst", ".py", ".sh", ".bash", ".zsh", ".ps1", ".js", ".mjs", ".cjs",
+    ".ts", ".tsx", ".jsx", ".json", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".sql", ".rb", ".go",
+    ".rs", ".java", ".kt", ".swift", ".c", ".h", ".cpp", ".cs", ".php", ".pl", ".lua", ".r", ".html",
+    ".css", ".csv", ".xml",
+})
+# fmt: on
+#: Side files without a suffix that are still worth indexing.
+SIDE_NAMES = frozenset({"Makefile", "Dockerfile", "LICENSE", "README"})
+#: Folders never searched for skills or side files.
+SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "dist", "build"})
+#: A side file larger than this many bytes is not read (too big to be "beside" a skill).
+MAX_FILE_BYTES = 1_000_000
+#: Characters of one side file kept in the body.
+MAX_FILE_CHARS = 20_000
+#: Characters of side files kept per skill in all.
+MAX_SIDE_CHARS = 100_000
+#: Characters of the first paragraph used as a description stand-in.
+MAX_FALLBACK_DESCRIPTION = 300
+
+_SALVAGE = re.compile(r"^(name|description)\s*:\s*(.*?)\s*$")
+
+
+def _skipped_dir(name: str) -> bool:
+    return name.startswith(".") or name in SKIP_DIRS
+
+
+def skill_files(root: Path) -> list[Path]:
+    """Every ``SKILL.md`` (name compared case-insensitively) under ``root``, sorted by relative path."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not _skipped_dir(d))
+        found.extend(Path(folder) / f for f in files if f.lower() == SKILL_FILE.lower())
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def split_front_matter(text: str) -> tuple[str | None, str, str | None]:
+    """``(front_matter, body, problem)``: the YAML between the ``---`` fences, the rest, what is wrong."""
+    text = text.lstrip("\ufeff")
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        return None, text, "no YAML front matter (a '---' block with name and description)"
+    for i in range(1, len(lines)):
+        if lines[i].strip() in ("---", "..."):
+            return "".join(lines[1:i]), "".join(lines[i + 1 :]), None
+    return None, "".join(lines[1:]), "front matter is not closed (no second '---' line)"
+
+
+def parse_front_matter(block: str) -> tuple[dict[str, Any], str | None]:
+    """The front matter as a mapping, and the problem if it is not valid YAML or not a mapping."""
+    try:
+        value = yaml.safe_load(block)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 2}" if mark is not None else ""  # +1 for 1-based, +1 for the fence
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        return {}, f"invalid YAML in front matter ({problem}{where})"
+    if value is None:
+        return {}, None
+    if not isinstance(value, dict):
+        return {}, f"front matter is not a mapping (got {type(value).__name__})"
+    return {str(k): v for k, v in value.items()}, None
+
+
+def salvage_front_matter(block: str) -> dict[str, str]:
+    """Plain one-line ``name: ...`` / ``description: ...`` entries of front matter that YAML refused."""
+    found: dict[str, str] = {}
+    for line in block.splitlines():
+        match = _SALVAGE.match(line)
+        if not match or match.group(1) in found:
+            continue
+        value = match.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif not value or value[0] in "[{\"'|>&*!%@`":
+            continue  # not a plain scalar: do not guess
+        found[match.group(1)] = value.strip()
+    return found
+
+
+def first_paragraph(body: str, limit: int = MAX_FALLBACK_DESCRIPTION) -> str:
+    """The first paragraph of markdown that is not a heading or a code fence, on one line (capped)."""
+    in_fence = False
+    for block in re.split(r"\n[ \t]*\n", body):
+        kept = []
+        for line in block.splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("```", "~~~")):
+                in_fence = not in_fence
+                continue
+            if in_fence or not stripped or stripped.startswith("#") or stripped == "---":
+                continue
+            kept.append(stripped)
+        if kept:
+            text = " ".join(kept)
+            return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+    return ""
+
+
+def _scalar_text(value: Any) -> str | None:
+    """A front-matter value usable as name/description (strings, numbers, dates), else ``None``."""
+    if isinstance(value, str):
+        return value.strip()
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    return str(jsonable(value))
+
+
+def _read_side_file(path: Path) -> tuple[str | None, str]:
+    """``(text, "")`` for a readable text file, or ``(None, reason)``."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return None, f"larger than {MAX_FILE_BYTES} bytes"
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror})"
+    if b"\x00" in data[:8192]:
+        return None, "binary"
+    try:
+        return decode_utf8_file(data), ""
+    except BadRecord:
+        return None, "binary (not UTF-8)"
+
+
+def side_files(skill_dir: Path, skill_dirs: set[Path]) -> list[Path]:
+    """Files beside a SKILL.md worth indexing: in its folder and subfolders, not in a nested skill's."""
+    found = []
+    for folder, dirs, files in os.walk(skill_dir):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not _skipped_dir(d) and (here / d) not in skill_dirs)
+        for name in files:
+            path = here / name
+            if name.lower() == SKILL_FILE.lower() and here == skill_dir:
+                continue
+            if name.startswith("."):
+                continue
+            if path.suffix.lower() in SIDE_SUFFIXES or name in SIDE_NAMES:
+                found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(skill_dir).as_posix())
+
+
+def _side_text(skill_dir: Path, skill_dirs: set[Path]) -> tuple[list[str], list[str], list[str]]:
+    """Body parts of the side files, the files included and the files skipped (``"PATH (reason)"``)."""
+    parts: list[str] = []
+    included: list[str] = []
+    skipped: list[str] = []
+    total = 0
+    for path in side_files(skill_dir, skill_dirs):
+        rel = path.relative_to(skill_dir).as_posix()
+        if total >= MAX_SIDE_CHARS:
+            skipped.append(f"{rel} (over the {MAX_SIDE_CHARS}-character limit per skill)")
+            continue
+        text, reason = _read_side_file(path)
+        if text is None:
+            skipped.append(f"{rel} ({reason})")
+            continue
+        text = text.strip()
+        if not text:
+            continue
+        room = min(MAX_FILE_CHARS, MAX_SIDE_CHARS - total)
+        if len(text) > room:
+            text = text[:room].rstrip() + f"\n[... {rel} cut at {room} characters]"
+        total += len(text)
+        parts.append(f"[file: {rel}]\n{text}")
+        included.append(rel)
+    return parts, included, skipped
+
+
+def skill_from_file(
+    skill_md: Path, root: Path, skill_dirs: set[Path], log: WarningLog, *, root_name: str | None = None
+) -> Skill:
+    """The skill of one ``SKILL.md`` (:class:`BadRecord` if the file is not UTF-8)."""
+    skill_dir = skill_md.parent
+    rel_dir = skill_dir.relative_to(root).as_posix()
+    skill_id = rel_dir if rel_dir != "." else (root_name or root.resolve().name)
+    source = str(skill_md)
+    text = decode_utf8_file(skill_md.read_bytes())
+    block, body, problem = split_front_matter(text)
+    front: dict[str, Any] = {}
+    salvaged: dict[str, str] = {}
+    if block is not None:
+        front, problem = parse_front_matter(block)
+        if problem is not None and problem.startswith("invalid YAML"):
+            salvaged = salvage_front_matter(block)
+    body = body.strip()
+    folder_name = skill_dir.resolve().name if rel_dir == "." else skill_dir.name
+    name = _scalar_text(front.get("name")) if problem is None else salvaged.get("name")
+    description = _scalar_text(front.get("description")) if problem is None else salvaged.get("description")
+    if problem is not None:
+        fills = []
+        if name:
+            fills.append("name read from its 'name:' line")
+        else:
+            fills.append("name from the folder")
+        if description:
+            fills.append("description read from its 'description:' line")
+        else:
+            fills.append("description from the first paragraph")
+        log.warn(source, f"broken front matter: {problem}; loaded with {' and '.join(fills)}")
+    else:
+        for key, value, stand_in in (
+            ("name", name, "the folder name"),
+            ("description", description, "the first paragraph"),
+        ):
+            if not value:
+                what = "no" if front.get(key) in (None, "") else "an unusable (non-text)"
+                log.warn(source, f"front matter has {what} {key!r}; {stand_in} is used")
+    name = name or folder_name
+    description = description or first_paragraph(body)
+    parts, included, skipped = _side_text(skill_dir, skill_dirs)
+    full_body = "\n\n".join([body, *parts]) if body else "\n\n".join(parts)
+    metadata: dict[str, Any] = {
+        k: jsonable(v) for k, v in front.items() if k not in ("name", "description") or not _scalar_text(v)
+    }
+    if problem is not None and block:
+        metadata["front_matter_raw"] = block
+    metadata["path"] = skill_md.relative_to(root).as_posix() if rel_dir != "." else skill_md.name
+    metadata["files"] = included
+    if skipped:
+        metadata["files_skipped"] = skipped
+    return Skill(id=skill_id, name=name, description=description, body=full_body.strip(), metadata=metadata)
+
+
+def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadReport | None = None) -> Catalogue:
+    """Load a folder of ``SKILL.md`` skills (searched recursively), or one ``SKILL.md`` file (see module doc).
+
+    Raises :class:`~ragroute.errors.CorpusFormatError` for a missing path or a
+    folder without any ``SKILL.md``.
+    """
+    check_on_error(on_error)
+    p = Path(path)
+    if p.is_file():
+        root, files = p.parent, [p]
+    elif p.is_dir():
+        root, files = p, skill_files(p)
+        if not files:
+            raise CorpusFormatError(f"{p}: no {SKILL_FILE} file in this folder or below it")
+    else:
+        raise CorpusFormatError(f"{p}: no such file or folder")
+    skill_dirs = {f.parent for f in files}
+    log = WarningLog()
+    skip = SkipLog(str(root), "file", on_error, report)
+    skills = []
+    for skill_md in files:
+        try:
+            skills.append(skill_from_file(skill_md, root, skill_dirs, log))
+        except BadRecord as exc:
+            skip.bad(skill_md.relative_to(root).as_posix(), str(exc))
+        except OSError as exc:
+            skip.bad(skill_md.relative_to(root).as_posix(), f"unreadable ({exc.strerror})")
+    if skip.entries:
+        log.add(skip.summary(), str(root))
+    log.finish()
+    return Catalogue(skills, source=p, kind=KIND, warnings=log.messages)

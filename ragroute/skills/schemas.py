@@ -1,0 +1,340 @@
+"""Reading JSON/YAML catalogue files, resolving local ``$ref`` s, and JSON Schemas as readable lines.
+
+Used by the MCP loader (a tool's ``inputSchema``) and the OpenAPI loader
+(parameters, request bodies, responses). Only local references (``#/...``,
+JSON pointers into the same document) are followed; a reference that cannot be
+followed (missing target, another file, a URL) becomes a marker
+``[unresolved $ref: REF]`` in the text and ONE warning per reference and file.
+Recursive schemas are cut where a reference repeats (``(recursive: Node)``),
+nesting is capped at ``max_depth`` levels and each rendering at ``max_lines``
+lines, so a large spec cannot blow up a body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragroute.errors import CorpusFormatError
+from ragroute.loaders.common import BadRecord, decode_utf8_file
+from ragroute.loaders.jsonl import open_binary
+
+JSON_SUFFIXES = (".json",)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAML_SUFFIXES = (".yaml", ".yml")
+
+MAX_DEPTH = 6
+MAX_LINES = 200
+
+
+def _string_keys(value: Any) -> Any:
+    """YAML mapping keys as strings (``200:`` in a responses map is an int to YAML)."""
+    if isinstance(value, dict):
+        return {str(k): _string_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(v) for v in value]
+    return value
+
+
+def parse_structured(text: str, source: str | Path, *, yaml_ok: bool) -> Any:
+    """Parse JSON (or YAML when ``yaml_ok``); :class:`BadRecord` with a one-line reason if it fails."""
+    if not yaml_ok:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRecord(f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    try:
+        return _string_keys(yaml.load(text, Loader=_YAML_LOADER))  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise BadRecord(f"invalid YAML ({problem}{where})") from None
+
+
+def read_structured_file(path: Path) -> Any:
+    """A ``.json`` / ``.yaml`` / ``.yml`` file parsed; :class:`BadRecord` if unreadable or invalid."""
+    with open_binary(path) as fh:
+        text = decode_utf8_file(fh.read())
+    return parse_structured(text, path, yaml_ok=path.suffix.lower() in YAML_SUFFIXES)
+
+
+def load_structured(path: Path) -> Any:
+    """Like :func:`read_structured_file` but a problem is a :class:`CorpusFormatError` naming the file."""
+    try:
+        return read_structured_file(path)
+    except BadRecord as exc:
+        raise CorpusFormatError(f"{path}: {exc}") from None
+
+
+def _unescape(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def ref_name(ref: str) -> str:
+    """The last segment of a reference: ``#/components/schemas/Pet`` -> ``Pet``."""
+    return _unescape(ref.rstrip("/").rsplit("/", 1)[-1]) or ref
+
+
+class RefResolver:
+    """Follows local ``$ref`` s inside one document and reports the ones it cannot follow.
+
+    ``on_unresolved(ref, where)`` is called once per distinct reference (``where``
+    names the first place it was met, e.g. ``"GET /pets"``).
+    """
+
+    def __init__(self, document: Any, on_unresolved: Callable[[str, str], None] | None = None) -> None:
+        self.document = document
+        self.on_unresolved = on_unresolved
+        self.unresolved: dict[str, str] = {}
+
+    def lookup(self, ref: str) -> tuple[bool, Any]:
+        """``(True, target)`` for a local JSON pointer that exists, ``(False, None)`` otherwise."""
+        if not ref.startswith("#"):
+            return False, None
+        node = self.document
+        pointer = ref[1:]
+        if not pointer:
+            return True, node
+        if not pointer.startswith("/"):
+            return False, None
+        for token in pointer[1:].split("/"):
+            token = _unescape(token)
+            if isinstance(node, dict) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                return False, None
+        return True, node
+
+    def report(self, ref: str, where: str) -> str:
+        """Note an unresolved reference (once) and return its marker."""
+        if ref not in self.unresolved:
+            self.unresolved[ref] = where
+            if self.on_unresolved is not None:
+                self.on_unresolved(ref, where)
+        return f"[unresolved $ref: {ref}]"
+
+    def resolve(
+        self, node: Any, where: str, stack: tuple[str, ...] = ()
+    ) -> tuple[Any, str | None, str | None]:
+        """Follow ``node``'s ``$ref`` chain.
+
+        Returns ``(target, name, marker)``: the target (``None`` when it cannot
+        be followed), the name of the last reference followed (``None`` if the
+        node had none), and a marker for a reference that is unresolved
+        (``[unresolved $ref: ...]``) or repeats one already in ``stack``
+        (``(recursive: Name)``), else ``None``.
+        """
+        name = None
+        seen = list(stack)
+        while isinstance(node, dict) and "$ref" in node:
+            ref = node["$ref"]
+            if not isinstance(ref, str):
+                return None, name, self.report(repr(ref), where)
+            if ref in seen:
+                return None, ref_name(ref), f"(recursive: {ref_name(ref)})"
+            found, target = self.lookup(ref)
+            if not found:
+                return None, ref_name(ref), self.report(ref, where)
+            seen.append(ref)
+            name = ref
+            node = target
+        return node, name, None
+
+
+def _type_of(schema: dict[str, Any]) -> str:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = " or ".join(str(k) for k in kind)
+    if not kind:
+        if "properties" in schema:
+            kind = "object"
+        elif "items" in schema:
+            kind = "array"
+        elif "enum" in schema:
+            kind = "enum"
+        else:
+            kind = "any"
+    fmt = schema.get("format")
+    return f"{kind} ({fmt})" if fmt else str(kind)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split()) if text else ""
+
+
+class SchemaRenderer:
+    """Turns a JSON Schema into indented readable lines (one per property), following local refs.
+
+    One renderer is used per body; its line budget (``max_lines``) is shared by
+    every schema rendered into that body.
+    """
+
+    def __init__(
+        self, resolver: RefResolver, where: str, *, max_depth: int = MAX_DEPTH, max_lines: int = MAX_LINES
+    ) -> None:
+        self.resolver = resolver
+        self.where = where
+        self.max_depth = max_depth
+        self.budget = max_lines
+        self.truncated = False
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _emit(self, out: list[str], line: str) -> bool:
+        if self.budget <= 0:
+            if not self.truncated:
+                out.append("... (schema text truncated)")
+                self.truncated = True
+            return False
+        self.budget -= 1
+        out.append(line)
+        return True
+
+    def _merge_all_of(self, schema: dict[str, Any], stack: tuple[str, ...]) -> dict[str, Any]:
+        """``allOf`` parts merged into one object schema (properties and required lists)."""
+        parts = schema.get("allOf")
+        if not isinstance(parts, list):
+            return schema
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        props: dict[str, Any] = dict(merged.get("properties") or {})
+        required = list(merged.get("required") or [])
+        for part in parts:
+            target, name, marker = self.resolver.resolve(part, self.where, stack)
+            if marker is not None:
+                props[marker] = {"type": "any"}
+                continue
+            if isinstance(target, dict):
+                target = self._merge_all_of(target, stack + ((name,) if name else ()))
+                props.update(target.get("properties") or {})
+                required.extend(target.get("required") or [])
+                for key in ("type", "description"):
+                    if key in target and key not in merged:
+                        merged[key] = target[key]
+        merged["properties"] = props
+        if required:
+            merged["required"] = required
+        merged.setdefault("type", "object")
+        return merged
+
+    def summary(self, node: Any, stack: tuple[str, ...] = ()) -> str:
+        """A short type description: ``string``, ``array of Pet``, ``object Pet``, a marker..."""
+        target, name, marker = self.resolver.resolve(node, self.where, stack)
+        if marker is not None:
+            return marker
+        if not isinstance(target, dict):
+            return "any"
+        label = ref_name(name) if name else ""
+        if "allOf" in target:
+            target = self._merge_all_of(target, stack)
+        for key in ("oneOf", "anyOf"):
+            if isinstance(target.get(key), list):
+                options = " | ".join(self.summary(o, stack + ((name,) if name else ())) for o in target[key])
+                return f"{label + ': ' if label else ''}one of {options}"
+        kind = _type_of(target)
+        if kind.startswith("array") and "items" in target:
+            inner = self.summary(target["items"], stack + ((name,) if name else ()))
+            text = f"array of {inner}"
+        else:
+            text = f"{kind} {label}".strip() if label and kind.startswith("object") else kind
+            if label and not kind.startswith("object"):
+                text = f"{label} ({kind})"
+        return text
+
+    def extras(self, schema: dict[str, Any]) -> str:
+        """`` [one of: a, b; default: x]`` for a schema's enum, default and example (or ``""``)."""
+        bits = []
+        if isinstance(schema.get("enum"), list):
+            bits.append("one of: " + ", ".join(_short(v, 30) for v in schema["enum"][:20]))
+        if "default" in schema:
+            bits.append(f"default: {_short(schema['default'], 40)}")
+        if "example" in schema:
+            bits.append(f"example: {_short(schema['example'], 60)}")
+        return f" [{'; '.join(bits)}]" if bits else ""
+
+    def _object_of(self, node: Any, stack: tuple[str, ...]) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+        """The object schema to expand below a property (itself or its array items), with the ref stack."""
+        target, name, marker = self.resolver.resolve(node, self.where, stack)
+        if marker is not None or not isinstance(target, dict):
+            return None, stack
+        stack = stack + ((name,) if name else ())
+        if "allOf" in target:
+            target = self._merge_all_of(target, stack)
+        if "items" in target and "properties" not in target:
+            return self._object_of(target["items"], stack)
+        if isinstance(target.get("properties"), dict) and target["properties"]:
+            return target, stack
+        for key in ("oneOf", "anyOf"):
+            if isinstance(target.get(key), list):
+                return target, stack
+        return None, stack
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def property_lines(
+        self,
+        schema: dict[str, Any],
+        out: list[str],
+        indent: int = 0,
+        stack: tuple[str, ...] = (),
+        depth: int = 0,
+    ) -> None:
+        """Append one line per property of an object schema (nested objects indented below)."""
+        pad = " " * indent
+        if depth >= self.max_depth:
+            self._emit(out, f"{pad}... (nested deeper than {self.max_depth} levels)")
+            return
+        for key in ("oneOf", "anyOf"):
+            if isinstance(schema.get(key), list) and "properties" not in schema:
+                for i, option in enumerate(schema[key], 1):
+                    if not self._emit(out, f"{pad}- option {i}: {self.summary(option, stack)}"):
+                        return
+                    nested, nested_stack = self._object_of(option, stack)
+                    if nested is not None:
+                        self.property_lines(nested, out, indent + 2, nested_stack, depth + 1)
+                return
+        required = set(schema.get("required") or []) if isinstance(schema.get("required"), list) else set()
+        properties = schema.get("properties")
+        if not isinstance(properties, dict):
+            return
+        for prop, sub in properties.items():
+            target, _name, _marker = self.resolver.resolve(sub, self.where, stack)
+            desc_source = sub if isinstance(sub, dict) and sub.get("description") else target
+            description = _one_line(desc_source.get("description")) if isinstance(desc_source, dict) else ""
+            flags = ", required" if prop in required else ""
+            extras = self.extras(target) if isinstance(target, dict) else ""
+            line = f"{pad}- {prop} ({self.summary(sub, stack)}{flags})"
+            line += f": {description}" if description else ""
+            if not self._emit(out, line + extras):
+                return
+            nested, nested_stack = self._object_of(sub, stack)
+            if nested is not None:
+                self.property_lines(nested, out, indent + 2, nested_stack, depth + 1)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            self._emit(out, f"{pad}- <any key> ({self.summary(extra, stack)})")
+
+    def schema_lines(self, node: Any, indent: int = 0, stack: tuple[str, ...] = ()) -> list[str]:
+        """A schema as lines: its summary, then its properties (or its items' properties) indented."""
+        out: list[str] = []
+        pad = " " * indent
+        target, _name, _marker = self.resolver.resolve(node, self.where, stack)
+        description = _one_line(target.get("description")) if isinstance(target, dict) else ""
+        head = f"{pad}{self.summary(node, stack)}" + (f": {description}" if description else "")
+        if not self._emit(out, head):
+            return out
+        nested, nested_stack = self._object_of(node, stack)
+        if nested is not None:
+            self.property_lines(nested, out, indent + 2, nested_stack, 1)
+        return out
