@@ -1,0 +1,410 @@
+"""Skill catalogue loaders: SKILL.md trees, MCP tool lists, OpenAPI 3 / Swagger 2, SKILLS JSONL.
+
+Fixtures live in tests/data/skills/; error cases are written to tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from ragroute.errors import CorpusFormatError, RagrouteError
+from ragroute.loaders import CorpusWarning, LoadReport
+from ragroute.skills import (
+    Catalogue,
+    DuplicateSkillError,
+    Skill,
+    SkillWarning,
+    WarningLog,
+    detect_catalogue,
+    load_catalogue,
+    load_mcp,
+    load_openapi,
+    load_skill_md,
+    load_skills_jsonl,
+    skills_from_openapi,
+)
+
+DATA = Path(__file__).parent / "data" / "skills"
+TOOLLENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "toollens" / "skills.jsonl"
+
+
+def load_quietly(path: Path, **kwargs) -> Catalogue:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkillWarning)
+        return load_catalogue(path, **kwargs)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_skill_document_keeps_every_field() -> None:
+    skill = Skill(
+        "s1", "Weather", "Forecast for a city.", "params: city", {"category": "travel", "tags": ["a", "b"]}
+    )
+    doc = skill.to_document()
+    assert (doc.id, doc.title) == ("s1", "Weather")
+    assert doc.text == "Forecast for a city.\n\nparams: city"
+    assert doc.metadata["category"] == "travel"
+    assert doc.metadata["skill"] == {
+        "name": "Weather",
+        "description": "Forecast for a city.",
+        "body_start": 22,
+    }
+    assert Skill.from_document(doc) == skill
+    assert skill.field_text("name") == "Weather"
+    assert skill.field_text("body") == "params: city"
+    assert skill.field_text("text") == "Weather | Forecast for a city. | params: city"
+    assert skill.field_text("tags") == "a, b"
+    assert skill.field_text("missing") == ""
+    assert Skill.from_record(skill.to_record()) == skill
+    # empty parts leave no separators behind, and the round trip still holds
+    bare = Skill("s2", "Bare", "", "only a body")
+    assert bare.to_document().text == "only a body"
+    assert Skill.from_document(bare.to_document()) == bare
+
+
+def test_catalogue_lookup_and_documents() -> None:
+    skills = [Skill("a", "A", "first"), Skill("b", "B", "second")]
+    catalogue = Catalogue(skills, source="x.jsonl", kind="skills_jsonl", warnings=["w"])
+    assert len(catalogue) == 2 and catalogue.ids == ["a", "b"]
+    assert catalogue[1].name == "B" and catalogue.by_id("a").description == "first"
+    assert "a" in catalogue and "z" not in catalogue and catalogue.get("z") is None
+    assert [d.id for d in catalogue.documents()] == ["a", "b"]
+    assert catalogue.source == Path("x.jsonl") and catalogue.warnings == ["w"]
+    with pytest.raises(KeyError, match="no skill 'z'"):
+        catalogue.by_id("z")
+
+
+def test_duplicate_ids_raise_one_error_listing_them() -> None:
+    with pytest.raises(DuplicateSkillError) as caught:
+        load_catalogue(DATA / "duplicates")
+    message = str(caught.value)
+    assert isinstance(caught.value, RagrouteError)
+    assert "2 duplicate skill ids" in message and "'a', 'b'" in message and "'c'" not in message
+    many = [Skill(f"id{i}", "n") for i in range(15)] * 2
+    with pytest.raises(DuplicateSkillError, match=r"15 duplicate skill ids: 'id0', .*'id9' and 5 more$"):
+        Catalogue(many)
+
+
+# --------------------------------------------------------------------------- SKILL.md
+
+
+def test_skill_md_tree_finds_nested_skills_and_side_files() -> None:
+    catalogue = load_quietly(DATA / "skill_md")
+    assert catalogue.kind == "skill_md" and detect_catalogue(DATA / "skill_md") == "skill_md"
+    # sorted by folder; the hidden folder is ignored
+    assert catalogue.ids == ["broken-yaml", "colon-desc", "no-front-matter", "pdf", "pdf/forms"]
+    pdf = catalogue.by_id("pdf")
+    assert pdf.name == "pdf-tools"
+    assert pdf.description == "Extract text and tables from PDF files, merge and split documents."
+    assert pdf.metadata["license"] == "Apache-2.0" and pdf.metadata["allowed-tools"] == ["Read", "Bash"]
+    assert pdf.metadata["path"] == "pdf/SKILL.md"
+    assert pdf.metadata["files"] == ["reference.md", "scripts/extract.py"]
+    assert pdf.metadata["files_skipped"] == ["assets/table.csv (binary)"]
+    assert pdf.body.startswith("# PDF tools")
+    assert "[file: reference.md]\n# Reference\n\npypdf reads encrypted documents" in pdf.body
+    assert "[file: scripts/extract.py]" in pdf.body and "PdfReader(sys.argv[1])" in pdf.body
+    assert "Checkbox fields" not in pdf.body  # belongs to the nested skill
+    assert "name: pdf-tools" not in pdf.body  # front matter is not body
+    forms = catalogue.by_id("pdf/forms")
+    assert (forms.name, forms.metadata["files"]) == ("pdf-forms", ["fields.txt"])
+    assert forms.body.endswith("[file: fields.txt]\nCheckbox fields take /Yes or /Off as values.")
+
+
+def test_broken_front_matter_is_loaded_with_a_warning_naming_the_file() -> None:
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_catalogue(DATA / "skill_md")
+    emitted = [str(w.message) for w in caught]
+    assert emitted == catalogue.warnings and len(emitted) == 3
+    broken, colon, missing = emitted
+    assert broken.startswith(str(DATA / "skill_md" / "broken-yaml" / "SKILL.md") + ": broken front matter")
+    assert "invalid YAML" in broken and "at line 3" in broken and "name from the folder" in broken
+    skill = catalogue.by_id("broken-yaml")
+    assert skill.name == "broken-yaml"
+    assert skill.description == "Converts spreadsheets between CSV and Excel formats."
+    assert skill.metadata["front_matter_raw"] == "name: [unclosed\ntags: {a: 1\n"
+    assert "More details here." in skill.body
+    # an unquoted colon in the description: YAML refuses it, the plain lines are read instead
+    assert "colon-desc/SKILL.md" in colon and "read from its 'description:' line" in colon
+    salvaged = catalogue.by_id("colon-desc")
+    assert salvaged.name == "git-helper"
+    assert salvaged.description == "Use when: the user wants to rebase, squash or bisect commits"
+    assert "no YAML front matter" in missing
+    weather = catalogue.by_id("no-front-matter")
+    assert weather.description == "Look up the weather forecast for a city and date."
+    assert caught[0].filename == __file__  # points at the caller, not into the package
+
+
+def test_skill_md_missing_description_and_single_file(tmp_path: Path) -> None:
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "SKILL.md").write_text(
+        "---\nname: my-tool\nversion: 2\n---\n\nDoes one thing well.\n"
+    )
+    with pytest.warns(SkillWarning, match=r"tool/SKILL\.md: front matter has no 'description'"):
+        catalogue = load_skill_md(tmp_path)
+    skill = catalogue.by_id("tool")
+    assert (skill.name, skill.description, skill.metadata["version"]) == (
+        "my-tool",
+        "Does one thing well.",
+        2,
+    )
+    one = load_quietly(DATA / "skill_md" / "pdf" / "forms" / "SKILL.md")
+    assert one.ids == ["forms"] and one[0].name == "pdf-forms"
+
+
+def test_skill_md_side_files_are_capped(tmp_path: Path) -> None:
+    from ragroute.skills.load_skill_md import MAX_FILE_CHARS
+
+    skill_dir = tmp_path / "big"
+    skill_dir.mkdir()
+    (skill_dir / "SKILL.md").write_text("---\nname: big\ndescription: d\n---\nbody\n")
+    (skill_dir / "notes.md").write_text("x" * (MAX_FILE_CHARS + 500))
+    (skill_dir / "image.png").write_bytes(b"\x89PNG\x00\x00")
+    skill = load_skill_md(tmp_path)[0]
+    assert f"[... notes.md cut at {MAX_FILE_CHARS} characters]" in skill.body
+    assert skill.body.count("x") == MAX_FILE_CHARS
+    assert skill.metadata["files"] == ["notes.md"]  # the .png is not a text file worth indexing
+
+
+def test_skill_md_not_utf8_follows_on_error(tmp_path: Path) -> None:
+    for name in ("good", "bad"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "good" / "SKILL.md").write_text("---\nname: good\ndescription: fine\n---\n")
+    (tmp_path / "bad" / "SKILL.md").write_bytes(b"---\nname: bad\n---\n\xff\xfe\n")
+    report = LoadReport()
+    with pytest.warns(
+        SkillWarning, match=r"skipped 1 bad file in .* \(bad/SKILL\.md; .*invalid UTF-8 on line 4"
+    ):
+        catalogue = load_skill_md(tmp_path, report=report)
+    assert catalogue.ids == ["good"] and report.n_skipped == 1
+    with pytest.raises(CorpusFormatError, match=r"bad/SKILL\.md: invalid UTF-8"):
+        load_skill_md(tmp_path, on_error="raise")
+
+
+# --------------------------------------------------------------------------- MCP
+
+
+def test_mcp_tools_list_with_schema_and_a_tool_lacking_description() -> None:
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_catalogue(DATA / "mcp" / "tools.json")
+    source = str(DATA / "mcp" / "tools.json")
+    assert catalogue.kind == "mcp" and catalogue.ids == ["search_issues", "create_branch"]
+    assert catalogue.warnings == [str(w.message) for w in caught]
+    assert catalogue.warnings == [
+        f"{source}: tool 'create_branch' has no description (loaded with an empty description)",
+        f"{source}: tool 'create_branch': unresolved $ref '#/$defs/Missing' in inputSchema"
+        " (left as a marker)",
+        f"skipped 1 bad item in {source} (item 3; item 3: tool without a 'name')",
+    ]
+    search = catalogue.by_id("search_issues")
+    assert search.description == "Search GitHub issues by query and state."
+    assert search.metadata["title"] == "Search issues" and search.metadata["annotations"] == {
+        "readOnlyHint": True
+    }
+    assert search.metadata["inputSchema"]["required"] == ["query"]
+    lines = search.body.splitlines()
+    assert "- query (string, required): Search words" in lines
+    assert "- state (string) [one of: open, closed; default: open]" in lines
+    assert "- filter (object Filter): Narrow the results" in lines
+    assert "  - label (string): Issue label" in lines  # the $defs reference is resolved
+    assert '"$defs": {' in search.body  # the schema JSON follows the readable lines
+    branch = catalogue.by_id("create_branch")
+    assert branch.description == ""
+    assert "- options ([unresolved $ref: #/$defs/Missing])" in branch.body.splitlines()
+
+
+def test_mcp_tool_without_name_raises_with_on_error_raise() -> None:
+    with pytest.raises(CorpusFormatError, match=r"tools\.json item 3: tool without a 'name'"):
+        load_quietly(DATA / "mcp" / "tools.json", on_error="raise")
+
+
+@pytest.mark.parametrize(
+    ("name", "ids"),
+    [("rpc.json", ["get_time"]), ("bare.json", ["echo", "add"])],
+    ids=["jsonrpc", "bare-list"],
+)
+def test_mcp_other_shapes(name: str, ids: list[str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        catalogue = load_catalogue(DATA / "mcp" / name)
+    assert catalogue.kind == "mcp" and catalogue.ids == ids and catalogue.warnings == []
+    assert catalogue[0].description.endswith(".")
+
+
+def test_warnings_are_capped_but_all_kept(tmp_path: Path) -> None:
+    tools = [{"name": f"t{i}", "inputSchema": {"type": "object"}} for i in range(25)]
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps({"tools": tools}))
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_mcp(path)
+    assert len(catalogue.warnings) == 25
+    assert len(caught) == 21 and "5 more warnings not shown" in str(caught[-1].message)
+    assert issubclass(SkillWarning, CorpusWarning)
+    log = WarningLog(emit_cap=0)
+    log.warn("f.json", "quiet")
+    assert log.messages == ["f.json: quiet"]
+
+
+# --------------------------------------------------------------------------- OpenAPI / Swagger
+
+
+def test_openapi3_one_skill_per_operation_with_refs_resolved() -> None:
+    path = DATA / "openapi" / "petstore.yaml"
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_openapi(path)
+    assert detect_catalogue(path) == "openapi"
+    assert catalogue.ids == ["listPets", "createPet", "GET /pets/{petId}", "deletePet", "listCategories"]
+    assert catalogue.warnings == [str(w.message) for w in caught]
+    assert catalogue.warnings == [
+        f"{path}: unresolved $ref '#/components/schemas/Owner' (first in GET /pets; left as a marker)",
+        f"{path}: operation DELETE /pets/{{petId}} has no summary or description",
+    ]
+    list_pets = catalogue.by_id("listPets")
+    assert list_pets.metadata == {
+        "method": "GET",
+        "path": "/pets",
+        "operationId": "listPets",
+        "tags": ["pets"],
+        "api": "Petstore",
+        "source": str(path),
+        "spec_version": "3.0.3",
+    }
+    assert list_pets.description == "List all pets"
+    lines = list_pets.body.splitlines()
+    assert lines[:3] == ["GET /pets", "API: Petstore", "Tags: pets"]
+    assert "Returns the pets of the store, a page at a time." in lines
+    assert "- limit (query, integer (int32)): How many items to return at one time (max 100)" in lines
+    assert "- 200 (application/json): A page of pets" in lines
+    assert "    array of object Pet" in lines
+    assert "      - name (string, required): The pet's name" in lines
+    assert "      - owner ([unresolved $ref: #/components/schemas/Owner])" in lines  # marker, op kept
+    assert "- default (application/json): Unexpected error" in lines  # a $ref'd response
+    create = catalogue.by_id("createPet").body.splitlines()
+    assert "Request body (application/json), required:" in create
+    assert (
+        "    - id (integer (int64), required)" in create and "    - vaccinated (boolean)" in create
+    )  # allOf
+    by_path = catalogue.by_id("GET /pets/{petId}")
+    assert by_path.name == "GET /pets/{petId}" and "operationId" not in by_path.metadata
+    assert "- petId (path, string, required): The id of the pet" in by_path.body  # path-level parameter
+    tree = catalogue.by_id("listCategories").body.splitlines()
+    assert "      - children (array of (recursive: Category))" in tree  # the cycle is cut
+
+
+def test_swagger2_json() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        catalogue = load_catalogue(DATA / "openapi" / "petstore2.json")
+    assert catalogue.kind == "openapi" and catalogue.ids == ["addPet", "findPetsByStatus"]
+    add = catalogue.by_id("addPet")
+    assert (add.metadata["method"], add.metadata["path"], add.metadata["spec_version"]) == (
+        "POST",
+        "/pets",
+        "2.0",
+    )
+    lines = add.body.splitlines()
+    assert "Request body (application/json), required: body - Pet to add" in lines
+    assert "    - name (string, required) [example: doggie]" in lines
+    find = catalogue.by_id("findPetsByStatus")
+    assert find.description == "Multiple status values can be given."
+    assert "- status (query, array of string, required) [one of: available, sold]" in find.body.splitlines()
+    assert (
+        "      - status (string): pet status in the store [one of: available, sold]" in find.body.splitlines()
+    )
+
+
+def test_openapi_folder_prefixes_ids_with_the_spec() -> None:
+    catalogue = load_quietly(DATA / "openapi")
+    assert catalogue.kind == "openapi" and len(catalogue) == 7
+    assert catalogue.ids[0] == "petstore:listPets" and catalogue.ids[-1] == "petstore2:findPetsByStatus"
+    assert catalogue.by_id("petstore2:addPet").name == "addPet"
+
+
+def test_openapi_schema_text_is_depth_and_length_capped() -> None:
+    deep: dict = {"type": "string"}
+    for i in range(12):
+        deep = {"type": "object", "properties": {f"level{i}": deep}}
+    wide = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(500)}}
+    spec = {
+        "openapi": "3.1.0",
+        "paths": {
+            "/deep": {"post": {"requestBody": {"content": {"application/json": {"schema": deep}}}}},
+            "/wide": {"get": {"summary": "w", "responses": {"200": {"content": {"a/b": {"schema": wide}}}}}},
+        },
+    }
+    log = WarningLog()
+    with pytest.warns(SkillWarning, match="POST /deep has no summary"):
+        skills = skills_from_openapi(spec, "inline", log)
+    deep_body, wide_body = skills[0].body, skills[1].body
+    assert "... (nested deeper than 6 levels)" in deep_body and "level5" not in deep_body
+    assert wide_body.endswith("... (schema text truncated)")
+    assert len(wide_body.splitlines()) < 320
+
+
+# --------------------------------------------------------------------------- SKILLS JSONL
+
+
+def test_skills_jsonl_bad_lines_follow_on_error() -> None:
+    path = DATA / "jsonl" / "skills.jsonl"
+    report = LoadReport()
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_catalogue(path, report=report)
+    assert catalogue.kind == "skills_jsonl" and catalogue.ids == ["weather", "stocks", "nameless"]
+    assert [str(w.message) for w in caught] == catalogue.warnings
+    skipped, unnamed = catalogue.warnings
+    assert skipped.startswith(f"skipped 2 bad lines in {path} (lines 3, 6; line 3: invalid JSON")
+    assert unnamed == f"{path}: 1 skill without 'name' (line 5); the id is used"
+    assert [s.where for s in report.skipped] == ["line 3", "line 6"]
+    weather = catalogue.by_id("weather")
+    assert (weather.description, weather.body, weather.metadata) == (
+        "Forecast for a city.",
+        "params: city, date",
+        {"category": "travel"},
+    )
+    assert catalogue.by_id("nameless").name == "nameless"
+    with pytest.raises(CorpusFormatError, match=r"skills\.jsonl line 3: invalid JSON"):
+        load_skills_jsonl(path, on_error="raise")
+
+
+@pytest.mark.skipif(not TOOLLENS.is_file(), reason="../shared/data/toollens is not available")
+def test_real_toollens_catalogue() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        catalogue = load_catalogue(TOOLLENS.parent)
+    assert catalogue.kind == "skills_jsonl" and len(catalogue) == 464 and catalogue.warnings == []
+    first = catalogue.by_id("0")
+    assert first.name == "Worldwide Recipes: Suggestions" and first.metadata["category"] == "Food"
+    assert "required_params" in first.body
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def test_detection_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "config.json").write_text('{"name": "x", "version": 1}')
+    (tmp_path / "bad.yml").write_text("a: [1,\n")
+    cases = {
+        tmp_path: "no skill catalogue recognised in this folder (3 files",
+        tmp_path / "notes.txt": "unknown catalogue file type '.txt'",
+        tmp_path / "config.json": "not a skill catalogue: found an object with keys 'name', 'version'",
+        tmp_path / "bad.yml": "invalid YAML",
+        tmp_path / "missing": "no such file or folder",
+    }
+    for path, expected in cases.items():
+        with pytest.raises(CorpusFormatError) as caught:
+            load_catalogue(path)
+        message = str(caught.value)
+        assert expected in message and "\n" not in message, message
+    with pytest.raises(CorpusFormatError, match="unknown catalogue kind 'xml'"):
+        load_catalogue(tmp_path, kind="xml")
+
+
+def test_forced_kind_and_folder_with_skills_jsonl() -> None:
+    assert detect_catalogue(DATA / "jsonl") == "skills_jsonl"
+    assert load_quietly(DATA / "jsonl").ids == ["weather", "stocks", "nameless"]
+    assert load_quietly(DATA / "mcp" / "bare.json", kind="mcp").ids == ["echo", "add"]
