@@ -329,20 +329,32 @@ def test_openapi_schema_text_is_depth_and_length_capped() -> None:
     for i in range(12):
         deep = {"type": "object", "properties": {f"level{i}": deep}}
     wide = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(500)}}
+    small = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
     spec = {
         "openapi": "3.1.0",
         "paths": {
             "/deep": {"post": {"requestBody": {"content": {"application/json": {"schema": deep}}}}},
-            "/wide": {"get": {"summary": "w", "responses": {"200": {"content": {"a/b": {"schema": wide}}}}}},
+            "/wide": {
+                "put": {
+                    "summary": "w",
+                    "requestBody": {"content": {"a/b": {"schema": wide}}},
+                    "responses": {"200": {"description": "done", "content": {"a/b": {"schema": small}}}},
+                }
+            },
         },
     }
     log = WarningLog()
     with pytest.warns(SkillWarning, match="POST /deep has no summary"):
         skills = skills_from_openapi(spec, "inline", log)
-    deep_body, wide_body = skills[0].body, skills[1].body
-    assert "... (nested deeper than 6 levels)" in deep_body and "level5" not in deep_body
-    assert wide_body.endswith("... (schema text truncated)")
-    assert len(wide_body.splitlines()) < 320
+    assert log.messages == ["inline: operation POST /deep has no summary or description"]
+    deep_body, wide_lines = skills[0].body, skills[1].body.splitlines()
+    # the body's object is level 1, then five levels of properties, then the cut
+    assert "            - level7 (object)\n              ... (nested deeper than 6 levels)" in deep_body
+    assert "level6" not in deep_body
+    # the request body is cut at 100 schema lines, and the response still gets its own
+    assert "... (schema text truncated)" in wide_lines
+    assert "    - p98 (string)" in wide_lines and "    - p99 (string)" not in wide_lines
+    assert wide_lines[-3:] == ["- 200 (a/b): done", "    object", "      - ok (boolean)"]
 
 
 # --------------------------------------------------------------------------- SKILLS JSONL

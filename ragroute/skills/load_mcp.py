@@ -52,6 +52,7 @@ def _schema_block(title: str, schema: dict[str, Any], renderer: SchemaRenderer) 
     lines = [f"{title}:"]
     nested: list[str] = []
     if isinstance(schema.get("properties"), dict) and schema["properties"]:
+        renderer.start_schema()
         renderer.property_lines(schema, nested, indent=0)
     else:
         nested = renderer.schema_lines(schema)

@@ -6,8 +6,8 @@ JSON pointers into the same document) are followed; a reference that cannot be
 followed (missing target, another file, a URL) becomes a marker
 ``[unresolved $ref: REF]`` in the text and ONE warning per reference and file.
 Recursive schemas are cut where a reference repeats (``(recursive: Node)``),
-nesting is capped at ``max_depth`` levels and each rendering at ``max_lines``
-lines, so a large spec cannot blow up a body.
+nesting is capped at ``max_depth`` levels, each schema at ``max_schema_lines``
+lines and all schemas of one body at ``max_lines``, so a large spec cannot blow up a body.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YAML_SUFFIXES = (".yaml", ".yml")
 
 MAX_DEPTH = 6
-MAX_LINES = 200
+MAX_LINES = 300
+MAX_SCHEMA_LINES = 100
 
 
 def _string_keys(value: Any) -> Any:
@@ -91,9 +92,15 @@ class RefResolver:
         self.document = document
         self.on_unresolved = on_unresolved
         self.unresolved: dict[str, str] = {}
+        self._cache: dict[str, tuple[bool, Any]] = {}
 
     def lookup(self, ref: str) -> tuple[bool, Any]:
         """``(True, target)`` for a local JSON pointer that exists, ``(False, None)`` otherwise."""
+        if ref not in self._cache:
+            self._cache[ref] = self._lookup(ref)
+        return self._cache[ref]
+
+    def _lookup(self, ref: str) -> tuple[bool, Any]:
         if not ref.startswith("#"):
             return False, None
         node = self.document
@@ -177,17 +184,32 @@ def _one_line(text: Any) -> str:
 class SchemaRenderer:
     """Turns a JSON Schema into indented readable lines (one per property), following local refs.
 
-    One renderer is used per body; its line budget (``max_lines``) is shared by
-    every schema rendered into that body.
+    One renderer is used per body: each schema gets at most ``max_schema_lines``
+    lines, and all of them together at most ``max_lines`` (so a huge request
+    body still leaves room for the responses).
     """
 
     def __init__(
-        self, resolver: RefResolver, where: str, *, max_depth: int = MAX_DEPTH, max_lines: int = MAX_LINES
+        self,
+        resolver: RefResolver,
+        where: str,
+        *,
+        max_depth: int = MAX_DEPTH,
+        max_lines: int = MAX_LINES,
+        max_schema_lines: int = MAX_SCHEMA_LINES,
     ) -> None:
         self.resolver = resolver
         self.where = where
         self.max_depth = max_depth
-        self.budget = max_lines
+        self.total = max_lines
+        self.max_schema_lines = max_schema_lines
+        self.budget = 0
+        self.truncated = False
+        self.start_schema()
+
+    def start_schema(self) -> None:
+        """Give the next schema its budget: ``max_schema_lines`` at most, within what the body has left."""
+        self.budget = min(self.max_schema_lines, self.total)
         self.truncated = False
 
     # -- helpers ---------------------------------------------------------------------------
@@ -199,6 +221,7 @@ class SchemaRenderer:
                 self.truncated = True
             return False
         self.budget -= 1
+        self.total -= 1
         out.append(line)
         return True
 
@@ -309,6 +332,9 @@ class SchemaRenderer:
         if not isinstance(properties, dict):
             return
         for prop, sub in properties.items():
+            if self.budget <= 0:
+                self._emit(out, "")
+                return
             target, _name, _marker = self.resolver.resolve(sub, self.where, stack)
             desc_source = sub if isinstance(sub, dict) and sub.get("description") else target
             description = _one_line(desc_source.get("description")) if isinstance(desc_source, dict) else ""
@@ -327,6 +353,7 @@ class SchemaRenderer:
 
     def schema_lines(self, node: Any, indent: int = 0, stack: tuple[str, ...] = ()) -> list[str]:
         """A schema as lines: its summary, then its properties (or its items' properties) indented."""
+        self.start_schema()
         out: list[str] = []
         pad = " " * indent
         target, _name, _marker = self.resolver.resolve(node, self.where, stack)
