@@ -119,6 +119,7 @@ RERANKERS = Registry(
     "reranker",
     {
         "parents": "ragroute.rerank.parents:parents_reranker",
+        "cross-encoder": "ragroute.rerank.cross_encoder:cross_encoder_reranker",
     },
 )
 
@@ -151,6 +152,7 @@ ARTIFACTS = Registry(
         "index": "ragroute.index.io:load_index",
         "router": "ragroute.route.trained:TrainedRouter.load",
         "scorer": "ragroute.index.bm25_scoring:BM25Scorer.load",
+        "reranker": "ragroute.rerank.cross_encoder:CrossEncoderReranker",
     },
 )
 

@@ -243,7 +243,7 @@ def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> 
     if model_type in _FUSABLE_MODEL_TYPES:
         fused = out / "fused.onnx"
         try:
-            _fuse(raw, fused, hf_model.config)
+            fuse_bert_graph(raw, fused, hf_model.config)
             candidates.append(("fused", fused))
         except Exception as exc:  # noqa: BLE001 - fusion is an optimisation; fall back to the plain graph
             log.info("onnx fusion of %s failed (%s); using the plain graph", resolved.model_id, exc)
@@ -263,7 +263,7 @@ def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> 
     (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
-def _fuse(source: Path, target: Path, config: Any) -> None:
+def fuse_bert_graph(source: Path, target: Path, config: Any) -> None:
     """Fuse attention/GELU/LayerNorm with onnxruntime's transformer optimiser (BERT family)."""
     from onnxruntime.transformers.optimizer import optimize_model
 

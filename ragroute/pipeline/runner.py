@@ -165,6 +165,9 @@ class Pipeline:
         """Hits fused per query: ``want``, or more when a reranker picks from a deeper pool."""
         if self.reranker is None:
             return want
+        pool = getattr(self.reranker, "candidates", None)  # a reranker that reads a fixed pool
+        if pool:
+            return max(want, int(pool))
         return want * max(1, int(getattr(self.reranker, "candidates_per_hit", 1)))
 
     def decide(self, query: str | QueryContext) -> Decision:

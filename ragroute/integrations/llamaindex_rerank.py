@@ -1,0 +1,62 @@
+"""A ragroute reranker as a LlamaIndex node postprocessor, usable after any retriever.
+
+``RagrouteRerank(reranker=CrossEncoderReranker("rerank/default"), top_n=5)`` reorders the
+nodes of any LlamaIndex retriever or query engine by the reranker's calibrated
+probability of relevance; each returned node's score is that probability and its
+metadata ``rerank`` holds the logit, the probability and the node's rank before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from pydantic import Field, PrivateAttr
+
+from ragroute.errors import RagrouteError
+from ragroute.types import Hit
+
+
+class RagrouteRerank(BaseNodePostprocessor):
+    """Reorders nodes with a ragroute reranker (any object with ``rerank(context, hits, k)``)."""
+
+    top_n: int = Field(default=5, description="Nodes kept after reranking.")
+    _reranker: Any = PrivateAttr()
+
+    def __init__(self, reranker: Any, top_n: int = 5, **kwargs: Any) -> None:
+        super().__init__(top_n=top_n, **kwargs)
+        self._reranker = reranker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RagrouteRerank"
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise RagrouteError("RagrouteRerank needs the query (query_bundle or query_str)")
+        if not nodes:
+            return []
+        hits = [
+            Hit(
+                doc_id=str(i),
+                score=float(n.score or 0.0),
+                rank=i + 1,
+                text=n.node.get_content(metadata_mode=MetadataMode.NONE),
+                title=str(n.node.metadata.get("title") or ""),
+            )
+            for i, n in enumerate(nodes)
+        ]
+        reranker = self._reranker
+        if hasattr(reranker, "candidates"):  # read every node, not only the reranker's default pool
+            ranked = reranker.rerank(query_bundle.query_str, hits, self.top_n, candidates=len(hits))
+        else:
+            ranked = reranker.rerank(query_bundle.query_str, hits, self.top_n)
+        out = []
+        for hit in ranked:
+            node = nodes[int(hit.doc_id)]
+            node.node.metadata["rerank"] = hit.explain.get("rerank", {})
+            out.append(NodeWithScore(node=node.node, score=float(hit.score)))
+        return out

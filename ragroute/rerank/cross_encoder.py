@@ -1,0 +1,301 @@
+"""Cross-encoder rerankers: any sentence-transformers ``CrossEncoder``, its ONNX export, calibrated.
+
+A cross-encoder reads the query and one candidate together and returns a logit
+(relevant or not). :class:`CrossEncoderReranker` loads
+
+* a reranker trained by ``ragroute rerank train`` (an artifact of family
+  ``reranker`` under ``rerank/NAME``: the model, its ONNX exports and the Platt
+  calibration fitted on held-out training queries), or
+* any sentence-transformers ``CrossEncoder`` by local path or by name (from the
+  offline Hugging Face cache; nothing is downloaded), whose scores are the
+  model's own activation and flagged ``calibrated: false``,
+
+and runs it with torch, or with onnxruntime on the fp32 or int8 export
+(``backend="onnx"`` / ``"onnx-int8"``; ``"auto"`` takes int8 when the artifact has
+it). Calibrated probabilities: ``sigmoid(a * logit + b)`` with ``a, b`` from the
+artifact.
+
+As a pipeline stage it reorders the fused hits of a query by that probability,
+reading ``candidates`` hits (default 20) whatever ``k`` is, and records the logit,
+the probability and the hit's stage-1 rank in ``hit.explain["rerank"]``. It is
+registered as reranker kind ``cross-encoder`` (``reranker: {kind: cross-encoder,
+model: rerank/NAME}`` in a routing config).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.types import Hit
+
+FAMILY = "reranker"
+KIND = "cross-encoder"
+CALIBRATION_FILE = "calibration.json"
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Platt scaling of a logit into a probability of relevance: ``sigmoid(a * logit + b)``."""
+
+    a: float = 1.0
+    b: float = 0.0
+    fitted: bool = False
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        z = self.a * np.asarray(logits, dtype=np.float64) + self.b
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "fitted": self.fitted}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        return cls(float(data.get("a", 1.0)), float(data.get("b", 0.0)), bool(data.get("fitted", False)))
+
+
+def candidate_text(hit: Hit, *, body: bool = True) -> str:
+    """What the cross-encoder reads of a candidate: title, then text (or only the title and
+    the first line when ``body`` is False, the skills ablation)."""
+    text = hit.text if body else hit.text.split("\n", 1)[0]
+    return f"{hit.title} | {text}" if hit.title else text
+
+
+class CrossEncoderReranker:
+    """Reorders a query's hits by a cross-encoder's calibrated probability of relevance."""
+
+    name = "cross-encoder"
+
+    def __init__(
+        self,
+        model: str | Path = "rerank/default",
+        *,
+        backend: str = "auto",
+        candidates: int = 20,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        threads: int | None = None,
+        body: bool = True,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise RagrouteError(f"unknown reranker backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        self.model_ref = str(model)
+        self.candidates = int(candidates)
+        self.batch_size = int(batch_size)
+        self.body = body
+        self._lock = threading.Lock()
+        self._scorer, self.calibration, self.info = _load(
+            Path(model), backend=backend, max_length=max_length, threads=threads
+        )
+        self.backend = self.info["backend"]
+
+    def logits(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """Raw logits of ``(query, text)`` pairs."""
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            out.append(self._scorer([query] * len(batch), batch))
+        return np.concatenate(out).astype(np.float32)
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities that each text is relevant to ``query`` (calibrated when the model is)."""
+        return self.calibration(self.logits(query, texts))
+
+    def rerank(self, context: Any, hits: list[Hit], k: int, *, candidates: int | None = None) -> list[Hit]:
+        """The ``k`` best of the first ``candidates`` hits (default :attr:`candidates`) by
+        probability; ties keep the stage-1 order."""
+        pool = hits[: max(candidates or self.candidates, 1)]
+        if not pool:
+            return []
+        query = getattr(context, "text", context)
+        logits = self.logits(str(query), [candidate_text(h, body=self.body) for h in pool])
+        probs = self.calibration(logits)
+        order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]
+        out = []
+        for rank, i in enumerate(order, 1):
+            hit = pool[i]
+            explain = {
+                "kind": self.name,
+                "model": self.info.get("name", self.model_ref),
+                "logit": round(float(logits[i]), 4),
+                "probability": round(float(probs[i]), 4),
+                "calibrated": self.calibration.fitted,
+                "stage1_rank": i + 1,
+                "stage1_score": hit.score,
+            }
+            out.append(
+                Hit(
+                    doc_id=hit.doc_id,
+                    score=float(probs[i]),
+                    source=hit.source,
+                    rank=rank,
+                    text=hit.text,
+                    title=hit.title,
+                    metadata=hit.metadata,
+                    parent_id=hit.parent_id,
+                    modality=hit.modality,
+                    explain={**hit.explain, "rerank": explain},
+                )
+            )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.info, "candidates": self.candidates, "calibration": self.calibration.to_dict()}
+
+
+def cross_encoder_reranker(settings: Mapping[str, Any], build: Any) -> CrossEncoderReranker:
+    """Registry entry: ``reranker: {kind: cross-encoder, model: PATH, backend: auto, candidates: 20}``."""
+    known = {"kind", "model", "backend", "candidates", "batch_size", "max_length"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise RagrouteError(
+            f"{getattr(build, 'where', 'reranker')}: unknown cross-encoder setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known - {'kind'}))}"
+        )
+    return CrossEncoderReranker(
+        settings.get("model", "rerank/default"),
+        backend=str(settings.get("backend", "auto")),
+        candidates=int(settings.get("candidates", 20)),
+        batch_size=int(settings.get("batch_size", 32)),
+        max_length=settings.get("max_length"),
+    )
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _load(model: Path, *, backend: str, max_length: int | None, threads: int | None) -> tuple[Any, ...]:
+    from ragroute.store import artifact_exists, read_artifact
+
+    if artifact_exists(model):
+
+        def read(snapshot: Any) -> tuple[Any, ...]:
+            manifest = snapshot.manifest
+            if manifest.family != FAMILY:
+                raise RagrouteError(f"{model} holds a {manifest.family} artifact, not a reranker")
+            folder = Path(snapshot.path)
+            calibration = Calibration.from_dict(
+                json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8"))
+            )
+            params = manifest.params
+            length = int(max_length or params.get("max_length") or 256)
+            chosen = backend
+            if backend == "auto":
+                chosen = "onnx-int8" if (folder / ONNX_INT8).is_file() else "torch"
+            scorer = _scorer(folder, chosen, length, threads, str(model))
+            info = {
+                "name": manifest.name or model.name,
+                "path": str(model),
+                "backend": chosen,
+                "max_length": length,
+                "build": manifest.build,
+                "params": params,
+            }
+            return scorer, calibration, info
+
+        return read_artifact(model, read, family=FAMILY)
+    resolved = _resolve_plain(model)
+    chosen = "torch" if backend == "auto" else backend
+    if chosen != "torch":
+        raise RagrouteError(
+            f"reranker {model}: ONNX backends need a reranker artifact (ragroute rerank export); use 'torch'"
+        )
+    length = int(max_length or 512)
+    scorer = _scorer(resolved, "torch", length, threads, str(model))
+    info = {"name": str(model), "path": str(resolved), "backend": "torch", "max_length": length}
+    return scorer, Calibration(fitted=False), info
+
+
+def _resolve_plain(model: Path) -> Path:
+    """A local model folder, or the offline Hugging Face cache snapshot of a model name."""
+    if model.is_dir():
+        return model
+    from ragroute.encode.resolve import resolve_model
+
+    try:
+        return Path(resolve_model(str(model)).path)
+    except RagrouteError:
+        raise RagrouteError(
+            f"reranker model {str(model)!r} cannot be loaded: not a reranker artifact, not a local folder, "
+            "not in the offline model cache (train one with `ragroute rerank train`)"
+        ) from None
+
+
+def _scorer(folder: Path, backend: str, max_length: int, threads: int | None, label: str) -> Any:
+    if backend == "torch":
+        return _TorchScorer(folder, max_length, threads, label)
+    file = folder / (ONNX_INT8 if backend == "onnx-int8" else ONNX_FP32)
+    if not file.is_file():
+        raise RagrouteError(f"reranker {label} has no {file.name} (export it with `ragroute rerank export`)")
+    return _OnnxScorer(folder, file, max_length, threads)
+
+
+class _TorchScorer:
+    def __init__(self, folder: Path, max_length: int, threads: int | None, label: str) -> None:
+        from sentence_transformers import CrossEncoder
+
+        from ragroute.encode.resolve import set_offline_env
+
+        set_offline_env()
+        try:
+            self.model = CrossEncoder(str(folder), max_length=max_length, local_files_only=True, device="cpu")
+        except Exception as exc:  # noqa: BLE001 - any loading failure is one line naming the model
+            raise RagrouteError(
+                f"reranker model {label} cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from None
+        if int(self.model.config.num_labels) != 1:
+            raise RagrouteError(f"reranker model {label} has {self.model.config.num_labels} labels; need 1")
+        self.max_length = max_length
+
+    def __call__(self, queries: list[str], texts: list[str]) -> np.ndarray:
+        import torch
+
+        tokenizer, model = self.model.tokenizer, self.model.model
+        features = tokenizer(
+            queries,
+            texts,
+            padding=True,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            return model(**features).logits.view(-1).float().numpy()
+
+
+class _OnnxScorer:
+    def __init__(self, folder: Path, file: Path, max_length: int, threads: int | None) -> None:
+        from tokenizers import Tokenizer
+
+        from ragroute.encode.onnx_session import make_session
+
+        self.session = make_session(file, threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+        self.tokenizer.no_padding()
+
+    def __call__(self, queries: list[str], texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(zip(queries, texts)))
+        width = max(len(e.ids) for e in encodings)
+        feeds = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in self.inputs}
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            feeds["input_ids"][row, :n] = e.ids
+            if "attention_mask" in feeds:
+                feeds["attention_mask"][row, :n] = e.attention_mask
+            if "token_type_ids" in feeds:
+                feeds["token_type_ids"][row, :n] = e.type_ids
+        return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32).reshape(-1)

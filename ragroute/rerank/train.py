@@ -1,0 +1,325 @@
+"""Train the default cross-encoder reranker here, offline, from the bundled all-MiniLM-L6-v2.
+
+Data: labelled query sets in the BEIR layout (``corpus.jsonl``) or the SKILLS layout
+(``skills.jsonl``), e.g. ``../shared/data/{toollens,metatool,seal_tools,musique}``
+and the Glasgow collections. Each set's queries are split in two halves by a
+stable hash of ``set name + query id`` (:func:`query_fold`): the reranker trains
+only on fold 0, and benchmarks report only fold 1 (``ragroute bench rerank`` and
+``ragroute bench skills`` read the fold rule from the model's manifest), so no
+reported query was ever trained on. A tenth of the training queries is kept
+apart to fit the Platt calibration (logit -> probability of relevance).
+
+Pairs: for every training query, up to ``positives`` judged-relevant candidates
+and ``hard_negatives`` of the best unjudged candidates of the library's own
+stage-1 retrieval (a hybrid BM25 + dense index over the set, the pipeline users
+get), plus ``random_negatives`` random ones. Candidate text is what the reranker
+reads at query time (:func:`~ragroute.rerank.cross_encoder.candidate_text`).
+
+Model: the bundled MiniLM encoder cut to its first ``layers`` transformer layers
+(cheaper at query time: the reranker must score 20 candidates within the
+latency budget on 2 cores) with a fresh one-logit head, trained with binary
+cross-entropy (AdamW, linear warm-up and decay), deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.rerank.cross_encoder import CALIBRATION_FILE, FAMILY, KIND, Calibration, candidate_text
+from ragroute.types import Document, Hit
+
+FOLD_RULE = "first byte of sha1(folder name + ':' + query id) % 2; fold 0 trains, fold 1 is held out"
+
+
+def query_fold(set_name: str, query_id: str) -> int:
+    """0 (training) or 1 (held out) for a query of a labelled set; stable across runs and machines.
+
+    Only the set's folder name counts (``glasgow/cran`` and ``cran`` are one set), so a
+    benchmark pointed at one collection holds out exactly the queries training left out.
+    """
+    folder = set_name.rstrip("/").rsplit("/", 1)[-1]
+    digest = hashlib.sha1(f"{folder}:{query_id}".encode()).digest()
+    return digest[0] % 2
+
+
+@dataclass
+class TrainParams:
+    """How the reranker is trained (recorded in its manifest)."""
+
+    layers: int = 3
+    max_length: int = 128
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 7e-5
+    warmup: float = 0.1
+    positives: int = 2
+    hard_negatives: int = 4
+    hard_pool: int = 20
+    random_negatives: int = 1
+    queries_per_set: int = 400
+    calibration_share: float = 0.1
+    freeze_embeddings: bool = True
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class LabelledSet:
+    """One labelled set: its candidates (as documents) and its queries with relevance judgements."""
+
+    name: str
+    documents: list[Document]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+    def fold(self, fold: int) -> dict[str, str]:
+        return {q: t for q, t in self.queries.items() if query_fold(self.name, q) == fold and q in self.qrels}
+
+
+@dataclass
+class Pair:
+    query: str
+    text: str
+    label: float
+    set_name: str = ""
+
+
+@dataclass
+class PairSet:
+    train: list[Pair] = field(default_factory=list)
+    calibration: list[Pair] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def load_labelled_set(root: Path, split: str = "dev", name: str | None = None) -> LabelledSet:
+    """A BEIR folder (``corpus.jsonl``) or a SKILLS folder (``skills.jsonl``) with ``qrels/<split>.tsv``."""
+    from ragroute.loaders import load_beir
+
+    root = Path(root)
+    label = name or root.name
+    if (root / "skills.jsonl").is_file():
+        from ragroute.loaders.beir import load_beir_queries, load_qrels
+        from ragroute.skills import load_catalogue
+
+        catalogue = load_catalogue(root / "skills.jsonl")
+        qrels = load_qrels(root / "qrels" / f"{split}.tsv")
+        queries = {q.id: q.text for q in load_beir_queries(root / "queries.jsonl")}
+        return LabelledSet(label, catalogue.documents(), queries, qrels)
+    if (root / "corpus.jsonl").is_file():
+        data = load_beir(root, split=split)
+        return LabelledSet(label, list(data.corpus), {q.id: q.text for q in data.queries}, dict(data.qrels))
+    raise RagrouteError(f"{root}: neither a BEIR folder (corpus.jsonl) nor a SKILLS folder (skills.jsonl)")
+
+
+def expand_roots(roots: Sequence[Path]) -> list[tuple[str, Path]]:
+    """``(set name, folder)`` for each root; a folder of BEIR collections (like ``glasgow``)
+    gives one set per collection, named ``glasgow/cran``."""
+    out = []
+    for root in roots:
+        root = Path(root)
+        if (root / "corpus.jsonl").is_file() or (root / "skills.jsonl").is_file():
+            out.append((root.name, root))
+            continue
+        subsets = sorted(p for p in root.iterdir() if p.is_dir() and (p / "corpus.jsonl").is_file())
+        if not subsets:
+            raise RagrouteError(f"{root}: no BEIR or SKILLS data in it or in its sub-folders")
+        out.extend((f"{root.name}/{p.name}", p) for p in subsets)
+    return out
+
+
+def build_pairs(
+    sets: Sequence[LabelledSet],
+    encoder: Any,
+    params: TrainParams,
+    *,
+    say: Callable[[str], None] = lambda _: None,
+) -> PairSet:
+    """Training and calibration pairs from fold 0 of every set (hard negatives from hybrid retrieval)."""
+    from ragroute.index.build import build_index
+
+    rng = random.Random(params.seed)
+    out = PairSet()
+    for labelled in sets:
+        fold = sorted(labelled.fold(0).items())
+        rng.shuffle(fold)
+        fold = fold[: params.queries_per_set]
+        if not fold:
+            continue
+        say(f"{labelled.name}: {len(fold)} training queries over {len(labelled.documents)} candidates")
+        index = build_index(labelled.documents, "hybrid", encoder=encoder, name=labelled.name)
+        by_id = {d.id: d for d in labelled.documents}
+        ranked = index.search_many([t for _, t in fold], k=params.hard_pool)
+        n_calibration = max(1, int(round(len(fold) * params.calibration_share)))
+        counts = {"queries": len(fold), "pairs": 0, "positives": 0}
+        for i, ((qid, text), hits) in enumerate(zip(fold, ranked)):
+            gold = [d for d, grade in labelled.qrels.get(qid, {}).items() if grade > 0 and d in by_id]
+            if not gold:
+                continue
+            pairs = [
+                Pair(text, _text(by_id[d]), 1.0, labelled.name)
+                for d in rng.sample(gold, min(len(gold), params.positives))
+            ]
+            hard = [h.doc_id for h in hits if h.doc_id not in labelled.qrels.get(qid, {})]
+            negatives = hard[: params.hard_negatives]
+            pool = [d.id for d in rng.sample(labelled.documents, min(len(labelled.documents), 50))]
+            negatives += [d for d in pool if d not in negatives and d not in gold][: params.random_negatives]
+            pairs += [Pair(text, _text(by_id[d]), 0.0, labelled.name) for d in negatives]
+            (out.calibration if i < n_calibration else out.train).extend(pairs)
+            counts["pairs"] += len(pairs)
+            counts["positives"] += sum(int(p.label) for p in pairs)
+        out.counts[labelled.name] = counts
+    rng.shuffle(out.train)
+    return out
+
+
+def _text(doc: Document) -> str:
+    return candidate_text(Hit(doc_id=doc.id, score=0.0, title=doc.title, text=doc.text))
+
+
+def train_reranker(
+    pairs: PairSet,
+    out: Path,
+    params: TrainParams,
+    *,
+    name: str = "",
+    data: Mapping[str, Any] | None = None,
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """Fine-tune, calibrate and publish a reranker artifact at ``out``; returns its training report."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from tqdm.auto import tqdm
+
+    from ragroute.encode.resolve import resolve_model, set_offline_env
+    from ragroute.store import write_artifact
+
+    if not pairs.train:
+        raise RagrouteError("no training pairs: check the data folders and the split")
+    set_offline_env()
+    random.seed(params.seed)
+    np.random.seed(params.seed)
+    torch.manual_seed(params.seed)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    base = resolve_model("all-MiniLM-L6-v2")
+    model = CrossEncoder(
+        str(base.path), num_labels=1, max_length=params.max_length, local_files_only=True, device="cpu"
+    )
+    bert = model.model.base_model
+    if params.layers < len(bert.encoder.layer):
+        bert.encoder.layer = bert.encoder.layer[: params.layers]
+        model.model.config.num_hidden_layers = params.layers
+    tokenizer, net = model.tokenizer, model.model
+    if params.freeze_embeddings:  # the 11.7M word-embedding weights: most of the optimiser's work
+        bert.embeddings.requires_grad_(False)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    steps = params.epochs * ((len(pairs.train) + params.batch_size - 1) // params.batch_size)
+    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=0.01)
+    warmup = max(1, int(steps * params.warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+    start = time.perf_counter()
+    net.train()
+    losses = []
+    bar = tqdm(total=steps, desc="training reranker", unit="batch", disable=not _progress(show_progress))
+    for epoch in range(params.epochs):
+        order = list(range(len(pairs.train)))
+        random.Random(params.seed + epoch).shuffle(order)
+        for b in range(0, len(order), params.batch_size):
+            batch = [pairs.train[i] for i in order[b : b + params.batch_size]]
+            features = tokenizer(
+                [p.query for p in batch],
+                [p.text for p in batch],
+                padding=True,
+                truncation="longest_first",
+                max_length=params.max_length,
+                return_tensors="pt",
+            )
+            labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
+            logits = net(**features).logits.view(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    train_s = time.perf_counter() - start
+    net.eval()
+    calibration, calibration_report = fit_calibration(model, pairs.calibration, params)
+    report = {
+        "train_pairs": len(pairs.train),
+        "calibration_pairs": len(pairs.calibration),
+        "sets": pairs.counts,
+        "train_s": round(train_s, 1),
+        "final_loss": round(float(np.mean(losses[-50:])), 4),
+        "calibration": {**calibration.to_dict(), **calibration_report},
+    }
+    manifest_params = {
+        "base": base.model_id,
+        "train": asdict(params),
+        "max_length": params.max_length,
+        "fold_rule": FOLD_RULE,
+        "data": dict(data or {}),
+        "report": report,
+    }
+    with write_artifact(out, FAMILY, KIND, name=name or Path(out).name, params=manifest_params) as pending:
+        model.save(str(pending.path))
+        (pending.path / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()), encoding="utf-8")
+        from ragroute.rerank.onnx_export import export_onnx
+
+        report["onnx"] = export_onnx(model, pending.path, params.max_length)
+    return report
+
+
+def fit_calibration(
+    model: Any, pairs: Sequence[Pair], params: TrainParams
+) -> tuple[Calibration, dict[str, Any]]:
+    """Platt scaling ``sigmoid(a * logit + b)`` fitted on held-out training pairs (log loss)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    if len({p.label for p in pairs}) < 2:
+        return Calibration(), {"note": "too few calibration pairs: raw sigmoid"}
+    logits = []
+    with torch.inference_mode():
+        for b in range(0, len(pairs), 64):
+            batch = pairs[b : b + 64]
+            features = model.tokenizer(
+                [p.query for p in batch],
+                [p.text for p in batch],
+                padding=True,
+                truncation="longest_first",
+                max_length=params.max_length,
+                return_tensors="pt",
+            )
+            logits.append(model.model(**features).logits.view(-1).numpy())
+    x = np.concatenate(logits).reshape(-1, 1)
+    y = np.array([p.label for p in pairs])
+    fit = LogisticRegression(C=1e4).fit(x, y)
+    calibration = Calibration(float(fit.coef_[0, 0]), float(fit.intercept_[0]), fitted=True)
+    probs = calibration(x.ravel())
+    brier = float(np.mean((probs - y) ** 2))
+    return calibration, {"pairs": len(pairs), "brier": round(brier, 4), "positives": int(y.sum())}
+
+
+def _progress(show: bool | None) -> bool:
+    if show is not None:
+        return show
+    import sys
+
+    return sys.stderr.isatty()

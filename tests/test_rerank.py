@@ -1,0 +1,131 @@
+"""Cross-encoder rerankers: training here (tiny), the artifact, torch/ONNX agreement, calibration,
+the pipeline stage and the LlamaIndex postprocessor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ragroute.errors import RagrouteError
+from ragroute.rerank.cross_encoder import CrossEncoderReranker
+from ragroute.rerank.train import Pair, PairSet, TrainParams, query_fold, train_reranker
+from ragroute.types import Hit
+
+TOPICS = {
+    "weather": ("forecast rain tomorrow in paris", "Weather | daily forecast, rain and temperature by city"),
+    "email": ("send a message to my team", "Mail | send an email message to recipients"),
+    "stocks": ("share price of apple today", "Stocks | latest share price quote for a ticker"),
+    "maps": ("route by car to the airport", "Maps | driving directions and routes between places"),
+}
+
+
+def _pairs() -> PairSet:
+    train, calibration = [], []
+    for topic, (query, text) in TOPICS.items():
+        for other, (_, wrong) in TOPICS.items():
+            pair = Pair(query, text, 1.0) if other == topic else Pair(query, wrong, 0.0)
+            train.extend([pair] * (3 if other == topic else 1))
+            calibration.append(pair)
+    return PairSet(train=train, calibration=calibration, counts={"toy": {"queries": 4}})
+
+
+@pytest.fixture(scope="module")
+def tiny_reranker(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rr") / "toy"
+    params = TrainParams(layers=1, max_length=32, epochs=40, batch_size=8, learning_rate=1e-3, threads=1)
+    report = train_reranker(_pairs(), out, params, name="toy", show_progress=False)
+    return out, report
+
+
+def test_training_learns_the_pairs_and_publishes_a_calibrated_artifact(tiny_reranker):
+    out, report = tiny_reranker
+    manifest = json.loads(next(out.glob("builds/*/manifest.json")).read_text())
+    assert manifest["family"] == "reranker" and manifest["kind"] == "cross-encoder"
+    assert manifest["params"]["train"]["layers"] == 1
+    assert "fold 1 is held out" in manifest["params"]["fold_rule"]
+    assert {"calibration.json", "model.onnx", "tokenizer.json"} <= set(manifest["files"])
+    assert report["calibration"]["fitted"] and report["calibration"]["a"] > 0
+    reranker = CrossEncoderReranker(out, backend="torch")
+    for topic, (query, _) in TOPICS.items():
+        texts = [t for _, t in TOPICS.values()]
+        probs = reranker.score(query, texts)
+        assert int(np.argmax(probs)) == list(TOPICS).index(topic), (topic, probs)
+        assert np.all((probs > 0) & (probs < 1))
+
+
+def test_onnx_copies_agree_with_torch(tiny_reranker):
+    out, report = tiny_reranker
+    query, texts = "forecast rain in paris", [t for _, t in TOPICS.values()]
+    torch_logits = CrossEncoderReranker(out, backend="torch").logits(query, texts)
+    onnx_logits = CrossEncoderReranker(out, backend="onnx").logits(query, texts)
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-3)
+    if report["onnx"].get("int8") is None:  # kept: it stays close to fp32
+        int8 = CrossEncoderReranker(out, backend="onnx-int8")
+        assert np.max(np.abs(int8.logits(query, texts) - torch_logits)) < 0.35
+        assert CrossEncoderReranker(out).backend == "onnx-int8"  # auto prefers it
+
+
+def test_rerank_reorders_the_pool_and_explains_each_hit(tiny_reranker):
+    out, _ = tiny_reranker
+    reranker = CrossEncoderReranker(out, backend="torch", candidates=3)
+    texts = [t for _, t in TOPICS.values()]
+    hits = [Hit(doc_id=f"d{i}", score=1.0 - i / 10, rank=i + 1, text=t) for i, t in enumerate(texts)]
+    ranked = reranker.rerank("send a message to my team", hits, k=2)
+    assert [h.doc_id for h in ranked] == ["d1", "d0"] or ranked[0].doc_id == "d1"
+    assert all(h.doc_id != "d3" for h in ranked)  # only the first 3 candidates are read
+    explain = ranked[0].explain["rerank"]
+    assert explain["stage1_rank"] == 2 and explain["calibrated"] is True
+    assert ranked[0].score == pytest.approx(explain["probability"], abs=1e-4)
+    assert [h.rank for h in ranked] == [1, 2]
+    everything = reranker.rerank("route by car to the airport", hits, k=1, candidates=4)
+    assert everything[0].doc_id == "d3"
+
+
+def test_reranker_in_a_routed_pipeline_and_as_llamaindex_postprocessor(tiny_reranker, hashing_encoder):
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from ragroute.integrations.llamaindex_rerank import RagrouteRerank
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.route.sources import Source
+    from ragroute.types import Document
+
+    out, _ = tiny_reranker
+    docs = [Document(id=t, text=text) for t, (_, text) in TOPICS.items()]
+    from ragroute.index.build import build_index
+
+    source = Source("tools", build_index(docs, "dense", encoder=hashing_encoder, name="tools"))
+    pipeline = pipeline_from_settings(
+        [source],
+        {"kind": "centroid"},
+        encoder=hashing_encoder,
+        reranker={"kind": "cross-encoder", "model": str(out)},
+    )
+    result = pipeline.retrieve("share price of apple today", k=1)
+    assert result.hits[0].doc_id == "stocks"
+    assert any(step.stage == "rerank" and step.detail["in"] == 4 for step in result.decision.trace)
+    nodes = [NodeWithScore(node=TextNode(text=text, id_=t), score=0.5) for t, (_, text) in TOPICS.items()]
+    kept = RagrouteRerank(CrossEncoderReranker(out, backend="torch"), top_n=2).postprocess_nodes(
+        nodes, query_str="route by car to the airport"
+    )
+    assert kept[0].node.id_ == "maps" and len(kept) == 2
+    assert kept[0].score == pytest.approx(kept[0].node.metadata["rerank"]["probability"], abs=1e-4)
+
+
+def test_unloadable_models_and_bad_settings_are_one_line_errors(tmp_path):
+    with pytest.raises(RagrouteError, match="no-such-reranker"):
+        CrossEncoderReranker(tmp_path / "no-such-reranker")
+    with pytest.raises(RagrouteError, match="unknown reranker backend"):
+        CrossEncoderReranker(tmp_path, backend="gpu")
+    from ragroute.rerank.cross_encoder import cross_encoder_reranker
+
+    with pytest.raises(RagrouteError, match="unknown cross-encoder setting"):
+        cross_encoder_reranker({"kind": "cross-encoder", "modle": "x"}, None)
+
+
+def test_query_folds_are_stable_and_ignore_the_parent_folder():
+    folds = [query_fold("toollens", str(i)) for i in range(400)]
+    assert 150 < sum(folds) < 250  # about half held out
+    assert query_fold("glasgow/cran", "q7") == query_fold("cran", "q7")
+    assert folds == [query_fold("toollens", str(i)) for i in range(400)]
