@@ -94,6 +94,7 @@ def _register() -> None:
     from ragroute.cli.graph import graph_group
     from ragroute.cli.inspect import inspect_command
     from ragroute.cli.query import query_command
+    from ragroute.cli.rerank import rerank_group
     from ragroute.cli.route import route_group
 
     for command in (
@@ -102,6 +103,7 @@ def _register() -> None:
         eval_command,
         route_group,
         graph_group,
+        rerank_group,
         inspect_command,
         demo_command,
     ):

@@ -57,7 +57,7 @@ class TrainParams:
     """How the reranker is trained (recorded in its manifest)."""
 
     layers: int = 3
-    max_length: int = 128
+    max_length: int = 96
     epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 7e-5
@@ -66,7 +66,7 @@ class TrainParams:
     hard_negatives: int = 4
     hard_pool: int = 20
     random_negatives: int = 1
-    queries_per_set: int = 400
+    queries_per_set: int = 300
     calibration_share: float = 0.1
     freeze_embeddings: bool = True
     seed: int = 0
