@@ -167,5 +167,6 @@ BENCHMARKS = Registry(
         "tatqa": "ragroute.cli.bench:tatqa_command",
         "graph": "ragroute.cli.bench:graph_command",
         "ppr": "ragroute.cli.bench:ppr_command",
+        "rerank": "ragroute.cli.bench:rerank_command",
     },
 )

@@ -129,3 +129,40 @@ def test_query_folds_are_stable_and_ignore_the_parent_folder():
     assert 150 < sum(folds) < 250  # about half held out
     assert query_fold("glasgow/cran", "q7") == query_fold("cran", "q7")
     assert folds == [query_fold("toollens", str(i)) for i in range(400)]
+
+
+def _write_beir(folder, topics, prefix):
+    (folder / "qrels").mkdir(parents=True)
+    corpus = [{"_id": f"{prefix}-{t}", "title": "", "text": text} for t, (_, text) in topics.items()]
+    queries = [{"_id": f"{prefix}-q{i}", "text": q} for i, (q, _) in enumerate(topics.values())]
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in corpus))
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in queries))
+    lines = ["query-id\tcorpus-id\tscore"] + [
+        f"{prefix}-q{i}\t{prefix}-{t}\t1" for i, t in enumerate(topics)
+    ]
+    (folder / "qrels" / "dev.tsv").write_text("\n".join(lines))
+
+
+def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
+    tiny_reranker, tmp_path, hashing_encoder
+):
+    from ragroute.evaluation.bench_rerank import format_report, run_rerank_bench
+    from ragroute.rerank.train import query_fold
+
+    out, _ = tiny_reranker
+    items = list(TOPICS.items())
+    _write_beir(tmp_path / "sets" / "a", dict(items[:2]), "a")
+    _write_beir(tmp_path / "sets" / "b", dict(items[2:]), "b")
+    result = run_rerank_bench(tmp_path / "sets", hashing_encoder, out, backend="torch")
+    held_out = {
+        name: sum(query_fold(name, f"{name}-q{i}") == 1 for i in range(2)) for name in ("a", "b")
+    }
+    assert {n: r["queries"] for n, r in result["collections"].items()} == {
+        f"sets/{n}": c for n, c in held_out.items() if c
+    }
+    for row in result["collections"].values():
+        assert {"dense", "dense+rerank", "hybrid", "hybrid+rerank"} <= set(row)
+    assert result["queries"].startswith("fold-1")
+    if len(result["collections"]) > 1:
+        assert result["routed"]["queries"] == sum(held_out.values())
+    assert "macro nDCG@10" in format_report(result)

@@ -532,6 +532,59 @@ def graph_command(
         emit_json(result)
 
 
+@click.command("rerank")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/glasgow"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A BEIR folder, or a folder of BEIR collections (each scored, then macro-averaged).",
+)
+@click.option("--split", default="dev", show_default=True)
+@click.option(
+    "--model",
+    default=Path("rerank/default"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Reranker: a `ragroute rerank train` artifact or a sentence-transformers CrossEncoder.",
+)
+@click.option("--candidates", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--rerank-backend",
+    type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
+    default="auto",
+    show_default=True,
+)
+@bench_encoder_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def rerank_command(
+    root: Path,
+    split: str,
+    model: Path,
+    candidates: int,
+    rerank_backend: str,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    as_json: bool,
+) -> None:
+    """nDCG@10 of dense and hybrid retrieval with and without the reranker (held-out queries only),
+    and of routing over all collections with the reranker re-ordering the fused lists.
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_rerank
+
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    result = bench_rerank.run_rerank_bench(
+        root, enc, model, split=split, candidates=candidates, backend=rerank_backend
+    )
+    click.echo(bench_rerank.format_report(result))
+    if as_json:
+        emit_json(result)
+
+
 @click.command("ppr")
 @click.option(
     "--data",

@@ -62,8 +62,8 @@ def pipeline_from_settings(
     router: Router | None = None,
     policy: Any = None,
     problems: Sequence[SourceProblem] = (),
-    reranker: Mapping[str, Any] | None = None,
-    gate: Mapping[str, Any] | None = None,
+    reranker: Mapping[str, Any] | Any = None,
+    gate: Mapping[str, Any] | Any = None,
     where: str = "",
     base: Path | None = None,
     name: str = "pipeline",
@@ -96,9 +96,15 @@ def pipeline_from_settings(
     return pipeline.calibrate()
 
 
-def _stage(registry: Any, settings: Mapping[str, Any] | None, build: RouterBuild) -> Any:
+def _stage(registry: Any, settings: Any, build: RouterBuild) -> Any:
+    """The stage ``settings`` name (``{kind: ..., ...}``), or ``settings`` itself when it is an
+    already built stage (e.g. a reranker loaded once and shared by several pipelines)."""
     if not settings:
         return None
+    if not isinstance(settings, Mapping) and any(
+        callable(getattr(settings, method, None)) for method in ("rerank", "gate_many")
+    ):
+        return settings
     if not isinstance(settings, Mapping) or "kind" not in settings:
         raise RagrouteError(f"{build.where}: '{registry.kind}:' must be a mapping with 'kind:'")
     return registry.get(str(settings["kind"]), build.where)(settings, build)

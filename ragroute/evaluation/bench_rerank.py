@@ -1,0 +1,134 @@
+"""``ragroute bench rerank``: nDCG@10 of dense and hybrid retrieval with and without a reranker.
+
+For every BEIR collection under ``--data`` (one folder, or a folder of them such as
+``../shared/data/glasgow``), the library's dense and hybrid indexes are each put
+in a one-source pipeline (:func:`~ragroute.pipeline.build.pipeline_from_settings`,
+the path users get) once without and once with the cross-encoder reranker
+(``reranker: {kind: cross-encoder, model: ...}``), and scored by a
+:class:`~ragroute.evaluation.evaluators.RetrievalEvaluator`.
+
+Only held-out queries are scored: when the reranker was trained by ``ragroute
+rerank train``, fold 0 of each set trained it (see
+:func:`~ragroute.rerank.train.query_fold`), so only fold-1 queries count, for
+every row. Collections are macro-averaged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.evaluation.evaluators import RetrievalEvaluator
+
+
+def run_rerank_bench(
+    root: Path, encoder: Any, model: Path, *, split: str = "dev", candidates: int = 20, backend: str = "auto"
+) -> dict[str, Any]:
+    """Score dense/hybrid with and without the reranker on each collection; the JSON-able result."""
+    from ragroute.index.build import build_index
+    from ragroute.loaders import load_beir
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.rerank.cross_encoder import CrossEncoderReranker
+    from ragroute.rerank.train import expand_roots, query_fold
+    from ragroute.route.sources import Source
+
+    root = Path(root)
+    if not root.exists():
+        raise RagrouteError(f"data missing: {root} (see ../shared/data/README.md)")
+    reranker = CrossEncoderReranker(model, backend=backend, candidates=candidates)
+    held_out = "fold_rule" in reranker.info.get("params", {})
+    collections: dict[str, dict[str, Any]] = {}
+    routed_parts: list[tuple[str, Any, list[QueryContext], Any]] = []
+    for name, folder in expand_roots([root]):
+        if not (folder / "corpus.jsonl").is_file():
+            raise RagrouteError(f"{folder}: bench rerank needs BEIR folders (corpus.jsonl)")
+        data = load_beir(folder, split=split)
+        queries = [q for q in data.queries if not held_out or query_fold(name, q.id) == 1]
+        if not queries:
+            continue
+        contexts = [QueryContext(q.text, id=q.id) for q in queries]
+        vectors = np.asarray(encoder.encode_queries([c.text for c in contexts], show_progress=False))
+        for context, vector in zip(contexts, vectors):
+            context.set_vector(encoder, vector)
+        evaluator = RetrievalEvaluator(contexts, data.qrels, metrics=("ndcg@10",), k=10)
+        rows: dict[str, Any] = {"queries": len(contexts), "documents": len(data.corpus)}
+        for method in ("dense", "hybrid"):
+            source = Source(name, build_index(data.corpus, method, encoder=encoder, name=name))
+            for label, stage in ((method, None), (f"{method}+rerank", reranker)):
+                pipeline = pipeline_from_settings(
+                    [source], {"kind": "centroid"}, encoder=encoder, reranker=stage
+                )
+                result = evaluator(pipeline)
+                rows[label] = {"ndcg@10": result.metrics["ndcg@10"], "ms_p50": result.latency_ms.get("p50")}
+        collections[name] = rows
+        routed_parts.append((name, source, contexts, data.qrels))
+    if not collections:
+        raise RagrouteError(f"{root}: no queries to score (split {split!r}, held-out fold)")
+    routed = routed_rows(routed_parts, encoder, reranker) if len(routed_parts) > 1 else None
+    labels = ("dense", "dense+rerank", "hybrid", "hybrid+rerank")
+    macro = {label: float(np.mean([c[label]["ndcg@10"] for c in collections.values()])) for label in labels}
+    return {
+        "root": str(root),
+        "split": split,
+        "reranker": reranker.describe(),
+        "queries": "fold-1 (held out from reranker training)" if held_out else "all",
+        "collections": collections,
+        "macro_ndcg@10": {k: round(v, 4) for k, v in macro.items()},
+        "routed": routed,
+        "rerank_gain": {
+            "dense": round(macro["dense+rerank"] - macro["dense"], 4),
+            "hybrid": round(macro["hybrid+rerank"] - macro["hybrid"], 4),
+        },
+    }
+
+
+def routed_rows(parts: list[tuple[str, Any, list[QueryContext], Any]], encoder: Any, reranker: Any) -> dict:
+    """All collections as routed sources (prototype router, product selection and fusion), with
+    and without the reranker re-ordering the fused lists; every collection's held-out queries."""
+    from ragroute.pipeline.build import pipeline_from_settings
+
+    sources = [source for _, source, _, _ in parts]  # the hybrid sources (the last built per collection)
+    contexts = [c for _, _, cs, _ in parts for c in cs]
+    qrels = {q: judged for _, _, _, rels in parts for q, judged in rels.items()}
+    evaluator = RetrievalEvaluator(contexts, qrels, metrics=("ndcg@10",), k=10)
+    out = {"sources": len(sources), "queries": len(contexts), "router": "prototype"}
+    for label, stage in (("hybrid routed", None), ("hybrid routed+rerank", reranker)):
+        pipeline = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=encoder, reranker=stage)
+        result = evaluator(pipeline)
+        out[label] = {"ndcg@10": result.metrics["ndcg@10"], "ms_p50": result.latency_ms.get("p50")}
+    return out
+
+
+def format_report(result: dict[str, Any]) -> str:
+    reranker = result["reranker"]
+    header = ("collection", "queries", "dense", "+rerank", "hybrid", "+rerank", "ms p50")
+    lines = [
+        f"reranker {reranker.get('name')} ({reranker.get('backend')}, {reranker.get('candidates')} "
+        f"candidates) on {result['root']} [{result['split']}], queries: {result['queries']}",
+        "{:<22} {:>7} {:>7} {:>8} {:>7} {:>8} {:>7}".format(*header),
+    ]
+    for name, row in result["collections"].items():
+        scores = [row[label]["ndcg@10"] for label in ("dense", "dense+rerank", "hybrid", "hybrid+rerank")]
+        lines.append(
+            "{:<22} {:>7} {:>7.4f} {:>8.4f} {:>7.4f} {:>8.4f} {:>7.1f}".format(
+                name, row["queries"], *scores, row["hybrid+rerank"]["ms_p50"] or 0.0
+            )
+        )
+    m = result["macro_ndcg@10"]
+    lines.append(
+        "{:<22} {:>7} {:>7.4f} {:>8.4f} {:>7.4f} {:>8.4f}".format(
+            "macro nDCG@10", "", m["dense"], m["dense+rerank"], m["hybrid"], m["hybrid+rerank"]
+        )
+    )
+    routed = result.get("routed")
+    if routed:
+        lines.append(
+            f"routed over all {routed['sources']} collections ({routed['router']} router, "
+            f"{routed['queries']} queries): nDCG@10 {routed['hybrid routed']['ndcg@10']:.4f} -> "
+            f"{routed['hybrid routed+rerank']['ndcg@10']:.4f} with the reranker"
+        )
+    return "\n".join(lines)
