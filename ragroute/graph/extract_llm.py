@@ -373,7 +373,9 @@ class LLMExtractor:
         title = normalise(document.title) if document.title else ""
         try:
             ner, triples_text = self.answers(document)
-        except Exception as exc:  # the LLM's own errors are its client's: record and go on
+        except sqlite3.Error:
+            raise  # the cache's own errors are not the passage's
+        except Exception as exc:  # the LLM client's errors: record the passage and go on
             return self._failed(document, title, f"LLM call failed: {type(exc).__name__}: {exc}")
         try:
             entities = parse_entities(ner)
