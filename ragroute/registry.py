@@ -168,5 +168,6 @@ BENCHMARKS = Registry(
         "graph": "ragroute.cli.bench:graph_command",
         "ppr": "ragroute.cli.bench:ppr_command",
         "rerank": "ragroute.cli.bench:rerank_command",
+        "skills": "ragroute.cli.bench:skills_command",
     },
 )

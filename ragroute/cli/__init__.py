@@ -96,6 +96,7 @@ def _register() -> None:
     from ragroute.cli.query import query_command
     from ragroute.cli.rerank import rerank_group
     from ragroute.cli.route import route_group
+    from ragroute.cli.skills import skills_group
 
     for command in (
         build_command,
@@ -104,6 +105,7 @@ def _register() -> None:
         route_group,
         graph_group,
         rerank_group,
+        skills_group,
         inspect_command,
         demo_command,
     ):

@@ -666,3 +666,92 @@ def ppr_command(
     click.echo(bench_ppr.format_report(result))
     if as_json:
         emit_json(result)
+
+
+@click.command("skills")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/toollens"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A folder in the SKILLS layout (skills.jsonl, queries.jsonl, qrels/<split>.tsv).",
+)
+@click.option("--split", default="dev", show_default=True)
+@click.option(
+    "--reranker",
+    "reranker_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Reranker for the rerank rows (a `ragroute rerank train` artifact or a CrossEncoder folder); "
+    "none: the rerank rows are left out.",
+)
+@click.option("--candidates", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--scale",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="Skills in the scaled catalogue timed for latency_ms_p50_10k (0 skips it).",
+)
+@click.option("--latency-queries", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--max-queries", type=click.IntRange(min=1), default=None, help="Score only the first N queries."
+)
+@click.option(
+    "--abstain-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="LABELS file (tool / no_tool) to fit (fold 0) and test (fold 1) abstention on "
+    "(default: ../metatool_need_tool/dev.jsonl beside a metatool folder).",
+)
+@bench_encoder_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def skills_command(
+    root: Path,
+    split: str,
+    reranker_path: Path | None,
+    candidates: int,
+    scale: int,
+    latency_queries: int,
+    max_queries: int | None,
+    abstain_data: Path | None,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    as_json: bool,
+) -> None:
+    """Skill selection: BM25, dense, adaptive hybrid, naive RRF, hybrid+rerank and its no-body
+    ablation on Hit@1, nDCG@10, MRR@10, Recall@10 and full coverage@5, all through one SkillRouter
+    (the one `ragroute skills build` gives); p50 latency of retrieve + rerank, also at 10k skills;
+    abstention quality and cost.
+
+    With a reranker trained by `ragroute rerank train`, only fold-1 queries (held out from its
+    training) are scored, for every row.
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_skills
+
+    bench_skills.load_skill_set(root, split)  # fail fast, before loading a model
+    reranker = None
+    if reranker_path is not None:
+        from ragroute.rerank.cross_encoder import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(reranker_path, candidates=candidates)
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    result = bench_skills.run_skills_bench(
+        root,
+        enc,
+        split=split,
+        reranker=reranker,
+        candidates=candidates,
+        scale=scale,
+        latency_queries=latency_queries,
+        max_queries=max_queries,
+        abstain_data=abstain_data,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(bench_skills.format_report(result))
+    if as_json:
+        emit_json(result)

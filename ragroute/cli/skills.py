@@ -1,0 +1,292 @@
+"""``ragroute skills ...``: index a skill catalogue and route tasks to skills."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ragroute.cli.common import CONTEXT, default_cache_dir, one_line_errors
+from ragroute.cli.output import emit_json
+from ragroute.errors import RagrouteError
+
+DEFAULT_RERANKER = Path("rerank/default")
+
+
+@click.group("skills", context_settings=CONTEXT)
+def skills_group() -> None:
+    """Skill / tool catalogues: build a skill router over one, route tasks to skills.
+
+    \b
+      ragroute skills build path/to/skills --out indexes/skills
+      ragroute skills route indexes/skills "fill in a PDF form" -k 3
+      ragroute skills route indexes/skills --queries tasks.jsonl --json
+    """
+
+
+@skills_group.command("build")
+@click.argument("catalogue", type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Skill index to write."
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["skill_md", "mcp", "openapi", "skills_jsonl"]),
+    default=None,
+    help="Catalogue format [default: detected from the path].",
+)
+@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder name or folder.")
+@click.option(
+    "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto", show_default=True
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Embedding cache and ONNX exports [default: .cache beside --out].",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["adaptive", "fixed", "rrf"]),
+    default="adaptive",
+    show_default=True,
+    help="How BM25 and dense are fused (adaptive: dense weight tuned on pseudo-queries from the catalogue).",
+)
+@click.option(
+    "--dense-weight",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Weight for --fusion fixed.",
+)
+@click.option(
+    "--overlap",
+    type=click.Choice(["collapse", "diversify", "keep"]),
+    default="diversify",
+    show_default=True,
+    help="What routing does with near-duplicate skills (saved with the index).",
+)
+@click.option(
+    "--duplicate-threshold",
+    type=click.FloatRange(0, 1),
+    default=0.97,
+    show_default=True,
+    help="Embedding cosine at or above which two skills are near-duplicates.",
+)
+@click.option(
+    "--abstain-data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="LABELS .jsonl (label tool / no_tool) to fit this router's abstention on "
+    "[default: the shipped model fitted on metatool_need_tool].",
+)
+@one_line_errors
+def build_command(
+    catalogue: Path,
+    out: Path,
+    kind: str | None,
+    encoder: str,
+    backend: str,
+    cache_dir: Path | None,
+    fusion: str,
+    dense_weight: float,
+    overlap: str,
+    duplicate_threshold: float,
+    abstain_data: Path | None,
+) -> None:
+    """Index CATALOGUE (a SKILL.md folder, an OpenAPI file or folder, an MCP tools/list JSON, or a
+    SKILLS .jsonl / folder) for skill routing, into --out."""
+    from ragroute.encode import load_encoder
+    from ragroute.skills import load_catalogue
+    from ragroute.skills.index import SkillIndexParams
+    from ragroute.skills.router import SkillRouter, fit_abstention
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = load_catalogue(catalogue, kind=kind)
+    for line in loaded.warnings:
+        click.echo(f"warning: {line}", err=True)
+    if len(loaded) == 0:
+        raise RagrouteError(f"{catalogue}: the catalogue holds no skills")
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir or default_cache_dir(out))
+    params = SkillIndexParams(
+        fusion=fusion, dense_weight=dense_weight, duplicate_threshold=duplicate_threshold
+    )
+    router = SkillRouter.build(loaded, enc, params, overlap=overlap)
+    if abstain_data is not None:
+        from ragroute.evaluation.bench_skills import read_labels
+
+        labels = read_labels(abstain_data)
+        model = fit_abstention(
+            router, [t for _, t, _ in labels], [a for _, _, a in labels], name=str(abstain_data)
+        )
+        router = router.with_options(abstention=model)
+        click.echo(f"abstention fitted on {len(labels)} labelled tasks of {abstain_data}", err=True)
+    router.save(out)
+    index = router.index
+    tuning = index.tuning
+    how = (
+        f"adaptive, from {tuning.get('pseudo_queries')} pseudo-queries"
+        if fusion == "adaptive" and "best_grid_weight" in tuning
+        else fusion
+    )
+    click.echo(
+        f"built {out}: {len(index)} skills ({loaded.kind}), dense weight {index.dense_weight:.2f} ({how}), "
+        f"{len(index.duplicates)} near-duplicate groups, {len(loaded.warnings)} warnings"
+    )
+
+
+@skills_group.command("route")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("task", required=False)
+@click.option(
+    "--queries",
+    "queries_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help='JSONL of tasks ({"_id" or "id", "text"} per line) instead of TASK.',
+)
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--reranker",
+    "reranker_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Reranker artifact or CrossEncoder folder [default: rerank/default if it exists].",
+)
+@click.option("--no-reranker", is_flag=True, help="Stage 1 only.")
+@click.option(
+    "--candidates", type=click.IntRange(min=1), default=None, help="Candidates reranked [default: saved, 20]."
+)
+@click.option(
+    "--overlap",
+    type=click.Choice(["collapse", "diversify", "keep"]),
+    default=None,
+    help="Near-duplicate handling [default: saved with the index].",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Abstain when p(best skill applies) is below this [default: the model's, 0.5].",
+)
+@click.option(
+    "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto", show_default=True
+)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option(
+    "--trace", "show_trace", is_flag=True, help="Include every stage's scores (JSON) or print them."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per task.")
+@one_line_errors
+def route_command(
+    index_dir: Path,
+    task: str | None,
+    queries_path: Path | None,
+    k: int,
+    reranker_path: Path | None,
+    no_reranker: bool,
+    candidates: int | None,
+    overlap: str | None,
+    threshold: float | None,
+    backend: str,
+    cache_dir: Path | None,
+    show_trace: bool,
+    as_json: bool,
+) -> None:
+    """Route TASK (or every task of --queries) to the skills of the index at INDEX_DIR."""
+    from ragroute.encode import load_encoder
+    from ragroute.errors import check_query
+    from ragroute.skills.router import SkillRouter
+    from ragroute.store import artifact_exists, open_snapshot
+
+    if (task is None) == (queries_path is None):
+        raise RagrouteError("give either a TASK or --queries FILE (not both, not neither)")
+    tasks = read_tasks(queries_path) if queries_path is not None else [("task", check_query(task or ""))]
+    if not artifact_exists(index_dir):
+        raise RagrouteError(f"{index_dir}: no skill index here (build one with `ragroute skills build`)")
+    manifest = open_snapshot(index_dir, verify=False).manifest
+    if manifest.family != "skills":
+        raise RagrouteError(f"{index_dir} holds a {manifest.family} artifact, not a skill index")
+    reranker, said = _reranker(reranker_path, no_reranker)
+    click.echo(said, err=True)
+    model_id = (manifest.encoder or {}).get("model_id", "")
+    encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir or default_cache_dir(index_dir))
+    overrides: dict[str, Any] = {}
+    if candidates is not None:
+        overrides["candidates"] = candidates
+    if overlap is not None:
+        overrides["overlap"] = overlap
+    if threshold is not None:
+        overrides["threshold"] = threshold
+    router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder, **overrides)
+    routes = router.route_many([t for _, t in tasks], k, ids=[i for i, _ in tasks])
+    for route in routes:
+        if as_json:
+            payload = route.to_dict(trace=show_trace)
+            emit_json(payload)
+            continue
+        if len(routes) > 1:
+            click.echo(f"# {route.id}: {route.task}")
+        for skill in route.skills:
+            line = f"{skill.rank:>3}. {skill.score:8.4f}  {skill.id}"
+            if skill.name and skill.name != skill.id:
+                line += f"  {skill.name}"
+            if skill.duplicates:
+                line += f"  (+{len(skill.duplicates)} near-duplicates: {', '.join(skill.duplicates)})"
+            click.echo(line)
+            if skill.description:
+                click.echo(f"       {_snippet(skill.description)}")
+        p = "n/a" if route.p_applies is None else f"{route.p_applies:.3f}"
+        verdict = "yes: no skill applies" if route.abstain else "no"
+        click.echo(f"abstain: {verdict} (p_applies {p}, threshold {route.threshold})")
+        if show_trace:
+            for step in route.trace:
+                click.echo(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")
+
+
+def _reranker(path: Path | None, disabled: bool) -> tuple[Any, str]:
+    from ragroute.store import artifact_exists
+
+    if disabled:
+        return None, "reranker: none (--no-reranker)"
+    from ragroute.rerank.cross_encoder import CrossEncoderReranker
+
+    if path is not None:
+        return CrossEncoderReranker(path), f"reranker: {path}"
+    if artifact_exists(DEFAULT_RERANKER):
+        return CrossEncoderReranker(DEFAULT_RERANKER), f"reranker: {DEFAULT_RERANKER} (default)"
+    return None, f"reranker: none ({DEFAULT_RERANKER} not found; stage 1 only)"
+
+
+def read_tasks(path: Path) -> list[tuple[str, str]]:
+    """``(id, text)`` per line of a JSONL task file; one error line naming the first bad line."""
+    if not path.is_file():
+        raise RagrouteError(f"{path}: no such file")
+    tasks = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RagrouteError(f"{path} line {line_no}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise RagrouteError(f'{path} line {line_no}: expected an object with "_id" and "text"')
+            text = row.get("text", row.get("query"))
+            if not isinstance(text, str) or not text.strip():
+                raise RagrouteError(f'{path} line {line_no}: missing or empty "text"')
+            qid = row.get("_id", row.get("id", str(line_no)))
+            tasks.append((str(qid), text.strip()))
+    if not tasks:
+        raise RagrouteError(f"{path}: no tasks in it")
+    return tasks
+
+
+def _snippet(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,365 @@
+"""``ragroute bench skills``: skill / tool selection quality and latency of the skill router.
+
+On a folder in the SKILLS layout (``skills.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``), ONE
+:class:`~ragroute.skills.router.SkillRouter` is built (the one ``ragroute skills build`` gives:
+adaptive fusion, default overlap handling) and every row is that router with one setting changed
+(:meth:`~ragroute.skills.router.SkillRouter.with_options`), scored by a
+:class:`~ragroute.evaluation.evaluators.RetrievalEvaluator`:
+
+* ``bm25``, ``dense``: stage 1 with one method; ``hybrid``: the adaptive fusion;
+  ``rrf_k60``: the naive baseline (reciprocal rank fusion of the same two lists);
+* ``hybrid+rerank``: stage 2 reranks the top ``candidates`` (20) with the body;
+  ``hybrid+rerank_no_body``: the same reranker reading only name and first description line.
+
+Metrics: Hit@1, nDCG@10, MRR@10, Recall@10 and full coverage@5 (every gold skill in the top 5).
+With a reranker trained by ``ragroute rerank train`` (its manifest has a ``fold_rule``), only
+fold-1 queries (``query_fold(set, id) == 1``, never trained on) are scored, for ALL rows.
+Without one, rows are reported on all queries and on fold 1 (``methods_fold1``).
+
+Latency: p50 of ``route(task)`` (retrieve + rerank) one query at a time on ``latency_queries``
+queries, on the set's catalogue and on a catalogue scaled to ``scale`` skills: the set's skills,
+the skills of the other SKILLS sets beside it (``../toollens`` etc., ids prefixed), then synthetic
+variants of those (name suffixed ``vN``, description and body word order rotated, so each is a
+distinct text with its own embedding) until ``scale`` skills.
+
+Abstention: with LABELS data (``--abstain-data``; default ``../metatool_need_tool/dev.jsonl`` when
+the set is metatool), a model is fitted on fold 0 of the labels (tool = a skill applies) and
+balanced accuracy is reported on fold 1, next to the shipped default model's; on every set the
+Hit@1 of the final row with abstentions counted as misses shows what abstaining costs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.evaluation.evaluators import RetrievalEvaluator
+from ragroute.evaluation.metrics import evaluate_run
+
+METRICS = {
+    "hit@1": "hit@1",
+    "ndcg@10": "ndcg@10",
+    "mrr@10": "mrr@10",
+    "recall@10": "recall@10",
+    "fullcov@5": "full_chain_recall@5",
+}
+REFERENCE = {
+    "toollens": {"bm25": (0.344, 0.295), "dense": (0.254, 0.293), "hybrid_rrf": (0.338, 0.351)},
+    "metatool": {"bm25": (0.287, 0.381), "dense": (0.585, 0.722), "hybrid_rrf": (0.415, 0.540)},
+    "seal_tools": {"bm25": (0.940, 0.873), "dense": (0.691, 0.614), "hybrid_rrf": (0.880, 0.792)},
+    "note": "issue #9 baselines (Hit@1, nDCG@10) on the dev splits, MiniLM, text = name | description | body",
+}
+SETS = ("toollens", "metatool", "seal_tools")
+
+
+def load_skill_set(root: Path, split: str) -> tuple[Any, list[tuple[str, str]], dict[str, dict[str, int]]]:
+    """``(catalogue, [(query id, text)], qrels)`` of a SKILLS folder; one clear error if data is missing."""
+    import warnings
+
+    from ragroute.loaders.beir import load_beir_queries, load_qrels
+    from ragroute.skills import load_catalogue
+
+    root = Path(root)
+    missing = [
+        name
+        for name in ("skills.jsonl", "queries.jsonl", f"qrels/{split}.tsv")
+        if not (root / name).is_file()
+    ]
+    if missing:
+        raise RagrouteError(
+            f"data missing: {root} lacks {', '.join(missing)} (a SKILLS folder: skills.jsonl, queries.jsonl, "
+            f"qrels/{split}.tsv; see ../shared/data/README.md)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        catalogue = load_catalogue(root / "skills.jsonl")
+    qrels = load_qrels(root / "qrels" / f"{split}.tsv")
+    queries = [(q.id, q.text) for q in load_beir_queries(root / "queries.jsonl") if q.id in qrels]
+    return catalogue, queries, {q: dict(r) for q, r in qrels.items()}
+
+
+def read_labels(path: Path) -> list[tuple[str, str, bool]]:
+    """``(id, text, a skill applies)`` from a LABELS file (label ``tool`` / ``no_tool``)."""
+    out = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                label = row["label"]
+                label = label[0] if isinstance(label, list) else label
+                out.append((str(row["_id"]), str(row["text"]), str(label) != "no_tool"))
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise RagrouteError(f"{path} line {line_no}: not a LABELS record ({exc})") from None
+    return out
+
+
+def scaled_catalogue(catalogue: Any, root: Path, size: int) -> Any:
+    """The set's skills, the other SKILLS sets' skills beside it, then synthetic variants, up to ``size``."""
+    import warnings
+
+    from ragroute.skills import Catalogue, Skill, load_catalogue
+
+    skills = list(catalogue)
+    root = Path(root)
+    if root.parent.is_dir():
+        for other in sorted(root.parent.iterdir()):
+            if other.resolve() == root.resolve() or not (other / "skills.jsonl").is_file():
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    extra = load_catalogue(other / "skills.jsonl")
+            except RagrouteError:
+                continue  # not a usable catalogue: synthetic variants fill the gap
+            skills += [
+                Skill(f"{other.name}:{s.id}", s.name, s.description, s.body, s.metadata) for s in extra
+            ]
+            if len(skills) >= size:
+                break
+    base = list(skills)
+    variant = 1
+    while len(skills) < size:
+        for s in base:
+            if len(skills) >= size:
+                break
+            skills.append(
+                Skill(
+                    f"synthetic{variant}:{s.id}",
+                    f"{s.name} v{variant}",
+                    _rotate(s.description, variant),
+                    _rotate(s.body, variant),
+                    {"synthetic": True},
+                )
+            )
+        variant += 1
+    return Catalogue(skills[:size], kind="scaled")
+
+
+def _rotate(text: str, n: int) -> str:
+    words = text.split()
+    if not words:
+        return text
+    n %= len(words)
+    return " ".join(words[n:] + words[:n])
+
+
+def reranker_folds(reranker: Any) -> bool:
+    """True when the reranker was trained here on fold 0 (its manifest records the fold rule)."""
+    info = getattr(reranker, "info", {}) or {}
+    return bool((info.get("params") or {}).get("fold_rule"))
+
+
+def run_skills_bench(
+    root: Path,
+    encoder: Any,
+    *,
+    split: str = "dev",
+    reranker: Any = None,
+    candidates: int = 20,
+    scale: int = 10_000,
+    latency_queries: int = 200,
+    max_queries: int | None = None,
+    abstain_data: Path | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Build the router, score every row, time it; the JSON-able result."""
+    from ragroute.rerank.train import query_fold
+    from ragroute.skills.router import SkillRouter
+
+    root = Path(root)
+    catalogue, queries, qrels = load_skill_set(root, split)
+    set_name = root.name
+    folds_only = reranker is not None and reranker_folds(reranker)
+    fold1 = {qid for qid, _ in queries if query_fold(set_name, qid) == 1}
+    if folds_only:
+        queries = [(qid, text) for qid, text in queries if qid in fold1]
+    if max_queries is not None:
+        queries = queries[:max_queries]
+    if not queries:
+        raise RagrouteError(f"{root}: no judged queries to score in split {split!r}")
+    log(f"{set_name}: {len(catalogue)} skills, {len(queries)} queries; building the skill router")
+    began = time.perf_counter()
+    router = SkillRouter(catalogue, reranker, encoder=encoder, candidates=candidates)
+    build_s = time.perf_counter() - began
+    index = router.index
+    rrf_index = copy.copy(index)
+    rrf_index.params = dataclasses.replace(index.params, fusion="rrf")
+    rows: dict[str, Any] = {
+        "bm25": router.with_options(method="bm25", reranker=None),
+        "dense": router.with_options(method="dense", reranker=None),
+        "rrf_k60": router.with_options(index=rrf_index, reranker=None),
+        "hybrid": router.with_options(reranker=None),
+    }
+    if reranker is not None:
+        no_body = copy.copy(reranker)
+        no_body.body = False
+        rows["hybrid+rerank"] = router
+        rows["hybrid+rerank_no_body"] = router.with_options(reranker=no_body)
+
+    contexts = [QueryContext(text, id=qid) for qid, text in queries]
+    judged = {qid: qrels[qid] for qid, _ in queries}
+    evaluator = RetrievalEvaluator(contexts, judged, metrics=tuple(METRICS.values()), k=10)
+    methods: dict[str, dict[str, float]] = {}
+    methods_fold1: dict[str, dict[str, float]] = {}
+    runs: dict[str, dict[str, list[str]]] = {}
+    seconds: dict[str, float] = {}
+    for name, variant in rows.items():
+        log(f"  {name} ...")
+        start = time.perf_counter()
+        result = evaluator(variant.with_options(abstention=None), batch_size=64)
+        seconds[name] = round(time.perf_counter() - start, 1)
+        runs[name] = {row["id"]: row["hits"] for row in result.rows}
+        methods[name] = {key: result.metrics[metric] for key, metric in METRICS.items()}
+        if not folds_only:
+            sub = {q: r for q, r in judged.items() if q in fold1}
+            scores = evaluate_run({q: runs[name].get(q, []) for q in sub}, sub, tuple(METRICS.values()))
+            methods_fold1[name] = {key: round(scores[metric], 4) for key, metric in METRICS.items()}
+
+    final_name = "hybrid+rerank" if reranker is not None else "hybrid"
+    final = rows[final_name]
+    sample = contexts[: max(1, latency_queries)]
+    timer = RetrievalEvaluator(sample, {c.id: judged[c.id] for c in sample}, metrics=("hit@1",), k=10)
+    log(f"  latency of {final_name} on {len(index)} skills ({len(sample)} queries) ...")
+    index.clear_query_cache()  # the timed queries must be encoded as a user's would
+    latency = timer(final).latency_ms
+    result: dict[str, Any] = {
+        "set": set_name,
+        "split": split,
+        "skills": len(index),
+        "queries": len(queries),
+        "scored_queries": "fold 1 only (reranker trained on fold 0)" if folds_only else "all judged queries",
+        "methods": methods,
+        "latency_ms_p50": latency.get("p50"),
+        "latency_ms_p95": latency.get("p95"),
+        "latency_of": final_name,
+        "router": router.describe(),
+        "tuning": index.tuning,
+        "build_s": round(build_s, 1),
+        "seconds": seconds,
+        "reference": REFERENCE.get(set_name),
+    }
+    if methods_fold1:
+        result["methods_fold1"] = methods_fold1
+        result["fold1_queries"] = sum(1 for q in judged if q in fold1)
+    result["abstention"] = _abstention(final, contexts, judged, runs[final_name], root, abstain_data, log)
+    if scale and scale > 0:
+        big = scaled_catalogue(catalogue, root, scale)
+        log(f"  scaled catalogue: {len(big)} skills; building ...")
+        start = time.perf_counter()
+        big_router = SkillRouter(big, final.reranker, encoder=encoder, candidates=candidates)
+        result["build_s_10k"] = round(time.perf_counter() - start, 1)
+        result["latency_ms_p50_10k"] = timer(big_router).latency_ms.get("p50")
+        result["skills_10k"] = len(big)
+    else:
+        result["latency_ms_p50_10k"] = None
+    return result
+
+
+def _abstention(
+    router: Any,
+    contexts: list[QueryContext],
+    judged: dict[str, dict[str, int]],
+    run: dict[str, list[str]],
+    root: Path,
+    abstain_data: Path | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    from ragroute.rerank.train import query_fold
+    from ragroute.skills.router import balanced_accuracy, fit_abstention
+
+    out: dict[str, Any] = {}
+    model = router._model()
+    if model is not None:
+        routes = router.route_many([c.text for c in contexts], 1)
+        abstained = {c.id: r.abstain for c, r in zip(contexts, routes)}
+        hits = [1.0 if run.get(c.id) and run[c.id][0] in judged[c.id] else 0.0 for c in contexts]
+        kept = [h if not abstained[c.id] else 0.0 for h, c in zip(hits, contexts)]
+        out["default_model"] = model.info.get("name", "default")
+        out["abstain_rate"] = round(float(np.mean(list(abstained.values()))), 4)
+        out["hit@1"] = round(float(np.mean(hits)), 4)
+        out["hit@1_with_abstention"] = round(float(np.mean(kept)), 4)
+        out["hit@1_cost"] = round(out["hit@1"] - out["hit@1_with_abstention"], 4)
+    path = abstain_data
+    if path is None and root.name == "metatool":
+        candidate = root.parent / "metatool_need_tool" / "dev.jsonl"
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        return out
+    path = Path(path)
+    if path.is_dir():
+        path = path / "dev.jsonl"
+    if not path.is_file():
+        raise RagrouteError(f"abstention data missing: {path} (a LABELS file with tool / no_tool labels)")
+    labels = read_labels(path)
+    name = path.parent.name
+    train = [row for row in labels if query_fold(name, row[0]) == 0]
+    test = [row for row in labels if query_fold(name, row[0]) == 1]
+    log(f"  abstention: fitting on {len(train)} labelled queries of {name} (fold 0), testing on {len(test)}")
+    fitted = fit_abstention(
+        router,
+        [t for _, t, _ in train],
+        [a for _, _, a in train],
+        name=f"{name} fold 0",
+        info={"data": str(path), "fold_rule": "query_fold(set, id) == 0 trains; fold 1 is reported"},
+    )
+    evaluated = {"fitted": router.with_options(abstention=fitted)}
+    if model is not None:
+        evaluated["default"] = router
+    report: dict[str, Any] = {"data": str(path), "train": len(train), "test": len(test)}
+    for key, variant in evaluated.items():
+        routes = variant.route_many([t for _, t, _ in test], 1)
+        abstained = [r.abstain for r in routes]
+        report[key] = {
+            "balanced_accuracy": round(balanced_accuracy([a for _, _, a in test], abstained), 4),
+            "threshold": routes[0].threshold if routes else None,
+        }
+    report["fitted_model"] = fitted.to_dict()
+    out["labels"] = report
+    return out
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A table: one row per method, then latency and abstention lines."""
+    lines = [
+        f"{result['set']} ({result['split']}): {result['skills']} skills, {result['queries']} queries "
+        f"({result['scored_queries']}); hybrid dense weight {result['router']['dense_weight']:.2f} (adaptive)"
+    ]
+    header = f"{'method':26s}" + "".join(f"{k:>11s}" for k in METRICS)
+    lines.append(header)
+    for name, values in result["methods"].items():
+        lines.append(f"{name:26s}" + "".join(f"{values[k]:11.3f}" for k in METRICS))
+    if result.get("methods_fold1"):
+        lines.append(f"fold 1 only ({result['fold1_queries']} queries):")
+        for name, values in result["methods_fold1"].items():
+            lines.append(f"{name:26s}" + "".join(f"{values[k]:11.3f}" for k in METRICS))
+    lines.append(
+        f"latency p50 ({result['latency_of']}, one query at a time): {result['latency_ms_p50']} ms on "
+        f"{result['skills']} skills; {result.get('latency_ms_p50_10k')} ms on "
+        f"{result.get('skills_10k', '-')} skills"
+    )
+    abst = result.get("abstention") or {}
+    if "abstain_rate" in abst:
+        lines.append(
+            f"abstention (default model): abstains on {abst['abstain_rate']:.1%} of these queries; "
+            f"Hit@1 {abst['hit@1']:.3f} -> {abst['hit@1_with_abstention']:.3f} with abstentions as misses"
+        )
+    if "labels" in abst:
+        lab = abst["labels"]
+        parts = [
+            f"{k}: balanced accuracy {v['balanced_accuracy']:.3f}"
+            for k, v in lab.items()
+            if isinstance(v, dict) and "balanced_accuracy" in v
+        ]
+        lines.append(f"abstention on {lab['test']} held-out labelled queries (fold 1): " + "; ".join(parts))
+    return "\n".join(lines)

@@ -1,0 +1,499 @@
+"""Stage 1 of skill routing: BM25 and dense scores over a catalogue's fields, fused with weights
+that adapt to the catalogue.
+
+:class:`SkillIndex` holds, for one :class:`~ragroute.skills.records.Catalogue`:
+
+* a BM25 scorer over each skill's fields with per-field weights (``bm25_fields``: how many times
+  the name, the description and the body count; identifiers such as ``getWeatherForecast`` or
+  ``get_weather`` also appear split into words);
+* dense embeddings of one or more views of each skill (``dense_views``: ``head`` = name and
+  description, ``full`` = name | description | body, ``body``), whose cosines are averaged with
+  weights;
+* the fusion: every query scores **every** skill with both methods, each score vector is
+  standardised over the catalogue (z-scores), and ``hybrid = (1 - w) * z(bm25) + w * z(dense)``.
+
+The dense weight ``w`` adapts to the catalogue without labels (``fusion="adaptive"``, the
+default): pseudo-queries are cut from the catalogue itself (each sampled skill's description,
+searched against names and bodies with every literal copy of a description removed from its own
+body, so neither method can match it verbatim), both methods score them, and ``w`` is the grid value with
+the best MRR@10 on them, shrunk towards 0.5 by ``shrink``. Queries of a benchmark are never
+seen. ``fusion="fixed"`` takes ``dense_weight`` as given; ``fusion="rrf"`` is reciprocal rank
+fusion (k=60) of the two lists, the naive baseline.
+
+Near-duplicate skills are found once at build time: pairs whose ``full`` embeddings have a cosine
+of at least ``duplicate_threshold`` are joined into groups (the router collapses or diversifies
+them).
+
+Persisted through the artifact store (family ``skills``, kind ``skill-index``): the catalogue as
+SKILLS JSONL, the BM25 scorer's parts, one ``.npy`` per dense view (read with
+``allow_pickle=False``), and the fusion weight, its tuning report and the duplicate groups in the
+manifest. No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError, check_query
+from ragroute.skills.records import Catalogue, Skill
+
+FAMILY = "skills"
+KIND = "skill-index"
+CATALOGUE_FILE = "skills.jsonl"
+FUSIONS = ("adaptive", "fixed", "rrf")
+METHODS = ("hybrid", "bm25", "dense")
+VIEWS = ("head", "full", "body")
+WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+RRF_K = 60
+QUERY_CACHE = 20_000  # query embeddings kept per index (384-d: about 30 MB when full)
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def split_identifier(text: str) -> str:
+    """The words of an identifier: ``getWeatherForecast`` / ``get_weather-forecast`` ->
+    ``get Weather Forecast``."""
+    return " ".join(_CAMEL.sub(" ", text.replace("_", " ").replace("-", " ")).split())
+
+
+@dataclass
+class SkillIndexParams:
+    """How a :class:`SkillIndex` is built (recorded in its manifest)."""
+
+    bm25_fields: dict[str, int] = field(default_factory=lambda: {"name": 1, "description": 1, "body": 1})
+    dense_views: dict[str, float] = field(default_factory=lambda: {"full": 1.0})
+    fusion: str = "adaptive"
+    dense_weight: float = 0.5
+    shrink: float = 0.0
+    pseudo_queries: int = 300
+    tuning_pool: int = 2000
+    seed: int = 0
+    duplicate_threshold: float = 0.97
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise RagrouteError(f"unknown skill fusion {self.fusion!r}: choose one of {', '.join(FUSIONS)}")
+        bad = sorted(set(self.bm25_fields) - {"name", "description", "body"})
+        if bad or not any(int(w) > 0 for w in self.bm25_fields.values()):
+            raise RagrouteError(
+                "bm25_fields must give non-negative integer weights to name, description and body "
+                f"(at least one positive); got {self.bm25_fields}"
+            )
+        bad = sorted(set(self.dense_views) - set(VIEWS))
+        if bad or not any(float(w) > 0 for w in self.dense_views.values()):
+            raise RagrouteError(f"dense_views must weight some of {', '.join(VIEWS)}; got {self.dense_views}")
+        if not 0.0 <= float(self.dense_weight) <= 1.0:
+            raise RagrouteError(f"dense_weight must be in [0, 1], got {self.dense_weight}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SkillIndexParams:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def bm25_text(skill: Skill, weights: Mapping[str, int]) -> str:
+    """The text BM25 indexes for a skill: each field repeated ``weights[field]`` times (identifiers
+    in the name also split into words)."""
+    name = skill.name
+    split = split_identifier(name)
+    if split and split.lower() != name.lower():
+        name = f"{name} {split}"
+    parts = {"name": name, "description": skill.description, "body": skill.body}
+    return "\n".join(text for f, text in parts.items() for _ in range(max(int(weights.get(f, 0)), 0)) if text)
+
+
+def view_text(skill: Skill, view: str) -> str:
+    """The text a dense view embeds: ``head`` (name | description), ``full`` (name | description |
+    body, :meth:`Skill.field_text` ``"text"``) or ``body``; never empty (falls back to the name).
+
+    Identifiers are not split here: measured on metatool, ``ABCmouse (AB Cmouse)`` cost the dense
+    method 2-4 points; BM25 gets the split words instead."""
+    if view == "head":
+        text = " | ".join(p for p in (skill.name, skill.description) if p)
+    elif view == "body":
+        text = skill.body
+    else:
+        text = skill.field_text("text")
+    return text or skill.name or skill.id
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Each row standardised over the catalogue (zero mean, unit variance; constant rows give 0)."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    std = scores.std(axis=1, keepdims=True)
+    return (scores - scores.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+
+
+def rrf_scores(*lists: np.ndarray, k: int = RRF_K) -> np.ndarray:
+    """Reciprocal rank fusion of full score rows (rank 1 = best; ties by position)."""
+    total = 0.0
+    for scores in lists:
+        order = np.argsort(-scores, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        rows = np.arange(scores.shape[0])[:, None]
+        ranks[rows, order] = np.arange(1, scores.shape[1] + 1)[None, :]
+        total = total + 1.0 / (k + ranks)
+    return total
+
+
+class SkillIndex:
+    """BM25 + dense scores over a skill catalogue, fused with a catalogue-adapted weight."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        encoder: Any,
+        params: SkillIndexParams,
+        scorer: Any,
+        vectors: dict[str, np.ndarray],
+        *,
+        dense_weight: float,
+        tuning: dict[str, Any] | None = None,
+        duplicates: list[list[str]] | None = None,
+    ) -> None:
+        self.catalogue = catalogue
+        self.encoder = encoder
+        self.params = params
+        self.scorer = scorer
+        self.vectors = vectors
+        self.dense_weight = float(dense_weight)
+        self.tuning = dict(tuning or {})
+        self.duplicates = [list(g) for g in duplicates or []]
+        self.group_of: dict[str, int] = {sid: i for i, g in enumerate(self.duplicates) for sid in g}
+        self.manifest: Any = None
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.catalogue)
+
+    def __repr__(self) -> str:
+        return (
+            f"SkillIndex({len(self)} skills, fusion={self.params.fusion}, "
+            f"dense_weight={self.dense_weight:.2f}, "
+            f"duplicate_groups={len(self.duplicates)})"
+        )
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls,
+        catalogue: Catalogue | Sequence[Skill],
+        encoder: Any,
+        params: SkillIndexParams | None = None,
+        *,
+        show_progress: bool | None = False,
+    ) -> SkillIndex:
+        """Index a catalogue: BM25 over weighted fields, dense views, adaptive weight, duplicates."""
+        from ragroute.index.bm25_scoring import BM25Scorer
+        from ragroute.index.bm25_tokenize import tokenize_many
+
+        if not isinstance(catalogue, Catalogue):
+            catalogue = Catalogue(catalogue)
+        if len(catalogue) == 0:
+            raise RagrouteError("the catalogue holds no skills: nothing to index")
+        if encoder is None:
+            raise RagrouteError("a skill index needs an encoder (see ragroute.encode.load_encoder)")
+        params = params or SkillIndexParams()
+        skills = list(catalogue)
+        scorer = BM25Scorer.fit(tokenize_many([bm25_text(s, params.bm25_fields) for s in skills]))
+        views = {v for v, w in params.dense_views.items() if float(w) > 0} | {"full"}
+        vectors = {
+            view: np.ascontiguousarray(
+                encoder.encode_documents([view_text(s, view) for s in skills], show_progress=show_progress),
+                dtype=np.float32,
+            )
+            for view in sorted(views)
+        }
+        index = cls(catalogue, encoder, params, scorer, vectors, dense_weight=params.dense_weight)
+        if params.fusion == "adaptive":
+            index.dense_weight, index.tuning = tune_dense_weight(index)
+        index.duplicates = duplicate_groups(catalogue.ids, vectors["full"], params.duplicate_threshold)
+        index.group_of = {sid: i for i, g in enumerate(index.duplicates) for sid in g}
+        return index
+
+    # ------------------------------------------------------------------ scoring
+
+    def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
+        """Query embeddings; the last :data:`QUERY_CACHE` distinct queries are kept, so routers
+        sharing this index (e.g. the rows of a benchmark) encode a query once."""
+        queries = list(queries)
+        missing = list(dict.fromkeys(q for q in queries if q not in self._query_cache))
+        if missing:
+            fresh = np.asarray(self.encoder.encode_queries(missing, show_progress=False), dtype=np.float32)
+            for text, vector in zip(missing, fresh):
+                self._query_cache[text] = vector
+        for text in queries:
+            self._query_cache.move_to_end(text)
+        out = np.stack([self._query_cache[q] for q in queries])
+        while len(self._query_cache) > QUERY_CACHE:
+            self._query_cache.popitem(last=False)
+        return out
+
+    def clear_query_cache(self) -> None:
+        """Forget cached query embeddings (a latency measurement must encode every query)."""
+        self._query_cache.clear()
+
+    def bm25_scores(self, queries: Sequence[str]) -> np.ndarray:
+        """BM25 score of every skill for each query, shape (queries, skills)."""
+        from ragroute.index.bm25_tokenize import tokenize_many
+
+        tokens = tokenize_many(list(queries))
+        return np.stack([self.scorer.get_scores(t) for t in tokens]) if tokens else np.zeros((0, len(self)))
+
+    def dense_scores(self, vectors: np.ndarray) -> np.ndarray:
+        """Weighted mean cosine of each query vector with the skill views, shape (queries, skills)."""
+        weights = {v: float(w) for v, w in self.params.dense_views.items() if float(w) > 0}
+        total = sum(weights.values())
+        out = np.zeros((len(vectors), len(self)), dtype=np.float64)
+        for view, weight in weights.items():
+            out += (weight / total) * (vectors @ self.vectors[view].T)
+        return out
+
+    def score(self, queries: Sequence[str], method: str = "hybrid") -> dict[str, np.ndarray]:
+        """Full score rows for ``queries``: ``bm25``, ``dense`` (raw), their z-scores and ``fused``
+        (what ``method`` ranks by)."""
+        if method not in METHODS:
+            raise RagrouteError(f"unknown stage-1 method {method!r}: choose one of {', '.join(METHODS)}")
+        queries = [check_query(q) for q in queries]
+        out: dict[str, np.ndarray] = {}
+        if method in ("hybrid", "bm25"):
+            out["bm25"] = self.bm25_scores(queries)
+            out["bm25_z"] = zscore(out["bm25"])
+        if method in ("hybrid", "dense"):
+            out["dense"] = self.dense_scores(self.query_vectors(queries))
+            out["dense_z"] = zscore(out["dense"])
+        if method == "bm25":
+            out["fused"] = out["bm25"]
+        elif method == "dense":
+            out["fused"] = out["dense"]
+        elif self.params.fusion == "rrf":
+            out["fused"] = rrf_scores(out["bm25"], out["dense"])
+        else:
+            w = self.dense_weight
+            out["fused"] = (1.0 - w) * out["bm25_z"] + w * out["dense_z"]
+        return out
+
+    def top(self, fused: np.ndarray, k: int) -> np.ndarray:
+        """Positions of the ``k`` best skills of one fused row, best first (ties: catalogue order)."""
+        k = min(max(int(k), 1), len(self))
+        part = np.argpartition(-fused, k - 1)[:k] if k < len(fused) else np.arange(len(fused))
+        return part[np.lexsort((part, -fused[part]))]
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, target: str | Path, *, extra: Mapping[str, Any] | None = None) -> Any:
+        """Publish this index (and ``extra`` manifest parameters, e.g. router settings) at ``target``."""
+        from ragroute.store import write_artifact
+
+        params = {
+            "index": asdict(self.params),
+            "dense_weight": self.dense_weight,
+            "tuning": self.tuning,
+            "duplicates": self.duplicates,
+            "bm25_stats": self.scorer.statistics(),
+            "skills": len(self),
+            "catalogue": {
+                "source": str(self.catalogue.source) if self.catalogue.source else None,
+                "kind": self.catalogue.kind,
+                "warnings": len(self.catalogue.warnings),
+            },
+            **dict(extra or {}),
+        }
+        encoder = self.encoder.describe() if hasattr(self.encoder, "describe") else None
+        name = Path(target).name
+        with write_artifact(target, FAMILY, KIND, name=name, params=params, encoder=encoder) as pending:
+            folder = Path(pending.path)
+            with open(folder / CATALOGUE_FILE, "w", encoding="utf-8") as handle:
+                for skill in self.catalogue:
+                    handle.write(json.dumps(skill.to_record(), ensure_ascii=False) + "\n")
+            self.scorer.write_parts(folder)
+            for view, matrix in self.vectors.items():
+                np.save(folder / f"dense_{view}.npy", matrix, allow_pickle=False)
+            manifest = pending.manifest
+        self.manifest = manifest
+        return manifest
+
+    @classmethod
+    def load(
+        cls, target: str | Path, *, encoder: Any = None, backend: str = "auto"
+    ) -> tuple[SkillIndex, dict[str, Any]]:
+        """``(index, manifest params)`` of a saved index; the encoder recorded at build time is
+        loaded unless one is given (a different model is refused)."""
+        from ragroute.index.bm25_scoring import BM25Scorer
+        from ragroute.index.dense import check_encoder
+        from ragroute.skills.load_skills_jsonl import load_skills_jsonl
+        from ragroute.store import artifact_exists, read_artifact
+
+        target = Path(target)
+        if not artifact_exists(target):
+            raise RagrouteError(f"{target}: no skill index here (build one with `ragroute skills build`)")
+
+        def read(snapshot: Any) -> tuple[SkillIndex, dict[str, Any]]:
+            manifest = snapshot.manifest
+            if manifest.family != FAMILY:
+                raise RagrouteError(f"{target} holds a {manifest.family} artifact, not a skill index")
+            folder = Path(snapshot.path)
+            params = dict(manifest.params)
+            import warnings as _warnings
+
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore")
+                catalogue = load_skills_jsonl(folder / CATALOGUE_FILE)
+            source = (params.get("catalogue") or {}).get("source")
+            catalogue = Catalogue(
+                catalogue.skills,
+                source=source,
+                kind=(params.get("catalogue") or {}).get("kind", ""),
+            )
+            scorer = BM25Scorer.read_parts(folder, params.get("bm25_stats"))
+            vectors = {
+                p.stem.removeprefix("dense_"): np.load(p, allow_pickle=False)
+                for p in folder.glob("dense_*.npy")
+            }
+            return catalogue, scorer, vectors, manifest, params
+
+        catalogue, scorer, vectors, manifest, params = read_artifact(target, read, family=FAMILY)
+        recorded = manifest.encoder or {}
+        dim = next(iter(vectors.values())).shape[1]
+        if encoder is None:
+            from ragroute.encode import load_encoder
+
+            encoder = load_encoder(recorded.get("model_id", ""), backend=backend)
+        check_encoder(recorded, encoder.model_id, int(getattr(encoder, "dim", dim)), str(target))
+        index = cls(
+            catalogue,
+            encoder,
+            SkillIndexParams.from_dict(params.get("index") or {}),
+            scorer,
+            vectors,
+            dense_weight=float(params.get("dense_weight", 0.5)),
+            tuning=params.get("tuning"),
+            duplicates=params.get("duplicates"),
+        )
+        index.manifest = manifest
+        return index, params
+
+
+# ---------------------------------------------------------------------------- adaptation
+
+
+def pseudo_queries(catalogue: Catalogue, n: int, seed: int) -> list[tuple[int, str]]:
+    """``(skill position, query)`` pairs cut from the catalogue: the description of up to ``n``
+    sampled skills that have a description and a body."""
+    positions = [i for i, s in enumerate(catalogue) if s.description.strip() and s.body.strip()]
+    random.Random(seed).shuffle(positions)
+    return [(i, catalogue[i].description) for i in positions[:n]]
+
+
+def _without(text: str, phrase: str) -> str:
+    return re.sub(re.escape(phrase), " ", text, flags=re.IGNORECASE) if phrase.strip() else text
+
+
+def tune_dense_weight(index: SkillIndex) -> tuple[float, dict[str, Any]]:
+    """The dense weight with the best MRR@10 on pseudo-queries from the catalogue (see the module doc).
+
+    Each pseudo-query (a skill's description) is scored against every skill's name and body
+    (descriptions left out, and every literal copy of a skill's description removed from its own
+    body, so no pseudo-query can be matched verbatim) by a BM25 scorer and by the encoder; the
+    weight is chosen on the fused z-scores. Returns ``(weight, report)``.
+    """
+    from ragroute.index.bm25_scoring import BM25Scorer
+    from ragroute.index.bm25_tokenize import tokenize_many
+
+    params = index.params
+    pairs = pseudo_queries(index.catalogue, params.pseudo_queries, params.seed)
+    if len(pairs) < 10:
+        return params.dense_weight, {
+            "pseudo_queries": len(pairs),
+            "note": "fewer than 10 skills with a description and a body: fixed weight",
+        }
+    # The pool the pseudo-queries are searched in: their own skills plus random others (at most
+    # ``tuning_pool`` in all, so tuning re-encodes a bounded number of stripped texts).
+    targets_set = {i for i, _ in pairs}
+    others = [i for i in range(len(index.catalogue)) if i not in targets_set]
+    random.Random(params.seed + 1).shuffle(others)
+    pool = sorted(targets_set | set(others[: max(params.tuning_pool - len(targets_set), 0)]))
+    where = {p: j for j, p in enumerate(pool)}
+    stripped = [
+        Skill(s.id, s.name, "", _without(s.body, s.description), s.metadata)
+        for s in (index.catalogue[p] for p in pool)
+    ]
+    weights = {**params.bm25_fields, "description": 0}
+    if not any(int(w) > 0 for w in weights.values()):
+        weights["body"] = 1
+    scorer = BM25Scorer.fit(tokenize_many([bm25_text(s, weights) for s in stripped]))
+    queries = [q for _, q in pairs]
+    targets = np.asarray([where[i] for i, _ in pairs])
+    bm25 = np.stack([scorer.get_scores(t) for t in tokenize_many(queries)])
+    docs = index.encoder.encode_documents([view_text(s, "full") for s in stripped], show_progress=False)
+    dense = index.query_vectors(queries) @ np.asarray(docs, dtype=np.float32).T
+    zb, zd = zscore(bm25), zscore(dense)
+    curve, margin = {}, {}
+    for w in WEIGHT_GRID:
+        fused = (1.0 - w) * zb + w * zd
+        curve[w] = _mrr10(fused, targets)
+        margin[w] = _margin(fused, targets)
+    # ties in MRR@10 (small catalogues) go to the weight under which the right skills stand out most
+    best = max(WEIGHT_GRID, key=lambda w: (round(curve[w], 4), round(margin[w], 4), -abs(w - 0.5)))
+    weight = (1.0 - params.shrink) * best + params.shrink * 0.5
+    report = {
+        "pseudo_queries": len(pairs),
+        "pool": len(pool),
+        "mrr@10": {str(w): round(v, 4) for w, v in curve.items()},
+        "best_grid_weight": best,
+        "bm25_mrr@10": round(curve[0.0], 4),
+        "dense_mrr@10": round(curve[1.0], 4),
+    }
+    return round(float(weight), 4), report
+
+
+def _mrr10(scores: np.ndarray, targets: np.ndarray) -> float:
+    own = scores[np.arange(len(targets)), targets][:, None]
+    ranks = (scores > own).sum(axis=1) + 1
+    return float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
+
+
+def _margin(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean gap between each target's fused score and the best other skill's."""
+    rows = np.arange(len(targets))
+    own = scores[rows, targets].copy()
+    others = scores.copy()
+    others[rows, targets] = -np.inf
+    return float(np.mean(own - others.max(axis=1)))
+
+
+def duplicate_groups(ids: Sequence[str], vectors: np.ndarray, threshold: float) -> list[list[str]]:
+    """Groups (catalogue order) of skills linked by embedding cosine >= ``threshold`` (blocks of
+    1024 rows, so memory stays small on 100k skills)."""
+    n = len(ids)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    for start in range(0, n, 1024):
+        block = vectors[start : start + 1024] @ vectors.T
+        rows, cols = np.nonzero(block >= threshold)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            i = start + r
+            if c > i:
+                a, b = find(i), find(c)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[str]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(ids[i])
+    return [g for g in groups.values() if len(g) > 1]

@@ -1,0 +1,582 @@
+"""Skill routing: retrieve (stage 1), rerank the top N with the body (stage 2), handle
+near-duplicates, and abstain when no skill applies.
+
+``SkillRouter(index, reranker=...).route(task, k)`` returns a :class:`SkillRoute`: the ranked
+skills with scores, ``abstain`` (no skill applies) with the calibrated probability behind it, and
+a trace of every stage (stage-1 BM25 / dense / fused scores of the candidates, the reranker's
+probabilities and stage-1 ranks, the duplicate handling, the abstention features).
+
+* **Stage 1** is :class:`~ragroute.skills.index.SkillIndex` (``method``: ``hybrid``, ``bm25`` or
+  ``dense``; the benchmark ablates them through this same router).
+* **Stage 2** (when a reranker is given) reorders the first ``candidates`` (default 20) by the
+  cross-encoder's probability, reading name, description and body
+  (:func:`~ragroute.rerank.cross_encoder.candidate_text`).
+* **Overlap** (``overlap``): near-duplicate groups found at build time are ``"collapse"`` d (only
+  the best-ranked member stays; the others are listed in its ``duplicates``), ``"diversify"`` d
+  (later members move behind every skill of a new group; nothing is dropped) or kept as they are
+  (``"keep"``).
+* **Abstention**: a logistic model over signals of the ranking (the best dense cosine and how
+  far it stands out of the catalogue's cosines, the dense margin between the first two skills,
+  how far the best BM25 score stands out, and the best reranker probability when a reranker runs)
+  gives ``p_applies``, the probability that the best skill applies at all; below ``threshold``
+  the route abstains. The default models
+  (:data:`DEFAULT_ABSTENTION`) were fitted on the training fold (``query_fold == 0``) of
+  ``metatool_need_tool`` (tool / no_tool queries against the metatool catalogue, MiniLM);
+  :func:`fit_abstention` fits one on any labelled queries (or constructed negatives). A model
+  fitted with another encoder is not applied (``p_applies`` is then ``None``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.skills.index import METHODS, SkillIndex, SkillIndexParams
+from ragroute.skills.records import Catalogue, Skill
+from ragroute.types import Hit, TraceStep
+
+OVERLAP_MODES = ("collapse", "diversify", "keep")
+STAGE1_FEATURES = ("dense_top", "dense_margin", "dense_top_z", "bm25_top_z")
+RERANK_FEATURES = (*STAGE1_FEATURES, "rerank_top")
+
+
+@dataclass
+class AbstentionModel:
+    """``p_applies = sigmoid(coef . (x - mean) / scale + intercept)`` over named signals."""
+
+    features: list[str]
+    coef: list[float]
+    intercept: float
+    mean: list[float]
+    scale: list[float]
+    threshold: float = 0.5
+    encoder: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def probability(self, signals: Mapping[str, float]) -> float:
+        x = np.asarray([float(signals[f]) for f in self.features])
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        logit = float(np.dot(self.coef, z) + self.intercept)
+        return float(1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AbstentionModel:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+# Fitted by ``ragroute bench skills`` (its abstention part: fold 0 of metatool_need_tool against the
+# metatool catalogue, all-MiniLM-L6-v2, class-balanced logistic regression); see docs/skills.md.
+DEFAULT_ABSTENTION: dict[str, dict[str, Any]] = {}
+
+
+@dataclass
+class RoutedSkill:
+    """One ranked skill: id, name, score (reranker probability, or stage-1 fused score), rank,
+    metadata, the near-duplicates collapsed into it, and its stage signals."""
+
+    id: str
+    name: str
+    score: float
+    rank: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    duplicates: list[str] = field(default_factory=list)
+    signals: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, *, signals: bool = False) -> dict[str, Any]:
+        out = {"id": self.id, "name": self.name, "score": round(self.score, 6), "metadata": self.metadata}
+        if self.duplicates:
+            out["duplicates"] = self.duplicates
+        if signals:
+            out["signals"] = self.signals
+        return out
+
+
+@dataclass
+class SkillRoute:
+    """The router's answer for one task.
+
+    ``skills`` best first (also when ``abstain`` is true: the caller may still look);
+    ``p_applies`` the probability that the best skill applies (``None`` without an abstention
+    model); ``abstain`` is ``p_applies < threshold``; ``trace`` one step per stage.
+    """
+
+    task: str
+    skills: list[RoutedSkill]
+    abstain: bool
+    p_applies: float | None
+    threshold: float
+    trace: list[TraceStep] = field(default_factory=list)
+    id: str = ""
+
+    @property
+    def best(self) -> RoutedSkill | None:
+        return None if self.abstain or not self.skills else self.skills[0]
+
+    def to_dict(self, *, trace: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "skills": [s.to_dict() for s in self.skills],
+            "abstain": self.abstain,
+            "p_applies": None if self.p_applies is None else round(self.p_applies, 4),
+        }
+        if trace:
+            out["trace"] = [step.to_dict() for step in self.trace]
+        return out
+
+
+class SkillRouter:
+    """Retrieve-and-rerank over a skill catalogue, with overlap handling and abstention.
+
+    ``index``: a :class:`SkillIndex`, or a :class:`Catalogue` / list of skills (indexed here with
+    ``encoder`` and ``params``). ``reranker``: ``None``, a reranker object with
+    ``rerank(context, hits, k, candidates=)`` (e.g.
+    :class:`~ragroute.rerank.cross_encoder.CrossEncoderReranker`) or a path to load one from.
+    ``abstention``: ``"default"`` (:data:`DEFAULT_ABSTENTION`), an :class:`AbstentionModel`, a
+    mapping ``{"stage1": model, "rerank": model}`` or ``None`` (never abstain).
+    """
+
+    def __init__(
+        self,
+        index: SkillIndex | Catalogue | Sequence[Skill],
+        reranker: Any = None,
+        *,
+        encoder: Any = None,
+        params: SkillIndexParams | None = None,
+        method: str = "hybrid",
+        candidates: int = 20,
+        overlap: str = "diversify",
+        abstention: Any = "default",
+        threshold: float | None = None,
+        name: str = "skills",
+    ) -> None:
+        if method not in METHODS:
+            raise RagrouteError(f"unknown stage-1 method {method!r}: choose one of {', '.join(METHODS)}")
+        if overlap not in OVERLAP_MODES:
+            raise RagrouteError(f"unknown overlap mode {overlap!r}: choose one of {', '.join(OVERLAP_MODES)}")
+        if candidates < 1:
+            raise RagrouteError(f"candidates must be >= 1, got {candidates}")
+        if not isinstance(index, SkillIndex):
+            index = SkillIndex.build(index, encoder, params)
+        self.index = index
+        if isinstance(reranker, (str, Path)):
+            from ragroute.rerank.cross_encoder import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(reranker)
+        self.reranker = reranker
+        self.method = method
+        self.candidates = int(candidates)
+        self.overlap = overlap
+        self.abstention = _abstention_models(abstention)
+        self.threshold = threshold
+        self.name = name
+
+    @classmethod
+    def build(
+        cls,
+        catalogue: Catalogue | Sequence[Skill],
+        encoder: Any,
+        params: SkillIndexParams | None = None,
+        **kwargs: Any,
+    ) -> SkillRouter:
+        """Index ``catalogue`` and return a router over it (``kwargs`` as in the constructor)."""
+        return cls(SkillIndex.build(catalogue, encoder, params), **kwargs)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.index.catalogue
+
+    def with_options(self, **changes: Any) -> SkillRouter:
+        """A router sharing this one's index with some settings changed (``method``, ``reranker``,
+        ``overlap``, ``candidates``, ``abstention``, ``threshold``)."""
+        other = copy.copy(self)
+        for key, value in changes.items():
+            if key == "abstention":
+                value = _abstention_models(value)
+            if not hasattr(other, key):
+                raise RagrouteError(f"unknown skill router setting {key!r}")
+            setattr(other, key, value)
+        if other.method not in METHODS:
+            raise RagrouteError(
+                f"unknown stage-1 method {other.method!r}: choose one of {', '.join(METHODS)}"
+            )
+        if other.overlap not in OVERLAP_MODES:
+            raise RagrouteError(
+                f"unknown overlap mode {other.overlap!r}: choose one of {', '.join(OVERLAP_MODES)}"
+            )
+        return other
+
+    def describe(self) -> dict[str, Any]:
+        reranker = None
+        if self.reranker is not None:
+            info = getattr(self.reranker, "info", {}) or {}
+            reranker = {"model": info.get("name", type(self.reranker).__name__), "body": self.reranker_body}
+        return {
+            "skills": len(self.index),
+            "method": self.method,
+            "fusion": self.index.params.fusion,
+            "dense_weight": self.index.dense_weight,
+            "candidates": self.candidates,
+            "overlap": self.overlap,
+            "duplicate_groups": len(self.index.duplicates),
+            "reranker": reranker,
+            "abstention": self._model().to_dict() if self._model() else None,
+        }
+
+    @property
+    def reranker_body(self) -> bool:
+        return bool(getattr(self.reranker, "body", True))
+
+    # ------------------------------------------------------------------ routing
+
+    def route(self, task: str, k: int = 5) -> SkillRoute:
+        """The ``k`` best skills for ``task``, whether to abstain, and the trace."""
+        return self.route_many([task], k)[0]
+
+    def route_many(
+        self, tasks: Sequence[str], k: int = 5, *, ids: Sequence[str] | None = None
+    ) -> list[SkillRoute]:
+        """:meth:`route` for many tasks (stage 1 scored as one batch)."""
+        if k < 1:
+            raise RagrouteError(f"k must be >= 1, got {k}")
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        began = time.perf_counter()
+        scores = self.index.score(tasks, self.method)
+        stage1_ms = (time.perf_counter() - began) * 1000 / len(tasks)
+        out = []
+        for row, task in enumerate(tasks):
+            route = self._route_one(task, {key: value[row] for key, value in scores.items()}, k, stage1_ms)
+            route.id = ids[row] if ids is not None else ""
+            out.append(route)
+        return out
+
+    def _route_one(self, task: str, scores: dict[str, np.ndarray], k: int, stage1_ms: float) -> SkillRoute:
+        index = self.index
+        depth = max(self.candidates, k) if self.reranker is not None else k
+        if self.overlap == "collapse" and index.duplicates:
+            depth = 2 * depth  # collapsed duplicates leave room for k others
+        positions = index.top(scores["fused"], depth)
+        stage1 = []
+        for rank, pos in enumerate(positions.tolist(), 1):
+            entry = {
+                "id": index.catalogue[pos].id,
+                "rank": rank,
+                "fused": round(float(scores["fused"][pos]), 4),
+            }
+            for key in ("bm25", "dense", "bm25_z", "dense_z"):
+                if key in scores:
+                    entry[key] = round(float(scores[key][pos]), 4)
+            stage1.append(entry)
+        trace = [
+            TraceStep(
+                "retrieve",
+                {
+                    "method": self.method,
+                    "fusion": index.params.fusion if self.method == "hybrid" else self.method,
+                    "dense_weight": index.dense_weight if self.method == "hybrid" else None,
+                    "ms": round(stage1_ms, 3),
+                    "candidates": stage1,
+                },
+            )
+        ]
+        ranked: list[RoutedSkill] = [
+            self._routed(pos, float(scores["fused"][pos]), rank, {"stage1": stage1[rank - 1]})
+            for rank, pos in enumerate(positions.tolist(), 1)
+        ]
+        rerank_top = None
+        if self.reranker is not None:
+            began = time.perf_counter()
+            pool = ranked[: self.candidates]
+            hits = [self._hit(r) for r in pool]
+            reranked = self.reranker.rerank(task, hits, k=len(hits), candidates=len(hits))
+            by_id = {r.id: r for r in pool}
+            new = []
+            for rank, hit in enumerate(reranked, 1):
+                skill = by_id[hit.doc_id]
+                detail = hit.explain.get("rerank", {})
+                skill.signals["rerank"] = {
+                    "probability": detail.get("probability", round(hit.score, 4)),
+                    "logit": detail.get("logit"),
+                    "stage1_rank": detail.get("stage1_rank"),
+                }
+                new.append(RoutedSkill(**{**asdict(skill), "score": float(hit.score), "rank": rank}))
+            ranked = new + ranked[len(pool) :]
+            rerank_top = float(reranked[0].score) if reranked else None
+            trace.append(
+                TraceStep(
+                    "rerank",
+                    {
+                        "model": (getattr(self.reranker, "info", {}) or {}).get(
+                            "name", type(self.reranker).__name__
+                        ),
+                        "body": self.reranker_body,
+                        "candidates": len(pool),
+                        "ms": round((time.perf_counter() - began) * 1000, 3),
+                        "scores": [
+                            {"id": r.id, **{k2: v for k2, v in r.signals["rerank"].items()}} for r in new
+                        ],
+                    },
+                )
+            )
+        ranked, overlap_detail = self._handle_overlap(ranked)
+        if overlap_detail is not None:
+            trace.append(TraceStep("overlap", overlap_detail))
+        ranked = [RoutedSkill(**{**asdict(r), "rank": i}) for i, r in enumerate(ranked[:k], 1)]
+        signals = self.signals(scores, rerank_top)
+        model = self._model()
+        threshold = float(
+            self.threshold if self.threshold is not None else (model.threshold if model else 0.5)
+        )
+        p_applies = model.probability(signals) if model is not None else None
+        abstain = p_applies is not None and p_applies < threshold
+        trace.append(
+            TraceStep(
+                "abstain",
+                {
+                    "signals": {key: round(float(v), 4) for key, v in signals.items()},
+                    "model": None if model is None else model.info.get("name", "custom"),
+                    "features": None if model is None else model.features,
+                    "p_applies": None if p_applies is None else round(p_applies, 4),
+                    "threshold": threshold,
+                    "abstain": abstain,
+                    "note": self._abstention_note(),
+                },
+            )
+        )
+        return SkillRoute(task, ranked, abstain, p_applies, threshold, trace)
+
+    def signals(self, scores: Mapping[str, np.ndarray], rerank_top: float | None) -> dict[str, float]:
+        """The scale-free signals the abstention model reads, from one task's full score rows."""
+        out: dict[str, float] = {}
+        dense = scores.get("dense")
+        if dense is not None and len(dense):
+            top2 = np.sort(dense)[-2:] if len(dense) > 1 else np.array([dense[0], dense[0]])
+            out["dense_top"] = float(top2[-1])
+            out["dense_margin"] = float(top2[-1] - top2[0])
+            std = float(np.std(dense))
+            out["dense_top_z"] = float((top2[-1] - np.mean(dense)) / std) if std > 0 else 0.0
+        bm25_z = scores.get("bm25_z")
+        if bm25_z is not None and len(bm25_z):
+            out["bm25_top_z"] = float(np.max(bm25_z))
+        if rerank_top is not None:
+            out["rerank_top"] = rerank_top
+        return out
+
+    def _model(self) -> AbstentionModel | None:
+        models = self.abstention or {}
+        model = models.get("rerank") if self.reranker is not None and self.reranker_body else None
+        model = model or models.get("stage1")
+        if model is None:
+            return None
+        encoder = str(getattr(self.index.encoder, "model_id", ""))
+        if model.encoder and encoder and model.encoder != encoder:
+            return None
+        return model
+
+    def _abstention_note(self) -> str:
+        if not self.abstention:
+            return "no abstention model: never abstains"
+        if self._model() is None:
+            return "abstention model fitted with another encoder or needs other signals: not applied"
+        if self.method != "hybrid":
+            return f"stage-1 method {self.method}: missing signals are computed from the index"
+        return ""
+
+    def _routed(self, pos: int, score: float, rank: int, signals: dict[str, Any]) -> RoutedSkill:
+        skill = self.index.catalogue[pos]
+        return RoutedSkill(
+            skill.id, skill.name, score, rank, dict(skill.metadata), skill.description, [], dict(signals)
+        )
+
+    def _hit(self, routed: RoutedSkill) -> Hit:
+        skill = self.index.catalogue.by_id(routed.id)
+        return Hit(
+            doc_id=skill.id,
+            score=routed.score,
+            source=self.name,
+            rank=routed.rank,
+            text=skill.document_text(),
+            title=skill.name,
+        )
+
+    def _handle_overlap(self, ranked: list[RoutedSkill]) -> tuple[list[RoutedSkill], dict[str, Any] | None]:
+        group_of = self.index.group_of
+        if self.overlap == "keep" or not group_of:
+            return ranked, None
+        seen: dict[int, RoutedSkill] = {}
+        kept: list[RoutedSkill] = []
+        later: list[RoutedSkill] = []
+        moved: list[str] = []
+        for r in ranked:
+            group = group_of.get(r.id)
+            if group is None or group not in seen:
+                if group is not None:
+                    seen[group] = r
+                kept.append(r)
+                continue
+            moved.append(r.id)
+            if self.overlap == "collapse":
+                seen[group].duplicates.append(r.id)
+            else:
+                later.append(r)
+        detail = {"mode": self.overlap, ("collapsed" if self.overlap == "collapse" else "moved_down"): moved}
+        return kept + later, detail
+
+    # ------------------------------------------------------------------ retriever protocol
+
+    def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
+        return self.search_many([query], k, filters=filters)[0]
+
+    def search_many(
+        self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
+        """Routes as hits (``Retriever`` protocol, so evaluators and pipelines can use the router);
+        ``filters`` are not supported on skills."""
+        if filters:
+            raise RagrouteError("the skill router does not filter by metadata")
+        out = []
+        for route in self.route_many(queries, k):
+            out.append(
+                [
+                    Hit(
+                        doc_id=r.id,
+                        score=r.score,
+                        source=self.name,
+                        rank=r.rank,
+                        title=r.name,
+                        text=r.description,
+                        metadata=r.metadata,
+                        explain={"skill": r.signals, "abstain": route.abstain, "p_applies": route.p_applies},
+                    )
+                    for r in route.skills
+                ]
+            )
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, target: str | Path) -> Any:
+        """Publish the index with this router's settings and abstention models (family ``skills``)."""
+        router = {
+            "method": self.method,
+            "candidates": self.candidates,
+            "overlap": self.overlap,
+            "threshold": self.threshold,
+            "abstention": {key: m.to_dict() for key, m in (self.abstention or {}).items()},
+        }
+        return self.index.save(target, extra={"router": router})
+
+    @classmethod
+    def load(
+        cls,
+        target: str | Path,
+        *,
+        reranker: Any = None,
+        encoder: Any = None,
+        backend: str = "auto",
+        **overrides: Any,
+    ) -> SkillRouter:
+        """A router saved by :meth:`save` (``overrides`` replace saved settings)."""
+        index, params = SkillIndex.load(target, encoder=encoder, backend=backend)
+        saved = dict(params.get("router") or {})
+        settings = {
+            "method": saved.get("method", "hybrid"),
+            "candidates": int(saved.get("candidates", 20)),
+            "overlap": saved.get("overlap", "diversify"),
+            "threshold": saved.get("threshold"),
+            "abstention": saved.get("abstention") if "abstention" in saved else "default",
+        }
+        settings.update(overrides)
+        return cls(index, reranker, **settings)
+
+
+def _abstention_models(value: Any) -> dict[str, AbstentionModel]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        if value != "default":
+            raise RagrouteError(f"abstention must be 'default', a model, a mapping or None; got {value!r}")
+        value = DEFAULT_ABSTENTION
+    if isinstance(value, AbstentionModel):
+        key = "rerank" if "rerank_top" in value.features else "stage1"
+        return {key: value}
+    if isinstance(value, Mapping):
+        return {
+            str(key): m if isinstance(m, AbstentionModel) else AbstentionModel.from_dict(m)
+            for key, m in value.items()
+            if m
+        }
+    raise RagrouteError(
+        f"abstention must be 'default', a model, a mapping or None; got {type(value).__name__}"
+    )
+
+
+def fit_abstention(
+    router: SkillRouter,
+    tasks: Sequence[str],
+    applies: Sequence[bool],
+    *,
+    features: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    name: str = "custom",
+    info: Mapping[str, Any] | None = None,
+) -> AbstentionModel:
+    """Fit an abstention model on tasks labelled "a skill applies" (True) or not (False).
+
+    Signals come from ``router`` as it runs (with its reranker: ``rerank_top`` is used when
+    ``features`` is None and a reranker is set). Class-balanced logistic regression on
+    standardised signals; ``info`` records what it was fitted on.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray([bool(a) for a in applies])
+    if len(set(labels.tolist())) < 2:
+        raise RagrouteError("abstention needs tasks where a skill applies and tasks where none does")
+    if features is None:
+        features = (
+            RERANK_FEATURES if router.reranker is not None and router.reranker_body else STAGE1_FEATURES
+        )
+    routes = router.with_options(abstention=None).route_many(list(tasks), 1)
+    rows = []
+    for route in routes:
+        signals = route.trace[-1].detail["signals"]
+        rows.append([float(signals[f]) for f in features])
+    x = np.asarray(rows)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    fit = LogisticRegression(class_weight="balanced", C=1.0).fit((x - mean) / scale, labels)
+    model = AbstentionModel(
+        list(features),
+        [float(c) for c in fit.coef_[0]],
+        float(fit.intercept_[0]),
+        [float(m) for m in mean],
+        [float(s) for s in scale],
+        threshold=threshold,
+        encoder=str(getattr(router.index.encoder, "model_id", "")),
+        info={"name": name, "tasks": len(labels), "applies": int(labels.sum()), **dict(info or {})},
+    )
+    return model
+
+
+def balanced_accuracy(applies: Sequence[bool], abstained: Sequence[bool]) -> float:
+    """Mean of the recall of "applies" (not abstained) and of "no skill" (abstained)."""
+    applies = np.asarray(applies, dtype=bool)
+    abstained = np.asarray(abstained, dtype=bool)
+    recalls = []
+    if applies.any():
+        recalls.append(float(np.mean(~abstained[applies])))
+    if (~applies).any():
+        recalls.append(float(np.mean(abstained[~applies])))
+    return float(np.mean(recalls)) if recalls else 0.0

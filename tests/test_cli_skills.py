@@ -1,0 +1,117 @@
+"""``ragroute skills build`` / ``ragroute skills route``: outputs, JSON line shape, the default
+reranker message, loader warnings and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ragroute.cli import main
+
+DATA = Path(__file__).parent / "data" / "skills"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("skills") / "index"
+    cache = out.parent / ".cache"
+    result = CliRunner().invoke(
+        main,
+        ["skills", "build", str(DATA / "router"), "--out", str(out), "--backend", "torch"]
+        + ["--cache-dir", str(cache)],
+    )
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def _route(*args: str, cwd: Path | None = None):
+    return CliRunner().invoke(main, ["skills", "route", *args, "--backend", "torch"])
+
+
+def test_build_reports_the_index(built):
+    out, result = built
+    assert f"built {out}: 20 skills (skills_jsonl), dense weight" in result.output
+    assert "1 near-duplicate groups" in result.output
+    assert (out / "CURRENT").is_file()
+
+
+def test_route_one_task_as_text_and_json(built, tmp_path, monkeypatch):
+    out, _ = built
+    monkeypatch.chdir(tmp_path)  # no rerank/default here
+    text = _route(str(out), "convert 10 miles to km", "-k", "3")
+    assert text.exit_code == 0, text.output
+    assert "reranker: none (rerank/default not found; stage 1 only)" in text.output
+    assert "  1. " in text.output and "unit_convert" in text.output and "abstain:" in text.output
+    js = _route(str(out), "convert 10 miles to km", "-k", "2", "--json")
+    line = json.loads(js.stdout.strip().splitlines()[-1])
+    assert set(line) >= {"id", "skills", "abstain"} and isinstance(line["abstain"], bool)
+    assert len(line["skills"]) == 2 and set(line["skills"][0]) >= {"id", "name", "score", "metadata"}
+    assert line["skills"][0]["id"] == "unit_convert"
+
+
+def test_route_queries_file_gives_one_json_line_each(built, tmp_path):
+    out, _ = built
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(
+        '{"_id": "a", "text": "send an email to bob"}\n{"id": "b", "text": "share price of apple"}\n'
+    )
+    result = _route(str(out), "--queries", str(queries), "--json", "--no-reranker", "--trace")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.strip().splitlines()]
+    assert [x["id"] for x in lines] == ["a", "b"]
+    assert lines[0]["skills"][0]["id"] == "send_email" and lines[1]["skills"][0]["id"] == "stock_quote"
+    assert [s["stage"] for s in lines[0]["trace"]][0] == "retrieve"
+    assert "reranker: none (--no-reranker)" in result.stderr
+
+
+def test_route_with_a_reranker_and_collapse(built, tmp_path):
+    import torch
+
+    from ragroute.rerank.train import Pair, PairSet, TrainParams, train_reranker
+
+    torch.set_num_threads(1)
+    pairs = [Pair("rain tomorrow", "Weather | rain", 1.0), Pair("rain tomorrow", "Mail | send", 0.0)] * 4
+    model = tmp_path / "rr"
+    params = TrainParams(layers=1, max_length=32, epochs=2, batch_size=8, threads=1)
+    train_reranker(PairSet(train=pairs, calibration=pairs), model, params, show_progress=False)
+    args = ["rain in paris tomorrow", "--reranker", str(model), "--overlap", "collapse"]
+    result = _route(str(built[0]), *args)
+    assert result.exit_code == 0, result.output
+    assert f"reranker: {model}" in result.output and "near-duplicates" in result.output
+
+
+def test_build_prints_loader_warnings(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["skills", "build", str(DATA / "skill_md"), "--out", str(tmp_path / "i"), "--backend", "torch"]
+        + ["--cache-dir", str(tmp_path / "c"), "--fusion", "fixed"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "broken front matter" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["build", str(DATA / "duplicates"), "--out", "X"], "duplicate skill ids"),
+        (["build", str(DATA / "nope"), "--out", "X"], "no such file or folder"),
+        (["route", "NOWHERE", "task"], "no skill index"),
+        (["route", "NOWHERE"], "give either a TASK or --queries"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["skills", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.startswith("error: ")
+    assert result.output.count("\n") == 1
+
+
+def test_bad_queries_line_is_named(built, tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "a", "text": "x"}\n{broken\n')
+    result = _route(str(built[0]), "--queries", str(queries))
+    assert result.exit_code == 2 and "q.jsonl line 2: invalid JSON" in result.output

@@ -1,0 +1,314 @@
+"""Skill routing: stage-1 fusion and its adaptive weight, overlap handling, abstention, the trace,
+persistence, and the skills benchmark on a small catalogue (tests/data/skills/router)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HashingEncoder
+
+from ragroute.errors import RagrouteError
+from ragroute.skills import Catalogue, Skill, load_catalogue
+from ragroute.skills.index import SkillIndex, SkillIndexParams, rrf_scores, split_identifier, zscore
+from ragroute.skills.router import (
+    AbstentionModel,
+    SkillRouter,
+    balanced_accuracy,
+    fit_abstention,
+)
+
+DATA = Path(__file__).parent / "data" / "skills" / "router"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RandomEncoder(HashingEncoder):
+    """Each whole text becomes a random unit vector: a dense method that knows nothing."""
+
+    def _encode(self, texts):
+        out = np.stack(
+            [
+                np.random.default_rng(int(hashlib.md5(t.encode()).hexdigest()[:8], 16)).normal(size=self.dim)
+                for t in texts
+            ]
+        ).astype(np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> Catalogue:
+    return load_catalogue(DATA)
+
+
+@pytest.fixture(scope="module")
+def router(catalogue) -> SkillRouter:
+    return SkillRouter.build(catalogue, HashingEncoder(dim=256))
+
+
+@pytest.fixture(scope="module")
+def tiny_reranker(tmp_path_factory):
+    """A 1-layer cross-encoder trained in seconds on the test catalogue's own queries."""
+    import torch
+
+    from ragroute.rerank.cross_encoder import CrossEncoderReranker
+    from ragroute.rerank.train import Pair, PairSet, TrainParams, train_reranker
+
+    torch.set_num_threads(1)
+    cat = load_catalogue(DATA)
+    queries = {r["_id"]: r["text"] for r in _jsonl(DATA / "queries.jsonl")}
+    gold = {}
+    for line in (DATA / "qrels" / "dev.tsv").read_text().splitlines()[1:]:
+        qid, sid, _ = line.split("\t")
+        gold.setdefault(qid, set()).add(sid)
+    pairs = []
+    for qid, text in queries.items():
+        for skill in cat:
+            label = 1.0 if skill.id in gold[qid] else 0.0
+            if label or (len(skill.id) + len(qid)) % 7 == 0:
+                pairs.append(Pair(text, f"{skill.name} | {skill.document_text()}", label))
+    out = tmp_path_factory.mktemp("rr") / "tiny"
+    params = TrainParams(layers=1, max_length=48, epochs=4, batch_size=16, learning_rate=1e-3, threads=1)
+    train_reranker(PairSet(train=pairs, calibration=pairs), out, params, name="tiny", show_progress=False)
+    return CrossEncoderReranker(out, backend="torch")
+
+
+# ---------------------------------------------------------------------------- stage 1
+
+
+def test_split_identifier_and_bm25_sees_the_words():
+    assert split_identifier("getWeatherForecast") == "get Weather Forecast"
+    assert split_identifier("send_sms-now") == "send sms now"
+    cat = Catalogue([Skill("a", "getWeatherForecast", "", "x"), Skill("b", "sendSms", "", "y")])
+    index = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed"))
+    assert index.bm25_scores(["weather forecast"])[0].argmax() == 0
+
+
+def test_hybrid_is_the_weighted_sum_of_standardised_scores(router):
+    index = router.index
+    scores = index.score(["will it rain in paris tomorrow"])
+    w = index.dense_weight
+    expected = (1 - w) * zscore(scores["bm25"]) + w * zscore(scores["dense"])
+    np.testing.assert_allclose(scores["fused"], expected)
+    np.testing.assert_allclose(zscore(scores["bm25"]).mean(), 0, atol=1e-9)
+    assert index.score(["x y"], "bm25")["fused"].shape == (1, len(index))
+    with pytest.raises(RagrouteError, match="unknown stage-1 method"):
+        index.score(["x"], "graph")
+
+
+def test_rrf_fusion_is_rank_based():
+    a = np.array([[3.0, 2.0, 1.0]])
+    b = np.array([[0.1, 0.3, 0.2]])
+    np.testing.assert_allclose(rrf_scores(a, b), [[1 / 61 + 1 / 63, 1 / 62 + 1 / 61, 1 / 63 + 1 / 62]])
+
+
+def test_adaptive_weight_follows_the_method_that_finds_pseudo_queries(catalogue):
+    useful = SkillIndex.build(catalogue, HashingEncoder(dim=256))
+    useless = SkillIndex.build(catalogue, RandomEncoder(dim=256))
+    for index in (useful, useless):
+        curve = {float(w): v for w, v in index.tuning["mrr@10"].items()}
+        assert index.tuning["pseudo_queries"] == len(catalogue)  # every skill has description and body
+        assert curve[index.tuning["best_grid_weight"]] == max(curve.values())
+        assert index.dense_weight == index.tuning["best_grid_weight"]
+    # random embeddings cannot find a skill from its description: the weight leans to BM25
+    assert useless.tuning["dense_mrr@10"] < 0.5 < useless.tuning["bm25_mrr@10"]
+    assert useless.dense_weight < 0.5
+
+
+def test_fixed_and_rrf_fusions_are_not_tuned(catalogue):
+    fixed = SkillIndex.build(catalogue, HashingEncoder(), SkillIndexParams(fusion="fixed", dense_weight=0.3))
+    assert fixed.dense_weight == 0.3 and fixed.tuning == {}
+    with pytest.raises(RagrouteError, match="unknown skill fusion"):
+        SkillIndexParams(fusion="max")
+    with pytest.raises(RagrouteError, match="no skills"):
+        SkillIndex.build(Catalogue([]), HashingEncoder())
+
+
+# ---------------------------------------------------------------------------- overlap
+
+
+def test_near_duplicates_are_found_at_build_time(router):
+    assert router.index.duplicates == [["weather_forecast", "weather_forecast_v2"]]
+
+
+def test_overlap_switch_collapses_diversifies_or_keeps(router):
+    task = "weather forecast temperature rain wind city"
+    keep = router.with_options(overlap="keep").route(task, k=3)
+    assert {s.id for s in keep.skills[:2]} == {"weather_forecast", "weather_forecast_v2"}
+
+    collapsed = router.with_options(overlap="collapse").route(task, k=3)
+    ids = [s.id for s in collapsed.skills]
+    assert len(ids) == 3 and len({"weather_forecast", "weather_forecast_v2"} & set(ids)) == 1
+    assert collapsed.skills[0].duplicates == [keep.skills[1].id]
+    assert collapsed.trace[-2].stage == "overlap" and collapsed.trace[-2].detail["mode"] == "collapse"
+
+    diverse = router.with_options(overlap="diversify").route(task, k=len(router.index))
+    ids = [s.id for s in diverse.skills]
+    assert ids.index(keep.skills[1].id) == len(ids) - 1  # behind every skill of another group
+    assert [s.rank for s in diverse.skills] == list(range(1, len(ids) + 1))
+    with pytest.raises(RagrouteError, match="unknown overlap mode"):
+        router.with_options(overlap="merge")
+    with pytest.raises(RagrouteError, match="unknown overlap mode"):
+        SkillRouter(router.index, overlap="merge")
+
+
+# ---------------------------------------------------------------------------- abstention
+
+
+def _labels():
+    rows = _jsonl(DATA / "need_tool.jsonl")
+    return [r["text"] for r in rows], [r["label"] == "tool" for r in rows]
+
+
+def test_abstention_probability_and_threshold(router):
+    texts, applies = _labels()
+    model = fit_abstention(router, texts, applies, name="toy")
+    assert model.features == ["dense_top", "dense_margin", "dense_top_z", "bm25_top_z"]
+    assert model.encoder == "test/hashing"
+    fitted = router.with_options(abstention=model)
+    routes = fitted.route_many(texts, 3)
+    probs = [r.p_applies for r in routes]
+    assert all(0.0 <= p <= 1.0 for p in probs)
+    positive = np.mean([p for p, a in zip(probs, applies) if a])
+    assert positive > np.mean([p for p, a in zip(probs, applies) if not a])
+    assert balanced_accuracy(applies, [r.abstain for r in routes]) >= 0.75
+    assert all(r.abstain == (r.p_applies < 0.5) for r in routes)
+    assert not any(r.abstain for r in fitted.with_options(threshold=0.0).route_many(texts, 1))
+    assert all(r.abstain for r in fitted.with_options(threshold=1.0).route_many(texts, 1))
+    never = router.with_options(abstention=None).route(texts[0])
+    assert never.p_applies is None and never.abstain is False
+    abstained = fitted.with_options(threshold=1.0).route(texts[0])
+    assert abstained.best is None and abstained.skills  # the ranking is still there to look at
+
+
+def test_abstention_model_of_another_encoder_is_not_applied(router):
+    model = AbstentionModel(["dense_top"], [1.0], 0.0, [0.0], [1.0], encoder="other/model")
+    route = router.with_options(abstention=model).route("send an email")
+    assert route.p_applies is None and not route.abstain
+    assert "another encoder" in route.trace[-1].detail["note"]
+    with pytest.raises(RagrouteError, match="abstention"):
+        fit_abstention(router, ["a", "b"], [True, True])
+
+
+def test_balanced_accuracy():
+    assert balanced_accuracy([True, True, False, False], [False, True, True, True]) == 0.75
+
+
+# ---------------------------------------------------------------------------- trace, rerank
+
+
+def test_trace_has_every_stage(router, tiny_reranker):
+    reranked = router.with_options(reranker=tiny_reranker, candidates=5)
+    route = reranked.route("email the quarterly report to my team", k=3)
+    stages = [step.stage for step in route.trace]
+    assert stages[0] == "retrieve" and "rerank" in stages and stages[-1] == "abstain"
+    retrieve = route.trace[0].detail
+    assert retrieve["method"] == "hybrid" and retrieve["dense_weight"] == router.index.dense_weight
+    first = retrieve["candidates"][0]
+    assert {"id", "rank", "bm25", "dense", "bm25_z", "dense_z", "fused"} <= set(first)
+    rerank = route.trace[stages.index("rerank")].detail
+    assert rerank["candidates"] == 5 and rerank["body"] is True
+    assert [s["id"] for s in rerank["scores"]][:3] == [s.id for s in route.skills]
+    probs = [s["probability"] for s in rerank["scores"]]
+    assert probs == sorted(probs, reverse=True) and all(0 < p < 1 for p in probs)
+    assert route.skills[0].score == pytest.approx(probs[0], abs=1e-4)
+    assert {s["stage1_rank"] for s in rerank["scores"]} == set(range(1, 6))
+    assert "rerank_top" in route.trace[-1].detail["signals"]
+    assert route.to_dict(trace=True)["trace"][0]["stage"] == "retrieve"
+
+
+def test_no_body_reranker_reads_less(router, tiny_reranker):
+    import copy
+
+    no_body = copy.copy(tiny_reranker)
+    no_body.body = False
+    task = "pull the tables out of this pdf file"
+    with_body = router.with_options(reranker=tiny_reranker).route(task, k=5)
+    without = router.with_options(reranker=no_body).route(task, k=5)
+    assert without.trace[1].detail["body"] is False
+    assert [s.score for s in with_body.skills] != [s.score for s in without.skills]
+
+
+def test_router_is_a_retriever(router):
+    hits = router.search("convert 10 miles to km", k=3)
+    assert len(hits) == 3 and hits[0].doc_id == "unit_convert" and hits[0].source == "skills"
+    with pytest.raises(RagrouteError, match="filter"):
+        router.search("x", filters={"category": "a"})
+
+
+# ---------------------------------------------------------------------------- persistence
+
+
+def test_save_and_load_round_trip(router, tmp_path):
+    texts, applies = _labels()
+    model = fit_abstention(router, texts, applies)
+    original = router.with_options(abstention=model, overlap="collapse", candidates=7)
+    original.save(tmp_path / "skills")
+    manifest = json.loads(next((tmp_path / "skills").glob("builds/*/manifest.json")).read_text())
+    assert manifest["family"] == "skills" and manifest["kind"] == "skill-index"
+    assert not [p for p in (tmp_path / "skills").rglob("*") if p.suffix in (".pkl", ".pickle")]
+    loaded = SkillRouter.load(tmp_path / "skills", encoder=router.index.encoder)
+    assert loaded.overlap == "collapse" and loaded.candidates == 7
+    assert loaded.index.dense_weight == router.index.dense_weight
+    assert loaded.index.duplicates == router.index.duplicates
+    assert loaded.abstention["stage1"].coef == model.coef
+    assert loaded.catalogue.by_id("send_email") == router.catalogue.by_id("send_email")
+    for task in texts:
+        a, b = original.route(task, k=4), loaded.route(task, k=4)
+        assert a.to_dict() == b.to_dict()
+    with pytest.raises(RagrouteError, match="no skill index"):
+        SkillRouter.load(tmp_path / "nothing")
+    with pytest.raises(RagrouteError, match="encoder"):
+        SkillRouter.load(tmp_path / "skills", encoder=HashingEncoder(model_id="test/other"))
+
+
+# ---------------------------------------------------------------------------- benchmark
+
+
+def test_bench_skills_rows_and_keys(tiny_reranker):
+    from ragroute.evaluation.bench_skills import format_report, run_skills_bench
+    from ragroute.rerank.train import query_fold
+
+    result = run_skills_bench(
+        DATA,
+        HashingEncoder(dim=256),
+        reranker=tiny_reranker,
+        scale=60,
+        latency_queries=5,
+        abstain_data=DATA / "need_tool.jsonl",
+    )
+    methods = result["methods"]
+    assert set(methods) == {"bm25", "dense", "rrf_k60", "hybrid", "hybrid+rerank", "hybrid+rerank_no_body"}
+    for values in methods.values():
+        assert set(values) == {"hit@1", "ndcg@10", "mrr@10", "recall@10", "fullcov@5"}
+        assert all(0.0 <= v <= 1.0 for v in values.values())
+    fold1 = [r["_id"] for r in _jsonl(DATA / "queries.jsonl") if query_fold("router", r["_id"])]
+    assert result["queries"] == len(fold1) and "fold 1" in result["scored_queries"]
+    assert result["latency_ms_p50"] > 0 and result["latency_ms_p50_10k"] > 0 and result["skills_10k"] == 60
+    assert 0.0 <= result["abstention"]["labels"]["fitted"]["balanced_accuracy"] <= 1.0
+    text = format_report(result)
+    assert "hybrid+rerank_no_body" in text and "fold 1" in text
+
+
+def test_bench_without_reranker_reports_all_and_fold1():
+    from ragroute.evaluation.bench_skills import run_skills_bench
+
+    result = run_skills_bench(DATA, HashingEncoder(dim=256), scale=0, latency_queries=3)
+    assert set(result["methods"]) == {"bm25", "dense", "rrf_k60", "hybrid"}
+    assert result["queries"] == 16 and set(result["methods_fold1"]) == set(result["methods"])
+    assert result["latency_ms_p50_10k"] is None
+
+
+def test_bench_missing_data_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from ragroute.cli.bench import skills_command
+
+    result = CliRunner().invoke(skills_command, ["--data", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "data missing" in result.output
