@@ -153,6 +153,7 @@ ARTIFACTS = Registry(
         "router": "ragroute.route.trained:TrainedRouter.load",
         "scorer": "ragroute.index.bm25_scoring:BM25Scorer.load",
         "reranker": "ragroute.rerank.cross_encoder:CrossEncoderReranker",
+        "skills": "ragroute.skills.router:SkillRouter.load",
     },
 )
 

@@ -258,6 +258,9 @@ def test_save_and_load_round_trip(router, tmp_path):
     assert loaded.index.duplicates == router.index.duplicates
     assert loaded.abstention["stage1"].coef == model.coef
     assert loaded.catalogue.by_id("send_email") == router.catalogue.by_id("send_email")
+    from ragroute.store import load_artifact
+
+    assert isinstance(load_artifact(tmp_path / "skills", encoder=router.index.encoder), SkillRouter)
     for task in texts:
         a, b = original.route(task, k=4), loaded.route(task, k=4)
         assert a.to_dict() == b.to_dict()
