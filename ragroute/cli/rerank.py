@@ -46,9 +46,9 @@ def rerank_group() -> None:
     "--max-length", type=click.IntRange(16, 512), default=96, show_default=True, help="Tokens per pair."
 )
 @click.option("--queries-per-set", type=click.IntRange(1), default=300, show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--learning-rate", type=float, default=7e-5, show_default=True)
+@click.option("--learning-rate", type=float, default=2e-4, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @bench_encoder_options

@@ -12,8 +12,9 @@ A cross-encoder reads the query and one candidate together and returns a logit
 
 and runs it with torch, or with onnxruntime on the fp32 or int8 export
 (``backend="onnx"`` / ``"onnx-int8"``; ``"auto"`` takes int8 when the artifact has
-it). Calibrated probabilities: ``sigmoid(a * logit + b)`` with ``a, b`` from the
-artifact.
+it). Calibrated probabilities: ``sigmoid(a * logit + c / stage1_rank + b)`` with
+``a, b, c`` fitted on held-out training pairs (:class:`Calibration`), so the first
+stage's rank counts as much as it proved to.
 
 As a pipeline stage it reorders the fused hits of a query by that probability,
 reading ``candidates`` hits (default 20) whatever ``k`` is, and records the logit,
@@ -46,22 +47,37 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 @dataclass(frozen=True)
 class Calibration:
-    """Platt scaling of a logit into a probability of relevance: ``sigmoid(a * logit + b)``."""
+    """The probability of relevance from a logit and the candidate's stage-1 rank:
+    ``sigmoid(a * logit + c / stage1_rank + b)`` (Platt scaling with a stage-1 prior).
+
+    ``c`` (fitted with ``a`` and ``b`` on held-out training pairs) says how much the
+    first stage's rank adds to the cross-encoder's logit; a candidate scored without
+    a rank (``score``) gets only ``a * logit + b``.
+    """
 
     a: float = 1.0
     b: float = 0.0
+    c: float = 0.0
     fitted: bool = False
 
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
+    def __call__(self, logits: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
         z = self.a * np.asarray(logits, dtype=np.float64) + self.b
+        if ranks is not None and self.c:
+            ranks = np.asarray(ranks, dtype=np.float64)
+            z = z + self.c * np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "fitted": self.fitted}
+        return {"a": self.a, "b": self.b, "c": self.c, "fitted": self.fitted}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
-        return cls(float(data.get("a", 1.0)), float(data.get("b", 0.0)), bool(data.get("fitted", False)))
+        return cls(
+            float(data.get("a", 1.0)),
+            float(data.get("b", 0.0)),
+            float(data.get("c", 0.0)),
+            bool(data.get("fitted", False)),
+        )
 
 
 def candidate_text(hit: Hit, *, body: bool = True) -> str:
@@ -121,7 +137,7 @@ class CrossEncoderReranker:
             return []
         query = getattr(context, "text", context)
         logits = self.logits(str(query), [candidate_text(h, body=self.body) for h in pool])
-        probs = self.calibration(logits)
+        probs = self.calibration(logits, np.arange(1, len(pool) + 1))
         order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]
         out = []
         for rank, i in enumerate(order, 1):

@@ -58,9 +58,9 @@ class TrainParams:
 
     layers: int = 3
     max_length: int = 96
-    epochs: int = 1
+    epochs: int = 3
     batch_size: int = 32
-    learning_rate: float = 7e-5
+    learning_rate: float = 2e-4
     warmup: float = 0.1
     positives: int = 2
     hard_negatives: int = 4
@@ -92,6 +92,7 @@ class Pair:
     text: str
     label: float
     set_name: str = ""
+    stage1_rank: int = 0  # rank in the stage-1 pool (1-based), 0 when stage 1 did not retrieve it
 
 
 @dataclass
@@ -165,15 +166,14 @@ def build_pairs(
             gold = [d for d, grade in labelled.qrels.get(qid, {}).items() if grade > 0 and d in by_id]
             if not gold:
                 continue
-            pairs = [
-                Pair(text, _text(by_id[d]), 1.0, labelled.name)
-                for d in rng.sample(gold, min(len(gold), params.positives))
-            ]
+            rank = {h.doc_id: r for r, h in enumerate(hits, 1)}
+            chosen = rng.sample(gold, min(len(gold), params.positives))
+            pairs = [Pair(text, _text(by_id[d]), 1.0, labelled.name, rank.get(d, 0)) for d in chosen]
             hard = [h.doc_id for h in hits if h.doc_id not in labelled.qrels.get(qid, {})]
             negatives = hard[: params.hard_negatives]
             pool = [d.id for d in rng.sample(labelled.documents, min(len(labelled.documents), 50))]
             negatives += [d for d in pool if d not in negatives and d not in gold][: params.random_negatives]
-            pairs += [Pair(text, _text(by_id[d]), 0.0, labelled.name) for d in negatives]
+            pairs += [Pair(text, _text(by_id[d]), 0.0, labelled.name, rank.get(d, 0)) for d in negatives]
             (out.calibration if i < n_calibration else out.train).extend(pairs)
             counts["pairs"] += len(pairs)
             counts["positives"] += sum(int(p.label) for p in pairs)
@@ -289,7 +289,8 @@ def train_reranker(
 def fit_calibration(
     model: Any, pairs: Sequence[Pair], params: TrainParams
 ) -> tuple[Calibration, dict[str, Any]]:
-    """Platt scaling ``sigmoid(a * logit + b)`` fitted on held-out training pairs (log loss)."""
+    """Platt scaling with a stage-1 prior, ``sigmoid(a * logit + c / rank + b)``, fitted on
+    held-out training pairs (log loss)."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
@@ -308,11 +309,14 @@ def fit_calibration(
                 return_tensors="pt",
             )
             logits.append(model.model(**features).logits.view(-1).numpy())
-    x = np.concatenate(logits).reshape(-1, 1)
+    logit = np.concatenate(logits)
+    ranks = np.array([p.stage1_rank for p in pairs], dtype=np.float64)
+    prior = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
     y = np.array([p.label for p in pairs])
-    fit = LogisticRegression(C=1e4).fit(x, y)
-    calibration = Calibration(float(fit.coef_[0, 0]), float(fit.intercept_[0]), fitted=True)
-    probs = calibration(x.ravel())
+    fit = LogisticRegression(C=1e4).fit(np.c_[logit, prior], y)
+    a, c = (float(v) for v in fit.coef_[0])
+    calibration = Calibration(a, float(fit.intercept_[0]), c, fitted=True)
+    probs = calibration(logit, ranks)
     brier = float(np.mean((probs - y) ** 2))
     return calibration, {"pairs": len(pairs), "brier": round(brier, 4), "positives": int(y.sum())}
 
