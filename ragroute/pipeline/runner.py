@@ -122,15 +122,21 @@ class Pipeline:
                         "gate": self.gate.name,
                         "action": gated.action,
                         "p_retrieve": gated.probability,
+                        **({"reason": gated.reason} if gated.reason else {}),
+                        **({"depth": gated.depth} if gated.depth else {}),
+                        **({"steps": gated.steps} if gated.steps else {}),
                         **gated.signals,
                     },
                 )
                 if gated.action != "retrieve":
+                    gate_signals: dict[str, Any] = {"gate": gated.action}
+                    if gated.reason:
+                        gate_signals["reason"] = gated.reason
                     decisions[i] = Decision(
                         chosen=[NONE_ROUTE],
                         routes={NONE_ROUTE: 1.0},
                         decided_by=f"gate:{self.gate.name}",
-                        signals={"gate": gated.action},
+                        signals=gate_signals,
                         trace=[step],
                     )
                 else:

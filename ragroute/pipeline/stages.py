@@ -31,13 +31,17 @@ class GateDecision:
     """What a gate decided for one query: ``retrieve``, ``answer`` (from the model) or ``stop``.
 
     ``probability`` is the calibrated probability that retrieval is needed;
-    ``depth`` (optional) asks for that many hits instead of the caller's ``k``.
+    ``depth`` (optional) asks for that many hits instead of the caller's ``k``;
+    ``steps`` (optional) how many retrieval steps a multi-step caller should plan
+    (1: shallow, more: deep); ``reason`` says in words why (it appears in the trace).
     """
 
     action: str
     probability: float
     signals: dict[str, Any] = field(default_factory=dict)
     depth: int | None = None
+    steps: int | None = None
+    reason: str = ""
 
 
 @runtime_checkable
