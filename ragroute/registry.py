@@ -123,7 +123,13 @@ RERANKERS = Registry(
     },
 )
 
-GATES = Registry("gate", {})
+GATES = Registry(
+    "gate",
+    {
+        "trained": "ragroute.gate.factories:trained",
+        "threshold": "ragroute.gate.factories:threshold",
+    },
+)
 
 EXTRACTORS = Registry(
     "graph extractor",
@@ -154,6 +160,7 @@ ARTIFACTS = Registry(
         "scorer": "ragroute.index.bm25_scoring:BM25Scorer.load",
         "reranker": "ragroute.rerank.cross_encoder:CrossEncoderReranker",
         "skills": "ragroute.skills.router:SkillRouter.load",
+        "gate": "ragroute.gate.trained:TrainedGate.load",
     },
 )
 
@@ -170,5 +177,6 @@ BENCHMARKS = Registry(
         "ppr": "ragroute.cli.bench:ppr_command",
         "rerank": "ragroute.cli.bench:rerank_command",
         "skills": "ragroute.cli.bench:skills_command",
+        "gate": "ragroute.cli.bench:gate_command",
     },
 )

@@ -1,0 +1,96 @@
+"""Gate factories: how each registered gate kind is built from a ``gate:`` settings mapping.
+
+Each entry of :data:`ragroute.registry.GATES` is ``factory(settings, build) -> Gate``,
+``build`` being the :class:`~ragroute.route.factories.RouterBuild` of the pipeline
+(its sources, encoder, and the config's folder for relative paths)::
+
+    gate: {kind: trained, path: gates/mine, retrieval_rate: 0.7, max_steps: 4}
+    gate: {kind: threshold, signal: rarity, value: min_zipf, below: 3.0}
+    gate: {kind: threshold, signal: {kind: knn_vote, k: 10}, above: 0.5, examples: labels.jsonl}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ragroute.errors import RagrouteError
+from ragroute.gate.signals import make_signal, needs_retrieval
+from ragroute.gate.trained import DepthPolicy, ThresholdGate, TrainedGate
+
+GATE_SETTINGS: dict[str, set[str]] = {
+    "trained": {"path", "signals", "threshold", "retrieval_rate", "retrieve_cost", "max_steps", "depth"},
+    "threshold": {"signal", "value", "above", "below", "scale", "examples", "max_steps", "depth"},
+}
+
+
+def _check(kind: str, settings: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(settings) - GATE_SETTINGS[kind] - {"kind"})
+    if unknown:
+        raise RagrouteError(
+            f"{where}: unknown {kind} gate key(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(GATE_SETTINGS[kind]))}"
+        )
+
+
+def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
+    depth = settings.get("depth")
+    if depth is None:
+        return None
+    if not isinstance(depth, Mapping):
+        raise RagrouteError(f"{where}: gate 'depth:' must be a mapping (shallow_k, deep_k, deep_steps, ...)")
+    try:
+        return DepthPolicy(**depth)
+    except TypeError as exc:
+        raise RagrouteError(f"{where}: gate 'depth:' {exc}") from None
+
+
+def trained(settings: Mapping[str, Any], build: Any) -> TrainedGate:
+    """A gate saved by ``ragroute gate fit`` (``path:``), at its default or a configured operating point."""
+    _check("trained", settings, build.where)
+    if "path" not in settings:
+        raise RagrouteError(
+            f"{build.where}: a trained gate needs 'path:' (a folder written by `ragroute gate fit`)"
+        )
+    gate = TrainedGate.load(
+        build.resolve(settings["path"]),
+        build.encoder,
+        signals=settings.get("signals"),
+        sources=build.sources,
+    )
+    gate = gate.with_operating_point(
+        threshold=settings.get("threshold"),
+        retrieval_rate=settings.get("retrieval_rate"),
+        retrieve_cost=settings.get("retrieve_cost"),
+    )
+    if "max_steps" in settings:
+        gate.max_steps = settings["max_steps"]
+    depth = _depth(settings, build.where)
+    if depth is not None:
+        gate.depth = depth
+    return gate
+
+
+def threshold(settings: Mapping[str, Any], build: Any) -> ThresholdGate:
+    """A threshold over one signal value (``signal:``, ``value:``, ``above:`` or ``below:``)."""
+    _check("threshold", settings, build.where)
+    if "signal" not in settings:
+        raise RagrouteError(f"{build.where}: a threshold gate needs 'signal:' (e.g. rarity, knn_vote)")
+    signal = make_signal(settings["signal"], encoder=build.encoder, sources=build.sources)
+    examples = None
+    if "examples" in settings:
+        from ragroute.route.labels import read_labelled_queries
+
+        texts, labels = read_labelled_queries(build.resolve(settings["examples"]))
+        examples = (texts, [needs_retrieval(label) for label in labels])
+    return ThresholdGate(
+        signal,
+        settings.get("value"),
+        above=settings.get("above"),
+        below=settings.get("below"),
+        scale=float(settings.get("scale", 1.0)),
+        encoder=build.encoder,
+        examples=examples,
+        depth=_depth(settings, build.where),
+        max_steps=settings.get("max_steps"),
+    )

@@ -1,0 +1,841 @@
+"""Signals a retrieval gate reads, none of which needs an LLM: each returns named numbers per query.
+
+A gate signal turns a batch of queries into a float matrix, one column per named
+value (``names``; a gate calls them ``<kind>.<name>``, e.g. ``knn_vote.share``).
+Signals that learn from labelled examples (``needs_examples``) are fitted on
+:class:`Examples` (texts, whether each needs retrieval, their embeddings) and
+give *leave-one-out* (or out-of-fold) values for those same examples through
+:meth:`GateSignal.fit_values`, so a gate stacked on them is never trained on a
+query that votes for itself.
+
+=====================  =====================================================================
+kind                   values
+=====================  =====================================================================
+``knn_vote``           ``share`` (similarity-weighted share of the k nearest labelled queries
+                       that needed retrieval), ``nearest_sim``
+``bank_margin``        ``retrieve`` / ``answer`` (mean top-n cosine to each example bank),
+                       ``margin`` (their difference)
+``retrieval``          ``top``, ``gap`` (best minus second score of the best source),
+                       ``spread`` (of the sources' top scores), ``router_max`` / ``router_none``
+                       (the router's best and no-retrieval probabilities); needs sources
+``rarity``             ``min_zipf`` / ``mean_zipf`` / ``rare_share`` (general-language
+                       frequency of the content words, ``wordfreq`` Zipf scale),
+                       ``entity_min_zipf``; with a corpus also ``max_idf``, ``mean_idf``,
+                       ``unseen_share`` (document frequency in the indexed corpora)
+``complexity``         length, entities, question words, multi-hop, temporal and action cues,
+                       answer options (see :data:`COMPLEXITY_NAMES`)
+``text_probe``         ``logit``: a linear probe (:class:`~ragroute.route.trained.TrainedRouter`
+                       over embedding, cheap features and hashed n-grams), out-of-fold on
+                       its own training examples
+=====================  =====================================================================
+
+Everything at decision time is numpy (plus a cached ``wordfreq`` lookup per word).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
+from ragroute.route.folds import grouped_stratified_folds, normalized_text
+
+ANSWER_LABELS = frozenset({"no", "none", "no_tool"})
+"""Labels that mean "answer directly" in LABELS files; any other label means "retrieve"."""
+
+
+def needs_retrieval(label: Any) -> bool:
+    """Whether a LABELS label asks for retrieval (a list label: its first item)."""
+    if isinstance(label, (list, tuple)):
+        label = label[0] if label else "none"
+    return str(label).strip().lower() not in ANSWER_LABELS
+
+
+@dataclass
+class Examples:
+    """Labelled example queries: ``retrieve[i]`` is True when query ``i`` needs retrieval.
+
+    ``vectors`` are the gate encoder's embeddings of ``texts`` (``None`` when no
+    signal embeds).
+    """
+
+    texts: list[str]
+    retrieve: np.ndarray
+    vectors: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.retrieve = np.asarray(self.retrieve, dtype=bool)
+        if len(self.texts) != len(self.retrieve):
+            raise RagrouteError(f"{len(self.texts)} example texts but {len(self.retrieve)} labels")
+        if self.vectors is not None:
+            self.vectors = normalise(self.vectors)
+            if self.vectors.shape[0] != len(self.texts):
+                raise RagrouteError(f"{self.vectors.shape[0]} example vectors for {len(self.texts)} texts")
+
+    @property
+    def groups(self) -> np.ndarray:
+        """A group id per example: identical texts (case and spacing ignored) share one."""
+        ids: dict[str, int] = {}
+        return np.asarray([ids.setdefault(normalized_text(t), len(ids)) for t in self.texts], dtype=np.int64)
+
+
+def normalise(vectors: Any) -> np.ndarray:
+    """Float32 rows scaled to unit length (zero rows stay zero)."""
+    matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return matrix / norms
+
+
+# --------------------------------------------------------------------------- base
+
+
+class GateSignal:
+    """Base of the gate signals; see the module docstring.
+
+    Subclasses set ``kind``, ``names`` and ``primary`` (the value a single-signal
+    threshold gate reads), implement :meth:`values`, and, when they learn from
+    examples, :meth:`fit` and :meth:`fit_values`. Their state (what :meth:`fit`
+    learned) is saved by :meth:`save` into a folder of the gate's artifact.
+    """
+
+    kind: ClassVar[str] = ""
+    primary: ClassVar[str] = ""
+    uses_encoder: ClassVar[bool] = False
+    needs_examples: ClassVar[bool] = False
+    needs_sources: ClassVar[bool] = False
+
+    @property
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def columns(self) -> list[str]:
+        """The gate's names of this signal's values: ``<kind>.<name>``."""
+        return [f"{self.kind}.{name}" for name in self.names]
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor settings (JSON), saved with a gate."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.settings()}
+
+    def fit(self, examples: Examples) -> None:
+        """Learn from labelled examples (signals that do not learn ignore them)."""
+
+    def fit_values(self, examples: Examples) -> np.ndarray:
+        """Fit on ``examples`` and return their values as unseen queries would get them."""
+        self.fit(examples)
+        return self.values(_contexts(examples.texts), examples.vectors)
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        """A float64 ``(len(contexts), len(names))`` matrix; ``vectors``: the gate encoder's, unit length."""
+        raise NotImplementedError
+
+    def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
+        """Extra detail for one decision (e.g. the nearest example); empty by default."""
+        return {}
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What :meth:`fit` learned: JSON data and arrays."""
+        return {}, {}
+
+    def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    def save(self, folder: Path) -> None:
+        data, arrays = self.state()
+        folder.mkdir(parents=True, exist_ok=True)
+        if data:
+            (folder / "state.json").write_text(json.dumps(data), encoding="utf-8")
+        if arrays:
+            np.savez(folder / "arrays.npz", **arrays)
+
+    def load(self, folder: Path, *, encoder: Any = None) -> None:
+        data: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
+        if (folder / "state.json").is_file():
+            data = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        if (folder / "arrays.npz").is_file():
+            with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
+                arrays = {name: np.asarray(npz[name]) for name in npz.files}
+        self.set_state(data, arrays)
+
+
+def _contexts(texts: Sequence[str]) -> list[QueryContext]:
+    return [QueryContext(text) for text in texts]
+
+
+def _need_vectors(signal: GateSignal, vectors: np.ndarray | None, n: int) -> np.ndarray:
+    if vectors is None:
+        raise RagrouteError(f"gate signal {signal.kind} needs query embeddings: give the gate an encoder")
+    if vectors.shape[0] != n:
+        raise RagrouteError(f"gate signal {signal.kind}: {vectors.shape[0]} vectors for {n} queries")
+    return vectors
+
+
+def _leave_one_out_sims(examples: Examples, block: int = 1024) -> Iterable[tuple[slice, np.ndarray]]:
+    """Cosine similarities of each example to all examples, ``-inf`` on itself and identical texts."""
+    vectors = _need_vectors(GateSignal(), examples.vectors, len(examples.texts))
+    groups = examples.groups
+    for start in range(0, len(groups), block):
+        rows = slice(start, min(start + block, len(groups)))
+        sims = vectors[rows] @ vectors.T
+        sims[groups[rows, None] == groups[None, :]] = -np.inf
+        yield rows, sims
+
+
+# --------------------------------------------------------------------------- neighbour vote
+
+
+class KnnVoteSignal(GateSignal):
+    """SKR-style vote: the ``k`` most similar labelled queries, each weighted by its similarity."""
+
+    kind = "knn_vote"
+    primary = "share"
+    uses_encoder = True
+    needs_examples = True
+
+    def __init__(self, k: int = 10) -> None:
+        if k < 1:
+            raise RagrouteError(f"knn_vote: k must be >= 1, got {k}")
+        self.k = int(k)
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._retrieve = np.zeros(0, dtype=bool)
+        self._texts: list[str] = []
+
+    @property
+    def names(self) -> list[str]:
+        return ["share", "nearest_sim"]
+
+    def settings(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    def fit(self, examples: Examples) -> None:
+        self._vectors = _need_vectors(self, examples.vectors, len(examples.texts))
+        self._retrieve = examples.retrieve.copy()
+        self._texts = list(examples.texts)
+
+    def fit_values(self, examples: Examples) -> np.ndarray:
+        self.fit(examples)
+        out = np.zeros((len(examples.texts), 2))
+        for rows, sims in _leave_one_out_sims(examples):
+            out[rows] = self._vote(sims)
+        return out
+
+    def _vote(self, sims: np.ndarray) -> np.ndarray:
+        k = min(self.k, sims.shape[1])
+        if k == 0:
+            return np.tile([0.5, 0.0], (sims.shape[0], 1))
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        near = np.take_along_axis(sims, top, axis=1)
+        valid = np.isfinite(near)
+        weights = np.where(valid, np.maximum(near, 0.0) + 1e-6, 0.0)
+        share = (weights * self._retrieve[top]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
+        nearest = np.where(valid, near, -1.0).max(axis=1)
+        return np.column_stack([share, nearest])
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        vectors = _need_vectors(self, vectors, len(contexts))
+        return self._vote(vectors @ self._vectors.T)
+
+    def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
+        if vector is None or not len(self._texts):
+            return {}
+        best = int(np.argmax(self._vectors @ vector))
+        return {"nearest": self._texts[best][:80], "nearest_retrieve": bool(self._retrieve[best])}
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"texts": self._texts}, {"vectors": self._vectors, "retrieve": self._retrieve}
+
+    def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        self._texts = list(data.get("texts", []))
+        self._vectors = np.asarray(arrays["vectors"], dtype=np.float32)
+        self._retrieve = np.asarray(arrays["retrieve"], dtype=bool)
+
+
+# --------------------------------------------------------------------------- bank margin
+
+
+class BankMarginSignal(GateSignal):
+    """Mean of the ``top_n`` best cosine similarities to the "needs retrieval" example bank, to the
+    "answerable directly" bank, and their difference (as vLLM Semantic Router's complexity margin)."""
+
+    kind = "bank_margin"
+    primary = "margin"
+    uses_encoder = True
+    needs_examples = True
+
+    def __init__(self, top_n: int = 3) -> None:
+        if top_n < 1:
+            raise RagrouteError(f"bank_margin: top_n must be >= 1, got {top_n}")
+        self.top_n = int(top_n)
+        self._retrieve_bank = np.zeros((0, 0), dtype=np.float32)
+        self._answer_bank = np.zeros((0, 0), dtype=np.float32)
+
+    @property
+    def names(self) -> list[str]:
+        return ["retrieve", "answer", "margin"]
+
+    def settings(self) -> dict[str, Any]:
+        return {"top_n": self.top_n}
+
+    def fit(self, examples: Examples) -> None:
+        vectors = _need_vectors(self, examples.vectors, len(examples.texts))
+        if examples.retrieve.all() or not examples.retrieve.any():
+            raise RagrouteError("bank_margin needs examples of both kinds (retrieve and answer directly)")
+        self._retrieve_bank = vectors[examples.retrieve]
+        self._answer_bank = vectors[~examples.retrieve]
+
+    def fit_values(self, examples: Examples) -> np.ndarray:
+        self.fit(examples)
+        out = np.zeros((len(examples.texts), 3))
+        for rows, sims in _leave_one_out_sims(examples):
+            out[rows] = self._margin(sims[:, examples.retrieve], sims[:, ~examples.retrieve])
+        return out
+
+    def _top_mean(self, sims: np.ndarray) -> np.ndarray:
+        n = min(self.top_n, sims.shape[1])
+        if n == 0:
+            return np.zeros(sims.shape[0])
+        top = -np.partition(-sims, n - 1, axis=1)[:, :n]
+        if np.isfinite(top).all():  # always at decision time; -inf marks left-out examples in training
+            return top.mean(axis=1)
+        top = np.where(np.isfinite(top), top, np.nan)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(top, axis=1)
+        return np.nan_to_num(mean, nan=0.0)
+
+    def _margin(self, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+        retrieve, answer = self._top_mean(pos), self._top_mean(neg)
+        return np.column_stack([retrieve, answer, retrieve - answer])
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        vectors = _need_vectors(self, vectors, len(contexts))
+        return self._margin(vectors @ self._retrieve_bank.T, vectors @ self._answer_bank.T)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {}, {"retrieve_bank": self._retrieve_bank, "answer_bank": self._answer_bank}
+
+    def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        self._retrieve_bank = np.asarray(arrays["retrieve_bank"], dtype=np.float32)
+        self._answer_bank = np.asarray(arrays["answer_bank"], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- retrieval confidence
+
+
+class RetrievalConfidenceSignal(GateSignal):
+    """How well the pipeline's sources (and router) answer the query, before deciding to use them.
+
+    Each source is searched for ``k`` hits (one batched call per source): ``top`` is
+    the best score over sources, ``gap`` the best source's first minus second
+    score, ``spread`` the max minus min of the sources' top scores (0 with one
+    source). With a router, ``router_max`` is its highest route probability and
+    ``router_none`` its probability of the no-retrieval route. Costs one shallow
+    retrieval per source: use it when that is cheaper than a wrong answer.
+    """
+
+    kind = "retrieval"
+    primary = "top"
+    needs_sources = True
+
+    def __init__(self, sources: Sequence[Any] = (), router: Any = None, k: int = 3) -> None:
+        self.sources = list(sources)
+        self.router = router
+        self.k = int(k)
+
+    @property
+    def names(self) -> list[str]:
+        return ["top", "gap", "spread", "router_max", "router_none"]
+
+    def settings(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        if not self.sources:
+            raise RagrouteError("gate signal retrieval needs the pipeline's sources")
+        contexts = list(contexts)
+        tops = np.full((len(contexts), len(self.sources)), np.nan)
+        gaps = np.zeros((len(contexts), len(self.sources)))
+        for j, source in enumerate(self.sources):
+            for i, (hits, _nested) in enumerate(source.search_contexts(contexts, self.k)):
+                if hits:
+                    tops[i, j] = hits[0].score
+                    gaps[i, j] = hits[0].score - hits[1].score if len(hits) > 1 else hits[0].score
+        out = np.zeros((len(contexts), 5))
+        for i in range(len(contexts)):
+            row = tops[i]
+            if np.isfinite(row).any():
+                best = int(np.nanargmax(row))
+                out[i, 0] = row[best]
+                out[i, 1] = gaps[i, best]
+                out[i, 2] = float(np.nanmax(row) - np.nanmin(row))
+        if self.router is not None:
+            from ragroute.route.base import NONE_ROUTE, route_contexts
+
+            for i, decision in enumerate(route_contexts(self.router, contexts)):
+                out[i, 3] = max(decision.routes.values(), default=0.0)
+                out[i, 4] = decision.routes.get(NONE_ROUTE, 0.0)
+        return out
+
+
+# --------------------------------------------------------------------------- rarity
+
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*[A-Za-z]|[A-Za-z]|\d+")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "him",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "no",
+        "nor",
+        "not",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+    ]
+)
+COMMON_ZIPF = 7.0
+"""The Zipf value given when a query has no content word (as common as the commonest words)."""
+RARE_ZIPF = 3.5
+"""Content words below this Zipf value (about 3 per million words) count as rare."""
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def zipf(word: str) -> float:
+    """General-language frequency of ``word`` on the Zipf scale (log10 per billion words; 0 = unseen)."""
+    from wordfreq import zipf_frequency
+
+    return float(zipf_frequency(word, "en"))
+
+
+def content_words(text: str) -> tuple[list[str], list[str]]:
+    """Lower-cased content words (no stop words, no bare numbers) and the entity-like ones among them
+    (capitalised after the first word, or all capitals)."""
+    content, entities = _content_words(text)
+    return list(content), list(entities)
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_words(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    words = _TOKEN.findall(question_stem(text))
+    content, entities = [], []
+    for position, word in enumerate(words):
+        lower = word.lower()
+        if lower in STOPWORDS or word.isdigit() or len(word) < 2:
+            continue
+        content.append(lower)
+        if (position > 0 and word[0].isupper()) or (len(word) > 1 and word.isupper()):
+            entities.append(lower)
+    return tuple(content), tuple(entities)
+
+
+class RaritySignal(GateSignal):
+    """Long-tail queries need retrieval (Mallen et al.): how rare the query's words and entities are.
+
+    General language: ``wordfreq`` Zipf frequencies (cached per word). Indexed
+    corpora: document frequencies counted by :meth:`fit_corpus` (or from
+    ``documents`` at construction); without a corpus those three values are 0.
+    """
+
+    kind = "rarity"
+    primary = "min_zipf"
+
+    def __init__(self, documents: Iterable[Any] | None = None) -> None:
+        self._df: dict[str, int] = {}
+        self._n_docs = 0
+        if documents is not None:
+            self.fit_corpus(getattr(d, "text", d) for d in documents)
+
+    @property
+    def names(self) -> list[str]:
+        return [
+            "min_zipf",
+            "mean_zipf",
+            "rare_share",
+            "entity_min_zipf",
+            "max_idf",
+            "mean_idf",
+            "unseen_share",
+        ]
+
+    @property
+    def has_corpus(self) -> bool:
+        return self._n_docs > 0
+
+    def fit_corpus(self, texts: Iterable[str]) -> RaritySignal:
+        """Count in how many of ``texts`` each word occurs."""
+        df: dict[str, int] = {}
+        n = 0
+        for text in texts:
+            n += 1
+            for word in {w.lower() for w in _TOKEN.findall(str(text))}:
+                df[word] = df.get(word, 0) + 1
+        self._df, self._n_docs = df, n
+        return self
+
+    def _row(self, text: str) -> list[float]:
+        content, entities = _content_words(text)
+        if not content:
+            return [COMMON_ZIPF, COMMON_ZIPF, 0.0, COMMON_ZIPF, 0.0, 0.0, 0.0]
+        freqs = [zipf(w) for w in content]
+        row = [
+            min(freqs),
+            sum(freqs) / len(freqs),
+            sum(f < RARE_ZIPF for f in freqs) / len(freqs),
+            min((zipf(w) for w in entities), default=COMMON_ZIPF),
+        ]
+        if self._n_docs:
+            dfs = [self._df.get(w, 0) for w in content]
+            idfs = [math.log((self._n_docs + 1) / (d + 1)) for d in dfs]
+            row += [max(idfs), sum(idfs) / len(idfs), sum(d == 0 for d in dfs) / len(dfs)]
+        else:
+            row += [0.0, 0.0, 0.0]
+        return row
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        return np.asarray([self._row(c.text) for c in contexts], dtype=np.float64).reshape(-1, 7)
+
+    def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
+        content, _ = _content_words(context.text)
+        if not content:
+            return {}
+        rarest = min(content, key=zipf)
+        return {"rarest_word": rarest, "rarest_zipf": round(zipf(rarest), 2)}
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return ({"n_docs": self._n_docs, "df": self._df} if self._n_docs else {}), {}
+
+    def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        self._n_docs = int(data.get("n_docs", 0))
+        self._df = {str(k): int(v) for k, v in (data.get("df") or {}).items()}
+
+
+# --------------------------------------------------------------------------- complexity
+
+_CHEAP_USED = (
+    "log_words",
+    "cap_ratio",
+    "log_capitalised",
+    "ends_question",
+    "qw_none",
+    "qw_what",
+    "qw_who",
+    "qw_when",
+    "qw_where",
+    "qw_which",
+    "qw_how",
+    "qw_why",
+    "qw_be",
+    "qw_do",
+    "qw_modal",
+    "has_digit",
+    "has_year",
+    "has_choices",
+    "kw_comparison",
+    "kw_exam",
+    "kw_howto",
+    "kw_person",
+    "kw_time",
+    "kw_visual",
+)
+_CHEAP_COLUMNS = [CHEAP_FEATURE_NAMES.index(name) for name in _CHEAP_USED]
+_MULTIHOP = re.compile(
+    r"\b(?:both|and|also|same|whose|than|compared?|between|before|after|older|younger|earlier|later|"
+    r"first|last|the \w+ of the|of the \w+ (?:who|that|which))\b",
+    re.IGNORECASE,
+)
+_TEMPORAL = re.compile(
+    r"\b(?:latest|current(?:ly)?|today|tonight|tomorrow|now|recent(?:ly)?|this (?:week|month|year)|"
+    r"upcoming|trending|live|real[- ]time|price|prices|weather|news|stock|forecast|schedule)\b",
+    re.IGNORECASE,
+)
+_ACTION = re.compile(
+    r"^(?:please |hey,? |hi,? )?(?:can|could|would|will) you\b|\b(?:help me|find|search|look up|book|"
+    r"check|order|buy|reserve|download|convert|translate|track|show me|get me|send|schedule|recommend|"
+    r"suggest|compare)\b",
+    re.IGNORECASE,
+)
+COMPLEXITY_NAMES = (*_CHEAP_USED, "multihop_cues", "temporal_cues", "action_cues", "entities")
+"""Values of the complexity signal: cheap router features (:mod:`ragroute.route.features`: length,
+capitalised words, question word, digits, answer options, keyword groups) plus log counts of
+multi-hop cues, temporal (freshness) cues, action requests, and entity-like words."""
+
+
+def multihop_cues(text: str) -> int:
+    """How many multi-hop cues (``and``/``both``/comparatives/nested ``of the``...) ``text`` holds."""
+    return len(_MULTIHOP.findall(question_stem(text)))
+
+
+class ComplexitySignal(GateSignal):
+    """Query complexity and form (Adaptive-RAG's cue): length, entities, question words, multi-hop,
+    temporal and action cues, answer options."""
+
+    kind = "complexity"
+    primary = "multihop_cues"
+
+    @property
+    def names(self) -> list[str]:
+        return list(COMPLEXITY_NAMES)
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        texts = [c.text for c in contexts]
+        cheap = cheap_features(texts)[:, _CHEAP_COLUMNS].astype(np.float64)
+        extra = np.zeros((len(texts), 4))
+        for i, text in enumerate(texts):
+            stem = question_stem(text)
+            extra[i] = [
+                math.log1p(len(_MULTIHOP.findall(stem))),
+                math.log1p(len(_TEMPORAL.findall(stem))),
+                math.log1p(len(_ACTION.findall(stem))),
+                math.log1p(len(_content_words(text)[1])),
+            ]
+        return np.hstack([cheap, extra])
+
+
+# --------------------------------------------------------------------------- text probe
+
+
+class TextProbeSignal(GateSignal):
+    """A linear probe over the query text: a binary :class:`~ragroute.route.trained.TrainedRouter`
+    (embedding, cheap features and ``hashed_dim`` hashed n-grams, balanced class weights); the value
+    is its retrieve-minus-answer logit. Its own examples get out-of-fold logits (``folds``-fold)."""
+
+    kind = "text_probe"
+    primary = "logit"
+    uses_encoder = True
+    needs_examples = True
+
+    def __init__(self, hashed_dim: int = 4096, C: float = 1.0, folds: int = 5, encoder: Any = None) -> None:
+        self.hashed_dim = int(hashed_dim)
+        self.C = float(C)
+        self.folds = int(folds)
+        self.encoder = encoder
+        self._router: Any = None
+
+    @property
+    def names(self) -> list[str]:
+        return ["logit"]
+
+    def settings(self) -> dict[str, Any]:
+        return {"hashed_dim": self.hashed_dim, "C": self.C, "folds": self.folds}
+
+    def _options(self) -> dict[str, Any]:
+        from ragroute.route.features import QueryFeatures
+
+        return {"features": QueryFeatures(hashed_dim=self.hashed_dim), "C": self.C}
+
+    @staticmethod
+    def _labels(examples: Examples) -> list[str]:
+        return ["retrieve" if r else "answer" for r in examples.retrieve]
+
+    def fit(self, examples: Examples) -> None:
+        from ragroute.route.trained import TrainedRouter
+
+        self._router = TrainedRouter.fit(
+            examples.texts,
+            self._labels(examples),
+            self.encoder if examples.vectors is not None else None,
+            query_vectors=examples.vectors,
+            calibrate=False,
+            **self._options(),
+        )
+
+    def fit_values(self, examples: Examples) -> np.ndarray:
+        from ragroute.route.trained import cross_val_logits
+
+        labels = self._labels(examples)
+        counts = min(labels.count("retrieve"), labels.count("answer"))
+        folds = max(2, min(self.folds, counts))
+        route_labels, logits = cross_val_logits(
+            examples.texts,
+            labels,
+            self.encoder if examples.vectors is not None else None,
+            folds=folds,
+            query_vectors=examples.vectors,
+            **self._options(),
+        )
+        self.fit(examples)
+        logits = np.where(np.isfinite(logits), logits, 0.0)
+        diff = logits[:, route_labels.index("retrieve")] - logits[:, route_labels.index("answer")]
+        return diff[:, None]
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        if self._router is None:
+            raise RagrouteError("gate signal text_probe is not fitted")
+        texts = [c.text for c in contexts]
+        logits = self._router.logits(texts, query_vectors=vectors if self._router.encoder_info else None)
+        labels = self._router.labels
+        return (logits[:, labels.index("retrieve")] - logits[:, labels.index("answer")])[:, None]
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._router.save(folder / "router")
+
+    def load(self, folder: Path, *, encoder: Any = None) -> None:
+        from ragroute.route.trained import TrainedRouter
+
+        self.encoder = encoder
+        self._router = TrainedRouter.load(folder / "router", encoder)
+
+
+# --------------------------------------------------------------------------- building
+
+GATE_SIGNALS: dict[str, type[GateSignal]] = {
+    cls.kind: cls
+    for cls in (
+        KnnVoteSignal,
+        BankMarginSignal,
+        RetrievalConfidenceSignal,
+        RaritySignal,
+        ComplexitySignal,
+        TextProbeSignal,
+    )
+}
+"""Signal kinds by name (what ``signals:`` lists and saved gates record)."""
+DEFAULT_SIGNALS = ("knn_vote", "bank_margin", "rarity", "complexity", "text_probe")
+"""The signals of a trained gate unless told otherwise (``retrieval`` needs sources, so it is opt-in)."""
+
+
+def make_signal(
+    spec: str | Mapping[str, Any], *, encoder: Any = None, sources: Sequence[Any] = ()
+) -> GateSignal:
+    """A signal from its kind (``"knn_vote"``) or a mapping ``{kind: knn_vote, k: 10}``."""
+    data = {"kind": spec} if isinstance(spec, str) else dict(spec)
+    kind = str(data.pop("kind", ""))
+    if kind not in GATE_SIGNALS:
+        raise RagrouteError(f"unknown gate signal {kind!r}: known ones are {', '.join(GATE_SIGNALS)}")
+    cls = GATE_SIGNALS[kind]
+    try:
+        if cls is TextProbeSignal:
+            return TextProbeSignal(encoder=encoder, **data)
+        if cls is RetrievalConfidenceSignal:
+            return RetrievalConfidenceSignal(sources, **data)
+        if cls is RaritySignal and data.pop("corpus", False):
+            return RaritySignal(documents=[d for s in sources for d in s.documents])
+        return cls(**data)
+    except TypeError as exc:
+        raise RagrouteError(f"gate signal {kind}: bad settings {data}: {exc}") from None
+
+
+def fold_ids(texts: Sequence[str], retrieve: Sequence[bool], folds: int, seed: int = 0) -> np.ndarray:
+    """Stratified folds with identical texts kept together (for cross-validated gate benchmarks)."""
+    return grouped_stratified_folds(texts, ["r" if r else "a" for r in retrieve], folds, seed)

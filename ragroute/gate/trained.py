@@ -1,0 +1,762 @@
+"""Gates over LLM-free signals: a trained (stacked logistic-regression) gate with calibration, and
+a threshold gate over one signal value.
+
+Fitting a :class:`TrainedGate`::
+
+    gate = TrainedGate.fit(texts, retrieve, encoder)            # retrieve[i]: query i needs retrieval
+    gate.gate_many([QueryContext.of("What is 2 + 2?")])[0]      # GateDecision(action="answer", ...)
+    gate.with_operating_point(retrieval_rate=0.7)               # the cost knob
+    gate.save("gates/mine"); TrainedGate.load("gates/mine", encoder)
+
+How it is fitted: every signal gives its values for the training queries as
+unseen queries would get them (leave-one-out or out-of-fold, see
+:mod:`ragroute.gate.signals`); the columns are standardised; a logistic
+regression with balanced class weights is fitted on a stratified part of the
+data (identical texts on one side only) and Platt-calibrated on the held-out
+rest (``validation_fraction``); then it is refitted on everything, keeping the
+calibration. The *default threshold* is class-imbalance aware:
+
+* ``"prior"`` (default): the calibrated probability at the balanced model's
+  logit 0, i.e. the prior-corrected decision point (a query is sent to
+  retrieval when its odds beat the training prior's);
+* ``"balanced_accuracy"``: the threshold maximising balanced accuracy on the
+  held-out part (the middle of the best interval).
+
+Operating points (:meth:`TrainedGate.with_operating_point`): a threshold on the
+calibrated probability; a target retrieval rate (quantiles of the training
+queries' probabilities); or a budget, ``retrieve_cost`` = the cost of one
+retrieval relative to the cost of answering wrongly without needed retrieval
+(retrieve when ``p * 1 > retrieve_cost``).
+
+scikit-learn fits; the gate keeps numpy arrays only and saves itself through the
+artifact store (family ``gate``, kind ``trained``; each signal's learned state in
+``signals/<kind>/``; no pickle). Loading with ``signals=`` that differ from the
+saved ones fails with one line.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.context import QueryContext, query_vectors
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.gate.signals import (
+    DEFAULT_SIGNALS,
+    Examples,
+    GateSignal,
+    make_signal,
+    multihop_cues,
+    normalise,
+)
+from ragroute.pipeline.stages import GateDecision
+from ragroute.route.folds import grouped_holdout, normalized_text
+
+ARTIFACT_FAMILY = "gate"
+FORMAT = "ragroute.gate"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "gate.npz"
+THRESHOLD_RULES = ("prior", "balanced_accuracy")
+QUANTILES = 201
+TOP_VALUES = 4
+
+
+class GateSignalMismatchError(RagrouteError):
+    """A saved gate was fitted on other signals than the ones configured."""
+
+
+@dataclass
+class DepthPolicy:
+    """How deep a retrieve decision goes: *deep* when the query holds at least ``deep_cues``
+    multi-hop cues (:func:`~ragroute.gate.signals.multihop_cues`), else *shallow*.
+
+    ``*_k``: hits to ask for (``None``: the caller's k); ``*_steps``: retrieval steps
+    a multi-step caller should plan.
+    """
+
+    shallow_k: int | None = None
+    deep_k: int | None = None
+    shallow_steps: int = 1
+    deep_steps: int = 2
+    deep_cues: int = 2
+
+    def of(self, text: str) -> tuple[str, int | None, int]:
+        if multihop_cues(text) >= self.deep_cues:
+            return "deep", self.deep_k, self.deep_steps
+        return "shallow", self.shallow_k, self.shallow_steps
+
+
+def sigmoid(z: np.ndarray | float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -500, 500)))
+
+
+def stop_reason(context: QueryContext, max_steps: int | None) -> str:
+    """Why a step should not retrieve at all ("" when it may): the step budget, or a sub-query
+    that repeats an earlier step's (``history`` items with a ``query`` or ``text``)."""
+    if max_steps is not None and context.step >= max_steps:
+        return f"step budget spent (step {context.step}, max_steps {max_steps})"
+    seen = normalized_text(context.text)
+    for i, item in enumerate(context.history):
+        previous = item.get("query") or item.get("text") if isinstance(item, Mapping) else None
+        if isinstance(previous, str) and normalized_text(previous) == seen:
+            return f"sub-query repeats step {item.get('step', i)}"
+    return ""
+
+
+class SignalGate:
+    """What gates over :class:`~ragroute.gate.signals.GateSignal` s share: computing the signal
+    matrix for a batch of contexts (each query encoded at most once), stop rules, depth, decisions."""
+
+    name = "gate"
+
+    def __init__(
+        self,
+        signals: Sequence[GateSignal],
+        encoder: Any = None,
+        *,
+        threshold: float = 0.5,
+        depth: DepthPolicy | None = None,
+        max_steps: int | None = None,
+    ) -> None:
+        self.signals = list(signals)
+        self.encoder = encoder
+        self.threshold = float(threshold)
+        self.depth = depth or DepthPolicy()
+        self.max_steps = max_steps
+        self.columns = [c for s in self.signals for c in s.columns()]
+
+    @property
+    def uses_encoder(self) -> bool:
+        return any(s.uses_encoder for s in self.signals)
+
+    def _vectors(self, contexts: Sequence[QueryContext]) -> np.ndarray | None:
+        if not self.uses_encoder:
+            return None
+        if self.encoder is None:
+            raise RagrouteError(f"gate {self.name} has signals that embed queries: give it an encoder")
+        return normalise(query_vectors(contexts, self.encoder))
+
+    def signal_matrix(
+        self, contexts: Sequence[QueryContext], vectors: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The ``(len(contexts), len(columns))`` signal values (``vectors``: already computed ones)."""
+        contexts = list(contexts)
+        if vectors is None:
+            vectors = self._vectors(contexts)
+        blocks = [s.values(contexts, vectors) for s in self.signals]
+        return np.hstack(blocks) if blocks else np.zeros((len(contexts), 0))
+
+    def probabilities(self, queries: Sequence[str | QueryContext]) -> np.ndarray:
+        """Calibrated probabilities that each query needs retrieval."""
+        contexts = [QueryContext.of(q) for q in queries]
+        return self._probabilities(self.signal_matrix(contexts))[0]
+
+    def _probabilities(self, matrix: np.ndarray) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    def _explain_row(self, row: np.ndarray, extra: Any, i: int) -> dict[str, Any]:
+        return {}
+
+    def gate_many(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
+        """One decision per query: ``retrieve`` (with depth), ``answer``, or ``stop``."""
+        contexts = list(contexts)
+        if not contexts:
+            return []
+        vectors = self._vectors(contexts)
+        matrix = self.signal_matrix(contexts, vectors)
+        probs, extra = self._probabilities(matrix)
+        out = []
+        for i, context in enumerate(contexts):
+            p = float(probs[i])
+            signals: dict[str, Any] = {
+                "threshold": round(self.threshold, 6),
+                "values": {c: round(float(v), 4) for c, v in zip(self.columns, matrix[i])},
+                **self._explain_row(matrix[i], extra, i),
+            }
+            for signal in self.signals:
+                detail = signal.explain(context, None if vectors is None else vectors[i])
+                if detail:
+                    signals[signal.kind] = detail
+            stop = stop_reason(context, self.max_steps)
+            depth = steps = None
+            if stop:
+                action, reason = "stop", stop
+            elif p >= self.threshold:
+                level, depth, steps = self.depth.of(context.text)
+                action = "retrieve"
+                reason = f"p_retrieve {p:.3f} >= threshold {self.threshold:.3f} ({level})"
+                signals["depth_level"] = level
+            else:
+                action = "answer"
+                reason = f"p_retrieve {p:.3f} < threshold {self.threshold:.3f}"
+            top = signals.get("top")
+            if top and action != "stop":
+                reason += ": " + ", ".join(f"{name} {signals['values'][name]}" for name in list(top)[:3])
+            out.append(GateDecision(action, round(p, 6), signals, depth=depth, steps=steps, reason=reason))
+        return out
+
+
+# --------------------------------------------------------------------------- the trained gate
+
+
+@dataclass
+class _Model:
+    """Standardisation, logistic-regression weights and Platt calibration, all numpy."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    platt_a: float = 1.0
+    platt_b: float = 0.0
+
+    def logits(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = (matrix - self.mean) / self.scale
+        return z @ self.coef + self.intercept, z
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        return sigmoid(self.platt_a * logits + self.platt_b)
+
+
+def _fit_logreg(x: np.ndarray, y: np.ndarray, C: float, seed: int) -> tuple[np.ndarray, float]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(C=C, class_weight="balanced", max_iter=5000, random_state=seed)
+        model.fit(x, y)
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
+
+
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+"""Regularisation strengths ``C="auto"`` chooses among (by cross-validation on the training data)."""
+
+
+def choose_C(
+    z: np.ndarray, y: np.ndarray, texts: Sequence[str], seed: int = 0
+) -> tuple[float, dict[str, float]]:
+    """The ``C`` of :data:`C_GRID` with the best grouped, stratified 5-fold AUROC on ``(z, y)``."""
+    from ragroute.route.folds import grouped_stratified_folds
+
+    folds = min(5, int(y.sum()), int((~y).sum()))
+    if folds < 2:
+        return 1.0, {}
+    fold_of = grouped_stratified_folds(texts, ["r" if v else "a" for v in y], folds, seed)
+    scores: dict[str, float] = {}
+    for c in C_GRID:
+        out = np.zeros(len(y))
+        for f in range(folds):
+            train, test = fold_of != f, fold_of == f
+            if len(set(y[train])) < 2:
+                continue
+            coef, intercept = _fit_logreg(z[train], y[train], c, seed)
+            out[test] = z[test] @ coef + intercept
+        scores[str(c)] = round(auroc(y, out), 5)
+    best = max(scores.values())
+    chosen = min(float(c) for c, v in scores.items() if v >= best - 1e-3)
+    return chosen, scores
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` with ``sigmoid(a * logit + b)`` calibrated on ``y`` (Platt's smoothed targets)."""
+    y = np.asarray(y, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return 1.0, 0.0
+    target = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    logits = np.asarray(logits, dtype=np.float64)
+
+    def loss(a: float, b: float) -> float:
+        z = a * logits + b
+        return float(np.sum(np.logaddexp(0.0, z) - target * z))
+
+    a, b = 1.0, 0.0
+    current = loss(a, b)
+    for _ in range(100):  # Newton's method with backtracking on the log-loss (2 parameters)
+        p = sigmoid(a * logits + b)
+        grad = np.array([np.sum((p - target) * logits), np.sum(p - target)])
+        w = p * (1 - p) + 1e-12
+        hess = np.array([[np.sum(w * logits * logits), np.sum(w * logits)], [np.sum(w * logits), np.sum(w)]])
+        step = np.linalg.solve(hess + 1e-9 * np.eye(2), grad)
+        size = 1.0
+        while size > 1e-8 and loss(a - size * step[0], b - size * step[1]) > current:
+            size /= 2
+        a, b = a - size * step[0], b - size * step[1]
+        new = loss(a, b)
+        if current - new < 1e-10:
+            break
+        current = new
+    if not (np.isfinite(a) and np.isfinite(b)) or a <= 0:
+        return 1.0, 0.0
+    return float(a), float(b)
+
+
+def balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
+    truth, pred = np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)
+    parts = [float(np.mean(pred[truth == c] == c)) for c in (True, False) if np.any(truth == c)]
+    return float(np.mean(parts)) if parts else 0.0
+
+
+def best_balanced_threshold(probs: np.ndarray, truth: np.ndarray) -> float:
+    """The threshold maximising balanced accuracy (the middle of the best run of candidates)."""
+    values = np.unique(probs)
+    candidates = np.concatenate([[0.0], (values[:-1] + values[1:]) / 2, [1.0]])
+    scores = np.array([balanced_accuracy(truth, probs >= t) for t in candidates])
+    best = np.flatnonzero(scores >= scores.max() - 1e-12)
+    return float(candidates[best[len(best) // 2]])
+
+
+class TrainedGate(SignalGate):
+    """A logistic regression over signal values, Platt-calibrated; see the module docstring."""
+
+    name = "trained"
+
+    def __init__(
+        self,
+        signals: Sequence[GateSignal],
+        model: _Model,
+        *,
+        encoder: Any = None,
+        encoder_info: dict[str, Any] | None = None,
+        threshold: float = 0.5,
+        default_threshold: float | None = None,
+        threshold_rule: str = "prior",
+        quantiles: np.ndarray | None = None,
+        depth: DepthPolicy | None = None,
+        max_steps: int | None = None,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(signals, encoder, threshold=threshold, depth=depth, max_steps=max_steps)
+        self.model = model
+        self.encoder_info = encoder_info
+        self.default_threshold = float(threshold if default_threshold is None else default_threshold)
+        self.threshold_rule = threshold_rule
+        self.quantiles = np.asarray(quantiles if quantiles is not None else np.linspace(0, 1, QUANTILES))
+        self.params = dict(params or {})
+        self.metrics = dict(metrics or {})
+        if name:
+            self.name = name
+
+    # ------------------------------------------------------------------ fitting
+
+    @classmethod
+    def fit(
+        cls,
+        texts: Sequence[str],
+        retrieve: Sequence[bool],
+        encoder: Any = None,
+        *,
+        signals: Sequence[str | Mapping[str, Any] | GateSignal] = DEFAULT_SIGNALS,
+        columns: Sequence[str] | None = None,
+        query_vectors: np.ndarray | None = None,
+        sources: Sequence[Any] = (),
+        C: float | str = "auto",
+        validation_fraction: float = 0.25,
+        default_threshold: str = "prior",
+        depth: DepthPolicy | None = None,
+        max_steps: int | None = None,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> TrainedGate:
+        """Fit on ``texts`` and whether each needs retrieval; see the module docstring.
+
+        ``signals``: kinds, ``{kind: ..., setting: ...}`` mappings, or built
+        signals; ``columns``: use only these signal values (e.g. one value: a
+        single-signal threshold gate); ``query_vectors``: the encoder's
+        embeddings of ``texts`` (skips encoding). ``C``: the logistic
+        regression's inverse regularisation, or ``"auto"``: the value of
+        :data:`C_GRID` with the best 5-fold cross-validated AUROC on the training
+        signal values (the smallest within 0.001 of the best).
+        """
+        texts = [str(t) for t in texts]
+        y = np.asarray(list(retrieve), dtype=bool)
+        if len(texts) != len(y):
+            raise RagrouteError(f"{len(texts)} texts but {len(y)} labels")
+        if y.all() or not y.any():
+            raise RagrouteError("a gate needs examples that need retrieval and examples that do not")
+        if default_threshold not in THRESHOLD_RULES:
+            raise RagrouteError(f"default_threshold must be one of {', '.join(THRESHOLD_RULES)}")
+        built = [
+            s if isinstance(s, GateSignal) else make_signal(s, encoder=encoder, sources=sources)
+            for s in signals
+        ]
+        if not built:
+            raise RagrouteError("a gate needs at least one signal")
+        vectors = None
+        if any(s.uses_encoder for s in built):
+            if encoder is None and query_vectors is None:
+                raise RagrouteError("these gate signals embed queries: give an encoder")
+            if query_vectors is None:
+                query_vectors = encoder.encode_queries(texts, show_progress=False)
+            vectors = normalise(query_vectors)
+        examples = Examples(texts, y, vectors)
+        matrix = np.hstack([s.fit_values(examples) for s in built])
+        all_columns = [c for s in built for c in s.columns()]
+        if columns is not None:
+            missing = [c for c in columns if c not in all_columns]
+            if missing:
+                raise RagrouteError(
+                    f"unknown signal value(s) {', '.join(missing)}: known {', '.join(all_columns)}"
+                )
+            keep = [all_columns.index(c) for c in columns]
+            matrix = matrix[:, keep]
+        else:
+            keep = list(range(len(all_columns)))
+        mean = matrix.mean(axis=0)
+        scale = matrix.std(axis=0)
+        scale[scale < 1e-9] = 1.0
+        z = (matrix - mean) / scale
+        labels = ["r" if v else "a" for v in y]
+        cv_scores: dict[str, float] = {}
+        if C == "auto":
+            C, cv_scores = choose_C(z, y, texts, seed)
+        C = float(C)
+        train_idx, held_idx = grouped_holdout(texts, labels, validation_fraction, seed)
+        platt, rule_threshold, held_metrics = (1.0, 0.0), None, {}
+        if len(held_idx) and len(set(y[train_idx])) == 2 and len(set(y[held_idx])) == 2:
+            coef, intercept = _fit_logreg(z[train_idx], y[train_idx], C, seed)
+            held_logits = z[held_idx] @ coef + intercept
+            platt = fit_platt(held_logits, y[held_idx])
+            held_probs = sigmoid(platt[0] * held_logits + platt[1])
+            if default_threshold == "balanced_accuracy":
+                rule_threshold = best_balanced_threshold(held_probs, y[held_idx])
+            held_metrics = {
+                "n_validation": len(held_idx),
+                "validation_auroc": round(auroc(y[held_idx], held_logits), 4),
+                "validation_balanced_accuracy_prior": round(
+                    balanced_accuracy(y[held_idx], held_logits >= 0), 4
+                ),
+            }
+        coef, intercept = _fit_logreg(z, y, C, seed)
+        model = _Model(mean, scale, coef, intercept, *platt)
+        threshold = float(model.calibrated(np.zeros(1))[0]) if rule_threshold is None else rule_threshold
+        train_probs = model.calibrated(model.logits(matrix)[0])
+        quantiles = np.quantile(train_probs, np.linspace(0, 1, QUANTILES))
+        gate_signals = _restrict(built, [all_columns[k] for k in keep])
+        gate = cls(
+            gate_signals,
+            model,
+            encoder=encoder,
+            encoder_info=_encoder_info(encoder) if any(s.uses_encoder for s in gate_signals) else None,
+            threshold=threshold,
+            default_threshold=threshold,
+            threshold_rule=default_threshold,
+            quantiles=quantiles,
+            depth=depth,
+            max_steps=max_steps,
+            params={"C": C, "validation_fraction": validation_fraction, "seed": seed},
+            metrics={
+                "n_train": len(texts),
+                "n_retrieve": int(y.sum()),
+                **held_metrics,
+                **({"cv_auroc_by_C": cv_scores} if cv_scores else {}),
+            },
+            name=name,
+        )
+        gate.columns = [all_columns[k] for k in keep]
+        return gate
+
+    # ------------------------------------------------------------------ deciding
+
+    def _probabilities(self, matrix: np.ndarray) -> tuple[np.ndarray, Any]:
+        matrix = self._select(matrix)
+        logits, z = self.model.logits(matrix)
+        return self.model.calibrated(logits), z
+
+    def signal_matrix(
+        self, contexts: Sequence[QueryContext], vectors: np.ndarray | None = None
+    ) -> np.ndarray:
+        return self._select(super().signal_matrix(contexts, vectors), full=True)
+
+    def _select(self, matrix: np.ndarray, full: bool = False) -> np.ndarray:
+        """Keep the gate's columns from a matrix of all its signals' values."""
+        every = [c for s in self.signals for c in s.columns()]
+        if matrix.shape[1] == len(self.columns) and not full:
+            return matrix
+        if every == self.columns:
+            return matrix
+        return matrix[:, [every.index(c) for c in self.columns]]
+
+    def _explain_row(self, row: np.ndarray, z: Any, i: int) -> dict[str, Any]:
+        contrib = z[i] * self.model.coef
+        order = np.argsort(-np.abs(contrib), kind="stable")[:TOP_VALUES]
+        return {"top": {self.columns[j]: round(float(contrib[j]), 4) for j in order}}
+
+    # ------------------------------------------------------------------ operating points
+
+    def threshold_for_rate(self, retrieval_rate: float) -> float:
+        """The threshold sending about ``retrieval_rate`` of queries like the training ones to retrieval."""
+        if not 0.0 <= retrieval_rate <= 1.0:
+            raise RagrouteError(f"retrieval_rate must be in [0, 1], got {retrieval_rate}")
+        grid = np.linspace(0, 1, len(self.quantiles))
+        return float(np.interp(1.0 - retrieval_rate, grid, self.quantiles))
+
+    def with_operating_point(
+        self,
+        *,
+        threshold: float | None = None,
+        retrieval_rate: float | None = None,
+        retrieve_cost: float | None = None,
+    ) -> TrainedGate:
+        """A copy deciding at another operating point (give exactly one; none: the default threshold).
+
+        ``retrieve_cost``: the cost of one retrieval relative to a wrong direct
+        answer (1): retrieving pays when ``p_retrieve > retrieve_cost``.
+        """
+        given = [v for v in (threshold, retrieval_rate, retrieve_cost) if v is not None]
+        if len(given) > 1:
+            raise RagrouteError("give one of threshold, retrieval_rate and retrieve_cost")
+        gate = copy.copy(self)
+        if threshold is not None:
+            if not 0.0 <= threshold <= 1.0:
+                raise RagrouteError(f"threshold must be in [0, 1], got {threshold}")
+            gate.threshold = float(threshold)
+        elif retrieval_rate is not None:
+            gate.threshold = self.threshold_for_rate(retrieval_rate)
+        elif retrieve_cost is not None:
+            if retrieve_cost < 0:
+                raise RagrouteError(f"retrieve_cost must be >= 0, got {retrieve_cost}")
+            gate.threshold = min(float(retrieve_cost), 1.0)
+        else:
+            gate.threshold = self.default_threshold
+        return gate
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path_dir: str | os.PathLike[str]) -> Path:
+        """Publish this gate as a new build of the artifact at ``path_dir`` (atomic, checksummed)."""
+        from ragroute.store import write_artifact
+
+        arrays = {
+            "mean": self.model.mean,
+            "scale": self.model.scale,
+            "coef": self.model.coef,
+            "quantiles": self.quantiles,
+        }
+        with write_artifact(
+            Path(path_dir),
+            ARTIFACT_FAMILY,
+            "trained",
+            name=Path(path_dir).name,
+            params=self._manifest(),
+            encoder=self.encoder_info,
+            error=IndexFormatError,
+        ) as build:
+            np.savez(build.path / WEIGHTS_FILE, **arrays)
+            for signal in self.signals:
+                signal.save(build.path / "signals" / signal.kind)
+        return Path(path_dir)
+
+    def _manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "signals": [s.describe() for s in self.signals],
+            "columns": self.columns,
+            "intercept": self.model.intercept,
+            "platt": [self.model.platt_a, self.model.platt_b],
+            "default_threshold": self.default_threshold,
+            "threshold_rule": self.threshold_rule,
+            "depth": asdict(self.depth),
+            "max_steps": self.max_steps,
+            "params": self.params,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def load(
+        cls,
+        path_dir: str | os.PathLike[str],
+        encoder: Any = None,
+        *,
+        signals: Sequence[str | Mapping[str, Any]] | None = None,
+        sources: Sequence[Any] = (),
+    ) -> TrainedGate:
+        """Load a saved gate. ``signals`` (kinds or mappings), when given, must be the saved ones;
+        ``encoder`` must match the one it was fitted with when a signal embeds queries."""
+        from ragroute.store import read_artifact
+
+        folder = Path(path_dir)
+        return read_artifact(
+            folder,
+            lambda snap: cls._from_snapshot(folder, snap, encoder, signals, sources),
+            family=ARTIFACT_FAMILY,
+            error=IndexFormatError,
+        )
+
+    @classmethod
+    def _from_snapshot(
+        cls, folder: Path, snap: Any, encoder: Any, configured: Any, sources: Sequence[Any]
+    ) -> TrainedGate:
+        manifest = snap.manifest.params
+        if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+            raise IndexFormatError(f"{folder} is not a {FORMAT} v{FORMAT_VERSION} gate")
+        saved = [dict(s) for s in manifest["signals"]]
+        if configured is not None:
+            wanted = [s if isinstance(s, str) else str(dict(s).get("kind")) for s in configured]
+            have = [s["kind"] for s in saved]
+            if wanted != have:
+                raise GateSignalMismatchError(
+                    f"gate {folder} was fitted on signals {', '.join(have)}, but "
+                    f"{', '.join(wanted) or 'none'} are configured: refit it with "
+                    "`ragroute gate fit --signals ...` or configure those signals"
+                )
+        info = snap.manifest.encoder
+        _check_encoder(folder, info, encoder)
+        built = [make_signal(s, encoder=encoder, sources=sources) for s in saved]
+        for signal in built:
+            signal.load(snap.path / "signals" / signal.kind, encoder=encoder)
+        with np.load(snap.file(WEIGHTS_FILE), allow_pickle=False) as data:
+            arrays = {name: np.asarray(data[name], dtype=np.float64) for name in data.files}
+        columns = [str(c) for c in manifest["columns"]]
+        if arrays["coef"].shape != (len(columns),):
+            raise IndexFormatError(
+                f"{folder}: {WEIGHTS_FILE} has {arrays['coef'].shape} weights "
+                f"for {len(columns)} signal values"
+            )
+        model = _Model(
+            arrays["mean"], arrays["scale"], arrays["coef"], float(manifest["intercept"]), *manifest["platt"]
+        )
+        gate = cls(
+            built,
+            model,
+            encoder=encoder,
+            encoder_info=info,
+            threshold=float(manifest["default_threshold"]),
+            threshold_rule=str(manifest.get("threshold_rule", "prior")),
+            quantiles=arrays["quantiles"],
+            depth=DepthPolicy(**manifest.get("depth", {})),
+            max_steps=manifest.get("max_steps"),
+            params=manifest.get("params"),
+            metrics=manifest.get("metrics"),
+            name=manifest.get("name"),
+        )
+        gate.columns = columns
+        return gate
+
+
+def _restrict(signals: Sequence[GateSignal], columns: Sequence[str]) -> list[GateSignal]:
+    """The signals that contribute at least one of ``columns``."""
+    wanted = set(columns)
+    return [s for s in signals if wanted & set(s.columns())]
+
+
+def _encoder_info(encoder: Any) -> dict[str, Any] | None:
+    if encoder is None:
+        return None
+    return {"model_id": str(getattr(encoder, "model_id", type(encoder).__name__)), "dim": int(encoder.dim)}
+
+
+def _check_encoder(folder: Path, info: Any, encoder: Any) -> None:
+    if not info:
+        return
+    if encoder is None:
+        raise EncoderMismatchError(
+            f"gate {folder} was fitted with encoder {info['model_id']}: pass that encoder"
+        )
+    got = (str(getattr(encoder, "model_id", "?")), int(getattr(encoder, "dim", -1)))
+    if got != (str(info["model_id"]), int(info["dim"])):
+        raise EncoderMismatchError(
+            f"gate {folder} was fitted with encoder {info['model_id']} ({info['dim']}-d), "
+            f"not {got[0]} ({got[1]}-d)"
+        )
+
+
+def auroc(truth: Sequence[bool], scores: Sequence[float]) -> float:
+    """Area under the ROC curve (ties count half); ``nan`` with a single class."""
+    y = np.asarray(truth, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return math.nan
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# --------------------------------------------------------------------------- threshold gate
+
+
+class ThresholdGate(SignalGate):
+    """Retrieve when one signal value is above (or below) a threshold you set (no fitting).
+
+    ``value`` names one of ``signal``'s values (``"min_zipf"`` or ``"rarity.min_zipf"``);
+    give ``above`` (retrieve when value >= above) or ``below`` (retrieve when value <=
+    below). The probability is ``sigmoid(±(value - threshold) / scale)``: 0.5 at the
+    threshold (uncalibrated; for a calibrated single-signal gate fit a
+    :class:`TrainedGate` with ``columns=[value]``). Signals that learn from examples
+    are fitted on ``examples`` (texts, needs-retrieval flags).
+    """
+
+    name = "threshold"
+
+    def __init__(
+        self,
+        signal: GateSignal,
+        value: str | None = None,
+        *,
+        above: float | None = None,
+        below: float | None = None,
+        scale: float = 1.0,
+        encoder: Any = None,
+        examples: tuple[Sequence[str], Sequence[bool]] | None = None,
+        depth: DepthPolicy | None = None,
+        max_steps: int | None = None,
+    ) -> None:
+        if (above is None) == (below is None):
+            raise RagrouteError("a threshold gate needs exactly one of 'above' and 'below'")
+        if scale <= 0:
+            raise RagrouteError(f"scale must be positive, got {scale}")
+        super().__init__([signal], encoder, threshold=0.5, depth=depth, max_steps=max_steps)
+        name = value or signal.primary
+        name = name.split(".", 1)[1] if name.startswith(f"{signal.kind}.") else name
+        if name not in signal.names:
+            raise RagrouteError(
+                f"signal {signal.kind} has no value {name!r}: it has {', '.join(signal.names)}"
+            )
+        self.value = name
+        self.cut = float(above if above is not None else below)  # type: ignore[arg-type]
+        self.sign = 1.0 if above is not None else -1.0
+        self.scale = float(scale)
+        self._column = signal.names.index(name)
+        if signal.needs_examples:
+            if examples is None:
+                raise RagrouteError(f"signal {signal.kind} learns from labelled examples: give 'examples'")
+            texts, flags = examples
+            vectors = None
+            if signal.uses_encoder:
+                if encoder is None:
+                    raise RagrouteError(f"signal {signal.kind} embeds queries: give an encoder")
+                vectors = encoder.encode_queries(list(texts), show_progress=False)
+            signal.fit(Examples(list(texts), np.asarray(list(flags), dtype=bool), vectors))
+
+    def _probabilities(self, matrix: np.ndarray) -> tuple[np.ndarray, Any]:
+        values = matrix[:, self._column]
+        return sigmoid(self.sign * (values - self.cut) / self.scale), None
+
+    def _explain_row(self, row: np.ndarray, extra: Any, i: int) -> dict[str, Any]:
+        column = self.columns[self._column]
+        return {
+            "top": {column: round(float(row[self._column]), 4)},
+            "rule": f"{column} {'>=' if self.sign > 0 else '<='} {self.cut}",
+        }

@@ -1,0 +1,416 @@
+"""Retrieval gates: signals on tiny data, the trained gate (calibration, operating points, store round
+trip, signal mismatch), the threshold gate, pipeline integration and the ``gate:`` settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import HashingEncoder
+
+from ragroute.context import QueryContext
+from ragroute.errors import EncoderMismatchError, RagrouteError
+from ragroute.gate import GateSignalMismatchError, ThresholdGate, TrainedGate, make_signal, needs_retrieval
+from ragroute.gate.signals import (
+    BankMarginSignal,
+    ComplexitySignal,
+    Examples,
+    KnnVoteSignal,
+    RaritySignal,
+    RetrievalConfidenceSignal,
+    content_words,
+    multihop_cues,
+)
+from ragroute.gate.trained import auroc, balanced_accuracy, best_balanced_threshold, fit_platt
+from ragroute.index.build import build_index
+from ragroute.pipeline.build import pipeline_from_settings
+from ragroute.registry import ARTIFACTS, GATES
+from ragroute.route.sources import Source
+
+# "retrieve" queries ask about rare named things; "answer" ones are arithmetic and general knowledge.
+RETRIEVE = [
+    f"Who founded the {name} company in {city}?"
+    for name in ("Zorblat", "Quenvar", "Mirtoll", "Blenshaw", "Trazzik", "Vumbrel", "Oskarine", "Pelltrode")
+    for city in ("Ulaanbaatar", "Tromso", "Ouagadougou")
+]
+ANSWER = (
+    [f"What is {a} plus {b}?" for a, b in ((2, 2), (3, 5), (7, 1), (4, 4), (6, 3), (9, 2), (1, 1), (8, 5))]
+    + [
+        f"What colour is the {thing}?"
+        for thing in ("sky", "grass", "sun", "snow", "sea", "night", "blood", "milk", "cloud", "coal")
+    ]
+    + [f"How many legs does a {animal} have?" for animal in ("dog", "cat", "bird", "spider", "horse", "cow")]
+)
+TEXTS = RETRIEVE + ANSWER
+FLAGS = [True] * len(RETRIEVE) + [False] * len(ANSWER)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> HashingEncoder:
+    return HashingEncoder(dim=128)
+
+
+@pytest.fixture(scope="module")
+def fitted(encoder) -> TrainedGate:
+    return TrainedGate.fit(TEXTS, FLAGS, encoder, signals=["knn_vote", "bank_margin", "rarity", "complexity"])
+
+
+def examples(encoder, texts=TEXTS, flags=FLAGS) -> Examples:
+    return Examples(list(texts), np.asarray(flags), encoder.encode_queries(list(texts)))
+
+
+# --------------------------------------------------------------------------- labels and signals
+
+
+def test_labels_no_none_no_tool_mean_answer():
+    assert [needs_retrieval(x) for x in ("no", "none", "NO_TOOL", "document", "tool", ["no", "x"])] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_knn_vote_is_leave_one_out_and_votes_by_similarity(encoder):
+    texts = ["alpha beta", "alpha beta", "alpha gamma", "delta epsilon", "delta zeta"]
+    flags = [True, True, True, False, False]
+    signal = KnnVoteSignal(k=2)
+    values = signal.fit_values(examples(encoder, texts, flags))
+    # the two identical "alpha beta" never vote for each other: their neighbours are "alpha gamma" + a delta
+    assert values[0, 0] == pytest.approx(
+        1.0, abs=1e-4
+    )  # "alpha gamma" is the only similar neighbour (delta: sim 0)
+    assert values[3, 0] == pytest.approx(0.0, abs=1e-3)  # its only similar neighbour, "delta zeta", answers
+    assert values[0, 1] == pytest.approx(0.5, abs=1e-6)  # cosine("alpha beta", "alpha gamma") = 1/2
+    fresh = signal.values([QueryContext("alpha beta")], encoder.encode_queries(["alpha beta"]))
+    assert fresh[0, 1] == pytest.approx(1.0, abs=1e-6)  # at decision time the example itself is a neighbour
+    assert (
+        signal.explain(QueryContext("delta"), encoder.encode_queries(["delta"])[0])["nearest_retrieve"]
+        is False
+    )
+
+
+def test_bank_margin_separates_the_banks(encoder):
+    signal = BankMarginSignal(top_n=2)
+    values = signal.fit_values(examples(encoder))
+    margin = values[:, 2]
+    assert margin[: len(RETRIEVE)].min() > margin[len(RETRIEVE) :].max()
+    assert np.allclose(values[:, 0] - values[:, 1], margin)
+    with pytest.raises(RagrouteError, match="both kinds"):
+        BankMarginSignal().fit(examples(encoder, ["a b", "c d"], [True, True]))
+
+
+def test_rarity_reads_general_language_and_corpus_frequencies():
+    signal = RaritySignal(documents=["the cat sat on the mat", "a dog and a cat", "zorblat quenvar"])
+    common, rare, empty = signal.values(
+        [QueryContext(t) for t in ("the cat", "Who is Zorblat Xqwv?", "the")], None
+    )
+    names = signal.names
+    assert common[names.index("min_zipf")] > 4 and rare[names.index("min_zipf")] < 2
+    assert rare[names.index("entity_min_zipf")] < 2 and common[names.index("entity_min_zipf")] == 7.0
+    assert rare[names.index("unseen_share")] == pytest.approx(1 / 2)  # xqwv unseen, zorblat seen
+    assert rare[names.index("max_idf")] > common[names.index("max_idf")]
+    assert empty[names.index("min_zipf")] == 7.0 and empty[names.index("rare_share")] == 0.0
+    assert content_words("Who founded Zorblat in 1999?") == (["founded", "zorblat"], ["zorblat"])
+    assert RaritySignal().values([QueryContext("Zorblat")], None)[0, names.index("max_idf")] == 0.0
+
+
+def test_complexity_counts_cues():
+    signal = ComplexitySignal()
+    row = dict(
+        zip(
+            signal.names,
+            signal.values(
+                [QueryContext("Are Scott Derrickson and Ed Wood both of the same nationality?")], None
+            )[0],
+        )
+    )
+    plain = dict(zip(signal.names, signal.values([QueryContext("what is love")], None)[0]))
+    assert row["multihop_cues"] > plain["multihop_cues"] == 0.0
+    assert row["entities"] > 0 and plain["entities"] == 0.0
+    assert row["qw_be"] == 1.0 and plain["qw_what"] == 1.0
+    assert multihop_cues("Who is older, Ann or Bob, and which came first?") >= 3
+    news = dict(
+        zip(signal.names, signal.values([QueryContext("Can you find the latest stock price?")], None)[0])
+    )
+    assert news["temporal_cues"] > 0 and news["action_cues"] > 0
+
+
+def test_retrieval_confidence_reads_the_sources(encoder, small_docs):
+    sources = [
+        Source(
+            topic,
+            build_index(
+                [d for d in small_docs if d.metadata["topic"] == topic], "dense", encoder=encoder, name=topic
+            ),
+        )
+        for topic in ("astro", "cook")
+    ]
+    signal = make_signal("retrieval", sources=sources)
+    assert isinstance(signal, RetrievalConfidenceSignal)
+    contexts = [QueryContext("telescope galaxy"), QueryContext("zzz qqq")]
+    values = signal.values(contexts, None)
+    top, gap, spread = values[:, 0], values[:, 1], values[:, 2]
+    assert top[0] > 0.3 and top[1] == pytest.approx(0.0, abs=1e-6)
+    assert spread[0] > 0.2 and gap[0] >= 0.0
+    with pytest.raises(RagrouteError, match="sources"):
+        RetrievalConfidenceSignal().values(contexts, None)
+
+
+def test_unknown_signal_is_one_clear_error():
+    with pytest.raises(RagrouteError, match="unknown gate signal 'vibes'"):
+        make_signal("vibes")
+
+
+# --------------------------------------------------------------------------- calibration helpers
+
+
+def test_platt_and_auroc_and_balanced_threshold():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(300, bool), np.zeros(40, bool)]
+    z = np.r_[rng.normal(30, 5, 300), rng.normal(-30, 5, 40)]  # separable: Newton must not diverge
+    a, b = fit_platt(z, y)
+    assert 0 < a < 10 and np.isfinite(b)
+    assert auroc([True, False, True, False], [0.9, 0.1, 0.8, 0.3]) == 1.0
+    assert auroc([True, False], [0.5, 0.5]) == 0.5
+    assert balanced_accuracy(np.array([1, 1, 1, 0], bool), np.array([1, 1, 1, 1], bool)) == 0.5
+    probs = np.array([0.1, 0.2, 0.6, 0.7, 0.9])
+    assert 0.2 < best_balanced_threshold(probs, np.array([0, 0, 1, 1, 1], bool)) <= 0.6
+
+
+# --------------------------------------------------------------------------- the trained gate
+
+
+def test_trained_gate_decides_with_calibrated_probability_and_reasons(fitted, encoder):
+    contexts = [QueryContext("Who founded the Grextol company in Tromso?"), QueryContext("What is 5 plus 3?")]
+    rare, easy = fitted.gate_many(contexts)
+    assert rare.action == "retrieve" and easy.action == "answer"
+    assert rare.probability > 0.8 > 0.2 > easy.probability
+    assert "p_retrieve" in easy.reason and "< threshold" in easy.reason
+    assert set(rare.signals["values"]) == set(fitted.columns) and len(rare.signals["top"]) == 4
+    assert rare.signals["knn_vote"]["nearest_retrieve"] is True
+    assert 0 < fitted.threshold < 1 and fitted.metrics["n_train"] == len(TEXTS)
+
+
+def test_operating_points_trade_retrieval_rate(fitted):
+    probs = fitted.probabilities(TEXTS)
+    rates, thresholds = [], []
+    for rate in (0.2, 0.5, 0.9):
+        gate = fitted.with_operating_point(retrieval_rate=rate)
+        thresholds.append(gate.threshold)
+        rates.append(float(np.mean(probs >= gate.threshold)))
+    assert thresholds[0] > thresholds[1] > thresholds[2]
+    # the training queries separate: half need retrieval, so a 20% target still retrieves for them
+    assert rates == sorted(rates) and rates[0] <= 0.5 and rates[-1] == 1.0
+    assert fitted.with_operating_point(retrieve_cost=0.3).threshold == 0.3
+    assert fitted.with_operating_point(threshold=0.99).gate_many([QueryContext("What is 2 plus 2?")])[
+        0
+    ].action == ("answer")
+    assert fitted.with_operating_point().threshold == fitted.default_threshold
+    with pytest.raises(RagrouteError, match="one of"):
+        fitted.with_operating_point(threshold=0.5, retrieval_rate=0.5)
+    assert fitted.threshold_for_rate(1.0) <= fitted.threshold_for_rate(0.0)
+
+
+def test_default_threshold_is_prior_corrected_and_balanced_accuracy_option(encoder):
+    # 3 answer examples among 27: the calibrated prior is high, so the default threshold is too
+    texts, flags = RETRIEVE + ANSWER[:3], [True] * len(RETRIEVE) + [False] * 3
+    gate = TrainedGate.fit(texts, flags, encoder, signals=["knn_vote", "complexity"], C=1.0)
+    assert gate.threshold == pytest.approx(float(gate.model.calibrated(np.zeros(1))[0]))
+    assert gate.threshold > 0.5
+    other = TrainedGate.fit(
+        texts, flags, encoder, signals=["knn_vote"], default_threshold="balanced_accuracy"
+    )
+    assert other.threshold_rule == "balanced_accuracy" and 0 <= other.threshold <= 1
+
+
+def test_stop_on_step_budget_and_repeated_sub_query(encoder):
+    gate = TrainedGate.fit(TEXTS, FLAGS, encoder, signals=["knn_vote"], max_steps=3)
+    late = QueryContext("Who founded the Zorblat company in Tromso?", step=3)
+    again = QueryContext("what is 2  PLUS 2?", step=1, history=[{"step": 0, "query": "What is 2 plus 2?"}])
+    first = QueryContext("Who founded the Zorblat company in Tromso?", step=1)
+    decisions = gate.gate_many([late, again, first])
+    assert [d.action for d in decisions] == ["stop", "stop", "retrieve"]
+    assert "step budget" in decisions[0].reason and "repeats step 0" in decisions[1].reason
+
+
+def test_depth_deep_for_multi_hop_queries(encoder):
+    from ragroute.gate import DepthPolicy
+
+    gate = TrainedGate.fit(TEXTS, FLAGS, encoder, signals=["knn_vote"], depth=DepthPolicy(3, 12, 1, 3, 2))
+    gate = gate.with_operating_point(threshold=0.0)  # everything retrieves: only the depth differs
+    deep, shallow = gate.gate_many(
+        [
+            QueryContext("Who founded the Zorblat company and the Quenvar company, and which came first?"),
+            QueryContext("Who founded the Zorblat company in Tromso?"),
+        ]
+    )
+    assert (deep.action, deep.depth, deep.steps) == ("retrieve", 12, 3)
+    assert (shallow.action, shallow.depth, shallow.steps) == ("retrieve", 3, 1)
+
+
+def test_round_trip_through_the_store(tmp_path, fitted, encoder):
+    fitted.save(tmp_path / "g")
+    manifest = json.loads(next((tmp_path / "g" / "builds").glob("*/manifest.json")).read_text())
+    assert manifest["family"] == "gate" and manifest["kind"] == "trained"
+    assert not list((tmp_path / "g").rglob("*.pkl"))
+    loaded = TrainedGate.load(tmp_path / "g", encoder)
+    assert loaded.columns == fitted.columns and loaded.threshold == pytest.approx(fitted.threshold)
+    assert np.allclose(loaded.probabilities(TEXTS), fitted.probabilities(TEXTS))
+    assert np.allclose(
+        loaded.with_operating_point(retrieval_rate=0.4).threshold,
+        fitted.with_operating_point(retrieval_rate=0.4).threshold,
+    )
+    via_registry = ARTIFACTS.get("gate")(tmp_path / "g", encoder=encoder)
+    assert isinstance(via_registry, TrainedGate)
+    with pytest.raises(EncoderMismatchError):
+        TrainedGate.load(tmp_path / "g", HashingEncoder(dim=64, model_id="other"))
+
+
+def test_signal_mismatch_fails_with_one_line(tmp_path, fitted, encoder):
+    fitted.save(tmp_path / "g")
+    with pytest.raises(GateSignalMismatchError) as info:
+        TrainedGate.load(tmp_path / "g", encoder, signals=["knn_vote", "rarity"])
+    message = str(info.value)
+    assert "\n" not in message and "knn_vote, bank_margin, rarity, complexity" in message
+    assert TrainedGate.load(
+        tmp_path / "g", encoder, signals=["knn_vote", "bank_margin", "rarity", "complexity"]
+    )
+
+
+def test_text_probe_round_trip(tmp_path, encoder):
+    gate = TrainedGate.fit(
+        TEXTS, FLAGS, encoder, signals=[{"kind": "text_probe", "hashed_dim": 64, "folds": 3}]
+    )
+    assert gate.columns == ["text_probe.logit"]
+    gate.save(tmp_path / "p")
+    loaded = TrainedGate.load(tmp_path / "p", encoder)
+    assert np.allclose(loaded.probabilities(TEXTS[:5]), gate.probabilities(TEXTS[:5]))
+    assert loaded.signals[0].settings() == {"hashed_dim": 64, "C": 1.0, "folds": 3}
+
+
+def test_single_value_gate_and_bad_fit_input(encoder):
+    gate = TrainedGate.fit(TEXTS, FLAGS, encoder, signals=["rarity"], columns=["rarity.min_zipf"])
+    assert gate.columns == ["rarity.min_zipf"] and gate.model.coef[0] < 0  # rarer words -> retrieve
+    with pytest.raises(RagrouteError, match="need retrieval and examples that do not"):
+        TrainedGate.fit(TEXTS[:3], [True] * 3, encoder, signals=["rarity"])
+    with pytest.raises(RagrouteError, match="unknown signal value"):
+        TrainedGate.fit(TEXTS, FLAGS, encoder, signals=["rarity"], columns=["rarity.nope"])
+
+
+# --------------------------------------------------------------------------- threshold gate
+
+
+def test_threshold_gate(encoder):
+    gate = ThresholdGate(make_signal("rarity"), "min_zipf", below=3.0)
+    rare, common = gate.gate_many([QueryContext("Tell me about Zorblat"), QueryContext("the cat")])
+    assert rare.action == "retrieve" and rare.probability > 0.5 and common.action == "answer"
+    assert rare.signals["rule"] == "rarity.min_zipf <= 3.0"
+    knn = ThresholdGate(KnnVoteSignal(k=3), above=0.5, encoder=encoder, examples=(TEXTS, FLAGS))
+    assert knn.gate_many([QueryContext("What is 9 plus 9?")])[0].action == "answer"
+    with pytest.raises(RagrouteError, match="examples"):
+        ThresholdGate(KnnVoteSignal(), above=0.5, encoder=encoder)
+    with pytest.raises(RagrouteError, match="exactly one"):
+        ThresholdGate(make_signal("rarity"), above=1.0, below=2.0)
+
+
+# --------------------------------------------------------------------------- pipeline integration
+
+
+def _sources(encoder, small_docs):
+    return [
+        Source(
+            topic,
+            build_index(
+                [d for d in small_docs if d.metadata["topic"] == topic], "dense", encoder=encoder, name=topic
+            ),
+        )
+        for topic in ("astro", "cook", "it")
+    ]
+
+
+def test_pipeline_gated_out_query_has_no_hits_and_the_trace_says_why(tmp_path, fitted, small_docs):
+    encoder = fitted.encoder
+    fitted.save(tmp_path / "g")
+    assert set(GATES.names()) >= {"trained", "threshold"}
+    pipeline = pipeline_from_settings(
+        _sources(encoder, small_docs),
+        {"kind": "centroid"},
+        encoder=encoder,
+        gate={"kind": "trained", "path": str(tmp_path / "g")},
+    )
+    answered, retrieved = pipeline.retrieve_many(
+        ["What is 3 plus 4?", "Who founded the Zorblat telescope company in Tromso?"], k=3
+    )
+    assert answered.hits == [] and answered.decision.chosen == ["none"]
+    step = answered.trace[0]
+    assert step.stage == "gate" and step.detail["action"] == "answer"
+    assert (
+        "< threshold" in step.detail["reason"]
+        and answered.decision.signals["reason"] == step.detail["reason"]
+    )
+    assert answered.decision.decided_by == "gate:trained"
+    assert len(retrieved.hits) == 3 and retrieved.trace[0].detail["action"] == "retrieve"
+    assert [s.stage for s in retrieved.trace][:2] == ["gate", "router"]
+    assert retrieved.decision.signals["gate"]["p_retrieve"] > 0.5
+
+
+def test_gate_settings_operating_point_and_errors(tmp_path, fitted, small_docs):
+    encoder = fitted.encoder
+    fitted.save(tmp_path / "g")
+    sources = _sources(encoder, small_docs)
+    always = pipeline_from_settings(
+        sources,
+        {"kind": "centroid"},
+        encoder=encoder,
+        gate={"kind": "trained", "path": str(tmp_path / "g"), "retrieval_rate": 1.0},
+    )
+    assert always.gate.threshold <= float(fitted.probabilities(["What is 3 plus 4?"])[0])
+    assert always.retrieve("What is 3 plus 4?", k=2).hits
+    with pytest.raises(GateSignalMismatchError):
+        pipeline_from_settings(
+            sources,
+            {"kind": "centroid"},
+            encoder=encoder,
+            gate={"kind": "trained", "path": str(tmp_path / "g"), "signals": ["rarity"]},
+        )
+    with pytest.raises(RagrouteError, match="unknown trained gate key"):
+        pipeline_from_settings(
+            sources, {"kind": "centroid"}, encoder=encoder, gate={"kind": "trained", "path": "x", "bogus": 1}
+        )
+    rare = pipeline_from_settings(
+        sources,
+        {"kind": "centroid"},
+        encoder=encoder,
+        gate={"kind": "threshold", "signal": "rarity", "value": "min_zipf", "below": 3.0, "max_steps": 2},
+    )
+    result = rare.retrieve("the cat", k=2)
+    assert result.hits == [] and result.trace[0].detail["gate"] == "threshold"
+
+
+def test_routing_yaml_config_with_gate(tmp_path, encoder, small_docs):
+    from ragroute.index.io import save_index
+    from ragroute.route.config import load_routing
+
+    save_index(build_index(small_docs, "bm25", name="all"), tmp_path / "all")
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(
+        "\n".join(json.dumps({"text": t, "label": "doc" if f else "no"}) for t, f in zip(TEXTS, FLAGS))
+    )
+    config = {
+        "sources": {"all": {"index": "all"}},
+        "router": {"kind": "centroid"},
+        "gate": {
+            "kind": "threshold",
+            "signal": {"kind": "knn_vote", "k": 3},
+            "above": 0.5,
+            "examples": "labels.jsonl",
+        },
+    }
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    pipeline = load_routing(tmp_path / "r.yaml", encoder=encoder)
+    answered = pipeline.retrieve("What is 6 plus 6?", k=2)
+    assert answered.hits == [] and answered.trace[0].detail["action"] == "answer"
