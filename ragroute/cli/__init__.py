@@ -91,6 +91,7 @@ def _register() -> None:
     from ragroute.cli.build import build_command
     from ragroute.cli.demo import demo_command
     from ragroute.cli.evaluate import eval_command
+    from ragroute.cli.gate import gate_group
     from ragroute.cli.graph import graph_group
     from ragroute.cli.inspect import inspect_command
     from ragroute.cli.query import query_command
@@ -106,6 +107,7 @@ def _register() -> None:
         graph_group,
         rerank_group,
         skills_group,
+        gate_group,
         inspect_command,
         demo_command,
     ):

@@ -755,3 +755,80 @@ def skills_command(
     click.echo(bench_skills.format_report(result))
     if as_json:
         emit_json(result)
+
+
+@click.command("gate")
+@click.option(
+    "--train",
+    "train_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="TRAIN.jsonl",
+    help="LABELS file the gates are fitted on (or use --folds).",
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    metavar="TEST.jsonl",
+    help="LABELS file the gates are scored on (no / none / no_tool = answer directly).",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Instead of --train: N-fold cross-validation on --data (stratified, identical texts together).",
+)
+@click.option(
+    "--gates",
+    default=None,
+    help="Comma-separated gates to compare [default: all of "
+    "logreg_embedding, knn5_embedding, threshold_*, trained_signals, trained_all].",
+)
+@click.option("--latency-queries", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the holdout.")
+@bench_encoder_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def gate_command(
+    train_path: Path | None,
+    data_path: Path,
+    folds: int | None,
+    gates: str | None,
+    latency_queries: int,
+    seed: int,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    as_json: bool,
+) -> None:
+    """Retrieval gates (threshold gates over single signals, trained gates over all LLM-free signals)
+    against logistic regression and 5-NN on embeddings: AUROC, accuracy and balanced accuracy at each
+    gate's default operating point, retrieval rate vs recall of needed retrieval at 5 operating
+    points, p50 decision time (encoding excluded).
+    """
+    import torch
+
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_gate
+
+    torch.set_num_threads(1)
+    for path in (train_path, data_path):
+        if path is not None and not Path(path).is_file():
+            raise CorpusFormatError(f"data missing: {path} not found (a LABELS .jsonl file)")
+    names = [g.strip() for g in gates.split(",") if g.strip()] if gates else list(bench_gate.ALL_GATES)
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    result = bench_gate.run_gate_bench(
+        data_path,
+        train_path=train_path,
+        folds=folds,
+        encoder=enc,
+        gates=names,
+        latency_queries=latency_queries,
+        seed=seed,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(bench_gate.format_report(result))
+    if as_json:
+        emit_json(result)

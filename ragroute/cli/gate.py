@@ -1,0 +1,162 @@
+"""``ragroute gate ...``: fit a retrieval gate on labelled queries, and ask it about one query."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.options import BACKENDS
+from ragroute.cli.output import emit_json
+
+
+@click.group("gate", context_settings=CONTEXT)
+def gate_group() -> None:
+    """Retrieval gates: retrieve, answer directly, or stop, with a calibrated probability."""
+
+
+def _encoder(name: str | None, backend: str, cache_dir: Path | None) -> Any:
+    from ragroute.encode import load_encoder
+
+    return load_encoder(name, backend=backend, cache_dir=cache_dir)
+
+
+@gate_group.command("fit")
+@click.argument("train", type=click.Path(path_type=Path), metavar="TRAIN.jsonl")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Gate artifact to write (a new build, published atomically).",
+)
+@click.option(
+    "--signals",
+    default=None,
+    help="Comma-separated signal kinds [default: knn_vote,bank_margin,rarity,complexity,text_probe].",
+)
+@click.option(
+    "--default-threshold",
+    type=click.Choice(["prior", "balanced_accuracy"]),
+    default="prior",
+    show_default=True,
+    help="How the default operating point is chosen (see docs/gating.md).",
+)
+@click.option("--C", "C", default="auto", show_default=True, help="Regularisation: a number, or auto (CV).")
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop at this step of a multi-step run."
+)
+@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@one_line_errors
+def fit_command(
+    train: Path,
+    out: Path,
+    signals: str | None,
+    default_threshold: str,
+    C: str,
+    max_steps: int | None,
+    encoder: str,
+    backend: str,
+    cache_dir: Path | None,
+    seed: int,
+) -> None:
+    """Fit a calibrated gate on TRAIN.jsonl (LABELS: no / none / no_tool = answer directly, any other
+    label = retrieve) and save it to --out. The encoder is loaded only when a signal embeds queries."""
+    from ragroute.errors import RagrouteError
+    from ragroute.gate import DEFAULT_SIGNALS, GATE_SIGNALS, TrainedGate, needs_retrieval
+    from ragroute.route.labels import read_labelled_queries
+
+    if not Path(train).is_file():
+        raise RagrouteError(f"data missing: {train} not found (a LABELS .jsonl file)")
+    kinds = [s.strip() for s in signals.split(",") if s.strip()] if signals else list(DEFAULT_SIGNALS)
+    unknown = [k for k in kinds if k not in GATE_SIGNALS]
+    if unknown:
+        raise RagrouteError(f"unknown signal(s) {', '.join(unknown)}: known {', '.join(GATE_SIGNALS)}")
+    try:
+        strength: float | str = C if C == "auto" else float(C)
+    except ValueError:
+        raise RagrouteError(f"--C must be a number or auto, not {C!r}") from None
+    texts, labels = read_labelled_queries(train)
+    enc = _encoder(encoder, backend, cache_dir) if any(GATE_SIGNALS[k].uses_encoder for k in kinds) else None
+    gate = TrainedGate.fit(
+        texts,
+        [needs_retrieval(label) for label in labels],
+        enc,
+        signals=kinds,
+        C=strength,
+        default_threshold=default_threshold,
+        max_steps=max_steps,
+        seed=seed,
+    )
+    gate.save(out)
+    n_answer = sum(not needs_retrieval(label) for label in labels)
+    click.echo(
+        f"gate saved to {out}: {len(texts)} queries ({n_answer} answer directly), "
+        f"signals {', '.join(kinds)}, "
+        f"default threshold {gate.threshold:.4f} ({default_threshold}), "
+        f"held-out AUROC {gate.metrics.get('validation_auroc', '-')}"
+    )
+
+
+@gate_group.command("decide")
+@click.argument("gate_dir", type=click.Path(path_type=Path), metavar="DIR")
+@click.argument("query")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Operating point: a threshold.")
+@click.option(
+    "--retrieval-rate", type=click.FloatRange(0, 1), default=None, help="Operating point: a target rate."
+)
+@click.option(
+    "--retrieve-cost",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Operating point: cost of a retrieval relative to a wrong direct answer.",
+)
+@click.option(
+    "--step", type=click.IntRange(min=0), default=0, show_default=True, help="Step of a multi-step run."
+)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON object.")
+@one_line_errors
+def decide_command(
+    gate_dir: Path,
+    query: str,
+    threshold: float | None,
+    retrieval_rate: float | None,
+    retrieve_cost: float | None,
+    step: int,
+    backend: str,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Decide for one QUERY with the gate saved in DIR: action, probability, reason, signal values."""
+    from ragroute.context import QueryContext
+    from ragroute.gate import TrainedGate
+    from ragroute.store import open_snapshot
+
+    info = open_snapshot(gate_dir, family="gate", verify=False).manifest.encoder
+    enc = _encoder(info["model_id"], backend, cache_dir) if info else None
+    gate = TrainedGate.load(gate_dir, enc).with_operating_point(
+        threshold=threshold, retrieval_rate=retrieval_rate, retrieve_cost=retrieve_cost
+    )
+    decision = gate.gate_many([QueryContext.of(query, step=step)])[0]
+    payload = {
+        "action": decision.action,
+        "p_retrieve": decision.probability,
+        "threshold": gate.threshold,
+        "reason": decision.reason,
+        "depth": decision.depth,
+        "steps": decision.steps,
+        "signals": decision.signals,
+    }
+    if as_json:
+        emit_json(payload)
+        return
+    click.echo(f"{decision.action}  p_retrieve={decision.probability:.4f}  threshold={gate.threshold:.4f}")
+    click.echo(f"reason: {decision.reason}")
+    for name, value in decision.signals.get("values", {}).items():
+        click.echo(f"  {name:<32}{value:>10}")

@@ -1,0 +1,76 @@
+"""``ragroute gate fit / decide`` and ``ragroute bench gate`` on tiny LABELS files (no model loaded:
+the signals used here read only the text, or the test hashing encoder)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import HashingEncoder
+from test_gate import ANSWER, RETRIEVE
+
+from ragroute.cli import main
+
+
+@pytest.fixture
+def labels(tmp_path):
+    path = tmp_path / "train.jsonl"
+    rows = [{"_id": f"r{i}", "text": t, "label": "document"} for i, t in enumerate(RETRIEVE)]
+    rows += [{"_id": f"a{i}", "text": t, "label": "no"} for i, t in enumerate(ANSWER)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_fit_then_decide(tmp_path, labels):
+    out = tmp_path / "gate"
+    fit = CliRunner().invoke(
+        main, ["gate", "fit", str(labels), "--out", str(out), "--signals", "rarity,complexity"]
+    )
+    assert fit.exit_code == 0, fit.output
+    assert "gate saved to" in fit.output and "24 answer directly" in fit.output
+    decide = CliRunner().invoke(
+        main, ["gate", "decide", str(out), "Who founded the Xylofrant company?", "--json"]
+    )
+    assert decide.exit_code == 0, decide.output
+    payload = json.loads(decide.output.strip().splitlines()[-1])
+    assert payload["action"] == "retrieve" and payload["p_retrieve"] > payload["threshold"]
+    assert "rarity.min_zipf" in payload["signals"]["values"]
+    easy = CliRunner().invoke(
+        main, ["gate", "decide", str(out), "What is 2 plus 3?", "--retrieval-rate", "0.1"]
+    )
+    assert easy.exit_code == 0 and easy.output.startswith("answer")
+    assert "reason: p_retrieve" in easy.output
+
+
+def test_cli_errors_are_one_line(tmp_path, labels):
+    missing = CliRunner().invoke(
+        main, ["gate", "fit", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "g")]
+    )
+    assert missing.exit_code == 2 and missing.output.strip().startswith("error: data missing")
+    bad = CliRunner().invoke(
+        main, ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), "--signals", "vibes"]
+    )
+    assert bad.exit_code == 2 and "unknown signal(s) vibes" in bad.output
+    nothing = CliRunner().invoke(main, ["gate", "decide", str(tmp_path / "nowhere"), "hello"])
+    assert nothing.exit_code == 2 and len(nothing.output.strip().splitlines()) == 1
+
+
+def test_bench_gate_cross_validation(labels, monkeypatch):
+    from ragroute.evaluation import bench_gate
+
+    result = bench_gate.run_gate_bench(
+        labels,
+        folds=3,
+        encoder=HashingEncoder(dim=128),
+        gates=["knn5_embedding", "threshold_rarity", "trained_signals"],
+    )
+    gates = result["gates"]
+    assert set(gates) == {"knn5_embedding", "threshold_rarity", "trained_signals"}
+    for r in gates.values():
+        assert {"auroc", "accuracy", "balanced_accuracy"} <= set(r) and len(r["curve"]) == 5
+    assert gates["trained_signals"]["auroc"] > 0.9 and gates["trained_signals"]["balanced_accuracy"] > 0.8
+    assert result["protocol"].startswith("3-fold") and result["n_test"] == 48
+    assert "trained_signals" in bench_gate.format_report(result)
+    with pytest.raises(Exception, match="--train"):
+        bench_gate.run_gate_bench(labels, encoder=HashingEncoder(), gates=["threshold_rarity"])
