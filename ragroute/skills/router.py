@@ -74,9 +74,29 @@ class AbstentionModel:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-# Fitted by ``ragroute bench skills`` (its abstention part: fold 0 of metatool_need_tool against the
-# metatool catalogue, all-MiniLM-L6-v2, class-balanced logistic regression); see docs/skills.md.
-DEFAULT_ABSTENTION: dict[str, dict[str, Any]] = {}
+# The model ``ragroute bench skills --data ../shared/data/metatool`` fits (``abstention.labels.
+# fitted_model``): fold 0 of metatool_need_tool (252 tasks) against the metatool catalogue,
+# all-MiniLM-L6-v2, class-balanced logistic regression; balanced accuracy 0.761 on fold 1 (268
+# tasks). Stage-1 signals only: a reranker's ``rerank_top`` is used once a "rerank" model is fitted.
+DEFAULT_ABSTENTION: dict[str, dict[str, Any]] = {
+    "stage1": {
+        "features": ["dense_top", "dense_margin", "dense_top_z", "bm25_top_z"],
+        "coef": [2.736266, 0.175458, -0.337091, -0.473235],
+        "intercept": 0.335213,
+        "mean": [0.369732, 0.086207, 4.213663, 6.084458],
+        "scale": [0.156008, 0.096628, 1.281065, 1.822221],
+        "threshold": 0.5,
+        "encoder": "sentence-transformers/all-MiniLM-L6-v2",
+        "info": {
+            "name": "default: metatool_need_tool fold 0",
+            "tasks": 252,
+            "applies": 136,
+            "catalogue": "metatool (199 tools)",
+            "fold_rule": "query_fold(set, id) == 0 trains; fold 1 is reported",
+            "balanced_accuracy_fold1": 0.7612,
+        },
+    }
+}
 
 
 @dataclass
