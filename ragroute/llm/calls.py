@@ -1,0 +1,111 @@
+"""Calling any llama-index LLM without letting it sink the query.
+
+:func:`complete_safely` runs ``llm.complete(prompt, **kwargs)`` and returns a
+:class:`Reply`: the text, the token log-probabilities when the response carries
+them (:func:`token_logprobs`), the time taken, and ``error`` (``"TimeoutError:
+no answer within 5.0 s"``, ``"ConnectionError: ..."``) instead of raising. With a
+``timeout_s`` the call runs in a worker thread; a call that overruns is abandoned
+(Python cannot kill a thread: it finishes in the background and its answer is
+dropped).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ragroute-llm")
+        return _POOL
+
+
+@dataclass
+class Reply:
+    """One LLM answer: ``text`` ("" on error), ``logprobs`` (per generated token, or None when
+    the LLM does not expose them), ``ms``, and ``error`` (None when the call succeeded)."""
+
+    text: str = ""
+    logprobs: list[float] | None = None
+    ms: float = 0.0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if not self.logprobs:
+            return None
+        return float(sum(self.logprobs) / len(self.logprobs))
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most 200 characters."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:200]
+
+
+def token_logprobs(response: Any) -> list[float] | None:
+    """Per-token log-probabilities of a llama-index ``CompletionResponse``, or None.
+
+    Read from ``response.logprobs`` (a list per token of ``LogProb`` candidates, the
+    first being the chosen token, as llama-index LLMs that expose them fill it), else
+    from ``response.additional_kwargs["token_logprobs"]`` (a list of floats).
+    """
+    rows = getattr(response, "logprobs", None)
+    if rows:
+        values = []
+        for row in rows:
+            if not row:
+                continue
+            first = row[0]
+            value = getattr(first, "logprob", None) if not isinstance(first, (int, float)) else first
+            if value is not None:
+                values.append(float(value))
+        if values:
+            return values
+    extra = getattr(response, "additional_kwargs", None) or {}
+    values = extra.get("token_logprobs")
+    if isinstance(values, Sequence) and values and all(isinstance(v, (int, float)) for v in values):
+        return [float(v) for v in values]
+    return None
+
+
+def complete_safely(llm: Any, prompt: str, *, timeout_s: float | None = None, **kwargs: Any) -> Reply:
+    """``llm.complete(prompt, **kwargs)`` as a :class:`Reply`; never raises for the LLM's failures."""
+    start = time.perf_counter()
+
+    def call() -> Any:
+        return llm.complete(prompt, **kwargs)
+
+    try:
+        response = call() if timeout_s is None else _pool().submit(call).result(timeout=timeout_s)
+    except FutureTimeout:
+        return Reply(ms=_ms(start), error=f"TimeoutError: no answer within {timeout_s} s")
+    except Exception as exc:  # noqa: BLE001 - any LLM failure becomes a recorded error
+        return Reply(ms=_ms(start), error=describe_error(exc))
+    text = getattr(response, "text", response)
+    if not isinstance(text, str):
+        return Reply(ms=_ms(start), error=f"TypeError: the LLM returned {type(text).__name__}, not text")
+    logprobs = token_logprobs(response)
+    if logprobs is not None and not all(math.isfinite(v) for v in logprobs):
+        logprobs = [v if math.isfinite(v) else -100.0 for v in logprobs]
+    return Reply(text=text, logprobs=logprobs, ms=_ms(start))
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

