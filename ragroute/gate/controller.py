@@ -1,0 +1,336 @@
+"""The step-wise controller: plan a sub-question, gate it, route and retrieve it, repeat.
+
+:class:`StepwiseController` runs one question as a loop::
+
+    plan = planner.plan(state)            # ask a sub-question, or answer
+    if answer: done (complete)
+    if the step budget is spent: done (incomplete: what it has is returned)
+    gate the sub-question                 # any Gate (optional); context.step / history set
+      stop   -> done (stopped by the gate)
+      answer -> no retrieval for this step (the answerer, if any, answers from the model)
+      retrieve (depth: k) -> the retriever (a Pipeline: routed, fused, reranked; or any retriever)
+    the step's answer                     # the answerer LLM reading the hits (optional),
+                                          # else the planner's #N uses the top hit
+    evidence accumulates
+
+Every part is optional but the planner and the retriever. A planner or answerer whose
+LLM fails falls back and says so; the run never raises for an LLM's failure. The whole
+run is one :class:`StepwiseResult`: the steps (sub-question, gate decision, sources,
+hits, answer), the evidence (the union of the steps' hits), the final answer,
+``complete`` and ``stopped_by``, retrieval calls, and one trace of
+:class:`~ragroute.types.TraceStep` s (``plan``, ``gate``, ``retrieve``, ``step-answer``,
+``final``), each step's pipeline decision included.
+
+:func:`interleave` is how the steps' rankings become one ranking (what
+``ragroute bench stepwise`` cuts at 5): round robin over the steps' rankings, first
+occurrence wins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ragroute.context import QueryContext
+from ragroute.gate.planners import ANSWER, Plan, Planner, PlanState, StepRecord
+from ragroute.index.base import search_contexts
+from ragroute.llm.calls import complete_safely
+from ragroute.types import Hit, TraceStep
+
+ANSWER_PROMPT = """Answer the question from the passages, in a few words.
+If they do not say, answer from what you know.
+{passages}
+Question: {question}
+Answer:"""
+
+
+def interleave(rankings: Sequence[Sequence[Hit]], k: int | None = None) -> list[Hit]:
+    """One ranking from several: rank 1 of every list in order, then rank 2, ...; a document
+    already taken (by ``parent_id or doc_id``) is skipped; cut at ``k``."""
+    out: list[Hit] = []
+    seen: set[str] = set()
+    depth = max((len(r) for r in rankings), default=0)
+    for position in range(depth):
+        for ranking in rankings:
+            if position < len(ranking):
+                hit = ranking[position]
+                key = hit.parent_id or hit.doc_id
+                if key not in seen:
+                    seen.add(key)
+                    out.append(hit)
+                    if k is not None and len(out) >= k:
+                        return out
+    return out
+
+
+@dataclass
+class StepwiseResult:
+    """One step-wise run; see the module docstring."""
+
+    question: str
+    steps: list[StepRecord]
+    answer: str
+    complete: bool
+    stopped_by: str  # planner / budget / gate / error
+    trace: list[TraceStep] = field(default_factory=list)
+    ms: float = 0.0
+
+    @property
+    def retrieval_calls(self) -> int:
+        return sum(1 for step in self.steps if step.retrieved)
+
+    @property
+    def skipped(self) -> list[StepRecord]:
+        """Steps the gate did not send to retrieval (answered by the model)."""
+        return [step for step in self.steps if step.action == "answer"]
+
+    def evidence(self, k: int | None = None) -> list[Hit]:
+        """The union of the steps' hits, interleaved (see :func:`interleave`), cut at ``k``."""
+        return interleave([step.hits for step in self.steps], k)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "complete": self.complete,
+            "stopped_by": self.stopped_by,
+            "retrieval_calls": self.retrieval_calls,
+            "steps": [step.to_dict() for step in self.steps],
+            "evidence": [h.doc_id for h in self.evidence()],
+            "ms": self.ms,
+            "trace": [step.to_dict() for step in self.trace],
+        }
+
+
+class StepwiseController:
+    """Plans, gates, retrieves and accumulates evidence within a step budget.
+
+    ``planner``: a :class:`~ragroute.gate.planners.Planner`; ``retriever``: a
+    :class:`~ragroute.pipeline.Pipeline` (its decision per step goes in the trace) or any
+    retriever (``search_contexts`` / ``search_many``); ``gate``: any
+    :class:`~ragroute.pipeline.stages.Gate` (optional); ``max_steps``: the most retrieval
+    steps (sub-questions) of one run; ``k``: hits per step (a gate's depth overrides it);
+    ``answerer``: an LLM answering each sub-question from its hits, and the question when
+    the budget runs out (optional; ``answer_timeout_s`` bounds each call).
+    """
+
+    def __init__(
+        self,
+        planner: Planner,
+        retriever: Any,
+        *,
+        gate: Any = None,
+        max_steps: int = 4,
+        k: int = 5,
+        answerer: Any = None,
+        answer_timeout_s: float | None = None,
+        passage_chars: int = 400,
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.planner = planner
+        self.retriever = retriever
+        self.gate = gate
+        self.max_steps = max_steps
+        self.k = k
+        self.answerer = answerer
+        self.answer_timeout_s = answer_timeout_s
+        self.passage_chars = passage_chars
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(
+        self, question: str | QueryContext, *, metadata: Mapping[str, Any] | None = None
+    ) -> StepwiseResult:
+        start = time.perf_counter()
+        root = QueryContext.of(question)
+        meta = dict(root.metadata)
+        meta.update(metadata or {})
+        steps: list[StepRecord] = []
+        trace: list[TraceStep] = []
+        answer, complete, stopped_by = "", False, "budget"
+        while True:
+            state = PlanState(root.text, steps, meta, steps_left=self.max_steps - len(steps))
+            plan = self._plan(state, trace)
+            if plan is None:
+                stopped_by = "error"
+                break
+            if plan.action == ANSWER:
+                answer, complete, stopped_by = plan.answer, True, "planner"
+                break
+            if len(steps) >= self.max_steps:
+                trace.append(
+                    TraceStep(
+                        "budget",
+                        {
+                            "max_steps": self.max_steps,
+                            "wanted": plan.question,
+                            "reason": f"step budget spent ({self.max_steps} steps): returning what was found",
+                        },
+                    )
+                )
+                break
+            step = StepRecord(index=len(steps), question=plan.question, plan=plan.to_dict())
+            context = QueryContext(
+                plan.question,
+                id=f"{root.id}#{step.index + 1}" if root.id else f"step{step.index + 1}",
+                filters=root.filters,
+                scopes=root.scopes,
+                step=step.index,
+                history=[{"step": s.index, "query": s.question, "answer": s.answer} for s in steps],
+                metadata=meta,
+            )
+            depth = self.k
+            if self.gate is not None:
+                decision = self._gate(context, trace, step)
+                if decision is not None:
+                    if decision.action == "stop":
+                        step.action = "stop"
+                        steps.append(step)
+                        stopped_by = "gate"
+                        break
+                    if decision.action != "retrieve":
+                        step.action = "answer"
+                    depth = decision.depth or self.k
+            if step.action == "retrieve":
+                self._retrieve(context, step, depth, trace)
+            self._answer_step(step, trace)
+            steps.append(step)
+        steps = [s for s in steps if s.action != "stop"]
+        if not complete and self.answerer is not None:
+            answer = self._final_answer(root.text, steps, trace)
+        trace.append(
+            TraceStep(
+                "final",
+                {
+                    "answer": answer,
+                    "complete": complete,
+                    "stopped_by": stopped_by,
+                    "steps": len(steps),
+                    "retrieval_calls": sum(s.retrieved for s in steps),
+                },
+            )
+        )
+        ms = round((time.perf_counter() - start) * 1000, 3)
+        return StepwiseResult(root.text, steps, answer, complete, stopped_by, trace, ms)
+
+    def run_many(
+        self, questions: Sequence[str | QueryContext], metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[StepwiseResult]:
+        return [
+            self.run(q, metadata=None if metadata is None else metadata[i]) for i, q in enumerate(questions)
+        ]
+
+    # ------------------------------------------------------------------ parts
+
+    def _plan(self, state: PlanState, trace: list[TraceStep]) -> Plan | None:
+        try:
+            plan = self.planner.plan(state)
+        except Exception as exc:  # noqa: BLE001 - a planner bug or bad metadata ends the run, recorded
+            trace.append(
+                TraceStep(
+                    "plan",
+                    {
+                        "step": len(state.steps),
+                        "planner": getattr(self.planner, "name", "?"),
+                        "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300],
+                    },
+                )
+            )
+            return None
+        trace.append(TraceStep("plan", {"step": len(state.steps), **plan.to_dict()}))
+        return plan
+
+    def _gate(self, context: QueryContext, trace: list[TraceStep], step: StepRecord) -> Any:
+        gate_start = time.perf_counter()
+        try:
+            decision = self.gate.gate_many([context])[0]
+        except Exception as exc:  # noqa: BLE001 - a failing gate means: retrieve (the safe side)
+            detail = {
+                "step": step.index,
+                "gate": getattr(self.gate, "name", "?"),
+                "action": "retrieve",
+                "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300],
+                "reason": "gate failed: retrieving",
+            }
+            step.gate = detail
+            trace.append(TraceStep("gate", detail))
+            return None
+        detail = {
+            "step": step.index,
+            "gate": getattr(self.gate, "name", "?"),
+            "action": decision.action,
+            "p_retrieve": decision.probability,
+            "reason": decision.reason,
+            **({"depth": decision.depth} if decision.depth else {}),
+            "ms": round((time.perf_counter() - gate_start) * 1000, 4),
+        }
+        fallback = decision.signals.get("fallback") if isinstance(decision.signals, Mapping) else None
+        if fallback:
+            detail["fallback"] = fallback
+        step.gate = detail
+        trace.append(TraceStep("gate", detail))
+        return decision
+
+    def _retrieve(self, context: QueryContext, step: StepRecord, depth: int, trace: list[TraceStep]) -> None:
+        start = time.perf_counter()
+        detail: dict[str, Any] = {"step": step.index, "query": context.text, "k": depth}
+        if hasattr(self.retriever, "retrieve_contexts"):  # a Pipeline: routed, with its own trace
+            result = self.retriever.retrieve_contexts([context], depth)[0]
+            hits = result.hits
+            detail["decision"] = result.decision.to_dict()
+            step.sources = [name for name in result.decision.chosen if name != "none"]
+        else:
+            hits = search_contexts(self.retriever, [context], depth)[0]
+            step.sources = sorted({h.source for h in hits if h.source}) or [
+                getattr(self.retriever, "name", "")
+            ]
+        for hit in hits:
+            hit.explain = {**hit.explain, "step": step.index}
+        step.hits = list(hits)
+        detail.update(
+            sources=step.sources,
+            hits=[h.doc_id for h in hits],
+            top_score=round(float(hits[0].score), 6) if hits else None,
+            ms=round((time.perf_counter() - start) * 1000, 3),
+        )
+        trace.append(TraceStep("retrieve", detail))
+
+    def _passages(self, hits: Sequence[Hit]) -> str:
+        lines = []
+        for i, hit in enumerate(hits[:3], 1):
+            text = " ".join(hit.text.split())[: self.passage_chars]
+            lines.append(f"[{i}] {hit.title}: {text}" if hit.title else f"[{i}] {text}")
+        return "\n".join(lines) if lines else "(no passages)"
+
+    def _answer_step(self, step: StepRecord, trace: list[TraceStep]) -> None:
+        if self.answerer is None:
+            return
+        prompt = ANSWER_PROMPT.format(passages=self._passages(step.hits), question=step.question)
+        reply = complete_safely(self.answerer, prompt, timeout_s=self.answer_timeout_s)
+        text = " ".join(reply.text.split())[:200]
+        detail: dict[str, Any] = {"step": step.index, "ms": reply.ms}
+        if reply.ok and text:
+            step.answer, step.answer_from = text, "llm"
+            detail.update(answer=text, mean_logprob=reply.mean_logprob)
+        else:
+            step.answer_from = "top_hit" if step.hits else ""
+            detail.update(
+                error=reply.error or "empty answer",
+                fallback="the top hit stands for the step's answer" if step.hits else "no answer",
+            )
+        trace.append(TraceStep("step-answer", detail))
+
+    def _final_answer(self, question: str, steps: Sequence[StepRecord], trace: list[TraceStep]) -> str:
+        hits = interleave([s.hits for s in steps], 3)
+        prompt = ANSWER_PROMPT.format(passages=self._passages(hits), question=question)
+        reply = complete_safely(self.answerer, prompt, timeout_s=self.answer_timeout_s)
+        detail: dict[str, Any] = {"from": "answerer", "ms": reply.ms}
+        if reply.ok:
+            detail["answer"] = reply.text.strip()[:200]
+        else:
+            detail["error"] = reply.error
+        trace.append(TraceStep("final-answer", detail))
+        return " ".join(reply.text.split())[:200] if reply.ok else ""

@@ -1,0 +1,338 @@
+"""Planners of the step-wise controller: what to ask next, or the final answer.
+
+A planner's :meth:`~Planner.plan` reads the :class:`PlanState` (the question, the
+steps taken so far with their sub-questions, hits and answers, the query's
+metadata) and returns a :class:`Plan`: ``ask`` a sub-question, or ``answer``.
+
+* :class:`ScriptedPlanner`: a fixed list of sub-questions; ``#1``, ``#2``... are
+  replaced by that step's answer (the step's own answer when one was produced,
+  else its top hit's title); then the answer.
+* :class:`DecompositionPlanner`: the sub-questions of the query's
+  ``question_decomposition`` metadata (MuSiQue), ``#N`` replaced by step N's gold
+  answer from the same metadata when present (else as the scripted planner does):
+  an oracle planner, which measures the retrieval side alone. MuSiQue's relation
+  form ``#1 >> spouse`` is read as ``spouse of #1``.
+* :class:`LLMPlanner`: asks any llama-index LLM, with a JSON protocol
+  (``{"action": "search", "query": ...}`` / ``{"action": "answer", "answer": ...}``)
+  and a line protocol as second chance (``SEARCH: ...`` / ``ANSWER: ...``). An LLM
+  that errors, times out, or answers with nothing readable makes the step fall back
+  to ``fallback`` (by default :class:`QuestionOncePlanner`: the whole question once,
+  then answer), and the plan says why (it goes in the trace).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ragroute.errors import RagrouteError
+from ragroute.graph.extract_llm import parse_json
+from ragroute.llm.calls import complete_safely
+from ragroute.types import Hit
+
+ASK, ANSWER = "ask", "answer"
+_REFERENCE = re.compile(r"#(\d+)")
+
+
+@dataclass
+class StepRecord:
+    """One step of a step-wise run: its sub-question, what the gate did, hits, answer."""
+
+    index: int
+    question: str
+    action: str = "retrieve"  # retrieve / answer (the gate let the model answer) / stop
+    hits: list[Hit] = field(default_factory=list)
+    answer: str = ""
+    answer_from: str = ""  # llm / top_hit / gold / ""
+    gate: dict[str, Any] | None = None
+    sources: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def retrieved(self) -> bool:
+        return self.action == "retrieve"
+
+    def to_dict(self, text_chars: int = 200) -> dict[str, Any]:
+        return {
+            "step": self.index,
+            "question": self.question,
+            "action": self.action,
+            "answer": self.answer,
+            "answer_from": self.answer_from,
+            "sources": list(self.sources),
+            "gate": self.gate,
+            "plan": self.plan,
+            "hits": [
+                {
+                    "doc_id": h.doc_id,
+                    "source": h.source,
+                    "score": round(float(h.score), 6),
+                    "rank": h.rank,
+                    "title": h.title,
+                    "text": h.text[:text_chars],
+                }
+                for h in self.hits
+            ],
+        }
+
+
+@dataclass
+class PlanState:
+    """What a planner sees: the question, the steps so far, the query's metadata, the budget left."""
+
+    question: str
+    steps: list[StepRecord]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    steps_left: int | None = None
+
+
+@dataclass
+class Plan:
+    """``ask`` a sub-question (``question``) or ``answer`` (``answer``; may be ""), and why."""
+
+    action: str
+    question: str = ""
+    answer: str = ""
+    planner: str = ""
+    reason: str = ""
+    fallback: str | None = None  # why the planner fell back (None: it did not)
+    raw: str | None = None  # the LLM's answer, for the trace
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"action": self.action, "planner": self.planner}
+        if self.action == ASK:
+            out["question"] = self.question
+        else:
+            out["answer"] = self.answer
+        for key in ("reason", "fallback", "raw"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value[:300] if isinstance(value, str) else value
+        return out
+
+
+@runtime_checkable
+class Planner(Protocol):
+    name: str
+
+    def plan(self, state: PlanState) -> Plan: ...
+
+
+def step_answer(step: StepRecord) -> str:
+    """What ``#N`` stands for: the step's answer, else its top hit's title (else its first words)."""
+    if step.answer:
+        return step.answer
+    if step.hits:
+        top = step.hits[0]
+        return top.title or " ".join(top.text.split()[:8])
+    return ""
+
+
+def fill_references(text: str, values: Mapping[int, str]) -> str:
+    """Replace ``#N`` by ``values[N]`` (references without a value stay as they are)."""
+    return _REFERENCE.sub(lambda m: values.get(int(m.group(1)), m.group(0)) or m.group(0), text)
+
+
+def relation_as_question(text: str) -> str:
+    """MuSiQue's ``subject >> relation`` as ``relation of subject``; other text unchanged."""
+    if ">>" not in text:
+        return text
+    left, _, right = text.partition(">>")
+    left, right = left.strip(), right.strip()
+    return f"{right} of {left}" if left and right else text
+
+
+class ScriptedPlanner:
+    """Asks ``questions`` in order (``#N`` filled from step N), then answers with the last step's answer."""
+
+    name = "scripted"
+
+    def __init__(self, questions: Sequence[str], answer: str | None = None) -> None:
+        self.questions = list(questions)
+        self.answer = answer
+
+    def _values(self, state: PlanState) -> dict[int, str]:
+        return {step.index + 1: step_answer(step) for step in state.steps}
+
+    def plan(self, state: PlanState) -> Plan:
+        i = len(state.steps)
+        if i < len(self.questions):
+            question = fill_references(self.questions[i], self._values(state))
+            return Plan(
+                ASK,
+                question=question,
+                planner=self.name,
+                reason=f"sub-question {i + 1}/{len(self.questions)}",
+            )
+        final = (
+            self.answer if self.answer is not None else (step_answer(state.steps[-1]) if state.steps else "")
+        )
+        return Plan(ANSWER, answer=final, planner=self.name, reason="script done")
+
+
+class DecompositionPlanner:
+    """The query's ``question_decomposition`` (MuSiQue metadata) as an oracle script; see the module."""
+
+    name = "decomposition"
+
+    def __init__(self, key: str = "question_decomposition", gold_answers: bool = True) -> None:
+        self.key = key
+        self.gold_answers = gold_answers
+
+    def parts(self, metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
+        parts = metadata.get(self.key)
+        if not isinstance(parts, list) or not parts:
+            raise RagrouteError(
+                f"the decomposition planner needs the query's {self.key!r} metadata "
+                "(a list of {question, answer} items, as MuSiQue's queries.jsonl has)"
+            )
+        out = []
+        for i, part in enumerate(parts):
+            if isinstance(part, str):
+                part = {"question": part}
+            if not isinstance(part, Mapping) or not str(part.get("question", "")).strip():
+                raise RagrouteError(f"{self.key}[{i}] has no 'question'")
+            out.append(dict(part))
+        return out
+
+    def plan(self, state: PlanState) -> Plan:
+        parts = self.parts(state.metadata)
+        i = len(state.steps)
+        if i < len(parts):
+            values = {}
+            for step in state.steps:
+                gold = parts[step.index].get("answer") if self.gold_answers else None
+                values[step.index + 1] = str(gold) if gold else step_answer(step)
+            question = relation_as_question(fill_references(str(parts[i]["question"]), values))
+            return Plan(
+                ASK, question=question, planner=self.name, reason=f"decomposition {i + 1}/{len(parts)}"
+            )
+        final = state.metadata.get("answer") if self.gold_answers else None
+        if not final and state.steps:
+            final = step_answer(state.steps[-1])
+        return Plan(ANSWER, answer=str(final or ""), planner=self.name, reason="decomposition done")
+
+
+class QuestionOncePlanner:
+    """The whole question as the only sub-question, then the answer (the LLM planner's fallback)."""
+
+    name = "question-once"
+
+    def plan(self, state: PlanState) -> Plan:
+        if not state.steps:
+            return Plan(ASK, question=state.question, planner=self.name, reason="ask the question itself")
+        return Plan(ANSWER, answer=step_answer(state.steps[-1]), planner=self.name, reason="one step done")
+
+
+PLANNER_PROMPT = """You answer a complex question by searching a document collection,
+one simple question at a time.
+Question: {question}
+{steps}
+Reply with JSON only: {{"action": "search", "query": "<the next simple question>"}}
+if you need to look something up,
+or {{"action": "answer", "answer": "<short answer>"}} if the evidence above answers the question.
+JSON:"""
+
+STEP_LINE = "Step {n}: searched {query!r}; found: {evidence}"
+
+
+def _evidence(step: StepRecord, chars: int) -> str:
+    if step.answer:
+        return step.answer
+    if not step.hits:
+        return "(nothing retrieved)" if step.retrieved else "(no retrieval)"
+    top = step.hits[0]
+    text = " ".join(top.text.split())[:chars]
+    return f"{top.title}: {text}" if top.title else text
+
+
+_LINE = re.compile(r"^\s*(search|query|ask|answer|final answer)\s*[:\-]\s*(.+?)\s*$", re.I | re.M)
+
+
+def parse_plan(text: str) -> tuple[str, str]:
+    """``(action, value)`` from an LLM's planning answer (JSON first, then ``SEARCH:``/``ANSWER:``
+    lines); raises ``ValueError`` with a short reason when neither is readable."""
+    try:
+        data = parse_json(text)
+    except ValueError as exc:
+        data, json_error = None, str(exc)
+    else:
+        json_error = ""
+    if isinstance(data, Mapping):
+        action = str(data.get("action", "")).strip().lower()
+        query = data.get("query") or data.get("question") or data.get("search")
+        answer = data.get("answer") or data.get("final_answer")
+        if action in ("search", "ask", "query", "retrieve") and isinstance(query, str) and query.strip():
+            return ASK, query.strip()
+        if action in ("answer", "final", "final_answer", "stop") and answer is not None:
+            return ANSWER, str(answer).strip()
+        if not action and isinstance(query, str) and query.strip():
+            return ASK, query.strip()
+        if not action and answer is not None:
+            return ANSWER, str(answer).strip()
+        json_error = "JSON without a usable action"
+    match = _LINE.search(text)
+    if match:
+        kind = match.group(1).lower()
+        value = match.group(2).strip().strip('"')
+        if value:
+            return (ANSWER if "answer" in kind else ASK), value
+    raise ValueError(f"unparseable plan ({json_error or 'no JSON'}; no SEARCH:/ANSWER: line)")
+
+
+class LLMPlanner:
+    """Plans with any llama-index LLM; falls back (said in the plan) when the LLM fails."""
+
+    name = "llm"
+
+    def __init__(
+        self,
+        llm: Any,
+        *,
+        prompt: str = PLANNER_PROMPT,
+        timeout_s: float | None = None,
+        fallback: Planner | None = None,
+        evidence_chars: int = 200,
+    ) -> None:
+        self.llm = llm
+        self.prompt = prompt
+        self.timeout_s = timeout_s
+        self.fallback = fallback or QuestionOncePlanner()
+        self.evidence_chars = evidence_chars
+
+    def render(self, state: PlanState) -> str:
+        lines = [
+            STEP_LINE.format(n=s.index + 1, query=s.question, evidence=_evidence(s, self.evidence_chars))
+            for s in state.steps
+        ]
+        steps = "\n".join(lines) if lines else "No searches yet."
+        return self.prompt.format(question=state.question, steps=steps)
+
+    def plan(self, state: PlanState) -> Plan:
+        reply = complete_safely(self.llm, self.render(state), timeout_s=self.timeout_s)
+        problem = reply.error
+        if problem is None:
+            try:
+                action, value = parse_plan(reply.text)
+            except ValueError as exc:
+                problem = str(exc)
+            else:
+                previous = {s.question.strip().lower() for s in state.steps}
+                if action == ASK and value.strip().lower() in previous:
+                    problem = f"the LLM repeated sub-question {value!r}"
+                else:
+                    return Plan(
+                        action,
+                        question=value if action == ASK else "",
+                        answer=value if action == ANSWER else "",
+                        planner=self.name,
+                        reason="llm",
+                        raw=reply.text,
+                    )
+        plan = self.fallback.plan(state)
+        plan.fallback = problem
+        plan.raw = reply.text or None
+        plan.planner = f"{self.fallback.name} (fallback from {self.name})"
+        return plan

@@ -1,0 +1,307 @@
+"""The step-wise controller and its planners (ragroute.gate.controller / planners), scripted LLMs only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import HashingEncoder
+
+from ragroute.context import QueryContext
+from ragroute.gate.controller import StepwiseController, interleave
+from ragroute.gate.planners import (
+    DecompositionPlanner,
+    LLMPlanner,
+    ScriptedPlanner,
+    fill_references,
+    parse_plan,
+    relation_as_question,
+)
+from ragroute.index.build import build_index
+from ragroute.llm import ScriptedLLM
+from ragroute.pipeline import GateDecision, Pipeline
+from ragroute.route.base import BaseRouter, decision_from_probs
+from ragroute.route.sources import Source
+from ragroute.types import Document, Hit
+
+FIXTURE = Path(__file__).parent / "data" / "stepwise_musique"
+
+
+def corpus() -> list[Document]:
+    rows = [json.loads(line) for line in (FIXTURE / "corpus.jsonl").read_text().splitlines()]
+    return [Document(id=r["_id"], title=r["title"], text=r["text"]) for r in rows]
+
+
+def queries() -> list[dict]:
+    return [json.loads(line) for line in (FIXTURE / "queries.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def bm25():
+    return build_index(corpus(), "bm25", name="bm25")
+
+
+class WordGate:
+    """answer for sub-questions with 'capital', stop for 'halt', retrieve otherwise; or raise."""
+
+    name = "word"
+
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+        self.seen: list[QueryContext] = []
+
+    def gate_many(self, contexts):
+        if self.fail:
+            raise RuntimeError("gate exploded")
+        out = []
+        for c in contexts:
+            self.seen.append(c)
+            if "halt" in c.text:
+                out.append(GateDecision("stop", 0.5, reason="told to halt"))
+            elif "capital" in c.text:
+                out.append(GateDecision("answer", 0.1, reason="p_retrieve 0.1 < 0.5"))
+            else:
+                out.append(GateDecision("retrieve", 0.9, depth=2, reason="p_retrieve 0.9 >= 0.5"))
+        return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_interleave_round_robin_dedup_and_cut():
+    a = [Hit("x", 1.0), Hit("y", 0.9), Hit("z", 0.8)]
+    b = [Hit("y", 1.0), Hit("w", 0.9)]
+    assert [h.doc_id for h in interleave([a, b])] == ["x", "y", "w", "z"]
+    assert [h.doc_id for h in interleave([a, b], 2)] == ["x", "y"]
+    assert interleave([]) == []
+
+
+def test_references_and_relation_form():
+    assert (
+        fill_references("Who is the mayor of #1 and #2?", {1: "Kellow"})
+        == "Who is the mayor of Kellow and #2?"
+    )
+    assert relation_as_question("Raoul Walsh >> spouse") == "spouse of Raoul Walsh"
+    assert relation_as_question("plain question?") == "plain question?"
+
+
+def test_parse_plan_json_untidy_and_lines():
+    assert parse_plan('```json\n{"action": "search", "query": "Where was X born?"}\n```') == (
+        "ask",
+        "Where was X born?",
+    )
+    assert parse_plan("Sure. {'action': 'answer', 'answer': 'Kellow',}") == ("answer", "Kellow")
+    assert parse_plan('{"query": "who?"}') == ("ask", "who?")
+    assert parse_plan("I think so.\nSEARCH: mayor of Kellow") == ("ask", "mayor of Kellow")
+    assert parse_plan("Final answer: Tomas Reed") == ("answer", "Tomas Reed")
+    for bad in ("I do not know.", '{"action": "dance"}', ""):
+        with pytest.raises(ValueError, match="unparseable plan"):
+            parse_plan(bad)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def test_scripted_planner_fills_references_from_the_top_hit(bm25):
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Who is the mayor of #1?"])
+    result = StepwiseController(planner, bm25, k=3).run("Who is the mayor of Ada Brennan's town?")
+    assert result.complete and result.stopped_by == "planner"
+    assert [s.question for s in result.steps] == [
+        "Where was Ada Brennan born?",
+        "Who is the mayor of Ada Brennan?",
+    ]
+    assert result.steps[0].hits[0].doc_id == "m1"  # the top hit's title stands for #1
+    assert result.retrieval_calls == 2
+    assert result.answer == result.steps[1].hits[0].title
+    stages = [t.stage for t in result.trace]
+    assert stages == ["plan", "retrieve", "plan", "retrieve", "plan", "final"]
+    assert result.trace[1].detail["hits"][0] == "m1" and result.trace[1].detail["sources"] == ["bm25"]
+    assert {h.explain["step"] for h in result.steps[1].hits} == {1}
+    out = result.to_dict()
+    json.dumps(out)
+    assert out["retrieval_calls"] == 2 and out["evidence"][0] == "m1"
+
+
+def test_answerer_answers_steps_and_errors_fall_back_to_the_top_hit(bm25):
+    llm = ScriptedLLM(rules={"Ada Brennan born": "Kellow", "mayor": ConnectionError("server went away")})
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Who is the mayor of #1?", "Where is #2?"])
+    result = StepwiseController(planner, bm25, answerer=llm, k=3).run("q")
+    assert result.steps[0].answer == "Kellow" and result.steps[0].answer_from == "llm"
+    assert result.steps[1].question == "Who is the mayor of Kellow?"
+    assert result.steps[1].answer == "" and result.steps[1].answer_from == "top_hit"
+    assert result.steps[2].question == f"Where is {result.steps[1].hits[0].title}?"
+    errors = [t.detail for t in result.trace if t.stage == "step-answer" and "error" in t.detail]
+    assert errors and "ConnectionError" in errors[0]["error"] and "top hit" in errors[0]["fallback"]
+
+
+def test_step_budget_returns_what_it_has_marked_incomplete(bm25):
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Who is the mayor of #1?", "Where is #2?"])
+    result = StepwiseController(planner, bm25, max_steps=2, k=2).run("q")
+    assert not result.complete and result.stopped_by == "budget"
+    assert len(result.steps) == 2 and result.retrieval_calls == 2
+    budget = [t for t in result.trace if t.stage == "budget"]
+    assert budget and budget[0].detail["max_steps"] == 2 and "Where is" in budget[0].detail["wanted"]
+    assert result.trace[-1].detail == {**result.trace[-1].detail, "complete": False, "stopped_by": "budget"}
+    assert len(result.evidence(5)) >= 2
+    with pytest.raises(ValueError):
+        StepwiseController(planner, bm25, max_steps=0)
+
+
+def test_budget_exactly_spent_then_answer_is_complete(bm25):
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Who is the mayor of #1?"])
+    result = StepwiseController(planner, bm25, max_steps=2).run("q")
+    assert result.complete and len(result.steps) == 2
+
+
+def test_gate_skips_stops_sets_depth_and_sees_step_and_history(bm25):
+    gate = WordGate()
+    planner = ScriptedPlanner(
+        ["What is the capital of France?", "Where was Ada Brennan born?", "halt now", "never"]
+    )
+    result = StepwiseController(planner, bm25, gate=gate, k=5).run("q")
+    assert [s.action for s in result.steps] == ["answer", "retrieve"]
+    assert result.steps[0].hits == [] and result.steps[1].hits[0].doc_id == "m1"
+    assert [t.detail["k"] for t in result.trace if t.stage == "retrieve"] == [2]  # the gate's depth
+    assert result.stopped_by == "gate" and not result.complete
+    assert result.retrieval_calls == 1 and len(result.skipped) == 1
+    assert [c.step for c in gate.seen] == [0, 1, 2]
+    assert gate.seen[2].history[1]["query"] == "Where was Ada Brennan born?"
+    gates = [t.detail for t in result.trace if t.stage == "gate"]
+    assert [g["action"] for g in gates] == ["answer", "retrieve", "stop"]
+    assert gates[0]["reason"] == "p_retrieve 0.1 < 0.5" and gates[1]["depth"] == 2
+
+
+def test_a_failing_gate_means_retrieve_with_the_error_traced(bm25):
+    result = StepwiseController(
+        ScriptedPlanner(["Where was Ada Brennan born?"]), bm25, gate=WordGate(fail=True)
+    ).run("q")
+    assert result.retrieval_calls == 1 and result.complete
+    gate = [t.detail for t in result.trace if t.stage == "gate"][0]
+    assert "gate exploded" in gate["error"] and gate["action"] == "retrieve"
+
+
+def test_pipeline_retriever_puts_its_decision_in_the_trace(bm25):
+    class Fixed(BaseRouter):
+        name = "fixed"
+        labels = ["kb", "none"]
+
+        def route_many(self, queries, *, query_vectors=None):
+            return [decision_from_probs(self.labels, [0.9, 0.1], decided_by="fixed") for _ in queries]
+
+    pipeline = Pipeline([Source("kb", bm25)], Fixed())
+    result = StepwiseController(ScriptedPlanner(["Where did Otto Lind come from?"]), pipeline, k=3).run("q")
+    step = result.steps[0]
+    assert step.sources == ["kb"] and step.hits[0].doc_id == "m3"
+    retrieve = [t.detail for t in result.trace if t.stage == "retrieve"][0]
+    assert retrieve["decision"]["chosen"] == ["kb"] and retrieve["decision"]["decided_by"] == "fixed"
+
+
+# --------------------------------------------------------------------------- the LLM planner
+
+
+def test_llm_planner_plans_with_json_and_lines(bm25):
+    llm = ScriptedLLM(
+        replies=[
+            '{"action": "search", "query": "Where was Ada Brennan born?"}',
+            "SEARCH: Who is the mayor of Kellow?",
+            '```json\n{"action": "answer", "answer": "Tomas Reed"}\n```',
+        ]
+    )
+    result = StepwiseController(LLMPlanner(llm), bm25, k=2).run("Who is the mayor of Ada Brennan's town?")
+    assert result.complete and result.answer == "Tomas Reed"
+    assert [s.question for s in result.steps] == [
+        "Where was Ada Brennan born?",
+        "Who is the mayor of Kellow?",
+    ]
+    assert result.steps[1].hits[0].doc_id == "m2"
+    assert "Step 1: searched 'Where was Ada Brennan born?'; found: Ada Brennan:" in llm.prompts[1]
+    plans = [t.detail for t in result.trace if t.stage == "plan"]
+    assert all(p["planner"] == "llm" and "fallback" not in p for p in plans)
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        (ConnectionError("server went away"), "ConnectionError: server went away"),
+        ("I am not sure what you mean.", "unparseable plan"),
+        ('{"action": "search"}', "unparseable plan"),
+    ],
+)
+def test_llm_planner_failures_fall_back_and_say_so(bm25, reply, expected):
+    llm = ScriptedLLM(replies=[reply])
+    result = StepwiseController(LLMPlanner(llm), bm25, k=2).run("Where was Ada Brennan born?")
+    assert result.complete  # the fallback asked the question once, then answered
+    assert [s.question for s in result.steps] == ["Where was Ada Brennan born?"]
+    plans = [t.detail for t in result.trace if t.stage == "plan"]
+    assert len(plans) == 2 and all(expected in p["fallback"] for p in plans)
+    assert plans[0]["planner"] == "question-once (fallback from llm)"
+    assert result.answer == "Ada Brennan"  # the top hit's title
+
+
+def test_llm_planner_timeout_and_repeats_fall_back(bm25):
+    slow = ScriptedLLM(replies=['{"action": "answer", "answer": "late"}'], delay_s=0.3)
+    result = StepwiseController(LLMPlanner(slow, timeout_s=0.05), bm25).run("Where did Otto Lind come from?")
+    assert "TimeoutError" in result.trace[0].detail["fallback"]
+    assert result.answer != "late"
+    repeat = ScriptedLLM(replies=['{"action": "search", "query": "Where was Ada Brennan born?"}'])
+    result = StepwiseController(LLMPlanner(repeat), bm25, max_steps=3).run("Where was Ada Brennan born?")
+    assert len(result.steps) == 1 and result.complete  # the repeat made the fallback answer
+    assert "repeated sub-question" in [t for t in result.trace if t.stage == "plan"][1].detail["fallback"]
+
+
+def test_llm_planner_that_never_answers_hits_the_budget(bm25):
+    llm = ScriptedLLM(replies=[f'{{"action": "search", "query": "question {i}"}}' for i in range(10)])
+    result = StepwiseController(LLMPlanner(llm), bm25, max_steps=3).run("q")
+    assert not result.complete and result.stopped_by == "budget" and len(result.steps) == 3
+
+
+# --------------------------------------------------------------------------- the decomposition planner
+
+
+def test_decomposition_planner_uses_gold_answers_and_relation_form(bm25):
+    controller = StepwiseController(DecompositionPlanner(), bm25, k=3)
+    rows = queries()
+    second = controller.run(rows[1]["text"], metadata=rows[1]["metadata"])
+    assert [s.question for s in second.steps] == [
+        "Where did Otto Lind come from?",
+        "harbour built of Dressel",
+    ]
+    assert second.answer == "1820" and second.complete
+    third = controller.run(QueryContext(rows[2]["text"], metadata=rows[2]["metadata"]))
+    assert third.steps[2].question == "Where does Varne River rise?"
+    found = {h.doc_id for h in third.evidence(5)}
+    assert {"m1", "m2", "m5"} <= found
+    # without gold answers, #N is the step's top hit
+    blind = StepwiseController(DecompositionPlanner(gold_answers=False), bm25, k=3).run(
+        rows[0]["text"], metadata=rows[0]["metadata"]
+    )
+    assert blind.steps[1].question == f"Who is the mayor of {blind.steps[0].hits[0].title}?"
+
+
+def test_decomposition_planner_without_metadata_ends_the_run_with_the_reason(bm25):
+    result = StepwiseController(DecompositionPlanner(), bm25).run("Who is the mayor?")
+    assert result.stopped_by == "error" and not result.complete and result.steps == []
+    assert "question_decomposition" in result.trace[0].detail["error"]
+
+
+# --------------------------------------------------------------------------- the benchmark on the fixture
+
+
+def test_stepwise_bench_on_the_fixture():
+    from ragroute.evaluation.bench_stepwise import format_report, run_stepwise_bench
+
+    result = run_stepwise_bench(FIXTURE, HashingEncoder(), graph=False)
+    methods = result["methods"]
+    names = list(methods)
+    assert any("dense" in n for n in names) and any("bm25" in n for n in names)
+    step = methods["stepwise (decomposition) over bm25"]
+    assert step["retrieval_calls"] == 7 and step["steps_mean"] == pytest.approx(7 / 3, abs=1e-3)
+    assert step["fcr@5"] == 1.0 and methods["single-shot bm25"]["retrieval_calls"] == 3
+    for row in methods.values():
+        assert {"recall@5", "fcr@5", "retrieval_calls"} <= set(row)
+    gated = methods["stepwise (decomposition) over dense + rarity gate"]
+    assert gated["retrieval_calls"] + gated["gate_skipped"] == 7
+    assert step["fcr@5_split"] <= step["fcr@5"] <= step["fcr_all"]
+    json.dumps(result)
+    assert "interleave" in format_report(result)
