@@ -178,5 +178,6 @@ BENCHMARKS = Registry(
         "rerank": "ragroute.cli.bench:rerank_command",
         "skills": "ragroute.cli.bench:skills_command",
         "gate": "ragroute.cli.bench:gate_command",
+        "stepwise": "ragroute.cli.bench:stepwise_command",
     },
 )

@@ -832,3 +832,67 @@ def gate_command(
     click.echo(bench_gate.format_report(result))
     if as_json:
         emit_json(result)
+
+
+@click.command("stepwise")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/musique"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A multi-hop set in BEIR form whose queries carry question_decomposition metadata (MuSiQue).",
+)
+@click.option("--split", default="dev", show_default=True)
+@click.option(
+    "--planner",
+    type=click.Choice(["decomposition", "llm"]),
+    default="decomposition",
+    show_default=True,
+    help="decomposition: the queries' gold sub-questions (an oracle); llm: the local SmolLM2 plans.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--graph/--no-graph", default=True, show_default=True, help="Add the graph walk reference row.")
+@click.option("--gate/--no-gate", default=True, show_default=True, help="Add a gated step-wise row.")
+@bench_encoder_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def stepwise_command(
+    root: Path,
+    split: str,
+    planner: str,
+    limit: int | None,
+    max_steps: int,
+    graph: bool,
+    gate: bool,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    as_json: bool,
+) -> None:
+    """Step-wise retrieval (plan, gate, retrieve per sub-question) against single-shot dense and
+    BM25: Recall@5 and full-chain recall@5 of the steps' interleaved top hits, retrieval calls,
+    steps, what the gate skipped.
+    """
+    import torch
+
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_stepwise
+
+    torch.set_num_threads(1)
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    result = bench_stepwise.run_stepwise_bench(
+        root,
+        enc,
+        split=split,
+        planner=planner,
+        limit=limit,
+        max_steps=max_steps,
+        graph=graph,
+        gate=gate,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(bench_stepwise.format_report(result))
+    if as_json:
+        emit_json(result)

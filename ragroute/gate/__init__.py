@@ -13,7 +13,12 @@ signal values behind it.
   regression over signals, operating points, artifact store) and
   :class:`ThresholdGate` (one signal value against a threshold);
 * :mod:`ragroute.gate.factories`: the ``gate: {kind: ...}`` settings of
-  :data:`ragroute.registry.GATES`.
+  :data:`ragroute.registry.GATES`;
+* :mod:`ragroute.gate.llm_signals`: signals that ask an LLM (draft-answer token
+  log-probabilities, agreement of sampled answers, a self-assessment) and
+  :class:`~ragroute.gate.llm_signals.LLMGate`, which falls back to an LLM-free gate;
+* :mod:`ragroute.gate.planners` and :mod:`ragroute.gate.controller`: the step-wise
+  controller (plan a sub-question, gate, retrieve, repeat within a step budget).
 """
 
 from ragroute.gate.signals import (

@@ -93,9 +93,16 @@ def complete_safely(llm: Any, prompt: str, *, timeout_s: float | None = None, **
         return llm.complete(prompt, **kwargs)
 
     try:
-        response = call() if timeout_s is None else _pool().submit(call).result(timeout=timeout_s)
-    except FutureTimeout:
-        return Reply(ms=_ms(start), error=f"TimeoutError: no answer within {timeout_s} s")
+        if timeout_s is None:
+            response = call()
+        else:
+            future = _pool().submit(call)
+            try:
+                response = future.result(timeout=timeout_s)
+            except FutureTimeout:
+                if not future.done():  # the LLM's own TimeoutError is an ordinary error, below
+                    return Reply(ms=_ms(start), error=f"TimeoutError: no answer within {timeout_s} s")
+                raise
     except Exception as exc:  # noqa: BLE001 - any LLM failure becomes a recorded error
         return Reply(ms=_ms(start), error=describe_error(exc))
     text = getattr(response, "text", response)

@@ -1,0 +1,336 @@
+"""Gate signals that ask an LLM (any llama-index LLM), and a gate that falls back when it fails.
+
+Three signals, each a :class:`~ragroute.gate.signals.GateSignal` (so they also stack in a
+:class:`~ragroute.gate.trained.TrainedGate` fitted in-process, or sit under a
+:class:`~ragroute.gate.trained.ThresholdGate`):
+
+=================  ==========================================================================
+kind               values
+=================  ==========================================================================
+``llm_logprob``    ``mean_logprob`` / ``min_logprob`` of a greedy draft answer's tokens (FLARE,
+                   DRAGIN: low confidence means retrieve), ``ok``; needs an LLM that exposes
+                   token log-probabilities (:class:`~ragroute.llm.local.LocalLLM` does)
+``llm_agreement``  ``agreement`` (share of ``samples`` sampled answers equal to the most common
+                   one, after normalising case, punctuation and articles), ``distinct``, ``ok``;
+                   the samples ask for ``temperature`` and a ``seed`` per sample (an LLM that
+                   ignores them agrees with itself: the value is then meaningless)
+``llm_self``       ``known``: 1 when the LLM says it can answer without looking anything up
+                   (a prompted self-assessment, yes/no), 0 when not; ``ok``
+=================  ==========================================================================
+
+A call that errors, times out, or returns nothing readable (no yes/no, no log-probabilities)
+leaves that query's values at neutral defaults with ``ok = 0`` and the reason in
+:meth:`~LLMSignal.explain` (the gate's trace). :class:`LLMGate` turns the LLM values into a
+retrieval probability (``1 - mean confidence`` of the signals that answered) and, when *every*
+LLM signal failed for a query, takes the decision of its ``fallback`` gate instead (any gate
+over LLM-free signals; by default a rarity threshold, which needs no fitting), saying so in the
+decision's reason and ``signals["fallback"]``. It never raises for an LLM's failure.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ragroute.context import QueryContext
+from ragroute.gate.signals import GateSignal, RaritySignal
+from ragroute.gate.trained import DepthPolicy, ThresholdGate, sigmoid, stop_reason
+from ragroute.llm.calls import complete_safely
+from ragroute.pipeline.stages import GateDecision
+
+DRAFT_PROMPT = "Answer the question in a few words.\nQuestion: {query}\nAnswer:"
+SELF_PROMPT = (
+    "Can you answer the following question correctly from your own knowledge, without looking "
+    "anything up? Reply with yes or no.\nQuestion: {query}\nReply:"
+)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, no punctuation or articles, single spaces (SQuAD-style answer normalisation)."""
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+class LLMSignal(GateSignal):
+    """Base of the LLM signals: per-query calls, neutral values and a recorded reason on failure."""
+
+    needs_llm: ClassVar[bool] = True
+    neutral: ClassVar[tuple[float, ...]] = ()
+
+    def __init__(self, llm: Any, *, timeout_s: float | None = None, prompt: str | None = None) -> None:
+        self.llm = llm
+        self.timeout_s = timeout_s
+        if prompt is not None:
+            self.prompt = prompt
+        self._errors: dict[str, str] = {}
+        self._details: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def settings(self) -> dict[str, Any]:
+        return {"timeout_s": self.timeout_s}
+
+    def confidence(self, row: np.ndarray) -> float:
+        """How sure the LLM is that it can answer, in [0, 1], from this signal's values."""
+        raise NotImplementedError
+
+    def row(self, text: str) -> tuple[list[float], dict[str, Any]]:
+        """Values (``ok`` last) and detail for one query; raise ``ValueError`` when unreadable."""
+        raise NotImplementedError
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        out = []
+        for context in contexts:
+            try:
+                values, detail = self.row(context.text)
+                error = None
+            except ValueError as exc:
+                values, detail, error = [*self.neutral, 0.0], {}, str(exc)
+            with self._lock:
+                self._details[context.text] = detail
+                if error is None:
+                    self._errors.pop(context.text, None)
+                else:
+                    self._errors[context.text] = error
+            out.append(values)
+        return np.asarray(out, dtype=np.float64).reshape(len(out), len(self.names))
+
+    def error(self, text: str) -> str | None:
+        """Why the latest call for ``text`` gave no values (None when it did)."""
+        return self._errors.get(text)
+
+    def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
+        error = self.error(context.text)
+        if error:
+            return {"error": error}
+        return dict(self._details.get(context.text, {}))
+
+    def _ask(self, prompt: str, **kwargs: Any) -> Any:
+        reply = complete_safely(self.llm, prompt, timeout_s=self.timeout_s, **kwargs)
+        if not reply.ok:
+            raise ValueError(reply.error)
+        return reply
+
+
+class LogprobSignal(LLMSignal):
+    """Mean and minimum token log-probability of a greedy draft answer."""
+
+    kind = "llm_logprob"
+    primary = "mean_logprob"
+    prompt = DRAFT_PROMPT
+    neutral = (0.0, 0.0)
+
+    def __init__(self, llm: Any, *, center: float = -0.5, scale: float = 0.15, **kwargs: Any) -> None:
+        super().__init__(llm, **kwargs)
+        self.center, self.scale = float(center), float(scale)
+
+    @property
+    def names(self) -> list[str]:
+        return ["mean_logprob", "min_logprob", "ok"]
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "center": self.center, "scale": self.scale}
+
+    def row(self, text: str) -> tuple[list[float], dict[str, Any]]:
+        reply = self._ask(self.prompt.format(query=text))
+        if not reply.logprobs:
+            raise ValueError("the LLM exposes no token log-probabilities")
+        mean = float(np.mean(reply.logprobs))
+        return [mean, float(min(reply.logprobs)), 1.0], {
+            "draft": reply.text.strip()[:80],
+            "tokens": len(reply.logprobs),
+        }
+
+    def confidence(self, row: np.ndarray) -> float:
+        return float(sigmoid((row[0] - self.center) / self.scale))
+
+
+class AgreementSignal(LLMSignal):
+    """Agreement of ``samples`` sampled draft answers (self-consistency)."""
+
+    kind = "llm_agreement"
+    primary = "agreement"
+    prompt = DRAFT_PROMPT
+    neutral = (0.0, 1.0)
+
+    def __init__(self, llm: Any, *, samples: int = 3, temperature: float = 0.8, **kwargs: Any) -> None:
+        super().__init__(llm, **kwargs)
+        if samples < 2:
+            raise ValueError("agreement needs at least 2 samples")
+        self.samples, self.temperature = int(samples), float(temperature)
+
+    @property
+    def names(self) -> list[str]:
+        return ["agreement", "distinct", "ok"]
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "samples": self.samples, "temperature": self.temperature}
+
+    def row(self, text: str) -> tuple[list[float], dict[str, Any]]:
+        prompt = self.prompt.format(query=text)
+        answers = []
+        for seed in range(self.samples):
+            reply = self._ask(prompt, temperature=self.temperature, seed=seed)
+            answer = normalise_answer(reply.text)
+            if answer:
+                answers.append(answer)
+        if not answers:
+            raise ValueError("the LLM gave only empty answers")
+        counts = Counter(answers)
+        top, n = counts.most_common(1)[0]
+        return [n / self.samples, len(counts) / self.samples, 1.0], {
+            "majority": top[:80],
+            "answers": len(answers),
+        }
+
+    def confidence(self, row: np.ndarray) -> float:
+        return float(row[0])
+
+
+_YES = re.compile(r"^\W*(yes|y|true|i can|sure)\b", re.I)
+_NO = re.compile(r"^\W*(no|n|false|i cannot|i can't|not)\b", re.I)
+
+
+class SelfAssessSignal(LLMSignal):
+    """The LLM's own yes/no: can it answer without looking anything up?"""
+
+    kind = "llm_self"
+    primary = "known"
+    prompt = SELF_PROMPT
+    neutral = (0.5,)
+
+    @property
+    def names(self) -> list[str]:
+        return ["known", "ok"]
+
+    def row(self, text: str) -> tuple[list[float], dict[str, Any]]:
+        reply = self._ask(self.prompt.format(query=text))
+        answer = reply.text.strip()
+        if _YES.search(answer):
+            known = 1.0
+        elif _NO.search(answer):
+            known = 0.0
+        else:
+            raise ValueError(f"unparseable self-assessment {answer[:60]!r} (no yes/no)")
+        return [known, 1.0], {"reply": answer[:40]}
+
+    def confidence(self, row: np.ndarray) -> float:
+        return float(row[0])
+
+
+LLM_SIGNALS: dict[str, type[LLMSignal]] = {
+    cls.kind: cls for cls in (LogprobSignal, AgreementSignal, SelfAssessSignal)
+}
+
+
+def make_llm_signal(spec: str | dict[str, Any], llm: Any) -> LLMSignal:
+    """An LLM signal from its kind (``"llm_logprob"``) or ``{kind: ..., setting: ...}``."""
+    from ragroute.errors import RagrouteError
+
+    data = {"kind": spec} if isinstance(spec, str) else dict(spec)
+    kind = str(data.pop("kind", ""))
+    if kind not in LLM_SIGNALS:
+        raise RagrouteError(f"unknown LLM gate signal {kind!r}: known ones are {', '.join(LLM_SIGNALS)}")
+    try:
+        return LLM_SIGNALS[kind](llm, **data)
+    except (TypeError, ValueError) as exc:
+        raise RagrouteError(f"LLM gate signal {kind}: bad settings {data}: {exc}") from None
+
+
+def default_fallback() -> ThresholdGate:
+    """The LLM-free gate used when the LLM fails: retrieve when a content word is rare (Zipf <= 3)."""
+    return ThresholdGate(RaritySignal(), "min_zipf", below=3.0)
+
+
+class LLMGate:
+    """Retrieve when the LLM is unsure; when every LLM signal fails, the ``fallback`` gate decides.
+
+    ``p_retrieve = 1 - mean(confidence)`` over the signals that answered (``weights`` per
+    kind optional); retrieve when it reaches ``threshold``. ``max_steps`` and repeated
+    sub-queries stop as in the other gates (no LLM call then).
+    """
+
+    name = "llm"
+
+    def __init__(
+        self,
+        signals: Sequence[LLMSignal],
+        *,
+        fallback: Any = None,
+        threshold: float = 0.5,
+        weights: dict[str, float] | None = None,
+        depth: DepthPolicy | None = None,
+        max_steps: int | None = None,
+    ) -> None:
+        if not signals:
+            raise ValueError("an LLM gate needs at least one LLM signal")
+        self.signals = list(signals)
+        self.fallback = fallback if fallback is not None else default_fallback()
+        self.threshold = float(threshold)
+        self.weights = dict(weights or {})
+        self.depth = depth or DepthPolicy()
+        self.max_steps = max_steps
+
+    def gate_many(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
+        contexts = list(contexts)
+        out: list[GateDecision | None] = [None] * len(contexts)
+        live = []
+        for i, context in enumerate(contexts):
+            stop = stop_reason(context, self.max_steps)
+            if stop:
+                out[i] = GateDecision("stop", 1.0, {}, reason=stop)
+            else:
+                live.append(i)
+        matrices = {s.kind: s.values([contexts[i] for i in live], None) for s in self.signals}
+        failed: list[tuple[int, str]] = []
+        for j, i in enumerate(live):
+            context = contexts[i]
+            values, confidences, errors = {}, {}, {}
+            for signal in self.signals:
+                row = matrices[signal.kind][j]
+                for name, value in zip(signal.names, row):
+                    values[f"{signal.kind}.{name}"] = round(float(value), 4)
+                error = signal.error(context.text)
+                if error:
+                    errors[signal.kind] = error
+                else:
+                    confidences[signal.kind] = signal.confidence(row)
+            if not confidences:
+                failed.append((i, "; ".join(f"{k}: {v}" for k, v in errors.items())))
+                continue
+            weight = {k: float(self.weights.get(k, 1.0)) for k in confidences}
+            total = sum(weight.values()) or 1.0
+            p = 1.0 - sum(confidences[k] * weight[k] for k in confidences) / total
+            signals: dict[str, Any] = {
+                "threshold": self.threshold,
+                "values": values,
+                "confidence": {k: round(v, 4) for k, v in confidences.items()},
+                **{s.kind: s.explain(context, None) for s in self.signals},
+            }
+            if errors:
+                signals["errors"] = errors
+            if p >= self.threshold:
+                level, depth, steps = self.depth.of(context.text)
+                action, reason = "retrieve", f"p_retrieve {p:.3f} >= threshold {self.threshold:.3f} ({level})"
+            else:
+                depth = steps = None
+                action, reason = "answer", f"p_retrieve {p:.3f} < threshold {self.threshold:.3f}"
+            reason += ": LLM confidence " + ", ".join(f"{k} {v:.2f}" for k, v in confidences.items())
+            if errors:
+                reason += f" ({', '.join(errors)} failed)"
+            out[i] = GateDecision(action, round(p, 6), signals, depth=depth, steps=steps, reason=reason)
+        if failed:
+            decisions = self.fallback.gate_many([contexts[i] for i, _ in failed])
+            name = getattr(self.fallback, "name", type(self.fallback).__name__)
+            for (i, why), decision in zip(failed, decisions):
+                decision.signals = {**decision.signals, "fallback": f"{name}: {why}"}
+                decision.reason = (
+                    f"LLM signals failed ({why}): fell back to the {name} gate: {decision.reason}"
+                )
+                out[i] = decision
+        return [d for d in out if d is not None]

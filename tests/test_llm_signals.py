@@ -1,0 +1,179 @@
+"""LLM gate signals and the LLM gate (ragroute.gate.llm_signals), with scripted LLMs only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragroute.context import QueryContext
+from ragroute.gate import TrainedGate
+from ragroute.gate.controller import StepwiseController
+from ragroute.gate.llm_signals import (
+    AgreementSignal,
+    LLMGate,
+    LogprobSignal,
+    SelfAssessSignal,
+    make_llm_signal,
+    normalise_answer,
+)
+from ragroute.gate.planners import ScriptedPlanner
+from ragroute.index.build import build_index
+from ragroute.llm import ScriptedLLM, complete_safely, token_logprobs
+from ragroute.pipeline import GateDecision
+from ragroute.types import Document
+
+SURE = [-0.05, -0.1, -0.02]
+UNSURE = [-1.2, -2.5, -0.9]
+
+
+def contexts(*texts: str) -> list[QueryContext]:
+    return [QueryContext(t) for t in texts]
+
+
+def knowing_llm(**extra) -> ScriptedLLM:
+    """Sure about capitals, unsure about Zorblat; says yes/no accordingly."""
+    return ScriptedLLM(
+        rules={
+            "Reply with yes or no.\nQuestion: What is the capital": "Yes.",
+            "own knowledge": "No, I would need to look it up.",
+            "capital": "Paris",
+            "Zorblat": "Blorp",
+        },
+        logprobs=[[-0.5], [-0.5], SURE, UNSURE],
+        **extra,
+    )
+
+
+def test_calls_and_logprob_reading():
+    llm = ScriptedLLM(replies=["Paris"], logprobs=SURE)
+    reply = complete_safely(llm, "q")
+    assert reply.ok and reply.logprobs == SURE and reply.mean_logprob == pytest.approx(np.mean(SURE))
+    assert token_logprobs(object()) is None
+    failing = complete_safely(ScriptedLLM(replies=[TimeoutError("slow")]), "q")
+    assert not failing.ok and failing.error == "TimeoutError: slow" and failing.text == ""
+    own = complete_safely(ScriptedLLM(replies=[TimeoutError("slow")]), "q", timeout_s=5)
+    assert own.error == "TimeoutError: slow"  # the LLM's own error, not our timeout
+    late = complete_safely(ScriptedLLM(replies=["x"], delay_s=0.3), "q", timeout_s=0.05)
+    assert late.error == "TimeoutError: no answer within 0.05 s"
+
+
+def test_logprob_signal_values_and_missing_logprobs():
+    signal = LogprobSignal(knowing_llm())
+    values = signal.values(contexts("What is the capital of France?", "Who founded Zorblat?"), None)
+    assert signal.columns() == ["llm_logprob.mean_logprob", "llm_logprob.min_logprob", "llm_logprob.ok"]
+    assert values[0].tolist() == pytest.approx([np.mean(SURE), -0.1, 1.0])
+    assert values[1, 1] == -2.5
+    assert signal.confidence(values[0]) > 0.9 > 0.1 > signal.confidence(values[1])
+    assert signal.explain(QueryContext("What is the capital of France?"), None)["draft"] == "Paris"
+    blind = LogprobSignal(ScriptedLLM(replies=["Paris"]))  # an LLM without log-probabilities
+    row = blind.values(contexts("What is the capital of France?"), None)[0]
+    assert row.tolist() == [0.0, 0.0, 0.0]
+    assert (
+        "no token log-probabilities"
+        in blind.explain(QueryContext("What is the capital of France?"), None)["error"]
+    )
+
+
+def test_agreement_signal_counts_normalised_answers_and_passes_sampling_settings():
+    llm = ScriptedLLM(replies=["Paris", "paris.", "The Lyon"], cycle=True)
+    signal = AgreementSignal(llm, samples=3)
+    row = signal.values(contexts("What is the capital of France?"), None)[0]
+    assert row.tolist() == pytest.approx([2 / 3, 2 / 3, 1.0])
+    assert normalise_answer("The  Lyon!") == "lyon"
+    with pytest.raises(ValueError):
+        AgreementSignal(llm, samples=1)
+    empty = AgreementSignal(ScriptedLLM(replies=["   "]), samples=2)
+    assert empty.values(contexts("q"), None)[0, 2] == 0.0 and "empty" in empty.error("q")
+
+
+def test_self_assessment_yes_no_and_unparseable():
+    llm = ScriptedLLM(rules={"France": "Yes, I can.", "Zorblat": "no", "weather": "Hmm, it depends."})
+    signal = SelfAssessSignal(llm)
+    values = signal.values(contexts("capital of France?", "Zorblat founder?", "weather tomorrow?"), None)
+    assert values.tolist() == [[1.0, 1.0], [0.0, 1.0], [0.5, 0.0]]
+    assert "unparseable self-assessment" in signal.error("weather tomorrow?")
+    assert make_llm_signal({"kind": "llm_agreement", "samples": 4}, llm).samples == 4
+    from ragroute.errors import RagrouteError
+
+    with pytest.raises(RagrouteError, match="unknown LLM gate signal"):
+        make_llm_signal("llm_magic", llm)
+
+
+def test_llm_gate_answers_when_sure_retrieves_when_not():
+    llm = knowing_llm()
+    gate = LLMGate([LogprobSignal(llm), SelfAssessSignal(llm)])
+    sure, unsure = gate.gate_many(contexts("What is the capital of France?", "Who founded Zorblat?"))
+    assert sure.action == "answer" and sure.probability < 0.1
+    assert unsure.action == "retrieve" and unsure.probability > 0.9
+    assert "LLM confidence llm_logprob" in unsure.reason
+    assert sure.signals["values"]["llm_self.known"] == 1.0 and "fallback" not in sure.signals
+
+
+class RecordingGate:
+    name = "recording"
+
+    def __init__(self):
+        self.seen = []
+
+    def gate_many(self, contexts):
+        self.seen.extend(c.text for c in contexts)
+        return [
+            GateDecision("retrieve", 0.77, {"rule": "always"}, reason="always retrieve") for _ in contexts
+        ]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [ConnectionError("server went away"), "Well, that depends on many things."],
+)
+def test_llm_gate_falls_back_to_llm_free_signals_with_the_reason(reply):
+    fallback = RecordingGate()
+    llm = ScriptedLLM(replies=[reply])
+    gate = LLMGate([SelfAssessSignal(llm)], fallback=fallback)
+    decision = gate.gate_many(contexts("Who founded Zorblat?"))[0]
+    assert fallback.seen == ["Who founded Zorblat?"]
+    assert decision.action == "retrieve" and decision.probability == 0.77
+    assert decision.reason.startswith("LLM signals failed (llm_self: ")
+    assert "fell back to the recording gate: always retrieve" in decision.reason
+    assert decision.signals["fallback"].startswith("recording: llm_self:")
+
+
+def test_llm_gate_default_fallback_is_the_rarity_threshold_and_partial_failures_are_kept():
+    broken = ScriptedLLM(replies=[RuntimeError("boom")])
+    gate = LLMGate([LogprobSignal(broken)])
+    rare, common = gate.gate_many(contexts("Who founded Zorblatquix Vreemond?", "What is the time now?"))
+    assert "rarity" in rare.signals["fallback"] or "threshold" in rare.signals["fallback"]
+    assert rare.action == "retrieve" and common.action == "answer"
+    mixed = LLMGate(
+        [LogprobSignal(ScriptedLLM(replies=["Paris"])), SelfAssessSignal(ScriptedLLM(replies=["yes"]))]
+    )
+    decision = mixed.gate_many(contexts("What is the capital of France?"))[0]
+    assert decision.action == "answer" and "llm_logprob" in decision.signals["errors"]
+    assert "(llm_logprob failed)" in decision.reason
+
+
+def test_llm_gate_stops_without_calling_the_llm_and_reports_fallback_in_the_controller():
+    llm = knowing_llm()
+    gate = LLMGate([LogprobSignal(llm)], max_steps=1)
+    stop = gate.gate_many([QueryContext("What is the capital of France?", step=1)])[0]
+    assert stop.action == "stop" and llm.calls == 0
+    docs = [Document("d1", "Zorblat was founded by Ada Brennan in 1901.", title="Zorblat")]
+    index = build_index(docs, "bm25", name="kb")
+    failing = LLMGate(
+        [SelfAssessSignal(ScriptedLLM(replies=[ConnectionError("down")]))], fallback=RecordingGate()
+    )
+    result = StepwiseController(ScriptedPlanner(["Who founded Zorblat?"]), index, gate=failing).run("q")
+    gate_step = [t.detail for t in result.trace if t.stage == "gate"][0]
+    assert "ConnectionError: down" in gate_step["fallback"] and gate_step["action"] == "retrieve"
+    assert result.retrieval_calls == 1
+
+
+def test_llm_signal_stacks_in_a_trained_gate():
+    llm = knowing_llm()
+    texts = [f"What is the capital of country {i}?" for i in range(12)] + [
+        f"Who founded Zorblat number {i}?" for i in range(12)
+    ]
+    retrieve = [False] * 12 + [True] * 12
+    gate = TrainedGate.fit(texts, retrieve, signals=[LogprobSignal(llm)], C=1.0)
+    decisions = gate.gate_many(contexts("What is the capital of Peru?", "Who founded Zorblat Inc?"))
+    assert [d.action for d in decisions] == ["answer", "retrieve"]
