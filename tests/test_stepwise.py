@@ -305,3 +305,21 @@ def test_stepwise_bench_on_the_fixture():
     assert step["fcr@5_split"] <= step["fcr@5"] <= step["fcr_all"]
     json.dumps(result)
     assert "interleave" in format_report(result)
+
+
+def test_a_pipeline_gate_skips_and_stops_steps(bm25):
+    class Fixed(BaseRouter):
+        name = "fixed"
+        labels = ["kb", "none"]
+
+        def route_many(self, queries, *, query_vectors=None):
+            return [decision_from_probs(self.labels, [0.9, 0.1], decided_by="fixed") for _ in queries]
+
+    pipeline = Pipeline([Source("kb", bm25)], Fixed(), gate=WordGate())
+    planner = ScriptedPlanner(
+        ["What is the capital of France?", "Where did Otto Lind come from?", "halt", "-"]
+    )
+    result = StepwiseController(planner, pipeline, k=3).run("q")
+    assert [s.action for s in result.steps] == ["answer", "retrieve"]
+    assert result.retrieval_calls == 1 and result.stopped_by == "gate" and not result.complete
+    assert result.steps[0].gate["action"] == "answer" and result.steps[1].hits[0].doc_id == "m3"

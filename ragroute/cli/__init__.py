@@ -13,7 +13,7 @@ Errors caused by input (a missing file, an empty query, a corrupt index) print
 one line ``error: ...`` and exit with status 2.
 
 All click code of ragroute lives in this package: one module per command
-(``build``, ``query``, ``evaluate``, ``route``, ``graph``, ``demo``; ``bench`` holds the
+(``build``, ``query``, ``evaluate``, ``route``, ``graph``, ``ask``, ``demo``; ``bench`` holds the
 benchmark commands listed in :data:`ragroute.registry.BENCHMARKS`), shared option
 decorators in ``options``, helpers shared by commands in ``common`` and the
 ``--json`` output in ``output``.
@@ -88,6 +88,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_args: A
 
 
 def _register() -> None:
+    from ragroute.cli.ask import ask_command
     from ragroute.cli.build import build_command
     from ragroute.cli.demo import demo_command
     from ragroute.cli.evaluate import eval_command
@@ -108,6 +109,7 @@ def _register() -> None:
         rerank_group,
         skills_group,
         gate_group,
+        ask_command,
         inspect_command,
         demo_command,
     ):

@@ -196,6 +196,10 @@ class StepwiseController:
                     depth = decision.depth or self.k
             if step.action == "retrieve":
                 self._retrieve(context, step, depth, trace)
+                if step.action == "stop":  # the pipeline's own gate stopped it
+                    steps.append(step)
+                    stopped_by = "gate"
+                    break
             self._answer_step(step, trace)
             steps.append(step)
         steps = [s for s in steps if s.action != "stop"]
@@ -282,6 +286,12 @@ class StepwiseController:
             hits = result.hits
             detail["decision"] = result.decision.to_dict()
             step.sources = [name for name in result.decision.chosen if name != "none"]
+            gated = result.decision.trace[0].detail if result.decision.trace else {}
+            if result.decision.trace and result.decision.trace[0].stage == "gate":
+                step.gate = {"step": step.index, **{k: v for k, v in gated.items() if k != "values"}}
+                if gated.get("action") in ("answer", "stop"):  # the pipeline's gate: no retrieval
+                    step.action = gated["action"]
+                    detail["gate"] = gated["action"]
         else:
             hits = search_contexts(self.retriever, [context], depth)[0]
             step.sources = sorted({h.source for h in hits if h.source}) or [

@@ -1,9 +1,9 @@
 """A llama-index LLM that answers from a script: for tests, notebooks and dry runs.
 
-``ScriptedLLM(replies=[...])`` answers in turn (the last reply repeats when the
-list runs out, or cycles with ``cycle=True``); ``ScriptedLLM(rules={"substring":
-reply})`` answers with the reply of the first rule whose key occurs in the prompt
-(``default`` otherwise). A reply that is an exception *instance* is raised (an LLM
+``ScriptedLLM(rules={"substring": reply})`` answers with the reply of the first rule
+whose key occurs in the prompt; other prompts get ``replies`` in turn (the last reply
+repeats when the list runs out, or they cycle with ``cycle=True``), else ``default``.
+A reply that is an exception *instance* is raised (an LLM
 that errors); ``delay_s`` sleeps before answering (an LLM that times out);
 ``logprobs`` (one float per token, or a list of them per reply) are returned in
 ``CompletionResponse.logprobs`` and ``additional_kwargs["token_logprobs"]``, as
@@ -34,6 +34,7 @@ class ScriptedLLM(CustomLLM):
     model: str = "scripted"
     prompts: list[str] = Field(default_factory=list)
     calls: int = 0
+    turn: int = 0  # replies used so far (calls answered by a rule do not count)
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -44,7 +45,8 @@ class ScriptedLLM(CustomLLM):
             if key in prompt:
                 return reply, list(self.rules).index(key)
         if self.replies:
-            i = self.calls % len(self.replies) if self.cycle else min(self.calls, len(self.replies) - 1)
+            i = self.turn % len(self.replies) if self.cycle else min(self.turn, len(self.replies) - 1)
+            self.turn += 1
             return self.replies[i], i
         return self.default, 0
 

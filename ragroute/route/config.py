@@ -59,6 +59,7 @@ _TOP_KEYS = {
     "gate",
     "signals",
     "rules",
+    "llm",  # the LLM `ragroute ask` plans and answers with (ragroute.llm.settings)
 }
 _SOURCE_KEYS = {"index", "description", "modality", "granularity"}
 

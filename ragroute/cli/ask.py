@@ -1,0 +1,85 @@
+"""``ragroute ask CONFIG QUESTION``: answer step by step with a routing config's pipeline and an LLM.
+
+The step-wise controller (:class:`~ragroute.gate.controller.StepwiseController`) plans
+sub-questions with the LLM, retrieves each through the config's pipeline (its ``gate:``,
+``router:`` and ``reranker:`` apply to every sub-question), lets the LLM answer each step
+from its hits, and prints the answer, the steps and whether the run completed. The LLM is
+the config's ``llm:`` mapping (``{kind: local}`` or ``{kind: scripted, ...}``), else the
+offline local SmolLM2 (extra ``ragroute[llm]``); ``--no-llm`` asks the question once
+through the pipeline with no LLM at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ragroute.cli.common import one_line_errors
+from ragroute.cli.output import emit_json
+from ragroute.errors import check_query
+
+
+@click.command("ask")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("question")
+@click.option("--max-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Step budget.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits per step.")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds each LLM call may take.")
+@click.option("--no-llm", is_flag=True, help="No LLM: the question itself, retrieved once.")
+@click.option("--backend", default=None, help="Encoder backend (default: the config's).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the whole run and its trace.")
+@one_line_errors
+def ask_command(
+    config: Path,
+    question: str,
+    max_steps: int,
+    k: int,
+    timeout_s: float | None,
+    no_llm: bool,
+    backend: str | None,
+    as_json: bool,
+) -> None:
+    """Answer QUESTION step by step: the LLM plans sub-questions, CONFIG's pipeline gates, routes and
+    retrieves each, evidence accumulates within the step budget."""
+    from ragroute.gate.controller import StepwiseController
+    from ragroute.gate.planners import LLMPlanner, QuestionOncePlanner
+    from ragroute.route.config import RoutingConfig, load_routing
+
+    question = check_query(question)
+    routing = RoutingConfig.read(config)  # fails in one line before anything loads
+    llm = None
+    if not no_llm:
+        from ragroute.llm.settings import llm_from_settings
+
+        llm = llm_from_settings(routing.data.get("llm"), where=f"{config}: llm")
+    pipeline = load_routing(config, backend=backend)
+    planner = QuestionOncePlanner() if llm is None else LLMPlanner(llm, timeout_s=timeout_s)
+    controller = StepwiseController(
+        planner, pipeline, max_steps=max_steps, k=k, answerer=llm, answer_timeout_s=timeout_s
+    )
+    result = controller.run(question)
+    status = "complete" if result.complete else f"INCOMPLETE (stopped by {result.stopped_by})"
+    click.echo(f"answer: {result.answer or '(none)'}")
+    click.echo(
+        f"{status}; {len(result.steps)} step(s), {result.retrieval_calls} retrieval call(s), "
+        f"{result.ms:.0f} ms"
+    )
+    for step in result.steps:
+        gate = f" gate {step.gate['action']}" if step.gate else ""
+        where = ", ".join(step.sources) or "-"
+        click.echo(f"  step {step.index + 1}: {step.question}  [{step.action}{gate}; {where}]")
+        for hit in step.hits[:3]:
+            click.echo(
+                f"      {hit.rank}. {hit.source}:{hit.doc_id}  {hit.score:.3f}  "
+                f"{(hit.title or hit.text)[:60]}"
+            )
+        if step.answer:
+            click.echo(f"      answer: {step.answer}")
+    for entry in result.trace:
+        if entry.stage == "plan" and entry.detail.get("fallback"):
+            click.echo(
+                f"  note: step {entry.detail['step'] + 1} planner fell back: {entry.detail['fallback']}"
+            )
+    if as_json:
+        emit_json(result.to_dict())

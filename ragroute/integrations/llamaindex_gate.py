@@ -1,0 +1,87 @@
+"""LlamaIndex retrievers that gate: retrieve only when a gate says so, or step by step.
+
+* :class:`GatedLlamaRetriever`: a gate (any :class:`~ragroute.pipeline.stages.Gate`)
+  decides per query; ``retrieve`` searches the wrapped retriever (a
+  :class:`~ragroute.pipeline.Pipeline` or any ragroute retriever) with the gate's depth,
+  ``answer`` / ``stop`` return no nodes (the LLM answers from its own knowledge).
+  ``last_decision`` is the gate's decision; every node's metadata carries it.
+* :class:`StepwiseLlamaRetriever`: runs a
+  :class:`~ragroute.gate.controller.StepwiseController` and returns the run's evidence
+  (the steps' hits interleaved, top ``k``) as nodes; ``last_result`` holds the whole run
+  (steps, gate decisions, trace, the planner's answer).
+
+Both plug into a ``RetrieverQueryEngine`` like any LlamaIndex retriever; node ids are
+``SOURCE:DOC_ID`` (see :mod:`ragroute.integrations.llamaindex`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from ragroute.context import QueryContext
+from ragroute.index.base import search_contexts
+from ragroute.integrations.llamaindex import hit_to_node
+from ragroute.pipeline.stages import GateDecision
+
+
+class GatedLlamaRetriever(BaseRetriever):
+    """Retrieves through ``retriever`` only when ``gate`` decides ``retrieve``."""
+
+    def __init__(self, gate: Any, retriever: Any, *, k: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = gate
+        self.retriever = retriever
+        self.k = k
+        self.last_decision: GateDecision | None = None
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        context = QueryContext.of(query_bundle.query_str)
+        decision = self.gate.gate_many([context])[0]
+        self.last_decision = decision
+        if decision.action != "retrieve":
+            return []
+        k = decision.depth or self.k
+        if hasattr(self.retriever, "retrieve_contexts"):
+            result = self.retriever.retrieve_contexts([context], k)[0]
+            hits, routed = result.hits, result.decision
+        else:
+            hits, routed = search_contexts(self.retriever, [context], k)[0], None
+        gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
+        nodes = []
+        for hit in hits:
+            node = hit_to_node(hit, routed)
+            node.node.metadata["gate"] = gate
+            node.node.excluded_llm_metadata_keys.append("gate")
+            node.node.excluded_embed_metadata_keys.append("gate")
+            nodes.append(node)
+        return nodes
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return self._retrieve(query_bundle)
+
+
+class StepwiseLlamaRetriever(BaseRetriever):
+    """The step-wise controller's evidence as LlamaIndex nodes (``metadata["step"]``: which step)."""
+
+    def __init__(self, controller: Any, *, k: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.controller = controller
+        self.k = k
+        self.last_result: Any = None
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        result = self.controller.run(query_bundle.query_str)
+        self.last_result = result
+        nodes = []
+        for hit in result.evidence(self.k):
+            node = hit_to_node(hit)
+            node.node.metadata["step"] = hit.explain.get("step")
+            node.node.metadata["complete"] = result.complete
+            nodes.append(node)
+        return nodes
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return self._retrieve(query_bundle)

@@ -1,0 +1,46 @@
+"""An LLM from a settings mapping (the ``llm:`` key of a routing config, ``ragroute ask``).
+
+``{kind: local, max_new_tokens: 64, temperature: 0, cache_dir: ..., threads: 1}`` is the
+offline :class:`~ragroute.llm.local.LocalLLM`; ``{kind: scripted, replies: [...],
+rules: {...}, default: ..., logprobs: [...]}`` a :class:`~ragroute.llm.scripted.ScriptedLLM`
+(dry runs and tests). Unknown kinds or keys fail in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ragroute.errors import RagrouteError
+
+LLM_SETTINGS = {
+    "local": {"max_new_tokens", "temperature", "seed", "cache_dir", "cache", "threads", "chat_template"},
+    "scripted": {"replies", "rules", "default", "logprobs", "cycle", "model"},
+}
+
+
+def llm_from_settings(settings: str | Mapping[str, Any] | None, where: str = "llm") -> Any:
+    """The LLM ``settings`` describe (a kind name or a mapping); ``None`` means the local LLM."""
+    data: dict[str, Any] = (
+        {"kind": "local"}
+        if settings is None
+        else ({"kind": settings} if isinstance(settings, str) else dict(settings))
+    )
+    kind = str(data.pop("kind", "local"))
+    if kind not in LLM_SETTINGS:
+        raise RagrouteError(f"{where}: unknown llm kind {kind!r}; known: {', '.join(LLM_SETTINGS)}")
+    unknown = sorted(set(data) - LLM_SETTINGS[kind])
+    if unknown:
+        raise RagrouteError(
+            f"{where}: unknown {kind} llm key(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(LLM_SETTINGS[kind]))}"
+        )
+    if kind == "scripted":
+        from ragroute.llm.scripted import ScriptedLLM
+
+        return ScriptedLLM(**data)
+    from ragroute.llm.local import INSTALL_HINT, LocalLLM, local_llm_available
+
+    if not local_llm_available():
+        raise RagrouteError(f"{where}: {INSTALL_HINT}")
+    return LocalLLM(**data)

@@ -1,0 +1,164 @@
+"""Interfaces of step-wise gating: LlamaIndex retrievers, `ragroute ask`, LLM settings, the local LLM."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from llama_index.core.schema import QueryBundle
+
+from ragroute.cli import main
+from ragroute.errors import RagrouteError
+from ragroute.gate.controller import StepwiseController
+from ragroute.gate.planners import ScriptedPlanner
+from ragroute.index.build import build_index
+from ragroute.index.io import save_index
+from ragroute.integrations.llamaindex_gate import GatedLlamaRetriever, StepwiseLlamaRetriever
+from ragroute.llm.settings import llm_from_settings
+from ragroute.pipeline import GateDecision
+from ragroute.types import Document
+
+DOCS = [
+    Document("ada", "Ada Brennan was a painter born in Kellow.", title="Ada Brennan"),
+    Document("kellow", "Kellow is a market town. The mayor of Kellow is Tomas Reed.", title="Kellow"),
+    Document("otto", "Otto Lind was a sculptor from Dressel.", title="Otto Lind"),
+]
+
+
+class CapitalGate:
+    name = "capital"
+
+    def gate_many(self, contexts):
+        return [
+            GateDecision("answer", 0.1, reason="known")
+            if "capital" in c.text
+            else GateDecision("retrieve", 0.9, depth=1, reason="unknown")
+            for c in contexts
+        ]
+
+
+@pytest.fixture(scope="module")
+def index():
+    return build_index(DOCS, "bm25", name="kb")
+
+
+def test_gated_llama_retriever(index):
+    retriever = GatedLlamaRetriever(CapitalGate(), index, k=3)
+    assert retriever.retrieve("What is the capital of France?") == []
+    assert retriever.last_decision.action == "answer"
+    nodes = retriever.retrieve(QueryBundle("Where was Ada Brennan born?"))
+    assert len(nodes) == 1 and nodes[0].node.node_id == "kb:ada"  # the gate's depth: 1
+    assert nodes[0].node.metadata["gate"]["reason"] == "unknown"
+    assert "gate" in nodes[0].node.excluded_llm_metadata_keys
+
+
+def test_stepwise_llama_retriever(index):
+    controller = StepwiseController(
+        ScriptedPlanner(["Where was Ada Brennan born?", "mayor of #1"]), index, k=2
+    )
+    retriever = StepwiseLlamaRetriever(controller, k=3)
+    nodes = retriever.retrieve("Who is the mayor of Ada Brennan's town?")
+    assert [n.node.metadata["step"] for n in nodes][:2] == [0, 1]
+    assert retriever.last_result.complete and retriever.last_result.retrieval_calls == 2
+    assert len({n.node.node_id for n in nodes}) == len(nodes) <= 3
+
+
+def test_llm_settings():
+    llm = llm_from_settings({"kind": "scripted", "replies": ["hi"]})
+    assert llm.complete("x").text == "hi"
+    with pytest.raises(RagrouteError, match="unknown llm kind 'gpt'"):
+        llm_from_settings("gpt")
+    with pytest.raises(RagrouteError, match="unknown scripted llm key"):
+        llm_from_settings({"kind": "scripted", "temperature": 1})
+
+
+def test_local_llm_missing_says_how_to_install(monkeypatch):
+    import ragroute.llm.local as local
+
+    monkeypatch.setattr(local.importlib.util, "find_spec", lambda name: None)
+    assert not local.local_llm_available()
+    with pytest.raises(RagrouteError, match="pip install 'ragroute\\[llm\\]'"):
+        local.gguf_path()
+    with pytest.raises(RagrouteError, match="ragroute\\[llm\\]"):
+        llm_from_settings("local")
+
+
+@pytest.mark.skipif(
+    os.environ.get("RAGROUTE_TEST_LOCAL_LLM") != "1",
+    reason="loads SmolLM2 (extra ragroute[llm]; ~1 s cached, ~50 s at first): RAGROUTE_TEST_LOCAL_LLM=1",
+)
+def test_local_llm_answers_with_logprobs():
+    from ragroute.llm.local import LocalLLM, local_llm_available
+
+    if not local_llm_available():
+        pytest.skip("the local LLM extra is not installed")
+    llm = LocalLLM(max_new_tokens=12, threads=1)
+    response = llm.complete("What is the capital of France?")
+    assert "Paris" in response.text
+    values = response.additional_kwargs["token_logprobs"]
+    assert values and all(v <= 0 for v in values) and len(response.logprobs) == len(values)
+
+
+# --------------------------------------------------------------------------- ragroute ask
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ask")
+    save_index(build_index(DOCS, "bm25", name="people"), root / "indexes" / "people")
+    base = (
+        "backend: torch\ncache_dir: cache\n"
+        "sources:\n  people: {index: indexes/people, description: People and places.}\n"
+        "router: {kind: prototype}\n"
+    )
+    plans = [
+        '{"action": "search", "query": "Where was Ada Brennan born?"}',
+        '{"action": "search", "query": "Who is the mayor of Kellow?"}',
+        '{"action": "answer", "answer": "Tomas Reed"}',
+    ]
+    llm = {"kind": "scripted", "rules": {"Answer the question from the passages": "Kellow"}, "replies": plans}
+    (root / "ask.yaml").write_text(base + "llm: " + json.dumps(llm) + "\n")
+    searching = {
+        "kind": "scripted",
+        "replies": [f'{{"action": "search", "query": "q{i}"}}' for i in range(9)],
+    }
+    (root / "budget.yaml").write_text(base + "llm: " + json.dumps(searching) + "\n")
+    (root / "bad.yaml").write_text(base + "llm: {kind: gpt5}\n")
+    return root
+
+
+def test_ask_runs_the_controller_with_a_configured_llm(workspace):
+    result = CliRunner().invoke(
+        main, ["ask", str(workspace / "ask.yaml"), "Who is the mayor of Ada Brennan's town?", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "answer: Tomas Reed" in result.output and "complete; 2 step(s), 2 retrieval call(s)" in result.output
+    )
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [s["question"] for s in payload["steps"]] == [
+        "Where was Ada Brennan born?",
+        "Who is the mayor of Kellow?",
+    ]
+    assert payload["steps"][0]["sources"] == ["people"] and payload["steps"][0]["answer"] == "Kellow"
+    assert {t["stage"] for t in payload["trace"]} >= {"plan", "retrieve", "step-answer", "final"}
+
+
+def test_ask_budget_no_llm_and_errors(workspace):
+    budget = CliRunner().invoke(
+        main, ["ask", str(workspace / "budget.yaml"), "anything?", "--max-steps", "2"]
+    )
+    assert budget.exit_code == 0, budget.output
+    assert "INCOMPLETE (stopped by budget); 2 step(s)" in budget.output
+    plain = CliRunner().invoke(
+        main, ["ask", str(workspace / "bad.yaml"), "Where was Ada Brennan born?", "--no-llm"]
+    )
+    assert plain.exit_code == 0, plain.output
+    assert "answer: Ada Brennan" in plain.output and "1 retrieval call(s)" in plain.output
+    bad = CliRunner().invoke(main, ["ask", str(workspace / "bad.yaml"), "q?"])
+    assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0
+    assert "unknown llm kind 'gpt5'" in bad.output
+    missing = CliRunner().invoke(main, ["ask", str(workspace / "nope.yaml"), "q?"])
+    assert missing.exit_code == 2 and missing.output.startswith("error:")
