@@ -95,7 +95,9 @@ def test_parse_plan_json_untidy_and_lines():
     assert parse_plan('{"query": "who?"}') == ("ask", "who?")
     assert parse_plan("I think so.\nSEARCH: mayor of Kellow") == ("ask", "mayor of Kellow")
     assert parse_plan("Final answer: Tomas Reed") == ("answer", "Tomas Reed")
-    for bad in ("I do not know.", '{"action": "dance"}', ""):
+    truncated = 'JSON:\n{\n  "action": "search",\n  "query": "Where was Ada born?",\n  "answer": "The ans'
+    assert parse_plan(truncated) == ("ask", "Where was Ada born?")
+    for bad in ("I do not know.", '{"action": "dance"}', "", '{"action": "search", "query": "cut sh'):
         with pytest.raises(ValueError, match="unparseable plan"):
             parse_plan(bad)
 

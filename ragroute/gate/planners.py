@@ -14,7 +14,8 @@ metadata) and returns a :class:`Plan`: ``ask`` a sub-question, or ``answer``.
   form ``#1 >> spouse`` is read as ``spouse of #1``.
 * :class:`LLMPlanner`: asks any llama-index LLM, with a JSON protocol
   (``{"action": "search", "query": ...}`` / ``{"action": "answer", "answer": ...}``)
-  and a line protocol as second chance (``SEARCH: ...`` / ``ANSWER: ...``). An LLM
+  and a line protocol as second chance (``SEARCH: ...`` / ``ANSWER: ...``); a JSON answer cut
+  short by a token limit still counts when its action and value were complete. An LLM
   that errors, times out, or answers with nothing readable makes the step fall back
   to ``fallback`` (by default :class:`QuestionOncePlanner`: the whole question once,
   then answer), and the plan says why (it goes in the trace).
@@ -251,6 +252,24 @@ def _evidence(step: StepRecord, chars: int) -> str:
 _LINE = re.compile(r"^\s*(search|query|ask|answer|final answer)\s*[:\-]\s*(.+?)\s*$", re.I | re.M)
 
 
+_FIELD = re.compile(r'["\'](action|query|question|answer)["\']\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _salvage(text: str) -> tuple[str, str] | None:
+    """Complete ``"key": "value"`` fields of a JSON answer cut short (a token limit): the action
+    and its value when both were written before the cut, else None."""
+    fields: dict[str, str] = {}
+    for key, value in _FIELD.findall(text):
+        fields.setdefault(key, value.strip())
+    action = fields.get("action", "").lower()
+    query = fields.get("query") or fields.get("question")
+    if action in ("search", "ask", "query", "retrieve") and query:
+        return ASK, query
+    if action in ("answer", "final", "final_answer") and fields.get("answer"):
+        return ANSWER, fields["answer"]
+    return None
+
+
 def parse_plan(text: str) -> tuple[str, str]:
     """``(action, value)`` from an LLM's planning answer (JSON first, then ``SEARCH:``/``ANSWER:``
     lines); raises ``ValueError`` with a short reason when neither is readable."""
@@ -273,6 +292,9 @@ def parse_plan(text: str) -> tuple[str, str]:
         if not action and answer is not None:
             return ANSWER, str(answer).strip()
         json_error = "JSON without a usable action"
+    salvaged = _salvage(text)
+    if salvaged is not None:
+        return salvaged
     match = _LINE.search(text)
     if match:
         kind = match.group(1).lower()
