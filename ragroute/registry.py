@@ -128,6 +128,7 @@ GATES = Registry(
     {
         "trained": "ragroute.gate.factories:trained",
         "threshold": "ragroute.gate.factories:threshold",
+        "llm": "ragroute.gate.factories:llm",
     },
 )
 

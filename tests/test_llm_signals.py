@@ -177,3 +177,26 @@ def test_llm_signal_stacks_in_a_trained_gate():
     gate = TrainedGate.fit(texts, retrieve, signals=[LogprobSignal(llm)], C=1.0)
     decisions = gate.gate_many(contexts("What is the capital of Peru?", "Who founded Zorblat Inc?"))
     assert [d.action for d in decisions] == ["answer", "retrieve"]
+
+
+def test_llm_gate_from_settings():
+    from ragroute.errors import RagrouteError
+    from ragroute.gate.factories import llm as llm_gate
+    from ragroute.route.factories import RouterBuild
+
+    build = RouterBuild([], None, where="test.yaml")
+    settings = {
+        "kind": "llm",
+        "llm": {"kind": "scripted", "rules": {"yes or no": "yes"}, "default": "Paris", "logprobs": [-0.1]},
+        "signals": ["llm_self", {"kind": "llm_logprob", "center": -0.3}],
+        "fallback": {"kind": "threshold", "signal": "rarity", "value": "min_zipf", "below": 2.0},
+        "timeout_s": 5,
+    }
+    gate = llm_gate(settings, build)
+    assert [s.kind for s in gate.signals] == ["llm_self", "llm_logprob"] and gate.signals[1].center == -0.3
+    assert gate.signals[0].timeout_s == 5 and gate.fallback.name == "threshold"
+    assert gate.gate_many(contexts("What is the capital of France?"))[0].action == "answer"
+    with pytest.raises(RagrouteError, match="unknown llm gate key"):
+        llm_gate({"kind": "llm", "llm": "scripted", "colour": "red"}, build)
+    with pytest.raises(RagrouteError, match="must not need an LLM"):
+        llm_gate({"kind": "llm", "llm": "scripted", "fallback": {"kind": "llm"}}, build)

@@ -7,6 +7,8 @@ Each entry of :data:`ragroute.registry.GATES` is ``factory(settings, build) -> G
     gate: {kind: trained, path: gates/mine, retrieval_rate: 0.7, max_steps: 4}
     gate: {kind: threshold, signal: rarity, value: min_zipf, below: 3.0}
     gate: {kind: threshold, signal: {kind: knn_vote, k: 10}, above: 0.5, examples: labels.jsonl}
+    gate: {kind: llm, llm: {kind: local}, signals: [llm_logprob, llm_self],
+           fallback: {kind: threshold, signal: rarity, value: min_zipf, below: 3.0}}
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ragroute.gate.trained import DepthPolicy, ThresholdGate, TrainedGate
 GATE_SETTINGS: dict[str, set[str]] = {
     "trained": {"path", "signals", "threshold", "retrieval_rate", "retrieve_cost", "max_steps", "depth"},
     "threshold": {"signal", "value", "above", "below", "scale", "examples", "max_steps", "depth"},
+    "llm": {"llm", "signals", "fallback", "threshold", "weights", "timeout_s", "max_steps", "depth"},
 }
 
 
@@ -91,6 +94,41 @@ def threshold(settings: Mapping[str, Any], build: Any) -> ThresholdGate:
         scale=float(settings.get("scale", 1.0)),
         encoder=build.encoder,
         examples=examples,
+        depth=_depth(settings, build.where),
+        max_steps=settings.get("max_steps"),
+    )
+
+
+def llm(settings: Mapping[str, Any], build: Any) -> Any:
+    """An :class:`~ragroute.gate.llm_signals.LLMGate`: LLM signals (default ``llm_logprob`` and
+    ``llm_self``) over ``llm:`` (a :func:`~ragroute.llm.settings.llm_from_settings` mapping; default
+    the local LLM), falling back to the ``fallback:`` gate (default the rarity threshold)."""
+    from ragroute.gate.llm_signals import LLMGate, make_llm_signal
+    from ragroute.llm.settings import llm_from_settings
+    from ragroute.registry import GATES
+
+    _check("llm", settings, build.where)
+    model = llm_from_settings(settings.get("llm"), where=f"{build.where}: gate llm")
+    timeout = settings.get("timeout_s")
+    signals = []
+    for spec in settings.get("signals") or ["llm_logprob", "llm_self"]:
+        data = {"kind": spec} if isinstance(spec, str) else dict(spec)
+        if timeout is not None:
+            data.setdefault("timeout_s", timeout)
+        signals.append(make_llm_signal(data, model))
+    fallback = None
+    if settings.get("fallback") is not None:
+        spec = settings["fallback"]
+        if not isinstance(spec, Mapping) or "kind" not in spec:
+            raise RagrouteError(f"{build.where}: gate 'fallback:' must be a gate mapping with 'kind:'")
+        if spec["kind"] == "llm":
+            raise RagrouteError(f"{build.where}: an LLM gate's fallback must not need an LLM")
+        fallback = GATES.get(str(spec["kind"]), build.where)(spec, build)
+    return LLMGate(
+        signals,
+        fallback=fallback,
+        threshold=float(settings.get("threshold", 0.5)),
+        weights=settings.get("weights"),
         depth=_depth(settings, build.where),
         max_steps=settings.get("max_steps"),
     )
