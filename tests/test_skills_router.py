@@ -321,9 +321,10 @@ def test_default_abstention_applies_to_its_encoder_only(catalogue):
     from ragroute.skills.router import DEFAULT_ABSTENTION
 
     model_id = DEFAULT_ABSTENTION["stage1"]["encoder"]
-    same = SkillRouter.build(catalogue, HashingEncoder(dim=256, model_id=model_id))
+    assert SkillRouter.build(catalogue, HashingEncoder(dim=256)).abstention == {}  # off unless asked
+    same = SkillRouter.build(catalogue, HashingEncoder(dim=256, model_id=model_id), abstention="default")
     route = same.route("convert 10 miles to km")
     assert route.p_applies is not None and 0.0 <= route.p_applies <= 1.0
     assert route.trace[-1].detail["model"] == "default: metatool_need_tool fold 0"
-    other = SkillRouter.build(catalogue, HashingEncoder(dim=256))
+    other = SkillRouter.build(catalogue, HashingEncoder(dim=256), abstention="default")
     assert other.route("convert 10 miles to km").p_applies is None

@@ -279,6 +279,7 @@ def _abstention(
     from ragroute.skills.router import balanced_accuracy, fit_abstention
 
     out: dict[str, Any] = {}
+    router = router.with_options(abstention="default")  # what the shipped default model would do here
     model = router._model()
     if model is not None:
         routes = router.route_many([c.text for c in contexts], 1)

@@ -162,8 +162,11 @@ class SkillRouter:
     ``encoder`` and ``params``). ``reranker``: ``None``, a reranker object with
     ``rerank(context, hits, k, candidates=)`` (e.g.
     :class:`~ragroute.rerank.cross_encoder.CrossEncoderReranker`) or a path to load one from.
-    ``abstention``: ``"default"`` (:data:`DEFAULT_ABSTENTION`), an :class:`AbstentionModel`, a
-    mapping ``{"stage1": model, "rerank": model}`` or ``None`` (never abstain).
+    ``abstention``: ``None`` (the default: never abstain), ``"default"`` (:data:`DEFAULT_ABSTENTION`,
+    fitted on metatool; it does not transfer: on toollens, where every query needs a tool, it
+    abstained on 58% of them), an :class:`AbstentionModel` fitted on your own catalogue with
+    :func:`fit_abstention` (``ragroute skills build --abstain-data``), or a mapping ``{"stage1":
+    model, "rerank": model}``.
     """
 
     def __init__(
@@ -176,7 +179,7 @@ class SkillRouter:
         method: str = "hybrid",
         candidates: int = 20,
         overlap: str = "diversify",
-        abstention: Any = "default",
+        abstention: Any = None,
         threshold: float | None = None,
         name: str = "skills",
     ) -> None:
