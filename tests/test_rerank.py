@@ -166,3 +166,28 @@ def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
     if len(result["collections"]) > 1:
         assert result["routed"]["queries"] == sum(held_out.values())
     assert "macro nDCG@10" in format_report(result)
+
+
+def test_recalibration_publishes_a_new_build_with_the_same_model(tiny_reranker, tmp_path):
+    import shutil
+
+    from ragroute.rerank.train import recalibrate
+    from ragroute.store import open_snapshot
+
+    source, _ = tiny_reranker
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    before = open_snapshot(out, family="reranker").manifest
+    pairs = []
+    for topic, (query, _) in TOPICS.items():
+        for rank, (other, (_, candidate)) in enumerate(TOPICS.items(), 1):
+            pairs.append(Pair(query, candidate, float(other == topic), "toy", rank))
+    report = recalibrate(out, pairs)
+    after = open_snapshot(out, family="reranker").manifest
+    assert after.build != before.build and report["fitted"] and report["pairs"] == 16
+    assert {n: f["sha256"] for n, f in after.files.items() if n != "calibration.json"} == {
+        n: f["sha256"] for n, f in before.files.items() if n != "calibration.json"
+    }
+    assert after.params["report"]["calibration"]["c"] == pytest.approx(report["c"])
+    reranker = CrossEncoderReranker(out, backend="torch")
+    assert reranker.calibration.c == pytest.approx(report["c"]) and reranker.calibration.fitted

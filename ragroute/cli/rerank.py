@@ -122,3 +122,48 @@ def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str)
     reranker = CrossEncoderReranker(model, backend=backend)
     for prob, text in sorted(zip(reranker.score(query, list(texts)), texts), key=lambda p: -p[0]):
         click.echo(f"{prob:.4f}  {text}")
+
+
+@rerank_group.command("calibrate")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=Path("rerank/default"),
+    show_default=True,
+    help="Reranker artifact whose calibration is refitted (published as a new build).",
+)
+@click.option(
+    "--data",
+    "roots",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Labelled sets [default: the ones the model was trained on, from its manifest].",
+)
+@click.option("--split", default="dev", show_default=True)
+@bench_encoder_options
+@one_line_errors
+def calibrate_command(
+    model: Path, roots: tuple[Path, ...], split: str, encoder: str, backend: str, cache_dir: Path
+) -> None:
+    """Refit a trained reranker's calibration on its held-apart calibration queries (the tenth of
+    fold 0 kept out of training, as `rerank train` chose them), scoring each query's whole stage-1
+    pool as the reranker sees it at query time. The model itself is unchanged.
+    """
+    from dataclasses import fields
+
+    from ragroute.encode import load_encoder
+    from ragroute.rerank.train import TrainParams, build_pairs, expand_roots, load_labelled_set, recalibrate
+    from ragroute.store import open_snapshot
+
+    params_in = open_snapshot(model, family="reranker").manifest.params
+    stored = params_in.get("train", {})
+    params = TrainParams(**{f.name: stored[f.name] for f in fields(TrainParams) if f.name in stored})
+    chosen = [Path(r) for r in (roots or params_in.get("data", {}).get("roots") or DEFAULT_DATA)]
+    missing = [str(r) for r in chosen if not r.exists()]
+    if missing:
+        raise click.ClickException(f"data missing: {', '.join(missing)} (see ../shared/data/README.md)")
+    sets = [load_labelled_set(path, split, name) for name, path in expand_roots(chosen)]
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    pairs = build_pairs(sets, enc, params, say=lambda line: click.echo(line, err=True))
+    click.echo(f"{len(pairs.calibration)} calibration pairs", err=True)
+    click.echo(json.dumps(recalibrate(model, pairs.calibration), indent=2))

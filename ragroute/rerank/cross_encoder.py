@@ -125,6 +125,14 @@ class CrossEncoderReranker:
             out.append(self._scorer([query] * len(batch), batch))
         return np.concatenate(out).astype(np.float32)
 
+    def logits_pairs(self, pairs: Sequence[Any]) -> np.ndarray:
+        """Raw logits of objects with ``query`` and ``text`` (e.g. training pairs), in order."""
+        out = []
+        for start in range(0, len(pairs), self.batch_size):
+            batch = pairs[start : start + self.batch_size]
+            out.append(self._scorer([p.query for p in batch], [p.text for p in batch]))
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
+
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Probabilities that each text is relevant to ``query`` (calibrated when the model is)."""
         return self.calibration(self.logits(query, texts))

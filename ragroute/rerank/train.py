@@ -174,6 +174,17 @@ def build_pairs(
             pool = [d.id for d in rng.sample(labelled.documents, min(len(labelled.documents), 50))]
             negatives += [d for d in pool if d not in negatives and d not in gold][: params.random_negatives]
             pairs += [Pair(text, _text(by_id[d]), 0.0, labelled.name, rank.get(d, 0)) for d in negatives]
+            if i < n_calibration:  # calibrate on what the reranker sees at query time: the whole pool
+                pairs = [
+                    Pair(
+                        text,
+                        _text(by_id[h.doc_id]),
+                        float(labelled.qrels.get(qid, {}).get(h.doc_id, 0) > 0),
+                        labelled.name,
+                        r,
+                    )
+                    for r, h in enumerate(hits, 1)
+                ]
             (out.calibration if i < n_calibration else out.train).extend(pairs)
             counts["pairs"] += len(pairs)
             counts["positives"] += sum(int(p.label) for p in pairs)
@@ -290,26 +301,33 @@ def fit_calibration(
     model: Any, pairs: Sequence[Pair], params: TrainParams
 ) -> tuple[Calibration, dict[str, Any]]:
     """Platt scaling with a stage-1 prior, ``sigmoid(a * logit + c / rank + b)``, fitted on
-    held-out training pairs (log loss)."""
+    held-out training pairs (log loss); ``model`` is a sentence-transformers CrossEncoder."""
     import torch
+
+    def logits_of(batch: Sequence[Pair]) -> np.ndarray:
+        features = model.tokenizer(
+            [p.query for p in batch],
+            [p.text for p in batch],
+            padding=True,
+            truncation="longest_first",
+            max_length=params.max_length,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            return model.model(**features).logits.view(-1).numpy()
+
+    return fit_platt(pairs, logits_of)
+
+
+def fit_platt(
+    pairs: Sequence[Pair], logits_of: Callable[[Sequence[Pair]], np.ndarray]
+) -> tuple[Calibration, dict[str, Any]]:
+    """Fit :class:`Calibration` on labelled ``pairs`` whose logits ``logits_of`` computes."""
     from sklearn.linear_model import LogisticRegression
 
     if len({p.label for p in pairs}) < 2:
         return Calibration(), {"note": "too few calibration pairs: raw sigmoid"}
-    logits = []
-    with torch.inference_mode():
-        for b in range(0, len(pairs), 64):
-            batch = pairs[b : b + 64]
-            features = model.tokenizer(
-                [p.query for p in batch],
-                [p.text for p in batch],
-                padding=True,
-                truncation="longest_first",
-                max_length=params.max_length,
-                return_tensors="pt",
-            )
-            logits.append(model.model(**features).logits.view(-1).numpy())
-    logit = np.concatenate(logits)
+    logit = np.concatenate([logits_of(pairs[b : b + 64]) for b in range(0, len(pairs), 64)])
     ranks = np.array([p.stage1_rank for p in pairs], dtype=np.float64)
     prior = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
     y = np.array([p.label for p in pairs])
@@ -318,7 +336,38 @@ def fit_calibration(
     calibration = Calibration(a, float(fit.intercept_[0]), c, fitted=True)
     probs = calibration(logit, ranks)
     brier = float(np.mean((probs - y) ** 2))
-    return calibration, {"pairs": len(pairs), "brier": round(brier, 4), "positives": int(y.sum())}
+    constant = float(np.mean((y.mean() - y) ** 2))
+    return calibration, {
+        "pairs": len(pairs),
+        "brier": round(brier, 4),
+        "brier_constant": round(constant, 4),
+        "positives": int(y.sum()),
+    }
+
+
+def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
+    """Refit the calibration of the reranker artifact ``model`` on ``pairs`` and publish it as a
+    new build (the model files are copied unchanged); returns the new calibration report."""
+    import shutil
+
+    from ragroute.rerank.cross_encoder import CrossEncoderReranker
+    from ragroute.store import open_snapshot, write_artifact
+
+    reranker = CrossEncoderReranker(model, backend="torch")
+    calibration, report = fit_platt(pairs, lambda batch: reranker.logits_pairs(batch))
+    snapshot = open_snapshot(model, family=FAMILY)
+    manifest = snapshot.manifest
+    params = dict(manifest.params)
+    params["report"] = {**params.get("report", {}), "calibration": {**calibration.to_dict(), **report}}
+    with write_artifact(model, FAMILY, manifest.kind, name=manifest.name, params=params) as pending:
+        for name in manifest.files:
+            if name == CALIBRATION_FILE:
+                continue
+            target = pending.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(snapshot.file(name), target)
+        (pending.path / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()), encoding="utf-8")
+    return {**calibration.to_dict(), **report}
 
 
 def _progress(show: bool | None) -> bool:
