@@ -23,6 +23,7 @@ def test_demo_routes_then_walks_the_graph(tmp_path, monkeypatch, hashing_encoder
     (tmp_path / "routing.yaml").write_text(routing, encoding="utf-8")
     args = ["demo", "--routing", tmp_path / "routing.yaml", "--queries", CORPORA / "demo_queries.jsonl"]
     args += ["--graph-corpus", CORPORA / "multihop", "--graph-out", tmp_path / "graph"]
+    args += ["--skills", CORPORA / "skills"]
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     out = result.output
@@ -35,8 +36,11 @@ def test_demo_routes_then_walks_the_graph(tmp_path, monkeypatch, hashing_encoder
     found = re.search(r"the graph walk found (\d+)/4 needed passages in the top 3", out)
     assert found and int(found.group(1)) >= 3
     assert read_index_manifest(tmp_path / "graph").params["counts"]["passages"] == 12
-    skipped = CliRunner().invoke(main, [str(a) for a in args] + ["--no-graph"])
+    assert out.index("the graph walk found") < out.index("skills: 8 skills from")
+    assert out.count("skill task: ") == len(demo.SKILL_TASKS)
+    skipped = CliRunner().invoke(main, [str(a) for a in args] + ["--no-graph", "--no-skills"])
     assert skipped.exit_code == 0 and "multi-hop" not in skipped.output
+    assert "skill task" not in skipped.output
 
 
 def test_graph_step_beats_dense_on_the_two_hop_questions(tmp_path, minilm, capsys):
@@ -48,3 +52,10 @@ def test_graph_step_beats_dense_on_the_two_hop_questions(tmp_path, minilm, capsy
     assert "graph query q1" in out and "ada brennan | kellow" in out
     if "path:" in out:  # the walk reports paths: each from a seed phrase to its passage
         assert re.search(r"path: kellow -> .*passage kellow", out)
+
+
+def test_skills_step_routes_every_demo_task_to_its_skill(minilm, capsys):
+    """Stage 1 alone (no reranker), with the demo's encoder: each task's own skill comes first."""
+    assert demo.skills_step(CORPORA / "skills", minilm, 3, reranker=None) == len(demo.SKILL_TASKS)
+    out = capsys.readouterr().out
+    assert "no reranker" in out and "bm25_z" in out and "dense_z" in out

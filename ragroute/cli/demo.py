@@ -31,6 +31,15 @@ DEFAULT_ROUTING = Path("corpora/routing.yaml")
 DEFAULT_QUERIES = Path("corpora/demo_queries.jsonl")
 DEFAULT_GRAPH_CORPUS = Path("corpora/multihop")
 DEFAULT_GRAPH_OUT = Path("graph/demo")
+DEFAULT_SKILLS = Path("corpora/skills")
+DEFAULT_RERANKER = Path("rerank/default")
+SKILL_TASKS = (
+    ("will it snow in Oslo this weekend?", "weather-forecast"),
+    ("send the quarterly report to my team", "send-email"),
+    ("how many kilometres is 26 miles", "unit-convert"),
+    ("put my dentist appointment in the calendar", "calendar-event"),
+    ("what is Apple trading at right now", "stock-quote"),
+)
 
 
 def build_sources(specs: list, method: str, encoder: Any, out_dir: Path) -> None:
@@ -88,6 +97,15 @@ def build_sources(specs: list, method: str, encoder: Any, out_dir: Path) -> None
     help="Where the graph step's knowledge graph is written.",
 )
 @click.option("--no-graph", is_flag=True, help="Skip the multi-hop graph step.")
+@click.option(
+    "--skills",
+    "skills_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_SKILLS,
+    show_default=True,
+    help="Skill catalogue (SKILL.md folders) for the skill-routing step.",
+)
+@click.option("--no-skills", is_flag=True, help="Skip the skill-routing step.")
 def demo_command(
     routing_file: Path,
     queries_file: Path,
@@ -99,9 +117,11 @@ def demo_command(
     graph_corpus: Path,
     graph_out: Path,
     no_graph: bool,
+    skills_dir: Path,
+    no_skills: bool,
 ) -> None:
     """Build an index per sample corpus, route the demo queries, print hits and decision traces;
-    then answer 2-hop questions by walking a knowledge graph."""
+    then answer 2-hop questions by walking a knowledge graph, and route tasks to agent skills."""
     from ragroute.corpora import load_corpus_specs
     from ragroute.loaders import read_jsonl
     from ragroute.route.config import RoutingConfig, load_routing
@@ -134,6 +154,42 @@ def demo_command(
         )
     if not no_graph:
         graph_step(graph_corpus, graph_out, model, k)
+    if not no_skills:
+        skills_step(skills_dir, model, k)
+
+
+def skills_step(catalogue_path: Path, encoder: Any, k: int, reranker: Path | None = DEFAULT_RERANKER) -> int:
+    """Route the demo tasks to the skills of ``catalogue_path`` and print the ranked skills with the
+    stage-1 signals (and the reranker's probability when ``reranker`` exists); returns how many
+    tasks got the skill they were written for first."""
+    from ragroute.skills import load_catalogue
+    from ragroute.skills.router import SkillRouter
+
+    start = time.perf_counter()
+    catalogue = load_catalogue(catalogue_path)
+    use_reranker = reranker is not None and Path(reranker).exists()
+    router = SkillRouter(catalogue, str(reranker) if use_reranker else None, encoder=encoder)
+    fusion = router.index
+    click.echo(
+        f"\nskills: {len(catalogue)} skills from {catalogue_path} ({catalogue.kind}), indexed in "
+        f"{time.perf_counter() - start:.1f}s; stage 1 BM25 + dense (dense weight "
+        f"{fusion.dense_weight:.2f}, chosen on pseudo-queries from the catalogue), "
+        + ("then the cross-encoder reranker" if use_reranker else "no reranker (rerank/default not built)")
+    )
+    right = 0
+    for task, expected in SKILL_TASKS:
+        route = router.route(task, k)
+        click.echo(f"\nskill task: {task}   (written for: {expected})")
+        stage1 = {c["id"]: c for c in route.trace[0].detail.get("candidates", [])}
+        for skill in route.skills:
+            signals = stage1.get(skill.id, {})
+            detail = ", ".join(f"{key} {signals[key]:.2f}" for key in ("bm25_z", "dense_z") if key in signals)
+            click.echo(
+                f"  {skill.rank}. {skill.score:8.3f}  {skill.id}: {skill.description[:70]}  [{detail}]"
+            )
+        right += bool(route.skills) and route.skills[0].id == expected
+    click.echo(f"\nskills: {right}/{len(SKILL_TASKS)} tasks got the skill they were written for first")
+    return right
 
 
 def graph_step(corpus: Path, out_dir: Path, encoder: Any, k: int) -> tuple[int, int, int]:
