@@ -20,7 +20,7 @@ two passages becomes one node. Everything is deterministic.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -183,22 +183,32 @@ class RuleExtractor:
 
     def extract(self, document: Document) -> Extraction:
         """Phrases and facts of one passage (its title is present in every sentence)."""
-        title = normalise(document.title) if document.title else ""
-        out = Extraction(document.id)
-        phrases: dict[str, None] = {}
-        if title:
-            phrases[title] = None
-        for s, sentence in enumerate(split_sentences(document.text)):
-            found = [p for p in self.sentence_phrases(sentence) if p != title]
-            present = ([title] if title else []) + found
-            phrases.update(dict.fromkeys(found))
-            pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :] if a != b]
-            out.facts.extend(Fact(a, b, document.id, s) for a, b in pairs[: self.max_facts_per_sentence])
-        out.phrases = list(phrases)
-        return out
+        sentences = (self.sentence_phrases(s) for s in split_sentences(document.text))
+        return cooccurrence_extraction(document, sentences, self.max_facts_per_sentence)
 
     def extract_many(self, documents: Sequence[Document]) -> list[Extraction]:
         return [self.extract(d) for d in documents]
+
+
+def cooccurrence_extraction(
+    document: Document, sentences: Iterable[Sequence[str]], max_facts_per_sentence: int
+) -> Extraction:
+    """A passage's extraction from the normalised phrases of each of its sentences: the title
+    counts as present in every sentence, and facts are the phrase pairs that co-occur in one
+    (at most ``max_facts_per_sentence`` per sentence)."""
+    title = normalise(document.title) if document.title else ""
+    out = Extraction(document.id)
+    phrases: dict[str, None] = {}
+    if title:
+        phrases[title] = None
+    for s, sentence in enumerate(sentences):
+        found = [p for p in sentence if p != title]
+        present = ([title] if title else []) + found
+        phrases.update(dict.fromkeys(found))
+        pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :] if a != b]
+        out.facts.extend(Fact(a, b, document.id, s) for a, b in pairs[:max_facts_per_sentence])
+    out.phrases = list(phrases)
+    return out
 
 
 def _is_initial(token: str) -> bool:

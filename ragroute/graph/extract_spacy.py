@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import RagrouteError
-from ragroute.graph.extract import Extraction, Fact, normalise
+from ragroute.graph.extract import Extraction, cooccurrence_extraction, normalise
 from ragroute.types import Document
 
 SPACY_EXTRACTOR_VERSION = 1
@@ -191,19 +191,8 @@ class SpacyExtractor:
         return [p for p in dict.fromkeys(p for _, p in found) if len(p) >= self.min_chars]
 
     def _extraction(self, document: Document, doc: Any) -> Extraction:
-        title = normalise(document.title) if document.title else ""
-        out = Extraction(document.id)
-        phrases: dict[str, None] = {}
-        if title:
-            phrases[title] = None
-        for s, sentence in enumerate(doc.sents):
-            found = [p for p in self.span_phrases(sentence) if p != title]
-            present = ([title] if title else []) + found
-            phrases.update(dict.fromkeys(found))
-            pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :] if a != b]
-            out.facts.extend(Fact(a, b, document.id, s) for a, b in pairs[: self.max_facts_per_sentence])
-        out.phrases = list(phrases)
-        return out
+        sentences = (self.span_phrases(sentence) for sentence in doc.sents)
+        return cooccurrence_extraction(document, sentences, self.max_facts_per_sentence)
 
     def extract(self, document: Document) -> Extraction:
         """Phrases and facts of one passage (its title is present in every sentence)."""
