@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -76,14 +77,7 @@ def train_command(
     rerank` and `ragroute bench skills` report. Writes the model, its Platt
     calibration and its ONNX fp32/int8 exports to --out, and prints the training report.
     """
-    from ragroute.encode import load_encoder
-    from ragroute.rerank.train import (
-        TrainParams,
-        build_pairs,
-        expand_roots,
-        load_labelled_set,
-        train_reranker,
-    )
+    from ragroute.rerank.train import TrainParams, train_reranker
 
     params = TrainParams(
         layers=layers,
@@ -96,12 +90,7 @@ def train_command(
         threads=threads,
     )
     chosen = [Path(r) for r in (roots or DEFAULT_DATA)]
-    missing = [str(r) for r in chosen if not r.exists()]
-    if missing:
-        raise click.ClickException(f"data missing: {', '.join(missing)} (see ../shared/data/README.md)")
-    sets = [load_labelled_set(path, split, name) for name, path in expand_roots(chosen)]
-    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
-    pairs = build_pairs(sets, enc, params, say=lambda line: click.echo(line, err=True))
+    pairs = _pairs(chosen, split, params, encoder, backend, cache_dir)
     click.echo(f"{len(pairs.train)} training pairs, {len(pairs.calibration)} calibration pairs", err=True)
     report = train_reranker(
         pairs, out, params, name=out.name, data={"roots": [str(r) for r in chosen], "split": split}
@@ -151,19 +140,27 @@ def calibrate_command(
     """
     from dataclasses import fields
 
-    from ragroute.encode import load_encoder
-    from ragroute.rerank.train import TrainParams, build_pairs, expand_roots, load_labelled_set, recalibrate
+    from ragroute.rerank.train import TrainParams, recalibrate
     from ragroute.store import open_snapshot
 
     params_in = open_snapshot(model, family="reranker").manifest.params
     stored = params_in.get("train", {})
     params = TrainParams(**{f.name: stored[f.name] for f in fields(TrainParams) if f.name in stored})
     chosen = [Path(r) for r in (roots or params_in.get("data", {}).get("roots") or DEFAULT_DATA)]
-    missing = [str(r) for r in chosen if not r.exists()]
-    if missing:
-        raise click.ClickException(f"data missing: {', '.join(missing)} (see ../shared/data/README.md)")
-    sets = [load_labelled_set(path, split, name) for name, path in expand_roots(chosen)]
-    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
-    pairs = build_pairs(sets, enc, params, say=lambda line: click.echo(line, err=True))
+    pairs = _pairs(chosen, split, params, encoder, backend, cache_dir)
     click.echo(f"{len(pairs.calibration)} calibration pairs", err=True)
     click.echo(json.dumps(recalibrate(model, pairs.calibration), indent=2))
+
+
+def _pairs(roots: list[Path], split: str, params: Any, encoder: str, backend: str, cache_dir: Path) -> Any:
+    """Training and calibration pairs from the labelled sets under ``roots`` (hard negatives from
+    hybrid retrieval with ``encoder``); one line naming the folders that are missing."""
+    from ragroute.encode import load_encoder
+    from ragroute.rerank.train import build_pairs, expand_roots, load_labelled_set
+
+    missing = [str(r) for r in roots if not r.exists()]
+    if missing:
+        raise click.ClickException(f"data missing: {', '.join(missing)} (see ../shared/data/README.md)")
+    sets = [load_labelled_set(path, split, name) for name, path in expand_roots(roots)]
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    return build_pairs(sets, enc, params, say=lambda line: click.echo(line, err=True))
