@@ -117,20 +117,18 @@ class CrossEncoderReranker:
 
     def logits(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Raw logits of ``(query, text)`` pairs."""
-        if not texts:
-            return np.zeros(0, dtype=np.float32)
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
-            out.append(self._scorer([query] * len(batch), batch))
-        return np.concatenate(out).astype(np.float32)
+        return self._batched([query] * len(texts), list(texts))
 
     def logits_pairs(self, pairs: Sequence[Any]) -> np.ndarray:
         """Raw logits of objects with ``query`` and ``text`` (e.g. training pairs), in order."""
-        out = []
-        for start in range(0, len(pairs), self.batch_size):
-            batch = pairs[start : start + self.batch_size]
-            out.append(self._scorer([p.query for p in batch], [p.text for p in batch]))
+        return self._batched([p.query for p in pairs], [p.text for p in pairs])
+
+    def _batched(self, queries: list[str], texts: list[str]) -> np.ndarray:
+        """The scorer over ``(queries[i], texts[i])`` in batches of :attr:`batch_size`."""
+        out = [
+            self._scorer(queries[start : start + self.batch_size], texts[start : start + self.batch_size])
+            for start in range(0, len(texts), self.batch_size)
+        ]
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
