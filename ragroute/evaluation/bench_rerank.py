@@ -56,8 +56,11 @@ def run_rerank_bench(
             context.set_vector(encoder, vector)
         evaluator = RetrievalEvaluator(contexts, data.qrels, metrics=("ndcg@10",), k=10)
         rows: dict[str, Any] = {"queries": len(contexts), "documents": len(data.corpus)}
+        sources = {}
         for method in ("dense", "hybrid"):
-            source = Source(name, build_index(data.corpus, method, encoder=encoder, name=name))
+            source = sources[method] = Source(
+                name, build_index(data.corpus, method, encoder=encoder, name=name)
+            )
             for label, stage in ((method, None), (f"{method}+rerank", reranker)):
                 pipeline = pipeline_from_settings(
                     [source], {"kind": "centroid"}, encoder=encoder, reranker=stage
@@ -65,7 +68,7 @@ def run_rerank_bench(
                 result = evaluator(pipeline)
                 rows[label] = {"ndcg@10": result.metrics["ndcg@10"], "ms_p50": result.latency_ms.get("p50")}
         collections[name] = rows
-        routed_parts.append((name, source, contexts, data.qrels))
+        routed_parts.append((name, sources["hybrid"], contexts, data.qrels))
     if not collections:
         raise RagrouteError(f"{root}: no queries to score (split {split!r}, held-out fold)")
     routed = routed_rows(routed_parts, encoder, reranker) if len(routed_parts) > 1 else None
@@ -91,7 +94,7 @@ def routed_rows(parts: list[tuple[str, Any, list[QueryContext], Any]], encoder: 
     and without the reranker re-ordering the fused lists; every collection's held-out queries."""
     from ragroute.pipeline.build import pipeline_from_settings
 
-    sources = [source for _, source, _, _ in parts]  # the hybrid sources (the last built per collection)
+    sources = [source for _, source, _, _ in parts]  # each collection's hybrid source
     contexts = [c for _, _, cs, _ in parts for c in cs]
     qrels = {q: judged for _, _, _, rels in parts for q, judged in rels.items()}
     evaluator = RetrievalEvaluator(contexts, qrels, metrics=("ndcg@10",), k=10)
