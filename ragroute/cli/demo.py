@@ -169,11 +169,10 @@ def skills_step(catalogue_path: Path, encoder: Any, k: int, reranker: Path | Non
     catalogue = load_catalogue(catalogue_path)
     use_reranker = reranker is not None and Path(reranker).exists()
     router = SkillRouter(catalogue, str(reranker) if use_reranker else None, encoder=encoder)
-    fusion = router.index
     click.echo(
         f"\nskills: {len(catalogue)} skills from {catalogue_path} ({catalogue.kind}), indexed in "
         f"{time.perf_counter() - start:.1f}s; stage 1 BM25 + dense (dense weight "
-        f"{fusion.dense_weight:.2f}, chosen on pseudo-queries from the catalogue), "
+        f"{router.index.dense_weight:.2f}, chosen on pseudo-queries from the catalogue), "
         + ("then the cross-encoder reranker" if use_reranker else "no reranker (rerank/default not built)")
     )
     right = 0
