@@ -20,10 +20,11 @@ from ragroute.errors import check_query
 
 
 def encoder_key(encoder: Any) -> str:
-    """What identifies an encoder's vector space: model id, backend and dimension."""
-    return f"{getattr(encoder, 'model_id', type(encoder).__name__)}|{getattr(encoder, 'backend', '')}|" + str(
-        getattr(encoder, "dim", "")
-    )
+    """What identifies an encoder's query vectors: model id (or ``query_space``, for encoders that
+    share a document space but encode queries their own way, such as query-side expert adapters),
+    backend and dimension."""
+    space = getattr(encoder, "query_space", None) or getattr(encoder, "model_id", type(encoder).__name__)
+    return f"{space}|{getattr(encoder, 'backend', '')}|{getattr(encoder, 'dim', '')}"
 
 
 @dataclass

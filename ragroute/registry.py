@@ -101,6 +101,9 @@ ROUTERS = Registry(
         "trained": "ragroute.route.factories:trained",
         "llm": "ragroute.route.factories:llm",
         "ensemble": "ragroute.route.factories:ensemble",
+        "fixed": "ragroute.route.factories:fixed",
+        "pilot": "ragroute.route.factories:pilot",
+        "quality": "ragroute.route.factories:quality",
     },
 )
 
@@ -157,7 +160,8 @@ ARTIFACTS = Registry(
     "artifact family",
     {
         "index": "ragroute.index.io:load_index",
-        "router": "ragroute.route.trained:TrainedRouter.load",
+        "router": "ragroute.route.factories:load_saved_router",
+        "expert": "ragroute.experts.encoder:load_expert_encoder",
         "scorer": "ragroute.index.bm25_scoring:BM25Scorer.load",
         "reranker": "ragroute.rerank.cross_encoder:CrossEncoderReranker",
         "skills": "ragroute.skills.router:SkillRouter.load",
@@ -172,6 +176,7 @@ BENCHMARKS = Registry(
         "encode": "ragroute.cli.bench:encode_command",
         "dense": "ragroute.cli.bench:dense_command",
         "corpus-routing": "ragroute.cli.bench:corpus_routing_command",
+        "experts": "ragroute.cli.bench:experts_command",
         "route-labels": "ragroute.cli.bench:route_labels_command",
         "tatqa": "ragroute.cli.bench:tatqa_command",
         "graph": "ragroute.cli.bench:graph_command",

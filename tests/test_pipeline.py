@@ -253,7 +253,23 @@ def test_every_existing_router_kind_builds_from_settings(tmp_path, hashing_encod
         "knn": {"examples": "labels.jsonl"},
         "ensemble": {"members": ["prototype", "confidence"]},
         "llm": {"llm": "llama_index.core.llms.mock:MockLLM", "fallback": "prototype"},
+        "fixed": {"routes": ["astro"]},
+        "pilot": {"model": "pilot"},
+        "quality": {"model": "quality"},
     }
+    from ragroute.route.expert_gains import ExpertGains
+    from ragroute.route.expert_quality import QualityRouter
+    from ragroute.route.pilot import PilotRouter
+
+    texts = ["telescope orbit", "bread oven", "printer vpn", "galaxy star"]
+    gains = ExpertGains(
+        ["astro", "cook", "it"],
+        texts,
+        hashing_encoder.encode_queries(texts),
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]],
+    )
+    PilotRouter.fit(gains, encoder=hashing_encoder).save(tmp_path / "pilot")
+    QualityRouter.fit(gains, encoder=hashing_encoder).save(tmp_path / "quality")
     for kind, extra in settings.items():
         pipeline = pipeline_from_settings(
             sources, {"kind": kind, **extra}, encoder=hashing_encoder, base=tmp_path

@@ -92,6 +92,7 @@ def _register() -> None:
     from ragroute.cli.build import build_command
     from ragroute.cli.demo import demo_command
     from ragroute.cli.evaluate import eval_command
+    from ragroute.cli.expert import expert_group
     from ragroute.cli.gate import gate_group
     from ragroute.cli.graph import graph_group
     from ragroute.cli.inspect import inspect_command
@@ -107,6 +108,7 @@ def _register() -> None:
         route_group,
         graph_group,
         rerank_group,
+        expert_group,
         skills_group,
         gate_group,
         ask_command,

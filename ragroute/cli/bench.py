@@ -896,3 +896,79 @@ def stepwise_command(
     click.echo(bench_stepwise.format_report(result))
     if as_json:
         emit_json(result)
+
+
+@click.command("experts")
+@click.option(
+    "--data",
+    "root",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder holding one BEIR folder per collection (e.g. ../shared/data/glasgow).",
+)
+@click.option("--split", default="dev", show_default=True, help="Qrels split the rows are reported on.")
+@click.option(
+    "--train-split",
+    default=None,
+    help="Split the routers are fitted on (cross-validated when it equals --split) [default: no routers].",
+)
+@click.option(
+    "--experts",
+    "experts_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("experts/glasgow"),
+    show_default=True,
+    help="One trained expert per collection (trained where missing, reused otherwise).",
+)
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True)
+@click.option("--threshold", type=float, default=None, help="Mixtures: probability needed to add an expert.")
+@click.option("--max-routes", type=int, default=None, help="Mixtures: most experts fused.")
+@click.option("--fusion", default=None, help="Mixtures: registered fusion method [default: the product's].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads for training.")
+@bench_encoder_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def experts_command(
+    root: Path,
+    split: str,
+    train_split: str | None,
+    experts_dir: Path,
+    folds: int,
+    threshold: float | None,
+    max_routes: int | None,
+    fusion: str | None,
+    threads: int | None,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+    as_json: bool,
+) -> None:
+    """Route each query among expert encoders (base, BM25, one trained expert per collection): single
+    experts, equal-weight fusion of all, pilot / quality / dataset routers and their mixtures, and the
+    dataset and instance oracles, all as macro nDCG@10.
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_experts
+    from ragroute.experts.train import ExpertTrainParams
+
+    if not Path(root).is_dir():
+        raise RagrouteError(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir, threads=threads)
+    mix = {
+        key: value
+        for key, value in {"threshold": threshold, "max_routes": max_routes, "fusion": fusion}.items()
+        if value is not None
+    }
+    result = bench_experts.run_experts_bench(
+        Path(root),
+        split,
+        train_split,
+        enc,
+        experts_dir,
+        folds=folds,
+        mix=mix,
+        train_params=ExpertTrainParams(threads=threads),
+    )
+    click.echo(bench_experts.format_report(result))
+    if as_json:
+        emit_json(result)

@@ -28,7 +28,7 @@ the best router's nDCG@10 as a share of the oracle and of the text-only ceiling.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -45,7 +45,8 @@ from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings, routing_options
 from ragroute.pipeline.calibration import null_score_stats
 from ragroute.registry import FUSIONS
-from ragroute.route.base import BaseRouter, Router, decision_from_probs
+from ragroute.route.base import Router
+from ragroute.route.fixed import FixedRoutes
 from ragroute.route.folds import grouped_stratified_folds, text_groups
 from ragroute.route.labels import beir_labelled_queries
 from ragroute.route.sources import Source
@@ -287,22 +288,6 @@ def cross_validated(data: RoutingData, kind: str, make: RouterFactory, folds: in
         ]
 
     return build
-
-
-class FixedRoutes(BaseRouter):
-    """A router that always picks the same routes with equal probability (for the concurrency check)."""
-
-    name = "fixed"
-
-    def __init__(self, routes: Sequence[str]) -> None:
-        self.labels = list(routes)
-
-    def route_many(self, queries: Sequence[str], *, query_vectors: Any = None) -> list:
-        share = 1.0 / len(self.labels)
-        return [
-            decision_from_probs(self.labels, [share] * len(self.labels), decided_by=self.name)
-            for _ in queries
-        ]
 
 
 def concurrency_check(data: RoutingData, routes: int = 3, repeats: int = 3) -> dict[str, Any]:

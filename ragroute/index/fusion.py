@@ -1,7 +1,9 @@
 """Fusing ranked lists: reciprocal rank fusion and normalised score fusion.
 
 Both take named result lists (``{"bm25": hits, "dense": hits}``) with optional
-per-list weights, merge hits of the same ``(source, doc_id)``, and record each
+per-list weights, merge hits of the same ``(source, doc_id)`` (sources that hold the same documents,
+such as the experts of one expert set, count as one: ``documents_of`` maps a source name to the
+collection it searches), and record each
 list's rank and raw score in ``Hit.explain`` (keeping what the hit already
 explained, e.g. a hybrid index's own BM25 and dense ranks) so the fused score can be explained.
 """
@@ -22,6 +24,12 @@ FUSION_METHODS = ("rrf", "minmax", "zscore")
 K = TypeVar("K")
 
 
+def document_key(hit: Hit, documents_of: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """What identifies a hit's document across lists: (collection of its source, doc id)."""
+    source = hit.source
+    return ((documents_of or {}).get(source, source), hit.doc_id)
+
+
 def fuse(
     results: Mapping[str, Sequence[Hit]],
     *,
@@ -29,6 +37,7 @@ def fuse(
     weights: Mapping[str, float] | None = None,
     rrf_k: int = 60,
     limit: int | None = None,
+    documents_of: Mapping[str, str] | None = None,
 ) -> list[Hit]:
     """Fuse named ranked lists into one list, best first.
 
@@ -41,7 +50,7 @@ def fuse(
     for name, hits in results.items():
         entries = []
         for hit in hits:
-            key = (hit.source, hit.doc_id)
+            key = document_key(hit, documents_of)
             first_seen.setdefault(key, hit)
             entries.append((key, hit.score, hit.rank))
         ranked[name] = entries
@@ -126,22 +135,32 @@ def _contributions(
 # context; methods ignore what they do not use.
 
 
-def rrf(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, rrf_k: int = 60, **_: object):
+def rrf(
+    results: Mapping[str, Sequence[Hit]],
+    *,
+    weights=None,
+    limit=None,
+    rrf_k: int = 60,
+    documents_of=None,
+    **_: object,
+):
     """Reciprocal rank fusion: sum of ``w / (rrf_k + rank)``."""
-    return fuse(results, method="rrf", weights=weights, rrf_k=rrf_k, limit=limit)
+    return fuse(results, method="rrf", weights=weights, rrf_k=rrf_k, limit=limit, documents_of=documents_of)
 
 
-def minmax(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, **_: object):
+def minmax(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, documents_of=None, **_: object):
     """Each list's scores scaled to [0, 1], then summed with weights."""
-    return fuse(results, method="minmax", weights=weights, limit=limit)
+    return fuse(results, method="minmax", weights=weights, limit=limit, documents_of=documents_of)
 
 
-def zscore(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, **_: object):
+def zscore(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, documents_of=None, **_: object):
     """Each list's scores standardised (zero mean, unit variance), then summed with weights."""
-    return fuse(results, method="zscore", weights=weights, limit=limit)
+    return fuse(results, method="zscore", weights=weights, limit=limit, documents_of=documents_of)
 
 
-def raw_score(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, **_: object):
+def raw_score(
+    results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None, documents_of=None, **_: object
+):
     """Merge by raw score times the list's weight (for sources whose scores share one scale,
     such as cosine similarities of one encoder)."""
     weights = dict(weights or {})
@@ -149,7 +168,7 @@ def raw_score(results: Mapping[str, Sequence[Hit]], *, weights=None, limit=None,
     score: dict[tuple[str, str], float] = {}
     for name, hits in results.items():
         for hit in hits:
-            key = (hit.source, hit.doc_id)
+            key = document_key(hit, documents_of)
             value = weights.get(name, 1.0) * hit.score
             if key not in score or value > score[key]:
                 best[key], score[key] = hit, value
@@ -168,6 +187,7 @@ def calibrated(
     stats: Mapping[str, Mapping[str, float]] | None = None,
     routes: Mapping[str, float] | None = None,
     prior_weight: float = 1.0,
+    documents_of: Mapping[str, str] | None = None,
     **_: object,
 ):
     """Calibrated fusion: each hit scores ``z + prior_weight * log(p(route))``.
@@ -194,10 +214,10 @@ def calibrated(
             z = (hit.score - mean) / max(std, 1e-9)
             value = z + prior_weight * log_p
             detail = {"rank": hit.rank, "score": hit.score, "z": round(z, 4), "log_p": round(log_p, 4)}
-            scored.append((value, hit.doc_id, hit.source, hit, {name: detail}))
+            scored.append((value, hit, {name: detail}))
     best: dict[tuple[str, str], tuple[float, Hit, dict]] = {}
-    for value, doc_id, source, hit, detail in scored:
-        key = (source, doc_id)
+    for value, hit, detail in scored:
+        key = document_key(hit, documents_of)
         if key not in best or value > best[key][0]:
             best[key] = (value, hit, detail)
     order = sorted(best, key=lambda key: (-best[key][0], key[1], key[0]))[:limit]

@@ -320,6 +320,9 @@ class FuseStage:
         self.sources = list(sources)
         self.stats: dict[str, Any] | None = dict(stats) if stats is not None else None
         self._lock = threading.Lock()
+        # sources over the same documents (an expert set's experts) share a collection, so
+        # fusion merges their hits of one document instead of listing it once per source
+        self.documents_of = {s.name: str(s.metadata.get("corpus") or s.name) for s in self.sources}
 
     @property
     def needs_stats(self) -> bool:
@@ -346,7 +349,14 @@ class FuseStage:
             weights = dict.fromkeys(lists, 1.0)
         fuse = FUSIONS.get(self.options.fusion)
         stats = self.calibrate() if self.needs_stats else {}
-        fused = fuse(lists, weights=weights, limit=k, stats=stats, routes=decision.routes)
+        fused = fuse(
+            lists,
+            weights=weights,
+            limit=k,
+            stats=stats,
+            routes=decision.routes,
+            documents_of=self.documents_of,
+        )
         detail: dict[str, Any] = {"method": self.options.fusion}
         if getattr(fuse, "needs_stats", False):  # weighs routes by their probabilities itself
             detail["route_probabilities"] = {name: decision.routes.get(name, 0.0) for name in lists}

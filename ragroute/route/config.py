@@ -61,7 +61,7 @@ _TOP_KEYS = {
     "rules",
     "llm",  # the LLM `ragroute ask` plans and answers with (ragroute.llm.settings)
 }
-_SOURCE_KEYS = {"index", "description", "modality", "granularity"}
+_SOURCE_KEYS = {"index", "expert", "description", "modality", "granularity"}
 
 
 @dataclass
@@ -120,6 +120,7 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
     from ragroute.index.io import load_index
 
     sources, problems = [], []
+    opened: dict[Path, Any] = {}  # one index per folder, shared by the experts that search it
     for name, entry in config.data["sources"].items():
         if not isinstance(entry, dict) or "index" not in entry:
             raise RagrouteError(f"{config.path}: source {name!r} needs an 'index' directory")
@@ -127,7 +128,12 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
         if unknown:
             raise RagrouteError(f"{config.path}: source {name!r} has unknown key(s) {', '.join(unknown)}")
         try:
-            index = load_index(config.resolve(entry["index"]), encoder, name=str(name))
+            folder = config.resolve(entry["index"])
+            if folder not in opened:
+                opened[folder] = load_index(folder, encoder, name=str(name))
+            index = opened[folder]
+            if entry.get("expert"):
+                index = _expert_view(config, index, str(entry["expert"]), encoder)
         except RagrouteError as exc:
             problems.append(SourceProblem(str(name), str(exc)))
             continue
@@ -138,9 +144,18 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
                 description=str(entry.get("description", "")).strip(),
                 modality=entry.get("modality", "text"),
                 granularity=entry.get("granularity", "document"),
+                metadata={"corpus": str(folder)},  # sources over one index hold the same documents
             )
         )
     return sources, problems
+
+
+def _expert_view(config: RoutingConfig, index: Any, expert: str, encoder: Any) -> Any:
+    """``index`` searched with the query-side expert at ``expert`` (``ragroute expert train``)."""
+    from ragroute.experts.encoder import load_expert_encoder
+    from ragroute.experts.expert_set import adapter_view
+
+    return adapter_view(index, load_expert_encoder(config.resolve(expert), encoder))
 
 
 def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None = None) -> Pipeline:

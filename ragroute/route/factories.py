@@ -28,6 +28,9 @@ ROUTER_SETTINGS: dict[str, set[str]] = {
     "trained": {"model"},
     "llm": {"llm", "fallback", "label_probability"},
     "ensemble": {"members", "sharpness"},
+    "fixed": {"routes"},
+    "pilot": {"model", "mode"},
+    "quality": {"model"},
 }
 
 
@@ -137,3 +140,67 @@ def _load_callable(ref: str, build: RouterBuild) -> Callable[[], Any]:
     if not callable(target):
         raise RagrouteError(f"{build.where}: {ref!r} is not callable")
     return target
+
+
+def fixed(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    """Always the ``routes:`` listed (all sources when omitted), equally weighted."""
+    from ragroute.route.fixed import FixedRoutes
+
+    names = [s.name for s in build.sources]
+    routes = [str(r) for r in settings.get("routes") or names]
+    unknown = sorted(set(routes) - set(names))
+    if unknown:
+        raise RagrouteError(
+            f"{build.where}: fixed routes {', '.join(unknown)} are not sources ({', '.join(names) or 'none'})"
+        )
+    return FixedRoutes(routes)
+
+
+def pilot(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    """Pilot-embedding expert routing, from a folder written by `ragroute expert fit-router`."""
+    from ragroute.route.expert_gains import check_labels
+    from ragroute.route.pilot import PilotRouter
+
+    model = _need(settings, "model", "pilot", build, "a folder written by `ragroute expert fit-router`")
+    router = PilotRouter.load(build.resolve(model), build.encoder)
+    if settings.get("mode"):
+        router = PilotRouter(
+            router.labels,
+            router.pilots,
+            router.owners,
+            encoder=router.encoder,
+            mode=str(settings["mode"]),
+            temperature=router.temperature,
+            encoder_info=router.encoder_info,
+        )
+    check_labels(router.labels, [s.name for s in build.sources], build.where or str(model))
+    return router
+
+
+def quality(settings: Mapping[str, Any], build: RouterBuild) -> Router:
+    """Per-query expert routing by predicted nDCG, from a folder written by `ragroute expert fit-router`."""
+    from ragroute.route.expert_gains import check_labels
+    from ragroute.route.expert_quality import QualityRouter
+
+    model = _need(settings, "model", "quality", build, "a folder written by `ragroute expert fit-router`")
+    router = QualityRouter.load(build.resolve(model), build.encoder)
+    check_labels(router.labels, [s.name for s in build.sources], build.where or str(model))
+    return router
+
+
+def load_saved_router(path: str | Path, encoder: Any = None) -> Router:
+    """Any router saved in the artifact store (family ``router``), by the kind its manifest records."""
+    from ragroute.store import artifact_exists, open_snapshot
+
+    kind = open_snapshot(path, family="router", verify=False).manifest.kind if artifact_exists(path) else ""
+    if kind == "pilot":
+        from ragroute.route.pilot import PilotRouter
+
+        return PilotRouter.load(path, encoder)
+    if kind == "quality":
+        from ragroute.route.expert_quality import QualityRouter
+
+        return QualityRouter.load(path, encoder)
+    from ragroute.route.trained import TrainedRouter
+
+    return TrainedRouter.load(path, encoder)

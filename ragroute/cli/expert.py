@@ -1,0 +1,197 @@
+"""``ragroute expert ...``: train domain experts offline, and fit routers that choose among them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.options import bench_encoder_options
+
+
+@click.group("expert", context_settings=CONTEXT)
+def expert_group() -> None:
+    """Expert embedding models: train one per domain without labels, route queries among them.
+
+    \b
+    ragroute expert train corpora/med --out experts/med
+    ragroute expert fit-router routing.yaml --kind pilot --out routers/med-pilot
+    """
+
+
+@expert_group.command("train")
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Expert artifact to write (a new build, published atomically).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["query-lora", "full"]),
+    default="query-lora",
+    show_default=True,
+    help="query-lora: a query-side LoRA adapter that searches the base model's document index "
+    "(no re-indexing); full: both towers fine-tuned (the expert needs its own index).",
+)
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--learning-rate", type=float, default=None, help="[default: 5e-4 for query-lora, 2e-5 for full]"
+)
+@click.option("--rank", type=click.IntRange(1), default=8, show_default=True, help="LoRA rank.")
+@click.option(
+    "--max-queries",
+    type=click.IntRange(1),
+    default=6000,
+    show_default=True,
+    help="Most pseudo-queries cut from the documents (title, a sentence, keyphrases: at most one "
+    "of each per document).",
+)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@bench_encoder_options
+@one_line_errors
+def train_command(
+    corpus: Path,
+    out: Path,
+    mode: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float | None,
+    rank: int,
+    max_queries: int,
+    threads: int | None,
+    seed: int,
+    encoder: str,
+    backend: str,
+    cache_dir: Path,
+) -> None:
+    """Fine-tune a domain expert from the base encoder on pseudo-queries cut from CORPUS (no labels).
+
+    CORPUS is any corpus ragroute loads (a folder of files, JSONL, BEIR, ...). Document
+    embeddings of the base model come from the embedding cache when present.
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+    from ragroute.loaders import load_corpus
+
+    documents = load_corpus(corpus)
+    params = ExpertTrainParams(
+        mode=mode,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        rank=rank,
+        max_queries=max_queries,
+        threads=threads,
+        seed=seed,
+    )
+    base = load_encoder(encoder, backend=backend, cache_dir=cache_dir, threads=threads)
+    vectors = base.encode_documents([d.full_text() for d in documents])
+    report = train_expert(documents, out, params, base=encoder, document_vectors=vectors)
+    click.echo(
+        f"expert {out}: {report['mode']}, {report['pseudo_queries']} pseudo-queries "
+        f"{report['pseudo_query_kinds']} from {report['documents']} documents, "
+        f"trained in {report['train_s']} s (final loss {report['final_loss']})"
+    )
+
+
+@expert_group.command("fit-router")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--kind",
+    type=click.Choice(["pilot", "quality"]),
+    default="pilot",
+    show_default=True,
+    help="pilot: pilot embeddings per expert; quality: predicted nDCG@10 per expert.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Router folder to write."
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A BEIR folder with labelled queries over the experts' documents [default: pseudo-queries "
+    "cut from the documents].",
+)
+@click.option("--split", default="dev", show_default=True, help="Qrels split of --data.")
+@click.option("--clusters", type=click.IntRange(1), default=1, show_default=True, help="Pilots per expert.")
+@click.option("--mode", type=click.Choice(["nearest", "mean"]), default="nearest", show_default=True)
+@one_line_errors
+def fit_router_command(
+    config: Path, kind: str, out: Path, data: Path | None, split: str, clusters: int, mode: str
+) -> None:
+    """Fit an expert router on the sources of a routing CONFIG (experts over the same documents).
+
+    Each training query is searched by every expert; the nDCG@10 each reaches is what the
+    router learns from. Use it in the config as ``router: {kind: pilot, model: OUT}``.
+    """
+    from ragroute.context import query_vectors
+    from ragroute.route.config import RoutingConfig, open_sources
+    from ragroute.route.expert_gains import ExpertGains, measure_gains
+
+    routing = RoutingConfig.read(config)
+    encoder = _config_encoder(routing)
+    sources, problems = open_sources(routing, encoder)
+    for problem in problems:
+        click.echo(f"warning: source {problem.name} left out: {problem.error}", err=True)
+    if len(sources) < 2:
+        raise click.ClickException("an expert router needs at least two sources that open")
+    contexts, qrels = _training_queries(sources, data, split)
+    gains = measure_gains(sources, contexts, qrels)
+    train = ExpertGains(
+        [s.name for s in sources], [c.text for c in contexts], query_vectors(contexts, encoder), gains
+    )
+    if kind == "pilot":
+        from ragroute.route.pilot import PilotRouter
+
+        router: Any = PilotRouter.fit(train, encoder=encoder, mode=mode, clusters=clusters)
+    else:
+        from ragroute.route.expert_quality import QualityRouter
+
+        router = QualityRouter.fit(train, encoder=encoder)
+    router.save(out)
+    wins = {name: 0 for name in train.labels}
+    for winners in train.winners():
+        for j in winners:
+            wins[train.labels[j]] += 1
+    means = {name: round(float(gains[:, j].mean()), 4) for j, name in enumerate(train.labels)}
+    click.echo(f"{kind} router -> {out}: {len(contexts)} training queries")
+    click.echo(json.dumps({"mean_ndcg@10": means, "queries_won": wins}))
+
+
+def _config_encoder(routing: Any) -> Any:
+    from ragroute.encode import load_encoder
+
+    return load_encoder(
+        routing.data.get("encoder", "all-MiniLM-L6-v2"),
+        backend=routing.data.get("backend", "auto"),
+        cache_dir=routing.resolve(routing.data.get("cache_dir", "../indexes/.cache")),
+    )
+
+
+def _training_queries(sources: list[Any], data: Path | None, split: str) -> tuple[list[Any], dict]:
+    """Labelled queries of ``data``, or pseudo-queries cut from the first source's documents."""
+    from ragroute.context import QueryContext
+
+    if data is not None:
+        from ragroute.loaders import load_beir
+
+        beir = load_beir(data, split=split)
+        return [QueryContext(q.text, id=q.id) for q in beir.queries], beir.qrels
+    from ragroute.experts.pseudo_queries import cut_pseudo_queries
+
+    documents = list(sources[0].documents)
+    if not documents:
+        raise click.ClickException(
+            f"source {sources[0].name} exposes no documents to cut pseudo-queries from"
+        )
+    queries = cut_pseudo_queries(documents, max_queries=2000)
+    contexts = [QueryContext(q.text, id=f"pseudo-{i}") for i, q in enumerate(queries)]
+    return contexts, {c.id: {q.doc_id: 1} for c, q in zip(contexts, queries)}

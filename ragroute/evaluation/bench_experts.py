@@ -1,0 +1,367 @@
+"""``ragroute bench experts``: which expert(s) should answer each query, and what routing among them buys.
+
+ROOT holds one BEIR folder per collection (as ``../shared/data/glasgow``). Each
+query is searched in its own collection; the question is which experts search
+it. The expert set (:class:`~ragroute.experts.expert_set.ExpertSet`) is the
+base encoder, BM25, and one domain expert per collection trained here without
+labels (``query-lora`` adapters on pseudo-queries cut from the collection's
+documents; cached under ``--experts DIR`` and reused, trained when missing).
+
+Rows, all macro nDCG@10 over the collections:
+
+* every single expert, everywhere;
+* ``fusion_all``: every expert fused with equal weights (RRF) — the baseline a
+  practitioner would try first;
+* routers, fitted on ``--train-split`` queries (k-fold cross-validated, folds
+  grouped by text, when it equals ``--split``), each scored through the product
+  pipeline (:func:`~ragroute.pipeline.build.pipeline_from_settings`) over the
+  query's collection: ``dataset`` (the expert best on the collection's training
+  queries), ``pilot-nearest`` / ``pilot-mean`` (pilot embeddings), ``quality``
+  (predicted nDCG per expert), each top-1, and ``*-mix`` (the top experts by
+  routing probability, fused with the shipped selection and fusion);
+* ``dataset_oracle`` (the best expert per collection, chosen on the reported
+  queries) and ``instance_oracle`` (the best expert per query): upper bounds.
+
+Routing latency is the pipeline's route stage (query vectors are computed up
+front for every encoder, so it excludes encoding); ``encoders_per_query`` counts
+the query encoders a routed query runs (the routing encoder included; BM25
+runs none). ``train_s`` is the experts' training time (from their manifests,
+also when reused from the cache).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow
+from ragroute.experts.expert_set import ExpertSet, ExpertSpec
+from ragroute.pipeline.build import pipeline_from_settings
+from ragroute.route.expert_gains import ExpertGains, measure_gains
+from ragroute.route.expert_quality import QualityRouter
+from ragroute.route.fixed import FixedRoutes
+from ragroute.route.folds import grouped_stratified_folds
+from ragroute.route.pilot import PilotRouter
+
+TOP1 = {"max_routes": 1}
+MIX = {"route_weights": "probability"}
+FUSE_ALL = {"threshold": 0.0, "fusion": "rrf"}
+
+BASELINES_REFERENCE = {
+    "bm25": 0.495,
+    "base": 0.520,
+    "hybrid_rrf": 0.559,
+    "instance_oracle_bm25_base": 0.586,
+    "note": "issue #10 baselines, Glasgow dev, macro nDCG@10 over the 8 collections",
+}
+
+
+@dataclass
+class ExpertData:
+    """Everything computed once: collections, their expert sources, query contexts and gains."""
+
+    names: list[str]
+    collections: list[str]
+    sources: dict[str, list[Any]]  # collection -> sources (one per expert, in ``names`` order)
+    contexts: list[QueryContext]
+    labels: list[str]  # collection of each query
+    qrels: dict[str, dict[str, int]]
+    gains: np.ndarray  # (queries, experts) nDCG@10
+    experts: ExpertSet
+
+    def positions(self, collection: str) -> list[int]:
+        return [i for i, label in enumerate(self.labels) if label == collection]
+
+    def macro(self, per_query: np.ndarray) -> float:
+        """Macro average over collections of a per-query value."""
+        return float(np.mean([per_query[self.positions(c)].mean() for c in self.collections]))
+
+    def per_collection(self, per_query: np.ndarray) -> dict[str, float]:
+        return {c: round(float(per_query[self.positions(c)].mean()), 4) for c in self.collections}
+
+
+def train_missing_experts(
+    collections: Sequence[Any],
+    experts_dir: Path,
+    base_vectors: Mapping[str, np.ndarray],
+    *,
+    params: Any = None,
+    show_progress: bool | None = None,
+) -> dict[str, Path]:
+    """One domain expert per collection under ``experts_dir`` (trained only where none is published)."""
+    from ragroute.experts.train import train_expert
+    from ragroute.store import artifact_exists
+
+    out = {}
+    for col in collections:
+        target = Path(experts_dir) / col.name
+        if not artifact_exists(target):
+            train_expert(
+                col.corpus,
+                target,
+                params,
+                name=f"expert-{col.name}",
+                document_vectors=base_vectors[col.name],
+                show_progress=show_progress,
+            )
+        out[col.name] = target
+    return out
+
+
+def prepare(
+    root: Path,
+    split: str,
+    encoder: Any,
+    experts_dir: Path,
+    *,
+    train_params: Any = None,
+    extra_experts: Sequence[ExpertSpec] = (),
+    show_progress: bool | None = None,
+) -> ExpertData:
+    from ragroute.evaluation.bench_corpus_routing import load_collections
+
+    collections = load_collections(root, split)
+    if not collections:
+        raise RagrouteError(f"no BEIR folders with qrels/{split}.tsv under {root}")
+    base_vectors = {
+        col.name: encoder.encode_documents([d.full_text() for d in col.corpus], show_progress=show_progress)
+        for col in collections
+    }
+    trained = train_missing_experts(
+        collections, experts_dir, base_vectors, params=train_params, show_progress=show_progress
+    )
+    specs = [ExpertSpec("base", "base"), ExpertSpec("bm25", "bm25")]
+    specs += [ExpertSpec(f"expert-{name}", "adapter", str(path)) for name, path in trained.items()]
+    experts = ExpertSet([*specs, *extra_experts], encoder)
+    contexts = [QueryContext(q.text, id=q.id) for col in collections for q in col.queries]
+    labels = [col.name for col in collections for _ in col.queries]
+    texts = [c.text for c in contexts]
+    for query_encoder in {id(e): e for e in [encoder, *experts.encoders.values()] if e is not None}.values():
+        for context, vector in zip(contexts, query_encoder.encode_queries(texts, show_progress=False)):
+            context.set_vector(query_encoder, vector)
+    sources = {
+        col.name: experts.sources(col.name, col.corpus, base_vectors=base_vectors[col.name])
+        for col in collections
+    }
+    qrels = {qid: rels for col in collections for qid, rels in col.qrels.items()}
+    gains = np.zeros((len(contexts), len(experts.names)))
+    for col in collections:
+        rows = [i for i, label in enumerate(labels) if label == col.name]
+        gains[rows] = measure_gains(sources[col.name], [contexts[i] for i in rows], qrels)
+    return ExpertData(
+        experts.names, [c.name for c in collections], sources, contexts, labels, qrels, gains, experts
+    )
+
+
+def expert_gains(data: ExpertData, rows: Sequence[int], encoder: Any) -> ExpertGains:
+    from ragroute.context import query_vectors
+
+    contexts = [data.contexts[i] for i in rows]
+    return ExpertGains(
+        data.names, [c.text for c in contexts], query_vectors(contexts, encoder), data.gains[rows]
+    )
+
+
+ROUTER_KINDS = ("dataset", "pilot-nearest", "pilot-mean", "quality")
+
+
+def fit_router(kind: str, train: ExpertGains, train_labels: Sequence[str], encoder: Any) -> Any:
+    """A router of ``kind`` fitted on ``train`` (``dataset``: a per-collection dict of fixed routers)."""
+    if kind == "dataset":
+        best = {}
+        for collection in sorted(set(train_labels)):
+            rows = [i for i, label in enumerate(train_labels) if label == collection]
+            best[collection] = FixedRoutes([train.labels[int(np.argmax(train.gains[rows].mean(axis=0)))]])
+        return best
+    if kind.startswith("pilot"):
+        return PilotRouter.fit(train, encoder=encoder, mode=kind.split("-", 1)[1])
+    if kind == "quality":
+        return QualityRouter.fit(train, encoder=encoder)
+    raise RagrouteError(f"unknown expert router {kind!r}: choose from {', '.join(ROUTER_KINDS)}")
+
+
+def score_router(
+    data: ExpertData,
+    fitted: Sequence[tuple[Any, list[int]]],
+    settings: Mapping[str, Any],
+    encoder: Any,
+) -> dict[str, Any]:
+    """nDCG@10 (macro), routes and encoders per query and route latency of pipelines built from
+    ``settings`` with each fitted router, each scoring its own queries (a fold, or all)."""
+    evaluator = RoutingEvaluator(
+        data.contexts,
+        {c.id: tuple(data.names[j] for j in _best(data.gains[i])) for i, c in enumerate(data.contexts)},
+        data.qrels,
+        groups=dict(zip([c.id for c in data.contexts], data.labels)),
+    )
+    rows: list[RoutingRow] = []
+    for router, positions in fitted:
+        for collection in data.collections:
+            mine = [i for i in positions if data.labels[i] == collection]
+            if not mine:
+                continue
+            chosen = router[collection] if isinstance(router, dict) else router
+            pipeline = pipeline_from_settings(
+                data.sources[collection], dict(settings), encoder=encoder, router=chosen
+            )
+            rows.extend(evaluator.run(pipeline, mine))
+    result = evaluator.score(rows)
+    encoders = [1 + len(data.experts.query_encoders(row.chosen)) for row in rows]
+    return {
+        "ndcg@10": result.quality,
+        "accuracy": result.accuracy,
+        "routes_per_query": result.routes_per_query,
+        "encoders_per_query": round(float(np.mean(encoders)), 3),
+        "latency_ms_p50": result.route_latency_ms["p50"],
+        "latency_ms_p95": result.route_latency_ms["p95"],
+        "per_collection": _per_collection(data, rows),
+    }
+
+
+def _best(row: np.ndarray) -> list[int]:
+    return [int(j) for j in np.flatnonzero(row >= row.max() - 1e-12)]
+
+
+def _per_collection(data: ExpertData, rows: Sequence[RoutingRow]) -> dict[str, float]:
+    from ragroute.evaluation.metrics import evaluate_run
+
+    by_id = {row.id: row.hits for row in rows}
+    out = {}
+    for collection in data.collections:
+        ids = [data.contexts[i].id for i in data.positions(collection)]
+        run = {qid: by_id.get(qid, []) for qid in ids}
+        out[collection] = round(
+            evaluate_run(run, {q: data.qrels[q] for q in ids}, ("ndcg@10",))["ndcg@10"], 4
+        )
+    return out
+
+
+def run_experts_bench(
+    root: Path,
+    split: str,
+    train_split: str | None,
+    encoder: Any,
+    experts_dir: Path,
+    *,
+    folds: int = 5,
+    mix: Mapping[str, Any] | None = None,
+    train_params: Any = None,
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """Every row of the module docstring, as one JSON-ready dict."""
+    from ragroute.store import open_snapshot
+
+    start = time.perf_counter()
+    data = prepare(root, split, encoder, experts_dir, train_params=train_params, show_progress=show_progress)
+    prepare_s = time.perf_counter() - start
+    singles = {name: round(data.macro(data.gains[:, j]), 4) for j, name in enumerate(data.names)}
+    dataset_oracle = float(
+        np.mean([data.gains[data.positions(c)].mean(axis=0).max() for c in data.collections])
+    )
+    everyone = [(FixedRoutes(data.names), list(range(len(data.contexts))))]
+    fusion_all = score_router(data, everyone, {**FUSE_ALL, "max_routes": len(data.names)}, encoder)
+    report: dict[str, Any] = {
+        "experts": singles,
+        "experts_per_collection": {
+            name: data.per_collection(data.gains[:, j]) for j, name in enumerate(data.names)
+        },
+        "fusion_all": fusion_all["ndcg@10"],
+        "fusion_all_detail": fusion_all,
+        "dataset_oracle": round(dataset_oracle, 4),
+        "instance_oracle": round(data.macro(data.gains.max(axis=1)), 4),
+        "routers": {},
+        "router_detail": {},
+        "problems": [f"{p.name}: {p.error}" for p in data.experts.problems],
+        "train_s": round(
+            sum(
+                float(open_snapshot(Path(s.path), family="expert").manifest.params["report"]["train_s"])
+                for s in data.experts.specs
+                if s.kind == "adapter"
+            ),
+            1,
+        ),
+        "prepare_s": round(prepare_s, 1),
+        "queries": len(data.contexts),
+        "split": split,
+        "train_split": train_split,
+        "reference": BASELINES_REFERENCE,
+    }
+    if train_split is None:
+        return report
+    if train_split != split:
+        train_data = prepare(root, train_split, encoder, experts_dir, show_progress=show_progress)
+        all_rows = list(range(len(data.contexts)))
+        train = expert_gains(train_data, list(range(len(train_data.contexts))), encoder)
+        fits = {
+            kind: [(fit_router(kind, train, train_data.labels, encoder), all_rows)] for kind in ROUTER_KINDS
+        }
+    else:
+        fold_of = grouped_stratified_folds([c.text for c in data.contexts], data.labels, folds)
+        fits = {kind: [] for kind in ROUTER_KINDS}
+        for f in range(folds):
+            train_rows = [int(i) for i in np.flatnonzero(fold_of != f)]
+            test_rows = [int(i) for i in np.flatnonzero(fold_of == f)]
+            train = expert_gains(data, train_rows, encoder)
+            train_labels = [data.labels[i] for i in train_rows]
+            for kind in ROUTER_KINDS:
+                fits[kind].append((fit_router(kind, train, train_labels, encoder), test_rows))
+    for kind in ROUTER_KINDS:
+        variants = {kind: TOP1} if kind == "dataset" else {kind: TOP1, f"{kind}-mix": {**MIX, **(mix or {})}}
+        for name, settings in variants.items():
+            detail = score_router(data, fits[kind], settings, encoder)
+            report["routers"][name] = detail["ndcg@10"]
+            report["router_detail"][name] = detail
+    best_single = max(max(singles.values()), report["fusion_all"])
+    best_name = max(report["routers"], key=report["routers"].get)
+    best = report["routers"][best_name]
+    gap = report["instance_oracle"] - best_single
+    report["best_router"] = best_name
+    report["gain_over_best_baseline"] = round(best - best_single, 4)
+    report["oracle_gap_closed"] = round((best - best_single) / gap, 4) if gap > 0 else None
+    return report
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    lines = [
+        f"experts on {report['queries']} {report['split']} queries "
+        f"(routers fitted on {report['train_split'] or '-'}; training {report['train_s']} s)",
+        "",
+        f"{'row':<22} {'nDCG@10':>8} {'routes':>7} {'encoders':>9} {'route p50 ms':>13}",
+    ]
+    for name, value in report["experts"].items():
+        lines.append(f"{'expert ' + name:<22} {value:>8.4f} {1:>7} {1:>9}")
+    fa = report["fusion_all_detail"]
+    lines.append(
+        f"{'fusion_all':<22} {fa['ndcg@10']:>8.4f} {fa['routes_per_query']:>7.2f} "
+        f"{fa['encoders_per_query']:>9.2f}"
+    )
+    for name, detail in report["router_detail"].items():
+        lines.append(
+            f"{'router ' + name:<22} {detail['ndcg@10']:>8.4f} {detail['routes_per_query']:>7.2f} "
+            f"{detail['encoders_per_query']:>9.2f} {detail['latency_ms_p50']:>13.3f}"
+        )
+    lines.append(f"{'dataset_oracle':<22} {report['dataset_oracle']:>8.4f}")
+    lines.append(f"{'instance_oracle':<22} {report['instance_oracle']:>8.4f}")
+    if "best_router" in report:
+        lines += [
+            "",
+            f"best router {report['best_router']}: {report['gain_over_best_baseline']:+.4f} over "
+            f"max(best single expert, fusion_all); closes {report['oracle_gap_closed']} of the gap "
+            "to the instance oracle",
+        ]
+    collections = list(next(iter(report["experts_per_collection"].values())))
+    lines += ["", "per collection (nDCG@10): " + " ".join(f"{c:>6}" for c in collections)]
+    for name, row in report["experts_per_collection"].items():
+        lines.append(f"  {name:<22} " + " ".join(f"{row[c]:>6.3f}" for c in collections))
+    for name, detail in report["router_detail"].items():
+        lines.append(f"  {name:<22} " + " ".join(f"{detail['per_collection'][c]:>6.3f}" for c in collections))
+    for problem in report["problems"]:
+        lines.append(f"left out: {problem}")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""An expert set: several retrieval experts over the same documents, each exposed as a source.
+
+Kinds of expert (:class:`ExpertSpec`):
+
+``base``
+    the base encoder (all-MiniLM-L6-v2 by default) over its document index;
+``bm25``
+    the lexical expert, a BM25 index over the same document store;
+``adapter``
+    an expert trained by ``ragroute expert train``: a ``query-lora`` expert
+    searches the base document index with its own query encoder (no second
+    index: the faiss index and document store are shared, not copied), a
+    ``full`` expert gets its own index;
+``dense``
+    any other sentence-transformers or ONNX encoder, by name or path, with its
+    own index.
+
+Experts are independent: adding or removing one changes nothing about the
+others (no retraining, no rebuild). An expert that cannot be loaded is
+reported in :attr:`ExpertSet.problems` and left out; the rest still work.
+Routers choose among an expert set's sources by name (``pilot``, ``quality``,
+``fixed``; see :mod:`ragroute.route.pilot`, :mod:`ragroute.route.expert_quality`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.route.sources import Source, SourceProblem
+from ragroute.types import Document
+
+KINDS = ("base", "bm25", "adapter", "dense")
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """One expert: a unique ``name``, a ``kind`` of :data:`KINDS`, and for ``adapter`` the expert
+    artifact's folder or for ``dense`` the encoder's name or path (``path``)."""
+
+    name: str
+    kind: str
+    path: str | None = None
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise RagrouteError(
+                f"expert {self.name!r}: unknown kind {self.kind!r}; known: {', '.join(KINDS)}"
+            )
+        if self.kind in ("adapter", "dense") and not self.path:
+            raise RagrouteError(f"expert {self.name!r}: a {self.kind} expert needs a path")
+
+    @classmethod
+    def from_mapping(cls, name: str, data: Mapping[str, Any] | str) -> ExpertSpec:
+        """From a config entry: ``{kind: adapter, path: ...}`` or a bare kind (``bm25``, ``base``)."""
+        if isinstance(data, str):
+            return cls(name, data)
+        unknown = sorted(set(data) - {"kind", "path", "backend"})
+        if unknown:
+            raise RagrouteError(
+                f"expert {name!r}: unknown key(s) {', '.join(unknown)}; known: backend, kind, path"
+            )
+        return cls(name, str(data.get("kind", "adapter")), data.get("path"), str(data.get("backend", "auto")))
+
+
+class ExpertSet:
+    """Loaded experts (their query encoders) that build sources over any corpus.
+
+    ``base_encoder`` embeds documents for the base index (and queries for the
+    ``base`` expert and for routing).
+    """
+
+    def __init__(self, specs: Sequence[ExpertSpec], base_encoder: Any, *, threads: int | None = None) -> None:
+        names = [s.name for s in specs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise RagrouteError(f"expert names must be unique: {', '.join(duplicates)} repeated")
+        self.base_encoder = base_encoder
+        self.specs: list[ExpertSpec] = []
+        self.encoders: dict[str, Any] = {}
+        self.problems: list[SourceProblem] = []
+        for spec in specs:
+            try:
+                self.encoders[spec.name] = self._load(spec, threads)
+            except RagrouteError as exc:
+                self.problems.append(SourceProblem(spec.name, str(exc)))
+                continue
+            self.specs.append(spec)
+
+    def _load(self, spec: ExpertSpec, threads: int | None) -> Any:
+        if spec.kind == "base":
+            return self.base_encoder
+        if spec.kind == "bm25":
+            return None
+        if spec.kind == "adapter":
+            from ragroute.experts.encoder import load_expert_encoder
+
+            return load_expert_encoder(spec.path, self.base_encoder, threads=threads)
+        from ragroute.encode.load import load_encoder
+
+        return load_encoder(spec.path, backend=spec.backend, threads=threads)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def query_encoders(self, names: Sequence[str]) -> list[str]:
+        """Distinct query encoders a query routed to ``names`` runs (the routing encoder not counted;
+        BM25 runs none, the base expert shares the routing encoder's vector)."""
+        from ragroute.context import encoder_key
+
+        keys = set()
+        for name in names:
+            encoder = self.encoders.get(name)
+            if encoder is not None and encoder is not self.base_encoder:
+                keys.add(encoder_key(encoder))
+        return sorted(keys)
+
+    def sources(
+        self,
+        corpus: str,
+        documents: Sequence[Document],
+        *,
+        base_vectors: np.ndarray | None = None,
+        show_progress: bool | None = None,
+    ) -> list[Source]:
+        """One source per loaded expert over ``documents`` (named by the expert).
+
+        The base index is built once (from ``base_vectors`` when given) and shared by
+        the base, BM25 and query-side adapter experts.
+        """
+        from ragroute.experts.encoder import QueryAdapterEncoder
+        from ragroute.index.dense import DenseIndex
+        from ragroute.index.lexical import BM25Index
+
+        documents = list(documents)
+        base = DenseIndex(self.base_encoder, name=corpus)
+        if base_vectors is None:
+            base_vectors = self.base_encoder.encode_documents(
+                [d.full_text() for d in documents], show_progress=show_progress
+            )
+        base.add_vectors(documents, base_vectors)
+        out = []
+        for spec in self.specs:
+            encoder = self.encoders[spec.name]
+            if spec.kind == "base":
+                index: Any = base
+            elif spec.kind == "bm25":
+                index = BM25Index(store=base.store, name=corpus)
+                index.refit()
+            elif isinstance(encoder, QueryAdapterEncoder):
+                index = adapter_view(base, encoder)
+            else:
+                index = DenseIndex.build(documents, encoder, name=corpus, show_progress=show_progress)
+            out.append(
+                Source(
+                    spec.name,
+                    index,
+                    description=f"{spec.kind} expert {spec.name} over {corpus}",
+                    metadata={"expert": spec.kind, "corpus": corpus},
+                )
+            )
+        return out
+
+
+def adapter_view(index: Any, encoder: Any) -> Any:
+    """The dense ``index`` searched with a query-side expert ``encoder``: a second
+    :class:`~ragroute.index.dense.DenseIndex` sharing the faiss index and document store (no copy)."""
+    from ragroute.index.dense import DenseIndex
+
+    if not isinstance(index, DenseIndex):
+        raise RagrouteError(
+            f"a query-side expert needs a dense index of base-model embeddings, not a {type(index).__name__}"
+        )
+    if index.encoder.model_id != encoder.model_id:
+        raise RagrouteError(
+            f"expert {encoder.name!r} adapts {encoder.model_id!r}, but the index was built with "
+            f"{index.encoder.model_id!r}"
+        )
+    return DenseIndex(
+        encoder, index.params, store=index.store, faiss_index=index.faiss_index, name=index.name
+    )

@@ -1,0 +1,125 @@
+"""Pseudo-queries cut from a corpus's own documents: the unlabelled training data of a domain expert.
+
+Three kinds, each paired with the document it was cut from (its positive):
+
+* ``title``: the document's title, when the document also has a body (a title
+  alone would just be the document again);
+* ``sentence``: one sentence of the body (6-40 words; in texts without sentence
+  punctuation, a window of 8-16 words), not the first one when that repeats the
+  title;
+* ``keyphrases``: the 3-5 terms of the document with the highest tf-idf among
+  terms that occur in at least two documents and at most 10% of them (so
+  neither typos nor domain-wide words), in document order — short keyword
+  queries like those of the old test collections.
+
+Everything is deterministic for a given seed. Relevance labels are never read:
+an expert trained on pseudo-queries has not seen any benchmark query.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ragroute.errors import RagrouteError
+from ragroute.index.bm25_tokenize import tokenize
+from ragroute.types import Document
+
+MIN_DOCUMENTS = 50
+"""Fewer documents than this give too few distinct pseudo-queries (and negatives) to train on."""
+
+KINDS = ("title", "sentence", "keyphrases")
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class PseudoQuery:
+    """A query cut from document ``doc_id`` (its positive), of one of :data:`KINDS`."""
+
+    text: str
+    doc_id: str
+    kind: str
+
+
+def cut_pseudo_queries(
+    documents: Sequence[Document],
+    *,
+    kinds: Sequence[str] = KINDS,
+    max_queries: int = 6000,
+    seed: int = 0,
+) -> list[PseudoQuery]:
+    """Up to one pseudo-query of each kind per document, at most ``max_queries`` in all.
+
+    When the corpus would give more, documents are sampled (seeded) so that every
+    kind keeps its share. Raises :class:`RagrouteError` with the number needed when
+    the corpus has fewer than :data:`MIN_DOCUMENTS` documents with text.
+    """
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise RagrouteError(f"unknown pseudo-query kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    usable = [d for d in documents if d.full_text().strip()]
+    if len(usable) < MIN_DOCUMENTS:
+        raise RagrouteError(
+            f"cannot cut pseudo-queries from {len(usable)} document(s) with text: "
+            f"an expert needs at least {MIN_DOCUMENTS}"
+        )
+    rng = random.Random(seed)
+    keyphrases = _keyphrase_queries(usable) if "keyphrases" in kinds else {}
+    out: list[PseudoQuery] = []
+    for doc in usable:
+        if "title" in kinds and doc.title.strip() and doc.text.strip() and len(doc.title.split()) >= 3:
+            out.append(PseudoQuery(doc.title.strip(), doc.id, "title"))
+        if "sentence" in kinds:
+            sentence = _pick_sentence(doc, rng)
+            if sentence:
+                out.append(PseudoQuery(sentence, doc.id, "sentence"))
+        if doc.id in keyphrases:
+            out.append(PseudoQuery(keyphrases[doc.id], doc.id, "keyphrases"))
+    if len(out) > max_queries:
+        out = sorted(rng.sample(out, max_queries), key=lambda q: (q.doc_id, q.kind))
+    return out
+
+
+def _pick_sentence(doc: Document, rng: random.Random) -> str | None:
+    text = doc.text.strip()
+    if not text:
+        return None
+    title = doc.title.strip().lower()
+    sentences = [s.strip() for s in _SENTENCE_END.split(text)]
+    candidates = [
+        s for s in sentences if 6 <= len(s.split()) <= 40 and s.lower().rstrip(" .") != title.rstrip(" .")
+    ]
+    if candidates:
+        # skip a first sentence that merely restates the title (MEDLINE-style "title . body")
+        return rng.choice(candidates)
+    words = _WORD.findall(text)
+    if len(words) < 12:
+        return None
+    width = rng.randint(8, min(16, len(words) - 2))
+    start = rng.randint(0, len(words) - width)
+    return " ".join(words[start : start + width])
+
+
+def _keyphrase_queries(documents: Sequence[Document]) -> dict[str, str]:
+    """Each document's 3-5 most specific terms (tf-idf among mid-frequency terms), in document order."""
+    token_lists = [tokenize(d.full_text()) for d in documents]
+    df = Counter(term for tokens in token_lists for term in set(tokens))
+    n = len(documents)
+    ceiling = max(2, int(0.1 * n))
+    out: dict[str, str] = {}
+    for doc, tokens in zip(documents, token_lists):
+        tf = Counter(t for t in tokens if 2 <= df[t] <= ceiling and len(t) > 2 and not t.isdigit())
+        if len(tf) < 3:
+            continue
+        scored = sorted(tf, key=lambda t: (-tf[t] * math.log(n / df[t]), t))[:5]
+        first = {}
+        for position, token in enumerate(tokens):
+            first.setdefault(token, position)
+        out[doc.id] = " ".join(sorted(scored, key=first.__getitem__))
+    return out

@@ -1,0 +1,348 @@
+"""Train a domain expert here, offline, without labels: pseudo-queries cut from the domain's documents.
+
+Two modes, both starting from the bundled all-MiniLM-L6-v2:
+
+``query-lora`` (default; RouterRetriever's design)
+    A LoRA adapter (``peft``) on the *query* side only. Documents stay in the base
+    model's embedding space, so one document index serves the base model and
+    every adapter expert, and adding an expert re-encodes nothing. Because the
+    document vectors are frozen, the loss can use the whole corpus as negatives:
+    a softmax over every document of the domain (in-batch and every mined hard
+    negative included), temperature 0.05 (sentence-transformers'
+    ``MultipleNegativesRankingLoss`` scale of 20). Only short query texts are
+    forwarded, so training takes a minute or two on 2 cores.
+
+``full``
+    Both towers fine-tuned with sentence-transformers'
+    ``MultipleNegativesRankingLoss`` (in-batch negatives) plus one mined hard
+    negative per pseudo-query (a document the base model ranks 3rd-30th that is
+    not the positive). The expert needs its own document index.
+
+The artifact (family ``expert``) records the mode, base model, training
+parameters, corpus fingerprint, pseudo-query counts and training time. LoRA
+weights are stored as plain safetensors (per adapted linear layer: ``A``, ``B``
+and the scale) and merged into the base weights at load, so loading an
+expert needs neither ``peft`` nor pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.experts.pseudo_queries import KINDS, PseudoQuery, cut_pseudo_queries
+from ragroute.types import Document
+
+FAMILY = "expert"
+MODES = ("query-lora", "full")
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter.json"
+MODEL_DIR = "model"
+LORA_TARGETS = ("query", "key", "value", "dense")
+
+
+@dataclass
+class ExpertTrainParams:
+    """How an expert is trained (recorded in its manifest)."""
+
+    mode: str = "query-lora"
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float | None = None  # None: 5e-4 for query-lora, 2e-5 for full
+    temperature: float = 0.05
+    rank: int = 8
+    alpha: int = 16
+    max_queries: int = 6000
+    max_length: int = 256  # document tokens in ``full`` mode (queries are short)
+    kinds: tuple[str, ...] = KINDS
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise RagrouteError(f"unknown expert mode {self.mode!r}: choose {' or '.join(MODES)}")
+        self.kinds = tuple(self.kinds)
+        for name in ("epochs", "batch_size", "rank", "alpha", "max_queries", "max_length"):
+            if int(getattr(self, name)) < 1:
+                raise RagrouteError(f"expert training: {name} must be >= 1, got {getattr(self, name)!r}")
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return 5e-4 if self.mode == "query-lora" else 2e-5
+
+
+def corpus_fingerprint(documents: Sequence[Document]) -> str:
+    """sha256 over the documents' ids and texts (which corpus an expert was trained on)."""
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(doc.id.encode())
+        digest.update(b"\0")
+        digest.update(doc.full_text().encode())
+        digest.update(b"\1")
+    return digest.hexdigest()
+
+
+def train_expert(
+    documents: Sequence[Document],
+    out: str | Path,
+    params: ExpertTrainParams | None = None,
+    *,
+    name: str = "",
+    base: str = "all-MiniLM-L6-v2",
+    document_vectors: np.ndarray | None = None,
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """Cut pseudo-queries from ``documents``, train an expert and publish it at ``out``.
+
+    ``document_vectors`` (rows aligned with ``documents``, base-model embeddings)
+    saves re-encoding the corpus when the caller already has them (query-lora
+    mode and hard-negative mining). Returns the training report (also in the
+    manifest).
+    """
+    import torch
+
+    from ragroute.encode.resolve import resolve_model, set_offline_env
+    from ragroute.encode.sentence_transformers import load_sentence_transformer
+    from ragroute.store import write_artifact
+
+    params = params or ExpertTrainParams()
+    documents = list(documents)
+    queries = cut_pseudo_queries(
+        documents, kinds=params.kinds, max_queries=params.max_queries, seed=params.seed
+    )
+    set_offline_env()
+    random.seed(params.seed)
+    np.random.seed(params.seed)
+    torch.manual_seed(params.seed)
+    if params.threads:
+        torch.set_num_threads(int(params.threads))
+    resolved = resolve_model(base)
+    model = load_sentence_transformer(resolved.path)
+    if document_vectors is None:
+        document_vectors = model.encode(
+            [d.full_text() for d in documents],
+            batch_size=64,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=_progress(show_progress),
+        )
+    document_vectors = np.asarray(document_vectors, dtype=np.float32)
+    if document_vectors.shape[0] != len(documents):
+        raise RagrouteError(
+            f"document_vectors has {document_vectors.shape[0]} rows for {len(documents)} documents"
+        )
+    position = {doc.id: i for i, doc in enumerate(documents)}
+    start = time.perf_counter()
+    if params.mode == "query-lora":
+        losses, adapter = _train_query_lora(model, queries, position, document_vectors, params, show_progress)
+    else:
+        losses = _train_full(model, queries, documents, position, document_vectors, params, show_progress)
+        adapter = None
+    train_s = time.perf_counter() - start
+    report = {
+        "mode": params.mode,
+        "documents": len(documents),
+        "pseudo_queries": len(queries),
+        "pseudo_query_kinds": dict(sorted(Counter(q.kind for q in queries).items())),
+        "train_s": round(train_s, 1),
+        "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
+    }
+    manifest_params = {
+        "mode": params.mode,
+        "base": resolved.model_id,
+        "base_fingerprint": resolved.fingerprint(),
+        "train": {**asdict(params), "learning_rate": params.lr, "kinds": list(params.kinds)},
+        "corpus_sha256": corpus_fingerprint(documents),
+        "report": report,
+    }
+    with write_artifact(
+        out, FAMILY, params.mode, name=name or Path(out).name, params=manifest_params
+    ) as pending:
+        if adapter is not None:
+            from safetensors.numpy import save_file
+
+            save_file(adapter["tensors"], str(pending.path / ADAPTER_FILE))
+            (pending.path / ADAPTER_CONFIG).write_text(
+                json.dumps(adapter["config"], indent=1), encoding="utf-8"
+            )
+        else:
+            model.save(str(pending.path / MODEL_DIR))
+    return report
+
+
+def _batches(n: int, size: int, seed: int) -> list[list[int]]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def _optimizer(trainable: list[Any], params: ExpertTrainParams, steps: int) -> tuple[Any, Any]:
+    import torch
+
+    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.01)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+    return optimizer, schedule
+
+
+def _train_query_lora(
+    model: Any,
+    queries: Sequence[PseudoQuery],
+    position: dict[str, int],
+    document_vectors: np.ndarray,
+    params: ExpertTrainParams,
+    show_progress: bool | None,
+) -> tuple[list[float], dict[str, Any]]:
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model
+    from tqdm.auto import tqdm
+
+    transformer = model[0].auto_model
+    config = LoraConfig(
+        r=params.rank,
+        lora_alpha=params.alpha,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        bias="none",
+    )
+    inject_adapter_in_model(config, transformer)
+    for pname, parameter in model.named_parameters():
+        parameter.requires_grad_("lora_" in pname)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    docs = torch.from_numpy(document_vectors)
+    targets = torch.tensor([position[q.doc_id] for q in queries])
+    texts = [q.text for q in queries]
+    steps = params.epochs * ((len(queries) + params.batch_size - 1) // params.batch_size)
+    optimizer, schedule = _optimizer(trainable, params, steps)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(total=steps, desc="training expert", unit="batch", disable=not _progress(show_progress))
+    for epoch in range(params.epochs):
+        for batch in _batches(len(queries), params.batch_size, params.seed + epoch):
+            features = _features(model, [texts[i] for i in batch])
+            embedded = model(features)["sentence_embedding"]
+            embedded = torch.nn.functional.normalize(embedded, dim=-1)
+            logits = embedded @ docs.T / params.temperature
+            loss = torch.nn.functional.cross_entropy(logits, targets[batch])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    model.eval()
+    return losses, _lora_weights(transformer, params)
+
+
+def _lora_weights(transformer: Any, params: ExpertTrainParams) -> dict[str, Any]:
+    """The trained LoRA matrices as plain arrays: ``NAME.A`` (r x in), ``NAME.B`` (out x r), and scales."""
+    tensors: dict[str, np.ndarray] = {}
+    scales: dict[str, float] = {}
+    for module_name, module in transformer.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if lora_a is None or "default" not in lora_a:
+            continue
+        tensors[f"{module_name}.A"] = lora_a["default"].weight.detach().numpy().astype(np.float32)
+        tensors[f"{module_name}.B"] = module.lora_B["default"].weight.detach().numpy().astype(np.float32)
+        scales[module_name] = float(module.scaling["default"])
+    if not tensors:
+        raise RagrouteError("no LoRA layers were trained (the base model has none of the target modules)")
+    return {"tensors": tensors, "config": {"rank": params.rank, "alpha": params.alpha, "scales": scales}}
+
+
+def _train_full(
+    model: Any,
+    queries: Sequence[PseudoQuery],
+    documents: Sequence[Document],
+    position: dict[str, int],
+    document_vectors: np.ndarray,
+    params: ExpertTrainParams,
+    show_progress: bool | None,
+) -> list[float]:
+    import torch
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from tqdm.auto import tqdm
+
+    model.max_seq_length = params.max_length
+    negatives = _mine_hard_negatives(model, queries, position, document_vectors, params.seed)
+    texts = [d.full_text() for d in documents]
+    loss_fn = MultipleNegativesRankingLoss(model, scale=1.0 / params.temperature)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    steps = params.epochs * ((len(queries) + params.batch_size - 1) // params.batch_size)
+    optimizer, schedule = _optimizer(trainable, params, steps)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(total=steps, desc="training expert", unit="batch", disable=not _progress(show_progress))
+    for epoch in range(params.epochs):
+        for batch in _batches(len(queries), params.batch_size, params.seed + epoch):
+            features = [
+                _features(model, [queries[i].text for i in batch]),
+                _features(model, [texts[position[queries[i].doc_id]] for i in batch]),
+                _features(model, [texts[negatives[i]] for i in batch]),
+            ]
+            loss = loss_fn(features, None)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    model.eval()
+    return losses
+
+
+def _mine_hard_negatives(
+    model: Any,
+    queries: Sequence[PseudoQuery],
+    position: dict[str, int],
+    document_vectors: np.ndarray,
+    seed: int,
+) -> list[int]:
+    """For each pseudo-query, one document the base model ranks 3rd-30th that is not its positive
+    (the top two are skipped: near-duplicates of the positive are too often false negatives)."""
+    vectors = model.encode(
+        [q.text for q in queries], batch_size=64, convert_to_numpy=True, normalize_embeddings=True
+    )
+    rng = random.Random(seed)
+    depth = min(30, len(document_vectors))
+    out = []
+    for q, scores in zip(queries, vectors @ document_vectors.T):
+        top = np.argpartition(-scores, depth - 1)[:depth]
+        ranked = [int(i) for i in top[np.argsort(-scores[top])] if i != position[q.doc_id]]
+        pool = ranked[2:] or ranked
+        out.append(rng.choice(pool))
+    return out
+
+
+def _progress(show: bool | None) -> bool:
+    if show is not None:
+        return show
+    import sys
+
+    return sys.stderr.isatty()
+
+
+def _features(model: Any, texts: list[str]) -> dict[str, Any]:
+    """Model inputs for ``texts`` (``preprocess`` in sentence-transformers >= 5, ``tokenize`` before)."""
+    method = getattr(model, "preprocess", None) or model.tokenize
+    return method(texts)

@@ -1,0 +1,138 @@
+"""What expert routers learn from: how well each expert ranked each training query.
+
+An expert router (:mod:`ragroute.route.pilot`, :mod:`ragroute.route.expert_quality`)
+chooses among sources that hold the *same* documents but retrieve them
+differently (expert encoders, BM25). Its training data is an
+:class:`ExpertGains`: for each training query (labelled, or a pseudo-query cut
+from the documents, which is labelled by construction), the nDCG@10 each expert
+achieves, plus the query's vector under the routing encoder. Both routers also
+share their persistence (artifact family ``router``: one ``.npz`` of arrays,
+loaded without pickle, and the parameters in the manifest), and refuse to load
+against an expert set whose names differ from the ones they were fitted on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+
+ARTIFACT_FAMILY = "router"
+ARRAYS_FILE = "arrays.npz"
+
+
+@dataclass
+class ExpertGains:
+    """``gains[i, j]``: the quality (nDCG@10) expert ``labels[j]`` reached on query ``texts[i]``."""
+
+    labels: list[str]
+    texts: list[str]
+    vectors: np.ndarray
+    gains: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.gains = np.asarray(self.gains, dtype=np.float64)
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        if self.gains.shape != (len(self.texts), len(self.labels)):
+            raise RagrouteError(
+                f"gains has shape {self.gains.shape}, expected {(len(self.texts), len(self.labels))}"
+            )
+        if len(self.vectors) != len(self.texts):
+            raise RagrouteError(f"{len(self.vectors)} query vectors for {len(self.texts)} queries")
+        if len(set(self.labels)) != len(self.labels):
+            raise RagrouteError(f"expert names must be unique: {self.labels}")
+
+    def subset(self, rows: Sequence[int]) -> ExpertGains:
+        rows = list(rows)
+        return ExpertGains(self.labels, [self.texts[i] for i in rows], self.vectors[rows], self.gains[rows])
+
+    def winners(self) -> list[list[int]]:
+        """Per query, the experts that rank it best (all of them when tied); an empty list for
+        queries every expert handles equally (no expert is better there: nothing to learn)."""
+        out = []
+        for row in self.gains:
+            best = row.max()
+            out.append([] if np.all(row == best) else [int(j) for j in np.flatnonzero(row >= best - 1e-12)])
+        return out
+
+
+def measure_gains(
+    sources: Sequence[Any],
+    contexts: Sequence[Any],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    k: int = 10,
+    metric: str = "ndcg@10",
+) -> np.ndarray:
+    """``metric`` of every source (expert) on every query context: shape (queries, sources)."""
+    from ragroute.evaluation.metrics import evaluate_run
+
+    gains = np.zeros((len(contexts), len(sources)))
+    for j, source in enumerate(sources):
+        for i, (context, (hits, _)) in enumerate(zip(contexts, source.search_contexts(list(contexts), k))):
+            ranking = list(dict.fromkeys(h.parent_id or h.doc_id for h in hits))
+            gains[i, j] = evaluate_run({context.id: ranking}, {context.id: qrels[context.id]}, (metric,))[
+                metric
+            ]
+    return gains
+
+
+def check_labels(fitted: Sequence[str], available: Sequence[str], where: str) -> None:
+    """Refuse an expert router fitted on other experts than the pipeline offers."""
+    missing = sorted(set(fitted) - set(available))
+    if missing:
+        raise RagrouteError(
+            f"{where}: the router was fitted on experts {', '.join(fitted)}, but "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not among the sources "
+            f"({', '.join(available) or 'none'}); refit it on this expert set"
+        )
+
+
+def save_router(
+    path_dir: str | os.PathLike[str], kind: str, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]
+) -> Path:
+    """Publish an expert router's arrays and parameters as a new build of the artifact at ``path_dir``."""
+    from ragroute.store import write_artifact
+
+    with write_artifact(
+        Path(path_dir),
+        ARTIFACT_FAMILY,
+        kind,
+        name=Path(path_dir).name,
+        params=dict(params),
+        error=IndexFormatError,
+    ) as build:
+        np.savez(build.path / ARRAYS_FILE, **{k: np.asarray(v) for k, v in arrays.items()})
+    return Path(path_dir)
+
+
+def load_router(path_dir: str | os.PathLike[str], kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and parameters of the ``kind`` expert router saved at ``path_dir``."""
+    from ragroute.store import read_artifact
+
+    def read(snapshot: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if snapshot.manifest.kind != kind:
+            raise IndexFormatError(f"{path_dir} holds a {snapshot.manifest.kind} router, not a {kind} router")
+        with np.load(snapshot.file(ARRAYS_FILE), allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        return arrays, dict(snapshot.manifest.params)
+
+    return read_artifact(Path(path_dir), read, family=ARTIFACT_FAMILY, error=IndexFormatError)
+
+
+def check_encoder_info(recorded: Mapping[str, Any] | None, encoder: Any, where: str) -> None:
+    """The routing encoder must be the one the router was fitted with (same vector space)."""
+    if not recorded or encoder is None:
+        return
+    model_id, dim = recorded.get("model_id"), recorded.get("dim")
+    if model_id != getattr(encoder, "model_id", None) or dim != getattr(encoder, "dim", None):
+        raise EncoderMismatchError(
+            f"{where}: fitted with encoder {model_id} (dim {dim}), but the pipeline's encoder is "
+            f"{getattr(encoder, 'model_id', '?')} (dim {getattr(encoder, 'dim', '?')}); refit it"
+        )

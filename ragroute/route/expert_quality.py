@@ -1,0 +1,151 @@
+"""A trained per-query expert router: predict each expert's nDCG@10 for this query, route by it.
+
+Features are the routing encoder's query vector plus the trained router's cheap
+model-free query features (:func:`~ragroute.route.features.cheap_features`:
+length, question words, capitalisation, digits, ...), standardised. One ridge
+regression per expert predicts the quality (nDCG@10) that expert would reach;
+the regularisation strength is chosen by leave-one-out (scikit-learn
+``RidgeCV``, closed form, on the training queries only). Predicted qualities
+become route probabilities by a softmax whose temperature is fitted on the
+training queries' winning experts; the trace shows every expert's predicted
+quality. Mixtures come from the pipeline's selection (``threshold``,
+``max_routes``) with ``route_weights: probability``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.route.expert_gains import ExpertGains, check_encoder_info, load_router, save_router
+from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features
+
+ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+
+
+class QualityRouter(BaseRouter):
+    """Routes by each expert's predicted nDCG@10 (ridge regression on query vector + cheap features)."""
+
+    name = "quality"
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        coef: np.ndarray,
+        intercept: np.ndarray,
+        offset: np.ndarray,
+        scale: np.ndarray,
+        *,
+        encoder: Any = None,
+        temperature: float = 0.05,
+        encoder_info: dict[str, Any] | None = None,
+        alphas: Sequence[float] | None = None,
+    ) -> None:
+        self.labels = list(labels)
+        self.coef = np.asarray(coef, dtype=np.float64)  # (experts, features)
+        self.intercept = np.asarray(intercept, dtype=np.float64)
+        self.offset = np.asarray(offset, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+        if self.coef.shape != (len(self.labels), len(self.offset)) or len(self.intercept) != len(self.labels):
+            raise RagrouteError("quality router: coefficient shapes do not match the experts and features")
+        self.encoder = encoder
+        self.temperature = float(temperature)
+        self.encoder_info = encoder_info or (
+            None if encoder is None else {"model_id": encoder.model_id, "dim": encoder.dim}
+        )
+        self.alphas = [float(a) for a in (alphas or [])]
+
+    @staticmethod
+    def features(texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+        return np.hstack(
+            [np.asarray(vectors, dtype=np.float64), cheap_features(list(texts)).astype(np.float64)]
+        )
+
+    @classmethod
+    def fit(cls, data: ExpertGains, *, encoder: Any = None) -> QualityRouter:
+        from sklearn.linear_model import RidgeCV
+
+        x = cls.features(data.texts, data.vectors)
+        offset = x.mean(axis=0)
+        scale = x.std(axis=0)
+        scale[scale < 1e-9] = 1.0
+        z = (x - offset) / scale
+        coef, intercept, alphas = [], [], []
+        for j in range(len(data.labels)):
+            model = RidgeCV(alphas=ALPHAS).fit(z, data.gains[:, j])
+            coef.append(model.coef_)
+            intercept.append(float(model.intercept_))
+            alphas.append(float(model.alpha_))
+        router = cls(
+            data.labels, np.vstack(coef), np.array(intercept), offset, scale, encoder=encoder, alphas=alphas
+        )
+        winners = data.winners()
+        rows = [i for i, w in enumerate(winners) if w]
+        if rows:
+            predicted = router.predict(data.texts, data.vectors)
+            targets = np.array([winners[i][0] for i in rows])
+            router.temperature = fit_temperature(predicted[rows], targets, np.geomspace(1e-3, 1.0, 60))
+        return router
+
+    def predict(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+        """Predicted nDCG@10 of every expert for every query: shape (queries, experts)."""
+        z = (self.features(texts, np.atleast_2d(vectors)) - self.offset) / self.scale
+        return z @ self.coef.T + self.intercept
+
+    def route_many(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> list:
+        queries = list(queries)
+        if query_vectors is None:
+            if self.encoder is None:
+                raise RagrouteError("a quality router needs query vectors or an encoder")
+            query_vectors = self.encoder.encode_queries(queries, show_progress=False)
+        predicted = self.predict(queries, query_vectors)
+        probs = softmax(predicted, self.temperature)
+        return [
+            decision_from_probs(
+                self.labels,
+                p,
+                decided_by=self.name,
+                signals={
+                    "predicted_ndcg@10": {label: round(float(v), 4) for label, v in zip(self.labels, row)}
+                },
+            )
+            for row, p in zip(predicted, probs)
+        ]
+
+    def save(self, path_dir: str | os.PathLike[str]) -> Path:
+        arrays = {"coef": self.coef, "intercept": self.intercept, "offset": self.offset, "scale": self.scale}
+        params = {
+            "labels": self.labels,
+            "temperature": self.temperature,
+            "encoder": self.encoder_info,
+            "cheap_features": list(CHEAP_FEATURE_NAMES),
+            "alphas": self.alphas,
+        }
+        return save_router(path_dir, "quality", arrays, params)
+
+    @classmethod
+    def load(cls, path_dir: str | os.PathLike[str], encoder: Any = None) -> QualityRouter:
+        arrays, params = load_router(path_dir, "quality")
+        check_encoder_info(params.get("encoder"), encoder, f"quality router {path_dir}")
+        if list(params.get("cheap_features", [])) != list(CHEAP_FEATURE_NAMES):
+            raise RagrouteError(
+                f"quality router {path_dir} was fitted on query features this version does not compute; "
+                "refit it"
+            )
+        return cls(
+            params["labels"],
+            arrays["coef"],
+            arrays["intercept"],
+            arrays["offset"],
+            arrays["scale"],
+            encoder=encoder,
+            temperature=float(params.get("temperature", 0.05)),
+            encoder_info=params.get("encoder"),
+            alphas=params.get("alphas"),
+        )

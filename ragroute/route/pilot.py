@@ -1,0 +1,165 @@
+"""Pilot-embedding routing across experts (RouterRetriever's router, with calibrated probabilities).
+
+Fitting: for each training query, find the expert(s) that rank it best
+(:meth:`~ragroute.route.expert_gains.ExpertGains.winners`; queries every
+expert handles equally teach nothing and are skipped), group the queries by
+winning expert, and keep each group's centroid — or ``clusters`` k-means
+centroids per expert — as *pilot vectors* tagged with that expert. Routing:
+compare the query vector with every pilot and score each expert by its nearest
+pilot (``mode: nearest``, the released code's rule) or by the mean similarity
+to its pilots (``mode: mean``, the paper's). Scores become probabilities by a
+softmax whose temperature is fitted on the training queries' winners, so the
+pipeline's selection can mix the top experts (a per-query mixture) instead of
+always taking one. An expert no training query preferred gets no pilot and a
+probability of zero.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.route.expert_gains import ExpertGains, check_encoder_info, load_router, save_router
+
+MODES = ("nearest", "mean")
+
+
+class PilotRouter(BaseRouter):
+    """Routes a query to the expert whose pilot vectors it is most similar to."""
+
+    name = "pilot"
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        pilots: np.ndarray,
+        owners: np.ndarray,
+        *,
+        encoder: Any = None,
+        mode: str = "nearest",
+        temperature: float = 0.05,
+        encoder_info: dict[str, Any] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise RagrouteError(f"unknown pilot mode {mode!r}: choose {' or '.join(MODES)}")
+        self.labels = list(labels)
+        self.pilots = np.asarray(pilots, dtype=np.float32)
+        self.owners = np.asarray(owners, dtype=np.int64)
+        self.encoder = encoder
+        self.mode = mode
+        self.temperature = float(temperature)
+        self.encoder_info = encoder_info or _encoder_info(encoder)
+        self.name = f"pilot-{mode}"
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def fit(
+        cls,
+        data: ExpertGains,
+        *,
+        encoder: Any = None,
+        mode: str = "nearest",
+        clusters: int = 1,
+        seed: int = 0,
+    ) -> PilotRouter:
+        """Pilot vectors from the training queries' winning experts (``clusters`` per expert at most)."""
+        members: dict[int, list[int]] = {}
+        for i, winners in enumerate(data.winners()):
+            for j in winners:
+                members.setdefault(j, []).append(i)
+        if not members:
+            raise RagrouteError("no training query is ranked better by one expert than by another")
+        pilots, owners = [], []
+        for j in sorted(members):
+            vectors = data.vectors[members[j]]
+            for centre in _centroids(vectors, clusters, seed):
+                pilots.append(centre)
+                owners.append(j)
+        router = cls(data.labels, np.vstack(pilots), np.array(owners), encoder=encoder, mode=mode)
+        scores = router._scores(data.vectors)
+        rows = [i for i, w in enumerate(data.winners()) if w]
+        targets = np.array([data.winners()[i][0] for i in rows])
+        router.temperature = fit_temperature(scores[rows], targets, np.geomspace(1e-3, 1.0, 60))
+        return router
+
+    # ------------------------------------------------------------------ routing
+    def _scores(self, vectors: np.ndarray) -> np.ndarray:
+        """Per query and expert: nearest-pilot or mean pilot similarity; -1 for experts without pilots."""
+        sims = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) @ self.pilots.T
+        out = np.full((len(sims), len(self.labels)), -1.0, dtype=np.float64)
+        for j in np.unique(self.owners):
+            block = sims[:, self.owners == j]
+            out[:, j] = block.max(axis=1) if self.mode == "nearest" else block.mean(axis=1)
+        return out
+
+    def route_many(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> list:
+        if query_vectors is None:
+            if self.encoder is None:
+                raise RagrouteError("a pilot router needs query vectors or an encoder")
+            query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
+        scores = self._scores(query_vectors)
+        probs = softmax(scores, self.temperature)
+        probs[scores <= -1.0] = 0.0
+        probs /= probs.sum(axis=1, keepdims=True)
+        return [
+            decision_from_probs(
+                self.labels,
+                p,
+                decided_by=self.name,
+                signals={
+                    "pilot_similarity": {label: round(float(s), 4) for label, s in zip(self.labels, row)}
+                },
+                detail={"mode": self.mode, "pilots": len(self.pilots)},
+            )
+            for row, p in zip(scores, probs)
+        ]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path_dir: str | os.PathLike[str]) -> Path:
+        params = {
+            "labels": self.labels,
+            "mode": self.mode,
+            "temperature": self.temperature,
+            "encoder": self.encoder_info,
+        }
+        return save_router(path_dir, "pilot", {"pilots": self.pilots, "owners": self.owners}, params)
+
+    @classmethod
+    def load(cls, path_dir: str | os.PathLike[str], encoder: Any = None) -> PilotRouter:
+        arrays, params = load_router(path_dir, "pilot")
+        check_encoder_info(params.get("encoder"), encoder, f"pilot router {path_dir}")
+        if "pilots" not in arrays or "owners" not in arrays or len(arrays["pilots"]) != len(arrays["owners"]):
+            raise RagrouteError(f"pilot router {path_dir}: pilots and owners do not match")
+        return cls(
+            params["labels"],
+            arrays["pilots"],
+            arrays["owners"],
+            encoder=encoder,
+            mode=str(params.get("mode", "nearest")),
+            temperature=float(params.get("temperature", 0.05)),
+            encoder_info=params.get("encoder"),
+        )
+
+
+def _centroids(vectors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """``clusters`` k-means centroids of ``vectors`` (fewer when there are fewer vectors), L2-normalised."""
+    k = max(1, min(int(clusters), len(vectors)))
+    if k == 1:
+        centres = vectors.mean(axis=0, keepdims=True)
+    else:
+        from sklearn.cluster import KMeans
+
+        centres = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(vectors).cluster_centers_
+    return centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+
+
+def _encoder_info(encoder: Any) -> dict[str, Any] | None:
+    if encoder is None:
+        return None
+    return {"model_id": getattr(encoder, "model_id", None), "dim": getattr(encoder, "dim", None)}

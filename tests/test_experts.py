@@ -1,0 +1,310 @@
+"""Expert sets, expert training, and the routers that choose among experts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragroute.context import QueryContext
+from ragroute.errors import EncoderMismatchError, RagrouteError
+from ragroute.experts.expert_set import ExpertSet, ExpertSpec, adapter_view
+from ragroute.experts.pseudo_queries import MIN_DOCUMENTS, cut_pseudo_queries
+from ragroute.route.expert_gains import ExpertGains
+from ragroute.route.expert_quality import QualityRouter
+from ragroute.route.pilot import PilotRouter
+from ragroute.types import Document
+
+WORDS = {
+    "orbit": "telescope galaxy comet nebula spectrum quasar eclipse asteroid meteor pulsar",
+    "baking": "flour yeast oven butter dough crust sugar whisk icing pastry",
+    "network": "router packet firewall subnet latency bandwidth switch cable proxy gateway",
+}
+
+
+def corpus(per_topic: int = 24) -> list[Document]:
+    rng = np.random.default_rng(3)
+    docs = []
+    for topic, words in WORDS.items():
+        vocab = words.split()
+        for i in range(per_topic):
+            rare = [f"{topic}{kind}{i // 3}" for kind in ("alpha", "beta", "gamma")]  # in 3 documents each
+            sentences = [" ".join([*rng.choice(vocab, size=7), rare[j]]) + "." for j in range(3)]
+            title = f"{topic} notes {' '.join(rng.choice(vocab, size=2))}"
+            docs.append(Document(id=f"{topic}-{i}", title=title, text=" ".join(sentences)))
+    return docs
+
+
+# --------------------------------------------------------------------------- pseudo-queries
+
+
+def test_pseudo_queries_cover_every_kind_and_point_at_their_document() -> None:
+    docs = corpus()
+    queries = cut_pseudo_queries(docs)
+    by_id = {d.id: d for d in docs}
+    assert {q.kind for q in queries} == {"title", "sentence", "keyphrases"}
+    for q in queries:
+        doc = by_id[q.doc_id]
+        if q.kind == "title":
+            assert q.text == doc.title
+        elif q.kind == "sentence":
+            assert q.text in doc.text
+        else:
+            assert 3 <= len(q.text.split()) <= 5
+            assert all(word in doc.full_text().lower() for word in q.text.split())
+    assert cut_pseudo_queries(docs) == queries  # deterministic
+    assert cut_pseudo_queries(docs, seed=1) != queries
+
+
+def test_pseudo_queries_respect_the_cap_and_the_kinds() -> None:
+    docs = corpus()
+    assert len(cut_pseudo_queries(docs, max_queries=40)) == 40
+    assert {q.kind for q in cut_pseudo_queries(docs, kinds=("title",))} == {"title"}
+    with pytest.raises(RagrouteError, match="unknown pseudo-query kind"):
+        cut_pseudo_queries(docs, kinds=("titles",))
+
+
+def test_a_title_without_a_body_is_not_a_pseudo_query() -> None:
+    docs = [Document(id=f"d{i}", title=f"only a title number {i}", text="") for i in range(60)]
+    assert all(q.kind != "title" for q in cut_pseudo_queries(docs))
+
+
+def test_too_small_a_corpus_says_how_many_documents_it_needs() -> None:
+    with pytest.raises(RagrouteError, match=f"at least {MIN_DOCUMENTS}"):
+        cut_pseudo_queries(corpus()[:10])
+
+
+# --------------------------------------------------------------------------- training and loading
+
+
+@pytest.fixture(scope="module")
+def trained_expert(tmp_path_factory: pytest.TempPathFactory, minilm) -> Path:
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+
+    out = tmp_path_factory.mktemp("experts") / "orbit"
+    params = ExpertTrainParams(epochs=1, batch_size=16, max_queries=48, threads=1)
+    report = train_expert(corpus(), out, params, show_progress=False)
+    assert report["pseudo_queries"] == 48 and report["mode"] == "query-lora"
+    return out
+
+
+def test_a_query_lora_expert_changes_queries_not_documents(trained_expert: Path, minilm) -> None:
+    from ragroute.experts.encoder import QueryAdapterEncoder, load_expert_encoder
+
+    expert = load_expert_encoder(trained_expert, minilm)
+    assert isinstance(expert, QueryAdapterEncoder)
+    texts = ["telescope galaxy comet", "flour yeast oven"]
+    base_q, expert_q = minilm.encode_queries(texts), expert.encode_queries(texts)
+    assert np.allclose(np.linalg.norm(expert_q, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(base_q, expert_q, atol=1e-4)  # the adapter was merged
+    assert np.allclose(expert.encode_documents(texts), minilm.encode_documents(texts))
+    assert expert.model_id == minilm.model_id and expert.query_space != minilm.model_id
+
+
+def test_merged_lora_equals_the_low_rank_update() -> None:
+    import torch
+
+    from ragroute.experts.encoder import merge_lora
+
+    layer = torch.nn.Linear(4, 3, bias=False)
+    net = torch.nn.Sequential(layer)
+    before = layer.weight.detach().clone()
+    a = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
+    b = np.arange(6, dtype=np.float32).reshape(3, 2) / 10
+    assert merge_lora(net, {"0.A": a, "0.B": b}, {"0": 0.5}, "test") == 1
+    assert torch.allclose(layer.weight, before + 0.5 * torch.from_numpy(b @ a))
+    with pytest.raises(RagrouteError, match="does not match"):
+        merge_lora(net, {"0.A": a}, {"0": 0.5}, "test")
+    with pytest.raises(RagrouteError, match="shape"):
+        merge_lora(net, {"0.A": a[:, :3], "0.B": b}, {"0": 0.5}, "test")
+
+
+def test_expert_set_shares_one_index_and_reports_experts_that_fail(trained_expert: Path, minilm) -> None:
+    specs = [
+        ExpertSpec("base", "base"),
+        ExpertSpec("bm25", "bm25"),
+        ExpertSpec("orbit", "adapter", str(trained_expert)),
+        ExpertSpec("broken", "adapter", str(trained_expert.parent / "missing")),
+    ]
+    experts = ExpertSet(specs, minilm)
+    assert experts.names == ["base", "bm25", "orbit"]
+    assert [p.name for p in experts.problems] == ["broken"] and "no expert" in experts.problems[0].error
+    sources = experts.sources("toy", corpus())
+    base, bm25, orbit = (s.retriever for s in sources)
+    assert orbit.faiss_index is base.faiss_index and orbit.store is base.store is bm25.store
+    context = QueryContext("comet nebula telescope", id="q")
+    for source in sources:
+        hits = source.search_contexts([context], 5)[0][0]
+        assert hits and hits[0].doc_id.startswith("orbit") and hits[0].source == source.name
+    assert experts.query_encoders(["base", "bm25"]) == []
+    assert len(experts.query_encoders(["base", "orbit"])) == 1
+
+
+def test_expert_specs_refuse_bad_entries(minilm) -> None:
+    with pytest.raises(RagrouteError, match="unknown kind"):
+        ExpertSpec("x", "lora")
+    with pytest.raises(RagrouteError, match="needs a path"):
+        ExpertSpec("x", "adapter")
+    with pytest.raises(RagrouteError, match="unique"):
+        ExpertSet([ExpertSpec("a", "base"), ExpertSpec("a", "bm25")], minilm)
+    with pytest.raises(RagrouteError, match="unknown key"):
+        ExpertSpec.from_mapping("x", {"kind": "adapter", "pth": "a"})
+
+
+def test_adapter_view_needs_a_dense_index_of_the_base_model(
+    trained_expert: Path, minilm, hashing_encoder
+) -> None:
+    from ragroute.experts.encoder import load_expert_encoder
+    from ragroute.index.dense import DenseIndex
+    from ragroute.index.lexical import BM25Index
+
+    expert = load_expert_encoder(trained_expert, minilm)
+    with pytest.raises(RagrouteError, match="dense index"):
+        adapter_view(BM25Index.build(corpus()), expert)
+    with pytest.raises(RagrouteError, match="adapts"):
+        adapter_view(DenseIndex.build(corpus()[:5], hashing_encoder), expert)
+
+
+# --------------------------------------------------------------------------- routers
+
+
+def two_cluster_gains(n: int = 40, dim: int = 8) -> ExpertGains:
+    """Queries near e0 are answered best by expert A, near e1 by B; C never wins."""
+    rng = np.random.default_rng(0)
+    vectors, gains, texts = [], [], []
+    for i in range(n):
+        axis = i % 2
+        v = np.zeros(dim)
+        v[axis] = 1.0
+        v += rng.normal(0, 0.1, dim)
+        vectors.append(v / np.linalg.norm(v))
+        gains.append([0.9, 0.2, 0.1] if axis == 0 else [0.2, 0.8, 0.1])
+        texts.append(f"query {i} {'alpha' if axis == 0 else 'beta beta beta'}")
+    return ExpertGains(["A", "B", "C"], texts, np.array(vectors), np.array(gains))
+
+
+class FixedDim:
+    model_id, backend, dim = "test/fixed", "hashing", 8
+
+
+@pytest.mark.parametrize("mode", ["nearest", "mean"])
+def test_pilot_router_routes_to_the_expert_that_won_nearby_queries(mode: str, tmp_path: Path) -> None:
+    data = two_cluster_gains()
+    router = PilotRouter.fit(data, mode=mode, clusters=2, encoder=FixedDim())
+    probe = np.eye(8)[:2]
+    decisions = router.route_many(["a", "b"], query_vectors=probe)
+    assert [d.chosen[0] for d in decisions] == ["A", "B"]
+    assert decisions[0].routes["C"] == 0.0  # no pilot: never chosen
+    assert decisions[0].routes["A"] > 0.5 and "pilot_similarity" in decisions[0].signals
+    router.save(tmp_path / "pilot")
+    loaded = PilotRouter.load(tmp_path / "pilot", FixedDim())
+    assert [d.routes for d in loaded.route_many(["a", "b"], query_vectors=probe)] == [
+        d.routes for d in decisions
+    ]
+
+    class Other(FixedDim):
+        dim = 16
+
+    with pytest.raises(EncoderMismatchError, match="refit"):
+        PilotRouter.load(tmp_path / "pilot", Other())
+
+
+def test_pilot_router_needs_a_query_some_expert_wins() -> None:
+    flat = ExpertGains(["A", "B"], ["q1", "q2"], np.eye(2), np.full((2, 2), 0.5))
+    with pytest.raises(RagrouteError, match="no training query"):
+        PilotRouter.fit(flat)
+
+
+def test_quality_router_predicts_which_expert_does_better(tmp_path: Path) -> None:
+    data = two_cluster_gains(n=60)
+    router = QualityRouter.fit(data, encoder=FixedDim())
+    probe = np.eye(8)[:2]
+    texts = ["query 99 alpha", "query 98 beta beta beta"]
+    decisions = router.route_many(texts, query_vectors=probe)
+    assert [d.chosen[0] for d in decisions] == ["A", "B"]
+    predicted = decisions[0].signals["predicted_ndcg@10"]
+    assert predicted["A"] == pytest.approx(0.9, abs=0.15) and predicted["A"] > max(
+        predicted["B"], predicted["C"]
+    )
+    router.save(tmp_path / "quality")
+    loaded = QualityRouter.load(tmp_path / "quality", FixedDim())
+    again = loaded.route_many(texts, query_vectors=probe)
+    assert [d.routes for d in again] == [d.routes for d in decisions]
+
+
+def test_saved_expert_routers_load_by_kind_and_check_the_expert_names(tmp_path: Path) -> None:
+    from ragroute.route.factories import RouterBuild, load_saved_router, pilot
+    from ragroute.route.sources import Source
+
+    PilotRouter.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / "p")
+    QualityRouter.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / "q")
+    assert isinstance(load_saved_router(tmp_path / "p", FixedDim()), PilotRouter)
+    assert isinstance(load_saved_router(tmp_path / "q", FixedDim()), QualityRouter)
+    sources = [Source("A", object()), Source("Z", object())]
+    with pytest.raises(RagrouteError, match="B, C are not among the sources"):
+        pilot({"model": str(tmp_path / "p")}, RouterBuild(sources, FixedDim(), where="cfg"))
+    with pytest.raises(RagrouteError, match="holds a pilot router"):
+        QualityRouter.load(tmp_path / "p", FixedDim())
+
+
+def test_expert_gains_winners_skip_ties_everywhere() -> None:
+    data = ExpertGains(
+        ["A", "B"], ["x", "y", "z"], np.zeros((3, 2)), np.array([[1, 0], [0.5, 0.5], [0.2, 0.2]])
+    )
+    assert data.winners() == [[0], [], []]
+    with pytest.raises(RagrouteError, match="shape"):
+        ExpertGains(["A"], ["x"], np.zeros((1, 2)), np.zeros((1, 2)))
+
+
+# --------------------------------------------------------------------------- pipelines over experts
+
+
+def test_fusing_experts_merges_hits_of_the_same_document(trained_expert: Path, minilm) -> None:
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.route.fixed import FixedRoutes
+
+    experts = ExpertSet([ExpertSpec("base", "base"), ExpertSpec("bm25", "bm25")], minilm)
+    sources = experts.sources("toy", corpus())
+    pipeline = pipeline_from_settings(
+        sources, {"threshold": 0.0, "fusion": "rrf"}, encoder=minilm, router=FixedRoutes(["base", "bm25"])
+    )
+    result = pipeline.retrieve("comet nebula telescope", k=10)
+    ids = [h.doc_id for h in result.hits]
+    assert len(ids) == len(set(ids)) == 10
+    top = result.hits[0].explain
+    assert {"base", "bm25"} <= set(top)  # both lists' ranks explain the fused score
+
+
+def test_a_routing_config_with_query_side_experts(trained_expert: Path, minilm, tmp_path: Path) -> None:
+    import yaml
+
+    from ragroute.index.build import build_index
+    from ragroute.index.io import save_index
+    from ragroute.route.config import load_routing
+
+    save_index(build_index(corpus(), "dense", encoder=minilm), tmp_path / "index")
+    PilotRouter.fit(
+        ExpertGains(
+            ["base", "orbit"],
+            ["comet", "flour"],
+            minilm.encode_queries(["comet", "flour"]),
+            np.array([[0.2, 0.9], [0.8, 0.3]]),
+        ),
+        encoder=minilm,
+    ).save(tmp_path / "router")
+    config = {
+        "sources": {
+            "base": {"index": "index"},
+            "orbit": {"index": "index", "expert": str(trained_expert)},
+            "nowhere": {"index": "index", "expert": "missing-expert"},
+        },
+        "router": {"kind": "pilot", "model": "router", "max_routes": 1},
+    }
+    (tmp_path / "routing.yaml").write_text(yaml.safe_dump(config))
+    pipeline = load_routing(tmp_path / "routing.yaml", encoder=minilm)
+    assert [s.name for s in pipeline.sources] == ["base", "orbit"]
+    assert pipeline.sources[1].retriever.faiss_index is pipeline.sources[0].retriever.faiss_index
+    result = pipeline.retrieve("comet", k=3)
+    assert result.decision.chosen == ["orbit"] and result.hits[0].source == "orbit"
+    assert "nowhere" in str(result.decision.signals.get("unavailable_sources", result.decision.to_dict()))
