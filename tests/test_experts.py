@@ -308,3 +308,76 @@ def test_a_routing_config_with_query_side_experts(trained_expert: Path, minilm, 
     result = pipeline.retrieve("comet", k=3)
     assert result.decision.chosen == ["orbit"] and result.hits[0].source == "orbit"
     assert "nowhere" in str(result.decision.signals.get("unavailable_sources", result.decision.to_dict()))
+
+
+def test_a_full_expert_has_its_own_embedding_space(tmp_path: Path, minilm) -> None:
+    from ragroute.experts.encoder import QueryAdapterEncoder, load_expert_encoder
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+
+    params = ExpertTrainParams(mode="full", epochs=1, batch_size=8, max_queries=16, max_length=32, threads=1)
+    report = train_expert(corpus(), tmp_path / "full", params, show_progress=False)
+    assert report["mode"] == "full" and report["pseudo_queries"] == 16
+    expert = load_expert_encoder(tmp_path / "full", minilm)
+    assert not isinstance(expert, QueryAdapterEncoder)
+    docs = ["telescope galaxy comet nebula"]
+    assert not np.allclose(expert.encode_documents(docs), minilm.encode_documents(docs), atol=1e-4)
+    experts = ExpertSet(
+        [ExpertSpec("base", "base"), ExpertSpec("full", "adapter", str(tmp_path / "full"))], minilm
+    )
+    base, full = experts.sources("toy", corpus()[:60])
+    assert full.retriever.faiss_index is not base.retriever.faiss_index  # its own index
+
+
+def test_expert_cli_trains_and_fits_a_router_on_pseudo_queries(
+    trained_expert: Path, minilm, tmp_path: Path
+) -> None:
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.index.build import build_index
+    from ragroute.index.io import save_index
+
+    corpus_file = tmp_path / "corpus.jsonl"
+    corpus_file.write_text(
+        "\n".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) for d in corpus())
+    )
+    result = CliRunner().invoke(
+        main,
+        ["expert", "train", str(corpus_file), "--out", str(tmp_path / "cli-expert"), "--epochs", "1"]
+        + ["--max-queries", "16", "--batch-size", "8", "--threads", "1", "--backend", "torch"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "16 pseudo-queries" in result.output and (tmp_path / "cli-expert" / "CURRENT").is_file()
+
+    save_index(build_index(corpus(), "dense", encoder=minilm), tmp_path / "index")
+    save_index(build_index(corpus(), "bm25"), tmp_path / "bm25")
+    config = {
+        "backend": "torch",
+        "cache_dir": "cache",
+        "sources": {
+            "base": {"index": "index"},
+            "bm25": {"index": "bm25"},
+            "orbit": {"index": "index", "expert": str(trained_expert)},
+        },
+    }
+    (tmp_path / "routing.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(
+        main,
+        [
+            "expert",
+            "fit-router",
+            str(tmp_path / "routing.yaml"),
+            "--kind",
+            "quality",
+            "--out",
+            str(tmp_path / "q"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert set(summary["mean_ndcg@10"]) == {"base", "bm25", "orbit"}
+    assert all(0.0 < v <= 1.0 for v in summary["mean_ndcg@10"].values())
+    assert QualityRouter.load(tmp_path / "q", minilm).labels == ["base", "bm25", "orbit"]

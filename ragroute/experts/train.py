@@ -277,8 +277,12 @@ def _train_full(
     show_progress: bool | None,
 ) -> list[float]:
     import torch
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
     from tqdm.auto import tqdm
+
+    try:  # sentence-transformers >= 6 moved the losses
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     model.max_seq_length = params.max_length
     negatives = _mine_hard_negatives(model, queries, position, document_vectors, params.seed)
