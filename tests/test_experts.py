@@ -148,8 +148,6 @@ def test_expert_specs_refuse_bad_entries(minilm) -> None:
         ExpertSpec("x", "adapter")
     with pytest.raises(RagrouteError, match="unique"):
         ExpertSet([ExpertSpec("a", "base"), ExpertSpec("a", "bm25")], minilm)
-    with pytest.raises(RagrouteError, match="unknown key"):
-        ExpertSpec.from_mapping("x", {"kind": "adapter", "pth": "a"})
 
 
 def test_adapter_view_needs_a_dense_index_of_the_base_model(
@@ -381,3 +379,43 @@ def test_expert_cli_trains_and_fits_a_router_on_pseudo_queries(
     assert set(summary["mean_ndcg@10"]) == {"base", "bm25", "orbit"}
     assert all(0.0 < v <= 1.0 for v in summary["mean_ndcg@10"].values())
     assert QualityRouter.load(tmp_path / "q", minilm).labels == ["base", "bm25", "orbit"]
+
+
+def test_a_router_routes_around_an_expert_that_failed_to_load(tmp_path: Path) -> None:
+    from ragroute.route.factories import RouterBuild, pilot
+    from ragroute.route.sources import Source
+
+    PilotRouter.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / "p")
+    sources = [Source("B", object()), Source("C", object())]
+    build = RouterBuild(sources, FixedDim(), where="cfg", failed=["A"])
+    router = pilot({"model": str(tmp_path / "p")}, build)
+    decision = router.route_many(["a"], query_vectors=np.eye(8)[:1])[0]
+    assert decision.routes["A"] == 0.0 and decision.chosen == ["B"]
+    assert sum(decision.routes.values()) == pytest.approx(1.0, abs=1e-5)
+    assert decision.trace[-1].detail["unavailable"] == ["A"]
+
+
+def test_measure_gains_judges_chunks_by_the_id_the_labels_use(minilm) -> None:
+    from ragroute.route.expert_gains import measure_gains
+    from ragroute.types import Hit
+
+    class Chunks:
+        name = "chunks"
+
+        def search_contexts(self, contexts, k):
+            return [([Hit("doc1#0", 1.0, parent_id="doc1"), Hit("doc2#0", 0.5, parent_id="doc2")], None)] * 2
+
+    contexts = [QueryContext("a", id="by-chunk"), QueryContext("b", id="by-parent")]
+    gains = measure_gains([Chunks()], contexts, {"by-chunk": {"doc2#0": 1}, "by-parent": {"doc1": 1}})
+    assert gains[0, 0] == pytest.approx(1 / np.log2(3)) and gains[1, 0] == pytest.approx(1.0)
+
+
+def test_a_fixed_router_queries_all_its_routes_by_default(minilm) -> None:
+    from ragroute.pipeline.build import pipeline_from_settings
+
+    experts = ExpertSet([ExpertSpec("base", "base"), ExpertSpec("bm25", "bm25")], minilm)
+    sources = experts.sources("toy", corpus())
+    pipeline = pipeline_from_settings(sources, {"kind": "fixed", "fusion": "rrf"}, encoder=minilm)
+    assert pipeline.retrieve("comet", k=3).decision.chosen == ["base", "bm25"]
+    narrowed = pipeline_from_settings(sources, {"kind": "fixed", "max_routes": 1}, encoder=minilm)
+    assert len(narrowed.retrieve("comet", k=3).decision.chosen) == 1

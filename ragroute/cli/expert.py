@@ -77,10 +77,12 @@ def train_command(
     embeddings of the base model come from the embedding cache when present.
     """
     from ragroute.encode import load_encoder
+    from ragroute.experts.pseudo_queries import cut_pseudo_queries
     from ragroute.experts.train import ExpertTrainParams, train_expert
     from ragroute.loaders import load_corpus
 
     documents = load_corpus(corpus)
+    cut_pseudo_queries(documents, max_queries=1)  # too small a corpus fails here, before encoding it
     params = ExpertTrainParams(
         mode=mode,
         epochs=epochs,

@@ -24,7 +24,7 @@ Routers choose among an expert set's sources by name (``pilot``, ``quality``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,18 +54,6 @@ class ExpertSpec:
             )
         if self.kind in ("adapter", "dense") and not self.path:
             raise RagrouteError(f"expert {self.name!r}: a {self.kind} expert needs a path")
-
-    @classmethod
-    def from_mapping(cls, name: str, data: Mapping[str, Any] | str) -> ExpertSpec:
-        """From a config entry: ``{kind: adapter, path: ...}`` or a bare kind (``bm25``, ``base``)."""
-        if isinstance(data, str):
-            return cls(name, data)
-        unknown = sorted(set(data) - {"kind", "path", "backend"})
-        if unknown:
-            raise RagrouteError(
-                f"expert {name!r}: unknown key(s) {', '.join(unknown)}; known: backend, kind, path"
-            )
-        return cls(name, str(data.get("kind", "adapter")), data.get("path"), str(data.get("backend", "auto")))
 
 
 class ExpertSet:
@@ -176,6 +164,14 @@ def adapter_view(index: Any, encoder: Any) -> Any:
     if not isinstance(index, DenseIndex):
         raise RagrouteError(
             f"a query-side expert needs a dense index of base-model embeddings, not a {type(index).__name__}"
+        )
+    from ragroute.experts.encoder import QueryAdapterEncoder
+
+    if not isinstance(encoder, QueryAdapterEncoder):
+        raise RagrouteError(
+            f"expert {getattr(encoder, 'model_id', encoder)!r} is not a query-side adapter: a full expert "
+            "has its own embedding space, so index the corpus with it (`ragroute build --encoder "
+            "EXPERT/builds/.../model`) and list that index as a source"
         )
     if index.encoder.model_id != encoder.model_id:
         raise RagrouteError(

@@ -56,8 +56,8 @@ def cut_pseudo_queries(
 ) -> list[PseudoQuery]:
     """Up to one pseudo-query of each kind per document, at most ``max_queries`` in all.
 
-    When the corpus would give more, documents are sampled (seeded) so that every
-    kind keeps its share. Raises :class:`RagrouteError` with the number needed when
+    When the corpus would give more, pseudo-queries are sampled (seeded) uniformly,
+    so every kind keeps about its share. Raises :class:`RagrouteError` with the number needed when
     the corpus has fewer than :data:`MIN_DOCUMENTS` documents with text.
     """
     unknown = sorted(set(kinds) - set(KINDS))

@@ -78,10 +78,14 @@ def pipeline_from_settings(
     if router is None:
         settings.setdefault("kind", "prototype")
     kind = check_router_settings(settings, where)
-    options = routing_options(settings, where)
-    build = RouterBuild(sources, encoder, where=where, base=base or Path("."))
+    build = RouterBuild(
+        sources, encoder, where=where, base=base or Path("."), failed=[p.name for p in problems]
+    )
     if router is None:
         router = build_router(kind, settings, build)
+    # a router may suggest selection defaults (a fixed router queries all its routes); settings win
+    given = {key: value for key, value in settings.items() if value is not None}
+    options = routing_options({**getattr(router, "selection_defaults", {}), **given}, where)
     pipeline = Pipeline(
         sources,
         router,

@@ -61,7 +61,7 @@ _TOP_KEYS = {
     "rules",
     "llm",  # the LLM `ragroute ask` plans and answers with (ragroute.llm.settings)
 }
-_SOURCE_KEYS = {"index", "expert", "description", "modality", "granularity"}
+_SOURCE_KEYS = {"index", "expert", "corpus", "description", "modality", "granularity"}
 
 
 @dataclass
@@ -144,7 +144,8 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
                 description=str(entry.get("description", "")).strip(),
                 modality=entry.get("modality", "text"),
                 granularity=entry.get("granularity", "document"),
-                metadata={"corpus": str(folder)},  # sources over one index hold the same documents
+                # sources over one index (or naming one corpus) hold the same documents: fusion merges them
+                metadata={"corpus": str(entry.get("corpus") or folder)},
             )
         )
     return sources, problems

@@ -76,22 +76,36 @@ def measure_gains(
     gains = np.zeros((len(contexts), len(sources)))
     for j, source in enumerate(sources):
         for i, (context, (hits, _)) in enumerate(zip(contexts, source.search_contexts(list(contexts), k))):
-            ranking = list(dict.fromkeys(h.parent_id or h.doc_id for h in hits))
-            gains[i, j] = evaluate_run({context.id: ranking}, {context.id: qrels[context.id]}, (metric,))[
-                metric
-            ]
+            rels = qrels[context.id]
+            # judged as the qrels name it: the chunk itself (pseudo-queries cut from chunks), else its parent
+            judged = (h.doc_id if h.doc_id in rels else (h.parent_id or h.doc_id) for h in hits)
+            ranking = list(dict.fromkeys(judged))
+            gains[i, j] = evaluate_run({context.id: ranking}, {context.id: rels}, (metric,))[metric]
     return gains
 
 
-def check_labels(fitted: Sequence[str], available: Sequence[str], where: str) -> None:
-    """Refuse an expert router fitted on other experts than the pipeline offers."""
-    missing = sorted(set(fitted) - set(available))
+def check_labels(
+    fitted: Sequence[str], available: Sequence[str], where: str, failed: Sequence[str] = ()
+) -> list[str]:
+    """Refuse an expert router fitted on other experts than the pipeline offers; return the fitted
+    experts that are configured but failed to load (``failed``): the router routes around them."""
+    missing = sorted(set(fitted) - set(available) - set(failed))
     if missing:
         raise RagrouteError(
             f"{where}: the router was fitted on experts {', '.join(fitted)}, but "
             f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not among the sources "
             f"({', '.join(available) or 'none'}); refit it on this expert set"
         )
+    return sorted(set(fitted) & set(failed))
+
+
+def mask_unavailable(scores: np.ndarray, labels: Sequence[str], unavailable: Sequence[str]) -> np.ndarray:
+    """Routing scores with the ``unavailable`` experts' set to -inf (probability 0 after the softmax)."""
+    if not unavailable:
+        return scores
+    out = np.array(scores, dtype=np.float64)
+    out[:, [label in set(unavailable) for label in labels]] = -np.inf
+    return out
 
 
 def save_router(

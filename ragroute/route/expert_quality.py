@@ -23,7 +23,13 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
-from ragroute.route.expert_gains import ExpertGains, check_encoder_info, load_router, save_router
+from ragroute.route.expert_gains import (
+    ExpertGains,
+    check_encoder_info,
+    load_router,
+    mask_unavailable,
+    save_router,
+)
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features
 
 ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
@@ -60,6 +66,7 @@ class QualityRouter(BaseRouter):
             None if encoder is None else {"model_id": encoder.model_id, "dim": encoder.dim}
         )
         self.alphas = [float(a) for a in (alphas or [])]
+        self.unavailable: list[str] = []  # experts that failed to load: routed around
 
     @staticmethod
     def features(texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
@@ -105,7 +112,7 @@ class QualityRouter(BaseRouter):
                 raise RagrouteError("a quality router needs query vectors or an encoder")
             query_vectors = self.encoder.encode_queries(queries, show_progress=False)
         predicted = self.predict(queries, query_vectors)
-        probs = softmax(predicted, self.temperature)
+        probs = softmax(mask_unavailable(predicted, self.labels, self.unavailable), self.temperature)
         return [
             decision_from_probs(
                 self.labels,

@@ -42,6 +42,7 @@ class RouterBuild:
     encoder: Any
     where: str = ""
     base: Path = Path(".")
+    failed: Sequence[str] = ()  # configured sources that could not be opened
 
     def resolve(self, relative: str) -> Path:
         return (self.base / str(relative)).resolve()
@@ -173,7 +174,9 @@ def pilot(settings: Mapping[str, Any], build: RouterBuild) -> Router:
             temperature=router.temperature,
             encoder_info=router.encoder_info,
         )
-    check_labels(router.labels, [s.name for s in build.sources], build.where or str(model))
+    router.unavailable = check_labels(
+        router.labels, [s.name for s in build.sources], build.where or str(model), build.failed
+    )
     return router
 
 
@@ -184,7 +187,9 @@ def quality(settings: Mapping[str, Any], build: RouterBuild) -> Router:
 
     model = _need(settings, "model", "quality", build, "a folder written by `ragroute expert fit-router`")
     router = QualityRouter.load(build.resolve(model), build.encoder)
-    check_labels(router.labels, [s.name for s in build.sources], build.where or str(model))
+    router.unavailable = check_labels(
+        router.labels, [s.name for s in build.sources], build.where or str(model), build.failed
+    )
     return router
 
 

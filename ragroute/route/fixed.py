@@ -24,6 +24,11 @@ class FixedRoutes(BaseRouter):
         if not self.labels:
             raise RagrouteError("a fixed router needs at least one route")
 
+    @property
+    def selection_defaults(self) -> dict[str, Any]:
+        """Query every fixed route (unless the settings say otherwise)."""
+        return {"threshold": 0.0, "max_routes": len(self.labels)}
+
     def route_many(self, queries: Sequence[str], *, query_vectors: Any = None) -> list:
         share = 1.0 / len(self.labels)
         return [

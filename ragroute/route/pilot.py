@@ -25,7 +25,13 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
-from ragroute.route.expert_gains import ExpertGains, check_encoder_info, load_router, save_router
+from ragroute.route.expert_gains import (
+    ExpertGains,
+    check_encoder_info,
+    load_router,
+    mask_unavailable,
+    save_router,
+)
 
 MODES = ("nearest", "mean")
 
@@ -56,6 +62,7 @@ class PilotRouter(BaseRouter):
         self.temperature = float(temperature)
         self.encoder_info = encoder_info or _encoder_info(encoder)
         self.name = f"pilot-{mode}"
+        self.unavailable: list[str] = []  # experts that failed to load: routed around
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -104,9 +111,8 @@ class PilotRouter(BaseRouter):
                 raise RagrouteError("a pilot router needs query vectors or an encoder")
             query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
         scores = self._scores(query_vectors)
-        probs = softmax(scores, self.temperature)
-        probs[scores <= -1.0] = 0.0
-        probs /= probs.sum(axis=1, keepdims=True)
+        masked = mask_unavailable(np.where(scores <= -1.0, -np.inf, scores), self.labels, self.unavailable)
+        probs = softmax(masked, self.temperature)
         return [
             decision_from_probs(
                 self.labels,
@@ -115,7 +121,7 @@ class PilotRouter(BaseRouter):
                 signals={
                     "pilot_similarity": {label: round(float(s), 4) for label, s in zip(self.labels, row)}
                 },
-                detail={"mode": self.mode, "pilots": len(self.pilots)},
+                detail={"mode": self.mode, "pilots": len(self.pilots), "unavailable": self.unavailable},
             )
             for row, p in zip(scores, probs)
         ]
