@@ -419,3 +419,20 @@ def test_a_fixed_router_queries_all_its_routes_by_default(minilm) -> None:
     assert pipeline.retrieve("comet", k=3).decision.chosen == ["base", "bm25"]
     narrowed = pipeline_from_settings(sources, {"kind": "fixed", "max_routes": 1}, encoder=minilm)
     assert len(narrowed.retrieve("comet", k=3).decision.chosen) == 1
+
+
+def test_a_llamaindex_retriever_over_an_expert_mixture(trained_expert: Path, minilm) -> None:
+    from ragroute.integrations.llamaindex import RoutedLlamaRetriever
+    from ragroute.pipeline.build import pipeline_from_settings
+
+    specs = [
+        ExpertSpec("base", "base"),
+        ExpertSpec("bm25", "bm25"),
+        ExpertSpec("orbit", "adapter", str(trained_expert)),
+    ]
+    experts = ExpertSet(specs, minilm)
+    sources = experts.sources("toy", corpus())
+    pipeline = pipeline_from_settings(sources, {"kind": "fixed", "fusion": "rrf"}, encoder=minilm)
+    nodes = RoutedLlamaRetriever(pipeline, k=4).retrieve("comet nebula telescope")
+    ids = [n.node.node_id for n in nodes]
+    assert len(ids) == len(set(ids)) == 4 and all(i.split(":", 1)[1].startswith("orbit") for i in ids)

@@ -209,11 +209,18 @@ stem ends without punctuation (a cloze-style prompt); ``kw_<group>``: see
 """
 
 
+@functools.lru_cache(maxsize=4096)
+def _feature_row(text: str) -> tuple[float, ...]:
+    """:func:`_features_of` as a tuple, cached: a gate's complexity signal and its text probe (and a
+    trained router in the same pipeline) all read the same query's cheap features."""
+    return tuple(_features_of(text).values())
+
+
 def cheap_features(texts: Sequence[str]) -> np.ndarray:
     """A float32 ``(len(texts), len(CHEAP_FEATURE_NAMES))`` matrix of the cheap features."""
     out = np.zeros((len(texts), len(CHEAP_FEATURE_NAMES)), dtype=np.float32)
     for row, text in enumerate(texts):
-        out[row] = list(_features_of(text).values())
+        out[row] = _feature_row(text)
     return out
 
 
