@@ -292,7 +292,7 @@ def test_every_registered_entry_resolves():
     from ragroute import registry
 
     registries = [value for value in vars(registry).values() if isinstance(value, Registry)]
-    assert len(registries) == 9
+    assert len(registries) == 10
     for reg in registries:
         for name in reg.names():
             assert reg.get(name) is not None, f"{reg.kind} {name}"
@@ -313,3 +313,21 @@ def test_contexts_with_different_filters_are_searched_per_filter_set(hashing_enc
         assert {h.metadata["topic"] for h in results[2]} == {"it"}
         assert len({h.metadata["topic"] for h in results[1]}) > 1
     assert [hits[0].text for hits in search_contexts(plain, contexts, 5)] == [c.text for c in contexts]
+
+
+def test_always_adds_routes_to_every_selection_that_retrieves(hashing_encoder, small_docs):
+    sources = _sources(hashing_encoder, small_docs)
+    router = FixedRouter({"astro": 0.7, "cook": 0.3, "it": 0.0})
+    pipeline = pipeline_from_settings(
+        sources, {"max_routes": 1, "always": ["it"], "fusion": "rrf"}, encoder=hashing_encoder, router=router
+    )
+    result = pipeline.retrieve("telescope", k=3)
+    assert result.decision.chosen == ["astro", "it"]
+    assert {h.source for h in result.hits} <= {"astro", "it"}
+    nowhere = FixedRouter({"astro": 0.1, "none": 0.9})
+    gated = pipeline_from_settings(sources, {"always": ["it"]}, encoder=hashing_encoder, router=nowhere)
+    assert gated.retrieve("hello", k=3).decision.chosen == ["none"]
+    with pytest.raises(RagrouteError, match="'always' names space, which are not sources"):
+        pipeline_from_settings(sources, {"always": ["space"]}, encoder=hashing_encoder, router=router)
+    with pytest.raises(RagrouteError, match="must be a list"):
+        pipeline_from_settings(sources, {"always": "it"}, encoder=hashing_encoder, router=router)

@@ -17,8 +17,10 @@ Rows, all macro nDCG@10 over the collections:
   pipeline (:func:`~ragroute.pipeline.build.pipeline_from_settings`) over the
   query's collection: ``dataset`` (the expert best on the collection's training
   queries), ``pilot-nearest`` / ``pilot-mean`` (pilot embeddings), ``quality``
-  (predicted nDCG per expert), each top-1, and ``*-mix`` (the top experts by
-  routing probability, fused with the shipped selection and fusion);
+  (predicted nDCG per expert), each top-1, ``*+generalists`` (the router's top
+  expert fused by RRF with the base model and BM25, selection option
+  ``always``), and ``*-mix`` (the top experts by routing probability, fused with
+  the shipped selection and fusion);
 * ``dataset_oracle`` (the best expert per collection, chosen on the reported
   queries) and ``instance_oracle`` (the best expert per query): upper bounds.
 
@@ -52,6 +54,8 @@ from ragroute.route.pilot import PilotRouter
 
 TOP1 = {"max_routes": 1}
 MIX = {"route_weights": "probability"}
+# the specialist a router picks, fused with the generalists (the base model and BM25) on equal terms
+WITH_GENERALISTS = {"max_routes": 1, "always": ["base", "bm25"], "fusion": "rrf"}
 FUSE_ALL = {"threshold": 0.0, "fusion": "rrf"}
 
 BASELINES_REFERENCE = {
@@ -313,7 +317,9 @@ def run_experts_bench(
             for kind in ROUTER_KINDS:
                 fits[kind].append((fit_router(kind, train, train_labels, encoder), test_rows))
     for kind in ROUTER_KINDS:
-        variants = {kind: TOP1} if kind == "dataset" else {kind: TOP1, f"{kind}-mix": {**MIX, **(mix or {})}}
+        variants = {kind: TOP1, f"{kind}+generalists": WITH_GENERALISTS}
+        if kind != "dataset":
+            variants[f"{kind}-mix"] = {**MIX, **(mix or {})}
         for name, settings in variants.items():
             detail = score_router(data, fits[kind], settings, encoder)
             report["routers"][name] = detail["ndcg@10"]

@@ -33,7 +33,13 @@ def router_keys() -> set[str]:
 
 def routing_options(settings: Mapping[str, Any], where: str = "") -> RoutingOptions:
     """Selection and fusion options from a ``router:`` mapping (defaults for what it omits)."""
-    options = RoutingOptions(**{k: settings[k] for k in SELECTION_KEYS if settings.get(k) is not None})
+    values = {k: settings[k] for k in SELECTION_KEYS if settings.get(k) is not None}
+    if "always" in values:
+        always = values["always"]
+        if isinstance(always, str) or not all(isinstance(name, str) for name in always):
+            raise RagrouteError(f"{where}: 'always' must be a list of source names")
+        values["always"] = tuple(always)
+    options = RoutingOptions(**values)
     FUSIONS.check(str(options.fusion), where)
     if options.route_weights not in ("even", "probability"):
         raise RagrouteError(
@@ -86,6 +92,12 @@ def pipeline_from_settings(
     # a router may suggest selection defaults (a fixed router queries all its routes); settings win
     given = {key: value for key, value in settings.items() if value is not None}
     options = routing_options({**getattr(router, "selection_defaults", {}), **given}, where)
+    unknown = sorted(set(options.always) - {s.name for s in sources} - {p.name for p in problems})
+    if unknown:
+        raise RagrouteError(
+            f"{where}: 'always' names {', '.join(unknown)}, which are not sources "
+            f"({', '.join(s.name for s in sources)})"
+        )
     pipeline = Pipeline(
         sources,
         router,

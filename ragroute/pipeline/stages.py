@@ -72,7 +72,9 @@ class RoutingOptions:
     when the router is sure). ``fusion`` names a registered fusion method;
     ``route_weights`` is ``even`` or ``probability`` (weight each route's list by
     its probability; the default ``calibrated`` fusion uses the probabilities
-    itself); ``depth`` is the number of hits read per route (default k).
+    itself); ``depth`` is the number of hits read per route (default k); ``always``
+    names routes queried on top of the selection for every query that retrieves
+    (e.g. generalist experts beside the specialist a router picks).
 
     The defaults were chosen on Glasgow dev (cross-validated routers, dense and
     hybrid sources): calibrated fusion never scored below querying the top route
@@ -85,6 +87,7 @@ class RoutingOptions:
     depth: int | None = None
     route_weights: str = "even"
     hedge_below: float | None = None
+    always: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- stages
@@ -180,6 +183,8 @@ class RouteStage:
         chosen = select_routes(
             probs, threshold=options.threshold, max_routes=options.max_routes, hedge_below=options.hedge_below
         )
+        if options.always and chosen != [NONE_ROUTE]:
+            chosen += [name for name in options.always if name not in chosen]
         unavailable = [name for name in chosen if name != NONE_ROUTE and name not in self._names]
         if unavailable:
             problems = {p.name: p.error for p in self.problems}
@@ -194,6 +199,7 @@ class RouteStage:
                     "threshold": options.threshold,
                     "max_routes": options.max_routes,
                     "hedge_below": options.hedge_below,
+                    **({"always": list(options.always)} if options.always else {}),
                     "chosen": chosen,
                 },
             )
