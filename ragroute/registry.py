@@ -10,6 +10,9 @@ one :meth:`Registry.register` call from user code).
 What each registry's entries are:
 
 * ``INDEX_KINDS``: classes with ``read(snapshot, encoder, name)`` (artifact family ``index``);
+* ``SOURCE_KINDS``: ``open(request) -> OpenedSource`` per kind of routing-config source
+  (``index`` folders, ``llamaindex`` / ``langchain`` / ``python`` factories; see
+  :mod:`ragroute.route.source_kinds`);
 * ``ROUTERS``: ``factory(settings, build_context) -> Router`` (see :mod:`ragroute.route.factories`);
 * ``FUSIONS``: ``fuse(results, weights=..., limit=..., **options) -> list[Hit]``;
 * ``RERANKERS`` / ``GATES``: ``factory(settings, build_context)`` returning a pipeline stage;
@@ -88,6 +91,16 @@ INDEX_KINDS = Registry(
         "dense": "ragroute.index.dense:DenseIndex",
         "hybrid": "ragroute.index.hybrid:HybridIndex",
         "graph": "ragroute.graph.index:GraphIndex",
+    },
+)
+
+SOURCE_KINDS = Registry(
+    "source kind",
+    {
+        "index": "ragroute.route.source_kinds:index",
+        "llamaindex": "ragroute.route.source_kinds:llamaindex",
+        "langchain": "ragroute.route.source_kinds:langchain",
+        "python": "ragroute.route.source_kinds:python",
     },
 )
 

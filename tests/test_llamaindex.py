@@ -1,15 +1,21 @@
-"""LLM routing with a scripted LLM, and the LlamaIndex retrievers inside a query engine."""
+"""LLM routing with a scripted LLM; the LlamaIndex retrievers (top k, async, embeddings, metadata) and
+LlamaIndex retrievers as ragroute sources, in code and from a routing config."""
 
 import asyncio
+import json
+import time
 
 import pytest
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import QueryBundle
 
+from ragroute.errors import RagrouteError
 from ragroute.index.build import build_index
-from ragroute.integrations.llamaindex import IndexLlamaRetriever, RoutedLlamaRetriever
+from ragroute.integrations.llamaindex import IndexLlamaRetriever, LlamaRetrieverAdapter, RoutedLlamaRetriever
 from ragroute.pipeline import Pipeline
+from ragroute.pipeline.build import pipeline_from_settings
 from ragroute.route.knn import KnnRouter
 from ragroute.route.llm import LlmRouter, UnknownRouteLabel
 from ragroute.route.sources import Source
@@ -77,15 +83,313 @@ def test_routed_retriever_in_query_engine(sources):
     assert nodes and all(n.node.metadata["source"] == "astro" for n in nodes)
     assert all(n.node.node_id.startswith("astro:") for n in nodes)
     assert nodes[0].node.metadata["route_probability"] == pytest.approx(0.9)
-    assert nodes[0].node.metadata["decision"]["chosen"] == ["astro"]
-    assert "decision" not in nodes[0].node.get_content(metadata_mode="llm")
+    assert "decision" not in nodes[0].node.metadata  # kept once, on the retriever
+    assert retriever.decision_of(nodes[0]) is retriever.last_decision
+    assert retriever.last_decision.chosen == ["astro"]
     engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
     response = engine.query("galaxy orbit")
     assert response.source_nodes and response.source_nodes[0].node.metadata["source"] == "astro"
     assert retriever.last_decision.chosen == ["astro"]
+    assert retriever.decision_of(response.source_nodes[0]) is retriever.last_decision
+    assert retriever.decision_of(nodes[0]) is not retriever.last_decision  # each query its own
 
 
 def test_index_retriever_async(sources):
     retriever = IndexLlamaRetriever(sources[1].retriever, k=2)
     nodes = asyncio.run(retriever.aretrieve("flour yeast"))
     assert len(nodes) == 2 and nodes[0].node.metadata["source"] == "cook"
+
+
+# --------------------------------------------------------------------------- LlamaIndex conventions
+
+
+def test_similarity_top_k_with_k_as_alias(sources):
+    routed = pipeline_from_settings(sources, {"kind": "fixed", "fusion": "rrf"}, encoder=None)
+    retriever = RoutedLlamaRetriever(routed, similarity_top_k=2)
+    assert len(retriever.retrieve("galaxy flour vpn")) == 2 and retriever.k == 2
+    retriever.similarity_top_k = 7
+    assert len(retriever.retrieve("galaxy flour vpn")) == 7
+    retriever.k = 4
+    assert retriever.similarity_top_k == 4 and len(retriever.retrieve("galaxy flour vpn")) == 4
+    assert len(RoutedLlamaRetriever(routed, k=3).retrieve("galaxy")) == 3
+    assert len(RoutedLlamaRetriever(routed).retrieve("galaxy")) == 5  # LlamaIndex-like default
+    with pytest.raises(RagrouteError, match="similarity_top_k=2 and k=3 disagree"):
+        RoutedLlamaRetriever(routed, similarity_top_k=2, k=3)
+    with pytest.raises(RagrouteError, match="must be >= 1"):
+        RoutedLlamaRetriever(routed, similarity_top_k=0)
+    index = sources[1].retriever
+    assert len(IndexLlamaRetriever(index, similarity_top_k=3).retrieve("flour")) == 3
+    assert len(IndexLlamaRetriever(sources[1], similarity_top_k=6).retrieve("flour")) == 6  # a Source too
+
+
+class SleepyIndex:
+    """A ragroute retriever whose every search sleeps ``delay`` seconds (like a remote store)."""
+
+    def __init__(self, index, delay: float = 0.2):
+        self.index, self.delay, self.name = index, delay, index.name
+
+    def search_many(self, queries, k=10, *, filters=None):
+        time.sleep(self.delay)
+        return self.index.search_many(queries, k, filters=filters)
+
+
+def _timed(coroutine_factory) -> float:
+    async def run():
+        start = time.perf_counter()
+        await coroutine_factory()
+        return time.perf_counter() - start
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["routed", "index"])
+def test_concurrent_aretrieve_overlaps_and_does_not_block_the_loop(sources, kind):
+    slow = SleepyIndex(sources[0].retriever, delay=0.2)
+    if kind == "routed":
+        pipeline = pipeline_from_settings([Source("astro", slow)], {"kind": "fixed"}, encoder=None)
+        retriever = RoutedLlamaRetriever(pipeline, similarity_top_k=3)
+    else:
+        retriever = IndexLlamaRetriever(slow, similarity_top_k=3)
+    one = _timed(lambda: retriever.aretrieve("galaxy telescope"))
+    two = _timed(lambda: asyncio.gather(retriever.aretrieve("galaxy"), retriever.aretrieve("comet orbit")))
+    assert one >= 0.2 and two < 1.5 * one, (one, two)
+
+    async def ticking_while_retrieving():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        nodes = await retriever.aretrieve("galaxy")
+        task.cancel()
+        return nodes, ticks
+
+    nodes, ticks = asyncio.run(ticking_while_retrieving())
+    assert len(nodes) == 3 and ticks >= 5  # the loop ran other tasks during the 0.2 s search
+
+
+def test_concurrent_queries_get_the_answers_of_sequential_ones(sources, hashing_encoder):
+    """The pipeline, its router and its indexes are shared by the worker threads of aretrieve."""
+    routed = pipeline_from_settings(sources, {"kind": "prototype", "max_routes": 2}, encoder=hashing_encoder)
+    retriever = RoutedLlamaRetriever(routed, similarity_top_k=4)
+    queries = [
+        "galaxy telescope",
+        "flour oven",
+        "vpn password",
+        "comet bread",
+        "printer star",
+        "knife email",
+    ] * 3
+    sequential = [[(n.node.node_id, n.score) for n in retriever.retrieve(q)] for q in queries]
+
+    async def concurrently():
+        return await asyncio.gather(*(retriever.aretrieve(q) for q in queries))
+
+    results = asyncio.run(concurrently())
+    assert [[(n.node.node_id, n.score) for n in nodes] for nodes in results] == sequential
+    for query, nodes in zip(queries, results):  # each node names its own query's decision
+        decision = retriever.decision_of(nodes[0])
+        assert nodes[0].node.metadata["source"] in decision.chosen, query
+
+
+def test_a_query_bundle_embedding_is_used_instead_of_encoding(sources, hashing_encoder):
+    routed = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    retriever = RoutedLlamaRetriever(routed, similarity_top_k=3)
+    query = "galaxy telescope orbit"
+    embedding = hashing_encoder.encode_queries([query])[0].tolist()
+    calls = hashing_encoder.calls
+    with_embedding = retriever.retrieve(QueryBundle(query, embedding=embedding))
+    assert hashing_encoder.calls == calls  # neither the router nor the dense search encoded it
+    plain = retriever.retrieve(query)
+    assert hashing_encoder.calls == calls + 1
+    assert [n.node.node_id for n in with_embedding] == [n.node.node_id for n in plain]
+    assert retriever.last_decision.chosen == ["astro"]
+    # an embedding of another dimension (another model) is ignored: the query is encoded
+    retriever.retrieve(QueryBundle(query, embedding=[0.1] * 8))
+    assert hashing_encoder.calls == calls + 2
+    # a plain dense index too
+    index = IndexLlamaRetriever(sources[0].retriever, similarity_top_k=2)
+    assert len(index.retrieve(QueryBundle(query, embedding=embedding))) == 2
+    assert hashing_encoder.calls == calls + 2
+
+
+def test_node_metadata_is_small_and_split_between_llm_and_bookkeeping(sources):
+    routed = pipeline_from_settings(sources, {"kind": "fixed", "fusion": "rrf"}, encoder=None)
+    retriever = RoutedLlamaRetriever(routed, similarity_top_k=4)
+    nodes = retriever.retrieve("galaxy bread")
+    node = nodes[0].node
+    hidden = {
+        "source",
+        "doc_id",
+        "rank",
+        "modality",
+        "parent_id",
+        "route_probability",
+        "decision_id",
+        "explain",
+    }
+    assert hidden <= set(node.metadata) and set(node.metadata) - hidden == {"title", "topic"}
+    assert set(node.excluded_llm_metadata_keys) == set(node.excluded_embed_metadata_keys) == hidden
+    for mode in ("llm", "embed"):
+        shown = node.get_content(metadata_mode=mode)
+        assert f"title: {node.metadata['title']}" in shown and "topic: " in shown
+        for key in hidden:
+            assert f"{key}: " not in shown, (mode, key)
+    assert len(json.dumps(node.metadata)) < 600  # no decision trace copied into nodes
+    decision = retriever.decision_of(nodes[0])
+    assert decision is retriever.last_decision and set(decision.chosen) == {"astro", "cook", "it"}
+    assert len({n.node.metadata["decision_id"] for n in nodes}) == 1
+
+
+# --------------------------------------------------------------------------- LlamaIndex retrievers as sources
+
+
+@pytest.fixture
+def vector_index(hashing_encoder, small_docs):
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import TextNode
+
+    from ragroute.integrations.llamaindex_embedding import EncoderEmbedding
+
+    nodes = [
+        TextNode(id_=f"li-{d.id}", text=d.text, metadata={"title": d.title, **d.metadata})
+        for d in small_docs
+        if d.metadata["topic"] == "cook"
+    ]
+    return VectorStoreIndex(nodes, embed_model=EncoderEmbedding(hashing_encoder))
+
+
+def test_a_llamaindex_index_or_retriever_as_a_ragroute_source(sources, vector_index):
+    adapter = LlamaRetrieverAdapter(vector_index, name="recipes")
+    hits = adapter.search("flour bread oven", 3)
+    assert len(hits) == 3 and all(h.doc_id.startswith("li-cook-") and h.source == "recipes" for h in hits)
+    assert [h.rank for h in hits] == [1, 2, 3] and hits[0].score >= hits[1].score >= hits[2].score
+    assert hits[0].title.startswith("cook ") and hits[0].metadata == {"topic": "cook"}
+    assert len(adapter.search("flour", 7)) == 7  # k per call
+    assert len(adapter.documents) == 10  # from the index's docstore, for prototype routers
+    assert [h.metadata["topic"] for h in adapter.search("flour", 4, filters={"topic": "astro"})] == []
+
+    retriever = vector_index.as_retriever(similarity_top_k=2)
+    from_retriever = LlamaRetrieverAdapter(retriever, name="recipes")
+    assert len(from_retriever.search("flour", 5)) == 5 and retriever.similarity_top_k == 2  # not changed
+    assert [h.doc_id for h in from_retriever.search("flour", 3)] == [
+        h.doc_id for h in adapter.search("flour", 3)
+    ]
+
+    mixed = [sources[0], Source("recipes", adapter, description="recipes")]
+    pipeline = pipeline_from_settings(
+        mixed, {"kind": "prototype"}, encoder=sources[0].retriever.dense.encoder
+    )
+    result = pipeline.retrieve("flour yeast oven bread", k=4)
+    assert result.decision.chosen[0] == "recipes" and result.hits[0].source == "recipes"
+    assert result.hits[0].doc_id.startswith("li-cook-")
+    with pytest.raises(RagrouteError, match="not a LlamaIndex retriever or index"):
+        LlamaRetrieverAdapter(object())
+
+
+def test_round_trip_ragroute_index_through_llamaindex_and_back(sources):
+    index = sources[1].retriever
+    adapter = LlamaRetrieverAdapter(IndexLlamaRetriever(index, similarity_top_k=2), name="cook")
+    back = adapter.search("flour bread butter", 4)
+    direct = index.search("flour bread butter", 4)
+    assert [h.doc_id for h in back] == [h.doc_id for h in direct]
+    assert [h.score for h in back] == pytest.approx([h.score for h in direct])
+    assert back[0].metadata == {"topic": "cook"} and back[0].title == direct[0].title
+    routed = RoutedLlamaRetriever(
+        pipeline_from_settings(sources, {"kind": "fixed"}, encoder=None), similarity_top_k=3
+    )
+    outer = pipeline_from_settings(
+        [Source("inner", LlamaRetrieverAdapter(routed))], {"kind": "fixed"}, encoder=None
+    )
+    hits = outer.retrieve("flour galaxy", k=3).hits
+    assert len(hits) == 3 and all(h.source == "inner" for h in hits)
+    assert {h.doc_id.split("-")[0] for h in hits} <= {"astro", "cook", "it"}
+
+
+# --------------------------------------------------------------------------- external sources in a config
+
+FACTORIES = """
+from llama_index.core import VectorStoreIndex
+from llama_index.core.schema import TextNode
+
+from ragroute.integrations.llamaindex_embedding import EncoderEmbedding
+from ragroute.types import Hit
+from conftest import HashingEncoder
+
+
+class Faq:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def search_many(self, queries, k=10, *, filters=None):
+        return [[Hit("faq-1", 1.0, text=self.answer)] for _ in queries]
+
+
+def make_faq(answer="ask the help desk"):
+    return Faq(answer)
+
+
+def make_index(words):
+    nodes = [TextNode(id_=f"w{i}", text=w) for i, w in enumerate(words)]
+    return VectorStoreIndex(nodes, embed_model=EncoderEmbedding(HashingEncoder()))
+
+
+def broken():
+    raise ConnectionError("store unreachable")
+"""
+
+
+def test_routing_config_with_python_and_llamaindex_sources(tmp_path, hashing_encoder, small_docs):
+    from ragroute.index.io import save_index
+    from ragroute.route.config import load_routing
+
+    save_index(build_index(small_docs, "dense", encoder=hashing_encoder, name="all"), tmp_path / "all")
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    config = {
+        "sources": {
+            "all": {"index": "all"},
+            "faq": {"kind": "python", "factory": "factories.py:make_faq", "options": {"answer": "reboot"}},
+            "words": {
+                "kind": "llamaindex",
+                "factory": "factories.py:make_index",
+                "options": {"words": ["galaxy star", "bread oven", "vpn laptop"]},
+                "corpus": "words",
+            },
+            "down": {"kind": "python", "factory": "factories.py:broken"},
+            "gone": {"kind": "python", "factory": "nowhere.py:make"},
+            "plain": {"kind": "llamaindex", "factory": "factories.py:make_faq"},
+        },
+        "router": {"kind": "fixed", "fusion": "rrf"},
+    }
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    pipeline = load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
+    assert [s.name for s in pipeline.sources] == ["all", "faq", "words"]
+    assert pipeline.sources[2].metadata == {"corpus": "words"}
+    problems = {p.name: p.error for p in pipeline.problems}
+    assert "ConnectionError: store unreachable" in problems["down"]
+    assert "factory file" in problems["gone"] and "does not exist" in problems["gone"]
+    assert "not a LlamaIndex retriever or index" in problems["plain"]
+    result = pipeline.retrieve("galaxy star", k=6)
+    by_source: dict = {}
+    for hit in result.hits:
+        by_source.setdefault(hit.source, hit)  # each source's best
+    assert set(by_source) == {"all", "faq", "words"}
+    assert by_source["faq"].text == "reboot" and by_source["words"].doc_id == "w0"
+
+    def refused(entry, match):
+        (tmp_path / "r.yaml").write_text(json.dumps({**config, "sources": {"x": entry}}))
+        with pytest.raises(RagrouteError, match=match):
+            load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
+
+    refused(
+        {"kind": "lamaindex", "factory": "factories.py:make_faq"},
+        "source 'x': unknown source kind 'lamaindex': registered ones are index, llamaindex, langchain, py",
+    )
+    refused({"kind": "python"}, "source 'x' \\(kind python\\) needs 'factory'")
+    refused({"kind": "python", "factory": "make_faq"}, "is not 'package.module:function'")
+    refused({"kind": "python", "factory": "f.py:g", "index": "all"}, "unknown key\\(s\\) index")
+    refused({"description": "no index"}, "source 'x' \\(kind index\\) needs 'index'")

@@ -4,18 +4,20 @@
   decides per query; ``retrieve`` searches the wrapped retriever (a
   :class:`~ragroute.pipeline.Pipeline` or any ragroute retriever) with the gate's depth,
   ``answer`` / ``stop`` return no nodes (the LLM answers from its own knowledge).
-  ``last_decision`` is the gate's decision; every node's metadata carries it.
+  ``last_decision`` is the gate's decision (every node's metadata carries it, hidden from the
+  LLM); ``last_routing`` the routing decision of a routed retriever.
 * :class:`StepwiseLlamaRetriever`: runs a
   :class:`~ragroute.gate.controller.StepwiseController` and returns the run's evidence
   (the steps' hits interleaved, top ``k``) as nodes; ``last_result`` holds the whole run
   (steps, gate decisions, trace, the planner's answer).
 
-Both plug into a ``RetrieverQueryEngine`` like any LlamaIndex retriever; node ids are
-``SOURCE:DOC_ID`` (see :mod:`ragroute.integrations.llamaindex`).
+Both plug into a ``RetrieverQueryEngine`` like any LlamaIndex retriever and search in a worker
+thread under ``aretrieve``; node ids are ``SOURCE:DOC_ID`` (see :mod:`ragroute.integrations.llamaindex`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from llama_index.core.retrievers import BaseRetriever
@@ -25,6 +27,7 @@ from ragroute.context import QueryContext
 from ragroute.index.base import search_contexts
 from ragroute.integrations.llamaindex import hit_to_node
 from ragroute.pipeline.stages import GateDecision
+from ragroute.types import Decision
 
 
 class GatedLlamaRetriever(BaseRetriever):
@@ -36,11 +39,13 @@ class GatedLlamaRetriever(BaseRetriever):
         self.retriever = retriever
         self.k = k
         self.last_decision: GateDecision | None = None
+        self.last_routing: Decision | None = None
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = QueryContext.of(query_bundle.query_str)
         decision = self.gate.gate_many([context])[0]
         self.last_decision = decision
+        self.last_routing = None
         if decision.action != "retrieve":
             return []
         k = decision.depth or self.k
@@ -49,6 +54,7 @@ class GatedLlamaRetriever(BaseRetriever):
             hits, routed = result.hits, result.decision
         else:
             hits, routed = search_contexts(self.retriever, [context], k)[0], None
+        self.last_routing = routed
         gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
         nodes = []
         for hit in hits:
@@ -60,7 +66,7 @@ class GatedLlamaRetriever(BaseRetriever):
         return nodes
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._retrieve(query_bundle)
+        return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
 class StepwiseLlamaRetriever(BaseRetriever):
@@ -84,4 +90,4 @@ class StepwiseLlamaRetriever(BaseRetriever):
         return nodes
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._retrieve(query_bundle)
+        return await asyncio.to_thread(self._retrieve, query_bundle)

@@ -10,6 +10,10 @@ Example (``corpora/routing.yaml``)::
         description: Articles on astronomy and astrophysics.
         modality: text
         granularity: section
+      wiki:                           # or a retriever made in Python (ragroute.route.source_kinds):
+        kind: llamaindex              # llamaindex | langchain | python (ragroute.registry.SOURCE_KINDS)
+        factory: my_rag.wiki:make_retriever   # or a file beside this config: retrievers.py:make
+        options: {top: 3}             # keyword arguments of the factory
     # ...or take names, descriptions, modalities and granularities from corpus definitions,
     # with one index per corpus under index_dir:
     corpora: corpora.yaml
@@ -30,9 +34,10 @@ Example (``corpora/routing.yaml``)::
     signals: {...}                    # optional policy, see ragroute.route.Policy
     rules: [...]
 
-Unknown keys anywhere are refused with the list of known ones. A source whose
-index is missing or broken does not stop loading: it is left out and reported in
-every decision (``unavailable_sources``).
+Unknown keys anywhere are refused with the list of known ones, an unknown source
+``kind:`` with the registered ones. A source whose index is missing or broken (or
+whose factory cannot be imported or fails) does not stop loading: it is left out
+and reported in every decision (``unavailable_sources``).
 """
 
 from __future__ import annotations
@@ -61,7 +66,6 @@ _TOP_KEYS = {
     "rules",
     "llm",  # the LLM `ragroute ask` plans and answers with (ragroute.llm.settings)
 }
-_SOURCE_KEYS = {"index", "expert", "corpus", "description", "modality", "granularity"}
 
 
 @dataclass
@@ -116,47 +120,37 @@ def _sources_from_corpora(path: Path, data: dict[str, Any]) -> dict[str, dict[st
 
 
 def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], list[SourceProblem]]:
-    """Load every source's index; broken ones become :class:`SourceProblem` s instead of errors."""
-    from ragroute.index.io import load_index
+    """Open every source through its kind (``SOURCE_KINDS``; ``index`` by default): broken ones
+    become :class:`SourceProblem` s instead of errors; unknown kinds and keys are refused."""
+    from ragroute.registry import SOURCE_KINDS
+    from ragroute.route.source_kinds import SourceRequest, check_entry
 
     sources, problems = [], []
-    opened: dict[Path, Any] = {}  # one index per folder, shared by the experts that search it
+    shared: dict[Any, Any] = {}  # one index per folder, shared by the experts that search it
     for name, entry in config.data["sources"].items():
-        if not isinstance(entry, dict) or "index" not in entry:
-            raise RagrouteError(f"{config.path}: source {name!r} needs an 'index' directory")
-        unknown = sorted(set(entry) - _SOURCE_KEYS)
-        if unknown:
-            raise RagrouteError(f"{config.path}: source {name!r} has unknown key(s) {', '.join(unknown)}")
+        if not isinstance(entry, dict):
+            raise RagrouteError(f"{config.path}: source {name!r} needs an 'index' directory or a 'kind:'")
+        request = SourceRequest(config.path, str(name), entry, encoder, shared)
+        kind = SOURCE_KINDS.check(str(entry.get("kind") or "index"), request.where)
+        opener = SOURCE_KINDS.get(kind)
+        check_entry(request, kind, opener)
         try:
-            folder = config.resolve(entry["index"])
-            if folder not in opened:
-                opened[folder] = load_index(folder, encoder, name=str(name))
-            index = opened[folder]
-            if entry.get("expert"):
-                index = _expert_view(config, index, str(entry["expert"]), encoder)
+            opened = opener(request)
         except RagrouteError as exc:
             problems.append(SourceProblem(str(name), str(exc)))
             continue
         sources.append(
             Source(
                 str(name),
-                index,
+                opened.retriever,
                 description=str(entry.get("description", "")).strip(),
                 modality=entry.get("modality", "text"),
                 granularity=entry.get("granularity", "document"),
                 # sources over one index (or naming one corpus) hold the same documents: fusion merges them
-                metadata={"corpus": str(entry.get("corpus") or folder)},
+                metadata={"corpus": opened.corpus},
             )
         )
     return sources, problems
-
-
-def _expert_view(config: RoutingConfig, index: Any, expert: str, encoder: Any) -> Any:
-    """``index`` searched with the query-side expert at ``expert`` (``ragroute expert train``)."""
-    from ragroute.experts.encoder import load_expert_encoder
-    from ragroute.experts.expert_set import adapter_view
-
-    return adapter_view(index, load_expert_encoder(config.resolve(expert), encoder))
 
 
 def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None = None) -> Pipeline:

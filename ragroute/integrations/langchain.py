@@ -1,0 +1,222 @@
+"""LangChain retrievers backed by ragroute, and LangChain retrievers as ragroute sources.
+
+Needs the ``langchain`` extra (``pip install 'ragroute[langchain]'``: ``langchain-core``); this is
+the only module that imports it.
+
+* :class:`RoutedLangChainRetriever`: a ``langchain_core`` ``BaseRetriever`` that routes each query
+  with a :class:`~ragroute.pipeline.Pipeline`;
+* :class:`IndexLangChainRetriever`: one over a plain ragroute index, source or retriever;
+* :class:`LangChainRetrieverAdapter`: any LangChain retriever as a ragroute retriever, so it can be
+  a :class:`~ragroute.route.sources.Source` that ragroute routes to and fuses with others.
+
+Returned ``Document`` s carry small metadata: ``doc_id``, ``source``, ``score`` (plus ``title``,
+``route_probability`` and ``decision_id`` when there are any, and the document's own scalar
+fields); their ``id`` is ``SOURCE:DOC_ID``. The routing decision is kept once per query on the
+retriever (``last_decision``, or ``decision_of(document)`` under concurrency). ``ainvoke`` runs
+the search in a worker thread, so concurrent queries overlap and the event loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document as LangChainDocument
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.index.base import search_contexts
+from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata
+from ragroute.route.sources import Source
+from ragroute.types import Decision, Document, Hit
+
+_RAGROUTE_KEYS = ("doc_id", "source", "score", "title", "route_probability", "decision_id")
+_SCORE_KEYS = ("score", "relevance_score", "similarity", "_similarity_score")
+
+
+def hit_to_document(
+    hit: Hit, decision: Decision | None = None, *, decision_id: str = ""
+) -> LangChainDocument:
+    """A LangChain document for one hit, with small metadata (see the module's docstring)."""
+    metadata: dict[str, Any] = {
+        **scalar_metadata(hit.metadata),  # the document's own fields first: ragroute's keys win
+        "doc_id": hit.doc_id,
+        "source": hit.source,
+        "score": float(hit.score),
+    }
+    if hit.title:
+        metadata["title"] = hit.title
+    if decision is not None:
+        metadata["route_probability"] = float(decision.routes.get(hit.source, 0.0))
+    if decision_id:
+        metadata["decision_id"] = decision_id
+    return LangChainDocument(
+        page_content=hit.text,
+        metadata=metadata,
+        id=f"{hit.source}:{hit.doc_id}" if hit.source else hit.doc_id,
+    )
+
+
+class _RagrouteRetriever(BaseRetriever):
+    """What both retrievers share: ``k``, ``filters`` and searching in a thread under ``ainvoke``."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    k: int = Field(default=5, ge=1, description="Documents returned per query.")
+    filters: dict[str, Any] | None = Field(default=None, description="ragroute metadata filters.")
+
+    def _search(self, query: str) -> list[LangChainDocument]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _context(self, query: str) -> QueryContext:
+        return QueryContext.of(query, filters=dict(self.filters) if self.filters else None)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[LangChainDocument]:
+        return self._search(query)
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[LangChainDocument]:
+        return await asyncio.to_thread(self._search, query)
+
+
+class RoutedLangChainRetriever(_RagrouteRetriever):
+    """A LangChain retriever that routes with a ragroute pipeline: ``RoutedLangChainRetriever(p, k=5)``.
+
+    ``last_decision`` is the decision of the latest query; with concurrent queries, read a
+    document's own with :meth:`decision_of` (the last ``keep_decisions`` are kept).
+    """
+
+    pipeline: Any = Field(description="A ragroute Pipeline (anything with retrieve_contexts).")
+    keep_decisions: int = Field(default=128, ge=1)
+    _decisions: DecisionLog = PrivateAttr()
+
+    def __init__(self, pipeline: Any = None, /, **kwargs: Any) -> None:
+        if pipeline is not None:
+            kwargs["pipeline"] = pipeline
+        super().__init__(**kwargs)
+        self._decisions = DecisionLog(self.keep_decisions)
+
+    @property
+    def last_decision(self) -> Decision | None:
+        return self._decisions.last
+
+    def decision_of(self, document: LangChainDocument) -> Decision | None:
+        """The decision of the query that returned ``document`` (if still kept)."""
+        return self._decisions.get(str(document.metadata.get("decision_id", "")))
+
+    def _search(self, query: str) -> list[LangChainDocument]:
+        result = self.pipeline.retrieve_contexts([self._context(query)], self.k)[0]
+        decision_id = self._decisions.record(result.decision)
+        return [hit_to_document(hit, result.decision, decision_id=decision_id) for hit in result.hits]
+
+
+class IndexLangChainRetriever(_RagrouteRetriever):
+    """A LangChain retriever over one ragroute index, source or retriever (no routing)."""
+
+    index: Any = Field(description="A ragroute index, Source, or anything with search_many.")
+
+    def __init__(self, index: Any = None, /, **kwargs: Any) -> None:
+        if index is not None:
+            kwargs["index"] = index
+        super().__init__(**kwargs)
+
+    def _search(self, query: str) -> list[LangChainDocument]:
+        context = self._context(query)
+        if isinstance(self.index, Source):
+            hits = self.index.search_contexts([context], self.k)[0][0]
+        else:
+            hits = search_contexts(self.index, [context], self.k)[0]
+        return [hit_to_document(hit) for hit in hits]
+
+
+# --------------------------------------------------------------------------- LangChain -> ragroute
+
+
+def document_to_hit(document: LangChainDocument, rank: int, source: str = "") -> Hit:
+    """A ragroute hit for a LangChain document.
+
+    ``doc_id``: the ``doc_id`` metadata (documents from ragroute's own retrievers), else the
+    document's ``id``, its ``id`` metadata, or a hash of its text. ``score``: the first numeric
+    ``score`` / ``relevance_score`` / ``similarity`` metadata, else ``1/rank``.
+    """
+    metadata = dict(document.metadata or {})
+    doc_id = metadata.get("doc_id") or document.id or metadata.get("id")
+    if not doc_id:
+        doc_id = hashlib.sha1(document.page_content.encode("utf-8")).hexdigest()[:16]
+    raw = next(
+        (float(metadata[key]) for key in _SCORE_KEYS if isinstance(metadata.get(key), (int, float))),
+        None,
+    )
+    parent = metadata.get("parent_id")
+    return Hit(
+        doc_id=str(doc_id),
+        score=raw if raw is not None else 1.0 / rank,
+        source=source,
+        rank=rank,
+        text=document.page_content,
+        title=str(metadata.get("title") or ""),
+        metadata={k: v for k, v in scalar_metadata(metadata).items() if k not in _RAGROUTE_KEYS},
+        parent_id=str(parent) if parent else None,
+        modality=str(metadata.get("modality") or "text"),
+        explain={"langchain": {"rank": rank, "score": raw}},
+    )
+
+
+class LangChainRetrieverAdapter(ExternalRetriever):
+    """Any LangChain retriever as a ragroute retriever: ``Source("docs", LangChainRetrieverAdapter(r))``.
+
+    ``k`` is honoured per call where the retriever allows: a retriever that takes keyword
+    arguments (a vector store's ``as_retriever()``) gets ``k=k``; one with a ``k`` field a copy
+    with it set (one per ``k``); any other's documents are cut to ``k``. Several queries are
+    asked with ``retriever.batch`` (concurrently). ``documents`` (optional) are what
+    training-free routers build the source's prototype from.
+    """
+
+    framework = "langchain"
+
+    def __init__(
+        self, retriever: Any, *, name: str = "langchain", documents: Sequence[Document] = ()
+    ) -> None:
+        if not isinstance(retriever, BaseRetriever):
+            raise RagrouteError(
+                f"{type(retriever).__name__} is not a LangChain retriever (langchain_core BaseRetriever)"
+            )
+        super().__init__(name, documents)
+        self.target = retriever
+        self._by_k: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, k: int) -> tuple[Any, dict[str, Any]]:
+        """The retriever to ask for ``k`` documents and the keyword arguments to ask with."""
+        target = self.target
+        if getattr(target, "_expects_other_args", False):
+            return target, {"k": k}
+        if "k" not in type(target).model_fields:
+            return target, {}
+        with self._lock:
+            if k not in self._by_k:
+                self._by_k[k] = target.model_copy(update={"k": k})
+            return self._by_k[k], {}
+
+    def fetch(self, query: str, k: int) -> list[Hit]:
+        retriever, kwargs = self._call(k)
+        documents = retriever.invoke(query, **kwargs)
+        return [document_to_hit(d, rank, self.name) for rank, d in enumerate(documents[:k], 1)]
+
+    def fetch_many(self, queries: list[str], k: int) -> list[list[Hit]]:
+        if len(queries) < 2:
+            return [self.fetch(query, k) for query in queries]
+        retriever, kwargs = self._call(k)
+        return [
+            [document_to_hit(d, rank, self.name) for rank, d in enumerate(documents[:k], 1)]
+            for documents in retriever.batch(list(queries), **kwargs)
+        ]

@@ -1,0 +1,225 @@
+"""Source kinds of routing configs: how one ``sources:`` entry becomes a retriever.
+
+Each kind is registered in :data:`ragroute.registry.SOURCE_KINDS` as a function
+``open(request: SourceRequest) -> OpenedSource`` marked with :func:`source_kind` (the entry
+keys it reads, the ones it needs). An entry names its kind with ``kind:``; without one it is
+an ``index`` (today's ragroute index folders)::
+
+    sources:
+      manuals: {index: ../indexes/manuals}                     # kind: index
+      wiki:    {kind: llamaindex, factory: "my_rag.wiki:make_index", options: {top: 3}}
+      tickets: {kind: langchain, factory: "retrievers.py:tickets"}  # a file beside the config
+      search:  {kind: python, factory: "my_rag.search:make"}   # anything with search_many
+
+``factory:`` is ``module:attribute`` (importable) or ``FILE.py:attribute`` (relative to the
+config); it is called with ``options:`` as keyword arguments. ``llamaindex`` wants a LlamaIndex
+retriever or index (``VectorStoreIndex``), ``langchain`` a LangChain retriever, and ``python``
+takes either, or any object with ``search_many`` (a ragroute retriever). A factory that
+cannot be imported or fails leaves its source out, reported like a missing index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import RagrouteError
+
+#: keys every source entry may carry, whatever its kind
+COMMON_KEYS = frozenset({"kind", "corpus", "description", "modality", "granularity"})
+FACTORY_KEYS = frozenset({"factory", "options"})
+
+
+@dataclass
+class SourceRequest:
+    """One ``sources:`` entry being opened: where it is written and what it says."""
+
+    config_path: Path
+    name: str
+    entry: Mapping[str, Any]
+    encoder: Any = None
+    shared: dict[Any, Any] = field(default_factory=dict)  # shared by a config's sources (index folders)
+
+    @property
+    def where(self) -> str:
+        return f"{self.config_path}: source {self.name!r}"
+
+    def resolve(self, relative: str | Path) -> Path:
+        return (self.config_path.parent / str(relative)).resolve()
+
+
+@dataclass
+class OpenedSource:
+    """A source's retriever and the corpus its documents belong to (fusion merges hits by it)."""
+
+    retriever: Any
+    corpus: str
+
+
+def source_kind(
+    keys: Iterable[str], required: Iterable[str] = ()
+) -> Callable[[Callable[[SourceRequest], OpenedSource]], Callable[[SourceRequest], OpenedSource]]:
+    """Marks a source opener with the entry keys it reads (besides :data:`COMMON_KEYS`) and needs."""
+
+    def mark(opener: Callable[[SourceRequest], OpenedSource]) -> Callable[[SourceRequest], OpenedSource]:
+        opener.keys = frozenset(keys)  # type: ignore[attr-defined]
+        opener.required = frozenset(required)  # type: ignore[attr-defined]
+        return opener
+
+    return mark
+
+
+def check_entry(request: SourceRequest, kind: str, opener: Any) -> None:
+    """Refuse unknown or missing keys (one line naming the file, the source and the kind)."""
+    allowed = COMMON_KEYS | getattr(opener, "keys", FACTORY_KEYS)
+    unknown = sorted(set(request.entry) - allowed)
+    if unknown:
+        raise RagrouteError(
+            f"{request.where} has unknown key(s) {', '.join(unknown)}; "
+            f"a {kind} source takes {', '.join(sorted(allowed))}"
+        )
+    missing = sorted(set(getattr(opener, "required", ())) - set(request.entry))
+    if missing:
+        raise RagrouteError(f"{request.where} (kind {kind}) needs {', '.join(repr(m) for m in missing)}")
+    if "factory" in request.entry:
+        _split_reference(request)
+    options = request.entry.get("options")
+    if options is not None and not isinstance(options, Mapping):
+        raise RagrouteError(f"{request.where}: options must be a mapping of keyword arguments")
+
+
+# --------------------------------------------------------------------------- the kinds
+
+
+@source_kind({"index", "expert"}, required={"index"})
+def index(request: SourceRequest) -> OpenedSource:
+    """A ragroute index folder (``index:``), optionally searched through a query-side ``expert:``."""
+    from ragroute.index.io import load_index
+
+    folder = request.resolve(request.entry["index"])
+    if folder not in request.shared:  # one index per folder, shared by the experts that search it
+        request.shared[folder] = load_index(folder, request.encoder, name=request.name)
+    retriever = request.shared[folder]
+    if request.entry.get("expert"):
+        from ragroute.experts.encoder import load_expert_encoder
+        from ragroute.experts.expert_set import adapter_view
+
+        expert = load_expert_encoder(request.resolve(str(request.entry["expert"])), request.encoder)
+        retriever = adapter_view(retriever, expert)
+    # sources over one index (or naming one corpus) hold the same documents: fusion merges them
+    return OpenedSource(retriever, str(request.entry.get("corpus") or folder))
+
+
+@source_kind(FACTORY_KEYS, required={"factory"})
+def llamaindex(request: SourceRequest) -> OpenedSource:
+    """A LlamaIndex retriever or index returned by ``factory:``."""
+    from ragroute.integrations.adapters import framework_of
+
+    made = call_factory(request)
+    if framework_of(made) != "llamaindex":
+        raise RagrouteError(
+            f"{request.where}: factory returned {type(made).__name__}, not a LlamaIndex retriever or index"
+        )
+    return _wrapped(request, made, "llamaindex")
+
+
+@source_kind(FACTORY_KEYS, required={"factory"})
+def langchain(request: SourceRequest) -> OpenedSource:
+    """A LangChain retriever returned by ``factory:`` (needs the ``langchain`` extra)."""
+    from ragroute.integrations.adapters import framework_of
+
+    made = call_factory(request)
+    if framework_of(made) != "langchain":
+        raise RagrouteError(
+            f"{request.where}: factory returned {type(made).__name__}, not a LangChain retriever"
+        )
+    return _wrapped(request, made, "langchain")
+
+
+@source_kind(FACTORY_KEYS, required={"factory"})
+def python(request: SourceRequest) -> OpenedSource:
+    """What ``factory:`` returns: a LlamaIndex or LangChain retriever, or anything with ``search_many``."""
+    from ragroute.integrations.adapters import framework_of
+
+    made = call_factory(request)
+    framework = framework_of(made)
+    if framework:
+        return _wrapped(request, made, framework)
+    if not callable(getattr(made, "search_many", None)):
+        raise RagrouteError(
+            f"{request.where}: factory returned {type(made).__name__}: not a LlamaIndex or LangChain "
+            "retriever, nor an object with search_many"
+        )
+    return OpenedSource(made, str(request.entry.get("corpus") or request.name))
+
+
+def _wrapped(request: SourceRequest, made: Any, framework: str) -> OpenedSource:
+    if framework == "llamaindex":
+        from ragroute.integrations.llamaindex import LlamaRetrieverAdapter
+
+        adapter: Any = LlamaRetrieverAdapter(made, name=request.name)
+    else:
+        try:
+            from ragroute.integrations.langchain import LangChainRetrieverAdapter
+        except ImportError as exc:  # pragma: no cover - the extra is part of the test environment
+            raise RagrouteError(f"{request.where}: {exc}; install ragroute[langchain]") from None
+        adapter = LangChainRetrieverAdapter(made, name=request.name)
+    return OpenedSource(adapter, str(request.entry.get("corpus") or request.name))
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def _split_reference(request: SourceRequest) -> tuple[str, str]:
+    reference = str(request.entry["factory"])
+    module, sep, attribute = reference.partition(":")
+    if not sep or not module.strip() or not attribute.strip():
+        raise RagrouteError(
+            f"{request.where}: factory {reference!r} is not 'package.module:function' or 'file.py:function'"
+        )
+    return module.strip(), attribute.strip()
+
+
+def load_factory(request: SourceRequest) -> Callable[..., Any]:
+    """The callable ``factory:`` names (a module on the path, or a ``.py`` file beside the config)."""
+    module_name, attribute = _split_reference(request)
+    try:
+        if module_name.endswith(".py"):
+            path = request.resolve(module_name)
+            if not path.is_file():
+                raise RagrouteError(f"{request.where}: factory file {path} does not exist")
+            unique = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+            spec = importlib.util.spec_from_file_location(f"ragroute_source_factory_{unique}", path)
+            assert spec is not None and spec.loader is not None
+            module: Any = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        target = module
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except RagrouteError:
+        raise
+    except Exception as exc:  # user code: importing it may raise anything
+        raise RagrouteError(
+            f"{request.where}: cannot load factory {request.entry['factory']!r} ({type(exc).__name__}: {exc})"
+        ) from None
+    if not callable(target):
+        raise RagrouteError(f"{request.where}: factory {request.entry['factory']!r} is not callable")
+    return target
+
+
+def call_factory(request: SourceRequest) -> Any:
+    """Call ``factory:`` with ``options:``; any error it raises becomes one :class:`RagrouteError` line."""
+    factory = load_factory(request)
+    try:
+        return factory(**dict(request.entry.get("options") or {}))
+    except Exception as exc:  # user code
+        raise RagrouteError(
+            f"{request.where}: factory {request.entry['factory']!r} failed ({type(exc).__name__}: {exc})"
+        ) from None

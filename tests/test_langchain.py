@@ -1,0 +1,248 @@
+"""LangChain: retrievers over a ragroute pipeline and a plain index, LangChain retrievers as ragroute
+sources (in code and from a routing config). Needs the ``langchain`` extra (part of ``test``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+pytest.importorskip("langchain_core", reason="install the langchain extra: pip install -e '.[langchain]'")
+
+from langchain_core.documents import Document as LangChainDocument  # noqa: E402
+from langchain_core.embeddings import Embeddings  # noqa: E402
+from langchain_core.retrievers import BaseRetriever  # noqa: E402
+from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
+
+from ragroute.errors import RagrouteError  # noqa: E402
+from ragroute.index.build import build_index  # noqa: E402
+from ragroute.integrations.langchain import (  # noqa: E402
+    IndexLangChainRetriever,
+    LangChainRetrieverAdapter,
+    RoutedLangChainRetriever,
+)
+from ragroute.pipeline.build import pipeline_from_settings  # noqa: E402
+from ragroute.route.sources import Source  # noqa: E402
+
+
+@pytest.fixture
+def sources(hashing_encoder, small_docs):
+    return [
+        Source(
+            t,
+            build_index(
+                [d for d in small_docs if d.metadata["topic"] == t], "hybrid", encoder=hashing_encoder, name=t
+            ),
+            description=f"all about {t}",
+        )
+        for t in ("astro", "cook", "it")
+    ]
+
+
+class HashingEmbeddings(Embeddings):
+    """LangChain embeddings over the tests' hashing encoder (offline, deterministic)."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def embed_documents(self, texts):
+        return self.encoder.encode_documents(texts).tolist()
+
+    def embed_query(self, text):
+        return self.encoder.encode_queries([text])[0].tolist()
+
+
+class KeywordRetriever(BaseRetriever):
+    """A LangChain retriever with a ``k`` field and no scores: documents sharing most words first."""
+
+    documents: list[LangChainDocument]
+    k: int = 2
+
+    def _get_relevant_documents(self, query, *, run_manager):
+        words = set(query.lower().split())
+        ranked = sorted(self.documents, key=lambda d: -len(words & set(d.page_content.lower().split())))
+        return ranked[: self.k]
+
+
+def test_routed_retriever_returns_documents_with_small_metadata(sources, hashing_encoder, small_docs):
+    pipeline = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    retriever = RoutedLangChainRetriever(pipeline, k=3)
+    documents = retriever.invoke("galaxy telescope orbit")
+    assert len(documents) == 3
+    first = documents[0]
+    assert set(first.metadata) == {
+        "doc_id",
+        "source",
+        "score",
+        "title",
+        "route_probability",
+        "decision_id",
+        "topic",
+    }
+    assert first.metadata["source"] == "astro" and first.id == f"astro:{first.metadata['doc_id']}"
+    assert first.metadata["score"] >= documents[1].metadata["score"]
+    assert len(json.dumps(first.metadata)) < 300  # no decision trace copied into documents
+    assert (
+        retriever.last_decision.chosen == ["astro"]
+        and retriever.decision_of(first) is retriever.last_decision
+    )
+    assert len(RoutedLangChainRetriever(pipeline=pipeline, k=5).invoke("flour")) == 5
+    everything = pipeline_from_settings(
+        [Source("all", build_index(small_docs, "bm25", name="all"))], {"kind": "fixed"}, encoder=None
+    )
+    unfiltered = RoutedLangChainRetriever(everything, k=6).invoke("galaxy bread flour")
+    filtered = RoutedLangChainRetriever(everything, k=6, filters={"topic": "cook"}).invoke(
+        "galaxy galaxy bread"
+    )
+    assert {d.metadata["topic"] for d in unfiltered} == {"astro", "cook"}
+    assert len(filtered) == 6 and {d.metadata["topic"] for d in filtered} == {"cook"}
+
+
+def test_index_retriever_over_an_index_or_a_source(sources):
+    index = sources[1].retriever
+    documents = IndexLangChainRetriever(index, k=2).invoke("flour yeast")
+    assert [d.metadata["doc_id"] for d in documents] == [h.doc_id for h in index.search("flour yeast", 2)]
+    assert "route_probability" not in documents[0].metadata and documents[0].metadata["source"] == "cook"
+    assert len(IndexLangChainRetriever(sources[1], k=4).invoke("flour")) == 4
+    with pytest.raises(ValueError):
+        IndexLangChainRetriever(index, k=0)
+
+
+class SleepyIndex:
+    def __init__(self, index, delay: float = 0.2):
+        self.index, self.delay, self.name = index, delay, index.name
+
+    def search_many(self, queries, k=10, *, filters=None):
+        time.sleep(self.delay)
+        return self.index.search_many(queries, k, filters=filters)
+
+
+def _timed(make) -> float:
+    async def run():
+        start = time.perf_counter()
+        await make()
+        return time.perf_counter() - start
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["routed", "index"])
+def test_concurrent_ainvoke_overlaps(sources, kind):
+    slow = SleepyIndex(sources[0].retriever)
+    if kind == "routed":
+        retriever = RoutedLangChainRetriever(
+            pipeline_from_settings([Source("astro", slow)], {"kind": "fixed"}, encoder=None), k=2
+        )
+    else:
+        retriever = IndexLangChainRetriever(slow, k=2)
+    one = _timed(lambda: retriever.ainvoke("galaxy"))
+    two = _timed(lambda: asyncio.gather(retriever.ainvoke("galaxy"), retriever.ainvoke("comet")))
+    assert one >= 0.2 and two < 1.5 * one, (one, two)
+
+
+def test_langchain_retrievers_as_ragroute_sources(sources, hashing_encoder, small_docs):
+    cook = [d for d in small_docs if d.metadata["topic"] == "cook"]
+    store = InMemoryVectorStore(HashingEmbeddings(hashing_encoder))
+    store.add_documents(
+        [
+            LangChainDocument(page_content=d.text, metadata={"title": d.title, **d.metadata}, id=d.id)
+            for d in cook
+        ]
+    )
+    adapter = LangChainRetrieverAdapter(store.as_retriever(search_kwargs={"k": 2}), name="recipes")
+    hits = adapter.search("flour bread oven", 5)  # k per call, passed to the vector store
+    assert len(hits) == 5 and all(h.doc_id.startswith("cook-") and h.source == "recipes" for h in hits)
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5] and hits[0].title.startswith("cook ")
+    assert hits[0].metadata == {"topic": "cook"}
+    many = adapter.search_many(["flour", "butter knife"], 3)  # one batch call
+    assert [len(h) for h in many] == [3, 3]
+
+    keyword_docs = [
+        LangChainDocument(page_content=t) for t in ("vpn password reset", "printer driver", "oven")
+    ]
+    keyword = KeywordRetriever(documents=keyword_docs, k=1)
+    by_keywords = LangChainRetrieverAdapter(keyword, name="kb")
+    hits = by_keywords.search("vpn password", 2)
+    assert len(hits) == 2 and keyword.k == 1  # a copy with k=2 answered; the retriever is unchanged
+    assert hits[0].text == "vpn password reset" and hits[0].score == 1.0 and hits[1].score == 0.5  # 1/rank
+    assert hits[0].doc_id == by_keywords.search("vpn password", 1)[0].doc_id  # stable id from the text
+
+    mixed = [sources[0], Source("recipes", adapter), Source("kb", by_keywords)]
+    pipeline = pipeline_from_settings(mixed, {"kind": "fixed", "fusion": "rrf"}, encoder=None)
+    result = pipeline.retrieve("flour bread vpn", k=6)
+    assert {h.source for h in result.hits} == {"astro", "recipes", "kb"}
+    with pytest.raises(RagrouteError, match="not a LangChain retriever"):
+        LangChainRetrieverAdapter(object())
+
+
+def test_round_trip_ragroute_through_langchain_and_back(sources, hashing_encoder):
+    index = sources[1].retriever
+    back = LangChainRetrieverAdapter(IndexLangChainRetriever(index, k=2), name="cook").search(
+        "flour bread", 4
+    )
+    direct = index.search("flour bread", 4)
+    assert [h.doc_id for h in back] == [h.doc_id for h in direct]
+    assert [h.score for h in back] == pytest.approx([h.score for h in direct])
+    assert back[0].metadata == {"topic": "cook"} and back[0].title == direct[0].title
+    routed = RoutedLangChainRetriever(
+        pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    )
+    outer = pipeline_from_settings(
+        [Source("inner", LangChainRetrieverAdapter(routed))], {"kind": "fixed"}, encoder=None
+    )
+    hits = outer.retrieve("galaxy telescope", k=3).hits
+    assert len(hits) == 3 and all(h.source == "inner" and h.doc_id.startswith("astro-") for h in hits)
+
+
+FACTORIES = """
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+
+
+class Fixed(BaseRetriever):
+    texts: list[str]
+    k: int = 4
+
+    def _get_relevant_documents(self, query, *, run_manager):
+        docs = [Document(page_content=t, metadata={"score": 1.0 / (i + 1)}) for i, t in enumerate(self.texts)]
+        return docs[: self.k]
+
+
+def make(texts):
+    return Fixed(texts=texts)
+
+
+def not_langchain():
+    return object()
+"""
+
+
+def test_routing_config_with_a_langchain_source(tmp_path, hashing_encoder, small_docs):
+    from ragroute.index.io import save_index
+    from ragroute.route.config import load_routing
+
+    save_index(build_index(small_docs, "bm25", name="all"), tmp_path / "all")
+    (tmp_path / "lc.py").write_text(FACTORIES)
+    config = {
+        "sources": {
+            "all": {"index": "all"},
+            "notes": {
+                "kind": "langchain",
+                "factory": "lc.py:make",
+                "options": {"texts": ["galaxy notes", "x"]},
+            },
+            "auto": {"kind": "python", "factory": "lc.py:make", "options": {"texts": ["auto detected"]}},
+            "wrong": {"kind": "langchain", "factory": "lc.py:not_langchain"},
+        },
+        "router": {"kind": "fixed", "fusion": "rrf"},
+    }
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    pipeline = load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
+    assert [s.name for s in pipeline.sources] == ["all", "notes", "auto"]
+    assert isinstance(pipeline.sources[2].retriever, LangChainRetrieverAdapter)  # python kind: detected
+    assert "not a LangChain retriever" in {p.name: p.error for p in pipeline.problems}["wrong"]
+    hits = pipeline.retrieve("galaxy", k=8).hits
+    notes = [h for h in hits if h.source == "notes"]
+    assert [h.text for h in notes] == ["galaxy notes", "x"] and notes[0].explain["langchain"]["score"] == 1.0
