@@ -273,6 +273,9 @@ def run_experts_bench(
     fusion_all = score_router(data, everyone, {**FUSE_ALL, "max_routes": len(data.names)}, encoder)
     report: dict[str, Any] = {
         "experts": singles,
+        "expert_encoders": {
+            name: int(data.experts.encoders.get(name) is not None) for name in data.names
+        },  # query encoders a single expert runs (BM25: none)
         "experts_per_collection": {
             name: data.per_collection(data.gains[:, j]) for j, name in enumerate(data.names)
         },
@@ -342,7 +345,8 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{'row':<22} {'nDCG@10':>8} {'routes':>7} {'encoders':>9} {'route p50 ms':>13}",
     ]
     for name, value in report["experts"].items():
-        lines.append(f"{'expert ' + name:<22} {value:>8.4f} {1:>7} {1:>9}")
+        encoders = report.get("expert_encoders", {}).get(name, 1)
+        lines.append(f"{'expert ' + name:<22} {value:>8.4f} {1:>7} {encoders:>9}")
     fa = report["fusion_all_detail"]
     lines.append(
         f"{'fusion_all':<22} {fa['ndcg@10']:>8.4f} {fa['routes_per_query']:>7.2f} "
