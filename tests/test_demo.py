@@ -36,11 +36,12 @@ def test_demo_routes_then_walks_the_graph(tmp_path, monkeypatch, hashing_encoder
     found = re.search(r"the graph walk found (\d+)/4 needed passages in the top 3", out)
     assert found and int(found.group(1)) >= 3
     assert read_index_manifest(tmp_path / "graph").params["counts"]["passages"] == 12
-    assert out.index("the graph walk found") < out.index("skills: 8 skills from")
+    assert out.index("the graph walk found") < out.index("step by step") < out.index("skills: 8 skills from")
+    assert "question direct: What is the capital of France?" in out
     assert out.count("skill task: ") == len(demo.SKILL_TASKS)
-    skipped = CliRunner().invoke(main, [str(a) for a in args] + ["--no-graph", "--no-skills"])
+    skipped = CliRunner().invoke(main, [str(a) for a in args] + ["--no-graph", "--no-skills", "--no-steps"])
     assert skipped.exit_code == 0 and "multi-hop" not in skipped.output
-    assert "skill task" not in skipped.output
+    assert "skill task" not in skipped.output and "step by step" not in skipped.output
 
 
 def test_graph_step_beats_dense_on_the_two_hop_questions(tmp_path, minilm, capsys):
@@ -59,3 +60,17 @@ def test_skills_step_routes_every_demo_task_to_its_skill(minilm, capsys):
     assert demo.skills_step(CORPORA / "skills", minilm, 3, reranker=None) == len(demo.SKILL_TASKS)
     out = capsys.readouterr().out
     assert "no reranker" in out and "bm25_z" in out and "dense_z" in out
+
+
+def test_stepwise_step_gates_every_sub_question(minilm, capsys):
+    results = demo.stepwise_step(CORPORA / "multihop", minilm, 3)
+    out = capsys.readouterr().out
+    two_hop, direct = results[:-1], results[-1]
+    assert len(two_hop) == 2 and all(len(r.steps) == 2 and all(s.retrieved for s in r.steps) for r in two_hop)
+    assert [s.question for s in two_hop[0].steps] == [
+        "Where was the painter Ada Brennan born?",
+        "Which river flows through Kellow?",
+    ]
+    assert two_hop[0].steps[1].hits[0].doc_id == "kellow"  # the bridge passage, found at the second step
+    assert [s.action for s in direct.steps] == ["answer"] and not direct.steps[0].hits
+    assert "question direct: What is the capital of France?" in out and "0 retrieval call(s)" in out
