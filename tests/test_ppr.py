@@ -218,14 +218,14 @@ def test_top_k_early_stop_saves_iterations_and_keeps_the_top() -> None:
     for _ in range(5):
         reset = sparse_reset(rng, n)
         exact = engine.run(reset, tol=1e-9)
-        early = engine.run(reset, top_k=5)
+        early = engine.run(reset, top_k=5, method="power")
         assert early.converged and early.iterations < exact.iterations
         assert early.iterations < engine.run(reset).iterations  # fewer than the default tol=1e-6 too
         # stopped by the stable-set rule (residual < 1e-4) or by the certificate (gaps > 2 bounds)
         best = np.sort(early.scores)[::-1][:6].astype(np.float64)
         assert early.residual < 1e-4 or np.min(best[:-1] - best[1:]) > 2 * early.residual
         assert list(top_k(early.scores, 5)) == list(top_k(exact.scores, 5))
-        restricted = engine.run(reset, top_k=5, among=passages)
+        restricted = engine.run(reset, top_k=5, among=passages, method="power")
         assert restricted.converged and restricted.iterations < exact.iterations
         assert list(top_k(restricted.scores, 5, among=passages)) == list(top_k(exact.scores, 5, passages))
 
@@ -239,14 +239,14 @@ def test_certified_top_k_stops_once_no_later_step_can_reorder_it() -> None:
     reset = np.zeros(n)
     reset[[5, 50, 500, 900, 1500, 1900]] = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]  # well separated seeds
     exact = engine.run(reset, tol=1e-10, max_iter=500)
-    early = engine.run(reset, top_k=5)
+    early = engine.run(reset, top_k=5, method="power")
     assert early.converged and early.residual > 1e-4  # the stable-set rule alone would go on
     assert early.iterations < 8
     assert list(top_k(early.scores, 5)) == list(top_k(exact.scores, 5))
     # tied seeds can never be certified in order: the run goes on to the stable-set rule
     tied = np.zeros(n)
     tied[[5, 50, 500, 900, 1500, 1900]] = 1.0
-    assert engine.run(tied, top_k=5).residual < 1e-4
+    assert engine.run(tied, top_k=5, method="power").residual < 1e-4
 
 
 def test_top_k_helper_orders_and_breaks_ties_by_index() -> None:
@@ -273,3 +273,239 @@ def test_invalid_inputs_are_rejected() -> None:
         engine.run(np.ones(2), edge_scale=np.ones(3))
     with pytest.raises(ValueError, match="damping"):
         engine.run(np.ones(2), damping=1.0)
+
+
+# ---------------------------------------------------------------- forward push (method="push")
+
+
+def symmetric_graph(
+    seed: int, n: int, m: int, *, isolated: int = 0, skew: bool = False
+) -> tuple[sp.csr_array, igraph.Graph]:
+    """A weighted undirected multigraph (self-loops, parallel edges; ``isolated`` nodes without
+    edges) as a symmetric scipy adjacency and an igraph graph; ``skew`` draws one end of
+    each edge by a Pareto popularity (hubs, as in knowledge graphs)."""
+    rng = np.random.default_rng(seed)
+    pool = np.arange(isolated, n)  # nodes 0 .. isolated - 1 get no edge
+    if skew:
+        popularity = rng.pareto(1.5, pool.size) + 1.0
+        src = rng.choice(pool, m, p=popularity / popularity.sum())
+    else:
+        src = rng.choice(pool, m)
+    dst = rng.choice(pool, m)
+    weight = rng.random(m) + 0.1
+    graph = igraph.Graph(n=n, edges=np.c_[src, dst].tolist(), directed=False)
+    graph.es["weight"] = weight.tolist()
+    adjacency = sp.csr_array((np.r_[weight, weight], (np.r_[src, dst], np.r_[dst, src])), shape=(n, n))
+    return adjacency, graph
+
+
+def walk_reset(rng: np.random.Generator, n: int, strong: int = 4, weak: int = 40) -> np.ndarray:
+    """A reset like the graph walk's: a few strong seeds and many weak ones."""
+    reset = np.zeros(n)
+    reset[rng.choice(n, strong, replace=False)] = rng.uniform(0.3, 0.9, strong)
+    reset[rng.choice(n, weak, replace=False)] += 0.05 * rng.random(weak)
+    return reset
+
+
+def reference_top(reference: np.ndarray, k: int, among: np.ndarray | None = None) -> list[int]:
+    """igraph's top ``k``, asserting that it is not a near tie (so any correct engine agrees)."""
+    pool = reference if among is None else reference[among]
+    best = np.sort(pool)[::-1][: k + 1]
+    assert np.min(best[:-1] - best[1:]) > 1e-9, "ambiguous reference top-k: pick another seed"
+    return list(top_k(reference, k, among))
+
+
+PUSH_GRAPHS = [
+    pytest.param(dict(seed=11, n=400, m=1600), id="uniform"),
+    pytest.param(dict(seed=12, n=600, m=3000, skew=True), id="hubs"),
+    pytest.param(dict(seed=13, n=300, m=900, isolated=12), id="isolated"),
+]
+
+
+@pytest.mark.parametrize("spec", PUSH_GRAPHS)
+@pytest.mark.parametrize("damping", [0.5, 0.85])
+def test_push_certifies_igraphs_top_k_on_symmetric_graphs(spec: dict, damping: float) -> None:
+    adjacency, graph = symmetric_graph(**spec)
+    engine = PPREngine(adjacency)
+    n = adjacency.shape[0]
+    rng = np.random.default_rng(spec["seed"])
+    among = np.sort(rng.choice(n, n // 3, replace=False))  # e.g. the passage nodes
+    resets = [sparse_reset(rng, n, 1), sparse_reset(rng, n, 3), walk_reset(rng, n, weak=n // 12)]
+    if spec.get("isolated"):  # a seed without edges: igraph sends its mass back to the reset
+        resets.append(walk_reset(rng, n, weak=n // 12) + np.eye(n)[3] * 0.5)
+    for reset in resets:
+        reference = igraph_ppr(graph, reset, damping)
+        # auto pushes a single, few-seed query with a top k on a symmetric graph (damping <= 0.8)
+        assert engine.run(reset, damping=damping, top_k=5).method == ("push" if damping < 0.8 else "power")
+        for candidates in (None, among):
+            result = engine.run(reset, damping=damping, top_k=5, among=candidates, method="push")
+            assert result.method in ("push", "push+power")
+            assert result.converged and result.scores.dtype == np.float32
+            assert abs(float(result.scores.sum()) - 1.0) < 1e-5
+            assert list(top_k(result.scores, 5, candidates)) == reference_top(reference, 5, candidates)
+            # the scores are close to igraph's, not only ordered like them
+            assert np.abs(result.scores - reference).max() < 0.05
+
+
+def test_push_orders_a_near_tie_like_igraph() -> None:
+    # Two leaves hang off a hub with weights differing by 1e-4 (relative): their scores
+    # differ by about as little, so the push must resolve them before it can stop.
+    adjacency, _ = symmetric_graph(seed=21, n=500, m=2500, skew=True)
+    a = adjacency.tolil()
+    for leaf, weight in ((498, 1.0), (499, 1.0001)):
+        a[leaf, :] = 0
+        a[:, leaf] = 0
+        a[0, leaf] = a[leaf, 0] = weight
+    adjacency = sp.csr_array(a.tocsr())
+    coo = adjacency.tocoo()
+    graph = igraph.Graph(n=500, edges=np.c_[coo.row, coo.col].tolist(), directed=True)
+    graph.es["weight"] = coo.data.tolist()
+    engine = PPREngine(adjacency)
+    reset = np.zeros(500)
+    reset[[0, 7, 8]] = [1.0, 0.2, 0.1]
+    among = np.arange(490, 500)
+    reference = igraph_ppr(graph, reset)
+    assert 0 < reference[499] - reference[498] < 1e-3 * reference[499]
+    result = engine.run(reset, top_k=3, among=among, method="push")
+    assert result.method == "push" and result.converged
+    assert list(top_k(result.scores, 3, among)) == reference_top(reference, 3, among)
+    assert result.scores[499] > result.scores[498]
+
+
+def test_push_without_top_k_runs_to_the_tolerance() -> None:
+    adjacency, graph = symmetric_graph(seed=14, n=300, m=1200, isolated=5)
+    engine = PPREngine(adjacency)
+    rng = np.random.default_rng(14)
+    for reset in (walk_reset(rng, 300), np.eye(300)[2] + sparse_reset(rng, 300)):
+        result = engine.run(reset, method="push", tol=1e-5)
+        assert result.method == "push" and result.residual < 1e-5
+        np.testing.assert_allclose(result.scores, igraph_ppr(graph, reset), rtol=0, atol=1e-5)
+
+
+def test_push_target_scale_is_per_call_and_matches_reweighted_igraph() -> None:
+    adjacency, _ = symmetric_graph(seed=15, n=400, m=2000, skew=True)
+    engine = PPREngine(adjacency)
+    rng = np.random.default_rng(15)
+    scale = rng.uniform(0.2, 3.0, 400)
+    scale[rng.choice(400, 20, replace=False)] = 0.0  # edges into these nodes switched off
+    sources, targets, weights = engine.edges()
+    reweighted = igraph.Graph(n=400, edges=np.c_[sources, targets].tolist(), directed=True)
+    reweighted.es["weight"] = (weights * scale[targets]).tolist()
+    among = np.arange(0, 400, 2)
+    before = engine.run(walk_reset(rng, 400), top_k=5).scores
+    for reset in (walk_reset(rng, 400), sparse_reset(rng, 400, 2)):
+        reference = igraph_ppr(reweighted, reset)
+        for method in ("push", "power"):
+            result = engine.run(reset, top_k=5, among=among, target_scale=scale, method=method)
+            assert result.method == method
+            assert list(top_k(result.scores, 5, among)) == reference_top(reference, 5, among)
+        # the same scale as an edge_scale (power iteration on a re-weighted transition)
+        full = engine.run(reset, tol=1e-9, target_scale=scale)
+        np.testing.assert_allclose(full.scores, reference, atol=1e-5)
+        by_edge = engine.run(reset, tol=1e-9, edge_scale=scale[targets])
+        np.testing.assert_allclose(by_edge.scores, reference, atol=1e-5)
+        both = engine.run(reset, tol=1e-9, edge_scale=np.sqrt(scale[targets]), target_scale=np.sqrt(scale))
+        np.testing.assert_allclose(both.scores, reference, atol=1e-5)  # given both, they multiply
+    # the engine itself is untouched
+    rng = np.random.default_rng(15)
+    rng.uniform(0.2, 3.0, 400), rng.choice(400, 20, replace=False)
+    np.testing.assert_array_equal(engine.run(walk_reset(rng, 400), top_k=5).scores, before)
+
+
+def test_concurrent_pushes_with_target_scales_match_serial_runs() -> None:
+    adjacency, _ = symmetric_graph(seed=16, n=800, m=4000, skew=True)
+    engine = PPREngine(adjacency)
+    rng = np.random.default_rng(16)
+    reset = walk_reset(rng, 800)
+    scales = [None, rng.uniform(0.5, 2.0, 800), rng.uniform(0.0, 1.0, 800) ** 4]
+    serial = [engine.run(reset, top_k=5, target_scale=scale).scores for scale in scales]
+    assert np.abs(serial[1] - serial[2]).max() > 1e-4
+    jobs = [i % 3 for i in range(24)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda i: engine.run(reset, top_k=5, target_scale=scales[i]).scores, jobs))
+    for i, scores in zip(jobs, results):
+        np.testing.assert_array_equal(scores, serial[i])
+
+
+def test_push_stays_near_its_seeds_on_a_large_graph() -> None:
+    # A long weighted ring with chords between nearby nodes: the top 5 around two seeds is
+    # settled by nodes a few hops away, and the push never reaches most of the graph.
+    n = 20000
+    rng = np.random.default_rng(17)
+    src = np.r_[np.arange(n), np.arange(n)]
+    dst = np.r_[(np.arange(n) + 1) % n, (np.arange(n) + rng.integers(2, 6, n)) % n]
+    weight = rng.random(src.size) + 0.5
+    adjacency = sp.csr_array((np.r_[weight, weight], (np.r_[src, dst], np.r_[dst, src])), shape=(n, n))
+    engine = PPREngine(adjacency)
+    reset = np.zeros(n)
+    reset[[100, 5000]] = [1.0, 0.7]
+    pushed = engine.run(reset, top_k=5)
+    assert pushed.method == "push"
+    assert np.count_nonzero(pushed.scores) < n // 20
+    exact = engine.run(reset, tol=1e-10, max_iter=200, method="power")
+    assert list(top_k(pushed.scores, 5)) == list(top_k(exact.scores, 5))
+
+
+def test_push_on_a_directed_graph_uses_the_general_bound() -> None:
+    adjacency, graph = random_graph(seed=18, n=300, m=1500, directed=True, dangling=20)
+    engine = PPREngine(adjacency)
+    rng = np.random.default_rng(18)
+    reset = sparse_reset(rng, 300, 3)
+    assert engine.run(reset, top_k=5).method == "power"  # auto: no tight bounds here
+    result = engine.run(reset, top_k=5, method="push")
+    assert result.method in ("push", "push+power") and result.converged
+    assert list(top_k(result.scores, 5)) == reference_top(igraph_ppr(graph, reset), 5)
+
+
+def test_push_terminates_on_exact_ties() -> None:
+    # Nodes 1 and 2 are interchangeable (same neighbours, same weights, same reset): their
+    # scores are equal, no bound can order them, and the push must still stop.
+    edges = [(0, 1), (0, 2), (1, 3), (2, 3), (3, 4), (4, 5), (0, 5)]
+    src, dst = np.array(edges).T
+    adjacency = sp.csr_array((np.ones(14), (np.r_[src, dst], np.r_[dst, src])), shape=(6, 6))
+    engine = PPREngine(adjacency)
+    reset = np.array([1.0, 0.3, 0.3, 0.0, 0.0, 0.1])
+    result = engine.run(reset, top_k=2, method="push")
+    assert result.converged
+    assert set(top_k(result.scores, 3)) == {0, 1, 2}
+
+
+def test_auto_method_pushes_only_where_it_pays() -> None:
+    adjacency, _ = symmetric_graph(seed=19, n=400, m=2000)
+    engine = PPREngine(adjacency)
+    rng = np.random.default_rng(19)
+    reset = sparse_reset(rng, 400, 3)
+    assert engine.run(reset, top_k=5).method == "push"
+    assert engine.run(reset).method == "power"  # no top k to certify
+    assert engine.run(rng.random(400) + 0.1, top_k=5).method == "power"  # seeds everywhere
+    assert engine.run(np.stack([reset, reset], axis=1), top_k=5).method == "power"  # a batch
+    assert engine.run(reset, top_k=5, edge_scale=np.ones(engine.num_edges)).method == "power"
+    assert engine.run(reset, top_k=5, target_scale=np.ones(400)).method == "push"
+    assert engine.run(reset, top_k=5, method="power").method == "power"
+
+
+def test_push_arguments_are_checked() -> None:
+    adjacency, _ = symmetric_graph(seed=20, n=50, m=200)
+    engine = PPREngine(adjacency)
+    reset = np.eye(50)[0]
+    with pytest.raises(ValueError, match="one-dimensional"):
+        engine.run(np.stack([reset, reset], axis=1), method="push")
+    with pytest.raises(ValueError, match="edge_scale"):
+        engine.run(reset, method="push", edge_scale=np.ones(engine.num_edges))
+    with pytest.raises(ValueError, match="method"):
+        engine.run(reset, method="gauss")
+    with pytest.raises(ValueError, match="target_scale"):
+        engine.run(reset, target_scale=np.ones(49))
+    with pytest.raises(ValueError, match="target_scale"):
+        engine.run(reset, target_scale=-np.ones(50))
+    with pytest.raises(ValueError, match="reset"):
+        engine.run(np.where(np.arange(50) == 3, np.nan, 0.0))
+
+
+def test_push_with_no_candidates_returns_scores() -> None:
+    adjacency, graph = symmetric_graph(seed=22, n=100, m=400)
+    engine = PPREngine(adjacency)
+    reset = np.eye(100)[5]
+    result = engine.run(reset, top_k=3, among=np.empty(0, dtype=np.intp), method="push")
+    assert result.converged and abs(float(result.scores.sum()) - 1.0) < 1e-5
+    assert int(np.argmax(result.scores)) == int(np.argmax(igraph_ppr(graph, reset)))

@@ -47,6 +47,8 @@ def test_bench_reports_build_add_and_ppr_against_igraph(tiny_corpus, hashing_enc
         assert result["speedup_vs_igraph"][graph] > 0
         assert 0.0 <= result["top5_agreement"][graph] <= 1.0
         assert result["ppr"][graph]["queries"] == 4
+        methods = result["ppr"][graph]["methods"]
+        assert set(methods) <= {"push", "power", "push+power"} and sum(methods.values()) == 4
     assert result["top5_agreement"]["synthetic"] == 1.0  # clear-cut tops on a small graph
     assert result["ppr"]["synthetic"]["nodes"] == 800
     assert 5000 < result["ppr"]["synthetic"]["edges"] <= 6000

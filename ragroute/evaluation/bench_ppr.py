@@ -28,7 +28,11 @@ Three measurements (issue #8):
   graph 5 strong and 100 weak seeds of the same weights among all nodes.
   ``ms_per_query`` is the mean over the queries (one warm-up query first; p50 too),
   ``speedup_vs_igraph`` the ratio of the means, ``top5_agreement`` the share of queries
-  whose top 5 (in order) is identical to igraph's.
+  whose top 5 (in order) is identical to igraph's. The engine runs its default
+  ``method="auto"``: for these single few-seed queries on symmetric graphs, the local
+  push; ``methods`` counts the method each query ended with (``push``, ``power``, or
+  ``push+power`` when a push handed over to power iteration) and ``iterations_mean``
+  its rounds (push) or steps (power).
 
 The JSON object (last line with ``--json``) has ``ms_per_query``, ``igraph_ms``,
 ``speedup_vs_igraph`` and ``top5_agreement`` as ``{"2wiki": ..., "synthetic": ...}``
@@ -331,13 +335,14 @@ def compare_with_igraph(
 
     ours(resets[0])  # warm-up: first-touch costs
     reference((resets[0] / resets[0].sum()).astype(np.float64).tolist())
-    our_ms, ref_ms, same, same_set, iterations = [], [], 0, 0, []
+    our_ms, ref_ms, same, same_set, iterations, methods = [], [], 0, 0, [], {}
     for reset in resets:
         values = (reset / reset.sum()).astype(np.float64).tolist()
         start = time.perf_counter()
         result = engine.run(reset, damping=DAMPING, top_k=TOP, among=among)
         our_ms.append((time.perf_counter() - start) * 1000)
         iterations.append(result.iterations)
+        methods[result.method] = methods.get(result.method, 0) + 1
         start = time.perf_counter()
         expected = reference(values)
         ref_ms.append((time.perf_counter() - start) * 1000)
@@ -357,6 +362,7 @@ def compare_with_igraph(
         "top5_agreement": round(same / len(resets), 4),
         "top5_set_agreement": round(same_set / len(resets), 4),
         "iterations_mean": round(float(np.mean(iterations)), 2),
+        "methods": methods,
     }
 
 
@@ -374,13 +380,14 @@ def format_report(result: dict[str, Any]) -> str:
         f"add {result['add']} passages to a graph of {result['passages'] - result['add']}: "
         f"{result['add_s']:.2f} s",
         f"{'graph':<14} {'nodes':>8} {'edges':>9} {'ours ms':>8} {'p50':>7} {'igraph ms':>10} {'speedup':>8} "
-        f"{'same top5':>10} {'iters':>6}",
+        f"{'same top5':>10} {'iters':>6}  methods",
     ]
     for graph, row in result["ppr"].items():
+        methods = ", ".join(f"{m} {c}" for m, c in sorted(row.get("methods", {}).items()))
         lines.append(
             f"{graph:<14} {row['nodes']:>8} {row['edges']:>9} {row['ms_per_query']:>8.2f} "
             f"{row['ms_p50']:>7.2f} {row['igraph_ms']:>10.2f} {row['speedup_vs_igraph']:>7.1f}x "
-            f"{row['top5_agreement']:>10.2f} {row['iterations_mean']:>6.1f}"
+            f"{row['top5_agreement']:>10.2f} {row['iterations_mean']:>6.1f}  {methods}"
         )
     lines.append(
         "goals: "

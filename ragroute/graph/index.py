@@ -18,16 +18,19 @@ graph``; a source a router can choose). A query walks the graph with zero LLM ca
    their min-max normalised cosine; ``fact_passage_boost`` (off by default: it
    measured slightly worse) adds reset mass to the passages carrying the top facts;
 4. hub damping: edges into a phrase are scaled by ``1 / degree ** hub_damping``
-   (degree = passages containing it), so generic phrases pass on less mass; the
-   scaled engine is built once per value, never per query;
+   (degree = passages containing it), so generic phrases pass on less mass;
 5. query-conditioned edges: the query's terms that no fact seed covers (BM25 tokens,
    e.g. the relation word of the second hop) scale the edges into the passages that
-   hold them by ``1 + lexical_edges x`` their idf-weighted share, for this query only
-   (an ``edge_scale`` vector, never a change to the shared graph). Scaling edges by
-   query-fact embedding cosine did not help (measured earlier); this lexical signal
-   did (MuSiQue dev R@5 .713 -> .733, FCR@5 .45 -> .48, flat from 4 to 16);
+   hold them by ``1 + lexical_edges x`` their idf-weighted share, for this query only.
+   Scaling edges by query-fact embedding cosine did not help (measured earlier); this
+   lexical signal did (MuSiQue dev R@5 .713 -> .733, FCR@5 .45 -> .48, flat from 4 to 16);
 6. personalized PageRank (damping ``damping``) runs from that reset vector, and
-   passages are ranked by the mass they receive.
+   passages are ranked by the mass they receive. Both scalings scale the edges *into*
+   a node, so they reach the engine as one per-call ``target_scale`` vector (never a
+   change to the shared graph): the engine's adjacency stays symmetric and its walk
+   reversible, so it can certify the top ``k`` passages (among those the filters allow)
+   with a local push from the seeds (:meth:`PPREngine.run
+   <ragroute.graph.ppr.PPREngine.run>`, ``method="auto"``).
 
 Every switch is a :class:`WalkParams` field, so ``ragroute bench graph`` ablates each.
 A query whose facts link to nothing falls back to dense retrieval and says so in
@@ -104,10 +107,10 @@ class SeedFact:
 
 
 class _WalkGraph(NamedTuple):
-    engine: PPREngine
-    adjacency: sp.csr_array
+    engine: PPREngine  # the graph's own engine: hub damping is a per-call target scale
+    node_scale: np.ndarray | None  # edges into node v scaled by node_scale[v] (None: hub damping off)
+    adjacency: sp.csr_array  # the damped weights, for explanations
     out_weight: np.ndarray
-    targets: np.ndarray  # target node of each engine edge, in the order edge_scale uses
 
 
 class GraphIndex(LocalIndex):
@@ -253,6 +256,8 @@ class GraphIndex(LocalIndex):
         n_phrases = tables.n_phrases
         dense = self.dense.ranked_positions(vectors, max(k, walk.prior_depth), filters)
         allowed = self.store.filter_mask(filters)
+        # The walk certifies the top k among the passages a hit may come from.
+        candidates = self._passage_nodes if allowed is None else self._passage_nodes[np.asarray(allowed)]
         graph = self._walk_graph(walk.hub_damping)
         out = []
         for text, vector, ranked in zip(texts, vectors, dense):
@@ -279,9 +284,12 @@ class GraphIndex(LocalIndex):
                     if row.size:
                         reset[n_phrases + row] += walk.fact_passage_boost * fact.score / row.size
             fact_phrases = [tables.phrases[p] for p in seeds_from_facts]
-            unmatched, edge_scale = self._lexical_edges(text, fact_phrases, graph)
+            unmatched, lexical = self._lexical_edges(text, fact_phrases)
+            target_scale = graph.node_scale
+            if lexical is not None:
+                target_scale = lexical if target_scale is None else target_scale * lexical
             full = graph.engine.run(
-                reset, damping=walk.damping, top_k=k, among=self._passage_nodes, edge_scale=edge_scale
+                reset, damping=walk.damping, top_k=k, among=candidates, target_scale=target_scale
             ).scores
             mass = full[n_phrases:]
             if allowed is not None:
@@ -312,30 +320,32 @@ class GraphIndex(LocalIndex):
 
     def _walk_graph(self, hub_damping: float) -> _WalkGraph:
         """The graph the walk runs on: edges into a phrase scaled by ``1 / degree ** hub_damping``
-        (degree: passages containing the phrase); built once per value and kept."""
+        (degree: passages containing the phrase). The scale is a per-call ``target_scale`` of the
+        graph's own engine (the shared adjacency stays symmetric, so the walk can push locally
+        with tight bounds); the damped weights are kept per value for explanations."""
         graphs = self._walk_graphs
         if hub_damping not in graphs:
             adjacency = sp.csr_array(self.tables.adjacency)
+            node_scale = None
             if hub_damping > 0:
-                scale = np.ones(adjacency.shape[0], dtype=np.float64)
-                scale[: self.tables.n_phrases] = np.maximum(self.tables.phrase_passages, 1.0) ** -hub_damping
+                node_scale = np.ones(adjacency.shape[0], dtype=np.float64)
+                node_scale[: self.tables.n_phrases] = (
+                    np.maximum(self.tables.phrase_passages, 1.0) ** -hub_damping
+                )
                 adjacency = sp.csr_array(
                     (
-                        (adjacency.data * scale[adjacency.indices]).astype(np.float32),
+                        (adjacency.data * node_scale[adjacency.indices]).astype(np.float32),
                         adjacency.indices,
                         adjacency.indptr,
                     ),
                     shape=adjacency.shape,
                 )
-            engine = self.engine if hub_damping <= 0 else PPREngine(adjacency)
             out_weight = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
-            graphs[hub_damping] = _WalkGraph(engine, adjacency, out_weight, engine.edges()[1])
+            graphs[hub_damping] = _WalkGraph(self.engine, node_scale, adjacency, out_weight)
         return graphs[hub_damping]
 
-    def _lexical_edges(
-        self, text: str, covered: list[str], graph: _WalkGraph
-    ) -> tuple[list[str], np.ndarray | None]:
-        """The query's terms no fact seed covers, and the per-call edge scale they give: edges
+    def _lexical_edges(self, text: str, covered: list[str]) -> tuple[list[str], np.ndarray | None]:
+        """The query's terms no fact seed covers, and the per-call node scale they give: edges
         into a passage are scaled by ``1 + lexical_edges x`` its idf-weighted share of those
         terms (None when off or when no passage holds any of them)."""
         beta = self.walk.lexical_edges
@@ -347,9 +357,9 @@ class GraphIndex(LocalIndex):
         overlap = self._terms.overlap(terms)
         if not overlap.any():
             return terms, None
-        node_scale = np.ones(graph.engine.num_nodes, dtype=np.float64)
+        node_scale = np.ones(self.engine.num_nodes, dtype=np.float64)
         node_scale[self.tables.n_phrases :] += beta * overlap
-        return terms, node_scale[graph.targets]
+        return terms, node_scale
 
     def _path(
         self,
