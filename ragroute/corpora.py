@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_keys
 from ragroute.yaml_files import read_yaml
 
 MODALITIES = ("text", "table", "image")
 GRANULARITIES = ("document", "section", "paragraph")
+#: the keys of one corpus entry under ``corpora:``
+CORPUS_KEYS = frozenset({"path", "description", "modality", "granularity", "options"})
 
 
 @dataclass(frozen=True)
@@ -45,19 +47,19 @@ def load_corpus_specs(path: str | Path) -> list[CorpusSpec]:
     entries = data.get("corpora") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise RagrouteError(f"{path}: expected a top-level 'corpora:' mapping of names to definitions")
-    return [_spec(name, entry, path) for name, entry in entries.items()]
+    check_keys(data, {"corpora"}, str(path))
+    return [corpus_spec(name, entry, path) for name, entry in entries.items()]
 
 
-def _spec(name: str, entry: Any, source: Path) -> CorpusSpec:
+def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
+    """One entry of a definitions file at ``source`` (relative paths resolved against it)."""
     where = f"{source}: corpus {name!r}"
     if not isinstance(entry, dict) or "path" not in entry:
         raise RagrouteError(f"{where} needs at least a 'path'")
-    known = {"path", "description", "modality", "granularity", "options"}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise RagrouteError(
-            f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+    check_keys(entry, CORPUS_KEYS, where)
+    options = entry.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise RagrouteError(f"{where}: 'options' must be a mapping of loader options")
     modality = entry.get("modality", "text")
     granularity = entry.get("granularity", "document")
     if modality not in MODALITIES:

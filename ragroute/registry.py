@@ -25,6 +25,7 @@ What each registry's entries are:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Iterator
 from typing import Any
@@ -65,8 +66,11 @@ class Registry:
         """``name`` if registered, else :class:`UnknownKindError` listing the registered names."""
         if name not in self._refs:
             prefix = f"{where}: " if where else ""
+            close = difflib.get_close_matches(str(name), [str(n) for n in self._refs], n=1, cutoff=0.6)
+            guess = f"; did you mean {close[0]!r}?" if close else ""
             raise UnknownKindError(
-                f"{prefix}unknown {self.kind} {name!r}: registered ones are {', '.join(self._refs) or 'none'}"
+                f"{prefix}unknown {self.kind} {name!r}: registered ones are "
+                f"{', '.join(self._refs) or 'none'}{guess}"
             )
         return name
 

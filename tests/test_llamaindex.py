@@ -391,5 +391,5 @@ def test_routing_config_with_python_and_llamaindex_sources(tmp_path, hashing_enc
     )
     refused({"kind": "python"}, "source 'x' \\(kind python\\) needs 'factory'")
     refused({"kind": "python", "factory": "make_faq"}, "is not 'package.module:function'")
-    refused({"kind": "python", "factory": "f.py:g", "index": "all"}, "unknown key\\(s\\) index")
+    refused({"kind": "python", "factory": "f.py:g", "index": "all"}, "\\(kind python\\): unknown key 'index'")
     refused({"description": "no index"}, "source 'x' \\(kind index\\) needs 'index'")

@@ -213,12 +213,12 @@ def test_routing_config_names_registered_parts(tmp_path, hashing_encoder, small_
         load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
     config["router"] = {"kind": "centroid", "treshold": 0.3}
     (tmp_path / "r.yaml").write_text(json.dumps(config))
-    with pytest.raises(RagrouteError, match="unknown router key\\(s\\) treshold"):
+    with pytest.raises(RagrouteError, match="unknown router key 'treshold'; did you mean 'threshold'\\?"):
         load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
     config.pop("router")
     config["routr"] = {"kind": "centroid"}
     (tmp_path / "r.yaml").write_text(json.dumps(config))
-    with pytest.raises(RagrouteError, match="unknown key\\(s\\) routr"):
+    with pytest.raises(RagrouteError, match="unknown key 'routr'; did you mean 'router'\\?"):
         load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
 
 

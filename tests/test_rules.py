@@ -695,8 +695,7 @@ def test_error_unknown_key_in_signal():
         """
     )
     assert str(error) == (
-        "routing.yaml line 5: signal 'short' (length) has unknown key 'max_tokens'; "
-        "known: description, max_chars, max_words, min_chars, min_words, type"
+        "routing.yaml line 5: signal 'short' (length): unknown key 'max_tokens'; did you mean 'max_words'?"
     )
 
 
@@ -742,8 +741,8 @@ def test_error_unknown_key_in_rule():
         """
     )
     assert (
-        str(error) == "routing.yaml line 5: rule 'r' has unknown key 'weight'; "
-        "known: name, priority, when, then, description"
+        str(error) == "routing.yaml line 5: rule 'r': unknown key 'weight'; "
+        "known: description, name, priority, then, when"
     )
 
 
@@ -792,8 +791,8 @@ def test_error_unknown_action_key():
         """
     )
     assert str(error) == (
-        "routing.yaml line 6: rule 'r' has unknown action key 'fallback'; "
-        "known: route, routes, defer, boost, block"
+        "routing.yaml line 6: rule 'r': unknown action key 'fallback'; "
+        "known: block, boost, defer, route, routes"
     )
 
 
@@ -842,7 +841,7 @@ def test_error_bad_condition():
     error = load_error("rules:\n  - name: r\n    when:\n      xor: [a, b]\n    then: {route: x}\n")
     assert (
         str(error)
-        == "routing.yaml line 4: rule 'r' has unknown condition operator 'xor'; known: all, any, not, rule"
+        == "routing.yaml line 4: rule 'r': unknown condition operator 'xor'; known: all, any, not, rule"
     )
     assert load_error("rules:\n  - name: r\n    when: {any: []}\n    then: {route: x}\n").line == 3
 

@@ -13,7 +13,7 @@ Errors caused by input (a missing file, an empty query, a corrupt index) print
 one line ``error: ...`` and exit with status 2.
 
 All click code of ragroute lives in this package: one module per command
-(``build``, ``query``, ``evaluate``, ``route``, ``graph``, ``ask``, ``demo``; ``bench`` holds the
+(``build``, ``query``, ``evaluate``, ``route``, ``graph``, ``ask``, ``demo``, ``config``; ``bench`` holds the
 benchmark commands listed in :data:`ragroute.registry.BENCHMARKS`), shared option
 decorators in ``options``, helpers shared by commands in ``common`` and the
 ``--json`` output in ``output``.
@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, SourceWarning
 
 
 class _Group(click.Group):
@@ -80,6 +80,8 @@ def main() -> None:
       ragroute demo
     """
     warnings.showwarning = _one_line_warning
+    # a source left out of a routing config is named every time a command loads it
+    warnings.simplefilter("always", SourceWarning)
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
@@ -90,6 +92,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_args: A
 def _register() -> None:
     from ragroute.cli.ask import ask_command
     from ragroute.cli.build import build_command
+    from ragroute.cli.config import config_group
     from ragroute.cli.demo import demo_command
     from ragroute.cli.evaluate import eval_command
     from ragroute.cli.expert import expert_group
@@ -114,6 +117,7 @@ def _register() -> None:
         ask_command,
         inspect_command,
         demo_command,
+        config_group,
     ):
         main.add_command(command)
     main.add_command(bench_group())

@@ -135,14 +135,13 @@ def fit_router_command(
     router learns from. Use it in the config as ``router: {kind: pilot, model: OUT}``.
     """
     from ragroute.context import query_vectors
-    from ragroute.route.config import RoutingConfig, open_sources
+    from ragroute.route.config import RoutingConfig, open_sources, warn_left_out
     from ragroute.route.expert_gains import ExpertGains, measure_gains
 
     routing = RoutingConfig.read(config)
     encoder = _config_encoder(routing)
     sources, problems = open_sources(routing, encoder)
-    for problem in problems:
-        click.echo(f"warning: source {problem.name} left out: {problem.error}", err=True)
+    warn_left_out(routing.path, problems)  # `warning: CONFIG: source 'x' left out: ...` on stderr
     if len(sources) < 2:
         raise click.ClickException("an expert router needs at least two sources that open")
     contexts, qrels = _training_queries(sources, data, split)

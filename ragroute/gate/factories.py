@@ -14,11 +14,15 @@ Each entry of :data:`ragroute.registry.GATES` is ``factory(settings, build) -> G
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_keys
 from ragroute.gate.signals import make_signal, needs_retrieval
 from ragroute.gate.trained import DepthPolicy, ThresholdGate, TrainedGate
+
+#: the keys of a gate's ``depth:`` mapping (:class:`~ragroute.gate.trained.DepthPolicy`)
+DEPTH_KEYS = frozenset(f.name for f in fields(DepthPolicy))
 
 GATE_SETTINGS: dict[str, set[str]] = {
     "trained": {"path", "signals", "threshold", "retrieval_rate", "retrieve_cost", "max_steps", "depth"},
@@ -28,12 +32,7 @@ GATE_SETTINGS: dict[str, set[str]] = {
 
 
 def _check(kind: str, settings: Mapping[str, Any], where: str) -> None:
-    unknown = sorted(set(settings) - GATE_SETTINGS[kind] - {"kind"})
-    if unknown:
-        raise RagrouteError(
-            f"{where}: unknown {kind} gate key(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(GATE_SETTINGS[kind]))}"
-        )
+    check_keys(settings, GATE_SETTINGS[kind] | {"kind"}, where, f"{kind} gate key")
 
 
 def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
@@ -42,6 +41,7 @@ def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
         return None
     if not isinstance(depth, Mapping):
         raise RagrouteError(f"{where}: gate 'depth:' must be a mapping (shallow_k, deep_k, deep_steps, ...)")
+    check_keys(depth, DEPTH_KEYS, f"{where}: gate 'depth:'")
     try:
         return DepthPolicy(**depth)
     except TypeError as exc:

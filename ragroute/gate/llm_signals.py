@@ -226,16 +226,24 @@ class SelfAssessSignal(LLMSignal):
 LLM_SIGNALS: dict[str, type[LLMSignal]] = {
     cls.kind: cls for cls in (LogprobSignal, AgreementSignal, SelfAssessSignal)
 }
+LLM_SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
+    "llm_logprob": frozenset({"timeout_s", "prompt", "center", "scale"}),
+    "llm_agreement": frozenset({"timeout_s", "prompt", "samples", "temperature"}),
+    "llm_self": frozenset({"timeout_s", "prompt"}),
+}
+"""The settings each LLM signal kind takes in a ``{kind: ..., ...}`` mapping (besides ``kind``)."""
 
 
 def make_llm_signal(spec: str | dict[str, Any], llm: Any) -> LLMSignal:
     """An LLM signal from its kind (``"llm_logprob"``) or ``{kind: ..., setting: ...}``."""
-    from ragroute.errors import RagrouteError
+    from ragroute.errors import RagrouteError, check_keys
 
     data = {"kind": spec} if isinstance(spec, str) else dict(spec)
     kind = str(data.pop("kind", ""))
     if kind not in LLM_SIGNALS:
         raise RagrouteError(f"unknown LLM gate signal {kind!r}: known ones are {', '.join(LLM_SIGNALS)}")
+    if kind in LLM_SIGNAL_SETTINGS:
+        check_keys(data, LLM_SIGNAL_SETTINGS[kind], f"LLM gate signal {kind}", "setting")
     try:
         return LLM_SIGNALS[kind](llm, **data)
     except (TypeError, ValueError) as exc:

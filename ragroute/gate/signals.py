@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_keys
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
 
@@ -811,6 +811,15 @@ GATE_SIGNALS: dict[str, type[GateSignal]] = {
     )
 }
 """Signal kinds by name (what ``signals:`` lists and saved gates record)."""
+SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
+    "knn_vote": frozenset({"k"}),
+    "bank_margin": frozenset({"top_n"}),
+    "retrieval": frozenset({"k"}),
+    "rarity": frozenset({"corpus"}),  # corpus: true -> word rarity counted on the sources' documents
+    "complexity": frozenset(),
+    "text_probe": frozenset({"hashed_dim", "C", "folds"}),
+}
+"""The settings each signal kind takes in a ``{kind: ..., ...}`` mapping (besides ``kind``)."""
 DEFAULT_SIGNALS = ("knn_vote", "bank_margin", "rarity", "complexity", "text_probe")
 """The signals of a trained gate unless told otherwise (``retrieval`` needs sources, so it is opt-in)."""
 
@@ -824,6 +833,8 @@ def make_signal(
     if kind not in GATE_SIGNALS:
         raise RagrouteError(f"unknown gate signal {kind!r}: known ones are {', '.join(GATE_SIGNALS)}")
     cls = GATE_SIGNALS[kind]
+    if kind in SIGNAL_SETTINGS:
+        check_keys(data, SIGNAL_SETTINGS[kind], f"gate signal {kind}", "setting")
     try:
         if cls is TextProbeSignal:
             return TextProbeSignal(encoder=encoder, **data)

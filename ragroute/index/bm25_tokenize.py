@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_keys
 
 __all__ = [
     "ENGLISH_STOPWORDS",
@@ -67,9 +67,7 @@ class TokenizerConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TokenizerConfig:
         """Build a config from :meth:`to_dict` output; unknown keys are an error."""
         known = {"lowercase", "stopwords", "stem"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RagrouteError(f"unknown tokenizer option(s): {', '.join(map(str, unknown))}")
+        check_keys(data, known, "", "tokenizer option")
         return cls(**{key: data[key] for key in known if key in data})
 
 

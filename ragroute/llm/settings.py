@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_keys
 
 LLM_SETTINGS = {
     "local": {"max_new_tokens", "temperature", "seed", "cache_dir", "cache", "threads", "chat_template"},
@@ -19,8 +19,13 @@ LLM_SETTINGS = {
 }
 
 
-def llm_from_settings(settings: str | Mapping[str, Any] | None, where: str = "llm") -> Any:
-    """The LLM ``settings`` describe (a kind name or a mapping); ``None`` means the local LLM."""
+def check_llm_settings(
+    settings: str | Mapping[str, Any] | None, where: str = "llm"
+) -> tuple[str, dict[str, Any]]:
+    """The kind and keyword settings of an ``llm:`` value, checked (unknown kinds and keys fail in
+    one line) without building anything."""
+    if settings is not None and not isinstance(settings, (str, Mapping)):
+        raise RagrouteError(f"{where}: expected a kind name or a mapping with 'kind:'")
     data: dict[str, Any] = (
         {"kind": "local"}
         if settings is None
@@ -29,12 +34,13 @@ def llm_from_settings(settings: str | Mapping[str, Any] | None, where: str = "ll
     kind = str(data.pop("kind", "local"))
     if kind not in LLM_SETTINGS:
         raise RagrouteError(f"{where}: unknown llm kind {kind!r}; known: {', '.join(LLM_SETTINGS)}")
-    unknown = sorted(set(data) - LLM_SETTINGS[kind])
-    if unknown:
-        raise RagrouteError(
-            f"{where}: unknown {kind} llm key(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(LLM_SETTINGS[kind]))}"
-        )
+    check_keys(data, LLM_SETTINGS[kind], where, f"{kind} llm key")
+    return kind, data
+
+
+def llm_from_settings(settings: str | Mapping[str, Any] | None, where: str = "llm") -> Any:
+    """The LLM ``settings`` describe (a kind name or a mapping); ``None`` means the local LLM."""
+    kind, data = check_llm_settings(settings, where)
     if kind == "scripted":
         from ragroute.llm.scripted import ScriptedLLM
 

@@ -18,11 +18,11 @@ other ``*.jsonl``, ``*.csv``, ``*.tsv`` :func:`~ragroute.loaders.tabular.load_ta
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, unknown_keys_message
 from ragroute.loaders.beir import corpus_files, load_beir_corpus
 from ragroute.loaders.common import LoadReport, check_on_error
 from ragroute.loaders.folder import TEXT_SUFFIXES, load_text_file, load_text_folder
@@ -98,8 +98,15 @@ def load_corpus(
     """
     check_on_error(on_error)
     fmt = detect_format(path, **options)
-    loader, accepted = LOADERS[fmt]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise CorpusFormatError(f"{path}: option {', '.join(unknown)} does not apply to a {fmt} corpus")
+    loader = LOADERS[fmt][0]
+    check_options(path, fmt, options)
     return loader(path, on_error=on_error, report=report, **options)
+
+
+def check_options(path: str | Path, fmt: str, options: Mapping[str, Any]) -> None:
+    """Refuse ``options`` that the loader of format ``fmt`` does not take (one line, closest option named)."""
+    accepted = LOADERS[fmt][1]
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        message = unknown_keys_message(unknown, accepted, "option")
+        raise CorpusFormatError(f"{path} is a {fmt} corpus: {message}")

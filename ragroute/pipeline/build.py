@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_keys
 from ragroute.pipeline.runner import Pipeline
 from ragroute.pipeline.stages import RoutingOptions
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS
@@ -52,11 +52,7 @@ def check_router_settings(settings: Mapping[str, Any], where: str) -> str:
     """The router kind of ``settings`` (registered), after refusing unknown keys."""
     if not isinstance(settings, Mapping):
         raise RagrouteError(f"{where}: 'router:' must be a mapping")
-    unknown = sorted(set(settings) - router_keys())
-    if unknown:
-        raise RagrouteError(
-            f"{where}: unknown router key(s) {', '.join(unknown)}; known: {', '.join(sorted(router_keys()))}"
-        )
+    check_keys(settings, router_keys(), where, "router key")
     return ROUTERS.check(str(settings.get("kind", "prototype")), where)
 
 

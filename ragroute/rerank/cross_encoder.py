@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_keys
 from ragroute.types import Hit
 
 FAMILY = "reranker"
@@ -179,13 +179,10 @@ class CrossEncoderReranker:
 
 def cross_encoder_reranker(settings: Mapping[str, Any], build: Any) -> CrossEncoderReranker:
     """Registry entry: ``reranker: {kind: cross-encoder, model: PATH, backend: auto, candidates: 20}``."""
-    known = {"kind", "model", "backend", "candidates", "batch_size", "max_length"}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise RagrouteError(
-            f"{getattr(build, 'where', 'reranker')}: unknown cross-encoder setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(known - {'kind'}))}"
-        )
+    from ragroute.rerank import RERANKER_SETTINGS
+
+    known = RERANKER_SETTINGS[KIND] | {"kind"}
+    check_keys(settings, known, getattr(build, "where", "") or "reranker", "cross-encoder setting")
     return CrossEncoderReranker(
         settings.get("model", "rerank/default"),
         backend=str(settings.get("backend", "auto")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ragroute.errors import check_keys
 from ragroute.route.sources import collapse_to_parents
 from ragroute.types import Hit
 
@@ -31,4 +32,12 @@ class ParentsReranker:
 
 def parents_reranker(settings: Mapping[str, Any], build: Any) -> ParentsReranker:
     """Registry entry (``reranker: {kind: parents}``); takes no settings."""
+    from ragroute.rerank import RERANKER_SETTINGS
+
+    check_keys(
+        settings,
+        RERANKER_SETTINGS["parents"] | {"kind"},
+        getattr(build, "where", "") or "reranker",
+        "parents reranker key",
+    )
     return ParentsReranker()

@@ -34,38 +34,47 @@ Example (``corpora/routing.yaml``)::
     signals: {...}                    # optional policy, see ragroute.route.Policy
     rules: [...]
 
-Unknown keys anywhere are refused with the list of known ones, an unknown source
+Every key is listed in ``docs/config.md``. Unknown keys anywhere are refused in one line naming
+the closest known key (``unknown key 'sorces'; did you mean 'sources'?``), an unknown source
 ``kind:`` with the registered ones. A source whose index is missing or broken (or
-whose factory cannot be imported or fails) does not stop loading: it is left out
-and reported in every decision (``unavailable_sources``).
+whose factory cannot be imported or fails) does not stop loading: it is left out,
+reported in every decision (``unavailable_sources``) and warned about once per load
+(:class:`~ragroute.errors.SourceWarning`, shown by the CLI on stderr as
+``warning: routing.yaml: source 'x' left out: <reason>``). ``ragroute config check FILE``
+checks a config without loading models (:mod:`ragroute.route.config_check`).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, SourceWarning, check_keys
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import check_router_settings, pipeline_from_settings
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.yaml_files import read_yaml
 
-_TOP_KEYS = {
-    "encoder",
-    "backend",
-    "cache_dir",
-    "sources",
-    "corpora",
-    "index_dir",
-    "router",
-    "reranker",
-    "gate",
-    "signals",
-    "rules",
-    "llm",  # the LLM `ragroute ask` plans and answers with (ragroute.llm.settings)
-}
+#: the top-level keys of a routing config
+TOP_KEYS = frozenset(
+    {
+        "encoder",
+        "backend",
+        "cache_dir",
+        "sources",
+        "corpora",
+        "index_dir",
+        "router",
+        "reranker",
+        "gate",
+        "signals",
+        "rules",
+        "llm",  # the LLM `ragroute ask` plans and answers with (ragroute.llm.settings)
+    }
+)
 
 
 @dataclass
@@ -81,11 +90,7 @@ class RoutingConfig:
         data = read_yaml(path, "routing config")
         if not isinstance(data, dict):
             raise RagrouteError(f"{path}: expected a mapping with a 'sources:' section")
-        unknown = sorted(set(data) - _TOP_KEYS)
-        if unknown:
-            raise RagrouteError(
-                f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}"
-            )
+        check_keys(data, TOP_KEYS, str(path))
         if "corpora" in data and "sources" not in data:
             data["sources"] = _sources_from_corpora(path, data)
         if not isinstance(data.get("sources"), dict) or not data["sources"]:
@@ -153,6 +158,22 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
     return sources, problems
 
 
+def warn_left_out(path: str | Path, problems: Sequence[SourceProblem]) -> None:
+    """One :class:`~ragroute.errors.SourceWarning` per source left out of the config at ``path``
+    (the CLI prints each as ``warning: PATH: source 'x' left out: <reason>`` on stderr)."""
+    for problem in problems:
+        warnings.warn(left_out_message(path, problem), SourceWarning, stacklevel=3)
+
+
+def left_out_message(path: str | Path, problem: SourceProblem) -> str:
+    """``PATH: source 'x' left out: <reason>`` (the reason without a repeated ``PATH: source 'x'``)."""
+    where = f"{path}: source {problem.name!r}"
+    reason = problem.error
+    if reason.startswith(where):
+        reason = reason[len(where) :].lstrip(" :") or reason
+    return f"{where} left out: {reason}"
+
+
 def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None = None) -> Pipeline:
     """The query pipeline a routing config describes, ready to ``retrieve``."""
     from ragroute.encode import load_encoder
@@ -170,6 +191,7 @@ def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None =
     if not sources:
         detail = "; ".join(f"{p.name}: {p.error}" for p in problems)
         raise RagrouteError(f"{config.path}: no source could be opened ({detail})")
+    warn_left_out(config.path, problems)
     policy = None
     if config.data.get("rules"):
         policy = Policy.from_yaml(config.path, encoder=encoder)

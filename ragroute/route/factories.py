@@ -32,6 +32,14 @@ ROUTER_SETTINGS: dict[str, set[str]] = {
     "pilot": {"model", "mode"},
     "quality": {"model"},
 }
+# Settings a kind cannot do without (its factory refuses a mapping that lacks them).
+ROUTER_REQUIRED: dict[str, set[str]] = {
+    "knn": {"examples"},
+    "trained": {"model"},
+    "llm": {"llm"},
+    "pilot": {"model"},
+    "quality": {"model"},
+}
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ragroute.errors import check_query
+from ragroute.errors import check_query, unknown_keys_message
 from ragroute.route.policy import PolicyError, item_line, key_line, line_of, load_yaml, value_line
 from ragroute.route.signals import BankStore, Signal, SignalContext, SignalResult, encode_texts, parse_signal
 from ragroute.types import TraceStep
@@ -114,7 +114,7 @@ def parse_condition(
     _fail(
         source,
         key_line(value, op) or line,
-        f"rule {rule!r} has unknown condition operator {op!r}; known: {', '.join(OPERATORS)}",
+        f"rule {rule!r}: {unknown_keys_message([op], OPERATORS, 'condition operator')}",
     )
 
 
@@ -207,7 +207,7 @@ def parse_action(then: Any, line: int | None, rule: str, source: str) -> Action:
             _fail(
                 source,
                 key_line(then, key),
-                f"rule {rule!r} has unknown action key {key!r}; known: {', '.join(ACTION_KEYS)}",
+                f"rule {rule!r}: {unknown_keys_message([key], ACTION_KEYS, 'action key')}",
             )
     chosen = [key for key in ("route", "routes", "defer") if key in then]
     if len(chosen) != 1:
@@ -257,7 +257,7 @@ def parse_rule(spec: Any, line: int | None, index: int, signals: Mapping[str, Si
             _fail(
                 source,
                 key_line(spec, key),
-                f"rule {name!r} has unknown key {key!r}; known: {', '.join(RULE_KEYS)}",
+                f"rule {name!r}: {unknown_keys_message([key], RULE_KEYS)}",
             )
     for key in ("when", "then"):
         if key not in spec:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
+from ragroute.errors import unknown_keys_message
 from ragroute.registry import SIGNALS
 from ragroute.route.language import LANGUAGES, guess_language
 from ragroute.route.policy import PolicyError, item_line, key_line, value_line
@@ -517,7 +518,7 @@ def parse_signal(name: Any, spec: Any, source: str, line: int | None) -> Signal:
             _fail(
                 source,
                 key_line(spec, key),
-                f"{what} ({kind}) has unknown key {key!r}; known: {', '.join(sorted(known))}",
+                f"{what} ({kind}): {unknown_keys_message([key], known)}",
             )
     _require(spec, cls.required, f"{what} ({kind})", source, line)
     description = spec.get("description", "")

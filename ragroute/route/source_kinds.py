@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_keys
 
 #: keys every source entry may carry, whatever its kind
 COMMON_KEYS = frozenset({"kind", "corpus", "description", "modality", "granularity"})
@@ -74,15 +74,14 @@ def source_kind(
     return mark
 
 
+def entry_keys(opener: Any) -> frozenset[str]:
+    """The keys a source entry of this kind's ``opener`` may hold (:data:`COMMON_KEYS` included)."""
+    return COMMON_KEYS | getattr(opener, "keys", FACTORY_KEYS)
+
+
 def check_entry(request: SourceRequest, kind: str, opener: Any) -> None:
-    """Refuse unknown or missing keys (one line naming the file, the source and the kind)."""
-    allowed = COMMON_KEYS | getattr(opener, "keys", FACTORY_KEYS)
-    unknown = sorted(set(request.entry) - allowed)
-    if unknown:
-        raise RagrouteError(
-            f"{request.where} has unknown key(s) {', '.join(unknown)}; "
-            f"a {kind} source takes {', '.join(sorted(allowed))}"
-        )
+    """Refuse unknown or missing keys (one line naming the file, the source, the kind and the key)."""
+    check_keys(request.entry, entry_keys(opener), f"{request.where} (kind {kind})")
     missing = sorted(set(getattr(opener, "required", ())) - set(request.entry))
     if missing:
         raise RagrouteError(f"{request.where} (kind {kind}) needs {', '.join(repr(m) for m in missing)}")

@@ -1,0 +1,173 @@
+"""``ragroute config check FILE``: validate a routing config, a corpus definitions file or a CLI
+defaults file without loading a model; print what it resolves to and one line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.output import emit_json
+
+
+@click.group("config", context_settings=CONTEXT)
+def config_group() -> None:
+    """Configuration files: routing configs, corpus definitions (corpora.yaml), CLI defaults.
+
+    Every key they take is listed in docs/config.md.
+    """
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--verify", is_flag=True, help="Also check the checksum of every index file (reads them all).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: what FILE resolves to.")
+@one_line_errors
+def check_command(file: Path, verify: bool, as_json: bool) -> None:
+    """Check FILE (a routing config, a corpora.yaml, or a --config file of CLI defaults) without
+    loading a model: unknown keys (with the closest known one), sources whose index is missing,
+    broken or built with another encoder than the config's, unregistered kinds, missing files.
+
+    \b
+    Prints the resolved sources (index folder, kind, documents, encoder recorded in the index),
+    the router, reranker, gate and policy; then one `error: FILE: ...` line per problem on
+    stderr. Exits with 1 when there are problems, 0 otherwise.
+    """
+    from ragroute.errors import RagrouteError
+    from ragroute.route.config_check import check_config
+    from ragroute.yaml_files import read_yaml
+
+    try:
+        data = read_yaml(file, "config")
+    except RagrouteError:
+        data = None  # check_config reports it as a problem
+    root = click.get_current_context().find_root().command  # the `ragroute` group
+    if _is_cli_defaults(root, data):
+        problems = cli_defaults_problems(root, file, data)
+        report: dict[str, Any] = {"path": str(file), "what": "CLI defaults", "problems": problems}
+        lines = [f"{file}: CLI defaults for {', '.join(map(str, data))}"]
+        warnings: list[str] = []
+    else:
+        checked = check_config(file, verify=verify)
+        report, problems, warnings = checked.to_dict(), checked.problems, checked.warnings
+        lines = describe(checked)
+    if as_json:
+        emit_json({**report, "ok": not problems})
+    else:
+        for line in lines:
+            click.echo(line)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if not as_json:
+        click.echo(f"{len(problems)} problem(s)" if problems else "ok")
+    if problems:
+        click.get_current_context().exit(1)
+
+
+def describe(checked: Any) -> list[str]:
+    """What a checked file resolves to, as readable lines."""
+    lines = [f"{checked.path}: {checked.what}"]
+    if checked.what != "routing config":
+        for corpus in checked.corpora:
+            fmt = f", {corpus['format']}" if corpus["format"] else ""
+            lines.append(
+                f"  corpus {corpus['name']}: {corpus['path']} ({corpus['modality']}, "
+                f"{corpus['granularity']}{fmt})"
+            )
+        return lines
+    encoder = checked.encoder
+    if encoder:
+        resolved = encoder["model_id"] or "not found offline"
+        dim = f", dim {encoder['dim']}" if encoder.get("dim") else ""
+        lines.append(
+            f"  encoder: {encoder['name']} -> {resolved}{dim} (backend {encoder['backend']}; not loaded)"
+        )
+    usable = sum(source.status == "ok" for source in checked.sources)
+    lines.append(f"  sources: {len(checked.sources)} ({usable} usable)")
+    width = max((len(source.name) for source in checked.sources), default=0)
+    for source in checked.sources:
+        lines.append(f"    {source.name:<{width}}  {source.kind:<6} {source.target or '-'}  {_state(source)}")
+    router = dict(checked.router)
+    if router:
+        kind = router.pop("kind")
+        members = router.pop("members", None)
+        detail = ", ".join(f"{key} {_value(value)}" for key, value in router.items())
+        of = f" of {', '.join(members)}" if members else ""
+        lines.append(f"  router: {kind}{of}" + (f" ({detail})" if detail else ""))
+    lines.append(f"  reranker: {checked.reranker or 'none'}")
+    lines.append(f"  gate: {checked.gate or 'none'}")
+    if checked.llm:
+        lines.append(f"  llm: {checked.llm}")
+    if checked.policy:
+        lines.append(f"  policy: {checked.policy['signals']} signal(s), {checked.policy['rules']} rule(s)")
+    return lines
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _state(source: Any) -> str:
+    parts = []
+    if source.index_kind:
+        parts.append(source.index_kind)
+    if source.documents is not None:
+        parts.append(f"{source.documents} documents")
+    if source.encoder:
+        parts.append(f"encoder {source.encoder.get('model_id')} (dim {source.encoder.get('dim')})")
+    if source.expert:
+        parts.append(f"expert {source.expert}")
+    parts.extend(source.notes)
+    text = ", ".join(parts) or "-"
+    return text if source.status == "ok" else f"{text}  {source.status.upper()}"
+
+
+# --------------------------------------------------------------------------- CLI defaults files
+
+
+def _is_cli_defaults(root: click.Command, data: Any) -> bool:
+    """A ``--config`` file: a mapping with command names of ``root`` (``gate`` is also a routing
+    config key) and no key only a routing config has."""
+    from ragroute.route.config import TOP_KEYS
+
+    commands = set(getattr(root, "commands", {}))
+    if not isinstance(data, dict):
+        return False
+    keys = {str(key) for key in data}
+    return bool(keys & (commands - TOP_KEYS)) and not keys & (TOP_KEYS - commands)
+
+
+def cli_defaults_problems(root: click.Command, path: Path, data: dict[str, Any]) -> list[str]:
+    """One line per key of a CLI defaults file that names no command or option of ``root``
+    (click would ignore it silently)."""
+    from ragroute.errors import unknown_keys_message
+
+    problems: list[str] = []
+
+    def walk(command: click.Command, values: Any, where: str) -> None:
+        if not isinstance(values, dict):
+            problems.append(f"{path}: {where.rstrip(': ')} must be a mapping of option defaults")
+            return
+        if isinstance(command, click.Group):
+            for key, value in values.items():
+                sub = command.commands.get(str(key))
+                if sub is None:
+                    message = unknown_keys_message([key], command.commands, "command")
+                    problems.append(f"{path}: {where}{message}")
+                else:
+                    walk(sub, value, f"{where}{key}: ")
+            return
+        options = [param.name for param in command.params if param.name]
+        for key in values:
+            if key not in options:
+                message = unknown_keys_message([key], options, "option")
+                problems.append(f"{path}: {where}{message}")
+
+    walk(root, data, "")
+    return problems

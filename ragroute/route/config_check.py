@@ -1,0 +1,629 @@
+"""Check a routing config or a corpus definitions file without loading a model (``ragroute config check``).
+
+:func:`check_config` reads the file with the checks the loaders use (the same key lists and the
+same one-line messages, ``unknown key 'sorces'; did you mean 'sources'?``), then looks at what
+loading would open: each source's index folder and its manifest (kind, documents, the encoder it
+was built with, compared with the config's ``encoder:``, which is resolved offline but not
+loaded), query-side experts, factories (imported, not called), the router, reranker, gate, LLM and
+policy settings, and the files they name. Every problem is one line naming the file and the key;
+a problem is anything that would stop loading or leave a source out. Notes (``warnings``) are
+things that load but are probably not meant, such as a router key the chosen kind does not read.
+
+:func:`accepted_keys` lists every key the loaders accept, section by section, from the code
+(``docs/config.md`` documents each; ``tests/test_config_reference.py`` compares the two).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import RagrouteError, unknown_keys_message
+
+CORPUS_FILE = "corpus definitions"
+ROUTING_FILE = "routing config"
+
+
+@dataclass
+class SourceCheck:
+    """What loading would make of one ``sources:`` entry."""
+
+    name: str
+    kind: str = "index"
+    target: str = ""  # the index folder, or the factory reference
+    status: str = "ok"  # ok | missing | broken
+    index_kind: str = ""
+    documents: int | None = None
+    encoder: dict[str, Any] | None = None  # as recorded in the index manifest
+    expert: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConfigCheck:
+    """The outcome of :func:`check_config`: what the file resolves to, and its problems."""
+
+    path: Path
+    what: str
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    encoder: dict[str, Any] = field(default_factory=dict)
+    sources: list[SourceCheck] = field(default_factory=list)
+    corpora: list[dict[str, Any]] = field(default_factory=list)
+    router: dict[str, Any] = field(default_factory=dict)
+    reranker: str = ""
+    gate: str = ""
+    llm: str = ""
+    policy: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["path"] = str(self.path)
+        out["ok"] = self.ok
+        return out
+
+
+def check_config(path: str | Path, *, verify: bool = False) -> ConfigCheck:
+    """Check a routing config or a corpus definitions file (told apart by a ``corpora:`` mapping).
+
+    ``verify`` also checks the checksum of every index file (reads them all; off by default).
+    """
+    return _Checker(Path(path), verify).run()
+
+
+# --------------------------------------------------------------------------- the checker
+
+
+class _Checker:
+    def __init__(self, path: Path, verify: bool) -> None:
+        self.path = path
+        self.verify = verify
+        self.report = ConfigCheck(path, ROUTING_FILE)
+        self.encoder_id = ""
+        self.encoder_dim: int | None = None
+
+    # ----------------------------------------------------------------- helpers
+
+    def problem(self, message: str) -> None:
+        self.report.problems.append(" ".join(str(message).split()))
+
+    def note(self, message: str) -> None:
+        self.report.warnings.append(" ".join(str(message).split()))
+
+    def attempt(self, check: Callable[[], Any], prefix: str = "") -> Any:
+        """``check()``, or ``None`` with its :class:`RagrouteError` recorded as a problem."""
+        try:
+            return check()
+        except RagrouteError as exc:
+            self.problem(f"{prefix}{exc}")
+            return None
+
+    def passes(self, check: Callable[[], Any], prefix: str = "") -> bool:
+        """Whether ``check()`` raises no :class:`RagrouteError` (recorded as a problem if it does)."""
+        count = len(self.report.problems)
+        self.attempt(check, prefix)
+        return len(self.report.problems) == count
+
+    def resolve(self, relative: Any) -> Path:
+        return (self.path.parent / str(relative)).resolve()
+
+    # ----------------------------------------------------------------- entry
+
+    def run(self) -> ConfigCheck:
+        from ragroute.yaml_files import read_yaml
+
+        data = self.attempt(lambda: read_yaml(self.path, "config"))
+        if data is None and not self.report.problems:
+            self.problem(f"{self.path}: the file is empty")
+        if self.report.problems:
+            return self.report
+        if not isinstance(data, dict):
+            self.problem(f"{self.path}: expected a mapping (a routing config, or 'corpora:' definitions)")
+            return self.report
+        if isinstance(data.get("corpora"), dict):
+            self.report.what = CORPUS_FILE
+            self.check_corpora(self.path, data)
+        else:
+            self.check_routing(data)
+        return self.report
+
+    # ----------------------------------------------------------------- corpus definitions
+
+    def check_corpora(self, path: Path, data: Any) -> list[Any]:
+        """The valid corpus specs of a definitions file (``data``: its parsed content)."""
+        from ragroute.corpora import corpus_spec
+
+        if not isinstance(data, dict) or not isinstance(data.get("corpora"), dict) or not data["corpora"]:
+            self.problem(f"{path}: expected a top-level 'corpora:' mapping of names to definitions")
+            return []
+        for key in data:
+            if key != "corpora":
+                self.problem(f"{path}: {unknown_keys_message([key], ['corpora'])}")
+        specs = []
+        for name, entry in data["corpora"].items():
+            spec = self.attempt(lambda name=name, entry=entry: corpus_spec(name, entry, path))
+            if spec is None:
+                continue
+            specs.append(spec)
+            row = {
+                "name": spec.name,
+                "path": str(spec.path),
+                "modality": spec.modality,
+                "granularity": spec.granularity,
+                "format": "",
+            }
+            self.report.corpora.append(row)
+            if not spec.path.exists():
+                self.problem(f"{path}: corpus {spec.name!r}: path {spec.path} does not exist")
+                continue
+            row["format"] = self.attempt(
+                lambda spec=spec: _corpus_format(spec), f"{path}: corpus {spec.name!r}: "
+            )
+        return specs
+
+    # ----------------------------------------------------------------- routing configs
+
+    def check_routing(self, data: dict[str, Any]) -> None:
+        from ragroute.route.config import TOP_KEYS
+
+        for key in data:
+            if key not in TOP_KEYS:
+                self.problem(f"{self.path}: {unknown_keys_message([key], TOP_KEYS)}")
+        self.check_encoder(data)
+        entries = self.source_entries(data)
+        for name, entry in entries.items():
+            self.check_source(str(name), entry)
+        names = [str(name) for name in entries]
+        self.check_router(data.get("router") or {"kind": "prototype"}, names)
+        if data.get("reranker"):
+            self.check_reranker(data["reranker"])
+        if data.get("gate"):
+            self.check_gate(data["gate"], f"{self.path}: gate", names)
+        if "llm" in data:
+            self.report.llm = self.check_llm(data["llm"], f"{self.path}: llm")
+        if data.get("signals") or data.get("rules"):
+            self.check_policy(data, names)
+
+    def check_encoder(self, data: dict[str, Any]) -> None:
+        from ragroute.encode import DEFAULT_ENCODER, resolve_model
+        from ragroute.encode.load import BACKENDS
+
+        name = str(data.get("encoder") or DEFAULT_ENCODER)
+        backend = str(data.get("backend", "auto"))
+        info: dict[str, Any] = {"name": name, "backend": backend, "model_id": "", "dim": None}
+        self.report.encoder = info
+        if backend.strip().lower() not in (*BACKENDS, "auto"):
+            self.problem(
+                f"{self.path}: backend: unknown encoder backend {backend!r}: "
+                f"expected auto, {', '.join(BACKENDS)}"
+            )
+        resolved = self.attempt(lambda: resolve_model(name), f"{self.path}: encoder: ")
+        if resolved is not None:
+            self.encoder_id = info["model_id"] = resolved.model_id
+            self.encoder_dim = info["dim"] = model_dimension(resolved.path)
+
+    def source_entries(self, data: dict[str, Any]) -> dict[str, Any]:
+        from ragroute.yaml_files import read_yaml
+
+        if "sources" not in data and "corpora" in data:
+            if "index_dir" not in data:
+                self.problem(
+                    f"{self.path}: 'corpora:' needs 'index_dir:' (where the corpus indexes are built)"
+                )
+                return {}
+            corpora = self.resolve(data["corpora"])
+            parsed = self.attempt(lambda: read_yaml(corpora, "corpus definitions"), f"{self.path}: corpora: ")
+            if parsed is None:
+                return {}
+            index_dir = self.resolve(data["index_dir"])
+            return {
+                spec.name: {
+                    "index": str(index_dir / spec.name),
+                    "description": spec.description,
+                    "modality": spec.modality,
+                    "granularity": spec.granularity,
+                }
+                for spec in self.check_corpora(corpora, parsed)
+            }
+        sources = data.get("sources")
+        if not isinstance(sources, dict) or not sources:
+            self.problem(f"{self.path}: expected a 'sources:' mapping of names to index directories")
+            return {}
+        if "corpora" in data:
+            self.note(f"{self.path}: 'corpora:' is not read when 'sources:' is given")
+        return sources
+
+    def check_source(self, name: str, entry: Any) -> None:
+        from ragroute.registry import SOURCE_KINDS
+        from ragroute.route.source_kinds import SourceRequest, check_entry, load_factory
+
+        where = f"{self.path}: source {name!r}"
+        if not isinstance(entry, dict):
+            self.problem(f"{where} needs an 'index' directory or a 'kind:'")
+            return
+        source = SourceCheck(name, str(entry.get("kind") or "index"))
+        if "index" in entry:
+            source.target = str(self.resolve(entry["index"]))
+        elif "factory" in entry:
+            source.target = str(entry["factory"])
+        self.report.sources.append(source)
+        request = SourceRequest(self.path, name, entry)
+        if not self.passes(lambda: SOURCE_KINDS.check(source.kind, where)):
+            source.status = "broken"
+            return
+        opener = SOURCE_KINDS.get(source.kind)
+        if not self.passes(lambda: check_entry(request, source.kind, opener)):
+            source.status = "broken"
+            return
+        if "factory" in entry:
+            if self.passes(lambda: load_factory(request)):
+                source.notes.append("factory found (not called)")
+            else:
+                source.status = "broken"
+        if source.kind == "index" and "index" in entry:
+            self.check_index(source, where, entry)
+
+    def check_index(self, source: SourceCheck, where: str, entry: dict[str, Any]) -> None:
+        from ragroute.index.io import read_index_manifest
+        from ragroute.registry import INDEX_KINDS
+
+        folder = self.resolve(entry["index"])
+        source.target = str(folder)
+        if not folder.exists():
+            source.status = "missing"
+            self.problem(f"{where}: index {folder} does not exist (build it with `ragroute build ... --out`)")
+            return
+        manifest = self.attempt(lambda: read_index_manifest(folder, verify=self.verify), f"{where}: ")
+        if manifest is None:
+            source.status = "broken"
+            return
+        source.index_kind = manifest.kind
+        source.documents = manifest.params.get("documents")
+        source.encoder = dict(manifest.encoder or {}) or None
+        if not self.passes(lambda: INDEX_KINDS.check(manifest.kind, f"{where}: index {folder}")):
+            source.status = "broken"
+            return
+        recorded = manifest.encoder or {}
+        if getattr(INDEX_KINDS.get(manifest.kind), "needs_encoder", False):
+            if not recorded.get("model_id"):
+                source.status = "broken"
+                self.problem(f"{where}: index {folder} records no encoder for a {manifest.kind} index")
+            elif self.encoder_id and not self.same_encoder(recorded):
+                source.status = "broken"
+                self.problem(
+                    f"{where}: index {folder} was built with encoder {recorded.get('model_id')!r} "
+                    f"(dim {recorded.get('dim')}), not the config's encoder "
+                    f"{self.report.encoder['name']!r} ({self.encoder_id}, dim {self.encoder_dim}); "
+                    f"set 'encoder: {recorded.get('model_id')}' or rebuild the index"
+                )
+        if entry.get("expert"):
+            self.check_expert(source, where, entry["expert"], manifest.kind, recorded)
+
+    def same_encoder(self, recorded: Mapping[str, Any]) -> bool:
+        if recorded.get("model_id") != self.encoder_id:
+            return False
+        dim = recorded.get("dim")
+        return self.encoder_dim is None or dim is None or int(dim) == self.encoder_dim
+
+    def check_expert(
+        self, source: SourceCheck, where: str, expert: Any, index_kind: str, recorded: Mapping[str, Any]
+    ) -> None:
+        from ragroute.store import artifact_exists, open_snapshot
+
+        path = self.resolve(expert)
+        source.expert = str(path)
+        if not artifact_exists(path):
+            source.status = "missing"
+            self.problem(f"{where}: expert {path} does not exist (train one with `ragroute expert train`)")
+            return
+        snapshot = self.attempt(
+            lambda: open_snapshot(path, family="expert", verify=self.verify), f"{where}: "
+        )
+        if snapshot is None:
+            source.status = "broken"
+            return
+        manifest = snapshot.manifest
+        base = str(manifest.params.get("base", ""))
+        source.notes.append(f"expert {manifest.kind} adapter of {base or '?'}")
+        if manifest.kind == "full":
+            source.status = "broken"
+            self.problem(
+                f"{where}: expert {path} is a full expert, not a query-side adapter: index the corpus "
+                "with it and list that index as a source"
+            )
+        elif index_kind != "dense":
+            source.status = "broken"
+            self.problem(
+                f"{where}: expert {path} needs a dense index of base-model embeddings, not {index_kind}"
+            )
+        elif base and recorded.get("model_id") and base != recorded.get("model_id"):
+            source.status = "broken"
+            self.problem(
+                f"{where}: expert {path} adapts {base!r}, "
+                f"but the index was built with {recorded.get('model_id')!r}"
+            )
+
+    # ----------------------------------------------------------------- router
+
+    def check_router(self, settings: Any, names: list[str]) -> None:
+        from ragroute.pipeline.build import SELECTION_KEYS, router_keys, routing_options
+        from ragroute.registry import ROUTERS
+        from ragroute.route.factories import ROUTER_REQUIRED, ROUTER_SETTINGS
+
+        where = str(self.path)
+        if not isinstance(settings, Mapping):
+            self.problem(f"{where}: 'router:' must be a mapping")
+            return
+        for key in settings:
+            if key not in router_keys():
+                self.problem(f"{where}: router: {unknown_keys_message([key], router_keys(), 'router key')}")
+        kind = str(settings.get("kind", "prototype"))
+        self.report.router = {"kind": kind}
+        if not self.passes(lambda: ROUTERS.check(kind, f"{where}: router")):
+            return
+        options = self.attempt(lambda: routing_options(settings, f"{where}: router"))
+        if options is not None:
+            self.report.router.update(
+                {f.name: getattr(options, f.name) for f in fields(options) if f.name in settings}
+            )
+            for missing in sorted(set(options.always) - set(names)):
+                self.problem(f"{where}: router: always names {missing!r}, which is not a source")
+        kinds = [kind]
+        if kind == "ensemble":
+            members = settings.get("members") or ["prototype", "confidence"]
+            if not isinstance(members, list):
+                self.problem(f"{where}: router: members must be a list of router kinds")
+                members = []
+            self.report.router["members"] = [str(m) for m in members]
+            for member in members:
+                if str(member) == "ensemble":
+                    self.problem(f"{where}: router: an ensemble cannot contain an ensemble")
+                elif self.passes(
+                    lambda member=member: ROUTERS.check(str(member), f"{where}: router members")
+                ):
+                    kinds.append(str(member))
+        if kind == "llm" and settings.get("fallback") is not None:
+            fallback = str(settings["fallback"])
+            if self.passes(lambda: ROUTERS.check(fallback, f"{where}: router fallback")):
+                kinds.append(fallback)
+        for each in kinds:
+            for key in sorted(ROUTER_REQUIRED.get(each, ())):
+                if key not in settings:
+                    self.problem(f"{where}: router: a {each} router needs '{key}:'")
+        if "examples" in settings and "knn" in kinds and not self.resolve(settings["examples"]).is_file():
+            self.problem(
+                f"{where}: router: examples file {self.resolve(settings['examples'])} does not exist"
+            )
+        if "model" in settings and set(kinds) & {"trained", "pilot", "quality"}:
+            model = self.resolve(settings["model"])
+            if not model.exists():
+                self.problem(f"{where}: router: model {model} does not exist")
+        if kind == "fixed" and settings.get("routes"):
+            for route in settings["routes"]:
+                if str(route) not in names:
+                    self.problem(f"{where}: router: fixed route {route!r} is not a source")
+        read = {"kind"} | SELECTION_KEYS
+        for each in kinds:
+            read |= ROUTER_SETTINGS.get(each, set())
+        if kind == "ensemble":
+            read.add("members")
+        for key in settings:
+            if key in router_keys() and key not in read:
+                self.note(f"{where}: router: key {key!r} is not read by a {kind} router")
+
+    # ----------------------------------------------------------------- reranker, gate, llm
+
+    def check_reranker(self, spec: Any) -> None:
+        from ragroute.registry import RERANKERS
+        from ragroute.rerank import RERANKER_SETTINGS
+
+        where = f"{self.path}: reranker"
+        if not isinstance(spec, Mapping) or "kind" not in spec:
+            self.problem(f"{where}: 'reranker:' must be a mapping with 'kind:'")
+            return
+        kind = str(spec["kind"])
+        self.report.reranker = kind
+        if not self.passes(lambda: RERANKERS.check(kind, where)):
+            return
+        if kind in RERANKER_SETTINGS:
+            self.keys(spec, RERANKER_SETTINGS[kind] | {"kind"}, where, f"{kind} reranker key")
+
+    def keys(self, mapping: Mapping[str, Any], known: Any, where: str, what: str = "key") -> None:
+        for key in mapping:
+            if key not in known:
+                self.problem(f"{where}: {unknown_keys_message([key], known, what)}")
+
+    def check_gate(self, spec: Any, where: str, names: list[str], top: bool = True) -> None:
+        from ragroute.gate.factories import DEPTH_KEYS, GATE_SETTINGS
+        from ragroute.gate.signals import GATE_SIGNALS, SIGNAL_SETTINGS
+        from ragroute.registry import GATES
+
+        if not isinstance(spec, Mapping) or "kind" not in spec:
+            self.problem(f"{where}: 'gate:' must be a mapping with 'kind:'")
+            return
+        kind = str(spec["kind"])
+        if top:
+            self.report.gate = kind
+        if not self.passes(lambda: GATES.check(kind, where)):
+            return
+        if kind in GATE_SETTINGS:
+            self.keys(spec, GATE_SETTINGS[kind] | {"kind"}, where, f"{kind} gate key")
+        depth = spec.get("depth")
+        if depth is not None:
+            if isinstance(depth, Mapping):
+                self.keys(depth, DEPTH_KEYS, f"{where}: depth")
+            else:
+                self.problem(f"{where}: 'depth:' must be a mapping (shallow_k, deep_k, deep_steps, ...)")
+        if kind == "trained":
+            if "path" not in spec:
+                self.problem(
+                    f"{where}: a trained gate needs 'path:' (a folder written by `ragroute gate fit`)"
+                )
+            elif not self.resolve(spec["path"]).exists():
+                self.problem(f"{where}: gate {self.resolve(spec['path'])} does not exist")
+        if kind == "threshold":
+            if "signal" not in spec:
+                self.problem(f"{where}: a threshold gate needs 'signal:' (e.g. rarity, knn_vote)")
+            else:
+                self.signal_spec(spec["signal"], GATE_SIGNALS, SIGNAL_SETTINGS, f"{where}: signal")
+        for key in ("examples",):
+            if key in spec and not self.resolve(spec[key]).is_file():
+                self.problem(f"{where}: {key} file {self.resolve(spec[key])} does not exist")
+        if kind == "llm":
+            from ragroute.gate.llm_signals import LLM_SIGNAL_SETTINGS, LLM_SIGNALS
+
+            self.check_llm(spec.get("llm"), f"{where}: llm")
+            for signal in spec.get("signals") or []:
+                self.signal_spec(signal, LLM_SIGNALS, LLM_SIGNAL_SETTINGS, f"{where}: signals")
+            fallback = spec.get("fallback")
+            if fallback is not None:
+                if isinstance(fallback, Mapping) and fallback.get("kind") == "llm":
+                    self.problem(f"{where}: fallback: an LLM gate's fallback must not need an LLM")
+                else:
+                    self.check_gate(fallback, f"{where}: fallback", names, top=False)
+
+    def signal_spec(
+        self, spec: Any, kinds: Mapping[str, Any], settings: Mapping[str, Any], where: str
+    ) -> None:
+        data = {"kind": spec} if isinstance(spec, str) else spec
+        if not isinstance(data, Mapping):
+            self.problem(f"{where}: a signal is a kind name or a mapping with 'kind:'")
+            return
+        kind = str(data.get("kind", ""))
+        if kind not in kinds:
+            self.problem(f"{where}: {unknown_keys_message([kind], kinds, 'signal kind')}")
+        elif kind in settings:
+            self.keys(data, settings[kind] | {"kind"}, f"{where} {kind}", "setting")
+
+    def check_llm(self, settings: Any, where: str) -> str:
+        """The kind of an ``llm:`` value ("" when it has problems)."""
+        from ragroute.llm.settings import check_llm_settings
+
+        checked = self.attempt(lambda: check_llm_settings(settings, where))
+        return "" if checked is None else checked[0]
+
+    def check_policy(self, data: dict[str, Any], names: list[str]) -> None:
+        from ragroute.route.rules import Policy
+
+        policy = self.attempt(lambda: Policy.from_yaml(self.path, source_name=str(self.path)))
+        if policy is None:
+            return
+        self.report.policy = {"signals": len(policy.signals), "rules": len(policy.rules)}
+        if policy.rules:
+            self.attempt(lambda: policy.validate_routes([*names, "none"]))
+        elif policy.signals:
+            self.note(f"{self.path}: 'signals:' without 'rules:' is not used")
+
+
+def _corpus_format(spec: Any) -> str:
+    """The format a corpus loads as, after refusing the loader options that do not apply to it."""
+    from ragroute.loaders.auto import check_options, detect_format
+
+    fmt = detect_format(spec.path, **spec.options)
+    check_options(spec.path, fmt, spec.options)
+    return fmt
+
+
+def model_dimension(folder: Path) -> int | None:
+    """The embedding size of a sentence-transformers model folder, read from its config files
+    (the last ``Dense`` layer, else the pooling or transformer width); ``None`` when unsure."""
+
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    modules: Any = []
+    with contextlib.suppress(OSError, ValueError):
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    dim = None
+    for module in modules if isinstance(modules, list) else []:
+        kind = str(module.get("type", ""))
+        config = read(folder / str(module.get("path", "")) / "config.json")
+        if kind.endswith(".Dense") and config.get("out_features"):
+            dim = int(config["out_features"])
+        elif kind.endswith(".Pooling") and dim is None:
+            modes = [k for k, v in config.items() if k.startswith("pooling_mode") and v is True]
+            if len(modes) == 1 and config.get("word_embedding_dimension"):
+                dim = int(config["word_embedding_dimension"])
+    if dim is None:
+        config = read(folder / "config.json")
+        for key in ("hidden_size", "dim", "d_model"):
+            if isinstance(config.get(key), int):
+                return int(config[key])
+    return dim
+
+
+# --------------------------------------------------------------------------- the key reference
+
+
+def accepted_keys() -> dict[str, frozenset[str]]:
+    """Every key the loaders accept, by section, read from the code that checks them.
+
+    Sections: ``corpora.yaml`` (top level), ``corpus`` (one entry), ``corpus options``;
+    ``routing`` (top level), ``sources`` (keys of every kind), ``sources.KIND`` (the keys that
+    kind adds); likewise ``router`` (``kind`` and the selection keys) and ``router.KIND``,
+    ``reranker`` / ``reranker.KIND``, ``gate`` / ``gate.KIND``, ``gate depth``, ``gate signal`` /
+    ``gate signal.KIND``, ``gate llm signal`` / ``gate llm signal.KIND``, ``llm`` / ``llm.KIND``,
+    ``signals`` / ``signals.TYPE``; ``rules``, ``rules then``, ``rules when``.
+    """
+    from ragroute.corpora import CORPUS_KEYS
+    from ragroute.gate.factories import DEPTH_KEYS, GATE_SETTINGS
+    from ragroute.gate.llm_signals import LLM_SIGNAL_SETTINGS
+    from ragroute.gate.signals import SIGNAL_SETTINGS
+    from ragroute.llm.settings import LLM_SETTINGS
+    from ragroute.loaders.auto import LOADERS
+    from ragroute.pipeline.build import SELECTION_KEYS
+    from ragroute.registry import SIGNALS, SOURCE_KINDS
+    from ragroute.rerank import RERANKER_SETTINGS
+    from ragroute.route.config import TOP_KEYS
+    from ragroute.route.factories import ROUTER_SETTINGS
+    from ragroute.route.rules import ACTION_KEYS, OPERATORS, RULE_KEYS
+    from ragroute.route.signals import COMMON_KEYS as SIGNAL_KEYS
+    from ragroute.route.source_kinds import COMMON_KEYS, entry_keys
+
+    sections: dict[str, frozenset[str]] = {
+        "corpora.yaml": frozenset({"corpora"}),
+        "corpus": frozenset(CORPUS_KEYS),
+        "corpus options": frozenset(key for _, options in LOADERS.values() for key in options),
+        "routing": frozenset(TOP_KEYS),
+        "sources": frozenset(COMMON_KEYS),
+        "router": frozenset({"kind"} | SELECTION_KEYS),
+        "reranker": frozenset({"kind"}),
+        "gate": frozenset({"kind"}),
+        "gate signal": frozenset({"kind"}),
+        "gate llm signal": frozenset({"kind"}),
+        "llm": frozenset({"kind"}),
+        "gate depth": frozenset(DEPTH_KEYS),
+        "signals": frozenset(SIGNAL_KEYS),
+        "rules": frozenset(RULE_KEYS),
+        "rules then": frozenset(ACTION_KEYS),
+        "rules when": frozenset(OPERATORS),
+    }
+    for kind in SOURCE_KINDS.names():
+        sections[f"sources.{kind}"] = frozenset(entry_keys(SOURCE_KINDS.get(kind)) - COMMON_KEYS)
+    for kind, keys in ROUTER_SETTINGS.items():
+        sections[f"router.{kind}"] = frozenset(keys)
+    for kind, keys in RERANKER_SETTINGS.items():
+        sections[f"reranker.{kind}"] = frozenset(keys)
+    for kind, keys in GATE_SETTINGS.items():
+        sections[f"gate.{kind}"] = frozenset(keys)
+    for kind, keys in SIGNAL_SETTINGS.items():
+        sections[f"gate signal.{kind}"] = frozenset(keys)
+    for kind, keys in LLM_SIGNAL_SETTINGS.items():
+        sections[f"gate llm signal.{kind}"] = frozenset(keys)
+    for kind, keys in LLM_SETTINGS.items():
+        sections[f"llm.{kind}"] = frozenset(keys)
+    for kind in SIGNALS.names():
+        sections[f"signals.{kind}"] = frozenset(SIGNALS.get(kind).keys)
+    return sections

@@ -1,0 +1,360 @@
+"""`ragroute config check`, closest-key suggestions in the loaders, and the stderr warning for a
+source left out of a routing config. Offline and fast: indexes are built with a hashing encoder and
+no model is loaded."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+from conftest import HashingEncoder
+
+from ragroute.cli import main
+from ragroute.errors import RagrouteError, check_keys, unknown_keys_message
+from ragroute.index.build import build_index
+from ragroute.index.io import save_index
+from ragroute.types import Document
+
+TOPICS = {
+    "astro": ["Comets grow an ion tail pushed by the solar wind.", "Neutron stars are collapsed cores."],
+    "cook": ["Knead bread dough until it is smooth.", "Whisk oil slowly into egg yolk for mayonnaise."],
+}
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # what the default `encoder:` resolves to, dim 384
+
+
+def documents(topic: str) -> list[Document]:
+    return [Document(id=f"{topic}-{i}", text=text) for i, text in enumerate(TOPICS[topic])]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """bm25 indexes astro and cook; `minilm`: a dense index recorded as built with the default
+    encoder (same id and dim, so the check passes); `other`: one built with another encoder."""
+    root = tmp_path_factory.mktemp("config-check")
+    for topic in TOPICS:
+        save_index(build_index(documents(topic), "bm25", name=topic), root / "indexes" / topic)
+    same = HashingEncoder(dim=384, model_id=MINILM)
+    save_index(build_index(documents("astro"), "dense", encoder=same), root / "indexes" / "minilm")
+    other = HashingEncoder(dim=64, model_id="test/hashing")
+    save_index(build_index(documents("cook"), "dense", encoder=other), root / "indexes" / "other")
+    return root
+
+
+GOOD = """\
+sources:
+  astro: {index: indexes/astro, description: Astronomy and space.}
+  cook: {index: indexes/cook, description: Cooking and recipes.}
+  dense: {index: indexes/minilm, description: Astronomy again.}
+router: {kind: prototype, threshold: 0.3, max_routes: 2}
+signals:
+  math: {type: regex, pattern: '\\d+ times \\d+'}
+rules:
+  - {name: arithmetic, when: math, then: {route: none}}
+"""
+
+
+def check(path, *args):
+    return CliRunner().invoke(main, ["config", "check", str(path), *args])
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_good_config_passes_and_lists_sources(workspace):
+    config = workspace / "routing.yaml"
+    config.write_text(GOOD)
+    result = check(config)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    out = result.stdout
+    assert f"{config}: routing config" in out
+    assert f"encoder: all-MiniLM-L6-v2 -> {MINILM}, dim 384" in out
+    assert "sources: 3 (3 usable)" in out
+    for name, folder, kind in (
+        ("astro", "astro", "bm25"),
+        ("cook", "cook", "bm25"),
+        ("dense", "minilm", "dense"),
+    ):
+        line = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
+        assert str((workspace / "indexes" / folder).resolve()) in line and f"{kind}, 2 documents" in line
+    assert f"encoder {MINILM} (dim 384)" in out
+    assert "router: prototype (threshold 0.3, max_routes 2)" in out
+    assert "policy: 1 signal(s), 1 rule(s)" in out
+    assert out.strip().splitlines()[-1] == "ok"
+
+
+def test_json_report(workspace):
+    config = workspace / "routing.yaml"
+    config.write_text(GOOD)
+    result = check(config, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"] is True and report["problems"] == []
+    assert [s["name"] for s in report["sources"]] == ["astro", "cook", "dense"]
+    assert report["sources"][2]["encoder"]["model_id"] == MINILM and report["router"]["kind"] == "prototype"
+
+
+BAD = {
+    "typo'd key": (
+        GOOD.replace("sources:", "sorces: {}\nsources:", 1),
+        "{config}: unknown key 'sorces'; did you mean 'sources'?",
+    ),
+    "missing index": (
+        GOOD.replace("  dense:", "  wiki: {index: indexes/missing}\n  dense:"),
+        "{config}: source 'wiki': index {root}/indexes/missing does not exist",
+    ),
+    "another encoder": (
+        GOOD.replace("indexes/minilm", "indexes/other"),
+        "{config}: source 'dense': index {root}/indexes/other was built with encoder 'test/hashing' "
+        "(dim 64), not the config's encoder 'all-MiniLM-L6-v2' ("
+        + MINILM
+        + ", dim 384); set 'encoder: test/hashing' or rebuild the index",
+    ),
+    "unregistered source kind": (
+        GOOD.replace("  dense:", "  web: {kind: lamaindex, factory: 'x:y'}\n  dense:"),
+        "{config}: source 'web': unknown source kind 'lamaindex': registered ones are index, llamaindex, "
+        "langchain, python; did you mean 'llamaindex'?",
+    ),
+    "typo'd source key": (
+        GOOD.replace("description: Cooking", "descripton: Cooking"),
+        "{config}: source 'cook' (kind index): unknown key 'descripton'; did you mean 'description'?",
+    ),
+    "typo'd router key": (
+        GOOD.replace("threshold: 0.3", "treshold: 0.3"),
+        "{config}: router: unknown router key 'treshold'; did you mean 'threshold'?",
+    ),
+    "rule to an unknown source": (
+        GOOD.replace("route: none", "route: astor"),
+        "{config} line 9: rule 'arithmetic' routes to unknown source 'astor'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_each_bad_input_is_one_line_naming_file_and_key(workspace, case):
+    text, expected = BAD[case]
+    config = workspace / f"bad-{re.sub(r'[^a-z]', '-', case)}.yaml"
+    config.write_text(text)
+    result = check(config)
+    assert result.exit_code == 1, result.output
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {config}") and "\n" not in lines[0]
+    assert expected.format(config=config, root=workspace.resolve()) in lines[0]
+    assert result.stdout.strip().splitlines()[-1] == "1 problem(s)"
+
+
+def test_all_problems_are_reported_together(workspace):
+    config = workspace / "many.yaml"
+    config.write_text(
+        "sorces: {}\n"
+        "sources:\n"
+        "  astro: {index: indexes/astro}\n"
+        "  wiki: {index: indexes/missing}\n"
+        "  other: {index: indexes/other}\n"
+        "  web: {kind: lamaindex, factory: 'x:y'}\n"
+        "reranker: {kind: cross-encoder, modle: x}\n"
+        "gate: {kind: threshold, signal: {kind: knn_vot}, depth: {shallow: 1}}\n"
+        "llm: {kind: scripted, reply: [a]}\n"
+    )
+    result = check(config)
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    expected = [
+        "unknown key 'sorces'; did you mean 'sources'?",
+        "source 'wiki': index",
+        "source 'other': index",
+        "unknown source kind 'lamaindex'",
+        "reranker: unknown cross-encoder reranker key 'modle'; did you mean 'model'?",
+        "gate: depth: unknown key 'shallow'; did you mean 'shallow_k'?",
+        "gate: signal: unknown signal kind 'knn_vot'; did you mean 'knn_vote'?",
+        "llm: unknown scripted llm key 'reply'; did you mean 'replies'?",
+    ]
+    assert len(lines) == len(expected), result.stderr
+    for line, text in zip(lines, expected):
+        assert line.startswith(f"error: {config}") and text in line
+    assert "wiki" in result.stdout and "MISSING" in result.stdout
+
+
+def test_router_key_the_kind_does_not_read_is_a_warning(workspace):
+    config = workspace / "unread.yaml"
+    config.write_text(GOOD.replace("threshold: 0.3", "threshold: 0.3, model: somewhere"))
+    result = check(config)
+    assert result.exit_code == 0, result.output
+    assert f"warning: {config}: router: key 'model' is not read by a prototype router" in result.stderr
+
+
+def test_expert_sources(workspace):
+    from ragroute.store import write_artifact
+
+    for name, kind in (("adapter", "query-lora"), ("full", "full")):
+        with write_artifact(workspace / "experts" / name, "expert", kind, params={"base": MINILM}):
+            pass
+    config = workspace / "experts.yaml"
+    config.write_text(
+        "sources:\n"
+        "  base: {index: indexes/minilm}\n"
+        "  tuned: {index: indexes/minilm, expert: experts/adapter}\n"
+    )
+    result = check(config)
+    assert result.exit_code == 0, result.output
+    assert f"expert {(workspace / 'experts' / 'adapter').resolve()}" in result.stdout
+    config.write_text(
+        "sources:\n"
+        "  lexical: {index: indexes/astro, expert: experts/adapter}\n"
+        "  full: {index: indexes/minilm, expert: experts/full}\n"
+        "  gone: {index: indexes/minilm, expert: experts/none}\n"
+    )
+    lines = error_lines(check(config))
+    assert len(lines) == 3
+    assert "source 'lexical': expert" in lines[0] and "needs a dense index" in lines[0]
+    assert "source 'full': expert" in lines[1] and "is a full expert" in lines[1]
+    assert "source 'gone': expert" in lines[2] and "does not exist" in lines[2]
+
+
+def test_corpus_definitions(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("Some notes.")
+    good = tmp_path / "corpora.yaml"
+    good.write_text("corpora:\n  notes: {path: notes, description: Notes., granularity: section}\n")
+    result = check(good)
+    assert result.exit_code == 0, result.output
+    assert f"corpus notes: {(tmp_path / 'notes').resolve()} (text, section, folder)" in result.stdout
+    bad = tmp_path / "bad-corpora.yaml"
+    bad.write_text(
+        "corpora:\n"
+        "  notes: {path: notes, descripton: Notes.}\n"
+        "  gone: {path: nowhere}\n"
+        "  table: {path: notes/a.txt, options: {text_colum: body}}\n"
+    )
+    result = check(bad)
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 3, result.stderr
+    assert lines[0] == f"error: {bad}: corpus 'notes': unknown key 'descripton'; did you mean 'description'?"
+    assert lines[1].startswith(f"error: {bad}: corpus 'gone': path ") and "does not exist" in lines[1]
+    assert (
+        f"{bad}: corpus 'table':" in lines[2] and "is a text corpus: unknown option 'text_colum'" in lines[2]
+    )
+
+
+def test_routing_config_from_corpora(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("Some notes.")
+    (tmp_path / "corpora.yaml").write_text("corpora:\n  notes: {path: notes}\n")
+    config = tmp_path / "routing.yaml"
+    config.write_text("corpora: corpora.yaml\nindex_dir: indexes\n")
+    result = check(config)
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        f"error: {config}: source 'notes': index {(tmp_path / 'indexes' / 'notes').resolve()} does not exist "
+        "(build it with `ragroute build ... --out`)"
+    ]
+
+
+def test_cli_defaults_file(tmp_path):
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("query: {k: 5}\nbuild: {method: hybrid}\n")
+    assert check(defaults).exit_code == 0
+    defaults.write_text("query: {kk: 5}\nbulid: {method: hybrid}\nroute: {fit: {modle: mlp}}\n")
+    result = check(defaults)
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        f"error: {defaults}: query: unknown option 'kk'; did you mean 'k'?",
+        f"error: {defaults}: unknown command 'bulid'; did you mean 'build'?",
+        f"error: {defaults}: route: fit: unknown option 'modle'; did you mean 'model'?",
+    ]
+
+
+def test_unreadable_file_is_one_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sources: [unclosed\n")
+    result = check(broken)
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "is not valid YAML" in error_lines(result)[0]
+
+
+# --------------------------------------------------------------------------- closest key everywhere
+
+
+def test_unknown_keys_message():
+    assert unknown_keys_message(["sorces"], ["sources", "router"]) == (
+        "unknown key 'sorces'; did you mean 'sources'?"
+    )
+    assert unknown_keys_message(["zzz"], ["sources", "router"]) == "unknown key 'zzz'; known: router, sources"
+    assert unknown_keys_message(["sorces", "zzz"], ["sources", "router"], "router key") == (
+        "unknown router keys 'sorces' (did you mean 'sources'?), 'zzz'; known: router, sources"
+    )
+    with pytest.raises(RagrouteError, match="^where: unknown key 'ruter'; did you mean 'router'\\?$"):
+        check_keys({"router": 1, "ruter": 2}, ["router"], "where")
+
+
+def test_loaders_name_the_closest_key(tmp_path, hashing_encoder):
+    from ragroute.corpora import load_corpus_specs
+    from ragroute.llm.settings import llm_from_settings
+    from ragroute.pipeline.build import check_router_settings
+    from ragroute.rerank.parents import parents_reranker
+    from ragroute.route.config import RoutingConfig, load_routing
+
+    config = tmp_path / "routing.yaml"
+    config.write_text("sorces: {a: {index: x}}\n")
+    with pytest.raises(RagrouteError, match="unknown key 'sorces'; did you mean 'sources'\\?"):
+        RoutingConfig.read(config)
+    config.write_text("sources: {a: {indx: x}}\n")
+    with pytest.raises(
+        RagrouteError, match="source 'a' \\(kind index\\): unknown key 'indx'; did you mean 'index'"
+    ):
+        load_routing(config, encoder=hashing_encoder)
+    corpora = tmp_path / "corpora.yaml"
+    corpora.write_text("corpora: {a: {path: a, granularty: section}}\n")
+    with pytest.raises(RagrouteError, match="unknown key 'granularty'; did you mean 'granularity'\\?"):
+        load_corpus_specs(corpora)
+    with pytest.raises(RagrouteError, match="unknown router key 'max_route'; did you mean 'max_routes'\\?"):
+        check_router_settings({"kind": "prototype", "max_route": 2}, "r.yaml")
+    with pytest.raises(RagrouteError, match="unknown scripted llm key 'reply'; did you mean 'replies'\\?"):
+        llm_from_settings({"kind": "scripted", "reply": ["a"]})
+    with pytest.raises(RagrouteError, match="unknown parents reranker key 'k'"):
+        parents_reranker({"kind": "parents", "k": 3}, None)
+
+
+# --------------------------------------------------------------------------- no silent drop
+
+
+def test_route_warns_on_stderr_for_a_source_left_out(workspace, monkeypatch):
+    import ragroute.encode
+
+    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *args, **kwargs: HashingEncoder())
+    config = workspace / "left-out.yaml"
+    config.write_text(
+        "sources:\n"
+        "  astro: {index: indexes/astro, description: Astronomy and space.}\n"
+        "  cook: {index: indexes/cook, description: Cooking and recipes.}\n"
+        "  wiki: {index: indexes/missing, description: Never built.}\n"
+        "  web: {kind: python, factory: 'no_such_module_here:make'}\n"
+    )
+    result = CliRunner().invoke(main, ["route", str(config), "why do comets have tails?"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2, result.stderr
+    assert warnings[0].startswith(f"warning: {config}: source 'wiki' left out: ")
+    assert warnings[1] == (
+        f"warning: {config}: source 'web' left out: cannot load factory 'no_such_module_here:make' "
+        "(ModuleNotFoundError: No module named 'no_such_module_here')"
+    )
+    assert "decision: astro" in result.stdout
+
+
+def test_load_routing_warns_once_per_source_left_out(workspace, hashing_encoder):
+    from ragroute.errors import SourceWarning
+    from ragroute.route.config import load_routing
+
+    config = workspace / "left-out-lib.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n  wiki: {index: indexes/missing}\nrouter: {kind: fixed}\n"
+    )
+    with pytest.warns(SourceWarning, match="source 'wiki' left out") as record:
+        pipeline = load_routing(config, encoder=hashing_encoder)
+    assert len(record) == 1 and [p.name for p in pipeline.problems] == ["wiki"]
