@@ -58,6 +58,7 @@ from ragroute.gate.signals import (
     normalise,
 )
 from ragroute.pipeline.stages import GateDecision
+from ragroute.route.features import shared_cheap_features
 from ragroute.route.folds import grouped_holdout, normalized_text
 
 ARTIFACT_FAMILY = "gate"
@@ -171,7 +172,8 @@ class SignalGate:
         if not contexts:
             return []
         vectors = self._vectors(contexts)
-        matrix = self.signal_matrix(contexts, vectors)
+        with shared_cheap_features():  # signals reading the cheap query features compute them once
+            matrix = self.signal_matrix(contexts, vectors)
         probs, extra = self._probabilities(matrix)
         out = []
         for i, context in enumerate(contexts):

@@ -21,11 +21,13 @@ are present (answer options say little about where to look for the answer).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -209,11 +211,33 @@ stem ends without punctuation (a cloze-style prompt); ``kw_<group>``: see
 """
 
 
-@functools.lru_cache(maxsize=4096)
+_MEMO: contextvars.ContextVar[dict[str, tuple[float, ...]] | None] = contextvars.ContextVar(
+    "ragroute_cheap_feature_memo", default=None
+)
+
+
+@contextlib.contextmanager
+def shared_cheap_features() -> Iterator[None]:
+    """Within the block, each text's cheap features are computed once (a gate's complexity signal
+    and its text probe read the same query's features). Scoped to one decision on purpose: nothing
+    is cached across calls, so repeated queries cost what a new one costs."""
+    if _MEMO.get() is not None:
+        yield
+        return
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
 def _feature_row(text: str) -> tuple[float, ...]:
-    """:func:`_features_of` as a tuple, cached: a gate's complexity signal and its text probe (and a
-    trained router in the same pipeline) all read the same query's cheap features."""
-    return tuple(_features_of(text).values())
+    memo = _MEMO.get()
+    if memo is None:
+        return tuple(_features_of(text).values())
+    if text not in memo:
+        memo[text] = tuple(_features_of(text).values())
+    return memo[text]
 
 
 def cheap_features(texts: Sequence[str]) -> np.ndarray:
