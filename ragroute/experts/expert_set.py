@@ -88,10 +88,10 @@ class ExpertSet:
         if spec.kind == "adapter":
             from ragroute.experts.encoder import load_expert_encoder
 
-            return load_expert_encoder(spec.path, self.base_encoder, threads=threads)
+            return load_expert_encoder(str(spec.path), self.base_encoder, threads=threads)
         from ragroute.encode.load import load_encoder
 
-        return load_encoder(spec.path, backend=spec.backend, threads=threads)
+        return load_encoder(str(spec.path), backend=spec.backend, threads=threads)
 
     @property
     def names(self) -> list[str]:

@@ -118,7 +118,7 @@ def _keyphrase_queries(documents: Sequence[Document]) -> dict[str, str]:
         if len(tf) < 3:
             continue
         scored = sorted(tf, key=lambda t: (-tf[t] * math.log(n / df[t]), t))[:5]
-        first = {}
+        first: dict[str, int] = {}
         for position, token in enumerate(tokens):
             first.setdefault(token, position)
         out[doc.id] = " ".join(sorted(scored, key=first.__getitem__))

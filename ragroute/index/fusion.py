@@ -200,7 +200,7 @@ def calibrated(
     """
     priors = dict(routes or weights or {})
     stats = stats or {}
-    scored: list[tuple[float, str, str, Hit, dict]] = []
+    scored: list[tuple[float, Hit, dict]] = []
     for name, hits in results.items():
         if not hits:
             continue
@@ -232,4 +232,4 @@ def calibrated(
     ]
 
 
-calibrated.needs_stats = True  # the pipeline computes per-source null statistics for it
+calibrated.needs_stats = True  # type: ignore[attr-defined] # the pipeline computes per-source null statistics for it

@@ -85,16 +85,18 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(scores: np.ndarray, targets: np.ndarray, grid: Sequence[float] | None = None) -> float:
+def fit_temperature(
+    scores: np.ndarray, targets: np.ndarray, grid: Sequence[float] | np.ndarray | None = None
+) -> float:
     """Temperature minimising the negative log-likelihood of ``targets`` (class indices).
 
     A one-parameter calibration (temperature scaling): it keeps the ranking of
     routes and makes the probabilities honest on the given data.
     """
-    grid = grid if grid is not None else np.geomspace(1e-3, 10.0, 120)
+    candidates = grid if grid is not None else np.geomspace(1e-3, 10.0, 120)
     rows = np.arange(len(targets))
     best, best_nll = 1.0, np.inf
-    for t in grid:
+    for t in candidates:
         p = softmax(scores, float(t))[rows, targets]
         nll = -np.mean(np.log(np.clip(p, 1e-12, None)))
         if nll < best_nll:
@@ -104,7 +106,7 @@ def fit_temperature(scores: np.ndarray, targets: np.ndarray, grid: Sequence[floa
 
 def decision_from_probs(
     labels: Sequence[str],
-    probs: np.ndarray,
+    probs: np.ndarray | Sequence[float],
     *,
     decided_by: str,
     signals: Mapping[str, Any] | None = None,

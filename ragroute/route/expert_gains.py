@@ -122,7 +122,8 @@ def save_router(
         params=dict(params),
         error=IndexFormatError,
     ) as build:
-        np.savez(build.path / ARRAYS_FILE, **{k: np.asarray(v) for k, v in arrays.items()})
+        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        np.savez(build.path / ARRAYS_FILE, **payload)
     return Path(path_dir)
 
 
