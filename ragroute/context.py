@@ -1,10 +1,11 @@
 """The query context: one object for a query in flight through the pipeline.
 
-It carries the text, an id, metadata filters, the caller's scopes (enforced by a
-later release), the step number and history of a multi-step answer, and the
-query's vectors, computed lazily per encoder and cached: any stage may ask for
-the vector of any encoder, and each query is encoded at most once per encoder
-(:func:`query_vectors` batches the encoding of many contexts at once).
+It carries the text, an id, metadata filters, the caller's scopes (the access labels
+it holds, see :mod:`ragroute.scopes`; none: only public sources and documents), the step
+number and history of a multi-step answer, and the query's vectors, computed lazily per
+encoder and cached: any stage may ask for the vector of any encoder, and each query is
+encoded at most once per encoder (:func:`query_vectors` batches the encoding of many
+contexts at once).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import check_query
+from ragroute.scopes import caller_scopes
 
 
 def encoder_key(encoder: Any) -> str:
@@ -40,6 +42,10 @@ class QueryContext:
     metadata: dict[str, Any] = field(default_factory=dict)
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # a sorted tuple of labels ("hr" is one label, not two letters); bad labels raise
+        self.scopes = caller_scopes(self.scopes)
 
     @classmethod
     def of(cls, query: str | QueryContext, **fields: Any) -> QueryContext:

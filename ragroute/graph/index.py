@@ -41,7 +41,10 @@ along (from a seed phrase, or from the dense prior, to the passage).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,9 +63,11 @@ from ragroute.graph.ppr import PPREngine
 from ragroute.index.dense import DenseIndex
 from ragroute.index.docstore import DocumentStore
 from ragroute.index.local import LocalIndex
+from ragroute.scopes import scope_of
 from ragroute.types import Document, Hit
 
 ARRAYS_FILE = "graph_arrays.npz"
+SCOPED_GRAPHS = 8  # walk graphs kept for callers' scopes (one per distinct set of visible passages)
 PHRASES_FILE = "graph_phrases.json"
 
 
@@ -104,6 +109,19 @@ class SeedFact:
 
     def __str__(self) -> str:
         return f"{self.subject} | {self.object} ({self.score:.3f})"
+
+
+class _Reach(NamedTuple):
+    """What a caller's scope lets a walk touch: the passages it may read, the phrases and facts
+    found in at least one of them, how many visible passages hold each phrase, and the per-node
+    scale that closes every other node."""
+
+    passages: np.ndarray  # (N,) bool
+    phrases: np.ndarray  # (P,) bool
+    facts: np.ndarray  # (F,) bool
+    counts: np.ndarray  # (P,) float32: visible passages containing each phrase
+    node_scale: np.ndarray  # (P+N,) 1.0 for reachable nodes, 0.0 for the others
+    key: bytes  # identifies the visible passages (the scoped walk graphs are cached by it)
 
 
 class _WalkGraph(NamedTuple):
@@ -148,6 +166,9 @@ class GraphIndex(LocalIndex):
         self.tables, self.engine = tables, engine
         self._walk_graphs: dict[float, _WalkGraph] = {}
         self._terms: PassageTerms | None = None  # built on the first walk that needs it
+        self._incidence: sp.csr_array | None = None  # phrase x passage, built on the first scoped walk
+        self._scoped_graphs: OrderedDict[tuple[float, bytes], _WalkGraph] = OrderedDict()
+        self._scoped_lock = threading.Lock()
         self._passage_nodes = np.arange(tables.n_phrases, tables.n_phrases + len(self.store))
 
     # ------------------------------------------------------------------ building
@@ -256,14 +277,19 @@ class GraphIndex(LocalIndex):
         n_phrases = tables.n_phrases
         dense = self.dense.ranked_positions(vectors, max(k, walk.prior_depth), filters)
         allowed = self.store.filter_mask(filters)
+        reach = self._reach(filters)  # None unless a caller's scope hides passages
         # The walk certifies the top k among the passages a hit may come from.
         candidates = self._passage_nodes if allowed is None else self._passage_nodes[np.asarray(allowed)]
-        graph = self._walk_graph(walk.hub_damping)
+        graph = (
+            self._walk_graph(walk.hub_damping)
+            if reach is None
+            else self._scoped_graph(walk.hub_damping, reach)
+        )
         out = []
         for text, vector, ranked in zip(texts, vectors, dense):
-            seeds, facts = self._seeds(vector, text)
+            seeds, facts = self._seeds(vector, text, reach)
             seeds_from_facts = list(seeds)
-            anchors = self._anchors(text)
+            anchors = self._anchors(text, reach)
             for phrase, weight in anchors.items():
                 seeds[phrase] = seeds.get(phrase, 0.0) + weight
             if not seeds:
@@ -281,6 +307,8 @@ class GraphIndex(LocalIndex):
             if walk.fact_passage_boost > 0:
                 for fact in facts:
                     row = tables.fact_passages[[fact.id]].indices
+                    if reach is not None:
+                        row = row[reach.passages[row]]
                     if row.size:
                         reset[n_phrases + row] += walk.fact_passage_boost * fact.score / row.size
             fact_phrases = [tables.phrases[p] for p in seeds_from_facts]
@@ -288,6 +316,8 @@ class GraphIndex(LocalIndex):
             target_scale = graph.node_scale
             if lexical is not None:
                 target_scale = lexical if target_scale is None else target_scale * lexical
+            if reach is not None:  # no mass enters what the scope hides (its graph has no edges there)
+                target_scale = reach.node_scale if target_scale is None else target_scale * reach.node_scale
             full = graph.engine.run(
                 reset, damping=walk.damping, top_k=k, among=candidates, target_scale=target_scale
             ).scores
@@ -318,6 +348,65 @@ class GraphIndex(LocalIndex):
             out.append(hits)
         return out
 
+    def _reach(self, filters: Mapping[str, Any] | None) -> _Reach | None:
+        """What the caller's scope (a :class:`~ragroute.scopes.Visible` among ``filters``) lets the
+        walk touch; ``None`` when the search is not scoped or the scope hides no passage.
+
+        A passage the scope hides is closed: it is never a seed, no mass flows into it, so none
+        flows through it either (an allowed seed cannot reach a passage, nor rank others, through
+        a hidden one). So is a phrase found only in hidden passages, and the link between two
+        phrases that only a hidden passage's facts make. Facts seed the walk only when one of
+        their passages is visible, query anchors link only to visible phrases, and phrase weights
+        count visible passages only (:meth:`_scoped_graph`).
+        """
+        scope = scope_of(filters)
+        passages = None if scope is None else self.store.access_mask(scope.scopes, scope.key)
+        if passages is None:
+            return None
+        tables = self.tables
+        if self._incidence is None:
+            self._incidence = sp.csr_array(tables.adjacency[: tables.n_phrases, tables.n_phrases :])
+        seen = passages.astype(np.float32)
+        counts = np.asarray(self._incidence @ seen, dtype=np.float32).ravel()
+        phrases = counts > 0
+        if tables.fact_passages.shape[0]:
+            facts = np.asarray(tables.fact_passages @ seen).ravel() > 0
+        else:
+            facts = np.zeros(0, dtype=bool)
+        node_scale = np.concatenate([phrases, passages]).astype(np.float64)
+        key = hashlib.blake2b(np.packbits(passages).tobytes(), digest_size=16).digest()
+        return _Reach(passages, phrases, facts, counts, node_scale, key)
+
+    def _scoped_graph(self, hub_damping: float, reach: _Reach) -> _WalkGraph:
+        """The graph a scoped walk runs on: the graph without the nodes ``reach`` closes, without
+        the phrase-phrase links of facts found only in hidden passages, with hub damping by the
+        visible passages containing each phrase, and its own PPR engine (so the walk still
+        pushes locally). The last :data:`SCOPED_GRAPHS` are kept, by visible passages."""
+        key = (hub_damping, reach.key)
+        with self._scoped_lock:
+            if key in self._scoped_graphs:
+                self._scoped_graphs.move_to_end(key)
+                return self._scoped_graphs[key]
+        tables = self.tables
+        n = tables.adjacency.shape[0]
+        coo = sp.coo_array(tables.adjacency)
+        open_node = reach.node_scale > 0
+        keep = open_node[coo.row] & open_node[coo.col]
+        closed = ~reach.facts
+        if closed.any():  # one fact per phrase pair: its link is closed with it
+            a, b = tables.fact_subject[closed], tables.fact_object[closed]
+            pairs = np.concatenate([a * n + b, b * n + a])
+            keep &= ~np.isin(coo.row.astype(np.int64) * n + coo.col, pairs)
+        adjacency = sp.csr_array(
+            (coo.data[keep], (coo.row[keep], coo.col[keep])), shape=(n, n), dtype=np.float32
+        )
+        graph = _damped(adjacency, PPREngine(adjacency), tables.n_phrases, reach.counts, hub_damping)
+        with self._scoped_lock:
+            self._scoped_graphs[key] = graph
+            while len(self._scoped_graphs) > SCOPED_GRAPHS:
+                self._scoped_graphs.popitem(last=False)
+        return graph
+
     def _walk_graph(self, hub_damping: float) -> _WalkGraph:
         """The graph the walk runs on: edges into a phrase scaled by ``1 / degree ** hub_damping``
         (degree: passages containing the phrase). The scale is a per-call ``target_scale`` of the
@@ -325,23 +414,14 @@ class GraphIndex(LocalIndex):
         with tight bounds); the damped weights are kept per value for explanations."""
         graphs = self._walk_graphs
         if hub_damping not in graphs:
-            adjacency = sp.csr_array(self.tables.adjacency)
-            node_scale = None
-            if hub_damping > 0:
-                node_scale = np.ones(adjacency.shape[0], dtype=np.float64)
-                node_scale[: self.tables.n_phrases] = (
-                    np.maximum(self.tables.phrase_passages, 1.0) ** -hub_damping
-                )
-                adjacency = sp.csr_array(
-                    (
-                        (adjacency.data * node_scale[adjacency.indices]).astype(np.float32),
-                        adjacency.indices,
-                        adjacency.indptr,
-                    ),
-                    shape=adjacency.shape,
-                )
-            out_weight = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
-            graphs[hub_damping] = _WalkGraph(self.engine, node_scale, adjacency, out_weight)
+            tables = self.tables
+            graphs[hub_damping] = _damped(
+                sp.csr_array(tables.adjacency),
+                self.engine,
+                tables.n_phrases,
+                tables.phrase_passages,
+                hub_damping,
+            )
         return graphs[hub_damping]
 
     def _lexical_edges(self, text: str, covered: list[str]) -> tuple[list[str], np.ndarray | None]:
@@ -402,11 +482,14 @@ class GraphIndex(LocalIndex):
         doc = self.store.documents[node - n_phrases]
         return f"passage {doc.id}" + (f" ({doc.title})" if doc.title else "")
 
-    def _seeds(self, vector: np.ndarray, text: str = "") -> tuple[dict[int, float], list[SeedFact]]:
+    def _seeds(
+        self, vector: np.ndarray, text: str = "", reach: _Reach | None = None
+    ) -> tuple[dict[int, float], list[SeedFact]]:
         """Seed phrases (id -> weight) from the query's best facts, and those facts.
 
         With a :attr:`fact_filter` set, the ``fact_candidates`` best facts are offered to it
-        and the ``top_facts`` best of those it keeps are used.
+        and the ``top_facts`` best of those it keeps are used. ``reach`` (a caller's scope)
+        keeps only the facts found in a passage the caller may read.
         """
         tables, walk = self.tables, self.walk
         if not len(tables.fact_subject):
@@ -414,6 +497,8 @@ class GraphIndex(LocalIndex):
         sims = tables.phrase_vectors @ np.asarray(vector, dtype=np.float32)
         subject, obj = sims[tables.fact_subject], sims[tables.fact_object]
         fact_scores = np.maximum(subject, obj) if walk.fact_score == "max" else (subject + obj) / 2.0
+        if reach is not None:
+            fact_scores = np.where(reach.facts, fact_scores, -np.inf)
         wanted = walk.fact_candidates if self.fact_filter is not None else walk.top_facts
         top = min(wanted, len(fact_scores))
         best = np.argpartition(-fact_scores, top - 1)[:top]
@@ -431,20 +516,26 @@ class GraphIndex(LocalIndex):
         if self.fact_filter is not None and candidates:
             candidates = list(self.fact_filter(text, candidates))
         chosen = candidates[: walk.top_facts]
+        counts = tables.phrase_passages if reach is None else reach.counts
         seeds: dict[int, float] = {}
         for fact in chosen:
             for phrase in (int(tables.fact_subject[fact.id]), int(tables.fact_object[fact.id])):
-                weight = fact.score / max(float(tables.phrase_passages[phrase]), 1.0)
+                weight = fact.score / max(float(counts[phrase]), 1.0)
                 seeds[phrase] = max(seeds.get(phrase, 0.0), weight)
         return seeds, chosen
 
-    def _anchors(self, text: str) -> dict[int, float]:
-        """The query's own phrases linked to phrase nodes (exact, else nearest by cosine), with weights."""
+    def _anchors(self, text: str, reach: _Reach | None = None) -> dict[int, float]:
+        """The query's own phrases linked to phrase nodes (exact, else nearest by cosine), with
+        weights; ``reach`` (a caller's scope) allows only the phrases of visible passages."""
         walk, tables = self.walk, self.tables
         if walk.anchor_weight <= 0 or not tables.n_phrases:
             return {}
         phrases = self._query_extractor.sentence_phrases(text)
         ids = self._phrase_ids()
+        if reach is not None:
+            ids = {p: i for p, i in ids.items() if reach.phrases[i]}
+            if not ids:
+                return {}
         linked = {ids[p]: 1.0 for p in phrases if p in ids}
         unmatched = [p for p in phrases if p not in ids]
         if unmatched:
@@ -452,13 +543,15 @@ class GraphIndex(LocalIndex):
                 self.encoder.encode_queries(unmatched, show_progress=False), dtype=np.float32
             )
             sims = vectors @ tables.phrase_vectors.T
+            if reach is not None:
+                sims[:, ~reach.phrases] = -np.inf
             for row in sims:
                 best = int(np.argmax(row))
                 if row[best] >= walk.anchor_similarity:
                     linked.setdefault(best, 1.0)
+        counts = tables.phrase_passages if reach is None else reach.counts
         return {
-            p: walk.anchor_weight * strength / max(float(tables.phrase_passages[p]), 1.0)
-            for p, strength in linked.items()
+            p: walk.anchor_weight * strength / max(float(counts[p]), 1.0) for p, strength in linked.items()
         }
 
     def _phrase_ids(self) -> dict[str, int]:
@@ -574,6 +667,32 @@ def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, di
         adjacency=sp.csr_array(adjacency, dtype=np.float32),
         synonym_edges=int(counts.get("synonym_edges", 0)),
     )
+
+
+def _damped(
+    adjacency: sp.csr_array,
+    engine: PPREngine,
+    n_phrases: int,
+    phrase_passages: np.ndarray,
+    hub_damping: float,
+) -> _WalkGraph:
+    """A walk graph over ``adjacency`` and its ``engine``: edges into a phrase scaled by
+    ``1 / degree ** hub_damping`` (degree: ``phrase_passages``) as a per-call target scale, and the
+    damped weights for explanations."""
+    node_scale = None
+    if hub_damping > 0:
+        node_scale = np.ones(adjacency.shape[0], dtype=np.float64)
+        node_scale[:n_phrases] = np.maximum(phrase_passages, 1.0) ** -hub_damping
+        adjacency = sp.csr_array(
+            (
+                (adjacency.data * node_scale[adjacency.indices]).astype(np.float32),
+                adjacency.indices,
+                adjacency.indptr,
+            ),
+            shape=adjacency.shape,
+        )
+    out_weight = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
+    return _WalkGraph(engine, node_scale, adjacency, out_weight)
 
 
 def _describe(part: Any) -> str:

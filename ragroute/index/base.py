@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ragroute.scopes import scoped_filters
 from ragroute.types import Hit
 
 
@@ -42,15 +43,28 @@ def search_contexts(retriever: Any, contexts: Sequence[Any], k: int) -> list[lis
 
 
 def by_filter_groups(
-    contexts: Sequence[Any], search: Callable[[list[Any], Mapping[str, Any] | None], list[list[Hit]]]
+    contexts: Sequence[Any],
+    search: Callable[[list[Any], Mapping[str, Any] | None], list[list[Hit]]],
+    *,
+    scoped: bool = False,
 ) -> list[list[Hit]]:
-    """``search(group, filters)`` once per distinct filter set; results back in the contexts' order."""
+    """``search(group, filters)`` once per distinct filter set; results back in the contexts' order.
+
+    ``scoped``: the retriever understands scope filters (:class:`ragroute.scopes.Visible`), so
+    contexts are grouped by their scopes too and each group's filters carry its scope.
+    """
     out: list[list[Hit]] = [[] for _ in contexts]
     groups: dict[str, list[int]] = {}
     for i, context in enumerate(contexts):
-        groups.setdefault(repr(sorted((context.filters or {}).items())), []).append(i)
+        key = repr(sorted((context.filters or {}).items()))
+        if scoped:
+            key += repr(tuple(getattr(context, "scopes", ())))
+        groups.setdefault(key, []).append(i)
     for positions in groups.values():
         group = [contexts[i] for i in positions]
-        for i, hits in zip(positions, search(group, group[0].filters or None)):
+        filters = group[0].filters or None
+        if scoped:
+            filters = scoped_filters(filters, getattr(group[0], "scopes", ()))
+        for i, hits in zip(positions, search(group, filters)):
             out[i] = hits
     return out

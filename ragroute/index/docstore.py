@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.scopes import Visible, labels_of
 from ragroute.types import Document, Hit
 
 DOCS_NAME = "docs.jsonl"
@@ -28,6 +29,7 @@ class DocumentStore:
         self._iids: list[int] = []
         self._pos_by_id: dict[str, int] = {}
         self._next_iid = 0
+        self._access: dict[str, tuple[np.ndarray, dict[str, np.ndarray]] | None] = {}
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -58,6 +60,7 @@ class DocumentStore:
             self._docs.append(doc)
             self._iids.append(int(iid))
         self._next_iid += len(new)
+        self._access = {}
         return iids
 
     def delete(self, ids: Iterable[str]) -> np.ndarray:
@@ -71,6 +74,7 @@ class DocumentStore:
         self._docs = [doc for doc, _ in kept]
         self._iids = [iid for _, iid in kept]
         self._pos_by_id = {doc.id: i for i, doc in enumerate(self._docs)}
+        self._access = {}
         return np.asarray(removed, dtype=np.int64)
 
     def position(self, doc_id: str) -> int:
@@ -86,17 +90,57 @@ class DocumentStore:
         """Boolean mask over positions of documents whose metadata matches ``filters``.
 
         A filter value that is a list, tuple or set matches any of its members; the
-        keys ``modality`` and ``parent_id`` match the document fields of that name.
-        ``None`` filters give ``None`` (no restriction).
+        keys ``modality`` and ``parent_id`` match the document fields of that name; a
+        :class:`~ragroute.scopes.Visible` value (a caller's scope) keeps the documents whose
+        access labels are public or meet the scope (:meth:`access_mask`). ``None`` when
+        nothing is restricted.
         """
         if not filters:
             return None
-        mask = np.ones(len(self._docs), dtype=bool)
+        mask: np.ndarray | None = None
         for key, wanted in filters.items():
-            allowed = set(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else {wanted}
-            values = [_field(doc, key) for doc in self._docs]
-            mask &= np.fromiter((v in allowed for v in values), dtype=bool, count=len(values))
+            if isinstance(wanted, Visible):
+                part = self.access_mask(wanted.scopes, wanted.key)
+                if part is None:
+                    continue
+            else:
+                allowed = set(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else {wanted}
+                values = [_field(doc, key) for doc in self._docs]
+                part = np.fromiter((_hashable(v) in allowed for v in values), dtype=bool, count=len(values))
+            mask = part if mask is None else mask & part
         return mask
+
+    def access_mask(self, scopes: Iterable[str], key: str = "access") -> np.ndarray | None:
+        """Mask over positions of the documents a caller holding ``scopes`` may read (public ones
+        and those whose ``key`` labels meet the scopes); ``None`` when that is every document
+        (nothing labelled: no cost for stores that do not use access labels)."""
+        index = self._access_index(key)
+        if index is None:
+            return None
+        labelled, by_label = index
+        mask = ~labelled
+        for scope in scopes:
+            if scope in by_label:
+                mask = mask | by_label[scope]
+        return None if bool(mask.all()) else mask
+
+    def _access_index(self, key: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        """(labelled documents, label -> documents holding it), computed once per content."""
+        if key not in self._access:
+            if not any(doc.metadata.get(key) for doc in self._docs):  # the common case, fast
+                self._access[key] = None
+                return None
+            n = len(self._docs)
+            labelled = np.zeros(n, dtype=bool)
+            by_label: dict[str, np.ndarray] = {}
+            for position, doc in enumerate(self._docs):
+                labels = labels_of(doc.metadata.get(key))
+                if labels:
+                    labelled[position] = True
+                    for label in labels:
+                        by_label.setdefault(label, np.zeros(n, dtype=bool))[position] = True
+            self._access[key] = (labelled, by_label) if labelled.any() else None
+        return self._access[key]
 
     def hit(self, position: int, score: float, rank: int, source: str) -> Hit:
         """Build a :class:`Hit` for the document at ``position``."""
@@ -139,6 +183,11 @@ class DocumentStore:
             raise IndexFormatError(f"{path} line {line_no} is corrupt: {exc}") from None
         store._next_iid = max(next_iid or 0, max(store._iids, default=-1) + 1)
         return store
+
+
+def _hashable(value: Any) -> Any:
+    """A metadata value as a set member (a list value, e.g. access labels, as a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _field(doc: Document, key: str) -> Any:

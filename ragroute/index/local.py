@@ -64,14 +64,17 @@ class LocalIndex(ABC):
         return self._search_many(cleaned, k, filters)
 
     def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
-        """Top ``k`` hits for each :class:`~ragroute.context.QueryContext` (its filters applied).
+        """Top ``k`` hits for each :class:`~ragroute.context.QueryContext` (its filters applied, and
+        its caller's scope: documents whose access labels the scopes do not meet are never returned).
 
         Indexes that embed queries take the context's cached vector for their
         encoder, so a query is encoded once however many sources it visits.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        return by_filter_groups(contexts, lambda group, filters: self._search_contexts(group, k, filters))
+        return by_filter_groups(
+            contexts, lambda group, filters: self._search_contexts(group, k, filters), scoped=True
+        )
 
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None

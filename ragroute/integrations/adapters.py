@@ -3,8 +3,10 @@
 * :class:`DecisionLog`: the decisions of a framework retriever's latest queries, kept once
   per query (nodes and documents carry only a small ``decision_id``), safe across threads;
 * :class:`ExternalRetriever`: the base of the adapters that make a framework's retriever a
-  ragroute retriever (``search``, ``search_many``), so it can be a
-  :class:`~ragroute.route.sources.Source` of a pipeline;
+  ragroute retriever (``search``, ``search_many``, ``search_contexts``), so it can be a
+  :class:`~ragroute.route.sources.Source` of a pipeline; a query context's caller scope is
+  pushed down into the framework where the adapter has a ``scope_filters`` builder, and always
+  applied to what comes back (:func:`scoped_hits`);
 * :func:`framework_of`: which framework an object comes from, read from its classes'
   modules (so nothing is imported to find out).
 """
@@ -14,10 +16,12 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ragroute.errors import check_query
+from ragroute.index.base import by_filter_groups
+from ragroute.scopes import ACCESS_KEY, Visible, labels_of, scope_of, visible
 from ragroute.types import Decision, Document, Hit
 
 #: scalar metadata types a node or document may carry (nested values stay in ``explain``)
@@ -25,8 +29,23 @@ SCALARS = (str, int, float, bool)
 
 
 def scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``metadata`` whose values are scalars (or ``None``)."""
-    return {k: v for k, v in metadata.items() if v is None or isinstance(v, SCALARS)}
+    """The entries of ``metadata`` whose values are scalars (or ``None``); access labels
+    (:data:`~ragroute.scopes.ACCESS_KEY`) are always kept, as one comma-separated string, so a
+    document never turns public on its way through a framework."""
+    out = {k: v for k, v in metadata.items() if v is None or isinstance(v, SCALARS)}
+    if metadata.get(ACCESS_KEY) is not None:
+        out[ACCESS_KEY] = ",".join(sorted(labels_of(metadata[ACCESS_KEY])))
+    return out
+
+
+def scoped_hits(hits: Iterable[Hit], scopes: Iterable[str], source: Any = None) -> list[Hit]:
+    """The ``hits`` a caller holding ``scopes`` may read: none when ``source`` (a
+    :class:`~ragroute.route.sources.Source`, optional) is outside the scopes, else those whose
+    document's access labels are public or meet the scopes."""
+    scopes = frozenset(scopes)
+    if source is not None and not visible(getattr(source, "access", ()), scopes):
+        return []
+    return [hit for hit in hits if visible(labels_of(hit.metadata.get(ACCESS_KEY)), scopes)]
 
 
 class DecisionLog:
@@ -54,8 +73,13 @@ class DecisionLog:
 
 
 def matches(hit: Hit, filters: Mapping[str, Any] | None) -> bool:
-    """Whether ``hit`` passes ragroute's metadata ``filters`` (a list/tuple/set value: any of them)."""
+    """Whether ``hit`` passes ragroute's metadata ``filters`` (a list/tuple/set value: any of them;
+    a :class:`~ragroute.scopes.Visible` value: the caller's scope)."""
     for key, wanted in (filters or {}).items():
+        if isinstance(wanted, Visible):
+            if not wanted(hit.metadata.get(wanted.key)):
+                return False
+            continue
         allowed = set(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else {wanted}
         if _field(hit, key) not in allowed:
             return False
@@ -77,13 +101,26 @@ class ExternalRetriever:
     metadata, a list means any of), so a filtered query may return fewer than ``k`` hits;
     filter inside the framework's retriever to get ``k`` matching ones. ``documents``
     (optional) are what training-free routers build a source's prototype from.
+
+    Caller scopes (:meth:`search_contexts`, or a :class:`~ragroute.scopes.Visible` filter) are
+    always applied to the returned hits by their ``access`` metadata; with ``scope_filters`` (a
+    builder from the caller's scopes to the framework's own filter, see the subclasses) they are
+    also pushed down into the framework's search (:meth:`fetch_scoped`), so the store returns
+    ``k`` visible documents instead of ``k`` documents of which some are then dropped.
     """
 
     framework = ""
 
-    def __init__(self, name: str, documents: Sequence[Document] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        documents: Sequence[Document] = (),
+        *,
+        scope_filters: Callable[[frozenset[str]], Any] | None = None,
+    ) -> None:
         self.name = name
         self._documents = list(documents)
+        self.scope_filters = scope_filters
 
     @property
     def documents(self) -> Sequence[Document]:
@@ -97,6 +134,19 @@ class ExternalRetriever:
         """:meth:`fetch` for each query (a framework with a batch call overrides this)."""
         return [self.fetch(query, k) for query in queries]
 
+    def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
+        """:meth:`fetch_many` with the caller's scope pushed down into the framework (subclasses
+        that can push it override this; the hits are checked afterwards either way)."""
+        return self.fetch_many(queries, k)
+
+    def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
+        """Hits for query contexts, each with its filters and its caller's scope."""
+        return by_filter_groups(
+            contexts,
+            lambda group, filters: self.search_many([c.text for c in group], k, filters=filters),
+            scoped=True,
+        )
+
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
         return self.search_many([query], k, filters=filters)[0]
 
@@ -106,7 +156,13 @@ class ExternalRetriever:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         out = []
-        for hits in self.fetch_many([check_query(q) for q in queries], k):
+        cleaned = [check_query(q) for q in queries]
+        scope = scope_of(filters)
+        if scope is not None and self.scope_filters is not None:
+            found = self.fetch_scoped(cleaned, k, scope.scopes)
+        else:
+            found = self.fetch_many(cleaned, k)
+        for hits in found:
             hits = [h for h in hits if matches(h, filters)][:k]
             for rank, hit in enumerate(hits, 1):
                 hit.rank = rank

@@ -14,6 +14,13 @@ Returned ``Document`` s carry small metadata: ``doc_id``, ``source``, ``score`` 
 fields); their ``id`` is ``SOURCE:DOC_ID``. The routing decision is kept once per query on the
 retriever (``last_decision``, or ``decision_of(document)`` under concurrency). ``ainvoke`` runs
 the search in a worker thread, so concurrent queries overlap and the event loop is never blocked.
+
+Caller scopes (:mod:`ragroute.scopes`): both retrievers take a ``scopes`` field (the caller's
+labels; none: only public sources and documents), and per call ``invoke(query, scopes=[...])``.
+:class:`LangChainRetrieverAdapter` drops the documents whose ``access`` metadata the caller's
+scope does not meet, and with ``scope_filters`` (``scopes -> keyword arguments of invoke``, e.g.
+``lambda s: {"filter": document_filter(s)}`` for an ``InMemoryVectorStore``) pushes the scope
+down into the store; ragroute's own retrievers get ``scopes=`` passed on.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -32,8 +39,9 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.index.base import search_contexts
-from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata
+from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import Source
+from ragroute.scopes import ACCESS_KEY, labels_of, visible
 from ragroute.types import Decision, Document, Hit
 
 _RAGROUTE_KEYS = ("doc_id", "source", "score", "title", "route_probability", "decision_id")
@@ -64,28 +72,49 @@ def hit_to_document(
 
 
 class _RagrouteRetriever(BaseRetriever):
-    """What both retrievers share: ``k``, ``filters`` and searching in a thread under ``ainvoke``."""
+    """What both retrievers share: ``k``, ``filters``, ``scopes`` (also per call:
+    ``invoke(query, scopes=..., k=...)``) and searching in a thread under ``ainvoke``."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     k: int = Field(default=5, ge=1, description="Documents returned per query.")
     filters: dict[str, Any] | None = Field(default=None, description="ragroute metadata filters.")
+    scopes: tuple[str, ...] = Field(
+        default=(), description="The caller's scopes (none: only public sources and documents)."
+    )
 
-    def _search(self, query: str) -> list[LangChainDocument]:  # pragma: no cover - abstract
+    def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:  # pragma: no cover
         raise NotImplementedError
 
-    def _context(self, query: str) -> QueryContext:
-        return QueryContext.of(query, filters=dict(self.filters) if self.filters else None)
+    def _context(self, query: str, scopes: Sequence[str] | None = None) -> QueryContext:
+        return QueryContext.of(
+            query,
+            filters=dict(self.filters) if self.filters else None,
+            scopes=tuple(self.scopes if scopes is None else scopes),
+        )
+
+    def _run(self, query: str, scopes: Sequence[str] | None, k: int | None) -> list[LangChainDocument]:
+        return self._search(self._context(query, scopes), self.k if k is None else int(k))
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        scopes: Sequence[str] | None = None,
+        k: int | None = None,
     ) -> list[LangChainDocument]:
-        return self._search(query)
+        return self._run(query, scopes, k)
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        scopes: Sequence[str] | None = None,
+        k: int | None = None,
     ) -> list[LangChainDocument]:
-        return await asyncio.to_thread(self._search, query)
+        return await asyncio.to_thread(self._run, query, scopes, k)
 
 
 class RoutedLangChainRetriever(_RagrouteRetriever):
@@ -113,8 +142,8 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
         """The decision of the query that returned ``document`` (if still kept)."""
         return self._decisions.get(str(document.metadata.get("decision_id", "")))
 
-    def _search(self, query: str) -> list[LangChainDocument]:
-        result = self.pipeline.retrieve_contexts([self._context(query)], self.k)[0]
+    def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:
+        result = self.pipeline.retrieve_contexts([context], k)[0]
         decision_id = self._decisions.record(result.decision)
         return [hit_to_document(hit, result.decision, decision_id=decision_id) for hit in result.hits]
 
@@ -129,13 +158,14 @@ class IndexLangChainRetriever(_RagrouteRetriever):
             kwargs["index"] = index
         super().__init__(**kwargs)
 
-    def _search(self, query: str) -> list[LangChainDocument]:
-        context = self._context(query)
+    def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:
         if isinstance(self.index, Source):
-            hits = self.index.search_contexts([context], self.k)[0][0]
+            if not self.index.visible_to(context.scopes):
+                return []
+            hits = self.index.search_contexts([context], k)[0][0]
         else:
-            hits = search_contexts(self.index, [context], self.k)[0]
-        return [hit_to_document(hit) for hit in hits]
+            hits = search_contexts(self.index, [context], k)[0]
+        return [hit_to_document(hit) for hit in scoped_hits(hits, context.scopes)]
 
 
 # --------------------------------------------------------------------------- LangChain -> ragroute
@@ -179,18 +209,30 @@ class LangChainRetrieverAdapter(ExternalRetriever):
     with it set (one per ``k``); any other's documents are cut to ``k``. Several queries are
     asked with ``retriever.batch`` (concurrently). ``documents`` (optional) are what
     training-free routers build the source's prototype from.
+
+    A caller's scope is checked on every document returned (its ``access`` metadata). With
+    ``scope_filters`` (``scopes -> keyword arguments of invoke``) it is also pushed down, for
+    retrievers that take keyword arguments (a vector store's ``as_retriever()``); ragroute's own
+    LangChain retrievers get ``scopes=`` without it.
     """
 
     framework = "langchain"
 
     def __init__(
-        self, retriever: Any, *, name: str = "langchain", documents: Sequence[Document] = ()
+        self,
+        retriever: Any,
+        *,
+        name: str = "langchain",
+        documents: Sequence[Document] = (),
+        scope_filters: Callable[[frozenset[str]], dict[str, Any]] | None = None,
     ) -> None:
         if not isinstance(retriever, BaseRetriever):
             raise RagrouteError(
                 f"{type(retriever).__name__} is not a LangChain retriever (langchain_core BaseRetriever)"
             )
-        super().__init__(name, documents)
+        if scope_filters is None and isinstance(retriever, _RagrouteRetriever):
+            scope_filters = _pass_scopes
+        super().__init__(name, documents, scope_filters=scope_filters)
         self.target = retriever
         self._by_k: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -212,11 +254,32 @@ class LangChainRetrieverAdapter(ExternalRetriever):
         documents = retriever.invoke(query, **kwargs)
         return [document_to_hit(d, rank, self.name) for rank, d in enumerate(documents[:k], 1)]
 
-    def fetch_many(self, queries: list[str], k: int) -> list[list[Hit]]:
-        if len(queries) < 2:
-            return [self.fetch(query, k) for query in queries]
+    def fetch_many(self, queries: list[str], k: int, extra: dict[str, Any] | None = None) -> list[list[Hit]]:
         retriever, kwargs = self._call(k)
+        kwargs = {**kwargs, **(extra or {})}
+        if len(queries) < 2:
+            found = [retriever.invoke(query, **kwargs) for query in queries]
+        else:
+            found = retriever.batch(list(queries), **kwargs)
         return [
             [document_to_hit(d, rank, self.name) for rank, d in enumerate(documents[:k], 1)]
-            for documents in retriever.batch(list(queries), **kwargs)
+            for documents in found
         ]
+
+    def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
+        if not getattr(self.target, "_expects_other_args", False):  # takes no keyword arguments
+            return self.fetch_many(queries, k)
+        return self.fetch_many(queries, k, self.scope_filters(scopes))
+
+
+def _pass_scopes(scopes: frozenset[str]) -> dict[str, Any]:
+    """The keyword arguments that hand a caller's scopes to ragroute's own LangChain retrievers."""
+    return {"scopes": sorted(scopes)}
+
+
+def document_filter(scopes: Sequence[str] | frozenset[str], key: str = ACCESS_KEY) -> Callable[[Any], bool]:
+    """A predicate on LangChain documents: whether a caller holding ``scopes`` may read one (its
+    ``key`` metadata public or meeting the scopes); an ``InMemoryVectorStore`` takes it as
+    ``filter``: ``scope_filters=lambda s: {"filter": document_filter(s)}``."""
+    scopes = frozenset(scopes)
+    return lambda document: visible(labels_of((document.metadata or {}).get(key)), scopes)

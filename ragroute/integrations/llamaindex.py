@@ -20,6 +20,13 @@ metadata; ``source``, ``doc_id``, ``rank``, ``modality``, ``parent_id``, ``route
 (``last_decision``, or ``decision_of(node)`` under concurrency), never copied into nodes.
 Node ids are ``SOURCE:DOC_ID`` so hits from different sources never collide (LlamaIndex drops
 nodes with duplicate ids).
+
+Caller scopes (:mod:`ragroute.scopes`): both retrievers take ``scopes=`` (the caller's labels;
+none: only public sources and documents), and :meth:`~RoutedLlamaRetriever.with_scopes` gives a
+copy for another caller (``QueryBundle`` has no room for them). :class:`LlamaRetrieverAdapter`
+drops the nodes whose ``access`` metadata the caller's scope does not meet, and with
+``scope_filters=llama_scope_filters`` (or a builder of your own) pushes the scope down into the
+vector store as ``MetadataFilters``.
 """
 
 from __future__ import annotations
@@ -32,12 +39,19 @@ from typing import Any
 
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.vector_stores.types import (
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+)
 
 from ragroute.context import QueryContext, encoder_key
 from ragroute.errors import RagrouteError
 from ragroute.index.base import search_contexts
-from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata
+from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import Source
+from ragroute.scopes import ACCESS_KEY, caller_scopes
 from ragroute.types import Decision, Document, Hit
 
 #: ragroute's node metadata keys that neither the LLM nor the embedder sees
@@ -117,11 +131,16 @@ def query_encoder(obj: Any, _depth: int = 0) -> Any:
 
 
 def query_context(
-    query_bundle: QueryBundle, encoder: Any, filters: Mapping[str, Any] | None = None
+    query_bundle: QueryBundle,
+    encoder: Any,
+    filters: Mapping[str, Any] | None = None,
+    scopes: Sequence[str] = (),
 ) -> QueryContext:
-    """A context for the bundle's query; its ``embedding`` becomes ``encoder``'s query vector when
-    the dimensions match (it is assumed to come from the same model)."""
-    context = QueryContext.of(query_bundle.query_str, filters=dict(filters) if filters else None)
+    """A context for the bundle's query (with the caller's ``scopes``); its ``embedding`` becomes
+    ``encoder``'s query vector when the dimensions match (it is assumed to come from the same model)."""
+    context = QueryContext.of(
+        query_bundle.query_str, filters=dict(filters) if filters else None, scopes=tuple(scopes)
+    )
     embedding = query_bundle.embedding
     dim = getattr(encoder, "dim", None)
     if embedding is not None and encoder is not None and dim and len(embedding) == int(dim):
@@ -130,9 +149,16 @@ def query_context(
 
 
 class _TopK:
-    """``similarity_top_k`` with ``k`` as an alias (read and set)."""
+    """``similarity_top_k`` with ``k`` as an alias (read and set), and the caller's ``scopes``."""
 
     similarity_top_k: int
+    scopes: tuple[str, ...] = ()
+
+    def with_scopes(self, scopes: Sequence[str]) -> Any:
+        """A copy of this retriever for a caller holding ``scopes`` (it shares everything else)."""
+        twin = copy.copy(self)
+        twin.scopes = caller_scopes(scopes)
+        return twin
 
     @property
     def k(self) -> int:
@@ -148,7 +174,8 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
 
     ``last_decision`` is the decision of the latest query; with concurrent queries, read a
     node's own with :meth:`decision_of` (each node's ``decision_id`` names it; the last
-    ``keep_decisions`` are kept). ``filters`` (ragroute metadata filters) apply to every query.
+    ``keep_decisions`` are kept). ``filters`` (ragroute metadata filters) apply to every query;
+    ``scopes`` are the caller's (none: only public sources and documents).
     """
 
     def __init__(
@@ -158,6 +185,7 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
         similarity_top_k: int | None = None,
         k: int | None = None,
         filters: Mapping[str, Any] | None = None,
+        scopes: Sequence[str] = (),
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
@@ -165,6 +193,7 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
         self.routed = routed
         self.similarity_top_k = _top_k(similarity_top_k, k)
         self.filters = dict(filters) if filters else None
+        self.scopes = caller_scopes(scopes)
         self.encoder = query_encoder(routed)
         self.decisions = DecisionLog(keep_decisions)
 
@@ -178,11 +207,12 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
         return self.decisions.get(str(inner.metadata.get("decision_id", "")))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = query_context(query_bundle, self.encoder, self.filters)
+        context = query_context(query_bundle, self.encoder, self.filters, self.scopes)
         if hasattr(self.routed, "retrieve_contexts"):
             result = self.routed.retrieve_contexts([context], self.similarity_top_k)[0]
         else:  # anything with retrieve(query, k) -> hits and decision
             result = self.routed.retrieve(context.text, self.similarity_top_k)
+            result.hits = scoped_hits(result.hits, self.scopes)
         decision_id = self.decisions.record(result.decision)
         return [hit_to_node(hit, result.decision, decision_id=decision_id) for hit in result.hits]
 
@@ -191,7 +221,12 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
 
 
 class IndexLlamaRetriever(_TopK, BaseRetriever):
-    """A LlamaIndex retriever over one ragroute index, source or retriever (no routing)."""
+    """A LlamaIndex retriever over one ragroute index, source or retriever (no routing).
+
+    ``scopes``: the caller's; a source outside them returns nothing, documents whose access
+    labels they do not meet are never returned (filtered in ragroute's indexes, checked after
+    any other retriever).
+    """
 
     def __init__(
         self,
@@ -200,21 +235,25 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         similarity_top_k: int | None = None,
         k: int | None = None,
         filters: Mapping[str, Any] | None = None,
+        scopes: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.index = index
         self.similarity_top_k = _top_k(similarity_top_k, k)
         self.filters = dict(filters) if filters else None
+        self.scopes = caller_scopes(scopes)
         self.encoder = query_encoder(index)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = query_context(query_bundle, self.encoder, self.filters)
+        context = query_context(query_bundle, self.encoder, self.filters, self.scopes)
         if isinstance(self.index, Source):
+            if not self.index.visible_to(context.scopes):
+                return []
             hits = self.index.search_contexts([context], self.similarity_top_k)[0][0]
         else:
             hits = search_contexts(self.index, [context], self.similarity_top_k)[0]
-        return [hit_to_node(hit) for hit in hits]
+        return [hit_to_node(hit) for hit in scoped_hits(hits, context.scopes)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
@@ -254,12 +293,23 @@ class LlamaRetrieverAdapter(ExternalRetriever):
     concurrent searches never change a shared retriever); any other retriever's nodes are cut
     to ``k``. A node without a score (``None``) scores ``1/rank``. ``documents`` default to
     an index's docstore (what training-free routers build a prototype of the source from).
+
+    A caller's scope is checked on every node returned (its ``access`` metadata). With
+    ``scope_filters`` (``scopes -> MetadataFilters``, e.g. :func:`llama_scope_filters`) it is
+    also pushed down: an index is asked through ``as_retriever(filters=...)``, a retriever with
+    a ``_filters`` attribute and none set (a ``VectorIndexRetriever``) through a copy with them;
+    ragroute's own LlamaIndex retrievers always get the caller's scopes (``with_scopes``).
     """
 
     framework = "llamaindex"
 
     def __init__(
-        self, retriever: Any, *, name: str = "llamaindex", documents: Sequence[Document] = ()
+        self,
+        retriever: Any,
+        *,
+        name: str = "llamaindex",
+        documents: Sequence[Document] = (),
+        scope_filters: Any = None,
     ) -> None:
         if not hasattr(retriever, "retrieve") and not hasattr(retriever, "as_retriever"):
             raise RagrouteError(
@@ -269,7 +319,9 @@ class LlamaRetrieverAdapter(ExternalRetriever):
         self.target = retriever
         self._by_k: dict[int, Any] = {}
         self._lock = threading.Lock()
-        super().__init__(name, documents)
+        if scope_filters is None and isinstance(retriever, _TopK):  # ragroute's own: pass the scopes on
+            scope_filters = frozenset
+        super().__init__(name, documents, scope_filters=scope_filters)
 
     @property
     def documents(self) -> Sequence[Document]:
@@ -293,8 +345,51 @@ class LlamaRetrieverAdapter(ExternalRetriever):
             return self._by_k[k]
 
     def fetch(self, query: str, k: int) -> list[Hit]:
-        nodes = self.retriever_for(k).retrieve(query)
+        return self._hits(self.retriever_for(k), query, k)
+
+    def _hits(self, retriever: Any, query: str, k: int) -> list[Hit]:
+        nodes = retriever.retrieve(query)
         return [node_to_hit(node, rank, self.name) for rank, node in enumerate(nodes[:k], 1)]
+
+    def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
+        retriever = self.scoped_retriever(k, scopes)
+        if retriever is None:
+            return self.fetch_many(queries, k)
+        return [self._hits(retriever, query, k) for query in queries]
+
+    def scoped_retriever(self, k: int, scopes: frozenset[str]) -> Any:
+        """The LlamaIndex retriever that answers with ``k`` nodes a caller holding ``scopes`` may
+        read (``None`` when the scope cannot be pushed down into this retriever)."""
+        target = self.target
+        if isinstance(target, _TopK):
+            twin = target.with_scopes(sorted(scopes))
+            twin.similarity_top_k = k
+            return twin
+        filters = self.scope_filters(scopes)
+        if not hasattr(target, "retrieve"):  # an index
+            return target.as_retriever(similarity_top_k=k, filters=filters)
+        if hasattr(target, "_filters") and getattr(target, "_filters", None) is None:
+            retriever = copy.copy(target)
+            retriever._filters = filters
+            if hasattr(retriever, "similarity_top_k"):
+                retriever.similarity_top_k = k
+            return retriever
+        return None
+
+
+def llama_scope_filters(scopes: frozenset[str] | Sequence[str], key: str = ACCESS_KEY) -> MetadataFilters:
+    """LlamaIndex ``MetadataFilters`` for a caller holding ``scopes``: nodes whose ``key`` metadata
+    is empty (public), or one of the scopes (one label), or a list holding one (``ANY``; on a
+    comma-separated string a store may match substrings: the adapter's own check drops those).
+    The built-in ``SimpleVectorStore`` supports all three operators; check yours does."""
+    scopes = sorted(scopes)
+    filters = [MetadataFilter(key=key, value=None, operator=FilterOperator.IS_EMPTY)]
+    if scopes:
+        filters += [
+            MetadataFilter(key=key, value=scopes, operator=FilterOperator.IN),
+            MetadataFilter(key=key, value=scopes, operator=FilterOperator.ANY),
+        ]
+    return MetadataFilters(filters=filters, condition=FilterCondition.OR)
 
 
 def _docstore_documents(target: Any) -> list[Document]:

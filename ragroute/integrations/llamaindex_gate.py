@@ -18,6 +18,7 @@ thread under ``aretrieve``; node ids are ``SOURCE:DOC_ID`` (see :mod:`ragroute.i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.retrievers import BaseRetriever
@@ -25,24 +26,30 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ragroute.context import QueryContext
 from ragroute.index.base import search_contexts
+from ragroute.integrations.adapters import scoped_hits
 from ragroute.integrations.llamaindex import hit_to_node
 from ragroute.pipeline.stages import GateDecision
+from ragroute.scopes import caller_scopes
 from ragroute.types import Decision
 
 
 class GatedLlamaRetriever(BaseRetriever):
-    """Retrieves through ``retriever`` only when ``gate`` decides ``retrieve``."""
+    """Retrieves through ``retriever`` only when ``gate`` decides ``retrieve``; ``scopes``: the
+    caller's (none: only public sources and documents, see :mod:`ragroute.scopes`)."""
 
-    def __init__(self, gate: Any, retriever: Any, *, k: int = 5, **kwargs: Any) -> None:
+    def __init__(
+        self, gate: Any, retriever: Any, *, k: int = 5, scopes: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.gate = gate
         self.retriever = retriever
         self.k = k
+        self.scopes = caller_scopes(scopes)
         self.last_decision: GateDecision | None = None
         self.last_routing: Decision | None = None
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = QueryContext.of(query_bundle.query_str)
+        context = QueryContext.of(query_bundle.query_str, scopes=self.scopes)
         decision = self.gate.gate_many([context])[0]
         self.last_decision = decision
         self.last_routing = None
@@ -53,7 +60,7 @@ class GatedLlamaRetriever(BaseRetriever):
             result = self.retriever.retrieve_contexts([context], k)[0]
             hits, routed = result.hits, result.decision
         else:
-            hits, routed = search_contexts(self.retriever, [context], k)[0], None
+            hits, routed = scoped_hits(search_contexts(self.retriever, [context], k)[0], self.scopes), None
         self.last_routing = routed
         gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
         nodes = []
@@ -70,19 +77,21 @@ class GatedLlamaRetriever(BaseRetriever):
 
 
 class StepwiseLlamaRetriever(BaseRetriever):
-    """The step-wise controller's evidence as LlamaIndex nodes (``metadata["step"]``: which step)."""
+    """The step-wise controller's evidence as LlamaIndex nodes (``metadata["step"]``: which step);
+    ``scopes``: the caller's, passed to every step (none: only public sources and documents)."""
 
-    def __init__(self, controller: Any, *, k: int = 5, **kwargs: Any) -> None:
+    def __init__(self, controller: Any, *, k: int = 5, scopes: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.controller = controller
         self.k = k
+        self.scopes = caller_scopes(scopes)
         self.last_result: Any = None
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        result = self.controller.run(query_bundle.query_str)
+        result = self.controller.run(QueryContext.of(query_bundle.query_str, scopes=self.scopes))
         self.last_result = result
         nodes = []
-        for hit in result.evidence(self.k):
+        for hit in scoped_hits(result.evidence(self.k), self.scopes):
             node = hit_to_node(hit)
             node.node.metadata["step"] = hit.explain.get("step")
             node.node.metadata["complete"] = result.complete

@@ -25,6 +25,7 @@ from ragroute.pipeline.stages import (
     RetrieveStage,
     RouteStage,
     RoutingOptions,
+    ScopeCheck,
 )
 from ragroute.route.base import NONE_ROUTE
 from ragroute.route.sources import Source, SourceProblem
@@ -89,6 +90,7 @@ class Pipeline:
         self._retrieve = RetrieveStage(self.sources, max_workers=max_workers)
         self._fuse = FuseStage(self.options, self.sources, fusion_stats)
         self._rerank = RerankStage(reranker) if reranker is not None else None
+        self._scope = ScopeCheck(self.sources)
 
     @property
     def route_names(self) -> list[str]:
@@ -100,13 +102,25 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the pipeline
 
-    def retrieve(self, query: str | QueryContext, k: int = 10) -> PipelineResult:
-        """Route, retrieve, fuse and rerank one query (text or :class:`QueryContext`)."""
-        return self.retrieve_many([query], k)[0]
+    def retrieve(
+        self, query: str | QueryContext, k: int = 10, *, scopes: Sequence[str] | None = None
+    ) -> PipelineResult:
+        """Route, retrieve, fuse and rerank one query (text or :class:`QueryContext`).
 
-    def retrieve_many(self, queries: Sequence[str | QueryContext], k: int = 10) -> list[PipelineResult]:
+        ``scopes``: the caller's scopes for a text query (a context carries its own); none: the
+        caller sees only public sources and documents (see :mod:`ragroute.scopes`).
+        """
+        return self.retrieve_many([query], k, scopes=scopes)[0]
+
+    def retrieve_many(
+        self, queries: Sequence[str | QueryContext], k: int = 10, *, scopes: Sequence[str] | None = None
+    ) -> list[PipelineResult]:
         """:meth:`retrieve` for a batch: routers, encoders and sources are called once per batch."""
-        return self.retrieve_contexts(contexts_of(queries), k)
+        if scopes is None:
+            return self.retrieve_contexts(contexts_of(queries), k)
+        if any(isinstance(q, QueryContext) for q in queries):
+            raise RagrouteError("scopes= applies to text queries: a QueryContext carries its own scopes")
+        return self.retrieve_contexts([QueryContext.of(q, scopes=scopes) for q in queries], k)
 
     def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
         if k < 1:
@@ -137,7 +151,7 @@ class Pipeline:
                         routes={NONE_ROUTE: 1.0},
                         decided_by=f"gate:{self.gate.name}",
                         signals=gate_signals,
-                        trace=[step],
+                        trace=[step, self._route.scope_step(contexts[i])],
                     )
                 else:
                     decisions[i] = Decision(chosen=[], trace=[step])
@@ -154,9 +168,20 @@ class Pipeline:
         per_source = self._retrieve.run(contexts, final, depth)
         results = []
         for context, decision, lists, want, candidates in zip(contexts, final, per_source, depths, pool):
+            # the caller's scope is checked again on every source's hits, on what the reranker
+            # sees and on what is returned (defence in depth: the sources filter already)
+            dropped = 0
+            for name, found in lists.items():
+                lists[name], n = self._scope.keep(context, found)
+                dropped += n
             hits = self._fuse.run(decision, lists, candidates)
+            hits, n = self._scope.keep(context, hits)
+            dropped += n
             if self._rerank is not None and hits:
-                hits = self._rerank.run(context, decision, hits, want)
+                hits, n = self._scope.keep(context, self._rerank.run(context, decision, hits, want))
+                dropped += n
+            if dropped:
+                decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
             for rank, hit in enumerate(hits, 1):
                 hit.rank = rank
             results.append(PipelineResult(hits, decision, context))
@@ -176,19 +201,34 @@ class Pipeline:
             return max(want, int(pool))
         return want * max(1, int(getattr(self.reranker, "candidates_per_hit", 1)))
 
-    def decide(self, query: str | QueryContext) -> Decision:
-        """The routing decision alone (no retrieval): policy first, then the router."""
+    def decide(self, query: str | QueryContext, *, scopes: Sequence[str] | None = None) -> Decision:
+        """The routing decision alone (no retrieval): policy first, then the router, then the scope."""
+        if scopes is not None and not isinstance(query, QueryContext):
+            query = QueryContext.of(query, scopes=scopes)
         return self._route.run([QueryContext.of(query)])[0]
 
     # ------------------------------------------------------------------ the Retriever protocol
 
-    def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
-        return self.search_many([query], k, filters=filters)[0]
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        scopes: Sequence[str] = (),
+    ) -> list[Hit]:
+        return self.search_many([query], k, filters=filters, scopes=scopes)[0]
 
     def search_many(
-        self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        scopes: Sequence[str] = (),
     ) -> list[list[Hit]]:
-        contexts = [QueryContext.of(q, filters=filters) for q in queries]
+        """Hits for each query; ``scopes``: the caller's (none: only public sources and documents)."""
+        contexts = [QueryContext.of(q, filters=filters, scopes=scopes) for q in queries]
         return self.search_contexts(contexts, k)
 
     def search_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[list[Hit]]:

@@ -21,6 +21,7 @@ from ragroute.context import QueryContext, query_vectors
 from ragroute.registry import FUSIONS
 from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
+from ragroute.scopes import ACCESS_KEY, labels_of, redact, visible
 from ragroute.types import Decision, Hit, TraceStep
 
 # --------------------------------------------------------------------------- protocols
@@ -109,7 +110,14 @@ class GateStage:
 
 
 class RouteStage:
-    """Policy rules first, then the router; then route selection. One decision per query."""
+    """Policy rules first, then the router; then the caller's scope; then route selection.
+
+    Sources outside a query's scope (:meth:`hidden`) are removed from the candidate routes
+    before selection (the others' probabilities renormalised; nothing left: ``none``), and the
+    router's and policy's trace and signals are redacted of their names (:func:`ragroute.scopes.redact`);
+    the ``scope`` step records the caller's scopes and how many sources were hidden (a count:
+    the caller is not told their names).
+    """
 
     def __init__(
         self,
@@ -124,6 +132,26 @@ class RouteStage:
         self.options = options or RoutingOptions()
         self.problems = list(problems)
         self._names = {s.name for s in sources}
+        self._access = {p.name: p.access for p in self.problems}
+        self._access.update({s.name: s.access for s in sources})
+        self._hidden: dict[tuple[str, ...], frozenset[str]] = {}
+
+    def hidden(self, scopes: Sequence[str]) -> frozenset[str]:
+        """Names of the sources (opened or not) a caller holding ``scopes`` may not read."""
+        key = tuple(scopes)
+        found = self._hidden.get(key)
+        if found is None:
+            found = frozenset(n for n, labels in self._access.items() if not visible(labels, key))
+            if len(self._hidden) >= 4096:  # many distinct callers: start over rather than grow
+                self._hidden = {}
+            self._hidden[key] = found
+        return found
+
+    def scope_step(self, context: QueryContext) -> TraceStep:
+        """The trace step that records a query's scope: the caller's scopes, sources hidden (count)."""
+        return TraceStep(
+            "scope", {"scopes": list(context.scopes), "hidden_sources": len(self.hidden(context.scopes))}
+        )
 
     def run(self, contexts: Sequence[QueryContext]) -> list[Decision]:
         start = time.perf_counter()
@@ -145,24 +173,27 @@ class RouteStage:
                         f"rule:{result.decided_by}",
                         {"policy": result.to_dict()},
                         list(result.trace),
+                        context,
                     )
         pending = [i for i, d in enumerate(decisions) if d is None]
         if pending and self.router is None:
             for i in pending:
                 signals = {"policy": policy_results[i].to_dict()} if policy_results[i] is not None else {}
                 trace = list(policy_results[i].trace) if policy_results[i] is not None else []
-                decisions[i] = self._finish({NONE_ROUTE: 1.0}, "policy:no-router", signals, trace)
+                decisions[i] = self._finish(
+                    {NONE_ROUTE: 1.0}, "policy:no-router", signals, trace, contexts[i]
+                )
         elif pending:
             routed = route_contexts(self.router, [contexts[i] for i in pending])
             for i, decision in zip(pending, routed):
-                decisions[i] = self._after_router(decision, policy_results[i])
+                decisions[i] = self._after_router(decision, policy_results[i], contexts[i])
         ms = (time.perf_counter() - start) * 1000 / max(len(contexts), 1)
         out = [d for d in decisions if d is not None]
         for decision in out:
             decision.trace.append(TraceStep("route-time", {"ms": round(ms, 4)}))
         return out
 
-    def _after_router(self, routed: Decision, policy_result: Any) -> Decision:
+    def _after_router(self, routed: Decision, policy_result: Any, context: QueryContext) -> Decision:
         trace = [] if policy_result is None else list(policy_result.trace)
         signals: dict[str, Any] = {} if policy_result is None else {"policy": policy_result.to_dict()}
         trace.extend(routed.trace)
@@ -176,15 +207,26 @@ class RouteStage:
                     {"boosts": policy_result.boosts, "blocks": policy_result.blocks, "routes": probs},
                 )
             )
-        return self._finish(probs, routed.decided_by, signals, trace)
+        return self._finish(probs, routed.decided_by, signals, trace, context)
 
-    def _finish(self, probs: dict[str, float], decided_by: str, signals: dict, trace: list) -> Decision:
+    def _finish(
+        self, probs: dict[str, float], decided_by: str, signals: dict, trace: list, context: QueryContext
+    ) -> Decision:
         options = self.options
+        hidden = self.hidden(context.scopes)
+        if hidden:  # the router and policy saw every source: the caller learns nothing of hidden ones
+            allowed = {name: p for name, p in probs.items() if name not in hidden}
+            if len(allowed) < len(probs):
+                probs = _renormalise(allowed) if allowed else {NONE_ROUTE: 1.0}
+            trace = [TraceStep(step.stage, redact(step.detail, hidden)) for step in trace]
+            signals = redact(signals, hidden)
+            decided_by = str(redact(decided_by, hidden))
+        trace.append(self.scope_step(context))
         chosen = select_routes(
             probs, threshold=options.threshold, max_routes=options.max_routes, hedge_below=options.hedge_below
         )
         if options.always and chosen != [NONE_ROUTE]:
-            chosen += [name for name in options.always if name not in chosen]
+            chosen += [name for name in options.always if name not in chosen and name not in hidden]
         unavailable = [name for name in chosen if name != NONE_ROUTE and name not in self._names]
         if unavailable:
             problems = {p.name: p.error for p in self.problems}
@@ -199,13 +241,14 @@ class RouteStage:
                     "threshold": options.threshold,
                     "max_routes": options.max_routes,
                     "hedge_below": options.hedge_below,
-                    **({"always": list(options.always)} if options.always else {}),
+                    **({"always": [n for n in options.always if n not in hidden]} if options.always else {}),
                     "chosen": chosen,
                 },
             )
         )
-        if self.problems:
-            signals["unavailable_sources"] = {p.name: p.error for p in self.problems}
+        problems = {p.name: p.error for p in self.problems if p.name not in hidden}
+        if problems:
+            signals["unavailable_sources"] = problems
         return Decision(chosen=chosen, routes=probs, signals=signals, trace=trace, decided_by=decided_by)
 
 
@@ -374,6 +417,27 @@ class FuseStage:
             }
         decision.trace.append(TraceStep("fuse", detail))
         return fused
+
+
+class ScopeCheck:
+    """The last line of defence (the retrieve stage and ragroute's indexes already filter): keeps
+    only the hits whose source and document a query's caller may read (a hit of no known source
+    is dropped too). The pipeline runs it on every source's hits before fusion, on the fused
+    hits before the reranker, and on what it returns."""
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.access = {s.name: s.access for s in sources}
+
+    def allows(self, hit: Hit, scopes: Sequence[str]) -> bool:
+        labels = self.access.get(hit.source)
+        if labels is None:
+            return False
+        return visible(labels, scopes) and visible(labels_of(hit.metadata.get(ACCESS_KEY)), scopes)
+
+    def keep(self, context: QueryContext, hits: list[Hit]) -> tuple[list[Hit], int]:
+        """The hits ``context``'s caller may read, and how many were dropped."""
+        kept = [hit for hit in hits if self.allows(hit, context.scopes)]
+        return kept, len(hits) - len(kept)
 
 
 class RerankStage:

@@ -10,6 +10,7 @@ Example (``corpora/routing.yaml``)::
         description: Articles on astronomy and astrophysics.
         modality: text
         granularity: section
+        access: [science]             # optional: only callers holding one of these scopes see it
       wiki:                           # or a retriever made in Python (ragroute.route.source_kinds):
         kind: llamaindex              # llamaindex | langchain | python (ragroute.registry.SOURCE_KINDS)
         factory: my_rag.wiki:make_retriever   # or a file beside this config: retrievers.py:make
@@ -56,6 +57,7 @@ from ragroute.errors import RagrouteError, SourceWarning, check_keys
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import check_router_settings, pipeline_from_settings
 from ragroute.route.sources import Source, SourceProblem
+from ragroute.scopes import access_labels
 from ragroute.yaml_files import read_yaml
 
 #: the top-level keys of a routing config
@@ -139,10 +141,11 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
         kind = SOURCE_KINDS.check(str(entry.get("kind") or "index"), request.where)
         opener = SOURCE_KINDS.get(kind)
         check_entry(request, kind, opener)
+        access = access_labels(entry.get("access"), request.where)  # caller scopes: ragroute.scopes
         try:
             opened = opener(request)
         except RagrouteError as exc:
-            problems.append(SourceProblem(str(name), str(exc)))
+            problems.append(SourceProblem(str(name), str(exc), access))
             continue
         sources.append(
             Source(
@@ -153,6 +156,7 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
                 granularity=entry.get("granularity", "document"),
                 # sources over one index (or naming one corpus) hold the same documents: fusion merges them
                 metadata={"corpus": opened.corpus},
+                access=access,
             )
         )
     return sources, problems

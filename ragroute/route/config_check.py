@@ -244,6 +244,7 @@ class _Checker:
     def check_source(self, name: str, entry: Any) -> None:
         from ragroute.registry import SOURCE_KINDS
         from ragroute.route.source_kinds import SourceRequest, check_entry, load_factory
+        from ragroute.scopes import access_labels
 
         where = f"{self.path}: source {name!r}"
         if not isinstance(entry, dict):
@@ -261,6 +262,9 @@ class _Checker:
             return
         opener = SOURCE_KINDS.get(source.kind)
         if not self.passes(lambda: check_entry(request, source.kind, opener)):
+            source.status = "broken"
+            return
+        if not self.passes(lambda: access_labels(entry.get("access"), where)):
             source.status = "broken"
             return
         if "factory" in entry:

@@ -31,7 +31,7 @@ from typing import Any
 from ragroute.errors import RagrouteError, check_keys
 
 #: keys every source entry may carry, whatever its kind
-COMMON_KEYS = frozenset({"kind", "corpus", "description", "modality", "granularity"})
+COMMON_KEYS = frozenset({"kind", "corpus", "description", "modality", "granularity", "access"})
 FACTORY_KEYS = frozenset({"factory", "options"})
 
 

@@ -9,11 +9,12 @@ so results map back to the documents they came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.index.base import Retriever, search_contexts
+from ragroute.scopes import access_labels, visible
 from ragroute.types import Decision, Document, Hit
 
 
@@ -22,7 +23,9 @@ class Source:
     """A named retriever and what routers may know about it.
 
     ``documents`` (optional) lets training-free routers build a prototype of the
-    source from its own content; indexes built by ragroute provide it.
+    source from its own content; indexes built by ragroute provide it. ``access``: the
+    source's access labels (none: public; see :mod:`ragroute.scopes`): a query whose caller's
+    scopes share none of them never routes to it.
     """
 
     name: str
@@ -32,6 +35,14 @@ class Source:
     granularity: str = "document"
     parent: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    access: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.access = access_labels(self.access or None, f"source {self.name!r}")
+
+    def visible_to(self, scopes: Iterable[str]) -> bool:
+        """Whether a caller holding ``scopes`` may read this source."""
+        return visible(self.access, scopes)
 
     @property
     def documents(self) -> Sequence[Document]:
@@ -71,6 +82,7 @@ class SourceProblem:
 
     name: str
     error: str
+    access: frozenset[str] = frozenset()  # the source's labels: a caller outside them is not told of it
 
 
 def granularity_views(

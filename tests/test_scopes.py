@@ -1,0 +1,584 @@
+"""Caller scopes (issue #13 item 5): tests that try on purpose to leak a source or document outside
+the caller's scope, through routers that prefer it, multi-route fusion, rerankers, graph walks, a
+nested pipeline, the LlamaIndex and LangChain adapters and the ``none`` route. Every test asserts
+zero leaked hits, and that nothing the caller may not read is named in the trace.
+
+All offline and deterministic (the hashing encoder of ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import HashingEncoder
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.graph.index import WalkParams
+from ragroute.index.build import build_index
+from ragroute.pipeline import GateDecision, Pipeline, RoutingOptions
+from ragroute.route.base import BaseRouter, decision_from_probs
+from ragroute.route.prototype import PrototypeRouter
+from ragroute.route.rules import Policy
+from ragroute.route.sources import Source
+from ragroute.scopes import caller_scopes, labels_of, visible
+from ragroute.types import Document, Hit
+
+SECRET = "payroll_vault"  # a source name that appears nowhere else, so any mention of it is a leak
+
+PUBLIC_WORDS = "telescope star galaxy orbit planet comet nebula"
+SECRET_WORDS = "salary payroll bonus ledger pension invoice audit"
+MIXED_WORDS = "printer laptop password network vpn email driver"
+
+
+def _docs(prefix: str, words: str, n: int = 8, access=None) -> list[Document]:
+    vocab = words.split()
+    docs = []
+    for i in range(n):
+        text = " ".join(vocab[(i + j) % len(vocab)] for j in range(10))
+        metadata = {"topic": prefix}
+        if access is not None:
+            metadata["access"] = access
+        docs.append(Document(id=f"{prefix}-{i}", text=text, title=f"{prefix} {i}", metadata=metadata))
+    return docs
+
+
+def _mixed_docs() -> list[Document]:
+    """One store holding public documents and documents labelled ``it`` and ``hr,legal`` (flat)."""
+    public = _docs("helpdesk", MIXED_WORDS, 6)
+    it = _docs("it-internal", MIXED_WORDS + " " + SECRET_WORDS, 6, access=["it"])
+    hr = _docs("hr-internal", SECRET_WORDS + " " + MIXED_WORDS, 6, access="hr,legal")
+    return public + it + hr
+
+
+@pytest.fixture
+def encoder() -> HashingEncoder:
+    return HashingEncoder()
+
+
+@pytest.fixture
+def sources(encoder) -> list[Source]:
+    return [
+        Source("science", build_index(_docs("sci", PUBLIC_WORDS), "dense", encoder=encoder, name="science")),
+        Source(
+            SECRET,
+            build_index(_docs("pay", SECRET_WORDS), "hybrid", encoder=encoder, name=SECRET),
+            description="salaries and payroll",
+            access=frozenset({"hr"}),
+        ),
+        Source("helpdesk", build_index(_mixed_docs(), "hybrid", encoder=encoder, name="helpdesk")),
+    ]
+
+
+class FixedRouter(BaseRouter):
+    """Sends every query to the given routes with the given probabilities."""
+
+    name = "fixed"
+
+    def __init__(self, routes: dict[str, float]):
+        self.routes = routes
+        self.labels = list(routes)
+
+    def route_many(self, queries, *, query_vectors=None):
+        return [
+            decision_from_probs(self.labels, [self.routes[n] for n in self.labels], decided_by=self.name)
+            for _ in queries
+        ]
+
+
+def assert_no_leak(result, scopes, forbidden_sources=(SECRET,)):
+    """No hit from a hidden source or of a hidden document; no hidden source named anywhere."""
+    for hit in result.hits:
+        assert hit.source not in forbidden_sources or set(scopes) & {"hr"}, hit
+        assert visible(labels_of(hit.metadata.get("access")), scopes), hit
+    if not set(scopes) & {"hr"}:
+        text = json.dumps(result.to_dict(), default=str)
+        for name in forbidden_sources:
+            assert name not in text
+        assert "pay-" not in text  # no document of the hidden source either
+
+
+def scope_step(result):
+    steps = [s.detail for s in result.trace if s.stage == "scope"]
+    assert len(steps) == 1
+    return steps[0]
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+def test_labels_scopes_and_visibility():
+    assert labels_of(None) == labels_of("") == labels_of([]) == frozenset()
+    assert labels_of("hr") == {"hr"} and labels_of("hr, legal") == {"hr", "legal"}
+    assert labels_of(["hr", "it,ops"]) == {"hr", "it", "ops"} and labels_of(7) == {"7"}
+    assert visible((), ()) and visible((), ("hr",))  # no labels: public
+    assert not visible({"hr"}, ()) and not visible({"hr"}, ("it",))  # no scopes: only public
+    assert visible({"hr", "legal"}, ("legal",))
+    assert caller_scopes("hr") == ("hr",) and caller_scopes(["it", "hr", "it"]) == ("hr", "it")
+    assert QueryContext.of("q", scopes="hr").scopes == ("hr",)  # one label, not two letters
+    for bad in ([""], ["a,b"], [3], 5):
+        with pytest.raises(RagrouteError):
+            QueryContext.of("q", scopes=bad)
+    with pytest.raises(RagrouteError, match="access"):
+        Source("x", object(), access=[1])  # type: ignore[list-item]
+
+
+# --------------------------------------------------------------------------- routing
+
+
+@pytest.mark.parametrize("scopes", [(), ("it",), ("sales", "legal")])
+def test_a_router_strongly_preferring_a_forbidden_source_never_reaches_it(sources, scopes):
+    router = FixedRouter({SECRET: 0.9, "science": 0.06, "helpdesk": 0.02, "none": 0.02})
+    pipeline = Pipeline(sources, router)
+    result = pipeline.retrieve("salary payroll bonus ledger", k=5, scopes=scopes)
+    assert SECRET not in result.decision.chosen and SECRET not in result.decision.routes
+    assert result.decision.chosen == ["science"]
+    assert sum(result.decision.routes.values()) == pytest.approx(1.0)  # renormalised over the allowed
+    assert result.decision.routes["science"] == pytest.approx(0.6)
+    assert scope_step(result) == {"scopes": sorted(scopes), "hidden_sources": 1}
+    assert_no_leak(result, scopes)
+    # the same query with the scope: the source is routed to (the test can see a leak)
+    allowed = pipeline.retrieve("salary payroll bonus ledger", k=5, scopes=["hr"])
+    assert allowed.decision.chosen == [SECRET] and allowed.hits[0].source == SECRET
+    assert scope_step(allowed) == {"scopes": ["hr"], "hidden_sources": 0}
+
+
+def test_a_prototype_router_and_decide_hide_the_source(sources, encoder):
+    router = PrototypeRouter(sources, encoder)
+    pipeline = Pipeline(sources, router, encoder=encoder)
+    assert router.route("salary payroll bonus").chosen == [SECRET]  # unscoped, it prefers it
+    for query in ["salary payroll bonus pension", "ledger audit invoice", "payroll_vault salary"]:
+        result = pipeline.retrieve(query, k=6)
+        assert_no_leak(result, ())
+        decision = pipeline.decide(query)
+        assert SECRET not in json.dumps(decision.to_dict())
+    assert pipeline.decide("salary payroll", scopes=["hr"]).chosen == [SECRET]
+
+
+def test_multi_route_fusion_always_routes_and_documents_of_a_mixed_store(sources, encoder):
+    for fusion in ("rrf", "calibrated", "minmax"):
+        router = FixedRouter({SECRET: 0.34, "science": 0.33, "helpdesk": 0.33})
+        options = RoutingOptions(threshold=0.0, max_routes=3, fusion=fusion, always=(SECRET,))
+        pipeline = Pipeline(sources, router, options=options)
+        for scopes in [(), ("it",), ("legal",)]:
+            result = pipeline.retrieve("salary payroll printer password telescope", k=20, scopes=scopes)
+            assert set(result.decision.chosen) == {"science", "helpdesk"}
+            assert_no_leak(result, scopes)
+            ids = {h.doc_id.split("-")[0] for h in result.hits if h.source == "helpdesk"}
+            assert ("it" in ids) == ("it" in scopes) and ("hr" in ids) == ("legal" in scopes)
+            assert not [s for s in result.trace if s.stage == "scope-check"]  # nothing got that far
+    everything = pipeline.retrieve("salary payroll printer", k=40, scopes=["hr", "it"])
+    assert {h.source for h in everything.hits} == {SECRET, "science", "helpdesk"}
+
+
+def test_the_none_route_and_rules_naming_a_forbidden_source(sources):
+    pipeline = Pipeline(sources, FixedRouter({SECRET: 1.0, "science": 0.0, "helpdesk": 0.0}))
+    result = pipeline.retrieve("salary payroll", k=5)
+    assert result.decision.chosen == ["none"] and result.hits == []
+    assert scope_step(result)["hidden_sources"] == 1
+    assert_no_leak(result, ())
+    policy = Policy.from_yaml(
+        "signals:\n  pay: {type: keywords, any: [salary]}\n"
+        f"rules:\n  - {{name: payroll, when: pay, then: {{route: {SECRET}}}}}\n"
+    )
+    ruled = Pipeline(sources, FixedRouter({"science": 1.0}), policy=policy)
+    result = ruled.retrieve("salary of a telescope", k=5)
+    assert result.decision.chosen == ["none"] and result.hits == []
+    assert_no_leak(result, ())
+    assert ruled.retrieve("salary of a telescope", k=5, scopes=["hr"]).decision.chosen == [SECRET]
+
+
+def test_a_gate_that_skips_retrieval_still_records_the_scope(sources):
+    class No:
+        name = "no"
+
+        def gate_many(self, contexts):
+            return [GateDecision("answer", 0.0) for _ in contexts]
+
+    pipeline = Pipeline(sources, FixedRouter({SECRET: 1.0}), gate=No())
+    result = pipeline.retrieve("salary", k=3, scopes=["it"])
+    assert result.hits == [] and scope_step(result) == {"scopes": ["it"], "hidden_sources": 1}
+
+
+def test_sources_that_failed_to_open_are_not_named_to_callers_outside_them(sources):
+    from ragroute.route.sources import SourceProblem
+
+    problems = [SourceProblem("hr_archive", "index missing", frozenset({"hr"})), SourceProblem("w", "down")]
+    pipeline = Pipeline(sources, FixedRouter({"science": 1.0}), problems=problems)
+    result = pipeline.retrieve("telescope", k=2)
+    assert result.decision.signals["unavailable_sources"] == {"w": "down"}
+    assert "hr_archive" not in json.dumps(result.to_dict())
+    assert scope_step(result)["hidden_sources"] == 2
+    assert (
+        "hr_archive"
+        in pipeline.retrieve("telescope", k=2, scopes=["hr"]).decision.signals["unavailable_sources"]
+    )
+
+
+# --------------------------------------------------------------------------- rerankers and the final check
+
+
+class SpyReranker:
+    """Remembers what it was shown; ``inject`` adds hits of its own (a reranker gone wrong)."""
+
+    name = "spy"
+
+    def __init__(self, inject=()):
+        self.seen: list[Hit] = []
+        self.inject = list(inject)
+
+    def rerank(self, context, hits, k):
+        self.seen.extend(hits)
+        return (list(self.inject) + list(hits))[:k]
+
+
+def test_a_reranker_sees_only_in_scope_hits_and_cannot_add_forbidden_ones(sources):
+    leaked = [
+        Hit("pay-0", 99.0, SECRET, text="salary"),
+        Hit("it-internal-0", 98.0, "helpdesk", metadata={"access": ["it"]}),
+        Hit("x-1", 97.0, "no-such-source"),
+        Hit("helpdesk-0", 96.0, "helpdesk"),
+    ]
+    reranker = SpyReranker(inject=leaked)
+    router = FixedRouter({SECRET: 0.5, "helpdesk": 0.5})
+    pipeline = Pipeline(sources, router, reranker=reranker, options=RoutingOptions(threshold=0.0))
+    result = pipeline.retrieve("salary payroll printer password", k=8)
+    assert reranker.seen and all(h.source == "helpdesk" for h in reranker.seen)
+    assert all(not h.metadata.get("access") for h in reranker.seen)
+    assert [h.doc_id for h in result.hits][0] == "helpdesk-0"  # the one injected hit the caller may read
+    assert_no_leak(result, ())
+    checks = [s.detail for s in result.trace if s.stage == "scope-check"]
+    assert checks == [{"dropped": 3}]
+
+
+def test_a_source_that_ignores_filters_is_checked_after(sources):
+    class Careless:
+        """Returns labelled documents whatever the filters say."""
+
+        name = "careless"
+
+        def search_many(self, queries, k=10, *, filters=None):
+            return [
+                [
+                    Hit("open-1", 2.0, "careless", text=q),
+                    Hit("closed-1", 3.0, "careless", metadata={"access": "finance"}),
+                ]
+                for q in queries
+            ]
+
+    pipeline = Pipeline([*sources, Source("careless", Careless())], FixedRouter({"careless": 1.0}))
+    result = pipeline.retrieve("anything", k=5)
+    assert [h.doc_id for h in result.hits] == ["open-1"]
+    assert [s.detail for s in result.trace if s.stage == "scope-check"] == [{"dropped": 1}]
+    assert {h.doc_id for h in pipeline.retrieve("anything", k=5, scopes=["finance"]).hits} == {
+        "closed-1",
+        "open-1",
+    }
+
+
+# --------------------------------------------------------------------------- graph walks
+
+# Two corpora in one graph. The public passages link, through the phrase "Kellow", to a passage
+# of the "geo" corpus; "Zorbin Vault" and "Crown of Osric" occur only in labelled passages.
+GRAPH = [
+    Document(id="g1", title="Ada Brennan", text="Ada Brennan was a painter. She was born in Kellow in 1901."),
+    Document(
+        id="g2",
+        title="Kellow",
+        text="Kellow is a market town. The Varne River flows through Kellow. "
+        "The Zorbin Vault lies under Kellow.",
+        metadata={"access": ["geo"]},
+    ),
+    Document(id="g3", title="Varne River", text="The Varne River rises in the Marl Hills and meets the sea."),
+    Document(
+        id="g4",
+        title="Zorbin Vault",
+        text="The Zorbin Vault holds the Crown of Osric. Kellow guards the Zorbin Vault.",
+        metadata={"access": "vault"},
+    ),
+    Document(id="g5", title="Painting", text="Painting is the practice of applying paint to a surface."),
+]
+HIDDEN_WORDS = ("g2", "g4", "zorbin", "osric")
+
+
+def _graph_leaks(hits) -> list[str]:
+    """Hidden passages, phrases or links named by the hits (the query's own words aside)."""
+    shown = [
+        {**h.to_dict(), "explain": {k: v for k, v in h.explain.items() if k != "unmatched_terms"}}
+        for h in hits
+    ]
+    text = json.dumps(shown, default=str).lower()
+    leaks = [
+        w for w in HIDDEN_WORDS if f'"{w}"' in text or f"passage {w}" in text or (len(w) > 2 and w in text)
+    ]
+    for hit in hits:  # "The Varne River flows through Kellow" is said only in g2
+        path = hit.explain.get("path") or []
+        leaks += [f"{a} -> {b}" for a, b in zip(path, path[1:]) if {a, b} == {"kellow", "varne river"}]
+    return leaks
+
+
+WALKS = {
+    "default": WalkParams(),
+    "static": WalkParams.static(),
+    "boost": WalkParams(fact_passage_boost=1.0, passage_prior=0.5),
+    "power": WalkParams(damping=0.85),  # above the push method's limit: power iteration
+    "lexical": WalkParams(lexical_edges=50.0, anchor_similarity=0.1),
+}
+
+
+@pytest.mark.parametrize("walk", list(WALKS))
+def test_a_graph_walk_never_returns_or_names_a_passage_of_a_forbidden_corpus(encoder, walk):
+    graph = build_index(GRAPH, "graph", encoder=encoder, name="kg")
+    graph.walk = WALKS[walk]
+    queries = [
+        "Which river flows through the city where Ada Brennan was born?",
+        "What does the Zorbin Vault under Kellow hold?",
+        "Crown of Osric Zorbin Vault Kellow",
+        "Kellow",
+    ]
+    unscoped = graph.search_contexts([QueryContext.of(q) for q in queries], k=5)
+    for hits in unscoped:
+        assert {h.doc_id for h in hits} <= {"g1", "g3", "g5"}
+        assert _graph_leaks(hits) == []
+    # the same queries with the scopes reach the labelled passages (the test can see a leak)
+    geo = graph.search_contexts([QueryContext.of(q, scopes=["geo"]) for q in queries], k=5)
+    assert "g2" in {h.doc_id for h in geo[0]} and not any(h.doc_id == "g4" for hits in geo for h in hits)
+    both = graph.search_contexts([QueryContext.of(queries[2], scopes=["geo", "vault"])], k=5)[0]
+    assert "g4" in {h.doc_id for h in both}
+    # a direct search (no context) is not scoped: whoever holds the index reads it all
+    assert "g2" in {h.doc_id for h in graph.search(queries[0], k=5)}
+
+
+def test_a_graph_walk_shows_a_fact_filter_only_visible_facts(encoder):
+    graph = build_index(GRAPH, "graph", encoder=encoder, name="kg")
+    shown = []
+
+    def keep_all(text, facts):
+        shown.extend(facts)
+        return facts
+
+    graph.fact_filter = keep_all
+    hits = graph.search_contexts([QueryContext.of("What does the Zorbin Vault under Kellow hold?")], k=5)[0]
+    assert _graph_leaks(hits) == []
+    assert not [f for f in shown if "zorbin" in str(f) or "osric" in str(f)]
+
+
+def test_a_graph_over_two_corpora_as_a_source_in_a_pipeline(encoder, sources):
+    graph = Source("kg", build_index(GRAPH, "graph", encoder=encoder, name="kg"))
+    pipeline = Pipeline(
+        [*sources, graph], FixedRouter({"kg": 0.7, SECRET: 0.3}), options=RoutingOptions(threshold=0.0)
+    )
+    result = pipeline.retrieve("Which river flows through the city where Ada Brennan was born?", k=5)
+    assert result.hits and {h.doc_id for h in result.hits} <= {"g1", "g3", "g5"}
+    assert _graph_leaks(result.hits) == []
+    assert_no_leak(result, ())
+
+
+# --------------------------------------------------------------------------- nesting
+
+
+def test_a_nested_pipeline_applies_the_callers_scope_inside(sources, encoder):
+    inner = Pipeline(
+        sources, FixedRouter({SECRET: 0.9, "helpdesk": 0.1}), options=RoutingOptions(threshold=0.0)
+    )
+    restricted = Source(
+        "restricted",
+        build_index(_docs("restricted", SECRET_WORDS), "bm25", name="restricted"),
+        access=frozenset({"board"}),
+    )
+    outer = Pipeline(
+        [Source("inner", inner), restricted],
+        FixedRouter({"restricted": 0.6, "inner": 0.4}),
+        options=RoutingOptions(threshold=0.0),
+    )
+    for scopes in [(), ("it",)]:
+        result = outer.retrieve("salary payroll printer password", k=10, scopes=scopes)
+        assert result.decision.chosen == ["inner"] and result.hits
+        assert_no_leak(result, scopes, forbidden_sources=(SECRET, "restricted"))
+        nested = [s.detail["decision"] for s in result.trace if s.stage == "retrieve"][0]
+        assert [s for s in nested["trace"] if s["stage"] == "scope"][0]["scopes"] == list(scopes)
+    full = outer.retrieve("salary payroll printer password", k=30, scopes=["hr", "board", "it"])
+    assert {h.source for h in full.hits} == {"inner", "restricted"}
+    assert any(h.explain["inner_source"] == SECRET for h in full.hits)
+
+
+# --------------------------------------------------------------------------- integrations
+
+
+def test_llamaindex_retrievers_carry_the_callers_scope(sources, encoder):
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import QueryBundle, TextNode
+
+    from ragroute.integrations.llamaindex import (
+        IndexLlamaRetriever,
+        LlamaRetrieverAdapter,
+        RoutedLlamaRetriever,
+        llama_scope_filters,
+    )
+    from ragroute.integrations.llamaindex_embedding import EncoderEmbedding
+    from ragroute.integrations.llamaindex_gate import GatedLlamaRetriever
+
+    pipeline = Pipeline(
+        sources, FixedRouter({SECRET: 0.8, "helpdesk": 0.2}), options=RoutingOptions(threshold=0.0)
+    )
+    routed = RoutedLlamaRetriever(pipeline, similarity_top_k=10)
+    nodes = routed.retrieve(QueryBundle("salary payroll printer"))
+    assert nodes and all(n.node.metadata["source"] == "helpdesk" for n in nodes)
+    assert all(not n.node.metadata.get("access") for n in nodes)
+    assert SECRET not in json.dumps(routed.last_decision.to_dict())
+    hr = routed.with_scopes(["hr"])
+    assert {n.node.metadata["source"] for n in hr.retrieve(QueryBundle("salary payroll printer"))} >= {SECRET}
+    assert routed.scopes == () and hr.scopes == ("hr",)
+    assert IndexLlamaRetriever(sources[1], similarity_top_k=3).retrieve(QueryBundle("salary")) == []
+
+    class Yes:
+        name = "yes"
+
+        def gate_many(self, contexts):
+            return [GateDecision("retrieve", 1.0) for _ in contexts]
+
+    gated = GatedLlamaRetriever(Yes(), pipeline, k=10)
+    assert {n.node.metadata["source"] for n in gated.retrieve(QueryBundle("salary payroll printer"))} == {
+        "helpdesk"
+    }
+    gated_hr = GatedLlamaRetriever(Yes(), pipeline, k=10, scopes=["hr"])
+    assert SECRET in {n.node.metadata["source"] for n in gated_hr.retrieve(QueryBundle("salary payroll"))}
+    labelled = IndexLlamaRetriever(sources[2].retriever, similarity_top_k=18, scopes=["it"])
+    ids = {n.node.metadata["doc_id"].split("-")[0] for n in labelled.retrieve(QueryBundle("printer salary"))}
+    assert ids == {"helpdesk", "it"}
+
+    # an external LlamaIndex store mixing public and labelled nodes, as a source
+    docs = _mixed_docs()
+    store = VectorStoreIndex(
+        [TextNode(id_=d.id, text=d.text, metadata={"title": d.title, **d.metadata}) for d in docs],
+        embed_model=EncoderEmbedding(encoder),
+    )
+    after = LlamaRetrieverAdapter(store, name="store")
+    pushed = LlamaRetrieverAdapter(store, name="store", scope_filters=llama_scope_filters)
+    for adapter in (after, pushed):
+        outer = Pipeline([Source("store", adapter)], FixedRouter({"store": 1.0}))
+        for scopes in [(), ("it",), ("legal",)]:
+            result = outer.retrieve("salary payroll printer password", k=6, scopes=scopes)
+            assert result.hits and all(
+                visible(labels_of(h.metadata.get("access")), scopes) for h in result.hits
+            )
+            assert not [s for s in result.trace if s.stage == "scope-check"]  # the adapter filtered already
+    # pushed down, the store returns k visible nodes; checked after only, some of the k are dropped
+    k = 6
+    assert len(outer.retrieve("salary payroll ledger", k=k).hits) == k
+    assert (
+        len(
+            Pipeline([Source("store", after)], FixedRouter({"store": 1.0}))
+            .retrieve("salary payroll ledger", k=k)
+            .hits
+        )
+        < k
+    )
+    # a ragroute retriever wrapped for LlamaIndex and back gets the caller's scopes passed on
+    back = LlamaRetrieverAdapter(IndexLlamaRetriever(sources[2].retriever, similarity_top_k=5), name="back")
+    through = Pipeline([Source("back", back)], FixedRouter({"back": 1.0}))
+    for scopes in [(), ("it",)]:
+        hits = through.retrieve("printer salary password", k=18, scopes=scopes).hits
+        assert {h.doc_id.split("-")[0] for h in hits} == {"helpdesk", *(["it"] if scopes else [])}
+
+
+def test_langchain_retrievers_carry_the_callers_scope(sources, encoder):
+    pytest.importorskip("langchain_core")
+    from langchain_core.documents import Document as LangChainDocument
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from ragroute.integrations.langchain import (
+        IndexLangChainRetriever,
+        LangChainRetrieverAdapter,
+        RoutedLangChainRetriever,
+        document_filter,
+    )
+
+    pipeline = Pipeline(
+        sources, FixedRouter({SECRET: 0.8, "helpdesk": 0.2}), options=RoutingOptions(threshold=0.0)
+    )
+    routed = RoutedLangChainRetriever(pipeline, k=10)
+    documents = routed.invoke("salary payroll printer")
+    assert documents and all(
+        d.metadata["source"] == "helpdesk" and not d.metadata.get("access") for d in documents
+    )
+    assert SECRET not in json.dumps(routed.last_decision.to_dict())
+    per_call = routed.invoke("salary payroll printer", scopes=["hr"])
+    assert SECRET in {d.metadata["source"] for d in per_call}
+    scoped = RoutedLangChainRetriever(pipeline, k=10, scopes=["hr"])
+    assert SECRET in {d.metadata["source"] for d in scoped.invoke("salary payroll printer")}
+    assert IndexLangChainRetriever(sources[1], k=3).invoke("salary") == []
+    it = IndexLangChainRetriever(sources[2].retriever, k=18).invoke("printer salary", scopes=["it"])
+    assert {d.metadata["doc_id"].split("-")[0] for d in it} == {"helpdesk", "it"}
+
+    class Hashing(Embeddings):
+        def embed_documents(self, texts):
+            return encoder.encode_documents(texts).tolist()
+
+        def embed_query(self, text):
+            return encoder.encode_queries([text])[0].tolist()
+
+    store = InMemoryVectorStore(Hashing())
+    store.add_documents(
+        [LangChainDocument(page_content=d.text, metadata={**d.metadata}, id=d.id) for d in _mixed_docs()]
+    )
+    after = LangChainRetrieverAdapter(store.as_retriever(), name="store")
+    pushed = LangChainRetrieverAdapter(
+        store.as_retriever(), name="store", scope_filters=lambda s: {"filter": document_filter(s)}
+    )
+    k = 6
+    for adapter in (after, pushed):
+        outer = Pipeline([Source("store", adapter)], FixedRouter({"store": 1.0}))
+        for scopes in [(), ("it",), ("hr",), ("legal",)]:
+            result = outer.retrieve("salary payroll ledger pension", k=k, scopes=scopes)
+            assert all(visible(labels_of(h.metadata.get("access")), scopes) for h in result.hits)
+            assert ("hr" in {h.doc_id.split("-")[0] for h in result.hits}) == bool(
+                {"hr", "legal"} & set(scopes)
+            )
+    assert len(outer.retrieve("salary payroll ledger", k=k).hits) == k  # pushed down: k visible
+    # a ragroute LangChain retriever wrapped back as a source gets the caller's scopes
+    back = LangChainRetrieverAdapter(RoutedLangChainRetriever(pipeline, k=10), name="back")
+    through = Pipeline([Source("back", back)], FixedRouter({"back": 1.0}))
+    assert all(
+        h.explain and h.doc_id.split("-")[0] != "pay" for h in through.retrieve("salary payroll", k=10).hits
+    )
+    assert any(
+        h.doc_id.startswith("pay-") for h in through.retrieve("salary payroll", k=10, scopes=["hr"]).hits
+    )
+
+
+# --------------------------------------------------------------------------- routing configs
+
+
+def test_access_in_a_routing_config(tmp_path, encoder):
+    from ragroute.index.io import save_index
+    from ragroute.route.config import load_routing
+    from ragroute.route.config_check import check_config
+
+    save_index(build_index(_docs("sci", PUBLIC_WORDS), "bm25", name="sci"), tmp_path / "sci")
+    save_index(build_index(_docs("pay", SECRET_WORDS), "bm25", name="pay"), tmp_path / "pay")
+    config = {
+        "sources": {
+            "science": {"index": "sci"},
+            SECRET: {"index": "pay", "access": ["hr", "finance"], "description": "salaries"},
+            "gone": {"index": "missing", "access": "hr"},
+        },
+        "router": {"kind": "prototype"},
+    }
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    with pytest.warns(Warning):
+        pipeline = load_routing(tmp_path / "r.yaml", encoder=encoder)
+    assert {s.name: s.access for s in pipeline.sources} == {"science": frozenset(), SECRET: {"hr", "finance"}}
+    result = pipeline.retrieve("salary payroll bonus", k=4)
+    assert_no_leak(result, ())
+    assert "gone" not in json.dumps(result.to_dict()) and scope_step(result)["hidden_sources"] == 2
+    assert pipeline.retrieve("salary payroll bonus", k=4, scopes=["finance"]).hits[0].source == SECRET
+    for bad in ({"admins": 1}, [""], ["a,b"], 3):
+        config["sources"][SECRET]["access"] = bad
+        (tmp_path / "bad.yaml").write_text(json.dumps(config))
+        with pytest.raises(RagrouteError, match="access"):
+            load_routing(tmp_path / "bad.yaml", encoder=encoder)
+        report = check_config(tmp_path / "bad.yaml")
+        assert any("access" in problem for problem in report.problems)
