@@ -436,3 +436,56 @@ def test_a_llamaindex_retriever_over_an_expert_mixture(trained_expert: Path, min
     nodes = RoutedLlamaRetriever(pipeline, k=4).retrieve("comet nebula telescope")
     ids = [n.node.node_id for n in nodes]
     assert len(ids) == len(set(ids)) == 4 and all(i.split(":", 1)[1].startswith("orbit") for i in ids)
+
+
+def test_the_bench_pipeline_and_a_routing_config_return_the_same_hits(trained_expert: Path, minilm, tmp_path):
+    """What `ragroute bench experts` scores (ExpertSet sources, pipeline_from_settings) is what a user's
+    routing config with the same experts, router and selection returns."""
+    import yaml
+
+    from ragroute.index.build import build_index
+    from ragroute.index.io import save_index
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.route.config import load_routing
+
+    docs = corpus()
+    specs = [
+        ExpertSpec("base", "base"),
+        ExpertSpec("bm25", "bm25"),
+        ExpertSpec("orbit", "adapter", str(trained_expert)),
+    ]
+    sources = ExpertSet(specs, minilm).sources("toy", docs)
+    texts = ["comet nebula telescope", "flour yeast oven", "router packet firewall"]
+    gains = ExpertGains(
+        ["base", "bm25", "orbit"],
+        texts,
+        minilm.encode_queries(texts),
+        [[0.2, 0.1, 0.9], [0.9, 0.1, 0.2], [0.1, 0.8, 0.3]],
+    )
+    PilotRouter.fit(gains, encoder=minilm).save(tmp_path / "router")
+    settings = {
+        "kind": "pilot",
+        "model": "router",
+        "max_routes": 1,
+        "always": ["base", "bm25"],
+        "fusion": "rrf",
+    }
+    bench = pipeline_from_settings(sources, settings, encoder=minilm, base=tmp_path)
+    save_index(build_index(docs, "dense", encoder=minilm), tmp_path / "dense")
+    save_index(build_index(docs, "bm25"), tmp_path / "bm25")
+    config = {
+        "cache_dir": "cache",
+        "sources": {
+            "base": {"index": "dense"},
+            "bm25": {"index": "bm25", "corpus": "dense"},  # the folder whose documents it holds too
+            "orbit": {"index": "dense", "expert": str(trained_expert)},
+        },
+        "router": settings,
+    }
+    (tmp_path / "routing.yaml").write_text(yaml.safe_dump(config))
+    user = load_routing(tmp_path / "routing.yaml", encoder=minilm)
+    for text in [*texts, "pastry crust sugar", "quasar pulsar"]:
+        ours, theirs = bench.retrieve(text, k=5), user.retrieve(text, k=5)
+        assert ours.decision.chosen == theirs.decision.chosen
+        assert [h.doc_id for h in ours.hits] == [h.doc_id for h in theirs.hits]
+        assert [h.score for h in ours.hits] == pytest.approx([h.score for h in theirs.hits], abs=1e-6)

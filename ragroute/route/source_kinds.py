@@ -111,7 +111,9 @@ def index(request: SourceRequest) -> OpenedSource:
         expert = load_expert_encoder(request.resolve(str(request.entry["expert"])), request.encoder)
         retriever = adapter_view(retriever, expert)
     # sources over one index (or naming one corpus) hold the same documents: fusion merges them
-    return OpenedSource(retriever, str(request.entry.get("corpus") or folder))
+    # ``corpus:`` names the index folder (relative to the config) whose documents this one holds too
+    corpus = request.resolve(str(request.entry["corpus"])) if request.entry.get("corpus") else folder
+    return OpenedSource(retriever, str(corpus))
 
 
 @source_kind(FACTORY_KEYS, required={"factory"})
