@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Commands and loaders without --cache-dir use the per-user cache folder; in tests that is the
+# repository's warm indexes/.cache (as the minilm fixture), never the user's ~/.cache/ragroute.
+REPO_CACHE = Path(__file__).resolve().parents[1] / "indexes" / ".cache"
+os.environ.setdefault("RAGROUTE_CACHE", str(REPO_CACHE))
+Path(os.environ["RAGROUTE_CACHE"]).mkdir(parents=True, exist_ok=True)
 
 from ragroute.types import Document  # noqa: E402
 
@@ -81,8 +87,6 @@ def small_docs() -> list[Document]:
 @pytest.fixture(scope="session")
 def minilm():
     """The bundled all-MiniLM-L6-v2 on torch (no export step), loaded once per test session."""
-    from pathlib import Path
-
     from ragroute.encode import load_encoder
 
-    return load_encoder(backend="torch", cache_dir=Path(__file__).resolve().parents[1] / "indexes" / ".cache")
+    return load_encoder(backend="torch", cache_dir=REPO_CACHE)

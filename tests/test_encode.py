@@ -185,8 +185,11 @@ def test_import_is_lazy() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_want_progress() -> None:
+def test_want_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGROUTE_PROGRESS", "1")  # as on a terminal (tests/test_predictable_cli.py: ttys)
     assert not want_progress(None, 10) and want_progress(None, 5000)
+    monkeypatch.setenv("RAGROUTE_PROGRESS", "0")  # a log file: no bar, however long the job
+    assert not want_progress(None, 5000)
     assert want_progress(True, 1) and not want_progress(False, 10**6)
 
 

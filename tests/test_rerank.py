@@ -153,13 +153,25 @@ def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
     items = list(TOPICS.items())
     _write_beir(tmp_path / "sets" / "a", dict(items[:2]), "a")
     _write_beir(tmp_path / "sets" / "b", dict(items[2:]), "b")
-    result = run_rerank_bench(tmp_path / "sets", hashing_encoder, out, backend="torch")
+    _write_beir(tmp_path / "sets" / "c", dict(items[:1]), "c")  # judged on another split only
+    (tmp_path / "sets" / "c" / "qrels" / "dev.tsv").rename(tmp_path / "sets" / "c" / "qrels" / "test.tsv")
+    (tmp_path / "sets" / "notes").mkdir()
+    said: list[str] = []
+    result = run_rerank_bench(tmp_path / "sets", hashing_encoder, out, backend="torch", log=said.append)
     held_out = {
         name: sum(query_fold(name, f"{name}-q{i}") == 1 for i in range(2)) for name in ("a", "b")
     }
     assert {n: r["queries"] for n, r in result["collections"].items()} == {
         f"sets/{n}": c for n, c in held_out.items() if c
     }
+    # every collection left out is named, with why
+    assert result["skipped"] == {
+        "sets/notes": "not a BEIR collection (no corpus.jsonl)",
+        "sets/c": "no qrels/dev.tsv (splits: test)",
+        **{f"sets/{n}": "no dev query in the held-out fold" for n, c in held_out.items() if not c},
+    }
+    assert said == [f"skipped {name}: {why}" for name, why in result["skipped"].items()]
+    assert "skipped sets/c: no qrels/dev.tsv" in format_report(result)
     for row in result["collections"].values():
         assert {"dense", "dense+rerank", "hybrid", "hybrid+rerank"} <= set(row)
     assert result["queries"].startswith("fold-1")

@@ -17,6 +17,7 @@ from ragroute.cli.bench import route_labels_command
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.evaluation.bench_route_labels import (
     classification_metrics,
+    format_table,
     read_labels,
     run_route_labels_bench,
 )
@@ -378,9 +379,17 @@ def test_bench_on_tiny_files(data: dict[str, Any], encoder: FakeEncoder, tmp_pat
         assert {"accuracy", "macro_f1", "none_recall", "latency_ms_p50"} <= set(metrics)
     assert result["routers"]["trained_features"]["accuracy"] >= 0.9
     assert result["routers"]["majority"]["accuracy"] == 0.25
-    assert result["baseline_reference"]["accuracy"] == 0.874
+    assert result["baseline_reference"] is None  # the issue's numbers belong to UniversalRAG only
+    assert "reference (issue)" not in format_table(result)
     assert result["multi_label_records"] == {"train": 1, "test": 1}
     json.dumps(result)
+    (tmp_path / "universalrag_routing").mkdir()
+    test.rename(tmp_path / "universalrag_routing" / "test.jsonl")
+    named = run_route_labels_bench(
+        train, tmp_path / "universalrag_routing" / "test.jsonl", encoder=encoder, routers=["majority"]
+    )
+    assert named["baseline_reference"]["accuracy"] == 0.874
+    assert "reference (issue)" in format_table(named)
 
 
 def test_bench_command_missing_file(tmp_path: Path) -> None:

@@ -58,7 +58,35 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     return path
 
 
+def _set_progress(ctx: click.Context, _param: click.Parameter, value: bool | None) -> bool | None:
+    """``--progress`` / ``--no-progress``: set ``RAGROUTE_PROGRESS`` for this command (every bar reads
+    it through :func:`ragroute.progress.progress_enabled`), restored when the command ends."""
+    if value is None:
+        return value
+    from ragroute.progress import PROGRESS_ENV
+
+    previous = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "1" if value else "0"
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = previous
+
+    ctx.call_on_close(restore)
+    return value
+
+
 @click.group(cls=_Group, context_settings=CONTEXT)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    callback=_set_progress,
+    is_eager=True,
+    expose_value=False,
+    help="Force progress bars on or off [default: only when stderr is a terminal; RAGROUTE_PROGRESS=1/0].",
+)
 @click.option(
     "--config",
     type=click.Path(dir_okay=False),
@@ -78,6 +106,10 @@ def main() -> None:
       ragroute graph build corpora/multihop && ragroute graph query graph/multihop "..."
       ragroute eval --index indexes/med --data ../shared/data/glasgow/med --split dev
       ragroute demo
+
+    Caches (ONNX exports, embeddings) go to $RAGROUTE_CACHE, else $XDG_CACHE_HOME/ragroute, else
+    ~/.cache/ragroute (--cache-dir on every command that encodes). Progress bars show only when
+    stderr is a terminal (--progress / --no-progress to force).
     """
     warnings.showwarning = _one_line_warning
     # a source left out of a routing config is named every time a command loads it

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from ragroute.cli.common import one_line_errors
+from ragroute.cli.options import CONFIG_CACHE_HELP, cache_dir_option
 from ragroute.cli.output import emit_json
 from ragroute.errors import check_query
 
@@ -28,6 +29,7 @@ from ragroute.errors import check_query
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds each LLM call may take.")
 @click.option("--no-llm", is_flag=True, help="No LLM: the question itself, retrieved once.")
 @click.option("--backend", default=None, help="Encoder backend (default: the config's).")
+@cache_dir_option(CONFIG_CACHE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the whole run and its trace.")
 @one_line_errors
 def ask_command(
@@ -38,6 +40,7 @@ def ask_command(
     timeout_s: float | None,
     no_llm: bool,
     backend: str | None,
+    cache_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Answer QUESTION step by step: the LLM plans sub-questions, CONFIG's pipeline gates, routes and
@@ -53,7 +56,7 @@ def ask_command(
         from ragroute.llm.settings import llm_from_settings
 
         llm = llm_from_settings(routing.data.get("llm"), where=f"{config}: llm")
-    pipeline = load_routing(config, backend=backend)
+    pipeline = load_routing(config, backend=backend, cache_dir=cache_dir)
     planner = QuestionOncePlanner() if llm is None else LLMPlanner(llm, timeout_s=timeout_s)
     controller = StepwiseController(
         planner, pipeline, max_steps=max_steps, k=k, answerer=llm, answer_timeout_s=timeout_s

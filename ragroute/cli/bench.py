@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ragroute.cli.common import one_line_errors
-from ragroute.cli.options import bench_encoder_options
+from ragroute.cli.options import bench_encoder_options, cache_dir_option
 from ragroute.cli.output import emit_json
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import CorpusFormatError, RagrouteError
@@ -145,12 +145,7 @@ def bm25_command(
 @click.option(
     "--threads", type=click.IntRange(min=1), default=None, help="Threads per backend (default: cores)."
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where ONNX exports live (default: $RAGROUTE_CACHE or ~/.cache/ragroute).",
-)
+@cache_dir_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last line.")
 @one_line_errors
 def encode_command(
@@ -207,7 +202,7 @@ def encode_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def dense_command(
-    data_dirs: tuple[Path, ...], encoder: str, backend: str, cache_dir: Path, as_json: bool
+    data_dirs: tuple[Path, ...], encoder: str, backend: str, cache_dir: Path | None, as_json: bool
 ) -> None:
     """Compare faiss layouts (flat exact, HNSW, IVF-PQ): build time, queries/s as ratios
     to flat, recall@10 of the exact top-10, nDCG@10, and bytes per vector.
@@ -289,7 +284,7 @@ def corpus_routing_command(
     train_split: str | None,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     threshold: float | None,
     max_routes: int | None,
     hedge_below: float | None,
@@ -322,6 +317,7 @@ def corpus_routing_command(
         folds=folds,
         descriptions=desc,
         method=method,
+        log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_corpus_routing.format_report(result))
     if as_json:
@@ -371,6 +367,7 @@ def corpus_routing_command(
 @click.option(
     "--encoder", "encoder_name", default=None, help="Encoder name or folder (default all-MiniLM-L6-v2)."
 )
+@cache_dir_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
@@ -382,6 +379,7 @@ def route_labels_command(
     none_recall_target: float,
     latency_queries: int,
     encoder_name: str | None,
+    cache_dir: Path | None,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -398,11 +396,9 @@ def route_labels_command(
     for path in (train_path, data_path):
         if not Path(path).is_file():
             raise CorpusFormatError(f"data missing: {path} not found (a LABELS .jsonl file)")
-    encoder = None
-    if encoder_name:
-        from ragroute.encode import load_encoder
+    from ragroute.encode import load_encoder
 
-        encoder = load_encoder(encoder_name)
+    encoder = load_encoder(encoder_name or DEFAULT_ENCODER, cache_dir=cache_dir)
     result = bench_route_labels.run_route_labels_bench(
         train_path,
         data_path,
@@ -466,7 +462,7 @@ def tatqa_command(
     split: str,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     method: str,
     threshold: float | None,
     fusion: str | None,
@@ -517,7 +513,7 @@ def tatqa_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def graph_command(
-    root: Path, split: str, encoder: str, backend: str, cache_dir: Path, extractor: str, as_json: bool
+    root: Path, split: str, encoder: str, backend: str, cache_dir: Path | None, extractor: str, as_json: bool
 ) -> None:
     """Multi-hop retrieval: BM25, dense and the graph walk on Recall@2/5 and full-chain recall@5,
     with build times.
@@ -567,7 +563,7 @@ def rerank_command(
     rerank_backend: str,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     as_json: bool,
 ) -> None:
     """nDCG@10 of dense and hybrid retrieval with and without the reranker (held-out queries only),
@@ -578,7 +574,13 @@ def rerank_command(
 
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     result = bench_rerank.run_rerank_bench(
-        root, enc, model, split=split, candidates=candidates, backend=rerank_backend
+        root,
+        enc,
+        model,
+        split=split,
+        candidates=candidates,
+        backend=rerank_backend,
+        log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_rerank.format_report(result))
     if as_json:
@@ -629,7 +631,7 @@ def ppr_command(
     root: Path,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     add_count: int,
     queries: int,
     synthetic_nodes: int,
@@ -719,7 +721,7 @@ def skills_command(
     abstain_data: Path | None,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Skill selection: BM25, dense, adaptive hybrid, naive RRF, hybrid+rerank and its no-body
@@ -800,7 +802,7 @@ def gate_command(
     seed: int,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Retrieval gates (threshold gates over single signals, trained gates over all LLM-free signals)
@@ -868,7 +870,7 @@ def stepwise_command(
     gate: bool,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Step-wise retrieval (plan, gate, retrieve per sub-question) against single-shot dense and
@@ -940,7 +942,7 @@ def experts_command(
     threads: int | None,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Route each query among expert encoders (base, BM25, one trained expert per collection): single
@@ -968,6 +970,7 @@ def experts_command(
         folds=folds,
         mix=mix,
         train_params=ExpertTrainParams(threads=threads),
+        log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_experts.format_report(result))
     if as_json:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import default_cache_dir, open_encoder
+from ragroute.cli.common import open_encoder
 from ragroute.cli.options import encoder_options
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.index.dense import FACTORIES, DenseParams
@@ -88,7 +88,7 @@ def build_command(
     start = time.perf_counter()
     model = None  # resolved first, so a missing model fails before any work is done
     if method != "bm25":
-        model = open_encoder(encoder, backend, cache_dir or default_cache_dir(out_dir))
+        model = open_encoder(encoder, backend, cache_dir)
     units = load_units(corpus, granularity, on_error)
     index = build_index(
         units,

@@ -32,8 +32,9 @@ def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def open_encoder(name: str, backend: str, cache_dir: Path) -> Any:
-    """Load an encoder (lazily imports torch / onnxruntime)."""
+def open_encoder(name: str, backend: str, cache_dir: Path | None) -> Any:
+    """Load an encoder (lazily imports torch / onnxruntime); ``cache_dir`` ``None`` is the per-user
+    cache folder (:func:`ragroute.encode.resolve.default_cache_dir`)."""
     from ragroute.encode import load_encoder
 
     return load_encoder(name, backend=backend, cache_dir=cache_dir)
@@ -56,11 +57,7 @@ def encoder_for_index(
     if encoder is not None:
         check_encoder(recorded, resolve_model(encoder).model_id, None, str(index_dir))
     name = encoder or recorded.get("model_id", "")
-    return open_encoder(name, backend, cache_dir or default_cache_dir(index_dir))
-
-
-def default_cache_dir(index_dir: Path) -> Path:
-    return Path(index_dir).absolute().parent / ".cache"
+    return open_encoder(name, backend, cache_dir)
 
 
 class Stopwatch:

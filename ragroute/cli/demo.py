@@ -145,7 +145,7 @@ def demo_command(
     if "corpora" not in config.data or "index_dir" not in config.data:
         raise RagrouteError(f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes")
     index_dir = config.resolve(config.data["index_dir"])
-    model = open_encoder(encoder, backend, cache_dir or index_dir.parent / ".cache")
+    model = open_encoder(encoder, backend, cache_dir)
     build_sources(load_corpus_specs(config.resolve(config.data["corpora"])), method, model, index_dir)
     routed = load_routing(routing_file, encoder=model)
     agree, total = 0, 0

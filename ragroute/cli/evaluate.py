@@ -69,7 +69,7 @@ def eval_command(
     if config is not None:
         from ragroute.route.config import load_routing
 
-        retriever = load_routing(config, backend=None if backend == "auto" else backend)
+        retriever = load_routing(config, backend=None if backend == "auto" else backend, cache_dir=cache_dir)
         target, kind = str(config), "pipeline"
     else:
         from ragroute.index.io import load_index, read_index_manifest
@@ -81,7 +81,7 @@ def eval_command(
     evaluator = RetrievalEvaluator(
         [QueryContext(q.text, id=q.id) for q in dataset.queries], dataset.qrels, metrics=EVAL_METRICS, k=depth
     )
-    scored = evaluator(retriever, batch_size=batch_size, progress=True)
+    scored = evaluator(retriever, batch_size=batch_size, progress=None)
     result = {
         **scored.metrics,
         "queries": len(dataset.queries),

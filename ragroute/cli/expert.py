@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import bench_encoder_options
+from ragroute.cli.options import CONFIG_CACHE_HELP, bench_encoder_options, cache_dir_option
 
 
 @click.group("expert", context_settings=CONTEXT)
@@ -69,7 +69,7 @@ def train_command(
     seed: int,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
 ) -> None:
     """Fine-tune a domain expert from the base encoder on pseudo-queries cut from CORPUS (no labels).
 
@@ -125,9 +125,17 @@ def train_command(
 @click.option("--split", default="dev", show_default=True, help="Qrels split of --data.")
 @click.option("--clusters", type=click.IntRange(1), default=1, show_default=True, help="Pilots per expert.")
 @click.option("--mode", type=click.Choice(["nearest", "mean"]), default="nearest", show_default=True)
+@cache_dir_option(CONFIG_CACHE_HELP)
 @one_line_errors
 def fit_router_command(
-    config: Path, kind: str, out: Path, data: Path | None, split: str, clusters: int, mode: str
+    config: Path,
+    kind: str,
+    out: Path,
+    data: Path | None,
+    split: str,
+    clusters: int,
+    mode: str,
+    cache_dir: Path | None,
 ) -> None:
     """Fit an expert router on the sources of a routing CONFIG (experts over the same documents).
 
@@ -139,7 +147,7 @@ def fit_router_command(
     from ragroute.route.expert_gains import ExpertGains, measure_gains
 
     routing = RoutingConfig.read(config)
-    encoder = _config_encoder(routing)
+    encoder = _config_encoder(routing, cache_dir)
     sources, problems = open_sources(routing, encoder)
     warn_left_out(routing.path, problems)  # `warning: CONFIG: source 'x' left out: ...` on stderr
     if len(sources) < 2:
@@ -167,13 +175,13 @@ def fit_router_command(
     click.echo(json.dumps({"mean_ndcg@10": means, "queries_won": wins}))
 
 
-def _config_encoder(routing: Any) -> Any:
+def _config_encoder(routing: Any, cache_dir: Path | None = None) -> Any:
     from ragroute.encode import load_encoder
 
     return load_encoder(
         routing.data.get("encoder", "all-MiniLM-L6-v2"),
         backend=routing.data.get("backend", "auto"),
-        cache_dir=routing.resolve(routing.data.get("cache_dir", "../indexes/.cache")),
+        cache_dir=routing.cache_dir(cache_dir),
     )
 
 

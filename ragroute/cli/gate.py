@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import BACKENDS
+from ragroute.cli.options import BACKENDS, cache_dir_option
 from ragroute.cli.output import emit_json
 
 
@@ -49,7 +49,7 @@ def _encoder(name: str | None, backend: str, cache_dir: Path | None) -> Any:
 )
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@cache_dir_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
 def fit_command(
@@ -119,7 +119,7 @@ def fit_command(
     "--step", type=click.IntRange(min=0), default=0, show_default=True, help="Step of a multi-step run."
 )
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@cache_dir_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON object.")
 @one_line_errors
 def decide_command(

@@ -17,7 +17,6 @@ import click
 from ragroute.cli.build import load_units, save_built_index
 from ragroute.cli.common import (
     CONTEXT,
-    default_cache_dir,
     encoder_for_index,
     format_hit,
     one_line_errors,
@@ -130,7 +129,7 @@ def build_command(
         raise RagrouteError("give a CORPUS, --triples FILE, or both")
     start = time.perf_counter()
     out_dir = out_dir or default_out(corpus, triples_file)
-    model = open_encoder(encoder, backend, cache_dir or default_cache_dir(out_dir))
+    model = open_encoder(encoder, backend, cache_dir)
     params = GraphParams(synonym_threshold=synonym_threshold)
     units = load_units(corpus, granularity, on_error) if corpus is not None else []
     label = name or out_dir.name

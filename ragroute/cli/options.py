@@ -10,17 +10,32 @@ import click
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
+CACHE_DIR_HELP = (
+    "Embedding cache and exported ONNX models [default: $RAGROUTE_CACHE, else "
+    "$XDG_CACHE_HOME/ragroute, else ~/.cache/ragroute]."
+)
+
+CONFIG_CACHE_HELP = (
+    "Embedding cache and exported ONNX models [default: the config's cache_dir:, else $RAGROUTE_CACHE, "
+    "else $XDG_CACHE_HOME/ragroute, else ~/.cache/ragroute]."
+)
+
+
+def cache_dir_option(help_text: str = CACHE_DIR_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--cache-dir`` (``None`` when not given: the per-user cache folder, or a config's ``cache_dir:``)."""
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=help_text,
+    )
+
 
 def encoder_options(default_encoder: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add ``--encoder``, ``--backend`` and ``--cache-dir`` to a command."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        func = click.option(
-            "--cache-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            help="Embedding cache and exported ONNX models [default: .cache beside the index].",
-        )(func)
+        func = cache_dir_option()(func)
         func = click.option(
             "--backend",
             type=click.Choice(BACKENDS),
@@ -43,13 +58,7 @@ def encoder_options(default_encoder: str | None) -> Callable[[Callable[..., Any]
 
 def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--encoder``, ``--backend`` and ``--cache-dir`` (an embedding cache shared by benchmark runs)."""
-    func = click.option(
-        "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("indexes/.cache"),
-        show_default=True,
-        help="Embedding cache and ONNX exports, so repeated runs do not re-encode.",
-    )(func)
+    func = cache_dir_option(CACHE_DIR_HELP + " Shared by runs, so repeated runs do not re-encode.")(func)
     func = click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)(func)
     return click.option(
         "--encoder",

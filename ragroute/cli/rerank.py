@@ -68,7 +68,7 @@ def train_command(
     seed: int,
     encoder: str,
     backend: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
 ) -> None:
     """Train a cross-encoder reranker on fold 0 of each labelled set's queries.
 
@@ -132,7 +132,7 @@ def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str)
 @bench_encoder_options
 @one_line_errors
 def calibrate_command(
-    model: Path, roots: tuple[Path, ...], split: str, encoder: str, backend: str, cache_dir: Path
+    model: Path, roots: tuple[Path, ...], split: str, encoder: str, backend: str, cache_dir: Path | None
 ) -> None:
     """Refit a trained reranker's calibration on its held-apart calibration queries (the tenth of
     fold 0 kept out of training, as `rerank train` chose them), scoring each query's whole stage-1
@@ -152,7 +152,9 @@ def calibrate_command(
     click.echo(json.dumps(recalibrate(model, pairs.calibration), indent=2))
 
 
-def _pairs(roots: list[Path], split: str, params: Any, encoder: str, backend: str, cache_dir: Path) -> Any:
+def _pairs(
+    roots: list[Path], split: str, params: Any, encoder: str, backend: str, cache_dir: Path | None
+) -> Any:
     """Training and calibration pairs from the labelled sets under ``roots`` (hard negatives from
     hybrid retrieval with ``encoder``); one line naming the folders that are missing."""
     from ragroute.encode import load_encoder

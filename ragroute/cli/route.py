@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, default_cache_dir, format_hit, open_encoder
+from ragroute.cli.common import CONTEXT, format_hit, open_encoder
+from ragroute.cli.options import CONFIG_CACHE_HELP, cache_dir_option
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError, check_query
 from ragroute.types import Decision
@@ -53,13 +54,16 @@ def _short(value: Any, limit: int = 140) -> str:
 @click.argument("query")
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits to return.")
 @click.option("--backend", default=None, help="Encoder backend [default: the config's, else auto].")
+@cache_dir_option(CONFIG_CACHE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: decision and hits.")
-def ask_command(config: Path, query: str, k: int, backend: str | None, as_json: bool) -> None:
+def ask_command(
+    config: Path, query: str, k: int, backend: str | None, cache_dir: Path | None, as_json: bool
+) -> None:
     """Route QUERY with the sources, router and rules of CONFIG; print the decision and hits."""
     from ragroute.route.config import load_routing
 
     query = check_query(query)
-    routed = load_routing(config, backend=backend)
+    routed = load_routing(config, backend=backend, cache_dir=cache_dir)
     result = routed.retrieve(query, k)
     if as_json:
         emit_json({"query": query, **result.to_dict()})
@@ -109,12 +113,7 @@ def _labelled_queries(
 )
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
 @click.option("--backend", default="auto", show_default=True)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Encoder cache [default: .cache beside --out].",
-)
+@cache_dir_option()
 @click.option("--none-label", default=None, help="The label that means 'answer without retrieval' (e.g. no).")
 @click.option("--model", type=click.Choice(["logreg", "mlp"]), default="logreg", show_default=True)
 @click.option(
@@ -143,7 +142,7 @@ def fit_command(
     from ragroute.route.trained import TrainedRouter
 
     texts, labels = _labelled_queries(queries, beir_root, split)
-    enc = open_encoder(encoder, backend, cache_dir or default_cache_dir(out_dir))
+    enc = open_encoder(encoder, backend, cache_dir)
     router = TrainedRouter.fit(
         texts, labels, enc, none_label=none_label, model=model, features=QueryFeatures(hashed_dim=hashed_dim)
     )

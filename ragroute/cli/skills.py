@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, default_cache_dir, one_line_errors
+from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.options import cache_dir_option
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
 
@@ -42,12 +43,7 @@ def skills_group() -> None:
 @click.option(
     "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto", show_default=True
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Embedding cache and ONNX exports [default: .cache beside --out].",
-)
+@cache_dir_option()
 @click.option(
     "--fusion",
     type=click.Choice(["adaptive", "fixed", "rrf"]),
@@ -111,7 +107,7 @@ def build_command(
         click.echo(f"warning: {line}", err=True)
     if len(loaded) == 0:
         raise RagrouteError(f"{catalogue}: the catalogue holds no skills")
-    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir or default_cache_dir(out))
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     params = SkillIndexParams(
         fusion=fusion, dense_weight=dense_weight, duplicate_threshold=duplicate_threshold
     )
@@ -176,7 +172,7 @@ def build_command(
 @click.option(
     "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto", show_default=True
 )
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@cache_dir_option()
 @click.option(
     "--trace", "show_trace", is_flag=True, help="Include every stage's scores (JSON) or print them."
 )
@@ -214,7 +210,7 @@ def route_command(
     reranker, said = _reranker(reranker_path, no_reranker)
     click.echo(said, err=True)
     model_id = (manifest.encoder or {}).get("model_id", "")
-    encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir or default_cache_dir(index_dir))
+    encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
     overrides: dict[str, Any] = {}
     if candidates is not None:
         overrides["candidates"] = candidates

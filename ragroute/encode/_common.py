@@ -6,13 +6,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ragroute.progress import progress_enabled
+
 PROGRESS_THRESHOLD = 1000
 """``show_progress=None`` shows a progress bar only for jobs longer than this many texts."""
 
 
 def want_progress(show_progress: bool | None, n: int) -> bool:
-    """Resolve the tri-state ``show_progress`` flag for a job of ``n`` texts."""
-    return n > PROGRESS_THRESHOLD if show_progress is None else bool(show_progress)
+    """Resolve the tri-state ``show_progress`` flag for a job of ``n`` texts: an explicit value wins;
+    ``None`` shows a bar for jobs over :data:`PROGRESS_THRESHOLD` texts when bars are on
+    (:func:`ragroute.progress.progress_enabled`: stderr is a terminal, or ``--progress``)."""
+    if show_progress is not None:
+        return bool(show_progress)
+    return n > PROGRESS_THRESHOLD and progress_enabled()
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:

@@ -61,7 +61,8 @@ def load_encoder(
     ``backend`` is ``"auto"`` (see :data:`AUTO_BACKEND`), ``"torch"``
     (sentence-transformers fp32), ``"onnx"`` (onnxruntime fp32, exported once
     into ``cache_dir``) or ``"onnx-int8"`` (dynamically quantised copy of it).
-    ``cache_dir`` (default :func:`default_cache_dir`) holds the ONNX exports and
+    ``cache_dir`` (default :func:`default_cache_dir`: ``$RAGROUTE_CACHE``, else
+    ``$XDG_CACHE_HOME/ragroute``, else ``~/.cache/ragroute``) holds the ONNX exports and
     ``embeddings.sqlite``; with ``use_cache`` the encoder is wrapped in a
     :class:`~ragroute.encode.cache.CachedEncoder` so unchanged documents are
     never re-encoded. ``threads`` defaults to the number of usable cores.
@@ -70,7 +71,10 @@ def load_encoder(
     if backend_key not in (*BACKENDS, "auto"):
         raise RagrouteError(f"unknown encoder backend {backend!r}: expected auto, {', '.join(BACKENDS)}")
     resolved = resolve_model(name_or_path)
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if cache_dir is not None:
+        cache_root = Path(cache_dir).expanduser()
+    else:  # made (and announced) only when something will be written there
+        cache_root = default_cache_dir(create=use_cache or backend_key != "torch")
 
     encoder: Encoder
     if backend_key == "auto":

@@ -135,7 +135,7 @@ def export_dir(resolved: ResolvedModel, cache_root: Path) -> Path:
 
 def ensure_export(resolved: ResolvedModel, cache_root: Path | None = None) -> Path:
     """Export ``resolved`` to ONNX under ``cache_root`` unless a current export is already there."""
-    target = export_dir(resolved, cache_root or default_cache_dir())
+    target = export_dir(resolved, cache_root or default_cache_dir(create=True))
     if _meta_is_current(read_meta(target / META_FILE), resolved) and (target / FP32_FILE).is_file():
         return target
     layout = read_layout(resolved.path)  # refuse unsupported models before loading torch

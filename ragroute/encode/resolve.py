@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,31 @@ def set_offline_env() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def default_cache_dir() -> Path:
-    """``$RAGROUTE_CACHE`` if set, else ``~/.cache/ragroute``."""
+_ANNOUNCED: set[str] = set()
+
+
+def default_cache_dir(*, create: bool = False) -> Path:
+    """The per-user cache folder of ragroute (ONNX exports, the embedding cache, converted LLMs).
+
+    ``$RAGROUTE_CACHE`` if set, else ``$XDG_CACHE_HOME/ragroute`` (an absolute ``XDG_CACHE_HOME``,
+    as the XDG spec asks), else ``~/.cache/ragroute``. With ``create`` the folder is made when
+    missing, and its creation is said once on stderr (``created cache folder PATH``), so caches
+    never appear somewhere unannounced.
+    """
     env = os.environ.get("RAGROUTE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ragroute"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if env:
+        path = Path(env).expanduser()
+    elif xdg and Path(xdg).expanduser().is_absolute():
+        path = Path(xdg).expanduser() / "ragroute"
+    else:
+        path = Path.home() / ".cache" / "ragroute"
+    if create and not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        if str(path) not in _ANNOUNCED:
+            _ANNOUNCED.add(str(path))
+            print(f"created cache folder {path} (RAGROUTE_CACHE or --cache-dir to move it)", file=sys.stderr)
+    return path
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ragroute.errors import CorpusFormatError, RagrouteError
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
+from ragroute.progress import progress_enabled
 
 K = 10
 #: Corpora bigger than this get rank-bm25 run on a sample of queries only.
@@ -132,7 +133,7 @@ def bench_corpus(
     *,
     min_time_s: float = 1.0,
     rank_bm25_sample: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Log | None = None,
 ) -> dict[str, Any]:
     """Measure one corpus; see the module docstring for what each key means."""
@@ -140,9 +141,10 @@ def bench_corpus(
 
     say = log or (lambda _msg: None)
     config = TokenizerConfig()
+    bars = progress_enabled(progress)
     t0 = time.perf_counter()
     doc_tokens = tokenize_many(
-        tqdm(doc_texts, desc=f"{name}: tokenize", unit="doc", disable=not progress, leave=False), config
+        tqdm(doc_texts, desc=f"{name}: tokenize", unit="doc", disable=not bars, leave=False), config
     )
     query_tokens = tokenize_many(query_texts, config)
     tokenize_s = time.perf_counter() - t0
@@ -167,7 +169,7 @@ def bench_corpus(
     sample = query_tokens[: max(1, min(rank_bm25_sample, n_queries))] if n_queries else []
     rank_scores: list[np.ndarray] = []
     t0 = time.perf_counter()
-    for q in tqdm(sample, desc=f"{name}: rank-bm25", unit="q", disable=not progress, leave=False):
+    for q in tqdm(sample, desc=f"{name}: rank-bm25", unit="q", disable=not bars, leave=False):
         scores = rank.get_scores(q)
         _top_k_dense(scores, k)
         rank_scores.append(scores)
@@ -248,7 +250,7 @@ def run_bm25_bench(
     seed: int = 0,
     *,
     min_time_s: float = 1.0,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Log | None = None,
 ) -> dict[str, Any]:
     """Benchmark the BM25 scorer on ``data_dir`` (if given) and a synthetic corpus (if > 0 docs).

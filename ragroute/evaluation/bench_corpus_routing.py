@@ -28,7 +28,7 @@ the best router's nDCG@10 as a share of the oracle and of the text-only ceiling.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -61,6 +61,10 @@ BASELINES_REFERENCE = {
     "llamaindex-embedding-selector": {"ndcg@10": 0.305, "accuracy": 0.62},
     "note": "issue #3 baselines, Glasgow dev, all-MiniLM-L6-v2, macro over the 8 collections",
 }
+#: The split the Glasgow reference numbers were measured on.
+GLASGOW_SPLIT = "dev"
+
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -82,6 +86,8 @@ class RoutingData:
     qrels: dict[str, dict[str, int]]
     merged: Any
     encoder: Any
+    #: folders under the root left out, with the reason (folder name -> reason)
+    skipped: dict[str, str] = field(default_factory=dict)
     _hits: dict[tuple[str, int], list[list[Hit]]] = field(default_factory=dict, repr=False)
 
     @property
@@ -108,15 +114,50 @@ class RoutingData:
         return self._hits[(name, k)]
 
 
-def load_collections(root: Path, split: str) -> list[Collection]:
+def load_collections(
+    root: Path, split: str, skipped: dict[str, str] | None = None, log: Log | None = None
+) -> list[Collection]:
+    """The BEIR folders under ``root`` with ``qrels/<split>.tsv``, loaded. Every other folder is left
+    out by name: its reason goes into ``skipped`` (folder name -> reason) and to ``log`` as
+    ``skipped ROOT/NAME: reason`` (hidden folders, starting with ``.`` or ``_``, are ignored)."""
     from ragroute.loaders import load_beir
 
-    folders = sorted(p for p in Path(root).iterdir() if (p / "qrels" / f"{split}.tsv").is_file())
+    folders = []
+    for path in sorted(Path(root).iterdir()):
+        if not path.is_dir() or path.name.startswith((".", "_")):
+            continue
+        reason = missing_split(path, split)
+        if reason is None:
+            folders.append(path)
+            continue
+        if skipped is not None:
+            skipped[path.name] = reason
+        if log is not None:
+            log(f"skipped {path}: {reason}")
     out = []
     for folder in folders:
         data = load_beir(folder, split=split)
         out.append(Collection(folder.name, data.corpus, data.queries, data.qrels))
     return out
+
+
+def missing_split(folder: Path, split: str) -> str | None:
+    """Why ``folder`` is not a BEIR collection with ``split`` judged, or ``None`` when it is one."""
+    qrels = folder / "qrels"
+    if not qrels.is_dir():
+        return "not a BEIR collection (no qrels/ folder)"
+    if not (qrels / f"{split}.tsv").is_file():
+        splits = sorted(p.stem for p in qrels.glob("*.tsv"))
+        return f"no qrels/{split}.tsv (splits: {', '.join(splits) or 'none'})"
+    return None
+
+
+def glasgow_reference(names: Sequence[str], split: str, reference: dict[str, Any]) -> dict[str, Any] | None:
+    """``reference`` when ``names`` are the Glasgow collections (all eight) and ``split`` is the one the
+    numbers were measured on; ``None`` for any other data, so reports show no unrelated numbers."""
+    if split != GLASGOW_SPLIT or set(names) != set(glasgow_descriptions()):
+        return None
+    return reference
 
 
 def prepare(
@@ -125,14 +166,16 @@ def prepare(
     encoder: Any,
     descriptions: dict | None = None,
     method: str = "dense",
+    log: Log | None = None,
 ) -> RoutingData:
     """Index every collection (and all of them merged) and embed every query once.
 
     ``method``: ``dense`` or ``hybrid`` (BM25 + dense per index, see
-    :mod:`ragroute.evaluation.bench_indexes`).
+    :mod:`ragroute.evaluation.bench_indexes`). Folders left out are named through ``log``.
     """
     check_method(method)
-    collections = load_collections(root, split)
+    skipped: dict[str, str] = {}
+    collections = load_collections(root, split, skipped, log)
     if not collections:
         raise RagrouteError(f"no BEIR folders with qrels/{split}.tsv under {root}")
     contexts = [QueryContext(q.text, id=q.id) for col in collections for q in col.queries]
@@ -155,6 +198,7 @@ def prepare(
         {qid: rels for col in collections for qid, rels in col.qrels.items()},
         merged,
         encoder,
+        skipped,
     )
 
 
@@ -359,16 +403,20 @@ def run_corpus_routing_bench(
     folds: int = 5,
     descriptions: dict[str, str] | None = None,
     method: str = "dense",
+    log: Log | None = None,
 ) -> dict[str, Any]:
     """Score every router through the product pipeline. ``selection``: the selection/fusion keys of a
     ``router:`` config section (``threshold``, ``max_routes``, ``hedge_below``, ``fusion``,
-    ``route_weights``); omitted keys take the product defaults."""
+    ``route_weights``); omitted keys take the product defaults. What is left out (folders without
+    the split, routers without their inputs) is said through ``log`` and listed under ``skipped``."""
+    say = log or (lambda _msg: None)
     from ragroute.integrations.llamaindex_embedding import LlamaIndexSelectorRouter
 
     settings = {k: v for k, v in (selection or {}).items() if v is not None}
     options = routing_options(settings)
     descriptions = descriptions if descriptions is not None else glasgow_descriptions()
-    data = prepare(root, split, encoder, descriptions=descriptions, method=method)
+    data = prepare(root, split, encoder, descriptions=descriptions, method=method, log=say)
+    skipped_routers: dict[str, str] = {}
 
     def score(build: Any) -> dict[str, Any]:
         row = score_pipelines(data, build, settings)
@@ -381,11 +429,22 @@ def run_corpus_routing_bench(
     routers["prototype"] = score(single_pipeline(data, "prototype", prototype))
     confidence = pipeline_from_settings(data.sources, {"kind": "confidence"}, encoder=encoder).router
     routers["confidence"] = score(single_pipeline(data, "confidence", confidence))
-    if all(s.description for s in data.sources):
+    undescribed = [s.name for s in data.sources if not s.description]
+    if not undescribed:
         selector = LlamaIndexSelectorRouter(data.sources, encoder)
         routers["llamaindex-embedding-selector (baseline)"] = score(
             single_pipeline(data, "prototype", selector)
         )
+    else:
+        skipped_routers["llamaindex-embedding-selector (baseline)"] = (
+            f"no description for {', '.join(undescribed)} (give them with --descriptions FILE)"
+        )
+    if train_split is None:
+        skipped_routers["knn-5 (baseline), trained, ensemble prototype+trained"] = (
+            "learned routers need --train-split"
+        )
+    for name, why in skipped_routers.items():
+        say(f"skipped router {name}: {why}")
     if train_split is not None:
         for name, (kind, make) in _learned_routers(encoder, prototype, data).items():
             if train_split == split:
@@ -420,7 +479,10 @@ def run_corpus_routing_bench(
         "text_only_ceiling": text_only_ceiling(data, options.fusion),
         "latency_ms_p50": min(r["latency_ms_p50"] for r in routers.values()),
         "concurrent_routes": concurrency_check(data),
-        "baseline_reference": BASELINES_REFERENCE,
+        "baseline_reference": glasgow_reference(
+            [c.name for c in data.collections], split, BASELINES_REFERENCE
+        ),
+        "skipped": {"collections": dict(data.skipped), "routers": skipped_routers},
         "calibration": {"prototype": prototype.calibration, "confidence": confidence.calibration},
     }
 
@@ -486,14 +548,18 @@ def format_report(result: dict[str, Any]) -> str:
         f"{'  same, shared texts hedged over their sources':<44} {'':>8} {ceiling['ndcg@10_hedged']:>8.4f}"
         f"   (fusion {result['selection']['fusion']})"
     )
-    lines.append(
-        f"issue reference (dense retrieval, dev, MiniLM): oracle {ref['oracle_ndcg@10']}, "
-        f"merged {ref['merged_ndcg@10']}, "
-        f"centroid {ref['centroid']['ndcg@10']} ({ref['centroid']['accuracy']:.0%}), knn-5 "
-        f"{ref['knn-5 (leave-one-out)']['ndcg@10']} ({ref['knn-5 (leave-one-out)']['accuracy']:.0%}), "
-        f"LlamaIndex selector {ref['llamaindex-embedding-selector']['ndcg@10']} "
-        f"({ref['llamaindex-embedding-selector']['accuracy']:.0%})"
-    )
+    if ref:  # only on the Glasgow dev collections, the data these numbers belong to
+        lines.append(
+            f"issue reference (Glasgow, dense retrieval, dev, MiniLM): oracle {ref['oracle_ndcg@10']}, "
+            f"merged {ref['merged_ndcg@10']}, "
+            f"centroid {ref['centroid']['ndcg@10']} ({ref['centroid']['accuracy']:.0%}), knn-5 "
+            f"{ref['knn-5 (leave-one-out)']['ndcg@10']} ({ref['knn-5 (leave-one-out)']['accuracy']:.0%}), "
+            f"LlamaIndex selector {ref['llamaindex-embedding-selector']['ndcg@10']} "
+            f"({ref['llamaindex-embedding-selector']['accuracy']:.0%})"
+        )
+    skipped = result.get("skipped", {})
+    for name, why in {**skipped.get("collections", {}), **skipped.get("routers", {})}.items():
+        lines.append(f"skipped {name}: {why}")
     best_name, best = max(result["routers"].items(), key=lambda item: item[1]["ndcg@10"])
     lines.append(
         f"best nDCG@10: {best_name} {best['ndcg@10']:.4f} = "

@@ -34,8 +34,8 @@ also when reused from the cache).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class ExpertData:
     qrels: dict[str, dict[str, int]]
     gains: np.ndarray  # (queries, experts) nDCG@10
     experts: ExpertSet
+    skipped: dict[str, str] = field(default_factory=dict)  # folders left out -> why
 
     def positions(self, collection: str) -> list[int]:
         return [i for i, label in enumerate(self.labels) if label == collection]
@@ -128,10 +129,12 @@ def prepare(
     train_params: Any = None,
     extra_experts: Sequence[ExpertSpec] = (),
     show_progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ExpertData:
     from ragroute.evaluation.bench_corpus_routing import load_collections
 
-    collections = load_collections(root, split)
+    skipped: dict[str, str] = {}
+    collections = load_collections(root, split, skipped, log)
     if not collections:
         raise RagrouteError(f"no BEIR folders with qrels/{split}.tsv under {root}")
     base_vectors = {
@@ -160,7 +163,15 @@ def prepare(
         rows = [i for i, label in enumerate(labels) if label == col.name]
         gains[rows] = measure_gains(sources[col.name], [contexts[i] for i in rows], qrels)
     return ExpertData(
-        experts.names, [c.name for c in collections], sources, contexts, labels, qrels, gains, experts
+        experts.names,
+        [c.name for c in collections],
+        sources,
+        contexts,
+        labels,
+        qrels,
+        gains,
+        experts,
+        skipped,
     )
 
 
@@ -258,12 +269,17 @@ def run_experts_bench(
     mix: Mapping[str, Any] | None = None,
     train_params: Any = None,
     show_progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Every row of the module docstring, as one JSON-ready dict."""
+    """Every row of the module docstring, as one JSON-ready dict; folders left out are said through
+    ``log`` and listed under ``skipped``; ``reference`` holds the issue's numbers on Glasgow dev only."""
+    from ragroute.evaluation.bench_corpus_routing import glasgow_reference
     from ragroute.store import open_snapshot
 
     start = time.perf_counter()
-    data = prepare(root, split, encoder, experts_dir, train_params=train_params, show_progress=show_progress)
+    data = prepare(
+        root, split, encoder, experts_dir, train_params=train_params, show_progress=show_progress, log=log
+    )
     prepare_s = time.perf_counter() - start
     singles = {name: round(data.macro(data.gains[:, j]), 4) for j, name in enumerate(data.names)}
     dataset_oracle = float(
@@ -298,12 +314,13 @@ def run_experts_bench(
         "queries": len(data.contexts),
         "split": split,
         "train_split": train_split,
-        "reference": BASELINES_REFERENCE,
+        "reference": glasgow_reference(data.collections, split, BASELINES_REFERENCE),
+        "skipped": dict(data.skipped),
     }
     if train_split is None:
         return report
     if train_split != split:
-        train_data = prepare(root, train_split, encoder, experts_dir, show_progress=show_progress)
+        train_data = prepare(root, train_split, encoder, experts_dir, show_progress=show_progress, log=log)
         all_rows = list(range(len(data.contexts)))
         train = expert_gains(train_data, list(range(len(train_data.contexts))), encoder)
         fits = {
@@ -374,4 +391,6 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"  {name:<22} " + " ".join(f"{detail['per_collection'][c]:>6.3f}" for c in collections))
     for problem in report["problems"]:
         lines.append(f"left out: {problem}")
+    for name, why in report.get("skipped", {}).items():
+        lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)

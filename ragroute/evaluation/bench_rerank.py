@@ -15,6 +15,7 @@ every row. Collections are macro-averaged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,19 @@ from ragroute.evaluation.evaluators import RetrievalEvaluator
 
 
 def run_rerank_bench(
-    root: Path, encoder: Any, model: Path, *, split: str = "dev", candidates: int = 20, backend: str = "auto"
+    root: Path,
+    encoder: Any,
+    model: Path,
+    *,
+    split: str = "dev",
+    candidates: int = 20,
+    backend: str = "auto",
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Score dense/hybrid with and without the reranker on each collection; the JSON-able result."""
+    """Score dense/hybrid with and without the reranker on each collection; the JSON-able result.
+    Folders left out (not BEIR, no ``split``, no held-out query) are said through ``log`` and listed
+    under ``skipped``."""
+    from ragroute.evaluation.bench_corpus_routing import missing_split
     from ragroute.index.build import build_index
     from ragroute.loaders import load_beir
     from ragroute.pipeline.build import pipeline_from_settings
@@ -43,12 +54,29 @@ def run_rerank_bench(
     held_out = "fold_rule" in reranker.info.get("params", {})
     collections: dict[str, dict[str, Any]] = {}
     routed_parts: list[tuple[str, Any, list[QueryContext], Any]] = []
+    skipped: dict[str, str] = {}
+
+    def skip(name: str, why: str) -> None:
+        skipped[name] = why
+        if log is not None:
+            log(f"skipped {name}: {why}")
+
+    if root.is_dir() and not (root / "corpus.jsonl").is_file():  # a folder of collections
+        for folder in sorted(root.iterdir()):
+            visible = folder.is_dir() and not folder.name.startswith((".", "_"))
+            if visible and not (folder / "corpus.jsonl").is_file():
+                skip(f"{root.name}/{folder.name}", "not a BEIR collection (no corpus.jsonl)")
     for name, folder in expand_roots([root]):
         if not (folder / "corpus.jsonl").is_file():
             raise RagrouteError(f"{folder}: bench rerank needs BEIR folders (corpus.jsonl)")
+        reason = missing_split(folder, split)
+        if reason is not None:
+            skip(name, reason)
+            continue
         data = load_beir(folder, split=split)
         queries = [q for q in data.queries if not held_out or query_fold(name, q.id) == 1]
         if not queries:
+            skip(name, f"no {split} query" + (" in the held-out fold" if held_out else ""))
             continue
         contexts = [QueryContext(q.text, id=q.id) for q in queries]
         vectors = np.asarray(encoder.encode_queries([c.text for c in contexts], show_progress=False))
@@ -82,6 +110,7 @@ def run_rerank_bench(
         "collections": collections,
         "macro_ndcg@10": {k: round(v, 4) for k, v in macro.items()},
         "routed": routed,
+        "skipped": skipped,
         "rerank_gain": {
             "dense": round(macro["dense+rerank"] - macro["dense"], 4),
             "hybrid": round(macro["hybrid+rerank"] - macro["hybrid"], 4),
@@ -134,4 +163,6 @@ def format_report(result: dict[str, Any]) -> str:
             f"{routed['queries']} queries): nDCG@10 {routed['hybrid routed']['ndcg@10']:.4f} -> "
             f"{routed['hybrid routed+rerank']['ndcg@10']:.4f} with the reranker"
         )
+    for name, why in result.get("skipped", {}).items():
+        lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)

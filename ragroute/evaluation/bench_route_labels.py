@@ -14,7 +14,8 @@ Baselines, re-measured here:
   embeddings; ties go to the larger summed similarity);
 * ``logreg_embedding``: scikit-learn logistic regression on the embeddings alone
   (defaults: C=1, no class weights), the baseline of the issue, whose reference
-  numbers (:data:`BASELINE_REFERENCE`) are printed next to the measured ones.
+  numbers (:data:`BASELINE_REFERENCE`) are printed next to the measured ones when the
+  data is the UniversalRAG routing set (:data:`REFERENCE_DATA` in the ``--data`` path).
 
 Ours (:class:`~ragroute.route.trained.TrainedRouter`, balanced class weights,
 temperature-calibrated on a held-out 20% of train): ``trained_features``
@@ -48,6 +49,8 @@ BASELINE_REFERENCE = {
     "none_recall": 0.67,
     "source": "issue (reference numbers, not re-measured)",
 }
+#: The data set the reference numbers were measured on (a folder name in the --data path).
+REFERENCE_DATA = "universalrag_routing"
 GOALS = {"accuracy": 0.90, "none_recall": 0.85}
 HASHED_DIM = 4096
 KNN_K = 5
@@ -294,7 +297,8 @@ def run_route_labels_bench(
         "encode_ms_per_query": round(encode_ms, 3),
         "routers": results,
         "baseline": "logreg_embedding",
-        "baseline_reference": BASELINE_REFERENCE,
+        # the issue's numbers belong to the UniversalRAG routing set only
+        "baseline_reference": BASELINE_REFERENCE if REFERENCE_DATA in Path(data_path).parts else None,
         "goals": GOALS,
     }
 
@@ -324,8 +328,10 @@ def format_table(result: dict[str, Any]) -> str:
         f"test {result['n_test']} ({result['data']}), none label {result['none_label']!r}",
         header,
         "-" * len(header),
-        f"{'reference (issue)':<{width}}{_pct(ref['accuracy']):>10}{'-':>10}{_pct(ref['none_recall']):>10}",
     ]
+    if ref:  # only on the data the issue's numbers were measured on
+        accuracy, none_recall = _pct(ref["accuracy"]), _pct(ref["none_recall"])
+        lines.append(f"{'reference (issue)':<{width}}{accuracy:>10}{'-':>10}{none_recall:>10}")
     for name, r in result["routers"].items():
         lines.append(
             f"{name:<{width}}{_pct(r['accuracy']):>10}{_pct(r['macro_f1']):>10}"

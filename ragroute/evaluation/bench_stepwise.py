@@ -32,6 +32,7 @@ import numpy as np
 
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
+from ragroute.evaluation.bench_graph import musique_reference
 from ragroute.evaluation.evaluators import RetrievalEvaluator, judged_ids
 from ragroute.evaluation.metrics import evaluate_run
 
@@ -211,7 +212,8 @@ def run_stepwise_bench(
         "rarity_gate": RARITY_GATE if gate else None,
         "llm": None if llm is None else type(llm).__name__,
         "example": examples,
-        "reference": REFERENCE,
+        # the numbers belong to all MuSiQue dev questions, not to other data or a --limit subset
+        "reference": musique_reference(root, split, REFERENCE) if limit is None else None,
     }
 
 

@@ -103,16 +103,20 @@ class RetrievalEvaluator:
         self.groups = groups
 
     def __call__(
-        self, retriever: Any, *, batch_size: int | None = None, progress: bool = False
+        self, retriever: Any, *, batch_size: int | None = None, progress: bool | None = False
     ) -> RetrievalResult:
-        """Score ``retriever``: one query per call (latencies measured), or ``batch_size`` per call."""
+        """Score ``retriever``: one query per call (latencies measured), or ``batch_size`` per call.
+        ``progress``: a bar (``None``: on a terminal only, see :mod:`ragroute.progress`)."""
         from tqdm.auto import tqdm
+
+        from ragroute.progress import progress_enabled
 
         rows, latencies = [], []
         size = batch_size or 1
         starts = range(0, len(self.queries), size)
         began = time.perf_counter()
-        for offset in tqdm(starts, desc="queries", unit="batch", leave=False, disable=not progress):
+        bar = tqdm(starts, desc="queries", unit="batch", leave=False, disable=not progress_enabled(progress))
+        for offset in bar:
             batch = self.queries[offset : offset + size]
             start = time.perf_counter()
             results = search_contexts(retriever, batch, self.k)

@@ -339,11 +339,9 @@ def _mine_hard_negatives(
 
 
 def _progress(show: bool | None) -> bool:
-    if show is not None:
-        return show
-    import sys
+    from ragroute.progress import progress_enabled
 
-    return sys.stderr.isatty()
+    return progress_enabled(show)
 
 
 def _features(model: Any, texts: list[str]) -> dict[str, Any]:

@@ -227,9 +227,9 @@ def extend_graph(
 
 
 def _progress(show: bool | None) -> bool:
-    import sys
+    from ragroute.progress import progress_enabled
 
-    return sys.stderr.isatty() if show is None else show
+    return progress_enabled(show)
 
 
 def _encode_phrases(phrases: list[str], encoder: Any, params: GraphParams, show: bool | None) -> np.ndarray:

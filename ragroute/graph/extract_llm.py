@@ -305,7 +305,9 @@ class LLMExtractor:
             )
         self.llm = llm
         self.model_id = model_id or llm_identity(llm)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "llm-openie"
+        if cache_dir is None:  # the per-user cache folder (made, and said on stderr, when missing)
+            cache_dir = default_cache_dir(create=True) / "llm-openie"
+        self.cache_dir = Path(cache_dir)
         self.cache = OpenIECache(self.cache_dir / CACHE_FILE)
         self.min_chars = min_chars
         self.failures: list[ExtractionFailure] = []

@@ -214,6 +214,20 @@ class DenseIndex(LocalIndex):
             self._pos_by_iid = {int(iid): pos for pos, iid in enumerate(self.store.iids)}
         return self._pos_by_iid
 
+    def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """The embeddings of the documents at store ``positions`` (rows aligned), read back from faiss
+        instead of encoded again; ``None`` when the index keeps no exact vectors (IVF-PQ keeps codes)."""
+        if self.faiss_index is None or self.params.factory not in ("flat", "hnsw"):
+            return None
+        iids = np.ascontiguousarray(self.store.iids[np.asarray(positions, dtype=np.int64)], dtype=np.int64)
+        if len(iids) == 0:
+            return np.zeros((0, self.faiss_index.d), dtype=np.float32)
+        try:
+            vectors = self.faiss_index.reconstruct_batch(iids)
+        except RuntimeError:  # an index type without reconstruction
+            return None
+        return np.asarray(vectors, dtype=np.float32).reshape(len(iids), self.faiss_index.d)
+
     # -- persistence ------------------------------------------------------------------------
     def write_files(self, directory: Path) -> None:
         if self.faiss_index is None:
@@ -240,6 +254,27 @@ class DenseIndex(LocalIndex):
                 f"{path} holds vectors of dim {faiss_index.d}, encoder gives {encoder.dim}"
             )
         return cls(encoder, DenseParams.from_dict(params.get("dense", {})), store, faiss_index, name)
+
+
+def stored_document_vectors(
+    retriever: Any, positions: Sequence[int] | np.ndarray, encoder: Any
+) -> np.ndarray | None:
+    """Embeddings of ``retriever.documents[positions]`` as its dense index holds them, or ``None``.
+
+    ``retriever`` is a :class:`DenseIndex` or holds one over the same document store as ``dense``
+    (a hybrid or graph index); its vectors count only when they are in ``encoder``'s space (same
+    ``model_id`` and width). Anything else (BM25 only, IVF-PQ, a retriever from another library)
+    gives ``None``: the caller encodes the documents instead. Routers read their document banks
+    here, so a new routing config over built indexes re-encodes nothing the indexes already hold.
+    """
+    dense = retriever if isinstance(retriever, DenseIndex) else getattr(retriever, "dense", None)
+    if not isinstance(dense, DenseIndex) or dense.store is not getattr(retriever, "store", None):
+        return None
+    if getattr(dense.encoder, "model_id", None) != getattr(encoder, "model_id", None):
+        return None
+    if getattr(dense.encoder, "dim", None) != getattr(encoder, "dim", None):
+        return None
+    return dense.stored_vectors(positions)
 
 
 @contextlib.contextmanager

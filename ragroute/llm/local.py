@@ -119,6 +119,8 @@ class LocalLLM(CustomLLM):
                 model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
                 self.loaded_from = "gguf"
                 if self.cache:
+                    if not self.cache_dir:
+                        default_cache_dir(create=True)  # the per-user folder, said once when first made
                     self._save_cache(model, tokenizer, cached)
             model.eval()
             self._model, self._tokenizer = model, tokenizer

@@ -371,8 +371,6 @@ def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
 
 
 def _progress(show: bool | None) -> bool:
-    if show is not None:
-        return show
-    import sys
+    from ragroute.progress import progress_enabled
 
-    return sys.stderr.isatty()
+    return progress_enabled(show)

@@ -102,6 +102,16 @@ class RoutingConfig:
     def resolve(self, relative: str) -> Path:
         return (self.path.parent / relative).resolve()
 
+    def cache_dir(self, override: str | Path | None = None) -> Path | None:
+        """Where the encoder caches: ``override`` (``--cache-dir``), else the config's ``cache_dir:``
+        (relative to the file), else ``None``: the per-user cache folder
+        (:func:`ragroute.encode.resolve.default_cache_dir`)."""
+        if override is not None:
+            return Path(override).expanduser()
+        if self.data.get("cache_dir"):
+            return self.resolve(str(self.data["cache_dir"]))
+        return None
+
     @property
     def router(self) -> dict[str, Any]:
         router = self.data.get("router") or {"kind": "prototype"}
@@ -178,8 +188,13 @@ def left_out_message(path: str | Path, problem: SourceProblem) -> str:
     return f"{where} left out: {reason}"
 
 
-def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None = None) -> Pipeline:
-    """The query pipeline a routing config describes, ready to ``retrieve``."""
+def load_routing(
+    path: str | Path, *, encoder: Any = None, backend: str | None = None, cache_dir: str | Path | None = None
+) -> Pipeline:
+    """The query pipeline a routing config describes, ready to ``retrieve``.
+
+    Without ``encoder`` the config's is loaded, caching under ``cache_dir`` if given, else the
+    config's ``cache_dir:``, else the per-user cache folder."""
     from ragroute.encode import load_encoder
     from ragroute.route import Policy
 
@@ -189,7 +204,7 @@ def load_routing(path: str | Path, *, encoder: Any = None, backend: str | None =
         encoder = load_encoder(
             config.data.get("encoder", "all-MiniLM-L6-v2"),
             backend=backend or config.data.get("backend", "auto"),
-            cache_dir=config.resolve(config.data.get("cache_dir", "../indexes/.cache")),
+            cache_dir=config.cache_dir(cache_dir),
         )
     sources, problems = open_sources(config, encoder)
     if not sources:

@@ -64,10 +64,14 @@ class PrototypeRouter(BaseRouter):
         self._centroids = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
         self._descriptions = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
         self._has_description = np.zeros(len(self.sources), dtype=bool)
+        #: per source: where its bank came from, "index" (stored vectors) or "encoded"
+        self.bank_from: dict[str, str] = {}
         self._embed_sources()
         self.calibration = self._calibrate()
 
     def _embed_sources(self) -> None:
+        from ragroute.index.dense import stored_document_vectors
+
         cfg = self.config
         for i, source in enumerate(self.sources):
             docs = source.documents
@@ -78,7 +82,11 @@ class PrototypeRouter(BaseRouter):
             if docs:
                 picks = sample_positions(len(docs), cfg.max_docs, cfg.seed)
                 self._bank_positions.append(picks)
-                bank = self.encoder.encode_documents([docs[int(p)].full_text() for p in picks])
+                # the vectors the source's dense index already holds; encoded only when it has none
+                bank = stored_document_vectors(source.retriever, picks, self.encoder)
+                self.bank_from[source.name] = "index" if bank is not None else "encoded"
+                if bank is None:
+                    bank = self.encoder.encode_documents([docs[int(p)].full_text() for p in picks])
                 self._banks.append(np.asarray(bank, dtype=np.float32))
                 centroid = bank.mean(axis=0)
                 self._centroids[i] = centroid / max(np.linalg.norm(centroid), 1e-12)
@@ -180,4 +188,9 @@ class PrototypeRouter(BaseRouter):
         ]
 
     def describe(self) -> dict:
-        return {"kind": self.name, "config": asdict(self.config), "calibration": self.calibration}
+        return {
+            "kind": self.name,
+            "config": asdict(self.config),
+            "calibration": self.calibration,
+            "bank_from": dict(self.bank_from),
+        }

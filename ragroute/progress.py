@@ -1,0 +1,44 @@
+"""When progress bars show: on a terminal only, unless forced either way.
+
+One rule for every bar ragroute draws (encoders, graph extraction, training loops, evaluation):
+
+* a caller's explicit ``show_progress=True`` / ``False`` wins;
+* else ``RAGROUTE_PROGRESS`` decides when set (``1``/``true``/``yes``/``on`` or
+  ``0``/``false``/``no``/``off``); ``ragroute --progress`` / ``--no-progress`` set it for one command;
+* else a bar shows only when stderr is a terminal, so CI logs and ``2> file`` get no bars.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PROGRESS_ENV = "RAGROUTE_PROGRESS"
+"""Environment variable forcing progress bars on (``1``) or off (``0``)."""
+
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+def forced_progress() -> bool | None:
+    """``True`` / ``False`` when :data:`PROGRESS_ENV` forces bars on / off, ``None`` when unset."""
+    value = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    return None
+
+
+def progress_enabled(show: bool | None = None) -> bool:
+    """Whether to draw a progress bar: ``show`` if given, else :data:`PROGRESS_ENV`, else whether
+    stderr is a terminal."""
+    if show is not None:
+        return bool(show)
+    forced = forced_progress()
+    if forced is not None:
+        return forced
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
