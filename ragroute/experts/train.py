@@ -282,7 +282,7 @@ def _train_full(
     try:  # sentence-transformers >= 6 moved the losses
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     except ImportError:
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.losses import MultipleNegativesRankingLoss  # type: ignore[no-redef]
 
     model.max_seq_length = params.max_length
     negatives = _mine_hard_negatives(model, queries, position, document_vectors, params.seed)
