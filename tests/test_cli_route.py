@@ -156,3 +156,25 @@ def test_eval_scores_the_pipeline_of_a_routing_config(workspace):
     assert payload["hit@1"] == 1.0 and payload["ndcg@10"] == 1.0
     both = CliRunner().invoke(main, ["eval", "--config", str(config), "--index", "x", "--data", str(beir)])
     assert both.exit_code == 2 and "give exactly one of --index" in both.output
+
+
+def test_route_scope_option_opens_sources_with_access_labels(workspace):
+    root, _ = workspace
+    config = root / "scoped.yaml"
+    config.write_text(
+        "backend: torch\ncache_dir: cache\n"
+        "sources:\n"
+        "  astro: {index: indexes/astro, description: Astronomy and space., access: [staff]}\n"
+        "  cook: {index: indexes/cook, description: Cooking and recipes.}\n"
+        "router: {kind: prototype, threshold: 0.3, max_routes: 2}\n"
+    )
+    query = "why do comets have tails?"
+    public = CliRunner().invoke(main, ["route", str(config), query, "--json"])
+    assert public.exit_code == 0, public.output
+    hidden = json.loads(public.stdout.strip().splitlines()[-1])
+    assert "astro" not in hidden["decision"]["chosen"]
+    assert all(hit["source"] != "astro" for hit in hidden["hits"])
+    staff = CliRunner().invoke(main, ["route", str(config), query, "--scope", "staff", "--json"])
+    assert staff.exit_code == 0, staff.output
+    shown = json.loads(staff.stdout.strip().splitlines()[-1])
+    assert shown["decision"]["chosen"][0] == "astro" and shown["hits"][0]["source"] == "astro"

@@ -55,16 +55,30 @@ def _short(value: Any, limit: int = 140) -> str:
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits to return.")
 @click.option("--backend", default=None, help="Encoder backend [default: the config's, else auto].")
 @cache_dir_option(CONFIG_CACHE_HELP)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="LABEL",
+    help="A scope of the caller (repeatable): sources and documents with access labels are visible "
+    "only to callers holding one of them [default: none, public sources only].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: decision and hits.")
 def ask_command(
-    config: Path, query: str, k: int, backend: str | None, cache_dir: Path | None, as_json: bool
+    config: Path,
+    query: str,
+    k: int,
+    backend: str | None,
+    cache_dir: Path | None,
+    scopes: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Route QUERY with the sources, router and rules of CONFIG; print the decision and hits."""
     from ragroute.route.config import load_routing
 
     query = check_query(query)
     routed = load_routing(config, backend=backend, cache_dir=cache_dir)
-    result = routed.retrieve(query, k)
+    result = routed.retrieve(query, k, scopes=list(scopes))
     if as_json:
         emit_json({"query": query, **result.to_dict()})
         return
