@@ -79,6 +79,13 @@ def skills_group() -> None:
     help="LABELS .jsonl (label tool / no_tool) to fit this router's abstention on "
     "[default: the shipped model fitted on metatool_need_tool].",
 )
+@click.option(
+    "--abstain-gate",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A gate folder written by `ragroute gate fit` (tool / no_tool labels) to abstain through: "
+    "its 'answer' means no skill applies. Saved by absolute path, not copied.",
+)
 @one_line_errors
 def build_command(
     catalogue: Path,
@@ -92,6 +99,7 @@ def build_command(
     overlap: str,
     duplicate_threshold: float,
     abstain_data: Path | None,
+    abstain_gate: Path | None,
 ) -> None:
     """Index CATALOGUE (a SKILL.md folder, an OpenAPI file or folder, an MCP tools/list JSON, or a
     SKILLS .jsonl / folder) for skill routing, into --out."""
@@ -103,6 +111,8 @@ def build_command(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = load_catalogue(catalogue, kind=kind)
+    if abstain_data is not None and abstain_gate is not None:
+        raise RagrouteError("give --abstain-data or --abstain-gate, not both")
     for line in loaded.warnings:
         click.echo(f"warning: {line}", err=True)
     if len(loaded) == 0:
@@ -121,6 +131,9 @@ def build_command(
         )
         router = router.with_options(abstention=model)
         click.echo(f"abstention fitted on {len(labels)} labelled tasks of {abstain_data}", err=True)
+    if abstain_gate is not None:
+        router = router.with_options(abstention={"gate": abstain_gate})
+        click.echo(f"abstention through gate {abstain_gate.resolve()} (saved by path)", err=True)
     router.save(out)
     index = router.index
     tuning = index.tuning

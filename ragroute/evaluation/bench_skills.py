@@ -26,6 +26,15 @@ Abstention: with LABELS data (``--abstain-data``; default ``../metatool_need_too
 the set is metatool), a model is fitted on fold 0 of the labels (tool = a skill applies) and
 balanced accuracy is reported on fold 1, next to the shipped default model's; on every set the
 Hit@1 of the final row with abstentions counted as misses shows what abstaining costs.
+
+Gate abstention (``abstention.gate``, the same LABELS data): the router abstains through a
+text-probe gate (:class:`~ragroute.gate.trained.TrainedGate` over ``text_probe.logit``, the best
+gate of ``ragroute bench gate``), cross-validated: 5 grouped stratified folds
+(:func:`~ragroute.route.folds.grouped_stratified_folds`, seed 0), each fold routed through a gate
+fitted on the other folds; balanced accuracy and AUROC of ``p_applies`` pooled over the folds at
+the gate's default threshold. Its Hit@1 cost: one gate fitted on every labelled query whose text is
+not among the set's judged queries routes those queries (all need a skill); abstentions count as
+misses.
 """
 
 from __future__ import annotations
@@ -327,7 +336,87 @@ def _abstention(
         }
     report["fitted_model"] = fitted.to_dict()
     out["labels"] = report
+    out["gate"] = _gate_abstention(router, labels, name, contexts, judged, run, log)
     return out
+
+
+GATE_FIT = {"signals": ["text_probe"], "columns": ["text_probe.logit"]}
+"""How the benchmark's abstention gate is fitted (``ragroute bench gate``'s threshold_text_probe)."""
+
+
+def _gate_abstention(
+    router: Any,
+    labels: list[tuple[str, str, bool]],
+    name: str,
+    contexts: list[QueryContext],
+    judged: dict[str, dict[str, int]],
+    run: dict[str, list[str]],
+    log: Callable[[str], None],
+    folds: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Cross-validated gate abstention on ``labels`` and its Hit@1 cost on ``contexts``."""
+    from ragroute.gate.trained import TrainedGate, auroc
+    from ragroute.route.folds import grouped_stratified_folds
+    from ragroute.skills.router import balanced_accuracy
+
+    encoder = router.index.encoder
+    texts = [t for _, t, _ in labels]
+    applies = np.asarray([a for _, _, a in labels], dtype=bool)
+    folds = max(2, min(folds, int(applies.sum()), int((~applies).sum())))
+    fold_of = grouped_stratified_folds(texts, ["tool" if a else "no_tool" for a in applies], folds, seed)
+    router = router.with_options(abstention=None, threshold=None)
+    vectors = np.asarray(router.index.query_vectors(texts))
+    abstained = np.zeros(len(texts), dtype=bool)
+    p_applies = np.zeros(len(texts))
+    log(
+        f"  gate abstention: {folds}-fold cross-validation of a text-probe gate "
+        f"on {len(texts)} {name} queries"
+    )
+    thresholds = []
+    for fold in range(folds):
+        train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+        gate = TrainedGate.fit(
+            [texts[i] for i in train],
+            applies[train],
+            encoder,
+            query_vectors=vectors[train],
+            seed=seed,
+            **GATE_FIT,
+        )
+        thresholds.append(gate.threshold)
+        routes = router.with_options(abstention=gate).route_many([texts[i] for i in test], 1)
+        abstained[test] = [r.abstain for r in routes]
+        p_applies[test] = [r.p_applies for r in routes]
+    report: dict[str, Any] = {
+        "gate": "trained text_probe (text_probe.logit), default threshold",
+        "protocol": f"{folds}-fold grouped stratified CV (seed {seed}); "
+        "each fold routed by a gate fitted on the others",
+        "queries": len(texts),
+        "balanced_accuracy": round(balanced_accuracy(applies, abstained), 4),
+        "auroc": round(auroc(applies, p_applies), 4),
+        "abstain_rate": round(float(abstained.mean()), 4),
+        "thresholds": [round(t, 4) for t in thresholds],
+    }
+    seen = {" ".join(c.text.lower().split()) for c in contexts}
+    keep = [i for i, t in enumerate(texts) if " ".join(t.lower().split()) not in seen]
+    log(f"  gate abstention: Hit@1 cost on {len(contexts)} queries (gate fitted on {len(keep)} labels)")
+    gate = TrainedGate.fit(
+        [texts[i] for i in keep], applies[keep], encoder, query_vectors=vectors[keep], seed=seed, **GATE_FIT
+    )
+    routes = router.with_options(abstention=gate).route_many([c.text for c in contexts], 1)
+    hits = np.asarray([1.0 if run.get(c.id) and run[c.id][0] in judged[c.id] else 0.0 for c in contexts])
+    gated = np.asarray([r.abstain for r in routes], dtype=bool)
+    report["cost"] = {
+        "queries": len(contexts),
+        "gate_fitted_on": len(keep),
+        "left_out_overlapping_texts": len(texts) - len(keep),
+        "abstain_rate": round(float(gated.mean()), 4),
+        "hit@1": round(float(hits.mean()), 4),
+        "hit@1_with_abstention": round(float(np.where(gated, 0.0, hits).mean()), 4),
+    }
+    report["cost"]["hit@1_cost"] = round(report["cost"]["hit@1"] - report["cost"]["hit@1_with_abstention"], 4)
+    return report
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -363,4 +452,12 @@ def format_report(result: dict[str, Any]) -> str:
             if isinstance(v, dict) and "balanced_accuracy" in v
         ]
         lines.append(f"abstention on {lab['test']} held-out labelled queries (fold 1): " + "; ".join(parts))
+    if "gate" in abst:
+        g, c = abst["gate"], abst["gate"]["cost"]
+        lines.append(
+            f"abstention through a text-probe gate ({g['protocol']}): balanced accuracy "
+            f"{g['balanced_accuracy']:.3f}, AUROC {g['auroc']:.3f} on {g['queries']} labelled queries; "
+            f"on the {c['queries']} tool queries it abstains on {c['abstain_rate']:.1%}: Hit@1 "
+            f"{c['hit@1']:.3f} -> {c['hit@1_with_abstention']:.3f}"
+        )
     return "\n".join(lines)

@@ -24,6 +24,13 @@ probabilities and stage-1 ranks, the duplicate handling, the abstention features
   ``metatool_need_tool`` (tool / no_tool queries against the metatool catalogue, MiniLM);
   :func:`fit_abstention` fits one on any labelled queries (or constructed negatives). A model
   fitted with another encoder is not applied (``p_applies`` is then ``None``).
+* **Abstention through a gate**: ``abstention=<gate>`` (any :class:`~ragroute.pipeline.stages.Gate`:
+  ``gate_many(contexts)`` returning decisions with ``action`` and ``probability``) or
+  ``abstention={"gate": PATH}`` (a folder written by ``ragroute gate fit``, loaded with the index's
+  encoder). The gate's ``retrieve`` means "a skill applies"; ``answer`` (or ``stop``) means "no
+  skill applies": the route abstains. ``p_applies`` is the gate's probability; ``threshold``, when
+  set on the router, replaces the gate's own operating point (``p_applies < threshold`` abstains).
+  A router saved with a gate loaded from a path keeps that path (absolute) in its manifest.
 """
 
 from __future__ import annotations
@@ -155,6 +162,63 @@ class SkillRoute:
         return out
 
 
+class GateAbstention:
+    """Abstention through a retrieval gate: its ``retrieve`` is "a skill applies", anything else
+    ("answer" from the model, "stop") abstains; ``path`` is where it was loaded from (``None``: an
+    object given in code, which a saved router cannot reference)."""
+
+    def __init__(self, gate: Any, path: str | Path | None = None) -> None:
+        if not callable(getattr(gate, "gate_many", None)):
+            raise RagrouteError(f"an abstention gate needs gate_many(contexts); got {type(gate).__name__}")
+        self.gate = gate
+        self.path = None if path is None else Path(path).resolve()
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.gate, "name", type(self.gate).__name__))
+
+    @property
+    def threshold(self) -> float | None:
+        value = getattr(self.gate, "threshold", None)
+        return None if value is None else float(value)
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Any = None) -> GateAbstention:
+        """The gate saved at ``path`` by ``ragroute gate fit`` (one-line error when it is not one)."""
+        from ragroute.gate.trained import TrainedGate
+
+        try:
+            gate = TrainedGate.load(path, encoder)
+        except RagrouteError as exc:
+            raise RagrouteError(f"abstention gate {path}: {exc}") from None
+        return cls(gate, path)
+
+    def decide(self, tasks: Sequence[str], index: SkillIndex) -> list[Any]:
+        """One gate decision per task; the index's cached query vectors are handed to the gate
+        when it embeds with the same encoder (each task encoded once)."""
+        from ragroute.context import QueryContext, encoder_key
+
+        contexts = [QueryContext(task) for task in tasks]
+        encoder = getattr(self.gate, "encoder", None)
+        if (
+            getattr(self.gate, "uses_encoder", False)
+            and encoder is not None
+            and index.encoder is not None
+            and encoder_key(encoder) == encoder_key(index.encoder)
+        ):
+            for context, vector in zip(contexts, index.query_vectors(tasks)):
+                context.set_vector(encoder, vector)
+        decisions = list(self.gate.gate_many(contexts))
+        if len(decisions) != len(contexts):
+            raise RagrouteError(
+                f"abstention gate {self.name} returned {len(decisions)} decisions for {len(contexts)} tasks"
+            )
+        return decisions
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gate": None if self.path is None else str(self.path), "name": self.name}
+
+
 class SkillRouter:
     """Retrieve-and-rerank over a skill catalogue, with overlap handling and abstention.
 
@@ -165,8 +229,10 @@ class SkillRouter:
     ``abstention``: ``None`` (the default: never abstain), ``"default"`` (:data:`DEFAULT_ABSTENTION`,
     fitted on metatool; it does not transfer: on toollens, where every query needs a tool, it
     abstained on 58% of them), an :class:`AbstentionModel` fitted on your own catalogue with
-    :func:`fit_abstention` (``ragroute skills build --abstain-data``), or a mapping ``{"stage1":
-    model, "rerank": model}``.
+    :func:`fit_abstention` (``ragroute skills build --abstain-data``), a mapping ``{"stage1":
+    model, "rerank": model}``, or a retrieval gate: a gate object (``gate_many``) or ``{"gate":
+    PATH}`` (a folder written by ``ragroute gate fit``; ``ragroute skills build --abstain-gate``),
+    whose "answer without retrieval" is "no skill applies" (see :class:`GateAbstention`).
     """
 
     def __init__(
@@ -200,7 +266,7 @@ class SkillRouter:
         self.method = method
         self.candidates = int(candidates)
         self.overlap = overlap
-        self.abstention = _abstention_models(abstention)
+        self.abstention, self.abstention_gate = _abstention_setting(abstention, index.encoder)
         self.threshold = threshold
         self.name = name
 
@@ -225,7 +291,8 @@ class SkillRouter:
         other = copy.copy(self)
         for key, value in changes.items():
             if key == "abstention":
-                value = _abstention_models(value)
+                other.abstention, other.abstention_gate = _abstention_setting(value, other.index.encoder)
+                continue
             if not hasattr(other, key):
                 raise RagrouteError(f"unknown skill router setting {key!r}")
             setattr(other, key, value)
@@ -253,7 +320,11 @@ class SkillRouter:
             "overlap": self.overlap,
             "duplicate_groups": len(self.index.duplicates),
             "reranker": reranker,
-            "abstention": self._model().to_dict() if self._model() else None,
+            "abstention": (
+                self.abstention_gate.to_dict()
+                if self.abstention_gate is not None
+                else (self._model().to_dict() if self._model() else None)
+            ),
         }
 
     @property
@@ -278,14 +349,21 @@ class SkillRouter:
         began = time.perf_counter()
         scores = self.index.score(tasks, self.method)
         stage1_ms = (time.perf_counter() - began) * 1000 / len(tasks)
+        decisions: list[Any] = [None] * len(tasks)
+        if self.abstention_gate is not None:
+            decisions = self.abstention_gate.decide(tasks, self.index)
         out = []
         for row, task in enumerate(tasks):
-            route = self._route_one(task, {key: value[row] for key, value in scores.items()}, k, stage1_ms)
+            route = self._route_one(
+                task, {key: value[row] for key, value in scores.items()}, k, stage1_ms, decisions[row]
+            )
             route.id = ids[row] if ids is not None else ""
             out.append(route)
         return out
 
-    def _route_one(self, task: str, scores: dict[str, np.ndarray], k: int, stage1_ms: float) -> SkillRoute:
+    def _route_one(
+        self, task: str, scores: dict[str, np.ndarray], k: int, stage1_ms: float, decision: Any = None
+    ) -> SkillRoute:
         index = self.index
         depth = max(self.candidates, k) if self.reranker is not None else k
         if self.overlap == "collapse" and index.duplicates:
@@ -358,6 +436,8 @@ class SkillRouter:
             trace.append(TraceStep("overlap", overlap_detail))
         ranked = [RoutedSkill(**{**asdict(r), "rank": i}) for i, r in enumerate(ranked[:k], 1)]
         signals = self.signals(scores, rerank_top)
+        if self.abstention_gate is not None:
+            return self._gate_route(task, ranked, trace, signals, decision)
         model = self._model()
         threshold = float(
             self.threshold if self.threshold is not None else (model.threshold if model else 0.5)
@@ -375,6 +455,50 @@ class SkillRouter:
                     "threshold": threshold,
                     "abstain": abstain,
                     "note": self._abstention_note(),
+                },
+            )
+        )
+        return SkillRoute(task, ranked, abstain, p_applies, threshold, trace)
+
+    def _gate_route(
+        self,
+        task: str,
+        ranked: list[RoutedSkill],
+        trace: list[TraceStep],
+        signals: dict[str, float],
+        decision: Any,
+    ) -> SkillRoute:
+        gate = self.abstention_gate
+        assert gate is not None
+        p_applies = float(decision.probability)
+        if self.threshold is not None:
+            threshold = float(self.threshold)
+            abstain = p_applies < threshold
+        else:
+            threshold = gate.threshold if gate.threshold is not None else 0.5
+            abstain = str(decision.action) != "retrieve"
+        values = (getattr(decision, "signals", None) or {}).get("values")
+        trace.append(
+            TraceStep(
+                "abstain",
+                {
+                    "signals": {key: round(float(v), 4) for key, v in signals.items()},
+                    "model": f"gate:{gate.name}",
+                    "gate": {
+                        "name": gate.name,
+                        "path": None if gate.path is None else str(gate.path),
+                        "action": str(decision.action),
+                        "reason": str(getattr(decision, "reason", "")),
+                        "values": values,
+                    },
+                    "p_applies": round(p_applies, 4),
+                    "threshold": threshold,
+                    "abstain": abstain,
+                    "note": (
+                        "gate: retrieve = a skill applies; answer / stop = abstain"
+                        if self.threshold is None
+                        else "gate probability against the router's threshold"
+                    ),
                 },
             )
         )
@@ -409,6 +533,8 @@ class SkillRouter:
         return model
 
     def _abstention_note(self) -> str:
+        if self.abstention_gate is not None:
+            return f"abstention gate {self.abstention_gate.name}"
         if not self.abstention:
             return "no abstention model: never abstains"
         if self._model() is None:
@@ -491,13 +617,23 @@ class SkillRouter:
     # ------------------------------------------------------------------ persistence
 
     def save(self, target: str | Path) -> Any:
-        """Publish the index with this router's settings and abstention models (family ``skills``)."""
+        """Publish the index with this router's settings and abstention (family ``skills``): the
+        stage-1 models as numbers, an abstention gate by the absolute path it was loaded from."""
+        abstention: dict[str, Any] = {key: m.to_dict() for key, m in (self.abstention or {}).items()}
+        if self.abstention_gate is not None:
+            if self.abstention_gate.path is None:
+                raise RagrouteError(
+                    f"abstention gate {self.abstention_gate.name} was given as an object: save it "
+                    "(`ragroute gate fit`, TrainedGate.save) and pass abstention={'gate': PATH} "
+                    "to save this router"
+                )
+            abstention = {"gate": str(self.abstention_gate.path)}
         router = {
             "method": self.method,
             "candidates": self.candidates,
             "overlap": self.overlap,
             "threshold": self.threshold,
-            "abstention": {key: m.to_dict() for key, m in (self.abstention or {}).items()},
+            "abstention": abstention,
         }
         return self.index.save(target, extra={"router": router})
 
@@ -523,6 +659,27 @@ class SkillRouter:
         }
         settings.update(overrides)
         return cls(index, reranker, **settings)
+
+
+def _abstention_setting(
+    value: Any, encoder: Any = None
+) -> tuple[dict[str, AbstentionModel], GateAbstention | None]:
+    """``(stage-1 models, gate)`` of an ``abstention=`` value (at most one of them is set)."""
+    if isinstance(value, GateAbstention):
+        return {}, value
+    if value is not None and callable(getattr(value, "gate_many", None)):
+        return {}, GateAbstention(value, getattr(value, "path", None))
+    if isinstance(value, Mapping) and "gate" in value:
+        extra = sorted(set(value) - {"gate", "name"})
+        if extra:
+            raise RagrouteError(f"an abstention gate mapping takes only 'gate'; got also {', '.join(extra)}")
+        gate = value["gate"]
+        if isinstance(gate, (str, Path)):
+            return {}, GateAbstention.load(gate, encoder)
+        if gate is None:
+            raise RagrouteError("abstention gate has no path: save the gate and give its folder")
+        return {}, GateAbstention(gate)
+    return _abstention_models(value), None
 
 
 def _abstention_models(value: Any) -> dict[str, AbstentionModel]:

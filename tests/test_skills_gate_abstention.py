@@ -1,0 +1,157 @@
+"""Skill-router abstention through a retrieval gate (issue #9 with #11's gates): a scripted gate
+makes the router abstain or not, p_applies and the trace, the router's threshold over the gate's,
+a gate folder by path, save / load round trip, one-line errors, and the CLI's --abstain-gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import HashingEncoder
+
+from ragroute.errors import RagrouteError
+from ragroute.pipeline.stages import GateDecision
+from ragroute.skills import load_catalogue
+from ragroute.skills.router import GateAbstention, SkillRouter, balanced_accuracy
+
+DATA = Path(__file__).parent / "data" / "skills" / "router"
+
+
+class ScriptedGate:
+    """'answer' (no skill applies) for tasks naming one of ``answer_words``; records its calls."""
+
+    name = "scripted"
+    threshold = 0.5
+
+    def __init__(self, answer_words=("haiku", "joke", "poetry")):
+        self.answer_words = answer_words
+        self.calls: list[list[str]] = []
+
+    def gate_many(self, contexts):
+        self.calls.append([c.text for c in contexts])
+        out = []
+        for c in contexts:
+            answer = any(w in c.text for w in self.answer_words)
+            p = 0.2 if answer else 0.9
+            action = "answer" if answer else "retrieve"
+            out.append(GateDecision(action, p, {"values": {"scripted.p": p}}, reason=f"scripted {action}"))
+        return out
+
+
+def _labels():
+    rows = [json.loads(line) for line in (DATA / "need_tool.jsonl").read_text().splitlines() if line.strip()]
+    return [r["text"] for r in rows], [r["label"] == "tool" for r in rows]
+
+
+@pytest.fixture(scope="module")
+def router() -> SkillRouter:
+    return SkillRouter.build(load_catalogue(DATA), HashingEncoder(dim=256))
+
+
+@pytest.fixture(scope="module")
+def gate_dir(tmp_path_factory, router) -> Path:
+    """A text-probe gate (the #11 gate) fitted on the toy labels with the router's encoder."""
+    from ragroute.gate import TrainedGate
+
+    texts, applies = _labels()
+    gate = TrainedGate.fit(
+        texts, applies, router.index.encoder, signals=["text_probe"], columns=["text_probe.logit"]
+    )
+    folder = tmp_path_factory.mktemp("gates") / "need_tool"
+    gate.save(folder)
+    return folder
+
+
+def test_scripted_gate_decides_abstention_with_p_applies_and_trace(router):
+    gate = ScriptedGate()
+    gated = router.with_options(abstention=gate)
+    routes = gated.route_many(["write a haiku about rain", "send an email to my boss"], k=3)
+    assert gate.calls == [["write a haiku about rain", "send an email to my boss"]]  # one batch
+    haiku, email = routes
+    assert haiku.abstain and haiku.p_applies == 0.2 and haiku.best is None and haiku.skills
+    assert not email.abstain and email.p_applies == 0.9 and email.best is not None
+    step = haiku.trace[-1]
+    assert step.stage == "abstain" and step.detail["model"] == "gate:scripted"
+    assert step.detail["gate"]["action"] == "answer" and step.detail["gate"]["reason"] == "scripted answer"
+    assert step.detail["gate"]["values"] == {"scripted.p": 0.2} and step.detail["threshold"] == 0.5
+    assert "dense_top" in step.detail["signals"]  # the stage-1 signals stay in the trace
+    assert haiku.to_dict()["p_applies"] == 0.2 and haiku.to_dict()["abstain"] is True
+    assert gated.describe()["abstention"] == {"gate": None, "name": "scripted"}
+    # a gate that sends everything to retrieval never abstains; without a gate nothing is asked
+    assert not any(
+        r.abstain for r in router.with_options(abstention=ScriptedGate(())).route_many(["a haiku"])
+    )
+    plain = gated.with_options(abstention=None)
+    assert plain.abstention_gate is None and plain.route("a haiku").p_applies is None
+
+
+def test_router_threshold_replaces_the_gates_operating_point(router):
+    gated = router.with_options(abstention={"gate": ScriptedGate()})
+    assert gated.with_options(threshold=0.1).route("a haiku please").abstain is False  # 0.2 >= 0.1
+    strict = gated.with_options(threshold=0.95).route("send an email")
+    assert strict.abstain is True and strict.threshold == 0.95  # 0.9 < 0.95
+
+
+def test_gate_folder_by_path_abstains_and_round_trips(router, gate_dir, tmp_path):
+    texts, applies = _labels()
+    gated = router.with_options(abstention={"gate": str(gate_dir)})
+    assert isinstance(gated.abstention_gate, GateAbstention) and gated.abstention == {}
+    routes = gated.route_many(texts, 1)
+    assert all(0.0 <= r.p_applies <= 1.0 for r in routes)
+    assert all(r.abstain == (r.trace[-1].detail["gate"]["action"] != "retrieve") for r in routes)
+    assert balanced_accuracy(applies, [r.abstain for r in routes]) == 1.0  # fitted on these: separable
+    gated.save(tmp_path / "skills")
+    manifest = json.loads(next((tmp_path / "skills").glob("builds/*/manifest.json")).read_text())
+    assert manifest["params"]["router"]["abstention"] == {"gate": str(gate_dir.resolve())}
+    assert not [p for p in (tmp_path / "skills").rglob("*") if p.suffix in (".pkl", ".pickle")]
+    loaded = SkillRouter.load(tmp_path / "skills", encoder=router.index.encoder)
+    assert loaded.abstention_gate is not None and loaded.abstention_gate.path == gate_dir.resolve()
+    for task in texts:
+        a, b = loaded.route(task, k=3), gated.route(task, k=3)
+        assert a.to_dict() == b.to_dict() and a.trace[-1].detail == b.trace[-1].detail
+
+
+def test_bad_gates_are_one_line_errors(router, tmp_path):
+    with pytest.raises(RagrouteError, match="abstention gate .*nope") as err:
+        router.with_options(abstention={"gate": tmp_path / "nope"})
+    assert "\n" not in str(err.value)
+    with pytest.raises(RagrouteError, match="only 'gate'"):
+        router.with_options(abstention={"gate": ScriptedGate(), "stage1": {}})
+    with pytest.raises(RagrouteError, match="given as an object"):
+        router.with_options(abstention=ScriptedGate()).save(tmp_path / "skills")
+
+
+def test_cli_build_with_abstain_gate(gate_dir, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ragroute.cli.skills import build_command
+
+    monkeypatch.setattr("ragroute.encode.load_encoder", lambda *a, **k: HashingEncoder(dim=256))
+    out = tmp_path / "skills"
+    args = [str(DATA / "skills.jsonl"), "--out", str(out), "--abstain-gate", str(gate_dir)]
+    result = CliRunner().invoke(build_command, args)
+    assert result.exit_code == 0, result.output
+    loaded = SkillRouter.load(out, encoder=HashingEncoder(dim=256))
+    assert loaded.abstention_gate is not None and loaded.abstention_gate.path == gate_dir.resolve()
+    bad = CliRunner().invoke(build_command, [*args[:3], "--abstain-gate", str(tmp_path / "nope")])
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "abstention gate" in bad.output
+    both = CliRunner().invoke(build_command, [*args, "--abstain-data", str(DATA / "need_tool.jsonl")])
+    assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_bench_reports_cross_validated_gate_abstention_and_its_cost():
+    from ragroute.evaluation.bench_skills import format_report, run_skills_bench
+
+    result = run_skills_bench(
+        DATA, HashingEncoder(dim=256), scale=0, latency_queries=2, abstain_data=DATA / "need_tool.jsonl"
+    )
+    gate = result["abstention"]["gate"]
+    assert gate["queries"] == 12 and "fold" in gate["protocol"] and len(gate["thresholds"]) == 5
+    assert 0.0 <= gate["balanced_accuracy"] <= 1.0 and 0.0 <= gate["auroc"] <= 1.0
+    cost = gate["cost"]
+    assert cost["queries"] == result["queries"] and cost["gate_fitted_on"] <= 12
+    assert cost["hit@1"] == result["methods"]["hybrid"]["hit@1"]
+    assert cost["hit@1_with_abstention"] <= cost["hit@1"]
+    assert cost["hit@1_cost"] == round(cost["hit@1"] - cost["hit@1_with_abstention"], 4)
+    assert "text-probe gate" in format_report(result)
