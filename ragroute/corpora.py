@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys
+from ragroute.scopes import access_labels
 from ragroute.yaml_files import read_yaml
 
 MODALITIES = ("text", "table", "image")
 GRANULARITIES = ("document", "section", "paragraph")
 #: the keys of one corpus entry under ``corpora:``
-CORPUS_KEYS = frozenset({"path", "description", "modality", "granularity", "options"})
+CORPUS_KEYS = frozenset({"path", "description", "modality", "granularity", "options", "access"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CorpusSpec:
     modality: str = "text"
     granularity: str = "document"
     options: dict[str, Any] = field(default_factory=dict)
+    access: tuple[str, ...] = ()  # access labels of the corpus's source (see ragroute.scopes); none: public
 
 
 def load_corpus_specs(path: str | Path) -> list[CorpusSpec]:
@@ -73,4 +75,5 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
         modality=modality,
         granularity=granularity,
         options=dict(entry.get("options") or {}),
+        access=tuple(sorted(access_labels(entry["access"], where))) if "access" in entry else (),
     )

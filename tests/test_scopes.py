@@ -582,3 +582,17 @@ def test_access_in_a_routing_config(tmp_path, encoder):
             load_routing(tmp_path / "bad.yaml", encoder=encoder)
         report = check_config(tmp_path / "bad.yaml")
         assert any("access" in problem for problem in report.problems)
+
+
+def test_corpora_yaml_access_labels_reach_the_routing_sources(tmp_path):
+    from ragroute.route.config import RoutingConfig
+
+    (tmp_path / "corpora.yaml").write_text(
+        "corpora:\n  payroll: {path: payroll, access: [hr, finance]}\n  handbook: {path: handbook}\n"
+    )
+    (tmp_path / "routing.yaml").write_text("corpora: corpora.yaml\nindex_dir: indexes\n")
+    sources = RoutingConfig.read(tmp_path / "routing.yaml").data["sources"]
+    assert sources["payroll"]["access"] == ["finance", "hr"] and "access" not in sources["handbook"]
+    (tmp_path / "corpora.yaml").write_text("corpora:\n  payroll: {path: payroll, access: 3}\n")
+    with pytest.raises(RagrouteError, match="access"):
+        RoutingConfig.read(tmp_path / "routing.yaml")

@@ -131,6 +131,7 @@ def _sources_from_corpora(path: Path, data: dict[str, Any]) -> dict[str, dict[st
             "description": spec.description,
             "modality": spec.modality,
             "granularity": spec.granularity,
+            **({"access": list(spec.access)} if spec.access else {}),
         }
         for spec in load_corpus_specs(path.parent / str(data["corpora"]))
     }
