@@ -115,6 +115,7 @@ def train_expert(
 
     from ragroute.encode.resolve import resolve_model, set_offline_env
     from ragroute.encode.sentence_transformers import load_sentence_transformer
+    from ragroute.progress import progress_enabled
     from ragroute.store import write_artifact
 
     params = params or ExpertTrainParams()
@@ -136,7 +137,7 @@ def train_expert(
             batch_size=64,
             convert_to_numpy=True,
             normalize_embeddings=True,
-            show_progress_bar=_progress(show_progress),
+            show_progress_bar=progress_enabled(show_progress),
         )
     document_vectors = np.asarray(document_vectors, dtype=np.float32)
     if document_vectors.shape[0] != len(documents):
@@ -182,21 +183,25 @@ def train_expert(
     return report
 
 
-def _batches(n: int, size: int, seed: int) -> list[list[int]]:
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return [order[i : i + size] for i in range(0, n, size)]
+def _fit(
+    trainable: list[Any], n: int, batch_loss: Any, params: ExpertTrainParams, show: bool | None
+) -> list[float]:
+    """The shared fine-tuning loop with this expert's settings (warm-up: a tenth of the steps)."""
+    from ragroute.training import fine_tune
 
-
-def _optimizer(trainable: list[Any], params: ExpertTrainParams, steps: int) -> tuple[Any, Any]:
-    import torch
-
-    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.01)
-    warmup = max(1, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    steps = params.epochs * ((n + params.batch_size - 1) // params.batch_size)
+    return fine_tune(
+        trainable,
+        n,
+        batch_loss,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        learning_rate=params.lr,
+        warmup_steps=steps // 10,
+        seed=params.seed,
+        desc="training expert",
+        show_progress=show,
     )
-    return optimizer, schedule
 
 
 def _train_query_lora(
@@ -209,7 +214,6 @@ def _train_query_lora(
 ) -> tuple[list[float], dict[str, Any]]:
     import torch
     from peft import LoraConfig, inject_adapter_in_model
-    from tqdm.auto import tqdm
 
     transformer = model[0].auto_model
     config = LoraConfig(
@@ -226,27 +230,15 @@ def _train_query_lora(
     docs = torch.from_numpy(document_vectors)
     targets = torch.tensor([position[q.doc_id] for q in queries])
     texts = [q.text for q in queries]
-    steps = params.epochs * ((len(queries) + params.batch_size - 1) // params.batch_size)
-    optimizer, schedule = _optimizer(trainable, params, steps)
+
+    def batch_loss(batch: list[int]) -> Any:
+        embedded = model(_features(model, [texts[i] for i in batch]))["sentence_embedding"]
+        embedded = torch.nn.functional.normalize(embedded, dim=-1)
+        logits = embedded @ docs.T / params.temperature
+        return torch.nn.functional.cross_entropy(logits, targets[batch])
+
     model.train()
-    losses: list[float] = []
-    bar = tqdm(total=steps, desc="training expert", unit="batch", disable=not _progress(show_progress))
-    for epoch in range(params.epochs):
-        for batch in _batches(len(queries), params.batch_size, params.seed + epoch):
-            features = _features(model, [texts[i] for i in batch])
-            embedded = model(features)["sentence_embedding"]
-            embedded = torch.nn.functional.normalize(embedded, dim=-1)
-            logits = embedded @ docs.T / params.temperature
-            loss = torch.nn.functional.cross_entropy(logits, targets[batch])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    bar.close()
+    losses = _fit(trainable, len(queries), batch_loss, params, show_progress)
     model.eval()
     return losses, _lora_weights(transformer, params)
 
@@ -276,9 +268,6 @@ def _train_full(
     params: ExpertTrainParams,
     show_progress: bool | None,
 ) -> list[float]:
-    import torch
-    from tqdm.auto import tqdm
-
     try:  # sentence-transformers >= 6 moved the losses
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     except ImportError:
@@ -289,28 +278,17 @@ def _train_full(
     texts = [d.full_text() for d in documents]
     loss_fn = MultipleNegativesRankingLoss(model, scale=1.0 / params.temperature)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    steps = params.epochs * ((len(queries) + params.batch_size - 1) // params.batch_size)
-    optimizer, schedule = _optimizer(trainable, params, steps)
+
+    def batch_loss(batch: list[int]) -> Any:
+        features = [
+            _features(model, [queries[i].text for i in batch]),
+            _features(model, [texts[position[queries[i].doc_id]] for i in batch]),
+            _features(model, [texts[negatives[i]] for i in batch]),
+        ]
+        return loss_fn(features, None)
+
     model.train()
-    losses: list[float] = []
-    bar = tqdm(total=steps, desc="training expert", unit="batch", disable=not _progress(show_progress))
-    for epoch in range(params.epochs):
-        for batch in _batches(len(queries), params.batch_size, params.seed + epoch):
-            features = [
-                _features(model, [queries[i].text for i in batch]),
-                _features(model, [texts[position[queries[i].doc_id]] for i in batch]),
-                _features(model, [texts[negatives[i]] for i in batch]),
-            ]
-            loss = loss_fn(features, None)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    bar.close()
+    losses = _fit(trainable, len(queries), batch_loss, params, show_progress)
     model.eval()
     return losses
 
@@ -336,12 +314,6 @@ def _mine_hard_negatives(
         pool = ranked[2:] or ranked
         out.append(rng.choice(pool))
     return out
-
-
-def _progress(show: bool | None) -> bool:
-    from ragroute.progress import progress_enabled
-
-    return progress_enabled(show)
 
 
 def _features(model: Any, texts: list[str]) -> dict[str, Any]:

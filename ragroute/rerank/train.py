@@ -209,10 +209,10 @@ def train_reranker(
     """Fine-tune, calibrate and publish a reranker artifact at ``out``; returns its training report."""
     import torch
     from sentence_transformers import CrossEncoder
-    from tqdm.auto import tqdm
 
     from ragroute.encode.resolve import resolve_model, set_offline_env
     from ragroute.store import write_artifact
+    from ragroute.training import fine_tune
 
     if not pairs.train:
         raise RagrouteError("no training pairs: check the data folders and the split")
@@ -235,40 +235,35 @@ def train_reranker(
         bert.embeddings.requires_grad_(False)
     trainable = [p for p in net.parameters() if p.requires_grad]
     steps = params.epochs * ((len(pairs.train) + params.batch_size - 1) // params.batch_size)
-    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=0.01)
-    warmup = max(1, int(steps * params.warmup))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
-    )
+
+    def batch_loss(positions: list[int]) -> Any:
+        batch = [pairs.train[i] for i in positions]
+        features = tokenizer(
+            [p.query for p in batch],
+            [p.text for p in batch],
+            padding=True,
+            truncation="longest_first",
+            max_length=params.max_length,
+            return_tensors="pt",
+        )
+        labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
+        logits = net(**features).logits.view(-1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
     start = time.perf_counter()
     net.train()
-    losses = []
-    bar = tqdm(total=steps, desc="training reranker", unit="batch", disable=not _progress(show_progress))
-    for epoch in range(params.epochs):
-        order = list(range(len(pairs.train)))
-        random.Random(params.seed + epoch).shuffle(order)
-        for b in range(0, len(order), params.batch_size):
-            batch = [pairs.train[i] for i in order[b : b + params.batch_size]]
-            features = tokenizer(
-                [p.query for p in batch],
-                [p.text for p in batch],
-                padding=True,
-                truncation="longest_first",
-                max_length=params.max_length,
-                return_tensors="pt",
-            )
-            labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
-            logits = net(**features).logits.view(-1)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    bar.close()
+    losses = fine_tune(
+        trainable,
+        len(pairs.train),
+        batch_loss,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        warmup_steps=int(steps * params.warmup),
+        seed=params.seed,
+        desc="training reranker",
+        show_progress=show_progress,
+    )
     train_s = time.perf_counter() - start
     net.eval()
     calibration, calibration_report = fit_calibration(model, pairs.calibration, params)
@@ -368,9 +363,3 @@ def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
             shutil.copy2(snapshot.file(name), target)
         (pending.path / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()), encoding="utf-8")
     return {**calibration.to_dict(), **report}
-
-
-def _progress(show: bool | None) -> bool:
-    from ragroute.progress import progress_enabled
-
-    return progress_enabled(show)

@@ -1,0 +1,65 @@
+"""The fine-tuning loop shared by the models ragroute trains here (rerankers, domain experts).
+
+AdamW (weight decay 0.01), linear warm-up then linear decay, gradients clipped at norm 1, each
+epoch's items shuffled by ``seed + epoch``; a progress bar on a terminal (see
+:mod:`ragroute.progress`). The caller supplies the loss of one batch of item positions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def shuffled_batches(n: int, size: int, seed: int) -> list[list[int]]:
+    """Positions ``0..n-1`` in a seeded random order, cut into batches of ``size``."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def fine_tune(
+    trainable: Sequence[Any],
+    n_items: int,
+    batch_loss: Callable[[list[int]], Any],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    warmup_steps: int,
+    seed: int,
+    desc: str,
+    show_progress: bool | None = None,
+) -> list[float]:
+    """Run ``epochs`` over ``n_items`` items in shuffled batches; ``batch_loss(positions)`` returns the
+    batch's loss tensor. Returns every step's loss."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ragroute.progress import progress_enabled
+
+    trainable = list(trainable)
+    steps = epochs * ((n_items + batch_size - 1) // batch_size)
+    warmup = max(1, warmup_steps)
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+    losses: list[float] = []
+    bar = tqdm(total=steps, desc=desc, unit="batch", disable=not progress_enabled(show_progress))
+    for epoch in range(epochs):
+        for batch in shuffled_batches(n_items, batch_size, seed + epoch):
+            loss = batch_loss(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    return losses
