@@ -147,7 +147,7 @@ def fit_router_command(
     from ragroute.route.expert_gains import ExpertGains, measure_gains
 
     routing = RoutingConfig.read(config)
-    encoder = _config_encoder(routing, cache_dir)
+    encoder = routing.load_encoder(cache_dir=cache_dir)
     sources, problems = open_sources(routing, encoder)
     warn_left_out(routing.path, problems)  # `warning: CONFIG: source 'x' left out: ...` on stderr
     if len(sources) < 2:
@@ -173,16 +173,6 @@ def fit_router_command(
     means = {name: round(float(gains[:, j].mean()), 4) for j, name in enumerate(train.labels)}
     click.echo(f"{kind} router -> {out}: {len(contexts)} training queries")
     click.echo(json.dumps({"mean_ndcg@10": means, "queries_won": wins}))
-
-
-def _config_encoder(routing: Any, cache_dir: Path | None = None) -> Any:
-    from ragroute.encode import load_encoder
-
-    return load_encoder(
-        routing.data.get("encoder", "all-MiniLM-L6-v2"),
-        backend=routing.data.get("backend", "auto"),
-        cache_dir=routing.cache_dir(cache_dir),
-    )
 
 
 def _training_queries(sources: list[Any], data: Path | None, split: str) -> tuple[list[Any], dict]:

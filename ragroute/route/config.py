@@ -112,6 +112,17 @@ class RoutingConfig:
             return self.resolve(str(self.data["cache_dir"]))
         return None
 
+    def load_encoder(self, *, backend: str | None = None, cache_dir: str | Path | None = None) -> Any:
+        """The config's ``encoder:`` (default all-MiniLM-L6-v2) on ``backend`` (else the config's
+        ``backend:``, else auto), caching as :meth:`cache_dir` says."""
+        from ragroute.encode import load_encoder
+
+        return load_encoder(
+            self.data.get("encoder", "all-MiniLM-L6-v2"),
+            backend=backend or self.data.get("backend", "auto"),
+            cache_dir=self.cache_dir(cache_dir),
+        )
+
     @property
     def router(self) -> dict[str, Any]:
         router = self.data.get("router") or {"kind": "prototype"}
@@ -196,17 +207,12 @@ def load_routing(
 
     Without ``encoder`` the config's is loaded, caching under ``cache_dir`` if given, else the
     config's ``cache_dir:``, else the per-user cache folder."""
-    from ragroute.encode import load_encoder
     from ragroute.route import Policy
 
     config = RoutingConfig.read(path)
     router_settings = config.router
     if encoder is None:
-        encoder = load_encoder(
-            config.data.get("encoder", "all-MiniLM-L6-v2"),
-            backend=backend or config.data.get("backend", "auto"),
-            cache_dir=config.cache_dir(cache_dir),
-        )
+        encoder = config.load_encoder(backend=backend, cache_dir=cache_dir)
     sources, problems = open_sources(config, encoder)
     if not sources:
         detail = "; ".join(f"{p.name}: {p.error}" for p in problems)
