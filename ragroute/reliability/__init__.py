@@ -1,0 +1,1 @@
+"""Reliability harnesses: kill points, corruption, concurrent readers, CLI fault injection and fuzzing."""
