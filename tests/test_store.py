@@ -168,7 +168,7 @@ def test_legacy_index_folder_still_loads_and_is_replaced_in_place(tmp_path, smal
         h.doc_id for h in index.search("telescope", k=3)
     ]
     save_index(index, folder)
-    assert sorted(p.name for p in folder.iterdir()) == [POINTER_NAME, "builds"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", POINTER_NAME, "builds"]
     assert load_index(folder).manifest.format_version == 2
 
 

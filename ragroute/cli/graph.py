@@ -185,17 +185,19 @@ def add_command(
     for synonyms; the result is published as a new build (readers keep the old one until then).
     """
     from ragroute.index.io import save_index
+    from ragroute.store import artifact_lock
 
     start = time.perf_counter()
-    index = _load_graph(graph_dir, encoder, backend, cache_dir)
-    units = load_units(corpus, granularity, on_error)
-    new = [u for u in units if u.id not in index.store]
-    known = len(units) - len(new)
-    if not new:
-        click.echo(f"nothing to add: all {known} passages of {corpus} are already in {graph_dir}")
-        return
-    index.add(new)
-    manifest = save_index(index, graph_dir)
+    with artifact_lock(graph_dir):  # a concurrent add waits, so neither loses the other's passages
+        index = _load_graph(graph_dir, encoder, backend, cache_dir)
+        units = load_units(corpus, granularity, on_error)
+        new = [u for u in units if u.id not in index.store]
+        known = len(units) - len(new)
+        if not new:
+            click.echo(f"nothing to add: all {known} passages of {corpus} are already in {graph_dir}")
+            return
+        index.add(new)
+        manifest = save_index(index, graph_dir)
     counts = manifest.params.get("counts", {})
     click.echo(
         f"added {len(new)} new passages ({known} already in the graph, skipped) in "

@@ -13,10 +13,25 @@ from ragroute.cli.output import emit_json
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Check every file's checksum.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
-def inspect_command(path: Path, verify: bool, as_json: bool) -> None:
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="First remove what killed builds left (temporary folders) and superseded builds no reader "
+    "holds; refused while another process writes PATH.",
+)
+def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> None:
     """Show the published build of an index, trained router or other artifact, and check it."""
     from ragroute.store import open_snapshot
 
+    if clean:
+        from ragroute.store.artifact import clean_artifact
+
+        report = clean_artifact(path)
+        click.echo(
+            f"cleaned {path}: {len(report.debris)} leftovers of killed builds, "
+            f"{len(report.builds)} superseded builds removed",
+            err=True,
+        )
     snapshot = open_snapshot(path, verify=verify)
     manifest = snapshot.manifest
     if as_json:

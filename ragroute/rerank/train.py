@@ -346,20 +346,21 @@ def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
     import shutil
 
     from ragroute.rerank.cross_encoder import CrossEncoderReranker
-    from ragroute.store import open_snapshot, write_artifact
+    from ragroute.store import artifact_lock, open_snapshot, write_artifact
 
     reranker = CrossEncoderReranker(model, backend="torch")
     calibration, report = fit_platt(pairs, lambda batch: reranker.logits_pairs(batch))
-    snapshot = open_snapshot(model, family=FAMILY)
-    manifest = snapshot.manifest
-    params = dict(manifest.params)
-    params["report"] = {**params.get("report", {}), "calibration": {**calibration.to_dict(), **report}}
-    with write_artifact(model, FAMILY, manifest.kind, name=manifest.name, params=params) as pending:
-        for name in manifest.files:
-            if name == CALIBRATION_FILE:
-                continue
-            target = pending.path / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(snapshot.file(name), target)
-        (pending.path / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()), encoding="utf-8")
+    with artifact_lock(model):  # the build copied below stays current (and on disk) until published
+        snapshot = open_snapshot(model, family=FAMILY)
+        manifest = snapshot.manifest
+        params = dict(manifest.params)
+        params["report"] = {**params.get("report", {}), "calibration": {**calibration.to_dict(), **report}}
+        with write_artifact(model, FAMILY, manifest.kind, name=manifest.name, params=params) as pending:
+            for name in manifest.files:
+                if name == CALIBRATION_FILE:
+                    continue
+                target = pending.path / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(snapshot.file(name), target)
+            (pending.path / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()), encoding="utf-8")
     return {**calibration.to_dict(), **report}

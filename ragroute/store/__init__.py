@@ -12,6 +12,8 @@ that build, so it can never mix two builds (see :mod:`ragroute.store.artifact`).
 from ragroute.store.artifact import (
     Snapshot,
     artifact_exists,
+    artifact_lock,
+    clean_artifact,
     load_artifact,
     open_snapshot,
     read_artifact,
@@ -23,6 +25,8 @@ __all__ = [
     "ArtifactManifest",
     "Snapshot",
     "artifact_exists",
+    "artifact_lock",
+    "clean_artifact",
     "load_artifact",
     "open_snapshot",
     "read_artifact",

@@ -3,23 +3,32 @@
 Layout of an artifact folder ``NAME/``::
 
     NAME/CURRENT                      one JSON line: the published build and its manifest's sha256
+    NAME/.lock                        the writers' lock (see ragroute.store.locks)
     NAME/builds/<build-id>/           one immutable folder per build
         manifest.json                 see ragroute.store.manifest
         ...                           the artifact's own files
 
-A write fills a temporary folder, checksums it, renames it into ``builds/``
-under a fresh, time-ordered id, then atomically replaces ``CURRENT`` (write a
-temporary file, ``os.replace``). A build killed at any point leaves the
-previous build published; two builds racing both complete and the later
-pointer wins. Old builds are pruned, keeping the previous one, so a reader
-that resolved the pointer just before a swap still finds its files.
+A write takes the artifact's writer lock (a second writer of the same artifact
+waits for it, then publishes after it; after ``RAGROUTE_LOCK_TIMEOUT`` seconds,
+600 by default, it gives up with a one-line :class:`ArtifactBusyError`), removes
+the temporary folders of writers that died (holding the lock proves no live
+writer owns them), fills a fresh temporary folder, checksums it, renames it into
+``builds/`` under a fresh, time-ordered id, then atomically replaces ``CURRENT``
+(write a temporary file, ``os.replace``): one step a kill cannot leave half
+done. A build killed at any point leaves the previous build published. After
+publishing, every build but the current and the previous one is removed, except
+a build a reader still holds: readers take a shared lock on the manifest of the
+build they read, and a build is removed only under the exclusive lock (renamed
+aside first, so no reader can open it afterwards). :func:`clean_artifact` does
+the same cleaning without writing (``ragroute inspect PATH --clean``).
 
 A reader (:func:`read_artifact`) resolves ``CURRENT`` once, checks the manifest
 against the pointer, the manifest against its own checksum and every file
-against the manifest, and reads files of that build only. If the build is
-pruned while being read, it starts again from the new pointer rather than mix
-builds. Folders written by ragroute 0.1 (``manifest.json`` at the top, format
-``ragroute-index`` v1) are still read, without the consistency guarantee.
+against the manifest, and reads files of that build only, under its shared
+lock. Should the build vanish anyway (a file system without ``flock``), it starts
+again from the new pointer rather than mix builds. Folders written by ragroute
+0.1 (``manifest.json`` at the top, format ``ragroute-index`` v1) are still read,
+without the consistency guarantee.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -39,13 +49,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ragroute.errors import ArtifactFormatError
+from ragroute.store.locks import LOCK_NAME, crash_point, shared, try_exclusive, writer_lock
 from ragroute.store.manifest import MANIFEST_NAME, ArtifactManifest, sha256_file
 
 POINTER_NAME = "CURRENT"
 BUILDS_DIR = "builds"
 LEGACY_FORMAT = "ragroute-index"
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
 _STALE_TMP_SECONDS = 3600
 _READ_ATTEMPTS = 5
+_BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 T = TypeVar("T")
 
@@ -82,6 +97,9 @@ def artifact_exists(root: str | Path) -> bool:
     return (root / POINTER_NAME).is_file() or (root / MANIFEST_NAME).is_file()
 
 
+_WRITING: set[str] = set()  # temporary folders this process is filling now (never cleaned)
+
+
 @contextlib.contextmanager
 def write_artifact(
     target: str | Path,
@@ -96,43 +114,90 @@ def write_artifact(
     """Write a new build of the artifact at ``target`` and publish it when the body succeeds.
 
     If the body raises (or the process dies), nothing is published and the
-    previous build stays current; the temporary folder is removed on exceptions.
+    previous build stays current; the temporary folder is removed on exceptions
+    (and, after a kill, by the next writer). Holds the artifact's writer lock
+    throughout (see the module docstring).
     """
     target = Path(target).absolute()
     if target.exists() and not target.is_dir():
         raise error(f"refusing to write an artifact at {target}: it is a file")
-    if target.is_dir() and not artifact_exists(target) and any(target.iterdir()):
+    if target.is_dir() and not artifact_exists(target) and not _only_store_files(target):
         raise error(f"refusing to overwrite {target}: it exists and is not a ragroute artifact")
     builds = target / BUILDS_DIR
     builds.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=builds))
     manifest = ArtifactManifest(
         family=family, kind=kind, params=dict(params or {}), encoder=encoder, name=name
     )
-    try:
-        yield PendingBuild(tmp, manifest)
-        _publish(target, tmp, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _prune(target, manifest.build)
+    with writer_lock(target / LOCK_NAME, str(target)) as locked:
+        crash_point("write: locked")
+        _clean_debris(target, locked)
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=builds))
+        _WRITING.add(str(tmp))
+        crash_point("write: temporary folder made")
+        try:
+            yield PendingBuild(tmp, manifest)
+            crash_point("write: files written")
+            _publish(target, tmp, manifest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            _WRITING.discard(str(tmp))
+        _prune(target, locked)
+        crash_point("write: done")
+
+
+@contextlib.contextmanager
+def artifact_lock(target: str | Path) -> Iterator[None]:
+    """Hold the writer lock of an existing artifact around a read-modify-write (``graph add``).
+
+    :func:`write_artifact` inside the body re-enters it; another writer waits, so
+    two updates never both start from the same build and lose one another. A
+    ``target`` that holds no artifact is not locked (reading it will say why).
+    """
+    target = Path(target).absolute()
+    if not artifact_exists(target) or not (target / BUILDS_DIR).is_dir():
+        yield
+        return
+    with writer_lock(target / LOCK_NAME, str(target)):
+        yield
+
+
+def _only_store_files(target: Path) -> bool:
+    """Whether ``target`` holds nothing but what a killed first build leaves (lock, temporary folders)."""
+    for entry in target.iterdir():
+        if entry.name == LOCK_NAME or entry.name.startswith(f".{POINTER_NAME}."):
+            continue
+        if entry.name != BUILDS_DIR or not entry.is_dir():
+            return False
+        if any(not child.name.startswith((TMP_PREFIX, TRASH_PREFIX)) for child in entry.iterdir()):
+            return False
+    return True
 
 
 def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
     files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
-    manifest.files = {
-        p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files
-    }
+    manifest.files = {}
+    for path in files:
+        manifest.files[path.relative_to(tmp).as_posix()] = {
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+        }
+        crash_point("publish: file checksummed")
     manifest.build = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}"
     manifest.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     text = json.dumps(manifest.to_dict(), indent=2) + "\n"
     _write_synced(tmp / MANIFEST_NAME, text)
+    crash_point("publish: manifest written")
     final = target / BUILDS_DIR / manifest.build
     os.replace(tmp, final)
+    crash_point("publish: build renamed into builds/")
     pointer = {"build": manifest.build, "manifest_sha256": sha256_file(final / MANIFEST_NAME)}
     pointer_tmp = target / f".{POINTER_NAME}.{manifest.build}"
     _write_synced(pointer_tmp, json.dumps(pointer) + "\n")
+    crash_point("publish: new pointer written")
     os.replace(pointer_tmp, target / POINTER_NAME)
+    crash_point("publish: pointer replaced")
     _fsync_dir(target)
     _remove_legacy_files(target)
 
@@ -168,22 +233,103 @@ def _remove_legacy_files(target: Path) -> None:
             (target / name).unlink()
 
 
-def _prune(target: Path, published: str) -> None:
-    """Delete builds older than the one before ``published``; newer ones belong to racing writers."""
+def _clean_debris(target: Path, locked: bool) -> list[str]:
+    """Remove temporary folders and pointer files of dead writers; returns their names.
+
+    Called with the writer lock held: then every temporary folder but this
+    process's own belongs to a writer that died. Without a working lock only
+    debris older than an hour goes.
+    """
+    removed = []
+    now = time.time()
+    builds = target / BUILDS_DIR
+    candidates = [*builds.glob(f"{TMP_PREFIX}*"), *builds.glob(f"{TRASH_PREFIX}*")]
+    candidates += list(target.glob(f".{POINTER_NAME}.*"))
+    for path in candidates:
+        if str(path) in _WRITING:
+            continue
+        with contextlib.suppress(OSError):
+            if locked or now - path.stat().st_mtime > _STALE_TMP_SECONDS:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path.relative_to(target).as_posix())
+                crash_point("clean: debris removed")
+    return removed
+
+
+def _prune(target: Path, locked: bool) -> list[str]:
+    """Remove every build but the published one and the one before it; returns the removed ids.
+
+    Under the writer lock, builds newer than the published one are debris of a
+    writer killed before its pointer swap; without a working lock they may belong
+    to a racing writer and are kept. A build a reader holds is kept for a later
+    pass.
+    """
     builds = target / BUILDS_DIR
     try:
         current = _read_pointer(target, ArtifactFormatError)["build"]
     except (ArtifactFormatError, OSError):
-        return
+        return []  # never delete builds while it is unclear which one is published
     done = sorted(p.name for p in builds.iterdir() if not p.name.startswith("."))
     older = [b for b in done if b < current]
-    for build in older[:-1]:
-        shutil.rmtree(builds / build, ignore_errors=True)
-    now = time.time()
-    for stale in builds.glob(".tmp-*"):
-        with contextlib.suppress(OSError):
-            if now - stale.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(stale, ignore_errors=True)
+    keep = {current, *older[-1:]}
+    removed = []
+    for build in done:
+        if build in keep or (build > current and not locked):
+            continue
+        if _remove_build(builds, build):
+            removed.append(build)
+    return removed
+
+
+def _remove_build(builds: Path, build: str) -> bool:
+    """Rename ``builds/build`` aside and delete it, unless a reader holds its manifest's lock."""
+    path = builds / build
+    trash = builds / f"{TRASH_PREFIX}{build}"
+    try:
+        fd = os.open(path / MANIFEST_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = -1  # no manifest: an unfinished folder no reader can open
+    except OSError:
+        return False
+    try:
+        if fd >= 0 and not try_exclusive(fd):
+            return False
+        os.replace(path, trash)
+    except OSError:
+        return False
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    crash_point("prune: build renamed aside")
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+@dataclass
+class CleanReport:
+    """What :func:`clean_artifact` removed."""
+
+    debris: list[str]
+    builds: list[str]
+
+
+def clean_artifact(root: str | Path, *, wait: float = 0.0) -> CleanReport:
+    """Remove a dead writer's temporary folders and superseded builds of the artifact at ``root``.
+
+    Takes the writer lock (waiting ``wait`` seconds at most; a live writer makes
+    this an :class:`ArtifactBusyError`), so a live writer's folder is never
+    touched; builds held by readers are kept.
+    """
+    root = Path(root).absolute()
+    if not artifact_exists(root) and not (root / BUILDS_DIR).is_dir():
+        raise ArtifactFormatError(f"nothing to clean at {root}: it holds no ragroute artifact")
+    with writer_lock(root / LOCK_NAME, str(root), timeout=wait) as locked:
+        debris = _clean_debris(root, locked)
+        pruned = _prune(root, locked) if (root / BUILDS_DIR).is_dir() else []
+    return CleanReport(debris, pruned)
 
 
 def _read_pointer(root: Path, error: type[ArtifactFormatError]) -> dict[str, str]:
@@ -192,9 +338,13 @@ def _read_pointer(root: Path, error: type[ArtifactFormatError]) -> dict[str, str
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise error(f"{path} is corrupt: not a JSON pointer to a build") from None
-    if not isinstance(data, dict) or not isinstance(data.get("build"), str) or "/" in data["build"]:
+    except IsADirectoryError:
+        raise error(f"{path} is corrupt: a directory, not a pointer file") from None
+    except PermissionError:
+        raise error(f"cannot read {path}: permission denied") from None
+    if not isinstance(data, dict) or not _BUILD_ID.match(str(data.get("build"))):
         raise error(f"{path} is corrupt: it names no build")
-    if not isinstance(data.get("manifest_sha256"), str):
+    if not isinstance(data.get("build"), str) or not _SHA256.match(str(data.get("manifest_sha256"))):
         raise error(f"{path} is corrupt: it records no manifest checksum")
     return data
 
@@ -218,20 +368,26 @@ def read_artifact(
     verify: bool = True,
     error: type[ArtifactFormatError] = ArtifactFormatError,
 ) -> T:
-    """``read(snapshot)`` on the published build, started again if that build vanishes meanwhile.
+    """``read(snapshot)`` on the published build, under that build's shared reader lock.
 
-    A build is pruned only after two newer ones are published, so a retry means a
-    reader raced two complete rebuilds; a file missing from a build that is
-    still published is reported as such.
+    The lock keeps writers from pruning the build meanwhile. Where locks do not
+    work, a build that vanishes during the read is read again from the new
+    pointer (a retry means the reader raced two complete rebuilds); a file
+    missing from a build that is still published is reported as such.
     """
     root = Path(root)
     for attempt in range(_READ_ATTEMPTS):
         build = _published_build(root, error)
         try:
-            snapshot = _open_once(root, family, verify, error)
-            return read(snapshot)
+            with _opened(root, family, verify, error) as snapshot:
+                return read(snapshot)
         except FileNotFoundError as exc:
             if build is None or _published_build(root, error) == build:
+                if build is not None and not (root / BUILDS_DIR / build).is_dir():
+                    raise error(
+                        f"{root / POINTER_NAME} is corrupt or stale: it names build {build}, "
+                        "which does not exist"
+                    ) from None
                 raise error(
                     f"{root}: file {Path(exc.filename or '?').name} of the published build is missing"
                 ) from None
@@ -269,19 +425,26 @@ def _published_build(root: Path, error: type[ArtifactFormatError]) -> str | None
         return None
 
 
-def _open_once(root: Path, family: str | None, verify: bool, error: type[ArtifactFormatError]) -> Snapshot:
+@contextlib.contextmanager
+def _opened(
+    root: Path, family: str | None, verify: bool, error: type[ArtifactFormatError]
+) -> Iterator[Snapshot]:
+    """The published build, checked, with its manifest's shared lock held for the body."""
     if not root.is_dir():
         raise error(f"nothing at {root}: directory does not exist")
     if not (root / POINTER_NAME).is_file():
         if (root / MANIFEST_NAME).is_file():
-            snapshot = _open_legacy(root, error)
-        else:
-            raise error(f"{root} holds no ragroute artifact ({POINTER_NAME} is missing; interrupted build?)")
-    else:
-        pointer = _read_pointer(root, error)
-        path = root / BUILDS_DIR / pointer["build"]
-        manifest_path = path / MANIFEST_NAME
-        raw = manifest_path.read_bytes()  # FileNotFoundError -> pruned meanwhile: retried
+            yield _checked(_open_legacy(root, error), family, verify, error)
+            return
+        raise error(f"{root} holds no ragroute artifact ({POINTER_NAME} is missing; interrupted build?)")
+    pointer = _read_pointer(root, error)
+    path = root / BUILDS_DIR / pointer["build"]
+    manifest_path = path / MANIFEST_NAME
+    with open(manifest_path, "rb") as handle:  # FileNotFoundError -> pruned meanwhile: retried
+        shared(handle.fileno())
+        if os.fstat(handle.fileno()).st_ino != os.stat(manifest_path).st_ino:
+            raise FileNotFoundError(2, "pruned while opened", str(manifest_path))
+        raw = handle.read()
         if hashlib.sha256(raw).hexdigest() != pointer["manifest_sha256"]:
             raise error(f"{manifest_path} is corrupt: it does not match the checksum in {POINTER_NAME}")
         try:
@@ -291,9 +454,20 @@ def _open_once(root: Path, family: str | None, verify: bool, error: type[Artifac
         manifest = ArtifactManifest.from_dict(data, str(manifest_path), error)
         if manifest.build != pointer["build"]:
             raise error(f"{manifest_path} is corrupt: it describes build {manifest.build!r}")
-        snapshot = Snapshot(root, path, manifest)
+        yield _checked(Snapshot(root, path, manifest), family, verify, error)
+
+
+def _checked(
+    snapshot: Snapshot, family: str | None, verify: bool, error: type[ArtifactFormatError]
+) -> Snapshot:
     if family is not None and snapshot.manifest.family != family:
-        raise error(f"{root} holds a {snapshot.manifest.family} ({snapshot.manifest.kind}), not a {family}")
+        raise error(
+            f"{snapshot.root} holds a {snapshot.manifest.family} ({snapshot.manifest.kind}), not a {family}"
+        )
+    for name, info in snapshot.manifest.files.items():
+        parts = Path(name).parts
+        if not isinstance(info, dict) or not parts or Path(name).is_absolute() or ".." in parts:
+            raise error(f"{snapshot.root}: manifest lists a bad file entry {name!r}")
     if verify:
         _verify_files(snapshot, error)
     return snapshot

@@ -1,0 +1,155 @@
+"""The artifact store under concurrent writers, killed writers and readers that hold a build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ragroute.errors import ArtifactFormatError
+from ragroute.store import open_snapshot, read_artifact, write_artifact
+from ragroute.store.artifact import BUILDS_DIR, clean_artifact, published_path
+from ragroute.store.locks import LOCK_NAME, ArtifactBusyError, writer_lock
+
+
+def _publish(target, tag: str):
+    with write_artifact(target, "test", "pair", params={"tag": tag}) as build:
+        (build.path / "a.txt").write_text(tag * 100)
+    return build.manifest.build
+
+
+def _builds(target):
+    return sorted(p.name for p in (target / BUILDS_DIR).iterdir())
+
+
+def test_concurrent_writers_of_one_artifact_wait_for_each_other(tmp_path):
+    target = tmp_path / "art"
+    _publish(target, "0")
+    inside = []
+    errors = []
+
+    def write(tag: str) -> None:
+        try:
+            with write_artifact(target, "test", "pair", params={"tag": tag}) as build:
+                inside.append(("in", tag))
+                time.sleep(0.2)
+                (build.path / "a.txt").write_text(tag)
+                inside.append(("out", tag))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(tag,)) for tag in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    # one writer at a time: each "in" is followed by its own "out"
+    assert [kind for kind, _ in inside] == ["in", "out", "in", "out"]
+    assert inside[0][1] == inside[1][1] and inside[2][1] == inside[3][1]
+    assert open_snapshot(target).manifest.params["tag"] == inside[-1][1]
+    assert len(_builds(target)) == 2  # the current and the previous build, no debris
+
+
+def test_a_writer_gives_up_with_one_line_after_the_lock_timeout(tmp_path, monkeypatch):
+    target = tmp_path / "art"
+    _publish(target, "0")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from ragroute.store.locks import writer_lock\n"
+            "with writer_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(30)",
+            str(target / LOCK_NAME),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("RAGROUTE_LOCK_TIMEOUT", "0.3")
+        with pytest.raises(ArtifactBusyError) as info:
+            _publish(target, "1")
+        message = str(info.value)
+        assert "\n" not in message and f"pid {holder.pid}" in message and "RAGROUTE_LOCK_TIMEOUT" in message
+        with pytest.raises(ArtifactBusyError):
+            clean_artifact(target)
+        assert open_snapshot(target).manifest.params["tag"] == "0"
+        assert [p for p in _builds(target) if p.startswith(".")] == []
+    finally:
+        holder.kill()
+        holder.wait()
+    _publish(target, "2")  # the lock died with its holder
+    assert open_snapshot(target).manifest.params["tag"] == "2"
+
+
+def test_a_killed_writers_debris_is_removed_by_the_next_write_or_clean(tmp_path):
+    target = tmp_path / "art"
+    first = _publish(target, "0")
+    builds = target / BUILDS_DIR
+    # what SIGKILLs leave: a complete index in a temporary folder, a renamed but never
+    # published build, a pointer file never swapped in, a build renamed aside for deletion
+    (builds / ".tmp-dead1").mkdir()
+    (builds / ".tmp-dead1" / "a.txt").write_text("complete but unpublished")
+    unpublished = f"{int(first.split('-')[0]) + 10:020d}-1-abcdef"
+    (builds / unpublished).mkdir()
+    (builds / unpublished / "manifest.json").write_text("{}")
+    (target / ".CURRENT.xyz").write_text("{}")
+    (builds / ".trash-old").mkdir()
+    report = clean_artifact(target)
+    assert sorted(report.debris) == sorted(["builds/.tmp-dead1", "builds/.trash-old", ".CURRENT.xyz"])
+    assert report.builds == [unpublished]
+    assert _builds(target) == [first]
+    (builds / ".tmp-dead2").mkdir()
+    second = _publish(target, "1")
+    assert _builds(target) == [first, second]
+    assert read_artifact(target, lambda s: s.file("a.txt").read_text()) == "1" * 100
+
+
+def test_a_killed_first_build_does_not_block_the_next_one(tmp_path):
+    target = tmp_path / "art"
+    (target / BUILDS_DIR / ".tmp-dead").mkdir(parents=True)
+    (target / LOCK_NAME).write_text("123\n")
+    with pytest.raises(ArtifactFormatError, match="holds no ragroute artifact"):
+        open_snapshot(target)
+    _publish(target, "x")
+    assert open_snapshot(target).manifest.params["tag"] == "x"
+    assert [p for p in _builds(target) if p.startswith(".")] == []
+
+
+def test_a_build_held_by_a_reader_is_not_pruned(tmp_path):
+    target = tmp_path / "art"
+    oldest = _publish(target, "0")
+    seen = []
+
+    def read(snapshot):
+        # while this reader holds build 0, two newer builds are published
+        _publish(target, "1")
+        _publish(target, "2")
+        assert oldest in _builds(target)
+        seen.append(snapshot.file("a.txt").read_text())
+        return snapshot.manifest.build
+
+    # the reader's lock is on another open file than the writer's, so threads see each other
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(read_artifact(target, read)))
+    reader.start()
+    reader.join()
+    assert result == [oldest] and seen == ["0" * 100]
+    assert oldest in _builds(target)  # kept while held...
+    _publish(target, "3")
+    assert oldest not in _builds(target)  # ...and pruned by the next write
+    assert len(_builds(target)) == 2
+
+
+def test_writer_lock_is_reentrant_in_one_thread(tmp_path):
+    target = tmp_path / "art"
+    _publish(target, "0")
+    with writer_lock(target / LOCK_NAME, str(target)):  # a read-modify-write holds it around the write
+        _publish(target, "1")
+    assert published_path(target).name == _builds(target)[-1]
+    assert os.path.isfile(target / LOCK_NAME)
