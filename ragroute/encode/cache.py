@@ -4,6 +4,13 @@ Vectors live in one SQLite file (``embeddings.sqlite``) as raw float32 blobs,
 keyed by the embedding *space* (``model_id``, backend, the encoder's
 ``cache_variant`` and kind) and the SHA-256 of the text; nothing is pickled.
 int8 and fp32 vectors are kept apart because they differ slightly.
+
+Every row carries a digest of its space, key, width and vector: a row whose
+digest does not match (a flipped bit on disk, a row written by a ragroute
+without digests) is never used; the text is encoded again and the row
+replaced, and a corrupt row is reported once as a :class:`CacheWarning`. A
+cache file SQLite cannot read at all is a one-line :class:`RagrouteError`
+naming the file to delete.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +28,7 @@ import numpy as np
 from ragroute.encode._common import check_texts
 from ragroute.encode.base import Encoder
 from ragroute.errors import RagrouteError
+from ragroute.store.locks import crash_point
 
 CACHE_FILE = "embeddings.sqlite"
 _CHUNK = 500  # keys per SELECT ... IN (...), well under SQLite's variable limit
@@ -30,9 +39,23 @@ CREATE TABLE IF NOT EXISTS embeddings (
     key BLOB NOT NULL,
     dim INTEGER NOT NULL,
     vec BLOB NOT NULL,
+    digest BLOB,
     PRIMARY KEY (space, key)
 ) WITHOUT ROWID
 """
+
+
+class CacheWarning(UserWarning):
+    """Cached vectors failed their digest and were encoded again."""
+
+
+def row_digest(space: str, key: bytes, dim: int, vec: bytes) -> bytes:
+    """The digest stored with a cached vector (BLAKE2b-128 of space, key, width and bytes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (space.encode("utf-8", "surrogatepass"), key, str(dim).encode(), vec):
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.digest()
 
 
 def text_key(text: str) -> bytes:
@@ -57,9 +80,24 @@ class EmbeddingCache:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(embeddings)")}
+            if "digest" not in columns:  # written by a ragroute without digests: its rows are re-encoded
+                try:
+                    self._conn.execute("ALTER TABLE embeddings ADD COLUMN digest BLOB")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # another process added it meanwhile
+                        raise
             self._conn.commit()
         except sqlite3.DatabaseError as exc:
-            raise RagrouteError(f"embedding cache {self.path} is unusable: {exc}") from exc
+            raise self._unusable(exc) from None
+        self.rejected = 0
+
+    def _unusable(self, exc: sqlite3.DatabaseError) -> RagrouteError:
+        if type(exc) is sqlite3.DatabaseError:  # not a lock or I/O problem: the file itself is bad
+            return RagrouteError(
+                f"embedding cache {self.path} is corrupt ({exc}); delete it (it is rebuilt on the next run)"
+            )
+        return RagrouteError(f"embedding cache {self.path} is unusable: {exc}")
 
     @classmethod
     def in_dir(cls, cache_dir: str | Path) -> EmbeddingCache:
@@ -67,20 +105,35 @@ class EmbeddingCache:
         return cls(Path(cache_dir).expanduser() / CACHE_FILE)
 
     def get_many(self, space: str, keys: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
-        """The cached vectors among ``keys`` (entries of another width are ignored)."""
+        """The cached vectors among ``keys`` whose digest checks (entries of another width are ignored)."""
         found: dict[bytes, np.ndarray] = {}
         unique = list(dict.fromkeys(keys))
+        corrupt = 0
         with self._lock:
             for start in range(0, len(unique), _CHUNK):
                 chunk = unique[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT key, dim, vec FROM embeddings WHERE space = ? AND key IN ({marks})",
-                    (space, *chunk),
-                ).fetchall()
-                for key, row_dim, blob in rows:
-                    if row_dim == dim and len(blob) == 4 * dim:
-                        found[bytes(key)] = np.frombuffer(blob, dtype=np.float32)
+                try:
+                    rows = self._conn.execute(
+                        f"SELECT key, dim, vec, digest FROM embeddings WHERE space = ? AND key IN ({marks})",
+                        (space, *chunk),
+                    ).fetchall()
+                except sqlite3.DatabaseError as exc:
+                    raise self._unusable(exc) from None
+                for key, row_dim, blob, digest in rows:
+                    if row_dim != dim or len(blob) != 4 * dim:
+                        continue
+                    if digest != row_digest(space, bytes(key), row_dim, bytes(blob)):
+                        corrupt += digest is not None  # rows without a digest are only re-encoded
+                        continue
+                    found[bytes(key)] = np.frombuffer(blob, dtype=np.float32)
+        if corrupt:
+            self.rejected += corrupt
+            warnings.warn(
+                f"embedding cache {self.path}: {corrupt} cached vectors failed their checksum; encoded again",
+                CacheWarning,
+                stacklevel=2,
+            )
         return found
 
     def put_many(self, space: str, items: Iterable[tuple[bytes, np.ndarray]]) -> int:
@@ -88,12 +141,21 @@ class EmbeddingCache:
         rows = []
         for key, vec in items:
             arr = np.ascontiguousarray(vec, dtype=np.float32).reshape(-1)
-            rows.append((space, key, int(arr.shape[0]), arr.tobytes()))
+            blob = arr.tobytes()
+            dim = int(arr.shape[0])
+            rows.append((space, key, dim, blob, row_digest(space, bytes(key), dim, blob)))
         if rows:
-            with self._lock, self._conn:
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO embeddings (space, key, dim, vec) VALUES (?, ?, ?, ?)", rows
-                )
+            with self._lock:
+                try:
+                    with self._conn:
+                        self._conn.executemany(
+                            "INSERT OR REPLACE INTO embeddings (space, key, dim, vec, digest) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            rows,
+                        )
+                except sqlite3.DatabaseError as exc:
+                    raise self._unusable(exc) from None
+            crash_point("embedding cache: vectors stored")
         return len(rows)
 
     def count(self, space: str | None = None) -> int:

@@ -2,8 +2,13 @@
 
 The sentence-transformers model is exported once per ``model_id`` into
 ``cache_dir/<slug>/`` (``model.onnx`` + ``tokenizer.json`` + ``ragroute_onnx.json``),
-written to a temporary folder and renamed into place atomically, so concurrent
-processes never see half an export. Only the transformer is exported (legacy
+written to a temporary folder and renamed into place atomically, so no process
+ever sees half an export. One process exports a model at a time (a lock file
+``cache_dir/.<slug>.lock``, :mod:`ragroute.store.locks`); the lock holder first
+removes what killed exports left (``.<slug>.*`` folders). The metadata records
+the size and SHA-256 of every file; an export whose files do not match is
+never used: it is exported again (with a :class:`CacheWarning`). Exports
+written before the checksums existed get them recorded on first use. Only the transformer is exported (legacy
 TorchScript exporter, dynamic batch and sequence axes); pooling and
 normalisation follow the model's ``modules.json`` (:func:`read_layout`) and run
 in numpy (:mod:`ragroute.encode.onnx_session`).
@@ -31,9 +36,11 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+from ragroute.encode.cache import CacheWarning
 from ragroute.encode.onnx_session import (
     FORMAT_VERSION,
     FP32_FILE,
@@ -41,12 +48,17 @@ from ragroute.encode.onnx_session import (
     PROBE_TEXTS,
     TOKENIZER_FILE,
     agreement,
+    file_digests,
+    first_bad_file,
+    lock_file,
     quiet,
     read_meta,
     umask_mode,
+    write_meta,
 )
 from ragroute.encode.resolve import ResolvedModel, default_cache_dir, model_slug, set_offline_env
 from ragroute.errors import RagrouteError
+from ragroute.store.locks import crash_point, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -133,33 +145,102 @@ def export_dir(resolved: ResolvedModel, cache_root: Path) -> Path:
     return Path(cache_root) / model_slug(resolved.model_id)
 
 
-def ensure_export(resolved: ResolvedModel, cache_root: Path | None = None) -> Path:
-    """Export ``resolved`` to ONNX under ``cache_root`` unless a current export is already there."""
+def ensure_export(
+    resolved: ResolvedModel, cache_root: Path | None = None, *, verify_model: bool = True
+) -> Path:
+    """Export ``resolved`` to ONNX under ``cache_root`` unless a current, intact export is there.
+
+    ``verify_model`` checks ``model.onnx`` against its recorded checksum too (callers
+    that run the int8 copy only skip it; the int8 file is checked on its own).
+    """
     target = export_dir(resolved, cache_root or default_cache_dir(create=True))
-    if _meta_is_current(read_meta(target / META_FILE), resolved) and (target / FP32_FILE).is_file():
+    if _usable(target, resolved, verify_model) is True:
+        remove_export_debris(target)
         return target
     layout = read_layout(resolved.path)  # refuse unsupported models before loading torch
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        _export_into(resolved, layout, tmp)
-        os.chmod(tmp, umask_mode(0o777))
-        if _meta_is_current(read_meta(target / META_FILE), resolved):
-            return target  # another process finished the same export meanwhile: keep theirs
-        stale = None
-        if target.exists():
-            stale = target.parent / f".{target.name}.stale.{os.getpid()}.{time.monotonic_ns()}"
-            os.replace(target, stale)
+    with writer_lock(lock_file(target), f"the ONNX export of {resolved.model_id} ({target})"):
+        state = _usable(target, resolved, verify_model, warn=True)
+        if state is True:
+            return target  # another process finished the same export meanwhile
+        if state is None:  # written before exports carried checksums: record them now
+            meta = read_meta(target / META_FILE) or {}
+            meta["files"] = file_digests(target, _export_files(target))
+            write_meta(target / META_FILE, meta)
+            return target
+        _remove_debris(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
+            crash_point("onnx export: started")
+            _export_into(resolved, layout, tmp)
+            os.chmod(tmp, umask_mode(0o777))
+            stale = None
+            if target.exists():
+                stale = target.parent / f".{target.name}.stale.{os.getpid()}.{time.monotonic_ns()}"
+                os.replace(target, stale)
+                crash_point("onnx export: previous export moved aside")
             os.replace(tmp, target)
-        except OSError:
-            if not _meta_is_current(read_meta(target / META_FILE), resolved):
-                raise
-        if stale is not None:
-            shutil.rmtree(stale, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            crash_point("onnx export: published")
+            if stale is not None:
+                shutil.rmtree(stale, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _usable(target: Path, resolved: ResolvedModel, verify_model: bool, *, warn: bool = False) -> bool | None:
+    """``True``: current and intact; ``False``: export again; ``None``: current, no checksums recorded."""
+    meta = read_meta(target / META_FILE)
+    if not _meta_is_current(meta, resolved) or not (target / FP32_FILE).is_file():
+        return False
+    files = (meta or {}).get("files")
+    if not isinstance(files, dict):
+        return None
+    bad = first_bad_file(target, {k: v for k, v in files.items() if verify_model or k != FP32_FILE})
+    if bad is None:
+        return True
+    if warn:
+        warnings.warn(
+            f"ONNX export {target} is corrupt ({bad} does not match its checksum); exporting it again",
+            CacheWarning,
+            stacklevel=3,
+        )
+    return False
+
+
+def _export_files(folder: Path) -> list[str]:
+    """The files an export consists of (the int8 copy and metadata files are checked on their own)."""
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix != ".json" and ".int8" not in p.name
+    ) + sorted(p.name for p in folder.glob("*.json") if p.name.startswith(("tokenizer", "special_tokens")))
+
+
+def _remove_debris(target: Path) -> None:
+    """Folders killed exports left beside ``target`` (call with the export lock held)."""
+    for path in target.parent.glob(f".{target.name}.*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+    for path in target.glob(".int8.*"):  # killed int8 quantisations
+        path.unlink(missing_ok=True)
+
+
+def remove_export_debris(target: Path) -> bool:
+    """Remove what killed exports or quantisations of ``target`` left, unless one is running now.
+
+    Returns whether anything was left over. Cheap when there is nothing (two
+    directory listings); takes the export lock without waiting, so a live
+    exporter's folder is never touched.
+    """
+    found = any(p.is_dir() for p in target.parent.glob(f".{target.name}.*")) or any(target.glob(".int8.*"))
+    if found:
+        try:
+            with writer_lock(lock_file(target), f"the ONNX export in {target}", timeout=0):
+                _remove_debris(target)
+        except RagrouteError:
+            pass  # an export is running: its folder is not debris; the next run cleans up
+    return found
 
 
 def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> None:
@@ -260,6 +341,7 @@ def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> 
         raise RagrouteError(f"onnx export of {resolved.model_id} does not match torch: {'; '.join(problems)}")
     for leftover in (raw, out / "fused.onnx"):
         leftover.unlink(missing_ok=True)
+    meta["files"] = file_digests(out, _export_files(out))
     (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 

@@ -5,12 +5,14 @@
 attention projection, word embeddings kept in fp32 (see :func:`quantize_int8`).
 The int8 model runs one text per call so its vectors do not depend on batching
 (:data:`INT8_TEXTS_PER_RUN`), and its worst probe cosine to fp32 is recorded
-next to it (``backend="auto"`` refuses it below :data:`INT8_MIN_COSINE`).
+next to it (``backend="auto"`` refuses it below :data:`INT8_MIN_COSINE`), with
+its size and SHA-256: an int8 file that does not match is quantised again. The
+export's lock (:func:`ragroute.encode.onnx_session.lock_file`) serialises
+quantisations; its holder removes what killed ones left (``.int8.*`` files).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -23,11 +25,16 @@ from ragroute.encode.onnx_session import (
     PROBE_TEXTS,
     Runner,
     agreement,
+    file_digests,
+    first_bad_file,
+    lock_file,
     quiet,
     read_meta,
     umask_mode,
+    write_meta,
 )
 from ragroute.errors import RagrouteError
+from ragroute.store.locks import crash_point, writer_lock
 
 INT8_META_FILE = "ragroute_onnx_int8.json"
 INT8_FILE = "model.int8.onnx"
@@ -89,6 +96,11 @@ def quantize_int8(
     if meta is None:
         raise RagrouteError(f"no ONNX export in {model_dir}")
     source = model_dir / FP32_FILE
+    recorded = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    if FP32_FILE in recorded and first_bad_file(model_dir, {FP32_FILE: recorded[FP32_FILE]}):
+        raise RagrouteError(
+            f"ONNX export {model_dir} is corrupt ({FP32_FILE}); delete the folder to export again"
+        )
     keep = ffn_down_projections(onnx.load(str(source), load_external_data=False))[: max(0, fp32_layers)]
     fd, tmp_name = tempfile.mkstemp(prefix=".int8.", suffix=".onnx", dir=model_dir)
     os.close(fd)
@@ -116,20 +128,45 @@ def quantize_int8(
             "per_channel": True,
             "fp32_nodes": keep,
             "min_cosine_vs_fp32": round(cosine, 6),
+            **file_digests(tmp.parent, [tmp.name])[tmp.name],
         }
         os.chmod(tmp, umask_mode(0o666))
+        crash_point("int8: quantised")
         os.replace(tmp, model_dir / target_name)
+        crash_point("int8: model replaced")
         info_file = model_dir / (INT8_META_FILE if target_name == INT8_FILE else f"{target_name}.json")
-        info_tmp = info_file.with_name(f".{info_file.name}.{os.getpid()}")
-        info_tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
-        os.replace(info_tmp, info_file)
+        write_meta(info_file, info)
     finally:
         tmp.unlink(missing_ok=True)
     return model_dir / target_name
 
 
 def ensure_int8(model_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """The int8 model in ``model_dir`` (quantising it first if missing or stale) and its info."""
+    """The int8 model in ``model_dir`` (quantising it first if missing, stale or corrupt) and its info."""
+    state = _int8_state(model_dir)
+    if state is not True:
+        with writer_lock(lock_file(model_dir), f"the int8 model in {model_dir}"):
+            state = _int8_state(model_dir)
+            if state is None:  # quantised before the checksums existed: record them now
+                info = read_meta(model_dir / INT8_META_FILE) or {}
+                write_meta(
+                    model_dir / INT8_META_FILE, {**info, **file_digests(model_dir, [INT8_FILE])[INT8_FILE]}
+                )
+            elif state is False:
+                for leftover in model_dir.glob(".int8.*"):  # killed quantisations (we hold the lock)
+                    leftover.unlink(missing_ok=True)
+                crash_point("int8: quantising")
+                quantize_int8(model_dir)
+    return model_dir / INT8_FILE, read_meta(model_dir / INT8_META_FILE) or {}
+
+
+def int8_ready(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds a current int8 model (intact, or from before checksums)."""
+    return _int8_state(model_dir) is not False
+
+
+def _int8_state(model_dir: Path) -> bool | None:
+    """``True``: current and intact; ``False``: quantise again; ``None``: current, no checksum recorded."""
     meta = read_meta(model_dir / META_FILE) or {}
     info = read_meta(model_dir / INT8_META_FILE)
     if not (
@@ -139,6 +176,9 @@ def ensure_int8(model_dir: Path) -> tuple[Path, dict[str, Any]]:
         and info.get("fp32_ffn_out_layers") == INT8_FP32_FFN_OUT_LAYERS
         and (model_dir / INT8_FILE).is_file()
     ):
-        quantize_int8(model_dir)
-        info = read_meta(model_dir / INT8_META_FILE) or {}
-    return model_dir / INT8_FILE, info
+        return False
+    if "sha256" not in info:
+        return None
+    return (
+        first_bad_file(model_dir, {INT8_FILE: {"bytes": info.get("bytes"), "sha256": info["sha256"]}}) is None
+    )

@@ -24,7 +24,7 @@ from ragroute.encode._common import (
     want_progress,
 )
 from ragroute.encode.onnx_export import ensure_export
-from ragroute.encode.onnx_quantize import INT8_MIN_COSINE, INT8_TEXTS_PER_RUN, ensure_int8
+from ragroute.encode.onnx_quantize import INT8_MIN_COSINE, INT8_TEXTS_PER_RUN, ensure_int8, int8_ready
 from ragroute.encode.onnx_session import FORMAT_VERSION, FP32_FILE, META_FILE, Runner, read_meta
 from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, resolve_model
 from ragroute.errors import RagrouteError
@@ -84,7 +84,10 @@ class OnnxEncoder(PromptedEncoder):
         """
         resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
         try:
-            model_dir = ensure_export(resolved, cache_dir)
+            # the int8 backend reads model.onnx only to quantise it, so only then is it checked
+            model_dir = ensure_export(resolved, cache_dir, verify_model=not int8)
+            if int8 and not int8_ready(model_dir):
+                model_dir = ensure_export(resolved, cache_dir)
             encoder = cls(model_dir, int8=int8, threads=threads)
         except RagrouteError:
             raise

@@ -79,6 +79,41 @@ def quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def file_digests(folder: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"bytes", "sha256"}}`` for files of an export folder (recorded in its metadata)."""
+    from ragroute.store.manifest import sha256_file
+
+    return {
+        name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+        for name in names
+    }
+
+
+def first_bad_file(folder: Path, files: dict[str, Any]) -> str | None:
+    """The first of ``files`` (as :func:`file_digests` records them) missing or changed in ``folder``."""
+    from ragroute.store.manifest import sha256_file
+
+    for name, info in files.items():
+        path = folder / name
+        if not isinstance(info, dict) or not path.is_file() or path.stat().st_size != info.get("bytes"):
+            return name
+        if sha256_file(path) != info.get("sha256"):
+            return name
+    return None
+
+
+def lock_file(model_dir: Path) -> Path:
+    """The lock file serialising exports and quantisations of the export folder ``model_dir``."""
+    return model_dir.parent / f".{model_dir.name}.lock"
+
+
+def write_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Replace an export's metadata file atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def read_meta(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path`` (an export's metadata), or ``None`` when it is missing or unreadable."""
     try:

@@ -1,0 +1,186 @@
+"""Caches under the per-user folder are verified or rebuilt: embedding vectors, ONNX exports, int8 copies."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ragroute.encode import onnx_export, onnx_quantize
+from ragroute.encode.cache import CachedEncoder, CacheWarning, EmbeddingCache
+from ragroute.encode.onnx_session import FP32_FILE, META_FILE, file_digests, lock_file
+from ragroute.encode.resolve import ResolvedModel
+from ragroute.errors import RagrouteError
+from ragroute.store.locks import writer_lock
+
+TEXTS = [f"passage {i} about telescopes and bread" for i in range(12)]
+
+
+def _cached(tmp_path, hashing_encoder) -> tuple[CachedEncoder, np.ndarray]:
+    encoder = CachedEncoder(hashing_encoder, EmbeddingCache.in_dir(tmp_path))
+    return encoder, encoder.encode_documents(TEXTS)
+
+
+def test_a_flipped_bit_in_a_cached_vector_is_never_used(tmp_path, hashing_encoder):
+    encoder, expected = _cached(tmp_path, hashing_encoder)
+    db = sqlite3.connect(tmp_path / "embeddings.sqlite")
+    key, blob = db.execute("SELECT key, vec FROM embeddings LIMIT 1").fetchone()
+    flipped = bytearray(blob)
+    flipped[5] ^= 0x10
+    db.execute("UPDATE embeddings SET vec = ? WHERE key = ?", (bytes(flipped), key))
+    db.commit()
+    again = CachedEncoder(hashing_encoder, EmbeddingCache.in_dir(tmp_path))
+    with pytest.warns(CacheWarning, match="1 cached vectors failed their checksum"):
+        got = again.encode_documents(TEXTS)
+    np.testing.assert_array_equal(got, expected)
+    assert (again.hits, again.misses) == (len(TEXTS) - 1, 1)
+    repaired = CachedEncoder(hashing_encoder, EmbeddingCache.in_dir(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(repaired.encode_documents(TEXTS), expected)
+    assert repaired.misses == 0
+
+
+def test_rows_without_a_digest_are_encoded_again(tmp_path, hashing_encoder):
+    _encoder, expected = _cached(tmp_path, hashing_encoder)
+    db = sqlite3.connect(tmp_path / "embeddings.sqlite")
+    db.execute("UPDATE embeddings SET digest = NULL")  # rows of a ragroute without digests
+    db.commit()
+    again = CachedEncoder(hashing_encoder, EmbeddingCache.in_dir(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(again.encode_documents(TEXTS), expected)
+    assert again.misses == len(TEXTS)
+
+
+def test_bit_flips_in_the_cache_file_give_right_vectors_or_a_one_line_error(tmp_path, hashing_encoder):
+    _encoder, expected = _cached(tmp_path, hashing_encoder)
+    path = tmp_path / "embeddings.sqlite"
+    original = path.read_bytes()
+    rng = random.Random(3)
+    outcomes = {"right": 0, "error": 0}
+    for position in rng.sample(range(len(original)), 40):
+        data = bytearray(original)
+        data[position] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        for extra in tmp_path.glob("embeddings.sqlite-*"):
+            extra.unlink()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CacheWarning)
+                got = CachedEncoder(hashing_encoder, EmbeddingCache.in_dir(tmp_path)).encode_documents(TEXTS)
+        except RagrouteError as exc:
+            assert "\n" not in str(exc) and "embeddings.sqlite" in str(exc)
+            outcomes["error"] += 1
+            continue
+        np.testing.assert_array_equal(got, expected)  # never a wrong vector
+        outcomes["right"] += 1
+    assert sum(outcomes.values()) == 40
+
+
+# ---------------------------------------------------------------------- ONNX exports
+
+
+def _fake_model(tmp_path: Path) -> ResolvedModel:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"weights")
+    return ResolvedModel(model_id="test/fake", path=folder, requested="test/fake")
+
+
+def _fake_export(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> None:
+    (out / FP32_FILE).write_bytes(b"onnx graph " * 10)
+    (out / "tokenizer.json").write_text("{}")
+    meta = {"format": 1, "model_id": resolved.model_id, "fingerprint": resolved.fingerprint()}
+    meta["files"] = file_digests(out, [FP32_FILE, "tokenizer.json"])
+    (out / META_FILE).write_text(json.dumps(meta))
+
+
+def test_a_corrupt_onnx_export_is_exported_again_and_debris_is_cleaned(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(onnx_export, "_export_into", lambda *args: calls.append(1) or _fake_export(*args))
+    resolved = _fake_model(tmp_path)
+    cache = tmp_path / "cache"
+    target = onnx_export.ensure_export(resolved, cache)
+    assert calls == [1] and (target / FP32_FILE).is_file()
+    # what killed exports leave: a half-written temporary export and a moved-aside one
+    (cache / f".{target.name}.tmp-dead").mkdir()
+    (cache / f".{target.name}.tmp-dead" / FP32_FILE).write_bytes(b"half")
+    (cache / f".{target.name}.stale.1.2").mkdir()
+    (target / ".int8.abc.onnx").write_bytes(b"half an int8 model")
+    assert onnx_export.ensure_export(resolved, cache) == target and calls == [1]
+    assert sorted(p.name for p in cache.iterdir()) == sorted([target.name, lock_file(target).name])
+    assert not list(target.glob(".int8.*"))
+    # debris of a *running* export (the lock is held) is left alone
+    (cache / f".{target.name}.tmp-live").mkdir()
+    held, release = threading.Event(), threading.Event()
+
+    def exporter() -> None:  # another thread's lock is another open file: it excludes this one
+        with writer_lock(lock_file(target), "test"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=exporter)
+    thread.start()
+    held.wait(10)
+    try:
+        assert onnx_export.remove_export_debris(target)
+        assert (cache / f".{target.name}.tmp-live").is_dir()
+    finally:
+        release.set()
+        thread.join()
+    assert onnx_export.remove_export_debris(target)
+    assert not (cache / f".{target.name}.tmp-live").exists()
+    # a flipped bit in the exported model is never used: it is exported again
+    model = bytearray((target / FP32_FILE).read_bytes())
+    model[3] ^= 1
+    (target / FP32_FILE).write_bytes(bytes(model))
+    assert onnx_export.ensure_export(resolved, cache, verify_model=False) == target and calls == [1]
+    with pytest.warns(CacheWarning, match="model.onnx does not match its checksum"):
+        onnx_export.ensure_export(resolved, cache)
+    assert calls == [1, 1] and (target / FP32_FILE).read_bytes() == b"onnx graph " * 10
+
+
+def test_an_export_without_checksums_gets_them_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "_export_into", _fake_export)
+    resolved = _fake_model(tmp_path)
+    target = onnx_export.ensure_export(resolved, tmp_path / "cache")
+    meta = json.loads((target / META_FILE).read_text())
+    recorded = meta.pop("files")
+    (target / META_FILE).write_text(json.dumps(meta))  # as written before exports had checksums
+    monkeypatch.setattr(onnx_export, "_export_into", lambda *a: pytest.fail("must not export again"))
+    assert onnx_export.ensure_export(resolved, tmp_path / "cache") == target
+    assert json.loads((target / META_FILE).read_text())["files"] == recorded
+
+
+def test_a_corrupt_int8_model_is_quantised_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "_export_into", _fake_export)
+    target = onnx_export.ensure_export(_fake_model(tmp_path), tmp_path / "cache")
+    quantised = []
+
+    def fake_quantize(model_dir: Path) -> Path:
+        quantised.append(1)
+        (model_dir / onnx_quantize.INT8_FILE).write_bytes(b"int8 graph")
+        meta = json.loads((model_dir / META_FILE).read_text())
+        info = {"format": 1, "fingerprint": meta["fingerprint"], "fp32_ffn_out_layers": 0}
+        info.update(file_digests(model_dir, [onnx_quantize.INT8_FILE])[onnx_quantize.INT8_FILE])
+        (model_dir / onnx_quantize.INT8_META_FILE).write_text(json.dumps(info))
+        return model_dir / onnx_quantize.INT8_FILE
+
+    monkeypatch.setattr(onnx_quantize, "quantize_int8", fake_quantize)
+    assert not onnx_quantize.int8_ready(target)
+    onnx_quantize.ensure_int8(target)
+    assert quantised == [1] and onnx_quantize.int8_ready(target)
+    onnx_quantize.ensure_int8(target)
+    assert quantised == [1]
+    (target / onnx_quantize.INT8_FILE).write_bytes(b"int8 grapH")  # same size, one bit differs
+    assert not onnx_quantize.int8_ready(target)
+    onnx_quantize.ensure_int8(target)
+    assert quantised == [1, 1] and (target / onnx_quantize.INT8_FILE).read_bytes() == b"int8 graph"
