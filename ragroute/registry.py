@@ -202,5 +202,6 @@ BENCHMARKS = Registry(
         "skills": "ragroute.cli.bench:skills_command",
         "gate": "ragroute.cli.bench:gate_command",
         "stepwise": "ragroute.cli.bench:stepwise_command",
+        "reliability": "ragroute.cli.bench:reliability_command",
     },
 )

@@ -975,3 +975,48 @@ def experts_command(
     click.echo(bench_experts.format_report(result))
     if as_json:
         emit_json(result)
+
+
+@click.command("reliability")
+@click.option("--quick", is_flag=True, help="Short versions of every harness (about a few minutes).")
+@click.option(
+    "--only",
+    "parts",
+    multiple=True,
+    type=click.Choice(["kill", "corruption", "race", "fuzz", "faults", "scope"]),
+    help="Run only these harnesses (repeatable) [default: all].",
+)
+@click.option(
+    "--kill-points",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Kill points per command [default: 52; 6 with --quick].",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the harnesses' files here [default: a temporary folder, removed afterwards].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def reliability_command(
+    quick: bool, parts: tuple[str, ...], kill_points: int | None, workdir: Path | None, as_json: bool
+) -> None:
+    """Kill builds at swept points, corrupt every artifact file, read during rebuilds, fuzz the
+    loaders, inject CLI faults and probe caller scopes; print each number next to its goal.
+
+    Subprocesses run `ragroute` with the default encoder and the per-user cache folder.
+    """
+    from ragroute.evaluation import bench_reliability
+
+    result = bench_reliability.run_reliability_bench(
+        quick=quick,
+        parts=parts or bench_reliability.PARTS,
+        kill_points=kill_points,
+        workdir=workdir,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(bench_reliability.format_report(result))
+    if as_json:
+        emit_json(result)

@@ -1,0 +1,325 @@
+"""The kill harness: SIGKILL real ``ragroute`` commands at swept points and check nothing is lost.
+
+For each command (:func:`scenarios`: ``build``, ``graph build``, ``graph add``, ``route fit``,
+``gate fit``) the harness first runs it to completion twice to learn the answers of the two
+possible results (:func:`~ragroute.reliability.workload.answer` on the artifact), and once with
+``RAGROUTE_KILL_TRACE`` to count the crash points it passes (:func:`ragroute.store.locks.crash_point`:
+between the steps of every write: lock taken, temporary folder made, files written, each file
+checksummed, manifest written, build renamed, pointer written, pointer replaced, debris removed,
+old builds pruned; embedding-cache writes) and how long it runs. Then, for each kill point:
+
+* the command is started in a subprocess and SIGKILLed — at the N-th crash point
+  (``RAGROUTE_KILL_AT=N``, the process kills itself with a real SIGKILL) or after a time offset
+  spread over the whole run (the harness sends SIGKILL), alternating between the two;
+* the artifact must still load and answer exactly as before the run, or exactly as the completed
+  command's result (when the kill came after the pointer swap): otherwise the point counts as lost;
+* the command is run again to completion: it must succeed, answer as its result, and leave no
+  debris (no temporary folders, pointer files or builds beyond the current and previous one).
+
+Rebuilding commands alternate between two inputs, so every run changes the artifact; ``graph add``
+starts each run from a copy of the same graph.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragroute.reliability.workload import (
+    answer,
+    corpus_records,
+    labelled_queries,
+    ragroute_argv,
+    write_jsonl,
+)
+from ragroute.store.artifact import BUILDS_DIR, POINTER_NAME, TMP_PREFIX, TRASH_PREFIX
+from ragroute.store.locks import KILL_AT_ENV, KILL_TRACE_ENV
+
+
+@dataclass
+class Scenario:
+    """One command under test: ``argv(workdir, variant)`` writes the artifact ``target``.
+
+    ``update`` scenarios (``graph add``) change an existing artifact: each run starts from
+    ``pristine`` (copied over ``target``), built by ``setup``.
+    """
+
+    name: str
+    target: str
+    argv: Callable[[Path, int], list[str]]
+    setup: Callable[[Path], None]
+    update: bool = False
+
+
+@dataclass
+class KillReport:
+    """What happened to one command's kill points."""
+
+    command: str
+    crash_points: int = 0
+    run_seconds: float = 0.0
+    points: int = 0
+    killed: int = 0
+    finished_first: int = 0
+    survived: int = 0
+    reruns: int = 0
+    reruns_ok: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _inputs(workdir: Path) -> None:
+    write_jsonl(workdir / "corpus-a.jsonl", corpus_records(1))
+    write_jsonl(workdir / "corpus-b.jsonl", corpus_records(2, 44))
+    write_jsonl(workdir / "extra.jsonl", corpus_records(3, 10, prefix="x"))
+    write_jsonl(workdir / "queries-a.jsonl", labelled_queries(1))
+    write_jsonl(workdir / "queries-b.jsonl", labelled_queries(2, 40))
+
+
+def _graph_setup(workdir: Path) -> None:
+    _inputs(workdir)
+    pristine = workdir / "graph-pristine"
+    if not pristine.exists():
+        _run(ragroute_argv("graph", "build", str(workdir / "corpus-a.jsonl"), "--out", str(pristine)))
+
+
+def scenarios(method: str = "hybrid") -> dict[str, Scenario]:
+    """The commands the harness kills (``method``: the index kind of ``build``)."""
+
+    def corpus(workdir: Path, variant: int) -> str:
+        return str(workdir / ("corpus-a.jsonl", "corpus-b.jsonl")[variant])
+
+    def queries(workdir: Path, variant: int) -> str:
+        return str(workdir / ("queries-a.jsonl", "queries-b.jsonl")[variant])
+
+    return {
+        "build": Scenario(
+            "build",
+            "index",
+            lambda w, v: ragroute_argv("build", corpus(w, v), "--out", str(w / "index"), "--method", method),
+            _inputs,
+        ),
+        "graph build": Scenario(
+            "graph build",
+            "graph",
+            lambda w, v: ragroute_argv("graph", "build", corpus(w, v), "--out", str(w / "graph")),
+            _inputs,
+        ),
+        "graph add": Scenario(
+            "graph add",
+            "graph-added",
+            lambda w, v: ragroute_argv("graph", "add", str(w / "graph-added"), str(w / "extra.jsonl")),
+            _graph_setup,
+            update=True,
+        ),
+        "route fit": Scenario(
+            "route fit",
+            "router",
+            lambda w, v: ragroute_argv(
+                "route", "fit", "--queries", queries(w, v), "--out", str(w / "router"), "--none-label", "none"
+            ),
+            _inputs,
+        ),
+        "gate fit": Scenario(
+            "gate fit",
+            "gate",
+            lambda w, v: ragroute_argv(
+                "gate",
+                "fit",
+                queries(w, v),
+                "--out",
+                str(w / "gate"),
+                "--signals",
+                "knn_vote,rarity,complexity",
+            ),
+            _inputs,
+        ),
+    }
+
+
+def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(argv), env=env, capture_output=True, text=True, check=False, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[3:])} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return done
+
+
+def debris(target: Path) -> list[str]:
+    """What a finished write should not leave in ``target``: temporary folders, pointer files,
+    builds other than the current and previous one."""
+    builds = target / BUILDS_DIR
+    left = [p.name for p in builds.iterdir() if p.name.startswith((TMP_PREFIX, TRASH_PREFIX))]
+    left += [p.name for p in target.glob(f".{POINTER_NAME}.*")]
+    done = [p.name for p in builds.iterdir() if not p.name.startswith(".")]
+    if len(done) > 2:
+        left.append(f"{len(done)} builds")
+    return left
+
+
+def _answer(path: Path, encoder: Any) -> tuple[Any, str]:
+    try:
+        return answer(path, encoder), ""
+    except Exception as exc:  # noqa: BLE001 - a lost or unreadable artifact is what is counted
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _kill_points(crash_points: int, seconds: float, points: int) -> list[tuple[str, float]]:
+    """``points`` kill points: every crash point (an even sample when there are more than
+    ``points``) and time offsets spread over the run for the rest, interleaved."""
+    if points < crash_points:
+        chosen = sorted({1 + (i * crash_points) // points for i in range(points)})
+    else:
+        chosen = list(range(1, crash_points + 1))
+    timed = max(0, points - len(chosen))
+    crash = [("at", float(c)) for c in chosen]
+    times = [("time", seconds * (0.03 + 0.92 * (i + 0.5) / timed)) for i in range(timed)]
+    merged: list[tuple[str, float]] = []
+    while crash or times:
+        if crash:
+            merged.append(crash.pop(0))
+        if times:
+            merged.append(times.pop(0))
+    return merged
+
+
+def run_kill_scenario(
+    scenario: Scenario,
+    workdir: Path,
+    *,
+    points: int,
+    encoder: Any = None,
+    rerun_every: int = 1,
+    env: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> KillReport:
+    """Kill ``scenario``'s command at ``points`` points (see the module docstring)."""
+    base_env = dict(env if env is not None else os.environ)
+    for name in (KILL_AT_ENV, KILL_TRACE_ENV):
+        base_env.pop(name, None)
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenario.setup(workdir)
+    target = workdir / scenario.target
+    report = KillReport(scenario.name)
+
+    def reset() -> None:
+        if scenario.update:
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(workdir / "graph-pristine", target)
+
+    # the results of the two variants (an update has one: from the pristine artifact)
+    results: dict[int, Any] = {}
+    for variant in (0,) if scenario.update else (0, 1):
+        reset()
+        _run(scenario.argv(workdir, variant), base_env)
+        results[variant] = answer(target, encoder)
+    if not scenario.update and results[0] == results[1]:
+        raise RuntimeError(f"{scenario.name}: both inputs give the same answers; the harness could not tell")
+    # how many crash points one run passes, and how long it takes
+    reset()
+    with tempfile.NamedTemporaryFile("r", suffix=".trace", delete=False) as handle:
+        trace = Path(handle.name)
+    start = time.perf_counter()
+    variant = 0 if scenario.update else 1  # the artifact holds variant 1 now: rebuild variant 0
+    _run(scenario.argv(workdir, variant), {**base_env, KILL_TRACE_ENV: str(trace)})
+    report.run_seconds = round(time.perf_counter() - start, 2)
+    report.crash_points = len(trace.read_text().splitlines())
+    trace.unlink(missing_ok=True)
+
+    for index, (how, when) in enumerate(_kill_points(report.crash_points, report.run_seconds, points)):
+        reset()
+        before, problem = _answer(target, encoder)
+        if problem:
+            report.failures.append(f"point {index}: unreadable before the run: {problem}")
+            break
+        if scenario.update:
+            variant, expected = 0, results[0]
+        else:
+            variant = 0 if before == results[1] else 1
+            expected = results[variant]
+        argv = scenario.argv(workdir, variant)
+        if how == "at":
+            process = subprocess.Popen(
+                argv,
+                env={**base_env, KILL_AT_ENV: str(int(when))},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        else:
+            process = subprocess.Popen(
+                argv, env=base_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                process.wait(timeout=when)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+        code = process.wait()
+        report.points += 1
+        if code != -signal.SIGKILL:
+            report.finished_first += 1
+            if code != 0:
+                report.failures.append(f"point {index} ({how} {when:g}): exit {code} without a kill")
+            continue
+        report.killed += 1
+        after, problem = _answer(target, encoder)
+        if problem:
+            report.failures.append(f"point {index} ({how} {when:g}): lost: {problem[:300]}")
+        elif after not in (before, expected):
+            report.failures.append(f"point {index} ({how} {when:g}): answers changed to neither build")
+        else:
+            report.survived += 1
+        if rerun_every and (report.killed % rerun_every == 0 or index == points - 1):
+            report.reruns += 1
+            done = subprocess.run(argv, env=base_env, capture_output=True, text=True, check=False)
+            final, problem = _answer(target, encoder)
+            left = debris(target) if target.is_dir() else ["no artifact"]
+            if done.returncode == 0 and final == expected and not left:
+                report.reruns_ok += 1
+            else:
+                verdict = "ok" if final == expected else "wrong"
+                report.failures.append(
+                    f"point {index}: rerun exit {done.returncode}, answers {verdict}, debris {left} "
+                    f"{problem[:200]} {done.stderr.strip()[-200:]}"
+                )
+        if progress and report.points % 10 == 0:
+            progress(f"kill {scenario.name}: {report.points}/{points} points, {report.survived} survived")
+    return report
+
+
+def run_kills(
+    workdir: Path,
+    *,
+    commands: Sequence[str] | None = None,
+    points: int = 50,
+    encoder: Any = None,
+    method: str = "hybrid",
+    rerun_every: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> list[KillReport]:
+    """:func:`run_kill_scenario` for each of ``commands`` (default: all of :func:`scenarios`)."""
+    table = scenarios(method)
+    reports = []
+    for name in commands or list(table):
+        reports.append(
+            run_kill_scenario(
+                table[name],
+                workdir / name.replace(" ", "-"),
+                points=points,
+                encoder=encoder,
+                rerun_every=rerun_every,
+                progress=progress,
+            )
+        )
+        if progress:
+            progress(f"kill {name}: {reports[-1].to_dict()}")
+    return reports
