@@ -86,7 +86,7 @@ def _settings(quick: bool, kill_points: int | None) -> dict[str, Any]:
         "bit_stride": 1,
         "model_artifacts": True,
         "cli_kinds": ("bm25", "dense", "hybrid", "graph"),
-        "cli_bit_stride": 97,
+        "cli_bit_stride": 509,
         "race_method": "hybrid",
         "race_reads": 1000,
         "race_cli_reads": 100,

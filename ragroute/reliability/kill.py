@@ -67,6 +67,8 @@ class KillReport:
     crash_points: int = 0
     run_seconds: float = 0.0
     points: int = 0
+    crash_point_kills: int = 0
+    time_kills: int = 0
     killed: int = 0
     finished_first: int = 0
     survived: int = 0
@@ -271,6 +273,10 @@ def run_kill_scenario(
                 report.failures.append(f"point {index} ({how} {when:g}): exit {code} without a kill")
             continue
         report.killed += 1
+        if how == "at":
+            report.crash_point_kills += 1
+        else:
+            report.time_kills += 1
         after, problem = _answer(target, encoder)
         if problem:
             report.failures.append(f"point {index} ({how} {when:g}): lost: {problem[:300]}")
