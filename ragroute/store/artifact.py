@@ -183,6 +183,7 @@ def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
             "sha256": sha256_file(path),
             "bytes": path.stat().st_size,
         }
+        _fsync_file(path)  # on disk before the pointer names it (a power cut then loses nothing)
         crash_point("publish: file checksummed")
     manifest.build = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}"
     manifest.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -191,6 +192,8 @@ def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
     crash_point("publish: manifest written")
     final = target / BUILDS_DIR / manifest.build
     os.replace(tmp, final)
+    _fsync_dir(final)
+    _fsync_dir(final.parent)
     crash_point("publish: build renamed into builds/")
     pointer = {"build": manifest.build, "manifest_sha256": sha256_file(final / MANIFEST_NAME)}
     pointer_tmp = target / f".{POINTER_NAME}.{manifest.build}"
@@ -207,6 +210,15 @@ def _write_synced(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
