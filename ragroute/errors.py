@@ -8,6 +8,8 @@ exits with status 2 instead of showing a traceback.
 from __future__ import annotations
 
 import difflib
+import errno
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +21,12 @@ class RagrouteError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-class EmptyQueryError(RagrouteError, ValueError):
+class InvalidQueryError(RagrouteError, ValueError):
+    """The query is not text ragroute can search with: empty, not valid Unicode, or too long
+    (see :func:`check_query`)."""
+
+
+class EmptyQueryError(InvalidQueryError):
     """The query is empty or only whitespace."""
 
 
@@ -55,14 +62,126 @@ class SourceWarning(UserWarning):
     the pipeline still runs without it and reports it in every decision (``unavailable_sources``)."""
 
 
+#: the longest query :func:`check_query` accepts, in characters (encoders read at most a few
+#: hundred tokens of it; a longer one is a mistake, e.g. a whole file passed as the query)
+MAX_QUERY_CHARS = 100_000
+
+
 def check_query(text: str) -> str:
-    """Return ``text`` stripped, or raise :class:`EmptyQueryError` if nothing is left."""
+    """Return ``text`` stripped, or raise an :class:`InvalidQueryError` (one line) when it cannot be
+    searched with.
+
+    Refused (never repaired, so a query is never silently changed): a non-string, empty or
+    whitespace-only text (:class:`EmptyQueryError`), text that is not valid Unicode (a lone
+    surrogate, e.g. the undecodable bytes Python keeps from a command line in another encoding
+    than UTF-8), and text longer than :data:`MAX_QUERY_CHARS`. Control characters (NUL included)
+    are kept: they are valid text and the tokenizers treat them as separators.
+    """
     if not isinstance(text, str):
         raise EmptyQueryError(f"query must be a string, got {type(text).__name__}")
     stripped = text.strip()
     if not stripped:
         raise EmptyQueryError("query is empty or whitespace only")
+    if len(stripped) > MAX_QUERY_CHARS:
+        raise InvalidQueryError(
+            f"query is {len(stripped):,} characters long; the limit is {MAX_QUERY_CHARS:,}"
+        )
+    problem = lone_surrogate(stripped)
+    if problem is not None:
+        raise InvalidQueryError(f"query is not valid text: {problem}")
     return stripped
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Where the first lone surrogate is in ``value`` (a string, or the keys and values of nested
+    mappings and lists), as a one-line description; ``None`` when every string is valid Unicode.
+
+    Lone surrogates are not text: no encoder, tokenizer or UTF-8 file can take them. They come from
+    undecodable bytes (Python's ``surrogateescape``: ``U+DC80``-``U+DCFF`` stand for the bytes
+    0x80-0xFF) and from ``\\ud800``-style escapes in JSON and YAML.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                code = ord(item[exc.start])
+                if 0xDC80 <= code <= 0xDCFF:
+                    return f"undecodable byte 0x{code - 0xDC00:02x} at character {exc.start + 1} (not UTF-8)"
+                return f"lone surrogate U+{code:04X} at character {exc.start + 1}"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return None
+
+
+#: what :func:`check_setting` accepts per expected type
+_SETTING_TYPES = {
+    "number": "a number",
+    "integer": "an integer",
+    "string": "a string",
+    "boolean": "true or false",
+    "strings": "a list of strings",
+}
+
+
+def value_type_name(value: Any) -> str:
+    """How a configuration value's type is named in messages (``a list``, ``a string``, ``empty``)."""
+    if value is None:
+        return "empty (null)"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping", tuple: "a list"}  # fmt: skip
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def check_setting(
+    value: Any, expected: str, where: str, key: str, *, minimum: float | None = None, optional: bool = False
+) -> Any:
+    """``value`` of setting ``key`` when it has the ``expected`` type (``number``, ``integer``,
+    ``string``, ``boolean``, ``strings``) and is at least ``minimum``; else a one-line
+    :class:`RagrouteError` naming the expected type: ``routing.yaml: router: 'threshold' must be a
+    number, not a list``. ``optional``: ``None`` passes."""
+    if value is None and optional:
+        return value
+    if expected == "number":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif expected == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected == "string":
+        ok = isinstance(value, str)
+    elif expected == "boolean":
+        ok = isinstance(value, bool)
+    elif expected == "strings":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+    else:
+        raise ValueError(f"unknown setting type {expected!r}")
+    prefix = f"{where}: " if where else ""
+    if not ok:
+        got = repr(value) if isinstance(value, float) else value_type_name(value)
+        raise RagrouteError(f"{prefix}{key!r} must be {_SETTING_TYPES[expected]}, not {got}")
+    if minimum is not None and value < minimum:
+        raise RagrouteError(f"{prefix}{key!r} must be at least {minimum:g}, not {value!r}")
+    return value
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error (permissions, a missing folder, a file where a folder
+    should be, a full disk...): ``/data/idx/builds: Permission denied``.
+
+    The CLI prints it as ``error: ...`` and exits with status 2: such errors come from the
+    environment the user gave a command, not from a bug.
+    """
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on device (the disk is full)"
+    elif exc.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+    return " ".join(f"{' -> '.join(names)}: {reason}".split()) if names else " ".join(reason.split())
 
 
 def unknown_keys_message(unknown: Iterable[Any], known: Iterable[Any], what: str = "key") -> str:

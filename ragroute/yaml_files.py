@@ -1,4 +1,4 @@
-"""Reading the YAML files users write (configs, corpus definitions), with one-line errors."""
+"""Reading the YAML files users write (configs, corpus definitions, specs), with one-line errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,76 @@ from typing import Any
 
 import yaml
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, lone_surrogate
+
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: the most values a parsed YAML file may expand to (aliases count each time they are used), so a
+#: few lines of nested aliases ("billion laughs") cannot make every reader walk billions of values
+MAX_YAML_VALUES = 5_000_000
+
+
+class YamlProblem(ValueError):
+    """YAML text that cannot be used; the message is one line (``invalid YAML (...) at line 3``)."""
+
+
+def parse_yaml(text: str, loader: Any = None, *, first_line: int = 1) -> Any:
+    """Parse YAML ``text`` safely (``loader``: a SafeLoader subclass, default the C one if built;
+    ``first_line``: the line number of the text's first line in its file).
+
+    Raises :class:`YamlProblem` with a one-line reason for broken YAML, values YAML cannot build
+    (``2001-02-30``, ``!!int x``), nesting too deep, aliases that make a cycle (``&a [*a]``) or
+    expand to more than :data:`MAX_YAML_VALUES` values, and strings that are not valid Unicode
+    (``"\\ud800"``).
+    """
+    try:
+        value = yaml.load(text, Loader=loader or _SAFE_LOADER)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + first_line}" if mark is not None else ""
+        problem = exc.problem or exc.context or type(exc).__name__
+        raise YamlProblem(f"invalid YAML ({' '.join(str(problem).split())}{where})") from None
+    except yaml.YAMLError as exc:
+        raise YamlProblem(f"invalid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise YamlProblem("invalid YAML (nested too deeply)") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a value YAML cannot build
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise YamlProblem(f"invalid YAML value ({reason})") from None
+    check_tree(value)
+    problem = lone_surrogate(value)
+    if problem is not None:
+        raise YamlProblem(f"not valid text: {problem} of a string (an escape of half a surrogate pair)")
+    return value
+
+
+def check_tree(value: Any) -> None:
+    """Raise :class:`YamlProblem` if ``value`` (parsed YAML) refers to itself through aliases or
+    expands to more than :data:`MAX_YAML_VALUES` values."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_path:
+            raise YamlProblem("invalid YAML (an alias refers to a value that contains it)")
+        on_path.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1 + sum(size(child) for child in children)
+        on_path.discard(key)
+        if total > MAX_YAML_VALUES:
+            raise YamlProblem(f"invalid YAML (aliases expand it to more than {MAX_YAML_VALUES:,} values)")
+        sizes[key] = total
+        return total
+
+    try:
+        size(value)
+    except RecursionError:
+        raise YamlProblem("invalid YAML (nested too deeply)") from None
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
@@ -17,10 +86,19 @@ def read_yaml(path: str | Path, what: str) -> Any:
     """
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RagrouteError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise RagrouteError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise RagrouteError(f"{what} {path} is not UTF-8 ({exc.reason})") from None
-    except yaml.YAMLError as exc:
-        raise RagrouteError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    try:
+        return parse_yaml(text)
+    except YamlProblem as exc:
+        raise RagrouteError(f"{what} {path} is {_article(str(exc))}") from None
+
+
+def _article(problem: str) -> str:
+    """``invalid YAML (...)`` -> ``not valid YAML (...)``, as the messages said before."""
+    if problem.startswith("invalid YAML"):
+        return "not valid YAML" + problem[len("invalid YAML") :]
+    return problem

@@ -23,39 +23,57 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
-from ragroute.cli.common import CONTEXT
+from ragroute.cli.common import CONTEXT, user_error_message
 from ragroute.errors import RagrouteError, SourceWarning
 
 
 class _Group(click.Group):
-    """A click group that turns :class:`RagrouteError` into a one-line message."""
+    """A click group that turns a :class:`RagrouteError` or an :class:`OSError` (permissions, a full
+    disk, a file where a folder should be...) into a one-line ``error: ...`` and exit status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except RagrouteError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (RagrouteError, OSError) as exc:
+            message = user_error_message(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
             ctx.exit(2)
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Read the ``--config`` file of option defaults; any problem in it (an unknown command or
+    option, a value of the wrong type) is a one-line error, not a silently ignored key."""
     path = value or os.environ.get("RAGROUTE_CONFIG")
     if not path:
         return value
+    from ragroute.cli.config import cli_defaults_problems
     from ragroute.yaml_files import read_yaml
 
     try:
-        data = read_yaml(path, "config") or {}
+        data = read_yaml(path, "config")
     except RagrouteError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"config {path} must map command names to option defaults")
+        _fail(ctx, str(exc))
+    if data is None:
+        data = {}
+    problems = cli_defaults_problems(ctx.command, Path(path), data)
+    if problems:
+        more = len(problems) - 1
+        tail = f" (and {more} more: ragroute config check {path} lists them)" if more else ""
+        _fail(ctx, f"--config {problems[0]}{tail}")
     ctx.default_map = {**(ctx.default_map or {}), **data}
     return path
+
+
+def _fail(ctx: click.Context, message: str) -> NoReturn:
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    ctx.exit(2)
 
 
 def _set_progress(ctx: click.Context, _param: click.Parameter, value: bool | None) -> bool | None:

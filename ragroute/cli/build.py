@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import open_encoder
+from ragroute.cli.common import ENCODER_OPTIONS, open_encoder, refuse_options
 from ragroute.cli.options import encoder_options
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.index.dense import FACTORIES, DenseParams
@@ -86,6 +86,12 @@ def build_command(
     from ragroute.index.build import build_index
 
     start = time.perf_counter()
+    if method == "bm25":
+        refuse_options((*ENCODER_OPTIONS, "dense_index", "fusion"), "to --method bm25 (BM25 encodes nothing)")
+    elif method != "hybrid":
+        refuse_options(("fusion",), f"to --method {method} (only a hybrid index fuses two lists)")
+    if method == "graph":
+        refuse_options(("dense_index",), "to --method graph (use ragroute graph build for graph options)")
     model = None  # resolved first, so a missing model fails before any work is done
     if method != "bm25":
         model = open_encoder(encoder, backend, cache_dir)

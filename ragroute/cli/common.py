@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -11,25 +12,65 @@ from typing import Any
 
 import click
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, os_error_message
 from ragroute.types import Hit
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 """click context settings of every command group."""
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line to print for an error the user caused or can fix, or ``None`` for a bug (let it
+    show its traceback): a :class:`RagrouteError`, or an :class:`OSError` (permissions, missing or
+    misplaced folders, a full disk; a broken pipe excepted, which click handles)."""
+    if isinstance(exc, RagrouteError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno != errno.EPIPE:
+        return os_error_message(exc)
+    return None
+
+
 def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a :class:`RagrouteError` raised by the command as ``error: ...`` and exit with status 2."""
+    """Print a user error raised by the command (:func:`user_error_message`) as ``error: ...`` and
+    exit with status 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except RagrouteError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (RagrouteError, OSError) as exc:
+            message = user_error_message(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
             click.get_current_context().exit(2)
 
     return wrapper
+
+
+def given_options(*names: str) -> list[str]:
+    """The flags (``--encoder``) of the current command's parameters ``names`` that the user gave
+    on the command line or through their environment variable (not defaults, nor ``--config``)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    flags = {param.name: max(param.opts, key=len) for param in ctx.command.params}
+    return [flags[name] for name in names if ctx.get_parameter_source(name) in given]
+
+
+def refuse_options(names: tuple[str, ...], reason: str) -> None:
+    """Raise a one-line :class:`RagrouteError` when any of the options ``names`` was given: an option
+    that does not apply is an error, not silently dropped: ``--encoder does not apply`` + ``reason``
+    (``" to --method bm25 (...)"``)."""
+    given = given_options(*names)
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise RagrouteError(f"{' and '.join(given)} {verb} not apply {reason}")
+
+
+ENCODER_OPTIONS = ("encoder", "backend", "cache_dir")
+"""The parameters of :func:`ragroute.cli.options.encoder_options`."""
 
 
 def open_encoder(name: str, backend: str, cache_dir: Path | None) -> Any:
@@ -52,6 +93,7 @@ def encoder_for_index(
     from ragroute.index.dense import check_encoder
 
     if manifest.kind == "bm25":
+        refuse_options(ENCODER_OPTIONS, f"to {index_dir}, a bm25 index (BM25 encodes nothing)")
         return None
     recorded = manifest.encoder or {}
     if encoder is not None:

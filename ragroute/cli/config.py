@@ -143,31 +143,85 @@ def _is_cli_defaults(root: click.Command, data: Any) -> bool:
     return bool(keys & (commands - TOP_KEYS)) and not keys & (TOP_KEYS - commands)
 
 
-def cli_defaults_problems(root: click.Command, path: Path, data: dict[str, Any]) -> list[str]:
-    """One line per key of a CLI defaults file that names no command or option of ``root``
-    (click would ignore it silently)."""
+def cli_defaults_problems(root: click.Command, path: Path, data: Any) -> list[str]:
+    """One line per problem of a CLI defaults file: a key that names no command or option of
+    ``root`` (click would ignore it silently; the closest one is named), a section that is not a
+    mapping, a value the option cannot take (the expected type is named)."""
     from ragroute.errors import unknown_keys_message
 
     problems: list[str] = []
 
     def walk(command: click.Command, values: Any, where: str) -> None:
         if not isinstance(values, dict):
-            problems.append(f"{path}: {where.rstrip(': ')} must be a mapping of option defaults")
+            what = where.rstrip(": ") or "the file"
+            got = "empty" if values is None else _type_name(values)
+            problems.append(f"{path}: {what} must be a mapping of option defaults, not {got}")
             return
-        if isinstance(command, click.Group):
-            for key, value in values.items():
+        params = {param.name: param for param in command.params if param.name and param.name != "help"}
+        for key, value in values.items():
+            param = params.get(str(key))
+            if param is not None:
+                problem = _value_problem(param, value)
+                if problem:
+                    problems.append(f"{path}: {where}{key}: {problem}")
+            elif isinstance(command, click.Group):
                 sub = command.commands.get(str(key))
                 if sub is None:
-                    message = unknown_keys_message([key], command.commands, "command")
+                    message = unknown_keys_message([key], [*command.commands, *params], "command")
                     problems.append(f"{path}: {where}{message}")
                 else:
                     walk(sub, value, f"{where}{key}: ")
-            return
-        options = [param.name for param in command.params if param.name]
-        for key in values:
-            if key not in options:
-                message = unknown_keys_message([key], options, "option")
+            else:
+                message = unknown_keys_message([key], params, "option")
                 problems.append(f"{path}: {where}{message}")
 
     walk(root, data, "")
     return problems
+
+
+def _value_problem(param: click.Parameter, value: Any) -> str | None:
+    """Why ``value`` cannot be the default of ``param`` (its type named), or ``None``.
+
+    Paths are not looked up (a defaults file serves commands run from other folders)."""
+    if value is None:
+        return "empty (give a value or remove the key)"
+    if param.multiple or (param.nargs != 1):
+        if not isinstance(value, list):
+            return f"expected a list, not {_type_name(value)}"
+        items = value
+    else:
+        items = [value]
+    for item in items:
+        if isinstance(item, (dict, list)):
+            return f"expected {_expected(param)}, not {_type_name(item)}"
+        if isinstance(param.type, (click.Path, click.File)):
+            if not isinstance(item, str):
+                return f"expected a path, not {_type_name(item)}"
+            continue
+        try:
+            param.type.convert(item, param, None)
+        except click.BadParameter as exc:
+            message = " ".join(exc.message.split()).rstrip(".")
+            if isinstance(param.type, click.Choice):
+                return message
+            return f"{message} (expected {_expected(param)})"
+    return None
+
+
+def _expected(param: click.Parameter) -> str:
+    kind = param.type
+    if isinstance(kind, click.Choice):
+        return "one of " + ", ".join(map(str, kind.choices))
+    if getattr(param, "is_flag", False) or isinstance(kind, click.types.BoolParamType):
+        return "true or false"
+    names = {click.types.IntParamType: "an integer", click.types.FloatParamType: "a number"}
+    for cls, name in names.items():
+        if isinstance(kind, cls):
+            return name
+    return f"a {kind.name}"
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), f"a {type(value).__name__}"
+    )

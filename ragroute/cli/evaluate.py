@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ragroute.cli.common import encoder_for_index
+from ragroute.cli.common import encoder_for_index, refuse_options
 from ragroute.cli.options import encoder_options
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
@@ -69,6 +69,7 @@ def eval_command(
     if config is not None:
         from ragroute.route.config import load_routing
 
+        refuse_options(("encoder",), "to --config (the routing config names its encoder: its 'encoder:' key)")
         retriever = load_routing(config, backend=None if backend == "auto" else backend, cache_dir=cache_dir)
         target, kind = str(config), "pipeline"
     else:

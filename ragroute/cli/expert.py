@@ -10,6 +10,7 @@ import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
 from ragroute.cli.options import CONFIG_CACHE_HELP, bench_encoder_options, cache_dir_option
+from ragroute.errors import RagrouteError
 
 
 @click.group("expert", context_settings=CONTEXT)
@@ -151,7 +152,7 @@ def fit_router_command(
     sources, problems = open_sources(routing, encoder)
     warn_left_out(routing.path, problems)  # `warning: CONFIG: source 'x' left out: ...` on stderr
     if len(sources) < 2:
-        raise click.ClickException("an expert router needs at least two sources that open")
+        raise RagrouteError("an expert router needs at least two sources that open")
     contexts, qrels = _training_queries(sources, data, split)
     gains = measure_gains(sources, contexts, qrels)
     train = ExpertGains(
@@ -188,7 +189,7 @@ def _training_queries(sources: list[Any], data: Path | None, split: str) -> tupl
 
     documents = list(sources[0].documents)
     if not documents:
-        raise click.ClickException(
+        raise RagrouteError(
             f"source {sources[0].name} exposes no documents to cut pseudo-queries from"
         )
     queries = cut_pseudo_queries(documents, max_queries=2000)

@@ -10,6 +10,7 @@ import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
 from ragroute.cli.options import bench_encoder_options
+from ragroute.errors import RagrouteError
 
 DEFAULT_DATA = (
     "../shared/data/toollens",
@@ -162,7 +163,7 @@ def _pairs(
 
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
-        raise click.ClickException(f"data missing: {', '.join(missing)} (see ../shared/data/README.md)")
+        raise RagrouteError(f"data missing: {', '.join(missing)} (see ../shared/data/README.md)")
     sets = [load_labelled_set(path, split, name) for name, path in expand_roots(roots)]
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     return build_pairs(sets, enc, params, say=lambda line: click.echo(line, err=True))

@@ -99,17 +99,20 @@ def load_skill_set(root: Path, split: str) -> tuple[Any, list[tuple[str, str]], 
 def read_labels(path: Path) -> list[tuple[str, str, bool]]:
     """``(id, text, a skill applies)`` from a LABELS file (label ``tool`` / ``no_tool``)."""
     out = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                label = row["label"]
-                label = label[0] if isinstance(label, list) else label
-                out.append((str(row["_id"]), str(row["text"]), str(label) != "no_tool"))
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise RagrouteError(f"{path} line {line_no}: not a LABELS record ({exc})") from None
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise RagrouteError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            label = row["label"]
+            label = label[0] if isinstance(label, list) else label
+            out.append((str(row["_id"]), str(row["text"]), str(label) != "no_tool"))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise RagrouteError(f"{path} line {line_no}: not a LABELS record ({exc})") from None
     return out
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys
+from ragroute.errors import RagrouteError, check_keys, check_setting
 from ragroute.gate.signals import make_signal, needs_retrieval
 from ragroute.gate.trained import DepthPolicy, ThresholdGate, TrainedGate
 
@@ -31,8 +31,29 @@ GATE_SETTINGS: dict[str, set[str]] = {
 }
 
 
+#: the type of each plain gate setting (``signal``, ``signals``, ``llm``, ``fallback``, ``weights``
+#: and ``depth`` are structured and checked where they are read)
+GATE_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
+    "path": ("string", None),
+    "threshold": ("number", None),
+    "retrieval_rate": ("number", 0),
+    "retrieve_cost": ("number", 0),
+    "max_steps": ("integer", 1),
+    "value": ("string", None),
+    "above": ("number", None),
+    "below": ("number", None),
+    "scale": ("number", None),
+    "examples": ("string", None),
+    "timeout_s": ("number", 0),
+}
+
+
 def _check(kind: str, settings: Mapping[str, Any], where: str) -> None:
     check_keys(settings, GATE_SETTINGS[kind] | {"kind"}, where, f"{kind} gate key")
+    for key, value in settings.items():
+        if key in GATE_SETTING_TYPES:
+            expected, minimum = GATE_SETTING_TYPES[key]
+            check_setting(value, expected, f"{where}: gate" if where else "gate", key, minimum=minimum)
 
 
 def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
@@ -42,6 +63,9 @@ def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
     if not isinstance(depth, Mapping):
         raise RagrouteError(f"{where}: gate 'depth:' must be a mapping (shallow_k, deep_k, deep_steps, ...)")
     check_keys(depth, DEPTH_KEYS, f"{where}: gate 'depth:'")
+    for key, value in depth.items():
+        optional = key in ("shallow_k", "deep_k")
+        check_setting(value, "integer", f"{where}: gate 'depth:'", key, minimum=1, optional=optional)
     try:
         return DepthPolicy(**depth)
     except TypeError as exc:

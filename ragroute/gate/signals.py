@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError, check_keys
+from ragroute.errors import RagrouteError, check_keys, check_setting, value_type_name
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
 
@@ -820,6 +820,15 @@ SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
     "text_probe": frozenset({"hashed_dim", "C", "folds"}),
 }
 """The settings each signal kind takes in a ``{kind: ..., ...}`` mapping (besides ``kind``)."""
+SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
+    "k": ("integer", 1),
+    "top_n": ("integer", 1),
+    "corpus": ("boolean", None),
+    "hashed_dim": ("integer", 1),
+    "C": ("number", None),
+    "folds": ("integer", 2),
+}
+"""The type (and least value) of each signal setting."""
 DEFAULT_SIGNALS = ("knn_vote", "bank_margin", "rarity", "complexity", "text_probe")
 """The signals of a trained gate unless told otherwise (``retrieval`` needs sources, so it is opt-in)."""
 
@@ -828,6 +837,10 @@ def make_signal(
     spec: str | Mapping[str, Any], *, encoder: Any = None, sources: Sequence[Any] = ()
 ) -> GateSignal:
     """A signal from its kind (``"knn_vote"``) or a mapping ``{kind: knn_vote, k: 10}``."""
+    if not isinstance(spec, (str, Mapping)):
+        raise RagrouteError(
+            f"a gate signal is a kind name or a {{kind: ..., ...}} mapping, not {value_type_name(spec)}"
+        )
     data = {"kind": spec} if isinstance(spec, str) else dict(spec)
     kind = str(data.pop("kind", ""))
     if kind not in GATE_SIGNALS:
@@ -835,6 +848,10 @@ def make_signal(
     cls = GATE_SIGNALS[kind]
     if kind in SIGNAL_SETTINGS:
         check_keys(data, SIGNAL_SETTINGS[kind], f"gate signal {kind}", "setting")
+    for key, value in data.items():
+        if key in SIGNAL_SETTING_TYPES:
+            expected, minimum = SIGNAL_SETTING_TYPES[key]
+            check_setting(value, expected, f"gate signal {kind}", key, minimum=minimum)
     try:
         if cls is TextProbeSignal:
             return TextProbeSignal(encoder=encoder, **data)

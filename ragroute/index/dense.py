@@ -232,7 +232,9 @@ class DenseIndex(LocalIndex):
     def write_files(self, directory: Path) -> None:
         if self.faiss_index is None:
             self.faiss_index = _new_faiss_index(self.params, np.zeros((0, self.encoder.dim), np.float32))
-        faiss.write_index(self.faiss_index, str(Path(directory) / FAISS_NAME))
+        # serialised here and written by Python, so a full disk or a refused write is an OSError
+        # naming the file (faiss.write_index reports it as a RuntimeError from C++)
+        (Path(directory) / FAISS_NAME).write_bytes(faiss.serialize_index(self.faiss_index))
 
     def manifest_params(self) -> dict[str, Any]:
         return {"dense": asdict(self.params), "next_iid": self.store.next_iid}

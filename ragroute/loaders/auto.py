@@ -18,6 +18,7 @@ other ``*.jsonl``, ``*.csv``, ``*.tsv`` :func:`~ragroute.loaders.tabular.load_ta
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,11 @@ def detect_format(path: str | Path, **options: Any) -> str:
     if not p.exists():
         raise CorpusFormatError(f"{p}: no such file or folder")
     if p.is_dir():
+        try:  # an unreadable folder would otherwise look empty (glob ignores the error)
+            with os.scandir(p) as entries:
+                next(entries, None)
+        except OSError as exc:
+            raise CorpusFormatError(f"{p}: cannot read this folder ({exc.strerror or exc})") from None
         return "beir" if corpus_files(p) else "folder"
     return _detect_file(p, options)
 

@@ -22,11 +22,14 @@ a missing required column, a missing or unknown file.
 from __future__ import annotations
 
 import codecs
+import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, lone_surrogate
+
+T = TypeVar("T")
 
 OnError = Literal["skip", "raise"]
 ON_ERROR_CHOICES = ("skip", "raise")
@@ -163,6 +166,22 @@ def optional_str(row: dict, key: str) -> str:
 def decode_error_reason(exc: UnicodeDecodeError, data: bytes) -> str:
     """``invalid UTF-8 (byte 0xff at column 5)`` for a decode error in one line."""
     return f"invalid UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start + 1})"
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]|\\U0000[dD][89a-fA-F]")
+
+
+def check_unicode(value: T, raw: str | None = None) -> T:
+    """``value`` (parsed JSON or YAML) when all its strings are valid Unicode; :class:`BadRecord`
+    naming the first lone surrogate otherwise (an escape such as ``\\ud800`` is half a character:
+    no encoder or UTF-8 file can take it). ``raw``, the parsed text, skips the walk when it holds no
+    such escape."""
+    if raw is not None and _SURROGATE_ESCAPE.search(raw) is None:
+        return value
+    problem = lone_surrogate(value)
+    if problem is not None:
+        raise BadRecord(f"not valid text: {problem} of a string (an escape of half a surrogate pair)")
+    return value
 
 
 def decode_utf8_file(data: bytes) -> str:

@@ -19,6 +19,7 @@ from ragroute.loaders.common import (
     LoadReport,
     SkipLog,
     check_on_error,
+    check_unicode,
     decode_utf8_file,
     optional_str,
 )
@@ -52,6 +53,7 @@ def hipporag_document(item: Any, doc_id: str) -> Document:
         raise BadRecord(f"expected an object with 'title' and 'text', got {type(item).__name__}")
     if "text" not in item:
         raise BadRecord("missing 'text'")
+    check_unicode(item)
     extra = {k: v for k, v in item.items() if k not in ("title", "text")}
     text, title = optional_str(item, "text"), optional_str(item, "title")
     return Document(id=doc_id, text=text, title=title, metadata=extra)

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, decode_error_reason
+from ragroute.loaders.common import (
+    BadRecord,
+    LoadReport,
+    SkipLog,
+    check_on_error,
+    check_unicode,
+    decode_error_reason,
+)
 
 T = TypeVar("T")
 
@@ -40,14 +47,15 @@ def decode_line(raw: bytes, first: bool = False) -> str:
 
 
 def parse_object(text: str) -> dict[str, Any]:
-    """Parse one JSON object; :class:`BadRecord` for broken JSON or a non-object value."""
+    """Parse one JSON object; :class:`BadRecord` for broken JSON, a non-object value or a lone
+    surrogate escape in a string."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(value, dict):
         raise BadRecord(f"expected a JSON object, got {type(value).__name__}")
-    return value
+    return check_unicode(value, text)
 
 
 def read_records(

@@ -15,15 +15,26 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys
+from ragroute.errors import RagrouteError, check_keys, check_setting
 from ragroute.pipeline.runner import Pipeline
 from ragroute.pipeline.stages import RoutingOptions
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS
 from ragroute.route.base import Router
-from ragroute.route.factories import ROUTER_SETTINGS, RouterBuild, build_router
+from ragroute.route.factories import ROUTER_SETTING_TYPES, ROUTER_SETTINGS, RouterBuild, build_router
 from ragroute.route.sources import Source, SourceProblem
 
 SELECTION_KEYS = {f.name for f in fields(RoutingOptions)}
+#: the type of each selection key of a ``router:`` mapping (the others are strings)
+SELECTION_TYPES = {
+    "threshold": "number",
+    "hedge_below": "number",
+    "max_routes": "integer",
+    "depth": "integer",
+    "always": "strings",
+}
+SELECTION_MINIMA = {"max_routes": 1, "depth": 1}
+#: router settings whose ``null`` means "the default" (fitted temperature, no none route)
+OPTIONAL_SETTINGS = ("temperature", "none_threshold")
 
 
 def router_keys() -> set[str]:
@@ -34,6 +45,10 @@ def router_keys() -> set[str]:
 def routing_options(settings: Mapping[str, Any], where: str = "") -> RoutingOptions:
     """Selection and fusion options from a ``router:`` mapping (defaults for what it omits)."""
     values = {k: settings[k] for k in SELECTION_KEYS if settings.get(k) is not None}
+    section = f"{where}: router" if where else "router"
+    for key, value in values.items():
+        kind = SELECTION_TYPES.get(key, "string")
+        check_setting(value, kind, section, key, minimum=SELECTION_MINIMA.get(key))
     if "always" in values:
         always = values["always"]
         if isinstance(always, str) or not all(isinstance(name, str) for name in always):
@@ -41,6 +56,8 @@ def routing_options(settings: Mapping[str, Any], where: str = "") -> RoutingOpti
         values["always"] = tuple(always)
     options = RoutingOptions(**values)
     FUSIONS.check(str(options.fusion), where)
+    if options.scores not in ("similarity", "fusion"):
+        raise RagrouteError(f"{where}: scores must be 'similarity' or 'fusion', not {options.scores!r}")
     if options.route_weights not in ("even", "probability"):
         raise RagrouteError(
             f"{where}: route_weights must be 'even' or 'probability', not {options.route_weights!r}"
@@ -53,6 +70,11 @@ def check_router_settings(settings: Mapping[str, Any], where: str) -> str:
     if not isinstance(settings, Mapping):
         raise RagrouteError(f"{where}: 'router:' must be a mapping")
     check_keys(settings, router_keys(), where, "router key")
+    section = f"{where}: router" if where else "router"
+    for key, value in settings.items():
+        if key in ROUTER_SETTING_TYPES:
+            expected, minimum = ROUTER_SETTING_TYPES[key]
+            check_setting(value, expected, section, key, minimum=minimum, optional=key in OPTIONAL_SETTINGS)
     return ROUTERS.check(str(settings.get("kind", "prototype")), where)
 
 

@@ -32,6 +32,21 @@ ROUTER_SETTINGS: dict[str, set[str]] = {
     "pilot": {"model", "mode"},
     "quality": {"model"},
 }
+#: the type (and least value) of each router setting, checked before any router is built
+ROUTER_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
+    "none_threshold": ("number", None),
+    "temperature": ("number", None),
+    "examples": ("string", None),
+    "k": ("integer", 1),
+    "model": ("string", None),
+    "llm": ("string", None),
+    "fallback": ("string", None),
+    "label_probability": ("number", 0),
+    "members": ("strings", None),
+    "sharpness": ("number", None),
+    "routes": ("strings", None),
+    "mode": ("string", None),
+}
 # Settings a kind cannot do without (its factory refuses a mapping that lacks them).
 ROUTER_REQUIRED: dict[str, set[str]] = {
     "knn": {"examples"},

@@ -123,6 +123,10 @@ def load_yaml(text: str, source: str) -> Any:
         raise PolicyError(f"invalid YAML: {problem}", source=source, line=line) from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"invalid YAML: {str(exc).splitlines()[0]}", source=source) from None
+    except RecursionError:
+        raise PolicyError("invalid YAML: nested too deeply", source=source) from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a value YAML cannot build
+        raise PolicyError(f"invalid YAML value: {exc}", source=source) from None
 
 
 def line_of(obj: Any) -> int | None:

@@ -105,7 +105,8 @@ class _Operation:
     def parameters(self) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
         """Parameter lines, and Swagger 2 ``in: body`` parameters (request bodies) as (name, param)."""
         merged: dict[tuple[str, str], Any] = {}
-        for raw in list(self.path_params) + list(self.op.get("parameters") or []):
+        own = self.op.get("parameters")
+        for raw in list(self.path_params) + (own if isinstance(own, list) else []):
             target, _name, marker = self.resolver.resolve(raw, self.where)
             if marker is not None or not isinstance(target, dict):
                 merged[(marker or repr(raw), "")] = marker or "[invalid parameter]"
@@ -210,7 +211,8 @@ class _Operation:
             log.warn(source, f"operation {self.where} has no summary or description")
         info = self.spec.get("info") if isinstance(self.spec.get("info"), dict) else {}
         api = _text(info.get("title"))
-        tags = [str(t) for t in self.op.get("tags") or [] if isinstance(t, (str, int, float))]
+        listed = self.op.get("tags") if isinstance(self.op.get("tags"), list) else []
+        tags = [str(t) for t in listed if isinstance(t, (str, int, float))]
         head = [self.where]
         if api:
             head.append(f"API: {api}")

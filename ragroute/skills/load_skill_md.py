@@ -34,11 +34,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, decode_utf8_file
+from ragroute.loaders.common import (
+    BadRecord,
+    LoadReport,
+    SkipLog,
+    check_on_error,
+    decode_utf8_file,
+)
 from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
+from ragroute.yaml_files import YamlProblem, parse_yaml
 
 KIND = "skill_md"
 SKILL_FILE = "SKILL.md"
@@ -95,12 +100,12 @@ def split_front_matter(text: str) -> tuple[str | None, str, str | None]:
 def parse_front_matter(block: str) -> tuple[dict[str, Any], str | None]:
     """The front matter as a mapping, and the problem if it is not valid YAML or not a mapping."""
     try:
-        value = yaml.safe_load(block)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 2}" if mark is not None else ""  # +1 for 1-based, +1 for the fence
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        return {}, f"invalid YAML in front matter ({problem}{where})"
+        value = parse_yaml(block, first_line=2)  # line 1 is the fence
+    except YamlProblem as exc:
+        problem = str(exc)
+        if problem.startswith("invalid YAML"):
+            return {}, problem.replace("invalid YAML", "invalid YAML in front matter", 1)
+        return {}, f"front matter is {problem}"
     if value is None:
         return {}, None
     if not isinstance(value, dict):

@@ -17,14 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, decode_utf8_file
+from ragroute.loaders.common import BadRecord, check_unicode, decode_utf8_file
 from ragroute.loaders.jsonl import open_binary
+from ragroute.yaml_files import YamlProblem, parse_yaml
 
 JSON_SUFFIXES = (".json",)
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YAML_SUFFIXES = (".yaml", ".yml")
 
 MAX_DEPTH = 6
@@ -45,16 +43,13 @@ def parse_structured(text: str, source: str | Path, *, yaml_ok: bool) -> Any:
     """Parse JSON (or YAML when ``yaml_ok``); :class:`BadRecord` with a one-line reason if it fails."""
     if not yaml_ok:
         try:
-            return json.loads(text)
+            return check_unicode(json.loads(text), text)
         except json.JSONDecodeError as exc:
             raise BadRecord(f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     try:
-        return _string_keys(yaml.load(text, Loader=_YAML_LOADER))  # noqa: S506 (a safe loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise BadRecord(f"invalid YAML ({problem}{where})") from None
+        return _string_keys(parse_yaml(text))
+    except YamlProblem as exc:
+        raise BadRecord(str(exc)) from None
 
 
 def read_structured_file(path: Path) -> Any:
@@ -70,6 +65,16 @@ def load_structured(path: Path) -> Any:
         return read_structured_file(path)
     except BadRecord as exc:
         raise CorpusFormatError(f"{path}: {exc}") from None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A schema's mapping-valued field (``properties``) as a dict; anything else counts as absent."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _listed(value: Any) -> list[Any]:
+    """A schema's list-valued field (``required``) as a list; anything else counts as absent."""
+    return list(value) if isinstance(value, list) else []
 
 
 def _unescape(token: str) -> str:
@@ -231,8 +236,8 @@ class SchemaRenderer:
         if not isinstance(parts, list):
             return schema
         merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-        props: dict[str, Any] = dict(merged.get("properties") or {})
-        required = list(merged.get("required") or [])
+        props: dict[str, Any] = _mapping(merged.get("properties"))
+        required = _listed(merged.get("required"))
         for part in parts:
             target, name, marker = self.resolver.resolve(part, self.where, stack)
             if marker is not None:
@@ -240,8 +245,8 @@ class SchemaRenderer:
                 continue
             if isinstance(target, dict):
                 target = self._merge_all_of(target, stack + ((name,) if name else ()))
-                props.update(target.get("properties") or {})
-                required.extend(target.get("required") or [])
+                props.update(_mapping(target.get("properties")))
+                required.extend(_listed(target.get("required")))
                 for key in ("type", "description"):
                     if key in target and key not in merged:
                         merged[key] = target[key]
@@ -327,7 +332,8 @@ class SchemaRenderer:
                     if nested is not None:
                         self.property_lines(nested, out, indent + 2, nested_stack, depth + 1)
                 return
-        required = set(schema.get("required") or []) if isinstance(schema.get("required"), list) else set()
+        listed = schema.get("required")
+        required = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
         properties = schema.get("properties")
         if not isinstance(properties, dict):
             return
