@@ -10,7 +10,8 @@ old builds pruned; embedding-cache writes) and how long it runs. Then, for each 
 
 * the command is started in a subprocess and SIGKILLed — at the N-th crash point
   (``RAGROUTE_KILL_AT=N``, the process kills itself with a real SIGKILL) or after a time offset
-  spread over the whole run (the harness sends SIGKILL), alternating between the two;
+  spread over the whole run (the harness sends SIGKILL), alternating between the two; a run that
+  finishes before its kill does not count, and another point, earlier, is added in its place;
 * the artifact must still load and answer exactly as before the run, or exactly as the completed
   command's result (when the kill came after the pointer swap): otherwise the point counts as lost;
 * the command is run again to completion: it must succeed, answer as its result, and leave no
@@ -238,7 +239,11 @@ def run_kill_scenario(
     report.crash_points = len(trace.read_text().splitlines())
     trace.unlink(missing_ok=True)
 
-    for index, (how, when) in enumerate(_kill_points(report.crash_points, report.run_seconds, points)):
+    queue = _kill_points(report.crash_points, report.run_seconds, points)
+    index = -1
+    while queue:
+        how, when = queue.pop(0)
+        index += 1
         reset()
         before, problem = _answer(target, encoder)
         if problem:
@@ -271,6 +276,8 @@ def run_kill_scenario(
             report.finished_first += 1
             if code != 0:
                 report.failures.append(f"point {index} ({how} {when:g}): exit {code} without a kill")
+            if report.finished_first <= points:  # this run was quicker: kill the next one earlier
+                queue.append(("time", (when if how == "time" else report.run_seconds) * 0.7))
             continue
         report.killed += 1
         if how == "at":
@@ -284,7 +291,7 @@ def run_kill_scenario(
             report.failures.append(f"point {index} ({how} {when:g}): answers changed to neither build")
         else:
             report.survived += 1
-        if rerun_every and (report.killed % rerun_every == 0 or index == points - 1):
+        if rerun_every and (report.killed % rerun_every == 0 or not queue):
             report.reruns += 1
             done = subprocess.run(argv, env=base_env, capture_output=True, text=True, check=False)
             final, problem = _answer(target, encoder)
