@@ -1,0 +1,198 @@
+"""The whole command line under fault injection (``ragroute.reliability.faults``): bad paths, corrupt
+inputs, bad queries, failing writes; every run ends normally or in one ``error: ...`` line (exit 2),
+never in a traceback. Plus the strict-configuration and one-line-error cases behind it.
+
+The long run (every bad path for every parameter, writes failing after 0, 1, 2, ... writes) is
+``ragroute bench reliability``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ragroute.cli import main
+from ragroute.cli.testing import command_tree
+from ragroute.reliability.faults import BASE_ARGS, FAIL_ONLY, inject, run_cli_faults
+
+
+def test_every_command_under_faults_ends_without_a_traceback():
+    result = run_cli_faults(quick=True)
+    assert result["commands"] == len(command_tree()) >= 30
+    assert result["cli_cases"] > 5 * result["commands"]
+    assert result["tracebacks"] == 0, "\n".join(result["traceback_cases"])
+    assert result["unclear"] == 0, "\n".join(result["unclear_cases"])
+
+
+def test_every_command_has_a_normal_form_or_is_fail_only():
+    for command in command_tree():
+        name = " ".join(command.path)
+        assert name in BASE_ARGS or command.path[0] in FAIL_ONLY, f"{name}: no normal form in BASE_ARGS"
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "comets.md").write_text("# Comets\n\nComets have an ion tail pushed by the solar wind.\n")
+    (folder / "bread.md").write_text("# Bread\n\nSourdough needs a long fermentation.\n")
+    return folder
+
+
+def _error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2 and len(lines) == 1, (result.exit_code, result.output)
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- options that do not apply
+
+
+def test_encoder_options_given_to_bm25_are_errors(runner, corpus, tmp_path):
+    out = tmp_path / "idx"
+    line = _error_line(runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25",
+                                            "--encoder", "all-MiniLM-L6-v2"]))  # fmt: skip
+    assert line == "error: --encoder does not apply to --method bm25 (BM25 encodes nothing)"
+    line = _error_line(runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25",
+                                            "--fusion", "rrf", "--dense-index", "hnsw"]))  # fmt: skip
+    assert "--dense-index and --fusion do not apply" in line
+    assert not out.exists()
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    for extra in (["--encoder", "x"], ["--backend", "onnx"], ["--cache-dir", str(tmp_path / "c")]):
+        line = _error_line(runner.invoke(main, ["query", str(out), "comets", *extra]))
+        assert f"error: {extra[0]} does not apply to {out}, a bm25 index" in line
+
+
+def test_defaults_of_a_config_file_do_not_count_as_given(runner, corpus, tmp_path):
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("build: {encoder: all-MiniLM-L6-v2, method: bm25}\nquery: {encoder: x}\n")
+    out = tmp_path / "idx"
+    result = runner.invoke(main, ["--config", str(defaults), "build", str(corpus), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(main, ["--config", str(defaults), "query", str(out), "comets"]).exit_code == 0
+
+
+def test_fusion_is_only_for_hybrid_builds(runner, corpus, tmp_path):
+    line = _error_line(
+        runner.invoke(
+            main,
+            ["build", str(corpus), "--out", str(tmp_path / "i"), "--method", "dense", "--fusion", "zscore"],
+        )  # fmt: skip
+    )
+    assert "--fusion does not apply to --method dense" in line
+
+
+# ----------------------------------------------------------------------------- --config files
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("query: {kk: 1}\n", "query: unknown option 'kk'; did you mean 'k'?"),
+        ("qury: {k: 1}\n", "unknown command 'qury'; did you mean 'query'?"),
+        ("query: {k: abc}\n", "query: k: 'abc' is not a valid integer range (expected an integer)"),
+        ("query: {k: 0}\n", "query: k: 0 is not in the range x>=1"),
+        ("query: 'k:3'\n", "query must be a mapping of option defaults, not a string"),
+        ("query:\n  k:\n", "query: k: empty (give a value or remove the key)"),
+        ("query: {filters: a}\n", "query: filters: expected a list, not a string"),
+        ("build: {method: foo}\n", "build: method: 'foo' is not one of"),
+        ("route: {fit: {modle: mlp}}\n", "route: fit: unknown option 'modle'; did you mean 'model'?"),
+        ("- query\n", "the file must be a mapping of option defaults, not a list"),
+        ("query: {k: 1\n", "is not valid YAML"),
+    ],
+)
+def test_config_file_problems_are_one_line_errors(runner, tmp_path, text, message):
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text(text)
+    line = _error_line(runner.invoke(main, ["--config", str(defaults), "query", str(tmp_path), "comets"]))
+    assert message in line
+
+
+def test_config_file_with_several_problems_names_the_first_and_counts(runner, tmp_path):
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("query: {kk: 1, k: x}\nbuidl: {}\n")
+    line = _error_line(runner.invoke(main, ["--config", str(defaults), "query", str(tmp_path), "x"]))
+    assert "unknown option 'kk'" in line and "(and 2 more: ragroute config check" in line
+
+
+def test_progress_may_be_set_in_a_config_file(runner, tmp_path):
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("progress: false\n")
+    assert runner.invoke(main, ["--config", str(defaults), "config", "check", "--help"]).exit_code == 0
+
+
+# ----------------------------------------------------------------------------- OS errors and queries
+
+
+def test_out_under_a_file_and_unwritable_places_are_one_line_errors(runner, corpus, tmp_path):
+    (tmp_path / "plain").write_text("x")
+    line = _error_line(runner.invoke(main, ["build", str(corpus), "--out", str(tmp_path / "plain" / "idx"),
+                                            "--method", "bm25"]))  # fmt: skip
+    assert line.endswith("Not a directory")
+    out = tmp_path / "idx"
+    with inject(f"eacces:{out}", tmp_path):
+        line = _error_line(runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"]))
+    assert "Permission denied" in line
+
+
+@pytest.mark.parametrize("after", range(0, 12))
+def test_disk_full_at_any_write_of_a_build_keeps_the_previous_index(runner, corpus, tmp_path, after):
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    before = runner.invoke(main, ["query", str(out), "solar wind", "--json"]).stdout
+    with inject(f"enospc:{out}@{after}", tmp_path):
+        result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    if result.exit_code:
+        assert "no space left on device" in _error_line(result).lower()
+    after_run = runner.invoke(main, ["query", str(out), "solar wind", "--json"])
+    assert after_run.exit_code == 0
+    hits = [h["doc_id"] for h in json.loads(after_run.stdout.splitlines()[-1])["hits"]]
+    assert hits == [h["doc_id"] for h in json.loads(before.splitlines()[-1])["hits"]]
+
+
+def test_os_error_messages_are_one_line():
+    from ragroute.errors import os_error_message
+
+    disk_full = OSError(errno.ENOSPC, "No space left on device", "/data/idx/docs.jsonl")
+    assert os_error_message(disk_full) == "/data/idx/docs.jsonl: no space left on device (the disk is full)"
+    moved = OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b")
+    assert os_error_message(moved) == "/a -> /b: Invalid cross-device link"
+    assert os_error_message(PermissionError(errno.EACCES, "Permission denied")) == "Permission denied"
+
+
+def test_undecodable_query_bytes_are_refused_and_nul_is_searched(runner, corpus, tmp_path):
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    text = b"com\xe8te".decode("utf-8", "surrogateescape")  # what Python makes of a latin-1 argv
+    line = _error_line(runner.invoke(main, ["query", str(out), text]))
+    assert line == "error: query is not valid text: undecodable byte 0xe8 at character 4 (not UTF-8)"
+    result = runner.invoke(main, ["query", str(out), "solar\x00wind", "--json"])
+    assert result.exit_code == 0
+    line = _error_line(runner.invoke(main, ["query", str(out), "wind " * 30_000]))
+    assert "the limit is 100,000" in line
+
+
+def test_fault_injection_restores_everything(tmp_path):
+    import builtins
+    import os
+
+    before = (builtins.open, os.open, os.mkdir, os.replace)
+    with inject(f"enospc:{tmp_path}", tmp_path):
+        with pytest.raises(OSError) as caught:
+            (tmp_path / "x").write_text("x")
+        assert caught.value.errno == errno.ENOSPC
+        Path(os.devnull).open("w").close()  # outside the target: untouched
+    with inject(f"unreadable:{tmp_path}", tmp_path), pytest.raises(PermissionError):
+        (tmp_path / "x").read_text()
+    assert (builtins.open, os.open, os.mkdir, os.replace) == before
+    (tmp_path / "x").write_text("fine")
