@@ -202,6 +202,7 @@ BENCHMARKS = Registry(
         "skills": "ragroute.cli.bench:skills_command",
         "gate": "ragroute.cli.bench:gate_command",
         "stepwise": "ragroute.cli.bench:stepwise_command",
+        "scores": "ragroute.cli.bench:scores_command",
         "reliability": "ragroute.cli.bench:reliability_command",
     },
 )

@@ -255,7 +255,7 @@ def dense_command(
     type=click.Choice(bench_indexes.METHODS),
     default="dense",
     show_default=True,
-    help="Retrieval in every source and in the merged index: dense, or hybrid (BM25 + dense, RRF).",
+    help="Retrieval in every source and in the merged index: dense, hybrid (BM25 + dense, RRF) or bm25.",
 )
 @click.option(
     "--folds",
@@ -973,6 +973,67 @@ def experts_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_experts.format_report(result))
+    if as_json:
+        emit_json(result)
+
+
+@click.command("scores")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/glasgow"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The Glasgow folder (one BEIR folder per collection); cutoffs are chosen on adi, cacm, cisi, cran.",
+)
+@click.option(
+    "--tatqa",
+    default=Path("../shared/data/tatqa"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A second data set the cutoffs are applied to (left out, and said, when missing).",
+)
+@click.option(
+    "--router",
+    type=click.Choice(["prototype", "confidence", "centroid"]),
+    default="prototype",
+    show_default=True,
+    help="Training-free router of the pipelines (the routing config default is prototype).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(bench_indexes.METHODS),
+    default="dense",
+    show_default=True,
+    help="Every source's index: dense, hybrid (BM25 + dense, RRF) or bm25.",
+)
+@bench_encoder_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def scores_command(
+    root: Path,
+    tatqa: Path,
+    router: str,
+    method: str,
+    encoder: str,
+    backend: str,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Do score cutoffs transfer? Choose a cutoff for a target recall on some queries, apply it to
+    others (other collections, TAT-QA, one- vs several-route queries), for each score meaning
+    (``scores: similarity``, the default, and the fusion methods' own values).
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_scores
+
+    if not Path(root).is_dir():
+        raise RagrouteError(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    result = bench_scores.run_scores_bench(
+        Path(root), tatqa, enc, router=router, method=method, log=lambda msg: click.echo(msg, err=True)
+    )
+    click.echo(bench_scores.format_report(result))
     if as_json:
         emit_json(result)
 

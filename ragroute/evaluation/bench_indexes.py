@@ -6,7 +6,8 @@ hands those query vectors back whenever an index or a router asks to encode a
 known query, so routing latency excludes query encoding for every router, and
 :func:`bench_index` builds a :class:`~ragroute.index.dense.DenseIndex` (``dense``)
 or a :class:`~ragroute.index.hybrid.HybridIndex` (``hybrid``: BM25 + dense, fused
-by RRF as ``ragroute build --method hybrid`` does) from precomputed document vectors.
+by RRF as ``ragroute build --method hybrid`` does) from precomputed document vectors, or a
+:class:`~ragroute.index.lexical.BM25Index` (``bm25``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ragroute.errors import RagrouteError
 from ragroute.index.dense import DenseIndex
 from ragroute.types import Document
 
-METHODS = ("dense", "hybrid")
+METHODS = ("dense", "hybrid", "bm25")
 
 
 class KnownQueries:
@@ -56,7 +57,7 @@ def check_method(method: str) -> str:
 
 
 def bench_index(name: str, documents: Sequence[Document], vectors: np.ndarray, encoder: Any, method: str):
-    """A dense or hybrid index over ``documents`` with their precomputed ``vectors``."""
+    """A dense, hybrid or BM25 index over ``documents`` (dense parts from their precomputed ``vectors``)."""
     dense = DenseIndex(encoder, name=name)
     dense.add_vectors(list(documents), vectors)
     if check_method(method) == "dense":
@@ -66,4 +67,4 @@ def bench_index(name: str, documents: Sequence[Document], vectors: np.ndarray, e
 
     bm25 = BM25Index(store=dense.store, name=name)
     bm25.refit()
-    return HybridIndex(bm25, dense, name=name)
+    return bm25 if method == "bm25" else HybridIndex(bm25, dense, name=name)

@@ -88,7 +88,7 @@ class Pipeline:
         self._gate = GateStage(gate) if gate is not None else None
         self._route = RouteStage(self.sources, router, policy, self.options, self.problems)
         self._retrieve = RetrieveStage(self.sources, max_workers=max_workers)
-        self._fuse = FuseStage(self.options, self.sources, fusion_stats)
+        self._fuse = FuseStage(self.options, self.sources, fusion_stats, encoder)
         self._rerank = RerankStage(reranker) if reranker is not None else None
         self._scope = ScopeCheck(self.sources)
 

@@ -14,10 +14,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
+from ragroute.index.fusion import document_key
+from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, similarities
 from ragroute.registry import FUSIONS
 from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
@@ -75,7 +77,11 @@ class RoutingOptions:
     its probability; the default ``calibrated`` fusion uses the probabilities
     itself); ``depth`` is the number of hits read per route (default k); ``always``
     names routes queried on top of the selection for every query that retrieves
-    (e.g. generalist experts beside the specialist a router picks).
+    (e.g. generalist experts beside the specialist a router picks). ``scores``: what a hit's
+    score is: ``similarity`` (default), the deployment encoder's cosine similarity or a source's
+    score mapped onto that scale (:mod:`ragroute.pipeline.score_scale`; the same meaning on
+    every source and for one route or several, so cutoffs transfer), or ``fusion``, the fusion
+    method's own value (the source's own score when one route answers).
 
     The defaults were chosen on Glasgow dev (cross-validated routers, dense and
     hybrid sources): calibrated fusion never scored below querying the top route
@@ -89,6 +95,7 @@ class RoutingOptions:
     route_weights: str = "even"
     hedge_below: float | None = None
     always: tuple[str, ...] = ()
+    scores: str = "similarity"
 
 
 # --------------------------------------------------------------------------- stages
@@ -363,11 +370,14 @@ class FuseStage:
         options: RoutingOptions,
         sources: Sequence[Source] = (),
         stats: Mapping[str, Any] | None = None,
+        encoder: Any = None,
     ) -> None:
         FUSIONS.check(options.fusion)
         self.options = options
         self.sources = list(sources)
         self.stats: dict[str, Any] | None = dict(stats) if stats is not None else None
+        self.encoder = encoder
+        self.scales: dict[str, ScoreScale] | None = None
         self._lock = threading.Lock()
         # sources over the same documents (an expert set's experts) share a collection, so
         # fusion merges their hits of one document instead of listing it once per source
@@ -384,14 +394,34 @@ class FuseStage:
                 from ragroute.pipeline.calibration import null_score_stats
 
                 self.stats = null_score_stats(self.sources) if self.needs_stats else {}
+            if self.scales is None:
+                wanted = self.options.scores == "similarity"
+                self.scales = fit_score_scales(self.sources, self.encoder) if wanted else {}
             return self.stats
+
+    def rescore(self, decision: Decision, lists: Mapping[str, list[Hit]], fused: list[Hit]) -> list[Hit]:
+        """``fused`` with cosine-scale similarities as scores (``scores: similarity``); the fusion
+        value goes to ``explain["fused"]``."""
+        if self.options.scores != "similarity":
+            return fused
+        self.calibrate()
+        scales = self.scales or {}
+        best = similarities(lists, scales, self.documents_of)
+        out = []
+        for hit in fused:
+            key = document_key(hit, self.documents_of)
+            value = best.get(key, hit.score)
+            out.append(replace(hit, score=value, explain={**hit.explain, "fused": hit.score}))
+        described = {name: scales[name].describe() for name in lists if name in scales}
+        decision.trace.append(TraceStep("scores", {"meaning": "similarity", **described}))
+        return out
 
     def run(self, decision: Decision, per_source: Mapping[str, list[Hit]], k: int) -> list[Hit]:
         lists = {name: hits for name, hits in per_source.items() if hits}  # failed or empty sources drop out
         if not lists:
             return []
         if len(lists) == 1:
-            return next(iter(lists.values()))[:k]
+            return self.rescore(decision, lists, next(iter(lists.values()))[:k])
         if self.options.route_weights == "probability":
             weights = {name: decision.routes.get(name, 0.0) for name in lists}
         else:
@@ -416,7 +446,7 @@ class FuseStage:
                 n: {"mean": stats[n]["mean"], "sd": stats[n]["std"]} for n in lists if n in stats
             }
         decision.trace.append(TraceStep("fuse", detail))
-        return fused
+        return self.rescore(decision, lists, fused)
 
 
 class ScopeCheck:

@@ -1,0 +1,220 @@
+"""One meaning for the scores a pipeline returns: similarity on the deployment encoder's cosine scale.
+
+Fusion ranks hits well, but its values mean nothing outside one query (RRF values near 0.03,
+min-max values with every route's top hit at 1.0, calibrated z-scores that depend on each
+source's spread), so a cutoff chosen on some queries keeps a different share of the relevant
+hits on others. Measured on Glasgow and TAT-QA (``ragroute bench scores``), the number whose
+cutoffs transfer best is the plain cosine similarity of the deployment encoder. So a
+pipeline's hits carry that as their ``score`` (the fusion value stays in ``explain["fused"]``):
+
+* a dense index (or a query-side expert over it) of the pipeline's encoder: its own score,
+  the cosine (kind ``cosine``);
+* a hybrid index of that encoder: the cosine of its dense half when the document was among the
+  dense candidates (``hybrid``), else the mapped fused value;
+* a nested pipeline that scores the same way: its scores as they are (``cosine``);
+* every other source (BM25, a graph, another encoder, a framework retriever): its score mapped
+  onto the cosine scale by a monotone quantile map (``mapped``), fitted without labels on
+  pseudo-queries cut from the sources (:func:`ragroute.route.pseudo.pseudo_queries`): the
+  source's top hits for them, paired with the encoder's cosine between query and hit text;
+* without an encoder, or a source whose hits carry no text: the source's own score (``raw``,
+  said in the trace).
+
+Scales are fitted once per set of sources (memoised in the process) and reported in the
+trace of every query.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ragroute.context import QueryContext, query_vectors
+from ragroute.route.pseudo import pseudo_queries
+from ragroute.route.sources import Source
+from ragroute.types import Hit
+
+#: Pseudo-queries used to fit mapped scales (in all, cut evenly from the sources, at least
+#: MIN_PER_SOURCE from each), and hits read per pseudo-query.
+FIT_QUERIES = 120
+MIN_PER_SOURCE = 8
+FIT_DEPTH = 3
+_KNOTS = 21
+
+_memo: dict[tuple, tuple[tuple, dict[str, ScoreScale]]] = {}
+_memo_lock = threading.Lock()
+
+
+@dataclass
+class ScoreScale:
+    """How one source's scores become cosine-scale similarities."""
+
+    kind: str  # cosine | hybrid | mapped | raw
+    raw_knots: list[float] = field(default_factory=list)
+    cosine_knots: list[float] = field(default_factory=list)
+    slope: float = 0.0
+
+    def similarity(self, hit: Hit) -> float:
+        """``hit``'s score on the cosine scale."""
+        if self.kind == "cosine" or self.kind == "raw":
+            return float(hit.score)
+        if self.kind == "hybrid":
+            dense = hit.explain.get("dense")
+            if isinstance(dense, Mapping) and "score" in dense:
+                return float(dense["score"])
+        return self.map(float(hit.score))
+
+    def map(self, value: float) -> float:
+        """The quantile map, extended linearly beyond the fitted range (clipped to [-1, 1])."""
+        if not self.raw_knots:
+            return value
+        low, high = self.raw_knots[0], self.raw_knots[-1]
+        if value < low:
+            out = self.cosine_knots[0] + self.slope * (value - low)
+        elif value > high:
+            out = self.cosine_knots[-1] + self.slope * (value - high)
+        else:
+            out = float(np.interp(value, self.raw_knots, self.cosine_knots))
+        return float(min(max(out, -1.0), 1.0))
+
+    def describe(self) -> dict[str, Any]:
+        """For the trace: the kind, and for a mapped scale the ends of the map."""
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.raw_knots:
+            out["raw"] = [round(self.raw_knots[0], 4), round(self.raw_knots[-1], 4)]
+            out["cosine"] = [round(self.cosine_knots[0], 4), round(self.cosine_knots[-1], 4)]
+        return out
+
+
+def fit_quantile_map(raw: Sequence[float], cosine: Sequence[float], kind: str = "mapped") -> ScoreScale:
+    """A monotone map sending the quantiles of ``raw`` onto those of ``cosine`` (paired samples)."""
+    raw_a = np.asarray(raw, dtype=np.float64)
+    cos_a = np.asarray(cosine, dtype=np.float64)
+    qs = np.linspace(0.0, 1.0, _KNOTS)
+    raw_q, cos_q = np.quantile(raw_a, qs), np.quantile(cos_a, qs)
+    keep = np.concatenate(([True], np.diff(raw_q) > 1e-12))  # strictly increasing raw knots
+    raw_q, cos_q = raw_q[keep], cos_q[keep]
+    if len(raw_q) < 2:  # every raw score equal: no information to map
+        return ScoreScale(kind, [float(raw_q[0])], [float(np.median(cos_a))], 0.0)
+    inner = slice(max(len(raw_q) // 10, 0), len(raw_q) - max(len(raw_q) // 10, 0))
+    span = raw_q[inner][-1] - raw_q[inner][0]
+    slope = float((cos_q[inner][-1] - cos_q[inner][0]) / span) if span > 0 else 0.0
+    return ScoreScale(kind, [float(v) for v in raw_q], [float(v) for v in cos_q], slope)
+
+
+def native_kind(source: Source, encoder: Any) -> str | None:
+    """``cosine`` or ``hybrid`` when ``source``'s scores already are ``encoder``'s cosines (or
+    a hybrid of them), else None (the scale must be fitted)."""
+    from ragroute.index.dense import DenseIndex
+    from ragroute.index.hybrid import HybridIndex
+
+    retriever = source.retriever
+    model = getattr(encoder, "model_id", None)
+    if model is None:
+        return None
+    if isinstance(retriever, DenseIndex):
+        return "cosine" if retriever.encoder.model_id == model else None
+    if isinstance(retriever, HybridIndex):
+        return "hybrid" if retriever.dense.encoder.model_id == model else None
+    options = getattr(retriever, "options", None)  # a nested pipeline
+    if callable(getattr(retriever, "retrieve_contexts", None)) and options is not None:
+        inner = getattr(getattr(retriever, "encoder", None), "model_id", None)
+        return "cosine" if getattr(options, "scores", None) == "similarity" and inner == model else None
+    return None
+
+
+def fit_score_scales(
+    sources: Sequence[Source], encoder: Any, *, queries: int = FIT_QUERIES, seed: int = 0
+) -> dict[str, ScoreScale]:
+    """Every source's :class:`ScoreScale` on ``encoder``'s cosine scale (see the module docstring)."""
+    if encoder is None or not callable(getattr(encoder, "encode_documents", None)):
+        return {s.name: ScoreScale("raw") for s in sources}
+    per_source = max(MIN_PER_SOURCE, queries // max(len(sources), 1))
+    key = (
+        per_source,
+        seed,
+        getattr(encoder, "model_id", id(encoder)),
+        *((s.name, id(s.retriever), len(s.documents)) for s in sources),
+    )
+    with _memo_lock:
+        if key in _memo:
+            refs, cached = _memo[key]
+            if all(ref() is s.retriever for ref, s in zip(refs, sources)):
+                return cached
+    scales: dict[str, ScoreScale] = {}
+    to_fit = []
+    for source in sources:
+        kind = native_kind(source, encoder)
+        scales[source.name] = ScoreScale(kind) if kind == "cosine" else ScoreScale("raw")
+        if kind != "cosine":
+            to_fit.append((source, kind or "mapped"))
+    if to_fit:
+        contexts = _fit_queries(sources, per_source, seed)
+        if contexts:
+            vectors = query_vectors(contexts, encoder)
+            for source, kind in to_fit:
+                scales[source.name] = _fit_source(source, kind, contexts, vectors, encoder)
+    with _memo_lock:
+        _memo[key] = (tuple(_ref(s.retriever) for s in sources), scales)
+    return scales
+
+
+def _fit_queries(sources: Sequence[Source], per_source: int, seed: int) -> list[QueryContext]:
+    """Pseudo-queries cut from every source with documents (``per_source`` from each)."""
+    contexts: list[QueryContext] = []
+    for j, source in enumerate(sources):
+        for _, text in pseudo_queries(source.documents, per_source, seed=seed + j):
+            contexts.append(QueryContext(text))
+    return contexts
+
+
+def _fit_source(
+    source: Source, kind: str, contexts: list[QueryContext], vectors: np.ndarray, encoder: Any
+) -> ScoreScale:
+    raw: list[float] = []
+    texts: list[str] = []
+    owners: list[int] = []
+    for i, (hits, _) in enumerate(source.search_contexts(contexts, FIT_DEPTH)):
+        for hit in hits:
+            text = f"{hit.title}\n{hit.text}" if hit.title else hit.text
+            if text.strip():
+                raw.append(float(hit.score))
+                texts.append(text)
+                owners.append(i)
+    if len(raw) < 10:
+        return ScoreScale("raw")
+    unique = list(dict.fromkeys(texts))
+    doc_vectors = np.asarray(encoder.encode_documents(unique, show_progress=False), dtype=np.float32)
+    row = {text: i for i, text in enumerate(unique)}
+    cosine = [float(vectors[o] @ doc_vectors[row[t]]) for o, t in zip(owners, texts)]
+    return fit_quantile_map(raw, cosine, kind)
+
+
+def _ref(obj: Any) -> Any:
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return lambda: obj
+
+
+def similarities(
+    lists: Mapping[str, Sequence[Hit]],
+    scales: Mapping[str, ScoreScale],
+    documents_of: Mapping[str, str] | None = None,
+) -> dict[tuple[str, str], float]:
+    """The best cosine-scale similarity of each document over the lists that found it."""
+    from ragroute.index.fusion import document_key
+
+    best: dict[tuple[str, str], float] = {}
+    for name, hits in lists.items():
+        scale = scales.get(name) or ScoreScale("raw")
+        for hit in hits:
+            key = document_key(hit, documents_of)
+            value = scale.similarity(hit)
+            if key not in best or value > best[key]:
+                best[key] = value
+    return best

@@ -1,0 +1,97 @@
+"""Scores with one meaning: the deployment encoder's cosine, on every source and for one route or several."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_pipeline import FixedRouter
+
+from ragroute.errors import RagrouteError
+from ragroute.index.build import build_index
+from ragroute.pipeline import Pipeline, RoutingOptions
+from ragroute.pipeline.build import routing_options
+from ragroute.pipeline.score_scale import fit_quantile_map, fit_score_scales
+from ragroute.route.sources import Source
+
+
+def _sources(small_docs, encoder, method: str = "dense") -> list[Source]:
+    return [
+        Source(
+            t,
+            build_index([d for d in small_docs if d.metadata["topic"] == t], method, encoder=encoder, name=t),
+        )
+        for t in ("astro", "cook", "it")
+    ]
+
+
+def test_quantile_map_sends_quantiles_onto_quantiles_and_extends_linearly():
+    raw = np.linspace(0.0, 20.0, 101)
+    cosine = 0.2 + 0.03 * raw  # a monotone relation: the map recovers it
+    scale = fit_quantile_map(raw, cosine)
+    for value in (0.0, 5.0, 12.5, 20.0):
+        assert scale.map(value) == pytest.approx(0.2 + 0.03 * value, abs=1e-9)
+    assert scale.map(25.0) == pytest.approx(0.95, abs=1e-6)  # beyond the fitted range: the same slope
+    assert scale.map(1e6) == 1.0 and scale.map(-1e6) == -1.0  # clipped to the cosine range
+    # monotone even for a noisy, non-linear relation
+    rng = np.random.default_rng(0)
+    noisy = fit_quantile_map(rng.gamma(2.0, 3.0, 500), rng.uniform(0.1, 0.8, 500))
+    values = [noisy.map(v) for v in np.linspace(-5, 40, 200)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+
+
+def test_scores_are_each_sources_cosine_for_one_route_or_several(small_docs, hashing_encoder):
+    sources = _sources(small_docs, hashing_encoder)
+    query = "telescope galaxy printer"
+    own = {s.name: {h.doc_id: h.score for h in s.retriever.search(query, 5)} for s in sources}
+    one = Pipeline(sources, FixedRouter({"astro": 0.9, "cook": 0.05, "it": 0.05}), encoder=hashing_encoder)
+    two = Pipeline(sources, FixedRouter({"astro": 0.5, "cook": 0.0, "it": 0.5}), encoder=hashing_encoder)
+    hits_one = one.retrieve(query, 5).hits
+    hits_two = two.retrieve(query, 5).hits
+    assert {h.source for h in hits_one} == {"astro"} and {h.source for h in hits_two} == {"astro", "it"}
+    for hit in hits_one + hits_two:  # the same number the source itself gives: one meaning
+        assert hit.score == pytest.approx(own[hit.source][hit.doc_id], abs=1e-6)
+        assert "fused" in hit.explain
+    trace = two.retrieve(query, 5).decision.trace
+    scores_step = next(s for s in trace if s.stage == "scores")
+    assert scores_step.detail["meaning"] == "similarity" and scores_step.detail["astro"] == {"kind": "cosine"}
+    # scores: fusion keeps the fusion method's values (the old behaviour)
+    fusion = Pipeline(
+        sources,
+        FixedRouter({"astro": 0.5, "cook": 0.0, "it": 0.5}),
+        encoder=hashing_encoder,
+        options=RoutingOptions(scores="fusion"),
+    )
+    fused = fusion.retrieve(query, 5).hits
+    assert [h.doc_id for h in fused] == [h.doc_id for h in hits_two]  # same ranking either way
+    assert fused[0].score == pytest.approx(hits_two[0].explain["fused"])
+    assert not any(s.stage == "scores" for s in fusion.retrieve(query, 5).decision.trace)
+
+
+def test_bm25_sources_are_mapped_onto_the_encoder_cosine_scale(small_docs, hashing_encoder):
+    sources = _sources(small_docs, hashing_encoder, method="bm25")
+    scales = fit_score_scales(sources, hashing_encoder)
+    assert {scale.kind for scale in scales.values()} == {"mapped"}
+    pipeline = Pipeline(sources, FixedRouter({"astro": 0.5, "cook": 0.5, "it": 0.0}), encoder=hashing_encoder)
+    hits = pipeline.retrieve("telescope bread oven star", 10).hits
+    assert hits and all(-1.0 <= h.score <= 1.0 for h in hits)
+    for source in ("astro", "cook"):  # monotone in the source's own BM25 score
+        own = sorted((h.explain[source]["score"], h.score) for h in hits if h.source == source)
+        assert all(b[1] >= a[1] for a, b in zip(own, own[1:]))
+    # no encoder: nothing to map onto, scores stay the sources' own
+    assert {s.kind for s in fit_score_scales(sources, None).values()} == {"raw"}
+
+
+def test_hybrid_sources_report_their_dense_cosine(small_docs, hashing_encoder):
+    sources = _sources(small_docs, hashing_encoder, method="hybrid")
+    pipeline = Pipeline(sources, FixedRouter({"astro": 1.0, "cook": 0.0, "it": 0.0}), encoder=hashing_encoder)
+    hits = pipeline.retrieve("telescope galaxy orbit", 5).hits
+    assert any("dense" in hit.explain for hit in hits)
+    for hit in hits:
+        if "dense" in hit.explain:
+            assert hit.score == pytest.approx(hit.explain["dense"]["score"])
+
+
+def test_scores_setting_is_checked():
+    assert routing_options({"scores": "fusion"}).scores == "fusion"
+    with pytest.raises(RagrouteError, match="scores must be 'similarity' or 'fusion'"):
+        routing_options({"scores": "probability"}, "r.yaml")
