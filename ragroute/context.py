@@ -31,12 +31,17 @@ def encoder_key(encoder: Any) -> str:
 
 @dataclass
 class QueryContext:
-    """A query in flight; build one with :meth:`of` (which checks the text)."""
+    """A query in flight; build one with :meth:`of` (which checks the text).
+
+    ``caller`` names who asks, for per-caller exposure accounting (:mod:`ragroute.exposure`;
+    ``""``: one shared anonymous caller); ``scopes`` are what that caller may read.
+    """
 
     text: str
     id: str = ""
     filters: Mapping[str, Any] | None = None
     scopes: tuple[str, ...] = ()
+    caller: str = ""
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)

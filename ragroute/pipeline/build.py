@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.exposure import ExposureBudget, ExposureLedger
 from ragroute.pipeline.runner import Pipeline
 from ragroute.pipeline.stages import RoutingOptions
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS
@@ -88,6 +89,7 @@ def pipeline_from_settings(
     problems: Sequence[SourceProblem] = (),
     reranker: Mapping[str, Any] | Any = None,
     gate: Mapping[str, Any] | Any = None,
+    exposure: Mapping[str, Any] | ExposureLedger | None = None,
     where: str = "",
     base: Path | None = None,
     name: str = "pipeline",
@@ -96,7 +98,8 @@ def pipeline_from_settings(
 
     ``router`` replaces the router the settings would build (the benchmarks pass
     routers fitted on a training split); selection and fusion still come from
-    ``router_settings``.
+    ``router_settings``. ``exposure``: an ``exposure:`` mapping (a budget; a new ledger) or a
+    ledger to share (:mod:`ragroute.exposure`).
     """
     settings = dict(router_settings or {})
     if router is None:
@@ -126,8 +129,16 @@ def pipeline_from_settings(
         reranker=_stage(RERANKERS, reranker, build),
         gate=_stage(GATES, gate, build),
         name=name,
+        exposure=_ledger(exposure, where),
     )
     return pipeline.calibrate()
+
+
+def _ledger(exposure: Mapping[str, Any] | ExposureLedger | None, where: str) -> ExposureLedger | None:
+    if exposure is None or isinstance(exposure, ExposureLedger):
+        return exposure
+    budget = ExposureBudget.from_settings(exposure, f"{where}: exposure" if where else "exposure")
+    return ExposureLedger(budget)
 
 
 def _stage(registry: Any, settings: Any, build: RouterBuild) -> Any:

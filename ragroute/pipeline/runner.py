@@ -16,6 +16,7 @@ from typing import Any
 
 from ragroute.context import QueryContext, contexts_of
 from ragroute.errors import RagrouteError
+from ragroute.exposure import ExposureLedger
 from ragroute.pipeline.stages import (
     FuseStage,
     Gate,
@@ -73,6 +74,7 @@ class Pipeline:
         fusion_stats: Mapping[str, Any] | None = None,
         name: str = "pipeline",
         max_workers: int | None = None,
+        exposure: ExposureLedger | None = None,
     ) -> None:
         if router is None and policy is None:
             raise RagrouteError("a pipeline needs a router, a policy, or both")
@@ -91,6 +93,9 @@ class Pipeline:
         self._fuse = FuseStage(self.options, self.sources, fusion_stats, encoder)
         self._rerank = RerankStage(reranker) if reranker is not None else None
         self._scope = ScopeCheck(self.sources)
+        self.exposure = exposure
+        if exposure is not None:  # budgets are fractions of each source's size (or of all)
+            exposure.add_sizes({s.name: len(s.documents) for s in self.sources if s.documents})
 
     @property
     def route_names(self) -> list[str]:
@@ -103,24 +108,38 @@ class Pipeline:
     # ------------------------------------------------------------------ the pipeline
 
     def retrieve(
-        self, query: str | QueryContext, k: int = 10, *, scopes: Sequence[str] | None = None
+        self,
+        query: str | QueryContext,
+        k: int = 10,
+        *,
+        scopes: Sequence[str] | None = None,
+        caller: str | None = None,
     ) -> PipelineResult:
         """Route, retrieve, fuse and rerank one query (text or :class:`QueryContext`).
 
         ``scopes``: the caller's scopes for a text query (a context carries its own); none: the
-        caller sees only public sources and documents (see :mod:`ragroute.scopes`).
+        caller sees only public sources and documents (see :mod:`ragroute.scopes`). ``caller``:
+        who asks, for exposure accounting (:mod:`ragroute.exposure`).
         """
-        return self.retrieve_many([query], k, scopes=scopes)[0]
+        return self.retrieve_many([query], k, scopes=scopes, caller=caller)[0]
 
     def retrieve_many(
-        self, queries: Sequence[str | QueryContext], k: int = 10, *, scopes: Sequence[str] | None = None
+        self,
+        queries: Sequence[str | QueryContext],
+        k: int = 10,
+        *,
+        scopes: Sequence[str] | None = None,
+        caller: str | None = None,
     ) -> list[PipelineResult]:
         """:meth:`retrieve` for a batch: routers, encoders and sources are called once per batch."""
-        if scopes is None:
+        if scopes is None and caller is None:
             return self.retrieve_contexts(contexts_of(queries), k)
         if any(isinstance(q, QueryContext) for q in queries):
-            raise RagrouteError("scopes= applies to text queries: a QueryContext carries its own scopes")
-        return self.retrieve_contexts([QueryContext.of(q, scopes=scopes) for q in queries], k)
+            raise RagrouteError("scopes= and caller= apply to text queries: a QueryContext carries its own")
+        given: dict[str, Any] = {"scopes": scopes or ()} if scopes is not None else {}
+        if caller is not None:
+            given["caller"] = caller
+        return self.retrieve_contexts([QueryContext.of(q, **given) for q in queries], k)
 
     def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
         if k < 1:
@@ -182,6 +201,9 @@ class Pipeline:
                 dropped += n
             if dropped:
                 decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
+            if self.exposure is not None:
+                hits, step = self.exposure.admit(context.caller, hits)
+                decision.trace.append(step)
             for rank, hit in enumerate(hits, 1):
                 hit.rank = rank
             results.append(PipelineResult(hits, decision, context))

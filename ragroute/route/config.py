@@ -75,6 +75,7 @@ TOP_KEYS = frozenset(
         "signals",
         "rules",
         "llm",  # the LLM `ragroute ask` plans and answers with (ragroute.llm.settings)
+        "exposure",  # per-caller exposure budget (ragroute.exposure)
     }
 )
 
@@ -230,6 +231,7 @@ def load_routing(
         problems=problems,
         reranker=config.data.get("reranker"),
         gate=config.data.get("gate"),
+        exposure=config.data.get("exposure"),
         where=str(config.path),
         base=config.path.parent,
         name=config.path.stem,

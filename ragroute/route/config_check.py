@@ -189,6 +189,13 @@ class _Checker:
             self.check_gate(data["gate"], f"{self.path}: gate", names)
         if "llm" in data:
             self.report.llm = self.check_llm(data["llm"], f"{self.path}: llm")
+        if "exposure" in data:
+            from ragroute.exposure import ExposureBudget
+
+            try:
+                ExposureBudget.from_settings(data["exposure"], f"{self.path}: exposure")
+            except RagrouteError as exc:
+                self.problem(str(exc))
         if data.get("signals") or data.get("rules"):
             self.check_policy(data, names)
 
@@ -582,6 +589,7 @@ def accepted_keys() -> dict[str, frozenset[str]]:
     ``signals`` / ``signals.TYPE``; ``rules``, ``rules then``, ``rules when``.
     """
     from ragroute.corpora import CORPUS_KEYS
+    from ragroute.exposure import EXPOSURE_KEYS
     from ragroute.gate.factories import DEPTH_KEYS, GATE_SETTINGS
     from ragroute.gate.llm_signals import LLM_SIGNAL_SETTINGS
     from ragroute.gate.signals import SIGNAL_SETTINGS
@@ -608,6 +616,7 @@ def accepted_keys() -> dict[str, frozenset[str]]:
         "gate signal": frozenset({"kind"}),
         "gate llm signal": frozenset({"kind"}),
         "llm": frozenset({"kind"}),
+        "exposure": EXPOSURE_KEYS,
         "gate depth": frozenset(DEPTH_KEYS),
         "signals": frozenset(SIGNAL_KEYS),
         "rules": frozenset(RULE_KEYS),

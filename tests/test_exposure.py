@@ -1,0 +1,137 @@
+"""Per-caller exposure accounting: distinct documents per source in a window, alerts, hard stop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_pipeline import FixedRouter
+
+from ragroute.errors import RagrouteError
+from ragroute.exposure import ExposureAlert, ExposureBudget, ExposureLedger, ExposureWarning
+from ragroute.index.build import build_index
+from ragroute.pipeline import Pipeline
+from ragroute.route.sources import Source
+from ragroute.types import Hit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _hits(source: str, ids) -> list[Hit]:
+    return [Hit(f"d{i}", 1.0, source, rank=r) for r, i in enumerate(ids, 1)]
+
+
+def test_budget_is_a_fraction_of_each_source_with_a_floor():
+    budget = ExposureBudget(max_fraction=0.02, min_documents=50)
+    assert budget.limit(100_000) == 2000 and budget.limit(1000) == 50 and budget.limit(None) == 50
+
+
+def test_ledger_counts_distinct_documents_per_caller_and_source_within_the_window():
+    clock = Clock()
+    ledger = ExposureLedger(ExposureBudget(min_documents=5, window_s=100), clock=clock)
+    ledger.admit("alice", _hits("a", [1, 2, 3]))
+    ledger.admit("alice", _hits("a", [2, 3, 4]))  # re-reading costs nothing
+    ledger.admit("alice", _hits("b", [1]))
+    ledger.admit("bob", _hits("a", [9]))
+    assert ledger.distinct("alice", "a") == 4 and ledger.distinct("alice", "b") == 1
+    assert ledger.distinct("bob", "a") == 1
+    clock.now = 50
+    ledger.admit("alice", _hits("a", [1]))  # seen again: its time is renewed
+    clock.now = 120  # d2-d4 (shown at 0) have left the window, d1 (shown at 50) has not
+    assert ledger.distinct("alice", "a") == 1 and ledger.distinct("bob", "a") == 0
+    ledger.admit("bob", _hits("a", [9]))
+    ledger.reset("alice")
+    assert ledger.distinct("alice", "a") == 0 and ledger.distinct("bob", "a") == 1
+
+
+def test_alert_fires_once_per_window_and_hard_stop_withholds_only_new_documents():
+    clock = Clock()
+    alerts: list[ExposureAlert] = []
+    budget = ExposureBudget(min_documents=4, window_s=100, alert_at=0.5, hard_stop=True)
+    ledger = ExposureLedger(budget, on_alert=alerts.append, clock=clock)
+    shown, step = ledger.admit("eve", _hits("a", [1, 2]))
+    assert len(shown) == 2 and [a.distinct for a in alerts] == [2]  # half the budget reached
+    shown, step = ledger.admit("eve", _hits("a", [3, 4, 5, 6]))
+    assert [h.doc_id for h in shown] == ["d3", "d4"] and step.detail["withheld"] == 2
+    assert step.detail["sources"]["a"] == {"distinct": 4, "budget": 4}
+    assert len(alerts) == 1  # not again within the window
+    shown, _ = ledger.admit("eve", _hits("a", [1, 7, 2]))  # already seen: still shown
+    assert [h.doc_id for h in shown] == ["d1", "d2"]
+    shown, _ = ledger.admit("bob", _hits("a", [7]))  # other callers are not affected
+    assert [h.doc_id for h in shown] == ["d7"]
+    clock.now = 500  # the window has passed: new documents again, and the alert re-arms
+    shown, _ = ledger.admit("eve", _hits("a", [8, 9]))
+    assert len(shown) == 2 and len(alerts) == 2
+    warned = ExposureLedger(ExposureBudget(min_documents=1, warn=True))
+    with pytest.warns(ExposureWarning, match="caller mallory has seen 1 distinct documents of a"):
+        warned.admit("mallory", _hits("a", [1]))
+
+
+def test_pipeline_accounts_per_caller_and_records_the_trace(small_docs, hashing_encoder):
+    sources = [
+        Source(
+            t,
+            build_index(
+                [d for d in small_docs if d.metadata["topic"] == t], "dense", encoder=hashing_encoder
+            ),
+        )
+        for t in ("astro", "cook")
+    ]
+    ledger = ExposureLedger(ExposureBudget(max_fraction=0.5, min_documents=1, hard_stop=True))
+    pipeline = Pipeline(
+        sources, FixedRouter({"astro": 1.0, "cook": 0.0}), encoder=hashing_encoder, exposure=ledger
+    )
+    assert ledger.sizes == {"astro": 10, "cook": 10, "*": 20}  # budgets follow each source's size
+    first = pipeline.retrieve("telescope star galaxy", k=4, caller="eve")
+    step = next(s for s in first.decision.trace if s.stage == "exposure")
+    assert step.detail["caller"] == "eve" and step.detail["sources"]["astro"] == {"distinct": 4, "budget": 5}
+    second = pipeline.retrieve("comet nebula orbit planet", k=4, caller="eve")
+    new = [h for h in second.hits if h.doc_id not in {x.doc_id for x in first.hits}]
+    assert ledger.distinct("eve", "astro") == 5 and len(new) <= 1  # at most one more, then the stop
+    assert len(pipeline.retrieve("comet nebula orbit planet", k=4, caller="alice").hits) == 4
+    assert ledger.distinct("", "astro") == 0  # the anonymous caller has asked nothing
+
+
+def test_exposure_in_a_routing_config(tmp_path, hashing_encoder, small_docs):
+    from ragroute.index.io import save_index
+    from ragroute.route.config import load_routing
+    from ragroute.route.config_check import check_config
+
+    save_index(build_index(small_docs, "bm25", name="all"), tmp_path / "all")
+    config = {
+        "sources": {"all": {"index": "all"}},
+        "exposure": {"max_fraction": 0.1, "min_documents": 3, "hard_stop": True},
+    }
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    pipeline = load_routing(tmp_path / "r.yaml", encoder=hashing_encoder)
+    assert pipeline.exposure is not None and pipeline.exposure.budget.limit(30) == 3
+    assert len(pipeline.retrieve("bread flour yeast oven", k=5, caller="x").hits) == 3
+    for bad, message in (
+        ({"max_fractoin": 0.1}, "did you mean 'max_fraction'"),
+        ({"min_documents": "many"}, "'min_documents' must be an integer"),
+        ({"hard_stop": "yes"}, "'hard_stop' must be true or false"),
+        ({"max_fraction": 2}, "max_fraction must be in"),
+    ):
+        config["exposure"] = bad
+        (tmp_path / "bad.yaml").write_text(json.dumps(config))
+        with pytest.raises(RagrouteError, match=message):
+            load_routing(tmp_path / "bad.yaml", encoder=hashing_encoder)
+        assert any(
+            message.split("'")[0] in p or message in p for p in check_config(tmp_path / "bad.yaml").problems
+        )
+
+
+def test_one_budget_over_the_whole_pipeline():
+    ledger = ExposureLedger(ExposureBudget(per="pipeline", max_fraction=0.1, min_documents=1, hard_stop=True))
+    ledger.add_sizes({"a": 20, "b": 30})
+    assert ledger.sizes["*"] == 50 and ledger.budget.limit(ledger.sizes["*"]) == 5
+    shown, step = ledger.admit("eve", _hits("a", [1, 2, 3]) + _hits("b", [1, 2, 3]))
+    assert len(shown) == 5 and step.detail["sources"] == {"*": {"distinct": 5, "budget": 5}}
+    with pytest.raises(RagrouteError, match="per must be 'source' or 'pipeline'"):
+        ExposureBudget(per="corpus")
