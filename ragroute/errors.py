@@ -126,6 +126,8 @@ _SETTING_TYPES = {
     "string": "a string",
     "boolean": "true or false",
     "strings": "a list of strings",
+    "list": "a list",
+    "mapping": "a mapping",
 }
 
 
@@ -142,7 +144,7 @@ def check_setting(
     value: Any, expected: str, where: str, key: str, *, minimum: float | None = None, optional: bool = False
 ) -> Any:
     """``value`` of setting ``key`` when it has the ``expected`` type (``number``, ``integer``,
-    ``string``, ``boolean``, ``strings``) and is at least ``minimum``; else a one-line
+    ``string``, ``boolean``, ``strings``, ``list``, ``mapping``) and is at least ``minimum``; else a one-line
     :class:`RagrouteError` naming the expected type: ``routing.yaml: router: 'threshold' must be a
     number, not a list``. ``optional``: ``None`` passes."""
     if value is None and optional:
@@ -157,6 +159,10 @@ def check_setting(
         ok = isinstance(value, bool)
     elif expected == "strings":
         ok = isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+    elif expected == "list":
+        ok = isinstance(value, (list, tuple))
+    elif expected == "mapping":
+        ok = isinstance(value, dict)
     else:
         raise ValueError(f"unknown setting type {expected!r}")
     prefix = f"{where}: " if where else ""

@@ -225,3 +225,17 @@ def test_gate_settings_of_the_wrong_type_are_refused(workspace):
         )
         with pytest.raises(RagrouteError, match=message):
             load_routing(config, encoder=workspace.encoder)
+
+
+def test_llm_and_reranker_settings_of_the_wrong_type_are_refused():
+    from ragroute.llm.settings import check_llm_settings
+    from ragroute.rerank.cross_encoder import cross_encoder_reranker
+
+    with pytest.raises(RagrouteError, match="llm: 'max_new_tokens' must be at least 1, not 0"):
+        check_llm_settings({"kind": "local", "max_new_tokens": 0})
+    with pytest.raises(RagrouteError, match="'replies' must be a list of strings, not a string"):
+        check_llm_settings({"kind": "scripted", "replies": "Paris"})
+    with pytest.raises(RagrouteError, match="'rules' must map substrings to replies"):
+        check_llm_settings({"kind": "scripted", "rules": {"capital": ["Paris"]}})
+    with pytest.raises(RagrouteError, match="reranker: 'candidates' must be an integer, not a string"):
+        cross_encoder_reranker({"kind": "cross-encoder", "candidates": "20"}, None)

@@ -11,11 +11,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys
+from ragroute.errors import RagrouteError, check_keys, check_setting
 
 LLM_SETTINGS = {
     "local": {"max_new_tokens", "temperature", "seed", "cache_dir", "cache", "threads", "chat_template"},
     "scripted": {"replies", "rules", "default", "logprobs", "cycle", "model"},
+}
+#: the type (and least value) of each LLM setting
+LLM_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
+    "max_new_tokens": ("integer", 1),
+    "temperature": ("number", 0),
+    "seed": ("integer", None),
+    "cache_dir": ("string", None),
+    "cache": ("boolean", None),
+    "threads": ("integer", 1),
+    "chat_template": ("boolean", None),
+    "replies": ("strings", None),
+    "rules": ("mapping", None),
+    "default": ("string", None),
+    "logprobs": ("list", None),
+    "cycle": ("boolean", None),
+    "model": ("string", None),
 }
 
 
@@ -35,6 +51,12 @@ def check_llm_settings(
     if kind not in LLM_SETTINGS:
         raise RagrouteError(f"{where}: unknown llm kind {kind!r}; known: {', '.join(LLM_SETTINGS)}")
     check_keys(data, LLM_SETTINGS[kind], where, f"{kind} llm key")
+    for key, value in data.items():
+        expected, minimum = LLM_SETTING_TYPES[key]
+        check_setting(value, expected, where, key, minimum=minimum)
+    rules = data.get("rules") or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in rules.items()):
+        raise RagrouteError(f"{where}: 'rules' must map substrings to replies (strings)")
     return kind, data
 
 

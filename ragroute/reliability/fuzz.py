@@ -669,9 +669,11 @@ def _defuse(value: Any) -> Any:
         for key, item in value.items():
             if key in ("factory", "llm", "model") and not isinstance(item, (dict, list)):
                 item = SAFE_FACTORY if key != "model" else "no-such-model-folder"
-            elif key == "kind" and item in ("cross-encoder", "local"):
-                item = "scripted" if item == "local" else "parents"
+            elif key == "kind" and item == "local":
+                item = "scripted"
             out[key] = _defuse(item)
+        if out.get("kind") == "cross-encoder":  # its settings are checked, its model never found
+            out["model"] = "no-such-model-folder"
         return out
     if isinstance(value, list):
         return [_defuse(item) for item in value]

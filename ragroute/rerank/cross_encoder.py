@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError, check_keys
+from ragroute.errors import RagrouteError, check_keys, check_setting
 from ragroute.types import Hit
 
 FAMILY = "reranker"
@@ -177,12 +177,28 @@ class CrossEncoderReranker:
         return {**self.info, "candidates": self.candidates, "calibration": self.calibration.to_dict()}
 
 
+#: the type (and least value) of each ``reranker: {kind: cross-encoder, ...}`` setting
+SETTING_TYPES: dict[str, tuple[str, float | None]] = {
+    "model": ("string", None),
+    "backend": ("string", None),
+    "candidates": ("integer", 1),
+    "batch_size": ("integer", 1),
+    "max_length": ("integer", 1),
+}
+
+
 def cross_encoder_reranker(settings: Mapping[str, Any], build: Any) -> CrossEncoderReranker:
     """Registry entry: ``reranker: {kind: cross-encoder, model: PATH, backend: auto, candidates: 20}``."""
     from ragroute.rerank import RERANKER_SETTINGS
 
     known = RERANKER_SETTINGS[KIND] | {"kind"}
-    check_keys(settings, known, getattr(build, "where", "") or "reranker", "cross-encoder setting")
+    where = getattr(build, "where", "") or "reranker"
+    check_keys(settings, known, where, "cross-encoder setting")
+    section = f"{where}: reranker" if getattr(build, "where", "") else "reranker"
+    for key, (expected, minimum) in SETTING_TYPES.items():
+        if key in settings:
+            optional = key == "max_length"
+            check_setting(settings[key], expected, section, key, minimum=minimum, optional=optional)
     return CrossEncoderReranker(
         settings.get("model", "rerank/default"),
         backend=str(settings.get("backend", "auto")),
