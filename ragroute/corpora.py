@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys
+from ragroute.errors import RagrouteError, check_keys, check_setting
 from ragroute.scopes import access_labels
 from ragroute.yaml_files import read_yaml
 
@@ -59,6 +59,8 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
     if not isinstance(entry, dict) or "path" not in entry:
         raise RagrouteError(f"{where} needs at least a 'path'")
     check_keys(entry, CORPUS_KEYS, where)
+    check_setting(entry["path"], "string", where, "path")
+    check_setting(entry.get("description"), "string", where, "description", optional=True)
     options = entry.get("options")
     if options is not None and not isinstance(options, dict):
         raise RagrouteError(f"{where}: 'options' must be a mapping of loader options")

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys
+from ragroute.corpora import GRANULARITIES, MODALITIES
+from ragroute.errors import RagrouteError, check_keys, check_setting
 
 #: keys every source entry may carry, whatever its kind
 COMMON_KEYS = frozenset({"kind", "corpus", "description", "modality", "granularity", "access"})
@@ -90,6 +91,13 @@ def check_entry(request: SourceRequest, kind: str, opener: Any) -> None:
     options = request.entry.get("options")
     if options is not None and not isinstance(options, Mapping):
         raise RagrouteError(f"{request.where}: options must be a mapping of keyword arguments")
+    for key in ("index", "expert", "factory", "description", "corpus"):
+        if key in request.entry:
+            check_setting(request.entry[key], "string", request.where, key, optional=key != "index")
+    for key, allowed in (("modality", MODALITIES), ("granularity", GRANULARITIES)):
+        value = request.entry.get(key)
+        if value is not None and value not in allowed:
+            raise RagrouteError(f"{request.where}: {key} {value!r} is not one of {', '.join(allowed)}")
 
 
 # --------------------------------------------------------------------------- the kinds
