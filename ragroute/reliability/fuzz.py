@@ -652,7 +652,9 @@ def fuzz_openapi_yaml(ws: FuzzWorkspace, data: bytes) -> None:
 def fuzz_corpora_yaml(ws: FuzzWorkspace, data: bytes) -> None:
     """A corpus definitions file."""
     from ragroute.corpora import load_corpus_specs
+    from ragroute.route.config_check import check_config
 
+    check_config(ws.file("corpora/corpora.yaml", data))
     for spec in load_corpus_specs(ws.file("corpora/corpora.yaml", data)):
         _check_text(spec.name, "corpus name")
         _check_text(spec.description, "corpus description")
@@ -745,11 +747,14 @@ def _defuse_bytes(data: bytes) -> bytes:
 
 
 def fuzz_routing_config(ws: FuzzWorkspace, data: bytes) -> None:
-    """A routing config over the workspace's indexes: loaded, then asked one query."""
+    """A routing config over the workspace's indexes: checked (``ragroute config check``: problems
+    are listed, never raised), loaded, then asked one query."""
     from ragroute.route.config import load_routing
+    from ragroute.route.config_check import check_config
 
     path = ws.root / "routing-case.yaml"
     path.write_bytes(data)
+    check_config(path)
     pipeline = load_routing(path, encoder=ws.encoder)
     pipeline.retrieve("telescope printer 2 + 2", k=3)
 
