@@ -203,6 +203,7 @@ BENCHMARKS = Registry(
         "gate": "ragroute.cli.bench:gate_command",
         "stepwise": "ragroute.cli.bench:stepwise_command",
         "scores": "ragroute.cli.bench:scores_command",
+        "exposure": "ragroute.cli.bench:exposure_command",
         "reliability": "ragroute.cli.bench:reliability_command",
     },
 )

@@ -34,7 +34,7 @@ def test_budget_is_a_fraction_of_each_source_with_a_floor():
 
 def test_ledger_counts_distinct_documents_per_caller_and_source_within_the_window():
     clock = Clock()
-    ledger = ExposureLedger(ExposureBudget(min_documents=5, window_s=100), clock=clock)
+    ledger = ExposureLedger(ExposureBudget(per="source", min_documents=5, window_s=100), clock=clock)
     ledger.admit("alice", _hits("a", [1, 2, 3]))
     ledger.admit("alice", _hits("a", [2, 3, 4]))  # re-reading costs nothing
     ledger.admit("alice", _hits("b", [1]))
@@ -53,7 +53,7 @@ def test_ledger_counts_distinct_documents_per_caller_and_source_within_the_windo
 def test_alert_fires_once_per_window_and_hard_stop_withholds_only_new_documents():
     clock = Clock()
     alerts: list[ExposureAlert] = []
-    budget = ExposureBudget(min_documents=4, window_s=100, alert_at=0.5, hard_stop=True)
+    budget = ExposureBudget(per="source", min_documents=4, window_s=100, alert_at=0.5, hard_stop=True)
     ledger = ExposureLedger(budget, on_alert=alerts.append, clock=clock)
     shown, step = ledger.admit("eve", _hits("a", [1, 2]))
     assert len(shown) == 2 and [a.distinct for a in alerts] == [2]  # half the budget reached
@@ -68,7 +68,7 @@ def test_alert_fires_once_per_window_and_hard_stop_withholds_only_new_documents(
     clock.now = 500  # the window has passed: new documents again, and the alert re-arms
     shown, _ = ledger.admit("eve", _hits("a", [8, 9]))
     assert len(shown) == 2 and len(alerts) == 2
-    warned = ExposureLedger(ExposureBudget(min_documents=1, warn=True))
+    warned = ExposureLedger(ExposureBudget(per="source", min_documents=1, warn=True))
     with pytest.warns(ExposureWarning, match="caller mallory has seen 1 distinct documents of a"):
         warned.admit("mallory", _hits("a", [1]))
 
@@ -83,7 +83,7 @@ def test_pipeline_accounts_per_caller_and_records_the_trace(small_docs, hashing_
         )
         for t in ("astro", "cook")
     ]
-    ledger = ExposureLedger(ExposureBudget(max_fraction=0.5, min_documents=1, hard_stop=True))
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
     pipeline = Pipeline(
         sources, FixedRouter({"astro": 1.0, "cook": 0.0}), encoder=hashing_encoder, exposure=ledger
     )

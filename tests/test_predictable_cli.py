@@ -88,7 +88,15 @@ def _commands(group: click.Group, path: tuple[str, ...] = ()):
 
 
 #: commands that never load an encoder (everything else must take --cache-dir)
-NO_ENCODER = {"graph stats", "graph export", "rerank score", "inspect", "config check", "bench bm25"}
+NO_ENCODER = {
+    "graph stats",
+    "graph export",
+    "rerank score",
+    "inspect",
+    "config check",
+    "bench bm25",
+    "bench reliability",
+}
 
 
 def test_every_command_that_encodes_takes_cache_dir():

@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from ragroute.cli.common import one_line_errors
-from ragroute.cli.options import bench_encoder_options, cache_dir_option
-from ragroute.cli.output import emit_json
+from ragroute.cli.options import bench_encoder_options, cache_dir_option, plot_option
+from ragroute.cli.output import emit_json, save_plot
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import CorpusFormatError, RagrouteError
 from ragroute.evaluation import (
@@ -276,6 +276,7 @@ def dense_command(
     default=None,
     help="YAML mapping source name -> one-sentence description [default: built-in Glasgow ones].",
 )
+@plot_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def corpus_routing_command(
@@ -292,6 +293,7 @@ def corpus_routing_command(
     folds: int,
     fusion: str | None,
     descriptions: Path | None,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
     """Route each query of --split to the collection it came from; compare routers, the merged
@@ -320,6 +322,7 @@ def corpus_routing_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_corpus_routing.format_report(result))
+    save_plot("corpus-routing", result, plot)
     if as_json:
         emit_json(result)
 
@@ -791,6 +794,7 @@ def skills_command(
 @click.option("--latency-queries", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the holdout.")
 @bench_encoder_options
+@plot_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def gate_command(
@@ -803,6 +807,7 @@ def gate_command(
     encoder: str,
     backend: str,
     cache_dir: Path | None,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
     """Retrieval gates (threshold gates over single signals, trained gates over all LLM-free signals)
@@ -832,6 +837,7 @@ def gate_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_gate.format_report(result))
+    save_plot("gate", result, plot)
     if as_json:
         emit_json(result)
 
@@ -928,6 +934,7 @@ def stepwise_command(
 @click.option("--fusion", default=None, help="Mixtures: registered fusion method [default: the product's].")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads for training.")
 @bench_encoder_options
+@plot_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def experts_command(
@@ -943,6 +950,7 @@ def experts_command(
     encoder: str,
     backend: str,
     cache_dir: Path | None,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
     """Route each query among expert encoders (base, BM25, one trained expert per collection): single
@@ -973,6 +981,7 @@ def experts_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_experts.format_report(result))
+    save_plot("experts", result, plot)
     if as_json:
         emit_json(result)
 
@@ -1008,6 +1017,7 @@ def experts_command(
     help="Every source's index: dense, hybrid (BM25 + dense, RRF) or bm25.",
 )
 @bench_encoder_options
+@plot_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def scores_command(
@@ -1018,6 +1028,7 @@ def scores_command(
     encoder: str,
     backend: str,
     cache_dir: Path | None,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
     """Do score cutoffs transfer? Choose a cutoff for a target recall on some queries, apply it to
@@ -1034,6 +1045,7 @@ def scores_command(
         Path(root), tatqa, enc, router=router, method=method, log=lambda msg: click.echo(msg, err=True)
     )
     click.echo(bench_scores.format_report(result))
+    save_plot("scores", result, plot)
     if as_json:
         emit_json(result)
 
@@ -1079,5 +1091,63 @@ def reliability_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_reliability.format_report(result))
+    if as_json:
+        emit_json(result)
+
+
+@click.command("exposure")
+@click.option(
+    "--data",
+    "root",
+    default=Path("../shared/data/glasgow"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The Glasgow folder: its collections are the knowledge base, its dev questions the benign users'.",
+)
+@click.option(
+    "--users", type=click.IntRange(min=1), default=1000, show_default=True, help="Benign users simulated."
+)
+@click.option(
+    "--max-queries",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Most queries the attack stream sends (it also stops after 150 queries that show nothing new).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@bench_encoder_options
+@plot_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def exposure_command(
+    root: Path,
+    users: int,
+    max_queries: int,
+    seed: int,
+    encoder: str,
+    backend: str,
+    cache_dir: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Replay an anchor-mutation extraction stream and simulated benign users against exposure budgets:
+    how much of the knowledge base leaks before the budget stops the attack, and how many users it stops.
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.evaluation import bench_exposure
+
+    if not Path(root).is_dir():
+        raise RagrouteError(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
+    result = bench_exposure.run_exposure_bench(
+        Path(root),
+        enc,
+        users=users,
+        max_queries=max_queries,
+        seed=seed,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(bench_exposure.format_report(result))
+    save_plot("exposure", result, plot)
     if as_json:
         emit_json(result)

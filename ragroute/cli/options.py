@@ -66,3 +66,22 @@ def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Sentence-transformers model name or local path.",
     )(func)
+
+
+def _plot_path(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and value.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise click.BadParameter(f"{value}: give a .png, .svg or .pdf file")
+    return value
+
+
+def plot_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--plot FILE.png``: also draw the benchmark's plot (:mod:`ragroute.evaluation.plots`)."""
+    return click.option(
+        "--plot",
+        "plot",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        callback=_plot_path,
+        metavar="FILE.png",
+        help="Also write the benchmark's plot to this file (.png, .svg or .pdf; needs ragroute[plot]).",
+    )(func)

@@ -19,3 +19,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save_plot(benchmark: str, result: dict[str, Any], path: Path | None) -> None:
+    """Draw ``benchmark``'s plot of ``result`` into ``path`` (nothing when ``path`` is None)."""
+    if path is None:
+        return
+    from ragroute.evaluation.plots import PLOTS
+
+    PLOTS[benchmark](result, path)
+    sys.stderr.write(f"wrote plot {path}\n")

@@ -1,0 +1,169 @@
+"""Plots of benchmark results (``ragroute bench ... --plot FILE.png``; extra ``ragroute[plot]``).
+
+Each function takes the JSON-ready result of one benchmark, as its ``--json`` line prints it, and
+writes one PNG; notebooks call the same functions on the same dicts. matplotlib runs headless
+(the ``Agg`` backend) and is imported only here.
+
+* :func:`routing_confusion` — ``bench corpus-routing``: where each collection's queries were
+  routed (top-1), for the router with the best nDCG@10;
+* :func:`gate_curves` — ``bench gate``: each gate's operating points (retrieval rate vs. recall of
+  the queries that need retrieval);
+* :func:`expert_bars` — ``bench experts``: nDCG@10 per collection, each expert and the routers;
+* :func:`exposure_curves` — ``bench exposure``: distinct documents an extraction stream sees per
+  query, undefended and under each budget;
+* :func:`score_recall` — ``bench scores``: recall reached per query set at cutoffs chosen on the
+  first set, per score meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ragroute.errors import RagrouteError
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise RagrouteError("--plot needs matplotlib: pip install 'ragroute[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise RagrouteError(f"--plot {path}: give a .png, .svg or .pdf file")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def routing_confusion(result: Mapping[str, Any], path: Path, router: str | None = None) -> Path:
+    """Confusion matrix of top-1 routes (rows: the queries' collections, columns: the route chosen)."""
+    plt = _pyplot()
+    routers = result["routers"]
+    name = router or max(routers, key=lambda r: routers[r].get("ndcg@10", 0.0))
+    sizes = {c: v["queries"] for c, v in result["collections"].items()}
+    labels = list(sizes)
+    columns = sorted({*labels, *(e.split("->")[1] for e in routers[name].get("errors", {}))})
+    matrix = [[0] * len(columns) for _ in labels]
+    for i, gold in enumerate(labels):
+        wrong = 0
+        for error, count in routers[name].get("errors", {}).items():
+            source, chosen = error.split("->")
+            if source == gold:
+                matrix[i][columns.index(chosen)] += count
+                wrong += count
+        matrix[i][columns.index(gold)] += sizes[gold] - wrong
+    shares = [[v / max(sum(row), 1) for v in row] for row in matrix]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(columns), 1.0 + 0.6 * len(labels)))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            if count:
+                ax.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    color="white" if shares[i][j] > 0.6 else "black",
+                )
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("route chosen (top-1)")
+    ax.set_ylabel("query's collection")
+    ax.set_title(f"{name}: accuracy {routers[name]['accuracy']:.2f}, nDCG@10 {routers[name]['ndcg@10']:.3f}")
+    return _save(fig, path)
+
+
+def gate_curves(result: Mapping[str, Any], path: Path) -> Path:
+    """Each gate's operating points: share of queries sent to retrieval vs. recall of the needed ones."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, gate in result["gates"].items():
+        points = sorted((p["retrieval_rate"], p["recall_needed"]) for p in gate.get("curve", []))
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, label=f"{name} (AUROC {gate['auroc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="random")
+    ax.set_xlabel("share of queries retrieved for")
+    ax.set_ylabel("recall of queries that need retrieval")
+    ax.set_title(f"gates on {Path(str(result.get('data', ''))).name or 'the test split'}")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def _grouped_bars(ax: Any, groups: list[str], series: Mapping[str, Mapping[str, float]], ylabel: str) -> None:
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [values.get(g, 0.0) for g in groups], width=width, label=name)
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def expert_bars(result: Mapping[str, Any], path: Path) -> Path:
+    """nDCG@10 per collection: each single expert, and every router that reports per-collection numbers."""
+    plt = _pyplot()
+    series: dict[str, Mapping[str, float]] = dict(result.get("experts_per_collection", {}))
+    for name, row in result.get("routers", {}).items():
+        if isinstance(row, Mapping) and "per_collection" in row:
+            series[name] = row["per_collection"]
+    groups = sorted({g for values in series.values() for g in values})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4.5))
+    _grouped_bars(ax, groups, series, "nDCG@10")
+    ax.set_title("experts and routers per collection")
+    return _save(fig, path)
+
+
+def exposure_curves(result: Mapping[str, Any], path: Path) -> Path:
+    """Distinct documents the extraction stream has seen after each query, per budget."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    total = result["documents"]
+    rows: dict[str, Mapping[str, Any]] = {"no budget": result["undefended"]}
+    rows.update({name: row["attack"] for name, row in result["settings"].items()})
+    for name, attack in rows.items():
+        curve = attack.get("curve", [])
+        if curve:
+            ax.plot(range(1, len(curve) + 1), [100 * v / total for v in curve], label=name)
+    ax.axhline(100 * result["goals"]["leaked_fraction"], color="grey", linestyle=":", label="goal: 5%")
+    ax.set_xlabel("attack queries")
+    ax.set_ylabel("% of the knowledge base seen")
+    ax.set_yscale("log")
+    ax.set_title("anchor-mutation extraction vs. exposure budgets")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def score_recall(result: Mapping[str, Any], path: Path) -> Path:
+    """Recall reached on each query set at the cutoff chosen for 0.8 on the first, per score meaning."""
+    plt = _pyplot()
+    target = "0.8"
+    series = {
+        name: {s: r[target] for s, r in row["recall"].items()} for name, row in result["scores"].items()
+    }
+    groups = list(next(iter(series.values())))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _grouped_bars(ax, groups, series, f"recall at the cutoff for {target} on {groups[0]}")
+    ax.axhline(float(target), color="grey", linestyle=":")
+    ax.set_title(f"do score cutoffs transfer? ({result.get('method', 'dense')} sources)")
+    return _save(fig, path)
+
+
+#: benchmark name -> its plot (what ``--plot`` draws)
+PLOTS: dict[str, Callable[[Mapping[str, Any], Path], Path]] = {
+    "corpus-routing": routing_confusion,
+    "gate": gate_curves,
+    "experts": expert_bars,
+    "exposure": exposure_curves,
+    "scores": score_recall,
+}

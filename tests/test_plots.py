@@ -1,0 +1,88 @@
+"""Benchmark plots (``--plot``): each draws the JSON result its benchmark prints, into a real image."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragroute.errors import RagrouteError
+
+pytest.importorskip("matplotlib")
+
+from ragroute.evaluation import plots  # noqa: E402
+
+ROUTING = {
+    "collections": {"adi": {"documents": 82, "queries": 10}, "med": {"documents": 1033, "queries": 5}},
+    "routers": {
+        "prototype": {"accuracy": 0.8, "ndcg@10": 0.4, "errors": {"adi->med": 3}},
+        "centroid (baseline)": {"accuracy": 0.6, "ndcg@10": 0.3, "errors": {"adi->med": 4, "med->adi": 2}},
+    },
+}
+GATE = {
+    "data": "metatool",
+    "gates": {
+        "trained": {
+            "auroc": 0.95,
+            "curve": [
+                {"retrieval_rate": 0.3, "recall_needed": 0.6},
+                {"retrieval_rate": 0.6, "recall_needed": 0.95},
+            ],
+        },
+        "knn": {"auroc": 0.9, "curve": [{"retrieval_rate": 0.5, "recall_needed": 0.8}]},
+    },
+}
+EXPERTS = {
+    "experts_per_collection": {"base": {"adi": 0.3, "med": 0.5}, "bm25": {"adi": 0.35, "med": 0.45}},
+    "routers": {"pilot": {"per_collection": {"adi": 0.36, "med": 0.52}}, "note": "not a router row"},
+}
+EXPOSURE = {
+    "documents": 1000,
+    "goals": {"leaked_fraction": 0.05, "benign_stopped_rate": 0.01},
+    "undefended": {"curve": [10, 20, 30, 40]},
+    "settings": {"pipeline 2% / 200": {"attack": {"curve": [10, 20, 20, 20]}}},
+}
+SCORES = {
+    "method": "dense",
+    "scores": {
+        "similarity": {"recall": {"glasgow_choose": {"0.8": 0.8}, "tatqa": {"0.8": 0.9}}},
+        "rrf": {"recall": {"glasgow_choose": {"0.8": 0.8}, "tatqa": {"0.8": 0.4}}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "result"),
+    [
+        ("corpus-routing", ROUTING),
+        ("gate", GATE),
+        ("experts", EXPERTS),
+        ("exposure", EXPOSURE),
+        ("scores", SCORES),
+    ],
+)
+def test_every_benchmark_plot_writes_an_image(tmp_path, name, result):
+    path = plots.PLOTS[name](result, tmp_path / f"{name}.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_confusion_counts_follow_the_errors(tmp_path, monkeypatch):
+    seen = {}
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.imshow
+
+    def spy(self, data, *args, **kwargs):
+        seen["shares"] = data
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", spy)
+    plots.routing_confusion(ROUTING, tmp_path / "c.png", router="centroid (baseline)")
+    # rows adi (10 queries: 4 to med), med (5: 2 to adi); columns adi, med
+    assert seen["shares"] == [[0.6, 0.4], [0.4, 0.6]]
+    plots.routing_confusion(ROUTING, tmp_path / "best.png")  # default: the best nDCG (prototype)
+    assert seen["shares"] == [[0.7, 0.3], [0.0, 1.0]]
+
+
+def test_plot_file_type_is_checked(tmp_path):
+    with pytest.raises(RagrouteError, match="give a .png, .svg or .pdf file"):
+        plots.gate_curves(GATE, tmp_path / "curve.txt")
