@@ -108,6 +108,7 @@ def test_fusion_is_only_for_hybrid_builds(runner, corpus, tmp_path):
         ("build: {method: foo}\n", "build: method: 'foo' is not one of"),
         ("route: {fit: {modle: mlp}}\n", "route: fit: unknown option 'modle'; did you mean 'model'?"),
         ("- query\n", "the file must be a mapping of option defaults, not a list"),
+        ("progress: 10\n", "progress: expected true or false, not an integer"),
         ("query: {k: 1\n", "is not valid YAML"),
     ],
 )

@@ -167,6 +167,11 @@ def test_openapi_and_mcp_schemas_with_odd_types_load(tmp_path):
     spec = {"openapi": "3.0.0", "info": {"title": "T"}, "paths": {"/a": {"get": operation}}}
     (tmp_path / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
     assert len(load_openapi(tmp_path / "spec.json").skills) == 1
+    body = {"in": "body", "name": "pet", "schema": {"type": "object"}}
+    swagger = {"swagger": "2.0", "consumes": True,
+               "paths": {"/p": {"post": {"operationId": "p", "parameters": [body]}}}}  # fmt: skip
+    (tmp_path / "swagger.json").write_text(json.dumps(swagger), encoding="utf-8")
+    assert "Request body (True)" in load_openapi(tmp_path / "swagger.json").skills[0].body
 
 
 def test_settings_name_the_expected_type():

@@ -194,6 +194,10 @@ def _value_problem(param: click.Parameter, value: Any) -> str | None:
     for item in items:
         if isinstance(item, (dict, list)):
             return f"expected {_expected(param)}, not {_type_name(item)}"
+        if getattr(param, "is_flag", False) or isinstance(param.type, click.types.BoolParamType):
+            if not isinstance(item, bool):
+                return f"expected true or false, not {_type_name(item)}"
+            continue
         if isinstance(param.type, (click.Path, click.File)):
             if not isinstance(item, str):
                 return f"expected a path, not {_type_name(item)}"
@@ -222,6 +226,6 @@ def _expected(param: click.Parameter) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    from ragroute.errors import value_type_name
+
+    return value_type_name(value)

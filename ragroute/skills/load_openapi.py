@@ -151,6 +151,7 @@ class _Operation:
         out: list[str] = []
         if self.swagger2:
             consumes = self.op.get("consumes") or self.spec.get("consumes") or []
+            consumes = consumes if isinstance(consumes, list) else [consumes]  # one media type, unlisted
             media = f" ({', '.join(map(str, consumes))})" if consumes else ""
             for name, param in swagger_bodies:
                 flags = ", required" if param.get("required") else ""
