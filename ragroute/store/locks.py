@@ -127,11 +127,6 @@ def _holder(key: str) -> str:
     return "?"
 
 
-def holds_writer_lock(lock_file: str | Path) -> bool:
-    """Whether this thread holds ``lock_file`` through :func:`writer_lock`."""
-    return os.path.abspath(lock_file) in _HELD.locks
-
-
 def try_exclusive(fd: int) -> bool:
     """Take the exclusive lock of an open file without waiting; ``True`` also where flock is missing."""
     try:
