@@ -96,3 +96,81 @@ def test_empty_query_and_bad_factory(hashing_encoder, small_docs):
         index.search("   ")
     with pytest.raises(RagrouteError, match="unknown dense index type"):
         DenseParams(factory="annoy")
+
+
+def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(20, dim)).astype(np.float32)
+    vectors = centers[rng.integers(0, 20, n)] + 0.3 * rng.normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+class _Fixed:
+    model_id, backend, dim = "test/fixed", "fixed", 32
+
+    def describe(self):
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+
+def test_ivfpq_refine_reranks_candidates_by_exact_scores_and_survives_save_and_mmap(tmp_path):
+    from ragroute.index.io import load_index, save_index
+
+    vectors = _clustered(3000)
+    docs = [Document(id=f"d{i}", text="x") for i in range(3000)]
+    exact = DenseIndex(_Fixed(), DenseParams(factory="flat"))
+    exact.add_vectors(docs, vectors)
+    plain = DenseIndex(_Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=8, ivf_nlist=16, ivf_nprobe=8))
+    plain.add_vectors(docs, vectors)
+    refined = DenseIndex(_Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=8, ivf_nlist=16, ivf_nprobe=8, refine=20))
+    refined.add_vectors(docs, vectors)
+    queries = _clustered(60, seed=1)
+    truth = exact.search_vectors(queries, 10)
+
+    def recall(found):
+        return np.mean(
+            [len({h.doc_id for h in a} & {h.doc_id for h in b}) / 10 for a, b in zip(truth, found)]
+        )
+
+    coarse, fine = recall(plain.search_vectors(queries, 10)), recall(refined.search_vectors(queries, 10))
+    assert fine > coarse + 0.1 and fine > 0.9
+    # refined scores are the exact inner products, best first
+    hits = refined.search_vectors(queries[:1], 10)[0]
+    by_id = {d.id: i for i, d in enumerate(docs)}
+    assert [h.score for h in hits] == pytest.approx(
+        [float(vectors[by_id[h.doc_id]] @ queries[0]) for h in hits], abs=1e-5
+    )
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # deleted documents never come back through the exact vectors
+    refined.delete([hits[0].doc_id])
+    assert hits[0].doc_id not in {h.doc_id for h in refined.search_vectors(queries[:1], 10)[0]}
+    for mmap in (False, True):
+        refined.params.mmap = mmap
+        save_index(refined, tmp_path / f"ix{mmap}")
+        loaded = load_index(tmp_path / f"ix{mmap}", encoder=_Fixed())
+        assert loaded.exact is not None and isinstance(loaded.exact, np.memmap) == mmap
+        again = loaded.search_vectors(queries, 10)
+        assert [[h.doc_id for h in r] for r in again] == [
+            [h.doc_id for h in r] for r in refined.search_vectors(queries, 10)
+        ]
+        loaded.add_vectors(
+            [Document(id="new", text="x")], queries[:1]
+        )  # a loaded (read-only) map is copied first
+        assert loaded.search_vectors(queries[:1], 1)[0][0].doc_id == "new"
+    with pytest.raises(RagrouteError, match="refine applies to ivfpq"):
+        DenseParams(factory="flat", refine=4)
+
+
+def test_ivfpq_trains_on_a_sample_of_at_most_train_sample_vectors(monkeypatch):
+    seen = {}
+    original = faiss.IndexIVFPQ.train
+
+    def spy(self, x):
+        seen["rows"] = len(x)
+        return original(self, x)
+
+    monkeypatch.setattr(faiss.IndexIVFPQ, "train", spy)
+    index = DenseIndex(
+        _Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=6, ivf_nlist=16, train_sample=1000)
+    )
+    index.add_vectors([Document(id=f"d{i}", text="x") for i in range(3000)], _clustered(3000))
+    assert seen["rows"] == 1000 and len(index.store) == 3000

@@ -26,6 +26,7 @@ from ragroute.index.local import LocalIndex
 from ragroute.types import Document, Hit
 
 FAISS_NAME = "dense.faiss"
+EXACT_NAME = "exact.npy"  # float32 vectors by internal id, for re-ranking IVF-PQ candidates
 FACTORIES = ("flat", "hnsw", "ivfpq")
 SMALL_BATCH = 20  # faiss's own threshold below which flat search does not use BLAS
 
@@ -36,6 +37,12 @@ class DenseParams:
 
     ``factory``: ``flat`` (exact), ``hnsw`` (graph, fast, approximate, no physical
     delete) or ``ivfpq`` (inverted lists + product quantisation, small memory).
+    ``refine`` (IVF-PQ): read ``k x refine`` candidates from the codes and re-rank them by the
+    exact inner product with the float32 vectors, kept in ``exact.npy`` (0: no re-ranking, no
+    vectors kept). ``train_sample``: at most this many vectors train the coarse quantiser and
+    the codebooks (a random sample of the first batch added). ``mmap``: load the faiss index and
+    the exact vectors memory-mapped, so an index larger than RAM can be queried (pages are read
+    on demand; the first queries are slower).
     """
 
     factory: str = "flat"
@@ -46,12 +53,17 @@ class DenseParams:
     ivf_nprobe: int = 16
     pq_m: int | None = None
     pq_bits: int = 8
+    refine: int = 0
+    train_sample: int = 100_000
+    mmap: bool = False
 
     def __post_init__(self) -> None:
         if self.factory not in FACTORIES:
             raise RagrouteError(
                 f"unknown dense index type {self.factory!r}: choose one of {', '.join(FACTORIES)}"
             )
+        if self.refine < 0 or (self.refine and self.factory != "ivfpq"):
+            raise RagrouteError(f"refine applies to ivfpq indexes only, as a factor >= 1 (got {self.refine})")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DenseParams:
@@ -90,6 +102,8 @@ class DenseIndex(LocalIndex):
         self.encoder = encoder
         self.params = params or DenseParams()
         self.faiss_index = faiss_index
+        self.exact: np.ndarray | None = None  # rows by internal id (``refine``)
+        self.mapped: Path | None = None  # the file loaded memory-mapped: read into memory before a change
         self._pos_by_iid: dict[int, int] | None = None
 
     # -- building ---------------------------------------------------------------------------
@@ -129,12 +143,40 @@ class DenseIndex(LocalIndex):
             )
         if self.faiss_index is None:
             self.faiss_index = _new_faiss_index(self.params, vectors)
+        self._writable()
         iids = self.store.add(documents)
         self.faiss_index.add_with_ids(vectors, iids)
+        if self.params.refine:
+            self._keep_exact(np.asarray(iids, dtype=np.int64), vectors)
         self._pos_by_iid = None
+
+    def _writable(self) -> None:
+        """A memory-mapped index is read-only (faiss crashes on writes to mapped lists): copy it
+        into memory first."""
+        if self.mapped is not None and self.faiss_index is not None:
+            try:
+                self.faiss_index = faiss.read_index(str(self.mapped))
+            except RuntimeError as exc:
+                raise IndexFormatError(
+                    f"{self.mapped}: cannot read the memory-mapped index back to change it ({exc})"
+                ) from None
+            if self.exact is not None:
+                self.exact = np.array(self.exact)
+            self.mapped = None
+
+    def _keep_exact(self, iids: np.ndarray, vectors: np.ndarray) -> None:
+        rows = int(iids.max()) + 1 if len(iids) else 0
+        current = self.exact if self.exact is not None else np.zeros((0, vectors.shape[1]), np.float32)
+        if rows > len(current):
+            grown = np.zeros((max(rows, 2 * len(current)), vectors.shape[1]), dtype=np.float32)
+            grown[: len(current)] = current
+            current = grown
+        current[iids] = vectors
+        self.exact = current
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents by id; return how many were deleted. Unknown ids raise."""
+        self._writable()
         iids = self.store.delete(doc_ids)
         if len(iids) and self.params.factory != "hnsw" and self.faiss_index is not None:
             self.faiss_index.remove_ids(faiss.IDSelectorBatch(iids))
@@ -169,7 +211,11 @@ class DenseIndex(LocalIndex):
             return [[] for _ in range(len(vectors))]
         with _small_batch_threads(len(vectors)):
             top = min(k, len(self.store))
-            scores, ids = self.faiss_index.search(vectors, top, params=self._params(filters))
+            refine = self.params.refine if self.exact is not None else 0
+            wanted = min(top * refine, len(self.store)) if refine else top
+            scores, ids = self.faiss_index.search(vectors, wanted, params=self._params(filters))
+            if refine:
+                scores, ids = self._rerank_exact(vectors, ids, top)
         positions = self._positions()
         results = []
         for row_scores, row_ids in zip(scores.tolist(), ids.tolist()):
@@ -177,6 +223,20 @@ class DenseIndex(LocalIndex):
                 [(positions[iid], score) for score, iid in zip(row_scores, row_ids) if iid in positions]
             )
         return results
+
+    def _rerank_exact(self, vectors: np.ndarray, ids: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """Re-score each query's candidate ids by the exact inner product; keep the best ``top``."""
+        assert self.exact is not None
+        valid = ids >= 0
+        safe = np.where(valid, ids, 0)
+        exact = np.einsum(
+            "qd,qcd->qc", vectors, np.asarray(self.exact[safe.ravel()]).reshape(*safe.shape, -1)
+        )
+        exact = np.where(valid, exact, -np.inf)
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :top]
+        scores = np.take_along_axis(exact, order, axis=1).astype(np.float32)
+        chosen = np.take_along_axis(ids, order, axis=1)
+        return scores, np.where(np.isfinite(scores), chosen, -1)
 
     def _params(self, filters: Mapping[str, Any] | None) -> faiss.SearchParameters | None:
         selector = self._selector(filters)
@@ -217,6 +277,10 @@ class DenseIndex(LocalIndex):
     def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray | None:
         """The embeddings of the documents at store ``positions`` (rows aligned), read back from faiss
         instead of encoded again; ``None`` when the index keeps no exact vectors (IVF-PQ keeps codes)."""
+        if self.exact is not None:
+            return np.asarray(
+                self.exact[self.store.iids[np.asarray(positions, dtype=np.int64)]], dtype=np.float32
+            )
         if self.faiss_index is None or self.params.factory not in ("flat", "hnsw"):
             return None
         iids = np.ascontiguousarray(self.store.iids[np.asarray(positions, dtype=np.int64)], dtype=np.int64)
@@ -235,6 +299,10 @@ class DenseIndex(LocalIndex):
         # serialised here and written by Python, so a full disk or a refused write is an OSError
         # naming the file (faiss.write_index reports it as a RuntimeError from C++)
         (Path(directory) / FAISS_NAME).write_bytes(faiss.serialize_index(self.faiss_index))
+        if self.exact is not None:
+            rows = self.store.next_iid
+            with open(Path(directory) / EXACT_NAME, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(self.exact[:rows], dtype=np.float32))
 
     def manifest_params(self) -> dict[str, Any]:
         return {"dense": asdict(self.params), "next_iid": self.store.next_iid}
@@ -247,15 +315,27 @@ class DenseIndex(LocalIndex):
         cls, directory: Path, params: Mapping[str, Any], store: DocumentStore, name: str, encoder: Encoder
     ) -> DenseIndex:
         path = Path(directory) / FAISS_NAME
+        dense = DenseParams.from_dict(params.get("dense", {}))
         try:
-            faiss_index = faiss.read_index(str(path))
+            faiss_index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if dense.mmap else 0)
         except RuntimeError as exc:
             raise IndexFormatError(f"{path} is corrupt: {str(exc).splitlines()[0]}") from None
         if faiss_index.d != encoder.dim:
             raise EncoderMismatchError(
                 f"{path} holds vectors of dim {faiss_index.d}, encoder gives {encoder.dim}"
             )
-        return cls(encoder, DenseParams.from_dict(params.get("dense", {})), store, faiss_index, name)
+        index = cls(encoder, dense, store, faiss_index, name)
+        index.mapped = path if dense.mmap else None
+        exact_path = Path(directory) / EXACT_NAME
+        if exact_path.is_file():
+            try:
+                exact = np.load(exact_path, mmap_mode="r" if dense.mmap else None, allow_pickle=False)
+            except ValueError as exc:
+                raise IndexFormatError(f"{exact_path} is corrupt: {exc}") from None
+            if exact.ndim != 2 or exact.shape[1] != faiss_index.d or exact.dtype != np.float32:
+                raise IndexFormatError(f"{exact_path} is corrupt: shape {exact.shape}, dtype {exact.dtype}")
+            index.exact = exact
+        return index
 
 
 def stored_document_vectors(
@@ -310,7 +390,10 @@ def _new_faiss_index(params: DenseParams, sample: np.ndarray) -> faiss.Index:
 
 def _trained_ivfpq(params: DenseParams, sample: np.ndarray) -> faiss.Index:
     n, dim = sample.shape
-    nlist = params.ivf_nlist or max(1, min(4096, int(4 * np.sqrt(max(n, 1)))))
+    nlist = params.ivf_nlist or max(1, min(4096, int(4 * np.sqrt(max(n, 1)))))  # from all vectors
+    if n > params.train_sample > 0:
+        rows = np.random.default_rng(0).choice(n, size=params.train_sample, replace=False)
+        sample, n = sample[np.sort(rows)], params.train_sample
     pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
     bits = params.pq_bits
     needed = max(nlist, 2**bits) * 4

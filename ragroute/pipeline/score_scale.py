@@ -176,22 +176,34 @@ def _fit_source(
     source: Source, kind: str, contexts: list[QueryContext], vectors: np.ndarray, encoder: Any
 ) -> ScoreScale:
     raw: list[float] = []
+    cosine: list[float | None] = []
     texts: list[str] = []
     owners: list[int] = []
     for i, (hits, _) in enumerate(source.search_contexts(contexts, FIT_DEPTH)):
         for hit in hits:
+            known = hit.explain.get("dense") if kind == "hybrid" else None
             text = f"{hit.title}\n{hit.text}" if hit.title else hit.text
-            if text.strip():
+            if isinstance(known, Mapping) and "score" in known:  # a hybrid's own cosine: no encoding
                 raw.append(float(hit.score))
+                cosine.append(float(known["score"]))
+                texts.append("")
+                owners.append(i)
+            elif text.strip():
+                raw.append(float(hit.score))
+                cosine.append(None)
                 texts.append(text)
                 owners.append(i)
     if len(raw) < 10:
         return ScoreScale("raw")
-    unique = list(dict.fromkeys(texts))
-    doc_vectors = np.asarray(encoder.encode_documents(unique, show_progress=False), dtype=np.float32)
-    row = {text: i for i, text in enumerate(unique)}
-    cosine = [float(vectors[o] @ doc_vectors[row[t]]) for o, t in zip(owners, texts)]
-    return fit_quantile_map(raw, cosine, kind)
+    unique = list(dict.fromkeys(t for t, c in zip(texts, cosine) if c is None))
+    if unique:
+        doc_vectors = np.asarray(encoder.encode_documents(unique, show_progress=False), dtype=np.float32)
+        row = {text: i for i, text in enumerate(unique)}
+        cosine = [
+            float(vectors[o] @ doc_vectors[row[t]]) if c is None else c
+            for o, t, c in zip(owners, texts, cosine)
+        ]
+    return fit_quantile_map(raw, [float(c) for c in cosine if c is not None], kind)
 
 
 def _ref(obj: Any) -> Any:
