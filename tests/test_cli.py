@@ -179,3 +179,12 @@ def test_every_command_has_help(runner):
     ):
         result = runner.invoke(main, args)
         assert result.exit_code == 0 and "Usage:" in result.output, args
+
+
+def test_refine_and_mmap_only_where_they_apply(runner, corpus, tmp_path):
+    out = tmp_path / "idx"
+    result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25", "--refine", "4"])
+    assert result.exit_code == 2 and "--refine does not apply to --method bm25" in result.output
+    result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "dense", "--refine", "4"])
+    assert result.exit_code == 2 and "--refine applies to --dense-index ivfpq, not flat" in result.output
+    assert not out.exists()

@@ -11,6 +11,7 @@ import click
 from ragroute.cli.common import ENCODER_OPTIONS, open_encoder, refuse_options
 from ragroute.cli.options import encoder_options
 from ragroute.encode.resolve import DEFAULT_ENCODER
+from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
 from ragroute.index.fusion import FUSION_METHODS
 from ragroute.index.hybrid import FusionParams
@@ -50,6 +51,18 @@ from ragroute.types import Document
     help="faiss layout: flat (exact), hnsw (fast approximate), ivfpq (compact approximate).",
 )
 @click.option(
+    "--refine",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ivfpq: re-rank N x k candidates by exact scores (float32 vectors kept) [default: off].",
+)
+@click.option(
+    "--mmap",
+    is_flag=True,
+    default=False,
+    help="Load the dense index memory-mapped when queried (for indexes larger than RAM).",
+)
+@click.option(
     "--fusion",
     type=click.Choice(FUSION_METHODS),
     default="rrf",
@@ -73,6 +86,8 @@ def build_command(
     cache_dir: Path | None,
     granularity: str,
     dense_index: str,
+    refine: int | None,
+    mmap: bool,
     fusion: str,
     name: str | None,
     on_error: str,
@@ -87,11 +102,19 @@ def build_command(
 
     start = time.perf_counter()
     if method == "bm25":
-        refuse_options((*ENCODER_OPTIONS, "dense_index", "fusion"), "to --method bm25 (BM25 encodes nothing)")
+        refuse_options(
+            (*ENCODER_OPTIONS, "dense_index", "refine", "mmap", "fusion"),
+            "to --method bm25 (BM25 encodes nothing)",
+        )
     elif method != "hybrid":
         refuse_options(("fusion",), f"to --method {method} (only a hybrid index fuses two lists)")
     if method == "graph":
-        refuse_options(("dense_index",), "to --method graph (use ragroute graph build for graph options)")
+        refuse_options(
+            ("dense_index", "refine", "mmap"),
+            "to --method graph (use ragroute graph build for graph options)",
+        )
+    if refine is not None and dense_index != "ivfpq":
+        raise RagrouteError(f"--refine applies to --dense-index ivfpq, not {dense_index}")
     model = None  # resolved first, so a missing model fails before any work is done
     if method != "bm25":
         model = open_encoder(encoder, backend, cache_dir)
@@ -100,7 +123,7 @@ def build_command(
         units,
         method,
         encoder=model,
-        dense_params=DenseParams(factory=dense_index),
+        dense_params=DenseParams(factory=dense_index, refine=refine or 0, mmap=mmap),
         fusion=FusionParams(method=fusion),
         name=name or out_dir.name,
     )
