@@ -204,6 +204,7 @@ BENCHMARKS = Registry(
         "stepwise": "ragroute.cli.bench:stepwise_command",
         "scores": "ragroute.cli.bench:scores_command",
         "exposure": "ragroute.cli.bench:exposure_command",
+        "scale": "ragroute.cli.bench:scale_command",
         "reliability": "ragroute.cli.bench:reliability_command",
     },
 )

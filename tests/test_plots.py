@@ -48,6 +48,11 @@ SCORES = {
     },
 }
 
+SCALE = {
+    "latency_ms_p50": {"flat": {"1000": 0.2, "10000": 2.0}, "ivfpq+refine@64": {"1000": 0.5, "10000": 0.6}},
+    "recall@10": {"flat": {"1000": 1.0, "10000": 1.0}, "ivfpq+refine@64": {"1000": 0.97, "10000": 0.96}},
+}
+
 
 @pytest.mark.parametrize(
     ("name", "result"),
@@ -57,6 +62,7 @@ SCORES = {
         ("experts", EXPERTS),
         ("exposure", EXPOSURE),
         ("scores", SCORES),
+        ("scale", SCALE),
     ],
 )
 def test_every_benchmark_plot_writes_an_image(tmp_path, name, result):
@@ -86,3 +92,10 @@ def test_confusion_counts_follow_the_errors(tmp_path, monkeypatch):
 def test_plot_file_type_is_checked(tmp_path):
     with pytest.raises(RagrouteError, match="give a .png, .svg or .pdf file"):
         plots.gate_curves(GATE, tmp_path / "curve.txt")
+
+
+def test_every_benchmark_with_a_plot_takes_the_option():
+    from ragroute.registry import BENCHMARKS
+
+    for name in plots.PLOTS:
+        assert any("--plot" in p.opts for p in BENCHMARKS.get(name).params), name

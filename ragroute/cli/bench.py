@@ -1151,3 +1151,42 @@ def exposure_command(
     save_plot("exposure", result, plot)
     if as_json:
         emit_json(result)
+
+
+@click.command("scale")
+@click.option(
+    "--sizes",
+    default="10000,100000,1000000",
+    show_default=True,
+    help="Comma-separated corpus sizes (synthetic 384-d vectors).",
+)
+@click.option(
+    "--hnsw-max",
+    type=click.IntRange(min=1),
+    default=300_000,
+    show_default=True,
+    help="Largest size HNSW is built at (its build is the slowest: ~25 min per million on 2 cores).",
+)
+@click.option("--queries", type=click.IntRange(min=10), default=200, show_default=True)
+@plot_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@one_line_errors
+def scale_command(sizes: str, hnsw_max: int, queries: int, plot: Path | None, as_json: bool) -> None:
+    """Query latency, recall@10 and bytes per vector of each dense layout (flat, HNSW, IVF-PQ, IVF-PQ with
+    exact re-ranking, memory-mapped) as the corpus grows.
+    """
+    from ragroute.evaluation import bench_scale
+
+    try:
+        counts = [int(part) for part in sizes.split(",") if part.strip()]
+    except ValueError:
+        raise RagrouteError(f"--sizes {sizes!r}: give comma-separated integers") from None
+    if not counts or min(counts) < 1000:
+        raise RagrouteError("--sizes: give sizes of at least 1000")
+    result = bench_scale.run_scale_bench(
+        counts, max_size={"hnsw": hnsw_max}, queries=queries, log=lambda msg: click.echo(msg, err=True)
+    )
+    click.echo(bench_scale.format_report(result))
+    save_plot("scale", result, plot)
+    if as_json:
+        emit_json(result)

@@ -12,7 +12,8 @@ writes one PNG; notebooks call the same functions on the same dicts. matplotlib 
 * :func:`exposure_curves` — ``bench exposure``: distinct documents an extraction stream sees per
   query, undefended and under each budget;
 * :func:`score_recall` — ``bench scores``: recall reached per query set at cutoffs chosen on the
-  first set, per score meaning.
+  first set, per score meaning;
+* :func:`latency_vs_size` — ``bench scale``: query latency against corpus size per dense layout.
 """
 
 from __future__ import annotations
@@ -159,6 +160,29 @@ def score_recall(result: Mapping[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def latency_vs_size(result: Mapping[str, Any], path: Path) -> Path:
+    """Query latency (p50) against corpus size per dense layout, log-log, recall@10 in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, values in result["latency_ms_p50"].items():
+        sizes = sorted(values, key=int)
+        if sizes:
+            last = result["recall@10"].get(name, {}).get(sizes[-1])
+            ax.plot(
+                [int(n) for n in sizes],
+                [values[n] for n in sizes],
+                marker="o",
+                label=f"{name} (recall@10 {last})",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("vectors in the index")
+    ax.set_ylabel("query latency p50 (ms, one thread)")
+    ax.set_title("dense layouts: latency vs. corpus size")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 #: benchmark name -> its plot (what ``--plot`` draws)
 PLOTS: dict[str, Callable[[Mapping[str, Any], Path], Path]] = {
     "corpus-routing": routing_confusion,
@@ -166,4 +190,5 @@ PLOTS: dict[str, Callable[[Mapping[str, Any], Path], Path]] = {
     "experts": expert_bars,
     "exposure": exposure_curves,
     "scores": score_recall,
+    "scale": latency_vs_size,
 }

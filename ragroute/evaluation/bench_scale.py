@@ -1,0 +1,208 @@
+"""``ragroute bench scale``: how query cost, memory and recall grow with the corpus, per index layout.
+
+Vectors are synthetic (no encoder could embed millions of passages here: ~70 passages/s on two
+cores): 384-d, the width of all-MiniLM-L6-v2, L2-normalised, drawn around 2,000 random centres
+(a clustered cloud, like real embeddings; uniform random vectors would be the worst case for
+IVF). Queries are drawn the same way, apart from the corpus. Each layout is the product's
+:class:`~ragroute.index.dense.DenseIndex` with :class:`~ragroute.index.dense.DenseParams`:
+
+* ``flat`` — exact inner product (the reference of recall@10);
+* ``hnsw`` — M 32, efConstruction 200, efSearch 128 (the product defaults);
+* ``ivfpq`` — nlist 4 sqrt(n) (at most 4096), 48 sub-quantisers of 8 bits (48 bytes a vector),
+  trained on at most 100,000 vectors; searched with nprobe 16 (the product default) and 64;
+* ``ivfpq+refine`` — the same, re-ranking 10 x k candidates by exact scores from the float32
+  vectors (loaded memory-mapped, as for an index larger than RAM), nprobe 16, 64 and 256 (rows
+  ``ivfpq+refine@64`` ...: one index, searched with each).
+
+For every size: ``latency_ms_p50`` of one query at a time (k = 10, one thread), recall@10 against
+``flat``, build seconds; ``bytes_per_vector`` is the size of the index files written, per vector
+(what a process loads, or maps). Larger sizes than measured are not extrapolated here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragroute.index.dense import DenseIndex, DenseParams
+from ragroute.types import Document
+
+DIM = 384
+CENTRES = 2000
+K = 10
+LAYOUTS: dict[str, DenseParams] = {
+    "flat": DenseParams(factory="flat"),
+    "hnsw": DenseParams(factory="hnsw"),
+    "ivfpq": DenseParams(factory="ivfpq", pq_m=48, ivf_nprobe=16),
+    "ivfpq+refine": DenseParams(factory="ivfpq", pq_m=48, ivf_nprobe=16, refine=10, mmap=True),
+}
+#: nprobe values each IVF layout is searched with (one built index); the first is the product default
+PROBES = {"ivfpq": (16, 64), "ivfpq+refine": (16, 64, 256)}
+GOALS = {"ivfpq_refine_recall@10": 0.95, "ivfpq_refine_speedup_vs_flat": 5.0}
+
+
+class SyntheticEncoder:
+    """Stands for an encoder of width ``dim`` (the vectors are given, never encoded)."""
+
+    backend = "synthetic"
+
+    def __init__(self, dim: int = DIM) -> None:
+        self.dim = dim
+        self.model_id = f"synthetic/{dim}d"
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+
+def clustered_vectors(n: int, *, dim: int = DIM, seed: int = 0, centres_seed: int = 12345) -> np.ndarray:
+    """``n`` L2-normalised vectors around :data:`CENTRES` fixed random centres (float32)."""
+    centres = np.random.default_rng(centres_seed).normal(size=(CENTRES, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        block = centres[rng.integers(0, CENTRES, stop - start)]
+        block += 0.35 * rng.normal(size=block.shape).astype(np.float32)
+        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def _index(params: DenseParams, vectors: np.ndarray, encoder: SyntheticEncoder) -> DenseIndex:
+    index = DenseIndex(encoder, DenseParams(**{**params.__dict__, "mmap": False}))
+    docs = [Document(id=str(i), text="") for i in range(len(vectors))]
+    for start in range(0, len(vectors), 200_000):
+        index.add_vectors(docs[start : start + 200_000], vectors[start : start + 200_000])
+    return index
+
+
+def _saved_and_reloaded(index: DenseIndex, params: DenseParams, folder: Path) -> tuple[DenseIndex, int]:
+    """The index written (as the artifact store would) and read back with ``params``; bytes written."""
+    index.write_files(folder)
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    loaded = DenseIndex.read(folder, {"dense": params.__dict__}, index.store, index.name, index.encoder)
+    return loaded, size
+
+
+def _latencies(index: DenseIndex, queries: np.ndarray) -> tuple[list[float], list[list[str]]]:
+    times, found = [], []
+    for row in queries:
+        start = time.perf_counter()
+        hits = index.search_vectors(row[None, :], K)[0]
+        times.append((time.perf_counter() - start) * 1000)
+        found.append([h.doc_id for h in hits])
+    return times, found
+
+
+def run_scale_bench(
+    sizes: Sequence[int],
+    *,
+    layouts: Sequence[str] = tuple(LAYOUTS),
+    max_size: Mapping[str, int] | None = None,
+    queries: int = 200,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Every layout at every size (up to ``max_size[layout]``); see the module docstring."""
+    say = log or (lambda _msg: None)
+    encoder = SyntheticEncoder()
+    query_vectors = clustered_vectors(queries, seed=99)
+    limits = dict(max_size or {})
+    rows = [_row(name, probe) for name in layouts for probe in PROBES.get(name, (None,))]
+    latency: dict[str, dict[str, float]] = {row: {} for row in rows}
+    p95: dict[str, dict[str, float]] = {row: {} for row in rows}
+    recall: dict[str, dict[str, float]] = {row: {} for row in rows}
+    build_s: dict[str, dict[str, float]] = {name: {} for name in layouts}
+    size_bytes: dict[str, dict[str, float]] = {name: {} for name in layouts}
+    for n in sorted(sizes):
+        say(f"{n:,} vectors ...")
+        vectors = clustered_vectors(n, seed=1)
+        truth: list[list[str]] | None = None
+        for name in ("flat", *[layout for layout in layouts if layout != "flat"]):
+            if name != "flat" and n > limits.get(name, n):
+                continue
+            params = LAYOUTS[name]
+            start = time.perf_counter()
+            index = _index(params, vectors, encoder)
+            built = time.perf_counter() - start
+            key = str(n)
+            with tempfile.TemporaryDirectory() as folder:
+                loaded, written = _saved_and_reloaded(index, params, Path(folder))
+                del index
+                for probe in PROBES.get(name, (None,)):
+                    if probe is not None:
+                        loaded.params.ivf_nprobe = probe
+                    loaded.search_vectors(query_vectors[:5], K)  # warm-up (first pages of a map)
+                    times, found = _latencies(loaded, query_vectors)
+                    if name == "flat":
+                        truth = found
+                    if name not in layouts:
+                        continue
+                    row = _row(name, probe)
+                    latency[row][key] = round(float(np.percentile(times, 50)), 3)
+                    p95[row][key] = round(float(np.percentile(times, 95)), 3)
+                    assert truth is not None
+                    recall[row][key] = round(
+                        float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth)])), 4
+                    )
+                    say(f"  {row}: p50 {latency[row][key]} ms, recall@10 {recall[row][key]}")
+                del loaded
+            if name in layouts:
+                build_s[name][key] = round(built, 2)
+                size_bytes[name][key] = round(written / n, 1)
+    largest = str(max(sizes))
+    speedup: dict[str, float] = {}
+    for row in latency:
+        if row.startswith("ivfpq+refine") and largest in latency[row] and largest in latency.get("flat", {}):
+            speedup[row] = round(latency["flat"][largest] / latency[row][largest], 2)
+    return {
+        "vectors": f"synthetic, {DIM}-d, normalised, around {CENTRES} centres",
+        "queries": queries,
+        "k": K,
+        "sizes": [int(n) for n in sorted(sizes)],
+        "latency_ms_p50": latency,
+        "latency_ms_p95": p95,
+        "recall@10": recall,
+        "build_s": build_s,
+        "bytes_per_vector": {
+            name: values[max(values, key=int)] for name, values in size_bytes.items() if values
+        },
+        "bytes_per_vector_by_size": size_bytes,
+        "ivfpq_refine_speedup_vs_flat": speedup,
+        "goals": GOALS,
+        # other parts of the scale issue, not measured by this command yet
+        "build_docs_per_s": None,
+        "ray_identical": None,
+        "store_identical": None,
+    }
+
+
+def _row(name: str, probe: int | None) -> str:
+    return name if probe is None else f"{name}@{probe}"
+
+
+def format_report(result: Mapping[str, Any]) -> str:
+    """Latency, recall and memory per layout and size."""
+    sizes = [str(n) for n in result["sizes"]]
+    lines = [
+        f"{result['vectors']}; {result['queries']} queries one at a time, k = {result['k']}, one thread",
+        "",
+        f"{'layout':<18}" + "".join(f"{int(n):>12,}" for n in sizes) + f"{'B/vector':>11}",
+    ]
+    for metric, label in (("latency_ms_p50", "p50 ms"), ("recall@10", "recall@10"), ("build_s", "build s")):
+        lines.append(f"-- {label}")
+        for name, values in result[metric].items():
+            cells = "".join(f"{values[n]:>12}" if n in values else f"{'-':>12}" for n in sizes)
+            size = result["bytes_per_vector"].get(name.split("@")[0], "-")
+            extra = f"{size:>11}" if metric == "latency_ms_p50" else ""
+            lines.append(f"{name:<18}{cells}{extra}")
+    for row, speedup in (result["ivfpq_refine_speedup_vs_flat"] or {}).items():
+        lines.append(
+            f"{row} at {int(sizes[-1]):,}: {speedup}x the queries/s of flat "
+            f"(goal {GOALS['ivfpq_refine_speedup_vs_flat']}x), recall@10 "
+            f"{result['recall@10'][row].get(sizes[-1])} (goal {GOALS['ivfpq_refine_recall@10']})"
+        )
+    return "\n".join(lines)
