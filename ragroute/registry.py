@@ -95,6 +95,7 @@ INDEX_KINDS = Registry(
         "dense": "ragroute.index.dense:DenseIndex",
         "hybrid": "ragroute.index.hybrid:HybridIndex",
         "graph": "ragroute.graph.index:GraphIndex",
+        "qdrant": "ragroute.index.qdrant:QdrantIndex",
     },
 )
 

@@ -15,6 +15,7 @@ from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
 from ragroute.index.fusion import FUSION_METHODS
 from ragroute.index.hybrid import FusionParams
+from ragroute.index.qdrant import QdrantParams
 from ragroute.registry import INDEX_KINDS
 from ragroute.types import Document
 
@@ -33,7 +34,8 @@ from ragroute.types import Document
     type=click.Choice(INDEX_KINDS.names()),
     default="hybrid",
     show_default=True,
-    help="bm25 (lexical), dense (embeddings on faiss) or hybrid (both, fused).",
+    help="bm25 (lexical), dense (embeddings on faiss), hybrid (both, fused), graph, or qdrant (embeddings "
+    "in a Qdrant collection: give --qdrant).",
 )
 @encoder_options(DEFAULT_ENCODER)
 @click.option(
@@ -69,6 +71,13 @@ from ragroute.types import Document
     show_default=True,
     help="How hybrid fuses BM25 and dense lists.",
 )
+@click.option(
+    "--qdrant",
+    "qdrant_location",
+    default=None,
+    metavar="URL|FOLDER",
+    help="--method qdrant: a Qdrant server URL (API key from $QDRANT_API_KEY) or an embedded store's folder.",
+)
 @click.option("--name", default=None, help="Source name stamped on hits [default: the output folder name].")
 @click.option(
     "--on-error",
@@ -89,6 +98,7 @@ def build_command(
     refine: int | None,
     mmap: bool,
     fusion: str,
+    qdrant_location: str | None,
     name: str | None,
     on_error: str,
 ) -> None:
@@ -113,6 +123,14 @@ def build_command(
             ("dense_index", "refine", "mmap"),
             "to --method graph (use ragroute graph build for graph options)",
         )
+    if method != "qdrant":
+        refuse_options(
+            ("qdrant_location",), f"to --method {method} (only qdrant indexes keep vectors in Qdrant)"
+        )
+    else:
+        refuse_options(("dense_index", "refine", "mmap"), "to --method qdrant (the vectors live in Qdrant)")
+        if not qdrant_location:
+            raise RagrouteError("--method qdrant needs --qdrant URL|FOLDER (where the vectors go)")
     if refine is not None and dense_index != "ivfpq":
         raise RagrouteError(f"--refine applies to --dense-index ivfpq, not {dense_index}")
     model = None  # resolved first, so a missing model fails before any work is done
@@ -124,6 +142,9 @@ def build_command(
         method,
         encoder=model,
         dense_params=DenseParams(factory=dense_index, refine=refine or 0, mmap=mmap),
+        qdrant_params=QdrantParams(location=qdrant_location, collection=name or out_dir.name)
+        if qdrant_location
+        else None,
         fusion=FusionParams(method=fusion),
         name=name or out_dir.name,
     )

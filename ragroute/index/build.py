@@ -26,6 +26,7 @@ class IndexOptions:
     fusion: FusionParams | None = None
     graph: GraphParams | None = None
     extractor: Any = None  # graph extractor: a registered name, an extractor object, or None (rules)
+    qdrant: Any = None  # ragroute.index.qdrant.QdrantParams: where a qdrant index keeps its vectors
 
 
 def build_index(
@@ -38,11 +39,13 @@ def build_index(
     fusion: FusionParams | None = None,
     graph_params: GraphParams | None = None,
     extractor: Any = None,
+    qdrant_params: Any = None,
     name: str = "",
     show_progress: bool | None = None,
 ) -> LocalIndex:
     """Index ``documents`` with ``method``, a registered index kind (``bm25``, ``dense``, ``hybrid``,
-    ``graph``; ``graph_params`` and ``extractor`` apply to graphs).
+    ``graph``, ``qdrant``; ``graph_params`` and ``extractor`` apply to graphs, ``qdrant_params`` to
+    an index whose vectors live in Qdrant).
 
     Kinds that embed text need an ``encoder`` (see :func:`ragroute.encode.load_encoder`).
     """
@@ -52,6 +55,11 @@ def build_index(
     if cls.needs_encoder and encoder is None:
         raise RagrouteError(f"a {method} index needs an encoder")
     options = IndexOptions(
-        bm25=bm25_params, dense=dense_params, fusion=fusion, graph=graph_params, extractor=extractor
+        bm25=bm25_params,
+        dense=dense_params,
+        fusion=fusion,
+        graph=graph_params,
+        extractor=extractor,
+        qdrant=qdrant_params,
     )
     return cls.from_options(documents, options, encoder=encoder, name=name, show_progress=show_progress)

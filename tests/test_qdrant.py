@@ -1,0 +1,147 @@
+"""Qdrant as an index kind: the same top-10 as faiss flat on the same vectors, filters and scopes
+pushed down, saved and loaded through the artifact store, and one-line errors when it cannot work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qdrant_client")
+
+from ragroute.context import QueryContext  # noqa: E402
+from ragroute.errors import EncoderMismatchError, RagrouteError  # noqa: E402
+from ragroute.index.build import build_index  # noqa: E402
+from ragroute.index.dense import DenseIndex  # noqa: E402
+from ragroute.index.io import load_index, save_index  # noqa: E402
+from ragroute.index.qdrant import QdrantIndex, QdrantParams  # noqa: E402
+from ragroute.types import Document  # noqa: E402
+
+
+class Fixed:
+    model_id, backend, dim = "test/fixed", "fixed", 16
+
+    def describe(self):
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+
+def _data(n: int = 400):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = [
+        Document(
+            id=f"d{i}",
+            text=f"doc {i}",
+            metadata={
+                "lang": ["en", "fr", "de"][i % 3],
+                "year": 2000 + i % 5,
+                **({"access": ["hr"]} if i % 7 == 0 else {}),
+            },
+        )
+        for i in range(n)
+    ]
+    return docs, vectors
+
+
+def _pair(location: str, n: int = 400):
+    docs, vectors = _data(n)
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    store = QdrantIndex(Fixed(), QdrantParams(location=location, collection="test", batch_size=1000))
+    store.add_vectors(docs, vectors)
+    return flat, store, np.random.default_rng(1).normal(size=(20, 16)).astype(np.float32)
+
+
+@pytest.fixture
+def pair():
+    return _pair(":memory:")
+
+
+def _ids(results):
+    return [[h.doc_id for h in hits] for hits in results]
+
+
+def test_same_top10_as_faiss_flat_with_filters_and_scores(pair):
+    flat, store, queries = pair
+    assert _ids(store.search_vectors(queries, 10)) == _ids(flat.search_vectors(queries, 10))
+    got, want = store.search_vectors(queries[:1], 10)[0], flat.search_vectors(queries[:1], 10)[0]
+    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+    for filters in (
+        {"lang": "fr"},
+        {"lang": ["en", "de"], "year": 2003},
+        {"modality": "text", "year": [2001, 2002]},
+    ):
+        found = store.search_vectors(queries, 10, filters=filters)
+        assert _ids(found) == _ids(flat.search_vectors(queries, 10, filters=filters))
+        assert all(len(hits) == 10 for hits in found)  # pushed down: k matching documents, not fewer
+
+
+def test_caller_scopes_are_pushed_down(pair):
+    flat, store, queries = pair
+    contexts = [QueryContext(f"q{i}", scopes=()) for i in range(len(queries))]
+    for context, vector in zip(contexts, queries):
+        context.set_vector(Fixed(), vector)
+    public = store.search_contexts(contexts, 10)
+    assert _ids(public) == _ids(flat.search_contexts(contexts, 10))
+    assert not any(int(h.doc_id[1:]) % 7 == 0 for hits in public for h in hits)  # hr documents hidden
+    hr = [QueryContext(c.text, scopes=("hr",)) for c in contexts]
+    for context, vector in zip(hr, queries):
+        context.set_vector(Fixed(), vector)
+    assert _ids(store.search_contexts(hr, 10)) == _ids(flat.search_contexts(hr, 10))
+
+
+def test_saved_loaded_and_a_failed_build_leaves_the_previous_collection(tmp_path):
+    flat, store, queries = _pair(str(tmp_path / "qdrant"), n=120)  # an embedded, on-disk store
+    save_index(store, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", encoder=Fixed())
+    assert isinstance(loaded, QdrantIndex) and loaded.collection == store.collection
+    assert _ids(loaded.search_vectors(queries, 10)) == _ids(flat.search_vectors(queries, 10))
+    manifest = loaded.manifest.params["qdrant"]
+    assert manifest["location"] == str(tmp_path / "qdrant") and "api_key" not in str(manifest)
+    # a rebuild writes a new collection; the old index still answers until the pointer moves
+    docs, vectors = _data(50)
+    again = QdrantIndex(Fixed(), QdrantParams(location=str(tmp_path / "qdrant"), collection="test"))
+    again.add_vectors(docs, vectors)
+    assert again.collection != store.collection
+    assert _ids(load_index(tmp_path / "ix", encoder=Fixed()).search_vectors(queries, 10)) == _ids(
+        flat.search_vectors(queries, 10)
+    )
+
+    # the collection gone or of another width: one line each
+    class Wide(Fixed):
+        dim = 8
+
+    with pytest.raises(EncoderMismatchError):
+        load_index(tmp_path / "ix", encoder=Wide())
+    store.drop_collection()
+    with pytest.raises(RagrouteError, match="could not read the collection"):
+        load_index(tmp_path / "ix", encoder=Fixed())
+
+
+def test_unreachable_server_is_one_line(hashing_encoder, small_docs):
+    with pytest.raises(RagrouteError, match=r"^qdrant at http://127.0.0.1:9 is unreachable: ") as caught:
+        build_index(
+            small_docs,
+            "qdrant",
+            encoder=hashing_encoder,
+            qdrant_params=QdrantParams(location="http://127.0.0.1:9"),
+        )
+    assert "\n" not in str(caught.value)
+
+
+def test_a_qdrant_source_in_a_pipeline_scores_on_the_cosine_scale(tmp_path, hashing_encoder, small_docs):
+    from ragroute.pipeline.score_scale import fit_score_scales
+    from ragroute.route.sources import Source
+
+    index = build_index(
+        small_docs,
+        "qdrant",
+        encoder=hashing_encoder,
+        qdrant_params=QdrantParams(location=":memory:"),
+        name="q",
+    )
+    dense = build_index(small_docs, "dense", encoder=hashing_encoder, name="d")
+    assert [h.doc_id for h in index.search("telescope star", 5)] == [
+        h.doc_id for h in dense.search("telescope star", 5)
+    ]
+    assert fit_score_scales([Source("q", index)], hashing_encoder)["q"].kind == "cosine"
