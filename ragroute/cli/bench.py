@@ -1167,11 +1167,20 @@ def exposure_command(
     show_default=True,
     help="Largest size HNSW is built at (its build is the slowest: ~25 min per million on 2 cores).",
 )
+@click.option(
+    "--qdrant-max",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    help="Largest size the Qdrant row (embedded, in memory) is measured at; 0 leaves it out.",
+)
 @click.option("--queries", type=click.IntRange(min=10), default=200, show_default=True)
 @plot_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
-def scale_command(sizes: str, hnsw_max: int, queries: int, plot: Path | None, as_json: bool) -> None:
+def scale_command(
+    sizes: str, hnsw_max: int, qdrant_max: int, queries: int, plot: Path | None, as_json: bool
+) -> None:
     """Query latency, recall@10 and bytes per vector of each dense layout (flat, HNSW, IVF-PQ, IVF-PQ with
     exact re-ranking, memory-mapped) as the corpus grows.
     """
@@ -1184,7 +1193,11 @@ def scale_command(sizes: str, hnsw_max: int, queries: int, plot: Path | None, as
     if not counts or min(counts) < 1000:
         raise RagrouteError("--sizes: give sizes of at least 1000")
     result = bench_scale.run_scale_bench(
-        counts, max_size={"hnsw": hnsw_max}, queries=queries, log=lambda msg: click.echo(msg, err=True)
+        counts,
+        layouts=(*bench_scale.LAYOUTS, *(["qdrant"] if qdrant_max else [])),
+        max_size={"hnsw": hnsw_max, "qdrant": qdrant_max},
+        queries=queries,
+        log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_scale.format_report(result))
     save_plot("scale", result, plot)

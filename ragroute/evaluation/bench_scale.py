@@ -14,6 +14,10 @@ IVF). Queries are drawn the same way, apart from the corpus. Each layout is the 
   vectors (loaded memory-mapped, as for an index larger than RAM), nprobe 16, 64 and 256 (rows
   ``ivfpq+refine@64`` ...: one index, searched with each).
 
+* ``qdrant`` — the vectors in a Qdrant collection (:class:`~ragroute.index.qdrant.QdrantIndex`,
+  qdrant-client's embedded in-memory mode: a brute-force scan in the client, so its latency says
+  nothing of a Qdrant server's; it is here for ``store_identical``: top-10 equal to flat's).
+
 For every size: ``latency_ms_p50`` of one query at a time (k = 10, one thread), recall@10 against
 ``flat``, build seconds; ``bytes_per_vector`` is the size of the index files written, per vector
 (what a process loads, or maps). Larger sizes than measured are not extrapolated here.
@@ -72,6 +76,22 @@ def clustered_vectors(n: int, *, dim: int = DIM, seed: int = 0, centres_seed: in
     return out
 
 
+def _qdrant_latencies(
+    vectors: np.ndarray, queries: np.ndarray, encoder: SyntheticEncoder
+) -> tuple[list[float], list[list[str]], float]:
+    from ragroute.index.qdrant import QdrantIndex, QdrantParams
+
+    start = time.perf_counter()
+    index = QdrantIndex(encoder, QdrantParams(location=":memory:", collection="bench", batch_size=2000))
+    index.add_vectors([Document(id=str(i), text="") for i in range(len(vectors))], vectors)
+    built = time.perf_counter() - start
+    try:
+        times, found = _latencies(index, queries)  # type: ignore[arg-type]
+    finally:
+        index.drop_collection()
+    return times, found, built
+
+
 def _index(params: DenseParams, vectors: np.ndarray, encoder: SyntheticEncoder) -> DenseIndex:
     index = DenseIndex(encoder, DenseParams(**{**params.__dict__, "mmap": False}))
     docs = [Document(id=str(i), text="") for i in range(len(vectors))]
@@ -101,7 +121,7 @@ def _latencies(index: DenseIndex, queries: np.ndarray) -> tuple[list[float], lis
 def run_scale_bench(
     sizes: Sequence[int],
     *,
-    layouts: Sequence[str] = tuple(LAYOUTS),
+    layouts: Sequence[str] = (*LAYOUTS, "qdrant"),
     max_size: Mapping[str, int] | None = None,
     queries: int = 200,
     log: Callable[[str], None] | None = None,
@@ -112,6 +132,7 @@ def run_scale_bench(
     query_vectors = clustered_vectors(queries, seed=99)
     limits = dict(max_size or {})
     rows = [_row(name, probe) for name in layouts for probe in PROBES.get(name, (None,))]
+    identical: list[bool] = []
     latency: dict[str, dict[str, float]] = {row: {} for row in rows}
     p95: dict[str, dict[str, float]] = {row: {} for row in rows}
     recall: dict[str, dict[str, float]] = {row: {} for row in rows}
@@ -124,11 +145,21 @@ def run_scale_bench(
         for name in ("flat", *[layout for layout in layouts if layout != "flat"]):
             if name != "flat" and n > limits.get(name, n):
                 continue
+            key = str(n)
+            if name == "qdrant":
+                times, found, built = _qdrant_latencies(vectors, query_vectors, encoder)
+                latency[name][key] = round(float(np.percentile(times, 50)), 3)
+                p95[name][key] = round(float(np.percentile(times, 95)), 3)
+                build_s[name][key] = round(built, 2)
+                assert truth is not None
+                recall[name][key] = _recall(found, truth)
+                identical.append(found == truth)
+                say(f"  qdrant: p50 {latency[name][key]} ms, top-10 equal to flat: {found == truth}")
+                continue
             params = LAYOUTS[name]
             start = time.perf_counter()
             index = _index(params, vectors, encoder)
             built = time.perf_counter() - start
-            key = str(n)
             with tempfile.TemporaryDirectory() as folder:
                 loaded, written = _saved_and_reloaded(index, params, Path(folder))
                 del index
@@ -145,9 +176,7 @@ def run_scale_bench(
                     latency[row][key] = round(float(np.percentile(times, 50)), 3)
                     p95[row][key] = round(float(np.percentile(times, 95)), 3)
                     assert truth is not None
-                    recall[row][key] = round(
-                        float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth)])), 4
-                    )
+                    recall[row][key] = _recall(found, truth)
                     say(f"  {row}: p50 {latency[row][key]} ms, recall@10 {recall[row][key]}")
                 del loaded
             if name in layouts:
@@ -176,8 +205,12 @@ def run_scale_bench(
         # other parts of the scale issue, not measured by this command yet
         "build_docs_per_s": None,
         "ray_identical": None,
-        "store_identical": None,
+        "store_identical": all(identical) if identical else None,
     }
+
+
+def _recall(found: Sequence[Sequence[str]], truth: Sequence[Sequence[str]]) -> float:
+    return round(float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth)])), 4)
 
 
 def _row(name: str, probe: int | None) -> str:
