@@ -211,6 +211,7 @@ class BM25Scorer:
         norm = k1 * ((1 - b) + b * doc_len.astype(np.float64) / avgdl) if total_tokens else None
         tf = counts.data
         if tf.size:
+            assert norm is not None  # documents with terms have tokens
             row_of = np.repeat(np.arange(n_terms, dtype=np.int64), df)
             contrib = idf[row_of] * (tf * (k1 + 1) / (tf + norm[counts.indices]))
         else:

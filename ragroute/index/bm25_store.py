@@ -106,7 +106,7 @@ def _read_vocab(path: Path, statistics: Mapping[str, Any] | None) -> dict[str, A
         raise IndexFormatError(f"{path}: unreadable BM25 vocabulary ({exc})") from None
     if not isinstance(meta, dict):
         raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")
-    where = path
+    where: Path | str = path
     if "format" in meta:  # a 0.1 file: the statistics are in its own header
         if meta.get("format") != _FORMAT:
             raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")
@@ -128,7 +128,7 @@ def _read_vocab(path: Path, statistics: Mapping[str, Any] | None) -> dict[str, A
     if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
         bad.append("terms")
     idf_ok = isinstance(idf, list) and isinstance(terms, list) and len(idf) == len(terms)
-    if not (idf_ok and all(map(_is_number, idf))):
+    if not (idf_ok and all(map(_is_number, idf or []))):
         bad.append("idf")
     if bad:
         raise IndexFormatError(f"{where}: missing or invalid field(s) {', '.join(bad)}")

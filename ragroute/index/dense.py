@@ -241,7 +241,7 @@ class DenseIndex(LocalIndex):
     def _params(self, filters: Mapping[str, Any] | None) -> faiss.SearchParameters | None:
         selector = self._selector(filters)
         if self.params.factory == "hnsw":
-            params = faiss.SearchParametersHNSW()
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
             params.efSearch = max(self.params.ef_search, 1)
         elif self.params.factory == "ivfpq":
             params = faiss.SearchParametersIVF()
@@ -266,7 +266,8 @@ class DenseIndex(LocalIndex):
     def _tombstones(self) -> np.ndarray:
         if self.params.factory != "hnsw" or self.faiss_index is None:
             return np.empty(0, dtype=np.int64)
-        stored = faiss.vector_to_array(faiss.downcast_index(self.faiss_index).id_map)
+        id_map = faiss.downcast_index(self.faiss_index).id_map  # type: ignore[attr-defined]  # an IndexIDMap2
+        stored = faiss.vector_to_array(id_map)
         return np.setdiff1d(stored, self.store.iids, assume_unique=True)
 
     def _positions(self) -> dict[int, int]:
@@ -298,7 +299,7 @@ class DenseIndex(LocalIndex):
             self.faiss_index = _new_faiss_index(self.params, np.zeros((0, self.encoder.dim), np.float32))
         # serialised here and written by Python, so a full disk or a refused write is an OSError
         # naming the file (faiss.write_index reports it as a RuntimeError from C++)
-        (Path(directory) / FAISS_NAME).write_bytes(faiss.serialize_index(self.faiss_index))
+        (Path(directory) / FAISS_NAME).write_bytes(faiss.serialize_index(self.faiss_index).data)
         if self.exact is not None:
             rows = self.store.next_iid
             with open(Path(directory) / EXACT_NAME, "wb") as handle:

@@ -103,15 +103,17 @@ class BM25Index(LocalIndex):
         ]
 
     def write_files(self, directory: Path) -> None:
-        if self.scorer is None:
-            self.refit()
-        self.scorer.write_parts(Path(directory))
+        self._fitted().write_parts(Path(directory))
 
     def manifest_params(self) -> dict[str, Any]:
         """BM25 parameters, and the fitted scorer's statistics (its files hold only terms and numbers)."""
+        return {"bm25": self.params.to_dict(), "bm25_stats": self._fitted().statistics()}
+
+    def _fitted(self) -> BM25Scorer:
         if self.scorer is None:
             self.refit()
-        return {"bm25": self.params.to_dict(), "bm25_stats": self.scorer.statistics()}
+        assert self.scorer is not None  # refit sets it
+        return self.scorer
 
     @classmethod
     def read(

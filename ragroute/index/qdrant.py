@@ -198,7 +198,7 @@ class QdrantIndex(LocalIndex):
                 query_filter=condition,
                 with_payload=False,
             )
-            hits = []
+            hits: list[Hit] = []
             for point in response.points:
                 position = self._position(int(point.id))
                 if position is not None:

@@ -148,11 +148,12 @@ class Pipeline:
         decisions: list[Decision | None] = [None] * len(contexts)
         depths = [k] * len(contexts)
         if self._gate is not None:
+            gate_name = self._gate.gate.name
             for i, gated in enumerate(self._gate.run(contexts)):
                 step = TraceStep(
                     "gate",
                     {
-                        "gate": self.gate.name,
+                        "gate": gate_name,
                         "action": gated.action,
                         "p_retrieve": gated.probability,
                         **({"reason": gated.reason} if gated.reason else {}),
@@ -168,7 +169,7 @@ class Pipeline:
                     decisions[i] = Decision(
                         chosen=[NONE_ROUTE],
                         routes={NONE_ROUTE: 1.0},
-                        decided_by=f"gate:{self.gate.name}",
+                        decided_by=f"gate:{gate_name}",
                         signals=gate_signals,
                         trace=[step, self._route.scope_step(contexts[i])],
                     )
@@ -177,9 +178,10 @@ class Pipeline:
                     depths[i] = gated.depth or k
         to_route = [i for i, d in enumerate(decisions) if d is None or not d.chosen]
         for i, routed in zip(to_route, self._route.run([contexts[i] for i in to_route])):
-            if decisions[i] is not None:  # the gate let it through: keep its step and probability
-                routed.trace = decisions[i].trace + routed.trace
-                routed.signals["gate"] = {k: v for k, v in decisions[i].trace[0].detail.items() if k != "ms"}
+            gated_through = decisions[i]
+            if gated_through is not None:  # the gate let it through: keep its step and probability
+                routed.trace = gated_through.trace + routed.trace
+                routed.signals["gate"] = {k: v for k, v in gated_through.trace[0].detail.items() if k != "ms"}
             decisions[i] = routed
         final = [d for d in decisions if d is not None]
         pool = [self._candidates(want) for want in depths]

@@ -121,7 +121,7 @@ def native_kind(source: Source, encoder: Any) -> str | None:
     if isinstance(retriever, HybridIndex):
         return "hybrid" if retriever.dense.encoder.model_id == model else None
     if getattr(retriever, "kind", None) == "qdrant":  # dot products of the encoder's unit vectors
-        return "cosine" if getattr(retriever.encoder, "model_id", None) == model else None
+        return "cosine" if getattr(getattr(retriever, "encoder", None), "model_id", None) == model else None
     options = getattr(retriever, "options", None)  # a nested pipeline
     if callable(getattr(retriever, "retrieve_contexts", None)) and options is not None:
         inner = getattr(getattr(retriever, "encoder", None), "model_id", None)
