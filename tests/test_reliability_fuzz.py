@@ -171,7 +171,8 @@ def test_openapi_and_mcp_schemas_with_odd_types_load(tmp_path):
     swagger = {"swagger": "2.0", "consumes": True,
                "paths": {"/p": {"post": {"operationId": "p", "parameters": [body]}}}}  # fmt: skip
     (tmp_path / "swagger.json").write_text(json.dumps(swagger), encoding="utf-8")
-    assert "Request body (True)" in load_openapi(tmp_path / "swagger.json").skills[0].body
+    with pytest.warns(UserWarning, match="no summary or description"):
+        assert "Request body (True)" in load_openapi(tmp_path / "swagger.json").skills[0].body
 
 
 def test_settings_name_the_expected_type():
