@@ -183,16 +183,22 @@ def test_every_command_has_help(runner):
 
 def test_refine_and_mmap_only_where_they_apply(runner, corpus, tmp_path):
     out = tmp_path / "idx"
-    result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25", "--refine", "4"])
+    result = runner.invoke(
+        main, ["build", str(corpus), "--out", str(out), "--method", "bm25", "--refine", "4"]
+    )
     assert result.exit_code == 2 and "--refine does not apply to --method bm25" in result.output
-    result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "dense", "--refine", "4"])
+    result = runner.invoke(
+        main, ["build", str(corpus), "--out", str(out), "--method", "dense", "--refine", "4"]
+    )
     assert result.exit_code == 2 and "--refine applies to --dense-index ivfpq, not flat" in result.output
     assert not out.exists()
 
 
 def test_qdrant_option_only_with_the_qdrant_method(runner, corpus, tmp_path):
     out = tmp_path / "idx"
-    result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "dense", "--qdrant", "x"])
+    result = runner.invoke(
+        main, ["build", str(corpus), "--out", str(out), "--method", "dense", "--qdrant", "x"]
+    )
     assert result.exit_code == 2 and "--qdrant does not apply to --method dense" in result.output
     result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "qdrant"])
     assert result.exit_code == 2 and "--method qdrant needs --qdrant URL|FOLDER" in result.output

@@ -121,7 +121,9 @@ def test_ivfpq_refine_reranks_candidates_by_exact_scores_and_survives_save_and_m
     exact.add_vectors(docs, vectors)
     plain = DenseIndex(_Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=8, ivf_nlist=16, ivf_nprobe=8))
     plain.add_vectors(docs, vectors)
-    refined = DenseIndex(_Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=8, ivf_nlist=16, ivf_nprobe=8, refine=20))
+    refined = DenseIndex(
+        _Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=8, ivf_nlist=16, ivf_nprobe=8, refine=20)
+    )
     refined.add_vectors(docs, vectors)
     queries = _clustered(60, seed=1)
     truth = exact.search_vectors(queries, 10)

@@ -96,6 +96,7 @@ NO_ENCODER = {
     "config check",
     "bench bm25",
     "bench reliability",
+    "bench scale",  # synthetic vectors: nothing is encoded
 }
 
 
