@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.index.bm25_counts import TermCounts, count_terms
 from ragroute.index.bm25_store import compact_matrix, load_scorer_parts, save_scorer_parts
 
 __all__ = ["BM25Scorer"]
@@ -70,6 +70,16 @@ def _check_mask(mask: np.ndarray | None, n_docs: int) -> np.ndarray | None:
             f"mask must be a boolean array of shape ({n_docs},), got {mask.dtype} array of shape {mask.shape}"
         )
     return mask
+
+
+def _check_params(k1: float, b: float, epsilon: float) -> None:
+    """Raise :class:`RagrouteError` on BM25 parameters out of range."""
+    if not (math.isfinite(k1) and k1 > 0):
+        raise RagrouteError(f"BM25 k1 must be a positive number, got {k1!r}")
+    if not (math.isfinite(b) and 0.0 <= b <= 1.0):
+        raise RagrouteError(f"BM25 b must be between 0 and 1, got {b!r}")
+    if not math.isfinite(epsilon):
+        raise RagrouteError(f"BM25 epsilon must be a finite number, got {epsilon!r}")
 
 
 def _check_k(k: int) -> int:
@@ -154,12 +164,7 @@ class BM25Scorer:
         (same defaults). Raises :class:`RagrouteError` on an empty corpus, a string
         where a token list is expected, non-string tokens, or out-of-range parameters.
         """
-        if not (math.isfinite(k1) and k1 > 0):
-            raise RagrouteError(f"BM25 k1 must be a positive number, got {k1!r}")
-        if not (math.isfinite(b) and 0.0 <= b <= 1.0):
-            raise RagrouteError(f"BM25 b must be between 0 and 1, got {b!r}")
-        if not math.isfinite(epsilon):
-            raise RagrouteError(f"BM25 epsilon must be a finite number, got {epsilon!r}")
+        _check_params(k1, b, epsilon)
         docs = token_lists if isinstance(token_lists, Sequence) else list(token_lists)
         n_docs = len(docs)
         if n_docs == 0:
@@ -168,31 +173,29 @@ class BM25Scorer:
             raise RagrouteError(
                 "BM25Scorer.fit takes one token list per document, got a string (tokenize first)"
             )
+        return cls.from_counts(count_terms(docs), k1=k1, b=b, epsilon=epsilon)
 
-        # Term ids in order of first occurrence over the concatenated corpus: the
-        # insertion order of BM25Okapi's document-frequency dict, which fixes the
-        # order in which it sums idf values for average_idf.
-        # (dict.fromkeys keeps first occurrences in order; both passes run in C.)
-        vocab = {term: i for i, term in enumerate(dict.fromkeys(chain.from_iterable(docs)))}
-        doc_len = np.fromiter(map(len, docs), dtype=np.int64, count=n_docs)
+    @classmethod
+    def from_counts(
+        cls,
+        counts: TermCounts,
+        k1: float = 1.5,
+        b: float = 0.75,
+        epsilon: float = 0.25,
+    ) -> BM25Scorer:
+        """Fit from term counts (:func:`count_terms`, or shards merged by :func:`merge_term_counts`):
+        the same scorer, bit for bit, as :meth:`fit` on the token lists the counts were taken from."""
+        _check_params(k1, b, epsilon)
+        n_docs = int(counts.doc_len.shape[0])
+        if n_docs == 0:
+            raise RagrouteError("cannot fit BM25 on an empty corpus")
+        vocab = {term: i for i, term in enumerate(counts.terms)}
+        doc_len = counts.doc_len
         total_tokens = int(doc_len.sum())
-        term_ids = np.fromiter(
-            map(vocab.__getitem__, chain.from_iterable(docs)), dtype=np.int64, count=total_tokens
-        )
         n_terms = len(vocab)
-        bad_term = next((term for term in vocab if not isinstance(term, str)), None)
-        if bad_term is not None:
-            raise RagrouteError(f"BM25 tokens must be strings, got {type(bad_term).__name__} {bad_term!r}")
         avgdl = total_tokens / n_docs
-        doc_ids = np.repeat(np.arange(n_docs, dtype=np.int64), doc_len)
-
-        # Term frequencies: (terms x docs) counts, duplicates summed, indices sorted.
-        counts = sp.csr_array(
-            (np.ones(term_ids.shape[0], dtype=np.float64), (term_ids, doc_ids)), shape=(n_terms, n_docs)
-        )
-        counts.sum_duplicates()
-        del term_ids, doc_ids
-        df = np.diff(counts.indptr)
+        df = np.diff(counts.matrix.indptr)
+        counts_matrix = counts.matrix
 
         # idf exactly as BM25Okapi computes it (math.log on Python floats), one
         # log pair per distinct document frequency.
@@ -209,14 +212,14 @@ class BM25Scorer:
         # Per-entry contribution with BM25Okapi's operation order:
         # idf * (tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))).
         norm = k1 * ((1 - b) + b * doc_len.astype(np.float64) / avgdl) if total_tokens else None
-        tf = counts.data
+        tf = counts_matrix.data
         if tf.size:
             assert norm is not None  # documents with terms have tokens
             row_of = np.repeat(np.arange(n_terms, dtype=np.int64), df)
-            contrib = idf[row_of] * (tf * (k1 + 1) / (tf + norm[counts.indices]))
+            contrib = idf[row_of] * (tf * (k1 + 1) / (tf + norm[counts_matrix.indices]))
         else:
             contrib = tf
-        matrix = sp.csr_array((contrib, counts.indices, counts.indptr), shape=(n_terms, n_docs))
+        matrix = sp.csr_array((contrib, counts_matrix.indices, counts_matrix.indptr), shape=(n_terms, n_docs))
         return cls(
             compact_matrix(matrix),
             vocab,

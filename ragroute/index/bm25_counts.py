@@ -1,0 +1,97 @@
+"""BM25 term counts: what :class:`~ragroute.index.bm25_scoring.BM25Scorer` is fitted from, and how the
+counts of corpus shards merge into the counts of the whole corpus.
+
+:func:`count_terms` turns token lists into a :class:`TermCounts` (terms in order of first
+occurrence, document lengths, a CSR ``(terms x documents)`` matrix of term frequencies).
+:func:`merge_term_counts` joins the counts of consecutive shards: the vocabulary in order of first
+occurrence over the concatenated shards, term frequencies re-numbered onto it, document lengths
+concatenated. Document frequencies and the total length are then sums over the shards, and
+``BM25Scorer.from_counts(merge_term_counts(shards))`` is bit for bit the scorer
+``BM25Scorer.fit`` builds from all token lists at once (distributed builds count shards in parallel
+workers: :mod:`ragroute.scale.ray_build`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+import scipy.sparse as sp
+
+from ragroute.errors import RagrouteError
+
+__all__ = ["TermCounts", "count_terms", "merge_term_counts"]
+
+
+@dataclass
+class TermCounts:
+    """Term frequencies of a run of documents.
+
+    ``terms``: the vocabulary in order of first occurrence (row ``i`` of ``matrix`` is
+    ``terms[i]``); ``doc_len``: tokens per document (int64); ``matrix``: float64 CSR of shape
+    ``(len(terms), len(doc_len))``, duplicates summed and column indices sorted within each row.
+    """
+
+    terms: list[str]
+    doc_len: np.ndarray
+    matrix: sp.csr_array
+
+    @property
+    def n_docs(self) -> int:
+        """Number of documents counted."""
+        return int(self.doc_len.shape[0])
+
+
+def count_terms(token_lists: Sequence[Sequence[str]]) -> TermCounts:
+    """Count the terms of one token list per document (raise on non-string tokens)."""
+    docs = token_lists if isinstance(token_lists, Sequence) else list(token_lists)
+    n_docs = len(docs)
+    # Term ids in order of first occurrence over the concatenated corpus: the
+    # insertion order of BM25Okapi's document-frequency dict, which fixes the
+    # order in which it sums idf values for average_idf.
+    # (dict.fromkeys keeps first occurrences in order; both passes run in C.)
+    vocab = {term: i for i, term in enumerate(dict.fromkeys(chain.from_iterable(docs)))}
+    doc_len = np.fromiter(map(len, docs), dtype=np.int64, count=n_docs)
+    total_tokens = int(doc_len.sum())
+    bad_term = next((term for term in vocab if not isinstance(term, str)), None)
+    if bad_term is not None:
+        raise RagrouteError(f"BM25 tokens must be strings, got {type(bad_term).__name__} {bad_term!r}")
+    term_ids = np.fromiter(
+        map(vocab.__getitem__, chain.from_iterable(docs)), dtype=np.int64, count=total_tokens
+    )
+    doc_ids = np.repeat(np.arange(n_docs, dtype=np.int64), doc_len)
+    # Term frequencies: (terms x docs) counts, duplicates summed, indices sorted.
+    matrix = sp.csr_array(
+        (np.ones(term_ids.shape[0], dtype=np.float64), (term_ids, doc_ids)), shape=(len(vocab), n_docs)
+    )
+    matrix.sum_duplicates()
+    return TermCounts(list(vocab), doc_len, matrix)
+
+
+def merge_term_counts(shards: Sequence[TermCounts]) -> TermCounts:
+    """The counts of the concatenation of ``shards`` (in the order given): the same
+    :class:`TermCounts` :func:`count_terms` returns for all their documents at once."""
+    if not shards:
+        raise RagrouteError("no BM25 shards to merge")
+    if len(shards) == 1:
+        return shards[0]
+    # First occurrence over the concatenated corpus = first occurrence over the shards' own
+    # vocabularies (each already in first-occurrence order), taken shard after shard.
+    vocab = {term: i for i, term in enumerate(dict.fromkeys(chain.from_iterable(s.terms for s in shards)))}
+    rows, cols, values = [], [], []
+    offset = 0
+    for shard in shards:
+        coo = shard.matrix.tocoo()
+        remap = np.fromiter(map(vocab.__getitem__, shard.terms), dtype=np.int64, count=len(shard.terms))
+        rows.append(remap[coo.row.astype(np.int64)] if coo.nnz else np.zeros(0, np.int64))
+        cols.append(coo.col.astype(np.int64) + offset)
+        values.append(coo.data.astype(np.float64, copy=False))
+        offset += shard.n_docs
+    matrix = sp.csr_array(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(len(vocab), offset)
+    )
+    matrix.sum_duplicates()
+    doc_len = np.concatenate([s.doc_len.astype(np.int64, copy=False) for s in shards])
+    return TermCounts(list(vocab), doc_len, matrix)

@@ -1,0 +1,1 @@
+"""Scaling out on existing engines: distributed builds (:mod:`ragroute.scale.ray_build`)."""

@@ -1,0 +1,371 @@
+"""Distributed index builds on Ray (``ragroute build --engine ray``; extra ``ragroute[ray]``).
+
+The corpus is cut into consecutive shards; a pool of Ray actors (one CPU and one CPU thread each,
+the encoder loaded once per actor) encodes the shards and counts their BM25 terms in parallel; the
+driver assembles the same :class:`~ragroute.index.local.LocalIndex` the single-process
+:func:`ragroute.index.build.build_index` produces: the same documents in the same order, the
+vectors added in one call (so an IVF-PQ index trains on the same sample), and the BM25 scorer
+fitted from the shards' merged term counts (:func:`ragroute.index.bm25_counts.merge_term_counts`:
+document frequencies and lengths summed over shards), bit for bit the single-process scorer.
+
+Kinds: ``bm25``, ``dense`` and ``hybrid``. Ray is imported only here, and only when a build runs.
+Workers must be able to import ragroute (on a cluster: installed on every node) and construct the
+encoder: pass the encoder itself when it pickles, or ``encoder_factory``, a picklable callable
+that loads it on the worker (the CLI passes :func:`ragroute.encode.load_encoder` with the model
+name, the resolved backend, ``threads=1`` and no embedding cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ragroute.encode.base import Encoder
+from ragroute.errors import RagrouteError
+from ragroute.index.bm25_counts import TermCounts, count_terms, merge_term_counts
+from ragroute.index.bm25_scoring import BM25Scorer
+from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
+from ragroute.index.dense import DenseIndex, DenseParams
+from ragroute.index.hybrid import FusionParams, HybridIndex
+from ragroute.index.lexical import BM25Index, BM25Params
+from ragroute.index.local import LocalIndex
+from ragroute.types import Document
+
+__all__ = [
+    "ENGINES",
+    "RAY_KINDS",
+    "build_index_ray",
+    "indexes_identical",
+    "measure_build_throughput",
+    "ray_session",
+]
+
+#: build engines of ``ragroute build --engine``
+ENGINES = ("local", "ray")
+#: index kinds a Ray build makes
+RAY_KINDS = ("bm25", "dense", "hybrid")
+_PROBE_TIMEOUT_S = 5.0
+_MAX_SHARD = 4096
+_SHARDS_PER_WORKER = 4
+
+
+def _ray() -> Any:
+    """Import Ray, or raise a one-line :class:`RagrouteError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RagrouteError("--engine ray needs Ray: pip install 'ragroute[ray]'") from None
+    return ray
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].strip()
+
+
+def _probe(address: str) -> None:
+    """Refuse, within seconds, a ``host:port`` Ray address nothing listens on (``ray.init`` would
+    retry for minutes)."""
+    target = address.removeprefix("ray://")
+    if address in ("auto", "local") or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise RagrouteError(f"Ray address {address!r} is not HOST:PORT") from None
+    try:
+        with socket.create_connection((host.strip("[]"), number), timeout=_PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RagrouteError(f"cannot reach the Ray cluster at {address}: {reason}") from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, workers: int | None = None) -> Iterator[float]:
+    """Make Ray ready and yield the seconds that took (0.0 when Ray was already initialised).
+
+    With ``address`` it joins that cluster (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``);
+    without, it starts Ray on this machine with ``num_cpus=workers``. Ray is shut down on exit
+    only if this call started it. Unreachable clusters and a missing Ray raise
+    :class:`RagrouteError` (one line).
+    """
+    ray = _ray()
+    start = time.perf_counter()
+    if address:  # checked even when Ray is up, so a wrong address is never silently ignored
+        _probe(address)
+    if ray.is_initialized():
+        yield 0.0
+        return
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=workers or _usable_cpus(),
+                include_dashboard=False,
+                logging_level="WARNING",
+                log_to_driver=False,
+            )
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise RagrouteError(f"cannot start {where}: {_one_line(exc)}") from None
+    try:
+        yield time.perf_counter() - start
+    finally:
+        ray.shutdown()
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _ShardWorker:
+    """One Ray actor: loads the encoder once, then encodes and counts the shards it is given."""
+
+    def __init__(self, encoder: Any, factory: Callable[[], Encoder] | None, tokenizer: TokenizerConfig):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        self.factory = factory
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+
+    def ready(self, needs_encoder: bool) -> bool:
+        """Load the encoder now (so model loading is not counted as build time)."""
+        if needs_encoder and self.encoder is None and self.factory is not None:
+            self.encoder = self.factory()
+        if "torch" in sys.modules:  # one CPU thread per worker
+            sys.modules["torch"].set_num_threads(1)
+        return True
+
+    def run(self, texts: list[str], encode: bool, count: bool) -> tuple[np.ndarray | None, TermCounts | None]:
+        """The shard's vectors (when ``encode``) and BM25 term counts (when ``count``)."""
+        vectors = None
+        if encode:
+            self.ready(True)
+            vectors = np.asarray(self.encoder.encode_documents(texts, show_progress=False), dtype=np.float32)
+        counts = count_terms(tokenize_many(texts, self.tokenizer)) if count else None
+        return vectors, counts
+
+
+def _shards(texts: list[str], workers: int, shard_size: int | None) -> list[list[str]]:
+    size = shard_size or max(1, min(_MAX_SHARD, math.ceil(len(texts) / (workers * _SHARDS_PER_WORKER))))
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
+
+
+def _encoder_payload(ray: Any, encoder: Encoder | None, factory: Callable[[], Encoder] | None) -> Any:
+    """What each worker receives: nothing when a factory builds the encoder there, else the encoder
+    itself (checked to pickle, so the failure names the fix)."""
+    if factory is not None or encoder is None:
+        return None
+    try:
+        ray.cloudpickle.dumps(encoder)
+    except Exception as exc:
+        raise RagrouteError(
+            f"the encoder ({type(encoder).__name__}) cannot be sent to Ray workers ({_one_line(exc)}); "
+            "pass encoder_factory, a picklable function that loads it"
+        ) from None
+    return ray.put(encoder)
+
+
+def build_index_ray(
+    documents: Sequence[Document],
+    method: str = "hybrid",
+    *,
+    encoder: Encoder | None = None,
+    encoder_factory: Callable[[], Encoder] | None = None,
+    bm25_params: BM25Params | None = None,
+    dense_params: DenseParams | None = None,
+    fusion: FusionParams | None = None,
+    name: str = "",
+    workers: int | None = None,
+    address: str | None = None,
+    shard_size: int | None = None,
+    timings: dict[str, float] | None = None,
+) -> LocalIndex:
+    """Build what :func:`ragroute.index.build.build_index` builds, with the work spread over
+    ``workers`` Ray actors (default: one per CPU of the cluster or of this machine).
+
+    ``method``: ``bm25``, ``dense`` or ``hybrid``. ``encoder`` is the driver's encoder (recorded in
+    the manifest, used for queries); workers get a copy of it, or call ``encoder_factory``.
+    Ray is started (or the cluster at ``address`` joined) unless it is already initialised.
+    ``timings``, when given, receives ``startup_s`` (Ray), ``workers_start_s`` (actors and their
+    models), ``build_s`` (sharded work and assembly). Any Ray failure (a worker killed, a cluster
+    lost) raises a one-line :class:`RagrouteError`; nothing is written.
+    """
+    if method not in RAY_KINDS:
+        raise RagrouteError(f"--engine ray builds {', '.join(RAY_KINDS)} indexes, not {method}")
+    docs = list(documents)
+    if not docs:
+        raise RagrouteError("no documents to index")
+    encode = method in ("dense", "hybrid")
+    count = method in ("bm25", "hybrid")
+    if encode and encoder is None:
+        raise RagrouteError(f"a {method} index needs an encoder")
+    if workers is not None and workers < 1:
+        raise RagrouteError(f"--workers must be at least 1, got {workers}")
+    bm25 = bm25_params or BM25Params()
+    ray = _ray()
+    out = timings if timings is not None else {}
+    with ray_session(address, workers) as startup:
+        out["startup_s"] = startup
+        try:
+            return _build(ray, docs, method, encode, count, encoder, encoder_factory, bm25,
+                          dense_params, fusion, name, workers, shard_size, out)  # fmt: skip
+        except ray.exceptions.RayError as exc:
+            raise RagrouteError(f"Ray build failed: {_one_line(exc)}") from None
+
+
+def _build(
+    ray: Any,
+    docs: list[Document],
+    method: str,
+    encode: bool,
+    count: bool,
+    encoder: Encoder | None,
+    factory: Callable[[], Encoder] | None,
+    bm25: BM25Params,
+    dense_params: DenseParams | None,
+    fusion: FusionParams | None,
+    name: str,
+    workers: int | None,
+    shard_size: int | None,
+    timings: dict[str, float],
+) -> LocalIndex:
+    from ray.util import ActorPool
+
+    start = time.perf_counter()
+    n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    payload = _encoder_payload(ray, encoder, factory) if encode else None
+    remote = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
+    actors = [remote.remote(payload, factory if encode else None, bm25.tokenizer) for _ in range(n_workers)]
+    try:
+        ray.get([actor.ready.remote(encode) for actor in actors])
+        timings["workers_start_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        texts = [d.full_text() for d in docs]
+        pool = ActorPool(actors)
+        parts = list(pool.map(lambda actor, shard: actor.run.remote(shard, encode, count),
+                              _shards(texts, n_workers, shard_size)))  # fmt: skip
+    finally:
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+    index = _assemble(docs, method, parts, encoder, bm25, dense_params, fusion, name)
+    timings["build_s"] = time.perf_counter() - start
+    return index
+
+
+def _assemble(
+    docs: list[Document],
+    method: str,
+    parts: list[tuple[np.ndarray | None, TermCounts | None]],
+    encoder: Encoder | None,
+    bm25: BM25Params,
+    dense_params: DenseParams | None,
+    fusion: FusionParams | None,
+    name: str,
+) -> LocalIndex:
+    """The index ``build_index`` would make, from the shards' vectors and term counts (in order)."""
+    scorer = None
+    if method in ("bm25", "hybrid"):
+        merged = merge_term_counts([counts for _, counts in parts if counts is not None])
+        scorer = BM25Scorer.from_counts(merged, k1=bm25.k1, b=bm25.b, epsilon=bm25.epsilon)
+    if method == "bm25":
+        lexical = BM25Index(bm25, name=name)
+        lexical.store.add(docs)
+        lexical.scorer = scorer
+        return lexical
+    assert encoder is not None  # checked by build_index_ray
+    vectors = np.concatenate([v for v, _ in parts if v is not None], axis=0)
+    dense = DenseIndex(encoder, dense_params, name=name)
+    dense.add_vectors(docs, vectors)
+    if method == "dense":
+        return dense
+    lexical = BM25Index(bm25, store=dense.store, name=name)
+    lexical.scorer = scorer
+    return HybridIndex(lexical, dense, fusion, name)
+
+
+def indexes_identical(a: LocalIndex, b: LocalIndex, *, atol: float = 1e-5) -> bool:
+    """Whether two bm25/dense/hybrid indexes hold the same documents in the same order, the same
+    vectors (to ``atol``) and the same BM25 statistics and term contributions (to 1e-9)."""
+    if type(a) is not type(b) or [d.id for d in a.documents] != [d.id for d in b.documents]:
+        return False
+    dense_a, dense_b = getattr(a, "dense", a), getattr(b, "dense", b)
+    if isinstance(dense_a, DenseIndex) and isinstance(dense_b, DenseIndex):
+        positions = np.arange(len(a))
+        va, vb = dense_a.stored_vectors(positions), dense_b.stored_vectors(positions)
+        if va is None or vb is None or va.shape != vb.shape or not np.allclose(va, vb, atol=atol, rtol=0):
+            return False
+    lex_a, lex_b = getattr(a, "bm25", a), getattr(b, "bm25", b)
+    if isinstance(lex_a, BM25Index) and isinstance(lex_b, BM25Index):
+        sa, sb = lex_a._fitted(), lex_b._fitted()
+        if sa.vocab != sb.vocab or sa.statistics().keys() != sb.statistics().keys():
+            return False
+        if not all(math.isclose(sa.statistics()[k], sb.statistics()[k]) for k in sa.statistics()):
+            return False
+        difference = abs(sa.matrix - sb.matrix)
+        if difference.nnz and float(difference.max()) > 1e-9:
+            return False
+    return True
+
+
+def measure_build_throughput(
+    documents: Sequence[Document],
+    encoder: Encoder,
+    workers: Sequence[int],
+    *,
+    method: str = "dense",
+    encoder_factory: Callable[[], Encoder] | None = None,
+    address: str | None = None,
+) -> dict[str, Any]:
+    """Build throughput of the Ray engine per number of workers, for ``ragroute bench scale``.
+
+    Returns ``build_docs_per_s`` ({workers: documents per second, Ray start-up and worker
+    start-up (model loading) excluded}), ``ray_startup_s``, ``workers_start_s`` ({workers:
+    seconds}), ``single_process_docs_per_s`` (:func:`build_index` with the encoder as given, its
+    own thread count), ``ray_identical`` (every Ray build :func:`indexes_identical` to the
+    single-process one), ``documents`` and ``method``. Ray is started once, with as many CPUs as
+    the largest worker count (or the cluster at ``address`` is joined).
+    """
+    from ragroute.index.build import build_index
+
+    docs = list(documents)
+    start = time.perf_counter()
+    reference = build_index(docs, method, encoder=encoder, show_progress=False)
+    single = time.perf_counter() - start
+    rates: dict[int, float] = {}
+    worker_start: dict[int, float] = {}
+    identical = True
+    with ray_session(address, max(workers)) as startup:
+        for n in workers:
+            timings: dict[str, float] = {}
+            built = build_index_ray(
+                docs, method, encoder=encoder, encoder_factory=encoder_factory, workers=n, timings=timings
+            )
+            rates[n] = len(docs) / max(timings["build_s"], 1e-9)
+            worker_start[n] = timings["workers_start_s"]
+            identical = identical and indexes_identical(reference, built)
+    return {
+        "build_docs_per_s": rates,
+        "ray_startup_s": startup,
+        "workers_start_s": worker_start,
+        "single_process_docs_per_s": len(docs) / max(single, 1e-9),
+        "ray_identical": identical,
+        "documents": len(docs),
+        "method": method,
+    }

@@ -1,0 +1,191 @@
+"""Distributed builds on Ray (``ragroute.scale.ray_build``, ``ragroute build --engine ray``).
+
+Ray is an optional extra (``ragroute[ray]``), not in the ``test`` extra: without it this module is
+skipped. Ray runs in local mode with two CPUs, started once for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from rank_bm25 import BM25Okapi
+
+from ragroute.cli import main
+from ragroute.errors import RagrouteError
+from ragroute.index.bm25_tokenize import tokenize_many
+from ragroute.index.build import build_index
+from ragroute.index.io import load_index, save_index
+from ragroute.types import Document
+
+ray = pytest.importorskip("ray")
+
+from conftest import HashingEncoder  # noqa: E402
+
+from ragroute.scale.ray_build import (  # noqa: E402
+    build_index_ray,
+    indexes_identical,
+    measure_build_throughput,
+)
+
+WORDS = ["telescope", "star", "galaxy", "orbit", "bread", "flour", "yeast", "oven"]
+WORDS += ["printer", "laptop", "password", "network", "vpn"]
+QUERIES = ["star orbit galaxy", "bread oven", "vpn password network", "laptop telescope yeast"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Any:
+    """Ray on this machine, two CPUs; the test encoder's module is pickled by value for the workers."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[HashingEncoder.__module__])
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[Document]:
+    rng = np.random.default_rng(11)
+    return [
+        Document(
+            id=f"d{i:03d}", text=" ".join(rng.choice(WORDS, size=int(rng.integers(3, 20)))), title=f"t{i % 7}"
+        )
+        for i in range(90)
+    ]
+
+
+def _scores(index: Any, method: str) -> list[list[tuple[str, float]]]:
+    return [[(h.doc_id, h.score) for h in index.search(q, k=15)] for q in QUERIES]
+
+
+def _same_results(a: Any, b: Any, method: str) -> None:
+    for got, want in zip(_scores(a, method), _scores(b, method)):
+        assert [doc for doc, _ in got] == [doc for doc, _ in want]
+        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense", "hybrid"])
+def test_ray_build_equals_the_single_process_build(corpus: list[Document], method: str) -> None:
+    encoder = HashingEncoder()
+    local = build_index(corpus, method, encoder=encoder)
+    timings: dict[str, float] = {}
+    built = build_index_ray(corpus, method, encoder=encoder, workers=2, shard_size=13, timings=timings)
+    assert type(built) is type(local)
+    assert [d.id for d in built.documents] == [d.id for d in local.documents]
+    assert indexes_identical(local, built)
+    assert set(timings) == {"startup_s", "workers_start_s", "build_s"}
+    _same_results(built, local, method)
+    assert built.manifest_params() == local.manifest_params()
+
+
+def test_ray_bm25_scores_equal_rank_bm25(corpus: list[Document]) -> None:
+    built = build_index_ray(corpus, "bm25", workers=2, shard_size=9)
+    tokens = tokenize_many([d.full_text() for d in corpus], built.params.tokenizer)
+    reference = BM25Okapi(tokens)
+    for query in QUERIES:
+        (query_tokens,) = tokenize_many([query], built.params.tokenizer)
+        assert np.allclose(
+            built.scorer.get_scores(query_tokens), reference.get_scores(query_tokens), atol=1e-6
+        )
+
+
+def test_ray_build_saves_and_loads_like_a_local_one(corpus: list[Document], tmp_path: Path) -> None:
+    encoder = HashingEncoder()
+    save_index(build_index_ray(corpus, "hybrid", encoder=encoder, workers=2), tmp_path / "idx")
+    loaded = load_index(tmp_path / "idx", encoder=encoder)
+    local = build_index(corpus, "hybrid", encoder=encoder)
+    _same_results(loaded, local, "hybrid")
+
+
+def _dying_encoder() -> Any:
+    """An encoder factory whose encoder kills its worker process on the first shard."""
+
+    class Dying(HashingEncoder):
+        def encode_documents(self, texts: Any, **kwargs: Any) -> Any:
+            os._exit(1)
+
+    return Dying()
+
+
+def test_a_worker_killed_mid_build_is_one_line(corpus: list[Document]) -> None:
+    with pytest.raises(RagrouteError) as caught:
+        build_index_ray(corpus, "dense", encoder=HashingEncoder(), encoder_factory=_dying_encoder, workers=2)
+    assert str(caught.value).startswith("Ray build failed:")
+    assert "\n" not in str(caught.value)
+
+
+def test_unpicklable_encoder_names_the_fix(corpus: list[Document]) -> None:
+    encoder = HashingEncoder()
+    encoder.lock = __import__("threading").Lock()  # type: ignore[attr-defined]
+    with pytest.raises(RagrouteError, match="encoder_factory"):
+        build_index_ray(corpus, "dense", encoder=encoder, workers=1)
+
+
+def test_measure_build_throughput_at_a_tiny_size(corpus: list[Document]) -> None:
+    result = measure_build_throughput(corpus[:30], HashingEncoder(), [1, 2], method="hybrid")
+    assert set(result["build_docs_per_s"]) == {1, 2}
+    assert all(rate > 0 for rate in result["build_docs_per_s"].values())
+    assert result["ray_identical"] is True
+    assert result["ray_startup_s"] == 0.0  # Ray already up: nothing started, nothing counted
+    assert result["single_process_docs_per_s"] > 0
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path, corpus: list[Document]) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in corpus))
+    return path
+
+
+def test_cli_engine_ray_builds_the_same_bm25_index(corpus_file: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    for engine, out in (("local", "a"), ("ray", "b")):
+        result = runner.invoke(
+            main,
+            ["build", str(corpus_file), "--out", str(tmp_path / out), "--method", "bm25", "--engine", engine],
+        )
+        assert result.exit_code == 0, result.output
+    assert indexes_identical(load_index(tmp_path / "a"), load_index(tmp_path / "b"))
+
+
+def test_cli_bad_address_is_one_line_and_keeps_the_previous_index(corpus_file: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "idx"
+    assert (
+        runner.invoke(main, ["build", str(corpus_file), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    )
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    current = (out / "CURRENT").read_bytes()
+    args = ["build", str(corpus_file), "--out", str(out), "--method", "bm25", "--engine", "ray"]
+    result = runner.invoke(main, [*args, "--address", "127.0.0.1:1"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert lines == ["error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"]
+    assert (out / "CURRENT").read_bytes() == current
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+
+
+def test_cli_ray_options_are_refused_where_they_do_not_apply(corpus_file: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["build", str(corpus_file), "--out", str(tmp_path / "x")]
+    result = runner.invoke(main, [*base, "--method", "bm25", "--workers", "2"])
+    assert result.exit_code == 2 and "--workers does not apply to --engine local" in result.output
+    result = runner.invoke(main, [*base, "--method", "graph", "--engine", "ray"])
+    assert result.exit_code == 2 and "--engine ray builds bm25, dense and hybrid" in result.output
+
+
+def test_cli_without_ray_is_one_line(
+    corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    args = ["build", str(corpus_file), "--out", str(tmp_path / "x"), "--method", "bm25", "--engine", "ray"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert (
+        result.output.strip().splitlines()[-1] == "error: --engine ray needs Ray: pip install 'ragroute[ray]'"
+    )
