@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ragroute.errors import ArtifactFormatError
+from ragroute.errors import ArtifactFormatError, RagrouteError
 from ragroute.store import open_snapshot, read_artifact, write_artifact
 from ragroute.store.artifact import BUILDS_DIR, clean_artifact, published_path
 from ragroute.store.locks import LOCK_NAME, ArtifactBusyError, writer_lock
@@ -153,3 +153,31 @@ def test_writer_lock_is_reentrant_in_one_thread(tmp_path):
         _publish(target, "1")
     assert published_path(target).name == _builds(target)[-1]
     assert os.path.isfile(target / LOCK_NAME)
+
+
+def test_paths_the_system_refuses_are_one_line_errors(tmp_path):
+    """Found by the 10,000-case fuzz run: a routing config naming a path too long for the file
+    system (or with a NUL in it) crashed `config check` and `load_routing` with OSError/ValueError."""
+    import yaml
+
+    from ragroute.index.io import load_index
+    from ragroute.reliability.workload import WordHashEncoder
+    from ragroute.route.config import load_routing
+    from ragroute.route.config_check import check_config
+    from ragroute.store import artifact_exists
+
+    for bad in ("x" * 300, "a\0b"):
+        with pytest.raises(ArtifactFormatError, match="cannot read") as info:
+            load_index(tmp_path / bad)
+        assert "\n" not in str(info.value)
+        assert not artifact_exists(tmp_path / bad)
+        for config in (
+            {"sources": {"a": {"index": bad}}},
+            {"sources": {"a": {"index": bad}}, "router": {"kind": "knn", "examples": bad}},
+        ):
+            path = tmp_path / "routing.yaml"
+            path.write_text(yaml.safe_dump(config))
+            assert check_config(path).problems  # listed, not raised
+            with pytest.raises(RagrouteError) as info:
+                load_routing(path, encoder=WordHashEncoder())
+            assert "\n" not in str(info.value)

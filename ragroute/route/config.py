@@ -208,6 +208,21 @@ def load_routing(
 
     Without ``encoder`` the config's is loaded, caching under ``cache_dir`` if given, else the
     config's ``cache_dir:``, else the per-user cache folder."""
+    try:
+        return _load_routing(path, encoder, backend, cache_dir)
+    except OSError as exc:  # a file the config names that the system refuses (name too long, ...)
+        where = str(exc.filename or path)
+        where = where if len(where) <= 200 else where[:200] + "..."
+        raise RagrouteError(f"{path}: cannot read {where}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        if "null byte" not in str(exc):
+            raise
+        raise RagrouteError(f"{path}: a path in it contains a NUL character") from None
+
+
+def _load_routing(
+    path: str | Path, encoder: Any, backend: str | None, cache_dir: str | Path | None
+) -> Pipeline:
     from ragroute.route import Policy
 
     config = RoutingConfig.read(path)

@@ -128,11 +128,20 @@ class _Checker:
         if not isinstance(data, dict):
             self.problem(f"{self.path}: expected a mapping (a routing config, or 'corpora:' definitions)")
             return self.report
-        if isinstance(data.get("corpora"), dict):
-            self.report.what = CORPUS_FILE
-            self.check_corpora(self.path, data)
-        else:
-            self.check_routing(data)
+        try:
+            if isinstance(data.get("corpora"), dict):
+                self.report.what = CORPUS_FILE
+                self.check_corpora(self.path, data)
+            else:
+                self.check_routing(data)
+        except OSError as exc:  # a path the system refuses to look at (name too long, link loop...)
+            where = str(exc.filename or self.path)
+            where = where if len(where) <= 200 else where[:200] + "..."
+            self.problem(f"{self.path}: cannot check {where}: {exc.strerror or exc}")
+        except ValueError as exc:
+            if "null byte" not in str(exc):
+                raise
+            self.problem(f"{self.path}: a path in it contains a NUL character")
         return self.report
 
     # ----------------------------------------------------------------- corpus definitions

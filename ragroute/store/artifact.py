@@ -93,8 +93,13 @@ class PendingBuild:
 
 
 def artifact_exists(root: str | Path) -> bool:
+    """Whether ``root`` holds a published artifact (a pointer, or a 0.1 manifest); ``False`` for a
+    path the system cannot even look at (a name too long, a loop of links...)."""
     root = Path(root)
-    return (root / POINTER_NAME).is_file() or (root / MANIFEST_NAME).is_file()
+    try:
+        return (root / POINTER_NAME).is_file() or (root / MANIFEST_NAME).is_file()
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        return False
 
 
 _WRITING: set[str] = set()  # temporary folders this process is filling now (never cleaned)
@@ -388,6 +393,25 @@ def read_artifact(
     missing from a build that is still published is reported as such.
     """
     root = Path(root)
+    try:
+        return _read_retrying(root, read, family, verify, error)
+    except OSError as exc:  # a path or file the OS refuses (a missing file is said by _read_retrying)
+        where = str(exc.filename or root)
+        where = where if len(where) <= 200 else where[:200] + "..."
+        raise error(f"cannot read {where}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        if "null byte" not in str(exc):
+            raise
+        raise error(f"cannot read {str(root)!r}: the path contains a NUL character") from None
+
+
+def _read_retrying(
+    root: Path,
+    read: Callable[[Snapshot], T],
+    family: str | None,
+    verify: bool,
+    error: type[ArtifactFormatError],
+) -> T:
     for attempt in range(_READ_ATTEMPTS):
         build = _published_build(root, error)
         try:
