@@ -96,7 +96,7 @@ NO_ENCODER = {
     "config check",
     "bench bm25",
     "bench reliability",
-    "bench scale",  # synthetic vectors: nothing is encoded
+    "bench scale",  # synthetic vectors (its --ray-corpus builds use the per-user cache)
 }
 
 

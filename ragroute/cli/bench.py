@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ragroute.cli.common import one_line_errors
-from ragroute.cli.options import bench_encoder_options, cache_dir_option, plot_option
+from ragroute.cli.options import BACKENDS, bench_encoder_options, cache_dir_option, plot_option
 from ragroute.cli.output import emit_json, save_plot
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import CorpusFormatError, RagrouteError
@@ -1175,11 +1175,29 @@ def exposure_command(
     help="Largest size the Qdrant row (embedded, in memory) is measured at; 0 leaves it out.",
 )
 @click.option("--queries", type=click.IntRange(min=10), default=200, show_default=True)
+@click.option(
+    "--ray-corpus",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also build this corpus with the Ray engine at each --ray-workers count (extra ragroute[ray]).",
+)
+@click.option("--ray-workers", default="1,2", show_default=True, help="Comma-separated worker counts.")
+@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder of the Ray builds.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @plot_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def scale_command(
-    sizes: str, hnsw_max: int, qdrant_max: int, queries: int, plot: Path | None, as_json: bool
+    sizes: str,
+    hnsw_max: int,
+    qdrant_max: int,
+    queries: int,
+    ray_corpus: Path | None,
+    ray_workers: str,
+    encoder: str,
+    backend: str,
+    plot: Path | None,
+    as_json: bool,
 ) -> None:
     """Query latency, recall@10 and bytes per vector of each dense layout (flat, HNSW, IVF-PQ, IVF-PQ with
     exact re-ranking, memory-mapped) as the corpus grows.
@@ -1199,6 +1217,15 @@ def scale_command(
         queries=queries,
         log=lambda msg: click.echo(msg, err=True),
     )
+    if ray_corpus is not None:
+        try:
+            workers = [int(part) for part in ray_workers.split(",") if part.strip()]
+        except ValueError:
+            raise RagrouteError(f"--ray-workers {ray_workers!r}: give comma-separated integers") from None
+        click.echo(f"Ray builds of {ray_corpus} with {workers} workers ...", err=True)
+        ray = bench_scale.ray_throughput(ray_corpus, encoder, backend, workers)
+        result.update({key: ray[key] for key in ("build_docs_per_s", "ray_identical")})
+        result["ray"] = ray
     click.echo(bench_scale.format_report(result))
     save_plot("scale", result, plot)
     if as_json:

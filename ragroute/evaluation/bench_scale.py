@@ -1,22 +1,30 @@
 """``ragroute bench scale``: how query cost, memory and recall grow with the corpus, per index layout.
 
 Vectors are synthetic (no encoder could embed millions of passages here: ~70 passages/s on two
-cores): 384-d, the width of all-MiniLM-L6-v2, L2-normalised, drawn around 2,000 random centres
-(a clustered cloud, like real embeddings; uniform random vectors would be the worst case for
-IVF). Queries are drawn the same way, apart from the corpus. Each layout is the product's
+cores): 384-d, the width of all-MiniLM-L6-v2, L2-normalised, each a random one of 2,000 centres
+plus a point of a 24-d latent space mapped into the 384 dimensions, plus a little isotropic
+noise: a clustered cloud of low intrinsic dimension, as sentence embeddings are (isotropic noise
+in all 384 dimensions would make every neighbour nearly tied, a worst case no real corpus shows).
+Queries are drawn the same way, apart from the corpus. Each layout is the product's
 :class:`~ragroute.index.dense.DenseIndex` with :class:`~ragroute.index.dense.DenseParams`:
 
 * ``flat`` — exact inner product (the reference of recall@10);
 * ``hnsw`` — M 32, efConstruction 200, efSearch 128 (the product defaults);
 * ``ivfpq`` — nlist 4 sqrt(n) (at most 4096), 48 sub-quantisers of 8 bits (48 bytes a vector),
-  trained on at most 100,000 vectors; searched with nprobe 16 (the product default) and 64;
+  trained on at most 100,000 vectors; searched with nprobe 16 (the product default), 64 and 256;
 * ``ivfpq+refine`` — the same, re-ranking 10 x k candidates by exact scores from the float32
-  vectors (loaded memory-mapped, as for an index larger than RAM), nprobe 16, 64 and 256 (rows
-  ``ivfpq+refine@64`` ...: one index, searched with each).
+  vectors (loaded memory-mapped, as for an index larger than RAM), nprobe 16, 64, 256 and 1024
+  (rows ``ivfpq+refine@64`` ...: one index, searched with each).
 
 * ``qdrant`` — the vectors in a Qdrant collection (:class:`~ragroute.index.qdrant.QdrantIndex`,
   qdrant-client's embedded in-memory mode: a brute-force scan in the client, so its latency says
   nothing of a Qdrant server's; it is here for ``store_identical``: top-10 equal to flat's).
+
+With ``--ray-corpus`` it also builds a real corpus (documents encoded by the real encoder) with
+the Ray engine (:func:`ragroute.scale.ray_build.measure_build_throughput`) at each worker count
+(``build_docs_per_s``: Ray and model start-up excluded, reported apart; each worker one thread)
+beside the single-process build, and checks that every Ray build is identical to it
+(``ray_identical``).
 
 For every size: ``latency_ms_p50`` of one query at a time (k = 10, one thread), recall@10 against
 ``flat``, build seconds; ``bytes_per_vector`` is the size of the index files written, per vector
@@ -46,7 +54,8 @@ LAYOUTS: dict[str, DenseParams] = {
     "ivfpq+refine": DenseParams(factory="ivfpq", pq_m=48, ivf_nprobe=16, refine=10, mmap=True),
 }
 #: nprobe values each IVF layout is searched with (one built index); the first is the product default
-PROBES = {"ivfpq": (16, 64), "ivfpq+refine": (16, 64, 256)}
+PROBES = {"ivfpq": (16, 64, 256), "ivfpq+refine": (16, 64, 256, 1024)}
+LATENT = 24
 GOALS = {"ivfpq_refine_recall@10": 0.95, "ivfpq_refine_speedup_vs_flat": 5.0}
 
 
@@ -64,14 +73,18 @@ class SyntheticEncoder:
 
 
 def clustered_vectors(n: int, *, dim: int = DIM, seed: int = 0, centres_seed: int = 12345) -> np.ndarray:
-    """``n`` L2-normalised vectors around :data:`CENTRES` fixed random centres (float32)."""
-    centres = np.random.default_rng(centres_seed).normal(size=(CENTRES, dim)).astype(np.float32)
+    """``n`` L2-normalised vectors: a random one of :data:`CENTRES` fixed centres, plus a point of a
+    :data:`LATENT`-d latent space mapped into ``dim`` dimensions, plus a little noise (float32)."""
+    fixed = np.random.default_rng(centres_seed)
+    centres = fixed.normal(size=(CENTRES, dim)).astype(np.float32)
+    mapping = (fixed.normal(size=(LATENT, dim)) / np.sqrt(LATENT)).astype(np.float32)
     rng = np.random.default_rng(seed)
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 100_000):
         stop = min(n, start + 100_000)
-        block = centres[rng.integers(0, CENTRES, stop - start)]
-        block += 0.35 * rng.normal(size=block.shape).astype(np.float32)
+        block = 0.5 * centres[rng.integers(0, CENTRES, stop - start)]
+        block += rng.normal(size=(stop - start, LATENT)).astype(np.float32) @ mapping
+        block += 0.05 * rng.normal(size=block.shape).astype(np.float32)
         out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
@@ -94,9 +107,9 @@ def _qdrant_latencies(
 
 def _index(params: DenseParams, vectors: np.ndarray, encoder: SyntheticEncoder) -> DenseIndex:
     index = DenseIndex(encoder, DenseParams(**{**params.__dict__, "mmap": False}))
-    docs = [Document(id=str(i), text="") for i in range(len(vectors))]
-    for start in range(0, len(vectors), 200_000):
-        index.add_vectors(docs[start : start + 200_000], vectors[start : start + 200_000])
+    index.add_vectors(
+        [Document(id=str(i), text="") for i in range(len(vectors))], vectors
+    )  # one add: nlist from n
     return index
 
 
@@ -188,7 +201,7 @@ def run_scale_bench(
         if row.startswith("ivfpq+refine") and largest in latency[row] and largest in latency.get("flat", {}):
             speedup[row] = round(latency["flat"][largest] / latency[row][largest], 2)
     return {
-        "vectors": f"synthetic, {DIM}-d, normalised, around {CENTRES} centres",
+        "vectors": f"synthetic, {DIM}-d, normalised, {CENTRES} centres + {LATENT}-d latent variation",
         "queries": queries,
         "k": K,
         "sizes": [int(n) for n in sorted(sizes)],
@@ -207,6 +220,25 @@ def run_scale_bench(
         "ray_identical": None,
         "store_identical": all(identical) if identical else None,
     }
+
+
+def ray_throughput(
+    corpus: Path, encoder_name: str, backend: str, workers: Sequence[int], method: str = "dense"
+) -> dict[str, Any]:
+    """Ray build throughput per worker count on ``corpus`` (any format ``ragroute build`` reads)."""
+    import functools
+
+    from ragroute.encode import load_encoder
+    from ragroute.loaders import load_corpus
+    from ragroute.scale.ray_build import measure_build_throughput
+
+    documents = load_corpus(corpus)
+    factory = functools.partial(load_encoder, encoder_name, backend=backend)
+    result = measure_build_throughput(
+        documents, factory(), list(workers), method=method, encoder_factory=factory
+    )
+    result["corpus"] = str(corpus)
+    return result
 
 
 def _recall(found: Sequence[Sequence[str]], truth: Sequence[Sequence[str]]) -> float:
@@ -237,5 +269,14 @@ def format_report(result: Mapping[str, Any]) -> str:
             f"{row} at {int(sizes[-1]):,}: {speedup}x the queries/s of flat "
             f"(goal {GOALS['ivfpq_refine_speedup_vs_flat']}x), recall@10 "
             f"{result['recall@10'][row].get(sizes[-1])} (goal {GOALS['ivfpq_refine_recall@10']})"
+        )
+    ray = result.get("ray")
+    if ray:
+        rates = ", ".join(f"{n} worker(s) {rate:.1f}" for n, rate in ray["build_docs_per_s"].items())
+        lines.append(
+            f"Ray builds of {ray['corpus']} ({ray['documents']} documents, {ray['method']}): docs/s {rates}; "
+            f"single process {ray['single_process_docs_per_s']:.1f}; "
+            f"Ray start-up {ray['ray_startup_s']:.1f} s; "
+            f"identical to the single-process build: {ray['ray_identical']}"
         )
     return "\n".join(lines)
