@@ -96,7 +96,8 @@ def quantize_int8(
     if meta is None:
         raise RagrouteError(f"no ONNX export in {model_dir}")
     source = model_dir / FP32_FILE
-    recorded = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    files = meta.get("files")
+    recorded: dict[str, Any] = files if isinstance(files, dict) else {}
     if FP32_FILE in recorded and first_bad_file(model_dir, {FP32_FILE: recorded[FP32_FILE]}):
         raise RagrouteError(
             f"ONNX export {model_dir} is corrupt ({FP32_FILE}); delete the folder to export again"

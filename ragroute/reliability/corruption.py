@@ -174,9 +174,13 @@ def run_matrix(
     for kind, root in artifacts.items():
         reference = answer(root, encoder)
         cases = [c for c in file_cases(root) if c.action in file_actions] + bit_flip_cases(root, bit_stride)
+
+        def load(root: Path = root) -> Any:
+            return answer(root, encoder)
+
         for case in cases:
             with applied(root, case):
-                outcome, detail = classify(lambda root=root: answer(root, encoder), reference)
+                outcome, detail = classify(load, reference)
             report.add(kind, case, outcome, detail)
         if answer(root, encoder) != reference:  # restored exactly
             raise AssertionError(f"{root} was not restored after the corruption matrix")

@@ -199,13 +199,13 @@ def build_artifact(kind: str, target: Path, *, seed: int = 0, encoder: Any = Non
             for r in records
             for other in records[:4]
         ]
-        params = TrainParams(layers=1, max_length=32, epochs=1, batch_size=8, threads=1)
-        train_reranker(PairSet(train=pairs, calibration=pairs), target, params, name=target.name)
+        rerank_params = TrainParams(layers=1, max_length=32, epochs=1, batch_size=8, threads=1)
+        train_reranker(PairSet(train=pairs, calibration=pairs), target, rerank_params, name=target.name)
     elif kind == "expert":
         from ragroute.experts.train import ExpertTrainParams, train_expert
 
-        params = ExpertTrainParams(epochs=1, batch_size=8, max_queries=16, threads=1)
-        train_expert(documents(corpus_records(seed, 60)), target, params, name=target.name)
+        expert_params = ExpertTrainParams(epochs=1, batch_size=8, max_queries=16, threads=1)
+        train_expert(documents(corpus_records(seed, 60)), target, expert_params, name=target.name)
     else:
         raise ValueError(f"unknown artifact kind {kind!r}")
     return target
