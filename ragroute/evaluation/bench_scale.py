@@ -233,7 +233,8 @@ def ray_throughput(
     from ragroute.scale.ray_build import measure_build_throughput
 
     documents = load_corpus(corpus)
-    factory = functools.partial(load_encoder, encoder_name, backend=backend)
+    # no embedding cache: every build encodes (a cached run would measure the cache, not the engine)
+    factory = functools.partial(load_encoder, encoder_name, backend=backend, use_cache=False)
     result = measure_build_throughput(
         documents, factory(), list(workers), method=method, encoder_factory=factory
     )
