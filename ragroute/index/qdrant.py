@@ -17,6 +17,8 @@ same vectors (``tests/test_qdrant.py``, ``ragroute bench scale`` ``store_identic
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import secrets
 import threading
@@ -36,6 +38,17 @@ from ragroute.types import Document, Hit
 
 _CLIENTS: dict[str, Any] = {}  # one client per embedded folder: Qdrant locks the folder per client
 _CLIENTS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_clients() -> None:
+    """Close the shared clients before the interpreter tears modules down (their ``__del__``
+    would otherwise fail noisily at exit)."""
+    with _CLIENTS_LOCK:
+        for client in _CLIENTS.values():
+            with contextlib.suppress(Exception):
+                client.close()
+        _CLIENTS.clear()
 
 
 @dataclass
