@@ -136,11 +136,7 @@ class DenseIndex(LocalIndex):
 
     def add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
         """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (len(documents), self.encoder.dim):
-            raise RagrouteError(
-                f"expected {len(documents)} vectors of dim {self.encoder.dim}, got shape {vectors.shape}"
-            )
+        vectors = aligned_vectors(documents, vectors, self.encoder.dim)
         if self.faiss_index is None:
             self.faiss_index = _new_faiss_index(self.params, vectors)
         self._writable()
@@ -337,6 +333,14 @@ class DenseIndex(LocalIndex):
                 raise IndexFormatError(f"{exact_path} is corrupt: shape {exact.shape}, dtype {exact.dtype}")
             index.exact = exact
         return index
+
+
+def aligned_vectors(documents: Sequence[Document], vectors: Any, dim: int) -> np.ndarray:
+    """``vectors`` as contiguous float32, one row of width ``dim`` per document (else a one-line error)."""
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or array.shape != (len(documents), dim):
+        raise RagrouteError(f"expected {len(documents)} vectors of dim {dim}, got shape {array.shape}")
+    return array
 
 
 def stored_document_vectors(

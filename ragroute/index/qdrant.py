@@ -31,6 +31,7 @@ import numpy as np
 
 from ragroute.context import query_vectors
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.index.dense import aligned_vectors
 from ragroute.index.docstore import DocumentStore
 from ragroute.index.local import LocalIndex
 from ragroute.scopes import Visible
@@ -138,11 +139,7 @@ class QdrantIndex(LocalIndex):
         """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
         from qdrant_client import models
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (len(documents), self.encoder.dim):
-            raise RagrouteError(
-                f"expected {len(documents)} vectors of dim {self.encoder.dim}, got {vectors.shape}"
-            )
+        vectors = aligned_vectors(documents, vectors, self.encoder.dim)
         if self.collection is None:
             self.collection = f"{self.params.collection}-{secrets.token_hex(4)}"
             self._call(
