@@ -41,6 +41,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from ragroute.errors import RagrouteError
+from ragroute.reliability.workload import HashedEncoder
 from ragroute.types import Document
 
 #: at most this many failing inputs are kept per loader (as reprs) in :func:`run_fuzz`'s result
@@ -49,7 +50,7 @@ KEEP_FAILURES = 5
 # ------------------------------------------------------------------------------------ the encoder
 
 
-class TokenHashingEncoder:
+class TokenHashingEncoder(HashedEncoder):
     """A tiny deterministic encoder: the bundled MiniLM tokenizer, token ids hashed into ``dim``
     buckets (bag of tokens, L2-normalised). It implements the ``Encoder`` protocol, refuses what the
     real tokenizer refuses (e.g. lone surrogates: ``TypeError``), and loads no model."""
@@ -75,20 +76,6 @@ class TokenHashingEncoder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         return out / norms
-
-    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None) -> Any:
-        """Query vectors, one row per text."""
-        return self._encode(texts)
-
-    def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None
-    ) -> Any:
-        """Document vectors, one row per text."""
-        return self._encode(texts)
-
-    def describe(self) -> dict[str, Any]:
-        """The identity recorded in index manifests."""
-        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
 
 
 # ------------------------------------------------------------------------------------ strategies

@@ -46,11 +46,37 @@ MODEL_ARTIFACT_KINDS = ("reranker", "expert")
 """Artifacts :func:`build_artifact` trains from the bundled MiniLM (tiny settings, still seconds)."""
 
 
-class WordHashEncoder:
+class HashedEncoder:
+    """The ``Encoder`` protocol over one map ``_encode(texts) -> rows`` for queries and documents alike
+    (the harnesses' tiny encoders, which load no model)."""
+
+    backend = "hashed"
+    dim: int
+    model_id: str
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None) -> Any:
+        """Query vectors (the same map as documents)."""
+        return self._encode(texts)
+
+    def encode_documents(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None
+    ) -> Any:
+        """Document vectors."""
+        return self._encode(texts)
+
+    def describe(self) -> dict[str, Any]:
+        """The encoder identity recorded in manifests."""
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+
+class WordHashEncoder(HashedEncoder):
     """A deterministic bag-of-words encoder (words hashed into ``dim`` buckets, L2-normalised).
 
-    Implements the ``Encoder`` protocol, ranks by word overlap and loads nothing, so artifacts
-    that embed text can be built and loaded in milliseconds.
+    Ranks by word overlap and loads nothing, so artifacts that embed text can be built and loaded
+    in milliseconds.
     """
 
     backend = "hashing"
@@ -66,20 +92,6 @@ class WordHashEncoder:
                 out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1.0, norms)
-
-    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None) -> Any:
-        """Query vectors (the same map as documents)."""
-        return self._encode(texts)
-
-    def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: Any = None
-    ) -> Any:
-        """Document vectors."""
-        return self._encode(texts)
-
-    def describe(self) -> dict[str, Any]:
-        """The encoder identity recorded in manifests."""
-        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
 
 
 def corpus_records(seed: int, n: int = 40, *, prefix: str = "d") -> list[dict[str, str]]:
