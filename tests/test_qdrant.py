@@ -145,3 +145,13 @@ def test_a_qdrant_source_in_a_pipeline_scores_on_the_cosine_scale(tmp_path, hash
         h.doc_id for h in dense.search("telescope star", 5)
     ]
     assert fit_score_scales([Source("q", index)], hashing_encoder)["q"].kind == "cosine"
+
+
+def test_a_deleted_and_an_added_document_keep_the_hits_right(pair):
+    flat, store, queries = pair
+    top = store.search_vectors(queries[:1], 1)[0][0].doc_id
+    for index in (flat, store):  # same count of documents after, other ids
+        index.delete([top])
+        index.add_vectors([Document(id="new", text="x")], queries[:1])
+    assert store.search_vectors(queries[:1], 1)[0][0].doc_id == "new"
+    assert _ids(store.search_vectors(queries, 10)) == _ids(flat.search_vectors(queries, 10))

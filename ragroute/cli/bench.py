@@ -1204,10 +1204,7 @@ def scale_command(
     """
     from ragroute.evaluation import bench_scale
 
-    try:
-        counts = [int(part) for part in sizes.split(",") if part.strip()]
-    except ValueError:
-        raise RagrouteError(f"--sizes {sizes!r}: give comma-separated integers") from None
+    counts = _integers(sizes, "--sizes")
     if not counts or min(counts) < 1000:
         raise RagrouteError("--sizes: give sizes of at least 1000")
     result = bench_scale.run_scale_bench(
@@ -1218,10 +1215,7 @@ def scale_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     if ray_corpus is not None:
-        try:
-            workers = [int(part) for part in ray_workers.split(",") if part.strip()]
-        except ValueError:
-            raise RagrouteError(f"--ray-workers {ray_workers!r}: give comma-separated integers") from None
+        workers = _integers(ray_workers, "--ray-workers")
         click.echo(f"Ray builds of {ray_corpus} with {workers} workers ...", err=True)
         ray = bench_scale.ray_throughput(ray_corpus, encoder, backend, workers)
         result.update({key: ray[key] for key in ("build_docs_per_s", "ray_identical")})
@@ -1230,3 +1224,11 @@ def scale_command(
     save_plot("scale", result, plot)
     if as_json:
         emit_json(result)
+
+
+def _integers(value: str, option: str) -> list[int]:
+    """A comma-separated list of integers given to ``option`` (one-line error otherwise)."""
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise RagrouteError(f"{option} {value!r}: give comma-separated integers") from None

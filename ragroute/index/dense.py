@@ -18,11 +18,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.index.docstore import DocumentStore
-from ragroute.index.local import LocalIndex
+from ragroute.index.local import VectorIndex
 from ragroute.types import Document, Hit
 
 FAISS_NAME = "dense.faiss"
@@ -84,11 +83,10 @@ def check_encoder(recorded: Mapping[str, Any] | None, model_id: str, dim: int | 
         )
 
 
-class DenseIndex(LocalIndex):
+class DenseIndex(VectorIndex):
     """A faiss index over encoder embeddings of ``Document.full_text()``."""
 
     kind = "dense"
-    needs_encoder = True
 
     def __init__(
         self,
@@ -104,7 +102,6 @@ class DenseIndex(LocalIndex):
         self.faiss_index = faiss_index
         self.exact: np.ndarray | None = None  # rows by internal id (``refine``)
         self.mapped: Path | None = None  # the file loaded memory-mapped: read into memory before a change
-        self._pos_by_iid: dict[int, int] | None = None
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -144,7 +141,6 @@ class DenseIndex(LocalIndex):
         self.faiss_index.add_with_ids(vectors, iids)
         if self.params.refine:
             self._keep_exact(np.asarray(iids, dtype=np.int64), vectors)
-        self._pos_by_iid = None
 
     def _writable(self) -> None:
         """A memory-mapped index is read-only (faiss crashes on writes to mapped lists): copy it
@@ -176,19 +172,9 @@ class DenseIndex(LocalIndex):
         iids = self.store.delete(doc_ids)
         if len(iids) and self.params.factory != "hnsw" and self.faiss_index is not None:
             self.faiss_index.remove_ids(faiss.IDSelectorBatch(iids))
-        self._pos_by_iid = None
         return len(iids)
 
     # -- searching --------------------------------------------------------------------------
-    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
-        vectors = self.encoder.encode_queries(queries, show_progress=False)
-        return self.search_vectors(vectors, k, filters=filters)
-
-    def _search_contexts(
-        self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
-    ) -> list[list[Hit]]:
-        return self.search_vectors(query_vectors(contexts, self.encoder), k, filters=filters)
-
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
@@ -212,7 +198,7 @@ class DenseIndex(LocalIndex):
             scores, ids = self.faiss_index.search(vectors, wanted, params=self._params(filters))
             if refine:
                 scores, ids = self._rerank_exact(vectors, ids, top)
-        positions = self._positions()
+        positions = self.store.positions_by_iid()
         results = []
         for row_scores, row_ids in zip(scores.tolist(), ids.tolist()):
             results.append(
@@ -266,11 +252,6 @@ class DenseIndex(LocalIndex):
         stored = faiss.vector_to_array(id_map)
         return np.setdiff1d(stored, self.store.iids, assume_unique=True)
 
-    def _positions(self) -> dict[int, int]:
-        if self._pos_by_iid is None:
-            self._pos_by_iid = {int(iid): pos for pos, iid in enumerate(self.store.iids)}
-        return self._pos_by_iid
-
     def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray | None:
         """The embeddings of the documents at store ``positions`` (rows aligned), read back from faiss
         instead of encoded again; ``None`` when the index keeps no exact vectors (IVF-PQ keeps codes)."""
@@ -303,9 +284,6 @@ class DenseIndex(LocalIndex):
 
     def manifest_params(self) -> dict[str, Any]:
         return {"dense": asdict(self.params), "next_iid": self.store.next_iid}
-
-    def encoder_info(self) -> dict[str, Any] | None:
-        return self.encoder.describe()
 
     @classmethod
     def read(

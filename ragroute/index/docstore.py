@@ -28,6 +28,7 @@ class DocumentStore:
         self._docs: list[Document] = []
         self._iids: list[int] = []
         self._pos_by_id: dict[str, int] = {}
+        self._pos_by_iid: dict[int, int] | None = None  # built on first use, dropped on every change
         self._next_iid = 0
         self._access: dict[str, tuple[np.ndarray, dict[str, np.ndarray]] | None] = {}
 
@@ -61,6 +62,7 @@ class DocumentStore:
             self._iids.append(int(iid))
         self._next_iid += len(new)
         self._access = {}
+        self._pos_by_iid = None
         return iids
 
     def delete(self, ids: Iterable[str]) -> np.ndarray:
@@ -75,10 +77,17 @@ class DocumentStore:
         self._iids = [iid for _, iid in kept]
         self._pos_by_id = {doc.id: i for i, doc in enumerate(self._docs)}
         self._access = {}
+        self._pos_by_iid = None
         return np.asarray(removed, dtype=np.int64)
 
     def position(self, doc_id: str) -> int:
         return self._pos_by_id[doc_id]
+
+    def positions_by_iid(self) -> dict[int, int]:
+        """iid -> position of every stored document (what vector indexes map their ids back with)."""
+        if self._pos_by_iid is None:
+            self._pos_by_iid = {iid: pos for pos, iid in enumerate(self._iids)}
+        return self._pos_by_iid
 
     def get(self, doc_id: str) -> Document:
         return self._docs[self._pos_by_id[doc_id]]

@@ -1,4 +1,5 @@
-"""Shared behaviour of the indexes ragroute builds locally (BM25, dense, hybrid)."""
+"""Shared behaviour of the indexes ragroute builds locally (BM25, dense, hybrid), and of those that
+search by query embeddings (:class:`VectorIndex`: dense, qdrant)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ragroute.context import query_vectors
 from ragroute.errors import check_query
 from ragroute.index.base import by_filter_groups
 from ragroute.index.docstore import DocumentStore
@@ -97,3 +99,32 @@ class LocalIndex(ABC):
     def encoder_info(self) -> dict[str, Any] | None:
         """The encoder description recorded in the manifest, for indexes that embed text."""
         return None
+
+
+class VectorIndex(LocalIndex):
+    """A :class:`LocalIndex` that searches by query embeddings of one encoder (dense on faiss,
+    vectors in an external store): text queries are encoded, contexts hand over their cached
+    vector, and both go to :meth:`search_vectors`. Its scores are inner products of the encoder's
+    unit vectors (cosines), which :mod:`ragroute.pipeline.score_scale` relies on."""
+
+    needs_encoder = True
+    encoder: Any
+
+    @abstractmethod
+    def search_vectors(
+        self, vectors: Any, k: int = 10, *, filters: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
+        """Top ``k`` hits for each query embedding (one row per query)."""
+
+    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+        return self.search_vectors(
+            self.encoder.encode_queries(queries, show_progress=False), k, filters=filters
+        )
+
+    def _search_contexts(
+        self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        return self.search_vectors(query_vectors(contexts, self.encoder), k, filters=filters)
+
+    def encoder_info(self) -> dict[str, Any] | None:
+        return self.encoder.describe()

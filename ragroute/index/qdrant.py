@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.context import query_vectors
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.index.dense import aligned_vectors
 from ragroute.index.docstore import DocumentStore
-from ragroute.index.local import LocalIndex
+from ragroute.index.local import VectorIndex
 from ragroute.scopes import Visible
 from ragroute.types import Document, Hit
 
@@ -100,11 +99,10 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-class QdrantIndex(LocalIndex):
+class QdrantIndex(VectorIndex):
     """Dense retrieval with the vectors in a Qdrant collection (see the module docstring)."""
 
     kind = "qdrant"
-    needs_encoder = True
 
     def __init__(
         self,
@@ -179,16 +177,6 @@ class QdrantIndex(LocalIndex):
             self._call("drop the collection", self.client.delete_collection, self.collection)
 
     # -- searching --------------------------------------------------------------------------
-    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
-        return self.search_vectors(
-            self.encoder.encode_queries(queries, show_progress=False), k, filters=filters
-        )
-
-    def _search_contexts(
-        self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
-    ) -> list[list[Hit]]:
-        return self.search_vectors(query_vectors(contexts, self.encoder), k, filters=filters)
-
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
@@ -209,18 +197,13 @@ class QdrantIndex(LocalIndex):
                 with_payload=False,
             )
             hits: list[Hit] = []
+            positions = self.store.positions_by_iid()
             for point in response.points:
-                position = self._position(int(point.id))
+                position = positions.get(int(point.id))
                 if position is not None:
                     hits.append(self.store.hit(position, float(point.score), len(hits) + 1, self.name))
             out.append(hits)
         return out
-
-    def _position(self, iid: int) -> int | None:
-        positions = getattr(self, "_positions", None)
-        if positions is None or len(positions) != len(self.store):
-            positions = self._positions = {int(i): p for p, i in enumerate(self.store.iids)}
-        return positions.get(iid)
 
     def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -238,9 +221,6 @@ class QdrantIndex(LocalIndex):
             "qdrant": {**asdict(self.params), "collection_name": self.collection},
             "next_iid": self.store.next_iid,
         }
-
-    def encoder_info(self) -> dict[str, Any] | None:
-        return self.encoder.describe()
 
     @classmethod
     def read(

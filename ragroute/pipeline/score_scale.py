@@ -109,19 +109,17 @@ def fit_quantile_map(raw: Sequence[float], cosine: Sequence[float], kind: str = 
 def native_kind(source: Source, encoder: Any) -> str | None:
     """``cosine`` or ``hybrid`` when ``source``'s scores already are ``encoder``'s cosines (or
     a hybrid of them), else None (the scale must be fitted)."""
-    from ragroute.index.dense import DenseIndex
     from ragroute.index.hybrid import HybridIndex
+    from ragroute.index.local import VectorIndex
 
     retriever = source.retriever
     model = getattr(encoder, "model_id", None)
     if model is None:
         return None
-    if isinstance(retriever, DenseIndex):
+    if isinstance(retriever, VectorIndex):  # dense, qdrant: inner products of the encoder's unit vectors
         return "cosine" if retriever.encoder.model_id == model else None
     if isinstance(retriever, HybridIndex):
         return "hybrid" if retriever.dense.encoder.model_id == model else None
-    if getattr(retriever, "kind", None) == "qdrant":  # dot products of the encoder's unit vectors
-        return "cosine" if getattr(getattr(retriever, "encoder", None), "model_id", None) == model else None
     options = getattr(retriever, "options", None)  # a nested pipeline
     if callable(getattr(retriever, "retrieve_contexts", None)) and options is not None:
         inner = getattr(getattr(retriever, "encoder", None), "model_id", None)

@@ -404,7 +404,8 @@ class FuseStage:
         value goes to ``explain["fused"]``."""
         if self.options.scores != "similarity":
             return fused
-        self.calibrate()
+        if self.scales is None:  # fitted once; later queries read it without the lock
+            self.calibrate()
         scales = self.scales or {}
         best = similarities(lists, scales, self.documents_of)
         out = []
