@@ -148,6 +148,41 @@ def test_hashed_ngrams_are_stable_and_normalised() -> None:
         hashed_ngrams(texts, 0)
 
 
+def test_keyword_counts_equal_running_every_pattern() -> None:
+    """The token pre-check that skips keyword groups must count exactly what the patterns find
+    (saved routers rely on the feature values)."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from ragroute.route.features import _KEYWORD_PATTERNS, KEYWORD_GROUPS, _keyword_counts
+
+    for words in KEYWORD_GROUPS.values():  # the pre-check's premise: lower-case words, single spaces
+        assert all(re.fullmatch(r"[a-z]+(?: [a-z]+)*", w) for w in words)
+    vocabulary = sorted({w for words in KEYWORD_GROUPS.values() for k in words for w in k.split()})
+    piece = st.one_of(
+        st.sampled_from(vocabulary),
+        st.sampled_from([" ", "  ", "-", "_", "'", "s", "é", "1", ",\n"]),
+        st.text(max_size=3),
+    )
+
+    @settings(max_examples=400, derandomize=True, database=None, deadline=None)
+    @given(st.lists(piece, max_size=25))
+    def check(parts: list[str]) -> None:
+        lower = "".join(parts).lower()
+        want = {group: len(pattern.findall(lower)) for group, pattern in _KEYWORD_PATTERNS.items()}
+        assert _keyword_counts(lower) == want
+
+    check()
+    assert _keyword_counts("how do i compare both, how to") == {
+        **{g: 0 for g in KEYWORD_GROUPS},
+        "comparison": 2,
+        "howto": 2,
+        "person": 1,
+    }
+
+
 @pytest.mark.parametrize("char_ngrams", [(3, 5), (1, 2), None])
 def test_hashed_ngrams_equal_the_zlib_definition(char_ngrams) -> None:
     """The vectorised CRC must give exactly the documented buckets and signs (saved routers rely on it)."""

@@ -45,16 +45,17 @@ class EnsembleRouter(BaseRouter):
         return self._combine(len(contexts), [route_contexts(r, contexts) for r in self.routers])
 
     def _combine(self, n: int, per_router: list[list[Decision]]) -> list[Decision]:
+        position = {label: j for j, label in enumerate(self.labels)}
         out = []
         for i in range(n):
             members = [decisions[i] for decisions in per_router]
-            combined = np.zeros(len(self.labels))
-            weights = {}
-            for router, base_weight, decision in zip(self.routers, self.weights, members):
-                confidence = max(decision.routes.values()) if decision.routes else 0.0
-                weight = base_weight * confidence**self.sharpness
-                weights[router.name] = round(weight, 4)
-                combined += weight * np.array([decision.routes.get(label, 0.0) for label in self.labels])
+            member_probs = np.zeros((len(members), len(self.labels)))
+            for m, decision in enumerate(members):
+                for label, p in decision.routes.items():
+                    member_probs[m, position[label]] = p
+            confidence = member_probs.max(axis=1)
+            member_weights = np.asarray(self.weights) * confidence**self.sharpness
+            combined = member_weights @ member_probs
             total = combined.sum()
             probs = combined / total if total > 0 else np.full(len(self.labels), 1 / len(self.labels))
             decision = decision_from_probs(
@@ -63,7 +64,7 @@ class EnsembleRouter(BaseRouter):
                 decided_by=self.name,
                 signals={
                     "members": {r.name: d.routes for r, d in zip(self.routers, members)},
-                    "weights": weights,
+                    "weights": {r.name: round(float(w), 4) for r, w in zip(self.routers, member_weights)},
                 },
             )
             decision.trace = [step for d in members for step in d.trace] + decision.trace

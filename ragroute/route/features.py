@@ -129,6 +129,24 @@ _KEYWORD_PATTERNS = {
     for group, words in KEYWORD_GROUPS.items()
 }
 
+# A keyword matches only where a whole ``\w+`` token of the text equals its first word (the pattern
+# is bounded by ``\b`` and keywords are lower-case words joined by single spaces), so a group none
+# of whose first words is a token of the text counts 0 without running its pattern.
+_KEYWORD_TOKEN = re.compile(r"\w+")
+_KEYWORD_FIRST_WORDS = {
+    group: frozenset(word.split(" ")[0] for word in words) for group, words in KEYWORD_GROUPS.items()
+}
+
+
+def _keyword_counts(lower: str) -> dict[str, int]:
+    """Matches of each keyword group's pattern in ``lower`` (non-overlapping, as ``findall``)."""
+    tokens = set(_KEYWORD_TOKEN.findall(lower))
+    return {
+        group: 0 if _KEYWORD_FIRST_WORDS[group].isdisjoint(tokens) else len(pattern.findall(lower))
+        for group, pattern in _KEYWORD_PATTERNS.items()
+    }
+
+
 _MATH = re.compile(r"\d\s*[-+*/×÷^=<>]\s*\d|[=^√π∑∫×÷≤≥]|\\[a-z]+|\$")
 _YEAR = re.compile(r"\b(?:1[0-9]\d\d|20\d\d)s?\b")
 _TIMESTAMP = re.compile(r"\b\d{1,2}:\d{2}\b")
@@ -191,9 +209,7 @@ def _features_of(text: str) -> dict[str, float]:
         "has_newline": float("\n" in text.strip()),
         "has_choices": float(n_options >= 2),
         "log_options": _log1p(n_options),
-        **{
-            f"kw_{group}": _log1p(len(pattern.findall(lower))) for group, pattern in _KEYWORD_PATTERNS.items()
-        },
+        **{f"kw_{group}": _log1p(count) for group, count in _keyword_counts(lower).items()},
     }
     return values
 
