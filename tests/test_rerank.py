@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ragroute.errors import RagrouteError
-from ragroute.rerank.cross_encoder import CrossEncoderReranker
+from ragroute.rerank.cross_encoder import CrossEncoderReranker, native_bfloat16
 from ragroute.rerank.train import Pair, PairSet, TrainParams, query_fold, train_reranker
 from ragroute.types import Hit
 
@@ -64,7 +64,14 @@ def test_onnx_copies_agree_with_torch(tiny_reranker):
     if report["onnx"].get("int8") is None:  # kept: it stays close to fp32
         int8 = CrossEncoderReranker(out, backend="onnx-int8")
         assert np.max(np.abs(int8.logits(query, texts) - torch_logits)) < 0.35
-        assert CrossEncoderReranker(out).backend == "onnx-int8"  # auto prefers it
+        # auto prefers bfloat16 torch where the CPU computes in it natively, else the int8 copy
+        assert CrossEncoderReranker(out).backend == ("torch-bf16" if native_bfloat16() else "onnx-int8")
+    bf16 = CrossEncoderReranker(out, backend="torch-bf16")
+    assert bf16.backend == "torch-bf16" and bf16.describe()["backend"] == "torch-bf16"
+    bf16_logits = bf16.logits(query, texts)
+    assert bf16_logits.dtype == np.float32
+    np.testing.assert_allclose(bf16_logits, torch_logits, atol=0.05)
+    assert np.array_equal(np.argsort(-bf16_logits), np.argsort(-torch_logits))
 
 
 def test_rerank_reorders_the_pool_and_explains_each_hit(tiny_reranker):

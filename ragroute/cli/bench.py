@@ -30,6 +30,7 @@ from ragroute.evaluation import (
     bench_tatqa,
 )
 from ragroute.registry import EXTRACTORS, FUSIONS
+from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
 
 
 @click.command("bm25")
@@ -551,7 +552,7 @@ def graph_command(
 @click.option("--candidates", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option(
     "--rerank-backend",
-    type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
+    type=click.Choice(list(RERANK_BACKENDS)),
     default="auto",
     show_default=True,
 )

@@ -11,6 +11,7 @@ import click
 from ragroute.cli.common import CONTEXT, one_line_errors
 from ragroute.cli.options import bench_encoder_options
 from ragroute.errors import RagrouteError
+from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
 
 DEFAULT_DATA = (
     "../shared/data/toollens",
@@ -103,7 +104,7 @@ def train_command(
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("query")
 @click.argument("texts", nargs=-1, required=True)
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto")
+@click.option("--backend", type=click.Choice(list(RERANK_BACKENDS)), default="auto")
 @one_line_errors
 def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str) -> None:
     """Print each TEXT's calibrated probability of being relevant to QUERY."""

@@ -10,9 +10,11 @@ A cross-encoder reads the query and one candidate together and returns a logit
   offline Hugging Face cache; nothing is downloaded), whose scores are the
   model's own activation and flagged ``calibrated: false``,
 
-and runs it with torch, or with onnxruntime on the fp32 or int8 export
-(``backend="onnx"`` / ``"onnx-int8"``; ``"auto"`` takes int8 when the artifact has
-it). Calibrated probabilities: ``sigmoid(a * logit + c / stage1_rank + b)`` with
+and runs it with torch in fp32 or bfloat16 (``backend="torch"`` / ``"torch-bf16"``), or with
+onnxruntime on the fp32 or int8 export (``"onnx"`` / ``"onnx-int8"``). ``"auto"`` takes
+``torch-bf16`` on a CPU with native bfloat16 arithmetic (AMX or AVX512-BF16; 3x faster than fp32
+and 1.8x faster than int8 ONNX here, logits within 0.01 of fp32), else the int8 export when the
+artifact has it, else ``torch``. Calibrated probabilities: ``sigmoid(a * logit + c / stage1_rank + b)`` with
 ``a, b, c`` fitted on held-out training pairs (:class:`Calibration`), so the first
 stage's rank counts as much as it proved to.
 
@@ -42,7 +44,7 @@ KIND = "cross-encoder"
 CALIBRATION_FILE = "calibration.json"
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,13 @@ def _load(model: Path, *, backend: str, max_length: int | None, threads: int | N
             length = int(max_length or params.get("max_length") or 256)
             chosen = backend
             if backend == "auto":
-                chosen = "onnx-int8" if (folder / ONNX_INT8).is_file() else "torch"
+                chosen = (
+                    "torch-bf16"
+                    if native_bfloat16()
+                    else "onnx-int8"
+                    if (folder / ONNX_INT8).is_file()
+                    else "torch"
+                )
             scorer = _scorer(folder, chosen, length, threads, str(model))
             info = {
                 "name": manifest.name or model.name,
@@ -242,14 +250,14 @@ def _load(model: Path, *, backend: str, max_length: int | None, threads: int | N
 
         return read_artifact(model, read, family=FAMILY)
     resolved = _resolve_plain(model)
-    chosen = "torch" if backend == "auto" else backend
-    if chosen != "torch":
+    chosen = ("torch-bf16" if native_bfloat16() else "torch") if backend == "auto" else backend
+    if not chosen.startswith("torch"):
         raise RagrouteError(
             f"reranker {model}: ONNX backends need a reranker artifact (ragroute rerank export); use 'torch'"
         )
     length = int(max_length or 512)
-    scorer = _scorer(resolved, "torch", length, threads, str(model))
-    info = {"name": str(model), "path": str(resolved), "backend": "torch", "max_length": length}
+    scorer = _scorer(resolved, chosen, length, threads, str(model))
+    info = {"name": str(model), "path": str(resolved), "backend": chosen, "max_length": length}
     return scorer, Calibration(fitted=False), info
 
 
@@ -268,9 +276,22 @@ def _resolve_plain(model: Path) -> Path:
         ) from None
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic natively (AMX or AVX512-BF16, read from
+    ``/proc/cpuinfo``; elsewhere False): there torch runs a bfloat16 model about 3x faster than fp32
+    (a 3-layer MiniLM cross-encoder over 20 pairs of 96 tokens on 2 cores: 59 vs 181 ms), while
+    without it bfloat16 is emulated and slower."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def _scorer(folder: Path, backend: str, max_length: int, threads: int | None, label: str) -> Any:
-    if backend == "torch":
-        return _TorchScorer(folder, max_length, threads, label)
+    if backend.startswith("torch"):
+        return _TorchScorer(folder, max_length, threads, label, bfloat16=backend == "torch-bf16")
     file = folder / (ONNX_INT8 if backend == "onnx-int8" else ONNX_FP32)
     if not file.is_file():
         raise RagrouteError(f"reranker {label} has no {file.name} (export it with `ragroute rerank export`)")
@@ -278,7 +299,9 @@ def _scorer(folder: Path, backend: str, max_length: int, threads: int | None, la
 
 
 class _TorchScorer:
-    def __init__(self, folder: Path, max_length: int, threads: int | None, label: str) -> None:
+    def __init__(
+        self, folder: Path, max_length: int, threads: int | None, label: str, *, bfloat16: bool = False
+    ) -> None:
         from sentence_transformers import CrossEncoder
 
         from ragroute.encode.resolve import set_offline_env
@@ -292,6 +315,10 @@ class _TorchScorer:
             ) from None
         if int(self.model.config.num_labels) != 1:
             raise RagrouteError(f"reranker model {label} has {self.model.config.num_labels} labels; need 1")
+        if bfloat16:
+            import torch
+
+            self.model.model.to(torch.bfloat16)
         self.max_length = max_length
 
     def __call__(self, queries: list[str], texts: list[str]) -> np.ndarray:
