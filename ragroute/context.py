@@ -62,7 +62,7 @@ class QueryContext:
     def has_vector(self, encoder: Any) -> bool:
         return encoder_key(encoder) in self._vectors
 
-    def set_vector(self, encoder: Any, vector: np.ndarray) -> None:
+    def set_vector(self, encoder: Any, vector: np.ndarray | Sequence[float]) -> None:
         """Hand the context a vector computed elsewhere (e.g. a precomputed embedding)."""
         self._vectors[encoder_key(encoder)] = np.asarray(vector, dtype=np.float32).reshape(-1)
 

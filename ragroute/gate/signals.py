@@ -161,7 +161,8 @@ class GateSignal:
         if data:
             (folder / "state.json").write_text(json.dumps(data), encoding="utf-8")
         if arrays:
-            np.savez(folder / "arrays.npz", **arrays)
+            payload: dict[str, Any] = dict(arrays)
+            np.savez(folder / "arrays.npz", **payload)
 
     def load(self, folder: Path, *, encoder: Any = None) -> None:
         data: dict[str, Any] = {}

@@ -540,7 +540,7 @@ class TrainedGate(SignalGate):
         """Publish this gate as a new build of the artifact at ``path_dir`` (atomic, checksummed)."""
         from ragroute.store import write_artifact
 
-        arrays = {
+        arrays: dict[str, Any] = {
             "mean": self.model.mean,
             "scale": self.model.scale,
             "coef": self.model.coef,
@@ -676,7 +676,7 @@ def _check_encoder(folder: Path, info: Any, encoder: Any) -> None:
         )
 
 
-def auroc(truth: Sequence[bool], scores: Sequence[float]) -> float:
+def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Area under the ROC curve (ties count half); ``nan`` with a single class."""
     y = np.asarray(truth, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)

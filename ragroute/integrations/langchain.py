@@ -267,9 +267,10 @@ class LangChainRetrieverAdapter(ExternalRetriever):
         ]
 
     def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
-        if not getattr(self.target, "_expects_other_args", False):  # takes no keyword arguments
+        build = self.scope_filters
+        if build is None or not getattr(self.target, "_expects_other_args", False):  # no keyword arguments
             return self.fetch_many(queries, k)
-        return self.fetch_many(queries, k, self.scope_filters(scopes))
+        return self.fetch_many(queries, k, build(scopes))
 
 
 def _pass_scopes(scopes: frozenset[str]) -> dict[str, Any]:

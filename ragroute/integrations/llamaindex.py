@@ -365,6 +365,8 @@ class LlamaRetrieverAdapter(ExternalRetriever):
             twin = target.with_scopes(sorted(scopes))
             twin.similarity_top_k = k
             return twin
+        if self.scope_filters is None:  # no builder: the scope cannot be pushed down
+            return None
         filters = self.scope_filters(scopes)
         if not hasattr(target, "retrieve"):  # an index
             return target.as_retriever(similarity_top_k=k, filters=filters)
@@ -383,7 +385,9 @@ def llama_scope_filters(scopes: frozenset[str] | Sequence[str], key: str = ACCES
     comma-separated string a store may match substrings: the adapter's own check drops those).
     The built-in ``SimpleVectorStore`` supports all three operators; check yours does."""
     scopes = sorted(scopes)
-    filters = [MetadataFilter(key=key, value=None, operator=FilterOperator.IS_EMPTY)]
+    filters: list[MetadataFilter | MetadataFilters] = [
+        MetadataFilter(key=key, value=None, operator=FilterOperator.IS_EMPTY)
+    ]
     if scopes:
         filters += [
             MetadataFilter(key=key, value=scopes, operator=FilterOperator.IN),

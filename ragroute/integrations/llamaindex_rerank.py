@@ -25,7 +25,8 @@ class RagrouteRerank(BaseNodePostprocessor):
     _reranker: Any = PrivateAttr()
 
     def __init__(self, reranker: Any, top_n: int = 5, **kwargs: Any) -> None:
-        super().__init__(top_n=top_n, **kwargs)
+        # pydantic's __init__ takes the subclass's fields; mypy types it with the base class's only
+        super().__init__(top_n=top_n, **kwargs)  # type: ignore[call-arg]
         self._reranker = reranker
 
     @classmethod

@@ -16,8 +16,9 @@ things that load but are probably not meant, such as a router key the chosen kin
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ class _Checker:
                 self.problem(f"{path}: {unknown_keys_message([key], ['corpora'])}")
         specs = []
         for name, entry in data["corpora"].items():
-            spec = self.attempt(lambda name=name, entry=entry: corpus_spec(name, entry, path))
+            spec = self.attempt(functools.partial(corpus_spec, name, entry, path))
             if spec is None:
                 continue
             specs.append(spec)
@@ -174,7 +175,7 @@ class _Checker:
                 self.problem(f"{path}: corpus {spec.name!r}: path {spec.path} does not exist")
                 continue
             row["format"] = self.attempt(
-                lambda spec=spec: _corpus_format(spec), f"{path}: corpus {spec.name!r}: "
+                functools.partial(_corpus_format, spec), f"{path}: corpus {spec.name!r}: "
             )
         return specs
 
@@ -406,9 +407,7 @@ class _Checker:
             for member in members:
                 if str(member) == "ensemble":
                     self.problem(f"{where}: router: an ensemble cannot contain an ensemble")
-                elif self.passes(
-                    lambda member=member: ROUTERS.check(str(member), f"{where}: router members")
-                ):
+                elif self.passes(functools.partial(ROUTERS.check, str(member), f"{where}: router members")):
                     kinds.append(str(member))
         if kind == "llm" and settings.get("fallback") is not None:
             fallback = str(settings["fallback"])
@@ -634,6 +633,7 @@ def accepted_keys() -> dict[str, frozenset[str]]:
     }
     for kind in SOURCE_KINDS.names():
         sections[f"sources.{kind}"] = frozenset(entry_keys(SOURCE_KINDS.get(kind)) - COMMON_KEYS)
+    keys: Iterable[str]
     for kind, keys in ROUTER_SETTINGS.items():
         sections[f"router.{kind}"] = frozenset(keys)
     for kind, keys in RERANKER_SETTINGS.items():

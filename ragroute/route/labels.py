@@ -29,7 +29,8 @@ def beir_labelled_queries(root: str | Path, split: str) -> tuple[list[str], list
     from ragroute.loaders import load_beir
 
     folders = sorted(p for p in Path(root).iterdir() if (p / "qrels" / f"{split}.tsv").is_file())
-    texts, labels = [], []
+    texts: list[str] = []
+    labels: list[str] = []
     for folder in folders:
         data = load_beir(folder, split=split)
         texts.extend(q.text for q in data.queries)

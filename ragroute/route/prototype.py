@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ class PrototypeRouter(BaseRouter):
         none_score = np.full((raw.shape[0], 1), self.config.none_threshold * weight)
         return np.hstack([raw, none_score])
 
-    def _calibrate(self) -> dict[str, float]:
+    def _calibrate(self) -> dict[str, Any]:
         cfg = self.config
         if cfg.temperature is not None:
             return {"temperature": cfg.temperature, "source": "given"}

@@ -366,7 +366,14 @@ class LengthSignal(Signal):
                 _fail(
                     source, value_line(spec, f"max_{unit}"), f"{what}: min_{unit} {low} > max_{unit} {high}"
                 )
-        return cls(name=name, line=line, **bounds)
+        return cls(
+            name=name,
+            line=line,
+            min_words=bounds["min_words"],
+            max_words=bounds["max_words"],
+            min_chars=bounds["min_chars"],
+            max_chars=bounds["max_chars"],
+        )
 
     @staticmethod
     def _within(value: int, low: int | None, high: int | None) -> bool:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragroute.index.base import Retriever, search_contexts
 from ragroute.scopes import access_labels, visible
 from ragroute.types import Decision, Document, Hit
+
+if TYPE_CHECKING:
+    from ragroute.chunking import Granularity
 
 
 @dataclass
@@ -88,7 +91,7 @@ class SourceProblem:
 def granularity_views(
     name: str,
     documents: Sequence[Document],
-    granularities: Sequence[str],
+    granularities: Sequence[Granularity],
     build: Callable[[Sequence[Document], str], Retriever],
     *,
     description: str = "",

@@ -173,7 +173,7 @@ class TrainedRouter(BaseRouter):
         route_labels = [NONE_ROUTE if c == none_label else c for c in classes]
         x, scaling = _design(texts, encoder, features, query_vectors, cheap_weight, hashed_weight)
         weights = _sample_weights(target, len(classes), class_weight)
-        fit_args = {"model": model, "C": C, "hidden": hidden, "seed": seed}
+        fit_args: dict[str, Any] = {"model": model, "C": C, "hidden": hidden, "seed": seed}
 
         temperature, metrics = 1.0, {"n_train": len(texts), "class_counts": _counts(raw)}
         if calibrate:
@@ -314,7 +314,7 @@ class TrainedRouter(BaseRouter):
         """Publish this router as a new build of the artifact at ``path_dir`` (atomic, checksummed)."""
         from ragroute.store import write_artifact
 
-        arrays = {"offset": self._scaling.offset, "scale": self._scaling.scale}
+        arrays: dict[str, Any] = {"offset": self._scaling.offset, "scale": self._scaling.scale}
         for i, (w, b) in enumerate(zip(self._network.weights, self._network.biases)):
             arrays[f"W{i}"] = w
             arrays[f"b{i}"] = b
@@ -442,15 +442,15 @@ def cross_val_logits(
         if not len(test):
             continue
         router = TrainedRouter.fit(
-            [texts[i] for i in train],
-            [raw[i] for i in train],
+            [texts[i] for i in train.tolist()],
+            [raw[i] for i in train.tolist()],
             encoder,
             query_vectors=None if vectors is None else vectors[train],
             **options,
         )
         route_labels = [NONE_ROUTE if c == fit_options.get("none_label") else c for c in classes]
         scores = router.logits(
-            [texts[i] for i in test], query_vectors=None if vectors is None else vectors[test]
+            [texts[i] for i in test.tolist()], query_vectors=None if vectors is None else vectors[test]
         )
         columns = [router.labels.index(label) if label in router.labels else -1 for label in route_labels]
         for j, col in enumerate(columns):

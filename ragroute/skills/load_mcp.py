@@ -63,7 +63,8 @@ def tool_skill(tool: dict[str, Any], source: str, log: WarningLog) -> Skill:
     """The skill of one MCP tool (``tool["name"]`` must be a non-empty string)."""
     name = str(tool["name"])
     title = tool.get("title") if isinstance(tool.get("title"), str) else ""
-    annotations = tool.get("annotations") if isinstance(tool.get("annotations"), dict) else {}
+    annotations = tool.get("annotations")
+    annotations = annotations if isinstance(annotations, dict) else {}
     if not title and isinstance(annotations.get("title"), str):
         title = annotations["title"]
     description = tool.get("description")

@@ -152,12 +152,12 @@ class _Operation:
         if self.swagger2:
             consumes = self.op.get("consumes") or self.spec.get("consumes") or []
             consumes = consumes if isinstance(consumes, list) else [consumes]  # one media type, unlisted
-            media = f" ({', '.join(map(str, consumes))})" if consumes else ""
+            media_text = f" ({', '.join(map(str, consumes))})" if consumes else ""
             for name, param in swagger_bodies:
                 flags = ", required" if param.get("required") else ""
                 description = _one_line(_text(param.get("description")))
                 out.append(
-                    f"Request body{media}{flags}: {name}" + (f" - {description}" if description else "")
+                    f"Request body{media_text}{flags}: {name}" + (f" - {description}" if description else "")
                 )
                 if "schema" in param:
                     out.extend(self.renderer.schema_lines(param["schema"], indent=2))
@@ -192,6 +192,7 @@ class _Operation:
             if not isinstance(response, dict):
                 continue
             description = _one_line(_text(response.get("description")))
+            media: list[str]
             if self.swagger2:
                 media, schema = [], response.get("schema")
             else:
@@ -210,9 +211,11 @@ class _Operation:
         description = summary or long_description
         if not description:
             log.warn(source, f"operation {self.where} has no summary or description")
-        info = self.spec.get("info") if isinstance(self.spec.get("info"), dict) else {}
+        info = self.spec.get("info")
+        info = info if isinstance(info, dict) else {}
         api = _text(info.get("title"))
-        listed = self.op.get("tags") if isinstance(self.op.get("tags"), list) else []
+        listed = self.op.get("tags")
+        listed = listed if isinstance(listed, list) else []
         tags = [str(t) for t in listed if isinstance(t, (str, int, float))]
         head = [self.where]
         if api:
@@ -279,7 +282,8 @@ def skills_from_openapi(
         if marker is not None or not isinstance(item, dict):
             skip.bad(str(path), marker or "path item is not an object")
             continue
-        path_params = item.get("parameters") if isinstance(item.get("parameters"), list) else []
+        path_params = item.get("parameters")
+        path_params = path_params if isinstance(path_params, list) else []
         for method in HTTP_METHODS:
             if method not in item:
                 continue

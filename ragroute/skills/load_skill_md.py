@@ -78,7 +78,7 @@ def _skipped_dir(name: str) -> bool:
 
 def skill_files(root: Path) -> list[Path]:
     """Every ``SKILL.md`` (name compared case-insensitively) under ``root``, sorted by relative path."""
-    found = []
+    found: list[Path] = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not _skipped_dir(d))
         found.extend(Path(folder) / f for f in files if f.lower() == SKILL_FILE.lower())

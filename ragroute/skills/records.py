@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ragroute.errors import CorpusFormatError
@@ -257,7 +258,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def _user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning point at the first caller outside ``ragroute.skills``."""
-    frame = sys._getframe(1)  # the caller of this function, inside the package
+    frame: FrameType | None = sys._getframe(1)  # the caller of this function, inside the package
     level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
         frame = frame.f_back

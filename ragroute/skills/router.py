@@ -311,6 +311,7 @@ class SkillRouter:
         if self.reranker is not None:
             info = getattr(self.reranker, "info", {}) or {}
             reranker = {"model": info.get("name", type(self.reranker).__name__), "body": self.reranker_body}
+        model = self._model() if self.abstention_gate is None else None
         return {
             "skills": len(self.index),
             "method": self.method,
@@ -323,7 +324,7 @@ class SkillRouter:
             "abstention": (
                 self.abstention_gate.to_dict()
                 if self.abstention_gate is not None
-                else (self._model().to_dict() if self._model() else None)
+                else (model.to_dict() if model else None)
             ),
         }
 
@@ -752,11 +753,11 @@ def fit_abstention(
 
 def balanced_accuracy(applies: Sequence[bool], abstained: Sequence[bool]) -> float:
     """Mean of the recall of "applies" (not abstained) and of "no skill" (abstained)."""
-    applies = np.asarray(applies, dtype=bool)
-    abstained = np.asarray(abstained, dtype=bool)
+    truth = np.asarray(applies, dtype=bool)
+    held = np.asarray(abstained, dtype=bool)
     recalls = []
-    if applies.any():
-        recalls.append(float(np.mean(~abstained[applies])))
-    if (~applies).any():
-        recalls.append(float(np.mean(abstained[~applies])))
+    if truth.any():
+        recalls.append(float(np.mean(~held[truth])))
+    if (~truth).any():
+        recalls.append(float(np.mean(held[~truth])))
     return float(np.mean(recalls)) if recalls else 0.0
