@@ -32,7 +32,9 @@ GATE = {
 }
 EXPERTS = {
     "experts_per_collection": {"base": {"adi": 0.3, "med": 0.5}, "bm25": {"adi": 0.35, "med": 0.45}},
-    "routers": {"pilot": {"per_collection": {"adi": 0.36, "med": 0.52}}, "note": "not a router row"},
+    # as bench experts writes it: nDCG@10 under routers, the detail under router_detail
+    "routers": {"pilot": 0.44},
+    "router_detail": {"pilot": {"ndcg@10": 0.44, "per_collection": {"adi": 0.36, "med": 0.52}}},
 }
 EXPOSURE = {
     "documents": 1000,
@@ -87,6 +89,22 @@ def test_confusion_counts_follow_the_errors(tmp_path, monkeypatch):
     assert seen["shares"] == [[0.6, 0.4], [0.4, 0.6]]
     plots.routing_confusion(ROUTING, tmp_path / "best.png")  # default: the best nDCG (prototype)
     assert seen["shares"] == [[0.7, 0.3], [0.0, 1.0]]
+
+
+def test_expert_bars_draw_every_expert_and_router(tmp_path, monkeypatch):
+    drawn = {}
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.bar
+
+    def spy(self, xs, heights, *args, **kwargs):
+        drawn[kwargs.get("label")] = list(heights)
+        return original(self, xs, heights, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", spy)
+    plots.expert_bars(EXPERTS, tmp_path / "bars.png")
+    # collections in name order (adi, med); the router's bars come from router_detail
+    assert drawn == {"base": [0.3, 0.5], "bm25": [0.35, 0.45], "pilot": [0.36, 0.52]}
 
 
 def test_plot_file_type_is_checked(tmp_path):

@@ -41,7 +41,7 @@ def _save(fig: Any, path: Path) -> Path:
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise RagrouteError(f"--plot {path}: give a .png, .svg or .pdf file")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps legends placed beside the axes
     _pyplot().close(fig)
     return path
 
@@ -81,7 +81,7 @@ def routing_confusion(result: Mapping[str, Any], path: Path, router: str | None 
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("route chosen (top-1)")
     ax.set_ylabel("query's collection")
-    ax.set_title(f"{name}: accuracy {routers[name]['accuracy']:.2f}, nDCG@10 {routers[name]['ndcg@10']:.3f}")
+    ax.set_title(f"{name}\naccuracy {routers[name]['accuracy']:.2f}, nDCG@10 {routers[name]['ndcg@10']:.3f}")
     return _save(fig, path)
 
 
@@ -108,14 +108,18 @@ def _grouped_bars(ax: Any, groups: list[str], series: Mapping[str, Mapping[str, 
         ax.bar(xs, [values.get(g, 0.0) for g in groups], width=width, label=name)
     ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, ncol=2)
+    # beside the axes: inside, it covered bars near 1
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def expert_bars(result: Mapping[str, Any], path: Path) -> Path:
     """nDCG@10 per collection: each single expert, and every router that reports per-collection numbers."""
     plt = _pyplot()
     series: dict[str, Mapping[str, float]] = dict(result.get("experts_per_collection", {}))
-    for name, row in result.get("routers", {}).items():
+    # ``bench experts`` keeps each router's nDCG@10 under ``routers`` and its detail (with
+    # ``per_collection``) under ``router_detail``
+    details = {**result.get("routers", {}), **result.get("router_detail", {})}
+    for name, row in details.items():
         if isinstance(row, Mapping) and "per_collection" in row:
             series[name] = row["per_collection"]
     groups = sorted({g for values in series.values() for g in values})
