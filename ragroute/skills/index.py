@@ -136,14 +136,14 @@ def zscore(scores: np.ndarray) -> np.ndarray:
 
 def rrf_scores(*lists: np.ndarray, k: int = RRF_K) -> np.ndarray:
     """Reciprocal rank fusion of full score rows (rank 1 = best; ties by position)."""
-    total = 0.0
+    total: np.ndarray | float = 0.0
     for scores in lists:
         order = np.argsort(-scores, axis=1, kind="stable")
         ranks = np.empty_like(order)
         rows = np.arange(scores.shape[0])[:, None]
         ranks[rows, order] = np.arange(1, scores.shape[1] + 1)[None, :]
         total = total + 1.0 / (k + ranks)
-    return total
+    return np.asarray(total)
 
 
 class SkillIndex:
@@ -339,7 +339,7 @@ class SkillIndex:
         if not artifact_exists(target):
             raise RagrouteError(f"{target}: no skill index here (build one with `ragroute skills build`)")
 
-        def read(snapshot: Any) -> tuple[SkillIndex, dict[str, Any]]:
+        def read(snapshot: Any) -> tuple[Catalogue, BM25Scorer, dict[str, np.ndarray], Any, dict[str, Any]]:
             manifest = snapshot.manifest
             if manifest.family != FAMILY:
                 raise RagrouteError(f"{target} holds a {manifest.family} artifact, not a skill index")
@@ -365,7 +365,7 @@ class SkillIndex:
 
         catalogue, scorer, vectors, manifest, params = read_artifact(target, read, family=FAMILY)
         recorded = manifest.encoder or {}
-        dim = next(iter(vectors.values())).shape[1]
+        dim: int = next(iter(vectors.values())).shape[1]
         if encoder is None:
             from ragroute.encode import load_encoder
 
@@ -523,4 +523,3 @@ def _products(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if len(queries) < SINGLE_THREAD_QUERIES:
         return np.einsum("qd,nd->qn", queries, rows)
     return queries @ rows.T
-
