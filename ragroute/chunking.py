@@ -174,7 +174,7 @@ def section_pieces(text: str, default_title: str, max_words: int) -> list[tuple[
     sections = split_sections(text)
     if sections is None:
         return [(default_title, group) for group in _groups(text, max_words)]
-    pieces = []
+    pieces: list[tuple[str, str]] = []
     for section in sections:
         title = section.title if section.title is not None else default_title
         pieces.extend((title, group) for group in _groups(section.body, max_words))

@@ -183,7 +183,9 @@ def extend_graph(
     old_pairs = zip(tables.fact_subject.tolist(), tables.fact_object.tolist())
     fact_id: dict[tuple[int, int], int] = dict(zip(old_pairs, range(len(tables.fact_subject))))
     old_facts = len(fact_id)
-    fact_rows, fact_cols, pair_counts = [], [], {}
+    fact_rows: list[int] = []
+    fact_cols: list[int] = []
+    pair_counts: dict[tuple[int, int], int] = {}
     for position, extraction in enumerate(extractions):
         for fact in extraction.facts:
             a, b = phrase_id[fact.subject], phrase_id[fact.object]

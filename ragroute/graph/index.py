@@ -170,6 +170,7 @@ class GraphIndex(LocalIndex):
         self._scoped_graphs: OrderedDict[tuple[float, bytes], _WalkGraph] = OrderedDict()
         self._scoped_lock = threading.Lock()
         self._passage_nodes = np.arange(tables.n_phrases, tables.n_phrases + len(self.store))
+        self._ids: dict[str, int] | None = None  # phrase -> node id, built on the first anchoring
 
     # ------------------------------------------------------------------ building
 
@@ -555,9 +556,10 @@ class GraphIndex(LocalIndex):
         }
 
     def _phrase_ids(self) -> dict[str, int]:
-        if getattr(self, "_ids", None) is None or len(self._ids) != self.tables.n_phrases:
-            self._ids = {p: i for i, p in enumerate(self.tables.phrases)}
-        return self._ids
+        ids = self._ids
+        if ids is None or len(ids) != self.tables.n_phrases:
+            ids = self._ids = {p: i for i, p in enumerate(self.tables.phrases)}
+        return ids
 
     def _fallback(self, ranked: list[tuple[int, float]]) -> list[Hit]:
         hits = []

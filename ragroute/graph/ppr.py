@@ -496,7 +496,7 @@ class PPREngine:
             if worst < tol:
                 converged = True
                 break
-            if not active.size:
+            if not active.size or top_k is None:  # active is empty when top_k is None
                 continue
             bound = worst * damping / (1.0 - damping)
             certify = 2 * bound < certify_below
@@ -504,17 +504,18 @@ class PPREngine:
             if not (certify or track):
                 continue
             # One selection of the top k + 1 per column serves both stop rules.
-            tops = {}
-            for column in active:
+            columns: list[int] = active.tolist()
+            tops: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            for column in columns:
                 values = x if single else x[:, column]
                 tops[column], floors[column] = _top_values(values, top_k, candidates, floors[column])
             if certify:
-                certify_below = _certified([tops[c][1] for c in active], bound)
+                certify_below = _certified([tops[c][1] for c in columns], bound)
                 if certify_below == np.inf:
                     converged = True
                     break
             if track:
-                for column in active:
+                for column in columns:
                     current = np.sort(tops[column][0][:top_k])
                     before = previous.get(column)
                     stable[column] = (
@@ -686,6 +687,7 @@ class _Push:
         targets = self.indices[at]
         values = self.data[at]  # a copy (fancy indexing)
         if self.node_scale is not None:
+            assert self.row_factor is not None  # set with node_scale
             values *= self.node_scale[targets]
             values *= np.repeat(self.row_factor[rows], counts)
         return targets, values
@@ -791,7 +793,7 @@ class _Push:
         if not np.isfinite(theta):  # a node without out-weight still holds residual
             return False
         reached = candidates is None
-        ids = self.ids if reached else candidates  # unreached nodes: p = s = 0
+        ids = self.ids if candidates is None else candidates  # unreached nodes: p = s = 0
         if ids.size < k:
             return False
         low = p[ids] + alpha * res[ids]
@@ -851,8 +853,8 @@ class _Push:
             head = engine._mu_order[: 1 << 12]
             free = head[~self.reached[head]]
             if free.size:
-                return kth > d * theta * float(mu[free[0]])
-        return kth > d * theta * float(mu[~self.reached].max(initial=0.0))
+                return bool(kth > d * theta * float(mu[free[0]]))
+        return bool(kth > d * theta * float(mu[~self.reached].max(initial=0.0)))
 
     def scores(self) -> np.ndarray:
         """The lower bounds (sharpened where refined), in the adjacency's numbering, summing to 1."""

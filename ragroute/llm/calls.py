@@ -79,9 +79,9 @@ def token_logprobs(response: Any) -> list[float] | None:
         if values:
             return values
     extra = getattr(response, "additional_kwargs", None) or {}
-    values = extra.get("token_logprobs")
-    if isinstance(values, Sequence) and values and all(isinstance(v, (int, float)) for v in values):
-        return [float(v) for v in values]
+    given = extra.get("token_logprobs")
+    if isinstance(given, Sequence) and given and all(isinstance(v, (int, float)) for v in given):
+        return [float(v) for v in given]
     return None
 
 
