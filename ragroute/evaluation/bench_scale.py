@@ -243,10 +243,13 @@ def ray_throughput(
     from ragroute.scale.ray_build import measure_build_throughput
 
     documents = load_corpus(corpus)
-    # no embedding cache: every build encodes (a cached run would measure the cache, not the engine)
-    factory = functools.partial(load_encoder, encoder_name, backend=backend, use_cache=False)
+    # No embedding cache: every build encodes (a cached run would measure the cache, not the engine).
+    # Each Ray worker's encoder runs one thread, as `ragroute build --engine ray` loads it; the
+    # single-process build beside them uses every core.
+    factory = functools.partial(load_encoder, encoder_name, backend=backend, use_cache=False, threads=1)
+    single = load_encoder(encoder_name, backend=backend, use_cache=False)
     result = measure_build_throughput(
-        documents, factory(), list(workers), method=method, encoder_factory=factory
+        documents, single, list(workers), method=method, encoder_factory=factory
     )
     result["corpus"] = str(corpus)
     return result
