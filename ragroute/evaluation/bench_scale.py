@@ -11,8 +11,9 @@ Queries are drawn the same way, apart from the corpus. Each layout is the produc
 * ``flat`` — exact inner product (the reference of recall@10);
 * ``hnsw`` — M 32, efConstruction 200, efSearch 128 (the product defaults);
 * ``ivfpq`` — nlist 4 sqrt(n) (at most 4096), 48 sub-quantisers of 8 bits (48 bytes a vector),
-  trained on at most 100,000 vectors; searched with nprobe 16 (the product default), 64 and 256;
-* ``ivfpq+refine`` — the same, re-ranking 10 x k candidates by exact scores from the float32
+  trained on 100,000 vectors (or 39 per list if more); searched with nprobe 16 (the product
+  default), 64 and 256;
+* ``ivfpq+refine`` — the same, re-ranking 50 x k candidates by exact scores from the float32
   vectors (loaded memory-mapped, as for an index larger than RAM), nprobe 16, 64, 256 and 1024
   (rows ``ivfpq+refine@64`` ...: one index, searched with each).
 
@@ -52,7 +53,7 @@ LAYOUTS: dict[str, DenseParams] = {
     "flat": DenseParams(factory="flat"),
     "hnsw": DenseParams(factory="hnsw"),
     "ivfpq": DenseParams(factory="ivfpq", pq_m=48, ivf_nprobe=16),
-    "ivfpq+refine": DenseParams(factory="ivfpq", pq_m=48, ivf_nprobe=16, refine=10, mmap=True),
+    "ivfpq+refine": DenseParams(factory="ivfpq", pq_m=48, ivf_nprobe=16, refine=50, mmap=True),
 }
 #: nprobe values each IVF layout is searched with (one built index); the first is the product default
 PROBES = {"ivfpq": (16, 64, 256), "ivfpq+refine": (16, 64, 256, 1024)}

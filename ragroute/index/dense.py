@@ -27,6 +27,7 @@ from ragroute.types import Document, Hit
 FAISS_NAME = "dense.faiss"
 EXACT_NAME = "exact.npy"  # float32 vectors by internal id, for re-ranking IVF-PQ candidates
 FACTORIES = ("flat", "hnsw", "ivfpq")
+MIN_POINTS_PER_LIST = 39  # faiss k-means: fewer training points per centroid than this warns
 SMALL_BATCH = 20  # faiss's own threshold below which flat search does not use BLAS
 
 
@@ -39,7 +40,8 @@ class DenseParams:
     ``refine`` (IVF-PQ): read ``k x refine`` candidates from the codes and re-rank them by the
     exact inner product with the float32 vectors, kept in ``exact.npy`` (0: no re-ranking, no
     vectors kept). ``train_sample``: at most this many vectors train the coarse quantiser and
-    the codebooks (a random sample of the first batch added). ``mmap``: load the faiss index and
+    the codebooks (a random sample of the first batch added), raised to 39 per inverted list
+    when the lists need more (faiss's k-means minimum). ``mmap``: load the faiss index and
     the exact vectors memory-mapped, so an index larger than RAM can be queried (pages are read
     on demand; the first queries are slower).
     """
@@ -382,9 +384,12 @@ def _new_faiss_index(params: DenseParams, sample: np.ndarray) -> faiss.Index:
 def _trained_ivfpq(params: DenseParams, sample: np.ndarray) -> faiss.Index:
     n, dim = sample.shape
     nlist = params.ivf_nlist or max(1, min(4096, int(4 * np.sqrt(max(n, 1)))))  # from all vectors
-    if n > params.train_sample > 0:
-        rows = np.random.default_rng(0).choice(n, size=params.train_sample, replace=False)
-        sample, n = sample[np.sort(rows)], params.train_sample
+    # faiss's k-means wants at least 39 training points per list (it warns below that): the
+    # sample grows to that many when nlist needs it (1M vectors: 4,000 lists -> 156,000 points)
+    wanted = max(params.train_sample, MIN_POINTS_PER_LIST * nlist) if params.train_sample > 0 else 0
+    if n > wanted > 0:
+        rows = np.random.default_rng(0).choice(n, size=wanted, replace=False)
+        sample, n = sample[np.sort(rows)], wanted
     pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
     bits = params.pq_bits
     needed = max(nlist, 2**bits) * 4
