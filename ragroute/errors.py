@@ -190,6 +190,19 @@ def os_error_message(exc: OSError) -> str:
     return " ".join(f"{' -> '.join(names)}: {reason}".split()) if names else " ".join(reason.split())
 
 
+def refused_path_message(exc: OSError, default: Any) -> str:
+    """``WHERE: REASON`` for a path the operating system refused to open or look at (a name too
+    long, a link loop...): the path it names (else ``default``), cut to 200 characters, and why."""
+    where = str(exc.filename or default)
+    where = where if len(where) <= 200 else where[:200] + "..."
+    return f"{where}: {exc.strerror or exc}"
+
+
+def is_nul_path_error(exc: ValueError) -> bool:
+    """Whether ``exc`` is Python refusing a path with a NUL character in it."""
+    return "null byte" in str(exc)
+
+
 def unknown_keys_message(unknown: Iterable[Any], known: Iterable[Any], what: str = "key") -> str:
     """One line for ``unknown`` keys of a mapping: each with the closest ``known`` one when there is one.
 

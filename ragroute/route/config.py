@@ -53,7 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, SourceWarning, check_keys
+from ragroute.errors import (
+    RagrouteError,
+    SourceWarning,
+    check_keys,
+    is_nul_path_error,
+    refused_path_message,
+)
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import check_router_settings, pipeline_from_settings
 from ragroute.route.sources import Source, SourceProblem
@@ -211,11 +217,9 @@ def load_routing(
     try:
         return _load_routing(path, encoder, backend, cache_dir)
     except OSError as exc:  # a file the config names that the system refuses (name too long, ...)
-        where = str(exc.filename or path)
-        where = where if len(where) <= 200 else where[:200] + "..."
-        raise RagrouteError(f"{path}: cannot read {where}: {exc.strerror or exc}") from None
+        raise RagrouteError(f"{path}: cannot read {refused_path_message(exc, path)}") from None
     except ValueError as exc:
-        if "null byte" not in str(exc):
+        if not is_nul_path_error(exc):
             raise
         raise RagrouteError(f"{path}: a path in it contains a NUL character") from None
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, unknown_keys_message
+from ragroute.errors import RagrouteError, is_nul_path_error, refused_path_message, unknown_keys_message
 
 CORPUS_FILE = "corpus definitions"
 ROUTING_FILE = "routing config"
@@ -136,11 +136,9 @@ class _Checker:
             else:
                 self.check_routing(data)
         except OSError as exc:  # a path the system refuses to look at (name too long, link loop...)
-            where = str(exc.filename or self.path)
-            where = where if len(where) <= 200 else where[:200] + "..."
-            self.problem(f"{self.path}: cannot check {where}: {exc.strerror or exc}")
+            self.problem(f"{self.path}: cannot check {refused_path_message(exc, self.path)}")
         except ValueError as exc:
-            if "null byte" not in str(exc):
+            if not is_nul_path_error(exc):
                 raise
             self.problem(f"{self.path}: a path in it contains a NUL character")
         return self.report

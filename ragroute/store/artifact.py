@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ragroute.errors import ArtifactFormatError
+from ragroute.errors import ArtifactFormatError, is_nul_path_error, refused_path_message
 from ragroute.store.locks import LOCK_NAME, crash_point, shared, try_exclusive, writer_lock
 from ragroute.store.manifest import MANIFEST_NAME, ArtifactManifest, sha256_file
 
@@ -396,11 +396,9 @@ def read_artifact(
     try:
         return _read_retrying(root, read, family, verify, error)
     except OSError as exc:  # a path or file the OS refuses (a missing file is said by _read_retrying)
-        where = str(exc.filename or root)
-        where = where if len(where) <= 200 else where[:200] + "..."
-        raise error(f"cannot read {where}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {refused_path_message(exc, root)}") from None
     except ValueError as exc:
-        if "null byte" not in str(exc):
+        if not is_nul_path_error(exc):
             raise
         raise error(f"cannot read {str(root)!r}: the path contains a NUL character") from None
 
