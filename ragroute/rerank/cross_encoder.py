@@ -27,6 +27,7 @@ model: rerank/NAME}`` in a routing config).
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -276,6 +277,7 @@ def _resolve_plain(model: Path) -> Path:
         ) from None
 
 
+@functools.lru_cache(maxsize=1)
 def native_bfloat16() -> bool:
     """Whether this CPU does bfloat16 arithmetic natively (AMX or AVX512-BF16, read from
     ``/proc/cpuinfo``; elsewhere False): there torch runs a bfloat16 model about 3x faster than fp32

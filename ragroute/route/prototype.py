@@ -106,6 +106,8 @@ class PrototypeRouter(BaseRouter):
         sizes = [len(bank) for bank in self._banks]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._stacked = np.ascontiguousarray(np.vstack(self._banks)) if sum(sizes) else None
+        # every source's bank the same size: one partition over a (queries, sources, size) view
+        self._bank_size = sizes[0] if sizes and min(sizes) == max(sizes) else None
 
     def scores(self, query_vectors: np.ndarray, exclude: list[tuple[int, int]] | None = None) -> np.ndarray:
         """Raw similarity scores (queries x sources); ``exclude`` hides (source, bank row) pairs.
@@ -124,9 +126,8 @@ class PrototypeRouter(BaseRouter):
             for row, (src, bank_row) in enumerate(exclude):
                 if src >= 0:
                     sims[row, self._offsets[src] + bank_row] = -np.inf
-        sizes = np.diff(self._offsets)
-        if exclude is None and sizes.min() == sizes.max():  # equal banks: one partition for all
-            size, top_n = int(sizes[0]), min(cfg.bank_top_n, int(sizes[0]))
+        if exclude is None and self._bank_size:
+            size, top_n = self._bank_size, min(cfg.bank_top_n, self._bank_size)
             per_source = sims.reshape(len(q), len(self._banks), size)
             top = np.partition(per_source, size - top_n, axis=2)[:, :, -top_n:]
             return total + (cfg.bank_weight / top_n) * top.sum(axis=2)
