@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ragroute.reliability.kill import _kill_points, debris, run_kill_scenario, scenarios
+import pytest
+
+from ragroute.errors import RagrouteError
+from ragroute.reliability.kill import _kill_points, debris, run_kill_scenario, run_kills, scenarios
 
 
 def test_kill_points_cover_every_crash_point_then_time_offsets():
@@ -24,3 +27,20 @@ def test_sigkilled_builds_never_lose_the_index(tmp_path):
     assert report.reruns == 1 and report.reruns_ok == 1, report.failures
     assert report.failures == []
     assert debris(tmp_path / "index") == []
+
+
+def test_sigkilled_skill_router_builds_never_lose_the_router(tmp_path):
+    # `ragroute skills build` (the real command, default encoder) killed at 2 of its crash points;
+    # the router it replaces answers as before, the rerun publishes the other catalogue's router
+    report = run_kill_scenario(scenarios()["skills build"], tmp_path, points=2, rerun_every=2)
+    assert report.crash_points >= 10
+    assert report.killed == 2 and report.survived == 2, report.failures
+    assert report.reruns == 1 and report.reruns_ok == 1, report.failures
+    assert debris(tmp_path / "skills") == []
+
+
+def test_an_unknown_kill_command_is_refused_with_the_known_ones(tmp_path):
+    refused = r"unknown kill command 'skils build': choose from .*'skills build'"
+    with pytest.raises(RagrouteError, match=refused):
+        run_kills(tmp_path, commands=["skils build"])
+    assert not (tmp_path / "skils-build").exists()

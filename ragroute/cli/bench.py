@@ -1067,6 +1067,15 @@ def scores_command(
     help="Kill points per command [default: 52; 6 with --quick].",
 )
 @click.option(
+    "--kill-command",
+    "kill_commands",
+    multiple=True,
+    metavar="COMMAND",
+    help="Kill only this command (repeatable; quote names with spaces): build, 'graph build', "
+    "'graph add', 'route fit', 'gate fit', 'skills build', 'rerank train', 'expert train' "
+    "[default: all; build and 'graph add' with --quick].",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -1075,7 +1084,12 @@ def scores_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def reliability_command(
-    quick: bool, parts: tuple[str, ...], kill_points: int | None, workdir: Path | None, as_json: bool
+    quick: bool,
+    parts: tuple[str, ...],
+    kill_points: int | None,
+    kill_commands: tuple[str, ...],
+    workdir: Path | None,
+    as_json: bool,
 ) -> None:
     """Kill builds at swept points, corrupt every artifact file, read during rebuilds, fuzz the
     loaders, inject CLI faults and probe caller scopes; print each number next to its goal.
@@ -1088,6 +1102,7 @@ def reliability_command(
         quick=quick,
         parts=parts or bench_reliability.PARTS,
         kill_points=kill_points,
+        kill_commands=kill_commands or None,
         workdir=workdir,
         log=lambda msg: click.echo(msg, err=True),
     )

@@ -4,7 +4,8 @@ Runs the harnesses of :mod:`ragroute.reliability` (long versions; ``quick`` runs
 reports, next to the goals of issue #13:
 
 * ``kills_tried`` / ``kills_survived`` — real SIGKILLs of ``ragroute build``, ``graph build``,
-  ``graph add``, ``route fit`` and ``gate fit`` at swept points (:mod:`~ragroute.reliability.kill`);
+  ``graph add``, ``route fit``, ``gate fit``, ``skills build``, ``rerank train`` and ``expert
+  train`` at swept points (:mod:`~ragroute.reliability.kill`);
   survived: the artifact still loads and answers as before the run or as the finished run, and a
   rerun completes without debris;
 * ``corruptions_tried`` / ``corruptions_clean_error`` — truncate / flip / delete every file of
@@ -117,6 +118,7 @@ def run_reliability_bench(
     quick: bool = False,
     parts: Sequence[str] = PARTS,
     kill_points: int | None = None,
+    kill_commands: Sequence[str] | None = None,
     encoder: Any = None,
     workdir: Path | None = None,
     log: Callable[[str], None] = lambda _msg: None,
@@ -144,7 +146,7 @@ def run_reliability_bench(
 
             reports = run_kills(
                 root / "kill",
-                commands=settings["kill_commands"],
+                commands=kill_commands or settings["kill_commands"],
                 points=settings["kill_points"],
                 encoder=real_encoder(),
                 method=settings["kill_method"],

@@ -1,8 +1,9 @@
 """The kill harness: SIGKILL real ``ragroute`` commands at swept points and check nothing is lost.
 
 For each command (:func:`scenarios`: ``build``, ``graph build``, ``graph add``, ``route fit``,
-``gate fit``) the harness first runs it to completion twice to learn the answers of the two
-possible results (:func:`~ragroute.reliability.workload.answer` on the artifact), and once with
+``gate fit``, ``skills build``, ``rerank train``, ``expert train``) the harness first runs it to
+completion twice to learn the answers of the two possible results
+(:func:`~ragroute.reliability.workload.answer` on the artifact), and once with
 ``RAGROUTE_KILL_TRACE`` to count the crash points it passes (:func:`ragroute.store.locks.crash_point`:
 between the steps of every write: lock taken, temporary folder made, files written, each file
 checksummed, manifest written, build renamed, pointer written, pointer replaced, debris removed,
@@ -14,7 +15,8 @@ old builds pruned; embedding-cache writes) and how long it runs. Then, for each 
   finishes before its kill does not count, and another point, earlier, is added in its place;
 * the artifact must still load and answer exactly as before the run, or exactly as the completed
   command's result (when the kill came after the pointer swap): otherwise the point counts as lost;
-* the command is run again to completion: it must succeed, answer as its result, and leave no
+* the command is run again to completion (after every kill; the commands that train a model after
+  every fifth, ``Scenario.min_rerun_every``): it must succeed, answer as its result, and leave no
   debris (no temporary folders, pointer files or builds beyond the current and previous one).
 
 Rebuilding commands alternate between two inputs, so every run changes the artifact; ``graph add``
@@ -34,12 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragroute.errors import RagrouteError
 from ragroute.reliability.workload import (
     answer,
     corpus_records,
     labelled_queries,
     ragroute_argv,
+    skill_rows,
     write_jsonl,
+    write_labelled_skills,
 )
 from ragroute.store.artifact import BUILDS_DIR, POINTER_NAME, TMP_PREFIX, TRASH_PREFIX
 from ragroute.store.locks import KILL_AT_ENV, KILL_TRACE_ENV
@@ -58,6 +63,8 @@ class Scenario:
     argv: Callable[[Path, int], list[str]]
     setup: Callable[[Path], None]
     update: bool = False
+    #: a slow command (it loads and trains a model) is rerun after every n-th kill at least
+    min_rerun_every: int = 1
 
 
 @dataclass
@@ -88,6 +95,12 @@ def _inputs(workdir: Path) -> None:
     write_jsonl(workdir / "extra.jsonl", corpus_records(3, 10, prefix="x"))
     write_jsonl(workdir / "queries-a.jsonl", labelled_queries(1))
     write_jsonl(workdir / "queries-b.jsonl", labelled_queries(2, 40))
+    # an expert needs at least 50 documents to cut pseudo-queries from
+    write_jsonl(workdir / "expert-a.jsonl", corpus_records(1, 60))
+    write_jsonl(workdir / "expert-b.jsonl", corpus_records(2, 64))
+    write_jsonl(workdir / "skills-a" / "skills.jsonl", skill_rows(1))
+    write_jsonl(workdir / "skills-b" / "skills.jsonl", skill_rows(2))
+    write_labelled_skills(workdir / "rerank-set", 1)
 
 
 def _graph_setup(workdir: Path) -> None:
@@ -105,6 +118,9 @@ def scenarios(method: str = "hybrid") -> dict[str, Scenario]:
 
     def queries(workdir: Path, variant: int) -> str:
         return str(workdir / ("queries-a.jsonl", "queries-b.jsonl")[variant])
+
+    def variant_file(workdir: Path, variant: int, stem: str, suffix: str = ".jsonl") -> str:
+        return str(workdir / f"{stem}-{'ab'[variant]}{suffix}")
 
     return {
         "build": Scenario(
@@ -147,6 +163,66 @@ def scenarios(method: str = "hybrid") -> dict[str, Scenario]:
                 "knn_vote,rarity,complexity",
             ),
             _inputs,
+        ),
+        "skills build": Scenario(
+            "skills build",
+            "skills",
+            lambda w, v: ragroute_argv(
+                "skills", "build", variant_file(w, v, "skills", "/skills.jsonl"), "--out", str(w / "skills")
+            ),
+            _inputs,
+        ),
+        # the two results differ by seed (the new head's initialisation, the pair shuffle); tiny
+        # settings, but every step of the real command runs: pairs from hybrid retrieval, training,
+        # calibration, ONNX export and int8 quantisation, publication
+        "rerank train": Scenario(
+            "rerank train",
+            "reranker",
+            lambda w, v: ragroute_argv(
+                "rerank",
+                "train",
+                "--data",
+                str(w / "rerank-set"),
+                "--out",
+                str(w / "reranker"),
+                "--layers",
+                "1",
+                "--max-length",
+                "32",
+                "--queries-per-set",
+                "48",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--threads",
+                "1",
+                "--seed",
+                str(v),
+            ),
+            _inputs,
+            min_rerun_every=5,
+        ),
+        "expert train": Scenario(
+            "expert train",
+            "expert",
+            lambda w, v: ragroute_argv(
+                "expert",
+                "train",
+                variant_file(w, v, "expert"),
+                "--out",
+                str(w / "expert"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--max-queries",
+                "16",
+                "--threads",
+                "1",
+            ),
+            _inputs,
+            min_rerun_every=5,
         ),
     }
 
@@ -239,6 +315,7 @@ def run_kill_scenario(
     report.crash_points = len(trace.read_text().splitlines())
     trace.unlink(missing_ok=True)
 
+    every = max(rerun_every, scenario.min_rerun_every) if rerun_every else 0
     queue = _kill_points(report.crash_points, report.run_seconds, points)
     index = -1
     while queue:
@@ -291,7 +368,7 @@ def run_kill_scenario(
             report.failures.append(f"point {index} ({how} {when:g}): answers changed to neither build")
         else:
             report.survived += 1
-        if rerun_every and (report.killed % rerun_every == 0 or not queue):
+        if every and (report.killed % every == 0 or not queue):
             report.reruns += 1
             done = subprocess.run(argv, env=base_env, capture_output=True, text=True, check=False)
             final, problem = _answer(target, encoder)
@@ -321,6 +398,11 @@ def run_kills(
 ) -> list[KillReport]:
     """:func:`run_kill_scenario` for each of ``commands`` (default: all of :func:`scenarios`)."""
     table = scenarios(method)
+    unknown = [name for name in commands or () if name not in table]
+    if unknown:
+        raise RagrouteError(
+            f"unknown kill command {', '.join(map(repr, unknown))}: choose from {', '.join(map(repr, table))}"
+        )
     reports = []
     for name in commands or list(table):
         reports.append(

@@ -158,6 +158,33 @@ def _skills(seed: int) -> Any:
     return Catalogue(skills)
 
 
+def skill_rows(seed: int) -> list[dict[str, Any]]:
+    """:func:`_skills`' catalogue of ``seed`` as rows of the SKILLS JSONL format."""
+    return [
+        {"_id": s.id, "name": s.name, "description": s.description, "body": s.body}
+        for s in _skills(seed).skills
+    ]
+
+
+def write_labelled_skills(folder: Path, seed: int, n: int = 48) -> Path:
+    """A labelled SKILLS folder (``skills.jsonl``, ``queries.jsonl``, ``qrels/dev.tsv``) of ``n``
+    queries, each judging one skill of its topic relevant: what ``ragroute rerank train`` reads."""
+    write_jsonl(folder / "skills.jsonl", skill_rows(seed))
+    rng = random.Random(seed)
+    queries, qrels = [], ["query-id\tcorpus-id\tscore"]
+    topics = list(TOPICS)
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        queries.append(
+            {"_id": f"q{i}", "text": f"a tool for {' '.join(rng.sample(TOPICS[topic].split(), 3))}"}
+        )
+        qrels.append(f"q{i}\t{topic}-{i % 3}\t1")
+    write_jsonl(folder / "queries.jsonl", queries)
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "qrels" / "dev.tsv").write_text("\n".join(qrels) + "\n", encoding="utf-8")
+    return folder
+
+
 def build_artifact(kind: str, target: Path, *, seed: int = 0, encoder: Any = None) -> Path:
     """Write an artifact of ``kind`` (see :data:`ARTIFACT_KINDS`) at ``target`` from ``seed``'s data."""
     encoder = encoder or WordHashEncoder()
