@@ -96,6 +96,7 @@ INDEX_KINDS = Registry(
         "hybrid": "ragroute.index.hybrid:HybridIndex",
         "graph": "ragroute.graph.index:GraphIndex",
         "qdrant": "ragroute.index.qdrant:QdrantIndex",
+        "lancedb": "ragroute.index.lancedb_store:LanceDBIndex",
     },
 )
 

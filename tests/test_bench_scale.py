@@ -12,3 +12,13 @@ def test_ivfpq_below_its_training_minimum_is_skipped_with_the_reason():
     assert "ivfpq needs at least 1024 documents" in result["skipped"]["ivfpq"]["1000"]
     assert all(not values for row, values in result["latency_ms_p50"].items() if row.startswith("ivfpq"))
     assert any("ivfpq: skipped" in line for line in said)
+
+
+def test_the_store_rows_return_flat_top10_and_say_so():
+    import pytest
+
+    pytest.importorskip("lancedb")
+    pytest.importorskip("qdrant_client")
+    result = run_scale_bench([2000], layouts=("flat", "qdrant", "lancedb"), queries=10)
+    assert result["recall@10"]["qdrant"]["2000"] == 1.0 and result["recall@10"]["lancedb"]["2000"] == 1.0
+    assert result["store_identical"] is True and result["latency_ms_p50"]["lancedb"]["2000"] > 0

@@ -203,3 +203,33 @@ def test_qdrant_option_only_with_the_qdrant_method(runner, corpus, tmp_path):
     result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "qdrant"])
     assert result.exit_code == 2 and "--method qdrant needs --qdrant URL|FOLDER" in result.output
     assert not out.exists()
+
+
+def test_lancedb_build_records_its_folder_absolute_and_queries_from_anywhere(
+    runner, corpus, tmp_path, monkeypatch
+):
+    pytest.importorskip("lancedb")
+    out = tmp_path / "idx"
+    result = runner.invoke(
+        main, ["build", str(corpus), "--out", str(out), "--method", "lancedb", "--qdrant", "x"]
+    )
+    assert result.exit_code == 2 and "--qdrant does not apply to --method lancedb" in result.output
+    result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "lancedb"])
+    assert result.exit_code == 2 and "--method lancedb needs --lancedb FOLDER|URI" in result.output
+    assert not out.exists()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # a relative folder, then another working directory
+    result = runner.invoke(
+        main, ["build", str(corpus), "--out", str(out), "--method", "lancedb", "--lancedb", "vectors"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((published_path(out) / MANIFEST_NAME).read_text())
+    assert manifest["params"]["lancedb"]["location"] == str(tmp_path / "work" / "vectors")
+    monkeypatch.chdir(tmp_path)
+    dense = tmp_path / "dense"
+    assert (
+        runner.invoke(main, ["build", str(corpus), "--out", str(dense), "--method", "dense"]).exit_code == 0
+    )
+    top = [runner.invoke(main, ["query", str(ix), "telescope orbit", "--json"]) for ix in (out, dense)]
+    ids = [[h["doc_id"] for h in json.loads(r.output.strip().splitlines()[-1])["hits"]] for r in top]
+    assert ids[0] == ids[1] and len(ids[0]) > 0

@@ -1190,6 +1190,13 @@ def exposure_command(
     show_default=True,
     help="Largest size the Qdrant row (embedded, in memory) is measured at; 0 leaves it out.",
 )
+@click.option(
+    "--lancedb-max",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    help="Largest size the LanceDB row (embedded, on disk, exact scan) is measured at; 0 leaves it out.",
+)
 @click.option("--queries", type=click.IntRange(min=10), default=200, show_default=True)
 @click.option(
     "--ray-corpus",
@@ -1207,6 +1214,7 @@ def scale_command(
     sizes: str,
     hnsw_max: int,
     qdrant_max: int,
+    lancedb_max: int,
     queries: int,
     ray_corpus: Path | None,
     ray_workers: str,
@@ -1225,8 +1233,12 @@ def scale_command(
         raise RagrouteError("--sizes: give sizes of at least 1000")
     result = bench_scale.run_scale_bench(
         counts,
-        layouts=(*bench_scale.LAYOUTS, *(["qdrant"] if qdrant_max else [])),
-        max_size={"hnsw": hnsw_max, "qdrant": qdrant_max},
+        layouts=(
+            *bench_scale.LAYOUTS,
+            *(["qdrant"] if qdrant_max else []),
+            *(["lancedb"] if lancedb_max else []),
+        ),
+        max_size={"hnsw": hnsw_max, "qdrant": qdrant_max, "lancedb": lancedb_max},
         queries=queries,
         log=lambda msg: click.echo(msg, err=True),
     )

@@ -13,9 +13,9 @@ from ragroute.cli.options import encoder_options
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
+from ragroute.index.external import StoreParams
 from ragroute.index.fusion import FUSION_METHODS
 from ragroute.index.hybrid import FusionParams
-from ragroute.index.qdrant import QdrantParams
 from ragroute.registry import INDEX_KINDS
 from ragroute.types import Document
 
@@ -34,8 +34,8 @@ from ragroute.types import Document
     type=click.Choice(INDEX_KINDS.names()),
     default="hybrid",
     show_default=True,
-    help="bm25 (lexical), dense (embeddings on faiss), hybrid (both, fused), graph, or qdrant (embeddings "
-    "in a Qdrant collection: give --qdrant).",
+    help="bm25 (lexical), dense (embeddings on faiss), hybrid (both, fused), graph, qdrant (embeddings "
+    "in a Qdrant collection: give --qdrant) or lancedb (embeddings in a LanceDB table: give --lancedb).",
 )
 @encoder_options(DEFAULT_ENCODER)
 @click.option(
@@ -79,6 +79,14 @@ from ragroute.types import Document
     metavar="URL|FOLDER",
     help="--method qdrant: a Qdrant server URL (API key from $QDRANT_API_KEY) or an embedded store's folder.",
 )
+@click.option(
+    "--lancedb",
+    "lancedb_location",
+    default=None,
+    metavar="FOLDER|URI",
+    help="--method lancedb: the LanceDB database (a folder, or a URI such as s3://...; credentials from "
+    "the environment).",
+)
 @click.option("--name", default=None, help="Source name stamped on hits [default: the output folder name].")
 @click.option(
     "--engine",
@@ -121,6 +129,7 @@ def build_command(
     mmap: bool,
     fusion: str,
     qdrant_location: str | None,
+    lancedb_location: str | None,
     name: str | None,
     engine: str,
     ray_address: str | None,
@@ -148,14 +157,19 @@ def build_command(
             ("dense_index", "refine", "mmap"),
             "to --method graph (use ragroute graph build for graph options)",
         )
-    if method != "qdrant":
-        refuse_options(
-            ("qdrant_location",), f"to --method {method} (only qdrant indexes keep vectors in Qdrant)"
-        )
-    else:
-        refuse_options(("dense_index", "refine", "mmap"), "to --method qdrant (the vectors live in Qdrant)")
-        if not qdrant_location:
-            raise RagrouteError("--method qdrant needs --qdrant URL|FOLDER (where the vectors go)")
+    locations = {"qdrant": (qdrant_location, "URL|FOLDER"), "lancedb": (lancedb_location, "FOLDER|URI")}
+    for store in locations:
+        if method != store:
+            refuse_options((f"{store}_location",), f"to --method {method} (only {store} indexes use it)")
+    location = None
+    if method in locations:
+        reason = f"to --method {method} (the vectors live in {method})"
+        refuse_options(("dense_index", "refine", "mmap"), reason)
+        location, metavar = locations[method]
+        if not location:
+            raise RagrouteError(f"--method {method} needs --{method} {metavar} (where the vectors go)")
+        if "://" not in location and location != ":memory:":  # a folder: recorded absolute, for any cwd
+            location = str(Path(location).expanduser().resolve())
     if engine == "local":
         refuse_options(("ray_address", "workers"), "to --engine local (they configure --engine ray)")
     elif method not in ("bm25", "dense", "hybrid"):
@@ -178,9 +192,7 @@ def build_command(
         method,
         encoder=model,
         dense_params=DenseParams(factory=dense_index, refine=refine or 0, mmap=mmap),
-        qdrant_params=QdrantParams(location=qdrant_location, collection=name or out_dir.name)
-        if qdrant_location
-        else None,
+        store_params=StoreParams(location=location, collection=name or out_dir.name) if location else None,
         fusion=FusionParams(method=fusion),
         name=name or out_dir.name,
     )

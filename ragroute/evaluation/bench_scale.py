@@ -19,7 +19,10 @@ Queries are drawn the same way, apart from the corpus. Each layout is the produc
 
 * ``qdrant`` — the vectors in a Qdrant collection (:class:`~ragroute.index.qdrant.QdrantIndex`,
   qdrant-client's embedded in-memory mode: a brute-force scan in the client, so its latency says
-  nothing of a Qdrant server's; it is here for ``store_identical``: top-10 equal to flat's).
+  nothing of a Qdrant server's; it is here for ``store_identical``: top-10 equal to flat's);
+* ``lancedb`` — the vectors in a LanceDB table on disk
+  (:class:`~ragroute.index.lancedb_store.LanceDBIndex`, embedded; exact scan, no ANN index), also
+  counted in ``store_identical``.
 
 With ``--ray-corpus`` it also builds a real corpus (documents encoded by the real encoder) with
 the Ray engine (:func:`ragroute.scale.ray_build.measure_build_throughput`) at each worker count
@@ -91,19 +94,31 @@ def clustered_vectors(n: int, *, dim: int = DIM, seed: int = 0, centres_seed: in
     return out
 
 
-def _qdrant_latencies(
-    vectors: np.ndarray, queries: np.ndarray, encoder: SyntheticEncoder
-) -> tuple[list[float], list[list[str]], float]:
-    from ragroute.index.qdrant import QdrantIndex, QdrantParams
+#: the external stores the benchmark can measure (registered index kinds), and where each keeps vectors
+STORES = ("qdrant", "lancedb")
 
-    start = time.perf_counter()
-    index = QdrantIndex(encoder, QdrantParams(location=":memory:", collection="bench", batch_size=2000))
-    index.add_vectors([Document(id=str(i), text="") for i in range(len(vectors))], vectors)
-    built = time.perf_counter() - start
-    try:
-        times, found = _latencies(index, queries)  # type: ignore[arg-type]
-    finally:
-        index.drop_collection()
+
+def _store_latencies(
+    kind: str, vectors: np.ndarray, queries: np.ndarray, encoder: SyntheticEncoder
+) -> tuple[list[float], list[list[str]], float]:
+    """One query at a time against ``kind`` holding ``vectors`` (Qdrant in memory, LanceDB in a
+    temporary folder); the latencies, each query's top ids, and the build seconds."""
+    from ragroute.index.external import StoreParams
+    from ragroute.registry import INDEX_KINDS
+
+    with tempfile.TemporaryDirectory(prefix=f"ragroute-bench-{kind}-") as folder:
+        location = ":memory:" if kind == "qdrant" else folder
+        start = time.perf_counter()
+        # Qdrant takes points one request at a time; each LanceDB write is a data fragment
+        batch = 2_000 if kind == "qdrant" else 50_000
+        params = StoreParams(location=location, collection="bench", batch_size=batch)
+        index = INDEX_KINDS.get(kind)(encoder, params)
+        index.add_vectors([Document(id=str(i), text="") for i in range(len(vectors))], vectors)
+        built = time.perf_counter() - start
+        try:
+            times, found = _latencies(index, queries)  # type: ignore[arg-type]
+        finally:
+            index.drop_collection()
     return times, found, built
 
 
@@ -136,7 +151,7 @@ def _latencies(index: DenseIndex, queries: np.ndarray) -> tuple[list[float], lis
 def run_scale_bench(
     sizes: Sequence[int],
     *,
-    layouts: Sequence[str] = (*LAYOUTS, "qdrant"),
+    layouts: Sequence[str] = (*LAYOUTS, *STORES),
     max_size: Mapping[str, int] | None = None,
     queries: int = 200,
     log: Callable[[str], None] | None = None,
@@ -162,15 +177,15 @@ def run_scale_bench(
             if name != "flat" and n > limits.get(name, n):
                 continue
             key = str(n)
-            if name == "qdrant":
-                times, found, built = _qdrant_latencies(vectors, query_vectors, encoder)
+            if name in STORES:
+                times, found, built = _store_latencies(name, vectors, query_vectors, encoder)
                 latency[name][key] = round(float(np.percentile(times, 50)), 3)
                 p95[name][key] = round(float(np.percentile(times, 95)), 3)
                 build_s[name][key] = round(built, 2)
                 assert truth is not None
                 recall[name][key] = _recall(found, truth)
                 identical.append(found == truth)
-                say(f"  qdrant: p50 {latency[name][key]} ms, top-10 equal to flat: {found == truth}")
+                say(f"  {name}: p50 {latency[name][key]} ms, top-10 equal to flat: {found == truth}")
                 continue
             params = LAYOUTS[name]
             start = time.perf_counter()

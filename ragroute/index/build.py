@@ -27,6 +27,7 @@ class IndexOptions:
     graph: GraphParams | None = None
     extractor: Any = None  # graph extractor: a registered name, an extractor object, or None (rules)
     qdrant: Any = None  # ragroute.index.qdrant.QdrantParams: where a qdrant index keeps its vectors
+    store: Any = None  # ragroute.index.external.StoreParams: where an external-store index keeps them
 
 
 def build_index(
@@ -40,12 +41,14 @@ def build_index(
     graph_params: GraphParams | None = None,
     extractor: Any = None,
     qdrant_params: Any = None,
+    store_params: Any = None,
     name: str = "",
     show_progress: bool | None = None,
 ) -> LocalIndex:
     """Index ``documents`` with ``method``, a registered index kind (``bm25``, ``dense``, ``hybrid``,
-    ``graph``, ``qdrant``; ``graph_params`` and ``extractor`` apply to graphs, ``qdrant_params`` to
-    an index whose vectors live in Qdrant).
+    ``graph``, ``qdrant``, ``lancedb``; ``graph_params`` and ``extractor`` apply to graphs,
+    ``store_params`` (:class:`ragroute.index.external.StoreParams`: location and collection) to an
+    index whose vectors live in an external store; ``qdrant_params`` is the same for Qdrant).
 
     Kinds that embed text need an ``encoder`` (see :func:`ragroute.encode.load_encoder`).
     """
@@ -61,5 +64,6 @@ def build_index(
         graph=graph_params,
         extractor=extractor,
         qdrant=qdrant_params,
+        store=store_params,
     )
     return cls.from_options(documents, options, encoder=encoder, name=name, show_progress=show_progress)

@@ -113,7 +113,8 @@ class DocumentStore:
                 if part is None:
                     continue
             else:
-                allowed = set(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else {wanted}
+                members = wanted if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+                allowed = {_hashable(v) for v in members}
                 values = [_field(doc, key) for doc in self._docs]
                 part = np.fromiter((_hashable(v) in allowed for v in values), dtype=bool, count=len(values))
             mask = part if mask is None else mask & part
@@ -194,8 +195,27 @@ class DocumentStore:
         return store
 
 
+class _Bool:
+    """A boolean as a set member that equals no integer (``True == 1`` in Python; a filter on 1
+    must not match a document whose value is ``True``, as in the external stores)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Bool) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return hash((_Bool, self.value))
+
+
 def _hashable(value: Any) -> Any:
-    """A metadata value as a set member (a list value, e.g. access labels, as a tuple)."""
+    """A metadata value as a set member (a list value, e.g. access labels, as a tuple; a boolean
+    apart from the integers)."""
+    if isinstance(value, bool):
+        return _Bool(value)
     return tuple(value) if isinstance(value, list) else value
 
 

@@ -20,21 +20,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import secrets
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
-from ragroute.index.dense import aligned_vectors
-from ragroute.index.docstore import DocumentStore
-from ragroute.index.local import VectorIndex
-from ragroute.scopes import Visible
-from ragroute.types import Document, Hit
+from ragroute.errors import RagrouteError
+from ragroute.index.external import ExternalVectorIndex, FilterClause, StoreParams, filter_clauses, first_line
 
 _CLIENTS: dict[str, Any] = {}  # one client per embedded folder: Qdrant locks the folder per client
 _CLIENTS_LOCK = threading.Lock()
@@ -51,17 +45,8 @@ def _close_clients() -> None:
         _CLIENTS.clear()
 
 
-@dataclass
-class QdrantParams:
-    """Where the vectors go: ``location`` (URL, folder or ``:memory:``) and a collection name prefix."""
-
-    location: str = ":memory:"
-    collection: str = "ragroute"
-    batch_size: int = 256
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> QdrantParams:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+class QdrantParams(StoreParams):
+    """Where the vectors go: a server URL, an embedded store's folder, or ``:memory:`` (the default)."""
 
 
 def connect(location: str) -> Any:
@@ -89,200 +74,94 @@ def connect(location: str) -> Any:
         except RagrouteError:
             raise
         except Exception as exc:  # the client raises many kinds (connection, lock, HTTP)
-            raise RagrouteError(f"qdrant at {location} is unreachable: {_first_line(exc)}") from None
+            raise RagrouteError(f"qdrant at {location} is unreachable: {first_line(exc)}") from None
         _CLIENTS[location] = client
         return client
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-class QdrantIndex(VectorIndex):
+class QdrantIndex(ExternalVectorIndex):
     """Dense retrieval with the vectors in a Qdrant collection (see the module docstring)."""
 
     kind = "qdrant"
+    store_name = "qdrant"
+    params_key = "qdrant"
+    default_params = QdrantParams()
 
-    def __init__(
-        self,
-        encoder: Any,
-        params: QdrantParams | None = None,
-        store: DocumentStore | None = None,
-        collection: str | None = None,
-        name: str = "",
-    ) -> None:
-        super().__init__(store if store is not None else DocumentStore(), name)
-        self.encoder = encoder
-        self.params = params or QdrantParams()
-        self.client = connect(self.params.location)
-        self.collection = collection
+    def _connect(self) -> Any:
+        return connect(self.params.location)
 
-    # -- building ---------------------------------------------------------------------------
-    @classmethod
-    def from_options(cls, documents, options, *, encoder=None, name="", show_progress=None) -> QdrantIndex:
-        index = cls(encoder, getattr(options, "qdrant", None) or QdrantParams(), name=name)
-        index.add(documents, show_progress=show_progress)
-        return index
-
-    def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
-        docs = list(documents)
-        if docs:
-            vectors = self.encoder.encode_documents(
-                [d.full_text() for d in docs], show_progress=show_progress
-            )
-            self.add_vectors(docs, vectors)
-
-    def add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
-        """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
+    def _create(self, dim: int) -> None:
         from qdrant_client import models
 
-        vectors = aligned_vectors(documents, vectors, self.encoder.dim)
-        if self.collection is None:
-            self.collection = f"{self.params.collection}-{secrets.token_hex(4)}"
-            self._call(
-                "create a collection",
-                self.client.create_collection,
-                self.collection,
-                vectors_config=models.VectorParams(size=self.encoder.dim, distance=models.Distance.DOT),
-            )
-        iids = self.store.add(documents)
-        positions = [self.store.position(d.id) for d in documents]
-        step = max(1, self.params.batch_size)
-        for start in range(0, len(documents), step):
-            points = [
-                models.PointStruct(
-                    id=int(iids[i]),
-                    vector=vectors[i].tolist(),
-                    payload=_payload(self.store.documents[positions[i]]),
-                )
-                for i in range(start, min(start + step, len(documents)))
-            ]
-            self._call("write vectors", self.client.upsert, self.collection, points=points, wait=True)
+        self.client.create_collection(
+            self.collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT)
+        )
 
-    def delete(self, doc_ids: Sequence[str]) -> int:
+    def _upsert(self, iids: Sequence[int], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         from qdrant_client import models
 
-        iids = self.store.delete(doc_ids)
-        if len(iids):
-            selector = models.PointIdsList(points=[int(i) for i in iids])
-            self._call(
-                "delete vectors", self.client.delete, self.collection, points_selector=selector, wait=True
-            )
-        return len(iids)
+        points = [
+            models.PointStruct(id=iid, vector=vector.tolist(), payload=payload)
+            for iid, vector, payload in zip(iids, vectors, payloads)
+        ]
+        self.client.upsert(self.collection, points=points, wait=True)
+
+    def _remove(self, iids: Sequence[int]) -> None:
+        from qdrant_client import models
+
+        self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(iids)), wait=True)
+
+    def _query(self, vector: np.ndarray, limit: int, clauses: list[FilterClause]) -> list[tuple[int, float]]:
+        response = self.client.query_points(
+            self.collection,
+            query=vector.tolist(),
+            limit=limit,
+            query_filter=_qdrant_filter(clauses),
+            with_payload=False,
+        )
+        return [(int(point.id), float(point.score)) for point in response.points]
+
+    def _width(self) -> int | None:
+        info = self.client.get_collection(self.collection)
+        return getattr(getattr(info.config.params, "vectors", None), "size", None)
+
+    def _count(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
 
     def drop_collection(self) -> None:
-        """Delete this build's collection from Qdrant (the index can no longer be queried)."""
         if self.collection is not None:
             self._call("drop the collection", self.client.delete_collection, self.collection)
-
-    # -- searching --------------------------------------------------------------------------
-    def search_vectors(
-        self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
-    ) -> list[list[Hit]]:
-        """Search with precomputed query embeddings; ``filters`` are pushed down into Qdrant."""
-        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        if self.collection is None or len(self.store) == 0:
-            return [[] for _ in range(len(vectors))]
-        condition = qdrant_filter(filters)
-        out = []
-        for vector in vectors:
-            response = self._call(
-                "search",
-                self.client.query_points,
-                self.collection,
-                query=vector.tolist(),
-                limit=min(k, len(self.store)),
-                query_filter=condition,
-                with_payload=False,
-            )
-            hits: list[Hit] = []
-            positions = self.store.positions_by_iid()
-            for point in response.points:
-                position = positions.get(int(point.id))
-                if position is not None:
-                    hits.append(self.store.hit(position, float(point.score), len(hits) + 1, self.name))
-            out.append(hits)
-        return out
-
-    def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except Exception as exc:
-            where = f"qdrant at {self.params.location} (collection {self.collection})"
-            raise RagrouteError(f"{where}: could not {what}: {_first_line(exc)}") from None
-
-    # -- persistence ------------------------------------------------------------------------
-    def write_files(self, directory: Path) -> None:
-        """Nothing of its own: the vectors are in Qdrant, where the manifest says."""
-
-    def manifest_params(self) -> dict[str, Any]:
-        return {
-            "qdrant": {**asdict(self.params), "collection_name": self.collection},
-            "next_iid": self.store.next_iid,
-        }
-
-    @classmethod
-    def read(
-        cls, directory: Path, params: Mapping[str, Any], store: DocumentStore, name: str, encoder: Any
-    ) -> QdrantIndex:
-        recorded = dict(params.get("qdrant") or {})
-        collection = recorded.get("collection_name")
-        if not isinstance(collection, str):
-            raise IndexFormatError(f"{directory}: the manifest names no qdrant collection")
-        index = cls(encoder, QdrantParams.from_dict(recorded), store, collection, name)
-        info = index._call("read the collection", index.client.get_collection, collection)
-        size = getattr(getattr(info.config.params, "vectors", None), "size", None)
-        if size is not None and size != encoder.dim:
-            raise EncoderMismatchError(
-                f"qdrant collection {collection} at {index.params.location} holds vectors of dim {size}, "
-                f"the encoder gives {encoder.dim}"
-            )
-        count = index._call("count the vectors", index.client.count, collection, exact=True).count
-        if count != len(store):
-            raise IndexFormatError(
-                f"qdrant collection {collection} at {index.params.location} holds {count} vectors, "
-                f"the index {len(store)} documents"
-            )
-        return index
-
-
-def _payload(doc: Document) -> dict[str, Any]:
-    """What filters can match in Qdrant: scalar metadata under ``meta.``, modality, parent, access."""
-    from ragroute.scopes import ACCESS_KEY, labels_of
-
-    meta = {
-        k: v for k, v in doc.metadata.items() if isinstance(v, (str, int, float, bool)) and k != ACCESS_KEY
-    }
-    payload: dict[str, Any] = {"meta": meta, "modality": doc.modality}
-    if doc.parent_id is not None:
-        payload["parent_id"] = doc.parent_id
-    labels = sorted(labels_of(doc.metadata.get(ACCESS_KEY)))
-    if labels:
-        payload["access"] = labels
-    return payload
 
 
 def qdrant_filter(filters: Mapping[str, Any] | None) -> Any:
     """ragroute metadata filters (and a caller's scope) as a Qdrant ``Filter`` (None: no filter)."""
-    if not filters:
+    return _qdrant_filter(filter_clauses(filters, "qdrant"))
+
+
+def _qdrant_filter(clauses: list[FilterClause]) -> Any:
+    if not clauses:
         return None
     from qdrant_client import models
 
     must: list[Any] = []
-    for key, wanted in filters.items():
-        if isinstance(wanted, Visible):  # public documents, or labels the caller's scopes meet
+    for clause in clauses:
+        if clause.scopes is not None:  # public documents, or labels the caller's scopes meet
             public = models.IsEmptyCondition(is_empty=models.PayloadField(key="access"))
             should: list[Any] = [public]
-            if wanted.scopes:
+            if clause.scopes:
                 should.append(
-                    models.FieldCondition(key="access", match=models.MatchAny(any=sorted(wanted.scopes)))
+                    models.FieldCondition(key="access", match=models.MatchAny(any=sorted(clause.scopes)))
                 )
             must.append(models.Filter(should=should))
             continue
-        field = key if key in ("modality", "parent_id") else f"meta.{key}"
-        values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
-            raise RagrouteError(f"a qdrant index filters on strings and integers; {key!r} has {values!r}")
-        must.append(models.FieldCondition(key=field, match=models.MatchAny(any=values)))
+        field = f"meta.{clause.field}" if clause.meta else clause.field
+        # one MatchAny holds values of one type: strings and integers are matched apart
+        strings = [v for v in clause.values if isinstance(v, str)]
+        integers = [v for v in clause.values if isinstance(v, int)]
+        matches: list[Any] = [
+            models.FieldCondition(key=field, match=models.MatchAny(any=values))
+            for values in (strings, integers)
+            if values
+        ]
+        must.append(matches[0] if len(matches) == 1 else models.Filter(should=matches))
     return models.Filter(must=must)

@@ -1,20 +1,34 @@
-"""Qdrant as an index kind: the same top-10 as faiss flat on the same vectors, filters and scopes
-pushed down, saved and loaded through the artifact store, and one-line errors when it cannot work."""
+"""External vector stores (Qdrant, LanceDB) as index kinds: the same top-10 as faiss flat on the
+same vectors, filters and scopes pushed down, saved and loaded through the artifact store, and
+one-line errors when they cannot work."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import pytest
 
-pytest.importorskip("qdrant_client")
+from ragroute.context import QueryContext
+from ragroute.errors import EncoderMismatchError, RagrouteError
+from ragroute.index.build import build_index
+from ragroute.index.dense import DenseIndex
+from ragroute.index.external import StoreParams
+from ragroute.index.io import load_index, save_index
+from ragroute.registry import INDEX_KINDS
+from ragroute.types import Document
 
-from ragroute.context import QueryContext  # noqa: E402
-from ragroute.errors import EncoderMismatchError, RagrouteError  # noqa: E402
-from ragroute.index.build import build_index  # noqa: E402
-from ragroute.index.dense import DenseIndex  # noqa: E402
-from ragroute.index.io import load_index, save_index  # noqa: E402
-from ragroute.index.qdrant import QdrantIndex, QdrantParams  # noqa: E402
-from ragroute.types import Document  # noqa: E402
+STORES = [
+    pytest.param(
+        kind, marks=pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"no {module}")
+    )
+    for kind, module in (("qdrant", "qdrant_client"), ("lancedb", "lancedb"))
+]
+
+
+def _location(kind: str, tmp_path, on_disk: bool = False) -> str:
+    """Where a test store keeps its vectors: Qdrant in memory unless ``on_disk``; LanceDB a folder."""
+    return str(tmp_path / kind) if on_disk or kind == "lancedb" else ":memory:"
 
 
 class Fixed:
@@ -43,18 +57,18 @@ def _data(n: int = 400):
     return docs, vectors
 
 
-def _pair(location: str, n: int = 400):
+def _pair(kind: str, location: str, n: int = 400):
     docs, vectors = _data(n)
     flat = DenseIndex(Fixed())
     flat.add_vectors(docs, vectors)
-    store = QdrantIndex(Fixed(), QdrantParams(location=location, collection="test", batch_size=1000))
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=location, collection="test", batch_size=1000))
     store.add_vectors(docs, vectors)
     return flat, store, np.random.default_rng(1).normal(size=(20, 16)).astype(np.float32)
 
 
-@pytest.fixture
-def pair():
-    return _pair(":memory:")
+@pytest.fixture(params=STORES)
+def pair(request, tmp_path):
+    return _pair(request.param, _location(request.param, tmp_path))
 
 
 def _ids(results):
@@ -90,17 +104,19 @@ def test_caller_scopes_are_pushed_down(pair):
     assert _ids(store.search_contexts(hr, 10)) == _ids(flat.search_contexts(hr, 10))
 
 
-def test_saved_loaded_and_a_failed_build_leaves_the_previous_collection(tmp_path):
-    flat, store, queries = _pair(str(tmp_path / "qdrant"), n=120)  # an embedded, on-disk store
+@pytest.mark.parametrize("kind", STORES)
+def test_saved_loaded_and_a_failed_build_leaves_the_previous_collection(tmp_path, kind):
+    location = _location(kind, tmp_path, on_disk=True)  # an embedded, on-disk store
+    flat, store, queries = _pair(kind, location, n=120)
     save_index(store, tmp_path / "ix")
     loaded = load_index(tmp_path / "ix", encoder=Fixed())
-    assert isinstance(loaded, QdrantIndex) and loaded.collection == store.collection
+    assert isinstance(loaded, INDEX_KINDS.get(kind)) and loaded.collection == store.collection
     assert _ids(loaded.search_vectors(queries, 10)) == _ids(flat.search_vectors(queries, 10))
-    manifest = loaded.manifest.params["qdrant"]
-    assert manifest["location"] == str(tmp_path / "qdrant") and "api_key" not in str(manifest)
+    manifest = loaded.manifest.params[kind]
+    assert manifest["location"] == location and "api_key" not in str(manifest)
     # a rebuild writes a new collection; the old index still answers until the pointer moves
     docs, vectors = _data(50)
-    again = QdrantIndex(Fixed(), QdrantParams(location=str(tmp_path / "qdrant"), collection="test"))
+    again = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=location, collection="test"))
     again.add_vectors(docs, vectors)
     assert again.collection != store.collection
     assert _ids(load_index(tmp_path / "ix", encoder=Fixed()).search_vectors(queries, 10)) == _ids(
@@ -118,26 +134,34 @@ def test_saved_loaded_and_a_failed_build_leaves_the_previous_collection(tmp_path
         load_index(tmp_path / "ix", encoder=Fixed())
 
 
-def test_unreachable_server_is_one_line(hashing_encoder, small_docs):
-    with pytest.raises(RagrouteError, match=r"^qdrant at http://127.0.0.1:9 is unreachable: ") as caught:
-        build_index(
-            small_docs,
+@pytest.mark.parametrize(
+    ("kind", "location", "message"),
+    [
+        pytest.param(
             "qdrant",
-            encoder=hashing_encoder,
-            qdrant_params=QdrantParams(location="http://127.0.0.1:9"),
-        )
+            "http://127.0.0.1:9",
+            r"^qdrant at http://127.0.0.1:9 is unreachable: ",
+            marks=STORES[0].marks,
+        ),
+        pytest.param("lancedb", "", r"^a lancedb index needs a folder or URI", marks=STORES[1].marks),
+    ],
+)
+def test_an_unreachable_or_missing_store_is_one_line(hashing_encoder, small_docs, kind, location, message):
+    with pytest.raises(RagrouteError, match=message) as caught:
+        build_index(small_docs, kind, encoder=hashing_encoder, store_params=StoreParams(location=location))
     assert "\n" not in str(caught.value)
 
 
-def test_a_qdrant_source_in_a_pipeline_scores_on_the_cosine_scale(tmp_path, hashing_encoder, small_docs):
+@pytest.mark.parametrize("kind", STORES)
+def test_a_store_source_in_a_pipeline_scores_on_the_cosine_scale(tmp_path, hashing_encoder, small_docs, kind):
     from ragroute.pipeline.score_scale import fit_score_scales
     from ragroute.route.sources import Source
 
     index = build_index(
         small_docs,
-        "qdrant",
+        kind,
         encoder=hashing_encoder,
-        qdrant_params=QdrantParams(location=":memory:"),
+        store_params=StoreParams(location=_location(kind, tmp_path)),
         name="q",
     )
     dense = build_index(small_docs, "dense", encoder=hashing_encoder, name="d")
@@ -155,3 +179,25 @@ def test_a_deleted_and_an_added_document_keep_the_hits_right(pair):
         index.add_vectors([Document(id="new", text="x")], queries[:1])
     assert store.search_vectors(queries[:1], 1)[0][0].doc_id == "new"
     assert _ids(store.search_vectors(queries, 10)) == _ids(flat.search_vectors(queries, 10))
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_filters_match_value_and_type_with_quotes_as_flat_does(tmp_path, kind):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(60, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    values = ["O'Brien", "1", 1, "a, b", True]
+    docs = [Document(id=f"d{i}", text="x", metadata={"v": values[i % 5]}) for i in range(60)]
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="t"))
+    store.add_vectors(docs, vectors)
+    for wanted in ("O'Brien", "1", 1, ["a, b", 1]):
+        got = store.search_vectors(vectors[:3], 5, filters={"v": wanted})
+        assert _ids(got) == _ids(flat.search_vectors(vectors[:3], 5, filters={"v": wanted}))
+        kinds = {type(docs[int(h.doc_id[1:])].metadata["v"]) for hits in got for h in hits}
+        assert kinds == (
+            {str} if wanted in ("O'Brien", "1") else {int, str} if isinstance(wanted, list) else {int}
+        )
+    with pytest.raises(RagrouteError, match="filters on strings and integers"):
+        store.search_vectors(vectors[:1], 5, filters={"v": True})

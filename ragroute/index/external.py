@@ -1,0 +1,261 @@
+"""Dense indexes whose vectors live in an external vector store (Qdrant, LanceDB): what they share.
+
+Such an index is a ragroute index like the others (a document store, a manifest, routing,
+filters, caller scopes) whose vectors are held by the store. :class:`ExternalVectorIndex` does
+everything but talk to the store: documents get their internal ids from the document store,
+vectors are encoded (or handed over) and written in batches with a payload of what filters can
+match (:func:`payload`), each build writes a new collection (``<collection>-<random id>``) that the
+manifest names (so a failed or killed build leaves the previous index and its collection
+untouched), searches go one query vector at a time with the filters pushed down, and loading
+checks that the collection holds vectors of the encoder's width and one per document. A store
+adds one module: a subclass with the ``_create`` / ``_upsert`` / ``_remove`` / ``_query`` /
+``_width`` / ``_count`` / ``drop_collection`` methods, registered as an index kind.
+
+Filters push down exactly what the faiss flat index applies: a metadata key matches when the
+document's value is one of the wanted strings or integers (type and value), ``modality`` and
+``parent_id`` are fields of their own, and a caller's scope (:class:`ragroute.scopes.Visible`)
+admits public documents and those whose access labels meet the scopes. Credentials are never
+written to the manifest (stores read them from the environment).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.index.dense import aligned_vectors
+from ragroute.index.docstore import DocumentStore
+from ragroute.index.local import VectorIndex
+from ragroute.scopes import Visible
+from ragroute.types import Document, Hit
+
+
+@dataclass
+class StoreParams:
+    """Where the vectors go: ``location`` (a server URL, a folder, or ``:memory:`` where the store
+    has one), a collection name prefix, and how many vectors one write carries."""
+
+    location: str = ":memory:"
+    collection: str = "ragroute"
+    batch_size: int = 256
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoreParams:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of a store client's exception."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def payload(doc: Document) -> dict[str, Any]:
+    """What filters can match: scalar metadata under ``meta`` (access labels apart), ``modality``,
+    ``parent_id`` (when the document has one) and ``access`` (sorted labels, when any)."""
+    from ragroute.scopes import ACCESS_KEY, labels_of
+
+    meta = {
+        k: v for k, v in doc.metadata.items() if isinstance(v, (str, int, float, bool)) and k != ACCESS_KEY
+    }
+    out: dict[str, Any] = {"meta": meta, "modality": doc.modality}
+    if doc.parent_id is not None:
+        out["parent_id"] = doc.parent_id
+    labels = sorted(labels_of(doc.metadata.get(ACCESS_KEY)))
+    if labels:
+        out["access"] = labels
+    return out
+
+
+@dataclass(frozen=True)
+class FilterClause:
+    """One pushed-down condition: ``field`` (``modality``, ``parent_id`` or a metadata key, ``meta``
+    true for the latter) is one of ``values``; or, with ``scopes`` set, the caller's visibility."""
+
+    field: str = ""
+    values: tuple[Any, ...] = ()
+    meta: bool = True
+    scopes: frozenset[str] | None = None
+
+
+def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[FilterClause]:
+    """ragroute metadata filters (and a caller's scope) as clauses every store translates; values
+    must be strings or integers (what every store matches exactly)."""
+    clauses = []
+    for key, wanted in (filters or {}).items():
+        if isinstance(wanted, Visible):  # public documents, or labels the caller's scopes meet
+            clauses.append(FilterClause(scopes=frozenset(wanted.scopes)))
+            continue
+        values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+            raise RagrouteError(f"a {store} index filters on strings and integers; {key!r} has {values!r}")
+        clauses.append(FilterClause(key, tuple(values), meta=key not in ("modality", "parent_id")))
+    return clauses
+
+
+class ExternalVectorIndex(VectorIndex):
+    """Dense retrieval with the vectors in an external store (see the module docstring).
+
+    Subclasses set ``kind``, ``store_name`` (for messages), ``params_key`` (the manifest entry) and
+    ``default_params``, and implement the store calls.
+    """
+
+    store_name: ClassVar[str] = ""
+    params_key: ClassVar[str] = ""
+    default_params: ClassVar[StoreParams] = StoreParams()
+
+    def __init__(
+        self,
+        encoder: Any,
+        params: StoreParams | None = None,
+        store: DocumentStore | None = None,
+        collection: str | None = None,
+        name: str = "",
+    ) -> None:
+        super().__init__(store if store is not None else DocumentStore(), name)
+        self.encoder = encoder
+        self.params = params or type(self.default_params)(**asdict(self.default_params))
+        self.collection = collection
+        self.client = self._connect()
+
+    # -- the store: one subclass per store ---------------------------------------------------
+    def _connect(self) -> Any:
+        """A client for ``params.location``; :class:`RagrouteError` in one line if unreachable."""
+        raise NotImplementedError
+
+    def _create(self, dim: int) -> None:
+        """Create ``self.collection`` for vectors of ``dim`` (inner-product scores)."""
+        raise NotImplementedError
+
+    def _upsert(self, iids: Sequence[int], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        """Write one batch of vectors with their ids and payloads."""
+        raise NotImplementedError
+
+    def _remove(self, iids: Sequence[int]) -> None:
+        """Delete the vectors of ``iids``."""
+        raise NotImplementedError
+
+    def _query(self, vector: np.ndarray, limit: int, clauses: list[FilterClause]) -> list[tuple[int, float]]:
+        """The ``limit`` best ``(iid, inner product)`` pairs matching every clause, best first."""
+        raise NotImplementedError
+
+    def _width(self) -> int | None:
+        """The vector width of ``self.collection`` (None when the store does not say)."""
+        raise NotImplementedError
+
+    def _count(self) -> int:
+        """How many vectors ``self.collection`` holds."""
+        raise NotImplementedError
+
+    def drop_collection(self) -> None:
+        """Delete this build's collection from the store (the index can no longer be queried)."""
+        raise NotImplementedError
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def from_options(
+        cls, documents, options, *, encoder=None, name="", show_progress=None
+    ) -> ExternalVectorIndex:
+        params = getattr(options, "store", None) or getattr(options, cls.params_key, None)
+        index = cls(encoder, params, name=name)
+        index.add(documents, show_progress=show_progress)
+        return index
+
+    def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
+        docs = list(documents)
+        if docs:
+            vectors = self.encoder.encode_documents(
+                [d.full_text() for d in docs], show_progress=show_progress
+            )
+            self.add_vectors(docs, vectors)
+
+    def add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
+        """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
+        vectors = aligned_vectors(documents, vectors, self.encoder.dim)
+        if self.collection is None:
+            self.collection = f"{self.params.collection}-{secrets.token_hex(4)}"
+            self._call("create a collection", self._create, self.encoder.dim)
+        iids = self.store.add(documents)
+        positions = [self.store.position(d.id) for d in documents]
+        step = max(1, self.params.batch_size)
+        for start in range(0, len(documents), step):
+            stop = min(start + step, len(documents))
+            self._call(
+                "write vectors",
+                self._upsert,
+                [int(i) for i in iids[start:stop]],
+                vectors[start:stop],
+                [payload(self.store.documents[p]) for p in positions[start:stop]],
+            )
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        iids = self.store.delete(doc_ids)
+        if len(iids):
+            self._call("delete vectors", self._remove, [int(i) for i in iids])
+        return len(iids)
+
+    # -- searching --------------------------------------------------------------------------
+    def search_vectors(
+        self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
+        """Search with precomputed query embeddings; ``filters`` are pushed down into the store."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if self.collection is None or len(self.store) == 0:
+            return [[] for _ in range(len(vectors))]
+        clauses = filter_clauses(filters, self.store_name)
+        positions = self.store.positions_by_iid()
+        out = []
+        for vector in vectors:
+            found = self._call("search", self._query, vector, min(k, len(self.store)), clauses)
+            hits: list[Hit] = []
+            for iid, score in found:
+                position = positions.get(int(iid))
+                if position is not None:
+                    hits.append(self.store.hit(position, float(score), len(hits) + 1, self.name))
+            out.append(hits)
+        return out
+
+    def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except RagrouteError:
+            raise
+        except Exception as exc:  # store clients raise many kinds (connection, lock, HTTP, schema)
+            where = f"{self.store_name} at {self.params.location} (collection {self.collection})"
+            raise RagrouteError(f"{where}: could not {what}: {first_line(exc)}") from None
+
+    # -- persistence ------------------------------------------------------------------------
+    def write_files(self, directory: Path) -> None:
+        """Nothing of its own: the vectors are in the store, where the manifest says."""
+
+    def manifest_params(self) -> dict[str, Any]:
+        return {
+            self.params_key: {**asdict(self.params), "collection_name": self.collection},
+            "next_iid": self.store.next_iid,
+        }
+
+    @classmethod
+    def read(
+        cls, directory: Path, params: Mapping[str, Any], store: DocumentStore, name: str, encoder: Any
+    ) -> ExternalVectorIndex:
+        recorded = dict(params.get(cls.params_key) or {})
+        collection = recorded.get("collection_name")
+        if not isinstance(collection, str):
+            raise IndexFormatError(f"{directory}: the manifest names no {cls.store_name} collection")
+        index = cls(encoder, StoreParams.from_dict(recorded), store, collection, name)
+        where = f"{cls.store_name} collection {collection} at {index.params.location}"
+        width = index._call("read the collection", index._width)
+        if width is not None and width != encoder.dim:
+            raise EncoderMismatchError(
+                f"{where} holds vectors of dim {width}, the encoder gives {encoder.dim}"
+            )
+        count = index._call("count the vectors", index._count)
+        if count != len(store):
+            raise IndexFormatError(f"{where} holds {count} vectors, the index {len(store)} documents")
+        return index
