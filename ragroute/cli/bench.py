@@ -1205,6 +1205,14 @@ def exposure_command(
     help="Also build this corpus with the Ray engine at each --ray-workers count (extra ragroute[ray]).",
 )
 @click.option("--ray-workers", default="1,2", show_default=True, help="Comma-separated worker counts.")
+@click.option(
+    "--ray-synthetic",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also check that a Ray build of this many generated documents (hybrid, word-hashing encoder, "
+    "2 workers) is identical to the single-process build; 0: skip.",
+)
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder of the Ray builds.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @plot_option
@@ -1218,6 +1226,7 @@ def scale_command(
     queries: int,
     ray_corpus: Path | None,
     ray_workers: str,
+    ray_synthetic: int,
     encoder: str,
     backend: str,
     plot: Path | None,
@@ -1248,6 +1257,11 @@ def scale_command(
         ray = bench_scale.ray_throughput(ray_corpus, encoder, backend, workers)
         result.update({key: ray[key] for key in ("build_docs_per_s", "ray_identical")})
         result["ray"] = ray
+    if ray_synthetic:
+        click.echo(f"Ray build of {ray_synthetic:,} generated documents ...", err=True)
+        synthetic = bench_scale.ray_synthetic_identity(ray_synthetic)
+        result["ray_synthetic"] = synthetic
+        result["ray_identical"] = synthetic["identical"] and result["ray_identical"] is not False
     click.echo(bench_scale.format_report(result))
     save_plot("scale", result, plot)
     if as_json:
