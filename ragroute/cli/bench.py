@@ -1206,6 +1206,20 @@ def exposure_command(
 )
 @click.option("--ray-workers", default="1,2", show_default=True, help="Comma-separated worker counts.")
 @click.option(
+    "--routing-sources",
+    default="2,8,32,128",
+    show_default=True,
+    help="Route-stage latency of the prototype router over this many generated sources (comma-separated; "
+    "empty: skip).",
+)
+@click.option(
+    "--ppr-edges",
+    default="10000,100000,1000000,4000000",
+    show_default=True,
+    help="PPR latency on skewed random graphs of about this many directed edges (comma-separated; "
+    "empty: skip).",
+)
+@click.option(
     "--ray-synthetic",
     type=click.IntRange(min=0),
     default=0,
@@ -1227,6 +1241,8 @@ def scale_command(
     ray_corpus: Path | None,
     ray_workers: str,
     ray_synthetic: int,
+    routing_sources: str,
+    ppr_edges: str,
     encoder: str,
     backend: str,
     plot: Path | None,
@@ -1257,6 +1273,16 @@ def scale_command(
         ray = bench_scale.ray_throughput(ray_corpus, encoder, backend, workers)
         result.update({key: ray[key] for key in ("build_docs_per_s", "ray_identical")})
         result["ray"] = ray
+    sources = _integers(routing_sources, "--routing-sources")
+    if sources:
+        click.echo(f"routing over {sources} generated sources ...", err=True)
+        result["routing_cost"] = bench_scale.routing_cost(sources)
+        result["routing_ms_p50"] = {n: row["ms_p50"] for n, row in result["routing_cost"].items()}
+    edges = _integers(ppr_edges, "--ppr-edges")
+    if edges:
+        click.echo(f"PPR on graphs of {edges} edges ...", err=True)
+        result["ppr_cost"] = bench_scale.ppr_cost(edges)
+        result["ppr_ms_p50"] = {n: row["ms_p50"] for n, row in result["ppr_cost"].items()}
     if ray_synthetic:
         click.echo(f"Ray build of {ray_synthetic:,} generated documents ...", err=True)
         synthetic = bench_scale.ray_synthetic_identity(ray_synthetic)

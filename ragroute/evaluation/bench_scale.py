@@ -24,6 +24,10 @@ Queries are drawn the same way, apart from the corpus. Each layout is the produc
   (:class:`~ragroute.index.lancedb_store.LanceDBIndex`, embedded; exact scan, no ANN index), also
   counted in ``store_identical``.
 
+Cost growth beyond the vector index: :func:`routing_cost` (the prototype router's route stage
+against the number of sources, ``routing_ms_p50`` -> {sources: ms}) and :func:`ppr_cost` (PPR
+against the number of graph edges, ``ppr_ms_p50`` -> {edges: ms}).
+
 With ``--ray-synthetic N`` it builds a hybrid index of N generated documents on Ray and in one
 process and checks they are identical (:func:`ray_synthetic_identity`; ``ray_identical`` is then
 false if either check fails). With ``--ray-corpus`` it also builds a real corpus (documents
@@ -301,6 +305,79 @@ def ray_synthetic_identity(n: int, workers: int = 2) -> dict[str, Any]:
     }
 
 
+def ppr_cost(edge_counts: Sequence[int], *, queries: int = 50, seed: int = 0) -> dict[str, Any]:
+    """PPR latency against graph size: for each directed edge count, ``bench ppr``'s skewed random
+    graph (:func:`~ragroute.evaluation.bench_ppr.synthetic_graph`, ~14.4 edges per node, as its
+    1.4M-edge graph) and walk-like resets (5 strong and 100 weak seeds), one query at a time through
+    the product's :class:`~ragroute.graph.ppr.PPREngine` (``method="auto"``, top 5)."""
+    from ragroute.evaluation.bench_ppr import DAMPING, TOP, _walk_like_reset, synthetic_graph
+    from ragroute.graph.ppr import PPREngine
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    for edges in sorted(edge_counts):
+        adjacency = synthetic_graph(max(100, int(edges / 14.4)), edges, seed=seed)
+        engine = PPREngine(adjacency)
+        ones = np.ones(adjacency.shape[0], dtype=np.float32)
+        resets = [_walk_like_reset(rng, ones, 0, adjacency.shape[0]) for _ in range(queries + 1)]
+        engine.run(resets[0], damping=DAMPING, top_k=TOP)  # warm-up: first-touch costs
+        times = []
+        for reset in resets[1:]:
+            start = time.perf_counter()
+            engine.run(reset, damping=DAMPING, top_k=TOP)
+            times.append((time.perf_counter() - start) * 1000)
+        out[str(int(adjacency.nnz))] = {
+            "nodes": int(adjacency.shape[0]),
+            "ms_p50": round(float(np.median(times)), 3),
+            "ms_p95": round(float(np.percentile(times, 95)), 3),
+        }
+    return out
+
+
+def routing_cost(
+    source_counts: Sequence[int], *, docs_per_source: int = 500, queries: int = 100
+) -> dict[str, Any]:
+    """Route-stage latency against the number of sources: the product pipeline
+    (:func:`~ragroute.pipeline.build.pipeline_from_settings`) with the prototype router (default
+    settings: a bank of up to 500 documents per source) over ``n`` generated sources of
+    ``docs_per_source`` documents, one query at a time with its vector computed up front (routing
+    alone, encoding excluded). The encoder is the word-hashing one at 384 dimensions (no model: the
+    cost measured is the router's, which depends on the width, not on the weights)."""
+    from ragroute.context import QueryContext
+    from ragroute.index.dense import DenseIndex
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.reliability.workload import WordHashEncoder, corpus_records, documents
+    from ragroute.route.base import route_contexts
+    from ragroute.route.sources import Source
+
+    encoder = WordHashEncoder(dim=DIM)
+    out: dict[str, Any] = {}
+    probe = [f"question {i} about {w}" for i, w in enumerate(("orbit", "dough", "vpn", "verdict") * queries)]
+    for n in sorted(source_counts):
+        sources = []
+        for s in range(n):
+            index = DenseIndex(encoder, name=f"s{s}")
+            index.add(
+                documents(corpus_records(1000 + s, docs_per_source, prefix=f"s{s}-")), show_progress=False
+            )
+            sources.append(Source(f"s{s}", index, description=f"source {s}"))
+        router = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=encoder).router
+        contexts = [QueryContext(text) for text in probe[:queries]]
+        for context, vector in zip(contexts, encoder.encode_queries([c.text for c in contexts])):
+            context.set_vector(encoder, vector)
+        route_contexts(router, contexts[:1])  # warm-up
+        times = []
+        for context in contexts:
+            start = time.perf_counter()
+            route_contexts(router, [context])
+            times.append((time.perf_counter() - start) * 1000)
+        out[str(n)] = {
+            "ms_p50": round(float(np.median(times)), 3),
+            "ms_p95": round(float(np.percentile(times, 95)), 3),
+        }
+    return out
+
+
 def _recall(found: Sequence[Sequence[str]], truth: Sequence[Sequence[str]]) -> float:
     return round(float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth)])), 4)
 
@@ -339,6 +416,12 @@ def format_report(result: Mapping[str, Any]) -> str:
             f"Ray start-up {ray['ray_startup_s']:.1f} s; "
             f"identical to the single-process build: {ray['ray_identical']}"
         )
+    if result.get("routing_cost"):
+        cells = ", ".join(f"{n} sources {row['ms_p50']} ms" for n, row in result["routing_cost"].items())
+        lines.append(f"routing (prototype router, route stage p50): {cells}")
+    if result.get("ppr_cost"):
+        cells = ", ".join(f"{int(n):,} edges {row['ms_p50']} ms" for n, row in result["ppr_cost"].items())
+        lines.append(f"PPR (top 5, one query, p50): {cells}")
     synthetic = result.get("ray_synthetic")
     if synthetic:
         s = synthetic
