@@ -126,6 +126,8 @@ def run_reliability_bench(
     """Run the chosen ``parts`` of the reliability benchmark; returns the result (see the module
     docstring); ``encoder`` is the default encoder (loaded when ``None`` and a part needs it)."""
     settings = _settings(quick, kill_points)
+    if kill_commands:
+        settings["kill_commands"] = list(kill_commands)
     result: dict[str, Any] = {key: None for key in KEYS}
     details: dict[str, Any] = {"quick": quick, "settings": settings, "seconds": {}}
 
@@ -146,7 +148,7 @@ def run_reliability_bench(
 
             reports = run_kills(
                 root / "kill",
-                commands=kill_commands or settings["kill_commands"],
+                commands=settings["kill_commands"],
                 points=settings["kill_points"],
                 encoder=real_encoder(),
                 method=settings["kill_method"],
