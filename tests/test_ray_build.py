@@ -29,7 +29,9 @@ ray = pytest.importorskip("ray")
 from conftest import HashingEncoder  # noqa: E402
 
 from ragroute.scale.ray_build import (  # noqa: E402
+    build_graph_ray,
     build_index_ray,
+    graphs_identical,
     indexes_identical,
     measure_build_throughput,
 )
@@ -81,6 +83,33 @@ def test_ray_build_equals_the_single_process_build(corpus: list[Document], metho
     assert set(timings) == {"startup_s", "workers_start_s", "build_s"}
     _same_results(built, local, method)
     assert built.manifest_params() == local.manifest_params()
+
+
+def test_ray_graph_build_equals_the_single_process_graph() -> None:
+    from ragroute.reliability.workload import corpus_records, documents
+
+    docs = documents(corpus_records(1, 60))  # people and places: phrases, facts and synonym links
+    encoder = HashingEncoder()
+    local = build_index(docs, "graph", encoder=encoder)
+    timings: dict[str, float] = {}
+    built = build_graph_ray(docs, encoder=encoder, workers=2, timings=timings)
+    assert local.tables.n_phrases > 10 and len(local.tables.fact_subject) > 10
+    assert graphs_identical(local, built) and built.encoder is encoder
+    assert set(timings) == {"startup_s", "workers_start_s", "build_s"}
+    for query in ("Who lives in Kellow?", "Ada Brennan met the astro group"):
+        assert [(h.doc_id, round(h.score, 6)) for h in built.search(query, k=5)] == [
+            (h.doc_id, round(h.score, 6)) for h in local.search(query, k=5)
+        ]
+    assert built.manifest_params() == local.manifest_params()
+
+
+def test_an_extractor_that_cannot_travel_to_the_workers_is_one_line(corpus: list[Document]) -> None:
+    from ragroute.graph.extract import RuleExtractor
+
+    extractor = RuleExtractor()
+    extractor.lock = __import__("threading").Lock()  # type: ignore[attr-defined]
+    with pytest.raises(RagrouteError, match=r"cannot be sent to Ray workers .*--engine local$"):
+        build_graph_ray(corpus, encoder=HashingEncoder(), extractor=extractor, workers=1)
 
 
 def test_ray_bm25_scores_equal_rank_bm25(corpus: list[Document]) -> None:
@@ -175,8 +204,10 @@ def test_cli_ray_options_are_refused_where_they_do_not_apply(corpus_file: Path, 
     base = ["build", str(corpus_file), "--out", str(tmp_path / "x")]
     result = runner.invoke(main, [*base, "--method", "bm25", "--workers", "2"])
     assert result.exit_code == 2 and "--workers does not apply to --engine local" in result.output
-    result = runner.invoke(main, [*base, "--method", "graph", "--engine", "ray"])
-    assert result.exit_code == 2 and "--engine ray builds bm25, dense and hybrid" in result.output
+    result = runner.invoke(
+        main, [*base, "--method", "lancedb", "--lancedb", str(tmp_path / "v"), "--engine", "ray"]
+    )
+    assert result.exit_code == 2 and "--engine ray builds bm25, dense, hybrid and graph" in result.output
 
 
 def test_cli_without_ray_is_one_line(

@@ -93,8 +93,8 @@ from ragroute.types import Document
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="local: this process; ray: shards encoded and counted by Ray workers (bm25, dense, hybrid; "
-    "extra ragroute[ray]), the same index.",
+    help="local: this process; ray: shards encoded and counted (graph: extracted) by Ray workers (bm25, "
+    "dense, hybrid, graph; extra ragroute[ray]), the same index.",
 )
 @click.option(
     "--address",
@@ -172,8 +172,8 @@ def build_command(
             location = str(Path(location).expanduser().resolve())
     if engine == "local":
         refuse_options(("ray_address", "workers"), "to --engine local (they configure --engine ray)")
-    elif method not in ("bm25", "dense", "hybrid"):
-        raise RagrouteError(f"--engine ray builds bm25, dense and hybrid indexes, not {method}")
+    elif method not in ("bm25", "dense", "hybrid", "graph"):
+        raise RagrouteError(f"--engine ray builds bm25, dense, hybrid and graph indexes, not {method}")
     if refine is not None and dense_index != "ivfpq":
         raise RagrouteError(f"--refine applies to --dense-index ivfpq, not {dense_index}")
     model = None  # resolved first, so a missing model fails before any work is done
@@ -217,7 +217,7 @@ def _build_on_ray(
     import functools
 
     from ragroute.encode import load_encoder
-    from ragroute.scale.ray_build import build_index_ray
+    from ragroute.scale.ray_build import build_graph_ray, build_index_ray
 
     factory = None
     if model is not None:
@@ -225,18 +225,24 @@ def _build_on_ray(
             load_encoder, encoder, backend=model.backend, cache_dir=cache_dir, use_cache=False, threads=1
         )
     timings: dict[str, float] = {}
-    index = build_index_ray(
-        units,
-        method,
-        encoder=model,
-        encoder_factory=factory,
-        dense_params=DenseParams(factory=dense_index, refine=refine or 0, mmap=mmap),
-        fusion=FusionParams(method=fusion),
-        name=name,
-        workers=workers,
-        address=address,
-        timings=timings,
-    )
+    if method == "graph":  # the rule extractor and default graph settings, as --engine local builds
+        index = build_graph_ray(
+            units, encoder=model, encoder_factory=factory, name=name, workers=workers, address=address,
+            timings=timings,
+        )  # fmt: skip
+    else:
+        index = build_index_ray(
+            units,
+            method,
+            encoder=model,
+            encoder_factory=factory,
+            dense_params=DenseParams(factory=dense_index, refine=refine or 0, mmap=mmap),
+            fusion=FusionParams(method=fusion),
+            name=name,
+            workers=workers,
+            address=address,
+            timings=timings,
+        )
     click.echo(
         f"ray: start-up {timings['startup_s']:.1f}s, workers {timings['workers_start_s']:.1f}s, "
         f"build {timings['build_s']:.1f}s",

@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,7 +42,9 @@ from ragroute.types import Document
 __all__ = [
     "ENGINES",
     "RAY_KINDS",
+    "build_graph_ray",
     "build_index_ray",
+    "graphs_identical",
     "indexes_identical",
     "measure_build_throughput",
     "ray_session",
@@ -52,6 +54,7 @@ __all__ = [
 ENGINES = ("local", "ray")
 #: index kinds a Ray build makes
 RAY_KINDS = ("bm25", "dense", "hybrid")
+_T = TypeVar("_T")
 _PROBE_TIMEOUT_S = 5.0
 _MAX_SHARD = 4096
 _SHARDS_PER_WORKER = 4
@@ -135,13 +138,20 @@ def _usable_cpus() -> int:
 
 
 class _ShardWorker:
-    """One Ray actor: loads the encoder once, then encodes and counts the shards it is given."""
+    """One Ray actor: loads the encoder once, then encodes, counts or extracts the shards it is given."""
 
-    def __init__(self, encoder: Any, factory: Callable[[], Encoder] | None, tokenizer: TokenizerConfig):
+    def __init__(
+        self,
+        encoder: Any,
+        factory: Callable[[], Encoder] | None,
+        tokenizer: TokenizerConfig,
+        extractor: Any = None,
+    ):
         os.environ["OMP_NUM_THREADS"] = "1"
         self.factory = factory
         self.encoder = encoder
         self.tokenizer = tokenizer
+        self.extractor = extractor
 
     def ready(self, needs_encoder: bool) -> bool:
         """Load the encoder now (so model loading is not counted as build time)."""
@@ -160,8 +170,20 @@ class _ShardWorker:
         counts = count_terms(tokenize_many(texts, self.tokenizer)) if count else None
         return vectors, counts
 
+    def encode(self, texts: list[str], queries: bool) -> np.ndarray:
+        """The shard's query (``queries``) or document vectors."""
+        self.ready(True)
+        encode = self.encoder.encode_queries if queries else self.encoder.encode_documents
+        return np.asarray(encode(texts, show_progress=False), dtype=np.float32)
 
-def _shards(texts: list[str], workers: int, shard_size: int | None) -> list[list[str]]:
+    def extract(self, documents: list[Document]) -> list[Any]:
+        """The graph extractor's extractions of the shard's documents, in order."""
+        from ragroute.graph.build import extract_passages
+
+        return extract_passages(documents, self.extractor, show_progress=False)
+
+
+def _shards(texts: Sequence[_T], workers: int, shard_size: int | None) -> list[Sequence[_T]]:
     size = shard_size or max(1, min(_MAX_SHARD, math.ceil(len(texts) / (workers * _SHARDS_PER_WORKER))))
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
@@ -298,6 +320,154 @@ def _assemble(
     lexical = BM25Index(bm25, store=dense.store, name=name)
     lexical.scorer = scorer
     return HybridIndex(lexical, dense, fusion, name)
+
+
+class _PoolEncoder:
+    """The driver's encoder, with its encoding spread over the Ray actors while the pool is open
+    (:func:`build_graph_ray` hands it to the product's graph build); afterwards, or for one text, the
+    driver's own encoder. Everything else (``dim``, ``describe``...) is the driver encoder's."""
+
+    def __init__(self, encoder: Encoder, actors: list[Any], ray: Any) -> None:
+        self.local = encoder
+        self.actors: list[Any] | None = actors
+        self.ray = ray
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.local, name)
+
+    def _encode(self, texts: Sequence[str], queries: bool, **kwargs: Any) -> np.ndarray:
+        if self.actors is None or len(texts) < 2:
+            encode = self.local.encode_queries if queries else self.local.encode_documents
+            return np.asarray(encode(list(texts), **kwargs), dtype=np.float32)
+        from ray.util import ActorPool
+
+        shards = _shards(list(texts), len(self.actors), None)
+        parts = list(
+            ActorPool(self.actors).map(lambda actor, shard: actor.encode.remote(shard, queries), shards)
+        )
+        return np.concatenate(parts, axis=0)
+
+    def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        return self._encode(texts, True, **kwargs)
+
+    def encode_documents(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        return self._encode(texts, False, **kwargs)
+
+
+class _Extracted:
+    """A graph extractor whose extractions were made on the Ray actors: it hands them back by
+    document id and describes itself as the extractor that made them."""
+
+    def __init__(self, extractor: Any, by_id: dict[str, Any]) -> None:
+        self.extractor = extractor
+        self.by_id = by_id
+        self.name = getattr(extractor, "name", "")
+
+    def describe(self) -> Any:
+        return self.extractor.describe()
+
+    def extract(self, document: Document) -> Any:
+        return self.by_id[document.id]
+
+    def extract_many(self, documents: Sequence[Document]) -> list[Any]:
+        return [self.by_id[d.id] for d in documents]
+
+
+def build_graph_ray(
+    documents: Sequence[Document],
+    *,
+    encoder: Encoder,
+    encoder_factory: Callable[[], Encoder] | None = None,
+    extractor: Any = None,
+    graph_params: Any = None,
+    name: str = "",
+    workers: int | None = None,
+    address: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> LocalIndex:
+    """The graph index :meth:`GraphIndex.build <ragroute.graph.index.GraphIndex.build>` makes, with
+    phrase and fact extraction, passage encoding and phrase encoding spread over ``workers`` Ray
+    actors. The driver runs the product's own graph build on the actors' results (phrase table,
+    facts, synonym search, adjacency), so the graph is the single-process one: the same phrases,
+    facts and edges in the same order; vectors equal to 1e-5 (encoder batching differs), so a
+    synonym link whose cosine sits within 1e-5 of the threshold could differ. The extractor must
+    pickle (the rule and spaCy extractors do; an LLM extractor holding a client may not).
+    ``timings`` as for :func:`build_index_ray`.
+    """
+    from ray.util import ActorPool
+
+    from ragroute.graph.extract import resolve_extractor
+    from ragroute.graph.index import GraphIndex
+
+    docs = list(documents)
+    if not docs:
+        raise RagrouteError("no documents to index")
+    if workers is not None and workers < 1:
+        raise RagrouteError(f"--workers must be at least 1, got {workers}")
+    chosen = resolve_extractor(extractor)
+    ray = _ray()
+    try:
+        ray.cloudpickle.dumps(chosen)
+    except Exception as exc:
+        raise RagrouteError(
+            f"the graph extractor {getattr(chosen, 'name', chosen)!r} cannot be sent to Ray workers "
+            f"({_one_line(exc)}); build this graph with --engine local"
+        ) from None
+    out = timings if timings is not None else {}
+    with ray_session(address, workers) as startup:
+        out["startup_s"] = startup
+        try:
+            start = time.perf_counter()
+            n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            payload = _encoder_payload(ray, encoder, encoder_factory)
+            remote = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
+            actors = [
+                remote.remote(payload, encoder_factory, BM25Params().tokenizer, chosen)
+                for _ in range(n_workers)
+            ]
+            pooled = _PoolEncoder(encoder, actors, ray)
+            try:
+                ray.get([actor.ready.remote(True) for actor in actors])
+                out["workers_start_s"] = time.perf_counter() - start
+                start = time.perf_counter()
+                extracted = ActorPool(actors).map(
+                    lambda actor, shard: actor.extract.remote(list(shard)), _shards(docs, n_workers, None)
+                )
+                by_id = {d.id: e for d, e in zip(docs, (e for part in extracted for e in part))}
+                index = GraphIndex.build(
+                    docs,
+                    pooled,  # type: ignore[arg-type]
+                    graph_params=graph_params,
+                    extractor=_Extracted(chosen, by_id),
+                    name=name,
+                    show_progress=False,
+                )
+            finally:
+                pooled.actors = None  # from now on the index encodes queries with the driver's encoder
+                for actor in actors:
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor)
+            out["build_s"] = time.perf_counter() - start
+            index.dense.encoder = index.encoder = encoder  # queries: the driver's encoder
+            return index
+        except ray.exceptions.RayError as exc:
+            raise RagrouteError(f"Ray build failed: {_one_line(exc)}") from None
+
+
+def graphs_identical(a: Any, b: Any, *, atol: float = 1e-5) -> bool:
+    """Whether two graph indexes hold the same passages (vectors to ``atol``), the same phrase table
+    (vectors to ``atol``), facts, and adjacency (the same edges, weights to ``atol``)."""
+    if not indexes_identical(a.dense, b.dense, atol=atol) or a.extractor != b.extractor:
+        return False
+    ta, tb = a.tables, b.tables
+    if ta.phrases != tb.phrases or not np.allclose(ta.phrase_vectors, tb.phrase_vectors, atol=atol, rtol=0):
+        return False
+    if not np.array_equal(np.c_[ta.fact_subject, ta.fact_object], np.c_[tb.fact_subject, tb.fact_object]):
+        return False
+    if (ta.fact_passages != tb.fact_passages).nnz or ta.adjacency.shape != tb.adjacency.shape:
+        return False
+    difference = abs(ta.adjacency - tb.adjacency)
+    return not difference.nnz or float(difference.max()) <= atol
 
 
 def indexes_identical(a: LocalIndex, b: LocalIndex, *, atol: float = 1e-5) -> bool:
