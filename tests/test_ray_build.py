@@ -31,6 +31,7 @@ from conftest import HashingEncoder  # noqa: E402
 from ragroute.scale.ray_build import (  # noqa: E402
     build_graph_ray,
     build_index_ray,
+    encode_on_ray,
     graphs_identical,
     indexes_identical,
     measure_build_throughput,
@@ -110,6 +111,18 @@ def test_an_extractor_that_cannot_travel_to_the_workers_is_one_line(corpus: list
     extractor.lock = __import__("threading").Lock()  # type: ignore[attr-defined]
     with pytest.raises(RagrouteError, match=r"cannot be sent to Ray workers .*--engine local$"):
         build_graph_ray(corpus, encoder=HashingEncoder(), extractor=extractor, workers=1)
+
+
+def test_encoding_on_ray_returns_the_vectors_in_order(corpus: list[Document]) -> None:
+    # what `ragroute expert train --engine ray` gives the expert's training data
+    encoder = HashingEncoder()
+    texts = [d.full_text() for d in corpus]
+    timings: dict[str, float] = {}
+    vectors = encode_on_ray(texts, encoder=encoder, workers=2, timings=timings)
+    assert np.allclose(vectors, encoder.encode_documents(texts), atol=1e-6, rtol=0)
+    queries = encode_on_ray(texts[:7], encoder=encoder, queries=True, workers=2)
+    assert np.allclose(queries, encoder.encode_queries(texts[:7]), atol=1e-6, rtol=0)
+    assert set(timings) == {"startup_s", "workers_start_s", "build_s"}
 
 
 def test_ray_bm25_scores_equal_rank_bm25(corpus: list[Document]) -> None:
@@ -208,6 +221,16 @@ def test_cli_ray_options_are_refused_where_they_do_not_apply(corpus_file: Path, 
         main, [*base, "--method", "lancedb", "--lancedb", str(tmp_path / "v"), "--engine", "ray"]
     )
     assert result.exit_code == 2 and "--engine ray builds bm25, dense, hybrid and graph" in result.output
+
+
+def test_cli_expert_train_refuses_ray_options_without_the_ray_engine(
+    corpus_file: Path, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        main, ["expert", "train", str(corpus_file), "--out", str(tmp_path / "e"), "--workers", "2"]
+    )
+    assert result.exit_code == 2 and "--workers does not apply to --engine local" in result.output
+    assert not (tmp_path / "e").exists()
 
 
 def test_cli_without_ray_is_one_line(

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import ENCODER_OPTIONS, open_encoder, refuse_options
-from ragroute.cli.options import encoder_options
+from ragroute.cli.options import encoder_options, engine_options
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
@@ -88,26 +88,9 @@ from ragroute.types import Document
     "the environment).",
 )
 @click.option("--name", default=None, help="Source name stamped on hits [default: the output folder name].")
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="local: this process; ray: shards encoded and counted (graph: extracted) by Ray workers (bm25, "
-    "dense, hybrid, graph; extra ragroute[ray]), the same index.",
-)
-@click.option(
-    "--address",
-    "ray_address",
-    default=None,
-    metavar="HOST:PORT",
-    help="--engine ray: join the Ray cluster at this address [default: start Ray on this machine].",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="--engine ray: number of workers, one CPU thread each [default: one per CPU].",
+@engine_options(
+    "local: this process; ray: shards encoded and counted (graph: extracted) by Ray workers (bm25, "
+    "dense, hybrid, graph; extra ragroute[ray]), the same index."
 )
 @click.option(
     "--on-error",

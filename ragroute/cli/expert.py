@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import CONFIG_CACHE_HELP, bench_encoder_options, cache_dir_option
+from ragroute.cli.common import CONTEXT, one_line_errors, refuse_options
+from ragroute.cli.options import CONFIG_CACHE_HELP, bench_encoder_options, cache_dir_option, engine_options
 from ragroute.errors import RagrouteError
 
 
@@ -55,6 +55,10 @@ def expert_group() -> None:
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@engine_options(
+    "Where the base model encodes CORPUS for the training data (the document vectors positives and "
+    "hard negatives come from): here, or in shards on Ray workers (extra ragroute[ray]); training runs here."
+)
 @bench_encoder_options
 @one_line_errors
 def train_command(
@@ -68,6 +72,9 @@ def train_command(
     max_queries: int,
     threads: int | None,
     seed: int,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
     encoder: str,
     backend: str,
     cache_dir: Path | None,
@@ -94,8 +101,30 @@ def train_command(
         threads=threads,
         seed=seed,
     )
+    if engine == "local":
+        refuse_options(("ray_address", "workers"), "to --engine local (they configure --engine ray)")
     base = load_encoder(encoder, backend=backend, cache_dir=cache_dir, threads=threads)
-    vectors = base.encode_documents([d.full_text() for d in documents])
+    texts = [d.full_text() for d in documents]
+    if engine == "ray":
+        import functools
+
+        from ragroute.scale.ray_build import encode_on_ray
+
+        factory = functools.partial(
+            load_encoder, encoder, backend=base.backend, cache_dir=cache_dir, use_cache=False, threads=1
+        )
+        timings: dict[str, float] = {}
+        vectors = encode_on_ray(
+            texts, encoder=base, encoder_factory=factory, workers=workers, address=ray_address,
+            timings=timings,
+        )  # fmt: skip
+        click.echo(
+            f"ray: start-up {timings['startup_s']:.1f}s, workers {timings['workers_start_s']:.1f}s, "
+            f"encoding {timings['build_s']:.1f}s",
+            err=True,
+        )
+    else:
+        vectors = base.encode_documents(texts)
     report = train_expert(documents, out, params, base=encoder, document_vectors=vectors)
     click.echo(
         f"expert {out}: {report['mode']}, {report['pseudo_queries']} pseudo-queries "

@@ -56,6 +56,31 @@ def encoder_options(default_encoder: str | None) -> Callable[[Callable[..., Any]
     return decorate
 
 
+def engine_options(engine_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--engine local|ray``, ``--address`` (``ray_address``) and ``--workers`` of the commands
+    whose work can be spread over Ray workers (``ragroute.scale.ray_build``)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="--engine ray: number of workers, one CPU thread each [default: one per CPU].",
+        )(func)
+        func = click.option(
+            "--address",
+            "ray_address",
+            default=None,
+            metavar="HOST:PORT",
+            help="--engine ray: join the Ray cluster at this address [default: start Ray on this machine].",
+        )(func)
+        engines = click.Choice(["local", "ray"])
+        option = click.option("--engine", type=engines, default="local", show_default=True, help=engine_help)
+        return option(func)
+
+    return decorate
+
+
 def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--encoder``, ``--backend`` and ``--cache-dir`` (an embedding cache shared by benchmark runs)."""
     func = cache_dir_option(CACHE_DIR_HELP + " Shared by runs, so repeated runs do not re-encode.")(func)

@@ -44,6 +44,7 @@ __all__ = [
     "RAY_KINDS",
     "build_graph_ray",
     "build_index_ray",
+    "encode_on_ray",
     "graphs_identical",
     "indexes_identical",
     "measure_build_throughput",
@@ -203,6 +204,78 @@ def _encoder_payload(ray: Any, encoder: Encoder | None, factory: Callable[[], En
     return ray.put(encoder)
 
 
+@contextlib.contextmanager
+def _actors(
+    ray: Any,
+    workers: int | None,
+    encoder: Encoder | None,
+    factory: Callable[[], Encoder] | None,
+    *,
+    encode: bool = True,
+    tokenizer: TokenizerConfig | None = None,
+    extractor: Any = None,
+    timings: dict[str, float],
+) -> Iterator[list[Any]]:
+    """``workers`` ready :class:`_ShardWorker` actors (default: one per cluster CPU), their encoder
+    loaded when ``encode``; ``timings["workers_start_s"]`` is how long that took. The actors are
+    killed when the block ends, however it ends."""
+    start = time.perf_counter()
+    n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    payload = _encoder_payload(ray, encoder, factory) if encode else None
+    remote = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
+    made = [
+        remote.remote(payload, factory if encode else None, tokenizer or TokenizerConfig(), extractor)
+        for _ in range(n_workers)
+    ]
+    try:
+        ray.get([actor.ready.remote(encode) for actor in made])
+        timings["workers_start_s"] = time.perf_counter() - start
+        yield made
+    finally:
+        for actor in made:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+
+def _map(actors: list[Any], call: Callable[[Any, Any], Any], shards: Sequence[Any]) -> list[Any]:
+    """``call(actor, shard)`` (a remote call) over ``shards`` on the actors; results in shard order."""
+    from ray.util import ActorPool
+
+    return list(ActorPool(actors).map(call, shards))
+
+
+def encode_on_ray(
+    texts: Sequence[str],
+    *,
+    encoder: Encoder | None = None,
+    encoder_factory: Callable[[], Encoder] | None = None,
+    queries: bool = False,
+    workers: int | None = None,
+    address: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """The vectors of ``texts`` (document vectors, or query vectors with ``queries``), encoded in
+    shards by ``workers`` Ray actors and returned in order: what an expert's training data needs
+    (``ragroute expert train --engine ray``). Equal to the encoder's own to 1e-5 (batching differs)."""
+    ray = _ray()
+    out = timings if timings is not None else {}
+    with ray_session(address, workers) as startup:
+        out["startup_s"] = startup
+        try:
+            with _actors(ray, workers, encoder, encoder_factory, timings=out) as actors:
+                start = time.perf_counter()
+                parts = _map(
+                    actors,
+                    lambda actor, shard: actor.encode.remote(list(shard), queries),
+                    _shards(list(texts), len(actors), None),
+                )
+                out["build_s"] = time.perf_counter() - start
+        except ray.exceptions.RayError as exc:
+            raise RagrouteError(f"Ray encoding failed: {_one_line(exc)}") from None
+    dim = getattr(encoder, "dim", 0)
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, dim), dtype=np.float32)
+
+
 def build_index_ray(
     documents: Sequence[Document],
     method: str = "hybrid",
@@ -267,25 +340,13 @@ def _build(
     shard_size: int | None,
     timings: dict[str, float],
 ) -> LocalIndex:
-    from ray.util import ActorPool
-
-    start = time.perf_counter()
-    n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    payload = _encoder_payload(ray, encoder, factory) if encode else None
-    remote = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
-    actors = [remote.remote(payload, factory if encode else None, bm25.tokenizer) for _ in range(n_workers)]
-    try:
-        ray.get([actor.ready.remote(encode) for actor in actors])
-        timings["workers_start_s"] = time.perf_counter() - start
+    with _actors(
+        ray, workers, encoder, factory, encode=encode, tokenizer=bm25.tokenizer, timings=timings
+    ) as actors:
         start = time.perf_counter()
         texts = [d.full_text() for d in docs]
-        pool = ActorPool(actors)
-        parts = list(pool.map(lambda actor, shard: actor.run.remote(shard, encode, count),
-                              _shards(texts, n_workers, shard_size)))  # fmt: skip
-    finally:
-        for actor in actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor)
+        parts = _map(actors, lambda actor, shard: actor.run.remote(list(shard), encode, count),
+                     _shards(texts, len(actors), shard_size))  # fmt: skip
     index = _assemble(docs, method, parts, encoder, bm25, dense_params, fusion, name)
     timings["build_s"] = time.perf_counter() - start
     return index
@@ -327,10 +388,9 @@ class _PoolEncoder:
     (:func:`build_graph_ray` hands it to the product's graph build); afterwards, or for one text, the
     driver's own encoder. Everything else (``dim``, ``describe``...) is the driver encoder's."""
 
-    def __init__(self, encoder: Encoder, actors: list[Any], ray: Any) -> None:
+    def __init__(self, encoder: Encoder, actors: list[Any]) -> None:
         self.local = encoder
         self.actors: list[Any] | None = actors
-        self.ray = ray
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.local, name)
@@ -339,13 +399,10 @@ class _PoolEncoder:
         if self.actors is None or len(texts) < 2:
             encode = self.local.encode_queries if queries else self.local.encode_documents
             return np.asarray(encode(list(texts), **kwargs), dtype=np.float32)
-        from ray.util import ActorPool
-
         shards = _shards(list(texts), len(self.actors), None)
-        parts = list(
-            ActorPool(self.actors).map(lambda actor, shard: actor.encode.remote(shard, queries), shards)
+        return np.concatenate(
+            _map(self.actors, lambda actor, shard: actor.encode.remote(list(shard), queries), shards), axis=0
         )
-        return np.concatenate(parts, axis=0)
 
     def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
         return self._encode(texts, True, **kwargs)
@@ -394,7 +451,6 @@ def build_graph_ray(
     pickle (the rule and spaCy extractors do; an LLM extractor holding a client may not).
     ``timings`` as for :func:`build_index_ray`.
     """
-    from ray.util import ActorPool
 
     from ragroute.graph.extract import resolve_extractor
     from ragroute.graph.index import GraphIndex
@@ -417,36 +473,26 @@ def build_graph_ray(
     with ray_session(address, workers) as startup:
         out["startup_s"] = startup
         try:
-            start = time.perf_counter()
-            n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            payload = _encoder_payload(ray, encoder, encoder_factory)
-            remote = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
-            actors = [
-                remote.remote(payload, encoder_factory, BM25Params().tokenizer, chosen)
-                for _ in range(n_workers)
-            ]
-            pooled = _PoolEncoder(encoder, actors, ray)
-            try:
-                ray.get([actor.ready.remote(True) for actor in actors])
-                out["workers_start_s"] = time.perf_counter() - start
+            with _actors(ray, workers, encoder, encoder_factory, extractor=chosen, timings=out) as actors:
                 start = time.perf_counter()
-                extracted = ActorPool(actors).map(
-                    lambda actor, shard: actor.extract.remote(list(shard)), _shards(docs, n_workers, None)
-                )
-                by_id = {d.id: e for d, e in zip(docs, (e for part in extracted for e in part))}
-                index = GraphIndex.build(
-                    docs,
-                    pooled,  # type: ignore[arg-type]
-                    graph_params=graph_params,
-                    extractor=_Extracted(chosen, by_id),
-                    name=name,
-                    show_progress=False,
-                )
-            finally:
-                pooled.actors = None  # from now on the index encodes queries with the driver's encoder
-                for actor in actors:
-                    with contextlib.suppress(Exception):
-                        ray.kill(actor)
+                pooled = _PoolEncoder(encoder, actors)
+                try:
+                    extracted = _map(
+                        actors,
+                        lambda actor, shard: actor.extract.remote(list(shard)),
+                        _shards(docs, len(actors), None),
+                    )
+                    by_id = {d.id: e for d, e in zip(docs, (e for part in extracted for e in part))}
+                    index = GraphIndex.build(
+                        docs,
+                        pooled,  # type: ignore[arg-type]
+                        graph_params=graph_params,
+                        extractor=_Extracted(chosen, by_id),
+                        name=name,
+                        show_progress=False,
+                    )
+                finally:
+                    pooled.actors = None  # the pool is closing: back to the driver's encoder
             out["build_s"] = time.perf_counter() - start
             index.dense.encoder = index.encoder = encoder  # queries: the driver's encoder
             return index
