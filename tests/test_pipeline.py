@@ -127,6 +127,40 @@ def test_routes_are_batched_and_sources_searched_concurrently():
     assert wall["sources"] == 3 and wall["ms"] < 750
 
 
+def test_local_sources_are_packed_one_group_per_core_largest_first(monkeypatch, hashing_encoder):
+    import ragroute.pipeline.stages as stages
+
+    docs = [Document(id=f"d{i}", text=f"telescope star {i}") for i in range(100)]
+    sizes = {"big": 100, "mid": 60, "small": 50, "tiny": 5}
+    sources = [Source(n, build_index(docs[:size], "bm25", name=n)) for n, size in sizes.items()]
+    sources.append(Source("remote", SlowRetriever("remote", delay=0.0)))
+    every = RoutingOptions(threshold=0.1, max_routes=5)
+    pipeline = Pipeline(sources, FixedRouter({n: 0.2 for n in [*sizes, "remote"]}), options=every)
+    retrieve = pipeline._retrieve
+    monkeypatch.setattr(stages, "usable_cpus", lambda: 2)
+    # two cores: largest first onto the lighter group (big | mid, then small joins mid, tiny joins
+    # big); "remote" (not a local index: maybe waiting on I/O) gets a thread of its own
+    groups = retrieve._groups(["small", "remote", "big", "mid", "tiny"])
+    assert groups == [["big", "tiny"], ["mid", "small"], ["remote"]]
+    monkeypatch.setattr(stages, "usable_cpus", lambda: 8)
+    assert retrieve._groups(["small", "big", "mid"]) == [["big"], ["mid"], ["small"]]
+    monkeypatch.setattr(stages, "usable_cpus", lambda: 2)
+    grouped = pipeline.retrieve("telescope star 7", k=20)
+    serial = Pipeline(
+        sources, FixedRouter({n: 0.2 for n in [*sizes, "remote"]}), options=every, max_workers=1
+    )
+    expected = serial.retrieve("telescope star 7", k=20)
+
+    def per_source(result):
+        steps = [s.detail for s in result.trace if s.stage == "retrieve"]
+        return sorted((d["source"], d["hits"], d["top_score"]) for d in steps)
+
+    assert per_source(grouped) == per_source(expected) and len(per_source(grouped)) == 5
+    assert [(h.doc_id, h.source, h.score) for h in grouped.hits] == [
+        (h.doc_id, h.source, h.score) for h in expected.hits
+    ]
+
+
 def test_a_failing_source_keeps_the_other_hits_and_is_traced():
     sources = [Source("good", SlowRetriever("good")), Source("bad", SlowRetriever("bad", fail=True))]
     pipeline = Pipeline(sources, FixedRouter({"good": 0.5, "bad": 0.5}))

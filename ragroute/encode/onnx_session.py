@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.cpus import usable_cpus
 from ragroute.encode._common import l2_normalize
 from ragroute.errors import RagrouteError
 
@@ -122,13 +123,6 @@ def read_meta(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def make_session(model_file: Path, threads: int | None = None) -> Any:
     """An onnxruntime CPU session: all graph optimisations, intra-op threads = cores, and worker
     threads that sleep instead of spinning between runs.
@@ -142,7 +136,7 @@ def make_session(model_file: Path, threads: int | None = None) -> Any:
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = int(threads or _cpu_count())
+    options.intra_op_num_threads = int(threads or usable_cpus())
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.cpus import usable_cpus
 from ragroute.encode.load import AUTO_BACKEND, BACKENDS, load_encoder
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
@@ -171,7 +172,7 @@ def run_encode_bench(
         "repeats": repeats,
         "slice_docs": slice_docs,
         "max_docs": max_docs,
-        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_cores": usable_cpus(),
         "threads": threads,
         "load_avg_start": round(os.getloadavg()[0], 2),
         "collections": {

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
+from ragroute.cpus import usable_cpus
 from ragroute.index.fusion import document_key
 from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, similarities
 from ragroute.registry import FUSIONS
@@ -268,7 +269,8 @@ def _renormalise(scores: Mapping[str, float]) -> dict[str, float]:
 
 
 class RetrieveStage:
-    """Searches every chosen source: one batched call per source, sources concurrently.
+    """Searches every chosen source: one batched call per source, sources concurrently (local
+    indexes packed into one group per usable core, see :meth:`_groups`).
 
     A source that raises loses only its own hits: the error is recorded in the
     trace of every query that chose it, and the other sources' hits are kept.
@@ -319,11 +321,13 @@ class RetrieveStage:
         if len(wanted) == 1 or self.max_workers == 1:
             outcomes = [search(name) for name in wanted]
         else:
-            # The largest source runs on the calling thread, the others in the pool: one hand-off
-            # fewer, and measured faster than sending all of them to the pool (2 cores, faiss).
-            order = sorted(wanted, key=lambda name: -len(self.sources[name].documents))
-            futures = [self._executor().submit(search, name) for name in order[1:]]
-            outcomes = [search(order[0]), *(future.result() for future in futures)]
+            # The first group (it holds the largest source) runs on the calling thread, the others
+            # in the pool: one hand-off fewer, and measured faster than sending all of them there.
+            groups = self._groups(list(wanted))
+            futures = [self._executor().submit(lambda g: [search(n) for n in g], g) for g in groups[1:]]
+            outcomes = [search(name) for name in groups[0]]
+            for future in futures:
+                outcomes.extend(future.result())
         for name, result, ms in outcomes:
             for j, i in enumerate(wanted[name]):
                 detail: dict[str, Any] = {"source": name, "ms": round(ms, 3)}
@@ -345,6 +349,33 @@ class RetrieveStage:
                 TraceStep("retrieve-time", {"sources": len(decisions[i].chosen), "ms": wall})
             )
         return per_query
+
+    def _groups(self, names: list[str]) -> list[list[str]]:
+        """The chosen sources as groups searched one after another, the groups concurrently.
+
+        Sources this process searches itself (local indexes: CPU- and memory-bound) are packed
+        into at most one group per usable core, largest first onto the least-loaded group (more
+        threads than cores only time-slice the same cores, and the slowest source finishes
+        later); every other source (a nested pipeline, an external store or framework retriever,
+        often waiting on I/O) is a group of its own.
+        """
+        from ragroute.index.external import ExternalVectorIndex
+        from ragroute.index.local import LocalIndex
+
+        def local(name: str) -> bool:
+            retriever = self.sources[name].retriever
+            return isinstance(retriever, LocalIndex) and not isinstance(retriever, ExternalVectorIndex)
+
+        size = {name: len(self.sources[name].documents) for name in names}
+        packed = sorted((n for n in names if local(n)), key=lambda n: -size[n])
+        groups: list[list[str]] = [[] for _ in range(min(len(packed), usable_cpus()))]
+        loads = [0] * len(groups)
+        for name in packed:
+            slot = loads.index(min(loads))
+            groups[slot].append(name)
+            loads[slot] += size[name]
+        groups += [[n] for n in names if not local(n)]
+        return sorted(groups, key=lambda g: -max(size[n] for n in g))
 
     def _prefetch_vectors(self, contexts: Sequence[QueryContext], wanted: Mapping[str, list[int]]) -> None:
         """Encode every query once per encoder, in one batch, before the sources run in threads."""

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ragroute.cpus import usable_cpus
 from ragroute.encode.base import Encoder
 from ragroute.errors import RagrouteError
 from ragroute.index.bm25_counts import TermCounts, count_terms, merge_term_counts
@@ -115,7 +116,7 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         else:
             ray.init(
-                num_cpus=workers or _usable_cpus(),
+                num_cpus=workers or usable_cpus(),
                 include_dashboard=False,
                 logging_level="WARNING",
                 log_to_driver=False,
@@ -129,13 +130,6 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
         yield time.perf_counter() - start
     finally:
         ray.shutdown()
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class _ShardWorker:
