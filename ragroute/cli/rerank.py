@@ -44,11 +44,11 @@ def rerank_group() -> None:
     show_default=True,
     help="Reranker artifact to write (a new build, published atomically).",
 )
-@click.option("--layers", type=click.IntRange(1, 6), default=3, show_default=True, help="MiniLM layers kept.")
+@click.option("--layers", type=click.IntRange(1, 6), default=6, show_default=True, help="MiniLM layers kept.")
 @click.option(
-    "--max-length", type=click.IntRange(16, 512), default=96, show_default=True, help="Tokens per pair."
+    "--max-length", type=click.IntRange(16, 512), default=64, show_default=True, help="Tokens per pair."
 )
-@click.option("--queries-per-set", type=click.IntRange(1), default=300, show_default=True)
+@click.option("--queries-per-set", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--learning-rate", type=float, default=2e-4, show_default=True)

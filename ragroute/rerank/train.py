@@ -56,8 +56,8 @@ def query_fold(set_name: str, query_id: str) -> int:
 class TrainParams:
     """How the reranker is trained (recorded in its manifest)."""
 
-    layers: int = 3
-    max_length: int = 96
+    layers: int = 6
+    max_length: int = 64
     epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 2e-4
@@ -66,7 +66,7 @@ class TrainParams:
     hard_negatives: int = 4
     hard_pool: int = 20
     random_negatives: int = 1
-    queries_per_set: int = 300
+    queries_per_set: int = 1000
     calibration_share: float = 0.1
     freeze_embeddings: bool = True
     seed: int = 0
