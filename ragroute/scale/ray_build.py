@@ -235,7 +235,7 @@ def _map(actors: list[Any], call: Callable[[Any, Any], Any], shards: Sequence[An
     """``call(actor, shard)`` (a remote call) over ``shards`` on the actors; results in shard order."""
     from ray.util import ActorPool
 
-    return list(ActorPool(actors).map(call, shards))
+    return list(ActorPool(actors).map(call, list(shards)))
 
 
 def encode_on_ray(
