@@ -278,10 +278,18 @@ class RetrieveStage:
     """
 
     def __init__(self, sources: Sequence[Source], max_workers: int | None = None) -> None:
+        from ragroute.index.external import ExternalVectorIndex
+        from ragroute.index.local import LocalIndex
+
         self.sources = {s.name: s for s in sources}
         self.max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # indexes this process searches itself (CPU- and memory-bound), packed by core in _groups
+        self._local = {
+            s.name: isinstance(s.retriever, LocalIndex) and not isinstance(s.retriever, ExternalVectorIndex)
+            for s in sources
+        }
 
     def _executor(self) -> ThreadPoolExecutor:
         """One thread pool per stage, created on first use and reused (a pool per query costs more
@@ -359,22 +367,15 @@ class RetrieveStage:
         later); every other source (a nested pipeline, an external store or framework retriever,
         often waiting on I/O) is a group of its own.
         """
-        from ragroute.index.external import ExternalVectorIndex
-        from ragroute.index.local import LocalIndex
-
-        def local(name: str) -> bool:
-            retriever = self.sources[name].retriever
-            return isinstance(retriever, LocalIndex) and not isinstance(retriever, ExternalVectorIndex)
-
         size = {name: len(self.sources[name].documents) for name in names}
-        packed = sorted((n for n in names if local(n)), key=lambda n: -size[n])
+        packed = sorted((n for n in names if self._local[n]), key=lambda n: -size[n])
         groups: list[list[str]] = [[] for _ in range(min(len(packed), usable_cpus()))]
         loads = [0] * len(groups)
         for name in packed:
             slot = loads.index(min(loads))
             groups[slot].append(name)
             loads[slot] += size[name]
-        groups += [[n] for n in names if not local(n)]
+        groups += [[n] for n in names if not self._local[n]]
         return sorted(groups, key=lambda g: -max(size[n] for n in g))
 
     def _prefetch_vectors(self, contexts: Sequence[QueryContext], wanted: Mapping[str, list[int]]) -> None:
