@@ -238,6 +238,31 @@ def _map(actors: list[Any], call: Callable[[Any, Any], Any], shards: Sequence[An
     return list(ActorPool(actors).map(call, list(shards)))
 
 
+@contextlib.contextmanager
+def _ray_job(
+    address: str | None, workers: int | None, timings: dict[str, float] | None, failed: str
+) -> Iterator[tuple[Any, dict[str, float]]]:
+    """Ray ready for one job (``ray_session``), with ``timings["startup_s"]`` set: yields the ``ray``
+    module and the timings dict. A Ray failure inside (a worker killed, a cluster lost) becomes the
+    one-line :class:`RagrouteError` ``"<failed>: ..."``."""
+    if workers is not None and workers < 1:
+        raise RagrouteError(f"--workers must be at least 1, got {workers}")
+    ray = _ray()
+    out = timings if timings is not None else {}
+    with ray_session(address, workers) as startup:
+        out["startup_s"] = startup
+        try:
+            yield ray, out
+        except ray.exceptions.RayError as exc:
+            raise RagrouteError(f"{failed}: {_one_line(exc)}") from None
+
+
+def _encode_shards(actors: list[Any], texts: Sequence[str], queries: bool) -> list[np.ndarray]:
+    """The vectors of ``texts`` encoded in shards on the actors, one array per shard, in order."""
+    shards = _shards(list(texts), len(actors), None)
+    return _map(actors, lambda actor, shard: actor.encode.remote(list(shard), queries), shards)
+
+
 def encode_on_ray(
     texts: Sequence[str],
     *,
@@ -251,21 +276,13 @@ def encode_on_ray(
     """The vectors of ``texts`` (document vectors, or query vectors with ``queries``), encoded in
     shards by ``workers`` Ray actors and returned in order: what an expert's training data needs
     (``ragroute expert train --engine ray``). Equal to the encoder's own to 1e-5 (batching differs)."""
-    ray = _ray()
-    out = timings if timings is not None else {}
-    with ray_session(address, workers) as startup:
-        out["startup_s"] = startup
-        try:
-            with _actors(ray, workers, encoder, encoder_factory, timings=out) as actors:
-                start = time.perf_counter()
-                parts = _map(
-                    actors,
-                    lambda actor, shard: actor.encode.remote(list(shard), queries),
-                    _shards(list(texts), len(actors), None),
-                )
-                out["build_s"] = time.perf_counter() - start
-        except ray.exceptions.RayError as exc:
-            raise RagrouteError(f"Ray encoding failed: {_one_line(exc)}") from None
+    with (
+        _ray_job(address, workers, timings, "Ray encoding failed") as (ray, out),
+        _actors(ray, workers, encoder, encoder_factory, timings=out) as actors,
+    ):
+        start = time.perf_counter()
+        parts = _encode_shards(actors, texts, queries)
+        out["build_s"] = time.perf_counter() - start
     dim = getattr(encoder, "dim", 0)
     return np.concatenate(parts, axis=0) if parts else np.zeros((0, dim), dtype=np.float32)
 
@@ -304,18 +321,10 @@ def build_index_ray(
     count = method in ("bm25", "hybrid")
     if encode and encoder is None:
         raise RagrouteError(f"a {method} index needs an encoder")
-    if workers is not None and workers < 1:
-        raise RagrouteError(f"--workers must be at least 1, got {workers}")
     bm25 = bm25_params or BM25Params()
-    ray = _ray()
-    out = timings if timings is not None else {}
-    with ray_session(address, workers) as startup:
-        out["startup_s"] = startup
-        try:
-            return _build(ray, docs, method, encode, count, encoder, encoder_factory, bm25,
-                          dense_params, fusion, name, workers, shard_size, out)  # fmt: skip
-        except ray.exceptions.RayError as exc:
-            raise RagrouteError(f"Ray build failed: {_one_line(exc)}") from None
+    with _ray_job(address, workers, timings, "Ray build failed") as (ray, out):
+        return _build(ray, docs, method, encode, count, encoder, encoder_factory, bm25,
+                      dense_params, fusion, name, workers, shard_size, out)  # fmt: skip
 
 
 def _build(
@@ -393,10 +402,7 @@ class _PoolEncoder:
         if self.actors is None or len(texts) < 2:
             encode = self.local.encode_queries if queries else self.local.encode_documents
             return np.asarray(encode(list(texts), **kwargs), dtype=np.float32)
-        shards = _shards(list(texts), len(self.actors), None)
-        return np.concatenate(
-            _map(self.actors, lambda actor, shard: actor.encode.remote(list(shard), queries), shards), axis=0
-        )
+        return np.concatenate(_encode_shards(self.actors, texts, queries), axis=0)
 
     def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
         return self._encode(texts, True, **kwargs)
@@ -452,46 +458,40 @@ def build_graph_ray(
     docs = list(documents)
     if not docs:
         raise RagrouteError("no documents to index")
-    if workers is not None and workers < 1:
-        raise RagrouteError(f"--workers must be at least 1, got {workers}")
     chosen = resolve_extractor(extractor)
-    ray = _ray()
     try:
-        ray.cloudpickle.dumps(chosen)
+        _ray().cloudpickle.dumps(chosen)
+    except RagrouteError:
+        raise
     except Exception as exc:
         raise RagrouteError(
             f"the graph extractor {getattr(chosen, 'name', chosen)!r} cannot be sent to Ray workers "
             f"({_one_line(exc)}); build this graph with --engine local"
         ) from None
-    out = timings if timings is not None else {}
-    with ray_session(address, workers) as startup:
-        out["startup_s"] = startup
-        try:
-            with _actors(ray, workers, encoder, encoder_factory, extractor=chosen, timings=out) as actors:
-                start = time.perf_counter()
-                pooled = _PoolEncoder(encoder, actors)
-                try:
-                    extracted = _map(
-                        actors,
-                        lambda actor, shard: actor.extract.remote(list(shard)),
-                        _shards(docs, len(actors), None),
-                    )
-                    by_id = {d.id: e for d, e in zip(docs, (e for part in extracted for e in part))}
-                    index = GraphIndex.build(
-                        docs,
-                        pooled,  # type: ignore[arg-type]
-                        graph_params=graph_params,
-                        extractor=_Extracted(chosen, by_id),
-                        name=name,
-                        show_progress=False,
-                    )
-                finally:
-                    pooled.actors = None  # the pool is closing: back to the driver's encoder
-            out["build_s"] = time.perf_counter() - start
-            index.dense.encoder = index.encoder = encoder  # queries: the driver's encoder
-            return index
-        except ray.exceptions.RayError as exc:
-            raise RagrouteError(f"Ray build failed: {_one_line(exc)}") from None
+    with _ray_job(address, workers, timings, "Ray build failed") as (ray, out):
+        with _actors(ray, workers, encoder, encoder_factory, extractor=chosen, timings=out) as actors:
+            start = time.perf_counter()
+            pooled = _PoolEncoder(encoder, actors)
+            try:
+                extracted = _map(
+                    actors,
+                    lambda actor, shard: actor.extract.remote(list(shard)),
+                    _shards(docs, len(actors), None),
+                )
+                by_id = {d.id: e for d, e in zip(docs, (e for part in extracted for e in part))}
+                index = GraphIndex.build(
+                    docs,
+                    pooled,  # type: ignore[arg-type]
+                    graph_params=graph_params,
+                    extractor=_Extracted(chosen, by_id),
+                    name=name,
+                    show_progress=False,
+                )
+            finally:
+                pooled.actors = None  # the pool is closing: back to the driver's encoder
+        out["build_s"] = time.perf_counter() - start
+        index.dense.encoder = index.encoder = encoder  # queries: the driver's encoder
+        return index
 
 
 def graphs_identical(a: Any, b: Any, *, atol: float = 1e-5) -> bool:
