@@ -153,9 +153,14 @@ class ExternalVectorIndex(VectorIndex):
         """How many vectors ``self.collection`` holds."""
         raise NotImplementedError
 
+    def _drop(self) -> None:
+        """Delete ``self.collection`` from the store."""
+        raise NotImplementedError
+
     def drop_collection(self) -> None:
         """Delete this build's collection from the store (the index can no longer be queried)."""
-        raise NotImplementedError
+        if self.collection is not None:
+            self._call("drop the collection", self._drop)
 
     # -- building ---------------------------------------------------------------------------
     @classmethod

@@ -96,6 +96,7 @@ class LanceDBIndex(ExternalVectorIndex):
     store_name = "lancedb"
     params_key = "lancedb"
     default_params = LanceDBParams(location="")
+    _handle: Any = None  # the opened table
 
     def _connect(self) -> Any:
         return connect(self.params.location)
@@ -115,10 +116,13 @@ class LanceDBIndex(ExternalVectorIndex):
         )
 
     def _create(self, dim: int) -> None:
-        self.client.create_table(self.collection, schema=self._schema(dim))
+        self._handle = self.client.create_table(self.collection, schema=self._schema(dim))
 
     def _table(self) -> Any:
-        return self.client.open_table(self.collection)
+        """The table, opened once (not on every query: opening reads its manifest from disk)."""
+        if self._handle is None:
+            self._handle = self.client.open_table(self.collection)
+        return self._handle
 
     def _upsert(self, iids: Sequence[int], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         import pyarrow as pa
@@ -155,6 +159,6 @@ class LanceDBIndex(ExternalVectorIndex):
     def _count(self) -> int:
         return int(self._table().count_rows())
 
-    def drop_collection(self) -> None:
-        if self.collection is not None:
-            self._call("drop the collection", self.client.drop_table, self.collection)
+    def _drop(self) -> None:
+        self._handle = None
+        self.client.drop_table(self.collection)

@@ -128,9 +128,8 @@ class QdrantIndex(ExternalVectorIndex):
     def _count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
 
-    def drop_collection(self) -> None:
-        if self.collection is not None:
-            self._call("drop the collection", self.client.delete_collection, self.collection)
+    def _drop(self) -> None:
+        self.client.delete_collection(self.collection)
 
 
 def qdrant_filter(filters: Mapping[str, Any] | None) -> Any:
