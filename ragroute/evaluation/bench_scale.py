@@ -24,7 +24,7 @@ Queries are drawn the same way, apart from the corpus. Each layout is the produc
   (:class:`~ragroute.index.lancedb_store.LanceDBIndex`, embedded; exact scan, no ANN index), also
   counted in ``store_identical``.
 
-Cost growth beyond the vector index: :func:`routing_cost` (the prototype router's route stage
+Cost growth beyond the vector index: :func:`routing_cost` (the prototype router's latency
 against the number of sources, ``routing_ms_p50`` -> {sources: ms}) and :func:`ppr_cost` (PPR
 against the number of graph edges, ``ppr_ms_p50`` -> {edges: ms}).
 
@@ -44,6 +44,7 @@ For every size: ``latency_ms_p50`` of one query at a time (k = 10, one thread), 
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -259,7 +260,6 @@ def ray_throughput(
     corpus: Path, encoder_name: str, backend: str, workers: Sequence[int], method: str = "dense"
 ) -> dict[str, Any]:
     """Ray build throughput per worker count on ``corpus`` (any format ``ragroute build`` reads)."""
-    import functools
 
     from ragroute.encode import load_encoder
     from ragroute.loaders import load_corpus
@@ -305,6 +305,17 @@ def ray_synthetic_identity(n: int, workers: int = 2) -> dict[str, Any]:
     }
 
 
+def _per_call_ms(run: Callable[[Any], Any], items: Sequence[Any], warmup: Any) -> dict[str, float]:
+    """p50 and p95 milliseconds of ``run(item)``, one item at a time, after ``run(warmup)``."""
+    run(warmup)  # first-touch costs
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        run(item)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"ms_p50": round(float(np.median(times)), 3), "ms_p95": round(float(np.percentile(times, 95)), 3)}
+
+
 def ppr_cost(edge_counts: Sequence[int], *, queries: int = 50, seed: int = 0) -> dict[str, Any]:
     """PPR latency against graph size: for each directed edge count, ``bench ppr``'s skewed random
     graph (:func:`~ragroute.evaluation.bench_ppr.synthetic_graph`, ~14.4 edges per node, as its
@@ -320,24 +331,16 @@ def ppr_cost(edge_counts: Sequence[int], *, queries: int = 50, seed: int = 0) ->
         engine = PPREngine(adjacency)
         ones = np.ones(adjacency.shape[0], dtype=np.float32)
         resets = [_walk_like_reset(rng, ones, 0, adjacency.shape[0]) for _ in range(queries + 1)]
-        engine.run(resets[0], damping=DAMPING, top_k=TOP)  # warm-up: first-touch costs
-        times = []
-        for reset in resets[1:]:
-            start = time.perf_counter()
-            engine.run(reset, damping=DAMPING, top_k=TOP)
-            times.append((time.perf_counter() - start) * 1000)
-        out[str(int(adjacency.nnz))] = {
-            "nodes": int(adjacency.shape[0]),
-            "ms_p50": round(float(np.median(times)), 3),
-            "ms_p95": round(float(np.percentile(times, 95)), 3),
-        }
+        walk = functools.partial(engine.run, damping=DAMPING, top_k=TOP)
+        timed = _per_call_ms(walk, resets[1:], warmup=resets[0])
+        out[str(int(adjacency.nnz))] = {"nodes": int(adjacency.shape[0]), **timed}
     return out
 
 
 def routing_cost(
     source_counts: Sequence[int], *, docs_per_source: int = 500, queries: int = 100
 ) -> dict[str, Any]:
-    """Route-stage latency against the number of sources: the product pipeline
+    """Router latency against the number of sources: the router the product pipeline builds
     (:func:`~ragroute.pipeline.build.pipeline_from_settings`) with the prototype router (default
     settings: a bank of up to 500 documents per source) over ``n`` generated sources of
     ``docs_per_source`` documents, one query at a time with its vector computed up front (routing
@@ -347,7 +350,6 @@ def routing_cost(
     from ragroute.index.dense import DenseIndex
     from ragroute.pipeline.build import pipeline_from_settings
     from ragroute.reliability.workload import WordHashEncoder, corpus_records, documents
-    from ragroute.route.base import route_contexts
     from ragroute.route.sources import Source
 
     encoder = WordHashEncoder(dim=DIM)
@@ -365,17 +367,15 @@ def routing_cost(
         contexts = [QueryContext(text) for text in probe[:queries]]
         for context, vector in zip(contexts, encoder.encode_queries([c.text for c in contexts])):
             context.set_vector(encoder, vector)
-        route_contexts(router, contexts[:1])  # warm-up
-        times = []
-        for context in contexts:
-            start = time.perf_counter()
-            route_contexts(router, [context])
-            times.append((time.perf_counter() - start) * 1000)
-        out[str(n)] = {
-            "ms_p50": round(float(np.median(times)), 3),
-            "ms_p95": round(float(np.percentile(times, 95)), 3),
-        }
+        route_one = functools.partial(_route_one, router)
+        out[str(n)] = _per_call_ms(route_one, contexts, warmup=contexts[0])
     return out
+
+
+def _route_one(router: Any, context: Any) -> Any:
+    from ragroute.route.base import route_contexts
+
+    return route_contexts(router, [context])
 
 
 def _recall(found: Sequence[Sequence[str]], truth: Sequence[Sequence[str]]) -> float:
@@ -418,7 +418,7 @@ def format_report(result: Mapping[str, Any]) -> str:
         )
     if result.get("routing_cost"):
         cells = ", ".join(f"{n} sources {row['ms_p50']} ms" for n, row in result["routing_cost"].items())
-        lines.append(f"routing (prototype router, route stage p50): {cells}")
+        lines.append(f"routing (prototype router, one query, p50): {cells}")
     if result.get("ppr_cost"):
         cells = ", ".join(f"{int(n):,} edges {row['ms_p50']} ms" for n, row in result["ppr_cost"].items())
         lines.append(f"PPR (top 5, one query, p50): {cells}")
