@@ -21,6 +21,7 @@ from ragroute.gate.signals import (
     RetrievalConfidenceSignal,
     content_words,
     multihop_cues,
+    zipf,
 )
 from ragroute.gate.trained import auroc, balanced_accuracy, best_balanced_threshold, fit_platt
 from ragroute.index.build import build_index
@@ -101,6 +102,74 @@ def test_bank_margin_separates_the_banks(encoder):
     assert np.allclose(values[:, 0] - values[:, 1], margin)
     with pytest.raises(RagrouteError, match="both kinds"):
         BankMarginSignal().fit(examples(encoder, ["a b", "c d"], [True, True]))
+
+
+class _CountingBank(np.ndarray):
+    """An example matrix that counts the products taken against it (``vectors @ bank.T``)."""
+
+    products = 0
+
+    def __rmatmul__(self, other):
+        _CountingBank.products += 1
+        return np.asarray(other) @ np.asarray(self)
+
+
+def test_vote_bank_and_explanation_share_one_product_per_decision(encoder):
+    gate = TrainedGate.fit(TEXTS, FLAGS, encoder, signals=["knn_vote", "bank_margin"])
+    vote, bank = gate.signals
+    assert vote._fingerprint == bank._fingerprint  # same examples, same order: one shared product
+    query = QueryContext("Who founded the Zorblat company in Tromso?")
+    expected = gate.gate_many([query])[0]
+    counting = vote._vectors.view(_CountingBank)
+    vote._vectors, bank._bank = counting, counting
+    _CountingBank.products = 0
+    decision = gate.gate_many([QueryContext(query.text)])[0]
+    assert _CountingBank.products == 1  # vote values, bank margin and the vote's explanation
+    assert decision.signals["values"] == expected.signals["values"]
+    assert decision.signals["knn_vote"] == expected.signals["knn_vote"]
+    vector = encoder.encode_queries([query.text])
+    _CountingBank.products = 0
+    vote.values([query], vector), bank.values([query], vector)  # no decision open: no sharing
+    assert _CountingBank.products == 2
+
+
+def test_bank_margin_loads_the_two_bank_format_of_earlier_gates(encoder):
+    fitted = BankMarginSignal(top_n=2)
+    fitted.fit(examples(encoder))
+    vectors = np.asarray(fitted._bank)
+    old = BankMarginSignal(top_n=2)
+    old.set_state(
+        {}, {"retrieve_bank": vectors[fitted._is_retrieve], "answer_bank": vectors[~fitted._is_retrieve]}
+    )
+    queries = [QueryContext(t) for t in ("Who founded Zorblat?", "What is 3 plus 3?")]
+    query_vectors = encoder.encode_queries([q.text for q in queries])
+    assert np.allclose(old.values(queries, query_vectors), fitted.values(queries, query_vectors))
+
+
+def test_zipf_is_wordfreq_exactly():
+    from wordfreq import zipf_frequency
+
+    words = [
+        "the",
+        "cat",
+        "zorblat",
+        "ouagadougou",
+        "a",
+        "i",
+        "photosynthesis",
+        "qqq",
+        "Paris",
+        "don't",
+        "e-mail",
+        "café",
+        "1999",
+        "x",
+        "mmlu",
+        "karamazov",
+        "colour",
+        "thereof",
+    ]
+    assert [zipf(w) for w in words] == [zipf_frequency(w, "en") for w in words]
 
 
 def test_rarity_reads_general_language_and_corpus_frequencies():

@@ -34,11 +34,14 @@ Everything at decision time is numpy (plus a cached ``wordfreq`` lookup per word
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -198,6 +201,49 @@ def _leave_one_out_sims(examples: Examples, block: int = 1024) -> Iterable[tuple
         yield rows, sims
 
 
+# --------------------------------------------------------------------------- example similarities
+
+_SIMS: contextvars.ContextVar[dict[tuple[bytes, bytes], np.ndarray] | None] = contextvars.ContextVar(
+    "ragroute_gate_example_sims", default=None
+)
+
+
+@contextlib.contextmanager
+def shared_example_similarities() -> Iterator[None]:
+    """Within the block, each query's cosine similarities to one example bank are computed once:
+    the neighbour vote, the bank margin and the vote's explanation read the same product (the
+    product over the examples is most of their cost). Scoped to one decision, like
+    :func:`~ragroute.route.features.shared_cheap_features`."""
+    if _SIMS.get() is not None:
+        yield
+        return
+    token = _SIMS.set({})
+    try:
+        yield
+    finally:
+        _SIMS.reset(token)
+
+
+def bank_fingerprint(bank: np.ndarray) -> bytes:
+    """Identifies an example matrix by content, so signals fitted on the same examples share products."""
+    bank = np.ascontiguousarray(bank, dtype=np.float32)
+    return hashlib.blake2b(str(bank.shape).encode() + bank.tobytes(), digest_size=16).digest()
+
+
+def example_similarities(bank: np.ndarray, fingerprint: bytes, vectors: np.ndarray) -> np.ndarray:
+    """``vectors @ bank.T``, read from and stored in the per-decision memo when one is open."""
+    memo = _SIMS.get()
+    if memo is None:
+        return vectors @ bank.T
+    keys = [(fingerprint, row.tobytes()) for row in vectors]
+    rows = [memo.get(key) for key in keys]
+    if all(row is not None for row in rows):
+        return np.vstack(rows)  # type: ignore[arg-type]
+    sims = vectors @ bank.T
+    memo.update(zip(keys, sims))
+    return sims
+
+
 # --------------------------------------------------------------------------- neighbour vote
 
 
@@ -213,9 +259,13 @@ class KnnVoteSignal(GateSignal):
         if k < 1:
             raise RagrouteError(f"knn_vote: k must be >= 1, got {k}")
         self.k = int(k)
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
-        self._retrieve = np.zeros(0, dtype=bool)
-        self._texts: list[str] = []
+        self._set_bank(np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=bool), [])
+
+    def _set_bank(self, vectors: np.ndarray, retrieve: np.ndarray, texts: list[str]) -> None:
+        self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._retrieve = np.asarray(retrieve, dtype=bool)
+        self._texts = texts
+        self._fingerprint = bank_fingerprint(self._vectors)
 
     @property
     def names(self) -> list[str]:
@@ -225,9 +275,8 @@ class KnnVoteSignal(GateSignal):
         return {"k": self.k}
 
     def fit(self, examples: Examples) -> None:
-        self._vectors = _need_vectors(self, examples.vectors, len(examples.texts))
-        self._retrieve = examples.retrieve.copy()
-        self._texts = list(examples.texts)
+        vectors = _need_vectors(self, examples.vectors, len(examples.texts))
+        self._set_bank(vectors, examples.retrieve.copy(), list(examples.texts))
 
     def fit_values(self, examples: Examples) -> np.ndarray:
         self.fit(examples)
@@ -240,31 +289,32 @@ class KnnVoteSignal(GateSignal):
         k = min(self.k, sims.shape[1])
         if k == 0:
             return np.tile([0.5, 0.0], (sims.shape[0], 1))
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        near = np.take_along_axis(sims, top, axis=1)
-        valid = np.isfinite(near)
-        weights = np.where(valid, np.maximum(near, 0.0) + 1e-6, 0.0)
-        share = (weights * self._retrieve[top]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
-        nearest = np.where(valid, near, -1.0).max(axis=1)
-        return np.column_stack([share, nearest])
+        # plain indexing throughout: take_along_axis, where and column_stack cost more than the
+        # vote itself for the one-query decision
+        top = np.argpartition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+        near = sims[np.arange(sims.shape[0])[:, None], top]
+        weights = (np.maximum(near, 0.0) + 1e-6) * np.isfinite(near)  # -inf: a left-out example
+        out = np.empty((sims.shape[0], 2))
+        out[:, 0] = (weights * self._retrieve[top]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
+        out[:, 1] = near.max(axis=1)
+        out[~np.isfinite(out[:, 1]), 1] = -1.0  # every neighbour left out
+        return out
 
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
         vectors = _need_vectors(self, vectors, len(contexts))
-        return self._vote(vectors @ self._vectors.T)
+        return self._vote(example_similarities(self._vectors, self._fingerprint, vectors))
 
     def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
         if vector is None or not len(self._texts):
             return {}
-        best = int(np.argmax(self._vectors @ vector))
+        best = int(np.argmax(example_similarities(self._vectors, self._fingerprint, vector[None])[0]))
         return {"nearest": self._texts[best][:80], "nearest_retrieve": bool(self._retrieve[best])}
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"texts": self._texts}, {"vectors": self._vectors, "retrieve": self._retrieve}
 
     def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-        self._texts = list(data.get("texts", []))
-        self._vectors = np.asarray(arrays["vectors"], dtype=np.float32)
-        self._retrieve = np.asarray(arrays["retrieve"], dtype=bool)
+        self._set_bank(arrays["vectors"], arrays["retrieve"], list(data.get("texts", [])))
 
 
 # --------------------------------------------------------------------------- bank margin
@@ -283,8 +333,16 @@ class BankMarginSignal(GateSignal):
         if top_n < 1:
             raise RagrouteError(f"bank_margin: top_n must be >= 1, got {top_n}")
         self.top_n = int(top_n)
-        self._retrieve_bank = np.zeros((0, 0), dtype=np.float32)
-        self._answer_bank = np.zeros((0, 0), dtype=np.float32)
+        self._set_bank(np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=bool))
+
+    def _set_bank(self, vectors: np.ndarray, retrieve: np.ndarray) -> None:
+        """All examples in one matrix (the vote's, when fitted on the same examples: one product
+        serves both) and which of them need retrieval."""
+        self._bank = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._is_retrieve = np.asarray(retrieve, dtype=bool)
+        self._retrieve_rows = np.flatnonzero(self._is_retrieve)
+        self._answer_rows = np.flatnonzero(~self._is_retrieve)
+        self._fingerprint = bank_fingerprint(self._bank)
 
     @property
     def names(self) -> list[str]:
@@ -297,8 +355,7 @@ class BankMarginSignal(GateSignal):
         vectors = _need_vectors(self, examples.vectors, len(examples.texts))
         if examples.retrieve.all() or not examples.retrieve.any():
             raise RagrouteError("bank_margin needs examples of both kinds (retrieve and answer directly)")
-        self._retrieve_bank = vectors[examples.retrieve]
-        self._answer_bank = vectors[~examples.retrieve]
+        self._set_bank(vectors, examples.retrieve.copy())
 
     def fit_values(self, examples: Examples) -> np.ndarray:
         self.fit(examples)
@@ -311,7 +368,7 @@ class BankMarginSignal(GateSignal):
         n = min(self.top_n, sims.shape[1])
         if n == 0:
             return np.zeros(sims.shape[0])
-        top = -np.partition(-sims, n - 1, axis=1)[:, :n]
+        top = np.partition(sims, sims.shape[1] - n, axis=1)[:, -n:]
         if np.isfinite(top).all():  # always at decision time; -inf marks left-out examples in training
             return top.mean(axis=1)
         top = np.where(np.isfinite(top), top, np.nan)
@@ -325,14 +382,20 @@ class BankMarginSignal(GateSignal):
 
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
         vectors = _need_vectors(self, vectors, len(contexts))
-        return self._margin(vectors @ self._retrieve_bank.T, vectors @ self._answer_bank.T)
+        sims = example_similarities(self._bank, self._fingerprint, vectors)
+        return self._margin(sims[:, self._retrieve_rows], sims[:, self._answer_rows])
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {}, {"retrieve_bank": self._retrieve_bank, "answer_bank": self._answer_bank}
+        return {}, {"vectors": self._bank, "retrieve": self._is_retrieve}
 
     def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-        self._retrieve_bank = np.asarray(arrays["retrieve_bank"], dtype=np.float32)
-        self._answer_bank = np.asarray(arrays["answer_bank"], dtype=np.float32)
+        if "vectors" in arrays:
+            self._set_bank(arrays["vectors"], arrays["retrieve"])
+            return
+        # gates saved before the banks became one matrix: the two banks, stacked
+        retrieve, answer = (np.asarray(arrays[k], dtype=np.float32) for k in ("retrieve_bank", "answer_bank"))
+        mask = np.r_[np.ones(len(retrieve), dtype=bool), np.zeros(len(answer), dtype=bool)]
+        self._set_bank(np.vstack([retrieve, answer]), mask)
 
 
 # --------------------------------------------------------------------------- retrieval confidence
@@ -522,10 +585,25 @@ RARE_ZIPF = 3.5
 
 @functools.lru_cache(maxsize=1 << 17)
 def zipf(word: str) -> float:
-    """General-language frequency of ``word`` on the Zipf scale (log10 per billion words; 0 = unseen)."""
+    """General-language frequency of ``word`` on the Zipf scale (log10 per billion words; 0 = unseen).
+
+    Exactly ``wordfreq.zipf_frequency(word, "en")``. A lower-case ASCII word is its own single
+    token, so its value is read straight from wordfreq's frequency table with wordfreq's rounding
+    (its tokenizer costs ~20 us per word, most of the rarity signal's time on a new query)."""
+    if word.isascii() and word.isalpha() and word.islower():
+        freq = max(_english_frequencies().get(word, 0.0), 1e-9)  # 1e-9: zipf_to_freq(0), the minimum
+        freq = round(freq, math.floor(-math.log(freq, 10)) + 3)  # wordfreq keeps 3 significant digits
+        return round(math.log(freq, 10) + 9, 2)
     from wordfreq import zipf_frequency
 
     return float(zipf_frequency(word, "en"))
+
+
+@functools.lru_cache(maxsize=1)
+def _english_frequencies() -> dict[str, float]:
+    from wordfreq import get_frequency_dict
+
+    return get_frequency_dict("en", "best")
 
 
 def content_words(text: str) -> tuple[list[str], list[str]]:

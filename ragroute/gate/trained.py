@@ -56,6 +56,7 @@ from ragroute.gate.signals import (
     make_signal,
     multihop_cues,
     normalise,
+    shared_example_similarities,
 )
 from ragroute.pipeline.stages import GateDecision
 from ragroute.route.features import shared_cheap_features
@@ -172,15 +173,20 @@ class SignalGate:
         if not contexts:
             return []
         vectors = self._vectors(contexts)
-        with shared_cheap_features():  # signals reading the cheap query features compute them once
-            matrix = self.signal_matrix(contexts, vectors)
+        # signals reading the cheap query features, or the similarities to one example bank,
+        # compute them once per decision (values and explanations alike)
+        with shared_cheap_features(), shared_example_similarities():
+            return self._decisions(contexts, vectors)
+
+    def _decisions(self, contexts: list[QueryContext], vectors: np.ndarray | None) -> list[GateDecision]:
+        matrix = self.signal_matrix(contexts, vectors)
         probs, extra = self._probabilities(matrix)
         out = []
         for i, context in enumerate(contexts):
             p = float(probs[i])
             signals: dict[str, Any] = {
                 "threshold": round(self.threshold, 6),
-                "values": {c: round(float(v), 4) for c, v in zip(self.columns, matrix[i])},
+                "values": dict(zip(self.columns, np.round(matrix[i], 4).tolist())),
                 **self._explain_row(matrix[i], extra, i),
             }
             for signal in self.signals:
@@ -483,12 +489,14 @@ class TrainedGate(SignalGate):
 
     def _select(self, matrix: np.ndarray, full: bool = False) -> np.ndarray:
         """Keep the gate's columns from a matrix of all its signals' values."""
-        every = [c for s in self.signals for c in s.columns()]
         if matrix.shape[1] == len(self.columns) and not full:
             return matrix
-        if every == self.columns:
-            return matrix
-        return matrix[:, [every.index(c) for c in self.columns]]
+        every = tuple(c for s in self.signals for c in s.columns())
+        key = (every, tuple(self.columns))
+        if getattr(self, "_selection_key", None) != key:  # columns are set after construction
+            self._selection_key = key
+            self._selection = None if list(every) == self.columns else [every.index(c) for c in self.columns]
+        return matrix if self._selection is None else matrix[:, self._selection]
 
     def _explain_row(self, row: np.ndarray, z: Any, i: int) -> dict[str, Any]:
         contrib = z[i] * self.model.coef
