@@ -93,6 +93,21 @@ def test_prototype_none_threshold(sources, hashing_encoder):
     assert router.route("zebra quantum sonnet").chosen == [NONE_ROUTE]
 
 
+def test_prototype_scores_banks_of_unequal_sizes_in_one_partition(hashing_encoder, small_docs):
+    uneven = []
+    for keep, topic in ((None, "astro"), (2, "cook"), (1, "it")):  # one bank smaller than top_n
+        docs = [d for d in small_docs if d.metadata["topic"] == topic][:keep]
+        uneven.append(Source(topic, build_index(docs, "dense", encoder=hashing_encoder, name=topic)))
+    router = PrototypeRouter(uneven, hashing_encoder, PrototypeConfig(bank_top_n=3))
+    sizes = [len(bank) for bank in router._banks]
+    assert sizes[0] > 3 > sizes[1] > sizes[2] == 1
+    queries = hashing_encoder.encode_queries(["telescope orbit galaxy", "oven bread", "python code"])
+    fast = router.scores(queries)
+    # nothing excluded, but through the per-source loop the calibration uses
+    loop = router.scores(queries, exclude=[(-1, 0)] * len(queries))
+    np.testing.assert_allclose(fast, loop, rtol=1e-6, atol=1e-6)
+
+
 def test_knn_router_votes_and_explains(hashing_encoder):
     router = KnnRouter(
         ["galaxy orbit", "star telescope", "bread oven", "yeast flour"],

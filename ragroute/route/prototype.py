@@ -106,14 +106,23 @@ class PrototypeRouter(BaseRouter):
         sizes = [len(bank) for bank in self._banks]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._stacked = np.ascontiguousarray(np.vstack(self._banks)) if sum(sizes) else None
-        # every source's bank the same size: one partition over a (queries, sources, size) view
-        self._bank_size = sizes[0] if sizes and min(sizes) == max(sizes) else None
+        # at query time the similarities are scattered into a (queries, sources, largest bank) block
+        # padded with -inf: one partition finds every source's best cosines
+        largest = max(sizes, default=0)
+        self._padded_at = np.concatenate(
+            [np.zeros(0, dtype=np.int64)]
+            + [s * largest + np.arange(size, dtype=np.int64) for s, size in enumerate(sizes)]
+        )
+        self._padded_shape = (len(sizes), largest)
+        # per source bank_weight / (top cosines averaged), as the per-source loop below weighs them
+        counts = np.maximum(np.minimum(np.asarray(sizes, dtype=np.int64), self.config.bank_top_n), 1)
+        self._bank_weights = (self.config.bank_weight / counts).astype(np.float32)
 
     def scores(self, query_vectors: np.ndarray, exclude: list[tuple[int, int]] | None = None) -> np.ndarray:
         """Raw similarity scores (queries x sources); ``exclude`` hides (source, bank row) pairs.
 
         All banks are stacked into one matrix, so a query costs one matrix product
-        plus one partial sort per source.
+        and one partition (per source only while calibrating, when ``exclude`` hides rows).
         """
         cfg = self.config
         q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
@@ -126,11 +135,15 @@ class PrototypeRouter(BaseRouter):
             for row, (src, bank_row) in enumerate(exclude):
                 if src >= 0:
                     sims[row, self._offsets[src] + bank_row] = -np.inf
-        if exclude is None and self._bank_size:
-            size, top_n = self._bank_size, min(cfg.bank_top_n, self._bank_size)
-            per_source = sims.reshape(len(q), len(self._banks), size)
-            top = np.partition(per_source, size - top_n, axis=2)[:, :, -top_n:]
-            return total + (cfg.bank_weight / top_n) * top.sum(axis=2)
+        if exclude is None and self._padded_shape[1]:
+            sources, largest = self._padded_shape
+            top_n = min(cfg.bank_top_n, largest)
+            padded = np.full((len(q), sources * largest), -np.inf, dtype=sims.dtype)
+            padded[:, self._padded_at] = sims
+            blocks = padded.reshape(len(q), sources, largest)
+            top = np.partition(blocks, largest - top_n, axis=2)[:, :, -top_n:]
+            sums = np.where(np.isfinite(top), top, 0.0).sum(axis=2)  # -inf: past a small bank's end
+            return total + self._bank_weights * sums
         for s in range(len(self._banks)):
             lo, hi = int(self._offsets[s]), int(self._offsets[s + 1])
             if hi == lo:
