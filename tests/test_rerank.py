@@ -210,3 +210,85 @@ def test_recalibration_publishes_a_new_build_with_the_same_model(tiny_reranker, 
     assert after.params["report"]["calibration"]["c"] == pytest.approx(report["c"])
     reranker = CrossEncoderReranker(out, backend="torch")
     assert reranker.calibration.c == pytest.approx(report["c"]) and reranker.calibration.fitted
+
+
+def test_calibration_weighs_the_stage1_score_within_its_pool():
+    from ragroute.rerank.cross_encoder import Calibration, pool_zscores
+    from ragroute.rerank.train import fit_platt
+
+    assert np.allclose(pool_zscores([3.0, 3.0, 3.0]), 0.0)  # a pool that does not vary says nothing
+    z = pool_zscores([2.0, 1.0, float("-inf"), 0.0])  # non-finite counts as the pool's lowest
+    assert z[0] > z[1] > z[3] == pytest.approx(z[2]) and z.mean() == pytest.approx(0.0)
+    assert Calibration.from_dict({"a": 1.0, "b": 0.0, "c": 2.0, "fitted": True}).d == 0.0  # older artifacts
+    # logits are noise; whether a candidate is relevant is how far its stage-1 score stands out
+    rng = np.random.default_rng(0)
+    pairs, logits = [], []
+    for q in range(60):
+        scores = np.sort(rng.normal(size=10))[::-1]
+        scores[0] += 3.0 * (q % 2)  # half the pools have a clear winner, which is the relevant one
+        zs = pool_zscores(scores)
+        for r in range(10):
+            pairs.append(Pair(f"q{q}", f"t{r}", float(r == 0 and q % 2 == 1), "toy", r + 1, float(zs[r])))
+            logits.append(rng.normal())
+    by_text = dict(zip(((p.query, p.text) for p in pairs), logits))
+    calibration, _ = fit_platt(pairs, lambda batch: np.array([by_text[(p.query, p.text)] for p in batch]))
+    assert calibration.d > 1.0
+    without, _ = fit_platt(
+        [Pair(p.query, p.text, p.label, p.set_name, p.stage1_rank) for p in pairs],
+        lambda batch: np.array([by_text[(p.query, p.text)] for p in batch]),
+    )
+    assert without.d == 0.0  # pairs without stage-1 scores fit the rank prior only
+
+
+def test_rerank_reads_the_stage1_scores_and_explains_them(tiny_reranker):
+    from dataclasses import replace
+
+    out, _ = tiny_reranker
+    reranker = CrossEncoderReranker(out, backend="torch", candidates=4)
+    text = TOPICS["weather"][1]
+    # four copies of one text: equal logits, so only the stage-1 prior can order them
+    hits = [Hit(doc_id=f"d{i}", score=s, rank=i + 1, text=text) for i, s in enumerate([1.0, 0.9, 0.2, 0.1])]
+    reranker.calibration = replace(reranker.calibration, c=0.0, d=0.0)
+    flat = reranker.rerank("forecast rain tomorrow in paris", hits, k=4)
+    assert len({h.score for h in flat}) == 1 and [h.doc_id for h in flat] == ["d0", "d1", "d2", "d3"]
+    reranker.calibration = replace(reranker.calibration, d=2.0)
+    ranked = reranker.rerank("forecast rain tomorrow in paris", hits, k=4)
+    assert [round(h.score, 6) for h in ranked] == sorted((round(h.score, 6) for h in ranked), reverse=True)
+    assert ranked[0].score > ranked[-1].score
+    assert ranked[0].explain["rerank"]["stage1_z"] > 0 > ranked[-1].explain["rerank"]["stage1_z"]
+
+
+def test_each_first_stage_gets_its_own_calibration(tiny_reranker, hashing_encoder):
+    from ragroute.rerank.cross_encoder import Calibration
+    from ragroute.rerank.train import fit_platt
+    from ragroute.skills import Catalogue, Skill
+    from ragroute.skills.router import SkillRouter
+
+    rng = np.random.default_rng(1)
+    pairs, logits = [], {}
+    for kind in ("documents", "skills"):
+        for q in range(40):
+            for r in range(10):
+                relevant = r == 0 and q % 2 == 0
+                # after documents the logit tells; after skills the stage-1 lead does
+                logit = (3.0 if relevant else -1.0) + rng.normal() if kind == "documents" else rng.normal()
+                z = (2.5 if relevant else -0.3) if kind == "skills" else rng.normal()
+                pairs.append(Pair(f"{kind}{q}", f"t{r}", float(relevant), kind, r + 1, z, kind))
+                logits[(f"{kind}{q}", f"t{r}")] = logit
+    calibration, report = fit_platt(pairs, lambda batch: np.array([logits[(p.query, p.text)] for p in batch]))
+    skills = calibration.for_stage1("skills")
+    assert calibration.a > 1.0 and skills.d > calibration.d and skills.a < calibration.a
+    assert report["pairs"] == 400 and report["skills"]["pairs"] == 400
+    assert calibration.for_stage1("graph") is calibration  # no calibration of its own: the main one
+    assert Calibration.from_dict(calibration.to_dict()) == calibration  # saved and loaded whole
+    # a reranker over the skill router's first stage uses the skills calibration, sharing its model
+    out, _ = tiny_reranker
+    reranker = CrossEncoderReranker(out, backend="torch")
+    reranker.calibration = calibration
+    after_skills = reranker.for_stage1("skills")
+    assert after_skills.calibration == skills and after_skills._scorer is reranker._scorer
+    assert after_skills.describe()["calibration_stage1"] == "skills" and reranker.stage1 == "documents"
+    catalogue = Catalogue([Skill(f"s{i}", f"tool{i}", f"does thing {i}", f"body {i}") for i in range(12)])
+    router = SkillRouter(catalogue, reranker, encoder=hashing_encoder)
+    assert router.reranker.calibration == skills
+    assert router.with_options(reranker=reranker).reranker.calibration == skills

@@ -14,9 +14,10 @@ and runs it with torch in fp32 or bfloat16 (``backend="torch"`` / ``"torch-bf16"
 onnxruntime on the fp32 or int8 export (``"onnx"`` / ``"onnx-int8"``). ``"auto"`` takes
 ``torch-bf16`` on a CPU with native bfloat16 arithmetic (AMX or AVX512-BF16; 3x faster than fp32
 and 1.8x faster than int8 ONNX here, logits within 0.01 of fp32), else the int8 export when the
-artifact has it, else ``torch``. Calibrated probabilities: ``sigmoid(a * logit + c / stage1_rank + b)`` with
-``a, b, c`` fitted on held-out training pairs (:class:`Calibration`), so the first
-stage's rank counts as much as it proved to.
+artifact has it, else ``torch``. Calibrated probabilities: ``sigmoid(a * logit + c / stage1_rank +
+d * stage1_z + b)`` with ``a, b, c, d`` fitted on held-out training pairs (:class:`Calibration`;
+``stage1_z``: the candidate's stage-1 score standardised within its pool), so the first
+stage's rank and score count as much as they proved to.
 
 As a pipeline stage it reorders the fused hits of a query by that probability,
 reading ``candidates`` hits (default 20) whatever ``k`` is, and records the logit,
@@ -27,11 +28,12 @@ model: rerank/NAME}`` in a routing config).
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,28 +52,51 @@ BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 
 @dataclass(frozen=True)
 class Calibration:
-    """The probability of relevance from a logit and the candidate's stage-1 rank:
-    ``sigmoid(a * logit + c / stage1_rank + b)`` (Platt scaling with a stage-1 prior).
+    """The probability of relevance from a logit and the candidate's stage-1 rank and score:
+    ``sigmoid(a * logit + c / stage1_rank + d * stage1_z + b)`` (Platt scaling with a stage-1 prior).
 
-    ``c`` (fitted with ``a`` and ``b`` on held-out training pairs) says how much the
-    first stage's rank adds to the cross-encoder's logit; a candidate scored without
-    a rank (``score``) gets only ``a * logit + b``.
+    ``stage1_z`` is the candidate's stage-1 score standardised within the pool being reranked
+    (:func:`pool_zscores`), so it reads any first stage on the same scale: how far a candidate's
+    score stands out of its pool, which the rank alone cannot say (a near-perfect BM25 puts its
+    right answers far ahead; a hesitant one does not). ``c`` and ``d`` (fitted with ``a`` and
+    ``b`` on held-out training pairs) say how much the first stage's rank and score add to the
+    cross-encoder's logit; a candidate scored without them (``score``) gets ``a * logit + b``.
+    Calibrations fitted before ``d`` existed load with ``d = 0``.
+
+    How much the first stage deserves depends on which first stage it is, so ``by_stage1`` holds
+    calibrations fitted on the pools of one kind of first stage (``"skills"``: the skill
+    router's); :meth:`for_stage1` picks one, falling back to this one (fitted on document pools).
     """
 
     a: float = 1.0
     b: float = 0.0
     c: float = 0.0
     fitted: bool = False
+    d: float = 0.0
+    by_stage1: Mapping[str, Calibration] = field(default_factory=dict)
 
-    def __call__(self, logits: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
+    def for_stage1(self, kind: str) -> Calibration:
+        """The calibration for candidates from a ``kind`` first stage (this one when none was fitted)."""
+        return self.by_stage1.get(kind, self)
+
+    def __call__(
+        self, logits: np.ndarray, ranks: np.ndarray | None = None, stage1_z: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Probabilities; ``ranks`` 1-based (0: not retrieved by stage 1), ``stage1_z`` from
+        :func:`pool_zscores`."""
         z = self.a * np.asarray(logits, dtype=np.float64) + self.b
         if ranks is not None and self.c:
             ranks = np.asarray(ranks, dtype=np.float64)
             z = z + self.c * np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
+        if stage1_z is not None and self.d:
+            z = z + self.d * np.asarray(stage1_z, dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "c": self.c, "fitted": self.fitted}
+        out: dict[str, Any] = {"a": self.a, "b": self.b, "c": self.c, "d": self.d, "fitted": self.fitted}
+        if self.by_stage1:
+            out["stage1"] = {kind: cal.to_dict() for kind, cal in self.by_stage1.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
@@ -80,7 +105,21 @@ class Calibration:
             float(data.get("b", 0.0)),
             float(data.get("c", 0.0)),
             bool(data.get("fitted", False)),
+            float(data.get("d", 0.0)),
+            {str(kind): cls.from_dict(cal) for kind, cal in (data.get("stage1") or {}).items()},
         )
+
+
+def pool_zscores(scores: Sequence[float]) -> np.ndarray:
+    """Stage-1 scores standardised within their pool (0 for all when they do not vary; non-finite
+    scores count as the pool's lowest)."""
+    values = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(len(values))
+    values = np.where(finite, values, values[finite].min())
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 1e-12 else np.zeros(len(values))
 
 
 def candidate_text(hit: Hit, *, body: bool = True) -> str:
@@ -117,6 +156,15 @@ class CrossEncoderReranker:
             Path(model), backend=backend, max_length=max_length, threads=threads
         )
         self.backend = self.info["backend"]
+        self.stage1 = "documents"  # which first stage's calibration is in use (see for_stage1)
+
+    def for_stage1(self, kind: str) -> CrossEncoderReranker:
+        """This reranker (sharing its model) with the calibration fitted after a ``kind`` first
+        stage (``"skills"``: the skill router's), when the artifact has one."""
+        other = copy.copy(self)
+        other.calibration = self.calibration.for_stage1(kind)
+        other.stage1 = kind if kind in self.calibration.by_stage1 else self.stage1
+        return other
 
     def logits(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Raw logits of ``(query, text)`` pairs."""
@@ -146,7 +194,8 @@ class CrossEncoderReranker:
             return []
         query = getattr(context, "text", context)
         logits = self.logits(str(query), [candidate_text(h, body=self.body) for h in pool])
-        probs = self.calibration(logits, np.arange(1, len(pool) + 1))
+        stage1_z = pool_zscores([h.score for h in pool])
+        probs = self.calibration(logits, np.arange(1, len(pool) + 1), stage1_z)
         order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]
         out = []
         for rank, i in enumerate(order, 1):
@@ -159,6 +208,7 @@ class CrossEncoderReranker:
                 "calibrated": self.calibration.fitted,
                 "stage1_rank": i + 1,
                 "stage1_score": hit.score,
+                "stage1_z": round(float(stage1_z[i]), 4),
             }
             out.append(
                 Hit(
@@ -177,7 +227,12 @@ class CrossEncoderReranker:
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {**self.info, "candidates": self.candidates, "calibration": self.calibration.to_dict()}
+        return {
+            **self.info,
+            "candidates": self.candidates,
+            "calibration": self.calibration.to_dict(),
+            "calibration_stage1": self.stage1,
+        }
 
 
 #: the type (and least value) of each ``reranker: {kind: cross-encoder, ...}`` setting

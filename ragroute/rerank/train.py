@@ -11,8 +11,10 @@ apart to fit the Platt calibration (logit -> probability of relevance).
 
 Pairs: for every training query, up to ``positives`` judged-relevant candidates
 and ``hard_negatives`` of the best unjudged candidates of the library's own
-stage-1 retrieval (a hybrid BM25 + dense index over the set, the pipeline users
-get), plus ``random_negatives`` random ones. Candidate text is what the reranker
+stage-1 retrieval (the one the reranker follows when deployed: for a SKILLS set the skill
+router's hybrid stage 1, else a hybrid BM25 + dense index over the set), plus
+``random_negatives`` random ones. Calibration pairs keep each candidate's stage-1 rank and
+score (standardised within its pool), which the calibration weighs. Candidate text is what the reranker
 reads at query time (:func:`~ragroute.rerank.cross_encoder.candidate_text`).
 
 Model: the bundled MiniLM encoder cut to its first ``layers`` transformer layers
@@ -35,7 +37,14 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
-from ragroute.rerank.cross_encoder import CALIBRATION_FILE, FAMILY, KIND, Calibration, candidate_text
+from ragroute.rerank.cross_encoder import (
+    CALIBRATION_FILE,
+    FAMILY,
+    KIND,
+    Calibration,
+    candidate_text,
+    pool_zscores,
+)
 from ragroute.types import Document, Hit
 
 FOLD_RULE = "first byte of sha1(folder name + ':' + query id) % 2; fold 0 trains, fold 1 is held out"
@@ -81,6 +90,7 @@ class LabelledSet:
     documents: list[Document]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    catalogue: Any = None  # a SKILLS set's catalogue: its stage 1 is the skill router's
 
     def fold(self, fold: int) -> dict[str, str]:
         return {q: t for q, t in self.queries.items() if query_fold(self.name, q) == fold and q in self.qrels}
@@ -93,6 +103,8 @@ class Pair:
     label: float
     set_name: str = ""
     stage1_rank: int = 0  # rank in the stage-1 pool (1-based), 0 when stage 1 did not retrieve it
+    stage1_z: float = 0.0  # its stage-1 score standardised within the pool (calibration pairs)
+    stage1_kind: str = "documents"  # which first stage made the pool: "skills" or "documents"
 
 
 @dataclass
@@ -115,7 +127,7 @@ def load_labelled_set(root: Path, split: str = "dev", name: str | None = None) -
         catalogue = load_catalogue(root / "skills.jsonl")
         qrels = load_qrels(root / "qrels" / f"{split}.tsv")
         queries = {q.id: q.text for q in load_beir_queries(root / "queries.jsonl")}
-        return LabelledSet(label, catalogue.documents(), queries, qrels)
+        return LabelledSet(label, catalogue.documents(), queries, qrels, catalogue=catalogue)
     if (root / "corpus.jsonl").is_file():
         data = load_beir(root, split=split)
         return LabelledSet(label, list(data.corpus), {q.id: q.text for q in data.queries}, dict(data.qrels))
@@ -145,9 +157,8 @@ def build_pairs(
     *,
     say: Callable[[str], None] = lambda _: None,
 ) -> PairSet:
-    """Training and calibration pairs from fold 0 of every set (hard negatives from hybrid retrieval)."""
-    from ragroute.index.build import build_index
-
+    """Training and calibration pairs from fold 0 of every set (hard negatives from the stage 1 the
+    reranker follows when deployed, see :func:`_stage1`)."""
     rng = random.Random(params.seed)
     out = PairSet()
     for labelled in sets:
@@ -157,9 +168,8 @@ def build_pairs(
         if not fold:
             continue
         say(f"{labelled.name}: {len(fold)} training queries over {len(labelled.documents)} candidates")
-        index = build_index(labelled.documents, "hybrid", encoder=encoder, name=labelled.name)
         by_id = {d.id: d for d in labelled.documents}
-        ranked = index.search_many([t for _, t in fold], k=params.hard_pool)
+        ranked = _stage1(labelled, encoder, [t for _, t in fold], params.hard_pool)
         n_calibration = max(1, int(round(len(fold) * params.calibration_share)))
         counts = {"queries": len(fold), "pairs": 0, "positives": 0}
         for i, ((qid, text), hits) in enumerate(zip(fold, ranked)):
@@ -175,6 +185,7 @@ def build_pairs(
             negatives += [d for d in pool if d not in negatives and d not in gold][: params.random_negatives]
             pairs += [Pair(text, _text(by_id[d]), 0.0, labelled.name, rank.get(d, 0)) for d in negatives]
             if i < n_calibration:  # calibrate on what the reranker sees at query time: the whole pool
+                stage1_z = pool_zscores([h.score for h in hits])
                 pairs = [
                     Pair(
                         text,
@@ -182,6 +193,8 @@ def build_pairs(
                         float(labelled.qrels.get(qid, {}).get(h.doc_id, 0) > 0),
                         labelled.name,
                         r,
+                        float(stage1_z[r - 1]),
+                        "skills" if labelled.catalogue is not None else "documents",
                     )
                     for r, h in enumerate(hits, 1)
                 ]
@@ -191,6 +204,24 @@ def build_pairs(
         out.counts[labelled.name] = counts
     rng.shuffle(out.train)
     return out
+
+
+def _stage1(labelled: LabelledSet, encoder: Any, texts: list[str], k: int) -> list[list[Hit]]:
+    """The first stage the reranker follows when deployed: for a SKILLS set the skill router's
+    (hybrid over name, description and body, its catalogue-adapted weight), else a hybrid index."""
+    if labelled.catalogue is None:
+        from ragroute.index.build import build_index
+
+        index = build_index(labelled.documents, "hybrid", encoder=encoder, name=labelled.name)
+        return index.search_many(texts, k=k)
+    from ragroute.skills.index import SkillIndex
+
+    skills = SkillIndex.build(labelled.catalogue, encoder)
+    fused = skills.score(texts, "hybrid")["fused"]
+    return [
+        [Hit(doc_id=skills.catalogue[p].id, score=float(row[p])) for p in skills.top(row, k).tolist()]
+        for row in fused
+    ]
 
 
 def _text(doc: Document) -> str:
@@ -295,7 +326,7 @@ def train_reranker(
 def fit_calibration(
     model: Any, pairs: Sequence[Pair], params: TrainParams
 ) -> tuple[Calibration, dict[str, Any]]:
-    """Platt scaling with a stage-1 prior, ``sigmoid(a * logit + c / rank + b)``, fitted on
+    """Platt scaling with a stage-1 prior, ``sigmoid(a * logit + c / rank + d * stage1_z + b)``, fitted on
     held-out training pairs (log loss); ``model`` is a sentence-transformers CrossEncoder."""
     import torch
 
@@ -317,25 +348,47 @@ def fit_calibration(
 def fit_platt(
     pairs: Sequence[Pair], logits_of: Callable[[Sequence[Pair]], np.ndarray]
 ) -> tuple[Calibration, dict[str, Any]]:
-    """Fit :class:`Calibration` on labelled ``pairs`` whose logits ``logits_of`` computes."""
-    from sklearn.linear_model import LogisticRegression
+    """Fit :class:`Calibration` on labelled ``pairs`` whose logits ``logits_of`` computes.
 
+    Pairs from pools of a skill router's first stage (``stage1_kind == "skills"``) get a
+    calibration of their own (``by_stage1["skills"]``); the main one is fitted on the others
+    (document retrieval), or on all pairs when those are too few. Each first stage's rank and
+    score are worth what they proved to be on its own pools.
+    """
     if len({p.label for p in pairs}) < 2:
         return Calibration(), {"note": "too few calibration pairs: raw sigmoid"}
     logit = np.concatenate([logits_of(pairs[b : b + 64]) for b in range(0, len(pairs), 64)])
+    skills = np.array([p.stage1_kind == "skills" for p in pairs])
+    documents = (
+        ~skills if len({p.label for p, s in zip(pairs, skills) if not s}) == 2 else np.ones_like(skills)
+    )
+    main, report = _fit_one([p for p, keep in zip(pairs, documents) if keep], logit[documents])
+    by_stage1: dict[str, Calibration] = {}
+    if len({p.label for p, s in zip(pairs, skills) if s}) == 2:
+        by_stage1["skills"], report["skills"] = _fit_one(
+            [p for p, s in zip(pairs, skills) if s], logit[skills]
+        )
+    return Calibration(main.a, main.b, main.c, True, main.d, by_stage1), report
+
+
+def _fit_one(pairs: Sequence[Pair], logit: np.ndarray) -> tuple[Calibration, dict[str, Any]]:
+    """``a, b, c, d`` by logistic regression on the pairs' logits, stage-1 ranks and scores."""
+    from sklearn.linear_model import LogisticRegression
+
     ranks = np.array([p.stage1_rank for p in pairs], dtype=np.float64)
     prior = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
+    stage1_z = np.array([p.stage1_z for p in pairs], dtype=np.float64)
     y = np.array([p.label for p in pairs])
-    fit = LogisticRegression(C=1e4).fit(np.c_[logit, prior], y)
-    a, c = (float(v) for v in fit.coef_[0])
-    calibration = Calibration(a, float(fit.intercept_[0]), c, fitted=True)
-    probs = calibration(logit, ranks)
-    brier = float(np.mean((probs - y) ** 2))
-    constant = float(np.mean((y.mean() - y) ** 2))
+    with_score = bool(np.any(stage1_z))  # pairs from whole stage-1 pools carry their scores
+    features = np.c_[logit, prior, stage1_z] if with_score else np.c_[logit, prior]
+    fit = LogisticRegression(C=1e4).fit(features, y)
+    coef = [float(v) for v in fit.coef_[0]] + [0.0]  # d = 0 when no pair carries a stage-1 score
+    calibration = Calibration(coef[0], float(fit.intercept_[0]), coef[1], fitted=True, d=coef[2])
+    probs = calibration(logit, ranks, stage1_z)
     return calibration, {
         "pairs": len(pairs),
-        "brier": round(brier, 4),
-        "brier_constant": round(constant, 4),
+        "brier": round(float(np.mean((probs - y) ** 2)), 4),
+        "brier_constant": round(float(np.mean((y.mean() - y) ** 2)), 4),
         "positives": int(y.sum()),
     }
 

@@ -262,7 +262,7 @@ class SkillRouter:
             from ragroute.rerank.cross_encoder import CrossEncoderReranker
 
             reranker = CrossEncoderReranker(reranker)
-        self.reranker = reranker
+        self.reranker = _after_skill_stage1(reranker)
         self.method = method
         self.candidates = int(candidates)
         self.overlap = overlap
@@ -295,7 +295,7 @@ class SkillRouter:
                 continue
             if not hasattr(other, key):
                 raise RagrouteError(f"unknown skill router setting {key!r}")
-            setattr(other, key, value)
+            setattr(other, key, _after_skill_stage1(value) if key == "reranker" else value)
         if other.method not in METHODS:
             raise RagrouteError(
                 f"unknown stage-1 method {other.method!r}: choose one of {', '.join(METHODS)}"
@@ -660,6 +660,12 @@ class SkillRouter:
         }
         settings.update(overrides)
         return cls(index, reranker, **settings)
+
+
+def _after_skill_stage1(reranker: Any) -> Any:
+    """A reranker that knows the first stage it follows (``for_stage1``) gets its calibration for
+    the skill router's stage 1, where the fused score's lead is worth more than after documents'."""
+    return reranker.for_stage1("skills") if hasattr(reranker, "for_stage1") else reranker
 
 
 def _abstention_setting(
