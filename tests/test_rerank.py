@@ -292,3 +292,23 @@ def test_each_first_stage_gets_its_own_calibration(tiny_reranker, hashing_encode
     router = SkillRouter(catalogue, reranker, encoder=hashing_encoder)
     assert router.reranker.calibration == skills
     assert router.with_options(reranker=reranker).reranker.calibration == skills
+
+
+def test_recalibrating_some_sets_draws_pairs_as_training_drew_them(tmp_path):
+    from ragroute.rerank.train import calibration_pairs
+
+    items = list(TOPICS.items())
+    for name in ("a", "b", "c"):
+        _write_beir(tmp_path / name, dict(items[:2]), name)
+    a, b, c = (tmp_path / n for n in "abc")
+    calls: list[list[str]] = []
+
+    def build(roots):
+        calls.append([r.name for r in roots])
+        return PairSet(calibration=[Pair("q", "t", 1.0, r.name) for r in roots])
+
+    # only b's pairs, but drawn over a then b: the held-apart queries depend on that sequence
+    assert [p.set_name for p in calibration_pairs([a, b], [b], build)] == ["b"] and calls[-1] == ["a", "b"]
+    assert [p.set_name for p in calibration_pairs([a, b], [c], build)] == ["c"]
+    assert calls[-1] == ["a", "b", "c"]  # a set never trained on comes after the training ones
+    assert [p.set_name for p in calibration_pairs([a, b], [], build)] == ["a", "b"]

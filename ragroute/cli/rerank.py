@@ -128,7 +128,8 @@ def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str)
     "roots",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="Labelled sets [default: the ones the model was trained on, from its manifest].",
+    help="Labelled sets whose calibration pairs are used [default: the ones the model was trained "
+    "on, from its manifest; pairs are always drawn as training drew them].",
 )
 @click.option("--split", default="dev", show_default=True)
 @bench_encoder_options
@@ -142,16 +143,20 @@ def calibrate_command(
     """
     from dataclasses import fields
 
-    from ragroute.rerank.train import TrainParams, recalibrate
+    from ragroute.rerank.train import TrainParams, calibration_pairs, recalibrate
     from ragroute.store import open_snapshot
 
     params_in = open_snapshot(model, family="reranker").manifest.params
     stored = params_in.get("train", {})
     params = TrainParams(**{f.name: stored[f.name] for f in fields(TrainParams) if f.name in stored})
-    chosen = [Path(r) for r in (roots or params_in.get("data", {}).get("roots") or DEFAULT_DATA)]
-    pairs = _pairs(chosen, split, params, encoder, backend, cache_dir)
-    click.echo(f"{len(pairs.calibration)} calibration pairs", err=True)
-    click.echo(json.dumps(recalibrate(model, pairs.calibration), indent=2))
+    trained = [Path(r) for r in (params_in.get("data", {}).get("roots") or DEFAULT_DATA)]
+    calibration = calibration_pairs(
+        trained,
+        [Path(r) for r in roots],
+        lambda chosen: _pairs(chosen, split, params, encoder, backend, cache_dir),
+    )
+    click.echo(f"{len(calibration)} calibration pairs", err=True)
+    click.echo(json.dumps(recalibrate(model, calibration), indent=2))
 
 
 def _pairs(

@@ -393,6 +393,23 @@ def _fit_one(pairs: Sequence[Pair], logit: np.ndarray) -> tuple[Calibration, dic
     }
 
 
+def calibration_pairs(
+    trained: Sequence[Path], chosen: Sequence[Path], build: Callable[[list[Path]], PairSet]
+) -> list[Pair]:
+    """The calibration pairs of the ``chosen`` sets (all ``trained`` ones when none are chosen).
+
+    ``build`` (:func:`build_pairs` over roots) always runs over the training roots first, in
+    training order: which queries were held apart for calibration depends on that sequence, and
+    any other order would calibrate on queries the model was trained on. Chosen sets that were
+    not trained on come after them.
+    """
+    known = {Path(r).resolve() for r in trained}
+    extra = [Path(r) for r in chosen if Path(r).resolve() not in known]
+    pairs = build([Path(r) for r in trained] + extra)
+    names = {name for name, _ in expand_roots(list(chosen) or list(trained))}
+    return [p for p in pairs.calibration if p.set_name in names]
+
+
 def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
     """Refit the calibration of the reranker artifact ``model`` on ``pairs`` and publish it as a
     new build (the model files are copied unchanged); returns the new calibration report."""
