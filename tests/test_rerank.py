@@ -290,7 +290,7 @@ def test_each_first_stage_gets_its_own_calibration(tiny_reranker, hashing_encode
     assert after_skills.describe()["calibration_stage1"] == "skills" and reranker.stage1 == "documents"
     catalogue = Catalogue([Skill(f"s{i}", f"tool{i}", f"does thing {i}", f"body {i}") for i in range(12)])
     router = SkillRouter(catalogue, reranker, encoder=hashing_encoder)
-    assert router.reranker.calibration == skills
+    assert router.reranker.calibration == skills and router.describe()["reranker"]["calibration"] == "skills"
     assert router.with_options(reranker=reranker).reranker.calibration == skills
 
 

@@ -310,7 +310,11 @@ class SkillRouter:
         reranker = None
         if self.reranker is not None:
             info = getattr(self.reranker, "info", {}) or {}
-            reranker = {"model": info.get("name", type(self.reranker).__name__), "body": self.reranker_body}
+            reranker = {
+                "model": info.get("name", type(self.reranker).__name__),
+                "body": self.reranker_body,
+                "calibration": getattr(self.reranker, "stage1", None),  # which first stage's
+            }
         model = self._model() if self.abstention_gate is None else None
         return {
             "skills": len(self.index),
