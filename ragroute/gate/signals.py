@@ -41,7 +41,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +50,7 @@ import numpy as np
 
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError, check_keys, check_setting, value_type_name
+from ragroute.memo import scoped_memo
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
 
@@ -208,20 +209,12 @@ _SIMS: contextvars.ContextVar[dict[tuple[bytes, bytes], np.ndarray] | None] = co
 )
 
 
-@contextlib.contextmanager
-def shared_example_similarities() -> Iterator[None]:
+def shared_example_similarities() -> contextlib.AbstractContextManager[None]:
     """Within the block, each query's cosine similarities to one example bank are computed once:
     the neighbour vote, the bank margin and the vote's explanation read the same product (the
     product over the examples is most of their cost). Scoped to one decision, like
     :func:`~ragroute.route.features.shared_cheap_features`."""
-    if _SIMS.get() is not None:
-        yield
-        return
-    token = _SIMS.set({})
-    try:
-        yield
-    finally:
-        _SIMS.reset(token)
+    return scoped_memo(_SIMS)
 
 
 def bank_fingerprint(bank: np.ndarray) -> bytes:

@@ -27,13 +27,14 @@ import functools
 import math
 import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.memo import scoped_memo
 
 # --------------------------------------------------------------------------- question stem
 
@@ -232,19 +233,11 @@ _MEMO: contextvars.ContextVar[dict[str, tuple[float, ...]] | None] = contextvars
 )
 
 
-@contextlib.contextmanager
-def shared_cheap_features() -> Iterator[None]:
+def shared_cheap_features() -> contextlib.AbstractContextManager[None]:
     """Within the block, each text's cheap features are computed once (a gate's complexity signal
     and its text probe read the same query's features). Scoped to one decision on purpose: nothing
     is cached across calls, so repeated queries cost what a new one costs."""
-    if _MEMO.get() is not None:
-        yield
-        return
-    token = _MEMO.set({})
-    try:
-        yield
-    finally:
-        _MEMO.reset(token)
+    return scoped_memo(_MEMO)
 
 
 def _feature_row(text: str) -> tuple[float, ...]:
