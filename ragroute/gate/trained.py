@@ -489,14 +489,12 @@ class TrainedGate(SignalGate):
 
     def _select(self, matrix: np.ndarray, full: bool = False) -> np.ndarray:
         """Keep the gate's columns from a matrix of all its signals' values."""
+        every = [c for s in self.signals for c in s.columns()]
         if matrix.shape[1] == len(self.columns) and not full:
             return matrix
-        every = tuple(c for s in self.signals for c in s.columns())
-        key = (every, tuple(self.columns))
-        if getattr(self, "_selection_key", None) != key:  # columns are set after construction
-            self._selection_key = key
-            self._selection = None if list(every) == self.columns else [every.index(c) for c in self.columns]
-        return matrix if self._selection is None else matrix[:, self._selection]
+        if every == self.columns:
+            return matrix
+        return matrix[:, [every.index(c) for c in self.columns]]
 
     def _explain_row(self, row: np.ndarray, z: Any, i: int) -> dict[str, Any]:
         contrib = z[i] * self.model.coef

@@ -30,7 +30,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -358,23 +358,24 @@ def fit_platt(
     if len({p.label for p in pairs}) < 2:
         return Calibration(), {"note": "too few calibration pairs: raw sigmoid"}
     logit = np.concatenate([logits_of(pairs[b : b + 64]) for b in range(0, len(pairs), 64)])
+    labels = np.array([p.label for p in pairs])
     skills = np.array([p.stage1_kind == "skills" for p in pairs])
-    documents = (
-        ~skills if len({p.label for p, s in zip(pairs, skills) if not s}) == 2 else np.ones_like(skills)
-    )
-    main, report = _fit_one([p for p, keep in zip(pairs, documents) if keep], logit[documents])
+    documents = ~skills if len(set(labels[~skills])) == 2 else np.ones_like(skills)
+    main, report = _fit_one(pairs, logit, documents)
     by_stage1: dict[str, Calibration] = {}
-    if len({p.label for p, s in zip(pairs, skills) if s}) == 2:
-        by_stage1["skills"], report["skills"] = _fit_one(
-            [p for p, s in zip(pairs, skills) if s], logit[skills]
-        )
-    return Calibration(main.a, main.b, main.c, True, main.d, by_stage1), report
+    if len(set(labels[skills])) == 2:
+        by_stage1["skills"], report["skills"] = _fit_one(pairs, logit, skills)
+    return replace(main, by_stage1=by_stage1), report
 
 
-def _fit_one(pairs: Sequence[Pair], logit: np.ndarray) -> tuple[Calibration, dict[str, Any]]:
-    """``a, b, c, d`` by logistic regression on the pairs' logits, stage-1 ranks and scores."""
+def _fit_one(
+    pairs: Sequence[Pair], logits: np.ndarray, keep: np.ndarray
+) -> tuple[Calibration, dict[str, Any]]:
+    """``a, b, c, d`` by logistic regression on the kept pairs' logits, stage-1 ranks and scores."""
     from sklearn.linear_model import LogisticRegression
 
+    pairs = [p for p, kept in zip(pairs, keep) if kept]
+    logit = logits[keep]
     ranks = np.array([p.stage1_rank for p in pairs], dtype=np.float64)
     prior = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
     stage1_z = np.array([p.stage1_z for p in pairs], dtype=np.float64)
