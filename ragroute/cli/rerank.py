@@ -74,8 +74,9 @@ def train_command(
 ) -> None:
     """Train a cross-encoder reranker on fold 0 of each labelled set's queries.
 
-    Hard negatives come from the library's hybrid retrieval over each set (encoded with
-    --encoder); fold 1 of every set is never trained on and is what `ragroute bench
+    Hard negatives come from the first stage the reranker follows when deployed (encoded
+    with --encoder): the skill router's stage 1 for SKILLS sets, a hybrid index for BEIR
+    sets; fold 1 of every set is never trained on and is what `ragroute bench
     rerank` and `ragroute bench skills` report. Writes the model, its Platt
     calibration and its ONNX fp32/int8 exports to --out, and prints the training report.
     """

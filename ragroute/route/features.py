@@ -62,11 +62,14 @@ def question_stem(text: str) -> str:
     return stem or text.strip()
 
 
+_OPTION_LETTER = re.compile(r"^[ \t]*\(?([A-Ha-h])[).:](?=\s)", re.MULTILINE)
+_INLINE_OPTION_LETTER = re.compile(r"\s\(([A-H])\)\s")
+
+
 def count_options(text: str) -> int:
     """How many answer options (``A)``, ``(B)``, ``C.`` at a line start, or inline ``(D)``) ``text`` lists."""
-    letters = re.findall(r"^[ \t]*\(?([A-Ha-h])[).:](?=\s)", text, re.MULTILINE)
-    letters += re.findall(r"\s\(([A-H])\)\s", text)
-    return len(set(letter.upper() for letter in letters))
+    letters = _OPTION_LETTER.findall(text) + _INLINE_OPTION_LETTER.findall(text)
+    return len({letter.upper() for letter in letters})
 
 
 # --------------------------------------------------------------------------- cheap features
@@ -173,49 +176,85 @@ def _capitalised_ratio(words: Sequence[str]) -> tuple[float, float]:
     return (capital / len(rest) if rest else 0.0), _log1p(capital)
 
 
-def _features_of(text: str) -> dict[str, float]:
-    """The named cheap features of one query (see :data:`CHEAP_FEATURE_NAMES`)."""
+_POSSESSIVE = re.compile(r"\w['’]s\b")
+_OR = re.compile(r"\bor\b")
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+_QW_GROUPS = tuple(QUESTION_WORDS)
+_KW_GROUPS = tuple(KEYWORD_GROUPS)
+
+
+def _feature_values(text: str) -> tuple[float, ...]:
+    """The cheap features of one query, in the order of :data:`CHEAP_FEATURE_NAMES` (a flat tuple:
+    this runs on every routing and gating decision, so no per-call dict of names is built)."""
     stem = question_stem(text)
     lower = stem.lower()
     tokens = _WORD.findall(stem)
     words = _ALPHA_WORD.findall(stem)
     cap_ratio, cap_count = _capitalised_ratio(words)
-    numbers = [t for t in tokens if t[0].isdigit()]
+    n_numbers = sum(1 for t in tokens if t[0].isdigit())
     end = stem.rstrip()[-1:] if stem.strip() else ""
     qword = _question_word(words)
     n_options = count_options(text)
-    values: dict[str, float] = {
-        "log_words": _log1p(len(tokens)),
-        "log_chars": _log1p(len(stem)),
-        "mean_word_len": min(sum(len(w) for w in words) / len(words) / 10.0, 2.0) if words else 0.0,
-        "ends_question": float(end == "?"),
-        "ends_colon": float(end == ":"),
-        "ends_open": float(end.isalnum() or end in ("_", "'", '"', ")")),
-        "qw_none": float(qword is None),
-        **{f"qw_{group}": float(qword == group) for group in QUESTION_WORDS},
-        "has_digit": float(bool(numbers)),
-        "log_numbers": _log1p(len(numbers)),
-        "has_year": float(bool(_YEAR.search(stem))),
-        "has_timestamp": float(bool(_TIMESTAMP.search(stem))),
-        "has_math": float(bool(_MATH.search(stem))),
-        "cap_ratio": cap_ratio,
-        "log_capitalised": cap_count,
-        "all_lower": float(bool(words[1:]) and cap_count == 0),
-        "has_quote": float(bool(_QUOTE.search(stem))),
-        "has_paren": float("(" in stem),
-        "has_possessive": float(bool(re.search(r"\w['’]s\b", stem))),
-        "has_blank": float("__" in stem),
-        "has_or": float(bool(re.search(r"\bor\b", lower))),
-        "multi_sentence": float(len(re.findall(r"[.!?](?:\s|$)", stem.rstrip(".!? "))) > 0),
-        "has_newline": float("\n" in text.strip()),
-        "has_choices": float(n_options >= 2),
-        "log_options": _log1p(n_options),
-        **{f"kw_{group}": _log1p(count) for group, count in _keyword_counts(lower).items()},
-    }
-    return values
+    keywords = _keyword_counts(lower)
+    return (
+        _log1p(len(tokens)),
+        _log1p(len(stem)),
+        min(sum(len(w) for w in words) / len(words) / 10.0, 2.0) if words else 0.0,
+        float(end == "?"),
+        float(end == ":"),
+        float(end.isalnum() or end in ("_", "'", '"', ")")),
+        float(qword is None),
+        *[float(qword == group) for group in _QW_GROUPS],
+        float(n_numbers > 0),
+        _log1p(n_numbers),
+        float(_YEAR.search(stem) is not None),
+        float(_TIMESTAMP.search(stem) is not None),
+        float(_MATH.search(stem) is not None),
+        cap_ratio,
+        cap_count,
+        float(bool(words[1:]) and cap_count == 0),
+        float(_QUOTE.search(stem) is not None),
+        float("(" in stem),
+        float(_POSSESSIVE.search(stem) is not None),
+        float("__" in stem),
+        float(_OR.search(lower) is not None),
+        float(_SENTENCE_END.search(stem.rstrip(".!? ")) is not None),
+        float("\n" in text.strip()),
+        float(n_options >= 2),
+        _log1p(n_options),
+        *[_log1p(keywords[group]) for group in _KW_GROUPS],
+    )
 
 
-CHEAP_FEATURE_NAMES: tuple[str, ...] = tuple(_features_of("What?"))
+CHEAP_FEATURE_NAMES: tuple[str, ...] = (
+    "log_words",
+    "log_chars",
+    "mean_word_len",
+    "ends_question",
+    "ends_colon",
+    "ends_open",
+    "qw_none",
+    *[f"qw_{group}" for group in _QW_GROUPS],
+    "has_digit",
+    "log_numbers",
+    "has_year",
+    "has_timestamp",
+    "has_math",
+    "cap_ratio",
+    "log_capitalised",
+    "all_lower",
+    "has_quote",
+    "has_paren",
+    "has_possessive",
+    "has_blank",
+    "has_or",
+    "multi_sentence",
+    "has_newline",
+    "has_choices",
+    "log_options",
+    *[f"kw_{group}" for group in _KW_GROUPS],
+)
+
 """Names of the :func:`cheap_features` columns, in order.
 
 Lengths (``log_words``, ``log_chars``, ``mean_word_len``) and everything except
@@ -243,9 +282,9 @@ def shared_cheap_features() -> contextlib.AbstractContextManager[None]:
 def _feature_row(text: str) -> tuple[float, ...]:
     memo = _MEMO.get()
     if memo is None:
-        return tuple(_features_of(text).values())
+        return _feature_values(text)
     if text not in memo:
-        memo[text] = tuple(_features_of(text).values())
+        memo[text] = _feature_values(text)
     return memo[text]
 
 
@@ -259,7 +298,7 @@ def cheap_features(texts: Sequence[str]) -> np.ndarray:
 
 def explain_features(text: str) -> dict[str, float]:
     """The non-zero cheap features of ``text`` by name (rounded), for decision signals."""
-    return {name: round(float(v), 4) for name, v in _features_of(text).items() if v}
+    return {name: round(float(v), 4) for name, v in zip(CHEAP_FEATURE_NAMES, _feature_values(text)) if v}
 
 
 # --------------------------------------------------------------------------- hashed n-grams

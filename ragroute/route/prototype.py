@@ -66,7 +66,6 @@ class PrototypeRouter(BaseRouter):
         self._bank_positions: list[np.ndarray] = []  # which documents each bank row came from
         self._centroids = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
         self._descriptions = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
-        self._has_description = np.zeros(len(self.sources), dtype=bool)
         #: per source: where its bank came from, "index" (stored vectors) or "encoded"
         self.bank_from: dict[str, str] = {}
         self._embed_sources()
@@ -102,7 +101,11 @@ class PrototypeRouter(BaseRouter):
                 [self.sources[i].description for i in described], show_progress=False
             )
             self._descriptions[described] = vectors
-            self._has_description[described] = True
+        # the centroid and description terms of every source as one (dim, sources) matrix: one
+        # product per query (sources without a description have a zero row in _descriptions)
+        self._profiles = np.ascontiguousarray(
+            (cfg.centroid_weight * self._centroids + cfg.description_weight * self._descriptions).T
+        )
         sizes = [len(bank) for bank in self._banks]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._stacked = np.ascontiguousarray(np.vstack(self._banks)) if sum(sizes) else None
@@ -126,8 +129,7 @@ class PrototypeRouter(BaseRouter):
         """
         cfg = self.config
         q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
-        total = cfg.centroid_weight * (q @ self._centroids.T)
-        total += cfg.description_weight * (q @ self._descriptions.T) * self._has_description
+        total = q @ self._profiles
         if cfg.bank_weight == 0 or self._stacked is None:
             return total
         sims = q @ self._stacked.T
@@ -138,9 +140,12 @@ class PrototypeRouter(BaseRouter):
         if exclude is None and self._padded_shape[1]:
             sources, largest = self._padded_shape
             top_n = min(cfg.bank_top_n, largest)
-            padded = np.full((len(q), sources * largest), -np.inf, dtype=sims.dtype)
-            padded[:, self._padded_at] = sims
-            blocks = padded.reshape(len(q), sources, largest)
+            if sims.shape[1] == sources * largest:  # banks of one size: nothing to pad
+                blocks = sims.reshape(len(q), sources, largest)
+            else:
+                padded = np.full((len(q), sources * largest), -np.inf, dtype=sims.dtype)
+                padded[:, self._padded_at] = sims
+                blocks = padded.reshape(len(q), sources, largest)
             top = np.partition(blocks, largest - top_n, axis=2)[:, :, -top_n:]
             sums = np.where(np.isfinite(top), top, 0.0).sum(axis=2)  # -inf: past a small bank's end
             return total + self._bank_weights * sums

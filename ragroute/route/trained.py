@@ -128,7 +128,9 @@ class TrainedRouter(BaseRouter):
         self._network = network
         self._scaling = scaling
         self._bias = _bias_vector(self.labels, self.none_bias)
-        self._relative = _relative_weights(network, len(self.labels)) if kind == "logreg" else None
+        relative = _relative_weights(network, len(self.labels)) if kind == "logreg" else None
+        # one contiguous row per route: _explain reads a single route's weights per decision
+        self._relative = None if relative is None else np.ascontiguousarray(relative.T)
 
     # ------------------------------------------------------------------ fitting
 
@@ -291,14 +293,15 @@ class TrainedRouter(BaseRouter):
         values = raw[start : start + n_cheap]
         if self._relative is None:
             return {"values": {name: round(float(v), 4) for name, v in zip(CHEAP_FEATURE_NAMES, values) if v}}
-        contrib = scaled * self._relative[:, best]
-        cheap = contrib[start : start + n_cheap]
+        weights = self._relative[best]
+        cheap = scaled[start : start + n_cheap] * weights[start : start + n_cheap]
         top = [j for j in np.argsort(-np.abs(cheap), kind="stable")[:TOP_FEATURES] if cheap[j] != 0]
         blocks = {"cheap": round(float(cheap.sum()), 4)}
         if start:
-            blocks["embedding"] = round(float(contrib[:start].sum()), 4)
+            blocks["embedding"] = round(float(scaled[:start] @ weights[:start]), 4)
         if self.features.hashed_dim:
-            blocks["hashed"] = round(float(contrib[start + n_cheap :].sum()), 4)
+            hashed = slice(start + n_cheap, None)
+            blocks["hashed"] = round(float(scaled[hashed] @ weights[hashed]), 4)
         top_features = {
             CHEAP_FEATURE_NAMES[j]: {
                 "value": round(float(values[j]), 4),
