@@ -135,6 +135,24 @@ def test_cheap_features_are_deterministic_and_named() -> None:
     assert row["has_year"] == 1 and row["qw_who"] == 1
 
 
+def test_each_cheap_feature_value_sits_under_its_own_name() -> None:
+    """The features are computed as one flat tuple: each value must land in its named column."""
+    text = "John's list: cats or dogs (pets). Fill the __ blank, my friend\nA) one\nB) two\nC) three"
+    row = dict(zip(CHEAP_FEATURE_NAMES, cheap_features([text])[0]))
+    ones = {"has_possessive", "has_or", "has_paren", "has_blank", "multi_sentence", "has_newline"}
+    ones.add("has_choices")
+    assert {name for name in ones if row[name] == 1} == ones
+    assert row["ends_open"] == 1 and row["ends_question"] == 0 and row["qw_none"] == 1
+    assert row["log_options"] == pytest.approx(np.log1p(3))
+    assert row["kw_person"] == pytest.approx(np.log1p(1))  # "my" (the options are cut from the stem)
+    zeros = {"has_year", "has_timestamp", "has_math", "has_quote", "has_digit", "all_lower", "kw_math"}
+    assert all(row[name] == 0 for name in zeros)
+    row = dict(zip(CHEAP_FEATURE_NAMES, cheap_features(["At 10:30 in 1999, what was 2 * 3?"])[0]))
+    assert row["has_timestamp"] == row["has_year"] == row["has_math"] == row["has_digit"] == 1
+    assert row["ends_question"] == 1 and row["qw_what"] == 1 and row["qw_none"] == 0
+    assert row["log_numbers"] == pytest.approx(np.log1p(5))  # 10, 30, 1999, 2, 3
+
+
 def test_hashed_ngrams_are_stable_and_normalised() -> None:
     texts = ["What is the capital of Peru?", "what is the capital of peru?", "Steps to bake bread"]
     a, b = hashed_ngrams(texts, 128), hashed_ngrams(texts, 128)
