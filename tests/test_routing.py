@@ -108,6 +108,32 @@ def test_prototype_scores_banks_of_unequal_sizes_in_one_partition(hashing_encode
     np.testing.assert_allclose(fast, loop, rtol=1e-6, atol=1e-6)
 
 
+def test_prototype_bank_in_fewer_dimensions(sources, hashing_encoder):
+    exact = PrototypeRouter(sources, hashing_encoder)
+    rows = sum(len(bank) for bank in exact._banks)
+    queries = hashing_encoder.encode_queries(list(QUERIES.values()))
+    # as many components as bank rows span the whole (centred) bank: the same scores as exact
+    spanning = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(bank_dim=rows))
+    assert spanning._stacked.shape == (rows, rows)
+    np.testing.assert_allclose(spanning.scores(queries), exact.scores(queries), atol=1e-5)
+    # fewer dimensions: an approximation that still routes by topic
+    small = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(bank_dim=3))
+    assert small._stacked.shape == (rows, 3)
+    assert not np.allclose(small.scores(queries), exact.scores(queries), atol=1e-5)
+    assert [d.chosen[0] for d in small.route_many(list(QUERIES.values()))] == list(QUERIES)
+    with pytest.raises(RagrouteError, match="bank_dim"):
+        PrototypeRouter(sources, hashing_encoder, PrototypeConfig(bank_dim=0))
+    # from a routing config's router mapping
+    from ragroute.pipeline.build import pipeline_from_settings
+
+    router = pipeline_from_settings(
+        sources, {"kind": "prototype", "bank_dim": 3}, encoder=hashing_encoder
+    ).router
+    assert router._stacked.shape == (rows, 3)
+    with pytest.raises(RagrouteError, match="bank_dim"):
+        pipeline_from_settings(sources, {"kind": "prototype", "bank_dim": 0}, encoder=hashing_encoder)
+
+
 def test_knn_router_votes_and_explains(hashing_encoder):
     router = KnnRouter(
         ["galaxy orbit", "star telescope", "bread oven", "yeast flour"],

@@ -21,7 +21,7 @@ from ragroute.route.sources import Source
 
 # Settings each kind reads (beyond the selection keys every router config may carry).
 ROUTER_SETTINGS: dict[str, set[str]] = {
-    "prototype": {"none_threshold", "temperature"},
+    "prototype": {"none_threshold", "temperature", "bank_dim"},
     "centroid": {"none_threshold", "temperature"},
     "confidence": {"temperature"},
     "knn": {"examples", "k"},
@@ -46,6 +46,7 @@ ROUTER_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "sharpness": ("number", None),
     "routes": ("strings", None),
     "mode": ("string", None),
+    "bank_dim": ("integer", 1),
 }
 # Settings a kind cannot do without (its factory refuses a mapping that lacks them).
 ROUTER_REQUIRED: dict[str, set[str]] = {
@@ -87,7 +88,9 @@ def prototype(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
 
     config = PrototypeConfig(
-        none_threshold=settings.get("none_threshold"), temperature=settings.get("temperature")
+        none_threshold=settings.get("none_threshold"),
+        temperature=settings.get("temperature"),
+        bank_dim=settings.get("bank_dim"),
     )
     return PrototypeRouter(build.sources, build.encoder, config)
 

@@ -44,6 +44,10 @@ class PrototypeConfig:
     # 0.823 / 0.820 / 0.814; 250 docs 0.808 and 2000 docs 0.817 (seed 0): from 500 up the differences
     # are within the sampling noise.
     max_docs: int = 500
+    # Dimensions the document bank is kept in (``None``: the encoder's own). With a number, the bank
+    # and each query are projected onto the bank's leading principal components (fitted on the
+    # bank itself, no labels), so the product reads a fraction of the memory.
+    bank_dim: int | None = None
     calibration_queries: int = 100
     temperature: float | None = None
     none_threshold: float | None = None
@@ -109,6 +113,10 @@ class PrototypeRouter(BaseRouter):
         sizes = [len(bank) for bank in self._banks]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._stacked = np.ascontiguousarray(np.vstack(self._banks)) if sum(sizes) else None
+        self._projection: np.ndarray | None = None
+        self._bank_mean = np.zeros(self.encoder.dim, dtype=np.float32)
+        if self._stacked is not None and cfg.bank_dim is not None and cfg.bank_dim < self._stacked.shape[1]:
+            self._project_bank(int(cfg.bank_dim))
         # at query time the similarities are scattered into a (queries, sources, largest bank) block
         # padded with -inf: one partition finds every source's best cosines
         largest = max(sizes, default=0)
@@ -121,6 +129,27 @@ class PrototypeRouter(BaseRouter):
         counts = np.maximum(np.minimum(np.asarray(sizes, dtype=np.int64), self.config.bank_top_n), 1)
         self._bank_weights = (self.config.bank_weight / counts).astype(np.float32)
 
+    def _project_bank(self, dims: int) -> None:
+        """Keep the bank as its coordinates on its ``dims`` leading principal components: a query's
+        cosine to a bank row becomes ``q . mean + (q P) . ((row - mean) P)`` (exact for the part of
+        the bank those components span)."""
+        if dims < 1:
+            raise RagrouteError(f"prototype router: bank_dim must be at least 1, got {dims}")
+        assert self._stacked is not None
+        mean = self._stacked.mean(axis=0)
+        centred = self._stacked - mean
+        _, _, components = np.linalg.svd(centred, full_matrices=False)
+        self._projection = np.ascontiguousarray(components[:dims].T, dtype=np.float32)
+        self._bank_mean = mean.astype(np.float32)
+        self._stacked = np.ascontiguousarray(centred @ self._projection, dtype=np.float32)
+
+    def _bank_similarities(self, q: np.ndarray) -> np.ndarray:
+        """Cosines of each query to every bank row (approximated in ``bank_dim`` dimensions when set)."""
+        assert self._stacked is not None
+        if self._projection is None:
+            return q @ self._stacked.T
+        return (q @ self._projection) @ self._stacked.T + (q @ self._bank_mean)[:, None]
+
     def scores(self, query_vectors: np.ndarray, exclude: list[tuple[int, int]] | None = None) -> np.ndarray:
         """Raw similarity scores (queries x sources); ``exclude`` hides (source, bank row) pairs.
 
@@ -132,7 +161,7 @@ class PrototypeRouter(BaseRouter):
         total = q @ self._profiles
         if cfg.bank_weight == 0 or self._stacked is None:
             return total
-        sims = q @ self._stacked.T
+        sims = self._bank_similarities(q)
         if exclude is not None:
             for row, (src, bank_row) in enumerate(exclude):
                 if src >= 0:
