@@ -254,7 +254,6 @@ CHEAP_FEATURE_NAMES: tuple[str, ...] = (
     "log_options",
     *[f"kw_{group}" for group in _KW_GROUPS],
 )
-
 """Names of the :func:`cheap_features` columns, in order.
 
 Lengths (``log_words``, ``log_chars``, ``mean_word_len``) and everything except
