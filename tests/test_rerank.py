@@ -150,6 +150,27 @@ def _write_beir(folder, topics, prefix):
     (folder / "qrels" / "dev.tsv").write_text("\n".join(lines))
 
 
+def test_labelled_sets_read_beir_folders_with_several_corpus_files(tmp_path):
+    from ragroute.rerank.train import expand_roots, load_labelled_set
+
+    items = list(TOPICS.items())
+    _write_beir(tmp_path / "sets" / "one", dict(items[:2]), "one")
+    two = tmp_path / "sets" / "two"  # TAT-QA's layout: tables and paragraphs in two corpus files
+    _write_beir(two, dict(items[2:]), "two")
+    lines = (two / "corpus.jsonl").read_text().splitlines()
+    (two / "corpus_tables.jsonl").write_text(lines[0])
+    (two / "corpus_paragraphs.jsonl").write_text("\n".join(lines[1:]))
+    (two / "corpus.jsonl").unlink()
+    assert [name for name, _ in expand_roots([tmp_path / "sets"])] == ["sets/one", "sets/two"]
+    assert expand_roots([two]) == [("two", two)]
+    loaded = load_labelled_set(two)
+    assert sorted(d.id for d in loaded.documents) == sorted(f"two-{t}" for t, _ in items[2:])
+    assert set(loaded.qrels) == {f"two-q{i}" for i in range(len(items) - 2)}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RagrouteError, match="neither a BEIR folder"):
+        load_labelled_set(tmp_path / "empty")
+
+
 def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
     tiny_reranker, tmp_path, hashing_encoder
 ):

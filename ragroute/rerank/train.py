@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.loaders.beir import corpus_files
 from ragroute.rerank.cross_encoder import (
     CALIBRATION_FILE,
     FAMILY,
@@ -115,7 +116,8 @@ class PairSet:
 
 
 def load_labelled_set(root: Path, split: str = "dev", name: str | None = None) -> LabelledSet:
-    """A BEIR folder (``corpus.jsonl``) or a SKILLS folder (``skills.jsonl``) with ``qrels/<split>.tsv``."""
+    """A BEIR folder (``corpus*.jsonl``: one corpus file or several, as TAT-QA's tables and
+    paragraphs) or a SKILLS folder (``skills.jsonl``) with ``qrels/<split>.tsv``."""
     from ragroute.loaders import load_beir
 
     root = Path(root)
@@ -128,10 +130,10 @@ def load_labelled_set(root: Path, split: str = "dev", name: str | None = None) -
         qrels = load_qrels(root / "qrels" / f"{split}.tsv")
         queries = {q.id: q.text for q in load_beir_queries(root / "queries.jsonl")}
         return LabelledSet(label, catalogue.documents(), queries, qrels, catalogue=catalogue)
-    if (root / "corpus.jsonl").is_file():
+    if corpus_files(root):
         data = load_beir(root, split=split)
         return LabelledSet(label, list(data.corpus), {q.id: q.text for q in data.queries}, dict(data.qrels))
-    raise RagrouteError(f"{root}: neither a BEIR folder (corpus.jsonl) nor a SKILLS folder (skills.jsonl)")
+    raise RagrouteError(f"{root}: neither a BEIR folder (corpus*.jsonl) nor a SKILLS folder (skills.jsonl)")
 
 
 def expand_roots(roots: Sequence[Path]) -> list[tuple[str, Path]]:
@@ -140,10 +142,10 @@ def expand_roots(roots: Sequence[Path]) -> list[tuple[str, Path]]:
     out = []
     for root in roots:
         root = Path(root)
-        if (root / "corpus.jsonl").is_file() or (root / "skills.jsonl").is_file():
+        if corpus_files(root) or (root / "skills.jsonl").is_file():
             out.append((root.name, root))
             continue
-        subsets = sorted(p for p in root.iterdir() if p.is_dir() and (p / "corpus.jsonl").is_file())
+        subsets = sorted(p for p in root.iterdir() if p.is_dir() and corpus_files(p))
         if not subsets:
             raise RagrouteError(f"{root}: no BEIR or SKILLS data in it or in its sub-folders")
         out.extend((f"{root.name}/{p.name}", p) for p in subsets)
