@@ -489,9 +489,9 @@ class TrainedGate(SignalGate):
 
     def _select(self, matrix: np.ndarray, full: bool = False) -> np.ndarray:
         """Keep the gate's columns from a matrix of all its signals' values."""
-        every = [c for s in self.signals for c in s.columns()]
         if matrix.shape[1] == len(self.columns) and not full:
             return matrix
+        every = [c for s in self.signals for c in s.columns()]
         if every == self.columns:
             return matrix
         return matrix[:, [every.index(c) for c in self.columns]]
