@@ -27,6 +27,7 @@ from ragroute.route.features import (
     QueryFeatures,
     cheap_features,
     count_options,
+    hashed_entries,
     hashed_ngrams,
     ngram_tokens,
     question_stem,
@@ -219,6 +220,19 @@ def test_hashed_ngrams_equal_the_zlib_definition(char_ngrams) -> None:
         assert np.allclose(row, want / norm if norm else want, atol=1e-6)
 
 
+@pytest.mark.parametrize("dim", [97, 1 << 17])
+def test_hashed_entries_are_the_rows_nonzeros(dim: int) -> None:
+    """The sparse form (dense counts up to 65,536 buckets, sorted distinct buckets beyond) is exactly
+    the dense row's non-zero part; buckets whose signed counts cancel are left out."""
+    texts = ["What is the total debt in 2019 and 2018?", "Ünïcödé wörds, déjà vu!", "ab", "", "x " * 9]
+    for text, row in zip(texts, hashed_ngrams(texts, dim)):
+        buckets, values = hashed_entries(text, dim)
+        assert np.array_equal(buckets, np.flatnonzero(row)) and np.array_equal(values, row[buckets])
+        assert values.dtype == np.float32 and buckets.dtype == np.int64
+    with pytest.raises(RagrouteError):
+        hashed_entries("a", 0)
+
+
 # --------------------------------------------------------------------------- fitting and routing
 
 
@@ -263,6 +277,45 @@ def test_route_many_equals_route(router: TrainedRouter, data: dict[str, Any], en
     assert router.route_many([]) == []
     with pytest.raises(RagrouteError):
         router.route_many(texts, query_vectors=vectors[:1])
+
+
+def test_logits_and_explanations_equal_the_dense_definition(
+    data: dict[str, Any], encoder: FakeEncoder
+) -> None:
+    """Prediction reads the hashed block sparsely with the scaling folded into the weights; it must
+    equal ``((x - offset) * scale) @ W + b`` on the dense input row, for the linear model and the MLP,
+    and the explanation's block contributions must equal the dense products."""
+    texts, labels = data["train"]
+    test_texts = data["test"][0]
+    vectors = encoder.encode_queries(test_texts)
+    for model in ("logreg", "mlp"):
+        fitted = TrainedRouter.fit(
+            texts,
+            labels,
+            encoder,
+            none_label="no",
+            model=model,
+            hidden=8,
+            features=QueryFeatures(hashed_dim=64),
+        )
+        raw = np.hstack([vectors, fitted.features.transform(test_texts)]).astype(np.float64)
+        scaled = fitted._scaling.apply(raw)
+        dense = fitted._network.logits(scaled) + fitted._bias
+        assert np.allclose(fitted.logits(test_texts, query_vectors=vectors), dense, rtol=1e-10, atol=1e-10)
+        if model != "logreg":
+            continue
+        weights = fitted._network.weights[0]
+        relative = weights - weights.mean(axis=1, keepdims=True)
+        dim, n_cheap = encoder.dim, len(CHEAP_FEATURE_NAMES)
+        for i, decision in enumerate(fitted.route_many(test_texts, query_vectors=vectors)):
+            best = fitted.labels.index(decision.chosen[0])
+            blocks = decision.signals["features"]["blocks"]
+            want = {
+                "embedding": scaled[i, :dim] @ relative[:dim, best],
+                "cheap": scaled[i, dim : dim + n_cheap] @ relative[dim : dim + n_cheap, best],
+                "hashed": scaled[i, dim + n_cheap :] @ relative[dim + n_cheap :, best],
+            }
+            assert blocks == pytest.approx({k: round(float(v), 4) for k, v in want.items()}, abs=1.01e-4)
 
 
 def test_fit_is_deterministic(data: dict[str, Any], encoder: FakeEncoder, router: TrainedRouter) -> None:

@@ -113,8 +113,9 @@ def decision_from_probs(
     detail: Mapping[str, Any] | None = None,
 ) -> Decision:
     """A decision whose ``chosen`` is the most probable label (selection happens later)."""
-    routes = {label: round(float(p), 6) for label, p in zip(labels, probs)}
-    best = max(routes, key=lambda label: routes[label])
+    values = probs.tolist() if isinstance(probs, np.ndarray) else [float(p) for p in probs]
+    routes = {label: round(p, 6) for label, p in zip(labels, values)}
+    best = max(routes, key=routes.__getitem__)
     return Decision(
         chosen=[best],
         routes=routes,

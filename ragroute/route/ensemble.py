@@ -45,26 +45,25 @@ class EnsembleRouter(BaseRouter):
         return self._combine(len(contexts), [route_contexts(r, contexts) for r in self.routers])
 
     def _combine(self, n: int, per_router: list[list[Decision]]) -> list[Decision]:
-        position = {label: j for j, label in enumerate(self.labels)}
+        # a handful of members over a handful of routes: plain Python beats numpy's per-call cost
+        labels = self.labels
         out = []
         for i in range(n):
             members = [decisions[i] for decisions in per_router]
-            member_probs = np.zeros((len(members), len(self.labels)))
-            for m, decision in enumerate(members):
-                for label, p in decision.routes.items():
-                    member_probs[m, position[label]] = p
-            confidence = member_probs.max(axis=1)
-            member_weights = np.asarray(self.weights) * confidence**self.sharpness
-            combined = member_weights @ member_probs
-            total = combined.sum()
-            probs = combined / total if total > 0 else np.full(len(self.labels), 1 / len(self.labels))
+            rows = [[d.routes.get(label, 0.0) for label in labels] for d in members]
+            member_weights = [
+                weight * max(row, default=0.0) ** self.sharpness for weight, row in zip(self.weights, rows)
+            ]
+            combined = [sum(w * row[j] for w, row in zip(member_weights, rows)) for j in range(len(labels))]
+            total = sum(combined)
+            probs = [p / total for p in combined] if total > 0 else [1 / len(labels)] * len(labels)
             decision = decision_from_probs(
-                self.labels,
+                labels,
                 probs,
                 decided_by=self.name,
                 signals={
                     "members": {r.name: d.routes for r, d in zip(self.routers, members)},
-                    "weights": {r.name: round(float(w), 4) for r, w in zip(self.routers, member_weights)},
+                    "weights": {r.name: round(w, 4) for r, w in zip(self.routers, member_weights)},
                 },
             )
             decision.trace = [step for d in members for step in d.trace] + decision.trace

@@ -394,24 +394,50 @@ def hashed_ngrams(
     """Signed, sublinear (``log1p``), L2-normalised hashed n-gram counts: float32 ``(len(texts), dim)``.
 
     Each n-gram of :func:`ngram_tokens` goes to bucket ``crc32 % dim`` with sign
-    ``+1`` if the CRC's top bit is 0, else ``-1``.
+    ``+1`` if the CRC's top bit is 0, else ``-1``. Row by row this is :func:`hashed_entries`
+    scattered into zeros.
     """
     if dim <= 0:
         raise RagrouteError(f"hashed n-gram dimension must be positive, got {dim}")
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for row, text in enumerate(texts):
-        hashes = _ngram_hashes(text, word_ngrams, char_ngrams)
-        if not len(hashes):
-            continue
-        # only the buckets the text hits are touched (a query fills ~1% of the buckets; whole-row
-        # numpy passes over ``dim`` floats cost more than hashing the n-grams)
-        buckets, slot = np.unique(hashes % dim, return_inverse=True)
-        counts = np.bincount(slot, weights=1.0 - 2.0 * ((hashes >> 31) & 1))
-        values = np.sign(counts) * np.log1p(np.abs(counts))
-        norm = float(np.sqrt(values @ values))
-        if norm > 0:
-            out[row, buckets] = values / norm
+        buckets, values = hashed_entries(text, dim, word_ngrams=word_ngrams, char_ngrams=char_ngrams)
+        out[row, buckets] = values
     return out
+
+
+_DENSE_COUNTS_UP_TO = 1 << 16
+"""Up to this many buckets, a text's counts are summed into one dense array (cheaper than sorting
+the n-grams' buckets); beyond it, into the distinct buckets found by sorting."""
+
+
+def hashed_entries(
+    text: str,
+    dim: int,
+    *,
+    word_ngrams: tuple[int, int] = (1, 2),
+    char_ngrams: tuple[int, int] | None = (3, 5),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero buckets (ascending, int64) of one text's :func:`hashed_ngrams` row and their
+    float32 values: the sparse form a linear model reads (a query fills ~1% of the buckets)."""
+    if dim <= 0:
+        raise RagrouteError(f"hashed n-gram dimension must be positive, got {dim}")
+    hashes = _ngram_hashes(text, word_ngrams, char_ngrams)
+    signs = 1.0 - 2.0 * ((hashes >> 31) & 1)
+    if dim <= _DENSE_COUNTS_UP_TO:
+        dense = np.bincount(hashes % dim, weights=signs, minlength=dim)
+        buckets = np.flatnonzero(dense)
+        counts = dense[buckets]
+    else:
+        distinct, slot = np.unique(hashes % dim, return_inverse=True)
+        summed = np.bincount(slot, weights=signs, minlength=len(distinct))
+        keep = summed != 0  # opposite signs that cancel leave the bucket at zero
+        buckets, counts = distinct[keep], summed[keep]
+    values = np.sign(counts) * np.log1p(np.abs(counts))
+    norm = float(np.sqrt(values @ values))
+    if norm == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return buckets.astype(np.int64, copy=False), (values / norm).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- configuration

@@ -238,7 +238,7 @@ class PrototypeRouter(BaseRouter):
                 self.labels,
                 p,
                 decided_by=self.name,
-                signals={"similarity": {label: round(float(v), 4) for label, v in zip(self.labels, r)}},
+                signals={"similarity": {label: round(v, 4) for label, v in zip(self.labels, r.tolist())}},
                 detail={"temperature": round(self.config.temperature or 0.05, 4)},
             )
             for r, p in zip(raw, probs)

@@ -43,7 +43,13 @@ import numpy as np
 
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
-from ragroute.route.features import CHEAP_FEATURE_NAMES, QueryFeatures
+from ragroute.route.features import (
+    CHEAP_FEATURE_NAMES,
+    QueryFeatures,
+    cheap_features,
+    hashed_entries,
+    question_stem,
+)
 from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
 from ragroute.types import Decision
 
@@ -68,11 +74,12 @@ class _Network:
     biases: list[np.ndarray]
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        h = x
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = h @ w + b
-            if i < len(self.weights) - 1:
-                h = np.maximum(h, 0.0)
+        return self.from_first_layer(x @ self.weights[0] + self.biases[0])
+
+    def from_first_layer(self, h: np.ndarray) -> np.ndarray:
+        """The logits, given the first layer's output before its activation."""
+        for w, b in zip(self.weights[1:], self.biases[1:]):
+            h = np.maximum(h, 0.0) @ w + b
         if h.shape[1] == 1:  # binary classifiers score only the second class
             h = np.hstack([np.zeros_like(h), h])
         return h
@@ -87,6 +94,78 @@ class _Scaling:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         return (x - self.offset) * self.scale
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """Widths of the input blocks, in input order: embedding, cheap features, hashed n-grams."""
+
+    dim: int
+    cheap: int
+    hashed: int
+
+
+@dataclass
+class _Rows:
+    """Unscaled inputs of ``n`` queries by block (float64); the hashed n-grams as each query's
+    non-zero ``(buckets, values)``."""
+
+    n: int
+    vectors: np.ndarray | None
+    cheap: np.ndarray | None
+    hashed: list[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class _FoldedLayer:
+    """A linear layer over the scaled inputs, ``((x - offset) * scale) @ W + b``, with the scaling
+    folded into the weights: ``x @ (scale * W) - (offset * scale) @ W + b``, split by input block.
+
+    A query's hashed n-grams fill ~1% of their buckets, so the hashed block is read only at its
+    non-zero buckets instead of building and scaling a dense input row. ``rows`` keeps each
+    output unit's weights as one contiguous row too (an explanation reads one route's weights).
+    """
+
+    weights: np.ndarray  # (width, units): scale[:, None] * W
+    offset: np.ndarray  # (width,)
+    constants: tuple[np.ndarray, np.ndarray, np.ndarray]  # per block: -(offset @ weights), (units,)
+    bias: np.ndarray  # (units,)
+    embedding: slice
+    cheap: slice
+    hashed: slice
+    rows: np.ndarray | None = None  # (units, width), when asked for
+
+    @classmethod
+    def of(
+        cls, w: np.ndarray, b: np.ndarray, scaling: _Scaling, blocks: _Blocks, *, rows: bool = False
+    ) -> _FoldedLayer:
+        weights = np.asarray(scaling.scale, dtype=np.float64)[:, None] * np.asarray(w, dtype=np.float64)
+        offset = np.asarray(scaling.offset, dtype=np.float64)
+        cuts = np.cumsum([0, blocks.dim, blocks.cheap, blocks.hashed])
+        parts = [slice(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
+        constants = tuple(-(offset[part] @ weights[part]) for part in parts)
+        return cls(
+            weights=np.ascontiguousarray(weights),
+            offset=offset,
+            constants=(constants[0], constants[1], constants[2]),
+            bias=np.asarray(b, dtype=np.float64),
+            embedding=parts[0],
+            cheap=parts[1],
+            hashed=parts[2],
+            rows=np.ascontiguousarray(weights.T) if rows else None,
+        )
+
+    def apply(self, rows: _Rows) -> np.ndarray:
+        """The layer's output (before any activation) for ``rows``: ``(rows.n, units)``."""
+        out = np.empty((rows.n, self.weights.shape[1]))
+        out[:] = self.bias + self.constants[0] + self.constants[1] + self.constants[2]
+        if rows.vectors is not None:
+            out += rows.vectors @ self.weights[self.embedding]
+        if rows.cheap is not None:
+            out += rows.cheap @ self.weights[self.cheap]
+        for i, (buckets, values) in enumerate(rows.hashed):
+            out[i] += values @ self.weights[self.hashed.start + buckets]
+        return out
 
 
 class TrainedRouter(BaseRouter):
@@ -128,9 +207,18 @@ class TrainedRouter(BaseRouter):
         self._network = network
         self._scaling = scaling
         self._bias = _bias_vector(self.labels, self.none_bias)
+        dim = int(self.encoder_info["dim"]) if self.encoder_info else 0
+        n_cheap = len(CHEAP_FEATURE_NAMES) if features is not None and features.cheap else 0
+        self._blocks = _Blocks(dim, n_cheap, features.hashed_dim if features is not None else 0)
+        self._first = _FoldedLayer.of(network.weights[0], network.biases[0], scaling, self._blocks)
         relative = _relative_weights(network, len(self.labels)) if kind == "logreg" else None
-        # one contiguous row per route: _explain reads a single route's weights per decision
-        self._relative = None if relative is None else np.ascontiguousarray(relative.T)
+        # the scaling folded into each route's relative weights, one contiguous row per route:
+        # _explain reads a single route's weights per decision
+        self._relative = (
+            None
+            if relative is None
+            else _FoldedLayer.of(relative, np.zeros(relative.shape[1]), scaling, self._blocks, rows=True)
+        )
 
     # ------------------------------------------------------------------ fitting
 
@@ -217,7 +305,8 @@ class TrainedRouter(BaseRouter):
 
     def logits(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> np.ndarray:
         """Raw (uncalibrated, ``none_bias`` included) class scores, ``(len(queries), len(labels))``."""
-        return self._network.logits(self._scaled(queries, query_vectors)) + self._bias
+        rows = self._rows(list(queries), query_vectors)
+        return self._network.from_first_layer(self._first.apply(rows)) + self._bias
 
     def predict_proba(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> np.ndarray:
         """Calibrated probabilities over ``labels``, one row per query."""
@@ -238,18 +327,19 @@ class TrainedRouter(BaseRouter):
         texts = [check_query(q) for q in queries]
         if not texts:
             return []
-        raw = self._inputs(texts, query_vectors)
-        x = self._scaling.apply(raw)
-        logits = (self._network.logits(x) + self._bias) / max(self.temperature, 1e-9)
+        rows = self._rows(texts, query_vectors)
+        logits = self._network.from_first_layer(self._first.apply(rows)) + self._bias
+        logits /= max(self.temperature, 1e-9)
         probs = softmax(logits)
+        temperature = round(self.temperature, 4)
         decisions = []
         for i in range(len(texts)):
             order = np.argsort(-logits[i], kind="stable")
             margin = float(logits[i, order[0]] - logits[i, order[1]]) if len(order) > 1 else math.inf
             signals = {
                 "logit_margin": round(margin, 4),
-                "temperature": round(self.temperature, 4),
-                "features": self._explain(raw[i], x[i], int(order[0])),
+                "temperature": temperature,
+                "features": self._explain(rows, i, int(order[0])),
             }
             decisions.append(
                 decision_from_probs(
@@ -258,18 +348,22 @@ class TrainedRouter(BaseRouter):
             )
         return decisions
 
-    def _scaled(self, queries: Sequence[str], query_vectors: np.ndarray | None) -> np.ndarray:
-        return self._scaling.apply(self._inputs(queries, query_vectors))
-
-    def _inputs(self, queries: Sequence[str], query_vectors: np.ndarray | None) -> np.ndarray:
-        """The unscaled input matrix: embeddings, then cheap features, then hashed n-grams."""
-        blocks = []
-        if self.encoder_info is not None:
-            blocks.append(self._vectors(queries, query_vectors))
-        if self.features is not None and self.features.width:
-            blocks.append(self.features.transform(queries))
-        raw = np.hstack(blocks) if blocks else np.zeros((len(queries), 0), dtype=np.float32)
-        return raw.astype(np.float64)
+    def _rows(self, queries: Sequence[str], query_vectors: np.ndarray | None) -> _Rows:
+        """The unscaled inputs of ``queries``, block by block (hashed n-grams sparse)."""
+        blocks, features = self._blocks, self.features
+        vectors = self._vectors(queries, query_vectors).astype(np.float64) if blocks.dim else None
+        cheap = cheap_features(queries).astype(np.float64) if blocks.cheap else None
+        hashed = []
+        if blocks.hashed and features is not None:
+            for text in queries:
+                buckets, values = hashed_entries(
+                    question_stem(text),
+                    blocks.hashed,
+                    word_ngrams=features.word_ngrams,
+                    char_ngrams=features.char_ngrams,
+                )
+                hashed.append((buckets, values.astype(np.float64)))
+        return _Rows(len(queries), vectors, cheap, hashed)
 
     def _vectors(self, queries: Sequence[str], query_vectors: np.ndarray | None) -> np.ndarray:
         dim = int(self.encoder_info["dim"]) if self.encoder_info else 0
@@ -284,24 +378,26 @@ class TrainedRouter(BaseRouter):
             )
         return vectors
 
-    def _explain(self, raw: np.ndarray, scaled: np.ndarray, best: int) -> dict[str, Any]:
+    def _explain(self, rows: _Rows, i: int, best: int) -> dict[str, Any]:
         """Cheap feature values (and, for logistic regression, what pushed route ``best``)."""
-        if self.features is None or not self.features.cheap:
+        if rows.cheap is None:
             return {}
-        start = int(self.encoder_info["dim"]) if self.encoder_info else 0
-        n_cheap = len(CHEAP_FEATURE_NAMES)
-        values = raw[start : start + n_cheap]
+        values = rows.cheap[i]
         if self._relative is None:
             return {"values": {name: round(float(v), 4) for name, v in zip(CHEAP_FEATURE_NAMES, values) if v}}
-        weights = self._relative[best]
-        cheap = scaled[start : start + n_cheap] * weights[start : start + n_cheap]
+        relative = self._relative
+        assert relative.rows is not None  # built with rows=True
+        weights = relative.rows[best]
+        cheap = (values - relative.offset[relative.cheap]) * weights[relative.cheap]
         top = [j for j in np.argsort(-np.abs(cheap), kind="stable")[:TOP_FEATURES] if cheap[j] != 0]
         blocks = {"cheap": round(float(cheap.sum()), 4)}
-        if start:
-            blocks["embedding"] = round(float(scaled[:start] @ weights[:start]), 4)
-        if self.features.hashed_dim:
-            hashed = slice(start + n_cheap, None)
-            blocks["hashed"] = round(float(scaled[hashed] @ weights[hashed]), 4)
+        if rows.vectors is not None:
+            embedding = rows.vectors[i] @ weights[relative.embedding] + relative.constants[0][best]
+            blocks["embedding"] = round(float(embedding), 4)
+        if self._blocks.hashed:
+            buckets, values_hashed = rows.hashed[i]
+            hashed = values_hashed @ weights[relative.hashed.start + buckets] + relative.constants[2][best]
+            blocks["hashed"] = round(float(hashed), 4)
         top_features = {
             CHEAP_FEATURE_NAMES[j]: {
                 "value": round(float(values[j]), 4),
