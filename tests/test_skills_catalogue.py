@@ -103,7 +103,8 @@ def test_skill_md_tree_finds_nested_skills_and_side_files() -> None:
     assert pdf.description == "Extract text and tables from PDF files, merge and split documents."
     assert pdf.metadata["license"] == "Apache-2.0" and pdf.metadata["allowed-tools"] == ["Read", "Bash"]
     assert pdf.metadata["path"] == "pdf/SKILL.md"
-    assert pdf.metadata["files"] == ["reference.md", "scripts/extract.py"]
+    # SKILL.md names scripts/extract.py, so it comes first; then documentation
+    assert pdf.metadata["files"] == ["scripts/extract.py", "reference.md"]
     assert pdf.metadata["files_skipped"] == ["assets/table.csv (binary)"]
     assert pdf.body.startswith("# PDF tools")
     assert "[file: reference.md]\n# Reference\n\npypdf reads encrypted documents" in pdf.body
@@ -170,6 +171,62 @@ def test_skill_md_side_files_are_capped(tmp_path: Path) -> None:
     assert skill.metadata["files"] == ["notes.md"]  # the .png is not a text file worth indexing
 
 
+def test_skill_md_licence_texts_are_not_indexed(tmp_path: Path) -> None:
+    # anthropics/skills: every skill has a LICENSE.txt (11k characters of Apache licence), and
+    # canvas-design 81 font files with an *-OFL.txt licence each; they filled the body and its
+    # 100,000-character budget instead of the skill's own files
+    skill_dir = tmp_path / "canvas"
+    (skill_dir / "fonts").mkdir(parents=True)
+    (skill_dir / "scripts").mkdir()
+    (skill_dir / "SKILL.md").write_text("---\nname: canvas\ndescription: Make posters.\n---\nDraw.\n")
+    (skill_dir / "LICENSE.txt").write_text("Apache License Version 2.0, January 2004\n")
+    (skill_dir / "LICENSE").write_text("MIT License\n")
+    (skill_dir / "fonts" / "Lora-OFL.txt").write_text("SIL OPEN FONT LICENSE Version 1.1\n")
+    (skill_dir / "fonts" / "Lora-Regular.ttf").write_bytes(b"\x00\x01\x00\x00")
+    (skill_dir / "scripts" / "license_check.py").write_text("print('checks headers')\n")
+    (skill_dir / "notes.md").write_text("Posters are 24x36 inches.\n")
+    skill = load_skill_md(tmp_path)[0]
+    assert "License" not in skill.body and "LICENSE" not in skill.body
+    assert skill.metadata["files"] == ["notes.md", "scripts/license_check.py"]
+    assert sorted(skill.metadata["files_skipped"]) == [
+        "LICENSE (licence text)",
+        "LICENSE.txt (licence text)",
+        "fonts/Lora-OFL.txt (licence text)",
+    ]
+
+
+def test_skill_md_files_the_skill_names_fill_the_budget_first(tmp_path: Path, monkeypatch) -> None:
+    # anthropics/skills claude-api: 65 side files, 172k characters; alphabetical order kept
+    # csharp/ and go/ and dropped the shared/*.md files its SKILL.md sends the reader to
+    import importlib
+
+    module = importlib.import_module("ragroute.skills.load_skill_md")  # the package exports the function
+
+    monkeypatch.setattr(module, "MAX_SIDE_CHARS", 100)
+    skill_dir = tmp_path / "api"
+    for folder in ("csharp", "shared", "scripts"):
+        (skill_dir / folder).mkdir(parents=True)
+    (skill_dir / "SKILL.md").write_text(
+        "---\nname: api\ndescription: The API.\n---\n"
+        "Model ids: read `shared/Models.md`. To count tokens run ./scripts/count.py.\n"
+    )
+    (skill_dir / "csharp" / "README.md").write_text("c" * 60)
+    (skill_dir / "shared" / "models.md").write_text("m" * 60)
+    (skill_dir / "scripts" / "count.py").write_text("t" * 60)
+    (skill_dir / "scripts" / "other.py").write_text("o" * 60)
+    skill = load_skill_md(tmp_path)[0]
+    # named (in the order named, case-insensitively), then documentation, then the rest
+    assert skill.metadata["files"] == ["shared/models.md", "scripts/count.py"]
+    assert skill.metadata["files_skipped"] == [
+        "csharp/README.md (over the 100-character limit per skill)",
+        "scripts/other.py (over the 100-character limit per skill)",
+    ]
+    assert skill.body.index("[file: shared/models.md]") < skill.body.index("[file: scripts/count.py]")
+    assert module.side_file_order(
+        [skill_dir / "scripts" / "other.py", skill_dir / "csharp" / "README.md"], skill_dir, ""
+    ) == [skill_dir / "csharp" / "README.md", skill_dir / "scripts" / "other.py"]
+
+
 def test_skill_md_not_utf8_follows_on_error(tmp_path: Path) -> None:
     for name in ("good", "bad"):
         (tmp_path / name).mkdir()
@@ -215,6 +272,14 @@ def test_mcp_tools_list_with_schema_and_a_tool_lacking_description() -> None:
     branch = catalogue.by_id("create_branch")
     assert branch.description == ""
     assert "- options ([unresolved $ref: #/$defs/Missing])" in branch.body.splitlines()
+
+
+def test_mcp_tool_without_parameters_says_none() -> None:
+    tools = [
+        {"name": "get_me", "description": "Who am I.", "inputSchema": {"type": "object", "properties": {}}}
+    ]
+    skill = load_mcp("tools.json", data={"tools": tools})[0]
+    assert skill.body.startswith("Parameters:\n(none)\n\ninputSchema JSON:")
 
 
 def test_mcp_tool_without_name_raises_with_on_error_raise() -> None:
@@ -355,6 +420,52 @@ def test_openapi_schema_text_is_depth_and_length_capped() -> None:
     assert "... (schema text truncated)" in wide_lines
     assert "    - p98 (string)" in wide_lines and "    - p99 (string)" not in wide_lines
     assert wide_lines[-3:] == ["- 200 (a/b): done", "    object", "      - ok (boolean)"]
+
+
+def test_schema_options_keep_their_enum_and_description() -> None:
+    # openai/openai-openapi: `model: {anyOf: [{type: string}, {type: string, enum: [dall-e-2,
+    # dall-e-3]}]}`; the option lines read "option 2: string" and the model ids were lost
+    spec = {
+        "openapi": "3.0.0",
+        "paths": {
+            "/images/generations": {
+                "post": {
+                    "operationId": "createImage",
+                    "summary": "Creates an image given a prompt.",
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "model": {
+                                            "description": "The model to use.",
+                                            "anyOf": [
+                                                {"type": "string"},
+                                                {"$ref": "#/components/schemas/ImageModel"},
+                                            ],
+                                        }
+                                    },
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+        },
+        "components": {
+            "schemas": {
+                "ImageModel": {
+                    "type": "string",
+                    "description": "A known image model.",
+                    "enum": ["dall-e-2", "dall-e-3"],
+                }
+            }
+        },
+    }
+    body = skills_from_openapi(spec, "inline", WarningLog())[0].body.splitlines()
+    assert "      - option 1: string" in body
+    assert "      - option 2: ImageModel (string): A known image model. [one of: dall-e-2, dall-e-3]" in body
 
 
 # --------------------------------------------------------------------------- SKILLS JSONL

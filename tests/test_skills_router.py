@@ -298,6 +298,33 @@ def test_bench_skills_rows_and_keys(tiny_reranker):
     assert "hybrid+rerank_no_body" in text and "fold 1" in text
 
 
+def test_bench_scores_every_query_of_a_set_the_reranker_never_saw(tiny_reranker):
+    # a catalogue from elsewhere (anthropics/skills, an OpenAPI spec) has no trained-on fold:
+    # with rerank/default the bench scored only its fold-1 queries (12 of 32) all the same
+    import copy
+    from types import SimpleNamespace
+
+    from ragroute.evaluation.bench_skills import reranker_folds, run_skills_bench
+
+    params = {
+        "fold_rule": "fold 0 trains",
+        "report": {"sets": {"toollens": {}, "glasgow/adi": {}}},
+        "data": {"roots": ["../shared/data/metatool"]},
+    }
+    trained = SimpleNamespace(info={"params": params})
+    assert reranker_folds(trained, "toollens") and reranker_folds(trained, "adi")
+    assert reranker_folds(trained, "metatool") and not reranker_folds(trained, "anthropics-skills")
+    assert reranker_folds(SimpleNamespace(info={"params": {"fold_rule": "x"}}), "any")  # no list: safe side
+    assert not reranker_folds(SimpleNamespace(info={}), "toollens")
+
+    other = copy.copy(tiny_reranker)
+    other.info = {**tiny_reranker.info, "params": {**tiny_reranker.info["params"], **params}}
+    result = run_skills_bench(DATA, HashingEncoder(dim=256), reranker=other, scale=0, latency_queries=3)
+    assert result["queries"] == 16 and result["scored_queries"].startswith("all judged queries")
+    assert "never trained on router" in result["scored_queries"]
+    assert "hybrid+rerank" in result["methods"] and "hybrid+rerank" in result["methods_fold1"]
+
+
 def test_bench_without_reranker_reports_all_and_fold1():
     from ragroute.evaluation.bench_skills import run_skills_bench
 

@@ -12,9 +12,11 @@ adaptive fusion, default overlap handling) and every row is that router with one
   ``hybrid+rerank_no_body``: the same reranker reading only name and first description line.
 
 Metrics: Hit@1, nDCG@10, MRR@10, Recall@10 and full coverage@5 (every gold skill in the top 5).
-With a reranker trained by ``ragroute rerank train`` (its manifest has a ``fold_rule``), only
-fold-1 queries (``query_fold(set, id) == 1``, never trained on) are scored, for ALL rows.
-Without one, rows are reported on all queries and on fold 1 (``methods_fold1``).
+With a reranker trained by ``ragroute rerank train`` on this set (its manifest has a
+``fold_rule`` and lists the set among those it drew pairs from), only fold-1 queries
+(``query_fold(set, id) == 1``, never trained on) are scored, for ALL rows. Without one, or with
+one that never saw this set (a catalogue from elsewhere), rows are reported on all queries and
+on fold 1 (``methods_fold1``).
 
 Latency: p50 of ``route(task)`` (retrieve + rerank) one query at a time on ``latency_queries``
 queries, on the set's catalogue and on a catalogue scaled to ``scale`` skills: the set's skills,
@@ -166,10 +168,27 @@ def _rotate(text: str, n: int) -> str:
     return " ".join(words[n:] + words[:n])
 
 
-def reranker_folds(reranker: Any) -> bool:
-    """True when the reranker was trained here on fold 0 (its manifest records the fold rule)."""
+def reranker_folds(reranker: Any, set_name: str | None = None) -> bool:
+    """True when the reranker was trained here on fold 0 of ``set_name``'s queries.
+
+    Its manifest records the fold rule and, since training reports them, the sets it drew
+    pairs from (``params.report.sets``, ``params.data.roots``). A set that is not among them
+    (a catalogue the reranker never saw) has no trained-on fold: every query counts. A manifest
+    with the fold rule but no list of sets is taken to cover every set (the safe side).
+    """
     info = getattr(reranker, "info", {}) or {}
-    return bool((info.get("params") or {}).get("fold_rule"))
+    params = info.get("params") or {}
+    if not params.get("fold_rule"):
+        return False
+    if set_name is None:
+        return True
+    sets = (params.get("report") or {}).get("sets") or {}
+    roots = (params.get("data") or {}).get("roots") or []
+    if not sets and not roots:
+        return True
+    trained = {str(s) for s in sets} | {str(s).rsplit("/", 1)[-1] for s in sets}
+    trained |= {Path(str(r)).name for r in roots}
+    return set_name in trained
 
 
 def run_skills_bench(
@@ -192,7 +211,7 @@ def run_skills_bench(
     root = Path(root)
     catalogue, queries, qrels = load_skill_set(root, split)
     set_name = root.name
-    folds_only = reranker is not None and reranker_folds(reranker)
+    folds_only = reranker is not None and reranker_folds(reranker, set_name)
     fold1 = {qid for qid, _ in queries if query_fold(set_name, qid) == 1}
     if folds_only:
         queries = [(qid, text) for qid, text in queries if qid in fold1]
@@ -250,7 +269,10 @@ def run_skills_bench(
         "split": split,
         "skills": len(index),
         "queries": len(queries),
-        "scored_queries": "fold 1 only (reranker trained on fold 0)" if folds_only else "all judged queries",
+        "scored_queries": "fold 1 only (reranker trained on fold 0)"
+        if folds_only
+        else "all judged queries"
+        + (f" (the reranker never trained on {set_name})" if reranker is not None else ""),
         "methods": methods,
         "latency_ms_p50": latency.get("p50"),
         "latency_ms_p95": latency.get("p95"),

@@ -48,9 +48,17 @@ def mcp_tools(data: Any) -> list[Any] | None:
     return None
 
 
+#: Schema keys that give a schema without ``properties`` something to render.
+_SHAPE_KEYS = ("$ref", "allOf", "oneOf", "anyOf", "items", "additionalProperties", "enum")
+
+
 def _schema_block(title: str, schema: dict[str, Any], renderer: SchemaRenderer) -> list[str]:
     lines = [f"{title}:"]
     nested: list[str] = []
+    if not schema.get("properties") and not any(schema.get(k) for k in _SHAPE_KEYS):
+        # {"type": "object", "properties": {}}: a tool without parameters (github-mcp-server's
+        # get_me) read "Parameters:\nobject"
+        return lines + ["(none)"]
     if isinstance(schema.get("properties"), dict) and schema["properties"]:
         renderer.start_schema()
         renderer.property_lines(schema, nested, indent=0)

@@ -10,8 +10,14 @@ A ``SKILL.md`` starts with YAML front matter between two ``---`` lines
   (other ``.md`` / ``.txt`` files, small scripts and configs in the skill
   folder and its subfolders, except those of a nested skill), each under a
   ``[file: RELATIVE/PATH]`` line; a file is cut at :data:`MAX_FILE_CHARS`
-  characters and a skill's side files at :data:`MAX_SIDE_CHARS` in all;
-  binary files (a NUL byte, or not UTF-8) are skipped;
+  characters and a skill's side files at :data:`MAX_SIDE_CHARS` in all, taken
+  in this order: the files the ``SKILL.md`` names by their relative path
+  (``references/api.md``), in the order it first names them, then
+  documentation (``.md``, ``.txt``, ...), then the rest, each by path, so a
+  large skill keeps the files it points to;
+  binary files (a NUL byte, or not UTF-8) and licence texts (``LICENSE*``,
+  ``COPYING*``, ``NOTICE``, font licences ``*-OFL.txt``: legal boilerplate,
+  not what the skill does) are skipped;
 * ``metadata`` = the other front-matter keys, plus ``path`` (the SKILL.md,
   relative to the root), ``files`` (side files included), when some were
   left out ``files_skipped`` (``"PATH (reason)"``), and for front matter YAML
@@ -57,7 +63,16 @@ SIDE_SUFFIXES = frozenset({
 })
 # fmt: on
 #: Side files without a suffix that are still worth indexing.
-SIDE_NAMES = frozenset({"Makefile", "Dockerfile", "LICENSE", "README"})
+SIDE_NAMES = frozenset({"Makefile", "Dockerfile", "README"})
+#: Suffixes of side files read as documentation (taken before scripts and configs).
+DOC_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst"})
+#: Licence texts and notices (legal boilerplate, identical across skills): never indexed.
+_LICENSE_FILE = re.compile(
+    r"(?i:(?:un)?licen[cs]es?(?:[-_.][a-z0-9.]+)?|copying(?:\.lesser|\.lib)?|(?:.*[-_])?ofl)"
+    r"|NOTICES?|THIRD[-_]PARTY[-_]NOTICES?"
+)
+#: Only these suffixes make a licence-like name a licence text (``license_check.py`` is a script).
+_LICENSE_SUFFIXES = frozenset({"", ".txt", ".md", ".markdown", ".rst"})
 #: Folders never searched for skills or side files.
 SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "dist", "build"})
 #: A side file larger than this many bytes is not read (too big to be "beside" a skill).
@@ -174,6 +189,17 @@ def _read_side_file(path: Path) -> tuple[str | None, str]:
         return None, "binary (not UTF-8)"
 
 
+def is_license_file(name: str) -> bool:
+    """True for a licence text or notice (``LICENSE``, ``LICENSE.txt``, ``LICENSE-MIT``, ``COPYING``,
+    ``NOTICE``, ``Lora-OFL.txt``); a script or config with such a name (``license_check.py``) is not."""
+    path = Path(name)
+    suffix = path.suffix.lower()
+    if suffix in SIDE_SUFFIXES and suffix not in _LICENSE_SUFFIXES:
+        return False
+    stem = path.stem if suffix in _LICENSE_SUFFIXES else name
+    return _LICENSE_FILE.fullmatch(stem) is not None
+
+
 def side_files(skill_dir: Path, skill_dirs: set[Path]) -> list[Path]:
     """Files beside a SKILL.md worth indexing: in its folder and subfolders, not in a nested skill's."""
     found = []
@@ -186,19 +212,43 @@ def side_files(skill_dir: Path, skill_dirs: set[Path]) -> list[Path]:
                 continue
             if name.startswith("."):
                 continue
-            if path.suffix.lower() in SIDE_SUFFIXES or name in SIDE_NAMES:
+            if path.suffix.lower() in SIDE_SUFFIXES or name in SIDE_NAMES or is_license_file(name):
                 found.append(path)
     return sorted(found, key=lambda p: p.relative_to(skill_dir).as_posix())
 
 
-def _side_text(skill_dir: Path, skill_dirs: set[Path]) -> tuple[list[str], list[str], list[str]]:
+def first_mention(body: str, rel: str) -> int | None:
+    """Where ``body`` first names the relative path ``rel`` (``references/api.md``,
+    ``./scripts/fill.py``; case-insensitive), or ``None``."""
+    match = re.search(rf"(?<![\w.-]){re.escape(rel)}(?![\w/-])", body, re.IGNORECASE)
+    return match.start() if match else None
+
+
+def side_file_order(paths: list[Path], skill_dir: Path, body: str) -> list[Path]:
+    """The order side files fill the budget in: those the SKILL.md names (in the order it first
+    names them), then documentation, then the rest (each by path)."""
+
+    def key(path: Path) -> tuple[int, int, bool, str]:
+        rel = path.relative_to(skill_dir).as_posix()
+        at = first_mention(body, rel)
+        return (at is None, at or 0, path.suffix.lower() not in DOC_SUFFIXES, rel)
+
+    return sorted(paths, key=key)
+
+
+def _side_text(
+    skill_dir: Path, skill_dirs: set[Path], body: str = ""
+) -> tuple[list[str], list[str], list[str]]:
     """Body parts of the side files, the files included and the files skipped (``"PATH (reason)"``)."""
     parts: list[str] = []
     included: list[str] = []
     skipped: list[str] = []
     total = 0
-    for path in side_files(skill_dir, skill_dirs):
+    for path in side_file_order(side_files(skill_dir, skill_dirs), skill_dir, body):
         rel = path.relative_to(skill_dir).as_posix()
+        if is_license_file(path.name):
+            skipped.append(f"{rel} (licence text)")
+            continue
         if total >= MAX_SIDE_CHARS:
             skipped.append(f"{rel} (over the {MAX_SIDE_CHARS}-character limit per skill)")
             continue
@@ -259,7 +309,7 @@ def skill_from_file(
                 log.warn(source, f"front matter has {what} {key!r}; {stand_in} is used")
     name = name or folder_name
     description = description or first_paragraph(body)
-    parts, included, skipped = _side_text(skill_dir, skill_dirs)
+    parts, included, skipped = _side_text(skill_dir, skill_dirs, body)
     full_body = "\n\n".join([body, *parts]) if body else "\n\n".join(parts)
     metadata: dict[str, Any] = {
         k: jsonable(v) for k, v in front.items() if k not in ("name", "description") or not _scalar_text(v)

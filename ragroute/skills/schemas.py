@@ -291,6 +291,15 @@ class SchemaRenderer:
             bits.append(f"example: {_short(schema['example'], 60)}")
         return f" [{'; '.join(bits)}]" if bits else ""
 
+    def _about(self, node: Any, stack: tuple[str, ...]) -> str:
+        """``": description [one of: ...]"`` of a ``oneOf`` / ``anyOf`` option (its enum is often the
+        only place the allowed values are named, e.g. ``model: anyOf [string, enum of model ids]``)."""
+        target, _name, marker = self.resolver.resolve(node, self.where, stack)
+        if marker is not None or not isinstance(target, dict):
+            return ""
+        description = _one_line(target.get("description"))
+        return (f": {description}" if description else "") + self.extras(target)
+
     def _object_of(self, node: Any, stack: tuple[str, ...]) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
         """The object schema to expand below a property (itself or its array items), with the ref stack."""
         target, name, marker = self.resolver.resolve(node, self.where, stack)
@@ -326,7 +335,9 @@ class SchemaRenderer:
         for key in ("oneOf", "anyOf"):
             if isinstance(schema.get(key), list) and "properties" not in schema:
                 for i, option in enumerate(schema[key], 1):
-                    if not self._emit(out, f"{pad}- option {i}: {self.summary(option, stack)}"):
+                    if not self._emit(
+                        out, f"{pad}- option {i}: {self.summary(option, stack)}{self._about(option, stack)}"
+                    ):
                         return
                     nested, nested_stack = self._object_of(option, stack)
                     if nested is not None:
