@@ -172,8 +172,8 @@ def test_skill_md_side_files_are_capped(tmp_path: Path) -> None:
 
 
 def test_skill_md_licence_texts_are_not_indexed(tmp_path: Path) -> None:
-    # anthropics/skills: every skill has a LICENSE.txt (11k characters of Apache licence), and
-    # canvas-design 81 font files with an *-OFL.txt licence each; they filled the body and its
+    # anthropics/skills: 16 of 17 skills carry a LICENSE.txt (12 the 10-11k-character Apache
+    # licence), canvas-design also 27 font licences (*-OFL.txt); they filled the body and its
     # 100,000-character budget instead of the skill's own files
     skill_dir = tmp_path / "canvas"
     (skill_dir / "fonts").mkdir(parents=True)
