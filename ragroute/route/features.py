@@ -317,6 +317,8 @@ def _crc_table() -> np.ndarray:
 
 
 _CRC_TABLE = _crc_table()
+_LOW_BYTE = np.uint32(0xFF)
+_BYTE = np.uint32(8)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -337,14 +339,19 @@ def _crc32_windows(data: bytes, widths: range, prefix_crc: int) -> list[np.ndarr
     starts = size - widths.start + 1
     if starts <= 0:
         return []
-    padded = np.frombuffer(data + b"\0" * (widths.stop - widths.start), dtype=np.uint8)
+    padded = np.frombuffer(data + b"\0" * (widths.stop - widths.start), dtype=np.uint8).astype(np.uint32)
     state = np.full(starts, ~np.uint32(prefix_crc), dtype=np.uint32)
+    index = np.empty(starts, dtype=np.uint32)
     out = []
-    for j in range(widths.stop - 1):
-        state = _CRC_TABLE[(state ^ padded[j : j + starts]) & 0xFF] ^ (state >> np.uint32(8))
+    for j in range(widths.stop - 1):  # one table step per byte, in place (all operands uint32)
+        np.bitwise_xor(state, padded[j : j + starts], out=index)
+        np.bitwise_and(index, _LOW_BYTE, out=index)
+        looked_up = _CRC_TABLE.take(index)
+        np.right_shift(state, _BYTE, out=state)
+        np.bitwise_xor(state, looked_up, out=state)
         width = j + 1
         if width in widths and size - width + 1 > 0:
-            out.append(~state[: size - width + 1])
+            out.append(~state[: size - width + 1])  # a new array: later steps do not change it
     return out
 
 
