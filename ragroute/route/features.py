@@ -488,6 +488,13 @@ class QueryFeatures:
             )
         return np.hstack(blocks)
 
+    def sparse_hashed(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """One text's hashed n-gram block of :meth:`transform` in sparse form: the non-zero buckets
+        (ascending) and their float32 values (see :func:`hashed_entries`)."""
+        return hashed_entries(
+            question_stem(text), self.hashed_dim, word_ngrams=self.word_ngrams, char_ngrams=self.char_ngrams
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["word_ngrams"] = list(self.word_ngrams)

@@ -43,13 +43,7 @@ import numpy as np
 
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
-from ragroute.route.features import (
-    CHEAP_FEATURE_NAMES,
-    QueryFeatures,
-    cheap_features,
-    hashed_entries,
-    question_stem,
-)
+from ragroute.route.features import CHEAP_FEATURE_NAMES, QueryFeatures, cheap_features
 from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
 from ragroute.types import Decision
 
@@ -356,12 +350,7 @@ class TrainedRouter(BaseRouter):
         hashed = []
         if blocks.hashed and features is not None:
             for text in queries:
-                buckets, values = hashed_entries(
-                    question_stem(text),
-                    blocks.hashed,
-                    word_ngrams=features.word_ngrams,
-                    char_ngrams=features.char_ngrams,
-                )
+                buckets, values = features.sparse_hashed(text)
                 hashed.append((buckets, values.astype(np.float64)))
         return _Rows(len(queries), vectors, cheap, hashed)
 
