@@ -201,7 +201,8 @@ def is_license_file(name: str) -> bool:
 
 
 def side_files(skill_dir: Path, skill_dirs: set[Path]) -> list[Path]:
-    """Files beside a SKILL.md worth indexing: in its folder and subfolders, not in a nested skill's."""
+    """Files beside a SKILL.md worth indexing, in its folder and subfolders, not in a nested skill's;
+    licence texts are listed too, so that the loader can report them as skipped, not drop them unsaid."""
     found = []
     for folder, dirs, files in os.walk(skill_dir):
         here = Path(folder)
