@@ -93,8 +93,12 @@ def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_enco
     # the shared text is routed to one place, so some router misses one of its two copies
     assert result["text_only_ceiling"]["accuracy"] < 1.0
     assert 0.0 < result["oracle_ndcg@10"] <= 1.0 and 0.0 < result["merged_ndcg@10"] <= 1.0
+    # bare faiss searches give the machine's own concurrency floor (dense sources only)
+    floor = result["concurrent_routes"]["machine_ratio_p50"]
+    assert (floor > 0) if method == "dense" else floor is None
     report = format_report(result)
     assert "x oracle" in report and "routing errors" in report
+    assert ("the machine's floor" in report) == (method == "dense")
     json.dumps(result)
 
 

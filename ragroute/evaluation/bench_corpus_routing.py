@@ -28,6 +28,8 @@ the best router's nDCG@10 as a share of the oracle and of the text-only ceiling.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -340,6 +342,12 @@ def concurrency_check(data: RoutingData, routes: int = 3, repeats: int = 3) -> d
 
     ``ratio_p50`` is the median over queries of (time of all together) / (time of the slowest
     one alone); every measurement is the best of ``repeats`` runs of that query.
+
+    ``machine_ratio_p50`` is the same ratio for bare faiss searches of the same sources, packed
+    into the same thread groups as the pipeline packs them (:meth:`RetrieveStage._groups`; the
+    first group on the calling thread, the others in a pool), with no ragroute code around them:
+    what the machine's cores and memory allow. It is ``None`` unless every source is a plain
+    dense index.
     """
     largest = sorted(data.sources, key=lambda s: -len(s.documents))[:routes]
     names = [s.name for s in largest]
@@ -352,6 +360,14 @@ def concurrency_check(data: RoutingData, routes: int = 3, repeats: int = 3) -> d
 
     together = pipeline(names)
     alone = {name: pipeline([name]) for name in names}
+
+    def best_of(run: Callable[[], Any]) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            best = min(best, (time.perf_counter() - start) * 1000)
+        return best
 
     def wall(p: Pipeline, context: QueryContext) -> float:
         best = float("inf")
@@ -373,7 +389,42 @@ def concurrency_check(data: RoutingData, routes: int = 3, repeats: int = 3) -> d
         "slowest_alone_ms_p50": round(float(np.percentile(slowest, 50)), 3),
         "ratio_p50": round(float(np.percentile(ratios, 50)), 3),
         "ratio_p95": round(float(np.percentile(ratios, 95)), 3),
+        "machine_ratio_p50": _bare_faiss_ratio(data, together, names, best_of),
     }
+
+
+def _bare_faiss_ratio(
+    data: RoutingData, together: Pipeline, names: list[str], best_of: Callable[[Callable[[], Any]], float]
+) -> float | None:
+    """Median (all groups at once) / (slowest source alone) for bare faiss searches (see
+    :func:`concurrency_check`); ``None`` when a source is not a plain dense index."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ragroute.index.dense import DenseIndex
+
+    retrievers = {s.name: s.retriever for s in data.sources if s.name in names}
+    if not all(type(r) is DenseIndex and r.faiss_index is not None for r in retrievers.values()):
+        return None
+    groups = together._retrieve._groups(names)
+    indexes = {name: r.faiss_index for name, r in retrievers.items()}  # type: ignore[attr-defined]
+    ratios = []
+    with ThreadPoolExecutor(max_workers=max(1, len(groups) - 1)) as pool:
+        for context in data.contexts:
+            vector = np.ascontiguousarray(context.vector(data.encoder)[None], dtype=np.float32)
+
+            def search(group: list[str], v: np.ndarray = vector) -> None:
+                for name in group:
+                    indexes[name].search(v, 10)
+
+            def all_groups() -> None:
+                futures = [pool.submit(search, g) for g in groups[1:]]
+                search(groups[0])
+                for future in futures:
+                    future.result()
+
+            slowest = max(best_of(functools.partial(search, [name])) for name in names)
+            ratios.append(best_of(all_groups) / max(slowest, 1e-9))
+    return round(float(np.percentile(ratios, 50)), 3)
 
 
 def glasgow_descriptions() -> dict[str, str]:
@@ -570,7 +621,12 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(
         f"{len(conc['sources'])} routes searched concurrently ({', '.join(conc['sources'])}): retrieve stage "
         f"{conc['together_ms_p50']:.2f} ms vs {conc['slowest_alone_ms_p50']:.2f} ms for the slowest alone "
-        f"(per-query ratio p50 {conc['ratio_p50']:.2f}, p95 {conc['ratio_p95']:.2f})"
+        f"(per-query ratio p50 {conc['ratio_p50']:.2f}, p95 {conc['ratio_p95']:.2f}"
+        + (
+            f"; bare faiss in the same threads: {conc['machine_ratio_p50']:.2f}, the machine's floor)"
+            if conc.get("machine_ratio_p50") is not None
+            else ")"
+        )
     )
     lines.append("routing errors (gold->routed: queries):")
     for name, row in result["routers"].items():
