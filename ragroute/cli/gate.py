@@ -34,7 +34,8 @@ def _encoder(name: str | None, backend: str, cache_dir: Path | None) -> Any:
 @click.option(
     "--signals",
     default=None,
-    help="Comma-separated signal kinds [default: knn_vote,bank_margin,rarity,complexity,text_probe].",
+    help="Comma-separated signal kinds [default: knn_vote,bank_margin,rarity,complexity,text_probe; "
+    "add tuned_probe to fine-tune a MiniLM classifier on the examples (minutes), see docs/gating.md].",
 )
 @click.option(
     "--default-threshold",

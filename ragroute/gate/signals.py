@@ -27,6 +27,9 @@ kind                   values
 ``text_probe``         ``logit``: a linear probe (:class:`~ragroute.route.trained.TrainedRouter`
                        over embedding, cheap features and hashed n-grams), out-of-fold on
                        its own training examples
+``tuned_probe``        ``logit``: MiniLM fine-tuned here as a retrieve/answer classifier
+                       (:mod:`ragroute.gate.tuned_probe`; its own encoder), out-of-fold on
+                       its own training examples; opt-in (fitting fine-tunes a model)
 =====================  =====================================================================
 
 Everything at decision time is numpy (plus a cached ``wordfreq`` lookup per word).
@@ -149,6 +152,11 @@ class GateSignal:
     def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
         """Extra detail for one decision (e.g. the nearest example); empty by default."""
         return {}
+
+    def encoders(self) -> list[Any]:
+        """Query encoders of its own whose vectors the signal reads from the query contexts (besides
+        the gate encoder's vectors it is handed): none by default."""
+        return []
 
     # ------------------------------------------------------------------ state
 
@@ -869,6 +877,121 @@ class TextProbeSignal(GateSignal):
         self._router = TrainedRouter.load(folder / "router", encoder)
 
 
+_TUNED_FITS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "ragroute_tuned_probe_fits", default=None
+)
+
+
+def shared_tuned_probe_fits() -> contextlib.AbstractContextManager[None]:
+    """Within the block, a tuned probe fitted once on some examples with some settings is reused by
+    every gate fitted on the same examples with the same settings (a benchmark comparing gates
+    that share the signal fine-tunes it once per fold, not once per gate)."""
+    return scoped_memo(_TUNED_FITS)
+
+
+class TunedProbeSignal(GateSignal):
+    """A query classifier fine-tuned here (:mod:`ragroute.gate.tuned_probe`): the bundled MiniLM
+    and a linear head trained on the gate's examples; the value is its retrieve-minus-answer logit.
+
+    It reads the vectors of its *own* fine-tuned encoder (cached on the query contexts like any
+    encoder's, see :meth:`encoders`), not the gate encoder's. Its examples get out-of-fold logits
+    (``folds`` fine-tunes on the other folds, then one on all examples): fitting costs
+    ``folds + 1`` fine-tunes, minutes on a CPU for a few thousand queries.
+    """
+
+    kind = "tuned_probe"
+    primary = "logit"
+    needs_examples = True
+
+    def __init__(
+        self, epochs: int = 3, learning_rate: float = 3e-5, folds: int = 3, batch_size: int = 16
+    ) -> None:
+        from ragroute.gate.tuned_probe import ProbeTrainParams
+
+        self.params = ProbeTrainParams(
+            epochs=int(epochs), learning_rate=float(learning_rate), batch_size=int(batch_size)
+        )
+        self.folds = int(folds)
+        self._probe: Any = None
+
+    @property
+    def names(self) -> list[str]:
+        return ["logit"]
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "epochs": self.params.epochs,
+            "learning_rate": self.params.learning_rate,
+            "folds": self.folds,
+            "batch_size": self.params.batch_size,
+        }
+
+    def encoders(self) -> list[Any]:
+        return [] if self._probe is None else [self._probe.encoder]
+
+    def fit(self, examples: Examples) -> None:
+        from ragroute.gate.tuned_probe import train_probe
+
+        self._probe = train_probe(examples.texts, examples.retrieve, self.params)
+
+    def fit_values(self, examples: Examples) -> np.ndarray:
+        memo = _TUNED_FITS.get()
+        key = hashlib.sha256(
+            json.dumps(
+                [examples.texts, np.asarray(examples.retrieve, dtype=bool).tolist(), self.settings()]
+            ).encode("utf-8")
+        ).hexdigest()
+        if memo is not None and key in memo:
+            values, self._probe = memo[key]
+            return values.copy()
+        values = self._fit_values(examples)
+        if memo is not None:
+            memo[key] = (values, self._probe)
+        return values
+
+    def _fit_values(self, examples: Examples) -> np.ndarray:
+        from ragroute.gate.tuned_probe import train_probe
+
+        y = np.asarray(examples.retrieve, dtype=bool)
+        folds = max(2, min(self.folds, int(y.sum()), int((~y).sum())))
+        fold_of = fold_ids(examples.texts, y.tolist(), folds, self.params.seed)
+        out = np.zeros(len(y))
+        for f in range(folds):
+            fit_idx, held_idx = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
+            probe = train_probe([examples.texts[i] for i in fit_idx], y[fit_idx], self.params)
+            out[held_idx] = probe.logits(probe.encoder.encode_queries([examples.texts[i] for i in held_idx]))
+        self.fit(examples)
+        return out[:, None]
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        from ragroute.context import query_vectors
+
+        if self._probe is None:
+            raise RagrouteError("gate signal tuned_probe is not fitted")
+        return self._probe.logits(query_vectors(contexts, self._probe.encoder))[:, None]
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"build": self._probe.encoder.build, "bias": self._probe.bias}, {"weight": self._probe.weight}
+
+    def save(self, folder: Path) -> None:
+        super().save(folder)
+        self._probe.encoder.save(folder / "model")
+
+    def load(self, folder: Path, *, encoder: Any = None) -> None:
+        from ragroute.gate.tuned_probe import ProbeEncoder, TunedProbe
+
+        data = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
+            weight = np.asarray(npz["weight"], dtype=np.float64)
+        probe_encoder = ProbeEncoder.load(folder / "model", str(data["build"]))
+        if probe_encoder.dim != len(weight):
+            raise RagrouteError(
+                f"gate signal tuned_probe in {folder}: head of width {len(weight)} for a "
+                f"{probe_encoder.dim}-dimensional model"
+            )
+        self._probe = TunedProbe(probe_encoder, weight, float(data["bias"]))
+
+
 # --------------------------------------------------------------------------- building
 
 GATE_SIGNALS: dict[str, type[GateSignal]] = {
@@ -880,6 +1003,7 @@ GATE_SIGNALS: dict[str, type[GateSignal]] = {
         RaritySignal,
         ComplexitySignal,
         TextProbeSignal,
+        TunedProbeSignal,
     )
 }
 """Signal kinds by name (what ``signals:`` lists and saved gates record)."""
@@ -890,6 +1014,7 @@ SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
     "rarity": frozenset({"corpus"}),  # corpus: true -> word rarity counted on the sources' documents
     "complexity": frozenset(),
     "text_probe": frozenset({"hashed_dim", "C", "folds"}),
+    "tuned_probe": frozenset({"epochs", "learning_rate", "folds", "batch_size"}),
 }
 """The settings each signal kind takes in a ``{kind: ..., ...}`` mapping (besides ``kind``)."""
 SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
@@ -899,6 +1024,9 @@ SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "hashed_dim": ("integer", 1),
     "C": ("number", None),
     "folds": ("integer", 2),
+    "epochs": ("integer", 1),
+    "learning_rate": ("number", None),
+    "batch_size": ("integer", 1),
 }
 """The type (and least value) of each signal setting."""
 DEFAULT_SIGNALS = ("knn_vote", "bank_margin", "rarity", "complexity", "text_probe")

@@ -1,0 +1,113 @@
+"""The ``tuned_probe`` gate signal: MiniLM fine-tuned here as a retrieve/answer classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_gate import FLAGS, TEXTS
+
+from ragroute.context import QueryContext, encoder_key
+from ragroute.errors import RagrouteError
+from ragroute.gate import TrainedGate, make_signal
+from ragroute.gate import tuned_probe as tuned_probe_module
+from ragroute.gate.signals import Examples, TunedProbeSignal, shared_tuned_probe_fits
+from ragroute.gate.tuned_probe import ProbeTrainParams, TunedProbe
+
+SPEC = {"kind": "tuned_probe", "epochs": 4, "learning_rate": 1e-4, "folds": 2}
+
+
+@pytest.fixture(scope="module")
+def gate() -> TrainedGate:
+    return TrainedGate.fit(TEXTS, FLAGS, None, signals=[SPEC], columns=["tuned_probe.logit"])
+
+
+def test_fitted_probe_sends_unseen_lookups_to_retrieval_and_sums_to_answers(gate):
+    unseen = ["Who founded the Glimmox company in Reykjavik?", "Who founded the Drenvale company in Lima?"]
+    plain = ["What is 5 plus 6?", "How many legs does a sheep have?"]
+    decisions = gate.gate_many([QueryContext.of(t) for t in unseen + plain])
+    assert [d.action for d in decisions] == ["retrieve", "retrieve", "answer", "answer"]
+    assert all(d.signals["values"]["tuned_probe.logit"] > 0 for d in decisions[:2])
+    assert all(d.signals["values"]["tuned_probe.logit"] < 0 for d in decisions[2:])
+
+
+def test_probe_vectors_are_cached_on_the_context_under_the_probe_model(gate, monkeypatch):
+    probe_encoder = gate.signals[0].encoders()[0]
+    assert probe_encoder.model_id.startswith("tuned-probe:")
+    calls = []
+    original = probe_encoder.encode_queries
+    monkeypatch.setattr(
+        probe_encoder,
+        "encode_queries",
+        lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw),
+    )
+    context = QueryContext.of("Who founded the Glimmox company in Reykjavik?")
+    first = gate.gate_many([context])[0]
+    second = gate.gate_many([context])[0]
+    assert calls == [[context.text]]  # encoded once by the probe, then read from the context
+    assert encoder_key(probe_encoder) in context.encoders_used
+    assert first.probability == second.probability
+
+
+def test_round_trip_keeps_the_logits_and_stores_no_pickle(tmp_path, gate):
+    gate.save(tmp_path / "g")
+    loaded = TrainedGate.load(tmp_path / "g")
+    texts = ["Who founded the Glimmox company in Reykjavik?", "What is 5 plus 6?"]
+    assert np.allclose(loaded.probabilities(texts), gate.probabilities(texts), atol=1e-6)
+    assert loaded.signals[0].settings() == {
+        k: v for k, v in {**SPEC, "batch_size": 16}.items() if k != "kind"
+    }
+    files = [p.name for p in (tmp_path / "g").rglob("*") if p.is_file()]
+    assert any(name.endswith(".safetensors") for name in files)
+    assert not [name for name in files if name.endswith((".pkl", ".pickle", ".bin", ".pt"))]
+
+
+class _FakeEncoder:
+    model_id, backend, dim = "fake-probe", "torch", 2
+
+    def encode_queries(self, texts, **_):
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_fit_values_are_out_of_fold(monkeypatch):
+    trained_on: list[list[str]] = []
+
+    def fake_train(texts, retrieve, params, **_):
+        trained_on.append(list(texts))
+        return TunedProbe(_FakeEncoder(), np.array([1.0, 0.0]), 0.0)
+
+    monkeypatch.setattr(tuned_probe_module, "train_probe", fake_train)
+    texts = [*TEXTS, TEXTS[0]]  # a duplicate text must stay in its twin's fold
+    flags = np.array([*FLAGS, FLAGS[0]])
+    signal = TunedProbeSignal(folds=3)
+    values = signal.fit_values(Examples(texts, flags, None))
+    assert values.shape == (len(texts), 1)
+    assert len(trained_on) == 4 and trained_on[-1] == texts  # three folds, then all examples
+    held = [set(texts) - set(fold) for fold in trained_on[:3]]
+    assert set().union(*held) == set(texts)
+    assert all(a.isdisjoint(b) for i, a in enumerate(held) for b in held[i + 1 :])
+    assert np.allclose(values[:, 0], [len(t) for t in texts])  # every value from a probe that held it out
+    # inside shared_tuned_probe_fits, a second gate with the same examples and settings reuses the fit
+    with shared_tuned_probe_fits():
+        first = TunedProbeSignal(folds=3).fit_values(Examples(texts, flags, None))
+        again = TunedProbeSignal(folds=3).fit_values(Examples(texts, flags, None))
+        other = TunedProbeSignal(folds=2).fit_values(Examples(texts, flags, None))
+    assert np.array_equal(first, again) and len(trained_on) == 4 + 4 + 3
+    assert other.shape == first.shape
+
+
+def test_bad_settings_and_mismatched_files_fail_with_one_line(tmp_path, gate):
+    with pytest.raises(RagrouteError, match="epoch"):
+        make_signal({"kind": "tuned_probe", "epoch": 2})
+    with pytest.raises(RagrouteError, match="learning_rate"):
+        ProbeTrainParams(learning_rate=0.0)
+    with pytest.raises(RagrouteError, match="retrieval and queries that do not"):
+        tuned_probe_module.train_probe(["a", "b"], [True, True])
+    gate.save(tmp_path / "g")  # a changed file inside a saved gate fails its checksum
+    arrays = next((tmp_path / "g").rglob("arrays.npz"))
+    np.savez(arrays, weight=np.zeros(7))
+    with pytest.raises(RagrouteError, match="corrupt"):
+        TrainedGate.load(tmp_path / "g")
+    gate.signals[0].save(tmp_path / "signal")  # a head that does not fit the model
+    np.savez(tmp_path / "signal" / "arrays.npz", weight=np.zeros(7))
+    with pytest.raises(RagrouteError, match="head of width 7"):
+        TunedProbeSignal().load(tmp_path / "signal")
