@@ -100,6 +100,8 @@ def test_bad_settings_and_mismatched_files_fail_with_one_line(tmp_path, gate):
         make_signal({"kind": "tuned_probe", "epoch": 2})
     with pytest.raises(RagrouteError, match="learning_rate"):
         ProbeTrainParams(learning_rate=0.0)
+    with pytest.raises(RagrouteError, match="not fitted"):
+        TunedProbeSignal().save(tmp_path / "unfitted")
     with pytest.raises(RagrouteError, match="retrieval and queries that do not"):
         tuned_probe_module.train_probe(["a", "b"], [True, True])
     gate.save(tmp_path / "g")  # a changed file inside a saved gate fails its checksum

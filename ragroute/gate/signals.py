@@ -971,10 +971,12 @@ class TunedProbeSignal(GateSignal):
         return self._probe.logits(query_vectors(contexts, self._probe.encoder))[:, None]
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if self._probe is None:
+            raise RagrouteError("gate signal tuned_probe is not fitted: nothing to save")
         return {"build": self._probe.encoder.build, "bias": self._probe.bias}, {"weight": self._probe.weight}
 
     def save(self, folder: Path) -> None:
-        super().save(folder)
+        super().save(folder)  # (refuses an unfitted probe)
         self._probe.encoder.save(folder / "model")
 
     def load(self, folder: Path, *, encoder: Any = None) -> None:
