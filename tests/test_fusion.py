@@ -167,3 +167,29 @@ def test_fusion_matches_a_plain_python_statement_of_the_rules(method):
         want = _reference_fuse(results, method, weights, limit=limit)
         assert [(h.source, h.doc_id) for h in got] == [key for key, _ in want]
         assert [h.score for h in got] == pytest.approx([total for _, total in want], rel=1e-12, abs=1e-12)
+
+
+def test_best_first_equals_sorting_every_key_by_total_then_order():
+    """Fused lists order only the keys that can reach the top ``limit`` by ``order``; the result must
+    be what sorting all keys by (total desc, order, position) gives, ties and cut-offs included."""
+    import numpy as np
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from ragroute.index.fusion import _best_first
+
+    @settings(max_examples=400, derandomize=True, database=None, deadline=None)
+    @given(
+        st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, -1.0]), st.integers(0, 6)), max_size=30),
+        st.one_of(st.none(), st.integers(-3, 35)),
+    )
+    def check(rows: list[tuple[float, int]], limit: int | None) -> None:
+        total = np.array([t for t, _ in rows], dtype=np.float64)
+        keys = [f"k{name}" for _, name in rows]  # repeated names: ties in order, broken by position
+        tie = np.empty(len(keys), dtype=np.int64)
+        tie[sorted(range(len(keys)), key=lambda i: keys[i])] = np.arange(len(keys))
+        want = np.lexsort((tie, -total)).tolist()
+        want = want if limit is None else want[:limit]
+        assert _best_first(total, keys, lambda key: key, limit) == want
+
+    check()

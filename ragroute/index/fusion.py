@@ -68,6 +68,23 @@ def fuse(
     ]
 
 
+def _best_first(total: np.ndarray, keys: list[K], order: Callable[[K], Any], limit: int | None) -> list[int]:
+    """Positions of the ``limit`` best totals, ties broken by ``order(key)`` (then by position).
+
+    Only keys that can reach the top ``limit`` (a total at least the ``limit``-th best) are ordered
+    by ``order``: a hybrid search fuses ~200 candidates per query to return 10, and calling
+    ``order`` on all of them was most of its Python time.
+    """
+    if limit is not None and 0 < limit < len(keys):
+        cutoff = -np.partition(-total, limit - 1)[limit - 1]
+        candidates = np.flatnonzero(total >= cutoff).tolist()
+    else:
+        candidates = list(range(len(keys)))
+    values = total.tolist()
+    ranked = sorted(candidates, key=lambda i: (-values[i], order(keys[i])))
+    return ranked if limit is None else ranked[:limit]
+
+
 def fuse_ranked(
     lists: Mapping[str, Sequence[tuple[K, float, int]]],
     *,
@@ -99,11 +116,7 @@ def fuse_ranked(
         column = np.full(len(keys), floor, dtype=np.float64)
         column[np.fromiter((slot[e[0]] for e in entries), dtype=np.int64, count=len(entries))] = contribution
         total = total + weights.get(name, 1.0) * column  # lists in order, as a running sum would
-    tie = np.empty(len(keys), dtype=np.int64)
-    tie[sorted(range(len(keys)), key=lambda i: order(keys[i]))] = np.arange(len(keys))
-    best = np.lexsort((tie, -total))
-    if limit is not None:
-        best = best[:limit]
+    best = _best_first(total, keys, order, limit)
     chosen = [keys[i] for i in best]
     detail: dict[K, dict[str, dict[str, float]]] = {key: {} for key in chosen}
     for name, entries in lists.items():
