@@ -11,9 +11,9 @@ from ragroute.errors import RagrouteError
 from ragroute.gate import TrainedGate, make_signal
 from ragroute.gate import tuned_probe as tuned_probe_module
 from ragroute.gate.signals import Examples, TunedProbeSignal, shared_tuned_probe_fits
-from ragroute.gate.tuned_probe import ProbeTrainParams, TunedProbe
+from ragroute.gate.tuned_probe import ProbeTrainParams, TunedProbe, soup
 
-SPEC = {"kind": "tuned_probe", "epochs": 4, "learning_rate": 1e-4, "folds": 2}
+SPEC = {"kind": "tuned_probe", "epochs": 4, "learning_rate": 1e-4, "folds": 2, "final": "soup"}
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,8 @@ def test_round_trip_keeps_the_logits_and_stores_no_pickle(tmp_path, gate):
     loaded = TrainedGate.load(tmp_path / "g")
     texts = ["Who founded the Glimmox company in Reykjavik?", "What is 5 plus 6?"]
     assert np.allclose(loaded.probabilities(texts), gate.probabilities(texts), atol=1e-6)
-    assert loaded.signals[0].settings() == {
-        k: v for k, v in {**SPEC, "batch_size": 16}.items() if k != "kind"
-    }
+    expected = {**SPEC, "batch_size": 16}
+    assert loaded.signals[0].settings() == {k: v for k, v in expected.items() if k != "kind"}
     files = [p.name for p in (tmp_path / "g").rglob("*") if p.is_file()]
     assert any(name.endswith(".safetensors") for name in files)
     assert not [name for name in files if name.endswith((".pkl", ".pickle", ".bin", ".pt"))]
@@ -78,7 +77,7 @@ def test_fit_values_are_out_of_fold(monkeypatch):
     monkeypatch.setattr(tuned_probe_module, "train_probe", fake_train)
     texts = [*TEXTS, TEXTS[0]]  # a duplicate text must stay in its twin's fold
     flags = np.array([*FLAGS, FLAGS[0]])
-    signal = TunedProbeSignal(folds=3)
+    signal = TunedProbeSignal(folds=3)  # final: refit (the default)
     values = signal.fit_values(Examples(texts, flags, None))
     assert values.shape == (len(texts), 1)
     assert len(trained_on) == 4 and trained_on[-1] == texts  # three folds, then all examples
@@ -88,16 +87,30 @@ def test_fit_values_are_out_of_fold(monkeypatch):
     assert np.allclose(values[:, 0], [len(t) for t in texts])  # every value from a probe that held it out
     # inside shared_tuned_probe_fits, a second gate with the same examples and settings reuses the fit
     with shared_tuned_probe_fits():
-        first = TunedProbeSignal(folds=3).fit_values(Examples(texts, flags, None))
-        again = TunedProbeSignal(folds=3).fit_values(Examples(texts, flags, None))
-        other = TunedProbeSignal(folds=2).fit_values(Examples(texts, flags, None))
+        first = TunedProbeSignal(folds=3, final="refit").fit_values(Examples(texts, flags, None))
+        again = TunedProbeSignal(folds=3, final="refit").fit_values(Examples(texts, flags, None))
+        other = TunedProbeSignal(folds=2, final="refit").fit_values(Examples(texts, flags, None))
     assert np.array_equal(first, again) and len(trained_on) == 4 + 4 + 3
     assert other.shape == first.shape
+
+
+def test_the_deciding_probe_is_the_soup_of_the_fold_models(gate):
+    probe = gate.signals[0]._probe  # final: soup, the fold models' weights averaged
+    texts = ["Who founded the Glimmox company in Reykjavik?", "What is 5 plus 6?"]
+    vectors = probe.encoder.encode_queries(texts)
+    same = soup([probe, probe])  # the mean of identical models is that model
+    assert np.allclose(same.logits(same.encoder.encode_queries(texts)), probe.logits(vectors), atol=1e-5)
+    assert same.encoder.model is not probe.encoder.model  # a new model: the folds' are left as they are
+    shifted = TunedProbe(probe.encoder, probe.weight + 2.0, probe.bias + 1.0)
+    mixed = soup([probe, shifted])
+    assert np.allclose(mixed.weight, probe.weight + 1.0) and mixed.bias == pytest.approx(probe.bias + 0.5)
 
 
 def test_bad_settings_and_mismatched_files_fail_with_one_line(tmp_path, gate):
     with pytest.raises(RagrouteError, match="epoch"):
         make_signal({"kind": "tuned_probe", "epoch": 2})
+    with pytest.raises(RagrouteError, match="soup or refit"):
+        make_signal({"kind": "tuned_probe", "final": "last"})
     with pytest.raises(RagrouteError, match="learning_rate"):
         ProbeTrainParams(learning_rate=0.0)
     with pytest.raises(RagrouteError, match="not fitted"):

@@ -20,7 +20,8 @@ calibrated logistic regression), ``trained_signals`` (all LLM-free signals but t
 ``trained_all`` (the default signals, with the text probe); only when ``gates`` names them
 (:data:`OPT_IN_GATES`, fitting fine-tunes a model per fold): ``threshold_tuned_probe`` (the
 ``tuned_probe`` signal alone: MiniLM fine-tuned here as a retrieve/answer classifier) and
-``trained_all_tuned`` (the default signals plus ``tuned_probe``). A signal with an encoder of its
+``trained_all_tuned`` (the default signals plus ``tuned_probe``), and both again with
+``final: soup`` (``*_tuned_soup``: the fold models averaged decide). A signal with an encoder of its
 own has its test queries encoded before the timing, like the gate encoder's. Baselines in the same run:
 ``logreg_embedding`` (scikit-learn logistic regression on the MiniLM embeddings, defaults,
 threshold 0.5: the issue's baseline) and ``knn5_embedding`` (majority vote of the 5 nearest
@@ -59,9 +60,19 @@ GATES: dict[str, dict[str, Any]] = {
     "trained_all": {"signals": list(DEFAULT_SIGNALS)},
     "threshold_tuned_probe": {"signals": ["tuned_probe"], "columns": ["tuned_probe.logit"]},
     "trained_all_tuned": {"signals": [*DEFAULT_SIGNALS, "tuned_probe"]},
+    "threshold_tuned_soup": {
+        "signals": [{"kind": "tuned_probe", "final": "soup"}],
+        "columns": ["tuned_probe.logit"],
+    },
+    "trained_all_tuned_soup": {"signals": [*DEFAULT_SIGNALS, {"kind": "tuned_probe", "final": "soup"}]},
 }
 """Our gates: keyword arguments of :meth:`TrainedGate.fit`."""
-OPT_IN_GATES = ("threshold_tuned_probe", "trained_all_tuned")
+OPT_IN_GATES = (
+    "threshold_tuned_probe",
+    "trained_all_tuned",
+    "threshold_tuned_soup",
+    "trained_all_tuned_soup",
+)
 """Gates run only when ``--gates`` names them: fitting fine-tunes a model (minutes, not seconds)."""
 BASELINES = ("logreg_embedding", "knn5_embedding")
 ALL_GATES = (*BASELINES, *(g for g in GATES if g not in OPT_IN_GATES))

@@ -895,8 +895,10 @@ class TunedProbeSignal(GateSignal):
 
     It reads the vectors of its *own* fine-tuned encoder (cached on the query contexts like any
     encoder's, see :meth:`encoders`), not the gate encoder's. Its examples get out-of-fold logits
-    (``folds`` fine-tunes on the other folds, then one on all examples): fitting costs
-    ``folds + 1`` fine-tunes, minutes on a CPU for a few thousand queries.
+    (``folds`` fine-tunes, each on the other folds); the probe that decides is ``final``:
+    ``"refit"`` (default) one more fine-tune on all examples, or ``"soup"`` the fold models' weights
+    averaged (:func:`~ragroute.gate.tuned_probe.soup`, on the scale the gate was calibrated on, one
+    fine-tune fewer). Minutes on a CPU for a few thousand queries.
     """
 
     kind = "tuned_probe"
@@ -904,14 +906,22 @@ class TunedProbeSignal(GateSignal):
     needs_examples = True
 
     def __init__(
-        self, epochs: int = 3, learning_rate: float = 3e-5, folds: int = 3, batch_size: int = 16
+        self,
+        epochs: int = 3,
+        learning_rate: float = 3e-5,
+        folds: int = 3,
+        batch_size: int = 16,
+        final: str = "refit",
     ) -> None:
         from ragroute.gate.tuned_probe import ProbeTrainParams
 
+        if final not in ("soup", "refit"):
+            raise RagrouteError(f"gate signal tuned_probe: final must be soup or refit, not {final!r}")
         self.params = ProbeTrainParams(
             epochs=int(epochs), learning_rate=float(learning_rate), batch_size=int(batch_size)
         )
         self.folds = int(folds)
+        self.final = final
         self._probe: Any = None
 
     @property
@@ -924,6 +934,7 @@ class TunedProbeSignal(GateSignal):
             "learning_rate": self.params.learning_rate,
             "folds": self.folds,
             "batch_size": self.params.batch_size,
+            "final": self.final,
         }
 
     def encoders(self) -> list[Any]:
@@ -950,17 +961,22 @@ class TunedProbeSignal(GateSignal):
         return values
 
     def _fit_values(self, examples: Examples) -> np.ndarray:
-        from ragroute.gate.tuned_probe import train_probe
+        from ragroute.gate.tuned_probe import soup, train_probe
 
         y = np.asarray(examples.retrieve, dtype=bool)
         folds = max(2, min(self.folds, int(y.sum()), int((~y).sum())))
         fold_of = fold_ids(examples.texts, y.tolist(), folds, self.params.seed)
         out = np.zeros(len(y))
+        probes = []
         for f in range(folds):
             fit_idx, held_idx = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
             probe = train_probe([examples.texts[i] for i in fit_idx], y[fit_idx], self.params)
             out[held_idx] = probe.logits(probe.encoder.encode_queries([examples.texts[i] for i in held_idx]))
-        self.fit(examples)
+            probes.append(probe)
+        if self.final == "soup":
+            self._probe = soup(probes)
+        else:
+            self.fit(examples)
         return out[:, None]
 
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
@@ -1016,7 +1032,7 @@ SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
     "rarity": frozenset({"corpus"}),  # corpus: true -> word rarity counted on the sources' documents
     "complexity": frozenset(),
     "text_probe": frozenset({"hashed_dim", "C", "folds"}),
-    "tuned_probe": frozenset({"epochs", "learning_rate", "folds", "batch_size"}),
+    "tuned_probe": frozenset({"epochs", "learning_rate", "folds", "batch_size", "final"}),
 }
 """The settings each signal kind takes in a ``{kind: ..., ...}`` mapping (besides ``kind``)."""
 SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
@@ -1029,6 +1045,7 @@ SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "epochs": ("integer", 1),
     "learning_rate": ("number", None),
     "batch_size": ("integer", 1),
+    "final": ("string", None),
 }
 """The type (and least value) of each signal setting."""
 DEFAULT_SIGNALS = ("knn_vote", "bank_margin", "rarity", "complexity", "text_probe")

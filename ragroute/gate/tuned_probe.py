@@ -10,6 +10,12 @@ The result is two parts:
   counted as encoding, not as decision time);
 * the head: ``logit = vector @ weight + bias`` (retrieve minus answer), a dot product per decision.
 
+A gate stacks the probe on its examples' *out-of-fold* logits, while by default it decides with a
+probe refitted on all examples (``final: refit``), a sharper model than the ones its calibration
+saw. ``final: soup`` decides with :func:`soup` of the fold models instead (their weights averaged:
+all are fine-tuned from the same weights and head initialisation with the same settings, a
+"model soup"): one model and one encoder pass, on the fold models' scale, and one fine-tune fewer.
+
 :class:`~ragroute.gate.signals.TunedProbeSignal` wraps it as the gate signal ``tuned_probe``. The
 model is saved as a sentence-transformers folder (safetensors) inside the gate's artifact; nothing
 is downloaded, nothing is pickled. Training reuses :func:`ragroute.training.fine_tune`.
@@ -117,6 +123,37 @@ class TunedProbe:
         return np.asarray(vectors, dtype=np.float64) @ self.weight + self.bias
 
 
+def soup(probes: Sequence[TunedProbe]) -> TunedProbe:
+    """One probe whose transformer weights and head are the mean of ``probes``' (fine-tuned from
+    the same initialisation with the same settings)."""
+    import copy
+
+    import torch
+
+    if not probes:
+        raise RagrouteError("a probe soup needs at least one probe")
+    model = copy.deepcopy(probes[0].encoder.model)
+    states = [p.encoder.model.state_dict() for p in probes]
+    with torch.no_grad():
+        averaged = {
+            name: (
+                torch.stack([state[name] for state in states]).mean(dim=0)
+                if tensor.is_floating_point()
+                else tensor
+            )
+            for name, tensor in states[0].items()
+        }
+    model.load_state_dict(averaged)
+    model.eval()
+    weight = np.mean([p.weight for p in probes], axis=0)
+    bias = float(np.mean([p.bias for p in probes]))
+    return TunedProbe(ProbeEncoder(model, _digest(weight, bias)), weight, bias)
+
+
+def _digest(weight: np.ndarray, bias: float) -> str:
+    return hashlib.sha256(weight.tobytes() + np.float64(bias).tobytes()).hexdigest()[:12]
+
+
 def train_probe(
     texts: Sequence[str],
     retrieve: Sequence[bool] | np.ndarray,
@@ -189,5 +226,4 @@ def _train(
     model.eval()
     weight = head.weight.detach().numpy().reshape(-1).astype(np.float64)
     bias = float(head.bias.detach().numpy()[0])
-    digest = hashlib.sha256(weight.tobytes() + np.float64(bias).tobytes()).hexdigest()[:12]
-    return TunedProbe(ProbeEncoder(model, digest), weight, bias)
+    return TunedProbe(ProbeEncoder(model, _digest(weight, bias)), weight, bias)
