@@ -1,7 +1,8 @@
-"""The fine-tuning loop shared by the models ragroute trains here (rerankers, domain experts).
+"""The fine-tuning loop shared by the models ragroute trains here (rerankers, domain experts, the
+gates' tuned probes).
 
-AdamW (weight decay 0.01), linear warm-up then linear decay, gradients clipped at norm 1, each
-epoch's items shuffled by ``seed + epoch``; a progress bar on a terminal (see
+AdamW (weight decay 0.01), linear warm-up over a fraction of the steps then linear decay, gradients
+clipped at norm 1, each epoch's items shuffled by ``seed + epoch``; a progress bar on a terminal (see
 :mod:`ragroute.progress`). The caller supplies the loss of one batch of item positions.
 """
 
@@ -29,13 +30,14 @@ def fine_tune(
     epochs: int,
     batch_size: int,
     learning_rate: float,
-    warmup_steps: int,
+    warmup: float,
     seed: int,
     desc: str,
     show_progress: bool | None = None,
 ) -> list[float]:
     """Run ``epochs`` over ``n_items`` items in shuffled batches; ``batch_loss(positions)`` returns the
-    batch's loss tensor. Returns every step's loss."""
+    batch's loss tensor; the learning rate warms up over ``warmup`` (a fraction) of all steps.
+    Returns every step's loss."""
     import torch
     from tqdm.auto import tqdm
 
@@ -43,10 +45,10 @@ def fine_tune(
 
     trainable = list(trainable)
     steps = epochs * ((n_items + batch_size - 1) // batch_size)
-    warmup = max(1, warmup_steps)
+    warmup_steps = max(1, int(steps * warmup))
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+        optimizer, lambda s: min((s + 1) / warmup_steps, max(0.0, (steps - s) / max(1, steps - warmup_steps)))
     )
     losses: list[float] = []
     bar = tqdm(total=steps, desc=desc, unit="batch", disable=not progress_enabled(show_progress))

@@ -189,7 +189,6 @@ def _fit(
     """The shared fine-tuning loop with this expert's settings (warm-up: a tenth of the steps)."""
     from ragroute.training import fine_tune
 
-    steps = params.epochs * ((n + params.batch_size - 1) // params.batch_size)
     return fine_tune(
         trainable,
         n,
@@ -197,7 +196,7 @@ def _fit(
         epochs=params.epochs,
         batch_size=params.batch_size,
         learning_rate=params.lr,
-        warmup_steps=steps // 10,
+        warmup=0.1,
         seed=params.seed,
         desc="training expert",
         show_progress=show,

@@ -200,7 +200,6 @@ def _train(
     targets = torch.tensor(y, dtype=torch.float32)
     # balanced classes: a positive (retrieve) example weighs n_answer / n_retrieve
     pos_weight = torch.tensor(float((~y).sum()) / float(y.sum()))
-    steps = params.epochs * ((len(texts) + params.batch_size - 1) // params.batch_size)
 
     def batch_loss(positions: list[int]) -> Any:
         features = preprocess([texts[i] for i in positions])
@@ -218,7 +217,7 @@ def _train(
         epochs=params.epochs,
         batch_size=params.batch_size,
         learning_rate=params.learning_rate,
-        warmup_steps=int(steps * params.warmup),
+        warmup=params.warmup,
         seed=params.seed,
         desc="tuning gate probe",
         show_progress=show_progress,

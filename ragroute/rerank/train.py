@@ -267,7 +267,6 @@ def train_reranker(
     if params.freeze_embeddings:  # the 11.7M word-embedding weights: most of the optimiser's work
         bert.embeddings.requires_grad_(False)
     trainable = [p for p in net.parameters() if p.requires_grad]
-    steps = params.epochs * ((len(pairs.train) + params.batch_size - 1) // params.batch_size)
 
     def batch_loss(positions: list[int]) -> Any:
         batch = [pairs.train[i] for i in positions]
@@ -292,7 +291,7 @@ def train_reranker(
         epochs=params.epochs,
         batch_size=params.batch_size,
         learning_rate=params.learning_rate,
-        warmup_steps=int(steps * params.warmup),
+        warmup=params.warmup,
         seed=params.seed,
         desc="training reranker",
         show_progress=show_progress,
