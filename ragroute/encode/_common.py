@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,21 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def encode_unit_vectors(
+    model: Any, texts: Sequence[str], dim: int, *, batch_size: int, show_progress: bool | None
+) -> np.ndarray:
+    """``texts`` through a loaded sentence-transformers ``model`` (no prompt) as unit-length float32
+    rows; ``(0, dim)`` for no texts. What encoders wrapping an in-memory model (query adapters,
+    tuned probes) share."""
+    items = check_texts(texts)
+    if not items:
+        return np.zeros((0, dim), dtype=np.float32)
+    vectors = model.encode(
+        items, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=bool(show_progress)
+    )
+    return l2_normalize(vectors)
 
 
 def document_prompt(prompts: dict[str, str]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.encode._common import check_texts, l2_normalize
+from ragroute.encode._common import encode_unit_vectors
 from ragroute.errors import ModelNotFoundError, RagrouteError
 from ragroute.experts.train import ADAPTER_CONFIG, ADAPTER_FILE, FAMILY, MODEL_DIR
 
@@ -42,13 +42,9 @@ class QueryAdapterEncoder:
     def encode_queries(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
     ) -> np.ndarray:
-        texts = check_texts(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=bool(show_progress)
+        return encode_unit_vectors(
+            self.model, texts, self.dim, batch_size=batch_size, show_progress=show_progress
         )
-        return l2_normalize(vectors)
 
     def encode_documents(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None

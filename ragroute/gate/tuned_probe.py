@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.encode._common import check_texts, l2_normalize
+from ragroute.encode._common import encode_unit_vectors
 from ragroute.errors import RagrouteError
 
 BASE_MODEL = "all-MiniLM-L6-v2"
@@ -81,13 +81,9 @@ class ProbeEncoder:
     def encode_queries(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
     ) -> np.ndarray:
-        items = check_texts(texts)
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            items, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=bool(show_progress)
+        return encode_unit_vectors(
+            self.model, texts, self.dim, batch_size=batch_size, show_progress=show_progress
         )
-        return l2_normalize(np.asarray(vectors, dtype=np.float32))
 
     def encode_documents(self, texts: Sequence[str], **_: Any) -> np.ndarray:
         raise RagrouteError("a tuned probe encodes queries only (it classifies them; it indexes nothing)")
