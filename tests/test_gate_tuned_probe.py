@@ -53,7 +53,7 @@ def test_round_trip_keeps_the_logits_and_stores_no_pickle(tmp_path, gate):
     loaded = TrainedGate.load(tmp_path / "g")
     texts = ["Who founded the Glimmox company in Reykjavik?", "What is 5 plus 6?"]
     assert np.allclose(loaded.probabilities(texts), gate.probabilities(texts), atol=1e-6)
-    expected = {**SPEC, "batch_size": 16}
+    expected = {**SPEC, "batch_size": 16, "members": 1}
     assert loaded.signals[0].settings() == {k: v for k, v in expected.items() if k != "kind"}
     files = [p.name for p in (tmp_path / "g").rglob("*") if p.is_file()]
     assert any(name.endswith(".safetensors") for name in files)
@@ -61,7 +61,7 @@ def test_round_trip_keeps_the_logits_and_stores_no_pickle(tmp_path, gate):
 
 
 class _FakeEncoder:
-    model_id, backend, dim = "fake-probe", "torch", 2
+    model_id, backend, dim, build = "fake-probe", "torch", 2, "fake"
 
     def encode_queries(self, texts, **_):
         return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
@@ -94,8 +94,59 @@ def test_fit_values_are_out_of_fold(monkeypatch):
     assert other.shape == first.shape
 
 
+def test_members_average_out_of_fold_logits_of_probes_with_their_own_seeds(monkeypatch, tmp_path):
+    seeds: list[int] = []
+
+    def fake_train(texts, retrieve, params, **_):
+        seeds.append(params.seed)  # member m's probe reads feature m: its logits tell members apart
+        return TunedProbe(_FakeEncoder(), np.eye(2)[params.seed % 2] * (params.seed + 1), 0.0)
+
+    monkeypatch.setattr(tuned_probe_module, "train_probe", fake_train)
+    signal = TunedProbeSignal(folds=2, members=2)
+    values = signal.fit_values(Examples(TEXTS, FLAGS, None))
+    assert seeds == [0, 1, 0, 1, 0, 1]  # two folds and the refit, each fine-tuned by both members
+    assert np.allclose(values[:, 0], [(len(t) + 2.0) / 2 for t in TEXTS])
+    contexts = [QueryContext.of("abc")]
+    assert len(signal.encoders()) == 2
+    assert signal.values(contexts, None)[0, 0] == pytest.approx((3 + 2.0) / 2)
+    data, arrays = signal.state()
+    assert data == {"builds": ["fake", "fake"], "biases": [0.0, 0.0]}
+    assert arrays["weight"].shape == (2, 2)
+    soup_signal = TunedProbeSignal(folds=2, members=2, final="soup")
+    monkeypatch.setattr(tuned_probe_module, "soup", lambda probes: probes[0])
+    seeds.clear()
+    soup_signal.fit_values(Examples(TEXTS, FLAGS, None))
+    assert seeds == [0, 1, 0, 1] and len(soup_signal.encoders()) == 1  # no refit: one souped model
+
+
+def test_an_ensemble_round_trips_and_old_one_model_files_still_load(tmp_path, gate):
+    (probe,) = gate.signals[0]._probes
+    ensemble = TunedProbeSignal(members=2)
+    ensemble._probes = [probe, TunedProbe(probe.encoder, probe.weight * 2, probe.bias - 1.0)]
+    ensemble.save(tmp_path / "ens")
+    assert (tmp_path / "ens" / "model-1").is_dir()
+    loaded = TunedProbeSignal(members=2)
+    loaded.load(tmp_path / "ens")
+    contexts = [QueryContext.of("Who founded the Glimmox company in Reykjavik?")]
+    assert np.allclose(loaded.values(contexts, None), ensemble.values(contexts, None), atol=1e-5)
+    # a one-model probe in the earlier layout ("build", "bias", a 1-D weight) loads as one member
+    import json
+
+    gate.signals[0].save(tmp_path / "old")
+    (tmp_path / "old" / "state.json").write_text(
+        json.dumps({"build": probe.encoder.build, "bias": probe.bias})
+    )
+    np.savez(tmp_path / "old" / "arrays.npz", weight=probe.weight)
+    old = TunedProbeSignal()
+    old.load(tmp_path / "old")
+    assert np.allclose(old.values(contexts, None), gate.signals[0].values(contexts, None), atol=1e-5)
+    with pytest.raises(RagrouteError, match="2 models, 2 biases and 1 heads"):
+        np.savez(tmp_path / "ens" / "arrays.npz", weight=probe.weight)
+        TunedProbeSignal(members=2).load(tmp_path / "ens")
+
+
 def test_the_deciding_probe_is_the_soup_of_the_fold_models(gate):
-    probe = gate.signals[0]._probe  # final: soup, the fold models' weights averaged
+    (probe,) = gate.signals[0]._probes  # final: soup, the fold models' weights averaged
     texts = ["Who founded the Glimmox company in Reykjavik?", "What is 5 plus 6?"]
     vectors = probe.encoder.encode_queries(texts)
     same = soup([probe, probe])  # the mean of identical models is that model
@@ -111,6 +162,8 @@ def test_bad_settings_and_mismatched_files_fail_with_one_line(tmp_path, gate):
         make_signal({"kind": "tuned_probe", "epoch": 2})
     with pytest.raises(RagrouteError, match="soup or refit"):
         make_signal({"kind": "tuned_probe", "final": "last"})
+    with pytest.raises(RagrouteError, match="members"):
+        make_signal({"kind": "tuned_probe", "members": 0})
     with pytest.raises(RagrouteError, match="learning_rate"):
         ProbeTrainParams(learning_rate=0.0)
     with pytest.raises(RagrouteError, match="not fitted"):

@@ -791,8 +791,8 @@ def skills_command(
     default=None,
     help="Comma-separated gates to compare [default: all of "
     "logreg_embedding, knn5_embedding, threshold_*, trained_signals, trained_all; "
-    "threshold_tuned_probe, trained_all_tuned and their *_tuned_soup variants fine-tune a "
-    "classifier per fit and run only when named].",
+    "threshold_tuned_probe, trained_all_tuned and their *_tuned_soup and *_tuned_ensemble "
+    "variants fine-tune a classifier per fit and run only when named].",
 )
 @click.option("--latency-queries", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the holdout.")

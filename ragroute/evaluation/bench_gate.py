@@ -21,7 +21,8 @@ calibrated logistic regression), ``trained_signals`` (all LLM-free signals but t
 (:data:`OPT_IN_GATES`, fitting fine-tunes a model per fold): ``threshold_tuned_probe`` (the
 ``tuned_probe`` signal alone: MiniLM fine-tuned here as a retrieve/answer classifier) and
 ``trained_all_tuned`` (the default signals plus ``tuned_probe``), and both again with
-``final: soup`` (``*_tuned_soup``: the fold models averaged decide). A signal with an encoder of its
+``final: soup`` (``*_tuned_soup``: the fold models averaged decide) and with ``members: 3``
+(``*_tuned_ensemble``: three fine-tunes per fit, their logits averaged). A signal with an encoder of its
 own has its test queries encoded before the timing, like the gate encoder's. Baselines in the same run:
 ``logreg_embedding`` (scikit-learn logistic regression on the MiniLM embeddings, defaults,
 threshold 0.5: the issue's baseline) and ``knn5_embedding`` (majority vote of the 5 nearest
@@ -65,6 +66,11 @@ GATES: dict[str, dict[str, Any]] = {
         "columns": ["tuned_probe.logit"],
     },
     "trained_all_tuned_soup": {"signals": [*DEFAULT_SIGNALS, {"kind": "tuned_probe", "final": "soup"}]},
+    "threshold_tuned_ensemble": {
+        "signals": [{"kind": "tuned_probe", "members": 3}],
+        "columns": ["tuned_probe.logit"],
+    },
+    "trained_all_tuned_ensemble": {"signals": [*DEFAULT_SIGNALS, {"kind": "tuned_probe", "members": 3}]},
 }
 """Our gates: keyword arguments of :meth:`TrainedGate.fit`."""
 OPT_IN_GATES = (
@@ -72,6 +78,8 @@ OPT_IN_GATES = (
     "trained_all_tuned",
     "threshold_tuned_soup",
     "trained_all_tuned_soup",
+    "threshold_tuned_ensemble",
+    "trained_all_tuned_ensemble",
 )
 """Gates run only when ``--gates`` names them: fitting fine-tunes a model (minutes, not seconds)."""
 BASELINES = ("logreg_embedding", "knn5_embedding")

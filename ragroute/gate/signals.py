@@ -899,6 +899,11 @@ class TunedProbeSignal(GateSignal):
     ``"refit"`` (default) one more fine-tune on all examples, or ``"soup"`` the fold models' weights
     averaged (:func:`~ragroute.gate.tuned_probe.soup`, on the scale the gate was calibrated on, one
     fine-tune fewer). Minutes on a CPU for a few thousand queries.
+
+    ``members`` > 1 makes it an ensemble: every fine-tune is done ``members`` times with seeds
+    ``0..members-1`` (other head initialisation and batch order) and the value is the mean of their
+    logits, out of fold as in use (with ``final: refit`` each query is then encoded by every member;
+    ``final: soup`` averages all members' fold models into one). ``members`` times the fitting.
     """
 
     kind = "tuned_probe"
@@ -912,17 +917,21 @@ class TunedProbeSignal(GateSignal):
         folds: int = 3,
         batch_size: int = 16,
         final: str = "refit",
+        members: int = 1,
     ) -> None:
         from ragroute.gate.tuned_probe import ProbeTrainParams
 
         if final not in ("soup", "refit"):
             raise RagrouteError(f"gate signal tuned_probe: final must be soup or refit, not {final!r}")
+        if int(members) < 1:
+            raise RagrouteError(f"gate signal tuned_probe: members must be at least 1, got {members}")
         self.params = ProbeTrainParams(
             epochs=int(epochs), learning_rate=float(learning_rate), batch_size=int(batch_size)
         )
         self.folds = int(folds)
         self.final = final
-        self._probe: Any = None
+        self.members = int(members)
+        self._probes: list[Any] = []
 
     @property
     def names(self) -> list[str]:
@@ -935,15 +944,21 @@ class TunedProbeSignal(GateSignal):
             "folds": self.folds,
             "batch_size": self.params.batch_size,
             "final": self.final,
+            "members": self.members,
         }
 
     def encoders(self) -> list[Any]:
-        return [] if self._probe is None else [self._probe.encoder]
+        return [probe.encoder for probe in self._probes]
+
+    def _member_params(self) -> list[Any]:
+        from dataclasses import replace
+
+        return [replace(self.params, seed=self.params.seed + m) for m in range(self.members)]
 
     def fit(self, examples: Examples) -> None:
         from ragroute.gate.tuned_probe import train_probe
 
-        self._probe = train_probe(examples.texts, examples.retrieve, self.params)
+        self._probes = [train_probe(examples.texts, examples.retrieve, p) for p in self._member_params()]
 
     def fit_values(self, examples: Examples) -> np.ndarray:
         memo = _TUNED_FITS.get()
@@ -953,11 +968,11 @@ class TunedProbeSignal(GateSignal):
             ).encode("utf-8")
         ).hexdigest()
         if memo is not None and key in memo:
-            values, self._probe = memo[key]
+            values, self._probes = memo[key]
             return values.copy()
         values = self._fit_values(examples)
         if memo is not None:
-            memo[key] = (values, self._probe)
+            memo[key] = (values, self._probes)
         return values
 
     def _fit_values(self, examples: Examples) -> np.ndarray:
@@ -970,11 +985,13 @@ class TunedProbeSignal(GateSignal):
         probes = []
         for f in range(folds):
             fit_idx, held_idx = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
-            probe = train_probe([examples.texts[i] for i in fit_idx], y[fit_idx], self.params)
-            out[held_idx] = probe.logits(probe.encoder.encode_queries([examples.texts[i] for i in held_idx]))
-            probes.append(probe)
+            held = [examples.texts[i] for i in held_idx]
+            for params in self._member_params():
+                probe = train_probe([examples.texts[i] for i in fit_idx], y[fit_idx], params)
+                out[held_idx] += probe.logits(probe.encoder.encode_queries(held)) / self.members
+                probes.append(probe)
         if self.final == "soup":
-            self._probe = soup(probes)
+            self._probes = [soup(probes)]
         else:
             self.fit(examples)
         return out[:, None]
@@ -982,32 +999,51 @@ class TunedProbeSignal(GateSignal):
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
         from ragroute.context import query_vectors
 
-        if self._probe is None:
+        if not self._probes:
             raise RagrouteError("gate signal tuned_probe is not fitted")
-        return self._probe.logits(query_vectors(contexts, self._probe.encoder))[:, None]
+        logits = [probe.logits(query_vectors(contexts, probe.encoder)) for probe in self._probes]
+        return np.mean(logits, axis=0)[:, None]
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        if self._probe is None:
+        if not self._probes:
             raise RagrouteError("gate signal tuned_probe is not fitted: nothing to save")
-        return {"build": self._probe.encoder.build, "bias": self._probe.bias}, {"weight": self._probe.weight}
+        data = {"builds": [p.encoder.build for p in self._probes], "biases": [p.bias for p in self._probes]}
+        return data, {"weight": np.stack([p.weight for p in self._probes])}
 
     def save(self, folder: Path) -> None:
         super().save(folder)  # (refuses an unfitted probe)
-        self._probe.encoder.save(folder / "model")
+        for m, probe in enumerate(self._probes):
+            probe.encoder.save(folder / _member_folder(m))
 
     def load(self, folder: Path, *, encoder: Any = None) -> None:
         from ragroute.gate.tuned_probe import ProbeEncoder, TunedProbe
 
         data = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
-            weight = np.asarray(npz["weight"], dtype=np.float64)
-        probe_encoder = ProbeEncoder.load(folder / "model", str(data["build"]))
-        if probe_encoder.dim != len(weight):
+            weights = np.atleast_2d(np.asarray(npz["weight"], dtype=np.float64))
+        # one-model probes saved before ensembles: "build" / "bias" and a 1-D weight
+        builds = data["builds"] if "builds" in data else [data["build"]]
+        biases = data["biases"] if "biases" in data else [data["bias"]]
+        if not len(builds) == len(biases) == len(weights):
             raise RagrouteError(
-                f"gate signal tuned_probe in {folder}: head of width {len(weight)} for a "
-                f"{probe_encoder.dim}-dimensional model"
+                f"gate signal tuned_probe in {folder}: {len(builds)} models, {len(biases)} biases "
+                f"and {len(weights)} heads"
             )
-        self._probe = TunedProbe(probe_encoder, weight, float(data["bias"]))
+        probes = []
+        for m, (build, bias, weight) in enumerate(zip(builds, biases, weights)):
+            probe_encoder = ProbeEncoder.load(folder / _member_folder(m), str(build))
+            if probe_encoder.dim != len(weight):
+                raise RagrouteError(
+                    f"gate signal tuned_probe in {folder}: head of width {len(weight)} for a "
+                    f"{probe_encoder.dim}-dimensional model"
+                )
+            probes.append(TunedProbe(probe_encoder, weight, float(bias)))
+        self._probes = probes
+
+
+def _member_folder(member: int) -> str:
+    """Where a tuned probe's member model is saved (the first where one-model probes kept theirs)."""
+    return "model" if member == 0 else f"model-{member}"
 
 
 # --------------------------------------------------------------------------- building
@@ -1032,7 +1068,7 @@ SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
     "rarity": frozenset({"corpus"}),  # corpus: true -> word rarity counted on the sources' documents
     "complexity": frozenset(),
     "text_probe": frozenset({"hashed_dim", "C", "folds"}),
-    "tuned_probe": frozenset({"epochs", "learning_rate", "folds", "batch_size", "final"}),
+    "tuned_probe": frozenset({"epochs", "learning_rate", "folds", "batch_size", "final", "members"}),
 }
 """The settings each signal kind takes in a ``{kind: ..., ...}`` mapping (besides ``kind``)."""
 SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
@@ -1046,6 +1082,7 @@ SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "learning_rate": ("number", None),
     "batch_size": ("integer", 1),
     "final": ("string", None),
+    "members": ("integer", 1),
 }
 """The type (and least value) of each signal setting."""
 DEFAULT_SIGNALS = ("knn_vote", "bank_margin", "rarity", "complexity", "text_probe")
