@@ -90,8 +90,10 @@ def test_fit_values_are_out_of_fold(monkeypatch):
         first = TunedProbeSignal(folds=3, final="refit").fit_values(Examples(texts, flags, None))
         again = TunedProbeSignal(folds=3, final="refit").fit_values(Examples(texts, flags, None))
         other = TunedProbeSignal(folds=2, final="refit").fit_values(Examples(texts, flags, None))
-    assert np.array_equal(first, again) and len(trained_on) == 4 + 4 + 3
-    assert other.shape == first.shape
+        assert np.array_equal(first, again) and len(trained_on) == 4 + 4 + 2  # the refit is shared
+        assert other.shape == first.shape
+        TunedProbeSignal(folds=3, members=2).fit_values(Examples(texts, flags, None))
+        assert len(trained_on) == 10 + 4  # member 0 is the one-model probe: only member 1 is new
 
 
 def test_members_average_out_of_fold_logits_of_probes_with_their_own_seeds(monkeypatch, tmp_path):

@@ -956,9 +956,7 @@ class TunedProbeSignal(GateSignal):
         return [replace(self.params, seed=self.params.seed + m) for m in range(self.members)]
 
     def fit(self, examples: Examples) -> None:
-        from ragroute.gate.tuned_probe import train_probe
-
-        self._probes = [train_probe(examples.texts, examples.retrieve, p) for p in self._member_params()]
+        self._probes = [_train_once(examples.texts, examples.retrieve, p) for p in self._member_params()]
 
     def fit_values(self, examples: Examples) -> np.ndarray:
         memo = _TUNED_FITS.get()
@@ -976,7 +974,7 @@ class TunedProbeSignal(GateSignal):
         return values
 
     def _fit_values(self, examples: Examples) -> np.ndarray:
-        from ragroute.gate.tuned_probe import soup, train_probe
+        from ragroute.gate.tuned_probe import soup
 
         y = np.asarray(examples.retrieve, dtype=bool)
         folds = max(2, min(self.folds, int(y.sum()), int((~y).sum())))
@@ -987,7 +985,7 @@ class TunedProbeSignal(GateSignal):
             fit_idx, held_idx = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
             held = [examples.texts[i] for i in held_idx]
             for params in self._member_params():
-                probe = train_probe([examples.texts[i] for i in fit_idx], y[fit_idx], params)
+                probe = _train_once([examples.texts[i] for i in fit_idx], y[fit_idx], params)
                 out[held_idx] += probe.logits(probe.encoder.encode_queries(held)) / self.members
                 probes.append(probe)
         if self.final == "soup":
@@ -1039,6 +1037,28 @@ class TunedProbeSignal(GateSignal):
                 )
             probes.append(TunedProbe(probe_encoder, weight, float(bias)))
         self._probes = probes
+
+
+def _train_once(texts: Sequence[str], retrieve: Any, params: Any) -> Any:
+    """:func:`~ragroute.gate.tuned_probe.train_probe`, reused within :func:`shared_tuned_probe_fits`
+    for the same texts, labels and training settings (an ensemble's first member is the one-model
+    probe, so gates with and without ``members`` share that fine-tune)."""
+    from ragroute.gate.tuned_probe import train_probe
+
+    memo = _TUNED_FITS.get()
+    if memo is None:
+        return train_probe(texts, retrieve, params)
+    key = (
+        "fit:"
+        + hashlib.sha256(
+            json.dumps([list(texts), np.asarray(retrieve, dtype=bool).tolist(), params.to_dict()]).encode(
+                "utf-8"
+            )
+        ).hexdigest()
+    )
+    if key not in memo:
+        memo[key] = train_probe(texts, retrieve, params)
+    return memo[key]
 
 
 def _member_folder(member: int) -> str:
