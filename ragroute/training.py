@@ -4,10 +4,6 @@ gates' tuned probes).
 AdamW (weight decay 0.01), linear warm-up over a fraction of the steps then linear decay, gradients
 clipped at norm 1, each epoch's items shuffled by ``seed + epoch``; a progress bar on a terminal (see
 :mod:`ragroute.progress`). The caller supplies the loss of one batch of item positions.
-
-Given the items' token lengths, batches are cut from length-sorted pools of shuffled items
-(:func:`shuffled_batches`): a batch is padded to its longest item, so random batches of short
-queries with a few long ones spend about half their compute on padding.
 """
 
 from __future__ import annotations
@@ -18,32 +14,12 @@ from typing import Any
 
 import numpy as np
 
-LENGTH_POOL = 50
-"""Batches per pool when batches are cut by length (see :func:`shuffled_batches`)."""
 
-
-def shuffled_batches(n: int, size: int, seed: int, lengths: Sequence[int] | None = None) -> list[list[int]]:
-    """Positions ``0..n-1`` in a seeded random order, cut into batches of ``size``.
-
-    With ``lengths`` (one per position), the shuffled positions are taken ``LENGTH_POOL`` batches at
-    a time, each pool sorted by length (stable, so ties keep the shuffled order) before it is cut,
-    and the batches' order is shuffled again: every batch is still a random draw, but of items of
-    about one length. Every position is in exactly one batch either way.
-    """
-    rng = random.Random(seed)
+def shuffled_batches(n: int, size: int, seed: int) -> list[list[int]]:
+    """Positions ``0..n-1`` in a seeded random order, cut into batches of ``size``."""
     order = list(range(n))
-    rng.shuffle(order)
-    if lengths is None:
-        return [order[i : i + size] for i in range(0, n, size)]
-    if len(lengths) != n:
-        raise ValueError(f"{len(lengths)} lengths for {n} items")
-    pool = size * LENGTH_POOL
-    batches = []
-    for start in range(0, n, pool):
-        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
-        batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
-    rng.shuffle(batches)
-    return batches
+    random.Random(seed).shuffle(order)
+    return [order[i : i + size] for i in range(0, n, size)]
 
 
 def fine_tune(
@@ -58,11 +34,9 @@ def fine_tune(
     seed: int,
     desc: str,
     show_progress: bool | None = None,
-    lengths: Sequence[int] | None = None,
 ) -> list[float]:
     """Run ``epochs`` over ``n_items`` items in shuffled batches; ``batch_loss(positions)`` returns the
     batch's loss tensor; the learning rate warms up over ``warmup`` (a fraction) of all steps.
-    ``lengths`` (the items' token counts) makes batches of items of about one length.
     Returns every step's loss."""
     import torch
     from tqdm.auto import tqdm
@@ -79,7 +53,7 @@ def fine_tune(
     losses: list[float] = []
     bar = tqdm(total=steps, desc=desc, unit="batch", disable=not progress_enabled(show_progress))
     for epoch in range(epochs):
-        for batch in shuffled_batches(n_items, batch_size, seed + epoch, lengths):
+        for batch in shuffled_batches(n_items, batch_size, seed + epoch):
             loss = batch_loss(batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)

@@ -196,10 +196,6 @@ def _train(
     targets = torch.tensor(y, dtype=torch.float32)
     # balanced classes: a positive (retrieve) example weighs n_answer / n_retrieve
     pos_weight = torch.tensor(float((~y).sum()) / float(y.sum()))
-    # batches of queries of about one length: far less padding (the models' cost is per token)
-    lengths = [
-        len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=params.max_length)["input_ids"]
-    ]
 
     def batch_loss(positions: list[int]) -> Any:
         features = preprocess([texts[i] for i in positions])
@@ -221,7 +217,6 @@ def _train(
         seed=params.seed,
         desc="tuning gate probe",
         show_progress=show_progress,
-        lengths=lengths,
     )
     model.eval()
     weight = head.weight.detach().numpy().reshape(-1).astype(np.float64)
