@@ -960,11 +960,7 @@ class TunedProbeSignal(GateSignal):
 
     def fit_values(self, examples: Examples) -> np.ndarray:
         memo = _TUNED_FITS.get()
-        key = hashlib.sha256(
-            json.dumps(
-                [examples.texts, np.asarray(examples.retrieve, dtype=bool).tolist(), self.settings()]
-            ).encode("utf-8")
-        ).hexdigest()
+        key = _fit_key(examples.texts, examples.retrieve, self.settings())
         if memo is not None and key in memo:
             values, self._probes = memo[key]
             return values.copy()
@@ -983,9 +979,9 @@ class TunedProbeSignal(GateSignal):
         probes = []
         for f in range(folds):
             fit_idx, held_idx = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
-            held = [examples.texts[i] for i in held_idx]
+            fit_texts, held = [examples.texts[i] for i in fit_idx], [examples.texts[i] for i in held_idx]
             for params in self._member_params():
-                probe = _train_once([examples.texts[i] for i in fit_idx], y[fit_idx], params)
+                probe = _train_once(fit_texts, y[fit_idx], params)
                 out[held_idx] += probe.logits(probe.encoder.encode_queries(held)) / self.members
                 probes.append(probe)
         if self.final == "soup":
@@ -1048,17 +1044,16 @@ def _train_once(texts: Sequence[str], retrieve: Any, params: Any) -> Any:
     memo = _TUNED_FITS.get()
     if memo is None:
         return train_probe(texts, retrieve, params)
-    key = (
-        "fit:"
-        + hashlib.sha256(
-            json.dumps([list(texts), np.asarray(retrieve, dtype=bool).tolist(), params.to_dict()]).encode(
-                "utf-8"
-            )
-        ).hexdigest()
-    )
+    key = "fit:" + _fit_key(texts, retrieve, params.to_dict())
     if key not in memo:
         memo[key] = train_probe(texts, retrieve, params)
     return memo[key]
+
+
+def _fit_key(texts: Sequence[str], retrieve: Any, settings: Mapping[str, Any]) -> str:
+    """What a tuned-probe fit is memoised under: its examples, their labels and its settings."""
+    payload = [list(texts), np.asarray(retrieve, dtype=bool).tolist(), dict(settings)]
+    return hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
 
 
 def _member_folder(member: int) -> str:
