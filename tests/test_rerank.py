@@ -144,9 +144,7 @@ def _write_beir(folder, topics, prefix):
     queries = [{"_id": f"{prefix}-q{i}", "text": q} for i, (q, _) in enumerate(topics.values())]
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in corpus))
     (folder / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in queries))
-    lines = ["query-id\tcorpus-id\tscore"] + [
-        f"{prefix}-q{i}\t{prefix}-{t}\t1" for i, t in enumerate(topics)
-    ]
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{prefix}-q{i}\t{prefix}-{t}\t1" for i, t in enumerate(topics)]
     (folder / "qrels" / "dev.tsv").write_text("\n".join(lines))
 
 
@@ -186,9 +184,7 @@ def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
     (tmp_path / "sets" / "notes").mkdir()
     said: list[str] = []
     result = run_rerank_bench(tmp_path / "sets", hashing_encoder, out, backend="torch", log=said.append)
-    held_out = {
-        name: sum(query_fold(name, f"{name}-q{i}") == 1 for i in range(2)) for name in ("a", "b")
-    }
+    held_out = {name: sum(query_fold(name, f"{name}-q{i}") == 1 for i in range(2)) for name in ("a", "b")}
     assert {n: r["queries"] for n, r in result["collections"].items()} == {
         f"sets/{n}": c for n, c in held_out.items() if c
     }
@@ -333,3 +329,78 @@ def test_recalibrating_some_sets_draws_pairs_as_training_drew_them(tmp_path):
     assert [p.set_name for p in calibration_pairs([a, b], [c], build)] == ["c"]
     assert calls[-1] == ["a", "b", "c"]  # a set never trained on comes after the training ones
     assert [p.set_name for p in calibration_pairs([a, b], [], build)] == ["a", "b"]
+
+
+def test_identifier_titles_are_read_as_words_only_by_models_trained_so(tiny_reranker, tmp_path):
+    from ragroute.rerank.cross_encoder import candidate_text
+    from ragroute.store import open_snapshot, write_artifact
+
+    tool = Hit(doc_id="t", score=1.0, title="analyzeSpeechEmotion", text="Detect emotion in audio")
+    assert candidate_text(tool) == "analyzeSpeechEmotion | Detect emotion in audio"
+    read = candidate_text(tool, title_words=True)
+    assert read == "analyzeSpeechEmotion analyze Speech Emotion | Detect emotion in audio"
+    titled = Hit(doc_id="d", score=1.0, title="Spider-Man 3", text="a 2007 film")
+    assert candidate_text(titled, title_words=True) == "Spider-Man 3 | a 2007 film"  # a title of words: as is
+    assert candidate_text(Hit(doc_id="x", score=1.0, title="Jaws", text="t"), title_words=True) == "Jaws | t"
+
+    def read_by(reranker):
+        seen: list[str] = []
+        reranker.logits = lambda query, texts: seen.extend(texts) or np.zeros(len(texts), dtype=np.float32)
+        reranker.rerank("what does this voice feel", [tool], k=1)
+        return seen
+
+    out, _ = tiny_reranker  # trained with the default title_words=True: reads the words
+    assert read_by(CrossEncoderReranker(out, backend="torch")) == [read]
+    # a model whose manifest predates the setting reads the raw title, as it was trained
+    snapshot = open_snapshot(out, family="reranker")
+    params = json.loads(json.dumps(snapshot.manifest.params))
+    del params["train"]["title_words"]
+    old = tmp_path / "old"
+    with write_artifact(old, "reranker", "cross-encoder", name="old", params=params) as pending:
+        for name in snapshot.manifest.files:
+            target = pending.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(snapshot.file(name).read_bytes())
+    assert read_by(CrossEncoderReranker(old, backend="torch")) == [
+        "analyzeSpeechEmotion | Detect emotion in audio"
+    ]
+
+
+def test_calibration_only_sets_give_calibration_pairs_and_leave_training_pairs_alone(hashing_encoder):
+    from ragroute.rerank.train import LabelledSet, build_pairs, query_fold
+    from ragroute.types import Document
+
+    def labelled(name: str) -> LabelledSet:
+        ids = [f"q{i}" for i in range(60) if query_fold(name, f"q{i}") == 0][:20]
+        docs = [Document(id=f"d{i}", text=f"{t} number {i}", title=f"tool{i}") for i, t in enumerate(ids)]
+        return LabelledSet(
+            name,
+            docs,
+            {q: f"{q} number {i}" for i, q in enumerate(ids)},
+            {q: {f"d{i}": 1} for i, q in enumerate(ids)},
+        )
+
+    params = TrainParams(hard_pool=5, calibration_share=0.2)
+    alone = build_pairs([labelled("a")], hashing_encoder, params)
+    both = build_pairs([labelled("a"), labelled("b")], hashing_encoder, params, calibration_only={"b"})
+    key = lambda p: (p.set_name, p.query, p.text, p.label)  # noqa: E731
+    assert sorted(map(key, both.train)) == sorted(map(key, alone.train))  # b never trained on
+    assert {p.set_name for p in both.calibration} == {"a", "b"}
+    assert (
+        len({p.query for p in both.calibration if p.set_name == "b"}) == 4
+    )  # its held-apart fifth, whole pools
+    assert [key(p) for p in both.calibration if p.set_name == "a"] == [key(p) for p in alone.calibration]
+    assert both.counts["b"]["calibration_only"] == 1 and both.counts["b"]["queries"] == 4
+
+
+def test_recalibration_defaults_to_the_sets_the_model_was_calibrated_on():
+    from pathlib import Path
+
+    from ragroute.rerank.train import calibration_sets
+
+    default = ("d1", "d2")
+    assert calibration_sets({}, [], default) == ([Path("d1"), Path("d2")], [])  # old manifests
+    data = {"roots": ["a", "b"], "calibration_roots": ["t"]}
+    assert calibration_sets(data, [], default) == ([Path("a"), Path("b")], [Path("a"), Path("b"), Path("t")])
+    assert calibration_sets(data, [Path("b")], default) == ([Path("a"), Path("b")], [Path("b")])
+    assert calibration_sets({"roots": ["a"], "calibration_roots": []}, [], default) == ([Path("a")], [])

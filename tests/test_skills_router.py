@@ -12,8 +12,9 @@ import pytest
 from conftest import HashingEncoder
 
 from ragroute.errors import RagrouteError
+from ragroute.identifiers import split_identifier
 from ragroute.skills import Catalogue, Skill, load_catalogue
-from ragroute.skills.index import SkillIndex, SkillIndexParams, rrf_scores, split_identifier, zscore
+from ragroute.skills.index import SkillIndex, SkillIndexParams, rrf_scores, zscore
 from ragroute.skills.router import (
     AbstentionModel,
     SkillRouter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ DEFAULT_DATA = (
     "../shared/data/glasgow",
     "../shared/data/musique",
 )
+#: sets whose held-apart calibration queries widen the calibration; never trained on
+DEFAULT_CALIBRATION_DATA = ("../shared/data/tatqa",)
 
 
 @click.group("rerank", context_settings=CONTEXT)
@@ -35,6 +38,14 @@ def rerank_group() -> None:
     type=click.Path(path_type=Path),
     help="Labelled sets (BEIR or SKILLS folders, or a folder of BEIR collections); repeatable "
     "[default: toollens, metatool, seal_tools, glasgow, musique under ../shared/data].",
+)
+@click.option(
+    "--calibration-data",
+    "calibration_roots",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Labelled sets never trained on whose held-apart tenth of fold 0 joins the calibration "
+    "pairs only; repeatable [default: ../shared/data/tatqa].",
 )
 @click.option("--split", default="dev", show_default=True, help="Qrels split whose fold 0 is trained on.")
 @click.option(
@@ -54,10 +65,18 @@ def rerank_group() -> None:
 @click.option("--learning-rate", type=float, default=2e-4, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--title-words/--no-title-words",
+    default=True,
+    show_default=True,
+    help="Follow a one-word identifier title (getWeatherForecast) with its words in what the model "
+    "reads; the reranker reads candidates the way it was trained.",
+)
 @bench_encoder_options
 @one_line_errors
 def train_command(
     roots: tuple[Path, ...],
+    calibration_roots: tuple[Path, ...],
     split: str,
     out: Path,
     layers: int,
@@ -68,6 +87,7 @@ def train_command(
     learning_rate: float,
     threads: int | None,
     seed: int,
+    title_words: bool,
     encoder: str,
     backend: str,
     cache_dir: Path | None,
@@ -91,13 +111,17 @@ def train_command(
         queries_per_set=queries_per_set,
         seed=seed,
         threads=threads,
+        title_words=title_words,
     )
     chosen = [Path(r) for r in (roots or DEFAULT_DATA)]
-    pairs = _pairs(chosen, split, params, encoder, backend, cache_dir)
+    known = {r.resolve() for r in chosen}
+    extra = [
+        Path(r) for r in (calibration_roots or DEFAULT_CALIBRATION_DATA) if Path(r).resolve() not in known
+    ]
+    pairs = _pairs(chosen + extra, split, params, encoder, backend, cache_dir, calibration_only=extra)
     click.echo(f"{len(pairs.train)} training pairs, {len(pairs.calibration)} calibration pairs", err=True)
-    report = train_reranker(
-        pairs, out, params, name=out.name, data={"roots": [str(r) for r in chosen], "split": split}
-    )
+    data = {"roots": [str(r) for r in chosen], "calibration_roots": [str(r) for r in extra], "split": split}
+    report = train_reranker(pairs, out, params, name=out.name, data=data)
     click.echo(json.dumps(report, indent=2))
 
 
@@ -130,7 +154,7 @@ def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str)
     multiple=True,
     type=click.Path(path_type=Path),
     help="Labelled sets whose calibration pairs are used [default: the ones the model was trained "
-    "on, from its manifest; pairs are always drawn as training drew them].",
+    "and calibrated on, from its manifest; pairs are always drawn as training drew them].",
 )
 @click.option("--split", default="dev", show_default=True)
 @bench_encoder_options
@@ -144,16 +168,16 @@ def calibrate_command(
     """
     from dataclasses import fields
 
-    from ragroute.rerank.train import TrainParams, calibration_pairs, recalibrate
+    from ragroute.rerank.train import TrainParams, calibration_pairs, calibration_sets, recalibrate
     from ragroute.store import open_snapshot
 
     params_in = open_snapshot(model, family="reranker").manifest.params
-    stored = params_in.get("train", {})
+    stored = {"title_words": False, **params_in.get("train", {})}  # models from before it read raw titles
     params = TrainParams(**{f.name: stored[f.name] for f in fields(TrainParams) if f.name in stored})
-    trained = [Path(r) for r in (params_in.get("data", {}).get("roots") or DEFAULT_DATA)]
+    trained, chosen = calibration_sets(params_in.get("data", {}), roots, DEFAULT_DATA)
     calibration = calibration_pairs(
         trained,
-        [Path(r) for r in roots],
+        chosen,
         lambda chosen: _pairs(chosen, split, params, encoder, backend, cache_dir),
     )
     click.echo(f"{len(calibration)} calibration pairs", err=True)
@@ -161,10 +185,18 @@ def calibrate_command(
 
 
 def _pairs(
-    roots: list[Path], split: str, params: Any, encoder: str, backend: str, cache_dir: Path | None
+    roots: list[Path],
+    split: str,
+    params: Any,
+    encoder: str,
+    backend: str,
+    cache_dir: Path | None,
+    *,
+    calibration_only: Sequence[Path] = (),
 ) -> Any:
     """Training and calibration pairs from the labelled sets under ``roots`` (hard negatives from
-    hybrid retrieval with ``encoder``); one line naming the folders that are missing."""
+    hybrid retrieval with ``encoder``; the sets under ``calibration_only`` give calibration pairs
+    only); one line naming the folders that are missing."""
     from ragroute.encode import load_encoder
     from ragroute.rerank.train import build_pairs, expand_roots, load_labelled_set
 
@@ -173,4 +205,5 @@ def _pairs(
         raise RagrouteError(f"data missing: {', '.join(missing)} (see ../shared/data/README.md)")
     sets = [load_labelled_set(path, split, name) for name, path in expand_roots(roots)]
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
-    return build_pairs(sets, enc, params, say=lambda line: click.echo(line, err=True))
+    held = {name for name, _ in expand_roots(list(calibration_only))}
+    return build_pairs(sets, enc, params, calibration_only=held, say=lambda line: click.echo(line, err=True))

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.identifiers import name_with_words
 from ragroute.types import Hit
 
 FAMILY = "reranker"
@@ -122,11 +123,16 @@ def pool_zscores(scores: Sequence[float]) -> np.ndarray:
     return (values - values.mean()) / spread if spread > 1e-12 else np.zeros(len(values))
 
 
-def candidate_text(hit: Hit, *, body: bool = True) -> str:
+def candidate_text(hit: Hit, *, body: bool = True, title_words: bool = False) -> str:
     """What the cross-encoder reads of a candidate: title, then text (or only the title and
-    the first line when ``body`` is False, the skills ablation)."""
+    the first line when ``body`` is False, the skills ablation). With ``title_words`` (rerankers
+    trained so, see ``TrainParams.title_words``) a one-word identifier title is followed by its
+    words: ``analyzeSpeechEmotion analyze Speech Emotion | ...``."""
     text = hit.text if body else hit.text.split("\n", 1)[0]
-    return f"{hit.title} | {text}" if hit.title else text
+    title = hit.title
+    if title_words and title and not any(c.isspace() for c in title):
+        title = name_with_words(title)
+    return f"{title} | {text}" if title else text
 
 
 class CrossEncoderReranker:
@@ -156,6 +162,8 @@ class CrossEncoderReranker:
             Path(model), backend=backend, max_length=max_length, threads=threads
         )
         self.backend = self.info["backend"]
+        # read identifier titles as words only when the model was trained reading them so
+        self.title_words = bool(self.info.get("params", {}).get("train", {}).get("title_words", False))
         self.stage1 = "documents"  # which first stage's calibration is in use (see for_stage1)
 
     def for_stage1(self, kind: str) -> CrossEncoderReranker:
@@ -193,7 +201,9 @@ class CrossEncoderReranker:
         if not pool:
             return []
         query = getattr(context, "text", context)
-        logits = self.logits(str(query), [candidate_text(h, body=self.body) for h in pool])
+        logits = self.logits(
+            str(query), [candidate_text(h, body=self.body, title_words=self.title_words) for h in pool]
+        )
         stage1_z = pool_zscores([h.score for h in pool])
         probs = self.calibration(logits, np.arange(1, len(pool) + 1), stage1_z)
         order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]

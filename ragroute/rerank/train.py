@@ -29,7 +29,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ class TrainParams:
     queries_per_set: int = 1000
     calibration_share: float = 0.1
     freeze_embeddings: bool = True
+    title_words: bool = True  # identifier titles read as words too (candidate_text); False before 2026-12-02
     seed: int = 0
     threads: int | None = None
 
@@ -157,11 +158,20 @@ def build_pairs(
     encoder: Any,
     params: TrainParams,
     *,
+    calibration_only: Collection[str] = (),
     say: Callable[[str], None] = lambda _: None,
 ) -> PairSet:
     """Training and calibration pairs from fold 0 of every set (hard negatives from the stage 1 the
-    reranker follows when deployed, see :func:`_stage1`)."""
+    reranker follows when deployed, see :func:`_stage1`). Sets named in ``calibration_only`` give
+    only their calibration pairs (the held-apart tenth): never trained on, they widen what the
+    calibration has seen."""
     rng = random.Random(params.seed)
+
+    def text_of(doc: Document) -> str:
+        return candidate_text(
+            Hit(doc_id=doc.id, score=0.0, title=doc.title, text=doc.text), title_words=params.title_words
+        )
+
     out = PairSet()
     for labelled in sets:
         fold = sorted(labelled.fold(0).items())
@@ -169,29 +179,37 @@ def build_pairs(
         fold = fold[: params.queries_per_set]
         if not fold:
             continue
-        say(f"{labelled.name}: {len(fold)} training queries over {len(labelled.documents)} candidates")
+        role = "calibration-only" if labelled.name in calibration_only else "training"
+        say(f"{labelled.name}: {len(fold)} {role} queries over {len(labelled.documents)} candidates")
         by_id = {d.id: d for d in labelled.documents}
         ranked = _stage1(labelled, encoder, [t for _, t in fold], params.hard_pool)
         n_calibration = max(1, int(round(len(fold) * params.calibration_share)))
         counts = {"queries": len(fold), "pairs": 0, "positives": 0}
+        if labelled.name in calibration_only:
+            counts = {
+                "calibration_only": 1,
+                "queries": min(n_calibration, len(fold)),
+                "pairs": 0,
+                "positives": 0,
+            }
         for i, ((qid, text), hits) in enumerate(zip(fold, ranked)):
             gold = [d for d, grade in labelled.qrels.get(qid, {}).items() if grade > 0 and d in by_id]
             if not gold:
                 continue
             rank = {h.doc_id: r for r, h in enumerate(hits, 1)}
             chosen = rng.sample(gold, min(len(gold), params.positives))
-            pairs = [Pair(text, _text(by_id[d]), 1.0, labelled.name, rank.get(d, 0)) for d in chosen]
+            pairs = [Pair(text, text_of(by_id[d]), 1.0, labelled.name, rank.get(d, 0)) for d in chosen]
             hard = [h.doc_id for h in hits if h.doc_id not in labelled.qrels.get(qid, {})]
             negatives = hard[: params.hard_negatives]
             pool = [d.id for d in rng.sample(labelled.documents, min(len(labelled.documents), 50))]
             negatives += [d for d in pool if d not in negatives and d not in gold][: params.random_negatives]
-            pairs += [Pair(text, _text(by_id[d]), 0.0, labelled.name, rank.get(d, 0)) for d in negatives]
+            pairs += [Pair(text, text_of(by_id[d]), 0.0, labelled.name, rank.get(d, 0)) for d in negatives]
             if i < n_calibration:  # calibrate on what the reranker sees at query time: the whole pool
                 stage1_z = pool_zscores([h.score for h in hits])
                 pairs = [
                     Pair(
                         text,
-                        _text(by_id[h.doc_id]),
+                        text_of(by_id[h.doc_id]),
                         float(labelled.qrels.get(qid, {}).get(h.doc_id, 0) > 0),
                         labelled.name,
                         r,
@@ -200,6 +218,8 @@ def build_pairs(
                     )
                     for r, h in enumerate(hits, 1)
                 ]
+            if i >= n_calibration and labelled.name in calibration_only:
+                continue
             (out.calibration if i < n_calibration else out.train).extend(pairs)
             counts["pairs"] += len(pairs)
             counts["positives"] += sum(int(p.label) for p in pairs)
@@ -224,10 +244,6 @@ def _stage1(labelled: LabelledSet, encoder: Any, texts: list[str], k: int) -> li
         [Hit(doc_id=skills.catalogue[p].id, score=float(row[p])) for p in skills.top(row, k).tolist()]
         for row in fused
     ]
-
-
-def _text(doc: Document) -> str:
-    return candidate_text(Hit(doc_id=doc.id, score=0.0, title=doc.title, text=doc.text))
 
 
 def train_reranker(
@@ -410,6 +426,19 @@ def calibration_pairs(
     pairs = build([Path(r) for r in trained] + extra)
     names = {name for name, _ in expand_roots(list(chosen) or list(trained))}
     return [p for p in pairs.calibration if p.set_name in names]
+
+
+def calibration_sets(
+    data: Mapping[str, Any], roots: Sequence[Path], default: Sequence[str]
+) -> tuple[list[Path], list[Path]]:
+    """The sets a model was trained on (its manifest's ``data.roots``, else ``default``) and the
+    ones to recalibrate on: ``roots`` when given, else the trained ones plus the calibration-only
+    ones it was calibrated with (``data.calibration_roots``), else ``[]`` (= the trained ones)."""
+    trained = [Path(r) for r in (data.get("roots") or default)]
+    if roots:
+        return trained, [Path(r) for r in roots]
+    extra = [Path(r) for r in data.get("calibration_roots") or []]
+    return trained, [*trained, *extra] if extra else []
 
 
 def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:

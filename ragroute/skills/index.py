@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError, check_query
+from ragroute.identifiers import name_with_words
 from ragroute.skills.records import Catalogue, Skill
 
 FAMILY = "skills"
@@ -57,14 +58,6 @@ VIEWS = ("head", "full", "body")
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 RRF_K = 60
 QUERY_CACHE = 20_000  # query embeddings kept per index (384-d: about 30 MB when full)
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def split_identifier(text: str) -> str:
-    """The words of an identifier: ``getWeatherForecast`` / ``get_weather-forecast`` ->
-    ``get Weather Forecast``."""
-    return " ".join(_CAMEL.sub(" ", text.replace("_", " ").replace("-", " ")).split())
 
 
 @dataclass
@@ -104,11 +97,7 @@ class SkillIndexParams:
 def bm25_text(skill: Skill, weights: Mapping[str, int]) -> str:
     """The text BM25 indexes for a skill: each field repeated ``weights[field]`` times (identifiers
     in the name also split into words)."""
-    name = skill.name
-    split = split_identifier(name)
-    if split and split.lower() != name.lower():
-        name = f"{name} {split}"
-    parts = {"name": name, "description": skill.description, "body": skill.body}
+    parts = {"name": name_with_words(skill.name), "description": skill.description, "body": skill.body}
     return "\n".join(text for f, text in parts.items() for _ in range(max(int(weights.get(f, 0)), 0)) if text)
 
 
