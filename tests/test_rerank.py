@@ -404,3 +404,19 @@ def test_recalibration_defaults_to_the_sets_the_model_was_calibrated_on():
     assert calibration_sets(data, [], default) == ([Path("a"), Path("b")], [Path("a"), Path("b"), Path("t")])
     assert calibration_sets(data, [Path("b")], default) == ([Path("a"), Path("b")], [Path("b")])
     assert calibration_sets({"roots": ["a"], "calibration_roots": []}, [], default) == ([Path("a")], [])
+
+
+def test_calibration_only_sets_default_to_tatqa_when_it_exists(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from ragroute.cli.rerank import DEFAULT_CALIBRATION_DATA, calibration_only_roots
+
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")  # ../shared/data/tatqa is then inside tmp_path: not there yet
+    said: list[str] = []
+    assert calibration_only_roots([Path("a")], [], say=said.append) == []
+    assert said and DEFAULT_CALIBRATION_DATA[0] in said[0] and "not found" in said[0]
+    Path(DEFAULT_CALIBRATION_DATA[0]).mkdir(parents=True)
+    assert calibration_only_roots([Path("a")], []) == [Path(DEFAULT_CALIBRATION_DATA[0])]
+    # given sets are taken as given (a missing one fails later, with the --data check); trained ones left out
+    assert calibration_only_roots([Path("a")], [Path("a"), Path("x")]) == [Path("x")]

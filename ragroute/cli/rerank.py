@@ -45,7 +45,7 @@ def rerank_group() -> None:
     multiple=True,
     type=click.Path(path_type=Path),
     help="Labelled sets never trained on whose held-apart tenth of fold 0 joins the calibration "
-    "pairs only; repeatable [default: ../shared/data/tatqa].",
+    "pairs only; repeatable [default: ../shared/data/tatqa when it exists].",
 )
 @click.option("--split", default="dev", show_default=True, help="Qrels split whose fold 0 is trained on.")
 @click.option(
@@ -114,10 +114,7 @@ def train_command(
         title_words=title_words,
     )
     chosen = [Path(r) for r in (roots or DEFAULT_DATA)]
-    known = {r.resolve() for r in chosen}
-    extra = [
-        Path(r) for r in (calibration_roots or DEFAULT_CALIBRATION_DATA) if Path(r).resolve() not in known
-    ]
+    extra = calibration_only_roots(chosen, calibration_roots, say=lambda line: click.echo(line, err=True))
     pairs = _pairs(chosen + extra, split, params, encoder, backend, cache_dir, calibration_only=extra)
     click.echo(f"{len(pairs.train)} training pairs, {len(pairs.calibration)} calibration pairs", err=True)
     data = {"roots": [str(r) for r in chosen], "calibration_roots": [str(r) for r in extra], "split": split}
@@ -182,6 +179,22 @@ def calibrate_command(
     )
     click.echo(f"{len(calibration)} calibration pairs", err=True)
     click.echo(json.dumps(recalibrate(model, calibration), indent=2))
+
+
+def calibration_only_roots(
+    chosen: Sequence[Path], given: Sequence[Path], *, say: Any = lambda _: None
+) -> list[Path]:
+    """The calibration-only sets: ``given`` (a missing one is an error later, as for ``--data``),
+    else the defaults that exist here (a missing default is skipped, said in one line); sets
+    that are also trained on are left out."""
+    known = {Path(r).resolve() for r in chosen}
+    if given:
+        candidates = [Path(r) for r in given]
+    else:
+        candidates = [Path(r) for r in DEFAULT_CALIBRATION_DATA if Path(r).exists()]
+        for missing in (r for r in DEFAULT_CALIBRATION_DATA if not Path(r).exists()):
+            say(f"calibration-only set {missing} not found: calibrating on the training sets' pools only")
+    return [r for r in candidates if r.resolve() not in known]
 
 
 def _pairs(
