@@ -25,26 +25,27 @@ DEFAULT_DATA = (
 DEFAULT_CALIBRATION_DATA = ("../shared/data/tatqa",)
 
 
+def _sets_option(flag: str, dest: str, help_text: str) -> Any:
+    """A repeatable option naming labelled-set folders."""
+    return click.option(flag, dest, multiple=True, type=click.Path(path_type=Path), help=help_text)
+
+
 @click.group("rerank", context_settings=CONTEXT)
 def rerank_group() -> None:
     """Cross-encoder rerankers: train one from the bundled MiniLM, score candidates with it."""
 
 
 @rerank_group.command("train")
-@click.option(
+@_sets_option(
     "--data",
     "roots",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Labelled sets (BEIR or SKILLS folders, or a folder of BEIR collections); repeatable "
+    "Labelled sets (BEIR or SKILLS folders, or a folder of BEIR collections); repeatable "
     "[default: toollens, metatool, seal_tools, glasgow, musique under ../shared/data].",
 )
-@click.option(
+@_sets_option(
     "--calibration-data",
     "calibration_roots",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Labelled sets never trained on whose held-apart tenth of fold 0 joins the calibration "
+    "Labelled sets never trained on whose held-apart tenth of fold 0 joins the calibration "
     "pairs only; repeatable [default: ../shared/data/tatqa when it exists].",
 )
 @click.option("--split", default="dev", show_default=True, help="Qrels split whose fold 0 is trained on.")
@@ -145,12 +146,10 @@ def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str)
     show_default=True,
     help="Reranker artifact whose calibration is refitted (published as a new build).",
 )
-@click.option(
+@_sets_option(
     "--data",
     "roots",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Labelled sets whose calibration pairs are used [default: the ones the model was trained "
+    "Labelled sets whose calibration pairs are used [default: the ones the model was trained "
     "and calibrated on, from its manifest; pairs are always drawn as training drew them].",
 )
 @click.option("--split", default="dev", show_default=True)
@@ -165,11 +164,12 @@ def calibrate_command(
     """
     from dataclasses import fields
 
+    from ragroute.rerank.cross_encoder import reads_title_words
     from ragroute.rerank.train import TrainParams, calibration_pairs, calibration_sets, recalibrate
     from ragroute.store import open_snapshot
 
     params_in = open_snapshot(model, family="reranker").manifest.params
-    stored = {"title_words": False, **params_in.get("train", {})}  # models from before it read raw titles
+    stored = {**params_in.get("train", {}), "title_words": reads_title_words(params_in)}
     params = TrainParams(**{f.name: stored[f.name] for f in fields(TrainParams) if f.name in stored})
     trained, chosen = calibration_sets(params_in.get("data", {}), roots, DEFAULT_DATA)
     calibration = calibration_pairs(

@@ -135,6 +135,12 @@ def candidate_text(hit: Hit, *, body: bool = True, title_words: bool = False) ->
     return f"{title} | {text}" if title else text
 
 
+def reads_title_words(params: Mapping[str, Any]) -> bool:
+    """Whether a reranker artifact (its manifest ``params``) was trained reading identifier titles
+    as words, so reads them so at query time; models trained before the setting read raw titles."""
+    return bool((params.get("train") or {}).get("title_words", False))
+
+
 class CrossEncoderReranker:
     """Reorders a query's hits by a cross-encoder's calibrated probability of relevance."""
 
@@ -162,8 +168,7 @@ class CrossEncoderReranker:
             Path(model), backend=backend, max_length=max_length, threads=threads
         )
         self.backend = self.info["backend"]
-        # read identifier titles as words only when the model was trained reading them so
-        self.title_words = bool(self.info.get("params", {}).get("train", {}).get("title_words", False))
+        self.title_words = reads_title_words(self.info.get("params", {}))
         self.stage1 = "documents"  # which first stage's calibration is in use (see for_stage1)
 
     def for_stage1(self, kind: str) -> CrossEncoderReranker:

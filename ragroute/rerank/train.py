@@ -186,12 +186,7 @@ def build_pairs(
         n_calibration = max(1, int(round(len(fold) * params.calibration_share)))
         counts = {"queries": len(fold), "pairs": 0, "positives": 0}
         if labelled.name in calibration_only:
-            counts = {
-                "calibration_only": 1,
-                "queries": min(n_calibration, len(fold)),
-                "pairs": 0,
-                "positives": 0,
-            }
+            counts.update(calibration_only=1, queries=min(n_calibration, len(fold)))
         for i, ((qid, text), hits) in enumerate(zip(fold, ranked)):
             gold = [d for d, grade in labelled.qrels.get(qid, {}).items() if grade > 0 and d in by_id]
             if not gold:
