@@ -420,3 +420,67 @@ def test_calibration_only_sets_default_to_tatqa_when_it_exists(tmp_path, monkeyp
     assert calibration_only_roots([Path("a")], []) == [Path(DEFAULT_CALIBRATION_DATA[0])]
     # given sets are taken as given (a missing one fails later, with the --data check); trained ones left out
     assert calibration_only_roots([Path("a")], [Path("a"), Path("x")]) == [Path("x")]
+
+
+def test_compact_body_drops_what_the_body_repeats_and_keeps_the_rest():
+    from ragroute.skills.compact import compact_body
+
+    seal = json.dumps(
+        {
+            "api_name": "getMatchInfo",
+            "api_description": "Retrieve information about a football match",
+            "field": "Sports/Football",
+            "parameters": {"match_id": {"type": "str", "description": "The ID of the match"}},
+            "see_also": "getMatchInfoV2",
+        }
+    )
+    assert compact_body(seal, "getMatchInfo", "Retrieve information about a football match") == (
+        "field: Sports/Football, parameters: match_id: type: str, description: The ID of the match, "
+        "see_also: getMatchInfoV2"  # a longer identifier holding the name is another tool: kept
+    )
+    # in JSON only whole values are repeats: the name inside another value's words stays
+    donate = '{"api_name": "donate", "amount": "Amount to donate", "n": 2, "x": null}'
+    assert compact_body(donate, "donate") == "amount: Amount to donate, n: 2"
+    toollens = (
+        "category_name:Food, tool_name:Recipes, api_name:Suggestions, api_description:Suggest recipes "
+        'from a list of ingredients, required_params: [{"name": "q", "type": "STRING"}]'
+    )
+    assert compact_body(toollens, "Recipes: Suggestions", "Suggest recipes from a list of ingredients") == (
+        "category_name:Food, tool_name:Recipes, api_name:Suggestions, required_params: name: q, type: STRING"
+    )
+    # prose keeps every word and mark but the repeated description; a short description stays
+    prose = 'Converts units of length.\n\nUse "km" or "mi" with convert.'
+    assert compact_body(prose, "convert", "Converts units of length.") == 'Use "km" or "mi" with .'
+    assert compact_body(prose, "", "Converts.") == prose.replace("\n\n", " ")
+    assert compact_body("Converts units of length", "", "Converts units of length") == ""
+
+
+def test_compact_bodies_read_skill_candidates_only_for_models_trained_so(tiny_reranker, tmp_path):
+    from ragroute.rerank.cross_encoder import candidate_text, reading
+    from ragroute.skills.records import Skill
+    from ragroute.store import open_snapshot
+
+    skill = Skill(
+        "getMatchInfo",
+        "getMatchInfo",
+        "Retrieve a football match",
+        '{"api_name": "getMatchInfo", "api_description": "Retrieve a football match", "field": "Sports"}',
+    )
+    doc = skill.to_document()
+    hit = Hit(doc_id=doc.id, score=1.0, title=doc.title, text=doc.text, metadata=doc.metadata)
+    read = candidate_text(hit, compact_bodies=True)
+    assert read == "getMatchInfo | Retrieve a football match\n\nfield: Sports"
+    assert candidate_text(hit) == f"getMatchInfo | {doc.text}"  # the body as it is
+    assert candidate_text(hit, body=False, compact_bodies=True) == "getMatchInfo | Retrieve a football match"
+    passage = Hit(doc_id="p", score=1.0, title="Paris", text='Paris is a city. {"a": "b"}')
+    assert candidate_text(passage, compact_bodies=True) == candidate_text(passage)  # not a skill: as is
+
+    out, _ = tiny_reranker  # trained with the defaults: title words on, compact bodies opt-in
+    params = open_snapshot(out, family="reranker").manifest.params
+    assert reading(params) == {"title_words": True, "compact_bodies": False}
+    assert CrossEncoderReranker(out, backend="torch").reading == reading(params)
+    compact = {**params, "train": {**params["train"], "compact_bodies": True}}
+    assert reading(compact) == {"title_words": True, "compact_bodies": True}
+    before = {**params, "train": {k: v for k, v in params["train"].items() if k != "compact_bodies"}}
+    assert reading(before) == {"title_words": True, "compact_bodies": False}  # as such models were trained
+    assert reading({}) == {"title_words": False, "compact_bodies": False}

@@ -356,3 +356,37 @@ def test_default_abstention_applies_to_its_encoder_only(catalogue):
     assert route.trace[-1].detail["model"] == "default: metatool_need_tool fold 0"
     other = SkillRouter.build(catalogue, HashingEncoder(dim=256), abstention="default")
     assert other.route("convert 10 miles to km").p_applies is None
+
+
+def test_reranker_candidates_carry_the_skill_fields(catalogue):
+    """A reranker trained on compact bodies must find where each candidate's body starts."""
+    import dataclasses
+
+    from ragroute.rerank.cross_encoder import candidate_text
+    from ragroute.skills.compact import compact_body
+
+    # the PDF tool's body restates it as JSON, as Seal-Tools bodies do
+    def restated(s: Skill) -> Skill:
+        record = {"api_name": s.name, "api_description": s.description, "returns": "CSV tables"}
+        return dataclasses.replace(s, body=json.dumps(record)) if s.id == "pdf_extract" else s
+
+    catalogue = Catalogue(restated(s) for s in catalogue)
+    router = SkillRouter.build(catalogue, HashingEncoder(dim=256))
+
+    seen: list = []
+
+    class Recorder:
+        def rerank(self, context, hits, k, *, candidates=None):
+            seen.extend(hits)
+            return hits[:k]
+
+    router.with_options(reranker=Recorder(), candidates=4).route("pull the tables out of this pdf file", k=3)
+    assert len(seen) == 4
+    for hit in seen:
+        skill = catalogue.by_id(hit.doc_id)
+        assert hit.text == skill.document_text() and hit.title == skill.name
+        body = compact_body(skill.body, skill.name, skill.description)
+        expected = "\n\n".join(p for p in (skill.description, body) if p)
+        assert candidate_text(hit, compact_bodies=True) == f"{skill.name} | {expected}"
+    pdf = next(h for h in seen if h.doc_id == "pdf_extract")
+    assert candidate_text(pdf, compact_bodies=True).endswith("PDF document.\n\nreturns: CSV tables")

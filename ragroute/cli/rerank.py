@@ -73,6 +73,14 @@ def rerank_group() -> None:
     help="Follow a one-word identifier title (getWeatherForecast) with its words in what the model "
     "reads; the reranker reads candidates the way it was trained.",
 )
+@click.option(
+    "--compact-bodies/--no-compact-bodies",
+    default=False,
+    show_default=True,
+    help="Read a skill's body without the name and description it repeats and without JSON quotes "
+    "and brackets, so the token window reaches its parameters; the reranker reads candidates the "
+    "way it was trained.",
+)
 @bench_encoder_options
 @one_line_errors
 def train_command(
@@ -89,6 +97,7 @@ def train_command(
     threads: int | None,
     seed: int,
     title_words: bool,
+    compact_bodies: bool,
     encoder: str,
     backend: str,
     cache_dir: Path | None,
@@ -113,6 +122,7 @@ def train_command(
         seed=seed,
         threads=threads,
         title_words=title_words,
+        compact_bodies=compact_bodies,
     )
     chosen = [Path(r) for r in (roots or DEFAULT_DATA)]
     extra = calibration_only_roots(chosen, calibration_roots, say=lambda line: click.echo(line, err=True))
@@ -164,12 +174,12 @@ def calibrate_command(
     """
     from dataclasses import fields
 
-    from ragroute.rerank.cross_encoder import reads_title_words
+    from ragroute.rerank.cross_encoder import reading
     from ragroute.rerank.train import TrainParams, calibration_pairs, calibration_sets, recalibrate
     from ragroute.store import open_snapshot
 
     params_in = open_snapshot(model, family="reranker").manifest.params
-    stored = {**params_in.get("train", {}), "title_words": reads_title_words(params_in)}
+    stored = {**params_in.get("train", {}), **reading(params_in)}
     params = TrainParams(**{f.name: stored[f.name] for f in fields(TrainParams) if f.name in stored})
     trained, chosen = calibration_sets(params_in.get("data", {}), roots, DEFAULT_DATA)
     calibration = calibration_pairs(

@@ -41,6 +41,8 @@ import numpy as np
 
 from ragroute.errors import RagrouteError, check_keys, check_setting
 from ragroute.identifiers import name_with_words
+from ragroute.skills.compact import compact_body
+from ragroute.skills.records import FIELDS_KEY
 from ragroute.types import Hit
 
 FAMILY = "reranker"
@@ -123,22 +125,40 @@ def pool_zscores(scores: Sequence[float]) -> np.ndarray:
     return (values - values.mean()) / spread if spread > 1e-12 else np.zeros(len(values))
 
 
-def candidate_text(hit: Hit, *, body: bool = True, title_words: bool = False) -> str:
+def candidate_text(
+    hit: Hit, *, body: bool = True, title_words: bool = False, compact_bodies: bool = False
+) -> str:
     """What the cross-encoder reads of a candidate: title, then text (or only the title and
     the first line when ``body`` is False, the skills ablation). With ``title_words`` (rerankers
     trained so, see ``TrainParams.title_words``) a one-word identifier title is followed by its
-    words: ``analyzeSpeechEmotion analyze Speech Emotion | ...``."""
-    text = hit.text if body else hit.text.split("\n", 1)[0]
+    words: ``analyzeSpeechEmotion analyze Speech Emotion | ...``. With ``compact_bodies`` (see
+    ``TrainParams.compact_bodies``) a skill's body (a hit carrying the skill's fields, as
+    :meth:`~ragroute.skills.records.Skill.to_document` records them) is read without what it
+    repeats of the name and description (:func:`~ragroute.skills.compact.compact_body`)."""
+    fields = hit.metadata.get(FIELDS_KEY) if compact_bodies and body else None
+    if isinstance(fields, dict):
+        start = int(fields.get("body_start", len(hit.text)))
+        description = str(fields.get("description", ""))
+        rest = compact_body(hit.text[start:], str(fields.get("name", hit.title or "")), description)
+        text = "\n\n".join(part for part in (description, rest) if part)
+    else:
+        text = hit.text if body else hit.text.split("\n", 1)[0]
     title = hit.title
     if title_words and title and not any(c.isspace() for c in title):
         title = name_with_words(title)
     return f"{title} | {text}" if title else text
 
 
-def reads_title_words(params: Mapping[str, Any]) -> bool:
-    """Whether a reranker artifact (its manifest ``params``) was trained reading identifier titles
-    as words, so reads them so at query time; models trained before the setting read raw titles."""
-    return bool((params.get("train") or {}).get("title_words", False))
+#: How models trained before each reading setting existed read candidates (a manifest without the key).
+READING_BEFORE = {"title_words": False, "compact_bodies": False}
+
+
+def reading(params: Mapping[str, Any]) -> dict[str, bool]:
+    """How a reranker artifact (its manifest ``params``) reads candidates, as its model was trained:
+    the keyword arguments of :func:`candidate_text` (``title_words``, ``compact_bodies``); a setting
+    the manifest predates reads as before it existed (:data:`READING_BEFORE`)."""
+    train = params.get("train") or {}
+    return {key: bool(train.get(key, before)) for key, before in READING_BEFORE.items()}
 
 
 class CrossEncoderReranker:
@@ -168,7 +188,7 @@ class CrossEncoderReranker:
             Path(model), backend=backend, max_length=max_length, threads=threads
         )
         self.backend = self.info["backend"]
-        self.title_words = reads_title_words(self.info.get("params", {}))
+        self.reading = reading(self.info.get("params", {}))
         self.stage1 = "documents"  # which first stage's calibration is in use (see for_stage1)
 
     def for_stage1(self, kind: str) -> CrossEncoderReranker:
@@ -207,7 +227,7 @@ class CrossEncoderReranker:
             return []
         query = getattr(context, "text", context)
         logits = self.logits(
-            str(query), [candidate_text(h, body=self.body, title_words=self.title_words) for h in pool]
+            str(query), [candidate_text(h, body=self.body, **self.reading) for h in pool]
         )
         stage1_z = pool_zscores([h.score for h in pool])
         probs = self.calibration(logits, np.arange(1, len(pool) + 1), stage1_z)

@@ -80,6 +80,8 @@ class TrainParams:
     calibration_share: float = 0.1
     freeze_embeddings: bool = True
     title_words: bool = True  # identifier titles read as words too (candidate_text); False before 2026-12-02
+    # skill bodies read without what they repeat (candidate_text); opt-in until measured (session 13)
+    compact_bodies: bool = False
     seed: int = 0
     threads: int | None = None
 
@@ -169,7 +171,9 @@ def build_pairs(
 
     def text_of(doc: Document) -> str:
         return candidate_text(
-            Hit(doc_id=doc.id, score=0.0, title=doc.title, text=doc.text), title_words=params.title_words
+            Hit(doc_id=doc.id, score=0.0, title=doc.title, text=doc.text, metadata=doc.metadata),
+            title_words=params.title_words,
+            compact_bodies=params.compact_bodies,
         )
 
     out = PairSet()

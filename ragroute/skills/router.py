@@ -46,7 +46,7 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.skills.index import METHODS, SkillIndex, SkillIndexParams
-from ragroute.skills.records import Catalogue, Skill
+from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
 from ragroute.types import Hit, TraceStep
 
 OVERLAP_MODES = ("collapse", "diversify", "keep")
@@ -555,14 +555,17 @@ class SkillRouter:
         )
 
     def _hit(self, routed: RoutedSkill) -> Hit:
-        skill = self.index.catalogue.by_id(routed.id)
+        """The candidate the reranker reads: the skill as a Document reads (its fields recorded, so a
+        reranker trained on compact bodies finds where the body starts)."""
+        doc = self.index.catalogue.by_id(routed.id).to_document()
         return Hit(
-            doc_id=skill.id,
+            doc_id=doc.id,
             score=routed.score,
             source=self.name,
             rank=routed.rank,
-            text=skill.document_text(),
-            title=skill.name,
+            text=doc.text,
+            title=doc.title,
+            metadata={FIELDS_KEY: doc.metadata[FIELDS_KEY]},
         )
 
     def _handle_overlap(self, ranked: list[RoutedSkill]) -> tuple[list[RoutedSkill], dict[str, Any] | None]:
