@@ -23,4 +23,5 @@ for name in sorted(rows):
         means[m][1] += r.get("recall@100", 0.0) / len(rows)
     queries = next(iter(rows[name].values()))["queries"]
     print(f"| {name} | {queries} | " + " | ".join(cells) + " |")
-print("| **mean** | | " + " | ".join(f"**{means[m][0]:.4f}** | **{means[m][1]:.4f}**" for m in methods) + " |")
+mean_cells = (f"**{means[m][0]:.4f}** | **{means[m][1]:.4f}**" for m in methods)
+print("| **mean** | | " + " | ".join(mean_cells) + " |")
