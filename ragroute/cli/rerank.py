@@ -79,7 +79,7 @@ def rerank_group() -> None:
     show_default=True,
     help="Read a skill's body without the name and description it repeats and without JSON quotes "
     "and brackets, so the token window reaches its parameters; the reranker reads candidates the "
-    "way it was trained.",
+    "way it was trained. Off by default: measured and not adopted (docs/rerank.md).",
 )
 @bench_encoder_options
 @one_line_errors

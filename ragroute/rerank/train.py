@@ -80,7 +80,8 @@ class TrainParams:
     calibration_share: float = 0.1
     freeze_embeddings: bool = True
     title_words: bool = True  # identifier titles read as words too (candidate_text); False before 2026-12-02
-    # skill bodies read without what they repeat (candidate_text); opt-in until measured (session 13)
+    # skill bodies read without what they repeat (candidate_text); opt-in: measured and not adopted
+    # (docs/rerank.md#compact-bodies)
     compact_bodies: bool = False
     seed: int = 0
     threads: int | None = None
