@@ -124,11 +124,15 @@ class Skill:
         each field stays available for per-field indexing.
         """
         text = self.document_text()
-        body_start = len(text) - len(self.body) if self.body else len(text)
-        fields = {"name": self.name, "description": self.description, "body_start": body_start}
         return Document(
-            id=self.id, text=text, title=self.name, metadata={**self.metadata, FIELDS_KEY: fields}
+            id=self.id, text=text, title=self.name, metadata={**self.metadata, FIELDS_KEY: self.fields(text)}
         )
+
+    def fields(self, text: str) -> dict[str, Any]:
+        """The ``"skill"`` metadata of :meth:`to_document` for its ``text`` (:meth:`document_text`):
+        name, description and where the body starts."""
+        body_start = len(text) - len(self.body) if self.body else len(text)
+        return {"name": self.name, "description": self.description, "body_start": body_start}
 
     @classmethod
     def from_document(cls, doc: Document) -> Skill:

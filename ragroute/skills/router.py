@@ -555,17 +555,18 @@ class SkillRouter:
         )
 
     def _hit(self, routed: RoutedSkill) -> Hit:
-        """The candidate the reranker reads: the skill as a Document reads (its fields recorded, so a
+        """The candidate the reranker reads: the skill as its Document reads, with its fields (so a
         reranker trained on compact bodies finds where the body starts)."""
-        doc = self.index.catalogue.by_id(routed.id).to_document()
+        skill = self.index.catalogue.by_id(routed.id)
+        text = skill.document_text()
         return Hit(
-            doc_id=doc.id,
+            doc_id=skill.id,
             score=routed.score,
             source=self.name,
             rank=routed.rank,
-            text=doc.text,
-            title=doc.title,
-            metadata={FIELDS_KEY: doc.metadata[FIELDS_KEY]},
+            text=text,
+            title=skill.name,
+            metadata={FIELDS_KEY: skill.fields(text)},
         )
 
     def _handle_overlap(self, ranked: list[RoutedSkill]) -> tuple[list[RoutedSkill], dict[str, Any] | None]:
