@@ -65,3 +65,21 @@ def fine_tune(
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     return losses
+
+
+def average_weights(modules: Sequence[Any]) -> dict[str, Any]:
+    """The mean of the floating-point weights of torch ``modules`` of one architecture (a "model
+    soup": the modules should be fine-tuned from one initialisation with the same settings); other
+    entries (integer buffers such as position ids) are taken from the first module."""
+    import torch
+
+    states = [m.state_dict() for m in modules]
+    if not states:
+        raise ValueError("averaging needs at least one model")
+    with torch.no_grad():
+        return {
+            name: torch.stack([state[name] for state in states]).mean(dim=0)
+            if tensor.is_floating_point()
+            else tensor
+            for name, tensor in states[0].items()
+        }

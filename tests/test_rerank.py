@@ -484,3 +484,132 @@ def test_compact_bodies_read_skill_candidates_only_for_models_trained_so(tiny_re
     before = {**params, "train": {k: v for k, v in params["train"].items() if k != "compact_bodies"}}
     assert reading(before) == {"title_words": True, "compact_bodies": False}  # as such models were trained
     assert reading({}) == {"title_words": False, "compact_bodies": False}
+
+
+def test_a_draw_changes_the_model_and_not_the_pairs(hashing_encoder):
+    from ragroute.rerank.train import LabelledSet, build_pairs
+    from ragroute.types import Document
+
+    ids = [f"q{i}" for i in range(60) if query_fold("s", f"q{i}") == 0][:20]
+    docs = [Document(id=f"d{i}", text=f"{q} number {i}", title=f"tool{i}") for i, q in enumerate(ids)]
+    labelled = LabelledSet(
+        "s",
+        docs,
+        {q: f"{q} number {i}" for i, q in enumerate(ids)},
+        {q: {f"d{i}": 1} for i, q in enumerate(ids)},
+    )
+    key = lambda p: (p.query, p.text, p.label, p.stage1_rank)  # noqa: E731
+    pairs = {
+        (seed, draw): build_pairs([labelled], hashing_encoder, TrainParams(hard_pool=5, seed=seed, draw=draw))
+        for seed, draw in [(0, None), (0, 1), (1, None)]
+    }
+    assert [key(p) for p in pairs[0, 1].train] == [key(p) for p in pairs[0, None].train]
+    assert [key(p) for p in pairs[0, 1].calibration] == [key(p) for p in pairs[0, None].calibration]
+    assert [key(p) for p in pairs[1, None].train] != [key(p) for p in pairs[0, None].train]
+    assert TrainParams(seed=3).model_seed == 3 and TrainParams(seed=3, draw=5).model_seed == 5
+
+
+@pytest.fixture(scope="module")
+def second_draw(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rr") / "toy-draw1"
+    params = TrainParams(
+        layers=1, max_length=32, epochs=40, batch_size=8, learning_rate=1e-3, threads=2, draw=1
+    )
+    train_reranker(_pairs(), out, params, name="toy-draw1", show_progress=False)
+    return out
+
+
+def test_averaged_draws_are_the_mean_of_their_weights_calibrated_afresh(tiny_reranker, second_draw, tmp_path):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from ragroute.rerank.average import average_rerankers
+    from ragroute.store import open_snapshot
+
+    first, _ = tiny_reranker
+    out = tmp_path / "soup"
+    report = average_rerankers([first, second_draw], out, _pairs().calibration, name="soup")
+    manifest = open_snapshot(out, family="reranker").manifest
+    assert manifest.params["average"] == {"draws": [0, 1]} and manifest.params["train"]["draw"] is None
+    assert [m["draw"] for m in report["members"]] == [0, 1] and report["calibration"]["fitted"]
+    assert manifest.params["report"]["onnx"] == report["onnx"]
+    weights = [
+        dict(
+            CrossEncoder(str(open_snapshot(m, family="reranker").path), device="cpu").model.named_parameters()
+        )
+        for m in (first, second_draw, out)
+    ]
+    assert not torch.allclose(
+        weights[0]["classifier.weight"], weights[1]["classifier.weight"]
+    )  # draws differ
+    for name in ("classifier.weight", "bert.encoder.layer.0.attention.self.query.weight"):
+        assert torch.allclose(weights[2][name], (weights[0][name] + weights[1][name]) / 2, atol=1e-6)
+    reranker = CrossEncoderReranker(out, backend="torch")
+    assert reranker.calibration.fitted
+    for topic, (query, _) in TOPICS.items():
+        probs = reranker.score(query, [t for _, t in TOPICS.values()])
+        assert int(np.argmax(probs)) == list(TOPICS).index(topic), (topic, probs)
+
+
+def test_only_draws_of_one_recipe_are_averaged():
+    from ragroute.rerank.average import check_draws
+
+    recipe = {"base": "m", "max_length": 32, "data": {"roots": ["a"]}, "train": {"seed": 0, "layers": 1}}
+
+    def member(**train):
+        return {**recipe, "train": {**recipe["train"], **train}, "report": {"final_loss": 0.1}}
+
+    assert check_draws([("a", member()), ("b", member(draw=1, threads=4)), ("c", member(draw=2))]) == [
+        0,
+        1,
+        2,
+    ]
+    with pytest.raises(
+        RagrouteError, match=r"b is not a draw of a's recipe: train.layers, train.seed differ"
+    ):
+        check_draws([("a", member()), ("b", member(layers=2, seed=1))])
+    with pytest.raises(RagrouteError, match="max_length differ"):
+        check_draws([("a", member()), ("b", {**member(draw=1), "max_length": 64})])
+    with pytest.raises(RagrouteError, match="the same draw is given more than once: draw 0"):
+        check_draws([("a", member()), ("b", member(draw=0))])
+    with pytest.raises(RagrouteError, match="b is itself an average"):
+        check_draws([("a", member()), ("b", {**member(draw=1), "average": {"draws": [1, 2]}})])
+    with pytest.raises(RagrouteError, match="at least two"):
+        check_draws([("a", member())])
+
+
+def test_rerank_average_refuses_other_recipes_before_building_any_pair(tiny_reranker, tmp_path):
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    first, _ = tiny_reranker
+    other = tmp_path / "other"
+    params = TrainParams(
+        layers=1, max_length=32, epochs=1, batch_size=8, learning_rate=1e-3, threads=1, draw=1
+    )
+    train_reranker(_pairs(), other, params, name="other", show_progress=False)
+    result = CliRunner().invoke(
+        main, ["rerank", "average", str(first), str(other), "--out", str(tmp_path / "s")]
+    )
+    assert result.exit_code != 0 and "train.epochs differ" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_draws_of_one_seed_start_from_the_same_weights(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from ragroute.store import open_snapshot
+
+    def untrained(seed: int, draw: int | None) -> dict:
+        out = tmp_path / f"s{seed}-d{draw}"
+        params = TrainParams(
+            layers=1, max_length=32, epochs=1, learning_rate=0.0, threads=1, seed=seed, draw=draw
+        )
+        train_reranker(_pairs(), out, params, show_progress=False)
+        model = CrossEncoder(str(open_snapshot(out, family="reranker").path), device="cpu").model
+        return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    base, draw, other_seed = untrained(0, None), untrained(0, 3), untrained(1, None)
+    assert all(bool((base[n] == draw[n]).all()) for n in base)  # a learning rate of 0 keeps the start
+    assert not bool((base["classifier.weight"] == other_seed["classifier.weight"]).all())

@@ -124,21 +124,12 @@ def soup(probes: Sequence[TunedProbe]) -> TunedProbe:
     the same initialisation with the same settings)."""
     import copy
 
-    import torch
+    from ragroute.training import average_weights
 
     if not probes:
         raise RagrouteError("a probe soup needs at least one probe")
     model = copy.deepcopy(probes[0].encoder.model)
-    states = [p.encoder.model.state_dict() for p in probes]
-    with torch.no_grad():
-        averaged = {
-            name: (
-                torch.stack([state[name] for state in states]).mean(dim=0)
-                if tensor.is_floating_point()
-                else tensor
-            )
-            for name, tensor in states[0].items()
-        }
+    averaged = average_weights([p.encoder.model for p in probes])
     model.load_state_dict(averaged)
     model.eval()
     weight = np.mean([p.weight for p in probes], axis=0)

@@ -83,8 +83,17 @@ class TrainParams:
     # skill bodies read without what they repeat (candidate_text); opt-in: measured and not adopted
     # (docs/rerank.md#compact-bodies)
     compact_bodies: bool = False
-    seed: int = 0
+    seed: int = 0  # which queries, positives and negatives make the pairs (and the draw's, when unset)
+    # the model's own draw: dropout masks and batch order; None (or ``seed``) = ``seed``. Draws of one
+    # ``seed`` share their pairs, held-apart calibration queries and initialisation (head included), so
+    # they can be averaged (:func:`ragroute.rerank.average.average_rerankers`)
+    draw: int | None = None
     threads: int | None = None
+
+    @property
+    def model_seed(self) -> int:
+        """The seed of the model's draw (``draw``, else ``seed``)."""
+        return self.seed if self.draw is None else self.draw
 
 
 @dataclass
@@ -260,7 +269,6 @@ def train_reranker(
     from sentence_transformers import CrossEncoder
 
     from ragroute.encode.resolve import resolve_model, set_offline_env
-    from ragroute.store import write_artifact
     from ragroute.training import fine_tune
 
     if not pairs.train:
@@ -268,7 +276,7 @@ def train_reranker(
     set_offline_env()
     random.seed(params.seed)
     np.random.seed(params.seed)
-    torch.manual_seed(params.seed)
+    torch.manual_seed(params.seed)  # the fresh head's initialisation: one per recipe, shared by its draws
     if params.threads:
         torch.set_num_threads(params.threads)
     base = resolve_model("all-MiniLM-L6-v2")
@@ -283,6 +291,8 @@ def train_reranker(
     if params.freeze_embeddings:  # the 11.7M word-embedding weights: most of the optimiser's work
         bert.embeddings.requires_grad_(False)
     trainable = [p for p in net.parameters() if p.requires_grad]
+    if params.model_seed != params.seed:  # another draw: its own dropout masks (and batch order below)
+        torch.manual_seed(params.model_seed)
 
     def batch_loss(positions: list[int]) -> Any:
         batch = [pairs.train[i] for i in positions]
@@ -308,7 +318,7 @@ def train_reranker(
         batch_size=params.batch_size,
         learning_rate=params.learning_rate,
         warmup=params.warmup,
-        seed=params.seed,
+        seed=params.model_seed,
         desc="training reranker",
         show_progress=show_progress,
     )
@@ -331,13 +341,28 @@ def train_reranker(
         "data": dict(data or {}),
         "report": report,
     }
-    with write_artifact(out, FAMILY, KIND, name=name or Path(out).name, params=manifest_params) as pending:
+    report["onnx"] = publish_reranker(model, calibration, out, manifest_params, name=name)
+    return report
+
+
+def publish_reranker(
+    model: Any, calibration: Calibration, out: Path, manifest_params: Mapping[str, Any], *, name: str = ""
+) -> dict[str, Any]:
+    """Write the sentence-transformers CrossEncoder ``model``, its ``calibration`` and its ONNX
+    fp32/int8 exports as a new build of the reranker artifact ``out`` (published atomically, the
+    export report recorded as ``report.onnx`` in its manifest); returns the export report."""
+    from ragroute.rerank.onnx_export import export_onnx
+    from ragroute.store import write_artifact
+
+    with write_artifact(
+        out, FAMILY, KIND, name=name or Path(out).name, params=dict(manifest_params)
+    ) as pending:
         model.save(str(pending.path))
         (pending.path / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()), encoding="utf-8")
-        from ragroute.rerank.onnx_export import export_onnx
-
-        report["onnx"] = export_onnx(model, pending.path, params.max_length)
-    return report
+        onnx = export_onnx(model, pending.path, int(manifest_params["max_length"]))
+        recorded = pending.manifest.params
+        recorded["report"] = {**recorded.get("report", {}), "onnx": onnx}
+    return onnx
 
 
 def fit_calibration(
