@@ -333,6 +333,22 @@ def test_bench_without_reranker_reports_all_and_fold1():
     assert set(result["methods"]) == {"bm25", "dense", "rrf_k60", "hybrid"}
     assert result["queries"] == 16 and set(result["methods_fold1"]) == set(result["methods"])
     assert result["latency_ms_p50_10k"] is None
+    ceiling, hybrid = result["candidate_ceiling"], result["methods"]["hybrid"]
+    assert (
+        ceiling["candidates"] == 20
+        and ceiling["hit"] >= hybrid["hit@1"]
+        and ceiling["recall"] >= hybrid["recall@10"]
+    )
+    whole = run_skills_bench(
+        DATA, HashingEncoder(dim=256), scale=0, latency_queries=3, candidates=result["skills"]
+    )
+    assert whole["candidate_ceiling"] == {
+        "candidates": result["skills"],
+        "hit": 1.0,
+        "recall": 1.0,
+    }  # every skill read
+    shallow = run_skills_bench(DATA, HashingEncoder(dim=256), scale=0, latency_queries=3, candidates=1)
+    assert shallow["candidate_ceiling"]["hit"] == pytest.approx(hybrid["hit@1"])
 
 
 def test_bench_missing_data_is_one_line(tmp_path):

@@ -11,6 +11,9 @@ adaptive fusion, default overlap handling) and every row is that router with one
 * ``hybrid+rerank``: stage 2 reranks the top ``candidates`` (20) with the body;
   ``hybrid+rerank_no_body``: the same reranker reading only name and first description line.
 
+``candidate_ceiling``: the share of queries with a gold skill among hybrid's top ``candidates``
+(the reranker's Hit@1 ceiling) and recall at that depth, on the same queries.
+
 Metrics: Hit@1, nDCG@10, MRR@10, Recall@10 and full coverage@5 (every gold skill in the top 5).
 With a reranker trained by ``ragroute rerank train`` on this set (its manifest has a
 ``fold_rule`` and lists the set among those it drew pairs from), only fold-1 queries
@@ -257,6 +260,9 @@ def run_skills_bench(
             scores = evaluate_run({q: runs[name].get(q, []) for q in sub}, sub, tuple(METRICS.values()))
             methods_fold1[name] = {key: round(scores[metric], 4) for key, metric in METRICS.items()}
 
+    log(f"  candidate ceiling (hybrid top {candidates}) ...")
+    ceiling = _candidate_ceiling(rows["hybrid"], contexts, judged, candidates)
+
     final_name = "hybrid+rerank" if reranker is not None else "hybrid"
     final = rows[final_name]
     sample = contexts[: max(1, latency_queries)]
@@ -274,6 +280,7 @@ def run_skills_bench(
         else "all judged queries"
         + (f" (the reranker never trained on {set_name})" if reranker is not None else ""),
         "methods": methods,
+        "candidate_ceiling": ceiling,
         "latency_ms_p50": latency.get("p50"),
         "latency_ms_p95": latency.get("p95"),
         "latency_of": final_name,
@@ -298,6 +305,21 @@ def run_skills_bench(
     else:
         result["latency_ms_p50_10k"] = None
     return result
+
+
+def _candidate_ceiling(
+    stage1: Any, contexts: list[QueryContext], judged: dict[str, dict[str, int]], candidates: int
+) -> dict[str, Any]:
+    """What a reranker of the top ``candidates`` can reach: the share of queries with a gold skill
+    among stage 1's first ``candidates`` (its Hit@1 ceiling), and their recall (of all gold skills,
+    the share among them); on the same queries as the rows."""
+    metrics = (f"hit@{candidates}", f"recall@{candidates}")
+    result = RetrievalEvaluator(contexts, judged, metrics=metrics, k=candidates)(stage1, batch_size=64)
+    return {
+        "candidates": candidates,
+        "hit": round(result.metrics[metrics[0]], 4),
+        "recall": round(result.metrics[metrics[1]], 4),
+    }
 
 
 def _abstention(
@@ -458,6 +480,12 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"fold 1 only ({result['fold1_queries']} queries):")
         for name, values in result["methods_fold1"].items():
             lines.append(f"{name:26s}" + "".join(f"{values[k]:11.3f}" for k in METRICS))
+    if result.get("candidate_ceiling"):
+        c = result["candidate_ceiling"]
+        lines.append(
+            f"candidate ceiling: a gold skill is among hybrid's top {c['candidates']} (what the reranker "
+            f"reads) for {c['hit']:.3f} of the queries; recall@{c['candidates']} {c['recall']:.3f}"
+        )
     lines.append(
         f"latency p50 ({result['latency_of']}, one query at a time): {result['latency_ms_p50']} ms on "
         f"{result['skills']} skills; {result.get('latency_ms_p50_10k')} ms on "
