@@ -28,9 +28,14 @@ _EMPTY_KEY = re.compile(r"[\w.-]+:\s*(?=[,;]|$)")
 _SEPARATOR_RUNS = re.compile(r"[,;](?:\s*[,;])+")
 
 
+def _opens_json(text: str) -> bool:
+    """Whether ``text`` opens like a JSON object or array."""
+    return text.lstrip()[:1] in ("{", "[")
+
+
 def _structured(text: str) -> bool:
     """JSON, or key/value text holding JSON: its quotes and brackets are marks, not words."""
-    return text.lstrip()[:1] in ("{", "[") or '": ' in text or '":"' in text
+    return _opens_json(text) or '": ' in text or '":"' in text
 
 
 def _render(value: Any, repeats: frozenset[str]) -> str:
@@ -60,7 +65,7 @@ def compact_body(body: str, name: str = "", description: str = "") -> str:
     name = name.strip()
     long_description = len(description) >= _MIN_DESCRIPTION
     identifier = len(name) >= _MIN_NAME and not any(c.isspace() for c in name)
-    if body.lstrip()[:1] in ("{", "["):
+    if _opens_json(body):
         try:
             value = json.loads(body)
         except ValueError:
