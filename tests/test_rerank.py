@@ -532,6 +532,7 @@ def test_averaged_draws_are_the_mean_of_their_weights_calibrated_afresh(tiny_rer
     manifest = open_snapshot(out, family="reranker").manifest
     assert manifest.params["average"] == {"draws": [0, 1]} and manifest.params["train"]["draw"] is None
     assert [m["draw"] for m in report["members"]] == [0, 1] and report["calibration"]["fitted"]
+    assert report["sets"] == {"toy": {"queries": 4}}  # which sets it drew pairs from (the folds benches skip)
     assert manifest.params["report"]["onnx"] == report["onnx"]
     weights = [
         dict(

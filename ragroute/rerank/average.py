@@ -118,6 +118,7 @@ def average_rerankers(
             }
             for m, (_, params_, build), d in zip(models, loaded, draws)
         ],
+        "sets": first.get("report", {}).get("sets", {}),  # the members' pairs: one recipe, one seed
         "calibration_pairs": len(calibration),
         "calibration": {**fitted.to_dict(), **calibration_report},
     }
