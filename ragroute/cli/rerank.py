@@ -215,8 +215,8 @@ def average_command(
     one S and several D), into one reranker as fast as each of them, calibrate it on the
     held-apart queries none of them trained on, and publish it at --out with its ONNX exports.
 
-    One training draw moves the reranker's Hit@1 by several points on small sets; the average
-    of draws is steadier than any one of them (docs/rerank.md#averaged-draws).
+    One training draw moves the reranker's Hit@1 by several points on small sets; what an
+    average of draws does is measured in docs/rerank.md#averaged-draws.
     """
     from ragroute.rerank.average import average_rerankers, check_draws
     from ragroute.store import open_snapshot
