@@ -238,13 +238,9 @@ def _calibration_pairs(
     """The calibration pairs of a trained reranker (manifest ``params_in``): the held-apart tenth
     of fold 0 of ``roots`` (default: the sets it was trained and calibrated on), drawn exactly
     as its training drew them."""
-    from dataclasses import fields
-
-    from ragroute.rerank.cross_encoder import reading
     from ragroute.rerank.train import TrainParams, calibration_pairs, calibration_sets
 
-    stored = {**params_in.get("train", {}), **reading(params_in)}
-    params = TrainParams(**{f.name: stored[f.name] for f in fields(TrainParams) if f.name in stored})
+    params = TrainParams.from_manifest(params_in)
     trained, chosen = calibration_sets(params_in.get("data", {}), roots, DEFAULT_DATA)
     calibration = calibration_pairs(
         trained,

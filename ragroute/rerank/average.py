@@ -1,10 +1,10 @@
 """Average several training draws of one reranker recipe into one model (a "model soup").
 
 One training draw of the reranker recipe moves fold-1 Hit@1 by several points on small sets
-(docs/rerank.md): which head initialisation, dropout masks and batch order a run drew matters
-as much as most recipe changes. Draws trained with one ``--seed`` and different ``--draw``
-(``ragroute rerank train --seed S --draw D``) fine-tune the same MiniLM on the same pairs, so
-their weights can be averaged into one model that scores as fast as each of them; the average
+(docs/rerank.md): which dropout masks and batch order a run drew matters as much as most recipe
+changes. Draws trained with one ``--seed`` and different ``--draw`` (``ragroute rerank train
+--seed S --draw D``) fine-tune the same start (the new head's initial weights included) on the
+same pairs, so their weights can be averaged into one model that scores as fast as each of them; the average
 is then calibrated afresh on the held-apart calibration queries that none of the draws trained
 on, and published as a reranker artifact like any other (ONNX exports included).
 
@@ -37,13 +37,6 @@ def _recipe(params: Mapping[str, Any]) -> dict[str, Any]:
     return recipe
 
 
-def model_draw(params: Mapping[str, Any]) -> int:
-    """The draw of a trained reranker's manifest params (``train.draw``, else ``train.seed``)."""
-    train = params.get("train", {})
-    draw = train.get("draw")
-    return int(train.get("seed", 0) if draw is None else draw)
-
-
 def check_draws(members: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
     """The draws of ``members`` (``(label, manifest params)``), or a one-line error saying why they
     cannot be averaged."""
@@ -66,7 +59,7 @@ def check_draws(members: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
                 f"{label} is not a draw of {first_label}'s recipe: {', '.join(differing)} differ "
                 "(train draws with one --seed and different --draw)"
             )
-    draws = [model_draw(params) for _, params in members]
+    draws = [TrainParams.from_manifest(params).model_seed for _, params in members]
     repeated = sorted({d for d in draws if draws.count(d) > 1})
     if repeated:
         raise RagrouteError(f"the same draw is given more than once: draw {', '.join(map(str, repeated))}")
@@ -105,9 +98,7 @@ def average_rerankers(
     soup.model.load_state_dict(average_weights([encoder.model for encoder, _, _ in loaded]))
     soup.model.eval()
     first = loaded[0][1]
-    stored = dict(first["train"])
-    params = TrainParams(**{k: v for k, v in stored.items() if k in TrainParams.__dataclass_fields__})
-    fitted, calibration_report = fit_calibration(soup, calibration, params)
+    fitted, calibration_report = fit_calibration(soup, calibration, TrainParams.from_manifest(first))
     report: dict[str, Any] = {
         "members": [
             {
@@ -124,7 +115,7 @@ def average_rerankers(
     }
     manifest_params = {
         **{k: v for k, v in first.items() if k != "report"},
-        "train": {**stored, "draw": None},
+        "train": {**first["train"], "draw": None},
         "average": {"draws": draws},
         "report": report,
     }

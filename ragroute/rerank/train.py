@@ -30,7 +30,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from ragroute.rerank.cross_encoder import (
     Calibration,
     candidate_text,
     pool_zscores,
+    reading,
 )
 from ragroute.types import Document, Hit
 
@@ -94,6 +95,14 @@ class TrainParams:
     def model_seed(self) -> int:
         """The seed of the model's draw (``draw``, else ``seed``)."""
         return self.seed if self.draw is None else self.draw
+
+    @classmethod
+    def from_manifest(cls, params: Mapping[str, Any]) -> TrainParams:
+        """The settings a trained reranker's manifest ``params`` record; the reading settings that
+        older manifests lack are filled in as those models were trained
+        (:func:`~ragroute.rerank.cross_encoder.reading`)."""
+        stored = {**params.get("train", {}), **reading(params)}
+        return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
 
 
 @dataclass
