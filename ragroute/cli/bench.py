@@ -16,7 +16,13 @@ from pathlib import Path
 import click
 
 from ragroute.cli.common import one_line_errors
-from ragroute.cli.options import BACKENDS, bench_encoder_options, cache_dir_option, plot_option
+from ragroute.cli.options import (
+    BACKENDS,
+    bench_encoder_options,
+    cache_dir_option,
+    plot_option,
+    rerank_backend_option,
+)
 from ragroute.cli.output import emit_json, save_plot
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import CorpusFormatError, RagrouteError
@@ -30,7 +36,6 @@ from ragroute.evaluation import (
     bench_tatqa,
 )
 from ragroute.registry import EXTRACTORS, FUSIONS
-from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
 
 
 @click.command("bm25")
@@ -550,12 +555,7 @@ def graph_command(
     help="Reranker: a `ragroute rerank train` artifact or a sentence-transformers CrossEncoder.",
 )
 @click.option("--candidates", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option(
-    "--rerank-backend",
-    type=click.Choice(list(RERANK_BACKENDS)),
-    default="auto",
-    show_default=True,
-)
+@rerank_backend_option
 @bench_encoder_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
@@ -711,6 +711,7 @@ def ppr_command(
     help="LABELS file (tool / no_tool) to fit (fold 0) and test (fold 1) abstention on "
     "(default: ../metatool_need_tool/dev.jsonl beside a metatool folder).",
 )
+@rerank_backend_option
 @bench_encoder_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
@@ -723,6 +724,7 @@ def skills_command(
     latency_queries: int,
     max_queries: int | None,
     abstain_data: Path | None,
+    rerank_backend: str,
     encoder: str,
     backend: str,
     cache_dir: Path | None,
@@ -744,7 +746,7 @@ def skills_command(
     if reranker_path is not None:
         from ragroute.rerank.cross_encoder import CrossEncoderReranker
 
-        reranker = CrossEncoderReranker(reranker_path, candidates=candidates)
+        reranker = CrossEncoderReranker(reranker_path, candidates=candidates, backend=rerank_backend)
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     result = bench_skills.run_skills_bench(
         root,

@@ -93,6 +93,21 @@ def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def rerank_backend_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--rerank-backend``: how a reranker artifact runs (``auto``: bf16 torch where the CPU has native
+    bfloat16, else the int8 ONNX export; benchmarks report which ran)."""
+    from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
+
+    return click.option(
+        "--rerank-backend",
+        type=click.Choice(list(RERANK_BACKENDS)),
+        default="auto",
+        show_default=True,
+        help="How the reranker runs: auto = bf16 torch on CPUs with native bfloat16, else its int8 ONNX "
+        "export (the JSON's reranker backend says which ran).",
+    )(func)
+
+
 def _plot_path(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
     if value is not None and value.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise click.BadParameter(f"{value}: give a .png, .svg or .pdf file")

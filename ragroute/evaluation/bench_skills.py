@@ -480,6 +480,9 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"fold 1 only ({result['fold1_queries']} queries):")
         for name, values in result["methods_fold1"].items():
             lines.append(f"{name:26s}" + "".join(f"{values[k]:11.3f}" for k in METRICS))
+    reranker = result["router"].get("reranker")
+    if reranker:
+        lines.append(f"reranker {reranker['model']} ({reranker.get('backend')} backend)")
     if result.get("candidate_ceiling"):
         c = result["candidate_ceiling"]
         lines.append(

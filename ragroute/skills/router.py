@@ -312,6 +312,7 @@ class SkillRouter:
             info = getattr(self.reranker, "info", {}) or {}
             reranker = {
                 "model": info.get("name", type(self.reranker).__name__),
+                "backend": info.get("backend"),  # bf16 torch and int8 ONNX rank slightly differently
                 "body": self.reranker_body,
                 "calibration": getattr(self.reranker, "stage1", None),  # which first stage's
             }
