@@ -552,6 +552,39 @@ def test_averaged_draws_are_the_mean_of_their_weights_calibrated_afresh(tiny_rer
         assert int(np.argmax(probs)) == list(TOPICS).index(topic), (topic, probs)
 
 
+def test_training_several_draws_builds_pairs_once_and_publishes_their_average(tmp_path):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from ragroute.rerank.average import draws_folder, train_draws
+    from ragroute.store import open_snapshot
+
+    out = tmp_path / "soup"
+    params = TrainParams(
+        layers=1, max_length=32, epochs=2, batch_size=8, learning_rate=1e-3, threads=1, seed=4
+    )
+    said: list[str] = []
+    report = train_draws(_pairs(), out, params, 2, name="soup", say=said.append, show_progress=False)
+    members = [tmp_path / "soup.draws" / "draw-4", tmp_path / "soup.draws" / "draw-5"]
+    assert draws_folder(out) == tmp_path / "soup.draws" and said[-1].startswith("averaging 2 draws")
+    # draws seed+0, seed+1 of one recipe: the members keep their draw, the average records both
+    assert [open_snapshot(m, family="reranker").manifest.params["train"]["draw"] for m in members] == [4, 5]
+    assert open_snapshot(out, family="reranker").manifest.params["average"] == {"draws": [4, 5]}
+    assert [r["train_pairs"] for r in report["draws"]] == [len(_pairs().train)] * 2
+    assert [m["path"] for m in report["average"]["members"]] == [str(m) for m in members]
+    weights = [
+        dict(
+            CrossEncoder(str(open_snapshot(m, family="reranker").path), device="cpu").model.named_parameters()
+        )
+        for m in (*members, out)
+    ]
+    name = "classifier.weight"
+    assert not torch.allclose(weights[0][name], weights[1][name])
+    assert torch.allclose(weights[2][name], (weights[0][name] + weights[1][name]) / 2, atol=1e-6)
+    with pytest.raises(RagrouteError, match="give 2 or more"):
+        train_draws(_pairs(), tmp_path / "one", params, 1)
+
+
 def test_only_draws_of_one_recipe_are_averaged():
     from ragroute.rerank.average import check_draws
 

@@ -82,6 +82,15 @@ def rerank_group() -> None:
     "average` can average them into one model.",
 )
 @click.option(
+    "--draws",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Train this many draws of the recipe on pairs built once (--draw values D, D+1, ...; D = "
+    "--draw, else --seed), keep each in OUT.draws/, and publish their weights' average, calibrated "
+    "afresh, at --out (what `ragroute rerank average` does with separately trained draws).",
+)
+@click.option(
     "--title-words/--no-title-words",
     default=True,
     show_default=True,
@@ -112,6 +121,7 @@ def train_command(
     threads: int | None,
     seed: int,
     draw: int | None,
+    draws: int,
     title_words: bool,
     compact_bodies: bool,
     encoder: str,
@@ -146,7 +156,14 @@ def train_command(
     pairs = _pairs(chosen + extra, split, params, encoder, backend, cache_dir, calibration_only=extra)
     click.echo(f"{len(pairs.train)} training pairs, {len(pairs.calibration)} calibration pairs", err=True)
     data = {"roots": [str(r) for r in chosen], "calibration_roots": [str(r) for r in extra], "split": split}
-    report = train_reranker(pairs, out, params, name=out.name, data=data)
+    if draws > 1:
+        from ragroute.rerank.average import train_draws
+
+        report = train_draws(
+            pairs, out, params, draws, name=out.name, data=data, say=lambda line: click.echo(line, err=True)
+        )
+    else:
+        report = train_reranker(pairs, out, params, name=out.name, data=data)
     click.echo(json.dumps(report, indent=2))
 
 

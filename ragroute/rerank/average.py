@@ -121,3 +121,52 @@ def average_rerankers(
     }
     report["onnx"] = publish_reranker(soup, fitted, out, manifest_params, name=name)
     return report
+
+
+def draws_folder(out: Path) -> Path:
+    """Where ``ragroute rerank train --draws N --out OUT`` keeps its members: ``OUT.draws/`` beside
+    ``OUT`` (each draw a reranker artifact ``OUT.draws/draw-D`` of its own, benchable alone)."""
+    out = Path(out)
+    return out.with_name(out.name + ".draws")
+
+
+def train_draws(
+    pairs: Any,
+    out: Path,
+    params: TrainParams,
+    draws: int,
+    *,
+    name: str = "",
+    data: Mapping[str, Any] | None = None,
+    say: Any = lambda _line: None,
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train ``draws`` draws of one recipe on the same ``pairs`` (built once) and publish their
+    average at ``out``: draws ``params.model_seed``, ``+1``, ... (``--draw`` values), each kept as a
+    reranker artifact in :func:`draws_folder`; the average is calibrated on ``pairs.calibration``, the
+    held-apart pairs none of them trained on. Returns ``{"draws": [...], "average": report}``."""
+    from dataclasses import replace
+
+    from ragroute.rerank.train import train_reranker
+
+    if draws < 2:
+        raise RagrouteError("--draws averages several draws: give 2 or more (or leave it out for one)")
+    folder = draws_folder(out)
+    members, reports = [], []
+    for position in range(draws):
+        draw = params.model_seed + position
+        member = folder / f"draw-{draw}"
+        say(f"draw {position + 1} of {draws} (--draw {draw}) -> {member}")
+        reports.append(
+            train_reranker(
+                pairs,
+                member,
+                replace(params, draw=draw),
+                name=f"{name or Path(out).name}-draw-{draw}",
+                data=data,
+                show_progress=show_progress,
+            )
+        )
+        members.append(member)
+    say(f"averaging {draws} draws -> {out}")
+    return {"draws": reports, "average": average_rerankers(members, out, pairs.calibration, name=name)}
