@@ -55,6 +55,36 @@ def test_training_learns_the_pairs_and_publishes_a_calibrated_artifact(tiny_rera
         assert np.all((probs > 0) & (probs < 1))
 
 
+def test_remembered_logits_score_each_pair_once_inside_a_block_only(tiny_reranker):
+    import copy
+
+    from ragroute.rerank.cross_encoder import remembered_logits
+
+    out, _ = tiny_reranker
+    reranker = CrossEncoderReranker(out, backend="torch")
+    scored: list[int] = []
+    scorer = reranker._scorer
+
+    class Counting:
+        def __call__(self, queries, texts):
+            scored.append(len(texts))
+            return scorer(queries, texts)
+
+    reranker._scorer = Counting()
+    query, texts = "forecast rain in paris", [t for _, t in TOPICS.values()]
+    fresh = reranker.logits(query, texts)
+    with remembered_logits() as memo:
+        first = reranker.logits(query, texts)
+        again = copy.copy(reranker).logits(query, texts[::-1])  # a copy shares the model: read back
+        reranker.logits("convert euros to dollars", texts[:2])  # another query: computed
+    assert np.array_equal(first, fresh) and np.array_equal(again, first[::-1])
+    assert len(memo) == len(texts) + 2 and scored == [len(texts)] * 2 + [2]
+    with remembered_logits(memo):  # a later block given the memo keeps its logits
+        assert np.array_equal(reranker.logits(query, texts), fresh) and len(scored) == 3
+    reranker.logits(query, texts)  # outside any block: computed again
+    assert scored[-1] == len(texts) and len(scored) == 4
+
+
 def test_onnx_copies_agree_with_torch(tiny_reranker):
     out, report = tiny_reranker
     query, texts = "forecast rain in paris", [t for _, t in TOPICS.values()]

@@ -208,6 +208,7 @@ def run_skills_bench(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Build the router, score every row, time it; the JSON-able result."""
+    from ragroute.rerank.cross_encoder import remembered_logits
     from ragroute.rerank.train import query_fold
     from ragroute.skills.router import SkillRouter
 
@@ -248,17 +249,19 @@ def run_skills_bench(
     methods_fold1: dict[str, dict[str, float]] = {}
     runs: dict[str, dict[str, list[str]]] = {}
     seconds: dict[str, float] = {}
-    for name, variant in rows.items():
-        log(f"  {name} ...")
-        start = time.perf_counter()
-        result = evaluator(variant.with_options(abstention=None), batch_size=64)
-        seconds[name] = round(time.perf_counter() - start, 1)
-        runs[name] = {row["id"]: row["hits"] for row in result.rows}
-        methods[name] = {key: result.metrics[metric] for key, metric in METRICS.items()}
-        if not folds_only:
-            sub = {q: r for q, r in judged.items() if q in fold1}
-            scores = evaluate_run({q: runs[name].get(q, []) for q in sub}, sub, tuple(METRICS.values()))
-            methods_fold1[name] = {key: round(scores[metric], 4) for key, metric in METRICS.items()}
+    # the abstention passes below route these queries again: each (query, skill) logit is computed once
+    with remembered_logits() as logits:
+        for name, variant in rows.items():
+            log(f"  {name} ...")
+            start = time.perf_counter()
+            result = evaluator(variant.with_options(abstention=None), batch_size=64)
+            seconds[name] = round(time.perf_counter() - start, 1)
+            runs[name] = {row["id"]: row["hits"] for row in result.rows}
+            methods[name] = {key: result.metrics[metric] for key, metric in METRICS.items()}
+            if not folds_only:
+                sub = {q: r for q, r in judged.items() if q in fold1}
+                scores = evaluate_run({q: runs[name].get(q, []) for q in sub}, sub, tuple(METRICS.values()))
+                methods_fold1[name] = {key: round(scores[metric], 4) for key, metric in METRICS.items()}
 
     log(f"  candidate ceiling (hybrid top {candidates}) ...")
     ceiling = _candidate_ceiling(rows["hybrid"], contexts, judged, candidates)
@@ -293,7 +296,8 @@ def run_skills_bench(
     if methods_fold1:
         result["methods_fold1"] = methods_fold1
         result["fold1_queries"] = sum(1 for q in judged if q in fold1)
-    result["abstention"] = _abstention(final, contexts, judged, runs[final_name], root, abstain_data, log)
+    with remembered_logits(logits):  # untimed: the latency above computed every logit afresh
+        result["abstention"] = _abstention(final, contexts, judged, runs[final_name], root, abstain_data, log)
     if scale and scale > 0:
         big = scaled_catalogue(catalogue, root, scale)
         log(f"  scaled catalogue: {len(big)} skills; building ...")

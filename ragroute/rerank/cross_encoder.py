@@ -28,11 +28,13 @@ model: rerank/NAME}`` in a routing config).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import functools
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,28 @@ CALIBRATION_FILE = "calibration.json"
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
+
+#: the open :func:`remembered_logits` block's logits, by (scorer, query, text); None outside one
+_REMEMBERED: contextvars.ContextVar[dict[tuple[Any, str, str], float] | None] = contextvars.ContextVar(
+    "ragroute_remembered_logits", default=None
+)
+
+
+@contextlib.contextmanager
+def remembered_logits(
+    memo: dict[tuple[Any, str, str], float] | None = None,
+) -> Iterator[dict[tuple[Any, str, str], float]]:
+    """Within the block, every reranker computes each (model, query, candidate text) logit once and
+    reads it back when the pair comes again (for runs that route the same queries several times,
+    such as ``ragroute bench skills``' abstention passes). A query's pool is scored in the same
+    batch as without the block, so the logits are the same. Yields the memo; passing it to a later
+    block keeps its logits across an untimed gap (timing belongs outside any block). Nothing is
+    kept outside a block; thread-local, as context variables are."""
+    token = _REMEMBERED.set({} if memo is None else memo)
+    try:
+        yield _REMEMBERED.get()  # type: ignore[misc]
+    finally:
+        _REMEMBERED.reset(token)
 
 
 @dataclass(frozen=True)
@@ -208,7 +232,19 @@ class CrossEncoderReranker:
         return self._batched([p.query for p in pairs], [p.text for p in pairs])
 
     def _batched(self, queries: list[str], texts: list[str]) -> np.ndarray:
-        """The scorer over ``(queries[i], texts[i])`` in batches of :attr:`batch_size`."""
+        """The scorer over ``(queries[i], texts[i])`` in batches of :attr:`batch_size` (each pair once
+        inside a :func:`remembered_logits` block)."""
+        memo = _REMEMBERED.get()
+        if memo is None:
+            return self._computed(queries, texts)
+        keys = [(self._scorer, q, t) for q, t in zip(queries, texts)]
+        missing = list(dict.fromkeys(key for key in keys if key not in memo))
+        if missing:
+            values = self._computed([key[1] for key in missing], [key[2] for key in missing])
+            memo.update(zip(missing, values.tolist()))
+        return np.asarray([memo[key] for key in keys], dtype=np.float32)
+
+    def _computed(self, queries: list[str], texts: list[str]) -> np.ndarray:
         out = [
             self._scorer(queries[start : start + self.batch_size], texts[start : start + self.batch_size])
             for start in range(0, len(texts), self.batch_size)
@@ -226,9 +262,7 @@ class CrossEncoderReranker:
         if not pool:
             return []
         query = getattr(context, "text", context)
-        logits = self.logits(
-            str(query), [candidate_text(h, body=self.body, **self.reading) for h in pool]
-        )
+        logits = self.logits(str(query), [candidate_text(h, body=self.body, **self.reading) for h in pool])
         stage1_z = pool_zscores([h.score for h in pool])
         probs = self.calibration(logits, np.arange(1, len(pool) + 1), stage1_z)
         order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]
