@@ -66,10 +66,12 @@ def remembered_logits(
 ) -> Iterator[dict[tuple[Any, str, str], float]]:
     """Within the block, every reranker computes each (model, query, candidate text) logit once and
     reads it back when the pair comes again (for runs that route the same queries several times,
-    such as ``ragroute bench skills``' abstention passes). A query's pool is scored in the same
-    batch as without the block, so the logits are the same. Yields the memo; passing it to a later
-    block keeps its logits across an untimed gap (timing belongs outside any block). Nothing is
-    kept outside a block; thread-local, as context variables are."""
+    such as ``ragroute bench skills``' abstention passes). Pairs not yet known are scored in the
+    batches they would be scored in without the block, so a pool met whole for the first time gets
+    exactly its logits outside the block (a pool partly known is batched smaller: int8 ONNX
+    quantises per batch, so its new logits may move in the last digits). Yields the memo; passing
+    it to a later block keeps its logits across an untimed gap (timing belongs outside any block).
+    Nothing is kept outside a block; thread-local, as context variables are."""
     token = _REMEMBERED.set({} if memo is None else memo)
     try:
         yield _REMEMBERED.get()  # type: ignore[misc]
