@@ -54,24 +54,24 @@ ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 
-#: the open :func:`remembered_logits` block's logits, by (scorer, query, text); None outside one
-_REMEMBERED: contextvars.ContextVar[dict[tuple[Any, str, str], float] | None] = contextvars.ContextVar(
+#: the open :func:`remembered_logits` block's logits, by (scorer, queries, texts) of one call; None
+#: outside one
+_REMEMBERED: contextvars.ContextVar[dict[tuple[Any, ...], np.ndarray] | None] = contextvars.ContextVar(
     "ragroute_remembered_logits", default=None
 )
 
 
 @contextlib.contextmanager
 def remembered_logits(
-    memo: dict[tuple[Any, str, str], float] | None = None,
-) -> Iterator[dict[tuple[Any, str, str], float]]:
-    """Within the block, every reranker computes each (model, query, candidate text) logit once and
-    reads it back when the pair comes again (for runs that route the same queries several times,
-    such as ``ragroute bench skills``' abstention passes). Pairs not yet known are scored in the
-    batches they would be scored in without the block, so a pool met whole for the first time gets
-    exactly its logits outside the block (a pool partly known is batched smaller: int8 ONNX
-    quantises per batch, so its new logits may move in the last digits). Yields the memo; passing
-    it to a later block keeps its logits across an untimed gap (timing belongs outside any block).
-    Nothing is kept outside a block; thread-local, as context variables are."""
+    memo: dict[tuple[Any, ...], np.ndarray] | None = None,
+) -> Iterator[dict[tuple[Any, ...], np.ndarray]]:
+    """Within the block, a reranker asked again for the logits of the same (query, candidates) pool
+    reads back those it computed the first time (for runs that route the same queries several
+    times, such as ``ragroute bench skills``' abstention passes). Only whole calls are reused, never
+    single pairs: int8 ONNX quantises per batch, so a pair's logit may depend on its batch, and
+    every logit read back is exactly what the call computes outside a block. Yields the memo;
+    passing it to a later block keeps its logits across an untimed gap (timing belongs outside any
+    block). Nothing is kept outside a block; thread-local, as context variables are."""
     token = _REMEMBERED.set({} if memo is None else memo)
     try:
         yield _REMEMBERED.get()  # type: ignore[misc]
@@ -234,17 +234,15 @@ class CrossEncoderReranker:
         return self._batched([p.query for p in pairs], [p.text for p in pairs])
 
     def _batched(self, queries: list[str], texts: list[str]) -> np.ndarray:
-        """The scorer over ``(queries[i], texts[i])`` in batches of :attr:`batch_size` (each pair once
-        inside a :func:`remembered_logits` block)."""
+        """The scorer over ``(queries[i], texts[i])`` in batches of :attr:`batch_size` (read back when
+        the same call came before inside a :func:`remembered_logits` block)."""
         memo = _REMEMBERED.get()
         if memo is None:
             return self._computed(queries, texts)
-        keys = [(self._scorer, q, t) for q, t in zip(queries, texts)]
-        missing = list(dict.fromkeys(key for key in keys if key not in memo))
-        if missing:
-            values = self._computed([key[1] for key in missing], [key[2] for key in missing])
-            memo.update(zip(missing, values.tolist()))
-        return np.asarray([memo[key] for key in keys], dtype=np.float32)
+        key = (self._scorer, tuple(queries), tuple(texts))
+        if key not in memo:
+            memo[key] = self._computed(queries, texts)
+        return memo[key].copy()
 
     def _computed(self, queries: list[str], texts: list[str]) -> np.ndarray:
         out = [
