@@ -249,7 +249,7 @@ def run_skills_bench(
     methods_fold1: dict[str, dict[str, float]] = {}
     runs: dict[str, dict[str, list[str]]] = {}
     seconds: dict[str, float] = {}
-    # the abstention passes below route these queries again: each (query, skill) logit is computed once
+    # the abstention passes below route these queries again: each query's pool is scored once
     with remembered_logits() as logits:
         for name, variant in rows.items():
             log(f"  {name} ...")
