@@ -208,6 +208,41 @@ def test_pilot_router_routes_to_the_expert_that_won_nearby_queries(mode: str, tm
         PilotRouter.load(tmp_path / "pilot", Other())
 
 
+def domain_vectors(axis: int, n: int, seed: int, dim: int = 8, spread: float = 0.5) -> np.ndarray:
+    """``n`` unit vectors scattered around basis vector ``axis`` (overlapping domains)."""
+    rng = np.random.default_rng(seed)
+    v = np.eye(dim)[axis] + rng.normal(0, spread, (n, dim))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_domain_pilots_route_to_the_expert_of_the_nearest_domain_without_queries(tmp_path: Path) -> None:
+    labels = ["base", "bm25", "expert-med", "expert-law"]
+    domains = {"expert-med": domain_vectors(0, 40, 1), "expert-law": domain_vectors(1, 60, 2)}
+    router = PilotRouter.from_domains(labels, domains, encoder=FixedDim())
+    assert router.owners.tolist() == [2, 3]  # one pilot per domain expert, none for the generalists
+    centre = domains["expert-med"].mean(0)
+    assert np.allclose(router.pilots[0], centre / np.linalg.norm(centre))
+    probe = np.vstack([np.eye(8)[0], np.eye(8)[1], (np.eye(8)[0] + np.eye(8)[1]) / np.sqrt(2)])
+    decisions = router.route_many(["a", "b", "c"], query_vectors=probe)
+    assert [d.chosen[0] for d in decisions[:2]] == ["expert-med", "expert-law"]
+    assert decisions[0].routes["base"] == decisions[0].routes["bm25"] == 0.0
+    # the temperature is fitted on the domains' own documents: sure near a domain, unsure between
+    assert decisions[0].routes["expert-med"] > 0.9 and decisions[1].routes["expert-law"] > 0.9
+    assert max(decisions[2].routes.values()) < 0.8
+    router.save(tmp_path / "domain")
+    loaded = PilotRouter.load(tmp_path / "domain", FixedDim())
+    assert [d.routes for d in loaded.route_many(["a", "b", "c"], query_vectors=probe)] == [
+        d.routes for d in decisions
+    ]
+
+
+def test_domain_pilots_refuse_unknown_experts_and_single_domains() -> None:
+    with pytest.raises(RagrouteError, match="not in the set: expert-tax"):
+        PilotRouter.from_domains(["base", "expert-med"], {"expert-med": np.eye(2), "expert-tax": np.eye(2)})
+    with pytest.raises(RagrouteError, match="at least two"):
+        PilotRouter.from_domains(["base", "expert-med"], {"expert-med": np.eye(2)})
+
+
 def test_pilot_router_needs_a_query_some_expert_wins() -> None:
     flat = ExpertGains(["A", "B"], ["q1", "q2"], np.eye(2), np.full((2, 2), 0.5))
     with pytest.raises(RagrouteError, match="no training query"):
@@ -380,6 +415,32 @@ def test_expert_cli_trains_and_fits_a_router_on_pseudo_queries(
     assert all(0.0 < v <= 1.0 for v in summary["mean_ndcg@10"].values())
     assert QualityRouter.load(tmp_path / "q", minilm).labels == ["base", "bm25", "orbit"]
 
+    # --kind domain: pilots from each expert's own corpus, no query searched
+    config["sources"]["baking"] = {"index": "index", "expert": str(trained_expert)}
+    (tmp_path / "routing.yaml").write_text(yaml.safe_dump(config))
+    for topic in ("orbit", "baking"):
+        (tmp_path / f"{topic}.jsonl").write_text(
+            "\n".join(json.dumps({"_id": d.id, "text": d.text}) for d in corpus() if d.id.startswith(topic))
+        )
+    fit = ["expert", "fit-router", str(tmp_path / "routing.yaml"), "--out", str(tmp_path / "dom")]
+    orbit, baking = f"orbit={tmp_path / 'orbit.jsonl'}", f"baking={tmp_path / 'baking.jsonl'}"
+    domains = ["--domain", orbit, "--domain", baking]
+    result = CliRunner().invoke(main, [*fit, "--kind", "domain", *domains])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["domain_documents"] == {"orbit": 24, "baking": 24}
+    router = PilotRouter.load(tmp_path / "dom", minilm)
+    decisions = router.route_many(["comet and nebula spectrum", "butter dough in the oven"])
+    assert [d.chosen[0] for d in decisions] == ["orbit", "baking"]
+    assert decisions[0].routes["base"] == decisions[0].routes["bm25"] == 0.0
+    for args, message in [
+        (["--kind", "domain", "--domain", baking.replace("baking=", "x="), *domains[:2]], "not a source"),
+        (["--kind", "domain", *domains[:2]], "at least two experts"),
+        (["--kind", "pilot", *domains], "--domain is for --kind domain"),
+    ]:
+        result = CliRunner().invoke(main, [*fit, *args])
+        assert result.exit_code != 0 and message in result.output, result.output
+
 
 def test_a_router_routes_around_an_expert_that_failed_to_load(tmp_path: Path) -> None:
     from ragroute.route.factories import RouterBuild, pilot
@@ -463,13 +524,11 @@ def test_the_bench_pipeline_and_a_routing_config_return_the_same_hits(trained_ex
         [[0.2, 0.1, 0.9], [0.9, 0.1, 0.2], [0.1, 0.8, 0.3]],
     )
     PilotRouter.fit(gains, encoder=minilm).save(tmp_path / "router")
-    settings = {
-        "kind": "pilot",
-        "model": "router",
-        "max_routes": 1,
-        "always": ["base", "bm25"],
-        "fusion": "rrf",
-    }
+    from ragroute.evaluation.bench_experts import WITH_GENERALISTS
+
+    # the bench's own selection (the specialist + the generalists, each read 100 deep)
+    settings = {"kind": "pilot", "model": "router", **WITH_GENERALISTS}
+    assert settings["depth"] == 100
     bench = pipeline_from_settings(sources, settings, encoder=minilm, base=tmp_path)
     save_index(build_index(docs, "dense", encoder=minilm), tmp_path / "dense")
     save_index(build_index(docs, "bm25"), tmp_path / "bm25")

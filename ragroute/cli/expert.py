@@ -20,6 +20,8 @@ def expert_group() -> None:
     \b
     ragroute expert train corpora/med --out experts/med
     ragroute expert fit-router routing.yaml --kind pilot --out routers/med-pilot
+    ragroute expert fit-router routing.yaml --kind domain --domain expert-med=corpora/med \\
+        --domain expert-law=corpora/law --out routers/by-domain
     """
 
 
@@ -137,10 +139,19 @@ def train_command(
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--kind",
-    type=click.Choice(["pilot", "quality"]),
+    type=click.Choice(["pilot", "quality", "domain"]),
     default="pilot",
     show_default=True,
-    help="pilot: pilot embeddings per expert; quality: predicted nDCG@10 per expert.",
+    help="pilot: pilot embeddings per expert; quality: predicted nDCG@10 per expert; domain: each "
+    "domain expert's pilot is the centroid of its --domain corpus (no query needed; a pilot router).",
+)
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    metavar="EXPERT=CORPUS",
+    help="With --kind domain (repeatable, at least two): an expert source of CONFIG and the corpus "
+    "it was trained for.",
 )
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Router folder to write."
@@ -165,23 +176,34 @@ def fit_router_command(
     split: str,
     clusters: int,
     mode: str,
+    domains: tuple[str, ...],
     cache_dir: Path | None,
 ) -> None:
     """Fit an expert router on the sources of a routing CONFIG (experts over the same documents).
 
     Each training query is searched by every expert; the nDCG@10 each reaches is what the
     router learns from. Use it in the config as ``router: {kind: pilot, model: OUT}``.
+
+    With ``--kind domain`` no query is searched: each ``--domain EXPERT=CORPUS`` expert gets the
+    centroid of its corpus's documents as its pilot, so a query goes to the expert of the domain
+    it resembles most; sources without a domain (the base model, BM25) get no pilot: add them
+    with ``always: [base, bm25]``. It is saved as a pilot router (``kind: pilot`` in the config).
     """
     from ragroute.context import query_vectors
     from ragroute.route.config import RoutingConfig, open_sources, warn_left_out
     from ragroute.route.expert_gains import ExpertGains, measure_gains
 
+    if kind != "domain" and domains:
+        raise RagrouteError("--domain is for --kind domain")
     routing = RoutingConfig.read(config)
     encoder = routing.load_encoder(cache_dir=cache_dir)
     sources, problems = open_sources(routing, encoder)
     warn_left_out(routing.path, problems)  # `warning: CONFIG: source 'x' left out: ...` on stderr
     if len(sources) < 2:
         raise RagrouteError("an expert router needs at least two sources that open")
+    if kind == "domain":
+        _fit_domain_router([s.name for s in sources], domains, encoder, clusters, out)
+        return
     contexts, qrels = _training_queries(sources, data, split)
     gains = measure_gains(sources, contexts, qrels)
     train = ExpertGains(
@@ -205,6 +227,38 @@ def fit_router_command(
     click.echo(json.dumps({"mean_ndcg@10": means, "queries_won": wins}))
 
 
+def _fit_domain_router(
+    labels: list[str], domains: tuple[str, ...], encoder: Any, clusters: int, out: Path
+) -> None:
+    """``--kind domain``: pilots from the documents of each ``EXPERT=CORPUS`` pair."""
+    from ragroute.loaders import load_corpus
+    from ragroute.route.pilot import PilotRouter
+
+    pairs = {}
+    for item in domains:
+        name, sep, corpus = item.partition("=")
+        if not sep or not name or not corpus:
+            raise RagrouteError(f"--domain {item!r}: expected EXPERT=CORPUS")
+        if name not in labels:
+            raise RagrouteError(f"--domain {name}: not a source of the config ({', '.join(labels)})")
+        if name in pairs:
+            raise RagrouteError(f"--domain {name} given twice")
+        pairs[name] = Path(corpus)
+    if len(pairs) < 2:
+        raise RagrouteError("--kind domain needs --domain EXPERT=CORPUS for at least two experts")
+    vectors = {}
+    for name, corpus in pairs.items():
+        documents = load_corpus(corpus)
+        if not documents:
+            raise RagrouteError(f"--domain {name}: {corpus} holds no documents")
+        vectors[name] = encoder.encode_documents([d.full_text() for d in documents])
+    router = PilotRouter.from_domains(labels, vectors, encoder=encoder, clusters=clusters)
+    router.save(out)
+    sizes = {name: len(v) for name, v in vectors.items()}
+    click.echo(f"domain pilot router -> {out}: pilots from {sum(sizes.values())} documents")
+    click.echo(json.dumps({"domain_documents": sizes, "temperature": round(router.temperature, 5)}))
+
+
 def _training_queries(sources: list[Any], data: Path | None, split: str) -> tuple[list[Any], dict]:
     """Labelled queries of ``data``, or pseudo-queries cut from the first source's documents."""
     from ragroute.context import QueryContext
@@ -218,9 +272,7 @@ def _training_queries(sources: list[Any], data: Path | None, split: str) -> tupl
 
     documents = list(sources[0].documents)
     if not documents:
-        raise RagrouteError(
-            f"source {sources[0].name} exposes no documents to cut pseudo-queries from"
-        )
+        raise RagrouteError(f"source {sources[0].name} exposes no documents to cut pseudo-queries from")
     queries = cut_pseudo_queries(documents, max_queries=2000)
     contexts = [QueryContext(q.text, id=f"pseudo-{i}") for i, q in enumerate(queries)]
     return contexts, {c.id: {q.doc_id: 1} for c, q in zip(contexts, queries)}

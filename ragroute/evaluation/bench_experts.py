@@ -11,13 +11,16 @@ Rows, all macro nDCG@10 over the collections:
 
 * every single expert, everywhere;
 * ``fusion_all``: every expert fused with equal weights (RRF) — the baseline a
-  practitioner would try first;
+  practitioner would try first; every fused row reads each expert's top
+  ``FUSED_DEPTH`` (100, the hybrid index's depth), not only its top 10;
 * routers, fitted on ``--train-split`` queries (k-fold cross-validated, folds
   grouped by text, when it equals ``--split``), each scored through the product
   pipeline (:func:`~ragroute.pipeline.build.pipeline_from_settings`) over the
   query's collection: ``dataset`` (the expert best on the collection's training
   queries), ``pilot-nearest`` / ``pilot-mean`` (pilot embeddings), ``quality``
-  (predicted nDCG per expert), each top-1, ``*+generalists`` (the router's top
+  (predicted nDCG per expert), ``pilot-domain`` (no query at all: each domain
+  expert's pilot is the centroid of its collection's documents, so a query goes to
+  the expert of the collection it resembles most), each top-1, ``*+generalists`` (the router's top
   expert fused by RRF with the base model and BM25, selection option
   ``always``), and ``*-mix`` (the top experts by routing probability, fused with
   the shipped selection and fusion);
@@ -45,6 +48,7 @@ from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow
 from ragroute.experts.expert_set import ExpertSet, ExpertSpec
+from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.build import pipeline_from_settings
 from ragroute.route.expert_gains import ExpertGains, measure_gains
 from ragroute.route.expert_quality import QualityRouter
@@ -52,11 +56,14 @@ from ragroute.route.fixed import FixedRoutes
 from ragroute.route.folds import grouped_stratified_folds
 from ragroute.route.pilot import PilotRouter
 
+# Experts rank the same documents, so a fused list reads each expert's list as deep as the hybrid
+# index reads its BM25 and dense lists (100): a document ranked 11th by two experts still counts.
+FUSED_DEPTH = FusionParams().candidates
 TOP1 = {"max_routes": 1}
-MIX = {"route_weights": "probability"}
+MIX = {"route_weights": "probability", "depth": FUSED_DEPTH}
 # the specialist a router picks, fused with the generalists (the base model and BM25) on equal terms
-WITH_GENERALISTS = {"max_routes": 1, "always": ["base", "bm25"], "fusion": "rrf"}
-FUSE_ALL = {"threshold": 0.0, "fusion": "rrf"}
+WITH_GENERALISTS = {"max_routes": 1, "always": ["base", "bm25"], "fusion": "rrf", "depth": FUSED_DEPTH}
+FUSE_ALL = {"threshold": 0.0, "fusion": "rrf", "depth": FUSED_DEPTH}
 
 BASELINES_REFERENCE = {
     "bm25": 0.495,
@@ -80,6 +87,8 @@ class ExpertData:
     gains: np.ndarray  # (queries, experts) nDCG@10
     experts: ExpertSet
     skipped: dict[str, str] = field(default_factory=dict)  # folders left out -> why
+    # domain expert -> base-encoder vectors of the documents it was trained for (pilot-domain)
+    domains: dict[str, np.ndarray] = field(default_factory=dict)
 
     def positions(self, collection: str) -> list[int]:
         return [i for i, label in enumerate(self.labels) if label == collection]
@@ -172,6 +181,7 @@ def prepare(
         gains,
         experts,
         skipped,
+        {f"expert-{n}": base_vectors[n] for n in trained if f"expert-{n}" in experts.names},
     )
 
 
@@ -184,11 +194,20 @@ def expert_gains(data: ExpertData, rows: Sequence[int], encoder: Any) -> ExpertG
     )
 
 
-ROUTER_KINDS = ("dataset", "pilot-nearest", "pilot-mean", "quality")
+ROUTER_KINDS = ("dataset", "pilot-nearest", "pilot-mean", "pilot-domain", "quality")
 
 
-def fit_router(kind: str, train: ExpertGains, train_labels: Sequence[str], encoder: Any) -> Any:
-    """A router of ``kind`` fitted on ``train`` (``dataset``: a per-collection dict of fixed routers)."""
+def fit_router(
+    kind: str,
+    train: ExpertGains,
+    train_labels: Sequence[str],
+    encoder: Any,
+    domains: Mapping[str, np.ndarray] | None = None,
+) -> Any:
+    """A router of ``kind`` fitted on ``train`` (``dataset``: a per-collection dict of fixed routers;
+    ``pilot-domain`` reads only ``domains``, the domain experts' document vectors)."""
+    if kind == "pilot-domain":
+        return PilotRouter.from_domains(train.labels, domains or {}, encoder=encoder)
     if kind == "dataset":
         best = {}
         for collection in sorted(set(train_labels)):
@@ -324,7 +343,8 @@ def run_experts_bench(
         all_rows = list(range(len(data.contexts)))
         train = expert_gains(train_data, list(range(len(train_data.contexts))), encoder)
         fits = {
-            kind: [(fit_router(kind, train, train_data.labels, encoder), all_rows)] for kind in ROUTER_KINDS
+            kind: [(fit_router(kind, train, train_data.labels, encoder, data.domains), all_rows)]
+            for kind in ROUTER_KINDS
         }
     else:
         fold_of = grouped_stratified_folds([c.text for c in data.contexts], data.labels, folds)
@@ -335,7 +355,7 @@ def run_experts_bench(
             train = expert_gains(data, train_rows, encoder)
             train_labels = [data.labels[i] for i in train_rows]
             for kind in ROUTER_KINDS:
-                fits[kind].append((fit_router(kind, train, train_labels, encoder), test_rows))
+                fits[kind].append((fit_router(kind, train, train_labels, encoder, data.domains), test_rows))
     for kind in ROUTER_KINDS:
         variants = {kind: TOP1, f"{kind}+generalists": WITH_GENERALISTS}
         if kind != "dataset":

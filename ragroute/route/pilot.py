@@ -12,12 +12,18 @@ softmax whose temperature is fitted on the training queries' winners, so the
 pipeline's selection can mix the top experts (a per-query mixture) instead of
 always taking one. An expert no training query preferred gets no pilot and a
 probability of zero.
+
+Without any training query, :meth:`PilotRouter.from_domains` takes each domain
+expert's pilot from the documents it was trained for (the centroid of their
+vectors): a query goes to the expert of the domain it resembles most, and
+experts without a domain (the base model, BM25) get no pilot; they are the
+generalists a config adds with ``always``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +99,49 @@ class PilotRouter(BaseRouter):
         rows = [i for i, w in enumerate(data.winners()) if w]
         targets = np.array([data.winners()[i][0] for i in rows])
         router.temperature = fit_temperature(scores[rows], targets, np.geomspace(1e-3, 1.0, 60))
+        return router
+
+    @classmethod
+    def from_domains(
+        cls,
+        labels: Sequence[str],
+        domains: Mapping[str, np.ndarray],
+        *,
+        encoder: Any = None,
+        clusters: int = 1,
+        seed: int = 0,
+        calibration_docs: int = 200,
+    ) -> PilotRouter:
+        """Pilots from each domain expert's documents, no query needed.
+
+        ``domains`` maps an expert name (one of ``labels``) to the vectors, under the routing
+        encoder, of the documents that expert was trained for; its pilot is their centroid (or
+        ``clusters`` k-means centroids). Experts not in ``domains`` get no pilot (probability 0).
+        The softmax temperature is fitted on up to ``calibration_docs`` documents per domain,
+        each standing in for a query of its domain.
+        """
+        labels = list(labels)
+        unknown = sorted(set(domains) - set(labels))
+        if unknown:
+            raise RagrouteError(f"domains name experts not in the set: {', '.join(unknown)}")
+        if len(domains) < 2:
+            raise RagrouteError("domain pilots need the documents of at least two domain experts")
+        rng = np.random.default_rng(seed)
+        pilots, owners, sample, targets = [], [], [], []
+        for name, vectors in domains.items():
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or len(vectors) == 0:
+                raise RagrouteError(f"domain {name!r}: no document vectors")
+            j = labels.index(name)
+            for centre in _centroids(vectors, clusters, seed):
+                pilots.append(centre)
+                owners.append(j)
+            picked = rng.choice(len(vectors), size=min(calibration_docs, len(vectors)), replace=False)
+            sample.append(vectors[np.sort(picked)])
+            targets += [j] * len(picked)
+        router = cls(labels, np.vstack(pilots), np.array(owners), encoder=encoder, mode="nearest")
+        scores = router._scores(np.vstack(sample))
+        router.temperature = fit_temperature(scores, np.array(targets), np.geomspace(1e-3, 1.0, 60))
         return router
 
     # ------------------------------------------------------------------ routing
