@@ -365,3 +365,42 @@ def test_always_adds_routes_to_every_selection_that_retrieves(hashing_encoder, s
         pipeline_from_settings(sources, {"always": ["space"]}, encoder=hashing_encoder, router=router)
     with pytest.raises(RagrouteError, match="must be a list"):
         pipeline_from_settings(sources, {"always": "it"}, encoder=hashing_encoder, router=router)
+
+
+class RankedRetriever:
+    """Returns the documents ``order`` (best first, at most k); records the depth it is asked for."""
+
+    def __init__(self, name: str, order: list[int]):
+        self.name, self.order = name, order
+        self.asked: list[int] = []
+
+    def search_many(self, queries, k=10, *, filters=None):
+        self.asked.append(k)
+        return [
+            [Hit(f"d{i}", 1.0 / r, self.name, rank=r) for r, i in enumerate(self.order[:k], 1)]
+            for _ in queries
+        ]
+
+
+def test_sources_over_the_same_documents_are_read_deep_before_fusing():
+    """Experts over one corpus: each list is read 100 deep, so a document 11th in both lists (RRF
+    2 / 71) beats every document only one list holds (at best 1 / 61); sources over different
+    documents are read to k, and an explicit ``depth`` wins."""
+    from ragroute.pipeline.stages import SHARED_DOCUMENTS_DEPTH
+
+    assert SHARED_DOCUMENTS_DEPTH == 100
+    a = RankedRetriever("a", [*range(10), 99])
+    b = RankedRetriever("b", [*range(10, 20), 99])
+    shared = [Source(r.name, r, metadata={"corpus": "docs"}) for r in (a, b)]
+    settings = {"threshold": 0.0, "fusion": "rrf"}
+    router = FixedRouter({"a": 0.5, "b": 0.5})
+    hits = pipeline_from_settings(shared, settings, router=router, encoder=None).retrieve("q", k=3).hits
+    assert a.asked == b.asked == [SHARED_DOCUMENTS_DEPTH]
+    assert [h.doc_id for h in hits][0] == "d99"
+    shallow = pipeline_from_settings(shared, {**settings, "depth": 10}, router=router, encoder=None).retrieve(
+        "q", k=3
+    )
+    assert a.asked[-1] == 10 and "d99" not in [h.doc_id for h in shallow.hits]
+    apart = [Source(r.name, r) for r in (RankedRetriever("a", [0]), RankedRetriever("b", [1]))]
+    pipeline_from_settings(apart, settings, router=router, encoder=None).retrieve("q", k=3)
+    assert [s.retriever.asked for s in apart] == [[3], [3]]

@@ -11,8 +11,9 @@ Rows, all macro nDCG@10 over the collections:
 
 * every single expert, everywhere;
 * ``fusion_all``: every expert fused with equal weights (RRF) — the baseline a
-  practitioner would try first; every fused row reads each expert's top
-  ``FUSED_DEPTH`` (100, the hybrid index's depth), not only its top 10;
+  practitioner would try first; fused rows read each expert's top 100, the
+  pipeline's default for sources over the same documents
+  (:data:`~ragroute.pipeline.stages.SHARED_DOCUMENTS_DEPTH`);
 * routers, fitted on ``--train-split`` queries (k-fold cross-validated, folds
   grouped by text, when it equals ``--split``), each scored through the product
   pipeline (:func:`~ragroute.pipeline.build.pipeline_from_settings`) over the
@@ -48,7 +49,6 @@ from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow
 from ragroute.experts.expert_set import ExpertSet, ExpertSpec
-from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.build import pipeline_from_settings
 from ragroute.route.expert_gains import ExpertGains, measure_gains
 from ragroute.route.expert_quality import QualityRouter
@@ -56,14 +56,11 @@ from ragroute.route.fixed import FixedRoutes
 from ragroute.route.folds import grouped_stratified_folds
 from ragroute.route.pilot import PilotRouter
 
-# Experts rank the same documents, so a fused list reads each expert's list as deep as the hybrid
-# index reads its BM25 and dense lists (100): a document ranked 11th by two experts still counts.
-FUSED_DEPTH = FusionParams().candidates
 TOP1 = {"max_routes": 1}
-MIX = {"route_weights": "probability", "depth": FUSED_DEPTH}
+MIX = {"route_weights": "probability"}
 # the specialist a router picks, fused with the generalists (the base model and BM25) on equal terms
-WITH_GENERALISTS = {"max_routes": 1, "always": ["base", "bm25"], "fusion": "rrf", "depth": FUSED_DEPTH}
-FUSE_ALL = {"threshold": 0.0, "fusion": "rrf", "depth": FUSED_DEPTH}
+WITH_GENERALISTS = {"max_routes": 1, "always": ["base", "bm25"], "fusion": "rrf"}
+FUSE_ALL = {"threshold": 0.0, "fusion": "rrf"}
 
 BASELINES_REFERENCE = {
     "bm25": 0.495,

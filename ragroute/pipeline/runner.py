@@ -18,6 +18,7 @@ from ragroute.context import QueryContext, contexts_of
 from ragroute.errors import RagrouteError
 from ragroute.exposure import ExposureLedger
 from ragroute.pipeline.stages import (
+    SHARED_DOCUMENTS_DEPTH,
     FuseStage,
     Gate,
     GateStage,
@@ -186,6 +187,8 @@ class Pipeline:
         final = [d for d in decisions if d is not None]
         pool = [self._candidates(want) for want in depths]
         depth = max(max(pool, default=k), self.options.depth or 0)
+        if self.options.depth is None and any(self._fuse.shares_documents(d.chosen) for d in final):
+            depth = max(depth, SHARED_DOCUMENTS_DEPTH)
         per_source = self._retrieve.run(contexts, final, depth)
         results = []
         for context, decision, lists, want, candidates in zip(contexts, final, per_source, depths, pool):

@@ -20,12 +20,18 @@ from typing import Any, Protocol, runtime_checkable
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
 from ragroute.index.fusion import document_key
+from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, similarities
 from ragroute.registry import FUSIONS
 from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.scopes import ACCESS_KEY, labels_of, redact, visible
 from ragroute.types import Decision, Hit, TraceStep
+
+# Sources over the same documents (an expert set's experts) are read this deep when fused, as the
+# hybrid index reads its BM25 and dense lists: a document 11th in two lists still gathers both votes
+# (bench experts: +1.5 points at 100 against 10 for the specialist + generalists, docs/experts.md).
+SHARED_DOCUMENTS_DEPTH = FusionParams().candidates
 
 # --------------------------------------------------------------------------- protocols
 
@@ -76,7 +82,9 @@ class RoutingOptions:
     when the router is sure). ``fusion`` names a registered fusion method;
     ``route_weights`` is ``even`` or ``probability`` (weight each route's list by
     its probability; the default ``calibrated`` fusion uses the probabilities
-    itself); ``depth`` is the number of hits read per route (default k); ``always``
+    itself); ``depth`` is the number of hits read per route (default k, or
+    :data:`SHARED_DOCUMENTS_DEPTH` when a query fuses sources over the same
+    documents, such as an expert set's experts); ``always``
     names routes queried on top of the selection for every query that retrieves
     (e.g. generalist experts beside the specialist a router picks). ``scores``: what a hit's
     score is: ``similarity`` (default), the deployment encoder's cosine similarity or a source's
@@ -414,6 +422,11 @@ class FuseStage:
         # sources over the same documents (an expert set's experts) share a collection, so
         # fusion merges their hits of one document instead of listing it once per source
         self.documents_of = {s.name: str(s.metadata.get("corpus") or s.name) for s in self.sources}
+
+    def shares_documents(self, chosen: Sequence[str]) -> bool:
+        """Whether two of the ``chosen`` sources hold the same documents (their lists fuse by document)."""
+        collections = [self.documents_of[name] for name in chosen if name in self.documents_of]
+        return len(set(collections)) < len(collections)
 
     @property
     def needs_stats(self) -> bool:
