@@ -394,9 +394,10 @@ def test_sources_over_the_same_documents_are_read_deep_before_fusing():
     shared = [Source(r.name, r, metadata={"corpus": "docs"}) for r in (a, b)]
     settings = {"threshold": 0.0, "fusion": "rrf"}
     router = FixedRouter({"a": 0.5, "b": 0.5})
-    hits = pipeline_from_settings(shared, settings, router=router, encoder=None).retrieve("q", k=3).hits
+    result = pipeline_from_settings(shared, settings, router=router, encoder=None).retrieve("q", k=3)
     assert a.asked == b.asked == [SHARED_DOCUMENTS_DEPTH]
-    assert [h.doc_id for h in hits][0] == "d99"
+    assert [h.doc_id for h in result.hits][0] == "d99"
+    assert [s.detail["depth"] for s in result.trace if s.stage == "retrieve-time"] == [100]  # explained
     shallow = pipeline_from_settings(shared, {**settings, "depth": 10}, router=router, encoder=None).retrieve(
         "q", k=3
     )

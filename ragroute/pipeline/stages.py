@@ -362,7 +362,7 @@ class RetrieveStage:
         wall = round((time.perf_counter() - start) * 1000, 3)
         for i in {i for positions in wanted.values() for i in positions}:
             decisions[i].trace.append(
-                TraceStep("retrieve-time", {"sources": len(decisions[i].chosen), "ms": wall})
+                TraceStep("retrieve-time", {"sources": len(decisions[i].chosen), "depth": depth, "ms": wall})
             )
         return per_query
 
