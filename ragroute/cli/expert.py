@@ -202,7 +202,7 @@ def fit_router_command(
     if len(sources) < 2:
         raise RagrouteError("an expert router needs at least two sources that open")
     if kind == "domain":
-        _fit_domain_router([s.name for s in sources], domains, encoder, clusters, out)
+        _fit_domain_router([s.name for s in sources], domains, encoder, clusters, mode, out)
         return
     contexts, qrels = _training_queries(sources, data, split)
     gains = measure_gains(sources, contexts, qrels)
@@ -228,7 +228,7 @@ def fit_router_command(
 
 
 def _fit_domain_router(
-    labels: list[str], domains: tuple[str, ...], encoder: Any, clusters: int, out: Path
+    labels: list[str], domains: tuple[str, ...], encoder: Any, clusters: int, mode: str, out: Path
 ) -> None:
     """``--kind domain``: pilots from the documents of each ``EXPERT=CORPUS`` pair."""
     from ragroute.loaders import load_corpus
@@ -252,7 +252,7 @@ def _fit_domain_router(
         if not documents:
             raise RagrouteError(f"--domain {name}: {corpus} holds no documents")
         vectors[name] = encoder.encode_documents([d.full_text() for d in documents])
-    router = PilotRouter.from_domains(labels, vectors, encoder=encoder, clusters=clusters)
+    router = PilotRouter.from_domains(labels, vectors, encoder=encoder, mode=mode, clusters=clusters)
     router.save(out)
     sizes = {name: len(v) for name, v in vectors.items()}
     click.echo(f"domain pilot router -> {out}: pilots from {sum(sizes.values())} documents")

@@ -108,6 +108,7 @@ class PilotRouter(BaseRouter):
         domains: Mapping[str, np.ndarray],
         *,
         encoder: Any = None,
+        mode: str = "nearest",
         clusters: int = 1,
         seed: int = 0,
         calibration_docs: int = 200,
@@ -139,7 +140,7 @@ class PilotRouter(BaseRouter):
             picked = rng.choice(len(vectors), size=min(calibration_docs, len(vectors)), replace=False)
             sample.append(vectors[np.sort(picked)])
             targets += [j] * len(picked)
-        router = cls(labels, np.vstack(pilots), np.array(owners), encoder=encoder, mode="nearest")
+        router = cls(labels, np.vstack(pilots), np.array(owners), encoder=encoder, mode=mode)
         scores = router._scores(np.vstack(sample))
         router.temperature = fit_temperature(scores, np.array(targets), np.geomspace(1e-3, 1.0, 60))
         return router
