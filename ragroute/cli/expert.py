@@ -195,6 +195,8 @@ def fit_router_command(
 
     if kind != "domain" and domains:
         raise RagrouteError("--domain is for --kind domain")
+    if kind == "domain" and data is not None:
+        raise RagrouteError("--data is for --kind pilot or quality: --kind domain fits on --domain corpora")
     routing = RoutingConfig.read(config)
     encoder = routing.load_encoder(cache_dir=cache_dir)
     sources, problems = open_sources(routing, encoder)
