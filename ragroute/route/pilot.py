@@ -88,18 +88,19 @@ class PilotRouter(BaseRouter):
                 members.setdefault(j, []).append(i)
         if not members:
             raise RagrouteError("no training query is ranked better by one expert than by another")
-        pilots, owners = [], []
-        for j in sorted(members):
-            vectors = data.vectors[members[j]]
-            for centre in _centroids(vectors, clusters, seed):
-                pilots.append(centre)
-                owners.append(j)
-        router = cls(data.labels, np.vstack(pilots), np.array(owners), encoder=encoder, mode=mode)
-        scores = router._scores(data.vectors)
         rows = [i for i, w in enumerate(data.winners()) if w]
         targets = np.array([data.winners()[i][0] for i in rows])
-        router.temperature = fit_temperature(scores[rows], targets, np.geomspace(1e-3, 1.0, 60))
-        return router
+        groups = {j: data.vectors[members[j]] for j in sorted(members)}
+        return cls._from_groups(
+            data.labels,
+            groups,
+            data.vectors[rows],
+            targets,
+            encoder=encoder,
+            mode=mode,
+            clusters=clusters,
+            seed=seed,
+        )
 
     @classmethod
     def from_domains(
@@ -128,21 +129,51 @@ class PilotRouter(BaseRouter):
         if len(domains) < 2:
             raise RagrouteError("domain pilots need the documents of at least two domain experts")
         rng = np.random.default_rng(seed)
-        pilots, owners, sample, targets = [], [], [], []
+        groups: dict[int, np.ndarray] = {}
+        sample, targets = [], []
         for name, vectors in domains.items():
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or len(vectors) == 0:
                 raise RagrouteError(f"domain {name!r}: no document vectors")
             j = labels.index(name)
-            for centre in _centroids(vectors, clusters, seed):
-                pilots.append(centre)
-                owners.append(j)
+            groups[j] = vectors
             picked = rng.choice(len(vectors), size=min(calibration_docs, len(vectors)), replace=False)
             sample.append(vectors[np.sort(picked)])
             targets += [j] * len(picked)
+        return cls._from_groups(
+            labels,
+            groups,
+            np.vstack(sample),
+            np.array(targets),
+            encoder=encoder,
+            mode=mode,
+            clusters=clusters,
+            seed=seed,
+        )
+
+    @classmethod
+    def _from_groups(
+        cls,
+        labels: Sequence[str],
+        groups: Mapping[int, np.ndarray],
+        calibration: np.ndarray,
+        targets: np.ndarray,
+        *,
+        encoder: Any,
+        mode: str,
+        clusters: int,
+        seed: int,
+    ) -> PilotRouter:
+        """Pilots of each expert (index -> the vectors it stands for, in that order); the softmax
+        temperature fitted on ``calibration`` vectors whose expert is ``targets``."""
+        pilots, owners = [], []
+        for j, vectors in groups.items():
+            for centre in _centroids(vectors, clusters, seed):
+                pilots.append(centre)
+                owners.append(j)
         router = cls(labels, np.vstack(pilots), np.array(owners), encoder=encoder, mode=mode)
-        scores = router._scores(np.vstack(sample))
-        router.temperature = fit_temperature(scores, np.array(targets), np.geomspace(1e-3, 1.0, 60))
+        scores = router._scores(calibration)
+        router.temperature = fit_temperature(scores, targets, np.geomspace(1e-3, 1.0, 60))
         return router
 
     # ------------------------------------------------------------------ routing
