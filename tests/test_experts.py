@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HashingEncoder
 
 from ragroute.context import QueryContext
 from ragroute.errors import EncoderMismatchError, RagrouteError
@@ -234,6 +235,51 @@ def test_domain_pilots_route_to_the_expert_of_the_nearest_domain_without_queries
     assert [d.routes for d in loaded.route_many(["a", "b", "c"], query_vectors=probe)] == [
         d.routes for d in decisions
     ]
+
+
+FILLER = "the of and a to in is that for it with as on was this by are be from at"
+
+
+def filler_domain(topic: str, n: int, seed: int) -> list[Document]:
+    """Documents of one domain: mostly words every domain shares, two domain words per sentence."""
+    rng = np.random.default_rng(seed)
+    filler, vocab = FILLER.split(), WORDS[topic].split()
+    return [
+        Document(
+            id=f"{topic}-{i}",
+            text=" ".join(
+                " ".join([*rng.choice(filler, size=10), *rng.choice(vocab, size=2)]) + "." for _ in range(3)
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+def test_domain_pilots_calibrate_on_pseudo_queries_not_on_the_documents_that_made_them() -> None:
+    encoder = HashingEncoder(dim=256)  # wide enough that the two domains' words do not collide
+    labels = ["base", "bm25", "orbit", "baking"]
+    docs = {"orbit": filler_domain("orbit", 40, 1), "baking": filler_domain("baking", 40, 2)}
+    vectors = {name: encoder.encode_documents([d.text for d in ds]) for name, ds in docs.items()}
+    weak = "the comet was on the list of the things that are in this"  # one domain word among fillers
+    strong = "comet nebula quasar pulsar telescope galaxy"
+    # the documents built the centroids and fall cleanly on their side: the fit runs to the smallest
+    # temperature, and a query with one domain word is as sure as one made of nothing else
+    on_documents = PilotRouter.from_domains(labels, vectors, encoder=encoder)
+    assert on_documents.temperature == pytest.approx(1e-3)
+    weak_docs, strong_docs = on_documents.route_many([weak, strong])
+    assert weak_docs.routes["orbit"] > 0.999 and strong_docs.routes["orbit"] > 0.999
+    # word windows cut from the documents are query-sized, and some hold no domain word at all
+    on_queries = PilotRouter.from_domains(labels, vectors, encoder=encoder, documents=docs)
+    assert on_queries.temperature > 0.005
+    assert np.allclose(on_queries.pilots, on_documents.pilots)  # same pilots, another temperature
+    weak_q, strong_q = on_queries.route_many([weak, strong])
+    assert weak_q.chosen[0] == strong_q.chosen[0] == "orbit"
+    assert 0.5 < weak_q.routes["orbit"] < 0.9 < strong_q.routes["orbit"]
+    assert weak_q.routes["base"] == weak_q.routes["bm25"] == 0.0
+    with pytest.raises(RagrouteError, match="need an encoder"):
+        PilotRouter.from_domains(labels, vectors, documents=docs)
+    with pytest.raises(RagrouteError, match="documents missing for domain.*baking"):
+        PilotRouter.from_domains(labels, vectors, encoder=encoder, documents={"orbit": docs["orbit"]})
 
 
 def test_domain_pilots_refuse_unknown_experts_and_single_domains() -> None:

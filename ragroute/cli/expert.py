@@ -187,7 +187,8 @@ def fit_router_command(
     With ``--kind domain`` no query is searched: each ``--domain EXPERT=CORPUS`` expert gets the
     centroid of its corpus's documents as its pilot, so a query goes to the expert of the domain
     it resembles most; sources without a domain (the base model, BM25) get no pilot: add them
-    with ``always: [base, bm25]``. It is saved as a pilot router (``kind: pilot`` in the config).
+    with ``always: [base, bm25]``. Its probabilities are calibrated on pseudo-queries cut from the
+    same corpora. It is saved as a pilot router (``kind: pilot`` in the config).
     """
     from ragroute.context import query_vectors
     from ragroute.route.config import RoutingConfig, open_sources, warn_left_out
@@ -248,13 +249,15 @@ def _fit_domain_router(
         pairs[name] = Path(corpus)
     if len(pairs) < 2:
         raise RagrouteError("--kind domain needs --domain EXPERT=CORPUS for at least two experts")
-    vectors = {}
+    vectors, corpora = {}, {}
     for name, corpus in pairs.items():
-        documents = load_corpus(corpus)
-        if not documents:
+        corpora[name] = load_corpus(corpus)
+        if not corpora[name]:
             raise RagrouteError(f"--domain {name}: {corpus} holds no documents")
-        vectors[name] = encoder.encode_documents([d.full_text() for d in documents])
-    router = PilotRouter.from_domains(labels, vectors, encoder=encoder, mode=mode, clusters=clusters)
+        vectors[name] = encoder.encode_documents([d.full_text() for d in corpora[name]])
+    router = PilotRouter.from_domains(
+        labels, vectors, encoder=encoder, mode=mode, clusters=clusters, documents=corpora
+    )
     router.save(out)
     sizes = {name: len(v) for name, v in vectors.items()}
     click.echo(f"domain pilot router -> {out}: pilots from {sum(sizes.values())} documents")

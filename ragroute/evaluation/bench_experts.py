@@ -55,6 +55,7 @@ from ragroute.route.expert_quality import QualityRouter
 from ragroute.route.fixed import FixedRoutes
 from ragroute.route.folds import grouped_stratified_folds
 from ragroute.route.pilot import PilotRouter
+from ragroute.types import Document
 
 TOP1 = {"max_routes": 1}
 MIX = {"route_weights": "probability"}
@@ -86,6 +87,8 @@ class ExpertData:
     skipped: dict[str, str] = field(default_factory=dict)  # folders left out -> why
     # domain expert -> base-encoder vectors of the documents it was trained for (pilot-domain)
     domains: dict[str, np.ndarray] = field(default_factory=dict)
+    # domain expert -> those documents (pilot-domain cuts its calibration pseudo-queries from them)
+    domain_documents: dict[str, list[Document]] = field(default_factory=dict)
 
     def positions(self, collection: str) -> list[int]:
         return [i for i, label in enumerate(self.labels) if label == collection]
@@ -179,6 +182,7 @@ def prepare(
         experts,
         skipped,
         {f"expert-{n}": base_vectors[n] for n in trained if f"expert-{n}" in experts.names},
+        {f"expert-{c.name}": list(c.corpus) for c in collections if f"expert-{c.name}" in experts.names},
     )
 
 
@@ -200,11 +204,15 @@ def fit_router(
     train_labels: Sequence[str],
     encoder: Any,
     domains: Mapping[str, np.ndarray] | None = None,
+    domain_documents: Mapping[str, Sequence[Document]] | None = None,
 ) -> Any:
     """A router of ``kind`` fitted on ``train`` (``dataset``: a per-collection dict of fixed routers;
-    ``pilot-domain`` reads only ``domains``, the domain experts' document vectors)."""
+    ``pilot-domain`` reads only ``domains``, the domain experts' document vectors, and calibrates
+    on pseudo-queries cut from ``domain_documents`` when given)."""
     if kind == "pilot-domain":
-        return PilotRouter.from_domains(train.labels, domains or {}, encoder=encoder)
+        return PilotRouter.from_domains(
+            train.labels, domains or {}, encoder=encoder, documents=domain_documents or None
+        )
     if kind == "dataset":
         best = {}
         for collection in sorted(set(train_labels)):
@@ -335,24 +343,31 @@ def run_experts_bench(
     }
     if train_split is None:
         return report
+    domains = (data.domains, data.domain_documents)
     if train_split != split:
         train_data = prepare(root, train_split, encoder, experts_dir, show_progress=show_progress, log=log)
         all_rows = list(range(len(data.contexts)))
         train = expert_gains(train_data, list(range(len(train_data.contexts))), encoder)
         fits = {
-            kind: [(fit_router(kind, train, train_data.labels, encoder, data.domains), all_rows)]
+            kind: [(fit_router(kind, train, train_data.labels, encoder, *domains), all_rows)]
             for kind in ROUTER_KINDS
         }
     else:
         fold_of = grouped_stratified_folds([c.text for c in data.contexts], data.labels, folds)
         fits = {kind: [] for kind in ROUTER_KINDS}
+        by_domain = None  # reads no training query: fitted once, used for every fold
         for f in range(folds):
             train_rows = [int(i) for i in np.flatnonzero(fold_of != f)]
             test_rows = [int(i) for i in np.flatnonzero(fold_of == f)]
             train = expert_gains(data, train_rows, encoder)
             train_labels = [data.labels[i] for i in train_rows]
             for kind in ROUTER_KINDS:
-                fits[kind].append((fit_router(kind, train, train_labels, encoder, data.domains), test_rows))
+                if kind == "pilot-domain":
+                    if by_domain is None:
+                        by_domain = fit_router(kind, train, train_labels, encoder, *domains)
+                    fits[kind].append((by_domain, test_rows))
+                    continue
+                fits[kind].append((fit_router(kind, train, train_labels, encoder), test_rows))
     for kind in ROUTER_KINDS:
         variants = {kind: TOP1, f"{kind}+generalists": WITH_GENERALISTS}
         if kind != "dataset":

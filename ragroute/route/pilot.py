@@ -17,7 +17,8 @@ Without any training query, :meth:`PilotRouter.from_domains` takes each domain
 expert's pilot from the documents it was trained for (the centroid of their
 vectors): a query goes to the expert of the domain it resembles most, and
 experts without a domain (the base model, BM25) get no pilot; they are the
-generalists a config adds with ``always``.
+generalists a config adds with ``always``. Its temperature is fitted on
+pseudo-queries cut from those documents when it is given them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from ragroute.route.expert_gains import (
     mask_unavailable,
     save_router,
 )
+from ragroute.route.pseudo import pseudo_queries
+from ragroute.types import Document
 
 MODES = ("nearest", "mean")
 
@@ -113,14 +116,21 @@ class PilotRouter(BaseRouter):
         clusters: int = 1,
         seed: int = 0,
         calibration_docs: int = 200,
+        documents: Mapping[str, Sequence[Document]] | None = None,
     ) -> PilotRouter:
         """Pilots from each domain expert's documents, no query needed.
 
         ``domains`` maps an expert name (one of ``labels``) to the vectors, under the routing
         encoder, of the documents that expert was trained for; its pilot is their centroid (or
         ``clusters`` k-means centroids). Experts not in ``domains`` get no pilot (probability 0).
-        The softmax temperature is fitted on up to ``calibration_docs`` documents per domain,
-        each standing in for a query of its domain.
+
+        The softmax temperature is fitted on up to ``calibration_docs`` stand-ins for queries
+        per domain. With ``documents`` (the same experts -> their documents) and an ``encoder``,
+        they are pseudo-queries (word windows of :func:`~ragroute.route.pseudo.pseudo_queries`,
+        as the training-free routers calibrate) embedded by the encoder: query-like texts that
+        did not make the pilot. Otherwise the document vectors themselves stand in; they built
+        the centroids, so when the domains separate cleanly the fit runs to the smallest
+        temperature and every query gets a probability of 1 (also one from no domain at all).
         """
         labels = list(labels)
         unknown = sorted(set(domains) - set(labels))
@@ -128,6 +138,12 @@ class PilotRouter(BaseRouter):
             raise RagrouteError(f"domains name experts not in the set: {', '.join(unknown)}")
         if len(domains) < 2:
             raise RagrouteError("domain pilots need the documents of at least two domain experts")
+        if documents is not None:
+            if encoder is None:
+                raise RagrouteError("domain pilots calibrated on pseudo-queries need an encoder")
+            missing = sorted(set(domains) - set(documents))
+            if missing:
+                raise RagrouteError(f"documents missing for domain(s): {', '.join(missing)}")
         rng = np.random.default_rng(seed)
         groups: dict[int, np.ndarray] = {}
         sample, targets = [], []
@@ -137,9 +153,19 @@ class PilotRouter(BaseRouter):
                 raise RagrouteError(f"domain {name!r}: no document vectors")
             j = labels.index(name)
             groups[j] = vectors
-            picked = rng.choice(len(vectors), size=min(calibration_docs, len(vectors)), replace=False)
-            sample.append(vectors[np.sort(picked)])
-            targets += [j] * len(picked)
+            if documents is not None:
+                cut = pseudo_queries(list(documents[name]), calibration_docs, seed=seed)
+                texts = [text for _, text in cut]
+                if not texts:
+                    raise RagrouteError(
+                        f"domain {name!r}: no document of 5 words or more to cut pseudo-queries from"
+                    )
+                stand_ins = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
+            else:
+                picked = rng.choice(len(vectors), size=min(calibration_docs, len(vectors)), replace=False)
+                stand_ins = vectors[np.sort(picked)]
+            sample.append(stand_ins)
+            targets += [j] * len(stand_ins)
         return cls._from_groups(
             labels,
             groups,
