@@ -122,6 +122,7 @@ def lone_surrogate(value: Any) -> str | None:
 #: what :func:`check_setting` accepts per expected type
 _SETTING_TYPES = {
     "number": "a number",
+    "number_or_auto": 'a number or "auto"',
     "integer": "an integer",
     "string": "a string",
     "boolean": "true or false",
@@ -143,13 +144,16 @@ def value_type_name(value: Any) -> str:
 def check_setting(
     value: Any, expected: str, where: str, key: str, *, minimum: float | None = None, optional: bool = False
 ) -> Any:
-    """``value`` of setting ``key`` when it has the ``expected`` type (``number``, ``integer``,
-    ``string``, ``boolean``, ``strings``, ``list``, ``mapping``) and is at least ``minimum``; else a one-line
+    """``value`` of setting ``key`` when it has the ``expected`` type (``number``, ``number_or_auto``,
+    ``integer``, ``string``, ``boolean``, ``strings``, ``list``, ``mapping``) and is at least ``minimum``;
+    else a one-line
     :class:`RagrouteError` naming the expected type: ``routing.yaml: router: 'threshold' must be a
     number, not a list``. ``optional``: ``None`` passes."""
     if value is None and optional:
         return value
-    if expected == "number":
+    if expected == "number_or_auto" and value == "auto":
+        return value
+    if expected in ("number", "number_or_auto"):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     elif expected == "integer":
         ok = isinstance(value, int) and not isinstance(value, bool)

@@ -13,12 +13,14 @@ from ragroute.context import QueryContext
 from ragroute.errors import EncoderMismatchError, RagrouteError
 from ragroute.gate import GateSignalMismatchError, ThresholdGate, TrainedGate, make_signal, needs_retrieval
 from ragroute.gate.signals import (
+    PROBE_C_GRID,
     BankMarginSignal,
     ComplexitySignal,
     Examples,
     KnnVoteSignal,
     RaritySignal,
     RetrievalConfidenceSignal,
+    balanced_log_loss,
     content_words,
     multihop_cues,
     zipf,
@@ -358,7 +360,34 @@ def test_text_probe_round_trip(tmp_path, encoder):
     gate.save(tmp_path / "p")
     loaded = TrainedGate.load(tmp_path / "p", encoder)
     assert np.allclose(loaded.probabilities(TEXTS[:5]), gate.probabilities(TEXTS[:5]))
-    assert loaded.signals[0].settings() == {"hashed_dim": 64, "C": 1.0, "folds": 3}
+    assert loaded.signals[0].settings() == {"hashed_dim": 64, "C": "auto", "folds": 3}
+    assert loaded.signals[0].chosen_C in PROBE_C_GRID
+
+
+def test_text_probe_C_auto_takes_the_grid_value_with_the_best_out_of_fold_log_loss(tmp_path, encoder):
+    signal = make_signal({"kind": "text_probe", "hashed_dim": 64, "folds": 3, "C": "auto"}, encoder=encoder)
+    data = examples(encoder)
+    values = signal.fit_values(data)
+    losses = {C: balanced_log_loss(signal._out_of_fold(data, C), data.retrieve) for C in PROBE_C_GRID}
+    assert signal.chosen_C == min(losses, key=losses.get)
+    assert np.allclose(values[:, 0], signal._out_of_fold(data, signal.chosen_C))  # its own out-of-fold logits
+    assert signal.settings()["C"] == "auto" and signal._router.params["C"] == signal.chosen_C
+    gate = TrainedGate.fit(
+        TEXTS, FLAGS, encoder, signals=[{"kind": "text_probe", "hashed_dim": 64, "folds": 3, "C": "auto"}]
+    )
+    gate.save(tmp_path / "auto")
+    loaded = TrainedGate.load(tmp_path / "auto", encoder)
+    assert loaded.signals[0].chosen_C == gate.signals[0].chosen_C == signal.chosen_C
+    assert np.allclose(loaded.probabilities(TEXTS[:5]), gate.probabilities(TEXTS[:5]))
+    with pytest.raises(RagrouteError, match="'C' must be a number or \"auto\", not a string"):
+        make_signal({"kind": "text_probe", "C": "large"}, encoder=encoder)
+
+
+def test_balanced_log_loss_weighs_each_class_equally():
+    logits = np.array([2.0, 2.0, 2.0, -1.0])
+    positive = np.array([True, True, True, False])
+    per_class = [np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0))]
+    assert balanced_log_loss(logits, positive) == pytest.approx(np.mean(per_class))
 
 
 def test_single_value_gate_and_bad_fit_input(encoder):

@@ -794,19 +794,33 @@ class ComplexitySignal(GateSignal):
 # --------------------------------------------------------------------------- text probe
 
 
+PROBE_C_GRID = (0.3, 1.0, 3.0, 10.0)
+"""The strengths ``C: auto`` chooses among (by out-of-fold log loss on the training examples)."""
+
+
 class TextProbeSignal(GateSignal):
     """A linear probe over the query text: a binary :class:`~ragroute.route.trained.TrainedRouter`
     (embedding, cheap features and ``hashed_dim`` hashed n-grams, balanced class weights); the value
-    is its retrieve-minus-answer logit. Its own examples get out-of-fold logits (``folds``-fold)."""
+    is its retrieve-minus-answer logit. Its own examples get out-of-fold logits (``folds``-fold).
+
+    ``C``: the logistic regression's inverse regularisation, or ``"auto"`` (the default): the value of
+    :data:`PROBE_C_GRID` whose out-of-fold logits have the lowest class-balanced log loss on the
+    training examples (the chosen value: ``chosen_C``, also in the saved probe's manifest).
+    """
 
     kind = "text_probe"
     primary = "logit"
     uses_encoder = True
     needs_examples = True
 
-    def __init__(self, hashed_dim: int = 4096, C: float = 1.0, folds: int = 5, encoder: Any = None) -> None:
+    def __init__(
+        self, hashed_dim: int = 4096, C: float | str = "auto", folds: int = 5, encoder: Any = None
+    ) -> None:
         self.hashed_dim = int(hashed_dim)
-        self.C = float(C)
+        if C != "auto" and not isinstance(C, (int, float)):
+            raise RagrouteError(f'gate signal text_probe: C must be a number or "auto", not {C!r}')
+        self.C: float | str = C if C == "auto" else float(C)
+        self.chosen_C: float | None = None if C == "auto" else float(C)
         self.folds = int(folds)
         self.encoder = encoder
         self._router: Any = None
@@ -818,16 +832,22 @@ class TextProbeSignal(GateSignal):
     def settings(self) -> dict[str, Any]:
         return {"hashed_dim": self.hashed_dim, "C": self.C, "folds": self.folds}
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self, C: float) -> dict[str, Any]:
         from ragroute.route.features import QueryFeatures
 
-        return {"features": QueryFeatures(hashed_dim=self.hashed_dim), "C": self.C}
+        return {"features": QueryFeatures(hashed_dim=self.hashed_dim), "C": C}
 
     @staticmethod
     def _labels(examples: Examples) -> list[str]:
         return ["retrieve" if r else "answer" for r in examples.retrieve]
 
     def fit(self, examples: Examples) -> None:
+        if self.chosen_C is None:  # C: auto, not chosen yet
+            self.fit_values(examples)
+            return
+        self._fit(examples, self.chosen_C)
+
+    def _fit(self, examples: Examples, C: float) -> None:
         from ragroute.route.trained import TrainedRouter
 
         self._router = TrainedRouter.fit(
@@ -836,10 +856,11 @@ class TextProbeSignal(GateSignal):
             self.encoder if examples.vectors is not None else None,
             query_vectors=examples.vectors,
             calibrate=False,
-            **self._options(),
+            **self._options(C),
         )
 
-    def fit_values(self, examples: Examples) -> np.ndarray:
+    def _out_of_fold(self, examples: Examples, C: float) -> np.ndarray:
+        """Each example's retrieve-minus-answer logit from probes fitted on the other folds."""
         from ragroute.route.trained import cross_val_logits
 
         labels = self._labels(examples)
@@ -851,11 +872,25 @@ class TextProbeSignal(GateSignal):
             self.encoder if examples.vectors is not None else None,
             folds=folds,
             query_vectors=examples.vectors,
-            **self._options(),
+            **self._options(C),
         )
-        self.fit(examples)
         logits = np.where(np.isfinite(logits), logits, 0.0)
-        diff = logits[:, route_labels.index("retrieve")] - logits[:, route_labels.index("answer")]
+        return logits[:, route_labels.index("retrieve")] - logits[:, route_labels.index("answer")]
+
+    def fit_values(self, examples: Examples) -> np.ndarray:
+        if self.C != "auto":
+            diff = self._out_of_fold(examples, float(self.C))
+        else:
+            retrieve = np.asarray(examples.retrieve, dtype=bool)
+            best = None
+            for C in PROBE_C_GRID:
+                candidate = self._out_of_fold(examples, C)
+                loss = balanced_log_loss(candidate, retrieve)
+                if best is None or loss < best[0]:
+                    best = (loss, C, candidate)
+            assert best is not None
+            _, self.chosen_C, diff = best
+        self._fit(examples, float(self.chosen_C))
         return diff[:, None]
 
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
@@ -875,6 +910,16 @@ class TextProbeSignal(GateSignal):
 
         self.encoder = encoder
         self._router = TrainedRouter.load(folder / "router", encoder)
+        if self.C == "auto":
+            self.chosen_C = float(self._router.params["C"])
+
+
+def balanced_log_loss(logits: np.ndarray, positive: np.ndarray) -> float:
+    """Mean over the two classes of the log loss of ``sigmoid(logits)`` on that class's rows."""
+    logits = np.asarray(logits, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    losses = np.where(positive, np.logaddexp(0.0, -logits), np.logaddexp(0.0, logits))
+    return float(np.mean([losses[positive].mean(), losses[~positive].mean()]))
 
 
 _TUNED_FITS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -1091,7 +1136,7 @@ SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "top_n": ("integer", 1),
     "corpus": ("boolean", None),
     "hashed_dim": ("integer", 1),
-    "C": ("number", None),
+    "C": ("number_or_auto", None),
     "folds": ("integer", 2),
     "epochs": ("integer", 1),
     "learning_rate": ("number", None),
