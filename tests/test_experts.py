@@ -209,6 +209,30 @@ def test_pilot_router_routes_to_the_expert_that_won_nearby_queries(mode: str, tm
         PilotRouter.load(tmp_path / "pilot", Other())
 
 
+def test_pilot_temperature_is_fitted_out_of_fold() -> None:
+    # ten experts whose wins have nothing to do with the query: in-sample each query sits near the
+    # pilot it helped make and the softmax looks sure; pilots made without it show there is no signal
+    rng = np.random.default_rng(4)
+    n, experts = 80, 10
+    vectors = rng.normal(size=(n, 16))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    gains = np.full((n, experts), 0.1)
+    gains[np.arange(n), rng.integers(0, experts, n)] = 0.9
+    data = ExpertGains([f"e{j}" for j in range(experts)], [f"q{i}" for i in range(n)], vectors, gains)
+    in_sample = PilotRouter.fit(data, folds=0)
+    out_of_fold = PilotRouter.fit(data)
+    assert np.allclose(in_sample.pilots, out_of_fold.pilots)  # same pilots, another temperature
+    assert out_of_fold.temperature > 5 * in_sample.temperature
+    probe = rng.normal(size=(20, 16))
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    sure = [max(d.routes.values()) for d in in_sample.route_many(["x"] * 20, query_vectors=probe)]
+    unsure = [max(d.routes.values()) for d in out_of_fold.route_many(["x"] * 20, query_vectors=probe)]
+    assert np.mean(unsure) < 0.2 < 0.35 < np.mean(sure)  # ten experts: 0.1 is no preference
+    # where the wins follow the queries, the out-of-fold fit stays sure
+    clean = PilotRouter.fit(two_cluster_gains())
+    assert clean.route_many(["a"], query_vectors=np.eye(8)[:1])[0].routes["A"] > 0.9
+
+
 def domain_vectors(axis: int, n: int, seed: int, dim: int = 8, spread: float = 0.5) -> np.ndarray:
     """``n`` unit vectors scattered around basis vector ``axis`` (overlapping domains)."""
     rng = np.random.default_rng(seed)

@@ -8,8 +8,8 @@ centroids per expert — as *pilot vectors* tagged with that expert. Routing:
 compare the query vector with every pilot and score each expert by its nearest
 pilot (``mode: nearest``, the released code's rule) or by the mean similarity
 to its pilots (``mode: mean``, the paper's). Scores become probabilities by a
-softmax whose temperature is fitted on the training queries' winners, so the
-pipeline's selection can mix the top experts (a per-query mixture) instead of
+softmax whose temperature is fitted on the training queries' winners (out of
+fold: each scored against pilots made without it), so the pipeline's selection can mix the top experts (a per-query mixture) instead of
 always taking one. An expert no training query preferred gets no pilot and a
 probability of zero.
 
@@ -39,10 +39,12 @@ from ragroute.route.expert_gains import (
     mask_unavailable,
     save_router,
 )
+from ragroute.route.folds import grouped_stratified_folds
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.types import Document
 
 MODES = ("nearest", "mean")
+TEMPERATURE_GRID = np.geomspace(1e-3, 1.0, 60)
 
 
 class PilotRouter(BaseRouter):
@@ -83,18 +85,27 @@ class PilotRouter(BaseRouter):
         mode: str = "nearest",
         clusters: int = 1,
         seed: int = 0,
+        folds: int = 5,
     ) -> PilotRouter:
-        """Pilot vectors from the training queries' winning experts (``clusters`` per expert at most)."""
+        """Pilot vectors from the training queries' winning experts (``clusters`` per expert at most).
+
+        The softmax temperature is fitted out of fold: each training query is scored against pilots
+        made from the other ``folds - 1`` folds, so no query vouches for a pilot it helped make
+        (fitted on the queries that made the pilots, the probabilities came out over-confident on
+        held-out queries). With ``folds`` < 2, or fewer than two queries with a winner per fold,
+        the temperature is fitted on the training queries themselves.
+        """
+        winners = data.winners()
         members: dict[int, list[int]] = {}
-        for i, winners in enumerate(data.winners()):
-            for j in winners:
+        for i, best in enumerate(winners):
+            for j in best:
                 members.setdefault(j, []).append(i)
         if not members:
             raise RagrouteError("no training query is ranked better by one expert than by another")
-        rows = [i for i, w in enumerate(data.winners()) if w]
-        targets = np.array([data.winners()[i][0] for i in rows])
+        rows = [i for i, w in enumerate(winners) if w]
+        targets = np.array([winners[i][0] for i in rows])
         groups = {j: data.vectors[members[j]] for j in sorted(members)}
-        return cls._from_groups(
+        router = cls._from_groups(
             data.labels,
             groups,
             data.vectors[rows],
@@ -104,6 +115,34 @@ class PilotRouter(BaseRouter):
             clusters=clusters,
             seed=seed,
         )
+        if folds >= 2 and len(rows) >= 2 * folds:
+            router.temperature = cls._out_of_fold_temperature(
+                data, rows, targets, folds, encoder=encoder, mode=mode, clusters=clusters, seed=seed
+            )
+        return router
+
+    @classmethod
+    def _out_of_fold_temperature(
+        cls,
+        data: ExpertGains,
+        rows: Sequence[int],
+        targets: np.ndarray,
+        folds: int,
+        **options: Any,
+    ) -> float:
+        """The temperature fitted on each query's scores against pilots of the other folds."""
+        fold_of = grouped_stratified_folds(
+            [data.texts[i] for i in rows], [data.labels[t] for t in targets], folds, options["seed"]
+        )
+        scores, picked = [], []
+        for fold in range(folds):
+            inner, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+            if not len(held):
+                continue
+            part = cls.fit(data.subset([rows[k] for k in inner]), folds=0, **options)
+            scores.append(part._scores(data.vectors[[rows[k] for k in held]]))
+            picked.append(targets[held])
+        return fit_temperature(np.vstack(scores), np.concatenate(picked), TEMPERATURE_GRID)
 
     @classmethod
     def from_domains(
@@ -199,7 +238,7 @@ class PilotRouter(BaseRouter):
                 owners.append(j)
         router = cls(labels, np.vstack(pilots), np.array(owners), encoder=encoder, mode=mode)
         scores = router._scores(calibration)
-        router.temperature = fit_temperature(scores, targets, np.geomspace(1e-3, 1.0, 60))
+        router.temperature = fit_temperature(scores, targets, TEMPERATURE_GRID)
         return router
 
     # ------------------------------------------------------------------ routing
