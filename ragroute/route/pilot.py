@@ -9,9 +9,9 @@ compare the query vector with every pilot and score each expert by its nearest
 pilot (``mode: nearest``, the released code's rule) or by the mean similarity
 to its pilots (``mode: mean``, the paper's). Scores become probabilities by a
 softmax whose temperature is fitted on the training queries' winners (out of
-fold: each scored against pilots made without it), so the pipeline's selection can mix the top experts (a per-query mixture) instead of
-always taking one. An expert no training query preferred gets no pilot and a
-probability of zero.
+fold: each scored against pilots made without it), so the pipeline's selection
+can mix the top experts (a per-query mixture) instead of always taking one. An
+expert no training query preferred gets no pilot and a probability of zero.
 
 Without any training query, :meth:`PilotRouter.from_domains` takes each domain
 expert's pilot from the documents it was trained for (the centroid of their
