@@ -879,7 +879,8 @@ class TextProbeSignal(GateSignal):
 
     def fit_values(self, examples: Examples) -> np.ndarray:
         if self.C != "auto":
-            diff = self._out_of_fold(examples, float(self.C))
+            self.chosen_C = float(self.C)
+            diff = self._out_of_fold(examples, self.chosen_C)
         else:
             retrieve = np.asarray(examples.retrieve, dtype=bool)
             best = None
@@ -890,7 +891,7 @@ class TextProbeSignal(GateSignal):
                     best = (loss, C, candidate)
             assert best is not None
             _, self.chosen_C, diff = best
-        self._fit(examples, float(self.chosen_C))
+        self._fit(examples, self.chosen_C)
         return diff[:, None]
 
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:

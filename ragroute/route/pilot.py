@@ -136,11 +136,12 @@ class PilotRouter(BaseRouter):
         )
         scores, picked = [], []
         for fold in range(folds):
-            inner, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+            inner = [rows[k] for k in np.flatnonzero(fold_of != fold).tolist()]
+            held = np.flatnonzero(fold_of == fold)
             if not len(held):
                 continue
-            part = cls.fit(data.subset([rows[k] for k in inner]), folds=0, **options)
-            scores.append(part._scores(data.vectors[[rows[k] for k in held]]))
+            part = cls.fit(data.subset(inner), folds=0, **options)
+            scores.append(part._scores(data.vectors[[rows[k] for k in held.tolist()]]))
             picked.append(targets[held])
         return fit_temperature(np.vstack(scores), np.concatenate(picked), TEMPERATURE_GRID)
 
