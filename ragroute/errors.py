@@ -146,9 +146,8 @@ def check_setting(
 ) -> Any:
     """``value`` of setting ``key`` when it has the ``expected`` type (``number``, ``number_or_auto``,
     ``integer``, ``string``, ``boolean``, ``strings``, ``list``, ``mapping``) and is at least ``minimum``;
-    else a one-line
-    :class:`RagrouteError` naming the expected type: ``routing.yaml: router: 'threshold' must be a
-    number, not a list``. ``optional``: ``None`` passes."""
+    else a one-line :class:`RagrouteError` naming the expected type: ``routing.yaml: router:
+    'threshold' must be a number, not a list``. ``optional``: ``None`` passes."""
     if value is None and optional:
         return value
     if expected == "number_or_auto" and value == "auto":
