@@ -363,6 +363,25 @@ def test_bench_missing_data_is_one_line(tmp_path):
     assert result.output.count("\n") == 1 and "data missing" in result.output
 
 
+def test_bench_skills_takes_rerank_default_when_trained(tiny_reranker, tmp_path, monkeypatch):
+    # the command (no --reranker) must give the rerank rows once rerank/default exists,
+    # and say on stderr why they are missing when it does not
+    import shutil
+
+    from ragroute.cli.options import DEFAULT_RERANKER, resolve_reranker
+
+    monkeypatch.chdir(tmp_path)
+    reranker, said = resolve_reranker(None, False, candidates=7, backend="torch")
+    assert reranker is None and "rerank/default not found" in said and "ragroute rerank train" in said
+    shutil.copytree(tiny_reranker.model_ref, tmp_path / DEFAULT_RERANKER)
+    reranker, said = resolve_reranker(None, False, candidates=7, backend="torch")
+    assert said == "reranker: rerank/default (default)"
+    assert reranker.candidates == 7 and reranker.backend == "torch"
+    assert resolve_reranker(None, True)[0] is None
+    given, said = resolve_reranker(Path(tiny_reranker.model_ref), False)
+    assert given is not None and said == f"reranker: {tiny_reranker.model_ref}"
+
+
 def test_default_abstention_applies_to_its_encoder_only(catalogue):
     from ragroute.skills.router import DEFAULT_ABSTENTION
 

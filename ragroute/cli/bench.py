@@ -22,6 +22,7 @@ from ragroute.cli.options import (
     cache_dir_option,
     plot_option,
     rerank_backend_option,
+    resolve_reranker,
 )
 from ragroute.cli.output import emit_json, save_plot
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -689,9 +690,10 @@ def ppr_command(
     "reranker_path",
     type=click.Path(path_type=Path),
     default=None,
-    help="Reranker for the rerank rows (a `ragroute rerank train` artifact or a CrossEncoder folder); "
-    "none: the rerank rows are left out.",
+    help="Reranker for the rerank rows (a `ragroute rerank train` artifact or a CrossEncoder folder) "
+    "[default: rerank/default if it has been trained; else the rerank rows are left out, said on stderr].",
 )
+@click.option("--no-reranker", is_flag=True, help="Stage-1 rows only, even when rerank/default exists.")
 @click.option("--candidates", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option(
     "--scale",
@@ -719,6 +721,7 @@ def skills_command(
     root: Path,
     split: str,
     reranker_path: Path | None,
+    no_reranker: bool,
     candidates: int,
     scale: int,
     latency_queries: int,
@@ -742,11 +745,10 @@ def skills_command(
     from ragroute.evaluation import bench_skills
 
     bench_skills.load_skill_set(root, split)  # fail fast, before loading a model
-    reranker = None
-    if reranker_path is not None:
-        from ragroute.rerank.cross_encoder import CrossEncoderReranker
-
-        reranker = CrossEncoderReranker(reranker_path, candidates=candidates, backend=rerank_backend)
+    reranker, said = resolve_reranker(
+        reranker_path, no_reranker, candidates=candidates, backend=rerank_backend
+    )
+    click.echo(said, err=True)
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     result = bench_skills.run_skills_bench(
         root,

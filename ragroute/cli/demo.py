@@ -27,7 +27,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import format_hit, open_encoder
-from ragroute.cli.options import encoder_options
+from ragroute.cli.options import DEFAULT_RERANKER, encoder_options
 from ragroute.cli.route import format_decision
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
@@ -38,7 +38,6 @@ DEFAULT_QUERIES = Path("corpora/demo_queries.jsonl")
 DEFAULT_GRAPH_CORPUS = Path("corpora/multihop")
 DEFAULT_GRAPH_OUT = Path("graph/demo")
 DEFAULT_SKILLS = Path("corpora/skills")
-DEFAULT_RERANKER = Path("rerank/default")
 #: A question the gate should let the model answer without retrieval (no rare word in it).
 DIRECT_QUESTION = "What is the capital of France?"
 #: The demo's unfitted gate: retrieve when a content word is rarer than Zipf 4 in general English

@@ -10,6 +10,8 @@ import click
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
+DEFAULT_RERANKER = Path("rerank/default")
+
 CACHE_DIR_HELP = (
     "Embedding cache and exported ONNX models [default: $RAGROUTE_CACHE, else "
     "$XDG_CACHE_HOME/ragroute, else ~/.cache/ragroute]."
@@ -106,6 +108,30 @@ def rerank_backend_option(func: Callable[..., Any]) -> Callable[..., Any]:
         help="How the reranker runs: auto = bf16 torch on CPUs with native bfloat16, else its int8 ONNX "
         "export (the JSON's reranker backend says which ran).",
     )(func)
+
+
+def resolve_reranker(
+    path: Path | None, disabled: bool, *, candidates: int | None = None, backend: str = "auto"
+) -> tuple[Any, str]:
+    """The reranker a command runs and one line saying which: ``path`` when given, else
+    ``rerank/default`` when it has been trained, else none (stage 1 only); ``disabled``
+    (``--no-reranker``) wins."""
+    if disabled:
+        return None, "reranker: none (--no-reranker)"
+    from ragroute.rerank.cross_encoder import CrossEncoderReranker
+    from ragroute.store import artifact_exists
+
+    settings: dict[str, Any] = {"backend": backend}
+    if candidates is not None:
+        settings["candidates"] = candidates
+    if path is not None:
+        return CrossEncoderReranker(path, **settings), f"reranker: {path}"
+    if artifact_exists(DEFAULT_RERANKER):
+        return CrossEncoderReranker(DEFAULT_RERANKER, **settings), f"reranker: {DEFAULT_RERANKER} (default)"
+    return None, (
+        f"reranker: none ({DEFAULT_RERANKER} not found: train it with `ragroute rerank train --out "
+        f"{DEFAULT_RERANKER}` or give --reranker); stage 1 only"
+    )
 
 
 def _plot_path(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:

@@ -10,11 +10,9 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import cache_dir_option
+from ragroute.cli.options import cache_dir_option, resolve_reranker
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
-
-DEFAULT_RERANKER = Path("rerank/default")
 
 
 @click.group("skills", context_settings=CONTEXT)
@@ -220,7 +218,7 @@ def route_command(
     manifest = open_snapshot(index_dir, verify=False).manifest
     if manifest.family != "skills":
         raise RagrouteError(f"{index_dir} holds a {manifest.family} artifact, not a skill index")
-    reranker, said = _reranker(reranker_path, no_reranker)
+    reranker, said = resolve_reranker(reranker_path, no_reranker)
     click.echo(said, err=True)
     model_id = (manifest.encoder or {}).get("model_id", "")
     encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
@@ -255,20 +253,6 @@ def route_command(
         if show_trace:
             for step in route.trace:
                 click.echo(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")
-
-
-def _reranker(path: Path | None, disabled: bool) -> tuple[Any, str]:
-    from ragroute.store import artifact_exists
-
-    if disabled:
-        return None, "reranker: none (--no-reranker)"
-    from ragroute.rerank.cross_encoder import CrossEncoderReranker
-
-    if path is not None:
-        return CrossEncoderReranker(path), f"reranker: {path}"
-    if artifact_exists(DEFAULT_RERANKER):
-        return CrossEncoderReranker(DEFAULT_RERANKER), f"reranker: {DEFAULT_RERANKER} (default)"
-    return None, f"reranker: none ({DEFAULT_RERANKER} not found; stage 1 only)"
 
 
 def read_tasks(path: Path) -> list[tuple[str, str]]:
