@@ -57,3 +57,19 @@ def test_parse_metric_rejects_unknown():
         parse_metric("precision@5")
     with pytest.raises(ValueError):
         parse_metric("ndcg@0")
+
+
+def test_retrieval_evaluator_scores_only_the_queries_it_is_given():
+    # bench rerank passed a fold's queries with the whole split's qrels: every judged query of the
+    # other fold counted as a miss (nDCG@10 0.5 here instead of 1.0)
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.evaluators import RetrievalEvaluator
+    from ragroute.index.build import build_index
+    from ragroute.types import Document
+
+    texts = ["cats purr", "dogs bark", "fish swim"]
+    docs = [Document(id=f"d{i}", text=text) for i, text in enumerate(texts, 1)]
+    index = build_index(docs, "bm25")
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    result = RetrievalEvaluator([QueryContext("cats purr", id="q1")], qrels, metrics=("ndcg@10",))(index)
+    assert result.metrics["ndcg@10"] == 1.0

@@ -84,7 +84,9 @@ class RetrievalEvaluator:
     ``queries`` are :class:`QueryContext` s with ids (precomputed vectors welcome);
     ``k`` hits are read per query (at least the largest metric cutoff); hits of
     chunks are judged as their parent documents; ``groups`` (query id -> group)
-    makes every metric a macro average over groups.
+    makes every metric a macro average over groups. Metrics average over
+    ``queries`` only: judgements of other queries in ``qrels`` (another fold, a
+    ``--max-queries`` cut) are not counted as misses.
     """
 
     def __init__(
@@ -97,7 +99,8 @@ class RetrievalEvaluator:
         groups: Mapping[str, str] | None = None,
     ) -> None:
         self.queries = list(queries)
-        self.qrels = qrels
+        asked = {c.id for c in self.queries}
+        self.qrels = {qid: rels for qid, rels in qrels.items() if qid in asked}
         self.metrics = tuple(metrics)
         self.k = k
         self.groups = groups
