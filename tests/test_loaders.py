@@ -383,3 +383,37 @@ def test_load_corpus_errors(tmp_path: Path, beir_folder: Path) -> None:
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"_id": "x", "text": "a"}, {"_id": "x", "text": "b"}])
     with pytest.raises(CorpusFormatError, match="duplicate document id 'x'"):
         load_corpus(dup)
+
+
+# --- LABELS --------------------------------------------------------------------------------------
+
+
+def test_load_labels_variants_and_refusals(tmp_path: Path) -> None:
+    from ragroute.loaders.labels import load_labels
+
+    rows = [
+        {"_id": "1", "text": "hi\u2028there", "label": "no"},  # U+2028 is valid inside a JSON string
+        {"_id": "01", "text": "find it", "label": ["paragraph", "image"], "x": 1},
+    ]
+    path = tmp_path / "dev.jsonl"
+    text = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    records = load_labels(path)
+    assert [(r.id, r.text, r.labels, r.label) for r in records] == [
+        ("1", "hi\u2028there", ("no",), "no"),
+        ("01", "find it", ("paragraph", "image"), "paragraph"),
+    ]
+    broken = {
+        '{"_id": "2", "text": "x", "label": no}': r"dev\.jsonl line 3: invalid JSON",
+        '{"text": "x", "label": "no"}': r"dev\.jsonl line 3: missing or invalid '_id'",
+        '{"_id": "2", "label": "no"}': r"dev\.jsonl line 3: missing or empty 'text'",
+        '{"_id": "2", "text": "x", "label": []}': r"dev\.jsonl line 3: 'label' must be a non-empty string",
+        '{"_id": "1", "text": "x", "label": "no"}': r"duplicate record id '1' \(dev\.jsonl line 1 and",
+    }
+    for line, message in broken.items():
+        path.write_text("\n".join([json.dumps(r) for r in rows] + [line]) + "\n", encoding="utf-8")
+        with pytest.raises(CorpusFormatError, match=message):
+            load_labels(path)
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match="no records"):
+        load_labels(path)

@@ -498,6 +498,20 @@ def test_bench_on_tiny_files(data: dict[str, Any], encoder: FakeEncoder, tmp_pat
     assert "reference (issue)" in format_table(named)
 
 
+def test_read_labels_takes_bom_crlf_and_line_separators_in_strings(tmp_path: Path) -> None:
+    # bench gate and bench route-labels read LABELS with str.splitlines(): a BOM made line 1
+    # "not a LABELS record" and a U+2028 inside a text (valid JSON) cut the record in two
+    rows = [{"_id": "a", "text": "one\u2028two", "label": "no"}, {"_id": "b", "text": "x", "label": ["doc"]}]
+    path = tmp_path / "dev.jsonl"
+    text = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    loaded = read_labels(path)
+    assert loaded.texts == ["one\u2028two", "x"] and loaded.labels == ["no", "doc"]
+    path.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[0]) + "\n", encoding="utf-8")
+    with pytest.raises(RagrouteError, match="duplicate record id 'a'"):
+        read_labels(path)
+
+
 def test_bench_command_missing_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         route_labels_command, ["--train", str(tmp_path / "nope.jsonl"), "--data", str(tmp_path / "x.jsonl")]

@@ -29,7 +29,6 @@ smallest one whose recall of ``none`` reaches ``--none-recall-target``),
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import CorpusFormatError, RagrouteError
+from ragroute.errors import RagrouteError
 from ragroute.route.features import QueryFeatures
 from ragroute.route.trained import TrainedRouter, choose_none_bias, cross_val_logits
 
@@ -75,34 +74,14 @@ def read_labels(path: Path) -> LabelledQueries:
     """Read a LABELS ``.jsonl`` file (``{"_id", "text", "label": str or list, "metadata"}``).
 
     A list of labels counts as its first label (``multi_label`` says how many).
-    Raises :class:`CorpusFormatError` (one line) for a missing or malformed file.
+    Raises :class:`CorpusFormatError` (one line) for a missing or malformed file
+    (see :func:`ragroute.loaders.labels.load_labels`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusFormatError(f"data missing: {path} not found (a LABELS .jsonl file)")
-    texts, labels, multi = [], [], 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusFormatError(f"{path}: cannot read: {exc}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            text, label = record["text"], record["label"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CorpusFormatError(f"{path}:{number}: not a LABELS record ({type(exc).__name__})") from None
-        if isinstance(label, list):
-            multi += len(label) > 1
-            label = label[0] if label else None
-        if not isinstance(text, str) or not text.strip() or label is None:
-            raise CorpusFormatError(f"{path}:{number}: empty text or label")
-        texts.append(text)
-        labels.append(str(label))
-    if not texts:
-        raise CorpusFormatError(f"{path}: no records")
-    return LabelledQueries(texts, labels, multi)
+    from ragroute.loaders.labels import load_labels
+
+    records = load_labels(path)
+    multi = sum(len(r.labels) > 1 for r in records)
+    return LabelledQueries([r.text for r in records], [r.label for r in records], multi)
 
 
 # --------------------------------------------------------------------------- metrics

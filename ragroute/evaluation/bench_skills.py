@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,23 +101,11 @@ def load_skill_set(root: Path, split: str) -> tuple[Any, list[tuple[str, str]], 
 
 
 def read_labels(path: Path) -> list[tuple[str, str, bool]]:
-    """``(id, text, a skill applies)`` from a LABELS file (label ``tool`` / ``no_tool``)."""
-    out = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise RagrouteError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    for line_no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            label = row["label"]
-            label = label[0] if isinstance(label, list) else label
-            out.append((str(row["_id"]), str(row["text"]), str(label) != "no_tool"))
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise RagrouteError(f"{path} line {line_no}: not a LABELS record ({exc})") from None
-    return out
+    """``(id, text, a skill applies)`` from a LABELS file (label ``tool`` / ``no_tool``; a list: its
+    first label); one :class:`~ragroute.errors.CorpusFormatError` line if it is missing or malformed."""
+    from ragroute.loaders.labels import load_labels
+
+    return [(r.id, r.text, r.label != "no_tool") for r in load_labels(path)]
 
 
 def scaled_catalogue(catalogue: Any, root: Path, size: int) -> Any:
