@@ -199,6 +199,45 @@ def test_load_beir_warns_on_dangling_qrels(beir_folder: Path) -> None:
     assert "q9" in ds.qrels
 
 
+def test_load_beir_raise_refuses_dangling_qrels_and_an_empty_split(beir_folder: Path) -> None:
+    # the benchmarks load with on_error="raise": a qrels id naming no query or document, or an empty
+    # split, was only a warning, and the judged query then scored 0 (or was dropped) silently
+    write_qrels(beir_folder / "qrels" / "dev.tsv", [("q1", "d1", 1), ("q9", "d1", 1)])
+    with pytest.raises(
+        CorpusFormatError, match=r"dev\.tsv: 1 judged query ids not in queries\.jsonl \(e\.g\. 'q9'\)"
+    ):
+        load_beir(beir_folder, on_error="raise")
+    write_qrels(beir_folder / "qrels" / "dev.tsv", [("q1", "d9", 1)])
+    with pytest.raises(CorpusFormatError, match=r"1 judged doc ids not in the corpus \(e\.g\. 'd9'\)"):
+        load_beir(beir_folder, on_error="raise")
+    write_qrels(beir_folder / "qrels" / "dev.tsv", [])
+    with pytest.raises(CorpusFormatError, match=r"dev\.tsv: no judged pairs \(split 'dev' is empty\)"):
+        load_beir(beir_folder, on_error="raise")
+    assert load_beir(beir_folder).queries == []  # the library default still loads it
+
+
+def test_load_beir_accepts_every_valid_variant(tmp_path: Path) -> None:
+    # CRLF, a BOM, a trailing blank line, ids that look numeric, graded and zero scores, several
+    # splits in one queries.jsonl, no metadata / no title, unknown fields: read as written
+    root = tmp_path / "set"
+    corpus = [{"_id": "7", "text": "seven"}, {"_id": "007", "title": "", "text": "agent", "x": 1}]
+    queries = [{"_id": "1", "text": "lucky", "extra": True}, {"_id": "01", "text": "spy"}]
+    crlf = "\r\n"
+    (root / "qrels").mkdir(parents=True)
+    for name, rows in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
+        text = crlf.join(json.dumps(r) for r in rows) + crlf + crlf
+        (root / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    (root / "qrels" / "test.tsv").write_bytes(
+        b"\xef\xbb\xbfquery-id\tcorpus-id\tscore\r\n01\t007\t4\r\n01\t7\t0\r\n\r\n"
+    )
+    (root / "qrels" / "dev.tsv").write_text("1\t7\t1\n", encoding="utf-8")  # no header line
+    test = load_beir(root, split="test", on_error="raise")
+    assert [d.id for d in test.corpus] == ["7", "007"] and test.corpus[0].title == ""
+    assert [q.id for q in test.queries] == ["01"] and test.qrels == {"01": {"007": 4, "7": 0}}
+    dev = load_beir(root, split="dev", on_error="raise")
+    assert [q.id for q in dev.queries] == ["1"] and dev.qrels == {"1": {"7": 1}}
+
+
 def test_load_beir_queries_duplicate_id(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q", "text": "a"}, {"_id": "q", "text": "b"}])
     with pytest.raises(CorpusFormatError, match="duplicate query id 'q'"):

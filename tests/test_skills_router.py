@@ -382,6 +382,33 @@ def test_bench_skills_takes_rerank_default_when_trained(tiny_reranker, tmp_path,
     assert given is not None and said == f"reranker: {tiny_reranker.model_ref}"
 
 
+def test_bench_skill_set_refuses_broken_data_in_one_line(tmp_path):
+    # a bad skills.jsonl line was skipped in silence (warnings muted), a bad queries.jsonl line and
+    # qrels naming no query or skill dropped or mis-scored a judged query, a missing split named none
+    from ragroute.evaluation.bench_skills import load_skill_set, read_labels
+
+    root = tmp_path / "set"
+    (root / "qrels").mkdir(parents=True)
+    skills = [{"_id": "007", "name": "a", "description": "a", "body": ""}, {"_id": "7", "name": "b"}]
+    (root / "skills.jsonl").write_text("".join(json.dumps(r) + "\n" for r in skills))
+    (root / "queries.jsonl").write_text('{"_id": "1", "text": "x"}\n{"_id": "2", "text": "y"}\n')
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\t007\t2\n2\t7\t1\n")
+    catalogue, queries, qrels = load_skill_set(root, "test")
+    assert len(catalogue) == 2 and queries == [("1", "x"), ("2", "y")]
+    assert qrels == {"1": {"007": 2}, "2": {"7": 1}}
+    with pytest.raises(RagrouteError, match=r"no qrels/dev\.tsv \(available splits: test\)"):
+        load_skill_set(root, "dev")
+    (root / "qrels" / "test.tsv").write_text("1\t007\t1\n1\t70\t1\n")
+    with pytest.raises(RagrouteError, match=r"test\.tsv: 1 judged doc ids not in the corpus \(e\.g\. '70'\)"):
+        load_skill_set(root, "test")
+    (root / "skills.jsonl").write_text('{"_id": "007"}\n{"_id": "7", "name": \n')
+    with pytest.raises(RagrouteError, match=r"skills\.jsonl line 2: invalid JSON"):
+        load_skill_set(root, "test")
+    labels = tmp_path / "need_tool.jsonl"
+    labels.write_bytes(b'\xef\xbb\xbf{"_id": "1", "text": "x", "label": ["no_tool"]}\r\n')
+    assert read_labels(labels) == [("1", "x", False)]
+
+
 def test_default_abstention_applies_to_its_encoder_only(catalogue):
     from ragroute.skills.router import DEFAULT_ABSTENTION
 

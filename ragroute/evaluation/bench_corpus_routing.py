@@ -138,7 +138,7 @@ def load_collections(
             log(f"skipped {path}: {reason}")
     out = []
     for folder in folders:
-        data = load_beir(folder, split=split)
+        data = load_beir(folder, split=split, on_error="raise")
         out.append(Collection(folder.name, data.corpus, data.queries, data.qrels))
     return out
 

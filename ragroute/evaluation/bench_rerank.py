@@ -73,7 +73,7 @@ def run_rerank_bench(
         if reason is not None:
             skip(name, reason)
             continue
-        data = load_beir(folder, split=split)
+        data = load_beir(folder, split=split, on_error="raise")
         queries = [q for q in data.queries if not held_out or query_fold(name, q.id) == 1]
         if not queries:
             skip(name, f"no {split} query" + (" in the held-out fold" if held_out else ""))
@@ -98,7 +98,10 @@ def run_rerank_bench(
         collections[name] = rows
         routed_parts.append((name, sources["hybrid"], contexts, data.qrels))
     if not collections:
-        raise RagrouteError(f"{root}: no queries to score (split {split!r}, held-out fold)")
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        raise RagrouteError(
+            f"{root}: no queries to score (split {split!r}, held-out fold)" + (f": {why}" if why else "")
+        )
     routed = routed_rows(routed_parts, encoder, reranker) if len(routed_parts) > 1 else None
     labels = ("dense", "dense+rerank", "hybrid", "hybrid+rerank")
     macro = {label: float(np.mean([c[label]["ndcg@10"] for c in collections.values()])) for label in labels}

@@ -75,18 +75,16 @@ SETS = ("toollens", "metatool", "seal_tools")
 
 
 def load_skill_set(root: Path, split: str) -> tuple[Any, list[tuple[str, str]], dict[str, dict[str, int]]]:
-    """``(catalogue, [(query id, text)], qrels)`` of a SKILLS folder; one clear error if data is missing."""
+    """``(catalogue, [(query id, text)], qrels)`` of a SKILLS folder; one clear error if data is missing
+    or broken (a bad line, a qrels id naming no query or skill, an empty or absent split: nothing is
+    skipped, since a skipped line would change what is scored)."""
     import warnings
 
-    from ragroute.loaders.beir import load_beir_queries, load_qrels
+    from ragroute.loaders.beir import check_judged, load_judged_queries
     from ragroute.skills import load_catalogue
 
     root = Path(root)
-    missing = [
-        name
-        for name in ("skills.jsonl", "queries.jsonl", f"qrels/{split}.tsv")
-        if not (root / name).is_file()
-    ]
+    missing = [name for name in ("skills.jsonl", "queries.jsonl") if not (root / name).is_file()]
     if missing:
         raise RagrouteError(
             f"data missing: {root} lacks {', '.join(missing)} (a SKILLS folder: skills.jsonl, queries.jsonl, "
@@ -94,9 +92,11 @@ def load_skill_set(root: Path, split: str) -> tuple[Any, list[tuple[str, str]], 
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        catalogue = load_catalogue(root / "skills.jsonl")
-    qrels = load_qrels(root / "qrels" / f"{split}.tsv")
-    queries = [(q.id, q.text) for q in load_beir_queries(root / "queries.jsonl") if q.id in qrels]
+        catalogue = load_catalogue(root / "skills.jsonl", on_error="raise")
+    judged, qrels = load_judged_queries(root, split, on_error="raise")
+    source = str(root / "qrels" / f"{split}.tsv")
+    check_judged(qrels, {q.id for q in judged}, {s.id for s in catalogue}, source, on_error="raise")
+    queries = [(q.id, q.text) for q in judged]
     return catalogue, queries, {q: dict(r) for q, r in qrels.items()}
 
 

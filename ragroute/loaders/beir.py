@@ -227,18 +227,25 @@ def _folder(folder: str | Path) -> Path:
     return p
 
 
+def available_splits(folder: str | Path) -> list[str]:
+    """The splits a BEIR or SKILLS folder judges: the stems of its ``qrels/*.tsv``, sorted."""
+    return sorted(p.stem for p in (Path(folder) / "qrels").glob("*.tsv") if p.is_file())
+
+
 def _qrels_path(folder: Path, split: str) -> Path:
     path = folder / "qrels" / f"{split}.tsv"
     if not path.is_file():
-        splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-        known = ", ".join(splits) if splits else "none"
+        known = ", ".join(available_splits(folder)) or "none"
         raise CorpusFormatError(f"{folder}: no qrels/{split}.tsv (available splits: {known})")
     return path
 
 
-def _warn_dangling(qrels: Qrels, queries: list[Query], corpus: list[Document], source: str) -> None:
-    query_ids = {q.id for q in queries}
-    doc_ids = {d.id for d in corpus}
+def check_judged(
+    qrels: Qrels, query_ids: set[str], doc_ids: set[str], source: str, *, on_error: str = "skip"
+) -> None:
+    """Qrels naming a query or document that was not loaded: one :class:`CorpusWarning` (``skip``)
+    or a :class:`CorpusFormatError` (``raise``) with the count and the first such id of each kind
+    (``doc_ids`` names the corpus or skill catalogue the ``corpus-id`` column refers to)."""
     lost_q = sorted(q for q in qrels if q not in query_ids)
     lost_d = sorted({d for rels in qrels.values() for d in rels if d not in doc_ids})
     parts = []
@@ -246,8 +253,27 @@ def _warn_dangling(qrels: Qrels, queries: list[Query], corpus: list[Document], s
         parts.append(f"{len(lost_q)} judged query ids not in queries.jsonl (e.g. {lost_q[0]!r})")
     if lost_d:
         parts.append(f"{len(lost_d)} judged doc ids not in the corpus (e.g. {lost_d[0]!r})")
-    if parts:
-        warnings.warn(f"{source}: {'; '.join(parts)}", CorpusWarning, stacklevel=3)
+    if not parts:
+        return
+    if check_on_error(on_error) == "raise":
+        raise CorpusFormatError(f"{source}: {'; '.join(parts)}")
+    warnings.warn(f"{source}: {'; '.join(parts)}", CorpusWarning, stacklevel=3)
+
+
+def load_judged_queries(
+    folder: str | Path, split: str, *, on_error: str = "skip", report: LoadReport | None = None
+) -> tuple[list[Query], Qrels]:
+    """``qrels/<split>.tsv`` of a BEIR or SKILLS folder and the queries of ``queries.jsonl`` it judges,
+    in file order (the file may hold several splits). A missing split names the available ones;
+    with ``on_error="raise"`` an empty qrels file raises too. Judged ids are not checked here: see
+    :func:`check_judged`."""
+    root = Path(folder)
+    path = _qrels_path(root, split)
+    qrels = load_qrels(path)
+    if not qrels and check_on_error(on_error) == "raise":
+        raise CorpusFormatError(f"{path}: no judged pairs (split {split!r} is empty)")
+    queries = load_beir_queries(root / "queries.jsonl", on_error=on_error, report=report)
+    return [q for q in queries if q.id in qrels], qrels
 
 
 def load_beir(
@@ -265,19 +291,26 @@ def load_beir(
     Corpus and query lines follow ``on_error`` (default: skip + one
     :class:`CorpusWarning` per file; the counts are in ``dataset.report``);
     qrels naming unknown queries or documents give one :class:`CorpusWarning`
-    and are kept as they are.
+    and are kept as they are. ``on_error="raise"`` (what the benchmarks use: a
+    skipped line would change what is scored) refuses all of these, and an
+    empty split, with one :class:`CorpusFormatError` line.
     """
     check_on_error(on_error)
     root = _folder(folder)
     report = report if report is not None else LoadReport()
     corpus = load_beir_corpus(root, on_error=on_error, report=report)
-    qrels = load_qrels(_qrels_path(root, split)) if split is not None else {}
-    queries_path = root / "queries.jsonl"
-    if split is not None or queries_path.exists():
-        queries = load_beir_queries(queries_path, on_error=on_error, report=report)
-    else:
+    if split is None:
+        queries_path = root / "queries.jsonl"
         queries = []
-    if split is not None:
-        queries = [q for q in queries if q.id in qrels]
-        _warn_dangling(qrels, queries, corpus, f"{root / 'qrels' / f'{split}.tsv'}")
+        if queries_path.exists():
+            queries = load_beir_queries(queries_path, on_error=on_error, report=report)
+        return BeirDataset(corpus, queries, {}, name=root.resolve().name, split=split, report=report)
+    queries, qrels = load_judged_queries(root, split, on_error=on_error, report=report)
+    check_judged(
+        qrels,
+        {q.id for q in queries},
+        {d.id for d in corpus},
+        f"{root / 'qrels' / f'{split}.tsv'}",
+        on_error=on_error,
+    )
     return BeirDataset(corpus, queries, qrels, name=root.resolve().name, split=split, report=report)
