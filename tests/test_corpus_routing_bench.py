@@ -162,3 +162,22 @@ def test_bench_measures_the_pipeline_load_routing_returns(glasgow_like, hashing_
         assert row.hits == [h.doc_id for h in result.hits]
         assert row.scores == pytest.approx([h.score for h in result.hits], abs=1e-6)
         assert row.chosen == result.decision.chosen
+
+
+def test_collections_with_the_same_ids_are_kept_apart(tmp_path: Path) -> None:
+    # ids need only be unique within a file: two collections both with document "1" and query "q1"
+    # stopped corpus-routing (and experts) at the merged index with "duplicate document id '1'"
+    from ragroute.evaluation.bench_corpus_routing import load_collections
+
+    for name, text in (("a", "cats purr"), ("b", "dogs bark")):
+        folder = tmp_path / "root" / name
+        (folder / "qrels").mkdir(parents=True)
+        (folder / "corpus.jsonl").write_text(json.dumps({"_id": "1", "text": text}) + "\n")
+        (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": text}) + "\n")
+        (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t1\t1\n")
+    said: list[str] = []
+    a, b = load_collections(tmp_path / "root", "dev", log=said.append)
+    assert [d.id for d in a.corpus + b.corpus] == ["a/1", "b/1"]
+    assert [q.id for q in a.queries + b.queries] == ["a/q1", "b/q1"]
+    assert a.qrels == {"a/q1": {"a/1": 1}} and b.qrels == {"b/q1": {"b/1": 1}}
+    assert said == ["ids repeat across collections: each is prefixed with its collection's name (NAME/ID)"]

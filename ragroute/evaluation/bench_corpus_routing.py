@@ -140,7 +140,40 @@ def load_collections(
     for folder in folders:
         data = load_beir(folder, split=split, on_error="raise")
         out.append(Collection(folder.name, data.corpus, data.queries, data.qrels))
-    return out
+    return namespaced(out, log)
+
+
+def namespaced(collections: list[Collection], log: Log | None = None) -> list[Collection]:
+    """``collections`` unchanged when no document id and no query id is in two of them; else every id
+    prefixed with its collection's name (``cran/7``). Ids need only be unique within a file, and the
+    benchmarks merge the collections (one index over all documents, one qrels over all queries)."""
+    import dataclasses
+
+    def repeats(ids_of: Callable[[Collection], set[str]]) -> bool:
+        seen: set[str] = set()
+        for col in collections:
+            ids = ids_of(col)
+            if seen & ids:
+                return True
+            seen |= ids
+        return False
+
+    if not repeats(lambda c: {d.id for d in c.corpus}) and not repeats(lambda c: set(c.qrels)):
+        return collections
+    if log is not None:
+        log("ids repeat across collections: each is prefixed with its collection's name (NAME/ID)")
+    return [
+        Collection(
+            col.name,
+            [dataclasses.replace(d, id=f"{col.name}/{d.id}") for d in col.corpus],
+            [dataclasses.replace(q, id=f"{col.name}/{q.id}") for q in col.queries],
+            {
+                f"{col.name}/{qid}": {f"{col.name}/{doc}": score for doc, score in rels.items()}
+                for qid, rels in col.qrels.items()
+            },
+        )
+        for col in collections
+    ]
 
 
 def missing_split(folder: Path, split: str) -> str | None:
