@@ -325,3 +325,17 @@ def test_a_pipeline_gate_skips_and_stops_steps(bm25):
     assert [s.action for s in result.steps] == ["answer", "retrieve"]
     assert result.retrieval_calls == 1 and result.stopped_by == "gate" and not result.complete
     assert result.steps[0].gate["action"] == "answer" and result.steps[1].hits[0].doc_id == "m3"
+
+
+def test_stepwise_bench_refuses_questions_without_a_decomposition(tmp_path):
+    # metadata is optional in BEIR: without question_decomposition no step ran and the bench died
+    # with a traceback (ValueError: unknown metric 'recall@0')
+    from ragroute.errors import RagrouteError
+    from ragroute.evaluation.bench_stepwise import run_stepwise_bench
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "cats purr"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "7", "text": "what purrs"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("7\t1\t1\n")
+    with pytest.raises(RagrouteError, match=r"queries\.jsonl: query '7': the decomposition planner needs"):
+        run_stepwise_bench(tmp_path, HashingEncoder(), split="test", graph=False, gate=False)

@@ -121,6 +121,12 @@ def run_stepwise_bench(
         raise RagrouteError(f"unknown planner {planner!r}: decomposition or llm")
     data = load_beir(root, split=split, on_error="raise")
     queries = list(data.queries)[: limit or None]
+    if planner == "decomposition":  # every question needs its script, or no step is ever run
+        for query in queries:
+            try:
+                DecompositionPlanner().parts(query.metadata)
+            except RagrouteError as exc:
+                raise RagrouteError(f"{root / 'queries.jsonl'}: query {query.id!r}: {exc}") from None
     qrels = {q.id: data.qrels[q.id] for q in queries if q.id in data.qrels}
     contexts = [QueryContext(q.text, id=q.id) for q in queries]
     vectors = np.asarray(encoder.encode_queries([c.text for c in contexts], show_progress=False))
