@@ -15,7 +15,8 @@ A ``SKILL.md`` starts with YAML front matter between two ``---`` lines
   (``references/api.md``), in the order it first names them, then
   documentation (``.md``, ``.txt``, ...), then the rest, each by path, so a
   large skill keeps the files it points to;
-  binary files (a NUL byte, or not UTF-8) and licence texts (``LICENSE*``,
+  binary files (a NUL byte, or not UTF-8), links to files outside the skill
+  folder, FIFOs and devices, and licence texts (``LICENSE*``,
   ``COPYING*``, ``NOTICE``, font licences ``*-OFL.txt``: legal boilerplate,
   not what the skill does) are skipped;
 * ``metadata`` = the other front-matter keys, plus ``path`` (the SKILL.md,
@@ -23,12 +24,18 @@ A ``SKILL.md`` starts with YAML front matter between two ``---`` lines
   left out ``files_skipped`` (``"PATH (reason)"``), and for front matter YAML
   refused ``front_matter_raw`` (its text, so nothing is lost).
 
+Linked folders below the root are followed (each real folder once), so a
+catalogue of links to skill checkouts loads. Line ends are read as ``\n``
+(Windows ``\r\n`` files too). Skills with the same ``name`` in different
+folders load (their ids differ) with one warning naming their files.
+
 Broken front matter (no ``---`` block, an unclosed one, invalid YAML, not a
 mapping) does not drop the skill: it is loaded with the name of its folder and
 the first paragraph of its body as description, and a warning naming the file
 and the problem. When invalid YAML still has plain ``name: ...`` /
 ``description: ...`` lines (the usual cause is an unquoted ``:`` in the
-description), those lines are used instead. A missing ``name`` or
+description), or an unclosed block has them before its first blank line, those
+lines are used instead. A missing ``name`` or
 ``description`` in valid front matter is filled the same way, with a warning.
 A ``SKILL.md`` that is not UTF-8 follows the bad-record policy (``on_error``).
 """
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +92,8 @@ MAX_SIDE_CHARS = 100_000
 #: Characters of the first paragraph used as a description stand-in.
 MAX_FALLBACK_DESCRIPTION = 300
 
+UNCLOSED = "front matter is not closed (no second '---' line)"
+
 _SALVAGE = re.compile(r"^(name|description)\s*:\s*(.*?)\s*$")
 
 
@@ -94,8 +104,23 @@ def _skipped_dir(name: str) -> bool:
 def skill_files(root: Path) -> list[Path]:
     """Every ``SKILL.md`` (name compared case-insensitively) under ``root``, sorted by relative path."""
     found: list[Path] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not _skipped_dir(d))
+    real_root = Path(os.path.realpath(root))
+    seen: set[str] = set()
+    # links to folders outside the root are followed (~/.claude/skills/NAME -> a checkout of the skill),
+    # each real folder once; a link to a folder inside the root is an alias of a folder walked anyway
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        kept = []
+        for d in sorted(dirs):
+            path = os.path.join(folder, d)
+            if _skipped_dir(d):
+                continue
+            if os.path.islink(path):
+                real = os.path.realpath(path)
+                if Path(real).is_relative_to(real_root) or real in seen:
+                    continue
+                seen.add(real)
+            kept.append(d)
+        dirs[:] = kept
         found.extend(Path(folder) / f for f in files if f.lower() == SKILL_FILE.lower())
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
@@ -109,7 +134,7 @@ def split_front_matter(text: str) -> tuple[str | None, str, str | None]:
     for i in range(1, len(lines)):
         if lines[i].strip() in ("---", "..."):
             return "".join(lines[1:i]), "".join(lines[i + 1 :]), None
-    return None, "".join(lines[1:]), "front matter is not closed (no second '---' line)"
+    return None, "".join(lines[1:]), UNCLOSED
 
 
 def parse_front_matter(block: str) -> tuple[dict[str, Any], str | None]:
@@ -144,6 +169,11 @@ def salvage_front_matter(block: str) -> dict[str, str]:
     return found
 
 
+def _lf(text: str) -> str:
+    """``text`` with Windows (``\\r\\n``) and old Mac (``\\r``) line ends made ``\\n``."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def first_paragraph(body: str, limit: int = MAX_FALLBACK_DESCRIPTION) -> str:
     """The first paragraph of markdown that is not a heading or a code fence, on one line (capped)."""
     in_fence = False
@@ -172,10 +202,15 @@ def _scalar_text(value: Any) -> str | None:
     return str(jsonable(value))
 
 
-def _read_side_file(path: Path) -> tuple[str | None, str]:
-    """``(text, "")`` for a readable text file, or ``(None, reason)``."""
+def _read_side_file(path: Path, skill_dir: Path) -> tuple[str | None, str]:
+    """``(text, "")`` for a readable text file in ``skill_dir``, or ``(None, reason)``."""
     try:
-        size = path.stat().st_size
+        if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(skill_dir)):
+            return None, "a link to a file outside the skill folder"
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            return None, "not a regular file"  # a FIFO or device would block or never end
+        size = info.st_size
         if size > MAX_FILE_BYTES:
             return None, f"larger than {MAX_FILE_BYTES} bytes"
         data = path.read_bytes()
@@ -184,7 +219,7 @@ def _read_side_file(path: Path) -> tuple[str | None, str]:
     if b"\x00" in data[:8192]:
         return None, "binary"
     try:
-        return decode_utf8_file(data), ""
+        return _lf(decode_utf8_file(data)), ""
     except BadRecord:
         return None, "binary (not UTF-8)"
 
@@ -253,7 +288,7 @@ def _side_text(
         if total >= MAX_SIDE_CHARS:
             skipped.append(f"{rel} (over the {MAX_SIDE_CHARS}-character limit per skill)")
             continue
-        text, reason = _read_side_file(path)
+        text, reason = _read_side_file(path, skill_dir)
         if text is None:
             skipped.append(f"{rel} ({reason})")
             continue
@@ -277,7 +312,7 @@ def skill_from_file(
     rel_dir = skill_dir.relative_to(root).as_posix()
     skill_id = rel_dir if rel_dir != "." else (root_name or root.resolve().name)
     source = str(skill_md)
-    text = decode_utf8_file(skill_md.read_bytes())
+    text = _lf(decode_utf8_file(skill_md.read_bytes()))
     block, body, problem = split_front_matter(text)
     front: dict[str, Any] = {}
     salvaged: dict[str, str] = {}
@@ -285,6 +320,12 @@ def skill_from_file(
         front, problem = parse_front_matter(block)
         if problem is not None and problem.startswith("invalid YAML"):
             salvaged = salvage_front_matter(block)
+    elif problem == UNCLOSED:
+        # the author forgot the closing '---': the lines up to the first blank line are the front matter
+        head, _blank, rest = body.partition("\n\n")
+        salvaged = salvage_front_matter(head)
+        if salvaged:
+            block, body = head.rstrip("\n") + "\n", rest
     body = body.strip()
     folder_name = skill_dir.resolve().name if rel_dir == "." else skill_dir.name
     name = _scalar_text(front.get("name")) if problem is None else salvaged.get("name")
@@ -353,5 +394,16 @@ def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadRepor
             skip.bad(skill_md.relative_to(root).as_posix(), f"unreadable ({exc.strerror})")
     if skip.entries:
         log.add(skip.summary(), str(root))
+    by_name: dict[str, list[Skill]] = {}
+    for skill in skills:
+        by_name.setdefault(skill.name, []).append(skill)
+    for name, same in by_name.items():
+        if len(same) > 1:
+            paths = ", ".join(s.metadata["path"] for s in same)
+            log.warn(
+                root,
+                f"skill name {name!r} is used by {len(same)} skills ({paths}); their ids (folder paths) tell "
+                "them apart",
+            )
     log.finish()
     return Catalogue(skills, source=p, kind=KIND, warnings=log.messages)
