@@ -94,3 +94,114 @@ def test_same_skill_name_in_two_folders_warns(tmp_path: Path) -> None:
         f"{tmp_path}: skill name 'deploy' is used by 2 skills (team-a/deploy/SKILL.md, "
         "team-b/deploy/SKILL.md); their ids (folder paths) tell them apart"
     ]
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+DUPLICATE_IDS = """openapi: 3.0.3
+info: {title: Shop, version: "1"}
+paths:
+  /orders:
+    get: {operationId: list, summary: List orders, responses: {"200": {description: ok}}}
+  /items:
+    get: {operationId: list, summary: List items, responses: {"200": {description: ok}}}
+    post: {operationId: addItem, summary: Add an item, responses: {"201": {description: ok}}}
+"""
+
+
+def test_duplicate_operation_ids_load_under_method_and_path(tmp_path: Path) -> None:
+    # operationIds must be unique, but real specs repeat them; the whole catalogue used to be refused
+    # ("1 duplicate skill id in shop.yaml: 'list'") though METHOD /path tells the operations apart
+    spec = write(tmp_path / "shop.yaml", DUPLICATE_IDS)
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_catalogue(spec)
+    assert catalogue.ids == ["GET /orders", "GET /items", "addItem"]
+    assert [s.name for s in catalogue] == ["list", "list", "addItem"]
+    assert catalogue.by_id("GET /items").metadata["operationId"] == "list"
+    assert [str(w.message) for w in caught] == [
+        f"{spec}: operationId 'list' is used by 2 operations (GET /orders, GET /items); "
+        "their ids are 'METHOD /path'"
+    ]
+
+
+SPLIT_SPEC = """openapi: 3.1.0
+info: {title: Clinic, version: "1"}
+paths:
+  /owners:
+    get:
+      summary: List owners
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: 'schemas/common.yaml#/components/schemas/Owner'}
+  /vets:
+    get:
+      summary: List vets
+      responses:
+        "200": {$ref: '../outside.yaml#/Vet'}
+        "404": {$ref: 'https://example.com/errors.yaml#/NotFound'}
+        "500": {$ref: 'schemas/missing.yaml#/Error'}
+"""
+COMMON = """components:
+  schemas:
+    Owner:
+      type: object
+      properties:
+        name: {type: string, description: Owner full name}
+        pets: {type: array, items: {$ref: '#/components/schemas/Pet'}}
+        address: {$ref: 'address.json'}
+    Pet:
+      type: object
+      properties:
+        species: {type: string}
+        owner: {$ref: '#/components/schemas/Owner'}
+"""
+
+
+def test_external_refs_to_local_files_are_followed_others_warn(tmp_path: Path) -> None:
+    root = tmp_path / "api"
+    spec = write(root / "clinic.yaml", SPLIT_SPEC)
+    write(root / "schemas" / "common.yaml", COMMON)
+    write(root / "schemas" / "address.json", '{"type": "object", "properties": {"city": {"type": "string"}}}')
+    write(tmp_path / "outside.yaml", "Vet: {description: a vet}")
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_catalogue(spec)
+    owners = catalogue.by_id("GET /owners").body
+    assert "- name (string): Owner full name" in owners
+    assert "- species (string)" in owners  # a '#/...' ref inside common.yaml is read in common.yaml
+    assert "(recursive: Owner)" in owners  # a cycle across files is cut
+    assert "- city (string)" in owners  # a ref from common.yaml to a file beside it
+    messages = sorted(str(w.message) for w in caught)
+    assert messages == [
+        f"{spec}: unresolved $ref '../outside.yaml#/Vet' (first in GET /vets; left as a marker: "
+        f"a file outside the folder {root})",
+        f"{spec}: unresolved $ref 'https://example.com/errors.yaml#/NotFound' (first in GET /vets; left "
+        "as a marker: a URL, not fetched)",
+        f"{spec}: unresolved $ref 'schemas/missing.yaml#/Error' (first in GET /vets; left as a marker: "
+        "no such file)",
+    ]
+
+
+def test_folder_finds_minified_json_specs_and_keeps_ids_apart(tmp_path: Path) -> None:
+    # a minified JSON spec ({"openapi":... on one line) and a spec whose 'openapi' key comes after a
+    # large 'components' (keys sorted, as in Stripe's spec3.json) were not recognised in a folder
+    op = '{"get": {"operationId": "list", "summary": "List", "responses": {"200": {"description": "ok"}}}}'
+    minified = '{"openapi":"3.0.0","info":{"title":"Min","version":"1"},"paths":{"/a":' + op + "}}"
+    write(tmp_path / "min.json", minified)
+    padding = ", ".join(f'"S{i}": {{"type": "string", "description": "{"x" * 200}"}}' for i in range(400))
+    sorted_keys = (
+        '{"components": {"schemas": {' + padding + '}}, "info": {"title": "Sorted", "version": "1"}, '
+        '"openapi": "3.0.0", "paths": {"/b": ' + op + "}}"
+    )
+    assert sorted_keys.index('"openapi"') > 65536
+    write(tmp_path / "sorted.json", sorted_keys)
+    # the same spec as YAML and JSON side by side: the prefix keeps the suffix so ids stay apart
+    write(tmp_path / "pets.yaml", "openapi: 3.0.0\ninfo: {title: Pets}\npaths: {/c: " + op + "}\n")
+    write(tmp_path / "pets.json", '{"openapi": "3.0.0", "info": {}, "paths": {"/c": ' + op + "}}")
+    write(tmp_path / "data.json", '{"rows": [1, 2, 3]}')  # not a spec: left alone
+    catalogue = load_quietly(tmp_path)
+    assert catalogue.kind == "openapi"
+    assert catalogue.ids == ["min:list", "pets.json:list", "pets.yaml:list", "sorted:list"]
+    assert catalogue.warnings == []

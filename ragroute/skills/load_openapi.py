@@ -1,11 +1,14 @@
 """OpenAPI 3 and Swagger 2 specs (JSON or YAML, a file or a folder of them): one skill per operation.
 
-Per operation (``paths -> PATH -> METHOD``):
+Per operation (``paths -> PATH -> METHOD``; OpenAPI 3.1 ``webhooks`` are requests
+the API sends, not operations an agent calls, and are not loaded):
 
 * ``id`` = the ``operationId``, or ``"METHOD /path"`` (e.g. ``"GET /pets/{petId}"``)
-  when it has none; in a folder holding more than one spec, ids are prefixed
+  when it has none or shares it with another operation of the spec (one
+  warning per repeated operationId); in a folder holding more than one spec, ids are prefixed
   with the spec's path relative to the folder, without suffix
-  (``"petstore:listPets"``), since separate APIs often reuse operation names;
+  (``"petstore:listPets"``; with it when two specs differ only by suffix:
+  ``"petstore.yaml:listPets"``), since separate APIs often reuse operation names;
 * ``name`` = the same operationId or ``"METHOD /path"``;
 * ``description`` = the ``summary`` (or, without one, the ``description``);
 * ``body`` = ``METHOD /path``, the API title, tags, the operation's long
@@ -16,15 +19,20 @@ Per operation (``paths -> PATH -> METHOD``):
 * ``metadata`` = ``{"method", "path", "operationId", "tags", "api", "source",
   "spec_version", "deprecated"}`` (those present; ``method`` in capitals).
 
-An unresolved ``$ref`` leaves ``[unresolved $ref: REF]`` in the body and ONE
-warning per reference and file (naming the first operation that uses it); the
-operation is kept. An operation without summary or description is kept with a
-warning. An operation entry that is not an object, or a spec file in a folder
-that cannot be parsed, follows the bad-record policy (``on_error``).
+References to other ``.json`` / ``.yaml`` / ``.yml`` files
+(``schemas/common.yaml#/components/schemas/Pet``) are followed when the file is
+inside the spec's folder (for a folder catalogue: inside that folder); URLs are
+never fetched. An unresolved ``$ref`` leaves ``[unresolved $ref: REF]`` in the
+body and ONE warning per reference and file (naming the first operation that
+uses it, and for another file why it was not read); the operation is kept. An
+operation without summary or description is kept with a warning. An operation
+entry that is not an object, or a spec file in a folder that cannot be parsed,
+follows the bad-record policy (``on_error``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -47,7 +55,12 @@ SPEC_SUFFIXES = JSON_SUFFIXES + YAML_SUFFIXES
 #: Lines of schema text one operation's body may hold.
 MAX_BODY_LINES = 300
 
-_SPEC_HEAD = re.compile(r"""^\s*["']?(openapi|swagger)["']?\s*:""", re.MULTILINE)
+#: A file whose head lacks the key is searched whole up to this size (a JSON spec with sorted keys has
+#: ``openapi`` after ``components``, megabytes in).
+MAX_SCAN_BYTES = 100_000_000
+
+# a key at the start of a line (YAML, pretty JSON) or after '{' / ',' (minified JSON)
+_SPEC_HEAD = re.compile(r"""(?:^|[{,])\s*["']?(openapi|swagger)["']?\s*:""", re.MULTILINE)
 
 
 def spec_version(data: Any) -> str | None:
@@ -61,15 +74,21 @@ def spec_version(data: Any) -> str | None:
 
 
 def looks_like_spec(path: Path, head_bytes: int = 65536) -> bool:
-    """Whether a JSON/YAML file's first bytes hold an ``openapi:`` / ``swagger:`` key (cheap detection)."""
+    """Whether a JSON/YAML file holds an ``openapi:`` / ``swagger:`` key (cheap detection: its first
+    bytes, then, if the file is not too large, the rest)."""
     if path.suffix.lower() not in SPEC_SUFFIXES:
         return False
     try:
         with path.open("rb") as fh:
-            head = fh.read(head_bytes).decode("utf-8", errors="replace")
+            head = fh.read(head_bytes)
+            if _SPEC_HEAD.search(head.decode("utf-8", errors="replace")):
+                return True
+            if len(head) < head_bytes or path.stat().st_size > MAX_SCAN_BYTES:
+                return False
+            text = (head + fh.read()).decode("utf-8", errors="replace")
     except OSError:
         return False
-    return bool(_SPEC_HEAD.search(head))
+    return bool(_SPEC_HEAD.search(text))
 
 
 def _text(value: Any) -> str:
@@ -264,17 +283,31 @@ def skills_from_openapi(
     id_prefix: str = "",
     on_error: str = "skip",
     report: LoadReport | None = None,
+    base: Path | None = None,
+    root: Path | None = None,
 ) -> list[Skill]:
-    """One skill per operation of a parsed OpenAPI 3 / Swagger 2 document (see the module doc)."""
+    """One skill per operation of a parsed OpenAPI 3 / Swagger 2 document (see the module doc).
+
+    ``base``: the spec's folder, to follow references to other files from (only
+    those inside ``root``, by default ``base``); without it they stay unresolved.
+    """
 
     def unresolved(ref: str, where: str) -> None:
-        log.warn(source, f"unresolved $ref {ref!r} (first in {where}; left as a marker)")
+        reason = resolver.reasons.get(ref)
+        why = f": {reason}" if reason else ""
+        log.warn(source, f"unresolved $ref {ref!r} (first in {where}; left as a marker{why})")
 
-    resolver = RefResolver(spec, unresolved)
+    resolver = RefResolver(spec, unresolved, base=base, root=root)
     skip = SkipLog(source, "operation", on_error, report)
     paths = spec.get("paths")
     if not isinstance(paths, dict) or not paths:
-        log.warn(source, "no 'paths' in the spec: no operations loaded")
+        hooks = spec.get("webhooks")
+        why = (
+            f" (its {len(hooks)} webhooks are requests the API sends, not operations to call)"
+            if isinstance(hooks, dict) and hooks
+            else ""
+        )
+        log.warn(source, f"no 'paths' in the spec: no operations loaded{why}")
         return []
     skills = []
     for path, raw_item in paths.items():
@@ -296,7 +329,28 @@ def skills_from_openapi(
             )
     if skip.entries:
         log.add(skip.summary(), source)
-    return skills
+    return _unique_operation_ids(skills, id_prefix, source, log)
+
+
+def _unique_operation_ids(skills: list[Skill], id_prefix: str, source: str, log: WarningLog) -> list[Skill]:
+    """Operations sharing an operationId get ``"METHOD /path"`` ids instead, with one warning per id."""
+    by_id: dict[str, list[Skill]] = {}
+    for skill in skills:
+        if "operationId" in skill.metadata:
+            by_id.setdefault(skill.metadata["operationId"], []).append(skill)
+    renamed: dict[int, Skill] = {}
+    for op_id, same in by_id.items():
+        if len(same) < 2:
+            continue
+        wheres = [f"{s.metadata['method']} {s.metadata['path']}" for s in same]
+        log.warn(
+            source,
+            f"operationId {op_id!r} is used by {len(same)} operations ({', '.join(wheres)}); "
+            "their ids are 'METHOD /path'",
+        )
+        for skill, where in zip(same, wheres):
+            renamed[id(skill)] = dataclasses.replace(skill, id=f"{id_prefix}{where}")
+    return [renamed.get(id(skill), skill) for skill in skills] if renamed else skills
 
 
 def spec_files(folder: Path) -> list[Path]:
@@ -335,7 +389,8 @@ def load_openapi(
         if not files:
             raise CorpusFormatError(f"{p}: no OpenAPI/Swagger spec (.json, .yaml, .yml) in this folder")
         skip = SkipLog(str(p), "file", on_error, report)
-        for file in files:
+        stems = [f.relative_to(p).with_suffix("").as_posix() for f in files]
+        for file, stem in zip(files, stems):
             rel = file.relative_to(p).as_posix()
             try:
                 spec = read_structured_file(file)
@@ -345,9 +400,19 @@ def load_openapi(
             if spec_version(spec) is None:
                 skip.bad(rel, "not an OpenAPI/Swagger document (no top-level 'openapi' or 'swagger')")
                 continue
-            prefix = f"{file.relative_to(p).with_suffix('').as_posix()}:" if len(files) > 1 else ""
+            # pets.yaml beside pets.json: the suffix stays, so their ids do not collide
+            prefix = f"{stem if stems.count(stem) == 1 else rel}:" if len(files) > 1 else ""
             skills.extend(
-                skills_from_openapi(spec, str(file), log, id_prefix=prefix, on_error=on_error, report=report)
+                skills_from_openapi(
+                    spec,
+                    str(file),
+                    log,
+                    id_prefix=prefix,
+                    on_error=on_error,
+                    report=report,
+                    base=file.parent,
+                    root=p,
+                )
             )
         if skip.entries:
             log.add(skip.summary(), str(p))
@@ -357,6 +422,6 @@ def load_openapi(
             raise CorpusFormatError(
                 f"{p}: not an OpenAPI/Swagger document (no top-level 'openapi' or 'swagger')"
             )
-        skills = skills_from_openapi(spec, str(p), log, on_error=on_error, report=report)
+        skills = skills_from_openapi(spec, str(p), log, on_error=on_error, report=report, base=p.parent)
     log.finish()
     return Catalogue(skills, source=p, kind=KIND, warnings=log.messages)

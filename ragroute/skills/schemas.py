@@ -1,9 +1,12 @@
 """Reading JSON/YAML catalogue files, resolving local ``$ref`` s, and JSON Schemas as readable lines.
 
 Used by the MCP loader (a tool's ``inputSchema``) and the OpenAPI loader
-(parameters, request bodies, responses). Only local references (``#/...``,
-JSON pointers into the same document) are followed; a reference that cannot be
-followed (missing target, another file, a URL) becomes a marker
+(parameters, request bodies, responses). Local references (``#/...``, JSON
+pointers into the same document) are followed, and, when the resolver is given
+a ``base`` folder, references to other ``.json`` / ``.yaml`` / ``.yml`` files
+(``schemas/common.yaml#/Pet``) inside its ``root`` folder (references in such a
+file are read relative to it); a reference that cannot be followed (missing
+target, a file outside ``root``, a URL: never fetched) becomes a marker
 ``[unresolved $ref: REF]`` in the text and ONE warning per reference and file.
 Recursive schemas are cut where a reference repeats (``(recursive: Node)``),
 nesting is capped at ``max_depth`` levels, each schema at ``max_schema_lines``
@@ -13,9 +16,12 @@ lines and all schemas of one body at ``max_lines``, so a large spec cannot blow 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import BadRecord, check_unicode, decode_utf8_file
@@ -28,6 +34,10 @@ YAML_SUFFIXES = (".yaml", ".yml")
 MAX_DEPTH = 6
 MAX_LINES = 300
 MAX_SCHEMA_LINES = 100
+#: The largest file a reference to another file may point to, in bytes.
+MAX_REF_FILE_BYTES = 20_000_000
+
+_URL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//)")
 
 
 def _string_keys(value: Any) -> Any:
@@ -93,11 +103,23 @@ class RefResolver:
     names the first place it was met, e.g. ``"GET /pets"``).
     """
 
-    def __init__(self, document: Any, on_unresolved: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        document: Any,
+        on_unresolved: Callable[[str, str], None] | None = None,
+        *,
+        base: Path | None = None,
+        root: Path | None = None,
+    ) -> None:
         self.document = document
         self.on_unresolved = on_unresolved
+        self.base = base
+        self.root = root if root is not None else base
         self.unresolved: dict[str, str] = {}
+        #: why a reference to another file was not followed (``"no such file"``, ...), by reference
+        self.reasons: dict[str, str] = {}
         self._cache: dict[str, tuple[bool, Any]] = {}
+        self._files: dict[str, tuple[bool, Any]] = {}
 
     def lookup(self, ref: str) -> tuple[bool, Any]:
         """``(True, target)`` for a local JSON pointer that exists, ``(False, None)`` otherwise."""
@@ -106,10 +128,12 @@ class RefResolver:
         return self._cache[ref]
 
     def _lookup(self, ref: str) -> tuple[bool, Any]:
-        if not ref.startswith("#"):
-            return False, None
+        file_part, _hash, pointer = ref.partition("#")
         node = self.document
-        pointer = ref[1:]
+        if file_part:
+            found, node = self._file(ref, file_part)
+            if not found:
+                return False, None
         if not pointer:
             return True, node
         if not pointer.startswith("/"):
@@ -123,6 +147,54 @@ class RefResolver:
             else:
                 return False, None
         return True, node
+
+    def _file(self, ref: str, file_part: str) -> tuple[bool, Any]:
+        """The document of a reference to another file (relative to ``base``, inside ``root``)."""
+        if _URL.match(file_part):
+            self.reasons[ref] = "a URL, not fetched"
+            return False, None
+        if self.base is None or self.root is None:
+            self.reasons[ref] = "another file, not followed"
+            return False, None
+        path = os.path.normpath(os.path.join(self.base, unquote(file_part)))
+        if path not in self._files:
+            self._files[path] = self._read_file(path)
+        found, document = self._files[path]
+        if not found:
+            self.reasons[ref] = document
+            return False, None
+        return True, document
+
+    def _read_file(self, path: str) -> tuple[bool, Any]:
+        """``(True, document)`` with its references made relative to ``base``, or ``(False, reason)``."""
+        assert self.base is not None and self.root is not None
+        if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(self.root)):
+            return False, f"a file outside the folder {self.root}"
+        if not path.lower().endswith(JSON_SUFFIXES + YAML_SUFFIXES):
+            return False, "not a .json/.yaml/.yml file"
+        try:
+            if not os.path.isfile(path):
+                return False, "no such file"
+            if os.path.getsize(path) > MAX_REF_FILE_BYTES:
+                return False, f"larger than {MAX_REF_FILE_BYTES} bytes"
+            document = read_structured_file(Path(path))
+        except OSError as exc:
+            return False, f"unreadable ({exc.strerror})"
+        except BadRecord as exc:
+            return False, str(exc)
+        here = os.path.dirname(path)
+        own = Path(os.path.relpath(path, self.base)).as_posix()
+
+        def rebase(ref: str) -> str:
+            file_part, hash_, pointer = ref.partition("#")
+            if not file_part:
+                return f"{own}#{pointer}"
+            if _URL.match(file_part):
+                return ref
+            target = os.path.normpath(os.path.join(here, unquote(file_part)))
+            return Path(os.path.relpath(target, self.base)).as_posix() + hash_ + pointer
+
+        return True, _rebased(document, rebase)
 
     def report(self, ref: str, where: str) -> str:
         """Note an unresolved reference (once) and return its marker."""
@@ -158,6 +230,18 @@ class RefResolver:
             name = ref
             node = target
         return node, name, None
+
+
+def _rebased(node: Any, rebase: Callable[[str], str]) -> Any:
+    """``node`` with every string ``$ref`` passed through ``rebase``."""
+    if isinstance(node, dict):
+        return {
+            key: rebase(value) if key == "$ref" and isinstance(value, str) else _rebased(value, rebase)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rebased(v, rebase) for v in node]
+    return node
 
 
 def _type_of(schema: dict[str, Any]) -> str:
