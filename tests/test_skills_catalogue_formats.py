@@ -205,3 +205,24 @@ def test_folder_finds_minified_json_specs_and_keeps_ids_apart(tmp_path: Path) ->
     assert catalogue.kind == "openapi"
     assert catalogue.ids == ["min:list", "pets.json:list", "pets.yaml:list", "sorted:list"]
     assert catalogue.warnings == []
+
+
+# --------------------------------------------------------------------------- MCP
+
+
+def test_mcp_page_with_next_cursor_warns_that_tools_are_missing(tmp_path: Path) -> None:
+    # a saved tools/list response with nextCursor is one page: the other pages' tools are not in it
+    tools = '[{"name": "a", "description": "A", "inputSchema": {"type": "object"}}]'
+    path = write(
+        tmp_path / "tools.json",
+        '{"jsonrpc": "2.0", "id": 1, "result": {"tools": ' + tools + ', "nextCursor": "p2"}}',
+    )
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_catalogue(path)
+    assert catalogue.ids == ["a"]
+    assert [str(w.message) for w in caught] == [
+        f"{path}: the tools/list result has a nextCursor ('p2'): it is one page, the tools of the later "
+        "pages are not in the file"
+    ]
+    write(tmp_path / "last.json", '{"tools": ' + tools + ', "nextCursor": null}')
+    assert load_catalogue(tmp_path / "last.json").warnings == []  # no warning emitted, none kept

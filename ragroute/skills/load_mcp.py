@@ -2,7 +2,8 @@
 
 Accepted shapes: ``{"tools": [...]}`` (the ``tools/list`` result), the JSON-RPC
 response ``{"jsonrpc": "2.0", "id": ..., "result": {"tools": [...]}}``, or a
-bare list of tools. Per tool:
+bare list of tools (a result with a ``nextCursor`` is one page of a longer list:
+it loads, with a warning). Per tool:
 
 * ``id`` and ``name`` = the tool's ``name``;
 * ``description`` = its ``description``; a tool without one is loaded anyway
@@ -160,6 +161,14 @@ def load_mcp(
             "{'result': {'tools': [...]}} or a list of tools)"
         )
     log = WarningLog()
+    result = data.get("result", data) if isinstance(data, dict) else None
+    cursor = result.get("nextCursor") if isinstance(result, dict) else None
+    if cursor not in (None, ""):
+        log.warn(
+            p,
+            f"the tools/list result has a nextCursor ({cursor!r}): it is one page, the tools of the later "
+            "pages are not in the file",
+        )
     skills = skills_from_mcp(tools, str(p), log, on_error=on_error, report=report)
     log.finish()
     return Catalogue(skills, source=p, kind=KIND, warnings=log.messages)
