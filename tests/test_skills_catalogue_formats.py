@@ -226,3 +226,12 @@ def test_mcp_page_with_next_cursor_warns_that_tools_are_missing(tmp_path: Path) 
     ]
     write(tmp_path / "last.json", '{"tools": ' + tools + ', "nextCursor": null}')
     assert load_catalogue(tmp_path / "last.json").warnings == []  # no warning emitted, none kept
+
+
+def test_ref_to_a_deeply_nested_file_warns_instead_of_crashing(tmp_path: Path) -> None:
+    write(tmp_path / "deep.json", "[" * 900 + "]" * 900)
+    spec = "openapi: 3.0.0\ninfo: {title: D}\npaths: {/a: {get: {summary: s, responses: {'200': "
+    spec += "{$ref: 'deep.json#/0'}}}}}\n"
+    catalogue = load_quietly(write(tmp_path / "spec.yaml", spec))
+    assert catalogue.ids == ["GET /a"]
+    assert catalogue.warnings[0].endswith("left as a marker: nested too deeply)")

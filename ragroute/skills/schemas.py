@@ -182,6 +182,8 @@ class RefResolver:
             return False, f"unreadable ({exc.strerror})"
         except BadRecord as exc:
             return False, str(exc)
+        except RecursionError:
+            return False, "nested too deeply"
         here = os.path.dirname(path)
         own = Path(os.path.relpath(path, self.base)).as_posix()
 
@@ -194,7 +196,10 @@ class RefResolver:
             target = os.path.normpath(os.path.join(here, unquote(file_part)))
             return Path(os.path.relpath(target, self.base)).as_posix() + hash_ + pointer
 
-        return True, _rebased(document, rebase)
+        try:
+            return True, _rebased(document, rebase)
+        except RecursionError:
+            return False, "nested too deeply"
 
     def report(self, ref: str, where: str) -> str:
         """Note an unresolved reference (once) and return its marker."""
