@@ -235,3 +235,11 @@ def test_ref_to_a_deeply_nested_file_warns_instead_of_crashing(tmp_path: Path) -
     catalogue = load_quietly(write(tmp_path / "spec.yaml", spec))
     assert catalogue.ids == ["GET /a"]
     assert catalogue.warnings[0].endswith("left as a marker: nested too deeply)")
+
+
+def test_deeply_nested_json_catalogue_is_one_error_line(tmp_path: Path) -> None:
+    from ragroute.errors import CorpusFormatError
+
+    path = write(tmp_path / "spec.json", '{"openapi": "3.0.0", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CorpusFormatError, match=r"spec\.json: invalid JSON \(nested too deeply\)"):
+        load_catalogue(path)

@@ -56,6 +56,8 @@ def parse_structured(text: str, source: str | Path, *, yaml_ok: bool) -> Any:
             return check_unicode(json.loads(text), text)
         except json.JSONDecodeError as exc:
             raise BadRecord(f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        except RecursionError:
+            raise BadRecord("invalid JSON (nested too deeply)") from None
     try:
         return _string_keys(parse_yaml(text))
     except YamlProblem as exc:
