@@ -43,7 +43,7 @@ def test_route_one_task_as_text_and_json(built, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no rerank/default here
     text = _route(str(out), "convert 10 miles to km", "-k", "3")
     assert text.exit_code == 0, text.output
-    assert "reranker: none (rerank/default not found; stage 1 only)" in text.output
+    assert "reranker: none (rerank/default not found: train it with" in text.output
     assert "  1. " in text.output and "unit_convert" in text.output and "abstain:" in text.output
     js = _route(str(out), "convert 10 miles to km", "-k", "2", "--json")
     line = json.loads(js.stdout.strip().splitlines()[-1])
