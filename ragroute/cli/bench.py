@@ -782,7 +782,8 @@ def skills_command(
     type=click.Path(path_type=Path),
     required=True,
     metavar="TEST.jsonl",
-    help="LABELS file the gates are scored on (no / none / no_tool = answer directly).",
+    help="LABELS file the gates are scored on (no / none / no_tool = answer directly; a label given "
+    "as a list counts as its first label).",
 )
 @click.option(
     "--folds",
