@@ -238,6 +238,19 @@ def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
     assert "macro nDCG@10" in format_report(result)
 
 
+def test_bench_rerank_leaves_out_the_routed_row_when_ids_repeat_across_collections():
+    # one qrels over all collections would judge one collection's query by another's judgements
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.bench_rerank import _repeated_ids
+
+    def part(*qids):
+        return ("x", None, [QueryContext("t", id=q) for q in qids], {})
+
+    assert _repeated_ids([part("q1"), part("q2")], [{"d1"}, {"d2"}]) == ""
+    assert _repeated_ids([part("q1", "q2"), part("q2")], [{"d1"}, {"d2"}]) == "query id 'q2'"
+    assert _repeated_ids([part("q1"), part("q2")], [{"0", "1"}, {"1"}]) == "document id '1'"
+
+
 def test_recalibration_publishes_a_new_build_with_the_same_model(tiny_reranker, tmp_path):
     import shutil
 

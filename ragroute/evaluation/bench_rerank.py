@@ -55,6 +55,7 @@ def run_rerank_bench(
     collections: dict[str, dict[str, Any]] = {}
     routed_parts: list[tuple[str, Any, list[QueryContext], Any]] = []
     skipped: dict[str, str] = {}
+    documents_of: list[set[str]] = []
 
     def skip(name: str, why: str) -> None:
         skipped[name] = why
@@ -97,12 +98,18 @@ def run_rerank_bench(
                 rows[label] = {"ndcg@10": result.metrics["ndcg@10"], "ms_p50": result.latency_ms.get("p50")}
         collections[name] = rows
         routed_parts.append((name, sources["hybrid"], contexts, data.qrels))
+        documents_of.append({d.id for d in data.corpus})
     if not collections:
         why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
         raise RagrouteError(
             f"{root}: no queries to score (split {split!r}, held-out fold)" + (f": {why}" if why else "")
         )
-    routed = routed_rows(routed_parts, encoder, reranker) if len(routed_parts) > 1 else None
+    routed = None
+    clash = _repeated_ids(routed_parts, documents_of)
+    if clash:  # one qrels over all collections would judge a query or document of one by another's
+        skip("routed", f"ids repeat across collections ({clash}): the routed row needs unique ids")
+    elif len(routed_parts) > 1:
+        routed = routed_rows(routed_parts, encoder, reranker)
     labels = ("dense", "dense+rerank", "hybrid", "hybrid+rerank")
     macro = {label: float(np.mean([c[label]["ndcg@10"] for c in collections.values()])) for label in labels}
     return {
@@ -119,6 +126,21 @@ def run_rerank_bench(
             "hybrid": round(macro["hybrid+rerank"] - macro["hybrid"], 4),
         },
     }
+
+
+def _repeated_ids(parts: list[tuple[str, Any, list[QueryContext], Any]], documents_of: list[set[str]]) -> str:
+    """The first query or document id found in two collections (``""`` when there is none)."""
+    for what, id_sets in (
+        ("query", [{c.id for c in contexts} for _, _, contexts, _ in parts]),
+        ("document", documents_of),
+    ):
+        seen: set[str] = set()
+        for ids in id_sets:
+            both = seen & ids
+            if both:
+                return f"{what} id {min(both)!r}"
+            seen |= ids
+    return ""
 
 
 def routed_rows(parts: list[tuple[str, Any, list[QueryContext], Any]], encoder: Any, reranker: Any) -> dict:
