@@ -49,7 +49,7 @@ def labelled_record(row: dict[str, Any]) -> LabelledRecord:
     metadata = row.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRecord(f"'metadata' must be an object, got {type(metadata).__name__}")
-    return LabelledRecord(record, text, tuple(labels), dict(metadata or {}))
+    return LabelledRecord(record, text, tuple(str(item) for item in labels), dict(metadata or {}))
 
 
 def load_labels(path: str | Path) -> list[LabelledRecord]:
