@@ -73,3 +73,19 @@ def test_retrieval_evaluator_scores_only_the_queries_it_is_given():
     qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
     result = RetrievalEvaluator([QueryContext("cats purr", id="q1")], qrels, metrics=("ndcg@10",))(index)
     assert result.metrics["ndcg@10"] == 1.0
+
+
+def test_a_document_returned_twice_counts_once():
+    # ndcg_at_k summed the gain of every copy: ["a", "a"] scored 1.0 against {a, b} (a perfect
+    # ranking would need b second) and a graded repeat went above 1 (["a"] * 3 gave 2.13)
+    qrels = {"a": 1, "b": 1}
+    once = 1 / (1 + 1 / math.log2(3))
+    assert ndcg_at_k(["a", "a"], qrels, 10) == pytest.approx(once)
+    assert ndcg_at_k(["a", "a", "a"], {"a": 3}, 10) == pytest.approx(1.0)
+    # a copy is dropped before the cut-off: the next distinct id moves up a rank
+    assert ndcg_at_k(["a", "a", "b"], qrels, 2) == pytest.approx(1.0)
+    assert mrr_at_k(["x", "x", "a"], qrels, 2) == 0.5
+    assert hit_at_k(["x", "x", "a"], qrels, 2) == 1.0
+    assert recall_at_k(["a", "a", "b"], qrels, 2) == 1.0
+    assert full_chain_recall_at_k(["a", "a", "b"], qrels, 2) == 1.0
+    assert evaluate_run({"q": ["a", "a"]}, {"q": qrels}, ["ndcg@10"])["ndcg@10"] == pytest.approx(once)

@@ -4,7 +4,9 @@ All functions take one query's ranking (doc ids, best first) and its qrels
 (``{doc_id: grade}``, grade > 0 meaning relevant). ``evaluate_run`` averages
 them over queries. Conventions follow trec_eval / BEIR: nDCG uses the graded
 gain ``grade`` with a ``log2(rank + 1)`` discount; queries with no relevant
-document are skipped by ``evaluate_run``.
+document are skipped by ``evaluate_run``. A document id repeated in a ranking counts
+once, at its first rank (later copies are dropped before the cut-off), so no metric
+can credit one relevant document twice.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ def _relevant(qrels: Mapping[str, int]) -> dict[str, int]:
     return {doc: int(grade) for doc, grade in qrels.items() if int(grade) > 0}
 
 
+def _top(ranking: Sequence[str], k: int) -> list[str]:
+    """The first ``k`` distinct ids of ``ranking`` (a repeated id keeps its first rank)."""
+    return list(dict.fromkeys(ranking))[:k]
+
+
 def ndcg_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     """Normalised discounted cumulative gain of the top ``k`` (graded gain)."""
     rel = _relevant(qrels)
     if not rel:
         return 0.0
-    dcg = sum(rel.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranking[:k]))
+    dcg = sum(rel.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(_top(ranking, k)))
     ideal = sorted(rel.values(), reverse=True)[:k]
     idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
     return dcg / idcg
@@ -33,13 +40,13 @@ def recall_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> flo
     rel = _relevant(qrels)
     if not rel:
         return 0.0
-    return len(rel.keys() & set(ranking[:k])) / len(rel)
+    return len(rel.keys() & set(_top(ranking, k))) / len(rel)
 
 
 def mrr_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     """Reciprocal rank of the first relevant document within the top ``k`` (0 if none)."""
     rel = _relevant(qrels)
-    for i, doc in enumerate(ranking[:k]):
+    for i, doc in enumerate(_top(ranking, k)):
         if doc in rel:
             return 1.0 / (i + 1)
     return 0.0
@@ -48,7 +55,7 @@ def mrr_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
 def hit_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     """1 if any relevant document is in the top ``k``, else 0."""
     rel = _relevant(qrels)
-    return float(any(doc in rel for doc in ranking[:k]))
+    return float(any(doc in rel for doc in _top(ranking, k)))
 
 
 def full_chain_recall_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
@@ -56,7 +63,7 @@ def full_chain_recall_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: 
     rel = _relevant(qrels)
     if not rel:
         return 0.0
-    return float(rel.keys() <= set(ranking[:k]))
+    return float(rel.keys() <= set(_top(ranking, k)))
 
 
 METRICS = {
