@@ -251,6 +251,36 @@ def test_bench_rerank_leaves_out_the_routed_row_when_ids_repeat_across_collectio
     assert _repeated_ids([part("q1"), part("q2")], [{"0", "1"}, {"1"}]) == "document id '1'"
 
 
+def test_bench_rerank_routed_row_is_macro_averaged_over_collections(hashing_encoder):
+    # the routed row averaged nDCG@10 over all queries (micro) beside macro per-collection rows: the
+    # largest collection weighed most (Glasgow: cran, 113 of 317 dev queries). Here collection a's one
+    # query finds its document first (1.0) and b's three are judged on a document that does not exist
+    # (0.0): macro 0.5, micro 0.25.
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.bench_rerank import routed_rows
+    from ragroute.index.build import build_index
+    from ragroute.route.sources import Source
+    from ragroute.types import Document
+
+    def part(name, docs, queries):
+        index = build_index([Document(id=i, text=t) for i, t in docs], "hybrid", encoder=hashing_encoder)
+        contexts = [QueryContext(t, id=q) for q, t in queries]
+        for context in contexts:
+            context.set_vector(hashing_encoder, hashing_encoder.encode_queries([context.text])[0])
+        qrels = {q: {f"{name}1" if name == "a" else "missing": 1} for q, _ in queries}
+        return name, Source(name, index), contexts, qrels
+
+    a = part("a", [("a1", "cats purr loudly"), ("a2", "kittens nap in sun")], [("qa", "cats purr loudly")])
+    b = part(
+        "b",
+        [("b1", "ships sail the sea"), ("b2", "harbours hold boats")],
+        [("qb1", "ships sail"), ("qb2", "boats harbour"), ("qb3", "sea voyage")],
+    )
+    routed = routed_rows([a, b], hashing_encoder, None)
+    assert routed["queries"] == 4
+    assert routed["hybrid routed"]["ndcg@10"] == pytest.approx(0.5)
+
+
 def test_recalibration_publishes_a_new_build_with_the_same_model(tiny_reranker, tmp_path):
     import shutil
 

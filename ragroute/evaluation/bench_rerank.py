@@ -10,7 +10,8 @@ the path users get) once without and once with the cross-encoder reranker
 Only held-out queries are scored: when the reranker was trained by ``ragroute
 rerank train``, fold 0 of each set trained it (see
 :func:`~ragroute.rerank.train.query_fold`), so only fold-1 queries count, for
-every row. Collections are macro-averaged.
+every row. Collections are macro-averaged, the routed row too (each collection's nDCG@10 over
+its own queries, then the mean over collections).
 """
 
 from __future__ import annotations
@@ -145,13 +146,15 @@ def _repeated_ids(parts: list[tuple[str, Any, list[QueryContext], Any]], documen
 
 def routed_rows(parts: list[tuple[str, Any, list[QueryContext], Any]], encoder: Any, reranker: Any) -> dict:
     """All collections as routed sources (prototype router, product selection and fusion), with
-    and without the reranker re-ordering the fused lists; every collection's held-out queries."""
+    and without the reranker re-ordering the fused lists; every collection's held-out queries,
+    nDCG@10 macro-averaged over the collections (as the per-collection rows are)."""
     from ragroute.pipeline.build import pipeline_from_settings
 
     sources = [source for _, source, _, _ in parts]  # each collection's hybrid source
     contexts = [c for _, _, cs, _ in parts for c in cs]
     qrels = {q: judged for _, _, _, rels in parts for q, judged in rels.items()}
-    evaluator = RetrievalEvaluator(contexts, qrels, metrics=("ndcg@10",), k=10)
+    groups = {c.id: name for name, _, cs, _ in parts for c in cs}
+    evaluator = RetrievalEvaluator(contexts, qrels, metrics=("ndcg@10",), k=10, groups=groups)
     out = {"sources": len(sources), "queries": len(contexts), "router": "prototype"}
     for label, stage in (("hybrid routed", None), ("hybrid routed+rerank", reranker)):
         pipeline = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=encoder, reranker=stage)
