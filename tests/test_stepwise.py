@@ -339,3 +339,37 @@ def test_stepwise_bench_refuses_questions_without_a_decomposition(tmp_path):
     (tmp_path / "qrels" / "test.tsv").write_text("7\t1\t1\n")
     with pytest.raises(RagrouteError, match=r"queries\.jsonl: query '7': the decomposition planner needs"):
         run_stepwise_bench(tmp_path, HashingEncoder(), split="test", graph=False, gate=False)
+
+
+def test_stepwise_rows_score_each_cut_against_hand_computed_answers():
+    # q1 needs a (step 1's first hit) and b (step 2's third): interleaved @5 is a y1 x1 y2 x2, so b is
+    # missed (recall 0.5, fcr 0); the split cut keeps 2 per step (a x1 y1 y2: the same); the union
+    # holds b (1, 1). q2's two steps each find their gold first: 1 everywhere.
+    from types import SimpleNamespace
+
+    from ragroute.evaluation.bench_stepwise import stepwise_rows
+    from ragroute.types import Hit
+
+    def result(*steps):
+        rankings = [[Hit(doc, 1.0 / (i + 1)) for i, doc in enumerate(step)] for step in steps]
+        return SimpleNamespace(
+            steps=[SimpleNamespace(hits=hits) for hits in rankings],
+            evidence=lambda k: interleave(rankings, k),
+            retrieval_calls=len(steps),
+            skipped=[],
+            stopped_by=None,
+            complete=True,
+            trace=[],
+            ms=1.0,
+        )
+
+    results = [
+        result(["a", "x1", "x2", "x3", "x4"], ["y1", "y2", "b", "y3", "y4"]),
+        result(["c", "z1", "z2", "z3", "z4"], ["d", "a", "z5", "z6", "z7"]),
+    ]
+    qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 1, "d": 1}}
+    rows = stepwise_rows(results, qrels, ["q1", "q2"])
+    assert (rows["recall@5"], rows["fcr@5"]) == (0.75, 0.5)
+    assert (rows["recall@5_split"], rows["fcr@5_split"]) == (0.75, 0.5)
+    assert (rows["recall_all"], rows["fcr_all"]) == (1.0, 1.0)
+    assert rows["passages_all_mean"] == 10.0 and rows["steps_mean"] == 2.0
