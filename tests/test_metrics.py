@@ -89,3 +89,15 @@ def test_a_document_returned_twice_counts_once():
     assert recall_at_k(["a", "a", "b"], qrels, 2) == 1.0
     assert full_chain_recall_at_k(["a", "a", "b"], qrels, 2) == 1.0
     assert evaluate_run({"q": ["a", "a"]}, {"q": qrels}, ["ndcg@10"])["ndcg@10"] == pytest.approx(once)
+
+
+def test_routing_evaluator_scores_only_the_rows_it_is_given():
+    # scoring one fold's rows must not count the other fold's judged queries as misses
+    from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow
+
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
+    evaluator = RoutingEvaluator([], {"q1": "s", "q2": "s"}, qrels)
+    row = RoutingRow("q1", ("s",), "s", ["s"], {"s": 1.0}, ["a"], [1.0], 0.1, 0.2)
+    assert evaluator.score([row]).quality == 1.0
+    missed = RoutingRow("q2", ("s",), "s", ["s"], {"s": 1.0}, ["x"], [1.0], 0.1, 0.2)
+    assert evaluator.score([row, missed]).quality == 0.5

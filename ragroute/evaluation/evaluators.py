@@ -249,7 +249,9 @@ class RoutingEvaluator:
         return rows
 
     def score(self, rows: Sequence[RoutingRow]) -> RoutingResult:
+        """Metrics over ``rows`` only: judgements of queries without a row (another fold) are not misses."""
         run = {row.id: row.hits for row in rows}
+        judged = {qid: rels for qid, rels in self.qrels.items() if qid in run}
         errors = Counter(
             f"{'+'.join(row.gold)}->{'+'.join(row.chosen) if len(row.gold) > 1 else row.best}"
             for row in rows
@@ -257,7 +259,7 @@ class RoutingEvaluator:
         )
         return RoutingResult(
             accuracy=round(float(np.mean([row.correct for row in rows])), 4),
-            quality=round(macro_average(run, self.qrels, self.groups, self.metric), 4),
+            quality=round(macro_average(run, judged, self.groups, self.metric), 4),
             routes_per_query=round(float(np.mean([len(row.chosen) for row in rows])), 3),
             gold_in_chosen=round(float(np.mean([set(row.gold) <= set(row.chosen) for row in rows])), 4),
             top1_in_gold=round(float(np.mean([row.best in row.gold for row in rows])), 4),
