@@ -115,3 +115,23 @@ def test_bad_queries_line_is_named(built, tmp_path):
     queries.write_text('{"_id": "a", "text": "x"}\n{broken\n')
     result = _route(str(built[0]), "--queries", str(queries))
     assert result.exit_code == 2 and "q.jsonl line 2: invalid JSON" in result.output
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b'{"_id": "b", "text": "\xff\xfe tools"}', "q.jsonl line 2: invalid UTF-8 (byte 0xff"),
+        (b'{"_id": "b", "text": "\\ud800 tools"}', "q.jsonl line 2: not valid text: lone surrogate U+D800"),
+        (b'{"_id": "b", "text": "' + b"x" * 100_001 + b'"}', "q.jsonl line 2: query is 100,001 characters"),
+    ],
+)
+def test_undecodable_or_invalid_task_text_is_one_line(line, message, tmp_path, monkeypatch):
+    # invalid UTF-8 in a --queries file was a UnicodeDecodeError traceback; a lone surrogate or an
+    # over-long text failed later without naming the line (the tasks are read before the index)
+    monkeypatch.chdir(tmp_path)
+    queries = tmp_path / "q.jsonl"
+    queries.write_bytes(b'{"_id": "a", "text": "x"}\n' + line + b"\n")
+    result = CliRunner().invoke(main, ["skills", "route", "NOWHERE", "--queries", str(queries)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and message in result.output
+    assert result.output.count("\n") == 1

@@ -256,25 +256,26 @@ def route_command(
 
 
 def read_tasks(path: Path) -> list[tuple[str, str]]:
-    """``(id, text)`` per line of a JSONL task file; one error line naming the first bad line."""
+    """``(id, text)`` per line of a JSONL task file; one error line naming the first bad line (broken
+    JSON or UTF-8, a missing or empty text, a text :func:`~ragroute.errors.check_query` refuses)."""
+    from ragroute.errors import InvalidQueryError, check_query
+    from ragroute.loaders.common import BadRecord
+    from ragroute.loaders.jsonl import read_records
+
     if not path.is_file():
         raise RagrouteError(f"{path}: no such file")
-    tasks = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RagrouteError(f"{path} line {line_no}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise RagrouteError(f'{path} line {line_no}: expected an object with "_id" and "text"')
-            text = row.get("text", row.get("query"))
-            if not isinstance(text, str) or not text.strip():
-                raise RagrouteError(f'{path} line {line_no}: missing or empty "text"')
-            qid = row.get("_id", row.get("id", str(line_no)))
-            tasks.append((str(qid), text.strip()))
+
+    def task(row: dict[str, Any], line_no: int) -> tuple[str, str]:
+        text = row.get("text", row.get("query"))
+        if not isinstance(text, str) or not text.strip():
+            raise BadRecord('missing or empty "text"')
+        try:
+            text = check_query(text)
+        except InvalidQueryError as exc:
+            raise BadRecord(str(exc)) from None
+        return str(row.get("_id", row.get("id", str(line_no)))), text
+
+    tasks = [value for _, value in read_records(path, task, on_error="raise")]
     if not tasks:
         raise RagrouteError(f"{path}: no tasks in it")
     return tasks
