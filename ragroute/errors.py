@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import errno
 import math
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,6 +67,10 @@ class SourceWarning(UserWarning):
 #: hundred tokens of it; a longer one is a mistake, e.g. a whole file passed as the query)
 MAX_QUERY_CHARS = 100_000
 
+#: Unicode categories of characters that are not content: controls (NUL...), format characters
+#: (zero-width spaces, direction marks, the BOM) and separators
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
 
 def check_query(text: str) -> str:
     """Return ``text`` stripped, or raise an :class:`InvalidQueryError` (one line) when it cannot be
@@ -75,13 +80,20 @@ def check_query(text: str) -> str:
     whitespace-only text (:class:`EmptyQueryError`), text that is not valid Unicode (a lone
     surrogate, e.g. the undecodable bytes Python keeps from a command line in another encoding
     than UTF-8), and text longer than :data:`MAX_QUERY_CHARS`. Control characters (NUL included)
-    are kept: they are valid text and the tokenizers treat them as separators.
+    are kept: they are valid text and the tokenizers treat them as separators; but a text of
+    nothing else (NUL, zero-width spaces, direction marks, a BOM) is refused as empty, since it
+    has nothing to search with and would still return the nearest documents.
     """
     if not isinstance(text, str):
         raise EmptyQueryError(f"query must be a string, got {type(text).__name__}")
     stripped = text.strip()
     if not stripped:
         raise EmptyQueryError("query is empty or whitespace only")
+    if all(unicodedata.category(char) in _INVISIBLE for char in stripped):
+        raise EmptyQueryError(
+            "query has no visible characters (only control or format characters such as NUL, "
+            f"first U+{ord(stripped[0]):04X})"
+        )
     if len(stripped) > MAX_QUERY_CHARS:
         raise InvalidQueryError(
             f"query is {len(stripped):,} characters long; the limit is {MAX_QUERY_CHARS:,}"

@@ -57,6 +57,10 @@ def test_tree_mutations_replace_delete_add_and_misspell():
         (b"caf\xe9".decode("utf-8", "surrogateescape"), "undecodable byte 0xe9 at character 4"),
         ("half \ud800 pair", "lone surrogate U+D800"),
         ("x" * 100_001, "the limit is 100,000"),
+        # nothing but NUL / zero-width / direction marks / BOM: it was searched and returned the
+        # nearest documents for a query with no content
+        ("\x00", "no visible characters"),
+        (" \u200b\u200f\ufeff\x00 ", "first U+200B"),
     ],
 )
 def test_queries_that_are_not_searchable_text_are_refused_in_one_line(text, message):
