@@ -358,3 +358,39 @@ def test_load_routing_warns_once_per_source_left_out(workspace, hashing_encoder)
     with pytest.warns(SourceWarning, match="source 'wiki' left out") as record:
         pipeline = load_routing(config, encoder=hashing_encoder)
     assert len(record) == 1 and [p.name for p in pipeline.problems] == ["wiki"]
+
+
+def test_router_and_gate_artifacts_are_opened_not_only_found(workspace, tmp_path):
+    # `config check` said "ok" for a gate fitted on other signals than configured, a gate or
+    # router of a newer format, and a router model that is a gate: each failed only when loaded
+    import hashlib
+
+    from test_gate import ANSWER, RETRIEVE
+
+    from ragroute.gate.trained import TrainedGate
+    from ragroute.store.manifest import canonical_checksum
+
+    texts = list(RETRIEVE) + list(ANSWER)
+    gate = TrainedGate.fit(texts, [True] * len(RETRIEVE) + [False] * len(ANSWER), signals=["rarity"])
+    gate.save(tmp_path / "gate")
+    head = GOOD.split("signals:")[0].replace("indexes/", f"{workspace}/indexes/")
+    config = tmp_path / "routing.yaml"
+    config.write_text(head + "gate: {kind: trained, path: gate, signals: [rarity]}\n")
+    assert check(config).exit_code == 0, check(config).output
+    config.write_text(head + "gate: {kind: trained, path: gate, signals: [rarity, knn_vote]}\n")
+    lines = error_lines(check(config))
+    assert len(lines) == 1 and "was fitted on signals rarity, but rarity, knn_vote are configured" in lines[0]
+    config.write_text(head.replace("router: {kind: prototype", "router: {kind: trained, model: gate"))
+    lines = error_lines(check(config))
+    assert len(lines) == 1 and f"{tmp_path}/gate holds a gate (trained), not a router" in lines[0]
+    pointer = json.loads((tmp_path / "gate" / "CURRENT").read_text())
+    manifest_path = tmp_path / "gate" / "builds" / pointer["build"] / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] += 1
+    manifest["checksum"] = canonical_checksum(manifest)
+    manifest_path.write_bytes(raw := json.dumps(manifest).encode())
+    pointer["manifest_sha256"] = hashlib.sha256(raw).hexdigest()
+    (tmp_path / "gate" / "CURRENT").write_text(json.dumps(pointer))
+    config.write_text(head + "gate: {kind: trained, path: gate}\n")
+    lines = error_lines(check(config))
+    assert len(lines) == 1 and f"has format version {manifest['format_version']}, newer" in lines[0]

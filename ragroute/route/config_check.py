@@ -423,6 +423,8 @@ class _Checker:
             model = self.resolve(settings["model"])
             if not model.exists():
                 self.problem(f"{where}: router: model {model} does not exist")
+            elif not (model / "router.json").is_file():  # a router.json folder: written by 0.1
+                self.artifact(model, "router", f"{where}: router: ")
         if kind == "fixed" and settings.get("routes"):
             for route in settings["routes"]:
                 if str(route) not in names:
@@ -486,6 +488,8 @@ class _Checker:
                 )
             elif not self.resolve(spec["path"]).exists():
                 self.problem(f"{where}: gate {self.resolve(spec['path'])} does not exist")
+            else:
+                self.check_gate_artifact(self.resolve(spec["path"]), spec.get("signals"), where)
         if kind == "threshold":
             if "signal" not in spec:
                 self.problem(f"{where}: a threshold gate needs 'signal:' (e.g. rarity, knn_vote)")
@@ -506,6 +510,29 @@ class _Checker:
                     self.problem(f"{where}: fallback: an LLM gate's fallback must not need an LLM")
                 else:
                     self.check_gate(fallback, f"{where}: fallback", names, top=False)
+
+    def artifact(self, path: Path, family: str, prefix: str) -> Any:
+        """The manifest of the artifact at ``path`` when it opens as one of ``family`` (a newer
+        format, a damaged manifest, another family: recorded as a problem, ``None``)."""
+        from ragroute.store import open_snapshot
+
+        snapshot = self.attempt(lambda: open_snapshot(path, family=family, verify=self.verify), prefix)
+        return None if snapshot is None else snapshot.manifest
+
+    def check_gate_artifact(self, path: Path, configured: Any, where: str) -> None:
+        manifest = self.artifact(path, "gate", f"{where}: ")
+        if manifest is None or not isinstance(configured, list):
+            return
+        def kinds(signals: Any) -> list[str]:
+            return [str(s.get("kind") if isinstance(s, Mapping) else s) for s in signals or []]
+
+        saved, wanted = kinds(manifest.params.get("signals")), kinds(configured)
+        if wanted != saved:
+            self.problem(
+                f"{where}: gate {path} was fitted on signals {', '.join(saved)}, but "
+                f"{', '.join(wanted) or 'none'} are configured: refit it with "
+                "`ragroute gate fit --signals ...` or configure those signals"
+            )
 
     def signal_spec(
         self, spec: Any, kinds: Mapping[str, Any], settings: Mapping[str, Any], where: str
