@@ -512,3 +512,28 @@ def test_routing_yaml_config_with_gate(tmp_path, encoder, small_docs):
     pipeline = load_routing(tmp_path / "r.yaml", encoder=encoder)
     answered = pipeline.retrieve("What is 6 plus 6?", k=2)
     assert answered.hits == [] and answered.trace[0].detail["action"] == "answer"
+
+
+@pytest.mark.parametrize(
+    "version, message",
+    [
+        (2, "gate format version 2, newer than this ragroute"),
+        (0, "version 0); refit it with `ragroute gate fit`"),
+    ],
+)
+def test_gate_format_version_is_named(tmp_path, fitted, encoder, version, message):
+    # a gate of a newer format was "not a ragroute.gate v1 gate": neither newer nor the version said
+    from ragroute.store.artifact import published_path
+    from ragroute.store.manifest import canonical_checksum, sha256_file
+
+    fitted.save(tmp_path / "g")
+    path = published_path(tmp_path / "g") / "manifest.json"
+    data = json.loads(path.read_text())
+    data["params"]["version"] = version
+    data["checksum"] = canonical_checksum(data)
+    path.write_text(json.dumps(data))
+    pointer = {"build": data["build"], "manifest_sha256": sha256_file(path)}
+    (tmp_path / "g" / "CURRENT").write_text(json.dumps(pointer))
+    with pytest.raises(RagrouteError) as info:
+        TrainedGate.load(tmp_path / "g", encoder)
+    assert message in str(info.value) and "\n" not in str(info.value)

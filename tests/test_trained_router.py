@@ -524,3 +524,36 @@ def test_classification_metrics() -> None:
     metrics = classification_metrics(["a", "a", "no", "b"], ["a", "b", "no", "b"], "no")
     assert metrics["accuracy"] == 0.75 and metrics["none_recall"] == 1.0
     assert metrics["macro_f1"] == round((2 / 3 + 2 / 3 + 1.0) / 3, 4)
+
+
+def _rewrite_params(folder: Path, **params: Any) -> None:
+    """Change the published build's manifest params and re-sign manifest and pointer."""
+    from ragroute.store.manifest import canonical_checksum, sha256_file
+
+    path = published_path(folder) / "manifest.json"
+    data = json.loads(path.read_text())
+    data["params"].update(params)
+    data["checksum"] = canonical_checksum(data)
+    path.write_text(json.dumps(data))
+    pointer = {"build": data["build"], "manifest_sha256": sha256_file(path)}
+    (folder / "CURRENT").write_text(json.dumps(pointer))
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"version": 2}, "trained-router format version 2, newer than this ragroute"),
+        ({"version": 0}, "trained-router format version 0, expected 1; refit it with `ragroute route fit`"),
+        ({"format": "other"}, "is not a ragroute.trained-router manifest; refit it"),
+    ],
+)
+def test_router_format_of_a_published_build_is_checked(
+    router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path, params: dict[str, Any], message: str
+):
+    # the router's own format and version were checked only in router.json folders of 0.1: a
+    # published build saying version 2 (or 0) loaded and routed as if it were version 1
+    folder = router.save(tmp_path / "r")
+    _rewrite_params(folder, **params)
+    with pytest.raises(IndexFormatError, match=re.escape(message)) as info:
+        TrainedRouter.load(folder, encoder)
+    assert "\n" not in str(info.value)

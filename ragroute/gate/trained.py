@@ -609,8 +609,19 @@ class TrainedGate(SignalGate):
         cls, folder: Path, snap: Any, encoder: Any, configured: Any, sources: Sequence[Any]
     ) -> TrainedGate:
         manifest = snap.manifest.params
-        if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-            raise IndexFormatError(f"{folder} is not a {FORMAT} v{FORMAT_VERSION} gate")
+        version = manifest.get("version")
+        if manifest.get("format") == FORMAT and isinstance(version, int) and version > FORMAT_VERSION:
+            from ragroute.store.manifest import library_version
+
+            raise IndexFormatError(
+                f"{folder} has gate format version {version}, newer than this ragroute "
+                f"({library_version()}) reads (up to {FORMAT_VERSION}); upgrade ragroute"
+            )
+        if manifest.get("format") != FORMAT or version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{folder} is not a {FORMAT} v{FORMAT_VERSION} gate (format {manifest.get('format')!r}, "
+                f"version {version!r}); refit it with `ragroute gate fit`"
+            )
         saved = [dict(s) for s in manifest["signals"]]
         if configured is not None:
             wanted = [s if isinstance(s, str) else str(dict(s).get("kind")) for s in configured]

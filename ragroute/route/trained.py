@@ -739,17 +739,27 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexFormatError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexFormatError(f"{path} is not a {FORMAT} manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path} has format version {manifest.get('version')}, expected {FORMAT_VERSION}; "
-            "refit it with `ragroute route fit`"
-        )
-    return _check_settings(folder, manifest)
+    return _check_settings(path, manifest)
 
 
 def _check_settings(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a router.json, or a build's manifest params) when this version reads them: the
+    router format and version are checked (a newer one: upgrade; another: refit), then the model."""
+    from ragroute.store.manifest import library_version
+
+    if not isinstance(settings, dict) or settings.get("format") != FORMAT:
+        raise IndexFormatError(f"{folder} is not a {FORMAT} manifest; refit it with `ragroute route fit`")
+    version = settings.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{folder} has trained-router format version {version}, newer than this ragroute "
+            f"({library_version()}) reads (up to {FORMAT_VERSION}); upgrade ragroute"
+        )
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{folder} has trained-router format version {version!r}, expected {FORMAT_VERSION}; "
+            "refit it with `ragroute route fit`"
+        )
     if settings.get("kind") not in MODELS:
         raise IndexFormatError(
             f"{folder}: unknown model kind {settings.get('kind')!r}; refit it with `ragroute route fit`"
