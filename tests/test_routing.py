@@ -238,3 +238,33 @@ def test_pseudo_queries_deterministic():
     docs = [Document(id=str(i), text=" ".join(f"w{j}" for j in range(30))) for i in range(10)]
     assert pseudo_queries(docs, 5, seed=1) == pseudo_queries(docs, 5, seed=1)
     assert all(5 <= len(text.split()) <= 12 for _, text in pseudo_queries(docs, 5))
+
+
+class _DownRetriever:
+    """A retriever with documents whose every search raises (a store that went down)."""
+
+    def __init__(self, documents):
+        self.documents = documents
+
+    def search_many(self, queries, k=10, **kwargs):
+        raise RuntimeError("store is down")
+
+
+@pytest.mark.parametrize("router", ["prototype", "confidence"])
+def test_a_source_that_raises_loses_only_its_own_hits(sources, hashing_encoder, small_docs, router):
+    # the score-scale fit, the calibrated-fusion statistics and the confidence router searched
+    # every source without a guard: one failing source was a traceback for every query
+    from ragroute.pipeline.build import pipeline_from_settings
+
+    down = Source("down", _DownRetriever(small_docs[:10]), description="documents about astro")
+    pipeline = pipeline_from_settings(
+        [*sources, down], {"kind": router, "threshold": 0.0, "max_routes": 4}, encoder=hashing_encoder
+    )
+    result = pipeline.retrieve(QUERIES["cook"], k=3)
+    assert result.hits and all(hit.source != "down" for hit in result.hits)
+    assert "down" in result.decision.chosen
+    failed = [s for s in result.decision.trace if s.stage == "retrieve" and s.detail.get("source") == "down"]
+    assert failed and failed[0].detail["error"] == "RuntimeError: store is down"
+    if router == "confidence":
+        assert result.decision.routes["down"] == 0.0
+        assert result.decision.signals["errors"] == {"down": "RuntimeError: store is down"}

@@ -39,8 +39,8 @@ def null_score_stats(
     """Per source: mean and standard deviation of its top-1 score on other sources' pseudo-queries.
 
     A pseudo-query that finds nothing in a source (possible with BM25) counts as
-    a top score of 0. Sources without documents get no statistics (fusion then
-    standardises their list by itself).
+    a top score of 0. Sources without documents, or whose search raises, get no statistics
+    (fusion then standardises their list by itself; a failed source is tried again next time).
     """
     key = (per_source, seed, *((s.name, id(s.retriever), len(s.documents)) for s in sources))
     with _memo_lock:
@@ -56,18 +56,25 @@ def null_score_stats(
             owner.append(j)
     owners = np.asarray(owner)
     stats: dict[str, dict[str, float]] = {}
+    failed = False
     for j, source in enumerate(sources):
         others = [c for c, o in zip(contexts, owners) if o != j]
         if not others or not source.documents:
             continue
-        top = np.array([hits[0].score if hits else 0.0 for hits, _ in source.search_contexts(others, 1)])
+        try:
+            found = source.search_contexts(others, 1)
+        except Exception:  # noqa: BLE001 - one failing source must not sink the pipeline
+            failed = True
+            continue
+        top = np.array([hits[0].score if hits else 0.0 for hits, _ in found])
         stats[source.name] = {
             "mean": round(float(top.mean()), 6),
             "std": round(max(float(top.std()), 1e-6), 6),
             "pseudo_queries": int(len(top)),
         }
-    with _memo_lock:
-        _memo[key] = (tuple(_ref(s.retriever) for s in sources), stats)
+    if not failed:
+        with _memo_lock:
+            _memo[key] = (tuple(_ref(s.retriever) for s in sources), stats)
     return stats
 
 

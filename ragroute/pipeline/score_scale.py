@@ -16,8 +16,8 @@ pipeline's hits carry that as their ``score`` (the fusion value stays in ``expla
   onto the cosine scale by a monotone quantile map (``mapped``), fitted without labels on
   pseudo-queries cut from the sources (:func:`ragroute.route.pseudo.pseudo_queries`): the
   source's top hits for them, paired with the encoder's cosine between query and hit text;
-* without an encoder, or a source whose hits carry no text: the source's own score (``raw``,
-  said in the trace).
+* without an encoder, a source whose hits carry no text, or one that raised while the scale was
+  fitted: the source's own score (``raw``, said in the trace, with the error).
 
 Scales are fitted once per set of sources (memoised in the process) and reported in the
 trace of every query.
@@ -57,6 +57,7 @@ class ScoreScale:
     raw_knots: list[float] = field(default_factory=list)
     cosine_knots: list[float] = field(default_factory=list)
     slope: float = 0.0
+    error: str = ""  # why a mapped scale could not be fitted (the source raised): raw scores
 
     def similarity(self, hit: Hit) -> float:
         """``hit``'s score on the cosine scale."""
@@ -84,6 +85,8 @@ class ScoreScale:
     def describe(self) -> dict[str, Any]:
         """For the trace: the kind, and for a mapped scale the ends of the map."""
         out: dict[str, Any] = {"kind": self.kind}
+        if self.error:
+            out["error"] = self.error
         if self.raw_knots:
             out["raw"] = [round(self.raw_knots[0], 4), round(self.raw_knots[-1], 4)]
             out["cosine"] = [round(self.cosine_knots[0], 4), round(self.cosine_knots[-1], 4)]
@@ -158,8 +161,9 @@ def fit_score_scales(
             vectors = query_vectors(contexts, encoder)
             for source, kind in to_fit:
                 scales[source.name] = _fit_source(source, kind, contexts, vectors, encoder)
-    with _memo_lock:
-        _memo[key] = (tuple(_ref(s.retriever) for s in sources), scales)
+    if not any(scale.error for scale in scales.values()):  # a source that failed is tried again
+        with _memo_lock:
+            _memo[key] = (tuple(_ref(s.retriever) for s in sources), scales)
     return scales
 
 
@@ -179,7 +183,11 @@ def _fit_source(
     cosine: list[float | None] = []
     texts: list[str] = []
     owners: list[int] = []
-    for i, (hits, _) in enumerate(source.search_contexts(contexts, FIT_DEPTH)):
+    try:
+        found = source.search_contexts(contexts, FIT_DEPTH)
+    except Exception as exc:  # noqa: BLE001 - a failing source keeps its raw scores, said in the trace
+        return ScoreScale("raw", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300])
+    for i, (hits, _) in enumerate(found):
         for hit in hits:
             known = hit.explain.get("dense") if kind == "hybrid" else None
             text = f"{hit.title}\n{hit.text}" if hit.title else hit.text

@@ -27,6 +27,9 @@ from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
 from ragroute.types import Decision
 
+#: the z-score of a source whose probe raised: no probability (unless every source failed)
+_FAILED = -1e9
+
 
 @dataclass
 class ConfidenceConfig:
@@ -52,8 +55,9 @@ class ConfidenceRouter(BaseRouter):
         self._std = np.ones(len(self.sources))
         self.calibration = self._calibrate()
 
-    def _top_scores(self, queries: Sequence[Any]) -> np.ndarray:
-        """(queries x sources) mean of the top ``top_n`` raw scores of each source's probe.
+    def _top_scores(self, queries: Sequence[Any]) -> tuple[np.ndarray, dict[int, str]]:
+        """(queries x sources) mean of the top ``top_n`` raw scores of each source's probe, and
+        the error of each source whose probe raised (its column stays 0: it loses only itself).
 
         ``queries`` are texts or query contexts (whose cached vectors the probes reuse).
         """
@@ -61,11 +65,17 @@ class ConfidenceRouter(BaseRouter):
 
         contexts = [QueryContext.of(q) for q in queries]
         out = np.zeros((len(contexts), len(self.sources)))
+        errors: dict[int, str] = {}
         for s, source in enumerate(self.sources):
-            for q, hits in enumerate(search_contexts(probe(source), contexts, self.config.k)):
+            try:
+                found = search_contexts(probe(source), contexts, self.config.k)
+            except Exception as exc:  # noqa: BLE001 - one failing source must not sink the others
+                errors[s] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+                continue
+            for q, hits in enumerate(found):
                 top = [h.score for h in hits[: self.config.top_n]]
                 out[q, s] = float(np.mean(top)) if top else 0.0
-        return out
+        return out, errors
 
     def _calibrate(self) -> dict:
         texts, targets = [], []
@@ -77,11 +87,12 @@ class ConfidenceRouter(BaseRouter):
                 targets.append(s)
         if not texts:
             return {"source": "none (no documents)"}
-        raw = self._top_scores(texts)
+        raw, errors = self._top_scores(texts)
         # Per-source score scale, measured on every pseudo-query (in- and out-of-source).
         self._mean = raw.mean(axis=0)
         self._std = np.maximum(raw.std(axis=0), 1e-9)
         z = (raw - self._mean) / self._std
+        z[:, list(errors)] = _FAILED
         targets_arr = np.asarray(targets)
         if self.config.temperature is None:
             self.config.temperature = fit_temperature(z, targets_arr, grid=np.geomspace(0.05, 20.0, 100))
@@ -90,6 +101,7 @@ class ConfidenceRouter(BaseRouter):
             "probes": {source.name: type(probe(source)).__name__ for source in self.sources},
             "pseudo_queries": len(texts),
             "pseudo_accuracy": round(float(np.mean(z.argmax(axis=1) == targets_arr)), 4),
+            **({"errors": {self.labels[s]: e for s, e in errors.items()}} if errors else {}),
         }
 
     def route_many(
@@ -98,9 +110,11 @@ class ConfidenceRouter(BaseRouter):
         return self.route_contexts(list(queries))
 
     def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
-        raw = self._top_scores(list(contexts))
+        raw, errors = self._top_scores(list(contexts))
         z = (raw - self._mean) / self._std
+        z[:, list(errors)] = _FAILED  # a source whose probe raised gets no probability
         probs = softmax(z, self.config.temperature or 1.0)
+        failed = {self.labels[s]: e for s, e in errors.items()}
         return [
             decision_from_probs(
                 self.labels,
@@ -109,8 +123,12 @@ class ConfidenceRouter(BaseRouter):
                 signals={
                     "top_score": dict(zip(self.labels, np.round(r, 4).tolist())),
                     "z": dict(zip(self.labels, np.round(zr, 3).tolist())),
+                    **({"errors": failed} if failed else {}),
                 },
-                detail={"temperature": round(self.config.temperature or 1.0, 4)},
+                detail={
+                    "temperature": round(self.config.temperature or 1.0, 4),
+                    **({"errors": failed} if failed else {}),
+                },
             )
             for r, zr, p in zip(raw, z, probs)
         ]
