@@ -617,3 +617,35 @@ def test_the_bench_pipeline_and_a_routing_config_return_the_same_hits(trained_ex
         assert ours.decision.chosen == theirs.decision.chosen
         assert [h.doc_id for h in ours.hits] == [h.doc_id for h in theirs.hits]
         assert [h.score for h in ours.hits] == pytest.approx([h.score for h in theirs.hits], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        (
+            {"adapter.json": b'{"scales": {}}', "adapter.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{"},
+            "SafetensorError",
+        ),
+        ({"adapter.json": b"{broken", "adapter.safetensors": b""}, "JSONDecodeError"),
+        ({"adapter.json": b"{}", "adapter.safetensors": b""}, "KeyError"),
+    ],
+)
+def test_an_adapter_whose_files_cannot_be_read_is_one_line(tmp_path: Path, files, reason) -> None:
+    # adapter files that pass their checksums but are damaged (written so, or re-signed) raised
+    # SafetensorError / JSONDecodeError from the expert loader: a traceback instead of the expert
+    # being reported and left out
+    from conftest import HashingEncoder
+
+    from ragroute.errors import ModelNotFoundError
+    from ragroute.experts.encoder import load_expert_encoder
+    from ragroute.store import write_artifact
+
+    base = HashingEncoder(dim=384, model_id="sentence-transformers/all-MiniLM-L6-v2")
+    with write_artifact(tmp_path / "x", "expert", "query-lora", params={"base": base.model_id}) as build:
+        for name, data in files.items():
+            (build.path / name).write_bytes(data)
+    with pytest.raises(ModelNotFoundError) as info:
+        load_expert_encoder(tmp_path / "x", base)
+    message = str(info.value)
+    assert reason in message and "train it again with `ragroute expert train`" in message
+    assert "\n" not in message and str(tmp_path / "x") in message

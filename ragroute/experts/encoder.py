@@ -115,11 +115,21 @@ def load_expert_encoder(
             raise RagrouteError(
                 f"expert {path} adapts {base_id!r}, but the document encoder is {document_encoder.model_id!r}"
             )
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        try:  # files that pass their checksums but were damaged before (or written by something else)
+            config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+            scales = config["scales"]
+            tensors = load_file(str(folder / ADAPTER_FILE))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, SafetensorError) as exc:
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise ModelNotFoundError(
+                f"expert {path}: its adapter cannot be read ({reason}); "
+                "train it again with `ragroute expert train`"
+            ) from None
         model = load_sentence_transformer(resolve_model(base_id or "all-MiniLM-L6-v2").path)
-        merge_lora(model[0].auto_model, load_file(str(folder / ADAPTER_FILE)), config["scales"], str(path))
+        merge_lora(model[0].auto_model, tensors, scales, str(path))
         model.eval()
         return QueryAdapterEncoder(model, document_encoder, manifest.name or path.name, manifest.build)
 
