@@ -223,6 +223,26 @@ def test_trace_has_every_stage(router, tiny_reranker):
     assert route.to_dict(trace=True)["trace"][0]["stage"] == "retrieve"
 
 
+def test_with_options_loads_a_reranker_folder_like_the_constructor(router, monkeypatch, tmp_path):
+    # docs/skills.md: router.with_options(reranker="rerank/default"); a path was stored as a string
+    # and the first route failed with "'str' object has no attribute 'rerank'"
+    import ragroute.rerank.cross_encoder as cross_encoder
+
+    class FolderReranker:
+        def __init__(self, path):
+            self.path = path
+
+        def rerank(self, task, hits, k, candidates=None):
+            return list(reversed(hits))[:k]
+
+    monkeypatch.setattr(cross_encoder, "CrossEncoderReranker", FolderReranker)
+    for folder in (str(tmp_path / "rr"), tmp_path / "rr"):
+        for made in (router.with_options(reranker=folder), SkillRouter(router.index, folder)):
+            assert isinstance(made.reranker, FolderReranker) and Path(made.reranker.path) == tmp_path / "rr"
+            assert "rerank" in [step.stage for step in made.route("send an email", k=3).trace]
+    assert router.with_options(reranker=None).reranker is None
+
+
 def test_no_body_reranker_reads_less(router, tiny_reranker):
     import copy
 

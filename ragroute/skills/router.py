@@ -258,11 +258,7 @@ class SkillRouter:
         if not isinstance(index, SkillIndex):
             index = SkillIndex.build(index, encoder, params)
         self.index = index
-        if isinstance(reranker, (str, Path)):
-            from ragroute.rerank.cross_encoder import CrossEncoderReranker
-
-            reranker = CrossEncoderReranker(reranker)
-        self.reranker = _after_skill_stage1(reranker)
+        self.reranker = _reranker_setting(reranker)
         self.method = method
         self.candidates = int(candidates)
         self.overlap = overlap
@@ -286,8 +282,9 @@ class SkillRouter:
         return self.index.catalogue
 
     def with_options(self, **changes: Any) -> SkillRouter:
-        """A router sharing this one's index with some settings changed (``method``, ``reranker``,
-        ``overlap``, ``candidates``, ``abstention``, ``threshold``)."""
+        """A router sharing this one's index with some settings changed (``method``, ``reranker``: an
+        object or a folder to load one from, as in the constructor; ``overlap``, ``candidates``,
+        ``abstention``, ``threshold``)."""
         other = copy.copy(self)
         for key, value in changes.items():
             if key == "abstention":
@@ -295,7 +292,7 @@ class SkillRouter:
                 continue
             if not hasattr(other, key):
                 raise RagrouteError(f"unknown skill router setting {key!r}")
-            setattr(other, key, _after_skill_stage1(value) if key == "reranker" else value)
+            setattr(other, key, _reranker_setting(value) if key == "reranker" else value)
         if other.method not in METHODS:
             raise RagrouteError(
                 f"unknown stage-1 method {other.method!r}: choose one of {', '.join(METHODS)}"
@@ -669,6 +666,16 @@ class SkillRouter:
         }
         settings.update(overrides)
         return cls(index, reranker, **settings)
+
+
+def _reranker_setting(value: Any) -> Any:
+    """A ``reranker=`` value (``None``, a reranker, or a folder to load a cross-encoder from), ready
+    for the skill router's stage 1; the constructor and :meth:`SkillRouter.with_options` share it."""
+    if isinstance(value, (str, Path)):
+        from ragroute.rerank.cross_encoder import CrossEncoderReranker
+
+        value = CrossEncoderReranker(value)
+    return _after_skill_stage1(value)
 
 
 def _after_skill_stage1(reranker: Any) -> Any:
