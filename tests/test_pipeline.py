@@ -405,3 +405,25 @@ def test_sources_over_the_same_documents_are_read_deep_before_fusing():
     apart = [Source(r.name, r) for r in (RankedRetriever("a", [0]), RankedRetriever("b", [1]))]
     pipeline_from_settings(apart, settings, router=router, encoder=None).retrieve("q", k=3)
     assert [s.retriever.asked for s in apart] == [[3], [3]]
+
+
+def test_rerank_step_names_the_backend_that_ran(hashing_encoder, small_docs):
+    # docs/rerank.md: "`reranker.backend` and the trace say which ran" (auto picks per machine);
+    # the trace's rerank step had only the reranker's name, pool size and time
+    class BackendReranker:
+        name = "cross-encoder"
+
+        def __init__(self, backend):
+            self.backend = backend
+
+        def rerank(self, context, hits, k):
+            return list(reversed(hits))[:k]
+
+    source = Source("docs", build_index(small_docs, "bm25", name="docs"))
+    for backend, expected in (("onnx-int8", {"backend": "onnx-int8"}), (None, {})):
+        pipeline = pipeline_from_settings(
+            [source], {"kind": "centroid"}, encoder=hashing_encoder, reranker=BackendReranker(backend)
+        )
+        step = pipeline.retrieve("telescope galaxy", k=2).trace[-1]
+        assert step.stage == "rerank" and step.detail["in"] >= 2 and step.detail["out"] == 2
+        assert {key: step.detail[key] for key in step.detail if key == "backend"} == expected

@@ -525,15 +525,11 @@ class RerankStage:
     def run(self, context: QueryContext, decision: Decision, hits: list[Hit], k: int) -> list[Hit]:
         start = time.perf_counter()
         out = self.reranker.rerank(context, hits, k)
-        decision.trace.append(
-            TraceStep(
-                "rerank",
-                {
-                    "reranker": self.reranker.name,
-                    "in": len(hits),
-                    "out": len(out),
-                    "ms": round((time.perf_counter() - start) * 1000, 3),
-                },
-            )
-        )
+        detail: dict[str, Any] = {"reranker": self.reranker.name}
+        backend = getattr(self.reranker, "backend", None)
+        if isinstance(backend, str):  # which one ran (``auto`` chooses per machine): docs/rerank.md
+            detail["backend"] = backend
+        detail["in"], detail["out"] = len(hits), len(out)
+        detail["ms"] = round((time.perf_counter() - start) * 1000, 3)
+        decision.trace.append(TraceStep("rerank", detail))
         return out
