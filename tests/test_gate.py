@@ -413,6 +413,13 @@ def test_threshold_gate(encoder):
         ThresholdGate(KnnVoteSignal(), above=0.5, encoder=encoder)
     with pytest.raises(RagrouteError, match="exactly one"):
         ThresholdGate(make_signal("rarity"), above=1.0, below=2.0)
+    # the signal named as in a gate: config (a kind, or {kind: ...}) works like the object
+    by_name = ThresholdGate("rarity", "min_zipf", below=3.0)
+    assert [d.action for d in by_name.gate_many([QueryContext("Tell me about Zorblat")])] == ["retrieve"]
+    knn_by_settings = ThresholdGate(
+        {"kind": "knn_vote", "k": 3}, above=0.5, encoder=encoder, examples=(TEXTS, FLAGS)
+    )
+    assert knn_by_settings.gate_many([QueryContext("What is 9 plus 9?")])[0].action == "answer"
 
 
 # --------------------------------------------------------------------------- pipeline integration

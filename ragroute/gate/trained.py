@@ -719,7 +719,8 @@ def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarr
 class ThresholdGate(SignalGate):
     """Retrieve when one signal value is above (or below) a threshold you set (no fitting).
 
-    ``value`` names one of ``signal``'s values (``"min_zipf"`` or ``"rarity.min_zipf"``);
+    ``signal`` is a :class:`GateSignal`, or its kind / ``{kind: ...}`` settings as in a ``gate:``
+    config; ``value`` names one of its values (``"min_zipf"`` or ``"rarity.min_zipf"``);
     give ``above`` (retrieve when value >= above) or ``below`` (retrieve when value <=
     below). The probability is ``sigmoid(±(value - threshold) / scale)``: 0.5 at the
     threshold (uncalibrated; for a calibrated single-signal gate fit a
@@ -731,7 +732,7 @@ class ThresholdGate(SignalGate):
 
     def __init__(
         self,
-        signal: GateSignal,
+        signal: GateSignal | str | Mapping[str, Any],
         value: str | None = None,
         *,
         above: float | None = None,
@@ -746,6 +747,8 @@ class ThresholdGate(SignalGate):
             raise RagrouteError("a threshold gate needs exactly one of 'above' and 'below'")
         if scale <= 0:
             raise RagrouteError(f"scale must be positive, got {scale}")
+        if not isinstance(signal, GateSignal):  # ThresholdGate("rarity", "min_zipf", below=3.0)
+            signal = make_signal(signal, encoder=encoder)
         super().__init__([signal], encoder, threshold=0.5, depth=depth, max_steps=max_steps)
         name = value or signal.primary
         name = name.split(".", 1)[1] if name.startswith(f"{signal.kind}.") else name
