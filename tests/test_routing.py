@@ -268,3 +268,21 @@ def test_a_source_that_raises_loses_only_its_own_hits(sources, hashing_encoder, 
     if router == "confidence":
         assert result.decision.routes["down"] == 0.0
         assert result.decision.signals["errors"] == {"down": "RuntimeError: store is down"}
+
+
+def test_a_router_refusal_names_the_config_it_is_about(sources, hashing_encoder):
+    # "source 'blank' has neither documents nor a description" did not say which config held it
+    from ragroute.pipeline.build import pipeline_from_settings
+
+    class Nothing:
+        def search(self, query, k=10):
+            return []
+
+    blank = Source("blank", Nothing())
+    with pytest.raises(RagrouteError, match=r"^routing\.yaml: source 'blank' has neither documents"):
+        pipeline_from_settings(
+            [*sources, blank], {"kind": "prototype"}, encoder=hashing_encoder, where="routing.yaml"
+        )
+    with pytest.raises(RagrouteError, match=r"^routing\.yaml: a knn router needs 'examples:'") as caught:
+        pipeline_from_settings(sources, {"kind": "knn"}, encoder=hashing_encoder, where="routing.yaml")
+    assert str(caught.value).count("routing.yaml") == 1  # already named: not twice

@@ -75,7 +75,12 @@ class RouterBuild:
 def build_router(kind: str, settings: Mapping[str, Any], build: RouterBuild) -> Router:
     """A router of a registered ``kind`` (unknown kinds list the registered ones)."""
     factory = ROUTERS.get(kind, build.where)
-    return factory(settings, build)
+    try:
+        return factory(settings, build)
+    except RagrouteError as exc:  # say which config the refusal is about, once
+        if build.where and not str(exc).startswith(build.where):
+            raise type(exc)(f"{build.where}: {exc}") from None
+        raise
 
 
 def _need(settings: Mapping[str, Any], key: str, kind: str, build: RouterBuild, hint: str) -> Any:
