@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -143,22 +143,27 @@ def load_collections(
     return namespaced(out, log)
 
 
+def first_shared_id(id_sets: Iterable[set[str]]) -> str | None:
+    """The smallest id of the first set that shares one with an earlier set (``None``: all disjoint)."""
+    seen: set[str] = set()
+    for ids in id_sets:
+        both = seen & ids
+        if both:
+            return min(both)
+        seen |= ids
+    return None
+
+
 def namespaced(collections: list[Collection], log: Log | None = None) -> list[Collection]:
     """``collections`` unchanged when no document id and no query id is in two of them; else every id
     prefixed with its collection's name (``cran/7``). Ids need only be unique within a file, and the
     benchmarks merge the collections (one index over all documents, one qrels over all queries)."""
     import dataclasses
 
-    def repeats(ids_of: Callable[[Collection], set[str]]) -> bool:
-        seen: set[str] = set()
-        for col in collections:
-            ids = ids_of(col)
-            if seen & ids:
-                return True
-            seen |= ids
-        return False
-
-    if not repeats(lambda c: {d.id for d in c.corpus}) and not repeats(lambda c: set(c.qrels)):
+    if (
+        first_shared_id({d.id for d in c.corpus} for c in collections) is None
+        and first_shared_id(set(c.qrels) for c in collections) is None
+    ):
         return collections
     if log is not None:
         log("ids repeat across collections: each is prefixed with its collection's name (NAME/ID)")

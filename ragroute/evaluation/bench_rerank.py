@@ -131,16 +131,15 @@ def run_rerank_bench(
 
 def _repeated_ids(parts: list[tuple[str, Any, list[QueryContext], Any]], documents_of: list[set[str]]) -> str:
     """The first query or document id found in two collections (``""`` when there is none)."""
+    from ragroute.evaluation.bench_corpus_routing import first_shared_id
+
     for what, id_sets in (
         ("query", [{c.id for c in contexts} for _, _, contexts, _ in parts]),
         ("document", documents_of),
     ):
-        seen: set[str] = set()
-        for ids in id_sets:
-            both = seen & ids
-            if both:
-                return f"{what} id {min(both)!r}"
-            seen |= ids
+        shared = first_shared_id(id_sets)
+        if shared is not None:
+            return f"{what} id {shared!r}"
     return ""
 
 

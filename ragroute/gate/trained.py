@@ -611,12 +611,9 @@ class TrainedGate(SignalGate):
         manifest = snap.manifest.params
         version = manifest.get("version")
         if manifest.get("format") == FORMAT and isinstance(version, int) and version > FORMAT_VERSION:
-            from ragroute.store.manifest import library_version
+            from ragroute.store.manifest import newer_format_message
 
-            raise IndexFormatError(
-                f"{folder} has gate format version {version}, newer than this ragroute "
-                f"({library_version()}) reads (up to {FORMAT_VERSION}); upgrade ragroute"
-            )
+            raise IndexFormatError(newer_format_message(str(folder), version, FORMAT_VERSION, "gate "))
         if manifest.get("format") != FORMAT or version != FORMAT_VERSION:
             raise IndexFormatError(
                 f"{folder} is not a {FORMAT} v{FORMAT_VERSION} gate (format {manifest.get('format')!r}, "

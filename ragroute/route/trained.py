@@ -745,16 +745,13 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 def _check_settings(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` (a router.json, or a build's manifest params) when this version reads them: the
     router format and version are checked (a newer one: upgrade; another: refit), then the model."""
-    from ragroute.store.manifest import library_version
+    from ragroute.store.manifest import newer_format_message
 
     if not isinstance(settings, dict) or settings.get("format") != FORMAT:
         raise IndexFormatError(f"{folder} is not a {FORMAT} manifest; refit it with `ragroute route fit`")
     version = settings.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{folder} has trained-router format version {version}, newer than this ragroute "
-            f"({library_version()}) reads (up to {FORMAT_VERSION}); upgrade ragroute"
-        )
+        raise IndexFormatError(newer_format_message(str(folder), version, FORMAT_VERSION, "trained-router "))
     if version != FORMAT_VERSION:
         raise IndexFormatError(
             f"{folder} has trained-router format version {version!r}, expected {FORMAT_VERSION}; "

@@ -29,6 +29,15 @@ def library_version() -> str:
         return "0+unknown"
 
 
+def newer_format_message(where: str, version: int, reads: int, what: str = "") -> str:
+    """The one line for a file written in a newer ``what`` format (``"gate "``, ...) than this
+    library reads: manifests, trained routers and gates say it alike."""
+    return (
+        f"{where} has {what}format version {version}, newer than this ragroute "
+        f"({library_version()}) reads (up to {reads}); upgrade ragroute"
+    )
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -87,10 +96,7 @@ class ArtifactManifest:
         if not isinstance(version, int):
             raise error(f"{where} is corrupt: format_version {version!r} is not a number")
         if version > FORMAT_VERSION:
-            raise error(
-                f"{where} has format version {version}, newer than this ragroute "
-                f"({library_version()}) reads (up to {FORMAT_VERSION}); upgrade ragroute"
-            )
+            raise error(newer_format_message(where, version, FORMAT_VERSION))
         if data.get("checksum") != canonical_checksum(data):
             raise error(f"{where} is corrupt: the manifest's own checksum does not match its content")
         required = {"family": str, "kind": str, "files": dict, "params": dict}
