@@ -4,12 +4,14 @@ multi-file specs). Every fixture is written to tmp_path."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
 
 import pytest
 
+from ragroute.errors import CorpusFormatError
 from ragroute.skills import Catalogue, SkillWarning, load_catalogue
 
 
@@ -226,6 +228,65 @@ def test_mcp_page_with_next_cursor_warns_that_tools_are_missing(tmp_path: Path) 
     ]
     write(tmp_path / "last.json", '{"tools": ' + tools + ', "nextCursor": null}')
     assert load_catalogue(tmp_path / "last.json").warnings == []  # no warning emitted, none kept
+
+
+def _tool(name: str, description: str = "Does it.") -> str:
+    return json.dumps({"name": name, "description": description, "inputSchema": {"type": "object"}})
+
+
+def test_folder_of_mcp_tool_snapshots_is_one_catalogue(tmp_path: Path) -> None:
+    # github-mcp-server keeps one JSON tool per .snap file (pkg/github/__toolsnaps__): before, such a
+    # folder was "no skill catalogue recognised" and had to be merged into one tools/list by hand
+    write(tmp_path / "snaps" / "create_branch.snap", _tool("create_branch", "Create a branch."))
+    write(tmp_path / "snaps" / "issues" / "add_comment.snap", _tool("add_comment", "Comment on an issue."))
+    write(tmp_path / "snaps" / "server.json", json.dumps({"tools": [json.loads(_tool("get_me"))]}))
+    write(tmp_path / "snaps" / "package.json", '{"name": "pkg", "version": "1.0.0"}')  # no tool: ignored
+    write(tmp_path / "snaps" / ".cache" / "old.snap", _tool("stale"))  # hidden: ignored
+    write(tmp_path / "snaps" / "README.md", "Tools of the server: see inputSchema.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        catalogue = load_catalogue(tmp_path / "snaps")
+    assert catalogue.kind == "mcp" and catalogue.warnings == []
+    assert catalogue.ids == ["create_branch", "add_comment", "get_me"]  # by file path
+    skill = catalogue.by_id("add_comment")
+    assert skill.description == "Comment on an issue."
+    assert skill.metadata["source"] == str(tmp_path / "snaps" / "issues" / "add_comment.snap")
+    one = load_catalogue(tmp_path / "snaps" / "create_branch.snap")  # one tool file alone
+    assert one.kind == "mcp" and one.ids == ["create_branch"]
+
+
+def test_mcp_folder_tool_names_in_several_files_get_file_ids(tmp_path: Path) -> None:
+    # two servers both offering "search": both kept, told apart by their files, one warning
+    write(
+        tmp_path / "github.json", json.dumps({"tools": [json.loads(_tool("search")), json.loads(_tool("a"))]})
+    )
+    write(
+        tmp_path / "jira" / "tools.yaml",
+        "tools:\n  - name: search\n    inputSchema: {type: object}\n    description: Search Jira.\n",
+    )
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_catalogue(tmp_path)
+    assert catalogue.ids == ["github:search", "a", "jira/tools:search"]
+    assert catalogue.by_id("jira/tools:search").description == "Search Jira."
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path}: tool name 'search' is in 2 files (github.json, jira/tools.yaml): their ids are "
+        "'FILE:search'"
+    ]
+
+
+def test_mcp_folder_broken_tool_file_follows_on_error(tmp_path: Path) -> None:
+    write(tmp_path / "good.snap", _tool("good"))
+    write(tmp_path / "broken.snap", '{"name": "broken", "inputSchema": {')
+    with pytest.warns(
+        SkillWarning, match=r"skipped 1 bad file in .*\(broken\.snap; broken\.snap: invalid JSON"
+    ):
+        catalogue = load_catalogue(tmp_path)
+    assert catalogue.ids == ["good"]
+    with pytest.raises(CorpusFormatError, match=r"broken\.snap: invalid JSON"):
+        load_catalogue(tmp_path, on_error="raise")
+    (tmp_path / "good.snap").unlink()  # only a broken file naming a tool: no MCP folder
+    with pytest.raises(CorpusFormatError, match="no skill catalogue recognised.*no MCP tool file"):
+        load_catalogue(tmp_path)
 
 
 def test_ref_to_a_deeply_nested_file_warns_instead_of_crashing(tmp_path: Path) -> None:

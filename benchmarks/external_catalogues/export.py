@@ -23,28 +23,25 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
-#: name -> (repository, commit, path of the catalogue inside the checkout, how it is read)
-SOURCES: dict[str, tuple[str, str, str, str]] = {
-    "anthropics-skills": ("anthropics/skills", "9d2f1ae187231d8199c64b5b762e1bdf2244733d", ".", "catalogue"),
-    "superpowers": ("obra/superpowers", "44c9b2d6e889982ac18c27d05a19fefe335194e1", ".", "catalogue"),
+#: name -> (repository, commit, path of the catalogue inside the checkout)
+SOURCES: dict[str, tuple[str, str, str]] = {
+    "anthropics-skills": ("anthropics/skills", "9d2f1ae187231d8199c64b5b762e1bdf2244733d", "."),
+    "superpowers": ("obra/superpowers", "44c9b2d6e889982ac18c27d05a19fefe335194e1", "."),
     "instagram-swagger2": (
         "darklynx/swagger-api-collection",
         "77f53cbc782187f5a6a957161fb6665cc49135dc",
         "api/yaml/instagram.yaml",
-        "catalogue",
     ),
     "openai-openapi3": (
         "openai/openai-openapi",
         "969556e2721e1e1892d67196949cc00bcdad1d3d",
         "openapi.yaml",
-        "catalogue",
     ),
-    # The server's tool definitions as its tests snapshot them (one tools/list entry per file).
+    # The server's tool definitions as its tests snapshot them (one MCP tool, JSON, per .snap file).
     "github-mcp": (
         "github/github-mcp-server",
         "64a49f34d076b6f5917dae1424521d43c7bcae84",
         "pkg/github/__toolsnaps__",
-        "mcp_snapshots",
     ),
 }
 
@@ -60,25 +57,12 @@ def checkout_commit(checkout: Path) -> str | None:
     return out.stdout.strip()
 
 
-def mcp_snapshot_tools(folder: Path) -> list[dict[str, Any]]:
-    """The tools of a folder of ``*.snap`` files (one MCP tool definition, JSON, per file), by file name."""
-    tools = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.snap"))]
-    if not tools:
-        raise SystemExit(f"error: {folder}: no *.snap tool definitions")
-    return tools
-
-
 def load(name: str, checkout: Path) -> Any:
     """The catalogue of NAME in CHECKOUT, read as the product reads it; prints its warnings."""
     from ragroute.skills import load_catalogue
-    from ragroute.skills.load_mcp import load_mcp
 
-    _repo, _commit, rel, how = SOURCES[name]
-    path = (checkout / rel).resolve()
-    if how == "mcp_snapshots":
-        catalogue = load_mcp(path / "tools.json", data={"tools": mcp_snapshot_tools(path)})
-    else:
-        catalogue = load_catalogue(path)
+    _repo, _commit, rel = SOURCES[name]
+    catalogue = load_catalogue((checkout / rel).resolve())
     for line in catalogue.warnings:
         print(f"warning: {line}", file=sys.stderr)
     return catalogue
@@ -86,7 +70,7 @@ def load(name: str, checkout: Path) -> Any:
 
 def export(name: str, checkout: Path, out: Path) -> dict[str, Any]:
     """Write OUT/skills.jsonl, queries.jsonl, qrels/test.tsv and source.json; the summary."""
-    repo, commit, rel, _how = SOURCES[name]
+    repo, commit, rel = SOURCES[name]
     found = checkout_commit(checkout)
     if found is not None and found != commit:
         print(f"warning: {checkout} is at {found}, README.md's numbers are for {commit}", file=sys.stderr)

@@ -99,8 +99,8 @@ def build_command(
     abstain_data: Path | None,
     abstain_gate: Path | None,
 ) -> None:
-    """Index CATALOGUE (a SKILL.md folder, an OpenAPI file or folder, an MCP tools/list JSON, or a
-    SKILLS .jsonl / folder) for skill routing, into --out."""
+    """Index CATALOGUE (a SKILL.md folder, an OpenAPI file or folder, an MCP tools/list JSON or a
+    folder of MCP tool files, or a SKILLS .jsonl / folder) for skill routing, into --out."""
     from ragroute.encode import load_encoder
     from ragroute.skills import load_catalogue
     from ragroute.skills.index import SkillIndexParams

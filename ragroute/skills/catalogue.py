@@ -9,13 +9,17 @@ folder holding ``skills.jsonl``                 skills_jsonl    :func:`~.load_sk
 folder with a ``SKILL.md`` anywhere below it    skill_md        :func:`~.load_skill_md.load_skill_md`
 folder with ``.json`` / ``.yaml`` / ``.yml``    openapi         :func:`~.load_openapi.load_openapi`
 specs (``openapi:`` / ``swagger:`` key)
+folder with MCP tool files (``.json`` /         mcp             :func:`~.load_mcp.load_mcp`
+``.yaml`` / ``.yml`` / ``.snap`` holding a
+tools/list result, a list of tools or a tool)
 a ``SKILL.md`` file                             skill_md        (that one skill)
 ``*.jsonl``                                     skills_jsonl
 ``*.json`` / ``*.yaml`` / ``*.yml`` with a      openapi
 top-level ``openapi`` or ``swagger`` key
-``*.json`` / ``*.yaml`` / ``*.yml`` holding     mcp             :func:`~.load_mcp.load_mcp`
-``{"tools": [...]}``, ``{"result": {"tools":
-[...]}}`` or a list of tools
+``*.json`` / ``*.yaml`` / ``*.yml`` /          mcp             :func:`~.load_mcp.load_mcp`
+``*.snap`` holding ``{"tools": [...]}``,
+``{"result": {"tools": [...]}}``, a list of
+tools or one tool
 ==============================================  ==============  ==========================================
 
 Anything else raises ONE :class:`~ragroute.errors.CorpusFormatError` line
@@ -29,7 +33,7 @@ from typing import Any
 
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import LoadReport, check_on_error
-from ragroute.skills.load_mcp import load_mcp, mcp_tools
+from ragroute.skills.load_mcp import load_mcp, mcp_tools, tool_files
 from ragroute.skills.load_openapi import SPEC_SUFFIXES, load_openapi, spec_files, spec_version
 from ragroute.skills.load_skill_md import SKILL_FILE, load_skill_md, skill_files
 from ragroute.skills.load_skills_jsonl import SKILLS_FILE, load_skills_jsonl
@@ -40,7 +44,7 @@ KINDS = ("skill_md", "mcp", "openapi", "skills_jsonl")
 
 _EXPECTED = (
     "a folder of SKILL.md skills, a folder holding skills.jsonl, a SKILLS .jsonl file, an MCP tools/list "
-    ".json, or an OpenAPI 3 / Swagger 2 .json/.yaml file or folder"
+    ".json (or a folder of MCP tool files), or an OpenAPI 3 / Swagger 2 .json/.yaml file or folder"
 )
 
 
@@ -60,16 +64,16 @@ def detect_file_kind(path: Path) -> tuple[str, Any]:
         return "skill_md", None
     if suffix == ".jsonl":
         return "skills_jsonl", None
-    if suffix in SPEC_SUFFIXES:
+    if suffix in SPEC_SUFFIXES or suffix == ".snap":
         data = load_structured(path)
-        if spec_version(data) is not None:
+        if suffix != ".snap" and spec_version(data) is not None:
             return "openapi", data
         if mcp_tools(data) is not None:
             return "mcp", data
         raise CorpusFormatError(
             f"{path}: not a skill catalogue: found {_describe(data)}; expected an MCP tools/list "
-            "({'tools': [...]}, {'result': {'tools': [...]}} or a list of tools) or an OpenAPI/Swagger "
-            "spec (top-level 'openapi' or 'swagger')"
+            "({'tools': [...]}, {'result': {'tools': [...]}}, a list of tools or one tool) or an "
+            "OpenAPI/Swagger spec (top-level 'openapi' or 'swagger')"
         )
     raise CorpusFormatError(
         f"{path}: unknown catalogue file type {suffix or '(no extension)'!r}; expected {_EXPECTED}"
@@ -92,10 +96,14 @@ def _detect(p: Path) -> tuple[str, Any]:
         return "skill_md", None
     if spec_files(p):
         return "openapi", None
+    mcp_files = tool_files(p)
+    if mcp_files:
+        return "mcp", mcp_files
     n_files = sum(1 for f in p.rglob("*") if f.is_file())
     raise CorpusFormatError(
         f"{p}: no skill catalogue recognised in this folder ({n_files} files: no {SKILLS_FILE}, "
-        f"no {SKILL_FILE} below it, no OpenAPI/Swagger .json/.yaml spec); expected {_EXPECTED}"
+        f"no {SKILL_FILE} below it, no OpenAPI/Swagger .json/.yaml spec, no MCP tool file); "
+        f"expected {_EXPECTED}"
     )
 
 

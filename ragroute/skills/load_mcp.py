@@ -1,9 +1,16 @@
 """MCP ``tools/list`` JSON: one skill per tool (name, description, inputSchema).
 
 Accepted shapes: ``{"tools": [...]}`` (the ``tools/list`` result), the JSON-RPC
-response ``{"jsonrpc": "2.0", "id": ..., "result": {"tools": [...]}}``, or a
+response ``{"jsonrpc": "2.0", "id": ..., "result": {"tools": [...]}}``, a
 bare list of tools (a result with a ``nextCursor`` is one page of a longer list:
-it loads, with a warning). Per tool:
+it loads, with a warning), or one tool object (``name`` and ``inputSchema``).
+
+A folder of such files (``.json`` / ``.yaml`` / ``.yml``, and ``.snap``: JSON tool
+snapshots, one tool per file, as github-mcp-server keeps them in ``__toolsnaps__``),
+found recursively, is one catalogue: the tools of every file, ids = tool names. A
+name found in more than one file (two servers' ``search``) is kept in each, with
+the id ``FILE:NAME`` (``FILE``: the file's path in the folder without its suffix)
+and one warning naming the files. Per tool:
 
 * ``id`` and ``name`` = the tool's ``name``;
 * ``description`` = its ``description``; a tool without one is loaded anyway
@@ -21,24 +28,46 @@ bad-record policy (``on_error``: skip + one warning per file, or raise).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import LoadReport, SkipLog, check_on_error
+from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error
 from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
-from ragroute.skills.schemas import RefResolver, SchemaRenderer, load_structured
+from ragroute.skills.schemas import (
+    JSON_SUFFIXES,
+    YAML_SUFFIXES,
+    RefResolver,
+    SchemaRenderer,
+    load_structured,
+    read_structured_file,
+)
 
 KIND = "mcp"
 
+#: Suffixes of the files a folder of MCP tools is read from (``.snap``: JSON tool snapshots).
+TOOL_FILE_SUFFIXES = (*JSON_SUFFIXES, *YAML_SUFFIXES, ".snap")
+
+#: Every MCP payload names one of these (a tool's ``inputSchema``, a result's ``tools``): a file naming
+#: neither is not parsed when a folder is searched for tool files.
+_TOOL_MARKERS = (b"inputSchema", b"tools")
+
 
 def mcp_tools(data: Any) -> list[Any] | None:
-    """The tool list of an MCP ``tools/list`` payload in any accepted shape, or ``None`` if it is not one."""
+    """The tool list of an MCP ``tools/list`` payload in any accepted shape (one tool object: a list of
+    one), or ``None`` if it is not one."""
     if isinstance(data, dict) and isinstance(data.get("result"), dict):
         data = data["result"]
     if isinstance(data, dict) and isinstance(data.get("tools"), list):
         return data["tools"]
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("name"), str)
+        and isinstance(data.get("inputSchema"), dict)
+    ):
+        return [data]
     if (
         isinstance(data, list)
         and data
@@ -138,6 +167,92 @@ def skills_from_mcp(
     return skills
 
 
+ToolFile = tuple[Path, Any]
+"""A tool file found in a folder and its parsed content (a :class:`BadRecord` if it could not be parsed)."""
+
+
+def tool_files(folder: Path) -> list[ToolFile]:
+    """The MCP tool files under ``folder`` (recursive, hidden excluded, by path), each parsed.
+
+    A file with a :data:`TOOL_FILE_SUFFIXES` suffix whose text names ``inputSchema``
+    or ``tools`` is parsed; it is kept when it holds an MCP payload, or when it
+    cannot be parsed (then with the :class:`BadRecord`, for the loader's bad-record
+    policy). Other files are left alone: an empty list means no MCP tool here.
+    """
+    found: list[ToolFile] = []
+    for path in sorted(folder.rglob("*"), key=lambda f: f.relative_to(folder).as_posix()):
+        if (
+            path.suffix.lower() not in TOOL_FILE_SUFFIXES
+            or any(part.startswith(".") for part in path.relative_to(folder).parts)
+            or not path.is_file()
+        ):
+            continue
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            found.append((path, BadRecord(f"cannot be read ({exc.strerror or exc})")))
+            continue
+        if not any(marker in raw for marker in _TOOL_MARKERS):
+            continue
+        try:
+            data = read_structured_file(path)
+        except BadRecord as exc:
+            found.append((path, exc))
+            continue
+        if mcp_tools(data) is not None:
+            found.append((path, data))
+    if all(isinstance(data, BadRecord) for _, data in found):
+        return []  # files naming "tools" that cannot be parsed do not make a folder of MCP tools
+    return found
+
+
+def _page_warning(path: Path, data: Any, log: WarningLog) -> None:
+    result = data.get("result", data) if isinstance(data, dict) else None
+    cursor = result.get("nextCursor") if isinstance(result, dict) else None
+    if cursor not in (None, ""):
+        log.warn(
+            path,
+            f"the tools/list result has a nextCursor ({cursor!r}): it is one page, the tools of the later "
+            "pages are not in the file",
+        )
+
+
+def _load_folder(
+    folder: Path, files: list[ToolFile], on_error: str, report: LoadReport | None, log: WarningLog
+) -> list[Skill]:
+    skip = SkipLog(str(folder), "file", on_error, report)
+    per_file: list[tuple[str, list[Skill]]] = []
+    for path, data in files:
+        rel = path.relative_to(folder).as_posix()
+        if isinstance(data, BadRecord):
+            skip.bad(rel, str(data))
+            continue
+        _page_warning(path, data, log)
+        tools = mcp_tools(data) or []
+        per_file.append((rel, skills_from_mcp(tools, str(path), log, on_error=on_error, report=report)))
+    if skip.entries:
+        log.add(skip.summary(), str(folder))
+    files_of: dict[str, list[str]] = {}
+    for rel, skills in per_file:
+        for name in dict.fromkeys(skill.id for skill in skills):
+            files_of.setdefault(name, []).append(rel)
+    shared = {name: rels for name, rels in files_of.items() if len(rels) > 1}
+    stems = [Path(rel).with_suffix("").as_posix() for rel, _ in per_file]
+    out: list[Skill] = []
+    for (rel, skills), stem in zip(per_file, stems):
+        prefix = stem if stems.count(stem) == 1 else rel  # tools.json beside tools.yaml keep the suffix
+        out.extend(
+            dataclasses.replace(skill, id=f"{prefix}:{skill.id}") if skill.id in shared else skill
+            for skill in skills
+        )
+    for name, rels in shared.items():
+        listed = ", ".join(rels[:5]) + (f" and {len(rels) - 5} more" if len(rels) > 5 else "")
+        log.warn(
+            folder, f"tool name {name!r} is in {len(rels)} files ({listed}): their ids are 'FILE:{name}'"
+        )
+    return out
+
+
 def load_mcp(
     path: str | Path,
     *,
@@ -145,30 +260,36 @@ def load_mcp(
     report: LoadReport | None = None,
     data: Any = None,
 ) -> Catalogue:
-    """Load an MCP ``tools/list`` JSON file as a :class:`~ragroute.skills.records.Catalogue` (see module doc).
+    """Load an MCP ``tools/list`` JSON file, or a folder of MCP tool files, as a
+    :class:`~ragroute.skills.records.Catalogue` (see module doc).
 
-    ``data`` is the already parsed file, if the caller has it. A file that is
-    not valid JSON, or holds no tool list, raises :class:`~ragroute.errors.CorpusFormatError`.
+    ``data`` is what the caller already parsed: the file's content, or for a
+    folder its :func:`tool_files`. A file that is not valid JSON, or holds no
+    tool list, and a folder without any tool file raise
+    :class:`~ragroute.errors.CorpusFormatError`; in a folder, a tool file that
+    cannot be parsed follows ``on_error``.
     """
     check_on_error(on_error)
     p = Path(path)
-    if data is None:
-        data = load_structured(p)
-    tools = mcp_tools(data)
-    if tools is None:
-        raise CorpusFormatError(
-            f"{p}: not an MCP tools/list payload (expected {{'tools': [...]}}, "
-            "{'result': {'tools': [...]}} or a list of tools)"
-        )
     log = WarningLog()
-    result = data.get("result", data) if isinstance(data, dict) else None
-    cursor = result.get("nextCursor") if isinstance(result, dict) else None
-    if cursor not in (None, ""):
-        log.warn(
-            p,
-            f"the tools/list result has a nextCursor ({cursor!r}): it is one page, the tools of the later "
-            "pages are not in the file",
-        )
-    skills = skills_from_mcp(tools, str(p), log, on_error=on_error, report=report)
+    if p.is_dir():
+        files = tool_files(p) if data is None else data
+        if not files:
+            raise CorpusFormatError(
+                f"{p}: no MCP tool file in this folder (a .json/.yaml/.snap file holding a tools/list "
+                "result, a list of tools or one tool)"
+            )
+        skills = _load_folder(p, files, on_error, report, log)
+    else:
+        if data is None:
+            data = load_structured(p)
+        tools = mcp_tools(data)
+        if tools is None:
+            raise CorpusFormatError(
+                f"{p}: not an MCP tools/list payload (expected {{'tools': [...]}}, "
+                "{'result': {'tools': [...]}}, a list of tools or one tool)"
+            )
+        _page_warning(p, data, log)
+        skills = skills_from_mcp(tools, str(p), log, on_error=on_error, report=report)
     log.finish()
     return Catalogue(skills, source=p, kind=KIND, warnings=log.messages)
