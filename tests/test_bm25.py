@@ -420,3 +420,43 @@ def test_bm25_command_missing_data_and_json(tmp_path) -> None:
     assert "data missing" in result.stderr
     nothing = runner.invoke(bm25_command, ["--data", str(tmp_path / "nope"), "--synthetic-docs", "0"])
     assert nothing.exit_code == 2 and "nothing was measured" in nothing.stderr
+
+
+def _beir_texts_folder(tmp_path, corpus: bytes, queries: bytes) -> object:
+    """A BEIR folder with no qrels (bench bm25 reads no judgements)."""
+    root = tmp_path / "mini"
+    root.mkdir()
+    (root / "corpus.jsonl").write_bytes(corpus)
+    (root / "queries.jsonl").write_bytes(queries)
+    return root
+
+
+GOOD_DOCS = b'{"_id": "d1", "title": "Comets", "text": "ion tail"}\n{"_id": "d2", "text": "bread flour"}\n'
+GOOD_QUERIES = b'{"_id": "q1", "text": "comet tail"}\n{"_id": "q2", "text": "flour"}\n'
+
+
+def test_bm25_bench_reads_every_document_and_query_of_good_data(tmp_path) -> None:
+    from ragroute.evaluation.bench_bm25 import load_beir_texts
+
+    root = _beir_texts_folder(tmp_path, GOOD_DOCS, GOOD_QUERIES)
+    assert load_beir_texts(root) == (["Comets\nion tail", "bread flour"], ["comet tail", "flour"])
+    result = run_bm25_bench(root, synthetic_docs=0, min_time_s=0.0, progress=False)
+    assert result["corpora"]["mini"]["docs"] == 2 and result["corpora"]["mini"]["queries"] == 2
+
+
+@pytest.mark.parametrize(
+    ("corpus", "queries", "message"),
+    [
+        (GOOD_DOCS + b'{"_id": "d3", "text": broken\n', GOOD_QUERIES, "corpus.jsonl line 3: invalid JSON"),
+        (GOOD_DOCS, GOOD_QUERIES + b'{"text": "no id"}\n', "queries.jsonl line 3: missing or invalid '_id'"),
+        (GOOD_DOCS, b"", "corpus or queries are empty"),
+    ],
+    ids=["broken-json", "query-without-id", "no-queries"],
+)
+def test_bm25_command_refuses_bad_data_in_one_line(tmp_path, corpus, queries, message) -> None:
+    root = _beir_texts_folder(tmp_path, corpus, queries)
+    args = ["--data", str(root), "--synthetic-docs", "300", "--synthetic-queries", "5", "--min-time", "0"]
+    result = CliRunner().invoke(bm25_command, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

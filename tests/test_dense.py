@@ -1,3 +1,5 @@
+import re
+
 import faiss
 import numpy as np
 import pytest
@@ -176,3 +178,68 @@ def test_ivfpq_trains_on_a_sample_of_at_most_train_sample_vectors(monkeypatch):
     )
     index.add_vectors([Document(id=f"d{i}", text="x") for i in range(3000)], _clustered(3000))
     assert seen["rows"] == 1000 and len(index.store) == 3000
+
+
+# --- ragroute bench dense: strict loading --------------------------------------------------------
+
+
+def _bench_folder(tmp_path, corpus_extra: bytes = b"", qrels: str = "q1\td1\t1\n"):
+    """A two-document BEIR folder judging q1 in dev; ``corpus_extra`` is appended to corpus.jsonl."""
+    root = tmp_path / "mini"
+    (root / "qrels").mkdir(parents=True)
+    docs = b'{"_id": "d1", "text": "comets have tails"}\n{"_id": "d2", "text": "bread needs flour"}\n'
+    (root / "corpus.jsonl").write_bytes(docs + corpus_extra)
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "comet tail"}\n')
+    (root / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    return root
+
+
+class _EncoderLoaded(Exception):
+    pass
+
+
+@pytest.fixture
+def no_encoder(monkeypatch):
+    """``load_encoder`` raises :class:`_EncoderLoaded`: the data was read (and accepted) first."""
+
+    def refuse(*_args, **_kwargs):
+        raise _EncoderLoaded
+
+    monkeypatch.setattr("ragroute.encode.load_encoder", refuse)
+
+
+@pytest.mark.parametrize(
+    ("corpus_extra", "qrels", "message"),
+    [
+        (b'{"_id": "d3", "text": broken\n', "q1\td1\t1\n", "corpus.jsonl line 3: invalid JSON"),
+        (b'{"_id": "d3"}\n', "q1\td1\t1\n", "corpus.jsonl line 3: missing 'text'"),
+        (b"", "q1\td1\t1\nq9\td2\t1\n", "1 judged query ids not in queries.jsonl (e.g. 'q9')"),
+        (b"", "q1\td9\t1\n", "1 judged doc ids not in the corpus (e.g. 'd9')"),
+        (b"", "", "no judged pairs (split 'dev' is empty)"),
+    ],
+    ids=["broken-json", "no-text", "dangling-query", "dangling-doc", "empty-split"],
+)
+def test_dense_bench_refuses_bad_data_before_loading_the_encoder(
+    tmp_path, no_encoder, corpus_extra, qrels, message
+):
+    from ragroute.errors import CorpusFormatError
+    from ragroute.evaluation.bench_dense import run_dense_bench
+
+    root = _bench_folder(tmp_path, corpus_extra, qrels)
+    with pytest.raises(CorpusFormatError, match=re.escape(message)):
+        run_dense_bench(root, encoder_name="x", backend="torch", cache_dir=tmp_path)
+    with pytest.raises(_EncoderLoaded):  # good data is read as before, then the encoder loads
+        good = _bench_folder(tmp_path / "good")
+        run_dense_bench(good, encoder_name="x", backend="torch", cache_dir=tmp_path)
+
+
+def test_dense_bench_command_is_one_error_line_on_a_bad_line(tmp_path, no_encoder):
+    from click.testing import CliRunner
+
+    from ragroute.cli.bench import dense_command
+
+    root = _bench_folder(tmp_path, b'{"_id": "d3", "text": broken\n')
+    result = CliRunner().invoke(dense_command, ["--data", str(root), "--backend", "torch"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and "corpus.jsonl line 3: invalid JSON" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

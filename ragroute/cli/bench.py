@@ -99,6 +99,9 @@ def bm25_command(
 
     The synthetic corpus has 50-150-word documents and 2-6-word queries drawn from
     one Zipf law over 50,000 words, so queries include very common words.
+
+    --data without queries.jsonl is skipped (said on stderr); one that is there is
+    read strictly: a bad line or an empty file is one error line, never skipped.
     """
     result = bench_bm25.run_bm25_bench(
         data_dir,
@@ -110,7 +113,7 @@ def bm25_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     if not result["corpora"]:
-        raise RagrouteError("nothing was measured (no readable --data and --synthetic-docs 0)")
+        raise RagrouteError("nothing was measured (--data is missing and --synthetic-docs is 0)")
     click.echo(bench_bm25.format_table(result))
     if as_json:
         click.echo(json.dumps(bench_bm25.json_safe(result), sort_keys=False))
@@ -213,6 +216,10 @@ def dense_command(
 ) -> None:
     """Compare faiss layouts (flat exact, HNSW, IVF-PQ): build time, queries/s as ratios
     to flat, recall@10 of the exact top-10, nDCG@10, and bytes per vector.
+
+    A --data folder without queries.jsonl is skipped (said on stderr); one that is there is
+    read strictly: a bad line, a qrels/dev.tsv id naming no query or document, or an empty
+    split is one error line, never a skipped record.
     """
     results = {}
     for data_dir in data_dirs:

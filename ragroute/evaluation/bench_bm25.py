@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ragroute.errors import CorpusFormatError, RagrouteError
+from ragroute.errors import CorpusFormatError
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
 from ragroute.progress import progress_enabled
@@ -50,13 +50,24 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------- corpora
 
 
+def missing_data(data_dir: Path) -> str | None:
+    """Why ``data_dir`` is not there to be measured (``data missing: ...``), or ``None`` when it is."""
+    if not (data_dir / "queries.jsonl").is_file():
+        return f"data missing: {data_dir / 'queries.jsonl'} not found"
+    return None
+
+
 def load_beir_texts(data_dir: Path) -> tuple[list[str], list[str]]:
-    """Document texts (title and text, as indexes see them) and all query texts of a BEIR folder."""
+    """Document texts (title and text, as indexes see them) and all query texts of a BEIR folder
+    (every split: no qrels are read). Loaded strictly: a missing ``queries.jsonl``, a bad line or an
+    empty corpus or query file is one :class:`CorpusFormatError`, never a skipped record."""
     from ragroute.loaders import load_beir
 
-    if not (data_dir / "queries.jsonl").is_file():
-        raise CorpusFormatError(f"data missing: {data_dir / 'queries.jsonl'} not found")
-    dataset = load_beir(data_dir, split=None)
+    data_dir = Path(data_dir)
+    missing = missing_data(data_dir)
+    if missing is not None:
+        raise CorpusFormatError(missing)
+    dataset = load_beir(data_dir, split=None, on_error="raise")
     if not dataset.corpus or not dataset.queries:
         raise CorpusFormatError(f"{data_dir}: corpus or queries are empty")
     return [d.full_text() for d in dataset.corpus], [q.text for q in dataset.queries]
@@ -255,9 +266,12 @@ def run_bm25_bench(
 ) -> dict[str, Any]:
     """Benchmark the BM25 scorer on ``data_dir`` (if given) and a synthetic corpus (if > 0 docs).
 
-    A missing or unreadable ``data_dir`` is reported through ``log`` and listed
-    under ``skipped``; the synthetic corpus is still measured. Top-level
-    ``max_abs_diff`` is the max over corpora and ``speedup_vs_rank_bm25`` the min.
+    A missing ``data_dir`` (no ``queries.jsonl``) is reported through ``log`` and
+    listed under ``skipped``; the synthetic corpus is still measured. One that is
+    there is loaded strictly: a bad line or an empty file raises
+    :class:`CorpusFormatError` (a skipped line would change what is measured).
+    Top-level ``max_abs_diff`` is the max over corpora and ``speedup_vs_rank_bm25``
+    the min.
     """
     say = log or (lambda _msg: None)
     corpora: dict[str, dict[str, Any]] = {}
@@ -265,16 +279,17 @@ def run_bm25_bench(
     jobs: list[tuple[str, Callable[[], tuple[list[str], list[str]]]]] = []
     if data_dir is not None:
         data_dir = Path(data_dir)
-        jobs.append((data_dir.name or str(data_dir), lambda: load_beir_texts(data_dir)))
+        name = data_dir.name or str(data_dir)
+        missing = missing_data(data_dir)
+        if missing is None:
+            jobs.append((name, lambda: load_beir_texts(data_dir)))
+        else:
+            say(f"{name}: skipped: {missing}")
+            skipped[name] = missing
     if synthetic_docs > 0:
         jobs.append(("synthetic", lambda: synthetic_corpus(synthetic_docs, synthetic_queries, seed)))
     for name, load in jobs:
-        try:
-            docs, queries = load()
-        except RagrouteError as exc:
-            say(f"{name}: skipped: {exc}")
-            skipped[name] = str(exc)
-            continue
+        docs, queries = load()
         if max_queries is not None:
             queries = queries[:max_queries]
         corpora[name] = bench_corpus(name, docs, queries, min_time_s=min_time_s, progress=progress, log=say)

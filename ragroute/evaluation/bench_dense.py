@@ -36,11 +36,16 @@ def _bytes_per_vector(index: DenseIndex) -> float:
 def run_dense_bench(
     data_dir: Path, *, encoder_name: str, backend: str, cache_dir: Path, repeat_queries: int = 20, k: int = 10
 ) -> dict[str, Any]:
-    """Measure every faiss layout on one BEIR collection; returns a JSON-ready dict."""
+    """Measure every faiss layout on one BEIR collection; returns a JSON-ready dict.
+
+    The data is loaded strictly (``on_error="raise"``), before the encoder: a bad line, a qrels id
+    naming no query or document, or an empty split is one
+    :class:`~ragroute.errors.CorpusFormatError`, never a skipped record.
+    """
     from ragroute.encode import load_encoder
     from ragroute.loaders import load_beir
 
-    dataset = load_beir(data_dir, split="dev")
+    dataset = load_beir(data_dir, split="dev", on_error="raise")
     encoder = load_encoder(encoder_name, backend=backend, cache_dir=cache_dir)
     doc_vectors = encoder.encode_documents([d.full_text() for d in dataset.corpus])
     query_vectors = encoder.encode_queries([q.text for q in dataset.queries], show_progress=False)
