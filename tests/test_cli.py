@@ -67,6 +67,98 @@ def test_eval_json_keys(runner, tmp_path):
     assert payload["ndcg@10"] == 1.0 and payload["queries"] == 1
 
 
+def eval_data(tmp_path, corpus_lines, query_lines, qrels):
+    """A BEIR folder and a bm25 index built from its good lines (the data is broken afterwards)."""
+    good = [
+        json.dumps({"_id": f"d{i}", "text": t}).encode()
+        for i, t in enumerate(["rain", "comet tail", "bread"])
+    ]
+    data = beir(tmp_path, good)
+    out = tmp_path / "idx"
+    assert (
+        CliRunner().invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    )
+    (data / "corpus.jsonl").write_bytes(b"\n".join(good + corpus_lines) + b"\n")
+    (data / "queries.jsonl").write_bytes(b"\n".join(query_lines) + b"\n")
+    (data / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    return data, out
+
+
+QUERIES = [b'{"_id": "q1", "text": "comet tail"}', b'{"_id": "q2", "text": "bread"}']
+
+
+def test_eval_says_how_many_records_it_skipped_and_how_many_queries_it_scores(runner, tmp_path):
+    data, out = eval_data(
+        tmp_path,
+        [b'{"_id": "d9", "text": broken'],
+        [*QUERIES, b'{"_id": "q3"}'],
+        "q1\td1\t1\nq2\td2\t1\nq3\td2\t1\n",
+    )
+    result = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["queries"] == 2
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert any("skipped 1 bad line in" in w and "corpus.jsonl" in w for w in warnings)
+    assert any(
+        "skipped 1 bad line in" in w and "queries.jsonl (line 3; line 3: missing 'text')" in w
+        for w in warnings
+    )
+    assert any("1 judged query ids not in queries.jsonl (e.g. 'q3')" in w for w in warnings)
+    summary = [w for w in warnings if "the metrics cover" in w]
+    assert summary == [
+        f"warning: 2 bad records of {data} skipped: the metrics cover 2 of 3 judged queries "
+        "(--strict refuses such data)"
+    ]
+    assert len(warnings) == 4  # each problem said once, then the one summary
+
+
+def test_eval_on_clean_data_or_only_dangling_qrels_adds_no_summary_line(runner, tmp_path):
+    data, out = eval_data(tmp_path, [], QUERIES, "q1\td1\t1\nq2\td2\t1\n")
+    clean = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
+    assert clean.exit_code == 0 and "warning" not in clean.stderr, clean.output
+    (data / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq7\td2\t1\n")
+    dangling = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
+    assert dangling.exit_code == 0
+    assert dangling.stderr.strip() == (  # the loader's warning already says it
+        f"warning: {data / 'qrels' / 'dev.tsv'}: 1 judged query ids not in queries.jsonl (e.g. 'q7')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("corpus_lines", "query_lines", "qrels", "message"),
+    [
+        ([b'{"_id": "d9", "text": broken'], QUERIES, "q1\td1\t1\n", "corpus.jsonl line 4: invalid JSON"),
+        ([], [*QUERIES, b'{"_id": "q3"}'], "q1\td1\t1\n", "queries.jsonl line 3: missing 'text'"),
+        ([], QUERIES, "q1\td1\t1\nq7\td1\t1\n", "1 judged query ids not in queries.jsonl (e.g. 'q7')"),
+        ([], QUERIES, "q1\td8\t1\n", "1 judged doc ids not in the corpus (e.g. 'd8')"),
+        ([], QUERIES, "", "no judged pairs (split 'dev' is empty)"),
+    ],
+    ids=["broken-json", "query-without-text", "dangling-query", "dangling-doc", "empty-split"],
+)
+def test_eval_strict_refuses_bad_data_in_one_line(
+    runner, tmp_path, corpus_lines, query_lines, qrels, message
+):
+    data, out = eval_data(tmp_path, corpus_lines, query_lines, qrels)
+    result = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), "--strict"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    lenient = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
+    assert lenient.exit_code == 0, lenient.output  # the default still scores what it could read
+
+
+def test_eval_strict_scores_clean_data_as_the_default_does(runner, tmp_path):
+    data, out = eval_data(tmp_path, [], QUERIES, "q1\td1\t1\nq2\td2\t1\n")
+    runs = [
+        runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), *flag, "--json"])
+        for flag in ([], ["--strict"])
+    ]
+    assert [r.exit_code for r in runs] == [0, 0]
+    default, strict = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    assert default.pop("queries_per_s") and strict.pop("queries_per_s")
+    assert strict == default and strict["queries"] == 2
+
+
 def test_bad_corpus_lines_skip_with_count_or_fail_with_line(runner, tmp_path):
     lines = [
         b'{"_id": "d1", "text": "fine"}',

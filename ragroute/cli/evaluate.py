@@ -32,6 +32,11 @@ EVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10
 )
 @click.option("--split", default="dev", show_default=True, help="Which qrels/<split>.tsv to score against.")
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="A bad line or a dangling qrels id is an error instead of a warning and a skipped line.",
+)
+@click.option(
     "--depth",
     type=click.IntRange(min=1),
     default=100,
@@ -48,6 +53,7 @@ def eval_command(
     config: Path | None,
     data_dir: Path,
     split: str,
+    strict: bool,
     depth: int,
     batch_size: int,
     encoder: str | None,
@@ -58,6 +64,11 @@ def eval_command(
     """Run every judged query of --data/--split against --index (or the pipeline of --config) and
     report nDCG@10, Recall@10/100, MRR@10, Hit@1/10 and full-chain recall@10 (hits of chunks are
     judged as their parent documents).
+
+    A line of --data that cannot be read is skipped with a warning per file, and a qrels id naming
+    no query or document is warned about; the metrics then cover fewer queries or documents, and
+    one more warning says how many records were skipped and how many judged queries are scored.
+    --strict makes each of these, and an empty split, one error line instead.
     """
     from ragroute.context import QueryContext
     from ragroute.evaluation.evaluators import RetrievalEvaluator
@@ -65,7 +76,16 @@ def eval_command(
 
     if (index_dir is None) == (config is None):
         raise RagrouteError("give exactly one of --index INDEX_DIR or --config ROUTING.yaml")
-    dataset = load_beir(data_dir, split=split)
+    dataset = load_beir(data_dir, split=split, on_error="raise" if strict else "skip")
+    if dataset.report.n_skipped:
+        # the loader warned once per file (lines and reasons); this says what it does to the scores
+        n = dataset.report.n_skipped
+        click.echo(
+            f"warning: {n} bad record{'s' if n != 1 else ''} of {data_dir} skipped: the metrics cover "
+            f"{len(dataset.queries)} of {len(dataset.qrels)} judged queries "
+            "(--strict refuses such data)",
+            err=True,
+        )
     if config is not None:
         from ragroute.route.config import load_routing
 
