@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build BM25, dense and hybrid indexes for every Glasgow collection and evaluate them with
 # `ragroute eval` on the dev split. Prints one JSON line per (method, collection) to stdout;
-# scripts/eval_table.py turns those lines into the Markdown table in docs/benchmarks.md.
+# scripts/eval_table.py turns those lines into the Markdown table in docs/benchmarks.md. The data is
+# read strictly (--on-error raise, --strict): a bad line stops the script instead of being skipped.
 #   usage: scripts/glasgow_eval.sh [DATA_ROOT] [BACKEND] > results.jsonl
 set -euo pipefail
 root=${1:-../shared/data/glasgow}
@@ -15,7 +16,9 @@ for dir in "$root"/*/; do
   [ -f "$dir/qrels/dev.tsv" ] || continue
   for method in bm25 dense hybrid; do
     out="indexes/glasgow/$method/$name"
-    ragroute build "$dir" --out "$out" --method "$method" --backend "$backend" --cache-dir indexes/.cache >&2
-    ragroute eval --index "$out" --data "$dir" --split dev --backend "$backend" --cache-dir indexes/.cache --json | tail -n 1
+    ragroute build "$dir" --out "$out" --method "$method" --backend "$backend" --cache-dir indexes/.cache \
+      --on-error raise >&2
+    ragroute eval --index "$out" --data "$dir" --split dev --backend "$backend" --cache-dir indexes/.cache \
+      --strict --json | tail -n 1
   done
 done
