@@ -383,6 +383,53 @@ def test_bench_missing_data_is_one_line(tmp_path):
     assert result.output.count("\n") == 1 and "data missing" in result.output
 
 
+def test_bench_skills_command_reads_the_set_once_and_before_the_model(tmp_path, monkeypatch):
+    # the command loaded the SKILLS folder to fail fast, then run_skills_bench loaded it again
+    import shutil
+
+    from click.testing import CliRunner
+
+    from ragroute.cli.bench import skills_command
+    from ragroute.evaluation import bench_skills
+
+    reads, loaded = [], []
+    real = bench_skills.load_skill_set
+    monkeypatch.setattr(bench_skills, "load_skill_set", lambda *a: reads.append(a) or real(*a))
+    monkeypatch.setattr(
+        "ragroute.encode.load_encoder", lambda *a, **k: loaded.append(a) or HashingEncoder(dim=256)
+    )
+    args = ["--no-reranker", "--scale", "0", "--latency-queries", "3", "--json"]
+    result = CliRunner().invoke(skills_command, ["--data", str(DATA), *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["queries"] == 16
+    assert reads == [(DATA, "dev")] and len(loaded) == 1
+    broken = tmp_path / "router"
+    shutil.copytree(DATA, broken)
+    with (broken / "queries.jsonl").open("a") as fh:
+        fh.write('{"_id": "q99", "text": broken\n')
+    reads.clear()
+    loaded.clear()
+    result = CliRunner().invoke(skills_command, ["--data", str(broken), *args])
+    assert result.exit_code == 2 and "queries.jsonl line" in result.stderr and "invalid JSON" in result.stderr
+    assert len(reads) == 1 and loaded == []  # refused before any model was loaded
+
+
+def test_run_skills_bench_scores_a_skill_set_it_is_given(monkeypatch):
+    from ragroute.evaluation import bench_skills
+
+    catalogue, queries, qrels = bench_skills.load_skill_set(DATA, "dev")
+
+    def refuse(*_args):
+        raise AssertionError("the skill set was loaded again")
+
+    monkeypatch.setattr(bench_skills, "load_skill_set", refuse)
+    given = (catalogue, queries[:5], qrels)
+    result = bench_skills.run_skills_bench(
+        DATA, HashingEncoder(dim=256), scale=0, latency_queries=3, skill_set=given
+    )
+    assert result["queries"] == 5 and result["skills"] == len(catalogue) and result["set"] == "router"
+
+
 def test_bench_skills_takes_rerank_default_when_trained(tiny_reranker, tmp_path, monkeypatch):
     # the command (no --reranker) must give the rerank rows once rerank/default exists,
     # and say on stderr why they are missing when it does not

@@ -751,7 +751,7 @@ def skills_command(
     from ragroute.encode import load_encoder
     from ragroute.evaluation import bench_skills
 
-    bench_skills.load_skill_set(root, split)  # fail fast, before loading a model
+    skill_set = bench_skills.load_skill_set(root, split)  # fail fast, before loading a model
     reranker, said = resolve_reranker(
         reranker_path, no_reranker, candidates=candidates, backend=rerank_backend
     )
@@ -768,6 +768,7 @@ def skills_command(
         max_queries=max_queries,
         abstain_data=abstain_data,
         log=lambda msg: click.echo(msg, err=True),
+        skill_set=skill_set,
     )
     click.echo(bench_skills.format_report(result))
     if as_json:

@@ -74,7 +74,11 @@ REFERENCE = {
 SETS = ("toollens", "metatool", "seal_tools")
 
 
-def load_skill_set(root: Path, split: str) -> tuple[Any, list[tuple[str, str]], dict[str, dict[str, int]]]:
+SkillSet = tuple[Any, list[tuple[str, str]], dict[str, dict[str, int]]]
+"""What :func:`load_skill_set` gives: ``(catalogue, [(query id, text)], qrels)``."""
+
+
+def load_skill_set(root: Path, split: str) -> SkillSet:
     """``(catalogue, [(query id, text)], qrels)`` of a SKILLS folder; one clear error if data is missing
     or broken (a bad line, a qrels id naming no query or skill, an empty or absent split: nothing is
     skipped, since a skipped line would change what is scored)."""
@@ -193,14 +197,20 @@ def run_skills_bench(
     max_queries: int | None = None,
     abstain_data: Path | None = None,
     log: Callable[[str], None] = lambda _: None,
+    skill_set: SkillSet | None = None,
 ) -> dict[str, Any]:
-    """Build the router, score every row, time it; the JSON-able result."""
+    """Build the router, score every row, time it; the JSON-able result.
+
+    ``skill_set`` is ``load_skill_set(root, split)`` when the caller has loaded it already
+    (``ragroute bench skills`` does, to fail before loading a model); ``None`` loads it here.
+    ``root`` still names the set and finds the catalogues beside it.
+    """
     from ragroute.rerank.cross_encoder import remembered_logits
     from ragroute.rerank.train import query_fold
     from ragroute.skills.router import SkillRouter
 
     root = Path(root)
-    catalogue, queries, qrels = load_skill_set(root, split)
+    catalogue, queries, qrels = skill_set if skill_set is not None else load_skill_set(root, split)
     set_name = root.name
     folds_only = reranker is not None and reranker_folds(reranker, set_name)
     fold1 = {qid for qid, _ in queries if query_fold(set_name, qid) == 1}
