@@ -101,3 +101,29 @@ def test_routing_evaluator_scores_only_the_rows_it_is_given():
     assert evaluator.score([row]).quality == 1.0
     missed = RoutingRow("q2", ("s",), "s", ["s"], {"s": 1.0}, ["x"], [1.0], 0.1, 0.2)
     assert evaluator.score([row, missed]).quality == 0.5
+
+
+def test_only_queries_with_a_relevant_judgement_are_scorable():
+    from ragroute.evaluation.metrics import is_scorable, macro_mean
+
+    assert is_scorable({"a": 1}) and is_scorable({"a": 0, "b": 2})
+    assert not is_scorable({"a": 0}) and not is_scorable({})
+    assert macro_mean([1.0, None, 0.5]) == 0.75
+    assert macro_mean([None, None]) == 0.0 and macro_mean([]) == 0.0
+
+
+def test_macro_average_leaves_out_groups_with_nothing_to_score():
+    # a group whose queries are all judged grade 0 (or have no judgement among the rows scored) has no
+    # nDCG: it counted as 0 in the mean over groups (0.5 here instead of 1.0)
+    from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow, macro_average
+
+    qrels = {"q1": {"a": 1}, "q2": {"b": 0}}
+    run = {"q1": ["a"], "q2": ["b"]}
+    groups = {"q1": "x", "q2": "y"}
+    assert macro_average(run, qrels, groups, "ndcg@10") == 1.0
+    assert macro_average(run, {"q2": {"b": 0}}, groups, "ndcg@10") == 0.0  # nothing to score at all
+    # one fold's rows: group y's query has no row here, so y has nothing to score either
+    qrels = {"q1": {"a": 1}, "q3": {"c": 1}}
+    evaluator = RoutingEvaluator([], {"q1": "s", "q3": "s"}, qrels, groups={"q1": "x", "q3": "y"})
+    row = RoutingRow("q1", ("s",), "s", ["s"], {"s": 1.0}, ["a"], [1.0], 0.1, 0.2)
+    assert evaluator.score([row]).quality == 1.0

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.evaluation.metrics import evaluate_run
+from ragroute.evaluation.metrics import evaluate_run, macro_mean
 from ragroute.index.base import search_contexts
 from ragroute.route.base import NONE_ROUTE
 
@@ -43,7 +43,9 @@ def macro_average(
     groups: Mapping[str, str] | None,
     metric: str,
 ) -> float:
-    """``metric`` averaged per group (e.g. per collection), then over groups; micro without groups."""
+    """``metric`` averaged per group (e.g. per collection), then over groups; micro without groups.
+    A group with no scored query (see :func:`~ragroute.evaluation.metrics.is_scorable`) is left out
+    of the mean over groups; 0.0 when no group has one."""
     if not groups:
         return float(evaluate_run(run, qrels, (metric,))[metric])
     names = sorted(set(groups.values()))
@@ -51,8 +53,9 @@ def macro_average(
     for name in names:
         sub_qrels = {qid: rels for qid, rels in qrels.items() if groups.get(qid) == name}
         sub_run = {qid: run.get(qid, []) for qid in sub_qrels}
-        values.append(evaluate_run(sub_run, sub_qrels, (metric,))[metric])
-    return float(np.mean(values)) if values else 0.0
+        scores = evaluate_run(sub_run, sub_qrels, (metric,))
+        values.append(scores[metric] if scores["queries"] else None)
+    return macro_mean(values)
 
 
 @dataclass

@@ -7,16 +7,38 @@ gain ``grade`` with a ``log2(rank + 1)`` discount; queries with no relevant
 document are skipped by ``evaluate_run``. A document id repeated in a ranking counts
 once, at its first rank (later copies are dropped before the cut-off), so no metric
 can credit one relevant document twice.
+
+One rule for every average in the library and the benchmarks: a query is scored only
+when :func:`is_scorable` (it has a relevant judgement; a query judged only with grade 0
+has no nDCG), and a mean over groups (collections) is taken with :func:`macro_mean`,
+which leaves out the groups with no scored query.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 
 def _relevant(qrels: Mapping[str, int]) -> dict[str, int]:
     return {doc: int(grade) for doc, grade in qrels.items() if int(grade) > 0}
+
+
+def is_scorable(qrels: Mapping[str, int]) -> bool:
+    """Whether a query with these judgements is scored: it has a relevant (grade > 0) document.
+
+    Others (no judgement, or grade 0 only) are left out of every average and every oracle.
+    """
+    return bool(_relevant(qrels))
+
+
+def macro_mean(values: Iterable[float | None]) -> float:
+    """Mean over groups of their values, ``None`` marking a group with no scored query: it is left
+    out (not counted as 0). 0.0 when no group has a value."""
+    kept = [value for value in values if value is not None]
+    return float(np.mean(kept)) if kept else 0.0
 
 
 def _top(ranking: Sequence[str], k: int) -> list[str]:
@@ -97,7 +119,7 @@ def evaluate_run(
     scores 0. The result also holds ``queries``, the number of queries averaged.
     """
     parsed = [(name, *parse_metric(name)) for name in metrics]
-    judged = [qid for qid, rels in qrels.items() if _relevant(rels)]
+    judged = [qid for qid, rels in qrels.items() if is_scorable(rels)]
     totals = dict.fromkeys(metrics, 0.0)
     for qid in judged:
         ranking = list(run.get(qid, ()))
