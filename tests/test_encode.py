@@ -407,6 +407,24 @@ def test_encode_bench_on_tiny_collection(tiny_model: Path, tmp_path: Path) -> No
     assert abs(onnx["ndcg@10"] - result["backends"]["torch"]["ndcg@10"]) < 1e-6
 
 
+def test_encode_bench_mean_leaves_out_collections_with_nothing_to_score(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # a collection judged with grade 0 only has no nDCG@10: it counted as 0 in the mean over collections
+    from ragroute.evaluation.bench_encode import run_encode_bench
+
+    zero = _write_beir(tmp_path / "zero")
+    qrels = zero / "qrels" / "dev.tsv"
+    qrels.write_text(qrels.read_text().replace("\t1\n", "\t0\n").replace("\t2\n", "\t0\n"))
+    data = [_write_beir(tmp_path / "toy"), zero]
+    result = run_encode_bench(
+        data, None, backends=["torch"], model=str(tiny_model), repeats=1, cache_dir=tmp_path / "c"
+    )
+    torch = result["backends"]["torch"]
+    assert torch["ndcg@10/zero"] == 0.0 and torch["ndcg@10/toy"] > 0.0  # 4 documents: all in the top 10
+    assert torch["ndcg@10"] == torch["ndcg@10/toy"]
+
+
 def test_encode_command_help_and_missing_data(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

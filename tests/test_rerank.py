@@ -238,6 +238,26 @@ def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
     assert "macro nDCG@10" in format_report(result)
 
 
+def test_bench_rerank_macro_leaves_out_collections_with_nothing_to_score(
+    tiny_reranker, tmp_path, hashing_encoder
+):
+    # a collection whose queries are all judged grade 0 has no nDCG@10: it counted as 0 in the macro
+    # average over collections (halving it here)
+    from ragroute.evaluation.bench_rerank import run_rerank_bench
+
+    out, _ = tiny_reranker
+    _write_beir(tmp_path / "sets" / "a", TOPICS, "a")
+    _write_beir(tmp_path / "sets" / "z", TOPICS, "z")
+    qrels = tmp_path / "sets" / "z" / "qrels" / "dev.tsv"
+    qrels.write_text(qrels.read_text().replace("\t1", "\t0"))
+    result = run_rerank_bench(tmp_path / "sets", hashing_encoder, out, backend="torch")
+    a, z = result["collections"]["sets/a"], result["collections"]["sets/z"]
+    for label in ("dense", "dense+rerank", "hybrid", "hybrid+rerank"):
+        assert z[label]["ndcg@10"] == 0.0 and a[label]["ndcg@10"] > 0.0
+        assert result["macro_ndcg@10"][label] == a[label]["ndcg@10"]
+    assert result["routed"]["hybrid routed"]["ndcg@10"] > 0.0
+
+
 def test_bench_rerank_leaves_out_the_routed_row_when_ids_repeat_across_collections():
     # one qrels over all collections would judge one collection's query by another's judgements
     from ragroute.context import QueryContext

@@ -8,7 +8,8 @@ For each backend (torch fp32 is the baseline) and each BEIR collection given:
 * ``min_cosine`` / ``mean_cosine``: agreement with torch fp32 over every encoded document;
 * ``ndcg@10`` (mean over collections, and per collection): exact inner-product
   search over the full corpus with queries from ``queries.jsonl`` and judgements
-  from ``qrels/dev.tsv``, scored by :func:`ragroute.evaluation.metrics.evaluate_run`;
+  from ``qrels/dev.tsv``, scored by :func:`ragroute.evaluation.metrics.evaluate_run`
+  (a collection with no scored query, see ``is_scorable``, is left out of the mean);
 * ``top10_overlap``: mean fraction of each query's top 10 shared with torch fp32.
 
 A backend's quality "holds" (``quality_holds``) when its nDCG@10 is no more than
@@ -37,7 +38,7 @@ from ragroute.cpus import usable_cpus
 from ragroute.encode.load import AUTO_BACKEND, BACKENDS, load_encoder
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
-from ragroute.evaluation.metrics import evaluate_run
+from ragroute.evaluation.metrics import evaluate_run, is_scorable, macro_mean
 
 GOAL_SPEEDUP = 2.0
 GOAL_NDCG_DROP = 0.005
@@ -276,7 +277,8 @@ def run_encode_bench(
             encode_s=round(total_s, 2),
             cpu_s_per_passage=round(cpu[name] / (total_docs * max(1, repeats)), 4),
         )
-        entry[METRIC] = round(float(np.mean([p[METRIC] for p in per.values()])), 4)
+        scored = {c.name for c in collections if any(is_scorable(rels) for rels in c.qrels.values())}
+        entry[METRIC] = round(macro_mean(p[METRIC] if n in scored else None for n, p in per.items()), 4)
         for coll_name, p in per.items():
             entry[f"{METRIC}/{coll_name}"] = p[METRIC]
         entry["per_collection"] = per

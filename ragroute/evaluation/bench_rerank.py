@@ -11,7 +11,8 @@ Only held-out queries are scored: when the reranker was trained by ``ragroute
 rerank train``, fold 0 of each set trained it (see
 :func:`~ragroute.rerank.train.query_fold`), so only fold-1 queries count, for
 every row. Collections are macro-averaged, the routed row too (each collection's nDCG@10 over
-its own queries, then the mean over collections).
+its own queries, then the mean over collections); a collection with no scored query
+(:func:`~ragroute.evaluation.metrics.is_scorable`: judged with grade 0 only) is left out of the mean.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RetrievalEvaluator
+from ragroute.evaluation.metrics import is_scorable, macro_mean
 
 
 def run_rerank_bench(
@@ -54,6 +56,7 @@ def run_rerank_bench(
     reranker = CrossEncoderReranker(model, backend=backend, candidates=candidates)
     held_out = "fold_rule" in reranker.info.get("params", {})
     collections: dict[str, dict[str, Any]] = {}
+    scored: set[str] = set()  # collections with a scored query (the others have no nDCG to average)
     routed_parts: list[tuple[str, Any, list[QueryContext], Any]] = []
     skipped: dict[str, str] = {}
     documents_of: list[set[str]] = []
@@ -98,6 +101,8 @@ def run_rerank_bench(
                 result = evaluator(pipeline)
                 rows[label] = {"ndcg@10": result.metrics["ndcg@10"], "ms_p50": result.latency_ms.get("p50")}
         collections[name] = rows
+        if any(is_scorable(data.qrels[c.id]) for c in contexts):
+            scored.add(name)
         routed_parts.append((name, sources["hybrid"], contexts, data.qrels))
         documents_of.append({d.id for d in data.corpus})
     if not collections:
@@ -112,7 +117,10 @@ def run_rerank_bench(
     elif len(routed_parts) > 1:
         routed = routed_rows(routed_parts, encoder, reranker)
     labels = ("dense", "dense+rerank", "hybrid", "hybrid+rerank")
-    macro = {label: float(np.mean([c[label]["ndcg@10"] for c in collections.values()])) for label in labels}
+    macro = {
+        label: macro_mean(c[label]["ndcg@10"] if n in scored else None for n, c in collections.items())
+        for label in labels
+    }
     return {
         "root": str(root),
         "split": split,
