@@ -42,3 +42,50 @@ def test_routing_to_any_of_tied_best_experts_is_correct(hashing_encoder):
     row = score_router(data, [(FixedRoutes(["e2"]), [0, 1])], {"max_routes": 1}, hashing_encoder)
     assert row["accuracy"] == 0.5
     assert row["ndcg@10"] == pytest.approx(1.0) and row["per_collection"] == {"c": 1.0}
+
+
+def test_queries_judged_with_grade_0_only_are_not_scored(hashing_encoder):
+    # a query with no relevant judgement has no nDCG: the evaluator skips it, but the expert rows and
+    # both oracles counted it as 0 for every expert (and, every expert tied, as routed correctly), and
+    # a collection with only such queries counted as 0 in the macro average
+    docs = [Document(id="d1", text="cats purr loudly"), Document(id="d2", text="ships sail the sea")]
+    sources = [
+        Source(name, build_index(docs, "dense", encoder=hashing_encoder, name="c"), metadata={"corpus": "c"})
+        for name in ("e1", "e2")
+    ]
+    contexts = [QueryContext("cats purr", id=q) for q in ("q1", "q2", "q3")]
+    for context in contexts:
+        context.set_vector(hashing_encoder, hashing_encoder.encode_queries([context.text])[0])
+    data = ExpertData(
+        names=["e1", "e2"],
+        collections=["c", "z"],
+        sources={"c": sources, "z": sources},
+        contexts=contexts,
+        labels=["c", "c", "z"],
+        qrels={"q1": {"d1": 1}, "q2": {"d2": 0}, "q3": {"d1": 0}},  # q2, q3: nothing relevant
+        gains=np.array([[1.0, 0.5], [0.0, 0.0], [0.0, 0.0]]),
+        experts=SimpleNamespace(query_encoders=lambda chosen: []),
+    )
+    assert data.macro(data.gains[:, 1]) == 0.5  # was 0.125: (0.5 + 0) / 2 in c, then z's 0
+    assert data.per_collection(data.gains[:, 0]) == {"c": 1.0, "z": 0.0}
+    assert data.macro(data.gains.max(axis=1)) == 1.0  # instance oracle (was 0.25)
+    assert data.dataset_oracle() == 1.0
+    row = score_router(data, [(FixedRoutes(["e2"]), [0, 1, 2])], {"max_routes": 1}, hashing_encoder)
+    assert row["accuracy"] == 0.0  # q1 wanted e1; q2 and q3 have no best expert to route to
+    assert row["ndcg@10"] == pytest.approx(1.0) and row["per_collection"] == {"c": 1.0, "z": 0.0}
+
+
+def test_nothing_to_score_is_one_clear_error(tmp_path):
+    # with every query judged grade 0 the routers' rows would be empty (nan): refused before any encoding
+    import json
+
+    from ragroute.errors import RagrouteError
+    from ragroute.evaluation.bench_experts import prepare
+
+    folder = tmp_path / "root" / "c"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "cats purr"}) + "\n")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "cats"}) + "\n")
+    (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t0\n")
+    with pytest.raises(RagrouteError, match="no query under .* has a relevant judgement"):
+        prepare(tmp_path / "root", "dev", None, tmp_path / "experts")

@@ -28,6 +28,11 @@ Rows, all macro nDCG@10 over the collections:
 * ``dataset_oracle`` (the best expert per collection, chosen on the reported
   queries) and ``instance_oracle`` (the best expert per query): upper bounds.
 
+Only scored queries count (:func:`~ragroute.evaluation.metrics.is_scorable`: a
+query judged with grade 0 only has no nDCG), in every row, the oracles and the
+routers' accuracy alike, and a collection with none is left out of the macro
+average (as :class:`~ragroute.evaluation.evaluators.RoutingEvaluator` does).
+
 Routing latency is the pipeline's route stage (query vectors are computed up
 front for every encoder, so it excludes encoding); ``encoders_per_query`` counts
 the query encoders a routed query runs (the routing encoder included; BM25
@@ -48,6 +53,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow
+from ragroute.evaluation.metrics import is_scorable, macro_mean
 from ragroute.experts.expert_set import ExpertSet, ExpertSpec
 from ragroute.pipeline.build import pipeline_from_settings
 from ragroute.route.expert_gains import ExpertGains, measure_gains
@@ -93,12 +99,26 @@ class ExpertData:
     def positions(self, collection: str) -> list[int]:
         return [i for i, label in enumerate(self.labels) if label == collection]
 
+    def scored_positions(self, collection: str) -> list[int]:
+        """The collection's queries that are scored (a relevant judgement: ``is_scorable``)."""
+        return [i for i in self.positions(collection) if is_scorable(self.qrels.get(self.contexts[i].id, {}))]
+
     def macro(self, per_query: np.ndarray) -> float:
-        """Macro average over collections of a per-query value."""
-        return float(np.mean([per_query[self.positions(c)].mean() for c in self.collections]))
+        """Macro average over collections of a per-query value, over the scored queries (a collection
+        with none is left out)."""
+        scored = [self.scored_positions(c) for c in self.collections]
+        return macro_mean(per_query[rows].mean() if rows else None for rows in scored)
 
     def per_collection(self, per_query: np.ndarray) -> dict[str, float]:
-        return {c: round(float(per_query[self.positions(c)].mean()), 4) for c in self.collections}
+        """Mean of a per-query value over each collection's scored queries (0.0 where none is, as
+        ``evaluate_run`` gives)."""
+        scored = {c: self.scored_positions(c) for c in self.collections}
+        return {c: round(float(per_query[rows].mean()), 4) if rows else 0.0 for c, rows in scored.items()}
+
+    def dataset_oracle(self) -> float:
+        """Macro average of the best single expert per collection, on its scored queries."""
+        scored = [self.scored_positions(c) for c in self.collections]
+        return macro_mean(self.gains[rows].mean(axis=0).max() if rows else None for rows in scored)
 
 
 def train_missing_experts(
@@ -146,6 +166,8 @@ def prepare(
     collections = load_collections(root, split, skipped, log)
     if not collections:
         raise RagrouteError(f"no BEIR folders with qrels/{split}.tsv under {root}")
+    if not any(is_scorable(rels) for col in collections for rels in col.qrels.values()):
+        raise RagrouteError(f"no query under {root} has a relevant judgement (grade > 0) in {split}")
     base_vectors = {
         col.name: encoder.encode_documents([d.full_text() for d in col.corpus], show_progress=show_progress)
         for col in collections
@@ -233,8 +255,8 @@ def score_router(
     encoder: Any,
 ) -> dict[str, Any]:
     """nDCG@10 (macro), routes and encoders per query and route latency of pipelines built from
-    ``settings`` with each fitted router, each scoring its own queries (a fold, or all).
-    ``accuracy``: the share of queries whose top-routed expert is one of their best experts (any
+    ``settings`` with each fitted router, each scoring its own scored queries (a fold, or all).
+    ``accuracy``: the share of those queries whose top-routed expert is one of their best experts (any
     of those tied for the best nDCG@10: all of them when every expert scores the same)."""
     evaluator = RoutingEvaluator(
         data.contexts,
@@ -245,7 +267,8 @@ def score_router(
     rows: list[RoutingRow] = []
     for router, positions in fitted:
         for collection in data.collections:
-            mine = [i for i in positions if data.labels[i] == collection]
+            scored = set(data.scored_positions(collection))  # the rest has no gold: every expert ties
+            mine = [i for i in positions if i in scored]
             if not mine:
                 continue
             chosen = router[collection] if isinstance(router, dict) else router
@@ -309,9 +332,7 @@ def run_experts_bench(
     )
     prepare_s = time.perf_counter() - start
     singles = {name: round(data.macro(data.gains[:, j]), 4) for j, name in enumerate(data.names)}
-    dataset_oracle = float(
-        np.mean([data.gains[data.positions(c)].mean(axis=0).max() for c in data.collections])
-    )
+    dataset_oracle = data.dataset_oracle()
     everyone = [(FixedRoutes(data.names), list(range(len(data.contexts))))]
     fusion_all = score_router(data, everyone, {**FUSE_ALL, "max_routes": len(data.names)}, encoder)
     report: dict[str, Any] = {
