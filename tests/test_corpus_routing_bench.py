@@ -181,3 +181,30 @@ def test_collections_with_the_same_ids_are_kept_apart(tmp_path: Path) -> None:
     assert [q.id for q in a.queries + b.queries] == ["a/q1", "b/q1"]
     assert a.qrels == {"a/q1": {"a/1": 1}} and b.qrels == {"b/q1": {"b/1": 1}}
     assert said == ["ids repeat across collections: each is prefixed with its collection's name (NAME/ID)"]
+
+
+def test_ceiling_and_oracle_leave_out_queries_with_nothing_relevant(tmp_path, hashing_encoder):
+    # the text-only ceiling counted a query judged grade 0 only as nDCG 0 (the oracle, through the
+    # evaluator, skipped it), so the ceiling fell below the oracle with no text shared; and a
+    # collection with only such queries counted as 0 in both macro averages
+    for name, words in WORDS.items():
+        write_collection(tmp_path / "clean" / name, name, words.split(), shared=False)
+    clean = oracle_ndcg(prepare(tmp_path / "clean", "dev", hashing_encoder))
+    for name, words in WORDS.items():
+        write_collection(tmp_path / "extra" / name, name, words.split(), shared=False)
+    astro = tmp_path / "extra" / "astro"
+    with (astro / "queries.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"_id": "astro-q0z", "text": "comet nebula"}) + "\n")
+    with (astro / "qrels" / "dev.tsv").open("a", encoding="utf-8") as fh:
+        fh.write("astro-q0z\tastro-0\t0\n")
+    music = tmp_path / "extra" / "music"
+    vocab = ["violin", "cello", "flute", "drum", "harp", "piano", "organ"]
+    write_collection(music, "music", vocab, shared=False)
+    qrels = music / "qrels" / "dev.tsv"
+    qrels.write_text(qrels.read_text(encoding="utf-8").replace("\t1\n", "\t0\n"), encoding="utf-8")
+    data = prepare(tmp_path / "extra", "dev", hashing_encoder)
+    ceiling = text_only_ceiling(data)
+    assert ceiling["queries_with_text_in_several_sources"] == 0
+    assert oracle_ndcg(data) == pytest.approx(clean)
+    assert ceiling["ndcg@10"] == pytest.approx(clean, abs=1e-4)
+    assert ceiling["ndcg@10_hedged"] == pytest.approx(clean, abs=1e-4)

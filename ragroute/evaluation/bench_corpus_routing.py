@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -262,13 +263,18 @@ def text_only_ceiling(data: RoutingData, fusion: str = "rrf") -> dict[str, Any]:
     share of the macro nDCG@10 (and, separately, of accuracy). ``ndcg@10_hedged`` is the
     other honest option: every shared text queries all its sources, fused with ``fusion``
     (a registered fusion method, even weights; every other query goes to its own source).
+    As in :func:`oracle_ndcg`, nDCG@10 counts the scored queries only (``is_scorable``), and a
+    collection with none is left out of the macro average.
     """
-    from ragroute.evaluation.metrics import evaluate_run
+    from ragroute.evaluation.metrics import evaluate_run, is_scorable
 
     names = [s.name for s in data.sources]
     per_source = {name: data.source_hits(name) for name in names}
-    size = {c.name: len(c.queries) for c in data.collections}
-    weight = np.array([1.0 / (len(data.collections) * size[label]) for label in data.query_labels])
+    scored = [is_scorable(data.qrels[qid]) for qid in data.query_ids]
+    size = Counter(label for label, kept in zip(data.query_labels, scored) if kept)  # scored per collection
+    weight = np.array(
+        [1.0 / (len(size) * size[label]) if kept else 0.0 for label, kept in zip(data.query_labels, scored)]
+    )
     gain = np.zeros((len(data.query_ids), len(names)))
     for j, name in enumerate(names):
         for i, qid in enumerate(data.query_ids):
