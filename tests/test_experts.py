@@ -513,6 +513,43 @@ def test_expert_cli_trains_and_fits_a_router_on_pseudo_queries(
         assert result.exit_code != 0 and message in result.output, result.output
 
 
+def test_fit_router_means_leave_out_queries_with_nothing_relevant(tmp_path: Path) -> None:
+    # a --data query judged with grade 0 only has no nDCG@10, but counted as 0 for every expert in
+    # the printed mean_ndcg@10 (0.75 instead of 1.0 for the expert that ranks every scored query right)
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.index.build import build_index
+    from ragroute.index.io import save_index
+
+    docs = [Document(id=f"d{i}", text=text) for i, text in enumerate(WORDS["orbit"].split())]
+    save_index(build_index(docs, "bm25"), tmp_path / "good")
+    save_index(build_index(corpus(3)[-3:], "bm25"), tmp_path / "bad")  # network notes: never relevant
+    config = {"backend": "torch", "sources": {"good": {"index": "good"}, "bad": {"index": "bad"}}}
+    (tmp_path / "routing.yaml").write_text(yaml.safe_dump(config))
+    data = tmp_path / "data"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in docs)
+    )
+    queries = [(f"q{i}", docs[i].text, f"{docs[i].id}\t1") for i in range(3)] + [("q3", "comet", "d2\t0")]
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t, _ in queries)
+    )
+    (data / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{judged}\n" for q, _, judged in queries)
+    )
+    fit = ["expert", "fit-router", str(tmp_path / "routing.yaml"), "--kind", "pilot", "--data", str(data)]
+    result = CliRunner().invoke(main, [*fit, "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["mean_ndcg@10"] == {"good": 1.0, "bad": 0.0}
+    assert summary["queries_won"] == {"good": 3, "bad": 0}
+
+
 def test_a_router_routes_around_an_expert_that_failed_to_load(tmp_path: Path) -> None:
     from ragroute.route.factories import RouterBuild, pilot
     from ragroute.route.sources import Source

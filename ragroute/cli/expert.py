@@ -191,6 +191,7 @@ def fit_router_command(
     same corpora. It is saved as a pilot router (``kind: pilot`` in the config).
     """
     from ragroute.context import query_vectors
+    from ragroute.evaluation.metrics import is_scorable
     from ragroute.route.config import RoutingConfig, open_sources, warn_left_out
     from ragroute.route.expert_gains import ExpertGains, measure_gains
 
@@ -225,7 +226,12 @@ def fit_router_command(
     for winners in train.winners():
         for j in winners:
             wins[train.labels[j]] += 1
-    means = {name: round(float(gains[:, j].mean()), 4) for j, name in enumerate(train.labels)}
+    # over the scored queries only: one judged with grade 0 only has no nDCG (every expert "scores" 0)
+    scored = [is_scorable(qrels[c.id]) for c in contexts]
+    means = {
+        name: round(float(gains[scored, j].mean()), 4) if any(scored) else 0.0
+        for j, name in enumerate(train.labels)
+    }
     click.echo(f"{kind} router -> {out}: {len(contexts)} training queries")
     click.echo(json.dumps({"mean_ndcg@10": means, "queries_won": wins}))
 

@@ -70,7 +70,10 @@ def measure_gains(
     k: int = 10,
     metric: str = "ndcg@10",
 ) -> np.ndarray:
-    """``metric`` of every source (expert) on every query context: shape (queries, sources)."""
+    """``metric`` of every source (expert) on every query context: shape (queries, sources).
+
+    A query with no relevant judgement (not :func:`~ragroute.evaluation.metrics.is_scorable`)
+    gets 0 from every expert: it has no score, and averages over these rows leave it out."""
     from ragroute.evaluation.metrics import evaluate_run
 
     gains = np.zeros((len(contexts), len(sources)))
