@@ -144,6 +144,34 @@ def test_tokenizer_config_round_trip_and_validation() -> None:
         TokenizerConfig.from_dict({"lowercase": True, "language": "en"})
     with pytest.raises(RagrouteError, match="must be true or false"):
         TokenizerConfig(stem="yes")  # type: ignore[arg-type]
+    nltk = TokenizerConfig(stopword_set="nltk")
+    assert nltk.to_dict()["stopword_set"] == "nltk" and TokenizerConfig.from_dict(nltk.to_dict()) == nltk
+    with pytest.raises(RagrouteError, match="unknown stopword set 'smart': choose one of lucene, nltk"):
+        TokenizerConfig(stopword_set="smart")
+
+
+def test_nltk_stop_set_drops_the_function_words_of_task_queries() -> None:
+    # with Lucene's 33 words the "I" of "I need" survived and matched a tool about "World War I"
+    text = "I need you to get my World War I report, don't you?"
+    assert tokenize(text) == [
+        "i",
+        "need",
+        "you",
+        "get",
+        "my",
+        "world",
+        "war",
+        "i",
+        "report",
+        "don",
+        "t",
+        "you",
+    ]
+    assert tokenize(text, TokenizerConfig(stopword_set="nltk")) == ["need", "get", "world", "war", "report"]
+    assert tokenize_many([text], TokenizerConfig(stopword_set="nltk")) == [
+        ["need", "get", "world", "war", "report"]
+    ]
+    assert tokenize(text, TokenizerConfig(stopwords=False, stopword_set="nltk"))[:2] == ["i", "need"]
 
 
 def test_stem_without_pystemmer_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,6 +90,39 @@ def test_split_identifier_and_bm25_sees_the_words():
     assert index.bm25_scores(["weather forecast"])[0].argmax() == 0
 
 
+def test_bm25_leaves_out_the_function_words_of_tasks(tmp_path, monkeypatch):
+    # seal_tools: "I need ..." tasks put getWorldWarIInfo first on the "i" of "World War I" (a
+    # token no other tool had, so a high idf) while Lucene's 33 stopwords were the stop set
+    cat = Catalogue(
+        [
+            Skill("getWorldWarIInfo", "getWorldWarIInfo", "Retrieve information about World War I", ""),
+            Skill("getCrimeRate", "getCrimeRate", "Get the crime rate of a city", ""),
+            Skill("getWeather", "getWeather", "Get the weather forecast of a city", ""),
+        ]
+    )
+    task = "I need my crime figures, I want them"
+    index = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed"))
+    assert index.params.bm25_stopwords == "nltk"
+    assert index.bm25_scores([task])[0].argmax() == 1
+    assert index.bm25_scores(["World War I"])[0].argmax() == 0
+    old = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed", bm25_stopwords="lucene"))
+    assert old.bm25_scores([task])[0].argmax() == 0  # what the previous default did
+    with pytest.raises(RagrouteError, match="unknown bm25_stopwords 'smart'"):
+        SkillIndexParams(bm25_stopwords="smart")
+    # an index saved before the setting existed was counted with Lucene's set and keeps it
+    import ragroute.skills.index as skill_index
+
+    real_asdict = skill_index.asdict
+    monkeypatch.setattr(
+        skill_index, "asdict", lambda p: {k: v for k, v in real_asdict(p).items() if k != "bm25_stopwords"}
+    )
+    SkillRouter(cat, encoder=HashingEncoder(), params=old.params).save(tmp_path / "old")
+    monkeypatch.undo()
+    loaded = SkillRouter.load(tmp_path / "old", encoder=HashingEncoder())
+    assert loaded.index.params.bm25_stopwords == "lucene"
+    np.testing.assert_allclose(loaded.index.bm25_scores([task]), old.bm25_scores([task]))
+
+
 def test_hybrid_is_the_weighted_sum_of_standardised_scores(router):
     index = router.index
     scores = index.score(["will it rain in paris tomorrow"])

@@ -71,6 +71,14 @@ def skills_group() -> None:
     help="Embedding cosine at or above which two skills are near-duplicates.",
 )
 @click.option(
+    "--bm25-stopwords",
+    type=click.Choice(["nltk", "lucene"]),
+    default="nltk",
+    show_default=True,
+    help="Words BM25 leaves out: NLTK's English function words (pronouns, auxiliaries, prepositions: "
+    "the 'I', 'you', 'my' of task-like queries), or Lucene's 33 English stopwords.",
+)
+@click.option(
     "--abstain-data",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -96,6 +104,7 @@ def build_command(
     dense_weight: float,
     overlap: str,
     duplicate_threshold: float,
+    bm25_stopwords: str,
     abstain_data: Path | None,
     abstain_gate: Path | None,
 ) -> None:
@@ -117,7 +126,10 @@ def build_command(
         raise RagrouteError(f"{catalogue}: the catalogue holds no skills")
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     params = SkillIndexParams(
-        fusion=fusion, dense_weight=dense_weight, duplicate_threshold=duplicate_threshold
+        fusion=fusion,
+        dense_weight=dense_weight,
+        duplicate_threshold=duplicate_threshold,
+        bm25_stopwords=bm25_stopwords,
     )
     router = SkillRouter.build(loaded, enc, params, overlap=overlap)
     if abstain_data is not None:

@@ -1,8 +1,10 @@
 """BM25 tokenisation: :class:`TokenizerConfig`, :func:`tokenize` and :func:`tokenize_many`.
 
 Text becomes tokens as unicode letter/digit runs, optionally lowercased, with
-Lucene's English stop set (:data:`ENGLISH_STOPWORDS`) removed and a per-thread
-PyStemmer English Snowball stemmer applied.
+a stop set removed (:data:`STOPWORD_SETS`: Lucene's 33 English stopwords,
+:data:`ENGLISH_STOPWORDS`, by default; or NLTK's English list of function words,
+:data:`NLTK_ENGLISH_STOPWORDS`) and a per-thread PyStemmer English Snowball
+stemmer applied.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from ragroute.errors import RagrouteError, check_keys
 
 __all__ = [
     "ENGLISH_STOPWORDS",
+    "NLTK_ENGLISH_STOPWORDS",
+    "STOPWORD_SETS",
     "TokenizerConfig",
     "tokenize",
     "tokenize_many",
@@ -31,7 +35,32 @@ ENGLISH_STOPWORDS: frozenset[str] = frozenset((
     "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this",
     "to", "was", "will", "with",
 ))
+
+#: NLTK's English stopword list (``nltk.corpus.stopwords.words("english")``, 179 entries): pronouns,
+#: determiners, auxiliaries, prepositions, conjunctions and a few adverbs, i.e. function words,
+#: no content verbs (unlike scikit-learn's or spaCy's lists, which drop "get", "show", "call", "move").
+#: Its contractions are kept as the tokens they split into ("don't" -> "don", "t"; both listed): 153
+#: distinct tokens.
+#: Task-like queries ("I need you to ...") are full of them: with Lucene's 33 words, the "i" of
+#: "I need" matched a tool about "World War I" (see docs/skills.md).
+NLTK_ENGLISH_STOPWORDS: frozenset[str] = frozenset((
+    "i", "me", "my", "myself", "we", "our", "ours", "ourselves", "you", "your", "yours", "yourself",
+    "yourselves", "he", "him", "his", "himself", "she", "her", "hers", "herself", "it", "its", "itself",
+    "they", "them", "their", "theirs", "themselves", "what", "which", "who", "whom", "this", "that",
+    "these", "those", "am", "is", "are", "was", "were", "be", "been", "being", "have", "has", "had",
+    "having", "do", "does", "did", "doing", "a", "an", "the", "and", "but", "if", "or", "because", "as",
+    "until", "while", "of", "at", "by", "for", "with", "about", "against", "between", "into", "through",
+    "during", "before", "after", "above", "below", "to", "from", "up", "down", "in", "out", "on", "off",
+    "over", "under", "again", "further", "then", "once", "here", "there", "when", "where", "why", "how",
+    "all", "any", "both", "each", "few", "more", "most", "other", "some", "such", "no", "nor", "not",
+    "only", "own", "same", "so", "than", "too", "very", "s", "t", "can", "will", "just", "don", "should",
+    "now", "d", "ll", "m", "o", "re", "ve", "y", "ain", "aren", "couldn", "didn", "doesn", "hadn", "hasn",
+    "haven", "isn", "ma", "mightn", "mustn", "needn", "shan", "shouldn", "wasn", "weren", "won", "wouldn",
+))
 # fmt: on
+
+#: The stop sets a :class:`TokenizerConfig` can name (``stopword_set``).
+STOPWORD_SETS: dict[str, frozenset[str]] = {"lucene": ENGLISH_STOPWORDS, "nltk": NLTK_ENGLISH_STOPWORDS}
 
 # Letters and digits; "_" separates words (so snake_case table headers match their words).
 _TOKEN_RE = re.compile(r"[^\W_]+")
@@ -44,29 +73,46 @@ _STEMMER_LOCAL = threading.local()
 @dataclass(frozen=True)
 class TokenizerConfig:
     """How text becomes BM25 tokens: unicode letter/digit runs, optionally lowercased,
-    stop-worded (:data:`ENGLISH_STOPWORDS`) and Snowball-stemmed (English, PyStemmer).
+    stop-worded (the :data:`STOPWORD_SETS` entry ``stopword_set``: Lucene's 33 words by default)
+    and Snowball-stemmed (English, PyStemmer).
 
     Stopwords are removed before stemming. The config is JSON-serialisable with
-    :meth:`to_dict` / :meth:`from_dict` so an index can record how it was built.
+    :meth:`to_dict` / :meth:`from_dict` so an index can record how it was built (a
+    record without ``stopword_set``, from before it existed, means ``"lucene"``).
     """
 
     lowercase: bool = True
     stopwords: bool = True
     stem: bool = False
+    stopword_set: str = "lucene"
 
     def __post_init__(self) -> None:
         for name in ("lowercase", "stopwords", "stem"):
             if not isinstance(getattr(self, name), bool):
                 value = getattr(self, name)
                 raise RagrouteError(f"tokenizer option {name!r} must be true or false, got {value!r}")
+        if self.stopword_set not in STOPWORD_SETS:
+            raise RagrouteError(
+                f"unknown stopword set {self.stopword_set!r}: choose one of {', '.join(STOPWORD_SETS)}"
+            )
+
+    @property
+    def stop(self) -> frozenset[str] | None:
+        """The words removed (``None`` when ``stopwords`` is off)."""
+        return STOPWORD_SETS[self.stopword_set] if self.stopwords else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as JSON; ``stopword_set`` only when not ``"lucene"`` (so a record is the same as
+        before the option existed, and a reader that does not know it refuses only what it cannot read)."""
+        data = asdict(self)
+        if data["stopword_set"] == "lucene":
+            del data["stopword_set"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TokenizerConfig:
         """Build a config from :meth:`to_dict` output; unknown keys are an error."""
-        known = {"lowercase", "stopwords", "stem"}
+        known = {"lowercase", "stopwords", "stem", "stopword_set"}
         check_keys(data, known, "", "tokenizer option")
         return cls(**{key: data[key] for key in known if key in data})
 
@@ -116,8 +162,9 @@ def tokenize(text: str, config: TokenizerConfig | None = None) -> list[str]:
         raise RagrouteError(f"cannot tokenize {type(text).__name__}: expected a string")
     cfg = config if config is not None else TokenizerConfig()
     tokens = _words(text.lower() if cfg.lowercase else text)
-    if cfg.stopwords:
-        tokens = [tok for tok in tokens if tok not in ENGLISH_STOPWORDS]
+    stop = cfg.stop
+    if stop is not None:
+        tokens = [tok for tok in tokens if tok not in stop]
     if cfg.stem:
         tokens = _stemmer().stemWords(tokens)
     return tokens
@@ -127,7 +174,7 @@ def tokenize_many(texts: Iterable[str], config: TokenizerConfig | None = None) -
     """:func:`tokenize` for many texts at once: same tokens, less per-text overhead."""
     cfg = config if config is not None else TokenizerConfig()
     stem_words = _stemmer().stemWords if cfg.stem else None
-    stop = ENGLISH_STOPWORDS if cfg.stopwords else None
+    stop = cfg.stop
     lower = cfg.lowercase
     out: list[list[str]] = []
     append = out.append

@@ -73,8 +73,15 @@ class SkillIndexParams:
     tuning_pool: int = 2000
     seed: int = 0
     duplicate_threshold: float = 0.97
+    bm25_stopwords: str = "nltk"
 
     def __post_init__(self) -> None:
+        from ragroute.index.bm25_tokenize import STOPWORD_SETS
+
+        if self.bm25_stopwords not in STOPWORD_SETS:
+            raise RagrouteError(
+                f"unknown bm25_stopwords {self.bm25_stopwords!r}: choose one of {', '.join(STOPWORD_SETS)}"
+            )
         if self.fusion not in FUSIONS:
             raise RagrouteError(f"unknown skill fusion {self.fusion!r}: choose one of {', '.join(FUSIONS)}")
         bad = sorted(set(self.bm25_fields) - {"name", "description", "body"})
@@ -92,6 +99,13 @@ class SkillIndexParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SkillIndexParams:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def tokenizer(self) -> Any:
+        """The :class:`~ragroute.index.bm25_tokenize.TokenizerConfig` of the BM25 side."""
+        from ragroute.index.bm25_tokenize import TokenizerConfig
+
+        return TokenizerConfig(stopword_set=self.bm25_stopwords)
 
 
 def bm25_text(skill: Skill, weights: Mapping[str, int]) -> str:
@@ -195,7 +209,9 @@ class SkillIndex:
             raise RagrouteError("a skill index needs an encoder (see ragroute.encode.load_encoder)")
         params = params or SkillIndexParams()
         skills = list(catalogue)
-        scorer = BM25Scorer.fit(tokenize_many([bm25_text(s, params.bm25_fields) for s in skills]))
+        scorer = BM25Scorer.fit(
+            tokenize_many([bm25_text(s, params.bm25_fields) for s in skills], params.tokenizer)
+        )
         views = {v for v, w in params.dense_views.items() if float(w) > 0} | {"full"}
         vectors = {
             view: np.ascontiguousarray(
@@ -237,7 +253,7 @@ class SkillIndex:
         """BM25 score of every skill for each query, shape (queries, skills)."""
         from ragroute.index.bm25_tokenize import tokenize_many
 
-        tokens = tokenize_many(list(queries))
+        tokens = tokenize_many(list(queries), self.params.tokenizer)
         return np.stack([self.scorer.get_scores(t) for t in tokens]) if tokens else np.zeros((0, len(self)))
 
     def dense_scores(self, vectors: np.ndarray) -> np.ndarray:
@@ -363,7 +379,9 @@ class SkillIndex:
         index = cls(
             catalogue,
             encoder,
-            SkillIndexParams.from_dict(params.get("index") or {}),
+            # an index recorded before bm25_stopwords existed counted its BM25 statistics with Lucene's
+            # stop set: its queries must be tokenized the same way
+            SkillIndexParams.from_dict({"bm25_stopwords": "lucene", **(params.get("index") or {})}),
             scorer,
             vectors,
             dense_weight=float(params.get("dense_weight", 0.5)),
@@ -421,10 +439,10 @@ def tune_dense_weight(index: SkillIndex) -> tuple[float, dict[str, Any]]:
     weights = {**params.bm25_fields, "description": 0}
     if not any(int(w) > 0 for w in weights.values()):
         weights["body"] = 1
-    scorer = BM25Scorer.fit(tokenize_many([bm25_text(s, weights) for s in stripped]))
+    scorer = BM25Scorer.fit(tokenize_many([bm25_text(s, weights) for s in stripped], params.tokenizer))
     queries = [q for _, q in pairs]
     targets = np.asarray([where[i] for i, _ in pairs])
-    bm25 = np.stack([scorer.get_scores(t) for t in tokenize_many(queries)])
+    bm25 = np.stack([scorer.get_scores(t) for t in tokenize_many(queries, params.tokenizer)])
     docs = index.encoder.encode_documents([view_text(s, "full") for s in stripped], show_progress=False)
     dense = index.query_vectors(queries) @ np.asarray(docs, dtype=np.float32).T
     zb, zd = zscore(bm25), zscore(dense)
