@@ -425,6 +425,30 @@ def test_encode_bench_mean_leaves_out_collections_with_nothing_to_score(
     assert torch["ndcg@10"] == torch["ndcg@10/toy"]
 
 
+def test_encode_bench_refuses_broken_data_in_one_line(tmp_path: Path) -> None:
+    # its own reader raised a bare KeyError on a line without "_id", and skipped a folder whose
+    # lines were broken: now the shared strict loaders, a missing folder still skipped
+    from ragroute.errors import CorpusFormatError
+    from ragroute.evaluation.bench_encode import read_beir, run_encode_bench
+
+    good = read_beir(_write_beir(tmp_path / "good"))
+    assert good.doc_ids == ["d1", "d2", "d3", "d4"] and good.query_ids == ["q1", "q2", "q3"]
+    assert good.qrels["q3"] == {"d4": 2} and good.query_texts[0] == "fetal glucose"
+    cases = {
+        "no_id": ("corpus.jsonl", lambda t: t + json.dumps({"text": "no id"}) + "\n", "_id"),
+        "bad_json": ("queries.jsonl", lambda t: t + "{oops\n", "line 4"),
+        "dangling": ("qrels/dev.tsv", lambda t: t + "q9\td1\t1\n", "judged query ids not in queries.jsonl"),
+    }
+    for name, (file, edit, expected) in cases.items():
+        root = _write_beir(tmp_path / name)
+        (root / file).write_text(edit((root / file).read_text()))
+        with pytest.raises(CorpusFormatError, match=expected) as caught:
+            read_beir(root)
+        assert "\n" not in str(caught.value)
+        with pytest.raises(CorpusFormatError):
+            run_encode_bench([root], None, backends=["torch"], model="unused", cache_dir=tmp_path / "c")
+
+
 def test_encode_command_help_and_missing_data(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -24,7 +24,6 @@ Run ``ragroute bench encode --help``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ import numpy as np
 from ragroute.cpus import usable_cpus
 from ragroute.encode.load import AUTO_BACKEND, BACKENDS, load_encoder
 from ragroute.encode.resolve import DEFAULT_ENCODER
-from ragroute.errors import RagrouteError
+from ragroute.errors import CorpusFormatError, RagrouteError
 from ragroute.evaluation.metrics import evaluate_run, is_scorable, macro_mean
 
 GOAL_SPEEDUP = 2.0
@@ -59,61 +58,39 @@ class BeirCollection:
     qrels: dict[str, dict[str, int]]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError as exc:
-                    raise RagrouteError(f"{path}:{line_no}: not JSON: {exc}") from exc
-    return rows
-
-
 def read_beir(path: Path, max_docs: int | None = None) -> BeirCollection:
     """Read a BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/dev.tsv`` (else ``test.tsv``).
 
-    With ``max_docs`` only the first ``max_docs`` documents are kept (judgements
-    for the others then count as misses). Problems raise a one-line
-    :class:`RagrouteError`.
+    Loaded strictly, as every benchmark loads its data (``ragroute.loaders.beir`` with
+    ``on_error="raise"``): a bad line, a record without ``_id`` or ``text``, a qrels id naming no
+    query or document, or an empty split is one :class:`~ragroute.errors.CorpusFormatError` line,
+    never a skipped record. With ``max_docs`` only the first ``max_docs`` documents are kept
+    (judgements for the others then count as misses).
     """
+    from ragroute.loaders.beir import check_judged, load_beir_corpus, load_judged_queries
+
     path = Path(path)
     if not path.is_dir():
         raise RagrouteError(f"{path}: no such data folder")
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (path / name).is_file():
             raise RagrouteError(f"{path}: no {name} (expected a BEIR folder)")
-    qrels_file = next(
-        (path / "qrels" / n for n in ("dev.tsv", "test.tsv") if (path / "qrels" / n).is_file()), None
-    )
-    if qrels_file is None:
+    split = next((n for n in ("dev", "test") if (path / "qrels" / f"{n}.tsv").is_file()), None)
+    if split is None:
         raise RagrouteError(f"{path}: no qrels/dev.tsv")
-
-    corpus = _read_jsonl(path / "corpus.jsonl")
+    corpus = load_beir_corpus(path / "corpus.jsonl", on_error="raise")
+    queries, qrels = load_judged_queries(path, split, on_error="raise")
+    check_judged(qrels, {q.id for q in queries}, {d.id for d in corpus}, str(path), on_error="raise")
     if max_docs is not None:
         corpus = corpus[: max(0, max_docs)]
-    doc_ids = [str(row["_id"]) for row in corpus]
-    doc_texts = [f"{row.get('title') or ''} {row.get('text') or ''}".strip() for row in corpus]
-
-    qrels: dict[str, dict[str, int]] = {}
-    with qrels_file.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            parts = line.rstrip("\n").split("\t")
-            if (line_no == 1 and parts[:1] == ["query-id"]) or not line.strip():
-                continue
-            if len(parts) < 3:
-                raise RagrouteError(f"{qrels_file}:{line_no}: expected query-id, corpus-id, score")
-            qrels.setdefault(parts[0], {})[parts[1]] = int(float(parts[2]))
-    queries = [row for row in _read_jsonl(path / "queries.jsonl") if str(row["_id"]) in qrels]
     return BeirCollection(
         name=path.name,
         path=path,
-        doc_ids=doc_ids,
-        doc_texts=doc_texts,
-        query_ids=[str(row["_id"]) for row in queries],
-        query_texts=[str(row.get("text") or "") for row in queries],
-        qrels=qrels,
+        doc_ids=[d.id for d in corpus],
+        doc_texts=[f"{d.title or ''} {d.text or ''}".strip() for d in corpus],
+        query_ids=[q.id for q in queries],
+        query_texts=[q.text for q in queries],
+        qrels={q: dict(rels) for q, rels in qrels.items()},
     )
 
 
@@ -148,9 +125,10 @@ def run_encode_bench(
 ) -> dict[str, Any]:
     """Benchmark encoder backends on BEIR collections; see the module docstring for the numbers.
 
-    ``torch`` is always measured first (it is the baseline). Unreadable data
-    folders are skipped and listed under ``"skipped"``. Returns a JSON-ready
-    dict whose ``"backends"`` maps each backend to its numbers.
+    ``torch`` is always measured first (it is the baseline). A missing data folder
+    (or one without ``corpus.jsonl``, ``queries.jsonl`` or dev/test qrels) is skipped and
+    listed under ``"skipped"``; one whose files are broken is a :class:`CorpusFormatError`.
+    Returns a JSON-ready dict whose ``"backends"`` maps each backend to its numbers.
     """
     say = log or (lambda _msg: None)
     order = [BASELINE] + [b for b in dict.fromkeys(backends) if b != BASELINE]
@@ -163,6 +141,8 @@ def run_encode_bench(
     for data_dir in data_dirs:
         try:
             collections.append(read_beir(Path(data_dir), max_docs))
+        except CorpusFormatError:
+            raise  # data that is there but broken: measuring the rest would hide it
         except (RagrouteError, OSError) as exc:
             skipped.append(str(exc))
             say(f"skip: {exc}")
