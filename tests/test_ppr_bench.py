@@ -35,6 +35,17 @@ def tiny_corpus(tmp_path):
     return root
 
 
+def test_bench_refuses_a_broken_corpus_line(tiny_corpus, hashing_encoder):
+    # the corpus was read leniently: a broken line was skipped with a warning and the graph measured
+    # on fewer passages, exit 0
+    from ragroute.errors import CorpusFormatError
+
+    with open(tiny_corpus / "corpus.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"_id": "d99", "text": \n')
+    with pytest.raises(CorpusFormatError, match="line 25"):
+        run_ppr_bench(tiny_corpus, hashing_encoder, add=5, queries=4, synthetic_nodes=0, synthetic_edges=0)
+
+
 def test_bench_reports_build_add_and_ppr_against_igraph(tiny_corpus, hashing_encoder):
     result = run_ppr_bench(
         tiny_corpus, hashing_encoder, add=5, queries=4, synthetic_nodes=800, synthetic_edges=6000, seed=1

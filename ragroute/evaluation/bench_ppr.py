@@ -93,7 +93,7 @@ def run_ppr_bench(
     corpus_file = root / "corpus.jsonl"
     if not corpus_file.is_file():
         raise RagrouteError(f"data missing: {corpus_file} not found (see ../shared/data/README.md)")
-    docs = load_beir_corpus(corpus_file)
+    docs = load_beir_corpus(corpus_file, on_error="raise")  # strict, as every benchmark reads its data
     if len(docs) < 2:
         raise RagrouteError(f"{corpus_file}: the bench needs at least 2 passages, found {len(docs)}")
     add = max(1, min(int(add), len(docs) - 1))

@@ -265,7 +265,7 @@ def ray_throughput(
     from ragroute.loaders import load_corpus
     from ragroute.scale.ray_build import measure_build_throughput
 
-    documents = load_corpus(corpus)
+    documents = load_corpus(corpus, on_error="raise")  # strict, as every benchmark reads its data
     # No embedding cache: every build encodes (a cached run would measure the cache, not the engine).
     # Each Ray worker's encoder runs one thread, as `ragroute build --engine ray` loads it; the
     # single-process build beside them uses every core.
