@@ -42,7 +42,7 @@ from ragroute.skills.schemas import (
     RefResolver,
     SchemaRenderer,
     load_structured,
-    read_structured_file,
+    parse_structured_bytes,
 )
 
 KIND = "mcp"
@@ -195,7 +195,7 @@ def tool_files(folder: Path) -> list[ToolFile]:
         if not any(marker in raw for marker in _TOOL_MARKERS):
             continue
         try:
-            data = read_structured_file(path)
+            data = parse_structured_bytes(raw, path)  # the bytes the marker check read: not read twice
         except BadRecord as exc:
             found.append((path, exc))
             continue

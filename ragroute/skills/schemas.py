@@ -67,8 +67,12 @@ def parse_structured(text: str, source: str | Path, *, yaml_ok: bool) -> Any:
 def read_structured_file(path: Path) -> Any:
     """A ``.json`` / ``.yaml`` / ``.yml`` file parsed; :class:`BadRecord` if unreadable or invalid."""
     with open_binary(path) as fh:
-        text = decode_utf8_file(fh.read())
-    return parse_structured(text, path, yaml_ok=path.suffix.lower() in YAML_SUFFIXES)
+        return parse_structured_bytes(fh.read(), path)
+
+
+def parse_structured_bytes(data: bytes, path: Path) -> Any:
+    """The bytes of ``path`` (already read) parsed as :func:`read_structured_file` parses the file."""
+    return parse_structured(decode_utf8_file(data), path, yaml_ok=path.suffix.lower() in YAML_SUFFIXES)
 
 
 def load_structured(path: Path) -> Any:
