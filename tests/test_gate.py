@@ -11,6 +11,7 @@ from conftest import HashingEncoder
 
 from ragroute.context import QueryContext
 from ragroute.errors import EncoderMismatchError, RagrouteError
+from ragroute.evaluation.metrics import auroc
 from ragroute.gate import GateSignalMismatchError, ThresholdGate, TrainedGate, make_signal, needs_retrieval
 from ragroute.gate.signals import (
     PROBE_C_GRID,
@@ -25,7 +26,7 @@ from ragroute.gate.signals import (
     multihop_cues,
     zipf,
 )
-from ragroute.gate.trained import auroc, balanced_accuracy, best_balanced_threshold, fit_platt
+from ragroute.gate.trained import balanced_accuracy, best_balanced_threshold, fit_platt
 from ragroute.index.build import build_index
 from ragroute.pipeline.build import pipeline_from_settings
 from ragroute.registry import ARTIFACTS, GATES

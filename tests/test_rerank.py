@@ -55,6 +55,30 @@ def test_training_learns_the_pairs_and_publishes_a_calibrated_artifact(tiny_rera
         assert np.all((probs > 0) & (probs < 1))
 
 
+def test_training_reports_how_well_the_logit_ranks_held_apart_pairs(tiny_reranker):
+    _, report = tiny_reranker
+    calibration = report["calibration"]
+    assert calibration["pairs_all"] == len(_pairs().calibration)
+    assert calibration["logit_auroc_all"] == 1.0  # each toy query's own text scores above the three others
+
+
+def test_a_model_whose_logit_does_not_rank_is_not_published(tmp_path):
+    """Held-apart pairs the logit cannot tell apart (one query and text, labelled both ways: the
+    same logit up to float rounding) stand for a training run that collapsed: one error line,
+    nothing written."""
+    from ragroute.rerank.train import MIN_LOGIT_AUROC, check_learned
+
+    query, text = TOPICS["weather"]
+    pairs = PairSet(train=_pairs().train, calibration=[Pair(query, text, 1.0), Pair(query, text, 0.0)] * 3)
+    out = tmp_path / "collapsed"
+    params = TrainParams(layers=1, max_length=32, epochs=1, batch_size=8, learning_rate=1e-3, threads=1)
+    with pytest.raises(RagrouteError, match=r"did not learn to rank: .* 6 held-apart .* AUROC 0\.[0-5]\d\d "):
+        train_reranker(pairs, out, params, name="collapsed", show_progress=False)
+    assert not out.exists()
+    check_learned({"logit_auroc_all": MIN_LOGIT_AUROC, "pairs_all": 6}, out)  # at the bar: published
+    check_learned({"note": "too few calibration pairs: raw sigmoid"}, out)  # nothing to judge
+
+
 def test_remembered_logits_score_each_pool_once_inside_a_block_only(tiny_reranker):
     import copy
 

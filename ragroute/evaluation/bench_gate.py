@@ -41,6 +41,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_route_labels import read_labels
+from ragroute.evaluation.metrics import auroc
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
     fold_ids,
@@ -48,7 +49,7 @@ from ragroute.gate.signals import (
     normalise,
     shared_tuned_probe_fits,
 )
-from ragroute.gate.trained import TrainedGate, auroc, balanced_accuracy
+from ragroute.gate.trained import TrainedGate, balanced_accuracy
 
 CURVE_RATES = (0.5, 0.7, 0.8, 0.9, 0.95)
 GATES: dict[str, dict[str, Any]] = {

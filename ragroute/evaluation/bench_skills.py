@@ -404,7 +404,8 @@ def _gate_abstention(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Cross-validated gate abstention on ``labels`` and its Hit@1 cost on ``contexts``."""
-    from ragroute.gate.trained import TrainedGate, auroc
+    from ragroute.evaluation.metrics import auroc
+    from ragroute.gate.trained import TrainedGate
     from ragroute.route.folds import grouped_stratified_folds
     from ragroute.skills.router import balanced_accuracy
 

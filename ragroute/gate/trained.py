@@ -37,7 +37,6 @@ saved ones fails with one line.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -49,6 +48,7 @@ import numpy as np
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.evaluation.metrics import auroc
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
     Examples,
@@ -688,26 +688,6 @@ def _check_encoder(folder: Path, info: Any, encoder: Any) -> None:
             f"gate {folder} was fitted with encoder {info['model_id']} ({info['dim']}-d), "
             f"not {got[0]} ({got[1]}-d)"
         )
-
-
-def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); ``nan`` with a single class."""
-    y = np.asarray(truth, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if not n_pos or not n_neg:
-        return math.nan
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 # --------------------------------------------------------------------------- threshold gate

@@ -21,7 +21,7 @@ from typing import Any
 
 from ragroute.errors import RagrouteError
 from ragroute.rerank.cross_encoder import FAMILY
-from ragroute.rerank.train import Pair, TrainParams, fit_calibration, publish_reranker
+from ragroute.rerank.train import Pair, TrainParams, check_learned, fit_calibration, publish_reranker
 
 #: train settings that may differ between draws of one recipe
 DRAW_SETTINGS = ("draw", "threads")
@@ -99,6 +99,7 @@ def average_rerankers(
     soup.model.eval()
     first = loaded[0][1]
     fitted, calibration_report = fit_calibration(soup, calibration, TrainParams.from_manifest(first))
+    check_learned(calibration_report, out, f"the average of {len(models)} draws")
     report: dict[str, Any] = {
         "members": [
             {

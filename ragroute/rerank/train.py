@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.evaluation.metrics import auroc
 from ragroute.loaders.beir import corpus_files
 from ragroute.rerank.cross_encoder import (
     CALIBRATION_FILE,
@@ -61,6 +62,12 @@ def query_fold(set_name: str, query_id: str) -> int:
     folder = set_name.rstrip("/").rsplit("/", 1)[-1]
     digest = hashlib.sha1(f"{folder}:{query_id}".encode()).digest()
     return digest[0] % 2
+
+
+#: a trained model whose logit alone separates the held-apart calibration pairs (relevant from
+#: not) with an AUROC below this has not learned to rank: its probabilities would be its first
+#: stage's prior alone. Training and averaging refuse to publish it (:func:`check_learned`).
+MIN_LOGIT_AUROC = 0.6
 
 
 @dataclass
@@ -334,6 +341,7 @@ def train_reranker(
     train_s = time.perf_counter() - start
     net.eval()
     calibration, calibration_report = fit_calibration(model, pairs.calibration, params)
+    check_learned(calibration_report, out, f"final training loss {np.mean(losses[-50:]):.3f}")
     report = {
         "train_pairs": len(pairs.train),
         "calibration_pairs": len(pairs.calibration),
@@ -396,6 +404,22 @@ def fit_calibration(
     return fit_platt(pairs, logits_of)
 
 
+def check_learned(report: Mapping[str, Any], out: Path, detail: str = "") -> None:
+    """Raise (before anything is published at ``out``) when the calibration ``report`` of
+    :func:`fit_platt` shows a logit that does not rank: AUROC below :data:`MIN_LOGIT_AUROC` on
+    the held-apart calibration pairs. A model whose training diverged or collapsed to a constant
+    would otherwise be published and rerank by its first stage's prior alone, silently."""
+    value = report.get("logit_auroc_all")
+    if value is None or not value < MIN_LOGIT_AUROC:  # no pairs with both labels: nothing to judge
+        return
+    raise RagrouteError(
+        f"the trained reranker did not learn to rank: its logit separates the {report.get('pairs_all')} "
+        f"held-apart calibration pairs with AUROC {value:.3f} (< {MIN_LOGIT_AUROC}; 0.5 is chance)"
+        + (f", {detail}" if detail else "")
+        + f"; nothing was published at {out}. Train again with a lower --learning-rate or another --draw"
+    )
+
+
 def fit_platt(
     pairs: Sequence[Pair], logits_of: Callable[[Sequence[Pair]], np.ndarray]
 ) -> tuple[Calibration, dict[str, Any]]:
@@ -413,6 +437,8 @@ def fit_platt(
     skills = np.array([p.stage1_kind == "skills" for p in pairs])
     documents = ~skills if len(set(labels[~skills])) == 2 else np.ones_like(skills)
     main, report = _fit_one(pairs, logit, documents)
+    report["pairs_all"] = len(pairs)
+    report["logit_auroc_all"] = round(auroc(labels > 0, logit), 4)
     by_stage1: dict[str, Calibration] = {}
     if len(set(labels[skills])) == 2:
         by_stage1["skills"], report["skills"] = _fit_one(pairs, logit, skills)
@@ -439,6 +465,7 @@ def _fit_one(
     probs = calibration(logit, ranks, stage1_z)
     return calibration, {
         "pairs": len(pairs),
+        "logit_auroc": round(auroc(y > 0, logit), 4),
         "brier": round(float(np.mean((probs - y) ** 2)), 4),
         "brier_constant": round(float(np.mean((y.mean() - y) ** 2)), 4),
         "positives": int(y.sum()),
@@ -485,6 +512,7 @@ def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
 
     reranker = CrossEncoderReranker(model, backend="torch")
     calibration, report = fit_platt(pairs, lambda batch: reranker.logits_pairs(batch))
+    check_learned(report, model, "recalibrated")
     with artifact_lock(model):  # the build copied below stays current (and on disk) until published
         snapshot = open_snapshot(model, family=FAMILY)
         manifest = snapshot.manifest
