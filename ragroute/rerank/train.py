@@ -78,7 +78,7 @@ class TrainParams:
     max_length: int = 64
     epochs: int = 3
     batch_size: int = 32
-    learning_rate: float = 2e-4
+    learning_rate: float = 5e-5  # 2e-4 until session 21 (docs/rerank.md#learning-rate)
     warmup: float = 0.1
     positives: int = 2
     hard_negatives: int = 4
