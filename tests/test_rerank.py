@@ -682,7 +682,14 @@ def test_training_several_draws_builds_pairs_once_and_publishes_their_average(tm
 
     out = tmp_path / "soup"
     params = TrainParams(
-        layers=1, max_length=32, epochs=2, batch_size=8, learning_rate=1e-3, threads=1, seed=4
+        layers=1,
+        max_length=32,
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+        threads=1,
+        seed=4,
+        min_logit_auroc=0.0,  # two epochs on toy pairs: the mechanics, not a model that ranks
     )
     said: list[str] = []
     report = train_draws(_pairs(), out, params, 2, name="soup", say=said.append, show_progress=False)
@@ -741,7 +748,14 @@ def test_rerank_average_refuses_other_recipes_before_building_any_pair(tiny_rera
     first, _ = tiny_reranker
     other = tmp_path / "other"
     params = TrainParams(
-        layers=1, max_length=32, epochs=1, batch_size=8, learning_rate=1e-3, threads=1, draw=1
+        layers=1,
+        max_length=32,
+        epochs=1,
+        batch_size=8,
+        learning_rate=1e-3,
+        threads=1,
+        draw=1,
+        min_logit_auroc=0.0,  # one epoch on toy pairs: the mechanics, not a model that ranks
     )
     train_reranker(_pairs(), other, params, name="other", show_progress=False)
     result = CliRunner().invoke(
@@ -759,7 +773,14 @@ def test_draws_of_one_seed_start_from_the_same_weights(tmp_path):
     def untrained(seed: int, draw: int | None) -> dict:
         out = tmp_path / f"s{seed}-d{draw}"
         params = TrainParams(
-            layers=1, max_length=32, epochs=1, learning_rate=0.0, threads=1, seed=seed, draw=draw
+            layers=1,
+            max_length=32,
+            epochs=1,
+            learning_rate=0.0,
+            threads=1,
+            seed=seed,
+            draw=draw,
+            min_logit_auroc=0.0,  # untrained on purpose
         )
         train_reranker(_pairs(), out, params, show_progress=False)
         model = CrossEncoder(str(open_snapshot(out, family="reranker").path), device="cpu").model

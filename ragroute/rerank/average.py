@@ -24,7 +24,7 @@ from ragroute.rerank.cross_encoder import FAMILY
 from ragroute.rerank.train import Pair, TrainParams, check_learned, fit_calibration, publish_reranker
 
 #: train settings that may differ between draws of one recipe
-DRAW_SETTINGS = ("draw", "threads")
+DRAW_SETTINGS = ("draw", "threads", "min_logit_auroc")  # min_logit_auroc: a bar to publish, not the recipe
 #: manifest entries that are each draw's own
 OWN_ENTRIES = ("report", "average")
 
@@ -98,8 +98,9 @@ def average_rerankers(
     soup.model.load_state_dict(average_weights([encoder.model for encoder, _, _ in loaded]))
     soup.model.eval()
     first = loaded[0][1]
-    fitted, calibration_report = fit_calibration(soup, calibration, TrainParams.from_manifest(first))
-    check_learned(calibration_report, out, f"the average of {len(models)} draws")
+    recipe = TrainParams.from_manifest(first)
+    fitted, calibration_report = fit_calibration(soup, calibration, recipe)
+    check_learned(calibration_report, out, f"the average of {len(models)} draws", bar=recipe.min_logit_auroc)
     report: dict[str, Any] = {
         "members": [
             {

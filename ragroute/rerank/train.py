@@ -97,6 +97,8 @@ class TrainParams:
     # they can be averaged (:func:`ragroute.rerank.average.average_rerankers`)
     draw: int | None = None
     threads: int | None = None
+    # below this AUROC of the logit on the held-apart pairs nothing is published (check_learned)
+    min_logit_auroc: float = MIN_LOGIT_AUROC
 
     @property
     def model_seed(self) -> int:
@@ -341,7 +343,8 @@ def train_reranker(
     train_s = time.perf_counter() - start
     net.eval()
     calibration, calibration_report = fit_calibration(model, pairs.calibration, params)
-    check_learned(calibration_report, out, f"final training loss {np.mean(losses[-50:]):.3f}")
+    loss = f"final training loss {np.mean(losses[-50:]):.3f}"
+    check_learned(calibration_report, out, loss, bar=params.min_logit_auroc)
     report = {
         "train_pairs": len(pairs.train),
         "calibration_pairs": len(pairs.calibration),
@@ -404,17 +407,19 @@ def fit_calibration(
     return fit_platt(pairs, logits_of)
 
 
-def check_learned(report: Mapping[str, Any], out: Path, detail: str = "") -> None:
+def check_learned(
+    report: Mapping[str, Any], out: Path, detail: str = "", *, bar: float = MIN_LOGIT_AUROC
+) -> None:
     """Raise (before anything is published at ``out``) when the calibration ``report`` of
-    :func:`fit_platt` shows a logit that does not rank: AUROC below :data:`MIN_LOGIT_AUROC` on
+    :func:`fit_platt` shows a logit that does not rank: AUROC below ``bar`` (:data:`MIN_LOGIT_AUROC`) on
     the held-apart calibration pairs. A model whose training diverged or collapsed to a constant
     would otherwise be published and rerank by its first stage's prior alone, silently."""
     value = report.get("logit_auroc_all")
-    if value is None or not value < MIN_LOGIT_AUROC:  # no pairs with both labels: nothing to judge
+    if value is None or not value < bar:  # no pairs with both labels: nothing to judge
         return
     raise RagrouteError(
         f"the trained reranker did not learn to rank: its logit separates the {report.get('pairs_all')} "
-        f"held-apart calibration pairs with AUROC {value:.3f} (< {MIN_LOGIT_AUROC}; 0.5 is chance)"
+        f"held-apart calibration pairs with AUROC {value:.3f} (< {bar}; 0.5 is chance)"
         + (f", {detail}" if detail else "")
         + f"; nothing was published at {out}. Train again with a lower --learning-rate or another --draw"
     )
