@@ -4,6 +4,7 @@ the pipeline stage and the LlamaIndex postprocessor."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,10 +32,18 @@ def _pairs() -> PairSet:
     return PairSet(train=train, calibration=calibration, counts={"toy": {"queries": 4}})
 
 
+def _toy_params(**changes: Any) -> TrainParams:
+    """The toy recipe these tests train (one layer, 32 tokens, 40 epochs) with ``changes``."""
+    settings: dict[str, Any] = dict(
+        layers=1, max_length=32, epochs=40, batch_size=8, learning_rate=1e-3, threads=1
+    )
+    return TrainParams(**{**settings, **changes})
+
+
 @pytest.fixture(scope="module")
 def tiny_reranker(tmp_path_factory):
     out = tmp_path_factory.mktemp("rr") / "toy"
-    params = TrainParams(layers=1, max_length=32, epochs=40, batch_size=8, learning_rate=1e-3, threads=1)
+    params = _toy_params()
     report = train_reranker(_pairs(), out, params, name="toy", show_progress=False)
     return out, report
 
@@ -71,7 +80,7 @@ def test_a_model_whose_logit_does_not_rank_is_not_published(tmp_path):
     query, text = TOPICS["weather"]
     pairs = PairSet(train=_pairs().train, calibration=[Pair(query, text, 1.0), Pair(query, text, 0.0)] * 3)
     out = tmp_path / "collapsed"
-    params = TrainParams(layers=1, max_length=32, epochs=1, batch_size=8, learning_rate=1e-3, threads=1)
+    params = _toy_params(epochs=1)
     with pytest.raises(RagrouteError, match=r"did not learn to rank: .* 6 held-apart .* AUROC 0\.[0-5]\d\d "):
         train_reranker(pairs, out, params, name="collapsed", show_progress=False)
     assert not out.exists()
@@ -633,9 +642,7 @@ def test_a_draw_changes_the_model_and_not_the_pairs(hashing_encoder):
 @pytest.fixture(scope="module")
 def second_draw(tmp_path_factory):
     out = tmp_path_factory.mktemp("rr") / "toy-draw1"
-    params = TrainParams(
-        layers=1, max_length=32, epochs=40, batch_size=8, learning_rate=1e-3, threads=2, draw=1
-    )
+    params = _toy_params(threads=2, draw=1)
     train_reranker(_pairs(), out, params, name="toy-draw1", show_progress=False)
     return out
 
@@ -681,16 +688,8 @@ def test_training_several_draws_builds_pairs_once_and_publishes_their_average(tm
     from ragroute.store import open_snapshot
 
     out = tmp_path / "soup"
-    params = TrainParams(
-        layers=1,
-        max_length=32,
-        epochs=2,
-        batch_size=8,
-        learning_rate=1e-3,
-        threads=1,
-        seed=4,
-        min_logit_auroc=0.0,  # two epochs on toy pairs: the mechanics, not a model that ranks
-    )
+    # two epochs on toy pairs: the mechanics, not a model that ranks
+    params = _toy_params(epochs=2, seed=4, min_logit_auroc=0.0)
     said: list[str] = []
     report = train_draws(_pairs(), out, params, 2, name="soup", say=said.append, show_progress=False)
     members = [tmp_path / "soup.draws" / "draw-4", tmp_path / "soup.draws" / "draw-5"]
@@ -747,16 +746,8 @@ def test_rerank_average_refuses_other_recipes_before_building_any_pair(tiny_rera
 
     first, _ = tiny_reranker
     other = tmp_path / "other"
-    params = TrainParams(
-        layers=1,
-        max_length=32,
-        epochs=1,
-        batch_size=8,
-        learning_rate=1e-3,
-        threads=1,
-        draw=1,
-        min_logit_auroc=0.0,  # one epoch on toy pairs: the mechanics, not a model that ranks
-    )
+    # one epoch on toy pairs: the mechanics, not a model that ranks
+    params = _toy_params(epochs=1, draw=1, min_logit_auroc=0.0)
     train_reranker(_pairs(), other, params, name="other", show_progress=False)
     result = CliRunner().invoke(
         main, ["rerank", "average", str(first), str(other), "--out", str(tmp_path / "s")]
@@ -772,15 +763,8 @@ def test_draws_of_one_seed_start_from_the_same_weights(tmp_path):
 
     def untrained(seed: int, draw: int | None) -> dict:
         out = tmp_path / f"s{seed}-d{draw}"
-        params = TrainParams(
-            layers=1,
-            max_length=32,
-            epochs=1,
-            learning_rate=0.0,
-            threads=1,
-            seed=seed,
-            draw=draw,
-            min_logit_auroc=0.0,  # untrained on purpose
+        params = _toy_params(  # untrained on purpose: no bar to publish
+            epochs=1, batch_size=32, learning_rate=0.0, seed=seed, draw=draw, min_logit_auroc=0.0
         )
         train_reranker(_pairs(), out, params, show_progress=False)
         model = CrossEncoder(str(open_snapshot(out, family="reranker").path), device="cpu").model

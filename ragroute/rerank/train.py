@@ -66,7 +66,7 @@ def query_fold(set_name: str, query_id: str) -> int:
 
 #: a trained model whose logit alone separates the held-apart calibration pairs (relevant from
 #: not) with an AUROC below this has not learned to rank: its probabilities would be its first
-#: stage's prior alone. Training and averaging refuse to publish it (:func:`check_learned`).
+#: stage's prior alone. Training, averaging and recalibration refuse to publish it (:func:`check_learned`).
 MIN_LOGIT_AUROC = 0.6
 
 
@@ -517,10 +517,12 @@ def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
 
     reranker = CrossEncoderReranker(model, backend="torch")
     calibration, report = fit_platt(pairs, lambda batch: reranker.logits_pairs(batch))
-    check_learned(report, model, "recalibrated")
     with artifact_lock(model):  # the build copied below stays current (and on disk) until published
         snapshot = open_snapshot(model, family=FAMILY)
         manifest = snapshot.manifest
+        # the bar the model was trained with, as averaging reads it
+        bar = TrainParams.from_manifest(manifest.params).min_logit_auroc
+        check_learned(report, model, "recalibrated", bar=bar)
         params = dict(manifest.params)
         params["report"] = {**params.get("report", {}), "calibration": {**calibration.to_dict(), **report}}
         with write_artifact(model, FAMILY, manifest.kind, name=manifest.name, params=params) as pending:
