@@ -243,3 +243,26 @@ def test_dense_bench_command_is_one_error_line_on_a_bad_line(tmp_path, no_encode
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and "corpus.jsonl line 3: invalid JSON" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dense_bench_reads_the_split_it_is_given(tmp_path, no_encoder):
+    """`--split test` scores qrels/test.tsv (here judging a query that does not exist: refused), not
+    dev.tsv (valid); a split with no qrels file is one error line too."""
+    from click.testing import CliRunner
+
+    from ragroute.cli.bench import dense_command
+
+    root = _bench_folder(tmp_path)
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td1\t1\n")
+    runner = CliRunner()
+    dev = runner.invoke(dense_command, ["--data", str(root), "--backend", "torch"])
+    assert isinstance(dev.exception, _EncoderLoaded)  # dev.tsv is valid: the encoder loads next
+    refusals = (
+        ("test", "not in queries.jsonl (e.g. 'q2')"),
+        ("train", "no qrels/train.tsv (available splits: dev"),
+    )
+    for split, message in refusals:
+        result = runner.invoke(dense_command, ["--data", str(root), "--split", split, "--backend", "torch"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: ") and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -208,18 +208,24 @@ def encode_command(
     required=True,
     help="BEIR folder(s) to measure on (repeatable), e.g. ../shared/data/glasgow/npl.",
 )
+@click.option(
+    "--split",
+    default="dev",
+    show_default=True,
+    help="Qrels split whose judged queries are searched and scored (qrels/SPLIT.tsv).",
+)
 @bench_encoder_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @one_line_errors
 def dense_command(
-    data_dirs: tuple[Path, ...], encoder: str, backend: str, cache_dir: Path | None, as_json: bool
+    data_dirs: tuple[Path, ...], split: str, encoder: str, backend: str, cache_dir: Path | None, as_json: bool
 ) -> None:
     """Compare faiss layouts (flat exact, HNSW, IVF-PQ): build time, queries/s as ratios
     to flat, recall@10 of the exact top-10, nDCG@10, and bytes per vector.
 
     A --data folder without queries.jsonl is skipped (said on stderr); one that is there is
-    read strictly: a bad line, a qrels/dev.tsv id naming no query or document, or an empty
-    split is one error line, never a skipped record.
+    read strictly: a bad line, a qrels/SPLIT.tsv id naming no query or document, or an empty
+    or absent split is one error line, never a skipped record.
     """
     results = {}
     for data_dir in data_dirs:
@@ -230,7 +236,7 @@ def dense_command(
             )
             continue
         results[Path(data_dir).name] = bench_dense.run_dense_bench(
-            Path(data_dir), encoder_name=encoder, backend=backend, cache_dir=cache_dir
+            Path(data_dir), encoder_name=encoder, backend=backend, cache_dir=cache_dir, split=split
         )
         click.echo(bench_dense.format_dense_report(results[Path(data_dir).name]))
     if not results:

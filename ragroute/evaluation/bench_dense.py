@@ -34,9 +34,17 @@ def _bytes_per_vector(index: DenseIndex) -> float:
 
 
 def run_dense_bench(
-    data_dir: Path, *, encoder_name: str, backend: str, cache_dir: Path, repeat_queries: int = 20, k: int = 10
+    data_dir: Path,
+    *,
+    encoder_name: str,
+    backend: str,
+    cache_dir: Path | None,
+    split: str = "dev",
+    repeat_queries: int = 20,
+    k: int = 10,
 ) -> dict[str, Any]:
-    """Measure every faiss layout on one BEIR collection; returns a JSON-ready dict.
+    """Measure every faiss layout on one BEIR collection, on the judged queries of ``split``;
+    returns a JSON-ready dict.
 
     The data is loaded strictly (``on_error="raise"``), before the encoder: a bad line, a qrels id
     naming no query or document, or an empty split is one
@@ -45,7 +53,7 @@ def run_dense_bench(
     from ragroute.encode import load_encoder
     from ragroute.loaders import load_beir
 
-    dataset = load_beir(data_dir, split="dev", on_error="raise")
+    dataset = load_beir(data_dir, split=split, on_error="raise")
     encoder = load_encoder(encoder_name, backend=backend, cache_dir=cache_dir)
     doc_vectors = encoder.encode_documents([d.full_text() for d in dataset.corpus])
     query_vectors = encoder.encode_queries([q.text for q in dataset.queries], show_progress=False)
@@ -85,6 +93,7 @@ def run_dense_bench(
         row["single_speedup_vs_flat"] = round(row["single_qps"] / flat["single_qps"], 2)
     return {
         "data": str(data_dir),
+        "split": split,
         "documents": len(dataset.corpus),
         "queries": len(dataset.queries),
         "encoder": encoder.describe(),
@@ -93,7 +102,10 @@ def run_dense_bench(
 
 
 def format_dense_report(result: dict[str, Any]) -> str:
-    lines = [f"{result['data']}: {result['documents']} docs, {result['queries']} judged queries"]
+    lines = [
+        f"{result['data']}: {result['documents']} docs, {result['queries']} judged queries "
+        f"(split {result.get('split', 'dev')})"
+    ]
     header = (
         f"{'layout':<7} {'build s':>8} {'batch q/s':>10} {'x flat':>7} {'1-by-1 q/s':>11} {'x flat':>7} "
         f"{'R@10 vs exact':>14} {'nDCG@10':>8} {'R@100':>7} {'bytes/vec':>10}"
