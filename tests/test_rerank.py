@@ -266,6 +266,7 @@ def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
     for row in result["collections"].values():
         assert {"dense", "dense+rerank", "hybrid", "hybrid+rerank"} <= set(row)
     assert result["queries"].startswith("fold-1")
+    assert result["encoder"] == hashing_encoder.describe()  # which encoder (and backend) stage 1 ran
     if len(result["collections"]) > 1:
         assert result["routed"]["queries"] == sum(held_out.values())
     assert "macro nDCG@10" in format_report(result)

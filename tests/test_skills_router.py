@@ -352,6 +352,8 @@ def test_bench_skills_rows_and_keys(tiny_reranker):
     assert "hybrid+rerank_no_body" in text and "fold 1" in text
     # which backend ranked is part of the result: bf16 torch and int8 ONNX rank slightly differently
     assert result["router"]["reranker"]["backend"] == "torch" and "(torch backend)" in text
+    # and so is the encoder's: int8 kernels differ from CPU to CPU, and stage 1 moves with them
+    assert result["encoder"] == HashingEncoder(dim=256).describe() and "(hashing backend)" in text
 
 
 def test_bench_scores_every_query_of_a_set_the_reranker_never_saw(tiny_reranker):

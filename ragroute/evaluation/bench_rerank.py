@@ -124,6 +124,7 @@ def run_rerank_bench(
     return {
         "root": str(root),
         "split": split,
+        "encoder": encoder.describe(),
         "reranker": reranker.describe(),
         "queries": "fold-1 (held out from reranker training)" if held_out else "all",
         "collections": collections,

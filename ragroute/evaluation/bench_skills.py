@@ -285,6 +285,7 @@ def run_skills_bench(
         "latency_ms_p95": latency.get("p95"),
         "latency_of": final_name,
         "router": router.describe(),
+        "encoder": encoder.describe(),
         "tuning": index.tuning,
         "build_s": round(build_s, 1),
         "seconds": seconds,
@@ -482,6 +483,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"fold 1 only ({result['fold1_queries']} queries):")
         for name, values in result["methods_fold1"].items():
             lines.append(f"{name:26s}" + "".join(f"{values[k]:11.3f}" for k in METRICS))
+    encoder = result.get("encoder") or {}
+    lines.append(f"encoder {encoder.get('model_id', '?')} ({encoder.get('backend', '?')} backend)")
     reranker = result["router"].get("reranker")
     if reranker:
         lines.append(f"reranker {reranker['model']} ({reranker.get('backend')} backend)")
