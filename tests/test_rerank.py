@@ -406,6 +406,24 @@ def test_rerank_reads_the_stage1_scores_and_explains_them(tiny_reranker):
     assert ranked[0].explain["rerank"]["stage1_z"] > 0 > ranked[-1].explain["rerank"]["stage1_z"]
 
 
+def test_calibration_scores_each_distinct_pair_once():
+    """A pair that occurs several times gets one logit: a scorer whose rows of one batch round
+    differently (as CPU kernels may) cannot make a constant model look as if it ranked."""
+    from ragroute.rerank.train import fit_platt
+
+    pairs = [Pair("q", "same text", float(i % 2)) for i in range(6)] + [Pair("q2", "t", 1.0)]
+    seen: list[str] = []
+
+    def noisy(batch):  # each row a little different, by its place in the batch
+        seen.extend(p.text for p in batch)
+        return np.array([1.0 + 1e-6 * i for i in range(len(batch))])
+
+    _, report = fit_platt(pairs, noisy)
+    assert seen == ["same text", "t"]  # one logit per distinct (query, text)
+    # the six copies tie (AUROC counts ties half); the seventh, positive, scores above the negatives
+    assert report["logit_auroc_all"] == round((3 * 3 * 0.5 + 3 * 1.0) / (4 * 3), 4)
+
+
 def test_each_first_stage_gets_its_own_calibration(tiny_reranker, hashing_encoder):
     from ragroute.rerank.cross_encoder import Calibration
     from ragroute.rerank.train import fit_platt

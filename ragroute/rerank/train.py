@@ -437,7 +437,18 @@ def fit_platt(
     """
     if len({p.label for p in pairs}) < 2:
         return Calibration(), {"note": "too few calibration pairs: raw sigmoid"}
-    logit = np.concatenate([logits_of(pairs[b : b + 64]) for b in range(0, len(pairs), 64)])
+    # each distinct (query, text) is scored once: the same pair gets the same logit wherever it
+    # sits in a batch (CPU kernels can round rows of one batch differently, and a model collapsed to
+    # a constant must read as one, AUROC 0.5, not as its rounding noise)
+    first: dict[tuple[str, str], int] = {}
+    unique: list[Pair] = []
+    for p in pairs:
+        if (p.query, p.text) not in first:
+            first[p.query, p.text] = len(unique)
+            unique.append(p)
+    row = np.array([first[p.query, p.text] for p in pairs])
+    distinct = np.concatenate([logits_of(unique[b : b + 64]) for b in range(0, len(unique), 64)])
+    logit = distinct[row]
     labels = np.array([p.label for p in pairs])
     skills = np.array([p.stage1_kind == "skills" for p in pairs])
     documents = ~skills if len(set(labels[~skills])) == 2 else np.ones_like(skills)
