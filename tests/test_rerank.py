@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ragroute.errors import RagrouteError
-from ragroute.rerank.cross_encoder import CrossEncoderReranker, native_bfloat16
+from ragroute.rerank.cross_encoder import CrossEncoderReranker, amx_bfloat16
 from ragroute.rerank.train import Pair, PairSet, TrainParams, query_fold, train_reranker
 from ragroute.types import Hit
 
@@ -122,6 +122,24 @@ def test_remembered_logits_score_each_pool_once_inside_a_block_only(tiny_reranke
     assert len(scored) == 5
 
 
+@pytest.mark.parametrize(
+    ("flags", "with_int8", "without_int8"),
+    [
+        ({"amx_bf16", "avx512_bf16"}, "torch-bf16", "torch-bf16"),
+        ({"avx512_bf16"}, "onnx-int8", "torch-bf16"),
+        (set(), "onnx-int8", "torch"),
+    ],
+    ids=["amx", "avx512-bf16-only", "no-bf16"],
+)
+def test_auto_backend_follows_the_cpu(tiny_reranker, monkeypatch, flags, with_int8, without_int8):
+    """bf16 torch first only with AMX: with AVX512-BF16 alone the int8 export was measured faster;
+    without an int8 export, bf16 wherever it is native, else fp32."""
+    out, report = tiny_reranker
+    monkeypatch.setattr("ragroute.rerank.cross_encoder._cpu_flags", lambda: flags)
+    kept_int8 = report["onnx"].get("int8") is None
+    assert CrossEncoderReranker(out).backend == (with_int8 if kept_int8 else without_int8)
+
+
 def test_onnx_copies_agree_with_torch(tiny_reranker):
     out, report = tiny_reranker
     query, texts = "forecast rain in paris", [t for _, t in TOPICS.values()]
@@ -131,8 +149,8 @@ def test_onnx_copies_agree_with_torch(tiny_reranker):
     if report["onnx"].get("int8") is None:  # kept: it stays close to fp32
         int8 = CrossEncoderReranker(out, backend="onnx-int8")
         assert np.max(np.abs(int8.logits(query, texts) - torch_logits)) < 0.35
-        # auto prefers bfloat16 torch where the CPU computes in it natively, else the int8 copy
-        assert CrossEncoderReranker(out).backend == ("torch-bf16" if native_bfloat16() else "onnx-int8")
+        # auto prefers bfloat16 torch where the CPU has AMX, else the int8 copy
+        assert CrossEncoderReranker(out).backend == ("torch-bf16" if amx_bfloat16() else "onnx-int8")
     bf16 = CrossEncoderReranker(out, backend="torch-bf16")
     assert bf16.backend == "torch-bf16" and bf16.describe()["backend"] == "torch-bf16"
     bf16_logits = bf16.logits(query, texts)

@@ -105,8 +105,8 @@ def rerank_backend_option(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Choice(list(RERANK_BACKENDS)),
         default="auto",
         show_default=True,
-        help="How the reranker runs: auto = bf16 torch on CPUs with native bfloat16, else its int8 ONNX "
-        "export (the JSON's reranker backend says which ran).",
+        help="How the reranker runs: auto = bf16 torch on CPUs with AMX, else its int8 ONNX export "
+        "(the JSON's reranker backend says which ran).",
     )(func)
 
 
