@@ -726,6 +726,14 @@ def ppr_command(
     help="LABELS file (tool / no_tool) to fit (fold 0) and test (fold 1) abstention on "
     "(default: ../metatool_need_tool/dev.jsonl beside a metatool folder).",
 )
+@click.option(
+    "--tune-blend",
+    type=click.IntRange(min=10),
+    default=None,
+    metavar="N",
+    help="Also fit the catalogue's rerank blend (`ragroute skills tune`) on up to N fold-0 queries "
+    "(the reranker's training fold, never scored) and add the row hybrid+rerank_tuned.",
+)
 @rerank_backend_option
 @bench_encoder_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
@@ -740,6 +748,7 @@ def skills_command(
     latency_queries: int,
     max_queries: int | None,
     abstain_data: Path | None,
+    tune_blend: int | None,
     rerank_backend: str,
     encoder: str,
     backend: str,
@@ -775,6 +784,7 @@ def skills_command(
         abstain_data=abstain_data,
         log=lambda msg: click.echo(msg, err=True),
         skill_set=skill_set,
+        tune_blend=tune_blend,
     )
     click.echo(bench_skills.format_report(result))
     if as_json:

@@ -220,19 +220,13 @@ def route_command(
     from ragroute.encode import load_encoder
     from ragroute.errors import check_query
     from ragroute.skills.router import SkillRouter
-    from ragroute.store import artifact_exists, open_snapshot
 
     if (task is None) == (queries_path is None):
         raise RagrouteError("give either a TASK or --queries FILE (not both, not neither)")
     tasks = read_tasks(queries_path) if queries_path is not None else [("task", check_query(task or ""))]
-    if not artifact_exists(index_dir):
-        raise RagrouteError(f"{index_dir}: no skill index here (build one with `ragroute skills build`)")
-    manifest = open_snapshot(index_dir, verify=False).manifest
-    if manifest.family != "skills":
-        raise RagrouteError(f"{index_dir} holds a {manifest.family} artifact, not a skill index")
+    model_id = _skill_index_encoder(index_dir)
     reranker, said = resolve_reranker(reranker_path, no_reranker)
     click.echo(said, err=True)
-    model_id = (manifest.encoder or {}).get("model_id", "")
     encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
     overrides: dict[str, Any] = {}
     if candidates is not None:
@@ -265,6 +259,95 @@ def route_command(
         if show_trace:
             for step in route.trace:
                 click.echo(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")
+
+
+@skills_group.command("tune")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--queries",
+    "queries_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help='JSONL of labelled tasks ({"_id" or "id", "text"} per line) for this catalogue.',
+)
+@click.option(
+    "--qrels",
+    "qrels_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="TSV of judgements (query-id, skill-id, grade; a header line is allowed).",
+)
+@click.option(
+    "--reranker",
+    "reranker_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Reranker the blend is fitted for (and applies to) [default: rerank/default].",
+)
+@click.option(
+    "--max-queries", type=click.IntRange(min=10), default=None, help="Fit on the first N judged tasks only."
+)
+@click.option(
+    "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto", show_default=True
+)
+@cache_dir_option()
+@one_line_errors
+def tune_command(
+    index_dir: Path,
+    queries_path: Path,
+    qrels_path: Path,
+    reranker_path: Path | None,
+    max_queries: int | None,
+    backend: str,
+    cache_dir: Path | None,
+) -> None:
+    """Fit how much stage 1 weighs against the reranker on this catalogue, from labelled tasks, and
+    save it with the index at INDEX_DIR (a new build; `skills route` with the same reranker uses it).
+
+    Each task is routed once; the stage-1 weight with the best nDCG@10 over the tasks is kept and the
+    reranker's probabilities are re-calibrated on them. Tasks you report numbers on must not be
+    among them. See docs/skills.md#tuning-the-rerank-blend.
+    """
+    from ragroute.encode import load_encoder
+    from ragroute.loaders.beir import load_qrels
+    from ragroute.skills.blend import fit_rerank_blend
+    from ragroute.skills.router import SkillRouter
+
+    model_id = _skill_index_encoder(index_dir)
+    tasks = read_tasks(queries_path)
+    qrels = load_qrels(qrels_path)
+    reranker, said = resolve_reranker(reranker_path, False)
+    if reranker is None:
+        raise RagrouteError(f"tuning the rerank blend needs a reranker: {said}")
+    click.echo(said, err=True)
+    encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
+    router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder)
+    unknown = sorted({sid for judged in qrels.values() for sid in judged} - set(router.catalogue.ids))
+    if unknown:
+        raise RagrouteError(
+            f"{qrels_path}: {len(unknown)} judged skill id(s) are not in the index: {', '.join(unknown[:5])}"
+        )
+    judged = [(qid, text) for qid, text in tasks if qid in qrels][:max_queries]
+    click.echo(f"fitting on {len(judged)} judged tasks of {len(tasks)} ...", err=True)
+    blend = fit_rerank_blend(router, judged, qrels, name=str(queries_path))
+    router.with_options(rerank_blend=blend).save(index_dir)
+    curve = ", ".join(f"{w}: {v:.4f}" for w, v in blend.report["ndcg@10"].items())
+    click.echo(
+        f"{index_dir}: stage-1 weight {blend.stage1_weight:g} for reranker {blend.reranker['name']} "
+        f"(nDCG@10 of the {blend.report['tasks']} tasks by weight: {curve})"
+    )
+
+
+def _skill_index_encoder(index_dir: Path) -> str:
+    """The encoder model id of the skill index at ``index_dir``; one clear error when there is none."""
+    from ragroute.store import artifact_exists, open_snapshot
+
+    if not artifact_exists(index_dir):
+        raise RagrouteError(f"{index_dir}: no skill index here (build one with `ragroute skills build`)")
+    manifest = open_snapshot(index_dir, verify=False).manifest
+    if manifest.family != "skills":
+        raise RagrouteError(f"{index_dir} holds a {manifest.family} artifact, not a skill index")
+    return str((manifest.encoder or {}).get("model_id", ""))
 
 
 def read_tasks(path: Path) -> list[tuple[str, str]]:

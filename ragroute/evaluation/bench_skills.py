@@ -198,8 +198,13 @@ def run_skills_bench(
     abstain_data: Path | None = None,
     log: Callable[[str], None] = lambda _: None,
     skill_set: SkillSet | None = None,
+    tune_blend: int | None = None,
 ) -> dict[str, Any]:
     """Build the router, score every row, time it; the JSON-able result.
+
+    ``tune_blend``: fit the catalogue's rerank blend (:func:`~ragroute.skills.blend.fit_rerank_blend`)
+    on up to this many fold-0 queries (those the reranker trained on; never scored) and add the row
+    ``hybrid+rerank_tuned``; only where fold 1 alone is scored (a reranker trained on this set).
 
     ``skill_set`` is ``load_skill_set(root, split)`` when the caller has loaded it already
     (``ragroute bench skills`` does, to fail before loading a model); ``None`` loads it here.
@@ -214,6 +219,7 @@ def run_skills_bench(
     set_name = root.name
     folds_only = reranker is not None and reranker_folds(reranker, set_name)
     fold1 = {qid for qid, _ in queries if query_fold(set_name, qid) == 1}
+    fold0 = [(qid, text) for qid, text in queries if qid not in fold1 and qid in qrels]
     if folds_only:
         queries = [(qid, text) for qid, text in queries if qid in fold1]
     if max_queries is not None:
@@ -238,6 +244,23 @@ def run_skills_bench(
         no_body.body = False
         rows["hybrid+rerank"] = router
         rows["hybrid+rerank_no_body"] = router.with_options(reranker=no_body)
+    blend_report: dict[str, Any] | None = None
+    if tune_blend and reranker is not None:
+        from ragroute.skills import blend as blending
+
+        tasks = fold0[:tune_blend]
+        if folds_only and len(tasks) < blending.MIN_TASKS:
+            blend_report = {
+                "note": f"not fitted: {len(tasks)} judged fold-0 queries (< {blending.MIN_TASKS})"
+            }
+        elif folds_only:
+            log(f"  fitting the rerank blend on {len(tasks)} fold-0 queries ...")
+            start = time.perf_counter()
+            blend = blending.fit_rerank_blend(router, tasks, qrels, name=f"{set_name} {split} fold 0")
+            blend_report = {**blend.to_dict(), "fit_s": round(time.perf_counter() - start, 1)}
+            rows["hybrid+rerank_tuned"] = router.with_options(rerank_blend=blend)
+        else:
+            blend_report = {"note": "not fitted: every query of this set is scored, none is left to fit on"}
 
     contexts = [QueryContext(text, id=qid) for qid, text in queries]
     judged = {qid: qrels[qid] for qid, _ in queries}
@@ -291,6 +314,8 @@ def run_skills_bench(
         "seconds": seconds,
         "reference": REFERENCE.get(set_name),
     }
+    if blend_report is not None:
+        result["rerank_blend"] = blend_report
     if methods_fold1:
         result["methods_fold1"] = methods_fold1
         result["fold1_queries"] = sum(1 for q in judged if q in fold1)
@@ -488,6 +513,16 @@ def format_report(result: dict[str, Any]) -> str:
     reranker = result["router"].get("reranker")
     if reranker:
         lines.append(f"reranker {reranker['model']} ({reranker.get('backend')} backend)")
+    blend = result.get("rerank_blend")
+    if blend and "stage1_weight" in blend:
+        curve = ", ".join(f"{w}: {v:.4f}" for w, v in blend["report"]["ndcg@10"].items())
+        lines.append(
+            f"rerank blend (hybrid+rerank_tuned): stage-1 weight {blend['stage1_weight']:g}, fitted on "
+            f"{blend['report']['tasks']} fold-0 queries in {blend['fit_s']} s "
+            f"(their nDCG@10 by weight: {curve})"
+        )
+    elif blend:
+        lines.append(f"rerank blend: {blend['note']}")
     if result.get("candidate_ceiling"):
         c = result["candidate_ceiling"]
         lines.append(

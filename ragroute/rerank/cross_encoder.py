@@ -109,6 +109,14 @@ class Calibration:
         """The calibration for candidates from a ``kind`` first stage (this one when none was fitted)."""
         return self.by_stage1.get(kind, self)
 
+    def blended(self, stage1_weight: float, scale: float = 1.0, shift: float = 0.0) -> Calibration:
+        """This calibration with its stage-1 terms weighted ``stage1_weight`` times, then Platt-rescaled:
+        ``sigmoid(scale * (a * logit + b + stage1_weight * (c / rank + d * z)) + shift)``, again of
+        the form ``sigmoid(a' * logit + b' + c' / rank + d' * z)`` (how a catalogue's labelled tasks
+        re-balance stage 1 against the cross-encoder: :mod:`ragroute.skills.blend`)."""
+        s, k = float(stage1_weight), float(scale)
+        return Calibration(k * self.a, k * self.b + float(shift), k * s * self.c, True, k * s * self.d)
+
     def __call__(
         self, logits: np.ndarray, ranks: np.ndarray | None = None, stage1_z: np.ndarray | None = None
     ) -> np.ndarray:
@@ -224,6 +232,14 @@ class CrossEncoderReranker:
         other = copy.copy(self)
         other.calibration = self.calibration.for_stage1(kind)
         other.stage1 = kind if kind in self.calibration.by_stage1 else self.stage1
+        return other
+
+    def with_calibration(self, calibration: Calibration, label: str) -> CrossEncoderReranker:
+        """This reranker (sharing its model) scoring through ``calibration``; ``label`` names it in
+        :meth:`describe` (``calibration_stage1``)."""
+        other = copy.copy(self)
+        other.calibration = calibration
+        other.stage1 = label
         return other
 
     def logits(self, query: str, texts: Sequence[str]) -> np.ndarray:

@@ -236,6 +236,10 @@ class SkillRouter:
     model, "rerank": model}``, or a retrieval gate: a gate object (``gate_many``) or ``{"gate":
     PATH}`` (a folder written by ``ragroute gate fit``; ``ragroute skills build --abstain-gate``),
     whose "answer without retrieval" is "no skill applies" (see :class:`GateAbstention`).
+    ``rerank_blend``: ``None`` or a :class:`~ragroute.skills.blend.RerankBlend` (or its dict)
+    fitted on labelled tasks of this catalogue with :func:`~ragroute.skills.blend.fit_rerank_blend`
+    (``ragroute skills tune``): how much stage 1 weighs against the reranker here; it applies only to
+    the reranker build it was fitted with (the trace says when it does not).
     """
 
     def __init__(
@@ -251,6 +255,7 @@ class SkillRouter:
         abstention: Any = None,
         threshold: float | None = None,
         name: str = "skills",
+        rerank_blend: Any = None,
     ) -> None:
         if method not in METHODS:
             raise RagrouteError(f"unknown stage-1 method {method!r}: choose one of {', '.join(METHODS)}")
@@ -268,6 +273,7 @@ class SkillRouter:
         self.abstention, self.abstention_gate = _abstention_setting(abstention, index.encoder)
         self.threshold = threshold
         self.name = name
+        self.rerank_blend = _blend_setting(rerank_blend)
 
     @classmethod
     def build(
@@ -287,11 +293,14 @@ class SkillRouter:
     def with_options(self, **changes: Any) -> SkillRouter:
         """A router sharing this one's index with some settings changed (``method``, ``reranker``: an
         object or a folder to load one from, as in the constructor; ``overlap``, ``candidates``,
-        ``abstention``, ``threshold``)."""
+        ``abstention``, ``threshold``, ``rerank_blend``)."""
         other = copy.copy(self)
         for key, value in changes.items():
             if key == "abstention":
                 other.abstention, other.abstention_gate = _abstention_setting(value, other.index.encoder)
+                continue
+            if key == "rerank_blend":
+                other.rerank_blend = _blend_setting(value)
                 continue
             if not hasattr(other, key):
                 raise RagrouteError(f"unknown skill router setting {key!r}")
@@ -315,6 +324,7 @@ class SkillRouter:
                 "backend": info.get("backend"),  # bf16 torch and int8 ONNX rank slightly differently
                 "body": self.reranker_body,
                 "calibration": getattr(self.reranker, "stage1", None),  # which first stage's
+                "blend": self._stage2()[1],
             }
         model = self._model() if self.abstention_gate is None else None
         return {
@@ -405,9 +415,10 @@ class SkillRouter:
         rerank_top = None
         if self.reranker is not None:
             began = time.perf_counter()
+            reranker, blend_note = self._stage2()
             pool = ranked[: self.candidates]
             hits = [self._hit(r) for r in pool]
-            reranked = self.reranker.rerank(task, hits, k=len(hits), candidates=len(hits))
+            reranked = reranker.rerank(task, hits, k=len(hits), candidates=len(hits))
             by_id = {r.id: r for r in pool}
             new = []
             for rank, hit in enumerate(reranked, 1):
@@ -417,6 +428,7 @@ class SkillRouter:
                     "probability": detail.get("probability", round(hit.score, 4)),
                     "logit": detail.get("logit"),
                     "stage1_rank": detail.get("stage1_rank"),
+                    "stage1_z": detail.get("stage1_z"),
                 }
                 new.append(RoutedSkill(**{**asdict(skill), "score": float(hit.score), "rank": rank}))
             ranked = new + ranked[len(pool) :]
@@ -429,6 +441,7 @@ class SkillRouter:
                             "name", type(self.reranker).__name__
                         ),
                         "body": self.reranker_body,
+                        "blend": blend_note,
                         "candidates": len(pool),
                         "ms": round((time.perf_counter() - began) * 1000, 3),
                         "scores": [
@@ -465,6 +478,18 @@ class SkillRouter:
             )
         )
         return SkillRoute(task, ranked, abstain, p_applies, threshold, trace)
+
+    def _stage2(self) -> tuple[Any, dict[str, Any] | None]:
+        """``(reranker to use, blend note)``: the reranker re-balanced by :attr:`rerank_blend` when
+        that was fitted for it (:mod:`ragroute.skills.blend`); the note is ``None`` without a blend."""
+        if self.rerank_blend is None or self.reranker is None:
+            return self.reranker, None
+        key = (id(self.reranker), id(self.rerank_blend))
+        cached = getattr(self, "_blended", None)
+        if cached is None or cached[0] != key:
+            cached = (key, *self.rerank_blend.apply(self.reranker))
+            self._blended = cached
+        return cached[1], cached[2]
 
     def _gate_route(
         self,
@@ -645,6 +670,8 @@ class SkillRouter:
             "threshold": self.threshold,
             "abstention": abstention,
         }
+        if self.rerank_blend is not None:
+            router["rerank_blend"] = self.rerank_blend.to_dict()
         return self.index.save(target, extra={"router": router})
 
     @classmethod
@@ -666,6 +693,7 @@ class SkillRouter:
             "overlap": saved.get("overlap", "diversify"),
             "threshold": saved.get("threshold"),
             "abstention": saved.get("abstention") if "abstention" in saved else "default",
+            "rerank_blend": saved.get("rerank_blend"),
         }
         settings.update(overrides)
         return cls(index, reranker, **settings)
@@ -679,6 +707,19 @@ def _reranker_setting(value: Any) -> Any:
 
         value = CrossEncoderReranker(value)
     return _after_skill_stage1(value)
+
+
+def _blend_setting(value: Any) -> Any:
+    """A ``rerank_blend=`` value: ``None``, a :class:`~ragroute.skills.blend.RerankBlend` or its dict."""
+    if value is None:
+        return None
+    from ragroute.skills.blend import RerankBlend
+
+    if isinstance(value, RerankBlend):
+        return value
+    if isinstance(value, Mapping):
+        return RerankBlend.from_dict(value)
+    raise RagrouteError(f"rerank_blend must be a RerankBlend or its dict, got {type(value).__name__}")
 
 
 def _after_skill_stage1(reranker: Any) -> Any:

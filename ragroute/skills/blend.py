@@ -1,0 +1,168 @@
+"""How much a catalogue's stage 1 should weigh against the cross-encoder, fitted on its labelled tasks.
+
+The reranker's calibration (``sigmoid(a * logit + b + c / rank + d * z)``, fitted where the reranker
+was trained) sets one balance between the cross-encoder's logit and stage 1's rank and score for
+every catalogue. How much stage 1 deserves differs from catalogue to catalogue: measured on held-out
+queries, the best weight on the stage-1 terms was 0.5x the fitted one on toollens and 1.5-3x on
+seal_tools, where BM25 alone is right 96% of the time (docs/rerank.md#calibration). Without labels
+nothing tells them apart (pseudo-queries do not track it), so the balance stays as fitted; a user
+with labelled tasks for their catalogue can fit it:
+
+* every labelled task is routed (stage 1, then the reranker over its ``candidates``) once; each
+  candidate's logit, stage-1 rank and pool z-score are read from the trace;
+* for each weight ``s`` of :data:`STAGE1_WEIGHTS` the pools are re-ordered by ``a * logit + b +
+  s * (c / rank + d * z)`` and scored by nDCG@10 (skills below the pool keep stage 1's order);
+  the best ``s`` wins (ties: the one nearest 1, the balance as fitted);
+* the probabilities are then re-calibrated on the same pools (Platt: one scale and one shift of
+  that score), so they stay probabilities of relevance on this catalogue.
+
+The result (:class:`RerankBlend`) is saved with the skill router and applies only to the reranker
+build it was fitted with; with any other the router uses that reranker's own calibration and says so
+in its trace. Near-duplicate handling (``overlap``) runs after the reranker and is not part of the
+fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ragroute.errors import RagrouteError
+
+#: the stage-1 weights tried (1 = the reranker's calibration as fitted)
+STAGE1_WEIGHTS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+#: fewer labelled tasks than this fit nothing (one task moves nDCG@10 by a tenth of the curve's range)
+MIN_TASKS = 10
+
+
+def reranker_identity(reranker: Any) -> dict[str, str]:
+    """What a blend is bound to: the reranker artifact's name and build (its path when it has none)."""
+    info = getattr(reranker, "info", {}) or {}
+    return {"name": str(info.get("name", "")), "build": str(info.get("build") or info.get("path") or "")}
+
+
+@dataclass
+class RerankBlend:
+    """A catalogue's balance between stage 1 and the cross-encoder (see the module doc)."""
+
+    stage1_weight: float
+    scale: float = 1.0
+    shift: float = 0.0
+    reranker: dict[str, str] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def applies_to(self, reranker: Any) -> bool:
+        """True for the reranker build this blend was fitted with."""
+        return reranker is not None and reranker_identity(reranker) == self.reranker
+
+    def apply(self, reranker: Any) -> tuple[Any, dict[str, Any]]:
+        """``(reranker to use, trace note)``: ``reranker`` re-balanced when this blend was fitted for
+        it, else ``reranker`` unchanged with the reason."""
+        if not self.applies_to(reranker):
+            fitted = f"{self.reranker.get('name')} (build {self.reranker.get('build')})"
+            return reranker, {"applied": False, "why": f"fitted for reranker {fitted}, not this one"}
+        calibration = reranker.calibration.blended(self.stage1_weight, self.scale, self.shift)
+        note = {"applied": True, "stage1_weight": self.stage1_weight, "tasks": self.report.get("tasks")}
+        return reranker.with_calibration(calibration, f"skills, stage-1 weight {self.stage1_weight:g}"), note
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage1_weight": self.stage1_weight,
+            "scale": self.scale,
+            "shift": self.shift,
+            "reranker": dict(self.reranker),
+            "report": dict(self.report),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RerankBlend:
+        missing = sorted({"stage1_weight", "reranker"} - set(data))
+        if missing:
+            raise RagrouteError(
+                f"rerank blend without {', '.join(missing)}: refit it (`ragroute skills tune`)"
+            )
+        return cls(
+            float(data["stage1_weight"]),
+            float(data.get("scale", 1.0)),
+            float(data.get("shift", 0.0)),
+            {str(k): str(v) for k, v in dict(data["reranker"]).items()},
+            dict(data.get("report") or {}),
+        )
+
+
+def fit_rerank_blend(
+    router: Any,
+    tasks: Sequence[tuple[str, str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    weights: Sequence[float] = STAGE1_WEIGHTS,
+    name: str = "",
+) -> RerankBlend:
+    """Fit the stage-1 weight of ``router``'s reranker on labelled ``tasks`` (``(id, text)``, judged
+    in ``qrels``: skill id -> grade) of its catalogue; see the module doc."""
+    from ragroute.evaluation.metrics import evaluate_run
+
+    reranker = router.reranker
+    if reranker is None or not hasattr(reranker, "calibration") or not hasattr(reranker, "with_calibration"):
+        raise RagrouteError("fitting a rerank blend needs the router's cross-encoder reranker (--reranker)")
+    judged = [(qid, text) for qid, text in tasks if any(g > 0 for g in qrels.get(qid, {}).values())]
+    if len(judged) < MIN_TASKS:
+        raise RagrouteError(
+            f"fitting a rerank blend needs at least {MIN_TASKS} tasks with a relevant skill, "
+            f"got {len(judged)}"
+        )
+    plain = router.with_options(abstention=None, rerank_blend=None, overlap="keep")
+    routes = plain.route_many([t for _, t in judged], k=plain.candidates, ids=[q for q, _ in judged])
+    pools = []
+    for route in routes:
+        step = next(s for s in route.trace if s.stage == "rerank")
+        rows = step.detail["scores"]
+        pools.append(
+            (
+                route.id,
+                [r["id"] for r in rows],
+                np.array([r["logit"] for r in rows], dtype=np.float64),
+                np.array([r["stage1_rank"] for r in rows], dtype=np.float64),
+                np.array([r["stage1_z"] for r in rows], dtype=np.float64),
+            )
+        )
+    cal = reranker.calibration
+
+    def scores(s: float, logit: np.ndarray, rank: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return cal.a * logit + cal.b + s * (cal.c / rank + cal.d * z)
+
+    sub = {qid: qrels[qid] for qid, _ in judged}
+    curve: dict[float, float] = {}
+    for s in weights:
+        run = {}
+        for qid, ids, logit, rank, z in pools:
+            u = scores(s, logit, rank, z)
+            order = sorted(range(len(ids)), key=lambda i: (-u[i], rank[i]))
+            run[qid] = [ids[i] for i in order]
+        curve[float(s)] = evaluate_run(run, sub, ("ndcg@10",))["ndcg@10"]
+    best = max(curve, key=lambda s: (round(curve[s], 6), -abs(np.log(s))))
+    u = np.concatenate([scores(best, lg, rk, z) for _, _, lg, rk, z in pools])
+    y = np.concatenate([[sub[qid].get(i, 0) > 0 for i in ids] for qid, ids, *_ in pools]).astype(int)
+    scale, shift = 1.0, 0.0
+    if 0 < y.sum() < len(y):
+        from sklearn.linear_model import LogisticRegression
+
+        fit = LogisticRegression(C=1e4).fit(u[:, None], y)
+        scale, shift = float(fit.coef_[0][0]), float(fit.intercept_[0])
+        if scale <= 0:  # a blend whose score does not rank: keep the probabilities as they were
+            scale, shift = 1.0, 0.0
+    return RerankBlend(
+        float(best),
+        scale,
+        shift,
+        reranker_identity(reranker),
+        {
+            "tasks": len(judged),
+            "data": name,
+            "ndcg@10": {f"{s:g}": round(v, 4) for s, v in curve.items()},
+            "rule": "argmax nDCG@10 over the stage-1 weights (ties: nearest 1); Platt on the same pools",
+        },
+    )

@@ -1,0 +1,170 @@
+"""The rerank blend: a catalogue's stage-1 weight against the cross-encoder, fitted on labelled tasks
+(ragroute/skills/blend.py), applied by the skill router, saved with it, and `ragroute skills tune`."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import HashingEncoder
+from test_skills_router import DATA, _jsonl, tiny_reranker  # noqa: F401  (fixture)
+
+from ragroute.errors import RagrouteError
+from ragroute.loaders.beir import load_qrels
+from ragroute.rerank.cross_encoder import Calibration, CrossEncoderReranker
+from ragroute.skills import load_catalogue
+from ragroute.skills.blend import STAGE1_WEIGHTS, RerankBlend, fit_rerank_blend
+from ragroute.skills.router import SkillRouter
+
+QRELS = load_qrels(DATA / "qrels" / "dev.tsv")
+TASKS = [(r["_id"], r["text"]) for r in _jsonl(DATA / "queries.jsonl")]
+GOLD = {sid for judged in QRELS.values() for sid in judged}
+
+
+def scripted_reranker(logit_of, *, name: str = "scripted", build: str = "b1") -> CrossEncoderReranker:
+    """The real CrossEncoderReranker code over a scripted scorer: ``logit_of(query, text)``."""
+    reranker = object.__new__(CrossEncoderReranker)
+    reranker.model_ref, reranker.candidates, reranker.batch_size, reranker.body = name, 20, 32, True
+    reranker._lock = threading.Lock()
+    reranker._scorer = lambda qs, ts: np.array([logit_of(q, t) for q, t in zip(qs, ts)], dtype=np.float32)
+    reranker.calibration = Calibration(1.0, -1.0, 1.0, True, 1.0)
+    reranker.info = {"name": name, "build": build, "backend": "scripted", "params": {}}
+    reranker.backend, reranker.reading, reranker.stage1 = "scripted", {}, "skills"
+    return reranker
+
+
+def _gold_of(query: str) -> set[str]:
+    qid = next(q for q, t in TASKS if t == query)
+    return set(QRELS.get(qid, {}))
+
+
+def oracle(query: str, text: str) -> float:
+    """+12 for a judged skill of this query (the candidate text starts with the skill's name)."""
+    return 12.0 if any(text.startswith(_NAME[sid]) for sid in _gold_of(query)) else 0.0
+
+
+def adversary(query: str, text: str) -> float:
+    return -oracle(query, text)
+
+
+_NAME = {s.id: s.name for s in load_catalogue(DATA)}
+
+
+@pytest.fixture(scope="module")
+def router() -> SkillRouter:
+    # candidates: the whole catalogue, so the scripted oracle can always be right
+    return SkillRouter.build(load_catalogue(DATA), HashingEncoder(dim=256), candidates=20)
+
+
+def test_blended_calibration_is_the_rescaled_weighted_score():
+    cal = Calibration(0.8, -2.0, -0.4, True, 1.3)
+    logit, rank, z = np.array([1.5, -0.2]), np.array([1, 4]), np.array([2.0, -0.5])
+    got = cal.blended(3.0, scale=0.7, shift=0.25)(logit, rank, z)
+    u = 0.8 * logit - 2.0 + 3.0 * (-0.4 / rank + 1.3 * z)
+    assert got == pytest.approx(1 / (1 + np.exp(-(0.7 * u + 0.25))))
+    assert cal.blended(1.0)(logit, rank, z) == pytest.approx(cal(logit, rank, z))
+
+
+def test_a_reranker_that_is_right_keeps_its_weight_and_one_that_is_wrong_loses_it(router):
+    right = fit_rerank_blend(router.with_options(reranker=scripted_reranker(oracle)), TASKS, QRELS)
+    curve = right.report["ndcg@10"]
+    assert right.report["tasks"] == len(QRELS) and set(curve) == {f"{w:g}" for w in STAGE1_WEIGHTS}
+    assert curve[f"{right.stage1_weight:g}"] == max(curve.values()) == pytest.approx(1.0)
+    assert right.stage1_weight <= 1.0  # ties go to the weight as fitted, 1
+    assert right.scale > 0  # probabilities re-calibrated on the tasks: a score that ranks, kept rising
+
+    wrong = fit_rerank_blend(router.with_options(reranker=scripted_reranker(adversary)), TASKS, QRELS)
+    assert wrong.stage1_weight == max(STAGE1_WEIGHTS)
+    assert wrong.report["ndcg@10"]["5"] > wrong.report["ndcg@10"]["1"]
+
+
+def test_the_router_applies_a_blend_only_to_the_reranker_it_was_fitted_for(router):
+    reranker = scripted_reranker(adversary)
+    blend = fit_rerank_blend(router.with_options(reranker=reranker), TASKS, QRELS)
+    task = TASKS[0][1]
+    plain = router.with_options(reranker=reranker).route(task, k=3)
+    tuned = router.with_options(reranker=reranker, rerank_blend=blend).route(task, k=3)
+    step = next(s for s in tuned.trace if s.stage == "rerank").detail
+    assert step["blend"]["applied"] and step["blend"]["stage1_weight"] == blend.stage1_weight
+    assert next(s for s in plain.trace if s.stage == "rerank").detail["blend"] is None
+    assert tuned.skills[0].id in _gold_of(task) and plain.skills[0].id not in _gold_of(task)
+    # another build of "the same" reranker: its own calibration, and the trace says why
+    other = router.with_options(reranker=scripted_reranker(adversary, build="b2"), rerank_blend=blend)
+    route = other.route(task, k=3)
+    note = next(s for s in route.trace if s.stage == "rerank").detail["blend"]
+    assert not note["applied"] and "b1" in note["why"]
+    assert [s.id for s in route.skills] == [s.id for s in plain.skills]
+    assert other.describe()["reranker"]["blend"] == note
+
+
+def test_a_blend_is_saved_with_the_router(router, tmp_path):
+    reranker = scripted_reranker(adversary)
+    blend = fit_rerank_blend(router.with_options(reranker=reranker), TASKS, QRELS)
+    router.with_options(rerank_blend=blend).save(tmp_path / "skills")
+    loaded = SkillRouter.load(tmp_path / "skills", reranker=reranker, encoder=router.index.encoder)
+    assert loaded.rerank_blend == blend
+    tuned = router.with_options(reranker=reranker, rerank_blend=blend)
+    for _, task in TASKS[:5]:
+        assert loaded.route(task, k=4).to_dict() == tuned.route(task, k=4).to_dict()
+
+
+def test_blend_bad_input_is_one_clear_error(router):
+    with pytest.raises(RagrouteError, match="stage1_weight"):
+        RerankBlend.from_dict({"reranker": {"name": "x", "build": "y"}})
+    with pytest.raises(RagrouteError, match="RerankBlend"):
+        router.with_options(rerank_blend=3.0)
+    with pytest.raises(RagrouteError, match="reranker"):
+        fit_rerank_blend(router, TASKS, QRELS)  # no reranker to balance
+    with pytest.raises(RagrouteError, match="at least 10"):
+        fit_rerank_blend(router.with_options(reranker=scripted_reranker(oracle)), TASKS[:4], QRELS)
+
+
+def test_skills_tune_command_fits_saves_and_route_uses_it(tiny_reranker, tmp_path):  # noqa: F811
+    from ragroute.cli import main
+
+    runner = CliRunner()
+    index = tmp_path / "idx"
+    built = runner.invoke(main, ["skills", "build", str(DATA), "--out", str(index), "--backend", "torch"])
+    assert built.exit_code == 0, built.output
+    args = [
+        "skills",
+        "tune",
+        str(index),
+        "--queries",
+        str(DATA / "queries.jsonl"),
+        "--reranker",
+        str(tiny_reranker.model_ref),
+        "--backend",
+        "torch",
+    ]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("q1\tno_such_skill\t1\n")
+    out = runner.invoke(main, [*args, "--qrels", str(bad)])
+    assert out.exit_code != 0 and "no_such_skill" in out.output and "Traceback" not in out.output
+    out = runner.invoke(main, [*args, "--qrels", str(DATA / "qrels" / "dev.tsv")])
+    assert out.exit_code == 0, out.output
+    assert "stage-1 weight" in out.output
+    loaded = SkillRouter.load(index, reranker=tiny_reranker)
+    assert loaded.rerank_blend is not None and loaded.rerank_blend.applies_to(loaded.reranker)
+    assert loaded.rerank_blend.report["tasks"] == len(QRELS)
+
+
+def test_bench_fits_the_blend_on_fold_0_and_scores_fold_1(tiny_reranker, monkeypatch):  # noqa: F811
+    from ragroute.evaluation.bench_skills import format_report, run_skills_bench
+    from ragroute.rerank.train import query_fold
+    from ragroute.skills import blend
+
+    fold0 = [q for q, _ in TASKS if q in QRELS and query_fold("router", q) == 0]
+    args = dict(reranker=tiny_reranker, scale=0, latency_queries=3, tune_blend=100)
+    result = run_skills_bench(DATA, HashingEncoder(dim=256), **args)
+    assert "hybrid+rerank_tuned" in result["methods"]
+    assert result["rerank_blend"]["report"]["tasks"] == len(fold0)  # fitted on fold 0 only ...
+    assert "fold 1" in result["scored_queries"]  # ... and every row scored on fold 1
+    assert result["queries"] == len(TASKS) - len(fold0)
+    assert "rerank blend (hybrid+rerank_tuned)" in format_report(result)
+    monkeypatch.setattr(blend, "MIN_TASKS", len(fold0) + 1)
+    result = run_skills_bench(DATA, HashingEncoder(dim=256), **args)
+    assert "hybrid+rerank_tuned" not in result["methods"] and "not fitted" in result["rerank_blend"]["note"]
+    assert "rerank blend: not fitted" in format_report(result)
