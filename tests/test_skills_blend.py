@@ -168,3 +168,18 @@ def test_bench_fits_the_blend_on_fold_0_and_scores_fold_1(tiny_reranker, monkeyp
     result = run_skills_bench(DATA, HashingEncoder(dim=256), **args)
     assert "hybrid+rerank_tuned" not in result["methods"] and "not fitted" in result["rerank_blend"]["note"]
     assert "rerank blend: not fitted" in format_report(result)
+
+
+def test_on_a_set_the_reranker_never_saw_the_tuned_row_is_scored_on_fold_1_only(tiny_reranker):  # noqa: F811
+    import copy
+
+    from ragroute.evaluation.bench_skills import run_skills_bench
+
+    stranger = copy.copy(tiny_reranker)
+    stranger.info = {**tiny_reranker.info, "params": {}}  # no fold rule: a reranker trained elsewhere
+    result = run_skills_bench(
+        DATA, HashingEncoder(dim=256), reranker=stranger, scale=0, latency_queries=3, tune_blend=100
+    )
+    assert "all judged queries" in result["scored_queries"]
+    assert "hybrid+rerank_tuned" not in result["methods"]  # its fitting queries are among them
+    assert "hybrid+rerank_tuned" in result["methods_fold1"] and "hybrid+rerank" in result["methods"]

@@ -732,7 +732,8 @@ def ppr_command(
     default=None,
     metavar="N",
     help="Also fit the catalogue's rerank blend (`ragroute skills tune`) on up to N fold-0 queries "
-    "(the reranker's training fold, never scored) and add the row hybrid+rerank_tuned.",
+    "and add the row hybrid+rerank_tuned, scored on fold 1 only (on a set the reranker never saw, "
+    "it is in methods_fold1 alone).",
 )
 @rerank_backend_option
 @bench_encoder_options

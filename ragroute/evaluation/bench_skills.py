@@ -203,8 +203,9 @@ def run_skills_bench(
     """Build the router, score every row, time it; the JSON-able result.
 
     ``tune_blend``: fit the catalogue's rerank blend (:func:`~ragroute.skills.blend.fit_rerank_blend`)
-    on up to this many fold-0 queries (those the reranker trained on; never scored) and add the row
-    ``hybrid+rerank_tuned``; only where fold 1 alone is scored (a reranker trained on this set).
+    on up to this many fold-0 queries and add the row ``hybrid+rerank_tuned``, never scored on the
+    queries it was fitted on: with a reranker trained on this set only fold 1 is scored anyway; on
+    a set it never saw, the row is in ``methods_fold1`` only.
 
     ``skill_set`` is ``load_skill_set(root, split)`` when the caller has loaded it already
     (``ragroute bench skills`` does, to fail before loading a model); ``None`` loads it here.
@@ -245,22 +246,23 @@ def run_skills_bench(
         rows["hybrid+rerank"] = router
         rows["hybrid+rerank_no_body"] = router.with_options(reranker=no_body)
     blend_report: dict[str, Any] | None = None
+    fold1_only: set[str] = set()
     if tune_blend and reranker is not None:
         from ragroute.skills import blend as blending
 
         tasks = fold0[:tune_blend]
-        if folds_only and len(tasks) < blending.MIN_TASKS:
+        if len(tasks) < blending.MIN_TASKS:
             blend_report = {
                 "note": f"not fitted: {len(tasks)} judged fold-0 queries (< {blending.MIN_TASKS})"
             }
-        elif folds_only:
+        else:
             log(f"  fitting the rerank blend on {len(tasks)} fold-0 queries ...")
             start = time.perf_counter()
             blend = blending.fit_rerank_blend(router, tasks, qrels, name=f"{set_name} {split} fold 0")
             blend_report = {**blend.to_dict(), "fit_s": round(time.perf_counter() - start, 1)}
             rows["hybrid+rerank_tuned"] = router.with_options(rerank_blend=blend)
-        else:
-            blend_report = {"note": "not fitted: every query of this set is scored, none is left to fit on"}
+            if not folds_only:  # its fitting queries are among all queries: it is scored on fold 1 only
+                fold1_only.add("hybrid+rerank_tuned")
 
     contexts = [QueryContext(text, id=qid) for qid, text in queries]
     judged = {qid: qrels[qid] for qid, _ in queries}
@@ -277,7 +279,8 @@ def run_skills_bench(
             result = evaluator(variant.with_options(abstention=None), batch_size=64)
             seconds[name] = round(time.perf_counter() - start, 1)
             runs[name] = {row["id"]: row["hits"] for row in result.rows}
-            methods[name] = {key: result.metrics[metric] for key, metric in METRICS.items()}
+            if name not in fold1_only:
+                methods[name] = {key: result.metrics[metric] for key, metric in METRICS.items()}
             if not folds_only:
                 sub = {q: r for q, r in judged.items() if q in fold1}
                 scores = evaluate_run({q: runs[name].get(q, []) for q in sub}, sub, tuple(METRICS.values()))
