@@ -75,9 +75,37 @@ def test_a_reranker_that_is_right_keeps_its_weight_and_one_that_is_wrong_loses_i
     assert right.stage1_weight <= 1.0  # ties go to the weight as fitted, 1
     assert right.scale > 0  # probabilities re-calibrated on the tasks: a score that ranks, kept rising
 
+    assert right.order == "blend"  # stage 1 alone is as good here: ties keep the reranker
+    tuned = router.with_options(reranker=scripted_reranker(oracle), rerank_blend=right)
+    note = next(s for s in tuned.route(TASKS[0][1], k=3).trace if s.stage == "rerank").detail["blend"]
+    assert note == {
+        "applied": True,
+        "order": "blend",
+        "tasks": len(QRELS),
+        "stage1_weight": right.stage1_weight,
+    }
+
     wrong = fit_rerank_blend(router.with_options(reranker=scripted_reranker(adversary)), TASKS, QRELS)
-    assert wrong.stage1_weight == max(STAGE1_WEIGHTS)
-    assert wrong.report["ndcg@10"]["5"] > wrong.report["ndcg@10"]["1"]
+    assert wrong.report["ndcg@10"]["5"] > wrong.report["ndcg@10"]["1"]  # the more stage 1, the better
+
+
+def test_a_reranker_no_weight_can_save_leaves_stage_1_its_order(router):
+    reranker = scripted_reranker(adversary)
+    blend = fit_rerank_blend(router.with_options(reranker=reranker), TASKS, QRELS)
+    assert blend.order == "stage1"
+    assert blend.report["ndcg@10_stage1_order"] > max(blend.report["ndcg@10"].values())
+    assert RerankBlend.from_dict(blend.to_dict()) == blend
+    tuned = router.with_options(reranker=reranker, rerank_blend=blend)
+    stage1 = router.with_options(reranker=None, overlap="keep")
+    for _, task in TASKS:
+        route = tuned.with_options(overlap="keep").route(task, k=5)
+        assert [s.id for s in route.skills] == [s.id for s in stage1.route(task, k=5).skills]
+        step = next(s for s in route.trace if s.stage == "rerank").detail
+        assert step["blend"]["order"] == "stage1" and all(r["logit"] is not None for r in step["scores"])
+        probs = [s.score for s in route.skills]
+        assert probs == sorted(probs, reverse=True) and all(0 < p < 1 for p in probs)
+    with pytest.raises(RagrouteError, match="order"):
+        RerankBlend.from_dict({**blend.to_dict(), "order": "sideways"})
 
 
 def test_the_router_applies_a_blend_only_to_the_reranker_it_was_fitted_for(router):
@@ -87,7 +115,7 @@ def test_the_router_applies_a_blend_only_to_the_reranker_it_was_fitted_for(route
     plain = router.with_options(reranker=reranker).route(task, k=3)
     tuned = router.with_options(reranker=reranker, rerank_blend=blend).route(task, k=3)
     step = next(s for s in tuned.trace if s.stage == "rerank").detail
-    assert step["blend"]["applied"] and step["blend"]["stage1_weight"] == blend.stage1_weight
+    assert step["blend"]["applied"] and step["blend"]["order"] == blend.order == "stage1"
     assert next(s for s in plain.trace if s.stage == "rerank").detail["blend"] is None
     assert tuned.skills[0].id in _gold_of(task) and plain.skills[0].id not in _gold_of(task)
     # another build of "the same" reranker: its own calibration, and the trace says why

@@ -135,6 +135,16 @@ def test_hybrid_is_the_weighted_sum_of_standardised_scores(router):
         index.score(["x"], "graph")
 
 
+def test_top_k_breaks_ties_at_the_cut_by_catalogue_order(router):
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        fused = rng.integers(0, 4, size=len(router.index)).astype(np.float64)  # many ties
+        full = router.index.top(fused, len(fused)).tolist()
+        assert sorted(full) == list(range(len(fused)))
+        for k in (1, 3, 5, 8):
+            assert router.index.top(fused, k).tolist() == full[:k]
+
+
 def test_rrf_fusion_is_rank_based():
     a = np.array([[3.0, 2.0, 1.0]])
     b = np.array([[0.1, 0.3, 0.2]])

@@ -12,7 +12,9 @@ with labelled tasks for their catalogue can fit it:
   candidate's logit, stage-1 rank and pool z-score are read from the trace;
 * for each weight ``s`` of :data:`STAGE1_WEIGHTS` the pools are re-ordered by ``a * logit + b +
   s * (c / rank + d * z)`` and scored by nDCG@10 (skills below the pool keep stage 1's order);
-  the best ``s`` wins (ties: the one nearest 1, the balance as fitted);
+  the best ``s`` wins (ties: the one nearest 1, the balance as fitted), unless stage 1's own order
+  (the reranker's logit weighted 0) scores strictly better than every ``s``: then the catalogue
+  keeps stage 1's order (``order="stage1"``; the cross-encoder still runs, for the trace);
 * the probabilities are then re-calibrated on the same pools (Platt: one scale and one shift of
   that score), so they stay probabilities of relevance on this catalogue.
 
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.rerank.cross_encoder import Calibration
 
 #: the stage-1 weights tried (1 = the reranker's calibration as fitted)
 STAGE1_WEIGHTS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -53,6 +56,7 @@ class RerankBlend:
     shift: float = 0.0
     reranker: dict[str, str] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    order: str = "blend"  # or "stage1": stage 1's order, the probability from its rank alone
 
     def applies_to(self, reranker: Any) -> bool:
         """True for the reranker build this blend was fitted with."""
@@ -64,8 +68,12 @@ class RerankBlend:
         if not self.applies_to(reranker):
             fitted = f"{self.reranker.get('name')} (build {self.reranker.get('build')})"
             return reranker, {"applied": False, "why": f"fitted for reranker {fitted}, not this one"}
+        note = {"applied": True, "order": self.order, "tasks": self.report.get("tasks")}
+        if self.order == "stage1":
+            calibration = Calibration(0.0, self.shift, self.scale, True, 0.0)  # sigmoid(scale / rank + shift)
+            return reranker.with_calibration(calibration, "skills, stage-1 order"), note
         calibration = reranker.calibration.blended(self.stage1_weight, self.scale, self.shift)
-        note = {"applied": True, "stage1_weight": self.stage1_weight, "tasks": self.report.get("tasks")}
+        note["stage1_weight"] = self.stage1_weight
         return reranker.with_calibration(calibration, f"skills, stage-1 weight {self.stage1_weight:g}"), note
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +83,7 @@ class RerankBlend:
             "shift": self.shift,
             "reranker": dict(self.reranker),
             "report": dict(self.report),
+            "order": self.order,
         }
 
     @classmethod
@@ -90,6 +99,7 @@ class RerankBlend:
             float(data.get("shift", 0.0)),
             {str(k): str(v) for k, v in dict(data["reranker"]).items()},
             dict(data.get("report") or {}),
+            _order(data.get("order", "blend")),
         )
 
 
@@ -144,7 +154,13 @@ def fit_rerank_blend(
             run[qid] = [ids[i] for i in order]
         curve[float(s)] = evaluate_run(run, sub, ("ndcg@10",))["ndcg@10"]
     best = max(curve, key=lambda s: (round(curve[s], 6), -abs(np.log(s))))
-    u = np.concatenate([scores(best, lg, rk, z) for _, _, lg, rk, z in pools])
+    by_rank = {qid: [ids[i] for i in np.argsort(rank, kind="stable")] for qid, ids, _, rank, _ in pools}
+    stage1 = evaluate_run(by_rank, sub, ("ndcg@10",))["ndcg@10"]
+    order = "stage1" if round(stage1, 6) > round(curve[best], 6) else "blend"
+    if order == "stage1":
+        u = np.concatenate([1.0 / rk for *_, rk, _ in pools])
+    else:
+        u = np.concatenate([scores(best, lg, rk, z) for _, _, lg, rk, z in pools])
     y = np.concatenate([[sub[qid].get(i, 0) > 0 for i in ids] for qid, ids, *_ in pools]).astype(int)
     scale, shift = 1.0, 0.0
     if 0 < y.sum() < len(y):
@@ -163,6 +179,15 @@ def fit_rerank_blend(
             "tasks": len(judged),
             "data": name,
             "ndcg@10": {f"{s:g}": round(v, 4) for s, v in curve.items()},
-            "rule": "argmax nDCG@10 over the stage-1 weights (ties: nearest 1); Platt on the same pools",
+            "ndcg@10_stage1_order": round(stage1, 4),
+            "rule": "argmax nDCG@10 over the stage-1 weights (ties: nearest 1), stage 1's order if "
+            "strictly better than all; Platt on the same pools",
         },
+        order,
     )
+
+
+def _order(value: Any) -> str:
+    if value not in ("blend", "stage1"):
+        raise RagrouteError(f"rerank blend order must be 'blend' or 'stage1', got {value!r}")
+    return str(value)

@@ -291,8 +291,15 @@ class SkillIndex:
 
     def top(self, fused: np.ndarray, k: int) -> np.ndarray:
         """Positions of the ``k`` best skills of one fused row, best first (ties: catalogue order)."""
-        k = min(max(int(k), 1), len(self))
-        part = np.argpartition(-fused, k - 1)[:k] if k < len(fused) else np.arange(len(fused))
+        k = min(max(int(k), 1), len(fused))
+        if k < len(fused):
+            # argpartition picks an arbitrary subset of the scores tied at the k-th: take those
+            # above it, then the tied ones in catalogue order, so top(k) is top(n)[:k]
+            kth = fused[np.argpartition(-fused, k - 1)[k - 1]]
+            above = np.flatnonzero(fused > kth)
+            part = np.concatenate([above, np.flatnonzero(fused == kth)[: k - len(above)]])
+        else:
+            part = np.arange(len(fused))
         return part[np.lexsort((part, -fused[part]))]
 
     # ------------------------------------------------------------------ persistence
