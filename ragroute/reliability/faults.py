@@ -74,9 +74,10 @@ WRITE_FAULTS = {"enospc": errno.ENOSPC, "eacces": errno.EACCES}
 #: a full run fails the writes of a command's --out after 0, 1, ... WRITE_SWEEP - 1 writes succeeded
 WRITE_SWEEP = 24
 
-#: commands whose normal run is slow (training, benchmarks, the demo) or needs what the workspace
-#: lacks: only their failing forms run (every path bad at once, no arguments, --help)
-FAIL_ONLY = ("bench", "demo", "expert", "rerank")
+#: commands (a group, or one command by its full name) whose normal run is slow (training,
+#: benchmarks, the demo) or needs what the workspace lacks (`skills tune`: a trained reranker):
+#: only their failing forms run (every path bad at once, no arguments, --help)
+FAIL_ONLY = ("bench", "demo", "expert", "rerank", "skills tune")
 
 #: the normal form of every other command (``{W}`` is the workspace)
 BASE_ARGS: dict[str, list[str]] = {
