@@ -173,7 +173,7 @@ def test_skills_tune_command_fits_saves_and_route_uses_it(tiny_reranker, tmp_pat
     assert out.exit_code != 0 and "no_such_skill" in out.output and "Traceback" not in out.output
     out = runner.invoke(main, [*args, "--qrels", str(DATA / "qrels" / "dev.tsv")])
     assert out.exit_code == 0, out.output
-    assert "stage-1 weight" in out.output
+    assert f"nDCG@10 of the {len(QRELS)} tasks by weight" in out.output and "stage 1's order" in out.output
     loaded = SkillRouter.load(index, reranker=tiny_reranker)
     assert loaded.rerank_blend is not None and loaded.rerank_blend.applies_to(loaded.reranker)
     assert loaded.rerank_blend.report["tasks"] == len(QRELS)

@@ -332,8 +332,10 @@ def tune_command(
     blend = fit_rerank_blend(router, judged, qrels, name=str(queries_path))
     router.with_options(rerank_blend=blend).save(index_dir)
     curve = ", ".join(f"{w}: {v:.4f}" for w, v in blend.report["ndcg@10"].items())
+    curve += f"; stage 1's order: {blend.report['ndcg@10_stage1_order']:.4f}"
+    chosen = "stage 1's order" if blend.order == "stage1" else f"stage-1 weight {blend.stage1_weight:g}"
     click.echo(
-        f"{index_dir}: stage-1 weight {blend.stage1_weight:g} for reranker {blend.reranker['name']} "
+        f"{index_dir}: {chosen} for reranker {blend.reranker['name']} "
         f"(nDCG@10 of the {blend.report['tasks']} tasks by weight: {curve})"
     )
 
