@@ -484,12 +484,11 @@ class SkillRouter:
         that was fitted for it (:mod:`ragroute.skills.blend`); the note is ``None`` without a blend."""
         if self.rerank_blend is None or self.reranker is None:
             return self.reranker, None
-        key = (id(self.reranker), id(self.rerank_blend))
-        cached = getattr(self, "_blended", None)
-        if cached is None or cached[0] != key:
-            cached = (key, *self.rerank_blend.apply(self.reranker))
+        cached = getattr(self, "_blended", None)  # (reranker, blend, reranker to use, note)
+        if cached is None or cached[0] is not self.reranker or cached[1] is not self.rerank_blend:
+            cached = (self.reranker, self.rerank_blend, *self.rerank_blend.apply(self.reranker))
             self._blended = cached
-        return cached[1], cached[2]
+        return cached[2], cached[3]
 
     def _gate_route(
         self,
