@@ -150,8 +150,8 @@ def fit_rerank_blend(
         run = {}
         for qid, ids, logit, rank, z in pools:
             u = scores(s, logit, rank, z)
-            order = sorted(range(len(ids)), key=lambda i: (-u[i], rank[i]))
-            run[qid] = [ids[i] for i in order]
+            ranked = sorted(range(len(ids)), key=lambda i: (-u[i], rank[i]))
+            run[qid] = [ids[i] for i in ranked]
         curve[float(s)] = evaluate_run(run, sub, ("ndcg@10",))["ndcg@10"]
     best = max(curve, key=lambda s: (round(curve[s], 6), -abs(np.log(s))))
     by_rank = {qid: [ids[i] for i in np.argsort(rank, kind="stable")] for qid, ids, _, rank, _ in pools}
