@@ -141,6 +141,9 @@ def test_a_blend_is_saved_with_the_router(router, tmp_path):
 def test_blend_bad_input_is_one_clear_error(router):
     with pytest.raises(RagrouteError, match="stage1_weight"):
         RerankBlend.from_dict({"reranker": {"name": "x", "build": "y"}})
+    for bad in ({"stage1_weight": "two"}, {"stage1_weight": float("nan")}, {"reranker": ["x"]}):
+        with pytest.raises(RagrouteError, match="refit it"):
+            RerankBlend.from_dict({"stage1_weight": 2.0, "reranker": {"name": "x", "build": "y"}, **bad})
     with pytest.raises(RagrouteError, match="RerankBlend"):
         router.with_options(rerank_blend=3.0)
     with pytest.raises(RagrouteError, match="reranker"):

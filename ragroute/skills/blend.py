@@ -93,14 +93,23 @@ class RerankBlend:
             raise RagrouteError(
                 f"rerank blend without {', '.join(missing)}: refit it (`ragroute skills tune`)"
             )
-        return cls(
-            float(data["stage1_weight"]),
-            float(data.get("scale", 1.0)),
-            float(data.get("shift", 0.0)),
-            {str(k): str(v) for k, v in dict(data["reranker"]).items()},
-            dict(data.get("report") or {}),
-            _order(data.get("order", "blend")),
-        )
+        try:
+            numbers = [
+                float(data["stage1_weight"]),
+                float(data.get("scale", 1.0)),
+                float(data.get("shift", 0.0)),
+            ]
+            reranker = {str(k): str(v) for k, v in dict(data["reranker"]).items()}
+            report = dict(data.get("report") or {})
+        except (TypeError, ValueError) as exc:
+            raise RagrouteError(
+                f"rerank blend is malformed ({exc}): refit it (`ragroute skills tune`)"
+            ) from None
+        if not all(np.isfinite(numbers)) or numbers[0] <= 0:
+            raise RagrouteError(
+                f"rerank blend has unusable numbers {numbers}: refit it (`ragroute skills tune`)"
+            )
+        return cls(numbers[0], numbers[1], numbers[2], reranker, report, _order(data.get("order", "blend")))
 
 
 def fit_rerank_blend(
