@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import cache_dir_option, resolve_reranker
+from ragroute.cli.options import BACKENDS, cache_dir_option, resolve_reranker
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
 
@@ -38,9 +38,7 @@ def skills_group() -> None:
     help="Catalogue format [default: detected from the path].",
 )
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder name or folder.")
-@click.option(
-    "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto", show_default=True
-)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @cache_dir_option()
 @click.option(
     "--fusion",
@@ -192,9 +190,7 @@ def build_command(
     default=None,
     help="Abstain when p(best skill applies) is below this [default: the model's, 0.5].",
 )
-@click.option(
-    "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto", show_default=True
-)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @cache_dir_option()
 @click.option(
     "--trace", "show_trace", is_flag=True, help="Include every stage's scores (JSON) or print them."
@@ -287,9 +283,7 @@ def route_command(
 @click.option(
     "--max-queries", type=click.IntRange(min=10), default=None, help="Fit on the first N judged tasks only."
 )
-@click.option(
-    "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default="auto", show_default=True
-)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @cache_dir_option()
 @one_line_errors
 def tune_command(
@@ -331,9 +325,7 @@ def tune_command(
     click.echo(f"fitting on {len(judged)} judged tasks of {len(tasks)} ...", err=True)
     blend = fit_rerank_blend(router, judged, qrels, name=str(queries_path))
     router.with_options(rerank_blend=blend).save(index_dir)
-    curve = ", ".join(f"{w}: {v:.4f}" for w, v in blend.report["ndcg@10"].items())
-    curve += f"; stage 1's order: {blend.report['ndcg@10_stage1_order']:.4f}"
-    chosen = "stage 1's order" if blend.order == "stage1" else f"stage-1 weight {blend.stage1_weight:g}"
+    chosen, curve = blend.summary()
     click.echo(
         f"{index_dir}: {chosen} for reranker {blend.reranker['name']} "
         f"(nDCG@10 of the {blend.report['tasks']} tasks by weight: {curve})"

@@ -518,14 +518,9 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"reranker {reranker['model']} ({reranker.get('backend')} backend)")
     blend = result.get("rerank_blend")
     if blend and "stage1_weight" in blend:
-        curve = ", ".join(f"{w}: {v:.4f}" for w, v in blend["report"]["ndcg@10"].items())
-        if "ndcg@10_stage1_order" in blend["report"]:
-            curve += f"; stage 1's order: {blend['report']['ndcg@10_stage1_order']:.4f}"
-        chosen = (
-            "stage 1's order"
-            if blend.get("order") == "stage1"
-            else f"stage-1 weight {blend['stage1_weight']:g}"
-        )
+        from ragroute.skills.blend import RerankBlend
+
+        chosen, curve = RerankBlend.from_dict(blend).summary()
         lines.append(
             f"rerank blend (hybrid+rerank_tuned): {chosen}, fitted on "
             f"{blend['report']['tasks']} fold-0 queries in {blend['fit_s']} s "

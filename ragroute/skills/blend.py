@@ -76,6 +76,15 @@ class RerankBlend:
         note["stage1_weight"] = self.stage1_weight
         return reranker.with_calibration(calibration, f"skills, stage-1 weight {self.stage1_weight:g}"), note
 
+    def summary(self) -> tuple[str, str]:
+        """``(what was chosen, the fitting tasks' nDCG@10 by weight)``, as `skills tune` and
+        `bench skills` print them."""
+        curve = ", ".join(f"{w}: {v:.4f}" for w, v in self.report.get("ndcg@10", {}).items())
+        if "ndcg@10_stage1_order" in self.report:
+            curve += f"; stage 1's order: {self.report['ndcg@10_stage1_order']:.4f}"
+        chosen = "stage 1's order" if self.order == "stage1" else f"stage-1 weight {self.stage1_weight:g}"
+        return chosen, curve
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "stage1_weight": self.stage1_weight,
