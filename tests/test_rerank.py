@@ -11,7 +11,17 @@ import pytest
 
 from ragroute.errors import RagrouteError
 from ragroute.rerank.cross_encoder import CrossEncoderReranker, amx_bfloat16
-from ragroute.rerank.train import Pair, PairSet, TrainParams, query_fold, train_reranker
+from ragroute.rerank.train import (
+    Pair,
+    PairSet,
+    TrainParams,
+    listwise_batch,
+    listwise_loss,
+    pool_mrr,
+    query_fold,
+    query_groups,
+    train_reranker,
+)
 from ragroute.types import Hit
 
 TOPICS = {
@@ -69,6 +79,66 @@ def test_training_reports_how_well_the_logit_ranks_held_apart_pairs(tiny_reranke
     calibration = report["calibration"]
     assert calibration["pairs_all"] == len(_pairs().calibration)
     assert calibration["logit_auroc_all"] == 1.0  # each toy query's own text scores above the three others
+
+
+def test_listwise_loss_is_each_positive_against_its_own_querys_negatives():
+    import torch
+
+    logits = torch.tensor([2.0, 1.0, 0.0, 3.0, -1.0])
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])  # query A: 2.0+, 1.0-, 0.0+; query B: 3.0-, -1.0+
+
+    def nll(positive: float, negatives: list[float]) -> float:
+        return float(np.log(np.exp([positive, *negatives]).sum()) - positive)
+
+    expected = np.mean(
+        [nll(2.0, [1.0]), nll(0.0, [1.0]), nll(-1.0, [3.0])]
+    )  # never against A's other positive
+    assert float(listwise_loss(logits, labels, [3, 2])) == pytest.approx(expected, abs=1e-6)
+    shifted = logits + torch.tensor([5.0, 5.0, 5.0, -2.0, -2.0])  # a constant per query changes nothing
+    assert float(listwise_loss(shifted, labels, [3, 2])) == pytest.approx(expected, abs=1e-5)
+    raised = logits + torch.tensor([0.0, 0.0, 0.0, 0.0, 4.0])  # B's positive moved above its negative
+    assert float(listwise_loss(raised, labels, [3, 2])) < expected
+
+
+def test_listwise_batches_hold_whole_queries_with_both_labels():
+    pairs = [
+        Pair("q1", "a", 1.0, "s"),
+        Pair("q1", "b", 0.0, "s"),
+        Pair("q2", "c", 0.0, "s"),
+        Pair("q1", "d", 0.0, "t"),
+        Pair("q1", "e", 1.0, "t"),
+        Pair("q1", "f", 0.0, "s"),
+    ]
+    # q2 has no relevant candidate; q1 of set t is another query than q1 of set s
+    assert query_groups(pairs) == [[0, 1, 5], [3, 4]]
+    assert listwise_batch(32, [[0] * 7] * 3) == 5 and listwise_batch(2, [[0] * 7]) == 1
+
+
+def test_pool_mrr_orders_each_pool_apart_and_counts_ties_against_it():
+    pools = ["a", "a", "a", "b", "b", "c"]
+    labels = np.array([0, 0, 1, 0, 1, 0])  # pool c has nothing relevant: left out
+    assert pool_mrr(pools, np.array([2.0, 1.0, 0.0, 3.0, -1.0, 9.0]), labels) == pytest.approx(
+        (1 / 3 + 1 / 2) / 2
+    )
+    assert pool_mrr(pools, np.array([0.0, 0.0, 0.0, 1.0, 2.0, 0.0]), labels) == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_listwise_training_learns_the_pairs_and_is_recorded(tmp_path):
+    out = tmp_path / "listwise"
+    params = _toy_params(loss="listwise", epochs=100)  # one query a step: more steps than the pairwise toy
+    report = train_reranker(_pairs(), out, params, name="lw", show_progress=False)
+    manifest = json.loads(next(out.glob("builds/*/manifest.json")).read_text())
+    assert manifest["params"]["train"]["loss"] == "listwise"
+    assert report["calibration"]["logit_mrr"] == 1.0 and report["calibration"]["mrr"] == 1.0
+    reranker = CrossEncoderReranker(out, backend="torch")
+    texts = [t for _, t in TOPICS.values()]
+    for topic, (query, _) in TOPICS.items():
+        assert int(np.argmax(reranker.score(query, texts))) == list(TOPICS).index(topic), topic
+    with pytest.raises(
+        RagrouteError, match="unknown reranker training loss 'hinge'; choose one of bce, listwise"
+    ):
+        TrainParams(loss="hinge")
+    assert TrainParams.from_manifest({"train": {"layers": 2}}).loss == "bce"  # models trained before
 
 
 def test_a_model_whose_logit_does_not_rank_is_not_published(tmp_path):
@@ -774,6 +844,10 @@ def test_only_draws_of_one_recipe_are_averaged():
         check_draws([("a", member()), ("b", {**member(draw=1), "average": {"draws": [1, 2]}})])
     with pytest.raises(RagrouteError, match="at least two"):
         check_draws([("a", member())])
+    # a draw trained before the loss was recorded was trained with bce: one recipe with a bce draw
+    assert check_draws([("a", member()), ("b", member(draw=1, loss="bce"))]) == [0, 1]
+    with pytest.raises(RagrouteError, match="train.loss differ"):
+        check_draws([("a", member()), ("b", member(draw=1, loss="listwise"))])
 
 
 def test_rerank_average_refuses_other_recipes_before_building_any_pair(tiny_reranker, tmp_path):

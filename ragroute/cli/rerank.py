@@ -13,6 +13,7 @@ from ragroute.cli.common import CONTEXT, one_line_errors
 from ragroute.cli.options import bench_encoder_options
 from ragroute.errors import RagrouteError
 from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
+from ragroute.rerank.train import LOSSES
 
 DEFAULT_DATA = (
     "../shared/data/toollens",
@@ -62,7 +63,21 @@ def rerank_group() -> None:
 )
 @click.option("--queries-per-set", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Pairs per optimiser step (listwise: whole queries holding about this many pairs).",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(LOSSES),
+    default="bce",
+    show_default=True,
+    help="bce: each pair scored on its own; listwise: each relevant candidate against its query's "
+    "negatives (a softmax over the query's candidates). The probability is calibrated either way.",
+)
 @click.option(
     "--learning-rate",
     type=float,
@@ -123,6 +138,7 @@ def train_command(
     queries_per_set: int,
     epochs: int,
     batch_size: int,
+    loss: str,
     learning_rate: float,
     threads: int | None,
     seed: int,
@@ -149,6 +165,7 @@ def train_command(
         max_length=max_length,
         epochs=epochs,
         batch_size=batch_size,
+        loss=loss,
         learning_rate=learning_rate,
         queries_per_set=queries_per_set,
         seed=seed,

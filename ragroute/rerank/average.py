@@ -27,12 +27,14 @@ from ragroute.rerank.train import Pair, TrainParams, check_learned, fit_calibrat
 DRAW_SETTINGS = ("draw", "threads", "min_logit_auroc")  # min_logit_auroc: a bar to publish, not the recipe
 #: manifest entries that are each draw's own
 OWN_ENTRIES = ("report", "average")
+#: recipe settings a manifest may predate, as the models trained before them were trained
+RECIPE_BEFORE = {"loss": "bce"}
 
 
 def _recipe(params: Mapping[str, Any]) -> dict[str, Any]:
     """A trained reranker's settings that draws of one recipe share, flattened (``train.seed``)."""
     recipe = {k: v for k, v in params.items() if k not in (*OWN_ENTRIES, "train")}
-    train = dict(params.get("train", {}))
+    train = {**RECIPE_BEFORE, **params.get("train", {})}
     recipe.update({f"train.{k}": v for k, v in train.items() if k not in DRAW_SETTINGS})
     return recipe
 

@@ -20,7 +20,10 @@ reads at query time (:func:`~ragroute.rerank.cross_encoder.candidate_text`).
 Model: the bundled MiniLM encoder cut to its first ``layers`` transformer layers
 (cheaper at query time: the reranker must score 20 candidates within the
 latency budget on 2 cores) with a fresh one-logit head, trained with binary
-cross-entropy (AdamW, linear warm-up and decay), deterministic for a seed.
+cross-entropy on each pair (``loss="bce"``) or, listwise, with a softmax over each training
+query's candidates (``loss="listwise"``: each relevant candidate against that query's negatives,
+the "localized contrastive estimation" of Gao, Dai and Callan 2021), AdamW with linear warm-up
+and decay, deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ def query_fold(set_name: str, query_id: str) -> int:
 #: stage's prior alone. Training, averaging and recalibration refuse to publish it (:func:`check_learned`).
 MIN_LOGIT_AUROC = 0.6
 
+#: training objectives: ``bce`` scores each pair on its own; ``listwise`` each relevant candidate
+#: against the negatives of its query (:func:`listwise_loss`)
+LOSSES = ("bce", "listwise")
+
 
 @dataclass
 class TrainParams:
@@ -99,6 +106,14 @@ class TrainParams:
     threads: int | None = None
     # below this AUROC of the logit on the held-apart pairs nothing is published (check_learned)
     min_logit_auroc: float = MIN_LOGIT_AUROC
+    # "bce" (each pair alone) or "listwise" (a softmax over each query's candidates; LOSSES)
+    loss: str = "bce"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise RagrouteError(
+                f"unknown reranker training loss {self.loss!r}; choose one of {', '.join(LOSSES)}"
+            )
 
     @property
     def model_seed(self) -> int:
@@ -312,8 +327,7 @@ def train_reranker(
     if params.model_seed != params.seed:  # another draw: its own dropout masks (and batch order below)
         torch.manual_seed(params.model_seed)
 
-    def batch_loss(positions: list[int]) -> Any:
-        batch = [pairs.train[i] for i in positions]
+    def logits_of(batch: Sequence[Pair]) -> Any:
         features = tokenizer(
             [p.query for p in batch],
             [p.text for p in batch],
@@ -322,18 +336,34 @@ def train_reranker(
             max_length=params.max_length,
             return_tensors="pt",
         )
+        return net(**features).logits.view(-1)
+
+    def pair_loss(positions: list[int]) -> Any:
+        batch = [pairs.train[i] for i in positions]
         labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
-        logits = net(**features).logits.view(-1)
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits_of(batch), labels)
+
+    groups = query_groups(pairs.train)
+
+    def group_loss(positions: list[int]) -> Any:
+        members = [groups[g] for g in positions]
+        batch = [pairs.train[i] for group in members for i in group]
+        labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
+        return listwise_loss(logits_of(batch), labels, [len(group) for group in members])
+
+    if params.loss == "listwise":  # batches of whole queries holding about batch_size pairs
+        items, batch_size, batch_loss = len(groups), listwise_batch(params.batch_size, groups), group_loss
+    else:
+        items, batch_size, batch_loss = len(pairs.train), params.batch_size, pair_loss
 
     start = time.perf_counter()
     net.train()
     losses = fine_tune(
         trainable,
-        len(pairs.train),
+        items,
         batch_loss,
         epochs=params.epochs,
-        batch_size=params.batch_size,
+        batch_size=batch_size,
         learning_rate=params.learning_rate,
         warmup=params.warmup,
         seed=params.model_seed,
@@ -363,6 +393,36 @@ def train_reranker(
     }
     report["onnx"] = publish_reranker(model, calibration, out, manifest_params, name=name)
     return report
+
+
+def query_groups(pairs: Sequence[Pair]) -> list[list[int]]:
+    """Positions of ``pairs`` grouped by their query (set and text), in first-seen order; only
+    groups with a relevant and a non-relevant candidate, the ones a listwise loss can learn from."""
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for i, p in enumerate(pairs):
+        grouped.setdefault((p.set_name, p.query), []).append(i)
+    return [g for g in grouped.values() if len({pairs[i].label > 0 for i in g}) == 2]
+
+
+def listwise_batch(pairs_per_batch: int, groups: Sequence[Sequence[int]]) -> int:
+    """How many query groups make a batch of about ``pairs_per_batch`` pairs (at least one), so a
+    listwise run takes about as many optimiser steps over the same pairs as a pairwise one."""
+    mean = sum(len(g) for g in groups) / max(1, len(groups))
+    return max(1, round(pairs_per_batch / max(mean, 1.0)))
+
+
+def listwise_loss(logits: Any, labels: Any, sizes: Sequence[int]) -> Any:
+    """Mean over the relevant candidates of ``-log softmax`` of each one's logit against its own
+    query's non-relevant candidates (the other relevant ones left out): ``logits`` and ``labels``
+    hold the groups one after another, ``sizes`` their lengths."""
+    import torch
+
+    terms = []
+    for scores, relevant in zip(torch.split(logits, list(sizes)), torch.split(labels > 0, list(sizes))):
+        negatives = scores[~relevant]
+        for positive in scores[relevant]:
+            terms.append(torch.logsumexp(torch.cat([positive.view(1), negatives]), 0) - positive)
+    return torch.stack(terms).mean()
 
 
 def publish_reranker(
@@ -479,13 +539,33 @@ def _fit_one(
     coef = [float(v) for v in fit.coef_[0]] + [0.0]  # d = 0 when no pair carries a stage-1 score
     calibration = Calibration(coef[0], float(fit.intercept_[0]), coef[1], fitted=True, d=coef[2])
     probs = calibration(logit, ranks, stage1_z)
+    pools = [(p.set_name, p.query) for p in pairs]
     return calibration, {
         "pairs": len(pairs),
         "logit_auroc": round(auroc(y > 0, logit), 4),
+        # how each held-apart pool is ordered: by the logit alone, and by the calibrated probability
+        # (what reranking uses); only pools of a whole stage-1 list hold both labels in order
+        "logit_mrr": round(pool_mrr(pools, logit, y), 4),
+        "mrr": round(pool_mrr(pools, probs, y), 4),
         "brier": round(float(np.mean((probs - y) ** 2)), 4),
         "brier_constant": round(float(np.mean((y.mean() - y) ** 2)), 4),
         "positives": int(y.sum()),
     }
+
+
+def pool_mrr(pools: Sequence[Any], scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean reciprocal rank of the first relevant candidate when each pool (pairs sharing a key in
+    ``pools``) is ordered by ``scores``, over the pools holding a relevant one (ties: worst rank)."""
+    by_pool: dict[Any, list[int]] = {}
+    for i, key in enumerate(pools):
+        by_pool.setdefault(key, []).append(i)
+    ranks = []
+    for rows in by_pool.values():
+        score, relevant = scores[rows], labels[rows] > 0
+        if relevant.any():
+            best = score[relevant].max()
+            ranks.append(1.0 / float(np.sum(score >= best)))
+    return float(np.mean(ranks)) if ranks else 0.0
 
 
 def calibration_pairs(
