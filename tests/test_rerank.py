@@ -18,6 +18,7 @@ from ragroute.rerank.train import (
     listwise_batch,
     listwise_loss,
     pool_mrr,
+    query_batch_loss,
     query_fold,
     query_groups,
     train_reranker,
@@ -100,6 +101,21 @@ def test_listwise_loss_is_each_positive_against_its_own_querys_negatives():
     assert float(listwise_loss(raised, labels, [3, 2])) < expected
 
 
+def test_the_summed_loss_adds_the_pairs_cross_entropy_to_the_listwise_one():
+    import torch
+
+    logits = torch.tensor([2.0, 0.5, -1.0, 0.3, 1.2])
+    labels = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
+    listwise = float(listwise_loss(logits, labels, [3, 2]))
+    bce = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
+    assert float(query_batch_loss(logits, labels, [3, 2], "listwise")) == pytest.approx(listwise)
+    assert float(query_batch_loss(logits, labels, [3, 2], "bce+listwise")) == pytest.approx(listwise + bce)
+    # unlike the listwise term alone, the sum is not blind to a shift of a whole query's logits
+    shifted = logits + torch.tensor([5.0, 5.0, 5.0, 0.0, 0.0])
+    assert float(query_batch_loss(shifted, labels, [3, 2], "listwise")) == pytest.approx(listwise, abs=1e-5)
+    assert float(query_batch_loss(shifted, labels, [3, 2], "bce+listwise")) > listwise + bce + 1
+
+
 def test_listwise_batches_hold_whole_queries_with_both_labels():
     pairs = [
         Pair("q1", "a", 1.0, "s"),
@@ -135,7 +151,8 @@ def test_listwise_training_learns_the_pairs_and_is_recorded(tmp_path):
     for topic, (query, _) in TOPICS.items():
         assert int(np.argmax(reranker.score(query, texts))) == list(TOPICS).index(topic), topic
     with pytest.raises(
-        RagrouteError, match="unknown reranker training loss 'hinge'; choose one of bce, listwise"
+        RagrouteError,
+        match="unknown reranker training loss 'hinge'; choose one of bce, listwise, bce\\+listwise",
     ):
         TrainParams(loss="hinge")
     assert TrainParams.from_manifest({"train": {"layers": 2}}).loss == "bce"  # models trained before

@@ -68,7 +68,7 @@ def rerank_group() -> None:
     type=click.IntRange(1),
     default=32,
     show_default=True,
-    help="Pairs per optimiser step (listwise: whole queries holding about this many pairs).",
+    help="Pairs per optimiser step (listwise, bce+listwise: whole queries holding about this many pairs).",
 )
 @click.option(
     "--loss",
@@ -76,7 +76,8 @@ def rerank_group() -> None:
     default="bce",
     show_default=True,
     help="bce: each pair scored on its own; listwise: each relevant candidate against its query's "
-    "negatives (a softmax over the query's candidates). The probability is calibrated either way.",
+    "negatives (a softmax over the query's candidates); bce+listwise: their sum. The probability is "
+    "calibrated whichever is trained.",
 )
 @click.option(
     "--learning-rate",

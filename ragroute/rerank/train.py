@@ -22,8 +22,9 @@ Model: the bundled MiniLM encoder cut to its first ``layers`` transformer layers
 latency budget on 2 cores) with a fresh one-logit head, trained with binary
 cross-entropy on each pair (``loss="bce"``) or, listwise, with a softmax over each training
 query's candidates (``loss="listwise"``: each relevant candidate against that query's negatives,
-the "localized contrastive estimation" of Gao, Dai and Callan 2021), AdamW with linear warm-up
-and decay, deterministic for a seed.
+the "localized contrastive estimation" of Gao, Dai and Callan 2021), or the sum of the two over the
+same query batches (``loss="bce+listwise"``), AdamW with linear warm-up and decay, deterministic
+for a seed.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def query_fold(set_name: str, query_id: str) -> int:
 MIN_LOGIT_AUROC = 0.6
 
 #: training objectives: ``bce`` scores each pair on its own; ``listwise`` each relevant candidate
-#: against the negatives of its query (:func:`listwise_loss`)
-LOSSES = ("bce", "listwise")
+#: against the negatives of its query (:func:`listwise_loss`); ``bce+listwise`` their sum, over
+#: batches of whole queries
+LOSSES = ("bce", "listwise", "bce+listwise")
 
 
 @dataclass
@@ -106,7 +108,7 @@ class TrainParams:
     threads: int | None = None
     # below this AUROC of the logit on the held-apart pairs nothing is published (check_learned)
     min_logit_auroc: float = MIN_LOGIT_AUROC
-    # "bce" (each pair alone) or "listwise" (a softmax over each query's candidates; LOSSES)
+    # "bce" (each pair alone), "listwise" (a softmax over each query's candidates) or their sum (LOSSES)
     loss: str = "bce"
 
     def __post_init__(self) -> None:
@@ -349,9 +351,9 @@ def train_reranker(
         members = [groups[g] for g in positions]
         batch = [pairs.train[i] for group in members for i in group]
         labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
-        return listwise_loss(logits_of(batch), labels, [len(group) for group in members])
+        return query_batch_loss(logits_of(batch), labels, [len(group) for group in members], params.loss)
 
-    if params.loss == "listwise":  # batches of whole queries holding about batch_size pairs
+    if params.loss != "bce":  # batches of whole queries holding about batch_size pairs
         items, batch_size, batch_loss = len(groups), listwise_batch(params.batch_size, groups), group_loss
     else:
         items, batch_size, batch_loss = len(pairs.train), params.batch_size, pair_loss
@@ -423,6 +425,17 @@ def listwise_loss(logits: Any, labels: Any, sizes: Sequence[int]) -> Any:
         for positive in scores[relevant]:
             terms.append(torch.logsumexp(torch.cat([positive.view(1), negatives]), 0) - positive)
     return torch.stack(terms).mean()
+
+
+def query_batch_loss(logits: Any, labels: Any, sizes: Sequence[int], loss: str) -> Any:
+    """The training loss of a batch of whole queries (``sizes``: each query's number of pairs, in
+    order): :func:`listwise_loss`, plus the pairs' mean binary cross-entropy for ``bce+listwise``."""
+    import torch
+
+    value = listwise_loss(logits, labels, sizes)
+    if loss == "bce+listwise":
+        value = value + torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    return value
 
 
 def publish_reranker(
