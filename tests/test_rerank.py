@@ -64,6 +64,7 @@ def test_training_learns_the_pairs_and_publishes_a_calibrated_artifact(tiny_rera
     manifest = json.loads(next(out.glob("builds/*/manifest.json")).read_text())
     assert manifest["family"] == "reranker" and manifest["kind"] == "cross-encoder"
     assert manifest["params"]["train"]["layers"] == 1
+    assert manifest["params"]["train"]["device"] == "cpu"  # where it trained; not part of the recipe
     assert "fold 1 is held out" in manifest["params"]["fold_rule"]
     assert {"calibration.json", "model.onnx", "tokenizer.json"} <= set(manifest["files"])
     assert report["calibration"]["fitted"] and report["calibration"]["a"] > 0
@@ -173,6 +174,14 @@ def test_a_model_whose_logit_does_not_rank_is_not_published(tmp_path):
     assert not out.exists()
     check_learned({"logit_auroc_all": MIN_LOGIT_AUROC, "pairs_all": 6}, out)  # at the bar: published
     check_learned({"note": "too few calibration pairs: raw sigmoid"}, out)  # nothing to judge
+
+
+def test_a_device_torch_cannot_use_is_one_line_before_any_training(tmp_path):
+    out = tmp_path / "nowhere"
+    error = r"^cannot train on device 'nosuchdevice' here \(.*\); use --device cpu$"
+    with pytest.raises(RagrouteError, match=error):
+        train_reranker(_pairs(), out, _toy_params(device="nosuchdevice"), show_progress=False)
+    assert not out.exists()
 
 
 def test_remembered_logits_score_each_pool_once_inside_a_block_only(tiny_reranker):

@@ -88,6 +88,13 @@ def rerank_group() -> None:
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
 @click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where the model trains: cpu, or a torch device such as cuda or cuda:1 (the published "
+    "model, its calibration and ONNX exports run on the CPU either way).",
+)
+@click.option(
     "--seed",
     type=int,
     default=0,
@@ -142,6 +149,7 @@ def train_command(
     loss: str,
     learning_rate: float,
     threads: int | None,
+    device: str,
     seed: int,
     draw: int | None,
     draws: int,
@@ -172,6 +180,7 @@ def train_command(
         seed=seed,
         draw=draw,
         threads=threads,
+        device=device,
         title_words=title_words,
         compact_bodies=compact_bodies,
     )

@@ -24,7 +24,8 @@ from ragroute.rerank.cross_encoder import FAMILY
 from ragroute.rerank.train import Pair, TrainParams, check_learned, fit_calibration, publish_reranker
 
 #: train settings that may differ between draws of one recipe
-DRAW_SETTINGS = ("draw", "threads", "min_logit_auroc")  # min_logit_auroc: a bar to publish, not the recipe
+# the bar to publish and where the draw ran are not the recipe
+DRAW_SETTINGS = ("draw", "threads", "device", "min_logit_auroc")
 #: manifest entries that are each draw's own
 OWN_ENTRIES = ("report", "average")
 #: recipe settings a manifest may predate, as the models trained before them were trained

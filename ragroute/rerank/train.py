@@ -110,6 +110,9 @@ class TrainParams:
     min_logit_auroc: float = MIN_LOGIT_AUROC
     # "bce" (each pair alone), "listwise" (a softmax over each query's candidates) or their sum (LOSSES)
     loss: str = "bce"
+    # where the model trains: "cpu", "cuda", "cuda:1", ... (not part of the recipe: draws trained on
+    # different devices may be averaged; the published model runs on the CPU either way)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -300,6 +303,27 @@ def train_reranker(
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
     """Fine-tune, calibrate and publish a reranker artifact at ``out``; returns its training report."""
+    model, calibration, report = fit_reranker(pairs, params, show_progress=show_progress)
+    loss = f"final training loss {report['final_loss']:.3f}"
+    check_learned(report["calibration"], out, loss, bar=params.min_logit_auroc)
+    manifest_params = {
+        "base": report.pop("base"),
+        "train": asdict(params),
+        "max_length": params.max_length,
+        "fold_rule": FOLD_RULE,
+        "data": dict(data or {}),
+        "report": report,
+    }
+    report["onnx"] = publish_reranker(model.to("cpu"), calibration, out, manifest_params, name=name)
+    return report
+
+
+def fit_reranker(
+    pairs: PairSet, params: TrainParams, *, show_progress: bool | None = None
+) -> tuple[Any, Calibration, dict[str, Any]]:
+    """Fine-tune the cross-encoder on ``pairs.train`` (on ``params.device``) and fit its calibration
+    on ``pairs.calibration``; returns the sentence-transformers CrossEncoder, the calibration and
+    the training report (nothing is published: :func:`train_reranker` does that)."""
     import torch
     from sentence_transformers import CrossEncoder
 
@@ -308,6 +332,7 @@ def train_reranker(
 
     if not pairs.train:
         raise RagrouteError("no training pairs: check the data folders and the split")
+    check_device(params.device)
     set_offline_env()
     random.seed(params.seed)
     np.random.seed(params.seed)
@@ -316,7 +341,11 @@ def train_reranker(
         torch.set_num_threads(params.threads)
     base = resolve_model("all-MiniLM-L6-v2")
     model = CrossEncoder(
-        str(base.path), num_labels=1, max_length=params.max_length, local_files_only=True, device="cpu"
+        str(base.path),
+        num_labels=1,
+        max_length=params.max_length,
+        local_files_only=True,
+        device=params.device,
     )
     bert = model.model.base_model
     if params.layers < len(bert.encoder.layer):
@@ -337,12 +366,12 @@ def train_reranker(
             truncation="longest_first",
             max_length=params.max_length,
             return_tensors="pt",
-        )
+        ).to(params.device)
         return net(**features).logits.view(-1)
 
     def pair_loss(positions: list[int]) -> Any:
         batch = [pairs.train[i] for i in positions]
-        labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
+        labels = torch.tensor([p.label for p in batch], dtype=torch.float32, device=params.device)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits_of(batch), labels)
 
     groups = query_groups(pairs.train)
@@ -350,7 +379,7 @@ def train_reranker(
     def group_loss(positions: list[int]) -> Any:
         members = [groups[g] for g in positions]
         batch = [pairs.train[i] for group in members for i in group]
-        labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
+        labels = torch.tensor([p.label for p in batch], dtype=torch.float32, device=params.device)
         return query_batch_loss(logits_of(batch), labels, [len(group) for group in members], params.loss)
 
     if params.loss != "bce":  # batches of whole queries holding about batch_size pairs
@@ -375,9 +404,8 @@ def train_reranker(
     train_s = time.perf_counter() - start
     net.eval()
     calibration, calibration_report = fit_calibration(model, pairs.calibration, params)
-    loss = f"final training loss {np.mean(losses[-50:]):.3f}"
-    check_learned(calibration_report, out, loss, bar=params.min_logit_auroc)
     report = {
+        "base": base.model_id,
         "train_pairs": len(pairs.train),
         "calibration_pairs": len(pairs.calibration),
         "sets": pairs.counts,
@@ -385,16 +413,18 @@ def train_reranker(
         "final_loss": round(float(np.mean(losses[-50:])), 4),
         "calibration": {**calibration.to_dict(), **calibration_report},
     }
-    manifest_params = {
-        "base": base.model_id,
-        "train": asdict(params),
-        "max_length": params.max_length,
-        "fold_rule": FOLD_RULE,
-        "data": dict(data or {}),
-        "report": report,
-    }
-    report["onnx"] = publish_reranker(model, calibration, out, manifest_params, name=name)
-    return report
+    return model, calibration, report
+
+
+def check_device(device: str) -> None:
+    """A one-line error unless torch can place tensors on ``device`` here."""
+    import torch
+
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RagrouteError(f"cannot train on device {device!r} here ({first}); use --device cpu") from None
 
 
 def query_groups(pairs: Sequence[Pair]) -> list[list[int]]:
@@ -473,9 +503,9 @@ def fit_calibration(
             truncation="longest_first",
             max_length=params.max_length,
             return_tensors="pt",
-        )
+        ).to(model.model.device)
         with torch.inference_mode():
-            return model.model(**features).logits.view(-1).numpy()
+            return model.model(**features).logits.view(-1).float().cpu().numpy()
 
     return fit_platt(pairs, logits_of)
 
