@@ -127,3 +127,31 @@ def test_macro_average_leaves_out_groups_with_nothing_to_score():
     evaluator = RoutingEvaluator([], {"q1": "s", "q3": "s"}, qrels, groups={"q1": "x", "q3": "y"})
     row = RoutingRow("q1", ("s",), "s", ["s"], {"s": 1.0}, ["a"], [1.0], 0.1, 0.2)
     assert evaluator.score([row]).quality == 1.0
+
+
+def test_per_query_scores_are_what_evaluate_run_averages():
+    from ragroute.evaluation.metrics import per_query_scores
+
+    run = {"q1": ["a", "b"], "q2": ["c"]}
+    qrels = {"q1": {"b": 1}, "q2": {"d": 1}, "q3": {"x": 0}, "q4": {"e": 1}}  # q3 unscorable, q4 unranked
+    scores = per_query_scores(run, qrels, "mrr@10")
+    assert scores == {"q1": 0.5, "q2": 0.0, "q4": 0.0}
+    assert evaluate_run(run, qrels, ("mrr@10",))["mrr@10"] == pytest.approx(sum(scores.values()) / 3)
+
+
+def test_paired_difference_interval_brackets_the_mean_and_is_seeded():
+    from ragroute.evaluation.metrics import paired_difference
+
+    a = {f"q{i}": float(i % 4 == 0) for i in range(200)}  # 50 hits
+    same = paired_difference(a, dict(a))
+    assert same["diff"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["queries"] == 200
+    better = {**a, **{f"q{i}": 1.0 for i in range(1, 41, 4)}}  # 10 more hits: +0.05
+    shown = paired_difference(better, a)
+    assert shown["diff"] == 0.05 and 0.0 < shown["ci95"][0] < 0.05 < shown["ci95"][1] < 0.1
+    assert paired_difference(better, a) == shown  # seeded: the same interval every run
+    swapped = paired_difference(a, better)
+    assert swapped["diff"] == -0.05 and swapped["ci95"][1] < 0.0
+    one = {**a, "q1": 1.0}  # a single query's gain: its interval reaches 0
+    assert paired_difference(one, a)["ci95"][0] == 0.0
+    only = paired_difference({"x": 1.0}, {"y": 0.0})  # no query in common
+    assert only == {"diff": None, "ci95": None, "queries": 0}

@@ -360,6 +360,21 @@ def test_bench_skills_rows_and_keys(tiny_reranker):
     assert 0.0 <= result["abstention"]["labels"]["fitted"]["balanced_accuracy"] <= 1.0
     text = format_report(result)
     assert "hybrid+rerank_no_body" in text and "fold 1" in text
+    # the goals' differences, paired per query: the mean difference is the rows' difference
+    comparisons = result["comparisons"]
+    best = comparisons["best_single"]
+    assert best == max(("bm25", "dense"), key=lambda name: methods[name]["ndcg@10"])
+    for name, (row, baseline) in {
+        "hybrid - best_single": ("hybrid", best),
+        "hybrid+rerank - hybrid": ("hybrid+rerank", "hybrid"),
+        "hybrid+rerank - best_single": ("hybrid+rerank", best),
+    }.items():
+        for key in ("hit@1", "ndcg@10"):
+            d = comparisons[name][key]
+            assert d["diff"] == pytest.approx(methods[row][key] - methods[baseline][key], abs=2e-4)
+            assert d["ci95"][0] <= d["diff"] <= d["ci95"][1] and d["queries"] == result["queries"]
+    assert "hybrid+rerank_tuned - hybrid" not in comparisons  # no tuned row in this run
+    assert f"hybrid+rerank - {best} (paired, 95% bootstrap interval, {result['queries']} queries)" in text
     # which backend ranked is part of the result: bf16 torch and int8 ONNX rank slightly differently
     assert result["router"]["reranker"]["backend"] == "torch" and "(torch backend)" in text
     # and so is the encoder's: int8 kernels differ from CPU to CPU, and stage 1 moves with them

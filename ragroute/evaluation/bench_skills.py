@@ -56,7 +56,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RetrievalEvaluator
-from ragroute.evaluation.metrics import evaluate_run
+from ragroute.evaluation.metrics import evaluate_run, paired_difference, per_query_scores
 
 METRICS = {
     "hit@1": "hit@1",
@@ -286,6 +286,7 @@ def run_skills_bench(
                 scores = evaluate_run({q: runs[name].get(q, []) for q in sub}, sub, tuple(METRICS.values()))
                 methods_fold1[name] = {key: round(scores[metric], 4) for key, metric in METRICS.items()}
 
+    comparisons = _comparisons(methods, runs, judged)
     log(f"  candidate ceiling (hybrid top {candidates}) ...")
     ceiling = _candidate_ceiling(rows["hybrid"], contexts, judged, candidates)
 
@@ -306,6 +307,7 @@ def run_skills_bench(
         else "all judged queries"
         + (f" (the reranker never trained on {set_name})" if reranker is not None else ""),
         "methods": methods,
+        "comparisons": comparisons,
         "candidate_ceiling": ceiling,
         "latency_ms_p50": latency.get("p50"),
         "latency_ms_p95": latency.get("p95"),
@@ -335,6 +337,41 @@ def run_skills_bench(
     else:
         result["latency_ms_p50_10k"] = None
     return result
+
+
+#: the differences the skills issue's goals name, each ``(row, baseline)``; ``best_single`` is the
+#: better of BM25 and dense by nDCG@10 on the scored queries
+COMPARISONS = (
+    ("hybrid", "best_single"),
+    ("hybrid+rerank", "hybrid"),
+    ("hybrid+rerank", "best_single"),
+    ("hybrid+rerank_tuned", "hybrid"),
+)
+COMPARED = ("hit@1", "ndcg@10")
+
+
+def _comparisons(
+    methods: dict[str, dict[str, float]], runs: dict[str, dict[str, list[str]]], judged: dict[str, Any]
+) -> dict[str, Any]:
+    """Paired per-query differences (with 95% bootstrap intervals) between the rows the goals compare,
+    over the queries ``methods`` scores: is a gain real on these queries, or the size of their noise?"""
+    if not {"bm25", "dense"} <= set(methods):
+        return {}
+    best = max(("bm25", "dense"), key=lambda name: methods[name]["ndcg@10"])
+    named = {"best_single": best}
+    out: dict[str, Any] = {"best_single": best}
+    for row, baseline in COMPARISONS:
+        a, b = named.get(row, row), named.get(baseline, baseline)
+        if a not in methods or b not in methods:
+            continue
+        out[f"{row} - {baseline}"] = {
+            key: paired_difference(
+                per_query_scores(runs[a], judged, METRICS[key]),
+                per_query_scores(runs[b], judged, METRICS[key]),
+            )
+            for key in COMPARED
+        }
+    return out
 
 
 def _candidate_ceiling(
@@ -511,6 +548,18 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"fold 1 only ({result['fold1_queries']} queries):")
         for name, values in result["methods_fold1"].items():
             lines.append(f"{name:26s}" + "".join(f"{values[k]:11.3f}" for k in METRICS))
+    comparisons = result.get("comparisons") or {}
+    for name, by_metric in comparisons.items():
+        if name == "best_single":
+            continue
+        label = name.replace("best_single", comparisons["best_single"])
+        parts = [
+            f"{key} {d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            for key, d in by_metric.items()
+            if d["diff"] is not None
+        ]
+        queries = by_metric["hit@1"]["queries"]
+        lines.append(f"{label} (paired, 95% bootstrap interval, {queries} queries): " + ", ".join(parts))
     encoder = result.get("encoder") or {}
     lines.append(f"encoder {encoder.get('model_id', '?')} ({encoder.get('backend', '?')} backend)")
     reranker = result["router"].get("reranker")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -108,6 +109,15 @@ def parse_metric(name: str) -> tuple[str, int]:
     return base, int(cutoff)
 
 
+def per_query_scores(
+    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], metric: str
+) -> dict[str, float]:
+    """``metric`` for each scorable query of ``qrels`` (a judged query missing from ``run`` scores 0)."""
+    base, k = parse_metric(metric)
+    scorable = {qid: rels for qid, rels in qrels.items() if is_scorable(rels)}
+    return {qid: METRICS[base](list(run.get(qid, ())), rels, k) for qid, rels in scorable.items()}
+
+
 def evaluate_run(
     run: Mapping[str, Sequence[str]],
     qrels: Mapping[str, Mapping[str, int]],
@@ -118,17 +128,35 @@ def evaluate_run(
     ``run`` maps query id -> ranked doc ids; a judged query missing from ``run``
     scores 0. The result also holds ``queries``, the number of queries averaged.
     """
-    parsed = [(name, *parse_metric(name)) for name in metrics]
-    judged = [qid for qid, rels in qrels.items() if is_scorable(rels)]
-    totals = dict.fromkeys(metrics, 0.0)
-    for qid in judged:
-        ranking = list(run.get(qid, ()))
-        for name, base, k in parsed:
-            totals[name] += METRICS[base](ranking, qrels[qid], k)
-    n = len(judged)
-    result: dict[str, float] = {name: (totals[name] / n if n else 0.0) for name in metrics}
+    result: dict[str, float] = {}
+    n = 0
+    for name in metrics:
+        scores = per_query_scores(run, qrels, name)
+        n = len(scores)
+        result[name] = sum(scores.values()) / n if n else 0.0
     result["queries"] = n
     return result
+
+
+def paired_difference(
+    a: Mapping[str, float], b: Mapping[str, float], *, resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Mean per-query difference ``a - b`` over the queries both score, with a 95% percentile
+    bootstrap interval (queries resampled with replacement, ``resamples`` times, seeded: the same
+    inputs give the same interval). A difference whose interval holds 0 is not shown to be real
+    on these queries."""
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return {"diff": None, "ci95": None, "queries": 0}
+    diff = np.array([a[k] - b[k] for k in keys], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "diff": round(float(diff.mean()), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+        "queries": len(keys),
+    }
 
 
 def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
