@@ -761,6 +761,10 @@ def skills_command(
     (the one `ragroute skills build` gives); p50 latency of retrieve + rerank, also at 10k skills;
     abstention quality and cost.
 
+    The differences the goals name (hybrid - the better of BM25 and dense, hybrid+rerank - hybrid,
+    hybrid+rerank - the better single method) are paired per query, with 95% bootstrap intervals
+    (JSON `comparisons`): an interval holding 0 means these queries do not show the gain.
+
     With a reranker trained by `ragroute rerank train`, only fold-1 queries (held out from its
     training) are scored, for every row.
     """
