@@ -155,3 +155,18 @@ def test_paired_difference_interval_brackets_the_mean_and_is_seeded():
     assert paired_difference(one, a)["ci95"][0] == 0.0
     only = paired_difference({"x": 1.0}, {"y": 0.0})  # no query in common
     assert only == {"diff": None, "ci95": None, "queries": 0}
+
+
+def test_paired_difference_by_collection_is_the_difference_of_macro_means():
+    from ragroute.evaluation.metrics import macro_mean, paired_difference
+
+    # collection "big": 90 queries, the row gains nothing; "small": 10 queries, it gains 1.0 on each
+    a = {**{f"big{i}": 0.5 for i in range(90)}, **{f"small{i}": 1.0 for i in range(10)}}
+    b = {**{f"big{i}": 0.5 for i in range(90)}, **{f"small{i}": 0.0 for i in range(10)}}
+    groups = {key: key.rstrip("0123456789") for key in a}
+    macro = paired_difference(a, b, groups=groups)
+    by_query = paired_difference(a, b)
+    assert by_query["diff"] == 0.1  # a query-weighted mean
+    assert macro["diff"] == 0.5 == macro_mean([1.0, 0.0]) - macro_mean([0.0, 0.0])  # collections weigh alike
+    assert macro["ci95"] == [0.5, 0.5]  # every resample keeps ten small and ninety big queries
+    assert macro["queries"] == 100

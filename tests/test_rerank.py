@@ -384,6 +384,13 @@ def test_bench_rerank_scores_only_held_out_queries_through_pipelines(
     if len(result["collections"]) > 1:
         assert result["routed"]["queries"] == sum(held_out.values())
     assert "macro nDCG@10" in format_report(result)
+    # the macro gains again, paired per query, with intervals resampled within collections
+    for method in ("dense", "hybrid"):
+        gain = result["rerank_gain_ci95"][method]
+        assert gain["diff"] == pytest.approx(result["rerank_gain"][method], abs=2e-4)
+        assert gain["ci95"][0] <= gain["diff"] <= gain["ci95"][1]
+        assert gain["queries"] == sum(held_out.values())
+    assert "reranker gain over hybrid, macro nDCG@10 (paired per query" in format_report(result)
 
 
 def test_bench_rerank_macro_leaves_out_collections_with_nothing_to_score(

@@ -26,7 +26,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RetrievalEvaluator
-from ragroute.evaluation.metrics import is_scorable, macro_mean
+from ragroute.evaluation.metrics import is_scorable, macro_mean, paired_difference, per_query_scores
 
 
 def run_rerank_bench(
@@ -60,6 +60,9 @@ def run_rerank_bench(
     routed_parts: list[tuple[str, Any, list[QueryContext], Any]] = []
     skipped: dict[str, str] = {}
     documents_of: list[set[str]] = []
+    # each row's nDCG@10 per scored query ("collection<TAB>query id"), for the paired intervals
+    per_query: dict[str, dict[str, float]] = {}
+    collection_of: dict[str, str] = {}
 
     def skip(name: str, why: str) -> None:
         skipped[name] = why
@@ -100,6 +103,11 @@ def run_rerank_bench(
                 )
                 result = evaluator(pipeline)
                 rows[label] = {"ndcg@10": result.metrics["ndcg@10"], "ms_p50": result.latency_ms.get("p50")}
+                run = {row["id"]: row["hits"] for row in result.rows}
+                judged = {c.id: data.qrels[c.id] for c in contexts if c.id in data.qrels}
+                for qid, score in per_query_scores(run, judged, "ndcg@10").items():
+                    per_query.setdefault(label, {})[f"{name}\t{qid}"] = score
+                    collection_of[f"{name}\t{qid}"] = name
         collections[name] = rows
         if any(is_scorable(data.qrels[c.id]) for c in contexts):
             scored.add(name)
@@ -134,6 +142,13 @@ def run_rerank_bench(
         "rerank_gain": {
             "dense": round(macro["dense+rerank"] - macro["dense"], 4),
             "hybrid": round(macro["hybrid+rerank"] - macro["hybrid"], 4),
+        },
+        # the same gains paired per query, with 95% bootstrap intervals resampled within collections
+        "rerank_gain_ci95": {
+            method: paired_difference(
+                per_query.get(f"{method}+rerank", {}), per_query.get(method, {}), groups=collection_of
+            )
+            for method in ("dense", "hybrid")
         },
     }
 
@@ -192,6 +207,13 @@ def format_report(result: dict[str, Any]) -> str:
             "macro nDCG@10", "", m["dense"], m["dense+rerank"], m["hybrid"], m["hybrid+rerank"]
         )
     )
+    for method, gain in (result.get("rerank_gain_ci95") or {}).items():
+        if gain["diff"] is not None:
+            lines.append(
+                f"reranker gain over {method}, macro nDCG@10 (paired per query, 95% bootstrap interval "
+                f"within collections, {gain['queries']} queries): {gain['diff']:+.4f} "
+                f"[{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]"
+            )
     routed = result.get("routed")
     if routed:
         lines.append(

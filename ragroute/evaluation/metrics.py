@@ -139,24 +139,41 @@ def evaluate_run(
 
 
 def paired_difference(
-    a: Mapping[str, float], b: Mapping[str, float], *, resamples: int = 2000, seed: int = 0
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    *,
+    groups: Mapping[str, str] | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Mean per-query difference ``a - b`` over the queries both score, with a 95% percentile
     bootstrap interval (queries resampled with replacement, ``resamples`` times, seeded: the same
     inputs give the same interval). A difference whose interval holds 0 is not shown to be real
-    on these queries."""
+    on these queries.
+
+    ``groups`` (query -> collection): the difference of macro means instead, the mean over
+    collections of each collection's mean difference (the :func:`macro_mean` rule), with queries
+    resampled within their collection."""
     keys = sorted(set(a) & set(b))
     if not keys:
         return {"diff": None, "ci95": None, "queries": 0}
     diff = np.array([a[k] - b[k] for k in keys], dtype=np.float64)
     rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    if groups is None:
+        strata = [np.arange(len(keys))]
+    else:
+        members: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            members.setdefault(groups[key], []).append(i)
+        strata = [np.array(rows) for _, rows in sorted(members.items())]
+    point = float(np.mean([diff[rows].mean() for rows in strata]))
+    means = np.mean(
+        [diff[rows][rng.integers(0, len(rows), size=(resamples, len(rows)))].mean(axis=1) for rows in strata],
+        axis=0,
+    )
     low, high = np.percentile(means, [2.5, 97.5])
-    return {
-        "diff": round(float(diff.mean()), 4),
-        "ci95": [round(float(low), 4), round(float(high), 4)],
-        "queries": len(keys),
-    }
+    interval = [round(float(low), 4), round(float(high), 4)]
+    return {"diff": round(point, 4), "ci95": interval, "queries": len(keys)}
 
 
 def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
