@@ -69,8 +69,10 @@ def test_bench_gate_cross_validation(labels, monkeypatch):
     assert set(gates) == {"knn5_embedding", "threshold_rarity", "trained_signals"}
     for r in gates.values():
         assert {"auroc", "accuracy", "balanced_accuracy"} <= set(r) and len(r["curve"]) == 5
+        assert r["auroc_ci95"][0] <= r["auroc"] <= r["auroc_ci95"][1]  # its bootstrap interval
     assert gates["trained_signals"]["auroc"] > 0.9 and gates["trained_signals"]["balanced_accuracy"] > 0.8
     assert result["protocol"].startswith("3-fold") and result["n_test"] == 48
     assert "trained_signals" in bench_gate.format_report(result)
+    assert "AUROC 95% bootstrap intervals" in bench_gate.format_report(result)
     with pytest.raises(Exception, match="--train"):
         bench_gate.run_gate_bench(labels, encoder=HashingEncoder(), gates=["threshold_rarity"])

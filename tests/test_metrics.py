@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from ragroute.evaluation.metrics import (
@@ -170,3 +171,17 @@ def test_paired_difference_by_collection_is_the_difference_of_macro_means():
     assert macro["diff"] == 0.5 == macro_mean([1.0, 0.0]) - macro_mean([0.0, 0.0])  # collections weigh alike
     assert macro["ci95"] == [0.5, 0.5]  # every resample keeps ten small and ninety big queries
     assert macro["queries"] == 100
+
+
+def test_auroc_interval_brackets_auroc_keeps_class_counts_and_is_seeded():
+    from ragroute.evaluation.metrics import auroc, auroc_interval
+
+    rng = np.random.default_rng(3)
+    y = rng.random(600) < 0.1
+    scores = np.round(rng.normal(size=600) + 1.5 * y, 1)  # rounded: ties between the classes
+    low, high = auroc_interval(y, scores)
+    assert low < auroc(y, scores) < high < 1.0 and high - low < 0.2
+    assert auroc_interval(y, scores) == [low, high]  # seeded
+    assert auroc_interval(y, np.where(y, 1.0, 0.0)) == [1.0, 1.0]  # separated in every resample
+    assert auroc_interval(y, np.zeros(600)) == [0.5, 0.5]  # one tie: every resample 0.5
+    assert auroc_interval(np.ones(5, dtype=bool), np.arange(5.0)) is None  # a single class

@@ -41,7 +41,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_route_labels import read_labels
-from ragroute.evaluation.metrics import auroc
+from ragroute.evaluation.metrics import auroc, auroc_interval
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
     fold_ids,
@@ -189,6 +189,7 @@ def _prob_to_logit(gate: TrainedGate, p: float) -> float:
 def _metrics(y: np.ndarray, scores: np.ndarray, decide: np.ndarray, curve: list[dict[str, float]]) -> dict:
     return {
         "auroc": round(auroc(y, scores), 4),
+        "auroc_ci95": auroc_interval(y, scores),
         "accuracy": round(float(np.mean(decide == y)), 4),
         "balanced_accuracy": round(balanced_accuracy(y, decide), 4),
         "retrieval_rate": round(float(np.mean(decide)), 4),
@@ -344,6 +345,13 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(
         "retrieval rate / recall of needed retrieval at target rates " + ", ".join(map(str, CURVE_RATES))
     )
+    intervals = [
+        f"{name} [{r['auroc_ci95'][0]:.4f}, {r['auroc_ci95'][1]:.4f}]"
+        for name, r in result["gates"].items()
+        if r.get("auroc_ci95")
+    ]
+    if intervals:
+        lines.append("AUROC 95% bootstrap intervals (each class resampled apart): " + ", ".join(intervals))
     for name, r in result["gates"].items():
         points = "  ".join(f"{p['retrieval_rate']:.3f}/{p['recall_needed']:.3f}" for p in r["curve"])
         lines.append(f"{name:<{width}}{points}")
@@ -351,9 +359,11 @@ def format_report(result: dict[str, Any]) -> str:
     if goals and result["best_gate"]:
         best = result["gates"][result["best_gate"]]
         met = best["auroc"] >= goals["auroc"] and best["balanced_accuracy"] >= goals["balanced_accuracy"]
+        interval = best.get("auroc_ci95")
+        shown = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
         lines.append(
-            f"best gate {result['best_gate']}: AUROC {best['auroc']:.4f} (goal {goals['auroc']}), balanced "
-            f"accuracy {best['balanced_accuracy']:.4f} (goal {goals['balanced_accuracy']}): "
+            f"best gate {result['best_gate']}: AUROC {best['auroc']:.4f}{shown} (goal {goals['auroc']}), "
+            f"balanced accuracy {best['balanced_accuracy']:.4f} (goal {goals['balanced_accuracy']}): "
             f"{'met' if met else 'not met'}"
         )
     lines.append(f"latency excludes encoding ({result['encode_ms_per_query']:.2f} ms/query batched)")

@@ -194,3 +194,30 @@ def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarr
         ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auroc_interval(
+    truth: Sequence[bool] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> list[float] | None:
+    """A 95% percentile bootstrap interval of :func:`auroc`: each class resampled with replacement
+    apart (so every resample keeps the class counts), ``resamples`` times, seeded; ``None`` with a
+    single class."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(truth, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = s[y], s[~y]
+    if not len(pos) or not len(neg):
+        return None
+    rng = np.random.default_rng(seed)
+    pos_drawn = pos[rng.integers(0, len(pos), (resamples, len(pos)))]
+    neg_drawn = neg[rng.integers(0, len(neg), (resamples, len(neg)))]
+    drawn = np.concatenate([pos_drawn, neg_drawn], axis=1)
+    ranks = rankdata(drawn, axis=1)  # ties share their average rank, as in auroc
+    values = (ranks[:, : len(pos)].sum(axis=1) - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [round(float(low), 4), round(float(high), 4)]
