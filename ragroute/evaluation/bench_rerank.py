@@ -92,6 +92,7 @@ def run_rerank_bench(
             context.set_vector(encoder, vector)
         evaluator = RetrievalEvaluator(contexts, data.qrels, metrics=("ndcg@10",), k=10)
         rows: dict[str, Any] = {"queries": len(contexts), "documents": len(data.corpus)}
+        judged = {c.id: data.qrels[c.id] for c in contexts if c.id in data.qrels}
         sources = {}
         for method in ("dense", "hybrid"):
             source = sources[method] = Source(
@@ -104,7 +105,6 @@ def run_rerank_bench(
                 result = evaluator(pipeline)
                 rows[label] = {"ndcg@10": result.metrics["ndcg@10"], "ms_p50": result.latency_ms.get("p50")}
                 run = {row["id"]: row["hits"] for row in result.rows}
-                judged = {c.id: data.qrels[c.id] for c in contexts if c.id in data.qrels}
                 for qid, score in per_query_scores(run, judged, "ndcg@10").items():
                     per_query.setdefault(label, {})[f"{name}\t{qid}"] = score
                     collection_of[f"{name}\t{qid}"] = name
