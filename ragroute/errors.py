@@ -189,6 +189,13 @@ def check_setting(
     return value
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when the message is empty: what a
+    one-line error quotes of a third-party failure."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def os_error_message(exc: OSError) -> str:
     """One line for an operating-system error (permissions, a missing folder, a file where a folder
     should be, a full disk...): ``/data/idx/builds: Permission denied``.

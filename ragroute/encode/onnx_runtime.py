@@ -27,7 +27,7 @@ from ragroute.encode.onnx_export import ensure_export
 from ragroute.encode.onnx_quantize import INT8_MIN_COSINE, INT8_TEXTS_PER_RUN, ensure_int8, int8_ready
 from ragroute.encode.onnx_session import FORMAT_VERSION, FP32_FILE, META_FILE, Runner, read_meta
 from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, resolve_model
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, first_line
 
 
 class OnnxEncoder(PromptedEncoder):
@@ -92,9 +92,8 @@ class OnnxEncoder(PromptedEncoder):
         except RagrouteError:
             raise
         except Exception as exc:  # noqa: BLE001 - report export/quantisation failures as one line
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             step = "int8 quantisation" if int8 else "onnx export"
-            raise RagrouteError(f"{step} of {resolved.model_id} failed: {text}") from exc
+            raise RagrouteError(f"{step} of {resolved.model_id} failed: {first_line(exc)}") from exc
         if int8 and require_agreement:
             cosine = float(encoder.quantization.get("min_cosine_vs_fp32", 0.0))
             if cosine < INT8_MIN_COSINE:

@@ -19,7 +19,7 @@ from ragroute.encode._common import (
     want_progress,
 )
 from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, resolve_model, set_offline_env
-from ragroute.errors import ModelNotFoundError
+from ragroute.errors import ModelNotFoundError, first_line
 
 
 def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) -> Any:
@@ -33,8 +33,7 @@ def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) ->
     try:
         return SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotFoundError(f"cannot load encoder from {path}: {first}") from exc
+        raise ModelNotFoundError(f"cannot load encoder from {path}: {first_line(exc)}") from exc
 
 
 def embedding_dimension(model: Any) -> int:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, first_line
 from ragroute.evaluation.metrics import auroc
 from ragroute.loaders.beir import corpus_files
 from ragroute.rerank.cross_encoder import (
@@ -423,8 +423,8 @@ def check_device(device: str) -> None:
     try:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RagrouteError(f"cannot train on device {device!r} here ({first}); use --device cpu") from None
+        why = first_line(exc)
+        raise RagrouteError(f"cannot train on device {device!r} here ({why}); use --device cpu") from None
 
 
 def query_groups(pairs: Sequence[Pair]) -> list[list[int]]:
