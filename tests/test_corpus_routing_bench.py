@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,17 @@ def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_enco
     assert "x oracle" in report and "routing errors" in report
     assert ("the machine's floor" in report) == (method == "dense")
     json.dumps(result)
+
+
+def test_baseline_without_its_library_is_skipped_not_fatal(glasgow_like, hashing_encoder, monkeypatch):
+    # llama-index-core missing (a machine with only the benchmark's needs installed): the LlamaIndex
+    # baseline is listed under skipped with the reason, and every product router is still scored
+    monkeypatch.setitem(sys.modules, "ragroute.integrations.llamaindex_embedding", None)
+    result = run_corpus_routing_bench(glasgow_like, "dev", None, hashing_encoder, descriptions=DESCRIPTIONS)
+    assert "llamaindex-embedding-selector (baseline)" not in result["routers"]
+    reason = result["skipped"]["routers"]["llamaindex-embedding-selector (baseline)"]
+    assert "llama-index-core is missing" in reason
+    assert {"centroid (baseline)", "prototype", "confidence"} <= set(result["routers"])
 
 
 def test_command_json(glasgow_like, hashing_encoder, monkeypatch):

