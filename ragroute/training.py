@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.errors import RagrouteError, first_line
+
 
 def shuffled_batches(n: int, size: int, seed: int) -> list[list[int]]:
     """Positions ``0..n-1`` in a seeded random order, cut into batches of ``size``."""
@@ -83,3 +85,14 @@ def average_weights(modules: Sequence[Any]) -> dict[str, Any]:
             else tensor
             for name, tensor in states[0].items()
         }
+
+
+def check_device(device: str) -> None:
+    """A one-line error unless torch can place tensors on ``device`` here (checked before any work)."""
+    import torch
+
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        why = first_line(exc)
+        raise RagrouteError(f"cannot train on device {device!r} here ({why}); use --device cpu") from None

@@ -103,6 +103,43 @@ def test_a_query_lora_expert_changes_queries_not_documents(trained_expert: Path,
     assert expert.model_id == minilm.model_id and expert.query_space != minilm.model_id
 
 
+def test_the_training_device_is_recorded_and_an_unusable_one_is_one_line(
+    trained_expert: Path, tmp_path, monkeypatch
+) -> None:
+    from click.testing import CliRunner
+
+    import ragroute.encode
+    from ragroute.cli import main
+    from ragroute.store import open_snapshot
+
+    def no_encoding(*_args, **_kwargs):
+        raise AssertionError("the corpus was about to be encoded for a device that cannot train")
+
+    monkeypatch.setattr(ragroute.encode, "load_encoder", no_encoding)
+
+    train = open_snapshot(trained_expert, family="expert").manifest.params["train"]
+    assert train["device"] == "cpu"
+    corpus_file = tmp_path / "corpus.jsonl"
+    corpus_file.write_text("\n".join(f'{{"_id": "{d.id}", "text": "{d.text}"}}' for d in corpus()))
+    result = CliRunner().invoke(
+        main,
+        ["expert", "train", str(corpus_file), "--out", str(tmp_path / "x"), "--device", "nosuchdevice"]
+        + ["--backend", "torch", "--threads", "1"],
+    )
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: cannot train on device 'nosuchdevice' here (")
+    assert lines[0].endswith("; use --device cpu")
+    assert not (tmp_path / "x").exists()  # refused before any work: nothing published, nothing encoded
+    # the benchmark that trains missing experts refuses the same way, before encoding the collections
+    result = CliRunner().invoke(
+        main, ["bench", "experts", "--data", str(tmp_path), "--device", "nosuchdevice", "--backend", "torch"]
+    )
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "cannot train on device 'nosuchdevice' here" in result.output
+
+
 def test_merged_lora_equals_the_low_rank_update() -> None:
     import torch
 

@@ -23,6 +23,7 @@ from ragroute.cli.options import (
     plot_option,
     rerank_backend_option,
     resolve_reranker,
+    train_device_option,
 )
 from ragroute.cli.output import emit_json, save_plot
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -970,6 +971,7 @@ def stepwise_command(
 @click.option("--max-routes", type=int, default=None, help="Mixtures: most experts fused.")
 @click.option("--fusion", default=None, help="Mixtures: registered fusion method [default: the product's].")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads for training.")
+@train_device_option("the benchmark's searches and routers")
 @bench_encoder_options
 @plot_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
@@ -984,6 +986,7 @@ def experts_command(
     max_routes: int | None,
     fusion: str | None,
     threads: int | None,
+    device: str,
     encoder: str,
     backend: str,
     cache_dir: Path | None,
@@ -997,9 +1000,11 @@ def experts_command(
     from ragroute.encode import load_encoder
     from ragroute.evaluation import bench_experts
     from ragroute.experts.train import ExpertTrainParams
+    from ragroute.training import check_device
 
     if not Path(root).is_dir():
         raise RagrouteError(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
+    check_device(device)  # before the collections are encoded
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir, threads=threads)
     mix = {
         key: value
@@ -1014,7 +1019,7 @@ def experts_command(
         experts_dir,
         folds=folds,
         mix=mix,
-        train_params=ExpertTrainParams(threads=threads),
+        train_params=ExpertTrainParams(threads=threads, device=device),
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_experts.format_report(result))

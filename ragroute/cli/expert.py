@@ -9,7 +9,13 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors, refuse_options
-from ragroute.cli.options import CONFIG_CACHE_HELP, bench_encoder_options, cache_dir_option, engine_options
+from ragroute.cli.options import (
+    CONFIG_CACHE_HELP,
+    bench_encoder_options,
+    cache_dir_option,
+    engine_options,
+    train_device_option,
+)
 from ragroute.errors import RagrouteError
 
 
@@ -56,6 +62,7 @@ def expert_group() -> None:
     "of each per document).",
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
+@train_device_option("the published adapter or model and the pilots")
 @click.option("--seed", type=int, default=0, show_default=True)
 @engine_options(
     "Where the base model encodes CORPUS for the training data (the document vectors positives and "
@@ -73,6 +80,7 @@ def train_command(
     rank: int,
     max_queries: int,
     threads: int | None,
+    device: str,
     seed: int,
     engine: str,
     ray_address: str | None,
@@ -90,6 +98,7 @@ def train_command(
     from ragroute.experts.pseudo_queries import cut_pseudo_queries
     from ragroute.experts.train import ExpertTrainParams, train_expert
     from ragroute.loaders import load_corpus
+    from ragroute.training import check_device
 
     documents = load_corpus(corpus)
     cut_pseudo_queries(documents, max_queries=1)  # too small a corpus fails here, before encoding it
@@ -102,7 +111,9 @@ def train_command(
         max_queries=max_queries,
         threads=threads,
         seed=seed,
+        device=device,
     )
+    check_device(device)  # before the corpus is encoded
     if engine == "local":
         refuse_options(("ray_address", "workers"), "to --engine local (they configure --engine ray)")
     base = load_encoder(encoder, backend=backend, cache_dir=cache_dir, threads=threads)

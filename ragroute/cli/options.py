@@ -95,6 +95,18 @@ def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def train_device_option(published: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--device`` of the commands that fine-tune a model; ``published`` says what runs on the CPU
+    whatever the device (e.g. "the published adapter or model")."""
+    return click.option(
+        "--device",
+        default="cpu",
+        show_default=True,
+        help=f"Where the model trains: cpu, or a torch device such as cuda or cuda:1 ({published} "
+        "run on the CPU either way); a device torch cannot use here is one error line before any work.",
+    )
+
+
 def rerank_backend_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--rerank-backend``: how a reranker artifact runs (``auto``: bf16 torch where the CPU has native
     bfloat16, else the int8 ONNX export; benchmarks report which ran)."""

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import bench_encoder_options
+from ragroute.cli.options import bench_encoder_options, train_device_option
 from ragroute.errors import RagrouteError
 from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
 from ragroute.rerank.train import LOSSES
@@ -87,13 +87,7 @@ def rerank_group() -> None:
     help="Peak learning rate (AdamW, linear warm-up and decay; 2e-4 until session 21 gave a weak logit).",
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
-@click.option(
-    "--device",
-    default="cpu",
-    show_default=True,
-    help="Where the model trains: cpu, or a torch device such as cuda or cuda:1 (the published "
-    "model, its calibration and ONNX exports run on the CPU either way).",
-)
+@train_device_option("the published model, its calibration and ONNX exports")
 @click.option(
     "--seed",
     type=int,

@@ -67,6 +67,9 @@ class ExpertTrainParams:
     kinds: tuple[str, ...] = KINDS
     seed: int = 0
     threads: int | None = None
+    # where the model trains: "cpu", or a torch device such as "cuda"; the published adapter or model
+    # is read on the CPU either way
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -117,8 +120,10 @@ def train_expert(
     from ragroute.encode.sentence_transformers import load_sentence_transformer
     from ragroute.progress import progress_enabled
     from ragroute.store import write_artifact
+    from ragroute.training import check_device
 
     params = params or ExpertTrainParams()
+    check_device(params.device)
     documents = list(documents)
     queries = cut_pseudo_queries(
         documents, kinds=params.kinds, max_queries=params.max_queries, seed=params.seed
@@ -130,7 +135,7 @@ def train_expert(
     if params.threads:
         torch.set_num_threads(int(params.threads))
     resolved = resolve_model(base)
-    model = load_sentence_transformer(resolved.path)
+    model = load_sentence_transformer(resolved.path, device=params.device)
     if document_vectors is None:
         document_vectors = model.encode(
             [d.full_text() for d in documents],
@@ -226,8 +231,8 @@ def _train_query_lora(
     for pname, parameter in model.named_parameters():
         parameter.requires_grad_("lora_" in pname)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    docs = torch.from_numpy(document_vectors)
-    targets = torch.tensor([position[q.doc_id] for q in queries])
+    docs = torch.from_numpy(document_vectors).to(model.device)
+    targets = torch.tensor([position[q.doc_id] for q in queries], device=model.device)
     texts = [q.text for q in queries]
 
     def batch_loss(batch: list[int]) -> Any:
@@ -250,8 +255,8 @@ def _lora_weights(transformer: Any, params: ExpertTrainParams) -> dict[str, Any]
         lora_a = getattr(module, "lora_A", None)
         if lora_a is None or "default" not in lora_a:
             continue
-        tensors[f"{module_name}.A"] = lora_a["default"].weight.detach().numpy().astype(np.float32)
-        tensors[f"{module_name}.B"] = module.lora_B["default"].weight.detach().numpy().astype(np.float32)
+        for part, layer in (("A", lora_a["default"]), ("B", module.lora_B["default"])):
+            tensors[f"{module_name}.{part}"] = layer.weight.detach().cpu().numpy().astype(np.float32)
         scales[module_name] = float(module.scaling["default"])
     if not tensors:
         raise RagrouteError("no LoRA layers were trained (the base model has none of the target modules)")
@@ -316,6 +321,7 @@ def _mine_hard_negatives(
 
 
 def _features(model: Any, texts: list[str]) -> dict[str, Any]:
-    """Model inputs for ``texts`` (``preprocess`` in sentence-transformers >= 5, ``tokenize`` before)."""
+    """Model inputs for ``texts`` (``preprocess`` in sentence-transformers >= 5, ``tokenize`` before),
+    on the model's device."""
     method = getattr(model, "preprocess", None) or model.tokenize
-    return method(texts)
+    return {k: v.to(model.device) if hasattr(v, "to") else v for k, v in method(texts).items()}

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError, first_line
+from ragroute.errors import RagrouteError
 from ragroute.evaluation.metrics import auroc
 from ragroute.loaders.beir import corpus_files
 from ragroute.rerank.cross_encoder import (
@@ -328,7 +328,7 @@ def fit_reranker(
     from sentence_transformers import CrossEncoder
 
     from ragroute.encode.resolve import resolve_model, set_offline_env
-    from ragroute.training import fine_tune
+    from ragroute.training import check_device, fine_tune
 
     if not pairs.train:
         raise RagrouteError("no training pairs: check the data folders and the split")
@@ -414,17 +414,6 @@ def fit_reranker(
         "calibration": {**calibration.to_dict(), **calibration_report},
     }
     return model, calibration, report
-
-
-def check_device(device: str) -> None:
-    """A one-line error unless torch can place tensors on ``device`` here."""
-    import torch
-
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError, ValueError) as exc:
-        why = first_line(exc)
-        raise RagrouteError(f"cannot train on device {device!r} here ({why}); use --device cpu") from None
 
 
 def query_groups(pairs: Sequence[Pair]) -> list[list[int]]:
