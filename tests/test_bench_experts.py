@@ -42,6 +42,7 @@ def test_routing_to_any_of_tied_best_experts_is_correct(hashing_encoder):
     row = score_router(data, [(FixedRoutes(["e2"]), [0, 1])], {"max_routes": 1}, hashing_encoder)
     assert row["accuracy"] == 0.5
     assert row["ndcg@10"] == pytest.approx(1.0) and row["per_collection"] == {"c": 1.0}
+    assert row["per_query"] == pytest.approx({"q1": 1.0, "q2": 1.0})  # each query's own, for pairing
 
 
 def test_queries_judged_with_grade_0_only_are_not_scored(hashing_encoder):
@@ -73,6 +74,36 @@ def test_queries_judged_with_grade_0_only_are_not_scored(hashing_encoder):
     row = score_router(data, [(FixedRoutes(["e2"]), [0, 1, 2])], {"max_routes": 1}, hashing_encoder)
     assert row["accuracy"] == 0.0  # q1 wanted e1; q2 and q3 have no best expert to route to
     assert row["ndcg@10"] == pytest.approx(1.0) and row["per_collection"] == {"c": 1.0, "z": 0.0}
+    assert set(row["per_query"]) == {"q1"} and data.per_query(data.gains[:, 1]) == {"q1": 0.5}  # scored only
+
+
+def test_the_best_router_is_compared_with_the_better_baseline_per_query_by_collection():
+    from ragroute.evaluation.bench_experts import compare_to_baselines
+
+    # two collections of unequal size; the single expert "s" beats fusion_all (macro 0.5 vs 0.45),
+    # so it is the baseline the router is measured against; every difference is one of macro means
+    ids = [f"a{i}" for i in range(8)] + [f"b{i}" for i in range(2)]
+    labels = ["a"] * 8 + ["b"] * 2
+    data = ExpertData(
+        names=["s", "t"], collections=["a", "b"], sources={}, labels=labels,
+        contexts=[QueryContext("x", id=i) for i in ids], qrels={i: {"d": 1} for i in ids},
+        gains=np.zeros((10, 2)), experts=SimpleNamespace(),
+    )  # fmt: skip
+    value = dict.fromkeys
+    per_query = {
+        "expert s": {**value(ids[:8], 0.5), **value(ids[8:], 0.5)},
+        "expert t": value(ids, 0.1),
+        "fusion_all": {**value(ids[:8], 0.4), **value(ids[8:], 0.5)},
+        "router r": {**value(ids[:8], 0.6), **value(ids[8:], 0.6)},
+        "instance_oracle": value(ids, 0.9),
+    }
+    out = compare_to_baselines(data, per_query, "r", {"s": 0.5, "t": 0.1}, 0.45)
+    assert out["best_baseline"] == "expert s" and out["best_single_expert"] == "s"
+    assert out["best_router - best_baseline"]["diff"] == pytest.approx(0.1)
+    assert out["best_router - best_baseline"]["ci95"] == pytest.approx([0.1, 0.1])
+    assert out["best_router - fusion_all"]["diff"] == pytest.approx(0.15)  # (0.2 + 0.1) / 2, not 0.18
+    assert out["oracle_gap_closed"]["share"] == pytest.approx(0.25)  # 0.1 of the 0.4 up to the oracle
+    assert out["oracle_gap_closed"]["queries"] == 10
 
 
 def test_nothing_to_score_is_one_clear_error(tmp_path):

@@ -173,6 +173,35 @@ def test_paired_difference_by_collection_is_the_difference_of_macro_means():
     assert macro["queries"] == 100
 
 
+def test_share_of_gap_is_the_ratio_of_macro_gains_with_one_resample_for_both():
+    from ragroute.evaluation.metrics import share_of_gap
+
+    # "big" (90 queries): the router gains 0.1 of a 0.4 gap; "small" (10): 0.3 of a 0.4 gap.
+    # Macro: (0.1 + 0.3) / 2 = 0.2 of (0.4 + 0.4) / 2 = 0.4, a share of 0.5 (query-weighted: 0.3).
+    base = {**{f"big{i}": 0.2 for i in range(90)}, **{f"small{i}": 0.2 for i in range(10)}}
+    router = {**{f"big{i}": 0.3 for i in range(90)}, **{f"small{i}": 0.5 for i in range(10)}}
+    oracle = {key: 0.6 for key in base}
+    groups = {key: key.rstrip("0123456789") for key in base}
+    macro = share_of_gap(router, base, oracle, groups=groups)
+    assert macro["share"] == 0.5 and macro["queries"] == 100
+    assert macro["ci95"] == [0.5, 0.5]  # constant within each collection: every resample agrees
+    assert share_of_gap(router, base, oracle)["share"] == 0.3  # 0.12 / 0.4, weighted by query
+
+    # noisy per-query gains: the interval brackets the share, is seeded, and the ratio is taken per
+    # resample (a share well inside (0, 1) whose interval is not the ratio of the two intervals)
+    rng = np.random.default_rng(0)
+    keys = [f"q{i}" for i in range(300)]
+    base = {k: float(rng.random() * 0.5) for k in keys}
+    oracle = {k: base[k] + 0.3 for k in keys}
+    router = {k: base[k] + float(rng.choice([0.0, 0.3], p=[0.7, 0.3])) for k in keys}
+    noisy = share_of_gap(router, base, oracle)
+    assert noisy["ci95"][0] < noisy["share"] < noisy["ci95"][1] and 0.2 < noisy["share"] < 0.4
+    assert share_of_gap(router, base, oracle) == noisy
+    # no gap to close (the baseline already at the ceiling): no share
+    assert share_of_gap(router, oracle, oracle)["share"] is None
+    assert share_of_gap({"x": 1.0}, {"y": 0.0}, {"x": 1.0}) == {"share": None, "ci95": None, "queries": 0}
+
+
 def test_auroc_interval_brackets_auroc_keeps_class_counts_and_is_seeded():
     from ragroute.evaluation.metrics import auroc, auroc_interval
 

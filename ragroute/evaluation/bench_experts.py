@@ -53,7 +53,13 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow
-from ragroute.evaluation.metrics import is_scorable, macro_mean
+from ragroute.evaluation.metrics import (
+    is_scorable,
+    macro_mean,
+    paired_difference,
+    per_query_scores,
+    share_of_gap,
+)
 from ragroute.experts.expert_set import ExpertSet, ExpertSpec
 from ragroute.pipeline.build import pipeline_from_settings
 from ragroute.route.expert_gains import ExpertGains, measure_gains
@@ -108,6 +114,14 @@ class ExpertData:
         with none is left out)."""
         scored = [self.scored_positions(c) for c in self.collections]
         return macro_mean(per_query[rows].mean() if rows else None for rows in scored)
+
+    def per_query(self, values: np.ndarray) -> dict[str, float]:
+        """A per-query value by query id, for the scored queries only (as ``per_query_scores`` gives)."""
+        return {
+            self.contexts[i].id: float(values[i])
+            for c in self.collections
+            for i in self.scored_positions(c)
+        }
 
     def per_collection(self, per_query: np.ndarray) -> dict[str, float]:
         """Mean of a per-query value over each collection's scored queries (0.0 where none is, as
@@ -278,8 +292,13 @@ def score_router(
             rows.extend(evaluator.run(pipeline, mine))
     result = evaluator.score(rows)
     encoders = [1 + len(data.experts.query_encoders(row.chosen)) for row in rows]
+    scored_ids = {row.id for row in rows}
     return {
         "ndcg@10": result.quality,
+        # each scored query's own nDCG@10, for paired comparisons (not in the JSON report)
+        "per_query": per_query_scores(
+            {row.id: row.hits for row in rows}, {q: data.qrels[q] for q in scored_ids}, "ndcg@10"
+        ),
         # a query's gold lists the experts tied for its best: any of them is right, not all together
         "accuracy": result.top1_in_gold,
         "routes_per_query": result.routes_per_query,
@@ -335,6 +354,10 @@ def run_experts_bench(
     dataset_oracle = data.dataset_oracle()
     everyone = [(FixedRoutes(data.names), list(range(len(data.contexts))))]
     fusion_all = score_router(data, everyone, {**FUSE_ALL, "max_routes": len(data.names)}, encoder)
+    per_query = {"fusion_all": fusion_all.pop("per_query")}
+    for j, name in enumerate(data.names):
+        per_query[f"expert {name}"] = data.per_query(data.gains[:, j])
+    per_query["instance_oracle"] = data.per_query(data.gains.max(axis=1))
     report: dict[str, Any] = {
         "experts": singles,
         "expert_encoders": {
@@ -398,6 +421,7 @@ def run_experts_bench(
             variants[f"{kind}-mix"] = {**MIX, **(mix or {})}
         for name, settings in variants.items():
             detail = score_router(data, fits[kind], settings, encoder)
+            per_query[f"router {name}"] = detail.pop("per_query")
             report["routers"][name] = detail["ndcg@10"]
             report["router_detail"][name] = detail
     best_single = max(max(singles.values()), report["fusion_all"])
@@ -407,7 +431,40 @@ def run_experts_bench(
     report["best_router"] = best_name
     report["gain_over_best_baseline"] = round(best - best_single, 4)
     report["oracle_gap_closed"] = round((best - best_single) / gap, 4) if gap > 0 else None
+    report["comparisons"] = compare_to_baselines(data, per_query, best_name, singles, report["fusion_all"])
     return report
+
+
+COMPARED = ("best_router - best_baseline", "best_router - fusion_all", "best_router - best_single_expert")
+
+
+def compare_to_baselines(
+    data: ExpertData,
+    per_query: Mapping[str, Mapping[str, float]],
+    best_name: str,
+    singles: Mapping[str, float],
+    fusion_all: float,
+) -> dict[str, Any]:
+    """The best router against the goal's baselines, paired per query with 95% bootstrap intervals
+    (queries resampled within their collection, so every difference is one of macro means):
+    ``best_router - best_baseline`` (the better of the best single expert and ``fusion_all``),
+    against each of the two, and ``oracle_gap_closed``, the share of the gap from the best baseline to
+    the instance oracle the router closes. The best router is picked on these same queries (the
+    maximum of every router row), so its differences lean high by the choice itself."""
+    groups = {data.contexts[i].id: label for i, label in enumerate(data.labels)}
+    single_name = max(singles, key=lambda n: singles[n])
+    single = per_query[f"expert {single_name}"]
+    baseline = per_query["fusion_all"] if fusion_all >= singles[single_name] else single
+    router = per_query[f"router {best_name}"]
+    return {
+        "router": best_name,
+        "best_single_expert": single_name,
+        "best_baseline": "fusion_all" if baseline is per_query["fusion_all"] else f"expert {single_name}",
+        "best_router - best_baseline": paired_difference(router, baseline, groups=groups),
+        "best_router - fusion_all": paired_difference(router, per_query["fusion_all"], groups=groups),
+        "best_router - best_single_expert": paired_difference(router, single, groups=groups),
+        "oracle_gap_closed": share_of_gap(router, baseline, per_query["instance_oracle"], groups=groups),
+    }
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -439,6 +496,18 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"max(best single expert, fusion_all); closes {report['oracle_gap_closed']} of the gap "
             "to the instance oracle",
         ]
+        comparisons = report.get("comparisons") or {}
+        for key in COMPARED:
+            c = comparisons.get(key) or {}
+            if c.get("diff") is not None:
+                low, high = c["ci95"]
+                lines.append(f"  {key:<34} {c['diff']:+.4f}  95% interval [{low:+.4f}, {high:+.4f}]")
+        share = comparisons.get("oracle_gap_closed") or {}
+        if share.get("share") is not None:
+            lines.append(
+                f"  {'share of the oracle gap closed':<34} {share['share']:.3f}  95% interval "
+                f"[{share['ci95'][0]:.3f}, {share['ci95'][1]:.3f}] (queries resampled within collections)"
+            )
     collections = list(next(iter(report["experts_per_collection"].values())))
     lines += ["", "per collection (nDCG@10): " + " ".join(f"{c:>6}" for c in collections)]
     for name, row in report["experts_per_collection"].items():
