@@ -87,12 +87,20 @@ def average_weights(modules: Sequence[Any]) -> dict[str, Any]:
         }
 
 
-def check_device(device: str) -> None:
-    """A one-line error unless torch can place tensors on ``device`` here (checked before any work)."""
+def check_device(device: str, fix: str = "use --device cpu") -> None:
+    """A one-line error unless torch can place tensors on ``device`` here (checked before any work);
+    ``fix`` ends it with what the user can change."""
     import torch
 
     try:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError, ValueError) as exc:
         why = first_line(exc)
-        raise RagrouteError(f"cannot train on device {device!r} here ({why}); use --device cpu") from None
+        raise RagrouteError(f"cannot train on device {device!r} here ({why}); {fix}") from None
+
+
+def model_inputs(model: Any, texts: list[str]) -> dict[str, Any]:
+    """A sentence-transformers model's inputs for ``texts`` (``preprocess`` in sentence-transformers
+    >= 5, ``tokenize`` before), on the model's device, for a forward pass in a training step."""
+    method = getattr(model, "preprocess", None) or model.tokenize
+    return {k: v.to(model.device) if hasattr(v, "to") else v for k, v in method(texts).items()}

@@ -181,3 +181,14 @@ def test_bad_settings_and_mismatched_files_fail_with_one_line(tmp_path, gate):
     np.savez(tmp_path / "signal" / "arrays.npz", weight=np.zeros(7))
     with pytest.raises(RagrouteError, match="head of width 7"):
         TunedProbeSignal().load(tmp_path / "signal")
+
+
+def test_a_device_torch_cannot_use_is_one_line_before_any_fine_tune(gate):
+    # the device is where the fine-tunes run, not what the signal is: it stays out of the settings a
+    # saved gate is matched against, and the fitted probe decides on the CPU
+    signal = make_signal({**SPEC, "device": "nosuchdevice"})
+    assert signal.params.device == "nosuchdevice" and "device" not in signal.settings()
+    error = r"^cannot train on device 'nosuchdevice' here \(.*\); set the tuned_probe signal's device: cpu$"
+    with pytest.raises(RagrouteError, match=error):
+        TrainedGate.fit(TEXTS, FLAGS, None, signals=[{**SPEC, "device": "nosuchdevice"}])
+    assert str(gate.signals[0].encoders()[0].model.device) == "cpu"

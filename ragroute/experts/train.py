@@ -41,6 +41,7 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.experts.pseudo_queries import KINDS, PseudoQuery, cut_pseudo_queries
+from ragroute.training import model_inputs
 from ragroute.types import Document
 
 FAMILY = "expert"
@@ -236,7 +237,7 @@ def _train_query_lora(
     texts = [q.text for q in queries]
 
     def batch_loss(batch: list[int]) -> Any:
-        embedded = model(_features(model, [texts[i] for i in batch]))["sentence_embedding"]
+        embedded = model(model_inputs(model, [texts[i] for i in batch]))["sentence_embedding"]
         embedded = torch.nn.functional.normalize(embedded, dim=-1)
         logits = embedded @ docs.T / params.temperature
         return torch.nn.functional.cross_entropy(logits, targets[batch])
@@ -285,9 +286,9 @@ def _train_full(
 
     def batch_loss(batch: list[int]) -> Any:
         features = [
-            _features(model, [queries[i].text for i in batch]),
-            _features(model, [texts[position[queries[i].doc_id]] for i in batch]),
-            _features(model, [texts[negatives[i]] for i in batch]),
+            model_inputs(model, [queries[i].text for i in batch]),
+            model_inputs(model, [texts[position[queries[i].doc_id]] for i in batch]),
+            model_inputs(model, [texts[negatives[i]] for i in batch]),
         ]
         return loss_fn(features, None)
 
@@ -318,10 +319,3 @@ def _mine_hard_negatives(
         pool = ranked[2:] or ranked
         out.append(rng.choice(pool))
     return out
-
-
-def _features(model: Any, texts: list[str]) -> dict[str, Any]:
-    """Model inputs for ``texts`` (``preprocess`` in sentence-transformers >= 5, ``tokenize`` before),
-    on the model's device."""
-    method = getattr(model, "preprocess", None) or model.tokenize
-    return {k: v.to(model.device) if hasattr(v, "to") else v for k, v in method(texts).items()}

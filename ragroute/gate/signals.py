@@ -964,6 +964,7 @@ class TunedProbeSignal(GateSignal):
         batch_size: int = 16,
         final: str = "refit",
         members: int = 1,
+        device: str = "cpu",
     ) -> None:
         from ragroute.gate.tuned_probe import ProbeTrainParams
 
@@ -971,8 +972,10 @@ class TunedProbeSignal(GateSignal):
             raise RagrouteError(f"gate signal tuned_probe: final must be soup or refit, not {final!r}")
         if int(members) < 1:
             raise RagrouteError(f"gate signal tuned_probe: members must be at least 1, got {members}")
+        # device: where the fine-tunes run, not what the signal is (left out of settings(), so a gate
+        # tuned on a GPU loads and matches its config anywhere)
         self.params = ProbeTrainParams(
-            epochs=int(epochs), learning_rate=float(learning_rate), batch_size=int(batch_size)
+            epochs=int(epochs), learning_rate=float(learning_rate), batch_size=int(batch_size), device=device
         )
         self.folds = int(folds)
         self.final = final
@@ -1129,7 +1132,10 @@ SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
     "rarity": frozenset({"corpus"}),  # corpus: true -> word rarity counted on the sources' documents
     "complexity": frozenset(),
     "text_probe": frozenset({"hashed_dim", "C", "folds"}),
-    "tuned_probe": frozenset({"epochs", "learning_rate", "folds", "batch_size", "final", "members"}),
+    # device: where its fine-tunes run (cpu, cuda, ...): not a setting the fitted signal keeps
+    "tuned_probe": frozenset(
+        {"epochs", "learning_rate", "folds", "batch_size", "final", "members", "device"}
+    ),
 }
 """The settings each signal kind takes in a ``{kind: ..., ...}`` mapping (besides ``kind``)."""
 SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
@@ -1144,6 +1150,7 @@ SIGNAL_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "batch_size": ("integer", 1),
     "final": ("string", None),
     "members": ("integer", 1),
+    "device": ("string", None),
 }
 """The type (and least value) of each signal setting."""
 DEFAULT_SIGNALS = ("knn_vote", "bank_margin", "rarity", "complexity", "text_probe")

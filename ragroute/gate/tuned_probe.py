@@ -49,6 +49,8 @@ class ProbeTrainParams:
     seed: int = 0
     threads: int | None = None
     """torch threads while training (restored afterwards); None: every usable core."""
+    device: str = "cpu"
+    """Where the fine-tune runs (a torch device such as ``cuda``); the fitted probe decides on the CPU."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length"):
@@ -158,7 +160,9 @@ def train_probe(
     if y.all() or not y.any():
         raise RagrouteError("a tuned probe needs queries that need retrieval and queries that do not")
     from ragroute.cpus import usable_cpus
+    from ragroute.training import check_device
 
+    check_device(params.device, "set the tuned_probe signal's device: cpu")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(params.threads or usable_cpus())
     try:
@@ -174,23 +178,21 @@ def _train(
 
     from ragroute.encode.resolve import resolve_model
     from ragroute.encode.sentence_transformers import embedding_dimension, load_sentence_transformer
-    from ragroute.training import fine_tune
+    from ragroute.training import fine_tune, model_inputs
 
     torch.manual_seed(params.seed)
-    model = load_sentence_transformer(resolve_model(BASE_MODEL).path)
+    model = load_sentence_transformer(resolve_model(BASE_MODEL).path, device=params.device)
     model.max_seq_length = params.max_length
     model[0].auto_model.embeddings.word_embeddings.requires_grad_(False)
     dim = embedding_dimension(model)
-    preprocess = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 5
-    head = torch.nn.Linear(dim, 1)
+    head = torch.nn.Linear(dim, 1).to(params.device)  # initialised on the CPU's generator either way
     trainable = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    targets = torch.tensor(y, dtype=torch.float32)
+    targets = torch.tensor(y, dtype=torch.float32, device=params.device)
     # balanced classes: a positive (retrieve) example weighs n_answer / n_retrieve
-    pos_weight = torch.tensor(float((~y).sum()) / float(y.sum()))
+    pos_weight = torch.tensor(float((~y).sum()) / float(y.sum()), device=params.device)
 
     def batch_loss(positions: list[int]) -> Any:
-        features = preprocess([texts[i] for i in positions])
-        embedding = model(features)["sentence_embedding"]
+        embedding = model(model_inputs(model, [texts[i] for i in positions]))["sentence_embedding"]
         logits = head(embedding).view(-1)
         return torch.nn.functional.binary_cross_entropy_with_logits(
             logits, targets[positions], pos_weight=pos_weight
@@ -210,6 +212,7 @@ def _train(
         show_progress=show_progress,
     )
     model.eval()
-    weight = head.weight.detach().numpy().reshape(-1).astype(np.float64)
-    bias = float(head.bias.detach().numpy()[0])
+    model.to("cpu")  # the gate decides on the CPU, wherever the probe was tuned
+    weight = head.weight.detach().cpu().numpy().reshape(-1).astype(np.float64)
+    bias = float(head.bias.detach().cpu().numpy()[0])
     return TunedProbe(ProbeEncoder(model, _digest(weight, bias)), weight, bias)
