@@ -332,6 +332,25 @@ def test_load_text_folder_invalid_utf8_file(text_folder: Path) -> None:
         load_text_folder(text_folder, on_error="raise")
 
 
+def test_a_folder_holding_only_a_jsonl_corpus_names_the_file_to_give(tmp_path: Path) -> None:
+    # corpora/it_support holds tickets.jsonl only: as a folder corpus it loaded 0 documents and the
+    # build failed with "no documents to index", never saying the file had been passed over
+    (tmp_path / "tickets.jsonl").write_text('{"_id": "t1", "text": "printer jams"}\n')
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "more.json").write_text("[]")
+    with pytest.raises(CorpusFormatError) as info:
+        load_corpus(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "it holds notes/more.json, tickets.jsonl" in message
+    assert message.endswith(f"give that file as the corpus (e.g. {tmp_path / 'notes/more.json'})")
+    assert [d.id for d in load_corpus(tmp_path / "tickets.jsonl")] == ["t1"]  # as the message says
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_text_folder(empty) == []  # an empty folder is still an empty corpus
+    (tmp_path / "readme.md").write_text("# Tickets\nSee tickets.jsonl.")
+    assert [d.id for d in load_corpus(tmp_path)] == ["readme"]  # text files present: those are read
+
+
 def test_load_text_folder_same_id_twice(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("one", "utf-8")
     (tmp_path / "a.txt").write_text("two", "utf-8")

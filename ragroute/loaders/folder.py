@@ -119,10 +119,13 @@ def load_text_folder(
     root = Path(folder)
     if not root.is_dir():
         raise CorpusFormatError(f"{root}: no such folder")
+    files = corpus_files(root)
+    if not files:
+        _refuse_data_files_alone(root)
     log = SkipLog(str(root), "file", on_error, report)
     ids = IdRegistry("document")
     docs = []
-    for path in corpus_files(root):
+    for path in files:
         rel = path.relative_to(root)
         try:
             doc = file_document(path, rel)
@@ -134,6 +137,26 @@ def load_text_folder(
             docs.append(doc)
     log.finish()
     return docs
+
+
+DATA_SUFFIXES = (".jsonl", ".json", ".gz")
+"""Files a folder corpus does not read, but ``load_corpus`` reads when named itself."""
+
+
+def _refuse_data_files_alone(root: Path) -> None:
+    """A folder with no text or table file but with corpus files of another kind (``tickets.jsonl``)
+    would load as an empty corpus: say which file to name instead (one line)."""
+    data = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.suffix.lower() in DATA_SUFFIXES and p.is_file() and not _is_hidden(p.relative_to(root))
+    )
+    if data:
+        shown = ", ".join(data[:3]) + (f" and {len(data) - 3} more" if len(data) > 3 else "")
+        raise CorpusFormatError(
+            f"{root}: a folder corpus reads {', '.join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files and this one "
+            f"has none; it holds {shown}: give that file as the corpus (e.g. {root / data[0]})"
+        )
 
 
 def load_text_file(
