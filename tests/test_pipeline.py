@@ -161,6 +161,68 @@ def test_local_sources_are_packed_one_group_per_core_largest_first(monkeypatch, 
     ]
 
 
+def test_hybrid_sources_start_their_scans_first_and_return_what_a_serial_search_does(hashing_encoder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ragroute.index.hybrid import HybridIndex
+
+    docs = [
+        Document(id=f"d{i}", text=f"telescope star {i} galaxy {i % 7}", metadata={"part": i % 3})
+        for i in range(120)
+    ]
+    names = ("big", "mid", "small")
+    sources = [
+        Source(n, build_index(docs[: 120 - 30 * j], "hybrid", encoder=hashing_encoder, name=n))
+        for j, n in enumerate(names)
+    ]
+    assert all(isinstance(s.retriever, HybridIndex) for s in sources)
+    # phase one hands the dense scans to the executor (one per filter group); finishing gives
+    # exactly what search_contexts gives, filters and their groups included
+    contexts = [QueryContext("telescope star 7"), QueryContext("galaxy 3", filters={"part": 1}),
+                QueryContext("star 11 galaxy 4")]  # fmt: skip
+    submitted = []
+    with ThreadPoolExecutor(2) as pool:
+
+        def submit(fn, *args):
+            submitted.append(fn.__name__)
+            return pool.submit(fn, *args)
+
+        finish = sources[0].retriever.start_contexts(contexts, 5, submit)
+        assert submitted == ["ranked_positions", "ranked_positions"]  # two filter groups, scans only
+        phased = finish()
+    serial = sources[0].retriever.search_contexts(contexts, 5)
+    assert [[(h.doc_id, h.score) for h in hits] for hits in phased] == [
+        [(h.doc_id, h.score) for h in hits] for hits in serial
+    ]
+    assert all(h.metadata["part"] == 1 for h in phased[1]) and all(len(hits) == 5 for hits in phased)
+
+    # in a pipeline: the same fused hits and per-source rows as one source after another
+    every = RoutingOptions(threshold=0.1, max_routes=3)
+    router = {n: 1 / 3 for n in names}
+    together = Pipeline(sources, FixedRouter(router), options=every).retrieve_many(
+        ["telescope star 7", "galaxy 5"], k=8
+    )
+    alone = Pipeline(sources, FixedRouter(router), options=every, max_workers=1).retrieve_many(
+        ["telescope star 7", "galaxy 5"], k=8
+    )
+    for a, b in zip(together, alone):
+        assert [(h.doc_id, h.source, h.score) for h in a.hits] == [
+            (h.doc_id, h.source, h.score) for h in b.hits
+        ]
+        rows = [s.detail for s in a.trace if s.stage == "retrieve"]
+        assert sorted(d["source"] for d in rows) == sorted(names) and all("error" not in d for d in rows)
+
+    # a phased source whose scan fails loses only its own hits, and says why
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("scan failed")
+
+    sources[1].retriever.dense.ranked_positions = broken
+    result = Pipeline(sources, FixedRouter(router), options=every).retrieve("telescope star 7", k=8)
+    failed = [s.detail for s in result.trace if s.stage == "retrieve" and "error" in s.detail]
+    assert [(d["source"], d["error"]) for d in failed] == [("mid", "RuntimeError: scan failed")]
+    assert {h.source for h in result.hits} == {"big", "small"}
+
+
 def test_a_failing_source_keeps_the_other_hits_and_is_traced():
     sources = [Source("good", SlowRetriever("good")), Source("bad", SlowRetriever("bad", fail=True))]
     pipeline = Pipeline(sources, FixedRouter({"good": 0.5, "bad": 0.5}))

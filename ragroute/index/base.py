@@ -42,6 +42,27 @@ def search_contexts(retriever: Any, contexts: Sequence[Any], k: int) -> list[lis
     )
 
 
+def filter_groups(
+    contexts: Sequence[Any], *, scoped: bool = False
+) -> list[tuple[list[int], list[Any], Mapping[str, Any] | None]]:
+    """The contexts grouped by their filters (and, ``scoped``, their scopes): for each distinct set,
+    its positions, its contexts and the filters one search of the group takes, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, context in enumerate(contexts):
+        key = repr(sorted((context.filters or {}).items()))
+        if scoped:
+            key += repr(tuple(getattr(context, "scopes", ())))
+        groups.setdefault(key, []).append(i)
+    out = []
+    for positions in groups.values():
+        group = [contexts[i] for i in positions]
+        filters = group[0].filters or None
+        if scoped:
+            filters = scoped_filters(filters, getattr(group[0], "scopes", ()))
+        out.append((positions, group, filters))
+    return out
+
+
 def by_filter_groups(
     contexts: Sequence[Any],
     search: Callable[[list[Any], Mapping[str, Any] | None], list[list[Hit]]],
@@ -54,17 +75,7 @@ def by_filter_groups(
     contexts are grouped by their scopes too and each group's filters carry its scope.
     """
     out: list[list[Hit]] = [[] for _ in contexts]
-    groups: dict[str, list[int]] = {}
-    for i, context in enumerate(contexts):
-        key = repr(sorted((context.filters or {}).items()))
-        if scoped:
-            key += repr(tuple(getattr(context, "scopes", ())))
-        groups.setdefault(key, []).append(i)
-    for positions in groups.values():
-        group = [contexts[i] for i in positions]
-        filters = group[0].filters or None
-        if scoped:
-            filters = scoped_filters(filters, getattr(group[0], "scopes", ()))
+    for positions, group, filters in filter_groups(contexts, scoped=scoped):
         for i, hits in zip(positions, search(group, filters)):
             out[i] = hits
     return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
 from ragroute.errors import RagrouteError
+from ragroute.index.base import filter_groups
 from ragroute.index.dense import DenseIndex, DenseParams
 from ragroute.index.docstore import DocumentStore
 from ragroute.index.fusion import FUSION_METHODS, fuse_ranked
@@ -116,12 +118,46 @@ class HybridIndex(LocalIndex):
         vectors = query_vectors(contexts, self.dense.encoder)
         return self._fuse([c.text for c in contexts], vectors, depth, k, filters)
 
+    def start_contexts(
+        self, contexts: Sequence[Any], k: int, submit: Callable[..., Future[Any]]
+    ) -> Callable[[], list[list[Hit]]]:
+        """:meth:`search_contexts` in two phases, for searching several sources at once: the dense
+        scans (faiss releases the GIL) are handed to ``submit`` (an executor's) now; the function
+        returned scores BM25, waits for the scans and fuses, returning what ``search_contexts``
+        would. The caller starts every source's scans before finishing any, so the GIL-bound BM25
+        and fusion of all sources run on one thread while the scans run beside them."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        depth = max(k, self.fusion.candidates)
+        scan, encoder = self.dense.ranked_positions, self.dense.encoder
+        started = [
+            (positions, group, filters, submit(scan, query_vectors(group, encoder), depth, filters))
+            for positions, group, filters in filter_groups(contexts, scoped=True)
+        ]
+
+        def finish() -> list[list[Hit]]:
+            out: list[list[Hit]] = [[] for _ in contexts]
+            for positions, group, filters, pending in started:
+                texts = [c.text for c in group]
+                lexical = self.bm25.ranked_positions(texts, depth, filters)
+                for i, hits in zip(positions, self._fuse_lists(lexical, pending.result(), k)):
+                    out[i] = hits
+            return out
+
+        return finish
+
     def _fuse(
         self, queries: list[str], vectors: Any, depth: int, k: int, filters: Mapping[str, Any] | None
     ) -> list[list[Hit]]:
         """Fuse both lists on document positions; build hits only for the ``k`` returned."""
         lexical = self.bm25.ranked_positions(queries, depth, filters)
         semantic = self.dense.ranked_positions(vectors, depth, filters)
+        return self._fuse_lists(lexical, semantic, k)
+
+    def _fuse_lists(
+        self, lexical: list[list[tuple[int, float]]], semantic: list[list[tuple[int, float]]], k: int
+    ) -> list[list[Hit]]:
+        """Fuse each query's BM25 and dense (position, score) lists; hits for the ``k`` returned."""
         weights = {"bm25": self.fusion.bm25_weight, "dense": self.fusion.dense_weight}
         docs = self.store.documents
         out = []

@@ -73,6 +73,23 @@ class Source:
                     hit.explain = {**hit.explain, "inner_source": hit.source}
         else:
             pairs = [(hits, None) for hits in search_contexts(retriever, contexts, k)]
+        return self._stamped(pairs)
+
+    def start_contexts(
+        self, contexts: Sequence[Any], k: int, submit: Callable[..., Any]
+    ) -> Callable[[], list[tuple[list[Hit], Decision | None]]] | None:
+        """Phase one of :meth:`search_contexts` when the retriever searches in two phases (a
+        hybrid index: its dense scans handed to ``submit`` now, the rest when the returned function
+        is called); ``None`` for any other retriever."""
+        start = getattr(self.retriever, "start_contexts", None)
+        if start is None or hasattr(self.retriever, "retrieve_contexts"):
+            return None
+        finish = start(list(contexts), k, submit)
+        return lambda: self._stamped([(hits, None) for hits in finish()])
+
+    def _stamped(
+        self, pairs: list[tuple[list[Hit], Decision | None]]
+    ) -> list[tuple[list[Hit], Decision | None]]:
         for hits, _ in pairs:
             for hit in hits:
                 hit.source = self.name
