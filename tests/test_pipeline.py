@@ -212,6 +212,13 @@ def test_hybrid_sources_start_their_scans_first_and_return_what_a_serial_search_
         rows = [s.detail for s in a.trace if s.stage == "retrieve"]
         assert sorted(d["source"] for d in rows) == sorted(names) and all("error" not in d for d in rows)
 
+    # beside a source that does not search in phases (any other retriever: searched in the pool)
+    mixed = [*sources, Source("remote", SlowRetriever("remote"))]
+    four = RoutingOptions(threshold=0.1, max_routes=4)
+    pipeline = Pipeline(mixed, FixedRouter({**router, "remote": 0.25}), options=four)
+    result = pipeline.retrieve("telescope star 7", k=40)
+    assert {h.source for h in result.hits} == {*names, "remote"}
+
     # a phased source whose scan fails loses only its own hits, and says why
     def broken(*_args, **_kwargs):
         raise RuntimeError("scan failed")
