@@ -97,9 +97,13 @@ def test_bench_reports_every_router_against_baselines(glasgow_like, hashing_enco
     # bare faiss searches give the machine's own concurrency floor (dense sources only)
     floor = result["concurrent_routes"]["machine_ratio_p50"]
     assert (floor > 0) if method == "dense" else floor is None
+    # hybrid sources search in two phases; the bench also times them searched whole, one per thread
+    whole = result["concurrent_routes"]["ratio_p50_whole_searches"]
+    assert (whole > 0) if method == "hybrid" else whole is None
     report = format_report(result)
     assert "x oracle" in report and "routing errors" in report
     assert ("the machine's floor" in report) == (method == "dense")
+    assert ("two-phase retrieve stage" in report) == (method == "hybrid")
     json.dumps(result)
 
 

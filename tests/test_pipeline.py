@@ -212,6 +212,17 @@ def test_hybrid_sources_start_their_scans_first_and_return_what_a_serial_search_
         rows = [s.detail for s in a.trace if s.stage == "retrieve"]
         assert sorted(d["source"] for d in rows) == sorted(names) and all("error" not in d for d in rows)
 
+    # two_phase off: each source searched whole in its own group, the same hits, phase one never asked
+    whole = Pipeline(sources, FixedRouter(router), options=every)
+    whole._retrieve.two_phase = False
+    for source in sources:
+        source.start_contexts = None  # would raise if called
+    assert [(h.doc_id, h.source, h.score) for h in whole.retrieve("telescope star 7", k=8).hits] == [
+        (h.doc_id, h.source, h.score) for h in together[0].hits
+    ]
+    for source in sources:
+        del source.start_contexts
+
     # beside a source that does not search in phases (any other retriever: searched in the pool)
     mixed = [*sources, Source("remote", SlowRetriever("remote"))]
     four = RoutingOptions(threshold=0.1, max_routes=4)

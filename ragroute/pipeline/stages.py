@@ -285,12 +285,17 @@ class RetrieveStage:
     A source that is itself a pipeline contributes its own decision to the trace.
     """
 
-    def __init__(self, sources: Sequence[Source], max_workers: int | None = None) -> None:
+    def __init__(
+        self, sources: Sequence[Source], max_workers: int | None = None, two_phase: bool = True
+    ) -> None:
         from ragroute.index.external import ExternalVectorIndex
         from ragroute.index.local import LocalIndex
 
         self.sources = {s.name: s for s in sources}
         self.max_workers = max_workers
+        # several sources that search in two phases (hybrid) start all their scans first; False
+        # searches each whole in its own group (what the corpus-routing bench compares against)
+        self.two_phase = two_phase
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         # indexes this process searches itself (CPU- and memory-bound), packed by core in _groups
@@ -340,7 +345,7 @@ class RetrieveStage:
             # Sources that search in two phases (hybrid indexes) start their GIL-free dense scans
             # in the pool first; their GIL-bound parts (BM25, fusion) then run one after another on
             # this thread while the scans run beside them (see :meth:`_start_phased`).
-            phased = self._start_phased(contexts, wanted, depth)
+            phased = self._start_phased(contexts, wanted, depth) if self.two_phase else {}
             groups = self._groups([n for n in wanted if n not in phased])
             # The first group (it holds the largest source) runs on the calling thread, the others
             # in the pool: one hand-off fewer, and measured faster than sending all of them there.
