@@ -104,6 +104,10 @@ def test_the_best_router_is_compared_with_the_better_baseline_per_query_by_colle
     assert out["best_router - fusion_all"]["diff"] == pytest.approx(0.15)  # (0.2 + 0.1) / 2, not 0.18
     assert out["oracle_gap_closed"]["share"] == pytest.approx(0.25)  # 0.1 of the 0.4 up to the oracle
     assert out["oracle_gap_closed"]["queries"] == 10
+    assert "pilot-domain+generalists - best_baseline" not in out  # that router did not run
+    per_query["router pilot-domain+generalists"] = value(ids, 0.45)  # the label-free router, when it ran
+    labels_free = compare_to_baselines(data, per_query, "r", {"s": 0.5, "t": 0.1}, 0.45)
+    assert labels_free["pilot-domain+generalists - best_baseline"]["diff"] == pytest.approx(-0.05)
 
 
 def test_nothing_to_score_is_one_clear_error(tmp_path):

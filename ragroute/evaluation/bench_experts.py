@@ -435,7 +435,13 @@ def run_experts_bench(
     return report
 
 
-COMPARED = ("best_router - best_baseline", "best_router - fusion_all", "best_router - best_single_expert")
+LABEL_FREE = "pilot-domain+generalists"
+COMPARED = (
+    "best_router - best_baseline",
+    "best_router - fusion_all",
+    "best_router - best_single_expert",
+    f"{LABEL_FREE} - best_baseline",
+)
 
 
 def compare_to_baselines(
@@ -464,6 +470,16 @@ def compare_to_baselines(
         "best_router - fusion_all": paired_difference(router, per_query["fusion_all"], groups=groups),
         "best_router - best_single_expert": paired_difference(router, single, groups=groups),
         "oracle_gap_closed": share_of_gap(router, baseline, per_query["instance_oracle"], groups=groups),
+        # the router a deployment without labelled queries gets (pilots from its experts' documents)
+        **(
+            {
+                f"{LABEL_FREE} - best_baseline": paired_difference(
+                    per_query[f"router {LABEL_FREE}"], baseline, groups=groups
+                )
+            }
+            if f"router {LABEL_FREE}" in per_query
+            else {}
+        ),
     }
 
 
@@ -501,11 +517,11 @@ def format_report(report: Mapping[str, Any]) -> str:
             c = comparisons.get(key) or {}
             if c.get("diff") is not None:
                 low, high = c["ci95"]
-                lines.append(f"  {key:<34} {c['diff']:+.4f}  95% interval [{low:+.4f}, {high:+.4f}]")
+                lines.append(f"  {key:<40} {c['diff']:+.4f}  95% interval [{low:+.4f}, {high:+.4f}]")
         share = comparisons.get("oracle_gap_closed") or {}
         if share.get("share") is not None:
             lines.append(
-                f"  {'share of the oracle gap closed':<34} {share['share']:.3f}  95% interval "
+                f"  {'share of the oracle gap closed':<40} {share['share']:.3f}  95% interval "
                 f"[{share['ci95'][0]:.3f}, {share['ci95'][1]:.3f}] (queries resampled within collections)"
             )
     collections = list(next(iter(report["experts_per_collection"].values())))
