@@ -330,14 +330,18 @@ class RetrieveStage:
         start = time.perf_counter()
         self._prefetch_vectors(contexts, wanted)
 
-        def search(name: str) -> tuple[str, Any, float]:
-            start = time.perf_counter()
-            batch = [contexts[i] for i in wanted[name]]
+        def outcome(name: str, call: Any, begin: float) -> tuple[str, Any, float]:
+            """``call()``'s result (or the exception it raised) and the ms since ``begin``."""
             try:
-                result: Any = self.sources[name].search_contexts(batch, depth)
+                result: Any = call() if callable(call) else call
             except Exception as exc:  # noqa: BLE001 - one failing source must not sink the others
                 result = exc
-            return name, result, (time.perf_counter() - start) * 1000
+            return name, result, (time.perf_counter() - begin) * 1000
+
+        def search(name: str) -> tuple[str, Any, float]:
+            begin = time.perf_counter()
+            batch = [contexts[i] for i in wanted[name]]
+            return outcome(name, lambda: self.sources[name].search_contexts(batch, depth), begin)
 
         if len(wanted) == 1 or self.max_workers == 1:
             outcomes = [search(name) for name in wanted]
@@ -356,13 +360,10 @@ class RetrieveStage:
             outcomes = [search(name) for name in own]
             # smallest first: the largest source's scan, the longest, has the most time to finish
             # while the others' BM25 and fusion run here
+            # (a source whose phase one raised holds that exception instead of its finishing call)
             for name in sorted(phased, key=lambda n: len(self.sources[n].documents)):
                 begin, finish = phased[name]
-                try:
-                    result: Any = finish() if callable(finish) else finish
-                except Exception as exc:  # noqa: BLE001 - one failing source must not sink the others
-                    result = exc
-                outcomes.append((name, result, (time.perf_counter() - begin) * 1000))
+                outcomes.append(outcome(name, finish, begin))
             for future in futures:
                 outcomes.extend(future.result())
         for name, result, ms in outcomes:
