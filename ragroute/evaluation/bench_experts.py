@@ -292,20 +292,21 @@ def score_router(
             rows.extend(evaluator.run(pipeline, mine))
     result = evaluator.score(rows)
     encoders = [1 + len(data.experts.query_encoders(row.chosen)) for row in rows]
-    scored_ids = {row.id for row in rows}
+    # nDCG@10 of every scored query of the collections, once (a query no router reached scores 0)
+    ids = [c.id for c in data.contexts]
+    scores = per_query_scores({row.id: row.hits for row in rows}, {q: data.qrels[q] for q in ids}, "ndcg@10")
+    routed = {row.id for row in rows}
     return {
         "ndcg@10": result.quality,
-        # each scored query's own nDCG@10, for paired comparisons (not in the JSON report)
-        "per_query": per_query_scores(
-            {row.id: row.hits for row in rows}, {q: data.qrels[q] for q in scored_ids}, "ndcg@10"
-        ),
+        # each routed scored query's own nDCG@10, for paired comparisons (not in the JSON report)
+        "per_query": {q: value for q, value in scores.items() if q in routed},
         # a query's gold lists the experts tied for its best: any of them is right, not all together
         "accuracy": result.top1_in_gold,
         "routes_per_query": result.routes_per_query,
         "encoders_per_query": round(float(np.mean(encoders)), 3),
         "latency_ms_p50": result.route_latency_ms["p50"],
         "latency_ms_p95": result.route_latency_ms["p95"],
-        "per_collection": _per_collection(data, rows),
+        "per_collection": _per_collection(data, scores),
     }
 
 
@@ -313,17 +314,13 @@ def _best(row: np.ndarray) -> list[int]:
     return [int(j) for j in np.flatnonzero(row >= row.max() - 1e-12)]
 
 
-def _per_collection(data: ExpertData, rows: Sequence[RoutingRow]) -> dict[str, float]:
-    from ragroute.evaluation.metrics import evaluate_run
-
-    by_id = {row.id: row.hits for row in rows}
+def _per_collection(data: ExpertData, scores: Mapping[str, float]) -> dict[str, float]:
+    """Each collection's mean of ``scores`` (nDCG@10 by query id) over its scored queries, summed in
+    the collection's query order as ``evaluate_run`` sums them (0.0 where none is scored)."""
     out = {}
     for collection in data.collections:
-        ids = [data.contexts[i].id for i in data.positions(collection)]
-        run = {qid: by_id.get(qid, []) for qid in ids}
-        out[collection] = round(
-            evaluate_run(run, {q: data.qrels[q] for q in ids}, ("ndcg@10",))["ndcg@10"], 4
-        )
+        values = [scores[q] for q in (data.contexts[i].id for i in data.positions(collection)) if q in scores]
+        out[collection] = round(sum(values) / len(values), 4) if values else 0.0
     return out
 
 
@@ -460,12 +457,13 @@ def compare_to_baselines(
     groups = {data.contexts[i].id: label for i, label in enumerate(data.labels)}
     single_name = max(singles, key=lambda n: singles[n])
     single = per_query[f"expert {single_name}"]
-    baseline = per_query["fusion_all"] if fusion_all >= singles[single_name] else single
+    baseline_name = "fusion_all" if fusion_all >= singles[single_name] else f"expert {single_name}"
+    baseline = per_query[baseline_name]
     router = per_query[f"router {best_name}"]
     return {
         "router": best_name,
         "best_single_expert": single_name,
-        "best_baseline": "fusion_all" if baseline is per_query["fusion_all"] else f"expert {single_name}",
+        "best_baseline": baseline_name,
         "best_router - best_baseline": paired_difference(router, baseline, groups=groups),
         "best_router - fusion_all": paired_difference(router, per_query["fusion_all"], groups=groups),
         "best_router - best_single_expert": paired_difference(router, single, groups=groups),
