@@ -425,8 +425,9 @@ def concurrency_check(data: RoutingData, routes: int = 3, repeats: int = 3) -> d
         return best
 
     phased = any(hasattr(s.retriever, "start_contexts") for s in largest)
-    whole = pipeline(names)
-    whole._retrieve.two_phase = False
+    if phased:  # the same sources with each whole search in its own group, for the comparison
+        whole = pipeline(names)
+        whole._retrieve.two_phase = False
     ratios, joint, slowest, ratios_whole = [], [], [], []
     for context in data.contexts:
         singles = [wall(alone[name], context) for name in names]
