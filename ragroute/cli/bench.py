@@ -19,10 +19,13 @@ from ragroute.cli.common import one_line_errors
 from ragroute.cli.options import (
     BACKENDS,
     bench_encoder_options,
+    bench_json_option,
     cache_dir_option,
+    data_root_option,
     plot_option,
     rerank_backend_option,
     resolve_reranker,
+    split_option,
     train_device_option,
 )
 from ragroute.cli.output import emit_json, save_plot
@@ -75,7 +78,7 @@ from ragroute.registry import EXTRACTORS, FUSIONS
     show_default=True,
     help="Repeat each timed pass over the queries for at least this many seconds.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def bm25_command(
     data_dir: Path | None,
@@ -157,7 +160,7 @@ def bm25_command(
     "--threads", type=click.IntRange(min=1), default=None, help="Threads per backend (default: cores)."
 )
 @cache_dir_option()
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def encode_command(
     data_dirs: tuple[Path, ...],
@@ -209,14 +212,9 @@ def encode_command(
     required=True,
     help="BEIR folder(s) to measure on (repeatable), e.g. ../shared/data/glasgow/npl.",
 )
-@click.option(
-    "--split",
-    default="dev",
-    show_default=True,
-    help="Qrels split whose judged queries are searched and scored (qrels/SPLIT.tsv).",
-)
+@split_option("Qrels split whose judged queries are searched and scored (qrels/SPLIT.tsv).")
 @bench_encoder_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def dense_command(
     data_dirs: tuple[Path, ...], split: str, encoder: str, backend: str, cache_dir: Path | None, as_json: bool
@@ -247,14 +245,8 @@ def dense_command(
 
 
 @click.command("corpus-routing")
-@click.option(
-    "--data",
-    "root",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder holding one BEIR folder per source (e.g. ../shared/data/glasgow).",
-)
-@click.option("--split", default="dev", show_default=True, help="Split whose queries are routed and scored.")
+@data_root_option("Folder holding one BEIR folder per source (e.g. ../shared/data/glasgow).")
+@split_option("Split whose queries are routed and scored.")
 @click.option(
     "--train-split",
     default=None,
@@ -298,7 +290,7 @@ def dense_command(
     help="YAML mapping source name -> one-sentence description [default: built-in Glasgow ones].",
 )
 @plot_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def corpus_routing_command(
     root: Path,
@@ -393,7 +385,7 @@ def corpus_routing_command(
 )
 @cache_dir_option()
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def route_labels_command(
     train_path: Path,
@@ -440,15 +432,11 @@ def route_labels_command(
 
 
 @click.command("tatqa")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/tatqa"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="The TAT-QA BEIR folder (corpus_tables.jsonl + corpus_paragraphs.jsonl).",
+@data_root_option(
+    "The TAT-QA BEIR folder (corpus_tables.jsonl + corpus_paragraphs.jsonl).",
+    Path("../shared/data/tatqa"),
 )
-@click.option("--split", default="dev", show_default=True)
+@split_option()
 @bench_encoder_options
 @click.option(
     "--method",
@@ -479,7 +467,7 @@ def route_labels_command(
     show_default=True,
     help="Cross-validation folds of the kNN and trained routers.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def tatqa_command(
     root: Path,
@@ -517,15 +505,11 @@ def tatqa_command(
 
 
 @click.command("graph")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/musique"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="A multi-hop set in BEIR form (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).",
+@data_root_option(
+    "A multi-hop set in BEIR form (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).",
+    Path("../shared/data/musique"),
 )
-@click.option("--split", default="dev", show_default=True)
+@split_option()
 @bench_encoder_options
 @click.option(
     "--extractor",
@@ -534,7 +518,7 @@ def tatqa_command(
     show_default=True,
     help="Graph extractor (registered in ragroute.registry.EXTRACTORS).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def graph_command(
     root: Path, split: str, encoder: str, backend: str, cache_dir: Path | None, extractor: str, as_json: bool
@@ -553,15 +537,11 @@ def graph_command(
 
 
 @click.command("rerank")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/glasgow"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="A BEIR folder, or a folder of BEIR collections (each scored, then macro-averaged).",
+@data_root_option(
+    "A BEIR folder, or a folder of BEIR collections (each scored, then macro-averaged).",
+    Path("../shared/data/glasgow"),
 )
-@click.option("--split", default="dev", show_default=True)
+@split_option()
 @click.option(
     "--model",
     default=Path("rerank/default"),
@@ -572,7 +552,7 @@ def graph_command(
 @click.option("--candidates", type=click.IntRange(min=1), default=20, show_default=True)
 @rerank_backend_option
 @bench_encoder_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def rerank_command(
     root: Path,
@@ -607,13 +587,9 @@ def rerank_command(
 
 
 @click.command("ppr")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/2wiki_corpus"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="A folder with a BEIR corpus.jsonl (only the corpus is read).",
+@data_root_option(
+    "A folder with a BEIR corpus.jsonl (only the corpus is read).",
+    Path("../shared/data/2wiki_corpus"),
 )
 @bench_encoder_options
 @click.option(
@@ -644,7 +620,7 @@ def rerank_command(
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the resets and the synthetic graph."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def ppr_command(
     root: Path,
@@ -690,15 +666,11 @@ def ppr_command(
 
 
 @click.command("skills")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/toollens"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="A folder in the SKILLS layout (skills.jsonl, queries.jsonl, qrels/<split>.tsv).",
+@data_root_option(
+    "A folder in the SKILLS layout (skills.jsonl, queries.jsonl, qrels/<split>.tsv).",
+    Path("../shared/data/toollens"),
 )
-@click.option("--split", default="dev", show_default=True)
+@split_option()
 @click.option(
     "--reranker",
     "reranker_path",
@@ -738,7 +710,7 @@ def ppr_command(
 )
 @rerank_backend_option
 @bench_encoder_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def skills_command(
     root: Path,
@@ -833,7 +805,7 @@ def skills_command(
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the holdout.")
 @bench_encoder_options
 @plot_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def gate_command(
     train_path: Path | None,
@@ -881,15 +853,11 @@ def gate_command(
 
 
 @click.command("stepwise")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/musique"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="A multi-hop set in BEIR form whose queries carry question_decomposition metadata (MuSiQue).",
+@data_root_option(
+    "A multi-hop set in BEIR form whose queries carry question_decomposition metadata (MuSiQue).",
+    Path("../shared/data/musique"),
 )
-@click.option("--split", default="dev", show_default=True)
+@split_option()
 @click.option(
     "--planner",
     type=click.Choice(["decomposition", "llm"]),
@@ -902,7 +870,7 @@ def gate_command(
 @click.option("--graph/--no-graph", default=True, show_default=True, help="Add the graph walk reference row.")
 @click.option("--gate/--no-gate", default=True, show_default=True, help="Add a gated step-wise row.")
 @bench_encoder_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def stepwise_command(
     root: Path,
@@ -945,14 +913,8 @@ def stepwise_command(
 
 
 @click.command("experts")
-@click.option(
-    "--data",
-    "root",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder holding one BEIR folder per collection (e.g. ../shared/data/glasgow).",
-)
-@click.option("--split", default="dev", show_default=True, help="Qrels split the rows are reported on.")
+@data_root_option("Folder holding one BEIR folder per collection (e.g. ../shared/data/glasgow).")
+@split_option("Qrels split the rows are reported on.")
 @click.option(
     "--train-split",
     default=None,
@@ -974,7 +936,7 @@ def stepwise_command(
 @train_device_option("the benchmark's searches and routers")
 @bench_encoder_options
 @plot_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def experts_command(
     root: Path,
@@ -1029,13 +991,9 @@ def experts_command(
 
 
 @click.command("scores")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/glasgow"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="The Glasgow folder (one BEIR folder per collection); cutoffs are chosen on adi, cacm, cisi, cran.",
+@data_root_option(
+    "The Glasgow folder (one BEIR folder per collection); cutoffs are chosen on adi, cacm, cisi, cran.",
+    Path("../shared/data/glasgow"),
 )
 @click.option(
     "--tatqa",
@@ -1060,7 +1018,7 @@ def experts_command(
 )
 @bench_encoder_options
 @plot_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def scores_command(
     root: Path,
@@ -1122,7 +1080,7 @@ def scores_command(
     default=None,
     help="Keep the harnesses' files here [default: a temporary folder, removed afterwards].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def reliability_command(
     quick: bool,
@@ -1153,13 +1111,9 @@ def reliability_command(
 
 
 @click.command("exposure")
-@click.option(
-    "--data",
-    "root",
-    default=Path("../shared/data/glasgow"),
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="The Glasgow folder: its collections are the knowledge base, its dev questions the benign users'.",
+@data_root_option(
+    "The Glasgow folder: its collections are the knowledge base, its dev questions the benign users'.",
+    Path("../shared/data/glasgow"),
 )
 @click.option(
     "--users", type=click.IntRange(min=1), default=1000, show_default=True, help="Benign users simulated."
@@ -1174,7 +1128,7 @@ def reliability_command(
 @click.option("--seed", type=int, default=0, show_default=True)
 @bench_encoder_options
 @plot_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def exposure_command(
     root: Path,
@@ -1271,7 +1225,7 @@ def exposure_command(
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder of the Ray builds.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @plot_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+@bench_json_option
 @one_line_errors
 def scale_command(
     sizes: str,

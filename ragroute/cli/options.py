@@ -163,3 +163,32 @@ def plot_option(func: Callable[..., Any]) -> Callable[..., Any]:
         metavar="FILE.png",
         help="Also write the benchmark's plot to this file (.png, .svg or .pdf; needs ragroute[plot]).",
     )(func)
+
+
+def bench_json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` (``as_json``) of a benchmark: the whole result as one JSON object on the last line."""
+    option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
+    return option(func)
+
+
+def split_option(
+    help_text: str = "Qrels split whose judged queries are scored (qrels/SPLIT.tsv).",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--split`` (default ``dev``) of a benchmark on BEIR or SKILLS folders."""
+    return click.option("--split", default="dev", show_default=True, help=help_text)
+
+
+def data_root_option(
+    help_text: str, default: Path | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--data`` (``root``) of a benchmark reading one data folder: required without a ``default``
+    (a folder of ``../shared/data``, relative to where the command runs)."""
+    return click.option(
+        "--data",
+        "root",
+        default=default,
+        required=default is None,
+        show_default=default is not None,
+        type=click.Path(path_type=Path),
+        help=help_text,
+    )
