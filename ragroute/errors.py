@@ -154,12 +154,21 @@ def value_type_name(value: Any) -> str:
 
 
 def check_setting(
-    value: Any, expected: str, where: str, key: str, *, minimum: float | None = None, optional: bool = False
+    value: Any,
+    expected: str,
+    where: str,
+    key: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    positive: bool = False,
+    optional: bool = False,
 ) -> Any:
     """``value`` of setting ``key`` when it has the ``expected`` type (``number``, ``number_or_auto``,
-    ``integer``, ``string``, ``boolean``, ``strings``, ``list``, ``mapping``) and is at least ``minimum``;
-    else a one-line :class:`RagrouteError` naming the expected type: ``routing.yaml: router:
-    'threshold' must be a number, not a list``. ``optional``: ``None`` passes."""
+    ``integer``, ``string``, ``boolean``, ``strings``, ``list``, ``mapping``) and lies in
+    [``minimum``, ``maximum``] (above 0 when ``positive``); else a one-line :class:`RagrouteError`
+    naming the expected type: ``routing.yaml: router: 'threshold' must be a number, not a list``.
+    ``optional``: ``None`` passes."""
     if value is None and optional:
         return value
     if expected == "number_or_auto" and value == "auto":
@@ -183,10 +192,25 @@ def check_setting(
     prefix = f"{where}: " if where else ""
     if not ok:
         got = repr(value) if isinstance(value, float) else value_type_name(value)
-        raise RagrouteError(f"{prefix}{key!r} must be {_SETTING_TYPES[expected]}, not {got}")
-    if minimum is not None and value < minimum:
-        raise RagrouteError(f"{prefix}{key!r} must be at least {minimum:g}, not {value!r}")
+        hint = ""
+        if expected in ("number", "number_or_auto") and isinstance(value, str) and _spells_number(value):
+            hint = f" ({value!r}: YAML reads an exponent without a dot as text; write it as 1.0e-9 does)"
+        raise RagrouteError(f"{prefix}{key!r} must be {_SETTING_TYPES[expected]}, not {got}{hint}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if minimum is not None and value < minimum:
+            raise RagrouteError(f"{prefix}{key!r} must be at least {minimum:g}, not {value!r}")
+        if maximum is not None and value > maximum:
+            raise RagrouteError(f"{prefix}{key!r} must be at most {maximum:g}, not {value!r}")
+        if positive and value <= 0:
+            raise RagrouteError(f"{prefix}{key!r} must be above 0, not {value!r}")
     return value
+
+
+def _spells_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def first_line(exc: BaseException) -> str:

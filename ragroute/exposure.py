@@ -100,7 +100,10 @@ class ExposureBudget:
                 if not isinstance(settings[key], bool):
                     raise RagrouteError(f"{where}: {key!r} must be true or false, not {settings[key]!r}")
                 values[key] = settings[key]
-        return cls(**values)
+        try:
+            return cls(**values)
+        except RagrouteError as exc:  # the range checks of __post_init__, said for this file
+            raise RagrouteError(f"{where}: {str(exc).removeprefix('exposure: ')}") from None
 
 
 def _number(value: Any, key: str, where: str, kind: type) -> Any:

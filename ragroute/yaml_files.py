@@ -10,10 +10,40 @@ import yaml
 from ragroute.errors import RagrouteError, lone_surrogate
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 #: the most values a parsed YAML file may expand to (aliases count each time they are used), so a
 #: few lines of nested aliases ("billion laughs") cannot make every reader walk billions of values
 MAX_YAML_VALUES = 5_000_000
+
+
+def check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    """Raise a YAML constructor error (with the key's line) when ``node`` repeats a key: YAML
+    itself keeps the last value, so a key written twice in a config would silently lose one."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == MERGE_TAG:
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue  # unhashable: construct_mapping reports it with its mark
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+
+
+def _unique_key_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    check_duplicate_keys(loader, node)
+    return loader.construct_mapping(node)
+
+
+class UniqueKeyLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader, refusing a mapping that repeats a key (for the files users write)."""
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:map", _unique_key_mapping)
 
 
 class YamlProblem(ValueError):
@@ -80,7 +110,8 @@ def check_tree(value: Any) -> None:
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
-    """Parse ``path`` safely; an unreadable or invalid file raises a one-line :class:`RagrouteError`.
+    """Parse ``path`` safely; an unreadable or invalid file, or one that repeats a key in a mapping,
+    raises a one-line :class:`RagrouteError`.
 
     ``what`` names the file's role in the message (e.g. ``"routing config"``).
     """
@@ -92,7 +123,7 @@ def read_yaml(path: str | Path, what: str) -> Any:
     except UnicodeDecodeError as exc:
         raise RagrouteError(f"{what} {path} is not UTF-8 ({exc.reason})") from None
     try:
-        return parse_yaml(text)
+        return parse_yaml(text, UniqueKeyLoader)
     except YamlProblem as exc:
         raise RagrouteError(f"{what} {path} is {_article(str(exc))}") from None
 

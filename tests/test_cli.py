@@ -49,6 +49,36 @@ def test_build_query_json_and_trace(runner, corpus, tmp_path):
     assert "printers" in result.output and "trace:" in result.output
 
 
+def test_query_filter_matches_typed_metadata_and_warns_on_absent_key(runner, tmp_path):
+    """A command-line VALUE is text; JSON metadata holds numbers and booleans: year=2019 must keep
+    documents whose year is the number 2019 (and the string "2019"), and a key no document has is
+    named on stderr rather than returning nothing silently."""
+    rows = [
+        {"_id": "a", "text": "revenue grew", "year": 2019, "audited": True},
+        {"_id": "b", "text": "revenue fell", "year": 2018, "audited": False},
+        {"_id": "c", "text": "revenue flat", "year": "2019", "audited": "true"},
+        {"_id": "d", "text": "revenue up", "year": 20190, "audited": 1},
+        {"_id": "e", "text": "costs rose", "year": 2019},
+        {"_id": "f", "text": "weather mild", "year": 2016},
+    ]
+    data = tmp_path / "meta.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25"]).exit_code == 0
+
+    def ids(*options):
+        result = runner.invoke(main, ["query", str(out), "revenue", "--json", *options])
+        assert result.exit_code == 0, result.output
+        return sorted(h["doc_id"] for h in json.loads(result.stdout.strip().splitlines()[-1])["hits"])
+
+    assert ids("--filter", "year=2019") == ["a", "c"]
+    assert ids("--filter", "audited=true") == ["a", "c"]  # the integer 1 is not the boolean true
+    assert ids("--filter", "year=2018", "--filter", "year=2017") == ["b"]
+    result = runner.invoke(main, ["query", str(out), "revenue", "--filter", "yaer=2019"])
+    assert result.exit_code == 0 and "hits=0" in result.stdout
+    assert "no document in" in result.stderr and "'yaer'" in result.stderr
+
+
 def test_eval_json_keys(runner, tmp_path):
     data = beir(
         tmp_path,
@@ -271,6 +301,52 @@ def test_every_command_has_help(runner):
     ):
         result = runner.invoke(main, args)
         assert result.exit_code == 0 and "Usage:" in result.output, args
+
+
+def test_eval_warns_when_the_index_holds_no_judged_document(runner, corpus, tmp_path):
+    data = beir(tmp_path, [json.dumps({"_id": "d1", "title": "", "text": "solar wind tail"}).encode()])
+    other = tmp_path / "other"
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(other), "--method", "bm25"]).exit_code == 0
+    result = runner.invoke(main, ["eval", "--index", str(other), "--data", str(data), "--split", "dev"])
+    assert result.exit_code == 0
+    assert f"warning: {other} holds none of the 1 documents judged relevant in {data}" in result.stderr
+    own = tmp_path / "own"
+    assert runner.invoke(main, ["build", str(data), "--out", str(own), "--method", "bm25"]).exit_code == 0
+    result = runner.invoke(main, ["eval", "--index", str(own), "--data", str(data), "--split", "dev"])
+    assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_query_trace_names_terms_bm25_weighs_nothing(runner, tmp_path):
+    """rank-bm25's idf is 0 for a term in exactly half of the documents (only negative idf is
+    floored): a query of such terms finds nothing, and the trace says why."""
+    data = tmp_path / "four.jsonl"
+    texts = ["refund policy", "refund window", "shipping times", "store hours"]
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    result = runner.invoke(main, ["query", str(out), "refund", "--json"])
+    retrieve = json.loads(result.stdout.strip().splitlines()[-1])["trace"][1]
+    assert retrieve["hits"] == 0 and retrieve["weightless_terms"] == ["refund"]
+    result = runner.invoke(main, ["query", str(out), "shipping", "--json"])
+    retrieve = json.loads(result.stdout.strip().splitlines()[-1])["trace"][1]
+    assert retrieve["hits"] == 1 and "weightless_terms" not in retrieve
+
+
+def test_usage_errors_are_one_line(runner, corpus, tmp_path):
+    cases = {
+        ("query", str(tmp_path), "x", "-k", "0"): "error: Invalid value for '-k': 0 is not in the range "
+        "x>=1. (see 'ragroute query --help')",
+        ("build", str(corpus), "--out", str(tmp_path / "i"), "--method", "foo"): "error: Invalid value "
+        "for '--method': 'foo' is not one of",
+        ("query",): "error: Missing argument 'INDEX_DIR'. (see 'ragroute query --help')",
+        ("bench", "gate"): "error: Missing option '--data'. (see 'ragroute bench gate --help')",
+        ("nosuch",): "error: No such command 'nosuch'. (see 'ragroute --help')",
+    }
+    for args, expected in cases.items():
+        result = runner.invoke(main, list(args), prog_name="ragroute")
+        assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+        assert result.output.startswith(expected), result.output
+    assert not (tmp_path / "i").exists()
 
 
 def test_refine_and_mmap_only_where_they_apply(runner, corpus, tmp_path):

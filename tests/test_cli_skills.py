@@ -38,6 +38,23 @@ def test_build_reports_the_index(built):
     assert (out / "CURRENT").is_file()
 
 
+def test_build_of_a_catalogue_too_small_to_tune_says_its_weight_is_fixed(tmp_path):
+    tools = [
+        {"name": f"tool_{i}", "description": text, "inputSchema": {"type": "object"}}
+        for i, text in enumerate(["Send an email.", "Read a calendar.", "Convert units."])
+    ]
+    catalogue = tmp_path / "tools.json"
+    catalogue.write_text(json.dumps({"tools": tools}))
+    out = tmp_path / "small"
+    result = CliRunner().invoke(
+        main,
+        ["skills", "build", str(catalogue), "--out", str(out), "--backend", "torch"]
+        + ["--cache-dir", str(tmp_path / ".cache")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "dense weight 0.50 (fewer than 10 skills" in result.output and "adaptive" not in result.output
+
+
 def test_route_one_task_as_text_and_json(built, tmp_path, monkeypatch):
     out, _ = built
     monkeypatch.chdir(tmp_path)  # no rerank/default here
@@ -65,6 +82,21 @@ def test_route_queries_file_gives_one_json_line_each(built, tmp_path):
     assert lines[0]["skills"][0]["id"] == "send_email" and lines[1]["skills"][0]["id"] == "stock_quote"
     assert [s["stage"] for s in lines[0]["trace"]][0] == "retrieve"
     assert "reranker: none (--no-reranker)" in result.stderr
+
+
+def test_route_refuses_what_would_be_silently_ignored_or_ambiguous(built, tmp_path):
+    out, _ = built
+    no_model = _route(str(out), "convert 10 miles to km", "--no-reranker", "--threshold", "0.9")
+    assert no_model.exit_code == 2
+    assert no_model.output.splitlines()[-1] == (
+        f"error: {out} has no abstention model, so --threshold does not apply: build it with "
+        "--abstain-data or --abstain-gate"
+    )
+    queries = tmp_path / "twice.jsonl"
+    queries.write_text('{"id": "t1", "text": "send an email"}\n{"id": "t1", "text": "stock price"}\n')
+    twice = _route(str(out), "--queries", str(queries), "--json", "--no-reranker")
+    assert twice.exit_code == 2
+    assert twice.output.splitlines()[-1] == f"error: {queries} line 2: task id 't1' repeats line 1"
 
 
 def test_route_with_a_reranker_and_collapse(built, tmp_path):

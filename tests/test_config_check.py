@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import pytest
 from click.testing import CliRunner
@@ -126,6 +127,35 @@ BAD = {
         GOOD.replace("threshold: 0.3", "treshold: 0.3"),
         "{config}: router: unknown router key 'treshold'; did you mean 'threshold'?",
     ),
+    "route threshold above 1": (
+        GOOD.replace("threshold: 0.3", "threshold: 1.5"),
+        "{config}: router: 'threshold' must be at most 1, not 1.5",
+    ),
+    "router setting out of range": (
+        GOOD.replace("max_routes: 2", "max_routes: 2, bank_dim: 0"),
+        "{config}: router: 'bank_dim' must be at least 1, not 0",
+    ),
+    "temperature of zero": (
+        GOOD.replace("max_routes: 2", "max_routes: 2, temperature: 0"),
+        "{config}: router: 'temperature' must be above 0, not 0",
+    ),
+    "exponent YAML reads as text": (
+        GOOD.replace("max_routes: 2", "max_routes: 2, temperature: 1e-9"),
+        "{config}: router: 'temperature' must be a number, not a string ('1e-9': YAML reads an exponent "
+        "without a dot as text",
+    ),
+    "threshold gate without a side": (
+        GOOD + "gate: {kind: threshold, signal: rarity, value: min_zipf}\n",
+        "{config}: gate: a threshold gate needs exactly one of 'above' and 'below'",
+    ),
+    "reranker candidates of zero": (
+        GOOD + "reranker: {kind: cross-encoder, model: indexes/astro, candidates: 0}\n",
+        "{config}: reranker: 'candidates' must be at least 1, not 0",
+    ),
+    "reranker model nowhere": (
+        GOOD + "reranker: {kind: cross-encoder, model: no-such-reranker}\n",
+        "{config}: reranker: model 'no-such-reranker' is not a folder",
+    ),
     "rule to an unknown source": (
         GOOD.replace("route: none", "route: astor"),
         "{config} line 9: rule 'arithmetic' routes to unknown source 'astor'",
@@ -145,6 +175,18 @@ def test_each_bad_input_is_one_line_naming_file_and_key(workspace, case):
     assert lines[0].startswith(f"error: {config}") and "\n" not in lines[0]
     assert expected.format(config=config, root=workspace.resolve()) in lines[0]
     assert result.stdout.strip().splitlines()[-1] == "1 problem(s)"
+
+
+def test_a_key_written_twice_is_refused_not_the_last_one_kept(workspace):
+    """YAML keeps the last of two equal keys: a source listed twice would silently lose one."""
+    config = workspace / "twice.yaml"
+    config.write_text(GOOD.replace("  cook:", "  astro: {index: indexes/cook}\n  cook:", 1))
+    result = check(config)
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line == f"error: config {config} is not valid YAML (duplicate key 'astro' at line 3)"
+    route = CliRunner().invoke(main, ["route", str(config), "comet tails"])
+    assert route.exit_code == 2 and "duplicate key 'astro' at line 3" in route.output
 
 
 def test_all_problems_are_reported_together(workspace):
@@ -169,7 +211,9 @@ def test_all_problems_are_reported_together(workspace):
         "source 'other': index",
         "unknown source kind 'lamaindex'",
         "reranker: unknown cross-encoder reranker key 'modle'; did you mean 'model'?",
+        "reranker: model 'rerank/default' is not a folder",  # (the default, as 'model:' is misspelt)
         "gate: depth: unknown key 'shallow'; did you mean 'shallow_k'?",
+        "gate: a threshold gate needs exactly one of 'above' and 'below'",
         "gate: signal: unknown signal kind 'knn_vot'; did you mean 'knn_vote'?",
         "llm: unknown scripted llm key 'reply'; did you mean 'replies'?",
     ]
@@ -358,6 +402,46 @@ def test_load_routing_warns_once_per_source_left_out(workspace, hashing_encoder)
     with pytest.warns(SourceWarning, match="source 'wiki' left out") as record:
         pipeline = load_routing(config, encoder=hashing_encoder)
     assert len(record) == 1 and [p.name for p in pipeline.problems] == ["wiki"]
+
+
+def test_router_routes_must_name_the_sources(workspace, hashing_encoder):
+    """A kNN router whose examples say 'cooking' where the source is 'cook' would send those
+    queries nowhere and never choose 'cook': refused by `config check` and at load. A router that
+    knows fewer or more sources than the config opens is warned about, not refused."""
+    from ragroute.errors import SourceWarning
+    from ragroute.route.config import load_routing
+
+    def config_with(labels, extra=""):
+        examples = workspace / f"examples-{'-'.join(labels)}.jsonl"
+        examples.write_text(
+            "".join(json.dumps({"text": f"{label} question {i}", "label": label}) + "\n"
+                    for label in labels for i in range(3))
+        )
+        config = workspace / f"knn-{'-'.join(labels)}.yaml"
+        config.write_text(
+            "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+            f"router: {{kind: knn, examples: {examples.name}{extra}}}\n"
+        )
+        return config
+
+    renamed = config_with(["astro", "cooking"])
+    expected = (
+        "router: the router's routes (astro, cooking) name no source 'cooking', and source 'cook' is "
+        "none of them, so it could never be chosen"
+    )
+    result = check(renamed)
+    assert result.exit_code == 1 and expected in error_lines(result)[0]
+    with pytest.raises(RagrouteError, match=re.escape(expected.removeprefix("router: "))):
+        load_routing(renamed, encoder=hashing_encoder)
+
+    fewer = config_with(["astro"])
+    assert check(fewer).exit_code == 0
+    with pytest.warns(SourceWarning, match="source\\(s\\) 'cook' are none of the router's routes"):
+        load_routing(fewer, encoder=hashing_encoder)
+    reached = config_with(["astro"], ", always: [cook]")  # `always:` reaches cook: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_routing(reached, encoder=hashing_encoder)
 
 
 def test_router_and_gate_artifacts_are_opened_not_only_found(workspace, tmp_path):

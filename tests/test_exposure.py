@@ -120,8 +120,9 @@ def test_exposure_in_a_routing_config(tmp_path, hashing_encoder, small_docs):
     ):
         config["exposure"] = bad
         (tmp_path / "bad.yaml").write_text(json.dumps(config))
-        with pytest.raises(RagrouteError, match=message):
+        with pytest.raises(RagrouteError, match=message) as raised:
             load_routing(tmp_path / "bad.yaml", encoder=hashing_encoder)
+        assert str(raised.value).startswith(f"{tmp_path / 'bad.yaml'}: exposure")  # the file is named
         assert any(
             message.split("'")[0] in p or message in p for p in check_config(tmp_path / "bad.yaml").problems
         )

@@ -52,8 +52,46 @@ def test_cli_errors_are_one_line(tmp_path, labels):
         main, ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), "--signals", "vibes"]
     )
     assert bad.exit_code == 2 and "unknown signal(s) vibes" in bad.output
+    for strength in ("0", "-1", "nan", "inf", "strong"):  # scikit-learn would raise a traceback
+        result = CliRunner().invoke(
+            main, ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), "--C", strength]
+        )
+        assert result.exit_code == 2
+        assert result.output == f"error: --C must be a positive number or auto, not {strength!r}\n"
+    needless = CliRunner().invoke(
+        main,
+        ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), "--signals", "rarity", "--encoder", "x"],
+    )
+    assert needless.exit_code == 2
+    assert needless.output == "error: --encoder does not apply to signals that embed nothing (rarity)\n"
+    both = CliRunner().invoke(
+        main, ["gate", "decide", str(tmp_path / "g"), "hi", "--threshold", "0.9", "--retrieval-rate", "0.5"]
+    )
+    assert both.exit_code == 2 and both.output == (
+        "error: give one operating point, not --threshold and --retrieval-rate\n"
+    )
     nothing = CliRunner().invoke(main, ["gate", "decide", str(tmp_path / "nowhere"), "hello"])
     assert nothing.exit_code == 2 and len(nothing.output.strip().splitlines()) == 1
+
+
+def test_fit_on_too_few_examples_of_a_kind(tmp_path):
+    def fit(n_answer):
+        path = tmp_path / f"few{n_answer}.jsonl"
+        rows = [{"_id": f"r{i}", "text": t, "label": "document"} for i, t in enumerate(RETRIEVE[:5])]
+        rows += [{"_id": f"a{i}", "text": t, "label": "no"} for i, t in enumerate(ANSWER[:n_answer])]
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        out = tmp_path / f"g{n_answer}"
+        signals = ["--signals", "rarity,complexity"]
+        return CliRunner().invoke(main, ["gate", "fit", str(path), "--out", str(out), *signals])
+
+    one = fit(1)  # the out-of-fold signals had no example of that kind to learn from
+    assert one.exit_code == 2 and one.output == (
+        "error: a gate needs at least 2 examples of each kind (its signals are fitted out of fold): "
+        "got 5 that need retrieval, 1 that answer directly\n"
+    )
+    three = fit(3)
+    assert three.exit_code == 0 and "gate saved to" in three.stdout
+    assert "warning: only 3 examples of one kind: the held-out AUROC below" in three.stderr
 
 
 def test_bench_gate_cross_validation(labels, monkeypatch):

@@ -49,7 +49,8 @@ def test_missing_directory_and_manifest(tmp_path):
     with pytest.raises(IndexFormatError, match="does not exist"):
         load_index(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(IndexFormatError, match="holds no ragroute artifact"):
+    with pytest.raises(IndexFormatError, match=r"holds no ragroute artifact \(no CURRENT file; if it holds "
+                       r"documents, build an index from it first: ragroute build .*empty --out DIR\)"):
         load_index(tmp_path / "empty")
 
 

@@ -106,6 +106,28 @@ def test_read_jsonl_raise_on_broken_json(tmp_path: Path) -> None:
         list(read_jsonl(path, on_error="raise"))
 
 
+def test_read_jsonl_broken_json_position_is_on_its_own_line(tmp_path: Path) -> None:
+    """A line cut short is reported at its own column (not "column 1" of the next line), and a
+    message that already ends in "at" is not given a second one."""
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"a": 1}\n{"a": "cut\n{"a": \n', encoding="utf-8")
+    report = LoadReport()
+    with pytest.warns(CorpusWarning):
+        assert [r["a"] for _, r in read_jsonl(path, report=report)] == [1]
+    reasons = " | ".join(str(skipped) for skipped in report.skipped)
+    assert "Unterminated string starting at column 7" in reasons and "at at" not in reasons
+    assert "Expecting value at column 7" in reasons
+
+
+def test_beir_rows_keep_their_other_fields_as_metadata(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "corpus.jsonl",
+        [{"_id": "d1", "text": "t", "year": 2019, "lang": "fr", "metadata": {"lang": "en", "k": 1}}],
+    )
+    (doc,) = load_beir_corpus(path)
+    assert doc.metadata == {"year": 2019, "lang": "en", "k": 1}  # the metadata object wins a clash
+
+
 def test_read_jsonl_clean_file_gives_no_warning_and_handles_bom(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n{"a": 2}\n')

@@ -156,7 +156,9 @@ def test_ask_budget_no_llm_and_errors(workspace):
         main, ["ask", str(workspace / "bad.yaml"), "Where was Ada Brennan born?", "--no-llm"]
     )
     assert plain.exit_code == 0, plain.output
-    assert "answer: Ada Brennan" in plain.output and "1 retrieval call(s)" in plain.output
+    # nothing answered without an LLM: the top hit is shown as what it is, not as an answer
+    assert "answer: (none: --no-llm; top hit: Ada Brennan" in plain.output
+    assert "1 retrieval call(s)" in plain.output
     bad = CliRunner().invoke(main, ["ask", str(workspace / "bad.yaml"), "q?"])
     assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0
     assert "unknown llm kind 'gpt5'" in bad.output

@@ -33,6 +33,24 @@ def test_a_build_is_published_with_checksums_and_version(tmp_path):
         open_snapshot(tmp_path / "art", family="index")
 
 
+def test_a_build_never_replaces_another_familys_artifact(tmp_path):
+    """`build --out` pointed at a trained router (or `gate fit --out` at an index) would otherwise
+    publish over it, and every config naming it would break; an artifact whose manifest cannot be
+    read is still rebuilt over (rebuilding is how it is repaired)."""
+    kept = _publish(tmp_path / "art", "x")
+    refused = r"refusing to replace .*art: it holds a test \(pair\), not an index; remove it first"
+    with (
+        pytest.raises(ArtifactFormatError, match=refused),
+        write_artifact(tmp_path / "art", "index", "bm25") as build,
+    ):
+        (build.path / "c.txt").write_text("never published")
+    assert open_snapshot(tmp_path / "art").manifest.build == kept.build
+    (published_path(tmp_path / "art") / MANIFEST_NAME).write_text("{broken")
+    with write_artifact(tmp_path / "art", "index", "bm25") as build:
+        (build.path / "c.txt").write_text("repaired")
+    assert open_snapshot(tmp_path / "art").manifest.family == "index"
+
+
 def test_old_builds_are_pruned_but_the_previous_one_is_kept(tmp_path):
     builds = [_publish(tmp_path / "art", tag).build for tag in "abcd"]
     left = sorted(p.name for p in (tmp_path / "art" / "builds").iterdir())

@@ -34,11 +34,20 @@ from ragroute.errors import RagrouteError, SourceWarning
 
 class _Group(click.Group):
     """A click group that turns a :class:`RagrouteError` or an :class:`OSError` (permissions, a full
-    disk, a file where a folder should be...) into a one-line ``error: ...`` and exit status 2."""
+    disk, a file where a folder should be...) into a one-line ``error: ...`` and exit status 2, and
+    so a subcommand's usage error (a bad option value, a missing argument) too, naming its
+    ``--help`` instead of printing the usage block."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = " ".join(exc.format_message().split())
+            click.echo(f"error: {message} (see '{where} --help')", err=True)
+            ctx.exit(2)
         except (RagrouteError, OSError) as exc:
             message = user_error_message(exc)
             if message is None:

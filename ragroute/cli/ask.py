@@ -27,7 +27,11 @@ from ragroute.errors import check_query
 @click.option("--max-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Step budget.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits per step.")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds each LLM call may take.")
-@click.option("--no-llm", is_flag=True, help="No LLM: the question itself, retrieved once.")
+@click.option(
+    "--no-llm",
+    is_flag=True,
+    help="No LLM: the question itself, retrieved once; nothing is answered (the top hit is shown).",
+)
 @click.option("--backend", default=None, help="Encoder backend (default: the config's).")
 @cache_dir_option(CONFIG_CACHE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the whole run and its trace.")
@@ -63,7 +67,11 @@ def ask_command(
     )
     result = controller.run(question)
     status = "complete" if result.complete else f"INCOMPLETE (stopped by {result.stopped_by})"
-    click.echo(f"answer: {result.answer or '(none)'}")
+    if llm is None:  # nothing answered: the planner's answer is the top hit standing in for one
+        shown = f" (none: --no-llm; top hit: {result.answer})" if result.answer else " (none)"
+        click.echo(f"answer:{shown}")
+    else:
+        click.echo(f"answer: {result.answer or '(none)'}")
     click.echo(
         f"{status}; {len(result.steps)} step(s), {result.retrieval_calls} retrieval call(s), "
         f"{result.ms:.0f} ms"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -99,6 +101,7 @@ def eval_command(
         model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
         retriever = load_index(index_dir, model)
         target, kind = str(index_dir), retriever.manifest.kind
+        _warn_if_unjudgeable(retriever, dataset.qrels, index_dir, data_dir)
     evaluator = RetrievalEvaluator(
         [QueryContext(q.text, id=q.id) for q in dataset.queries], dataset.qrels, metrics=EVAL_METRICS, k=depth
     )
@@ -118,3 +121,21 @@ def eval_command(
         click.echo(f"{name:>22}: {result[name]:.4f}")
     if as_json:
         emit_json(result)
+
+
+def _warn_if_unjudgeable(
+    index: Any, qrels: Mapping[str, Mapping[str, int]], index_dir: Path, data: Path
+) -> None:
+    """All-zero metrics from an index that holds none of the judged documents (the wrong --index
+    for this --data) say nothing about retrieval: name the mismatch on stderr."""
+    documents = getattr(getattr(index, "store", None), "documents", None)
+    if not documents:
+        return
+    held = {doc.id for doc in documents} | {doc.parent_id for doc in documents if doc.parent_id}
+    judged = {doc_id for rels in qrels.values() for doc_id, grade in rels.items() if grade > 0}
+    if judged and not judged & held:
+        click.echo(
+            f"warning: {index_dir} holds none of the {len(judged)} documents judged relevant in {data}: "
+            "every metric will be 0 (was it built from this corpus?)",
+            err=True,
+        )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.common import CONTEXT, one_line_errors, refuse_options
 from ragroute.cli.options import BACKENDS, cache_dir_option
 from ragroute.cli.output import emit_json
 
@@ -69,6 +70,7 @@ def fit_command(
     label = retrieve) and save it to --out. The encoder is loaded only when a signal embeds queries."""
     from ragroute.errors import RagrouteError
     from ragroute.gate import DEFAULT_SIGNALS, GATE_SIGNALS, TrainedGate, needs_retrieval
+    from ragroute.gate.trained import FEW_EXAMPLES
     from ragroute.route.labels import read_labelled_queries
 
     if not Path(train).is_file():
@@ -80,9 +82,14 @@ def fit_command(
     try:
         strength: float | str = C if C == "auto" else float(C)
     except ValueError:
-        raise RagrouteError(f"--C must be a number or auto, not {C!r}") from None
+        strength = -1.0
+    if strength != "auto" and not (math.isfinite(float(strength)) and float(strength) > 0):
+        raise RagrouteError(f"--C must be a positive number or auto, not {C!r}")
+    embeds = any(GATE_SIGNALS[k].uses_encoder for k in kinds)
+    if not embeds:
+        refuse_options(("encoder", "backend"), f"to signals that embed nothing ({', '.join(kinds)})")
     texts, labels = read_labelled_queries(train)
-    enc = _encoder(encoder, backend, cache_dir) if any(GATE_SIGNALS[k].uses_encoder for k in kinds) else None
+    enc = _encoder(encoder, backend, cache_dir) if embeds else None
     gate = TrainedGate.fit(
         texts,
         [needs_retrieval(label) for label in labels],
@@ -95,6 +102,13 @@ def fit_command(
     )
     gate.save(out)
     n_answer = sum(not needs_retrieval(label) for label in labels)
+    fewest = min(n_answer, len(labels) - n_answer)
+    if fewest < FEW_EXAMPLES:
+        click.echo(
+            f"warning: only {fewest} examples of one kind: the held-out AUROC below is measured on a "
+            "handful of them and says little; label more queries of that kind",
+            err=True,
+        )
     click.echo(
         f"gate saved to {out}: {len(texts)} queries ({n_answer} answer directly), "
         f"signals {', '.join(kinds)}, "
@@ -136,9 +150,14 @@ def decide_command(
 ) -> None:
     """Decide for one QUERY with the gate saved in DIR: action, probability, reason, signal values."""
     from ragroute.context import QueryContext
+    from ragroute.errors import RagrouteError
     from ragroute.gate import TrainedGate
     from ragroute.store import open_snapshot
 
+    points = {"--threshold": threshold, "--retrieval-rate": retrieval_rate, "--retrieve-cost": retrieve_cost}
+    given = [name for name, value in points.items() if value is not None]
+    if len(given) > 1:
+        raise RagrouteError(f"give one operating point, not {' and '.join(given)}")
     info = open_snapshot(gate_dir, family="gate", verify=False).manifest.encoder
     enc = _encoder(info["model_id"], backend, cache_dir) if info else None
     gate = TrainedGate.load(gate_dir, enc).with_operating_point(

@@ -183,12 +183,8 @@ def data_root_option(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--data`` (``root``) of a benchmark reading one data folder: required without a ``default``
     (a folder of ``../shared/data``, relative to where the command runs)."""
+    if default is None:  # no ``default=None``: click counts an explicit None as a given value
+        return click.option("--data", "root", required=True, type=click.Path(path_type=Path), help=help_text)
     return click.option(
-        "--data",
-        "root",
-        default=default,
-        required=default is None,
-        show_default=default is not None,
-        type=click.Path(path_type=Path),
-        help=help_text,
+        "--data", "root", default=default, show_default=True, type=click.Path(path_type=Path), help=help_text
     )

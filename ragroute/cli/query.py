@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,14 +15,35 @@ from ragroute.errors import RagrouteError, check_query
 from ragroute.types import TraceStep
 
 
-def _parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
-    filters: dict[str, list[str]] = {}
+def _parse_filters(values: tuple[str, ...]) -> dict[str, list[Any]]:
+    """``KEY=VALUE`` options as store filters. A command line holds only text, while metadata read
+    from JSON or YAML may hold numbers and booleans: a VALUE that spells an integer or ``true`` /
+    ``false`` matches that value too (``year=2019`` keeps ``"year": 2019`` and ``"year": "2019"``)."""
+    filters: dict[str, list[Any]] = {}
     for value in values:
         key, sep, wanted = value.partition("=")
         if not sep or not key:
             raise RagrouteError(f"bad --filter {value!r}: expected KEY=VALUE")
-        filters.setdefault(key, []).append(wanted)
+        filters.setdefault(key, []).extend([wanted, *_typed(wanted)])
     return filters
+
+
+def _typed(text: str) -> list[Any]:
+    """The integer or boolean ``text`` spells, if any (as JSON would write it)."""
+    if text in ("true", "false"):
+        return [text == "true"]
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
+        return [int(text)]
+    return []
+
+
+def _absent_keys(index: Any, filters: dict[str, list[Any]]) -> list[str]:
+    """Filter keys no document of a local index holds in its metadata (a likely typo)."""
+    documents = getattr(getattr(index, "store", None), "documents", None)
+    if documents is None:
+        return []
+    wanted = [key for key in filters if key not in ("modality", "parent_id")]
+    return [key for key in wanted if not any(key in doc.metadata for doc in documents)]
 
 
 @click.command("query")
@@ -33,7 +56,8 @@ def _parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
     "filters",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Keep documents whose metadata KEY equals VALUE (repeat to allow several values).",
+    help="Keep documents whose metadata KEY equals VALUE (repeat to allow several values); a VALUE "
+    "that spells an integer or true/false also matches that number or boolean.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: hits and trace.")
 def query_command(
@@ -56,8 +80,12 @@ def query_command(
         model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
         index = load_index(index_dir, model)
         manifest = index.manifest
+    parsed = _parse_filters(filters)
     with watch.time("search_ms"):
-        hits = index.search(text, k, filters=_parse_filters(filters) or None)
+        hits = index.search(text, k, filters=parsed or None)
+    if parsed and not hits:
+        for key in _absent_keys(index, parsed):
+            click.echo(f"warning: no document in {index_dir} has metadata {key!r}", err=True)
     trace = [
         TraceStep(
             "load",
@@ -78,6 +106,7 @@ def query_command(
                 "hits": len(hits),
                 "ms": watch.ms["search_ms"],
                 **_fusion_detail(manifest.params),
+                **_weightless(index, text),
             },
         ),
     ]
@@ -116,3 +145,10 @@ def _short(value: object, limit: int = 90) -> str:
 def _fusion_detail(params: dict) -> dict:
     fusion = params.get("fusion")
     return {"fusion": fusion} if fusion else {}
+
+
+def _weightless(index: Any, text: str) -> dict:
+    """``weightless_terms`` (BM25 terms with idf 0: in exactly half of the documents) when there are any."""
+    terms = getattr(index, "weightless_terms", None)
+    found = terms(text) if callable(terms) else []
+    return {"weightless_terms": found} if found else {}

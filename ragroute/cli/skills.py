@@ -80,8 +80,11 @@ def skills_group() -> None:
     "--abstain-data",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="LABELS .jsonl (label tool / no_tool) to fit this router's abstention on "
-    "[default: the shipped model fitted on metatool_need_tool].",
+    help="LABELS .jsonl to fit this router's abstention on (label no_tool, no or none: no skill applies; "
+    "any other label: one does) [default: no "
+    "abstention model: the router never abstains. The model shipped with ragroute, fitted on "
+    "metatool_need_tool, is SkillRouter(..., abstention='default') in Python; it does not transfer "
+    "to other catalogues].",
 )
 @click.option(
     "--abstain-gate",
@@ -145,11 +148,12 @@ def build_command(
     router.save(out)
     index = router.index
     tuning = index.tuning
-    how = (
-        f"adaptive, from {tuning.get('pseudo_queries')} pseudo-queries"
-        if fusion == "adaptive" and "best_grid_weight" in tuning
-        else fusion
-    )
+    if fusion == "adaptive" and "best_grid_weight" in tuning:
+        how = f"adaptive, from {tuning.get('pseudo_queries')} pseudo-queries"
+    elif fusion == "adaptive":  # too small a catalogue to tune on: the fixed weight, and why
+        how = str(tuning.get("note", "fixed: not tuned"))
+    else:
+        how = fusion
     click.echo(
         f"built {out}: {len(index)} skills ({loaded.kind}), dense weight {index.dense_weight:.2f} ({how}), "
         f"{len(index.duplicates)} near-duplicate groups, {len(loaded.warnings)} warnings"
@@ -232,6 +236,11 @@ def route_command(
     if threshold is not None:
         overrides["threshold"] = threshold
     router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder, **overrides)
+    if threshold is not None and not router.abstention and router.abstention_gate is None:
+        raise RagrouteError(
+            f"{index_dir} has no abstention model, so --threshold does not apply: build it with "
+            "--abstain-data or --abstain-gate"
+        )
     routes = router.route_many([t for _, t in tasks], k, ids=[i for i, _ in tasks])
     for route in routes:
         if as_json:
@@ -364,7 +373,14 @@ def read_tasks(path: Path) -> list[tuple[str, str]]:
             raise BadRecord(str(exc)) from None
         return str(row.get("_id", row.get("id", str(line_no)))), text
 
-    tasks = [value for _, value in read_records(path, task, on_error="raise")]
+    tasks, first_line = [], {}
+    for line_no, (task_id, text) in read_records(path, task, on_error="raise"):
+        if task_id in first_line:  # the output lines are matched to tasks by id
+            raise RagrouteError(
+                f"{path} line {line_no}: task id {task_id!r} repeats line {first_line[task_id]}"
+            )
+        first_line[task_id] = line_no
+        tasks.append((task_id, text))
     if not tasks:
         raise RagrouteError(f"{path}: no tasks in it")
     return tasks

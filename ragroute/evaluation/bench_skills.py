@@ -105,11 +105,13 @@ def load_skill_set(root: Path, split: str) -> SkillSet:
 
 
 def read_labels(path: Path) -> list[tuple[str, str, bool]]:
-    """``(id, text, a skill applies)`` from a LABELS file (label ``tool`` / ``no_tool``; a list: its
-    first label); one :class:`~ragroute.errors.CorpusFormatError` line if it is missing or malformed."""
+    """``(id, text, a skill applies)`` from a LABELS file (``no_tool``, ``no`` or ``none``: no skill
+    applies, as a gate reads them; any other label: one does; a list: its first label); one
+    :class:`~ragroute.errors.CorpusFormatError` line if it is missing or malformed."""
+    from ragroute.gate.signals import needs_retrieval
     from ragroute.loaders.labels import load_labels
 
-    return [(r.id, r.text, r.label != "no_tool") for r in load_labels(path)]
+    return [(r.id, r.text, needs_retrieval(r.label)) for r in load_labels(path)]
 
 
 def scaled_catalogue(catalogue: Any, root: Path, size: int) -> Any:

@@ -37,6 +37,7 @@ saved ones fails with one line.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -323,6 +324,35 @@ def best_balanced_threshold(probs: np.ndarray, truth: np.ndarray) -> float:
     return float(candidates[best[len(best) // 2]])
 
 
+MIN_EXAMPLES_PER_KIND = 2
+"""Fewest examples of each kind (retrieve, answer directly) a gate is fitted on: out-of-fold signal
+values need one of each kind outside every fold."""
+FEW_EXAMPLES = 20
+"""Below this many examples of a kind, ``ragroute gate fit`` warns that its held-out AUROC is noise."""
+
+
+def check_operating_point(
+    threshold: float | None = None, retrieval_rate: float | None = None, retrieve_cost: float | None = None
+) -> None:
+    """A one-line :class:`RagrouteError` unless at most one operating point is given and it is in
+    range (what :meth:`TrainedGate.with_operating_point` and ``ragroute config check`` refuse)."""
+    given = [v for v in (threshold, retrieval_rate, retrieve_cost) if v is not None]
+    if len(given) > 1:
+        raise RagrouteError("give one of threshold, retrieval_rate and retrieve_cost")
+    for name, value, low, high in (
+        ("threshold", threshold, 0.0, 1.0),
+        ("retrieval_rate", retrieval_rate, 0.0, 1.0),
+        ("retrieve_cost", retrieve_cost, 0.0, math.inf),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise RagrouteError(f"{name} must be a number, got {value!r}")
+        if not low <= value <= high:
+            span = f"[{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
+            raise RagrouteError(f"{name} must be {'in ' if high < math.inf else ''}{span}, got {value}")
+
+
 class TrainedGate(SignalGate):
     """A logistic regression over signal values, Platt-calibrated; see the module docstring."""
 
@@ -393,8 +423,18 @@ class TrainedGate(SignalGate):
             raise RagrouteError(f"{len(texts)} texts but {len(y)} labels")
         if y.all() or not y.any():
             raise RagrouteError("a gate needs examples that need retrieval and examples that do not")
+        if min(int(y.sum()), int((~y).sum())) < MIN_EXAMPLES_PER_KIND:
+            raise RagrouteError(
+                f"a gate needs at least {MIN_EXAMPLES_PER_KIND} examples of each kind (its signals are "
+                f"fitted out of fold): got {int(y.sum())} that need retrieval, {int((~y).sum())} that "
+                "answer directly"
+            )
         if default_threshold not in THRESHOLD_RULES:
             raise RagrouteError(f"default_threshold must be one of {', '.join(THRESHOLD_RULES)}")
+        if C != "auto" and not (
+            isinstance(C, (int, float)) and not isinstance(C, bool) and math.isfinite(C) and C > 0
+        ):
+            raise RagrouteError(f"C must be a positive number or 'auto', not {C!r}")
         built = [
             s if isinstance(s, GateSignal) else make_signal(s, encoder=encoder, sources=sources)
             for s in signals
@@ -522,19 +562,13 @@ class TrainedGate(SignalGate):
         ``retrieve_cost``: the cost of one retrieval relative to a wrong direct
         answer (1): retrieving pays when ``p_retrieve > retrieve_cost``.
         """
-        given = [v for v in (threshold, retrieval_rate, retrieve_cost) if v is not None]
-        if len(given) > 1:
-            raise RagrouteError("give one of threshold, retrieval_rate and retrieve_cost")
+        check_operating_point(threshold, retrieval_rate, retrieve_cost)
         gate = copy.copy(self)
         if threshold is not None:
-            if not 0.0 <= threshold <= 1.0:
-                raise RagrouteError(f"threshold must be in [0, 1], got {threshold}")
             gate.threshold = float(threshold)
         elif retrieval_rate is not None:
             gate.threshold = self.threshold_for_rate(retrieval_rate)
         elif retrieve_cost is not None:
-            if retrieve_cost < 0:
-                raise RagrouteError(f"retrieve_cost must be >= 0, got {retrieve_cost}")
             gate.threshold = min(float(retrieve_cost), 1.0)
         else:
             gate.threshold = self.default_threshold

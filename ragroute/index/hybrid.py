@@ -182,6 +182,10 @@ class HybridIndex(LocalIndex):
             out.append(hits)
         return out
 
+    def weightless_terms(self, query: str) -> list[str]:
+        """:meth:`BM25Index.weightless_terms` of the lexical half."""
+        return self.bm25.weightless_terms(query)
+
     def write_files(self, directory: Path) -> None:
         self.bm25.write_files(directory)
         self.dense.write_files(directory)

@@ -102,6 +102,16 @@ class BM25Index(LocalIndex):
             for positions, scores in self.scorer.top_k_many(tokens, k, mask=mask)
         ]
 
+    def weightless_terms(self, query: str) -> list[str]:
+        """The query's terms that occur in the index but weigh nothing: BM25Okapi's idf is 0 for a
+        term in exactly half of the documents (rank-bm25 floors only negative idf), so such a term
+        finds nothing on its own. For the trace: a query of only such terms returns no hits."""
+        if self.scorer is None:
+            return []
+        vocab, idf = self.scorer.vocab, self.scorer.idf
+        terms = tokenize_many([query], self.params.tokenizer)[0]
+        return sorted({t for t in terms if t in vocab and idf[vocab[t]] == 0.0})
+
     def write_files(self, directory: Path) -> None:
         self._fitted().write_parts(Path(directory))
 

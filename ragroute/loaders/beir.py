@@ -76,13 +76,21 @@ def _required_text(row: dict[str, Any]) -> str:
     return optional_str(row, "text")
 
 
+_DOCUMENT_FIELDS = frozenset({"_id", "title", "text", "metadata"})
+
+
 def beir_document(row: dict[str, Any], modality: str = "text") -> Document:
-    """Convert one corpus row ``{"_id", "title", "text", "metadata"}``; :class:`BadRecord` if malformed."""
+    """Convert one corpus row ``{"_id", "title", "text", "metadata"}``; :class:`BadRecord` if malformed.
+
+    Other top-level fields (``{"_id": "d1", "text": "...", "year": 2019}``) are kept as metadata
+    beside the ``metadata`` object's keys (which win on a clash), so they can still be filtered on.
+    """
+    extra = {key: value for key, value in row.items() if key not in _DOCUMENT_FIELDS}
     return Document(
         id=record_id(row, "_id"),
         text=_required_text(row),
         title=optional_str(row, "title"),
-        metadata=_metadata(row),
+        metadata={**extra, **_metadata(row)},
         modality=modality,
     )
 
@@ -109,7 +117,8 @@ def load_beir_corpus(
 ) -> list[Document]:
     """Load a BEIR corpus: one ``corpus*.jsonl`` file, or every ``corpus*.jsonl`` of a folder.
 
-    Rows ``{"_id", "title", "text", "metadata"}`` become ``Document(id=_id, ...)``;
+    Rows ``{"_id", "title", "text", "metadata"}`` become ``Document(id=_id, ...)`` (other fields of
+    a row join its metadata);
     ``modality`` defaults to ``"table"`` for files whose name contains "table",
     else ``"text"``. Bad lines follow ``on_error`` (default: skip + one
     :class:`CorpusWarning` per file); a duplicate ``_id`` (within or across

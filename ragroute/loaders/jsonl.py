@@ -49,10 +49,12 @@ def decode_line(raw: bytes, first: bool = False) -> str:
 def parse_object(text: str) -> dict[str, Any]:
     """Parse one JSON object; :class:`BadRecord` for broken JSON, a non-object value or a lone
     surrogate escape in a string."""
+    text = text.rstrip("\r\n")  # an error at the line's end is reported at its column, not line 2
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        at = "" if exc.msg.endswith(" at") else " at"  # "Unterminated string starting at"
+        raise BadRecord(f"invalid JSON ({exc.msg}{at} column {exc.colno})") from None
     if not isinstance(value, dict):
         raise BadRecord(f"expected a JSON object, got {type(value).__name__}")
     return check_unicode(value, text)

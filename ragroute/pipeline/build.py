@@ -10,17 +10,18 @@ registered router kind plus its settings and the selection/fusion options
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.errors import RagrouteError, SourceWarning, check_keys, check_setting
 from ragroute.exposure import ExposureBudget, ExposureLedger
 from ragroute.pipeline.runner import Pipeline
 from ragroute.pipeline.stages import RoutingOptions
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS
-from ragroute.route.base import Router
+from ragroute.route.base import NONE_ROUTE, Router
 from ragroute.route.factories import ROUTER_SETTING_TYPES, ROUTER_SETTINGS, RouterBuild, build_router
 from ragroute.route.sources import Source, SourceProblem
 
@@ -33,9 +34,15 @@ SELECTION_TYPES = {
     "depth": "integer",
     "always": "strings",
 }
-SELECTION_MINIMA = {"max_routes": 1, "depth": 1}
+SELECTION_MINIMA = {"max_routes": 1, "depth": 1, "threshold": 0, "hedge_below": 0}
+SELECTION_MAXIMA = {"threshold": 1, "hedge_below": 1}  # route probabilities
 #: router settings whose ``null`` means "the default" (fitted temperature, no none route)
 OPTIONAL_SETTINGS = ("temperature", "none_threshold")
+#: router kinds whose routes come from labelled data (not from the sources, nor chosen by hand as a
+#: fixed router's are): their routes are checked against the source names
+LABELLED_ROUTER_KINDS = ("knn", "trained", "llm", "ensemble")
+#: router settings that must be above 0 (a softmax temperature)
+POSITIVE_SETTINGS = ("temperature",)
 
 
 def router_keys() -> set[str]:
@@ -49,19 +56,21 @@ def routing_options(settings: Mapping[str, Any], where: str = "") -> RoutingOpti
     section = f"{where}: router" if where else "router"
     for key, value in values.items():
         kind = SELECTION_TYPES.get(key, "string")
-        check_setting(value, kind, section, key, minimum=SELECTION_MINIMA.get(key))
+        check_setting(
+            value, kind, section, key, minimum=SELECTION_MINIMA.get(key), maximum=SELECTION_MAXIMA.get(key)
+        )
     if "always" in values:
         always = values["always"]
         if isinstance(always, str) or not all(isinstance(name, str) for name in always):
-            raise RagrouteError(f"{where}: 'always' must be a list of source names")
+            raise RagrouteError(f"{section}: 'always' must be a list of source names")
         values["always"] = tuple(always)
     options = RoutingOptions(**values)
-    FUSIONS.check(str(options.fusion), where)
+    FUSIONS.check(str(options.fusion), section)
     if options.scores not in ("similarity", "fusion"):
-        raise RagrouteError(f"{where}: scores must be 'similarity' or 'fusion', not {options.scores!r}")
+        raise RagrouteError(f"{section}: scores must be 'similarity' or 'fusion', not {options.scores!r}")
     if options.route_weights not in ("even", "probability"):
         raise RagrouteError(
-            f"{where}: route_weights must be 'even' or 'probability', not {options.route_weights!r}"
+            f"{section}: route_weights must be 'even' or 'probability', not {options.route_weights!r}"
         )
     return options
 
@@ -71,12 +80,87 @@ def check_router_settings(settings: Mapping[str, Any], where: str) -> str:
     if not isinstance(settings, Mapping):
         raise RagrouteError(f"{where}: 'router:' must be a mapping")
     check_keys(settings, router_keys(), where, "router key")
-    section = f"{where}: router" if where else "router"
     for key, value in settings.items():
-        if key in ROUTER_SETTING_TYPES:
-            expected, minimum = ROUTER_SETTING_TYPES[key]
-            check_setting(value, expected, section, key, minimum=minimum, optional=key in OPTIONAL_SETTINGS)
+        check_router_value(key, value, where)
     return ROUTERS.check(str(settings.get("kind", "prototype")), where)
+
+
+def check_router_value(key: str, value: Any, where: str) -> None:
+    """A one-line :class:`RagrouteError` if a router kind's setting has the wrong type or range
+    (``bank_dim: 0``, ``temperature: -1``); selection keys are checked by :func:`routing_options`."""
+    if key in ROUTER_SETTING_TYPES:
+        expected, minimum = ROUTER_SETTING_TYPES[key]
+        check_setting(
+            value,
+            expected,
+            f"{where}: router" if where else "router",
+            key,
+            minimum=minimum,
+            positive=key in POSITIVE_SETTINGS,
+            optional=key in OPTIONAL_SETTINGS,
+        )
+
+
+def route_name_problems(
+    labels: Sequence[str], names: Sequence[str], *, left_out: Sequence[str] = (), reached: Sequence[str] = ()
+) -> tuple[str | None, list[str]]:
+    """What is wrong between a router's routes (``labels``: a trained, kNN or LLM router's, fitted on
+    labels) and the sources a config opens (``names``; ``left_out``: configured but not opened;
+    ``reached``: sources rules or ``always:`` send queries to). A route naming no source sends its
+    share nowhere; a source that is none of the routes is never chosen. Both at once is a renamed
+    source or the wrong router: the error (``None`` if not). Either alone: a warning each (a router
+    fitted on more sources than the config opens, a source reached only through rules)."""
+    labels = [label for label in labels if label != NONE_ROUTE]
+    if not labels:
+        return None, []
+    strays = [label for label in labels if label not in names and label not in left_out]
+    never = [name for name in names if name not in {*labels, *reached}]
+    routes = f"the router's routes ({', '.join(labels)})"
+    if strays and never:
+        many = len(never) > 1
+        return (
+            f"{routes} name no source {', '.join(map(repr, strays))}, and source"
+            f"{'s' if many else ''} {', '.join(map(repr, never))} {'are' if many else 'is'} none of them, "
+            f"so {'they' if many else 'it'} could never be chosen: name the sources as the router's "
+            "routes, or refit the router on these sources"
+        ), []
+    notes = []
+    if strays:
+        notes.append(
+            f"{routes}: {', '.join(map(repr, strays))} name(s) no source; queries routed there are "
+            "searched nowhere"
+        )
+    if never:
+        notes.append(
+            f"source(s) {', '.join(map(repr, never))} are none of {routes}, and no rule or 'always:' "
+            "names them: no query will be sent there"
+        )
+    return None, notes
+
+
+def _check_router_routes(
+    router: Router,
+    sources: Sequence[Source],
+    problems: Sequence[SourceProblem],
+    options: RoutingOptions,
+    policy: Any,
+    where: str,
+) -> None:
+    """:func:`route_name_problems` for a built pipeline: the error raised, the warnings warned."""
+    reached = set(options.always)
+    if policy is not None:
+        reached |= {name for rule in policy.rules for _, name, _ in rule.then.refs}
+    error, notes = route_name_problems(
+        list(getattr(router, "labels", None) or []),
+        [s.name for s in sources],
+        left_out=[p.name for p in problems],
+        reached=sorted(reached),
+    )
+    prefix = f"{where}: " if where else ""
+    if error:
+        raise RagrouteError(prefix + error)
+    for note in notes:
+        warnings.warn(prefix + note, SourceWarning, stacklevel=3)
 
 
 def pipeline_from_settings(
@@ -108,6 +192,7 @@ def pipeline_from_settings(
     build = RouterBuild(
         sources, encoder, where=where, base=base or Path("."), failed=[p.name for p in problems]
     )
+    built_here = router is None
     if router is None:
         router = build_router(kind, settings, build)
     # a router may suggest selection defaults (a fixed router queries all its routes); settings win
@@ -119,6 +204,8 @@ def pipeline_from_settings(
             f"{where}: 'always' names {', '.join(unknown)}, which are not sources "
             f"({', '.join(s.name for s in sources)})"
         )
+    if built_here and kind in LABELLED_ROUTER_KINDS:  # a router passed in is the caller's own choice
+        _check_router_routes(router, sources, problems, options, policy, where)
     pipeline = Pipeline(
         sources,
         router,
@@ -152,4 +239,10 @@ def _stage(registry: Any, settings: Any, build: RouterBuild) -> Any:
         return settings
     if not isinstance(settings, Mapping) or "kind" not in settings:
         raise RagrouteError(f"{build.where}: '{registry.kind}:' must be a mapping with 'kind:'")
-    return registry.get(str(settings["kind"]), build.where)(settings, build)
+    make = registry.get(str(settings["kind"]), build.where)
+    try:
+        return make(settings, build)
+    except RagrouteError as exc:  # a stage's own check ("threshold must be in [0, 1]"): name the file
+        if not build.where or str(exc).startswith(build.where):
+            raise
+        raise type(exc)(f"{build.where}: {registry.kind}: {exc}") from None

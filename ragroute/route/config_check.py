@@ -23,7 +23,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, is_nul_path_error, refused_path_message, unknown_keys_message
+from ragroute.errors import (
+    RagrouteError,
+    check_setting,
+    is_nul_path_error,
+    refused_path_message,
+    unknown_keys_message,
+)
 
 CORPUS_FILE = "corpus definitions"
 ROUTING_FILE = "routing config"
@@ -90,6 +96,10 @@ class _Checker:
         self.report = ConfigCheck(path, ROUTING_FILE)
         self.encoder_id = ""
         self.encoder_dim: int | None = None
+        #: the routes of a router fitted on labels (a trained router's, a kNN router's examples')
+        self.router_labels: list[str] = []
+        #: the sources rules or ``always:`` send queries to
+        self.reached: set[str] = set()
 
     # ----------------------------------------------------------------- helpers
 
@@ -206,6 +216,18 @@ class _Checker:
                 self.problem(str(exc))
         if data.get("signals") or data.get("rules"):
             self.check_policy(data, names)
+        self.check_router_routes(names)
+
+    def check_router_routes(self, names: list[str]) -> None:
+        """The routes of a router fitted on labels against the source names (as loading checks
+        them: :func:`~ragroute.pipeline.build.route_name_problems`)."""
+        from ragroute.pipeline.build import route_name_problems
+
+        error, notes = route_name_problems(self.router_labels, names, reached=sorted(self.reached))
+        if error:
+            self.problem(f"{self.path}: router: {error}")
+        for note in notes:
+            self.note(f"{self.path}: router: {note}")
 
     def check_encoder(self, data: dict[str, Any]) -> None:
         from ragroute.encode import DEFAULT_ENCODER, resolve_model
@@ -373,7 +395,7 @@ class _Checker:
     # ----------------------------------------------------------------- router
 
     def check_router(self, settings: Any, names: list[str]) -> None:
-        from ragroute.pipeline.build import SELECTION_KEYS, router_keys, routing_options
+        from ragroute.pipeline.build import SELECTION_KEYS, check_router_value, router_keys, routing_options
         from ragroute.registry import ROUTERS
         from ragroute.route.factories import ROUTER_REQUIRED, ROUTER_SETTINGS
 
@@ -384,17 +406,20 @@ class _Checker:
         for key in settings:
             if key not in router_keys():
                 self.problem(f"{where}: router: {unknown_keys_message([key], router_keys(), 'router key')}")
+            else:
+                self.attempt(functools.partial(check_router_value, key, settings[key], where))
         kind = str(settings.get("kind", "prototype"))
         self.report.router = {"kind": kind}
         if not self.passes(lambda: ROUTERS.check(kind, f"{where}: router")):
             return
-        options = self.attempt(lambda: routing_options(settings, f"{where}: router"))
+        options = self.attempt(lambda: routing_options(settings, where))
         if options is not None:
             self.report.router.update(
                 {f.name: getattr(options, f.name) for f in fields(options) if f.name in settings}
             )
             for missing in sorted(set(options.always) - set(names)):
                 self.problem(f"{where}: router: always names {missing!r}, which is not a source")
+            self.reached |= set(options.always)
         kinds = [kind]
         if kind == "ensemble":
             members = settings.get("members") or ["prototype", "confidence"]
@@ -419,12 +444,23 @@ class _Checker:
             self.problem(
                 f"{where}: router: examples file {self.resolve(settings['examples'])} does not exist"
             )
+        elif "examples" in settings and kind == "knn":
+            from ragroute.route.labels import read_labelled_queries
+
+            read = self.attempt(
+                lambda: read_labelled_queries(self.resolve(settings["examples"])), f"{where}: router: "
+            )
+            if read is not None:
+                self.router_labels = sorted(set(read[1]))
         if "model" in settings and set(kinds) & {"trained", "pilot", "quality"}:
             model = self.resolve(settings["model"])
             if not model.exists():
                 self.problem(f"{where}: router: model {model} does not exist")
             elif not (model / "router.json").is_file():  # a router.json folder: written by 0.1
-                self.artifact(model, "router", f"{where}: router: ")
+                manifest = self.artifact(model, "router", f"{where}: router: ")
+                labels = manifest.params.get("labels") if manifest is not None and kind == "trained" else None
+                if isinstance(labels, list):
+                    self.router_labels = [str(label) for label in labels]
         if kind == "fixed" and settings.get("routes"):
             for route in settings["routes"]:
                 if str(route) not in names:
@@ -454,6 +490,26 @@ class _Checker:
             return
         if kind in RERANKER_SETTINGS:
             self.keys(spec, RERANKER_SETTINGS[kind] | {"kind"}, where, f"{kind} reranker key")
+        for key in ("candidates", "batch_size", "max_length"):
+            if spec.get(key) is not None:
+                self.attempt(functools.partial(check_setting, spec[key], "integer", where, key, minimum=1))
+        if kind == "cross-encoder":
+            self.check_reranker_model(str(spec.get("model", "rerank/default")), where)
+
+    def check_reranker_model(self, model: str, where: str) -> None:
+        """A cross-encoder's model is a folder (a `ragroute rerank train` artifact or a model) beside
+        the config, or a name in the offline model cache: found, not loaded."""
+        from ragroute.encode.resolve import resolve_model
+
+        if self.resolve(model).is_dir():
+            return
+        try:
+            resolve_model(model)
+        except RagrouteError:
+            self.problem(
+                f"{where}: model {model!r} is not a folder ({self.resolve(model)}) nor a model in the "
+                "offline cache (train one with `ragroute rerank train`)"
+            )
 
     def keys(self, mapping: Mapping[str, Any], known: Any, where: str, what: str = "key") -> None:
         for key in mapping:
@@ -482,6 +538,10 @@ class _Checker:
             else:
                 self.problem(f"{where}: 'depth:' must be a mapping (shallow_k, deep_k, deep_steps, ...)")
         if kind == "trained":
+            from ragroute.gate.trained import check_operating_point
+
+            point = {key: spec.get(key) for key in ("threshold", "retrieval_rate", "retrieve_cost")}
+            self.attempt(lambda: check_operating_point(**point), f"{where}: ")
             if "path" not in spec:
                 self.problem(
                     f"{where}: a trained gate needs 'path:' (a folder written by `ragroute gate fit`)"
@@ -491,6 +551,8 @@ class _Checker:
             else:
                 self.check_gate_artifact(self.resolve(spec["path"]), spec.get("signals"), where)
         if kind == "threshold":
+            if ("above" in spec) == ("below" in spec):
+                self.problem(f"{where}: a threshold gate needs exactly one of 'above' and 'below'")
             if "signal" not in spec:
                 self.problem(f"{where}: a threshold gate needs 'signal:' (e.g. rarity, knn_vote)")
             else:
@@ -563,6 +625,7 @@ class _Checker:
         self.report.policy = {"signals": len(policy.signals), "rules": len(policy.rules)}
         if policy.rules:
             self.attempt(lambda: policy.validate_routes([*names, "none"]))
+            self.reached |= {name for rule in policy.rules for _, name, _ in rule.then.refs}
         elif policy.signals:
             self.note(f"{self.path}: 'signals:' without 'rules:' is not used")
 

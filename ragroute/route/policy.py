@@ -18,8 +18,7 @@ from typing import Any
 import yaml
 
 from ragroute.errors import RagrouteError
-
-MERGE_TAG = "tag:yaml.org,2002:merge"
+from ragroute.yaml_files import check_duplicate_keys
 
 
 class PolicyError(RagrouteError, ValueError):
@@ -69,26 +68,11 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == MERGE_TAG:
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue  # unhashable: construct_mapping reports it with its mark
-        if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-
-
 def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
     data = LineDict()
     data.line = _line(node)
     yield data
-    _check_duplicate_keys(loader, node)
+    check_duplicate_keys(loader, node)
     data.update(loader.construct_mapping(node))
     for key_node, value_node in node.value:  # merge keys are flattened by now
         key = loader.construct_object(key_node)

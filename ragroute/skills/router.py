@@ -789,7 +789,10 @@ def fit_abstention(
 
     labels = np.asarray([bool(a) for a in applies])
     if len(set(labels.tolist())) < 2:
-        raise RagrouteError("abstention needs tasks where a skill applies and tasks where none does")
+        raise RagrouteError(
+            "abstention needs tasks where a skill applies and tasks where none does (labels no_tool, "
+            f"no or none); these {len(labels)} are all {'applies' if labels.all() else 'no skill'}"
+        )
     if features is None:
         features = (
             RERANK_FEATURES if router.reranker is not None and router.reranker_body else STAGE1_FEATURES

@@ -135,6 +135,7 @@ def write_artifact(
     )
     with writer_lock(target / LOCK_NAME, str(target)) as locked:
         crash_point("write: locked")
+        _refuse_other_family(target, family, error)
         _clean_debris(target, locked)
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=builds))
         _WRITING.add(str(tmp))
@@ -150,6 +151,28 @@ def write_artifact(
             _WRITING.discard(str(tmp))
         _prune(target, locked)
         crash_point("write: done")
+
+
+def _refuse_other_family(target: Path, family: str, error: type[ArtifactFormatError]) -> None:
+    """A new build may replace one of its own family (an index another index, whatever its kind),
+    never another family's: ``build --out`` pointed at a trained router by mistake would otherwise
+    leave every config naming that router broken. A published build that cannot be read does not
+    stop a rebuild (rebuilding is how a damaged artifact is repaired)."""
+    if not artifact_exists(target):
+        return
+    try:
+        current = open_snapshot(target, verify=False).manifest
+    except ArtifactFormatError:
+        return
+    if current.family != family:
+        raise error(
+            f"refusing to replace {target}: it holds {_a(current.family)} ({current.kind}), not "
+            f"{_a(family)}; remove it first or choose another path"
+        )
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 
 @contextlib.contextmanager
@@ -470,7 +493,12 @@ def _opened(
         if (root / MANIFEST_NAME).is_file():
             yield _checked(_open_legacy(root, error), family, verify, error)
             return
-        raise error(f"{root} holds no ragroute artifact ({POINTER_NAME} is missing; interrupted build?)")
+        if (root / BUILDS_DIR).is_dir():  # builds started here, none published
+            raise error(f"{root} holds no ragroute artifact ({POINTER_NAME} is missing; interrupted build?)")
+        raise error(
+            f"{root} holds no ragroute artifact (no {POINTER_NAME} file; if it holds documents, "
+            f"build an index from it first: ragroute build {root} --out DIR)"
+        )
     pointer = _read_pointer(root, error)
     path = root / BUILDS_DIR / pointer["build"]
     manifest_path = path / MANIFEST_NAME
@@ -495,9 +523,8 @@ def _checked(
     snapshot: Snapshot, family: str | None, verify: bool, error: type[ArtifactFormatError]
 ) -> Snapshot:
     if family is not None and snapshot.manifest.family != family:
-        raise error(
-            f"{snapshot.root} holds a {snapshot.manifest.family} ({snapshot.manifest.kind}), not a {family}"
-        )
+        held = f"{_a(snapshot.manifest.family)} ({snapshot.manifest.kind})"
+        raise error(f"{snapshot.root} holds {held}, not {_a(family)}")
     for name, info in snapshot.manifest.files.items():
         parts = Path(name).parts
         if not isinstance(info, dict) or not parts or Path(name).is_absolute() or ".." in parts:
