@@ -156,6 +156,10 @@ def test_ensemble_weights_confident_members(sources, hashing_encoder):
     assert set(decision.routes) == {"astro", "cook", "it"}
     assert decision.chosen == ["astro"]
     assert set(decision.signals["weights"]) == {"prototype", "knn"}
+    # what each member read is in the ensemble's signals, not only the routes it returned
+    member = decision.signals["member_signals"]["prototype"]
+    assert member == proto.route(QUERIES["astro"]).signals
+    assert set(member["similarity"]) == set(decision.routes)
 
 
 def test_routed_retriever_hits_remember_source_and_probability(sources, hashing_encoder):

@@ -64,6 +64,8 @@ class EnsembleRouter(BaseRouter):
                 signals={
                     "members": {r.name: d.routes for r, d in zip(self.routers, members)},
                     "weights": {r.name: round(w, 4) for r, w in zip(self.routers, member_weights)},
+                    # what each member read (similarities, score z, logit margins), not only its routes
+                    "member_signals": {r.name: d.signals for r, d in zip(self.routers, members)},
                 },
             )
             decision.trace = [step for d in members for step in d.trace] + decision.trace
