@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import check_query
+from ragroute.errors import InvalidArgumentError, check_batch, check_filters, check_query
 from ragroute.scopes import caller_scopes
 
 
@@ -51,6 +51,7 @@ class QueryContext:
     def __post_init__(self) -> None:
         # a sorted tuple of labels ("hr" is one label, not two letters); bad labels raise
         self.scopes = caller_scopes(self.scopes)
+        check_filters(self.filters)
 
     @classmethod
     def of(cls, query: str | QueryContext, **fields: Any) -> QueryContext:
@@ -63,8 +64,15 @@ class QueryContext:
         return encoder_key(encoder) in self._vectors
 
     def set_vector(self, encoder: Any, vector: np.ndarray | Sequence[float]) -> None:
-        """Hand the context a vector computed elsewhere (e.g. a precomputed embedding)."""
-        self._vectors[encoder_key(encoder)] = np.asarray(vector, dtype=np.float32).reshape(-1)
+        """Hand the context a vector computed elsewhere (e.g. a precomputed embedding); one that is
+        empty or holds NaN or infinity is refused (every similarity with it would be NaN, and a
+        router or gate reading NaN decides nothing sensible)."""
+        row = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if row.size == 0 or not np.isfinite(row).all():
+            raise InvalidArgumentError(
+                f"query vector for {self.text[:40]!r} is empty or not finite (NaN or infinity)"
+            )
+        self._vectors[encoder_key(encoder)] = row
 
     def vector(self, encoder: Any) -> np.ndarray:
         """This query's embedding by ``encoder``, encoded on first request only."""
@@ -82,7 +90,8 @@ class QueryContext:
 
 
 def contexts_of(queries: Sequence[str | QueryContext]) -> list[QueryContext]:
-    return [QueryContext.of(q) for q in queries]
+    """A context per query; a bare string (not a list of queries) is refused."""
+    return [QueryContext.of(q) for q in check_batch(queries)]
 
 
 def query_vectors(contexts: Sequence[QueryContext], encoder: Any) -> np.ndarray:

@@ -11,8 +11,10 @@ import difflib
 import errno
 import math
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+import numpy as np
 
 
 class RagrouteError(Exception):
@@ -29,6 +31,45 @@ class InvalidQueryError(RagrouteError, ValueError):
 
 class EmptyQueryError(InvalidQueryError):
     """The query is empty or only whitespace."""
+
+
+class InvalidArgumentError(RagrouteError, ValueError):
+    """An argument of the Python API has the wrong type or value (``k=0``, ``k=2.5``, a bare string
+    where a list of queries is expected, filters that are not a mapping): one line, raised at the
+    call rather than as an AttributeError from deep inside or, worse, as a silently empty result."""
+
+
+def check_k(k: Any, name: str = "k") -> int:
+    """``k`` as an ``int`` (a Python or numpy integer, or a float with no fraction such as 3.0), at
+    least 1; else :class:`InvalidArgumentError`."""
+    if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
+        raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value_type_name(k)}")
+    if isinstance(k, (float, np.floating)) and not float(k).is_integer():
+        raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {k!r}")
+    if k < 1:
+        raise InvalidArgumentError(f"{name} must be >= 1, got {k!r}")
+    return int(k)
+
+
+def check_batch(values: Any, what: str = "queries") -> list[Any]:
+    """``values`` as a list; a bare string (which would be split into one query per character) or a
+    non-iterable is :class:`InvalidArgumentError`."""
+    if isinstance(values, (str, bytes)):
+        raise InvalidArgumentError(f"{what} must be a list, not a single string (wrap it: [{values[:20]!r}])")
+    try:
+        return list(values)
+    except TypeError:
+        raise InvalidArgumentError(f"{what} must be a list, got {value_type_name(values)}") from None
+
+
+def check_filters(filters: Any) -> Any:
+    """``filters`` when it is ``None`` or a mapping (metadata key -> value or list of values); else
+    :class:`InvalidArgumentError` (a string would otherwise match nothing, silently)."""
+    if filters is None or isinstance(filters, Mapping):
+        return filters
+    raise InvalidArgumentError(
+        f"filters must be a mapping of metadata key to value, got {value_type_name(filters)}"
+    )
 
 
 class CorpusFormatError(RagrouteError, ValueError):

@@ -8,6 +8,7 @@ clipped at norm 1, each epoch's items shuffled by ``seed + epoch``; a progress b
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +23,16 @@ def shuffled_batches(n: int, size: int, seed: int) -> list[list[int]]:
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return [order[i : i + size] for i in range(0, n, size)]
+
+
+def check_learning_rate(learning_rate: Any) -> float:
+    """``learning_rate`` when it is a finite number >= 0 (0 trains nothing: the starting weights, as
+    a test of the draws uses); else one :class:`RagrouteError` line (checked before any data or
+    model loads by the trainers' parameter classes)."""
+    ok = isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool)
+    if not ok or not math.isfinite(learning_rate) or learning_rate < 0:
+        raise RagrouteError(f"learning rate must be a finite number >= 0, got {learning_rate!r}")
+    return float(learning_rate)
 
 
 def fine_tune(
@@ -39,12 +50,15 @@ def fine_tune(
 ) -> list[float]:
     """Run ``epochs`` over ``n_items`` items in shuffled batches; ``batch_loss(positions)`` returns the
     batch's loss tensor; the learning rate warms up over ``warmup`` (a fraction) of all steps.
-    Returns every step's loss."""
+    Returns every step's loss. A loss that turns NaN or infinite stops training with one
+    :class:`RagrouteError` line (the caller publishes nothing): a diverged model would still
+    encode, and every similarity it gave would be NaN."""
     import torch
     from tqdm.auto import tqdm
 
     from ragroute.progress import progress_enabled
 
+    check_learning_rate(learning_rate)
     trainable = list(trainable)
     steps = epochs * ((n_items + batch_size - 1) // batch_size)
     warmup_steps = max(1, int(steps * warmup))
@@ -63,6 +77,12 @@ def fine_tune(
             schedule.step()
             optimizer.zero_grad()
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                bar.close()
+                raise RagrouteError(
+                    f"{desc}: the loss became {losses[-1]} at step {len(losses)} of {steps} (training "
+                    f"diverged at learning rate {learning_rate:g}: lower it); nothing was published"
+                )
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()

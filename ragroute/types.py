@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Document:
@@ -25,6 +27,22 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
     parent_id: str | None = None
     modality: str = "text"
+
+    def __post_init__(self) -> None:
+        # an integer id becomes its text (it would come back as text from a saved index anyway);
+        # other wrong types fail here, in one line, not deep inside an index build
+        if isinstance(self.id, (int, np.integer)) and not isinstance(self.id, bool):
+            object.__setattr__(self, "id", str(self.id))
+        for name, expected in (("id", str), ("text", str), ("title", str), ("metadata", dict)):
+            value = getattr(self, name)
+            if not isinstance(value, expected):
+                from ragroute.errors import InvalidArgumentError, value_type_name
+
+                which = f"document {self.id!r}: " if isinstance(self.id, str) else "document: "
+                raise InvalidArgumentError(
+                    f"{which}{name} must be {'a mapping' if expected is dict else 'a string'}, "
+                    f"got {value_type_name(value)}"
+                )
 
     def full_text(self) -> str:
         """Title and text joined the way indexes see them."""
@@ -110,3 +128,4 @@ class Decision:
             "decided_by": self.decided_by,
             "trace": [step.to_dict() for step in self.trace],
         }
+

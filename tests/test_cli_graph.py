@@ -144,6 +144,11 @@ def test_add_only_new_documents_and_publish_a_new_build(workspace):
     result = run("graph", "add", "graph/kg", "all")
     assert result.exit_code == 0 and "nothing to add: all 6 passages" in result.output
     assert read_index_manifest(workspace / "graph" / "kg").build == manifest.build
+    # another cut would add every passage again under new ids (p1 beside p1#p0): refused
+    result = run("graph", "add", "graph/kg", "all", "--granularity", "paragraph")
+    assert result.exit_code == 2
+    assert "holds document-level passages but --granularity paragraph" in result.output
+    assert read_index_manifest(workspace / "graph" / "kg").build == manifest.build
 
 
 def test_stats_and_export(workspace, hashing_encoder):
@@ -166,6 +171,17 @@ def test_stats_and_export(workspace, hashing_encoder):
     result = run("graph", "export", "graph/all", "--format", "edgelist", "--out", "g.tsv")
     assert result.exit_code == 0
     assert len((workspace / "g.tsv").read_text().splitlines()) == expected["edges"] + 1
+    # never over a file that exists (a corpus, say) without --force, never inside an artifact
+    again = run("graph", "export", "graph/all", "--format", "graphml", "--out", "g.tsv")
+    assert again.exit_code == 2 and "g.tsv exists: give --force" in again.output
+    assert len((workspace / "g.tsv").read_text().splitlines()) == expected["edges"] + 1
+    export = ("graph", "export", "graph/all", "--format")
+    assert run(*export, "graphml", "--out", "g.tsv", "--force").exit_code == 0
+    assert (workspace / "g.tsv").read_text().startswith("<?xml")
+    pointer = (workspace / "graph" / "all" / "CURRENT").read_bytes()
+    inside = run(*export, "edgelist", "--out", "graph/all/CURRENT", "--force")
+    assert inside.exit_code == 2 and "is inside the artifact" in inside.output
+    assert (workspace / "graph" / "all" / "CURRENT").read_bytes() == pointer
 
 
 def test_build_from_triples_alone_and_with_a_corpus(workspace):

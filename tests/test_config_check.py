@@ -144,6 +144,10 @@ BAD = {
         "{config}: router: 'temperature' must be a number, not a string ('1e-9': YAML reads an exponent "
         "without a dot as text",
     ),
+    "source named none": (
+        GOOD.replace("  dense:", "  none: {index: indexes/astro}\n  dense:"),
+        "{config}: source 'none': a source may not be named 'none': the route that retrieves nothing",
+    ),
     "threshold gate without a side": (
         GOOD + "gate: {kind: threshold, signal: rarity, value: min_zipf}\n",
         "{config}: gate: a threshold gate needs exactly one of 'above' and 'below'",

@@ -182,7 +182,7 @@ def test_expert_set_shares_one_index_and_reports_experts_that_fail(trained_exper
 def test_expert_specs_refuse_bad_entries(minilm) -> None:
     with pytest.raises(RagrouteError, match="unknown kind"):
         ExpertSpec("x", "lora")
-    with pytest.raises(RagrouteError, match="needs a path"):
+    with pytest.raises(RagrouteError, match="experts need a path"):
         ExpertSpec("x", "adapter")
     with pytest.raises(RagrouteError, match="unique"):
         ExpertSet([ExpertSpec("a", "base"), ExpertSpec("a", "bm25")], minilm)

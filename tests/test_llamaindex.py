@@ -211,10 +211,14 @@ def test_a_query_bundle_embedding_is_used_instead_of_encoding(sources, hashing_e
     # an embedding of another dimension (another model) is ignored: the query is encoded
     retriever.retrieve(QueryBundle(query, embedding=[0.1] * 8))
     assert hashing_encoder.calls == calls + 2
+    # so is one holding NaN (every similarity with it would be NaN: no route, no hits)
+    unusable = retriever.retrieve(QueryBundle(query, embedding=[float("nan")] * len(embedding)))
+    assert hashing_encoder.calls == calls + 3
+    assert [n.node.node_id for n in unusable] == [n.node.node_id for n in plain]
     # a plain dense index too
     index = IndexLlamaRetriever(sources[0].retriever, similarity_top_k=2)
     assert len(index.retrieve(QueryBundle(query, embedding=embedding))) == 2
-    assert hashing_encoder.calls == calls + 2
+    assert hashing_encoder.calls == calls + 3
 
 
 def test_node_metadata_is_small_and_split_between_llm_and_bookkeeping(sources):

@@ -299,6 +299,29 @@ def test_reranker_in_a_routed_pipeline_and_as_llamaindex_postprocessor(tiny_rera
     )
     assert kept[0].node.id_ == "maps" and len(kept) == 2
     assert kept[0].score == pytest.approx(kept[0].node.metadata["rerank"]["probability"], abs=1e-4)
+    # the reranker's numbers stay out of what the LLM reads, and the caller's nodes are unchanged
+    from llama_index.core.schema import MetadataMode
+
+    assert "probability" not in kept[0].node.get_content(metadata_mode=MetadataMode.LLM)
+    assert "probability" not in kept[0].node.get_content(metadata_mode=MetadataMode.EMBED)
+    assert all("rerank" not in n.node.metadata for n in nodes)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(RagrouteError, match="top_n must be"):
+            RagrouteRerank(CrossEncoderReranker(out, backend="torch"), top_n=bad)
+    with pytest.raises(RagrouteError, match="needs a reranker object"):
+        RagrouteRerank(str(out))
+    reranker, hits = CrossEncoderReranker(out, backend="torch"), result.hits
+    for bad in (0, -1, None, 1.5):  # -1 returned all but the last hit, None every hit
+        with pytest.raises(RagrouteError, match="k must be"):
+            reranker.rerank("share price", hits, bad)
+    for query in ("", None):  # None was scored as the text "None"
+        with pytest.raises(RagrouteError, match="query"):
+            reranker.rerank(query, hits, 1)
+    with pytest.raises(RagrouteError, match="texts must be a list, not a single string"):
+        reranker.score("mayo", "split mayo")
+    for setting in ({"batch_size": 0}, {"candidates": "x"}, {"max_length": 0}):
+        with pytest.raises(RagrouteError, match=f"{next(iter(setting))} must be"):
+            CrossEncoderReranker(out, backend="torch", **setting)
 
 
 def test_unloadable_models_and_bad_settings_are_one_line_errors(tmp_path):

@@ -509,6 +509,10 @@ def test_langchain_retrievers_carry_the_callers_scope(sources, encoder):
     assert SECRET in {d.metadata["source"] for d in per_call}
     scoped = RoutedLangChainRetriever(pipeline, k=10, scopes=["hr"])
     assert SECRET in {d.metadata["source"] for d in scoped.invoke("salary payroll printer")}
+    # a string is one label, as everywhere in ragroute (it was split into the labels 'h' and 'r')
+    as_text = routed.invoke("salary payroll printer", scopes="hr")
+    assert [d.metadata["doc_id"] for d in as_text] == [d.metadata["doc_id"] for d in per_call]
+    assert RoutedLangChainRetriever(pipeline, k=10, scopes="hr").scopes == ("hr",)
     assert IndexLangChainRetriever(sources[1], k=3).invoke("salary") == []
     it = IndexLangChainRetriever(sources[2].retriever, k=18).invoke("printer salary", scopes=["it"])
     assert {d.metadata["doc_id"].split("-")[0] for d in it} == {"helpdesk", "it"}

@@ -96,10 +96,12 @@ def train_command(
     """
     from ragroute.encode import load_encoder
     from ragroute.experts.pseudo_queries import cut_pseudo_queries
-    from ragroute.experts.train import ExpertTrainParams, train_expert
+    from ragroute.experts.train import FAMILY, ExpertTrainParams, train_expert
     from ragroute.loaders import load_corpus
+    from ragroute.store import check_replaceable
     from ragroute.training import check_device
 
+    check_replaceable(out, FAMILY)  # before the corpus is loaded and encoded
     documents = load_corpus(corpus)
     cut_pseudo_queries(documents, max_queries=1)  # too small a corpus fails here, before encoding it
     params = ExpertTrainParams(
@@ -176,7 +178,13 @@ def train_command(
 )
 @click.option("--split", default="dev", show_default=True, help="Qrels split of --data.")
 @click.option("--clusters", type=click.IntRange(1), default=1, show_default=True, help="Pilots per expert.")
-@click.option("--mode", type=click.Choice(["nearest", "mean"]), default="nearest", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["nearest", "mean"]),
+    default="nearest",
+    show_default=True,
+    help="pilot routers: route by the nearest pilot vector, or by the mean similarity per expert.",
+)
 @cache_dir_option(CONFIG_CACHE_HELP)
 @one_line_errors
 def fit_router_command(

@@ -8,6 +8,7 @@ graphs go to ``graph/<corpus name>`` by default. See ``docs/graph.md``.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,7 @@ def add_command(
     with artifact_lock(graph_dir):  # a concurrent add waits, so neither loses the other's passages
         index = _load_graph(graph_dir, encoder, backend, cache_dir)
         units = load_units(corpus, granularity, on_error)
+        _check_same_cut(index.store.documents, units, granularity, graph_dir)
         new = [u for u in units if u.id not in index.store]
         known = len(units) - len(new)
         if not new:
@@ -348,17 +350,59 @@ def stats_command(graph_dir: Path, top: int, as_json: bool) -> None:
     "Gephi read it) or edgelist (TSV: source, target, names, weight, type).",
 )
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace --out if the file exists.")
 @one_line_errors
-def export_command(graph_dir: Path, fmt: str, out_file: Path) -> None:
-    """Write GRAPH_DIR's graph as GraphML or a TSV edge list."""
+def export_command(graph_dir: Path, fmt: str, out_file: Path, force: bool) -> None:
+    """Write GRAPH_DIR's graph as GraphML or a TSV edge list (to a new file, or --force)."""
     from ragroute.graph.views import edges, write_edgelist, write_graphml
 
+    _check_export_target(out_file, force)
     index = _load_graph_offline(graph_dir)
-    (write_graphml if fmt == "graphml" else write_edgelist)(index, out_file)
+    tmp = out_file.with_name(f".{out_file.name}.partial")  # a failed export leaves OUT as it was
+    try:
+        (write_graphml if fmt == "graphml" else write_edgelist)(index, tmp)
+        os.replace(tmp, out_file)
+    finally:
+        tmp.unlink(missing_ok=True)
     n_edges = len(edges(index)[0])
     click.echo(
         f"wrote {fmt} of {index.tables.n_phrases + len(index.store)} nodes and {n_edges} edges -> {out_file}"
     )
+
+
+def _cut_of(documents: Any) -> str:
+    """How passages were cut, read from their ids (``doc#p3`` paragraph, ``doc#s1`` section, a
+    whole document otherwise): the graph's manifest does not record it."""
+    for doc in documents:
+        if doc.parent_id:
+            suffix = doc.id.rsplit("#", 1)[-1][:1]
+            return {"p": "paragraph", "s": "section"}.get(suffix, "chunk")
+    return "document"
+
+
+def _check_same_cut(held: Any, units: Any, granularity: str, graph_dir: Path) -> None:
+    """``graph add`` with another ``--granularity`` than the build would add every passage again
+    under new ids (``doc`` beside ``doc#p0``): refused."""
+    if not held or not units:
+        return
+    before, now = _cut_of(held), _cut_of(units)
+    if before != now:
+        raise RagrouteError(
+            f"{graph_dir} holds {before}-level passages but --granularity {granularity} cut the corpus "
+            f"into {now}s: add with the granularity the graph was built with"
+        )
+
+
+def _check_export_target(out_file: Path, force: bool) -> None:
+    """An export never writes inside an artifact (its CURRENT pointer or a build's files) and never
+    replaces an existing file unless asked to."""
+    from ragroute.store import artifact_exists
+
+    for folder in out_file.absolute().parents:
+        if artifact_exists(folder):
+            raise RagrouteError(f"refusing to write {out_file}: it is inside the artifact {folder}")
+    if out_file.exists() and not force:
+        raise RagrouteError(f"{out_file} exists: give --force to replace it, or another --out")
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import bench_encoder_options, train_device_option
+from ragroute.cli.options import bench_encoder_options, split_option, train_device_option
 from ragroute.errors import RagrouteError
 from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
 from ragroute.rerank.train import LOSSES
@@ -161,8 +161,11 @@ def train_command(
     rerank` and `ragroute bench skills` report. Writes the model, its Platt
     calibration and its ONNX fp32/int8 exports to --out, and prints the training report.
     """
+    from ragroute.rerank.cross_encoder import FAMILY
     from ragroute.rerank.train import TrainParams, train_reranker
+    from ragroute.store import check_replaceable
 
+    check_replaceable(out, FAMILY)  # before minutes of loading and training, not after
     params = TrainParams(
         layers=layers,
         max_length=max_length,
@@ -198,7 +201,13 @@ def train_command(
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("query")
 @click.argument("texts", nargs=-1, required=True)
-@click.option("--backend", type=click.Choice(list(RERANK_BACKENDS)), default="auto")
+@click.option(
+    "--backend",
+    type=click.Choice(list(RERANK_BACKENDS)),
+    default="auto",
+    show_default=True,
+    help="How the reranker runs: auto = bf16 torch on CPUs with AMX, else its int8 ONNX export.",
+)
 @one_line_errors
 def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str) -> None:
     """Print each TEXT's calibrated probability of being relevant to QUERY."""
@@ -223,7 +232,7 @@ def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str)
     "Labelled sets whose calibration pairs are used [default: the ones the model was trained "
     "and calibrated on, from its manifest; pairs are always drawn as training drew them].",
 )
-@click.option("--split", default="dev", show_default=True)
+@split_option("Qrels split whose held-apart calibration queries are read.")
 @bench_encoder_options
 @one_line_errors
 def calibrate_command(
@@ -249,7 +258,7 @@ def calibrate_command(
     required=True,
     help="Reranker artifact to write (a new build, published atomically).",
 )
-@click.option("--split", default="dev", show_default=True)
+@split_option("Qrels split whose held-apart calibration queries calibrate the average.")
 @bench_encoder_options
 @one_line_errors
 def average_command(

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, format_hit, open_encoder
-from ragroute.cli.options import CONFIG_CACHE_HELP, cache_dir_option
+from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, cache_dir_option
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError, check_query
 from ragroute.types import Decision
@@ -126,7 +126,7 @@ def _labelled_queries(
     help="Directory for router.json + router_weights.npz (no pickle).",
 )
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
-@click.option("--backend", default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @cache_dir_option()
 @click.option("--none-label", default=None, help="The label that means 'answer without retrieval' (e.g. no).")
 @click.option("--model", type=click.Choice(["logreg", "mlp"]), default="logreg", show_default=True)

@@ -53,7 +53,7 @@ class ExpertSpec:
                 f"expert {self.name!r}: unknown kind {self.kind!r}; known: {', '.join(KINDS)}"
             )
         if self.kind in ("adapter", "dense") and not self.path:
-            raise RagrouteError(f"expert {self.name!r}: a {self.kind} expert needs a path")
+            raise RagrouteError(f"expert {self.name!r}: {self.kind!r} experts need a path")
 
 
 class ExpertSet:

@@ -79,6 +79,10 @@ class ExpertTrainParams:
         for name in ("epochs", "batch_size", "rank", "alpha", "max_queries", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise RagrouteError(f"expert training: {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.learning_rate is not None:
+            from ragroute.training import check_learning_rate
+
+            check_learning_rate(self.learning_rate)
 
     @property
     def lr(self) -> float:

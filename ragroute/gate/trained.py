@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.context import QueryContext, query_vectors
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.context import QueryContext, contexts_of, query_vectors
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_batch, check_query
 from ragroute.evaluation.metrics import auroc
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
@@ -159,7 +159,7 @@ class SignalGate:
 
     def probabilities(self, queries: Sequence[str | QueryContext]) -> np.ndarray:
         """Calibrated probabilities that each query needs retrieval."""
-        contexts = [QueryContext.of(q) for q in queries]
+        contexts = contexts_of(queries)
         return self._probabilities(self.signal_matrix(contexts))[0]
 
     def _probabilities(self, matrix: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -168,9 +168,10 @@ class SignalGate:
     def _explain_row(self, row: np.ndarray, extra: Any, i: int) -> dict[str, Any]:
         return {}
 
-    def gate_many(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
-        """One decision per query: ``retrieve`` (with depth), ``answer``, or ``stop``."""
-        contexts = list(contexts)
+    def gate_many(self, contexts: Sequence[QueryContext | str]) -> list[GateDecision]:
+        """One decision per query (a :class:`QueryContext`, or a text): ``retrieve`` (with depth),
+        ``answer``, or ``stop``."""
+        contexts = contexts_of(contexts)
         if not contexts:
             return []
         vectors = self._vectors(contexts)
@@ -417,8 +418,18 @@ class TrainedGate(SignalGate):
         :data:`C_GRID` with the best 5-fold cross-validated AUROC on the training
         signal values (the smallest within 0.001 of the best).
         """
-        texts = [str(t) for t in texts]
-        y = np.asarray(list(retrieve), dtype=bool)
+        texts = check_batch(texts, "texts")
+        for text in texts:  # refused if empty; kept as given (the signals were measured on raw texts)
+            check_query(text)
+        flags = check_batch(retrieve, "retrieve")
+        wrong = next((f for f in flags if not isinstance(f, (bool, np.bool_, int, np.integer))), None)
+        if wrong is not None:  # bool("no") is True: a label string would silently mean "retrieve"
+            raise RagrouteError(
+                f"retrieve must hold booleans (True: the query needs retrieval), got {wrong!r}: turn "
+                "labels into them with ragroute.gate.needs_retrieval"
+            )
+        signals = check_batch(signals, "signals")
+        y = np.asarray(flags, dtype=bool)
         if len(texts) != len(y):
             raise RagrouteError(f"{len(texts)} texts but {len(y)} labels")
         if y.all() or not y.any():
@@ -431,6 +442,12 @@ class TrainedGate(SignalGate):
             )
         if default_threshold not in THRESHOLD_RULES:
             raise RagrouteError(f"default_threshold must be one of {', '.join(THRESHOLD_RULES)}")
+        if isinstance(validation_fraction, bool) or not (
+            isinstance(validation_fraction, (int, float)) and 0 < validation_fraction < 1
+        ):
+            raise RagrouteError(
+                f"validation_fraction must be a share between 0 and 1, got {validation_fraction!r}"
+            )
         if C != "auto" and not (
             isinstance(C, (int, float)) and not isinstance(C, bool) and math.isfinite(C) and C > 0
         ):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragroute.encode.base import Encoder
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
 from ragroute.graph.build import GraphParams
 from ragroute.index.dense import DenseParams
 from ragroute.index.hybrid import FusionParams
@@ -53,8 +53,14 @@ def build_index(
     Kinds that embed text need an ``encoder`` (see :func:`ragroute.encode.load_encoder`).
     """
     cls = INDEX_KINDS.get(method)
+    documents = check_batch(documents, "documents")
     if not documents:
         raise RagrouteError("no documents to index")
+    wrong = next((d for d in documents if not isinstance(d, Document)), None)
+    if wrong is not None:
+        raise InvalidArgumentError(
+            f"documents must be Document objects (Document(id, text, ...)), got {type(wrong).__name__}"
+        )
     if cls.needs_encoder and encoder is None:
         raise RagrouteError(f"a {method} index needs an encoder")
     options = IndexOptions(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError
 from ragroute.scopes import Visible, labels_of
 from ragroute.types import Document, Hit
 
@@ -173,7 +173,11 @@ class DocumentStore:
         with open(path, "w", encoding="utf-8") as handle:
             for doc, iid in zip(self._docs, self._iids):
                 row = {"iid": iid, **doc.to_dict()}
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                try:
+                    line = json.dumps(row, ensure_ascii=False, default=_json_value)
+                except TypeError as exc:
+                    raise InvalidArgumentError(f"document {doc.id!r}: metadata {exc}") from None
+                handle.write(line + "\n")
         return DOCS_NAME
 
     @classmethod
@@ -225,3 +229,14 @@ def _field(doc: Document, key: str) -> Any:
     if key == "parent_id":
         return doc.parent_id
     return doc.metadata.get(key)
+
+
+def _json_value(value: Any) -> Any:
+    """Metadata values JSON lacks: numpy scalars and arrays (common in notebooks) become numbers and
+    lists; anything else (a set, bytes, an object) is a one-line error naming its type."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    kind = type(value).__name__
+    raise TypeError(f"holds a {kind}, which cannot be saved: use text, numbers, lists or mappings")

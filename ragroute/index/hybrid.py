@@ -10,7 +10,7 @@ from typing import Any
 
 from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_k
 from ragroute.index.base import filter_groups
 from ragroute.index.dense import DenseIndex, DenseParams
 from ragroute.index.docstore import DocumentStore
@@ -126,8 +126,7 @@ class HybridIndex(LocalIndex):
         returned scores BM25, waits for the scans and fuses, returning what ``search_contexts``
         would. The caller starts every source's scans before finishing any, so the GIL-bound BM25
         and fusion of all sources run on one thread while the scans run beside them."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = check_k(k)
         depth = max(k, self.fusion.candidates)
         scan, encoder = self.dense.ranked_positions, self.dense.encoder
         started = [

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.context import query_vectors
-from ragroute.errors import check_query
+from ragroute.errors import check_batch, check_filters, check_k, check_query
 from ragroute.index.base import by_filter_groups
 from ragroute.index.docstore import DocumentStore
 from ragroute.types import Document, Hit
@@ -60,10 +60,8 @@ class LocalIndex(ABC):
         self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
         """Top ``k`` hits for each query; empty or whitespace queries raise ``EmptyQueryError``."""
-        cleaned = [check_query(q) for q in queries]
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        return self._search_many(cleaned, k, filters)
+        cleaned = [check_query(q) for q in check_batch(queries)]
+        return self._search_many(cleaned, check_k(k), check_filters(filters))
 
     def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
         """Top ``k`` hits for each :class:`~ragroute.context.QueryContext` (its filters applied, and
@@ -72,8 +70,7 @@ class LocalIndex(ABC):
         Indexes that embed queries take the context's cached vector for their
         encoder, so a query is encoded once however many sources it visits.
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = check_k(k)
         return by_filter_groups(
             contexts, lambda group, filters: self._search_contexts(group, k, filters), scoped=True
         )

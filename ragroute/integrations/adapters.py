@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ragroute.errors import check_query
+from ragroute.errors import check_batch, check_filters, check_k, check_query
 from ragroute.index.base import by_filter_groups
 from ragroute.scopes import ACCESS_KEY, Visible, labels_of, scope_of, visible
 from ragroute.types import Decision, Document, Hit
@@ -153,10 +153,9 @@ class ExternalRetriever:
     def search_many(
         self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k, filters = check_k(k), check_filters(filters)
         out = []
-        cleaned = [check_query(q) for q in queries]
+        cleaned = [check_query(q) for q in check_batch(queries)]
         scope = scope_of(filters)
         if scope is not None and self.scope_filters is not None:
             found = self.fetch_scoped(cleaned, k, scope.scopes)

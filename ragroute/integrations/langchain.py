@@ -34,14 +34,14 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LangChainDocument
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_k
 from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import Source
-from ragroute.scopes import ACCESS_KEY, labels_of, visible
+from ragroute.scopes import ACCESS_KEY, caller_scopes, labels_of, visible
 from ragroute.types import Decision, Document, Hit
 
 _RAGROUTE_KEYS = ("doc_id", "source", "score", "title", "route_probability", "decision_id")
@@ -83,6 +83,11 @@ class _RagrouteRetriever(BaseRetriever):
         default=(), description="The caller's scopes (none: only public sources and documents)."
     )
 
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _one_label_or_many(cls, value: Any) -> tuple[str, ...]:
+        return caller_scopes(value)  # "hr" is one label, as everywhere in ragroute, not two letters
+
     def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:  # pragma: no cover
         raise NotImplementedError
 
@@ -90,11 +95,11 @@ class _RagrouteRetriever(BaseRetriever):
         return QueryContext.of(
             query,
             filters=dict(self.filters) if self.filters else None,
-            scopes=tuple(self.scopes if scopes is None else scopes),
+            scopes=caller_scopes(self.scopes if scopes is None else scopes),
         )
 
     def _run(self, query: str, scopes: Sequence[str] | None, k: int | None) -> list[LangChainDocument]:
-        return self._search(self._context(query, scopes), self.k if k is None else int(k))
+        return self._search(self._context(query, scopes), self.k if k is None else check_k(k))
 
     def _get_relevant_documents(
         self,

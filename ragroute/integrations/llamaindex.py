@@ -37,6 +37,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import (
@@ -47,7 +48,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from ragroute.context import QueryContext, encoder_key
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_filters
 from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import Source
@@ -137,14 +138,19 @@ def query_context(
     scopes: Sequence[str] = (),
 ) -> QueryContext:
     """A context for the bundle's query (with the caller's ``scopes``); its ``embedding`` becomes
-    ``encoder``'s query vector when the dimensions match (it is assumed to come from the same model)."""
+    ``encoder``'s query vector when the dimensions match (it is assumed to come from the same model)
+    and every value is finite; otherwise the query is encoded as if there were none."""
     context = QueryContext.of(
-        query_bundle.query_str, filters=dict(filters) if filters else None, scopes=tuple(scopes)
+        query_bundle.query_str,
+        filters=dict(check_filters(filters)) if filters else None,
+        scopes=caller_scopes(scopes),
     )
     embedding = query_bundle.embedding
     dim = getattr(encoder, "dim", None)
     if embedding is not None and encoder is not None and dim and len(embedding) == int(dim):
-        context.set_vector(encoder, embedding)
+        row = np.asarray(embedding, dtype=np.float32)
+        if np.isfinite(row).all():
+            context.set_vector(encoder, row)
     return context
 
 

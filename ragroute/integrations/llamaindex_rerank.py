@@ -2,8 +2,9 @@
 
 ``RagrouteRerank(reranker=CrossEncoderReranker("rerank/default"), top_n=5)`` reorders the
 nodes of any LlamaIndex retriever or query engine by the reranker's calibrated
-probability of relevance; each returned node's score is that probability and its
-metadata ``rerank`` holds the logit, the probability and the node's rank before.
+probability of relevance; each returned node (a copy: the input nodes are not changed) scores
+that probability, and its metadata ``rerank`` holds the logit, the probability and the node's rank
+before (kept out of the text an LLM reads and of what an embedding model encodes).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field, PrivateAttr
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_k
 from ragroute.types import Hit
 
 
@@ -25,8 +26,13 @@ class RagrouteRerank(BaseNodePostprocessor):
     _reranker: Any = PrivateAttr()
 
     def __init__(self, reranker: Any, top_n: int = 5, **kwargs: Any) -> None:
+        if not callable(getattr(reranker, "rerank", None)):
+            raise RagrouteError(
+                "RagrouteRerank needs a reranker object (e.g. CrossEncoderReranker('rerank/default')), "
+                f"got {type(reranker).__name__}"
+            )
         # pydantic's __init__ takes the subclass's fields; mypy types it with the base class's only
-        super().__init__(top_n=top_n, **kwargs)  # type: ignore[call-arg]
+        super().__init__(top_n=check_k(top_n, "top_n"), **kwargs)  # type: ignore[call-arg]
         self._reranker = reranker
 
     @classmethod
@@ -57,7 +63,12 @@ class RagrouteRerank(BaseNodePostprocessor):
             ranked = reranker.rerank(query_bundle.query_str, hits, self.top_n)
         out = []
         for hit in ranked:
-            node = nodes[int(hit.doc_id)]
-            node.node.metadata["rerank"] = hit.explain.get("rerank", {})
-            out.append(NodeWithScore(node=node.node, score=float(hit.score)))
+            # a copy: the caller's nodes stay as they were; the reranker's numbers are for the trace,
+            # never part of the text an LLM reads or an embedding model encodes
+            node = nodes[int(hit.doc_id)].node.model_copy(deep=True)
+            node.metadata["rerank"] = hit.explain.get("rerank", {})
+            for excluded in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
+                if "rerank" not in excluded:
+                    excluded.append("rerank")
+            out.append(NodeWithScore(node=node, score=float(hit.score)))
         return out

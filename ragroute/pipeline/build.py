@@ -23,7 +23,7 @@ from ragroute.pipeline.stages import RoutingOptions
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS
 from ragroute.route.base import NONE_ROUTE, Router
 from ragroute.route.factories import ROUTER_SETTING_TYPES, ROUTER_SETTINGS, RouterBuild, build_router
-from ragroute.route.sources import Source, SourceProblem
+from ragroute.route.sources import Source, SourceProblem, check_sources
 
 SELECTION_KEYS = {f.name for f in fields(RoutingOptions)}
 #: the type of each selection key of a ``router:`` mapping (the others are strings)
@@ -185,6 +185,12 @@ def pipeline_from_settings(
     ``router_settings``. ``exposure``: an ``exposure:`` mapping (a budget; a new ledger) or a
     ledger to share (:mod:`ragroute.exposure`).
     """
+    try:
+        sources = check_sources(sources)
+    except RagrouteError as exc:
+        raise type(exc)(f"{where}: {exc}" if where else str(exc)) from None
+    if router_settings is not None and not isinstance(router_settings, Mapping):
+        raise RagrouteError(f"{where + ': ' if where else ''}router settings must be a mapping (kind: ...)")
     settings = dict(router_settings or {})
     if router is None:
         settings.setdefault("kind", "prototype")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragroute.context import QueryContext, contexts_of
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_batch, check_k
 from ragroute.exposure import ExposureLedger
 from ragroute.pipeline.stages import (
     SHARED_DOCUMENTS_DEPTH,
@@ -30,7 +30,7 @@ from ragroute.pipeline.stages import (
     ScopeCheck,
 )
 from ragroute.route.base import NONE_ROUTE
-from ragroute.route.sources import Source, SourceProblem
+from ragroute.route.sources import Source, SourceProblem, check_sources
 from ragroute.types import Decision, Hit, TraceStep
 
 
@@ -80,7 +80,7 @@ class Pipeline:
         if router is None and policy is None:
             raise RagrouteError("a pipeline needs a router, a policy, or both")
         self.name = name
-        self.sources = list(sources)
+        self.sources = check_sources(sources)
         self.router = router
         self.policy = policy
         self.encoder = encoder
@@ -133,6 +133,7 @@ class Pipeline:
         caller: str | None = None,
     ) -> list[PipelineResult]:
         """:meth:`retrieve` for a batch: routers, encoders and sources are called once per batch."""
+        queries = check_batch(queries)
         if scopes is None and caller is None:
             return self.retrieve_contexts(contexts_of(queries), k)
         if any(isinstance(q, QueryContext) for q in queries):
@@ -143,9 +144,8 @@ class Pipeline:
         return self.retrieve_contexts([QueryContext.of(q, **given) for q in queries], k)
 
     def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        contexts = list(contexts)
+        k = check_k(k)
+        contexts = check_batch(contexts, "contexts")
         decisions: list[Decision | None] = [None] * len(contexts)
         depths = [k] * len(contexts)
         if self._gate is not None:

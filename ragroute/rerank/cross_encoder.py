@@ -34,6 +34,7 @@ import contextvars
 import copy
 import functools
 import json
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.errors import (
+    InvalidArgumentError,
+    RagrouteError,
+    check_batch,
+    check_k,
+    check_keys,
+    check_query,
+    check_setting,
+)
 from ragroute.identifiers import name_with_words
 from ragroute.skills.compact import compact_body
 from ragroute.skills.records import FIELDS_KEY
@@ -214,9 +223,13 @@ class CrossEncoderReranker:
     ) -> None:
         if backend not in BACKENDS:
             raise RagrouteError(f"unknown reranker backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if not isinstance(model, (str, os.PathLike)):
+            raise InvalidArgumentError(f"reranker model must be a path or a name, got {type(model).__name__}")
         self.model_ref = str(model)
-        self.candidates = int(candidates)
-        self.batch_size = int(batch_size)
+        self.candidates = check_k(candidates, "candidates")
+        self.batch_size = check_k(batch_size, "batch_size")
+        if max_length is not None:
+            max_length = check_k(max_length, "max_length")
         self.body = body
         self._lock = threading.Lock()
         self._scorer, self.calibration, self.info = _load(
@@ -270,16 +283,17 @@ class CrossEncoderReranker:
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Probabilities that each text is relevant to ``query`` (calibrated when the model is)."""
-        return self.calibration(self.logits(query, texts))
+        return self.calibration(self.logits(check_query(query), check_batch(texts, "texts")))
 
     def rerank(self, context: Any, hits: list[Hit], k: int, *, candidates: int | None = None) -> list[Hit]:
         """The ``k`` best of the first ``candidates`` hits (default :attr:`candidates`) by
         probability; ties keep the stage-1 order."""
-        pool = hits[: max(candidates or self.candidates, 1)]
+        k = check_k(k)
+        pool = hits[: check_k(candidates or self.candidates, "candidates")]
         if not pool:
             return []
-        query = getattr(context, "text", context)
-        logits = self.logits(str(query), [candidate_text(h, body=self.body, **self.reading) for h in pool])
+        query = check_query(getattr(context, "text", context))
+        logits = self.logits(query, [candidate_text(h, body=self.body, **self.reading) for h in pool])
         stage1_z = pool_zscores([h.score for h in pool])
         probs = self.calibration(logits, np.arange(1, len(pool) + 1), stage1_z)
         order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]
@@ -343,8 +357,10 @@ def cross_encoder_reranker(settings: Mapping[str, Any], build: Any) -> CrossEnco
         if key in settings:
             optional = key == "max_length"
             check_setting(settings[key], expected, section, key, minimum=minimum, optional=optional)
+    model = str(settings.get("model", "rerank/default"))
+    beside = build.resolve(model) if callable(getattr(build, "resolve", None)) else None
     return CrossEncoderReranker(
-        settings.get("model", "rerank/default"),
+        beside if beside is not None and beside.exists() else model,  # beside the config, else as given
         backend=str(settings.get("backend", "auto")),
         candidates=int(settings.get("candidates", 20)),
         batch_size=int(settings.get("batch_size", 32)),

@@ -119,6 +119,9 @@ class TrainParams:
             raise RagrouteError(
                 f"unknown reranker training loss {self.loss!r}; choose one of {', '.join(LOSSES)}"
             )
+        from ragroute.training import check_learning_rate
+
+        check_learning_rate(self.learning_rate)
 
     @property
     def model_seed(self) -> int:

@@ -281,9 +281,12 @@ class _Checker:
     def check_source(self, name: str, entry: Any) -> None:
         from ragroute.registry import SOURCE_KINDS
         from ragroute.route.source_kinds import SourceRequest, check_entry, load_factory
+        from ragroute.route.sources import RESERVED_NAMES
         from ragroute.scopes import access_labels
 
         where = f"{self.path}: source {name!r}"
+        if name in RESERVED_NAMES:
+            self.problem(f"{where}: a source may not be named {name!r}: the route that retrieves nothing")
         if not isinstance(entry, dict):
             self.problem(f"{where} needs an 'index' directory or a 'kind:'")
             return

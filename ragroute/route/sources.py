@@ -96,6 +96,34 @@ class Source:
         return pairs
 
 
+RESERVED_NAMES = ("none",)
+"""Names no source may take: ``none`` is the route that retrieves nothing."""
+
+
+def check_sources(sources: Any) -> list[Source]:
+    """``sources`` as a list of :class:`Source` with distinct names, none of them reserved; else one
+    :class:`~ragroute.errors.InvalidArgumentError` line (an index passed where a ``Source`` is
+    expected; two sources named alike, where one would hide the other; a source named ``none``,
+    which the router's no-retrieval route would shadow)."""
+    from ragroute.errors import InvalidArgumentError, check_batch
+
+    listed = check_batch(sources, "sources")
+    seen: set[str] = set()
+    for source in listed:
+        if not isinstance(source, Source):
+            raise InvalidArgumentError(
+                f"sources must be Source objects (Source(name, index)), got {type(source).__name__}"
+            )
+        if source.name in RESERVED_NAMES:
+            raise InvalidArgumentError(
+                f"a source may not be named {source.name!r}: it is the route that retrieves nothing"
+            )
+        if source.name in seen:
+            raise InvalidArgumentError(f"two sources are named {source.name!r}: one would hide the other")
+        seen.add(source.name)
+    return listed
+
+
 @dataclass
 class SourceProblem:
     """A source that could not be opened: reported in decisions, never fatal."""

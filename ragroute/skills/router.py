@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_batch, check_k
 from ragroute.skills.index import METHODS, SkillIndex, SkillIndexParams
 from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
 from ragroute.types import Hit, TraceStep
@@ -222,6 +222,14 @@ class GateAbstention:
         return {"gate": None if self.path is None else str(self.path), "name": self.name}
 
 
+def _check_threshold(threshold: Any) -> None:
+    """An abstention threshold is a probability (``None``: the model's own)."""
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise RagrouteError(f"threshold must be a probability in [0, 1], got {threshold!r}")
+
+
 class SkillRouter:
     """Retrieve-and-rerank over a skill catalogue, with overlap handling and abstention.
 
@@ -261,8 +269,8 @@ class SkillRouter:
             raise RagrouteError(f"unknown stage-1 method {method!r}: choose one of {', '.join(METHODS)}")
         if overlap not in OVERLAP_MODES:
             raise RagrouteError(f"unknown overlap mode {overlap!r}: choose one of {', '.join(OVERLAP_MODES)}")
-        if candidates < 1:
-            raise RagrouteError(f"candidates must be >= 1, got {candidates}")
+        candidates = check_k(candidates, "candidates")
+        _check_threshold(threshold)
         if not isinstance(index, SkillIndex):
             index = SkillIndex.build(index, encoder, params)
         self.index = index
@@ -313,6 +321,8 @@ class SkillRouter:
             raise RagrouteError(
                 f"unknown overlap mode {other.overlap!r}: choose one of {', '.join(OVERLAP_MODES)}"
             )
+        other.candidates = check_k(other.candidates, "candidates")
+        _check_threshold(other.threshold)
         return other
 
     def describe(self) -> dict[str, Any]:
@@ -357,9 +367,8 @@ class SkillRouter:
         self, tasks: Sequence[str], k: int = 5, *, ids: Sequence[str] | None = None
     ) -> list[SkillRoute]:
         """:meth:`route` for many tasks (stage 1 scored as one batch)."""
-        if k < 1:
-            raise RagrouteError(f"k must be >= 1, got {k}")
-        tasks = list(tasks)
+        k = check_k(k)
+        tasks = check_batch(tasks, "tasks")
         if not tasks:
             return []
         began = time.perf_counter()

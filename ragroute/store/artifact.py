@@ -135,7 +135,7 @@ def write_artifact(
     )
     with writer_lock(target / LOCK_NAME, str(target)) as locked:
         crash_point("write: locked")
-        _refuse_other_family(target, family, error)
+        check_replaceable(target, family, error)
         _clean_debris(target, locked)
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=builds))
         _WRITING.add(str(tmp))
@@ -153,11 +153,17 @@ def write_artifact(
         crash_point("write: done")
 
 
-def _refuse_other_family(target: Path, family: str, error: type[ArtifactFormatError]) -> None:
-    """A new build may replace one of its own family (an index another index, whatever its kind),
+def check_replaceable(
+    target: str | Path, family: str, error: type[ArtifactFormatError] = ArtifactFormatError
+) -> None:
+    """Raise ``error`` if a build of ``family`` may not be published at ``target`` (see below); the
+    long trainers call it before any work, :func:`write_artifact` again under the lock.
+
+    A new build may replace one of its own family (an index another index, whatever its kind),
     never another family's: ``build --out`` pointed at a trained router by mistake would otherwise
     leave every config naming that router broken. A published build that cannot be read does not
     stop a rebuild (rebuilding is how a damaged artifact is repaired)."""
+    target = Path(target)
     if not artifact_exists(target):
         return
     try:
@@ -171,7 +177,12 @@ def _refuse_other_family(target: Path, family: str, error: type[ArtifactFormatEr
         )
 
 
-def _a(noun: str) -> str:
+_FAMILY_NOUNS = {"skills": "skill index"}
+
+
+def _a(family: str) -> str:
+    """``an index``, ``a router``, ``a skill index``: a family named in a sentence."""
+    noun = _FAMILY_NOUNS.get(family, family)
     return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 

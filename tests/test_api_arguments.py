@@ -1,0 +1,173 @@
+"""Arguments of the Python API a notebook user gets wrong: one-line errors at the call, never a
+silently empty or character-split result (found by an audit of the public API)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragroute.context import QueryContext
+from ragroute.errors import InvalidArgumentError, RagrouteError
+from ragroute.index.build import build_index
+from ragroute.pipeline import Pipeline
+from ragroute.route.prototype import PrototypeRouter
+from ragroute.route.sources import Source
+
+
+@pytest.fixture
+def indexes(hashing_encoder, small_docs):
+    return {
+        method: build_index(small_docs, method, encoder=hashing_encoder, name=method)
+        for method in ("bm25", "dense", "hybrid")
+    }
+
+
+@pytest.fixture
+def pipeline(hashing_encoder, small_docs):
+    def topic(name):
+        return [d for d in small_docs if d.metadata["topic"] == name]
+
+    topics = ("astro", "cook", "it")
+    sources = [Source(t, build_index(topic(t), "dense", encoder=hashing_encoder)) for t in topics]
+    return Pipeline(sources, PrototypeRouter(sources, hashing_encoder), encoder=hashing_encoder)
+
+
+def test_k_is_a_whole_number_of_any_integer_type_on_every_index_kind(indexes):
+    for index in indexes.values():
+        assert len(index.search("planet orbit", k=3.0)) == 3
+        assert len(index.search("planet orbit", k=np.int64(2))) == 2
+        wrong = ((2.5, "got 2.5"), ("3", "got a string"), (None, "got empty"), (True, "got a boolean"))
+        for bad, said in wrong:
+            with pytest.raises(InvalidArgumentError, match=f"k must be a whole number >= 1, {said}"):
+                index.search("planet orbit", k=bad)
+        with pytest.raises(InvalidArgumentError, match="k must be >= 1, got 0"):
+            index.search("planet orbit", k=0)
+    assert issubclass(InvalidArgumentError, ValueError) and issubclass(InvalidArgumentError, RagrouteError)
+
+
+def test_a_bare_string_is_not_a_batch_and_filters_are_a_mapping(indexes, pipeline):
+    with pytest.raises(InvalidArgumentError, match=r"queries must be a list, not a single string"):
+        indexes["dense"].search_many("planet")
+    with pytest.raises(InvalidArgumentError, match=r"queries must be a list, not a single string"):
+        pipeline.retrieve_many("toner")
+    for index in indexes.values():
+        with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
+            index.search("planet", filters="astro")
+    with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
+        QueryContext.of("planet", filters="astro")
+
+
+def test_pipeline_k_float_is_a_value_not_a_failed_source(pipeline):
+    # a float k used to reach faiss, fail there and be recorded as a failing source: 0 hits, no error
+    result = pipeline.retrieve("planets and stars", k=3.0)
+    assert len(result.hits) == 3
+    with pytest.raises(InvalidArgumentError):
+        pipeline.retrieve("planets and stars", k=2.5)
+
+
+def test_a_non_finite_query_vector_is_refused(hashing_encoder):
+    context = QueryContext.of("planet")
+    for bad in ([np.nan] * 8, [np.inf] * 8, []):
+        with pytest.raises(InvalidArgumentError, match="empty or not finite"):
+            context.set_vector(hashing_encoder, bad)
+    assert not context.has_vector(hashing_encoder)
+
+
+def test_sources_are_sources_with_distinct_names_and_none_is_reserved(pipeline, hashing_encoder):
+    from ragroute.pipeline.build import pipeline_from_settings
+
+    astro, cook = pipeline.sources[0], pipeline.sources[1]
+    twice = [astro, Source("astro", cook.retriever)]
+    with pytest.raises(InvalidArgumentError, match="two sources are named 'astro': one would hide the other"):
+        pipeline_from_settings(twice, {"kind": "prototype"}, encoder=hashing_encoder)
+    with pytest.raises(InvalidArgumentError, match="may not be named 'none'"):
+        Pipeline([astro, Source("none", cook.retriever)], PrototypeRouter([astro], hashing_encoder))
+    with pytest.raises(InvalidArgumentError, match="sources must be Source objects .* got DenseIndex"):
+        pipeline_from_settings([astro.retriever], {"kind": "prototype"}, encoder=hashing_encoder)
+    with pytest.raises(RagrouteError, match="router settings must be a mapping"):
+        pipeline_from_settings([astro], "prototype", encoder=hashing_encoder)
+
+
+def test_a_diverging_fine_tune_stops_with_one_line_and_learning_rates_are_checked_first():
+    import torch
+
+    from ragroute.experts.train import ExpertTrainParams
+    from ragroute.rerank.train import TrainParams
+    from ragroute.training import fine_tune
+
+    weight = torch.nn.Parameter(torch.ones(3))
+
+    def exploding(_positions):
+        return (weight * torch.tensor([float("inf"), 1.0, 1.0])).sum()
+
+    settings = {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "warmup": 0.1, "seed": 0}
+    diverged = r"toy: the loss became inf at step 1 of 2 .* nothing was published"
+    with pytest.raises(RagrouteError, match=diverged):
+        fine_tune([weight], 4, exploding, **settings, desc="toy", show_progress=False)
+    for bad in (-1.0, float("nan"), float("inf"), "fast"):
+        with pytest.raises(RagrouteError, match="learning rate must be a finite number >= 0"):
+            ExpertTrainParams(learning_rate=bad)
+        with pytest.raises(RagrouteError, match="learning rate must be a finite number >= 0"):
+            TrainParams(learning_rate=bad)
+
+
+def test_gate_arguments(hashing_encoder):
+    from test_gate import ANSWER, RETRIEVE
+
+    from ragroute.gate import TrainedGate
+
+    texts = RETRIEVE[:6] + ANSWER[:6]
+    labels = [True] * 6 + [False] * 6
+    for bad, said in (
+        ({"retrieve": ["yes"] * 6 + ["no"] * 6}, "retrieve must hold booleans"),
+        ({"validation_fraction": 1.5}, "validation_fraction must be a share between 0 and 1"),
+        ({"validation_fraction": -1}, "validation_fraction must be a share between 0 and 1"),
+        ({"signals": "rarity"}, "signals must be a list, not a single string"),
+        ({"texts": "what is"}, "texts must be a list, not a single string"),
+    ):
+        arguments = {"texts": texts, "retrieve": labels, "signals": ["rarity", "complexity"], **bad}
+        with pytest.raises(RagrouteError, match=said):
+            TrainedGate.fit(encoder=hashing_encoder, **arguments)
+    gate = TrainedGate.fit(texts, labels, hashing_encoder, signals=["rarity", "complexity"])
+    question = "Who founded the Xylofrant company?"
+    decided = gate.gate_many([question])  # a text is a query, as elsewhere
+    assert decided[0].action in ("retrieve", "answer")
+    assert decided[0].probability == pytest.approx(gate.probabilities([question])[0])
+
+
+def test_documents_are_typed_and_notebook_metadata_saves(tmp_path, hashing_encoder):
+    from ragroute.index.io import load_index, save_index
+    from ragroute.types import Document
+
+    assert Document(id=np.int64(7), text="x").id == "7" and Document(id=1, text="y").id == "1"
+    for bad, said in (("text", "must be a list, not a single string"), ([{"id": 1}], "got dict")):
+        with pytest.raises(InvalidArgumentError, match=said):
+            build_index(bad, "bm25")
+    with pytest.raises(InvalidArgumentError, match="document 'a': text must be a string, got empty"):
+        Document(id="a", text=None)
+    with pytest.raises(InvalidArgumentError, match="document 'a': metadata must be a mapping"):
+        Document(id="a", text="t", metadata=["x"])
+    docs = [Document(id="a", text="comet tail", metadata={"year": np.int64(2019), "w": np.float32(0.5)})]
+    index = build_index(docs, "bm25", name="n")
+    save_index(index, tmp_path / "ok")
+    assert load_index(tmp_path / "ok").search("comet", k=1)[0].metadata == {"year": 2019, "w": 0.5}
+    odd = build_index([Document(id="b", text="comet", metadata={"tags": {"x"}})], "bm25", name="n")
+    with pytest.raises(InvalidArgumentError, match="document 'b': metadata holds a set, which cannot be"):
+        save_index(odd, tmp_path / "odd")
+    assert not (tmp_path / "odd" / "CURRENT").exists()
+
+
+def test_skill_router_settings(hashing_encoder):
+    from ragroute.skills.records import Skill
+    from ragroute.skills.router import SkillRouter
+
+    skills = [Skill(f"s{i}", f"tool {i}", f"does thing {i}", "") for i in range(3)]
+    router = SkillRouter.build(skills, hashing_encoder)
+    for bad in ({"threshold": 5}, {"threshold": -1}, {"candidates": 0}, {"candidates": "5"}):
+        with pytest.raises(RagrouteError, match="threshold must be a probability|candidates must be"):
+            router.with_options(**bad)
+        with pytest.raises(RagrouteError, match="threshold must be a probability|candidates must be"):
+            SkillRouter(router.index, **bad)
+    with pytest.raises(InvalidArgumentError, match="tasks must be a list, not a single string"):
+        router.route_many("send email")
+    assert [r.skills[0].id for r in router.route_many(["does thing 2"], k=2.0)] == ["s2"]
