@@ -152,6 +152,10 @@ BAD = {
         GOOD + "gate: {kind: threshold, signal: rarity, value: min_zipf}\n",
         "{config}: gate: a threshold gate needs exactly one of 'above' and 'below'",
     ),
+    "threshold gate value the signal lacks": (
+        GOOD + "gate: {kind: threshold, signal: rarity, value: nosuch, below: 3}\n",
+        "{config}: gate: signal rarity has no value 'nosuch': it has min_zipf, mean_zipf",
+    ),
     "reranker candidates of zero": (
         GOOD + "reranker: {kind: cross-encoder, model: indexes/astro, candidates: 0}\n",
         "{config}: reranker: 'candidates' must be at least 1, not 0",

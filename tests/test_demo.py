@@ -42,6 +42,10 @@ def test_demo_routes_then_walks_the_graph(tmp_path, monkeypatch, hashing_encoder
     skipped = CliRunner().invoke(main, [str(a) for a in args] + ["--no-graph", "--no-skills", "--no-steps"])
     assert skipped.exit_code == 0 and "multi-hop" not in skipped.output
     assert "skill task" not in skipped.output and "step by step" not in skipped.output
+    # a queries file that is not there is said before any index is built
+    routing_file = str(tmp_path / "routing.yaml")
+    missing = CliRunner().invoke(main, ["demo", "--routing", routing_file, "--queries", "no.jsonl"])
+    assert missing.exit_code == 2 and missing.output.startswith("error: --queries no.jsonl: no such file")
 
 
 def test_graph_step_beats_dense_on_the_two_hop_questions(tmp_path, minilm, capsys):

@@ -141,6 +141,8 @@ def demo_command(
     from ragroute.route.config import RoutingConfig, load_routing
 
     config = RoutingConfig.read(routing_file)
+    if not queries_file.is_file():  # said now, not after every index is built
+        raise RagrouteError(f"--queries {queries_file}: no such file (paths are relative to where you run)")
     if "corpora" not in config.data or "index_dir" not in config.data:
         raise RagrouteError(f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes")
     index_dir = config.resolve(config.data["index_dir"])

@@ -43,10 +43,10 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
         f"written by ragroute {manifest.library_version}" + ("  [0.1 layout]" if snapshot.legacy else "")
     )
     if manifest.encoder:
-        click.echo(
-            f"  encoder: {manifest.encoder.get('model_id')} ({manifest.encoder.get('backend', '?')}, "
-            f"dim {manifest.encoder.get('dim')})"
-        )
+        # an index records the backend that encoded its documents; a gate or router only the model
+        backend = manifest.encoder.get("backend")
+        details = ", ".join([*([backend] if backend else []), f"dim {manifest.encoder.get('dim')}"])
+        click.echo(f"  encoder: {manifest.encoder.get('model_id')} ({details})")
     size = sum(int(f.get("bytes", 0)) for f in manifest.files.values())
     click.echo(
         f"  {len(manifest.files)} files, {size / 1e6:.2f} MB" + (", checksums verified" if verify else "")

@@ -560,6 +560,8 @@ class _Checker:
                 self.problem(f"{where}: a threshold gate needs 'signal:' (e.g. rarity, knn_vote)")
             else:
                 self.signal_spec(spec["signal"], GATE_SIGNALS, SIGNAL_SETTINGS, f"{where}: signal")
+                if spec.get("value") is not None:
+                    self.check_signal_value(spec["signal"], str(spec["value"]), where)
         for key in ("examples",):
             if key in spec and not self.resolve(spec[key]).is_file():
                 self.problem(f"{where}: {key} file {self.resolve(spec[key])} does not exist")
@@ -598,6 +600,20 @@ class _Checker:
                 f"{', '.join(wanted) or 'none'} are configured: refit it with "
                 "`ragroute gate fit --signals ...` or configure those signals"
             )
+
+    def check_signal_value(self, signal: Any, value: str, where: str) -> None:
+        """A threshold gate's ``value:`` must be one of its signal's values (built without an encoder
+        or sources: only the names are read)."""
+        from ragroute.gate.signals import make_signal
+
+        try:
+            built = make_signal(signal, encoder=None, sources=())
+        except RagrouteError:
+            return  # the signal itself is reported by signal_spec
+        name = value.split(".", 1)[1] if value.startswith(f"{built.kind}.") else value
+        if name not in built.names:
+            known = ", ".join(built.names)
+            self.problem(f"{where}: signal {built.kind} has no value {name!r}: it has {known}")
 
     def signal_spec(
         self, spec: Any, kinds: Mapping[str, Any], settings: Mapping[str, Any], where: str
