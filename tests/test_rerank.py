@@ -940,3 +940,11 @@ def test_draws_of_one_seed_start_from_the_same_weights(tmp_path):
     base, draw, other_seed = untrained(0, None), untrained(0, 3), untrained(1, None)
     assert all(bool((base[n] == draw[n]).all()) for n in base)  # a learning rate of 0 keeps the start
     assert not bool((base["classifier.weight"] == other_seed["classifier.weight"]).all())
+
+
+def test_recalibration_names_training_sets_it_cannot_find(tmp_path):
+    from ragroute.cli.rerank import _calibration_pairs
+
+    params_in = {"train": {}, "data": {"roots": [str(tmp_path / "gone")]}}
+    with pytest.raises(RagrouteError, match=r"trained on are not found from here \(.*gone, as recorded"):
+        _calibration_pairs(params_in, [tmp_path], "dev", "all-MiniLM-L6-v2", "auto", None)

@@ -295,6 +295,13 @@ def _calibration_pairs(
 
     params = TrainParams.from_manifest(params_in)
     trained, chosen = calibration_sets(params_in.get("data", {}), roots, DEFAULT_DATA)
+    absent = [str(r) for r in trained if not Path(r).exists()]
+    if absent:  # needed even with --data: they fix which queries training held apart
+        raise RagrouteError(
+            f"the sets this reranker was trained on are not found from here ({', '.join(absent)}, as "
+            "recorded relative to where it was trained): run from that folder; they decide which "
+            "queries training held apart, so they are read even when --data names others"
+        )
     calibration = calibration_pairs(
         trained,
         chosen,
