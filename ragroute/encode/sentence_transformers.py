@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,21 @@ def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) ->
         return SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
         raise ModelNotFoundError(f"cannot load encoder from {path}: {first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Load a transformers model without its weight-loading bar and its notices (a cross-encoder's
+    fresh head is reported "MISSING" by design); errors still show. The verbosity is restored."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    before = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(before)
 
 
 def embedding_dimension(model: Any) -> int:

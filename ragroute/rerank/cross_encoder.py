@@ -479,10 +479,14 @@ class _TorchScorer:
         from sentence_transformers import CrossEncoder
 
         from ragroute.encode.resolve import set_offline_env
+        from ragroute.encode.sentence_transformers import quiet_transformers
 
         set_offline_env()
         try:
-            self.model = CrossEncoder(str(folder), max_length=max_length, local_files_only=True, device="cpu")
+            with quiet_transformers():
+                self.model = CrossEncoder(
+                    str(folder), max_length=max_length, local_files_only=True, device="cpu"
+                )
         except Exception as exc:  # noqa: BLE001 - any loading failure is one line naming the model
             raise RagrouteError(
                 f"reranker model {label} cannot be loaded: {type(exc).__name__}: {exc}"

@@ -331,6 +331,7 @@ def fit_reranker(
     from sentence_transformers import CrossEncoder
 
     from ragroute.encode.resolve import resolve_model, set_offline_env
+    from ragroute.encode.sentence_transformers import quiet_transformers
     from ragroute.training import check_device, fine_tune
 
     if not pairs.train:
@@ -343,13 +344,14 @@ def fit_reranker(
     if params.threads:
         torch.set_num_threads(params.threads)
     base = resolve_model("all-MiniLM-L6-v2")
-    model = CrossEncoder(
-        str(base.path),
-        num_labels=1,
-        max_length=params.max_length,
-        local_files_only=True,
-        device=params.device,
-    )
+    with quiet_transformers():  # the new head is "MISSING" from the base model by design
+        model = CrossEncoder(
+            str(base.path),
+            num_labels=1,
+            max_length=params.max_length,
+            local_files_only=True,
+            device=params.device,
+        )
     bert = model.model.base_model
     if params.layers < len(bert.encoder.layer):
         bert.encoder.layer = bert.encoder.layer[: params.layers]
