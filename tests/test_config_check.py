@@ -156,6 +156,18 @@ BAD = {
         GOOD + "gate: {kind: threshold, signal: rarity, value: nosuch, below: 3}\n",
         "{config}: gate: signal rarity has no value 'nosuch': it has min_zipf, mean_zipf",
     ),
+    "gate setting of the wrong type": (
+        GOOD + "gate: {kind: threshold, signal: rarity, value: min_zipf, below: abc}\n",
+        "{config}: gate: 'below' must be a number, not a string",
+    ),
+    "gate signal that learns without examples": (
+        GOOD + "gate: {kind: threshold, signal: {kind: knn_vote, k: 10}, above: 0.5}\n",
+        "{config}: gate: signal knn_vote learns from labelled queries: give 'examples:'",
+    ),
+    "reranker backend unknown": (
+        GOOD + "reranker: {kind: cross-encoder, model: indexes/astro, backend: foo}\n",
+        "{config}: reranker: unknown reranker backend 'foo': choose one of auto, torch",
+    ),
     "reranker candidates of zero": (
         GOOD + "reranker: {kind: cross-encoder, model: indexes/astro, candidates: 0}\n",
         "{config}: reranker: 'candidates' must be at least 1, not 0",

@@ -51,9 +51,15 @@ GATE_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
 def _check(kind: str, settings: Mapping[str, Any], where: str) -> None:
     check_keys(settings, GATE_SETTINGS[kind] | {"kind"}, where, f"{kind} gate key")
     for key, value in settings.items():
-        if key in GATE_SETTING_TYPES:
-            expected, minimum = GATE_SETTING_TYPES[key]
-            check_setting(value, expected, f"{where}: gate" if where else "gate", key, minimum=minimum)
+        check_gate_value(key, value, where)
+
+
+def check_gate_value(key: str, value: Any, where: str) -> None:
+    """A one-line :class:`RagrouteError` if a plain gate setting has the wrong type or range (what
+    loading refuses; ``ragroute config check`` calls it too)."""
+    if key in GATE_SETTING_TYPES:
+        expected, minimum = GATE_SETTING_TYPES[key]
+        check_setting(value, expected, f"{where}: gate" if where else "gate", key, minimum=minimum)
 
 
 def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:

@@ -493,6 +493,12 @@ class _Checker:
             return
         if kind in RERANKER_SETTINGS:
             self.keys(spec, RERANKER_SETTINGS[kind] | {"kind"}, where, f"{kind} reranker key")
+        if kind == "cross-encoder" and "backend" in spec:
+            from ragroute.rerank.cross_encoder import BACKENDS
+
+            if spec["backend"] not in BACKENDS:
+                known = ", ".join(BACKENDS)
+                self.problem(f"{where}: unknown reranker backend {spec['backend']!r}: choose one of {known}")
         for key in ("candidates", "batch_size", "max_length"):
             if spec.get(key) is not None:
                 self.attempt(functools.partial(check_setting, spec[key], "integer", where, key, minimum=1))
@@ -520,7 +526,7 @@ class _Checker:
                 self.problem(f"{where}: {unknown_keys_message([key], known, what)}")
 
     def check_gate(self, spec: Any, where: str, names: list[str], top: bool = True) -> None:
-        from ragroute.gate.factories import DEPTH_KEYS, GATE_SETTINGS
+        from ragroute.gate.factories import DEPTH_KEYS, GATE_SETTINGS, check_gate_value
         from ragroute.gate.signals import GATE_SIGNALS, SIGNAL_SETTINGS
         from ragroute.registry import GATES
 
@@ -534,6 +540,9 @@ class _Checker:
             return
         if kind in GATE_SETTINGS:
             self.keys(spec, GATE_SETTINGS[kind] | {"kind"}, where, f"{kind} gate key")
+        prefix = where.removesuffix(": gate")
+        for key in spec:
+            self.attempt(functools.partial(check_gate_value, key, spec[key], prefix))
         depth = spec.get("depth")
         if depth is not None:
             if isinstance(depth, Mapping):
@@ -560,8 +569,7 @@ class _Checker:
                 self.problem(f"{where}: a threshold gate needs 'signal:' (e.g. rarity, knn_vote)")
             else:
                 self.signal_spec(spec["signal"], GATE_SIGNALS, SIGNAL_SETTINGS, f"{where}: signal")
-                if spec.get("value") is not None:
-                    self.check_signal_value(spec["signal"], str(spec["value"]), where)
+                self.check_threshold_signal(spec, where)
         for key in ("examples",):
             if key in spec and not self.resolve(spec[key]).is_file():
                 self.problem(f"{where}: {key} file {self.resolve(spec[key])} does not exist")
@@ -601,15 +609,25 @@ class _Checker:
                 "`ragroute gate fit --signals ...` or configure those signals"
             )
 
-    def check_signal_value(self, signal: Any, value: str, where: str) -> None:
-        """A threshold gate's ``value:`` must be one of its signal's values (built without an encoder
-        or sources: only the names are read)."""
-        from ragroute.gate.signals import make_signal
+    def check_threshold_signal(self, spec: Mapping[str, Any], where: str) -> None:
+        """A threshold gate's signal as loading builds it (without an encoder or sources: its
+        settings' types are checked, its value names read): its ``value:`` must be one of them,
+        and a signal that learns from labelled queries needs ``examples:``."""
+        from ragroute.gate.signals import GATE_SIGNALS, make_signal
 
-        try:
-            built = make_signal(signal, encoder=None, sources=())
-        except RagrouteError:
-            return  # the signal itself is reported by signal_spec
+        signal = spec["signal"]
+        kind = signal.get("kind") if isinstance(signal, Mapping) else signal
+        if kind not in GATE_SIGNALS:
+            return  # reported by signal_spec
+        built = self.attempt(lambda: make_signal(signal, encoder=None, sources=()), f"{where}: ")
+        if built is None:
+            return
+        if built.needs_examples and not spec.get("examples"):
+            self.problem(f"{where}: signal {built.kind} learns from labelled queries: give 'examples:'")
+        value = spec.get("value")
+        if value is None:
+            return
+        value = str(value)
         name = value.split(".", 1)[1] if value.startswith(f"{built.kind}.") else value
         if name not in built.names:
             known = ", ".join(built.names)
