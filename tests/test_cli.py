@@ -401,3 +401,17 @@ def test_lancedb_build_records_its_folder_absolute_and_queries_from_anywhere(
     top = [runner.invoke(main, ["query", str(ix), "telescope orbit", "--json"]) for ix in (out, dense)]
     ids = [[h["doc_id"] for h in json.loads(r.output.strip().splitlines()[-1])["hits"]] for r in top]
     assert ids[0] == ids[1] and len(ids[0]) > 0
+
+
+def test_query_shows_only_public_documents(runner, tmp_path):
+    """Every CLI command asks as a caller with no scopes: a document with access labels stays hidden."""
+    data = tmp_path / "mixed.jsonl"
+    rows = [
+        {"_id": "pub", "text": "salary bands policy"},
+        {"_id": "hr-1", "text": "salary of Ann", "access": ["hr"]},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    result = runner.invoke(main, ["query", str(out), "salary", "--json"])
+    assert [h["doc_id"] for h in json.loads(result.stdout.strip().splitlines()[-1])["hits"]] == ["pub"]

@@ -144,6 +144,45 @@ def test_a_router_strongly_preferring_a_forbidden_source_never_reaches_it(source
     assert scope_step(allowed) == {"scopes": ["hr"], "hidden_sources": 0}
 
 
+def test_the_router_trace_of_a_scoped_caller_holds_only_what_it_may_see(sources):
+    """Raw numbers computed beside a hidden source gave its share away (raw p of the visible best
+    against the renormalised one), and redacting only when the hidden source won told that it won:
+    a caller without every scope gets one shape, the visible renormalised routes, whatever the query."""
+    from ragroute.scopes import REDACTED
+
+    shapes = []
+    hidden_wins = {SECRET: 0.9, "science": 0.06, "helpdesk": 0.04}
+    visible_wins = {SECRET: 0.1, "science": 0.9}
+    for routes in (hidden_wins, visible_wins):
+        result = Pipeline(sources, FixedRouter(routes)).retrieve("salary payroll", k=3, scopes=["it"])
+        steps = [s.detail for s in result.decision.trace if s.stage == "router"]
+        assert steps == [{"routes": result.decision.routes, "redacted": REDACTED}]
+        assert result.decision.signals == {"redacted": REDACTED}
+        shapes.append(sorted(steps[0]))
+        assert_no_leak(result, ["it"])
+    assert shapes[0] == shapes[1]
+    full = Pipeline(sources, FixedRouter(hidden_wins)).retrieve("salary", k=3, scopes=["hr"])
+    assert [s.detail for s in full.decision.trace if s.stage == "router"][0] != {"redacted": REDACTED}
+
+
+def test_the_retrieval_gate_signal_reads_only_sources_the_caller_may_see(sources, encoder):
+    """The gate's retrieval-confidence values were the hidden source's own scores for a caller
+    outside it: a word oracle through gate reasons and signals."""
+    from ragroute.context import QueryContext
+    from ragroute.gate.signals import RetrievalConfidenceSignal
+
+    signal = RetrievalConfidenceSignal(sources, router=FixedRouter({SECRET: 0.8, "science": 0.2}), k=3)
+    query = "salary payroll bonus ledger pension invoice audit"
+    contexts = [QueryContext.of(query, scopes=scopes) for scopes in ((), ("hr",))]
+    for context in contexts:
+        context.set_vector(encoder, encoder.encode_queries([query])[0])
+    outside, inside = signal.values(contexts, None)
+    alone = RetrievalConfidenceSignal([s for s in sources if s.name != SECRET], k=3)
+    assert outside[:3].tolist() == alone.values(contexts[:1], None)[0][:3].tolist()  # as if absent
+    assert outside[3] == pytest.approx(1.0)  # the router's best visible route, renormalised
+    assert inside[3] == pytest.approx(0.8) and inside[2] != outside[2]  # its top joins the spread
+
+
 def test_a_prototype_router_and_decide_hide_the_source(sources, encoder):
     router = PrototypeRouter(sources, encoder)
     pipeline = Pipeline(sources, router, encoder=encoder)
@@ -271,6 +310,9 @@ def test_a_source_that_ignores_filters_is_checked_after(sources):
     result = pipeline.retrieve("anything", k=5)
     assert [h.doc_id for h in result.hits] == ["open-1"]
     assert [s.detail for s in result.trace if s.stage == "scope-check"] == [{"dropped": 1}]
+    # its retrieve step counts and scores only what was kept (3.0 was the hidden document's score)
+    (step,) = [s.detail for s in result.trace if s.detail.get("source") == "careless"]
+    assert step["hits"] == 1 and step["top_score"] == 2.0
     assert {h.doc_id for h in pipeline.retrieve("anything", k=5, scopes=["finance"]).hits} == {
         "closed-1",
         "open-1",
@@ -430,6 +472,8 @@ def test_llamaindex_retrievers_carry_the_callers_scope(sources, encoder):
     hr = routed.with_scopes(["hr"])
     assert {n.node.metadata["source"] for n in hr.retrieve(QueryBundle("salary payroll printer"))} >= {SECRET}
     assert routed.scopes == () and hr.scopes == ("hr",)
+    # the public retriever's log never holds the hr caller's decision (it named the hidden source)
+    assert SECRET not in json.dumps(routed.last_decision.to_dict()) and SECRET in hr.last_decision.chosen
     assert IndexLlamaRetriever(sources[1], similarity_top_k=3).retrieve(QueryBundle("salary")) == []
 
     class Yes:
@@ -600,3 +644,30 @@ def test_corpora_yaml_access_labels_reach_the_routing_sources(tmp_path):
     (tmp_path / "corpora.yaml").write_text("corpora:\n  payroll: {path: payroll, access: 3}\n")
     with pytest.raises(RagrouteError, match="access"):
         RoutingConfig.read(tmp_path / "routing.yaml")
+
+
+def test_a_graph_explanation_names_only_terms_of_passages_the_caller_may_read(encoder):
+    """`unmatched_terms` listed query terms "some passage holds": a word oracle over hidden ones."""
+    from ragroute.context import QueryContext
+
+    passages = [
+        Document(id="g1", title="Ada Brennan", text="Ada Brennan was a painter born in Kellow."),
+        Document(id="g3", title="Varne River", text="The Varne River meets the sea."),
+        Document(id="g4", title="Zorbin Vault", text="Talks with Quentaro.", metadata={"access": "vault"}),
+    ]
+    graph = build_index(passages, "graph", encoder=encoder, name="kg")
+    hits = graph.search_contexts([QueryContext.of("Ada Brennan painter quentaro")], k=3)[0]
+    assert hits and hits[0].explain["unmatched_terms"] == ["painter"]  # 'quentaro' is only in g4
+    assert "quentaro" not in json.dumps([h.explain for h in hits]).lower()
+
+
+def test_the_rarity_gate_signal_counts_only_public_documents(sources):
+    from ragroute.context import QueryContext
+
+    """Its corpus counts were a word oracle over documents a caller may not read."""
+    from ragroute.gate.signals import make_signal
+
+    rarity = make_signal({"kind": "rarity", "corpus": True}, sources=sources)
+    unseen = rarity.names.index("unseen_share")
+    row = rarity.values([QueryContext.of("pension ledger")], None)[0]
+    assert row[unseen] == 1.0  # the secret source's words count as unseen, for everyone

@@ -172,6 +172,12 @@ def test_gate_skips_stops_sets_depth_and_sees_step_and_history(bm25):
     gates = [t.detail for t in result.trace if t.stage == "gate"]
     assert [g["action"] for g in gates] == ["answer", "retrieve", "stop"]
     assert gates[0]["reason"] == "p_retrieve 0.1 < 0.5" and gates[1]["depth"] == 2
+    # every step is asked as the root question's caller (its exposure budget counts them)
+    from ragroute.context import QueryContext
+
+    gate.seen.clear()
+    StepwiseController(planner, bm25, gate=gate, k=5).run(QueryContext.of("q", caller="mallory"))
+    assert gate.seen and {c.caller for c in gate.seen} == {"mallory"}
 
 
 def test_a_failing_gate_means_retrieve_with_the_error_traced(bm25):

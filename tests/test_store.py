@@ -206,3 +206,14 @@ def test_load_artifact_dispatches_on_the_family_and_inspect_shows_it(tmp_path, s
     _publish(tmp_path / "other", "x")
     with pytest.raises(UnknownKindError, match="unknown artifact family 'test': registered ones are index"):
         load_artifact(tmp_path / "other")
+
+
+def test_a_published_build_is_readable_like_any_folder(tmp_path):
+    import os
+    import stat
+
+    manifest = _publish(tmp_path / "art", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    mode = stat.S_IMODE((tmp_path / "art" / "builds" / manifest.build).stat().st_mode)
+    assert mode == 0o777 & ~mask  # mkdtemp's 0700 kept every other user out of a shared index

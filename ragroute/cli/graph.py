@@ -230,7 +230,9 @@ def query_command(
     index = _load_graph(graph_dir, encoder, backend, cache_dir)
     load_ms = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
-    hits = index.search(text, k)
+    from ragroute.context import QueryContext
+
+    hits = index.search_contexts([QueryContext.of(text)], k)[0]  # public documents only, as every command
     search_ms = (time.perf_counter() - start) * 1000
     if as_json:
         emit_json(

@@ -11,6 +11,7 @@ import click
 from ragroute.cli.common import Stopwatch, encoder_for_index, format_hit
 from ragroute.cli.options import encoder_options
 from ragroute.cli.output import emit_json
+from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError, check_query
 from ragroute.types import TraceStep
 
@@ -82,7 +83,8 @@ def query_command(
         manifest = index.manifest
     parsed = _parse_filters(filters)
     with watch.time("search_ms"):
-        hits = index.search(text, k, filters=parsed or None)
+        # as a caller with no scopes, as every CLI command: documents with access labels stay hidden
+        hits = index.search_contexts([QueryContext.of(text, filters=parsed or None)], k)[0]
     if parsed and not hits:
         for key in _absent_keys(index, parsed):
             click.echo(f"warning: no document in {index_dir} has metadata {key!r}", err=True)

@@ -178,6 +178,7 @@ class StepwiseController:
                 id=f"{root.id}#{step.index + 1}" if root.id else f"step{step.index + 1}",
                 filters=root.filters,
                 scopes=root.scopes,
+                caller=root.caller,  # each step counts against the asking caller's exposure budget
                 step=step.index,
                 history=[{"step": s.index, "query": s.question, "answer": s.answer} for s in steps],
                 metadata=meta,

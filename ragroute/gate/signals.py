@@ -436,7 +436,11 @@ class RetrievalConfidenceSignal(GateSignal):
         tops = np.full((len(contexts), len(self.sources)), np.nan)
         gaps = np.zeros((len(contexts), len(self.sources)))
         for j, source in enumerate(self.sources):
-            for i, (hits, _nested) in enumerate(source.search_contexts(contexts, self.k)):
+            # a source outside a caller's scopes is not read for that caller's queries (its scores
+            # would tell whether it holds a match); documents outside them are filtered by the search
+            seen = [i for i, c in enumerate(contexts) if source.visible_to(c.scopes)]
+            found = source.search_contexts([contexts[i] for i in seen], self.k) if seen else []
+            for i, (hits, _nested) in zip(seen, found):
                 if hits:
                     tops[i, j] = hits[0].score
                     gaps[i, j] = hits[0].score - hits[1].score if len(hits) > 1 else hits[0].score
@@ -451,9 +455,14 @@ class RetrievalConfidenceSignal(GateSignal):
         if self.router is not None:
             from ragroute.route.base import NONE_ROUTE, route_contexts
 
+            hidden_of = {
+                c.scopes: {s.name for s in self.sources if not s.visible_to(c.scopes)} for c in contexts
+            }
             for i, decision in enumerate(route_contexts(self.router, contexts)):
-                out[i, 3] = max(decision.routes.values(), default=0.0)
-                out[i, 4] = decision.routes.get(NONE_ROUTE, 0.0)
+                routes = {r: p for r, p in decision.routes.items() if r not in hidden_of[contexts[i].scopes]}
+                total = sum(routes.values())  # renormalised over what the caller may see
+                out[i, 3] = max(routes.values(), default=0.0) / total if total > 0 else 0.0
+                out[i, 4] = routes.get(NONE_ROUTE, 0.0) / total if total > 0 else 0.0
         return out
 
 
@@ -626,6 +635,19 @@ def _content_words(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if (position > 0 and word[0].isupper()) or (len(word) > 1 and word.isupper()):
             entities.append(lower)
     return tuple(content), tuple(entities)
+
+
+def public_documents(sources: Sequence[Any]) -> list[Any]:
+    """The documents of ``sources`` every caller may read: of public sources, without access labels."""
+    from ragroute.scopes import ACCESS_KEY
+
+    return [
+        doc
+        for source in sources
+        if not getattr(source, "access", None)
+        for doc in source.documents
+        if not (getattr(doc, "metadata", None) or {}).get(ACCESS_KEY)
+    ]
 
 
 class RaritySignal(GateSignal):
@@ -1129,7 +1151,7 @@ SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
     "knn_vote": frozenset({"k"}),
     "bank_margin": frozenset({"top_n"}),
     "retrieval": frozenset({"k"}),
-    "rarity": frozenset({"corpus"}),  # corpus: true -> word rarity counted on the sources' documents
+    "rarity": frozenset({"corpus"}),  # corpus: true -> word rarity counted on the sources' public documents
     "complexity": frozenset(),
     "text_probe": frozenset({"hashed_dim", "C", "folds"}),
     # device: where its fine-tunes run (cpu, cuda, ...): not a setting the fitted signal keeps
@@ -1182,7 +1204,9 @@ def make_signal(
         if cls is RetrievalConfidenceSignal:
             return RetrievalConfidenceSignal(sources, **data)
         if cls is RaritySignal and data.pop("corpus", False):
-            return RaritySignal(documents=[d for s in sources for d in s.documents])
+            # public documents only: counts over labelled ones would tell any caller, through the
+            # signal's values, whether a word occurs in documents it may not read
+            return RaritySignal(documents=public_documents(sources))
         return cls(**data)
     except TypeError as exc:
         raise RagrouteError(f"gate signal {kind}: bad settings {data}: {exc}") from None

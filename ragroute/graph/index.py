@@ -325,6 +325,8 @@ class GraphIndex(LocalIndex):
             mass = full[n_phrases:]
             if allowed is not None:
                 mass = np.where(allowed, mass, -1.0)
+                if unmatched and self._terms is not None:  # named only if a passage it may read has them
+                    unmatched = self._terms.held_by(unmatched, np.asarray(allowed, dtype=bool))
             order = np.lexsort((np.arange(len(mass)), -mass))[:k]
             dense_rank = {position: rank for rank, (position, _) in enumerate(ranked, 1)}
             seed_names = [tables.phrases[p] for p in sorted(seeds, key=lambda p: -seeds[p])][:8]

@@ -44,6 +44,19 @@ class PassageTerms:
         words = {w for phrase in covered for w in tokenize(phrase)}
         return [t for t in dict.fromkeys(tokenize(query)) if t not in words and t in self.vocabulary]
 
+    def held_by(self, terms: Sequence[str], allowed: np.ndarray) -> list[str]:
+        """The ``terms`` some ``allowed`` passage holds (a boolean mask over passages): what a caller
+        who may read only those passages may be told the graph holds."""
+        out = []
+        for term in terms:
+            column = self.vocabulary.get(term)
+            if column is None:
+                continue
+            rows = self.incidence.indices[self.incidence.indptr[column] : self.incidence.indptr[column + 1]]
+            if allowed[rows].any():
+                out.append(term)
+        return out
+
     def overlap(self, terms: Sequence[str]) -> np.ndarray:
         """Per passage, the idf-weighted share of ``terms`` it contains (0..1)."""
         ids = [self.vocabulary[t] for t in terms]

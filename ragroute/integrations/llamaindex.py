@@ -161,9 +161,13 @@ class _TopK:
     scopes: tuple[str, ...] = ()
 
     def with_scopes(self, scopes: Sequence[str]) -> Any:
-        """A copy of this retriever for a caller holding ``scopes`` (it shares everything else)."""
+        """A copy of this retriever for a caller holding ``scopes``: it shares the index or pipeline,
+        not the log of decisions (a caller's decision names what only its scopes may see)."""
         twin = copy.copy(self)
         twin.scopes = caller_scopes(scopes)
+        decisions = getattr(self, "decisions", None)
+        if isinstance(decisions, DecisionLog):
+            setattr(twin, "decisions", DecisionLog(decisions.size))  # noqa: B010 - only routed retrievers log
         return twin
 
     @property

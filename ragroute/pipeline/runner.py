@@ -198,6 +198,8 @@ class Pipeline:
             for name, found in lists.items():
                 lists[name], n = self._scope.keep(context, found)
                 dropped += n
+                if n:  # the source's trace step counted and scored what the caller may not read
+                    _rescore_retrieve_step(decision, name, lists[name])
             hits = self._fuse.run(decision, lists, candidates)
             hits, n = self._scope.keep(context, hits)
             dropped += n
@@ -230,7 +232,9 @@ class Pipeline:
 
     def decide(self, query: str | QueryContext, *, scopes: Sequence[str] | None = None) -> Decision:
         """The routing decision alone (no retrieval): policy first, then the router, then the scope."""
-        if scopes is not None and not isinstance(query, QueryContext):
+        if scopes is not None:
+            if isinstance(query, QueryContext):  # as retrieve: a context carries its own
+                raise RagrouteError("scopes= applies to a text query: a QueryContext carries its own")
             query = QueryContext.of(query, scopes=scopes)
         return self._route.run([QueryContext.of(query)])[0]
 
@@ -260,3 +264,10 @@ class Pipeline:
 
     def search_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[list[Hit]]:
         return [r.hits for r in self.retrieve_contexts(contexts, k)]
+
+
+def _rescore_retrieve_step(decision: Decision, source: str, kept: list[Hit]) -> None:
+    """Make a source's ``retrieve`` trace step describe only the hits the scope check kept."""
+    for step in decision.trace:
+        if step.stage == "retrieve" and step.detail.get("source") == source and "hits" in step.detail:
+            step.detail.update(hits=len(kept), top_score=kept[0].score if kept else None)

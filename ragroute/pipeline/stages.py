@@ -25,7 +25,7 @@ from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, similari
 from ragroute.registry import FUSIONS
 from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
-from ragroute.scopes import ACCESS_KEY, labels_of, redact, visible
+from ragroute.scopes import ACCESS_KEY, REDACTED, labels_of, redact, visible
 from ragroute.types import Decision, Hit, TraceStep
 
 # Sources over the same documents (an expert set's experts) are read this deep when fused, as the
@@ -234,8 +234,13 @@ class RouteStage:
             allowed = {name: p for name, p in probs.items() if name not in hidden}
             if len(allowed) < len(probs):
                 probs = _renormalise(allowed) if allowed else {NONE_ROUTE: 1.0}
-            trace = [TraceStep(step.stage, redact(step.detail, hidden)) for step in trace]
-            signals = redact(signals, hidden)
+            # Every number the router and policy computed was computed beside the hidden sources (a
+            # raw probability against the renormalised one gives a hidden source's share; whether a
+            # step is redacted tells whether a hidden source won). So for a caller who cannot see
+            # every source, each step keeps only its stage and the visible, renormalised routes:
+            # the same shape whatever the query.
+            trace = [TraceStep(step.stage, scoped_step(probs)) for step in trace]
+            signals = {"redacted": REDACTED}
             decided_by = str(redact(decided_by, hidden))
         trace.append(self.scope_step(context))
         chosen = select_routes(
@@ -583,3 +588,9 @@ class RerankStage:
         detail["ms"] = round((time.perf_counter() - start) * 1000, 3)
         decision.trace.append(TraceStep("rerank", detail))
         return out
+
+
+def scoped_step(routes: dict[str, float]) -> dict[str, Any]:
+    """A router or policy trace step as a caller who cannot see every source gets it: the routes it
+    may see, renormalised, and nothing the step computed over the others."""
+    return {"routes": dict(routes), "redacted": REDACTED}

@@ -102,6 +102,14 @@ def artifact_exists(root: str | Path) -> bool:
         return False
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once, at import (os.umask is process-wide: not around each build)
+
 _WRITING: set[str] = set()  # temporary folders this process is filling now (never cleaned)
 
 
@@ -138,6 +146,7 @@ def write_artifact(
         check_replaceable(target, family, error)
         _clean_debris(target, locked)
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=builds))
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700: a published build reads like any folder
         _WRITING.add(str(tmp))
         crash_point("write: temporary folder made")
         try:
