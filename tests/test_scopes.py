@@ -671,3 +671,29 @@ def test_the_rarity_gate_signal_counts_only_public_documents(sources):
     unseen = rarity.names.index("unseen_share")
     row = rarity.values([QueryContext.of("pension ledger")], None)[0]
     assert row[unseen] == 1.0  # the secret source's words count as unseen, for everyone
+
+
+def test_a_source_given_where_a_retriever_is_expected_is_searched_within_its_access(sources):
+    """GatedLlamaRetriever and the step-wise controller took a Source's (hits, decision) pairs for
+    hits and crashed; a hidden source must give nothing to a caller outside it."""
+    from llama_index.core.schema import QueryBundle
+
+    from ragroute.gate.controller import StepwiseController
+    from ragroute.gate.planners import ScriptedPlanner
+    from ragroute.integrations.llamaindex_gate import GatedLlamaRetriever
+    from ragroute.route.sources import hits_of
+
+    class Yes:
+        name = "yes"
+
+        def gate_many(self, contexts):
+            return [GateDecision("retrieve", 1.0) for _ in contexts]
+
+    secret, helpdesk = sources[1], sources[2]
+    assert GatedLlamaRetriever(Yes(), secret, k=3).retrieve(QueryBundle("salary payroll")) == []
+    assert GatedLlamaRetriever(Yes(), helpdesk, k=3).retrieve(QueryBundle("printer"))
+    run = StepwiseController(ScriptedPlanner(["printer password"]), helpdesk, max_steps=1).run("printer")
+    assert run.steps and run.steps[0].hits
+    asked = [QueryContext.of("salary", scopes=["hr"]), QueryContext.of("salary")]
+    inside, outside = hits_of(secret, asked, 3)
+    assert inside and outside == []

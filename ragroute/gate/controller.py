@@ -35,8 +35,8 @@ from typing import Any
 
 from ragroute.context import QueryContext
 from ragroute.gate.planners import ANSWER, Plan, Planner, PlanState, StepRecord
-from ragroute.index.base import search_contexts
 from ragroute.llm.calls import complete_safely
+from ragroute.route.sources import hits_of
 from ragroute.types import Hit, TraceStep
 
 ANSWER_PROMPT = """Answer the question from the passages, in a few words.
@@ -294,7 +294,7 @@ class StepwiseController:
                     step.action = gated["action"]
                     detail["gate"] = gated["action"]
         else:
-            hits = search_contexts(self.retriever, [context], depth)[0]
+            hits = hits_of(self.retriever, [context], depth)[0]
             step.sources = sorted({h.source for h in hits if h.source}) or [
                 getattr(self.retriever, "name", "")
             ]

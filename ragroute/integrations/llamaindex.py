@@ -49,9 +49,8 @@ from llama_index.core.vector_stores.types import (
 
 from ragroute.context import QueryContext, encoder_key
 from ragroute.errors import RagrouteError, check_filters
-from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
-from ragroute.route.sources import Source
+from ragroute.route.sources import hits_of
 from ragroute.scopes import ACCESS_KEY, caller_scopes
 from ragroute.types import Decision, Document, Hit
 
@@ -257,12 +256,7 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes)
-        if isinstance(self.index, Source):
-            if not self.index.visible_to(context.scopes):
-                return []
-            hits = self.index.search_contexts([context], self.similarity_top_k)[0][0]
-        else:
-            hits = search_contexts(self.index, [context], self.similarity_top_k)[0]
+        hits = hits_of(self.index, [context], self.similarity_top_k)[0]
         return [hit_to_node(hit) for hit in scoped_hits(hits, context.scopes)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -25,10 +25,10 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ragroute.context import QueryContext
-from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import scoped_hits
 from ragroute.integrations.llamaindex import hit_to_node
 from ragroute.pipeline.stages import GateDecision
+from ragroute.route.sources import hits_of
 from ragroute.scopes import caller_scopes
 from ragroute.types import Decision
 
@@ -60,7 +60,7 @@ class GatedLlamaRetriever(BaseRetriever):
             result = self.retriever.retrieve_contexts([context], k)[0]
             hits, routed = result.hits, result.decision
         else:
-            hits, routed = scoped_hits(search_contexts(self.retriever, [context], k)[0], self.scopes), None
+            hits, routed = scoped_hits(hits_of(self.retriever, [context], k)[0], self.scopes), None
         self.last_routing = routed
         gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
         nodes = []

@@ -96,6 +96,21 @@ class Source:
         return pairs
 
 
+def hits_of(target: Any, contexts: Sequence[Any], k: int) -> list[list[Hit]]:
+    """Each context's top ``k`` hits from ``target``: a :class:`Source` (searched only for callers
+    its access lets in; its results' nested decisions dropped) or any retriever
+    (:func:`~ragroute.index.base.search_contexts`)."""
+    contexts = list(contexts)
+    if not isinstance(target, Source):
+        return search_contexts(target, contexts, k)
+    out: list[list[Hit]] = [[] for _ in contexts]
+    seen = [i for i, c in enumerate(contexts) if target.visible_to(getattr(c, "scopes", ()))]
+    if seen:
+        for i, (hits, _nested) in zip(seen, target.search_contexts([contexts[i] for i in seen], k)):
+            out[i] = hits
+    return out
+
+
 RESERVED_NAMES = ("none",)
 """Names no source may take: ``none`` is the route that retrieves nothing."""
 
