@@ -25,6 +25,7 @@ from ragroute.cli.common import (
 )
 from ragroute.cli.options import encoder_options
 from ragroute.cli.output import emit_json
+from ragroute.context import QueryContext
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import IndexFormatError, RagrouteError, check_query
 from ragroute.graph.build import GraphParams
@@ -230,8 +231,6 @@ def query_command(
     index = _load_graph(graph_dir, encoder, backend, cache_dir)
     load_ms = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
-    from ragroute.context import QueryContext
-
     hits = index.search_contexts([QueryContext.of(text)], k)[0]  # public documents only, as every command
     search_ms = (time.perf_counter() - start) * 1000
     if as_json:

@@ -56,6 +56,7 @@ from ragroute.errors import RagrouteError, check_keys, check_setting, value_type
 from ragroute.memo import scoped_memo
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
+from ragroute.route.sources import hits_of
 
 ANSWER_LABELS = frozenset({"no", "none", "no_tool"})
 """Labels that mean "answer directly" in LABELS files; any other label means "retrieve"."""
@@ -438,9 +439,7 @@ class RetrievalConfidenceSignal(GateSignal):
         for j, source in enumerate(self.sources):
             # a source outside a caller's scopes is not read for that caller's queries (its scores
             # would tell whether it holds a match); documents outside them are filtered by the search
-            seen = [i for i, c in enumerate(contexts) if source.visible_to(c.scopes)]
-            found = source.search_contexts([contexts[i] for i in seen], self.k) if seen else []
-            for i, (hits, _nested) in zip(seen, found):
+            for i, hits in enumerate(hits_of(source, contexts, self.k)):
                 if hits:
                     tops[i, j] = hits[0].score
                     gaps[i, j] = hits[0].score - hits[1].score if len(hits) > 1 else hits[0].score

@@ -222,7 +222,7 @@ class CrossEncoderReranker:
         body: bool = True,
     ) -> None:
         if backend not in BACKENDS:
-            raise RagrouteError(f"unknown reranker backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+            raise RagrouteError(_unknown_backend(backend))
         if not isinstance(model, (str, os.PathLike)):
             raise InvalidArgumentError(f"reranker model must be a path or a name, got {type(model).__name__}")
         self.model_ref = str(model)
@@ -345,6 +345,20 @@ SETTING_TYPES: dict[str, tuple[str, float | None]] = {
 }
 
 
+def check_cross_encoder_value(key: str, value: Any, section: str) -> None:
+    """A one-line :class:`RagrouteError` if a ``reranker:`` setting has the wrong type, range or
+    backend name (what loading refuses; ``ragroute config check`` calls it too)."""
+    if key in SETTING_TYPES:
+        expected, minimum = SETTING_TYPES[key]
+        check_setting(value, expected, section, key, minimum=minimum, optional=key == "max_length")
+    if key == "backend" and value not in BACKENDS:
+        raise RagrouteError(f"{section}: {_unknown_backend(value)}")
+
+
+def _unknown_backend(backend: Any) -> str:
+    return f"unknown reranker backend {backend!r}: choose one of {', '.join(BACKENDS)}"
+
+
 def cross_encoder_reranker(settings: Mapping[str, Any], build: Any) -> CrossEncoderReranker:
     """Registry entry: ``reranker: {kind: cross-encoder, model: PATH, backend: auto, candidates: 20}``."""
     from ragroute.rerank import RERANKER_SETTINGS
@@ -353,10 +367,8 @@ def cross_encoder_reranker(settings: Mapping[str, Any], build: Any) -> CrossEnco
     where = getattr(build, "where", "") or "reranker"
     check_keys(settings, known, where, "cross-encoder setting")
     section = f"{where}: reranker" if getattr(build, "where", "") else "reranker"
-    for key, (expected, minimum) in SETTING_TYPES.items():
-        if key in settings:
-            optional = key == "max_length"
-            check_setting(settings[key], expected, section, key, minimum=minimum, optional=optional)
+    for key, value in settings.items():
+        check_cross_encoder_value(key, value, section)
     model = str(settings.get("model", "rerank/default"))
     beside = build.resolve(model) if callable(getattr(build, "resolve", None)) else None
     return CrossEncoderReranker(

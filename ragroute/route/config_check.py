@@ -23,13 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import (
-    RagrouteError,
-    check_setting,
-    is_nul_path_error,
-    refused_path_message,
-    unknown_keys_message,
-)
+from ragroute.errors import RagrouteError, is_nul_path_error, refused_path_message, unknown_keys_message
 
 CORPUS_FILE = "corpus definitions"
 ROUTING_FILE = "routing config"
@@ -493,16 +487,11 @@ class _Checker:
             return
         if kind in RERANKER_SETTINGS:
             self.keys(spec, RERANKER_SETTINGS[kind] | {"kind"}, where, f"{kind} reranker key")
-        if kind == "cross-encoder" and "backend" in spec:
-            from ragroute.rerank.cross_encoder import BACKENDS
-
-            if spec["backend"] not in BACKENDS:
-                known = ", ".join(BACKENDS)
-                self.problem(f"{where}: unknown reranker backend {spec['backend']!r}: choose one of {known}")
-        for key in ("candidates", "batch_size", "max_length"):
-            if spec.get(key) is not None:
-                self.attempt(functools.partial(check_setting, spec[key], "integer", where, key, minimum=1))
         if kind == "cross-encoder":
+            from ragroute.rerank.cross_encoder import check_cross_encoder_value
+
+            for key in spec:
+                self.attempt(functools.partial(check_cross_encoder_value, key, spec[key], where))
             self.check_reranker_model(str(spec.get("model", "rerank/default")), where)
 
     def check_reranker_model(self, model: str, where: str) -> None:

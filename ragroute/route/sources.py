@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ragroute.errors import InvalidArgumentError, check_batch
 from ragroute.index.base import Retriever, search_contexts
 from ragroute.scopes import access_labels, visible
 from ragroute.types import Decision, Document, Hit
@@ -120,8 +121,6 @@ def check_sources(sources: Any) -> list[Source]:
     :class:`~ragroute.errors.InvalidArgumentError` line (an index passed where a ``Source`` is
     expected; two sources named alike, where one would hide the other; a source named ``none``,
     which the router's no-retrieval route would shadow)."""
-    from ragroute.errors import InvalidArgumentError, check_batch
-
     listed = check_batch(sources, "sources")
     seen: set[str] = set()
     for source in listed:
