@@ -15,7 +15,14 @@ a sliding time window, and compares each count with the source's budget:
 
 The pipeline calls :meth:`ExposureLedger.admit` on every query's final hits (after scopes and the
 reranker) and records an ``exposure`` step in the trace: the caller's distinct documents per
-source touched, the budget, and what was withheld. Callers are named by
+source touched, the budget, and what was withheld.
+
+Sources over the same documents (an expert set's experts, config sources naming one index or one
+``corpus:``: :attr:`Source.collection <ragroute.route.sources.Source.collection>`) count as one:
+a document shown by two experts is one document seen, ``per: source`` gives their collection one
+budget, and ``per: pipeline`` counts its size once. A budget is a fraction of what the caller may
+read: documents of sources or with access labels outside the caller's scopes are not in the size
+(:mod:`ragroute.scopes`). Callers are named by
 :attr:`ragroute.context.QueryContext.caller` (``""``: one shared anonymous caller). The ledger is
 in memory and thread-safe; one process serves one ledger (share it between pipelines to count a
 caller across them).
@@ -26,11 +33,13 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys
+from ragroute.scopes import ACCESS_KEY, labels_of, visible
 from ragroute.types import Hit, TraceStep
 
 EXPOSURE_KEYS = frozenset(
@@ -119,7 +128,8 @@ def _number(value: Any, key: str, where: str, kind: type) -> Any:
 
 @dataclass
 class ExposureAlert:
-    """What the alert hook receives."""
+    """What the alert hook receives (``source``: the source whose hit crossed the level; its
+    collection's other sources count with it)."""
 
     caller: str
     source: str
@@ -140,7 +150,8 @@ class _Seen:
 class ExposureLedger:
     """Counts what each caller has seen; see the module docstring.
 
-    ``sizes``: documents per source (the pipeline fills in its sources'); ``on_alert``: called
+    ``sizes``: documents per source (or collection), all public; the pipeline declares its sources
+    instead (:meth:`add_sources`), with their collections and access labels. ``on_alert``: called
     with an :class:`ExposureAlert`; ``clock``: seconds (``time.monotonic`` by default; the
     benchmark replays streams on a simulated clock).
     """
@@ -154,39 +165,57 @@ class ExposureLedger:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.budget = budget or ExposureBudget()
-        self.sizes: dict[str, int] = dict(sizes or {})
+        self.sizes: dict[str, int] = {}
+        #: source name -> its collection (sources over the same documents share one)
+        self.collection_of: dict[str, str] = {}
+        # collection -> how many of its documents carry each (source access, document access) pair
+        self._access: dict[str, Counter[tuple[frozenset[str], frozenset[str]]]] = {}
         self.on_alert = on_alert
         self.clock = clock
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._lock = threading.Lock()
+        if sizes:
+            self.add_sizes(sizes)
 
     def distinct(self, caller: str, source: str) -> int:
-        """Distinct documents of ``source`` shown to ``caller`` within the window, now."""
+        """Distinct documents of ``source`` (its collection; :data:`ALL_SOURCES` or any source
+        with ``per: pipeline``) shown to ``caller`` within the window, now."""
         with self._lock:
-            seen = self._seen.get((caller, source))
+            seen = self._seen.get((caller, self._bucket_of(source)))
             return 0 if seen is None else len(self._expire(seen, self.clock()))
 
-    def tripped(self, caller: str, source: str) -> bool:
-        """Whether ``caller`` has reached its budget on ``source``."""
-        return self.distinct(caller, source) >= self.budget.limit(self.sizes.get(source))
+    def tripped(self, caller: str, source: str, scopes: Iterable[str] = ()) -> bool:
+        """Whether ``caller`` (holding ``scopes``) has reached its budget on ``source``."""
+        bucket = self._bucket_of(source)
+        return self.distinct(caller, source) >= self.budget.limit(self.size(bucket, scopes))
 
-    def admit(self, caller: str, hits: Sequence[Hit]) -> tuple[list[Hit], TraceStep]:
-        """Account ``hits`` shown to ``caller``; returns what may be shown, and a trace step.
+    def admit(
+        self, caller: str, hits: Sequence[Hit], scopes: Iterable[str] = ()
+    ) -> tuple[list[Hit], TraceStep]:
+        """Account ``hits`` shown to ``caller`` (holding ``scopes``, which set the budget's size);
+        returns what may be shown, and a trace step.
 
         With a hard stop, a hit that is new to the caller on a source at its budget is withheld.
         """
         now = self.clock()
+        scopes = frozenset(scopes)
         alerts: list[ExposureAlert] = []
         shown: list[Hit] = []
         detail: dict[str, Any] = {}
         withheld = 0
         with self._lock:
+            limits: dict[str, int] = {}
+            shown_as: dict[str, str] = {}  # bucket -> the name the trace gives it: a source the caller reads
             for hit in hits:
                 bucket = self.bucket(hit)
                 seen = self._seen.setdefault((caller, bucket), _Seen())
                 current = self._expire(seen, now)
-                limit = self.budget.limit(self.sizes.get(bucket))
-                doc = (hit.source, hit.doc_id)  # ids are unique within a source only
+                if bucket not in limits:
+                    limits[bucket] = self.budget.limit(self._size(bucket, scopes))
+                    shown_as[bucket] = bucket if bucket == ALL_SOURCES else hit.source
+                limit = limits[bucket]
+                # ids are unique within a collection only; sources of one collection share them
+                doc = (self.collection_of.get(hit.source, hit.source), hit.doc_id)
                 if doc not in current and len(current) >= limit and self.budget.hard_stop:
                     withheld += 1
                     continue
@@ -197,17 +226,16 @@ class ExposureLedger:
                     alerts.append(
                         ExposureAlert(
                             caller,
-                            bucket,
+                            shown_as[bucket],
                             len(current),
                             limit,
                             self.budget.window_s,
                             self.budget.hard_stop,
                         )
                     )
-            for source in dict.fromkeys(self.bucket(h) for h in hits):
-                seen = self._seen[(caller, source)]
-                limit = self.budget.limit(self.sizes.get(source))
-                detail[source] = {"distinct": len(seen.shown), "budget": limit}
+            for bucket, limit in limits.items():
+                distinct = len(self._seen[(caller, bucket)].shown)
+                detail[shown_as[bucket]] = {"distinct": distinct, "budget": limit}
         for alert in alerts:
             if self.budget.warn:
                 warnings.warn(
@@ -224,16 +252,42 @@ class ExposureLedger:
         return shown, TraceStep("exposure", step)
 
     def add_sizes(self, sizes: Mapping[str, int]) -> None:
-        """Declare sources' sizes (a source already known keeps its size); the total, the size
-        of the :data:`ALL_SOURCES` bucket, follows."""
+        """Declare sources' sizes, every document public (a source already known keeps its size);
+        the total, the size of the :data:`ALL_SOURCES` bucket, follows."""
         with self._lock:
             for name, size in sizes.items():
-                self.sizes.setdefault(name, int(size))
-            self.sizes[ALL_SOURCES] = sum(v for k, v in self.sizes.items() if k != ALL_SOURCES)
+                if name != ALL_SOURCES:
+                    self.sizes.setdefault(name, int(size))
+            self._total()
+
+    def add_sources(self, sources: Sequence[Any]) -> None:
+        """Declare a pipeline's sources (:class:`~ragroute.route.sources.Source`): each counts in
+        its collection, whose size is the number of its documents the caller may read (a
+        collection already known keeps its documents). A source holding no documents (a
+        plain or external retriever) has no known size: its budget is ``min_documents``."""
+        with self._lock:
+            for source in sources:
+                collection = str(getattr(source, "collection", source.name))
+                self.collection_of.setdefault(source.name, collection)
+                documents = source.documents
+                if collection in self.sizes or not documents:
+                    continue
+                self.sizes[collection] = len(documents)
+                self._access[collection] = Counter(
+                    (frozenset(source.access), labels_of((doc.metadata or {}).get(ACCESS_KEY)))
+                    for doc in documents
+                )
+            self._total()
+
+    def size(self, source: str, scopes: Iterable[str] = ()) -> int | None:
+        """Documents of ``source``'s bucket (its collection, or :data:`ALL_SOURCES`) a caller
+        holding ``scopes`` may read; ``None`` when unknown."""
+        with self._lock:
+            return self._size(self._bucket_of(source), frozenset(scopes))
 
     def bucket(self, hit: Hit) -> str:
-        """Where ``hit`` is counted: its source, or :data:`ALL_SOURCES` (``per: pipeline``)."""
-        return hit.source if self.budget.per == "source" else ALL_SOURCES
+        """Where ``hit`` is counted: its source's collection, or :data:`ALL_SOURCES` (``per: pipeline``)."""
+        return self._bucket_of(hit.source)
 
     def reset(self, caller: str | None = None) -> None:
         """Forget one caller's exposure (or everyone's)."""
@@ -241,8 +295,26 @@ class ExposureLedger:
             for key in [k for k in self._seen if caller is None or k[0] == caller]:
                 del self._seen[key]
 
+    def _bucket_of(self, source: str) -> str:
+        if self.budget.per == "pipeline" or source == ALL_SOURCES:
+            return ALL_SOURCES
+        return self.collection_of.get(source, source)
+
+    def _size(self, bucket: str, scopes: frozenset[str]) -> int | None:
+        if bucket == ALL_SOURCES:
+            known = [self._size(c, scopes) for c in self.sizes if c != ALL_SOURCES]
+            return sum(n for n in known if n) or None
+        access = self._access.get(bucket)
+        if access is None:
+            return self.sizes.get(bucket)
+        return sum(n for (src, doc), n in access.items() if visible(src, scopes) and visible(doc, scopes))
+
+    def _total(self) -> None:
+        self.sizes[ALL_SOURCES] = sum(v for k, v in self.sizes.items() if k != ALL_SOURCES)
+
     def _expire(self, seen: _Seen, now: float) -> dict[tuple[str, str], float]:
-        """Drop what left the window; an alert re-arms when the caller falls below the alert level."""
+        """Drop what left the window; an alert re-arms one window after it fired (so it fires at
+        most once per window while the caller stays above the alert level)."""
         horizon = now - self.budget.window_s
         if seen.shown and min(seen.shown.values()) < horizon:
             seen.shown = {doc: t for doc, t in seen.shown.items() if t >= horizon}

@@ -238,3 +238,40 @@ def test_graph_help(workspace):
     ):
         result = run(*args)
         assert result.exit_code == 0 and "Usage:" in result.output, args
+
+
+def test_llm_extractor_from_the_command_line(workspace, monkeypatch, hashing_encoder):
+    """`--extractor llm` asks the LLM `--llm` names (here a scripted one from a YAML file), in
+    build and in add; `--llm` with another extractor is a one-line error before anything loads."""
+    monkeypatch.setenv("RAGROUTE_CACHE", str(workspace / "cache"))  # the OpenIE answers' cache
+    settings = {
+        "llm": {
+            "kind": "scripted",
+            "model": "scripted-openie",
+            "rules": {
+                "RDF": json.dumps({"triples": [["Varne River", "flows through", "Kellow"]]}),
+                "named entities": json.dumps({"named_entities": ["Varne River", "Kellow"]}),
+            },
+        }
+    }
+    (workspace / "llm.yaml").write_text(json.dumps(settings))
+    result = run("graph", "build", "base", "--extractor", "llm", "--llm", "llm.yaml", "--out", "graph/kg")
+    assert result.exit_code == 0, result.output
+    stats = last_json(run("graph", "stats", "graph/kg", "--json"))
+    assert stats["extractor"]["name"] == "llm" and stats["extractor"]["model"].endswith("scripted-openie")
+    tables = load_index(workspace / "graph" / "kg", hashing_encoder).tables
+    assert {"varne river", "kellow"} <= set(tables.phrases)  # the scripted answer, not the rules
+    assert "amber lake" not in tables.phrases  # what the rule extractor finds in p5
+    result = run("graph", "add", "graph/kg", "all", "--llm", "llm.yaml")
+    assert result.exit_code == 0, result.output
+    assert "added 2 new passages" in result.output
+    for args, message in (
+        (["graph", "build", "base", "--llm", "llm.yaml"], "read only with --extractor llm (not rules)"),
+        (["graph", "build", "base", "--extractor", "llm", "--llm", "none.yaml"], "cannot read LLM settings"),
+        (["graph", "build", "base", "--extractor", "llm", "--llm", "gpt"], "unknown llm kind 'gpt'"),
+    ):
+        result = run(*args)
+        assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output
+    assert run("graph", "build", "base", "--out", "graph/rules").exit_code == 0
+    result = run("graph", "add", "graph/rules", "all", "--llm", "llm.yaml")
+    assert result.exit_code == 2 and "built with --extractor llm (graph/rules: rules)" in result.output

@@ -136,3 +136,55 @@ def test_one_budget_over_the_whole_pipeline():
     assert len(shown) == 5 and step.detail["sources"] == {"*": {"distinct": 5, "budget": 5}}
     with pytest.raises(RagrouteError, match="per must be 'source' or 'pipeline'"):
         ExposureBudget(per="corpus")
+
+
+def test_sources_over_one_collection_share_one_count_and_one_size(small_docs):
+    """An expert set's experts search the same documents: three experts must not triple the
+    budget (the pipeline total) nor give three budgets (per source), and a document two experts
+    show is one document seen."""
+    index = build_index(small_docs, "bm25", name="all")
+    experts = [Source(n, index, metadata={"corpus": "all"}) for n in ("base", "bm25", "expert-x")]
+    other = Source("other", build_index(small_docs[:10], "bm25", name="other"))
+    pooled = ExposureLedger(ExposureBudget(per="pipeline", max_fraction=0.1, min_documents=1, hard_stop=True))
+    pooled.add_sources([*experts, other])
+    assert pooled.size("*") == 40  # 30 documents counted once, plus the other source's 10
+    shown, step = pooled.admit("eve", _hits("base", [1, 2]) + _hits("expert-x", [1, 2, 3, 4]))
+    assert [h.doc_id for h in shown] == ["d1", "d2", "d1", "d2", "d3", "d4"]  # d1, d2 re-read
+    assert step.detail["sources"] == {"*": {"distinct": 4, "budget": 4}}
+    assert pooled.admit("eve", _hits("bm25", [5]))[0] == []  # at the budget of 4, not 12
+    apart = ExposureLedger(ExposureBudget(per="source", max_fraction=0.1, min_documents=1, hard_stop=True))
+    apart.add_sources([*experts, other])
+    shown, step = apart.admit("eve", _hits("expert-x", [1, 2, 3]) + _hits("other", [1]))
+    assert step.detail["sources"] == {
+        "expert-x": {"distinct": 3, "budget": 3},
+        "other": {"distinct": 1, "budget": 1},
+    }
+    assert apart.distinct("eve", "base") == 3 and apart.tripped("eve", "bm25")  # one count for the three
+    assert apart.admit("eve", _hits("base", [7]))[0] == []
+
+
+def test_budget_size_counts_only_what_the_caller_may_read(small_docs, hashing_encoder):
+    from ragroute.types import Document
+
+    labelled = [
+        Document(d.id, d.text, d.title, {**d.metadata, "access": "hr"} if i % 3 else d.metadata)
+        for i, d in enumerate(small_docs)
+    ]  # 10 public documents, 20 for "hr" only
+    index = build_index(labelled, "bm25", name="mixed")
+    secret = Source("secret", build_index(small_docs[:10], "bm25", name="secret"), access="board")
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1))
+    ledger.add_sources([Source("mixed", index), secret])
+    assert ledger.size("mixed") == 10 and ledger.size("mixed", ["hr"]) == 30
+    assert ledger.size("secret") == 0 and ledger.size("secret", ["board"]) == 10
+    assert ledger.admit("eve", _hits("mixed", [1]))[1].detail["sources"]["mixed"]["budget"] == 5
+    assert ledger.admit("hr-bob", _hits("mixed", [1]), ["hr"])[1].detail["sources"]["mixed"]["budget"] == 15
+    pooled = ExposureLedger(ExposureBudget(per="pipeline", max_fraction=0.5, min_documents=1))
+    pipeline = Pipeline(
+        [Source("mixed", index), secret], FixedRouter({"mixed": 1.0, "secret": 0.0}), exposure=pooled
+    )
+    public = pipeline.retrieve("telescope star", k=2, caller="eve")
+    step = next(s for s in public.decision.trace if s.stage == "exposure")
+    assert step.detail["sources"]["*"]["budget"] == 5  # half of the 10 documents eve may read, not of 40
+    scoped = pipeline.retrieve("telescope star", k=2, caller="bob", scopes=["hr", "board"])
+    step = next(s for s in scoped.decision.trace if s.stage == "exposure")
+    assert step.detail["sources"]["*"]["budget"] == 20

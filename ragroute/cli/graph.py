@@ -57,6 +57,36 @@ def default_out(corpus: Path | None, triples: Path | None) -> Path:
     return DEFAULT_GRAPH_DIR / stem
 
 
+def llm_option(command: Any) -> Any:
+    """``--llm``: the LLM the ``llm`` extractor asks (build and add share it)."""
+    return click.option(
+        "--llm",
+        "llm_spec",
+        default=None,
+        metavar="KIND|FILE",
+        help="With --extractor llm: the LLM that reads the passages, a kind name (`local`: the "
+        "offline SmolLM2 of the `llm` extra) or a YAML file holding an `llm:` mapping as in a routing "
+        "config [default: local]. Its answers are cached on disk per model and passage.",
+    )(command)
+
+
+def llm_extractor(llm_spec: str | None) -> Any:
+    """The ``llm`` extractor over the LLM ``--llm`` names (checked before any corpus is read)."""
+    from ragroute.graph.extract_llm import LLMExtractor
+    from ragroute.llm.settings import check_llm_settings, llm_from_settings
+    from ragroute.yaml_files import read_yaml
+
+    settings: Any = llm_spec or "local"
+    where = f"--llm {settings}"
+    named_file = llm_spec is not None and Path(llm_spec).suffix in (".yaml", ".yml", ".json")
+    if llm_spec is not None and (named_file or Path(llm_spec).is_file()):
+        data = read_yaml(llm_spec, "LLM settings file")
+        settings = data.get("llm", data) if isinstance(data, dict) else data
+        where = f"{llm_spec}: llm"
+    check_llm_settings(settings, where)
+    return LLMExtractor(llm_from_settings(settings, where))
+
+
 @graph_group.command("build")
 @click.argument("corpus", type=click.Path(path_type=Path), required=False)
 @click.option(
@@ -72,8 +102,10 @@ def default_out(corpus: Path | None, triples: Path | None) -> Path:
     type=click.Choice(EXTRACTORS.names()),
     default="rules",
     show_default=True,
-    help="How phrases and facts are found in the corpus (registered graph extractors).",
+    help="How phrases and facts are found in the corpus (registered graph extractors; `llm` asks "
+    "the LLM of --llm).",
 )
+@llm_option
 @click.option(
     "--synonym-threshold",
     type=click.FloatRange(0.0, 1.0),
@@ -113,6 +145,7 @@ def build_command(
     backend: str,
     cache_dir: Path | None,
     extractor: str,
+    llm_spec: str | None,
     synonym_threshold: float,
     triples_file: Path | None,
     granularity: str,
@@ -129,6 +162,9 @@ def build_command(
 
     if corpus is None and triples_file is None:
         raise RagrouteError("give a CORPUS, --triples FILE, or both")
+    if llm_spec is not None and extractor != "llm":
+        raise RagrouteError(f"--llm is read only with --extractor llm (not {extractor})")
+    chosen: Any = llm_extractor(llm_spec) if extractor == "llm" else extractor
     start = time.perf_counter()
     out_dir = out_dir or default_out(corpus, triples_file)
     model = open_encoder(encoder, backend, cache_dir)
@@ -145,11 +181,11 @@ def build_command(
             err=True,
         )
         index = build_graph_from_triples(
-            triple_set, model, documents=units, extractor=extractor, graph_params=params, name=label
+            triple_set, model, documents=units, extractor=chosen, graph_params=params, name=label
         )
     else:
         index = build_index(
-            units, "graph", encoder=model, graph_params=params, extractor=extractor, name=label
+            units, "graph", encoder=model, graph_params=params, extractor=chosen, name=label
         )
     manifest = save_built_index(index, out_dir, "graph", start)
     counts = manifest.params.get("counts", {})
@@ -171,6 +207,7 @@ def build_command(
     help="Cut the new documents as the graph's passages were cut.",
 )
 @click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True)
+@llm_option
 @one_line_errors
 def add_command(
     graph_dir: Path,
@@ -180,6 +217,7 @@ def add_command(
     cache_dir: Path | None,
     granularity: str,
     on_error: str,
+    llm_spec: str | None,
 ) -> None:
     """Add the documents of CORPUS that GRAPH_DIR does not hold yet (by id), incrementally.
 
@@ -192,6 +230,12 @@ def add_command(
     start = time.perf_counter()
     with artifact_lock(graph_dir):  # a concurrent add waits, so neither loses the other's passages
         index = _load_graph(graph_dir, encoder, backend, cache_dir)
+        built_by = (index.extractor or {}).get("name")
+        if llm_spec is not None and built_by != "llm":
+            raise RagrouteError(
+                f"--llm is read only for a graph built with --extractor llm ({graph_dir}: {built_by})"
+            )
+        extractor = llm_extractor(llm_spec) if built_by == "llm" else None
         units = load_units(corpus, granularity, on_error)
         _check_same_cut(index.store.documents, units, granularity, graph_dir)
         new = [u for u in units if u.id not in index.store]
@@ -199,7 +243,7 @@ def add_command(
         if not new:
             click.echo(f"nothing to add: all {known} passages of {corpus} are already in {graph_dir}")
             return
-        index.add(new)
+        index.add(new, extractor=extractor)
         manifest = save_index(index, graph_dir)
     counts = manifest.params.get("counts", {})
     click.echo(

@@ -95,8 +95,8 @@ class Pipeline:
         self._rerank = RerankStage(reranker) if reranker is not None else None
         self._scope = ScopeCheck(self.sources)
         self.exposure = exposure
-        if exposure is not None:  # budgets are fractions of each source's size (or of all)
-            exposure.add_sizes({s.name: len(s.documents) for s in self.sources if s.documents})
+        if exposure is not None:  # budgets are fractions of what a caller may read of each collection
+            exposure.add_sources(self.sources)
 
     @property
     def route_names(self) -> list[str]:
@@ -209,7 +209,7 @@ class Pipeline:
             if dropped:
                 decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
             if self.exposure is not None:
-                hits, step = self.exposure.admit(context.caller, hits)
+                hits, step = self.exposure.admit(context.caller, hits, context.scopes)
                 decision.trace.append(step)
             for rank, hit in enumerate(hits, 1):
                 hit.rank = rank

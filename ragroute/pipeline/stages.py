@@ -476,7 +476,7 @@ class FuseStage:
         self._lock = threading.Lock()
         # sources over the same documents (an expert set's experts) share a collection, so
         # fusion merges their hits of one document instead of listing it once per source
-        self.documents_of = {s.name: str(s.metadata.get("corpus") or s.name) for s in self.sources}
+        self.documents_of = {s.name: s.collection for s in self.sources}
 
     def shares_documents(self, chosen: Sequence[str]) -> bool:
         """Whether two of the ``chosen`` sources hold the same documents (their lists fuse by document)."""

@@ -52,6 +52,14 @@ class Source:
     def documents(self) -> Sequence[Document]:
         return getattr(self.retriever, "documents", ())
 
+    @property
+    def collection(self) -> str:
+        """The documents this source searches: its ``corpus`` metadata (set for an expert set's
+        experts and for config sources naming one index or ``corpus:``), else its own name.
+        Sources of one collection hold the same documents: fusion merges their hits of one
+        document, and an exposure budget counts them once."""
+        return str(self.metadata.get("corpus") or self.name)
+
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         results = self.retriever.search_many(list(queries), k)
         for hits in results:
