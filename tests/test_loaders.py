@@ -405,6 +405,24 @@ def test_load_table_file_jsonl(tmp_path: Path) -> None:
     ]
 
 
+def test_a_column_named_id_gives_the_ids_unless_another_is_named(tmp_path: Path) -> None:
+    """A JSONL or CSV corpus with an ``id`` field is judged by those ids (qrels name them): before,
+    it got row numbers and every metric of its qrels was silently 0."""
+    jsonl = write_jsonl(tmp_path / "kb.jsonl", [{"id": "a-7", "text": "one"}, {"id": 12, "text": "two"}])
+    assert [(d.id, d.metadata) for d in load_corpus(jsonl)] == [("a-7", {}), ("12", {})]
+    csv_path = tmp_path / "kb.csv"
+    csv_path.write_text("id,text,sku\nx1,hello,S1\nx2,world,S2\n", "utf-8")
+    ids = [(d.id, d.metadata) for d in load_corpus(csv_path)]
+    assert ids == [("x1", {"sku": "S1"}), ("x2", {"sku": "S2"})]
+    named = load_corpus(csv_path, id_column="sku")
+    assert [(d.id, d.metadata) for d in named] == [("S1", {"id": "x1"}), ("S2", {"id": "x2"})]
+    as_text = load_table_file(csv_path, text_column="id")  # the id column is the text: row numbers
+    assert [d.id for d in as_text] == ["kb-1", "kb-2"]
+    csv_path.write_text("id,text\nx1,hello\nx1,again\n", "utf-8")
+    with pytest.raises(CorpusFormatError, match="duplicate document id 'x1'"):
+        load_corpus(csv_path)
+
+
 def test_load_table_file_missing_column(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("id,body\n1,hello\n", "utf-8")

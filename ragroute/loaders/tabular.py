@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from ragroute.loaders.jsonl import decode_line, open_binary, read_records
 from ragroute.types import Document
 
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
+#: the column ids come from when no ``id_column`` is named and a file has it
+DEFAULT_ID_COLUMN = "id"
 TABLE_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
 # Long passages exceed csv's default 128 KiB field limit.
@@ -98,6 +100,14 @@ class Columns:
         pairs += [("metadata", c) for c in self.metadata or ()]
         return [(role, col) for role, col in pairs if col is not None]
 
+    def with_ids_from(self, available: Sequence[str]) -> Columns:
+        """These columns, reading ids from a column named ``id`` when no id column was named
+        and the file has one (else ids are row numbers)."""
+        named = DEFAULT_ID_COLUMN in (self.text, self.title)
+        if self.id is None and DEFAULT_ID_COLUMN in available and not named:
+            return replace(self, id=DEFAULT_ID_COLUMN)
+        return self
+
     def check(self, available: Sequence[str], source: str) -> None:
         """Raise :class:`CorpusFormatError` if a named column is absent from ``available``."""
         for role, col in self.named():
@@ -140,6 +150,7 @@ def _csv_documents(
     header_line, header, problem = first
     if problem is not None:
         raise CorpusFormatError(f"{path} header: {problem}")
+    columns = columns.with_ids_from(header)
     columns.check(header, str(path))
     for row_number, (lineno, fields, problem) in enumerate(rows, 1):
         try:
@@ -161,8 +172,9 @@ def _jsonl_documents(
     checked = False
 
     def convert(row: dict[str, Any], lineno: int) -> Document:
-        nonlocal checked
-        if not checked:
+        nonlocal checked, columns
+        if not checked:  # the first good record names the columns
+            columns = columns.with_ids_from(list(row))
             columns.check(list(row), f"{path} line {lineno}")
             checked = True
         return columns.document(row, f"{path.stem}-{lineno}", modality)
@@ -185,7 +197,8 @@ def load_table_file(
 ) -> list[Document]:
     """Load a ``.csv``, ``.tsv`` or ``.jsonl`` file with one Document per row.
 
-    The id comes from ``id_column``, or is ``f"{stem}-{row_number}"``: for
+    The id comes from ``id_column``, else from a column named ``id`` when the file has one
+    (the CSV header, or the first JSONL record), else is ``f"{stem}-{row_number}"``: for
     CSV/TSV the 1-based data row number (header excluded, bad rows counted,
     so one skipped row does not shift later ids), for JSONL the 1-based line
     number. ``metadata_columns=None`` puts every other column in the metadata
