@@ -50,6 +50,17 @@ def test_a_bare_string_is_not_a_batch_and_filters_are_a_mapping(indexes, pipelin
         indexes["dense"].search_many("planet")
     with pytest.raises(InvalidArgumentError, match=r"queries must be a list, not a single string"):
         pipeline.retrieve_many("toner")
+    # the retriever protocol's search_many, on a pipeline and on a source: was one query per letter
+    calls = (
+        lambda: pipeline.search_many("abc", 3),
+        lambda: pipeline.sources[0].search_many("abc", 3),
+        lambda: pipeline.router.route_many("abc"),  # every BaseRouter subclass's route_many
+    )
+    for call in calls:
+        with pytest.raises(InvalidArgumentError, match=r"queries must be a list, not a single string"):
+            call()
+    assert len(pipeline.search_many(("toner", "planet"), 3)) == 2  # any sequence of strings is a batch
+    assert len(pipeline.router.route_many(q for q in ("toner", "planet"))) == 2
     for index in indexes.values():
         with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
             index.search("planet", filters="astro")

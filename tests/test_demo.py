@@ -64,6 +64,8 @@ def test_skills_step_routes_every_demo_task_to_its_skill(minilm, capsys):
     assert demo.skills_step(CORPORA / "skills", minilm, 3, reranker=None) == len(demo.SKILL_TASKS)
     out = capsys.readouterr().out
     assert "no reranker" in out and "bm25_z" in out and "dense_z" in out
+    # the 8-skill catalogue is too small to tune the weight on: said so, as `skills build` says it
+    assert "dense weight 0.50: fewer than 10 skills with a description and a body: fixed weight" in out
 
 
 def test_stepwise_step_gates_every_sub_question(minilm, capsys):

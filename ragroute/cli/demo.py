@@ -190,7 +190,7 @@ def skills_step(catalogue_path: Path, encoder: Any, k: int, reranker: Path | Non
     click.echo(
         f"\nskills: {len(catalogue)} skills from {catalogue_path} ({catalogue.kind}), indexed in "
         f"{time.perf_counter() - start:.1f}s; stage 1 BM25 + dense (dense weight "
-        f"{router.index.dense_weight:.2f}, chosen on pseudo-queries from the catalogue), "
+        f"{router.index.dense_weight:.2f}: {router.index.weight_origin}), "
         + ("then the cross-encoder reranker" if use_reranker else "no reranker (rerank/default not built)")
     )
     right = 0

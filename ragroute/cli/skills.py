@@ -147,15 +147,9 @@ def build_command(
         click.echo(f"abstention through gate {abstain_gate.resolve()} (saved by path)", err=True)
     router.save(out)
     index = router.index
-    tuning = index.tuning
-    if fusion == "adaptive" and "best_grid_weight" in tuning:
-        how = f"adaptive, from {tuning.get('pseudo_queries')} pseudo-queries"
-    elif fusion == "adaptive":  # too small a catalogue to tune on: the fixed weight, and why
-        how = str(tuning.get("note", "fixed: not tuned"))
-    else:
-        how = fusion
     click.echo(
-        f"built {out}: {len(index)} skills ({loaded.kind}), dense weight {index.dense_weight:.2f} ({how}), "
+        f"built {out}: {len(index)} skills ({loaded.kind}), dense weight {index.dense_weight:.2f} "
+        f"({index.weight_origin}), "
         f"{len(index.duplicates)} near-duplicate groups, {len(loaded.warnings)} warnings"
     )
 

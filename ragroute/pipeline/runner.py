@@ -259,7 +259,7 @@ class Pipeline:
         scopes: Sequence[str] = (),
     ) -> list[list[Hit]]:
         """Hits for each query; ``scopes``: the caller's (none: only public sources and documents)."""
-        contexts = [QueryContext.of(q, filters=filters, scopes=scopes) for q in queries]
+        contexts = [QueryContext.of(q, filters=filters, scopes=scopes) for q in check_batch(queries)]
         return self.search_contexts(contexts, k)
 
     def search_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[list[Hit]]:

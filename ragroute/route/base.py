@@ -10,12 +10,14 @@ so every router can hedge across sources it cannot tell apart.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ragroute.errors import check_batch
 from ragroute.types import Decision, TraceStep
 
 NONE_ROUTE = "none"
@@ -39,12 +41,20 @@ class BaseRouter(ABC):
     """Implements ``route`` through the batched ``route_many``, and ``route_contexts`` for the pipeline.
 
     ``encoder`` (when the router embeds queries) lets the pipeline hand it the
-    query contexts' cached vectors instead of encoding again.
+    query contexts' cached vectors instead of encoding again. Every subclass's ``route_many``
+    refuses a bare string (which it would route as one query per character) with
+    :class:`~ragroute.errors.InvalidArgumentError`, and gets its queries as a list.
     """
 
     name: str = "router"
     labels: list[str]
     encoder: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        implemented = cls.__dict__.get("route_many")
+        if implemented is not None and not getattr(implemented, "__isabstractmethod__", False):
+            cls.route_many = _checked_batch(implemented)  # type: ignore[method-assign]
 
     def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
         """Route a batch of :class:`~ragroute.context.QueryContext` s (vectors from the contexts)."""
@@ -58,6 +68,19 @@ class BaseRouter(ABC):
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]: ...
+
+
+def _checked_batch(route_many: Any) -> Any:
+    """``route_many`` with its queries checked by :func:`~ragroute.errors.check_batch` first."""
+    if getattr(route_many, "checks_batch", False):
+        return route_many
+
+    @functools.wraps(route_many)
+    def checked(self: Any, queries: Sequence[str], *args: Any, **kwargs: Any) -> list[Decision]:
+        return route_many(self, check_batch(queries), *args, **kwargs)
+
+    checked.checks_batch = True  # type: ignore[attr-defined]
+    return checked
 
 
 def route_contexts(router: Any, contexts: Sequence[Any]) -> list[Decision]:

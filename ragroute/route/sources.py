@@ -61,7 +61,7 @@ class Source:
         return str(self.metadata.get("corpus") or self.name)
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        results = self.retriever.search_many(list(queries), k)
+        results = self.retriever.search_many(check_batch(queries), k)
         for hits in results:
             for hit in hits:
                 hit.source = self.name

@@ -186,6 +186,17 @@ class SkillIndex:
             f"duplicate_groups={len(self.duplicates)})"
         )
 
+    @property
+    def weight_origin(self) -> str:
+        """Where the dense weight came from, in words: ``adaptive, from N pseudo-queries``, the
+        reason it stayed fixed (a catalogue too small to tune on), or the fusion setting."""
+        fusion = self.params.fusion
+        if fusion == "adaptive" and "best_grid_weight" in self.tuning:
+            return f"adaptive, from {self.tuning.get('pseudo_queries')} pseudo-queries"
+        if fusion == "adaptive":
+            return str(self.tuning.get("note", "fixed: not tuned"))
+        return fusion
+
     # ------------------------------------------------------------------ building
 
     @classmethod
