@@ -257,11 +257,28 @@ def test_llm_extractor_from_the_command_line(workspace, monkeypatch, hashing_enc
     (workspace / "llm.yaml").write_text(json.dumps(settings))
     result = run("graph", "build", "base", "--extractor", "llm", "--llm", "llm.yaml", "--out", "graph/kg")
     assert result.exit_code == 0, result.output
+    assert "llm extractor: 8 LLM calls, 0 passages from its cache" in result.stderr  # 4 passages, 2 asks
+    again = run("graph", "build", "base", "--extractor", "llm", "--llm", "llm.yaml", "--out", "graph/kg2nd")
+    assert "llm extractor: 0 LLM calls, 4 passages from its cache" in again.stderr
     stats = last_json(run("graph", "stats", "graph/kg", "--json"))
-    assert stats["extractor"]["name"] == "llm" and stats["extractor"]["model"].endswith("scripted-openie")
+    assert stats["extractor"]["name"] == "llm" and ":scripted-openie@" in stats["extractor"]["model"]
     tables = load_index(workspace / "graph" / "kg", hashing_encoder).tables
     assert {"varne river", "kellow"} <= set(tables.phrases)  # the scripted answer, not the rules
     assert "amber lake" not in tables.phrases  # what the rule extractor finds in p5
+    # another script for the same model name: answers are cached per LLM settings, so it is asked
+    # again (its old answers were reused, and a fixed LLM silently rebuilt the same graph)
+    other = json.loads(json.dumps(settings))
+    other["llm"]["rules"] = {
+        "RDF": json.dumps({"triples": [["Otto Lind", "born in", "Dressel"]]}),
+        "named entities": json.dumps({"named_entities": ["Otto Lind", "Dressel"]}),
+    }
+    (workspace / "llm2.yaml").write_text(json.dumps(other))
+    result = run("graph", "build", "base", "--extractor", "llm", "--llm", "llm2.yaml", "--out", "graph/kg2")
+    assert result.exit_code == 0, result.output
+    phrases = set(load_index(workspace / "graph" / "kg2", hashing_encoder).tables.phrases)
+    assert "dressel" in phrases and "varne river" not in phrases
+    result = run("graph", "add", "graph/kg", "all", "--llm", "llm2.yaml")  # one graph, one extractor
+    assert result.exit_code == 2 and "extractor" in result.output, result.output
     result = run("graph", "add", "graph/kg", "all", "--llm", "llm.yaml")
     assert result.exit_code == 0, result.output
     assert "added 2 new passages" in result.output

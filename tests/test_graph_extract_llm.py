@@ -159,7 +159,7 @@ def test_description_and_resolution_need_the_object(tmp_path):
     extractor = LLMExtractor(scripted(model="m-7"), cache_dir=tmp_path)
     description = extractor.describe()
     assert description["name"] == "llm" and description["prompt_version"] == PROMPT_VERSION
-    assert description["model"].endswith("ScriptedLLM:m-7")
+    assert "ScriptedLLM:m-7@" in description["model"]  # and a hash of its generation settings
     assert resolve_extractor(extractor) is extractor
     for spec in ("llm", description):
         with pytest.raises(RagrouteError, match="pass the extractor as an object") as info:
@@ -175,6 +175,9 @@ def test_cache_key_covers_model_prompt_version_and_passage(tmp_path, monkeypatch
         DOCS[0]
     )
     assert key != b.cache_key(DOCS[0])
+    # the same model asked with other settings answers otherwise: a rebuild must ask again
+    briefed = LLMExtractor(scripted(model="m-1", system_prompt="Be brief."), cache_dir=tmp_path)
+    assert key != briefed.cache_key(DOCS[0])
     assert key != a.cache_key(Document(id="p1", title="Ada Brennan", text=DOCS[0].text + " "))
     monkeypatch.setattr("ragroute.graph.extract_llm.PROMPT_VERSION", "other")
     assert key != a.cache_key(DOCS[0])

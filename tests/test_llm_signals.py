@@ -92,6 +92,19 @@ def test_self_assessment_yes_no_and_unparseable():
     values = signal.values(contexts("capital of France?", "Zorblat founder?", "weather tomorrow?"), None)
     assert values.tolist() == [[1.0, 1.0], [0.0, 1.0], [0.5, 0.0]]
     assert "unparseable self-assessment" in signal.error("weather tomorrow?")
+    # "I can't" starts like "I can": it was read as yes, so the gate skipped retrieval
+    for reply, known in (
+        ("I can't answer that.", 0.0),
+        ("I can\u2019t", 0.0),
+        ("I cant", 0.0),
+        ("I don't know.", 0.0),
+        ("I cannot", 0.0),
+        ("I can answer it", 1.0),
+        ("Sure", 1.0),
+    ):
+        assert SelfAssessSignal(ScriptedLLM(replies=[reply])).values(contexts("q"), None)[0, 0] == known, (
+            reply
+        )
     assert make_llm_signal({"kind": "llm_agreement", "samples": 4}, llm).samples == 4
     from ragroute.errors import RagrouteError
 
@@ -200,3 +213,19 @@ def test_llm_gate_from_settings():
         llm_gate({"kind": "llm", "llm": "scripted", "colour": "red"}, build)
     with pytest.raises(RagrouteError, match="must not need an LLM"):
         llm_gate({"kind": "llm", "llm": "scripted", "fallback": {"kind": "llm"}}, build)
+
+
+def test_a_trained_gate_over_llm_signals_fits_in_process_but_refuses_to_save(tmp_path):
+    """Saved, it could never load (its LLM is not stored): `gate decide` then failed with
+    'unknown gate signal'. Saving now refuses in one line, and nothing is written."""
+    from ragroute.errors import RagrouteError
+    from ragroute.gate.trained import TrainedGate
+
+    texts = ["capital of France?", "capital of Peru?", "Zorblat founder?", "Zorblat age?"] * 3
+    retrieve = [False, False, True, True] * 3
+    llm = ScriptedLLM(rules={"capital": "Paris", "Zorblat": "Blorp"}, logprobs=[SURE, UNSURE], cycle=True)
+    gate = TrainedGate.fit(texts, retrieve, signals=[LogprobSignal(llm)])
+    assert gate.gate_many(["capital of Chile?"])[0].action == "answer"  # usable where it was fitted
+    with pytest.raises(RagrouteError, match=r"cannot save a gate over LLM signals \(llm_logprob\)"):
+        gate.save(tmp_path / "gate")
+    assert not (tmp_path / "gate").exists()

@@ -189,14 +189,22 @@ def test_a_failing_gate_means_retrieve_with_the_error_traced(bm25):
     assert "gate exploded" in gate["error"] and gate["action"] == "retrieve"
 
 
+class Fixed(BaseRouter):
+    """Routes every query to ``kb`` with probability ``kb`` (else ``none``); raises when ``fail``."""
+
+    name = "fixed"
+    labels = ["kb", "none"]
+
+    def __init__(self, kb: float = 0.9, fail: bool = False):
+        self.kb, self.fail = kb, fail
+
+    def route_many(self, queries, *, query_vectors=None):
+        if self.fail:
+            raise ConnectionError("router's LLM is down")
+        return [decision_from_probs(self.labels, [self.kb, 1 - self.kb], decided_by="fixed") for _ in queries]
+
+
 def test_pipeline_retriever_puts_its_decision_in_the_trace(bm25):
-    class Fixed(BaseRouter):
-        name = "fixed"
-        labels = ["kb", "none"]
-
-        def route_many(self, queries, *, query_vectors=None):
-            return [decision_from_probs(self.labels, [0.9, 0.1], decided_by="fixed") for _ in queries]
-
     pipeline = Pipeline([Source("kb", bm25)], Fixed())
     result = StepwiseController(ScriptedPlanner(["Where did Otto Lind come from?"]), pipeline, k=3).run("q")
     step = result.steps[0]
@@ -316,13 +324,6 @@ def test_stepwise_bench_on_the_fixture():
 
 
 def test_a_pipeline_gate_skips_and_stops_steps(bm25):
-    class Fixed(BaseRouter):
-        name = "fixed"
-        labels = ["kb", "none"]
-
-        def route_many(self, queries, *, query_vectors=None):
-            return [decision_from_probs(self.labels, [0.9, 0.1], decided_by="fixed") for _ in queries]
-
     pipeline = Pipeline([Source("kb", bm25)], Fixed(), gate=WordGate())
     planner = ScriptedPlanner(
         ["What is the capital of France?", "Where did Otto Lind come from?", "halt", "-"]
@@ -331,6 +332,21 @@ def test_a_pipeline_gate_skips_and_stops_steps(bm25):
     assert [s.action for s in result.steps] == ["answer", "retrieve"]
     assert result.retrieval_calls == 1 and result.stopped_by == "gate" and not result.complete
     assert result.steps[0].gate["action"] == "answer" and result.steps[1].hits[0].doc_id == "m3"
+
+
+def test_a_step_routed_to_none_is_no_retrieval_and_a_failing_route_never_raises(bm25):
+    """A rule or router choosing `none` retrieves nothing: the step must not count as a retrieval
+    (it did, and `ask` printed `[retrieve; -]`); a router that raises ends the step with no
+    evidence and the error in the trace, not the run with an exception."""
+    planner = ScriptedPlanner(["What is 2 + 2?"])
+    result = StepwiseController(planner, Pipeline([Source("kb", bm25)], Fixed(kb=0.1)), k=3).run("q")
+    assert [s.action for s in result.steps] == ["answer"] and result.retrieval_calls == 0
+    assert [t.detail.get("route") for t in result.trace if t.stage == "retrieve"] == ["none"]
+    broken = Pipeline([Source("kb", bm25)], Fixed(fail=True))
+    result = StepwiseController(ScriptedPlanner(["Where did Otto Lind come from?"]), broken, k=3).run("q")
+    assert result.steps[0].hits == [] and result.complete
+    retrieve = [t.detail for t in result.trace if t.stage == "retrieve"][0]
+    assert retrieve["error"] == "ConnectionError: router's LLM is down"
 
 
 def test_stepwise_bench_refuses_questions_without_a_decomposition(tmp_path):

@@ -126,6 +126,11 @@ def workspace(tmp_path_factory):
     }
     (root / "budget.yaml").write_text(base + "llm: " + json.dumps(searching) + "\n")
     (root / "bad.yaml").write_text(base + "llm: {kind: gpt5}\n")
+    (root / "llms.py").write_text(
+        "from ragroute.llm import ScriptedLLM\n\n"
+        "def down():\n    return ScriptedLLM(replies=[ConnectionError('llm down')], cycle=True)\n"
+    )
+    (root / "down.yaml").write_text(base + "llm: llms.py:down\n")  # any LLM, by reference
     return root
 
 
@@ -164,3 +169,15 @@ def test_ask_budget_no_llm_and_errors(workspace):
     assert "unknown llm kind 'gpt5'" in bad.output
     missing = CliRunner().invoke(main, ["ask", str(workspace / "nope.yaml"), "q?"])
     assert missing.exit_code == 2 and missing.output.startswith("error:")
+
+
+def test_ask_says_when_no_llm_answer_came_back(workspace):
+    """Every LLM call failing: the answer shown is a step's top hit, and `ask` says so (it read
+    like the LLM's own answer, with `complete`)."""
+    result = CliRunner().invoke(main, ["ask", str(workspace / "down.yaml"), "Where was Ada Brennan born?"])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("answer: Ada Brennan") and "not the LLM's: no LLM answer came back" in first
+    assert "answer: (none from the LLM: its top hit stands in)" in result.output
+    assert "note: the final answer's planner fell back" in result.output
+

@@ -12,6 +12,7 @@ through the pipeline with no LLM at all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,11 +27,19 @@ from ragroute.errors import check_query
 @click.argument("question")
 @click.option("--max-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Step budget.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits per step.")
-@click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds each LLM call may take.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds each planning and answering LLM call may take (a config's gate and LLM router "
+    "have their own `timeout_s:`).",
+)
 @click.option(
     "--no-llm",
     is_flag=True,
-    help="No LLM: the question itself, retrieved once; nothing is answered (the top hit is shown).",
+    help="No planning or answering LLM: the question itself, retrieved once; nothing is answered (the "
+    "top hit is shown). A gate or router in CONFIG that uses an LLM still calls it.",
 )
 @click.option("--backend", default=None, help="Encoder backend (default: the config's).")
 @cache_dir_option(CONFIG_CACHE_HELP)
@@ -59,7 +68,7 @@ def ask_command(
     if not no_llm:
         from ragroute.llm.settings import llm_from_settings
 
-        llm = llm_from_settings(routing.data.get("llm"), where=f"{config}: llm")
+        llm = llm_from_settings(routing.data.get("llm"), where=f"{config}: llm", base=routing.path.parent)
     pipeline = load_routing(config, backend=backend, cache_dir=cache_dir)
     planner = QuestionOncePlanner() if llm is None else LLMPlanner(llm, timeout_s=timeout_s)
     controller = StepwiseController(
@@ -70,6 +79,8 @@ def ask_command(
     if llm is None:  # nothing answered: the planner's answer is the top hit standing in for one
         shown = f" (none: --no-llm; top hit: {result.answer})" if result.answer else " (none)"
         click.echo(f"answer:{shown}")
+    elif result.answer and _answered_by_fallback(result):
+        click.echo(f"answer: {result.answer}  (a step's top hit, not the LLM's: no LLM answer came back)")
     else:
         click.echo(f"answer: {result.answer or '(none)'}")
     click.echo(
@@ -87,10 +98,20 @@ def ask_command(
             )
         if step.answer:
             click.echo(f"      answer: {step.answer}")
+        elif step.answer_from == "top_hit":
+            click.echo("      answer: (none from the LLM: its top hit stands in)")
     for entry in result.trace:
         if entry.stage == "plan" and entry.detail.get("fallback"):
-            click.echo(
-                f"  note: step {entry.detail['step'] + 1} planner fell back: {entry.detail['fallback']}"
-            )
+            planned = entry.detail["step"]  # the plan after this many steps: the next step, or the end
+            what = f"step {planned + 1}" if planned < len(result.steps) else "the final answer's"
+            click.echo(f"  note: {what} planner fell back: {entry.detail['fallback']}")
     if as_json:
         emit_json(result.to_dict())
+
+
+def _answered_by_fallback(result: Any) -> bool:
+    """Whether the run's answer came from a planner that fell back (the LLM did not answer): its
+    last plan answered, and says what it fell back from."""
+    plans = [t.detail for t in result.trace if t.stage == "plan"]
+    return bool(plans) and plans[-1].get("action") == "answer" and bool(plans[-1].get("fallback"))
+

@@ -64,27 +64,43 @@ def llm_option(command: Any) -> Any:
         "llm_spec",
         default=None,
         metavar="KIND|FILE",
-        help="With --extractor llm: the LLM that reads the passages, a kind name (`local`: the "
-        "offline SmolLM2 of the `llm` extra) or a YAML file holding an `llm:` mapping as in a routing "
-        "config [default: local]. Its answers are cached on disk per model and passage.",
+        help="The LLM the `llm` extractor asks (build: with --extractor llm; add: for a graph built "
+        "with it): a kind name (`local`: the offline SmolLM2 of the `llm` extra), a YAML file holding "
+        "an `llm:` mapping as in a routing config, or package.module:factory [default: local]. Its "
+        "answers are cached on disk per model, settings and passage.",
     )(command)
 
 
-def llm_extractor(llm_spec: str | None) -> Any:
-    """The ``llm`` extractor over the LLM ``--llm`` names (checked before any corpus is read)."""
+def llm_extractor(llm_spec: str | None, cache_dir: Path | None = None) -> Any:
+    """The ``llm`` extractor over the LLM ``--llm`` names (checked before any corpus is read); its
+    answers are cached under ``cache_dir``/llm-openie when ``--cache-dir`` is given."""
     from ragroute.graph.extract_llm import LLMExtractor
     from ragroute.llm.settings import check_llm_settings, llm_from_settings
     from ragroute.yaml_files import read_yaml
 
     settings: Any = llm_spec or "local"
-    where = f"--llm {settings}"
+    where, base = f"--llm {settings}", None
     named_file = llm_spec is not None and Path(llm_spec).suffix in (".yaml", ".yml", ".json")
     if llm_spec is not None and (named_file or Path(llm_spec).is_file()):
         data = read_yaml(llm_spec, "LLM settings file")
         settings = data.get("llm", data) if isinstance(data, dict) else data
-        where = f"{llm_spec}: llm"
+        where, base = f"{llm_spec}: llm", Path(llm_spec).parent  # its paths are read beside it
     check_llm_settings(settings, where)
-    return LLMExtractor(llm_from_settings(settings, where))
+    answers = None if cache_dir is None else Path(cache_dir) / "llm-openie"
+    return LLMExtractor(llm_from_settings(settings, where, base=base), cache_dir=answers)
+
+
+def say_llm_work(extractor: Any) -> None:
+    """What the ``llm`` extractor did, on stderr: calls, cache hits, and the first failures' reasons
+    (the build's warning counts them; a library user reads ``extractor.failures``)."""
+    if getattr(extractor, "name", None) != "llm":
+        return
+    cached = extractor.cache_hits
+    click.echo(f"llm extractor: {extractor.calls} LLM calls, {cached} passages from its cache", err=True)
+    for failure in extractor.failures[:3]:
+        click.echo(f"  {failure.passage}: {failure.reason}", err=True)
+    if len(extractor.failures) > 3:
+        click.echo(f"  ... and {len(extractor.failures) - 3} more passages", err=True)
 
 
 @graph_group.command("build")
@@ -164,7 +180,7 @@ def build_command(
         raise RagrouteError("give a CORPUS, --triples FILE, or both")
     if llm_spec is not None and extractor != "llm":
         raise RagrouteError(f"--llm is read only with --extractor llm (not {extractor})")
-    chosen: Any = llm_extractor(llm_spec) if extractor == "llm" else extractor
+    chosen: Any = llm_extractor(llm_spec, cache_dir) if extractor == "llm" else extractor
     start = time.perf_counter()
     out_dir = out_dir or default_out(corpus, triples_file)
     model = open_encoder(encoder, backend, cache_dir)
@@ -187,6 +203,7 @@ def build_command(
         index = build_index(
             units, "graph", encoder=model, graph_params=params, extractor=chosen, name=label
         )
+    say_llm_work(chosen)
     manifest = save_built_index(index, out_dir, "graph", start)
     counts = manifest.params.get("counts", {})
     click.echo(
@@ -235,7 +252,7 @@ def add_command(
             raise RagrouteError(
                 f"--llm is read only for a graph built with --extractor llm ({graph_dir}: {built_by})"
             )
-        extractor = llm_extractor(llm_spec) if built_by == "llm" else None
+        extractor = llm_extractor(llm_spec, cache_dir) if built_by == "llm" else None
         units = load_units(corpus, granularity, on_error)
         _check_same_cut(index.store.documents, units, granularity, graph_dir)
         new = [u for u in units if u.id not in index.store]
@@ -244,6 +261,7 @@ def add_command(
             click.echo(f"nothing to add: all {known} passages of {corpus} are already in {graph_dir}")
             return
         index.add(new, extractor=extractor)
+        say_llm_work(extractor)
         manifest = save_index(index, graph_dir)
     counts = manifest.params.get("counts", {})
     click.echo(

@@ -36,8 +36,12 @@ from typing import Any
 from ragroute.context import QueryContext
 from ragroute.gate.planners import ANSWER, Plan, Planner, PlanState, StepRecord
 from ragroute.llm.calls import complete_safely
+from ragroute.route.base import NONE_ROUTE
 from ragroute.route.sources import hits_of
 from ragroute.types import Hit, TraceStep
+
+#: the longest step or final answer kept (an answer is a short span; longer text is cut, marked)
+ANSWER_CHARS = 200
 
 ANSWER_PROMPT = """Answer the question from the passages, in a few words.
 If they do not say, answer from what you know.
@@ -282,22 +286,11 @@ class StepwiseController:
     def _retrieve(self, context: QueryContext, step: StepRecord, depth: int, trace: list[TraceStep]) -> None:
         start = time.perf_counter()
         detail: dict[str, Any] = {"step": step.index, "query": context.text, "k": depth}
-        if hasattr(self.retriever, "retrieve_contexts"):  # a Pipeline: routed, with its own trace
-            result = self.retriever.retrieve_contexts([context], depth)[0]
-            hits = result.hits
-            detail["decision"] = result.decision.to_dict()
-            step.sources = [name for name in result.decision.chosen if name != "none"]
-            gated = result.decision.trace[0].detail if result.decision.trace else {}
-            if result.decision.trace and result.decision.trace[0].stage == "gate":
-                step.gate = {"step": step.index, **{k: v for k, v in gated.items() if k != "values"}}
-                if gated.get("action") in ("answer", "stop"):  # the pipeline's gate: no retrieval
-                    step.action = gated["action"]
-                    detail["gate"] = gated["action"]
-        else:
-            hits = hits_of(self.retriever, [context], depth)[0]
-            step.sources = sorted({h.source for h in hits if h.source}) or [
-                getattr(self.retriever, "name", "")
-            ]
+        try:
+            hits = self._search(context, step, depth, detail)
+        except Exception as exc:  # noqa: BLE001 - a failing retriever or router: no evidence, recorded
+            hits = []
+            detail["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
         for hit in hits:
             hit.explain = {**hit.explain, "step": step.index}
         step.hits = list(hits)
@@ -308,6 +301,29 @@ class StepwiseController:
             ms=round((time.perf_counter() - start) * 1000, 3),
         )
         trace.append(TraceStep("retrieve", detail))
+
+    def _search(
+        self, context: QueryContext, step: StepRecord, depth: int, detail: dict[str, Any]
+    ) -> list[Hit]:
+        """One step's hits; a pipeline's own gate or route ``none`` turns the step into an answer."""
+        if not hasattr(self.retriever, "retrieve_contexts"):
+            hits = hits_of(self.retriever, [context], depth)[0]
+            named = getattr(self.retriever, "name", "")
+            step.sources = sorted({h.source for h in hits if h.source}) or [named]
+            return hits
+        result = self.retriever.retrieve_contexts([context], depth)[0]  # a Pipeline: routed, own trace
+        detail["decision"] = result.decision.to_dict()
+        step.sources = [name for name in result.decision.chosen if name != NONE_ROUTE]
+        gated = result.decision.trace[0].detail if result.decision.trace else {}
+        if result.decision.trace and result.decision.trace[0].stage == "gate":
+            step.gate = {"step": step.index, **{k: v for k, v in gated.items() if k != "values"}}
+            if gated.get("action") in ("answer", "stop"):  # the pipeline's gate: no retrieval
+                step.action = gated["action"]
+                detail["gate"] = gated["action"]
+        if step.action == "retrieve" and NONE_ROUTE in result.decision.chosen and not step.sources:
+            step.action = "answer"  # routed to `none` (a rule or the router): nothing was retrieved
+            detail["route"] = NONE_ROUTE
+        return result.hits
 
     def _passages(self, hits: Sequence[Hit]) -> str:
         lines = []
@@ -321,7 +337,7 @@ class StepwiseController:
             return
         prompt = ANSWER_PROMPT.format(passages=self._passages(step.hits), question=step.question)
         reply = complete_safely(self.answerer, prompt, timeout_s=self.answer_timeout_s)
-        text = " ".join(reply.text.split())[:200]
+        text = clipped(reply.text)
         detail: dict[str, Any] = {"step": step.index, "ms": reply.ms}
         if reply.ok and text:
             step.answer, step.answer_from = text, "llm"
@@ -344,4 +360,10 @@ class StepwiseController:
         else:
             detail["error"] = reply.error
         trace.append(TraceStep("final-answer", detail))
-        return " ".join(reply.text.split())[:200] if reply.ok else ""
+        return clipped(reply.text) if reply.ok else ""
+
+
+def clipped(text: str, limit: int = ANSWER_CHARS) -> str:
+    """An LLM's answer on one line, at most ``limit`` characters (``…`` marks a cut)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"

@@ -48,6 +48,11 @@ GATE_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
 }
 
 
+#: gate settings that are probabilities or shares (at most 1), and those that must be above 0
+GATE_SETTING_MAXIMUM = {"threshold": 1.0, "retrieval_rate": 1.0}
+GATE_SETTING_POSITIVE = ("timeout_s",)
+
+
 def _check(kind: str, settings: Mapping[str, Any], where: str) -> None:
     check_keys(settings, GATE_SETTINGS[kind] | {"kind"}, where, f"{kind} gate key")
     for key, value in settings.items():
@@ -59,7 +64,15 @@ def check_gate_value(key: str, value: Any, where: str) -> None:
     loading refuses; ``ragroute config check`` calls it too)."""
     if key in GATE_SETTING_TYPES:
         expected, minimum = GATE_SETTING_TYPES[key]
-        check_setting(value, expected, f"{where}: gate" if where else "gate", key, minimum=minimum)
+        check_setting(
+            value,
+            expected,
+            f"{where}: gate" if where else "gate",
+            key,
+            minimum=minimum,
+            maximum=GATE_SETTING_MAXIMUM.get(key),
+            positive=key in GATE_SETTING_POSITIVE,
+        )
 
 
 def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
@@ -104,6 +117,43 @@ def trained(settings: Mapping[str, Any], build: Any) -> TrainedGate:
     return gate
 
 
+def _llm_signal_specs(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An LLM gate's signals as ``{kind: ..., ...}`` mappings (the gate's ``timeout_s`` for each
+    that sets none)."""
+    specs = []
+    for spec in settings.get("signals") or ["llm_logprob", "llm_self"]:
+        data = {"kind": spec} if isinstance(spec, str) else dict(spec)
+        if settings.get("timeout_s") is not None:
+            data.setdefault("timeout_s", settings["timeout_s"])
+        specs.append(data)
+    return specs
+
+
+def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
+    """An LLM gate's signals built without an LLM (their settings and prompts checked), and its
+    ``weights:`` naming only those signals (a weight of another name was silently unused); one
+    line each, for loading and ``ragroute config check`` alike."""
+    from ragroute.gate.llm_signals import make_llm_signal
+
+    kinds = []
+    for data in _llm_signal_specs(settings):
+        try:
+            kinds.append(make_llm_signal(data, None).kind)
+        except RagrouteError as exc:
+            raise RagrouteError(f"{where}: {exc}") from None
+    weights = settings.get("weights")
+    if weights is None:
+        return
+    if not isinstance(weights, Mapping):
+        raise RagrouteError(f"{where}: 'weights:' must map signal kinds to numbers")
+    for name, value in weights.items():
+        if name not in kinds:
+            raise RagrouteError(
+                f"{where}: weights: {name!r} is none of the gate's signals ({', '.join(kinds)})"
+            )
+        check_setting(value, "number", f"{where}: weights", str(name), minimum=0)
+
+
 def threshold(settings: Mapping[str, Any], build: Any) -> ThresholdGate:
     """A threshold over one signal value (``signal:``, ``value:``, ``above:`` or ``below:``)."""
     _check("threshold", settings, build.where)
@@ -138,14 +188,9 @@ def llm(settings: Mapping[str, Any], build: Any) -> Any:
     from ragroute.registry import GATES
 
     _check("llm", settings, build.where)
-    model = llm_from_settings(settings.get("llm"), where=f"{build.where}: gate llm")
-    timeout = settings.get("timeout_s")
-    signals = []
-    for spec in settings.get("signals") or ["llm_logprob", "llm_self"]:
-        data = {"kind": spec} if isinstance(spec, str) else dict(spec)
-        if timeout is not None:
-            data.setdefault("timeout_s", timeout)
-        signals.append(make_llm_signal(data, model))
+    check_llm_gate_signals(settings, f"{build.where}: gate" if build.where else "gate")
+    model = llm_from_settings(settings.get("llm"), where=f"{build.where}: gate llm", base=build.base)
+    signals = [make_llm_signal(data, model) for data in _llm_signal_specs(settings)]
     fallback = None
     if settings.get("fallback") is not None:
         spec = settings["fallback"]

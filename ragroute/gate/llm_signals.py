@@ -67,6 +67,13 @@ class LLMSignal(GateSignal):
         self.llm = llm
         self.timeout_s = timeout_s
         if prompt is not None:
+            try:
+                prompt.format(query="q")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"the prompt may hold only the {{query}} placeholder; write literal braces as {{{{ }}}} "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
             self.prompt = prompt
         self._errors: dict[str, str] = {}
         self._details: dict[str, dict[str, Any]] = {}
@@ -192,8 +199,9 @@ class AgreementSignal(LLMSignal):
         return float(row[0])
 
 
+# "no" is tried first: "I can't" starts like "I can" (straight or curly apostrophe, or none)
+_NO = re.compile(r"^\W*(no|n|false|not|cannot|(i )?can['\u2019]?t|i cannot|i don['\u2019]?t)\b", re.I)
 _YES = re.compile(r"^\W*(yes|y|true|i can|sure)\b", re.I)
-_NO = re.compile(r"^\W*(no|n|false|i cannot|i can't|not)\b", re.I)
 
 
 class SelfAssessSignal(LLMSignal):
@@ -211,10 +219,10 @@ class SelfAssessSignal(LLMSignal):
     def row(self, text: str) -> tuple[list[float], dict[str, Any]]:
         reply = self._ask(self.prompt.format(query=text))
         answer = reply.text.strip()
-        if _YES.search(answer):
-            known = 1.0
-        elif _NO.search(answer):
+        if _NO.search(answer):
             known = 0.0
+        elif _YES.search(answer):
+            known = 1.0
         else:
             raise ValueError(f"unparseable self-assessment {answer[:60]!r} (no yes/no)")
         return [known, 1.0], {"reply": answer[:40]}

@@ -594,8 +594,17 @@ class TrainedGate(SignalGate):
     # ------------------------------------------------------------------ persistence
 
     def save(self, path_dir: str | os.PathLike[str]) -> Path:
-        """Publish this gate as a new build of the artifact at ``path_dir`` (atomic, checksummed)."""
+        """Publish this gate as a new build of the artifact at ``path_dir`` (atomic, checksummed).
+        A gate over LLM signals is refused: its LLM cannot be stored, so it could never load."""
         from ragroute.store import write_artifact
+
+        over_llm = [s.kind for s in self.signals if getattr(s, "needs_llm", False)]
+        if over_llm:
+            raise RagrouteError(
+                f"cannot save a gate over LLM signals ({', '.join(over_llm)}): the LLM is not stored, "
+                "so it could not be loaded; use it in the process that fitted it, or fit on signals "
+                "without an LLM (an LLM gate in a routing config takes its LLM from `llm:`)"
+            )
 
         arrays: dict[str, Any] = {
             "mean": self.model.mean,

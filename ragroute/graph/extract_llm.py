@@ -130,12 +130,35 @@ class ExtractionFailure:
     reason: str
 
 
+#: settings of common llama-index LLMs that change their answers (read when an LLM does not say
+#: its own through ``generation_settings()``)
+GENERATION_FIELDS = (
+    "temperature",
+    "max_tokens",
+    "max_new_tokens",
+    "top_p",
+    "top_k",
+    "seed",
+    "system_prompt",
+    "additional_kwargs",
+)
+
+
 def llm_identity(llm: Any) -> str:
-    """``module.Class:model_name`` of a llama-index LLM (what its cache entries are keyed by)."""
+    """``module.Class:model_name@settings`` of a llama-index LLM (what its cache entries are keyed
+    by): ``settings`` is a short hash of what changes its answers besides the prompt (its
+    ``generation_settings()``, else the :data:`GENERATION_FIELDS` it has), so a rebuild with
+    another temperature, token limit or script asks again instead of reusing old answers."""
     cls = type(llm)
     metadata = getattr(llm, "metadata", None)
     model = getattr(metadata, "model_name", None) or getattr(llm, "model", None) or "unknown"
-    return f"{cls.__module__}.{cls.__qualname__}:{model}"
+    identity = f"{cls.__module__}.{cls.__qualname__}:{model}"
+    own = getattr(llm, "generation_settings", None)
+    settings = own() if callable(own) else {f: getattr(llm, f) for f in GENERATION_FIELDS if hasattr(llm, f)}
+    if not settings:
+        return identity
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode("utf-8")).hexdigest()
+    return f"{identity}@{digest[:12]}"
 
 
 def passage_text(document: Document) -> str:

@@ -25,9 +25,12 @@ log-probability signals, not for answering: see docs/gating.md.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,32 @@ def local_llm_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("gguf", "accelerate", "transformers"))
 
 
+@contextlib.contextmanager
+def _gguf_bar() -> Iterator[None]:
+    """transformers draws its de-quantising bar with plain tqdm: shown by ragroute's rule for every
+    bar (:func:`~ragroute.progress.progress_enabled`: a terminal, unless forced), not always."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from ragroute.progress import progress_enabled
+
+    drawn = getattr(gguf_utils, "tqdm", None)
+    if drawn is None or progress_enabled():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(drawn, disable=True)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = drawn  # type: ignore[attr-defined]
+
+
+#: models loaded in this process, shared by every LocalLLM with the same weights folder (one copy
+#: in memory however many gates, routers and planners ask), loaded under one lock: transformers'
+#: lazy imports are not safe to run in two threads at once
+_LOADED: dict[tuple[str, bool], tuple[Any, Any, str, float]] = {}
+_LOAD_LOCK = threading.Lock()
+
+
 class LocalLLM(CustomLLM):
     """SmolLM2-135M-Instruct on the CPU; see the module docstring."""
 
@@ -89,43 +118,66 @@ class LocalLLM(CustomLLM):
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(model_name=self.model_name, num_output=self.max_new_tokens, context_window=8192)
 
+    def generation_settings(self) -> dict[str, Any]:
+        """What decides the answers besides the prompt, for caches keyed by what an LLM would answer."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "chat_template": self.chat_template,
+        }
+
     def cache_folder(self) -> Path:
         base = Path(self.cache_dir) if self.cache_dir else default_cache_dir() / "llm"
         return base / self.model_name
 
     def load(self) -> LocalLLM:
-        """Load the model now (else the first call does); de-quantised weights are cached."""
+        """Load the model now (else the first call does); de-quantised weights are cached on disk,
+        and a model already loaded in this process (by any LocalLLM with the same cache folder) is
+        shared."""
         with self._lock:
             if self._model is not None:
                 return self
-            try:
-                import torch
-                from transformers import AutoModelForCausalLM, AutoTokenizer
-            except ImportError as exc:  # pragma: no cover - transformers is a core dependency
-                raise RagrouteError(f"{INSTALL_HINT} ({exc})") from None
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            start = time.perf_counter()
-            cached = self.cache_folder()
+            with _LOAD_LOCK:
+                key = (str(self.cache_folder()), self.cache)
+                if key not in _LOADED:
+                    _LOADED[key] = self._load_weights()
+                model, tokenizer, self.loaded_from, self.load_s = _LOADED[key]
+            self._model, self._tokenizer = model, tokenizer
+        return self
+
+    def _load_weights(self) -> tuple[Any, Any, str, float]:
+        """Model, tokenizer, where they came from (``cache`` or ``gguf``) and the seconds it took."""
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - transformers is a core dependency
+            raise RagrouteError(f"{INSTALL_HINT} ({exc})") from None
+        from ragroute.encode.sentence_transformers import quiet_transformers
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        start = time.perf_counter()
+        cached = self.cache_folder()
+        with quiet_transformers():  # no weight-loading or de-quantising bars on a user's stderr
             if self.cache and (cached / "config.json").is_file() and any(cached.glob("*.safetensors")):
                 tokenizer = AutoTokenizer.from_pretrained(cached)
                 model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
-                self.loaded_from = "cache"
+                source = "cache"
             else:
                 if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None:
                     raise RagrouteError(INSTALL_HINT)
                 path = gguf_path()
-                tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-                model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
-                self.loaded_from = "gguf"
+                with _gguf_bar():
+                    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+                    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+                source = "gguf"
                 if self.cache:
                     if not self.cache_dir:
                         default_cache_dir(create=True)  # the per-user folder, said once when first made
                     self._save_cache(model, tokenizer, cached)
-            model.eval()
-            self._model, self._tokenizer = model, tokenizer
-            self.load_s = round(time.perf_counter() - start, 2)
-        return self
+        model.eval()
+        return model, tokenizer, source, round(time.perf_counter() - start, 2)
 
     @staticmethod
     def _save_cache(model: Any, tokenizer: Any, folder: Path) -> None:

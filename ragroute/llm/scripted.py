@@ -40,6 +40,16 @@ class ScriptedLLM(CustomLLM):
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(model_name=self.model)
 
+    def generation_settings(self) -> dict[str, Any]:
+        """What decides the answers (the script), for caches keyed by what an LLM would answer."""
+        return {
+            "replies": [repr(r) for r in self.replies],
+            "rules": {k: repr(v) for k, v in self.rules.items()},
+            "default": repr(self.default),
+            "cycle": self.cycle,
+            "logprobs": self.logprobs,
+        }
+
     def _pick(self, prompt: str) -> tuple[Any, int]:
         for key, reply in self.rules.items():
             if key in prompt:

@@ -1,17 +1,27 @@
-"""An LLM from a settings mapping (the ``llm:`` key of a routing config, ``ragroute ask``).
+"""An LLM from settings (the ``llm:`` key of a routing config, of its gate and its LLM router,
+``ragroute ask``, ``graph build --llm``).
 
 ``{kind: local, max_new_tokens: 64, temperature: 0, cache_dir: ..., threads: 1}`` is the
 offline :class:`~ragroute.llm.local.LocalLLM`; ``{kind: scripted, replies: [...],
 rules: {...}, default: ..., logprobs: [...]}`` a :class:`~ragroute.llm.scripted.ScriptedLLM`
-(dry runs and tests). Unknown kinds or keys fail in one line.
+(dry runs and tests); a kind name alone (``local``) takes its defaults; and a reference
+``package.module:function`` or ``file.py:function`` (:mod:`ragroute.references`) names a callable
+that returns any llama-index LLM (OpenAI, Ollama, ...). Unknown kinds or keys, a reference that
+cannot be imported or returns no LLM, fail in one line. Relative paths (``cache_dir``, a
+``.py`` reference) are read against ``base``, the config's folder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.references import REFERENCE_FORM, import_reference, is_reference
+
+#: the kind of an ``llm:`` value written as a reference to a factory
+REFERENCE = "reference"
 
 LLM_SETTINGS = {
     "local": {"max_new_tokens", "temperature", "seed", "cache_dir", "cache", "threads", "chat_template"},
@@ -39,9 +49,12 @@ def check_llm_settings(
     settings: str | Mapping[str, Any] | None, where: str = "llm"
 ) -> tuple[str, dict[str, Any]]:
     """The kind and keyword settings of an ``llm:`` value, checked (unknown kinds and keys fail in
-    one line) without building anything."""
+    one line) without building anything; a reference is kind ``reference`` with setting
+    ``reference`` (not imported here: :func:`check_llm_reference` imports it)."""
     if settings is not None and not isinstance(settings, (str, Mapping)):
-        raise RagrouteError(f"{where}: expected a kind name or a mapping with 'kind:'")
+        raise RagrouteError(f"{where}: expected a kind name, a mapping with 'kind:', or {REFERENCE_FORM}")
+    if is_reference(settings):
+        return REFERENCE, {REFERENCE: str(settings)}
     data: dict[str, Any] = (
         {"kind": "local"}
         if settings is None
@@ -49,7 +62,9 @@ def check_llm_settings(
     )
     kind = str(data.pop("kind", "local"))
     if kind not in LLM_SETTINGS:
-        raise RagrouteError(f"{where}: unknown llm kind {kind!r}; known: {', '.join(LLM_SETTINGS)}")
+        raise RagrouteError(
+            f"{where}: unknown llm kind {kind!r}; known: {', '.join(LLM_SETTINGS)}, or {REFERENCE_FORM}"
+        )
     check_keys(data, LLM_SETTINGS[kind], where, f"{kind} llm key")
     for key, value in data.items():
         expected, minimum = LLM_SETTING_TYPES[key]
@@ -60,9 +75,29 @@ def check_llm_settings(
     return kind, data
 
 
-def llm_from_settings(settings: str | Mapping[str, Any] | None, where: str = "llm") -> Any:
-    """The LLM ``settings`` describe (a kind name or a mapping); ``None`` means the local LLM."""
+def check_llm_reference(reference: str, where: str, base: Path | None = None) -> Any:
+    """The callable a reference names (imported, not called): what ``config check`` can verify."""
+    return import_reference(reference, where, "llm", base=base)
+
+
+def llm_from_settings(
+    settings: str | Mapping[str, Any] | None, where: str = "llm", base: Path | None = None
+) -> Any:
+    """The LLM ``settings`` describe (a kind name, a mapping or a reference); ``None`` means the
+    local LLM."""
     kind, data = check_llm_settings(settings, where)
+    if kind == REFERENCE:
+        factory = check_llm_reference(data[REFERENCE], where, base)
+        try:
+            llm = factory()
+        except Exception as exc:  # noqa: BLE001 - user code: calling it may raise anything
+            problem = f"{type(exc).__name__}: {exc}"
+            raise RagrouteError(f"{where}: {data[REFERENCE]!r} failed ({problem})") from None
+        if not callable(getattr(llm, "complete", None)):
+            raise RagrouteError(
+                f"{where}: {data[REFERENCE]!r} returned {type(llm).__name__}, not an LLM with complete()"
+            )
+        return llm
     if kind == "scripted":
         from ragroute.llm.scripted import ScriptedLLM
 
@@ -71,4 +106,6 @@ def llm_from_settings(settings: str | Mapping[str, Any] | None, where: str = "ll
 
     if not local_llm_available():
         raise RagrouteError(f"{where}: {INSTALL_HINT}")
+    if data.get("cache_dir") and base is not None:
+        data["cache_dir"] = str((base / str(data["cache_dir"])).resolve())
     return LocalLLM(**data)

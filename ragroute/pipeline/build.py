@@ -42,7 +42,9 @@ OPTIONAL_SETTINGS = ("temperature", "none_threshold")
 #: fixed router's are): their routes are checked against the source names
 LABELLED_ROUTER_KINDS = ("knn", "trained", "llm", "ensemble")
 #: router settings that must be above 0 (a softmax temperature)
-POSITIVE_SETTINGS = ("temperature",)
+POSITIVE_SETTINGS = ("temperature", "timeout_s")
+#: router settings that are probabilities (at most 1)
+PROBABILITY_SETTINGS = ("label_probability",)
 
 
 def router_keys() -> set[str]:
@@ -96,6 +98,7 @@ def check_router_value(key: str, value: Any, where: str) -> None:
             f"{where}: router" if where else "router",
             key,
             minimum=minimum,
+            maximum=1.0 if key in PROBABILITY_SETTINGS else None,
             positive=key in POSITIVE_SETTINGS,
             optional=key in OPTIONAL_SETTINGS,
         )

@@ -429,6 +429,8 @@ class _Checker:
                     self.problem(f"{where}: router: an ensemble cannot contain an ensemble")
                 elif self.passes(functools.partial(ROUTERS.check, str(member), f"{where}: router members")):
                     kinds.append(str(member))
+        if kind == "llm":
+            self.check_llm(settings.get("llm"), f"{where}: router llm")
         if kind == "llm" and settings.get("fallback") is not None:
             fallback = str(settings["fallback"])
             if self.passes(lambda: ROUTERS.check(fallback, f"{where}: router fallback")):
@@ -563,11 +565,15 @@ class _Checker:
             if key in spec and not self.resolve(spec[key]).is_file():
                 self.problem(f"{where}: {key} file {self.resolve(spec[key])} does not exist")
         if kind == "llm":
+            from ragroute.gate.factories import check_llm_gate_signals
             from ragroute.gate.llm_signals import LLM_SIGNAL_SETTINGS, LLM_SIGNALS
 
             self.check_llm(spec.get("llm"), f"{where}: llm")
+            before = len(self.report.problems)
             for signal in spec.get("signals") or []:
                 self.signal_spec(signal, LLM_SIGNALS, LLM_SIGNAL_SETTINGS, f"{where}: signals")
+            if len(self.report.problems) == before:  # known kinds and keys: now their values
+                self.attempt(lambda: check_llm_gate_signals(spec, where))
             fallback = spec.get("fallback")
             if fallback is not None:
                 if isinstance(fallback, Mapping) and fallback.get("kind") == "llm":
@@ -636,11 +642,19 @@ class _Checker:
             self.keys(data, settings[kind] | {"kind"}, f"{where} {kind}", "setting")
 
     def check_llm(self, settings: Any, where: str) -> str:
-        """The kind of an ``llm:`` value ("" when it has problems)."""
-        from ragroute.llm.settings import check_llm_settings
+        """The kind of an ``llm:`` value ("" when it has problems); a reference is imported (not
+        called), as a source's ``factory:`` is."""
+        from ragroute.llm.settings import REFERENCE, check_llm_reference, check_llm_settings
 
         checked = self.attempt(lambda: check_llm_settings(settings, where))
-        return "" if checked is None else checked[0]
+        if checked is None:
+            return ""
+        kind, data = checked
+        if kind == REFERENCE and not self.passes(
+            lambda: check_llm_reference(data[REFERENCE], where, self.path.parent)
+        ):
+            return ""
+        return kind
 
     def check_policy(self, data: dict[str, Any], names: list[str]) -> None:
         from ragroute.route.rules import Policy

@@ -8,8 +8,7 @@ encoder, and how to resolve paths relative to the config).
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ ROUTER_SETTINGS: dict[str, set[str]] = {
     "confidence": {"temperature"},
     "knn": {"examples", "k"},
     "trained": {"model"},
-    "llm": {"llm", "fallback", "label_probability"},
+    "llm": {"llm", "fallback", "label_probability", "timeout_s"},
     "ensemble": {"members", "sharpness"},
     "fixed": {"routes"},
     "pilot": {"model", "mode"},
@@ -39,9 +38,9 @@ ROUTER_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "examples": ("string", None),
     "k": ("integer", 1),
     "model": ("string", None),
-    "llm": ("string", None),
     "fallback": ("string", None),
     "label_probability": ("number", 0),
+    "timeout_s": ("number", 0),
     "members": ("strings", None),
     "sharpness": ("number", None),
     "routes": ("strings", None),
@@ -138,16 +137,20 @@ def trained(settings: Mapping[str, Any], build: RouterBuild) -> Router:
 
 
 def llm(settings: Mapping[str, Any], build: RouterBuild) -> Router:
-    """``llm: "package.module:factory"`` names a callable returning a llama-index LLM."""
+    """``llm:`` is what a config's ``llm:`` takes (:func:`~ragroute.llm.settings.llm_from_settings`):
+    ``local``, ``{kind: scripted, ...}``, or ``package.module:factory`` returning a llama-index LLM."""
+    from ragroute.llm.settings import llm_from_settings
     from ragroute.route.llm import LlmRouter
 
-    ref = _need(settings, "llm", "llm", build, "'package.module:factory' returning a llama-index LLM")
+    spec = _need(settings, "llm", "llm", build, "local, a mapping with 'kind:', or 'package.module:factory'")
     fallback = settings.get("fallback")
+    timeout = settings.get("timeout_s")
     return LlmRouter(
         build.sources,
-        _load_callable(ref, build)(),
+        llm_from_settings(spec, where=f"{build.where}: router llm", base=build.base),
         fallback=None if fallback is None else build_router(str(fallback), settings, build),
         label_probability=float(settings.get("label_probability", 0.9)),
+        timeout_s=None if timeout is None else float(timeout),
     )
 
 
@@ -161,17 +164,6 @@ def ensemble(settings: Mapping[str, Any], build: RouterBuild) -> Router:
         [build_router(str(m), settings, build) for m in members],
         sharpness=float(settings.get("sharpness", 2.0)),
     )
-
-
-def _load_callable(ref: str, build: RouterBuild) -> Callable[[], Any]:
-    module, _, attribute = str(ref).partition(":")
-    try:
-        target = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise RagrouteError(f"{build.where}: cannot import {ref!r} ({exc})") from None
-    if not callable(target):
-        raise RagrouteError(f"{build.where}: {ref!r} is not callable")
-    return target
 
 
 def fixed(settings: Mapping[str, Any], build: RouterBuild) -> Router:

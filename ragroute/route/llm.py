@@ -2,9 +2,11 @@
 
 The prompt lists each route with its description and asks for exactly one
 label (``none`` = answer without retrieval). The answer's first word that is a
-known label wins. An answer naming no known label is a :class:`UnknownRouteLabel`,
-unless a ``fallback`` router is given, in which case the fallback decides and
-the trace records the LLM's answer.
+known label wins. The call goes through :func:`~ragroute.llm.calls.complete_safely`
+(``timeout_s`` bounds it). An answer naming no known label, or a call that fails or
+times out, is a :class:`UnknownRouteLabel` error naming the fix, unless a ``fallback``
+router is given: then the fallback decides and the trace records the LLM's answer or
+error.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.llm.calls import complete_safely
 from ragroute.route.base import NONE_ROUTE, BaseRouter, Router
 from ragroute.route.sources import Source
 from ragroute.types import Decision, TraceStep
@@ -31,7 +34,7 @@ Label:"""
 
 
 class UnknownRouteLabel(RagrouteError):
-    """The LLM answered with something that is not a route label."""
+    """The LLM answered with something that is not a route label, or did not answer."""
 
 
 class LlmRouter(BaseRouter):
@@ -47,9 +50,11 @@ class LlmRouter(BaseRouter):
         fallback: Router | None = None,
         label_probability: float = 0.9,
         prompt: str = PROMPT,
+        timeout_s: float | None = None,
     ) -> None:
         self.llm = llm
         self.fallback = fallback
+        self.timeout_s = timeout_s
         self.label_probability = label_probability
         self.prompt = prompt
         self.labels = [s.name for s in sources] + [NONE_ROUTE]
@@ -73,12 +78,16 @@ class LlmRouter(BaseRouter):
 
     def _route_one(self, query: str, vector: np.ndarray | None) -> Decision:
         prompt = self.prompt.format(routes=self._routes_text, query=query, labels=", ".join(self.labels))
-        answer = str(self.llm.complete(prompt).text).strip()
-        label = self.parse(answer)
+        reply = complete_safely(self.llm, prompt, timeout_s=self.timeout_s)
+        answer = reply.text.strip()
+        label = self.parse(answer) if reply.ok else None
         if label is None:
+            error = "unknown route label" if reply.ok else f"LLM call failed: {reply.error}"
             if self.fallback is None:
+                said = f"answered {answer[:60]!r}, which is not one of {', '.join(self.labels)}"
                 raise UnknownRouteLabel(
-                    f"LLM answered {answer[:60]!r}, which is not one of {', '.join(self.labels)}"
+                    f"llm router: the LLM {said if reply.ok else error[4:]}; give the router a "
+                    "'fallback:' router kind (e.g. prototype) to route such queries"
                 )
             decision = self.fallback.route(query, query_vector=vector)
             decision.trace.insert(
@@ -88,7 +97,7 @@ class LlmRouter(BaseRouter):
                     {
                         "router": self.name,
                         "answer": answer[:200],
-                        "error": "unknown route label",
+                        "error": error,
                         "fallback": self.fallback.name,
                     },
                 ),

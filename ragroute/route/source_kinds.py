@@ -20,9 +20,6 @@ cannot be imported or fails leaves its source out, reported like a missing index
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import Any
 
 from ragroute.corpora import GRANULARITIES, MODALITIES
 from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.references import REFERENCE_FORM, import_reference, is_reference
 
 #: keys every source entry may carry, whatever its kind
 COMMON_KEYS = frozenset({"kind", "corpus", "description", "modality", "granularity", "access"})
@@ -184,43 +182,19 @@ def _wrapped(request: SourceRequest, made: Any, framework: str) -> OpenedSource:
 # --------------------------------------------------------------------------- factories
 
 
-def _split_reference(request: SourceRequest) -> tuple[str, str]:
+def _split_reference(request: SourceRequest) -> None:
+    """Refuse a ``factory:`` that is not written as a reference (checked before anything loads)."""
     reference = str(request.entry["factory"])
-    module, sep, attribute = reference.partition(":")
-    if not sep or not module.strip() or not attribute.strip():
-        raise RagrouteError(
-            f"{request.where}: factory {reference!r} is not 'package.module:function' or 'file.py:function'"
-        )
-    return module.strip(), attribute.strip()
+    if not is_reference(reference):
+        raise RagrouteError(f"{request.where}: factory {reference!r} is not {REFERENCE_FORM}")
 
 
 def load_factory(request: SourceRequest) -> Callable[..., Any]:
     """The callable ``factory:`` names (a module on the path, or a ``.py`` file beside the config)."""
-    module_name, attribute = _split_reference(request)
-    try:
-        if module_name.endswith(".py"):
-            path = request.resolve(module_name)
-            if not path.is_file():
-                raise RagrouteError(f"{request.where}: factory file {path} does not exist")
-            unique = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-            spec = importlib.util.spec_from_file_location(f"ragroute_source_factory_{unique}", path)
-            assert spec is not None and spec.loader is not None
-            module: Any = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-        target = module
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except RagrouteError:
-        raise
-    except Exception as exc:  # user code: importing it may raise anything
-        raise RagrouteError(
-            f"{request.where}: cannot load factory {request.entry['factory']!r} ({type(exc).__name__}: {exc})"
-        ) from None
-    if not callable(target):
-        raise RagrouteError(f"{request.where}: factory {request.entry['factory']!r} is not callable")
-    return target
+    _split_reference(request)
+    return import_reference(
+        str(request.entry["factory"]), request.where, "factory", base=request.config_path.parent
+    )
 
 
 def call_factory(request: SourceRequest) -> Any:

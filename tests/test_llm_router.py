@@ -1,0 +1,126 @@
+"""The LLM router from a routing config: any `llm:` value a config takes, a call that fails or
+times out falls back (said in the trace) or is one line naming the fix, and `config check` sees
+what loading would refuse (found by an end-to-end audit of the LLM features)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragroute.errors import RagrouteError
+from ragroute.index.build import build_index
+from ragroute.pipeline.build import pipeline_from_settings
+from ragroute.route.config_check import check_config
+from ragroute.route.llm import UnknownRouteLabel
+from ragroute.route.sources import Source
+
+FACTORIES = """
+from ragroute.llm import ScriptedLLM
+
+def broken():
+    return ScriptedLLM(replies=[ConnectionError("llm server down")], cycle=True)
+
+def nothing():
+    return None
+
+def slow():
+    return ScriptedLLM(replies=["astro"], delay_s=2.0, cycle=True)
+"""
+
+
+@pytest.fixture
+def sources(hashing_encoder, small_docs):
+    return [
+        Source(t, build_index([d for d in small_docs if d.metadata["topic"] == t], "bm25", name=t))
+        for t in ("astro", "cook")
+    ]
+
+
+def route(sources, encoder, tmp_path, **settings):
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    pipeline = pipeline_from_settings(
+        sources, {"kind": "llm", **settings}, encoder=encoder, where="r.yaml", base=tmp_path
+    )
+    return pipeline.retrieve("telescope galaxy", k=2).decision
+
+
+def test_the_router_takes_every_llm_value_a_config_takes(sources, hashing_encoder, tmp_path):
+    scripted = {"kind": "scripted", "replies": ["cook"]}
+    assert route(sources, hashing_encoder, tmp_path, llm=scripted).chosen == ["cook"]
+    decision = route(sources, hashing_encoder, tmp_path, llm="factories.py:slow", timeout_s=5)
+    assert decision.chosen == ["astro"]
+    with pytest.raises(
+        RagrouteError, match=r"r.yaml: router llm: 'factories.py:nothing' returned NoneType, not an LLM"
+    ):
+        route(sources, hashing_encoder, tmp_path, llm="factories.py:nothing")
+    with pytest.raises(RagrouteError, match=r"unknown llm kind 'gpt'"):
+        route(sources, hashing_encoder, tmp_path, llm="gpt")
+
+
+def test_a_failing_or_slow_llm_falls_back_and_says_so(sources, hashing_encoder, tmp_path):
+    decision = route(sources, hashing_encoder, tmp_path, llm="factories.py:broken", fallback="prototype")
+    step = decision.trace[0].detail
+    assert step["error"] == "LLM call failed: ConnectionError: llm server down"
+    assert decision.decided_by == "prototype (fallback from llm)" and decision.chosen
+    slow = route(
+        sources, hashing_encoder, tmp_path, llm="factories.py:slow", fallback="prototype", timeout_s=0.05
+    )
+    assert slow.trace[0].detail["error"].startswith("LLM call failed: TimeoutError: no answer within 0.05 s")
+    with pytest.raises(
+        UnknownRouteLabel, match=r"llm router: the LLM call failed: ConnectionError: .*'fallback:'"
+    ):
+        route(sources, hashing_encoder, tmp_path, llm="factories.py:broken")
+
+
+def test_config_check_sees_what_loading_refuses(tmp_path, small_docs):
+    from ragroute.index.io import save_index
+
+    save_index(build_index(small_docs, "bm25", name="kb"), tmp_path / "kb")
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    base = {"sources": {"kb": {"index": "kb"}}}
+    cases = [
+        ({"router": {"kind": "llm", "llm": "nomodule_here:make"}}, "cannot load llm 'nomodule_here:make'"),
+        (
+            {"router": {"kind": "llm", "llm": "factories.py:missing"}},
+            "cannot load llm 'factories.py:missing'",
+        ),
+        (
+            {"router": {"kind": "llm", "llm": "factories.py:broken", "label_probability": 1.5}},
+            "label_probability",
+        ),
+        ({"router": {"kind": "llm", "llm": "factories.py:broken", "timeout_s": 0}}, "timeout_s"),
+        ({"gate": {"kind": "llm", "llm": {"kind": "scripted"}, "threshold": 2}}, "threshold"),
+        (
+            {"gate": {"kind": "llm", "llm": {"kind": "scripted"}, "weights": {"llm_foo": 2}}},
+            "weights: 'llm_foo' is none of the gate's signals (llm_logprob, llm_self)",
+        ),
+        (
+            {
+                "gate": {
+                    "kind": "llm",
+                    "llm": {"kind": "scripted"},
+                    "signals": [{"kind": "llm_self", "prompt": "x {query} {other}"}],
+                }
+            },
+            "the prompt may hold only the {query} placeholder",
+        ),
+        (
+            {
+                "gate": {
+                    "kind": "llm",
+                    "llm": {"kind": "scripted"},
+                    "signals": [{"kind": "llm_agreement", "samples": 0}],
+                }
+            },
+            "agreement needs at least 2 samples",
+        ),
+    ]
+    for extra, message in cases:
+        (tmp_path / "r.yaml").write_text(json.dumps({**base, **extra}))
+        problems = check_config(tmp_path / "r.yaml").problems
+        assert any(message in p for p in problems), (extra, problems)
+    (tmp_path / "r.yaml").write_text(
+        json.dumps({**base, "router": {"kind": "llm", "llm": "factories.py:broken", "fallback": "prototype"}})
+    )
+    assert check_config(tmp_path / "r.yaml").problems == []
