@@ -217,3 +217,12 @@ def test_a_published_build_is_readable_like_any_folder(tmp_path):
     os.umask(mask)
     mode = stat.S_IMODE((tmp_path / "art" / "builds" / manifest.build).stat().st_mode)
     assert mode == 0o777 & ~mask  # mkdtemp's 0700 kept every other user out of a shared index
+
+
+def test_a_file_where_an_artifact_folder_is_expected_says_so(tmp_path):
+    """`gate decide gate.yaml ...` said `cannot read gate.yaml/CURRENT: Not a directory`."""
+    (tmp_path / "gate.yaml").write_text("kind: trained\n")
+    with pytest.raises(ArtifactFormatError, match=r"gate\.yaml is a file, not a gate folder"):
+        open_snapshot(tmp_path / "gate.yaml", family="gate")
+    with pytest.raises(ArtifactFormatError, match=r"is a file, not an index folder"):
+        open_snapshot(tmp_path / "gate.yaml", family="index")
