@@ -321,6 +321,12 @@ def test_stepwise_bench_on_the_fixture():
     assert step["fcr@5_split"] <= step["fcr@5"] <= step["fcr_all"]
     json.dumps(result)
     assert "interleave" in format_report(result)
+    # with an LLM planner the goal (the oracle planner's) is not judged, and fallbacks show
+    unreadable = ScriptedLLM(replies=["I would search for it."], cycle=True)
+    result = run_stepwise_bench(FIXTURE, HashingEncoder(), graph=False, planner="llm", llm=unreadable)
+    report = format_report(result)
+    assert "goal (decomposition)" not in report and "the goal is the decomposition planner's" in report
+    assert "planner fell back (an LLM plan unreadable, failed or repeated): stepwise (llm)" in report
 
 
 def test_a_pipeline_gate_skips_and_stops_steps(bm25):
