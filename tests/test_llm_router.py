@@ -124,3 +124,19 @@ def test_config_check_sees_what_loading_refuses(tmp_path, small_docs):
         json.dumps({**base, "router": {"kind": "llm", "llm": "factories.py:broken", "fallback": "prototype"}})
     )
     assert check_config(tmp_path / "r.yaml").problems == []
+
+
+def test_the_label_read_from_an_answer(sources):
+    from ragroute.llm import ScriptedLLM
+    from ragroute.route.llm import LlmRouter
+
+    router = LlmRouter(sources, ScriptedLLM())
+    for answer, label in (
+        ("cook", "cook"),
+        ("None.", "none"),
+        ("None of the sources fit well, but astro might.", "astro"),  # was `none`: its first word
+        ("none, answer directly", "none"),
+        ("Cook or astro, I am not sure", "cook"),  # two sources named: the first
+        ("The answer is: 1", None),
+    ):
+        assert router.parse(answer) == label, answer

@@ -2,7 +2,7 @@
 
 The prompt lists each route with its description and asks for exactly one
 label (``none`` = answer without retrieval). The answer's first word that is a
-known label wins. The call goes through :func:`~ragroute.llm.calls.complete_safely`
+known label wins (the one source it names, when it names one besides `none`). The call goes through :func:`~ragroute.llm.calls.complete_safely`
 (``timeout_s`` bounds it). An answer naming no known label, or a call that fails or
 times out, is a :class:`UnknownRouteLabel` error naming the fix, unless a ``fallback``
 router is given: then the fallback decides and the trace records the LLM's answer or
@@ -61,12 +61,19 @@ class LlmRouter(BaseRouter):
         self._routes_text = "\n".join(f"- {s.name}: {s.description or s.name}" for s in sources)
 
     def parse(self, answer: str) -> str | None:
-        """The first known label in ``answer`` (case-insensitive), or None."""
+        """The label ``answer`` names (case-insensitive), or None: the whole answer when it is a
+        label, else the one source label it names (``"None of them, but it_support might"`` is
+        ``it_support``), else its first label, ``none`` included."""
         lowered = {label.lower(): label for label in self.labels}
-        for word in re.findall(r"[\w./-]+", answer.lower()):
-            if word.strip("./-") in lowered:
-                return lowered[word.strip("./-")]
-        return None
+        words = [w.strip("./-") for w in re.findall(r"[\w./-]+", answer.lower())]
+        named = list(dict.fromkeys(w for w in words if w in lowered))
+        if not named:
+            return None
+        whole = " ".join(words)
+        if whole in lowered:
+            return lowered[whole]
+        sources = [w for w in named if lowered[w] != NONE_ROUTE]
+        return lowered[sources[0]] if len(sources) == 1 else lowered[named[0]]
 
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
