@@ -1,9 +1,10 @@
 """Routing by asking an LLM for a route label (any llama-index LLM; optional).
 
 The prompt lists each route with its description and asks for exactly one
-label (``none`` = answer without retrieval). The answer's first word that is a
-known label wins (the one source it names, when it names one besides `none`). The call goes through :func:`~ragroute.llm.calls.complete_safely`
-(``timeout_s`` bounds it). An answer naming no known label, or a call that fails or
+label (``none`` = answer without retrieval). The answer's label is read by
+:meth:`LlmRouter.parse` (the whole answer, else the one source it names, else its first
+label). The call goes through :func:`~ragroute.llm.calls.complete_safely` (``timeout_s``
+bounds it). An answer naming no known label, or a call that fails or
 times out, is a :class:`UnknownRouteLabel` error naming the fix, unless a ``fallback``
 router is given: then the fallback decides and the trace records the LLM's answer or
 error.
