@@ -557,3 +557,36 @@ def test_router_format_of_a_published_build_is_checked(
     with pytest.raises(IndexFormatError, match=re.escape(message)) as info:
         TrainedRouter.load(folder, encoder)
     assert "\n" not in str(info.value)
+
+
+def test_a_0_1_router_is_refitted_in_place_and_checked_like_loading_checks_it(
+    router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path
+):
+    """The message of an old router says `refit it with ragroute route fit`; the refit itself was
+    refused (`it exists and is not a ragroute artifact`). And `read_settings`, which `config
+    check` uses, refuses what loading refuses (it said ok)."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    folder = _legacy_save(router, tmp_path / "old")
+    assert TrainedRouter.read_settings(folder)["labels"] == router.labels
+    shown = CliRunner().invoke(main, ["inspect", str(folder)])  # said: holds no ragroute artifact
+    assert shown.exit_code == 0 and "router / trained (logreg)  [0.1 layout" in shown.output
+    manifest = json.loads((folder / ROUTER_FILE).read_text())
+    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(IndexFormatError, match="format version 99, newer than this ragroute"):
+        TrainedRouter.read_settings(folder)
+    from ragroute.route.config_check import check_config
+
+    config = {"sources": {"a": {"index": "nowhere"}}, "router": {"kind": "trained", "model": "old"}}
+    (tmp_path / "r.yaml").write_text(json.dumps(config))
+    problems = check_config(tmp_path / "r.yaml").problems  # it said ok: only loading refused
+    assert any("format version 99, newer" in problem for problem in problems)
+    router.save(folder)  # the refit: published in place, the 0.1 files gone
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["CURRENT", "builds"]
+    assert TrainedRouter.load(folder, encoder).labels == router.labels
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(IndexFormatError, match="exists and is not a ragroute artifact"):
+        router.save(tmp_path / "other")  # a folder of anything else is still never overwritten

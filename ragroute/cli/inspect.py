@@ -32,6 +32,9 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
             f"{len(report.builds)} superseded builds removed",
             err=True,
         )
+    if _is_legacy_router(path):
+        _show_legacy_router(path, as_json)
+        return
     snapshot = open_snapshot(path, verify=verify)
     manifest = snapshot.manifest
     if as_json:
@@ -51,3 +54,28 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
     click.echo(
         f"  {len(manifest.files)} files, {size / 1e6:.2f} MB" + (", checksums verified" if verify else "")
     )
+
+
+def _is_legacy_router(path: Path) -> bool:
+    """A trained router written by ragroute 0.1 (``router.json`` beside its weights, no CURRENT)."""
+    from ragroute.route.trained import ROUTER_FILE
+    from ragroute.store import artifact_exists
+
+    return (path / ROUTER_FILE).is_file() and not artifact_exists(path)
+
+
+def _show_legacy_router(path: Path, as_json: bool) -> None:
+    """What a 0.1 router folder holds, read as loading reads it (no checksums in that layout)."""
+    from ragroute.route.trained import TrainedRouter
+
+    settings = TrainedRouter.read_settings(path)
+    if as_json:
+        emit_json({"path": str(path), "family": "router", "layout": "0.1", **settings})
+        return
+    encoder = settings.get("encoder") or {}
+    click.echo(f"{path}: router / trained ({settings.get('kind')})  [0.1 layout: router.json, no checksums]")
+    click.echo(f"  routes: {', '.join(str(label) for label in settings.get('labels', []))}")
+    if encoder:
+        click.echo(f"  encoder: {encoder.get('model_id')} (dim {encoder.get('dim')})")
+    click.echo(f"  refit with `ragroute route fit ... --out {path}` to move it to the checksummed layout")
+

@@ -668,17 +668,7 @@ class TrainedGate(SignalGate):
     def _from_snapshot(
         cls, folder: Path, snap: Any, encoder: Any, configured: Any, sources: Sequence[Any]
     ) -> TrainedGate:
-        manifest = snap.manifest.params
-        version = manifest.get("version")
-        if manifest.get("format") == FORMAT and isinstance(version, int) and version > FORMAT_VERSION:
-            from ragroute.store.manifest import newer_format_message
-
-            raise IndexFormatError(newer_format_message(str(folder), version, FORMAT_VERSION, "gate "))
-        if manifest.get("format") != FORMAT or version != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{folder} is not a {FORMAT} v{FORMAT_VERSION} gate (format {manifest.get('format')!r}, "
-                f"version {version!r}); refit it with `ragroute gate fit`"
-            )
+        manifest = check_gate_settings(folder, snap.manifest.params)
         saved = [dict(s) for s in manifest["signals"]]
         if configured is not None:
             wanted = [s if isinstance(s, str) else str(dict(s).get("kind")) for s in configured]
@@ -721,6 +711,22 @@ class TrainedGate(SignalGate):
         )
         gate.columns = columns
         return gate
+
+
+def check_gate_settings(folder: Path, manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A saved gate's settings when this version reads them: a newer format says to upgrade,
+    another one to refit (loading and ``ragroute config check`` both call it)."""
+    version = manifest.get("version")
+    if manifest.get("format") == FORMAT and isinstance(version, int) and version > FORMAT_VERSION:
+        from ragroute.store.manifest import newer_format_message
+
+        raise IndexFormatError(newer_format_message(str(folder), version, FORMAT_VERSION, "gate "))
+    if manifest.get("format") != FORMAT or version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{folder} is not a {FORMAT} v{FORMAT_VERSION} gate (format {manifest.get('format')!r}, "
+            f"version {version!r}); refit it with `ragroute gate fit`"
+        )
+    return manifest
 
 
 def _restrict(signals: Sequence[GateSignal], columns: Sequence[str]) -> list[GateSignal]:

@@ -455,11 +455,15 @@ class _Checker:
             model = self.resolve(settings["model"])
             if not model.exists():
                 self.problem(f"{where}: router: model {model} does not exist")
-            elif not (model / "router.json").is_file():  # a router.json folder: written by 0.1
-                manifest = self.artifact(model, "router", f"{where}: router: ")
-                labels = manifest.params.get("labels") if manifest is not None and kind == "trained" else None
+            elif "trained" in kinds:  # its format and version as loading reads them (either layout)
+                from ragroute.route.trained import TrainedRouter
+
+                saved = self.attempt(lambda: TrainedRouter.read_settings(model), f"{where}: router: ")
+                labels = saved.get("labels") if saved is not None and kind == "trained" else None
                 if isinstance(labels, list):
                     self.router_labels = [str(label) for label in labels]
+            elif not (model / "router.json").is_file():
+                self.artifact(model, "router", f"{where}: router: ")
         if kind == "fixed" and settings.get("routes"):
             for route in settings["routes"]:
                 if str(route) not in names:
@@ -590,8 +594,13 @@ class _Checker:
         return None if snapshot is None else snapshot.manifest
 
     def check_gate_artifact(self, path: Path, configured: Any, where: str) -> None:
+        from ragroute.gate.trained import check_gate_settings
+
         manifest = self.artifact(path, "gate", f"{where}: ")
-        if manifest is None or not isinstance(configured, list):
+        if manifest is None:
+            return
+        readable = self.passes(lambda: check_gate_settings(path, manifest.params), f"{where}: ")
+        if not readable or not isinstance(configured, list):
             return
         def kinds(signals: Any) -> list[str]:
             return [str(s.get("kind") if isinstance(s, Mapping) else s) for s in signals or []]

@@ -415,6 +415,7 @@ class TrainedRouter(BaseRouter):
             params=settings,
             encoder=self.encoder_info,
             error=IndexFormatError,
+            supersedes=(ROUTER_FILE, WEIGHTS_FILE),  # a 0.1 router refitted in place
         ) as build:
             np.savez(build.path / WEIGHTS_FILE, **arrays)
         return Path(path_dir)
@@ -452,6 +453,22 @@ class TrainedRouter(BaseRouter):
             lambda snap: cls._load_files(
                 folder, _check_settings(folder, snap.manifest.params), snap.file(WEIGHTS_FILE), encoder
             ),
+            family=ARTIFACT_FAMILY,
+            error=IndexFormatError,
+        )
+
+    @staticmethod
+    def read_settings(path_dir: str | os.PathLike[str]) -> dict[str, Any]:
+        """The saved router's settings (labels, model kind, ...) checked as :meth:`load` checks them
+        (either layout, format and version), without its weights: what ``config check`` reads."""
+        from ragroute.store import artifact_exists, read_artifact
+
+        folder = Path(path_dir)
+        if (folder / ROUTER_FILE).is_file() and not artifact_exists(folder):
+            return _read_manifest(folder)
+        return read_artifact(
+            folder,
+            lambda snap: _check_settings(folder, snap.manifest.params),
             family=ARTIFACT_FAMILY,
             error=IndexFormatError,
         )

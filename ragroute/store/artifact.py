@@ -42,7 +42,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,18 +123,21 @@ def write_artifact(
     params: dict[str, Any] | None = None,
     encoder: dict[str, Any] | None = None,
     error: type[ArtifactFormatError] = ArtifactFormatError,
+    supersedes: Sequence[str] = (),
 ) -> Iterator[PendingBuild]:
     """Write a new build of the artifact at ``target`` and publish it when the body succeeds.
 
     If the body raises (or the process dies), nothing is published and the
     previous build stays current; the temporary folder is removed on exceptions
     (and, after a kill, by the next writer). Holds the artifact's writer lock
-    throughout (see the module docstring).
+    throughout (see the module docstring). ``supersedes``: the files of this family's 0.1
+    layout (e.g. a trained router's ``router.json``): a folder holding only those is rewritten
+    in place, and they are removed once the new build is published.
     """
     target = Path(target).absolute()
     if target.exists() and not target.is_dir():
         raise error(f"refusing to write an artifact at {target}: it is a file")
-    if target.is_dir() and not artifact_exists(target) and not _only_store_files(target):
+    if target.is_dir() and not artifact_exists(target) and not _only_store_files(target, supersedes):
         raise error(f"refusing to overwrite {target}: it exists and is not a ragroute artifact")
     builds = target / BUILDS_DIR
     builds.mkdir(parents=True, exist_ok=True)
@@ -153,6 +156,9 @@ def write_artifact(
             yield PendingBuild(tmp, manifest)
             crash_point("write: files written")
             _publish(target, tmp, manifest)
+            for name in supersedes:  # the 0.1 files this build replaces (readers now follow CURRENT)
+                with contextlib.suppress(OSError):
+                    (target / name).unlink()
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -211,10 +217,11 @@ def artifact_lock(target: str | Path) -> Iterator[None]:
         yield
 
 
-def _only_store_files(target: Path) -> bool:
-    """Whether ``target`` holds nothing but what a killed first build leaves (lock, temporary folders)."""
+def _only_store_files(target: Path, superseded: Sequence[str] = ()) -> bool:
+    """Whether ``target`` holds nothing but what a killed first build leaves (lock, temporary
+    folders) and the ``superseded`` files of a 0.1 layout."""
     for entry in target.iterdir():
-        if entry.name == LOCK_NAME or entry.name.startswith(f".{POINTER_NAME}."):
+        if entry.name == LOCK_NAME or entry.name.startswith(f".{POINTER_NAME}.") or entry.name in superseded:
             continue
         if entry.name != BUILDS_DIR or not entry.is_dir():
             return False
