@@ -16,9 +16,9 @@ for dir in "$root"/*/; do
   [ -f "$dir/qrels/dev.tsv" ] || continue
   for method in bm25 dense hybrid; do
     out="indexes/glasgow/$method/$name"
-    ragroute build "$dir" --out "$out" --method "$method" --backend "$backend" --cache-dir indexes/.cache \
-      --on-error raise >&2
-    ragroute eval --index "$out" --data "$dir" --split dev --backend "$backend" --cache-dir indexes/.cache \
-      --strict --json | tail -n 1
+    # BM25 needs no encoder: its commands refuse encoder options
+    if [ "$method" = bm25 ]; then enc=(); else enc=(--backend "$backend" --cache-dir indexes/.cache); fi
+    ragroute build "$dir" --out "$out" --method "$method" "${enc[@]}" --on-error raise >&2
+    ragroute eval --index "$out" --data "$dir" --split dev "${enc[@]}" --strict --json | tail -n 1
   done
 done
