@@ -64,12 +64,25 @@ def check_batch(values: Any, what: str = "queries") -> list[Any]:
 
 def check_filters(filters: Any) -> Any:
     """``filters`` when it is ``None`` or a mapping (metadata key -> value or list of values); else
-    :class:`InvalidArgumentError` (a string would otherwise match nothing, silently)."""
-    if filters is None or isinstance(filters, Mapping):
+    :class:`InvalidArgumentError` (a string would otherwise match nothing, silently). A value
+    that cannot be compared by equality (a mapping such as ``{"$eq": "hr"}``) is refused too."""
+    if filters is None:
         return filters
-    raise InvalidArgumentError(
-        f"filters must be a mapping of metadata key to value, got {value_type_name(filters)}"
-    )
+    if not isinstance(filters, Mapping):
+        raise InvalidArgumentError(
+            f"filters must be a mapping of metadata key to value, got {value_type_name(filters)}"
+        )
+    for key, value in filters.items():
+        members = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        for member in members:
+            try:
+                hash(tuple(member) if isinstance(member, list) else member)
+            except TypeError:
+                raise InvalidArgumentError(
+                    f"filters: {key!r} must be a value or a list of values (equality; a list matches "
+                    f"any of them), not {type(member).__name__}: operators such as $eq are not supported"
+                ) from None
+    return filters
 
 
 class CorpusFormatError(RagrouteError, ValueError):

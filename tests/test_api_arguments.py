@@ -66,6 +66,23 @@ def test_a_bare_string_is_not_a_batch_and_filters_are_a_mapping(indexes, pipelin
             index.search("planet", filters="astro")
     with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
         QueryContext.of("planet", filters="astro")
+    for index in indexes.values():  # an operator mapping raised TypeError: unhashable type: 'dict'
+        with pytest.raises(InvalidArgumentError, match=r"'topic' must be a value or a list of values"):
+            index.search("planet", filters={"topic": {"$eq": "astro"}})
+    assert len(indexes["bm25"].search("planet", filters={"topic": ["astro", "cook"]}, k=3)) == 3
+
+
+def test_a_routed_llama_retriever_refuses_filters_it_could_not_apply(pipeline):
+    """Over an object with only retrieve(text, k) the filters were dropped, silently."""
+    from ragroute.integrations.llamaindex import RoutedLlamaRetriever
+
+    class TextOnly:
+        def retrieve(self, query, k):
+            return pipeline.retrieve(query, k)
+
+    assert RoutedLlamaRetriever(pipeline, filters={"topic": "astro"}).retrieve("planet orbit")
+    with pytest.raises(InvalidArgumentError, match="filters need a ragroute Pipeline"):
+        RoutedLlamaRetriever(TextOnly(), filters={"topic": "astro"})
 
 
 def test_pipeline_k_float_is_a_value_not_a_failed_source(pipeline):

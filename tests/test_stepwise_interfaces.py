@@ -63,6 +63,10 @@ def test_stepwise_llama_retriever(index):
     assert [n.node.metadata["step"] for n in nodes][:2] == [0, 1]
     assert retriever.last_result.complete and retriever.last_result.retrieval_calls == 2
     assert len({n.node.node_id for n in nodes}) == len(nodes) <= 3
+    from llama_index.core.schema import MetadataMode
+
+    shown = nodes[0].node.get_content(metadata_mode=MetadataMode.LLM)  # what an LLM reads
+    assert "step:" not in shown and "complete:" not in shown  # the caller's, not the model's
 
 
 def test_llm_settings():

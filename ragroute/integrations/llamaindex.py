@@ -48,7 +48,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from ragroute.context import QueryContext, encoder_key
-from ragroute.errors import RagrouteError, check_filters
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters
 from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import hits_of
 from ragroute.scopes import ACCESS_KEY, caller_scopes
@@ -201,7 +201,12 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
         super().__init__(**kwargs)
         self.routed = routed
         self.similarity_top_k = _top_k(similarity_top_k, k)
-        self.filters = dict(filters) if filters else None
+        self.filters = dict(check_filters(filters)) if filters else None
+        if self.filters and not hasattr(routed, "retrieve_contexts"):  # it would drop them, silently
+            raise InvalidArgumentError(
+                f"filters need a ragroute Pipeline to route with; {type(routed).__name__} takes only "
+                "the query text (filter inside it, or wrap a Pipeline)"
+            )
         self.scopes = caller_scopes(scopes)
         self.encoder = query_encoder(routed)
         self.decisions = DecisionLog(keep_decisions)

@@ -66,9 +66,7 @@ class GatedLlamaRetriever(BaseRetriever):
         nodes = []
         for hit in hits:
             node = hit_to_node(hit, routed)
-            node.node.metadata["gate"] = gate
-            node.node.excluded_llm_metadata_keys.append("gate")
-            node.node.excluded_embed_metadata_keys.append("gate")
+            _set_hidden(node, "gate", gate)
             nodes.append(node)
         return nodes
 
@@ -93,10 +91,19 @@ class StepwiseLlamaRetriever(BaseRetriever):
         nodes = []
         for hit in scoped_hits(result.evidence(self.k), self.scopes):
             node = hit_to_node(hit)
-            node.node.metadata["step"] = hit.explain.get("step")
-            node.node.metadata["complete"] = result.complete
+            _set_hidden(node, "step", hit.explain.get("step"))
+            _set_hidden(node, "complete", result.complete)
             nodes.append(node)
         return nodes
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+def _set_hidden(node: NodeWithScore, key: str, value: Any) -> None:
+    """Put ``key`` in a node's metadata for the caller, out of what the LLM reads and what is embedded
+    (as the routed retrievers keep their numbers out)."""
+    node.node.metadata[key] = value
+    node.node.excluded_llm_metadata_keys.append(key)
+    node.node.excluded_embed_metadata_keys.append(key)
+
