@@ -95,6 +95,9 @@ def test_eval_json_keys(runner, tmp_path):
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"ndcg@10", "recall@10", "recall@100", "mrr@10", "queries"} <= payload.keys()
     assert payload["ndcg@10"] == 1.0 and payload["queries"] == 1
+    # fewer hits than Recall@100 reads would be scored as if they were all: refused
+    shallow = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), "--depth", "1"])
+    assert shallow.exit_code == 2 and "--depth 1 is below the largest metric cutoff" in shallow.output
 
 
 def eval_data(tmp_path, corpus_lines, query_lines, qrels):
@@ -327,6 +330,7 @@ def test_query_trace_names_terms_bm25_weighs_nothing(runner, tmp_path):
     result = runner.invoke(main, ["query", str(out), "refund", "--json"])
     retrieve = json.loads(result.stdout.strip().splitlines()[-1])["trace"][1]
     assert retrieve["hits"] == 0 and retrieve["weightless_terms"] == ["refund"]
+    assert "warning: no hits: refund weigh nothing in this index" in result.stderr  # not only in the trace
     result = runner.invoke(main, ["query", str(out), "shipping", "--json"])
     retrieve = json.loads(result.stdout.strip().splitlines()[-1])["trace"][1]
     assert retrieve["hits"] == 1 and "weightless_terms" not in retrieve

@@ -43,7 +43,12 @@ from ragroute.errors import check_query
 )
 @click.option("--backend", default=None, help="Encoder backend (default: the config's).")
 @cache_dir_option(CONFIG_CACHE_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the whole run and its trace.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="After the printed run, one JSON object on the last line: the whole run and its trace.",
+)
 @one_line_errors
 def ask_command(
     config: Path,

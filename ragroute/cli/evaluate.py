@@ -43,7 +43,8 @@ EVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10
     type=click.IntRange(min=1),
     default=100,
     show_default=True,
-    help="How many hits to retrieve per query (>= the largest metric cutoff).",
+    help="How many hits to retrieve per query (at least the largest metric cutoff, 100: fewer would "
+    "score Recall@100 on fewer hits).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @encoder_options(None)
@@ -78,6 +79,9 @@ def eval_command(
 
     if (index_dir is None) == (config is None):
         raise RagrouteError("give exactly one of --index INDEX_DIR or --config ROUTING.yaml")
+    deepest = max(int(name.rsplit("@", 1)[1]) for name in EVAL_METRICS)
+    if depth < deepest:  # Recall@100 from fewer hits would be a different, silently lower, number
+        raise RagrouteError(f"--depth {depth} is below the largest metric cutoff (Recall@{deepest})")
     dataset = load_beir(data_dir, split=split, on_error="raise" if strict else "skip")
     if dataset.report.n_skipped:
         # the loader warned once per file (lines and reasons); this says what it does to the scores

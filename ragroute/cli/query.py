@@ -112,6 +112,13 @@ def query_command(
             },
         ),
     ]
+    weightless = _weightless(index, text).get("weightless_terms")
+    if not hits and weightless:  # said where a user reads it, not only inside the trace
+        click.echo(
+            f"warning: no hits: {', '.join(weightless)} weigh nothing in this index (BM25 gives a term in "
+            "exactly half of the documents idf 0); add other words",
+            err=True,
+        )
     if as_json:
         emit_json(
             {

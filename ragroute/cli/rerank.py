@@ -84,7 +84,7 @@ def rerank_group() -> None:
     type=float,
     default=5e-5,
     show_default=True,
-    help="Peak learning rate (AdamW, linear warm-up and decay; 2e-4 until session 21 gave a weak logit).",
+    help="Peak learning rate (AdamW, linear warm-up and decay; docs/rerank.md says how it was chosen).",
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
 @train_device_option("the published model, its calibration and ONNX exports")

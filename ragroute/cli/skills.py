@@ -338,12 +338,13 @@ def tune_command(
 def _skill_index_encoder(index_dir: Path) -> str:
     """The encoder model id of the skill index at ``index_dir``; one clear error when there is none."""
     from ragroute.store import artifact_exists, open_snapshot
+    from ragroute.store.artifact import family_with_article
 
     if not artifact_exists(index_dir):
         raise RagrouteError(f"{index_dir}: no skill index here (build one with `ragroute skills build`)")
     manifest = open_snapshot(index_dir, verify=False).manifest
     if manifest.family != "skills":
-        raise RagrouteError(f"{index_dir} holds a {manifest.family} artifact, not a skill index")
+        raise RagrouteError(f"{index_dir} holds {family_with_article(manifest.family)}, not a skill index")
     return str((manifest.encoder or {}).get("model_id", ""))
 
 

@@ -357,6 +357,7 @@ class SkillIndex:
         from ragroute.index.dense import check_encoder
         from ragroute.skills.load_skills_jsonl import load_skills_jsonl
         from ragroute.store import artifact_exists, read_artifact
+        from ragroute.store.artifact import family_with_article
 
         target = Path(target)
         if not artifact_exists(target):
@@ -365,7 +366,8 @@ class SkillIndex:
         def read(snapshot: Any) -> tuple[Catalogue, BM25Scorer, dict[str, np.ndarray], Any, dict[str, Any]]:
             manifest = snapshot.manifest
             if manifest.family != FAMILY:
-                raise RagrouteError(f"{target} holds a {manifest.family} artifact, not a skill index")
+                held = family_with_article(manifest.family)
+                raise RagrouteError(f"{target} holds {held}, not a skill index")
             folder = Path(snapshot.path)
             params = dict(manifest.params)
             import warnings as _warnings

@@ -187,15 +187,15 @@ def check_replaceable(
         return
     if current.family != family:
         raise error(
-            f"refusing to replace {target}: it holds {_a(current.family)} ({current.kind}), not "
-            f"{_a(family)}; remove it first or choose another path"
+            f"refusing to replace {target}: it holds {family_with_article(current.family)} "
+            f"({current.kind}), not {family_with_article(family)}; remove it first or choose another path"
         )
 
 
 _FAMILY_NOUNS = {"skills": "skill index"}
 
 
-def _a(family: str) -> str:
+def family_with_article(family: str) -> str:
     """``an index``, ``a router``, ``a skill index``: a family named in a sentence."""
     noun = _FAMILY_NOUNS.get(family, family)
     return ("an " if noun[:1] in "aeiou" else "a ") + noun
@@ -554,8 +554,8 @@ def _checked(
     snapshot: Snapshot, family: str | None, verify: bool, error: type[ArtifactFormatError]
 ) -> Snapshot:
     if family is not None and snapshot.manifest.family != family:
-        held = f"{_a(snapshot.manifest.family)} ({snapshot.manifest.kind})"
-        raise error(f"{snapshot.root} holds {held}, not {_a(family)}")
+        held = f"{family_with_article(snapshot.manifest.family)} ({snapshot.manifest.kind})"
+        raise error(f"{snapshot.root} holds {held}, not {family_with_article(family)}")
     for name, info in snapshot.manifest.files.items():
         parts = Path(name).parts
         if not isinstance(info, dict) or not parts or Path(name).is_absolute() or ".." in parts:
