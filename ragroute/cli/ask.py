@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import one_line_errors
-from ragroute.cli.options import CONFIG_CACHE_HELP, cache_dir_option
+from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, cache_dir_option
 from ragroute.cli.output import emit_json
 from ragroute.errors import check_query
 
@@ -41,7 +41,12 @@ from ragroute.errors import check_query
     help="No planning or answering LLM: the question itself, retrieved once; nothing is answered (the "
     "top hit is shown). A gate or router in CONFIG that uses an LLM still calls it.",
 )
-@click.option("--backend", default=None, help="Encoder backend (default: the config's).")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default=None,
+    help="Encoder backend [default: the config's, else auto].",
+)
 @cache_dir_option(CONFIG_CACHE_HELP)
 @click.option(
     "--json",

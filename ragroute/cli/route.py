@@ -53,7 +53,12 @@ def _short(value: Any, limit: int = 140) -> str:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("query")
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits to return.")
-@click.option("--backend", default=None, help="Encoder backend [default: the config's, else auto].")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default=None,
+    help="Encoder backend [default: the config's, else auto].",
+)
 @cache_dir_option(CONFIG_CACHE_HELP)
 @click.option(
     "--scope",
