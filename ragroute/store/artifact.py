@@ -445,9 +445,8 @@ def read_artifact(
     root = Path(root)
     try:
         if root.is_file():  # e.g. a YAML file given where a gate, index or router folder is expected
-            kind = f"{family} folder" if family else "artifact folder"
-            what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
-            raise error(f"{root} is a file, not {what} (the folder a ragroute command wrote)")
+            what = family_with_article(family) if family else "an artifact"
+            raise error(f"{root} is a file, not {what} folder (the folder a ragroute command wrote)")
         return _read_retrying(root, read, family, verify, error)
     except OSError as exc:  # a path or file the OS refuses (a missing file is said by _read_retrying)
         raise error(f"cannot read {refused_path_message(exc, root)}") from None
