@@ -52,6 +52,17 @@ def test_gated_llama_retriever(index):
     assert len(nodes) == 1 and nodes[0].node.node_id == "kb:ada"  # the gate's depth: 1
     assert nodes[0].node.metadata["gate"]["reason"] == "unknown"
     assert "gate" in nodes[0].node.excluded_llm_metadata_keys
+    # over a routed pipeline each node names its own routing decision, whichever query ended last
+    from ragroute.pipeline import Pipeline
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import Source
+
+    routed = GatedLlamaRetriever(CapitalGate(), Pipeline([Source("kb", index)], FixedRoutes(["kb"])), k=3)
+    first = routed.retrieve("Where was Ada Brennan born?")
+    second = routed.retrieve("Who is the mayor of Kellow?")
+    assert routed.decision_of(first[0]) is not routed.decision_of(second[0])
+    assert routed.decision_of(second[0]) is routed.last_routing
+    assert routed.decision_of(first[0]).chosen == ["kb"]
 
 
 def test_stepwise_llama_retriever(index):

@@ -5,7 +5,9 @@
   :class:`~ragroute.pipeline.Pipeline` or any ragroute retriever) with the gate's depth,
   ``answer`` / ``stop`` return no nodes (the LLM answers from its own knowledge).
   ``last_decision`` is the gate's decision (every node's metadata carries it, hidden from the
-  LLM); ``last_routing`` the routing decision of a routed retriever.
+  LLM); ``last_routing`` the routing decision of a routed retriever. Both belong to whichever
+  query ended last: with concurrent queries read a node's own, ``node.metadata["gate"]`` and
+  :meth:`GatedLlamaRetriever.decision_of` (its ``decision_id`` names the routing decision).
 * :class:`StepwiseLlamaRetriever`: runs a
   :class:`~ragroute.gate.controller.StepwiseController` and returns the run's evidence
   (the steps' hits interleaved, top ``k``) as nodes; ``last_result`` holds the whole run
@@ -25,7 +27,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ragroute.context import QueryContext
-from ragroute.integrations.adapters import scoped_hits
+from ragroute.integrations.adapters import DecisionLog, scoped_hits
 from ragroute.integrations.llamaindex import hit_to_node
 from ragroute.pipeline.stages import GateDecision
 from ragroute.route.sources import hits_of
@@ -38,7 +40,14 @@ class GatedLlamaRetriever(BaseRetriever):
     caller's (none: only public sources and documents, see :mod:`ragroute.scopes`)."""
 
     def __init__(
-        self, gate: Any, retriever: Any, *, k: int = 5, scopes: Sequence[str] = (), **kwargs: Any
+        self,
+        gate: Any,
+        retriever: Any,
+        *,
+        k: int = 5,
+        scopes: Sequence[str] = (),
+        keep_decisions: int = 128,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.gate = gate
@@ -47,6 +56,13 @@ class GatedLlamaRetriever(BaseRetriever):
         self.scopes = caller_scopes(scopes)
         self.last_decision: GateDecision | None = None
         self.last_routing: Decision | None = None
+        self.decisions = DecisionLog(keep_decisions)
+
+    def decision_of(self, node: NodeWithScore | Any) -> Decision | None:
+        """The routing decision of the query that returned ``node`` (if still kept; ``None`` when
+        the wrapped retriever does not route)."""
+        inner = getattr(node, "node", node)
+        return self.decisions.get(str(inner.metadata.get("decision_id", "")))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = QueryContext.of(query_bundle.query_str, scopes=self.scopes)
@@ -62,10 +78,11 @@ class GatedLlamaRetriever(BaseRetriever):
         else:
             hits, routed = scoped_hits(hits_of(self.retriever, [context], k)[0], self.scopes), None
         self.last_routing = routed
+        decision_id = self.decisions.record(routed) if routed is not None else ""
         gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
         nodes = []
         for hit in hits:
-            node = hit_to_node(hit, routed)
+            node = hit_to_node(hit, routed, decision_id=decision_id)
             _set_hidden(node, "gate", gate)
             nodes.append(node)
         return nodes
