@@ -11,7 +11,7 @@ import difflib
 import errno
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -259,6 +259,34 @@ def check_setting(
             raise RagrouteError(f"{prefix}{key!r} must be above 0, not {value!r}")
     return value
 
+
+
+def check_listed_setting(
+    key: str,
+    value: Any,
+    types: Mapping[str, tuple[str, float | None]],
+    where: str,
+    *,
+    maxima: Mapping[str, float] | None = None,
+    positive: Sequence[str] = (),
+    optional: Sequence[str] = (),
+) -> None:
+    """:func:`check_setting` for a section whose settings are listed in ``types`` (key -> expected
+    type and least value), with per-key ``maxima``, keys that must be ``positive`` and keys that
+    may be ``optional`` (null); a key not listed is checked where it is read."""
+    if key not in types:
+        return
+    expected, minimum = types[key]
+    check_setting(
+        value,
+        expected,
+        where,
+        key,
+        minimum=minimum,
+        maximum=(maxima or {}).get(key),
+        positive=key in positive,
+        optional=key in optional,
+    )
 
 def _spells_number(text: str) -> bool:
     try:

@@ -32,7 +32,9 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
             f"{len(report.builds)} superseded builds removed",
             err=True,
         )
-    if _is_legacy_router(path):
+    from ragroute.route.trained import is_legacy_router
+
+    if is_legacy_router(path):
         _show_legacy_router(path, as_json)
         return
     snapshot = open_snapshot(path, verify=verify)
@@ -54,14 +56,6 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
     click.echo(
         f"  {len(manifest.files)} files, {size / 1e6:.2f} MB" + (", checksums verified" if verify else "")
     )
-
-
-def _is_legacy_router(path: Path) -> bool:
-    """A trained router written by ragroute 0.1 (``router.json`` beside its weights, no CURRENT)."""
-    from ragroute.route.trained import ROUTER_FILE
-    from ragroute.store import artifact_exists
-
-    return (path / ROUTER_FILE).is_file() and not artifact_exists(path)
 
 
 def _show_legacy_router(path: Path, as_json: bool) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.errors import RagrouteError, check_keys, check_listed_setting, check_setting
 from ragroute.gate.signals import make_signal, needs_retrieval
 from ragroute.gate.trained import DepthPolicy, ThresholdGate, TrainedGate
 
@@ -62,17 +62,14 @@ def _check(kind: str, settings: Mapping[str, Any], where: str) -> None:
 def check_gate_value(key: str, value: Any, where: str) -> None:
     """A one-line :class:`RagrouteError` if a plain gate setting has the wrong type or range (what
     loading refuses; ``ragroute config check`` calls it too)."""
-    if key in GATE_SETTING_TYPES:
-        expected, minimum = GATE_SETTING_TYPES[key]
-        check_setting(
-            value,
-            expected,
-            f"{where}: gate" if where else "gate",
-            key,
-            minimum=minimum,
-            maximum=GATE_SETTING_MAXIMUM.get(key),
-            positive=key in GATE_SETTING_POSITIVE,
-        )
+    check_listed_setting(
+        key,
+        value,
+        GATE_SETTING_TYPES,
+        f"{where}: gate" if where else "gate",
+        maxima=GATE_SETTING_MAXIMUM,
+        positive=GATE_SETTING_POSITIVE,
+    )
 
 
 def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:

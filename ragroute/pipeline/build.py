@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, SourceWarning, check_keys, check_setting
+from ragroute.errors import RagrouteError, SourceWarning, check_keys, check_listed_setting, check_setting
 from ragroute.exposure import ExposureBudget, ExposureLedger
 from ragroute.pipeline.runner import Pipeline
 from ragroute.pipeline.stages import RoutingOptions
@@ -43,8 +43,8 @@ OPTIONAL_SETTINGS = ("temperature", "none_threshold")
 LABELLED_ROUTER_KINDS = ("knn", "trained", "llm", "ensemble")
 #: router settings that must be above 0 (a softmax temperature)
 POSITIVE_SETTINGS = ("temperature", "timeout_s")
-#: router settings that are probabilities (at most 1)
-PROBABILITY_SETTINGS = ("label_probability",)
+#: router settings with a largest value (probabilities)
+ROUTER_SETTING_MAXIMA = {"label_probability": 1.0}
 
 
 def router_keys() -> set[str]:
@@ -90,18 +90,15 @@ def check_router_settings(settings: Mapping[str, Any], where: str) -> str:
 def check_router_value(key: str, value: Any, where: str) -> None:
     """A one-line :class:`RagrouteError` if a router kind's setting has the wrong type or range
     (``bank_dim: 0``, ``temperature: -1``); selection keys are checked by :func:`routing_options`."""
-    if key in ROUTER_SETTING_TYPES:
-        expected, minimum = ROUTER_SETTING_TYPES[key]
-        check_setting(
-            value,
-            expected,
-            f"{where}: router" if where else "router",
-            key,
-            minimum=minimum,
-            maximum=1.0 if key in PROBABILITY_SETTINGS else None,
-            positive=key in POSITIVE_SETTINGS,
-            optional=key in OPTIONAL_SETTINGS,
-        )
+    check_listed_setting(
+        key,
+        value,
+        ROUTER_SETTING_TYPES,
+        f"{where}: router" if where else "router",
+        maxima=ROUTER_SETTING_MAXIMA,
+        positive=POSITIVE_SETTINGS,
+        optional=OPTIONAL_SETTINGS,
+    )
 
 
 def route_name_problems(

@@ -191,7 +191,6 @@ def _split_reference(request: SourceRequest) -> None:
 
 def load_factory(request: SourceRequest) -> Callable[..., Any]:
     """The callable ``factory:`` names (a module on the path, or a ``.py`` file beside the config)."""
-    _split_reference(request)
     return import_reference(
         str(request.entry["factory"]), request.where, "factory", base=request.config_path.parent
     )

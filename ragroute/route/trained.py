@@ -443,10 +443,10 @@ class TrainedRouter(BaseRouter):
         Raises :class:`IndexFormatError` for a missing or corrupt folder and
         :class:`EncoderMismatchError` for another encoder.
         """
-        from ragroute.store import artifact_exists, read_artifact
+        from ragroute.store import read_artifact
 
         folder = Path(path_dir)
-        if (folder / ROUTER_FILE).is_file() and not artifact_exists(folder):
+        if is_legacy_router(folder):
             return cls._load_files(folder, _read_manifest(folder), folder / WEIGHTS_FILE, encoder)
         return read_artifact(
             folder,
@@ -461,10 +461,10 @@ class TrainedRouter(BaseRouter):
     def read_settings(path_dir: str | os.PathLike[str]) -> dict[str, Any]:
         """The saved router's settings (labels, model kind, ...) checked as :meth:`load` checks them
         (either layout, format and version), without its weights: what ``config check`` reads."""
-        from ragroute.store import artifact_exists, read_artifact
+        from ragroute.store import read_artifact
 
         folder = Path(path_dir)
-        if (folder / ROUTER_FILE).is_file() and not artifact_exists(folder):
+        if is_legacy_router(folder):
             return _read_manifest(folder)
         return read_artifact(
             folder,
@@ -757,6 +757,14 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexFormatError(f"{path} is not valid JSON: {exc}") from None
     return _check_settings(path, manifest)
+
+
+def is_legacy_router(folder: Path) -> bool:
+    """Whether ``folder`` holds a router written by ragroute 0.1 (``router.json`` beside its
+    weights, no artifact pointer): loading, ``read_settings`` and ``inspect`` read it apart."""
+    from ragroute.store import artifact_exists
+
+    return (Path(folder) / ROUTER_FILE).is_file() and not artifact_exists(folder)
 
 
 def _check_settings(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
