@@ -28,7 +28,7 @@ def test_notebooks_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     notebook = nbformat.read(path, as_version=4)
     # Committed notebooks are clean: CI executes them, so stored outputs would only go stale.
     stale = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and cell.get("outputs")]
@@ -37,6 +37,11 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch):
     # The kernel inherits this environment: offline, whatever the caller's settings.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # Its temporary folders go here, so that what it leaves behind can be seen (libraries' own
+    # caches, such as torch's compile cache, are theirs to keep).
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     client = nbclient.NotebookClient(
         notebook,
         timeout=TIMEOUT_S,
@@ -50,3 +55,5 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch):
         error = ANSI_COLOURS.sub("", str(exc))  # the failing cell's source and traceback
     if error is not None:
         pytest.fail(f"{path.name} failed:\n{error}", pytrace=False)
+    left = sorted(p.name for p in scratch.iterdir() if p.name.startswith("ragroute"))
+    assert not left, f"{path.name} left temporary files behind: {left}"
