@@ -172,6 +172,34 @@ def test_concurrent_aretrieve_overlaps_and_does_not_block_the_loop(sources, kind
     assert len(nodes) == 3 and ticks >= 5  # the loop ran other tasks during the 0.2 s search
 
 
+def test_async_embeddings_encode_off_the_event_loop(hashing_encoder):
+    import threading
+
+    from ragroute.integrations.llamaindex_embedding import EncoderEmbedding
+
+    threads: list[int] = []
+    encode = hashing_encoder._encode
+
+    def recording(texts):
+        threads.append(threading.get_ident())
+        return encode(texts)
+
+    hashing_encoder._encode = recording
+    model = EncoderEmbedding(hashing_encoder)
+
+    async def run():
+        loop_thread = threading.get_ident()
+        query = await model.aget_query_embedding("galaxy telescope")
+        texts = await model.aget_text_embedding_batch(["comet orbit", "bread oven"])
+        return loop_thread, query, texts
+
+    loop_thread, query, texts = asyncio.run(run())
+    assert threads and loop_thread not in threads  # encoding never ran on the loop's thread
+    assert len(threads) == 2  # the batch is one encoder call, not one per text
+    assert query == model.get_query_embedding("galaxy telescope")
+    assert texts == model.get_text_embedding_batch(["comet orbit", "bread oven"])
+
+
 def test_concurrent_queries_get_the_answers_of_sequential_ones(sources, hashing_encoder):
     """The pipeline, its router and its indexes are shared by the worker threads of aretrieve."""
     routed = pipeline_from_settings(sources, {"kind": "prototype", "max_routes": 2}, encoder=hashing_encoder)

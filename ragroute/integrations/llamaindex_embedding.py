@@ -9,6 +9,7 @@ compare against it inside the same pipeline.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,11 +41,16 @@ class EncoderEmbedding(BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return self._encoder.encode_documents(texts, show_progress=False).tolist()
 
+    # Encoding is CPU-bound work: the async forms run it in a worker thread, so an event loop
+    # serving other requests is not stalled while a batch is encoded.
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
+        return await asyncio.to_thread(self._get_query_embedding, query)
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
-        return self._get_text_embedding(text)
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
 
 
 class LlamaIndexSelectorRouter(BaseRouter):
