@@ -923,6 +923,28 @@ def test_rerank_average_refuses_other_recipes_before_building_any_pair(tiny_rera
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
 
+def test_rerank_train_refuses_a_device_before_mining_any_pair(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import ragroute.cli.rerank
+    from ragroute.cli import main
+
+    def no_pairs(*_args, **_kwargs):
+        raise AssertionError("training pairs were mined for a device that cannot train")
+
+    monkeypatch.setattr(ragroute.cli.rerank, "_pairs", no_pairs)
+    result = CliRunner().invoke(
+        main,
+        ["rerank", "train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]
+        + ["--device", "nosuchdevice"],
+    )
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot train on device 'nosuchdevice' here (")
+    assert not (tmp_path / "r").exists()
+
+
 def test_draws_of_one_seed_start_from_the_same_weights(tmp_path):
     from sentence_transformers import CrossEncoder
 

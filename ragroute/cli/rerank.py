@@ -164,8 +164,10 @@ def train_command(
     from ragroute.rerank.cross_encoder import FAMILY
     from ragroute.rerank.train import TrainParams, train_reranker
     from ragroute.store import check_replaceable
+    from ragroute.training import check_device
 
     check_replaceable(out, FAMILY)  # before minutes of loading and training, not after
+    check_device(device)  # likewise: before the training pairs are mined
     params = TrainParams(
         layers=layers,
         max_length=max_length,
