@@ -109,6 +109,17 @@ def test_every_command_that_encodes_takes_cache_dir():
     assert lacking == NO_ENCODER
 
 
+def test_every_option_and_command_explains_itself_in_help():
+    undocumented = [
+        f"{name} {param.opts[0]}"
+        for name, command in _commands(main)
+        for param in command.params
+        if isinstance(param, click.Option) and not param.help
+    ]
+    assert not undocumented, undocumented
+    assert not [name for name, command in _commands(main) if not (command.help or "").strip()]
+
+
 def test_commands_default_to_the_user_cache_and_take_cache_dir(tmp_path, monkeypatch, hashing_encoder):
     """`build` without --cache-dir caches in the per-user folder (no .cache beside the index)."""
     calls = []

@@ -124,4 +124,3 @@ def _answered_by_fallback(result: Any) -> bool:
     last plan answered, and says what it fell back from."""
     plans = [t.detail for t in result.trace if t.stage == "plan"]
     return bool(plans) and plans[-1].get("action") == "answer" and bool(plans[-1].get("fallback"))
-

@@ -17,7 +17,7 @@ import click
 
 from ragroute.cli.common import one_line_errors
 from ragroute.cli.options import (
-    BACKENDS,
+    backend_option,
     bench_encoder_options,
     bench_json_option,
     cache_dir_option,
@@ -141,7 +141,9 @@ def bm25_command(
     help="Backend to measure (repeatable; default: all). torch fp32 always runs as the baseline.",
 )
 @click.option("--model", default=DEFAULT_ENCODER, show_default=True, help="Encoder name or folder.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Texts encoded per batch."
+)
 @click.option(
     "--repeats",
     type=click.IntRange(min=1),
@@ -384,7 +386,7 @@ def corpus_routing_command(
     "--encoder", "encoder_name", default=None, help="Encoder name or folder (default all-MiniLM-L6-v2)."
 )
 @cache_dir_option()
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the routers' classifiers.")
 @bench_json_option
 @one_line_errors
 def route_labels_command(
@@ -549,7 +551,13 @@ def graph_command(
     type=click.Path(path_type=Path),
     help="Reranker: a `ragroute rerank train` artifact or a sentence-transformers CrossEncoder.",
 )
-@click.option("--candidates", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--candidates",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Stage-1 candidates the reranker re-orders.",
+)
 @rerank_backend_option
 @bench_encoder_options
 @bench_json_option
@@ -680,7 +688,13 @@ def ppr_command(
     "[default: rerank/default if it has been trained; else the rerank rows are left out, said on stderr].",
 )
 @click.option("--no-reranker", is_flag=True, help="Stage-1 rows only, even when rerank/default exists.")
-@click.option("--candidates", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--candidates",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Stage-1 candidates the reranker re-orders.",
+)
 @click.option(
     "--scale",
     type=click.IntRange(min=0),
@@ -688,7 +702,13 @@ def ppr_command(
     show_default=True,
     help="Skills in the scaled catalogue timed for latency_ms_p50_10k (0 skips it).",
 )
-@click.option("--latency-queries", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--latency-queries",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Queries run one at a time to measure latency.",
+)
 @click.option(
     "--max-queries", type=click.IntRange(min=1), default=None, help="Score only the first N queries."
 )
@@ -801,7 +821,13 @@ def skills_command(
     "threshold_tuned_probe, trained_all_tuned and their *_tuned_soup and *_tuned_ensemble "
     "variants fine-tune a classifier per fit and run only when named].",
 )
-@click.option("--latency-queries", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--latency-queries",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Queries run one at a time to measure latency.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the holdout.")
 @bench_encoder_options
 @plot_option
@@ -866,7 +892,9 @@ def gate_command(
     help="decomposition: the queries' gold sub-questions (an oracle); llm: the local SmolLM2 plans.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Step budget per question."
+)
 @click.option("--graph/--no-graph", default=True, show_default=True, help="Add the graph walk reference row.")
 @click.option("--gate/--no-gate", default=True, show_default=True, help="Add a gated step-wise row.")
 @bench_encoder_options
@@ -928,7 +956,13 @@ def stepwise_command(
     show_default=True,
     help="One trained expert per collection (trained where missing, reused otherwise).",
 )
-@click.option("--folds", type=click.IntRange(2), default=5, show_default=True)
+@click.option(
+    "--folds",
+    type=click.IntRange(2),
+    default=5,
+    show_default=True,
+    help="Cross-validation folds when --train-split equals --split.",
+)
 @click.option("--threshold", type=float, default=None, help="Mixtures: probability needed to add an expert.")
 @click.option("--max-routes", type=int, default=None, help="Mixtures: most experts fused.")
 @click.option("--fusion", default=None, help="Mixtures: registered fusion method [default: the product's].")
@@ -1125,7 +1159,13 @@ def reliability_command(
     show_default=True,
     help="Most queries the attack stream sends (it also stops after 150 queries that show nothing new).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the attack and benign query streams (budgets were set on 0; docs report 1).",
+)
 @bench_encoder_options
 @plot_option
 @bench_json_option
@@ -1192,7 +1232,9 @@ def exposure_command(
     show_default=True,
     help="Largest size the LanceDB row (embedded, on disk, exact scan) is measured at; 0 leaves it out.",
 )
-@click.option("--queries", type=click.IntRange(min=10), default=200, show_default=True)
+@click.option(
+    "--queries", type=click.IntRange(min=10), default=200, show_default=True, help="Queries timed per size."
+)
 @click.option(
     "--ray-corpus",
     type=click.Path(path_type=Path),
@@ -1223,7 +1265,7 @@ def exposure_command(
     "2 workers) is identical to the single-process build; 0: skip.",
 )
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder of the Ray builds.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@backend_option
 @plot_option
 @bench_json_option
 @one_line_errors

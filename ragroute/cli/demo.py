@@ -89,7 +89,13 @@ def build_sources(specs: list, method: str, encoder: Any, out_dir: Path) -> None
     show_default=True,
     help="Queries to answer (JSONL: _id, text, optional metadata.expected_source).",
 )
-@click.option("--method", type=click.Choice(INDEX_KINDS.names()), default="hybrid", show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(INDEX_KINDS.names()),
+    default="hybrid",
+    show_default=True,
+    help="Index kind built for each corpus.",
+)
 @encoder_options(DEFAULT_ENCODER)
 @click.option(
     "-k", "k", type=click.IntRange(min=1), default=3, show_default=True, help="Hits shown per query."

@@ -46,7 +46,13 @@ EVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10
     help="How many hits to retrieve per query (at least the largest metric cutoff, 100: fewer would "
     "score Recall@100 on fewer hits).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Queries encoded per batch.",
+)
 @encoder_options(None)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the metrics as one JSON object on the last line."

@@ -47,8 +47,16 @@ def expert_group() -> None:
     help="query-lora: a query-side LoRA adapter that searches the base model's document index "
     "(no re-indexing); full: both towers fine-tuned (the expert needs its own index).",
 )
-@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--epochs", type=click.IntRange(1), default=2, show_default=True, help="Passes over the pseudo-queries."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Pseudo-queries per step (each batch's other passages are its in-batch negatives).",
+)
 @click.option(
     "--learning-rate", type=float, default=None, help="[default: 5e-4 for query-lora, 2e-5 for full]"
 )
@@ -63,7 +71,13 @@ def expert_group() -> None:
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
 @train_device_option("the published adapter or model and the pilots")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seeds the pseudo-queries cut, the negatives mined and the training order.",
+)
 @engine_options(
     "Where the base model encodes CORPUS for the training data (the document vectors positives and "
     "hard negatives come from): here, or in shards on Ray workers (extra ragroute[ray]); training runs here."

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors, refuse_options
-from ragroute.cli.options import BACKENDS, cache_dir_option
+from ragroute.cli.options import backend_option, cache_dir_option
 from ragroute.cli.output import emit_json
 
 
@@ -49,10 +49,17 @@ def _encoder(name: str | None, backend: str, cache_dir: Path | None) -> Any:
 @click.option(
     "--max-steps", type=click.IntRange(min=1), default=None, help="Stop at this step of a multi-step run."
 )
-@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option(
+    "--encoder",
+    default="all-MiniLM-L6-v2",
+    show_default=True,
+    help="Encoder of the query vectors the gate's signals read (the gate is used with the same).",
+)
+@backend_option
 @cache_dir_option()
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the cross-validation folds that choose C."
+)
 @one_line_errors
 def fit_command(
     train: Path,
@@ -133,7 +140,7 @@ def fit_command(
 @click.option(
     "--step", type=click.IntRange(min=0), default=0, show_default=True, help="Step of a multi-step run."
 )
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@backend_option
 @cache_dir_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON object.")
 @one_line_errors

@@ -199,9 +199,7 @@ def build_command(
             triple_set, model, documents=units, extractor=chosen, graph_params=params, name=label
         )
     else:
-        index = build_index(
-            units, "graph", encoder=model, graph_params=params, extractor=chosen, name=label
-        )
+        index = build_index(units, "graph", encoder=model, graph_params=params, extractor=chosen, name=label)
     say_llm_work(chosen)
     manifest = save_built_index(index, out_dir, "graph", start)
     counts = manifest.params.get("counts", {})
@@ -222,7 +220,13 @@ def build_command(
     show_default=True,
     help="Cut the new documents as the graph's passages were cut.",
 )
-@click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True)
+@click.option(
+    "--on-error",
+    type=click.Choice(["skip", "raise"]),
+    default="skip",
+    show_default=True,
+    help="Bad corpus lines: skip them with a counted warning, or stop at the first.",
+)
 @llm_option
 @one_line_errors
 def add_command(
@@ -411,7 +415,13 @@ def stats_command(graph_dir: Path, top: int, as_json: bool) -> None:
     help="graphml (nodes with name/type/passage/title/text, edges with weight/type; networkx, igraph, "
     "Gephi read it) or edgelist (TSV: source, target, names, weight, type).",
 )
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="File to write (refused if it exists, unless --force).",
+)
 @click.option("--force", is_flag=True, help="Replace --out if the file exists.")
 @one_line_errors
 def export_command(graph_dir: Path, fmt: str, out_file: Path, force: bool) -> None:

@@ -72,4 +72,3 @@ def _show_legacy_router(path: Path, as_json: bool) -> None:
     if encoder:
         click.echo(f"  encoder: {encoder.get('model_id')} (dim {encoder.get('dim')})")
     click.echo(f"  refit with `ragroute route fit ... --out {path}` to move it to the checksummed layout")
-

@@ -23,6 +23,19 @@ CONFIG_CACHE_HELP = (
 )
 
 
+BACKEND_HELP = (
+    "How the encoder runs: torch, onnx (fp32 export) or onnx-int8; auto picks the fastest backend "
+    "whose retrieval quality was measured to hold."
+)
+
+
+def backend_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--backend``: how the encoder runs (``auto`` by default)."""
+    return click.option(
+        "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help=BACKEND_HELP
+    )(func)
+
+
 def cache_dir_option(help_text: str = CACHE_DIR_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--cache-dir`` (``None`` when not given: the per-user cache folder, or a config's ``cache_dir:``)."""
     return click.option(
@@ -38,14 +51,7 @@ def encoder_options(default_encoder: str | None) -> Callable[[Callable[..., Any]
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         func = cache_dir_option()(func)
-        func = click.option(
-            "--backend",
-            type=click.Choice(BACKENDS),
-            default="auto",
-            show_default=True,
-            help="How the encoder runs; auto picks the fastest backend whose retrieval quality "
-            "was measured to hold.",
-        )(func)
+        func = backend_option(func)
         return click.option(
             "--encoder",
             default=default_encoder,
@@ -86,7 +92,7 @@ def engine_options(engine_help: str) -> Callable[[Callable[..., Any]], Callable[
 def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--encoder``, ``--backend`` and ``--cache-dir`` (an embedding cache shared by benchmark runs)."""
     func = cache_dir_option(CACHE_DIR_HELP + " Shared by runs, so repeated runs do not re-encode.")(func)
-    func = click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)(func)
+    func = backend_option(func)
     return click.option(
         "--encoder",
         default="all-MiniLM-L6-v2",

@@ -61,8 +61,14 @@ def rerank_group() -> None:
 @click.option(
     "--max-length", type=click.IntRange(16, 512), default=64, show_default=True, help="Tokens per pair."
 )
-@click.option("--queries-per-set", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option(
+    "--queries-per-set",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Most training queries drawn from each labelled set's fold 0.",
+)
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True, help="Passes over the pairs.")
 @click.option(
     "--batch-size",
     type=click.IntRange(1),

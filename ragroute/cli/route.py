@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, format_hit, open_encoder
-from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, cache_dir_option
+from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, backend_option, cache_dir_option
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError, check_query
 from ragroute.types import Decision
@@ -130,11 +130,22 @@ def _labelled_queries(
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for router.json + router_weights.npz (no pickle).",
 )
-@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option(
+    "--encoder",
+    default="all-MiniLM-L6-v2",
+    show_default=True,
+    help="Encoder of the query vectors the router learns from (routing configs must use the same).",
+)
+@backend_option
 @cache_dir_option()
 @click.option("--none-label", default=None, help="The label that means 'answer without retrieval' (e.g. no).")
-@click.option("--model", type=click.Choice(["logreg", "mlp"]), default="logreg", show_default=True)
+@click.option(
+    "--model",
+    type=click.Choice(["logreg", "mlp"]),
+    default="logreg",
+    show_default=True,
+    help="Classifier over the query features: logistic regression, or a small MLP.",
+)
 @click.option(
     "--hashed-dim",
     type=click.IntRange(min=0),

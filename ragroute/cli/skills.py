@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import BACKENDS, cache_dir_option, resolve_reranker
+from ragroute.cli.options import backend_option, cache_dir_option, resolve_reranker
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
 
@@ -38,7 +38,7 @@ def skills_group() -> None:
     help="Catalogue format [default: detected from the path].",
 )
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder name or folder.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@backend_option
 @cache_dir_option()
 @click.option(
     "--fusion",
@@ -164,7 +164,9 @@ def build_command(
     default=None,
     help='JSONL of tasks ({"_id" or "id", "text"} per line) instead of TASK.',
 )
-@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Skills returned per task."
+)
 @click.option(
     "--reranker",
     "reranker_path",
@@ -188,7 +190,7 @@ def build_command(
     default=None,
     help="Abstain when p(best skill applies) is below this [default: the model's, 0.5].",
 )
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@backend_option
 @cache_dir_option()
 @click.option(
     "--trace", "show_trace", is_flag=True, help="Include every stage's scores (JSON) or print them."
@@ -286,7 +288,7 @@ def route_command(
 @click.option(
     "--max-queries", type=click.IntRange(min=10), default=None, help="Fit on the first N judged tasks only."
 )
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@backend_option
 @cache_dir_option()
 @one_line_errors
 def tune_command(
