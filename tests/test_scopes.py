@@ -144,6 +144,44 @@ def test_a_router_strongly_preferring_a_forbidden_source_never_reaches_it(source
     assert scope_step(allowed) == {"scopes": ["hr"], "hidden_sources": 0}
 
 
+class PayrollMindedLLM:
+    """Answers the hidden source whenever the prompt offers it, else helpdesk; keeps its prompts."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def complete(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        return SECRET if SECRET in prompt else "helpdesk"
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_an_llm_router_offers_a_scoped_caller_only_the_sources_it_may_read(sources, encoder, ensemble):
+    """The LLM spends one choice per query: offered a hidden source, its choice was dropped and the
+    visible routes were left tied (chosen by name, the none route among them), so the prompt of a
+    caller who may not read a source must not offer it."""
+    from ragroute.route.ensemble import EnsembleRouter
+    from ragroute.route.llm import LlmRouter
+
+    llm = PayrollMindedLLM()
+    router = LlmRouter(sources, llm)
+    if ensemble:
+        router = EnsembleRouter([router, FixedRouter({"science": 0.5, SECRET: 0.5})])
+    pipeline = Pipeline(sources, router)
+    result = pipeline.retrieve("printer vpn password", k=3, scopes=["it"])
+    assert SECRET not in llm.prompts[-1] and "helpdesk" in llm.prompts[-1] and "science" in llm.prompts[-1]
+    assert result.decision.chosen[0] == "helpdesk" and result.hits[0].source == "helpdesk"
+    assert_no_leak(result, ["it"])
+    # a caller holding the scope is offered the source (and the LLM takes it)
+    allowed = pipeline.retrieve("printer vpn password", k=3, scopes=["hr"])
+    assert SECRET in llm.prompts[-1] and allowed.decision.chosen[0] == SECRET
+    # one batch, two callers: each routed with its own offer
+    both = pipeline.retrieve_many(
+        [QueryContext.of("printer vpn", scopes=["it"]), QueryContext.of("printer vpn", scopes=["hr"])], k=3
+    )
+    assert [r.decision.chosen[0] for r in both] == ["helpdesk", SECRET]
+
+
 def test_the_router_trace_of_a_scoped_caller_holds_only_what_it_may_see(sources):
     """Raw numbers computed beside a hidden source gave its share away (raw p of the visible best
     against the renormalised one), and redacting only when the hidden source won told that it won:

@@ -151,6 +151,7 @@ class RouteStage:
         self._access = {p.name: p.access for p in self.problems}
         self._access.update({s.name: s.access for s in sources})
         self._hidden: dict[tuple[str, ...], frozenset[str]] = {}
+        self._restricted: dict[frozenset[str], Any] = {}
 
     def hidden(self, scopes: Sequence[str]) -> frozenset[str]:
         """Names of the sources (opened or not) a caller holding ``scopes`` may not read."""
@@ -162,6 +163,20 @@ class RouteStage:
                 self._hidden = {}
             self._hidden[key] = found
         return found
+
+    def _router_for(self, hidden: frozenset[str]) -> Any:
+        """The router for callers who may not read ``hidden``: the router restricted to the other
+        routes where it offers that (:meth:`~ragroute.route.base.BaseRouter.restricted_to`), else
+        the router itself (its hidden routes are dropped after it answers)."""
+        restrict = getattr(self.router, "restricted_to", None) if hidden else None
+        if restrict is None:
+            return self.router
+        if hidden not in self._restricted:
+            if len(self._restricted) >= 256:
+                self._restricted = {}
+            restricted = restrict([label for label in self.router.labels if label not in hidden])
+            self._restricted[hidden] = restricted if restricted is not None else self.router
+        return self._restricted[hidden]
 
     def scope_step(self, context: QueryContext) -> TraceStep:
         """The trace step that records a query's scope: the caller's scopes, sources hidden (count)."""
@@ -200,9 +215,13 @@ class RouteStage:
                     {NONE_ROUTE: 1.0}, "policy:no-router", signals, trace, contexts[i]
                 )
         elif pending:
-            routed = route_contexts(self.router, [contexts[i] for i in pending])
-            for i, decision in zip(pending, routed):
-                decisions[i] = self._after_router(decision, policy_results[i], contexts[i])
+            by_scope: dict[frozenset[str], list[int]] = {}
+            for i in pending:
+                by_scope.setdefault(self.hidden(contexts[i].scopes), []).append(i)
+            for hidden, rows in by_scope.items():
+                routed = route_contexts(self._router_for(hidden), [contexts[i] for i in rows])
+                for i, decision in zip(rows, routed):
+                    decisions[i] = self._after_router(decision, policy_results[i], contexts[i])
         ms = (time.perf_counter() - start) * 1000 / max(len(contexts), 1)
         out = [d for d in decisions if d is not None]
         for decision in out:

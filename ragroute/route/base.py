@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -59,6 +59,17 @@ class BaseRouter(ABC):
     def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
         """Route a batch of :class:`~ragroute.context.QueryContext` s (vectors from the contexts)."""
         return _route_with_context_vectors(self, contexts)
+
+    def restricted_to(self, labels: Collection[str]) -> Router | None:
+        """A router that chooses among ``labels`` only (``none`` kept when known), or None.
+
+        The pipeline asks for it when a caller may not read some sources. None (the default)
+        says the router's probabilities are per route, so dropping the hidden routes and
+        renormalising the rest is what it would have answered. A router that spends one choice
+        per query (the LLM router) returns a copy that never offers the hidden routes, since
+        a choice spent on one would leave the visible routes tied.
+        """
+        return None
 
     def route(self, query: str, *, query_vector: np.ndarray | None = None) -> Decision:
         vectors = None if query_vector is None else np.atleast_2d(query_vector)

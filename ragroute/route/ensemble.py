@@ -9,7 +9,7 @@ member does not know get probability 0 from it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,18 @@ class EnsembleRouter(BaseRouter):
         self.weights = list(weights) if weights is not None else [1.0] * len(self.routers)
         self.sharpness = sharpness
         self.labels = list(dict.fromkeys(label for r in self.routers for label in r.labels))
+
+    def restricted_to(self, labels: Collection[str]) -> EnsembleRouter | None:
+        """The ensemble with each member that spends one choice per query restricted to ``labels``
+        (see :meth:`BaseRouter.restricted_to`); None when no member needs it."""
+        restricted = [
+            restrict(labels) if (restrict := getattr(r, "restricted_to", None)) else None
+            for r in self.routers
+        ]
+        if all(r is None for r in restricted):
+            return None
+        members = [new if new is not None else old for new, old in zip(restricted, self.routers)]
+        return EnsembleRouter(members, weights=self.weights, sharpness=self.sharpness)
 
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None

@@ -13,7 +13,7 @@ error.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,8 +58,21 @@ class LlmRouter(BaseRouter):
         self.timeout_s = timeout_s
         self.label_probability = label_probability
         self.prompt = prompt
+        self.sources = list(sources)
         self.labels = [s.name for s in sources] + [NONE_ROUTE]
         self._routes_text = "\n".join(f"- {s.name}: {s.description or s.name}" for s in sources)
+
+    def restricted_to(self, labels: Collection[str]) -> LlmRouter:
+        """The same router, whose prompt offers only the sources in ``labels`` (and ``none``): a
+        caller who may not read a source is routed as if it did not exist."""
+        return LlmRouter(
+            [s for s in self.sources if s.name in labels],
+            self.llm,
+            fallback=self.fallback,
+            label_probability=self.label_probability,
+            prompt=self.prompt,
+            timeout_s=self.timeout_s,
+        )
 
     def parse(self, answer: str) -> str | None:
         """The label ``answer`` names (case-insensitive), or None: the whole answer when it is a
