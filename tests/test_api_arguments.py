@@ -72,6 +72,30 @@ def test_a_bare_string_is_not_a_batch_and_filters_are_a_mapping(indexes, pipelin
     assert len(indexes["bm25"].search("planet", filters={"topic": ["astro", "cook"]}, k=3)) == 3
 
 
+def test_add_and_delete_take_lists_on_every_index_kind(hashing_encoder, small_docs):
+    from ragroute.types import Document
+
+    docs = [Document(id=i, text=f"document number {i} about topic {i}") for i in ("1", "2", "12")]
+    for method in ("bm25", "dense", "hybrid", "graph"):
+        index = build_index(docs, method, encoder=hashing_encoder, name=method)
+        if method != "graph":  # a graph has no delete (passages leave with a rebuild)
+            # a bare id was split into characters: delete("12") deleted "1" and "2"
+            with pytest.raises(InvalidArgumentError, match="document ids must be a list, not a single"):
+                index.delete("12")
+            with pytest.raises(InvalidArgumentError, match="document ids must be strings, got an integer"):
+                index.delete([12])
+        new = Document(id="7", text="seven")
+        with pytest.raises(InvalidArgumentError, match=r"not one Document \(wrap it: \[document '7'\]\)"):
+            index.add(new)
+        with pytest.raises(InvalidArgumentError, match="documents must be a list, not a single string"):
+            index.add("durian")
+        with pytest.raises(InvalidArgumentError, match="documents must be Document objects, got a string"):
+            index.add(["durian"])
+        assert sorted(d.id for d in index.documents) == ["1", "12", "2"], method  # nothing changed
+        if method != "graph":
+            assert index.delete(("12",)) == 1 and sorted(d.id for d in index.documents) == ["1", "2"]
+
+
 def test_a_routed_llama_retriever_refuses_filters_it_could_not_apply(pipeline):
     """Over an object with only retrieve(text, k) the filters were dropped, silently."""
     from ragroute.integrations.llamaindex import RoutedLlamaRetriever

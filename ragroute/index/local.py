@@ -3,13 +3,21 @@ search by query embeddings (:class:`VectorIndex`: dense, qdrant)."""
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ragroute.context import query_vectors
-from ragroute.errors import check_batch, check_filters, check_k, check_query
+from ragroute.errors import (
+    check_batch,
+    check_document_ids,
+    check_documents,
+    check_filters,
+    check_k,
+    check_query,
+)
 from ragroute.index.base import by_filter_groups
 from ragroute.index.docstore import DocumentStore
 from ragroute.types import Document, Hit
@@ -26,6 +34,15 @@ class LocalIndex(ABC):
 
     kind: str = ""
     needs_encoder: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's ``add`` and ``delete`` check their argument first: a list of documents,
+        a list of id strings (a bare string would otherwise be taken one character per id)."""
+        super().__init_subclass__(**kwargs)
+        for method, check in (("add", check_documents), ("delete", check_document_ids)):
+            implemented = cls.__dict__.get(method)
+            if implemented is not None and not getattr(implemented, "checks_argument", False):
+                setattr(cls, method, _checked_argument(implemented, check))
 
     @classmethod
     def from_options(
@@ -125,3 +142,14 @@ class VectorIndex(LocalIndex):
 
     def encoder_info(self) -> dict[str, Any] | None:
         return self.encoder.describe()
+
+
+def _checked_argument(method: Any, check: Any) -> Any:
+    """``method`` with its first argument passed through ``check`` (the other arguments as given)."""
+
+    @functools.wraps(method)
+    def checked(self: Any, values: Any, *args: Any, **kwargs: Any) -> Any:
+        return method(self, check(values), *args, **kwargs)
+
+    checked.checks_argument = True  # type: ignore[attr-defined]
+    return checked
