@@ -62,22 +62,6 @@ def check_batch(values: Any, what: str = "queries") -> list[Any]:
         raise InvalidArgumentError(f"{what} must be a list, got {value_type_name(values)}") from None
 
 
-def check_documents(documents: Any) -> list[Any]:
-    """``documents`` as a list of :class:`~ragroute.types.Document`; one document given bare, a
-    string, or anything else in the list is :class:`InvalidArgumentError`."""
-    from ragroute.types import Document
-
-    if isinstance(documents, Document):
-        raise InvalidArgumentError(
-            f"documents must be a list, not one Document (wrap it: [document {documents.id!r}])"
-        )
-    docs = check_batch(documents, "documents")
-    for doc in docs:
-        if not isinstance(doc, Document):
-            raise InvalidArgumentError(f"documents must be Document objects, got {value_type_name(doc)}")
-    return docs
-
-
 def check_document_ids(ids: Any) -> list[str]:
     """``ids`` as a list of document id strings; a bare string (which would be split into one id
     per character: ``delete("12")`` deleting "1" and "2") is :class:`InvalidArgumentError`."""

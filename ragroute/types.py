@@ -129,3 +129,18 @@ class Decision:
             "trace": [step.to_dict() for step in self.trace],
         }
 
+
+def check_documents(documents: Any) -> list[Document]:
+    """``documents`` as a list of :class:`~ragroute.types.Document`; one document given bare, a
+    string, or anything else in the list is :class:`InvalidArgumentError`."""
+    from ragroute.errors import InvalidArgumentError, check_batch, value_type_name
+
+    if isinstance(documents, Document):
+        raise InvalidArgumentError(
+            f"documents must be a list, not one Document (wrap it: [document {documents.id!r}])"
+        )
+    docs = check_batch(documents, "documents")
+    for doc in docs:
+        if not isinstance(doc, Document):
+            raise InvalidArgumentError(f"documents must be Document objects, got {value_type_name(doc)}")
+    return docs

@@ -87,6 +87,37 @@ def test_good_config_passes_and_lists_sources(workspace):
     assert out.strip().splitlines()[-1] == "ok"
 
 
+def test_damaged_files_and_changed_model_folders_are_problems(workspace, tmp_path):
+    """Only manifests were read: an index whose data file was damaged passed as usable (and the
+    route then dropped it), as did one built with the config's encoder before its folder changed."""
+    import shutil
+
+    from ragroute.store import open_snapshot
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(workspace / "indexes" / "astro", damaged)
+    docs = open_snapshot(damaged, family="index", verify=False).path / "docs.jsonl"
+    docs.write_text(docs.read_text().replace("Comets", "Komets"))
+
+    class Described(HashingEncoder):
+        def describe(self):
+            return {**super().describe(), "weights": "0123456789abcdef"}  # another state of the folder
+
+    stale = tmp_path / "stale"
+    save_index(build_index(documents("astro"), "dense", encoder=Described(dim=384, model_id=MINILM)), stale)
+    config = tmp_path / "routing.yaml"
+    config.write_text(f"sources:\n  a: {{index: {damaged}}}\n  b: {{index: {stale}}}\n")
+    result = check(config)
+    assert result.exit_code == 1
+    errors = error_lines(result)
+    assert len(errors) == 2, errors
+    assert "source 'a'" in errors[0] and "docs.jsonl is corrupt: checksum mismatch" in errors[0]
+    assert "source 'b'" in errors[1]
+    assert "(weights 0123456789abcdef), whose files have changed since" in errors[1]
+    quick = check(config, "--no-verify")  # manifests only: the damaged file goes unread
+    assert quick.exit_code == 1 and len(error_lines(quick)) == 1 and "source 'b'" in error_lines(quick)[0]
+
+
 def test_json_report(workspace):
     config = workspace / "routing.yaml"
     config.write_text(GOOD)

@@ -222,6 +222,7 @@ def test_torch_output_shape_dtype_and_norm(torch_encoder: SentenceTransformerEnc
         "backend": "torch",
         "dim": 384,
         "max_seq_length": 256,
+        "weights": resolve_model(DEFAULT_ENCODER).content_digest(),  # of the bundled folder's files
     }
 
 
@@ -316,6 +317,44 @@ def test_any_sentence_transformer_by_path(tiny_model: Path, tmp_path: Path) -> N
     assert got.shape == (len(SENTENCES), 32)
     assert _cosines(ref, got).min() >= 0.999
     assert onnx_enc.describe()["max_seq_length"] == 64
+
+
+def test_an_index_refuses_its_model_folder_changed_in_place(tiny_model: Path, tmp_path: Path) -> None:
+    """The manifest records a digest of the model folder's contents: a folder edited in place (same
+    path, so same model id) embedded into another space and was searched without a word."""
+    import shutil
+
+    from ragroute.encode.identity import check_fitted_encoder, encoder_record
+    from ragroute.errors import EncoderMismatchError
+    from ragroute.index.build import build_index
+    from ragroute.index.io import load_index, save_index
+    from ragroute.types import Document
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    encoder = load_encoder(str(folder), backend="torch", use_cache=False)
+    docs = [Document(id=str(i), text=s) for i, s in enumerate(SENTENCES)]
+    save_index(build_index(docs, "dense", encoder=encoder), tmp_path / "index")
+    record = encoder_record(encoder)
+    assert record is not None and len(record["weights"]) == 16
+    for file in folder.rglob("*"):  # copied or touched: same contents, same digest
+        os.utime(file, (1, 1))
+    assert len(load_index(tmp_path / "index", backend="torch")) == len(docs)
+    assert load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c", use_cache=False).weights == (
+        record["weights"]
+    )
+    pooling = folder / "1_Pooling" / "config.json"
+    settings = json.loads(pooling.read_text())
+    settings.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    pooling.write_text(json.dumps(settings))
+    with pytest.raises(EncoderMismatchError, match=r"whose files have changed since \(weights now "):
+        load_index(tmp_path / "index", backend="torch")
+    changed = load_encoder(str(folder), backend="torch", use_cache=False)
+    with pytest.raises(EncoderMismatchError, match="files have changed since"):
+        load_index(tmp_path / "index", changed)
+    with pytest.raises(EncoderMismatchError, match=r"^router r was built with .* files have changed"):
+        check_fitted_encoder("router r", record, changed)  # a trained router or gate likewise
+    check_fitted_encoder("router r", {"model_id": record["model_id"], "dim": 32}, changed)  # no digest
 
 
 # --------------------------------------------------------------------------- cache

@@ -22,13 +22,20 @@ def config_group() -> None:
 
 @config_group.command("check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--verify", is_flag=True, help="Also check the checksum of every index file (reads them all).")
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check the checksum of every file of every index, router and gate it names (reads them all, "
+    "as loading them would); --no-verify reads only their manifests.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: what FILE resolves to.")
 @one_line_errors
 def check_command(file: Path, verify: bool, as_json: bool) -> None:
     """Check FILE (a routing config, a corpora.yaml, or a --config file of CLI defaults) without
     loading a model: unknown keys (with the closest known one), sources whose index is missing,
-    broken or built with another encoder than the config's, unregistered kinds, missing files.
+    damaged (checksums) or built with another encoder than the config's (or the same one whose
+    model folder has changed since), unregistered kinds, missing files.
 
     \b
     Prints the resolved sources (index folder, kind, documents, encoder recorded in the index),

@@ -16,7 +16,8 @@ Modules: :mod:`~ragroute.encode.resolve` (name -> local model folder),
 :mod:`~ragroute.encode.onnx_runtime` (onnxruntime; export in
 :mod:`~ragroute.encode.onnx_export`, int8 in :mod:`~ragroute.encode.onnx_quantize`,
 inference loop in :mod:`~ragroute.encode.onnx_session`), and
-:mod:`~ragroute.encode.cache` (embedding cache).
+:mod:`~ragroute.encode.cache` (embedding cache), and :mod:`~ragroute.encode.identity` (which
+encoder an artifact was made with: id, dimension, weights digest).
 """
 
 from __future__ import annotations

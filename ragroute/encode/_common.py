@@ -85,6 +85,9 @@ class PromptedEncoder:
     backend: str
     dim: int
     max_seq_length: int
+    #: the content digest of the model folder the weights were loaded from, read when they were
+    #: (:meth:`~ragroute.encode.resolve.ResolvedModel.content_digest`); None: not from a folder
+    weights: str | None = None
     _query_prompt: str = ""
     _document_prompt: str = ""
 
@@ -106,10 +109,12 @@ class PromptedEncoder:
         return self._encode(texts, self._document_prompt, batch_size, show_progress)
 
     def describe(self) -> dict[str, object]:
-        """What an index manifest records about this encoder."""
+        """What an index manifest records about this encoder (``weights`` when it was loaded from a
+        model folder; see :mod:`ragroute.encode.identity`)."""
         return {
             "model_id": self.model_id,
             "backend": self.backend,
             "dim": self.dim,
             "max_seq_length": self.max_seq_length,
+            **({"weights": self.weights} if self.weights else {}),
         }

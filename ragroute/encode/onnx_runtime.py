@@ -89,6 +89,7 @@ class OnnxEncoder(PromptedEncoder):
             if int8 and not int8_ready(model_dir):
                 model_dir = ensure_export(resolved, cache_dir)
             encoder = cls(model_dir, int8=int8, threads=threads)
+            encoder.weights = resolved.content_digest()  # of the folder it was exported from
         except RagrouteError:
             raise
         except Exception as exc:  # noqa: BLE001 - report export/quantisation failures as one line

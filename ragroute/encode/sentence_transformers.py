@@ -82,6 +82,7 @@ class SentenceTransformerEncoder(PromptedEncoder):
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
         self.model_id = self.resolved.model_id
         self.cache_variant = self.resolved.fingerprint()
+        self.weights = self.resolved.content_digest()
         if threads:
             import torch
 

@@ -48,7 +48,8 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext, contexts_of, query_vectors
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_batch, check_query
+from ragroute.encode.identity import check_fitted_encoder, encoder_record
+from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query
 from ragroute.evaluation.metrics import auroc
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
@@ -513,7 +514,7 @@ class TrainedGate(SignalGate):
             gate_signals,
             model,
             encoder=encoder,
-            encoder_info=_encoder_info(encoder) if any(s.uses_encoder for s in gate_signals) else None,
+            encoder_info=encoder_record(encoder) if any(s.uses_encoder for s in gate_signals) else None,
             threshold=threshold,
             default_threshold=threshold,
             threshold_rule=default_threshold,
@@ -680,7 +681,7 @@ class TrainedGate(SignalGate):
                     "`ragroute gate fit --signals ...` or configure those signals"
                 )
         info = snap.manifest.encoder
-        _check_encoder(folder, info, encoder)
+        check_fitted_encoder(f"gate {folder}", info, encoder)
         built = [make_signal(s, encoder=encoder, sources=sources) for s in saved]
         for signal in built:
             signal.load(snap.path / "signals" / signal.kind, encoder=encoder)
@@ -739,21 +740,6 @@ def _encoder_info(encoder: Any) -> dict[str, Any] | None:
     if encoder is None:
         return None
     return {"model_id": str(getattr(encoder, "model_id", type(encoder).__name__)), "dim": int(encoder.dim)}
-
-
-def _check_encoder(folder: Path, info: Any, encoder: Any) -> None:
-    if not info:
-        return
-    if encoder is None:
-        raise EncoderMismatchError(
-            f"gate {folder} was fitted with encoder {info['model_id']}: pass that encoder"
-        )
-    got = (str(getattr(encoder, "model_id", "?")), int(getattr(encoder, "dim", -1)))
-    if got != (str(info["model_id"]), int(info["dim"])):
-        raise EncoderMismatchError(
-            f"gate {folder} was fitted with encoder {info['model_id']} ({info['dim']}-d), "
-            f"not {got[0]} ({got[1]}-d)"
-        )
 
 
 # --------------------------------------------------------------------------- threshold gate

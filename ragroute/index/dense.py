@@ -72,8 +72,11 @@ class DenseParams:
         return cls(**known)
 
 
-def check_encoder(recorded: Mapping[str, Any] | None, model_id: str, dim: int | None, where: str) -> None:
-    """Raise :class:`EncoderMismatchError` unless ``model_id`` (and ``dim``, when known) match the record."""
+def check_encoder(
+    recorded: Mapping[str, Any] | None, model_id: str, dim: int | None, where: str, encoder: Any = None
+) -> None:
+    """Raise :class:`EncoderMismatchError` unless ``model_id`` (and ``dim``, when known) match the
+    record, and ``encoder`` (when given) has the recorded weights (:mod:`ragroute.encode.identity`)."""
     if not recorded:
         raise IndexFormatError(f"{where}: manifest records no encoder for a dense index")
     same_dim = dim is None or int(recorded.get("dim", -1)) == dim
@@ -83,6 +86,10 @@ def check_encoder(recorded: Mapping[str, Any] | None, model_id: str, dim: int | 
             f"{where} was built with encoder {recorded.get('model_id')!r} (dim {recorded.get('dim')}), "
             f"not {model_id!r}{shown}; rebuild the index or pass the same encoder"
         )
+    if encoder is not None:
+        from ragroute.encode.identity import check_weights
+
+        check_weights(recorded, encoder, f"index {where}")
 
 
 class DenseIndex(VectorIndex):

@@ -90,7 +90,7 @@ def _read_index(snapshot: Snapshot, holder: dict[str, Any], backend: str, name: 
     if cls.needs_encoder:
         if encoder is None:
             encoder = holder["encoder"] = encoder_for_manifest(manifest, backend=backend, where=where)
-        check_encoder(manifest.encoder, encoder.model_id, encoder.dim, where)
+        check_encoder(manifest.encoder, encoder.model_id, encoder.dim, where, encoder)
     index = cls.read(snapshot.path, params, store, label, encoder)
     index.manifest = manifest
     return index

@@ -13,14 +13,13 @@ from ragroute.context import query_vectors
 from ragroute.errors import (
     check_batch,
     check_document_ids,
-    check_documents,
     check_filters,
     check_k,
     check_query,
 )
 from ragroute.index.base import by_filter_groups
 from ragroute.index.docstore import DocumentStore
-from ragroute.types import Document, Hit
+from ragroute.types import Document, Hit, check_documents
 
 
 class LocalIndex(ABC):

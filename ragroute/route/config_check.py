@@ -72,10 +72,11 @@ class ConfigCheck:
         return out
 
 
-def check_config(path: str | Path, *, verify: bool = False) -> ConfigCheck:
+def check_config(path: str | Path, *, verify: bool = True) -> ConfigCheck:
     """Check a routing config or a corpus definitions file (told apart by a ``corpora:`` mapping).
 
-    ``verify`` also checks the checksum of every index file (reads them all; off by default).
+    ``verify`` checks the checksum of every file of the artifacts it names (reads them all, as
+    loading them does); ``verify=False`` reads only their manifests.
     """
     return _Checker(Path(path), verify).run()
 
@@ -90,6 +91,8 @@ class _Checker:
         self.report = ConfigCheck(path, ROUTING_FILE)
         self.encoder_id = ""
         self.encoder_dim: int | None = None
+        self.encoder_folder: Any = None  # the config encoder's resolved model folder
+        self._encoder_weights: str | None = None
         #: the routes of a router fitted on labels (a trained router's, a kNN router's examples')
         self.router_labels: list[str] = []
         #: the sources rules or ``always:`` send queries to
@@ -238,6 +241,7 @@ class _Checker:
             )
         resolved = self.attempt(lambda: resolve_model(name), f"{self.path}: encoder: ")
         if resolved is not None:
+            self.encoder_folder = resolved
             self.encoder_id = info["model_id"] = resolved.model_id
             self.encoder_dim = info["dim"] = model_dimension(resolved.path)
 
@@ -342,8 +346,25 @@ class _Checker:
                     f"{self.report.encoder['name']!r} ({self.encoder_id}, dim {self.encoder_dim}); "
                     f"set 'encoder: {recorded.get('model_id')}' or rebuild the index"
                 )
+            elif self.encoder_folder is not None and recorded.get("weights"):
+                now = self.encoder_weights()
+                if now and now != recorded["weights"]:
+                    source.status = "broken"
+                    self.problem(
+                        f"{where}: index {folder} was built with encoder {recorded.get('model_id')!r} "
+                        f"(weights {recorded['weights']}), whose files have changed since (weights now "
+                        f"{now}): rebuild the index, or restore the model folder"
+                    )
         if entry.get("expert"):
             self.check_expert(source, where, entry["expert"], manifest.kind, recorded)
+
+    def encoder_weights(self) -> str | None:
+        """The content digest of the config encoder's model folder (read once)."""
+        if self._encoder_weights is None and self.encoder_folder is not None:
+            self._encoder_weights = self.attempt(
+                lambda: self.encoder_folder.content_digest(), f"{self.path}: encoder: "
+            )
+        return self._encoder_weights
 
     def same_encoder(self, recorded: Mapping[str, Any]) -> bool:
         if recorded.get("model_id") != self.encoder_id:

@@ -41,7 +41,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query
+from ragroute.encode.identity import check_fitted_encoder, encoder_record
+from ragroute.errors import IndexFormatError, RagrouteError, check_query
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.features import CHEAP_FEATURE_NAMES, QueryFeatures, cheap_features
 from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
@@ -287,7 +288,7 @@ class TrainedRouter(BaseRouter):
             scaling=scaling,
             features=features if features is not None else QueryFeatures(),
             encoder=encoder,
-            encoder_info=_encoder_info(encoder),
+            encoder_info=encoder_record(encoder),
             temperature=temperature,
             none_bias=none_bias,
             none_label=none_label,
@@ -478,7 +479,9 @@ class TrainedRouter(BaseRouter):
         cls, folder: Path, manifest: dict[str, Any], weights: Path, encoder: Any
     ) -> TrainedRouter:
         info = manifest.get("encoder")
-        _check_encoder(folder, info, encoder)
+        if info is not None and (not isinstance(info, dict) or "model_id" not in info or "dim" not in info):
+            raise IndexFormatError(f"{folder / ROUTER_FILE} is corrupt: bad encoder entry")
+        check_fitted_encoder(f"router {folder}", info, encoder)
         arrays = _read_weights(weights, int(manifest.get("layers", 0)))
         try:
             features = None if manifest["features"] is None else QueryFeatures.from_dict(manifest["features"])
@@ -631,12 +634,6 @@ def _check_fit_args(
         )
 
 
-def _encoder_info(encoder: Any) -> dict[str, Any] | None:
-    if encoder is None:
-        return None
-    return {"model_id": str(encoder.model_id), "dim": int(encoder.dim)}
-
-
 def _design(
     texts: Sequence[str],
     encoder: Any,
@@ -787,23 +784,6 @@ def _check_settings(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
             f"{folder}: unknown model kind {settings.get('kind')!r}; refit it with `ragroute route fit`"
         )
     return settings
-
-
-def _check_encoder(folder: Path, info: Any, encoder: Any) -> None:
-    if info is None:
-        return
-    if not isinstance(info, dict) or "model_id" not in info or "dim" not in info:
-        raise IndexFormatError(f"{folder / ROUTER_FILE} is corrupt: bad encoder entry")
-    if encoder is None:
-        raise EncoderMismatchError(
-            f"router {folder} was fitted with encoder {info['model_id']}: pass that encoder"
-        )
-    got = (str(getattr(encoder, "model_id", "?")), int(getattr(encoder, "dim", -1)))
-    if got != (str(info["model_id"]), int(info["dim"])):
-        raise EncoderMismatchError(
-            f"router {folder} was fitted with encoder {info['model_id']} ({info['dim']}-d), "
-            f"not {got[0]} ({got[1]}-d)"
-        )
 
 
 def _read_weights(path: Path, layers: int) -> dict[str, np.ndarray]:

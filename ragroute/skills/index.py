@@ -395,7 +395,7 @@ class SkillIndex:
             from ragroute.encode import load_encoder
 
             encoder = load_encoder(recorded.get("model_id", ""), backend=backend)
-        check_encoder(recorded, encoder.model_id, int(getattr(encoder, "dim", dim)), str(target))
+        check_encoder(recorded, encoder.model_id, int(getattr(encoder, "dim", dim)), str(target), encoder)
         index = cls(
             catalogue,
             encoder,
