@@ -91,6 +91,32 @@ def test_hybrid_sources_report_their_dense_cosine(small_docs, hashing_encoder):
             assert hit.score == pytest.approx(hit.explain["dense"]["score"])
 
 
+def test_a_hybrid_too_small_to_fit_a_map_keeps_its_dense_cosine(hashing_encoder):
+    """A one-document hybrid source gave too few pseudo-query hits for a map and fell back to its
+    raw RRF values (0.016), so its exact match scored below an unrelated hit of a larger source."""
+    from ragroute.types import Document
+
+    tiny = Source(
+        "tiny",
+        build_index([Document("only", "lighthouse foghorn keeper")], "hybrid", encoder=hashing_encoder),
+    )
+    scales = fit_score_scales([tiny], hashing_encoder)
+    assert scales["tiny"].kind == "hybrid" and "no pseudo-queries could be cut" in scales["tiny"].error
+    pipeline = Pipeline([tiny], FixedRouter({"tiny": 1.0}), encoder=hashing_encoder)
+    result = pipeline.retrieve("lighthouse foghorn keeper", 1)
+    assert (
+        result.hits[0].score == pytest.approx(result.hits[0].explain["dense"]["score"])
+        and result.hits[0].score > 0.9
+    )
+    step = next(s.detail for s in result.trace if s.stage == "scores")
+    assert step["tiny"]["kind"] == "hybrid" and step["tiny"]["error"]
+    # a few pseudo-queries, too few hits for a map: the same
+    few = [Document(f"d{i}", f"Lighthouse {i} keeps a foghorn. Keepers trim the lamp.") for i in range(2)]
+    small = Source("small", build_index(few, "hybrid", encoder=hashing_encoder))
+    scale = fit_score_scales([small], hashing_encoder)["small"]
+    assert scale.kind == "hybrid" and "fewer than the 10 a map needs" in scale.error
+
+
 def test_scores_setting_is_checked():
     assert routing_options({"scores": "fusion"}).scores == "fusion"
     with pytest.raises(RagrouteError, match="scores must be 'similarity' or 'fusion'"):

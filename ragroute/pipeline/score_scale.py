@@ -16,8 +16,10 @@ pipeline's hits carry that as their ``score`` (the fusion value stays in ``expla
   onto the cosine scale by a monotone quantile map (``mapped``), fitted without labels on
   pseudo-queries cut from the sources (:func:`ragroute.route.pseudo.pseudo_queries`): the
   source's top hits for them, paired with the encoder's cosine between query and hit text;
-* without an encoder, a source whose hits carry no text, or one that raised while the scale was
-  fitted: the source's own score (``raw``, said in the trace, with the error).
+* without an encoder, a source whose hits carry no text, one that raised while the scale was
+  fitted, or one so small that the pseudo-queries found fewer than :data:`MIN_PAIRS` hits: the
+  source's own score (``raw``, said in the trace, with the reason; a hybrid keeps its dense
+  half's cosine).
 
 Scales are fitted once per set of sources (memoised in the process) and reported in the
 trace of every query.
@@ -43,6 +45,7 @@ from ragroute.types import Hit
 FIT_QUERIES = 120
 MIN_PER_SOURCE = 8
 FIT_DEPTH = 3
+MIN_PAIRS = 10  # (score, cosine) pairs a quantile map needs
 _KNOTS = 21
 
 _memo: dict[tuple, tuple[tuple, dict[str, ScoreScale]]] = {}
@@ -57,7 +60,7 @@ class ScoreScale:
     raw_knots: list[float] = field(default_factory=list)
     cosine_knots: list[float] = field(default_factory=list)
     slope: float = 0.0
-    error: str = ""  # why a mapped scale could not be fitted (the source raised): raw scores
+    error: str = ""  # why no map could be fitted (the source raised, too few hits): raw scores
 
     def similarity(self, hit: Hit) -> float:
         """``hit``'s score on the cosine scale."""
@@ -157,10 +160,9 @@ def fit_score_scales(
             to_fit.append((source, kind or "mapped"))
     if to_fit:
         contexts = _fit_queries(sources, per_source, seed)
-        if contexts:
-            vectors = query_vectors(contexts, encoder)
-            for source, kind in to_fit:
-                scales[source.name] = _fit_source(source, kind, contexts, vectors, encoder)
+        vectors = query_vectors(contexts, encoder) if contexts else None
+        for source, kind in to_fit:
+            scales[source.name] = _fit_source(source, kind, contexts, vectors, encoder)
     if not any(scale.error for scale in scales.values()):  # a source that failed is tried again
         with _memo_lock:
             _memo[key] = (tuple(_ref(s.retriever) for s in sources), scales)
@@ -177,12 +179,14 @@ def _fit_queries(sources: Sequence[Source], per_source: int, seed: int) -> list[
 
 
 def _fit_source(
-    source: Source, kind: str, contexts: list[QueryContext], vectors: np.ndarray, encoder: Any
+    source: Source, kind: str, contexts: list[QueryContext], vectors: np.ndarray | None, encoder: Any
 ) -> ScoreScale:
     raw: list[float] = []
     cosine: list[float | None] = []
     texts: list[str] = []
     owners: list[int] = []
+    if not contexts or vectors is None:
+        return _unfitted(kind, "no pseudo-queries could be cut from the sources' documents")
     try:
         found = source.search_contexts(contexts, FIT_DEPTH)
     except Exception as exc:  # noqa: BLE001 - a failing source keeps its raw scores, said in the trace
@@ -201,8 +205,8 @@ def _fit_source(
                 cosine.append(None)
                 texts.append(text)
                 owners.append(i)
-    if len(raw) < 10:
-        return ScoreScale("raw")
+    if len(raw) < MIN_PAIRS:
+        return _unfitted(kind, f"{len(raw)} pseudo-query hits, fewer than the {MIN_PAIRS} a map needs")
     unique = list(dict.fromkeys(t for t, c in zip(texts, cosine) if c is None))
     if unique:
         doc_vectors = np.asarray(encoder.encode_documents(unique, show_progress=False), dtype=np.float32)
@@ -212,6 +216,12 @@ def _fit_source(
             for o, t, c in zip(owners, texts, cosine)
         ]
     return fit_quantile_map(raw, [float(c) for c in cosine if c is not None], kind)
+
+
+def _unfitted(kind: str, why: str) -> ScoreScale:
+    """The scale of a source no map could be fitted for: its raw scores, except that a hybrid's
+    hits still carry their dense half's cosine."""
+    return ScoreScale("hybrid" if kind == "hybrid" else "raw", error=why)
 
 
 def _ref(obj: Any) -> Any:
