@@ -1,6 +1,7 @@
 """The command line: happy paths on BM25 (no model) and one-line errors on bad input."""
 
 import json
+import math
 
 import pytest
 from click.testing import CliRunner
@@ -74,6 +75,20 @@ def test_query_filter_matches_typed_metadata_and_warns_on_absent_key(runner, tmp
     assert ids("--filter", "year=2019") == ["a", "c"]
     assert ids("--filter", "audited=true") == ["a", "c"]  # the integer 1 is not the boolean true
     assert ids("--filter", "year=2018", "--filter", "year=2017") == ["b"]
+    rows = [
+        {"_id": "p", "text": "revenue pen", "price": 12.5, "rating": 4, "tags": ["office", "ink"]},
+        {"_id": "q", "text": "revenue pen", "price": "12.5", "rating": 4.0, "tags": ["ink"]},
+        {"_id": "r", "text": "revenue pen", "price": 12, "rating": 3.5, "tags": "office", "score": math.nan},
+    ]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert runner.invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    assert ids("--filter", "price=12.5") == ["p", "q"]  # the float matched only as text
+    assert ids("--filter", "rating=4.0") == ["p", "q"] and ids("--filter", "rating=3.5") == ["r"]
+    assert ids("--filter", "tags=office") == ["p", "r"]  # a list value matches any of its items
+    # a NaN read from the data is written as null: --json stays strict JSON
+    result = runner.invoke(main, ["query", str(out), "pen", "--json", "--filter", "price=12"])
+    line = result.stdout.strip().splitlines()[-1]
+    assert "NaN" not in line and json.loads(line)["hits"][0]["metadata"]["score"] is None
     result = runner.invoke(main, ["query", str(out), "revenue", "--filter", "yaer=2019"])
     assert result.exit_code == 0 and "hits=0" in result.stdout
     assert "no document in" in result.stderr and "'yaer'" in result.stderr

@@ -120,7 +120,7 @@ def bm25_command(
         raise RagrouteError("nothing was measured (--data is missing and --synthetic-docs is 0)")
     click.echo(bench_bm25.format_table(result))
     if as_json:
-        click.echo(json.dumps(bench_bm25.json_safe(result), sort_keys=False))
+        emit_json(result)
 
 
 @click.command("encode")

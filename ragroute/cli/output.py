@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def emit_json(payload: dict[str, Any]) -> None:
-    """Print ``payload`` as one JSON line (the last line of ``--json`` output)."""
-    sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=_jsonable) + "\n")
+    """Print ``payload`` as one line of strict JSON (the last line of ``--json`` output): NaN and
+    infinite floats, which JSON has no literal for (a metadata value read as NaN, a speed-up over
+    zero), are written as null."""
+    text = json.dumps(json_safe(payload), ensure_ascii=False, default=_jsonable, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinite floats (numpy's too) turned into ``None``, through dicts,
+    lists and tuples; other values as they are."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from ragroute.types import TraceStep
 
 def _parse_filters(values: tuple[str, ...]) -> dict[str, list[Any]]:
     """``KEY=VALUE`` options as store filters. A command line holds only text, while metadata read
-    from JSON or YAML may hold numbers and booleans: a VALUE that spells an integer or ``true`` /
-    ``false`` matches that value too (``year=2019`` keeps ``"year": 2019`` and ``"year": "2019"``)."""
+    from JSON or YAML may hold numbers and booleans: a VALUE that spells a number or ``true`` /
+    ``false`` matches that value too (``year=2019`` keeps ``"year": 2019`` and ``"year": "2019"``;
+    ``price=12.5`` keeps ``12.5`` and ``"12.5"``)."""
     filters: dict[str, list[Any]] = {}
     for value in values:
         key, sep, wanted = value.partition("=")
@@ -30,11 +32,15 @@ def _parse_filters(values: tuple[str, ...]) -> dict[str, list[Any]]:
 
 
 def _typed(text: str) -> list[Any]:
-    """The integer or boolean ``text`` spells, if any (as JSON would write it)."""
+    """The integer, number or boolean ``text`` spells, if any (as JSON would write it: ``12.5``,
+    ``4.0`` and ``1e3`` match those numbers, and ``4.0`` the integer 4 too)."""
     if text in ("true", "false"):
         return [text == "true"]
     if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
         return [int(text)]
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", text):
+        value = float(text)
+        return [value] if math.isfinite(value) else []
     return []
 
 
@@ -57,8 +63,8 @@ def _absent_keys(index: Any, filters: dict[str, list[Any]]) -> list[str]:
     "filters",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Keep documents whose metadata KEY equals VALUE (repeat to allow several values); a VALUE "
-    "that spells an integer or true/false also matches that number or boolean.",
+    help="Keep documents whose metadata KEY equals VALUE, or holds it in a list (repeat to allow "
+    "several values); a VALUE that spells a number or true/false also matches that number or boolean.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: hits and trace.")
 def query_command(

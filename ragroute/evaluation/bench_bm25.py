@@ -359,14 +359,3 @@ def format_table(result: dict[str, Any]) -> str:
     for name, why in result["skipped"].items():
         lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with infinite and NaN floats (e.g. a speedup over zero q/s) turned into ``None``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value

@@ -98,7 +98,8 @@ class DocumentStore:
     def filter_mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
         """Boolean mask over positions of documents whose metadata matches ``filters``.
 
-        A filter value that is a list, tuple or set matches any of its members; the
+        A filter value that is a list, tuple or set matches any of its members; a document whose
+        metadata value is a list matches when any of its items is wanted; the
         keys ``modality`` and ``parent_id`` match the document fields of that name; a
         :class:`~ragroute.scopes.Visible` value (a caller's scope) keeps the documents whose
         access labels are public or meet the scope (:meth:`access_mask`). ``None`` when
@@ -116,7 +117,7 @@ class DocumentStore:
                 members = wanted if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
                 allowed = {_hashable(v) for v in members}
                 values = [_field(doc, key) for doc in self._docs]
-                part = np.fromiter((_hashable(v) in allowed for v in values), dtype=bool, count=len(values))
+                part = np.fromiter((_matches(v, allowed) for v in values), dtype=bool, count=len(values))
             mask = part if mask is None else mask & part
         return mask
 
@@ -213,6 +214,16 @@ class _Bool:
 
     def __hash__(self) -> int:
         return hash((_Bool, self.value))
+
+
+def _matches(value: Any, allowed: set[Any]) -> bool:
+    """Whether a document's metadata ``value`` is wanted: the value itself, or for a list value
+    (``"tags": ["hardware", "printer"]``) any of its items, as vector stores match arrays."""
+    if _hashable(value) in allowed:
+        return True
+    return isinstance(value, list) and any(
+        _hashable(item) in allowed for item in value if not isinstance(item, (list, dict))
+    )
 
 
 def _hashable(value: Any) -> Any:
