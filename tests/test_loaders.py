@@ -433,6 +433,21 @@ def test_load_table_file_missing_column(tmp_path: Path) -> None:
         load_table_file(jpath, text_column="body", id_column="uid")
 
 
+def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    """``id,text,text`` kept only the second text cell of every row, silently (a user audit)."""
+    path = tmp_path / "dupcol.csv"
+    path.write_text("id,text,text\n1,first text col,second text col\n", "utf-8")
+    with pytest.raises(CorpusFormatError) as info:
+        load_corpus(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: the header names a column twice")
+    assert "'text' in columns 2, 3" in message
+    tsv = tmp_path / "two.tsv"
+    tsv.write_text("a\ttext\ta\tb\tb\n1\tx\t2\t3\t4\n", "utf-8")
+    with pytest.raises(CorpusFormatError, match=r"'a' in columns 1, 3; 'b' in columns 4, 5"):
+        load_table_file(tsv, on_error="skip")
+
+
 def test_load_table_file_bad_rows_and_duplicate_ids(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_bytes(b"id,text\n1,good\n2,bad \xff\n3,a,b\n4,fine\n")

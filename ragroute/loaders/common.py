@@ -16,7 +16,8 @@ Bad-record policy (every loader follows it):
 
 Some problems are never skipped, whatever ``on_error`` says, because skipping
 would silently change results: duplicate document ids, malformed qrels lines,
-a missing required column, a missing or unknown file.
+a missing required column, a CSV header naming a column twice, a missing or
+unknown file.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Rows are read line by line so that one row of invalid UTF-8 is skipped (or
 raised, per ``on_error``) with its line number; see
 :mod:`ragroute.loaders.common` for the policy. A column named in the options
-but absent from the file is a configuration error and always raises.
+but absent from the file is a configuration error and always raises, and so
+is a CSV/TSV header that names one column twice (a row could keep only one
+of the two cells).
 """
 
 from __future__ import annotations
@@ -140,6 +142,23 @@ class Columns:
         )
 
 
+def check_unique_header(header: Sequence[str], source: str) -> None:
+    """Raise :class:`CorpusFormatError` naming every column name the header holds twice or more
+    (each row would otherwise keep only the last of the cells under one name, silently)."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(header, 1):
+        positions.setdefault(name, []).append(number)
+    repeated = [(name, where) for name, where in positions.items() if len(where) > 1]
+    if repeated:
+        listing = "; ".join(
+            f"{name!r} in columns {', '.join(str(n) for n in where)}" for name, where in repeated
+        )
+        raise CorpusFormatError(
+            f"{source}: the header names a column twice ({listing}): a row would keep only one of "
+            "their cells; rename the columns so that each name is unique"
+        )
+
+
 def _csv_documents(
     path: Path, columns: Columns, modality: str, log: SkipLog, ids: IdRegistry
 ) -> Iterator[Document]:
@@ -150,6 +169,7 @@ def _csv_documents(
     header_line, header, problem = first
     if problem is not None:
         raise CorpusFormatError(f"{path} header: {problem}")
+    check_unique_header(header, str(path))
     columns = columns.with_ids_from(header)
     columns.check(header, str(path))
     for row_number, (lineno, fields, problem) in enumerate(rows, 1):
@@ -205,7 +225,8 @@ def load_table_file(
     (a JSONL ``metadata`` object is merged in); ``[]`` keeps none.
 
     A named column missing from the CSV header (or from the first JSONL
-    record) raises :class:`CorpusFormatError` listing the available columns.
+    record) raises :class:`CorpusFormatError` listing the available columns, and
+    so does a CSV/TSV header naming one column twice.
     Unreadable rows, rows without text and rows with the wrong field count
     follow ``on_error`` (default: skip + one CorpusWarning per file); a
     duplicate id always raises.
