@@ -33,6 +33,13 @@ DELIMITERS = {".csv": ",", ".tsv": "\t"}
 #: the column ids come from when no ``id_column`` is named and a file has it
 DEFAULT_ID_COLUMN = "id"
 TABLE_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+#: the loader option (``load_table_file`` argument, ``corpora.yaml`` option) naming each column role
+COLUMN_OPTION_OF_ROLE = {
+    "text": "text_column",
+    "id": "id_column",
+    "title": "title_column",
+    "metadata": "metadata_columns",
+}
 
 # Long passages exceed csv's default 128 KiB field limit.
 csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
@@ -111,11 +118,18 @@ class Columns:
         return self
 
     def check(self, available: Sequence[str], source: str) -> None:
-        """Raise :class:`CorpusFormatError` if a named column is absent from ``available``."""
+        """Raise :class:`CorpusFormatError` if a named column is absent from ``available``: one line
+        naming the columns the file has and the option that names another (``text_column``, which
+        ``ragroute build`` spells ``--text-column``)."""
         for role, col in self.named():
             if col not in available:
                 have = ", ".join(str(a) for a in available) or "none"
-                raise CorpusFormatError(f"{source}: no {role} column {col!r} (available columns: {have})")
+                option = COLUMN_OPTION_OF_ROLE[role]
+                flag = "--" + option.replace("_", "-")
+                raise CorpusFormatError(
+                    f"{source}: no {role} column {col!r} (available columns: {have}); name the {role} "
+                    f"column with the loader option {option} ({flag} on the command line)"
+                )
 
     def _metadata(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.metadata is not None:
