@@ -218,6 +218,26 @@ def test_bad_corpus_lines_skip_with_count_or_fail_with_line(runner, tmp_path):
     assert not (tmp_path / "j").exists()
 
 
+def test_build_says_which_records_it_drops_for_having_no_text(runner, tmp_path):
+    """A JSONL record with "text": "" vanished (9 documents -> 8 units) and an empty .txt of a folder
+    gave "loaded 0 documents", neither with a word of why (a user audit)."""
+    rows = [{"id": "T1", "text": "printer jams"}, {"id": "T2", "text": ""}, {"id": "T3", "text": "vpn"}]
+    data = tmp_path / "tickets.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    result = runner.invoke(main, ["build", str(data), "--out", str(tmp_path / "i"), "--method", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert "warning: dropped 1 document with no text to index: T2" in result.output
+    assert "-> 2 document units (1 with no text dropped)" in result.output
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nSome text.\n")
+    (folder / "todo.txt").write_text("")
+    result = runner.invoke(main, ["build", str(folder), "--out", str(tmp_path / "j"), "--method", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: skipped 1 empty file in {folder} (todo.txt)" in result.output
+    assert f"loaded 1 documents from {folder} (1 empty file left out)" in result.output
+
+
 def test_build_names_the_columns_of_a_table_whose_text_column_is_not_text(runner, tmp_path):
     """``ragroute build products.csv`` stopped at ``no text column 'text'`` with no way on the command
     line to name another (a user audit): the column options of the loader are build options."""

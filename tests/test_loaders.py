@@ -354,6 +354,28 @@ def test_load_text_folder_invalid_utf8_file(text_folder: Path) -> None:
         load_text_folder(text_folder, on_error="raise")
 
 
+def test_empty_files_of_a_folder_are_left_out_with_one_warning_naming_them(tmp_path: Path) -> None:
+    """An empty .txt in a folder gave ``loaded 0 documents`` and no word of it (a user audit)."""
+    (tmp_path / "a.md").write_text("# A\n\nSome text.\n", "utf-8")
+    (tmp_path / "empty.txt").write_text("", "utf-8")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "blank notes.md").write_text("  \n\n", "utf-8")
+    (tmp_path / "sub" / "none.csv").write_text("", "utf-8")
+    for on_error in ("skip", "raise"):  # empty is not bad: never raised
+        report = LoadReport()
+        with pytest.warns(CorpusWarning) as caught:
+            docs = load_text_folder(tmp_path, on_error=on_error, report=report)
+        assert [d.id for d in docs] == ["a"]
+        messages = [str(w.message) for w in caught if issubclass(w.category, CorpusWarning)]
+        assert messages == [
+            f"skipped 3 empty files in {tmp_path} (empty.txt, sub/blank notes.md, sub/none.csv)"
+        ]
+        assert [s.where for s in report.ignored] == ["empty.txt", "sub/blank notes.md", "sub/none.csv"]
+        assert report.n_skipped == 0 and report.n_ignored == 3
+    with pytest.warns(CorpusWarning, match=r"skipped 1 empty file in .* \(empty\.txt\)"):
+        assert load_corpus(tmp_path / "empty.txt") == []
+
+
 def test_a_folder_holding_only_a_jsonl_corpus_names_the_file_to_give(tmp_path: Path) -> None:
     # corpora/it_support holds tickets.jsonl only: as a folder corpus it loaded 0 documents and the
     # build failed with "no documents to index", never saying the file had been passed over

@@ -243,20 +243,22 @@ def _build_on_ray(
 def load_units(
     corpus: Path, granularity: str, on_error: str, columns: Mapping[str, Any] | None = None
 ) -> list[Document]:
-    """The corpus's documents cut at ``granularity``, with a one-line report on stderr; ``columns``
+    """The corpus's documents cut at ``granularity``, with a one-line report on stderr (what was
+    skipped, left out or dropped is counted there, the warnings before it name them); ``columns``
     are the command's :func:`~ragroute.cli.options.column_options`."""
-    from ragroute.chunking import chunk_documents
+    from ragroute.chunking import ChunkStats, chunk_documents
     from ragroute.loaders import LoadReport, load_corpus
 
-    report = LoadReport()
+    report, stats = LoadReport(), ChunkStats()
     options = corpus_columns(corpus, columns or {})
     documents = load_corpus(corpus, on_error=on_error, report=report, **options)
-    units = chunk_documents(documents, granularity)
-    skipped = f" ({report.n_skipped} bad records skipped)" if report.n_skipped else ""
-    click.echo(
-        f"loaded {len(documents)} documents from {corpus}{skipped} -> {len(units)} {granularity} units",
-        err=True,
-    )
+    units = chunk_documents(documents, granularity, stats=stats)
+    left_out = [f"{report.n_skipped} bad records skipped"] if report.n_skipped else []
+    files = "file" if report.n_ignored == 1 else "files"
+    left_out += [f"{report.n_ignored} empty {files} left out"] if report.n_ignored else []
+    loaded = f"{len(documents)} documents from {corpus}" + (f" ({', '.join(left_out)})" if left_out else "")
+    dropped = f" ({stats.empty} with no text dropped)" if stats.empty else ""
+    click.echo(f"loaded {loaded} -> {len(units)} {granularity} units{dropped}", err=True)
     return units
 
 

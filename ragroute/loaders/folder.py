@@ -2,8 +2,10 @@
 
 Files are found recursively and sorted by relative path, so ids and order are
 deterministic; hidden files and folders (name starting with ".") and other
-file types are ignored, and so are empty files (like blank lines in JSONL).
-A file that cannot be read follows the bad-record policy of
+file types are ignored. An empty file (only whitespace, or a CSV without a
+line) is left out with one :class:`~ragroute.loaders.common.CorpusWarning`
+per folder naming a few (``skipped 1 empty file in docs (todo.txt)``). A
+file that cannot be read follows the bad-record policy of
 :mod:`ragroute.loaders.common` (default: skip + one warning per folder).
 """
 
@@ -112,8 +114,10 @@ def load_text_folder(
     CSV/TSV files: ONE table Document (modality ``"table"``), text = header
     line then rows as ``a | b | c``, metadata ``{"columns", "rows", "path"}``.
     A file with invalid UTF-8 follows ``on_error`` (default: skip + one
-    :class:`~ragroute.loaders.common.CorpusWarning` for the folder); two
-    files with the same id (``a.md`` and ``a.txt``) raise :class:`CorpusFormatError`.
+    :class:`~ragroute.loaders.common.CorpusWarning` for the folder); an empty
+    file is left out with one such warning, whatever ``on_error`` says
+    (in ``report.ignored``); two files with the same id (``a.md`` and
+    ``a.txt``) raise :class:`CorpusFormatError`.
     """
     check_on_error(on_error)
     root = Path(folder)
@@ -132,9 +136,11 @@ def load_text_folder(
         except BadRecord as exc:
             log.bad(rel.as_posix(), str(exc))
             continue
-        if doc is not None:
-            ids.add(doc.id, rel.as_posix())
-            docs.append(doc)
+        if doc is None:
+            log.ignore(rel.as_posix(), "empty")
+            continue
+        ids.add(doc.id, rel.as_posix())
+        docs.append(doc)
     log.finish()
     return docs
 
@@ -162,14 +168,18 @@ def _refuse_data_files_alone(root: Path) -> None:
 def load_text_file(
     path: str | Path, *, on_error: str = "skip", report: LoadReport | None = None
 ) -> list[Document]:
-    """Load one ``.txt`` / ``.md`` file as a one-Document corpus (id = file stem); empty file -> ``[]``."""
+    """Load one ``.txt`` / ``.md`` file as a one-Document corpus (id = file stem); an empty file gives
+    ``[]`` and a :class:`~ragroute.loaders.common.CorpusWarning` saying so."""
     check_on_error(on_error)
     p = Path(path)
     log = SkipLog(str(p.parent), "file", on_error, report)
+    doc = None
     try:
         doc = text_document(p, Path(p.name))
     except BadRecord as exc:
         log.bad(p.name, str(exc))
-        doc = None
+    else:
+        if doc is None:
+            log.ignore(p.name, "empty")
     log.finish()
     return [doc] if doc is not None else []
