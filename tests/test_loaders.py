@@ -376,6 +376,42 @@ def test_empty_files_of_a_folder_are_left_out_with_one_warning_naming_them(tmp_p
         assert load_corpus(tmp_path / "empty.txt") == []
 
 
+def test_files_a_folder_corpus_does_not_read_are_counted_by_suffix_in_one_warning(tmp_path: Path) -> None:
+    """A folder of two .md files and tickets.jsonl loaded 2 documents and never said that the
+    tickets had been passed over (a user audit); images, compiled and hidden files stay unsaid."""
+    (tmp_path / "a.md").write_text("# A\n\nSome text.\n", "utf-8")
+    (tmp_path / "tickets.jsonl").write_text('{"id": "T1", "text": "printer jams"}\n', "utf-8")
+    for name in ("page.html", "doc.rst", "sub/more.html", "sub/third.html", "LICENSE"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("words", "utf-8")
+    for name in ("logo.png", "__pycache__/m.pyc", ".git/notes.jsonl", "sub/.draft.html"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"\x89")
+    report = LoadReport()
+    with pytest.warns(CorpusWarning) as caught:
+        docs = load_corpus(tmp_path, on_error="raise", report=report)
+    assert [d.id for d in docs] == ["a"]
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path}: 6 files not read (3 .html: page.html, sub/more.html and 1 more; "
+        "1 (no extension): LICENSE; 1 .jsonl: tickets.jsonl; 1 .rst: doc.rst): a folder corpus reads "
+        ".txt, .md, .markdown, .csv, .tsv files; a .jsonl or .json file is a corpus of its own "
+        f"(e.g. {tmp_path / 'tickets.jsonl'})"
+    ]
+    assert [(s.where, s.reason) for s in report.ignored][:2] == [
+        ("LICENSE", "not read"),
+        ("doc.rst", "not read"),
+    ]
+    assert report.n_ignored == 6 and report.n_skipped == 0
+
+
+def test_a_folder_of_readable_and_plainly_binary_files_loads_without_a_word(text_folder: Path) -> None:
+    (text_folder / "empty.md").unlink()
+    (text_folder / "photo.JPG").write_bytes(b"\xff\xd8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_text_folder(text_folder)) == 3
+
+
 def test_a_folder_holding_only_a_jsonl_corpus_names_the_file_to_give(tmp_path: Path) -> None:
     # corpora/it_support holds tickets.jsonl only: as a folder corpus it loaded 0 documents and the
     # build failed with "no documents to index", never saying the file had been passed over
@@ -392,7 +428,8 @@ def test_a_folder_holding_only_a_jsonl_corpus_names_the_file_to_give(tmp_path: P
     empty.mkdir()
     assert load_text_folder(empty) == []  # an empty folder is still an empty corpus
     (tmp_path / "readme.md").write_text("# Tickets\nSee tickets.jsonl.")
-    assert [d.id for d in load_corpus(tmp_path)] == ["readme"]  # text files present: those are read
+    with pytest.warns(CorpusWarning, match=r"2 files not read \(1 \.json: notes/more\.json; 1 \.jsonl"):
+        assert [d.id for d in load_corpus(tmp_path)] == ["readme"]  # text files present: those are read
 
 
 def test_load_text_folder_same_id_twice(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -254,8 +255,8 @@ def load_units(
     documents = load_corpus(corpus, on_error=on_error, report=report, **options)
     units = chunk_documents(documents, granularity, stats=stats)
     left_out = [f"{report.n_skipped} bad records skipped"] if report.n_skipped else []
-    files = "file" if report.n_ignored == 1 else "files"
-    left_out += [f"{report.n_ignored} empty {files} left out"] if report.n_ignored else []
+    kinds = Counter(entry.reason for entry in report.ignored)  # "empty", "not read"
+    left_out += [f"files left out: {', '.join(f'{n} {kind}' for kind, n in kinds.items())}"] if kinds else []
     loaded = f"{len(documents)} documents from {corpus}" + (f" ({', '.join(left_out)})" if left_out else "")
     dropped = f" ({stats.empty} with no text dropped)" if stats.empty else ""
     click.echo(f"loaded {loaded} -> {len(units)} {granularity} units{dropped}", err=True)

@@ -15,9 +15,11 @@ Bad-record policy (every loader follows it):
   the file and line, e.g. ``corpus.jsonl line 17: invalid JSON (...)``.
 
 Files that hold nothing to index are not bad records: an empty file in a
-folder corpus is left out whatever ``on_error`` says, recorded in
-:attr:`LoadReport.ignored` and said in one :class:`CorpusWarning` per folder
-(``skipped 1 empty file in docs (notes/todo.txt)``); a record with neither
+folder corpus, or one of a type it does not read, is left out whatever
+``on_error`` says, recorded in :attr:`LoadReport.ignored` and said in one
+:class:`CorpusWarning` per folder and kind (``skipped 1 empty file in docs
+(notes/todo.txt)``, ``docs: 1 file not read (1 .jsonl: tickets.jsonl): ...``);
+a record with neither
 text nor title is loaded, and dropped with a warning naming it when the
 documents are cut into units (:func:`ragroute.chunking.chunk_documents`).
 
@@ -70,7 +72,8 @@ class LoadReport:
     """What the loaders skipped; pass one as ``report=`` to any loader to get the counts back.
 
     ``skipped``: bad records (per ``on_error``); ``ignored``: files of a folder corpus left out
-    although not bad (empty ones), whatever ``on_error`` says.
+    although not bad, whatever ``on_error`` says, with the reason ``"empty"`` or ``"not read"`` (a
+    type a folder corpus does not read).
     """
 
     skipped: list[Skipped] = field(default_factory=list)
@@ -83,7 +86,7 @@ class LoadReport:
 
     @property
     def n_ignored(self) -> int:
-        """Number of files left out so far although not bad (empty ones)."""
+        """Number of files left out so far although not bad (empty or not read)."""
         return len(self.ignored)
 
     def skipped_in(self, source: str) -> list[Skipped]:
