@@ -22,17 +22,21 @@ metadata plus ``{"chunk_index": i, "granularity": ...}``. Tables and other
 non-text modalities are never split: they become one chunk holding the whole
 document, and so does a title-only document (empty text but a title, like
 half of CACM). A document with neither text nor title yields nothing at any
-granularity; pass a :class:`ChunkStats` to count such documents.
+granularity, and neither does one whose text is only headings at ``"section"``
+granularity: :func:`chunk_documents` says so in one
+:class:`~ragroute.loaders.common.CorpusWarning` naming a few of their ids
+(pass a :class:`ChunkStats` to count them).
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ragroute.loaders.common import IdRegistry
+from ragroute.loaders.common import CorpusWarning, IdRegistry, name_a_few
 from ragroute.types import Document
 
 Granularity = Literal["paragraph", "section", "document"]
@@ -51,7 +55,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 class ChunkStats:
     """Counts from :func:`chunk_documents` (pass an instance as ``stats=``; counts accumulate).
 
-    ``empty``: documents with neither text nor title (no chunk); ``kept_whole``:
+    ``empty``: documents that gave no chunk (neither text nor title); ``kept_whole``:
     tables and other non-text documents emitted as one unsplit chunk.
     """
 
@@ -248,18 +252,26 @@ def chunk_documents(
     ignored for "document"); ``min_words`` is the size under which a paragraph
     is merged into its neighbour. Chunk ids are ``f"{doc.id}#p{i}"`` /
     ``f"{doc.id}#s{i}"`` with ``parent_id = doc.id``; tables are kept whole;
-    documents with neither text nor title yield nothing and are counted in
-    ``stats.empty``. Duplicate output ids (from duplicate input ids) raise
-    :class:`~ragroute.errors.CorpusFormatError`.
+    documents that yield nothing (neither text nor title) are counted in
+    ``stats.empty`` and named in one :class:`~ragroute.loaders.common.CorpusWarning`
+    (``dropped 1 document with no text to index: tickets-9``). Duplicate output ids
+    (from duplicate input ids) raise :class:`~ragroute.errors.CorpusFormatError`.
     """
     _check_args(granularity, max_words, min_words)
     stats = stats if stats is not None else ChunkStats()
     ids = IdRegistry("chunk" if granularity != "document" else "document")
     out: list[Document] = []
+    dropped: list[str] = []
     for n, doc in enumerate(docs):
         chunks = chunk_document(doc, granularity, max_words, min_words)
         _count(stats, doc, chunks, granularity)
+        if not chunks:
+            dropped.append(doc.id)
         for chunk in chunks:
             ids.add(chunk.id, f"input document {n}")
         out.extend(chunks)
+    if dropped:
+        plural = "" if len(dropped) == 1 else "s"
+        message = f"dropped {len(dropped)} document{plural} with no text to index: {name_a_few(dropped)}"
+        warnings.warn(message, CorpusWarning, stacklevel=2)
     return out

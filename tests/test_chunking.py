@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from ragroute.chunking import ChunkStats, chunk_documents, split_long
 from ragroute.errors import CorpusFormatError
+from ragroute.loaders import CorpusWarning
 from ragroute.types import Document
 
 
@@ -40,6 +43,21 @@ def test_document_granularity_returns_docs_unchanged(docs: list[Document]) -> No
     assert out == docs[:4]
     assert all(d.parent_id is None for d in out)
     assert stats.empty == 1 and stats.documents == 5
+
+
+def test_documents_with_no_text_are_dropped_with_a_warning_naming_them() -> None:
+    """A JSONL record with ``"text": ""`` disappeared between loading and indexing, unsaid."""
+    docs = [Document(id=f"e{i}", text=" \n", title="") for i in range(5)]
+    docs.insert(2, Document(id="kept", text="", title="Title only"))
+    with pytest.warns(CorpusWarning) as caught:
+        out = chunk_documents(docs, "paragraph")
+    assert [c.parent_id for c in out] == ["kept"]
+    assert [str(w.message) for w in caught] == [
+        "dropped 5 documents with no text to index: e0, e1, e2 and 2 more"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing dropped, nothing said
+        chunk_documents(docs[2:3], "document")
 
 
 def test_paragraph_chunks(docs: list[Document]) -> None:

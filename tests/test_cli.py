@@ -233,6 +233,76 @@ def test_bad_corpus_lines_skip_with_count_or_fail_with_line(runner, tmp_path):
     assert not (tmp_path / "j").exists()
 
 
+def test_build_says_which_records_it_drops_for_having_no_text(runner, tmp_path):
+    """A JSONL record with "text": "" vanished (9 documents -> 8 units) and an empty .txt of a folder
+    gave "loaded 0 documents", neither with a word of why (a user audit)."""
+    rows = [{"id": "T1", "text": "printer jams"}, {"id": "T2", "text": ""}, {"id": "T3", "text": "vpn"}]
+    data = tmp_path / "tickets.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    result = runner.invoke(main, ["build", str(data), "--out", str(tmp_path / "i"), "--method", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert "warning: dropped 1 document with no text to index: T2" in result.output
+    assert "-> 2 document units (1 with no text dropped)" in result.output
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nSome text.\n")
+    (folder / "todo.txt").write_text("")
+    result = runner.invoke(main, ["build", str(folder), "--out", str(tmp_path / "j"), "--method", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: skipped 1 empty file in {folder} (todo.txt)" in result.output
+    assert f"loaded 1 documents from {folder} (files left out: 1 empty)" in result.output
+
+
+def test_build_of_a_folder_counts_the_files_it_does_not_read(runner, corpus, tmp_path):
+    """`ragroute build mixed` said `loaded 2 documents` of a folder holding tickets.jsonl too, and
+    no warning (a user audit)."""
+    (corpus / "tickets.jsonl").write_text('{"id": "T1", "text": "printer jams"}\n')
+    (corpus / "page.html").write_text("<p>hello</p>")
+    result = runner.invoke(main, ["build", str(corpus), "--out", str(tmp_path / "i"), "--method", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: {corpus}: 2 files not read (1 .html: page.html; 1 .jsonl: tickets.jsonl)" in result.output
+    )
+    assert (
+        f"loaded 3 documents from {corpus} (files left out: 2 not read) -> 3 document units" in result.output
+    )
+
+
+def test_build_names_the_columns_of_a_table_whose_text_column_is_not_text(runner, tmp_path):
+    """``ragroute build products.csv`` stopped at ``no text column 'text'`` with no way on the command
+    line to name another (a user audit): the column options of the loader are build options."""
+    data = tmp_path / "products.csv"
+    data.write_text("sku,name,body,price\nP1,Quillo,Laser printer uses toner QT-350.,199\n", "utf-8")
+    out = tmp_path / "idx"
+    result = runner.invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "no text column 'text' (available columns: sku, name, body, price)" in result.output
+    assert "--text-column on the command line" in result.output
+    columns = ["--text-column", "body", "--id-column", "sku", "--title-column", "name"]
+    result = runner.invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25", *columns])
+    assert result.exit_code == 0, result.output
+    hit = json.loads(runner.invoke(main, ["query", str(out), "toner", "--json"]).stdout.splitlines()[-1])
+    assert hit["hits"][0]["doc_id"] == "P1" and hit["hits"][0]["title"] == "Quillo"
+    assert hit["hits"][0]["metadata"] == {"price": "199"}
+    args = ["build", str(data), "--out", str(out), "--method", "bm25", "--text-column", "body"]
+    runner.invoke(main, [*args, "--metadata-columns", ""])
+    hit = json.loads(runner.invoke(main, ["query", str(out), "toner", "--json"]).stdout.splitlines()[-1])
+    assert hit["hits"][0]["metadata"] == {}
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nSome text.\n")
+    result = runner.invoke(main, ["build", str(folder), "--out", str(out), "--method", "bm25", *columns[:2]])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: --text-column does not apply to {folder}, a folder corpus")
+
+
+def test_every_command_that_loads_a_corpus_takes_the_column_options(runner):
+    for command in (["build"], ["graph", "build"], ["graph", "add"], ["expert", "train"]):
+        help_text = runner.invoke(main, [*command, "--help"]).output
+        for flag in ("--text-column", "--id-column", "--title-column", "--metadata-columns"):
+            assert flag in help_text, (command, flag)
+
+
 @pytest.mark.parametrize("query", ["", "   \t"])
 def test_empty_query_is_one_line_error(runner, corpus, tmp_path, query):
     out = tmp_path / "idx"

@@ -71,6 +71,25 @@ def last_json(result):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def test_build_and_add_read_a_table_by_its_named_columns(workspace):
+    """`graph build` and `graph add` load corpora as `ragroute build` does, column options included."""
+    rows = [(r["_id"], r["title"], r["text"]) for r in BASE]
+    table = workspace / "people.tsv"
+    table.write_text("key\tname\tbody\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows), "utf-8")
+    result = run("graph", "build", table, "--out", "g")
+    assert result.exit_code == 2
+    assert "no text column 'text' (available columns: key, name, body)" in result.output
+    columns = ["--text-column", "body", "--id-column", "key", "--title-column", "name"]
+    result = run("graph", "build", table, "--out", "g", *columns)
+    assert result.exit_code == 0, result.output
+    assert "built graph index of 4 units" in result.output
+    more = workspace / "more.jsonl"
+    more.write_text("".join(json.dumps({"key": r["_id"], "body": r["text"]}) + "\n" for r in ADDED), "utf-8")
+    result = run("graph", "add", "g", more, "--text-column", "body", "--id-column", "key")
+    assert result.exit_code == 0, result.output
+    assert "added 2 new passages" in result.output
+
+
 def test_build_defaults_to_graph_folder_and_matches_ragroute_build(workspace):
     result = run("graph", "build", "all")
     assert result.exit_code == 0, result.output

@@ -354,6 +354,64 @@ def test_load_text_folder_invalid_utf8_file(text_folder: Path) -> None:
         load_text_folder(text_folder, on_error="raise")
 
 
+def test_empty_files_of_a_folder_are_left_out_with_one_warning_naming_them(tmp_path: Path) -> None:
+    """An empty .txt in a folder gave ``loaded 0 documents`` and no word of it (a user audit)."""
+    (tmp_path / "a.md").write_text("# A\n\nSome text.\n", "utf-8")
+    (tmp_path / "empty.txt").write_text("", "utf-8")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "blank notes.md").write_text("  \n\n", "utf-8")
+    (tmp_path / "sub" / "none.csv").write_text("", "utf-8")
+    for on_error in ("skip", "raise"):  # empty is not bad: never raised
+        report = LoadReport()
+        with pytest.warns(CorpusWarning) as caught:
+            docs = load_text_folder(tmp_path, on_error=on_error, report=report)
+        assert [d.id for d in docs] == ["a"]
+        messages = [str(w.message) for w in caught if issubclass(w.category, CorpusWarning)]
+        assert messages == [
+            f"skipped 3 empty files in {tmp_path} (empty.txt, sub/blank notes.md, sub/none.csv)"
+        ]
+        assert [s.where for s in report.ignored] == ["empty.txt", "sub/blank notes.md", "sub/none.csv"]
+        assert report.n_skipped == 0 and report.n_ignored == 3
+    with pytest.warns(CorpusWarning, match=r"skipped 1 empty file in .* \(empty\.txt\)"):
+        assert load_corpus(tmp_path / "empty.txt") == []
+
+
+def test_files_a_folder_corpus_does_not_read_are_counted_by_suffix_in_one_warning(tmp_path: Path) -> None:
+    """A folder of two .md files and tickets.jsonl loaded 2 documents and never said that the
+    tickets had been passed over (a user audit); images, compiled and hidden files stay unsaid."""
+    (tmp_path / "a.md").write_text("# A\n\nSome text.\n", "utf-8")
+    (tmp_path / "tickets.jsonl").write_text('{"id": "T1", "text": "printer jams"}\n', "utf-8")
+    for name in ("page.html", "doc.rst", "sub/more.html", "sub/third.html", "LICENSE"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("words", "utf-8")
+    for name in ("logo.png", "__pycache__/m.pyc", ".git/notes.jsonl", "sub/.draft.html"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"\x89")
+    report = LoadReport()
+    with pytest.warns(CorpusWarning) as caught:
+        docs = load_corpus(tmp_path, on_error="raise", report=report)
+    assert [d.id for d in docs] == ["a"]
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path}: 6 files not read (3 .html: page.html, sub/more.html and 1 more; "
+        "1 (no extension): LICENSE; 1 .jsonl: tickets.jsonl; 1 .rst: doc.rst): a folder corpus reads "
+        ".txt, .md, .markdown, .csv, .tsv files; a .jsonl or .json file is a corpus of its own "
+        f"(e.g. {tmp_path / 'tickets.jsonl'})"
+    ]
+    assert [(s.where, s.reason) for s in report.ignored][:2] == [
+        ("LICENSE", "not read"),
+        ("doc.rst", "not read"),
+    ]
+    assert report.n_ignored == 6 and report.n_skipped == 0
+
+
+def test_a_folder_of_readable_and_plainly_binary_files_loads_without_a_word(text_folder: Path) -> None:
+    (text_folder / "empty.md").unlink()
+    (text_folder / "photo.JPG").write_bytes(b"\xff\xd8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_text_folder(text_folder)) == 3
+
+
 def test_a_folder_holding_only_a_jsonl_corpus_names_the_file_to_give(tmp_path: Path) -> None:
     # corpora/it_support holds tickets.jsonl only: as a folder corpus it loaded 0 documents and the
     # build failed with "no documents to index", never saying the file had been passed over
@@ -370,7 +428,8 @@ def test_a_folder_holding_only_a_jsonl_corpus_names_the_file_to_give(tmp_path: P
     empty.mkdir()
     assert load_text_folder(empty) == []  # an empty folder is still an empty corpus
     (tmp_path / "readme.md").write_text("# Tickets\nSee tickets.jsonl.")
-    assert [d.id for d in load_corpus(tmp_path)] == ["readme"]  # text files present: those are read
+    with pytest.warns(CorpusWarning, match=r"2 files not read \(1 \.json: notes/more\.json; 1 \.jsonl"):
+        assert [d.id for d in load_corpus(tmp_path)] == ["readme"]  # text files present: those are read
 
 
 def test_load_text_folder_same_id_twice(tmp_path: Path) -> None:
@@ -431,6 +490,21 @@ def test_load_table_file_missing_column(tmp_path: Path) -> None:
     jpath = write_jsonl(tmp_path / "t.jsonl", [{"id": 1, "body": "x"}])
     with pytest.raises(CorpusFormatError, match=r"no id column 'uid' \(available columns: id, body\)"):
         load_table_file(jpath, text_column="body", id_column="uid")
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    """``id,text,text`` kept only the second text cell of every row, silently (a user audit)."""
+    path = tmp_path / "dupcol.csv"
+    path.write_text("id,text,text\n1,first text col,second text col\n", "utf-8")
+    with pytest.raises(CorpusFormatError) as info:
+        load_corpus(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: the header names a column twice")
+    assert "'text' in columns 2, 3" in message
+    tsv = tmp_path / "two.tsv"
+    tsv.write_text("a\ttext\ta\tb\tb\n1\tx\t2\t3\t4\n", "utf-8")
+    with pytest.raises(CorpusFormatError, match=r"'a' in columns 1, 3; 'b' in columns 4, 5"):
+        load_table_file(tsv, on_error="skip")
 
 
 def test_load_table_file_bad_rows_and_duplicate_ids(tmp_path: Path) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ragroute.cli.common import ENCODER_OPTIONS, open_encoder, refuse_options
-from ragroute.cli.options import encoder_options, engine_options
+from ragroute.cli.common import ENCODER_OPTIONS, corpus_columns, open_encoder, refuse_options
+from ragroute.cli.options import column_options, encoder_options, engine_options
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
@@ -99,6 +101,7 @@ from ragroute.types import Document
     show_default=True,
     help="Bad corpus lines: skip them with a counted warning, or stop at the first with its line number.",
 )
+@column_options
 def build_command(
     corpus: Path,
     out_dir: Path,
@@ -118,9 +121,13 @@ def build_command(
     ray_address: str | None,
     workers: int | None,
     on_error: str,
+    columns: dict[str, Any],
 ) -> None:
-    """Index CORPUS (a BEIR folder, a folder of .txt/.md/.csv files, a .jsonl/.csv file
+    """Index CORPUS (a BEIR folder, a folder of .txt/.md/.csv files, a .jsonl/.csv/.tsv file
     with a text column, or a HippoRAG-style .json list) into --out.
+
+    A table file's text column is `text` unless --text-column names another (ids: --id-column,
+    titles: --title-column, metadata: --metadata-columns).
 
     The build writes into a temporary folder beside --out and renames it into place
     only when complete, so an interrupted build leaves the previous index loadable.
@@ -162,7 +169,7 @@ def build_command(
     model = None  # resolved first, so a missing model fails before any work is done
     if method != "bm25":
         model = open_encoder(encoder, backend, cache_dir)
-    units = load_units(corpus, granularity, on_error)
+    units = load_units(corpus, granularity, on_error, columns)
     if engine == "ray":
         index = _build_on_ray(
             units, method, model, encoder, cache_dir, dense_index, refine, mmap, fusion, name or out_dir.name,
@@ -234,19 +241,25 @@ def _build_on_ray(
     return index
 
 
-def load_units(corpus: Path, granularity: str, on_error: str) -> list[Document]:
-    """The corpus's documents cut at ``granularity``, with a one-line report on stderr."""
-    from ragroute.chunking import chunk_documents
+def load_units(
+    corpus: Path, granularity: str, on_error: str, columns: Mapping[str, Any] | None = None
+) -> list[Document]:
+    """The corpus's documents cut at ``granularity``, with a one-line report on stderr (what was
+    skipped, left out or dropped is counted there, the warnings before it name them); ``columns``
+    are the command's :func:`~ragroute.cli.options.column_options`."""
+    from ragroute.chunking import ChunkStats, chunk_documents
     from ragroute.loaders import LoadReport, load_corpus
 
-    report = LoadReport()
-    documents = load_corpus(corpus, on_error=on_error, report=report)
-    units = chunk_documents(documents, granularity)
-    skipped = f" ({report.n_skipped} bad records skipped)" if report.n_skipped else ""
-    click.echo(
-        f"loaded {len(documents)} documents from {corpus}{skipped} -> {len(units)} {granularity} units",
-        err=True,
-    )
+    report, stats = LoadReport(), ChunkStats()
+    options = corpus_columns(corpus, columns or {})
+    documents = load_corpus(corpus, on_error=on_error, report=report, **options)
+    units = chunk_documents(documents, granularity, stats=stats)
+    left_out = [f"{report.n_skipped} bad records skipped"] if report.n_skipped else []
+    kinds = Counter(entry.reason for entry in report.ignored)  # "empty", "not read"
+    left_out += [f"files left out: {', '.join(f'{n} {kind}' for kind, n in kinds.items())}"] if kinds else []
+    loaded = f"{len(documents)} documents from {corpus}" + (f" ({', '.join(left_out)})" if left_out else "")
+    dropped = f" ({stats.empty} with no text dropped)" if stats.empty else ""
+    click.echo(f"loaded {loaded} -> {len(units)} {granularity} units{dropped}", err=True)
     return units
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,23 @@ def refuse_options(names: tuple[str, ...], reason: str) -> None:
     if given:
         verb = "does" if len(given) == 1 else "do"
         raise RagrouteError(f"{' and '.join(given)} {verb} not apply {reason}")
+
+
+def corpus_columns(corpus: Path, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """The column options of :func:`ragroute.cli.options.column_options` to load ``corpus`` with:
+    all of them when its format reads columns (a .csv, .tsv or .jsonl table); for a corpus of
+    another format, a one-line error when they were given on the command line, and none when they
+    are ``--config`` defaults (which apply where they can, like ``--encoder`` on a bm25 build)."""
+    if not columns:
+        return {}
+    from ragroute.loaders.auto import LOADERS, detect_format
+
+    fmt = detect_format(corpus, **columns)
+    if all(name in LOADERS[fmt][1] for name in columns):
+        return dict(columns)
+    reason = "column options name the columns of a .csv, .tsv or .jsonl file"
+    refuse_options(tuple(columns), f"to {corpus}, a {fmt} corpus ({reason})")
+    return {}
 
 
 ENCODER_OPTIONS = ("encoder", "backend", "cache_dir")

@@ -8,11 +8,12 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, one_line_errors, refuse_options
+from ragroute.cli.common import CONTEXT, corpus_columns, one_line_errors, refuse_options
 from ragroute.cli.options import (
     CONFIG_CACHE_HELP,
     bench_encoder_options,
     cache_dir_option,
+    column_options,
     engine_options,
     train_device_option,
 )
@@ -83,6 +84,7 @@ def expert_group() -> None:
     "hard negatives come from): here, or in shards on Ray workers (extra ragroute[ray]); training runs here."
 )
 @bench_encoder_options
+@column_options
 @one_line_errors
 def train_command(
     corpus: Path,
@@ -102,6 +104,7 @@ def train_command(
     encoder: str,
     backend: str,
     cache_dir: Path | None,
+    columns: dict[str, Any],
 ) -> None:
     """Fine-tune a domain expert from the base encoder on pseudo-queries cut from CORPUS (no labels).
 
@@ -116,7 +119,7 @@ def train_command(
     from ragroute.training import check_device
 
     check_replaceable(out, FAMILY)  # before the corpus is loaded and encoded
-    documents = load_corpus(corpus)
+    documents = load_corpus(corpus, **corpus_columns(corpus, columns))
     cut_pseudo_queries(documents, max_queries=1)  # too small a corpus fails here, before encoding it
     params = ExpertTrainParams(
         mode=mode,

@@ -23,7 +23,7 @@ from ragroute.cli.common import (
     one_line_errors,
     open_encoder,
 )
-from ragroute.cli.options import encoder_options
+from ragroute.cli.options import column_options, encoder_options
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -152,6 +152,7 @@ def say_llm_work(extractor: Any) -> None:
     help="Bad corpus lines: skip them with a counted warning, or stop at the first. Bad triples always "
     "stop the build, listing their line numbers.",
 )
+@column_options
 @one_line_errors
 def build_command(
     corpus: Path | None,
@@ -166,6 +167,7 @@ def build_command(
     granularity: str,
     name: str | None,
     on_error: str,
+    columns: dict[str, Any],
 ) -> None:
     """Build a knowledge graph over CORPUS (any corpus `ragroute build` reads) and/or --triples.
 
@@ -184,7 +186,7 @@ def build_command(
     out_dir = out_dir or default_out(corpus, triples_file)
     model = open_encoder(encoder, backend, cache_dir)
     params = GraphParams(synonym_threshold=synonym_threshold)
-    units = load_units(corpus, granularity, on_error) if corpus is not None else []
+    units = load_units(corpus, granularity, on_error, columns) if corpus is not None else []
     label = name or out_dir.name
     if triples_file is not None:
         from ragroute.graph.triples import build_graph_from_triples, read_triples
@@ -227,6 +229,7 @@ def build_command(
     show_default=True,
     help="Bad corpus lines: skip them with a counted warning, or stop at the first.",
 )
+@column_options
 @llm_option
 @one_line_errors
 def add_command(
@@ -237,6 +240,7 @@ def add_command(
     cache_dir: Path | None,
     granularity: str,
     on_error: str,
+    columns: dict[str, Any],
     llm_spec: str | None,
 ) -> None:
     """Add the documents of CORPUS that GRAPH_DIR does not hold yet (by id), incrementally.
@@ -256,7 +260,7 @@ def add_command(
                 f"--llm is read only for a graph built with --extractor llm ({graph_dir}: {built_by})"
             )
         extractor = llm_extractor(llm_spec, cache_dir) if built_by == "llm" else None
-        units = load_units(corpus, granularity, on_error)
+        units = load_units(corpus, granularity, on_error, columns)
         _check_same_cut(index.store.documents, units, granularity, graph_dir)
         new = [u for u in units if u.id not in index.store]
         known = len(units) - len(new)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,64 @@ def engine_options(engine_help: str) -> Callable[[Callable[..., Any]], Callable[
         return option(func)
 
     return decorate
+
+
+def _column_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+    """``--metadata-columns a,b`` as ``["a", "b"]``; ``""`` keeps none (``[]``)."""
+    if value is None:
+        return None
+    columns = [name.strip() for name in value.split(",")] if value.strip() else []
+    if any(not name for name in columns):
+        raise click.BadParameter(f"{value!r}: an empty column name (give names separated by commas)")
+    return columns
+
+
+def column_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--text-column``, ``--id-column``, ``--title-column`` and ``--metadata-columns`` of the commands
+    that load a corpus: the column options of a .csv/.tsv/.jsonl corpus
+    (:data:`ragroute.loaders.auto.COLUMN_OPTIONS`), passed to the command as one ``columns`` mapping
+    holding only those given (e.g. ``{"text_column": "body"}``)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ragroute.loaders.auto import COLUMN_OPTIONS
+
+        values = {name: kwargs.pop(name) for name in COLUMN_OPTIONS}
+        columns = {name: value for name, value in values.items() if value is not None}
+        return func(*args, columns=columns, **kwargs)
+
+    table = "of a .csv, .tsv or .jsonl corpus"
+    options = [
+        click.option(
+            "--text-column",
+            default=None,
+            metavar="NAME",
+            help=f"The column {table} holding the text [default: text].",
+        ),
+        click.option(
+            "--id-column",
+            default=None,
+            metavar="NAME",
+            help=f"The column {table} holding document ids [default: id if the file has one, else STEM-ROW].",
+        ),
+        click.option(
+            "--title-column",
+            default=None,
+            metavar="NAME",
+            help=f"The column {table} holding titles [default: none].",
+        ),
+        click.option(
+            "--metadata-columns",
+            default=None,
+            metavar="A,B,...",
+            callback=_column_list,
+            help=f"The columns {table} kept as metadata, comma-separated ('' keeps none) [default: every "
+            "other column].",
+        ),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:

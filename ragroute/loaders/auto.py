@@ -29,10 +29,10 @@ from ragroute.loaders.common import LoadReport, check_on_error
 from ragroute.loaders.folder import TEXT_SUFFIXES, load_text_file, load_text_folder
 from ragroute.loaders.hipporag import load_hipporag_corpus
 from ragroute.loaders.jsonl import open_binary
-from ragroute.loaders.tabular import load_table_file
+from ragroute.loaders.tabular import COLUMN_OPTION_OF_ROLE, load_table_file
 from ragroute.types import Document
 
-COLUMN_OPTIONS = ("text_column", "id_column", "title_column", "metadata_columns")
+COLUMN_OPTIONS = tuple(COLUMN_OPTION_OF_ROLE.values())
 
 # format name -> (loader, options it accepts besides on_error / report)
 LOADERS: dict[str, tuple[Callable[..., list[Document]], tuple[str, ...]]] = {

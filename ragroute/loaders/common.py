@@ -14,9 +14,19 @@ Bad-record policy (every loader follows it):
   :class:`~ragroute.errors.CorpusFormatError` with a one-line message naming
   the file and line, e.g. ``corpus.jsonl line 17: invalid JSON (...)``.
 
+Files that hold nothing to index are not bad records: an empty file in a
+folder corpus, or one of a type it does not read, is left out whatever
+``on_error`` says, recorded in :attr:`LoadReport.ignored` and said in one
+:class:`CorpusWarning` per folder and kind (``skipped 1 empty file in docs
+(notes/todo.txt)``, ``docs: 1 file not read (1 .jsonl: tickets.jsonl): ...``);
+a record with neither
+text nor title is loaded, and dropped with a warning naming it when the
+documents are cut into units (:func:`ragroute.chunking.chunk_documents`).
+
 Some problems are never skipped, whatever ``on_error`` says, because skipping
 would silently change results: duplicate document ids, malformed qrels lines,
-a missing required column, a missing or unknown file.
+a missing required column, a CSV header naming a column twice, a missing or
+unknown file.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import codecs
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -36,7 +47,8 @@ ON_ERROR_CHOICES = ("skip", "raise")
 
 
 class CorpusWarning(UserWarning):
-    """Some records of a corpus file were skipped (one warning per file, with counts)."""
+    """Some records of a corpus file were skipped, or files or documents with nothing to index left
+    out (one warning per file or folder, with counts and a few of them named)."""
 
 
 class BadRecord(ValueError):
@@ -57,18 +69,35 @@ class Skipped:
 
 @dataclass
 class LoadReport:
-    """What the loaders skipped; pass one as ``report=`` to any loader to get the counts back."""
+    """What the loaders skipped; pass one as ``report=`` to any loader to get the counts back.
+
+    ``skipped``: bad records (per ``on_error``); ``ignored``: files of a folder corpus left out
+    although not bad, whatever ``on_error`` says, with the reason ``"empty"`` or ``"not read"`` (a
+    type a folder corpus does not read).
+    """
 
     skipped: list[Skipped] = field(default_factory=list)
+    ignored: list[Skipped] = field(default_factory=list)
 
     @property
     def n_skipped(self) -> int:
         """Number of records (lines, items, rows or files) skipped so far."""
         return len(self.skipped)
 
+    @property
+    def n_ignored(self) -> int:
+        """Number of files left out so far although not bad (empty or not read)."""
+        return len(self.ignored)
+
     def skipped_in(self, source: str) -> list[Skipped]:
         """The skipped records of one file (as displayed in messages)."""
         return [s for s in self.skipped if s.source == source]
+
+
+def name_a_few(names: Sequence[str], limit: int = 3) -> str:
+    """``a, b, c and 4 more``: the first ``limit`` of ``names``, then how many others."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def check_on_error(on_error: str) -> OnError:
@@ -92,6 +121,7 @@ class SkipLog:
         self.on_error = check_on_error(on_error)
         self.report = report
         self.entries: list[Skipped] = []
+        self.ignored: list[Skipped] = []
 
     def _where(self, key: int | str) -> str:
         return str(key) if self.unit == "file" else f"{self.unit} {key}"
@@ -107,17 +137,35 @@ class SkipLog:
         if self.report is not None:
             self.report.skipped.append(entry)
 
+    def ignore(self, key: int | str, adjective: str) -> None:
+        """Record one record left out although not bad (``adjective``: ``"empty"``), whatever
+        ``on_error`` says; :meth:`finish` says how many."""
+        entry = Skipped(self.source, self._where(key), adjective)
+        self.ignored.append(entry)
+        if self.report is not None:
+            self.report.ignored.append(entry)
+
     def finish(self) -> None:
-        """Emit the one summary :class:`CorpusWarning` for this file, if anything was skipped."""
+        """Emit the one summary :class:`CorpusWarning` for this file, if anything was skipped, and
+        one per kind of record left out (``skipped 2 empty files in docs (a.txt, b/c.md)``)."""
         if self.entries:
             warnings.warn(self.summary(), CorpusWarning, stacklevel=3)
+        for adjective in dict.fromkeys(entry.reason for entry in self.ignored):
+            keys = [self._key(e) for e in self.ignored if e.reason == adjective]
+            plural = "" if len(keys) == 1 else "s"
+            message = f"skipped {len(keys)} {adjective} {self.unit}{plural} in {self.source}"
+            warnings.warn(f"{message} ({name_a_few(keys)})", CorpusWarning, stacklevel=3)
+
+    def _key(self, entry: Skipped) -> str:
+        """The key an entry was recorded under (``17`` of ``line 17``; a file's path, spaces and all)."""
+        return entry.where if self.unit == "file" else entry.where.split(" ", 1)[-1]
 
     def summary(self) -> str:
         """``skipped 2 bad lines in corpus.jsonl (lines 17, 40; line 17: invalid JSON (...))``."""
         n = len(self.entries)
         plural = "" if n == 1 else "s"
         first = self.entries[0]
-        keys = [e.where.split(" ", 1)[-1] for e in self.entries[:10]]
+        keys = [self._key(e) for e in self.entries[:10]]
         more = ", ..." if n > 10 else ""
         if self.unit == "file":
             listing = f"{', '.join(keys)}{more}"

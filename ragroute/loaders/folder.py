@@ -1,26 +1,38 @@
 """Folders of plain files: one Document per ``.txt`` / ``.md`` file, one table Document per ``.csv``.
 
 Files are found recursively and sorted by relative path, so ids and order are
-deterministic; hidden files and folders (name starting with ".") and other
-file types are ignored, and so are empty files (like blank lines in JSONL).
-A file that cannot be read follows the bad-record policy of
+deterministic; hidden files and folders (name starting with ".") are ignored,
+and so are files that are plainly not text (images, media, compiled code:
+:data:`NOT_TEXT_SUFFIXES`). Any other file of a type the folder does not read
+(``.jsonl``, ``.json``, ``.html``, ``.rst``, ``.pdf``, ...) is counted, by
+suffix with a few named, in one :class:`~ragroute.loaders.common.CorpusWarning`
+(a ``.jsonl`` or ``.json`` file is a corpus of its own: a folder's CSV files are
+already one table document each, and a JSONL file beside documents is as often
+queries or labels as documents, so they are not read as rows here). An empty
+file (only whitespace, or a CSV without a line) is left out with one warning
+per folder naming a few (``skipped 1 empty file in docs (todo.txt)``). A file
+that cannot be read follows the bad-record policy of
 :mod:`ragroute.loaders.common` (default: skip + one warning per folder).
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import (
     BadRecord,
+    CorpusWarning,
     IdRegistry,
     LoadReport,
     SkipLog,
+    Skipped,
     check_on_error,
     decode_utf8_file,
+    name_a_few,
 )
 from ragroute.loaders.jsonl import open_binary
 from ragroute.loaders.tabular import DELIMITERS, read_csv_rows
@@ -83,15 +95,41 @@ def _is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
-def corpus_files(folder: Path) -> list[Path]:
-    """Text and table files under ``folder`` (recursive, hidden ones excluded), sorted by relative path."""
-    suffixes = TEXT_SUFFIXES + TABLE_SUFFIXES
-    found = [
+READ_SUFFIXES = TEXT_SUFFIXES + TABLE_SUFFIXES
+"""The files a folder corpus reads."""
+
+DATA_SUFFIXES = (".jsonl", ".json")
+"""Files a folder corpus does not read, but ``load_corpus`` reads when named itself."""
+
+#: Files that are plainly not text (images, media, compiled code, fonts, arrays, model weights,
+#: databases): a folder corpus passes over them without a word. Any other file it does not read
+#: (``.html``, ``.rst``, ``.pdf``, ``.jsonl``, ...) is counted in a warning.
+# fmt: off
+NOT_TEXT_SUFFIXES = frozenset({
+    ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ico", ".svg", ".heic",
+    ".mp3", ".wav", ".flac", ".ogg", ".m4a", ".mp4", ".mov", ".avi", ".mkv", ".webm",
+    ".pyc", ".pyo", ".so", ".o", ".a", ".dll", ".dylib", ".exe", ".class", ".jar", ".whl",
+    ".woff", ".woff2", ".ttf", ".otf", ".eot",
+    ".npy", ".npz", ".pt", ".pth", ".onnx", ".safetensors", ".faiss", ".parquet", ".arrow",
+    ".sqlite", ".sqlite3", ".db",
+})
+# fmt: on
+
+
+def folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The files under ``folder`` (recursive, hidden ones excluded) that a folder corpus reads, and
+    those it does not read, plainly binary ones excepted; each list sorted by relative path."""
+    found = sorted(
+        (p for p in folder.rglob("*") if not _is_hidden(p.relative_to(folder)) and p.is_file()),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
+    read = [p for p in found if p.suffix.lower() in READ_SUFFIXES]
+    unread = [
         p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in suffixes and p.is_file() and not _is_hidden(p.relative_to(folder))
+        for p in found
+        if p.suffix.lower() not in READ_SUFFIXES and p.suffix.lower() not in NOT_TEXT_SUFFIXES
     ]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    return read, unread
 
 
 def file_document(path: Path, rel: Path) -> Document | None:
@@ -112,16 +150,21 @@ def load_text_folder(
     CSV/TSV files: ONE table Document (modality ``"table"``), text = header
     line then rows as ``a | b | c``, metadata ``{"columns", "rows", "path"}``.
     A file with invalid UTF-8 follows ``on_error`` (default: skip + one
-    :class:`~ragroute.loaders.common.CorpusWarning` for the folder); two
-    files with the same id (``a.md`` and ``a.txt``) raise :class:`CorpusFormatError`.
+    :class:`~ragroute.loaders.common.CorpusWarning` for the folder); an empty
+    file, and a file of a type not read here (``tickets.jsonl``, ``page.html``;
+    images, media and compiled files excepted), are left out with one such
+    warning each kind, whatever ``on_error`` says (in ``report.ignored``, with
+    the reason ``"empty"`` or ``"not read"``); two files with the same id
+    (``a.md`` and ``a.txt``) raise :class:`CorpusFormatError`.
     """
     check_on_error(on_error)
     root = Path(folder)
     if not root.is_dir():
         raise CorpusFormatError(f"{root}: no such folder")
-    files = corpus_files(root)
+    files, unread = folder_files(root)
     if not files:
-        _refuse_data_files_alone(root)
+        _refuse_data_files_alone(root, unread)
+    _say_unread(root, unread, report)
     log = SkipLog(str(root), "file", on_error, report)
     ids = IdRegistry("document")
     docs = []
@@ -132,44 +175,70 @@ def load_text_folder(
         except BadRecord as exc:
             log.bad(rel.as_posix(), str(exc))
             continue
-        if doc is not None:
-            ids.add(doc.id, rel.as_posix())
-            docs.append(doc)
+        if doc is None:
+            log.ignore(rel.as_posix(), "empty")
+            continue
+        ids.add(doc.id, rel.as_posix())
+        docs.append(doc)
     log.finish()
     return docs
 
 
-DATA_SUFFIXES = (".jsonl", ".json", ".gz")
-"""Files a folder corpus does not read, but ``load_corpus`` reads when named itself."""
-
-
-def _refuse_data_files_alone(root: Path) -> None:
+def _refuse_data_files_alone(root: Path, unread: list[Path]) -> None:
     """A folder with no text or table file but with corpus files of another kind (``tickets.jsonl``)
     would load as an empty corpus: say which file to name instead (one line)."""
-    data = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.suffix.lower() in DATA_SUFFIXES and p.is_file() and not _is_hidden(p.relative_to(root))
-    )
+    data = [p.relative_to(root).as_posix() for p in unread if p.suffix.lower() in DATA_SUFFIXES]
     if data:
-        shown = ", ".join(data[:3]) + (f" and {len(data) - 3} more" if len(data) > 3 else "")
         raise CorpusFormatError(
-            f"{root}: a folder corpus reads {', '.join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files and this one "
-            f"has none; it holds {shown}: give that file as the corpus (e.g. {root / data[0]})"
+            f"{root}: a folder corpus reads {', '.join(READ_SUFFIXES)} files and this one "
+            f"has none; it holds {name_a_few(data)}: give that file as the corpus (e.g. {root / data[0]})"
         )
+
+
+def _say_unread(root: Path, unread: list[Path], report: LoadReport | None) -> None:
+    """One :class:`CorpusWarning` counting the files of ``root`` a folder corpus does not read, by
+    suffix with a few named (``2 .jsonl: tickets.jsonl, faq.jsonl``), each also in ``report.ignored``."""
+    if not unread:
+        return
+    by_suffix: dict[str, list[str]] = {}
+    for path in unread:
+        rel = path.relative_to(root).as_posix()
+        by_suffix.setdefault(path.suffix.lower() or "(no extension)", []).append(rel)
+        if report is not None:
+            report.ignored.append(Skipped(str(root), rel, "not read"))
+    kinds = sorted(by_suffix.items(), key=lambda item: (-len(item[1]), item[0]))
+    named = kinds if len(kinds) <= 6 else kinds[:5]
+    shown = [f"{len(names)} {suffix}: {name_a_few(names, 2)}" for suffix, names in named]
+    if len(named) < len(kinds):
+        others = kinds[len(named) :]
+        count = sum(len(names) for _, names in others)
+        shown.append(f"{count} of {len(others)} other types: {name_a_few([s for s, _ in others])}")
+    plural = "" if len(unread) == 1 else "s"
+    message = (
+        f"{root}: {len(unread)} file{plural} not read ({'; '.join(shown)}): a folder corpus reads "
+        f"{', '.join(READ_SUFFIXES)} files"
+    )
+    alone = [rel for suffix in DATA_SUFFIXES for rel in by_suffix.get(suffix, [])]
+    if alone:
+        message += f"; a {' or '.join(DATA_SUFFIXES)} file is a corpus of its own (e.g. {root / alone[0]})"
+    warnings.warn(message, CorpusWarning, stacklevel=3)
 
 
 def load_text_file(
     path: str | Path, *, on_error: str = "skip", report: LoadReport | None = None
 ) -> list[Document]:
-    """Load one ``.txt`` / ``.md`` file as a one-Document corpus (id = file stem); empty file -> ``[]``."""
+    """Load one ``.txt`` / ``.md`` file as a one-Document corpus (id = file stem); an empty file gives
+    ``[]`` and a :class:`~ragroute.loaders.common.CorpusWarning` saying so."""
     check_on_error(on_error)
     p = Path(path)
     log = SkipLog(str(p.parent), "file", on_error, report)
+    doc = None
     try:
         doc = text_document(p, Path(p.name))
     except BadRecord as exc:
         log.bad(p.name, str(exc))
-        doc = None
+    else:
+        if doc is None:
+            log.ignore(p.name, "empty")
     log.finish()
     return [doc] if doc is not None else []

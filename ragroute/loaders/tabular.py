@@ -3,7 +3,9 @@
 Rows are read line by line so that one row of invalid UTF-8 is skipped (or
 raised, per ``on_error``) with its line number; see
 :mod:`ragroute.loaders.common` for the policy. A column named in the options
-but absent from the file is a configuration error and always raises.
+but absent from the file is a configuration error and always raises, and so
+is a CSV/TSV header that names one column twice (a row could keep only one
+of the two cells).
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ DELIMITERS = {".csv": ",", ".tsv": "\t"}
 #: the column ids come from when no ``id_column`` is named and a file has it
 DEFAULT_ID_COLUMN = "id"
 TABLE_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+#: the loader option (``load_table_file`` argument, ``corpora.yaml`` option) naming each column role
+COLUMN_OPTION_OF_ROLE = {
+    "text": "text_column",
+    "id": "id_column",
+    "title": "title_column",
+    "metadata": "metadata_columns",
+}
 
 # Long passages exceed csv's default 128 KiB field limit.
 csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
@@ -109,11 +118,18 @@ class Columns:
         return self
 
     def check(self, available: Sequence[str], source: str) -> None:
-        """Raise :class:`CorpusFormatError` if a named column is absent from ``available``."""
+        """Raise :class:`CorpusFormatError` if a named column is absent from ``available``: one line
+        naming the columns the file has and the option that names another (``text_column``, which
+        ``ragroute build`` spells ``--text-column``)."""
         for role, col in self.named():
             if col not in available:
                 have = ", ".join(str(a) for a in available) or "none"
-                raise CorpusFormatError(f"{source}: no {role} column {col!r} (available columns: {have})")
+                option = COLUMN_OPTION_OF_ROLE[role]
+                flag = "--" + option.replace("_", "-")
+                raise CorpusFormatError(
+                    f"{source}: no {role} column {col!r} (available columns: {have}); name the {role} "
+                    f"column with the loader option {option} ({flag} on the command line)"
+                )
 
     def _metadata(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.metadata is not None:
@@ -140,6 +156,23 @@ class Columns:
         )
 
 
+def check_unique_header(header: Sequence[str], source: str) -> None:
+    """Raise :class:`CorpusFormatError` naming every column name the header holds twice or more
+    (each row would otherwise keep only the last of the cells under one name, silently)."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(header, 1):
+        positions.setdefault(name, []).append(number)
+    repeated = [(name, where) for name, where in positions.items() if len(where) > 1]
+    if repeated:
+        listing = "; ".join(
+            f"{name!r} in columns {', '.join(str(n) for n in where)}" for name, where in repeated
+        )
+        raise CorpusFormatError(
+            f"{source}: the header names a column twice ({listing}): a row would keep only one of "
+            "their cells; rename the columns so that each name is unique"
+        )
+
+
 def _csv_documents(
     path: Path, columns: Columns, modality: str, log: SkipLog, ids: IdRegistry
 ) -> Iterator[Document]:
@@ -150,6 +183,7 @@ def _csv_documents(
     header_line, header, problem = first
     if problem is not None:
         raise CorpusFormatError(f"{path} header: {problem}")
+    check_unique_header(header, str(path))
     columns = columns.with_ids_from(header)
     columns.check(header, str(path))
     for row_number, (lineno, fields, problem) in enumerate(rows, 1):
@@ -205,7 +239,8 @@ def load_table_file(
     (a JSONL ``metadata`` object is merged in); ``[]`` keeps none.
 
     A named column missing from the CSV header (or from the first JSONL
-    record) raises :class:`CorpusFormatError` listing the available columns.
+    record) raises :class:`CorpusFormatError` listing the available columns, and
+    so does a CSV/TSV header naming one column twice.
     Unreadable rows, rows without text and rows with the wrong field count
     follow ``on_error`` (default: skip + one CorpusWarning per file); a
     duplicate id always raises.
