@@ -146,6 +146,8 @@ def workspace(tmp_path_factory):
         "def down():\n    return ScriptedLLM(replies=[ConnectionError('llm down')], cycle=True)\n"
     )
     (root / "down.yaml").write_text(base + "llm: llms.py:down\n")  # any LLM, by reference
+    unplanned = {"kind": "scripted", "default": "I do not know"}  # answers, but never a plan
+    (root / "unplanned.yaml").write_text(base + "llm: " + json.dumps(unplanned) + "\n")
     return root
 
 
@@ -195,4 +197,25 @@ def test_ask_says_when_no_llm_answer_came_back(workspace):
     assert first.startswith("answer: Ada Brennan") and "not the LLM's: no LLM answer came back" in first
     assert "answer: (none from the LLM: its top hit stands in)" in result.output
     assert "note: the final answer's planner fell back" in result.output
+    payload = CliRunner().invoke(
+        main, ["ask", str(workspace / "down.yaml"), "Where was Ada Brennan born?", "--json"]
+    ).stdout.strip().splitlines()[-1]
+    assert json.loads(payload)["answer_from"] == "top_hit"
+
+
+def test_ask_labels_an_llm_step_answer_taken_by_a_fallen_back_planner_as_the_llms(workspace):
+    """The planner fell back, but the step's answer it took came from the LLM answerer: it was
+    labelled "a step's top hit, not the LLM's"."""
+    result = CliRunner().invoke(
+        main, ["ask", str(workspace / "unplanned.yaml"), "Where was Ada Brennan born?", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "answer: I do not know"
+    assert "note: the final answer's planner fell back" in result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["answer"] == "I do not know" and payload["answer_from"] == "llm"
+    plain = CliRunner().invoke(
+        main, ["ask", str(workspace / "unplanned.yaml"), "Where was Ada Brennan born?", "--no-llm", "--json"]
+    )
+    assert json.loads(plain.stdout.strip().splitlines()[-1])["answer_from"] == "top_hit"
 

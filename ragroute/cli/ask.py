@@ -12,7 +12,6 @@ through the pipeline with no LLM at all.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -86,11 +85,11 @@ def ask_command(
     )
     result = controller.run(question)
     status = "complete" if result.complete else f"INCOMPLETE (stopped by {result.stopped_by})"
-    if llm is None:  # nothing answered: the planner's answer is the top hit standing in for one
-        shown = f" (none: --no-llm; top hit: {result.answer})" if result.answer else " (none)"
-        click.echo(f"answer:{shown}")
-    elif result.answer and _answered_by_fallback(result):
-        click.echo(f"answer: {result.answer}  (a step's top hit, not the LLM's: no LLM answer came back)")
+    if result.answer_from == "top_hit":  # no LLM answered: a step's top hit stands in for one
+        if llm is None:
+            click.echo(f"answer: (none: --no-llm; top hit: {result.answer})")
+        else:
+            click.echo(f"answer: {result.answer}  (a step's top hit, not the LLM's: no LLM answer came back)")
     else:
         click.echo(f"answer: {result.answer or '(none)'}")
     click.echo(
@@ -117,10 +116,3 @@ def ask_command(
             click.echo(f"  note: {what} planner fell back: {entry.detail['fallback']}")
     if as_json:
         emit_json(result.to_dict())
-
-
-def _answered_by_fallback(result: Any) -> bool:
-    """Whether the run's answer came from a planner that fell back (the LLM did not answer): its
-    last plan answered, and says what it fell back from."""
-    plans = [t.detail for t in result.trace if t.stage == "plan"]
-    return bool(plans) and plans[-1].get("action") == "answer" and bool(plans[-1].get("fallback"))

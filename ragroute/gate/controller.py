@@ -80,6 +80,10 @@ class StepwiseResult:
     stopped_by: str  # planner / budget / gate / error
     trace: list[TraceStep] = field(default_factory=list)
     ms: float = 0.0
+    #: where ``answer`` comes from: ``llm`` (the planner's or answerer's LLM, or a step's answerer
+    #: taken by a planner that fell back), ``gold``, ``script``, ``top_hit`` (a step's top hit
+    #: stands in: no LLM answered), or "" (no answer)
+    answer_from: str = ""
 
     @property
     def retrieval_calls(self) -> int:
@@ -98,6 +102,7 @@ class StepwiseResult:
         return {
             "question": self.question,
             "answer": self.answer,
+            "answer_from": self.answer_from,
             "complete": self.complete,
             "stopped_by": self.stopped_by,
             "retrieval_calls": self.retrieval_calls,
@@ -154,7 +159,7 @@ class StepwiseController:
         meta.update(metadata or {})
         steps: list[StepRecord] = []
         trace: list[TraceStep] = []
-        answer, complete, stopped_by = "", False, "budget"
+        answer, answer_from, complete, stopped_by = "", "", False, "budget"
         while True:
             state = PlanState(root.text, steps, meta, steps_left=self.max_steps - len(steps))
             plan = self._plan(state, trace)
@@ -163,6 +168,7 @@ class StepwiseController:
                 break
             if plan.action == ANSWER:
                 answer, complete, stopped_by = plan.answer, True, "planner"
+                answer_from = plan.answer_from if plan.answer else ""
                 break
             if len(steps) >= self.max_steps:
                 trace.append(
@@ -210,11 +216,13 @@ class StepwiseController:
         steps = [s for s in steps if s.action != "stop"]
         if not complete and self.answerer is not None:
             answer = self._final_answer(root.text, steps, trace)
+            answer_from = "llm" if answer else ""
         trace.append(
             TraceStep(
                 "final",
                 {
                     "answer": answer,
+                    "answer_from": answer_from,
                     "complete": complete,
                     "stopped_by": stopped_by,
                     "steps": len(steps),
@@ -223,7 +231,7 @@ class StepwiseController:
             )
         )
         ms = round((time.perf_counter() - start) * 1000, 3)
-        return StepwiseResult(root.text, steps, answer, complete, stopped_by, trace, ms)
+        return StepwiseResult(root.text, steps, answer, complete, stopped_by, trace, ms, answer_from)
 
     def run_many(
         self, questions: Sequence[str | QueryContext], metadata: Sequence[Mapping[str, Any]] | None = None

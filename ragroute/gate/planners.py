@@ -100,6 +100,9 @@ class Plan:
     reason: str = ""
     fallback: str | None = None  # why the planner fell back (None: it did not)
     raw: str | None = None  # the LLM's answer, for the trace
+    #: where ``answer`` comes from: ``llm`` (the planner's LLM, or a step's answerer), ``gold``
+    #: (the query's metadata), ``script``, ``top_hit`` (a step's top hit stands in), "" (none)
+    answer_from: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"action": self.action, "planner": self.planner}
@@ -107,6 +110,7 @@ class Plan:
             out["question"] = self.question
         else:
             out["answer"] = self.answer
+            out["answer_from"] = self.answer_from
         for key in ("reason", "fallback", "raw"):
             value = getattr(self, key)
             if value:
@@ -129,6 +133,19 @@ def step_answer(step: StepRecord) -> str:
         top = step.hits[0]
         return top.title or " ".join(top.text.split()[:8])
     return ""
+
+
+def step_answer_from(step: StepRecord) -> str:
+    """Where :func:`step_answer` takes the step's value from: its answer's own source (``llm``,
+    ``gold``), ``top_hit``, or "" (nothing)."""
+    if step.answer:
+        return step.answer_from or "llm"
+    return "top_hit" if step.hits else ""
+
+
+def _answer_from_steps(steps: Sequence[StepRecord]) -> tuple[str, str]:
+    """The last step's :func:`step_answer` and :func:`step_answer_from` ("" without steps)."""
+    return (step_answer(steps[-1]), step_answer_from(steps[-1])) if steps else ("", "")
 
 
 def fill_references(text: str, values: Mapping[int, str]) -> str:
@@ -167,10 +184,10 @@ class ScriptedPlanner:
                 planner=self.name,
                 reason=f"sub-question {i + 1}/{len(self.questions)}",
             )
-        final = (
-            self.answer if self.answer is not None else (step_answer(state.steps[-1]) if state.steps else "")
+        final, source = (
+            (self.answer, "script") if self.answer is not None else _answer_from_steps(state.steps)
         )
-        return Plan(ANSWER, answer=final, planner=self.name, reason="script done")
+        return Plan(ANSWER, answer=final, planner=self.name, reason="script done", answer_from=source)
 
 
 class DecompositionPlanner:
@@ -211,9 +228,16 @@ class DecompositionPlanner:
                 ASK, question=question, planner=self.name, reason=f"decomposition {i + 1}/{len(parts)}"
             )
         final = state.metadata.get("answer") if self.gold_answers else None
-        if not final and state.steps:
-            final = step_answer(state.steps[-1])
-        return Plan(ANSWER, answer=str(final or ""), planner=self.name, reason="decomposition done")
+        source = "gold" if final else ""
+        if not final:
+            final, source = _answer_from_steps(state.steps)
+        return Plan(
+            ANSWER,
+            answer=str(final or ""),
+            planner=self.name,
+            reason="decomposition done",
+            answer_from=source,
+        )
 
 
 class QuestionOncePlanner:
@@ -224,7 +248,8 @@ class QuestionOncePlanner:
     def plan(self, state: PlanState) -> Plan:
         if not state.steps:
             return Plan(ASK, question=state.question, planner=self.name, reason="ask the question itself")
-        return Plan(ANSWER, answer=step_answer(state.steps[-1]), planner=self.name, reason="one step done")
+        final, source = _answer_from_steps(state.steps)
+        return Plan(ANSWER, answer=final, planner=self.name, reason="one step done", answer_from=source)
 
 
 PLANNER_PROMPT = """You answer a complex question by searching a document collection,
@@ -352,6 +377,7 @@ class LLMPlanner:
                         planner=self.name,
                         reason="llm",
                         raw=reply.text,
+                        answer_from="llm" if action == ANSWER else "",
                     )
         plan = self.fallback.plan(state)
         plan.fallback = problem
