@@ -166,6 +166,10 @@ BAD = {
         GOOD.replace("max_routes: 2", "max_routes: 2, bank_dim: 0"),
         "{config}: router: 'bank_dim' must be at least 1, not 0",
     ),
+    "none threshold above any similarity": (  # every query would be routed to none
+        GOOD.replace("max_routes: 2", "max_routes: 2, none_threshold: 2"),
+        "{config}: router: 'none_threshold' must be at most 1, not 2",
+    ),
     "temperature of zero": (
         GOOD.replace("max_routes: 2", "max_routes: 2, temperature: 0"),
         "{config}: router: 'temperature' must be above 0, not 0",

@@ -44,7 +44,7 @@ LABELLED_ROUTER_KINDS = ("knn", "trained", "llm", "ensemble")
 #: router settings that must be above 0 (a softmax temperature)
 POSITIVE_SETTINGS = ("temperature", "timeout_s")
 #: router settings with a largest value (probabilities)
-ROUTER_SETTING_MAXIMA = {"label_probability": 1.0}
+ROUTER_SETTING_MAXIMA = {"label_probability": 1.0, "none_threshold": 1.0}
 
 
 def router_keys() -> set[str]:

@@ -33,7 +33,7 @@ ROUTER_SETTINGS: dict[str, set[str]] = {
 }
 #: the type (and least value) of each router setting, checked before any router is built
 ROUTER_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
-    "none_threshold": ("number", None),
+    "none_threshold": ("number", -1.0),  # a cosine similarity
     "temperature": ("number", None),
     "examples": ("string", None),
     "k": ("integer", 1),
