@@ -137,9 +137,10 @@ def test_tokenize_many_equals_tokenize_and_is_deterministic() -> None:
 def test_tokenizer_config_round_trip_and_validation() -> None:
     cfg = TokenizerConfig(lowercase=False, stopwords=False, stem=True)
     data = json.loads(json.dumps(cfg.to_dict()))
-    assert data == {"lowercase": False, "stopwords": False, "stem": True}
+    assert data == {"lowercase": False, "stopwords": False, "stem": True, "nfc": True}
     assert TokenizerConfig.from_dict(data) == cfg
-    assert TokenizerConfig.from_dict({}) == TokenizerConfig()
+    # a record from before the nfc option: its index was built without it, and is read so
+    assert TokenizerConfig.from_dict({}) == TokenizerConfig(nfc=False)
     with pytest.raises(RagrouteError, match="unknown tokenizer option"):
         TokenizerConfig.from_dict({"lowercase": True, "language": "en"})
     with pytest.raises(RagrouteError, match="must be true or false"):
@@ -148,6 +149,25 @@ def test_tokenizer_config_round_trip_and_validation() -> None:
     assert nltk.to_dict()["stopword_set"] == "nltk" and TokenizerConfig.from_dict(nltk.to_dict()) == nltk
     with pytest.raises(RagrouteError, match="unknown stopword set 'smart': choose one of lucene, nltk"):
         TokenizerConfig(stopword_set="smart")
+
+
+def test_a_combining_accent_does_not_split_a_word() -> None:
+    """NFD text (macOS file names, some PDFs) wrote München as u + U+0308: the mark split the word
+    into "mu" and "nchen", so an NFD query found nothing an NFC document said, and back."""
+    import unicodedata
+
+    from ragroute.index.lexical import BM25Index
+    from ragroute.types import Document
+
+    composed, decomposed = "München Fahrräder", unicodedata.normalize("NFD", "München Fahrräder")
+    assert composed != decomposed
+    assert tokenize(decomposed) == tokenize(composed) == ["münchen", "fahrräder"]
+    assert tokenize_many([decomposed]) == [["münchen", "fahrräder"]]
+    assert tokenize(decomposed, TokenizerConfig(nfc=False)) == ["mu", "nchen", "fahrra", "der"]
+    others = ["bicycles in Berlin", "trams in Vienna", "ferries in Oslo"]
+    index = BM25Index.build([Document("d", composed)] + [Document(str(i), t) for i, t in enumerate(others)])
+    assert [h.doc_id for h in index.search(decomposed, k=1)] == ["d"]
+    assert index.manifest_params()["bm25"]["tokenizer"]["nfc"] is True
 
 
 def test_nltk_stop_set_drops_the_function_words_of_task_queries() -> None:

@@ -1,6 +1,7 @@
 """BM25 tokenisation: :class:`TokenizerConfig`, :func:`tokenize` and :func:`tokenize_many`.
 
-Text becomes tokens as unicode letter/digit runs, optionally lowercased, with
+Text becomes tokens as unicode letter/digit runs (of the NFC form: a letter typed as a base
+letter plus a combining accent is one letter), optionally lowercased, with
 a stop set removed (:data:`STOPWORD_SETS`: Lucene's 33 English stopwords,
 :data:`ENGLISH_STOPWORDS`, by default; or NLTK's English list of function words,
 :data:`NLTK_ENGLISH_STOPWORDS`) and a per-thread PyStemmer English Snowball
@@ -13,6 +14,7 @@ import contextlib
 import gc
 import re
 import threading
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -85,9 +87,14 @@ class TokenizerConfig:
     stopwords: bool = True
     stem: bool = False
     stopword_set: str = "lucene"
+    #: read text in its NFC form: ``München`` typed as ``u`` + a combining diaeresis (NFD, as
+    #: macOS file names and some PDFs give it) is one token, the same as the composed one; without
+    #: it the combining mark split the word into ``mu`` and ``nchen``. Indexes built before the
+    #: option existed record no value and keep their tokenisation (off).
+    nfc: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("lowercase", "stopwords", "stem"):
+        for name in ("lowercase", "stopwords", "stem", "nfc"):
             if not isinstance(getattr(self, name), bool):
                 value = getattr(self, name)
                 raise RagrouteError(f"tokenizer option {name!r} must be true or false, got {value!r}")
@@ -111,10 +118,11 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TokenizerConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
-        known = {"lowercase", "stopwords", "stem", "stopword_set"}
+        """Build a config from :meth:`to_dict` output; unknown keys are an error. A record without
+        ``nfc`` was written before the option existed: its index was built without it."""
+        known = {"lowercase", "stopwords", "stem", "stopword_set", "nfc"}
         check_keys(data, known, "", "tokenizer option")
-        return cls(**{key: data[key] for key in known if key in data})
+        return cls(**{"nfc": False, **{key: data[key] for key in known if key in data}})
 
 
 def _stemmer() -> Any:
@@ -146,9 +154,11 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _words(text: str) -> list[str]:
+def _words(text: str, nfc: bool = True) -> list[str]:
     if text.isascii():
         return text.encode("ascii").translate(_ASCII_NON_WORD_TO_SPACE).decode("ascii").split()
+    if nfc and not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
     return _TOKEN_RE.findall(text)
 
 
@@ -161,7 +171,7 @@ def tokenize(text: str, config: TokenizerConfig | None = None) -> list[str]:
     if not isinstance(text, str):
         raise RagrouteError(f"cannot tokenize {type(text).__name__}: expected a string")
     cfg = config if config is not None else TokenizerConfig()
-    tokens = _words(text.lower() if cfg.lowercase else text)
+    tokens = _words(text.lower() if cfg.lowercase else text, cfg.nfc)
     stop = cfg.stop
     if stop is not None:
         tokens = [tok for tok in tokens if tok not in stop]
@@ -176,13 +186,14 @@ def tokenize_many(texts: Iterable[str], config: TokenizerConfig | None = None) -
     stem_words = _stemmer().stemWords if cfg.stem else None
     stop = cfg.stop
     lower = cfg.lowercase
+    nfc = cfg.nfc
     out: list[list[str]] = []
     append = out.append
     with _gc_paused():
         for text in texts:
             if not isinstance(text, str):
                 raise RagrouteError(f"cannot tokenize {type(text).__name__}: expected a string")
-            tokens = _words(text.lower() if lower else text)
+            tokens = _words(text.lower() if lower else text, nfc)
             if stop is not None:
                 tokens = [tok for tok in tokens if tok not in stop]
             if stem_words is not None:
