@@ -402,6 +402,39 @@ def test_hedging_costs_nothing_when_the_router_is_sure(hashing_encoder, small_do
     assert alone.retrieve("telescope", k=3).decision.chosen == ["astro"]
 
 
+def test_a_filter_no_document_of_a_source_could_match_routes_past_it(hashing_encoder):
+    """A filter key only one source's documents hold (``year``: tickets) went to the router's pick,
+    whose documents have no year at all: nothing came back, and nothing said why."""
+    tickets = [
+        Document(f"t{i}", f"printer toner ticket {i}", metadata={"year": 2024 - i % 2}) for i in range(4)
+    ]
+    products = [
+        Document(f"p{i}", f"printer toner cartridge {i}", metadata={"price": 10 + i}) for i in range(4)
+    ]
+    sources = [
+        Source("products", build_index(products, "bm25", name="products")),
+        Source("tickets", build_index(tickets, "bm25", name="tickets")),
+        Source("web", SlowRetriever("web")),  # documents unknown: it might match
+    ]
+    pipeline = Pipeline(sources, FixedRouter({"products": 0.7, "tickets": 0.25, "web": 0.05}))
+    result = pipeline.retrieve(QueryContext.of("printer toner", filters={"year": 2024}), k=5)
+    assert result.decision.chosen == ["tickets"]
+    assert result.decision.routes == pytest.approx({"tickets": 5 / 6, "web": 1 / 6})
+    assert {h.doc_id for h in result.hits} == {"t0", "t2"}
+    step = next(s.detail for s in result.decision.trace if s.stage == "filters")
+    assert step["keys"] == ["year"] and step["sources_without"] == ["products"]
+    # no filter, or one every source may match: the router's routes as they were
+    assert pipeline.retrieve("printer toner", k=5).decision.chosen == ["products", "tickets"]
+    plain = pipeline.retrieve(QueryContext.of("printer toner", filters={"modality": "text"}), k=5)
+    assert plain.decision.chosen == ["products", "tickets"]
+    assert not [s for s in plain.trace if s.stage == "filters"]
+    # a key no known source holds: the routes stay (the search finds nothing), and the trace says why
+    pipeline = Pipeline(sources[:2], FixedRouter({"products": 0.7, "tickets": 0.3}))
+    none = pipeline.retrieve(QueryContext.of("printer toner", filters={"colour": "red"}), k=5)
+    assert none.decision.chosen == ["products", "tickets"] and none.hits == []
+    assert "routes are kept" in next(s.detail for s in none.trace if s.stage == "filters")["reason"]
+
+
 def test_every_registered_entry_resolves():
     from ragroute import registry
 

@@ -152,6 +152,8 @@ class RouteStage:
         self._access.update({s.name: s.access for s in sources})
         self._hidden: dict[tuple[str, ...], frozenset[str]] = {}
         self._restricted: dict[frozenset[str], Any] = {}
+        self._documents = {s.name: s.documents for s in sources}
+        self._misses: dict[frozenset[str], frozenset[str]] = {}
 
     def hidden(self, scopes: Sequence[str]) -> frozenset[str]:
         """Names of the sources (opened or not) a caller holding ``scopes`` may not read."""
@@ -162,6 +164,25 @@ class RouteStage:
             if len(self._hidden) >= 4096:  # many distinct callers: start over rather than grow
                 self._hidden = {}
             self._hidden[key] = found
+        return found
+
+    def filter_misses(self, filters: Mapping[str, Any] | None) -> frozenset[str]:
+        """Sources that cannot match ``filters``: their documents are known (a local index) and
+        none holds one of the filter's metadata keys (``modality`` and ``parent_id`` are fields
+        every document has). Read once per set of keys."""
+        keys = frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
+        if not keys:
+            return frozenset()
+        found = self._misses.get(keys)
+        if found is None:
+            found = frozenset(
+                name
+                for name, documents in self._documents.items()
+                if documents and not all(any(key in d.metadata for d in documents) for key in keys)
+            )
+            if len(self._misses) >= 256:
+                self._misses = {}
+            self._misses[keys] = found
         return found
 
     def _router_for(self, hidden: frozenset[str]) -> Any:
@@ -262,6 +283,18 @@ class RouteStage:
             signals = {"redacted": REDACTED}
             decided_by = str(redact(decided_by, hidden))
         trace.append(self.scope_step(context))
+        misses = self.filter_misses(context.filters) - hidden
+        if misses & probs.keys():
+            kept = {name: p for name, p in probs.items() if name not in misses}
+            if any(p > 0 for name, p in kept.items() if name != NONE_ROUTE):
+                probs = _renormalise(kept)
+                reason = "no document of theirs holds the filter's keys"
+            else:  # no source can match: the routes stay, the search finds nothing, and this says why
+                reason = "no source's documents hold the filter's keys: the routes are kept"
+            keys = sorted(str(k) for k in context.filters or {} if k not in ("modality", "parent_id"))
+            trace.append(
+                TraceStep("filters", {"keys": keys, "sources_without": sorted(misses), "reason": reason})
+            )
         chosen = select_routes(
             probs, threshold=options.threshold, max_routes=options.max_routes, hedge_below=options.hedge_below
         )
