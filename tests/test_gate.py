@@ -249,8 +249,20 @@ def test_platt_and_auroc_and_balanced_threshold():
     assert auroc([True, False, True, False], [0.9, 0.1, 0.8, 0.3]) == 1.0
     assert auroc([True, False], [0.5, 0.5]) == 0.5
     assert balanced_accuracy(np.array([1, 1, 1, 0], bool), np.array([1, 1, 1, 1], bool)) == 0.5
-    probs = np.array([0.1, 0.2, 0.6, 0.7, 0.9])
-    assert 0.2 < best_balanced_threshold(probs, np.array([0, 0, 1, 1, 1], bool)) <= 0.6
+    probs = np.array([0.1, 0.2, 0.6, 0.7, 0.9])  # one best candidate: between the two classes
+    assert best_balanced_threshold(probs, np.array([0, 0, 1, 1, 1], bool)) == (0.2 + 0.6) / 2
+
+
+def test_balanced_threshold_takes_the_middle_of_tied_best_candidates():
+    # candidates 0, .25, .5, .75, 1: the middle three each get balanced accuracy 2/3
+    probs = np.array([0.1, 0.4, 0.4, 0.6, 0.6, 0.9])
+    assert best_balanced_threshold(probs, np.array([0, 1, 0, 1, 0, 1], bool)) == (0.4 + 0.6) / 2
+    # candidates 0, .2, .4, .6, 1: .2 and .6 tie at 3/4 (no middle one: the later)
+    probs = np.array([0.1, 0.3, 0.5, 0.7])
+    assert best_balanced_threshold(probs, np.array([0, 1, 0, 1], bool)) == (0.5 + 0.7) / 2
+    # candidates 0, .15, .25, .35, 1: 0, .25 and 1 tie at 1/2
+    probs = np.array([0.1, 0.2, 0.3, 0.4])
+    assert best_balanced_threshold(probs, np.array([1, 0, 1, 0], bool)) == (0.2 + 0.3) / 2
 
 
 # --------------------------------------------------------------------------- the trained gate
@@ -287,16 +299,42 @@ def test_operating_points_trade_retrieval_rate(fitted):
     assert fitted.threshold_for_rate(1.0) <= fitted.threshold_for_rate(0.0)
 
 
-def test_default_threshold_is_prior_corrected_and_balanced_accuracy_option(encoder):
+def test_a_probability_exactly_at_the_threshold_retrieves(fitted):
+    for text in ("Who founded the Grextol company in Tromso?", "What is 5 plus 3?"):
+        p = float(fitted.probabilities([text])[0])
+        at = fitted.with_operating_point(threshold=p).gate_many([QueryContext(text)])[0]
+        assert at.action == "retrieve" and f">= threshold {p:.3f}" in at.reason
+        above = fitted.with_operating_point(threshold=float(np.nextafter(p, 1.0)))
+        assert above.gate_many([QueryContext(text)])[0].action == "answer"
+
+
+def test_default_threshold_is_prior_corrected_and_balanced_accuracy_option(encoder, monkeypatch):
+    import ragroute.gate.trained as trained
+    from ragroute.route.folds import grouped_holdout
+
     # 3 answer examples among 27: the calibrated prior is high, so the default threshold is too
     texts, flags = RETRIEVE + ANSWER[:3], [True] * len(RETRIEVE) + [False] * 3
     gate = TrainedGate.fit(texts, flags, encoder, signals=["knn_vote", "complexity"], C=1.0)
     assert gate.threshold == pytest.approx(float(gate.model.calibrated(np.zeros(1))[0]))
     assert gate.threshold > 0.5
+    chosen = []
+
+    def spy(probs, truth):
+        chosen.append((probs, truth, best_balanced_threshold(probs, truth)))
+        return chosen[-1][2]
+
+    monkeypatch.setattr(trained, "best_balanced_threshold", spy)
     other = TrainedGate.fit(
         texts, flags, encoder, signals=["knn_vote"], default_threshold="balanced_accuracy"
     )
-    assert other.threshold_rule == "balanced_accuracy" and 0 <= other.threshold <= 1
+    assert other.threshold_rule == "balanced_accuracy"
+    # the threshold is the balanced-accuracy one on the held-out part's calibrated probabilities
+    _, held = grouped_holdout(texts, ["r" if f else "a" for f in flags], 0.25, 0)
+    [(probs, truth, threshold)] = chosen
+    assert truth.tolist() == [flags[i] for i in held] and len(probs) == other.metrics["n_validation"]
+    assert other.threshold == other.default_threshold == threshold != gate.threshold
+    # the held-out part separates: the threshold is midway between its two classes
+    assert threshold == (probs[~truth].max() + probs[truth].min()) / 2
 
 
 def test_stop_on_step_budget_and_repeated_sub_query(encoder):

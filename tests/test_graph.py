@@ -221,3 +221,19 @@ def test_the_walk_pushes_locally_and_ranks_like_a_converged_walk(hashing_encoder
     for a, b in zip(pushed, exact):
         assert [h.doc_id for h in a] == [h.doc_id for h in b]
         np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=0.05)
+
+
+def test_metadata_filters_keep_graph_hits_to_matching_passages(hashing_encoder):
+    """The walk may spread mass into any passage; a filter keeps the hits to those it matches."""
+    from dataclasses import replace
+
+    groups = {"p1": "people", "p3": "people", "p5": "people"}
+    docs = [replace(d, metadata={"group": groups.get(d.id, "places")}) for d in CORPUS]
+    index = build_index(docs, "graph", encoder=hashing_encoder, name="kg")
+    assert "p2" in {h.doc_id for h in index.search(QUESTION, k=6)}  # the walk reaches Kellow's passage
+    for filters in ({"group": "people"}, {"group": ["people"]}):
+        hits = index.search(QUESTION, k=6, filters=filters)
+        assert [h.doc_id for h in hits] == ["p1", "p3"]  # p5 matches but gets no mass
+        assert all(h.explain["method"] == "ppr" for h in hits)
+    assert [h.doc_id for h in index.search(QUESTION, k=6, filters={"group": "places"})] == ["p2", "p6", "p4"]
+    assert index.search(QUESTION, k=6, filters={"group": "nobody"}) == []

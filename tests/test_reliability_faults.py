@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -74,12 +75,18 @@ def test_encoder_options_given_to_bm25_are_errors(runner, corpus, tmp_path):
 
 
 def test_defaults_of_a_config_file_do_not_count_as_given(runner, corpus, tmp_path):
+    from ragroute.index.io import read_index_manifest
+
     defaults = tmp_path / "defaults.yaml"
-    defaults.write_text("build: {encoder: all-MiniLM-L6-v2, method: bm25}\nquery: {encoder: x}\n")
+    defaults.write_text("build: {encoder: all-MiniLM-L6-v2, method: bm25}\nquery: {encoder: x, k: 1}\n")
     out = tmp_path / "idx"
     result = runner.invoke(main, ["--config", str(defaults), "build", str(corpus), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert runner.invoke(main, ["--config", str(defaults), "query", str(out), "comets"]).exit_code == 0
+    manifest = read_index_manifest(out)  # the file's method was used (not the default hybrid)
+    assert (manifest.kind, manifest.encoder) == ("bm25", None)
+    result = runner.invoke(main, ["--config", str(defaults), "query", str(out), "comets"])
+    assert result.exit_code == 0, result.output
+    assert "retrieve: method=bm25, k=1," in result.stdout  # the file's k was used (not 10)
 
 
 def test_fusion_is_only_for_hybrid_builds(runner, corpus, tmp_path):
@@ -126,10 +133,29 @@ def test_config_file_with_several_problems_names_the_first_and_counts(runner, tm
     assert "unknown option 'kk'" in line and "(and 2 more: ragroute config check" in line
 
 
-def test_progress_may_be_set_in_a_config_file(runner, tmp_path):
+def test_progress_may_be_set_in_a_config_file(runner, corpus, tmp_path, monkeypatch):
+    import ragroute.index.build
+    from ragroute.progress import PROGRESS_ENV, forced_progress
+
+    seen = []
+    build_index = ragroute.index.build.build_index
+
+    def spy(*args, **kwargs):  # what the progress bars of the build would read
+        seen.append(forced_progress())
+        return build_index(*args, **kwargs)
+
+    monkeypatch.setattr(ragroute.index.build, "build_index", spy)
     defaults = tmp_path / "defaults.yaml"
     defaults.write_text("progress: false\n")
     assert runner.invoke(main, ["--config", str(defaults), "config", "check", "--help"]).exit_code == 0
+    for value, outside in (("false", "1"), ("true", "0")):
+        defaults.write_text(f"progress: {value}\n")
+        monkeypatch.setenv(PROGRESS_ENV, outside)  # forced the other way outside the command
+        build = ["build", str(corpus), "--out", str(tmp_path / "idx"), "--method", "bm25"]
+        result = runner.invoke(main, ["--config", str(defaults), *build])
+        assert result.exit_code == 0, result.output
+        assert os.environ[PROGRESS_ENV] == outside  # restored when the command ended
+    assert seen == [False, True]
 
 
 # ----------------------------------------------------------------------------- OS errors and queries

@@ -55,6 +55,13 @@ def test_select_routes_threshold_max_and_none():
     assert select_routes({}) == []
 
 
+def test_a_best_route_exactly_at_hedge_below_is_queried_alone():
+    probs = {"a": 0.6, "b": 0.4}
+    assert select_routes(probs, threshold=0.25, hedge_below=0.6) == ["a"]  # at least hedge_below
+    assert select_routes(probs, threshold=0.25, hedge_below=0.6000001) == ["a", "b"]
+    assert select_routes(probs, threshold=0.25, hedge_below=None) == ["a", "b"]
+
+
 @pytest.mark.parametrize("make", ["prototype", "confidence"])
 def test_training_free_routers_route_by_topic(sources, hashing_encoder, make):
     router = PrototypeRouter(sources, hashing_encoder) if make == "prototype" else ConfidenceRouter(sources)
@@ -204,6 +211,30 @@ def test_policy_decides_first_and_defers_with_blocks(sources, hashing_encoder):
     blocked = retriever.retrieve(QUERIES["cook"], k=3)
     assert "cook" not in blocked.decision.routes and "cook" not in blocked.decision.chosen
     assert any(step.stage == "policy-adjust" for step in blocked.decision.trace)
+
+
+def test_a_boost_only_rule_adjusts_the_routers_probabilities(sources):
+    from ragroute.route.base import BaseRouter, decision_from_probs
+
+    class Fixed(BaseRouter):
+        name = "fixed"
+        labels = ["astro", "cook", "it"]
+
+        def route_many(self, queries, *, query_vectors=None):
+            return [decision_from_probs(self.labels, [0.5, 0.3, 0.2], decided_by="fixed") for _ in queries]
+
+    policy = Policy.from_yaml(
+        "rules:\n  - {name: lift_it, when: true, then: {defer: true, boost: {it: 0.3}}}\n"
+    )
+    options = RoutingOptions(threshold=0.35, hedge_below=None)
+    plain = Pipeline(sources, Fixed(), options=options).decide("my laptop")
+    assert plain.routes == {"astro": 0.5, "cook": 0.3, "it": 0.2} and plain.chosen == ["astro"]
+    boosted = Pipeline(sources, Fixed(), policy=policy, options=options).decide("my laptop")
+    adjust = [step.detail for step in boosted.trace if step.stage == "policy-adjust"]
+    expected = {"astro": 0.5 / 1.3, "cook": 0.3 / 1.3, "it": (0.2 + 0.3) / 1.3}
+    assert adjust == [{"boosts": {"it": 0.3}, "blocks": [], "routes": expected}]
+    assert boosted.routes == pytest.approx(expected) and boosted.chosen == ["astro", "it"]
+    assert boosted.routes["it"] > plain.routes["it"] and boosted.decided_by == "fixed"
 
 
 def test_broken_source_is_reported_and_skipped(sources, hashing_encoder):

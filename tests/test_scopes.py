@@ -124,6 +124,27 @@ def test_labels_scopes_and_visibility():
         Source("x", object(), access=[1])  # type: ignore[list-item]
 
 
+def test_redact_drops_every_mention_of_a_hidden_name():
+    from ragroute.scopes import REDACTED, redact
+
+    hidden = frozenset({"s"})
+    assert redact(["a", "s"], hidden) == ["a"] and redact(("s", "a", "s"), hidden) == ["a"]
+    assert redact("s", hidden) == REDACTED and redact("a", hidden) == "a" and redact(0.5, hidden) == 0.5
+    detail = {
+        "chosen": ["a", "s"],
+        "routes": {"a": 0.6, "s": 0.4},
+        "steps": [{"best": "s", "p": 0.9}, {"best": "a", "p": 0.7}, ["s", ("x", "s")], "s", "a"],
+        "s": {"a": 1},
+    }
+    assert redact(detail, hidden) == {
+        "chosen": ["a"],
+        "routes": {"a": 0.6},
+        "steps": [{"redacted": REDACTED}, {"best": "a", "p": 0.7}, [["x"]], "a"],
+    }
+    assert redact({"best": "s", "p": 0.9}, hidden) == {"redacted": REDACTED}
+    assert redact(detail, frozenset()) is detail  # nothing hidden: the value itself
+
+
 # --------------------------------------------------------------------------- routing
 
 
@@ -444,6 +465,30 @@ def test_a_graph_walk_shows_a_fact_filter_only_visible_facts(encoder):
     assert not [f for f in shown if "zorbin" in str(f) or "osric" in str(f)]
 
 
+def test_a_scoped_walk_does_not_depend_on_the_facts_of_a_hidden_passage(encoder):
+    """The fact boost spreads a fact's mass over the passages carrying it: only those the caller
+    may read (a hidden one took its share, so what it holds showed in the visible scores)."""
+    import scipy.sparse as sp
+
+    graph = build_index(GRAPH, "graph", encoder=encoder, name="kg")
+    graph.walk = WalkParams(fact_passage_boost=1.0)
+    queries = ["Which river flows through the city where Ada Brennan was born?", "Kellow"]
+
+    def scores():
+        found = graph.search_contexts([QueryContext.of(q, scopes=["geo"]) for q in queries], k=5)
+        return [[(h.doc_id, h.score) for h in hits] for hits in found]
+
+    before = scores()
+    assert [[doc for doc, _ in hits] for hits in before] == [["g1", "g2", "g3"]] * 2
+    hidden = [d.id for d in GRAPH].index("g4")  # "vault": hidden from a "geo" caller
+    facts = graph.tables.fact_passages.toarray()
+    assert 0 < facts[:, hidden].sum() < len(facts)  # it shares some facts with visible passages
+    for carried in (1.0, 0.0):  # the hidden passage carries every fact, then none
+        facts[:, hidden] = carried
+        graph.tables.fact_passages = sp.csr_array(facts)
+        assert scores() == before
+
+
 def test_a_graph_over_two_corpora_as_a_source_in_a_pipeline(encoder, sources):
     graph = Source("kg", build_index(GRAPH, "graph", encoder=encoder, name="kg"))
     pipeline = Pipeline(
@@ -735,3 +780,23 @@ def test_a_source_given_where_a_retriever_is_expected_is_searched_within_its_acc
     asked = [QueryContext.of("salary", scopes=["hr"]), QueryContext.of("salary")]
     inside, outside = hits_of(secret, asked, 3)
     assert inside and outside == []
+
+
+def test_each_step_of_a_stepwise_run_keeps_the_callers_scopes(sources):
+    """Step contexts are built afresh from the planner's question: they must carry the root
+    context's scopes, or a caller inside a source finds nothing in it (and one outside, more)."""
+    from ragroute.gate.controller import StepwiseController
+    from ragroute.gate.planners import ScriptedPlanner
+    from ragroute.route.sources import hits_of
+
+    secret = sources[1]  # access: hr
+    direct = hits_of(secret, [QueryContext.of("salary payroll", scopes=["hr"])], 3)[0]
+    assert [h.doc_id for h in direct] == ["pay-0", "pay-2", "pay-7"]
+    pipeline = Pipeline([secret], FixedRouter({SECRET: 1.0}))
+    for retriever in (secret, pipeline):
+        controller = StepwiseController(ScriptedPlanner(["salary payroll"]), retriever, max_steps=1, k=3)
+        run = controller.run(QueryContext.of("salary", scopes=["hr"]))
+        assert [h.doc_id for h in run.steps[0].hits] == ["pay-0", "pay-2", "pay-7"]
+        assert run.steps[0].sources == [SECRET]
+        outside = controller.run(QueryContext.of("salary"))
+        assert outside.steps[0].hits == []

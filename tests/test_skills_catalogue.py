@@ -282,6 +282,22 @@ def test_mcp_tool_without_parameters_says_none() -> None:
     assert skill.body.startswith("Parameters:\n(none)\n\ninputSchema JSON:")
 
 
+def test_mcp_tool_without_input_schema_warns(tmp_path: Path) -> None:
+    tools = [
+        {"name": "ping", "description": "Checks the server."},
+        {"name": "echo", "description": "Echoes.", "inputSchema": {"type": "object"}},
+    ]
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps({"tools": tools}))
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_mcp(path)
+    assert catalogue.ids == ["ping", "echo"]
+    assert catalogue.warnings == [f"{path}: tool 'ping' has no inputSchema"]
+    assert [str(w.message) for w in caught] == catalogue.warnings
+    ping = catalogue.by_id("ping")
+    assert ping.body == "" and "inputSchema" not in ping.metadata
+
+
 def test_mcp_tool_without_name_raises_with_on_error_raise() -> None:
     with pytest.raises(CorpusFormatError, match=r"tools\.json item 3: tool without a 'name'"):
         load_quietly(DATA / "mcp" / "tools.json", on_error="raise")

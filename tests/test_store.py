@@ -83,6 +83,22 @@ def test_a_self_consistent_but_edited_manifest_is_still_caught(tmp_path):
         open_snapshot(tmp_path / "art")
 
 
+def test_an_edited_manifest_with_a_matching_pointer_fails_its_own_checksum(tmp_path):
+    import hashlib
+
+    _publish(tmp_path / "art", "x", size=10)
+    path = published_path(tmp_path / "art") / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["params"]["tag"] = "y"
+    path.write_text(json.dumps(data))
+    pointer = json.loads((tmp_path / "art" / POINTER_NAME).read_text())
+    pointer["manifest_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "art" / POINTER_NAME).write_text(json.dumps(pointer))
+    with pytest.raises(ArtifactFormatError) as info:
+        open_snapshot(tmp_path / "art")
+    assert str(info.value) == f"{path} is corrupt: the manifest's own checksum does not match its content"
+
+
 def test_readers_never_mix_two_builds_during_rebuilds(tmp_path):
     target = tmp_path / "art"
     _publish(target, "a")
