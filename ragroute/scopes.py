@@ -47,6 +47,28 @@ def labels_of(value: Any) -> frozenset[str]:
     return frozenset({str(value)})
 
 
+#: labels that read as "everyone" but are labels like any other: what carries one is seen only by
+#: callers holding that scope (public things carry no access labels at all)
+OPEN_SOUNDING = frozenset({"public", "everyone", "all", "anyone", "*"})
+
+
+def open_sounding(labels: Iterable[str]) -> list[str]:
+    """The labels of ``labels`` that read as "everyone" (:data:`OPEN_SOUNDING`), sorted."""
+    return sorted(label for label in labels if label.strip().lower() in OPEN_SOUNDING)
+
+
+def open_sounding_note(labels: Iterable[str], what: str) -> str | None:
+    """The warning for ``what`` (e.g. "3 documents (T1, T4)") carrying an :func:`open_sounding`
+    label, or None."""
+    found = open_sounding(labels)
+    if not found:
+        return None
+    return (
+        f"{what}: the access label {', '.join(map(repr, found))} is a label like any other, seen "
+        f"only by callers holding that scope; leave access empty for what everyone may read"
+    )
+
+
 def visible(labels: Iterable[str], scopes: Iterable[str]) -> bool:
     """Whether something with access ``labels`` is visible to a caller holding ``scopes``."""
     labels = frozenset(labels)

@@ -108,6 +108,29 @@ def scope_step(result):
 # --------------------------------------------------------------------------- semantics
 
 
+def test_an_access_label_that_reads_as_everyone_is_warned_about(tmp_path):
+    """`access: public` hid a document from every caller without the scope 'public' (the CLI's
+    included), silently: build and config check say what the label does."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.scopes import open_sounding
+
+    assert open_sounding({"Public", "hr", "*"}) == ["*", "Public"] and open_sounding({"hr"}) == []
+    rows = [{"_id": "t1", "text": "vpn", "access": "public"}, {"_id": "t2", "text": "printer"}]
+    corpus = tmp_path / "t.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    built = CliRunner().invoke(main, ["build", str(corpus), "--out", str(tmp_path / "i"), "--method", "bm25"])
+    assert built.exit_code == 0, built.output
+    said = "warning: 1 document(s) (t1): the access label 'public' is a label like any other"
+    assert said in built.stderr
+    config = tmp_path / "r.yaml"
+    config.write_text(f"sources:\n  t: {{index: {tmp_path / 'i'}, access: everyone}}\n")
+    checked = CliRunner().invoke(main, ["config", "check", str(config)])
+    assert checked.exit_code == 0, checked.output
+    assert "source 't': this source: the access label 'everyone' is a label like any other" in checked.stderr
+
+
 def test_labels_scopes_and_visibility():
     assert labels_of(None) == labels_of("") == labels_of([]) == frozenset()
     assert labels_of("hr") == {"hr"} and labels_of("hr, legal") == {"hr", "legal"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +260,22 @@ def load_units(
     loaded = f"{len(documents)} documents from {corpus}" + (f" ({', '.join(left_out)})" if left_out else "")
     dropped = f" ({stats.empty} with no text dropped)" if stats.empty else ""
     click.echo(f"loaded {loaded} -> {len(units)} {granularity} units{dropped}", err=True)
+    _say_open_sounding_labels(documents)
     return units
+
+
+def _say_open_sounding_labels(documents: Sequence[Document]) -> None:
+    """Warn when documents carry an access label that reads as "everyone" (``access: public``):
+    it hides them from every caller without that scope, the CLI's included."""
+    from ragroute.scopes import ACCESS_KEY, labels_of, open_sounding, open_sounding_note
+
+    carriers = [d.id for d in documents if open_sounding(labels_of(d.metadata.get(ACCESS_KEY)))]
+    if carriers:
+        labels = {label for d in documents for label in open_sounding(labels_of(d.metadata.get(ACCESS_KEY)))}
+        named = ", ".join(carriers[:3]) + (f" and {len(carriers) - 3} more" if len(carriers) > 3 else "")
+        click.echo(
+            f"warning: {open_sounding_note(labels, f'{len(carriers)} document(s) ({named})')}", err=True
+        )
 
 
 def save_built_index(index: Any, out_dir: Path, method: str, start: float) -> Any:

@@ -280,7 +280,7 @@ class _Checker:
         from ragroute.registry import SOURCE_KINDS
         from ragroute.route.source_kinds import SourceRequest, check_entry, load_factory
         from ragroute.route.sources import RESERVED_NAMES
-        from ragroute.scopes import access_labels
+        from ragroute.scopes import access_labels, open_sounding_note
 
         where = f"{self.path}: source {name!r}"
         if name in RESERVED_NAMES:
@@ -302,9 +302,13 @@ class _Checker:
         if not self.passes(lambda: check_entry(request, source.kind, opener)):
             source.status = "broken"
             return
-        if not self.passes(lambda: access_labels(entry.get("access"), where)):
+        labels = self.attempt(lambda: access_labels(entry.get("access"), where))
+        if labels is None:
             source.status = "broken"
             return
+        note = open_sounding_note(labels, f"{where}: this source")
+        if note:
+            self.note(note)
         if "factory" in entry:
             if self.passes(lambda: load_factory(request)):
                 source.notes.append("factory found (not called)")
