@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -306,8 +305,8 @@ def run_kill_scenario(
         raise RuntimeError(f"{scenario.name}: both inputs give the same answers; the harness could not tell")
     # how many crash points one run passes, and how long it takes
     reset()
-    with tempfile.NamedTemporaryFile("r", suffix=".trace", delete=False) as handle:
-        trace = Path(handle.name)
+    trace = workdir / "crash-points.trace"  # in the run's own folder: gone with it, whatever happens
+    trace.unlink(missing_ok=True)
     start = time.perf_counter()
     variant = 0 if scenario.update else 1  # the artifact holds variant 1 now: rebuild variant 0
     _run(scenario.argv(workdir, variant), {**base_env, KILL_TRACE_ENV: str(trace)})
