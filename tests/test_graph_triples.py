@@ -238,6 +238,59 @@ def test_graphml_export_imports_back(tmp_path, hashing_encoder):
     ]
 
 
+def test_access_labels_survive_export_and_triples_carry_them(tmp_path, hashing_encoder):
+    """A GraphML export kept name, type, passage, title and text only: re-imported, a passage
+    labelled hr came back public and the walk returned it to callers without scopes."""
+    from ragroute.context import QueryContext
+
+    corpus = [
+        Document(id="p1", text="Ada Brennan was born in Kellow.", metadata={"access": ["hr"], "year": 1901}),
+        Document(id="p2", text="The Varne River flows through Kellow."),
+    ]
+    path = write_graphml(build_index(corpus, "graph", encoder=hashing_encoder), tmp_path / "g.graphml")
+    again = build_graph_from_triples(read_triples(path), hashing_encoder)
+    assert {d.id: d.metadata for d in again.store.documents}["p1"] == {
+        "access": ["hr"],
+        "year": 1901,
+        "origin": "triples",
+    }
+    public = again.search_contexts([QueryContext.of("Ada Brennan Kellow")], k=5)[0]
+    assert [h.doc_id for h in public] == ["p2"]
+    # a triples file names a passage's access labels (consistent across its lines), and a GraphML
+    # node an access attribute
+    rows = [
+        {"subject": "Ada Brennan", "object": "Kellow", "passage": "s1", "access": "hr, legal"},
+        {"subject": "Ada Brennan", "object": "painter", "passage": "s1", "access": ["legal", "hr"]},
+        {"subject": "Varne River", "object": "Kellow", "passage": "s2"},
+    ]
+    graph = build_graph_from_triples(triples_from_records(rows), hashing_encoder)
+    assert {d.id: d.metadata.get("access") for d in graph.store.documents} == {
+        "s1": ["hr", "legal"],
+        "s2": None,
+    }
+    bad = [{**rows[0]}, {**rows[1], "access": "hr"}]
+    with pytest.raises(CorpusFormatError, match="passage 's1' has other access labels on line 1"):
+        triples_from_records(bad)
+    with pytest.raises(CorpusFormatError, match="'access' given without 'passage'"):
+        triples_from_records([{"subject": "a", "object": "b", "access": "hr"}])
+    labelled = nx.Graph()
+    labelled.add_node("x", type="passage", text="Dressel lies on the Amber Lake.", access="hr")
+    assert triples_from_networkx(labelled).metadata == {"x": {"access": ["hr"]}}
+    labelled.nodes["x"]["metadata"] = "{not json"
+    with pytest.raises(CorpusFormatError, match="passage 'x': metadata is not JSON"):
+        triples_from_networkx(labelled)
+
+
+def test_text_given_for_a_corpus_document_is_said_to_be_left_out(hashing_encoder):
+    corpus = [Document(id="p1", text="Ada Brennan was a painter.")]
+    rows = [{"subject": "Ada Brennan", "object": "Nobel prize", "passage": "p1", "text": "She won a prize."}]
+    with pytest.warns(
+        UserWarning, match=r"1 passage\(s\) given text, title or access in the triples are corpus"
+    ):
+        graph = build_graph_from_triples(triples_from_records(rows), hashing_encoder, documents=corpus)
+    assert [d.text for d in graph.store.documents] == ["Ada Brennan was a painter."]
+
+
 def _fact_names(index):
     t = index.tables
     return [(t.phrases[a], t.phrases[b]) for a, b in zip(t.fact_subject, t.fact_object)]

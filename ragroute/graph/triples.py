@@ -20,6 +20,8 @@ field                 needed    meaning
 ``passage``           no        id of the passage that states the triple (alias ``passage_id``)
 ``text``              no        that passage's text (alias ``passage_text``)
 ``title``             no        that passage's title
+``access``            no        that passage's access labels (a label, ``"hr,legal"``, or a
+                                JSON list): who may read it (see ``docs/config.md``, scopes)
 ====================  ========  ==========================================================
 
 What becomes a passage (the walk ranks passages, so every fact lives in one):
@@ -38,15 +40,21 @@ are the same phrase adds the phrase, no fact). Facts are phrase pairs, as the
 extractors make them; the predicate is kept as the fact's ``relation`` and in the
 text of the passages made from triples.
 
+A passage that is a document of the corpus keeps the corpus's text, title and metadata:
+``text``, ``title`` or ``access`` given for it in the triples are left out, with one warning
+naming the passages.
+
 Rows with a missing or empty ``subject``/``object``, invalid JSON, or a passage
-text that contradicts an earlier line are all reported in one
+text or access that contradicts an earlier line are all reported in one
 :class:`~ragroute.errors.CorpusFormatError` with their line numbers (up to
 :data:`MAX_REPORTED`); an empty file is an error too.
 
 **networkx graphs** (:func:`triples_from_networkx`, or a ``.graphml`` file): a node
 whose ``type`` attribute is ``"passage"``, or that has a ``text`` attribute, is a
 passage node (id: its ``passage`` attribute, else its name; text and title from its
-attributes); every other node is a phrase named by its ``name`` attribute, else the
+attributes, metadata from a ``metadata`` attribute holding a JSON object, as
+:func:`~ragroute.graph.views.write_graphml` writes it, and access labels from an ``access``
+attribute); every other node is a phrase named by its ``name`` attribute, else the
 node itself. An edge between a passage and a phrase says the passage mentions the
 phrase; an edge between two phrases is a triple (predicate from ``relation``,
 ``predicate`` or ``label``) stated by the passage its ``passage`` attribute names,
@@ -60,6 +68,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +77,8 @@ from typing import Any
 from ragroute.errors import CorpusFormatError, RagrouteError
 from ragroute.graph.build import GraphParams, GraphTables, extend_graph, extract_passages
 from ragroute.graph.extract import Extraction, Fact, normalise, resolve_extractor
+from ragroute.loaders.common import CorpusWarning
+from ragroute.scopes import ACCESS_KEY, labels_of
 from ragroute.types import Document
 
 MAX_REPORTED = 50
@@ -80,6 +91,7 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "passage": ("passage", "passage_id"),
     "text": ("text", "passage_text"),
     "title": ("title",),
+    "access": ("access",),
 }
 """Accepted field names (case-insensitive) of a triple row, by field."""
 
@@ -112,6 +124,9 @@ class TripleSet:
     passages: dict[str, Document] = field(default_factory=dict)  # passages whose text was given
     mentions: list[tuple[str, str]] = field(default_factory=list)  # (passage id, phrase) without a fact
     source: str = "triples"
+    #: metadata given for passages (access labels from an ``access`` field, a GraphML node's
+    #: ``metadata``), whether or not their text was given
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Problems:
@@ -211,11 +226,18 @@ class _Invalid:
 
 
 def _field(record: Mapping[str, Any], name: str) -> tuple[str, str | None]:
-    """``(value, problem)`` of a field under any of its accepted names; a missing field is ``""``."""
+    """``(value, problem)`` of a field under any of its accepted names; a missing field is ``""``
+    (``access``: its labels sorted and joined by commas; a JSON list of labels is accepted)."""
     lowered = {str(k).strip().lower(): v for k, v in record.items()}
     for key in FIELD_NAMES[name]:
         if key in lowered and lowered[key] is not None:
             value = lowered[key]
+            if name == "access":
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    return ",".join(sorted(labels_of(value))), None
+                if not isinstance(value, str):
+                    return "", f"'{key}' is a {type(value).__name__}, not a label or a list of labels"
+                return ",".join(sorted(labels_of(value))), None
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 return "", f"'{key}' is a {type(value).__name__}, not text"
             return " ".join(str(value).split()), None
@@ -233,6 +255,7 @@ def triples_from_records(
     problems = _Problems(source)
     out = TripleSet(source=source)
     texts: dict[str, tuple[str, int]] = {}
+    labels: dict[str, tuple[str, int]] = {}
     n = 0
     for position, item in enumerate(records, 1):
         line, record = item if isinstance(item, tuple) else (position, item)
@@ -265,6 +288,13 @@ def triples_from_records(
                 reasons.append(f"passage {passage!r} has another text on line {earlier[1]}")
         elif text and not passage:
             reasons.append("'text' given without 'passage'")
+        access = values["access"]
+        if passage and access:
+            earlier = labels.setdefault(passage, (access, line))
+            if earlier[0] != access:
+                reasons.append(f"passage {passage!r} has other access labels on line {earlier[1]}")
+        elif access and not passage:
+            reasons.append("'access' given without 'passage'")
         if reasons:
             problems.add(line, ", ".join(reasons))
             continue
@@ -273,6 +303,8 @@ def triples_from_records(
         )
         if passage and text and passage not in out.passages:
             out.passages[passage] = Document(id=passage, text=text, title=values["title"])
+        if passage and access:
+            out.metadata.setdefault(passage, {})[ACCESS_KEY] = access.split(",")
     if n == 0:
         raise CorpusFormatError(f"{source}: no triples (the file is empty)")
     problems.raise_if_any()
@@ -303,6 +335,9 @@ def triples_from_networkx(
             text = " ".join(str(attrs.get(text_attribute) or "").split())
             if text:
                 out.passages.setdefault(pid, Document(id=pid, text=text, title=str(attrs.get("title") or "")))
+            metadata = _node_metadata(attrs, pid, source)
+            if metadata:
+                out.metadata.setdefault(pid, metadata)
         names[node] = name
     pending: list[tuple[Triple, Any, Any]] = []
     mentioned_by: dict[str, set[str]] = {}
@@ -343,6 +378,24 @@ def triples_from_networkx(
         for pid in common:  # stated by every passage that mentions both phrases
             out.triples.append(Triple(triple.subject, triple.object, triple.predicate, pid, line=triple.line))
     return out
+
+
+def _node_metadata(attrs: Mapping[str, Any], pid: str, source: str) -> dict[str, Any]:
+    """A passage node's metadata: its ``metadata`` attribute (a JSON object), and the labels of an
+    ``access`` attribute; unreadable metadata is an error (dropping it could make a passage public)."""
+    metadata: dict[str, Any] = {}
+    raw = attrs.get("metadata")
+    if raw not in (None, ""):
+        try:
+            parsed = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as exc:
+            raise CorpusFormatError(f"{source}: passage {pid!r}: metadata is not JSON ({exc.msg})") from None
+        if not isinstance(parsed, dict):
+            raise CorpusFormatError(f"{source}: passage {pid!r}: metadata is not a JSON object")
+        metadata.update(parsed)
+    if attrs.get(ACCESS_KEY) not in (None, ""):
+        metadata[ACCESS_KEY] = sorted(labels_of(attrs[ACCESS_KEY]))
+    return metadata
 
 
 def as_triple_set(triples: Any) -> TripleSet:
@@ -408,7 +461,20 @@ def extractions_from_triples(
         if not doc.text:
             text = " ".join(sentences.get(pid) or []) or " ".join(by_id[pid].phrases)
             doc = Document(id=pid, text=text, title=doc.title)
-        made.append(Document(id=doc.id, text=doc.text, title=doc.title, metadata={"origin": "triples"}))
+        metadata = {**triple_set.metadata.get(pid, {}), "origin": "triples"}
+        made.append(Document(id=doc.id, text=doc.text, title=doc.title, metadata=metadata))
+    corpus_ids = {d.id for d in docs}
+    overridden = sorted(pid for pid in {*triple_set.passages, *triple_set.metadata} if pid in corpus_ids)
+    if overridden:
+        named = ", ".join(overridden[:5]) + (
+            f" and {len(overridden) - 5} more" if len(overridden) > 5 else ""
+        )
+        warnings.warn(
+            f"{triple_set.source}: {len(overridden)} passage(s) given text, title or access in the triples "
+            f"are corpus documents ({named}): the corpus's text and metadata are kept, their triples added",
+            CorpusWarning,
+            stacklevel=2,
+        )
     passages = docs + made
     return passages, [by_id[d.id] for d in passages]
 

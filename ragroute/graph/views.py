@@ -8,8 +8,9 @@ changes the stored arrays; nothing is pickled.
 Nodes keep the adjacency's numbering (phrases ``0 .. P-1``, then passages), with
 attributes ``name`` (the phrase, or the passage id), ``type`` (``"phrase"`` or
 ``"passage"``) and, on passage nodes, ``passage`` (the passage id; with
-``with_text``, ``title`` and ``text`` too). Each undirected edge appears once, with
-``weight`` (the walk's edge weight) and ``type``, recovered from the tables: an
+``with_text``, ``title``, ``text`` and, when the passage has metadata, ``metadata``: its
+metadata as JSON, access labels included, which an import reads back). Each undirected edge
+appears once, with ``weight`` (the walk's edge weight) and ``type``, recovered from the tables: an
 edge to a passage is ``"passage"``, a phrase pair of the fact table is ``"fact"``
 (its weight counts the sentences stating it, plus the cosine when the pair is also
 a synonym pair), any other phrase pair is ``"synonym"`` (weight: the cosine).
@@ -17,6 +18,7 @@ a synonym pair), any other phrase pair is ``"synonym"`` (weight: the cosine).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,8 @@ def nodes(graph: Any, *, with_text: bool = False) -> list[dict[str, Any]]:
         if with_text and doc is not None:
             attrs["title"] = doc.title or ""
             attrs["text"] = doc.text
+            if doc.metadata:  # access labels included: an import must not make a passage public
+                attrs["metadata"] = json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True, default=str)
         out.append(attrs)
     return out
 
