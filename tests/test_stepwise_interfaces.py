@@ -65,6 +65,38 @@ def test_gated_llama_retriever(index):
     assert routed.decision_of(first[0]).chosen == ["kb"]
 
 
+def test_a_gated_retriever_wraps_llamaindex_retrievers_too(index, hashing_encoder):
+    """Wrapping a RoutedLlamaRetriever raised AttributeError ('no attribute search_many') on the
+    first query the gate let through; any other LlamaIndex retriever likewise."""
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import TextNode
+
+    from ragroute.errors import InvalidArgumentError
+    from ragroute.integrations.llamaindex import IndexLlamaRetriever, RoutedLlamaRetriever
+    from ragroute.integrations.llamaindex_embedding import EncoderEmbedding
+    from ragroute.pipeline import Pipeline
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import Source
+
+    pipeline = Pipeline([Source("kb", index)], FixedRoutes(["kb"]))
+    routed = RoutedLlamaRetriever(pipeline, similarity_top_k=2, filters={"modality": "text"})
+    gated = GatedLlamaRetriever(CapitalGate(), routed, similarity_top_k=2)
+    assert gated.k == gated.similarity_top_k == 2 and gated.filters == {"modality": "text"}
+    nodes = gated.retrieve("Where was Ada Brennan born?")
+    assert [n.node.node_id for n in nodes] == ["kb:ada"] and gated.last_routing.chosen == ["kb"]
+    tables_only = RoutedLlamaRetriever(pipeline, filters={"modality": "table"})  # its filters are kept
+    assert GatedLlamaRetriever(CapitalGate(), tables_only).retrieve("Where was Ada Brennan born?") == []
+    plain = GatedLlamaRetriever(CapitalGate(), IndexLlamaRetriever(index), k=3)
+    assert [n.node.node_id for n in plain.retrieve("Where was Ada Brennan born?")] == ["kb:ada"]
+    store = VectorStoreIndex(
+        [TextNode(id_=d.id, text=d.text) for d in DOCS], embed_model=EncoderEmbedding(hashing_encoder)
+    )
+    foreign = GatedLlamaRetriever(CapitalGate(), store.as_retriever())
+    assert [n.node.node_id.split(":")[-1] for n in foreign.retrieve("Where was Ada Brennan born?")] == ["ada"]
+    with pytest.raises(InvalidArgumentError, match="not a string"):
+        GatedLlamaRetriever(CapitalGate(), "kb")
+
+
 def test_stepwise_llama_retriever(index):
     controller = StepwiseController(
         ScriptedPlanner(["Where was Ada Brennan born?", "mayor of #1"]), index, k=2

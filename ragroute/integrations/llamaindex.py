@@ -99,7 +99,9 @@ def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str 
     return NodeWithScore(node=node, score=float(hit.score))
 
 
-def _top_k(similarity_top_k: int | None, k: int | None) -> int:
+def resolve_top_k(similarity_top_k: int | None, k: int | None) -> int:
+    """The hits a LlamaIndex retriever returns: ``similarity_top_k``, or its alias ``k`` (the two must
+    agree when both are given), else :data:`DEFAULT_TOP_K`."""
     if similarity_top_k is not None and k is not None and similarity_top_k != k:
         raise RagrouteError(f"similarity_top_k={similarity_top_k} and k={k} disagree: give one")
     top_k = similarity_top_k if similarity_top_k is not None else k if k is not None else DEFAULT_TOP_K
@@ -175,7 +177,7 @@ class _TopK:
 
     @k.setter
     def k(self, value: int) -> None:
-        self.similarity_top_k = _top_k(value, None)
+        self.similarity_top_k = resolve_top_k(value, None)
 
 
 class RoutedLlamaRetriever(_TopK, BaseRetriever):
@@ -200,7 +202,7 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
     ) -> None:
         super().__init__(**kwargs)
         self.routed = routed
-        self.similarity_top_k = _top_k(similarity_top_k, k)
+        self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.filters = dict(check_filters(filters)) if filters else None
         if self.filters and not hasattr(routed, "retrieve_contexts"):  # it would drop them, silently
             raise InvalidArgumentError(
@@ -254,7 +256,7 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
     ) -> None:
         super().__init__(**kwargs)
         self.index = index
-        self.similarity_top_k = _top_k(similarity_top_k, k)
+        self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.filters = dict(filters) if filters else None
         self.scopes = caller_scopes(scopes)
         self.encoder = query_encoder(index)

@@ -2,7 +2,9 @@
 
 * :class:`GatedLlamaRetriever`: a gate (any :class:`~ragroute.pipeline.stages.Gate`)
   decides per query; ``retrieve`` searches the wrapped retriever (a
-  :class:`~ragroute.pipeline.Pipeline` or any ragroute retriever) with the gate's depth,
+  :class:`~ragroute.pipeline.Pipeline` or any ragroute retriever; ragroute's LlamaIndex
+  retrievers are unwrapped, any other LlamaIndex retriever or index is adapted) with the gate's
+  depth, else ``similarity_top_k`` (``k`` is an alias),
   ``answer`` / ``stop`` return no nodes (the LLM answers from its own knowledge).
   ``last_decision`` is the gate's decision (every node's metadata carries it, hidden from the
   LLM); ``last_routing`` the routing decision of a routed retriever. Both belong to whichever
@@ -27,8 +29,15 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ragroute.context import QueryContext
+from ragroute.errors import InvalidArgumentError, value_type_name
 from ragroute.integrations.adapters import DecisionLog, scoped_hits
-from ragroute.integrations.llamaindex import hit_to_node
+from ragroute.integrations.llamaindex import (
+    IndexLlamaRetriever,
+    LlamaRetrieverAdapter,
+    RoutedLlamaRetriever,
+    hit_to_node,
+    resolve_top_k,
+)
 from ragroute.pipeline.stages import GateDecision
 from ragroute.route.sources import hits_of
 from ragroute.scopes import caller_scopes
@@ -44,15 +53,16 @@ class GatedLlamaRetriever(BaseRetriever):
         gate: Any,
         retriever: Any,
         *,
-        k: int = 5,
+        similarity_top_k: int | None = None,
+        k: int | None = None,
         scopes: Sequence[str] = (),
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.gate = gate
-        self.retriever = retriever
-        self.k = k
+        self.retriever, self.filters = _searchable(retriever)
+        self.k = resolve_top_k(similarity_top_k, k)
         self.scopes = caller_scopes(scopes)
         self.last_decision: GateDecision | None = None
         self.last_routing: Decision | None = None
@@ -64,8 +74,13 @@ class GatedLlamaRetriever(BaseRetriever):
         inner = getattr(node, "node", node)
         return self.decisions.get(str(inner.metadata.get("decision_id", "")))
 
+    @property
+    def similarity_top_k(self) -> int:
+        """The hits a query that retrieves returns unless the gate sets a depth (``k``)."""
+        return self.k
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = QueryContext.of(query_bundle.query_str, scopes=self.scopes)
+        context = QueryContext.of(query_bundle.query_str, filters=self.filters, scopes=self.scopes)
         decision = self.gate.gate_many([context])[0]
         self.last_decision = decision
         self.last_routing = None
@@ -89,6 +104,26 @@ class GatedLlamaRetriever(BaseRetriever):
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+def _searchable(retriever: Any) -> tuple[Any, dict[str, Any] | None]:
+    """What a gated retriever searches, and the filters that come with it: a ragroute pipeline,
+    index or retriever as it is; ragroute's own LlamaIndex retrievers unwrapped (the routed one's
+    filters kept); any other LlamaIndex retriever or index through :class:`LlamaRetrieverAdapter`;
+    anything else is :class:`~ragroute.errors.InvalidArgumentError`."""
+    if isinstance(retriever, RoutedLlamaRetriever):
+        return _searchable(retriever.routed)[0], retriever.filters
+    if isinstance(retriever, IndexLlamaRetriever):
+        return retriever.index, None
+    ragroute_like = ("retrieve_contexts", "search_contexts", "search_many")
+    if any(callable(getattr(retriever, name, None)) for name in ragroute_like):
+        return retriever, None
+    if isinstance(retriever, BaseRetriever) or hasattr(retriever, "as_retriever"):
+        return LlamaRetrieverAdapter(retriever), None
+    raise InvalidArgumentError(
+        f"GatedLlamaRetriever searches a ragroute Pipeline, index or retriever, or a LlamaIndex "
+        f"retriever or index, not {value_type_name(retriever)}"
+    )
 
 
 class StepwiseLlamaRetriever(BaseRetriever):
