@@ -164,6 +164,26 @@ def test_adaptive_weight_follows_the_method_that_finds_pseudo_queries(catalogue)
     assert useless.dense_weight < 0.5
 
 
+def test_a_flat_tuning_curve_keeps_the_configured_weight():
+    """12 skills whose every pseudo-query both methods find first: the curve is flat, and the margin
+    tie-break chose weight 0 (BM25 alone), so a task sharing no word with any skill was ranked in
+    name order. A flat curve says nothing about the weight: the configured one is kept."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    skills = [
+        Skill(
+            f"s{i}",
+            f"tool{i}",
+            f"{words[i % 10]} {words[(i + 3) % 10]} task{i}",
+            f"task{i} {words[i % 10]} {words[(i + 3) % 10]} details",
+        )
+        for i in range(12)
+    ]
+    index = SkillIndex.build(Catalogue(skills), HashingEncoder(dim=256))
+    curve = set(index.tuning["mrr@10"].values())
+    assert curve == {1.0} and index.dense_weight == 0.5 == SkillIndexParams().dense_weight
+    assert "the configured weight is kept" in index.tuning["note"]
+
+
 def test_fixed_and_rrf_fusions_are_not_tuned(catalogue):
     fixed = SkillIndex.build(catalogue, HashingEncoder(), SkillIndexParams(fusion="fixed", dense_weight=0.3))
     assert fixed.dense_weight == 0.3 and fixed.tuning == {}

@@ -17,7 +17,8 @@ default): pseudo-queries are cut from the catalogue itself (each sampled skill's
 searched against names and bodies with every literal copy of a description removed from its own
 body, so neither method can match it verbatim), both methods score them, and ``w`` is the grid value with
 the best MRR@10 on them on the side of 0.5 of the method that alone finds them better (the fused
-curve is flat near its top, the single methods' difference is not), shrunk towards 0.5 by
+curve is flat near its top, the single methods' difference is not; 0 or 1 only when it wins
+outright; a curve flat over the whole grid keeps ``dense_weight``), shrunk towards 0.5 by
 ``shrink``. Queries of a benchmark are never
 seen. ``fusion="fixed"`` takes ``dense_weight`` as given; ``fusion="rrf"`` is reciprocal rank
 fusion (k=60) of the two lists, the naive baseline.
@@ -476,9 +477,18 @@ def tune_dense_weight(index: SkillIndex) -> tuple[float, dict[str, Any]]:
     # (seal_tools: BM25 0.970 vs dense 0.919 on pseudo-queries, fused peak at 0.7 by 0.009; on the
     # BM25 side the peak is 0.3). Ties in MRR@10 (small catalogues) go to the weight under which
     # the right skills stand out most.
+    # A curve flat over the whole grid (every pseudo-query found first whatever the weight: a small
+    # catalogue) says nothing about the weight: the configured one is kept. And one method alone
+    # (weight 0 or 1) must win outright: on a tie it would drop the other's ranking for every
+    # query the pseudo-queries do not resemble (12 SKILL.md skills: weight 0, and a task sharing
+    # no word with any skill was ranked in name order, every BM25 score 0).
+    rounded = {w: round(v, 4) for w, v in curve.items()}
+    flat = len(set(rounded.values())) == 1
     bm25_side = curve[0.0] >= curve[1.0]
     side = [w for w in WEIGHT_GRID if (w <= 0.5 if bm25_side else w >= 0.5)]
-    best = max(side, key=lambda w: (round(curve[w], 4), round(margin[w], 4), -abs(w - 0.5)))
+    best = max(side, key=lambda w: (rounded[w], 0.0 < w < 1.0, round(margin[w], 4), -abs(w - 0.5)))
+    if flat:
+        best = params.dense_weight
     weight = (1.0 - params.shrink) * best + params.shrink * 0.5
     report = {
         "pseudo_queries": len(pairs),
@@ -489,6 +499,8 @@ def tune_dense_weight(index: SkillIndex) -> tuple[float, dict[str, Any]]:
         "bm25_mrr@10": round(curve[0.0], 4),
         "dense_mrr@10": round(curve[1.0], 4),
     }
+    if flat:
+        report["note"] = "every weight ranks the pseudo-queries alike: the configured weight is kept"
     return round(float(weight), 4), report
 
 
