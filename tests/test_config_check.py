@@ -533,3 +533,35 @@ def test_router_and_gate_artifacts_are_opened_not_only_found(workspace, tmp_path
     config.write_text(head + "gate: {kind: trained, path: gate}\n")
     lines = error_lines(check(config))
     assert len(lines) == 1 and f"has format version {manifest['format_version']}, newer" in lines[0]
+
+
+def test_expert_routers_are_opened_as_loading_opens_them(workspace, tmp_path):
+    """A pilot or quality router folder holding another kind, or fitted on experts the config does
+    not list, passed the check ("ok") and then failed to load."""
+    import numpy as np
+
+    from ragroute.route.pilot import PilotRouter
+
+    pilot = tmp_path / "pilot"
+    pilots = np.eye(3, 4, dtype=np.float32)
+    PilotRouter(["astro", "cook", "wiki"], pilots, np.arange(3)).save(pilot)
+
+    def config(kind: str):
+        path = tmp_path / f"{kind}.yaml"
+        path.write_text(
+            f"sources:\n  astro: {{index: {workspace}/indexes/astro}}\n"
+            f"  cook: {{index: {workspace}/indexes/cook}}\n"
+            f"router: {{kind: {kind}, model: {pilot}}}\n"
+        )
+        return path
+
+    wrong_kind = check(config("quality"))
+    assert wrong_kind.exit_code == 1
+    assert error_lines(wrong_kind) == [
+        f"error: {tmp_path / 'quality.yaml'}: router: {pilot} holds a pilot router, not a quality router"
+    ]
+    other_experts = check(config("pilot"))
+    assert other_experts.exit_code == 1 and len(error_lines(other_experts)) == 1
+    assert "the router was fitted on experts astro, cook, wiki, but wiki is not among the sources" in (
+        error_lines(other_experts)[0]
+    )

@@ -488,7 +488,9 @@ class _Checker:
                 if isinstance(labels, list):
                     self.router_labels = [str(label) for label in labels]
             elif not (model / "router.json").is_file():
-                self.artifact(model, "router", f"{where}: router: ")
+                manifest = self.artifact(model, "router", f"{where}: router: ")
+                if manifest is not None and kind in ("pilot", "quality"):
+                    self.check_expert_router(model, manifest, kind, names, where)
         if kind == "fixed" and settings.get("routes"):
             for route in settings["routes"]:
                 if str(route) not in names:
@@ -501,6 +503,20 @@ class _Checker:
         for key in settings:
             if key in router_keys() and key not in read:
                 self.note(f"{where}: router: key {key!r} is not read by a {kind} router")
+
+    def check_expert_router(
+        self, model: Path, manifest: Any, kind: str, names: list[str], where: str
+    ) -> None:
+        """A pilot or quality router's artifact as loading reads it: of that kind, and fitted on
+        experts the config's sources name."""
+        from ragroute.route.expert_gains import check_labels
+
+        if manifest.kind != kind:
+            self.problem(f"{where}: router: {model} holds a {manifest.kind} router, not a {kind} router")
+            return
+        labels = [str(label) for label in manifest.params.get("labels") or []]
+        if self.passes(lambda: check_labels(labels, names, f"{where}: router {model}")):
+            self.router_labels = labels
 
     # ----------------------------------------------------------------- reranker, gate, llm
 

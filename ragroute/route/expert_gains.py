@@ -154,3 +154,6 @@ def check_encoder_info(recorded: Mapping[str, Any] | None, encoder: Any, where: 
             f"{where}: fitted with encoder {model_id} (dim {dim}), but the pipeline's encoder is "
             f"{getattr(encoder, 'model_id', '?')} (dim {getattr(encoder, 'dim', '?')}); refit it"
         )
+    from ragroute.encode.identity import check_weights
+
+    check_weights(recorded, encoder, where)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.encode.identity import encoder_record
 from ragroute.errors import RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.expert_gains import (
@@ -62,9 +63,7 @@ class QualityRouter(BaseRouter):
             raise RagrouteError("quality router: coefficient shapes do not match the experts and features")
         self.encoder = encoder
         self.temperature = float(temperature)
-        self.encoder_info = encoder_info or (
-            None if encoder is None else {"model_id": encoder.model_id, "dim": encoder.dim}
-        )
+        self.encoder_info = encoder_info or encoder_record(encoder)
         self.alphas = [float(a) for a in (alphas or [])]
         self.unavailable: list[str] = []  # experts that failed to load: routed around
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.encode.identity import encoder_record
 from ragroute.errors import RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.expert_gains import (
@@ -71,7 +72,7 @@ class PilotRouter(BaseRouter):
         self.encoder = encoder
         self.mode = mode
         self.temperature = float(temperature)
-        self.encoder_info = encoder_info or _encoder_info(encoder)
+        self.encoder_info = encoder_info or encoder_record(encoder)
         self.name = f"pilot-{mode}"
         self.unavailable: list[str] = []  # experts that failed to load: routed around
 
@@ -310,9 +311,3 @@ def _centroids(vectors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
 
         centres = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(vectors).cluster_centers_
     return centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-
-
-def _encoder_info(encoder: Any) -> dict[str, Any] | None:
-    if encoder is None:
-        return None
-    return {"model_id": getattr(encoder, "model_id", None), "dim": getattr(encoder, "dim", None)}
