@@ -374,6 +374,7 @@ def test_openapi3_one_skill_per_operation_with_refs_resolved() -> None:
     assert "- petId (path, string, required): The id of the pet" in by_path.body  # path-level parameter
     tree = catalogue.by_id("listCategories").body.splitlines()
     assert "      - children (array of (recursive: Category))" in tree  # the cycle is cut
+    assert "      - parent (recursive: Category)" in tree  # a marker is not bracketed twice
 
 
 def test_swagger2_json() -> None:

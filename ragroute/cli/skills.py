@@ -256,7 +256,8 @@ def route_command(
                 click.echo(f"       {_snippet(skill.description)}")
         p = "n/a" if route.p_applies is None else f"{route.p_applies:.3f}"
         verdict = "yes: no skill applies" if route.abstain else "no"
-        click.echo(f"abstain: {verdict} (p_applies {p}, threshold {route.threshold})")
+        threshold = "n/a" if route.threshold is None else f"{route.threshold:.3f}"
+        click.echo(f"abstain: {verdict} (p_applies {p}, threshold {threshold})")
         if show_trace:
             for step in route.trace:
                 click.echo(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")

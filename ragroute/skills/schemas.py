@@ -452,7 +452,10 @@ class SchemaRenderer:
             description = _one_line(desc_source.get("description")) if isinstance(desc_source, dict) else ""
             flags = ", required" if prop in required else ""
             extras = self.extras(target) if isinstance(target, dict) else ""
-            line = f"{pad}- {prop} ({self.summary(sub, stack)}{flags})"
+            summary = self.summary(sub, stack)
+            if summary.startswith("(") and summary.endswith(")"):  # a marker: not bracketed twice
+                summary = summary[1:-1]
+            line = f"{pad}- {prop} ({summary}{flags})"
             line += f": {description}" if description else ""
             if not self._emit(out, line + extras):
                 return
