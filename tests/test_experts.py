@@ -90,6 +90,17 @@ def trained_expert(tmp_path_factory: pytest.TempPathFactory, minilm) -> Path:
     return out
 
 
+def test_inspect_names_an_experts_base_encoder(trained_expert: Path) -> None:
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    result = CliRunner().invoke(main, ["inspect", str(trained_expert)])
+    assert result.exit_code == 0, result.output
+    assert "expert / query-lora" in result.output
+    assert "  base encoder: sentence-transformers/all-MiniLM-L6-v2" in result.output.splitlines()
+
+
 def test_a_query_lora_expert_changes_queries_not_documents(trained_expert: Path, minilm) -> None:
     from ragroute.experts.encoder import QueryAdapterEncoder, load_expert_encoder
 

@@ -52,6 +52,8 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
         backend = manifest.encoder.get("backend")
         details = ", ".join([*([backend] if backend else []), f"dim {manifest.encoder.get('dim')}"])
         click.echo(f"  encoder: {manifest.encoder.get('model_id')} ({details})")
+    elif manifest.params.get("base"):  # an expert: fine-tuned from this base model
+        click.echo(f"  base encoder: {manifest.params['base']}")
     size = sum(int(f.get("bytes", 0)) for f in manifest.files.values())
     click.echo(
         f"  {len(manifest.files)} files, {size / 1e6:.2f} MB" + (", checksums verified" if verify else "")
