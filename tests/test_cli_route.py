@@ -117,6 +117,34 @@ def test_route_fit_needs_one_input(tmp_path):
     assert result.exit_code == 2 and "exactly one of --queries" in result.output
 
 
+def _beir_collection(folder, words, splits):
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d0", "text": " ".join(words)}) + "\n")
+    rows = [json.dumps({"_id": f"q{i}", "text": f"{word} please"}) for i, word in enumerate(words)]
+    (folder / "queries.jsonl").write_text("\n".join(rows) + "\n")
+    for split in splits:
+        (folder / "qrels" / f"{split}.tsv").write_text("".join(f"q{i}\td0\t1\n" for i in range(len(words))))
+
+
+def test_route_fit_names_the_split_its_beir_folders_lack(tmp_path, monkeypatch, hashing_encoder):
+    monkeypatch.setattr("ragroute.encode.load_encoder", lambda *_args, **_kwargs: hashing_encoder)
+    root = tmp_path / "beir"
+    _beir_collection(root / "astro", ["comet", "star", "orbit", "galaxy"], ["dev", "test"])
+    _beir_collection(root / "cook", ["bread", "yeast", "oven", "sauce"], ["dev", "test"])
+    _beir_collection(root / "it", ["printer", "laptop", "network", "driver"], ["dev"])
+    fit = ["route", "fit", "--beir-root", str(root), "--out", str(tmp_path / "router")]
+    nowhere = CliRunner().invoke(main, [*fit, "--split", "train"])
+    assert nowhere.exit_code == 2
+    assert (
+        nowhere.output
+        == f"error: {root}: no BEIR folder in it has qrels/train.tsv (splits there: dev, test)\n"
+    )
+    partly = CliRunner().invoke(main, [*fit, "--split", "test"])  # a label would be missing without a word
+    assert partly.exit_code == 0, partly.output
+    assert f"warning: {root}: 1 folder(s) without qrels/test.tsv left out: it" in partly.stderr
+    assert "on 8 queries, labels astro, cook" in partly.stdout
+
+
 def test_bad_routing_config_is_one_line(tmp_path):
     config = tmp_path / "routing.yaml"
     config.write_text("router: {kind: prototype}\n")
