@@ -468,7 +468,7 @@ def test_refine_and_mmap_only_where_they_apply(runner, corpus, tmp_path):
     result = runner.invoke(
         main, ["build", str(corpus), "--out", str(out), "--method", "dense", "--refine", "4"]
     )
-    assert result.exit_code == 2 and "--refine applies to --dense-index ivfpq, not flat" in result.output
+    assert result.exit_code == 2 and "--refine does not apply to --dense-index flat" in result.output
     assert not out.exists()
 
 

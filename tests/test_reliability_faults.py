@@ -89,6 +89,21 @@ def test_defaults_of_a_config_file_do_not_count_as_given(runner, corpus, tmp_pat
     assert "retrieve: method=bm25, k=1," in result.stdout  # the file's k was used (not 10)
 
 
+def test_defaults_of_a_config_file_are_left_out_where_they_do_not_apply(runner, corpus, tmp_path):
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("build: {refine: 4, dense_index: flat}\n")  # a default for ivfpq builds only
+    out = tmp_path / "idx"
+    result = runner.invoke(main, ["--config", str(defaults), "build", str(corpus), "--out", str(out),
+                                  "--method", "bm25"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    typed = ["--config", str(defaults), "build", str(corpus), "--out", str(out), "--method", "dense"]
+    line = _error_line(runner.invoke(main, [*typed, "--refine", "8"]))  # given, it is refused
+    assert line == (
+        "error: --refine does not apply to --dense-index flat "
+        "(it re-ranks the candidates of --dense-index ivfpq)"
+    )
+
+
 def test_fusion_is_only_for_hybrid_builds(runner, corpus, tmp_path):
     line = _error_line(
         runner.invoke(

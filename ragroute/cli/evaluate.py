@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import encoder_for_index, refuse_options
+from ragroute.cli.common import encoder_for_index, exclusive_options, refuse_options
 from ragroute.cli.options import encoder_options
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
@@ -85,8 +85,11 @@ def eval_command(
     from ragroute.evaluation.evaluators import RetrievalEvaluator
     from ragroute.loaders import load_beir
 
-    if (index_dir is None) == (config is None):
-        raise RagrouteError("give exactly one of --index INDEX_DIR or --config ROUTING.yaml")
+    index_dir, config = exclusive_options(
+        {"index_dir": index_dir, "config": config},
+        "give exactly one of --index INDEX_DIR or --config ROUTING.yaml",
+        required=True,
+    )
     deepest = max(int(name.rsplit("@", 1)[1]) for name in EVAL_METRICS)
     if depth < deepest:  # Recall@100 from fewer hits would be a different, silently lower, number
         raise RagrouteError(f"--depth {depth} is below the largest metric cutoff (Recall@{deepest})")

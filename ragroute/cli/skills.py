@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.common import (
+    CONTEXT,
+    applicable,
+    exclusive_options,
+    one_line_errors,
+    yield_to_command_line,
+)
 from ragroute.cli.options import backend_option, cache_dir_option, resolve_reranker
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
@@ -116,11 +122,13 @@ def build_command(
     from ragroute.skills.index import SkillIndexParams
     from ragroute.skills.router import SkillRouter, fit_abstention
 
+    abstain_data, abstain_gate = exclusive_options(
+        {"abstain_data": abstain_data, "abstain_gate": abstain_gate},
+        "give --abstain-data or --abstain-gate, not both",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = load_catalogue(catalogue, kind=kind)
-    if abstain_data is not None and abstain_gate is not None:
-        raise RagrouteError("give --abstain-data or --abstain-gate, not both")
     for line in loaded.warnings:
         click.echo(f"warning: {line}", err=True)
     if len(loaded) == 0:
@@ -217,11 +225,17 @@ def route_command(
     from ragroute.errors import check_query
     from ragroute.skills.router import SkillRouter
 
-    if (task is None) == (queries_path is None):
-        raise RagrouteError("give either a TASK or --queries FILE (not both, not neither)")
+    task, queries_path = exclusive_options(
+        {"task": task, "queries_path": queries_path},
+        "give either a TASK or --queries FILE (not both, not neither)",
+        required=True,
+    )
     tasks = read_tasks(queries_path) if queries_path is not None else [("task", check_query(task or ""))]
     model_id = _skill_index_encoder(index_dir)
-    reranker, said = resolve_reranker(reranker_path, no_reranker)
+    reranker_path, no_reranker = yield_to_command_line(
+        {"reranker_path": reranker_path, "no_reranker": no_reranker}
+    )
+    reranker, said = resolve_reranker(reranker_path, bool(no_reranker))
     click.echo(said, err=True)
     encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
     overrides: dict[str, Any] = {}
@@ -229,14 +243,12 @@ def route_command(
         overrides["candidates"] = candidates
     if overlap is not None:
         overrides["overlap"] = overlap
-    if threshold is not None:
-        overrides["threshold"] = threshold
     router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder, **overrides)
-    if threshold is not None and not router.abstention and router.abstention_gate is None:
-        raise RagrouteError(
-            f"{index_dir} has no abstention model, so --threshold does not apply: build it with "
-            "--abstain-data or --abstain-gate"
-        )
+    abstains = bool(router.abstention) or router.abstention_gate is not None
+    reason = f"to {index_dir}, which has no abstention model (build it with --abstain-data or --abstain-gate)"
+    threshold = applicable("threshold", threshold, abstains, reason)
+    if threshold is not None:
+        router = router.with_options(threshold=threshold)
     routes = router.route_many([t for _, t in tasks], k, ids=[i for i, _ in tasks])
     for route in routes:
         if as_json:
