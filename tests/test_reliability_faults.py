@@ -148,6 +148,50 @@ def test_config_file_with_several_problems_names_the_first_and_counts(runner, tm
     assert "unknown option 'kk'" in line and "(and 2 more: ragroute config check" in line
 
 
+def test_paths_of_a_config_file_are_relative_to_its_folder(runner, corpus, tmp_path, monkeypatch):
+    from ragroute.index.io import read_index_manifest
+
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    defaults = folder / "defaults.yaml"
+    defaults.write_text("build: {out_dir: built/idx, method: bm25}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(main, ["--config", "../conf/defaults.yaml", "build", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert read_index_manifest(folder / "built" / "idx").kind == "bm25" and not (elsewhere / "built").exists()
+    typed = runner.invoke(main, ["--config", str(defaults), "build", str(corpus), "--out", "here"])
+    assert typed.exit_code == 0 and (elsewhere / "here" / "CURRENT").is_file()  # typed: from the cwd
+    absolute = tmp_path / "abs"
+    defaults.write_text(f"build: {{out_dir: {absolute}, method: bm25}}\n")
+    assert runner.invoke(main, ["--config", str(defaults), "build", str(corpus)]).exit_code == 0
+    assert (absolute / "CURRENT").is_file()
+
+
+def test_only_the_path_options_of_a_config_file_are_read_beside_it(tmp_path):
+    from ragroute.cli.config import paths_beside
+
+    data = {
+        "progress": False,
+        "bench": {"dense": {"data_dirs": ["a", "/b"], "split": "test"}},  # a repeatable path option
+        "graph": {"build": {"cache_dir": "~/c", "out_dir": "g", "extractor": "rules"}},
+        "query": {"k": 3, "filters": ["year=2001"]},
+    }
+    assert paths_beside(main, data, tmp_path) == {
+        "progress": False,
+        "bench": {"dense": {"data_dirs": [str(tmp_path / "a"), "/b"], "split": "test"}},
+        "graph": {
+            "build": {
+                "cache_dir": str(Path.home() / "c"),
+                "out_dir": str(tmp_path / "g"),
+                "extractor": "rules",
+            }
+        },
+        "query": {"k": 3, "filters": ["year=2001"]},
+    }
+
+
 def test_progress_may_be_set_in_a_config_file(runner, corpus, tmp_path, monkeypatch):
     import ragroute.index.build
     from ragroute.progress import PROGRESS_ENV, forced_progress
