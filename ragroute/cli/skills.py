@@ -86,8 +86,8 @@ def skills_group() -> None:
     "--abstain-data",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="LABELS .jsonl to fit this router's abstention on (label no_tool, no or none: no skill applies; "
-    "any other label: one does) [default: no "
+    help='LABELS .jsonl to fit this router\'s abstention on, {"text", "label"} per line as gate fit '
+    "reads (label no_tool, no or none: no skill applies; any other label: one does) [default: no "
     "abstention model: the router never abstains. The model shipped with ragroute, fitted on "
     "metatool_need_tool, is SkillRouter(..., abstention='default') in Python; it does not transfer "
     "to other catalogues].",
@@ -126,6 +126,11 @@ def build_command(
         {"abstain_data": abstain_data, "abstain_gate": abstain_gate},
         "give --abstain-data or --abstain-gate, not both",
     )
+    labelled = None
+    if abstain_data is not None:  # read before any model loads: a bad line fails at once
+        from ragroute.route.labels import read_labelled_queries
+
+        labelled = read_labelled_queries(abstain_data)  # the LABELS files of gate fit and route fit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = load_catalogue(catalogue, kind=kind)
@@ -141,15 +146,15 @@ def build_command(
         bm25_stopwords=bm25_stopwords,
     )
     router = SkillRouter.build(loaded, enc, params, overlap=overlap)
-    if abstain_data is not None:
-        from ragroute.evaluation.bench_skills import read_labels
+    if labelled is not None:
+        from ragroute.gate.signals import needs_retrieval
 
-        labels = read_labels(abstain_data)
+        texts, labels = labelled
         model = fit_abstention(
-            router, [t for _, t, _ in labels], [a for _, _, a in labels], name=str(abstain_data)
+            router, texts, [needs_retrieval(label) for label in labels], name=str(abstain_data)
         )
         router = router.with_options(abstention=model)
-        click.echo(f"abstention fitted on {len(labels)} labelled tasks of {abstain_data}", err=True)
+        click.echo(f"abstention fitted on {len(texts)} labelled tasks of {abstain_data}", err=True)
     if abstain_gate is not None:
         router = router.with_options(abstention={"gate": abstain_gate})
         click.echo(f"abstention through gate {abstain_gate.resolve()} (saved by path)", err=True)
