@@ -326,6 +326,7 @@ def tune_command(
     """
     from ragroute.encode import load_encoder
     from ragroute.loaders.beir import load_qrels
+    from ragroute.loaders.common import name_a_few
     from ragroute.skills.blend import fit_rerank_blend
     from ragroute.skills.router import SkillRouter
 
@@ -342,6 +343,14 @@ def tune_command(
     if unknown:
         raise RagrouteError(
             f"{qrels_path}: {len(unknown)} judged skill id(s) are not in the index: {', '.join(unknown[:5])}"
+        )
+    known = {qid for qid, _ in tasks}
+    absent = [qid for qid in qrels if qid not in known]  # in file order
+    if absent:  # their judgements would be dropped without a word
+        click.echo(
+            f"warning: {qrels_path}: {len(absent)} judged task(s) not in {queries_path}, left out: "
+            f"{name_a_few(absent)}",
+            err=True,
         )
     judged = [(qid, text) for qid, text in tasks if qid in qrels][:max_queries]
     click.echo(f"fitting on {len(judged)} judged tasks of {len(tasks)} ...", err=True)
