@@ -180,8 +180,16 @@ def test_eval_on_clean_data_or_only_dangling_qrels_adds_no_summary_line(runner, 
         ([], QUERIES, "q1\td1\t1\nq7\td1\t1\n", "1 judged query ids not in queries.jsonl (e.g. 'q7')"),
         ([], QUERIES, "q1\td8\t1\n", "1 judged doc ids not in the corpus (e.g. 'd8')"),
         ([], QUERIES, "", "no judged pairs (split 'dev' is empty)"),
+        ([], QUERIES, "q1\td1\t1\nq1\td1\t0\n", "1 (query-id, corpus-id) pair judged on more than one line"),
     ],
-    ids=["broken-json", "query-without-text", "dangling-query", "dangling-doc", "empty-split"],
+    ids=[
+        "broken-json",
+        "query-without-text",
+        "dangling-query",
+        "dangling-doc",
+        "empty-split",
+        "judged-twice",
+    ],
 )
 def test_eval_strict_refuses_bad_data_in_one_line(
     runner, tmp_path, corpus_lines, query_lines, qrels, message
@@ -193,6 +201,19 @@ def test_eval_strict_refuses_bad_data_in_one_line(
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
     lenient = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
     assert lenient.exit_code == 0, lenient.output  # the default still scores what it could read
+
+
+def test_eval_says_which_pairs_the_qrels_judge_twice_and_which_score_counts(runner, tmp_path):
+    # q1 d1 judged 1, then 0: the last line wins, and nDCG is no longer what either line alone gives
+    qrels = "q1\td1\t1\nq2\td2\t1\nq1\td1\t0\nq1\td0\t1\nq2\td2\t2\nq2\td2\t2\n"
+    data, out = eval_data(tmp_path, [], QUERIES, qrels)
+    result = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        f"warning: {data / 'qrels' / 'dev.tsv'}: 2 (query-id, corpus-id) pairs judged on more than one line "
+        "(q1 d1: 1 then 0, q2 d2: 1 then 2 then 2): the last line's score is kept"
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1])["queries"] == 2
 
 
 def test_eval_strict_scores_clean_data_as_the_default_does(runner, tmp_path):
@@ -447,7 +468,7 @@ def test_refine_and_mmap_only_where_they_apply(runner, corpus, tmp_path):
     result = runner.invoke(
         main, ["build", str(corpus), "--out", str(out), "--method", "dense", "--refine", "4"]
     )
-    assert result.exit_code == 2 and "--refine applies to --dense-index ivfpq, not flat" in result.output
+    assert result.exit_code == 2 and "--refine does not apply to --dense-index flat" in result.output
     assert not out.exists()
 
 

@@ -302,7 +302,7 @@ def test_llm_extractor_from_the_command_line(workspace, monkeypatch, hashing_enc
     assert result.exit_code == 0, result.output
     assert "added 2 new passages" in result.output
     for args, message in (
-        (["graph", "build", "base", "--llm", "llm.yaml"], "read only with --extractor llm (not rules)"),
+        (["graph", "build", "base", "--llm", "llm.yaml"], "--llm does not apply to --extractor rules"),
         (["graph", "build", "base", "--extractor", "llm", "--llm", "none.yaml"], "cannot read LLM settings"),
         (["graph", "build", "base", "--extractor", "llm", "--llm", "gpt"], "unknown llm kind 'gpt'"),
     ):
@@ -310,4 +310,7 @@ def test_llm_extractor_from_the_command_line(workspace, monkeypatch, hashing_enc
         assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output
     assert run("graph", "build", "base", "--out", "graph/rules").exit_code == 0
     result = run("graph", "add", "graph/rules", "all", "--llm", "llm.yaml")
-    assert result.exit_code == 2 and "built with --extractor llm (graph/rules: rules)" in result.output
+    assert (
+        result.exit_code == 2
+        and "--llm does not apply to graph/rules, a graph built with --extractor rules" in result.output
+    )

@@ -117,6 +117,59 @@ def test_route_fit_needs_one_input(tmp_path):
     assert result.exit_code == 2 and "exactly one of --queries" in result.output
 
 
+def _beir_collection(folder, words, splits):
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d0", "text": " ".join(words)}) + "\n")
+    rows = [json.dumps({"_id": f"q{i}", "text": f"{word} please"}) for i, word in enumerate(words)]
+    (folder / "queries.jsonl").write_text("\n".join(rows) + "\n")
+    for split in splits:
+        (folder / "qrels" / f"{split}.tsv").write_text("".join(f"q{i}\td0\t1\n" for i in range(len(words))))
+
+
+def test_route_fit_names_the_split_its_beir_folders_lack(tmp_path, monkeypatch, hashing_encoder):
+    monkeypatch.setattr("ragroute.encode.load_encoder", lambda *_args, **_kwargs: hashing_encoder)
+    root = tmp_path / "beir"
+    _beir_collection(root / "astro", ["comet", "star", "orbit", "galaxy"], ["dev", "test"])
+    _beir_collection(root / "cook", ["bread", "yeast", "oven", "sauce"], ["dev", "test"])
+    _beir_collection(root / "it", ["printer", "laptop", "network", "driver"], ["dev"])
+    fit = ["route", "fit", "--beir-root", str(root), "--out", str(tmp_path / "router")]
+    nowhere = CliRunner().invoke(main, [*fit, "--split", "train"])
+    assert nowhere.exit_code == 2
+    assert (
+        nowhere.output
+        == f"error: {root}: no BEIR folder in it has qrels/train.tsv (splits there: dev, test)\n"
+    )
+    partly = CliRunner().invoke(main, [*fit, "--split", "test"])  # a label would be missing without a word
+    assert partly.exit_code == 0, partly.output
+    assert f"warning: {root}: 1 folder(s) without qrels/test.tsv left out: it" in partly.stderr
+    assert "on 8 queries, labels astro, cook" in partly.stdout
+
+
+def test_route_fit_input_of_a_config_file_yields_to_the_other_one_typed(
+    tmp_path, monkeypatch, hashing_encoder
+):
+    monkeypatch.setattr("ragroute.encode.load_encoder", lambda *_args, **_kwargs: hashing_encoder)
+    root = tmp_path / "beir"
+    _beir_collection(root / "astro", ["comet", "star", "orbit", "galaxy"], ["dev"])
+    _beir_collection(root / "cook", ["bread", "yeast", "oven", "sauce"], ["dev"])
+    labels = tmp_path / "labels.jsonl"
+    rows = [("what is a comet", "astro"), ("how do stars form", "astro"), ("knead dough", "cook")]
+    labels.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text(f"route:\n  fit: {{queries: {labels}, split: dev}}\n")
+    fit = ["--config", str(defaults), "route", "fit", "--out", str(tmp_path / "router")]
+    from_file = CliRunner().invoke(main, fit)  # the file's split does not apply to its queries: left out
+    assert from_file.exit_code == 0 and "on 3 queries" in from_file.output, from_file.output
+    typed = CliRunner().invoke(main, [*fit, "--beir-root", str(root)])
+    assert typed.exit_code == 0 and "on 8 queries, labels astro, cook" in typed.output, typed.output
+    split = CliRunner().invoke(main, [*fit, "--split", "test"])
+    assert split.exit_code == 2
+    assert (
+        split.output
+        == "error: --split does not apply to --queries (it names the qrels split of --beir-root)\n"
+    )
+
+
 def test_bad_routing_config_is_one_line(tmp_path):
     config = tmp_path / "routing.yaml"
     config.write_text("router: {kind: prototype}\n")

@@ -89,14 +89,31 @@ def test_route_refuses_what_would_be_silently_ignored_or_ambiguous(built, tmp_pa
     no_model = _route(str(out), "convert 10 miles to km", "--no-reranker", "--threshold", "0.9")
     assert no_model.exit_code == 2
     assert no_model.output.splitlines()[-1] == (
-        f"error: {out} has no abstention model, so --threshold does not apply: build it with "
-        "--abstain-data or --abstain-gate"
+        f"error: --threshold does not apply to {out}, which has no abstention model (build it with "
+        "--abstain-data or --abstain-gate)"
     )
     queries = tmp_path / "twice.jsonl"
     queries.write_text('{"id": "t1", "text": "send an email"}\n{"id": "t1", "text": "stock price"}\n')
     twice = _route(str(out), "--queries", str(queries), "--json", "--no-reranker")
     assert twice.exit_code == 2
     assert twice.output.splitlines()[-1] == f"error: {queries} line 2: task id 't1' repeats line 1"
+
+
+def test_route_defaults_of_a_config_file_apply_where_they_can(built, tmp_path):
+    out, _ = built
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": "a", "text": "send an email to bob"}\n')
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text(f"skills:\n  route: {{threshold: 0.3, queries_path: {queries}, no_reranker: true}}\n")
+    run = ["--config", str(defaults), "skills", "route", str(out), "--backend", "torch", "--json"]
+    from_file = CliRunner().invoke(main, run)  # the file's tasks; its threshold left out: no abstention model
+    assert from_file.exit_code == 0, from_file.output
+    assert [json.loads(line)["id"] for line in from_file.stdout.splitlines()] == ["a"]
+    typed = CliRunner().invoke(
+        main, [*run, "convert 10 miles to km"]
+    )  # a TASK overrides the file's --queries
+    assert typed.exit_code == 0, typed.output
+    assert json.loads(typed.stdout.strip().splitlines()[-1])["skills"][0]["id"] == "unit_convert"
 
 
 def test_route_with_a_reranker_and_collapse(built, tmp_path):
@@ -113,6 +130,11 @@ def test_route_with_a_reranker_and_collapse(built, tmp_path):
     result = _route(str(built[0]), *args)
     assert result.exit_code == 0, result.output
     assert f"reranker: {model}" in result.output and "near-duplicates" in result.output
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("skills:\n  route: {no_reranker: true}\n")  # yields to a --reranker typed
+    run = ["--config", str(defaults), "skills", "route", str(built[0]), *args, "--backend", "torch"]
+    result = CliRunner().invoke(main, run)
+    assert result.exit_code == 0 and f"reranker: {model}" in result.output, result.output
 
 
 def test_build_prints_loader_warnings(tmp_path):

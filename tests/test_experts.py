@@ -554,8 +554,8 @@ def test_expert_cli_trains_and_fits_a_router_on_pseudo_queries(
     for args, message in [
         (["--kind", "domain", "--domain", baking.replace("baking=", "x="), *domains[:2]], "not a source"),
         (["--kind", "domain", *domains[:2]], "at least two experts"),
-        (["--kind", "pilot", *domains], "--domain is for --kind domain"),
-        (["--kind", "domain", *domains, "--data", str(tmp_path)], "--data is for --kind pilot or quality"),
+        (["--kind", "pilot", *domains], "--domain does not apply to --kind pilot"),
+        (["--kind", "domain", *domains, "--data", str(tmp_path)], "--data does not apply to --kind domain"),
     ]:
         result = CliRunner().invoke(main, [*fit, *args])
         assert result.exit_code != 0 and message in result.output, result.output

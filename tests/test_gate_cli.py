@@ -74,6 +74,32 @@ def test_cli_errors_are_one_line(tmp_path, labels):
     assert nothing.exit_code == 2 and len(nothing.output.strip().splitlines()) == 1
 
 
+def test_an_operating_point_of_a_config_file_yields_to_another_one_given(tmp_path, labels):
+    out = tmp_path / "gate"
+    fit = ["gate", "fit", str(labels), "--out", str(out), "--signals", "rarity,complexity"]
+    assert CliRunner().invoke(main, fit).exit_code == 0
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("gate:\n  decide: {threshold: 0.3}\n")
+
+    def threshold(*args: str, config: bool = True) -> float:
+        head = ["--config", str(defaults)] if config else []
+        result = CliRunner().invoke(
+            main, [*head, "gate", "decide", str(out), "Who founded Xylofrant?", *args]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])["threshold"]
+
+    assert threshold("--json") == 0.3  # the file's default is used ...
+    by_rate = threshold("--retrieval-rate", "0.7", "--json", config=False)
+    assert threshold("--retrieval-rate", "0.7", "--json") == by_rate != 0.3  # ... unless another is typed
+    assert threshold("--threshold", "0.6", "--json") == 0.6
+    defaults.write_text("gate:\n  decide: {threshold: 0.3, retrieve_cost: 0.5}\n")
+    both = CliRunner().invoke(main, ["--config", str(defaults), "gate", "decide", str(out), "hi"])
+    assert both.exit_code == 2 and both.output == (
+        f"error: give one operating point, not --threshold and --retrieve-cost (set by --config {defaults})\n"
+    )
+
+
 def test_fit_on_too_few_examples_of_a_kind(tmp_path):
     def fit(n_answer):
         path = tmp_path / f"few{n_answer}.jsonl"

@@ -89,6 +89,21 @@ def test_defaults_of_a_config_file_do_not_count_as_given(runner, corpus, tmp_pat
     assert "retrieve: method=bm25, k=1," in result.stdout  # the file's k was used (not 10)
 
 
+def test_defaults_of_a_config_file_are_left_out_where_they_do_not_apply(runner, corpus, tmp_path):
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("build: {refine: 4, dense_index: flat}\n")  # a default for ivfpq builds only
+    out = tmp_path / "idx"
+    result = runner.invoke(main, ["--config", str(defaults), "build", str(corpus), "--out", str(out),
+                                  "--method", "bm25"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    typed = ["--config", str(defaults), "build", str(corpus), "--out", str(out), "--method", "dense"]
+    line = _error_line(runner.invoke(main, [*typed, "--refine", "8"]))  # given, it is refused
+    assert line == (
+        "error: --refine does not apply to --dense-index flat "
+        "(it re-ranks the candidates of --dense-index ivfpq)"
+    )
+
+
 def test_fusion_is_only_for_hybrid_builds(runner, corpus, tmp_path):
     line = _error_line(
         runner.invoke(
@@ -131,6 +146,50 @@ def test_config_file_with_several_problems_names_the_first_and_counts(runner, tm
     defaults.write_text("query: {kk: 1, k: x}\nbuidl: {}\n")
     line = _error_line(runner.invoke(main, ["--config", str(defaults), "query", str(tmp_path), "x"]))
     assert "unknown option 'kk'" in line and "(and 2 more: ragroute config check" in line
+
+
+def test_paths_of_a_config_file_are_relative_to_its_folder(runner, corpus, tmp_path, monkeypatch):
+    from ragroute.index.io import read_index_manifest
+
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    defaults = folder / "defaults.yaml"
+    defaults.write_text("build: {out_dir: built/idx, method: bm25}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(main, ["--config", "../conf/defaults.yaml", "build", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert read_index_manifest(folder / "built" / "idx").kind == "bm25" and not (elsewhere / "built").exists()
+    typed = runner.invoke(main, ["--config", str(defaults), "build", str(corpus), "--out", "here"])
+    assert typed.exit_code == 0 and (elsewhere / "here" / "CURRENT").is_file()  # typed: from the cwd
+    absolute = tmp_path / "abs"
+    defaults.write_text(f"build: {{out_dir: {absolute}, method: bm25}}\n")
+    assert runner.invoke(main, ["--config", str(defaults), "build", str(corpus)]).exit_code == 0
+    assert (absolute / "CURRENT").is_file()
+
+
+def test_only_the_path_options_of_a_config_file_are_read_beside_it(tmp_path):
+    from ragroute.cli.config import paths_beside
+
+    data = {
+        "progress": False,
+        "bench": {"dense": {"data_dirs": ["a", "/b"], "split": "test"}},  # a repeatable path option
+        "graph": {"build": {"cache_dir": "~/c", "out_dir": "g", "extractor": "rules"}},
+        "query": {"k": 3, "filters": ["year=2001"]},
+    }
+    assert paths_beside(main, data, tmp_path) == {
+        "progress": False,
+        "bench": {"dense": {"data_dirs": [str(tmp_path / "a"), "/b"], "split": "test"}},
+        "graph": {
+            "build": {
+                "cache_dir": str(Path.home() / "c"),
+                "out_dir": str(tmp_path / "g"),
+                "extractor": "rules",
+            }
+        },
+        "query": {"k": 3, "filters": ["year=2001"]},
+    }
 
 
 def test_progress_may_be_set_in_a_config_file(runner, corpus, tmp_path, monkeypatch):

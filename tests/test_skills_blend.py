@@ -180,6 +180,18 @@ def test_skills_tune_command_fits_saves_and_route_uses_it(tiny_reranker, tmp_pat
     loaded = SkillRouter.load(index, reranker=tiny_reranker)
     assert loaded.rerank_blend is not None and loaded.rerank_blend.applies_to(loaded.reranker)
     assert loaded.rerank_blend.report["tasks"] == len(QRELS)
+    skill = next(iter(next(iter(QRELS.values()))))
+    more = tmp_path / "more.tsv"  # judges 4 tasks the queries file does not hold
+    more.write_text(
+        (DATA / "qrels" / "dev.tsv").read_text() + "".join(f"x{i}\t{skill}\t1\n" for i in range(4))
+    )
+    out = runner.invoke(main, [*args, "--qrels", str(more)])
+    assert out.exit_code == 0, out.output
+    assert (
+        f"warning: {more}: 4 judged task(s) not in {DATA / 'queries.jsonl'}, left out: x0, x1, x2 and 1 more"
+        in (out.stderr)
+    )
+    assert f"fitting on {len(QRELS)} judged tasks" in out.stderr
 
 
 def test_bench_fits_the_blend_on_fold_0_and_scores_fold_1(tiny_reranker, monkeypatch):  # noqa: F811

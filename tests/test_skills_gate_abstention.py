@@ -140,6 +140,23 @@ def test_cli_build_with_abstain_gate(gate_dir, tmp_path, monkeypatch):
     assert both.exit_code != 0 and "not both" in both.output
 
 
+def test_cli_build_abstain_data_reads_the_labels_files_of_gate_fit(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ragroute.cli.skills import build_command
+
+    monkeypatch.setattr("ragroute.encode.load_encoder", lambda *a, **k: HashingEncoder(dim=256))
+    rows = [json.loads(line) for line in (DATA / "need_tool.jsonl").read_text().splitlines() if line.strip()]
+    labels = tmp_path / "labels.jsonl"  # as `gate fit` and `route fit` read them: no "_id", a list label
+    labels.write_text("".join(json.dumps({"text": r["text"], "label": [r["label"]]}) + "\n" for r in rows))
+    out = tmp_path / "skills"
+    args = [str(DATA / "skills.jsonl"), "--out", str(out), "--abstain-data", str(labels)]
+    result = CliRunner().invoke(build_command, args)
+    assert result.exit_code == 0, result.output
+    assert f"abstention fitted on {len(rows)} labelled tasks of {labels}" in result.output
+    assert SkillRouter.load(out, encoder=HashingEncoder(dim=256)).abstention
+
+
 def test_bench_reports_cross_validated_gate_abstention_and_its_cost():
     from ragroute.evaluation.bench_skills import format_report, run_skills_bench
 

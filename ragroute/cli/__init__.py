@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ragroute.cli.common import CONTEXT, user_error_message
+from ragroute.cli.common import CONFIG_FILE, CONTEXT, user_error_message
 from ragroute.errors import RagrouteError, SourceWarning
 
 
@@ -58,11 +58,13 @@ class _Group(click.Group):
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Read the ``--config`` file of option defaults; any problem in it (an unknown command or
-    option, a value of the wrong type) is a one-line error, not a silently ignored key."""
+    option, a value of the wrong type) is a one-line error, not a silently ignored key. Its paths
+    are relative to its folder; its values are defaults: what the command line gives overrides
+    them (:func:`ragroute.cli.common.yield_to_command_line`)."""
     path = value or os.environ.get("RAGROUTE_CONFIG")
     if not path:
         return value
-    from ragroute.cli.config import cli_defaults_problems
+    from ragroute.cli.config import cli_defaults_problems, paths_beside
     from ragroute.yaml_files import read_yaml
 
     try:
@@ -76,7 +78,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         more = len(problems) - 1
         tail = f" (and {more} more: ragroute config check {path} lists them)" if more else ""
         _fail(ctx, f"--config {problems[0]}{tail}")
-    ctx.default_map = {**(ctx.default_map or {}), **data}
+    ctx.default_map = {**(ctx.default_map or {}), **paths_beside(ctx.command, data, Path(path).parent)}
+    ctx.meta[CONFIG_FILE] = path
     return path
 
 

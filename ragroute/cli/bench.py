@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from ragroute.cli.common import one_line_errors
+from ragroute.cli.common import exclusive_options, one_line_errors, yield_to_command_line
 from ragroute.cli.options import (
     backend_option,
     bench_encoder_options,
@@ -765,8 +765,11 @@ def skills_command(
     from ragroute.evaluation import bench_skills
 
     skill_set = bench_skills.load_skill_set(root, split)  # fail fast, before loading a model
+    reranker_path, no_reranker = yield_to_command_line(
+        {"reranker_path": reranker_path, "no_reranker": no_reranker}
+    )
     reranker, said = resolve_reranker(
-        reranker_path, no_reranker, candidates=candidates, backend=rerank_backend
+        reranker_path, bool(no_reranker), candidates=candidates, backend=rerank_backend
     )
     click.echo(said, err=True)
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
@@ -856,6 +859,9 @@ def gate_command(
     from ragroute.encode import load_encoder
     from ragroute.evaluation import bench_gate
 
+    train_path, folds = exclusive_options(
+        {"train_path": train_path, "folds": folds}, bench_gate.TRAIN_OR_FOLDS, required=True
+    )
     torch.set_num_threads(1)
     for path in (train_path, data_path):
         if path is not None and not Path(path).is_file():

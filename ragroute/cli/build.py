@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import ENCODER_OPTIONS, corpus_columns, open_encoder, refuse_options
+from ragroute.cli.common import ENCODER_OPTIONS, applicable, corpus_columns, open_encoder, refuse_options
 from ragroute.cli.options import column_options, encoder_options, engine_options
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
@@ -164,8 +164,8 @@ def build_command(
         refuse_options(("ray_address", "workers"), "to --engine local (they configure --engine ray)")
     elif method not in ("bm25", "dense", "hybrid", "graph"):
         raise RagrouteError(f"--engine ray builds bm25, dense, hybrid and graph indexes, not {method}")
-    if refine is not None and dense_index != "ivfpq":
-        raise RagrouteError(f"--refine applies to --dense-index ivfpq, not {dense_index}")
+    reason = f"to --dense-index {dense_index} (it re-ranks the candidates of --dense-index ivfpq)"
+    refine = applicable("refine", refine, dense_index == "ivfpq", reason)
     model = None  # resolved first, so a missing model fails before any work is done
     if method != "bm25":
         model = open_encoder(encoder, backend, cache_dir)

@@ -8,12 +8,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from ragroute.errors import RagrouteError, os_error_message
 from ragroute.types import Hit
+
+T = TypeVar("T")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 """click context settings of every command group."""
@@ -48,25 +51,88 @@ def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+CONFIG_FILE = "ragroute.config_file"
+"""Key of ``click.Context.meta`` holding the path of the ``--config`` defaults file, when one is read."""
+
+_TYPED = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _flag(param: click.Parameter) -> str:
+    """How the user names ``param``: its longest flag (``--retrieval-rate``), or an argument's ``TASK``."""
+    if isinstance(param, click.Argument):
+        return param.human_readable_name
+    return max(param.opts, key=len)
+
+
+def _flags(names: list[str]) -> str:
+    """``--a and --b``: the flags of the current command's parameters ``names``."""
+    flags = {param.name: _flag(param) for param in click.get_current_context().command.params}
+    return " and ".join(flags[name] for name in names)
+
+
 def given_options(*names: str) -> list[str]:
     """The flags (``--encoder``) of the current command's parameters ``names`` that the user gave
     on the command line or through their environment variable (not defaults, nor ``--config``)."""
-    from click.core import ParameterSource
-
     ctx = click.get_current_context()
-    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    flags = {param.name: max(param.opts, key=len) for param in ctx.command.params}
-    return [flags[name] for name in names if ctx.get_parameter_source(name) in given]
+    return [_flags([name]) for name in names if ctx.get_parameter_source(name) in _TYPED]
 
 
 def refuse_options(names: tuple[str, ...], reason: str) -> None:
     """Raise a one-line :class:`RagrouteError` when any of the options ``names`` was given: an option
     that does not apply is an error, not silently dropped: ``--encoder does not apply`` + ``reason``
-    (``" to --method bm25 (...)"``)."""
+    (``" to --method bm25 (...)"``). A ``--config`` default of one is not an error: the file's
+    defaults apply where they can (the caller leaves the value unused, or :func:`applicable` drops it)."""
     given = given_options(*names)
     if given:
         verb = "does" if len(given) == 1 else "do"
         raise RagrouteError(f"{' and '.join(given)} {verb} not apply {reason}")
+
+
+def applicable(name: str, value: T, applies: bool, reason: str) -> T | None:
+    """``value`` of the current command's option ``name`` where it applies. Where it does not: a
+    one-line error if it was given on the command line (:func:`refuse_options` with ``reason``), and
+    ``None`` (as if not set) if it is a ``--config`` default, which applies only where it can."""
+    if applies:
+        return value
+    refuse_options((name,), reason)
+    return None
+
+
+def _is_set(value: Any) -> bool:
+    """Whether an option's value says something: not ``None``, an unset flag or an empty ``multiple``."""
+    return value is not None and value is not False and value != ()
+
+
+def yield_to_command_line(values: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of the current command's parameters ``values`` (parameter name -> value), options
+    that override one another, in the same order; when one of them was given on the command line,
+    the ``--config`` defaults among the others come back ``None``: a default of the file yields to
+    what is typed, even when it is typed as another option (``--retrieval-rate`` over a file's
+    ``threshold``)."""
+    ctx = click.get_current_context()
+    typed = any(ctx.get_parameter_source(name) in _TYPED and _is_set(value) for name, value in values.items())
+    from_file = ParameterSource.DEFAULT_MAP
+    return tuple(
+        None if typed and ctx.get_parameter_source(name) == from_file else value
+        for name, value in values.items()
+    )
+
+
+def exclusive_options(values: Mapping[str, Any], conflict: str, *, required: bool = False) -> tuple[Any, ...]:
+    """The values of the current command's parameters ``values`` (parameter name -> value), options of
+    which at most one may be set (``required``: exactly one), in the same order, after
+    :func:`yield_to_command_line` (a ``--config`` default yields to one of the others typed). More
+    than one set, or none when ``required``, is a one-line :class:`RagrouteError`: ``conflict``, its
+    ``{given}`` replaced by the options set (``--threshold and --retrieval-rate``), and the
+    ``--config`` file named when they all come from it."""
+    kept = dict(zip(values, yield_to_command_line(values), strict=True))
+    chosen = [name for name, value in kept.items() if _is_set(value)]
+    if len(chosen) <= 1 and (chosen or not required):
+        return tuple(kept.values())
+    message = conflict.format(given=_flags(chosen))
+    if chosen and not given_options(*chosen):  # the file itself sets both
+        message += f" (set by --config {click.get_current_context().meta.get(CONFIG_FILE, 'FILE')})"
+    raise RagrouteError(message)
 
 
 def corpus_columns(corpus: Path, columns: Mapping[str, Any]) -> dict[str, Any]:

@@ -186,6 +186,35 @@ def cli_defaults_problems(root: click.Command, path: Path, data: Any) -> list[st
     return problems
 
 
+def paths_beside(command: click.Command, values: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``values``, a checked section of a CLI defaults file for ``command`` (the whole file for the
+    ``ragroute`` group), with the value of every option taking a file or folder (``click.Path``) read
+    relative to ``folder``, the file's own, as every path in a YAML file of ragroute is (absolute
+    paths and ``~/...`` are kept as they are)."""
+    params = {param.name: param for param in command.params}
+    resolved: dict[str, Any] = {}
+    for key, value in values.items():
+        param = params.get(key)
+        sub = command.commands.get(key) if isinstance(command, click.Group) and param is None else None
+        if param is not None and isinstance(param.type, click.Path):
+            dash = param.type.allow_dash  # "-": standard input or output
+            paths = [_beside(folder, item, dash) for item in (value if isinstance(value, list) else [value])]
+            resolved[key] = paths if isinstance(value, list) else paths[0]
+        elif sub is not None and isinstance(value, dict):
+            resolved[key] = paths_beside(sub, value, folder)
+        else:
+            resolved[key] = value
+    return resolved
+
+
+def _beside(folder: Path, value: Any, dash: bool) -> Any:
+    """A path ``value`` of a defaults file in ``folder``, as the command line would give it
+    (``dash``: ``-`` means standard input or output, not a file)."""
+    if not isinstance(value, str) or (dash and value == "-"):
+        return value
+    return str(folder / Path(value).expanduser())
+
+
 def _value_problem(param: click.Parameter, value: Any) -> str | None:
     """Why ``value`` cannot be the default of ``param`` (its type named), or ``None``.
 

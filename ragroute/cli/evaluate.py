@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import encoder_for_index, refuse_options
+from ragroute.cli.common import encoder_for_index, exclusive_options, refuse_options
 from ragroute.cli.options import encoder_options
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
@@ -36,7 +36,8 @@ EVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10
 @click.option(
     "--strict",
     is_flag=True,
-    help="A bad line or a dangling qrels id is an error instead of a warning and a skipped line.",
+    help="A bad line, a dangling qrels id or a (query, document) pair judged twice is an error instead of "
+    "a warning (and a skipped line, or the last of the pair's scores kept).",
 )
 @click.option(
     "--depth",
@@ -74,17 +75,21 @@ def eval_command(
     report nDCG@10, Recall@10/100, MRR@10, Hit@1/10 and full-chain recall@10 (hits of chunks are
     judged as their parent documents).
 
-    A line of --data that cannot be read is skipped with a warning per file, and a qrels id naming
-    no query or document is warned about; the metrics then cover fewer queries or documents, and
-    one more warning says how many records were skipped and how many judged queries are scored.
+    A line of --data that cannot be read is skipped with a warning per file, and one more warning
+    says how many records were skipped and how many judged queries the metrics then cover. A qrels
+    id naming no query or document is kept and warned about (a judged query missing from
+    queries.jsonl is not scored), and so is a pair judged on two lines (the last score counts).
     --strict makes each of these, and an empty split, one error line instead.
     """
     from ragroute.context import QueryContext
     from ragroute.evaluation.evaluators import RetrievalEvaluator
     from ragroute.loaders import load_beir
 
-    if (index_dir is None) == (config is None):
-        raise RagrouteError("give exactly one of --index INDEX_DIR or --config ROUTING.yaml")
+    index_dir, config = exclusive_options(
+        {"index_dir": index_dir, "config": config},
+        "give exactly one of --index INDEX_DIR or --config ROUTING.yaml",
+        required=True,
+    )
     deepest = max(int(name.rsplit("@", 1)[1]) for name in EVAL_METRICS)
     if depth < deepest:  # Recall@100 from fewer hits would be a different, silently lower, number
         raise RagrouteError(f"--depth {depth} is below the largest metric cutoff (Recall@{deepest})")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, corpus_columns, one_line_errors, refuse_options
+from ragroute.cli.common import CONTEXT, applicable, corpus_columns, one_line_errors, refuse_options
 from ragroute.cli.options import (
     CONFIG_CACHE_HELP,
     bench_encoder_options,
@@ -231,10 +231,9 @@ def fit_router_command(
     from ragroute.route.config import RoutingConfig, open_sources, warn_left_out
     from ragroute.route.expert_gains import ExpertGains, measure_gains
 
-    if kind != "domain" and domains:
-        raise RagrouteError("--domain is for --kind domain")
-    if kind == "domain" and data is not None:
-        raise RagrouteError("--data is for --kind pilot or quality: --kind domain fits on --domain corpora")
+    reason = f"to --kind {kind} (it pairs experts with corpora for --kind domain)"
+    domains = applicable("domains", domains, kind == "domain", reason) or ()
+    data = applicable("data", data, kind != "domain", "to --kind domain (it fits on the --domain corpora)")
     routing = RoutingConfig.read(config)
     encoder = routing.load_encoder(cache_dir=cache_dir)
     sources, problems = open_sources(routing, encoder)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, one_line_errors, refuse_options
+from ragroute.cli.common import CONTEXT, exclusive_options, one_line_errors, refuse_options
 from ragroute.cli.options import backend_option, cache_dir_option
 from ragroute.cli.output import emit_json
 
@@ -157,14 +157,13 @@ def decide_command(
 ) -> None:
     """Decide for one QUERY with the gate saved in DIR: action, probability, reason, signal values."""
     from ragroute.context import QueryContext
-    from ragroute.errors import RagrouteError
     from ragroute.gate import TrainedGate
     from ragroute.store import open_snapshot
 
-    points = {"--threshold": threshold, "--retrieval-rate": retrieval_rate, "--retrieve-cost": retrieve_cost}
-    given = [name for name, value in points.items() if value is not None]
-    if len(given) > 1:
-        raise RagrouteError(f"give one operating point, not {' and '.join(given)}")
+    points = {"threshold": threshold, "retrieval_rate": retrieval_rate, "retrieve_cost": retrieve_cost}
+    threshold, retrieval_rate, retrieve_cost = exclusive_options(
+        points, "give one operating point, not {given}"
+    )
     info = open_snapshot(gate_dir, family="gate", verify=False).manifest.encoder
     enc = _encoder(info["model_id"], backend, cache_dir) if info else None
     gate = TrainedGate.load(gate_dir, enc).with_operating_point(

@@ -18,6 +18,7 @@ import click
 from ragroute.cli.build import load_units, save_built_index
 from ragroute.cli.common import (
     CONTEXT,
+    applicable,
     encoder_for_index,
     format_hit,
     one_line_errors,
@@ -34,6 +35,8 @@ from ragroute.registry import EXTRACTORS
 DEFAULT_GRAPH_DIR = Path("graph")
 GRANULARITIES = ("document", "section", "paragraph")
 EXPLAIN_KEYS = ("seeds", "anchors", "facts", "path")
+LLM_ONLY = "it names the LLM of --extractor llm"
+"""Why ``--llm`` does not apply to a build or a graph of another extractor."""
 
 
 @click.group("graph", context_settings=CONTEXT)
@@ -179,8 +182,9 @@ def build_command(
 
     if corpus is None and triples_file is None:
         raise RagrouteError("give a CORPUS, --triples FILE, or both")
-    if llm_spec is not None and extractor != "llm":
-        raise RagrouteError(f"--llm is read only with --extractor llm (not {extractor})")
+    llm_spec = applicable(
+        "llm_spec", llm_spec, extractor == "llm", f"to --extractor {extractor} ({LLM_ONLY})"
+    )
     chosen: Any = llm_extractor(llm_spec, cache_dir) if extractor == "llm" else extractor
     start = time.perf_counter()
     out_dir = out_dir or default_out(corpus, triples_file)
@@ -255,10 +259,8 @@ def add_command(
     with artifact_lock(graph_dir):  # a concurrent add waits, so neither loses the other's passages
         index = _load_graph(graph_dir, encoder, backend, cache_dir)
         built_by = (index.extractor or {}).get("name")
-        if llm_spec is not None and built_by != "llm":
-            raise RagrouteError(
-                f"--llm is read only for a graph built with --extractor llm ({graph_dir}: {built_by})"
-            )
+        reason = f"to {graph_dir}, a graph built with --extractor {built_by} ({LLM_ONLY})"
+        llm_spec = applicable("llm_spec", llm_spec, built_by == "llm", reason)
         extractor = llm_extractor(llm_spec, cache_dir) if built_by == "llm" else None
         units = load_units(corpus, granularity, on_error, columns)
         _check_same_cut(index.store.documents, units, granularity, graph_dir)

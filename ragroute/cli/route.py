@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, format_hit, open_encoder
+from ragroute.cli.common import CONTEXT, exclusive_options, format_hit, open_encoder, refuse_options
 from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, backend_option, cache_dir_option
 from ragroute.cli.output import emit_json
-from ragroute.errors import RagrouteError, check_query
+from ragroute.errors import check_query
 from ragroute.types import Decision
 
 
@@ -100,10 +100,14 @@ def _labelled_queries(
     """Texts and labels from a LABELS file (first label of a list) or from BEIR folders (label = folder)."""
     from ragroute.route.labels import beir_labelled_queries, read_labelled_queries
 
-    if (queries is None) == (beir_root is None):
-        raise RagrouteError("give exactly one of --queries FILE or --beir-root FOLDER")
+    queries, beir_root = exclusive_options(
+        {"queries": queries, "beir_root": beir_root},
+        "give exactly one of --queries FILE or --beir-root FOLDER",
+        required=True,
+    )
     if beir_root is not None:
         return beir_labelled_queries(beir_root, split)
+    refuse_options(("split",), "to --queries (it names the qrels split of --beir-root)")
     return read_labelled_queries(queries)
 
 

@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.common import (
+    CONTEXT,
+    applicable,
+    exclusive_options,
+    one_line_errors,
+    yield_to_command_line,
+)
 from ragroute.cli.options import backend_option, cache_dir_option, resolve_reranker
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
@@ -80,8 +86,8 @@ def skills_group() -> None:
     "--abstain-data",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="LABELS .jsonl to fit this router's abstention on (label no_tool, no or none: no skill applies; "
-    "any other label: one does) [default: no "
+    help='LABELS .jsonl to fit this router\'s abstention on, {"text", "label"} per line as gate fit '
+    "reads (label no_tool, no or none: no skill applies; any other label: one does) [default: no "
     "abstention model: the router never abstains. The model shipped with ragroute, fitted on "
     "metatool_need_tool, is SkillRouter(..., abstention='default') in Python; it does not transfer "
     "to other catalogues].",
@@ -116,11 +122,18 @@ def build_command(
     from ragroute.skills.index import SkillIndexParams
     from ragroute.skills.router import SkillRouter, fit_abstention
 
+    abstain_data, abstain_gate = exclusive_options(
+        {"abstain_data": abstain_data, "abstain_gate": abstain_gate},
+        "give --abstain-data or --abstain-gate, not both",
+    )
+    labelled = None
+    if abstain_data is not None:  # read before any model loads: a bad line fails at once
+        from ragroute.route.labels import read_labelled_queries
+
+        labelled = read_labelled_queries(abstain_data)  # the LABELS files of gate fit and route fit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = load_catalogue(catalogue, kind=kind)
-    if abstain_data is not None and abstain_gate is not None:
-        raise RagrouteError("give --abstain-data or --abstain-gate, not both")
     for line in loaded.warnings:
         click.echo(f"warning: {line}", err=True)
     if len(loaded) == 0:
@@ -133,15 +146,15 @@ def build_command(
         bm25_stopwords=bm25_stopwords,
     )
     router = SkillRouter.build(loaded, enc, params, overlap=overlap)
-    if abstain_data is not None:
-        from ragroute.evaluation.bench_skills import read_labels
+    if labelled is not None:
+        from ragroute.gate.signals import needs_retrieval
 
-        labels = read_labels(abstain_data)
+        texts, labels = labelled
         model = fit_abstention(
-            router, [t for _, t, _ in labels], [a for _, _, a in labels], name=str(abstain_data)
+            router, texts, [needs_retrieval(label) for label in labels], name=str(abstain_data)
         )
         router = router.with_options(abstention=model)
-        click.echo(f"abstention fitted on {len(labels)} labelled tasks of {abstain_data}", err=True)
+        click.echo(f"abstention fitted on {len(texts)} labelled tasks of {abstain_data}", err=True)
     if abstain_gate is not None:
         router = router.with_options(abstention={"gate": abstain_gate})
         click.echo(f"abstention through gate {abstain_gate.resolve()} (saved by path)", err=True)
@@ -217,11 +230,17 @@ def route_command(
     from ragroute.errors import check_query
     from ragroute.skills.router import SkillRouter
 
-    if (task is None) == (queries_path is None):
-        raise RagrouteError("give either a TASK or --queries FILE (not both, not neither)")
+    task, queries_path = exclusive_options(
+        {"task": task, "queries_path": queries_path},
+        "give either a TASK or --queries FILE (not both, not neither)",
+        required=True,
+    )
     tasks = read_tasks(queries_path) if queries_path is not None else [("task", check_query(task or ""))]
     model_id = _skill_index_encoder(index_dir)
-    reranker, said = resolve_reranker(reranker_path, no_reranker)
+    reranker_path, no_reranker = yield_to_command_line(
+        {"reranker_path": reranker_path, "no_reranker": no_reranker}
+    )
+    reranker, said = resolve_reranker(reranker_path, bool(no_reranker))
     click.echo(said, err=True)
     encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
     overrides: dict[str, Any] = {}
@@ -229,14 +248,12 @@ def route_command(
         overrides["candidates"] = candidates
     if overlap is not None:
         overrides["overlap"] = overlap
-    if threshold is not None:
-        overrides["threshold"] = threshold
     router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder, **overrides)
-    if threshold is not None and not router.abstention and router.abstention_gate is None:
-        raise RagrouteError(
-            f"{index_dir} has no abstention model, so --threshold does not apply: build it with "
-            "--abstain-data or --abstain-gate"
-        )
+    abstains = bool(router.abstention) or router.abstention_gate is not None
+    reason = f"to {index_dir}, which has no abstention model (build it with --abstain-data or --abstain-gate)"
+    threshold = applicable("threshold", threshold, abstains, reason)
+    if threshold is not None:
+        router = router.with_options(threshold=threshold)
     routes = router.route_many([t for _, t in tasks], k, ids=[i for i, _ in tasks])
     for route in routes:
         if as_json:
@@ -310,6 +327,7 @@ def tune_command(
     """
     from ragroute.encode import load_encoder
     from ragroute.loaders.beir import load_qrels
+    from ragroute.loaders.common import name_a_few
     from ragroute.skills.blend import fit_rerank_blend
     from ragroute.skills.router import SkillRouter
 
@@ -326,6 +344,14 @@ def tune_command(
     if unknown:
         raise RagrouteError(
             f"{qrels_path}: {len(unknown)} judged skill id(s) are not in the index: {', '.join(unknown[:5])}"
+        )
+    known = {qid for qid, _ in tasks}
+    absent = [qid for qid in qrels if qid not in known]  # in file order
+    if absent:  # their judgements would be dropped without a word
+        click.echo(
+            f"warning: {qrels_path}: {len(absent)} judged task(s) not in {queries_path}, left out: "
+            f"{name_a_few(absent)}",
+            err=True,
         )
     judged = [(qid, text) for qid, text in tasks if qid in qrels][:max_queries]
     click.echo(f"fitting on {len(judged)} judged tasks of {len(tasks)} ...", err=True)

@@ -52,6 +52,8 @@ from ragroute.gate.signals import (
 from ragroute.gate.trained import TrainedGate, balanced_accuracy
 
 CURVE_RATES = (0.5, 0.7, 0.8, 0.9, 0.95)
+TRAIN_OR_FOLDS = "give --train TRAIN.jsonl or --folds N (cross-validation on --data), not both"
+"""The error when neither or both of the training sources of the benchmark are given."""
 GATES: dict[str, dict[str, Any]] = {
     "threshold_knn_vote": {"signals": ["knn_vote"], "columns": ["knn_vote.share"]},
     "threshold_bank_margin": {"signals": ["bank_margin"], "columns": ["bank_margin.margin"]},
@@ -236,7 +238,7 @@ def run_gate_bench(
             f"unknown gate(s) {', '.join(unknown)}: expected some of {', '.join(KNOWN_GATES)}"
         )
     if (train_path is None) == (folds is None):
-        raise RagrouteError("give --train TRAIN.jsonl or --folds N (cross-validation on --data), not both")
+        raise RagrouteError(TRAIN_OR_FOLDS)
     test = read_labels(data_path)
     test_y = np.array([needs_retrieval(label) for label in test.labels])
     train = read_labels(train_path) if train_path is not None else None

@@ -23,6 +23,7 @@ from ragroute.loaders.common import (
     IdRegistry,
     LoadReport,
     check_on_error,
+    name_a_few,
     optional_str,
     record_id,
 )
@@ -206,16 +207,20 @@ def _qrels_lines(tsv_path: str | Path) -> Iterator[tuple[int, str]]:
                 yield lineno, line
 
 
-def load_qrels(tsv_path: str | Path) -> Qrels:
+def load_qrels(tsv_path: str | Path, *, on_error: str = "skip") -> Qrels:
     """Load a qrels TSV into ``{query_id: {doc_id: score}}`` with integer scores.
 
     The header line (``query-id corpus-id score``) is recognised as a first
     line whose last field is not a number, and skipped; blank lines are
-    ignored; a repeated pair keeps its last score. Any malformed line raises
-    :class:`CorpusFormatError` naming file and line: qrels are labels, and
-    silently dropping one would bias every metric.
+    ignored. Any malformed line raises :class:`CorpusFormatError` naming file
+    and line: qrels are labels, and silently dropping one would bias every
+    metric. A (query, document) pair judged on several lines keeps its last
+    score with one :class:`CorpusWarning` counting such pairs and naming a few
+    (``on_error="skip"``), or is a :class:`CorpusFormatError` (``"raise"``).
     """
+    check_on_error(on_error)
     qrels: Qrels = {}
+    repeated: dict[tuple[str, str], list[int]] = {}  # a pair judged twice -> its scores, in file order
     for index, (lineno, line) in enumerate(_qrels_lines(tsv_path)):
         if index == 0 and _is_header(_split_fields(line)):
             continue
@@ -223,7 +228,19 @@ def load_qrels(tsv_path: str | Path) -> Qrels:
             qid, doc_id, score = parse_qrels_line(line)
         except ValueError as exc:
             raise CorpusFormatError(f"{tsv_path} line {lineno}: {exc}") from None
-        qrels.setdefault(qid, {})[doc_id] = score
+        judged = qrels.setdefault(qid, {})
+        if doc_id in judged:
+            repeated.setdefault((qid, doc_id), [judged[doc_id]]).append(score)
+        judged[doc_id] = score
+    if repeated:
+        pairs = [f"{q} {d}: {' then '.join(map(str, scores))}" for (q, d), scores in repeated.items()]
+        message = (
+            f"{tsv_path}: {len(pairs)} (query-id, corpus-id) pair{'s' if len(pairs) != 1 else ''} judged "
+            f"on more than one line ({name_a_few(pairs)})"
+        )
+        if on_error == "raise":
+            raise CorpusFormatError(f"{message}: judge each pair once")
+        warnings.warn(f"{message}: the last line's score is kept", CorpusWarning, stacklevel=2)
     return qrels
 
 
@@ -274,11 +291,12 @@ def load_judged_queries(
 ) -> tuple[list[Query], Qrels]:
     """``qrels/<split>.tsv`` of a BEIR or SKILLS folder and the queries of ``queries.jsonl`` it judges,
     in file order (the file may hold several splits). A missing split names the available ones;
-    with ``on_error="raise"`` an empty qrels file raises too. Judged ids are not checked here: see
+    with ``on_error="raise"`` an empty qrels file raises too, and a pair judged twice
+    (:func:`load_qrels`). Judged ids are not checked here: see
     :func:`check_judged`."""
     root = Path(folder)
     path = _qrels_path(root, split)
-    qrels = load_qrels(path)
+    qrels = load_qrels(path, on_error=on_error)
     if not qrels and check_on_error(on_error) == "raise":
         raise CorpusFormatError(f"{path}: no judged pairs (split {split!r} is empty)")
     queries = load_beir_queries(root / "queries.jsonl", on_error=on_error, report=report)
@@ -300,9 +318,10 @@ def load_beir(
     Corpus and query lines follow ``on_error`` (default: skip + one
     :class:`CorpusWarning` per file; the counts are in ``dataset.report``);
     qrels naming unknown queries or documents give one :class:`CorpusWarning`
-    and are kept as they are. ``on_error="raise"`` (what the benchmarks use: a
-    skipped line would change what is scored) refuses all of these, and an
-    empty split, with one :class:`CorpusFormatError` line.
+    and are kept as they are, and so do pairs judged twice (the last score
+    kept). ``on_error="raise"`` (what the benchmarks use: a skipped line would
+    change what is scored) refuses all of these, and an empty split, with one
+    :class:`CorpusFormatError` line.
     """
     check_on_error(on_error)
     root = _folder(folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ragroute.errors import RagrouteError
@@ -25,10 +26,34 @@ def read_labelled_queries(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def beir_labelled_queries(root: str | Path, split: str) -> tuple[list[str], list[str]]:
-    """Every query of ``split`` in each BEIR folder under ``root``, labelled with its folder's name."""
-    from ragroute.loaders import load_beir
+    """Every query of ``split`` in each BEIR folder under ``root``, labelled with its folder's name.
 
-    folders = sorted(p for p in Path(root).iterdir() if (p / "qrels" / f"{split}.tsv").is_file())
+    A BEIR folder (one with ``qrels/``) without that split is left out with one
+    :class:`~ragroute.loaders.common.CorpusWarning` naming it; when none has it, a one-line
+    :class:`~ragroute.errors.CorpusFormatError` names the split and the splits there are."""
+    from ragroute.errors import CorpusFormatError
+    from ragroute.loaders import load_beir
+    from ragroute.loaders.beir import available_splits
+    from ragroute.loaders.common import CorpusWarning, name_a_few
+
+    collections = sorted(p for p in Path(root).iterdir() if (p / "qrels").is_dir())
+    folders = [p for p in collections if (p / "qrels" / f"{split}.tsv").is_file()]
+    lacking = [p.name for p in collections if p not in folders]
+    if not folders:
+        if not collections:
+            raise CorpusFormatError(
+                f"{root}: no BEIR folder in it (a folder with queries.jsonl and qrels/{split}.tsv)"
+            )
+        found = sorted({name for p in collections for name in available_splits(p)})
+        raise CorpusFormatError(
+            f"{root}: no BEIR folder in it has qrels/{split}.tsv (splits there: {', '.join(found) or 'none'})"
+        )
+    if lacking:
+        warnings.warn(
+            f"{root}: {len(lacking)} folder(s) without qrels/{split}.tsv left out: {name_a_few(lacking)}",
+            CorpusWarning,
+            stacklevel=2,
+        )
     texts: list[str] = []
     labels: list[str] = []
     for folder in folders:
