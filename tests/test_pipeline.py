@@ -428,6 +428,10 @@ def test_a_filter_no_document_of_a_source_could_match_routes_past_it(hashing_enc
     plain = pipeline.retrieve(QueryContext.of("printer toner", filters={"modality": "text"}), k=5)
     assert plain.decision.chosen == ["products", "tickets"]
     assert not [s for s in plain.trace if s.stage == "filters"]
+    # a source that gains documents with the key is routed to again
+    sources[0].retriever.add([Document("p9", "printer toner cartridge 9", metadata={"year": 2024})])
+    grown = pipeline.retrieve(QueryContext.of("printer toner", filters={"year": 2024}), k=5)
+    assert grown.decision.chosen == ["products", "tickets"] and "p9" in [h.doc_id for h in grown.hits]
     # a key no known source holds: the routes stay (the search finds nothing), and the trace says why
     pipeline = Pipeline(sources[:2], FixedRouter({"products": 0.7, "tickets": 0.3}))
     none = pipeline.retrieve(QueryContext.of("printer toner", filters={"colour": "red"}), k=5)

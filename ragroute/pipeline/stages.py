@@ -152,8 +152,8 @@ class RouteStage:
         self._access.update({s.name: s.access for s in sources})
         self._hidden: dict[tuple[str, ...], frozenset[str]] = {}
         self._restricted: dict[frozenset[str], Any] = {}
-        self._documents = {s.name: s.documents for s in sources}
-        self._misses: dict[frozenset[str], frozenset[str]] = {}
+        self._sources = list(sources)
+        self._misses: dict[tuple[Any, ...], frozenset[str]] = {}
 
     def hidden(self, scopes: Sequence[str]) -> frozenset[str]:
         """Names of the sources (opened or not) a caller holding ``scopes`` may not read."""
@@ -173,16 +173,18 @@ class RouteStage:
         keys = frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
         if not keys:
             return frozenset()
-        found = self._misses.get(keys)
+        documents = {s.name: s.documents for s in self._sources}
+        cache_key = (keys, tuple(len(docs) for docs in documents.values()))  # an index that grew: read again
+        found = self._misses.get(cache_key)
         if found is None:
             found = frozenset(
                 name
-                for name, documents in self._documents.items()
-                if documents and not all(any(key in d.metadata for d in documents) for key in keys)
+                for name, docs in documents.items()
+                if docs and not all(any(key in d.metadata for d in docs) for key in keys)
             )
             if len(self._misses) >= 256:
                 self._misses = {}
-            self._misses[keys] = found
+            self._misses[cache_key] = found
         return found
 
     def _router_for(self, hidden: frozenset[str]) -> Any:
