@@ -357,6 +357,32 @@ def test_an_index_refuses_its_model_folder_changed_in_place(tiny_model: Path, tm
     check_fitted_encoder("router r", {"model_id": record["model_id"], "dim": 32}, changed)  # no digest
 
 
+def test_content_digest_reads_small_files_whole_and_samples_large_ones(tmp_path: Path) -> None:
+    from ragroute.encode.resolve import FULL_READ_BYTES, SAMPLE_BYTES, SAMPLES, ResolvedModel
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    weights = bytearray(FULL_READ_BYTES + 12345)
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    (folder / "config.json").write_text('{"a": 1}')
+    (folder / "README.md").write_text("about")
+    model = ResolvedModel("m", folder, "m")
+    first = model.content_digest()
+    (folder / "README.md").write_text("about, edited")  # markdown is not part of the model
+    assert ResolvedModel("m", folder, "m").content_digest() == first
+    (folder / "config.json").write_text('{"a": 2}')  # a small file: every byte counts
+    second = ResolvedModel("m", folder, "m").content_digest()
+    assert second != first
+    middle_sample = (len(weights) - SAMPLE_BYTES) * (SAMPLES // 2) // (SAMPLES - 1)
+    for position in (0, middle_sample + 7, len(weights) - 1):  # sampled: blocks from first to last byte
+        changed = bytearray(weights)
+        changed[position] = 1
+        (folder / "model.safetensors").write_bytes(bytes(changed))
+        assert ResolvedModel("m", folder, "m").content_digest() not in (first, second), position
+    (folder / "model.safetensors").write_bytes(bytes(weights) + b"\0")  # another size
+    assert ResolvedModel("m", folder, "m").content_digest() != second
+
+
 # --------------------------------------------------------------------------- cache
 
 
