@@ -169,7 +169,7 @@ class RouteStage:
     def filter_misses(self, filters: Mapping[str, Any] | None) -> frozenset[str]:
         """Sources that cannot match ``filters``: their documents are known (a local index) and
         none holds one of the filter's metadata keys (``modality`` and ``parent_id`` are fields
-        every document has). Read once per set of keys."""
+        every document has). Read once per set of keys, and again when a source's size changes."""
         keys = frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
         if not keys:
             return frozenset()
