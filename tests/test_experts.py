@@ -734,3 +734,16 @@ def test_an_adapter_whose_files_cannot_be_read_is_one_line(tmp_path: Path, files
     message = str(info.value)
     assert reason in message and "train it again with `ragroute expert train`" in message
     assert "\n" not in message and str(tmp_path / "x") in message
+
+
+def test_pilot_mode_mean_scores_an_expert_by_its_mean_pilot_similarity() -> None:
+    pilots = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+    owners = np.array([0, 0, 1])
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    mean = PilotRouter(["A", "B", "C"], pilots, owners, mode="mean", temperature=1.0)
+    nearest = PilotRouter(["A", "B", "C"], pilots, owners, mode="nearest", temperature=1.0)
+    sims = mean.route_many(["q"], query_vectors=query)[0].signals["pilot_similarity"]
+    assert sims == {"A": 0.5, "B": 0.6, "C": -1.0}  # A: mean of 1.0 and 0.0
+    assert mean.route_many(["q"], query_vectors=query)[0].chosen == ["B"]
+    assert nearest.route_many(["q"], query_vectors=query)[0].signals["pilot_similarity"]["A"] == 1.0
+    assert nearest.route_many(["q"], query_vectors=query)[0].chosen == ["A"]
