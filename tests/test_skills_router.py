@@ -665,3 +665,56 @@ def test_duplicates_are_linked_at_a_cosine_equal_to_the_threshold():
     vectors = np.array([[1.0, 0.0], [0.5, 0.75**0.5], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     assert duplicate_groups(["a", "b", "c", "d"], vectors, 1.0) == [["a", "c"]]
     assert duplicate_groups(["a", "b", "c", "d"], vectors, 0.5) == [["a", "b", "c", "d"]]
+
+
+def test_the_abstention_models_own_threshold_decides():
+    # coefficient 0: p_applies is 0.5 for every task
+    model = AbstentionModel(["dense_top"], [0.0], 0.0, [0.0], [1.0], threshold=0.6, encoder="test/hashing")
+    router = SkillRouter.build(
+        Catalogue([Skill("a", "alpha", "send mail", "send an email")]), HashingEncoder()
+    )
+    route = router.with_options(abstention=model).route("send an email")
+    assert route.p_applies == 0.5 and route.threshold == 0.6 and route.abstain
+    lower = AbstentionModel(["dense_top"], [0.0], 0.0, [0.0], [1.0], threshold=0.4, encoder="test/hashing")
+    route = router.with_options(abstention=lower).route("send an email")
+    assert route.threshold == 0.4 and not route.abstain
+    # the router's own threshold, when set, replaces the model's
+    assert router.with_options(abstention=model, threshold=0.3).route("send an email").abstain is False
+
+
+def test_dense_margin_is_the_gap_between_the_two_best_skills(router):
+    signals = router.signals({"dense": np.array([0.1, 0.9, 0.5, 0.7])}, None)
+    assert signals["dense_top"] == 0.9 and signals["dense_margin"] == pytest.approx(0.2, abs=1e-12)
+    std = float(np.std([0.1, 0.9, 0.5, 0.7]))
+    assert signals["dense_top_z"] == pytest.approx((0.9 - 0.55) / std)
+    one = router.signals({"dense": np.array([0.4])}, 0.8)
+    assert one == {"dense_top": 0.4, "dense_margin": 0.0, "dense_top_z": 0.0, "rerank_top": 0.8}
+
+
+class _ReversingReranker:
+    """Reverses the pool; ``body`` as a trained cross-encoder would say."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def rerank(self, task, hits, k, candidates=None):
+        return [type(h)(h.doc_id, 0.9 - 0.1 * i, source=h.source) for i, h in enumerate(reversed(hits))][:k]
+
+
+def test_a_reranker_that_reads_no_bodies_uses_the_stage1_abstention_model(router):
+    stage1 = AbstentionModel(
+        ["dense_top"], [0.0], 1.0, [0.0], [1.0], encoder="test/hashing", info={"name": "S"}
+    )
+    rerank = AbstentionModel(
+        ["rerank_top"], [0.0], -1.0, [0.0], [1.0], encoder="test/hashing", info={"name": "R"}
+    )
+    models = {"stage1": stage1, "rerank": rerank}
+    with_body = router.with_options(reranker=_ReversingReranker(True), abstention=models).route(
+        "send an email"
+    )
+    assert with_body.trace[-1].detail["model"] == "R" and with_body.abstain
+    no_body = router.with_options(reranker=_ReversingReranker(False), abstention=models).route(
+        "send an email"
+    )
+    assert no_body.trace[-1].detail["model"] == "S" and not no_body.abstain
+    assert no_body.p_applies == pytest.approx(1 / (1 + np.exp(-1.0)))
