@@ -399,3 +399,48 @@ def test_knn_votes_are_weighted_by_similarity_and_smoothed():
     everyone = KnnRouter(["a", "b", "c", "d"], ["x", "y", "y", "z"], encoder, k=4, smoothing=0.0)
     routes = everyone.route("q", query_vector=np.array([1.0, 0.0], dtype=np.float32)).routes
     assert routes == {"x": round(1 / 1.5, 6), "y": round(0.5 / 1.5, 6), "z": 0.0}
+
+
+def test_prototype_calibration_leaves_out_each_pseudo_querys_own_bank_row(
+    sources, hashing_encoder, monkeypatch
+):
+    from ragroute.route import prototype
+
+    seen = []
+    real = prototype.fit_temperature
+
+    def spy(raw, targets, *args, **kwargs):
+        seen.append((np.array(raw), np.array(targets)))
+        return real(raw, targets, *args, **kwargs)
+
+    monkeypatch.setattr(prototype, "fit_temperature", spy)
+    config = PrototypeConfig(description_weight=0.0, centroid_weight=0.0, bank_top_n=1)
+    router = PrototypeRouter(sources, hashing_encoder, config)
+    ((raw, targets),) = seen
+    texts, owners = [], []
+    for s, source in enumerate(sources):
+        rows = {int(p): row for row, p in enumerate(router._bank_positions[s])}
+        for position, text in pseudo_queries(
+            source.documents, config.calibration_queries, seed=config.seed + s
+        ):
+            texts.append(text)
+            owners.append((s, rows.get(position, -1)))
+    vectors = hashing_encoder.encode_queries(texts, show_progress=False)
+    expected = np.zeros((len(texts), len(sources)))
+    for i, (s, own) in enumerate(owners):
+        for t, bank in enumerate(router._banks):
+            sims = bank @ vectors[i]
+            if t == s and own >= 0:
+                sims = np.delete(sims, own)
+            expected[i, t] = sims.max()
+    assert targets.tolist() == [s for s, _ in owners] and any(own >= 0 for _, own in owners)
+    np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_prototype_centroids_are_unit_vectors_along_the_bank_mean(sources, hashing_encoder):
+    router = PrototypeRouter(sources, hashing_encoder)
+    for s, bank in enumerate(router._banks):
+        centroid = router._centroids[s]
+        assert np.linalg.norm(centroid) == pytest.approx(1.0, abs=1e-6)
+        mean = bank.mean(axis=0)
+        np.testing.assert_allclose(centroid, mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-7)
