@@ -756,7 +756,8 @@ def test_keyphrases_are_the_five_most_specific_mid_frequency_terms_in_document_o
     # documents), "aardvark" (one), "ab" (two letters) and "1901" (a number) are not
     target = Document(
         id="t",
-        text="aardvark aardvark aardvark ocelot zebra tapir zebra quokka lemur vole 1901 1901 ab ab common",
+        text="aardvark aardvark aardvark ocelot zebra tapir zebra quokka lemur vole 1901 1901 ab ab "
+        "common common common common",
     )
     partner = Document(id="p", text="vole lemur quokka tapir zebra ocelot 1901 ab common")
     fillers = [
