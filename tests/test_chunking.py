@@ -123,3 +123,52 @@ def test_duplicate_input_ids_raise() -> None:
     twice = [Document(id="a", text="same"), Document(id="a", text="again")]
     with pytest.raises(CorpusFormatError, match="duplicate chunk id 'a#p0'"):
         chunk_documents(twice, "paragraph")
+
+
+def test_pack_fills_a_group_up_to_exactly_max_words() -> None:
+    from ragroute.chunking import pack
+
+    assert pack(["a b", "c d"], 4, " ") == ["a b c d"]
+    assert pack(["a b", "c d"], 3, " ") == ["a b", "c d"]
+    assert pack(["a b c d e", "f"], 4, "|") == ["a b c d e", "f"]  # an oversized piece stands alone
+
+
+def test_a_piece_of_exactly_min_words_is_not_tiny() -> None:
+    from ragroute.chunking import merge_tiny
+
+    assert merge_tiny(["a b", "c d e"], 2, 100) == ["a b", "c d e"]
+    assert merge_tiny(["a", "c d e"], 2, 100) == ["a\n\nc d e"]  # under min_words: into the next
+
+
+def test_a_last_tiny_piece_joins_the_previous_chunk_when_it_fits() -> None:
+    from ragroute.chunking import merge_tiny
+
+    assert merge_tiny(["a b c", "d"], 2, 100) == ["a b c\n\nd"]
+    assert merge_tiny(["a b c", "d"], 2, 4) == ["a b c\n\nd"]  # exactly max_words
+    assert merge_tiny(["a b c", "d"], 2, 3) == ["a b c", "d"]  # would not fit: kept apart
+
+
+def test_min_words_zero_keeps_every_paragraph_its_own_chunk() -> None:
+    doc = Document(id="d", text="One two.\n\nThree four.\n\nFive six.", title="T")
+    apart = chunk_documents([doc], "paragraph", min_words=0)
+    assert [c.text for c in apart] == ["One two.", "Three four.", "Five six."]
+    together = chunk_documents([doc], "paragraph")
+    assert [c.text for c in together] == ["One two.\n\nThree four.\n\nFive six."]
+
+
+def test_a_heading_after_a_closed_code_fence_still_starts_a_section() -> None:
+    text = "# Usage\n\nRun it.\n\n```\n# a comment, not a heading\n```\n\n# Options\n\nSet them."
+    out = chunk_documents([Document(id="m", text=text, title="Doc")], "section")
+    assert [(c.title, c.text) for c in out] == [
+        ("Usage", "Run it.\n\n```\n# a comment, not a heading\n```"),
+        ("Options", "Set them."),
+    ]
+
+
+def test_chunk_metadata_names_the_chunk_over_the_documents_own_keys() -> None:
+    doc = Document(id="d", text="One two.\n\nThree.", metadata={"chunk_index": 7, "granularity": "x", "k": 1})
+    out = chunk_documents([doc], "paragraph", min_words=0)
+    assert [c.metadata for c in out] == [
+        {"chunk_index": 0, "granularity": "paragraph", "k": 1},
+        {"chunk_index": 1, "granularity": "paragraph", "k": 1},
+    ]

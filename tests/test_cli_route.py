@@ -49,6 +49,7 @@ def test_route_prints_decision_and_reports_broken_source(workspace):
     result = CliRunner().invoke(main, ["route", str(config), "why do comets have tails?", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["query"] == "why do comets have tails?"
     assert payload["decision"]["chosen"][0] == "astro"
     assert payload["hits"][0]["source"] == "astro" and payload["hits"][0]["doc_id"] == "astro-0"
     assert "wiki" in payload["decision"]["signals"]["unavailable_sources"]
@@ -206,6 +207,7 @@ def test_eval_scores_the_pipeline_of_a_routing_config(workspace):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["kind"] == "pipeline" and payload["queries"] == 2
+    assert payload["config"] == str(config) and "index" not in payload
     assert payload["hit@1"] == 1.0 and payload["ndcg@10"] == 1.0
     both = CliRunner().invoke(main, ["eval", "--config", str(config), "--index", "x", "--data", str(beir)])
     assert both.exit_code == 2 and "give exactly one of --index" in both.output

@@ -734,3 +734,51 @@ def test_an_adapter_whose_files_cannot_be_read_is_one_line(tmp_path: Path, files
     message = str(info.value)
     assert reason in message and "train it again with `ragroute expert train`" in message
     assert "\n" not in message and str(tmp_path / "x") in message
+
+
+def test_pilot_mode_mean_scores_an_expert_by_its_mean_pilot_similarity() -> None:
+    pilots = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+    owners = np.array([0, 0, 1])
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    mean = PilotRouter(["A", "B", "C"], pilots, owners, mode="mean", temperature=1.0)
+    nearest = PilotRouter(["A", "B", "C"], pilots, owners, mode="nearest", temperature=1.0)
+    sims = mean.route_many(["q"], query_vectors=query)[0].signals["pilot_similarity"]
+    assert sims == {"A": 0.5, "B": 0.6, "C": -1.0}  # A: mean of 1.0 and 0.0
+    assert mean.route_many(["q"], query_vectors=query)[0].chosen == ["B"]
+    assert nearest.route_many(["q"], query_vectors=query)[0].signals["pilot_similarity"]["A"] == 1.0
+    assert nearest.route_many(["q"], query_vectors=query)[0].chosen == ["A"]
+
+
+def test_keyphrases_are_the_five_most_specific_mid_frequency_terms_in_document_order() -> None:
+    from ragroute.experts.pseudo_queries import _keyphrase_queries
+
+    # 20 documents: a term in 2 of them is mid-frequency (at most max(2, 10%) = 2); "common" (5
+    # documents), "aardvark" (one), "ab" (two letters) and "1901" (a number) are not
+    target = Document(
+        id="t",
+        text="aardvark aardvark aardvark ocelot zebra tapir zebra quokka lemur vole 1901 1901 ab ab "
+        "common common common common",
+    )
+    partner = Document(id="p", text="vole lemur quokka tapir zebra ocelot 1901 ab common")
+    fillers = [
+        Document(id=f"f{i}", text=f"filler{i} word{i} thing{i}" + (" common" if i < 3 else ""))
+        for i in range(18)
+    ]
+    queries = _keyphrase_queries([target, partner, *fillers])
+    # zebra twice, then the ties in alphabetical order: vole is the sixth and left out
+    assert queries == {"t": "ocelot zebra tapir quokka lemur", "p": "vole lemur quokka tapir ocelot"}
+
+
+def test_a_sentence_restating_the_title_is_no_sentence_query() -> None:
+    import random
+
+    from ragroute.experts.pseudo_queries import _pick_sentence
+
+    title = "How the Varne River reached the sea"
+    only = Document(id="a", title=title, text="How the Varne River reached the sea.")
+    assert _pick_sentence(only, random.Random(0)) is None
+    both = Document(
+        id="b", title=title, text=f"{title}. It rose in the Marl Hills and ran down to the coast."
+    )
+    picks = {_pick_sentence(both, random.Random(seed)) for seed in range(10)}
+    assert picks == {"It rose in the Marl Hills and ran down to the coast."}

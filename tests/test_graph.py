@@ -237,3 +237,92 @@ def test_metadata_filters_keep_graph_hits_to_matching_passages(hashing_encoder):
         assert all(h.explain["method"] == "ppr" for h in hits)
     assert [h.doc_id for h in index.search(QUESTION, k=6, filters={"group": "places"})] == ["p2", "p6", "p4"]
     assert index.search(QUESTION, k=6, filters={"group": "nobody"}) == []
+
+
+def _spy_runs(monkeypatch):
+    from ragroute.graph.ppr import PPREngine
+
+    calls = []
+    run = PPREngine.run
+
+    def spy(self, reset, **kwargs):
+        result = run(self, reset, **kwargs)
+        calls.append((reset.copy(), kwargs, result))
+        return result
+
+    monkeypatch.setattr(PPREngine, "run", spy)
+    return calls
+
+
+def test_the_walk_runs_at_the_damping_it_is_given(hashing_encoder, monkeypatch):
+    from dataclasses import replace
+
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder)
+    index.walk = replace(index.walk, damping=0.85)
+    calls = _spy_runs(monkeypatch)
+    hits = index.search(QUESTION, k=4)
+    (reset, kwargs, result) = calls[0]
+    assert len(calls) == 1 and kwargs["damping"] == 0.85
+    n_phrases = index.tables.n_phrases
+    positions = {doc.id: i for i, doc in enumerate(index.store.documents)}
+    assert [h.score for h in hits] == [float(result.scores[n_phrases + positions[h.doc_id]]) for h in hits]
+    index.walk = replace(index.walk, damping=0.5)
+    assert [h.score for h in index.search(QUESTION, k=4)] != [h.score for h in hits]
+    assert calls[1][1]["damping"] == 0.5
+
+
+def test_fact_passage_boost_is_split_across_the_passages_of_a_fact(hashing_encoder, monkeypatch):
+    from dataclasses import replace
+
+    # "ada brennan | kellow" is stated by p1 and p7: each of them gets half of its boost
+    docs = CORPUS + [
+        Document(id="p7", title="Brennan family", text="Ada Brennan was born in Kellow. Ada Brennan painted.")
+    ]
+    index = build_index(docs, "graph", encoder=hashing_encoder)
+    index.walk = replace(index.walk, passage_prior=0.0, fact_passage_boost=2.0)
+    vector = hashing_encoder.encode_queries([QUESTION], show_progress=False)[0]
+    _, facts = index._seeds(vector, QUESTION, None)
+    rows = {fact.id: list(index.tables.fact_passages[[fact.id]].indices) for fact in facts}
+    assert sorted(len(row) for row in rows.values())[-1] == 2
+    expected = np.zeros(len(docs))
+    for fact in facts:
+        for row in rows[fact.id]:
+            expected[row] += 2.0 * fact.score / len(rows[fact.id])
+    calls = _spy_runs(monkeypatch)
+    index.search(QUESTION, k=3)
+    reset = calls[0][0]
+    np.testing.assert_allclose(reset[index.tables.n_phrases :], expected, rtol=1e-12)
+    # p1 holds the shared fact (half its boost) and "ada brennan | 1901" alone (all of it)
+    assert reset[index.tables.n_phrases] == pytest.approx(facts[0].score + 2.0 * facts[1].score)
+
+
+CHAIN = [
+    Document(id="c1", title="Ada Brennan", text="Ada Brennan was born in Kellow."),
+    Document(id="c2", title="Kellow", text="Kellow lies on the Varne River."),
+    Document(id="c3", title="Varne River", text="The Varne River rises in the Marl Hills."),
+    Document(id="c4", title="Marl Hills", text="The Marl Hills are made of Dover chalk."),
+]
+
+
+def test_the_path_of_a_hit_on_a_chain_follows_the_links_back_to_a_seed(hashing_encoder):
+    from dataclasses import replace
+
+    index = build_index(CHAIN, "graph", encoder=hashing_encoder)
+    index.walk = replace(index.walk, damping=0.85)
+    paths = {h.doc_id: h.explain["path"] for h in index.search("Where was Ada Brennan born?", k=4)}
+    assert paths == {
+        "c1": ["ada brennan", "passage c1 (Ada Brennan)"],
+        "c2": ["kellow", "passage c2 (Kellow)"],
+        "c3": ["kellow", "varne river", "passage c3 (Varne River)"],
+        "c4": ["varne river", "passage c3 (Varne River)", "marl hills", "dover", "passage c4 (Marl Hills)"],
+    }
+    # at damping 0.5 the dense prior of c3 outweighs what its neighbours send it
+    index.walk = replace(index.walk, damping=0.5)
+    paths = {h.doc_id: h.explain["path"] for h in index.search("Where was Ada Brennan born?", k=4)}
+    assert paths["c3"] == ["(dense prior)", "passage c3 (Varne River)"]
+    assert paths["c4"] == [
+        "(dense prior)",
+        "passage c3 (Varne River)",
+        "marl hills",
+        "passage c4 (Marl Hills)",
+    ]

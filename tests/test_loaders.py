@@ -589,3 +589,27 @@ def test_load_labels_variants_and_refusals(tmp_path: Path) -> None:
     path.write_text("\n", encoding="utf-8")
     with pytest.raises(CorpusFormatError, match="no records"):
         load_labels(path)
+
+
+def test_the_skip_summary_gives_the_reason_of_the_first_bad_line(tmp_path: Path) -> None:
+    path = bad_jsonl(tmp_path)
+    with pytest.warns(CorpusWarning) as caught:
+        list(read_jsonl(path))
+    message = str(caught[0].message)
+    assert message.startswith(f"skipped 2 bad lines in {path} (lines 2, 4; line 2: invalid UTF-8")
+    assert "invalid JSON" not in message
+
+
+def test_a_pair_judged_twice_keeps_the_last_score_with_one_warning(tmp_path: Path) -> None:
+    path = tmp_path / "dev.tsv"
+    lines = ["query-id\tcorpus-id\tscore", "q1\td1\t2", "q1\td2\t1", "q1\td1\t0", "q2\td3\t1"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.warns(CorpusWarning) as caught:
+        qrels = load_qrels(path)
+    assert qrels == {"q1": {"d1": 0, "d2": 1}, "q2": {"d3": 1}}
+    assert [str(w.message) for w in caught] == [
+        f"{path}: 1 (query-id, corpus-id) pair judged on more than one line (q1 d1: 2 then 0): "
+        "the last line's score is kept"
+    ]
+    with pytest.raises(CorpusFormatError, match="judge each pair once"):
+        load_qrels(path, on_error="raise")

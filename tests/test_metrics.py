@@ -214,3 +214,76 @@ def test_auroc_interval_brackets_auroc_keeps_class_counts_and_is_seeded():
     assert auroc_interval(y, np.where(y, 1.0, 0.0)) == [1.0, 1.0]  # separated in every resample
     assert auroc_interval(y, np.zeros(600)) == [0.5, 0.5]  # one tie: every resample 0.5
     assert auroc_interval(np.ones(5, dtype=bool), np.arange(5.0)) is None  # a single class
+
+
+def test_ideal_gain_is_cut_at_k():
+    # two relevant documents, one slot: the ideal top 1 holds one of them, so nDCG@1 is 1.0
+    assert ndcg_at_k(["a"], {"a": 1, "b": 1}, 1) == 1.0
+    assert ndcg_at_k(["a", "x"], {"a": 3, "b": 2, "c": 1}, 2) == pytest.approx(3 / (3 + 2 / math.log2(3)))
+
+
+def test_recall_divides_by_every_relevant_document_not_by_k():
+    assert recall_at_k(["a"], {"a": 1, "b": 1, "c": 1}, 1) == pytest.approx(1 / 3)
+    assert recall_at_k(["a", "b"], {"a": 1, "b": 1, "c": 1, "d": 1}, 2) == 0.5
+
+
+def _rebuilt_means(values, resamples, seed):
+    rng = np.random.default_rng(seed)
+    rows = np.asarray(values, dtype=np.float64)
+    return rows[rng.integers(0, len(rows), size=(resamples, len(rows)))].mean(axis=1)
+
+
+def test_paired_difference_interval_is_the_2_5_and_97_5_percentiles_of_the_seeded_resamples():
+    from ragroute.evaluation.metrics import paired_difference
+
+    a = {f"q{i}": float(i % 7) / 7 for i in range(40)}
+    b = {f"q{i}": float(i % 3) / 3 for i in range(40)}
+    keys = sorted(a)
+    drawn = _rebuilt_means([a[k] - b[k] for k in keys], 500, 3)
+    low, high = np.percentile(drawn, [2.5, 97.5])
+    result = paired_difference(a, b, resamples=500, seed=3)
+    assert result["ci95"] == [round(float(low), 4), round(float(high), 4)]
+    assert result["diff"] == round(float(np.mean([a[k] - b[k] for k in keys])), 4)
+    # not a narrower or wider pair of percentiles
+    assert result["ci95"] != [round(float(v), 4) for v in np.percentile(drawn, [5, 95])]
+    assert result["ci95"] != [round(float(v), 4) for v in np.percentile(drawn, [0.5, 99.5])]
+
+
+def test_share_of_gap_interval_is_the_2_5_and_97_5_percentiles_of_the_seeded_ratios():
+    from ragroute.evaluation.metrics import share_of_gap
+
+    base = {f"q{i}": 0.0 for i in range(30)}
+    router = {f"q{i}": float(i % 4) / 4 for i in range(30)}
+    oracle = {f"q{i}": 0.5 + float(i % 5) / 10 for i in range(30)}
+    keys = sorted(base)
+    rng = np.random.default_rng(7)
+    cols = np.array([[router[k] - base[k], oracle[k] - base[k]] for k in keys])
+    drawn = cols[rng.integers(0, len(keys), size=(400, len(keys)))].mean(axis=1)
+    ratios = drawn[:, 0] / drawn[:, 1]
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    result = share_of_gap(router, base, oracle, resamples=400, seed=7)
+    assert result["ci95"] == [round(float(low), 4), round(float(high), 4)]
+    assert result["ci95"] != [round(float(v), 4) for v in np.percentile(ratios, [5, 95])]
+    assert result["share"] == round(float(cols[:, 0].mean() / cols[:, 1].mean()), 4)
+
+
+def test_share_of_gap_interval_leaves_out_resamples_with_no_gap():
+    from ragroute.evaluation.metrics import share_of_gap
+
+    # one query of three has a gap: about 30% of resamples draw it never and have no ratio
+    base = {"q0": 0.0, "q1": 0.0, "q2": 0.0}
+    router = {"q0": 0.5, "q1": 0.0, "q2": 0.0}
+    oracle = {"q0": 1.0, "q1": 0.0, "q2": 0.0}
+    result = share_of_gap(router, base, oracle, resamples=200, seed=0)
+    assert result["share"] == 0.5
+    assert result["ci95"] == [0.5, 0.5]
+
+
+def test_auroc_gives_tied_scores_their_average_rank():
+    from ragroute.evaluation.metrics import auroc
+
+    # positive at 0.5 ties one negative: counts half; beats the negative at 0.1
+    assert auroc([True, False, False], [0.5, 0.5, 0.1]) == 0.75
+    # all tied: 0.5 whatever the order of the labels
+    assert auroc([True, False, True, False], [1.0, 1.0, 1.0, 1.0]) == 0.5
+    assert auroc([False, True, True], [0.2, 0.2, 0.9]) == 0.75

@@ -509,3 +509,41 @@ def test_push_with_no_candidates_returns_scores() -> None:
     result = engine.run(reset, top_k=3, among=np.empty(0, dtype=np.intp), method="push")
     assert result.converged and abs(float(result.scores.sum()) - 1.0) < 1e-5
     assert int(np.argmax(result.scores)) == int(np.argmax(igraph_ppr(graph, reset)))
+
+
+def test_certified_top_k_at_damping_085_matches_igraphs_top_5() -> None:
+    """At damping 0.85 a later step can still move a score by residual * 0.85 / 0.15: the certificate
+    must wait for gaps wider than twice that (here it stops before the stable-set rule would)."""
+    n = 6 * 4 + 100
+    src, dst = [], []
+    for i in range(6):  # six stars of three leaves, then a path of 100 nodes nothing reaches
+        src += [4 * i] * 3
+        dst += [4 * i + 1, 4 * i + 2, 4 * i + 3]
+    src += list(range(24, n - 1))
+    dst += list(range(25, n))
+    src_a, dst_a = np.array(src), np.array(dst)
+    weight = 1.0 + np.arange(len(src_a)) * 0.37 % 1.0  # distinct weights: no tied leaves
+    adjacency = sp.csr_array(
+        (np.r_[weight, weight], (np.r_[src_a, dst_a], np.r_[dst_a, src_a])), shape=(n, n)
+    )
+    graph = igraph.Graph(n=n, edges=np.c_[src_a, dst_a].tolist(), directed=False)
+    graph.es["weight"] = weight.tolist()
+    reset = np.zeros(n)
+    reset[[0, 4, 8, 12, 16, 20]] = [32.0, 16.0, 8.0, 4.0, 2.0, 1.0]
+    reference = igraph_ppr(graph, reset, 0.85)
+    early = PPREngine(adjacency).run(reset, damping=0.85, top_k=5, method="power")
+    assert early.converged and early.residual > 1e-4  # stopped by the certificate
+    assert list(top_k(early.scores, 5)) == list(top_k(reference, 5)) == [0, 4, 3, 2, 8]
+    best = np.sort(early.scores)[::-1][:6].astype(np.float64)
+    assert np.min(best[:-1] - best[1:]) > 2 * early.residual * 0.85 / 0.15
+
+
+def test_power_iteration_with_top_k_returns_dangling_mass_at_damping_085() -> None:
+    adjacency, graph = random_graph(seed=1, n=60, m=240, directed=True, dangling=6)
+    engine = PPREngine(adjacency)
+    assert engine.dangling.any()
+    reset = sparse_reset(np.random.default_rng(0), 60)
+    result = engine.run(reset, damping=0.85, top_k=5, method="power")
+    reference = igraph_ppr(graph, reset, 0.85)
+    assert result.converged and list(top_k(result.scores, 5)) == list(top_k(reference, 5))
+    np.testing.assert_allclose(result.scores, reference, rtol=0, atol=1e-4)

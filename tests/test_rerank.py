@@ -970,3 +970,23 @@ def test_recalibration_names_training_sets_it_cannot_find(tmp_path):
     params_in = {"train": {}, "data": {"roots": [str(tmp_path / "gone")]}}
     with pytest.raises(RagrouteError, match=r"trained on are not found from here \(.*gone, as recorded"):
         _calibration_pairs(params_in, [tmp_path], "dev", "all-MiniLM-L6-v2", "auto", None)
+
+
+def test_a_candidate_stage1_never_retrieved_gets_no_rank_prior():
+    from ragroute.rerank.cross_encoder import Calibration
+
+    calibration = Calibration(a=1.0, b=0.0, c=2.0)
+    probs = calibration(np.zeros(4), ranks=np.array([0, 1, 2, 4]))
+    expected = 1.0 / (1.0 + np.exp(-np.array([0.0, 2.0, 1.0, 0.5])))
+    np.testing.assert_allclose(probs, expected, rtol=1e-12)
+    assert calibration(np.zeros(1), ranks=np.array([0]))[0] == 0.5
+
+
+def test_non_finite_stage1_scores_count_as_the_pools_lowest():
+    from ragroute.rerank.cross_encoder import pool_zscores
+
+    values = np.array([5.0, 4.0, 3.0, 3.0])  # nan and -inf read as the lowest finite score, 3
+    expected = (values - values.mean()) / values.std()
+    np.testing.assert_allclose(pool_zscores([5.0, 4.0, float("nan"), 3.0]), expected, rtol=1e-12)
+    np.testing.assert_allclose(pool_zscores([5.0, 4.0, float("-inf"), 3.0]), expected, rtol=1e-12)
+    assert np.array_equal(pool_zscores([float("nan"), float("inf")]), [0.0, 0.0])

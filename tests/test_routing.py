@@ -321,3 +321,126 @@ def test_a_router_refusal_names_the_config_it_is_about(sources, hashing_encoder)
     with pytest.raises(RagrouteError, match=r"^routing\.yaml: a knn router needs 'examples:'") as caught:
         pipeline_from_settings(sources, {"kind": "knn"}, encoder=hashing_encoder, where="routing.yaml")
     assert str(caught.value).count("routing.yaml") == 1  # already named: not twice
+
+
+class _FixedRouter:
+    """Answers every query with the same probabilities; restricted_to keeps the given labels."""
+
+    def __init__(self, name, probs, restricts=False):
+        self.name, self.probs, self.restricts = name, dict(probs), restricts
+        self.labels = list(self.probs)
+
+    def route_many(self, queries, *, query_vectors=None):
+        from ragroute.route.base import decision_from_probs
+
+        return [
+            decision_from_probs(self.labels, list(self.probs.values()), decided_by=self.name) for _ in queries
+        ]
+
+    def restricted_to(self, labels):
+        if not self.restricts:
+            return None
+        kept = {k: v for k, v in self.probs.items() if k in labels}
+        total = sum(kept.values())
+        return _FixedRouter(self.name, {k: v / total for k, v in kept.items()})
+
+
+def test_ensemble_member_weights_and_sharpness():
+    a = _FixedRouter("a", {"x": 0.9, "y": 0.1})
+    b = _FixedRouter("b", {"x": 0.4, "y": 0.6})
+    only_a = EnsembleRouter([a, b], weights=[1.0, 0.0]).route("q")
+    assert only_a.routes == {"x": 0.9, "y": 0.1}
+    # top probabilities 0.9 and 0.6 weigh 0.81 and 0.36 at sharpness 2
+    both = EnsembleRouter([a, b], sharpness=2.0).route("q")
+    assert both.signals["weights"] == {"a": 0.81, "b": 0.36}
+    x = (0.81 * 0.9 + 0.36 * 0.4) / (0.81 + 0.36)
+    assert both.routes == {"x": round(x, 6), "y": round(1 - x, 6)}
+    # sharpness 1: the top probabilities themselves
+    flat = EnsembleRouter([a, b], sharpness=1.0).route("q")
+    assert flat.signals["weights"] == {"a": 0.9, "b": 0.6}
+    x = (0.9 * 0.9 + 0.6 * 0.4) / 1.5
+    assert flat.routes == {"x": round(x, 6), "y": round(1 - x, 6)}
+    weighted = EnsembleRouter([a, b], weights=[1.0, 3.0]).route("q")
+    assert weighted.signals["weights"] == {"a": 0.81, "b": round(3 * 0.36, 4)}
+
+
+def test_a_restricted_ensemble_keeps_its_weights_and_sharpness():
+    a = _FixedRouter("a", {"x": 0.5, "y": 0.3, "z": 0.2}, restricts=True)
+    b = _FixedRouter("b", {"x": 0.1, "y": 0.1, "z": 0.8})
+    ensemble = EnsembleRouter([a, b], weights=[2.0, 0.5], sharpness=3.0)
+    assert EnsembleRouter([b]).restricted_to({"x"}) is None
+    restricted = ensemble.restricted_to({"x", "y"})
+    assert restricted.weights == [2.0, 0.5] and restricted.sharpness == 3.0
+    assert restricted.routers[1] is b
+    assert restricted.routers[0].probs == pytest.approx({"x": 0.625, "y": 0.375})
+    decision = restricted.route("q")
+    assert decision.signals["weights"] == {"a": round(2.0 * 0.625**3, 4), "b": round(0.5 * 0.8**3, 4)}
+
+
+class _TableEncoder:
+    """Each text's vector read from a table."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def encode_queries(self, texts, show_progress=False):
+        return np.asarray([self.table[t] for t in texts], dtype=np.float32)
+
+
+def test_knn_votes_are_weighted_by_similarity_and_smoothed():
+    encoder = _TableEncoder({"a": [1.0, 0.0], "b": [0.5, 0.5], "c": [-1.0, 0.0], "d": [0.0, 1.0]})
+    router = KnnRouter(["a", "b", "c", "d"], ["x", "y", "y", "z"], encoder, k=3, smoothing=0.25)
+    decision = router.route("q", query_vector=np.array([1.0, 0.0], dtype=np.float32))
+    # neighbours a (1.0, x), b (0.5, y), d (0.0, z); c (-1.0) is not among the 3
+    votes = {"x": 0.25 + 1.0, "y": 0.25 + 0.5, "z": 0.25 + 0.0}
+    total = sum(votes.values())
+    assert decision.routes == {label: round(v / total, 6) for label, v in votes.items()}
+    # a negative similarity casts no (negative) vote
+    everyone = KnnRouter(["a", "b", "c", "d"], ["x", "y", "y", "z"], encoder, k=4, smoothing=0.0)
+    routes = everyone.route("q", query_vector=np.array([1.0, 0.0], dtype=np.float32)).routes
+    assert routes == {"x": round(1 / 1.5, 6), "y": round(0.5 / 1.5, 6), "z": 0.0}
+
+
+def test_prototype_calibration_leaves_out_each_pseudo_querys_own_bank_row(
+    sources, hashing_encoder, monkeypatch
+):
+    from ragroute.route import prototype
+
+    seen = []
+    real = prototype.fit_temperature
+
+    def spy(raw, targets, *args, **kwargs):
+        seen.append((np.array(raw), np.array(targets)))
+        return real(raw, targets, *args, **kwargs)
+
+    monkeypatch.setattr(prototype, "fit_temperature", spy)
+    config = PrototypeConfig(description_weight=0.0, centroid_weight=0.0, bank_top_n=1)
+    router = PrototypeRouter(sources, hashing_encoder, config)
+    ((raw, targets),) = seen
+    texts, owners = [], []
+    for s, source in enumerate(sources):
+        rows = {int(p): row for row, p in enumerate(router._bank_positions[s])}
+        for position, text in pseudo_queries(
+            source.documents, config.calibration_queries, seed=config.seed + s
+        ):
+            texts.append(text)
+            owners.append((s, rows.get(position, -1)))
+    vectors = hashing_encoder.encode_queries(texts, show_progress=False)
+    expected = np.zeros((len(texts), len(sources)))
+    for i, (s, own) in enumerate(owners):
+        for t, bank in enumerate(router._banks):
+            sims = bank @ vectors[i]
+            if t == s and own >= 0:
+                sims = np.delete(sims, own)
+            expected[i, t] = sims.max()
+    assert targets.tolist() == [s for s, _ in owners] and any(own >= 0 for _, own in owners)
+    np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_prototype_centroids_are_unit_vectors_along_the_bank_mean(sources, hashing_encoder):
+    router = PrototypeRouter(sources, hashing_encoder)
+    for s, bank in enumerate(router._banks):
+        centroid = router._centroids[s]
+        assert np.linalg.norm(centroid) == pytest.approx(1.0, abs=1e-6)
+        mean = bank.mean(axis=0)
+        np.testing.assert_allclose(centroid, mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-7)

@@ -121,3 +121,78 @@ def test_scores_setting_is_checked():
     assert routing_options({"scores": "fusion"}).scores == "fusion"
     with pytest.raises(RagrouteError, match="scores must be 'similarity' or 'fusion'"):
         routing_options({"scores": "probability"}, "r.yaml")
+
+
+def test_the_slope_beyond_the_map_is_read_over_the_inner_knots():
+    raw = np.linspace(0.0, 20.0, 101)  # the 21 quantiles are 0, 1, ..., 20
+
+    def f(r):  # steep tails, 0.03 per unit between the 10% and 90% knots (2 and 18)
+        return np.where(r <= 2, 0.1 * r, np.where(r <= 18, 0.2 + 0.03 * (r - 2), 0.68 + 0.1 * (r - 18)))
+
+    scale = fit_quantile_map(raw, f(raw))
+    assert scale.raw_knots == pytest.approx(list(range(21)))
+    assert scale.slope == pytest.approx(0.03, abs=1e-12)
+    assert scale.map(21.0) == pytest.approx(0.88 + 0.03, abs=1e-12)
+    assert scale.map(-1.0) == pytest.approx(-0.03, abs=1e-12)
+
+
+def test_similarities_keep_the_higher_of_two_sources_for_one_document():
+    from ragroute.pipeline.score_scale import ScoreScale, similarities
+    from ragroute.types import Hit
+
+    scales = {"a": ScoreScale("raw"), "b": ScoreScale("raw")}
+    documents_of = {"a": "shared", "b": "shared"}
+    for first, second in ((0.3, 0.7), (0.7, 0.3)):
+        lists = {
+            "a": [Hit("d", first, source="a"), Hit("e", 0.2, source="a")],
+            "b": [Hit("d", second, source="b")],
+        }
+        assert similarities(lists, scales, documents_of) == {("shared", "d"): 0.7, ("shared", "e"): 0.2}
+    # without a shared collection the two sources' documents are told apart
+    lists = {"a": [Hit("d", 0.3, source="a")], "b": [Hit("d", 0.7, source="b")]}
+    assert similarities(lists, scales) == {("a", "d"): 0.3, ("b", "d"): 0.7}
+
+
+def test_each_pseudo_query_hit_is_paired_with_its_own_query(hashing_encoder):
+    from ragroute.context import QueryContext
+    from ragroute.pipeline.score_scale import _fit_source
+    from ragroute.types import Hit
+
+    queries = ["galaxy orbit", "bread oven", "printer vpn", "yeast flour", "star telescope"]
+    texts = ["galaxy orbit star", "oven bread crust", "vpn printer network", "flour yeast dough", "telescope"]
+
+    class Fake:
+        def search_contexts(self, contexts, k):
+            # each query finds its own text and the next query's text
+            out = []
+            for i, _ in enumerate(contexts):
+                j = (i + 1) % len(texts)
+                hits = [Hit(f"t{i}", 10.0 + i, text=texts[i]), Hit(f"t{j}", 1.0 + i, text=texts[j])]
+                out.append((hits, None))
+            return out
+
+    contexts = [QueryContext(q) for q in queries]
+    vectors = hashing_encoder.encode_queries(queries, show_progress=False)
+    docs = hashing_encoder.encode_documents(texts, show_progress=False)
+    raw, cosine = [], []
+    for i in range(len(queries)):
+        j = (i + 1) % len(texts)
+        raw += [10.0 + i, 1.0 + i]
+        cosine += [float(vectors[i] @ docs[i]), float(vectors[i] @ docs[j])]
+    scale = _fit_source(Fake(), "mapped", contexts, vectors, hashing_encoder)
+    assert scale == fit_quantile_map(raw, cosine)
+    assert scale.cosine_knots[-1] > 0.5  # the own-text hits are close to their queries
+
+
+def test_the_fitted_scales_are_memoised_per_seed(small_docs, hashing_encoder, monkeypatch):
+    from ragroute.pipeline import score_scale
+
+    sources = _sources(small_docs, hashing_encoder, method="bm25")
+    monkeypatch.setattr(score_scale, "_memo", {})
+    first = fit_score_scales(sources, hashing_encoder, seed=1)
+    monkeypatch.setattr(score_scale, "_memo", {})
+    zero = fit_score_scales(sources, hashing_encoder, seed=0)
+    assert fit_score_scales(sources, hashing_encoder, seed=0) is zero  # memoised
+    again = fit_score_scales(sources, hashing_encoder, seed=1)
+    assert again is not zero and again == first
+    assert {n: s.raw_knots for n, s in zero.items()} != {n: s.raw_knots for n, s in first.items()}

@@ -601,3 +601,120 @@ def test_reranker_candidates_carry_the_skill_fields(catalogue):
         assert candidate_text(hit, compact_bodies=True) == f"{skill.name} | {expected}"
     pdf = next(h for h in seen if h.doc_id == "pdf_extract")
     assert candidate_text(pdf, compact_bodies=True).endswith("PDF document.\n\nreturns: CSV tables")
+
+
+def test_bm25_text_repeats_each_field_its_weight_times():
+    from ragroute.skills.index import bm25_text
+
+    skill = Skill("s", "tool", "the desc", "the body")
+    assert bm25_text(skill, {"name": 2, "description": 0, "body": 1}) == "tool\ntool\nthe body"
+    assert bm25_text(skill, {"name": 1, "description": 3}) == "tool\nthe desc\nthe desc\nthe desc"
+    assert bm25_text(skill, {"name": -1, "body": 2}) == "the body\nthe body"
+
+
+def test_dense_view_weights_are_normalised(catalogue):
+    encoder = HashingEncoder(dim=256)
+    params = SkillIndexParams(fusion="fixed", dense_views={"head": 3.0, "body": 1.0})
+    index = SkillIndex.build(catalogue, encoder, params)
+    vectors = index.query_vectors(["book a flight", "weather tomorrow"])
+    head, body = vectors @ index.vectors["head"].T, vectors @ index.vectors["body"].T
+    np.testing.assert_allclose(index.dense_scores(vectors), 0.75 * head + 0.25 * body, rtol=1e-5, atol=1e-7)
+    alone = SkillIndex.build(catalogue, encoder, SkillIndexParams(fusion="fixed", dense_views={"head": 2.0}))
+    np.testing.assert_allclose(alone.dense_scores(vectors), head, rtol=1e-5, atol=1e-7)
+
+
+def test_shrink_pulls_the_tuned_weight_towards_one_half(catalogue):
+    tuned = SkillIndex.build(catalogue, RandomEncoder(dim=256))
+    best = tuned.tuning["best_grid_weight"]
+    assert best < 0.5 and tuned.dense_weight == best
+    full = SkillIndex.build(catalogue, RandomEncoder(dim=256), SkillIndexParams(shrink=1.0))
+    assert full.dense_weight == 0.5
+    half = SkillIndex.build(catalogue, RandomEncoder(dim=256), SkillIndexParams(shrink=0.5))
+    assert half.dense_weight == round(0.5 * best + 0.25, 4)
+
+
+def test_tuning_reads_no_description_and_falls_back_to_the_body():
+    """Pseudo-queries are descriptions: tuning's BM25 leaves them out, and with description the only
+    weighted field it reads the bodies instead (else every BM25 score would be 0)."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    skills = [
+        Skill(f"s{i}", f"tool{i}", f"{words[i % 10]} task{i}", f"task{i} {words[i % 10]} details")
+        for i in range(12)
+    ]
+    params = SkillIndexParams(bm25_fields={"name": 0, "description": 1, "body": 0})
+    index = SkillIndex.build(Catalogue(skills), RandomEncoder(dim=256), params)
+    # BM25 over the bodies finds every pseudo-query first even beside a random dense side (over
+    # nothing at all, every BM25 score 0, the fused ranking would be the random one's)
+    curve = index.tuning["mrr@10"]
+    assert [curve[w] for w in ("0.0", "0.1", "0.2", "0.3", "0.4")] == [1.0] * 5 and curve["1.0"] < 0.5
+    assert 0.0 < index.dense_weight < 0.5
+
+
+def test_mrr_at_10_counts_the_tenth_rank_and_not_the_eleventh():
+    from ragroute.skills.index import _mrr10
+
+    scores = -np.arange(12, dtype=np.float64)[None, :].repeat(2, axis=0)  # position i at rank i + 1
+    assert _mrr10(scores, np.array([9, 10])) == pytest.approx(0.05)  # 0.1 and 0
+    assert _mrr10(scores[:1], np.array([0])) == 1.0
+
+
+def test_duplicates_are_linked_at_a_cosine_equal_to_the_threshold():
+    from ragroute.skills.index import duplicate_groups
+
+    # a.b is exactly 0.5 in float32; b.d is 0.866
+    vectors = np.array([[1.0, 0.0], [0.5, 0.75**0.5], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    assert duplicate_groups(["a", "b", "c", "d"], vectors, 1.0) == [["a", "c"]]
+    assert duplicate_groups(["a", "b", "c", "d"], vectors, 0.5) == [["a", "b", "c", "d"]]
+
+
+def test_the_abstention_models_own_threshold_decides():
+    # coefficient 0: p_applies is 0.5 for every task
+    model = AbstentionModel(["dense_top"], [0.0], 0.0, [0.0], [1.0], threshold=0.6, encoder="test/hashing")
+    router = SkillRouter.build(
+        Catalogue([Skill("a", "alpha", "send mail", "send an email")]), HashingEncoder()
+    )
+    route = router.with_options(abstention=model).route("send an email")
+    assert route.p_applies == 0.5 and route.threshold == 0.6 and route.abstain
+    lower = AbstentionModel(["dense_top"], [0.0], 0.0, [0.0], [1.0], threshold=0.4, encoder="test/hashing")
+    route = router.with_options(abstention=lower).route("send an email")
+    assert route.threshold == 0.4 and not route.abstain
+    # the router's own threshold, when set, replaces the model's
+    assert router.with_options(abstention=model, threshold=0.3).route("send an email").abstain is False
+
+
+def test_dense_margin_is_the_gap_between_the_two_best_skills(router):
+    signals = router.signals({"dense": np.array([0.1, 0.9, 0.5, 0.7])}, None)
+    assert signals["dense_top"] == 0.9 and signals["dense_margin"] == pytest.approx(0.2, abs=1e-12)
+    std = float(np.std([0.1, 0.9, 0.5, 0.7]))
+    assert signals["dense_top_z"] == pytest.approx((0.9 - 0.55) / std)
+    one = router.signals({"dense": np.array([0.4])}, 0.8)
+    assert one == {"dense_top": 0.4, "dense_margin": 0.0, "dense_top_z": 0.0, "rerank_top": 0.8}
+
+
+class _ReversingReranker:
+    """Reverses the pool; ``body`` as a trained cross-encoder would say."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def rerank(self, task, hits, k, candidates=None):
+        return [type(h)(h.doc_id, 0.9 - 0.1 * i, source=h.source) for i, h in enumerate(reversed(hits))][:k]
+
+
+def test_a_reranker_that_reads_no_bodies_uses_the_stage1_abstention_model(router):
+    stage1 = AbstentionModel(
+        ["dense_top"], [0.0], 1.0, [0.0], [1.0], encoder="test/hashing", info={"name": "S"}
+    )
+    rerank = AbstentionModel(
+        ["rerank_top"], [0.0], -1.0, [0.0], [1.0], encoder="test/hashing", info={"name": "R"}
+    )
+    models = {"stage1": stage1, "rerank": rerank}
+    with_body = router.with_options(reranker=_ReversingReranker(True), abstention=models).route(
+        "send an email"
+    )
+    assert with_body.trace[-1].detail["model"] == "R" and with_body.abstain
+    no_body = router.with_options(reranker=_ReversingReranker(False), abstention=models).route(
+        "send an email"
+    )
+    assert no_body.trace[-1].detail["model"] == "S" and not no_body.abstain
+    assert no_body.p_applies == pytest.approx(1 / (1 + np.exp(-1.0)))

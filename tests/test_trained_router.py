@@ -590,3 +590,29 @@ def test_a_0_1_router_is_refitted_in_place_and_checked_like_loading_checks_it(
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(IndexFormatError, match="exists and is not a ragroute artifact"):
         router.save(tmp_path / "other")  # a folder of anything else is still never overwritten
+
+
+def test_cheap_and_hashed_weights_scale_their_blocks(data: dict[str, Any], encoder: FakeEncoder) -> None:
+    texts, labels = data["train"]
+    features = QueryFeatures(hashed_dim=32)
+    fitted = TrainedRouter.fit(
+        texts, labels, encoder, features=features, cheap_weight=0.3, hashed_weight=2.5, calibrate=False
+    )
+    dim, n_cheap = encoder.dim, len(CHEAP_FEATURE_NAMES)
+    cheap = features.transform(texts)[:, :n_cheap]
+    std = cheap.std(axis=0).astype(np.float64)
+    std[std < 1e-6] = 1.0
+    scale = fitted._scaling.scale
+    np.testing.assert_array_equal(scale[:dim], np.ones(dim))
+    np.testing.assert_allclose(scale[dim : dim + n_cheap], 0.3 / std, rtol=1e-12)
+    np.testing.assert_array_equal(scale[dim + n_cheap :], np.full(32, 2.5))
+    np.testing.assert_allclose(fitted._scaling.offset[dim : dim + n_cheap], cheap.mean(axis=0), rtol=1e-6)
+
+
+def test_query_features_round_trip_their_word_ngrams() -> None:
+    features = QueryFeatures(hashed_dim=16, word_ngrams=(1, 3), char_ngrams=(2, 4))
+    again = QueryFeatures.from_dict(features.to_dict())
+    assert again == features and again.word_ngrams == (1, 3) and again.char_ngrams == (2, 4)
+    text = "Which of the following bridges spans the river?"
+    np.testing.assert_array_equal(again.transform([text]), features.transform([text]))
+    assert QueryFeatures.from_dict({"hashed_dim": 4}).word_ngrams == (1, 2)
