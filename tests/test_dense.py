@@ -114,6 +114,41 @@ class _Fixed:
         return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
 
 
+def test_ivfpq_with_a_narrow_filter_or_scope_still_returns_k_hits():
+    """The filter was applied inside the ivf_nprobe lists searched only: a filter or a caller's scope
+    keeping 1 document in 50 returned a few hits, often none, where flat returns k."""
+    from ragroute.context import QueryContext
+
+    vectors = _clustered(3000)
+    docs = [
+        Document(id=f"d{i}", text="x", metadata={"dept": "ops" if i % 50 == 0 else "eng"})
+        for i in range(3000)
+    ]
+    for i in range(3000):
+        if i % 50 != 1:  # a public caller may read 60 documents of 3000
+            docs[i].metadata["access"] = "secret"
+    flat = DenseIndex(_Fixed(), DenseParams(factory="flat"))
+    flat.add_vectors(docs, vectors)
+    ivf = DenseIndex(_Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=8, ivf_nlist=64, ivf_nprobe=2))
+    ivf.add_vectors(docs, vectors)
+    queries = _clustered(20, seed=1)
+    for found in (ivf.search_vectors(queries, 10, filters={"dept": "ops"}),):
+        assert [len(hits) for hits in found] == [10] * 20
+        assert all(h.metadata["dept"] == "ops" for hits in found for h in hits)
+    contexts = [QueryContext.of("q", scopes=[]) for _ in range(20)]
+    for context, row in zip(contexts, queries):
+        context.set_vector(ivf.encoder, row)
+    public = ivf.search_contexts(contexts, 10)
+    assert [len(hits) for hits in public] == [10] * 20 and all(
+        "access" not in h.metadata for r in public for h in r
+    )
+    exact = flat.search_vectors(queries, 10, filters={"dept": "ops"})
+    assert all(h.metadata["dept"] == "ops" for hits in exact for h in hits)
+    overlap = np.mean([len({h.doc_id for h in a} & {h.doc_id for h in b}) / 10 for a, b in zip(exact, found)])
+    assert overlap >= 0.8  # PQ scores, but over every allowed document once all lists are probed
+    assert ivf.params.ivf_nprobe == 2  # the wider probe is per search, not a changed setting
+
+
 def test_ivfpq_refine_reranks_candidates_by_exact_scores_and_survives_save_and_mmap(tmp_path):
     from ragroute.index.io import load_index, save_index
 

@@ -205,7 +205,10 @@ class DenseIndex(VectorIndex):
         top = min(k, len(self.store))
         refine = self.params.refine if self.exact is not None else 0
         wanted = min(top * refine, len(self.store)) if refine else top
-        scores, ids = self.faiss_index.search(vectors, wanted, params=self._params(filters))
+        params = self._params(filters)
+        scores, ids = self.faiss_index.search(vectors, wanted, params=params)
+        if self.params.factory == "ivfpq" and params is not None:
+            scores, ids = self._probe_wider(vectors, wanted, params, scores, ids, filters)
         if refine:
             scores, ids = self._rerank_exact(vectors, ids, top)
         positions = self.store.positions_by_iid()
@@ -215,6 +218,35 @@ class DenseIndex(VectorIndex):
                 [(positions[iid], score) for score, iid in zip(row_scores, row_ids) if iid in positions]
             )
         return results
+
+    def _probe_wider(
+        self,
+        vectors: np.ndarray,
+        wanted: int,
+        params: Any,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        filters: Mapping[str, Any] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """An IVF search visits ``ivf_nprobe`` lists, and a filter or a caller's scope keeps only the
+        documents it allows inside them: a narrow one left fewer than ``k`` hits, often none. Rows
+        short of what the filter allows are searched again over 4x the lists, up to all of them
+        (then the search is exhaustive over the allowed documents)."""
+        index = self.faiss_index
+        assert index is not None  # searched just before
+        mask = self.store.filter_mask(filters)
+        allowed = int(mask.sum()) if mask is not None else len(self.store)
+        target = min(wanted, allowed)
+        nlist = int(faiss.extract_index_ivf(index).nlist)
+        nprobe = int(params.nprobe)
+        short = (ids >= 0).sum(axis=1) < target
+        while short.any() and nprobe < nlist:
+            nprobe = min(nprobe * 4, nlist)
+            params.nprobe = nprobe
+            rows = np.flatnonzero(short)
+            scores[rows], ids[rows] = index.search(vectors[rows], wanted, params=params)
+            short[rows] = (ids[rows] >= 0).sum(axis=1) < target
+        return scores, ids
 
     def _rerank_exact(self, vectors: np.ndarray, ids: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-score each query's candidate ids by the exact inner product; keep the best ``top``."""
