@@ -201,3 +201,12 @@ def test_filters_match_value_and_type_with_quotes_as_flat_does(tmp_path, kind):
         )
     with pytest.raises(RagrouteError, match="filters on strings and integers"):
         store.search_vectors(vectors[:1], 5, filters={"v": True})
+    # a key holding lists: a local index matches their items, the store (scalars only) matched none,
+    # silently: refused in one line
+    tagged = [Document(id="t0", text="x", metadata={"tags": ["printer", "ink"]}), Document(id="t1", text="y")]
+    store.add_vectors(tagged, vectors[:2])
+    with pytest.raises(RagrouteError, match=r"'tags' holds lists in some documents, which it cannot match"):
+        store.search_vectors(vectors[:1], 5, filters={"tags": "printer"})
+    assert _ids(store.search_vectors(vectors[:1], 5, filters={"v": "1"})) == _ids(
+        flat.search_vectors(vectors[:1], 5, filters={"v": "1"})
+    )

@@ -214,6 +214,7 @@ class ExternalVectorIndex(VectorIndex):
         if self.collection is None or len(self.store) == 0:
             return [[] for _ in range(len(vectors))]
         clauses = filter_clauses(filters, self.store_name)
+        self._check_scalar_keys(clauses)
         positions = self.store.positions_by_iid()
         out = []
         for vector in vectors:
@@ -225,6 +226,27 @@ class ExternalVectorIndex(VectorIndex):
                     hits.append(self.store.hit(position, float(score), len(hits) + 1, self.name))
             out.append(hits)
         return out
+
+    def _check_scalar_keys(self, clauses: list[FilterClause]) -> None:
+        """A one-line error for a filter on a metadata key some document holds a list (or mapping)
+        under: the store keeps only scalar values (:func:`payload`), so it would match none of them
+        where a local index matches a list's items."""
+        keys = {c.field for c in clauses if c.scopes is None and c.meta}
+        if not keys:
+            return
+        size = len(self.store)
+        if getattr(self, "_nested_keys", (None, None))[0] != size:
+            nested = {
+                k for d in self.store.documents for k, v in d.metadata.items() if isinstance(v, (list, dict))
+            }
+            self._nested_keys = (size, nested)
+        found = sorted(keys & self._nested_keys[1])
+        if found:
+            raise RagrouteError(
+                f"a {self.store_name} index keeps scalar metadata only, and {', '.join(map(repr, found))} "
+                "holds lists in some documents, which it cannot match: filter a local index (flat, hnsw, "
+                "ivfpq)"
+            )
 
     def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
