@@ -114,6 +114,14 @@ def test_saved_loaded_and_a_failed_build_leaves_the_previous_collection(tmp_path
     assert _ids(loaded.search_vectors(queries, 10)) == _ids(flat.search_vectors(queries, 10))
     manifest = loaded.manifest.params[kind]
     assert manifest["location"] == location and "api_key" not in str(manifest)
+    # the published collection is every reader's: changing it in place broke the saved index
+    # ("holds 118 vectors, the index 120 documents"); both the saved and the loaded object refuse
+    for published in (loaded, store):
+        with pytest.raises(RagrouteError, match="a saved index uses it, and every reader shares it"):
+            published.delete(["d0", "d1"])
+        with pytest.raises(RagrouteError, match="cannot add documents to"):
+            published.add_vectors([Document(id="n", text="x")], queries[:1])
+    assert len(load_index(tmp_path / "ix", encoder=Fixed())) == 120
     # a rebuild writes a new collection; the old index still answers until the pointer moves
     docs, vectors = _data(50)
     again = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=location, collection="test"))

@@ -183,6 +183,7 @@ class ExternalVectorIndex(VectorIndex):
     def add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
         """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
         vectors = aligned_vectors(documents, vectors, self.encoder.dim)
+        self._check_writable("add documents to")
         if self.collection is None:
             self.collection = f"{self.params.collection}-{secrets.token_hex(4)}"
             self._call("create a collection", self._create, self.encoder.dim)
@@ -200,6 +201,7 @@ class ExternalVectorIndex(VectorIndex):
             )
 
     def delete(self, doc_ids: Sequence[str]) -> int:
+        self._check_writable("delete documents from")
         iids = self.store.delete(doc_ids)
         if len(iids):
             self._call("delete vectors", self._remove, [int(i) for i in iids])
@@ -259,7 +261,18 @@ class ExternalVectorIndex(VectorIndex):
 
     # -- persistence ------------------------------------------------------------------------
     def write_files(self, directory: Path) -> None:
-        """Nothing of its own: the vectors are in the store, where the manifest says."""
+        """Nothing of its own: the vectors are in the store, where the manifest says. From now on
+        the collection is published: readers share it, so it is never changed in place."""
+        self._published = True
+
+    def _check_writable(self, what: str) -> None:
+        """A one-line error before changing a published collection (saved, or loaded from a saved
+        index): every reader of that index shares it, and would find its vector count changed."""
+        if getattr(self, "_published", False) or self.manifest is not None:
+            raise RagrouteError(
+                f"cannot {what} {self.store_name} collection {self.collection}: a saved index uses it, "
+                "and every reader shares it; build a new index with the documents (ragroute build)"
+            )
 
     def manifest_params(self) -> dict[str, Any]:
         return {
