@@ -218,3 +218,12 @@ def test_filters_match_value_and_type_with_quotes_as_flat_does(tmp_path, kind):
     assert _ids(store.search_vectors(vectors[:1], 5, filters={"v": "1"})) == _ids(
         flat.search_vectors(vectors[:1], 5, filters={"v": "1"})
     )
+
+
+def test_a_store_url_with_credentials_is_refused_without_echoing_them():
+    """A --qdrant URL with user:password was echoed in errors and written to the manifest."""
+    for location in ("http://admin:s3cr3t@127.0.0.1:6333", "https://key@qdrant.example"):
+        with pytest.raises(RagrouteError, match="holds credentials") as caught:
+            StoreParams(location=location)
+        assert "s3cr3t" not in str(caught.value) and "key@" not in str(caught.value)
+    assert StoreParams(location="http://127.0.0.1:6333").location == "http://127.0.0.1:6333"

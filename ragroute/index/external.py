@@ -45,6 +45,17 @@ class StoreParams:
     collection: str = "ragroute"
     batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(str(self.location)) if "://" in str(self.location) else None
+        if parts is not None and (parts.username or parts.password):
+            raise RagrouteError(
+                f"the store URL {parts.scheme}://{parts.hostname or ''}... holds credentials, which would "
+                "be written to the index's manifest and shown in errors: give the URL without them, and "
+                "the key in $QDRANT_API_KEY"
+            )
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StoreParams:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
