@@ -42,6 +42,23 @@ from ragroute.evaluation import (
 )
 from ragroute.registry import EXTRACTORS, FUSIONS
 
+#: ``--candidates`` of the benchmarks that rerank stage 1 (rerank, skills)
+candidates_option = click.option(
+    "--candidates",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Stage-1 candidates the reranker re-orders.",
+)
+#: ``--latency-queries`` of the benchmarks that time one query at a time (skills, gate)
+latency_queries_option = click.option(
+    "--latency-queries",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Queries run one at a time to measure latency.",
+)
+
 
 @click.command("bm25")
 @click.option(
@@ -551,13 +568,7 @@ def graph_command(
     type=click.Path(path_type=Path),
     help="Reranker: a `ragroute rerank train` artifact or a sentence-transformers CrossEncoder.",
 )
-@click.option(
-    "--candidates",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Stage-1 candidates the reranker re-orders.",
-)
+@candidates_option
 @rerank_backend_option
 @bench_encoder_options
 @bench_json_option
@@ -688,13 +699,7 @@ def ppr_command(
     "[default: rerank/default if it has been trained; else the rerank rows are left out, said on stderr].",
 )
 @click.option("--no-reranker", is_flag=True, help="Stage-1 rows only, even when rerank/default exists.")
-@click.option(
-    "--candidates",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Stage-1 candidates the reranker re-orders.",
-)
+@candidates_option
 @click.option(
     "--scale",
     type=click.IntRange(min=0),
@@ -702,13 +707,7 @@ def ppr_command(
     show_default=True,
     help="Skills in the scaled catalogue timed for latency_ms_p50_10k (0 skips it).",
 )
-@click.option(
-    "--latency-queries",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="Queries run one at a time to measure latency.",
-)
+@latency_queries_option
 @click.option(
     "--max-queries", type=click.IntRange(min=1), default=None, help="Score only the first N queries."
 )
@@ -824,13 +823,7 @@ def skills_command(
     "threshold_tuned_probe, trained_all_tuned and their *_tuned_soup and *_tuned_ensemble "
     "variants fine-tune a classifier per fit and run only when named].",
 )
-@click.option(
-    "--latency-queries",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="Queries run one at a time to measure latency.",
-)
+@latency_queries_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the holdout.")
 @bench_encoder_options
 @plot_option

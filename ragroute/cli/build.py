@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import ENCODER_OPTIONS, applicable, corpus_columns, open_encoder, refuse_options
-from ragroute.cli.options import column_options, encoder_options, engine_options
+from ragroute.cli.options import column_options, encoder_options, engine_options, on_error_option
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
@@ -94,13 +94,7 @@ from ragroute.types import Document
     "local: this process; ray: shards encoded and counted (graph: extracted) by Ray workers (bm25, "
     "dense, hybrid, graph; extra ragroute[ray]), the same index."
 )
-@click.option(
-    "--on-error",
-    type=click.Choice(["skip", "raise"]),
-    default="skip",
-    show_default=True,
-    help="Bad corpus lines: skip them with a counted warning, or stop at the first with its line number.",
-)
+@on_error_option()
 @column_options
 def build_command(
     corpus: Path,

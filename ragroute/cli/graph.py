@@ -24,7 +24,7 @@ from ragroute.cli.common import (
     one_line_errors,
     open_encoder,
 )
-from ragroute.cli.options import column_options, encoder_options
+from ragroute.cli.options import column_options, encoder_options, on_error_option
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -147,14 +147,7 @@ def say_llm_work(extractor: Any) -> None:
     help="Passages are whole documents, or chunks that remember their parent.",
 )
 @click.option("--name", default=None, help="Source name stamped on hits [default: the output folder name].")
-@click.option(
-    "--on-error",
-    type=click.Choice(["skip", "raise"]),
-    default="skip",
-    show_default=True,
-    help="Bad corpus lines: skip them with a counted warning, or stop at the first. Bad triples always "
-    "stop the build, listing their line numbers.",
-)
+@on_error_option("Bad triples always stop the build, listing their line numbers.")
 @column_options
 @one_line_errors
 def build_command(
@@ -226,13 +219,7 @@ def build_command(
     show_default=True,
     help="Cut the new documents as the graph's passages were cut.",
 )
-@click.option(
-    "--on-error",
-    type=click.Choice(["skip", "raise"]),
-    default="skip",
-    show_default=True,
-    help="Bad corpus lines: skip them with a counted warning, or stop at the first.",
-)
+@on_error_option()
 @column_options
 @llm_option
 @one_line_errors

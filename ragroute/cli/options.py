@@ -37,6 +37,19 @@ def backend_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def on_error_option(more: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--on-error skip|raise``: what a command that loads a corpus does with its bad lines;
+    ``more`` adds what the command does besides (e.g. with bad triples)."""
+    return click.option(
+        "--on-error",
+        type=click.Choice(["skip", "raise"]),
+        default="skip",
+        show_default=True,
+        help="Bad corpus lines: skip them with a counted warning, or stop at the first with its line "
+        "number." + (f" {more}" if more else ""),
+    )
+
+
 def cache_dir_option(help_text: str = CACHE_DIR_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--cache-dir`` (``None`` when not given: the per-user cache folder, or a config's ``cache_dir:``)."""
     return click.option(
