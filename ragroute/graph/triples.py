@@ -281,20 +281,14 @@ def triples_from_records(
         for name in ("subject", "object"):
             if not normalise(values[name]) and not any(name in r for r in reasons):
                 reasons.append(f"no {name}")
-        passage, text = values["passage"], values["text"]
-        if passage and text:
-            earlier = texts.setdefault(passage, (text, line))
-            if earlier[0] != text:
-                reasons.append(f"passage {passage!r} has another text on line {earlier[1]}")
-        elif text and not passage:
-            reasons.append("'text' given without 'passage'")
-        access = values["access"]
-        if passage and access:
-            earlier = labels.setdefault(passage, (access, line))
-            if earlier[0] != access:
-                reasons.append(f"passage {passage!r} has other access labels on line {earlier[1]}")
-        elif access and not passage:
-            reasons.append("'access' given without 'passage'")
+        passage, text, access = values["passage"], values["text"], values["access"]
+        for field_name, value, seen, other in (
+            ("text", text, texts, "another text"),
+            ("access", access, labels, "other access labels"),
+        ):
+            problem = _per_passage(seen, passage, value, int(line), field_name, other)
+            if problem:
+                reasons.append(problem)
         if reasons:
             problems.add(line, ", ".join(reasons))
             continue
@@ -309,6 +303,19 @@ def triples_from_records(
         raise CorpusFormatError(f"{source}: no triples (the file is empty)")
     problems.raise_if_any()
     return out
+
+
+def _per_passage(
+    seen: dict[str, tuple[str, int]], passage: str, value: str, line: int, field_name: str, other: str
+) -> str | None:
+    """What is wrong with a passage's ``field_name`` given on ``line``: given without a passage, or
+    ``other`` than on an earlier line of the passage (``seen``: passage -> first value and line)."""
+    if not value:
+        return None
+    if not passage:
+        return f"'{field_name}' given without 'passage'"
+    earlier = seen.setdefault(passage, (value, line))
+    return f"passage {passage!r} has {other} on line {earlier[1]}" if earlier[0] != value else None
 
 
 def triples_from_networkx(

@@ -170,7 +170,7 @@ class RouteStage:
         """Sources that cannot match ``filters``: their documents are known (a local index) and
         none holds one of the filter's metadata keys (``modality`` and ``parent_id`` are fields
         every document has). Read once per set of keys, and again when a source's size changes."""
-        keys = frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
+        keys = metadata_filter_keys(filters)
         if not keys:
             return frozenset()
         documents = {s.name: s.documents for s in self._sources}
@@ -293,7 +293,7 @@ class RouteStage:
                 reason = "no document of theirs holds the filter's keys"
             else:  # no source can match: the routes stay, the search finds nothing, and this says why
                 reason = "no source's documents hold the filter's keys: the routes are kept"
-            keys = sorted(str(k) for k in context.filters or {} if k not in ("modality", "parent_id"))
+            keys = sorted(metadata_filter_keys(context.filters))
             trace.append(
                 TraceStep("filters", {"keys": keys, "sources_without": sorted(misses), "reason": reason})
             )
@@ -325,6 +325,11 @@ class RouteStage:
         if problems:
             signals["unavailable_sources"] = problems
         return Decision(chosen=chosen, routes=probs, signals=signals, trace=trace, decided_by=decided_by)
+
+
+def metadata_filter_keys(filters: Mapping[str, Any] | None) -> frozenset[str]:
+    """The metadata keys ``filters`` name (``modality`` and ``parent_id`` are document fields)."""
+    return frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
 
 
 def _renormalise(scores: Mapping[str, float]) -> dict[str, float]:
