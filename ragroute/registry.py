@@ -20,6 +20,9 @@ What each registry's entries are:
   (see :mod:`ragroute.graph.extract`);
 * ``SIGNALS``: policy signal classes (see :mod:`ragroute.route.signals`);
 * ``ARTIFACTS``: ``load(path, **kwargs)`` per artifact family;
+* ``RELEASES``: ``release(removed, kept)`` per artifact family whose builds hold something outside
+  their folder (an index's external store collection): called with the manifest of a build the
+  artifact store has just pruned and those of the builds it keeps;
 * ``BENCHMARKS``: click commands of ``ragroute bench``.
 """
 
@@ -185,6 +188,13 @@ ARTIFACTS = Registry(
         "reranker": "ragroute.rerank.cross_encoder:CrossEncoderReranker",
         "skills": "ragroute.skills.router:SkillRouter.load",
         "gate": "ragroute.gate.trained:TrainedGate.load",
+    },
+)
+
+RELEASES = Registry(
+    "artifact family with outside parts",
+    {
+        "index": "ragroute.index.io:release_build",
     },
 )
 

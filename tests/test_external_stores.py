@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ragroute.context import QueryContext
-from ragroute.errors import EncoderMismatchError, RagrouteError
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.index.build import build_index
 from ragroute.index.dense import DenseIndex
 from ragroute.index.external import StoreParams
@@ -227,3 +227,100 @@ def test_a_store_url_with_credentials_is_refused_without_echoing_them():
             StoreParams(location=location)
         assert "s3cr3t" not in str(caught.value) and "key@" not in str(caught.value)
     assert StoreParams(location="http://127.0.0.1:6333").location == "http://127.0.0.1:6333"
+
+
+def _tamper(index) -> None:
+    """Another program rewrites one row of the collection (same count, another vector)."""
+    _, vectors = _data(120)
+    iid = int(index.store.iids[index.store.position("d3")])
+    index._remove([iid])
+    index._upsert([iid], -vectors[3:4], [{"meta": {}, "modality": "text"}])
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_collection_changed_after_saving_is_refused_at_load_not_searched(tmp_path, kind):
+    location = _location(kind, tmp_path, on_disk=True)
+    flat, store, queries = _pair(kind, location, n=120)
+    save_index(store, tmp_path / "ix")
+    recorded = load_index(tmp_path / "ix", encoder=Fixed()).manifest.params[kind]
+    assert len(recorded["content_sha256"]) == 64
+    _tamper(store)
+    # before: the count matched, so the changed vector was searched and its hits returned silently
+    with pytest.raises(IndexFormatError, match=r"no longer holds what the index saved \(120 vectors"):
+        load_index(tmp_path / "ix", encoder=Fixed())
+    loaded = load_index(tmp_path / "ix", encoder=Fixed(), verify=False)  # asked not to check: loads
+    assert len(loaded) == 120
+    loaded.manifest.params[kind].pop("content_sha256")  # saved before the digest: checked by count
+    loaded.verify_contents()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lancedb") is None, reason="no lancedb")
+def test_a_damaged_lancedb_data_file_is_refused_at_load(tmp_path):
+    location = _location("lancedb", tmp_path)
+    _, store, _ = _pair("lancedb", location, n=120)
+    save_index(store, tmp_path / "ix")
+    (data,) = (tmp_path / "lancedb").glob("*/data/*.lance")
+    raw = bytearray(data.read_bytes())
+    for i in range(len(raw) // 8, len(raw) // 2, 7):  # inside the vectors, as a bad disk would
+        raw[i] ^= 0x55
+    data.write_bytes(bytes(raw))
+    with pytest.raises(RagrouteError) as caught:  # the digest differs, or lancedb cannot decode
+        load_index(tmp_path / "ix", encoder=Fixed())
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_store_folder_that_is_gone_is_one_line_and_not_recreated(tmp_path, kind):
+    location = _location(kind, tmp_path, on_disk=True)
+    _, store, _ = _pair(kind, location, n=30)
+    save_index(store, tmp_path / "ix")
+    moved = tmp_path / "elsewhere"
+    (tmp_path / kind).rename(moved)
+    with pytest.raises(IndexFormatError, match=f"the {kind} folder holding the index's vectors, .* is gone"):
+        load_index(tmp_path / "ix", encoder=Fixed())
+    assert not (tmp_path / kind).exists()  # a read-only query made an empty store there before
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_pruned_builds_drop_their_collections_and_kept_ones_stay(tmp_path, kind):
+    location = _location(kind, tmp_path, on_disk=True)
+    collections = []
+    for _ in range(3):
+        _, store, _ = _pair(kind, location, n=30)
+        save_index(store, tmp_path / "ix")
+        collections.append(store.collection)
+    cls = INDEX_KINDS.get(kind)
+
+    def exists(name: str) -> bool:
+        probe = cls(Fixed(), StoreParams(location=location), collection=name)
+        try:
+            probe._count()
+        except Exception:  # noqa: BLE001 - the store's own "not found"
+            return False
+        return True
+
+    # the store kept every superseded collection before; now the pruned build's goes with it
+    assert [exists(c) for c in collections] == [False, True, True]
+    assert len(load_index(tmp_path / "ix", encoder=Fixed())) == 30
+    # a kept build naming the same collection keeps it
+    params = {kind: {"collection_name": collections[2], "location": location}}
+    cls.release_collection(params, [params])
+    assert exists(collections[2])
+    cls.release_collection(params, [])
+    assert not exists(collections[2])
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_inspect_reads_the_collection_back(tmp_path, kind):
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    _, store, _ = _pair(kind, _location(kind, tmp_path, on_disk=True), n=40)
+    save_index(store, tmp_path / "ix")
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "ix")])
+    assert result.exit_code == 0 and f"{kind} collection verified" in result.output
+    _tamper(store)
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "ix")])
+    assert result.exit_code != 0 and "no longer holds what the index saved" in result.output
+    assert CliRunner().invoke(main, ["inspect", str(tmp_path / "ix"), "--no-verify"]).exit_code == 0

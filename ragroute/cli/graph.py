@@ -490,28 +490,9 @@ def _load_graph(graph_dir: Path, encoder: str | None, backend: str, cache_dir: P
     return load_index(graph_dir, model)
 
 
-class RecordedEncoder:
-    """Stands in for the encoder a graph records, for commands that never embed (stats, export)."""
-
-    backend = "recorded"
-
-    def __init__(self, info: dict[str, Any] | None) -> None:
-        info = info or {}
-        self.model_id = str(info.get("model_id", ""))
-        self.dim = int(info.get("dim") or 0)
-
-    def describe(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
-
-    def encode_queries(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise RagrouteError("this command does not embed text")
-
-    encode_documents = encode_queries
-
-
 def _load_graph_offline(graph_dir: Path) -> Any:
     """The graph index at ``graph_dir`` without loading its encoder (for stats and export)."""
-    from ragroute.index.io import load_index, read_index_manifest
+    from ragroute.index.io import RecordedEncoder, load_index, read_index_manifest
 
     recorded = read_index_manifest(graph_dir, verify=False)
     _check_graph(recorded, graph_dir)

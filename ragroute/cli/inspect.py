@@ -11,7 +11,13 @@ from ragroute.cli.output import emit_json
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--verify/--no-verify", default=True, show_default=True, help="Check every file's checksum.")
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check every file's checksum, and read back what an index keeps in an external store "
+    "(a Qdrant or LanceDB collection) to check it against what was saved.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
 @click.option(
     "--clean",
@@ -39,6 +45,11 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
         return
     snapshot = open_snapshot(path, verify=verify)
     manifest = snapshot.manifest
+    outside = False
+    if verify and manifest.family == "index":
+        from ragroute.index.io import verify_outside_contents
+
+        outside = verify_outside_contents(path)
     if as_json:
         emit_json({"path": str(path), "build_path": str(snapshot.path), **manifest.to_dict()})
         return
@@ -56,7 +67,9 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
         click.echo(f"  base encoder: {manifest.params['base']}")
     size = sum(int(f.get("bytes", 0)) for f in manifest.files.values())
     click.echo(
-        f"  {len(manifest.files)} files, {size / 1e6:.2f} MB" + (", checksums verified" if verify else "")
+        f"  {len(manifest.files)} files, {size / 1e6:.2f} MB"
+        + (", checksums verified" if verify else "")
+        + (f", {manifest.kind} collection verified" if outside else "")
     )
 
 

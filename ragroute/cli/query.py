@@ -66,6 +66,13 @@ def _absent_keys(index: Any, filters: dict[str, list[Any]]) -> list[str]:
     help="Keep documents whose metadata KEY equals VALUE, or holds it in a list (repeat to allow "
     "several values); a VALUE that spells a number or true/false also matches that number or boolean.",
 )
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check every file's checksum (and an external store's collection) before searching; "
+    "--no-verify skips reading a large index twice.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: hits and trace.")
 def query_command(
     index_dir: Path,
@@ -75,6 +82,7 @@ def query_command(
     backend: str,
     cache_dir: Path | None,
     filters: tuple[str, ...],
+    verify: bool,
     as_json: bool,
 ) -> None:
     """Search INDEX_DIR for TEXT and print the top hits and the decision trace."""
@@ -85,7 +93,7 @@ def query_command(
     with watch.time("load_ms"):
         recorded = read_index_manifest(index_dir, verify=False)
         model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
-        index = load_index(index_dir, model)
+        index = load_index(index_dir, model, verify=verify)
         manifest = index.manifest
     parsed = _parse_filters(filters)
     with watch.time("search_ms"):

@@ -20,8 +20,10 @@ written to the manifest (stores read them from the environment).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -93,6 +95,27 @@ class FilterClause:
     values: tuple[Any, ...] = ()
     meta: bool = True
     scopes: frozenset[str] | None = None
+
+
+def collection_digest(rows: Iterable[tuple[int, np.ndarray, Any]]) -> tuple[int, str]:
+    """The number of rows and an order-free digest of ``(iid, vector, payload)`` rows, as a store
+    gives them back: the sum, modulo 2**256, of each row's sha256 over its id (8 bytes), its vector
+    (float32) and its payload (canonical JSON). Order-free, so no store has to return rows sorted."""
+    total, count = 0, 0
+    for iid, vector, row_payload in rows:
+        digest = hashlib.sha256(int(iid).to_bytes(8, "little", signed=True))
+        digest.update(np.ascontiguousarray(vector, dtype=np.float32).tobytes())
+        digest.update(json.dumps(row_payload, sort_keys=True, ensure_ascii=True).encode())
+        total = (total + int.from_bytes(digest.digest(), "big")) % (1 << 256)
+        count += 1
+    return count, f"{total:064x}"
+
+
+def local_folder(location: str) -> Path | None:
+    """The folder of an embedded store's ``location`` (None for a URL or ``:memory:``)."""
+    if not location or location == ":memory:" or "://" in location:
+        return None
+    return Path(location).expanduser()
 
 
 def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[FilterClause]:
@@ -167,6 +190,39 @@ class ExternalVectorIndex(VectorIndex):
     def _drop(self) -> None:
         """Delete ``self.collection`` from the store."""
         raise NotImplementedError
+
+    def _rows(self) -> Iterator[tuple[int, np.ndarray, Any]]:
+        """Every ``(iid, vector, payload)`` of ``self.collection``, in any order, read in batches;
+        the payload as the store holds it (JSON-able)."""
+        raise NotImplementedError
+
+    @classmethod
+    def release_collection(cls, params: Mapping[str, Any], kept: Sequence[Mapping[str, Any]]) -> None:
+        """Drop the collection a pruned build's manifest ``params`` name, unless one of the ``kept``
+        builds' params name it too (the artifact store's ``RELEASES`` hook). A store folder that is
+        gone, or a collection already dropped, leaves nothing to release."""
+        recorded = dict(params.get(cls.params_key) or {})
+        collection = recorded.get("collection_name")
+        if not isinstance(collection, str):
+            return
+        for other in kept:
+            other_recorded = other.get(cls.params_key) or {}
+            if other_recorded.get("collection_name") == collection and other_recorded.get(
+                "location"
+            ) == recorded.get("location"):
+                return
+        folder = local_folder(str(recorded.get("location", "")))
+        if folder is not None and not folder.is_dir():
+            return
+        index = cls(None, StoreParams.from_dict(recorded), collection=collection)
+        index._call("drop the collection of a pruned build", index._drop_if_present)
+
+    def _drop_if_present(self) -> None:
+        try:
+            self._count()
+        except Exception:  # noqa: BLE001 - no such collection: nothing to drop
+            return
+        self._drop()
 
     def drop_collection(self) -> None:
         """Delete this build's collection from the store (the index can no longer be queried)."""
@@ -286,10 +342,32 @@ class ExternalVectorIndex(VectorIndex):
             )
 
     def manifest_params(self) -> dict[str, Any]:
-        return {
-            self.params_key: {**asdict(self.params), "collection_name": self.collection},
-            "next_iid": self.store.next_iid,
-        }
+        recorded: dict[str, Any] = {**asdict(self.params), "collection_name": self.collection}
+        if self.collection is not None:
+            count, digest = self._call("read the collection back", lambda: collection_digest(self._rows()))
+            if count != len(self.store):
+                raise RagrouteError(
+                    f"{self.store_name} collection {self.collection} at {self.params.location} holds "
+                    f"{count} vectors, the index {len(self.store)} documents: not saved"
+                )
+            recorded["content_sha256"] = digest
+        return {self.params_key: recorded, "next_iid": self.store.next_iid}
+
+    def verify_contents(self) -> None:
+        """Read the collection back and compare it with the digest saved with the index (a
+        one-line :class:`IndexFormatError` when they differ; indexes saved before the digest was
+        recorded are checked by their vector count only, at load)."""
+        recorded = (self.manifest.params.get(self.params_key) or {}) if self.manifest is not None else {}
+        expected = recorded.get("content_sha256")
+        if not isinstance(expected, str) or self.collection is None:
+            return
+        count, digest = self._call("read the collection back", lambda: collection_digest(self._rows()))
+        if digest != expected:
+            raise IndexFormatError(
+                f"{self.store_name} collection {self.collection} at {self.params.location} no longer holds "
+                f"what the index saved ({count} vectors; their digest differs: a damaged store file, or "
+                "rows changed by another program): rebuild the index (ragroute build)"
+            )
 
     @classmethod
     def read(
@@ -299,6 +377,12 @@ class ExternalVectorIndex(VectorIndex):
         collection = recorded.get("collection_name")
         if not isinstance(collection, str):
             raise IndexFormatError(f"{directory}: the manifest names no {cls.store_name} collection")
+        folder = local_folder(str(recorded.get("location", "")))
+        if folder is not None and not folder.is_dir():
+            raise IndexFormatError(
+                f"the {cls.store_name} folder holding the index's vectors, {folder}, is gone: "
+                "rebuild the index (ragroute build)"
+            )
         index = cls(encoder, StoreParams.from_dict(recorded), store, collection, name)
         where = f"{cls.store_name} collection {collection} at {index.params.location}"
         width = index._call("read the collection", index._width)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.encode.base import Encoder
-from ragroute.errors import IndexFormatError, UnknownKindError
+from ragroute.errors import IndexFormatError, RagrouteError, UnknownKindError
 from ragroute.index.dense import check_encoder
 from ragroute.index.docstore import DocumentStore
 from ragroute.index.local import LocalIndex
@@ -61,13 +61,17 @@ def load_index(
     Dense and hybrid indexes need an encoder: pass one (it must embed into the
     recorded space, else :class:`EncoderMismatchError`), or let the recorded
     encoder be loaded by name with ``backend``. ``verify`` checks every file's
-    checksum first (a corrupt or missing file raises :class:`IndexFormatError`).
+    checksum first (a corrupt or missing file raises :class:`IndexFormatError`), and what an
+    index keeps outside its files (an external store's collection) after loading.
     """
     directory = Path(directory)
     holder: dict[str, Any] = {"encoder": encoder}
 
     def read(snapshot: Snapshot) -> LocalIndex:
-        return _read_index(snapshot, holder, backend, name)
+        index = _read_index(snapshot, holder, backend, name)
+        if verify:
+            index.verify_contents()
+        return index
 
     return read_artifact(directory, read, family=FAMILY, verify=verify, error=IndexFormatError)
 
@@ -96,6 +100,38 @@ def _read_index(snapshot: Snapshot, holder: dict[str, Any], backend: str, name: 
     return index
 
 
+class RecordedEncoder:
+    """Stands in for the encoder an index records, for work that never embeds (graph stats and
+    export, checking what an index keeps outside its files)."""
+
+    backend = "recorded"
+
+    def __init__(self, info: dict[str, Any] | None) -> None:
+        info = info or {}
+        self.model_id = str(info.get("model_id", ""))
+        self.dim = int(info.get("dim") or 0)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+    def encode_queries(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise RagrouteError("this command does not embed text")
+
+    encode_documents = encode_queries
+
+
+def verify_outside_contents(directory: Path) -> bool:
+    """Check what the published index at ``directory`` keeps outside its files (an external
+    store's collection) against what was saved, without loading its encoder; a one-line
+    :class:`IndexFormatError` when it differs. False when its kind keeps nothing outside."""
+    manifest = read_index_manifest(Path(directory), verify=False)
+    cls = INDEX_KINDS.get(manifest.kind, str(directory))
+    if getattr(cls, "verify_contents", None) is LocalIndex.verify_contents:
+        return False
+    load_index(Path(directory), RecordedEncoder(manifest.encoder), verify=True)  # type: ignore[arg-type]
+    return True
+
+
 def encoder_for_manifest(manifest: ArtifactManifest, *, backend: str = "auto", where: str = "") -> Encoder:
     """Load the encoder an index was built with, by its recorded model id."""
     from ragroute.encode import load_encoder
@@ -103,3 +139,12 @@ def encoder_for_manifest(manifest: ArtifactManifest, *, backend: str = "auto", w
     if not manifest.encoder or not manifest.encoder.get("model_id"):
         raise IndexFormatError(f"{where}: manifest records no encoder for a {manifest.kind} index")
     return load_encoder(manifest.encoder["model_id"], backend=backend)
+
+
+def release_build(removed: ArtifactManifest, kept: list[ArtifactManifest]) -> None:
+    """Drop the external store collection of an index build the artifact store pruned, unless a
+    kept build names the same collection (``RELEASES``; local indexes hold nothing outside)."""
+    cls = INDEX_KINDS.get(removed.kind) if removed.kind in INDEX_KINDS else None
+    release = getattr(cls, "release_collection", None)
+    if release is not None:
+        release(removed.params, [m.params for m in kept if m.kind == removed.kind])

@@ -5,7 +5,7 @@ An index of kind ``lancedb`` keeps its vectors in an embedded, on-disk LanceDB d
 connects to, such as ``s3://bucket/path``, with credentials from the environment, never
 written). Each build writes a new table (``<collection>-<id>``) that the manifest names, so a
 failed or killed build leaves the previous index and its table untouched; a superseded table is
-not deleted (:meth:`LanceDBIndex.drop_collection` when no reader needs it). Shared behaviour:
+dropped when the artifact store prunes its build. Shared behaviour:
 :mod:`ragroute.index.external`.
 
 Searches are exact (no ANN index is built on the table: LanceDB scans the vectors) with inner
@@ -19,7 +19,7 @@ documents may carry any keys and a filter matches type and value.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,6 +152,16 @@ class LanceDBIndex(ExternalVectorIndex):
             (int(iid), 1.0 - float(distance))
             for iid, distance in zip(found["iid"].to_pylist(), found["_distance"].to_pylist())
         ]
+
+    def _rows(self) -> Iterator[tuple[int, np.ndarray, Any]]:
+        columns = ["iid", "vector", "meta", "access", "modality", "parent_id"]
+        for batch in self._table().search().select(columns).limit(None).to_batches(4096):
+            data = batch.to_pydict()
+            vectors = np.asarray(batch.column("vector").values.to_numpy(zero_copy_only=False), np.float32)
+            vectors = vectors.reshape(batch.num_rows, -1)
+            for row, iid in enumerate(data["iid"]):
+                extra = [data[name][row] for name in columns[2:]]
+                yield int(iid), vectors[row], extra
 
     def _width(self) -> int | None:
         return int(self._table().schema.field("vector").type.list_size)

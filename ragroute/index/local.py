@@ -64,6 +64,11 @@ class LocalIndex(ABC):
     def __len__(self) -> int:
         return len(self.store)
 
+    def verify_contents(self) -> None:
+        """Check what the index holds outside its artifact's files against what was saved (loading
+        with ``verify`` calls it after the files' checksums); nothing for an index kept in files."""
+        return None
+
     @property
     def documents(self) -> Sequence[Document]:
         return self.store.documents

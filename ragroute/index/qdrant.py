@@ -6,8 +6,8 @@ routing, filters, caller scopes) whose vectors are held by Qdrant (``qdrant-clie
 from ``$QDRANT_API_KEY`` and is never written anywhere), an embedded on-disk store (a folder
 path), or ``:memory:`` (tests). Each build writes a new collection (``<collection>-<id>``) and
 the manifest names it, so a failed or killed build leaves the previous index, and its
-collection, untouched; a superseded collection is not deleted (say
-:meth:`QdrantIndex.drop_collection` when no reader needs it).
+collection, untouched; a superseded collection is dropped when the artifact store prunes its build
+(:mod:`ragroute.index.external`).
 
 Metadata filters and caller scopes are pushed down into Qdrant's own filter language
 (``payload`` fields ``meta.<key>``, ``modality``, ``parent_id`` and ``access``), so a filtered
@@ -21,7 +21,7 @@ import atexit
 import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,17 @@ class QdrantIndex(ExternalVectorIndex):
             with_payload=False,
         )
         return [(int(point.id), float(point.score)) for point in response.points]
+
+    def _rows(self) -> Iterator[tuple[int, np.ndarray, Any]]:
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection, limit=1024, offset=offset, with_payload=True, with_vectors=True
+            )
+            for point in points:
+                yield int(point.id), np.asarray(point.vector, dtype=np.float32), point.payload or {}
+            if offset is None:
+                return
 
     def _width(self) -> int | None:
         info = self.client.get_collection(self.collection)

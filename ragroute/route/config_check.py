@@ -359,6 +359,11 @@ class _Checker:
                         f"(weights {recorded['weights']}), whose files have changed since (weights now "
                         f"{now}): rebuild the index, or restore the model folder"
                     )
+        if self.verify and source.status != "broken":
+            from ragroute.index.io import verify_outside_contents
+
+            if not self.passes(lambda: verify_outside_contents(folder), f"{where}: "):
+                source.status = "broken"
         if entry.get("expert"):
             self.check_expert(source, where, entry["expert"], manifest.kind, recorded)
 
@@ -643,6 +648,7 @@ class _Checker:
         readable = self.passes(lambda: check_gate_settings(path, manifest.params), f"{where}: ")
         if not readable or not isinstance(configured, list):
             return
+
         def kinds(signals: Any) -> list[str]:
             return [str(s.get("kind") if isinstance(s, Mapping) else s) for s in signals or []]
 

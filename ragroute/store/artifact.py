@@ -42,6 +42,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -346,9 +347,36 @@ def _prune(target: Path, locked: bool) -> list[str]:
     for build in done:
         if build in keep or (build > current and not locked):
             continue
+        manifest = _manifest_or_none(builds / build)
         if _remove_build(builds, build):
             removed.append(build)
+            if manifest is not None:
+                _release(manifest, [m for b in sorted(keep) if (m := _manifest_or_none(builds / b))])
     return removed
+
+
+def _manifest_or_none(build: Path) -> ArtifactManifest | None:
+    """The manifest of a build folder, or None when it cannot be read."""
+    try:
+        data = json.loads((build / MANIFEST_NAME).read_text(encoding="utf-8"))
+        return ArtifactManifest.from_dict(data, str(build), ArtifactFormatError)
+    except (OSError, ValueError, ArtifactFormatError):
+        return None
+
+
+def _release(removed: ArtifactManifest, kept: list[ArtifactManifest]) -> None:
+    """Release what a pruned build held outside its folder (``RELEASES``; an index's store
+    collection): a failure is a warning naming what was left, never a failed write."""
+    from ragroute.registry import RELEASES
+
+    if removed.family not in RELEASES:
+        return
+    try:
+        RELEASES.get(removed.family)(removed, kept)
+    except Exception as exc:  # noqa: BLE001 - the build is published; what is left is only said
+        warnings.warn(f"build {removed.build} was pruned, but what it held outside its folder was not "
+                      f"released: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                      stacklevel=2)  # fmt: skip
 
 
 def _remove_build(builds: Path, build: str) -> bool:
