@@ -324,3 +324,25 @@ def test_inspect_reads_the_collection_back(tmp_path, kind):
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "ix")])
     assert result.exit_code != 0 and "no longer holds what the index saved" in result.output
     assert CliRunner().invoke(main, ["inspect", str(tmp_path / "ix"), "--no-verify"]).exit_code == 0
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_filter_on_access_labels_matches_the_same_documents_everywhere(tmp_path, kind):
+    docs = [
+        Document(id="list", text="a", metadata={"access": ["hr"]}),
+        Document(id="string", text="b", metadata={"access": "hr,finance"}),  # two labels, one string
+        Document(id="finance", text="c", metadata={"access": ["finance"]}),
+        Document(id="public", text="d"),
+    ]
+    vectors = np.eye(16, dtype=np.float32)[:4]
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="acc"))
+    store.add_vectors(docs, vectors)
+    found = {}
+    for name, index in (("flat", flat), (kind, store)):
+        context = QueryContext("q", scopes=("hr", "finance"), filters={"access": "hr"})
+        context.set_vector(Fixed(), np.ones(16, np.float32))
+        found[name] = sorted(h.doc_id for h in index.search_contexts([context], 4)[0])
+    # before: flat matched only the list form (['list']) and the stores refused the key
+    assert found == {"flat": ["list", "string"], kind: ["list", "string"]}

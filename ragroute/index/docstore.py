@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError
-from ragroute.scopes import Visible, labels_of
+from ragroute.scopes import ACCESS_KEY, Visible, labels_of
 from ragroute.types import Document, Hit
 
 DOCS_NAME = "docs.jsonl"
@@ -239,6 +239,9 @@ def _field(doc: Document, key: str) -> Any:
         return doc.modality
     if key == "parent_id":
         return doc.parent_id
+    if key == ACCESS_KEY:  # access labels, however written ("hr,finance" or ["hr", "finance"])
+        labels = labels_of(doc.metadata.get(key))
+        return sorted(labels) if labels else None
     return doc.metadata.get(key)
 
 

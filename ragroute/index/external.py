@@ -120,7 +120,10 @@ def local_folder(location: str) -> Path | None:
 
 def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[FilterClause]:
     """ragroute metadata filters (and a caller's scope) as clauses every store translates; values
-    must be strings or integers (what every store matches exactly)."""
+    must be strings or integers (what every store matches exactly). A filter on ``access`` matches
+    documents holding any of the wanted labels, as in a local index."""
+    from ragroute.scopes import ACCESS_KEY
+
     clauses = []
     for key, wanted in (filters or {}).items():
         if isinstance(wanted, Visible):  # public documents, or labels the caller's scopes meet
@@ -129,7 +132,10 @@ def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[Filter
         values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
         if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
             raise RagrouteError(f"a {store} index filters on strings and integers; {key!r} has {values!r}")
-        clauses.append(FilterClause(key, tuple(values), meta=key not in ("modality", "parent_id")))
+        # modality, parent_id and the access labels are fields of their own (see payload)
+        clauses.append(
+            FilterClause(key, tuple(values), meta=key not in ("modality", "parent_id", ACCESS_KEY))
+        )
     return clauses
 
 

@@ -84,6 +84,9 @@ def lancedb_where(clauses: Sequence[FilterClause]) -> str | None:
         elif clause.meta:
             tokens = [t for t in (_token(clause.field, v) for v in clause.values) if t is not None]
             parts.append(f"array_has_any(meta, {_sql_list(tokens)})")
+        elif clause.field == "access":  # a list column: any of the wanted labels
+            labels = [v for v in clause.values if isinstance(v, str)]
+            parts.append(f"array_has_any(access, {_sql_list(labels)})" if labels else "false")
         else:
             parts.append(f"{clause.field} IN ({', '.join(_sql_string(str(v)) for v in clause.values)})")
     return " AND ".join(parts) or None
