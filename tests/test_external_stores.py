@@ -346,3 +346,25 @@ def test_a_filter_on_access_labels_matches_the_same_documents_everywhere(tmp_pat
         found[name] = sorted(h.doc_id for h in index.search_contexts([context], 4)[0])
     # before: flat matched only the list form (['list']) and the stores refused the key
     assert found == {"flat": ["list", "string"], kind: ["list", "string"]}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="no qdrant_client")
+def test_a_damaged_collection_of_an_embedded_qdrant_folder_is_named(tmp_path):
+    import subprocess
+    import sys
+
+    location = str(tmp_path / "q")
+    _, first, _ = _pair("qdrant", location, n=20)
+    (database,) = (tmp_path / "q" / "collection").glob(f"{first.collection}/storage.sqlite")
+    from ragroute.index.qdrant import _close_clients
+
+    _close_clients()  # as a fresh process would find the folder
+    database.write_bytes(b"\x00garbage" * 512)
+    script = (
+        "from ragroute.index.qdrant import connect\n"
+        "from ragroute.errors import RagrouteError\n"
+        f"try:\n    connect({location!r})\nexcept RagrouteError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
+    # before: "qdrant at ... is unreachable: DatabaseError: file is not a database", naming nothing
+    assert f"collection {first.collection} is damaged" in out and out.count("\n") == 1

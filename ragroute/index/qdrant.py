@@ -74,9 +74,35 @@ def connect(location: str) -> Any:
         except RagrouteError:
             raise
         except Exception as exc:  # the client raises many kinds (connection, lock, HTTP)
+            damaged = _damaged_collections(location)
+            if damaged:  # the embedded client opens every collection of the folder, or none
+                raise RagrouteError(
+                    f"qdrant folder {location} cannot be opened: collection {', '.join(damaged)} is "
+                    f"damaged ({first_line(exc)}), and the embedded store opens all its collections or "
+                    "none: rebuild the index that uses it elsewhere, or remove that collection's folder"
+                ) from None
             raise RagrouteError(f"qdrant at {location} is unreachable: {first_line(exc)}") from None
         _CLIENTS[location] = client
         return client
+
+
+def _damaged_collections(location: str) -> list[str]:
+    """The collections of an embedded Qdrant folder whose storage SQLite cannot read."""
+    import sqlite3
+
+    if location == ":memory:" or "://" in location:
+        return []
+    damaged = []
+    for database in sorted(Path(location).expanduser().glob("collection/*/storage.sqlite")):
+        try:
+            uri = database.resolve().as_uri() + "?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+                ok = connection.execute("PRAGMA quick_check").fetchone()
+            if not ok or ok[0] != "ok":
+                damaged.append(database.parent.name)
+        except sqlite3.Error:
+            damaged.append(database.parent.name)
+    return damaged
 
 
 class QdrantIndex(ExternalVectorIndex):
