@@ -159,7 +159,7 @@ class LanceDBIndex(ExternalVectorIndex):
     def _rows(self) -> Iterator[tuple[int, np.ndarray, Any]]:
         columns = ["iid", "vector", "meta", "access", "modality", "parent_id"]
         for batch in self._table().search().select(columns).limit(None).to_batches(4096):
-            data = batch.to_pydict()
+            data = {name: batch.column(name).to_pylist() for name in columns if name != "vector"}
             vectors = np.asarray(batch.column("vector").values.to_numpy(zero_copy_only=False), np.float32)
             vectors = vectors.reshape(batch.num_rows, -1)
             for row, iid in enumerate(data["iid"]):
