@@ -443,7 +443,7 @@ def test_every_registered_entry_resolves():
     from ragroute import registry
 
     registries = [value for value in vars(registry).values() if isinstance(value, Registry)]
-    assert len(registries) == 10
+    assert len(registries) == 11
     for reg in registries:
         for name in reg.names():
             assert reg.get(name) is not None, f"{reg.kind} {name}"
