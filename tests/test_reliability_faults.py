@@ -192,6 +192,84 @@ def test_only_the_path_options_of_a_config_file_are_read_beside_it(tmp_path):
     }
 
 
+def test_text_options_naming_a_local_path_are_read_beside_the_config_file(tmp_path):
+    """Options typed as text that may name a file or folder (a model folder, an LLM settings file, a
+    store's folder, a corpus) are read beside the --config file when they name one; names, URLs,
+    references to modules and `:memory:` stay as written (they were all read from the cwd)."""
+    from ragroute.cli.config import paths_beside
+
+    (tmp_path / "models" / "mini").mkdir(parents=True)
+    (tmp_path / "all-MiniLM-L6-v2").mkdir()  # a folder named like the bundled model: still the name
+    (tmp_path / "factories.py").write_text("def make(): ...\n")
+    data = {
+        "build": {
+            "encoder": "models/mini",
+            "qdrant_location": "store/q",
+            "lancedb_location": "s3://bucket/db",
+        },
+        "query": {"encoder": "all-MiniLM-L6-v2"},
+        "gate": {"fit": {"encoder": "BAAI/bge-small-en-v1.5"}},  # a hub name, no such folder here
+        "skills": {"build": {"encoder": "./absent"}},  # can only be a path: read here, then refused
+        "graph": {"build": {"llm_spec": "llm.yaml"}, "add": {"llm_spec": "factories.py:make"}},
+        "bench": {"encode": {"model": "~/m"}, "scale": {"encoder": "/abs/m"}},
+        "expert": {"fit-router": {"domains": ["med=corpora/med", "law=/data/law", "bad"]}},
+    }
+    here = str(tmp_path)
+    assert paths_beside(main, data, tmp_path) == {
+        "build": {
+            "encoder": f"{here}/models/mini",
+            "qdrant_location": f"{here}/store/q",
+            "lancedb_location": "s3://bucket/db",
+        },
+        "query": {"encoder": "all-MiniLM-L6-v2"},
+        "gate": {"fit": {"encoder": "BAAI/bge-small-en-v1.5"}},
+        "skills": {"build": {"encoder": f"{here}/absent"}},
+        "graph": {
+            "build": {"llm_spec": f"{here}/llm.yaml"},
+            "add": {"llm_spec": f"{here}/factories.py:make"},
+        },
+        "bench": {"encode": {"model": str(Path.home() / "m")}, "scale": {"encoder": "/abs/m"}},
+        "expert": {"fit-router": {"domains": [f"med={here}/corpora/med", "law=/data/law", "bad"]}},
+    }
+    kept = {
+        "build": {"qdrant_location": ":memory:"},
+        "graph": {"build": {"llm_spec": "local"}, "add": {"llm_spec": "pkg.mod:make"}},
+    }
+    assert paths_beside(main, kept, tmp_path) == kept
+    assert paths_beside(main, {"build": {"qdrant_location": "http://localhost:6333"}}, tmp_path) == {
+        "build": {"qdrant_location": "http://localhost:6333"}
+    }
+
+
+def test_a_config_files_encoder_folder_and_store_folder_are_beside_it(runner, corpus, tmp_path, monkeypatch):
+    """`ragroute build` with the encoder and the embedded Qdrant store named in a --config file in
+    another folder: both are that folder's, not the working directory's."""
+    from conftest import HashingEncoder
+
+    import ragroute.cli.build as cli_build
+
+    opened = []
+
+    def open_encoder(name, backend, cache_dir):
+        opened.append(name)
+        return HashingEncoder()
+
+    monkeypatch.setattr(cli_build, "open_encoder", open_encoder)
+    folder = tmp_path / "conf"
+    (folder / "models" / "mini").mkdir(parents=True)
+    defaults = folder / "defaults.yaml"
+    defaults.write_text(
+        "build: {out_dir: idx, method: qdrant, qdrant_location: store, encoder: models/mini}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(main, ["--config", "../conf/defaults.yaml", "build", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert [Path(name).resolve() for name in opened] == [folder / "models" / "mini"]
+    assert (folder / "store").is_dir() and not (elsewhere / "store").exists()
+
+
 def test_progress_may_be_set_in_a_config_file(runner, corpus, tmp_path, monkeypatch):
     import ragroute.index.build
     from ragroute.progress import PROGRESS_ENV, forced_progress

@@ -11,7 +11,14 @@ from typing import Any
 import click
 
 from ragroute.cli.common import ENCODER_OPTIONS, applicable, corpus_columns, open_encoder, refuse_options
-from ragroute.cli.options import column_options, encoder_options, engine_options, on_error_option
+from ragroute.cli.options import (
+    StoreLocation,
+    column_options,
+    encoder_options,
+    engine_options,
+    is_local_location,
+    on_error_option,
+)
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
@@ -77,6 +84,7 @@ from ragroute.types import Document
 @click.option(
     "--qdrant",
     "qdrant_location",
+    type=StoreLocation(),
     default=None,
     metavar="URL|FOLDER",
     help="--method qdrant: a Qdrant server URL (API key from $QDRANT_API_KEY) or an embedded store's folder.",
@@ -84,6 +92,7 @@ from ragroute.types import Document
 @click.option(
     "--lancedb",
     "lancedb_location",
+    type=StoreLocation(),
     default=None,
     metavar="FOLDER|URI",
     help="--method lancedb: the LanceDB database (a folder, or a URI such as s3://...; credentials from "
@@ -152,7 +161,7 @@ def build_command(
         location, metavar = locations[method]
         if not location:
             raise RagrouteError(f"--method {method} needs --{method} {metavar} (where the vectors go)")
-        if "://" not in location and location != ":memory:":  # a folder: recorded absolute, for any cwd
+        if is_local_location(location):  # a folder: recorded absolute, for any cwd
             location = str(Path(location).expanduser().resolve())
     if engine == "local":
         refuse_options(("ray_address", "workers"), "to --engine local (they configure --engine ray)")
