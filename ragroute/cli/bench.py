@@ -23,6 +23,7 @@ from ragroute.cli.options import (
     bench_json_option,
     cache_dir_option,
     data_root_option,
+    encoder_option,
     plot_option,
     rerank_backend_option,
     resolve_reranker,
@@ -402,13 +403,7 @@ def corpus_routing_command(
     show_default=True,
     help="Queries routed one at a time to measure latency.",
 )
-@click.option(
-    "--encoder",
-    "encoder_name",
-    type=NameOrPath(),
-    default=None,
-    help="Encoder name or folder (default all-MiniLM-L6-v2).",
-)
+@encoder_option("Encoder name or folder (default all-MiniLM-L6-v2).", None, "encoder_name")
 @cache_dir_option()
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the routers' classifiers.")
 @bench_json_option
@@ -1270,13 +1265,7 @@ def exposure_command(
     help="Also check that a Ray build of this many generated documents (hybrid, word-hashing encoder, "
     "2 workers) is identical to the single-process build; 0: skip.",
 )
-@click.option(
-    "--encoder",
-    type=NameOrPath(),
-    default="all-MiniLM-L6-v2",
-    show_default=True,
-    help="Encoder of the Ray builds.",
-)
+@encoder_option("Encoder of the Ray builds.")
 @backend_option
 @plot_option
 @bench_json_option

@@ -125,21 +125,27 @@ def cache_dir_option(help_text: str = CACHE_DIR_HELP) -> Callable[[Callable[...,
     )
 
 
+ENCODER_HELP = "Sentence-transformers model name or local path."
+
+
+def encoder_option(
+    help_text: str = ENCODER_HELP, default: str | None = "all-MiniLM-L6-v2", name: str = "encoder"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--encoder`` (parameter ``name``): a model name or folder, read beside a ``--config`` file
+    that names a folder there (:class:`NameOrPath`)."""
+    return click.option(
+        "--encoder", name, type=NameOrPath(), default=default, show_default=bool(default), help=help_text
+    )
+
+
 def encoder_options(default_encoder: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add ``--encoder``, ``--backend`` and ``--cache-dir`` to a command."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         func = cache_dir_option()(func)
         func = backend_option(func)
-        return click.option(
-            "--encoder",
-            type=NameOrPath(),
-            default=default_encoder,
-            show_default=bool(default_encoder),
-            help="Sentence-transformers model name or local path"
-            + ("" if default_encoder else " [default: the one the index was built with]")
-            + ".",
-        )(func)
+        unset = "" if default_encoder else " [default: the one the index was built with]"
+        return encoder_option(ENCODER_HELP[:-1] + unset + ".", default_encoder)(func)
 
     return decorate
 
@@ -231,13 +237,7 @@ def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--encoder``, ``--backend`` and ``--cache-dir`` (an embedding cache shared by benchmark runs)."""
     func = cache_dir_option(CACHE_DIR_HELP + " Shared by runs, so repeated runs do not re-encode.")(func)
     func = backend_option(func)
-    return click.option(
-        "--encoder",
-        type=NameOrPath(),
-        default="all-MiniLM-L6-v2",
-        show_default=True,
-        help="Sentence-transformers model name or local path.",
-    )(func)
+    return encoder_option()(func)
 
 
 def train_device_option(published: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
