@@ -104,6 +104,98 @@ def test_defaults_of_a_config_file_are_left_out_where_they_do_not_apply(runner, 
     )
 
 
+def test_ivfpq_lists_are_set_from_the_command_line(runner, tmp_path, monkeypatch):
+    """`--ivf-nlist` and `--ivf-nprobe` set DenseParams.ivf_nlist / ivf_nprobe of an ivfpq build (they
+    had no option: every CLI build got 4 sqrt(n) lists searched 16 at a time); they are recorded
+    with the index, which is searched with them."""
+    import faiss
+    from conftest import HashingEncoder
+
+    import ragroute.cli.build as cli_build
+    from ragroute.index.io import load_index, read_index_manifest
+
+    monkeypatch.setattr(cli_build, "open_encoder", lambda name, backend, cache_dir: HashingEncoder())
+    words = ["comet", "orbit", "bread", "flour", "printer", "laptop", "river", "valley", "tower", "garden"]
+    rows = [{"_id": f"d{i}", "text": f"{words[i % 10]} {words[(i * 7) % 10]} note {i}"} for i in range(1100)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ivf"
+    args = ["build", str(corpus), "--out", str(out), "--method", "dense", "--dense-index", "ivfpq"]
+    result = runner.invoke(main, [*args, "--ivf-nlist", "8", "--ivf-nprobe", "3"])
+    assert result.exit_code == 0, result.output
+    dense = read_index_manifest(out).params["dense"]
+    assert (dense["ivf_nlist"], dense["ivf_nprobe"]) == (8, 3)
+    index = load_index(out, HashingEncoder())
+    assert faiss.extract_index_ivf(index.faiss_index).nlist == 8 and index.params.ivf_nprobe == 3
+    assert index.search("comet orbit", k=3)
+    default = runner.invoke(main, [*args[:3], str(tmp_path / "auto"), *args[4:]])
+    assert default.exit_code == 0, default.output
+    auto = read_index_manifest(tmp_path / "auto").params["dense"]
+    assert (auto["ivf_nlist"], auto["ivf_nprobe"]) == (None, 16)  # 4 sqrt(n) lists, searched 16 at a time
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--dense-index", "ivfpq", "--ivf-nlist", "0"],
+            "Invalid value for '--ivf-nlist': 0 is not in the range x>=1",
+        ),
+        (
+            ["--dense-index", "ivfpq", "--ivf-nprobe", "two"],
+            "Invalid value for '--ivf-nprobe': 'two' is not a valid",
+        ),
+        (
+            ["--dense-index", "ivfpq", "--ivf-nlist", "8", "--ivf-nprobe", "16"],
+            "--ivf-nprobe 16 is more than --ivf-nlist 8 (a query searches at most every list)",
+        ),
+        (
+            ["--ivf-nlist", "8"],
+            "--ivf-nlist does not apply to --dense-index flat (it sets how many inverted lists --dense-index "
+            "ivfpq clusters the vectors into)",
+        ),
+        (
+            ["--dense-index", "hnsw", "--ivf-nprobe", "4"],
+            "--ivf-nprobe does not apply to --dense-index hnsw (it sets how many inverted lists of "
+            "--dense-index ivfpq a query searches)",
+        ),
+        (["--method", "bm25", "--ivf-nprobe", "4"], "--ivf-nprobe does not apply to --method bm25"),
+        (["--method", "graph", "--ivf-nlist", "4"], "--ivf-nlist does not apply to --method graph"),
+    ],
+)
+def test_ivf_options_are_checked_in_one_line(runner, corpus, tmp_path, extra, message):
+    args = ["build", str(corpus), "--out", str(tmp_path / "i"), "--method", "dense", *extra]
+    line = _error_line(runner.invoke(main, args))
+    assert message in line, line
+    assert not (tmp_path / "i").exists()
+
+
+def test_ivf_defaults_of_a_config_file_are_left_out_for_other_layouts(runner, corpus, tmp_path, monkeypatch):
+    from conftest import HashingEncoder
+
+    import ragroute.cli.build as cli_build
+    from ragroute.index.io import read_index_manifest
+
+    monkeypatch.setattr(cli_build, "open_encoder", lambda name, backend, cache_dir: HashingEncoder())
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("build: {ivf_nlist: 8, ivf_nprobe: 4}\n")
+    out = tmp_path / "flat"
+    result = runner.invoke(
+        main, ["--config", str(defaults), "build", str(corpus), "--out", str(out), "--method", "dense"]
+    )
+    assert result.exit_code == 0, result.output
+    assert read_index_manifest(out).params["dense"]["factory"] == "flat"
+
+
+def test_dense_params_refuse_lists_that_are_not_positive_integers():
+    from ragroute.errors import RagrouteError
+    from ragroute.index.dense import DenseParams
+
+    for bad in ({"ivf_nlist": 0}, {"ivf_nprobe": -1}, {"ivf_nprobe": 2.5}, {"ivf_nlist": True}):
+        with pytest.raises(RagrouteError, match="must be a positive integer"):
+            DenseParams(factory="ivfpq", **bad)
+
+
 def test_fusion_is_only_for_hybrid_builds(runner, corpus, tmp_path):
     line = _error_line(
         runner.invoke(
