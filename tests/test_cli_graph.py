@@ -314,3 +314,22 @@ def test_llm_extractor_from_the_command_line(workspace, monkeypatch, hashing_enc
         result.exit_code == 2
         and "--llm does not apply to graph/rules, a graph built with --extractor rules" in result.output
     )
+
+
+def test_an_llm_settings_file_named_in_a_config_file_is_read_beside_it(workspace, monkeypatch):
+    """`--llm` as a --config default names a file beside that file, as its path options do (it was
+    read from the working directory: `cannot read LLM settings file llm.yaml`)."""
+    monkeypatch.setenv("RAGROUTE_CACHE", str(workspace / "cache"))
+    conf = workspace / "conf"
+    conf.mkdir()
+    rules = {
+        "RDF": json.dumps({"triples": [["Varne River", "flows through", "Kellow"]]}),
+        "named entities": json.dumps({"named_entities": ["Varne River", "Kellow"]}),
+    }
+    llm = {"llm": {"kind": "scripted", "model": "scripted-openie", "rules": rules}}
+    (conf / "llm.yaml").write_text(json.dumps(llm))
+    (conf / "defaults.yaml").write_text("graph: {build: {extractor: llm, llm_spec: llm.yaml}}\n")
+    result = run("--config", "conf/defaults.yaml", "graph", "build", "base", "--out", "graph/kg")
+    assert result.exit_code == 0, result.output
+    assert "llm extractor: 8 LLM calls" in result.stderr
+    assert last_json(run("graph", "stats", "graph/kg", "--json"))["extractor"]["name"] == "llm"

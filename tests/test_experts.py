@@ -399,6 +399,41 @@ def test_saved_expert_routers_load_by_kind_and_check_the_expert_names(tmp_path: 
         QualityRouter.load(tmp_path / "p", FixedDim())
 
 
+@pytest.mark.parametrize("kind", [PilotRouter, QualityRouter])
+def test_expert_routers_check_their_encoder_as_every_fitted_router_and_gate_does(kind, tmp_path: Path):
+    """One encoder check for fitted routers and gates (encode/identity.py): an expert router loaded
+    with another encoder gets its message, naming both encoders and the remedy; one whose model
+    folder changed since (same id, other weights digest) is refused too; no encoder: the router is
+    given its query vectors, nothing to check."""
+    from ragroute.encode.identity import check_fitted_encoder
+
+    class Weighed(FixedDim):
+        def __init__(self, weights: str) -> None:
+            self.weights = weights
+
+        def describe(self) -> dict:
+            return {"model_id": self.model_id, "dim": self.dim, "weights": self.weights}
+
+    class Wider(FixedDim):
+        dim = 16
+
+    folder = kind.fit(two_cluster_gains(), encoder=Weighed("w1")).save(tmp_path / "r")
+    name = "pilot" if kind is PilotRouter else "quality"
+    with pytest.raises(EncoderMismatchError) as info:
+        kind.load(folder, Wider())
+    assert str(info.value) == (
+        f"{name} router {folder} was fitted with encoder test/fixed (8-d), not test/fixed (16-d): "
+        "use that encoder, or refit it with this one"
+    )
+    with pytest.raises(EncoderMismatchError) as shared:
+        check_fitted_encoder(f"{name} router {folder}", {"model_id": "test/fixed", "dim": 8}, Wider())
+    assert str(shared.value) == str(info.value)
+    with pytest.raises(EncoderMismatchError, match=r"weights w1\), whose files have changed since"):
+        kind.load(folder, Weighed("w2"))
+    assert kind.load(folder, Weighed("w1")).labels == ["A", "B", "C"]
+    assert kind.load(folder).labels == ["A", "B", "C"]
+
+
 def test_expert_gains_winners_skip_ties_everywhere() -> None:
     data = ExpertGains(
         ["A", "B"], ["x", "y", "z"], np.zeros((3, 2)), np.array([[1, 0], [0.5, 0.5], [0.2, 0.2]])

@@ -613,3 +613,127 @@ def test_a_pair_judged_twice_keeps_the_last_score_with_one_warning(tmp_path: Pat
     ]
     with pytest.raises(CorpusFormatError, match="judge each pair once"):
         load_qrels(path, on_error="raise")
+
+
+# ------------------------------------------------------------------ a key written twice in one object
+
+REPEATED = '{"_id": "b", "text": "kept?", "title": "t", "label": "x", "name": "n", "_id": "c"}'
+
+
+def _second_line_repeats(path: Path, first: dict) -> Path:
+    path.write_text(json.dumps(first) + "\n" + REPEATED + "\n", encoding="utf-8")
+    return path
+
+
+def _read_with(reader: str, tmp_path: Path):
+    """Each JSONL reader users feed, over a file whose line 2 writes `_id` twice."""
+    from ragroute.cli.skills import read_tasks
+    from ragroute.graph.triples import read_triples
+    from ragroute.loaders.labels import load_labels
+    from ragroute.route.labels import read_labelled_queries
+    from ragroute.skills.load_skills_jsonl import load_skills_jsonl
+
+    first = {"_id": "a", "text": "fine", "title": "t", "label": "x", "name": "m", "description": "d"}
+    path = _second_line_repeats(tmp_path / "data.jsonl", first)
+    readers = {
+        "beir corpus": lambda: load_beir_corpus(path, on_error="raise"),
+        "beir queries": lambda: load_beir_queries(path, on_error="raise"),
+        "table": lambda: load_table_file(path, on_error="raise"),
+        "read_jsonl": lambda: list(read_jsonl(path, on_error="raise")),
+        "labels": lambda: load_labels(path),
+        "route labels": lambda: read_labelled_queries(path),
+        "skills": lambda: load_skills_jsonl(path, on_error="raise"),
+        "tasks": lambda: read_tasks(path),
+    }
+    if reader == "triples":
+        first = {"subject": "a", "object": "b"}
+        path.write_text(json.dumps(first) + '\n{"subject": "x", "object": "y", "subject": "z"}\n')
+        return read_triples(path)
+    return readers[reader]()
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [
+        "beir corpus",
+        "beir queries",
+        "table",
+        "read_jsonl",
+        "labels",
+        "route labels",
+        "skills",
+        "tasks",
+        "triples",
+    ],
+)
+def test_every_jsonl_reader_refuses_a_record_that_writes_a_key_twice(reader, tmp_path):
+    """JSON keeps the last of two values silently (`_id` "c" here, with the text of "b"); every
+    reader refuses the record in one line naming the file, the line and the key."""
+    from ragroute.errors import RagrouteError
+
+    with pytest.raises(RagrouteError) as info:
+        _read_with(reader, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "data.jsonl" in message, message
+    assert "line 2" in message or "lines 2" in message, message
+    key = "subject" if reader == "triples" else "_id"
+    assert f"duplicate key {key!r}" in message, message
+
+
+def test_a_skipped_record_with_a_repeated_key_is_counted_and_named(tmp_path):
+    path = _second_line_repeats(tmp_path / "corpus.jsonl", {"_id": "a", "text": "fine"})
+    report = LoadReport()
+    with pytest.warns(CorpusWarning, match=r"corpus.jsonl \(line 2; line 2: duplicate key '_id'"):
+        docs = load_beir_corpus(path, report=report)
+    assert [d.id for d in docs] == ["a"] and report.n_skipped == 1
+
+
+def test_a_json_array_corpus_refuses_the_item_that_writes_a_key_twice(tmp_path):
+    path = tmp_path / "corpus.json"
+    path.write_text('[{"title": "A", "text": "a"}, {"title": "B", "text": "b", "text": "c"}, {"text": "d"}]')
+    with pytest.raises(CorpusFormatError, match=r"corpus.json item 1: duplicate key 'text'"):
+        load_hipporag_corpus(path, on_error="raise")
+    with pytest.warns(CorpusWarning, match="duplicate key 'text'"):
+        docs = load_hipporag_corpus(path)
+    assert [d.text for d in docs] == ["a", "d"] and [d.id for d in docs] == ["corpus-0", "corpus-2"]
+    nested = tmp_path / "nested.json"
+    nested.write_text('[{"text": "a", "meta": {"k": 1, "k": 2}}]')
+    with pytest.raises(CorpusFormatError, match="item 0: duplicate key 'k'"):
+        load_hipporag_corpus(nested, on_error="raise")
+
+
+def test_graphml_passage_metadata_that_writes_a_key_twice_is_an_error():
+    import networkx as nx
+
+    from ragroute.graph.triples import triples_from_networkx
+
+    graph = nx.Graph()
+    graph.add_node("p1", type="passage", text="t", metadata='{"access": "staff", "access": "public"}')
+    graph.add_node("x")
+    graph.add_edge("p1", "x")
+    with pytest.raises(CorpusFormatError, match=r"g.graphml: passage 'p1': metadata: duplicate key 'access'"):
+        triples_from_networkx(graph, source="g.graphml")
+
+
+def test_an_mcp_or_openapi_json_file_with_a_repeated_key_loads_with_a_warning(tmp_path):
+    """Catalogue specs load as far as they sensibly can, with a warning naming file and key."""
+    from ragroute.skills import load_catalogue
+    from ragroute.skills.records import SkillWarning
+
+    tools = tmp_path / "tools.json"
+    tools.write_text(
+        '{"tools": [{"name": "get_weather", "description": "Weather now", "inputSchema": {}, '
+        '"name": "get_forecast"}]}'
+    )
+    with pytest.warns(SkillWarning, match=r"tools.json: duplicate key 'name'") as caught:
+        catalogue = load_catalogue(tools)
+    assert [s.name for s in catalogue.skills] == ["get_forecast"]
+    assert sum("duplicate key" in str(w.message) for w in caught) == 1
+    spec = tmp_path / "api.json"
+    spec.write_text(
+        json.dumps({"openapi": "3.0.0", "info": {"title": "t", "version": "1"}})[:-1]
+        + ', "paths": {"/a": {"get": {"summary": "A", "operationId": "x", "operationId": "getA"}}}}'
+    )
+    with pytest.warns(SkillWarning, match=r"api.json: duplicate key 'operationId'"):
+        catalogue = load_catalogue(spec)
+    assert len(catalogue.skills) == 1

@@ -544,3 +544,41 @@ def test_rerank_step_names_the_backend_that_ran(hashing_encoder, small_docs):
         step = pipeline.retrieve("telescope galaxy", k=2).trace[-1]
         assert step.stage == "rerank" and step.detail["in"] >= 2 and step.detail["out"] == 2
         assert {key: step.detail[key] for key in step.detail if key == "backend"} == expected
+
+
+def test_ragroute_query_names_the_absent_filter_keys_the_route_stage_routes_past(tmp_path):
+    """`ragroute query` warns of the filter keys no document holds with the route stage's own
+    computation (absent_filter_keys, which routes past the sources lacking them): the keys in the
+    order of the stage's `filters` trace step (sorted; the CLI's copy kept the --filter order),
+    `modality` never among them, and none for a collection of unknown documents."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.index.io import save_index
+    from ragroute.pipeline.stages import absent_filter_keys
+
+    products = [
+        Document(f"p{i}", f"printer toner cartridge {i}", metadata={"price": 10 + i}) for i in range(3)
+    ]
+    index = build_index(products, "bm25", name="products")
+    save_index(index, tmp_path / "products")
+    filters = {"zone": ["eu"], "colour": ["red"], "modality": ["text"], "price": [10]}
+    result = CliRunner().invoke(
+        main,
+        [
+            "query",
+            str(tmp_path / "products"),
+            "printer",
+            *(f"--filter={k}={v[0]}" for k, v in filters.items()),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    warned = [
+        line.split("metadata ")[1].strip("'") for line in result.stderr.splitlines() if "metadata" in line
+    ]
+    pipeline = Pipeline([Source("products", index)], FixedRouter({"products": 1.0}))
+    decision = pipeline.retrieve(QueryContext.of("printer", filters=filters), k=3).decision
+    step = next(s.detail for s in decision.trace if s.stage == "filters")
+    assert step["keys"] == ["colour", "price", "zone"] and step["sources_without"] == ["products"]
+    assert warned == absent_filter_keys(products, filters) == ["colour", "zone"]
+    assert absent_filter_keys([], filters) == []  # documents unknown: nothing said to be absent

@@ -104,6 +104,98 @@ def test_defaults_of_a_config_file_are_left_out_where_they_do_not_apply(runner, 
     )
 
 
+def test_ivfpq_lists_are_set_from_the_command_line(runner, tmp_path, monkeypatch):
+    """`--ivf-nlist` and `--ivf-nprobe` set DenseParams.ivf_nlist / ivf_nprobe of an ivfpq build (they
+    had no option: every CLI build got 4 sqrt(n) lists searched 16 at a time); they are recorded
+    with the index, which is searched with them."""
+    import faiss
+    from conftest import HashingEncoder
+
+    import ragroute.cli.build as cli_build
+    from ragroute.index.io import load_index, read_index_manifest
+
+    monkeypatch.setattr(cli_build, "open_encoder", lambda name, backend, cache_dir: HashingEncoder())
+    words = ["comet", "orbit", "bread", "flour", "printer", "laptop", "river", "valley", "tower", "garden"]
+    rows = [{"_id": f"d{i}", "text": f"{words[i % 10]} {words[(i * 7) % 10]} note {i}"} for i in range(1100)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ivf"
+    args = ["build", str(corpus), "--out", str(out), "--method", "dense", "--dense-index", "ivfpq"]
+    result = runner.invoke(main, [*args, "--ivf-nlist", "8", "--ivf-nprobe", "3"])
+    assert result.exit_code == 0, result.output
+    dense = read_index_manifest(out).params["dense"]
+    assert (dense["ivf_nlist"], dense["ivf_nprobe"]) == (8, 3)
+    index = load_index(out, HashingEncoder())
+    assert faiss.extract_index_ivf(index.faiss_index).nlist == 8 and index.params.ivf_nprobe == 3
+    assert index.search("comet orbit", k=3)
+    default = runner.invoke(main, [*args[:3], str(tmp_path / "auto"), *args[4:]])
+    assert default.exit_code == 0, default.output
+    auto = read_index_manifest(tmp_path / "auto").params["dense"]
+    assert (auto["ivf_nlist"], auto["ivf_nprobe"]) == (None, 16)  # 4 sqrt(n) lists, searched 16 at a time
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--dense-index", "ivfpq", "--ivf-nlist", "0"],
+            "Invalid value for '--ivf-nlist': 0 is not in the range x>=1",
+        ),
+        (
+            ["--dense-index", "ivfpq", "--ivf-nprobe", "two"],
+            "Invalid value for '--ivf-nprobe': 'two' is not a valid",
+        ),
+        (
+            ["--dense-index", "ivfpq", "--ivf-nlist", "8", "--ivf-nprobe", "16"],
+            "--ivf-nprobe 16 is more than --ivf-nlist 8 (a query searches at most every list)",
+        ),
+        (
+            ["--ivf-nlist", "8"],
+            "--ivf-nlist does not apply to --dense-index flat (it sets how many inverted lists --dense-index "
+            "ivfpq clusters the vectors into)",
+        ),
+        (
+            ["--dense-index", "hnsw", "--ivf-nprobe", "4"],
+            "--ivf-nprobe does not apply to --dense-index hnsw (it sets how many inverted lists of "
+            "--dense-index ivfpq a query searches)",
+        ),
+        (["--method", "bm25", "--ivf-nprobe", "4"], "--ivf-nprobe does not apply to --method bm25"),
+        (["--method", "graph", "--ivf-nlist", "4"], "--ivf-nlist does not apply to --method graph"),
+    ],
+)
+def test_ivf_options_are_checked_in_one_line(runner, corpus, tmp_path, extra, message):
+    args = ["build", str(corpus), "--out", str(tmp_path / "i"), "--method", "dense", *extra]
+    line = _error_line(runner.invoke(main, args))
+    assert message in line, line
+    assert not (tmp_path / "i").exists()
+
+
+def test_ivf_defaults_of_a_config_file_are_left_out_for_other_layouts(runner, corpus, tmp_path, monkeypatch):
+    from conftest import HashingEncoder
+
+    import ragroute.cli.build as cli_build
+    from ragroute.index.io import read_index_manifest
+
+    monkeypatch.setattr(cli_build, "open_encoder", lambda name, backend, cache_dir: HashingEncoder())
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("build: {ivf_nlist: 8, ivf_nprobe: 4}\n")
+    out = tmp_path / "flat"
+    result = runner.invoke(
+        main, ["--config", str(defaults), "build", str(corpus), "--out", str(out), "--method", "dense"]
+    )
+    assert result.exit_code == 0, result.output
+    assert read_index_manifest(out).params["dense"]["factory"] == "flat"
+
+
+def test_dense_params_refuse_lists_that_are_not_positive_integers():
+    from ragroute.errors import RagrouteError
+    from ragroute.index.dense import DenseParams
+
+    for bad in ({"ivf_nlist": 0}, {"ivf_nprobe": -1}, {"ivf_nprobe": 2.5}, {"ivf_nlist": True}):
+        with pytest.raises(RagrouteError, match="must be a positive integer"):
+            DenseParams(factory="ivfpq", **bad)
+
+
 def test_fusion_is_only_for_hybrid_builds(runner, corpus, tmp_path):
     line = _error_line(
         runner.invoke(
@@ -190,6 +282,84 @@ def test_only_the_path_options_of_a_config_file_are_read_beside_it(tmp_path):
         },
         "query": {"k": 3, "filters": ["year=2001"]},
     }
+
+
+def test_text_options_naming_a_local_path_are_read_beside_the_config_file(tmp_path):
+    """Options typed as text that may name a file or folder (a model folder, an LLM settings file, a
+    store's folder, a corpus) are read beside the --config file when they name one; names, URLs,
+    references to modules and `:memory:` stay as written (they were all read from the cwd)."""
+    from ragroute.cli.config import paths_beside
+
+    (tmp_path / "models" / "mini").mkdir(parents=True)
+    (tmp_path / "all-MiniLM-L6-v2").mkdir()  # a folder named like the bundled model: still the name
+    (tmp_path / "factories.py").write_text("def make(): ...\n")
+    data = {
+        "build": {
+            "encoder": "models/mini",
+            "qdrant_location": "store/q",
+            "lancedb_location": "s3://bucket/db",
+        },
+        "query": {"encoder": "all-MiniLM-L6-v2"},
+        "gate": {"fit": {"encoder": "BAAI/bge-small-en-v1.5"}},  # a hub name, no such folder here
+        "skills": {"build": {"encoder": "./absent"}},  # can only be a path: read here, then refused
+        "graph": {"build": {"llm_spec": "llm.yaml"}, "add": {"llm_spec": "factories.py:make"}},
+        "bench": {"encode": {"model": "~/m"}, "scale": {"encoder": "/abs/m"}},
+        "expert": {"fit-router": {"domains": ["med=corpora/med", "law=/data/law", "bad"]}},
+    }
+    here = str(tmp_path)
+    assert paths_beside(main, data, tmp_path) == {
+        "build": {
+            "encoder": f"{here}/models/mini",
+            "qdrant_location": f"{here}/store/q",
+            "lancedb_location": "s3://bucket/db",
+        },
+        "query": {"encoder": "all-MiniLM-L6-v2"},
+        "gate": {"fit": {"encoder": "BAAI/bge-small-en-v1.5"}},
+        "skills": {"build": {"encoder": f"{here}/absent"}},
+        "graph": {
+            "build": {"llm_spec": f"{here}/llm.yaml"},
+            "add": {"llm_spec": f"{here}/factories.py:make"},
+        },
+        "bench": {"encode": {"model": str(Path.home() / "m")}, "scale": {"encoder": "/abs/m"}},
+        "expert": {"fit-router": {"domains": [f"med={here}/corpora/med", "law=/data/law", "bad"]}},
+    }
+    kept = {
+        "build": {"qdrant_location": ":memory:"},
+        "graph": {"build": {"llm_spec": "local"}, "add": {"llm_spec": "pkg.mod:make"}},
+    }
+    assert paths_beside(main, kept, tmp_path) == kept
+    assert paths_beside(main, {"build": {"qdrant_location": "http://localhost:6333"}}, tmp_path) == {
+        "build": {"qdrant_location": "http://localhost:6333"}
+    }
+
+
+def test_a_config_files_encoder_folder_and_store_folder_are_beside_it(runner, corpus, tmp_path, monkeypatch):
+    """`ragroute build` with the encoder and the embedded Qdrant store named in a --config file in
+    another folder: both are that folder's, not the working directory's."""
+    from conftest import HashingEncoder
+
+    import ragroute.cli.build as cli_build
+
+    opened = []
+
+    def open_encoder(name, backend, cache_dir):
+        opened.append(name)
+        return HashingEncoder()
+
+    monkeypatch.setattr(cli_build, "open_encoder", open_encoder)
+    folder = tmp_path / "conf"
+    (folder / "models" / "mini").mkdir(parents=True)
+    defaults = folder / "defaults.yaml"
+    defaults.write_text(
+        "build: {out_dir: idx, method: qdrant, qdrant_location: store, encoder: models/mini}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(main, ["--config", "../conf/defaults.yaml", "build", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert [Path(name).resolve() for name in opened] == [folder / "models" / "mini"]
+    assert (folder / "store").is_dir() and not (elsewhere / "store").exists()
 
 
 def test_progress_may_be_set_in_a_config_file(runner, corpus, tmp_path, monkeypatch):

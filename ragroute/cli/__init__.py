@@ -123,7 +123,8 @@ def _set_progress(ctx: click.Context, _param: click.Parameter, value: bool | Non
     callback=_load_config,
     is_eager=True,
     expose_value=False,
-    help="YAML file of per-command option defaults (also RAGROUTE_CONFIG).",
+    help="YAML file of per-command option defaults (also RAGROUTE_CONFIG); the files and folders it "
+    "names (a model folder or an --llm file too) are read beside it.",
 )
 @click.version_option(package_name="ragroute")
 def main() -> None:

@@ -17,11 +17,13 @@ import click
 
 from ragroute.cli.common import exclusive_options, one_line_errors, yield_to_command_line
 from ragroute.cli.options import (
+    NameOrPath,
     backend_option,
     bench_encoder_options,
     bench_json_option,
     cache_dir_option,
     data_root_option,
+    encoder_option,
     plot_option,
     rerank_backend_option,
     resolve_reranker,
@@ -157,7 +159,9 @@ def bm25_command(
     type=click.Choice(bench_encode.BACKENDS),
     help="Backend to measure (repeatable; default: all). torch fp32 always runs as the baseline.",
 )
-@click.option("--model", default=DEFAULT_ENCODER, show_default=True, help="Encoder name or folder.")
+@click.option(
+    "--model", type=NameOrPath(), default=DEFAULT_ENCODER, show_default=True, help="Encoder name or folder."
+)
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Texts encoded per batch."
 )
@@ -399,9 +403,7 @@ def corpus_routing_command(
     show_default=True,
     help="Queries routed one at a time to measure latency.",
 )
-@click.option(
-    "--encoder", "encoder_name", default=None, help="Encoder name or folder (default all-MiniLM-L6-v2)."
-)
+@encoder_option("Encoder name or folder (default all-MiniLM-L6-v2).", None, "encoder_name")
 @cache_dir_option()
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the routers' classifiers.")
 @bench_json_option
@@ -1263,7 +1265,7 @@ def exposure_command(
     help="Also check that a Ray build of this many generated documents (hybrid, word-hashing encoder, "
     "2 workers) is identical to the single-process build; 0: skip.",
 )
-@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder of the Ray builds.")
+@encoder_option("Encoder of the Ray builds.")
 @backend_option
 @plot_option
 @bench_json_option

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ragroute.cli.common import ENCODER_OPTIONS, applicable, corpus_columns, open_encoder, refuse_options
-from ragroute.cli.options import column_options, encoder_options, engine_options, on_error_option
+from ragroute.cli.options import (
+    StoreLocation,
+    column_options,
+    encoder_options,
+    engine_options,
+    is_local_location,
+    on_error_option,
+)
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
@@ -20,6 +27,17 @@ from ragroute.index.fusion import FUSION_METHODS
 from ragroute.index.hybrid import FusionParams
 from ragroute.registry import INDEX_KINDS
 from ragroute.types import Document
+
+DENSE_OPTIONS = ("dense_index", "refine", "ivf_nlist", "ivf_nprobe", "mmap")
+"""The options of a faiss index (refused for builds whose vectors are not in one)."""
+
+
+def ivfpq_option(flag: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A setting of ``--dense-index ivfpq`` (``--refine``, ``--ivf-nlist``, ``--ivf-nprobe``): a
+    positive integer N, unset by default (:func:`_dense_params` refuses it for other layouts)."""
+    return click.option(
+        flag, type=click.IntRange(min=1), default=None, metavar="N", help=f"ivfpq: {help_text}"
+    )
 
 
 @click.command("build")
@@ -54,12 +72,20 @@ from ragroute.types import Document
     show_default=True,
     help="faiss layout: flat (exact), hnsw (fast approximate), ivfpq (compact approximate).",
 )
-@click.option(
+@ivfpq_option(
     "--refine",
-    type=click.IntRange(min=1),
-    default=None,
-    help="ivfpq: re-rank N x k candidates by exact scores (float32 vectors kept; 50 reached recall@10 "
-    "0.97 at 1M vectors, searched with ivf_nprobe 1024) [default: off].",
+    "re-rank N x k candidates by exact scores (float32 vectors kept; 50 reached recall@10 0.97 at 1M "
+    "vectors, searched with --ivf-nprobe 1024) [default: off].",
+)
+@ivfpq_option(
+    "--ivf-nlist",
+    "inverted lists the vectors are clustered into (training needs 4 x N documents, and reads 39 "
+    "vectors a list) [default: 4 sqrt(documents), at most 4,096; past ~1M vectors raise it].",
+)
+@ivfpq_option(
+    "--ivf-nprobe",
+    "lists a query searches, recorded with the index (more: higher recall, slower; at most "
+    "--ivf-nlist) [default: 16].",
 )
 @click.option(
     "--mmap",
@@ -77,6 +103,7 @@ from ragroute.types import Document
 @click.option(
     "--qdrant",
     "qdrant_location",
+    type=StoreLocation(),
     default=None,
     metavar="URL|FOLDER",
     help="--method qdrant: a Qdrant server URL (API key from $QDRANT_API_KEY) or an embedded store's folder.",
@@ -84,6 +111,7 @@ from ragroute.types import Document
 @click.option(
     "--lancedb",
     "lancedb_location",
+    type=StoreLocation(),
     default=None,
     metavar="FOLDER|URI",
     help="--method lancedb: the LanceDB database (a folder, or a URI such as s3://...; credentials from "
@@ -106,6 +134,8 @@ def build_command(
     granularity: str,
     dense_index: str,
     refine: int | None,
+    ivf_nlist: int | None,
+    ivf_nprobe: int | None,
     mmap: bool,
     fusion: str,
     qdrant_location: str | None,
@@ -131,16 +161,12 @@ def build_command(
     start = time.perf_counter()
     if method == "bm25":
         refuse_options(
-            (*ENCODER_OPTIONS, "dense_index", "refine", "mmap", "fusion"),
-            "to --method bm25 (BM25 encodes nothing)",
+            (*ENCODER_OPTIONS, *DENSE_OPTIONS, "fusion"), "to --method bm25 (BM25 encodes nothing)"
         )
     elif method != "hybrid":
         refuse_options(("fusion",), f"to --method {method} (only a hybrid index fuses two lists)")
     if method == "graph":
-        refuse_options(
-            ("dense_index", "refine", "mmap"),
-            "to --method graph (use ragroute graph build for graph options)",
-        )
+        refuse_options(DENSE_OPTIONS, "to --method graph (use ragroute graph build for graph options)")
     locations = {"qdrant": (qdrant_location, "URL|FOLDER"), "lancedb": (lancedb_location, "FOLDER|URI")}
     for store in locations:
         if method != store:
@@ -148,26 +174,25 @@ def build_command(
     location = None
     if method in locations:
         reason = f"to --method {method} (the vectors live in {method})"
-        refuse_options(("dense_index", "refine", "mmap"), reason)
+        refuse_options(DENSE_OPTIONS, reason)
         location, metavar = locations[method]
         if not location:
             raise RagrouteError(f"--method {method} needs --{method} {metavar} (where the vectors go)")
-        if "://" not in location and location != ":memory:":  # a folder: recorded absolute, for any cwd
+        if is_local_location(location):  # a folder: recorded absolute, for any cwd
             location = str(Path(location).expanduser().resolve())
     if engine == "local":
         refuse_options(("ray_address", "workers"), "to --engine local (they configure --engine ray)")
     elif method not in ("bm25", "dense", "hybrid", "graph"):
         raise RagrouteError(f"--engine ray builds bm25, dense, hybrid and graph indexes, not {method}")
-    reason = f"to --dense-index {dense_index} (it re-ranks the candidates of --dense-index ivfpq)"
-    refine = applicable("refine", refine, dense_index == "ivfpq", reason)
+    dense_params = _dense_params(dense_index, refine, ivf_nlist, ivf_nprobe, mmap)
     model = None  # resolved first, so a missing model fails before any work is done
     if method != "bm25":
         model = open_encoder(encoder, backend, cache_dir)
     units = load_units(corpus, granularity, on_error, columns)
     if engine == "ray":
         index = _build_on_ray(
-            units, method, model, encoder, cache_dir, dense_index, refine, mmap, fusion, name or out_dir.name,
-            ray_address, workers,
+            units, method, model, encoder, cache_dir, dense_params, fusion, name or out_dir.name, ray_address,
+            workers,
         )  # fmt: skip
         save_built_index(index, out_dir, method, start)
         return
@@ -175,12 +200,39 @@ def build_command(
         units,
         method,
         encoder=model,
-        dense_params=DenseParams(factory=dense_index, refine=refine or 0, mmap=mmap),
+        dense_params=dense_params,
         store_params=StoreParams(location=location, collection=name or out_dir.name) if location else None,
         fusion=FusionParams(method=fusion),
         name=name or out_dir.name,
     )
     save_built_index(index, out_dir, method, start)
+
+
+def _dense_params(
+    dense_index: str, refine: int | None, ivf_nlist: int | None, ivf_nprobe: int | None, mmap: bool
+) -> DenseParams:
+    """The faiss layout the options give. The IVF-PQ options (``--refine``, ``--ivf-nlist``,
+    ``--ivf-nprobe``) given to another layout are a one-line error; as ``--config`` defaults they
+    are left out there (:func:`~ragroute.cli.common.applicable`)."""
+    what = {
+        "refine": (refine, "it re-ranks the candidates of --dense-index ivfpq"),
+        "ivf_nlist": (
+            ivf_nlist,
+            "it sets how many inverted lists --dense-index ivfpq clusters the vectors into",
+        ),
+        "ivf_nprobe": (ivf_nprobe, "it sets how many inverted lists of --dense-index ivfpq a query searches"),
+    }
+    given = {}
+    for name, (value, does) in what.items():
+        value = applicable(name, value, dense_index == "ivfpq", f"to --dense-index {dense_index} ({does})")
+        if value is not None:
+            given[name] = value
+    nlist, nprobe = given.get("ivf_nlist"), given.get("ivf_nprobe")
+    if nlist is not None and nprobe is not None and nprobe > nlist:
+        raise RagrouteError(
+            f"--ivf-nprobe {nprobe} is more than --ivf-nlist {nlist} (a query searches at most every list)"
+        )
+    return DenseParams(factory=dense_index, mmap=mmap, **given)
 
 
 def _build_on_ray(
@@ -189,9 +241,7 @@ def _build_on_ray(
     model: Any,
     encoder: str,
     cache_dir: Path | None,
-    dense_index: str,
-    refine: int | None,
-    mmap: bool,
+    dense_params: DenseParams,
     fusion: str,
     name: str,
     address: str | None,
@@ -220,7 +270,7 @@ def _build_on_ray(
             method,
             encoder=model,
             encoder_factory=factory,
-            dense_params=DenseParams(factory=dense_index, refine=refine or 0, mmap=mmap),
+            dense_params=dense_params,
             fusion=FusionParams(method=fusion),
             name=name,
             workers=workers,

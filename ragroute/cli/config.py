@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.options import BesideConfigFile
 from ragroute.cli.output import emit_json
 
 
@@ -188,18 +189,20 @@ def cli_defaults_problems(root: click.Command, path: Path, data: Any) -> list[st
 
 def paths_beside(command: click.Command, values: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``values``, a checked section of a CLI defaults file for ``command`` (the whole file for the
-    ``ragroute`` group), with the value of every option taking a file or folder (``click.Path``) read
-    relative to ``folder``, the file's own, as every path in a YAML file of ragroute is (absolute
-    paths and ``~/...`` are kept as they are)."""
+    ``ragroute`` group), with the value of every option taking a file or folder read relative to
+    ``folder``, the file's own, as every path in a YAML file of ragroute is (absolute paths and
+    ``~/...`` are kept as they are): a ``click.Path`` option's always, and a text option that may name
+    a local path (:class:`~ragroute.cli.options.BesideConfigFile`: ``--encoder``, ``--llm``,
+    ``--qdrant``, ``--lancedb``, ``--domain``...) where its type says the value is one."""
     params = {param.name: param for param in command.params}
     resolved: dict[str, Any] = {}
     for key, value in values.items():
         param = params.get(key)
         sub = command.commands.get(key) if isinstance(command, click.Group) and param is None else None
-        if param is not None and isinstance(param.type, click.Path):
-            dash = param.type.allow_dash  # "-": standard input or output
-            paths = [_beside(folder, item, dash) for item in (value if isinstance(value, list) else [value])]
-            resolved[key] = paths if isinstance(value, list) else paths[0]
+        kind = param.type if param is not None else None
+        if isinstance(kind, (click.Path, BesideConfigFile)):
+            items = [_beside(folder, item, kind) for item in (value if isinstance(value, list) else [value])]
+            resolved[key] = items if isinstance(value, list) else items[0]
         elif sub is not None and isinstance(value, dict):
             resolved[key] = paths_beside(sub, value, folder)
         else:
@@ -207,10 +210,14 @@ def paths_beside(command: click.Command, values: dict[str, Any], folder: Path) -
     return resolved
 
 
-def _beside(folder: Path, value: Any, dash: bool) -> Any:
-    """A path ``value`` of a defaults file in ``folder``, as the command line would give it
-    (``dash``: ``-`` means standard input or output, not a file)."""
-    if not isinstance(value, str) or (dash and value == "-"):
+def _beside(folder: Path, value: Any, kind: click.Path | BesideConfigFile) -> Any:
+    """A value of a defaults file in ``folder`` for an option of type ``kind``, as the command line
+    would give it (a path option's ``-`` where it means standard input or output is not a file)."""
+    if not isinstance(value, str):
+        return value
+    if not isinstance(kind, click.Path):
+        return kind.beside(folder, value)
+    if kind.allow_dash and value == "-":
         return value
     return str(folder / Path(value).expanduser())
 

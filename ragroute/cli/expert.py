@@ -11,6 +11,7 @@ import click
 from ragroute.cli.common import CONTEXT, applicable, corpus_columns, one_line_errors, refuse_options
 from ragroute.cli.options import (
     CONFIG_CACHE_HELP,
+    NamedPath,
     bench_encoder_options,
     cache_dir_option,
     column_options,
@@ -178,6 +179,7 @@ def train_command(
 @click.option(
     "--domain",
     "domains",
+    type=NamedPath(),
     multiple=True,
     metavar="EXPERT=CORPUS",
     help="With --kind domain (repeatable, at least two): an expert source of CONFIG and the corpus "

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, exclusive_options, one_line_errors, refuse_options
-from ragroute.cli.options import backend_option, cache_dir_option
+from ragroute.cli.options import backend_option, cache_dir_option, encoder_option
 from ragroute.cli.output import emit_json
 
 
@@ -49,12 +49,7 @@ def _encoder(name: str | None, backend: str, cache_dir: Path | None) -> Any:
 @click.option(
     "--max-steps", type=click.IntRange(min=1), default=None, help="Stop at this step of a multi-step run."
 )
-@click.option(
-    "--encoder",
-    default="all-MiniLM-L6-v2",
-    show_default=True,
-    help="Encoder of the query vectors the gate's signals read (the gate is used with the same).",
-)
+@encoder_option("Encoder of the query vectors the gate's signals read (the gate is used with the same).")
 @backend_option
 @cache_dir_option()
 @click.option(

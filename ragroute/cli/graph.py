@@ -24,7 +24,7 @@ from ragroute.cli.common import (
     one_line_errors,
     open_encoder,
 )
-from ragroute.cli.options import column_options, encoder_options, on_error_option
+from ragroute.cli.options import NameOrPath, column_options, encoder_options, on_error_option
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -37,6 +37,8 @@ GRANULARITIES = ("document", "section", "paragraph")
 EXPLAIN_KEYS = ("seeds", "anchors", "facts", "path")
 LLM_ONLY = "it names the LLM of --extractor llm"
 """Why ``--llm`` does not apply to a build or a graph of another extractor."""
+LLM_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+"""What an ``--llm`` settings file is named (any other value is a kind or a reference, unless a file)."""
 
 
 @click.group("graph", context_settings=CONTEXT)
@@ -65,6 +67,7 @@ def llm_option(command: Any) -> Any:
     return click.option(
         "--llm",
         "llm_spec",
+        type=NameOrPath(path_suffixes=LLM_FILE_SUFFIXES),
         default=None,
         metavar="KIND|FILE",
         help="The LLM the `llm` extractor asks (build: with --extractor llm; add: for a graph built "
@@ -83,7 +86,7 @@ def llm_extractor(llm_spec: str | None, cache_dir: Path | None = None) -> Any:
 
     settings: Any = llm_spec or "local"
     where, base = f"--llm {settings}", None
-    named_file = llm_spec is not None and Path(llm_spec).suffix in (".yaml", ".yml", ".json")
+    named_file = llm_spec is not None and Path(llm_spec).suffix in LLM_FILE_SUFFIXES
     if llm_spec is not None and (named_file or Path(llm_spec).is_file()):
         data = read_yaml(llm_spec, "LLM settings file")
         settings = data.get("llm", data) if isinstance(data, dict) else data

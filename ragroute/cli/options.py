@@ -24,6 +24,71 @@ CONFIG_CACHE_HELP = (
 )
 
 
+class BesideConfigFile(click.types.StringParamType):
+    """A text option that may name a local file or folder among other things (a model name, a URL):
+    :meth:`beside` says how a value of a ``--config`` file is read against the file's folder
+    (:func:`ragroute.cli.config.paths_beside`), as ``click.Path`` options are. On the command line
+    the value is kept as typed (read from the working directory)."""
+
+    def beside(self, folder: Path, value: str) -> str:
+        """``value``, a default from a ``--config`` file in ``folder``, as the command line would give it."""
+        raise NotImplementedError
+
+
+def _in(folder: Path, value: str) -> Path:
+    return folder / Path(value).expanduser()  # an absolute value (or ~/...) stays what it is
+
+
+class NameOrPath(BesideConfigFile):
+    """A name or a local path (``--encoder``: a model name or a model folder; ``--llm``: a kind name, a
+    settings file or ``file.py:factory``). A ``--config`` value is read beside the file when it names
+    a file or folder there, or can only be a path (``./x``, ``../x``, ``~/x``, a suffix of
+    ``path_suffixes``);
+    otherwise it is a name (a hub model, ``local``, ``package.module:factory``) and kept as written,
+    as are the bundled encoder's names, which are never paths."""
+
+    def __init__(self, path_suffixes: tuple[str, ...] = ()) -> None:
+        self.path_suffixes = path_suffixes
+
+    def beside(self, folder: Path, value: str) -> str:
+        from ragroute.encode.resolve import is_bundled_name
+        from ragroute.references import is_reference
+
+        if is_bundled_name(value):
+            return value
+        here = _in(folder, value)
+        if here.exists() or value.startswith(("./", "../", "~")) or Path(value).suffix in self.path_suffixes:
+            return str(here)
+        module, _, attribute = value.partition(":")
+        if is_reference(value) and module.strip().endswith(".py"):  # file.py:function, beside the file
+            return f"{_in(folder, module.strip())}:{attribute}"
+        return value
+
+
+def is_local_location(location: str) -> bool:
+    """Whether a store location (``--qdrant``, ``--lancedb``) names a local folder: not a URL
+    (``http://...``, ``s3://...``) nor Qdrant's ``:memory:``."""
+    return "://" not in location and location != ":memory:"
+
+
+class StoreLocation(BesideConfigFile):
+    """A store's folder or a URL (``--qdrant``, ``--lancedb``): a ``--config`` folder is read beside
+    the file (it need not exist yet: the build makes it); a URL or ``:memory:`` is kept."""
+
+    def beside(self, folder: Path, value: str) -> str:
+        return str(_in(folder, value)) if is_local_location(value) else value
+
+
+class NamedPath(BesideConfigFile):
+    """``NAME=PATH`` (``--domain EXPERT=CORPUS``): a ``--config`` value's PATH is read beside the file."""
+
+    def beside(self, folder: Path, value: str) -> str:
+        name, sep, path = value.partition("=")
+        return (
+            f"{name}={_in(folder, path)}" if sep and name and path else value
+        )  # malformed: the command says
+
+
 BACKEND_HELP = (
     "How the encoder runs: torch, onnx (fp32 export) or onnx-int8; auto picks the fastest backend "
     "whose retrieval quality was measured to hold."
@@ -60,20 +125,27 @@ def cache_dir_option(help_text: str = CACHE_DIR_HELP) -> Callable[[Callable[...,
     )
 
 
+ENCODER_HELP = "Sentence-transformers model name or local path."
+
+
+def encoder_option(
+    help_text: str = ENCODER_HELP, default: str | None = "all-MiniLM-L6-v2", name: str = "encoder"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--encoder`` (parameter ``name``): a model name or folder, read beside a ``--config`` file
+    that names a folder there (:class:`NameOrPath`)."""
+    return click.option(
+        "--encoder", name, type=NameOrPath(), default=default, show_default=bool(default), help=help_text
+    )
+
+
 def encoder_options(default_encoder: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add ``--encoder``, ``--backend`` and ``--cache-dir`` to a command."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         func = cache_dir_option()(func)
         func = backend_option(func)
-        return click.option(
-            "--encoder",
-            default=default_encoder,
-            show_default=bool(default_encoder),
-            help="Sentence-transformers model name or local path"
-            + ("" if default_encoder else " [default: the one the index was built with]")
-            + ".",
-        )(func)
+        unset = "" if default_encoder else " [default: the one the index was built with]"
+        return encoder_option(ENCODER_HELP[:-1] + unset + ".", default_encoder)(func)
 
     return decorate
 
@@ -165,12 +237,7 @@ def bench_encoder_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--encoder``, ``--backend`` and ``--cache-dir`` (an embedding cache shared by benchmark runs)."""
     func = cache_dir_option(CACHE_DIR_HELP + " Shared by runs, so repeated runs do not re-encode.")(func)
     func = backend_option(func)
-    return click.option(
-        "--encoder",
-        default="all-MiniLM-L6-v2",
-        show_default=True,
-        help="Sentence-transformers model name or local path.",
-    )(func)
+    return encoder_option()(func)
 
 
 def train_device_option(published: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

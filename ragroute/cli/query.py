@@ -44,15 +44,6 @@ def _typed(text: str) -> list[Any]:
     return []
 
 
-def _absent_keys(index: Any, filters: dict[str, list[Any]]) -> list[str]:
-    """Filter keys no document of a local index holds in its metadata (a likely typo)."""
-    documents = getattr(getattr(index, "store", None), "documents", None)
-    if documents is None:
-        return []
-    wanted = [key for key in filters if key not in ("modality", "parent_id")]
-    return [key for key in wanted if not any(key in doc.metadata for doc in documents)]
-
-
 @click.command("query")
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.argument("text")
@@ -100,7 +91,9 @@ def query_command(
         # as a caller with no scopes, as every CLI command: documents with access labels stay hidden
         hits = index.search_contexts([QueryContext.of(text, filters=parsed or None)], k)[0]
     if parsed and not hits:
-        for key in _absent_keys(index, parsed):
+        from ragroute.pipeline.stages import absent_filter_keys
+
+        for key in absent_filter_keys(getattr(index, "documents", ()), parsed):
             click.echo(f"warning: no document in {index_dir} has metadata {key!r}", err=True)
     trace = [
         TraceStep(

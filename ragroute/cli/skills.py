@@ -16,7 +16,7 @@ from ragroute.cli.common import (
     one_line_errors,
     yield_to_command_line,
 )
-from ragroute.cli.options import backend_option, cache_dir_option, resolve_reranker
+from ragroute.cli.options import backend_option, cache_dir_option, encoder_option, resolve_reranker
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
 
@@ -43,7 +43,7 @@ def skills_group() -> None:
     default=None,
     help="Catalogue format [default: detected from the path].",
 )
-@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Encoder name or folder.")
+@encoder_option("Encoder name or folder.")
 @backend_option
 @cache_dir_option()
 @click.option(

@@ -53,8 +53,9 @@ def check_weights(recorded: Mapping[str, Any] | None, encoder: Any, what: str) -
 
 
 def check_fitted_encoder(what: str, info: Mapping[str, Any] | None, encoder: Any) -> None:
-    """The encoder check of a fitted router or gate (``what``: "router /x", "gate /y"): ``encoder``
-    must be the one recorded in ``info`` (id, dimension, weights); no record: nothing to check."""
+    """The encoder check of a fitted router or gate (``what``: "router /x", "gate /y", "pilot router
+    /z"): ``encoder`` must be the one recorded in ``info`` (id, dimension, weights); no record:
+    nothing to check. The message names both encoders and what to do."""
     if not info:
         return
     if encoder is None:
@@ -62,6 +63,7 @@ def check_fitted_encoder(what: str, info: Mapping[str, Any] | None, encoder: Any
     got = (str(getattr(encoder, "model_id", "?")), int(getattr(encoder, "dim", -1)))
     if got != (str(info["model_id"]), int(info["dim"])):
         raise EncoderMismatchError(
-            f"{what} was fitted with encoder {info['model_id']} ({info['dim']}-d), not {got[0]} ({got[1]}-d)"
+            f"{what} was fitted with encoder {info['model_id']} ({info['dim']}-d), not {got[0]} "
+            f"({got[1]}-d): use that encoder, or refit it with this one"
         )
     check_weights(info, encoder, what)

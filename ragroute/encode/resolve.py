@@ -31,6 +31,12 @@ _BUNDLED_ALIASES = frozenset({"all-minilm-l6-v2", "sentence-transformers/all-min
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
+def is_bundled_name(name: str) -> bool:
+    """Whether ``name`` names the bundled encoder (``all-MiniLM-L6-v2``, any case): a name, never a
+    path, even where a folder of that name exists."""
+    return name.strip().lower() in _BUNDLED_ALIASES
+
+
 def set_offline_env() -> None:
     """Force Hugging Face libraries offline (call before importing them)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -187,7 +193,7 @@ def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> Res
     requested = os.fspath(name_or_path).strip()
     if not requested:
         raise ModelNotFoundError("encoder name is empty")
-    if requested.lower() in _BUNDLED_ALIASES:
+    if is_bundled_name(requested):
         return ResolvedModel(BUNDLED_MODEL_ID, _bundled_path(), requested)
 
     local = Path(requested).expanduser()

@@ -77,7 +77,7 @@ from typing import Any
 from ragroute.errors import CorpusFormatError, RagrouteError
 from ragroute.graph.build import GraphParams, GraphTables, extend_graph, extract_passages
 from ragroute.graph.extract import Extraction, Fact, normalise, resolve_extractor
-from ragroute.loaders.common import CorpusWarning
+from ragroute.loaders.common import BadRecord, CorpusWarning, parse_json
 from ragroute.scopes import ACCESS_KEY, labels_of
 from ragroute.types import Document
 
@@ -214,9 +214,11 @@ def _jsonl_records(text: str) -> list[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            records.append((number, json.loads(line)))
+            records.append((number, parse_json(line)))
         except json.JSONDecodeError as exc:
             records.append((number, _Invalid(f"invalid JSON ({exc.msg} at column {exc.colno})")))
+        except BadRecord as exc:  # a key written twice
+            records.append((number, _Invalid(str(exc))))
     return records
 
 
@@ -394,9 +396,11 @@ def _node_metadata(attrs: Mapping[str, Any], pid: str, source: str) -> dict[str,
     raw = attrs.get("metadata")
     if raw not in (None, ""):
         try:
-            parsed = json.loads(raw) if isinstance(raw, str) else raw
+            parsed = parse_json(raw) if isinstance(raw, str) else raw
         except json.JSONDecodeError as exc:
             raise CorpusFormatError(f"{source}: passage {pid!r}: metadata is not JSON ({exc.msg})") from None
+        except BadRecord as exc:  # a key written twice: which value was meant is unknown
+            raise CorpusFormatError(f"{source}: passage {pid!r}: metadata: {exc}") from None
         if not isinstance(parsed, dict):
             raise CorpusFormatError(f"{source}: passage {pid!r}: metadata is not a JSON object")
         metadata.update(parsed)

@@ -65,6 +65,10 @@ class DenseParams:
             )
         if self.refine < 0 or (self.refine and self.factory != "ivfpq"):
             raise RagrouteError(f"refine applies to ivfpq indexes only, as a factor >= 1 (got {self.refine})")
+        for name in ("ivf_nlist", "ivf_nprobe"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise RagrouteError(f"{name} must be a positive integer (got {value!r})")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DenseParams:
@@ -433,9 +437,10 @@ def _trained_ivfpq(params: DenseParams, sample: np.ndarray) -> faiss.Index:
     bits = params.pq_bits
     needed = max(nlist, 2**bits) * 4
     if n < needed:
+        fewer = "a smaller --ivf-nlist, or " if params.ivf_nlist and nlist > 2**bits else ""
         raise RagrouteError(
             f"ivfpq needs at least {needed} documents to train (nlist={nlist}, pq_bits={bits}), got {n}; "
-            "use --dense-index flat for small corpora"
+            f"use {fewer}--dense-index flat for small corpora"
         )
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, bits, faiss.METRIC_INNER_PRODUCT)

@@ -3,11 +3,12 @@
 Bad-record policy (every loader follows it):
 
 * ``on_error="skip"`` (the default for corpora): a record that cannot be read
-  (invalid UTF-8, broken JSON, missing required field, unreadable file in a
-  folder) is skipped, recorded in the optional :class:`LoadReport`, and after
-  the file has been read ONE :class:`CorpusWarning` summarises what was skipped
-  in it, e.g. ``skipped 2 bad lines in corpus.jsonl (lines 17, 40; line 17:
-  invalid JSON (...))``. Large corpora scraped from the web almost always hold
+  (invalid UTF-8, broken JSON, a key written twice in one JSON object, a
+  missing required field, an unreadable file in a folder) is skipped,
+  recorded in the optional :class:`LoadReport`, and after the file has been
+  read ONE :class:`CorpusWarning` summarises what was skipped in it, e.g.
+  ``skipped 2 bad lines in corpus.jsonl (lines 17, 40; line 17: invalid
+  JSON (...))``. Large corpora scraped from the web almost always hold
   a few broken lines; refusing the whole file would be unhelpful, hiding the
   loss would be dishonest.
 * ``on_error="raise"``: the first bad record raises
@@ -32,11 +33,12 @@ unknown file.
 from __future__ import annotations
 
 import codecs
+import json
 import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ragroute.errors import CorpusFormatError, lone_surrogate
 
@@ -230,6 +232,91 @@ def check_unicode(value: T, raw: str | None = None) -> T:
     if problem is not None:
         raise BadRecord(f"not valid text: {problem} of a string (an escape of half a surrogate pair)")
     return value
+
+
+class RepeatedKeys:
+    """The keys a JSON text writes twice in one object (``{"id": "a", "text": "x", "id": "b"}``), which
+    JSON parsers resolve silently by keeping the last value: the ``object_pairs_hook`` of
+    :func:`parse_json` notes them per object, so a reader can refuse the record or warn."""
+
+    def __init__(self) -> None:
+        # id of each object that repeats a key -> (the object, kept alive so its id stays its own; keys)
+        self._objects: dict[int, tuple[dict[str, Any], list[str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._objects)
+
+    def hook(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """Build one object, noting the keys it repeats (the last value is kept, as JSON does)."""
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            repeated: dict[str, None] = {}
+            for key, _ in pairs:
+                if key in seen:
+                    repeated[key] = None
+                seen.add(key)
+            self._objects[id(obj)] = (obj, list(repeated))
+        return obj
+
+    def names(self) -> list[str]:
+        """Every repeated key, once each, in the order their objects were closed."""
+        return list(dict.fromkeys(key for _, keys in self._objects.values() for key in keys))
+
+    def first_in(self, value: Any) -> str | None:
+        """The first key repeated by ``value`` or an object inside it (one record of a parsed file)."""
+        if not self._objects:
+            return None
+        stack = [value]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                noted = self._objects.get(id(node))
+                if noted is not None and noted[0] is node:
+                    return noted[1][0]
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return None
+
+
+def duplicate_key_reason(key: str) -> str:
+    """Why a record that writes ``key`` twice is refused (one line, for :class:`BadRecord`)."""
+    return f"duplicate key {key!r} (JSON keeps only its last value; write each key once)"
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return obj
+
+
+#: one decoder (building one per call, as ``json.loads`` with a hook does, doubles the time of a line)
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def parse_json(text: str, repeats: RepeatedKeys | None = None) -> Any:
+    """``json.loads(text)`` for the JSON files and lines users give, which does not silently keep one
+    of two values of a repeated key: a :class:`BadRecord` naming the key (:func:`duplicate_key_reason`),
+    or, when ``repeats`` is given, the key noted there (the last value kept) for the caller to
+    refuse a record of a larger file or warn. Broken JSON raises :class:`json.JSONDecodeError` (and
+    ``RecursionError`` when nested too deeply), as ``json.loads`` does; ``text`` holds no BOM."""
+    if repeats is not None:
+        return json.JSONDecoder(object_pairs_hook=repeats.hook).decode(text)
+    try:
+        return _STRICT_DECODER.decode(text)
+    except _RepeatedKey as exc:
+        raise BadRecord(duplicate_key_reason(exc.key)) from None
 
 
 def decode_utf8_file(data: bytes) -> str:

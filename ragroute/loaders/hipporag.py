@@ -17,18 +17,23 @@ from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import (
     BadRecord,
     LoadReport,
+    RepeatedKeys,
     SkipLog,
     check_on_error,
     check_unicode,
     decode_utf8_file,
+    duplicate_key_reason,
     optional_str,
+    parse_json,
 )
 from ragroute.loaders.jsonl import open_binary
 from ragroute.types import Document
 
 
-def read_json_array(path: str | Path) -> list[Any]:
-    """Parse a whole JSON file that must hold an array; errors name file and line."""
+def read_json_array(path: str | Path, repeats: RepeatedKeys | None = None) -> list[Any]:
+    """Parse a whole JSON file that must hold an array; errors name file and line. A key written
+    twice in one object is noted in ``repeats`` (each item's is refused by the caller), or, without
+    it, an error naming the file and the key."""
     source = str(path)
     with open_binary(path) as fh:
         data = fh.read()
@@ -37,9 +42,11 @@ def read_json_array(path: str | Path) -> list[Any]:
     except BadRecord as exc:
         raise CorpusFormatError(f"{source}: {exc}") from None
     try:
-        value = json.loads(text)
+        value = parse_json(text, repeats)
     except json.JSONDecodeError as exc:
         raise CorpusFormatError(f"{source} line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    except BadRecord as exc:
+        raise CorpusFormatError(f"{source}: {exc}") from None
     if not isinstance(value, list):
         raise CorpusFormatError(
             f"{source}: expected a JSON array of {{title, text}} objects, got {type(value).__name__}"
@@ -72,7 +79,7 @@ def load_hipporag_corpus(
     ``id_prefix`` defaulting to the file stem (``train_corpus.json`` ->
     ``train_corpus-0``...). Positions count skipped items too, so one bad
     item does not shift the ids after it. Items that are not objects or lack
-    ``text`` follow ``on_error`` (default: skip + one
+    ``text``, or write a key twice, follow ``on_error`` (default: skip + one
     :class:`~ragroute.loaders.common.CorpusWarning`, reported as ``item <i>``);
     an unreadable file (invalid UTF-8, broken JSON, not an array) always raises.
     """
@@ -80,8 +87,12 @@ def load_hipporag_corpus(
     prefix = id_prefix if id_prefix is not None else Path(path).stem
     log = SkipLog(str(path), "item", on_error, report)
     docs = []
-    for i, item in enumerate(read_json_array(path)):
+    repeats = RepeatedKeys()
+    for i, item in enumerate(read_json_array(path, repeats)):
         try:
+            repeated = repeats.first_in(item)
+            if repeated is not None:
+                raise BadRecord(duplicate_key_reason(repeated))
             doc = hipporag_document(item, f"{prefix}-{i}")
         except BadRecord as exc:
             log.bad(i, str(exc))

@@ -21,6 +21,7 @@ from ragroute.loaders.common import (
     check_on_error,
     check_unicode,
     decode_error_reason,
+    parse_json,
 )
 
 T = TypeVar("T")
@@ -47,11 +48,12 @@ def decode_line(raw: bytes, first: bool = False) -> str:
 
 
 def parse_object(text: str) -> dict[str, Any]:
-    """Parse one JSON object; :class:`BadRecord` for broken JSON, a non-object value or a lone
-    surrogate escape in a string."""
+    """Parse one JSON object; :class:`BadRecord` for broken JSON, a non-object value, a key written
+    twice in one object (:func:`~ragroute.loaders.common.parse_json`) or a lone surrogate escape in a
+    string."""
     text = text.rstrip("\r\n")  # an error at the line's end is reported at its column, not line 2
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     except json.JSONDecodeError as exc:
         at = "" if exc.msg.endswith(" at") else " at"  # "Unterminated string starting at"
         raise BadRecord(f"invalid JSON ({exc.msg}{at} column {exc.colno})") from None

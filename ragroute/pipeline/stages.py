@@ -26,7 +26,7 @@ from ragroute.registry import FUSIONS
 from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.scopes import ACCESS_KEY, REDACTED, labels_of, redact, visible
-from ragroute.types import Decision, Hit, TraceStep
+from ragroute.types import Decision, Document, Hit, TraceStep
 
 # Sources over the same documents (an expert set's experts) are read this deep when fused, as the
 # hybrid index reads its BM25 and dense lists: a document 11th in two lists still gathers both votes
@@ -177,11 +177,7 @@ class RouteStage:
         cache_key = (keys, tuple(len(docs) for docs in documents.values()))  # an index that grew: read again
         found = self._misses.get(cache_key)
         if found is None:
-            found = frozenset(
-                name
-                for name, docs in documents.items()
-                if docs and not all(any(key in d.metadata for d in docs) for key in keys)
-            )
+            found = frozenset(name for name, docs in documents.items() if absent_filter_keys(docs, filters))
             if len(self._misses) >= 256:
                 self._misses = {}
             self._misses[cache_key] = found
@@ -330,6 +326,17 @@ class RouteStage:
 def metadata_filter_keys(filters: Mapping[str, Any] | None) -> frozenset[str]:
     """The metadata keys ``filters`` name (``modality`` and ``parent_id`` are document fields)."""
     return frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
+
+
+def absent_filter_keys(documents: Sequence[Document], filters: Mapping[str, Any] | None) -> list[str]:
+    """The metadata keys ``filters`` names (:func:`metadata_filter_keys`) that no document of
+    ``documents`` holds, sorted: the filter matches none of them (a likely typo, or a source to route
+    around). No documents known (an empty or external collection): none is said to be absent."""
+    if not documents:
+        return []
+    return sorted(
+        key for key in metadata_filter_keys(filters) if not any(key in d.metadata for d in documents)
+    )
 
 
 def _renormalise(scores: Mapping[str, float]) -> dict[str, float]:

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.encode.identity import check_fitted_encoder
+from ragroute.errors import IndexFormatError, RagrouteError
 
 ARTIFACT_FAMILY = "router"
 ARRAYS_FILE = "arrays.npz"
@@ -145,15 +146,9 @@ def load_router(path_dir: str | os.PathLike[str], kind: str) -> tuple[dict[str, 
 
 
 def check_encoder_info(recorded: Mapping[str, Any] | None, encoder: Any, where: str) -> None:
-    """The routing encoder must be the one the router was fitted with (same vector space)."""
-    if not recorded or encoder is None:
-        return
-    model_id, dim = recorded.get("model_id"), recorded.get("dim")
-    if model_id != getattr(encoder, "model_id", None) or dim != getattr(encoder, "dim", None):
-        raise EncoderMismatchError(
-            f"{where}: fitted with encoder {model_id} (dim {dim}), but the pipeline's encoder is "
-            f"{getattr(encoder, 'model_id', '?')} (dim {getattr(encoder, 'dim', '?')}); refit it"
-        )
-    from ragroute.encode.identity import check_weights
-
-    check_weights(recorded, encoder, where)
+    """The routing encoder must be the one the router was fitted with (same vector space): the check
+    of every fitted router and gate (:func:`ragroute.encode.identity.check_fitted_encoder`: id,
+    dimension, weights). An expert router loaded without an encoder is given its query vectors
+    (``route_many(..., query_vectors=...)``): nothing to check then."""
+    if encoder is not None:
+        check_fitted_encoder(where, recorded, encoder)

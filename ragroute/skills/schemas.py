@@ -18,14 +18,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, check_unicode, decode_utf8_file
+from ragroute.loaders.common import BadRecord, RepeatedKeys, check_unicode, decode_utf8_file, parse_json
 from ragroute.loaders.jsonl import open_binary
+from ragroute.skills.records import SkillWarning
 from ragroute.yaml_files import YamlProblem, parse_yaml
 
 JSON_SUFFIXES = (".json",)
@@ -50,10 +52,22 @@ def _string_keys(value: Any) -> Any:
 
 
 def parse_structured(text: str, source: str | Path, *, yaml_ok: bool) -> Any:
-    """Parse JSON (or YAML when ``yaml_ok``); :class:`BadRecord` with a one-line reason if it fails."""
+    """Parse JSON (or YAML when ``yaml_ok``); :class:`BadRecord` with a one-line reason if it fails.
+
+    A JSON object that writes a key twice keeps its last value, as JSON does, with one
+    :class:`~ragroute.skills.records.SkillWarning` per key naming ``source`` and the key (the
+    catalogue loaders load what they sensibly can and say what they did)."""
     if not yaml_ok:
         try:
-            return check_unicode(json.loads(text), text)
+            repeats = RepeatedKeys()
+            value = check_unicode(parse_json(text, repeats), text)
+            for key in repeats.names():
+                warnings.warn(
+                    f"{source}: duplicate key {key!r} in one object: only its last value is read",
+                    SkillWarning,
+                    stacklevel=2,
+                )
+            return value
         except json.JSONDecodeError as exc:
             raise BadRecord(f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         except RecursionError:
