@@ -332,6 +332,21 @@ def test_text_options_naming_a_local_path_are_read_beside_the_config_file(tmp_pa
         "build": {"qdrant_location": "http://localhost:6333"}
     }
 
+    # rerankers and the router's encoder: a folder beside the file, or a hub name kept (a hub name
+    # was made a path beside the file, and `route fit --encoder` was read from the cwd)
+    (tmp_path / "rr").mkdir()
+    hub = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+    named = {
+        "skills": {"route": {"reranker_path": "rr"}, "tune": {"reranker_path": hub}},
+        "bench": {"rerank": {"model": hub}, "skills": {"reranker_path": "rr"}},
+        "route": {"fit": {"encoder": "models/mini"}},
+    }
+    assert paths_beside(main, named, tmp_path) == {
+        "skills": {"route": {"reranker_path": f"{here}/rr"}, "tune": {"reranker_path": hub}},
+        "bench": {"rerank": {"model": hub}, "skills": {"reranker_path": f"{here}/rr"}},
+        "route": {"fit": {"encoder": f"{here}/models/mini"}},
+    }
+
 
 def test_a_config_files_encoder_folder_and_store_folder_are_beside_it(runner, corpus, tmp_path, monkeypatch):
     """`ragroute build` with the encoder and the embedded Qdrant store named in a --config file in

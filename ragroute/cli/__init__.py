@@ -49,10 +49,10 @@ class _Group(click.Group):
             click.echo(f"error: {message} (see '{where} --help')", err=True)
             ctx.exit(2)
         except (RagrouteError, OSError) as exc:
-            message = user_error_message(exc)
-            if message is None:
+            said = user_error_message(exc)
+            if said is None:
                 raise
-            click.echo(f"error: {message}", err=True)
+            click.echo(f"error: {said}", err=True)
             ctx.exit(2)
 
 

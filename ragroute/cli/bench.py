@@ -26,6 +26,7 @@ from ragroute.cli.options import (
     encoder_option,
     plot_option,
     rerank_backend_option,
+    reranker_option,
     resolve_reranker,
     split_option,
     train_device_option,
@@ -565,10 +566,11 @@ def graph_command(
 @split_option()
 @click.option(
     "--model",
-    default=Path("rerank/default"),
+    default="rerank/default",
     show_default=True,
-    type=click.Path(path_type=Path),
-    help="Reranker: a `ragroute rerank train` artifact or a sentence-transformers CrossEncoder.",
+    type=NameOrPath(),
+    help="Reranker: a `ragroute rerank train` artifact, or a sentence-transformers CrossEncoder (folder or "
+    "hub name).",
 )
 @candidates_option
 @rerank_backend_option
@@ -578,7 +580,7 @@ def graph_command(
 def rerank_command(
     root: Path,
     split: str,
-    model: Path,
+    model: str,
     candidates: int,
     rerank_backend: str,
     encoder: str,
@@ -692,13 +694,9 @@ def ppr_command(
     Path("../shared/data/toollens"),
 )
 @split_option()
-@click.option(
-    "--reranker",
-    "reranker_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Reranker for the rerank rows (a `ragroute rerank train` artifact or a CrossEncoder folder) "
-    "[default: rerank/default if it has been trained; else the rerank rows are left out, said on stderr].",
+@reranker_option(
+    "Reranker for the rerank rows (a `ragroute rerank train` artifact or a CrossEncoder folder) "
+    "[default: rerank/default if it has been trained; else the rerank rows are left out, said on stderr]."
 )
 @click.option("--no-reranker", is_flag=True, help="Stage-1 rows only, even when rerank/default exists.")
 @candidates_option
@@ -736,7 +734,7 @@ def ppr_command(
 def skills_command(
     root: Path,
     split: str,
-    reranker_path: Path | None,
+    reranker_path: str | None,
     no_reranker: bool,
     candidates: int,
     scale: int,

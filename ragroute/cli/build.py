@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -291,13 +291,13 @@ def load_units(
     """The corpus's documents cut at ``granularity``, with a one-line report on stderr (what was
     skipped, left out or dropped is counted there, the warnings before it name them); ``columns``
     are the command's :func:`~ragroute.cli.options.column_options`."""
-    from ragroute.chunking import ChunkStats, chunk_documents
+    from ragroute.chunking import ChunkStats, Granularity, chunk_documents
     from ragroute.loaders import LoadReport, load_corpus
 
     report, stats = LoadReport(), ChunkStats()
     options = corpus_columns(corpus, columns or {})
     documents = load_corpus(corpus, on_error=on_error, report=report, **options)
-    units = chunk_documents(documents, granularity, stats=stats)
+    units = chunk_documents(documents, cast(Granularity, granularity), stats=stats)
     left_out = [f"{report.n_skipped} bad records skipped"] if report.n_skipped else []
     kinds = Counter(entry.reason for entry in report.ignored)  # "empty", "not read"
     left_out += [f"files left out: {', '.join(f'{n} {kind}' for kind, n in kinds.items())}"] if kinds else []

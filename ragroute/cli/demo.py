@@ -226,7 +226,7 @@ def stepwise_step(corpus: Path, encoder: Any, k: int) -> list[Any]:
     from ragroute.context import QueryContext
     from ragroute.gate.controller import StepwiseController
     from ragroute.gate.factories import threshold as threshold_gate
-    from ragroute.gate.planners import DecompositionPlanner, QuestionOncePlanner
+    from ragroute.gate.planners import DecompositionPlanner, Planner, QuestionOncePlanner
     from ragroute.index.build import build_index
     from ragroute.loaders import load_beir
     from ragroute.route.factories import RouterBuild
@@ -239,7 +239,7 @@ def stepwise_step(corpus: Path, encoder: Any, k: int) -> list[Any]:
         "each sub-question passes a retrieval gate first (retrieve when a content word "
         f"is rare: min Zipf frequency <= {DEMO_GATE['below']}, wordfreq, no LLM)"
     )
-    runs = [
+    runs: list[tuple[QueryContext, Planner]] = [
         (QueryContext(q.text, id=q.id, metadata=dict(q.metadata)), DecompositionPlanner())
         for q in dataset.queries
         if q.metadata.get("question_decomposition")
@@ -287,7 +287,7 @@ def graph_step(corpus: Path, out_dir: Path, encoder: Any, k: int) -> tuple[int, 
 
     start = time.perf_counter()
     dataset = load_beir(corpus, "test", on_error="raise")
-    index = build_index(dataset.corpus, "graph", encoder=encoder, name=Path(corpus).name)
+    index: Any = build_index(dataset.corpus, "graph", encoder=encoder, name=Path(corpus).name)  # a GraphIndex
     manifest = save_index(index, out_dir)
     counts = manifest.params["counts"]
     click.echo(

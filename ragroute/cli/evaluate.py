@@ -107,7 +107,9 @@ def eval_command(
         from ragroute.route.config import load_routing
 
         refuse_options(("encoder",), "to --config (the routing config names its encoder: its 'encoder:' key)")
-        retriever = load_routing(config, backend=None if backend == "auto" else backend, cache_dir=cache_dir)
+        retriever: Any = load_routing(
+            config, backend=None if backend == "auto" else backend, cache_dir=cache_dir
+        )
         target, kind = str(config), "pipeline"
     else:
         from ragroute.index.io import load_index, read_index_manifest

@@ -280,7 +280,7 @@ def _fit_domain_router(
     from ragroute.loaders import load_corpus
     from ragroute.route.pilot import PilotRouter
 
-    pairs = {}
+    pairs: dict[str, Path] = {}
     for item in domains:
         name, sep, corpus = item.partition("=")
         if not sep or not name or not corpus:
@@ -293,10 +293,10 @@ def _fit_domain_router(
     if len(pairs) < 2:
         raise RagrouteError("--kind domain needs --domain EXPERT=CORPUS for at least two experts")
     vectors, corpora = {}, {}
-    for name, corpus in pairs.items():
-        corpora[name] = load_corpus(corpus)
+    for name, folder in pairs.items():
+        corpora[name] = load_corpus(folder)
         if not corpora[name]:
-            raise RagrouteError(f"--domain {name}: {corpus} holds no documents")
+            raise RagrouteError(f"--domain {name}: {folder} holds no documents")
         vectors[name] = encoder.encode_documents([d.full_text() for d in corpora[name]])
     router = PilotRouter.from_domains(
         labels, vectors, encoder=encoder, mode=mode, clusters=clusters, documents=corpora

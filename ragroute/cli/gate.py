@@ -18,7 +18,7 @@ def gate_group() -> None:
     """Retrieval gates: retrieve, answer directly, or stop, with a calibrated probability."""
 
 
-def _encoder(name: str | None, backend: str, cache_dir: Path | None) -> Any:
+def _encoder(name: str, backend: str, cache_dir: Path | None) -> Any:
     from ragroute.encode import load_encoder
 
     return load_encoder(name, backend=backend, cache_dir=cache_dir)

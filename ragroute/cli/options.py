@@ -267,8 +267,15 @@ def rerank_backend_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def reranker_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--reranker`` (parameter ``reranker_path``): a ``ragroute rerank train`` artifact, a
+    CrossEncoder folder or a CrossEncoder's hub name (:class:`NameOrPath`: a ``--config`` value is read
+    beside the file when it names a folder there)."""
+    return click.option("--reranker", "reranker_path", type=NameOrPath(), default=None, help=help_text)
+
+
 def resolve_reranker(
-    path: Path | None, disabled: bool, *, candidates: int | None = None, backend: str = "auto"
+    path: str | Path | None, disabled: bool, *, candidates: int | None = None, backend: str = "auto"
 ) -> tuple[Any, str]:
     """The reranker a command runs and one line saying which: ``path`` when given, else
     ``rerank/default`` when it has been trained, else none (stage 1 only); ``disabled``

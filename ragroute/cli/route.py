@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from ragroute.cli.common import CONTEXT, exclusive_options, format_hit, open_encoder, refuse_options
-from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, backend_option, cache_dir_option
+from ragroute.cli.options import (
+    BACKENDS,
+    CONFIG_CACHE_HELP,
+    backend_option,
+    cache_dir_option,
+    encoder_option,
+)
 from ragroute.cli.output import emit_json
 from ragroute.errors import check_query
 from ragroute.types import Decision
@@ -134,12 +140,7 @@ def _labelled_queries(
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for router.json + router_weights.npz (no pickle).",
 )
-@click.option(
-    "--encoder",
-    default="all-MiniLM-L6-v2",
-    show_default=True,
-    help="Encoder of the query vectors the router learns from (routing configs must use the same).",
-)
+@encoder_option("Encoder of the query vectors the router learns from (routing configs must use the same).")
 @backend_option
 @cache_dir_option()
 @click.option("--none-label", default=None, help="The label that means 'answer without retrieval' (e.g. no).")
@@ -166,7 +167,7 @@ def fit_command(
     backend: str,
     cache_dir: Path | None,
     none_label: str | None,
-    model: str,
+    model: Literal["logreg", "mlp"],
     hashed_dim: int,
 ) -> None:
     """Train a router (query embedding + cheap features -> calibrated route probabilities) from

@@ -16,7 +16,13 @@ from ragroute.cli.common import (
     one_line_errors,
     yield_to_command_line,
 )
-from ragroute.cli.options import backend_option, cache_dir_option, encoder_option, resolve_reranker
+from ragroute.cli.options import (
+    backend_option,
+    cache_dir_option,
+    encoder_option,
+    reranker_option,
+    resolve_reranker,
+)
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
 
@@ -180,13 +186,7 @@ def build_command(
 @click.option(
     "-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Skills returned per task."
 )
-@click.option(
-    "--reranker",
-    "reranker_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Reranker artifact or CrossEncoder folder [default: rerank/default if it exists].",
-)
+@reranker_option("Reranker artifact or CrossEncoder folder [default: rerank/default if it exists].")
 @click.option("--no-reranker", is_flag=True, help="Stage 1 only.")
 @click.option(
     "--candidates", type=click.IntRange(min=1), default=None, help="Candidates reranked [default: saved, 20]."
@@ -215,7 +215,7 @@ def route_command(
     task: str | None,
     queries_path: Path | None,
     k: int,
-    reranker_path: Path | None,
+    reranker_path: str | None,
     no_reranker: bool,
     candidates: int | None,
     overlap: str | None,
@@ -273,8 +273,8 @@ def route_command(
                 click.echo(f"       {_snippet(skill.description)}")
         p = "n/a" if route.p_applies is None else f"{route.p_applies:.3f}"
         verdict = "yes: no skill applies" if route.abstain else "no"
-        threshold = "n/a" if route.threshold is None else f"{route.threshold:.3f}"
-        click.echo(f"abstain: {verdict} (p_applies {p}, threshold {threshold})")
+        shown = "n/a" if route.threshold is None else f"{route.threshold:.3f}"
+        click.echo(f"abstain: {verdict} (p_applies {p}, threshold {shown})")
         if show_trace:
             for step in route.trace:
                 click.echo(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")
@@ -296,13 +296,7 @@ def route_command(
     required=True,
     help="TSV of judgements (query-id, skill-id, grade; a header line is allowed).",
 )
-@click.option(
-    "--reranker",
-    "reranker_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Reranker the blend is fitted for (and applies to) [default: rerank/default].",
-)
+@reranker_option("Reranker the blend is fitted for (and applies to) [default: rerank/default].")
 @click.option(
     "--max-queries", type=click.IntRange(min=10), default=None, help="Fit on the first N judged tasks only."
 )
@@ -313,7 +307,7 @@ def tune_command(
     index_dir: Path,
     queries_path: Path,
     qrels_path: Path,
-    reranker_path: Path | None,
+    reranker_path: str | None,
     max_queries: int | None,
     backend: str,
     cache_dir: Path | None,
@@ -397,7 +391,8 @@ def read_tasks(path: Path) -> list[tuple[str, str]]:
             raise BadRecord(str(exc)) from None
         return str(row.get("_id", row.get("id", str(line_no)))), text
 
-    tasks, first_line = [], {}
+    tasks: list[tuple[str, str]] = []
+    first_line: dict[str, int] = {}
     for line_no, (task_id, text) in read_records(path, task, on_error="raise"):
         if task_id in first_line:  # the output lines are matched to tasks by id
             raise RagrouteError(

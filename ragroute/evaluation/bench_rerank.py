@@ -32,7 +32,7 @@ from ragroute.evaluation.metrics import is_scorable, macro_mean, paired_differen
 def run_rerank_bench(
     root: Path,
     encoder: Any,
-    model: Path,
+    model: str | Path,
     *,
     split: str = "dev",
     candidates: int = 20,
