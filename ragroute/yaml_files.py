@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ MERGE_TAG = "tag:yaml.org,2002:merge"
 MAX_YAML_VALUES = 5_000_000
 
 
-def check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
-    """Raise a YAML constructor error (with the key's line) when ``node`` repeats a key: YAML
-    itself keeps the last value, so a key written twice in a config would silently lose one."""
+def repeated_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[tuple[Any, yaml.Node]]:
+    """Each key ``node`` writes again after its first time (YAML itself keeps the last value), with
+    its node (for the line)."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
         if key_node.tag == MERGE_TAG:
@@ -30,8 +31,15 @@ def check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Non
         except TypeError:
             continue  # unhashable: construct_mapping reports it with its mark
         if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            yield key, key_node
         seen.add(key)
+
+
+def check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    """Raise a YAML constructor error (with the key's line) when ``node`` repeats a key: YAML
+    itself keeps the last value, so a key written twice in a config would silently lose one."""
+    for key, key_node in repeated_keys(loader, node):
+        raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
 
 
 def _unique_key_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
@@ -46,13 +54,34 @@ class UniqueKeyLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:map", _unique_key_mapping)
 
 
+def _recording_mapping(loader: Any, node: yaml.MappingNode) -> Any:
+    """Build a mapping as YAML does (the last value of a repeated key kept), noting each repeated key
+    on the loader's ``repeated`` list, with its line."""
+    for key, key_node in repeated_keys(loader, node):
+        loader.repeated.append(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+    return loader.construct_mapping(node)
+
+
+class _RecordingLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader, keeping the last value of a repeated key and noting it on ``repeated``."""
+
+    repeated: list[str]
+
+
+_RecordingLoader.add_constructor("tag:yaml.org,2002:map", _recording_mapping)
+
+
 class YamlProblem(ValueError):
     """YAML text that cannot be used; the message is one line (``invalid YAML (...) at line 3``)."""
 
 
-def parse_yaml(text: str, loader: Any = None, *, first_line: int = 1) -> Any:
+def parse_yaml(
+    text: str, loader: Any = None, *, first_line: int = 1, repeated: list[str] | None = None
+) -> Any:
     """Parse YAML ``text`` safely (``loader``: a SafeLoader subclass, default the C one if built;
-    ``first_line``: the line number of the text's first line in its file).
+    ``first_line``: the line number of the text's first line in its file). With ``repeated`` (and
+    no ``loader``), a mapping that writes a key twice keeps its last value, as YAML does, and the
+    repeat is noted there (``duplicate key 'get' at line 12``) for the caller to warn about.
 
     Raises :class:`YamlProblem` with a one-line reason for broken YAML, values YAML cannot build
     (``2001-02-30``, ``!!int x``), nesting too deep, aliases that make a cycle (``&a [*a]``) or
@@ -60,7 +89,15 @@ def parse_yaml(text: str, loader: Any = None, *, first_line: int = 1) -> Any:
     (``"\\ud800"``).
     """
     try:
-        value = yaml.load(text, Loader=loader or _SAFE_LOADER)  # noqa: S506 - a SafeLoader
+        if repeated is not None and loader is None:
+            recording = _RecordingLoader(text)
+            recording.repeated = repeated
+            try:
+                value = recording.get_single_data()
+            finally:
+                recording.dispose()
+        else:
+            value = yaml.load(text, Loader=loader or _SAFE_LOADER)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + first_line}" if mark is not None else ""

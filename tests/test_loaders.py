@@ -737,3 +737,25 @@ def test_an_mcp_or_openapi_json_file_with_a_repeated_key_loads_with_a_warning(tm
     with pytest.warns(SkillWarning, match=r"api.json: duplicate key 'operationId'"):
         catalogue = load_catalogue(spec)
     assert len(catalogue.skills) == 1
+
+
+def test_a_yaml_spec_with_a_repeated_key_warns_and_every_repeat_is_on_the_catalogue(tmp_path):
+    """A YAML OpenAPI spec or MCP list that writes a key twice kept the last value silently; now
+    as JSON: loaded, with a warning naming file, key and line, kept on Catalogue.warnings too."""
+    from ragroute.skills import load_catalogue
+    from ragroute.skills.records import SkillWarning
+
+    spec = tmp_path / "api.yaml"
+    spec.write_text(
+        "openapi: 3.0.0\ninfo: {title: t, version: '1'}\npaths:\n"
+        "  /a:\n    get:\n      operationId: first\n      summary: A\n      operationId: getA\n"
+    )
+    with pytest.warns(SkillWarning, match=r"api.yaml: duplicate key 'operationId' at line 8"):
+        catalogue = load_catalogue(spec)
+    assert [s.name for s in catalogue.skills] == ["getA"]
+    assert any("duplicate key 'operationId' at line 8" in w for w in catalogue.warnings)
+    tools = tmp_path / "tools.json"  # JSON too: on Catalogue.warnings, not only emitted
+    tools.write_text('{"tools": [{"name": "a", "description": "d", "inputSchema": {}, "name": "b"}]}')
+    with pytest.warns(SkillWarning):
+        catalogue = load_catalogue(tools)
+    assert [w for w in catalogue.warnings if "duplicate key 'name'" in w]

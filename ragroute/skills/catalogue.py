@@ -37,7 +37,7 @@ from ragroute.skills.load_mcp import load_mcp, mcp_tools, tool_files
 from ragroute.skills.load_openapi import SPEC_SUFFIXES, load_openapi, spec_files, spec_version
 from ragroute.skills.load_skill_md import SKILL_FILE, load_skill_md, skill_files
 from ragroute.skills.load_skills_jsonl import SKILLS_FILE, load_skills_jsonl
-from ragroute.skills.records import Catalogue
+from ragroute.skills.records import Catalogue, WarningLog
 from ragroute.skills.schemas import load_structured
 
 KINDS = ("skill_md", "mcp", "openapi", "skills_jsonl")
@@ -57,15 +57,16 @@ def _describe(data: Any) -> str:
     return f"a {type(data).__name__}"
 
 
-def detect_file_kind(path: Path) -> tuple[str, Any]:
-    """``(kind, parsed data or None)`` for a catalogue file; :class:`CorpusFormatError` if not one."""
+def detect_file_kind(path: Path, log: WarningLog | None = None) -> tuple[str, Any]:
+    """``(kind, parsed data or None)`` for a catalogue file; :class:`CorpusFormatError` if not one
+    (what parsing it warns about goes on ``log``)."""
     suffix = path.suffix.lower()
     if path.name.lower() == SKILL_FILE.lower():
         return "skill_md", None
     if suffix == ".jsonl":
         return "skills_jsonl", None
     if suffix in SPEC_SUFFIXES or suffix == ".snap":
-        data = load_structured(path)
+        data = load_structured(path, log)
         if suffix != ".snap" and spec_version(data) is not None:
             return "openapi", data
         if mcp_tools(data) is not None:
@@ -85,11 +86,11 @@ def detect_catalogue(path: str | Path) -> str:
     return _detect(Path(path))[0]
 
 
-def _detect(p: Path) -> tuple[str, Any]:
+def _detect(p: Path, log: WarningLog | None = None) -> tuple[str, Any]:
     if not p.exists():
         raise CorpusFormatError(f"{p}: no such file or folder")
     if p.is_file():
-        return detect_file_kind(p)
+        return detect_file_kind(p, log)
     if (p / SKILLS_FILE).is_file():
         return "skills_jsonl", None
     if skill_files(p):
@@ -127,14 +128,18 @@ def load_catalogue(
     check_on_error(on_error)
     p = Path(path)
     data = None
+    parsing = WarningLog()  # what detecting the kind found while parsing the file
     if kind is None:
-        kind, data = _detect(p)
+        kind, data = _detect(p, parsing)
     elif kind not in KINDS:
         raise CorpusFormatError(f"unknown catalogue kind {kind!r}: expected one of {', '.join(KINDS)}")
     if kind == "skill_md":
-        return load_skill_md(p, on_error=on_error, report=report)
-    if kind == "skills_jsonl":
-        return load_skills_jsonl(p, on_error=on_error, report=report)
-    if kind == "openapi":
-        return load_openapi(p, on_error=on_error, report=report, data=data)
-    return load_mcp(p, on_error=on_error, report=report, data=data)
+        catalogue = load_skill_md(p, on_error=on_error, report=report)
+    elif kind == "skills_jsonl":
+        catalogue = load_skills_jsonl(p, on_error=on_error, report=report)
+    elif kind == "openapi":
+        catalogue = load_openapi(p, on_error=on_error, report=report, data=data)
+    else:
+        catalogue = load_mcp(p, on_error=on_error, report=report, data=data)
+    catalogue.warnings[:0] = parsing.messages
+    return catalogue

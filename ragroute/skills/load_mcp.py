@@ -282,7 +282,7 @@ def load_mcp(
         skills = _load_folder(p, files, on_error, report, log)
     else:
         if data is None:
-            data = load_structured(p)
+            data = load_structured(p, log)
         tools = mcp_tools(data)
         if tools is None:
             raise CorpusFormatError(

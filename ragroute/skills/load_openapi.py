@@ -393,7 +393,7 @@ def load_openapi(
         for file, stem in zip(files, stems):
             rel = file.relative_to(p).as_posix()
             try:
-                spec = read_structured_file(file)
+                spec = read_structured_file(file, log)
             except BadRecord as exc:
                 skip.bad(rel, str(exc))
                 continue
@@ -417,7 +417,7 @@ def load_openapi(
         if skip.entries:
             log.add(skip.summary(), str(p))
     else:
-        spec = load_structured(p) if data is None else data
+        spec = load_structured(p, log) if data is None else data
         if spec_version(spec) is None:
             raise CorpusFormatError(
                 f"{p}: not an OpenAPI/Swagger document (no top-level 'openapi' or 'swagger')"

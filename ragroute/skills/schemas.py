@@ -27,7 +27,7 @@ from urllib.parse import unquote
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import BadRecord, RepeatedKeys, check_unicode, decode_utf8_file, parse_json
 from ragroute.loaders.jsonl import open_binary
-from ragroute.skills.records import SkillWarning
+from ragroute.skills.records import SkillWarning, WarningLog
 from ragroute.yaml_files import YamlProblem, parse_yaml
 
 JSON_SUFFIXES = (".json",)
@@ -51,48 +51,55 @@ def _string_keys(value: Any) -> Any:
     return value
 
 
-def parse_structured(text: str, source: str | Path, *, yaml_ok: bool) -> Any:
+def parse_structured(text: str, source: str | Path, *, yaml_ok: bool, log: WarningLog | None = None) -> Any:
     """Parse JSON (or YAML when ``yaml_ok``); :class:`BadRecord` with a one-line reason if it fails.
 
-    A JSON object that writes a key twice keeps its last value, as JSON does, with one
-    :class:`~ragroute.skills.records.SkillWarning` per key naming ``source`` and the key (the
-    catalogue loaders load what they sensibly can and say what they did)."""
+    A mapping that writes a key twice keeps its last value, as JSON and YAML do, with one warning
+    per key naming ``source`` and the key (the catalogue loaders load what they sensibly can and say
+    what they did): on ``log`` (so on ``Catalogue.warnings``), else a
+    :class:`~ragroute.skills.records.SkillWarning`."""
     if not yaml_ok:
         try:
             repeats = RepeatedKeys()
             value = check_unicode(parse_json(text, repeats), text)
-            for key in repeats.names():
-                warnings.warn(
-                    f"{source}: duplicate key {key!r} in one object: only its last value is read",
-                    SkillWarning,
-                    stacklevel=2,
-                )
-            return value
         except json.JSONDecodeError as exc:
             raise BadRecord(f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         except RecursionError:
             raise BadRecord("invalid JSON (nested too deeply)") from None
-    try:
-        return _string_keys(parse_yaml(text))
-    except YamlProblem as exc:
-        raise BadRecord(str(exc)) from None
+        repeated = [f"duplicate key {key!r}" for key in repeats.names()]
+    else:
+        repeated = []
+        try:
+            value = _string_keys(parse_yaml(text, repeated=repeated))
+        except YamlProblem as exc:
+            raise BadRecord(str(exc)) from None
+    for what in repeated:
+        message = f"{what} in one mapping: only its last value is read"
+        if log is not None:
+            log.warn(source, message)
+        else:
+            warnings.warn(f"{source}: {message}", SkillWarning, stacklevel=2)
+    return value
 
 
-def read_structured_file(path: Path) -> Any:
-    """A ``.json`` / ``.yaml`` / ``.yml`` file parsed; :class:`BadRecord` if unreadable or invalid."""
+def read_structured_file(path: Path, log: WarningLog | None = None) -> Any:
+    """A ``.json`` / ``.yaml`` / ``.yml`` file parsed; :class:`BadRecord` if unreadable or invalid
+    (repeated keys: see :func:`parse_structured`)."""
     with open_binary(path) as fh:
-        return parse_structured_bytes(fh.read(), path)
+        return parse_structured_bytes(fh.read(), path, log)
 
 
-def parse_structured_bytes(data: bytes, path: Path) -> Any:
+def parse_structured_bytes(data: bytes, path: Path, log: WarningLog | None = None) -> Any:
     """The bytes of ``path`` (already read) parsed as :func:`read_structured_file` parses the file."""
-    return parse_structured(decode_utf8_file(data), path, yaml_ok=path.suffix.lower() in YAML_SUFFIXES)
+    return parse_structured(
+        decode_utf8_file(data), path, yaml_ok=path.suffix.lower() in YAML_SUFFIXES, log=log
+    )
 
 
-def load_structured(path: Path) -> Any:
+def load_structured(path: Path, log: WarningLog | None = None) -> Any:
     """Like :func:`read_structured_file` but a problem is a :class:`CorpusFormatError` naming the file."""
     try:
-        return read_structured_file(path)
+        return read_structured_file(path, log)
     except BadRecord as exc:
         raise CorpusFormatError(f"{path}: {exc}") from None
 
