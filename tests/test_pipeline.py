@@ -250,6 +250,44 @@ def test_a_failing_source_keeps_the_other_hits_and_is_traced():
     assert failed == [{"source": "bad", "ms": failed[0]["ms"], "error": "RuntimeError: disk on fire"}]
 
 
+class MisbehavingRetriever:
+    """A user's retriever with a bug: ``mode`` picks which."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def search_many(self, queries, k=10, *, filters=None):
+        if self.mode == "extra list":  # an off-by-one: one list more than queries
+            return [[]] + [[Hit(f"for-{q}", 0.9, text=q)] for q in queries]
+        score = {"nan": float("nan"), "text score": "high", "none text": 0.5}[self.mode]
+        return [[Hit("x", score, text=None if self.mode == "none text" else "t")] for _ in queries]
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("extra list", "returned 3 result lists for 2 queries"),
+        ("nan", "hit 'x' has score nan, not a finite number"),
+        ("text score", "hit 'x' has score 'high', not a number"),
+    ],
+)
+def test_a_source_returning_malformed_results_fails_alone_and_is_traced(mode, error):
+    """Before: the extra list shifted every hit onto the next query, a NaN scored above every hit
+    (its score map mapped NaN to the top), a text score crashed the query."""
+    sources = [Source("good", SlowRetriever("good")), Source("bad", MisbehavingRetriever(mode))]
+    pipeline = Pipeline(sources, FixedRouter({"good": 0.5, "bad": 0.5}))
+    for result in pipeline.retrieve_many(["first", "second"], k=5):
+        assert [h.source for h in result.hits] == ["good"]
+        failed = [s.detail for s in result.trace if s.stage == "retrieve" and "error" in s.detail]
+        assert [d["source"] for d in failed] == ["bad"] and failed[0]["error"].endswith(error)
+
+
+def test_a_hit_without_text_is_kept_with_empty_text():
+    pipeline = Pipeline([Source("plain", MisbehavingRetriever("none text"))], FixedRouter({"plain": 1.0}))
+    (hit,) = pipeline.retrieve("q", k=5).hits
+    assert (hit.doc_id, hit.text, hit.score) == ("x", "", 0.5)
+
+
 def test_a_pipeline_is_a_retriever_and_nests(hashing_encoder, small_docs):
     inner = Pipeline(
         _sources(hashing_encoder, small_docs), FixedRouter({"astro": 0.9, "cook": 0.1, "it": 0.0})

@@ -196,3 +196,23 @@ def test_the_fitted_scales_are_memoised_per_seed(small_docs, hashing_encoder, mo
     again = fit_score_scales(sources, hashing_encoder, seed=1)
     assert again is not zero and again == first
     assert {n: s.raw_knots for n, s in zero.items()} != {n: s.raw_knots for n, s in first.items()}
+
+
+@pytest.mark.parametrize("score", [float("nan"), "high"])
+def test_a_source_whose_hits_are_malformed_keeps_raw_scores_and_says_why(small_docs, hashing_encoder, score):
+    """Fitting the maps runs every source on pseudo-queries when the pipeline is built: a NaN score
+    was mapped to the top of the cosine scale (every hit of the source scored alike, NaN first),
+    a text score crashed the whole config with a traceback."""
+    from ragroute.route.sources import Source
+    from ragroute.types import Hit
+
+    class Odd:
+        def search_many(self, queries, k=10, *, filters=None):
+            return [
+                [Hit("n0", score, text="telescope star"), Hit("n1", 0.5, text="oven bread")] for _ in queries
+            ]
+
+    sources = [*_sources(small_docs, hashing_encoder, method="bm25"), Source("odd", Odd())]
+    scales = fit_score_scales(sources, hashing_encoder)
+    assert scales["odd"].kind == "raw" and "hit 'n0' has score" in scales["odd"].error
+    assert scales["astro"].kind == "mapped"

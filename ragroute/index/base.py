@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ragroute.errors import RagrouteError
 from ragroute.scopes import scoped_filters
 from ragroute.types import Hit
 
@@ -76,6 +77,9 @@ def by_filter_groups(
     """
     out: list[list[Hit]] = [[] for _ in contexts]
     for positions, group, filters in filter_groups(contexts, scoped=scoped):
-        for i, hits in zip(positions, search(group, filters)):
+        results = search(group, filters)
+        if len(results) != len(group):  # zip would shift hits onto other queries
+            raise RagrouteError(f"a retriever returned {len(results)} result lists for {len(group)} queries")
+        for i, hits in zip(positions, results):
             out[i] = hits
     return out

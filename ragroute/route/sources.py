@@ -9,11 +9,14 @@ so results map back to the documents they came from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ragroute.errors import InvalidArgumentError, check_batch
+import numpy as np
+
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
 from ragroute.index.base import Retriever, search_contexts
 from ragroute.scopes import access_labels, visible
 from ragroute.types import Decision, Document, Hit
@@ -61,11 +64,9 @@ class Source:
         return str(self.metadata.get("corpus") or self.name)
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        results = self.retriever.search_many(check_batch(queries), k)
-        for hits in results:
-            for hit in hits:
-                hit.source = self.name
-        return results
+        queries = check_batch(queries)
+        results = self.retriever.search_many(queries, k)
+        return [hits for hits, _ in self._stamped([(hits, None) for hits in results], len(queries))]
 
     def search_contexts(self, contexts: Sequence[Any], k: int) -> list[tuple[list[Hit], Decision | None]]:
         """Hits for each query context, with the decision of a nested pipeline (``None`` otherwise).
@@ -82,7 +83,7 @@ class Source:
                     hit.explain = {**hit.explain, "inner_source": hit.source}
         else:
             pairs = [(hits, None) for hits in search_contexts(retriever, contexts, k)]
-        return self._stamped(pairs)
+        return self._stamped(pairs, len(contexts))
 
     def start_contexts(
         self, contexts: Sequence[Any], k: int, submit: Callable[..., Any]
@@ -94,15 +95,45 @@ class Source:
         if start is None or hasattr(self.retriever, "retrieve_contexts"):
             return None
         finish = start(list(contexts), k, submit)
-        return lambda: self._stamped([(hits, None) for hits in finish()])
+        return lambda: self._stamped([(hits, None) for hits in finish()], len(contexts))
 
     def _stamped(
-        self, pairs: list[tuple[list[Hit], Decision | None]]
+        self, pairs: list[tuple[list[Hit], Decision | None]], expected: int
     ) -> list[tuple[list[Hit], Decision | None]]:
+        """The results with this source's name on every hit, once checked: one list of hits per
+        query, each hit a :class:`Hit` with a finite number as its score (a missing text read as
+        empty). Anything else is this source's failure, in one line (the retrieve stage keeps the
+        other sources' hits and records it), never hits shifted onto other queries or a NaN
+        ranked first."""
+        if len(pairs) != expected:
+            raise RagrouteError(
+                f"source {self.name!r} returned {len(pairs)} result lists for {expected} queries"
+            )
         for hits, _ in pairs:
+            if not isinstance(hits, list):
+                kind = type(hits).__name__
+                raise RagrouteError(f"source {self.name!r} returned a {kind}, not a list of hits")
             for hit in hits:
+                check_hit(hit, self.name)
                 hit.source = self.name
         return pairs
+
+
+def check_hit(hit: Any, source: str) -> None:
+    """Raise a one-line :class:`RagrouteError` unless ``hit`` is a :class:`Hit` whose score is a
+    finite number (made a float); a ``None`` text or title is read as empty."""
+    if not isinstance(hit, Hit):
+        raise RagrouteError(f"source {source!r} returned a {type(hit).__name__} where a Hit belongs")
+    score = hit.score
+    if isinstance(score, bool) or not isinstance(score, (int, float, np.integer, np.floating)):
+        raise RagrouteError(f"source {source!r}: hit {hit.doc_id!r} has score {score!r}, not a number")
+    if not math.isfinite(score):
+        raise RagrouteError(f"source {source!r}: hit {hit.doc_id!r} has score {score}, not a finite number")
+    hit.score = float(score)
+    if hit.text is None:
+        hit.text = ""
+    if hit.title is None:
+        hit.title = ""
 
 
 def hits_of(target: Any, contexts: Sequence[Any], k: int) -> list[list[Hit]]:
