@@ -288,6 +288,55 @@ def test_a_hit_without_text_is_kept_with_empty_text():
     assert (hit.doc_id, hit.text, hit.score) == ("x", "", 0.5)
 
 
+class BrokenStage:
+    """A gate or reranker with a bug: raises, or answers with the wrong shape."""
+
+    name = "broken"
+
+    def __init__(self, mode: str = "raise"):
+        self.mode = mode
+
+    def gate_many(self, contexts):
+        if self.mode == "raise":
+            raise RuntimeError("gate exploded")
+        return [GateDecision("maybe", 0.5) for _ in contexts]  # not an action
+
+    def rerank(self, context, hits, k):
+        if self.mode == "raise":
+            raise RuntimeError("reranker exploded")
+        return None
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"), [("raise", "RuntimeError: gate exploded"), ("shape", "not a decision")]
+)
+def test_a_failing_gate_sends_the_queries_to_retrieval_with_the_error_traced(mode, error):
+    """Before: the query raised the gate's exception (or an unknown action went unnoticed)."""
+    sources = [Source("good", SlowRetriever("good"))]
+    result = Pipeline(sources, FixedRouter({"good": 1.0}), gate=BrokenStage(mode)).retrieve("anything", k=5)
+    assert [h.source for h in result.hits] == ["good"]
+    (gate,) = [s.detail for s in result.trace if s.stage == "gate"]
+    assert (
+        gate["action"] == "retrieve"
+        and error in gate["error"]
+        and gate["reason"] == "gate failed: retrieving"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"), [("raise", "RuntimeError: reranker exploded"), ("shape", "TypeError")]
+)
+def test_a_failing_reranker_keeps_the_fused_order_with_the_error_traced(mode, error):
+    sources = [Source("good", RankedRetriever("good", [3, 1, 2]))]
+    plain = Pipeline(sources, FixedRouter({"good": 1.0})).retrieve("anything", k=2)
+    result = Pipeline(sources, FixedRouter({"good": 1.0}), reranker=BrokenStage(mode)).retrieve(
+        "anything", k=2
+    )
+    assert [h.doc_id for h in result.hits] == [h.doc_id for h in plain.hits] == ["d3", "d1"]
+    (rerank,) = [s.detail for s in result.trace if s.stage == "rerank"]
+    assert error in rerank["error"] and rerank["kept"] == "fused order"
+
+
 def test_a_pipeline_is_a_retriever_and_nests(hashing_encoder, small_docs):
     inner = Pipeline(
         _sources(hashing_encoder, small_docs), FixedRouter({"astro": 0.9, "cook": 0.1, "it": 0.0})

@@ -350,9 +350,12 @@ def test_a_step_routed_to_none_is_no_retrieval_and_a_failing_route_never_raises(
     assert [t.detail.get("route") for t in result.trace if t.stage == "retrieve"] == ["none"]
     broken = Pipeline([Source("kb", bm25)], Fixed(fail=True))
     result = StepwiseController(ScriptedPlanner(["Where did Otto Lind come from?"]), broken, k=3).run("q")
-    assert result.steps[0].hits == [] and result.complete
+    # no evidence for a step it went to fetch: not complete (it said complete), the error on the step
+    assert result.steps[0].hits == [] and not result.complete and result.stopped_by == "planner"
     retrieve = [t.detail for t in result.trace if t.stage == "retrieve"][0]
-    assert retrieve["error"] == "ConnectionError: router's LLM is down"
+    assert retrieve["error"] == result.steps[0].error == "ConnectionError: router's LLM is down"
+    assert [t.detail for t in result.trace if t.stage == "final"][0]["retrieval_errors"] == 1
+    assert result.to_dict()["steps"][0]["error"] == retrieve["error"]
 
 
 def test_stepwise_bench_refuses_questions_without_a_decomposition(tmp_path):

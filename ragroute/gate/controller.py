@@ -3,7 +3,8 @@
 :class:`StepwiseController` runs one question as a loop::
 
     plan = planner.plan(state)            # ask a sub-question, or answer
-    if answer: done (complete)
+    if answer: done (complete, unless a step's retrieval failed: then incomplete, the
+                 failures counted in the final trace step and on each step's ``error``)
     if the step budget is spent: done (incomplete: what it has is returned)
     gate the sub-question                 # any Gate (optional); context.step / history set
       stop   -> done (stopped by the gate)
@@ -214,6 +215,9 @@ class StepwiseController:
             self._answer_step(step, trace)
             steps.append(step)
         steps = [s for s in steps if s.action != "stop"]
+        failed = sum(1 for s in steps if s.error)
+        if failed:  # an answer without the evidence a step went to fetch is not a complete one
+            complete = False
         if not complete and self.answerer is not None:
             answer = self._final_answer(root.text, steps, trace)
             answer_from = "llm" if answer else ""
@@ -227,6 +231,7 @@ class StepwiseController:
                     "stopped_by": stopped_by,
                     "steps": len(steps),
                     "retrieval_calls": sum(s.retrieved for s in steps),
+                    **({"retrieval_errors": failed} if failed else {}),
                 },
             )
         )
@@ -298,7 +303,7 @@ class StepwiseController:
             hits = self._search(context, step, depth, detail)
         except Exception as exc:  # noqa: BLE001 - a failing retriever or router: no evidence, recorded
             hits = []
-            detail["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+            detail["error"] = step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
         for hit in hits:
             hit.explain = {**hit.explain, "step": step.index}
         step.hits = list(hits)

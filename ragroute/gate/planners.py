@@ -50,6 +50,7 @@ class StepRecord:
     gate: dict[str, Any] | None = None
     sources: list[str] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # why its retrieval failed (the step then has no evidence)
 
     @property
     def retrieved(self) -> bool:
@@ -65,6 +66,7 @@ class StepRecord:
             "sources": list(self.sources),
             "gate": self.gate,
             "plan": self.plan,
+            **({"error": self.error} if self.error else {}),
             "hits": [
                 {
                     "doc_id": h.doc_id,

@@ -110,15 +110,35 @@ class RoutingOptions:
 # --------------------------------------------------------------------------- stages
 
 
+GATE_ACTIONS = ("retrieve", "answer", "stop")
+
+
 class GateStage:
-    """Runs the gate; queries it does not send to retrieval get the ``none`` route."""
+    """Runs the gate; queries it does not send to retrieval get the ``none`` route.
+
+    A gate that raises, or answers with something other than one :class:`GateDecision` per query
+    (``retrieve``, ``answer`` or ``stop``), sends every query of the batch to retrieval (the
+    safe side, as the step-wise controller does) with the error in the trace, instead of failing
+    the queries."""
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
     def run(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
         start = time.perf_counter()
-        decisions = self.gate.gate_many(contexts)
+        try:
+            decisions = list(self.gate.gate_many(contexts))
+            if len(decisions) != len(contexts):
+                raise ValueError(f"{len(decisions)} decisions for {len(contexts)} queries")
+            for decision in decisions:
+                if not isinstance(decision, GateDecision) or decision.action not in GATE_ACTIONS:
+                    raise ValueError(f"not a decision to {' / '.join(GATE_ACTIONS)}: {decision!r}"[:200])
+        except Exception as exc:  # noqa: BLE001 - a failing gate means: retrieve, recorded
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+            decisions = [
+                GateDecision("retrieve", float("nan"), {"error": error}, reason="gate failed: retrieving")
+                for _ in contexts
+            ]
         ms = (time.perf_counter() - start) * 1000 / max(len(contexts), 1)
         for decision in decisions:
             decision.signals = {**decision.signals, "ms": round(ms, 4)}
@@ -644,9 +664,18 @@ class RerankStage:
         self.reranker = reranker
 
     def run(self, context: QueryContext, decision: Decision, hits: list[Hit], k: int) -> list[Hit]:
+        """The reranked hits; a reranker that raises (or returns something other than a list of
+        hits) leaves the fused order, cut at ``k``, with the error in the trace."""
         start = time.perf_counter()
-        out = self.reranker.rerank(context, hits, k)
-        detail: dict[str, Any] = {"reranker": self.reranker.name}
+        detail: dict[str, Any] = {"reranker": getattr(self.reranker, "name", "?")}
+        try:
+            out = self.reranker.rerank(context, list(hits), k)
+            if not isinstance(out, list) or not all(isinstance(hit, Hit) for hit in out):
+                raise TypeError(f"returned a {type(out).__name__}, not a list of hits")
+        except Exception as exc:  # noqa: BLE001 - a failing reranker keeps the fused order, recorded
+            detail["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+            detail["kept"] = "fused order"
+            out = hits[:k]
         backend = getattr(self.reranker, "backend", None)
         if isinstance(backend, str):  # which one ran (``auto`` chooses per machine): docs/rerank.md
             detail["backend"] = backend
