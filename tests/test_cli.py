@@ -525,3 +525,14 @@ def test_query_shows_only_public_documents(runner, tmp_path):
     assert runner.invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25"]).exit_code == 0
     result = runner.invoke(main, ["query", str(out), "salary", "--json"])
     assert [h["doc_id"] for h in json.loads(result.stdout.strip().splitlines()[-1])["hits"]] == ["pub"]
+
+
+def test_query_on_an_index_of_an_unknown_kind_lists_the_kinds(runner, tmp_path):
+    """It said `error: encoder name is empty` (it went looking for an encoder first)."""
+    from ragroute.store import write_artifact
+
+    with write_artifact(tmp_path / "ix", "index", "bm99", params={"documents": 0}) as build:
+        (build.path / "docs.jsonl").write_text("")
+    result = runner.invoke(main, ["query", str(tmp_path / "ix"), "bread"])
+    assert result.exit_code == 2
+    assert "unknown index kind 'bm99': registered ones are bm25, dense" in result.output

@@ -990,3 +990,26 @@ def test_non_finite_stage1_scores_count_as_the_pools_lowest():
     np.testing.assert_allclose(pool_zscores([5.0, 4.0, float("nan"), 3.0]), expected, rtol=1e-12)
     np.testing.assert_allclose(pool_zscores([5.0, 4.0, float("-inf"), 3.0]), expected, rtol=1e-12)
     assert np.array_equal(pool_zscores([float("nan"), float("inf")]), [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("calibration", "message"),
+    [
+        ('{"a": "x"}', "'a' is 'x', not a finite number"),
+        ('{"a": 1.0, "d": NaN}', "'d' is nan, not a finite number"),
+        ('{"stage1": [1, 2]}', "'stage1' is a list, not a mapping"),
+        ("[1, 2]", "a calibration is a mapping, not a list"),
+        ("{", "Expecting property name"),
+    ],
+)
+def test_a_calibration_file_with_wrong_contents_is_one_line(tmp_path, calibration, message):
+    """Checksums hold (the file was published so), the contents do not: it was a ValueError or
+    TypeError traceback from float(); now one line naming the file, before any model loads."""
+    from ragroute.errors import ArtifactFormatError
+    from ragroute.store import write_artifact
+
+    with write_artifact(tmp_path / "rr", "reranker", "cross-encoder") as build:
+        (build.path / "calibration.json").write_text(calibration)
+    with pytest.raises(ArtifactFormatError, match="calibration.json is corrupt: .*" + message[:20]) as caught:
+        CrossEncoderReranker(tmp_path / "rr").rerank_texts("q", ["t"])
+    assert "\n" not in str(caught.value)

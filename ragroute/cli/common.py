@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from ragroute.errors import RagrouteError, os_error_message
+from ragroute.errors import IndexFormatError, RagrouteError, UnknownKindError, os_error_message
 from ragroute.types import Hit
 
 T = TypeVar("T")
@@ -174,14 +174,21 @@ def encoder_for_index(
     """
     from ragroute.encode import resolve_model
     from ragroute.index.dense import check_encoder
+    from ragroute.registry import INDEX_KINDS
 
-    if manifest.kind == "bm25":
-        refuse_options(ENCODER_OPTIONS, f"to {index_dir}, a bm25 index (BM25 encodes nothing)")
+    try:
+        kind = INDEX_KINDS.get(manifest.kind, str(index_dir))
+    except UnknownKindError as exc:  # before any encoder is looked for (it said "encoder name is empty")
+        raise IndexFormatError(str(exc)) from None
+    if not getattr(kind, "needs_encoder", False):
+        refuse_options(ENCODER_OPTIONS, f"to {index_dir}, a {manifest.kind} index (it encodes nothing)")
         return None
     recorded = manifest.encoder or {}
     if encoder is not None:
         check_encoder(recorded, resolve_model(encoder).model_id, None, str(index_dir))
     name = encoder or recorded.get("model_id", "")
+    if not name:
+        raise IndexFormatError(f"{index_dir}: its manifest records no encoder for a {manifest.kind} index")
     return open_encoder(name, backend, cache_dir)
 
 

@@ -34,6 +34,7 @@ import contextvars
 import copy
 import functools
 import json
+import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import (
+    ArtifactFormatError,
     InvalidArgumentError,
     RagrouteError,
     check_batch,
@@ -147,13 +149,27 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        """The calibration ``to_dict`` wrote; :class:`ValueError` naming the key for anything else
+        (a coefficient that is not a finite number, a ``stage1`` that is not a mapping)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a calibration is a mapping, not a {type(data).__name__}")
+
+        def number(key: str, default: float) -> float:
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{key!r} is {value!r}, not a finite number")
+            return float(value)
+
+        stage1 = data.get("stage1") or {}
+        if not isinstance(stage1, Mapping):
+            raise ValueError(f"'stage1' is a {type(stage1).__name__}, not a mapping")
         return cls(
-            float(data.get("a", 1.0)),
-            float(data.get("b", 0.0)),
-            float(data.get("c", 0.0)),
+            number("a", 1.0),
+            number("b", 0.0),
+            number("c", 0.0),
             bool(data.get("fitted", False)),
-            float(data.get("d", 0.0)),
-            {str(kind): cls.from_dict(cal) for kind, cal in (data.get("stage1") or {}).items()},
+            number("d", 0.0),
+            {str(kind): cls.from_dict(cal) for kind, cal in stage1.items()},
         )
 
 
@@ -393,9 +409,12 @@ def _load(model: Path, *, backend: str, max_length: int | None, threads: int | N
             if manifest.family != FAMILY:
                 raise RagrouteError(f"{model} holds a {manifest.family} artifact, not a reranker")
             folder = Path(snapshot.path)
-            calibration = Calibration.from_dict(
-                json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8"))
-            )
+            try:
+                calibration = Calibration.from_dict(
+                    json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8"))
+                )
+            except ValueError as exc:  # JSONDecodeError included
+                raise ArtifactFormatError(f"{folder / CALIBRATION_FILE} is corrupt: {exc}") from None
             params = manifest.params
             length = int(max_length or params.get("max_length") or 256)
             chosen = backend
