@@ -1013,3 +1013,11 @@ def test_a_calibration_file_with_wrong_contents_is_one_line(tmp_path, calibratio
     with pytest.raises(ArtifactFormatError, match="calibration.json is corrupt: .*" + message[:20]) as caught:
         CrossEncoderReranker(tmp_path / "rr").rerank_texts("q", ["t"])
     assert "\n" not in str(caught.value)
+
+
+def test_an_empty_reranker_name_is_refused_not_read_as_the_working_directory():
+    from ragroute.errors import InvalidArgumentError
+
+    for empty in ("", "  "):
+        with pytest.raises(InvalidArgumentError, match="reranker model is empty"):
+            CrossEncoderReranker(empty)

@@ -241,6 +241,8 @@ class CrossEncoderReranker:
             raise RagrouteError(_unknown_backend(backend))
         if not isinstance(model, (str, os.PathLike)):
             raise InvalidArgumentError(f"reranker model must be a path or a name, got {type(model).__name__}")
+        if not str(model).strip():  # Path("") is the working directory
+            raise InvalidArgumentError("reranker model is empty: give a reranker folder or CrossEncoder name")
         self.model_ref = str(model)
         self.candidates = check_k(candidates, "candidates")
         self.batch_size = check_k(batch_size, "batch_size")
