@@ -1,4 +1,4 @@
-"""The typed public surface passes mypy (the files listed under [tool.mypy] in pyproject.toml), and
+"""The whole package passes mypy (`files` under [tool.mypy] in pyproject.toml), and
 the package says it is typed (PEP 561 py.typed)."""
 
 from __future__ import annotations

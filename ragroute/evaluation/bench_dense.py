@@ -29,6 +29,7 @@ def _qps(index: DenseIndex, vectors: np.ndarray, k: int, batched: bool) -> tuple
 
 
 def _bytes_per_vector(index: DenseIndex) -> float:
+    assert index.faiss_index is not None
     blob = faiss.serialize_index(index.faiss_index)
     return len(blob) / max(1, len(index))
 

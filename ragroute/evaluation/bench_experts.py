@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -69,10 +69,10 @@ from ragroute.route.folds import grouped_stratified_folds
 from ragroute.route.pilot import PilotRouter
 from ragroute.types import Document
 
-TOP1 = {"max_routes": 1}
-MIX = {"route_weights": "probability"}
+TOP1: dict[str, Any] = {"max_routes": 1}
+MIX: dict[str, Any] = {"route_weights": "probability"}
 # the specialist a router picks, fused with the generalists (the base model and BM25) on equal terms
-WITH_GENERALISTS = {"max_routes": 1, "always": ["base", "bm25"], "fusion": "rrf"}
+WITH_GENERALISTS: dict[str, Any] = {"max_routes": 1, "always": ["base", "bm25"], "fusion": "rrf"}
 FUSE_ALL = {"threshold": 0.0, "fusion": "rrf"}
 
 BASELINES_REFERENCE = {
@@ -118,9 +118,7 @@ class ExpertData:
     def per_query(self, values: np.ndarray) -> dict[str, float]:
         """A per-query value by query id, for the scored queries only (as ``per_query_scores`` gives)."""
         return {
-            self.contexts[i].id: float(values[i])
-            for c in self.collections
-            for i in self.scored_positions(c)
+            self.contexts[i].id: float(values[i]) for c in self.collections for i in self.scored_positions(c)
         }
 
     def per_collection(self, per_query: np.ndarray) -> dict[str, float]:
@@ -372,7 +370,11 @@ def run_experts_bench(
         "problems": [f"{p.name}: {p.error}" for p in data.experts.problems],
         "train_s": round(
             sum(
-                float(open_snapshot(Path(s.path), family="expert").manifest.params["report"]["train_s"])
+                float(
+                    open_snapshot(Path(cast(str, s.path)), family="expert").manifest.params["report"][
+                        "train_s"
+                    ]
+                )
                 for s in data.experts.specs
                 if s.kind == "adapter"
             ),

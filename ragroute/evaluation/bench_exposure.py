@@ -106,7 +106,7 @@ def run_exposure_bench(
         defended = pipeline_from_settings(
             data.sources, {"kind": "prototype"}, encoder=data.encoder, router=plain.router, exposure=ledger
         )
-        row = {"budget": _describe(budget, sizes, total), "attack": attack(defended)}
+        row: dict[str, Any] = {"budget": _describe(budget, sizes, total), "attack": attack(defended)}
         alerts: set[str] = set()
         users_ledger = ExposureLedger(budget, clock=lambda: 0.0, on_alert=_collect(alerts))
         users_ledger.add_sizes(sizes)

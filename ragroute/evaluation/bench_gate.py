@@ -41,7 +41,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_route_labels import read_labels
-from ragroute.evaluation.metrics import auroc, auroc_interval
+from ragroute.evaluation.metrics import auroc, auroc_interval, balanced_accuracy
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
     fold_ids,
@@ -49,7 +49,7 @@ from ragroute.gate.signals import (
     normalise,
     shared_tuned_probe_fits,
 )
-from ragroute.gate.trained import TrainedGate, balanced_accuracy
+from ragroute.gate.trained import TrainedGate
 
 CURVE_RATES = (0.5, 0.7, 0.8, 0.9, 0.95)
 TRAIN_OR_FOLDS = "give --train TRAIN.jsonl or --folds N (cross-validation on --data), not both"
@@ -263,8 +263,10 @@ def run_gate_bench(
                 "the training data needs queries of both kinds (retrieve and answer directly)"
             )
         splits = [(np.arange(len(train.texts)), np.arange(len(test.texts)))]
+        assert train_vectors is not None  # encoded above, with the training file
         pool_texts, pool_y, pool_vectors = train.texts, train_y, train_vectors
     else:
+        assert folds is not None  # one of the two was given (checked above)
         fold_of = fold_ids(test.texts, test_y, int(folds), seed)  # type: ignore[arg-type]
         splits = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(int(folds))]
         pool_texts, pool_y, pool_vectors = test.texts, test_y, test_vectors

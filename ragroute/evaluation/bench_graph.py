@@ -61,7 +61,7 @@ def run_graph_bench(
     evaluator = RetrievalEvaluator(contexts, data.qrels, metrics=METRICS, k=5)
     methods: dict[str, dict[str, Any]] = {}
     build_s: dict[str, float] = {}
-    indexes = {}
+    indexes: dict[str, Any] = {}
     for name, kind in (
         ("bm25", "bm25"),
         ("dense (MiniLM)", "dense"),

@@ -103,7 +103,7 @@ def run_ppr_bench(
     timed = TimedEncoder(encoder)
     peak_before = peak_rss_mib()
     start = time.perf_counter()
-    full = build_index(docs, "graph", encoder=timed, name=name, show_progress=show_progress)
+    full: Any = build_index(docs, "graph", encoder=timed, name=name, show_progress=show_progress)
     build_s = time.perf_counter() - start
     peak_after = peak_rss_mib()
     counts = full.manifest_params()["counts"]
@@ -116,7 +116,7 @@ def run_ppr_bench(
 
     say(f"building on the first {len(docs) - add} passages, then adding the last {add} ...")
     replay = ReplayEncoder.from_index(encoder, full)
-    base = build_index(docs[:-add], "graph", encoder=replay, name=name, show_progress=show_progress)
+    base: Any = build_index(docs[:-add], "graph", encoder=replay, name=name, show_progress=show_progress)
     replay.live = True
     start = time.perf_counter()
     base.add(docs[-add:], show_progress=show_progress)
@@ -335,7 +335,8 @@ def compare_with_igraph(
 
     ours(resets[0])  # warm-up: first-touch costs
     reference((resets[0] / resets[0].sum()).astype(np.float64).tolist())
-    our_ms, ref_ms, same, same_set, iterations, methods = [], [], 0, 0, [], {}
+    our_ms, ref_ms, same, same_set, iterations = [], [], 0, 0, []
+    methods: dict[str, int] = {}
     for reset in resets:
         values = (reset / reset.sum()).astype(np.float64).tolist()
         start = time.perf_counter()

@@ -49,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -131,7 +131,7 @@ def _store_latencies(
 
 
 def _index(params: DenseParams, vectors: np.ndarray, encoder: SyntheticEncoder) -> DenseIndex:
-    index = DenseIndex(encoder, DenseParams(**{**params.__dict__, "mmap": False}))
+    index = DenseIndex(cast(Any, encoder), DenseParams(**{**params.__dict__, "mmap": False}))
     index.add_vectors(
         [Document(id=str(i), text="") for i in range(len(vectors))], vectors
     )  # one add: nlist from n

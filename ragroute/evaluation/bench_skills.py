@@ -278,11 +278,11 @@ def run_skills_bench(
         for name, variant in rows.items():
             log(f"  {name} ...")
             start = time.perf_counter()
-            result = evaluator(variant.with_options(abstention=None), batch_size=64)
+            scored = evaluator(variant.with_options(abstention=None), batch_size=64)
             seconds[name] = round(time.perf_counter() - start, 1)
-            runs[name] = {row["id"]: row["hits"] for row in result.rows}
+            runs[name] = {row["id"]: row["hits"] for row in scored.rows}
             if name not in fold1_only:
-                methods[name] = {key: result.metrics[metric] for key, metric in METRICS.items()}
+                methods[name] = {key: scored.metrics[metric] for key, metric in METRICS.items()}
             if not folds_only:
                 sub = {q: r for q, r in judged.items() if q in fold1}
                 scores = evaluate_run({q: runs[name].get(q, []) for q in sub}, sub, tuple(METRICS.values()))
@@ -408,11 +408,11 @@ def _abstention(
     model = router._model()
     if model is not None:
         routes = router.route_many([c.text for c in contexts], 1)
-        abstained = {c.id: r.abstain for c, r in zip(contexts, routes)}
+        held = {c.id: r.abstain for c, r in zip(contexts, routes)}
         hits = [1.0 if run.get(c.id) and run[c.id][0] in judged[c.id] else 0.0 for c in contexts]
-        kept = [h if not abstained[c.id] else 0.0 for h, c in zip(hits, contexts)]
+        kept = [h if not held[c.id] else 0.0 for h, c in zip(hits, contexts)]
         out["default_model"] = model.info.get("name", "default")
-        out["abstain_rate"] = round(float(np.mean(list(abstained.values()))), 4)
+        out["abstain_rate"] = round(float(np.mean(list(held.values()))), 4)
         out["hit@1"] = round(float(np.mean(hits)), 4)
         out["hit@1_with_abstention"] = round(float(np.mean(kept)), 4)
         out["hit@1_cost"] = round(out["hit@1"] - out["hit@1_with_abstention"], 4)
@@ -456,7 +456,7 @@ def _abstention(
     return out
 
 
-GATE_FIT = {"signals": ["text_probe"], "columns": ["text_probe.logit"]}
+GATE_FIT: dict[str, Any] = {"signals": ["text_probe"], "columns": ["text_probe.logit"]}
 """How the benchmark's abstention gate is fitted (``ragroute bench gate``'s threshold_text_probe)."""
 
 

@@ -107,7 +107,7 @@ def run_stepwise_bench(
     """Build the indexes, run single-shot and step-wise retrieval, score them; the JSON-able result."""
     from ragroute.gate.controller import StepwiseController
     from ragroute.gate.factories import threshold as threshold_gate
-    from ragroute.gate.planners import DecompositionPlanner, LLMPlanner
+    from ragroute.gate.planners import DecompositionPlanner, LLMPlanner, Planner
     from ragroute.index.build import build_index
     from ragroute.loaders import load_beir
     from ragroute.route.factories import RouterBuild
@@ -162,6 +162,7 @@ def run_stepwise_bench(
             "steps_mean": 1.0,
             "ms_p50": result.latency_ms.get("p50"),
         }
+    plan: Planner
     if planner == "decomposition":
         plan = DecompositionPlanner()
         answerer = None

@@ -117,7 +117,8 @@ class RetrievalEvaluator:
 
         from ragroute.progress import progress_enabled
 
-        rows, latencies = [], []
+        rows: list[Any] = []
+        latencies: list[float] = []
         size = batch_size or 1
         starts = range(0, len(self.queries), size)
         began = time.perf_counter()

@@ -235,6 +235,13 @@ def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarr
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def balanced_accuracy(truth: Sequence[bool] | np.ndarray, pred: Sequence[bool] | np.ndarray) -> float:
+    """Mean over the classes present of the share of each class predicted right (0 with none)."""
+    t, p = np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)
+    parts = [float(np.mean(p[t == c] == c)) for c in (True, False) if np.any(t == c)]
+    return float(np.mean(parts)) if parts else 0.0
+
+
 def auroc_interval(
     truth: Sequence[bool] | np.ndarray,
     scores: Sequence[float] | np.ndarray,

@@ -50,7 +50,7 @@ import numpy as np
 from ragroute.context import QueryContext, contexts_of, query_vectors
 from ragroute.encode.identity import check_fitted_encoder, encoder_record
 from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query
-from ragroute.evaluation.metrics import auroc
+from ragroute.evaluation.metrics import auroc, balanced_accuracy
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
     Examples,
@@ -311,12 +311,6 @@ def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
-    truth, pred = np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)
-    parts = [float(np.mean(pred[truth == c] == c)) for c in (True, False) if np.any(truth == c)]
-    return float(np.mean(parts)) if parts else 0.0
-
-
 def best_balanced_threshold(probs: np.ndarray, truth: np.ndarray) -> float:
     """The threshold maximising balanced accuracy (the middle of the best run of candidates)."""
     values = np.unique(probs)
@@ -394,7 +388,7 @@ class TrainedGate(SignalGate):
     def fit(
         cls,
         texts: Sequence[str],
-        retrieve: Sequence[bool],
+        retrieve: Sequence[bool] | np.ndarray,
         encoder: Any = None,
         *,
         signals: Sequence[str | Mapping[str, Any] | GateSignal] = DEFAULT_SIGNALS,

@@ -828,13 +828,8 @@ def fit_abstention(
     return model
 
 
-def balanced_accuracy(applies: Sequence[bool], abstained: Sequence[bool]) -> float:
+def balanced_accuracy(applies: Sequence[bool] | np.ndarray, abstained: Sequence[bool] | np.ndarray) -> float:
     """Mean of the recall of "applies" (not abstained) and of "no skill" (abstained)."""
-    truth = np.asarray(applies, dtype=bool)
-    held = np.asarray(abstained, dtype=bool)
-    recalls = []
-    if truth.any():
-        recalls.append(float(np.mean(~held[truth])))
-    if (~truth).any():
-        recalls.append(float(np.mean(held[~truth])))
-    return float(np.mean(recalls)) if recalls else 0.0
+    from ragroute.evaluation.metrics import balanced_accuracy as of_classes
+
+    return of_classes(applies, ~np.asarray(abstained, dtype=bool))
