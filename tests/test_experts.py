@@ -647,6 +647,80 @@ def test_a_router_routes_around_an_expert_that_failed_to_load(tmp_path: Path) ->
     assert decision.trace[-1].detail["unavailable"] == ["A"]
 
 
+def test_when_every_expert_with_a_pilot_failed_to_load_the_others_share_the_route(tmp_path: Path) -> None:
+    # domain pilots for A and B only; both failed to load: the softmax was over nothing (NaN routes,
+    # JSON nulls, a numpy warning, a route picked by argmax over NaN)
+    import warnings
+
+    from ragroute.route.factories import RouterBuild, pilot, quality
+    from ragroute.route.sources import Source
+
+    domains = {"A": domain_vectors(0, 20, 1), "B": domain_vectors(1, 20, 2)}
+    PilotRouter.from_domains(["base", "bm25", "A", "B"], domains, encoder=FixedDim()).save(tmp_path / "p")
+    sources = [Source("base", object()), Source("bm25", object())]
+    build = RouterBuild(sources, FixedDim(), where="cfg", failed=["A", "B"])
+    router = pilot({"model": str(tmp_path / "p")}, build)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decision = router.route_many(["a"], query_vectors=np.eye(8)[:1])[0]
+    assert decision.routes == {"base": 0.5, "bm25": 0.5, "A": 0.0, "B": 0.0}
+    assert decision.chosen == ["base"]
+    assert "equal probabilities over base, bm25" in decision.trace[-1].detail["fallback"]
+    # with nothing left at all, one line rather than NaN
+    QualityRouter.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / "q")
+    gone = quality({"model": str(tmp_path / "q")}, RouterBuild([], FixedDim(), failed=["A", "B", "C"]))
+    with pytest.raises(RagrouteError, match="every expert of the router .* failed to load"):
+        gone.route_many(["a"], query_vectors=np.eye(8)[:1])
+
+
+def _arrays(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kind, content, message",
+    [
+        ("pilot", b"", "arrays.npz is not a readable .npz file"),
+        ("pilot", b"not an archive", "arrays.npz is not a readable .npz file"),
+        (
+            "pilot",
+            _arrays(pilots=np.ones((2, 16), np.float32), owners=np.array([0, 1])),
+            "array 'pilots' has shape (2, 16), expected (any, 8)",
+        ),
+        (
+            "pilot",
+            _arrays(pilots=np.ones((2, 8), np.float32), owners=np.array([1, 7])),
+            "array 'owners' must hold expert numbers 0 to 2",
+        ),
+        ("pilot", _arrays(pilots=np.ones((2, 8), np.float32)), "has no array 'owners'"),
+        (
+            "quality",
+            _arrays(coef=np.ones((3, 2)), intercept=np.ones(3), offset=np.ones(2), scale=np.ones(2)),
+            "array 'offset' has shape (2,), expected",
+        ),
+        ("quality", _arrays(offset=np.ones(8)), "array 'offset' has shape (8,)"),
+    ],
+)
+def test_expert_router_arrays_that_are_wrong_but_checksummed_are_one_line(
+    kind: str, content: bytes, message: str, tmp_path: Path
+) -> None:
+    # an empty arrays.npz printed only "Aborted!"; pilots of another dimension failed at query time
+    # with a matmul ValueError
+    from conftest import replace_published_file
+
+    cls = PilotRouter if kind == "pilot" else QualityRouter
+    cls.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / kind)
+    replace_published_file(tmp_path / kind, "arrays.npz", content)
+    with pytest.raises(RagrouteError) as info:
+        cls.load(tmp_path / kind, FixedDim())
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(tmp_path / kind) in str(info.value)
+
+
 def test_measure_gains_judges_chunks_by_the_id_the_labels_use(minilm) -> None:
     from ragroute.route.expert_gains import measure_gains
     from ragroute.types import Hit

@@ -583,3 +583,36 @@ def test_gate_format_version_is_named(tmp_path, fitted, encoder, version, messag
     with pytest.raises(RagrouteError) as info:
         TrainedGate.load(tmp_path / "g", encoder)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "gate.npz is not a readable .npz file"),
+        (_npz(pilots=np.ones((2, 3))), "gate.npz has no array 'coef'"),
+        ("mean of another width", "array 'mean' has shape (2,), expected"),
+    ],
+)
+def test_gate_weights_that_are_wrong_but_checksummed_are_one_line(
+    tmp_path, fitted, encoder, content, message
+):
+    # another file under the right checksum gave "KeyError: 'coef'" (and an empty one a bare abort)
+    from conftest import replace_published_file
+
+    if content == "mean of another width":  # right weights, a standardisation of two columns
+        n = len(fitted.columns)
+        content = _npz(coef=np.ones(n), mean=np.ones(2), scale=np.ones(n), quantiles=np.ones(3))
+    fitted.save(tmp_path / "g")
+    replace_published_file(tmp_path / "g", "gate.npz", content)
+    with pytest.raises(RagrouteError) as info:
+        TrainedGate.load(tmp_path / "g", encoder)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(tmp_path / "g") in str(info.value)

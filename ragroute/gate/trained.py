@@ -63,6 +63,7 @@ from ragroute.gate.signals import (
 from ragroute.pipeline.stages import GateDecision
 from ragroute.route.features import shared_cheap_features
 from ragroute.route.folds import grouped_holdout, normalized_text
+from ragroute.store.arrays import check_arrays, read_arrays
 
 ARTIFACT_FAMILY = "gate"
 FORMAT = "ragroute.gate"
@@ -685,14 +686,12 @@ class TrainedGate(SignalGate):
         built = [make_signal(s, encoder=encoder, sources=sources) for s in saved]
         for signal in built:
             signal.load(snap.path / "signals" / signal.kind, encoder=encoder)
-        with np.load(snap.file(WEIGHTS_FILE), allow_pickle=False) as data:
-            arrays = {name: np.asarray(data[name], dtype=np.float64) for name in data.files}
+        where = f"gate {folder}: {WEIGHTS_FILE}"
+        arrays = read_arrays(snap.file(WEIGHTS_FILE), where)
         columns = [str(c) for c in manifest["columns"]]
-        if arrays["coef"].shape != (len(columns),):
-            raise IndexFormatError(
-                f"{folder}: {WEIGHTS_FILE} has {arrays['coef'].shape} weights "
-                f"for {len(columns)} signal values"
-            )
+        n = len(columns)
+        check_arrays(arrays, where, {"coef": (n,), "mean": (n,), "scale": (n,), "quantiles": (None,)})
+        arrays = {name: np.asarray(array, dtype=np.float64) for name, array in arrays.items()}
         model = _Model(
             arrays["mean"], arrays["scale"], arrays["coef"], float(manifest["intercept"]), *manifest["platt"]
         )
