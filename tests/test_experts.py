@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +68,34 @@ def test_pseudo_queries_respect_the_cap_and_the_kinds() -> None:
 
 
 def test_a_title_without_a_body_is_not_a_pseudo_query() -> None:
-    docs = [Document(id=f"d{i}", title=f"only a title number {i}", text="") for i in range(60)]
-    assert all(q.kind != "title" for q in cut_pseudo_queries(docs))
+    bare = [Document(id=f"d{i}", title=f"only a title number {i}", text="") for i in range(60)]
+    queries = cut_pseudo_queries(corpus() + bare)
+    assert all(q.doc_id.startswith(tuple(WORDS)) for q in queries if q.kind == "title")
+
+
+def test_documents_too_short_to_cut_a_pseudo_query_from_are_refused_not_trained_on(tmp_path: Path) -> None:
+    # 60 one-word documents gave 0 pseudo-queries, and `expert train` still published an untrained
+    # expert with exit 0 (also through the Python API)
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.experts.train import train_expert
+
+    words = [Document(id=f"w{i}", text="ok") for i in range(60)]
+    expected = "from 0 of the 60 document(s) with text (a document gives one with a title of 3 words"
+    with pytest.raises(RagrouteError, match=re.escape(expected)) as info:
+        cut_pseudo_queries(words)
+    assert f"an expert needs pseudo-queries from at least {MIN_DOCUMENTS}" in str(info.value)
+    with pytest.raises(RagrouteError, match=re.escape(expected)):
+        train_expert(words, tmp_path / "api")
+    assert not (tmp_path / "api").exists()
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"t{i}.txt").write_text("ok\n")
+    result = CliRunner().invoke(main, ["expert", "train", str(folder), "--out", str(tmp_path / "cli")])
+    assert result.exit_code != 0 and not (tmp_path / "cli").exists()
+    assert result.output.strip().splitlines()[-1].startswith("error: cut 0 pseudo-queries"), result.output
 
 
 def test_too_small_a_corpus_says_how_many_documents_it_needs() -> None:
