@@ -460,6 +460,9 @@ class TrainedGate(SignalGate):
         ]
         if not built:
             raise RagrouteError("a gate needs at least one signal")
+        twice = sorted({s.kind for s in built if [t.kind for t in built].count(s.kind) > 1})
+        if twice:  # the same values twice, and one saved state for both
+            raise RagrouteError(f"signal(s) {', '.join(twice)} given more than once: give each signal once")
         vectors = None
         if any(s.uses_encoder for s in built):
             if encoder is None and query_vectors is None:

@@ -147,7 +147,7 @@ class QualityRouter(BaseRouter):
         if list(params.get("cheap_features", [])) != list(CHEAP_FEATURE_NAMES):
             raise RagrouteError(
                 f"quality router {path_dir} was fitted on query features this version does not compute; "
-                "refit it"
+                "refit it with `ragroute expert fit-router`"
             )
         labels = check_router_labels(params, f"quality router {path_dir}")
         where = f"quality router {path_dir}: {ARRAYS_FILE}"
