@@ -57,6 +57,30 @@ class HashingEncoder:
         return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
 
 
+def replace_published_file(artifact: Path, name: str, content: bytes) -> None:
+    """Write ``content`` as file ``name`` of the artifact's published build with a matching checksum
+    (manifest and pointer re-signed): a wrong file that the store's checks let through."""
+    import json
+
+    from ragroute.store.artifact import published_path
+    from ragroute.store.manifest import canonical_checksum, sha256_file
+
+    build = published_path(artifact)
+    target = build / name
+    if target.exists():
+        target.chmod(0o644)
+    target.write_bytes(content)
+    path = build / "manifest.json"
+    path.chmod(0o644)
+    data = json.loads(path.read_text())
+    data["files"][name] = {"sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content)}
+    data["checksum"] = canonical_checksum(data)
+    path.write_text(json.dumps(data))
+    pointer = artifact / "CURRENT"
+    pointer.chmod(0o644)
+    pointer.write_text(json.dumps({"build": data["build"], "manifest_sha256": sha256_file(path)}))
+
+
 @pytest.fixture
 def hashing_encoder() -> HashingEncoder:
     return HashingEncoder()

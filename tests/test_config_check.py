@@ -8,6 +8,7 @@ import json
 import re
 import warnings
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import HashingEncoder
@@ -565,3 +566,35 @@ def test_expert_routers_are_opened_as_loading_opens_them(workspace, tmp_path):
     assert "the router was fitted on experts astro, cook, wiki, but wiki is not among the sources" in (
         error_lines(other_experts)[0]
     )
+
+
+@pytest.mark.parametrize("kind", ["pilot", "quality"])
+def test_an_expert_router_warns_at_load_about_a_source_it_was_not_fitted_on(workspace, kind):
+    # a source added after `expert fit-router` was never routed and `route` said nothing (only
+    # `config check` warned); the trained router's warning is now given for expert routers too
+    from ragroute.errors import SourceWarning
+    from ragroute.route.config import load_routing
+    from ragroute.route.expert_gains import ExpertGains
+    from ragroute.route.expert_quality import QualityRouter
+    from ragroute.route.pilot import PilotRouter
+
+    encoder = HashingEncoder(dim=8)
+    vectors = np.vstack([np.eye(8)[:1]] * 6 + [np.eye(8)[1:2]] * 6)
+    gains = np.array([[0.9, 0.1]] * 6 + [[0.1, 0.9]] * 6)
+    data = ExpertGains(["astro", "cook"], [f"q{i}" for i in range(12)], vectors, gains)
+    router = PilotRouter.fit(data, encoder=encoder, folds=0) if kind == "pilot" else QualityRouter.fit(data)
+    router.encoder_info = None
+    router.save(workspace / f"expert-{kind}")
+    sources = (
+        "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+        "  extra: {index: indexes/astro}\n"
+    )
+    config = workspace / f"extra-{kind}.yaml"
+    config.write_text(sources + f"router: {{kind: {kind}, model: expert-{kind}}}\n")
+    with pytest.warns(SourceWarning, match="source\\(s\\) 'extra' are none of the router's routes"):
+        load_routing(config, encoder=encoder)
+    reached = workspace / f"extra-{kind}-always.yaml"  # `always:` reaches it: nothing to say
+    reached.write_text(sources + f"router: {{kind: {kind}, model: expert-{kind}, always: [extra]}}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_routing(reached, encoder=encoder)

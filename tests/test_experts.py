@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +68,34 @@ def test_pseudo_queries_respect_the_cap_and_the_kinds() -> None:
 
 
 def test_a_title_without_a_body_is_not_a_pseudo_query() -> None:
-    docs = [Document(id=f"d{i}", title=f"only a title number {i}", text="") for i in range(60)]
-    assert all(q.kind != "title" for q in cut_pseudo_queries(docs))
+    bare = [Document(id=f"d{i}", title=f"only a title number {i}", text="") for i in range(60)]
+    queries = cut_pseudo_queries(corpus() + bare)
+    assert all(q.doc_id.startswith(tuple(WORDS)) for q in queries if q.kind == "title")
+
+
+def test_documents_too_short_to_cut_a_pseudo_query_from_are_refused_not_trained_on(tmp_path: Path) -> None:
+    # 60 one-word documents gave 0 pseudo-queries, and `expert train` still published an untrained
+    # expert with exit 0 (also through the Python API)
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.experts.train import train_expert
+
+    words = [Document(id=f"w{i}", text="ok") for i in range(60)]
+    expected = "from 0 of the 60 document(s) with text (a document gives one with a title of 3 words"
+    with pytest.raises(RagrouteError, match=re.escape(expected)) as info:
+        cut_pseudo_queries(words)
+    assert f"an expert needs pseudo-queries from at least {MIN_DOCUMENTS}" in str(info.value)
+    with pytest.raises(RagrouteError, match=re.escape(expected)):
+        train_expert(words, tmp_path / "api")
+    assert not (tmp_path / "api").exists()
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"t{i}.txt").write_text("ok\n")
+    result = CliRunner().invoke(main, ["expert", "train", str(folder), "--out", str(tmp_path / "cli")])
+    assert result.exit_code != 0 and not (tmp_path / "cli").exists()
+    assert result.output.strip().splitlines()[-1].startswith("error: cut 0 pseudo-queries"), result.output
 
 
 def test_too_small_a_corpus_says_how_many_documents_it_needs() -> None:
@@ -645,6 +672,80 @@ def test_a_router_routes_around_an_expert_that_failed_to_load(tmp_path: Path) ->
     assert decision.routes["A"] == 0.0 and decision.chosen == ["B"]
     assert sum(decision.routes.values()) == pytest.approx(1.0, abs=1e-5)
     assert decision.trace[-1].detail["unavailable"] == ["A"]
+
+
+def test_when_every_expert_with_a_pilot_failed_to_load_the_others_share_the_route(tmp_path: Path) -> None:
+    # domain pilots for A and B only; both failed to load: the softmax was over nothing (NaN routes,
+    # JSON nulls, a numpy warning, a route picked by argmax over NaN)
+    import warnings
+
+    from ragroute.route.factories import RouterBuild, pilot, quality
+    from ragroute.route.sources import Source
+
+    domains = {"A": domain_vectors(0, 20, 1), "B": domain_vectors(1, 20, 2)}
+    PilotRouter.from_domains(["base", "bm25", "A", "B"], domains, encoder=FixedDim()).save(tmp_path / "p")
+    sources = [Source("base", object()), Source("bm25", object())]
+    build = RouterBuild(sources, FixedDim(), where="cfg", failed=["A", "B"])
+    router = pilot({"model": str(tmp_path / "p")}, build)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decision = router.route_many(["a"], query_vectors=np.eye(8)[:1])[0]
+    assert decision.routes == {"base": 0.5, "bm25": 0.5, "A": 0.0, "B": 0.0}
+    assert decision.chosen == ["base"]
+    assert "equal probabilities over base, bm25" in decision.trace[-1].detail["fallback"]
+    # with nothing left at all, one line rather than NaN
+    QualityRouter.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / "q")
+    gone = quality({"model": str(tmp_path / "q")}, RouterBuild([], FixedDim(), failed=["A", "B", "C"]))
+    with pytest.raises(RagrouteError, match="every expert of the router .* failed to load"):
+        gone.route_many(["a"], query_vectors=np.eye(8)[:1])
+
+
+def _arrays(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kind, content, message",
+    [
+        ("pilot", b"", "arrays.npz is not a readable .npz file"),
+        ("pilot", b"not an archive", "arrays.npz is not a readable .npz file"),
+        (
+            "pilot",
+            _arrays(pilots=np.ones((2, 16), np.float32), owners=np.array([0, 1])),
+            "array 'pilots' has shape (2, 16), expected (any, 8)",
+        ),
+        (
+            "pilot",
+            _arrays(pilots=np.ones((2, 8), np.float32), owners=np.array([1, 7])),
+            "array 'owners' must hold expert numbers 0 to 2",
+        ),
+        ("pilot", _arrays(pilots=np.ones((2, 8), np.float32)), "has no array 'owners'"),
+        (
+            "quality",
+            _arrays(coef=np.ones((3, 2)), intercept=np.ones(3), offset=np.ones(2), scale=np.ones(2)),
+            "array 'offset' has shape (2,), expected",
+        ),
+        ("quality", _arrays(offset=np.ones(8)), "array 'offset' has shape (8,)"),
+    ],
+)
+def test_expert_router_arrays_that_are_wrong_but_checksummed_are_one_line(
+    kind: str, content: bytes, message: str, tmp_path: Path
+) -> None:
+    # an empty arrays.npz printed only "Aborted!"; pilots of another dimension failed at query time
+    # with a matmul ValueError
+    from conftest import replace_published_file
+
+    cls = PilotRouter if kind == "pilot" else QualityRouter
+    cls.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / kind)
+    replace_published_file(tmp_path / kind, "arrays.npz", content)
+    with pytest.raises(RagrouteError) as info:
+        cls.load(tmp_path / kind, FixedDim())
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(tmp_path / kind) in str(info.value)
 
 
 def test_measure_gains_judges_chunks_by_the_id_the_labels_use(minilm) -> None:

@@ -583,3 +583,77 @@ def test_gate_format_version_is_named(tmp_path, fitted, encoder, version, messag
     with pytest.raises(RagrouteError) as info:
         TrainedGate.load(tmp_path / "g", encoder)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "gate.npz is not a readable .npz file"),
+        (_npz(pilots=np.ones((2, 3))), "gate.npz has no array 'coef'"),
+        ("mean of another width", "array 'mean' has shape (2,), expected"),
+    ],
+)
+def test_gate_weights_that_are_wrong_but_checksummed_are_one_line(
+    tmp_path, fitted, encoder, content, message
+):
+    # another file under the right checksum gave "KeyError: 'coef'" (and an empty one a bare abort)
+    from conftest import replace_published_file
+
+    if content == "mean of another width":  # right weights, a standardisation of two columns
+        n = len(fitted.columns)
+        content = _npz(coef=np.ones(n), mean=np.ones(2), scale=np.ones(n), quantiles=np.ones(3))
+    fitted.save(tmp_path / "g")
+    replace_published_file(tmp_path / "g", "gate.npz", content)
+    with pytest.raises(RagrouteError) as info:
+        TrainedGate.load(tmp_path / "g", encoder)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(tmp_path / "g") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"kind": "knn_vote", "kk": 1}, "gate signal knn_vote: unknown setting 'kk'; did you mean 'k'?"),
+        (
+            {"kind": "knn_vote", "examples": "nosuch.jsonl"},
+            "gate signal knn_vote: unknown setting 'examples'",
+        ),
+        (
+            {"kind": "knn_vote", "k": 1},
+            "signal knn_vote was fitted with k: 10, but k: 1 is configured: refit",
+        ),
+        ({"kind": "rarity", "corpus": True}, "signal rarity was fitted without 'corpus:'"),
+    ],
+)
+def test_a_trained_gates_signal_settings_must_be_the_fitted_ones(
+    tmp_path, fitted, encoder, small_docs, spec, message
+):
+    # per-signal settings of a trained gate's `signals:` were ignored, typos included, by loading and
+    # by `config check` (the same typo on a threshold gate was refused)
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.index.io import save_index
+
+    fitted.save(tmp_path / "g")
+    kinds = ["knn_vote", "bank_margin", "rarity", "complexity"]
+    signals = [spec if kind == spec["kind"] else kind for kind in kinds]
+    with pytest.raises(RagrouteError) as info:
+        TrainedGate.load(tmp_path / "g", encoder, signals=signals)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    same = [{"kind": "knn_vote", "k": 10}, "bank_margin", "rarity", "complexity"]
+    assert TrainedGate.load(tmp_path / "g", encoder, signals=same).signals[0].k == 10
+    config = tmp_path / "routing.yaml"
+    save_index(build_index(small_docs, "bm25", name="all"), tmp_path / "all")
+    gate = {"kind": "trained", "path": "g", "signals": signals}
+    config.write_text(json.dumps({"sources": {"all": {"index": "all"}}, "gate": gate}))
+    result = CliRunner().invoke(main, ["config", "check", str(config)])
+    assert result.exit_code == 1 and message in result.output, result.output

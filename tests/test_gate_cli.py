@@ -52,6 +52,17 @@ def test_cli_errors_are_one_line(tmp_path, labels):
         main, ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), "--signals", "vibes"]
     )
     assert bad.exit_code == 2 and "unknown signal(s) vibes" in bad.output
+    # the same signal twice was fitted (its values twice), and "" meant the default signals
+    for given, said in [
+        ("rarity,rarity", "error: signal(s) rarity given more than once: give each signal once\n"),
+        ("", "error: --signals is empty: name at least one signal (without --signals: knn_vote, "),
+        ("rarity,,complexity", "error: --signals 'rarity,,complexity' has an empty signal name"),
+    ]:
+        result = CliRunner().invoke(
+            main, ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), "--signals", given]
+        )
+        assert result.exit_code == 2 and result.output.startswith(said), result.output
+        assert not (tmp_path / "g").exists()
     for strength in ("0", "-1", "nan", "inf", "strong"):  # scikit-learn would raise a traceback
         result = CliRunner().invoke(
             main, ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), "--C", strength]

@@ -151,6 +151,25 @@ def test_llm_gate_falls_back_to_llm_free_signals_with_the_reason(reply):
     assert decision.signals["fallback"].startswith("recording: llm_self:")
 
 
+@pytest.mark.parametrize(
+    "logprobs, shown",
+    [([float("nan"), -0.2], "nan"), ([6.0, 5.0], "6.0"), ([-0.1, float("inf")], "inf")],
+)
+def test_log_probabilities_that_are_none_are_a_failed_signal_not_a_confidence(logprobs, shown):
+    # NaN was read as ok (mean -100: retrieve), raw logits as confidence 1.00 (answer, no retrieval)
+    signal = LogprobSignal(ScriptedLLM(replies=["Paris"], logprobs=logprobs))
+    row = signal.values(contexts("What is the capital of France?"), None)[0]
+    assert row.tolist() == [0.0, 0.0, 0.0]  # ok = 0
+    assert complete_safely(ScriptedLLM(replies=["Paris"], logprobs=logprobs), "q").mean_logprob is None
+    error = signal.explain(QueryContext("What is the capital of France?"), None)["error"]
+    assert "are not log-probabilities" in error and shown in error
+    fallback = RecordingGate()
+    llm = ScriptedLLM(replies=["Paris"], logprobs=logprobs)
+    decision = LLMGate([LogprobSignal(llm)], fallback=fallback).gate_many(contexts("Capital of France?"))[0]
+    assert fallback.seen == ["Capital of France?"] and decision.probability == 0.77
+    assert decision.reason.startswith("LLM signals failed (llm_logprob: the LLM's token log-probabilities")
+
+
 def test_llm_gate_default_fallback_is_the_rarity_threshold_and_partial_failures_are_kept():
     broken = ScriptedLLM(replies=[RuntimeError("boom")])
     gate = LLMGate([LogprobSignal(broken)])

@@ -120,8 +120,9 @@ def test_broken_front_matter_is_loaded_with_a_warning_naming_the_file() -> None:
     with pytest.warns(SkillWarning) as caught:
         catalogue = load_catalogue(DATA / "skill_md")
     emitted = [str(w.message) for w in caught]
-    assert emitted == catalogue.warnings and len(emitted) == 3
-    broken, colon, missing = emitted
+    assert emitted == catalogue.warnings and len(emitted) == 4
+    hidden, broken, colon, missing = emitted
+    assert hidden.startswith(str(DATA / "skill_md" / ".hidden-skill") + ": folder left out (a hidden folder")
     assert broken.startswith(str(DATA / "skill_md" / "broken-yaml" / "SKILL.md") + ": broken front matter")
     assert "invalid YAML" in broken and "at line 3" in broken and "name from the folder" in broken
     skill = catalogue.by_id("broken-yaml")
@@ -155,6 +156,36 @@ def test_skill_md_missing_description_and_single_file(tmp_path: Path) -> None:
     )
     one = load_quietly(DATA / "skill_md" / "pdf" / "forms" / "SKILL.md")
     assert one.ids == ["forms"] and one[0].name == "pdf-forms"
+
+
+def test_skill_md_folders_left_out_are_named_with_how_many_skills_they_held(tmp_path: Path) -> None:
+    # SKILL.md files under build/, dist/, venv/ or a hidden folder were dropped without a word
+    for folder in ("deploy", "build", "dist/a", "dist/b", ".hidden", "venv", "node_modules/x"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "SKILL.md").write_text(
+            f"---\nname: s\ndescription: The {folder} skill.\n---\nbody\n"
+        )
+    (tmp_path / "__pycache__").mkdir()  # no SKILL.md in it: nothing to say
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        catalogue = load_skill_md(tmp_path)
+    assert catalogue.ids == ["deploy"]
+    said = sorted(str(w.message) for w in caught if issubclass(w.category, SkillWarning))
+    assert said == sorted(catalogue.warnings) and len(said) == 5
+    assert (
+        f"{tmp_path / 'dist'}: folder left out (a build or vendored folder, not searched for skills): its 2 "
+        in "".join(said)
+    )
+    assert any(
+        m.startswith(f"{tmp_path / '.hidden'}: folder left out (a hidden folder") and "its 1 SKILL.md" in m
+        for m in said
+    )
+    assert not any("__pycache__" in m for m in said)
+    only = tmp_path / "only"
+    (only / "build").mkdir(parents=True)
+    (only / "build" / "SKILL.md").write_text("---\nname: b\ndescription: d\n---\n")
+    with pytest.raises(CorpusFormatError, match="only in folders that are not searched: build"):
+        load_skill_md(only)
 
 
 def test_skill_md_side_files_are_capped(tmp_path: Path) -> None:

@@ -304,3 +304,42 @@ def test_deeply_nested_json_catalogue_is_one_error_line(tmp_path: Path) -> None:
     path = write(tmp_path / "spec.json", '{"openapi": "3.0.0", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(CorpusFormatError, match=r"spec\.json: invalid JSON \(nested too deeply\)"):
         load_catalogue(path)
+
+
+def test_openapi_operations_under_other_keys_or_behind_refs_are_said(tmp_path: Path) -> None:
+    # `fetch:` was skipped without a word, and an operation given as a $ref loaded as "no summary"
+    spec = tmp_path / "api.yaml"
+    spec.write_text(
+        'openapi: 3.0.0\ninfo: {title: X, version: "1"}\npaths:\n'
+        "  /b:\n    summary: fine\n    x-note: fine too\n    post: {operationId: mk, summary: make}\n"
+        "    fetch: {operationId: weird, summary: not a method}\n"
+        '  /t:\n    get: {$ref: "#/x-ops/getT"}\n'
+        '  /u:\n    get: {$ref: "#/x-ops/getU"}\n'
+        "x-ops:\n  getU: {operationId: getU, summary: Get a u}\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        catalogue = load_catalogue(spec)
+    assert (
+        [str(w.message) for w in caught]
+        == catalogue.warnings
+        == [
+            f"{spec}: path /b: key 'fetch' is not an HTTP method (get, put, post, delete, options, head, "
+            "patch, trace) nor a path item field: not loaded as an operation",
+            f"{spec}: unresolved $ref '#/x-ops/getT' (first in GET /t; left as a marker)",
+        ]
+    )
+    assert catalogue.ids == ["mk", "GET /t", "getU"]
+    assert catalogue.by_id("getU").description == "Get a u"  # resolved
+    assert catalogue.by_id("GET /t").description == "[unresolved $ref: #/x-ops/getT]"
+
+
+def test_an_mcp_description_of_only_spaces_is_called_empty(tmp_path: Path) -> None:
+    tools = tmp_path / "ws.json"
+    tools.write_text('{"tools":[{"name":"e","description":"   ","inputSchema":{"type":"object"}}]}')
+    with pytest.warns(SkillWarning) as caught:
+        catalogue = load_catalogue(tools)
+    assert [str(w.message) for w in caught] == [
+        f"{tools}: tool 'e' has an empty description (only spaces) (loaded with an empty description)"
+    ]
+    assert catalogue.by_id("e").description == ""

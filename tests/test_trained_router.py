@@ -616,3 +616,21 @@ def test_query_features_round_trip_their_word_ngrams() -> None:
     text = "Which of the following bridges spans the river?"
     np.testing.assert_array_equal(again.transform([text]), features.transform([text]))
     assert QueryFeatures.from_dict({"hashed_dim": 4}).word_ngrams == (1, 2)
+
+
+def test_a_legacy_router_of_other_cheap_features_says_to_refit(
+    router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path
+):
+    # the message called the router 'corrupt' and gave no way out
+    folder = _legacy_save(router, tmp_path / "old")
+    manifest = json.loads((folder / ROUTER_FILE).read_text())
+    if manifest["features"] is None or not manifest["features"].get("cheap_names"):
+        pytest.skip("the fixture router reads no cheap features")
+    manifest["features"]["cheap_names"] = manifest["features"]["cheap_names"][:-1]
+    (folder / ROUTER_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError) as info:
+        TrainedRouter.load(folder, encoder)
+    assert str(info.value) == (
+        f"router {folder} was fitted on cheap query features this version of ragroute does not "
+        "compute: refit it with `ragroute route fit`"
+    )

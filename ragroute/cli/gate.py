@@ -77,7 +77,15 @@ def fit_command(
 
     if not Path(train).is_file():
         raise RagrouteError(f"data missing: {train} not found (a LABELS .jsonl file)")
-    kinds = [s.strip() for s in signals.split(",") if s.strip()] if signals else list(DEFAULT_SIGNALS)
+    kinds = [s.strip() for s in signals.split(",")] if signals is not None else list(DEFAULT_SIGNALS)
+    if not any(kinds):
+        raise RagrouteError(
+            f"--signals is empty: name at least one signal (without --signals: {', '.join(DEFAULT_SIGNALS)})"
+        )
+    if not all(kinds):
+        raise RagrouteError(
+            f"--signals {signals!r} has an empty signal name: separate the kinds by one comma"
+        )
     unknown = [k for k in kinds if k not in GATE_SIGNALS]
     if unknown:
         raise RagrouteError(f"unknown signal(s) {', '.join(unknown)}: known {', '.join(GATE_SIGNALS)}")

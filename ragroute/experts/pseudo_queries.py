@@ -58,7 +58,8 @@ def cut_pseudo_queries(
 
     When the corpus would give more, pseudo-queries are sampled (seeded) uniformly,
     so every kind keeps about its share. Raises :class:`RagrouteError` with the number needed when
-    the corpus has fewer than :data:`MIN_DOCUMENTS` documents with text.
+    the corpus has fewer than :data:`MIN_DOCUMENTS` documents with text, or when fewer than that
+    many give a pseudo-query (documents of a word or two give none).
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
@@ -81,6 +82,13 @@ def cut_pseudo_queries(
                 out.append(PseudoQuery(sentence, doc.id, "sentence"))
         if doc.id in keyphrases:
             out.append(PseudoQuery(keyphrases[doc.id], doc.id, "keyphrases"))
+    covered = len({q.doc_id for q in out})
+    if covered < MIN_DOCUMENTS:
+        raise RagrouteError(
+            f"cut {len(out)} pseudo-queries ({', '.join(kinds)}) from {covered} of the {len(usable)} "
+            "document(s) with text (a document gives one with a title of 3 words or more, a sentence of "
+            f"6 or more, or specific terms): an expert needs pseudo-queries from at least {MIN_DOCUMENTS}"
+        )
     if len(out) > max_queries:
         out = sorted(rng.sample(out, max_queries), key=lambda q: (q.doc_id, q.kind))
     return out

@@ -147,6 +147,8 @@ class LogprobSignal(LLMSignal):
         reply = self._ask(self.prompt.format(query=text))
         if not reply.logprobs:
             raise ValueError("the LLM exposes no token log-probabilities")
+        if reply.logprob_problem:  # NaN, or raw logits: no confidence to read, a failed signal
+            raise ValueError(reply.logprob_problem)
         mean = float(np.mean(reply.logprobs))
         return [mean, float(min(reply.logprobs)), 1.0], {
             "draft": reply.text.strip()[:80],

@@ -57,6 +57,7 @@ from ragroute.memo import scoped_memo
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
 from ragroute.route.sources import hits_of
+from ragroute.store.arrays import read_arrays
 
 ANSWER_LABELS = frozenset({"no", "none", "no_tool"})
 """Labels that mean "answer directly" in LABELS files; any other label means "retrieve"."""
@@ -183,8 +184,7 @@ class GateSignal:
         if (folder / "state.json").is_file():
             data = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         if (folder / "arrays.npz").is_file():
-            with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
-                arrays = {name: np.asarray(npz[name]) for name in npz.files}
+            arrays = read_arrays(folder / "arrays.npz", f"gate signal {self.kind} in {folder}: arrays.npz")
         self.set_state(data, arrays)
 
 

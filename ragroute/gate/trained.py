@@ -63,6 +63,7 @@ from ragroute.gate.signals import (
 from ragroute.pipeline.stages import GateDecision
 from ragroute.route.features import shared_cheap_features
 from ragroute.route.folds import grouped_holdout, normalized_text
+from ragroute.store.arrays import check_arrays, read_arrays
 
 ARTIFACT_FAMILY = "gate"
 FORMAT = "ragroute.gate"
@@ -453,6 +454,9 @@ class TrainedGate(SignalGate):
         ]
         if not built:
             raise RagrouteError("a gate needs at least one signal")
+        twice = sorted({s.kind for s in built if [t.kind for t in built].count(s.kind) > 1})
+        if twice:  # the same values twice, and one saved state for both
+            raise RagrouteError(f"signal(s) {', '.join(twice)} given more than once: give each signal once")
         vectors = None
         if any(s.uses_encoder for s in built):
             if encoder is None and query_vectors is None:
@@ -665,28 +669,18 @@ class TrainedGate(SignalGate):
     ) -> TrainedGate:
         manifest = check_gate_settings(folder, snap.manifest.params)
         saved = [dict(s) for s in manifest["signals"]]
-        if configured is not None:
-            wanted = [s if isinstance(s, str) else str(dict(s).get("kind")) for s in configured]
-            have = [s["kind"] for s in saved]
-            if wanted != have:
-                raise GateSignalMismatchError(
-                    f"gate {folder} was fitted on signals {', '.join(have)}, but "
-                    f"{', '.join(wanted) or 'none'} are configured: refit it with "
-                    "`ragroute gate fit --signals ...` or configure those signals"
-                )
+        check_configured_signals(folder, saved, configured)
         info = snap.manifest.encoder
         check_fitted_encoder(f"gate {folder}", info, encoder)
         built = [make_signal(s, encoder=encoder, sources=sources) for s in saved]
         for signal in built:
             signal.load(snap.path / "signals" / signal.kind, encoder=encoder)
-        with np.load(snap.file(WEIGHTS_FILE), allow_pickle=False) as data:
-            arrays = {name: np.asarray(data[name], dtype=np.float64) for name in data.files}
+        where = f"gate {folder}: {WEIGHTS_FILE}"
+        arrays = read_arrays(snap.file(WEIGHTS_FILE), where)
         columns = [str(c) for c in manifest["columns"]]
-        if arrays["coef"].shape != (len(columns),):
-            raise IndexFormatError(
-                f"{folder}: {WEIGHTS_FILE} has {arrays['coef'].shape} weights "
-                f"for {len(columns)} signal values"
-            )
+        n = len(columns)
+        check_arrays(arrays, where, {"coef": (n,), "mean": (n,), "scale": (n,), "quantiles": (None,)})
+        arrays = {name: np.asarray(array, dtype=np.float64) for name, array in arrays.items()}
         model = _Model(
             arrays["mean"], arrays["scale"], arrays["coef"], float(manifest["intercept"]), *manifest["platt"]
         )
@@ -722,6 +716,50 @@ def check_gate_settings(folder: Path, manifest: Mapping[str, Any]) -> Mapping[st
             f"version {version!r}); refit it with `ragroute gate fit`"
         )
     return manifest
+
+
+UNKEPT_SIGNAL_SETTINGS = frozenset({"device"})
+"""Signal settings a fitted gate does not keep because they do not change its values (``device``:
+where a tuned probe's fine-tunes run): accepted in a trained gate's ``signals:`` as they are."""
+
+
+def check_configured_signals(folder: Path, saved: Sequence[Mapping[str, Any]], configured: Any) -> None:
+    """A trained gate's configured ``signals:`` (kinds or ``{kind: ..., setting: ...}``) against the
+    ones it was fitted with (``saved``: their descriptions): the same kinds in the same order, each
+    mapping's settings known to its kind (an unknown one is refused as on a threshold gate) and
+    equal to the fitted ones (a loaded gate cannot apply another: refit it). Loading and ``ragroute
+    config check`` both call it; ``None`` (no ``signals:``) means the saved ones."""
+    if configured is None:
+        return
+    if not isinstance(configured, Sequence) or isinstance(configured, str):
+        raise RagrouteError(f"gate {folder}: 'signals:' must be a list of signal kinds or mappings")
+    wanted = [str(s.get("kind")) if isinstance(s, Mapping) else str(s) for s in configured]
+    have = [str(s["kind"]) for s in saved]
+    if wanted != have:
+        raise GateSignalMismatchError(
+            f"gate {folder} was fitted on signals {', '.join(have)}, but "
+            f"{', '.join(wanted) or 'none'} are configured: refit it with "
+            "`ragroute gate fit --signals ...` or configure those signals"
+        )
+    for spec, fitted in zip(configured, saved):
+        if isinstance(spec, str):
+            continue
+        make_signal(spec)  # unknown settings and wrong types: the threshold gate's one-line refusals
+        kind = fitted["kind"]
+        for key, value in spec.items():
+            if key == "kind" or key in UNKEPT_SIGNAL_SETTINGS:
+                continue
+            if key not in fitted:
+                raise GateSignalMismatchError(
+                    f"gate {folder}: signal {kind} was fitted without '{key}:' (a saved gate does not "
+                    f"keep it), so '{key}: {value}' cannot apply: remove it, or refit the gate with it"
+                )
+            if value != fitted[key]:
+                raise GateSignalMismatchError(
+                    f"gate {folder}: signal {kind} was fitted with {key}: {fitted[key]}, but {key}: "
+                    f"{value} is configured: refit it with `ragroute gate fit` or configure "
+                    f"{key}: {fitted[key]}"
+                )
 
 
 def _restrict(signals: Sequence[GateSignal], columns: Sequence[str]) -> list[GateSignal]:

@@ -32,6 +32,11 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+LOGPROB_TOLERANCE = 1e-4
+"""A token log-probability above this (rounding aside, a log-probability is at most 0) is none: an
+LLM reporting raw logits, say (:attr:`Reply.logprob_problem`)."""
+
+
 @dataclass
 class Reply:
     """One LLM answer: ``text`` ("" on error), ``logprobs`` (per generated token, or None when
@@ -48,8 +53,21 @@ class Reply:
         return self.error is None
 
     @property
+    def logprob_problem(self) -> str | None:
+        """Why ``logprobs`` are not log-probabilities (NaN, infinite, or above 0: raw logits, say),
+        or None when they are (or there are none)."""
+        invalid = [v for v in self.logprobs or [] if not math.isfinite(v) or v > LOGPROB_TOLERANCE]
+        if not invalid:
+            return None
+        return (
+            f"the LLM's token log-probabilities are not log-probabilities ({len(invalid)} of "
+            f"{len(self.logprobs or [])} NaN, infinite or above 0, e.g. {invalid[0]!r})"
+        )
+
+    @property
     def mean_logprob(self) -> float | None:
-        if not self.logprobs:
+        """The mean token log-probability; None without log-probabilities or with invalid ones."""
+        if not self.logprobs or self.logprob_problem:
             return None
         return float(sum(self.logprobs) / len(self.logprobs))
 
@@ -109,8 +127,8 @@ def complete_safely(llm: Any, prompt: str, *, timeout_s: float | None = None, **
     if not isinstance(text, str):
         return Reply(ms=_ms(start), error=f"TypeError: the LLM returned {type(text).__name__}, not text")
     logprobs = token_logprobs(response)
-    if logprobs is not None and not all(math.isfinite(v) for v in logprobs):
-        logprobs = [v if math.isfinite(v) else -100.0 for v in logprobs]
+    if logprobs is not None:  # a token given probability 0: a finite stand-in; NaN stays (invalid)
+        logprobs = [-100.0 if v == -math.inf else v for v in logprobs]
     return Reply(text=text, logprobs=logprobs, ms=_ms(start))
 
 

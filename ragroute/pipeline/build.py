@@ -38,9 +38,9 @@ SELECTION_MINIMA = {"max_routes": 1, "depth": 1, "threshold": 0, "hedge_below": 
 SELECTION_MAXIMA = {"threshold": 1, "hedge_below": 1}  # route probabilities
 #: router settings whose ``null`` means "the default" (fitted temperature, no none route)
 OPTIONAL_SETTINGS = ("temperature", "none_threshold")
-#: router kinds whose routes come from labelled data (not from the sources, nor chosen by hand as a
-#: fixed router's are): their routes are checked against the source names
-LABELLED_ROUTER_KINDS = ("knn", "trained", "llm", "ensemble")
+#: router kinds whose routes come from labelled data or a fitted artifact (not from the sources, nor
+#: chosen by hand as a fixed router's are): their routes are checked against the source names
+LABELLED_ROUTER_KINDS = ("knn", "trained", "llm", "ensemble", "pilot", "quality")
 #: router settings that must be above 0 (a softmax temperature)
 POSITIVE_SETTINGS = ("temperature", "timeout_s")
 #: router settings with a largest value (probabilities)

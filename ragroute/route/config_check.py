@@ -640,7 +640,7 @@ class _Checker:
         return None if snapshot is None else snapshot.manifest
 
     def check_gate_artifact(self, path: Path, configured: Any, where: str) -> None:
-        from ragroute.gate.trained import check_gate_settings
+        from ragroute.gate.trained import check_configured_signals, check_gate_settings
 
         manifest = self.artifact(path, "gate", f"{where}: ")
         if manifest is None:
@@ -648,17 +648,8 @@ class _Checker:
         readable = self.passes(lambda: check_gate_settings(path, manifest.params), f"{where}: ")
         if not readable or not isinstance(configured, list):
             return
-
-        def kinds(signals: Any) -> list[str]:
-            return [str(s.get("kind") if isinstance(s, Mapping) else s) for s in signals or []]
-
-        saved, wanted = kinds(manifest.params.get("signals")), kinds(configured)
-        if wanted != saved:
-            self.problem(
-                f"{where}: gate {path} was fitted on signals {', '.join(saved)}, but "
-                f"{', '.join(wanted) or 'none'} are configured: refit it with "
-                "`ragroute gate fit --signals ...` or configure those signals"
-            )
+        saved = [dict(s) for s in manifest.params.get("signals") or [] if isinstance(s, Mapping)]
+        self.attempt(lambda: check_configured_signals(path, saved, configured), f"{where}: ")
 
     def check_threshold_signal(self, spec: Mapping[str, Any], where: str) -> None:
         """A threshold gate's signal as loading builds it (without an encoder or sources: its

@@ -23,6 +23,8 @@ import numpy as np
 
 from ragroute.encode.identity import check_fitted_encoder
 from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.route.base import softmax
+from ragroute.store.arrays import read_arrays
 
 ARTIFACT_FAMILY = "router"
 ARRAYS_FILE = "arrays.npz"
@@ -112,6 +114,34 @@ def mask_unavailable(scores: np.ndarray, labels: Sequence[str], unavailable: Seq
     return out
 
 
+def route_probabilities(
+    scores: np.ndarray, labels: Sequence[str], unavailable: Sequence[str], temperature: float
+) -> tuple[np.ndarray, list[str | None]]:
+    """Per query, the softmax of ``scores`` (-inf: an expert that cannot be chosen) with the
+    ``unavailable`` experts at probability 0, and a note per query (``None`` if none).
+
+    A query none of whose available experts has a finite score (every expert with a pilot failed
+    to load) gets equal probabilities over the available experts, noted, rather than the NaN of a
+    softmax over nothing; with no expert available at all the router refuses in one line."""
+    masked = np.atleast_2d(mask_unavailable(np.asarray(scores, dtype=np.float64), labels, unavailable))
+    available = np.array([label not in set(unavailable) for label in labels])
+    if not available.any():
+        raise RagrouteError(
+            f"every expert of the router ({', '.join(labels)}) failed to load: nothing to route to"
+        )
+    empty = ~np.isfinite(masked).any(axis=1)
+    probs = np.zeros_like(masked)
+    if (~empty).any():
+        probs[~empty] = softmax(masked[~empty], temperature)
+    probs[np.ix_(empty, available)] = 1.0 / available.sum()
+    gone = ", ".join(sorted(unavailable)) or "none"
+    note = (
+        f"no available expert has a routing score (unavailable: {gone}): equal probabilities over "
+        f"{', '.join(label for label, ok in zip(labels, available) if ok)}"
+    )
+    return probs, [note if e else None for e in empty.tolist()]
+
+
 def save_router(
     path_dir: str | os.PathLike[str], kind: str, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]
 ) -> Path:
@@ -138,11 +168,31 @@ def load_router(path_dir: str | os.PathLike[str], kind: str) -> tuple[dict[str, 
     def read(snapshot: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if snapshot.manifest.kind != kind:
             raise IndexFormatError(f"{path_dir} holds a {snapshot.manifest.kind} router, not a {kind} router")
-        with np.load(snapshot.file(ARRAYS_FILE), allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        arrays = read_arrays(snapshot.file(ARRAYS_FILE), f"{path_dir}: {ARRAYS_FILE}")
         return arrays, dict(snapshot.manifest.params)
 
     return read_artifact(Path(path_dir), read, family=ARTIFACT_FAMILY, error=IndexFormatError)
+
+
+def check_router_labels(params: Mapping[str, Any], where: str) -> list[str]:
+    """The expert names a saved router records: a non-empty list of distinct strings, or a one-line
+    :class:`IndexFormatError` naming ``where``."""
+    labels = params.get("labels")
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or not all(isinstance(label, str) for label in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise IndexFormatError(f"{where}: the manifest's 'labels' are not a list of distinct expert names")
+    return list(labels)
+
+
+def recorded_dim(params: Mapping[str, Any]) -> int | None:
+    """The query-vector dimension a saved router's manifest records (``None`` if it records none)."""
+    recorded = params.get("encoder")
+    dim = recorded.get("dim") if isinstance(recorded, Mapping) else None
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) else None
 
 
 def check_encoder_info(recorded: Mapping[str, Any] | None, encoder: Any, where: str) -> None:

@@ -23,15 +23,19 @@ import numpy as np
 
 from ragroute.encode.identity import encoder_record
 from ragroute.errors import RagrouteError
-from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
 from ragroute.route.expert_gains import (
+    ARRAYS_FILE,
     ExpertGains,
     check_encoder_info,
+    check_router_labels,
     load_router,
-    mask_unavailable,
+    recorded_dim,
+    route_probabilities,
     save_router,
 )
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features
+from ragroute.store.arrays import check_arrays
 
 ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 
@@ -111,7 +115,7 @@ class QualityRouter(BaseRouter):
                 raise RagrouteError("a quality router needs query vectors or an encoder")
             query_vectors = self.encoder.encode_queries(queries, show_progress=False)
         predicted = self.predict(queries, query_vectors)
-        probs = softmax(mask_unavailable(predicted, self.labels, self.unavailable), self.temperature)
+        probs, notes = route_probabilities(predicted, self.labels, self.unavailable, self.temperature)
         return [
             decision_from_probs(
                 self.labels,
@@ -120,8 +124,9 @@ class QualityRouter(BaseRouter):
                 signals={
                     "predicted_ndcg@10": {label: round(float(v), 4) for label, v in zip(self.labels, row)}
                 },
+                detail=None if note is None else {"fallback": note},
             )
-            for row, p in zip(predicted, probs)
+            for row, p, note in zip(predicted, probs, notes)
         ]
 
     def save(self, path_dir: str | os.PathLike[str]) -> Path:
@@ -142,10 +147,20 @@ class QualityRouter(BaseRouter):
         if list(params.get("cheap_features", [])) != list(CHEAP_FEATURE_NAMES):
             raise RagrouteError(
                 f"quality router {path_dir} was fitted on query features this version does not compute; "
-                "refit it"
+                "refit it with `ragroute expert fit-router`"
             )
+        labels = check_router_labels(params, f"quality router {path_dir}")
+        where = f"quality router {path_dir}: {ARRAYS_FILE}"
+        dim = recorded_dim(params)
+        check_arrays(arrays, where, {"offset": (None if dim is None else dim + len(CHEAP_FEATURE_NAMES),)})
+        features = len(arrays["offset"])
+        check_arrays(
+            arrays,
+            where,
+            {"coef": (len(labels), features), "intercept": (len(labels),), "scale": (features,)},
+        )
         return cls(
-            params["labels"],
+            labels,
             arrays["coef"],
             arrays["intercept"],
             arrays["offset"],

@@ -508,7 +508,8 @@ class QueryFeatures:
         names = data.get("cheap_names")
         if data.get("cheap", True) and names is not None and list(names) != list(CHEAP_FEATURE_NAMES):
             raise RagrouteError(
-                "feature config lists cheap features this version of ragroute does not compute"
+                "was fitted on cheap query features this version of ragroute does not compute: "
+                "refit it with `ragroute route fit`"
             )
         char = data.get("char_ngrams", (3, 5))
         return cls(

@@ -31,17 +31,21 @@ from typing import Any
 import numpy as np
 
 from ragroute.encode.identity import encoder_record
-from ragroute.errors import RagrouteError
-from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
 from ragroute.route.expert_gains import (
+    ARRAYS_FILE,
     ExpertGains,
     check_encoder_info,
+    check_router_labels,
     load_router,
-    mask_unavailable,
+    recorded_dim,
+    route_probabilities,
     save_router,
 )
 from ragroute.route.folds import grouped_stratified_folds
 from ragroute.route.pseudo import pseudo_queries
+from ragroute.store.arrays import check_arrays
 from ragroute.types import Document
 
 MODES = ("nearest", "mean")
@@ -259,8 +263,10 @@ class PilotRouter(BaseRouter):
                 raise RagrouteError("a pilot router needs query vectors or an encoder")
             query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
         scores = self._scores(query_vectors)
-        masked = mask_unavailable(np.where(scores <= -1.0, -np.inf, scores), self.labels, self.unavailable)
-        probs = softmax(masked, self.temperature)
+        probs, notes = route_probabilities(
+            np.where(scores <= -1.0, -np.inf, scores), self.labels, self.unavailable, self.temperature
+        )
+        detail = {"mode": self.mode, "pilots": len(self.pilots), "unavailable": self.unavailable}
         return [
             decision_from_probs(
                 self.labels,
@@ -269,9 +275,9 @@ class PilotRouter(BaseRouter):
                 signals={
                     "pilot_similarity": {label: round(float(s), 4) for label, s in zip(self.labels, row)}
                 },
-                detail={"mode": self.mode, "pilots": len(self.pilots), "unavailable": self.unavailable},
+                detail=detail if note is None else {**detail, "fallback": note},
             )
-            for row, p in zip(scores, probs)
+            for row, p, note in zip(scores, probs, notes)
         ]
 
     # ------------------------------------------------------------------ persistence
@@ -288,10 +294,20 @@ class PilotRouter(BaseRouter):
     def load(cls, path_dir: str | os.PathLike[str], encoder: Any = None) -> PilotRouter:
         arrays, params = load_router(path_dir, "pilot")
         check_encoder_info(params.get("encoder"), encoder, f"pilot router {path_dir}")
-        if "pilots" not in arrays or "owners" not in arrays or len(arrays["pilots"]) != len(arrays["owners"]):
-            raise RagrouteError(f"pilot router {path_dir}: pilots and owners do not match")
+        labels = check_router_labels(params, f"pilot router {path_dir}")
+        where = f"pilot router {path_dir}: {ARRAYS_FILE}"
+        dim = recorded_dim(params)
+        check_arrays(arrays, where, {"pilots": (None, dim)})
+        check_arrays(arrays, where, {"owners": (len(arrays["pilots"]),)})
+        owners = arrays["owners"]
+        numbered = owners.dtype.kind in "iu" and len(owners) > 0
+        if not numbered or owners.min() < 0 or owners.max() >= len(labels):
+            raise IndexFormatError(
+                f"{where}: array 'owners' must hold expert numbers 0 to {len(labels) - 1} (one per pilot), "
+                f"not {owners.tolist()[:8]}"
+            )
         return cls(
-            params["labels"],
+            labels,
             arrays["pilots"],
             arrays["owners"],
             encoder=encoder,

@@ -488,8 +488,10 @@ class TrainedRouter(BaseRouter):
             labels = [str(label) for label in manifest["labels"]]
             kind = manifest["kind"]
             temperature = float(manifest["temperature"])
-        except (KeyError, TypeError, ValueError, RagrouteError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{folder / ROUTER_FILE} is corrupt: {exc}") from None
+        except RagrouteError as exc:  # readable, but of features this version does not compute
+            raise IndexFormatError(f"router {folder} {exc}") from None
         layers = int(manifest["layers"])
         network = _Network([arrays[f"W{i}"] for i in range(layers)], [arrays[f"b{i}"] for i in range(layers)])
         scaling = _Scaling(arrays["offset"], arrays["scale"])

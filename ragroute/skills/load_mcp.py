@@ -107,7 +107,12 @@ def tool_skill(tool: dict[str, Any], source: str, log: WarningLog) -> Skill:
         title = annotations["title"]
     description = tool.get("description")
     if not isinstance(description, str) or not description.strip():
-        what = "has no description" if description in (None, "") else "has a non-string description"
+        if description in (None, ""):
+            what = "has no description"
+        elif isinstance(description, str):
+            what = "has an empty description (only spaces)"
+        else:
+            what = "has a non-string description"
         stand_in = "its title is used instead" if title else "loaded with an empty description"
         log.warn(source, f"tool {name!r} {what} ({stand_in})")
         description = title or ""

@@ -51,6 +51,8 @@ from ragroute.skills.schemas import (
 
 KIND = "openapi"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+#: the other fields of a path item (OpenAPI 3; Swagger 2 has a subset); ``x-...`` extensions aside
+PATH_ITEM_KEYS = frozenset({"$ref", "summary", "description", "servers", "parameters"})
 SPEC_SUFFIXES = JSON_SUFFIXES + YAML_SUFFIXES
 #: Lines of schema text one operation's body may hold.
 MAX_BODY_LINES = 300
@@ -317,10 +319,24 @@ def skills_from_openapi(
             continue
         path_params = item.get("parameters")
         path_params = path_params if isinstance(path_params, list) else []
+        for key in item:
+            if str(key).lower() in HTTP_METHODS and key not in HTTP_METHODS:
+                log.warn(
+                    source,
+                    f"path {path}: operation key {key!r} must be lower case ({key.lower()!r}): not loaded",
+                )
+            elif key not in PATH_ITEM_KEYS and key not in HTTP_METHODS and not str(key).startswith("x-"):
+                log.warn(
+                    source,
+                    f"path {path}: key {key!r} is not an HTTP method ({', '.join(HTTP_METHODS)}) nor a path "
+                    "item field: not loaded as an operation",
+                )
         for method in HTTP_METHODS:
             if method not in item:
                 continue
-            op = item[method]
+            op, _name, marker = resolver.resolve(item[method], f"{method.upper()} {path}")
+            if marker is not None:  # said by the resolver (the $ref and where); the marker stands in
+                op = {"description": marker}
             if not isinstance(op, dict):
                 skip.bad(f"{method.upper()} {path}", "operation is not an object")
                 continue

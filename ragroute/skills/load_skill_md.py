@@ -101,8 +101,17 @@ def _skipped_dir(name: str) -> bool:
     return name.startswith(".") or name in SKIP_DIRS
 
 
-def skill_files(root: Path) -> list[Path]:
-    """Every ``SKILL.md`` (name compared case-insensitively) under ``root``, sorted by relative path."""
+def _count_skill_files(folder: str) -> int:
+    """How many ``SKILL.md`` files a folder left out holds (links not followed)."""
+    return sum(1 for _, _, files in os.walk(folder) for f in files if f.lower() == SKILL_FILE.lower())
+
+
+def skill_files(root: Path, skipped: dict[str, int] | None = None) -> list[Path]:
+    """Every ``SKILL.md`` (name compared case-insensitively) under ``root``, sorted by relative path.
+
+    Hidden folders and :data:`SKIP_DIRS` are not searched; with ``skipped``, each such folder that
+    holds ``SKILL.md`` files is recorded in it (its path relative to ``root`` -> how many), so the
+    loader can say what it left out."""
     found: list[Path] = []
     real_root = Path(os.path.realpath(root))
     seen: set[str] = set()
@@ -113,6 +122,10 @@ def skill_files(root: Path) -> list[Path]:
         for d in sorted(dirs):
             path = os.path.join(folder, d)
             if _skipped_dir(d):
+                if skipped is not None and not os.path.islink(path):
+                    held = _count_skill_files(path)
+                    if held:
+                        skipped[Path(path).relative_to(root).as_posix()] = held
                 continue
             if os.path.islink(path):
                 real = os.path.realpath(path)
@@ -373,16 +386,25 @@ def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadRepor
     """
     check_on_error(on_error)
     p = Path(path)
+    skipped: dict[str, int] = {}
     if p.is_file():
         root, files = p.parent, [p]
     elif p.is_dir():
-        root, files = p, skill_files(p)
+        root, files = p, skill_files(p, skipped)
         if not files:
-            raise CorpusFormatError(f"{p}: no {SKILL_FILE} file in this folder or below it")
+            left = f" (only in folders that are not searched: {', '.join(skipped)})" if skipped else ""
+            raise CorpusFormatError(f"{p}: no {SKILL_FILE} file in this folder or below it{left}")
     else:
         raise CorpusFormatError(f"{p}: no such file or folder")
     skill_dirs = {f.parent for f in files}
     log = WarningLog()
+    for folder, held in skipped.items():
+        why = "a hidden folder" if Path(folder).name.startswith(".") else "a build or vendored folder"
+        log.warn(
+            root / folder,
+            f"folder left out ({why}, not searched for skills): its {held} {SKILL_FILE} file(s) are not "
+            "loaded; move them (or link them under another name) to load them",
+        )
     skip = SkipLog(str(root), "file", on_error, report)
     skills = []
     for skill_md in files:
