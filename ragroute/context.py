@@ -29,6 +29,13 @@ def encoder_key(encoder: Any) -> str:
     return f"{space}|{getattr(encoder, 'backend', '')}|{getattr(encoder, 'dim', '')}"
 
 
+def checked_caller(caller: Any) -> str:
+    """``caller`` (who asks, for exposure budgets) if it is a string; else a one-line error."""
+    if not isinstance(caller, str):
+        raise InvalidArgumentError(f"caller must be a string naming who asks, got {type(caller).__name__}")
+    return caller
+
+
 @dataclass
 class QueryContext:
     """A query in flight; build one with :meth:`of` (which checks the text).
@@ -51,6 +58,7 @@ class QueryContext:
     def __post_init__(self) -> None:
         # a sorted tuple of labels ("hr" is one label, not two letters); bad labels raise
         self.scopes = caller_scopes(self.scopes)
+        self.caller = checked_caller(self.caller)
         check_filters(self.filters)
 
     @classmethod

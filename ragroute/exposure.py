@@ -173,6 +173,7 @@ class ExposureLedger:
         self.on_alert = on_alert
         self.clock = clock
         self._seen: dict[tuple[str, str], _Seen] = {}
+        self._swept_at = clock()
         self._lock = threading.Lock()
         if sizes:
             self.add_sizes(sizes)
@@ -204,6 +205,7 @@ class ExposureLedger:
         detail: dict[str, Any] = {}
         withheld = 0
         with self._lock:
+            self._sweep(now)
             limits: dict[str, int] = {}
             shown_as: dict[str, str] = {}  # bucket -> the name the trace gives it: a source the caller reads
             for hit in hits:
@@ -289,6 +291,12 @@ class ExposureLedger:
         """Where ``hit`` is counted: its source's collection, or :data:`ALL_SOURCES` (``per: pipeline``)."""
         return self._bucket_of(hit.source)
 
+    def callers(self) -> set[str]:
+        """The callers with documents shown to them within the window, or an alert still armed
+        (what the ledger holds in memory, up to one window of callers gone quiet)."""
+        with self._lock:
+            return {caller for caller, _ in self._seen}
+
     def reset(self, caller: str | None = None) -> None:
         """Forget one caller's exposure (or everyone's)."""
         with self._lock:
@@ -311,6 +319,17 @@ class ExposureLedger:
 
     def _total(self) -> None:
         self.sizes[ALL_SOURCES] = sum(v for k, v in self.sizes.items() if k != ALL_SOURCES)
+
+    def _sweep(self, now: float) -> None:
+        """At most once per window, forget every caller whose window is empty (a caller who never
+        comes back would otherwise be kept forever: memory grew with every caller ever seen)."""
+        if now - self._swept_at < self.budget.window_s:
+            return
+        self._swept_at = now
+        for key in list(self._seen):
+            seen = self._seen[key]
+            if not self._expire(seen, now) and seen.alerted_at is None:
+                del self._seen[key]
 
     def _expire(self, seen: _Seen, now: float) -> dict[tuple[str, str], float]:
         """Drop what left the window; an alert re-arms one window after it fired (so it fires at

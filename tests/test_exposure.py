@@ -188,3 +188,49 @@ def test_budget_size_counts_only_what_the_caller_may_read(small_docs, hashing_en
     scoped = pipeline.retrieve("telescope star", k=2, caller="bob", scopes=["hr", "board"])
     step = next(s for s in scoped.decision.trace if s.stage == "exposure")
     assert step.detail["sources"]["*"]["budget"] == 20
+
+
+def test_framework_retrievers_tell_callers_apart(small_docs, hashing_encoder):
+    """Behind LangChain or LlamaIndex every query counted under the anonymous caller: one user's
+    traffic spent everyone's budget (`invoke(..., caller=)` was a TypeError)."""
+    pytest.importorskip("langchain_core")
+    from ragroute.integrations.langchain import RoutedLangChainRetriever
+    from ragroute.integrations.llamaindex import RoutedLlamaRetriever
+
+    astro = [d for d in small_docs if d.metadata["topic"] == "astro"]
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
+    pipeline = Pipeline(
+        [Source("astro", build_index(astro, "dense", encoder=hashing_encoder))],
+        FixedRouter({"astro": 1.0}),
+        encoder=hashing_encoder,
+        exposure=ledger,
+    )
+    chain = RoutedLangChainRetriever(pipeline, k=4)
+    assert len(chain.invoke("telescope star galaxy", caller="eve")) == 4
+    assert len(RoutedLangChainRetriever(pipeline, k=4, caller="bob").invoke("telescope star galaxy")) == 4
+    llama = RoutedLlamaRetriever(pipeline, k=3).with_scopes((), caller="carol")
+    assert len(llama.retrieve("comet nebula orbit planet")) == 3
+    assert {c: ledger.distinct(c, "astro") for c in ("eve", "bob", "carol", "")} == {
+        "eve": 4,
+        "bob": 4,
+        "carol": 3,
+        "": 0,
+    }
+    with pytest.raises(RagrouteError, match="caller must be a string"):
+        chain.invoke("telescope", caller=7)
+
+
+def test_callers_gone_quiet_are_forgotten_once_their_window_is_over():
+    """Every caller ever seen was kept (about 1 KB each): a service with many one-off callers grew
+    without bound. Once per window the ledger drops callers whose window is empty."""
+    clock = Clock()
+    ledger = ExposureLedger(ExposureBudget(per="source", min_documents=5, window_s=100), clock=clock)
+    ledger.add_sizes({"s": 1000})
+    for i in range(500):
+        clock.now = i * 0.1
+        ledger.admit(f"one-off-{i}", _hits("s", [i]))
+    assert len(ledger.callers()) == 500
+    clock.now = 149.0  # the first 490 callers' documents left the window (the last ten's did not)
+    ledger.admit("late", _hits("s", [1]))
+    assert ledger.callers() == {"late", *(f"one-off-{i}" for i in range(490, 500))}
+    assert ledger.distinct("one-off-499", "s") == 1 and ledger.distinct("one-off-0", "s") == 0

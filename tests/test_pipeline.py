@@ -337,6 +337,45 @@ def test_a_failing_reranker_keeps_the_fused_order_with_the_error_traced(mode, er
     assert error in rerank["error"] and rerank["kept"] == "fused order"
 
 
+class WordRouter(BaseRouter):
+    """Routes a query to the sources named by its words (each 0.5)."""
+
+    name = "words"
+
+    def __init__(self, labels):
+        self.labels = list(labels)
+
+    def route_many(self, queries, *, query_vectors=None):
+        return [
+            decision_from_probs(self.labels, [0.5 if n in q.split() else 0.0 for n in self.labels], decided_by="words")
+            for q in queries
+        ]
+
+
+def test_a_query_reads_as_deep_in_a_batch_as_alone():
+    """A batch was read at its deepest query's depth: one query routed to two sources over the same
+    documents made every query of the batch read 100 hits per source, and zscore fusion then
+    ranked another query's hits differently than alone (found by a service-use audit)."""
+    rng = __import__("random").Random(0)
+    orders = {name: rng.sample(range(200), 200) for name in ("a", "b", "c", "d")}
+    sources = [
+        Source("a", RankedRetriever("a", orders["a"]), metadata={"corpus": "shared"}),
+        Source("b", RankedRetriever("b", orders["b"]), metadata={"corpus": "shared"}),
+        Source("c", RankedRetriever("c", orders["c"])),
+        Source("d", RankedRetriever("d", orders["d"])),
+    ]
+    pipeline = Pipeline(sources, WordRouter(orders), options=RoutingOptions(fusion="zscore", threshold=0.1))
+    queries = ["c d", "a b"]
+    alone = [[h.doc_id for h in pipeline.retrieve(q, k=3).hits] for q in queries]
+    batched = [[h.doc_id for h in r.hits] for r in pipeline.retrieve_many(queries, k=3)]
+    assert batched == alone
+    depths = [
+        [s.detail["depth"] for s in r.decision.trace if s.stage == "retrieve-time"]
+        for r in pipeline.retrieve_many(queries, k=3)
+    ]
+    assert depths == [[3], [100]]
+
+
 def test_a_pipeline_is_a_retriever_and_nests(hashing_encoder, small_docs):
     inner = Pipeline(
         _sources(hashing_encoder, small_docs), FixedRouter({"astro": 0.9, "cook": 0.1, "it": 0.0})

@@ -188,9 +188,11 @@ def test_the_fitted_scales_are_memoised_per_seed(small_docs, hashing_encoder, mo
     from ragroute.pipeline import score_scale
 
     sources = _sources(small_docs, hashing_encoder, method="bm25")
-    monkeypatch.setattr(score_scale, "_memo", {})
+    from ragroute.memo import RetrieverMemo
+
+    monkeypatch.setattr(score_scale, "_memo", RetrieverMemo())
     first = fit_score_scales(sources, hashing_encoder, seed=1)
-    monkeypatch.setattr(score_scale, "_memo", {})
+    monkeypatch.setattr(score_scale, "_memo", RetrieverMemo())
     zero = fit_score_scales(sources, hashing_encoder, seed=0)
     assert fit_score_scales(sources, hashing_encoder, seed=0) is zero  # memoised
     again = fit_score_scales(sources, hashing_encoder, seed=1)
@@ -216,3 +218,22 @@ def test_a_source_whose_hits_are_malformed_keeps_raw_scores_and_says_why(small_d
     scales = fit_score_scales(sources, hashing_encoder)
     assert scales["odd"].kind == "raw" and "hit 'n0' has score" in scales["odd"].error
     assert scales["astro"].kind == "mapped"
+
+
+def test_memos_drop_what_was_computed_over_retrievers_that_are_gone(small_docs, hashing_encoder, monkeypatch):
+    """A service reloading its config kept one score map and one set of fusion statistics per load,
+    forever (a service-use audit: 40 each after 40 reloads)."""
+    import gc
+
+    from ragroute.memo import RetrieverMemo
+    from ragroute.pipeline import calibration, score_scale
+
+    monkeypatch.setattr(score_scale, "_memo", RetrieverMemo())
+    monkeypatch.setattr(calibration, "_memo", RetrieverMemo())
+    for _ in range(5):  # five loads, each over new indexes; the last one's live on
+        sources = _sources(small_docs, hashing_encoder, method="bm25")
+        fit_score_scales(sources, hashing_encoder)
+        calibration.null_score_stats(sources)
+        gc.collect()
+    assert len(score_scale._memo) == 1 and len(calibration._memo) == 1
+    assert calibration.null_score_stats(sources) is calibration.null_score_stats(sources)  # still reused

@@ -718,3 +718,44 @@ def test_a_reranker_that_reads_no_bodies_uses_the_stage1_abstention_model(router
     )
     assert no_body.trace[-1].detail["model"] == "S" and not no_body.abstain
     assert no_body.p_applies == pytest.approx(1 / (1 + np.exp(-1.0)))
+
+
+def test_the_query_cache_is_shared_safely_by_threads(catalogue, monkeypatch):
+    """Threads routing at once on a full cache: one evicted the query another had just found, whose
+    `move_to_end` then raised a bare KeyError (a service-use audit: 26 of 240 calls)."""
+    import threading
+    import time
+
+    import ragroute.skills.index as skill_index
+    from conftest import HashingEncoder
+
+    class Slow(HashingEncoder):  # a loaded CPU: encoding takes a while
+        def encode_queries(self, texts, **kwargs):
+            time.sleep(0.005)
+            return super().encode_queries(texts, **kwargs)
+
+    encoder = Slow()
+    index = SkillRouter(catalogue, None, encoder=encoder).index
+    monkeypatch.setattr(skill_index, "QUERY_CACHE", 4)
+    errors: list[str] = []
+    wrong: list[str] = []
+
+    def work(t: int) -> None:
+        for i in range(40):
+            # half the threads ask a hot query, the other half only new ones (which evict it)
+            batch = ["hot", f"cold {t} {i}"] if t % 2 else [f"cold {t} {i} {j}" for j in range(3)]
+            try:
+                got = index.query_vectors(batch)
+            except Exception as exc:  # noqa: BLE001 - what the test counts
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if not np.allclose(got, encoder.encode_queries(batch)):
+                wrong.append(batch[1])
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and wrong == []
+    assert len(index._query_cache) <= 4

@@ -16,7 +16,9 @@ retriever (``last_decision``, or ``decision_of(document)`` under concurrency). `
 the search in a worker thread, so concurrent queries overlap and the event loop is never blocked.
 
 Caller scopes (:mod:`ragroute.scopes`): both retrievers take a ``scopes`` field (the caller's
-labels; none: only public sources and documents), and per call ``invoke(query, scopes=[...])``.
+labels; none: only public sources and documents), and per call ``invoke(query, scopes=[...])``;
+likewise ``caller`` (who asks, for a pipeline's per-caller exposure budget, :mod:`ragroute.exposure`;
+``""``: one shared anonymous caller), per call ``invoke(query, caller="user-42")``.
 :class:`LangChainRetrieverAdapter` drops the documents whose ``access`` metadata the caller's
 scope does not meet, and with ``scope_filters`` (``scopes -> keyword arguments of invoke``, e.g.
 ``lambda s: {"filter": document_filter(s)}`` for an ``InMemoryVectorStore``) pushes the scope
@@ -72,8 +74,8 @@ def hit_to_document(
 
 
 class _RagrouteRetriever(BaseRetriever):
-    """What both retrievers share: ``k``, ``filters``, ``scopes`` (also per call:
-    ``invoke(query, scopes=..., k=...)``) and searching in a thread under ``ainvoke``."""
+    """What both retrievers share: ``k``, ``filters``, ``scopes`` and ``caller`` (also per call:
+    ``invoke(query, scopes=..., caller=..., k=...)``) and searching in a thread under ``ainvoke``."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -82,6 +84,7 @@ class _RagrouteRetriever(BaseRetriever):
     scopes: tuple[str, ...] = Field(
         default=(), description="The caller's scopes (none: only public sources and documents)."
     )
+    caller: str = Field(default="", description="Who asks, for per-caller exposure budgets ('': anonymous).")
 
     @field_validator("scopes", mode="before")
     @classmethod
@@ -91,15 +94,20 @@ class _RagrouteRetriever(BaseRetriever):
     def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:  # pragma: no cover
         raise NotImplementedError
 
-    def _context(self, query: str, scopes: Sequence[str] | None = None) -> QueryContext:
+    def _context(
+        self, query: str, scopes: Sequence[str] | None = None, caller: str | None = None
+    ) -> QueryContext:
         return QueryContext.of(
             query,
             filters=dict(self.filters) if self.filters else None,
             scopes=caller_scopes(self.scopes if scopes is None else scopes),
+            caller=self.caller if caller is None else caller,
         )
 
-    def _run(self, query: str, scopes: Sequence[str] | None, k: int | None) -> list[LangChainDocument]:
-        return self._search(self._context(query, scopes), self.k if k is None else check_k(k))
+    def _run(
+        self, query: str, scopes: Sequence[str] | None, k: int | None, caller: str | None = None
+    ) -> list[LangChainDocument]:
+        return self._search(self._context(query, scopes, caller), self.k if k is None else check_k(k))
 
     def _get_relevant_documents(
         self,
@@ -108,8 +116,9 @@ class _RagrouteRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         scopes: Sequence[str] | None = None,
         k: int | None = None,
+        caller: str | None = None,
     ) -> list[LangChainDocument]:
-        return self._run(query, scopes, k)
+        return self._run(query, scopes, k, caller)
 
     async def _aget_relevant_documents(
         self,
@@ -118,8 +127,9 @@ class _RagrouteRetriever(BaseRetriever):
         run_manager: AsyncCallbackManagerForRetrieverRun,
         scopes: Sequence[str] | None = None,
         k: int | None = None,
+        caller: str | None = None,
     ) -> list[LangChainDocument]:
-        return await asyncio.to_thread(self._run, query, scopes, k)
+        return await asyncio.to_thread(self._run, query, scopes, k, caller)
 
 
 class RoutedLangChainRetriever(_RagrouteRetriever):

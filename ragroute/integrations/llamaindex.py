@@ -47,7 +47,7 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
 )
 
-from ragroute.context import QueryContext, encoder_key
+from ragroute.context import QueryContext, checked_caller, encoder_key
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters
 from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import hits_of
@@ -137,14 +137,17 @@ def query_context(
     encoder: Any,
     filters: Mapping[str, Any] | None = None,
     scopes: Sequence[str] = (),
+    caller: str = "",
 ) -> QueryContext:
-    """A context for the bundle's query (with the caller's ``scopes``); its ``embedding`` becomes
+    """A context for the bundle's query (with the caller's ``scopes``, and who asks: ``caller``, for
+    per-caller exposure budgets); its ``embedding`` becomes
     ``encoder``'s query vector when the dimensions match (it is assumed to come from the same model)
     and every value is finite; otherwise the query is encoded as if there were none."""
     context = QueryContext.of(
         query_bundle.query_str,
         filters=dict(check_filters(filters)) if filters else None,
         scopes=caller_scopes(scopes),
+        caller=caller,
     )
     embedding = query_bundle.embedding
     dim = getattr(encoder, "dim", None)
@@ -156,16 +159,22 @@ def query_context(
 
 
 class _TopK:
-    """``similarity_top_k`` with ``k`` as an alias (read and set), and the caller's ``scopes``."""
+    """``similarity_top_k`` with ``k`` as an alias (read and set), the caller's ``scopes`` and who
+    asks (``caller``, for per-caller exposure budgets; ``""``: one shared anonymous caller)."""
 
     similarity_top_k: int
     scopes: tuple[str, ...] = ()
+    caller: str = ""
 
-    def with_scopes(self, scopes: Sequence[str]) -> Any:
-        """A copy of this retriever for a caller holding ``scopes``: it shares the index or pipeline,
-        not the log of decisions (a caller's decision names what only its scopes may see)."""
+    def with_scopes(self, scopes: Sequence[str], *, caller: str | None = None) -> Any:
+        """A copy of this retriever for a caller holding ``scopes`` (and named ``caller``, when
+        given): it shares the index or pipeline, not the log of decisions (a caller's decision names
+        what only its scopes may see). LlamaIndex's ``retrieve`` takes no per-call arguments: one
+        copy per caller is how a server tells callers apart."""
         twin = copy.copy(self)
         twin.scopes = caller_scopes(scopes)
+        if caller is not None:
+            twin.caller = checked_caller(caller)
         decisions = getattr(self, "decisions", None)
         if isinstance(decisions, DecisionLog):
             setattr(twin, "decisions", DecisionLog(decisions.size))  # noqa: B010 - only routed retrievers log
@@ -186,7 +195,8 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
     ``last_decision`` is the decision of the latest query; with concurrent queries, read a
     node's own with :meth:`decision_of` (each node's ``decision_id`` names it; the last
     ``keep_decisions`` are kept). ``filters`` (ragroute metadata filters) apply to every query;
-    ``scopes`` are the caller's (none: only public sources and documents).
+    ``scopes`` are the caller's (none: only public sources and documents), ``caller`` who asks (for
+    the pipeline's per-caller exposure budget; :meth:`with_scopes` makes a copy per caller).
     """
 
     def __init__(
@@ -197,11 +207,13 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
         k: int | None = None,
         filters: Mapping[str, Any] | None = None,
         scopes: Sequence[str] = (),
+        caller: str = "",
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.routed = routed
+        self.caller = checked_caller(caller)
         self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.filters = dict(check_filters(filters)) if filters else None
         if self.filters and not hasattr(routed, "retrieve_contexts"):  # it would drop them, silently
@@ -223,7 +235,7 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
         return self.decisions.get(str(inner.metadata.get("decision_id", "")))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = query_context(query_bundle, self.encoder, self.filters, self.scopes)
+        context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
         if hasattr(self.routed, "retrieve_contexts"):
             result = self.routed.retrieve_contexts([context], self.similarity_top_k)[0]
         else:  # anything with retrieve(query, k) -> hits and decision

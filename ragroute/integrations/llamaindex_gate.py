@@ -28,7 +28,7 @@ from typing import Any
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from ragroute.context import QueryContext
+from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, value_type_name
 from ragroute.integrations.adapters import DecisionLog, scoped_hits
 from ragroute.integrations.llamaindex import (
@@ -46,7 +46,8 @@ from ragroute.types import Decision
 
 class GatedLlamaRetriever(BaseRetriever):
     """Retrieves through ``retriever`` only when ``gate`` decides ``retrieve``; ``scopes``: the
-    caller's (none: only public sources and documents, see :mod:`ragroute.scopes`)."""
+    caller's (none: only public sources and documents, see :mod:`ragroute.scopes`); ``caller``: who
+    asks (for a pipeline's per-caller exposure budget)."""
 
     def __init__(
         self,
@@ -56,11 +57,13 @@ class GatedLlamaRetriever(BaseRetriever):
         similarity_top_k: int | None = None,
         k: int | None = None,
         scopes: Sequence[str] = (),
+        caller: str = "",
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.gate = gate
+        self.caller = checked_caller(caller)
         self.retriever, self.filters = _searchable(retriever)
         self.k = resolve_top_k(similarity_top_k, k)
         self.scopes = caller_scopes(scopes)
@@ -80,7 +83,9 @@ class GatedLlamaRetriever(BaseRetriever):
         return self.k
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = QueryContext.of(query_bundle.query_str, filters=self.filters, scopes=self.scopes)
+        context = QueryContext.of(
+            query_bundle.query_str, filters=self.filters, scopes=self.scopes, caller=self.caller
+        )
         decision = self.gate.gate_many([context])[0]
         self.last_decision = decision
         self.last_routing = None
@@ -128,17 +133,23 @@ def _searchable(retriever: Any) -> tuple[Any, dict[str, Any] | None]:
 
 class StepwiseLlamaRetriever(BaseRetriever):
     """The step-wise controller's evidence as LlamaIndex nodes (``metadata["step"]``: which step);
-    ``scopes``: the caller's, passed to every step (none: only public sources and documents)."""
+    ``scopes``: the caller's, passed to every step (none: only public sources and documents);
+    ``caller``: who asks (every step counts against that caller's exposure budget)."""
 
-    def __init__(self, controller: Any, *, k: int = 5, scopes: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, controller: Any, *, k: int = 5, scopes: Sequence[str] = (), caller: str = "", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.controller = controller
+        self.caller = checked_caller(caller)
         self.k = k
         self.scopes = caller_scopes(scopes)
         self.last_result: Any = None
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        result = self.controller.run(QueryContext.of(query_bundle.query_str, scopes=self.scopes))
+        result = self.controller.run(
+            QueryContext.of(query_bundle.query_str, scopes=self.scopes, caller=self.caller)
+        )
         self.last_result = result
         nodes = []
         for hit in scoped_hits(result.evidence(self.k), self.scopes):
@@ -158,4 +169,3 @@ def _set_hidden(node: NodeWithScore, key: str, value: Any) -> None:
     node.node.metadata[key] = value
     node.node.excluded_llm_metadata_keys.append(key)
     node.node.excluded_embed_metadata_keys.append(key)
-

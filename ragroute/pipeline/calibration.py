@@ -16,21 +16,19 @@ are reported in the trace of every fused query.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ragroute.context import QueryContext
+from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
 
 PSEUDO_QUERIES_PER_SOURCE = 60
 
-_memo: dict[tuple, tuple[tuple, dict[str, dict[str, float]]]] = {}
-_memo_lock = threading.Lock()
+_memo: RetrieverMemo[dict[str, dict[str, float]]] = RetrieverMemo()
 
 
 def null_score_stats(
@@ -43,11 +41,9 @@ def null_score_stats(
     (fusion then standardises their list by itself; a failed source is tried again next time).
     """
     key = (per_source, seed, *((s.name, id(s.retriever), len(s.documents)) for s in sources))
-    with _memo_lock:
-        if key in _memo:
-            refs, cached = _memo[key]
-            if all(ref() is s.retriever for ref, s in zip(refs, sources)):  # ids are reused after GC
-                return cached
+    cached = _memo.get(key, [s.retriever for s in sources])
+    if cached is not None:
+        return cached
     contexts: list[QueryContext] = []
     owner: list[int] = []
     for j, source in enumerate(sources):
@@ -73,16 +69,8 @@ def null_score_stats(
             "pseudo_queries": int(len(top)),
         }
     if not failed:
-        with _memo_lock:
-            _memo[key] = (tuple(_ref(s.retriever) for s in sources), stats)
+        _memo.put(key, [s.retriever for s in sources], stats)
     return stats
-
-
-def _ref(obj: Any) -> Any:
-    try:
-        return weakref.ref(obj)
-    except TypeError:  # an object without weak references: keep it alive with the entry
-        return lambda: obj
 
 
 def describe(stats: dict[str, Any]) -> dict[str, Any]:

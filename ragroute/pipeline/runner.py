@@ -186,10 +186,17 @@ class Pipeline:
             decisions[i] = routed
         final = [d for d in decisions if d is not None]
         pool = [self._candidates(want) for want in depths]
-        depth = max(max(pool, default=k), self.options.depth or 0)
-        if self.options.depth is None and any(self._fuse.shares_documents(d.chosen) for d in final):
-            depth = max(depth, SHARED_DOCUMENTS_DEPTH)
-        per_source = self._retrieve.run(contexts, final, depth)
+        # each query reads as deep as it would alone: one retrieve call per distinct depth (a batch
+        # read at its deepest query's depth fused other queries' lists differently: zscore and
+        # minmax fusion, and a hybrid source's own fusion, depend on how deep the lists are)
+        by_depth: dict[int, list[int]] = {}
+        for i, (decision, candidates) in enumerate(zip(final, pool)):
+            by_depth.setdefault(self._depth(decision, candidates), []).append(i)
+        per_source: list[dict[str, list[Hit]]] = [{} for _ in contexts]
+        for depth, positions in by_depth.items():
+            group = self._retrieve.run([contexts[i] for i in positions], [final[i] for i in positions], depth)
+            for i, lists in zip(positions, group):
+                per_source[i] = lists
         results = []
         for context, decision, lists, want, candidates in zip(contexts, final, per_source, depths, pool):
             # the caller's scope is checked again on every source's hits, on what the reranker
@@ -220,6 +227,14 @@ class Pipeline:
         """Compute now what fusion needs from the sources (else done by the first fused query)."""
         self._fuse.calibrate()
         return self
+
+    def _depth(self, decision: Decision, candidates: int) -> int:
+        """How many hits one query reads per source: its fused pool, at least ``options.depth``, and
+        :data:`SHARED_DOCUMENTS_DEPTH` when its routes search the same documents."""
+        depth = max(candidates, self.options.depth or 0)
+        if self.options.depth is None and self._fuse.shares_documents(decision.chosen):
+            depth = max(depth, SHARED_DOCUMENTS_DEPTH)
+        return depth
 
     def _candidates(self, want: int) -> int:
         """Hits fused per query: ``want``, or more when a reranker picks from a deeper pool."""

@@ -27,8 +27,6 @@ trace of every query.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext, query_vectors
+from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
 from ragroute.types import Hit
@@ -48,8 +47,7 @@ FIT_DEPTH = 3
 MIN_PAIRS = 10  # (score, cosine) pairs a quantile map needs
 _KNOTS = 21
 
-_memo: dict[tuple, tuple[tuple, dict[str, ScoreScale]]] = {}
-_memo_lock = threading.Lock()
+_memo: RetrieverMemo[dict[str, ScoreScale]] = RetrieverMemo()
 
 
 @dataclass
@@ -146,11 +144,9 @@ def fit_score_scales(
         getattr(encoder, "model_id", id(encoder)),
         *((s.name, id(s.retriever), len(s.documents)) for s in sources),
     )
-    with _memo_lock:
-        if key in _memo:
-            refs, cached = _memo[key]
-            if all(ref() is s.retriever for ref, s in zip(refs, sources)):
-                return cached
+    cached = _memo.get(key, [s.retriever for s in sources])
+    if cached is not None:
+        return cached
     scales: dict[str, ScoreScale] = {}
     to_fit = []
     for source in sources:
@@ -164,8 +160,7 @@ def fit_score_scales(
         for source, kind in to_fit:
             scales[source.name] = _fit_source(source, kind, contexts, vectors, encoder)
     if not any(scale.error for scale in scales.values()):  # a source that failed is tried again
-        with _memo_lock:
-            _memo[key] = (tuple(_ref(s.retriever) for s in sources), scales)
+        _memo.put(key, [s.retriever for s in sources], scales)
     return scales
 
 
@@ -222,13 +217,6 @@ def _unfitted(kind: str, why: str) -> ScoreScale:
     """The scale of a source no map could be fitted for: its raw scores, except that a hybrid's
     hits still carry their dense half's cosine."""
     return ScoreScale("hybrid" if kind == "hybrid" else "raw", error=why)
-
-
-def _ref(obj: Any) -> Any:
-    try:
-        return weakref.ref(obj)
-    except TypeError:
-        return lambda: obj
 
 
 def similarities(

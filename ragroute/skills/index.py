@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -176,6 +177,7 @@ class SkillIndex:
         self.group_of: dict[str, int] = {sid: i for i, g in enumerate(self.duplicates) for sid in g}
         self.manifest: Any = None
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()  # threads routing at once share the cache
 
     def __len__(self) -> int:
         return len(self.catalogue)
@@ -245,21 +247,25 @@ class SkillIndex:
         """Query embeddings; the last :data:`QUERY_CACHE` distinct queries are kept, so routers
         sharing this index (e.g. the rows of a benchmark) encode a query once."""
         queries = list(queries)
-        missing = list(dict.fromkeys(q for q in queries if q not in self._query_cache))
-        if missing:
+        distinct = list(dict.fromkeys(queries))
+        with self._cache_lock:  # another thread may evict an entry between a lookup and its use
+            known = {q: self._query_cache[q] for q in distinct if q in self._query_cache}
+        missing = [q for q in distinct if q not in known]
+        if missing:  # encoded outside the lock: threads encode their own queries at once
             fresh = np.asarray(self.encoder.encode_queries(missing, show_progress=False), dtype=np.float32)
-            for text, vector in zip(missing, fresh):
-                self._query_cache[text] = vector
-        for text in queries:
-            self._query_cache.move_to_end(text)
-        out = np.stack([self._query_cache[q] for q in queries])
-        while len(self._query_cache) > QUERY_CACHE:
-            self._query_cache.popitem(last=False)
-        return out
+            known.update(zip(missing, fresh))
+        with self._cache_lock:
+            for text in distinct:
+                self._query_cache[text] = known[text]
+                self._query_cache.move_to_end(text)
+            while len(self._query_cache) > QUERY_CACHE:
+                self._query_cache.popitem(last=False)
+        return np.stack([known[q] for q in queries])
 
     def clear_query_cache(self) -> None:
         """Forget cached query embeddings (a latency measurement must encode every query)."""
-        self._query_cache.clear()
+        with self._cache_lock:
+            self._query_cache.clear()
 
     def bm25_scores(self, queries: Sequence[str]) -> np.ndarray:
         """BM25 score of every skill for each query, shape (queries, skills)."""
