@@ -759,3 +759,22 @@ def test_a_yaml_spec_with_a_repeated_key_warns_and_every_repeat_is_on_the_catalo
     with pytest.warns(SkillWarning):
         catalogue = load_catalogue(tools)
     assert [w for w in catalogue.warnings if "duplicate key 'name'" in w]
+
+
+def test_a_beir_shaped_jsonl_read_as_a_table_keeps_its_ids_and_titles(tmp_path):
+    """Giving one column option switched a BEIR-shaped .jsonl to the table reader, which numbered
+    its rows (`y-1`, `y-2`) and dropped the titles from the text, silently (a docs audit)."""
+    from ragroute.loaders import load_corpus
+
+    path = tmp_path / "y.jsonl"
+    path.write_text(
+        '{"_id": "a", "title": "Paper jam", "text": "tray two", "year": 2020}\n'
+        '{"_id": "b", "title": "VPN drops", "text": "hotel wifi", "year": 2021}\n'
+    )
+    plain = load_corpus(path)
+    for options in ({"metadata_columns": ["year"]}, {"text_column": "text"}):
+        docs = load_corpus(path, **options)
+        assert [(d.id, d.title, d.text) for d in docs] == [(d.id, d.title, d.text) for d in plain]
+        assert [d.id for d in docs] == ["a", "b"] and docs[0].title == "Paper jam"
+    assert load_corpus(path, metadata_columns=["year"])[1].metadata == {"year": 2021}
+    assert [d.id for d in load_corpus(path, id_column="year")] == ["2020", "2021"]  # named: wins

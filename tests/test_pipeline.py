@@ -347,7 +347,9 @@ class WordRouter(BaseRouter):
 
     def route_many(self, queries, *, query_vectors=None):
         return [
-            decision_from_probs(self.labels, [0.5 if n in q.split() else 0.0 for n in self.labels], decided_by="words")
+            decision_from_probs(
+                self.labels, [0.5 if n in q.split() else 0.0 for n in self.labels], decided_by="words"
+            )
             for q in queries
         ]
 

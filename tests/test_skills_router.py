@@ -726,8 +726,9 @@ def test_the_query_cache_is_shared_safely_by_threads(catalogue, monkeypatch):
     import threading
     import time
 
-    import ragroute.skills.index as skill_index
     from conftest import HashingEncoder
+
+    import ragroute.skills.index as skill_index
 
     class Slow(HashingEncoder):  # a loaded CPU: encoding takes a while
         def encode_queries(self, texts, **kwargs):

@@ -10,7 +10,10 @@ any other folder                       :func:`~ragroute.loaders.folder.load_text
 ``*.json``                             :func:`~ragroute.loaders.hipporag.load_hipporag_corpus`
 ``*.jsonl`` whose first record has     :func:`~ragroute.loaders.beir.load_beir_corpus`
 ``_id`` (and no column option given)
-other ``*.jsonl``, ``*.csv``, ``*.tsv`` :func:`~ragroute.loaders.tabular.load_table_file`
+other ``*.jsonl``, ``*.csv``, ``*.tsv`` :func:`~ragroute.loaders.tabular.load_table_file` (a BEIR-shaped
+                                       ``.jsonl`` read as a table, because a column option was
+                                       given, keeps BEIR's ids and titles: ``id_column`` defaults
+                                       to ``_id``, ``title_column`` to ``title`` when it has one)
 ``*.txt``, ``*.md``                    :func:`~ragroute.loaders.folder.load_text_file` (one document)
 =====================================  ===========================================
 """
@@ -106,7 +109,19 @@ def load_corpus(
     fmt = detect_format(path, **options)
     loader = LOADERS[fmt][0]
     check_options(path, fmt, options)
+    if fmt == "table":
+        options = {**_beir_columns(Path(path)), **options}
     return loader(path, on_error=on_error, report=report, **options)
+
+
+def _beir_columns(path: Path) -> dict[str, str]:
+    """The id and title columns of a BEIR-shaped ``.jsonl`` read as a table (a column option was
+    given): ``_id`` and ``title``, as without the option (its ids were renumbered and its titles
+    dropped from the indexed text, silently, when a column option was added)."""
+    first = _first_record(path) if path.suffix.lower() == ".jsonl" else None
+    if first is None or "_id" not in first:
+        return {}
+    return {"id_column": "_id", **({"title_column": "title"} if "title" in first else {})}
 
 
 def check_options(path: str | Path, fmt: str, options: Mapping[str, Any]) -> None:
