@@ -32,8 +32,9 @@ class _DefaultToAsk(click.Group):
 
 @click.group("route", cls=_DefaultToAsk, context_settings=CONTEXT)
 def route_group() -> None:
-    """Route queries across sources: `ragroute route CONFIG "query"` prints the decision and hits;
-    `ragroute route fit` trains a router from labelled queries.
+    """Route queries across sources: `ragroute route CONFIG "query"` prints the decision and hits
+    (it runs `ragroute route ask`: its options, -k, --scope, --json..., are in `ragroute route ask
+    --help`); `ragroute route fit` trains a router from labelled queries.
     """
 
 
