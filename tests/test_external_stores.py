@@ -368,3 +368,84 @@ def test_a_damaged_collection_of_an_embedded_qdrant_folder_is_named(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
     # before: "qdrant at ... is unreachable: DatabaseError: file is not a database", naming nothing
     assert f"collection {first.collection} is damaged" in out and out.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("changed", ["access", "meta"])
+def test_a_payload_changed_after_saving_is_refused_at_load(tmp_path, kind, changed):
+    """The digest covers each row's payload too: a filter or a caller's scope reads it."""
+    location = _location(kind, tmp_path, on_disk=True)
+    _, store, _ = _pair(kind, location, n=120)
+    save_index(store, tmp_path / "ix")
+    _, vectors = _data(120)
+    iid = int(store.store.iids[store.store.position("d3")])
+    payload = {"meta": {"lang": "en", "year": 2003}, "modality": "text"}  # d3's own (see _data)
+    payload = {**payload, "access": ["hr"]} if changed == "access" else {**payload, "meta": {"lang": "xx"}}
+    store._remove([iid])
+    store._upsert([iid], vectors[3:4], [payload])
+    with pytest.raises(IndexFormatError, match="no longer holds"):
+        load_index(tmp_path / "ix", encoder=Fixed())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="no qdrant_client")
+def test_a_row_past_the_first_page_of_the_read_back_is_checked(tmp_path):
+    location = _location("qdrant", tmp_path, on_disk=True)
+    _, store, _ = _pair("qdrant", location, n=1100)  # the read-back scrolls 1,024 rows a page
+    save_index(store, tmp_path / "ix")
+    iid = int(store.store.iids[store.store.position("d1090")])
+    _, vectors = _data(1100)
+    store._remove([iid])
+    store._upsert([iid], -vectors[1090:1091], [{"meta": {"lang": "fr", "year": 2000}, "modality": "text"}])
+    with pytest.raises(IndexFormatError, match=r"no longer holds what the index saved \(1100 vectors"):
+        load_index(tmp_path / "ix", encoder=Fixed())
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_collection_read_back_short_is_not_saved(tmp_path, kind, monkeypatch):
+    _, store, _ = _pair(kind, _location(kind, tmp_path, on_disk=True), n=30)
+    rows = type(store)._rows
+    monkeypatch.setattr(type(store), "_rows", lambda self: list(rows(self))[1:])
+    with pytest.raises(RagrouteError, match="holds 29 vectors, the index 30 documents: not saved"):
+        save_index(store, tmp_path / "ix")
+    assert not (tmp_path / "ix" / "CURRENT").exists()
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_releasing_a_collection_is_safe_to_repeat_and_matches_location_too(tmp_path, kind):
+    from ragroute.index.external import local_folder
+
+    location = _location(kind, tmp_path, on_disk=True)
+    _, store, _ = _pair(kind, location, n=10)
+    cls = INDEX_KINDS.get(kind)
+    params = {kind: {"collection_name": store.collection, "location": location}}
+    elsewhere = {kind: {"collection_name": store.collection, "location": str(tmp_path / "other")}}
+    cls.release_collection(params, [elsewhere])  # a kept build of that name in another store: dropped
+    probe = cls(Fixed(), StoreParams(location=location), collection=store.collection)
+    with pytest.raises(Exception):  # noqa: B017 - the store's own "not found"
+        probe._count()
+    cls.release_collection(params, [])  # already dropped: nothing to do, no error
+    gone = {kind: {"collection_name": "x", "location": str(tmp_path / "nowhere")}}
+    cls.release_collection(gone, [])
+    assert not (tmp_path / "nowhere").exists()  # a client would have made the folder
+    assert local_folder("http://127.0.0.1:6333") is None and local_folder("s3://b/p") is None
+    assert local_folder(":memory:") is None and local_folder(location) is not None
+
+
+def test_a_release_that_fails_is_a_warning_not_a_failed_build(tmp_path):
+    from ragroute.registry import RELEASES
+
+    def broken(removed, kept):
+        raise RuntimeError("store unreachable")
+
+    RELEASES.register("index", broken, replace=True)
+    try:
+        index = build_index([Document(id="a", text="alpha")], "bm25")
+        save_index(index, tmp_path / "ix")
+        save_index(index, tmp_path / "ix")  # nothing pruned yet: the current and the previous build
+        with pytest.warns(UserWarning, match="was not released: store unreachable"):
+            save_index(index, tmp_path / "ix")  # prunes the first build
+        assert (
+            len(load_index(tmp_path / "ix")) == 1 and len(list((tmp_path / "ix" / "builds").iterdir())) == 2
+        )
+    finally:
+        RELEASES.register("index", "ragroute.index.io:release_build", replace=True)

@@ -657,3 +657,11 @@ def test_a_trained_gates_signal_settings_must_be_the_fitted_ones(
     config.write_text(json.dumps({"sources": {"all": {"index": "all"}}, "gate": gate}))
     result = CliRunner().invoke(main, ["config", "check", str(config)])
     assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_saved_arrays_holding_nan_are_refused_in_one_line():
+    from ragroute.errors import IndexFormatError
+    from ragroute.store.arrays import check_arrays
+
+    with pytest.raises(IndexFormatError, match="NaN"):
+        check_arrays({"coef": np.array([np.nan])}, "gate g: gate.npz", {"coef": (1,)})

@@ -153,7 +153,12 @@ def test_llm_gate_falls_back_to_llm_free_signals_with_the_reason(reply):
 
 @pytest.mark.parametrize(
     "logprobs, shown",
-    [([float("nan"), -0.2], "nan"), ([6.0, 5.0], "6.0"), ([-0.1, float("inf")], "inf")],
+    [
+        ([float("nan"), -0.2], "nan"),
+        ([6.0, 5.0], "6.0"),
+        ([-0.1, float("inf")], "inf"),
+        ([0.5, -0.1], "0.5"),  # one raw logit among log-probabilities
+    ],
 )
 def test_log_probabilities_that_are_none_are_a_failed_signal_not_a_confidence(logprobs, shown):
     # NaN was read as ok (mean -100: retrieve), raw logits as confidence 1.00 (answer, no retrieval)

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 from conftest import HashingEncoder
 
@@ -376,6 +377,74 @@ def test_a_query_reads_as_deep_in_a_batch_as_alone():
         for r in pipeline.retrieve_many(queries, k=3)
     ]
     assert depths == [[3], [100]]
+
+
+class TypedScores:
+    """Returns one hit per query scored ``score`` (a bool, a numpy float...), or one list too few."""
+
+    def __init__(self, score=0.5, fewer: bool = False):
+        self.score, self.fewer = score, fewer
+
+    def search_many(self, queries, k=10, *, filters=None):
+        out = [[Hit("x", self.score, text="t")] for _ in queries]
+        return out[1:] if self.fewer else out
+
+
+def test_a_source_returning_too_few_lists_or_a_bool_score_fails_alone():
+    """Too few lists gave some queries no hits of that source, silently; a bool passed as a score."""
+    for bad in (TypedScores(fewer=True), TypedScores(True)):
+        sources = [Source("good", SlowRetriever("good")), Source("bad", bad)]
+        for result in Pipeline(sources, FixedRouter({"good": 0.5, "bad": 0.5})).retrieve_many(
+            ["a", "b"], k=5
+        ):
+            assert [h.source for h in result.hits] == ["good"]
+            failed = [s.detail for s in result.trace if s.stage == "retrieve" and "error" in s.detail]
+            assert [d["source"] for d in failed] == ["bad"]
+    with pytest.raises(RagrouteError, match="returned 1 result lists for 2 queries"):
+        Source("p", TypedScores(fewer=True)).search_many(["a", "b"], 3)
+    with pytest.raises(RagrouteError, match="not a finite number"):
+        Source("p", TypedScores(float("nan"))).search_many(["a"], 3)
+    (hits,) = Source("p", TypedScores(np.float32(0.5))).search_many(["a"], 3)
+    assert type(hits[0].score) is float and hits[0].source == "p"
+
+
+class ShortGate:
+    name = "short"
+
+    def gate_many(self, contexts):
+        return [GateDecision("stop", 0.5)]  # one decision for the whole batch
+
+
+def test_a_gate_answering_for_fewer_queries_sends_the_batch_to_retrieval():
+    results = Pipeline(
+        [Source("good", SlowRetriever("good"))], FixedRouter({"good": 1.0}), gate=ShortGate()
+    ).retrieve_many(["a", "b"], k=5)
+    assert [[h.source for h in r.hits] for r in results] == [["good"], ["good"]]
+    for result in results:
+        (gate,) = [s.detail for s in result.trace if s.stage == "gate"]
+        assert "1 decisions for 2 queries" in gate["error"]
+
+
+class ReversingReranker(BrokenStage):
+    """Reverses the hits it is handed in place, then returns non-hits or raises."""
+
+    candidates = 10
+
+    def rerank(self, context, hits, k):
+        hits.reverse()
+        if self.mode == "objects":
+            return [1, 2]
+        raise RuntimeError("after reordering in place")
+
+
+@pytest.mark.parametrize("mode", ["objects", "raise"])
+def test_a_failing_reranker_that_touched_its_input_still_leaves_the_fused_order_cut_at_k(mode):
+    sources = [Source("good", RankedRetriever("good", [3, 1, 2]))]
+    plain = Pipeline(sources, FixedRouter({"good": 1.0})).retrieve("anything", k=2)
+    result = Pipeline(sources, FixedRouter({"good": 1.0}), reranker=ReversingReranker(mode)).retrieve(
+        "x", k=2
+    )
+    assert [h.doc_id for h in result.hits] == [h.doc_id for h in plain.hits] == ["d3", "d1"]
 
 
 def test_a_pipeline_is_a_retriever_and_nests(hashing_encoder, small_docs):

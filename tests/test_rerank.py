@@ -1021,3 +1021,10 @@ def test_an_empty_reranker_name_is_refused_not_read_as_the_working_directory():
     for empty in ("", "  "):
         with pytest.raises(InvalidArgumentError, match="reranker model is empty"):
             CrossEncoderReranker(empty)
+
+
+def test_a_calibration_coefficient_that_is_a_bool_is_refused():
+    from ragroute.rerank.cross_encoder import Calibration
+
+    with pytest.raises(ValueError, match="'a' is True, not a finite number"):
+        Calibration.from_dict({"a": True})

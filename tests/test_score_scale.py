@@ -237,3 +237,14 @@ def test_memos_drop_what_was_computed_over_retrievers_that_are_gone(small_docs, 
         gc.collect()
     assert len(score_scale._memo) == 1 and len(calibration._memo) == 1
     assert calibration.null_score_stats(sources) is calibration.null_score_stats(sources)  # still reused
+
+
+def test_a_memo_entry_is_read_only_for_the_retrievers_it_was_computed_over():
+    from ragroute.memo import RetrieverMemo
+
+    class Retriever:
+        pass
+
+    memo, a, b = RetrieverMemo(), Retriever(), Retriever()
+    memo.put("key", [a], {"x": 1})
+    assert memo.get("key", [a]) == {"x": 1} and memo.get("key", [b]) is None

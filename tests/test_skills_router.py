@@ -760,3 +760,27 @@ def test_the_query_cache_is_shared_safely_by_threads(catalogue, monkeypatch):
         thread.join(timeout=60)
     assert errors == [] and wrong == []
     assert len(index._query_cache) <= 4
+
+
+def test_the_query_cache_keeps_the_most_recently_asked_queries(catalogue, monkeypatch):
+    from conftest import HashingEncoder
+
+    import ragroute.skills.index as skill_index
+
+    class Counting(HashingEncoder):
+        def __init__(self):
+            super().__init__()
+            self.asked: list[str] = []
+
+        def encode_queries(self, texts, **kwargs):
+            self.asked += list(texts)
+            return super().encode_queries(texts, **kwargs)
+
+    encoder = Counting()
+    index = SkillRouter(catalogue, None, encoder=encoder).index
+    monkeypatch.setattr(skill_index, "QUERY_CACHE", 2)
+    index.clear_query_cache()
+    encoder.asked = []  # building encoded the catalogue's pseudo-queries
+    for text in ("a", "b", "a", "c", "a"):  # "a" asked again before "c" came: "b" is the one evicted
+        index.query_vectors([text])
+    assert encoder.asked == ["a", "b", "c"]
