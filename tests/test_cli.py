@@ -536,3 +536,13 @@ def test_query_on_an_index_of_an_unknown_kind_lists_the_kinds(runner, tmp_path):
     result = runner.invoke(main, ["query", str(tmp_path / "ix"), "bread"])
     assert result.exit_code == 2
     assert "unknown index kind 'bm99': registered ones are bm25, dense" in result.output
+
+
+def test_query_on_a_dense_index_whose_manifest_names_no_encoder_says_so(runner, tmp_path):
+    from ragroute.store import write_artifact
+
+    with write_artifact(tmp_path / "ix", "index", "dense", params={"documents": 0}) as build:
+        (build.path / "docs.jsonl").write_text("")
+    result = runner.invoke(main, ["query", str(tmp_path / "ix"), "bread"])
+    assert result.exit_code == 2
+    assert "its manifest records no encoder for a dense index" in result.output
