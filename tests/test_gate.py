@@ -665,3 +665,20 @@ def test_saved_arrays_holding_nan_are_refused_in_one_line():
 
     with pytest.raises(IndexFormatError, match="NaN"):
         check_arrays({"coef": np.array([np.nan])}, "gate g: gate.npz", {"coef": (1,)})
+
+
+def test_a_gate_fitted_with_corpus_rarity_loads_with_the_same_setting(tmp_path, encoder, small_docs):
+    """`signals: [{kind: rarity, corpus: true}]`, as fitted, was refused at load ("fitted without
+    'corpus:'"): the signal did not say it had a corpus. Its counts are saved and restored."""
+    source = Source("kb", build_index(small_docs, "bm25"))
+    gate = TrainedGate.fit(
+        TEXTS, FLAGS, encoder, signals=[{"kind": "rarity", "corpus": True}], sources=[source]
+    )
+    assert gate.signals[0].describe() == {"kind": "rarity", "corpus": True}
+    gate.save(tmp_path / "g")
+    query = [QueryContext("Who founded the Zorblat company in Tromso?")]
+    for signals in ([{"kind": "rarity", "corpus": True}], ["rarity"]):
+        loaded = TrainedGate.load(tmp_path / "g", encoder, signals=signals)
+        assert loaded.gate_many(query)[0].probability == gate.gate_many(query)[0].probability
+    with pytest.raises(GateSignalMismatchError, match="fitted with corpus: True, but corpus: False"):
+        TrainedGate.load(tmp_path / "g", encoder, signals=[{"kind": "rarity", "corpus": False}])

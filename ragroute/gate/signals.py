@@ -682,6 +682,10 @@ class RaritySignal(GateSignal):
     def has_corpus(self) -> bool:
         return self._n_docs > 0
 
+    def settings(self) -> dict[str, Any]:
+        """``corpus: true`` when it counts words in indexed documents (its counts are its state)."""
+        return {"corpus": True} if self.has_corpus else {}
+
     def fit_corpus(self, texts: Iterable[str]) -> RaritySignal:
         """Count in how many of ``texts`` each word occurs."""
         df: dict[str, int] = {}
