@@ -527,22 +527,19 @@ def test_query_shows_only_public_documents(runner, tmp_path):
     assert [h["doc_id"] for h in json.loads(result.stdout.strip().splitlines()[-1])["hits"]] == ["pub"]
 
 
-def test_query_on_an_index_of_an_unknown_kind_lists_the_kinds(runner, tmp_path):
-    """It said `error: encoder name is empty` (it went looking for an encoder first)."""
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        # it said `error: encoder name is empty` (it went looking for an encoder first)
+        ("bm99", "unknown index kind 'bm99': registered ones are bm25, dense"),
+        ("dense", "its manifest records no encoder for a dense index"),
+    ],
+)
+def test_query_on_an_index_it_cannot_read_says_why(runner, tmp_path, kind, message):
     from ragroute.store import write_artifact
 
-    with write_artifact(tmp_path / "ix", "index", "bm99", params={"documents": 0}) as build:
+    with write_artifact(tmp_path / "ix", "index", kind, params={"documents": 0}) as build:
         (build.path / "docs.jsonl").write_text("")
     result = runner.invoke(main, ["query", str(tmp_path / "ix"), "bread"])
     assert result.exit_code == 2
-    assert "unknown index kind 'bm99': registered ones are bm25, dense" in result.output
-
-
-def test_query_on_a_dense_index_whose_manifest_names_no_encoder_says_so(runner, tmp_path):
-    from ragroute.store import write_artifact
-
-    with write_artifact(tmp_path / "ix", "index", "dense", params={"documents": 0}) as build:
-        (build.path / "docs.jsonl").write_text("")
-    result = runner.invoke(main, ["query", str(tmp_path / "ix"), "bread"])
-    assert result.exit_code == 2
-    assert "its manifest records no encoder for a dense index" in result.output
+    assert message in result.output

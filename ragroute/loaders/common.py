@@ -250,13 +250,7 @@ class RepeatedKeys:
         """Build one object, noting the keys it repeats (the last value is kept, as JSON does)."""
         obj = dict(pairs)
         if len(obj) != len(pairs):
-            seen: set[str] = set()
-            repeated: dict[str, None] = {}
-            for key, _ in pairs:
-                if key in seen:
-                    repeated[key] = None
-                seen.add(key)
-            self._objects[id(obj)] = (obj, list(repeated))
+            self._objects[id(obj)] = (obj, _repeated(pairs))
         return obj
 
     def names(self) -> list[str]:
@@ -290,14 +284,21 @@ class _RepeatedKey(Exception):
         self.key = key
 
 
+def _repeated(pairs: list[tuple[str, Any]]) -> list[str]:
+    """The keys ``pairs`` write again after their first time, once each, in order."""
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for key, _ in pairs:
+        if key in seen:
+            repeated[key] = None
+        seen.add(key)
+    return list(repeated)
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _RepeatedKey(key)
-            seen.add(key)
+        raise _RepeatedKey(_repeated(pairs)[0])
     return obj
 
 
