@@ -513,6 +513,24 @@ def test_lancedb_build_records_its_folder_absolute_and_queries_from_anywhere(
     assert ids[0] == ids[1] and len(ids[0]) > 0
 
 
+def test_a_store_build_into_a_folder_it_may_not_overwrite_is_refused_before_any_collection(
+    runner, corpus, tmp_path
+):
+    lancedb = pytest.importorskip("lancedb")
+    out = tmp_path / "my-folder"
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    vectors = tmp_path / "vectors"
+    result = runner.invoke(
+        main, ["build", str(corpus), "--out", str(out), "--method", "lancedb", "--lancedb", str(vectors)]
+    )
+    assert result.exit_code == 2 and "it exists and is not a ragroute artifact" in result.output
+    assert "loaded" not in result.output  # before the corpus was read
+    # refused before the vectors were written: the store holds no collection nobody names
+    assert not vectors.exists() or list(lancedb.connect(str(vectors)).table_names()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+
+
 def test_query_shows_only_public_documents(runner, tmp_path):
     """Every CLI command asks as a caller with no scopes: a document with access labels stays hidden."""
     data = tmp_path / "mixed.jsonl"

@@ -449,3 +449,117 @@ def test_a_release_that_fails_is_a_warning_not_a_failed_build(tmp_path):
         )
     finally:
         RELEASES.register("index", "ragroute.index.io:release_build", replace=True)
+
+
+def _collection_exists(kind: str, location: str, name: str) -> bool:
+    probe = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=location), collection=name)
+    try:
+        probe._count()
+    except Exception:  # noqa: BLE001 - the store's own "not found"
+        return False
+    return True
+
+
+def _notes(target) -> list[str]:
+    builds = target / "builds"
+    return (
+        sorted(p.name for p in builds.iterdir() if p.name.startswith((".pending-", ".draft")))
+        if builds.is_dir()
+        else []
+    )
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_build_that_fails_or_is_interrupted_leaves_no_collection_behind(tmp_path, kind, monkeypatch):
+    from ragroute.store.artifact import building
+
+    location = _location(kind, tmp_path, on_disk=True)
+    docs, vectors = _data(30)
+    cls = INDEX_KINDS.get(kind)
+    made: list[str] = []
+    create = cls._create
+
+    def recording_create(self, dim):
+        made.append(self.collection)
+        return create(self, dim)
+
+    monkeypatch.setattr(cls, "_create", recording_create)
+
+    # interrupted after the collection was written, before it was saved (Ctrl-C between the two)
+    target = tmp_path / "ix"
+    with pytest.raises(KeyboardInterrupt), building(target, "index"):
+        store = cls(Fixed(), StoreParams(location=location, collection="t"))
+        store.add_vectors(docs, vectors)
+        assert _notes(target) and _collection_exists(kind, location, made[-1])
+        raise KeyboardInterrupt
+    assert not _collection_exists(kind, location, made[-1]) and _notes(target) == []
+
+    # a build that fails while writing its vectors drops its collection, with or without `building`
+    upsert = cls._upsert
+    calls = {"n": 0}
+
+    def failing_upsert(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return upsert(self, *args)
+
+    monkeypatch.setattr(cls, "_upsert", failing_upsert)
+    with pytest.raises(RagrouteError, match="disk full"):
+        build_index(
+            docs, kind, encoder=_Encoding(vectors), store_params=StoreParams(location=location, batch_size=10)
+        )
+    assert not _collection_exists(kind, location, made[-1])
+    monkeypatch.setattr(cls, "_upsert", upsert)
+
+    # a published build keeps its collection and leaves no note
+    with building(target, "index"):
+        store = cls(Fixed(), StoreParams(location=location, collection="t"))
+        store.add_vectors(docs, vectors)
+        save_index(store, target)
+    assert _collection_exists(kind, location, made[-1]) and _notes(target) == []
+    assert len(load_index(target, encoder=Fixed())) == 30
+
+
+class _Encoding(Fixed):
+    """Fixed's identity, encoding the documents to given vectors."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode_documents(self, texts, show_progress=None):
+        return self.vectors[: len(texts)]
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_killed_build_leaves_its_collection_to_the_next_writer(tmp_path, kind):
+    import os
+    import subprocess
+    import sys
+
+    from ragroute.store import clean_artifact
+
+    location = _location(kind, tmp_path, on_disk=True)
+    target = tmp_path / "ix"
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_external_stores import Fixed, _data
+from ragroute.index.external import StoreParams
+from ragroute.registry import INDEX_KINDS
+from ragroute.store.artifact import building
+docs, vectors = _data(30)
+with building({str(target)!r}, "index"):
+    store = INDEX_KINDS.get({kind!r})(Fixed(), StoreParams(location={location!r}, collection="t"))
+    store.add_vectors(docs, vectors)
+    print(store.collection, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr[-2000:]
+    collection = done.stdout.strip()
+    assert _collection_exists(kind, location, collection) and len(_notes(target)) == 1
+
+    report = clean_artifact(target)  # `ragroute inspect PATH --clean`, or the next build's write
+    assert [d.split("/")[-1].startswith(".pending-") for d in report.debris] == [True]
+    assert not _collection_exists(kind, location, collection) and _notes(target) == []

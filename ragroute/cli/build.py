@@ -156,7 +156,10 @@ def build_command(
     The build writes into a temporary folder beside --out and renames it into place
     only when complete, so an interrupted build leaves the previous index loadable.
     """
+    from ragroute.errors import IndexFormatError
     from ragroute.index.build import build_index
+    from ragroute.index.io import FAMILY
+    from ragroute.store.artifact import building
 
     start = time.perf_counter()
     if method == "bm25":
@@ -185,27 +188,29 @@ def build_command(
     elif method not in ("bm25", "dense", "hybrid", "graph"):
         raise RagrouteError(f"--engine ray builds bm25, dense, hybrid and graph indexes, not {method}")
     dense_params = _dense_params(dense_index, refine, ivf_nlist, ivf_nprobe, mmap)
-    model = None  # resolved first, so a missing model fails before any work is done
-    if method != "bm25":
-        model = open_encoder(encoder, backend, cache_dir)
-    units = load_units(corpus, granularity, on_error, columns)
-    if engine == "ray":
-        index = _build_on_ray(
-            units, method, model, encoder, cache_dir, dense_params, fusion, name or out_dir.name, ray_address,
-            workers,
-        )  # fmt: skip
+    # --out is checked before any work, and a store collection the build never publishes is dropped
+    store_params = StoreParams(location=location, collection=name or out_dir.name) if location else None
+    with building(out_dir, FAMILY, IndexFormatError):
+        model = None  # resolved first, so a missing model fails before any work is done
+        if method != "bm25":
+            model = open_encoder(encoder, backend, cache_dir)
+        units = load_units(corpus, granularity, on_error, columns)
+        if engine == "ray":
+            index = _build_on_ray(
+                units, method, model, encoder, cache_dir, dense_params, fusion, name or out_dir.name,
+                ray_address, workers,
+            )  # fmt: skip
+        else:
+            index = build_index(
+                units,
+                method,
+                encoder=model,
+                dense_params=dense_params,
+                store_params=store_params,
+                fusion=FusionParams(method=fusion),
+                name=name or out_dir.name,
+            )
         save_built_index(index, out_dir, method, start)
-        return
-    index = build_index(
-        units,
-        method,
-        encoder=model,
-        dense_params=dense_params,
-        store_params=StoreParams(location=location, collection=name or out_dir.name) if location else None,
-        fusion=FusionParams(method=fusion),
-        name=name or out_dir.name,
-    )
-    save_built_index(index, out_dir, method, start)
 
 
 def _dense_params(

@@ -20,6 +20,7 @@ written to the manifest (stores read them from the environment).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -33,8 +34,11 @@ import numpy as np
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.index.dense import aligned_vectors
 from ragroute.index.docstore import DocumentStore
+from ragroute.index.io import FAMILY
 from ragroute.index.local import VectorIndex
 from ragroute.scopes import Visible
+from ragroute.store.locks import crash_point
+from ragroute.store.outside import note_outside
 from ragroute.types import Document, Hit
 
 
@@ -242,7 +246,12 @@ class ExternalVectorIndex(VectorIndex):
     ) -> ExternalVectorIndex:
         params = getattr(options, "store", None) or getattr(options, cls.params_key, None)
         index = cls(encoder, params, name=name)
-        index.add(documents, show_progress=show_progress)
+        try:
+            index.add(documents, show_progress=show_progress)
+        except BaseException:  # failed or interrupted (Ctrl-C): the caller never gets the index
+            with contextlib.suppress(Exception):
+                index.drop_collection()
+            raise
         return index
 
     def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
@@ -259,7 +268,10 @@ class ExternalVectorIndex(VectorIndex):
         self._check_writable("add documents to")
         if self.collection is None:
             self.collection = f"{self.params.collection}-{secrets.token_hex(4)}"
+            recorded = {**asdict(self.params), "collection_name": self.collection}
+            note_outside(FAMILY, self.kind, {self.params_key: recorded})  # released if never published
             self._call("create a collection", self._create, self.encoder.dim)
+            crash_point("external: collection created")
         iids = self.store.add(documents)
         positions = [self.store.position(d.id) for d in documents]
         step = max(1, self.params.batch_size)

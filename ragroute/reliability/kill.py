@@ -45,7 +45,7 @@ from ragroute.reliability.workload import (
     write_jsonl,
     write_labelled_skills,
 )
-from ragroute.store.artifact import BUILDS_DIR, POINTER_NAME, TMP_PREFIX, TRASH_PREFIX
+from ragroute.store.artifact import BUILDS_DIR, DEBRIS_PREFIXES, POINTER_NAME
 from ragroute.store.locks import KILL_AT_ENV, KILL_TRACE_ENV
 
 
@@ -234,10 +234,10 @@ def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.C
 
 
 def debris(target: Path) -> list[str]:
-    """What a finished write should not leave in ``target``: temporary folders, pointer files,
-    builds other than the current and previous one."""
+    """What a finished write should not leave in ``target``: temporary folders, notes of
+    unfinished builds, pointer files, builds other than the current and previous one."""
     builds = target / BUILDS_DIR
-    left = [p.name for p in builds.iterdir() if p.name.startswith((TMP_PREFIX, TRASH_PREFIX))]
+    left = [p.name for p in builds.iterdir() if p.name.startswith(DEBRIS_PREFIXES)]
     left += [p.name for p in target.glob(f".{POINTER_NAME}.*")]
     done = [p.name for p in builds.iterdir() if not p.name.startswith(".")]
     if len(done) > 2:

@@ -42,7 +42,6 @@ import secrets
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,14 +50,24 @@ from typing import Any, TypeVar
 
 from ragroute.errors import ArtifactFormatError, is_nul_path_error, refused_path_message
 from ragroute.store.locks import LOCK_NAME, crash_point, shared, try_exclusive, writer_lock
-from ragroute.store.manifest import MANIFEST_NAME, ArtifactManifest, sha256_file
+from ragroute.store.manifest import (
+    MANIFEST_NAME,
+    ArtifactManifest,
+    read_manifest_or_none,
+    sha256_file,
+    write_synced,
+)
+from ragroute.store.outside import PENDING_PREFIX, outside_writes, release_outside, settle_dead_notes
 
 POINTER_NAME = "CURRENT"
 BUILDS_DIR = "builds"
 LEGACY_FORMAT = "ragroute-index"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
+# in builds/ and never a build: temporary folders, builds being removed, notes (ragroute.store.outside)
+DEBRIS_PREFIXES = (TMP_PREFIX, TRASH_PREFIX, PENDING_PREFIX, f".draft{PENDING_PREFIX}")
 _STALE_TMP_SECONDS = 3600
+_DRAFT_SECONDS = 60  # a note is renamed into place right after it is written
 _READ_ATTEMPTS = 5
 _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -135,11 +144,7 @@ def write_artifact(
     layout (e.g. a trained router's ``router.json``): a folder holding only those is rewritten
     in place, and they are removed once the new build is published.
     """
-    target = Path(target).absolute()
-    if target.exists() and not target.is_dir():
-        raise error(f"refusing to write an artifact at {target}: it is a file")
-    if target.is_dir() and not artifact_exists(target) and not _only_store_files(target, supersedes):
-        raise error(f"refusing to overwrite {target}: it exists and is not a ragroute artifact")
+    target = _writable_target(target, error, supersedes)
     builds = target / BUILDS_DIR
     builds.mkdir(parents=True, exist_ok=True)
     manifest = ArtifactManifest(
@@ -167,6 +172,32 @@ def write_artifact(
             _WRITING.discard(str(tmp))
         _prune(target, locked)
         crash_point("write: done")
+
+
+def _writable_target(
+    target: str | Path, error: type[ArtifactFormatError], supersedes: Sequence[str] = ()
+) -> Path:
+    """``target`` made absolute, or ``error`` when it is a file or a folder that is no artifact."""
+    target = Path(target).absolute()
+    if target.exists() and not target.is_dir():
+        raise error(f"refusing to write an artifact at {target}: it is a file")
+    if target.is_dir() and not artifact_exists(target) and not _only_store_files(target, supersedes):
+        raise error(f"refusing to overwrite {target}: it exists and is not a ragroute artifact")
+    return target
+
+
+@contextlib.contextmanager
+def building(
+    target: str | Path, family: str, error: type[ArtifactFormatError] = ArtifactFormatError
+) -> Iterator[None]:
+    """Around the whole build of a ``family`` artifact that may create things outside its folder
+    (an external store's collection): a path that cannot take it is refused before any work,
+    and whatever the build creates outside and does not publish (it failed, was interrupted or
+    killed) is released (see :mod:`ragroute.store.outside`)."""
+    target = _writable_target(target, error)
+    check_replaceable(target, family, error)
+    with outside_writes(target / BUILDS_DIR):
+        yield
 
 
 def check_replaceable(
@@ -226,7 +257,7 @@ def _only_store_files(target: Path, superseded: Sequence[str] = ()) -> bool:
             continue
         if entry.name != BUILDS_DIR or not entry.is_dir():
             return False
-        if any(not child.name.startswith((TMP_PREFIX, TRASH_PREFIX)) for child in entry.iterdir()):
+        if any(not child.name.startswith(DEBRIS_PREFIXES) for child in entry.iterdir()):
             return False
     return True
 
@@ -244,7 +275,7 @@ def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
     manifest.build = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}"
     manifest.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     text = json.dumps(manifest.to_dict(), indent=2) + "\n"
-    _write_synced(tmp / MANIFEST_NAME, text)
+    write_synced(tmp / MANIFEST_NAME, text)
     crash_point("publish: manifest written")
     final = target / BUILDS_DIR / manifest.build
     os.replace(tmp, final)
@@ -253,19 +284,12 @@ def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
     crash_point("publish: build renamed into builds/")
     pointer = {"build": manifest.build, "manifest_sha256": sha256_file(final / MANIFEST_NAME)}
     pointer_tmp = target / f".{POINTER_NAME}.{manifest.build}"
-    _write_synced(pointer_tmp, json.dumps(pointer) + "\n")
+    write_synced(pointer_tmp, json.dumps(pointer) + "\n")
     crash_point("publish: new pointer written")
     os.replace(pointer_tmp, target / POINTER_NAME)
     crash_point("publish: pointer replaced")
     _fsync_dir(target)
     _remove_legacy_files(target)
-
-
-def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _fsync_file(path: Path) -> None:
@@ -308,10 +332,14 @@ def _clean_debris(target: Path, locked: bool) -> list[str]:
     process's own belongs to a writer that died. Without a working lock only
     debris older than an hour goes.
     """
-    removed = []
     now = time.time()
     builds = target / BUILDS_DIR
+    removed = settle_dead_notes(builds, locked=locked, stale_seconds=_STALE_TMP_SECONDS)
     candidates = [*builds.glob(f"{TMP_PREFIX}*"), *builds.glob(f"{TRASH_PREFIX}*")]
+    for draft in builds.glob(f".draft{PENDING_PREFIX}*"):  # a note killed before it had its name
+        with contextlib.suppress(OSError):
+            if now - draft.stat().st_mtime > _DRAFT_SECONDS:
+                candidates.append(draft)
     candidates += list(target.glob(f".{POINTER_NAME}.*"))
     for path in candidates:
         if str(path) in _WRITING:
@@ -347,36 +375,13 @@ def _prune(target: Path, locked: bool) -> list[str]:
     for build in done:
         if build in keep or (build > current and not locked):
             continue
-        manifest = _manifest_or_none(builds / build)
+        manifest = read_manifest_or_none(builds / build)
         if _remove_build(builds, build):
             removed.append(build)
             if manifest is not None:
-                _release(manifest, [m for b in sorted(keep) if (m := _manifest_or_none(builds / b))])
+                kept = [m for b in sorted(keep) if (m := read_manifest_or_none(builds / b))]
+                release_outside(manifest, kept, f"build {build} was pruned, but what it")
     return removed
-
-
-def _manifest_or_none(build: Path) -> ArtifactManifest | None:
-    """The manifest of a build folder, or None when it cannot be read."""
-    try:
-        data = json.loads((build / MANIFEST_NAME).read_text(encoding="utf-8"))
-        return ArtifactManifest.from_dict(data, str(build), ArtifactFormatError)
-    except (OSError, ValueError, ArtifactFormatError):
-        return None
-
-
-def _release(removed: ArtifactManifest, kept: list[ArtifactManifest]) -> None:
-    """Release what a pruned build held outside its folder (``RELEASES``; an index's store
-    collection): a failure is a warning naming what was left, never a failed write."""
-    from ragroute.registry import RELEASES
-
-    if removed.family not in RELEASES:
-        return
-    try:
-        RELEASES.get(removed.family)(removed, kept)
-    except Exception as exc:  # noqa: BLE001 - the build is published; what is left is only said
-        warnings.warn(f"build {removed.build} was pruned, but what it held outside its folder was not "
-                      f"released: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                      stacklevel=2)  # fmt: skip
 
 
 def _remove_build(builds: Path, build: str) -> bool:

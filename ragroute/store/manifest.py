@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -115,3 +116,22 @@ class ArtifactManifest:
             library_version=data.get("library_version", ""),
             format_version=version,
         )
+
+
+def read_manifest_or_none(build: Path) -> ArtifactManifest | None:
+    """The manifest of a build folder, or None when it cannot be read."""
+    from ragroute.errors import ArtifactFormatError
+
+    try:
+        data = json.loads((build / MANIFEST_NAME).read_text(encoding="utf-8"))
+        return ArtifactManifest.from_dict(data, str(build), ArtifactFormatError)
+    except (OSError, ValueError, ArtifactFormatError):
+        return None
+
+
+def write_synced(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` and fsync it before returning (a note, a manifest, a pointer)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())

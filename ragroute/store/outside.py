@@ -1,0 +1,149 @@
+"""What a build holds outside its artifact folder (an external vector store's collection), and
+how it is released when nothing names it any more.
+
+An index whose vectors live in Qdrant or LanceDB creates its collection while it is built, long
+before the artifact store publishes the build that names it. A build that fails, is interrupted
+(Ctrl-C) or is killed in between would leave that collection in the store for good, named by no
+manifest. So a builder that knows its artifact folder wraps the work in
+:func:`outside_writes`; while it runs, a store about to create something calls
+:func:`note_outside`, which leaves a note in ``NAME/builds/.pending-<id>.json`` (family, kind
+and the manifest parameters that name the thing, written and synced *before* it is created)
+and holds a shared ``flock`` on it for as long as the process lives.
+
+* When the builder's body ends (published, failed or interrupted), each of its notes is
+  settled: released unless a build in ``builds/`` names the same thing, then removed.
+* A note whose process died (its lock is free) is settled the same way by the next writer of
+  that artifact or by ``ragroute inspect PATH --clean`` (:func:`settle_dead_notes`).
+
+Releasing goes through the ``RELEASES`` registry, as for a build the store prunes
+(:func:`release_outside`); a failure is a warning naming what was left, and the note stays for
+a later pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import secrets
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragroute.store.locks import shared, try_exclusive
+from ragroute.store.manifest import ArtifactManifest, read_manifest_or_none, write_synced
+
+PENDING_PREFIX = ".pending-"
+
+
+@dataclass
+class _Notes:
+    """The notes one :func:`outside_writes` block has written: path and the descriptor holding
+    its shared lock."""
+
+    builds: Path
+    held: list[tuple[Path, int]] = field(default_factory=list)
+
+
+_CURRENT: contextvars.ContextVar[_Notes | None] = contextvars.ContextVar("ragroute_outside", default=None)
+_LIVE: set[str] = set()  # notes this process holds (never settled by its own cleaners)
+
+
+@contextlib.contextmanager
+def outside_writes(builds: Path) -> Iterator[None]:
+    """Note what the body creates outside the artifact folder whose builds are in ``builds`` (see
+    the module docstring); on leaving, release whatever no build there names."""
+    notes = _Notes(builds)
+    token = _CURRENT.set(notes)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+        for path, fd in notes.held:
+            try:
+                _settle(path, notes.builds)
+            finally:
+                _LIVE.discard(str(path))
+                os.close(fd)
+
+
+def note_outside(family: str, kind: str, params: dict[str, Any]) -> None:
+    """Before creating something outside the artifact folder: write the note that names it (a
+    no-op outside :func:`outside_writes`). ``params`` are the manifest parameters that will name
+    it, as the family's ``RELEASES`` hook reads them."""
+    notes = _CURRENT.get()
+    if notes is None:
+        return
+    notes.builds.mkdir(parents=True, exist_ok=True)
+    name = f"{PENDING_PREFIX}{secrets.token_hex(6)}.json"
+    draft = notes.builds / f".draft{name}"
+    write_synced(draft, json.dumps({"family": family, "kind": kind, "params": params}) + "\n")
+    fd = os.open(draft, os.O_RDONLY)
+    shared(fd)  # taken before the note has its name: no cleaner can see it unlocked
+    path = notes.builds / name
+    os.replace(draft, path)
+    _LIVE.add(str(path))
+    notes.held.append((path, fd))
+
+
+def settle_dead_notes(builds: Path, *, locked: bool, stale_seconds: float) -> list[str]:
+    """Settle the notes of builders that died (called by the artifact's cleaners); returns the
+    names of the notes removed. Without a working writer lock (no ``flock``) only notes older
+    than ``stale_seconds`` are taken for dead."""
+    removed = []
+    for path in sorted(builds.glob(f"{PENDING_PREFIX}*")):
+        if str(path) in _LIVE:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            recent = time.time() - os.fstat(fd).st_mtime <= stale_seconds
+            alive = not try_exclusive(fd) or (not locked and recent)
+            if not alive and _settle(path, builds):
+                removed.append(f"{builds.name}/{path.name}")
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _settle(path: Path, builds: Path) -> bool:
+    """Release what the note at ``path`` names unless a build in ``builds`` names it too, then
+    remove the note; ``False`` (note kept) when the release failed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        family, kind, params = str(data["family"]), str(data["kind"]), dict(data["params"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.warn(f"{path}: an unreadable note of an interrupted build was removed ({exc})", stacklevel=2)
+        path.unlink(missing_ok=True)
+        return True
+    noted = ArtifactManifest(family=family, kind=kind, params=params)
+    done = [b for b in sorted(builds.iterdir()) if not b.name.startswith(".")]
+    kept = [m for b in done if (m := read_manifest_or_none(b))]
+    if not release_outside(noted, kept, f"what the unfinished build noted in {path}"):
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
+def release_outside(removed: ArtifactManifest, kept: list[ArtifactManifest], what: str) -> bool:
+    """Release what ``removed`` (a pruned build, or the note of an unfinished one; ``what`` says
+    which, as the subject of the warning) held outside its folder, unless one of ``kept`` names
+    it (the family's ``RELEASES`` hook). A failure is a warning naming what was left, never an
+    error; returns whether it succeeded."""
+    from ragroute.registry import RELEASES
+
+    if removed.family not in RELEASES:
+        return True
+    try:
+        RELEASES.get(removed.family)(removed, kept)
+    except Exception as exc:  # noqa: BLE001 - what is left is only said
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        warnings.warn(f"{what} held outside its folder was not released: {reason}", stacklevel=2)
+        return False
+    return True
