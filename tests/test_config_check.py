@@ -470,8 +470,11 @@ def test_router_routes_must_name_the_sources(workspace, hashing_encoder):
     def config_with(labels, extra=""):
         examples = workspace / f"examples-{'-'.join(labels)}.jsonl"
         examples.write_text(
-            "".join(json.dumps({"text": f"{label} question {i}", "label": label}) + "\n"
-                    for label in labels for i in range(3))
+            "".join(
+                json.dumps({"text": f"{label} question {i}", "label": label}) + "\n"
+                for label in labels
+                for i in range(3)
+            )
         )
         config = workspace / f"knn-{'-'.join(labels)}.yaml"
         config.write_text(
@@ -563,9 +566,44 @@ def test_expert_routers_are_opened_as_loading_opens_them(workspace, tmp_path):
     ]
     other_experts = check(config("pilot"))
     assert other_experts.exit_code == 1 and len(error_lines(other_experts)) == 1
-    assert "the router was fitted on experts astro, cook, wiki, but wiki is not among the sources" in (
-        error_lines(other_experts)[0]
+    assert (
+        "the router was fitted on experts astro, cook, wiki, but wiki is not among the sources"
+        in (error_lines(other_experts)[0])
     )
+
+
+@pytest.mark.parametrize("kind", ["pilot", "quality"])
+def test_an_expert_routers_arrays_are_read_as_loading_reads_them(workspace, tmp_path, kind):
+    # a truncated arrays.npz whose checksum matches passed the check ("ok") and failed at query time
+    from conftest import replace_published_file
+
+    from ragroute.route.expert_gains import ExpertGains
+    from ragroute.route.expert_quality import QualityRouter
+    from ragroute.route.pilot import PilotRouter
+    from ragroute.store.artifact import published_path
+
+    vectors = np.vstack([np.eye(8)[:1]] * 6 + [np.eye(8)[1:2]] * 6)
+    gains = np.array([[0.9, 0.1]] * 6 + [[0.1, 0.9]] * 6)
+    data = ExpertGains(["astro", "cook"], [f"q{i}" for i in range(12)], vectors, gains)
+    encoder = HashingEncoder(dim=8)
+    router = PilotRouter.fit(data, encoder=encoder, folds=0) if kind == "pilot" else QualityRouter.fit(data)
+    model = tmp_path / kind
+    router.save(model)
+    config = tmp_path / "routing.yaml"
+    config.write_text(
+        f"sources:\n  astro: {{index: {workspace}/indexes/astro}}\n"
+        f"  cook: {{index: {workspace}/indexes/cook}}\n"
+        f"router: {{kind: {kind}, model: {model}}}\n"
+    )
+    assert check(config).exit_code == 0
+    whole = (published_path(model) / "arrays.npz").read_bytes()
+    replace_published_file(model, "arrays.npz", whole[: len(whole) // 2])
+    result = check(config)
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {config}: router: {model}: arrays.npz is not a readable .npz file (")
+    assert check(config, "--no-verify").exit_code == 0  # reads only the manifests
 
 
 @pytest.mark.parametrize("kind", ["pilot", "quality"])

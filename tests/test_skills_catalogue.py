@@ -188,6 +188,77 @@ def test_skill_md_folders_left_out_are_named_with_how_many_skills_they_held(tmp_
         load_skill_md(only)
 
 
+def test_skill_md_folder_left_out_is_counted_in_a_bounded_walk(tmp_path: Path, monkeypatch) -> None:
+    # every load walked the whole of a node_modules or .git beside the catalogue to count its SKILL.md
+    # files; past the cap the walk stops and the warning says "at least"
+    import importlib
+    import os
+
+    module = importlib.import_module("ragroute.skills.load_skill_md")  # the package exports the function
+    monkeypatch.setattr(module, "MAX_SKIPPED_ENTRIES", 20, raising=False)
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "SKILL.md").write_text("---\nname: t\ndescription: d\n---\n")
+    vendored = tmp_path / "node_modules"
+    (vendored / "pkg").mkdir(parents=True)
+    (vendored / "SKILL.md").write_text("---\nname: v\ndescription: d\n---\n")
+    for i in range(200):
+        (vendored / "pkg" / f"f{i}.js").write_text("")
+    visited = []
+    scandir = os.scandir
+
+    class Counting:
+        """An ``os.scandir`` iterator noting each entry below ``vendored`` it yields."""
+
+        def __init__(self, path) -> None:
+            self.entries = scandir(path)
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.entries.close()
+
+        def close(self) -> None:
+            self.entries.close()
+
+        def __iter__(self) -> Counting:
+            return self
+
+        def __next__(self) -> os.DirEntry:
+            entry = next(self.entries)
+            if Path(entry.path).parent.is_relative_to(vendored):
+                visited.append(entry.path)
+            return entry
+
+    monkeypatch.setattr(os, "scandir", Counting)
+    with pytest.warns(SkillWarning, match="folder left out"):
+        catalogue = load_skill_md(tmp_path)
+    assert catalogue.ids == ["tool"] and len(visited) <= 21
+    assert catalogue.warnings == [
+        f"{vendored}: folder left out (a build or vendored folder, not searched for skills): at least 1 "
+        "SKILL.md file(s) in it (counted in its first 20 entries) are not loaded; move them (or link them "
+        "under another name) to load them"
+    ]
+
+
+def test_skill_md_folder_left_out_is_counted_without_following_links(tmp_path: Path) -> None:
+    # a link loop in a folder left out, or a link out of the tree, is not followed when counting
+    root, outside = tmp_path / "skills", tmp_path / "outside"
+    for folder in (root / "tool", root / "build" / "pkg", outside / "a"):
+        folder.mkdir(parents=True)
+        (folder / "SKILL.md").write_text("---\nname: s\ndescription: d\n---\n")
+    (root / "build" / "pkg" / "loop").symlink_to(root / "build", target_is_directory=True)
+    (root / "build" / "out").symlink_to(outside, target_is_directory=True)
+    (root / ".linked").symlink_to(outside, target_is_directory=True)  # a linked folder left out: not walked
+    with pytest.warns(SkillWarning, match="folder left out"):
+        catalogue = load_skill_md(root)
+    assert catalogue.ids == ["tool"]
+    assert catalogue.warnings == [
+        f"{root / 'build'}: folder left out (a build or vendored folder, not searched for skills): its 1 "
+        "SKILL.md file(s) are not loaded; move them (or link them under another name) to load them"
+    ]
+
+
 def test_skill_md_side_files_are_capped(tmp_path: Path) -> None:
     from ragroute.skills.load_skill_md import MAX_FILE_CHARS
 

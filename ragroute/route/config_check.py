@@ -512,9 +512,11 @@ class _Checker:
     def check_expert_router(
         self, model: Path, manifest: Any, kind: str, names: list[str], where: str
     ) -> None:
-        """A pilot or quality router's artifact as loading reads it: of that kind, and fitted on
-        experts the config's sources name."""
+        """A pilot or quality router's artifact as loading reads it: of that kind, fitted on experts
+        the config's sources name, and (with ``verify``) its arrays readable and of the shapes its
+        manifest records: a wrong ``arrays.npz`` can still match its checksum."""
         from ragroute.route.expert_gains import check_labels
+        from ragroute.route.factories import load_saved_router
 
         if manifest.kind != kind:
             self.problem(f"{where}: router: {model} holds a {manifest.kind} router, not a {kind} router")
@@ -522,6 +524,8 @@ class _Checker:
         labels = [str(label) for label in manifest.params.get("labels") or []]
         if self.passes(lambda: check_labels(labels, names, f"{where}: router {model}")):
             self.router_labels = labels
+        if self.verify:  # loaded without an encoder: no model is loaded, its arrays are read and checked
+            self.attempt(lambda: load_saved_router(model), f"{where}: router: ")
 
     # ----------------------------------------------------------------- reranker, gate, llm
 

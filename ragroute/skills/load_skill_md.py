@@ -83,6 +83,8 @@ _LICENSE_FILE = re.compile(
 _LICENSE_SUFFIXES = frozenset({"", ".txt", ".md", ".markdown", ".rst"})
 #: Folders never searched for skills or side files.
 SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "dist", "build"})
+#: Entries of a folder left out looked at, at most, to count the ``SKILL.md`` files it holds.
+MAX_SKIPPED_ENTRIES = 10_000
 #: A side file larger than this many bytes is not read (too big to be "beside" a skill).
 MAX_FILE_BYTES = 1_000_000
 #: Characters of one side file kept in the body.
@@ -101,17 +103,35 @@ def _skipped_dir(name: str) -> bool:
     return name.startswith(".") or name in SKIP_DIRS
 
 
-def _count_skill_files(folder: str) -> int:
-    """How many ``SKILL.md`` files a folder left out holds (links not followed)."""
-    return sum(1 for _, _, files in os.walk(folder) for f in files if f.lower() == SKILL_FILE.lower())
+def _count_skill_files(folder: str) -> tuple[int, bool]:
+    """How many ``SKILL.md`` files a folder left out holds, and whether that count is exact.
+
+    Links are not followed (neither out of the tree nor round a loop), and at most
+    :data:`MAX_SKIPPED_ENTRIES` entries are looked at, so a large ``node_modules`` or ``.git`` beside
+    a catalogue costs a bounded walk: past the cap the count is a lower bound (``False``)."""
+    count, seen, pending = 0, 0, [folder]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    if seen >= MAX_SKIPPED_ENTRIES:
+                        return count, False
+                    seen += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    elif entry.name.lower() == SKILL_FILE.lower():
+                        count += 1
+        except OSError:
+            continue  # an unreadable folder: what it holds cannot be counted (os.walk skips it too)
+    return count, True
 
 
-def skill_files(root: Path, skipped: dict[str, int] | None = None) -> list[Path]:
+def skill_files(root: Path, skipped: dict[str, tuple[int, bool]] | None = None) -> list[Path]:
     """Every ``SKILL.md`` (name compared case-insensitively) under ``root``, sorted by relative path.
 
     Hidden folders and :data:`SKIP_DIRS` are not searched; with ``skipped``, each such folder that
-    holds ``SKILL.md`` files is recorded in it (its path relative to ``root`` -> how many), so the
-    loader can say what it left out."""
+    holds ``SKILL.md`` files is recorded in it (its path relative to ``root`` -> how many, and whether
+    that count is exact: see :func:`_count_skill_files`), so the loader can say what it left out."""
     found: list[Path] = []
     real_root = Path(os.path.realpath(root))
     seen: set[str] = set()
@@ -123,9 +143,9 @@ def skill_files(root: Path, skipped: dict[str, int] | None = None) -> list[Path]
             path = os.path.join(folder, d)
             if _skipped_dir(d):
                 if skipped is not None and not os.path.islink(path):
-                    held = _count_skill_files(path)
+                    held, exact = _count_skill_files(path)
                     if held:
-                        skipped[Path(path).relative_to(root).as_posix()] = held
+                        skipped[Path(path).relative_to(root).as_posix()] = (held, exact)
                 continue
             if os.path.islink(path):
                 real = os.path.realpath(path)
@@ -386,7 +406,7 @@ def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadRepor
     """
     check_on_error(on_error)
     p = Path(path)
-    skipped: dict[str, int] = {}
+    skipped: dict[str, tuple[int, bool]] = {}
     if p.is_file():
         root, files = p.parent, [p]
     elif p.is_dir():
@@ -398,12 +418,18 @@ def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadRepor
         raise CorpusFormatError(f"{p}: no such file or folder")
     skill_dirs = {f.parent for f in files}
     log = WarningLog()
-    for folder, held in skipped.items():
+    for folder, (held, exact) in skipped.items():
         why = "a hidden folder" if Path(folder).name.startswith(".") else "a build or vendored folder"
+        held_text = (
+            f"its {held} {SKILL_FILE} file(s) are"
+            if exact
+            else f"at least {held} {SKILL_FILE} file(s) in it (counted in its first {MAX_SKIPPED_ENTRIES} "
+            "entries) are"
+        )
         log.warn(
             root / folder,
-            f"folder left out ({why}, not searched for skills): its {held} {SKILL_FILE} file(s) are not "
-            "loaded; move them (or link them under another name) to load them",
+            f"folder left out ({why}, not searched for skills): {held_text} not loaded; move them (or link "
+            "them under another name) to load them",
         )
     skip = SkipLog(str(root), "file", on_error, report)
     skills = []
