@@ -103,6 +103,10 @@ def test_route_fit_then_route_with_trained_router(workspace):
     )
     assert result.exit_code == 0, result.output
     assert (out / "CURRENT").is_file()
+    # fitted with the settings every routing benchmark measures: hashed n-grams included
+    from ragroute.store import open_snapshot
+
+    assert open_snapshot(out).manifest.params["features"]["hashed_dim"] == 4096
     trained = root / "trained.yaml"
     trained.write_text(config.read_text().split("router:")[0] + "router: {kind: trained, model: router}\n")
     result = CliRunner().invoke(

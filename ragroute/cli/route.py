@@ -18,6 +18,7 @@ from ragroute.cli.options import (
 )
 from ragroute.cli.output import emit_json
 from ragroute.errors import check_query
+from ragroute.route.features import DEFAULT_HASHED_DIM
 from ragroute.types import Decision
 
 
@@ -155,9 +156,9 @@ def _labelled_queries(
 @click.option(
     "--hashed-dim",
     type=click.IntRange(min=0),
-    default=0,
+    default=DEFAULT_HASHED_DIM,
     show_default=True,
-    help="Buckets of hashed word/char n-gram features (0: off).",
+    help="Buckets of hashed word 1-2-gram and character 3-5-gram features (0: off).",
 )
 def fit_command(
     queries: Path | None,

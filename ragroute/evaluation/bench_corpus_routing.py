@@ -603,7 +603,6 @@ def _learned_routers(
 ) -> dict[str, tuple[str, RouterFactory]]:
     """Routers fitted on labelled queries: name -> (registered kind, factory(texts, labels))."""
     from ragroute.route.ensemble import EnsembleRouter
-    from ragroute.route.features import QueryFeatures
     from ragroute.route.knn import KnnRouter
     from ragroute.route.trained import TrainedRouter
 
@@ -614,9 +613,7 @@ def _learned_routers(
 
     def trained(texts: list[str], labels: list[str]) -> Router:
         known = np.stack([vectors[t] for t in texts]) if all(t in vectors for t in texts) else None
-        return TrainedRouter.fit(
-            texts, labels, encoder, features=QueryFeatures(hashed_dim=4096), query_vectors=known
-        )
+        return TrainedRouter.fit(texts, labels, encoder, query_vectors=known)  # `route fit`'s defaults
 
     def ensemble(texts: list[str], labels: list[str]) -> Router:
         return EnsembleRouter([prototype, trained(texts, labels)])

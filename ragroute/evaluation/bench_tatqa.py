@@ -233,13 +233,10 @@ def _knn_factory(encoder: Any, k: int) -> Callable[[list[str], list[str]], Route
 def _trained_factory(encoder: Any) -> Callable[[list[str], list[str]], Router]:
     """The trained router (embedding + cheap features + hashed n-grams, calibrated) on route pairs,
     so a question like the table-text ones gets about even odds and selects both routes."""
-    from ragroute.route.features import QueryFeatures
     from ragroute.route.trained import TrainedRouter
 
     def make(texts: list[str], labels: list[str]) -> Router:
-        return TrainedRouter.fit(
-            *_route_pairs(texts, labels), encoder, features=QueryFeatures(hashed_dim=4096)
-        )
+        return TrainedRouter.fit(*_route_pairs(texts, labels), encoder)  # `route fit`'s defaults
 
     return make
 

@@ -44,7 +44,7 @@ import numpy as np
 from ragroute.encode.identity import check_fitted_encoder, encoder_record
 from ragroute.errors import IndexFormatError, RagrouteError, check_query
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
-from ragroute.route.features import CHEAP_FEATURE_NAMES, QueryFeatures, cheap_features
+from ragroute.route.features import CHEAP_FEATURE_NAMES, DEFAULT_HASHED_DIM, QueryFeatures, cheap_features
 from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
 from ragroute.types import Decision
 
@@ -242,8 +242,8 @@ class TrainedRouter(BaseRouter):
 
         ``encoder`` embeds the texts (``None``: no embedding block, only
         ``features``); ``query_vectors`` may hold those embeddings already.
-        ``features`` (default ``QueryFeatures()``: cheap features, no hashed
-        n-grams) adds model-free columns. ``model`` is ``"logreg"`` (multinomial
+        ``features`` (default: cheap features and :data:`~ragroute.route.features.DEFAULT_HASHED_DIM`
+        hashed n-gram buckets) adds model-free columns. ``model`` is ``"logreg"`` (multinomial
         logistic regression, inverse regularisation ``C``) or ``"mlp"`` (one ReLU
         layer of ``hidden`` units, L2 penalty ``1 / C``). ``class_weight="balanced"``
         weighs classes inversely to their frequency. ``none_bias`` is added to the
@@ -252,6 +252,8 @@ class TrainedRouter(BaseRouter):
         """
         texts = [check_query(t) for t in texts]
         raw = [str(label) for label in labels]
+        if features is None:
+            features = QueryFeatures(hashed_dim=DEFAULT_HASHED_DIM)
         _check_fit_args(texts, raw, encoder, features, model, none_label, validation_fraction, C)
         classes = sorted(set(raw))
         target = np.array([classes.index(label) for label in raw])
@@ -286,7 +288,7 @@ class TrainedRouter(BaseRouter):
             kind=model,
             network=network,
             scaling=scaling,
-            features=features if features is not None else QueryFeatures(),
+            features=features,
             encoder=encoder,
             encoder_info=encoder_record(encoder),
             temperature=temperature,
