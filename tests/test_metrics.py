@@ -287,3 +287,25 @@ def test_auroc_gives_tied_scores_their_average_rank():
     # all tied: 0.5 whatever the order of the labels
     assert auroc([True, False, True, False], [1.0, 1.0, 1.0, 1.0]) == 0.5
     assert auroc([False, True, True], [0.2, 0.2, 0.9]) == 0.75
+
+
+def test_a_tie_between_routes_is_broken_as_the_router_breaks_it():
+    # the evaluator's "best" route took the label last in sorted order on a tie, the product's
+    # selection the first: a query the pipeline routed right was counted as misrouted
+    from types import SimpleNamespace
+
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.evaluators import RoutingEvaluator
+    from ragroute.route.base import decision_from_probs, select_routes, top_route
+
+    routes = {"cisi": 0.5, "adi": 0.5}
+    decision = decision_from_probs(list(routes), list(routes.values()), decided_by="test")
+    assert decision.chosen == ["adi"] == select_routes(routes, max_routes=1) == [top_route(routes)]
+
+    class Tied:
+        def retrieve_contexts(self, contexts, k):
+            return [SimpleNamespace(decision=decision, hits=[])]
+
+    evaluator = RoutingEvaluator([QueryContext("q", id="q1")], {"q1": "adi"}, {"q1": {"a": 1}})
+    (row,) = evaluator.run(Tied())
+    assert row.best == "adi" and evaluator.score([row]).accuracy == 1.0

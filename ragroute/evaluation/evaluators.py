@@ -25,7 +25,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.evaluation.metrics import evaluate_run, macro_mean
 from ragroute.index.base import search_contexts
-from ragroute.route.base import NONE_ROUTE
+from ragroute.route.base import NONE_ROUTE, top_route
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -236,7 +236,7 @@ class RoutingEvaluator:
             decision = result.decision
             route_ms = sum(s.detail.get("ms", 0.0) for s in decision.trace if s.stage == "route-time")
             routes = dict(decision.routes)
-            best = max(routes, key=lambda name: (routes[name], name)) if routes else NONE_ROUTE
+            best = top_route(routes) if routes else NONE_ROUTE
             rows.append(
                 RoutingRow(
                     id=context.id,

@@ -138,6 +138,12 @@ def fit_temperature(
     return best
 
 
+def top_route(probs: Mapping[str, float]) -> str:
+    """The most probable route; a tie goes to the label first in sorted order, as
+    :func:`select_routes` ranks them (so a decision, its selection and a benchmark's "best" agree)."""
+    return min(probs, key=lambda label: (-probs[label], label))
+
+
 def decision_from_probs(
     labels: Sequence[str],
     probs: np.ndarray | Sequence[float],
@@ -149,7 +155,7 @@ def decision_from_probs(
     """A decision whose ``chosen`` is the most probable label (selection happens later)."""
     values = probs.tolist() if isinstance(probs, np.ndarray) else [float(p) for p in probs]
     routes = {label: round(p, 6) for label, p in zip(labels, values)}
-    best = max(routes, key=routes.__getitem__)
+    best = top_route(routes)
     return Decision(
         chosen=[best],
         routes=routes,
