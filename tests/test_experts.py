@@ -918,3 +918,30 @@ def test_a_sentence_restating_the_title_is_no_sentence_query() -> None:
     )
     picks = {_pick_sentence(both, random.Random(seed)) for seed in range(10)}
     assert picks == {"It rose in the Marl Hills and ran down to the coast."}
+
+
+def test_the_expert_bench_trains_a_cached_expert_again_when_its_corpus_changed(
+    trained_expert: Path, tmp_path, monkeypatch
+) -> None:
+    # a cached expert trained on other documents was reused silently (and its train_s reported)
+    import shutil
+    from types import SimpleNamespace
+
+    import ragroute.experts.train as train_module
+    from ragroute.evaluation.bench_experts import train_missing_experts
+
+    experts = tmp_path / "experts"
+    shutil.copytree(trained_expert, experts / "orbit")
+    trained: list[str] = []
+    monkeypatch.setattr(
+        train_module, "train_expert", lambda docs, out, *a, **k: trained.append(Path(out).name)
+    )
+    said: list[str] = []
+    same = SimpleNamespace(name="orbit", corpus=corpus())
+    assert train_missing_experts([same], experts, {"orbit": None}, log=said.append) == {
+        "orbit": experts / "orbit"
+    }
+    assert trained == [] and said == []
+    changed = SimpleNamespace(name="orbit", corpus=corpus()[:-1])
+    train_missing_experts([changed], experts, {"orbit": None}, log=said.append)
+    assert trained == ["orbit"] and "trained on other documents than orbit's" in said[0]

@@ -140,15 +140,26 @@ def train_missing_experts(
     *,
     params: Any = None,
     show_progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """One domain expert per collection under ``experts_dir`` (trained only where none is published)."""
-    from ragroute.experts.train import train_expert
-    from ragroute.store import artifact_exists
+    """One domain expert per collection under ``experts_dir``, trained where none is published or
+    where the published one was trained on other documents (its manifest's ``corpus_sha256``)."""
+    from ragroute.experts.train import corpus_fingerprint, train_expert
+    from ragroute.store import artifact_exists, open_snapshot
 
     out = {}
     for col in collections:
         target = Path(experts_dir) / col.name
-        if not artifact_exists(target):
+        stale = False
+        if artifact_exists(target):
+            try:
+                trained_on = open_snapshot(target, verify=False).manifest.params.get("corpus_sha256")
+            except RagrouteError:
+                trained_on = None  # unreadable: loading it says so, and the bench leaves it out
+            stale = trained_on is not None and trained_on != corpus_fingerprint(col.corpus)
+            if stale and log:
+                log(f"  {target} was trained on other documents than {col.name}'s: training it again")
+        if stale or not artifact_exists(target):
             train_expert(
                 col.corpus,
                 target,
@@ -185,7 +196,7 @@ def prepare(
         for col in collections
     }
     trained = train_missing_experts(
-        collections, experts_dir, base_vectors, params=train_params, show_progress=show_progress
+        collections, experts_dir, base_vectors, params=train_params, show_progress=show_progress, log=log
     )
     specs = [ExpertSpec("base", "base"), ExpertSpec("bm25", "bm25")]
     specs += [ExpertSpec(f"expert-{name}", "adapter", str(path)) for name, path in trained.items()]
