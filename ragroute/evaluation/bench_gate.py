@@ -173,14 +173,15 @@ def _score_gate(
     for own in (e for signal in gate.signals for e in signal.encoders()):  # encoded here, not timed
         for context, vector in zip(contexts, own.encode_queries(test_texts, show_progress=False)):
             context.set_vector(own, vector)
-    matrix = gate.signal_matrix(contexts)
-    logits = gate.model.logits(matrix)[0]
-    probs = gate.model.calibrated(logits)
+    # the decisions are the gate's own (what a pipeline's gate stage acts on); the scores its
+    # logits, unrounded, which order the queries as its probabilities do
+    decide = np.array([d.action == "retrieve" for d in gate.gate_many(contexts)])
+    logits = gate.model.logits(gate.signal_matrix(contexts))[0]
     thresholds = {r: gate.threshold_for_rate(r) for r in CURVE_RATES}
     ms = _p50_ms(gate.gate_many, contexts, latency_queries)
     # curve thresholds are on probabilities: map them to logits so one score array serves all
     inverse = {r: _prob_to_logit(gate, t) for r, t in thresholds.items()}
-    return _Scored(logits, probs >= gate.threshold, inverse, ms)
+    return _Scored(logits, decide, inverse, ms)
 
 
 def _prob_to_logit(gate: TrainedGate, p: float) -> float:
