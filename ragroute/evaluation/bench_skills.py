@@ -56,7 +56,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RetrievalEvaluator
-from ragroute.evaluation.metrics import evaluate_run, paired_difference, per_query_scores
+from ragroute.evaluation.metrics import evaluate_run, hit_at_k, paired_difference, per_query_scores
 
 METRICS = {
     "hit@1": "hit@1",
@@ -409,7 +409,7 @@ def _abstention(
     if model is not None:
         routes = router.route_many([c.text for c in contexts], 1)
         held = {c.id: r.abstain for c, r in zip(contexts, routes)}
-        hits = [1.0 if run.get(c.id) and run[c.id][0] in judged[c.id] else 0.0 for c in contexts]
+        hits = [hit_at_k(run.get(c.id, []), judged[c.id], 1) for c in contexts]
         kept = [h if not held[c.id] else 0.0 for h, c in zip(hits, contexts)]
         out["default_model"] = model.info.get("name", "default")
         out["abstain_rate"] = round(float(np.mean(list(held.values()))), 4)
@@ -522,7 +522,7 @@ def _gate_abstention(
         [texts[i] for i in keep], applies[keep], encoder, query_vectors=vectors[keep], seed=seed, **GATE_FIT
     )
     routes = router.with_options(abstention=gate).route_many([c.text for c in contexts], 1)
-    hits = np.asarray([1.0 if run.get(c.id) and run[c.id][0] in judged[c.id] else 0.0 for c in contexts])
+    hits = np.asarray([hit_at_k(run.get(c.id, []), judged[c.id], 1) for c in contexts])
     gated = np.asarray([r.abstain for r in routes], dtype=bool)
     report["cost"] = {
         "queries": len(contexts),
