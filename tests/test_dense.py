@@ -301,3 +301,23 @@ def test_dense_bench_reads_the_split_it_is_given(tmp_path, no_encoder):
         assert result.exit_code == 2, result.output
         assert result.stderr.startswith("error: ") and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dense_bench_refuses_a_missing_data_folder_before_measuring_the_others(tmp_path, no_encoder):
+    # it measured the folders that were there (loading the encoder for them) and named the missing one
+    # only on stderr
+    from click.testing import CliRunner
+
+    from ragroute.cli.bench import dense_command
+
+    root = _bench_folder(tmp_path)
+    args = ["--data", str(root), "--data", str(tmp_path / "nope"), "--backend", "torch"]
+    result = CliRunner().invoke(dense_command, args)
+    assert (
+        result.exit_code == 2
+        and result.exception is not None
+        and not isinstance(result.exception, _EncoderLoaded)
+    )
+    assert result.stderr.strip().splitlines() == [
+        f"error: data missing: {tmp_path / 'nope'} (expected a BEIR folder; see ../shared/data/README.md)"
+    ]

@@ -124,8 +124,8 @@ def bm25_command(
     The synthetic corpus has 50-150-word documents and 2-6-word queries drawn from
     one Zipf law over 50,000 words, so queries include very common words.
 
-    --data without queries.jsonl is skipped (said on stderr); one that is there is
-    read strictly: a bad line or an empty file is one error line, never skipped.
+    A --data folder without queries.jsonl is one error line before anything is measured; one
+    that is there is read strictly: a bad line or an empty file is one error line, never skipped.
     """
     result = bench_bm25.run_bm25_bench(
         data_dir,
@@ -137,7 +137,7 @@ def bm25_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     if not result["corpora"]:
-        raise RagrouteError("nothing was measured (--data is missing and --synthetic-docs is 0)")
+        raise RagrouteError("nothing was measured (no --data, and --synthetic-docs is 0)")
     click.echo(bench_bm25.format_table(result))
     if as_json:
         emit_json(result)
@@ -246,24 +246,21 @@ def dense_command(
     """Compare faiss layouts (flat exact, HNSW, IVF-PQ): build time, queries/s as ratios
     to flat, recall@10 of the exact top-10, nDCG@10, and bytes per vector.
 
-    A --data folder without queries.jsonl is skipped (said on stderr); one that is there is
-    read strictly: a bad line, a qrels/SPLIT.tsv id naming no query or document, or an empty
-    or absent split is one error line, never a skipped record.
+    A --data folder without queries.jsonl is one error line before anything is measured; one
+    that is there is read strictly: a bad line, a qrels/SPLIT.tsv id naming no query or document,
+    or an empty or absent split is one error line, never a skipped record.
     """
-    results = {}
     for data_dir in data_dirs:
         if not (Path(data_dir) / "queries.jsonl").is_file():
-            click.echo(
-                f"skipped {data_dir}: data missing (expected a BEIR folder; see ../shared/data/README.md)",
-                err=True,
+            raise RagrouteError(
+                f"data missing: {data_dir} (expected a BEIR folder; see ../shared/data/README.md)"
             )
-            continue
+    results = {}
+    for data_dir in data_dirs:
         results[Path(data_dir).name] = bench_dense.run_dense_bench(
             Path(data_dir), encoder_name=encoder, backend=backend, cache_dir=cache_dir, split=split
         )
         click.echo(bench_dense.format_dense_report(results[Path(data_dir).name]))
-    if not results:
-        raise RagrouteError("nothing measured: no --data folder was found")
     if as_json:
         emit_json({"collections": results})
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, RagrouteError
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
 from ragroute.progress import progress_enabled
@@ -266,26 +266,22 @@ def run_bm25_bench(
 ) -> dict[str, Any]:
     """Benchmark the BM25 scorer on ``data_dir`` (if given) and a synthetic corpus (if > 0 docs).
 
-    A missing ``data_dir`` (no ``queries.jsonl``) is reported through ``log`` and
-    listed under ``skipped``; the synthetic corpus is still measured. One that is
-    there is loaded strictly: a bad line or an empty file raises
-    :class:`CorpusFormatError` (a skipped line would change what is measured).
+    A ``data_dir`` without ``queries.jsonl`` is one :class:`RagrouteError`
+    (``data missing: ...``) before anything is measured. One that is there is loaded
+    strictly: a bad line or an empty file raises :class:`CorpusFormatError` (a skipped line
+    would change what is measured).
     Top-level ``max_abs_diff`` is the max over corpora and ``speedup_vs_rank_bm25``
     the min.
     """
     say = log or (lambda _msg: None)
     corpora: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, str] = {}
     jobs: list[tuple[str, Callable[[], tuple[list[str], list[str]]]]] = []
     if data_dir is not None:
         data_dir = Path(data_dir)
-        name = data_dir.name or str(data_dir)
         missing = missing_data(data_dir)
-        if missing is None:
-            jobs.append((name, lambda: load_beir_texts(data_dir)))
-        else:
-            say(f"{name}: skipped: {missing}")
-            skipped[name] = missing
+        if missing is not None:  # asked for by name: measuring only the synthetic corpus would hide it
+            raise RagrouteError(f"{missing} (see ../shared/data/README.md)")
+        jobs.append((data_dir.name or str(data_dir), lambda: load_beir_texts(data_dir)))
     if synthetic_docs > 0:
         jobs.append(("synthetic", lambda: synthetic_corpus(synthetic_docs, synthetic_queries, seed)))
     for name, load in jobs:
@@ -299,7 +295,6 @@ def run_bm25_bench(
         "k": K,
         "tokenizer": TokenizerConfig().to_dict(),
         "corpora": corpora,
-        "skipped": skipped,
     }
 
 
@@ -356,6 +351,4 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"bm25s ({name}): {corpus['bm25s_variant']}; scores a slightly different BM25")
         if corpus.get("bm25s_error"):
             lines.append(f"bm25s ({name}): {corpus['bm25s_error']}")
-    for name, why in result["skipped"].items():
-        lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)
