@@ -340,8 +340,9 @@ def test_an_index_refuses_its_model_folder_changed_in_place(tiny_model: Path, tm
     for file in folder.rglob("*"):  # copied or touched: same contents, same digest
         os.utime(file, (1, 1))
     assert len(load_index(tmp_path / "index", backend="torch")) == len(docs)
-    assert load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c", use_cache=False).weights == (
-        record["weights"]
+    assert (
+        load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c", use_cache=False).weights
+        == (record["weights"])
     )
     pooling = folder / "1_Pooling" / "config.json"
     settings = json.loads(pooling.read_text())
@@ -470,13 +471,16 @@ def _write_beir(root: Path) -> Path:
 
 
 def test_encode_bench_on_tiny_collection(tiny_model: Path, tmp_path: Path) -> None:
+    from ragroute.errors import RagrouteError
     from ragroute.evaluation.bench_encode import run_encode_bench
 
     data = _write_beir(tmp_path / "toy")
+    # a folder that is not there stops the run before anything is measured (it was skipped)
+    with pytest.raises(RagrouteError, match="missing: no such data folder"):
+        run_encode_bench([data, tmp_path / "missing"], None, backends=["onnx"], model=str(tiny_model))
     result = run_encode_bench(
-        [data, tmp_path / "missing"], None, backends=["onnx"], model=str(tiny_model), cache_dir=tmp_path / "c"
+        [data], None, backends=["onnx"], model=str(tiny_model), cache_dir=tmp_path / "c"
     )
-    assert result["skipped"] and "missing" in result["skipped"][0]
     assert set(result["backends"]) == {"torch", "onnx"}
     onnx = result["backends"]["onnx"]
     for key in ("speedup", "min_cosine", "ndcg@10", "passages_per_s", "ndcg@10/toy"):
@@ -507,7 +511,7 @@ def test_encode_bench_mean_leaves_out_collections_with_nothing_to_score(
 
 def test_encode_bench_refuses_broken_data_in_one_line(tmp_path: Path) -> None:
     # its own reader raised a bare KeyError on a line without "_id", and skipped a folder whose
-    # lines were broken: now the shared strict loaders, a missing folder still skipped
+    # lines were broken: now the shared strict loaders
     from ragroute.errors import CorpusFormatError
     from ragroute.evaluation.bench_encode import read_beir, run_encode_bench
 

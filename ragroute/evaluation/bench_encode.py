@@ -36,7 +36,7 @@ import numpy as np
 from ragroute.cpus import usable_cpus
 from ragroute.encode.load import AUTO_BACKEND, BACKENDS, load_encoder
 from ragroute.encode.resolve import DEFAULT_ENCODER
-from ragroute.errors import CorpusFormatError, RagrouteError
+from ragroute.errors import RagrouteError
 from ragroute.evaluation.metrics import evaluate_run, is_scorable, macro_mean
 
 GOAL_SPEEDUP = 2.0
@@ -125,9 +125,9 @@ def run_encode_bench(
 ) -> dict[str, Any]:
     """Benchmark encoder backends on BEIR collections; see the module docstring for the numbers.
 
-    ``torch`` is always measured first (it is the baseline). A missing data folder
-    (or one without ``corpus.jsonl``, ``queries.jsonl`` or dev/test qrels) is skipped and
-    listed under ``"skipped"``; one whose files are broken is a :class:`CorpusFormatError`.
+    ``torch`` is always measured first (it is the baseline). A missing data folder (or one
+    without ``corpus.jsonl``, ``queries.jsonl`` or dev/test qrels) is a :class:`RagrouteError`,
+    one whose files are broken a :class:`CorpusFormatError`, before anything is measured.
     Returns a JSON-ready dict whose ``"backends"`` maps each backend to its numbers.
     """
     say = log or (lambda _msg: None)
@@ -136,16 +136,9 @@ def run_encode_bench(
         if name not in BACKENDS:
             raise RagrouteError(f"unknown encoder backend {name!r}: expected {', '.join(BACKENDS)}")
 
-    collections: list[BeirCollection] = []
-    skipped: list[str] = []
-    for data_dir in data_dirs:
-        try:
-            collections.append(read_beir(Path(data_dir), max_docs))
-        except CorpusFormatError:
-            raise  # data that is there but broken: measuring the rest would hide it
-        except (RagrouteError, OSError) as exc:
-            skipped.append(str(exc))
-            say(f"skip: {exc}")
+    # a folder that is missing or broken is one error before anything is measured: measuring the
+    # rest would hide it
+    collections = [read_beir(Path(data_dir), max_docs) for data_dir in data_dirs]
     result: dict[str, Any] = {
         "model": model,
         "baseline": BASELINE,
@@ -160,7 +153,6 @@ def run_encode_bench(
             c.name: {"path": str(c.path), "docs": len(c.doc_ids), "queries": len(c.query_ids)}
             for c in collections
         },
-        "skipped": skipped,
         "goal": {"speedup": GOAL_SPEEDUP, "max_ndcg_drop": GOAL_NDCG_DROP},
         "backends": {},
         "notes": [
