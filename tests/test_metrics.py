@@ -277,6 +277,8 @@ def test_share_of_gap_interval_leaves_out_resamples_with_no_gap():
     result = share_of_gap(router, base, oracle, resamples=200, seed=0)
     assert result["share"] == 0.5
     assert result["ci95"] == [0.5, 0.5]
+    # ... and says how many: the interval is conditional on a positive gap
+    assert 40 <= result["resamples_without_gap"] <= 80  # (2/3)^3 of 200 = 59 expected
 
 
 def test_auroc_gives_tied_scores_their_average_rank():
@@ -287,6 +289,15 @@ def test_auroc_gives_tied_scores_their_average_rank():
     # all tied: 0.5 whatever the order of the labels
     assert auroc([True, False, True, False], [1.0, 1.0, 1.0, 1.0]) == 0.5
     assert auroc([False, True, True], [0.2, 0.2, 0.9]) == 0.75
+
+
+def test_auroc_of_a_nan_score_is_nan_not_a_number_that_means_nothing():
+    # a nan score sorted somewhere gave 0.5 here (sklearn refuses such input)
+    from ragroute.evaluation.metrics import auroc, auroc_interval
+
+    assert np.isnan(auroc([1, 0, 1, 0], [0.2, float("nan"), 0.3, 0.1]))
+    assert auroc_interval([1, 0, 1, 0], [0.2, float("nan"), 0.3, 0.1]) is None
+    assert auroc([1, 0, 1, 0], [0.2, 0.0, 0.3, 0.1]) == 1.0
 
 
 def test_a_tie_between_routes_is_broken_as_the_router_breaks_it():

@@ -176,7 +176,9 @@ def share_of_gap(
     """How much of the gap from ``b`` up to ``ceiling`` ``a`` closes: mean(a - b) / mean(ceiling - b)
     over the queries all three score (macro means with ``groups``, as :func:`paired_difference`),
     with a 95% percentile bootstrap interval of that ratio, each resample drawing the same queries
-    for both means. ``share`` is ``None`` when the gap is not positive."""
+    for both means. ``share`` is ``None`` when the gap is not positive. A resample whose gap is not
+    positive has no ratio: the interval is over the others, and ``resamples_without_gap`` says how
+    many were left out (the interval is then conditional on a positive gap)."""
     keys = sorted(set(a) & set(b) & set(ceiling))
     if not keys:
         return {"share": None, "ci95": None, "queries": 0}
@@ -187,7 +189,12 @@ def share_of_gap(
     ratios = drawn[:, 0] / np.where(drawn[:, 1] > 0, drawn[:, 1], np.nan)
     low, high = np.nanpercentile(ratios, [2.5, 97.5])
     interval = [round(float(low), 4), round(float(high), 4)]
-    return {"share": round(float(point[0] / point[1]), 4), "ci95": interval, "queries": len(keys)}
+    return {
+        "share": round(float(point[0] / point[1]), 4),
+        "ci95": interval,
+        "queries": len(keys),
+        "resamples_without_gap": int(np.sum(drawn[:, 1] <= 0)),
+    }
 
 
 def _macro_bootstrap(
@@ -216,11 +223,12 @@ def _macro_bootstrap(
 
 
 def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); ``nan`` with a single class."""
+    """Area under the ROC curve (ties count half); ``nan`` with a single class or any ``nan`` score
+    (which no ranking places: counted anywhere, it would give a number that means nothing)."""
     y = np.asarray(truth, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if not n_pos or not n_neg:
+    if not n_pos or not n_neg or np.isnan(s).any():
         return math.nan
     order = np.argsort(s, kind="mergesort")
     ranks = np.empty(len(s))
@@ -251,13 +259,13 @@ def auroc_interval(
 ) -> list[float] | None:
     """A 95% percentile bootstrap interval of :func:`auroc`: each class resampled with replacement
     apart (so every resample keeps the class counts), ``resamples`` times, seeded; ``None`` with a
-    single class."""
+    single class or a ``nan`` score (see :func:`auroc`)."""
     from scipy.stats import rankdata
 
     y = np.asarray(truth, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     pos, neg = s[y], s[~y]
-    if not len(pos) or not len(neg):
+    if not len(pos) or not len(neg) or np.isnan(s).any():
         return None
     rng = np.random.default_rng(seed)
     pos_drawn = pos[rng.integers(0, len(pos), (resamples, len(pos)))]
