@@ -531,6 +531,26 @@ def test_a_store_build_into_a_folder_it_may_not_overwrite_is_refused_before_any_
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
 
 
+def test_ctrl_c_is_one_line_and_exit_130_and_publishes_nothing(runner, corpus, tmp_path, monkeypatch):
+    # click printed "Aborted!" and exited 1, the status of a failure
+    import ragroute.index.io as index_io
+
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    before = (out / "CURRENT").read_text()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(index_io, "save_index", interrupted)
+    result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"])
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: interrupted (an artifact being written keeps its previous build)"
+    )
+    assert (out / "CURRENT").read_text() == before
+
+
 def test_query_shows_only_public_documents(runner, tmp_path):
     """Every CLI command asks as a caller with no scopes: a document with access labels stays hidden."""
     data = tmp_path / "mixed.jsonl"

@@ -36,7 +36,7 @@ class _Group(click.Group):
     """A click group that turns a :class:`RagrouteError` or an :class:`OSError` (permissions, a full
     disk, a file where a folder should be...) into a one-line ``error: ...`` and exit status 2, and
     so a subcommand's usage error (a bad option value, a missing argument) too, naming its
-    ``--help`` instead of printing the usage block."""
+    ``--help`` instead of printing the usage block; Ctrl-C is one line and exit status 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -54,6 +54,9 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {said}", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C: click would say "Aborted!" and exit 1, like a failure
+            click.echo("\nerror: interrupted (an artifact being written keeps its previous build)", err=True)
+            ctx.exit(130)
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
