@@ -444,11 +444,18 @@ def test_a_release_that_fails_is_a_warning_not_a_failed_build(tmp_path):
         save_index(index, tmp_path / "ix")  # nothing pruned yet: the current and the previous build
         with pytest.warns(UserWarning, match="was not released: store unreachable"):
             save_index(index, tmp_path / "ix")  # prunes the first build
-        assert (
-            len(load_index(tmp_path / "ix")) == 1 and len(list((tmp_path / "ix" / "builds").iterdir())) == 2
-        )
+        assert len(load_index(tmp_path / "ix")) == 1
+        # the pruned build's manifest stays aside (its files gone), for a later pass to release
+        builds = tmp_path / "ix" / "builds"
+        (aside,) = [p for p in builds.iterdir() if p.name.startswith(".trash-")]
+        assert [p.name for p in aside.iterdir()] == ["manifest.json"]
+        assert len([p for p in builds.iterdir() if not p.name.startswith(".")]) == 2
     finally:
         RELEASES.register("index", "ragroute.index.io:release_build", replace=True)
+    from ragroute.store import clean_artifact
+
+    assert clean_artifact(tmp_path / "ix").debris == [f"builds/{aside.name}"]  # released now
+    assert not aside.exists()
 
 
 def _collection_exists(kind: str, location: str, name: str) -> bool:
@@ -559,7 +566,32 @@ with building({str(target)!r}, "index"):
     assert done.returncode == -9, done.stderr[-2000:]
     collection = done.stdout.strip()
     assert _collection_exists(kind, location, collection) and len(_notes(target)) == 1
+    listed = INDEX_KINDS.get(kind).collections_at
+    assert listed(StoreParams(location=location, collection="t")) == [collection]
+    assert listed(StoreParams(location=location, collection="other")) == []
 
     report = clean_artifact(target)  # `ragroute inspect PATH --clean`, or the next build's write
     assert [d.split("/")[-1].startswith(".pending-") for d in report.debris] == [True]
     assert not _collection_exists(kind, location, collection) and _notes(target) == []
+    assert listed(StoreParams(location=location, collection="t")) == []
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_pruner_killed_after_setting_a_build_aside_still_drops_its_collection(tmp_path, kind):
+    # found by the kill harness (a lancedb build): the next cleaner deleted the build set aside
+    # (`.trash-<id>`) without releasing its collection, which then outlived every build
+    from ragroute.store import clean_artifact
+
+    location = _location(kind, tmp_path, on_disk=True)
+    collections = []
+    for _ in range(2):
+        _, store, _ = _pair(kind, location, n=30)
+        save_index(store, tmp_path / "ix")
+        collections.append(store.collection)
+    builds = tmp_path / "ix" / "builds"
+    older = sorted(p.name for p in builds.iterdir() if not p.name.startswith("."))[0]
+    (builds / older).rename(builds / f".trash-{older}")  # what a pruner killed mid-way leaves
+    report = clean_artifact(tmp_path / "ix")
+    assert report.debris == [f"builds/.trash-{older}"]
+    assert [_collection_exists(kind, location, c) for c in collections] == [False, True]
+    assert len(load_index(tmp_path / "ix", encoder=Fixed())) == 30

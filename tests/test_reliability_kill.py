@@ -29,6 +29,19 @@ def test_sigkilled_builds_never_lose_the_index(tmp_path):
     assert debris(tmp_path / "index") == []
 
 
+def test_sigkilled_store_builds_leave_no_collection_that_no_build_names(tmp_path):
+    # a lancedb build's 12 crash points, killed at 4 of them: right after its collection was
+    # created (1), files written (4), build renamed into builds/ (7) and, in the prune, an old
+    # build set aside (10); the rerun must leave no collection behind that no build names
+    pytest.importorskip("lancedb")
+    from ragroute.reliability.kill import unnamed_collections
+
+    report = run_kill_scenario(scenarios("lancedb")["build"], tmp_path, points=4, rerun_every=4)
+    assert report.crash_points == 12 and report.crash_point_kills == 4
+    assert report.survived == 4 and report.reruns_ok == 1, report.failures
+    assert unnamed_collections(tmp_path / "index", "lancedb", tmp_path / "vectors") == []
+
+
 def test_sigkilled_skill_router_builds_never_lose_the_router(tmp_path):
     # `ragroute skills build` (the real command, default encoder) killed at 2 of its crash points;
     # the router it replaces answers as before, the rerun publishes the other catalogue's router

@@ -1105,6 +1105,14 @@ def scores_command(
     "[default: all; build and 'graph add' with --quick].",
 )
 @click.option(
+    "--kill-method",
+    type=click.Choice(["bm25", "dense", "hybrid", "lancedb"]),
+    default=None,
+    help="Index kind of the killed `build` (lancedb: vectors in a LanceDB folder under the work "
+    "folder; a rerun must also leave no collection that no build names) [default: hybrid; bm25 "
+    "with --quick].",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -1117,6 +1125,7 @@ def reliability_command(
     parts: tuple[str, ...],
     kill_points: int | None,
     kill_commands: tuple[str, ...],
+    kill_method: str | None,
     workdir: Path | None,
     as_json: bool,
 ) -> None:
@@ -1132,6 +1141,7 @@ def reliability_command(
         parts=parts or bench_reliability.PARTS,
         kill_points=kill_points,
         kill_commands=kill_commands or None,
+        kill_method=kill_method,
         workdir=workdir,
         log=lambda msg: click.echo(msg, err=True),
     )

@@ -119,6 +119,7 @@ def run_reliability_bench(
     parts: Sequence[str] = PARTS,
     kill_points: int | None = None,
     kill_commands: Sequence[str] | None = None,
+    kill_method: str | None = None,
     encoder: Any = None,
     workdir: Path | None = None,
     log: Callable[[str], None] = lambda _msg: None,
@@ -128,6 +129,8 @@ def run_reliability_bench(
     settings = _settings(quick, kill_points)
     if kill_commands:
         settings["kill_commands"] = list(kill_commands)
+    if kill_method:
+        settings["kill_method"] = kill_method
     result: dict[str, Any] = {key: None for key in KEYS}
     details: dict[str, Any] = {"quick": quick, "settings": settings, "seconds": {}}
 

@@ -206,6 +206,18 @@ class ExternalVectorIndex(VectorIndex):
         the payload as the store holds it (JSON-able)."""
         raise NotImplementedError
 
+    def _names(self) -> list[str]:
+        """The names of every collection at ``params.location``."""
+        raise NotImplementedError
+
+    @classmethod
+    def collections_at(cls, params: StoreParams) -> list[str]:
+        """The collections builds with ``params`` write (``<params.collection>-<id>``) that the store
+        at ``params.location`` holds, sorted: what the kill harness checks no build leaves behind."""
+        index = cls(None, params)
+        names = index._call("list the collections", index._names)
+        return sorted(name for name in names if name.startswith(f"{params.collection}-"))
+
     @classmethod
     def release_collection(cls, params: Mapping[str, Any], kept: Sequence[Mapping[str, Any]]) -> None:
         """Drop the collection a pruned build's manifest ``params`` name, unless one of the ``kept``

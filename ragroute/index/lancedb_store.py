@@ -175,3 +175,13 @@ class LanceDBIndex(ExternalVectorIndex):
     def _drop(self) -> None:
         self._handle = None
         self.client.drop_table(self.collection)
+
+    def _names(self) -> list[str]:
+        names: list[str] = []
+        token = None
+        while True:  # paged
+            page = self.client.list_tables(page_token=token)
+            names += [str(name) for name in page.tables]
+            token = page.page_token
+            if not token:
+                return names

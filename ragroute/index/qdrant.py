@@ -168,6 +168,9 @@ class QdrantIndex(ExternalVectorIndex):
     def _drop(self) -> None:
         self.client.delete_collection(self.collection)
 
+    def _names(self) -> list[str]:
+        return [c.name for c in self.client.get_collections().collections]
+
 
 def qdrant_filter(filters: Mapping[str, Any] | None) -> Any:
     """ragroute metadata filters (and a caller's scope) as a Qdrant ``Filter`` (None: no filter)."""

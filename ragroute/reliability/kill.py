@@ -64,6 +64,9 @@ class Scenario:
     update: bool = False
     #: a slow command (it loads and trains a model) is rerun after every n-th kill at least
     min_rerun_every: int = 1
+    #: what a finished run must not leave outside ``target`` (an external store's collections
+    #: that no build names), given the work folder
+    outside: Callable[[Path], list[str]] | None = None
 
 
 @dataclass
@@ -121,12 +124,22 @@ def scenarios(method: str = "hybrid") -> dict[str, Scenario]:
     def variant_file(workdir: Path, variant: int, stem: str, suffix: str = ".jsonl") -> str:
         return str(workdir / f"{stem}-{'ab'[variant]}{suffix}")
 
+    store = [f"--{method}", "vectors"] if method in EXTERNAL_STORES else []  # relative: under the work folder
     return {
         "build": Scenario(
             "build",
             "index",
-            lambda w, v: ragroute_argv("build", corpus(w, v), "--out", str(w / "index"), "--method", method),
+            lambda w, v: ragroute_argv(
+                "build",
+                corpus(w, v),
+                "--out",
+                str(w / "index"),
+                "--method",
+                method,
+                *[str(w / part) if part == "vectors" else part for part in store],
+            ),  # fmt: skip
             _inputs,
+            outside=(lambda w: unnamed_collections(w / "index", method, w / "vectors")) if store else None,
         ),
         "graph build": Scenario(
             "graph build",
@@ -231,6 +244,23 @@ def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.C
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[3:])} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return done
+
+
+#: index kinds whose vectors live outside the artifact (``--method`` of the build scenario)
+EXTERNAL_STORES = ("lancedb",)  # an embedded Qdrant folder is opened by one process at a time
+
+
+def unnamed_collections(target: Path, kind: str, location: Path) -> list[str]:
+    """The collections of ``kind`` at ``location`` that no build of the index at ``target`` names."""
+    from ragroute.index.external import StoreParams
+    from ragroute.registry import INDEX_KINDS
+    from ragroute.store.outside import build_manifests
+
+    if not location.is_dir():
+        return []
+    named = {(m.params.get(kind) or {}).get("collection_name") for m in build_manifests(target / BUILDS_DIR)}
+    stored = INDEX_KINDS.get(kind).collections_at(StoreParams(location=str(location), collection=target.name))
+    return [f"collection {name}" for name in stored if name not in named]
 
 
 def debris(target: Path) -> list[str]:
@@ -372,6 +402,7 @@ def run_kill_scenario(
             done = subprocess.run(argv, env=base_env, capture_output=True, text=True, check=False)
             final, problem = _answer(target, encoder)
             left = debris(target) if target.is_dir() else ["no artifact"]
+            left += scenario.outside(workdir) if scenario.outside else []
             if done.returncode == 0 and final == expected and not left:
                 report.reruns_ok += 1
             else:

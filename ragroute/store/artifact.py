@@ -57,7 +57,13 @@ from ragroute.store.manifest import (
     sha256_file,
     write_synced,
 )
-from ragroute.store.outside import PENDING_PREFIX, outside_writes, release_outside, settle_dead_notes
+from ragroute.store.outside import (
+    PENDING_PREFIX,
+    build_manifests,
+    outside_writes,
+    release_outside,
+    settle_dead_notes,
+)
 
 POINTER_NAME = "CURRENT"
 BUILDS_DIR = "builds"
@@ -346,7 +352,10 @@ def _clean_debris(target: Path, locked: bool) -> list[str]:
             continue
         with contextlib.suppress(OSError):
             if locked or now - path.stat().st_mtime > _STALE_TMP_SECONDS:
-                if path.is_dir():
+                if path.name.startswith(TRASH_PREFIX):  # a pruner died between its two steps
+                    if not _discard(path, f"{path} (a build being pruned): what it"):
+                        continue
+                elif path.is_dir():
                     shutil.rmtree(path)
                 else:
                     path.unlink()
@@ -375,17 +384,34 @@ def _prune(target: Path, locked: bool) -> list[str]:
     for build in done:
         if build in keep or (build > current and not locked):
             continue
-        manifest = read_manifest_or_none(builds / build)
-        if _remove_build(builds, build):
+        trash = _set_aside(builds, build)
+        if trash is not None:
             removed.append(build)
-            if manifest is not None:
-                kept = [m for b in sorted(keep) if (m := read_manifest_or_none(builds / b))]
-                release_outside(manifest, kept, f"build {build} was pruned, but what it")
+            _discard(trash, f"build {build} was pruned, but what it")
     return removed
 
 
-def _remove_build(builds: Path, build: str) -> bool:
-    """Rename ``builds/build`` aside and delete it, unless a reader holds its manifest's lock."""
+def _discard(trash: Path, what: str) -> bool:
+    """Release what a build set aside held outside its folder (an external store's collection,
+    unless a build still in ``builds/`` names it), then delete it. When the release fails, only
+    its manifest is kept (``False``), for a later pass to try again. A build set aside by a pruner
+    killed before this is discarded the same way by the next cleaner, so no collection outlives
+    its build unsaid."""
+    manifest = read_manifest_or_none(trash)
+    if manifest is not None and not release_outside(manifest, build_manifests(trash.parent), what):
+        for entry in trash.iterdir():
+            if entry.name != MANIFEST_NAME:
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return False
+    crash_point("prune: released")
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _set_aside(builds: Path, build: str) -> Path | None:
+    """Rename ``builds/build`` aside (``.trash-<build>``), unless a reader holds its manifest's
+    lock; the new path, or None when it stays."""
     path = builds / build
     trash = builds / f"{TRASH_PREFIX}{build}"
     try:
@@ -393,19 +419,18 @@ def _remove_build(builds: Path, build: str) -> bool:
     except FileNotFoundError:
         fd = -1  # no manifest: an unfinished folder no reader can open
     except OSError:
-        return False
+        return None
     try:
         if fd >= 0 and not try_exclusive(fd):
-            return False
+            return None
         os.replace(path, trash)
     except OSError:
-        return False
+        return None
     finally:
         if fd >= 0:
             os.close(fd)
     crash_point("prune: build renamed aside")
-    shutil.rmtree(trash, ignore_errors=True)
-    return True
+    return trash
 
 
 @dataclass

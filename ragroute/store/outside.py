@@ -123,12 +123,17 @@ def _settle(path: Path, builds: Path) -> bool:
         path.unlink(missing_ok=True)
         return True
     noted = ArtifactManifest(family=family, kind=kind, params=params)
-    done = [b for b in sorted(builds.iterdir()) if not b.name.startswith(".")]
-    kept = [m for b in done if (m := read_manifest_or_none(b))]
-    if not release_outside(noted, kept, f"what the unfinished build noted in {path}"):
+    if not release_outside(noted, build_manifests(builds), f"what the unfinished build noted in {path}"):
         return False
     path.unlink(missing_ok=True)
     return True
+
+
+def build_manifests(builds: Path) -> list[ArtifactManifest]:
+    """The readable manifests of the builds in ``builds`` (published or kept: not the temporary
+    folders, notes and builds being removed, whose names start with a dot)."""
+    done = [b for b in sorted(builds.iterdir()) if not b.name.startswith(".")] if builds.is_dir() else []
+    return [m for b in done if (m := read_manifest_or_none(b))]
 
 
 def release_outside(removed: ArtifactManifest, kept: list[ArtifactManifest], what: str) -> bool:
