@@ -97,12 +97,12 @@ def test_route_fit_then_route_with_trained_router(workspace):
             "torch",
             "--cache-dir",
             str(root / "cache"),
-            "--none-label",
-            "no",
         ],
     )
     assert result.exit_code == 0, result.output
     assert (out / "CURRENT").is_file()
+    # "no" is read as 'answer without retrieval' as gate fit reads it (it was a route named "no")
+    assert "labels astro, cook, none ('no' read as 'answer without retrieval'" in result.output
     # fitted with the settings every routing benchmark measures: hashed n-grams included
     from ragroute.store import open_snapshot
 
@@ -237,3 +237,26 @@ def test_route_scope_option_opens_sources_with_access_labels(workspace):
     assert staff.exit_code == 0, staff.output
     shown = json.loads(staff.stdout.strip().splitlines()[-1])
     assert shown["decision"]["chosen"][0] == "astro" and shown["hits"][0]["source"] == "astro"
+
+
+def test_route_fit_reads_the_none_label_as_gate_fit_does_and_says_so():
+    from ragroute.cli.route import _none_label
+    from ragroute.errors import RagrouteError
+
+    assert _none_label(None, ["a", "no", "b"])[0] == "no"
+    assert _none_label(None, ["a", "No_Tool"])[0] == "No_Tool"
+    assert _none_label(None, ["a", "b"]) == (None, "")
+    assert _none_label(None, ["a", "none"]) == (None, "")  # "none" is the none route already
+    assert _none_label("", ["a", "no"]) == (None, "")  # '' keeps "no" a route
+    assert _none_label("skip", ["a", "skip"]) == ("skip", "")
+    with pytest.raises(RagrouteError, match="the labels hold no and no_tool"):
+        _none_label(None, ["a", "no", "no_tool"])
+
+
+def test_route_fit_refuses_hidden_units_for_logreg(tmp_path):
+    rows = tmp_path / "labels.jsonl"
+    rows.write_text('{"text": "a question", "label": "x"}\n')
+    result = CliRunner().invoke(
+        main, ["route", "fit", "--queries", str(rows), "--out", str(tmp_path / "r"), "--hidden", "64"]
+    )
+    assert result.exit_code == 2 and "--hidden does not apply to --model logreg" in result.output

@@ -17,7 +17,7 @@ from ragroute.cli.options import (
     encoder_option,
 )
 from ragroute.cli.output import emit_json
-from ragroute.errors import check_query
+from ragroute.errors import RagrouteError, check_query
 from ragroute.route.features import DEFAULT_HASHED_DIM
 from ragroute.types import Decision
 
@@ -145,7 +145,12 @@ def _labelled_queries(
 @encoder_option("Encoder of the query vectors the router learns from (routing configs must use the same).")
 @backend_option
 @cache_dir_option()
-@click.option("--none-label", default=None, help="The label that means 'answer without retrieval' (e.g. no).")
+@click.option(
+    "--none-label",
+    default=None,
+    help="The label that means 'answer without retrieval' [default: no or no_tool when the labels "
+    "hold one of them, as gate fit reads them; '' for none].",
+)
 @click.option(
     "--model",
     type=click.Choice(["logreg", "mlp"]),
@@ -160,6 +165,20 @@ def _labelled_queries(
     show_default=True,
     help="Buckets of hashed word 1-2-gram and character 3-5-gram features (0: off).",
 )
+@click.option(
+    "--C",
+    "C",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Inverse regularisation strength (logreg: C; mlp: an L2 penalty of 1/C).",
+)
+@click.option(
+    "--hidden",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Hidden units of --model mlp [default: 256].",
+)
 def fit_command(
     queries: Path | None,
     beir_root: Path | None,
@@ -171,19 +190,52 @@ def fit_command(
     none_label: str | None,
     model: Literal["logreg", "mlp"],
     hashed_dim: int,
+    C: float,
+    hidden: int | None,
 ) -> None:
-    """Train a router (query embedding + cheap features -> calibrated route probabilities) from
-    labelled queries, and save it for `router: {kind: trained, model: DIR}` in a routing config.
+    """Train a router (query embedding + cheap features + hashed n-grams -> calibrated route
+    probabilities) from labelled queries, and save it for `router: {kind: trained, model: DIR}`
+    in a routing config.
     """
     from ragroute.route.features import QueryFeatures
     from ragroute.route.trained import TrainedRouter
 
+    if model != "mlp":
+        refuse_options(("hidden",), "to --model logreg (it sets the MLP's hidden layer)")
     texts, labels = _labelled_queries(queries, beir_root, split)
+    none_label, said = _none_label(none_label, labels)
     enc = open_encoder(encoder, backend, cache_dir)
     router = TrainedRouter.fit(
-        texts, labels, enc, none_label=none_label, model=model, features=QueryFeatures(hashed_dim=hashed_dim)
+        texts,
+        labels,
+        enc,
+        none_label=none_label,
+        model=model,
+        features=QueryFeatures(hashed_dim=hashed_dim),
+        C=C,
+        **({"hidden": hidden} if hidden is not None else {}),
     )
     path = router.save(out_dir)
     click.echo(
-        f"trained a {model} router on {len(texts)} queries, labels {', '.join(router.labels)} -> {path}"
+        f"trained a {model} router on {len(texts)} queries, labels {', '.join(router.labels)}{said} -> {path}"
     )
+
+
+def _none_label(given: str | None, labels: list[str]) -> tuple[str | None, str]:
+    """The label read as 'answer without retrieval', and the words that say so when it was not
+    given: ``no`` or ``no_tool`` when the labels hold one of them (the labels ``gate fit`` reads as
+    answer-directly), none when they hold neither; ``''`` given: none."""
+    from ragroute.route.base import NONE_ROUTE
+    from ragroute.route.labels import ANSWER_LABELS
+
+    if given is not None:
+        return given or None, ""
+    found = sorted({x for x in labels if x.strip().lower() in ANSWER_LABELS and x != NONE_ROUTE})
+    if len(found) > 1:
+        raise RagrouteError(
+            f"the labels hold {' and '.join(found)}, which both may mean 'answer without retrieval': "
+            "give --none-label LABEL (or --none-label '' to keep them routes)"
+        )
+    if not found:
+        return None, ""
+    return found[0], f" ({found[0]!r} read as 'answer without retrieval': --none-label '' keeps it a route)"

@@ -56,11 +56,9 @@ from ragroute.errors import RagrouteError, check_keys, check_setting, value_type
 from ragroute.memo import scoped_memo
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
+from ragroute.route.labels import ANSWER_LABELS
 from ragroute.route.sources import hits_of
 from ragroute.store.arrays import read_arrays
-
-ANSWER_LABELS = frozenset({"no", "none", "no_tool"})
-"""Labels that mean "answer directly" in LABELS files; any other label means "retrieve"."""
 
 
 def needs_retrieval(label: Any) -> bool:

@@ -463,6 +463,9 @@ class QueryFeatures:
     ``cheap``: the :func:`cheap_features` block; ``hashed_dim``: buckets of the
     :func:`hashed_ngrams` block (0 = off) over word n-grams of ``word_ngrams``
     sizes and character n-grams of ``char_ngrams`` sizes (``None``: none).
+
+    A bare ``QueryFeatures()`` has no hashed block; a router fitted without ``features`` (and
+    ``ragroute route fit``) uses ``QueryFeatures(hashed_dim=DEFAULT_HASHED_DIM)``.
     """
 
     cheap: bool = True

@@ -7,6 +7,10 @@ from pathlib import Path
 
 from ragroute.errors import RagrouteError
 
+ANSWER_LABELS = frozenset({"no", "none", "no_tool"})
+"""Labels that mean "answer directly" in LABELS files (compared stripped and lower-cased): what
+``gate fit`` reads as answer-directly and ``route fit`` as its none label by default."""
+
 
 def read_labelled_queries(path: str | Path) -> tuple[list[str], list[str]]:
     """Texts and labels from JSONL rows ``{"text": ..., "label": ...}`` (a list label: its first item)."""
