@@ -2,7 +2,7 @@
 
 Example (``corpora/routing.yaml``)::
 
-    encoder: all-MiniLM-L6-v2        # optional; default: the encoder the indexes were built with
+    encoder: all-MiniLM-L6-v2        # optional (this is the default); dense indexes must match it
     backend: auto
     sources:                          # name -> an index directory (paths relative to this file)
       astronomy:
