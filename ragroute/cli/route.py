@@ -177,7 +177,7 @@ def _labelled_queries(
     "--hidden",
     type=click.IntRange(min=1),
     default=None,
-    help="Hidden units of --model mlp [default: 256].",
+    help="Hidden units of --model mlp [default: 256, TrainedRouter's].",
 )
 def fit_command(
     queries: Path | None,
@@ -198,7 +198,7 @@ def fit_command(
     in a routing config.
     """
     from ragroute.route.features import QueryFeatures
-    from ragroute.route.trained import TrainedRouter
+    from ragroute.route.trained import DEFAULT_HIDDEN, TrainedRouter
 
     if model != "mlp":
         refuse_options(("hidden",), "to --model logreg (it sets the MLP's hidden layer)")
@@ -213,7 +213,7 @@ def fit_command(
         model=model,
         features=QueryFeatures(hashed_dim=hashed_dim),
         C=C,
-        **({"hidden": hidden} if hidden is not None else {}),
+        hidden=hidden if hidden is not None else DEFAULT_HIDDEN,
     )
     path = router.save(out_dir)
     click.echo(

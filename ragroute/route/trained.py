@@ -49,6 +49,7 @@ from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
 from ragroute.types import Decision
 
 ROUTER_FILE = "router.json"
+DEFAULT_HIDDEN = 256  # hidden units of the MLP model
 WEIGHTS_FILE = "router_weights.npz"
 FORMAT = "ragroute.trained-router"
 FORMAT_VERSION = 1
@@ -232,7 +233,7 @@ class TrainedRouter(BaseRouter):
         cheap_weight: float = 0.1,
         hashed_weight: float = 1.0,
         none_bias: float = 0.0,
-        hidden: int = 256,
+        hidden: int = DEFAULT_HIDDEN,
         calibrate: bool = True,
         validation_fraction: float = 0.2,
         seed: int = 0,
