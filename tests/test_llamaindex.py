@@ -11,7 +11,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidArgumentError, RagrouteError
 from ragroute.index.build import build_index
 from ragroute.integrations.llamaindex import IndexLlamaRetriever, LlamaRetrieverAdapter, RoutedLlamaRetriever
 from ragroute.pipeline import Pipeline
@@ -119,6 +119,14 @@ def test_similarity_top_k_with_k_as_alias(sources):
         RoutedLlamaRetriever(routed, similarity_top_k=0)
     index = sources[1].retriever
     assert len(IndexLlamaRetriever(index, similarity_top_k=3).retrieve("flour")) == 3
+    for bad in ("5", 2.5, True):  # were coerced with int(): "5" -> 5, 2.5 -> 2, True -> 1
+        with pytest.raises(InvalidArgumentError, match="similarity_top_k must be a whole number"):
+            RoutedLlamaRetriever(routed, similarity_top_k=bad)
+        with pytest.raises(InvalidArgumentError, match="k must be a whole number"):
+            IndexLlamaRetriever(index, k=bad)
+        with pytest.raises(InvalidArgumentError, match="k must be a whole number"):
+            retriever.k = bad
+    assert retriever.k == 4
     assert len(IndexLlamaRetriever(sources[1], similarity_top_k=6).retrieve("flour")) == 6  # a Source too
 
 

@@ -112,6 +112,27 @@ def test_stepwise_llama_retriever(index):
     assert "step:" not in shown and "complete:" not in shown  # the caller's, not the model's
 
 
+def test_stepwise_llama_retriever_checks_its_top_k(index):
+    """k=0 and k=-5 returned one node, silently; k="3" raised a raw TypeError at the first query."""
+    from ragroute.errors import InvalidArgumentError
+
+    controller = StepwiseController(
+        ScriptedPlanner(["Where was Ada Brennan born?", "mayor of #1"]), index, k=2
+    )
+    for bad in (0, -5):
+        with pytest.raises(InvalidArgumentError, match="k must be >= 1"):
+            StepwiseLlamaRetriever(controller, k=bad)
+    for bad in ("3", 2.5, True):
+        with pytest.raises(InvalidArgumentError, match="k must be a whole number"):
+            StepwiseLlamaRetriever(controller, k=bad)
+    retriever = StepwiseLlamaRetriever(controller, similarity_top_k=1)  # as the other LlamaIndex retrievers
+    assert retriever.k == retriever.similarity_top_k == 1
+    assert len(retriever.retrieve("Who is the mayor of Ada Brennan's town?")) == 1
+    assert StepwiseLlamaRetriever(controller).similarity_top_k == 5
+    with pytest.raises(InvalidArgumentError, match="k must be >= 1"):
+        retriever.k = 0
+
+
 def test_llm_settings():
     llm = llm_from_settings({"kind": "scripted", "replies": ["hi"]})
     assert llm.complete("x").text == "hi"
@@ -229,9 +250,12 @@ def test_ask_says_when_no_llm_answer_came_back(workspace):
     assert first.startswith("answer: Ada Brennan") and "not the LLM's: no LLM answer came back" in first
     assert "answer: (none from the LLM: its top hit stands in)" in result.output
     assert "note: the final answer's planner fell back" in result.output
-    payload = CliRunner().invoke(
-        main, ["ask", str(workspace / "down.yaml"), "Where was Ada Brennan born?", "--json"]
-    ).stdout.strip().splitlines()[-1]
+    payload = (
+        CliRunner()
+        .invoke(main, ["ask", str(workspace / "down.yaml"), "Where was Ada Brennan born?", "--json"])
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert json.loads(payload)["answer_from"] == "top_hit"
 
 
@@ -250,4 +274,3 @@ def test_ask_labels_an_llm_step_answer_taken_by_a_fallen_back_planner_as_the_llm
         main, ["ask", str(workspace / "unplanned.yaml"), "Where was Ada Brennan born?", "--no-llm", "--json"]
     )
     assert json.loads(plain.stdout.strip().splitlines()[-1])["answer_from"] == "top_hit"
-

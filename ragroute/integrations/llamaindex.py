@@ -48,7 +48,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from ragroute.context import QueryContext, checked_caller, encoder_key
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k
 from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import hits_of
 from ragroute.scopes import ACCESS_KEY, caller_scopes
@@ -101,13 +101,15 @@ def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str 
 
 def resolve_top_k(similarity_top_k: int | None, k: int | None) -> int:
     """The hits a LlamaIndex retriever returns: ``similarity_top_k``, or its alias ``k`` (the two must
-    agree when both are given), else :data:`DEFAULT_TOP_K`."""
+    agree when both are given), else :data:`DEFAULT_TOP_K`; each a whole number >= 1
+    (:func:`~ragroute.errors.check_k`: ``"5"``, ``2.5`` and ``True`` are refused, not coerced)."""
+    if similarity_top_k is not None:
+        similarity_top_k = check_k(similarity_top_k, "similarity_top_k")
+    if k is not None:
+        k = check_k(k)
     if similarity_top_k is not None and k is not None and similarity_top_k != k:
         raise RagrouteError(f"similarity_top_k={similarity_top_k} and k={k} disagree: give one")
-    top_k = similarity_top_k if similarity_top_k is not None else k if k is not None else DEFAULT_TOP_K
-    if int(top_k) < 1:
-        raise RagrouteError(f"similarity_top_k must be >= 1, got {top_k}")
-    return int(top_k)
+    return similarity_top_k if similarity_top_k is not None else k if k is not None else DEFAULT_TOP_K
 
 
 def query_encoder(obj: Any, _depth: int = 0) -> Any:
@@ -186,7 +188,7 @@ class _TopK:
 
     @k.setter
     def k(self, value: int) -> None:
-        self.similarity_top_k = resolve_top_k(value, None)
+        self.similarity_top_k = resolve_top_k(None, value)
 
 
 class RoutedLlamaRetriever(_TopK, BaseRetriever):

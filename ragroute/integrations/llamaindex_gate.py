@@ -35,6 +35,7 @@ from ragroute.integrations.llamaindex import (
     IndexLlamaRetriever,
     LlamaRetrieverAdapter,
     RoutedLlamaRetriever,
+    _TopK,
     hit_to_node,
     resolve_top_k,
 )
@@ -131,18 +132,26 @@ def _searchable(retriever: Any) -> tuple[Any, dict[str, Any] | None]:
     )
 
 
-class StepwiseLlamaRetriever(BaseRetriever):
+class StepwiseLlamaRetriever(_TopK, BaseRetriever):
     """The step-wise controller's evidence as LlamaIndex nodes (``metadata["step"]``: which step);
+    ``similarity_top_k`` nodes at most (``k`` is an alias, as on the other retrievers);
     ``scopes``: the caller's, passed to every step (none: only public sources and documents);
     ``caller``: who asks (every step counts against that caller's exposure budget)."""
 
     def __init__(
-        self, controller: Any, *, k: int = 5, scopes: Sequence[str] = (), caller: str = "", **kwargs: Any
+        self,
+        controller: Any,
+        *,
+        similarity_top_k: int | None = None,
+        k: int | None = None,
+        scopes: Sequence[str] = (),
+        caller: str = "",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.controller = controller
         self.caller = checked_caller(caller)
-        self.k = k
+        self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.scopes = caller_scopes(scopes)
         self.last_result: Any = None
 
@@ -152,7 +161,7 @@ class StepwiseLlamaRetriever(BaseRetriever):
         )
         self.last_result = result
         nodes = []
-        for hit in scoped_hits(result.evidence(self.k), self.scopes):
+        for hit in scoped_hits(result.evidence(self.similarity_top_k), self.scopes):
             node = hit_to_node(hit)
             _set_hidden(node, "step", hit.explain.get("step"))
             _set_hidden(node, "complete", result.complete)
