@@ -16,7 +16,7 @@ from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 
-from ragroute.errors import RagrouteError  # noqa: E402
+from ragroute.errors import InvalidArgumentError, RagrouteError  # noqa: E402
 from ragroute.index.build import build_index  # noqa: E402
 from ragroute.integrations.langchain import (  # noqa: E402
     IndexLangChainRetriever,
@@ -108,6 +108,30 @@ def test_index_retriever_over_an_index_or_a_source(sources):
     assert len(IndexLangChainRetriever(sources[1], k=4).invoke("flour")) == 4
     with pytest.raises(ValueError):
         IndexLangChainRetriever(index, k=0)
+
+
+def test_an_unknown_keyword_is_one_error_line_not_ignored(sources, hashing_encoder):
+    """filter=, scope=, top_k= and similarity_top_k= were accepted and ignored: a typo dropped a
+    filter or a caller's scopes without a word."""
+    pipeline = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    for keyword, hint in [
+        ("filter", "did you mean 'filters'"),
+        ("scope", "did you mean 'scopes'"),
+        ("top_k", "known: caller, filters, k, keep_decisions"),
+        ("similarity_top_k", "known: caller, filters, k, keep_decisions"),
+    ]:
+        with pytest.raises(
+            InvalidArgumentError, match=f"RoutedLangChainRetriever: unknown keyword '{keyword}'; {hint}"
+        ):
+            RoutedLangChainRetriever(pipeline, **{keyword: 1})
+    with pytest.raises(
+        InvalidArgumentError, match="IndexLangChainRetriever: unknown keyword 'keep_decisions'"
+    ):
+        IndexLangChainRetriever(sources[1], keep_decisions=3)
+    # LangChain's own fields still pass
+    retriever = RoutedLangChainRetriever(pipeline, k=2, tags=["t"], metadata={"m": 1}, name="routed")
+    assert retriever.tags == ["t"] and retriever.metadata == {"m": 1} and retriever.get_name() == "routed"
+    assert len(retriever.invoke("flour")) == 2
 
 
 class SleepyIndex:

@@ -39,7 +39,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError, check_k
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, check_keys
 from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import Source
@@ -75,9 +75,13 @@ def hit_to_document(
 
 class _RagrouteRetriever(BaseRetriever):
     """What both retrievers share: ``k``, ``filters``, ``scopes`` and ``caller`` (also per call:
-    ``invoke(query, scopes=..., caller=..., k=...)``) and searching in a thread under ``ainvoke``."""
+    ``invoke(query, scopes=..., caller=..., k=...)``) and searching in a thread under ``ainvoke``.
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    An unknown keyword (``filter=``, ``scope=``, ``top_k=``, ``similarity_top_k=``) is refused with
+    one line naming it (``extra="forbid"``), not ignored: a typo would otherwise drop a filter or a
+    caller's scopes without a word."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     k: int = Field(default=5, ge=1, description="Documents returned per query.")
     filters: dict[str, Any] | None = Field(default=None, description="ragroute metadata filters.")
@@ -85,6 +89,10 @@ class _RagrouteRetriever(BaseRetriever):
         default=(), description="The caller's scopes (none: only public sources and documents)."
     )
     caller: str = Field(default="", description="Who asks, for per-caller exposure budgets ('': anonymous).")
+
+    def __init__(self, **kwargs: Any) -> None:
+        check_keys(kwargs, type(self).model_fields, type(self).__name__, "keyword", InvalidArgumentError)
+        super().__init__(**kwargs)
 
     @field_validator("scopes", mode="before")
     @classmethod
