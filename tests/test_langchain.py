@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -24,7 +25,9 @@ from ragroute.integrations.langchain import (  # noqa: E402
     RoutedLangChainRetriever,
 )
 from ragroute.pipeline.build import pipeline_from_settings  # noqa: E402
+from ragroute.pipeline.runner import PipelineResult  # noqa: E402
 from ragroute.route.sources import Source  # noqa: E402
+from ragroute.types import Decision  # noqa: E402
 
 
 @pytest.fixture
@@ -132,6 +135,47 @@ def test_an_unknown_keyword_is_one_error_line_not_ignored(sources, hashing_encod
     retriever = RoutedLangChainRetriever(pipeline, k=2, tags=["t"], metadata={"m": 1}, name="routed")
     assert retriever.tags == ["t"] and retriever.metadata == {"m": 1} and retriever.get_name() == "routed"
     assert len(retriever.invoke("flour")) == 2
+
+
+class NoneFirst:
+    """A routed retriever whose query about a "capital" routes to ``none`` (no hits) and ends first;
+    every other query is answered by ``index`` and ends later."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def retrieve_contexts(self, contexts, k):
+        out = []
+        for context in contexts:
+            if "capital" in context.text:
+                time.sleep(0.02)
+                out.append(PipelineResult([], Decision(["none"], {"none": 0.9}, decided_by=context.text)))
+            else:
+                time.sleep(0.2)
+                hits = self.index.search(context.text, k)
+                out.append(PipelineResult(hits, Decision(["cook"], {"cook": 0.8}, decided_by=context.text)))
+        return out
+
+
+def test_a_calls_own_decision_also_without_documents_and_under_concurrency(sources):
+    """A query routed to none returns no document to read its decision from, and last_decision
+    belongs to whichever query ended last."""
+    retriever = RoutedLangChainRetriever(NoneFirst(sources[1].retriever), k=2)
+    queries = ["what is the capital of Italy", "flour oven"] * 3
+
+    async def concurrently():
+        return await asyncio.gather(*(retriever.ainvoke_with_decision(q) for q in queries))
+
+    for query, (documents, decision) in zip(queries, asyncio.run(concurrently())):
+        assert decision.decided_by == query
+        assert (decision.chosen, len(documents)) == ((["none"], 0) if "capital" in query else (["cook"], 2))
+        assert all(retriever.decision_of(document) is decision for document in documents)
+    assert retriever.last_decision.chosen == ["cook"]  # the slow query's, whatever came first
+    with ThreadPoolExecutor(4) as pool:
+        for query, (documents, decision) in zip(queries, pool.map(retriever.invoke_with_decision, queries)):
+            assert decision.decided_by == query and len(documents) == (0 if "capital" in query else 2)
+    documents, decision = retriever.invoke_with_decision("flour", k=1, scopes=["hr"])  # invoke's arguments
+    assert len(documents) == 1 and decision.chosen == ["cook"]
 
 
 class SleepyIndex:

@@ -4,6 +4,7 @@ LlamaIndex retrievers as ragroute sources, in code and from a routing config."""
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata, MockLLM
@@ -16,9 +17,11 @@ from ragroute.index.build import build_index
 from ragroute.integrations.llamaindex import IndexLlamaRetriever, LlamaRetrieverAdapter, RoutedLlamaRetriever
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings
+from ragroute.pipeline.runner import PipelineResult
 from ragroute.route.knn import KnnRouter
 from ragroute.route.llm import LlmRouter, UnknownRouteLabel
 from ragroute.route.sources import Source
+from ragroute.types import Decision
 
 
 class ScriptedLLM(CustomLLM):
@@ -206,6 +209,52 @@ def test_async_embeddings_encode_off_the_event_loop(hashing_encoder):
     assert len(threads) == 2  # the batch is one encoder call, not one per text
     assert query == model.get_query_embedding("galaxy telescope")
     assert texts == model.get_text_embedding_batch(["comet orbit", "bread oven"])
+
+
+class NoneFirst:
+    """A routed retriever whose query about a "capital" routes to ``none`` (no hits) and ends first;
+    every other query is answered by ``index`` and ends later."""
+
+    def __init__(self, index):
+        self.index, self.sources = index, []
+
+    def retrieve_contexts(self, contexts, k):
+        out = []
+        for context in contexts:
+            if "capital" in context.text:
+                time.sleep(0.02)
+                out.append(PipelineResult([], Decision(["none"], {"none": 0.9}, decided_by=context.text)))
+            else:
+                time.sleep(0.2)
+                hits = self.index.search(context.text, k)
+                for hit in hits:
+                    hit.source = "cook"
+                out.append(PipelineResult(hits, Decision(["cook"], {"cook": 0.8}, decided_by=context.text)))
+        return out
+
+
+def test_a_calls_own_decision_also_without_nodes_and_under_concurrency(sources):
+    """A query routed to none returns no node to read its decision from, and last_decision belongs to
+    whichever query ended last: its decision could not be had under concurrency."""
+    retriever = RoutedLlamaRetriever(NoneFirst(sources[1].retriever), similarity_top_k=2)
+    queries = ["what is the capital of Italy", "flour oven"] * 3
+
+    async def concurrently():
+        return await asyncio.gather(*(retriever.aretrieve_with_decision(q) for q in queries))
+
+    for query, (nodes, decision) in zip(queries, asyncio.run(concurrently())):
+        assert decision.decided_by == query
+        assert (decision.chosen, len(nodes)) == ((["none"], 0) if "capital" in query else (["cook"], 2))
+        assert all(retriever.decision_of(node) is decision for node in nodes)
+    assert retriever.last_decision.chosen == ["cook"]  # the slow query's, whatever came first
+    with ThreadPoolExecutor(4) as pool:  # worker threads, each with its own call
+        for query, (nodes, decision) in zip(queries, pool.map(retriever.retrieve_with_decision, queries)):
+            assert decision.decided_by == query and len(nodes) == (0 if "capital" in query else 2)
+    nodes, decision = retriever.retrieve_with_decision(QueryBundle("the capital of France"))
+    assert nodes == [] and decision.chosen == ["none"]
+    # a copy per caller keeps its own decisions
+    twin = retriever.with_scopes(["hr"])
+    assert twin.retrieve_with_decision("flour")[1].chosen == ["cook"]
 
 
 def test_concurrent_queries_get_the_answers_of_sequential_ones(sources, hashing_encoder):

@@ -65,6 +65,44 @@ def test_gated_llama_retriever(index):
     assert routed.decision_of(first[0]).chosen == ["kb"]
 
 
+def test_gated_and_stepwise_retrievers_give_a_calls_own_decision(index):
+    """A query the gate answered returns no node: its gate decision (and a routed query's routing
+    decision) could only be read from last_decision, which belongs to whichever query ended last;
+    the step-wise retriever had no decision_of at all."""
+    import asyncio
+
+    from ragroute.integrations.llamaindex_gate import GateOutcome
+    from ragroute.pipeline import Pipeline
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import Source
+
+    gated = GatedLlamaRetriever(CapitalGate(), Pipeline([Source("kb", index)], FixedRoutes(["kb"])), k=3)
+    queries = ["What is the capital of France?", "Where was Ada Brennan born?"] * 2
+
+    async def concurrently():
+        return await asyncio.gather(*(gated.aretrieve_with_decision(q) for q in queries))
+
+    for query, (nodes, outcome) in zip(queries, asyncio.run(concurrently())):
+        assert isinstance(outcome, GateOutcome)
+        if "capital" in query:
+            assert nodes == [] and outcome.gate.action == "answer" and outcome.routing is None
+        else:
+            assert outcome.gate.action == "retrieve" and outcome.routing.chosen == ["kb"]
+            assert gated.decision_of(nodes[0]) is outcome.routing
+    nodes, outcome = gated.retrieve_with_decision("What is the capital of Peru?")
+    assert nodes == [] and outcome.gate.reason == "known"
+
+    controller = StepwiseController(
+        ScriptedPlanner(["Where was Ada Brennan born?", "mayor of #1"]), index, k=2
+    )
+    stepwise = StepwiseLlamaRetriever(controller, k=3)
+    nodes, run = stepwise.retrieve_with_decision("Who is the mayor of Ada Brennan's town?")
+    assert run is stepwise.last_result and run.retrieval_calls == 2
+    assert all(stepwise.decision_of(node) is run for node in nodes)
+    nodes, again = asyncio.run(stepwise.aretrieve_with_decision("Who is the mayor of Ada Brennan's town?"))
+    assert again is not run and stepwise.decision_of(nodes[0]) is again
+
+
 def test_a_gated_retriever_wraps_llamaindex_retrievers_too(index, hashing_encoder):
     """Wrapping a RoutedLlamaRetriever raised AttributeError ('no attribute search_many') on the
     first query the gate let through; any other LlamaIndex retriever likewise."""

@@ -12,8 +12,10 @@ the only module that imports it.
 Returned ``Document`` s carry small metadata: ``doc_id``, ``source``, ``score`` (plus ``title``,
 ``route_probability`` and ``decision_id`` when there are any, and the document's own scalar
 fields); their ``id`` is ``SOURCE:DOC_ID``. The routing decision is kept once per query on the
-retriever (``last_decision``, or ``decision_of(document)`` under concurrency). ``ainvoke`` runs
-the search in a worker thread, so concurrent queries overlap and the event loop is never blocked.
+retriever (``last_decision``, or ``decision_of(document)`` under concurrency;
+``invoke_with_decision(query)`` returns the documents and their query's decision, also when there
+are none). ``ainvoke`` runs the search in a worker thread, so concurrent queries overlap and the
+event loop is never blocked.
 
 Caller scopes (:mod:`ragroute.scopes`): both retrievers take a ``scopes`` field (the caller's
 labels; none: only public sources and documents), and per call ``invoke(query, scopes=[...])``;
@@ -36,6 +38,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LangChainDocument
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from ragroute.context import QueryContext
@@ -144,7 +147,9 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
     """A LangChain retriever that routes with a ragroute pipeline: ``RoutedLangChainRetriever(p, k=5)``.
 
     ``last_decision`` is the decision of the latest query; with concurrent queries, read a
-    document's own with :meth:`decision_of` (the last ``keep_decisions`` are kept).
+    document's own with :meth:`decision_of` (the last ``keep_decisions`` are kept), or a call's own
+    with :meth:`invoke_with_decision` / :meth:`ainvoke_with_decision` (also when it returns no
+    documents).
     """
 
     pipeline: Any = Field(description="A ragroute Pipeline (anything with retrieve_contexts).")
@@ -164,6 +169,24 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
     def decision_of(self, document: LangChainDocument) -> Decision | None:
         """The decision of the query that returned ``document`` (if still kept)."""
         return self._decisions.get(str(document.metadata.get("decision_id", "")))
+
+    def invoke_with_decision(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> tuple[list[LangChainDocument], Decision | None]:
+        """``invoke(input, config, **kwargs)`` and the decision of that very query, also when it
+        returns no documents (routed to ``none``) and whatever other queries run at once
+        (``last_decision`` belongs to whichever ended last)."""
+        with self._decisions.capture() as captured:
+            documents = self.invoke(input, config, **kwargs)
+        return documents, captured.decision
+
+    async def ainvoke_with_decision(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> tuple[list[LangChainDocument], Decision | None]:
+        """:meth:`invoke_with_decision` through ``ainvoke`` (the search in a worker thread)."""
+        with self._decisions.capture() as captured:
+            documents = await self.ainvoke(input, config, **kwargs)
+        return documents, captured.decision
 
     def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:
         result = self.pipeline.retrieve_contexts([context], k)[0]

@@ -17,7 +17,8 @@ Node metadata is small. The LLM and the embedder see the title and the document'
 metadata; ``source``, ``doc_id``, ``rank``, ``modality``, ``parent_id``, ``route_probability``,
 ``decision_id`` and ``explain`` (the numbers behind the score) are hidden from both
 (:data:`HIDDEN_METADATA_KEYS`). The routing decision is kept once per query on the retriever
-(``last_decision``, or ``decision_of(node)`` under concurrency), never copied into nodes.
+(``last_decision``, or ``decision_of(node)`` under concurrency; ``retrieve_with_decision(query)``
+returns the nodes and their query's decision, also when there are no nodes), never copied into nodes.
 Node ids are ``SOURCE:DOC_ID`` so hits from different sources never collide (LlamaIndex drops
 nodes with duplicate ids).
 
@@ -35,7 +36,7 @@ import asyncio
 import copy
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from llama_index.core.retrievers import BaseRetriever
@@ -191,14 +192,42 @@ class _TopK:
         self.similarity_top_k = resolve_top_k(None, value)
 
 
-class RoutedLlamaRetriever(_TopK, BaseRetriever):
+class _Decisions:
+    """A retriever that keeps each query's decision in ``decisions`` (a :class:`DecisionLog`):
+    :meth:`decision_of` reads a node's, :meth:`retrieve_with_decision` returns a call's own."""
+
+    decisions: DecisionLog
+
+    def decision_of(self, node: NodeWithScore | Any) -> Any:
+        """The decision of the query that returned ``node`` (if still kept)."""
+        inner = getattr(node, "node", node)
+        return self.decisions.get(str(inner.metadata.get("decision_id", "")))
+
+    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], Any]:
+        """``retrieve(query)`` and the decision of that very query, also when it returns no nodes
+        (routed to ``none``, a gate answered) and whatever other queries run at once (``last_decision``
+        belongs to whichever ended last)."""
+        with self.decisions.capture() as captured:
+            nodes = cast(BaseRetriever, self).retrieve(query)
+        return nodes, captured.decision
+
+    async def aretrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], Any]:
+        """:meth:`retrieve_with_decision` through ``aretrieve`` (the search in a worker thread)."""
+        with self.decisions.capture() as captured:
+            nodes = await cast(BaseRetriever, self).aretrieve(query)
+        return nodes, captured.decision
+
+
+class RoutedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
     """A LlamaIndex retriever that routes with a :class:`~ragroute.pipeline.Pipeline`.
 
     ``last_decision`` is the decision of the latest query; with concurrent queries, read a
     node's own with :meth:`decision_of` (each node's ``decision_id`` names it; the last
-    ``keep_decisions`` are kept). ``filters`` (ragroute metadata filters) apply to every query;
-    ``scopes`` are the caller's (none: only public sources and documents), ``caller`` who asks (for
-    the pipeline's per-caller exposure budget; :meth:`with_scopes` makes a copy per caller).
+    ``keep_decisions`` are kept), or a call's own with :meth:`retrieve_with_decision` /
+    :meth:`aretrieve_with_decision` (also when it returns no nodes). ``filters`` (ragroute metadata
+    filters) apply to every query; ``scopes`` are the caller's (none: only public sources and
+    documents), ``caller`` who asks (for the pipeline's per-caller exposure budget;
+    :meth:`with_scopes` makes a copy per caller).
     """
 
     def __init__(
@@ -230,11 +259,6 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
     @property
     def last_decision(self) -> Decision | None:
         return self.decisions.last
-
-    def decision_of(self, node: NodeWithScore | Any) -> Decision | None:
-        """The decision of the query that returned ``node`` (if still kept)."""
-        inner = getattr(node, "node", node)
-        return self.decisions.get(str(inner.metadata.get("decision_id", "")))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)

@@ -9,11 +9,14 @@
   ``last_decision`` is the gate's decision (every node's metadata carries it, hidden from the
   LLM); ``last_routing`` the routing decision of a routed retriever. Both belong to whichever
   query ended last: with concurrent queries read a node's own, ``node.metadata["gate"]`` and
-  :meth:`GatedLlamaRetriever.decision_of` (its ``decision_id`` names the routing decision).
+  :meth:`GatedLlamaRetriever.decision_of` (its ``decision_id`` names the routing decision); a
+  call's own, also when the gate answered and there are no nodes:
+  :meth:`~GatedLlamaRetriever.retrieve_with_decision` (a :class:`GateOutcome`).
 * :class:`StepwiseLlamaRetriever`: runs a
   :class:`~ragroute.gate.controller.StepwiseController` and returns the run's evidence
   (the steps' hits interleaved, top ``k``) as nodes; ``last_result`` holds the whole run
-  (steps, gate decisions, trace, the planner's answer).
+  (steps, gate decisions, trace, the planner's answer); ``decision_of(node)`` the run behind a
+  node, ``retrieve_with_decision(query)`` a call's own.
 
 Both plug into a ``RetrieverQueryEngine`` like any LlamaIndex retriever and search in a worker
 thread under ``aretrieve``; node ids are ``SOURCE:DOC_ID`` (see :mod:`ragroute.integrations.llamaindex`).
@@ -23,18 +26,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, value_type_name
+from ragroute.gate.controller import StepwiseResult
 from ragroute.integrations.adapters import DecisionLog, scoped_hits
 from ragroute.integrations.llamaindex import (
     IndexLlamaRetriever,
     LlamaRetrieverAdapter,
     RoutedLlamaRetriever,
+    _Decisions,
     _TopK,
     hit_to_node,
     resolve_top_k,
@@ -45,7 +50,15 @@ from ragroute.scopes import caller_scopes
 from ragroute.types import Decision
 
 
-class GatedLlamaRetriever(BaseRetriever):
+class GateOutcome(NamedTuple):
+    """What one gated query decided: the ``gate``'s decision, and the ``routing`` decision when it
+    retrieved through a routed retriever (``None`` when the gate answered or nothing routes)."""
+
+    gate: GateDecision
+    routing: Decision | None
+
+
+class GatedLlamaRetriever(_Decisions, BaseRetriever):
     """Retrieves through ``retriever`` only when ``gate`` decides ``retrieve``; ``scopes``: the
     caller's (none: only public sources and documents, see :mod:`ragroute.scopes`); ``caller``: who
     asks (for a pipeline's per-caller exposure budget)."""
@@ -75,8 +88,18 @@ class GatedLlamaRetriever(BaseRetriever):
     def decision_of(self, node: NodeWithScore | Any) -> Decision | None:
         """The routing decision of the query that returned ``node`` (if still kept; ``None`` when
         the wrapped retriever does not route)."""
-        inner = getattr(node, "node", node)
-        return self.decisions.get(str(inner.metadata.get("decision_id", "")))
+        return super().decision_of(node)
+
+    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], GateOutcome]:
+        """``retrieve(query)`` and that query's :class:`GateOutcome` (the gate's decision and the
+        routing decision), also when the gate answered and there are no nodes."""
+        return super().retrieve_with_decision(query)
+
+    async def aretrieve_with_decision(
+        self, query: str | QueryBundle
+    ) -> tuple[list[NodeWithScore], GateOutcome]:
+        """:meth:`retrieve_with_decision` through ``aretrieve``."""
+        return await super().aretrieve_with_decision(query)
 
     @property
     def similarity_top_k(self) -> int:
@@ -91,6 +114,7 @@ class GatedLlamaRetriever(BaseRetriever):
         self.last_decision = decision
         self.last_routing = None
         if decision.action != "retrieve":
+            self.decisions.report(GateOutcome(decision, None))
             return []
         k = decision.depth or self.k
         if hasattr(self.retriever, "retrieve_contexts"):
@@ -100,6 +124,7 @@ class GatedLlamaRetriever(BaseRetriever):
             hits, routed = scoped_hits(hits_of(self.retriever, [context], k)[0], self.scopes), None
         self.last_routing = routed
         decision_id = self.decisions.record(routed) if routed is not None else ""
+        self.decisions.report(GateOutcome(decision, routed))
         gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
         nodes = []
         for hit in hits:
@@ -132,7 +157,7 @@ def _searchable(retriever: Any) -> tuple[Any, dict[str, Any] | None]:
     )
 
 
-class StepwiseLlamaRetriever(_TopK, BaseRetriever):
+class StepwiseLlamaRetriever(_Decisions, _TopK, BaseRetriever):
     """The step-wise controller's evidence as LlamaIndex nodes (``metadata["step"]``: which step);
     ``similarity_top_k`` nodes at most (``k`` is an alias, as on the other retrievers);
     ``scopes``: the caller's, passed to every step (none: only public sources and documents);
@@ -146,6 +171,7 @@ class StepwiseLlamaRetriever(_TopK, BaseRetriever):
         k: int | None = None,
         scopes: Sequence[str] = (),
         caller: str = "",
+        keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -154,15 +180,32 @@ class StepwiseLlamaRetriever(_TopK, BaseRetriever):
         self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.scopes = caller_scopes(scopes)
         self.last_result: Any = None
+        self.decisions = DecisionLog(keep_decisions)
+
+    def decision_of(self, node: NodeWithScore | Any) -> StepwiseResult | None:
+        """The run (:class:`~ragroute.gate.controller.StepwiseResult`: steps, gate decisions, trace)
+        that returned ``node`` (if still kept)."""
+        return super().decision_of(node)
+
+    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], StepwiseResult]:
+        """``retrieve(query)`` and that query's whole run, also when it returned no nodes."""
+        return super().retrieve_with_decision(query)
+
+    async def aretrieve_with_decision(
+        self, query: str | QueryBundle
+    ) -> tuple[list[NodeWithScore], StepwiseResult]:
+        """:meth:`retrieve_with_decision` through ``aretrieve``."""
+        return await super().aretrieve_with_decision(query)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         result = self.controller.run(
             QueryContext.of(query_bundle.query_str, scopes=self.scopes, caller=self.caller)
         )
         self.last_result = result
+        decision_id = self.decisions.record(result)
         nodes = []
         for hit in scoped_hits(result.evidence(self.similarity_top_k), self.scopes):
-            node = hit_to_node(hit)
+            node = hit_to_node(hit, decision_id=decision_id)
             _set_hidden(node, "step", hit.explain.get("step"))
             _set_hidden(node, "complete", result.complete)
             nodes.append(node)
