@@ -135,6 +135,63 @@ def test_a_gated_retriever_wraps_llamaindex_retrievers_too(index, hashing_encode
         GatedLlamaRetriever(CapitalGate(), "kb")
 
 
+class SeeingGate:
+    """Lets every query through and remembers the contexts it saw."""
+
+    name = "seeing"
+
+    def __init__(self):
+        self.seen = []
+
+    def gate_many(self, contexts):
+        self.seen.extend(contexts)
+        return [GateDecision("retrieve", 0.9) for _ in contexts]
+
+
+def test_a_gated_retriever_keeps_what_the_wrapped_retriever_was_set_up_with(hashing_encoder):
+    """Only a wrapped RoutedLlamaRetriever's filters survived: its scopes, caller and top k were
+    dropped (an hr caller saw only public documents, the exposure budget was charged to the
+    anonymous caller), an IndexLlamaRetriever's filters too; a QueryBundle's embedding was ignored."""
+    from ragroute.integrations.llamaindex import IndexLlamaRetriever, RoutedLlamaRetriever
+    from ragroute.pipeline import Pipeline
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import Source
+
+    docs = [
+        Document("pay", "Payroll dates: salaries are paid on the 25th.", metadata={"access": "hr"}),
+        Document("hol", "Holiday calendar and payroll cut-off overview.", metadata={"kind": "memo"}),
+        Document("exec", "Executive payroll dates and bonus schedule.", metadata={"access": "exec"}),
+        Document("bread", "Bread dough rises for two hours in a warm kitchen."),
+    ]
+    hr_index = build_index(docs, "dense", encoder=hashing_encoder, name="hr")
+    pipeline = Pipeline([Source("hr", hr_index)], FixedRoutes(["hr"]))
+    routed = RoutedLlamaRetriever(pipeline, similarity_top_k=2, scopes=["hr"], caller="alice")
+    gate = SeeingGate()
+    gated = GatedLlamaRetriever(gate, routed)
+    assert (gated.similarity_top_k, gated.scopes, gated.caller) == (2, ("hr",), "alice")
+    nodes = gated.retrieve("payroll dates")
+    assert [n.node.metadata["doc_id"] for n in nodes] == [
+        n.node.metadata["doc_id"] for n in routed.retrieve("payroll dates")
+    ]
+    assert "pay" in {n.node.metadata["doc_id"] for n in nodes} and len(nodes) == 2
+    assert (gate.seen[-1].caller, gate.seen[-1].scopes) == ("alice", ("hr",))
+    # given here, they win
+    public = GatedLlamaRetriever(gate, routed, k=3, scopes=[], caller="bob")
+    assert "pay" not in {n.node.metadata["doc_id"] for n in public.retrieve("payroll dates")}
+    assert (gate.seen[-1].caller, gate.seen[-1].scopes, public.k) == ("bob", (), 3)
+    # an index retriever's filters, scopes and top k
+    memos = IndexLlamaRetriever(hr_index, similarity_top_k=3, filters={"kind": "memo"}, scopes=["exec"])
+    gated_memos = GatedLlamaRetriever(gate, memos)
+    assert (gated_memos.filters, gated_memos.scopes, gated_memos.k) == ({"kind": "memo"}, ("exec",), 3)
+    assert [n.node.metadata["doc_id"] for n in gated_memos.retrieve("payroll dates")] == ["hol"]
+    # a QueryBundle's embedding is the query vector (not encoded again)
+    bread = hashing_encoder.encode_queries(["bread dough rises"])[0].tolist()
+    calls = hashing_encoder.calls
+    by_vector = gated.retrieve(QueryBundle("payroll dates", embedding=bread))
+    assert hashing_encoder.calls == calls
+    assert by_vector[0].node.metadata["doc_id"] == "bread"
+
+
 def test_stepwise_llama_retriever(index):
     controller = StepwiseController(
         ScriptedPlanner(["Where was Ada Brennan born?", "mayor of #1"]), index, k=2

@@ -42,6 +42,8 @@ from ragroute.integrations.llamaindex import (
     _Decisions,
     _TopK,
     hit_to_node,
+    query_context,
+    query_encoder,
     resolve_top_k,
 )
 from ragroute.pipeline.stages import GateDecision
@@ -58,10 +60,17 @@ class GateOutcome(NamedTuple):
     routing: Decision | None
 
 
-class GatedLlamaRetriever(_Decisions, BaseRetriever):
+class GatedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
     """Retrieves through ``retriever`` only when ``gate`` decides ``retrieve``; ``scopes``: the
     caller's (none: only public sources and documents, see :mod:`ragroute.scopes`); ``caller``: who
-    asks (for a pipeline's per-caller exposure budget)."""
+    asks (for a pipeline's per-caller exposure budget).
+
+    Wrapping one of ragroute's LlamaIndex retrievers keeps what it was set up with: its filters,
+    and, unless given here, its ``similarity_top_k``, ``scopes`` and ``caller`` (an ``hr`` caller's
+    retriever stays the ``hr`` caller's, its exposure counted against that caller). A
+    ``QueryBundle``'s ``embedding`` is the query vector when it fits the retriever's query encoder
+    (see :func:`~ragroute.integrations.llamaindex.query_context`).
+    """
 
     def __init__(
         self,
@@ -70,17 +79,21 @@ class GatedLlamaRetriever(_Decisions, BaseRetriever):
         *,
         similarity_top_k: int | None = None,
         k: int | None = None,
-        scopes: Sequence[str] = (),
-        caller: str = "",
+        scopes: Sequence[str] | None = None,
+        caller: str | None = None,
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.gate = gate
-        self.caller = checked_caller(caller)
-        self.retriever, self.filters = _searchable(retriever)
-        self.k = resolve_top_k(similarity_top_k, k)
-        self.scopes = caller_scopes(scopes)
+        self.retriever, wrapped = _searchable(retriever)
+        self.filters: dict[str, Any] | None = getattr(wrapped, "filters", None)
+        if similarity_top_k is None and k is None and wrapped is not None:
+            similarity_top_k = wrapped.similarity_top_k
+        self.similarity_top_k = resolve_top_k(similarity_top_k, k)
+        self.scopes = caller_scopes(scopes if scopes is not None else getattr(wrapped, "scopes", ()))
+        self.caller = checked_caller(caller if caller is not None else getattr(wrapped, "caller", ""))
+        self.encoder = query_encoder(self.retriever)
         self.last_decision: GateDecision | None = None
         self.last_routing: Decision | None = None
         self.decisions = DecisionLog(keep_decisions)
@@ -101,22 +114,15 @@ class GatedLlamaRetriever(_Decisions, BaseRetriever):
         """:meth:`retrieve_with_decision` through ``aretrieve``."""
         return await super().aretrieve_with_decision(query)
 
-    @property
-    def similarity_top_k(self) -> int:
-        """The hits a query that retrieves returns unless the gate sets a depth (``k``)."""
-        return self.k
-
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = QueryContext.of(
-            query_bundle.query_str, filters=self.filters, scopes=self.scopes, caller=self.caller
-        )
+        context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
         decision = self.gate.gate_many([context])[0]
         self.last_decision = decision
         self.last_routing = None
         if decision.action != "retrieve":
             self.decisions.report(GateOutcome(decision, None))
             return []
-        k = decision.depth or self.k
+        k = decision.depth or self.similarity_top_k
         if hasattr(self.retriever, "retrieve_contexts"):
             result = self.retriever.retrieve_contexts([context], k)[0]
             hits, routed = result.hits, result.decision
@@ -137,15 +143,16 @@ class GatedLlamaRetriever(_Decisions, BaseRetriever):
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
-def _searchable(retriever: Any) -> tuple[Any, dict[str, Any] | None]:
-    """What a gated retriever searches, and the filters that come with it: a ragroute pipeline,
-    index or retriever as it is; ragroute's own LlamaIndex retrievers unwrapped (the routed one's
-    filters kept); any other LlamaIndex retriever or index through :class:`LlamaRetrieverAdapter`;
-    anything else is :class:`~ragroute.errors.InvalidArgumentError`."""
+def _searchable(retriever: Any) -> tuple[Any, _TopK | None]:
+    """What a gated retriever searches, and the ragroute LlamaIndex retriever it came in (whose
+    filters, top k, scopes and caller come with it): a ragroute pipeline, index or retriever as it
+    is; ragroute's own LlamaIndex retrievers unwrapped; any other LlamaIndex retriever or index
+    through :class:`LlamaRetrieverAdapter`; anything else is
+    :class:`~ragroute.errors.InvalidArgumentError`."""
     if isinstance(retriever, RoutedLlamaRetriever):
-        return _searchable(retriever.routed)[0], retriever.filters
+        return _searchable(retriever.routed)[0], retriever
     if isinstance(retriever, IndexLlamaRetriever):
-        return retriever.index, None
+        return retriever.index, retriever
     ragroute_like = ("retrieve_contexts", "search_contexts", "search_many")
     if any(callable(getattr(retriever, name, None)) for name in ragroute_like):
         return retriever, None
