@@ -137,6 +137,30 @@ def test_an_unknown_keyword_is_one_error_line_not_ignored(sources, hashing_encod
     assert len(retriever.invoke("flour")) == 2
 
 
+def test_k_and_the_other_fields_are_checked_strictly_at_construction_and_assignment(sources):
+    """k="3" and k=True were accepted (pydantic's lax parsing), k=0 was a multi-line pydantic error,
+    and assigning k=0 or filters="x" after construction was not checked at all."""
+    index = sources[1].retriever
+    for bad, message in [
+        ("3", "k must be a whole number >= 1, got a string"),
+        (True, "k must be a whole number >= 1, got a boolean"),
+        (2.5, "k must be a whole number >= 1, got 2.5"),
+        (0, "k must be >= 1, got 0"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=f"^IndexLangChainRetriever: {message}$"):
+            IndexLangChainRetriever(index, k=bad)
+    with pytest.raises(InvalidArgumentError, match="keep_decisions must be >= 1"):
+        RoutedLangChainRetriever(NoneFirst(index), keep_decisions=0)
+    with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
+        IndexLangChainRetriever(index, filters="x")
+    retriever = IndexLangChainRetriever(index, k=2)
+    for field, bad in [("k", 0), ("k", "2"), ("filters", "x"), ("caller", 5)]:
+        with pytest.raises(InvalidArgumentError, match=f"^IndexLangChainRetriever: {field} must be"):
+            setattr(retriever, field, bad)
+    retriever.k, retriever.scopes = 3, "hr"  # one label, as in the constructor
+    assert len(retriever.invoke("flour")) == 3 and retriever.scopes == ("hr",)
+
+
 class NoneFirst:
     """A routed retriever whose query about a "capital" routes to ``none`` (no hits) and ends first;
     every other query is answered by ``index`` and ends later."""

@@ -39,10 +39,10 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document as LangChainDocument
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from ragroute.context import QueryContext
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, check_keys
+from ragroute.context import QueryContext, checked_caller
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k, check_keys
 from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
 from ragroute.route.sources import Source
@@ -76,6 +76,17 @@ def hit_to_document(
     )
 
 
+def _one_line(error: ValidationError, where: str) -> InvalidArgumentError:
+    """A pydantic validation error as ragroute's one line: the first problem, naming the field
+    (the checks of :mod:`ragroute.errors` name it themselves)."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not message.startswith(field):
+        message = f"{field}: {message}"
+    return InvalidArgumentError(f"{where}: {message}")
+
+
 class _RagrouteRetriever(BaseRetriever):
     """What both retrievers share: ``k``, ``filters``, ``scopes`` and ``caller`` (also per call:
     ``invoke(query, scopes=..., caller=..., k=...)``) and searching in a thread under ``ainvoke``.
@@ -84,7 +95,7 @@ class _RagrouteRetriever(BaseRetriever):
     one line naming it (``extra="forbid"``), not ignored: a typo would otherwise drop a filter or a
     caller's scopes without a word."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=True)
 
     k: int = Field(default=5, ge=1, description="Documents returned per query.")
     filters: dict[str, Any] | None = Field(default=None, description="ragroute metadata filters.")
@@ -95,7 +106,31 @@ class _RagrouteRetriever(BaseRetriever):
 
     def __init__(self, **kwargs: Any) -> None:
         check_keys(kwargs, type(self).model_fields, type(self).__name__, "keyword", InvalidArgumentError)
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as error:
+            raise _one_line(error, type(self).__name__) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)  # fields are checked as in the constructor
+        except ValidationError as error:
+            raise _one_line(error, type(self).__name__) from None
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> int:
+        return check_k(value)  # the check of invoke(query, k=...): "3", 2.5 and True are refused
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        return check_filters(value)
+
+    @field_validator("caller", mode="before")
+    @classmethod
+    def _who(cls, value: Any) -> str:
+        return checked_caller(value)
 
     @field_validator("scopes", mode="before")
     @classmethod
@@ -154,6 +189,12 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
 
     pipeline: Any = Field(description="A ragroute Pipeline (anything with retrieve_contexts).")
     keep_decisions: int = Field(default=128, ge=1)
+
+    @field_validator("keep_decisions", mode="before")
+    @classmethod
+    def _kept(cls, value: Any) -> int:
+        return check_k(value, "keep_decisions")
+
     _decisions: DecisionLog = PrivateAttr()
 
     def __init__(self, pipeline: Any = None, /, **kwargs: Any) -> None:
