@@ -161,6 +161,37 @@ def test_k_and_the_other_fields_are_checked_strictly_at_construction_and_assignm
     assert len(retriever.invoke("flour")) == 3 and retriever.scopes == ("hr",)
 
 
+def test_constructors_refuse_what_they_cannot_search(sources, hashing_encoder):
+    """A path or None was accepted and failed at the first query with an AttributeError."""
+    index = sources[1].retriever
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^IndexLangChainRetriever: index must be .*not a path .*: load it first with .*load_index",
+    ):
+        IndexLangChainRetriever("indexes/demo/cooking")
+    with pytest.raises(InvalidArgumentError, match=r"^IndexLangChainRetriever: index must be .*not empty"):
+        IndexLangChainRetriever(None)
+    with pytest.raises(
+        InvalidArgumentError,
+        match="not a LangChain IndexLangChainRetriever: wrap it in LangChainRetrieverAdapter",
+    ):
+        IndexLangChainRetriever(IndexLangChainRetriever(index))
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^RoutedLangChainRetriever: pipeline must be a ragroute Pipeline .*load_routing",
+    ):
+        RoutedLangChainRetriever("corpora/routing.yaml")
+    with pytest.raises(
+        InvalidArgumentError,
+        match="^RoutedLangChainRetriever: pipeline must be .*not a BM25Index|not a HybridIndex",
+    ):
+        RoutedLangChainRetriever(index)
+    with pytest.raises(InvalidArgumentError, match="^RoutedLangChainRetriever: pipeline is required$"):
+        RoutedLangChainRetriever()
+    pipeline = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    assert RoutedLangChainRetriever(pipeline=pipeline).invoke("galaxy")
+
+
 class NoneFirst:
     """A routed retriever whose query about a "capital" routes to ``none`` (no hits) and ends first;
     every other query is answered by ``index`` and ends later."""

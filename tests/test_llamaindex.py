@@ -352,6 +352,43 @@ def vector_index(hashing_encoder, small_docs):
     return VectorStoreIndex(nodes, embed_model=EncoderEmbedding(hashing_encoder))
 
 
+def test_constructors_refuse_what_they_cannot_search(sources, vector_index, hashing_encoder):
+    """A path, None or a LlamaIndex retriever or index was accepted and failed at the first query with
+    an AttributeError; filters="x" skipped the filter check; keep_decisions=-1 was a KeyError there."""
+    routed = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^RoutedLlamaRetriever: pipeline must be a .*not a path .*: load it first with .*load_routing",
+    ):
+        RoutedLlamaRetriever("corpora/routing.yaml")
+    with pytest.raises(
+        InvalidArgumentError, match="not a LlamaIndex VectorIndexRetriever: route to it as a Source"
+    ):
+        RoutedLlamaRetriever(vector_index.as_retriever())
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^IndexLlamaRetriever: index must be a ragroute index, Source or retriever .*not empty",
+    ):
+        IndexLlamaRetriever(None)
+    for foreign in (vector_index, vector_index.as_retriever()):
+        with pytest.raises(
+            InvalidArgumentError, match="not a LlamaIndex .*: wrap it in LlamaRetrieverAdapter"
+        ):
+            IndexLlamaRetriever(foreign)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"not a path \('indexes/x'\): load it first with ragroute.index.io.load_index",
+    ):
+        IndexLlamaRetriever("indexes/x")
+    with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
+        IndexLlamaRetriever(sources[0], filters="x")
+    with pytest.raises(InvalidArgumentError, match="keep_decisions must be >= 1, got -1"):
+        RoutedLlamaRetriever(routed, keep_decisions=-1)
+    # what they can search still goes in: a pipeline, an index, a Source, an adapted LlamaIndex retriever
+    assert RoutedLlamaRetriever(routed).retrieve("galaxy")
+    assert IndexLlamaRetriever(LlamaRetrieverAdapter(vector_index), similarity_top_k=2).retrieve("flour")
+
+
 def test_a_llamaindex_index_or_retriever_as_a_ragroute_source(sources, vector_index):
     adapter = LlamaRetrieverAdapter(vector_index, name="recipes")
     hits = adapter.search("flour bread oven", 3)

@@ -8,12 +8,15 @@
   :class:`~ragroute.route.sources.Source` of a pipeline; a query context's caller scope is
   pushed down into the framework where the adapter has a ``scope_filters`` builder, and always
   applied to what comes back (:func:`scoped_hits`);
+* :func:`check_target`: the pipeline or index a framework retriever is built over, checked at
+  its constructor;
 * :func:`framework_of`: which framework an object comes from, read from its classes'
   modules (so nothing is imported to find out).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -23,7 +26,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from ragroute.errors import check_batch, check_filters, check_k, check_query
+from ragroute.errors import (
+    InvalidArgumentError,
+    check_batch,
+    check_filters,
+    check_k,
+    check_query,
+    value_type_name,
+)
 from ragroute.index.base import by_filter_groups
 from ragroute.scopes import ACCESS_KEY, Visible, labels_of, scope_of, visible
 from ragroute.types import Document, Hit
@@ -75,7 +85,7 @@ class DecisionLog:
     not, however many queries run at once."""
 
     def __init__(self, size: int = 128) -> None:
-        self.size = size
+        self.size = check_k(size, "keep_decisions")
         self._decisions: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.last: Any = None
@@ -216,6 +226,48 @@ class ExternalRetriever:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+#: what a framework retriever over one index searches: a ragroute index, Source or retriever
+SEARCHABLE = ("search_contexts", "search_many")
+_LOADERS = {
+    "pipeline": "ragroute.route.config.load_routing",
+    "index": "ragroute.index.io.load_index",
+}
+_ADAPTERS = {
+    "llamaindex": ("LlamaRetrieverAdapter", "LlamaIndex"),
+    "langchain": ("LangChainRetrieverAdapter", "LangChain"),
+}
+
+
+def check_target(obj: Any, name: str, methods: Sequence[str], where: str = "") -> Any:
+    """``obj`` when it has one of ``methods`` (what a framework retriever calls on its ``name``:
+    ``"pipeline"`` or ``"index"``); else one :class:`InvalidArgumentError` line, at the constructor
+    rather than as an AttributeError at the first query: a path says how to load what it names, a
+    framework's own retriever which adapter makes it a ragroute one."""
+    if any(callable(getattr(obj, method, None)) for method in methods) and not framework_of(obj):
+        return obj
+    prefix = f"{where}: " if where else ""
+    expected = (
+        "a ragroute Pipeline" if name == "pipeline" else "a ragroute index, Source or retriever"
+    ) + f" (anything with {' or '.join(methods)})"
+    if isinstance(obj, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"{prefix}{name} must be {expected}, not a path ({str(obj)!r}): load it first with "
+            f"{_LOADERS[name]}({str(obj)!r})"
+        )
+    framework = framework_of(obj)
+    if framework:
+        adapter, label = _ADAPTERS[framework]
+        use = (
+            f"route to it as a Source of a Pipeline, Source(name, {adapter}(...))"
+            if name == "pipeline"
+            else f"wrap it in {adapter} to search it as a ragroute retriever"
+        )
+        raise InvalidArgumentError(
+            f"{prefix}{name} must be {expected}, not a {label} {type(obj).__name__}: {use}"
+        )
+    raise InvalidArgumentError(f"{prefix}{name} must be {expected}, not {value_type_name(obj)}")
 
 
 def framework_of(obj: Any) -> str:

@@ -44,13 +44,21 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_vali
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k, check_keys
 from ragroute.index.base import search_contexts
-from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
+from ragroute.integrations.adapters import (
+    SEARCHABLE,
+    DecisionLog,
+    ExternalRetriever,
+    check_target,
+    scalar_metadata,
+    scoped_hits,
+)
 from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, caller_scopes, labels_of, visible
 from ragroute.types import Decision, Document, Hit
 
 _RAGROUTE_KEYS = ("doc_id", "source", "score", "title", "route_probability", "decision_id")
 _SCORE_KEYS = ("score", "relevance_score", "similarity", "_similarity_score")
+_UNSET: Any = object()  # a positional pipeline or index not given (None is given, and refused)
 
 
 def hit_to_document(
@@ -81,7 +89,8 @@ def _one_line(error: ValidationError, where: str) -> InvalidArgumentError:
     (the checks of :mod:`ragroute.errors` name it themselves)."""
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
+    missing = first["type"] == "missing"
+    message = f"{field} is required" if missing else str(first["msg"]).removeprefix("Value error, ")
     if not message.startswith(field):
         message = f"{field}: {message}"
     return InvalidArgumentError(f"{where}: {message}")
@@ -190,6 +199,11 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
     pipeline: Any = Field(description="A ragroute Pipeline (anything with retrieve_contexts).")
     keep_decisions: int = Field(default=128, ge=1)
 
+    @field_validator("pipeline")
+    @classmethod
+    def _routes(cls, value: Any) -> Any:
+        return check_target(value, "pipeline", ("retrieve_contexts",))
+
     @field_validator("keep_decisions", mode="before")
     @classmethod
     def _kept(cls, value: Any) -> int:
@@ -197,8 +211,8 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
 
     _decisions: DecisionLog = PrivateAttr()
 
-    def __init__(self, pipeline: Any = None, /, **kwargs: Any) -> None:
-        if pipeline is not None:
+    def __init__(self, pipeline: Any = _UNSET, /, **kwargs: Any) -> None:
+        if pipeline is not _UNSET:
             kwargs["pipeline"] = pipeline
         super().__init__(**kwargs)
         self._decisions = DecisionLog(self.keep_decisions)
@@ -240,8 +254,13 @@ class IndexLangChainRetriever(_RagrouteRetriever):
 
     index: Any = Field(description="A ragroute index, Source, or anything with search_many.")
 
-    def __init__(self, index: Any = None, /, **kwargs: Any) -> None:
-        if index is not None:
+    @field_validator("index")
+    @classmethod
+    def _searchable(cls, value: Any) -> Any:
+        return check_target(value, "index", SEARCHABLE)
+
+    def __init__(self, index: Any = _UNSET, /, **kwargs: Any) -> None:
+        if index is not _UNSET:
             kwargs["index"] = index
         super().__init__(**kwargs)
 

@@ -50,7 +50,14 @@ from llama_index.core.vector_stores.types import (
 
 from ragroute.context import QueryContext, checked_caller, encoder_key
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k
-from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
+from ragroute.integrations.adapters import (
+    SEARCHABLE,
+    DecisionLog,
+    ExternalRetriever,
+    check_target,
+    scalar_metadata,
+    scoped_hits,
+)
 from ragroute.route.sources import hits_of
 from ragroute.scopes import ACCESS_KEY, caller_scopes
 from ragroute.types import Decision, Document, Hit
@@ -243,7 +250,7 @@ class RoutedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.routed = routed
+        self.routed = check_target(routed, "pipeline", ("retrieve_contexts", "retrieve"), type(self).__name__)
         self.caller = checked_caller(caller)
         self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.filters = dict(check_filters(filters)) if filters else None
@@ -293,9 +300,9 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.index = index
+        self.index = check_target(index, "index", SEARCHABLE, type(self).__name__)
         self.similarity_top_k = resolve_top_k(similarity_top_k, k)
-        self.filters = dict(filters) if filters else None
+        self.filters = dict(check_filters(filters)) if filters else None
         self.scopes = caller_scopes(scopes)
         self.encoder = query_encoder(index)
 
