@@ -233,6 +233,20 @@ def test_a_calls_own_decision_also_without_documents_and_under_concurrency(sourc
     assert len(documents) == 1 and decision.chosen == ["cook"]
 
 
+def test_a_copy_keeps_its_own_decisions(sources):
+    """model_copy() shared the original's log: the copy's queries overwrote its last_decision (and a
+    deep copy raised TypeError on the log's lock)."""
+    import copy
+
+    retriever = RoutedLangChainRetriever(NoneFirst(sources[1].retriever), k=2)
+    retriever.invoke("flour oven")
+    for twin in (retriever.model_copy(), retriever.model_copy(deep=True), copy.copy(retriever)):
+        documents, decision = twin.invoke_with_decision("the capital of Peru")
+        assert twin.last_decision is decision and decision.chosen == ["none"]
+        assert retriever.last_decision.chosen == ["cook"]
+    assert retriever.model_copy(update={"k": 1}).invoke("flour")[0].metadata["decision_id"]
+
+
 class SleepyIndex:
     def __init__(self, index, delay: float = 0.2):
         self.index, self.delay, self.name = index, delay, index.name

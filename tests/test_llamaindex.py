@@ -300,6 +300,11 @@ def test_a_query_bundle_embedding_is_used_instead_of_encoding(sources, hashing_e
     unusable = retriever.retrieve(QueryBundle(query, embedding=[float("nan")] * len(embedding)))
     assert hashing_encoder.calls == calls + 3
     assert [n.node.node_id for n in unusable] == [n.node.node_id for n in plain]
+    # and one of zeros (no direction: every similarity 0, no route, no hits, silently)
+    zeros = retriever.retrieve(QueryBundle(query, embedding=[0.0] * len(embedding)))
+    assert hashing_encoder.calls == calls + 4
+    assert [n.node.node_id for n in zeros] == [n.node.node_id for n in plain]
+    calls += 1
     # a plain dense index too
     index = IndexLlamaRetriever(sources[0].retriever, similarity_top_k=2)
     assert len(index.retrieve(QueryBundle(query, embedding=embedding))) == 2

@@ -126,6 +126,11 @@ class DecisionLog:
         with self._lock:
             return self._decisions.get(decision_id)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> DecisionLog:
+        """A new, empty log of the same size: a copy of a retriever starts its own decisions (a
+        decision names what only its own caller's scopes may see); the lock is never copied."""
+        return DecisionLog(self.size)
+
 
 def matches(hit: Hit, filters: Mapping[str, Any] | None) -> bool:
     """Whether ``hit`` passes ragroute's metadata ``filters`` (a list/tuple/set value: any of them;

@@ -217,6 +217,13 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
         super().__init__(**kwargs)
         self._decisions = DecisionLog(self.keep_decisions)
 
+    def __copy__(self) -> RoutedLangChainRetriever:
+        """A shallow copy (``model_copy()``) shares the pipeline, not the log of decisions: the
+        copy's queries never become the original's ``last_decision``."""
+        twin = super().__copy__()
+        twin._decisions = DecisionLog(self.keep_decisions)
+        return twin
+
     @property
     def last_decision(self) -> Decision | None:
         return self._decisions.last

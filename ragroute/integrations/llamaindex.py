@@ -152,7 +152,8 @@ def query_context(
     """A context for the bundle's query (with the caller's ``scopes``, and who asks: ``caller``, for
     per-caller exposure budgets); its ``embedding`` becomes
     ``encoder``'s query vector when the dimensions match (it is assumed to come from the same model)
-    and every value is finite; otherwise the query is encoded as if there were none."""
+    and every value is finite and not all are zero; otherwise the query is encoded as if there were
+    none."""
     context = QueryContext.of(
         query_bundle.query_str,
         filters=dict(check_filters(filters)) if filters else None,
@@ -163,7 +164,7 @@ def query_context(
     dim = getattr(encoder, "dim", None)
     if embedding is not None and encoder is not None and dim and len(embedding) == int(dim):
         row = np.asarray(embedding, dtype=np.float32)
-        if np.isfinite(row).all():
+        if np.isfinite(row).all() and row.any():  # NaN or all zeros: no direction to search in
             context.set_vector(encoder, row)
     return context
 
