@@ -133,6 +133,14 @@ def test_a_gated_retriever_wraps_llamaindex_retrievers_too(index, hashing_encode
     assert [n.node.node_id.split(":")[-1] for n in foreign.retrieve("Where was Ada Brennan born?")] == ["ada"]
     with pytest.raises(InvalidArgumentError, match="not a string"):
         GatedLlamaRetriever(CapitalGate(), "kb")
+    with pytest.raises(
+        InvalidArgumentError, match=r"^GatedLlamaRetriever: gate must be a ragroute gate .*not empty"
+    ):
+        GatedLlamaRetriever(None, index)  # an AttributeError at the first query
+    with pytest.raises(
+        InvalidArgumentError, match=r"^StepwiseLlamaRetriever: controller must be .*not a BM25Index"
+    ):
+        StepwiseLlamaRetriever(index)
 
 
 class SeeingGate:

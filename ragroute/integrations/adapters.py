@@ -235,6 +235,13 @@ class ExternalRetriever:
 
 #: what a framework retriever over one index searches: a ragroute index, Source or retriever
 SEARCHABLE = ("search_contexts", "search_many")
+#: what each thing a framework retriever is built over must be (:func:`check_target`)
+EXPECTED = {
+    "pipeline": "a ragroute Pipeline",
+    "index": "a ragroute index, Source or retriever",
+    "gate": "a ragroute gate",
+    "controller": "a StepwiseController",
+}
 _LOADERS = {
     "pipeline": "ragroute.route.config.load_routing",
     "index": "ragroute.index.io.load_index",
@@ -246,24 +253,22 @@ _ADAPTERS = {
 
 
 def check_target(obj: Any, name: str, methods: Sequence[str], where: str = "") -> Any:
-    """``obj`` when it has one of ``methods`` (what a framework retriever calls on its ``name``:
-    ``"pipeline"`` or ``"index"``); else one :class:`InvalidArgumentError` line, at the constructor
+    """``obj`` when it has one of ``methods`` (what a framework retriever calls on its ``name``: a
+    key of :data:`EXPECTED`); else one :class:`InvalidArgumentError` line, at the constructor
     rather than as an AttributeError at the first query: a path says how to load what it names, a
     framework's own retriever which adapter makes it a ragroute one."""
-    if any(callable(getattr(obj, method, None)) for method in methods) and not framework_of(obj):
+    foreign = name in _LOADERS and framework_of(obj)  # a framework's retriever has retrieve, too
+    if any(callable(getattr(obj, method, None)) for method in methods) and not foreign:
         return obj
     prefix = f"{where}: " if where else ""
-    expected = (
-        "a ragroute Pipeline" if name == "pipeline" else "a ragroute index, Source or retriever"
-    ) + f" (anything with {' or '.join(methods)})"
-    if isinstance(obj, (str, os.PathLike)):
+    expected = f"{EXPECTED[name]} (anything with {' or '.join(methods)})"
+    if isinstance(obj, (str, os.PathLike)) and name in _LOADERS:
         raise InvalidArgumentError(
             f"{prefix}{name} must be {expected}, not a path ({str(obj)!r}): load it first with "
             f"{_LOADERS[name]}({str(obj)!r})"
         )
-    framework = framework_of(obj)
-    if framework:
-        adapter, label = _ADAPTERS[framework]
+    if foreign:
+        adapter, label = _ADAPTERS[foreign]
         use = (
             f"route to it as a Source of a Pipeline, Source(name, {adapter}(...))"
             if name == "pipeline"

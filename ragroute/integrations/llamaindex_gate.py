@@ -34,7 +34,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, value_type_name
 from ragroute.gate.controller import StepwiseResult
-from ragroute.integrations.adapters import DecisionLog, scoped_hits
+from ragroute.integrations.adapters import DecisionLog, check_target, scoped_hits
 from ragroute.integrations.llamaindex import (
     IndexLlamaRetriever,
     LlamaRetrieverAdapter,
@@ -85,7 +85,7 @@ class GatedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.gate = gate
+        self.gate = check_target(gate, "gate", ("gate_many",), type(self).__name__)
         self.retriever, wrapped = _searchable(retriever)
         self.filters: dict[str, Any] | None = getattr(wrapped, "filters", None)
         if similarity_top_k is None and k is None and wrapped is not None:
@@ -182,7 +182,7 @@ class StepwiseLlamaRetriever(_Decisions, _TopK, BaseRetriever):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.controller = controller
+        self.controller = check_target(controller, "controller", ("run",), type(self).__name__)
         self.caller = checked_caller(caller)
         self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.scopes = caller_scopes(scopes)
