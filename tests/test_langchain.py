@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -16,7 +17,7 @@ from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 
-from ragroute.errors import RagrouteError  # noqa: E402
+from ragroute.errors import InvalidArgumentError, RagrouteError  # noqa: E402
 from ragroute.index.build import build_index  # noqa: E402
 from ragroute.integrations.langchain import (  # noqa: E402
     IndexLangChainRetriever,
@@ -24,7 +25,9 @@ from ragroute.integrations.langchain import (  # noqa: E402
     RoutedLangChainRetriever,
 )
 from ragroute.pipeline.build import pipeline_from_settings  # noqa: E402
+from ragroute.pipeline.runner import PipelineResult  # noqa: E402
 from ragroute.route.sources import Source  # noqa: E402
+from ragroute.types import Decision  # noqa: E402
 
 
 @pytest.fixture
@@ -108,6 +111,140 @@ def test_index_retriever_over_an_index_or_a_source(sources):
     assert len(IndexLangChainRetriever(sources[1], k=4).invoke("flour")) == 4
     with pytest.raises(ValueError):
         IndexLangChainRetriever(index, k=0)
+
+
+def test_an_unknown_keyword_is_one_error_line_not_ignored(sources, hashing_encoder):
+    """filter=, scope=, top_k= and similarity_top_k= were accepted and ignored: a typo dropped a
+    filter or a caller's scopes without a word."""
+    pipeline = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    for keyword, hint in [
+        ("filter", "did you mean 'filters'"),
+        ("scope", "did you mean 'scopes'"),
+        ("top_k", "known: caller, filters, k, keep_decisions"),
+        ("similarity_top_k", "known: caller, filters, k, keep_decisions"),
+    ]:
+        with pytest.raises(
+            InvalidArgumentError, match=f"RoutedLangChainRetriever: unknown keyword '{keyword}'; {hint}"
+        ):
+            RoutedLangChainRetriever(pipeline, **{keyword: 1})
+    with pytest.raises(
+        InvalidArgumentError, match="IndexLangChainRetriever: unknown keyword 'keep_decisions'"
+    ):
+        IndexLangChainRetriever(sources[1], keep_decisions=3)
+    # LangChain's own fields still pass
+    retriever = RoutedLangChainRetriever(pipeline, k=2, tags=["t"], metadata={"m": 1}, name="routed")
+    assert retriever.tags == ["t"] and retriever.metadata == {"m": 1} and retriever.get_name() == "routed"
+    assert len(retriever.invoke("flour")) == 2
+
+
+def test_k_and_the_other_fields_are_checked_strictly_at_construction_and_assignment(sources):
+    """k="3" and k=True were accepted (pydantic's lax parsing), k=0 was a multi-line pydantic error,
+    and assigning k=0 or filters="x" after construction was not checked at all."""
+    index = sources[1].retriever
+    for bad, message in [
+        ("3", "k must be a whole number >= 1, got a string"),
+        (True, "k must be a whole number >= 1, got a boolean"),
+        (2.5, "k must be a whole number >= 1, got 2.5"),
+        (0, "k must be >= 1, got 0"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=f"^IndexLangChainRetriever: {message}$"):
+            IndexLangChainRetriever(index, k=bad)
+    with pytest.raises(InvalidArgumentError, match="keep_decisions must be >= 1"):
+        RoutedLangChainRetriever(NoneFirst(index), keep_decisions=0)
+    with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
+        IndexLangChainRetriever(index, filters="x")
+    retriever = IndexLangChainRetriever(index, k=2)
+    for field, bad in [("k", 0), ("k", "2"), ("filters", "x"), ("caller", 5)]:
+        with pytest.raises(InvalidArgumentError, match=f"^IndexLangChainRetriever: {field} must be"):
+            setattr(retriever, field, bad)
+    retriever.k, retriever.scopes = 3, "hr"  # one label, as in the constructor
+    assert len(retriever.invoke("flour")) == 3 and retriever.scopes == ("hr",)
+
+
+def test_constructors_refuse_what_they_cannot_search(sources, hashing_encoder):
+    """A path or None was accepted and failed at the first query with an AttributeError."""
+    index = sources[1].retriever
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^IndexLangChainRetriever: index must be .*not a path .*: load it first with .*load_index",
+    ):
+        IndexLangChainRetriever("indexes/demo/cooking")
+    with pytest.raises(InvalidArgumentError, match=r"^IndexLangChainRetriever: index must be .*not empty"):
+        IndexLangChainRetriever(None)
+    with pytest.raises(
+        InvalidArgumentError,
+        match="not a LangChain IndexLangChainRetriever: wrap it in LangChainRetrieverAdapter",
+    ):
+        IndexLangChainRetriever(IndexLangChainRetriever(index))
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^RoutedLangChainRetriever: pipeline must be a ragroute Pipeline .*load_routing",
+    ):
+        RoutedLangChainRetriever("corpora/routing.yaml")
+    with pytest.raises(
+        InvalidArgumentError,
+        match="^RoutedLangChainRetriever: pipeline must be .*not a BM25Index|not a HybridIndex",
+    ):
+        RoutedLangChainRetriever(index)
+    with pytest.raises(InvalidArgumentError, match="^RoutedLangChainRetriever: pipeline is required$"):
+        RoutedLangChainRetriever()
+    pipeline = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    assert RoutedLangChainRetriever(pipeline=pipeline).invoke("galaxy")
+
+
+class NoneFirst:
+    """A routed retriever whose query about a "capital" routes to ``none`` (no hits) and ends first;
+    every other query is answered by ``index`` and ends later."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def retrieve_contexts(self, contexts, k):
+        out = []
+        for context in contexts:
+            if "capital" in context.text:
+                time.sleep(0.02)
+                out.append(PipelineResult([], Decision(["none"], {"none": 0.9}, decided_by=context.text)))
+            else:
+                time.sleep(0.2)
+                hits = self.index.search(context.text, k)
+                out.append(PipelineResult(hits, Decision(["cook"], {"cook": 0.8}, decided_by=context.text)))
+        return out
+
+
+def test_a_calls_own_decision_also_without_documents_and_under_concurrency(sources):
+    """A query routed to none returns no document to read its decision from, and last_decision
+    belongs to whichever query ended last."""
+    retriever = RoutedLangChainRetriever(NoneFirst(sources[1].retriever), k=2)
+    queries = ["what is the capital of Italy", "flour oven"] * 3
+
+    async def concurrently():
+        return await asyncio.gather(*(retriever.ainvoke_with_decision(q) for q in queries))
+
+    for query, (documents, decision) in zip(queries, asyncio.run(concurrently())):
+        assert decision.decided_by == query
+        assert (decision.chosen, len(documents)) == ((["none"], 0) if "capital" in query else (["cook"], 2))
+        assert all(retriever.decision_of(document) is decision for document in documents)
+    assert retriever.last_decision.chosen == ["cook"]  # the slow query's, whatever came first
+    with ThreadPoolExecutor(4) as pool:
+        for query, (documents, decision) in zip(queries, pool.map(retriever.invoke_with_decision, queries)):
+            assert decision.decided_by == query and len(documents) == (0 if "capital" in query else 2)
+    documents, decision = retriever.invoke_with_decision("flour", k=1, scopes=["hr"])  # invoke's arguments
+    assert len(documents) == 1 and decision.chosen == ["cook"]
+
+
+def test_a_copy_keeps_its_own_decisions(sources):
+    """model_copy() shared the original's log: the copy's queries overwrote its last_decision (and a
+    deep copy raised TypeError on the log's lock)."""
+    import copy
+
+    retriever = RoutedLangChainRetriever(NoneFirst(sources[1].retriever), k=2)
+    retriever.invoke("flour oven")
+    for twin in (retriever.model_copy(), retriever.model_copy(deep=True), copy.copy(retriever)):
+        documents, decision = twin.invoke_with_decision("the capital of Peru")
+        assert twin.last_decision is decision and decision.chosen == ["none"]
+        assert retriever.last_decision.chosen == ["cook"]
+    assert retriever.model_copy(update={"k": 1}).invoke("flour")[0].metadata["decision_id"]
 
 
 class SleepyIndex:

@@ -4,6 +4,7 @@ LlamaIndex retrievers as ragroute sources, in code and from a routing config."""
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata, MockLLM
@@ -11,14 +12,16 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidArgumentError, RagrouteError
 from ragroute.index.build import build_index
 from ragroute.integrations.llamaindex import IndexLlamaRetriever, LlamaRetrieverAdapter, RoutedLlamaRetriever
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings
+from ragroute.pipeline.runner import PipelineResult
 from ragroute.route.knn import KnnRouter
 from ragroute.route.llm import LlmRouter, UnknownRouteLabel
 from ragroute.route.sources import Source
+from ragroute.types import Decision
 
 
 class ScriptedLLM(CustomLLM):
@@ -119,6 +122,14 @@ def test_similarity_top_k_with_k_as_alias(sources):
         RoutedLlamaRetriever(routed, similarity_top_k=0)
     index = sources[1].retriever
     assert len(IndexLlamaRetriever(index, similarity_top_k=3).retrieve("flour")) == 3
+    for bad in ("5", 2.5, True):  # were coerced with int(): "5" -> 5, 2.5 -> 2, True -> 1
+        with pytest.raises(InvalidArgumentError, match="similarity_top_k must be a whole number"):
+            RoutedLlamaRetriever(routed, similarity_top_k=bad)
+        with pytest.raises(InvalidArgumentError, match="k must be a whole number"):
+            IndexLlamaRetriever(index, k=bad)
+        with pytest.raises(InvalidArgumentError, match="k must be a whole number"):
+            retriever.k = bad
+    assert retriever.k == 4
     assert len(IndexLlamaRetriever(sources[1], similarity_top_k=6).retrieve("flour")) == 6  # a Source too
 
 
@@ -200,6 +211,52 @@ def test_async_embeddings_encode_off_the_event_loop(hashing_encoder):
     assert texts == model.get_text_embedding_batch(["comet orbit", "bread oven"])
 
 
+class NoneFirst:
+    """A routed retriever whose query about a "capital" routes to ``none`` (no hits) and ends first;
+    every other query is answered by ``index`` and ends later."""
+
+    def __init__(self, index):
+        self.index, self.sources = index, []
+
+    def retrieve_contexts(self, contexts, k):
+        out = []
+        for context in contexts:
+            if "capital" in context.text:
+                time.sleep(0.02)
+                out.append(PipelineResult([], Decision(["none"], {"none": 0.9}, decided_by=context.text)))
+            else:
+                time.sleep(0.2)
+                hits = self.index.search(context.text, k)
+                for hit in hits:
+                    hit.source = "cook"
+                out.append(PipelineResult(hits, Decision(["cook"], {"cook": 0.8}, decided_by=context.text)))
+        return out
+
+
+def test_a_calls_own_decision_also_without_nodes_and_under_concurrency(sources):
+    """A query routed to none returns no node to read its decision from, and last_decision belongs to
+    whichever query ended last: its decision could not be had under concurrency."""
+    retriever = RoutedLlamaRetriever(NoneFirst(sources[1].retriever), similarity_top_k=2)
+    queries = ["what is the capital of Italy", "flour oven"] * 3
+
+    async def concurrently():
+        return await asyncio.gather(*(retriever.aretrieve_with_decision(q) for q in queries))
+
+    for query, (nodes, decision) in zip(queries, asyncio.run(concurrently())):
+        assert decision.decided_by == query
+        assert (decision.chosen, len(nodes)) == ((["none"], 0) if "capital" in query else (["cook"], 2))
+        assert all(retriever.decision_of(node) is decision for node in nodes)
+    assert retriever.last_decision.chosen == ["cook"]  # the slow query's, whatever came first
+    with ThreadPoolExecutor(4) as pool:  # worker threads, each with its own call
+        for query, (nodes, decision) in zip(queries, pool.map(retriever.retrieve_with_decision, queries)):
+            assert decision.decided_by == query and len(nodes) == (0 if "capital" in query else 2)
+    nodes, decision = retriever.retrieve_with_decision(QueryBundle("the capital of France"))
+    assert nodes == [] and decision.chosen == ["none"]
+    # a copy per caller keeps its own decisions
+    twin = retriever.with_scopes(["hr"])
+    assert twin.retrieve_with_decision("flour")[1].chosen == ["cook"]
+
+
 def test_concurrent_queries_get_the_answers_of_sequential_ones(sources, hashing_encoder):
     """The pipeline, its router and its indexes are shared by the worker threads of aretrieve."""
     routed = pipeline_from_settings(sources, {"kind": "prototype", "max_routes": 2}, encoder=hashing_encoder)
@@ -243,6 +300,11 @@ def test_a_query_bundle_embedding_is_used_instead_of_encoding(sources, hashing_e
     unusable = retriever.retrieve(QueryBundle(query, embedding=[float("nan")] * len(embedding)))
     assert hashing_encoder.calls == calls + 3
     assert [n.node.node_id for n in unusable] == [n.node.node_id for n in plain]
+    # and one of zeros (no direction: every similarity 0, no route, no hits, silently)
+    zeros = retriever.retrieve(QueryBundle(query, embedding=[0.0] * len(embedding)))
+    assert hashing_encoder.calls == calls + 4
+    assert [n.node.node_id for n in zeros] == [n.node.node_id for n in plain]
+    calls += 1
     # a plain dense index too
     index = IndexLlamaRetriever(sources[0].retriever, similarity_top_k=2)
     assert len(index.retrieve(QueryBundle(query, embedding=embedding))) == 2
@@ -293,6 +355,43 @@ def vector_index(hashing_encoder, small_docs):
         if d.metadata["topic"] == "cook"
     ]
     return VectorStoreIndex(nodes, embed_model=EncoderEmbedding(hashing_encoder))
+
+
+def test_constructors_refuse_what_they_cannot_search(sources, vector_index, hashing_encoder):
+    """A path, None or a LlamaIndex retriever or index was accepted and failed at the first query with
+    an AttributeError; filters="x" skipped the filter check; keep_decisions=-1 was a KeyError there."""
+    routed = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^RoutedLlamaRetriever: pipeline must be a .*not a path .*: load it first with .*load_routing",
+    ):
+        RoutedLlamaRetriever("corpora/routing.yaml")
+    with pytest.raises(
+        InvalidArgumentError, match="not a LlamaIndex VectorIndexRetriever: route to it as a Source"
+    ):
+        RoutedLlamaRetriever(vector_index.as_retriever())
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^IndexLlamaRetriever: index must be a ragroute index, Source or retriever .*not empty",
+    ):
+        IndexLlamaRetriever(None)
+    for foreign in (vector_index, vector_index.as_retriever()):
+        with pytest.raises(
+            InvalidArgumentError, match="not a LlamaIndex .*: wrap it in LlamaRetrieverAdapter"
+        ):
+            IndexLlamaRetriever(foreign)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"not a path \('indexes/x'\): load it first with ragroute.index.io.load_index",
+    ):
+        IndexLlamaRetriever("indexes/x")
+    with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
+        IndexLlamaRetriever(sources[0], filters="x")
+    with pytest.raises(InvalidArgumentError, match="keep_decisions must be >= 1, got -1"):
+        RoutedLlamaRetriever(routed, keep_decisions=-1)
+    # what they can search still goes in: a pipeline, an index, a Source, an adapted LlamaIndex retriever
+    assert RoutedLlamaRetriever(routed).retrieve("galaxy")
+    assert IndexLlamaRetriever(LlamaRetrieverAdapter(vector_index), similarity_top_k=2).retrieve("flour")
 
 
 def test_a_llamaindex_index_or_retriever_as_a_ragroute_source(sources, vector_index):

@@ -75,6 +75,7 @@ def test_interleave_round_robin_dedup_and_cut():
     assert [h.doc_id for h in interleave([a, b])] == ["x", "y", "w", "z"]
     assert [h.doc_id for h in interleave([a, b], 2)] == ["x", "y"]
     assert interleave([]) == []
+    assert interleave([a, b], 0) == [] and interleave([a, b], -5) == []  # took one hit before any cut
 
 
 def test_references_and_relation_form():

@@ -65,6 +65,44 @@ def test_gated_llama_retriever(index):
     assert routed.decision_of(first[0]).chosen == ["kb"]
 
 
+def test_gated_and_stepwise_retrievers_give_a_calls_own_decision(index):
+    """A query the gate answered returns no node: its gate decision (and a routed query's routing
+    decision) could only be read from last_decision, which belongs to whichever query ended last;
+    the step-wise retriever had no decision_of at all."""
+    import asyncio
+
+    from ragroute.integrations.llamaindex_gate import GateOutcome
+    from ragroute.pipeline import Pipeline
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import Source
+
+    gated = GatedLlamaRetriever(CapitalGate(), Pipeline([Source("kb", index)], FixedRoutes(["kb"])), k=3)
+    queries = ["What is the capital of France?", "Where was Ada Brennan born?"] * 2
+
+    async def concurrently():
+        return await asyncio.gather(*(gated.aretrieve_with_decision(q) for q in queries))
+
+    for query, (nodes, outcome) in zip(queries, asyncio.run(concurrently())):
+        assert isinstance(outcome, GateOutcome)
+        if "capital" in query:
+            assert nodes == [] and outcome.gate.action == "answer" and outcome.routing is None
+        else:
+            assert outcome.gate.action == "retrieve" and outcome.routing.chosen == ["kb"]
+            assert gated.decision_of(nodes[0]) is outcome.routing
+    nodes, outcome = gated.retrieve_with_decision("What is the capital of Peru?")
+    assert nodes == [] and outcome.gate.reason == "known"
+
+    controller = StepwiseController(
+        ScriptedPlanner(["Where was Ada Brennan born?", "mayor of #1"]), index, k=2
+    )
+    stepwise = StepwiseLlamaRetriever(controller, k=3)
+    nodes, run = stepwise.retrieve_with_decision("Who is the mayor of Ada Brennan's town?")
+    assert run is stepwise.last_result and run.retrieval_calls == 2
+    assert all(stepwise.decision_of(node) is run for node in nodes)
+    nodes, again = asyncio.run(stepwise.aretrieve_with_decision("Who is the mayor of Ada Brennan's town?"))
+    assert again is not run and stepwise.decision_of(nodes[0]) is again
+
+
 def test_a_gated_retriever_wraps_llamaindex_retrievers_too(index, hashing_encoder):
     """Wrapping a RoutedLlamaRetriever raised AttributeError ('no attribute search_many') on the
     first query the gate let through; any other LlamaIndex retriever likewise."""
@@ -95,6 +133,71 @@ def test_a_gated_retriever_wraps_llamaindex_retrievers_too(index, hashing_encode
     assert [n.node.node_id.split(":")[-1] for n in foreign.retrieve("Where was Ada Brennan born?")] == ["ada"]
     with pytest.raises(InvalidArgumentError, match="not a string"):
         GatedLlamaRetriever(CapitalGate(), "kb")
+    with pytest.raises(
+        InvalidArgumentError, match=r"^GatedLlamaRetriever: gate must be a ragroute gate .*not empty"
+    ):
+        GatedLlamaRetriever(None, index)  # an AttributeError at the first query
+    with pytest.raises(
+        InvalidArgumentError, match=r"^StepwiseLlamaRetriever: controller must be .*not a BM25Index"
+    ):
+        StepwiseLlamaRetriever(index)
+
+
+class SeeingGate:
+    """Lets every query through and remembers the contexts it saw."""
+
+    name = "seeing"
+
+    def __init__(self):
+        self.seen = []
+
+    def gate_many(self, contexts):
+        self.seen.extend(contexts)
+        return [GateDecision("retrieve", 0.9) for _ in contexts]
+
+
+def test_a_gated_retriever_keeps_what_the_wrapped_retriever_was_set_up_with(hashing_encoder):
+    """Only a wrapped RoutedLlamaRetriever's filters survived: its scopes, caller and top k were
+    dropped (an hr caller saw only public documents, the exposure budget was charged to the
+    anonymous caller), an IndexLlamaRetriever's filters too; a QueryBundle's embedding was ignored."""
+    from ragroute.integrations.llamaindex import IndexLlamaRetriever, RoutedLlamaRetriever
+    from ragroute.pipeline import Pipeline
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import Source
+
+    docs = [
+        Document("pay", "Payroll dates: salaries are paid on the 25th.", metadata={"access": "hr"}),
+        Document("hol", "Holiday calendar and payroll cut-off overview.", metadata={"kind": "memo"}),
+        Document("exec", "Executive payroll dates and bonus schedule.", metadata={"access": "exec"}),
+        Document("bread", "Bread dough rises for two hours in a warm kitchen."),
+    ]
+    hr_index = build_index(docs, "dense", encoder=hashing_encoder, name="hr")
+    pipeline = Pipeline([Source("hr", hr_index)], FixedRoutes(["hr"]))
+    routed = RoutedLlamaRetriever(pipeline, similarity_top_k=2, scopes=["hr"], caller="alice")
+    gate = SeeingGate()
+    gated = GatedLlamaRetriever(gate, routed)
+    assert (gated.similarity_top_k, gated.scopes, gated.caller) == (2, ("hr",), "alice")
+    nodes = gated.retrieve("payroll dates")
+    assert [n.node.metadata["doc_id"] for n in nodes] == [
+        n.node.metadata["doc_id"] for n in routed.retrieve("payroll dates")
+    ]
+    assert "pay" in {n.node.metadata["doc_id"] for n in nodes} and len(nodes) == 2
+    assert (gate.seen[-1].caller, gate.seen[-1].scopes) == ("alice", ("hr",))
+    # given here, they win
+    public = GatedLlamaRetriever(gate, routed, k=3, scopes=[], caller="bob")
+    assert "pay" not in {n.node.metadata["doc_id"] for n in public.retrieve("payroll dates")}
+    assert (gate.seen[-1].caller, gate.seen[-1].scopes, public.k) == ("bob", (), 3)
+    # an index retriever's filters, scopes and top k
+    memos = IndexLlamaRetriever(hr_index, similarity_top_k=3, filters={"kind": "memo"}, scopes=["exec"])
+    gated_memos = GatedLlamaRetriever(gate, memos)
+    assert (gated_memos.filters, gated_memos.scopes, gated_memos.k) == ({"kind": "memo"}, ("exec",), 3)
+    assert [n.node.metadata["doc_id"] for n in gated_memos.retrieve("payroll dates")] == ["hol"]
+    # a QueryBundle's embedding is the query vector (not encoded again)
+    bread = hashing_encoder.encode_queries(["bread dough rises"])[0].tolist()
+    calls = hashing_encoder.calls
+    by_vector = gated.retrieve(QueryBundle("payroll dates", embedding=bread))
+    assert hashing_encoder.calls == calls
+    assert by_vector[0].node.metadata["doc_id"] == "bread"
 
 
 def test_stepwise_llama_retriever(index):
@@ -110,6 +213,27 @@ def test_stepwise_llama_retriever(index):
 
     shown = nodes[0].node.get_content(metadata_mode=MetadataMode.LLM)  # what an LLM reads
     assert "step:" not in shown and "complete:" not in shown  # the caller's, not the model's
+
+
+def test_stepwise_llama_retriever_checks_its_top_k(index):
+    """k=0 and k=-5 returned one node, silently; k="3" raised a raw TypeError at the first query."""
+    from ragroute.errors import InvalidArgumentError
+
+    controller = StepwiseController(
+        ScriptedPlanner(["Where was Ada Brennan born?", "mayor of #1"]), index, k=2
+    )
+    for bad in (0, -5):
+        with pytest.raises(InvalidArgumentError, match="k must be >= 1"):
+            StepwiseLlamaRetriever(controller, k=bad)
+    for bad in ("3", 2.5, True):
+        with pytest.raises(InvalidArgumentError, match="k must be a whole number"):
+            StepwiseLlamaRetriever(controller, k=bad)
+    retriever = StepwiseLlamaRetriever(controller, similarity_top_k=1)  # as the other LlamaIndex retrievers
+    assert retriever.k == retriever.similarity_top_k == 1
+    assert len(retriever.retrieve("Who is the mayor of Ada Brennan's town?")) == 1
+    assert StepwiseLlamaRetriever(controller).similarity_top_k == 5
+    with pytest.raises(InvalidArgumentError, match="k must be >= 1"):
+        retriever.k = 0
 
 
 def test_llm_settings():
@@ -229,9 +353,12 @@ def test_ask_says_when_no_llm_answer_came_back(workspace):
     assert first.startswith("answer: Ada Brennan") and "not the LLM's: no LLM answer came back" in first
     assert "answer: (none from the LLM: its top hit stands in)" in result.output
     assert "note: the final answer's planner fell back" in result.output
-    payload = CliRunner().invoke(
-        main, ["ask", str(workspace / "down.yaml"), "Where was Ada Brennan born?", "--json"]
-    ).stdout.strip().splitlines()[-1]
+    payload = (
+        CliRunner()
+        .invoke(main, ["ask", str(workspace / "down.yaml"), "Where was Ada Brennan born?", "--json"])
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert json.loads(payload)["answer_from"] == "top_hit"
 
 
@@ -250,4 +377,3 @@ def test_ask_labels_an_llm_step_answer_taken_by_a_fallen_back_planner_as_the_llm
         main, ["ask", str(workspace / "unplanned.yaml"), "Where was Ada Brennan born?", "--no-llm", "--json"]
     )
     assert json.loads(plain.stdout.strip().splitlines()[-1])["answer_from"] == "top_hit"
-

@@ -53,8 +53,10 @@ Answer:"""
 
 def interleave(rankings: Sequence[Sequence[Hit]], k: int | None = None) -> list[Hit]:
     """One ranking from several: rank 1 of every list in order, then rank 2, ...; a document
-    already taken (by ``parent_id or doc_id``) is skipped; cut at ``k``."""
+    already taken (by ``parent_id or doc_id``) is skipped; cut at ``k`` (``k < 1``: none)."""
     out: list[Hit] = []
+    if k is not None and k < 1:
+        return out
     seen: set[str] = set()
     depth = max((len(r) for r in rankings), default=0)
     for position in range(depth):

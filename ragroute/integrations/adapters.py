@@ -1,28 +1,42 @@
 """What the LlamaIndex and LangChain integrations share (no framework is imported here).
 
 * :class:`DecisionLog`: the decisions of a framework retriever's latest queries, kept once
-  per query (nodes and documents carry only a small ``decision_id``), safe across threads;
+  per query (nodes and documents carry only a small ``decision_id``), safe across threads; its
+  :meth:`~DecisionLog.capture` gives one call its own decision (the ``*_with_decision`` methods);
 * :class:`ExternalRetriever`: the base of the adapters that make a framework's retriever a
   ragroute retriever (``search``, ``search_many``, ``search_contexts``), so it can be a
   :class:`~ragroute.route.sources.Source` of a pipeline; a query context's caller scope is
   pushed down into the framework where the adapter has a ``scope_filters`` builder, and always
   applied to what comes back (:func:`scoped_hits`);
+* :func:`check_target`: the pipeline or index a framework retriever is built over, checked at
+  its constructor;
 * :func:`framework_of`: which framework an object comes from, read from its classes'
   modules (so nothing is imported to find out).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
-from ragroute.errors import check_batch, check_filters, check_k, check_query
+from ragroute.errors import (
+    InvalidArgumentError,
+    check_batch,
+    check_filters,
+    check_k,
+    check_query,
+    value_type_name,
+)
 from ragroute.index.base import by_filter_groups
 from ragroute.scopes import ACCESS_KEY, Visible, labels_of, scope_of, visible
-from ragroute.types import Decision, Document, Hit
+from ragroute.types import Document, Hit
 
 #: scalar metadata types a node or document may carry (nested values stay in ``explain``)
 SCALARS = (str, int, float, bool)
@@ -48,16 +62,37 @@ def scoped_hits(hits: Iterable[Hit], scopes: Iterable[str], source: Any = None) 
     return [hit for hit in hits if visible(labels_of(hit.metadata.get(ACCESS_KEY)), scopes)]
 
 
+@dataclass
+class Captured:
+    """What :meth:`DecisionLog.capture` collected: the ``decision`` of the one query made inside
+    (``None`` until that query reports one)."""
+
+    decision: Any = None
+
+
+#: the capture open in this thread or asyncio task (and in the worker threads it starts with
+#: ``asyncio.to_thread``, which copy the context): the log it listens to and where it puts what it hears
+_CAPTURE: ContextVar[tuple[DecisionLog, Captured] | None] = ContextVar(
+    "ragroute_decision_capture", default=None
+)
+
+
 class DecisionLog:
-    """The decisions of the last ``size`` queries, by id; ``last`` is the latest one recorded."""
+    """The decisions of the last ``size`` queries, by id; ``last`` is the latest one recorded.
+
+    ``last`` belongs to whichever query ended last, and a decision kept by id is reachable only
+    through a result that names it; :meth:`capture` gives one call its own decision, results or
+    not, however many queries run at once."""
 
     def __init__(self, size: int = 128) -> None:
-        self.size = size
-        self._decisions: OrderedDict[str, Decision] = OrderedDict()
+        self.size = check_k(size, "keep_decisions")
+        self._decisions: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.last: Decision | None = None
+        self.last: Any = None
 
-    def record(self, decision: Decision, decision_id: str = "") -> str:
+    def record(self, decision: Any, decision_id: str = "") -> str:
+        """Keep ``decision`` under ``decision_id`` (a new one when empty), make it ``last`` and
+        :meth:`report` it; returns its id."""
         decision_id = decision_id or uuid.uuid4().hex[:12]
         with self._lock:
             self._decisions[decision_id] = decision
@@ -65,11 +100,36 @@ class DecisionLog:
             while len(self._decisions) > self.size:
                 self._decisions.popitem(last=False)
             self.last = decision
+        self.report(decision)
         return decision_id
 
-    def get(self, decision_id: str) -> Decision | None:
+    def report(self, outcome: Any) -> None:
+        """Hand ``outcome`` to the :meth:`capture` of this log open around the current call, if any
+        (a capture of another retriever's log, e.g. an outer one, hears nothing from this one)."""
+        open_capture = _CAPTURE.get()
+        if open_capture is not None and open_capture[0] is self:
+            open_capture[1].decision = outcome
+
+    @contextmanager
+    def capture(self) -> Iterator[Captured]:
+        """Collect what the one query run inside reports (``with log.capture() as got: ...;
+        got.decision``): per thread and per asyncio task, so concurrent queries never see each
+        other's, and also when the query returns nothing (routed to ``none``, or a gate answered)."""
+        captured = Captured()
+        token = _CAPTURE.set((self, captured))
+        try:
+            yield captured
+        finally:
+            _CAPTURE.reset(token)
+
+    def get(self, decision_id: str) -> Any:
         with self._lock:
             return self._decisions.get(decision_id)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DecisionLog:
+        """A new, empty log of the same size: a copy of a retriever starts its own decisions (a
+        decision names what only its own caller's scopes may see); the lock is never copied."""
+        return DecisionLog(self.size)
 
 
 def matches(hit: Hit, filters: Mapping[str, Any] | None) -> bool:
@@ -171,6 +231,53 @@ class ExternalRetriever:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+#: what a framework retriever over one index searches: a ragroute index, Source or retriever
+SEARCHABLE = ("search_contexts", "search_many")
+#: what each thing a framework retriever is built over must be (:func:`check_target`)
+EXPECTED = {
+    "pipeline": "a ragroute Pipeline",
+    "index": "a ragroute index, Source or retriever",
+    "gate": "a ragroute gate",
+    "controller": "a StepwiseController",
+}
+_LOADERS = {
+    "pipeline": "ragroute.route.config.load_routing",
+    "index": "ragroute.index.io.load_index",
+}
+_ADAPTERS = {
+    "llamaindex": ("LlamaRetrieverAdapter", "LlamaIndex"),
+    "langchain": ("LangChainRetrieverAdapter", "LangChain"),
+}
+
+
+def check_target(obj: Any, name: str, methods: Sequence[str], where: str = "") -> Any:
+    """``obj`` when it has one of ``methods`` (what a framework retriever calls on its ``name``: a
+    key of :data:`EXPECTED`); else one :class:`InvalidArgumentError` line, at the constructor
+    rather than as an AttributeError at the first query: a path says how to load what it names, a
+    framework's own retriever which adapter makes it a ragroute one."""
+    foreign = name in _LOADERS and framework_of(obj)  # a framework's retriever has retrieve, too
+    if any(callable(getattr(obj, method, None)) for method in methods) and not foreign:
+        return obj
+    prefix = f"{where}: " if where else ""
+    expected = f"{EXPECTED[name]} (anything with {' or '.join(methods)})"
+    if isinstance(obj, (str, os.PathLike)) and name in _LOADERS:
+        raise InvalidArgumentError(
+            f"{prefix}{name} must be {expected}, not a path ({str(obj)!r}): load it first with "
+            f"{_LOADERS[name]}({str(obj)!r})"
+        )
+    if foreign:
+        adapter, label = _ADAPTERS[foreign]
+        use = (
+            f"route to it as a Source of a Pipeline, Source(name, {adapter}(...))"
+            if name == "pipeline"
+            else f"wrap it in {adapter} to search it as a ragroute retriever"
+        )
+        raise InvalidArgumentError(
+            f"{prefix}{name} must be {expected}, not a {label} {type(obj).__name__}: {use}"
+        )
+    raise InvalidArgumentError(f"{prefix}{name} must be {expected}, not {value_type_name(obj)}")
 
 
 def framework_of(obj: Any) -> str:

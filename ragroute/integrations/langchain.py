@@ -12,8 +12,10 @@ the only module that imports it.
 Returned ``Document`` s carry small metadata: ``doc_id``, ``source``, ``score`` (plus ``title``,
 ``route_probability`` and ``decision_id`` when there are any, and the document's own scalar
 fields); their ``id`` is ``SOURCE:DOC_ID``. The routing decision is kept once per query on the
-retriever (``last_decision``, or ``decision_of(document)`` under concurrency). ``ainvoke`` runs
-the search in a worker thread, so concurrent queries overlap and the event loop is never blocked.
+retriever (``last_decision``, or ``decision_of(document)`` under concurrency;
+``invoke_with_decision(query)`` returns the documents and their query's decision, also when there
+are none). ``ainvoke`` runs the search in a worker thread, so concurrent queries overlap and the
+event loop is never blocked.
 
 Caller scopes (:mod:`ragroute.scopes`): both retrievers take a ``scopes`` field (the caller's
 labels; none: only public sources and documents), and per call ``invoke(query, scopes=[...])``;
@@ -36,18 +38,27 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LangChainDocument
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from langchain_core.runnables import RunnableConfig
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError, check_k
+from ragroute.context import QueryContext, checked_caller
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k, check_keys
 from ragroute.index.base import search_contexts
-from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
+from ragroute.integrations.adapters import (
+    SEARCHABLE,
+    DecisionLog,
+    ExternalRetriever,
+    check_target,
+    scalar_metadata,
+    scoped_hits,
+)
 from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, caller_scopes, labels_of, visible
 from ragroute.types import Decision, Document, Hit
 
 _RAGROUTE_KEYS = ("doc_id", "source", "score", "title", "route_probability", "decision_id")
 _SCORE_KEYS = ("score", "relevance_score", "similarity", "_similarity_score")
+_UNSET: Any = object()  # a positional pipeline or index not given (None is given, and refused)
 
 
 def hit_to_document(
@@ -73,11 +84,27 @@ def hit_to_document(
     )
 
 
+def _one_line(error: ValidationError, where: str) -> InvalidArgumentError:
+    """A pydantic validation error as ragroute's one line: the first problem, naming the field
+    (the checks of :mod:`ragroute.errors` name it themselves)."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    missing = first["type"] == "missing"
+    message = f"{field} is required" if missing else str(first["msg"]).removeprefix("Value error, ")
+    if not message.startswith(field):
+        message = f"{field}: {message}"
+    return InvalidArgumentError(f"{where}: {message}")
+
+
 class _RagrouteRetriever(BaseRetriever):
     """What both retrievers share: ``k``, ``filters``, ``scopes`` and ``caller`` (also per call:
-    ``invoke(query, scopes=..., caller=..., k=...)``) and searching in a thread under ``ainvoke``."""
+    ``invoke(query, scopes=..., caller=..., k=...)``) and searching in a thread under ``ainvoke``.
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    An unknown keyword (``filter=``, ``scope=``, ``top_k=``, ``similarity_top_k=``) is refused with
+    one line naming it (``extra="forbid"``), not ignored: a typo would otherwise drop a filter or a
+    caller's scopes without a word."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=True)
 
     k: int = Field(default=5, ge=1, description="Documents returned per query.")
     filters: dict[str, Any] | None = Field(default=None, description="ragroute metadata filters.")
@@ -85,6 +112,34 @@ class _RagrouteRetriever(BaseRetriever):
         default=(), description="The caller's scopes (none: only public sources and documents)."
     )
     caller: str = Field(default="", description="Who asks, for per-caller exposure budgets ('': anonymous).")
+
+    def __init__(self, **kwargs: Any) -> None:
+        check_keys(kwargs, type(self).model_fields, type(self).__name__, "keyword", InvalidArgumentError)
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as error:
+            raise _one_line(error, type(self).__name__) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)  # fields are checked as in the constructor
+        except ValidationError as error:
+            raise _one_line(error, type(self).__name__) from None
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> int:
+        return check_k(value)  # the check of invoke(query, k=...): "3", 2.5 and True are refused
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        return check_filters(value)
+
+    @field_validator("caller", mode="before")
+    @classmethod
+    def _who(cls, value: Any) -> str:
+        return checked_caller(value)
 
     @field_validator("scopes", mode="before")
     @classmethod
@@ -136,18 +191,38 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
     """A LangChain retriever that routes with a ragroute pipeline: ``RoutedLangChainRetriever(p, k=5)``.
 
     ``last_decision`` is the decision of the latest query; with concurrent queries, read a
-    document's own with :meth:`decision_of` (the last ``keep_decisions`` are kept).
+    document's own with :meth:`decision_of` (the last ``keep_decisions`` are kept), or a call's own
+    with :meth:`invoke_with_decision` / :meth:`ainvoke_with_decision` (also when it returns no
+    documents).
     """
 
     pipeline: Any = Field(description="A ragroute Pipeline (anything with retrieve_contexts).")
     keep_decisions: int = Field(default=128, ge=1)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _routes(cls, value: Any) -> Any:
+        return check_target(value, "pipeline", ("retrieve_contexts",))
+
+    @field_validator("keep_decisions", mode="before")
+    @classmethod
+    def _kept(cls, value: Any) -> int:
+        return check_k(value, "keep_decisions")
+
     _decisions: DecisionLog = PrivateAttr()
 
-    def __init__(self, pipeline: Any = None, /, **kwargs: Any) -> None:
-        if pipeline is not None:
+    def __init__(self, pipeline: Any = _UNSET, /, **kwargs: Any) -> None:
+        if pipeline is not _UNSET:
             kwargs["pipeline"] = pipeline
         super().__init__(**kwargs)
         self._decisions = DecisionLog(self.keep_decisions)
+
+    def __copy__(self) -> RoutedLangChainRetriever:
+        """A shallow copy (``model_copy()``) shares the pipeline, not the log of decisions: the
+        copy's queries never become the original's ``last_decision``."""
+        twin = super().__copy__()
+        twin._decisions = DecisionLog(self.keep_decisions)
+        return twin
 
     @property
     def last_decision(self) -> Decision | None:
@@ -156,6 +231,24 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
     def decision_of(self, document: LangChainDocument) -> Decision | None:
         """The decision of the query that returned ``document`` (if still kept)."""
         return self._decisions.get(str(document.metadata.get("decision_id", "")))
+
+    def invoke_with_decision(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> tuple[list[LangChainDocument], Decision | None]:
+        """``invoke(input, config, **kwargs)`` and the decision of that very query, also when it
+        returns no documents (routed to ``none``) and whatever other queries run at once
+        (``last_decision`` belongs to whichever ended last)."""
+        with self._decisions.capture() as captured:
+            documents = self.invoke(input, config, **kwargs)
+        return documents, captured.decision
+
+    async def ainvoke_with_decision(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> tuple[list[LangChainDocument], Decision | None]:
+        """:meth:`invoke_with_decision` through ``ainvoke`` (the search in a worker thread)."""
+        with self._decisions.capture() as captured:
+            documents = await self.ainvoke(input, config, **kwargs)
+        return documents, captured.decision
 
     def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:
         result = self.pipeline.retrieve_contexts([context], k)[0]
@@ -168,8 +261,13 @@ class IndexLangChainRetriever(_RagrouteRetriever):
 
     index: Any = Field(description="A ragroute index, Source, or anything with search_many.")
 
-    def __init__(self, index: Any = None, /, **kwargs: Any) -> None:
-        if index is not None:
+    @field_validator("index")
+    @classmethod
+    def _searchable(cls, value: Any) -> Any:
+        return check_target(value, "index", SEARCHABLE)
+
+    def __init__(self, index: Any = _UNSET, /, **kwargs: Any) -> None:
+        if index is not _UNSET:
             kwargs["index"] = index
         super().__init__(**kwargs)
 

@@ -17,7 +17,8 @@ Node metadata is small. The LLM and the embedder see the title and the document'
 metadata; ``source``, ``doc_id``, ``rank``, ``modality``, ``parent_id``, ``route_probability``,
 ``decision_id`` and ``explain`` (the numbers behind the score) are hidden from both
 (:data:`HIDDEN_METADATA_KEYS`). The routing decision is kept once per query on the retriever
-(``last_decision``, or ``decision_of(node)`` under concurrency), never copied into nodes.
+(``last_decision``, or ``decision_of(node)`` under concurrency; ``retrieve_with_decision(query)``
+returns the nodes and their query's decision, also when there are no nodes), never copied into nodes.
 Node ids are ``SOURCE:DOC_ID`` so hits from different sources never collide (LlamaIndex drops
 nodes with duplicate ids).
 
@@ -35,7 +36,7 @@ import asyncio
 import copy
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from llama_index.core.retrievers import BaseRetriever
@@ -48,8 +49,15 @@ from llama_index.core.vector_stores.types import (
 )
 
 from ragroute.context import QueryContext, checked_caller, encoder_key
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters
-from ragroute.integrations.adapters import DecisionLog, ExternalRetriever, scalar_metadata, scoped_hits
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k
+from ragroute.integrations.adapters import (
+    SEARCHABLE,
+    DecisionLog,
+    ExternalRetriever,
+    check_target,
+    scalar_metadata,
+    scoped_hits,
+)
 from ragroute.route.sources import hits_of
 from ragroute.scopes import ACCESS_KEY, caller_scopes
 from ragroute.types import Decision, Document, Hit
@@ -101,13 +109,15 @@ def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str 
 
 def resolve_top_k(similarity_top_k: int | None, k: int | None) -> int:
     """The hits a LlamaIndex retriever returns: ``similarity_top_k``, or its alias ``k`` (the two must
-    agree when both are given), else :data:`DEFAULT_TOP_K`."""
+    agree when both are given), else :data:`DEFAULT_TOP_K`; each a whole number >= 1
+    (:func:`~ragroute.errors.check_k`: ``"5"``, ``2.5`` and ``True`` are refused, not coerced)."""
+    if similarity_top_k is not None:
+        similarity_top_k = check_k(similarity_top_k, "similarity_top_k")
+    if k is not None:
+        k = check_k(k)
     if similarity_top_k is not None and k is not None and similarity_top_k != k:
         raise RagrouteError(f"similarity_top_k={similarity_top_k} and k={k} disagree: give one")
-    top_k = similarity_top_k if similarity_top_k is not None else k if k is not None else DEFAULT_TOP_K
-    if int(top_k) < 1:
-        raise RagrouteError(f"similarity_top_k must be >= 1, got {top_k}")
-    return int(top_k)
+    return similarity_top_k if similarity_top_k is not None else k if k is not None else DEFAULT_TOP_K
 
 
 def query_encoder(obj: Any, _depth: int = 0) -> Any:
@@ -142,7 +152,8 @@ def query_context(
     """A context for the bundle's query (with the caller's ``scopes``, and who asks: ``caller``, for
     per-caller exposure budgets); its ``embedding`` becomes
     ``encoder``'s query vector when the dimensions match (it is assumed to come from the same model)
-    and every value is finite; otherwise the query is encoded as if there were none."""
+    and every value is finite and not all are zero; otherwise the query is encoded as if there were
+    none."""
     context = QueryContext.of(
         query_bundle.query_str,
         filters=dict(check_filters(filters)) if filters else None,
@@ -153,7 +164,7 @@ def query_context(
     dim = getattr(encoder, "dim", None)
     if embedding is not None and encoder is not None and dim and len(embedding) == int(dim):
         row = np.asarray(embedding, dtype=np.float32)
-        if np.isfinite(row).all():
+        if np.isfinite(row).all() and row.any():  # NaN or all zeros: no direction to search in
             context.set_vector(encoder, row)
     return context
 
@@ -186,17 +197,45 @@ class _TopK:
 
     @k.setter
     def k(self, value: int) -> None:
-        self.similarity_top_k = resolve_top_k(value, None)
+        self.similarity_top_k = resolve_top_k(None, value)
 
 
-class RoutedLlamaRetriever(_TopK, BaseRetriever):
+class _Decisions:
+    """A retriever that keeps each query's decision in ``decisions`` (a :class:`DecisionLog`):
+    :meth:`decision_of` reads a node's, :meth:`retrieve_with_decision` returns a call's own."""
+
+    decisions: DecisionLog
+
+    def decision_of(self, node: NodeWithScore | Any) -> Any:
+        """The decision of the query that returned ``node`` (if still kept)."""
+        inner = getattr(node, "node", node)
+        return self.decisions.get(str(inner.metadata.get("decision_id", "")))
+
+    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], Any]:
+        """``retrieve(query)`` and the decision of that very query, also when it returns no nodes
+        (routed to ``none``, a gate answered) and whatever other queries run at once (``last_decision``
+        belongs to whichever ended last)."""
+        with self.decisions.capture() as captured:
+            nodes = cast(BaseRetriever, self).retrieve(query)
+        return nodes, captured.decision
+
+    async def aretrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], Any]:
+        """:meth:`retrieve_with_decision` through ``aretrieve`` (the search in a worker thread)."""
+        with self.decisions.capture() as captured:
+            nodes = await cast(BaseRetriever, self).aretrieve(query)
+        return nodes, captured.decision
+
+
+class RoutedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
     """A LlamaIndex retriever that routes with a :class:`~ragroute.pipeline.Pipeline`.
 
     ``last_decision`` is the decision of the latest query; with concurrent queries, read a
     node's own with :meth:`decision_of` (each node's ``decision_id`` names it; the last
-    ``keep_decisions`` are kept). ``filters`` (ragroute metadata filters) apply to every query;
-    ``scopes`` are the caller's (none: only public sources and documents), ``caller`` who asks (for
-    the pipeline's per-caller exposure budget; :meth:`with_scopes` makes a copy per caller).
+    ``keep_decisions`` are kept), or a call's own with :meth:`retrieve_with_decision` /
+    :meth:`aretrieve_with_decision` (also when it returns no nodes). ``filters`` (ragroute metadata
+    filters) apply to every query; ``scopes`` are the caller's (none: only public sources and
+    documents), ``caller`` who asks (for the pipeline's per-caller exposure budget;
+    :meth:`with_scopes` makes a copy per caller).
     """
 
     def __init__(
@@ -212,7 +251,7 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.routed = routed
+        self.routed = check_target(routed, "pipeline", ("retrieve_contexts", "retrieve"), type(self).__name__)
         self.caller = checked_caller(caller)
         self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.filters = dict(check_filters(filters)) if filters else None
@@ -228,11 +267,6 @@ class RoutedLlamaRetriever(_TopK, BaseRetriever):
     @property
     def last_decision(self) -> Decision | None:
         return self.decisions.last
-
-    def decision_of(self, node: NodeWithScore | Any) -> Decision | None:
-        """The decision of the query that returned ``node`` (if still kept)."""
-        inner = getattr(node, "node", node)
-        return self.decisions.get(str(inner.metadata.get("decision_id", "")))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
@@ -267,9 +301,9 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.index = index
+        self.index = check_target(index, "index", SEARCHABLE, type(self).__name__)
         self.similarity_top_k = resolve_top_k(similarity_top_k, k)
-        self.filters = dict(filters) if filters else None
+        self.filters = dict(check_filters(filters)) if filters else None
         self.scopes = caller_scopes(scopes)
         self.encoder = query_encoder(index)
 

@@ -9,11 +9,14 @@
   ``last_decision`` is the gate's decision (every node's metadata carries it, hidden from the
   LLM); ``last_routing`` the routing decision of a routed retriever. Both belong to whichever
   query ended last: with concurrent queries read a node's own, ``node.metadata["gate"]`` and
-  :meth:`GatedLlamaRetriever.decision_of` (its ``decision_id`` names the routing decision).
+  :meth:`GatedLlamaRetriever.decision_of` (its ``decision_id`` names the routing decision); a
+  call's own, also when the gate answered and there are no nodes:
+  :meth:`~GatedLlamaRetriever.retrieve_with_decision` (a :class:`GateOutcome`).
 * :class:`StepwiseLlamaRetriever`: runs a
   :class:`~ragroute.gate.controller.StepwiseController` and returns the run's evidence
   (the steps' hits interleaved, top ``k``) as nodes; ``last_result`` holds the whole run
-  (steps, gate decisions, trace, the planner's answer).
+  (steps, gate decisions, trace, the planner's answer); ``decision_of(node)`` the run behind a
+  node, ``retrieve_with_decision(query)`` a call's own.
 
 Both plug into a ``RetrieverQueryEngine`` like any LlamaIndex retriever and search in a worker
 thread under ``aretrieve``; node ids are ``SOURCE:DOC_ID`` (see :mod:`ragroute.integrations.llamaindex`).
@@ -23,19 +26,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, value_type_name
-from ragroute.integrations.adapters import DecisionLog, scoped_hits
+from ragroute.gate.controller import StepwiseResult
+from ragroute.integrations.adapters import DecisionLog, check_target, scoped_hits
 from ragroute.integrations.llamaindex import (
     IndexLlamaRetriever,
     LlamaRetrieverAdapter,
     RoutedLlamaRetriever,
+    _Decisions,
+    _TopK,
     hit_to_node,
+    query_context,
+    query_encoder,
     resolve_top_k,
 )
 from ragroute.pipeline.stages import GateDecision
@@ -44,10 +52,25 @@ from ragroute.scopes import caller_scopes
 from ragroute.types import Decision
 
 
-class GatedLlamaRetriever(BaseRetriever):
+class GateOutcome(NamedTuple):
+    """What one gated query decided: the ``gate``'s decision, and the ``routing`` decision when it
+    retrieved through a routed retriever (``None`` when the gate answered or nothing routes)."""
+
+    gate: GateDecision
+    routing: Decision | None
+
+
+class GatedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
     """Retrieves through ``retriever`` only when ``gate`` decides ``retrieve``; ``scopes``: the
     caller's (none: only public sources and documents, see :mod:`ragroute.scopes`); ``caller``: who
-    asks (for a pipeline's per-caller exposure budget)."""
+    asks (for a pipeline's per-caller exposure budget).
+
+    Wrapping one of ragroute's LlamaIndex retrievers keeps what it was set up with: its filters,
+    and, unless given here, its ``similarity_top_k``, ``scopes`` and ``caller`` (an ``hr`` caller's
+    retriever stays the ``hr`` caller's, its exposure counted against that caller). A
+    ``QueryBundle``'s ``embedding`` is the query vector when it fits the retriever's query encoder
+    (see :func:`~ragroute.integrations.llamaindex.query_context`).
+    """
 
     def __init__(
         self,
@@ -56,17 +79,21 @@ class GatedLlamaRetriever(BaseRetriever):
         *,
         similarity_top_k: int | None = None,
         k: int | None = None,
-        scopes: Sequence[str] = (),
-        caller: str = "",
+        scopes: Sequence[str] | None = None,
+        caller: str | None = None,
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.gate = gate
-        self.caller = checked_caller(caller)
-        self.retriever, self.filters = _searchable(retriever)
-        self.k = resolve_top_k(similarity_top_k, k)
-        self.scopes = caller_scopes(scopes)
+        self.gate = check_target(gate, "gate", ("gate_many",), type(self).__name__)
+        self.retriever, wrapped = _searchable(retriever)
+        self.filters: dict[str, Any] | None = getattr(wrapped, "filters", None)
+        if similarity_top_k is None and k is None and wrapped is not None:
+            similarity_top_k = wrapped.similarity_top_k
+        self.similarity_top_k = resolve_top_k(similarity_top_k, k)
+        self.scopes = caller_scopes(scopes if scopes is not None else getattr(wrapped, "scopes", ()))
+        self.caller = checked_caller(caller if caller is not None else getattr(wrapped, "caller", ""))
+        self.encoder = query_encoder(self.retriever)
         self.last_decision: GateDecision | None = None
         self.last_routing: Decision | None = None
         self.decisions = DecisionLog(keep_decisions)
@@ -74,24 +101,28 @@ class GatedLlamaRetriever(BaseRetriever):
     def decision_of(self, node: NodeWithScore | Any) -> Decision | None:
         """The routing decision of the query that returned ``node`` (if still kept; ``None`` when
         the wrapped retriever does not route)."""
-        inner = getattr(node, "node", node)
-        return self.decisions.get(str(inner.metadata.get("decision_id", "")))
+        return super().decision_of(node)
 
-    @property
-    def similarity_top_k(self) -> int:
-        """The hits a query that retrieves returns unless the gate sets a depth (``k``)."""
-        return self.k
+    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], GateOutcome]:
+        """``retrieve(query)`` and that query's :class:`GateOutcome` (the gate's decision and the
+        routing decision), also when the gate answered and there are no nodes."""
+        return super().retrieve_with_decision(query)
+
+    async def aretrieve_with_decision(
+        self, query: str | QueryBundle
+    ) -> tuple[list[NodeWithScore], GateOutcome]:
+        """:meth:`retrieve_with_decision` through ``aretrieve``."""
+        return await super().aretrieve_with_decision(query)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = QueryContext.of(
-            query_bundle.query_str, filters=self.filters, scopes=self.scopes, caller=self.caller
-        )
+        context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
         decision = self.gate.gate_many([context])[0]
         self.last_decision = decision
         self.last_routing = None
         if decision.action != "retrieve":
+            self.decisions.report(GateOutcome(decision, None))
             return []
-        k = decision.depth or self.k
+        k = decision.depth or self.similarity_top_k
         if hasattr(self.retriever, "retrieve_contexts"):
             result = self.retriever.retrieve_contexts([context], k)[0]
             hits, routed = result.hits, result.decision
@@ -99,6 +130,7 @@ class GatedLlamaRetriever(BaseRetriever):
             hits, routed = scoped_hits(hits_of(self.retriever, [context], k)[0], self.scopes), None
         self.last_routing = routed
         decision_id = self.decisions.record(routed) if routed is not None else ""
+        self.decisions.report(GateOutcome(decision, routed))
         gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
         nodes = []
         for hit in hits:
@@ -111,15 +143,16 @@ class GatedLlamaRetriever(BaseRetriever):
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
-def _searchable(retriever: Any) -> tuple[Any, dict[str, Any] | None]:
-    """What a gated retriever searches, and the filters that come with it: a ragroute pipeline,
-    index or retriever as it is; ragroute's own LlamaIndex retrievers unwrapped (the routed one's
-    filters kept); any other LlamaIndex retriever or index through :class:`LlamaRetrieverAdapter`;
-    anything else is :class:`~ragroute.errors.InvalidArgumentError`."""
+def _searchable(retriever: Any) -> tuple[Any, _TopK | None]:
+    """What a gated retriever searches, and the ragroute LlamaIndex retriever it came in (whose
+    filters, top k, scopes and caller come with it): a ragroute pipeline, index or retriever as it
+    is; ragroute's own LlamaIndex retrievers unwrapped; any other LlamaIndex retriever or index
+    through :class:`LlamaRetrieverAdapter`; anything else is
+    :class:`~ragroute.errors.InvalidArgumentError`."""
     if isinstance(retriever, RoutedLlamaRetriever):
-        return _searchable(retriever.routed)[0], retriever.filters
+        return _searchable(retriever.routed)[0], retriever
     if isinstance(retriever, IndexLlamaRetriever):
-        return retriever.index, None
+        return retriever.index, retriever
     ragroute_like = ("retrieve_contexts", "search_contexts", "search_many")
     if any(callable(getattr(retriever, name, None)) for name in ragroute_like):
         return retriever, None
@@ -131,29 +164,55 @@ def _searchable(retriever: Any) -> tuple[Any, dict[str, Any] | None]:
     )
 
 
-class StepwiseLlamaRetriever(BaseRetriever):
+class StepwiseLlamaRetriever(_Decisions, _TopK, BaseRetriever):
     """The step-wise controller's evidence as LlamaIndex nodes (``metadata["step"]``: which step);
+    ``similarity_top_k`` nodes at most (``k`` is an alias, as on the other retrievers);
     ``scopes``: the caller's, passed to every step (none: only public sources and documents);
     ``caller``: who asks (every step counts against that caller's exposure budget)."""
 
     def __init__(
-        self, controller: Any, *, k: int = 5, scopes: Sequence[str] = (), caller: str = "", **kwargs: Any
+        self,
+        controller: Any,
+        *,
+        similarity_top_k: int | None = None,
+        k: int | None = None,
+        scopes: Sequence[str] = (),
+        caller: str = "",
+        keep_decisions: int = 128,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.controller = controller
+        self.controller = check_target(controller, "controller", ("run",), type(self).__name__)
         self.caller = checked_caller(caller)
-        self.k = k
+        self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.scopes = caller_scopes(scopes)
         self.last_result: Any = None
+        self.decisions = DecisionLog(keep_decisions)
+
+    def decision_of(self, node: NodeWithScore | Any) -> StepwiseResult | None:
+        """The run (:class:`~ragroute.gate.controller.StepwiseResult`: steps, gate decisions, trace)
+        that returned ``node`` (if still kept)."""
+        return super().decision_of(node)
+
+    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], StepwiseResult]:
+        """``retrieve(query)`` and that query's whole run, also when it returned no nodes."""
+        return super().retrieve_with_decision(query)
+
+    async def aretrieve_with_decision(
+        self, query: str | QueryBundle
+    ) -> tuple[list[NodeWithScore], StepwiseResult]:
+        """:meth:`retrieve_with_decision` through ``aretrieve``."""
+        return await super().aretrieve_with_decision(query)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         result = self.controller.run(
             QueryContext.of(query_bundle.query_str, scopes=self.scopes, caller=self.caller)
         )
         self.last_result = result
+        decision_id = self.decisions.record(result)
         nodes = []
-        for hit in scoped_hits(result.evidence(self.k), self.scopes):
-            node = hit_to_node(hit)
+        for hit in scoped_hits(result.evidence(self.similarity_top_k), self.scopes):
+            node = hit_to_node(hit, decision_id=decision_id)
             _set_hidden(node, "step", hit.explain.get("step"))
             _set_hidden(node, "complete", result.complete)
             nodes.append(node)
