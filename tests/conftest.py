@@ -114,3 +114,29 @@ def minilm():
     from ragroute.encode import load_encoder
 
     return load_encoder(backend="torch", cache_dir=REPO_CACHE)
+
+
+class NoneFirst:
+    """A routed retriever (``retrieve_contexts``) whose query about a "capital" routes to ``none``
+    (no hits) and ends first; every other query is answered by ``index`` and ends later: what the
+    framework retrievers' ``*_with_decision`` tests run concurrently."""
+
+    def __init__(self, index):
+        self.index, self.sources = index, []
+
+    def retrieve_contexts(self, contexts, k):
+        import time
+
+        from ragroute.pipeline.runner import PipelineResult
+        from ragroute.types import Decision
+
+        out = []
+        for context in contexts:
+            if "capital" in context.text:
+                time.sleep(0.02)
+                out.append(PipelineResult([], Decision(["none"], {"none": 0.9}, decided_by=context.text)))
+            else:
+                time.sleep(0.2)
+                hits = self.index.search(context.text, k)
+                out.append(PipelineResult(hits, Decision(["cook"], {"cook": 0.8}, decided_by=context.text)))
+        return out

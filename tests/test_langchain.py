@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("langchain_core", reason="install the langchain extra: pip install -e '.[langchain]'")
 
+from conftest import NoneFirst  # noqa: E402
 from langchain_core.documents import Document as LangChainDocument  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
@@ -25,9 +26,7 @@ from ragroute.integrations.langchain import (  # noqa: E402
     RoutedLangChainRetriever,
 )
 from ragroute.pipeline.build import pipeline_from_settings  # noqa: E402
-from ragroute.pipeline.runner import PipelineResult  # noqa: E402
 from ragroute.route.sources import Source  # noqa: E402
-from ragroute.types import Decision  # noqa: E402
 
 
 @pytest.fixture
@@ -192,29 +191,10 @@ def test_constructors_refuse_what_they_cannot_search(sources, hashing_encoder):
     assert RoutedLangChainRetriever(pipeline=pipeline).invoke("galaxy")
 
 
-class NoneFirst:
-    """A routed retriever whose query about a "capital" routes to ``none`` (no hits) and ends first;
-    every other query is answered by ``index`` and ends later."""
-
-    def __init__(self, index):
-        self.index = index
-
-    def retrieve_contexts(self, contexts, k):
-        out = []
-        for context in contexts:
-            if "capital" in context.text:
-                time.sleep(0.02)
-                out.append(PipelineResult([], Decision(["none"], {"none": 0.9}, decided_by=context.text)))
-            else:
-                time.sleep(0.2)
-                hits = self.index.search(context.text, k)
-                out.append(PipelineResult(hits, Decision(["cook"], {"cook": 0.8}, decided_by=context.text)))
-        return out
-
-
 def test_a_calls_own_decision_also_without_documents_and_under_concurrency(sources):
     """A query routed to none returns no document to read its decision from, and last_decision
     belongs to whichever query ended last."""
+
     retriever = RoutedLangChainRetriever(NoneFirst(sources[1].retriever), k=2)
     queries = ["what is the capital of Italy", "flour oven"] * 3
 

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import NoneFirst  # noqa: E402
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.query_engine import RetrieverQueryEngine
@@ -17,11 +18,9 @@ from ragroute.index.build import build_index
 from ragroute.integrations.llamaindex import IndexLlamaRetriever, LlamaRetrieverAdapter, RoutedLlamaRetriever
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings
-from ragroute.pipeline.runner import PipelineResult
 from ragroute.route.knn import KnnRouter
 from ragroute.route.llm import LlmRouter, UnknownRouteLabel
 from ragroute.route.sources import Source
-from ragroute.types import Decision
 
 
 class ScriptedLLM(CustomLLM):
@@ -211,31 +210,10 @@ def test_async_embeddings_encode_off_the_event_loop(hashing_encoder):
     assert texts == model.get_text_embedding_batch(["comet orbit", "bread oven"])
 
 
-class NoneFirst:
-    """A routed retriever whose query about a "capital" routes to ``none`` (no hits) and ends first;
-    every other query is answered by ``index`` and ends later."""
-
-    def __init__(self, index):
-        self.index, self.sources = index, []
-
-    def retrieve_contexts(self, contexts, k):
-        out = []
-        for context in contexts:
-            if "capital" in context.text:
-                time.sleep(0.02)
-                out.append(PipelineResult([], Decision(["none"], {"none": 0.9}, decided_by=context.text)))
-            else:
-                time.sleep(0.2)
-                hits = self.index.search(context.text, k)
-                for hit in hits:
-                    hit.source = "cook"
-                out.append(PipelineResult(hits, Decision(["cook"], {"cook": 0.8}, decided_by=context.text)))
-        return out
-
-
 def test_a_calls_own_decision_also_without_nodes_and_under_concurrency(sources):
     """A query routed to none returns no node to read its decision from, and last_decision belongs to
     whichever query ended last: its decision could not be had under concurrency."""
+
     retriever = RoutedLlamaRetriever(NoneFirst(sources[1].retriever), similarity_top_k=2)
     queries = ["what is the capital of Italy", "flour oven"] * 3
 
