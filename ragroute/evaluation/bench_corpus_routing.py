@@ -533,6 +533,8 @@ def run_corpus_routing_bench(
     routers["prototype"] = score(single_pipeline(data, "prototype", prototype))
     confidence = pipeline_from_settings(data.sources, {"kind": "confidence"}, encoder=encoder).router
     routers["confidence"] = score(single_pipeline(data, "confidence", confidence))
+    # `router: {kind: ensemble}` with no members: what a config gets by default
+    routers["ensemble (default members: prototype+confidence)"] = score(single_pipeline(data, "ensemble"))
     undescribed = [s.name for s in data.sources if not s.description]
     try:
         from ragroute.integrations.llamaindex_embedding import LlamaIndexSelectorRouter
