@@ -17,6 +17,7 @@ from typing import Any
 from ragroute.context import QueryContext, contexts_of
 from ragroute.errors import RagrouteError, check_batch, check_k
 from ragroute.exposure import ExposureLedger
+from ragroute.index.base import carried_keys
 from ragroute.pipeline.stages import (
     SHARED_DOCUMENTS_DEPTH,
     FuseStage,
@@ -106,6 +107,11 @@ class Pipeline:
     def documents(self) -> list:
         return [doc for source in self.sources for doc in source.documents]
 
+    def metadata_keys(self) -> frozenset[str] | None:
+        """The metadata keys the documents of its sources carry, when every source can tell
+        (:func:`~ragroute.index.base.metadata_keys_of`), else ``None``."""
+        return carried_keys(self.sources)
+
     # ------------------------------------------------------------------ the pipeline
 
     def retrieve(
@@ -146,6 +152,8 @@ class Pipeline:
     def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
         k = check_k(k)
         contexts = check_batch(contexts, "contexts")
+        for context in contexts:  # before any stage runs: a filter that cannot match is refused
+            self._route.check_filter_keys(context)
         decisions: list[Decision | None] = [None] * len(contexts)
         depths = [k] * len(contexts)
         if self._gate is not None:

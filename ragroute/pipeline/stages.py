@@ -19,6 +19,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
+from ragroute.errors import check_filter_keys
+from ragroute.index.base import carried_keys
+from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.fusion import document_key
 from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, similarities
@@ -26,7 +29,7 @@ from ragroute.registry import FUSIONS
 from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.scopes import ACCESS_KEY, REDACTED, labels_of, redact, visible
-from ragroute.types import Decision, Document, Hit, TraceStep
+from ragroute.types import Decision, Hit, TraceStep
 
 # Sources over the same documents (an expert set's experts) are read this deep when fused, as the
 # hybrid index reads its BM25 and dense lists: a document 11th in two lists still gathers both votes
@@ -187,21 +190,34 @@ class RouteStage:
         return found
 
     def filter_misses(self, filters: Mapping[str, Any] | None) -> frozenset[str]:
-        """Sources that cannot match ``filters``: their documents are known (a local index) and
-        none holds one of the filter's metadata keys (``modality`` and ``parent_id`` are fields
-        every document has). Read once per set of keys, and again when a source's size changes."""
+        """Sources that cannot match ``filters``: their documents are known (a local index, or the
+        documents a framework source lists) and none holds one of the filter's metadata keys
+        (``modality`` and ``parent_id`` are fields every document has). Read once per set of
+        keys, and again when a source's size changes."""
         keys = metadata_filter_keys(filters)
         if not keys:
             return frozenset()
-        documents = {s.name: s.documents for s in self._sources}
-        cache_key = (keys, tuple(len(docs) for docs in documents.values()))  # an index that grew: read again
+        cache_key = (keys, tuple(len(s.documents) for s in self._sources))  # an index that grew: read again
         found = self._misses.get(cache_key)
         if found is None:
-            found = frozenset(name for name, docs in documents.items() if absent_filter_keys(docs, filters))
+            found = frozenset(s.name for s in self._sources if absent_filter_keys(known_keys(s), filters))
             if len(self._misses) >= 256:
                 self._misses = {}
             self._misses[cache_key] = found
         return found
+
+    def check_filter_keys(self, context: QueryContext) -> None:
+        """Refuse, in one line (:func:`ragroute.errors.check_filter_keys`), a query whose filter
+        names a key no document of the sources its caller may read carries: it would match nothing
+        on any route. Only when every such source can tell (its metadata keys are known:
+        :func:`~ragroute.index.base.metadata_keys_of`); a framework's retriever, a source of
+        unknown documents or an empty index may hold the key, so then nothing is refused and the
+        route stage routes past the sources known to lack it (:meth:`filter_misses`)."""
+        if not context.filters:
+            return
+        hidden = self.hidden(context.scopes)
+        carried = carried_keys(source for source in self._sources if source.name not in hidden)
+        check_filter_keys(context.filters, carried, FIELD_KEYS)
 
     def _router_for(self, hidden: frozenset[str]) -> Any:
         """The router for callers who may not read ``hidden``: the router restricted to the other
@@ -307,8 +323,9 @@ class RouteStage:
             if any(p > 0 for name, p in kept.items() if name != NONE_ROUTE):
                 probs = _renormalise(kept)
                 reason = "no document of theirs holds the filter's keys"
-            else:  # no source can match: the routes stay, the search finds nothing, and this says why
-                reason = "no source's documents hold the filter's keys: the routes are kept"
+            else:  # no routed source can match (the keys are split among them, or held by none of
+                # the routes): none is searched (each would refuse the key), and this says why
+                reason = "no routed source's documents hold all the filter's keys: none is searched"
             keys = sorted(metadata_filter_keys(context.filters))
             trace.append(
                 TraceStep("filters", {"keys": keys, "sources_without": sorted(misses), "reason": reason})
@@ -318,6 +335,8 @@ class RouteStage:
         )
         if options.always and chosen != [NONE_ROUTE]:
             chosen += [name for name in options.always if name not in chosen and name not in hidden]
+        if misses & set(chosen):  # never searched: an index refuses a key its documents lack
+            chosen = [name for name in chosen if name not in misses] or [NONE_ROUTE]
         unavailable = [name for name in chosen if name != NONE_ROUTE and name not in self._names]
         if unavailable:
             problems = {p.name: p.error for p in self.problems}
@@ -348,15 +367,23 @@ def metadata_filter_keys(filters: Mapping[str, Any] | None) -> frozenset[str]:
     return frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
 
 
-def absent_filter_keys(documents: Sequence[Document], filters: Mapping[str, Any] | None) -> list[str]:
-    """The metadata keys ``filters`` names (:func:`metadata_filter_keys`) that no document of
-    ``documents`` holds, sorted: the filter matches none of them (a likely typo, or a source to route
-    around). No documents known (an empty or external collection): none is said to be absent."""
-    if not documents:
+def known_keys(source: Source) -> frozenset[str] | None:
+    """The metadata keys ``source``'s documents carry: its index's (computed once per content),
+    else those of the documents it lists (a framework source given some); ``None`` when it lists
+    none (an empty or unknown collection)."""
+    keys = source.metadata_keys()
+    if keys is None and source.documents:
+        keys = frozenset(key for doc in source.documents for key in doc.metadata)
+    return keys
+
+
+def absent_filter_keys(carried: frozenset[str] | None, filters: Mapping[str, Any] | None) -> list[str]:
+    """The metadata keys ``filters`` names (:func:`metadata_filter_keys`) that are not among
+    ``carried`` (a source's documents' keys, :func:`known_keys`), sorted: the filter matches none of
+    its documents (a source to route around). Keys unknown (``None``): none is said to be absent."""
+    if carried is None:
         return []
-    return sorted(
-        key for key in metadata_filter_keys(filters) if not any(key in d.metadata for d in documents)
-    )
+    return sorted(key for key in metadata_filter_keys(filters) if key not in carried)
 
 
 def _renormalise(scores: Mapping[str, float]) -> dict[str, float]:
