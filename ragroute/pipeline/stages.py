@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
@@ -22,9 +22,8 @@ from ragroute.cpus import usable_cpus
 from ragroute.errors import check_filter_keys
 from ragroute.index.base import carried_keys
 from ragroute.index.docstore import FIELD_KEYS
-from ragroute.index.fusion import document_key
 from ragroute.index.hybrid import FusionParams
-from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, similarities
+from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, rescored
 from ragroute.registry import FUSIONS
 from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
@@ -620,12 +619,7 @@ class FuseStage:
         if self.scales is None:  # fitted once; later queries read it without the lock
             self.calibrate()
         scales = self.scales or {}
-        best = similarities(lists, scales, self.documents_of)
-        out = []
-        for hit in fused:
-            key = document_key(hit, self.documents_of)
-            value = best.get(key, hit.score)
-            out.append(replace(hit, score=value, explain={**hit.explain, "fused": hit.score}))
+        out = rescored(fused, lists, scales, self.documents_of)
         described = {name: scales[name].describe() for name in lists if name in scales}
         decision.trace.append(TraceStep("scores", {"meaning": "similarity", **described}))
         return out
