@@ -11,7 +11,7 @@ import difflib
 import errno
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,7 +104,7 @@ LISTED_FILTER_KEYS = 8
 
 
 def check_filter_keys(
-    filters: Mapping[str, Any] | None, carried: Iterable[str] | None, fields: Iterable[str] = ()
+    filters: Mapping[str, Any] | None, carried: Iterable[str] | None, fields: Collection[str] = ()
 ) -> None:
     """Raise :class:`InvalidArgumentError` for the first key of ``filters`` that no document carries
     (a typo such as ``pth`` for ``path``, or a document field such as ``title``): such a filter
@@ -115,12 +115,11 @@ def check_filter_keys(
     ``filters: no document has metadata key 'pth' (keys: lang, path, year); did you mean 'path'?``"""
     if not filters or carried is None:
         return
-    known = frozenset(str(key) for key in carried)
-    allowed = known | frozenset(fields)
+    known = carried if isinstance(carried, (set, frozenset)) else frozenset(carried)
     for key in filters:
-        if str(key) in allowed:
+        if key in known or key in fields:  # the common case: no set built per query
             continue
-        listed = sorted(known)
+        listed = sorted(str(name) for name in known)
         shown = ", ".join(listed[:LISTED_FILTER_KEYS])
         if len(listed) > LISTED_FILTER_KEYS:
             shown += f", ... ({len(listed)} in all)"
