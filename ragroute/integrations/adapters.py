@@ -9,7 +9,8 @@
   pushed down into the framework where the adapter has a ``scope_filters`` builder, and always
   applied to what comes back (:func:`scoped_hits`);
 * :func:`check_target`: the pipeline or index a framework retriever is built over, checked at
-  its constructor;
+  its constructor; :func:`query_encoder`: its query encoder; :func:`index_scale`: how the
+  retrievers over one index score its hits (as a pipeline over that index alone does);
 * :func:`framework_of`: which framework an object comes from, read from its classes'
   modules (so nothing is imported to find out).
 """
