@@ -210,3 +210,21 @@ def test_the_framework_retrievers_refuse_it(hashing_encoder):
         "printer"
     )
     assert sorted(n.node.metadata["doc_id"] for n in found) == ["d1", "d3", "d5"]
+
+
+def test_an_index_counts_only_the_keys_of_documents_the_caller_may_read(hashing_encoder):
+    docs = [
+        *_docs(),
+        Document("s0", "printer salary", metadata={"salary": 1, "access": "hr"}),
+    ]
+    index = build_index(docs, "bm25", name="docs")
+    public = QueryContext.of("printer", filters={"salary": 1})
+    with pytest.raises(InvalidArgumentError, match=r"'salary' \(keys: lang, path, year\)$"):
+        index.search_contexts([public])  # neither the key nor its existence is told
+    hr = QueryContext.of("printer", filters={"salary": 1}, scopes=("hr",))
+    assert [h.doc_id for h in index.search_contexts([hr])[0]] == ["s0"]
+    assert index.metadata_keys() == {"access", "lang", "path", "salary", "year"}
+    assert index.metadata_keys(()) == {"lang", "path", "year"}
+    hidden = build_index([docs[-1]], "bm25", name="hr")
+    assert hidden.metadata_keys(()) is None  # nothing visible: no keys to tell, nothing refused
+    assert hidden.search_contexts([public]) == [[]]

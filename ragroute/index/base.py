@@ -28,23 +28,24 @@ class Retriever(Protocol):
     ) -> list[list[Hit]]: ...
 
 
-def metadata_keys_of(retriever: Any) -> frozenset[str] | None:
-    """The metadata keys the documents of ``retriever`` carry, when it can tell: ragroute's indexes
-    (their document store's keys, computed once per content), a :class:`~ragroute.route.sources.Source`
-    over one, a pipeline whose every source can tell (the union). ``None`` when it cannot: an
-    empty index, a framework's retriever, any other retriever (its documents, if it lists any, need
-    not be all it searches), so a filter is never refused for a key such a source may hold."""
+def metadata_keys_of(retriever: Any, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+    """The metadata keys the documents of ``retriever`` carry (with ``scopes``: the documents a
+    caller holding them may read), when it can tell: ragroute's indexes (their document store's
+    keys, computed once per content), a :class:`~ragroute.route.sources.Source` over one, a
+    pipeline whose every source can tell (the union). ``None`` when it cannot: an empty index, a
+    framework's retriever, any other retriever (its documents, if it lists any, need not be all it
+    searches), so a filter is never refused for a key such a source may hold."""
     keys = getattr(retriever, "metadata_keys", None)
-    return keys() if callable(keys) else None
+    return keys(scopes) if callable(keys) else None
 
 
-def carried_keys(retrievers: Iterable[Any]) -> frozenset[str] | None:
+def carried_keys(retrievers: Iterable[Any], scopes: Sequence[str] | None = None) -> frozenset[str] | None:
     """The metadata keys the documents of ``retrievers`` carry together (:func:`metadata_keys_of`),
     or ``None`` when there are none or one of them cannot tell (it may hold any key)."""
     union: set[str] = set()
     found = False
     for retriever in retrievers:
-        keys = metadata_keys_of(retriever)
+        keys = metadata_keys_of(retriever, scopes)
         if keys is None:
             return None
         union.update(keys)

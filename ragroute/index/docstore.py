@@ -36,6 +36,7 @@ class DocumentStore:
         self._next_iid = 0
         self._access: dict[str, tuple[np.ndarray, dict[str, np.ndarray]] | None] = {}
         self._keys: frozenset[str] | None = None  # metadata keys: read on first use, dropped on change
+        self._scoped_keys: dict[tuple[str, frozenset[str]], frozenset[str] | None] = {}  # per caller scope
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -68,6 +69,7 @@ class DocumentStore:
         self._next_iid += len(new)
         self._access = {}
         self._keys = None
+        self._scoped_keys = {}
         self._pos_by_iid = None
         return iids
 
@@ -84,6 +86,7 @@ class DocumentStore:
         self._pos_by_id = {doc.id: i for i, doc in enumerate(self._docs)}
         self._access = {}
         self._keys = None
+        self._scoped_keys = {}
         self._pos_by_iid = None
         return np.asarray(removed, dtype=np.int64)
 
@@ -129,23 +132,46 @@ class DocumentStore:
             mask = part if mask is None else mask & part
         return mask
 
-    def metadata_keys(self) -> frozenset[str]:
-        """The metadata keys of the stored documents, computed once per content."""
-        keys = self._keys
-        if keys is None:
-            keys = frozenset(key for doc in self._docs for key in doc.metadata)
-            self._keys = keys
-        return keys
+    def metadata_keys(
+        self, scopes: Iterable[str] | None = None, key: str = ACCESS_KEY
+    ) -> frozenset[str] | None:
+        """The metadata keys of the stored documents, computed once per content; with ``scopes``,
+        of the documents a caller holding them may read (:meth:`access_mask`; once per scope set),
+        so a caller learns no key of documents hidden from it. ``None`` when there is no such
+        document (an empty store, or nothing visible): there are no keys to tell."""
+        if not self._docs:
+            return None
+        if self._keys is None:
+            self._keys = frozenset(k for doc in self._docs for k in doc.metadata)
+        if scopes is None:
+            return self._keys
+        scope = (key, frozenset(scopes))
+        if scope not in self._scoped_keys:
+            mask = self.access_mask(scope[1], key)
+            keys: frozenset[str] | None = self._keys
+            if mask is not None:  # some documents hidden: the keys of the visible ones
+                visible_keys = (k for doc, seen in zip(self._docs, mask) if seen for k in doc.metadata)
+                keys = frozenset(visible_keys) if bool(mask.any()) else None
+            if len(self._scoped_keys) >= 256:  # many distinct callers: start over rather than grow
+                self._scoped_keys = {}
+            self._scoped_keys[scope] = keys
+        return self._scoped_keys[scope]
 
     def check_filter_keys(self, filters: Mapping[str, Any] | None) -> None:
         """A one-line :class:`~ragroute.errors.InvalidArgumentError` for a filter key no stored
         document carries (it would match nothing, silently): what every index kind checks before it
         filters, local or pushed down into an external store. The field keys (:data:`FIELD_KEYS`)
-        always pass, and so does a caller's scope (a :class:`~ragroute.scopes.Visible` value); an
-        empty store refuses nothing (it has no keys to tell)."""
-        if filters and self._docs:
-            named = {key: value for key, value in filters.items() if not isinstance(value, Visible)}
-            check_filter_keys(named, self.metadata_keys(), FIELD_KEYS)
+        always pass; a caller's scope (a :class:`~ragroute.scopes.Visible` value) is no key, and
+        only the documents it lets the caller read are counted. A store with no such document
+        refuses nothing (it has no keys to tell)."""
+        if not filters or not self._docs:
+            return
+        named = {key: value for key, value in filters.items() if not isinstance(value, Visible)}
+        if not named:
+            return
+        scope = next((value for value in filters.values() if isinstance(value, Visible)), None)
+        carried = self.metadata_keys() if scope is None else self.metadata_keys(scope.scopes, scope.key)
+        check_filter_keys(named, carried, FIELD_KEYS)
 
     def access_mask(self, scopes: Iterable[str], key: str = "access") -> np.ndarray | None:
         """Mask over positions of the documents a caller holding ``scopes`` may read (public ones

@@ -17,7 +17,6 @@ from typing import Any
 from ragroute.context import QueryContext, contexts_of
 from ragroute.errors import RagrouteError, check_batch, check_k
 from ragroute.exposure import ExposureLedger
-from ragroute.index.base import carried_keys
 from ragroute.pipeline.stages import (
     SHARED_DOCUMENTS_DEPTH,
     FuseStage,
@@ -107,10 +106,11 @@ class Pipeline:
     def documents(self) -> list:
         return [doc for source in self.sources for doc in source.documents]
 
-    def metadata_keys(self) -> frozenset[str] | None:
-        """The metadata keys the documents of its sources carry, when every source can tell
+    def metadata_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+        """The metadata keys the documents of its sources carry (with ``scopes``: of the sources and
+        documents a caller holding them may read), when every such source can tell
         (:func:`~ragroute.index.base.metadata_keys_of`), else ``None``."""
-        return carried_keys(self.sources)
+        return self._route.carried_keys(scopes)
 
     # ------------------------------------------------------------------ the pipeline
 

@@ -212,11 +212,17 @@ class RouteStage:
         :func:`~ragroute.index.base.metadata_keys_of`); a framework's retriever, a source of
         unknown documents or an empty index may hold the key, so then nothing is refused and the
         route stage routes past the sources known to lack it (:meth:`filter_misses`)."""
-        if not context.filters:
-            return
-        hidden = self.hidden(context.scopes)
-        carried = carried_keys(source for source in self._sources if source.name not in hidden)
-        check_filter_keys(context.filters, carried, FIELD_KEYS)
+        if context.filters:
+            check_filter_keys(context.filters, self.carried_keys(context.scopes), FIELD_KEYS)
+
+    def carried_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+        """The metadata keys of the sources' documents (with ``scopes``: of the sources and
+        documents a caller holding them may read, so a refusal names no key of hidden ones);
+        ``None`` when one of those sources cannot tell."""
+        if scopes is None:
+            return carried_keys(self._sources)
+        hidden = self.hidden(scopes)
+        return carried_keys((s for s in self._sources if s.name not in hidden), scopes)
 
     def _router_for(self, hidden: frozenset[str]) -> Any:
         """The router for callers who may not read ``hidden``: the router restricted to the other

@@ -55,10 +55,10 @@ class Source:
     def documents(self) -> Sequence[Document]:
         return getattr(self.retriever, "documents", ())
 
-    def metadata_keys(self) -> frozenset[str] | None:
-        """The metadata keys its documents carry, or ``None`` when its retriever cannot tell
-        (:func:`~ragroute.index.base.metadata_keys_of`)."""
-        return metadata_keys_of(self.retriever)
+    def metadata_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+        """The metadata keys its documents carry (with ``scopes``: those a caller holding them may
+        read), or ``None`` when its retriever cannot tell (:func:`~ragroute.index.base.metadata_keys_of`)."""
+        return metadata_keys_of(self.retriever, scopes)
 
     @property
     def collection(self) -> str:
