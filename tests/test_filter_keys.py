@@ -228,3 +228,17 @@ def test_an_index_counts_only_the_keys_of_documents_the_caller_may_read(hashing_
     hidden = build_index([docs[-1]], "bm25", name="hr")
     assert hidden.metadata_keys(()) is None  # nothing visible: no keys to tell, nothing refused
     assert hidden.search_contexts([public]) == [[]]
+
+
+def test_a_pipeline_routes_past_a_source_whose_visible_documents_lack_the_key(hashing_encoder):
+    docs = [*_docs(), Document("s0", "printer salary", metadata={"salary": 1, "access": "hr"})]
+    sources = [
+        Source("mixed", build_index(docs, "bm25", name="mixed")),
+        Source("web", Unknown(), description="printer salary web"),  # might hold it: no refusal
+    ]
+    pipeline = pipeline_from_settings(sources, {"kind": "centroid"}, encoder=hashing_encoder)
+    public = pipeline.retrieve(QueryContext.of("printer salary", filters={"salary": 1}), k=5)
+    assert "mixed" not in public.decision.chosen  # never searched: it would refuse the key
+    assert not [s for s in public.decision.trace if "error" in s.detail]
+    hr = pipeline.retrieve(QueryContext.of("printer salary", filters={"salary": 1}, scopes=("hr",)), k=5)
+    assert "s0" in [h.doc_id for h in hr.hits]

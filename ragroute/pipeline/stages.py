@@ -188,18 +188,22 @@ class RouteStage:
             self._hidden[key] = found
         return found
 
-    def filter_misses(self, filters: Mapping[str, Any] | None) -> frozenset[str]:
-        """Sources that cannot match ``filters``: their documents are known (a local index, or the
-        documents a framework source lists) and none holds one of the filter's metadata keys
-        (``modality`` and ``parent_id`` are fields every document has). Read once per set of
-        keys, and again when a source's size changes."""
+    def filter_misses(self, filters: Mapping[str, Any] | None, scopes: Sequence[str] = ()) -> frozenset[str]:
+        """Sources that cannot match ``filters`` for a caller holding ``scopes``: their documents
+        are known (a local index: those the caller may read; or the documents a framework source
+        lists) and none holds one of the filter's metadata keys (``modality`` and ``parent_id``
+        are fields every document has). Read once per set of keys and scopes, and again when a
+        source's size changes."""
         keys = metadata_filter_keys(filters)
         if not keys:
             return frozenset()
-        cache_key = (keys, tuple(len(s.documents) for s in self._sources))  # an index that grew: read again
+        sizes = tuple(len(s.documents) for s in self._sources)  # an index that grew: read again
+        cache_key = (keys, tuple(scopes), sizes)
         found = self._misses.get(cache_key)
         if found is None:
-            found = frozenset(s.name for s in self._sources if absent_filter_keys(known_keys(s), filters))
+            found = frozenset(
+                s.name for s in self._sources if absent_filter_keys(known_keys(s, scopes), filters)
+            )
             if len(self._misses) >= 256:
                 self._misses = {}
             self._misses[cache_key] = found
@@ -322,7 +326,7 @@ class RouteStage:
             signals = {"redacted": REDACTED}
             decided_by = str(redact(decided_by, hidden))
         trace.append(self.scope_step(context))
-        misses = self.filter_misses(context.filters) - hidden
+        misses = self.filter_misses(context.filters, context.scopes) - hidden
         if misses & probs.keys():
             kept = {name: p for name, p in probs.items() if name not in misses}
             if any(p > 0 for name, p in kept.items() if name != NONE_ROUTE):
@@ -372,14 +376,15 @@ def metadata_filter_keys(filters: Mapping[str, Any] | None) -> frozenset[str]:
     return frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
 
 
-def known_keys(source: Source) -> frozenset[str] | None:
-    """The metadata keys ``source``'s documents carry: its index's (computed once per content),
-    else those of the documents it lists (a framework source given some); ``None`` when it lists
-    none (an empty or unknown collection)."""
-    keys = source.metadata_keys()
-    if keys is None and source.documents:
-        keys = frozenset(key for doc in source.documents for key in doc.metadata)
-    return keys
+def known_keys(source: Source, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+    """The metadata keys ``source``'s documents carry: its index's (computed once per content; with
+    ``scopes``, of the documents a caller holding them may read), else those of the documents it
+    lists (a framework source given some); ``None`` when it cannot tell (an empty index, nothing
+    the caller may read, no documents listed)."""
+    if callable(getattr(source.retriever, "metadata_keys", None)):
+        return source.metadata_keys(scopes)
+    documents = source.documents
+    return frozenset(key for doc in documents for key in doc.metadata) if documents else None
 
 
 def absent_filter_keys(carried: frozenset[str] | None, filters: Mapping[str, Any] | None) -> list[str]:
