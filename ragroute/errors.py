@@ -11,7 +11,7 @@ import difflib
 import errno
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,42 @@ def check_filters(filters: Any) -> Any:
                     f"any of them), not {type(member).__name__}: operators such as $eq are not supported"
                 ) from None
     return filters
+
+
+#: document fields that are not metadata: a filter naming one matches no document (filters match
+#: metadata keys, and the fields ``modality`` and ``parent_id``), so it is refused with a hint
+DOCUMENT_FIELDS = ("id", "doc_id", "title", "text")
+
+#: how many of the keys the documents carry a refused filter key's message lists
+LISTED_FILTER_KEYS = 8
+
+
+def check_filter_keys(
+    filters: Mapping[str, Any] | None, carried: Iterable[str] | None, fields: Collection[str] = ()
+) -> None:
+    """Raise :class:`InvalidArgumentError` for the first key of ``filters`` that no document carries
+    (a typo such as ``pth`` for ``path``, or a document field such as ``title``): such a filter
+    matches nothing, and an empty answer would look like a true one. ``carried``: the metadata keys
+    the documents hold (``None``: the documents are unknown, e.g. a framework's retriever or an
+    empty index, and nothing is refused); ``fields``: keys matched by other means (``modality``,
+    ``parent_id``, access labels), always allowed. One line, listing a few of the keys there are:
+    ``filters: no document has metadata key 'pth' (keys: lang, path, year); did you mean 'path'?``"""
+    if not filters or carried is None:
+        return
+    known = carried if isinstance(carried, (set, frozenset)) else frozenset(carried)
+    for key in filters:
+        if key in known or key in fields:  # the common case: no set built per query
+            continue
+        listed = sorted(str(name) for name in known)
+        shown = ", ".join(listed[:LISTED_FILTER_KEYS])
+        if len(listed) > LISTED_FILTER_KEYS:
+            shown += f", ... ({len(listed)} in all)"
+        keys = f"keys: {shown}" if listed else "the documents carry no metadata"
+        if str(key) in DOCUMENT_FIELDS:
+            keys = f"a document field, not metadata; {keys}"
+        guess = difflib.get_close_matches(str(key), listed, n=1, cutoff=0.6)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        raise InvalidArgumentError(f"filters: no document has metadata key {key!r} ({keys}){hint}")
 
 
 class CorpusFormatError(RagrouteError, ValueError):

@@ -50,10 +50,10 @@ def test_build_query_json_and_trace(runner, corpus, tmp_path):
     assert "printers" in result.output and "trace:" in result.output
 
 
-def test_query_filter_matches_typed_metadata_and_warns_on_absent_key(runner, tmp_path):
+def test_query_filter_matches_typed_metadata_and_refuses_an_absent_key(runner, tmp_path):
     """A command-line VALUE is text; JSON metadata holds numbers and booleans: year=2019 must keep
     documents whose year is the number 2019 (and the string "2019"), and a key no document has is
-    named on stderr rather than returning nothing silently."""
+    refused in one line (error:, exit 2) rather than returning nothing silently."""
     rows = [
         {"_id": "a", "text": "revenue grew", "year": 2019, "audited": True},
         {"_id": "b", "text": "revenue fell", "year": 2018, "audited": False},
@@ -90,8 +90,10 @@ def test_query_filter_matches_typed_metadata_and_warns_on_absent_key(runner, tmp
     line = result.stdout.strip().splitlines()[-1]
     assert "NaN" not in line and json.loads(line)["hits"][0]["metadata"]["score"] is None
     result = runner.invoke(main, ["query", str(out), "revenue", "--filter", "yaer=2019"])
-    assert result.exit_code == 0 and "hits=0" in result.stdout
-    assert "no document in" in result.stderr and "'yaer'" in result.stderr
+    assert result.exit_code == 2 and result.stdout == ""  # refused, not zero hits and a warning
+    assert result.stderr.strip() == (
+        "error: filters: no document has metadata key 'yaer' (keys: price, rating, score, tags)"
+    )
 
 
 def test_eval_json_keys(runner, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from conftest import HashingEncoder
 
 from ragroute.context import QueryContext, query_vectors
-from ragroute.errors import RagrouteError, UnknownKindError
+from ragroute.errors import InvalidArgumentError, RagrouteError, UnknownKindError
 from ragroute.index.build import build_index
 from ragroute.pipeline import GateDecision, Pipeline, RoutingOptions
 from ragroute.pipeline.build import pipeline_from_settings
@@ -629,11 +629,18 @@ def test_a_filter_no_document_of_a_source_could_match_routes_past_it(hashing_enc
     sources[0].retriever.add([Document("p9", "printer toner cartridge 9", metadata={"year": 2024})])
     grown = pipeline.retrieve(QueryContext.of("printer toner", filters={"year": 2024}), k=5)
     assert grown.decision.chosen == ["products", "tickets"] and "p9" in [h.doc_id for h in grown.hits]
-    # a key no known source holds: the routes stay (the search finds nothing), and the trace says why
-    pipeline = Pipeline(sources[:2], FixedRouter({"products": 0.7, "tickets": 0.3}))
-    none = pipeline.retrieve(QueryContext.of("printer toner", filters={"colour": "red"}), k=5)
-    assert none.decision.chosen == ["products", "tickets"] and none.hits == []
-    assert "routes are kept" in next(s.detail for s in none.trace if s.stage == "filters")["reason"]
+    # a key no source holds, every source able to tell: refused in one line (test_filter_keys.py)
+    fresh = [
+        Source("products", build_index(products, "bm25", name="products")),
+        Source("tickets", build_index(tickets, "bm25", name="tickets")),
+    ]
+    pipeline = Pipeline(fresh, FixedRouter({"products": 0.7, "tickets": 0.3}))
+    with pytest.raises(InvalidArgumentError, match=r"metadata key 'colour' \(keys: price, year\)"):
+        pipeline.retrieve(QueryContext.of("printer toner", filters={"colour": "red"}), k=5)
+    # keys each held by some source, by none both: no routed source can match, none is searched
+    split = pipeline.retrieve(QueryContext.of("printer toner", filters={"price": 10, "year": 2024}), k=5)
+    assert split.decision.chosen == ["none"] and split.hits == []
+    assert "none is searched" in next(s.detail for s in split.trace if s.stage == "filters")["reason"]
 
 
 def test_every_registered_entry_resolves():
@@ -743,11 +750,11 @@ def test_rerank_step_names_the_backend_that_ran(hashing_encoder, small_docs):
         assert {key: step.detail[key] for key in step.detail if key == "backend"} == expected
 
 
-def test_ragroute_query_names_the_absent_filter_keys_the_route_stage_routes_past(tmp_path):
-    """`ragroute query` warns of the filter keys no document holds with the route stage's own
-    computation (absent_filter_keys, which routes past the sources lacking them): the keys in the
-    order of the stage's `filters` trace step (sorted; the CLI's copy kept the --filter order),
-    `modality` never among them, and none for a collection of unknown documents."""
+def test_ragroute_query_refuses_a_filter_key_no_document_holds_the_route_stage_routes_past_one(tmp_path):
+    """`ragroute query` with a filter key no document holds warned and exited 0 with no hits; now
+    the index refuses it (`error: ...`, exit 2, naming the key and the keys there are), while the
+    route stage still routes past the sources lacking a key (absent_filter_keys) that another
+    source holds, `modality` never among the keys said to be absent."""
     from click.testing import CliRunner
 
     from ragroute.cli import main
@@ -760,22 +767,18 @@ def test_ragroute_query_names_the_absent_filter_keys_the_route_stage_routes_past
     index = build_index(products, "bm25", name="products")
     save_index(index, tmp_path / "products")
     filters = {"zone": ["eu"], "colour": ["red"], "modality": ["text"], "price": [10]}
-    result = CliRunner().invoke(
-        main,
-        [
-            "query",
-            str(tmp_path / "products"),
-            "printer",
-            *(f"--filter={k}={v[0]}" for k, v in filters.items()),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    warned = [
-        line.split("metadata ")[1].strip("'") for line in result.stderr.splitlines() if "metadata" in line
-    ]
-    pipeline = Pipeline([Source("products", index)], FixedRouter({"products": 1.0}))
+    args = ["query", str(tmp_path / "products"), "printer"]
+    result = CliRunner().invoke(main, [*args, *(f"--filter={k}={v[0]}" for k, v in filters.items())])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == "error: filters: no document has metadata key 'zone' (keys: price)"
+    ok = CliRunner().invoke(main, [*args, "--filter=price=10"])
+    assert ok.exit_code == 0 and "p0" in ok.output and "p1" not in ok.output
+    tickets = [Document("t0", "printer toner ticket", metadata={"zone": "eu", "colour": "red"})]
+    sources = [Source("products", index), Source("tickets", build_index(tickets, "bm25", name="tickets"))]
+    pipeline = Pipeline(sources, FixedRouter({"products": 1.0, "tickets": 0.0}))
     decision = pipeline.retrieve(QueryContext.of("printer", filters=filters), k=3).decision
     step = next(s.detail for s in decision.trace if s.stage == "filters")
-    assert step["keys"] == ["colour", "price", "zone"] and step["sources_without"] == ["products"]
-    assert warned == absent_filter_keys(products, filters) == ["colour", "zone"]
-    assert absent_filter_keys([], filters) == []  # documents unknown: nothing said to be absent
+    assert step["keys"] == ["colour", "price", "zone"]
+    assert step["sources_without"] == ["products", "tickets"] and decision.chosen == ["none"]
+    assert absent_filter_keys(index.metadata_keys(), filters) == ["colour", "zone"]
+    assert absent_filter_keys(None, filters) == []  # keys unknown: nothing said to be absent

@@ -90,11 +90,6 @@ def query_command(
     with watch.time("search_ms"):
         # as a caller with no scopes, as every CLI command: documents with access labels stay hidden
         hits = index.search_contexts([QueryContext.of(text, filters=parsed or None)], k)[0]
-    if parsed and not hits:
-        from ragroute.pipeline.stages import absent_filter_keys
-
-        for key in absent_filter_keys(getattr(index, "documents", ()), parsed):
-            click.echo(f"warning: no document in {index_dir} has metadata {key!r}", err=True)
     trace = [
         TraceStep(
             "load",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ragroute.errors import RagrouteError
@@ -26,6 +26,31 @@ class Retriever(Protocol):
     def search_many(
         self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]: ...
+
+
+def metadata_keys_of(retriever: Any, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+    """The metadata keys the documents of ``retriever`` carry (with ``scopes``: the documents a
+    caller holding them may read), when it can tell: ragroute's indexes (their document store's
+    keys, computed once per content), a :class:`~ragroute.route.sources.Source` over one, a
+    pipeline whose every source can tell (the union). ``None`` when it cannot: an empty index, a
+    framework's retriever, any other retriever (its documents, if it lists any, need not be all it
+    searches), so a filter is never refused for a key such a source may hold."""
+    keys = getattr(retriever, "metadata_keys", None)
+    return keys(scopes) if callable(keys) else None
+
+
+def carried_keys(retrievers: Iterable[Any], scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+    """The metadata keys the documents of ``retrievers`` carry together (:func:`metadata_keys_of`),
+    or ``None`` when there are none or one of them cannot tell (it may hold any key)."""
+    union: set[str] = set()
+    found = False
+    for retriever in retrievers:
+        keys = metadata_keys_of(retriever, scopes)
+        if keys is None:
+            return None
+        union.update(keys)
+        found = True
+    return frozenset(union) if found else None
 
 
 def search_contexts(retriever: Any, contexts: Sequence[Any], k: int) -> list[list[Hit]]:

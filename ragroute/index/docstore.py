@@ -14,11 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError
+from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError, check_filter_keys
 from ragroute.scopes import ACCESS_KEY, Visible, labels_of
 from ragroute.types import Document, Hit
 
 DOCS_NAME = "docs.jsonl"
+
+#: filter keys that match without being a metadata key of any document: the document fields
+#: ``modality`` and ``parent_id``, and the access labels (:func:`_field`); every index allows them
+FIELD_KEYS = frozenset({"modality", "parent_id", ACCESS_KEY})
 
 
 class DocumentStore:
@@ -31,6 +35,8 @@ class DocumentStore:
         self._pos_by_iid: dict[int, int] | None = None  # built on first use, dropped on every change
         self._next_iid = 0
         self._access: dict[str, tuple[np.ndarray, dict[str, np.ndarray]] | None] = {}
+        self._keys: frozenset[str] | None = None  # metadata keys: read on first use, dropped on change
+        self._scoped_keys: dict[tuple[str, frozenset[str]], frozenset[str] | None] = {}  # per caller scope
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -62,6 +68,8 @@ class DocumentStore:
             self._iids.append(int(iid))
         self._next_iid += len(new)
         self._access = {}
+        self._keys = None
+        self._scoped_keys = {}
         self._pos_by_iid = None
         return iids
 
@@ -77,6 +85,8 @@ class DocumentStore:
         self._iids = [iid for _, iid in kept]
         self._pos_by_id = {doc.id: i for i, doc in enumerate(self._docs)}
         self._access = {}
+        self._keys = None
+        self._scoped_keys = {}
         self._pos_by_iid = None
         return np.asarray(removed, dtype=np.int64)
 
@@ -103,10 +113,11 @@ class DocumentStore:
         keys ``modality`` and ``parent_id`` match the document fields of that name; a
         :class:`~ragroute.scopes.Visible` value (a caller's scope) keeps the documents whose
         access labels are public or meet the scope (:meth:`access_mask`). ``None`` when
-        nothing is restricted.
+        nothing is restricted. A key no document carries is refused (:meth:`check_filter_keys`).
         """
         if not filters:
             return None
+        self.check_filter_keys(filters)
         mask: np.ndarray | None = None
         for key, wanted in filters.items():
             if isinstance(wanted, Visible):
@@ -120,6 +131,47 @@ class DocumentStore:
                 part = np.fromiter((_matches(v, allowed) for v in values), dtype=bool, count=len(values))
             mask = part if mask is None else mask & part
         return mask
+
+    def metadata_keys(
+        self, scopes: Iterable[str] | None = None, key: str = ACCESS_KEY
+    ) -> frozenset[str] | None:
+        """The metadata keys of the stored documents, computed once per content; with ``scopes``,
+        of the documents a caller holding them may read (:meth:`access_mask`; once per scope set),
+        so a caller learns no key of documents hidden from it. ``None`` when there is no such
+        document (an empty store, or nothing visible): there are no keys to tell."""
+        if not self._docs:
+            return None
+        if self._keys is None:
+            self._keys = frozenset(k for doc in self._docs for k in doc.metadata)
+        if scopes is None:
+            return self._keys
+        scope = (key, frozenset(scopes))
+        if scope not in self._scoped_keys:
+            mask = self.access_mask(scope[1], key)
+            keys: frozenset[str] | None = self._keys
+            if mask is not None:  # some documents hidden: the keys of the visible ones
+                visible_keys = (k for doc, seen in zip(self._docs, mask) if seen for k in doc.metadata)
+                keys = frozenset(visible_keys) if bool(mask.any()) else None
+            if len(self._scoped_keys) >= 256:  # many distinct callers: start over rather than grow
+                self._scoped_keys = {}
+            self._scoped_keys[scope] = keys
+        return self._scoped_keys[scope]
+
+    def check_filter_keys(self, filters: Mapping[str, Any] | None) -> None:
+        """A one-line :class:`~ragroute.errors.InvalidArgumentError` for a filter key no stored
+        document carries (it would match nothing, silently): what every index kind checks before it
+        filters, local or pushed down into an external store. The field keys (:data:`FIELD_KEYS`)
+        always pass; a caller's scope (a :class:`~ragroute.scopes.Visible` value) is no key, and
+        only the documents it lets the caller read are counted. A store with no such document
+        refuses nothing (it has no keys to tell)."""
+        if not filters or not self._docs:
+            return
+        named = {key: value for key, value in filters.items() if not isinstance(value, Visible)}
+        if not named:
+            return
+        scope = next((value for value in filters.values() if isinstance(value, Visible)), None)
+        carried = self.metadata_keys() if scope is None else self.metadata_keys(scope.scopes, scope.key)
+        check_filter_keys(named, carried, FIELD_KEYS)
 
     def access_mask(self, scopes: Iterable[str], key: str = "access") -> np.ndarray | None:
         """Mask over positions of the documents a caller holding ``scopes`` may read (public ones

@@ -312,6 +312,7 @@ class ExternalVectorIndex(VectorIndex):
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if self.collection is None or len(self.store) == 0:
             return [[] for _ in range(len(vectors))]
+        self.store.check_filter_keys(filters)  # pushed down, a key no document carries would match nothing
         clauses = filter_clauses(filters, self.store_name)
         self._check_scalar_keys(clauses)
         positions = self.store.positions_by_iid()

@@ -73,6 +73,12 @@ class LocalIndex(ABC):
     def documents(self) -> Sequence[Document]:
         return self.store.documents
 
+    def metadata_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+        """The metadata keys the documents carry (with ``scopes``: those a caller holding them may
+        read), ``None`` while there is none (it cannot tell); a filter on another key is refused
+        (:meth:`DocumentStore.check_filter_keys`)."""
+        return self.store.metadata_keys(scopes)
+
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
         """Top ``k`` hits for one query (see :meth:`search_many`)."""
         return self.search_many([query], k, filters=filters)[0]

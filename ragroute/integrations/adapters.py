@@ -9,7 +9,8 @@
   pushed down into the framework where the adapter has a ``scope_filters`` builder, and always
   applied to what comes back (:func:`scoped_hits`);
 * :func:`check_target`: the pipeline or index a framework retriever is built over, checked at
-  its constructor;
+  its constructor; :func:`query_encoder`: its query encoder; :func:`index_scale`: how the
+  retrievers over one index score its hits (as a pipeline over that index alone does);
 * :func:`framework_of`: which framework an object comes from, read from its classes'
   modules (so nothing is imported to find out).
 """
@@ -26,6 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from ragroute.context import encoder_key
 from ragroute.errors import (
     InvalidArgumentError,
     check_batch,
@@ -35,11 +37,49 @@ from ragroute.errors import (
     value_type_name,
 )
 from ragroute.index.base import by_filter_groups
+from ragroute.pipeline.score_scale import SourceScale
+from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, Visible, labels_of, scope_of, visible
 from ragroute.types import Document, Hit
 
 #: scalar metadata types a node or document may carry (nested values stay in ``explain``)
 SCALARS = (str, int, float, bool)
+
+
+def query_encoder(obj: Any, _depth: int = 0) -> Any:
+    """The query encoder of a ragroute pipeline, index or source (``None`` when it has none).
+
+    A pipeline without its own encoder answers with its sources' encoder when they all share one.
+    """
+    if obj is None or _depth > 4:
+        return None
+    encoder = getattr(obj, "encoder", None)
+    if encoder is not None:
+        return encoder
+    for attribute in ("dense", "retriever"):
+        found = query_encoder(getattr(obj, attribute, None), _depth + 1)
+        if found is not None:
+            return found
+    if isinstance(obj, (list, tuple)) or hasattr(obj, "retrieve_contexts"):
+        encoders = [query_encoder(s, _depth + 1) for s in getattr(obj, "sources", obj)]
+        keys = {encoder_key(e) for e in encoders if e is not None}
+        if len(keys) == 1 and all(e is not None for e in encoders):
+            return encoders[0]
+    return None
+
+
+def index_scale(target: Any, known: SourceScale | None = None) -> SourceScale:
+    """How the retrievers over one index, source or retriever (``IndexLlamaRetriever``,
+    ``IndexLangChainRetriever``) score their hits: as a pipeline over that one source with its
+    query encoder (:func:`query_encoder`) does, on the encoder's cosine scale
+    (:class:`~ragroute.pipeline.score_scale.SourceScale`; docs/scores.md), so a cutoff means the
+    same on their nodes as on a routed retriever's. Without an encoder (a BM25 index alone) there
+    is no such scale: the index's own scores, as a pipeline without an encoder gives them.
+    ``known``: the scale made before, kept while it is over ``target`` (and fitted once)."""
+    if known is not None and (known.source is target or known.source.retriever is target):
+        return known
+    name = str(getattr(target, "name", "") or "index")
+    return SourceScale(target if isinstance(target, Source) else Source(name, target), query_encoder(target))
 
 
 def scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -49,9 +49,11 @@ from ragroute.integrations.adapters import (
     DecisionLog,
     ExternalRetriever,
     check_target,
+    index_scale,
     scalar_metadata,
     scoped_hits,
 )
+from ragroute.pipeline.score_scale import SourceScale
 from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, caller_scopes, labels_of, visible
 from ragroute.types import Decision, Document, Hit
@@ -266,6 +268,8 @@ class IndexLangChainRetriever(_RagrouteRetriever):
     def _searchable(cls, value: Any) -> Any:
         return check_target(value, "index", SEARCHABLE)
 
+    _scale: SourceScale | None = PrivateAttr(default=None)
+
     def __init__(self, index: Any = _UNSET, /, **kwargs: Any) -> None:
         if index is not _UNSET:
             kwargs["index"] = index
@@ -278,7 +282,8 @@ class IndexLangChainRetriever(_RagrouteRetriever):
             hits = self.index.search_contexts([context], k)[0][0]
         else:
             hits = search_contexts(self.index, [context], k)[0]
-        return [hit_to_document(hit) for hit in scoped_hits(hits, context.scopes)]
+        self._scale = scale = index_scale(self.index, self._scale)  # scores as a pipeline over it gives
+        return [hit_to_document(hit) for hit in scale.rescore(scoped_hits(hits, context.scopes))]
 
 
 # --------------------------------------------------------------------------- LangChain -> ragroute

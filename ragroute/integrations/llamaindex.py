@@ -48,13 +48,15 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
 )
 
-from ragroute.context import QueryContext, checked_caller, encoder_key
+from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k
 from ragroute.integrations.adapters import (
     SEARCHABLE,
     DecisionLog,
     ExternalRetriever,
     check_target,
+    index_scale,
+    query_encoder,
     scalar_metadata,
     scoped_hits,
 )
@@ -118,28 +120,6 @@ def resolve_top_k(similarity_top_k: int | None, k: int | None) -> int:
     if similarity_top_k is not None and k is not None and similarity_top_k != k:
         raise RagrouteError(f"similarity_top_k={similarity_top_k} and k={k} disagree: give one")
     return similarity_top_k if similarity_top_k is not None else k if k is not None else DEFAULT_TOP_K
-
-
-def query_encoder(obj: Any, _depth: int = 0) -> Any:
-    """The query encoder of a ragroute pipeline, index or source (``None`` when it has none).
-
-    A pipeline without its own encoder answers with its sources' encoder when they all share one.
-    """
-    if obj is None or _depth > 4:
-        return None
-    encoder = getattr(obj, "encoder", None)
-    if encoder is not None:
-        return encoder
-    for attribute in ("dense", "retriever"):
-        found = query_encoder(getattr(obj, attribute, None), _depth + 1)
-        if found is not None:
-            return found
-    if isinstance(obj, (list, tuple)) or hasattr(obj, "retrieve_contexts"):
-        encoders = [query_encoder(s, _depth + 1) for s in getattr(obj, "sources", obj)]
-        keys = {encoder_key(e) for e in encoders if e is not None}
-        if len(keys) == 1 and all(e is not None for e in encoders):
-            return encoders[0]
-    return None
 
 
 def query_context(
@@ -306,11 +286,13 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         self.filters = dict(check_filters(filters)) if filters else None
         self.scopes = caller_scopes(scopes)
         self.encoder = query_encoder(index)
+        self._scale = index_scale(self.index)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes)
         hits = hits_of(self.index, [context], self.similarity_top_k)[0]
-        return [hit_to_node(hit) for hit in scoped_hits(hits, context.scopes)]
+        self._scale = index_scale(self.index, self._scale)  # scores as a pipeline over the index gives
+        return [hit_to_node(hit) for hit in self._scale.rescore(scoped_hits(hits, context.scopes))]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)

@@ -34,7 +34,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, value_type_name
 from ragroute.gate.controller import StepwiseResult
-from ragroute.integrations.adapters import DecisionLog, check_target, scoped_hits
+from ragroute.integrations.adapters import DecisionLog, check_target, index_scale, scoped_hits
 from ragroute.integrations.llamaindex import (
     IndexLlamaRetriever,
     LlamaRetrieverAdapter,
@@ -46,6 +46,7 @@ from ragroute.integrations.llamaindex import (
     query_encoder,
     resolve_top_k,
 )
+from ragroute.pipeline.score_scale import SourceScale
 from ragroute.pipeline.stages import GateDecision
 from ragroute.route.sources import hits_of
 from ragroute.scopes import caller_scopes
@@ -94,6 +95,7 @@ class GatedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
         self.scopes = caller_scopes(scopes if scopes is not None else getattr(wrapped, "scopes", ()))
         self.caller = checked_caller(caller if caller is not None else getattr(wrapped, "caller", ""))
         self.encoder = query_encoder(self.retriever)
+        self._scale: SourceScale | None = None
         self.last_decision: GateDecision | None = None
         self.last_routing: Decision | None = None
         self.decisions = DecisionLog(keep_decisions)
@@ -126,8 +128,10 @@ class GatedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
         if hasattr(self.retriever, "retrieve_contexts"):
             result = self.retriever.retrieve_contexts([context], k)[0]
             hits, routed = result.hits, result.decision
-        else:
-            hits, routed = scoped_hits(hits_of(self.retriever, [context], k)[0], self.scopes), None
+        else:  # one index: scored as IndexLlamaRetriever scores it (a pipeline over it alone)
+            self._scale = index_scale(self.retriever, self._scale)
+            hits = self._scale.rescore(scoped_hits(hits_of(self.retriever, [context], k)[0], self.scopes))
+            routed = None
         self.last_routing = routed
         decision_id = self.decisions.record(routed) if routed is not None else ""
         self.decisions.report(GateOutcome(decision, routed))

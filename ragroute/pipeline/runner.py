@@ -106,6 +106,12 @@ class Pipeline:
     def documents(self) -> list:
         return [doc for source in self.sources for doc in source.documents]
 
+    def metadata_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+        """The metadata keys the documents of its sources carry (with ``scopes``: of the sources and
+        documents a caller holding them may read), when every such source can tell
+        (:func:`~ragroute.index.base.metadata_keys_of`), else ``None``."""
+        return self._route.carried_keys(scopes)
+
     # ------------------------------------------------------------------ the pipeline
 
     def retrieve(
@@ -146,6 +152,8 @@ class Pipeline:
     def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
         k = check_k(k)
         contexts = check_batch(contexts, "contexts")
+        for context in contexts:  # before any stage runs: a filter that cannot match is refused
+            self._route.check_filter_keys(context)
         decisions: list[Decision | None] = [None] * len(contexts)
         depths = [k] * len(contexts)
         if self._gate is not None:

@@ -22,13 +22,16 @@ pipeline's hits carry that as their ``score`` (the fusion value stays in ``expla
   half's cosine).
 
 Scales are fitted once per set of sources (memoised in the process) and reported in the
-trace of every query.
+trace of every query. :class:`SourceScale` gives the hits of one source searched alone (the
+LlamaIndex and LangChain retrievers over one index) the scores a pipeline over that source alone
+gives them, through the same fit and the same :func:`rescored`.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -236,3 +239,56 @@ def similarities(
             if key not in best or value > best[key]:
                 best[key] = value
     return best
+
+
+def rescored(
+    hits: Sequence[Hit],
+    lists: Mapping[str, Sequence[Hit]],
+    scales: Mapping[str, ScoreScale],
+    documents_of: Mapping[str, str] | None = None,
+) -> list[Hit]:
+    """``hits`` (fused from ``lists``, in their order) with each document's cosine-scale similarity
+    (:func:`similarities`) as its score; the value that ordered them goes to ``explain["fused"]``."""
+    from ragroute.index.fusion import document_key
+
+    best = similarities(lists, scales, documents_of)
+    return [
+        replace(
+            hit,
+            score=best.get(document_key(hit, documents_of), hit.score),
+            explain={**hit.explain, "fused": hit.score},
+        )
+        for hit in hits
+    ]
+
+
+class SourceScale:
+    """The scores a pipeline over ``source`` alone (with ``encoder``, its query encoder) gives the
+    hits of that source: its :class:`ScoreScale` from :func:`fit_score_scales` (memoised with the
+    pipelines' fits), fitted on first use and again when the source's size changes, applied by
+    :func:`rescored` (order kept, the source's own score in ``explain["fused"]``)."""
+
+    def __init__(self, source: Source, encoder: Any) -> None:
+        self.source = source
+        self.encoder = encoder
+        self._fitted: tuple[int, ScoreScale] | None = None
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SourceScale:
+        """The same source and encoder, fitted again on first use (a lock is never copied)."""
+        return SourceScale(self.source, self.encoder)
+
+    def scale(self) -> ScoreScale:
+        """The source's scale (fitted once per size of the source)."""
+        size = len(self.source.documents)
+        with self._lock:
+            if self._fitted is None or self._fitted[0] != size:
+                self._fitted = (size, fit_score_scales([self.source], self.encoder)[self.source.name])
+            return self._fitted[1]
+
+    def rescore(self, hits: Sequence[Hit]) -> list[Hit]:
+        """``hits`` of the source with cosine-scale similarities as scores."""
+        if not hits:
+            return []
+        name = self.source.name
+        return rescored(hits, {name: hits}, {name: self.scale()})

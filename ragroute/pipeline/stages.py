@@ -14,19 +14,21 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
-from ragroute.index.fusion import document_key
+from ragroute.errors import check_filter_keys
+from ragroute.index.base import carried_keys
+from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.hybrid import FusionParams
-from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, similarities
+from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, rescored
 from ragroute.registry import FUSIONS
 from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.scopes import ACCESS_KEY, REDACTED, labels_of, redact, visible
-from ragroute.types import Decision, Document, Hit, TraceStep
+from ragroute.types import Decision, Hit, TraceStep
 
 # Sources over the same documents (an expert set's experts) are read this deep when fused, as the
 # hybrid index reads its BM25 and dense lists: a document 11th in two lists still gathers both votes
@@ -186,22 +188,45 @@ class RouteStage:
             self._hidden[key] = found
         return found
 
-    def filter_misses(self, filters: Mapping[str, Any] | None) -> frozenset[str]:
-        """Sources that cannot match ``filters``: their documents are known (a local index) and
-        none holds one of the filter's metadata keys (``modality`` and ``parent_id`` are fields
-        every document has). Read once per set of keys, and again when a source's size changes."""
+    def filter_misses(self, filters: Mapping[str, Any] | None, scopes: Sequence[str] = ()) -> frozenset[str]:
+        """Sources that cannot match ``filters`` for a caller holding ``scopes``: their documents
+        are known (a local index: those the caller may read; or the documents a framework source
+        lists) and none holds one of the filter's metadata keys (``modality`` and ``parent_id``
+        are fields every document has). Read once per set of keys and scopes, and again when a
+        source's size changes."""
         keys = metadata_filter_keys(filters)
         if not keys:
             return frozenset()
-        documents = {s.name: s.documents for s in self._sources}
-        cache_key = (keys, tuple(len(docs) for docs in documents.values()))  # an index that grew: read again
+        sizes = tuple(len(s.documents) for s in self._sources)  # an index that grew: read again
+        cache_key = (keys, tuple(scopes), sizes)
         found = self._misses.get(cache_key)
         if found is None:
-            found = frozenset(name for name, docs in documents.items() if absent_filter_keys(docs, filters))
+            found = frozenset(
+                s.name for s in self._sources if absent_filter_keys(known_keys(s, scopes), filters)
+            )
             if len(self._misses) >= 256:
                 self._misses = {}
             self._misses[cache_key] = found
         return found
+
+    def check_filter_keys(self, context: QueryContext) -> None:
+        """Refuse, in one line (:func:`ragroute.errors.check_filter_keys`), a query whose filter
+        names a key no document of the sources its caller may read carries: it would match nothing
+        on any route. Only when every such source can tell (its metadata keys are known:
+        :func:`~ragroute.index.base.metadata_keys_of`); a framework's retriever, a source of
+        unknown documents or an empty index may hold the key, so then nothing is refused and the
+        route stage routes past the sources known to lack it (:meth:`filter_misses`)."""
+        if context.filters:
+            check_filter_keys(context.filters, self.carried_keys(context.scopes), FIELD_KEYS)
+
+    def carried_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+        """The metadata keys of the sources' documents (with ``scopes``: of the sources and
+        documents a caller holding them may read, so a refusal names no key of hidden ones);
+        ``None`` when one of those sources cannot tell."""
+        if scopes is None:
+            return carried_keys(self._sources)
+        hidden = self.hidden(scopes)
+        return carried_keys((s for s in self._sources if s.name not in hidden), scopes)
 
     def _router_for(self, hidden: frozenset[str]) -> Any:
         """The router for callers who may not read ``hidden``: the router restricted to the other
@@ -301,14 +326,15 @@ class RouteStage:
             signals = {"redacted": REDACTED}
             decided_by = str(redact(decided_by, hidden))
         trace.append(self.scope_step(context))
-        misses = self.filter_misses(context.filters) - hidden
+        misses = self.filter_misses(context.filters, context.scopes) - hidden
         if misses & probs.keys():
             kept = {name: p for name, p in probs.items() if name not in misses}
             if any(p > 0 for name, p in kept.items() if name != NONE_ROUTE):
                 probs = _renormalise(kept)
                 reason = "no document of theirs holds the filter's keys"
-            else:  # no source can match: the routes stay, the search finds nothing, and this says why
-                reason = "no source's documents hold the filter's keys: the routes are kept"
+            else:  # no routed source can match (the keys are split among them, or held by none of
+                # the routes): none is searched (each would refuse the key), and this says why
+                reason = "no routed source's documents hold all the filter's keys: none is searched"
             keys = sorted(metadata_filter_keys(context.filters))
             trace.append(
                 TraceStep("filters", {"keys": keys, "sources_without": sorted(misses), "reason": reason})
@@ -318,6 +344,8 @@ class RouteStage:
         )
         if options.always and chosen != [NONE_ROUTE]:
             chosen += [name for name in options.always if name not in chosen and name not in hidden]
+        if misses & set(chosen):  # never searched: an index refuses a key its documents lack
+            chosen = [name for name in chosen if name not in misses] or [NONE_ROUTE]
         unavailable = [name for name in chosen if name != NONE_ROUTE and name not in self._names]
         if unavailable:
             problems = {p.name: p.error for p in self.problems}
@@ -348,15 +376,24 @@ def metadata_filter_keys(filters: Mapping[str, Any] | None) -> frozenset[str]:
     return frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
 
 
-def absent_filter_keys(documents: Sequence[Document], filters: Mapping[str, Any] | None) -> list[str]:
-    """The metadata keys ``filters`` names (:func:`metadata_filter_keys`) that no document of
-    ``documents`` holds, sorted: the filter matches none of them (a likely typo, or a source to route
-    around). No documents known (an empty or external collection): none is said to be absent."""
-    if not documents:
+def known_keys(source: Source, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+    """The metadata keys ``source``'s documents carry: its index's (computed once per content; with
+    ``scopes``, of the documents a caller holding them may read), else those of the documents it
+    lists (a framework source given some); ``None`` when it cannot tell (an empty index, nothing
+    the caller may read, no documents listed)."""
+    if callable(getattr(source.retriever, "metadata_keys", None)):
+        return source.metadata_keys(scopes)
+    documents = source.documents
+    return frozenset(key for doc in documents for key in doc.metadata) if documents else None
+
+
+def absent_filter_keys(carried: frozenset[str] | None, filters: Mapping[str, Any] | None) -> list[str]:
+    """The metadata keys ``filters`` names (:func:`metadata_filter_keys`) that are not among
+    ``carried`` (a source's documents' keys, :func:`known_keys`), sorted: the filter matches none of
+    its documents (a source to route around). Keys unknown (``None``): none is said to be absent."""
+    if carried is None:
         return []
-    return sorted(
-        key for key in metadata_filter_keys(filters) if not any(key in d.metadata for d in documents)
-    )
+    return sorted(key for key in metadata_filter_keys(filters) if key not in carried)
 
 
 def _renormalise(scores: Mapping[str, float]) -> dict[str, float]:
@@ -593,12 +630,7 @@ class FuseStage:
         if self.scales is None:  # fitted once; later queries read it without the lock
             self.calibrate()
         scales = self.scales or {}
-        best = similarities(lists, scales, self.documents_of)
-        out = []
-        for hit in fused:
-            key = document_key(hit, self.documents_of)
-            value = best.get(key, hit.score)
-            out.append(replace(hit, score=value, explain={**hit.explain, "fused": hit.score}))
+        out = rescored(fused, lists, scales, self.documents_of)
         described = {name: scales[name].describe() for name in lists if name in scales}
         decision.trace.append(TraceStep("scores", {"meaning": "similarity", **described}))
         return out

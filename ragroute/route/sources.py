@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
-from ragroute.index.base import Retriever, search_contexts
+from ragroute.index.base import Retriever, metadata_keys_of, search_contexts
 from ragroute.scopes import access_labels, visible
 from ragroute.types import Decision, Document, Hit
 
@@ -54,6 +54,11 @@ class Source:
     @property
     def documents(self) -> Sequence[Document]:
         return getattr(self.retriever, "documents", ())
+
+    def metadata_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
+        """The metadata keys its documents carry (with ``scopes``: those a caller holding them may
+        read), or ``None`` when its retriever cannot tell (:func:`~ragroute.index.base.metadata_keys_of`)."""
+        return metadata_keys_of(self.retriever, scopes)
 
     @property
     def collection(self) -> str:

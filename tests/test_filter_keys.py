@@ -1,0 +1,244 @@
+"""A metadata filter on a key no document carries (a typo of ``path``, or ``title`` / ``doc_id``,
+document fields rather than metadata) matched nothing, silently: zero hits from ``index.search``,
+``Pipeline.retrieve``, ``ragroute query --filter`` and the framework retrievers. It is now one line
+naming the key and the keys the documents do carry; filters on existing keys return what they did."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from ragroute.context import QueryContext
+from ragroute.errors import InvalidArgumentError, RagrouteError
+from ragroute.index.build import build_index
+from ragroute.index.dense import DenseIndex
+from ragroute.index.external import StoreParams
+from ragroute.pipeline.build import pipeline_from_settings
+from ragroute.registry import INDEX_KINDS
+from ragroute.route.sources import Source
+from ragroute.types import Document, Hit
+
+PTH = r"^filters: no document has metadata key 'pth' \(keys: lang, path, year\); did you mean 'path'\?$"
+
+
+def _docs(prefix: str = "d", n: int = 6) -> list[Document]:
+    return [
+        Document(
+            f"{prefix}{i}",
+            f"printer toner cartridge {i}",
+            title=f"printer {i}",
+            metadata={"path": "printers.csv" if i % 2 else "toner.csv", "lang": "en", "year": 2020 + i},
+            parent_id="p0" if i < 2 else None,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["bm25", "dense", "hybrid"])
+def test_an_index_refuses_a_filter_key_no_document_carries(hashing_encoder, kind):
+    index = build_index(_docs(), kind, encoder=hashing_encoder, name="docs")
+    kept = index.search("printer toner", k=10, filters={"path": "printers.csv"})
+    assert sorted(h.doc_id for h in kept) == ["d1", "d3", "d5"]  # an existing key: as before
+    with pytest.raises(InvalidArgumentError, match=PTH):
+        index.search("printer toner", filters={"pth": "printers.csv"})
+    with pytest.raises(InvalidArgumentError, match=PTH):
+        index.search_contexts([QueryContext.of("printer toner", filters={"pth": "printers.csv"})])
+    for field in ("title", "doc_id"):  # document fields: refused with a hint
+        with pytest.raises(InvalidArgumentError) as caught:
+            index.search("printer", filters={field: "printer 1"})
+        assert str(caught.value) == (
+            f"filters: no document has metadata key {field!r} "
+            "(a document field, not metadata; keys: lang, path, year)"
+        )
+    # fields filter_mask matches and the access labels are always allowed
+    assert [h.doc_id for h in index.search("printer", k=10, filters={"parent_id": "p0"})] != []
+    assert len(index.search("printer", k=10, filters={"modality": "text"})) == 6
+    assert index.search("printer", k=10, filters={"access": "hr"}) == []  # nobody labelled: none match
+
+
+def test_the_key_set_is_read_once_per_content_and_an_empty_index_refuses_nothing(hashing_encoder):
+    index = DenseIndex(hashing_encoder, name="empty")
+    assert index.metadata_keys() is None
+    assert index.search("printer", filters={"pth": "x"}) == []  # no keys to tell
+    index.add([Document("a", "printer", metadata={"lang": "en"})])
+    store = index.store
+    assert store.metadata_keys() == {"lang"} and store.metadata_keys() is store.metadata_keys()
+    with pytest.raises(InvalidArgumentError, match=r"'pth' \(keys: lang\)"):
+        index.search("printer", filters={"pth": "x"})
+    index.add([Document("b", "printer", metadata={"pth": "x"})])  # added: read again
+    assert [h.doc_id for h in index.search("printer", filters={"pth": "x"})] == ["b"]
+    index.delete(["b"])  # deleted: read again
+    with pytest.raises(InvalidArgumentError, match="'pth'"):
+        index.search("printer", filters={"pth": "x"})
+    bare = build_index([Document("c", "printer")], "bm25", name="bare")
+    with pytest.raises(InvalidArgumentError, match=r"'lang' \(the documents carry no metadata\)$"):
+        bare.search("printer", filters={"lang": "en"})
+
+
+def test_the_listed_keys_are_sorted_and_few(hashing_encoder):
+    docs = [Document(f"d{i}", "printer", metadata={f"k{j:02d}": j for j in range(12)}) for i in range(2)]
+    index = build_index(docs, "bm25", name="many")
+    with pytest.raises(InvalidArgumentError) as caught:
+        index.search("printer", filters={"zzz": 1})
+    assert str(caught.value) == (
+        "filters: no document has metadata key 'zzz' (keys: k00, k01, k02, k03, k04, k05, k06, k07, "
+        "... (12 in all))"
+    )
+
+
+class Unknown:
+    """A retriever whose documents are unknown (as a framework's): it may hold any key."""
+
+    name = "web"
+
+    def search_many(self, queries, k=10, *, filters=None):
+        return [[Hit("web-1", 0.5, "web", rank=1, text=q, metadata={"pth": "x"})] for q in queries]
+
+
+def test_a_pipeline_refuses_a_key_no_source_carries_unless_a_source_cannot_tell(hashing_encoder):
+    tickets = [Document(f"t{i}", f"printer ticket {i}", metadata={"ticket": i}) for i in range(4)]
+    sources = [
+        Source("docs", build_index(_docs(), "bm25", name="docs")),
+        Source("tickets", build_index(tickets, "bm25", name="tickets")),
+    ]
+    pipeline = pipeline_from_settings(sources, {"kind": "centroid"}, encoder=hashing_encoder)
+    context = QueryContext.of("printer toner", filters={"path": "printers.csv"})
+    assert {h.doc_id for h in pipeline.retrieve(context, k=10).hits} == {"d1", "d3", "d5"}
+    message = r"no document has metadata key 'pth' \(keys: lang, path, ticket, year\); did you mean 'path'"
+    with pytest.raises(InvalidArgumentError, match=message):
+        pipeline.retrieve(QueryContext.of("printer toner", filters={"pth": "printers.csv"}))
+    with pytest.raises(InvalidArgumentError, match=message):
+        pipeline.search("printer toner", filters={"pth": "printers.csv"})
+    with pytest.raises(InvalidArgumentError, match="'title' .a document field"):
+        pipeline.retrieve_many(["printer", QueryContext.of("toner", filters={"title": "printer 1"})])
+    # a source of unknown documents might hold the key: nothing is refused, the sources known to
+    # lack it are routed past (never searched: they would refuse it)
+    with_unknown = [*sources, Source("web", Unknown(), description="printer toner web")]
+    pipeline = pipeline_from_settings(with_unknown, {"kind": "centroid"}, encoder=hashing_encoder)
+    result = pipeline.retrieve(QueryContext.of("printer toner", filters={"pth": "x"}), k=5)
+    assert result.decision.chosen == ["none"] and result.hits == []
+    assert not [s for s in result.decision.trace if "error" in s.detail]
+    # a pipeline as a source: it tells its sources' keys when all of them can
+    assert pipeline.metadata_keys() is None
+    inner = pipeline_from_settings(sources, {"kind": "centroid"}, encoder=hashing_encoder)
+    assert inner.metadata_keys() == {"lang", "path", "ticket", "year"}
+    outer = pipeline_from_settings([Source("inner", inner)], {"kind": "centroid"}, encoder=hashing_encoder)
+    with pytest.raises(InvalidArgumentError, match=message):
+        outer.retrieve(QueryContext.of("printer", filters={"pth": "x"}))
+
+
+def test_the_keys_of_sources_hidden_from_the_caller_are_not_counted(hashing_encoder):
+    secret = [Document(f"s{i}", f"printer salary {i}", metadata={"salary": i}) for i in range(3)]
+    sources = [
+        Source("docs", build_index(_docs(), "bm25", name="docs")),
+        Source("hr", build_index(secret, "bm25", name="hr"), access=frozenset({"hr"})),
+    ]
+    pipeline = pipeline_from_settings(sources, {"kind": "centroid"}, encoder=hashing_encoder)
+    with pytest.raises(InvalidArgumentError, match=r"'salary' \(keys: lang, path, year\)"):
+        pipeline.retrieve(QueryContext.of("printer", filters={"salary": 1}))
+    allowed = pipeline.retrieve(QueryContext.of("printer", filters={"salary": 1}, scopes=("hr",)), k=5)
+    assert [h.doc_id for h in allowed.hits] == ["s1"]
+
+
+def test_ragroute_query_refuses_a_filter_key_no_document_carries(tmp_path, hashing_encoder):
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.index.io import save_index
+
+    save_index(build_index(_docs(), "bm25", name="docs"), tmp_path / "docs")
+    args = ["query", str(tmp_path / "docs"), "printer"]
+    result = CliRunner().invoke(main, [*args, "--filter", "pth=printers.csv"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: filters: no document has metadata key 'pth' (keys: lang, path, year); did you mean 'path'?"
+    ]
+    ok = CliRunner().invoke(main, [*args, "--filter", "path=printers.csv", "--json"])
+    assert ok.exit_code == 0 and '"d1"' in ok.output and '"d0"' not in ok.output
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(k, marks=pytest.mark.skipif(importlib.util.find_spec(m) is None, reason=f"no {m}"))
+        for k, m in (("qdrant", "qdrant_client"), ("lancedb", "lancedb"))
+    ],
+)
+def test_an_external_store_refuses_it_before_pushing_it_down(tmp_path, kind):
+    class Fixed:
+        model_id, backend, dim = "test/fixed", "fixed", 8
+
+        def describe(self):
+            return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+    docs = _docs()
+    vectors = np.random.default_rng(0).normal(size=(len(docs), 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    location = ":memory:" if kind == "qdrant" else str(tmp_path / kind)
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=location, collection="test"))
+    store.add_vectors(docs, vectors)
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    for index in (flat, store):
+        kept = index.search_vectors(vectors[:1], k=10, filters={"path": "printers.csv"})[0]
+        assert sorted(h.doc_id for h in kept) == ["d1", "d3", "d5"]
+        with pytest.raises(InvalidArgumentError, match=PTH):
+            index.search_vectors(vectors[:1], k=10, filters={"pth": "printers.csv"})
+
+
+def test_the_framework_retrievers_refuse_it(hashing_encoder):
+    from ragroute.integrations.langchain import IndexLangChainRetriever, RoutedLangChainRetriever
+    from ragroute.integrations.llamaindex import IndexLlamaRetriever, RoutedLlamaRetriever
+
+    index = build_index(_docs(), "hybrid", encoder=hashing_encoder, name="docs")
+    pipeline = pipeline_from_settings([Source("docs", index)], {"kind": "centroid"}, encoder=hashing_encoder)
+    for retriever in (
+        IndexLlamaRetriever(index, filters={"pth": "printers.csv"}),
+        RoutedLlamaRetriever(pipeline, filters={"pth": "printers.csv"}),
+    ):
+        with pytest.raises(RagrouteError, match=PTH):
+            retriever.retrieve("printer toner")
+    for retriever in (
+        IndexLangChainRetriever(index, filters={"pth": "printers.csv"}),
+        RoutedLangChainRetriever(pipeline, filters={"pth": "printers.csv"}),
+    ):
+        with pytest.raises(RagrouteError, match=PTH):
+            retriever.invoke("printer toner")
+    found = IndexLlamaRetriever(index, filters={"path": "printers.csv"}, similarity_top_k=10).retrieve(
+        "printer"
+    )
+    assert sorted(n.node.metadata["doc_id"] for n in found) == ["d1", "d3", "d5"]
+
+
+def test_an_index_counts_only_the_keys_of_documents_the_caller_may_read(hashing_encoder):
+    docs = [
+        *_docs(),
+        Document("s0", "printer salary", metadata={"salary": 1, "access": "hr"}),
+    ]
+    index = build_index(docs, "bm25", name="docs")
+    public = QueryContext.of("printer", filters={"salary": 1})
+    with pytest.raises(InvalidArgumentError, match=r"'salary' \(keys: lang, path, year\)$"):
+        index.search_contexts([public])  # neither the key nor its existence is told
+    hr = QueryContext.of("printer", filters={"salary": 1}, scopes=("hr",))
+    assert [h.doc_id for h in index.search_contexts([hr])[0]] == ["s0"]
+    assert index.metadata_keys() == {"access", "lang", "path", "salary", "year"}
+    assert index.metadata_keys(()) == {"lang", "path", "year"}
+    hidden = build_index([docs[-1]], "bm25", name="hr")
+    assert hidden.metadata_keys(()) is None  # nothing visible: no keys to tell, nothing refused
+    assert hidden.search_contexts([public]) == [[]]
+
+
+def test_a_pipeline_routes_past_a_source_whose_visible_documents_lack_the_key(hashing_encoder):
+    docs = [*_docs(), Document("s0", "printer salary", metadata={"salary": 1, "access": "hr"})]
+    sources = [
+        Source("mixed", build_index(docs, "bm25", name="mixed")),
+        Source("web", Unknown(), description="printer salary web"),  # might hold it: no refusal
+    ]
+    pipeline = pipeline_from_settings(sources, {"kind": "centroid"}, encoder=hashing_encoder)
+    public = pipeline.retrieve(QueryContext.of("printer salary", filters={"salary": 1}), k=5)
+    assert "mixed" not in public.decision.chosen  # never searched: it would refuse the key
+    assert not [s for s in public.decision.trace if "error" in s.detail]
+    hr = pipeline.retrieve(QueryContext.of("printer salary", filters={"salary": 1}, scopes=("hr",)), k=5)
+    assert "s0" in [h.doc_id for h in hr.hits]
