@@ -36,7 +36,7 @@ import asyncio
 import copy
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 from llama_index.core.retrievers import BaseRetriever
@@ -180,33 +180,42 @@ class _TopK:
         self.similarity_top_k = resolve_top_k(None, value)
 
 
-class _Decisions:
+#: what a retriever keeps per query for :meth:`_Decisions.decision_of` (a node's)
+Recorded = TypeVar("Recorded")
+#: what one call reports for :meth:`_Decisions.retrieve_with_decision` (a call's own)
+Outcome = TypeVar("Outcome")
+
+
+class _Decisions(Generic[Recorded, Outcome]):
     """A retriever that keeps each query's decision in ``decisions`` (a :class:`DecisionLog`):
-    :meth:`decision_of` reads a node's, :meth:`retrieve_with_decision` returns a call's own."""
+    :meth:`decision_of` reads a node's (a ``Recorded``), :meth:`retrieve_with_decision` returns a
+    call's own (an ``Outcome``): the routing decision on both for the routed retriever; a
+    :class:`~ragroute.integrations.llamaindex_gate.GateOutcome` from the gated one's call (its
+    nodes name the routing decision); the whole run on both for the step-wise one."""
 
     decisions: DecisionLog
 
-    def decision_of(self, node: NodeWithScore | Any) -> Any:
+    def decision_of(self, node: NodeWithScore | Any) -> Recorded | None:
         """The decision of the query that returned ``node`` (if still kept)."""
         inner = getattr(node, "node", node)
-        return self.decisions.get(str(inner.metadata.get("decision_id", "")))
+        return cast("Recorded | None", self.decisions.get(str(inner.metadata.get("decision_id", ""))))
 
-    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], Any]:
+    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], Outcome]:
         """``retrieve(query)`` and the decision of that very query, also when it returns no nodes
         (routed to ``none``, a gate answered) and whatever other queries run at once (``last_decision``
         belongs to whichever ended last)."""
         with self.decisions.capture() as captured:
             nodes = cast(BaseRetriever, self).retrieve(query)
-        return nodes, captured.decision
+        return nodes, cast(Outcome, captured.decision)
 
-    async def aretrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], Any]:
+    async def aretrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], Outcome]:
         """:meth:`retrieve_with_decision` through ``aretrieve`` (the search in a worker thread)."""
         with self.decisions.capture() as captured:
             nodes = await cast(BaseRetriever, self).aretrieve(query)
-        return nodes, captured.decision
+        return nodes, cast(Outcome, captured.decision)
 
 
-class RoutedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
+class RoutedLlamaRetriever(_Decisions[Decision, "Decision | None"], _TopK, BaseRetriever):
     """A LlamaIndex retriever that routes with a :class:`~ragroute.pipeline.Pipeline`.
 
     ``last_decision`` is the decision of the latest query; with concurrent queries, read a

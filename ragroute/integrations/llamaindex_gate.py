@@ -61,7 +61,7 @@ class GateOutcome(NamedTuple):
     routing: Decision | None
 
 
-class GatedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
+class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetriever):
     """Retrieves through ``retriever`` only when ``gate`` decides ``retrieve``; ``scopes``: the
     caller's (none: only public sources and documents, see :mod:`ragroute.scopes`); ``caller``: who
     asks (for a pipeline's per-caller exposure budget).
@@ -71,6 +71,10 @@ class GatedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
     retriever stays the ``hr`` caller's, its exposure counted against that caller). A
     ``QueryBundle``'s ``embedding`` is the query vector when it fits the retriever's query encoder
     (see :func:`~ragroute.integrations.llamaindex.query_context`).
+
+    ``decision_of(node)`` is the routing decision behind a node (``None`` when the wrapped retriever
+    does not route); ``retrieve_with_decision(query)`` returns the nodes and that call's
+    :class:`GateOutcome`, also when the gate answered and there are no nodes.
     """
 
     def __init__(
@@ -99,22 +103,6 @@ class GatedLlamaRetriever(_Decisions, _TopK, BaseRetriever):
         self.last_decision: GateDecision | None = None
         self.last_routing: Decision | None = None
         self.decisions = DecisionLog(keep_decisions)
-
-    def decision_of(self, node: NodeWithScore | Any) -> Decision | None:
-        """The routing decision of the query that returned ``node`` (if still kept; ``None`` when
-        the wrapped retriever does not route)."""
-        return super().decision_of(node)
-
-    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], GateOutcome]:
-        """``retrieve(query)`` and that query's :class:`GateOutcome` (the gate's decision and the
-        routing decision), also when the gate answered and there are no nodes."""
-        return super().retrieve_with_decision(query)
-
-    async def aretrieve_with_decision(
-        self, query: str | QueryBundle
-    ) -> tuple[list[NodeWithScore], GateOutcome]:
-        """:meth:`retrieve_with_decision` through ``aretrieve``."""
-        return await super().aretrieve_with_decision(query)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
@@ -168,11 +156,13 @@ def _searchable(retriever: Any) -> tuple[Any, _TopK | None]:
     )
 
 
-class StepwiseLlamaRetriever(_Decisions, _TopK, BaseRetriever):
+class StepwiseLlamaRetriever(_Decisions[StepwiseResult, StepwiseResult], _TopK, BaseRetriever):
     """The step-wise controller's evidence as LlamaIndex nodes (``metadata["step"]``: which step);
     ``similarity_top_k`` nodes at most (``k`` is an alias, as on the other retrievers);
     ``scopes``: the caller's, passed to every step (none: only public sources and documents);
-    ``caller``: who asks (every step counts against that caller's exposure budget)."""
+    ``caller``: who asks (every step counts against that caller's exposure budget).
+    ``decision_of(node)`` and ``retrieve_with_decision(query)`` give the run
+    (:class:`~ragroute.gate.controller.StepwiseResult`: steps, gate decisions, trace)."""
 
     def __init__(
         self,
@@ -192,21 +182,6 @@ class StepwiseLlamaRetriever(_Decisions, _TopK, BaseRetriever):
         self.scopes = caller_scopes(scopes)
         self.last_result: Any = None
         self.decisions = DecisionLog(keep_decisions)
-
-    def decision_of(self, node: NodeWithScore | Any) -> StepwiseResult | None:
-        """The run (:class:`~ragroute.gate.controller.StepwiseResult`: steps, gate decisions, trace)
-        that returned ``node`` (if still kept)."""
-        return super().decision_of(node)
-
-    def retrieve_with_decision(self, query: str | QueryBundle) -> tuple[list[NodeWithScore], StepwiseResult]:
-        """``retrieve(query)`` and that query's whole run, also when it returned no nodes."""
-        return super().retrieve_with_decision(query)
-
-    async def aretrieve_with_decision(
-        self, query: str | QueryBundle
-    ) -> tuple[list[NodeWithScore], StepwiseResult]:
-        """:meth:`retrieve_with_decision` through ``aretrieve``."""
-        return await super().aretrieve_with_decision(query)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         result = self.controller.run(
