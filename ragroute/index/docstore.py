@@ -67,11 +67,15 @@ class DocumentStore:
             self._docs.append(doc)
             self._iids.append(int(iid))
         self._next_iid += len(new)
+        self._content_changed()
+        return iids
+
+    def _content_changed(self) -> None:
+        """Drop what was read from the documents (access index, metadata keys, iid positions)."""
         self._access = {}
         self._keys = None
         self._scoped_keys = {}
         self._pos_by_iid = None
-        return iids
 
     def delete(self, ids: Iterable[str]) -> np.ndarray:
         """Remove documents by id and return the iids they had; unknown ids raise."""
@@ -84,10 +88,7 @@ class DocumentStore:
         self._docs = [doc for doc, _ in kept]
         self._iids = [iid for _, iid in kept]
         self._pos_by_id = {doc.id: i for i, doc in enumerate(self._docs)}
-        self._access = {}
-        self._keys = None
-        self._scoped_keys = {}
-        self._pos_by_iid = None
+        self._content_changed()
         return np.asarray(removed, dtype=np.int64)
 
     def position(self, doc_id: str) -> int:
