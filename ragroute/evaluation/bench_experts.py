@@ -150,16 +150,16 @@ def train_missing_experts(
     out = {}
     for col in collections:
         target = Path(experts_dir) / col.name
-        stale = False
-        if artifact_exists(target):
+        train = not artifact_exists(target)
+        if not train:
             try:
                 trained_on = open_snapshot(target, verify=False).manifest.params.get("corpus_sha256")
             except RagrouteError:
                 trained_on = None  # unreadable: loading it says so, and the bench leaves it out
-            stale = trained_on is not None and trained_on != corpus_fingerprint(col.corpus)
-            if stale and log:
+            train = trained_on is not None and trained_on != corpus_fingerprint(col.corpus)
+            if train and log:
                 log(f"  {target} was trained on other documents than {col.name}'s: training it again")
-        if stale or not artifact_exists(target):
+        if train:
             train_expert(
                 col.corpus,
                 target,
