@@ -108,6 +108,25 @@ def small_docs() -> list[Document]:
     return docs
 
 
+@pytest.fixture
+def sources(hashing_encoder, small_docs):
+    """Three dense sources over ``small_docs``, one per topic (modules may define their own)."""
+    from ragroute.index.build import build_index
+    from ragroute.route.sources import Source
+
+    out = []
+    for topic in ("astro", "cook", "it"):
+        docs = [d for d in small_docs if d.metadata["topic"] == topic]
+        out.append(
+            Source(
+                topic,
+                build_index(docs, "dense", encoder=hashing_encoder, name=topic),
+                description=f"documents about {topic}",
+            )
+        )
+    return out
+
+
 @pytest.fixture(scope="session")
 def minilm():
     """The bundled all-MiniLM-L6-v2 on torch (no export step), loaded once per test session."""

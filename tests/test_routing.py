@@ -19,21 +19,6 @@ from ragroute.types import Document, Hit
 QUERIES = {"astro": "galaxy telescope orbit", "cook": "flour yeast oven", "it": "printer vpn password"}
 
 
-@pytest.fixture
-def sources(hashing_encoder, small_docs):
-    out = []
-    for topic in ("astro", "cook", "it"):
-        docs = [d for d in small_docs if d.metadata["topic"] == topic]
-        out.append(
-            Source(
-                topic,
-                build_index(docs, "dense", encoder=hashing_encoder, name=topic),
-                description=f"documents about {topic}",
-            )
-        )
-    return out
-
-
 def test_softmax_and_temperature_fit():
     probs = softmax(np.array([[1.0, 2.0, 3.0]]), 1.0)
     assert probs.sum() == pytest.approx(1.0) and probs.argmax() == 2
@@ -87,7 +72,7 @@ def test_confidence_router_probes_the_dense_part_of_hybrid_sources(hashing_encod
         for topic in ("astro", "cook", "it")
     ]
     router = ConfidenceRouter(hybrid)
-    assert set(router.calibration["probes"].values()) == {"DenseIndex"}
+    assert {p["retriever"] for p in router.calibration["probes"].values()} == {"DenseIndex"}
     decision = router.route(QUERIES["cook"])
     assert decision.chosen == ["cook"]
     # raw top scores are cosines of the dense part, not RRF's 1/(60 + rank)

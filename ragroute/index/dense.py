@@ -151,7 +151,7 @@ class DenseIndex(VectorIndex):
             self.faiss_index = _new_faiss_index(self.params, vectors)
         self._writable()
         iids = self.store.add(documents)
-        _omp_threads(len(vectors))
+        omp_threads_for(len(vectors))
         self.faiss_index.add_with_ids(vectors, iids)
         if self.params.refine:
             self._keep_exact(np.asarray(iids, dtype=np.int64), vectors)
@@ -205,7 +205,7 @@ class DenseIndex(VectorIndex):
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         if self.faiss_index is None or len(self.store) == 0:
             return [[] for _ in range(len(vectors))]
-        _omp_threads(len(vectors))
+        omp_threads_for(len(vectors))
         top = min(k, len(self.store))
         refine = self.params.refine if self.exact is not None else 0
         wanted = min(top * refine, len(self.store)) if refine else top
@@ -391,7 +391,7 @@ def stored_document_vectors(
 _OMP = threading.local()  # per thread: the OpenMP team size it had, and the one it has now
 
 
-def _omp_threads(n_queries: int) -> None:
+def omp_threads_for(n_queries: int) -> None:
     """One OpenMP thread for small batches (fewer than :data:`SMALL_BATCH` queries), the thread's own
     team size for anything larger (big batches, adding, training). faiss scans a handful of queries
     on one thread anyway, and starting a thread team cost ~0.5 ms per search here (0.95 vs 1.49 ms on
@@ -444,7 +444,7 @@ def _trained_ivfpq(params: DenseParams, sample: np.ndarray) -> faiss.Index:
         )
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, bits, faiss.METRIC_INNER_PRODUCT)
-    _omp_threads(len(sample))
+    omp_threads_for(len(sample))
     index.train(sample)
     index.nprobe = params.ivf_nprobe
     return index

@@ -37,6 +37,7 @@ class DocumentStore:
         self._access: dict[str, tuple[np.ndarray, dict[str, np.ndarray]] | None] = {}
         self._keys: frozenset[str] | None = None  # metadata keys: read on first use, dropped on change
         self._scoped_keys: dict[tuple[str, frozenset[str]], frozenset[str] | None] = {}  # per caller scope
+        self._version = 0
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -44,6 +45,12 @@ class DocumentStore:
     @property
     def documents(self) -> Sequence[Document]:
         return self._docs
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever documents are added or deleted (what a copy of anything
+        read from them, such as the confidence router's score probe, checks before it is used)."""
+        return self._version
 
     @property
     def iids(self) -> np.ndarray:
@@ -72,6 +79,7 @@ class DocumentStore:
 
     def _content_changed(self) -> None:
         """Drop what was read from the documents (access index, metadata keys, iid positions)."""
+        self._version += 1
         self._access = {}
         self._keys = None
         self._scoped_keys = {}

@@ -9,7 +9,9 @@ probabilities are a softmax whose temperature is fitted on those pseudo-queries.
 
 A retriever may name the part of itself to search for this purpose with a
 ``confidence_probe`` attribute: a hybrid index offers its dense part, because its
-RRF-fused scores depend only on ranks and so carry no confidence at all.
+RRF-fused scores depend only on ranks and so carry no confidence at all. How the
+scores are read (scores only; through a small HNSW graph for large flat dense
+sources unless ``probe: exact``) is :mod:`ragroute.route.score_probe`'s job.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
-from ragroute.index.base import search_contexts
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.pseudo import pseudo_queries
+from ragroute.route.score_probe import ProbeQueries, SourceProbe, check_probe
 from ragroute.route.sources import Source
 from ragroute.types import Decision
 
@@ -38,6 +40,10 @@ class ConfidenceConfig:
     calibration_queries: int = 60
     temperature: float | None = None
     seed: int = 0
+    #: ``auto``: large flat dense sources are read through an HNSW graph (see
+    #: :mod:`ragroute.route.score_probe`); ``exact``: every source's own exact search
+    probe: str = "auto"
+    probe_ef_search: int = 64
 
 
 class ConfidenceRouter(BaseRouter):
@@ -51,6 +57,16 @@ class ConfidenceRouter(BaseRouter):
         self.sources = list(sources)
         self.labels = [s.name for s in self.sources]
         self.config = config or ConfidenceConfig()
+        check_probe(self.config.probe, self.config.probe_ef_search)
+        self.probes = [
+            SourceProbe(
+                probe(source),
+                k=self.config.k,
+                probe=self.config.probe,
+                ef_search=self.config.probe_ef_search,
+            )
+            for source in self.sources
+        ]
         self._mean = np.zeros(len(self.sources))
         self._std = np.ones(len(self.sources))
         self.calibration = self._calibrate()
@@ -63,18 +79,14 @@ class ConfidenceRouter(BaseRouter):
         """
         from ragroute.context import QueryContext
 
-        contexts = [QueryContext.of(q) for q in queries]
-        out = np.zeros((len(contexts), len(self.sources)))
+        batch = ProbeQueries([QueryContext.of(q) for q in queries])
+        out = np.zeros((len(batch.contexts), len(self.sources)))
         errors: dict[int, str] = {}
-        for s, source in enumerate(self.sources):
+        for s, source_probe in enumerate(self.probes):
             try:
-                found = search_contexts(probe(source), contexts, self.config.k)
+                out[:, s] = source_probe.top_scores(batch, self.config.top_n)
             except Exception as exc:  # noqa: BLE001 - one failing source must not sink the others
                 errors[s] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
-                continue
-            for q, hits in enumerate(found):
-                top = [h.score for h in hits[: self.config.top_n]]
-                out[q, s] = float(np.mean(top)) if top else 0.0
         return out, errors
 
     def _calibrate(self) -> dict:
@@ -98,7 +110,7 @@ class ConfidenceRouter(BaseRouter):
             self.config.temperature = fit_temperature(z, targets_arr, grid=np.geomspace(0.05, 20.0, 100))
         return {
             "temperature": self.config.temperature,
-            "probes": {source.name: type(probe(source)).__name__ for source in self.sources},
+            "probes": {source.name: p.describe() for source, p in zip(self.sources, self.probes)},
             "pseudo_queries": len(texts),
             "pseudo_accuracy": round(float(np.mean(z.argmax(axis=1) == targets_arr)), 4),
             **({"errors": {self.labels[s]: e for s, e in errors.items()}} if errors else {}),

@@ -22,7 +22,7 @@ from ragroute.route.sources import Source
 ROUTER_SETTINGS: dict[str, set[str]] = {
     "prototype": {"none_threshold", "temperature", "bank_dim"},
     "centroid": {"none_threshold", "temperature"},
-    "confidence": {"temperature"},
+    "confidence": {"temperature", "probe", "probe_ef_search"},
     "knn": {"examples", "k"},
     "trained": {"model"},
     "llm": {"llm", "fallback", "label_probability", "timeout_s"},
@@ -46,6 +46,8 @@ ROUTER_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "routes": ("strings", None),
     "mode": ("string", None),
     "bank_dim": ("integer", 1),
+    "probe": ("string", None),
+    "probe_ef_search": ("integer", 1),
 }
 # Settings a kind cannot do without (its factory refuses a mapping that lacks them).
 ROUTER_REQUIRED: dict[str, set[str]] = {
@@ -117,7 +119,10 @@ def centroid(settings: Mapping[str, Any], build: RouterBuild) -> Router:
 def confidence(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     from ragroute.route.confidence import ConfidenceConfig, ConfidenceRouter
 
-    return ConfidenceRouter(build.sources, ConfidenceConfig(temperature=settings.get("temperature")))
+    config = ConfidenceConfig(temperature=settings.get("temperature"))
+    config.probe = settings.get("probe", config.probe)
+    config.probe_ef_search = settings.get("probe_ef_search", config.probe_ef_search)
+    return ConfidenceRouter(build.sources, config)
 
 
 def knn(settings: Mapping[str, Any], build: RouterBuild) -> Router:

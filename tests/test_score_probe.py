@@ -1,0 +1,146 @@
+"""The confidence router's score probe: scores only, through an HNSW graph for large flat dense
+sources, exact for restricted queries, and never out of date after the index changes."""
+
+import numpy as np
+import pytest
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.index.dense import DenseIndex
+from ragroute.pipeline.build import pipeline_from_settings
+from ragroute.route.confidence import ConfidenceConfig, ConfidenceRouter
+from ragroute.route.score_probe import GRAPH_MIN_DOCUMENTS, ProbeQueries, SourceProbe
+from ragroute.route.sources import Source
+from ragroute.scopes import ACCESS_KEY
+from ragroute.types import Document
+
+DIM = 64
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def large(hashing_encoder):
+    """A flat dense index over GRAPH_MIN_DOCUMENTS + 500 unit vectors in 40 clusters (as
+    embeddings of documents on a few dozen topics are); every tenth document is labelled
+    ``secret`` (readable only by callers holding that scope)."""
+    n = GRAPH_MIN_DOCUMENTS + 500
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, DIM))
+    vectors = unit(centres[rng.integers(0, 40, n)] + 0.5 * rng.normal(size=(n, DIM)))
+    docs = [
+        Document(id=f"d{i}", text=f"doc {i}", metadata={ACCESS_KEY: "secret"} if i % 10 == 0 else {})
+        for i in range(n)
+    ]
+    index = DenseIndex(hashing_encoder, name="large")
+    index.add_vectors(docs, vectors)
+    return index, vectors
+
+
+def queries_near(encoder, vectors, rows, *, scopes=None, filters=None):
+    rng = np.random.default_rng(1)
+    contexts = []
+    for row in rows:
+        context = QueryContext(f"q{row}", scopes=scopes, filters=filters)
+        context.set_vector(encoder, unit(vectors[row][None] + 0.05 * rng.normal(size=(1, DIM)))[0])
+        contexts.append(context)
+    return contexts
+
+
+def exact_top(vectors, query, n, allowed=None):
+    scores = vectors @ query
+    if allowed is not None:
+        scores = scores[allowed]
+    return float(np.sort(scores)[::-1][:n].mean())
+
+
+def test_the_graph_reads_the_same_top_scores_as_the_exact_scan(large, hashing_encoder):
+    index, vectors = large
+    graph = SourceProbe(index, k=10)
+    exact = SourceProbe(index, k=10, probe="exact")
+    assert (graph.kind, exact.kind) == ("graph", "scores")
+    contexts = queries_near(hashing_encoder, vectors, range(0, 2500, 50), scopes=["secret"])
+    batch = ProbeQueries(contexts)
+    from_graph, from_scan = graph.top_scores(batch, 3), exact.top_scores(batch, 3)
+    truth = [exact_top(vectors, c.vector(hashing_encoder), 3) for c in contexts]
+    assert from_scan == pytest.approx(truth, abs=1e-5)
+    # float16 storage moves a cosine by ~1e-3; a missed neighbour would move it by far more
+    assert np.abs(from_graph - from_scan).max() < 5e-3
+
+
+def test_a_probe_is_built_alike_every_time(large, hashing_encoder):
+    index, vectors = large
+    batch = ProbeQueries(queries_near(hashing_encoder, vectors, range(0, 2500, 25), scopes=["secret"]))
+    first = SourceProbe(index, k=10).top_scores(batch, 3)
+    assert np.array_equal(first, SourceProbe(index, k=10).top_scores(batch, 3))
+
+
+def test_a_caller_scope_that_hides_documents_is_scored_exactly_over_what_it_may_read(large, hashing_encoder):
+    index, vectors = large
+    probe = SourceProbe(index, k=10)
+    secret_rows = list(range(0, 2500, 100))  # queries next to documents the caller may not read
+    contexts = queries_near(hashing_encoder, vectors, secret_rows)  # no scopes: public only
+    got = probe.top_scores(ProbeQueries(contexts), 3)
+    public = np.array([i % 10 != 0 for i in range(len(vectors))])
+    for context, score in zip(contexts, got):
+        query = context.vector(hashing_encoder)
+        assert score == pytest.approx(exact_top(vectors, query, 3, public), abs=1e-5)
+        assert score < exact_top(vectors, query, 3) - 1e-3  # the hidden neighbour is not read
+
+
+def test_metadata_filters_are_scored_exactly_too(large, hashing_encoder):
+    index, vectors = large
+    index.delete([])  # nothing changes
+    wanted = {f"d{i}" for i in range(1, 2500, 7)}
+    for doc in index.store.documents:
+        doc.metadata["keep"] = doc.id in wanted
+    index.store._content_changed()  # metadata edited in place: what an add or delete would signal
+    contexts = queries_near(
+        hashing_encoder, vectors, range(1, 2500, 70), scopes=["secret"], filters={"keep": True}
+    )
+    got = SourceProbe(index, k=10).top_scores(ProbeQueries(contexts), 3)
+    allowed = np.array([f"d{i}" in wanted for i in range(len(vectors))])
+    for context, score in zip(contexts, got):
+        assert score == pytest.approx(
+            exact_top(vectors, context.vector(hashing_encoder), 3, allowed), abs=1e-5
+        )
+
+
+def test_the_graph_follows_added_and_deleted_documents(large, hashing_encoder):
+    index, vectors = large
+    probe = SourceProbe(index, k=10)
+    query = unit(np.random.default_rng(5).normal(size=(1, DIM)))
+    context = QueryContext("new", scopes=["secret"])
+    context.set_vector(hashing_encoder, query[0])
+    before = probe.top_scores(ProbeQueries([context]), 1)[0]
+    assert before < 0.9
+    index.add_vectors([Document(id="twin", text="twin")], query)
+    assert probe.top_scores(ProbeQueries([context]), 1)[0] == pytest.approx(1.0, abs=5e-3)
+    index.delete(["twin"])
+    assert probe.top_scores(ProbeQueries([context]), 1)[0] == pytest.approx(before, abs=5e-3)
+
+
+def test_small_sources_and_exact_routers_scan(sources):
+    router = ConfidenceRouter(sources)
+    assert {p["kind"] for p in router.calibration["probes"].values()} == {"scores"}
+
+
+def test_an_unknown_probe_is_one_line_naming_the_choices(sources):
+    with pytest.raises(RagrouteError, match=r"unknown confidence probe 'fast'; choose one of: auto, exact"):
+        ConfidenceRouter(sources, ConfidenceConfig(probe="fast"))
+    with pytest.raises(RagrouteError, match="probe_ef_search must be a positive integer"):
+        ConfidenceRouter(sources, ConfidenceConfig(probe_ef_search=0))
+
+
+def test_a_routing_config_chooses_the_probe(large, hashing_encoder, sources):
+    index, _ = large
+    all_sources = [*sources, Source("large", index)]
+    kinds = {}
+    for probe in ("auto", "exact"):
+        pipeline = pipeline_from_settings(
+            all_sources, {"kind": "confidence", "probe": probe}, encoder=hashing_encoder
+        )
+        kinds[probe] = pipeline.router.calibration["probes"]["large"]["kind"]
+    assert kinds == {"auto": "graph", "exact": "scores"}
