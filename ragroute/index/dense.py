@@ -202,9 +202,38 @@ class DenseIndex(VectorIndex):
         self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None
     ) -> list[list[tuple[int, float]]]:
         """(document position, score) of each query vector's top ``k``, best first (no Hit built)."""
+        found = self._search_ids(vectors, k, filters)
+        if found is None:
+            return [[] for _ in range(len(np.atleast_2d(vectors)))]
+        positions = self.store.positions_by_iid()
+        results = []
+        for row_scores, row_ids in zip(found[0].tolist(), found[1].tolist()):
+            results.append(
+                [(positions[iid], score) for score, iid in zip(row_scores, row_ids) if iid in positions]
+            )
+        return results
+
+    def best_scores(
+        self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None = None
+    ) -> list[list[float]]:
+        """Each query vector's top ``k`` scores, best first: what :meth:`ranked_positions` finds,
+        not mapped back to documents (what a router reading how well the index answers needs)."""
+        found = self._search_ids(vectors, k, filters)
+        if found is None:
+            return [[] for _ in range(len(np.atleast_2d(vectors)))]
+        return [
+            [score for score, iid in zip(row_scores, row_ids) if iid >= 0]
+            for row_scores, row_ids in zip(found[0].tolist(), found[1].tolist())
+        ]
+
+    def _search_ids(
+        self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """faiss's (scores, ids) of each query vector's top ``k`` (id -1: none); None when empty.
+        Deleted documents are never among them (removed from faiss, or excluded by a selector)."""
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         if self.faiss_index is None or len(self.store) == 0:
-            return [[] for _ in range(len(vectors))]
+            return None
         omp_threads_for(len(vectors))
         top = min(k, len(self.store))
         refine = self.params.refine if self.exact is not None else 0
@@ -215,13 +244,7 @@ class DenseIndex(VectorIndex):
             scores, ids = self._probe_wider(vectors, wanted, params, scores, ids, filters)
         if refine:
             scores, ids = self._rerank_exact(vectors, ids, top)
-        positions = self.store.positions_by_iid()
-        results = []
-        for row_scores, row_ids in zip(scores.tolist(), ids.tolist()):
-            results.append(
-                [(positions[iid], score) for score, iid in zip(row_scores, row_ids) if iid in positions]
-            )
-        return results
+        return scores, ids
 
     def _probe_wider(
         self,

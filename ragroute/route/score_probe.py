@@ -87,6 +87,7 @@ class SourceProbe:
         self._dense = retriever if isinstance(retriever, DenseIndex) else None
         self._graph: faiss.Index | None = None
         self._graph_version = -1
+        self._params: Any = None  # the graph search's parameters, made once
 
     @property
     def kind(self) -> str:
@@ -123,9 +124,7 @@ class SourceProbe:
             if graph and dense.store.filter_mask(filters) is None:
                 rows = self._graph_scores(vectors, n)
             else:
-                rows = [
-                    [s for _, s in ranked[:n]] for ranked in dense.ranked_positions(vectors, self.k, filters)
-                ]
+                rows = [scores[:n] for scores in dense.best_scores(vectors, self.k, filters)]
             for i, scores in zip(positions, rows):
                 out[i] = _mean(scores)
         return out
@@ -134,15 +133,19 @@ class SourceProbe:
         graph = self._current_graph()
         if graph is None:  # no vectors to read back (the index keeps none)
             assert self._dense is not None
-            return [[s for _, s in ranked[:n]] for ranked in self._dense.ranked_positions(vectors, n, None)]
+            return self._dense.best_scores(vectors, n)
         omp_threads_for(len(vectors))
-        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
-        params.efSearch = max(self.ef_search, n)
-        scores, labels = graph.search(vectors, min(n, graph.ntotal), params=params)
+        scores, labels = graph.search(vectors, min(n, graph.ntotal), params=self._search_params(n))
         return [
             [s for s, label in zip(row, row_labels) if label >= 0]
             for row, row_labels in zip(scores.tolist(), labels.tolist())
         ]
+
+    def _search_params(self, n: int) -> Any:
+        if self._params is None or self._params.efSearch != max(self.ef_search, n):
+            self._params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss's stubs
+            self._params.efSearch = max(self.ef_search, n)
+        return self._params
 
     def _current_graph(self) -> faiss.Index | None:
         """The graph over the index's documents as they are now (built again after a change)."""
