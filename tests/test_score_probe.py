@@ -144,3 +144,33 @@ def test_a_routing_config_chooses_the_probe(large, hashing_encoder, sources):
         )
         kinds[probe] = pipeline.router.calibration["probes"]["large"]["kind"]
     assert kinds == {"auto": "graph", "exact": "scores"}
+
+
+def test_queries_routed_in_several_threads_build_the_graph_once(large, hashing_encoder, monkeypatch):
+    import threading
+
+    from ragroute.route import score_probe
+
+    index, vectors = large
+    builds = []
+    real = score_probe._build_graph
+
+    def slow_build(dense):
+        builds.append(1)
+        threading.Event().wait(0.2)  # long enough for every thread to arrive while it builds
+        return real(dense)
+
+    monkeypatch.setattr(score_probe, "_build_graph", slow_build)
+    probe = SourceProbe(index, k=10)
+    batches = [ProbeQueries(queries_near(hashing_encoder, vectors, [i], scopes=["secret"])) for i in range(4)]
+    results = [None] * 4
+
+    def run(i):
+        results[i] = probe.top_scores(batches[i], 1)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and all(r is not None and r[0] > 0.9 for r in results)

@@ -23,6 +23,7 @@ scores read.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,6 +89,7 @@ class SourceProbe:
         self._graph: faiss.Index | None = None
         self._graph_version = -1
         self._params: Any = None  # the graph search's parameters, made once
+        self._building = threading.Lock()  # queries routed in several threads build the graph once
 
     @property
     def kind(self) -> str:
@@ -152,8 +154,11 @@ class SourceProbe:
         dense = self._dense
         assert dense is not None
         if self._graph_version != dense.store.version:
-            self._graph = _build_graph(dense)
-            self._graph_version = dense.store.version
+            with self._building:
+                version = dense.store.version
+                if self._graph_version != version:
+                    self._graph = _build_graph(dense)
+                    self._graph_version = version
         return self._graph
 
 
