@@ -702,7 +702,8 @@ def ppr_command(
     type=click.IntRange(min=0),
     default=10_000,
     show_default=True,
-    help="Skills in the scaled catalogue timed for latency_ms_p50_10k (0 skips it).",
+    help="Skills in the scaled catalogue timed: latency_ms_p50_scaled, and latency_ms_p50_10k when it "
+    "holds 10000 (0 skips it).",
 )
 @latency_queries_option
 @click.option(

@@ -114,6 +114,10 @@ def read_labels(path: Path) -> list[tuple[str, str, bool]]:
     return [(r.id, r.text, needs_retrieval(r.label)) for r in load_labels(path)]
 
 
+#: the catalogue size the issue's ``latency_ms_p50_10k`` is measured on
+TEN_THOUSAND = 10_000
+
+
 def scaled_catalogue(catalogue: Any, root: Path, size: int) -> Any:
     """The set's skills, the other SKILLS sets' skills beside it, then synthetic variants, up to ``size``."""
     import warnings
@@ -194,7 +198,7 @@ def run_skills_bench(
     split: str = "dev",
     reranker: Any = None,
     candidates: int = 20,
-    scale: int = 10_000,
+    scale: int = TEN_THOUSAND,
     latency_queries: int = 200,
     max_queries: int | None = None,
     abstain_data: Path | None = None,
@@ -333,11 +337,13 @@ def run_skills_bench(
         log(f"  scaled catalogue: {len(big)} skills; building ...")
         start = time.perf_counter()
         big_router = SkillRouter(big, final.reranker, encoder=encoder, candidates=candidates)
-        result["build_s_10k"] = round(time.perf_counter() - start, 1)
-        result["latency_ms_p50_10k"] = timer(big_router).latency_ms.get("p50")
-        result["skills_10k"] = len(big)
-    else:
-        result["latency_ms_p50_10k"] = None
+        result["build_s_scaled"] = round(time.perf_counter() - start, 1)
+        result["latency_ms_p50_scaled"] = timer(big_router).latency_ms.get("p50")
+        result["skills_scaled"] = len(big)
+    # the issue's key holds a latency on 10,000 skills only (not on another --scale, nor on a
+    # catalogue that could not be filled up to it)
+    at_10k = result.get("skills_scaled") == TEN_THOUSAND
+    result["latency_ms_p50_10k"] = result["latency_ms_p50_scaled"] if at_10k else None
     return result
 
 
@@ -587,8 +593,8 @@ def format_report(result: dict[str, Any]) -> str:
         )
     lines.append(
         f"latency p50 ({result['latency_of']}, one query at a time): {result['latency_ms_p50']} ms on "
-        f"{result['skills']} skills; {result.get('latency_ms_p50_10k')} ms on "
-        f"{result.get('skills_10k', '-')} skills"
+        f"{result['skills']} skills; {result.get('latency_ms_p50_scaled')} ms on "
+        f"{result.get('skills_scaled', '-')} skills"
     )
     abst = result.get("abstention") or {}
     if "abstain_rate" in abst:
