@@ -287,6 +287,19 @@ def test_router_key_the_kind_does_not_read_is_a_warning(workspace):
     assert f"warning: {config}: router: key 'model' is not read by a prototype router" in result.stderr
 
 
+def test_router_words_outside_their_choices_are_errors_and_an_ensemble_names_its_members(workspace):
+    config = workspace / "probe.yaml"
+    config.write_text(GOOD.replace("kind: prototype", "kind: confidence, probe: fast"))
+    result = check(config)
+    assert result.exit_code == 1
+    assert f"error: {config}: router: 'probe' must be one of auto, exact, not 'fast'" in result.stderr
+    ensemble = "kind: ensemble, members: [prototype, centroid], probe: exact"
+    config.write_text(GOOD.replace("kind: prototype", ensemble))
+    result = check(config)
+    assert result.exit_code == 0, result.output
+    assert "key 'probe' is not read by this ensemble's members (prototype, centroid)" in result.stderr
+
+
 def test_expert_sources(workspace):
     from ragroute.store import write_artifact
 

@@ -823,3 +823,18 @@ def test_each_step_of_a_stepwise_run_keeps_the_callers_scopes(sources):
         assert run.steps[0].sources == [SECRET]
         outside = controller.run(QueryContext.of("salary"))
         assert outside.steps[0].hits == []
+
+
+def test_a_labelled_document_added_to_an_unlabelled_store_is_hidden_at_once():
+    from ragroute.index.docstore import DocumentStore
+
+    store = DocumentStore()
+    store.add([Document(id=f"p{i}", text="public") for i in range(3)])
+    assert store.access_mask(()) is None  # nothing labelled: remembered as such
+    store.add([Document(id="p3", text="public too")])
+    assert store.access_mask(()) is None
+    store.add([Document(id="s", text="secret", metadata={"access": "hr"})])
+    assert store.access_mask(()).tolist() == [True, True, True, True, False]
+    assert store.access_mask(["hr"]) is None  # the hr caller reads all of them
+    store.delete(["s"])
+    assert store.access_mask(()) is None

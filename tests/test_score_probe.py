@@ -153,14 +153,14 @@ def test_queries_routed_in_several_threads_build_the_graph_once(large, hashing_e
 
     index, vectors = large
     builds = []
-    real = score_probe._build_graph
+    real = score_probe.ProbeGraph.build
 
     def slow_build(dense):
         builds.append(1)
         threading.Event().wait(0.2)  # long enough for every thread to arrive while it builds
         return real(dense)
 
-    monkeypatch.setattr(score_probe, "_build_graph", slow_build)
+    monkeypatch.setattr(score_probe.ProbeGraph, "build", slow_build)
     probe = SourceProbe(index, k=10)
     batches = [ProbeQueries(queries_near(hashing_encoder, vectors, [i], scopes=["secret"])) for i in range(4)]
     results = [None] * 4
@@ -174,3 +174,68 @@ def test_queries_routed_in_several_threads_build_the_graph_once(large, hashing_e
     for t in threads:
         t.join()
     assert len(builds) == 1 and all(r is not None and r[0] > 0.9 for r in results)
+
+
+def test_added_documents_join_the_graph_and_deleted_ones_leave_it_without_a_rebuild(
+    large, hashing_encoder, monkeypatch
+):
+    from ragroute.route import score_probe
+
+    index, vectors = large
+    builds = []
+    real = score_probe.ProbeGraph.build
+    monkeypatch.setattr(score_probe.ProbeGraph, "build", lambda dense: builds.append(1) or real(dense))
+    probe = SourceProbe(index, k=10)
+    rng = np.random.default_rng(9)
+    twins = unit(rng.normal(size=(3, DIM)))
+    contexts = []
+    for i, twin in enumerate(twins):
+        context = QueryContext(f"twin {i}", scopes=["secret"])
+        context.set_vector(hashing_encoder, twin)
+        contexts.append(context)
+    before = probe.top_scores(ProbeQueries(contexts), 1)
+    assert len(builds) == 1 and before.max() < 0.9
+    for i, twin in enumerate(twins):  # one document at a time, as live ingestion adds them
+        index.add_vectors([Document(id=f"twin{i}", text="twin")], twin[None])
+        assert probe.top_scores(ProbeQueries(contexts[i : i + 1]), 1)[0] == pytest.approx(1.0, abs=5e-3)
+    index.delete(["twin0", "twin1"])
+    after = probe.top_scores(ProbeQueries(contexts), 1)
+    assert after[:2] == pytest.approx(before[:2], abs=5e-3) and after[2] == pytest.approx(1.0, abs=5e-3)
+    assert len(builds) == 1  # followed, not rebuilt
+    # deleting more than REBUILD_DEAD_SHARE of the documents rebuilds it (a tenth here, so that the
+    # source keeps more than GRAPH_MIN_DOCUMENTS), and what is left is still read right
+    monkeypatch.setattr(score_probe, "REBUILD_DEAD_SHARE", 0.1)
+    index.delete([f"d{i}" for i in range(1, 2500, 8)])
+    exact = SourceProbe(index, k=10, probe="exact")
+    batch = ProbeQueries(queries_near(hashing_encoder, vectors, range(1, 2500, 60), scopes=["secret"]))
+    assert np.abs(probe.top_scores(batch, 3) - exact.top_scores(batch, 3)).max() < 5e-3
+    assert len(builds) == 2
+
+
+def test_a_source_that_grows_past_the_threshold_moves_to_the_graph_and_back(hashing_encoder, sources):
+    import json
+
+    from ragroute.route.ensemble import EnsembleRouter
+
+    n = GRAPH_MIN_DOCUMENTS - 100
+    rng = np.random.default_rng(3)
+    index = DenseIndex(hashing_encoder, name="growing")
+    index.add_vectors(
+        [Document(id=f"g{i}", text=f"g {i}") for i in range(n)], unit(rng.normal(size=(n, DIM)))
+    )
+    router = ConfidenceRouter([*sources, Source("growing", index)])
+    assert router.calibration["probes"]["growing"]["kind"] == "scores"
+    assert router.route("galaxy telescope orbit").trace[0].detail["probes"]["growing"] == "scores"
+    index.add_vectors([Document(id=f"h{i}", text="h") for i in range(200)], unit(rng.normal(size=(200, DIM))))
+    decision = router.route("galaxy telescope orbit")
+    assert decision.trace[0].detail["probes"]["growing"] == "graph"
+    assert router.describe()["probes"]["growing"]["kind"] == "graph"  # calibration keeps what it saw
+    assert router.calibration["probes"]["growing"]["kind"] == "scores"
+    growing = router.probes[-1]
+    assert growing._graph is not None
+    index.delete([f"h{i}" for i in range(200)])
+    assert router.route("galaxy telescope orbit").trace[0].detail["probes"]["growing"] == "scores"
+    assert growing._graph is None  # its memory is given back
+    described = EnsembleRouter([router]).describe()
+    assert described["members"][0]["probes"]["growing"]["kind"] == "scores"
+    json.dumps(described)

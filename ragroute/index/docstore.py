@@ -74,13 +74,21 @@ class DocumentStore:
             self._docs.append(doc)
             self._iids.append(int(iid))
         self._next_iid += len(new)
-        self._content_changed()
+        self._content_changed(added=new)
         return iids
 
-    def _content_changed(self) -> None:
-        """Drop what was read from the documents (access index, metadata keys, iid positions)."""
+    def _content_changed(self, added: Sequence[Document] | None = None) -> None:
+        """Drop what was read from the documents (access index, metadata keys, iid positions).
+
+        A key no document labels stays known as unlabelled while the change (a delete, or an add
+        of ``added``, documents that do not label it either) cannot have labelled one: searches after
+        each single-document add would otherwise scan every document's metadata again."""
         self._version += 1
-        self._access = {}
+        self._access = {
+            key: None
+            for key, index in self._access.items()
+            if index is None and not any(doc.metadata.get(key) for doc in added or ())
+        }
         self._keys = None
         self._scoped_keys = {}
         self._pos_by_iid = None

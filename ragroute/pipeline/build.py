@@ -23,6 +23,8 @@ from ragroute.pipeline.stages import RoutingOptions
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS
 from ragroute.route.base import NONE_ROUTE, Router
 from ragroute.route.factories import ROUTER_SETTING_TYPES, ROUTER_SETTINGS, RouterBuild, build_router
+from ragroute.route.pilot import MODES as PILOT_MODES
+from ragroute.route.score_probe import PROBES
 from ragroute.route.sources import Source, SourceProblem, check_sources
 
 SELECTION_KEYS = {f.name for f in fields(RoutingOptions)}
@@ -45,6 +47,8 @@ LABELLED_ROUTER_KINDS = ("knn", "trained", "llm", "ensemble", "pilot", "quality"
 POSITIVE_SETTINGS = ("temperature", "timeout_s")
 #: router settings with a largest value (probabilities)
 ROUTER_SETTING_MAXIMA = {"label_probability": 1.0, "none_threshold": 1.0}
+#: router settings that take one of a few words (checked before any router is built)
+ROUTER_SETTING_CHOICES = {"probe": PROBES, "mode": PILOT_MODES}
 
 
 def router_keys() -> set[str]:
@@ -99,6 +103,10 @@ def check_router_value(key: str, value: Any, where: str) -> None:
         positive=POSITIVE_SETTINGS,
         optional=OPTIONAL_SETTINGS,
     )
+    choices = ROUTER_SETTING_CHOICES.get(key)
+    if choices and value not in choices:
+        prefix = f"{where}: router" if where else "router"
+        raise RagrouteError(f"{prefix}: {key!r} must be one of {', '.join(choices)}, not {value!r}")
 
 
 def route_name_problems(

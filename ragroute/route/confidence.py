@@ -127,6 +127,7 @@ class ConfidenceRouter(BaseRouter):
         z[:, list(errors)] = _FAILED  # a source whose probe raised gets no probability
         probs = softmax(z, self.config.temperature or 1.0)
         failed = {self.labels[s]: e for s, e in errors.items()}
+        read_by = {label: p.kind for label, p in zip(self.labels, self.probes)}  # one dict for the batch
         return [
             decision_from_probs(
                 self.labels,
@@ -139,6 +140,7 @@ class ConfidenceRouter(BaseRouter):
                 },
                 detail={
                     "temperature": round(self.config.temperature or 1.0, 4),
+                    "probes": dict(read_by),
                     **({"errors": failed} if failed else {}),
                 },
             )
@@ -146,7 +148,15 @@ class ConfidenceRouter(BaseRouter):
         ]
 
     def describe(self) -> dict:
-        return {"kind": self.name, "config": asdict(self.config), "calibration": self.calibration}
+        """Settings, what calibration found (``calibration["probes"]``: how each source was read
+        then), and how each source is read now (a source that grew past or shrank below
+        :data:`~ragroute.route.score_probe.GRAPH_MIN_DOCUMENTS` documents since moved)."""
+        return {
+            "kind": self.name,
+            "config": asdict(self.config),
+            "calibration": self.calibration,
+            "probes": {source.name: p.describe() for source, p in zip(self.sources, self.probes)},
+        }
 
 
 def probe(source: Source) -> Any:

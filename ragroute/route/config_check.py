@@ -507,7 +507,9 @@ class _Checker:
             read.add("members")
         for key in settings:
             if key in router_keys() and key not in read:
-                self.note(f"{where}: router: key {key!r} is not read by a {kind} router")
+                members = ", ".join(kinds[1:])
+                reader = f"this ensemble's members ({members})" if kind == "ensemble" else f"a {kind} router"
+                self.note(f"{where}: router: key {key!r} is not read by {reader}")
 
     def check_expert_router(
         self, model: Path, manifest: Any, kind: str, names: list[str], where: str

@@ -46,6 +46,18 @@ class EnsembleRouter(BaseRouter):
         members = [new if new is not None else old for new, old in zip(restricted, self.routers)]
         return EnsembleRouter(members, weights=self.weights, sharpness=self.sharpness)
 
+    def describe(self) -> dict[str, Any]:
+        """The members (each one's own ``describe()`` where it has one), weights and sharpness."""
+        return {
+            "kind": self.name,
+            "members": [
+                r.describe() if hasattr(r, "describe") else {"kind": getattr(r, "name", type(r).__name__)}
+                for r in self.routers
+            ],
+            "weights": list(self.weights),
+            "sharpness": self.sharpness,
+        }
+
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]:

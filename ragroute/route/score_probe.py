@@ -12,7 +12,9 @@ scores from it: 0.74 ms, with the same routing accuracy on those queries (0.852)
 and then, mostly for queries far from a source (on 317 Glasgow queries the top-3 mean of LISA and
 NPL moved by 0.002-0.003 on average at the default ``ef_search`` of 64, 0.004-0.008 at 32).
 The graph is built once (~1 s per 25k documents), on one thread so that every machine builds the
-same graph and routes alike, and again whenever the index's documents change.
+same graph and routes alike; documents added to the index later are inserted at the next query
+(:class:`ProbeGraph`), deleted ones left out of its searches until they are a quarter of it, when it
+is built again.
 
 A query restricted by metadata filters or by its caller's scope is scored by the index's own
 search over the documents it may see (the graph holds every document, and reading scores of
@@ -43,6 +45,8 @@ GRAPH_MIN_DOCUMENTS = 2000
 #: Links per document of the probe's HNSW graph, and the candidates kept while building it.
 GRAPH_M = 32
 GRAPH_EF_CONSTRUCTION = 80
+#: Deleted documents stay in the graph, left out of its searches, until they are this share of it.
+REBUILD_DEAD_SHARE = 0.25
 
 
 def check_probe(probe: str, ef_search: int) -> None:
@@ -86,10 +90,8 @@ class SourceProbe:
         self.ef_search = ef_search
         self.probe = probe
         self._dense = retriever if isinstance(retriever, DenseIndex) else None
-        self._graph: faiss.Index | None = None
-        self._graph_version = -1
-        self._params: Any = None  # the graph search's parameters, made once
-        self._building = threading.Lock()  # queries routed in several threads build the graph once
+        self._graph: ProbeGraph | None = None
+        self._building = threading.Lock()  # queries routed in several threads change the graph once
 
     @property
     def kind(self) -> str:
@@ -121,6 +123,8 @@ class SourceProbe:
             return out
         dense = self._dense
         graph = self.kind == "graph"
+        if not graph and self._graph is not None:
+            self.release()
         for g, (positions, _, filters) in enumerate(queries.groups):
             vectors = queries.vectors(g, dense.encoder)
             if graph and dense.store.filter_mask(filters) is None:
@@ -136,50 +140,109 @@ class SourceProbe:
         if graph is None:  # no vectors to read back (the index keeps none)
             assert self._dense is not None
             return self._dense.best_scores(vectors, n)
+        return graph.top_scores(vectors, n, max(self.ef_search, n))
+
+    def _current_graph(self) -> ProbeGraph | None:
+        """The graph over the index's documents as they are now: documents added since it was
+        last read are inserted, deleted ones left out of searches (the graph is built again once
+        they are a quarter of it)."""
+        dense = self._dense
+        assert dense is not None
+        graph = self._graph
+        if graph is None or graph.version != dense.store.version:
+            with self._building:
+                graph = self._graph
+                if graph is None or not graph.follow(dense):
+                    graph = self._graph = ProbeGraph.build(dense)
+        return graph if graph is not None and graph.usable else None
+
+    def release(self) -> None:
+        """Drop the graph (a source that shrank below :data:`GRAPH_MIN_DOCUMENTS`)."""
+        self._graph = None
+
+
+class ProbeGraph:
+    """An HNSW graph over a dense index's vectors (float16), kept in step with the index.
+
+    Its labels are insertion numbers; ``iids`` maps them to the index's document iids. Documents
+    added to the index are inserted (``follow``); deleted ones are excluded from searches by a
+    selector until they are :data:`REBUILD_DEAD_SHARE` of the graph, when ``follow`` asks for a
+    new build. Built and grown on one thread, so the same history gives the same graph.
+    """
+
+    def __init__(self, index: faiss.Index | None, iids: np.ndarray, watermark: int, version: int) -> None:
+        self.index = index
+        self.iids = iids  # label -> iid
+        self.watermark = watermark  # the store's next iid when last read: every later iid is new
+        self.version = version
+        self.dead = np.zeros(len(iids), dtype=bool)
+        self._params: Any = None
+        self._selector: Any = None  # kept alive as long as the parameters that point at it
+
+    @property
+    def usable(self) -> bool:
+        return self.index is not None
+
+    @classmethod
+    def build(cls, dense: DenseIndex) -> ProbeGraph:
+        store = dense.store
+        iids = store.iids
+        vectors = dense.stored_vectors(np.arange(len(store))) if len(store) else None
+        graph = cls(None, iids, store.next_iid, store.version)
+        if vectors is None:
+            return graph
+        graph.index = faiss.IndexHNSWSQ(
+            vectors.shape[1],
+            faiss.ScalarQuantizer.QT_fp16,  # type: ignore[arg-type]  # faiss's stubs want the class, SWIG an int
+            GRAPH_M,
+            faiss.METRIC_INNER_PRODUCT,
+        )
+        graph.index.hnsw.efConstruction = GRAPH_EF_CONSTRUCTION
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        omp_threads_for(1)  # one thread: HNSW inserts in parallel in a thread-dependent order
+        graph.index.train(vectors)
+        graph.index.add(vectors)
+        return graph
+
+    def follow(self, dense: DenseIndex) -> bool:
+        """Bring the graph up to the index's documents; False when it must be built again."""
+        store = dense.store
+        if self.index is None:
+            return False
+        current = store.iids
+        new_positions = np.flatnonzero(current >= self.watermark)
+        if len(new_positions):
+            vectors = dense.stored_vectors(new_positions)
+            if vectors is None:
+                return False
+            omp_threads_for(1)
+            self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            self.iids = np.concatenate([self.iids, current[new_positions]])
+            self.dead = np.concatenate([self.dead, np.zeros(len(new_positions), dtype=bool)])
+        if len(current) < len(self.iids) - int(self.dead.sum()):  # some were deleted: find them
+            self.dead |= ~np.isin(self.iids, current, assume_unique=True)
+        if self.dead.sum() > REBUILD_DEAD_SHARE * len(self.dead):
+            return False
+        self.watermark = store.next_iid
+        self.version = store.version
+        self._params = None
+        return True
+
+    def top_scores(self, vectors: np.ndarray, n: int, ef_search: int) -> list[list[float]]:
+        assert self.index is not None
+        if self._params is None or self._params.efSearch != ef_search:
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss's stubs
+            params.efSearch = ef_search
+            if self.dead.any():
+                self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.flatnonzero(self.dead)))
+                params.sel = self._selector
+            self._params = params
         omp_threads_for(len(vectors))
-        scores, labels = graph.search(vectors, min(n, graph.ntotal), params=self._search_params(n))
+        scores, labels = self.index.search(vectors, min(n, self.index.ntotal), params=self._params)
         return [
             [s for s, label in zip(row, row_labels) if label >= 0]
             for row, row_labels in zip(scores.tolist(), labels.tolist())
         ]
-
-    def _search_params(self, n: int) -> Any:
-        if self._params is None or self._params.efSearch != max(self.ef_search, n):
-            self._params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss's stubs
-            self._params.efSearch = max(self.ef_search, n)
-        return self._params
-
-    def _current_graph(self) -> faiss.Index | None:
-        """The graph over the index's documents as they are now (built again after a change)."""
-        dense = self._dense
-        assert dense is not None
-        if self._graph_version != dense.store.version:
-            with self._building:
-                version = dense.store.version
-                if self._graph_version != version:
-                    self._graph = _build_graph(dense)
-                    self._graph_version = version
-        return self._graph
-
-
-def _build_graph(dense: DenseIndex) -> faiss.Index | None:
-    if len(dense.store) == 0:
-        return None
-    vectors = dense.stored_vectors(np.arange(len(dense.store)))
-    if vectors is None:
-        return None
-    graph = faiss.IndexHNSWSQ(
-        vectors.shape[1],
-        faiss.ScalarQuantizer.QT_fp16,  # type: ignore[arg-type]  # faiss's stubs want the class, SWIG an int
-        GRAPH_M,
-        faiss.METRIC_INNER_PRODUCT,
-    )
-    graph.hnsw.efConstruction = GRAPH_EF_CONSTRUCTION
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    omp_threads_for(1)  # one thread: HNSW inserts in parallel in a thread-dependent order
-    graph.train(vectors)
-    graph.add(vectors)
-    return graph
 
 
 def _mean(scores: Sequence[float]) -> float:
