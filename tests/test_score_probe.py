@@ -252,17 +252,20 @@ def test_documents_added_one_by_one_wait_in_an_exact_tail_then_join_the_graph_in
     context = QueryContext("first", scopes=["secret"])
     context.set_vector(hashing_encoder, unit(rng.normal(size=(1, DIM)))[0])
     probe.top_scores(ProbeQueries([context]), 1)
-    graph = probe._graph
-    in_graph = graph.index.ntotal
+    first = probe._graph
+    in_graph = first.index.ntotal
     limit = tail_limit(in_graph)
     extra = unit(rng.normal(size=(limit, DIM)))
     extra[0] = context.vector(hashing_encoder)  # the query's twin, added first
     index.add_vectors([Document(id="e0", text="e")], extra[:1])
     assert probe.top_scores(ProbeQueries([context]), 1)[0] == pytest.approx(1.0, abs=1e-5)  # exact
-    assert graph.index.ntotal == in_graph and len(graph.tail_iids) == 1
+    assert probe._graph.index is first.index and len(probe._graph.tail_iids) == 1
+    assert len(first.tail_iids) == 0  # a graph is never changed: queries holding it read it whole
     index.delete(["e0"])
-    assert probe.top_scores(ProbeQueries([context]), 1)[0] < 0.9 and len(graph.tail_iids) == 0
+    assert probe.top_scores(ProbeQueries([context]), 1)[0] < 0.9 and len(probe._graph.tail_iids) == 0
     index.add_vectors([Document(id=f"e{i}", text="e") for i in range(1, limit)], extra[1:limit])
     index.add_vectors([Document(id="twin", text="e")], extra[:1])
     assert probe.top_scores(ProbeQueries([context]), 1)[0] == pytest.approx(1.0, abs=5e-3)
-    assert probe._graph is graph and graph.index.ntotal == in_graph + limit and len(graph.tail_iids) == 0
+    merged = probe._graph
+    assert merged.index.ntotal == in_graph + limit and len(merged.tail_iids) == 0
+    assert first.index.ntotal == in_graph  # inserted into a copy

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -143,115 +144,116 @@ class SourceProbe:
         return graph.top_scores(vectors, n, max(self.ef_search, n))
 
     def _current_graph(self) -> ProbeGraph | None:
-        """The graph over the index's documents as they are now: documents added since it was
-        last read are inserted, deleted ones left out of searches (the graph is built again once
-        they are a quarter of it)."""
+        """The graph over the index's documents as they are now (:meth:`ProbeGraph.followed`).
+        A query reads the graph it found from start to end; a change makes a new one, swapped in
+        at once, so queries routed in other threads never see one half-changed."""
         dense = self._dense
         assert dense is not None
         graph = self._graph
         if graph is None or graph.version != dense.store.version:
             with self._building:
                 graph = self._graph
-                if graph is None or not graph.follow(dense):
-                    graph = self._graph = ProbeGraph.build(dense)
-        return graph if graph is not None and graph.usable else None
+                if graph is None or graph.version != dense.store.version:
+                    followed = graph.followed(dense) if graph is not None else None
+                    graph = self._graph = followed or ProbeGraph.build(dense)
+        return graph if graph.index is not None else None
 
     def release(self) -> None:
         """Drop the graph (a source that shrank below :data:`GRAPH_MIN_DOCUMENTS`)."""
         self._graph = None
 
 
+@dataclass(frozen=True)
 class ProbeGraph:
-    """An HNSW graph over a dense index's vectors (float16), kept in step with the index.
+    """An HNSW graph over a dense index's vectors (float16), as of one version of the index.
 
     Its labels are insertion numbers; ``iids`` maps them to the index's document iids. Documents
-    added to the index wait in an exact ``tail`` (float32, scanned beside the graph) until there
-    are :func:`tail_limit` of them, then are inserted in one batch: faiss's HNSW insert costs time
-    in proportion to the whole graph per call (~1-2 ms at 25k documents), so single-document adds
-    are not each paid for. Deleted ones are excluded from searches by a selector until they are
-    :data:`REBUILD_DEAD_SHARE` of the graph, when ``follow`` asks for a new build. Built and grown
-    on one thread, so the same history gives the same graph.
+    added to the index since wait in an exact ``tail`` (float32, scanned beside the graph) until
+    there are :func:`tail_limit` of them, then are inserted in one batch, into a copy of the graph
+    (faiss's HNSW insert costs time in proportion to the whole graph per call, ~1-2 ms at 25k
+    documents, and must not run under a search). Deleted ones are excluded from searches by
+    ``selector`` until they are :data:`REBUILD_DEAD_SHARE` of the graph, when :meth:`followed`
+    asks for a new build. Never changed once made: :meth:`followed` returns a new one. Built and
+    grown on one thread, so the same history gives the same graph.
     """
 
-    def __init__(self, index: faiss.Index | None, iids: np.ndarray, watermark: int, version: int) -> None:
-        self.index = index
-        self.iids = iids  # label -> iid
-        self.watermark = watermark  # the store's next iid when last read: every later iid is new
-        self.version = version
-        self.dead = np.zeros(len(iids), dtype=bool)
-        self.tail = np.zeros((0, 0), dtype=np.float32)  # added documents not in the graph yet
-        self.tail_iids = np.zeros(0, dtype=np.int64)
-        self._params: Any = None
-        self._selector: Any = None  # kept alive as long as the parameters that point at it
-
-    @property
-    def usable(self) -> bool:
-        return self.index is not None
+    index: Any  # faiss.IndexHNSWSQ, or None when the index keeps no vectors to read back
+    iids: np.ndarray  # label -> iid
+    dead: np.ndarray  # by label: deleted from the index since
+    tail: np.ndarray  # vectors of documents added since, not in the graph yet
+    tail_iids: np.ndarray
+    watermark: int  # every iid at or above it is new to this graph
+    version: int  # the index's DocumentStore.version it was made for (-1: try again)
+    selector: Any = None  # excludes the dead labels (kept here: faiss's parameters do not own it)
 
     @classmethod
     def build(cls, dense: DenseIndex) -> ProbeGraph:
         store = dense.store
-        iids = store.iids
-        vectors = dense.stored_vectors(np.arange(len(store))) if len(store) else None
-        graph = cls(None, iids, store.next_iid, store.version)
-        if vectors is None:
-            return graph
-        graph.index = faiss.IndexHNSWSQ(
+        version, iids = store.version, store.iids
+        vectors = dense.stored_vectors(np.arange(len(iids))) if len(iids) else None
+        if vectors is None:  # nothing to read (yet): scanned exactly, tried again at the next query
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(None, empty, np.zeros(0, dtype=bool), _NO_VECTORS, empty, 0, -1)
+        index = faiss.IndexHNSWSQ(
             vectors.shape[1],
             faiss.ScalarQuantizer.QT_fp16,  # type: ignore[arg-type]  # faiss's stubs want the class, SWIG an int
             GRAPH_M,
             faiss.METRIC_INNER_PRODUCT,
         )
-        graph.index.hnsw.efConstruction = GRAPH_EF_CONSTRUCTION
+        index.hnsw.efConstruction = GRAPH_EF_CONSTRUCTION
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         omp_threads_for(1)  # one thread: HNSW inserts in parallel in a thread-dependent order
-        graph.index.train(vectors)
-        graph.index.add(vectors)
-        return graph
+        index.train(vectors)
+        index.add(vectors)
+        return cls(index, iids, np.zeros(len(iids), dtype=bool), _NO_VECTORS, iids[:0], _after(iids), version)
 
-    def follow(self, dense: DenseIndex) -> bool:
-        """Bring the graph up to the index's documents; False when it must be built again."""
-        store = dense.store
+    def followed(self, dense: DenseIndex) -> ProbeGraph | None:
+        """This graph brought up to the index's documents, or None when it must be built again."""
         if self.index is None:
-            return False
-        current = store.iids
+            return None
+        store = dense.store
+        version, current = store.version, store.iids  # the version first: a change after it is seen
+        tail, tail_iids = self.tail, self.tail_iids
         new_positions = np.flatnonzero(current >= self.watermark)
         if len(new_positions):
             vectors = dense.stored_vectors(new_positions)
             if vectors is None:
-                return False
-            vectors = np.asarray(vectors, dtype=np.float32)
-            self.tail = np.vstack([self.tail, vectors]) if len(self.tail) else vectors
-            self.tail_iids = np.concatenate([self.tail_iids, current[new_positions]])
-        held = len(self.iids) - int(self.dead.sum()) + len(self.tail_iids)
-        if len(current) < held:  # some were deleted: find them
-            self.dead |= ~np.isin(self.iids, current, assume_unique=True)
-            kept = np.isin(self.tail_iids, current, assume_unique=True)
-            self.tail, self.tail_iids = self.tail[kept], self.tail_iids[kept]
-        if self.dead.sum() > REBUILD_DEAD_SHARE * len(self.dead):
-            return False
-        if len(self.tail_iids) >= tail_limit(len(self.iids)):
+                return None
+            tail = (
+                np.vstack([tail, vectors]).astype(np.float32)
+                if len(tail)
+                else np.asarray(vectors, np.float32)
+            )
+            tail_iids = np.concatenate([tail_iids, current[new_positions]])
+        dead = self.dead
+        if len(current) < len(self.iids) - int(dead.sum()) + len(tail_iids):  # some were deleted
+            dead = dead | ~np.isin(self.iids, current, assume_unique=True)
+            kept = np.isin(tail_iids, current, assume_unique=True)
+            tail, tail_iids = tail[kept], tail_iids[kept]
+        if dead.sum() > REBUILD_DEAD_SHARE * len(dead):
+            return None
+        index, iids = self.index, self.iids
+        if len(tail_iids) >= tail_limit(len(iids)):
+            index = faiss.clone_index(index)  # searches in other threads may be reading this one
             omp_threads_for(1)
-            self.index.add(np.ascontiguousarray(self.tail))
-            self.iids = np.concatenate([self.iids, self.tail_iids])
-            self.dead = np.concatenate([self.dead, np.zeros(len(self.tail_iids), dtype=bool)])
-            self.tail, self.tail_iids = np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        self.watermark = store.next_iid
-        self.version = store.version
-        self._params = None
-        return True
+            index.add(np.ascontiguousarray(tail))
+            iids, dead = (
+                np.concatenate([iids, tail_iids]),
+                np.concatenate([dead, np.zeros(len(tail_iids), bool)]),
+            )
+            tail, tail_iids = _NO_VECTORS, tail_iids[:0]
+        selector = self.selector if dead is self.dead else _excluding(dead)
+        watermark = max(self.watermark, _after(current))
+        return ProbeGraph(index, iids, dead, tail, tail_iids, watermark, version, selector)
 
     def top_scores(self, vectors: np.ndarray, n: int, ef_search: int) -> list[list[float]]:
         assert self.index is not None
-        if self._params is None or self._params.efSearch != ef_search:
-            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss's stubs
-            params.efSearch = ef_search
-            if self.dead.any():
-                self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.flatnonzero(self.dead)))
-                params.sel = self._selector
-            self._params = params
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss's stubs
+        params.efSearch = ef_search
+        if self.selector is not None:
+            params.sel = self.selector
         omp_threads_for(len(vectors))
-        scores, labels = self.index.search(vectors, min(n, self.index.ntotal), params=self._params)
+        scores, labels = self.index.search(vectors, min(n, self.index.ntotal), params=params)
         rows = [
             [s for s, label in zip(row, row_labels) if label >= 0]
             for row, row_labels in zip(scores.tolist(), labels.tolist())
@@ -262,6 +264,18 @@ class ProbeGraph:
             best = -np.partition(-sims, top - 1, axis=1)[:, :top]
             rows = [sorted(row + extra, reverse=True)[:n] for row, extra in zip(rows, best.tolist())]
         return rows
+
+
+_NO_VECTORS = np.zeros((0, 0), dtype=np.float32)
+
+
+def _after(iids: np.ndarray) -> int:
+    """The least iid above all of ``iids`` (iids only grow: every later document's is at least this)."""
+    return int(iids.max()) + 1 if len(iids) else 0
+
+
+def _excluding(dead: np.ndarray) -> Any:
+    return faiss.IDSelectorNot(faiss.IDSelectorBatch(np.flatnonzero(dead))) if dead.any() else None
 
 
 def tail_limit(graph_size: int) -> int:
