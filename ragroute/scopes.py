@@ -47,6 +47,12 @@ def labels_of(value: Any) -> frozenset[str]:
     return frozenset({str(value)})
 
 
+def is_public(metadata: Mapping[str, Any] | None, key: str = ACCESS_KEY) -> bool:
+    """Whether a document with this metadata carries no access labels under ``key``
+    (:func:`labels_of`: ``access: 0`` is the label ``"0"``, not public)."""
+    return not labels_of((metadata or {}).get(key))
+
+
 #: labels that read as "everyone" but are labels like any other: what carries one is seen only by
 #: callers holding that scope (public things carry no access labels at all)
 OPEN_SOUNDING = frozenset({"public", "everyone", "all", "anyone", "*"})

@@ -838,3 +838,38 @@ def test_a_labelled_document_added_to_an_unlabelled_store_is_hidden_at_once():
     assert store.access_mask(["hr"]) is None  # the hr caller reads all of them
     store.delete(["s"])
     assert store.access_mask(()) is None
+
+
+def test_an_odd_access_value_is_a_label_everywhere_not_public():
+    from ragroute.index.docstore import DocumentStore
+    from ragroute.scopes import is_public
+
+    assert is_public({}) and is_public({"access": None}) and is_public({"access": ""})
+    assert not is_public({"access": 0}) and not is_public({"access": False})
+    store = DocumentStore()
+    store.add([Document(id="a", text="public"), Document(id="b", text="zero", metadata={"access": 0})])
+    assert store.access_mask(()).tolist() == [True, False]  # as the pipeline's ScopeCheck reads it
+    assert store.access_mask(["0"]) is None
+
+
+def test_routers_calibrate_and_build_their_banks_on_public_documents_only(hashing_encoder, small_docs):
+    from ragroute.index.build import build_index
+    from ragroute.route.prototype import PrototypeRouter
+    from ragroute.route.pseudo import pseudo_queries
+
+    secret_text = "zebra quantum sonnet harpsichord glacier " * 3
+    secret = Document(id="secret", text=secret_text, metadata={"topic": "it", "access": "hr"})
+    assert [p for p, _ in pseudo_queries([*small_docs, secret], 100)] == list(range(len(small_docs)))
+
+    def routes(with_secret):
+        sources = []
+        for topic in ("astro", "cook", "it"):
+            docs = [d for d in small_docs if d.metadata["topic"] == topic]
+            if topic == "it" and with_secret:
+                docs.append(secret)  # last: the public documents keep their positions
+            sources.append(Source(topic, build_index(docs, "dense", encoder=hashing_encoder, name=topic)))
+        return PrototypeRouter(sources, hashing_encoder).route(secret_text)
+
+    with_secret, without = routes(True), routes(False)
+    # what a caller sees of its routing does not depend on a document it may not read
+    assert with_secret.signals == without.signals and with_secret.routes == without.routes

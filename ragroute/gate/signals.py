@@ -636,14 +636,14 @@ def _content_words(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def public_documents(sources: Sequence[Any]) -> list[Any]:
     """The documents of ``sources`` every caller may read: of public sources, without access labels."""
-    from ragroute.scopes import ACCESS_KEY
+    from ragroute.scopes import is_public
 
     return [
         doc
         for source in sources
         if not getattr(source, "access", None)
         for doc in source.documents
-        if not (getattr(doc, "metadata", None) or {}).get(ACCESS_KEY)
+        if is_public(getattr(doc, "metadata", None))
     ]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError, check_filter_keys
-from ragroute.scopes import ACCESS_KEY, Visible, labels_of
+from ragroute.scopes import ACCESS_KEY, Visible, is_public, labels_of
 from ragroute.types import Document, Hit
 
 DOCS_NAME = "docs.jsonl"
@@ -87,7 +87,7 @@ class DocumentStore:
         self._access = {
             key: None
             for key, index in self._access.items()
-            if index is None and not any(doc.metadata.get(key) for doc in added or ())
+            if index is None and all(is_public(doc.metadata, key) for doc in added or ())
         }
         self._keys = None
         self._scoped_keys = {}
@@ -207,7 +207,7 @@ class DocumentStore:
     def _access_index(self, key: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
         """(labelled documents, label -> documents holding it), computed once per content."""
         if key not in self._access:
-            if not any(doc.metadata.get(key) for doc in self._docs):  # the common case, fast
+            if all(is_public(doc.metadata, key) for doc in self._docs):  # the common case
                 self._access[key] = None
                 return None
             n = len(self._docs)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
-from ragroute.route.pseudo import pseudo_queries, sample_positions
+from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
 from ragroute.route.sources import Source
 from ragroute.types import Decision
 
@@ -85,8 +85,11 @@ class PrototypeRouter(BaseRouter):
                 raise RagrouteError(
                     f"source {source.name!r} has neither documents nor a description to route by"
                 )
-            if docs:
-                picks = sample_positions(len(docs), cfg.max_docs, cfg.seed)
+            # public documents only: a bank row of a document some callers may not read would tell
+            # them, through their routing and its similarity signals, that the source holds it
+            public = public_positions(docs) if docs else np.zeros(0, dtype=np.int64)
+            if len(public):
+                picks = public[sample_positions(len(public), cfg.max_docs, cfg.seed)]
                 self._bank_positions.append(picks)
                 # the vectors the source's dense index already holds; encoded only when it has none
                 bank = stored_document_vectors(source.retriever, picks, self.encoder)
@@ -99,6 +102,8 @@ class PrototypeRouter(BaseRouter):
             else:
                 self._banks.append(np.zeros((0, self.encoder.dim), dtype=np.float32))
                 self._bank_positions.append(np.zeros(0, dtype=np.int64))
+                if docs:  # every document labelled: routed by its description alone
+                    self.bank_from[source.name] = "none (no public documents)"
         described = [i for i, s in enumerate(self.sources) if s.description]
         if described:
             vectors = self.encoder.encode_queries(
