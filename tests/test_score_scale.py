@@ -200,6 +200,23 @@ def test_the_fitted_scales_are_memoised_per_seed(small_docs, hashing_encoder, mo
     assert {n: s.raw_knots for n, s in zero.items()} != {n: s.raw_knots for n, s in first.items()}
 
 
+def test_scales_are_fitted_again_when_documents_change_even_if_their_number_does_not(
+    small_docs, hashing_encoder, monkeypatch
+):
+    from ragroute.memo import RetrieverMemo
+    from ragroute.pipeline import score_scale
+    from ragroute.types import Document
+
+    monkeypatch.setattr(score_scale, "_memo", RetrieverMemo())
+    source = _sources(small_docs, hashing_encoder, method="bm25")[0]
+    before = fit_score_scales([source], hashing_encoder)
+    assert fit_score_scales([source], hashing_encoder) is before  # nothing changed: memoised
+    source.retriever.delete(["astro-0"])
+    source.retriever.add([Document(id="astro-new", text="comet nebula " * 6)])
+    assert len(source.documents) == 10
+    assert fit_score_scales([source], hashing_encoder) is not before  # one out, one in: fitted again
+
+
 @pytest.mark.parametrize("score", [float("nan"), "high"])
 def test_a_source_whose_hits_are_malformed_keeps_raw_scores_and_says_why(small_docs, hashing_encoder, score):
     """Fitting the maps runs every source on pseudo-queries when the pipeline is built: a NaN score

@@ -28,6 +28,17 @@ class Retriever(Protocol):
     ) -> list[list[Hit]]: ...
 
 
+def content_key(source: Any) -> tuple[int, int | None]:
+    """What changes whenever the documents of ``source`` (a Source or a retriever) change, for
+    keying what was computed from them: their number and, for ragroute's indexes, their store's
+    ``version`` (a delete and an add of as many documents keep the number, not the version)."""
+    retriever = getattr(source, "retriever", source)
+    store = getattr(retriever, "store", None)
+    version = getattr(store, "version", None)
+    documents = getattr(source, "documents", ())
+    return len(documents), version if isinstance(version, int) else None
+
+
 def metadata_keys_of(retriever: Any, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
     """The metadata keys the documents of ``retriever`` carry (with ``scopes``: the documents a
     caller holding them may read), when it can tell: ragroute's indexes (their document store's

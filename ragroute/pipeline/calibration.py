@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext
+from ragroute.index.base import content_key
 from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
@@ -40,7 +41,7 @@ def null_score_stats(
     a top score of 0. Sources without documents, or whose search raises, get no statistics
     (fusion then standardises their list by itself; a failed source is tried again next time).
     """
-    key = (per_source, seed, *((s.name, id(s.retriever), len(s.documents)) for s in sources))
+    key = (per_source, seed, *((s.name, id(s.retriever), content_key(s)) for s in sources))
     cached = _memo.get(key, [s.retriever for s in sources])
     if cached is not None:
         return cached

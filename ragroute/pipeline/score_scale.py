@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext, query_vectors
+from ragroute.index.base import content_key
 from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
@@ -145,7 +146,7 @@ def fit_score_scales(
         per_source,
         seed,
         getattr(encoder, "model_id", id(encoder)),
-        *((s.name, id(s.retriever), len(s.documents)) for s in sources),
+        *((s.name, id(s.retriever), content_key(s)) for s in sources),
     )
     cached = _memo.get(key, [s.retriever for s in sources])
     if cached is not None:
@@ -265,13 +266,13 @@ def rescored(
 class SourceScale:
     """The scores a pipeline over ``source`` alone (with ``encoder``, its query encoder) gives the
     hits of that source: its :class:`ScoreScale` from :func:`fit_score_scales` (memoised with the
-    pipelines' fits), fitted on first use and again when the source's size changes, applied by
+    pipelines' fits), fitted on first use and again when the source's documents change, applied by
     :func:`rescored` (order kept, the source's own score in ``explain["fused"]``)."""
 
     def __init__(self, source: Source, encoder: Any) -> None:
         self.source = source
         self.encoder = encoder
-        self._fitted: tuple[int, ScoreScale] | None = None
+        self._fitted: tuple[tuple[int, int | None], ScoreScale] | None = None
         self._lock = threading.Lock()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SourceScale:
@@ -279,11 +280,11 @@ class SourceScale:
         return SourceScale(self.source, self.encoder)
 
     def scale(self) -> ScoreScale:
-        """The source's scale (fitted once per size of the source)."""
-        size = len(self.source.documents)
+        """The source's scale (fitted again whenever its documents change: :func:`content_key`)."""
+        content = content_key(self.source)
         with self._lock:
-            if self._fitted is None or self._fitted[0] != size:
-                self._fitted = (size, fit_score_scales([self.source], self.encoder)[self.source.name])
+            if self._fitted is None or self._fitted[0] != content:
+                self._fitted = (content, fit_score_scales([self.source], self.encoder)[self.source.name])
             return self._fitted[1]
 
     def rescore(self, hits: Sequence[Hit]) -> list[Hit]:
