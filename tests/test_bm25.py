@@ -512,3 +512,29 @@ def test_bm25_command_refuses_bad_data_in_one_line(tmp_path, corpus, queries, me
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bm25_index_over_a_store_another_index_changes_follows_it(hashing_encoder):
+    """An expert set's BM25 expert shares the base dense index's store: a delete through the dense
+    index made its positions point at other documents (a deleted document's score on its neighbour,
+    or an IndexError), and documents added there were never found lexically."""
+    from ragroute.index.dense import DenseIndex
+    from ragroute.index.lexical import BM25Index
+    from ragroute.types import Document
+
+    docs = [
+        Document(id="d0", text="alpha bravo"),
+        Document(id="d1", text="zebra quokka"),
+        Document(id="d2", text="charlie delta"),
+        Document(id="d3", text="echo foxtrot"),
+    ]
+    dense = DenseIndex(hashing_encoder)
+    dense.add(docs)
+    bm25 = BM25Index(store=dense.store)
+    bm25.refit()
+    assert [h.doc_id for h in bm25.search("zebra")] == ["d1"]
+    dense.delete(["d1"])
+    assert bm25.search("zebra") == []
+    assert [h.doc_id for h in bm25.search("charlie")] == ["d2"]
+    dense.add([Document(id="d4", text="zebra lima")])
+    assert [h.doc_id for h in bm25.search("zebra")] == ["d4"]

@@ -40,7 +40,10 @@ class BM25Index(LocalIndex):
     """Lexical index: tokenised ``Document.full_text()`` scored with BM25Okapi.
 
     ``add`` and ``delete`` refit the scorer over the whole store: BM25's idf and
-    average length depend on every document, so this is what keeps scores exact.
+    average length depend on every document, so this is what keeps scores exact. A store
+    shared with another index (a hybrid's, an expert set's base) may change through that
+    index: a search first refits when the store's ``version`` is not the one it was fitted on
+    (its positions would otherwise point at other documents).
     """
 
     kind = "bm25"
@@ -55,6 +58,7 @@ class BM25Index(LocalIndex):
         super().__init__(store if store is not None else DocumentStore(), name)
         self.params = params or BM25Params()
         self.scorer = scorer
+        self._fitted_version = self.store.version if scorer is not None else -1
 
     @classmethod
     def build(
@@ -79,8 +83,16 @@ class BM25Index(LocalIndex):
 
     def refit(self) -> None:
         """Recompute the BM25 statistics from the documents in the store."""
+        version = self.store.version
         tokens = tokenize_many([d.full_text() for d in self.store.documents], self.params.tokenizer)
         self.scorer = BM25Scorer.fit(tokens, k1=self.params.k1, b=self.params.b, epsilon=self.params.epsilon)
+        self._fitted_version = version
+
+    def _current(self) -> BM25Scorer | None:
+        """The scorer, fitted again first if the (possibly shared) store changed since."""
+        if self.scorer is not None and self._fitted_version != self.store.version:
+            self.refit()
+        return self.scorer
 
     def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
         return [
@@ -92,23 +104,25 @@ class BM25Index(LocalIndex):
         self, queries: list[str], k: int, filters: Mapping[str, Any] | None
     ) -> list[list[tuple[int, float]]]:
         """(document position, score) of each query's top ``k`` matches, best first (no Hit built)."""
-        if self.scorer is None or len(self.store) == 0:
+        scorer = self._current()
+        if scorer is None or len(self.store) == 0:
             return [[] for _ in queries]
         mask = self.store.filter_mask(filters)
         tokens = tokenize_many(queries, self.params.tokenizer)
         # A score of exactly 0 means no query term occurs in the document: not a match.
         return [
             [(int(p), float(s)) for p, s in zip(positions, scores) if s != 0.0]
-            for positions, scores in self.scorer.top_k_many(tokens, k, mask=mask)
+            for positions, scores in scorer.top_k_many(tokens, k, mask=mask)
         ]
 
     def weightless_terms(self, query: str) -> list[str]:
         """The query's terms that occur in the index but weigh nothing: BM25Okapi's idf is 0 for a
         term in exactly half of the documents (rank-bm25 floors only negative idf), so such a term
         finds nothing on its own. For the trace: a query of only such terms returns no hits."""
-        if self.scorer is None:
+        scorer = self._current()
+        if scorer is None:
             return []
-        vocab, idf = self.scorer.vocab, self.scorer.idf
+        vocab, idf = scorer.vocab, scorer.idf
         terms = tokenize_many([query], self.params.tokenizer)[0]
         return sorted({t for t in terms if t in vocab and idf[vocab[t]] == 0.0})
 
@@ -122,8 +136,9 @@ class BM25Index(LocalIndex):
     def _fitted(self) -> BM25Scorer:
         if self.scorer is None:
             self.refit()
-        assert self.scorer is not None  # refit sets it
-        return self.scorer
+        scorer = self._current()
+        assert scorer is not None  # refit sets it
+        return scorer
 
     @classmethod
     def read(

@@ -35,6 +35,7 @@ from ragroute.index.bm25_counts import TermCounts, count_terms, merge_term_count
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
 from ragroute.index.dense import DenseIndex, DenseParams
+from ragroute.index.docstore import DocumentStore
 from ragroute.index.hybrid import FusionParams, HybridIndex
 from ragroute.index.lexical import BM25Index, BM25Params
 from ragroute.index.local import LocalIndex
@@ -371,18 +372,16 @@ def _assemble(
         merged = merge_term_counts([counts for _, counts in parts if counts is not None])
         scorer = BM25Scorer.from_counts(merged, k1=bm25.k1, b=bm25.b, epsilon=bm25.epsilon)
     if method == "bm25":
-        lexical = BM25Index(bm25, name=name)
-        lexical.store.add(docs)
-        lexical.scorer = scorer
-        return lexical
+        store = DocumentStore()
+        store.add(docs)
+        return BM25Index(bm25, store=store, scorer=scorer, name=name)  # fitted on these documents
     assert encoder is not None  # checked by build_index_ray
     vectors = np.concatenate([v for v, _ in parts if v is not None], axis=0)
     dense = DenseIndex(encoder, dense_params, name=name)
     dense.add_vectors(docs, vectors)
     if method == "dense":
         return dense
-    lexical = BM25Index(bm25, store=dense.store, name=name)
-    lexical.scorer = scorer
+    lexical = BM25Index(bm25, store=dense.store, scorer=scorer, name=name)
     return HybridIndex(lexical, dense, fusion, name)
 
 
