@@ -629,6 +629,15 @@ def test_a_filter_no_document_of_a_source_could_match_routes_past_it(hashing_enc
     sources[0].retriever.add([Document("p9", "printer toner cartridge 9", metadata={"year": 2024})])
     grown = pipeline.retrieve(QueryContext.of("printer toner", filters={"year": 2024}), k=5)
     assert grown.decision.chosen == ["products", "tickets"] and "p9" in [h.doc_id for h in grown.hits]
+    # ... and so is one that swaps a document for one with the key, keeping its number of documents
+    sources[0].retriever.delete(["p9"])
+    assert pipeline.retrieve(
+        QueryContext.of("printer toner", filters={"year": 2024}), k=5
+    ).decision.chosen == ["tickets"]
+    sources[0].retriever.delete(["p3"])
+    sources[0].retriever.add([Document("p8", "printer toner cartridge 8", metadata={"year": 2024})])
+    swapped = pipeline.retrieve(QueryContext.of("printer toner", filters={"year": 2024}), k=5)
+    assert swapped.decision.chosen == ["products", "tickets"] and "p8" in [h.doc_id for h in swapped.hits]
     # a key no source holds, every source able to tell: refused in one line (test_filter_keys.py)
     fresh = [
         Source("products", build_index(products, "bm25", name="products")),

@@ -265,3 +265,15 @@ def test_a_memo_entry_is_read_only_for_the_retrievers_it_was_computed_over():
     memo, a, b = RetrieverMemo(), Retriever(), Retriever()
     memo.put("key", [a], {"x": 1})
     assert memo.get("key", [a]) == {"x": 1} and memo.get("key", [b]) is None
+
+
+def test_a_pipeline_sources_content_key_follows_the_documents_inside_it(small_docs, hashing_encoder):
+    from ragroute.index.base import content_key
+    from ragroute.types import Document
+
+    inner = _sources(small_docs, hashing_encoder, method="bm25")
+    nested = Source("nested", Pipeline(inner, FixedRouter({"astro": 0.5, "cook": 0.3, "it": 0.2})))
+    before = content_key(nested)
+    inner[0].retriever.delete(["astro-1"])
+    inner[0].retriever.add([Document(id="astro-new", text="comet nebula " * 6)])
+    assert content_key(nested) != before

@@ -28,14 +28,17 @@ class Retriever(Protocol):
     ) -> list[list[Hit]]: ...
 
 
-def content_key(source: Any) -> tuple[int, int | None]:
+def content_key(source: Any) -> tuple[Any, ...]:
     """What changes whenever the documents of ``source`` (a Source or a retriever) change, for
     keying what was computed from them: their number and, for ragroute's indexes, their store's
-    ``version`` (a delete and an add of as many documents keep the number, not the version)."""
+    ``version`` (a delete and an add of as many documents keep the number, not the version); for
+    a retriever over sources of its own (a pipeline), theirs."""
     retriever = getattr(source, "retriever", source)
-    store = getattr(retriever, "store", None)
-    version = getattr(store, "version", None)
     documents = getattr(source, "documents", ())
+    inner = getattr(retriever, "sources", None)
+    if isinstance(inner, (list, tuple)) and inner:
+        return (len(documents), *(content_key(s) for s in inner))
+    version = getattr(getattr(retriever, "store", None), "version", None)
     return len(documents), version if isinstance(version, int) else None
 
 

@@ -272,7 +272,7 @@ class SourceScale:
     def __init__(self, source: Source, encoder: Any) -> None:
         self.source = source
         self.encoder = encoder
-        self._fitted: tuple[tuple[int, int | None], ScoreScale] | None = None
+        self._fitted: tuple[tuple[Any, ...], ScoreScale] | None = None
         self._lock = threading.Lock()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SourceScale:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
 from ragroute.errors import check_filter_keys
-from ragroute.index.base import carried_keys
+from ragroute.index.base import carried_keys, content_key
 from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, rescored
@@ -193,12 +193,12 @@ class RouteStage:
         are known (a local index: those the caller may read; or the documents a framework source
         lists) and none holds one of the filter's metadata keys (``modality`` and ``parent_id``
         are fields every document has). Read once per set of keys and scopes, and again when a
-        source's size changes."""
+        source's documents change (:func:`~ragroute.index.base.content_key`)."""
         keys = metadata_filter_keys(filters)
         if not keys:
             return frozenset()
-        sizes = tuple(len(s.documents) for s in self._sources)  # an index that grew: read again
-        cache_key = (keys, tuple(scopes), sizes)
+        contents = tuple(content_key(s) for s in self._sources)  # an index that changed: read again
+        cache_key = (keys, tuple(scopes), contents)
         found = self._misses.get(cache_key)
         if found is None:
             found = frozenset(
