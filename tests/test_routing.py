@@ -106,11 +106,11 @@ def test_prototype_bank_in_fewer_dimensions(sources, hashing_encoder):
     queries = hashing_encoder.encode_queries(list(QUERIES.values()))
     # as many components as bank rows span the whole (centred) bank: the same scores as exact
     spanning = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(bank_dim=rows))
-    assert spanning._stacked.shape == (rows, rows)
+    assert spanning._bank.stacked.shape == (rows, rows)
     np.testing.assert_allclose(spanning.scores(queries), exact.scores(queries), atol=1e-5)
     # fewer dimensions: an approximation that still routes by topic
     small = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(bank_dim=3))
-    assert small._stacked.shape == (rows, 3)
+    assert small._bank.stacked.shape == (rows, 3)
     assert not np.allclose(small.scores(queries), exact.scores(queries), atol=1e-5)
     assert [d.chosen[0] for d in small.route_many(list(QUERIES.values()))] == list(QUERIES)
     with pytest.raises(RagrouteError, match="bank_dim"):
@@ -121,7 +121,7 @@ def test_prototype_bank_in_fewer_dimensions(sources, hashing_encoder):
     router = pipeline_from_settings(
         sources, {"kind": "prototype", "bank_dim": 3}, encoder=hashing_encoder
     ).router
-    assert router._stacked.shape == (rows, 3)
+    assert router._bank.stacked.shape == (rows, 3)
     with pytest.raises(RagrouteError, match="bank_dim"):
         pipeline_from_settings(sources, {"kind": "prototype", "bank_dim": 0}, encoder=hashing_encoder)
 

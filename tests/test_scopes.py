@@ -873,3 +873,41 @@ def test_routers_calibrate_and_build_their_banks_on_public_documents_only(hashin
     with_secret, without = routes(True), routes(False)
     # what a caller sees of its routing does not depend on a document it may not read
     assert with_secret.signals == without.signals and with_secret.routes == without.routes
+
+
+def test_the_prototype_router_follows_deleted_relabelled_and_added_documents(hashing_encoder, small_docs):
+    """A router built once kept its bank: a deleted document still steered routing, and one
+    re-added with an access label stayed readable in every caller's similarity signals."""
+    from ragroute.index.build import build_index
+    from ragroute.route.prototype import PrototypeRouter
+
+    secret_text = "zebra quantum sonnet harpsichord glacier " * 3
+
+    def sources_of(extra):
+        out = []
+        for topic in ("astro", "cook", "it"):
+            docs = [d for d in small_docs if d.metadata["topic"] == topic]
+            out.append(
+                Source(
+                    topic,
+                    build_index(
+                        docs + (extra if topic == "it" else []), "dense", encoder=hashing_encoder, name=topic
+                    ),
+                )
+            )
+        return out
+
+    def similarity(router):
+        return router.route(secret_text).signals["similarity"]
+
+    sources = sources_of([Document(id="odd", text=secret_text, metadata={"topic": "it"})])
+    router = PrototypeRouter(sources, hashing_encoder)
+    assert similarity(router)["it"] > similarity(PrototypeRouter(sources_of([]), hashing_encoder))["it"]
+    it = sources[2].retriever
+    it.delete(["odd"])
+    assert similarity(router) == similarity(PrototypeRouter(sources_of([]), hashing_encoder))
+    it.add([Document(id="odd", text=secret_text, metadata={"topic": "it", "access": "hr"})])
+    assert similarity(router) == similarity(PrototypeRouter(sources_of([]), hashing_encoder))
+    fresh = Document(id="new", text="printer vpn driver laptop " * 3, metadata={"topic": "it"})
+    it.add([fresh])
+    assert similarity(router) == similarity(PrototypeRouter(sources_of([fresh]), hashing_encoder))

@@ -17,6 +17,7 @@ similar enough.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.index.base import content_key
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
 from ragroute.route.sources import Source
@@ -66,94 +68,144 @@ class PrototypeRouter(BaseRouter):
         self.config = config or PrototypeConfig()
         self.sources = list(sources)
         self.labels = [s.name for s in self.sources] + ([NONE_ROUTE] if self.config.none_threshold else [])
-        self._banks: list[np.ndarray] = []
-        self._bank_positions: list[np.ndarray] = []  # which documents each bank row came from
-        self._centroids = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
-        self._descriptions = np.zeros((len(self.sources), encoder.dim), dtype=np.float32)
+        n = len(self.sources)
+        self._banks: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)] * n
+        self._bank_positions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n  # as sampled
+        self._bank_ids: list[list[str]] = [[] for _ in range(n)]  # the documents of the bank rows
+        self._sampled_public = [0] * n  # public documents when the bank was last sampled
+        self._contents: list[Any] = [None] * n  # content_key of each source when last read
+        self._centroids = np.zeros((n, encoder.dim), dtype=np.float32)
+        self._descriptions = np.zeros((n, encoder.dim), dtype=np.float32)
         #: per source: where its bank came from, "index" (stored vectors) or "encoded"
         self.bank_from: dict[str, str] = {}
+        self._refreshing = threading.Lock()
         self._embed_sources()
         self.calibration = self._calibrate()
 
     def _embed_sources(self) -> None:
-        from ragroute.index.dense import stored_document_vectors
-
-        cfg = self.config
         for i, source in enumerate(self.sources):
-            docs = source.documents
-            if not docs and not source.description:
+            if not source.documents and not source.description:
                 raise RagrouteError(
                     f"source {source.name!r} has neither documents nor a description to route by"
                 )
-            # public documents only: a bank row of a document some callers may not read would tell
-            # them, through their routing and its similarity signals, that the source holds it
-            public = public_positions(docs) if docs else np.zeros(0, dtype=np.int64)
-            if len(public):
-                picks = public[sample_positions(len(public), cfg.max_docs, cfg.seed)]
-                self._bank_positions.append(picks)
-                # the vectors the source's dense index already holds; encoded only when it has none
-                bank = stored_document_vectors(source.retriever, picks, self.encoder)
-                self.bank_from[source.name] = "index" if bank is not None else "encoded"
-                if bank is None:
-                    bank = self.encoder.encode_documents([docs[int(p)].full_text() for p in picks])
-                self._banks.append(np.asarray(bank, dtype=np.float32))
-                centroid = bank.mean(axis=0)
-                self._centroids[i] = centroid / max(np.linalg.norm(centroid), 1e-12)
-            else:
-                self._banks.append(np.zeros((0, self.encoder.dim), dtype=np.float32))
-                self._bank_positions.append(np.zeros(0, dtype=np.int64))
-                if docs:  # every document labelled: routed by its description alone
-                    self.bank_from[source.name] = "none (no public documents)"
+            self._sample_bank(i)
         described = [i for i, s in enumerate(self.sources) if s.description]
         if described:
             vectors = self.encoder.encode_queries(
                 [self.sources[i].description for i in described], show_progress=False
             )
             self._descriptions[described] = vectors
+        self._assemble()
+
+    def _sample_bank(self, i: int) -> None:
+        """Sample source ``i``'s bank afresh from its public documents (and its centroid)."""
+        source, cfg = self.sources[i], self.config
+        docs = source.documents
+        self._contents[i] = content_key(source)
+        # public documents only: a bank row of a document some callers may not read would tell
+        # them, through their routing and its similarity signals, that the source holds it
+        public = public_positions(docs) if docs else np.zeros(0, dtype=np.int64)
+        self._sampled_public[i] = len(public)
+        picks = public[sample_positions(len(public), cfg.max_docs, cfg.seed)] if len(public) else public
+        self._bank_positions[i] = picks
+        self._bank_ids[i] = [docs[int(p)].id for p in picks]
+        self._banks[i] = self._vectors_of(i, picks)
+        if docs and not len(public):  # every document labelled: routed by its description alone
+            self.bank_from[source.name] = "none (no public documents)"
+        self._set_centroid(i)
+
+    def _vectors_of(self, i: int, positions: np.ndarray) -> np.ndarray:
+        """Embeddings of source ``i``'s documents at ``positions``: the vectors its dense index
+        already holds, encoded only when it has none."""
+        from ragroute.index.dense import stored_document_vectors
+
+        source = self.sources[i]
+        if not len(positions):
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        bank = stored_document_vectors(source.retriever, positions, self.encoder)
+        self.bank_from[source.name] = "index" if bank is not None else "encoded"
+        if bank is None:
+            bank = self.encoder.encode_documents([source.documents[int(p)].full_text() for p in positions])
+        return np.asarray(bank, dtype=np.float32)
+
+    def _set_centroid(self, i: int) -> None:
+        bank = self._banks[i]
+        centroid = bank.mean(axis=0) if len(bank) else np.zeros(self.encoder.dim, dtype=np.float32)
+        self._centroids[i] = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+
+    def _follow(self, i: int) -> None:
+        """Bring source ``i``'s bank up to its documents now: rows of documents deleted (or now
+        labelled) go, public documents not in a bank with room join it, and a source whose public
+        documents changed in number by more than a quarter since it was sampled is sampled again."""
+        source, cfg = self.sources[i], self.config
+        docs = source.documents
+        public = public_positions(docs) if docs else np.zeros(0, dtype=np.int64)
+        before = self._sampled_public[i]
+        if abs(len(public) - before) > max(before, 1) // 4:
+            self._sample_bank(i)
+            return
+        self._contents[i] = content_key(source)
+        position_of = {docs[int(p)].id: int(p) for p in public}
+        kept = [row for row, doc_id in enumerate(self._bank_ids[i]) if doc_id in position_of]
+        ids = [self._bank_ids[i][row] for row in kept]
+        bank = self._banks[i][kept]
+        room = cfg.max_docs - len(ids)
+        if room > 0:
+            held = set(ids)
+            joining = [p for doc_id, p in position_of.items() if doc_id not in held][:room]
+            if joining:
+                bank = np.vstack([bank, self._vectors_of(i, np.asarray(joining, dtype=np.int64))])
+                ids += [docs[p].id for p in joining]
+        self._banks[i], self._bank_ids[i] = bank, ids
+        self._set_centroid(i)
+
+    def _refresh(self) -> None:
+        """Follow every source whose documents changed since its bank was read
+        (:func:`~ragroute.index.base.content_key`), then swap in the new bank at once."""
+        changed = [i for i, s in enumerate(self.sources) if content_key(s) != self._contents[i]]
+        if not changed:
+            return
+        with self._refreshing:
+            changed = [i for i, s in enumerate(self.sources) if content_key(s) != self._contents[i]]
+            for i in changed:
+                self._follow(i)
+            if changed:
+                self._assemble()
+
+    def _assemble(self) -> None:
+        """Stack every source's bank and profile into one :class:`_Bank`, swapped in at once (a
+        query scored in another thread reads one bank from start to end)."""
+        cfg = self.config
         # the centroid and description terms of every source as one (dim, sources) matrix: one
         # product per query (sources without a description have a zero row in _descriptions)
-        self._profiles = np.ascontiguousarray(
+        profiles = np.ascontiguousarray(
             (cfg.centroid_weight * self._centroids + cfg.description_weight * self._descriptions).T
         )
         sizes = [len(bank) for bank in self._banks]
-        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self._stacked = np.ascontiguousarray(np.vstack(self._banks)) if sum(sizes) else None
-        self._projection: np.ndarray | None = None
-        self._bank_mean = np.zeros(self.encoder.dim, dtype=np.float32)
-        if self._stacked is not None and cfg.bank_dim is not None and cfg.bank_dim < self._stacked.shape[1]:
-            self._project_bank(int(cfg.bank_dim))
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        stacked = np.ascontiguousarray(np.vstack(self._banks)) if sum(sizes) else None
+        projection, bank_mean = None, np.zeros(self.encoder.dim, dtype=np.float32)
+        if stacked is not None and cfg.bank_dim is not None and cfg.bank_dim < stacked.shape[1]:
+            stacked, projection, bank_mean = _project(stacked, int(cfg.bank_dim))
         # at query time the similarities are scattered into a (queries, sources, largest bank) block
         # padded with -inf: one partition finds every source's best cosines
         largest = max(sizes, default=0)
-        self._padded_at = np.concatenate(
+        padded_at = np.concatenate(
             [np.zeros(0, dtype=np.int64)]
             + [s * largest + np.arange(size, dtype=np.int64) for s, size in enumerate(sizes)]
         )
-        self._padded_shape = (len(sizes), largest)
         # per source bank_weight / (top cosines averaged), as the per-source loop below weighs them
-        counts = np.maximum(np.minimum(np.asarray(sizes, dtype=np.int64), self.config.bank_top_n), 1)
-        self._bank_weights = (self.config.bank_weight / counts).astype(np.float32)
-
-    def _project_bank(self, dims: int) -> None:
-        """Keep the bank as its coordinates on its ``dims`` leading principal components: a query's
-        cosine to a bank row becomes ``q . mean + (q P) . ((row - mean) P)`` (exact for the part of
-        the bank those components span)."""
-        if dims < 1:
-            raise RagrouteError(f"prototype router: bank_dim must be at least 1, got {dims}")
-        assert self._stacked is not None
-        mean = self._stacked.mean(axis=0)
-        centred = self._stacked - mean
-        _, _, components = np.linalg.svd(centred, full_matrices=False)
-        self._projection = np.ascontiguousarray(components[:dims].T, dtype=np.float32)
-        self._bank_mean = mean.astype(np.float32)
-        self._stacked = np.ascontiguousarray(centred @ self._projection, dtype=np.float32)
-
-    def _bank_similarities(self, q: np.ndarray) -> np.ndarray:
-        """Cosines of each query to every bank row (approximated in ``bank_dim`` dimensions when set)."""
-        assert self._stacked is not None
-        if self._projection is None:
-            return q @ self._stacked.T
-        return (q @ self._projection) @ self._stacked.T + (q @ self._bank_mean)[:, None]
+        counts = np.maximum(np.minimum(np.asarray(sizes, dtype=np.int64), cfg.bank_top_n), 1)
+        self._bank = _Bank(
+            profiles,
+            offsets,
+            stacked,
+            projection,
+            bank_mean,
+            padded_at,
+            (len(sizes), largest),
+            (cfg.bank_weight / counts).astype(np.float32),
+        )
 
     def scores(self, query_vectors: np.ndarray, exclude: list[tuple[int, int]] | None = None) -> np.ndarray:
         """Raw similarity scores (queries x sources); ``exclude`` hides (source, bank row) pairs.
@@ -162,29 +214,32 @@ class PrototypeRouter(BaseRouter):
         and one partition (per source only while calibrating, when ``exclude`` hides rows).
         """
         cfg = self.config
+        if exclude is None:
+            self._refresh()
+        bank = self._bank
         q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
-        total = q @ self._profiles
-        if cfg.bank_weight == 0 or self._stacked is None:
+        total = q @ bank.profiles
+        if cfg.bank_weight == 0 or bank.stacked is None:
             return total
-        sims = self._bank_similarities(q)
+        sims = bank.similarities(q)
         if exclude is not None:
             for row, (src, bank_row) in enumerate(exclude):
                 if src >= 0:
-                    sims[row, self._offsets[src] + bank_row] = -np.inf
-        if exclude is None and self._padded_shape[1]:
-            sources, largest = self._padded_shape
+                    sims[row, bank.offsets[src] + bank_row] = -np.inf
+        if exclude is None and bank.padded_shape[1]:
+            sources, largest = bank.padded_shape
             top_n = min(cfg.bank_top_n, largest)
             if sims.shape[1] == sources * largest:  # banks of one size: nothing to pad
                 blocks = sims.reshape(len(q), sources, largest)
             else:
                 padded = np.full((len(q), sources * largest), -np.inf, dtype=sims.dtype)
-                padded[:, self._padded_at] = sims
+                padded[:, bank.padded_at] = sims
                 blocks = padded.reshape(len(q), sources, largest)
             top = np.partition(blocks, largest - top_n, axis=2)[:, :, -top_n:]
             sums = np.where(np.isfinite(top), top, 0.0).sum(axis=2)  # -inf: past a small bank's end
-            return total + self._bank_weights * sums
-        for s in range(len(self._banks)):
-            lo, hi = int(self._offsets[s]), int(self._offsets[s + 1])
+            return total + bank.bank_weights * sums
+        for s in range(len(bank.offsets) - 1):
+            lo, hi = int(bank.offsets[s]), int(bank.offsets[s + 1])
             if hi == lo:
                 continue
             top_n = min(cfg.bank_top_n, hi - lo)
@@ -256,3 +311,37 @@ class PrototypeRouter(BaseRouter):
             "calibration": self.calibration,
             "bank_from": dict(self.bank_from),
         }
+
+
+@dataclass(frozen=True)
+class _Bank:
+    """What a query is scored against: every source's profile and document bank, stacked."""
+
+    profiles: np.ndarray  # (dim, sources): centroid and description terms
+    offsets: np.ndarray  # where each source's rows start in ``stacked``
+    stacked: np.ndarray | None  # every bank row (in ``bank_dim`` coordinates when projected)
+    projection: np.ndarray | None
+    bank_mean: np.ndarray
+    padded_at: np.ndarray
+    padded_shape: tuple[int, int]
+    bank_weights: np.ndarray
+
+    def similarities(self, q: np.ndarray) -> np.ndarray:
+        """Cosines of each query to every bank row (approximated in ``bank_dim`` dimensions when set)."""
+        assert self.stacked is not None
+        if self.projection is None:
+            return q @ self.stacked.T
+        return (q @ self.projection) @ self.stacked.T + (q @ self.bank_mean)[:, None]
+
+
+def _project(stacked: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bank as its coordinates on its ``dims`` leading principal components, the projection and
+    the bank's mean: a query's cosine to a row becomes ``q . mean + (q P) . ((row - mean) P)``
+    (exact for the part of the bank those components span)."""
+    if dims < 1:
+        raise RagrouteError(f"prototype router: bank_dim must be at least 1, got {dims}")
+    mean = stacked.mean(axis=0)
+    centred = stacked - mean
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    projection = np.ascontiguousarray(components[:dims].T, dtype=np.float32)
+    return np.ascontiguousarray(centred @ projection, dtype=np.float32), projection, mean.astype(np.float32)
