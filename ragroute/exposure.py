@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys
+from ragroute.index.base import content_key
 from ragroute.scopes import ACCESS_KEY, labels_of, visible
 from ragroute.types import Hit, TraceStep
 
@@ -170,6 +171,8 @@ class ExposureLedger:
         self.collection_of: dict[str, str] = {}
         # collection -> how many of its documents carry each (source access, document access) pair
         self._access: dict[str, Counter[tuple[frozenset[str], frozenset[str]]]] = {}
+        # collection -> the source its documents were counted from, and its content_key then
+        self._counted: dict[str, tuple[Any, Any]] = {}
         self.on_alert = on_alert
         self.clock = clock
         self._seen: dict[tuple[str, str], _Seen] = {}
@@ -206,6 +209,7 @@ class ExposureLedger:
         withheld = 0
         with self._lock:
             self._sweep(now)
+            self._follow_sources()
             limits: dict[str, int] = {}
             shown_as: dict[str, str] = {}  # bucket -> the name the trace gives it: a source the caller reads
             for hit in hits:
@@ -265,26 +269,44 @@ class ExposureLedger:
     def add_sources(self, sources: Sequence[Any]) -> None:
         """Declare a pipeline's sources (:class:`~ragroute.route.sources.Source`): each counts in
         its collection, whose size is the number of its documents the caller may read (a
-        collection already known keeps its documents). A source holding no documents (a
-        plain or external retriever) has no known size: its budget is ``min_documents``."""
+        collection already known keeps its documents), counted again whenever they change
+        (:func:`~ragroute.index.base.content_key`: an index that grew, shrank or relabelled
+        documents after the pipeline was built). A source holding no documents (a plain or
+        external retriever, or an empty index) has no known size: its budget is ``min_documents``."""
         with self._lock:
             for source in sources:
                 collection = str(getattr(source, "collection", source.name))
                 self.collection_of.setdefault(source.name, collection)
-                documents = source.documents
-                if collection in self.sizes or not documents:
+                if collection in self.sizes or collection in self._counted:
                     continue
-                self.sizes[collection] = len(documents)
-                self._access[collection] = Counter(
-                    (frozenset(source.access), labels_of((doc.metadata or {}).get(ACCESS_KEY)))
-                    for doc in documents
-                )
+                self._count(collection, source)
+            self._total()
+
+    def _count(self, collection: str, source: Any) -> None:
+        self._counted[collection] = (source, content_key(source))
+        documents = source.documents
+        if not documents:
+            self.sizes.pop(collection, None)
+            self._access.pop(collection, None)
+            return
+        self.sizes[collection] = len(documents)
+        self._access[collection] = Counter(
+            (frozenset(source.access), labels_of((doc.metadata or {}).get(ACCESS_KEY))) for doc in documents
+        )
+
+    def _follow_sources(self) -> None:
+        """Count again the collections whose documents changed since they were counted."""
+        changed = [c for c, (source, key) in self._counted.items() if content_key(source) != key]
+        for collection in changed:
+            self._count(collection, self._counted[collection][0])
+        if changed:
             self._total()
 
     def size(self, source: str, scopes: Iterable[str] = ()) -> int | None:
         """Documents of ``source``'s bucket (its collection, or :data:`ALL_SOURCES`) a caller
         holding ``scopes`` may read; ``None`` when unknown."""
         with self._lock:
+            self._follow_sources()
             return self._size(self._bucket_of(source), frozenset(scopes))
 
     def bucket(self, hit: Hit) -> str:

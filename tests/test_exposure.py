@@ -234,3 +234,23 @@ def test_callers_gone_quiet_are_forgotten_once_their_window_is_over():
     ledger.admit("late", _hits("s", [1]))
     assert ledger.callers() == {"late", *(f"one-off-{i}" for i in range(490, 500))}
     assert ledger.distinct("one-off-499", "s") == 1 and ledger.distinct("one-off-0", "s") == 0
+
+
+def test_budgets_follow_documents_added_deleted_and_labelled_after_the_pipeline_was_built(hashing_encoder):
+    """Sizes were counted once: a source grown tenfold kept its first budget (withholding what the
+    caller may see), one shrunk kept it too (an enumerator could read all of it), and labelled
+    documents added later counted for no one."""
+    from ragroute.types import Document
+
+    docs = [Document(id=f"d{i}", text=f"printer laptop note {i}") for i in range(10)]
+    index = build_index(docs, "dense", encoder=hashing_encoder, name="helpdesk")
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
+    pipeline = Pipeline([Source("helpdesk", index)], FixedRouter({"helpdesk": 1.0}), exposure=ledger)
+    assert ledger.size("helpdesk") == 10
+    index.add([Document(id=f"n{i}", text=f"printer laptop more {i}") for i in range(90)])
+    result = pipeline.retrieve("printer laptop", k=10, caller="alice")
+    assert len(result.hits) == 10 and ledger.size("helpdesk") == 100
+    index.delete([f"n{i}" for i in range(90)] + [f"d{i}" for i in range(8)])
+    assert ledger.size("helpdesk") == 2
+    index.add([Document(id=f"h{i}", text="payroll", metadata={"access": "hr"}) for i in range(5)])
+    assert ledger.size("helpdesk") == 2 and ledger.size("helpdesk", ["hr"]) == 7
