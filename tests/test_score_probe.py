@@ -269,3 +269,22 @@ def test_documents_added_one_by_one_wait_in_an_exact_tail_then_join_the_graph_in
     merged = probe._graph
     assert merged.index.ntotal == in_graph + limit and len(merged.tail_iids) == 0
     assert first.index.ntotal == in_graph  # inserted into a copy
+
+
+def test_a_source_that_grows_by_more_than_a_quarter_is_calibrated_again(hashing_encoder, small_docs):
+    """The per-source score scale was fitted once: a BM25 source grown tenfold with long documents
+    kept its old scale and drew queries that a router calibrated on its documents now sends elsewhere."""
+    from ragroute.index.build import build_index
+
+    science = build_index(
+        [d for d in small_docs if d.metadata["topic"] == "astro"], "dense", encoder=hashing_encoder
+    )
+    helpdesk = build_index([d for d in small_docs if d.metadata["topic"] == "it"], "bm25")
+    sources = [Source("science", science), Source("helpdesk", helpdesk)]
+    router = ConfidenceRouter(sources)
+    temperature = router.config.temperature
+    helpdesk.add([Document(id=f"new-{i}", text="printer " + "filler words here " * 30) for i in range(80)])
+    fresh = ConfidenceRouter(sources, ConfidenceConfig(temperature=temperature))
+    query = "printer laptop telescope"
+    assert router.route(query).signals["z"] == fresh.route(query).signals["z"]
+    assert router.config.temperature == temperature  # the temperature is kept

@@ -6,6 +6,8 @@ cosines drift with corpus style), so each source's top-hit score is turned into
 a z-score against what that source returns for pseudo-queries cut from its own
 documents. The calibrated score is the mean z of the top ``top_n`` hits;
 probabilities are a softmax whose temperature is fitted on those pseudo-queries.
+The scale is fitted again (the temperature kept) once a source's number of
+documents has moved by more than a quarter since.
 
 A retriever may name the part of itself to search for this purpose with a
 ``confidence_probe`` attribute: a hybrid index offers its dense part, because its
@@ -16,6 +18,7 @@ sources unless ``probe: exact``) is :mod:`ragroute.route.score_probe`'s job.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -67,8 +70,10 @@ class ConfidenceRouter(BaseRouter):
             )
             for source in self.sources
         ]
-        self._mean = np.zeros(len(self.sources))
-        self._std = np.ones(len(self.sources))
+        # each source's score scale (mean, std): one tuple, so a rescale is seen whole
+        self._scale = (np.zeros(len(self.sources)), np.ones(len(self.sources)))
+        self._calibrated_sizes = [len(s.documents) for s in self.sources]
+        self._rescaling = threading.Lock()
         self.calibration = self._calibrate()
 
     def _top_scores(self, queries: Sequence[Any]) -> tuple[np.ndarray, dict[int, str]]:
@@ -90,6 +95,7 @@ class ConfidenceRouter(BaseRouter):
         return out, errors
 
     def _calibrate(self) -> dict:
+        self._calibrated_sizes = [len(s.documents) for s in self.sources]
         texts, targets = [], []
         for s, source in enumerate(self.sources):
             for _, text in pseudo_queries(
@@ -101,9 +107,8 @@ class ConfidenceRouter(BaseRouter):
             return {"source": "none (no documents)"}
         raw, errors = self._top_scores(texts)
         # Per-source score scale, measured on every pseudo-query (in- and out-of-source).
-        self._mean = raw.mean(axis=0)
-        self._std = np.maximum(raw.std(axis=0), 1e-9)
-        z = (raw - self._mean) / self._std
+        self._scale = (raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-9))
+        z = (raw - self._scale[0]) / self._scale[1]
         z[:, list(errors)] = _FAILED
         targets_arr = np.asarray(targets)
         if self.config.temperature is None:
@@ -121,9 +126,25 @@ class ConfidenceRouter(BaseRouter):
     ) -> list[Decision]:
         return self.route_contexts(list(queries))
 
+    def _rescale_if_changed(self) -> None:
+        """Calibrate again (each source's score scale; the temperature is kept) once a source's
+        number of documents moved by more than a quarter since calibration: its scores' scale moves
+        with its size and content, and a stale scale sent queries to a source that had grown."""
+
+        def moved() -> bool:
+            sizes = zip((len(s.documents) for s in self.sources), self._calibrated_sizes)
+            return any(abs(now - then) > max(then, 1) // 4 for now, then in sizes)
+
+        if moved():
+            with self._rescaling:
+                if moved():
+                    self.calibration = self._calibrate()
+
     def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
+        self._rescale_if_changed()
+        mean, std = self._scale
         raw, errors = self._top_scores(list(contexts))
-        z = (raw - self._mean) / self._std
+        z = (raw - mean) / std
         z[:, list(errors)] = _FAILED  # a source whose probe raised gets no probability
         probs = softmax(z, self.config.temperature or 1.0)
         failed = {self.labels[s]: e for s, e in errors.items()}
