@@ -911,3 +911,18 @@ def test_the_prototype_router_follows_deleted_relabelled_and_added_documents(has
     fresh = Document(id="new", text="printer vpn driver laptop " * 3, metadata={"topic": "it"})
     it.add([fresh])
     assert similarity(router) == similarity(PrototypeRouter(sources_of([fresh]), hashing_encoder))
+
+
+def test_the_rarity_signal_counts_again_when_a_document_is_relabelled(hashing_encoder, small_docs):
+    from ragroute.context import QueryContext
+    from ragroute.gate.signals import make_signal
+    from ragroute.index.build import build_index
+
+    secret = Document(id="x", text="zorblax merger acquisition codename zorblax")
+    index = build_index([*small_docs, secret], "bm25", name="helpdesk")
+    rarity = make_signal({"kind": "rarity", "corpus": True}, sources=[Source("helpdesk", index)])
+    unseen = rarity.names.index("unseen_share")
+    assert rarity.values([QueryContext.of("zorblax")], None)[0][unseen] == 0.0  # public: counted
+    index.delete(["x"])
+    index.add([Document(id="x", text=secret.text, metadata={"access": "hr"})])
+    assert rarity.values([QueryContext.of("zorblax")], None)[0][unseen] == 1.0  # hidden: not counted

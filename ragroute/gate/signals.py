@@ -661,8 +661,29 @@ class RaritySignal(GateSignal):
     def __init__(self, documents: Iterable[Any] | None = None) -> None:
         self._df: dict[str, int] = {}
         self._n_docs = 0
+        self._sources: list[Any] = []  # what :meth:`following` counts, and their content then
+        self._counted: list[Any] = []
         if documents is not None:
             self.fit_corpus(getattr(d, "text", d) for d in documents)
+
+    @classmethod
+    def following(cls, sources: Sequence[Any]) -> RaritySignal:
+        """Counts over the public documents of ``sources`` (:func:`public_documents`), counted
+        again whenever their documents change (added, deleted or relabelled)."""
+        signal = cls()
+        signal._sources = list(sources)
+        signal._follow()
+        return signal
+
+    def _follow(self) -> None:
+        if not self._sources:
+            return
+        from ragroute.index.base import content_key
+
+        contents = [content_key(s) for s in self._sources]
+        if contents != self._counted:
+            self.fit_corpus(getattr(d, "text", d) for d in public_documents(self._sources))
+            self._counted = contents
 
     @property
     def names(self) -> list[str]:
@@ -696,6 +717,7 @@ class RaritySignal(GateSignal):
         return self
 
     def _row(self, text: str) -> list[float]:
+        self._follow()
         content, entities = _content_words(text)
         if not content:
             return [COMMON_ZIPF, COMMON_ZIPF, 0.0, COMMON_ZIPF, 0.0, 0.0, 0.0]
@@ -1207,7 +1229,7 @@ def make_signal(
         if cls is RaritySignal and data.pop("corpus", False):
             # public documents only: counts over labelled ones would tell any caller, through the
             # signal's values, whether a word occurs in documents it may not read
-            return RaritySignal(documents=public_documents(sources))
+            return RaritySignal.following(sources)
         return cls(**data)
     except TypeError as exc:
         raise RagrouteError(f"gate signal {kind}: bad settings {data}: {exc}") from None
