@@ -321,3 +321,24 @@ def test_dense_bench_refuses_a_missing_data_folder_before_measuring_the_others(t
     assert result.stderr.strip().splitlines() == [
         f"error: data missing: {tmp_path / 'nope'} (expected a BEIR folder; see ../shared/data/README.md)"
     ]
+
+
+def test_an_adapter_view_of_a_memory_mapped_base_follows_its_changes(tmp_path):
+    """A changed memory-mapped index swaps in a new faiss index; an expert's view of it kept
+    searching the old one: no new documents, and scores of deleted ones."""
+    from ragroute.experts.expert_set import AdapterView
+    from ragroute.index.io import load_index, save_index
+
+    vectors = _clustered(200)
+    base = DenseIndex(_Fixed(), DenseParams(factory="flat", mmap=True))
+    base.add_vectors([Document(id=f"d{i}", text="x") for i in range(200)], vectors)
+    save_index(base, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", encoder=_Fixed())
+    assert loaded.mapped is not None
+    view = AdapterView(loaded, _Fixed())
+    query = _clustered(1, seed=9)
+    loaded.add_vectors([Document(id="twin", text="x")], query)
+    assert view.search_vectors(query, 1)[0][0].doc_id == "twin"
+    loaded.delete(["twin"])
+    assert view.best_scores(query, 1)[0][0] < 0.999
+    assert "twin" not in {h.doc_id for h in view.search_vectors(query, 5)[0]}

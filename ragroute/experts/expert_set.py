@@ -24,13 +24,14 @@ Routers choose among an expert set's sources by name (``pilot``, ``quality``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.index.dense import DenseIndex
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.types import Document
 
@@ -159,8 +160,6 @@ class ExpertSet:
 def adapter_view(index: Any, encoder: Any) -> Any:
     """The dense ``index`` searched with a query-side expert ``encoder``: a second
     :class:`~ragroute.index.dense.DenseIndex` sharing the faiss index and document store (no copy)."""
-    from ragroute.index.dense import DenseIndex
-
     if not isinstance(index, DenseIndex):
         raise RagrouteError(
             f"a query-side expert needs a dense index of base-model embeddings, not a {type(index).__name__}"
@@ -178,6 +177,31 @@ def adapter_view(index: Any, encoder: Any) -> Any:
             f"expert {encoder.name!r} adapts {encoder.model_id!r}, but the index was built with "
             f"{index.encoder.model_id!r}"
         )
-    return DenseIndex(
-        encoder, index.params, store=index.store, faiss_index=index.faiss_index, name=index.name
-    )
+    return AdapterView(index, encoder)
+
+
+class AdapterView(DenseIndex):
+    """A base dense index searched with a query-side expert's encoder: its faiss index and document
+    store, no copy. A base loaded memory-mapped swaps in a new faiss index when it is changed; the
+    view takes it up before it reads vectors (it would otherwise search the old one: no new
+    documents, and scores of deleted ones)."""
+
+    def __init__(self, base: DenseIndex, encoder: Any) -> None:
+        super().__init__(encoder, base.params, store=base.store, faiss_index=base.faiss_index, name=base.name)
+        self.base = base
+        self._follow_base()
+
+    def _follow_base(self) -> None:
+        base = self.base
+        if self.faiss_index is not base.faiss_index or self.exact is not base.exact:
+            self.faiss_index, self.exact, self.mapped = base.faiss_index, base.exact, base.mapped
+
+    def _search_ids(
+        self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        self._follow_base()
+        return super()._search_ids(vectors, k, filters)
+
+    def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        self._follow_base()
+        return super().stored_vectors(positions)

@@ -216,13 +216,15 @@ class DenseIndex(VectorIndex):
     def best_scores(
         self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None = None
     ) -> list[list[float]]:
-        """Each query vector's top ``k`` scores, best first: what :meth:`ranked_positions` finds,
-        not mapped back to documents (what a router reading how well the index answers needs)."""
+        """Each query vector's top ``k`` scores, best first: what :meth:`ranked_positions` finds
+        (documents the store holds), not mapped back to them (what a router reading how well the
+        index answers needs)."""
         found = self._search_ids(vectors, k, filters)
         if found is None:
             return [[] for _ in range(len(np.atleast_2d(vectors)))]
+        positions = self.store.positions_by_iid()
         return [
-            [score for score, iid in zip(row_scores, row_ids) if iid >= 0]
+            [score for score, iid in zip(row_scores, row_ids) if iid in positions]
             for row_scores, row_ids in zip(found[0].tolist(), found[1].tolist())
         ]
 
