@@ -108,23 +108,26 @@ def small_docs() -> list[Document]:
     return docs
 
 
-@pytest.fixture
-def sources(hashing_encoder, small_docs):
-    """Three dense sources over ``small_docs``, one per topic (modules may define their own)."""
+def topic_sources(docs, encoder, *, extra=None, describe=False):
+    """One dense source per topic of ``docs`` (metadata ``topic``: astro, cook, it), each with the
+    documents ``extra`` holds for its topic appended last (the others keep their positions)."""
     from ragroute.index.build import build_index
     from ragroute.route.sources import Source
 
     out = []
     for topic in ("astro", "cook", "it"):
-        docs = [d for d in small_docs if d.metadata["topic"] == topic]
+        held = [d for d in docs if d.metadata["topic"] == topic] + list((extra or {}).get(topic, []))
+        description = f"documents about {topic}" if describe else ""
         out.append(
-            Source(
-                topic,
-                build_index(docs, "dense", encoder=hashing_encoder, name=topic),
-                description=f"documents about {topic}",
-            )
+            Source(topic, build_index(held, "dense", encoder=encoder, name=topic), description=description)
         )
     return out
+
+
+@pytest.fixture
+def sources(hashing_encoder, small_docs):
+    """Three dense sources over ``small_docs``, one per topic (modules may define their own)."""
+    return topic_sources(small_docs, hashing_encoder, describe=True)
 
 
 @pytest.fixture(scope="session")

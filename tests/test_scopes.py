@@ -853,7 +853,8 @@ def test_an_odd_access_value_is_a_label_everywhere_not_public():
 
 
 def test_routers_calibrate_and_build_their_banks_on_public_documents_only(hashing_encoder, small_docs):
-    from ragroute.index.build import build_index
+    from conftest import topic_sources
+
     from ragroute.route.prototype import PrototypeRouter
     from ragroute.route.pseudo import pseudo_queries
 
@@ -862,12 +863,7 @@ def test_routers_calibrate_and_build_their_banks_on_public_documents_only(hashin
     assert [p for p, _ in pseudo_queries([*small_docs, secret], 100)] == list(range(len(small_docs)))
 
     def routes(with_secret):
-        sources = []
-        for topic in ("astro", "cook", "it"):
-            docs = [d for d in small_docs if d.metadata["topic"] == topic]
-            if topic == "it" and with_secret:
-                docs.append(secret)  # last: the public documents keep their positions
-            sources.append(Source(topic, build_index(docs, "dense", encoder=hashing_encoder, name=topic)))
+        sources = topic_sources(small_docs, hashing_encoder, extra={"it": [secret]} if with_secret else None)
         return PrototypeRouter(sources, hashing_encoder).route(secret_text)
 
     with_secret, without = routes(True), routes(False)
@@ -878,24 +874,14 @@ def test_routers_calibrate_and_build_their_banks_on_public_documents_only(hashin
 def test_the_prototype_router_follows_deleted_relabelled_and_added_documents(hashing_encoder, small_docs):
     """A router built once kept its bank: a deleted document still steered routing, and one
     re-added with an access label stayed readable in every caller's similarity signals."""
-    from ragroute.index.build import build_index
+    from conftest import topic_sources
+
     from ragroute.route.prototype import PrototypeRouter
 
     secret_text = "zebra quantum sonnet harpsichord glacier " * 3
 
     def sources_of(extra):
-        out = []
-        for topic in ("astro", "cook", "it"):
-            docs = [d for d in small_docs if d.metadata["topic"] == topic]
-            out.append(
-                Source(
-                    topic,
-                    build_index(
-                        docs + (extra if topic == "it" else []), "dense", encoder=hashing_encoder, name=topic
-                    ),
-                )
-            )
-        return out
+        return topic_sources(small_docs, hashing_encoder, extra={"it": extra})
 
     def similarity(router):
         return router.route(secret_text).signals["similarity"]
