@@ -163,3 +163,15 @@ def test_bad_adds_raise_and_leave_the_index_unchanged(hashing_encoder):
     assert ranked(index) == before
     index.add([])  # nothing to do
     assert len(index) == len(BASE)
+
+
+def test_a_graph_refuses_deletes_and_a_store_changed_behind_it_is_one_line(hashing_encoder):
+    from ragroute.errors import IndexFormatError
+
+    index = build_index(BASE, "graph", encoder=hashing_encoder, name="kg")
+    with pytest.raises(RagrouteError, match="cannot be deleted from a knowledge graph; rebuild it"):
+        index.delete([BASE[0].id])
+    assert ranked(index)  # unchanged
+    index.dense.delete([BASE[0].id])  # the shared store changed behind the graph's back
+    with pytest.raises(IndexFormatError, match="passage nodes for .* documents: its documents changed"):
+        ranked(index)

@@ -237,11 +237,7 @@ class GraphIndex(LocalIndex):
                 where = "in the index" if doc.id in self.store else "given twice"
                 raise RagrouteError(f"cannot add document {doc.id!r}: the id is already {where}")
             seen.add(doc.id)
-        if self.tables.n_passages != len(self.store):
-            raise IndexFormatError(
-                f"graph {self.name!r} has {self.tables.n_passages} passage nodes for "
-                f"{len(self.store)} documents; rebuild it"
-            )
+        self._check_in_step()
         extractor = resolve_extractor(self.extractor if extractor is None else extractor)
         if extractor.describe() != self.extractor:
             raise RagrouteError(
@@ -254,6 +250,23 @@ class GraphIndex(LocalIndex):
         )
         self.dense.add(docs, show_progress=show_progress)
         self._set_tables(tables)
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Not supported: a passage's phrases, facts and synonym links are shared with others, so
+        the graph is rebuilt without it (``ragroute build --method graph`` on the corpus minus it)."""
+        raise RagrouteError(
+            f"graph {self.name!r}: passages cannot be deleted from a knowledge graph; rebuild it "
+            "without them (`ragroute build CORPUS --method graph`)"
+        )
+
+    def _check_in_step(self) -> None:
+        """One line, instead of walks over passage nodes that no longer match the documents, when
+        the shared document store changed outside :meth:`add` (a delete through ``index.dense``)."""
+        if self.tables.n_passages != len(self.store):
+            raise IndexFormatError(
+                f"graph {self.name!r} has {self.tables.n_passages} passage nodes for {len(self.store)} "
+                "documents: its documents changed outside GraphIndex.add; rebuild it"
+            )
 
     @property
     def confidence_probe(self) -> DenseIndex:
@@ -274,6 +287,7 @@ class GraphIndex(LocalIndex):
     def _walk(
         self, texts: list[str], vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None
     ) -> list[list[Hit]]:
+        self._check_in_step()
         tables, walk = self.tables, self.walk
         n_phrases = tables.n_phrases
         dense = self.dense.ranked_positions(vectors, max(k, walk.prior_depth), filters)
