@@ -248,8 +248,12 @@ class GraphIndex(LocalIndex):
         tables = extend_graph(
             self.tables, extractions, self.encoder, params=self.graph_params, show_progress=show_progress
         )
-        self.dense.add(docs, show_progress=show_progress)
-        self._set_tables(tables)
+        vectors = self.dense.encoder.encode_documents(
+            [d.full_text() for d in docs], show_progress=show_progress
+        )
+        with self.store.writing():  # passages and graph change before any walk sees either
+            self.dense.add_vectors(docs, vectors)
+            self._set_tables(tables)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Not supported: a passage's phrases, facts and synonym links are shared with others, so

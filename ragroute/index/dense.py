@@ -147,14 +147,15 @@ class DenseIndex(VectorIndex):
     def add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
         """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
         vectors = aligned_vectors(documents, vectors, self.encoder.dim)
-        if self.faiss_index is None:
-            self.faiss_index = _new_faiss_index(self.params, vectors)
-        self._writable()
-        iids = self.store.add(documents)
-        omp_threads_for(len(vectors))
-        self.faiss_index.add_with_ids(vectors, iids)
-        if self.params.refine:
-            self._keep_exact(np.asarray(iids, dtype=np.int64), vectors)
+        with self.store.writing():  # no search runs meanwhile (faiss crashed on an HNSW insert under one)
+            if self.faiss_index is None:
+                self.faiss_index = _new_faiss_index(self.params, vectors)
+            self._writable()
+            iids = self.store.add(documents)
+            omp_threads_for(len(vectors))
+            self.faiss_index.add_with_ids(vectors, iids)
+            if self.params.refine:
+                self._keep_exact(np.asarray(iids, dtype=np.int64), vectors)
 
     def _writable(self) -> None:
         """A memory-mapped index is read-only (faiss crashes on writes to mapped lists): copy it
@@ -182,30 +183,33 @@ class DenseIndex(VectorIndex):
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents by id; return how many were deleted. Unknown ids raise."""
-        self._writable()
-        iids = self.store.delete(doc_ids)
-        if len(iids) and self.params.factory != "hnsw" and self.faiss_index is not None:
-            self.faiss_index.remove_ids(faiss.IDSelectorBatch(iids))
-        return len(iids)
+        with self.store.writing():
+            self._writable()
+            iids = self.store.delete(doc_ids)
+            if len(iids) and self.params.factory != "hnsw" and self.faiss_index is not None:
+                self.faiss_index.remove_ids(faiss.IDSelectorBatch(iids))
+            return len(iids)
 
     # -- searching --------------------------------------------------------------------------
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
         """Search with precomputed query embeddings (one row per query)."""
-        return [
-            [self.store.hit(p, s, rank, self.name) for rank, (p, s) in enumerate(ranked, 1)]
-            for ranked in self.ranked_positions(vectors, k, filters)
-        ]
+        with self.store.reading():  # positions and the documents they point at from one version
+            return [
+                [self.store.hit(p, s, rank, self.name) for rank, (p, s) in enumerate(ranked, 1)]
+                for ranked in self.ranked_positions(vectors, k, filters)
+            ]
 
     def ranked_positions(
         self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None
     ) -> list[list[tuple[int, float]]]:
         """(document position, score) of each query vector's top ``k``, best first (no Hit built)."""
-        found = self._search_ids(vectors, k, filters)
-        if found is None:
-            return [[] for _ in range(len(np.atleast_2d(vectors)))]
-        positions = self.store.positions_by_iid()
+        with self.store.reading():
+            found = self._search_ids(vectors, k, filters)
+            if found is None:
+                return [[] for _ in range(len(np.atleast_2d(vectors)))]
+            positions = self.store.positions_by_iid()
         results = []
         for row_scores, row_ids in zip(found[0].tolist(), found[1].tolist()):
             results.append(
@@ -219,10 +223,11 @@ class DenseIndex(VectorIndex):
         """Each query vector's top ``k`` scores, best first: what :meth:`ranked_positions` finds
         (documents the store holds), not mapped back to them (what a router reading how well the
         index answers needs)."""
-        found = self._search_ids(vectors, k, filters)
-        if found is None:
-            return [[] for _ in range(len(np.atleast_2d(vectors)))]
-        positions = self.store.positions_by_iid()
+        with self.store.reading():
+            found = self._search_ids(vectors, k, filters)
+            if found is None:
+                return [[] for _ in range(len(np.atleast_2d(vectors)))]
+            positions = self.store.positions_by_iid()
         return [
             [score for score, iid in zip(row_scores, row_ids) if iid in positions]
             for row_scores, row_ids in zip(found[0].tolist(), found[1].tolist())
@@ -326,6 +331,10 @@ class DenseIndex(VectorIndex):
     def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray | None:
         """The embeddings of the documents at store ``positions`` (rows aligned), read back from faiss
         instead of encoded again; ``None`` when the index keeps no exact vectors (IVF-PQ keeps codes)."""
+        with self.store.reading():
+            return self._stored_vectors(positions)
+
+    def _stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray | None:
         if self.exact is not None:
             return np.asarray(
                 self.exact[self.store.iids[np.asarray(positions, dtype=np.int64)]], dtype=np.float32

@@ -7,14 +7,16 @@ store answers id lookups and metadata filters for every index kind.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError, check_filter_keys
+from ragroute.index.rwlock import ReadWriteLock
 from ragroute.scopes import ACCESS_KEY, Visible, is_public, labels_of
 from ragroute.types import Document, Hit
 
@@ -23,6 +25,21 @@ DOCS_NAME = "docs.jsonl"
 #: filter keys that match without being a metadata key of any document: the document fields
 #: ``modality`` and ``parent_id``, and the access labels (:func:`_field`); every index allows them
 FIELD_KEYS = frozenset({"modality", "parent_id", ACCESS_KEY})
+
+
+T = TypeVar("T")
+
+
+def _read_locked(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a store method under the store's read lock: what it computes (and caches) comes from one
+    version of the documents, never from a list a concurrent add or delete is changing."""
+
+    @functools.wraps(method)
+    def locked(self: DocumentStore, *args: Any, **kwargs: Any) -> T:
+        with self.reading():
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class DocumentStore:
@@ -38,6 +55,15 @@ class DocumentStore:
         self._keys: frozenset[str] | None = None  # metadata keys: read on first use, dropped on change
         self._scoped_keys: dict[tuple[str, frozenset[str]], frozenset[str] | None] = {}  # per caller scope
         self._version = 0
+        self.lock = ReadWriteLock()  # searches read, add and delete write (ragroute.index.rwlock)
+
+    def reading(self) -> Any:
+        """Context manager: hold the documents still while searching them (many readers at once)."""
+        return self.lock.reading()
+
+    def writing(self) -> Any:
+        """Context manager: change the documents (and the indexes over them) alone."""
+        return self.lock.writing()
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -62,7 +88,10 @@ class DocumentStore:
 
     def add(self, docs: Iterable[Document]) -> np.ndarray:
         """Append documents (ids must be new) and return their iids."""
-        new = list(docs)
+        with self.writing():
+            return self._add(list(docs))
+
+    def _add(self, new: list[Document]) -> np.ndarray:
         seen: set[str] = set()
         for doc in new:
             if doc.id in self._pos_by_id or doc.id in seen:
@@ -95,7 +124,10 @@ class DocumentStore:
 
     def delete(self, ids: Iterable[str]) -> np.ndarray:
         """Remove documents by id and return the iids they had; unknown ids raise."""
-        drop = set(ids)
+        with self.writing():
+            return self._delete(set(ids))
+
+    def _delete(self, drop: set[str]) -> np.ndarray:
         missing = drop - self._pos_by_id.keys()
         if missing:
             raise RagrouteError(f"cannot delete unknown document id {sorted(missing)[0]!r}")
@@ -110,6 +142,7 @@ class DocumentStore:
     def position(self, doc_id: str) -> int:
         return self._pos_by_id[doc_id]
 
+    @_read_locked
     def positions_by_iid(self) -> dict[int, int]:
         """iid -> position of every stored document (what vector indexes map their ids back with)."""
         if self._pos_by_iid is None:
@@ -122,6 +155,7 @@ class DocumentStore:
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._pos_by_id
 
+    @_read_locked
     def filter_mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
         """Boolean mask over positions of documents whose metadata matches ``filters``.
 
@@ -149,6 +183,7 @@ class DocumentStore:
             mask = part if mask is None else mask & part
         return mask
 
+    @_read_locked
     def metadata_keys(
         self, scopes: Iterable[str] | None = None, key: str = ACCESS_KEY
     ) -> frozenset[str] | None:
@@ -190,6 +225,7 @@ class DocumentStore:
         carried = self.metadata_keys() if scope is None else self.metadata_keys(scope.scopes, scope.key)
         check_filter_keys(named, carried, FIELD_KEYS)
 
+    @_read_locked
     def access_mask(self, scopes: Iterable[str], key: str = "access") -> np.ndarray | None:
         """Mask over positions of the documents a caller holding ``scopes`` may read (public ones
         and those whose ``key`` labels meet the scopes); ``None`` when that is every document

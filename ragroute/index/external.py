@@ -277,6 +277,10 @@ class ExternalVectorIndex(VectorIndex):
     def add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
         """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
         vectors = aligned_vectors(documents, vectors, self.encoder.dim)
+        with self.store.writing():
+            self._add_vectors(documents, vectors)
+
+    def _add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
         self._check_writable("add documents to")
         if self.collection is None:
             self.collection = f"{self.params.collection}-{secrets.token_hex(4)}"
@@ -298,11 +302,12 @@ class ExternalVectorIndex(VectorIndex):
             )
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        self._check_writable("delete documents from")
-        iids = self.store.delete(doc_ids)
-        if len(iids):
-            self._call("delete vectors", self._remove, [int(i) for i in iids])
-        return len(iids)
+        with self.store.writing():
+            self._check_writable("delete documents from")
+            iids = self.store.delete(doc_ids)
+            if len(iids):
+                self._call("delete vectors", self._remove, [int(i) for i in iids])
+            return len(iids)
 
     # -- searching --------------------------------------------------------------------------
     def search_vectors(

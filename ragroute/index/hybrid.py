@@ -98,13 +98,21 @@ class HybridIndex(LocalIndex):
         return self.dense
 
     def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
-        self.dense.add(documents, show_progress=show_progress)
-        self.bm25.refit()
+        docs = list(documents)
+        if not docs:
+            return
+        vectors = self.dense.encoder.encode_documents(
+            [d.full_text() for d in docs], show_progress=show_progress
+        )
+        with self.store.writing():  # both parts change before any search sees either
+            self.dense.add_vectors(docs, vectors)
+            self.bm25.refit()
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        removed = self.dense.delete(doc_ids)
-        self.bm25.refit()
-        return removed
+        with self.store.writing():
+            removed = self.dense.delete(doc_ids)
+            self.bm25.refit()
+            return removed
 
     def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
         depth = max(k, self.fusion.candidates)
@@ -129,6 +137,7 @@ class HybridIndex(LocalIndex):
         k = check_k(k)
         depth = max(k, self.fusion.candidates)
         scan, encoder = self.dense.ranked_positions, self.dense.encoder
+        version = self.store.version  # the scans' positions hold for this version only
         started = [
             (positions, group, filters, submit(scan, query_vectors(group, encoder), depth, filters))
             for positions, group, filters in filter_groups(contexts, scoped=True)
@@ -136,11 +145,15 @@ class HybridIndex(LocalIndex):
 
         def finish() -> list[list[Hit]]:
             out: list[list[Hit]] = [[] for _ in contexts]
-            for positions, group, filters, pending in started:
-                texts = [c.text for c in group]
-                lexical = self.bm25.ranked_positions(texts, depth, filters)
-                for i, hits in zip(positions, self._fuse_lists(lexical, pending.result(), k)):
-                    out[i] = hits
+            with self.store.reading():
+                for positions, group, filters, pending in started:
+                    texts = [c.text for c in group]
+                    semantic = pending.result()
+                    if self.store.version != version:  # documents changed since: scan again, now
+                        semantic = scan(query_vectors(group, encoder), depth, filters)
+                    lexical = self.bm25.ranked_positions(texts, depth, filters)
+                    for i, hits in zip(positions, self._fuse_lists(lexical, semantic, k)):
+                        out[i] = hits
             return out
 
         return finish

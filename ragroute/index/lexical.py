@@ -73,13 +73,15 @@ class BM25Index(LocalIndex):
         return cls.build(documents, options.bm25, name=name)
 
     def add(self, documents: Sequence[Document]) -> None:
-        self.store.add(documents)
-        self.refit()
+        with self.store.writing():
+            self.store.add(documents)
+            self.refit()
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        removed = len(self.store.delete(doc_ids))
-        self.refit()
-        return removed
+        with self.store.writing():
+            removed = len(self.store.delete(doc_ids))
+            self.refit()
+            return removed
 
     def refit(self) -> None:
         """Recompute the BM25 statistics from the documents in the store."""
@@ -104,16 +106,17 @@ class BM25Index(LocalIndex):
         self, queries: list[str], k: int, filters: Mapping[str, Any] | None
     ) -> list[list[tuple[int, float]]]:
         """(document position, score) of each query's top ``k`` matches, best first (no Hit built)."""
-        scorer = self._current()
-        if scorer is None or len(self.store) == 0:
-            return [[] for _ in queries]
-        mask = self.store.filter_mask(filters)
-        tokens = tokenize_many(queries, self.params.tokenizer)
-        # A score of exactly 0 means no query term occurs in the document: not a match.
-        return [
-            [(int(p), float(s)) for p, s in zip(positions, scores) if s != 0.0]
-            for positions, scores in scorer.top_k_many(tokens, k, mask=mask)
-        ]
+        with self.store.reading():  # the scorer, the mask and the positions of one version
+            scorer = self._current()
+            if scorer is None or len(self.store) == 0:
+                return [[] for _ in queries]
+            mask = self.store.filter_mask(filters)
+            tokens = tokenize_many(queries, self.params.tokenizer)
+            # A score of exactly 0 means no query term occurs in the document: not a match.
+            return [
+                [(int(p), float(s)) for p, s in zip(positions, scores) if s != 0.0]
+                for positions, scores in scorer.top_k_many(tokens, k, mask=mask)
+            ]
 
     def weightless_terms(self, query: str) -> list[str]:
         """The query's terms that occur in the index but weigh nothing: BM25Okapi's idf is 0 for a

@@ -88,7 +88,8 @@ class LocalIndex(ABC):
     ) -> list[list[Hit]]:
         """Top ``k`` hits for each query; empty or whitespace queries raise ``EmptyQueryError``."""
         cleaned = [check_query(q) for q in check_batch(queries)]
-        return self._search_many(cleaned, check_k(k), check_filters(filters))
+        with self.store.reading():  # the documents hold still while they are searched
+            return self._search_many(cleaned, check_k(k), check_filters(filters))
 
     def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
         """Top ``k`` hits for each :class:`~ragroute.context.QueryContext` (its filters applied, and
@@ -98,9 +99,10 @@ class LocalIndex(ABC):
         encoder, so a query is encoded once however many sources it visits.
         """
         k = check_k(k)
-        return by_filter_groups(
-            contexts, lambda group, filters: self._search_contexts(group, k, filters), scoped=True
-        )
+        with self.store.reading():  # the documents hold still while they are searched
+            return by_filter_groups(
+                contexts, lambda group, filters: self._search_contexts(group, k, filters), scoped=True
+            )
 
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None

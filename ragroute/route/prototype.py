@@ -26,6 +26,7 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.index.base import content_key
+from ragroute.index.rwlock import reading
 from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
 from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
 from ragroute.route.sources import Source
@@ -73,7 +74,8 @@ class PrototypeRouter(BaseRouter):
         self._bank_positions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n  # as sampled
         self._bank_ids: list[list[str]] = [[] for _ in range(n)]  # the documents of the bank rows
         self._sampled_public = [0] * n  # public documents when the bank was last sampled
-        self._contents: list[Any] = [None] * n  # content_key of each source when last read
+        self._contents: list[Any] = [None] * n  # content_key of each source in the bank in use
+        self._read: list[Any] = [None] * n  # ... and in the banks being made (published with it)
         self._centroids = np.zeros((n, encoder.dim), dtype=np.float32)
         self._descriptions = np.zeros((n, encoder.dim), dtype=np.float32)
         #: per source: where its bank came from, "index" (stored vectors) or "encoded"
@@ -99,9 +101,13 @@ class PrototypeRouter(BaseRouter):
 
     def _sample_bank(self, i: int) -> None:
         """Sample source ``i``'s bank afresh from its public documents (and its centroid)."""
+        with reading(self.sources[i].retriever):  # documents and vectors of one version
+            self._sample_bank_now(i)
+
+    def _sample_bank_now(self, i: int) -> None:
         source, cfg = self.sources[i], self.config
         docs = source.documents
-        self._contents[i] = content_key(source)
+        self._read[i] = content_key(source)  # under the read lock: what this bank is of
         # public documents only: a bank row of a document some callers may not read would tell
         # them, through their routing and its similarity signals, that the source holds it
         public = public_positions(docs) if docs else np.zeros(0, dtype=np.int64)
@@ -137,6 +143,10 @@ class PrototypeRouter(BaseRouter):
         """Bring source ``i``'s bank up to its documents now: rows of documents deleted (or now
         labelled) go, public documents not in a bank with room join it, and a source whose public
         documents changed in number by more than a quarter since it was sampled is sampled again."""
+        with reading(self.sources[i].retriever):  # documents and vectors of one version
+            self._follow_now(i)
+
+    def _follow_now(self, i: int) -> None:
         source, cfg = self.sources[i], self.config
         docs = source.documents
         public = public_positions(docs) if docs else np.zeros(0, dtype=np.int64)
@@ -144,7 +154,7 @@ class PrototypeRouter(BaseRouter):
         if abs(len(public) - before) > max(before, 1) // 4:
             self._sample_bank(i)
             return
-        self._contents[i] = content_key(source)
+        self._read[i] = content_key(source)
         position_of = {docs[int(p)].id: int(p) for p in public}
         kept = [row for row, doc_id in enumerate(self._bank_ids[i]) if doc_id in position_of]
         ids = [self._bank_ids[i][row] for row in kept]
@@ -165,7 +175,7 @@ class PrototypeRouter(BaseRouter):
         changed = [i for i, s in enumerate(self.sources) if content_key(s) != self._contents[i]]
         if not changed:
             return
-        with self._refreshing:
+        with self._refreshing:  # queries arriving meanwhile wait here for the new bank
             changed = [i for i, s in enumerate(self.sources) if content_key(s) != self._contents[i]]
             for i in changed:
                 self._follow(i)
@@ -196,7 +206,7 @@ class PrototypeRouter(BaseRouter):
         )
         # per source bank_weight / (top cosines averaged), as the per-source loop below weighs them
         counts = np.maximum(np.minimum(np.asarray(sizes, dtype=np.int64), cfg.bank_top_n), 1)
-        self._bank = _Bank(
+        bank = _Bank(
             profiles,
             offsets,
             stacked,
@@ -206,6 +216,8 @@ class PrototypeRouter(BaseRouter):
             (len(sizes), largest),
             (cfg.bank_weight / counts).astype(np.float32),
         )
+        self._bank = bank
+        self._contents = list(self._read)  # published with the bank: "changed?" sees it only now
 
     def scores(self, query_vectors: np.ndarray, exclude: list[tuple[int, int]] | None = None) -> np.ndarray:
         """Raw similarity scores (queries x sources); ``exclude`` hides (source, bank row) pairs.

@@ -128,10 +128,11 @@ class SourceProbe:
             self.release()
         for g, (positions, _, filters) in enumerate(queries.groups):
             vectors = queries.vectors(g, dense.encoder)
-            if graph and dense.store.filter_mask(filters) is None:
-                rows = self._graph_scores(vectors, n)
-            else:
-                rows = [scores[:n] for scores in dense.best_scores(vectors, self.k, filters)]
+            with dense.store.reading():  # whether the query is restricted, and its scores: one version
+                if graph and dense.store.filter_mask(filters) is None:
+                    rows = self._graph_scores(vectors, n)
+                else:
+                    rows = [scores[:n] for scores in dense.best_scores(vectors, self.k, filters)]
             for i, scores in zip(positions, rows):
                 out[i] = _mean(scores)
         return out
@@ -188,6 +189,11 @@ class ProbeGraph:
 
     @classmethod
     def build(cls, dense: DenseIndex) -> ProbeGraph:
+        with dense.store.reading():  # the documents and their vectors of one version
+            return cls._build(dense)
+
+    @classmethod
+    def _build(cls, dense: DenseIndex) -> ProbeGraph:
         store = dense.store
         version, iids = store.version, store.iids
         vectors = dense.stored_vectors(np.arange(len(iids))) if len(iids) else None
@@ -211,6 +217,10 @@ class ProbeGraph:
         """This graph brought up to the index's documents, or None when it must be built again."""
         if self.index is None:
             return None
+        with dense.store.reading():  # the documents and their vectors of one version
+            return self._followed(dense)
+
+    def _followed(self, dense: DenseIndex) -> ProbeGraph | None:
         store = dense.store
         version, current = store.version, store.iids  # the version first: a change after it is seen
         tail, tail_iids = self.tail, self.tail_iids

@@ -1,0 +1,92 @@
+"""A readers-writer lock for a document store and the indexes over it.
+
+Searches read (many at once); ``add`` and ``delete`` write (alone). Without it a search could
+run while an index changed under it: faiss crashed when an HNSW index was searched during an
+insert, and a search could read positions of one document list and documents of another (a hit
+built from the wrong document, an access mask of the old list served to later callers).
+
+Reads are re-entrant and never wait for a writer that is only waiting (a search that reads the
+store again inside itself cannot deadlock); a writer waits for every reader to leave, and may
+write again or read inside its own write; a write from inside a read of the same thread (a
+callback changing the index it is searched from) is refused in one line rather than waiting for
+itself. Copies and pickles of a store get a fresh lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from ragroute.errors import RagrouteError
+
+
+class ReadWriteLock:
+    """Many readers or one writer (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer: int | None = None
+        self._depth = 0
+        self._held = threading.local()  # per thread: how many reads it holds
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            inside_write = self._writer == me
+            if not inside_write:
+                while self._writer is not None:
+                    self._cond.wait()
+                self._readers += 1
+        self._held.reads = getattr(self._held, "reads", 0) + 1
+        try:
+            yield
+        finally:
+            self._held.reads -= 1
+            if not inside_write:
+                with self._cond:
+                    self._readers -= 1
+                    if self._readers == 0:
+                        self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        me = threading.get_ident()
+        if self._writer != me and getattr(self._held, "reads", 0):
+            raise RagrouteError(
+                "an index cannot be changed from inside a search of it (its own thread would wait "
+                "for itself): add or delete after the search returns"
+            )
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+            else:
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+                self._writer, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._writer = None
+                    self._cond.notify_all()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReadWriteLock:
+        return ReadWriteLock()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (ReadWriteLock, ())
+
+
+def reading(retriever: Any) -> AbstractContextManager[Any]:
+    """Hold ``retriever``'s documents still (its document store's read lock; a retriever without
+    one, such as a framework's, gets a no-op): what a router reading documents and their vectors
+    outside a search takes, so both come from one version."""
+    store = getattr(retriever, "store", None)
+    read = getattr(store, "reading", None)
+    return read() if callable(read) else nullcontext()

@@ -1,0 +1,103 @@
+"""Indexes searched in several threads while another adds and deletes documents: every search sees
+one version of the documents (the store's readers-writer lock, ragroute.index.rwlock)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ragroute.context import QueryContext
+from ragroute.errors import RagrouteError
+from ragroute.index.build import build_index
+from ragroute.index.dense import DenseIndex, DenseParams
+from ragroute.route.score_probe import ProbeQueries, SourceProbe
+from ragroute.scopes import labels_of
+from ragroute.types import Document
+
+WORDS = ["printer", "laptop", "password", "network", "vpn", "email", "driver", "payroll", "ledger", "audit"]
+
+
+def _docs(prefix: str, n: int, start: int = 0) -> list[Document]:
+    rng = np.random.default_rng(start)
+    return [
+        Document(
+            id=f"{prefix}{i}",
+            text=" ".join(rng.choice(WORDS, size=8)),
+            metadata={"access": "hr"} if i % 3 == 0 else {},
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def _race(index, search, seconds: float = 1.0) -> list[str]:
+    """Search in three threads while a fourth adds one document and deletes another, repeatedly;
+    the problems seen (exceptions, hits a caller without scopes may not read)."""
+    problems: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def reader(seed: int) -> None:
+        while time.monotonic() < stop:
+            try:
+                for hit in search(seed):
+                    if labels_of(hit.metadata.get("access")):
+                        problems.append(f"leak {hit.doc_id}")
+            except Exception as exc:  # noqa: BLE001 - what the test counts
+                problems.append(f"{type(exc).__name__}: {exc}")
+
+    def writer() -> None:
+        i = 0
+        while time.monotonic() < stop:
+            index.add(_docs("new", 1, start=1000 + i))
+            index.delete([f"new{1000 + i}"] if i % 2 else [f"d{i}"])
+            i += 1
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)] + [
+        threading.Thread(target=writer)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a thread never finished (deadlock)"
+    return problems
+
+
+@pytest.mark.parametrize("method", ["bm25", "hybrid", "dense"])
+def test_scoped_searches_during_adds_and_deletes_see_one_version(hashing_encoder, method):
+    """The access mask of the old document list was served after a write (a document labelled hr
+    returned to a caller without scopes), and positions of one list built hits of another."""
+    index = build_index(_docs("d", 300), method, encoder=hashing_encoder, name="x")
+
+    def search(seed: int):
+        context = QueryContext(" ".join(WORDS[seed : seed + 3]))  # no scopes: public documents only
+        return index.search_contexts([context], 10)[0]
+
+    assert _race(index, search) == []
+
+
+@pytest.mark.parametrize("factory", ["hnsw", "flat"])
+def test_dense_searches_and_the_confidence_probe_during_inserts(hashing_encoder, factory):
+    """faiss crashed (SIGSEGV) when an HNSW index was searched during an insert; the confidence
+    probe (an HNSW graph over a flat index of 2,000+ documents) read masks of another version."""
+    index = DenseIndex(hashing_encoder, DenseParams(factory=factory))
+    index.add(_docs("d", 2100))
+    probe = SourceProbe(index, k=10)
+    assert probe.kind == ("graph" if factory == "flat" else "scores")
+
+    def search(seed: int):
+        context = QueryContext(" ".join(WORDS[seed : seed + 3]))
+        probe.top_scores(ProbeQueries([context]), 3)
+        return index.search_contexts([context], 10)[0]
+
+    assert _race(index, search) == []
+
+
+def test_changing_an_index_from_inside_its_own_search_is_one_line(hashing_encoder):
+    index = build_index(_docs("d", 20), "bm25", name="x")
+    with index.store.reading(), pytest.raises(RagrouteError, match="cannot be changed from inside a search"):
+        index.add(_docs("new", 1, start=50))
+    index.add(_docs("new", 1, start=50))  # after the search: fine
+    assert "new50" in index.store
