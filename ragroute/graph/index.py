@@ -225,8 +225,9 @@ class GraphIndex(LocalIndex):
         Passage nodes are renumbered after the new phrases and the PPR engine is rebuilt.
         The index is unchanged when this raises (an id already present or repeated, an
         extractor other than the one the graph was built with, an encoder error). Like
-        :meth:`DenseIndex.add <ragroute.index.dense.DenseIndex.add>`, it must not run
-        while the index is being searched.
+        :meth:`DenseIndex.add <ragroute.index.dense.DenseIndex.add>`, it holds the document
+        store's write lock while the passages and the graph change: searches in other threads
+        see the graph before or after, never between.
         """
         docs = list(documents)
         if not docs:
