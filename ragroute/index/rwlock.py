@@ -55,7 +55,8 @@ class ReadWriteLock:
     @contextmanager
     def writing(self) -> Iterator[None]:
         me = threading.get_ident()
-        if self._writer != me and getattr(self._held, "reads", 0):
+        reads: int = getattr(self._held, "reads", 0)
+        if self._writer != me and reads > 0:
             raise RagrouteError(
                 "an index cannot be changed from inside a search of it (its own thread would wait "
                 "for itself): add or delete after the search returns"
