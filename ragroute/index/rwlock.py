@@ -5,9 +5,11 @@ run while an index changed under it: faiss crashed when an HNSW index was search
 insert, and a search could read positions of one document list and documents of another (a hit
 built from the wrong document, an access mask of the old list served to later callers).
 
-Reads are re-entrant: a thread already reading never waits (a search that reads the store again
-inside itself cannot deadlock), while new readers let a waiting writer go first (searches arriving
-all the time cannot keep an add waiting for ever); a writer waits for the readers inside to leave,
+Reads are re-entrant and never wait for a writer that is only waiting: a search may read the
+store again inside itself, or wait for a thread it handed part of the search to (a hybrid index's
+two phases), without deadlock; a writer-first lock deadlocked on exactly that (the helper thread
+waited behind the writer, the writer behind the search, the search behind the helper). The price:
+searches that keep overlapping can keep an add waiting. A writer waits for every reader to leave,
 and may write again or read inside its own write; a write from inside a read of the same thread (a
 callback changing the index it is searched from) is refused in one line rather than waiting for
 itself. Copies and pickles of a store get a fresh lock.
@@ -31,21 +33,18 @@ class ReadWriteLock:
         self._readers = 0
         self._writer: int | None = None
         self._depth = 0
-        self._waiting = 0  # writers waiting: new readers let them go first
         self._held = threading.local()  # per thread: how many reads it holds
 
     @contextmanager
     def reading(self) -> Iterator[None]:
         me = threading.get_ident()
-        held: int = getattr(self._held, "reads", 0)
         with self._cond:
             inside_write = self._writer == me
             if not inside_write:
-                # a thread already reading goes on (it would wait for a writer waiting for it)
-                while self._writer is not None or (self._waiting and not held):
+                while self._writer is not None:
                     self._cond.wait()
                 self._readers += 1
-        self._held.reads = held + 1
+        self._held.reads = getattr(self._held, "reads", 0) + 1
         try:
             yield
         finally:
@@ -69,12 +68,8 @@ class ReadWriteLock:
             if self._writer == me:
                 self._depth += 1
             else:
-                self._waiting += 1
-                try:
-                    while self._writer is not None or self._readers:
-                        self._cond.wait()
-                finally:
-                    self._waiting -= 1
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
                 self._writer, self._depth = me, 1
         try:
             yield
