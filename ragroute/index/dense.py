@@ -223,15 +223,7 @@ class DenseIndex(VectorIndex):
         """Each query vector's top ``k`` scores, best first: what :meth:`ranked_positions` finds
         (documents the store holds), not mapped back to them (what a router reading how well the
         index answers needs)."""
-        with self.store.reading():
-            found = self._search_ids(vectors, k, filters)
-            if found is None:
-                return [[] for _ in range(len(np.atleast_2d(vectors)))]
-            positions = self.store.positions_by_iid()
-        return [
-            [score for score, iid in zip(row_scores, row_ids) if iid in positions]
-            for row_scores, row_ids in zip(found[0].tolist(), found[1].tolist())
-        ]
+        return [[score for _, score in ranked] for ranked in self.ranked_positions(vectors, k, filters)]
 
     def _search_ids(
         self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None

@@ -98,21 +98,13 @@ class HybridIndex(LocalIndex):
         return self.dense
 
     def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
-        docs = list(documents)
-        if not docs:
-            return
-        vectors = self.dense.encoder.encode_documents(
-            [d.full_text() for d in docs], show_progress=show_progress
-        )
-        with self.store.writing():  # both parts change before any search sees either
-            self.dense.add_vectors(docs, vectors)
-            self.bm25.refit()
+        self.dense.add(documents, show_progress=show_progress)
+        self.bm25.refit()  # now rather than at the next search (which would refit it too)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        with self.store.writing():
-            removed = self.dense.delete(doc_ids)
-            self.bm25.refit()
-            return removed
+        removed = self.dense.delete(doc_ids)
+        self.bm25.refit()
+        return removed
 
     def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
         depth = max(k, self.fusion.candidates)

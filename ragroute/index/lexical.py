@@ -85,10 +85,13 @@ class BM25Index(LocalIndex):
 
     def refit(self) -> None:
         """Recompute the BM25 statistics from the documents in the store."""
-        version = self.store.version
-        tokens = tokenize_many([d.full_text() for d in self.store.documents], self.params.tokenizer)
-        self.scorer = BM25Scorer.fit(tokens, k1=self.params.k1, b=self.params.b, epsilon=self.params.epsilon)
-        self._fitted_version = version
+        with self.store.reading():  # the statistics of one version of the documents
+            version = self.store.version
+            tokens = tokenize_many([d.full_text() for d in self.store.documents], self.params.tokenizer)
+            self.scorer = BM25Scorer.fit(
+                tokens, k1=self.params.k1, b=self.params.b, epsilon=self.params.epsilon
+            )
+            self._fitted_version = version
 
     def _current(self) -> BM25Scorer | None:
         """The scorer, fitted again first if the (possibly shared) store changed since."""

@@ -111,6 +111,12 @@ def _route_with_context_vectors(router: Any, contexts: Sequence[Any]) -> list[De
     return router.route_many([c.text for c in contexts], query_vectors=vectors)
 
 
+def moved_by_a_quarter(now: int, then: int) -> bool:
+    """Whether a source's number of documents moved by more than a quarter from ``then`` (any move
+    from none): when routers that learned from its documents sample or calibrate again."""
+    return abs(now - then) > max(then, 1) // 4
+
+
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of ``scores / temperature`` (numerically stable)."""
     z = np.atleast_2d(np.asarray(scores, dtype=np.float64)) / max(temperature, 1e-9)

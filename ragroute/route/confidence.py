@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
-from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, moved_by_a_quarter, softmax
 from ragroute.route.pseudo import pseudo_queries
-from ragroute.route.score_probe import ProbeQueries, SourceProbe, check_probe
+from ragroute.route.score_probe import ProbeQueries, SourceProbe
 from ragroute.route.sources import Source
 from ragroute.types import Decision
 
@@ -60,8 +60,7 @@ class ConfidenceRouter(BaseRouter):
         self.sources = list(sources)
         self.labels = [s.name for s in self.sources]
         self.config = config or ConfidenceConfig()
-        check_probe(self.config.probe, self.config.probe_ef_search)
-        self.probes = [
+        self.probes = [  # each checks the probe settings
             SourceProbe(
                 probe(source),
                 k=self.config.k,
@@ -133,7 +132,7 @@ class ConfidenceRouter(BaseRouter):
 
         def moved() -> bool:
             sizes = zip((len(s.documents) for s in self.sources), self._calibrated_sizes)
-            return any(abs(now - then) > max(then, 1) // 4 for now, then in sizes)
+            return any(moved_by_a_quarter(now, then) for now, then in sizes)
 
         if moved():
             with self._rescaling:

@@ -27,7 +27,14 @@ import numpy as np
 from ragroute.errors import RagrouteError
 from ragroute.index.base import content_key
 from ragroute.index.rwlock import reading
-from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.route.base import (
+    NONE_ROUTE,
+    BaseRouter,
+    decision_from_probs,
+    fit_temperature,
+    moved_by_a_quarter,
+    softmax,
+)
 from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
 from ragroute.route.sources import Source
 from ragroute.types import Decision
@@ -110,9 +117,9 @@ class PrototypeRouter(BaseRouter):
         self._read[i] = content_key(source)  # under the read lock: what this bank is of
         # public documents only: a bank row of a document some callers may not read would tell
         # them, through their routing and its similarity signals, that the source holds it
-        public = public_positions(docs) if docs else np.zeros(0, dtype=np.int64)
+        public = public_positions(docs)
         self._sampled_public[i] = len(public)
-        picks = public[sample_positions(len(public), cfg.max_docs, cfg.seed)] if len(public) else public
+        picks = public[sample_positions(len(public), cfg.max_docs, cfg.seed)]
         self._bank_positions[i] = picks
         self._bank_ids[i] = [docs[int(p)].id for p in picks]
         self._banks[i] = self._vectors_of(i, picks)
@@ -149,9 +156,8 @@ class PrototypeRouter(BaseRouter):
     def _follow_now(self, i: int) -> None:
         source, cfg = self.sources[i], self.config
         docs = source.documents
-        public = public_positions(docs) if docs else np.zeros(0, dtype=np.int64)
-        before = self._sampled_public[i]
-        if abs(len(public) - before) > max(before, 1) // 4:
+        public = public_positions(docs)
+        if moved_by_a_quarter(len(public), self._sampled_public[i]):
             self._sample_bank(i)
             return
         self._read[i] = content_key(source)
