@@ -107,10 +107,17 @@ def test_changing_an_index_from_inside_its_own_search_is_one_line(hashing_encode
     assert "new50" in index.store
 
 
-def test_a_hybrid_search_in_two_phases_during_writes_neither_deadlocks_nor_mixes_versions(hashing_encoder):
-    """The second phase holds the store's read lock while it waits for the first phase's scan in a
-    pool thread: a writer-first lock deadlocked there (scan behind writer, writer behind search)."""
+def test_a_hybrid_search_in_two_phases_during_writes_neither_deadlocks_nor_mixes_versions(
+    hashing_encoder, monkeypatch
+):
+    """The second phase held the store's read lock while it waited for the first phase's scan in a
+    pool thread: with writers first, the scan waited behind a writer, the writer behind the search
+    (a pause of DEFER_S each time, here long enough to fail the test)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from ragroute.index import rwlock
+
+    monkeypatch.setattr(rwlock, "DEFER_S", 60.0)
 
     index = build_index(_docs("d", 300), "hybrid", encoder=hashing_encoder, name="x")
     pool = ThreadPoolExecutor(2)
@@ -123,3 +130,103 @@ def test_a_hybrid_search_in_two_phases_during_writes_neither_deadlocks_nor_mixes
         assert _race(index, search) == []
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # a deadlock fails the test, not the run
+
+
+def _until(condition, seconds: float = 5.0) -> bool:
+    stop = time.monotonic() + seconds
+    while not condition() and time.monotonic() < stop:
+        time.sleep(0.005)
+    return condition()
+
+
+def test_a_waiting_writer_goes_before_new_readers(monkeypatch):
+    """With readers first, searches that kept overlapping held an add back for ever."""
+    from ragroute.index import rwlock
+
+    monkeypatch.setattr(rwlock, "DEFER_S", 30.0)
+    lock = rwlock.ReadWriteLock()
+    order: list[str] = []
+    release = threading.Event()
+
+    def first_reader() -> None:
+        with lock.reading():
+            release.wait(10)
+
+    def writer() -> None:
+        with lock.writing():
+            order.append("writer")
+
+    def late_reader() -> None:
+        with lock.reading():
+            order.append("reader")
+
+    threads = [threading.Thread(target=f) for f in (first_reader, writer, late_reader)]
+    threads[0].start()
+    assert _until(lambda: lock._readers == 1)
+    threads[1].start()
+    assert _until(lambda: lock._waiting == 1)
+    threads[2].start()
+    time.sleep(0.2)
+    assert order == []  # the late reader waits behind the writer, the writer behind the first reader
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["writer", "reader"]
+
+
+def test_a_reader_waited_for_by_a_reader_is_not_held_back_for_ever(monkeypatch):
+    """A thread holding a read that waits for another thread's new read (work handed to a pool
+    inside a search) would wait with a waiting writer for ever: the new read defers for DEFER_S."""
+    from ragroute.index import rwlock
+
+    monkeypatch.setattr(rwlock, "DEFER_S", 0.1)
+    lock = rwlock.ReadWriteLock()
+    wrote = threading.Event()
+
+    def writer() -> None:
+        with lock.writing():
+            wrote.set()
+
+    with lock.reading():
+        w = threading.Thread(target=writer)
+        w.start()
+        assert _until(lambda: lock._waiting == 1)
+        helper_read = threading.Event()
+
+        def helper() -> None:
+            with lock.reading():
+                helper_read.set()
+
+        h = threading.Thread(target=helper)
+        h.start()
+        h.join(5)
+        assert helper_read.is_set() and not wrote.is_set()
+    w.join(5)
+    assert wrote.is_set()
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense"])
+def test_an_add_is_not_starved_by_searches_that_keep_overlapping(hashing_encoder, method):
+    index = build_index(_docs("d", 2000), method, encoder=hashing_encoder, name="x")
+    stop = threading.Event()
+
+    def reader(seed: int) -> None:
+        context = QueryContext(" ".join(WORDS[seed : seed + 3]))
+        while not stop.is_set():
+            index.search_contexts([context], 10)
+
+    readers = [threading.Thread(target=reader, args=(s,)) for s in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        time.sleep(0.1)
+        adder = threading.Thread(target=index.add, args=(_docs("new", 1, start=5000),))
+        adder.start()
+        adder.join(10)
+        added = not adder.is_alive()
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(30)
+    assert added, "the add waited 10 s behind searches"
+    assert "new5000" in index.store

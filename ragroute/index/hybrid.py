@@ -137,10 +137,12 @@ class HybridIndex(LocalIndex):
 
         def finish() -> list[list[Hit]]:
             out: list[list[Hit]] = [[] for _ in contexts]
+            # the scans are waited for before reading the store: a thread holding a read must not
+            # wait for another thread's new read (a writer waiting in between goes first)
+            scanned = [pending.result() for *_, pending in started]
             with self.store.reading():
-                for positions, group, filters, pending in started:
+                for (positions, group, filters, _), semantic in zip(started, scanned):
                     texts = [c.text for c in group]
-                    semantic = pending.result()
                     if self.store.version != version:  # documents changed since: scan again, now
                         semantic = scan(query_vectors(group, encoder), depth, filters)
                     lexical = self.bm25.ranked_positions(texts, depth, filters)
