@@ -11,6 +11,16 @@ if [ ! -d "$root" ]; then
   echo "data missing: $root (see ../shared/data/README.md)" >&2
   exit 2
 fi
+# the project's virtual environment when ragroute is not on PATH (the README's setup makes .venv)
+if ! command -v ragroute >/dev/null; then
+  here=$(cd "$(dirname "$0")/.." && pwd)
+  if [ -x "$here/.venv/bin/ragroute" ]; then
+    PATH="$here/.venv/bin:$PATH"
+  else
+    echo "ragroute is not installed: run the README's setup (it makes .venv) first" >&2
+    exit 2
+  fi
+fi
 for dir in "$root"/*/; do
   name=$(basename "$dir")
   [ -f "$dir/qrels/dev.tsv" ] || continue
