@@ -43,34 +43,31 @@ class ReadWriteLock:
         self._waiting = 0  # writers waiting: new readers let them go first (for up to DEFER_S)
         self._held = threading.local()  # per thread: how many reads it holds
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        me = threading.get_ident()
-        held: int = getattr(self._held, "reads", 0)
+    def reading(self) -> AbstractContextManager[None]:
+        """Hold a read (see the module docstring): ``with lock.reading(): ...``."""
+        return _Read(self)
+
+    def _enter_read(self) -> None:
+        """Count a thread's first read in, after any writer inside (and, for up to
+        :data:`DEFER_S`, any waiting) has gone."""
         with self._cond:
-            inside_write = self._writer == me
-            if not inside_write:
-                deadline = None
-                while self._writer is not None or (self._waiting and not held):
-                    if self._writer is None:  # only waiting writers: defer to them, for a while
-                        deadline = deadline or time.monotonic() + DEFER_S
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
-                    else:
-                        self._cond.wait()
-                self._readers += 1
-        self._held.reads = held + 1
-        try:
-            yield
-        finally:
-            self._held.reads -= 1
-            if not inside_write:
-                with self._cond:
-                    self._readers -= 1
-                    if self._readers == 0:
-                        self._cond.notify_all()
+            deadline = None
+            while self._writer is not None or self._waiting:
+                if self._writer is None:  # only waiting writers: defer to them, for a while
+                    deadline = deadline or time.monotonic() + DEFER_S
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                else:
+                    self._cond.wait()
+            self._readers += 1
+
+    def _leave_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -108,6 +105,33 @@ class ReadWriteLock:
     def __reduce__(self) -> tuple[type, tuple[()]]:
         return (ReadWriteLock, ())
 
+
+
+class _Read:
+    """One read of a :class:`ReadWriteLock`. A thread's reads inside its own read or write only
+    count on the thread (the outer one keeps writers out), so the nested reads a search makes
+    (store, index, mask: dozens per routed query) take no lock."""
+
+    __slots__ = ("_lock", "_counted")
+
+    def __init__(self, lock: ReadWriteLock) -> None:
+        self._lock = lock
+        self._counted = False
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        held = lock._held
+        reads: int = getattr(held, "reads", 0)
+        # only this thread sets _writer to its own id: comparing without the lock is safe
+        if not reads and lock._writer != threading.get_ident():
+            lock._enter_read()
+            self._counted = True
+        held.reads = reads + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._held.reads -= 1
+        if self._counted:
+            self._lock._leave_read()
 
 def reading(retriever: Any) -> AbstractContextManager[Any]:
     """Hold ``retriever``'s documents still (its document store's read lock; a retriever without
