@@ -21,7 +21,8 @@ Every chunk has id ``f"{doc.id}#p{i}"`` (paragraph) or ``f"{doc.id}#s{i}"``
 metadata plus ``{"chunk_index": i, "granularity": ...}``. Tables and other
 non-text modalities are never split: they become one chunk holding the whole
 document, and so does a title-only document (empty text but a title, like
-half of CACM). A document with neither text nor title yields nothing at any
+half of CACM). A document with neither text nor title (none with a visible character: zero-width
+spaces and control characters only count as none) yields nothing at any
 granularity, and neither does one whose text is only headings at ``"section"``
 granularity: :func:`chunk_documents` says so in one
 :class:`~ragroute.loaders.common.CorpusWarning` naming a few of their ids
@@ -36,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ragroute.errors import has_visible_text
 from ragroute.loaders.common import CorpusWarning, IdRegistry, name_a_few
 from ragroute.types import Document
 
@@ -209,12 +211,12 @@ def chunk_document(
     min_words: int = DEFAULT_MIN_WORDS,
 ) -> list[Document]:
     """The chunks of one document (see the module docstring for the rules)."""
-    if not doc.text.strip() and not doc.title.strip():
+    if not has_visible_text(doc.text) and not has_visible_text(doc.title):
         return []
     if granularity == "document":
         return [doc]
     limit = max_words if max_words is not None else DEFAULT_MAX_WORDS[granularity]
-    if doc.modality != "text" or not doc.text.strip():
+    if doc.modality != "text" or not has_visible_text(doc.text):
         return [_chunk(doc, 0, doc.title, doc.text, granularity)]
     pieces = _pieces(doc, granularity, limit, min_words)
     return [_chunk(doc, i, title, text, granularity) for i, (title, text) in enumerate(pieces)]

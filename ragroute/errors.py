@@ -172,6 +172,12 @@ MAX_QUERY_CHARS = 100_000
 _INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
 
 
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` holds a character that is not whitespace, a control or a format character
+    (zero-width spaces, direction marks, the BOM): a query or document of none has nothing to match."""
+    return any(unicodedata.category(char) not in _INVISIBLE for char in text)
+
+
 def check_query(text: str) -> str:
     """Return ``text`` stripped, or raise an :class:`InvalidQueryError` (one line) when it cannot be
     searched with.
@@ -189,7 +195,7 @@ def check_query(text: str) -> str:
     stripped = text.strip()
     if not stripped:
         raise EmptyQueryError("query is empty or whitespace only")
-    if all(unicodedata.category(char) in _INVISIBLE for char in stripped):
+    if not has_visible_text(stripped):
         raise EmptyQueryError(
             "query has no visible characters (only control or format characters such as NUL, "
             f"first U+{ord(stripped[0]):04X})"

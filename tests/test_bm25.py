@@ -120,7 +120,12 @@ def test_tokenize_unicode_matches_regex() -> None:
     pattern = re.compile(r"[^\W_]+")
     for _ in range(300):
         text = "".join(rng.choice(alphabet, size=int(rng.integers(0, 40))))
-        for cfg in (TokenizerConfig(stopwords=False), TokenizerConfig(lowercase=False, stopwords=False)):
+        # letter/digit runs as such (CJK runs read as pairs are tested below)
+        plain = (
+            TokenizerConfig(stopwords=False, cjk_bigrams=False),
+            TokenizerConfig(lowercase=False, stopwords=False, cjk_bigrams=False),
+        )
+        for cfg in plain:
             expected = pattern.findall(text.lower() if cfg.lowercase else text)
             assert tokenize(text, cfg) == expected
 
@@ -137,10 +142,11 @@ def test_tokenize_many_equals_tokenize_and_is_deterministic() -> None:
 def test_tokenizer_config_round_trip_and_validation() -> None:
     cfg = TokenizerConfig(lowercase=False, stopwords=False, stem=True)
     data = json.loads(json.dumps(cfg.to_dict()))
-    assert data == {"lowercase": False, "stopwords": False, "stem": True, "nfc": True}
+    assert data == {"lowercase": False, "stopwords": False, "stem": True, "nfc": True, "cjk_bigrams": True}
     assert TokenizerConfig.from_dict(data) == cfg
-    # a record from before the nfc option: its index was built without it, and is read so
-    assert TokenizerConfig.from_dict({}) == TokenizerConfig(nfc=False)
+    # a record from before the nfc / cjk_bigrams options: its index was built without them, and is read so
+    assert TokenizerConfig.from_dict({}) == TokenizerConfig(nfc=False, cjk_bigrams=False)
+    assert TokenizerConfig.from_dict({"nfc": True}) == TokenizerConfig(cjk_bigrams=False)
     with pytest.raises(RagrouteError, match="unknown tokenizer option"):
         TokenizerConfig.from_dict({"lowercase": True, "language": "en"})
     with pytest.raises(RagrouteError, match="must be true or false"):
@@ -168,6 +174,24 @@ def test_a_combining_accent_does_not_split_a_word() -> None:
     index = BM25Index.build([Document("d", composed)] + [Document(str(i), t) for i, t in enumerate(others)])
     assert [h.doc_id for h in index.search(decomposed, k=1)] == ["d"]
     assert index.manifest_params()["bm25"]["tokenizer"]["nfc"] is True
+
+
+def test_cjk_text_is_read_as_character_pairs_so_part_of_a_run_matches() -> None:
+    """Chinese and Japanese are written without spaces: a whole run was one token, so a query
+    naming part of it (東京タワー in 東京タワーの高さ) found nothing, with no warning."""
+    from ragroute.index.lexical import BM25Index
+    from ragroute.types import Document
+
+    assert tokenize("東京タワーの高さ") == ["東京", "京タ", "タワ", "ワー", "ーの", "の高", "高さ"]
+    assert tokenize("望远镜 light 天") == ["望远", "远镜", "light", "天"]  # one character: itself
+    assert tokenize("abc中文def") == ["abc", "中文", "def"]
+    assert tokenize_many(["東京タワー"]) == [tokenize("東京タワー")]
+    assert tokenize("東京タワー", TokenizerConfig(cjk_bigrams=False)) == ["東京タワー"]
+    docs = ["東京タワーの高さ", "大阪城の歴史", "京都の寺", "名古屋の天気"]
+    index = BM25Index.build([Document(str(i), t) for i, t in enumerate(docs)])
+    assert [h.doc_id for h in index.search("東京タワー", k=2)][0] == "0"
+    assert [h.doc_id for h in index.search("大阪城", k=2)][0] == "1"
+    assert index.manifest_params()["bm25"]["tokenizer"]["cjk_bigrams"] is True
 
 
 def test_nltk_stop_set_drops_the_function_words_of_task_queries() -> None:

@@ -47,7 +47,8 @@ def test_document_granularity_returns_docs_unchanged(docs: list[Document]) -> No
 
 def test_documents_with_no_text_are_dropped_with_a_warning_naming_them() -> None:
     """A JSONL record with ``"text": ""`` disappeared between loading and indexing, unsaid."""
-    docs = [Document(id=f"e{i}", text=" \n", title="") for i in range(5)]
+    # zero-width and control characters only count as no text (they were indexed, then returned as hits)
+    docs = [Document(id=f"e{i}", text=[" \n", "\u200b\u200d", "\x00\x01"][i % 3], title="") for i in range(5)]
     docs.insert(2, Document(id="kept", text="", title="Title only"))
     with pytest.warns(CorpusWarning) as caught:
         out = chunk_documents(docs, "paragraph")

@@ -442,6 +442,9 @@ def test_query_trace_names_terms_bm25_weighs_nothing(runner, tmp_path):
     result = runner.invoke(main, ["query", str(out), "shipping", "--json"])
     retrieve = json.loads(result.stdout.strip().splitlines()[-1])["trace"][1]
     assert retrieve["hits"] == 1 and "weightless_terms" not in retrieve
+    for nothing in ("the of and", "???"):  # no term at all: no hits, said as plainly
+        result = runner.invoke(main, ["query", str(out), nothing])
+        assert result.exit_code == 0 and "warning: no hits: the query has no term BM25 reads" in result.stderr
 
 
 def test_usage_errors_are_one_line(runner, corpus, tmp_path):

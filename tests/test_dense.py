@@ -342,3 +342,27 @@ def test_an_adapter_view_of_a_memory_mapped_base_follows_its_changes(tmp_path):
     loaded.delete(["twin"])
     assert view.best_scores(query, 1)[0][0] < 0.999
     assert "twin" not in {h.doc_id for h in view.search_vectors(query, 5)[0]}
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense", "hybrid"])
+def test_a_document_without_visible_text_or_title_is_refused_and_nothing_is_added(hashing_encoder, method):
+    """Through the Python API a document of no text (or of zero-width characters only) was indexed,
+    and a dense index returned it as a hit for any query."""
+    from ragroute.errors import InvalidArgumentError
+    from ragroute.index.build import build_index
+
+    good = [Document(id=f"d{i}", text=t) for i, t in enumerate(["stars", "bread", "cake"])]
+    with pytest.raises(
+        InvalidArgumentError, match=r"^2 document\(s\) with neither text nor title .*'b', 'z'$"
+    ):
+        build_index(
+            good + [Document(id="b", text=""), Document(id="z", text="\u200b\u200d")],
+            method,
+            encoder=hashing_encoder,
+        )
+    index = build_index(
+        good + [Document(id="t", text="", title="Title only")], method, encoder=hashing_encoder
+    )
+    with pytest.raises(InvalidArgumentError, match="neither text nor title"):
+        index.add([Document(id="n", text="new words"), Document(id="x", text="\x00")])
+    assert len(index.store) == 4 and "n" not in index.store

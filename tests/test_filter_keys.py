@@ -242,3 +242,30 @@ def test_a_pipeline_routes_past_a_source_whose_visible_documents_lack_the_key(ha
     assert not [s for s in public.decision.trace if "error" in s.detail]
     hr = pipeline.retrieve(QueryContext.of("printer salary", filters={"salary": 1}, scopes=("hr",)), k=5)
     assert "s0" in [h.doc_id for h in hr.hits]
+
+
+@pytest.mark.parametrize("kind", ["bm25", "dense", "hybrid"])
+def test_a_filter_on_a_key_holding_nested_values_still_filters(hashing_encoder, kind):
+    """A mapping, or a list holding a list, as one document's value made every filter on that key
+    a TypeError traceback (unhashable) for every query."""
+    docs = [
+        Document("a", "stars and planets", metadata={"lst": [[1, 2], 3], "nest": {"a": {"b": 1}}}),
+        Document("b", "stars and bread", metadata={"lst": [3], "nest": "x"}),
+        Document("c", "stars and cake", metadata={"lst": [True], "nest": ["x", {"y": 1}]}),
+    ]
+    index = build_index(docs, kind, encoder=hashing_encoder, name="n")
+    found = lambda filters: sorted(h.doc_id for h in index.search("stars", k=5, filters=filters))  # noqa: E731
+    assert found({"lst": 3}) == ["a", "b"]
+    assert found({"nest": "x"}) == ["b", "c"]
+    assert found({"lst": True}) == ["c"] and found({"lst": 1}) == []
+
+
+def test_a_none_filter_matches_documents_whose_value_is_null_or_absent(hashing_encoder):
+    docs = [
+        Document("a", "stars", metadata={"k": None, "o": 1}),
+        Document("b", "stars x", metadata={"o": 1}),
+        Document("c", "stars y", metadata={"k": 1}),
+    ]
+    index = build_index(docs, "bm25", name="n")
+    assert sorted(h.doc_id for h in index.search("stars", k=5, filters={"k": None})) == ["a", "b"]
+    assert [h.doc_id for h in index.search("stars", k=5, filters={"k": 1})] == ["c"]

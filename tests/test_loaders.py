@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -778,3 +779,23 @@ def test_a_beir_shaped_jsonl_read_as_a_table_keeps_its_ids_and_titles(tmp_path):
         assert [d.id for d in docs] == ["a", "b"] and docs[0].title == "Paper jam"
     assert load_corpus(path, metadata_columns=["year"])[1].metadata == {"year": 2021}
     assert [d.id for d in load_corpus(path, id_column="year")] == ["2020", "2021"]  # named: wins
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("", "query is empty or whitespace only"),
+        ("\u200b", "query has no visible characters"),
+        ("x" * 100_001, "query is 100,001 characters long"),
+    ],
+)
+def test_a_labelled_query_no_router_can_take_names_its_file_and_line(tmp_path: Path, text, said) -> None:
+    """`gate fit` and `route fit` said "query is empty" without the line, in files of thousands."""
+    from ragroute.errors import InvalidQueryError
+    from ragroute.route.labels import read_labelled_queries
+
+    path = tmp_path / "labels.jsonl"
+    rows = [{"text": "what is BM25?", "label": "search"}, {"text": text, "label": "no"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(InvalidQueryError, match=f"^{re.escape(str(path))} line 2: {said}"):
+        read_labelled_queries(path)

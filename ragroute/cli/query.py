@@ -121,6 +121,12 @@ def query_command(
             "exactly half of the documents idf 0); add other words",
             err=True,
         )
+    elif not hits and callable(terms := getattr(index, "query_terms", None)) and not terms(text):
+        click.echo(
+            "warning: no hits: the query has no term BM25 reads (stopwords, punctuation and symbols "
+            "are left out); add other words",
+            err=True,
+        )
     if as_json:
         emit_json(
             {

@@ -20,7 +20,7 @@ import numpy as np
 
 from ragroute.encode.base import Encoder
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
-from ragroute.index.docstore import DocumentStore
+from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import VectorIndex
 from ragroute.types import Document, Hit
 
@@ -141,6 +141,7 @@ class DenseIndex(VectorIndex):
         docs = list(documents)
         if not docs:
             return
+        check_have_text(docs)
         vectors = self.encoder.encode_documents([d.full_text() for d in docs], show_progress=show_progress)
         self.add_vectors(docs, vectors)
 

@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError, check_filter_keys
+from ragroute.errors import (
+    IndexFormatError,
+    InvalidArgumentError,
+    RagrouteError,
+    check_filter_keys,
+    has_visible_text,
+)
 from ragroute.index.rwlock import ReadWriteLock
 from ragroute.scopes import ACCESS_KEY, Visible, is_public, labels_of
 from ragroute.types import Document, Hit
@@ -163,8 +169,9 @@ class DocumentStore:
         metadata value is a list matches when any of its items is wanted; the
         keys ``modality`` and ``parent_id`` match the document fields of that name; a
         :class:`~ragroute.scopes.Visible` value (a caller's scope) keeps the documents whose
-        access labels are public or meet the scope (:meth:`access_mask`). ``None`` when
-        nothing is restricted. A key no document carries is refused (:meth:`check_filter_keys`).
+        access labels are public or meet the scope (:meth:`access_mask`); a filter value ``None``
+        matches documents whose value is null or that lack the key. ``None`` when nothing is
+        restricted. A key no document carries is refused (:meth:`check_filter_keys`).
         """
         if not filters:
             return None
@@ -321,6 +328,19 @@ class _Bool:
         return hash((_Bool, self.value))
 
 
+def check_have_text(docs: Sequence[Document]) -> None:
+    """Refuse, in one line, documents an index would read from their text but that have neither
+    text nor title holding a visible character: they match no query, and a dense index would still
+    return them as hits. (Documents added with their own vectors, and a graph's passages known only
+    from triples, need no text.)"""
+    blank = [doc.id for doc in docs if not has_visible_text(doc.text) and not has_visible_text(doc.title)]
+    if blank:
+        raise InvalidArgumentError(
+            f"{len(blank)} document(s) with neither text nor title to index (nothing added): "
+            f"{', '.join(map(repr, blank[:3]))}{' ...' if len(blank) > 3 else ''}"
+        )
+
+
 def _matches(value: Any, allowed: set[Any]) -> bool:
     """Whether a document's metadata ``value`` is wanted: the value itself, or for a list value
     (``"tags": ["hardware", "printer"]``) any of its items, as vector stores match arrays."""
@@ -333,10 +353,19 @@ def _matches(value: Any, allowed: set[Any]) -> bool:
 
 def _hashable(value: Any) -> Any:
     """A metadata value as a set member (a list value, e.g. access labels, as a tuple; a boolean
-    apart from the integers)."""
+    apart from the integers; a mapping, or a list holding one or a list, frozen all the way down:
+    no filter value equals one, but every value must be looked up)."""
     if isinstance(value, bool):
         return _Bool(value)
-    return tuple(value) if isinstance(value, list) else value
+    if isinstance(value, list):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, dict):
+        return (_Mapping, tuple(sorted((str(k), _hashable(v)) for k, v in value.items())))
+    return value
+
+
+class _Mapping:
+    """Marks a frozen mapping in :func:`_hashable` (so it equals no tuple a filter could hold)."""
 
 
 def _field(doc: Document, key: str) -> Any:

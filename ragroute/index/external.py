@@ -33,7 +33,7 @@ import numpy as np
 
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.index.dense import aligned_vectors
-from ragroute.index.docstore import DocumentStore
+from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.io import FAMILY
 from ragroute.index.local import VectorIndex
 from ragroute.scopes import Visible
@@ -269,6 +269,7 @@ class ExternalVectorIndex(VectorIndex):
     def add(self, documents: Sequence[Document], *, show_progress: bool | None = None) -> None:
         docs = list(documents)
         if docs:
+            check_have_text(docs)
             vectors = self.encoder.encode_documents(
                 [d.full_text() for d in docs], show_progress=show_progress
             )

@@ -9,7 +9,7 @@ from typing import Any
 
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
-from ragroute.index.docstore import DocumentStore
+from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import LocalIndex
 from ragroute.types import Document, Hit
 
@@ -73,6 +73,7 @@ class BM25Index(LocalIndex):
         return cls.build(documents, options.bm25, name=name)
 
     def add(self, documents: Sequence[Document]) -> None:
+        check_have_text(documents)
         with self.store.writing():
             self.store.add(documents)
             self.refit()
@@ -120,6 +121,11 @@ class BM25Index(LocalIndex):
                 [(int(p), float(s)) for p, s in zip(positions, scores) if s != 0.0]
                 for positions, scores in scorer.top_k_many(tokens, k, mask=mask)
             ]
+
+    def query_terms(self, query: str) -> list[str]:
+        """The terms BM25 reads from ``query`` (stopwords, punctuation and symbols are left out):
+        a query of none finds nothing."""
+        return tokenize_many([query], self.params.tokenizer)[0]
 
     def weightless_terms(self, query: str) -> list[str]:
         """The query's terms that occur in the index but weigh nothing: BM25Okapi's idf is 0 for a

@@ -106,7 +106,6 @@ class ReadWriteLock:
         return (ReadWriteLock, ())
 
 
-
 class _Read:
     """One read of a :class:`ReadWriteLock`. A thread's reads inside its own read or write only
     count on the thread (the outer one keeps writers out), so the nested reads a search makes
@@ -132,6 +131,7 @@ class _Read:
         self._lock._held.reads -= 1
         if self._counted:
             self._lock._leave_read()
+
 
 def reading(retriever: Any) -> AbstractContextManager[Any]:
     """Hold ``retriever``'s documents still (its document store's read lock; a retriever without

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_query
 
 ANSWER_LABELS = frozenset({"no", "none", "no_tool"})
 """Labels that mean "answer directly" in LABELS files (compared stripped and lower-cased): what
@@ -22,6 +22,10 @@ def read_labelled_queries(path: str | Path) -> tuple[list[str], list[str]]:
         label = label[0] if isinstance(label, list) and label else label
         if not isinstance(row.get("text"), str) or not isinstance(label, str):
             raise RagrouteError(f"{path} line {line_no}: expected string fields 'text' and 'label'")
+        try:  # the query checks every router and gate applies, with the line that broke them
+            check_query(row["text"])
+        except RagrouteError as exc:
+            raise type(exc)(f"{path} line {line_no}: {exc}") from None
         texts.append(row["text"])
         labels.append(label)
     if not texts:
