@@ -215,6 +215,10 @@ def test_overlap_switch_collapses_diversifies_or_keeps(router):
     ids = [s.id for s in diverse.skills]
     assert ids.index(keep.skills[1].id) == len(ids) - 1  # behind every skill of another group
     assert [s.rank for s in diverse.skills] == list(range(1, len(ids) + 1))
+    # within k as well: the duplicate leaves the top 3 to a skill of another group (it stayed third,
+    # for want of a candidate to move it behind)
+    top3 = [s.id for s in router.with_options(overlap="diversify").route(task, k=3).skills]
+    assert top3 == ids[:3] and keep.skills[1].id not in top3
     with pytest.raises(RagrouteError, match="unknown overlap mode"):
         router.with_options(overlap="merge")
     with pytest.raises(RagrouteError, match="unknown overlap mode"):

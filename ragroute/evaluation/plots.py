@@ -116,6 +116,7 @@ def expert_bars(result: Mapping[str, Any], path: Path) -> Path:
     """nDCG@10 per collection: each single expert, and every router that reports per-collection numbers."""
     plt = _pyplot()
     series: dict[str, Mapping[str, float]] = dict(result.get("experts_per_collection", {}))
+    experts = len(series)
     # ``bench experts`` keeps each router's nDCG@10 under ``routers`` and its detail (with
     # ``per_collection``) under ``router_detail``
     details = {**result.get("routers", {}), **result.get("router_detail", {})}
@@ -125,7 +126,7 @@ def expert_bars(result: Mapping[str, Any], path: Path) -> Path:
     groups = sorted({g for values in series.values() for g in values})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4.5))
     _grouped_bars(ax, groups, series, "nDCG@10")
-    ax.set_title("experts and routers per collection")
+    ax.set_title("experts and routers per collection" if len(series) > experts else "experts per collection")
     return _save(fig, path)
 
 

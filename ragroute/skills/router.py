@@ -391,8 +391,8 @@ class SkillRouter:
     ) -> SkillRoute:
         index = self.index
         depth = max(self.candidates, k) if self.reranker is not None else k
-        if self.overlap == "collapse" and index.duplicates:
-            depth = 2 * depth  # collapsed duplicates leave room for k others
+        if self.overlap != "keep" and index.duplicates:
+            depth = 2 * depth  # duplicates collapsed or moved behind leave room for k others
         positions = index.top(scores["fused"], depth)
         stage1 = []
         for rank, pos in enumerate(positions.tolist(), 1):
