@@ -184,3 +184,67 @@ def test_a_corrupt_int8_model_is_quantised_again(tmp_path, monkeypatch):
     assert not onnx_quantize.int8_ready(target)
     onnx_quantize.ensure_int8(target)
     assert quantised == [1, 1] and (target / onnx_quantize.INT8_FILE).read_bytes() == b"int8 graph"
+
+
+def _unwritable_sqlite(monkeypatch) -> None:
+    """SQLite as on a read-only image (or a cache folder of another user): a read-write open fails,
+    a read-only URI open works (running as root, chmod alone blocks nothing)."""
+    connect = sqlite3.connect
+
+    def read_only(database, *args, **kwargs):
+        if not kwargs.get("uri"):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr("ragroute.encode.cache.sqlite3.connect", read_only)
+
+
+def test_a_cache_that_cannot_be_written_is_read_and_queries_still_run(tmp_path, hashing_encoder, monkeypatch):
+    """Every query that encoded failed ("embedding cache ... is unusable") when the cache folder was
+    read-only or another user's, even with every vector already in it."""
+    built, vectors = _cached(tmp_path, hashing_encoder)
+    built.cache.close()
+    _unwritable_sqlite(monkeypatch)
+    with pytest.warns(
+        CacheWarning, match=r"cannot be written \(attempt to write a readonly database\): its vectors"
+    ):
+        cache = EmbeddingCache.in_dir(tmp_path)
+    encoder = CachedEncoder(hashing_encoder, cache)
+    again = encoder.encode_documents(TEXTS[:3] + ["a text never cached"])
+    assert cache.mode == "read-only" and encoder.hits == 3 and encoder.misses == 1
+    np.testing.assert_array_equal(again[:3], vectors[:3])
+    assert cache.put_many("space", [(b"k", np.ones(4))]) == 0 and cache.count() == len(TEXTS)
+    with pytest.raises(RagrouteError, match="read-only here: nothing to clear"):
+        cache.clear()
+
+
+def test_a_cache_that_cannot_be_opened_at_all_is_left_out(tmp_path, hashing_encoder, monkeypatch):
+    _unwritable_sqlite(monkeypatch)
+    with pytest.warns(CacheWarning, match="cannot be used .*: encoding without it"):
+        cache = EmbeddingCache.in_dir(tmp_path / "none")
+    encoder = CachedEncoder(hashing_encoder, cache)
+    np.testing.assert_array_equal(encoder.encode_documents(TEXTS), hashing_encoder.encode_documents(TEXTS))
+    assert cache.mode == "off" and encoder.misses == len(TEXTS) and cache.count() == 0
+
+
+def test_no_home_or_an_unwritable_cache_folder_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+    """A uid with no passwd entry (OpenShift) got a RuntimeError traceback from Path.home(); a
+    read-only home, "error: /nonexistent: Permission denied" (or an index blamed for it)."""
+    from ragroute.encode.resolve import default_cache_dir
+
+    monkeypatch.delenv("RAGROUTE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(
+        RagrouteError, match=r"^no cache folder: this user has no home directory .*RAGROUTE_CACHE"
+    ):
+        default_cache_dir(create=True)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("RAGROUTE_CACHE", str(blocked / "cache"))
+    with pytest.raises(RagrouteError, match=r"^cannot create the cache folder .*; set RAGROUTE_CACHE"):
+        default_cache_dir(create=True)

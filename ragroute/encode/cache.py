@@ -11,10 +11,16 @@ without digests) is never used; the text is encoded again and the row
 replaced, and a corrupt row is reported once as a :class:`CacheWarning`. A
 cache file SQLite cannot read at all is a one-line :class:`RagrouteError`
 naming the file to delete.
+
+A cache that cannot be written (a read-only image, a folder of another user) costs speed, never a
+query: the vectors already there are read (the file opened read-only) and new ones are not stored;
+when the file cannot even be opened, encoding runs without it. Either is said once, as a
+:class:`CacheWarning` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -45,6 +51,16 @@ CREATE TABLE IF NOT EXISTS embeddings (
 """
 
 
+def _unwritable(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because the file or its folder cannot be written (or opened) here,
+    rather than because the file is busy or broken."""
+    text = str(exc).lower()
+    return any(
+        words in text
+        for words in ("readonly database", "read-only", "unable to open database file", "disk i/o error")
+    )
+
+
 class CacheWarning(UserWarning):
     """Cached vectors failed their digest and were encoded again."""
 
@@ -73,8 +89,20 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.rejected = 0
+        #: ``"read-write"``, ``"read-only"`` (vectors read, none stored) or ``"off"`` (not used)
+        self.mode = "read-write"
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._open()
+        except (OSError, sqlite3.OperationalError) as exc:  # not writable here: read what is there
+            if isinstance(exc, sqlite3.OperationalError) and not _unwritable(exc):
+                raise self._unusable(exc) from None
+            self._open_read_only(exc)
+
+    def _open(self) -> None:
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -88,9 +116,45 @@ class EmbeddingCache:
                     if "duplicate column" not in str(exc):  # another process added it meanwhile
                         raise
             self._conn.commit()
+        except sqlite3.OperationalError:
+            self._close_quietly()
+            raise  # the caller decides: not writable here, or unusable
         except sqlite3.DatabaseError as exc:
+            self._close_quietly()
             raise self._unusable(exc) from None
-        self.rejected = 0
+
+    def _open_read_only(self, why: BaseException) -> None:
+        """The cache file opened read-only (``immutable``: nothing can write it here), or no cache."""
+        reason = " ".join(str(why).split())
+        if self.path.is_file():
+            try:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+                self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
+                self._conn.execute("SELECT key, dim, vec, digest FROM embeddings LIMIT 1").fetchall()
+            except sqlite3.DatabaseError:
+                self._close_quietly()
+            else:
+                self.mode = "read-only"
+                warnings.warn(
+                    f"embedding cache {self.path} cannot be written ({reason}): its vectors are read, "
+                    "new ones are not stored (RAGROUTE_CACHE or --cache-dir for a writable one)",
+                    CacheWarning,
+                    stacklevel=3,
+                )
+                return
+        self.mode = "off"
+        warnings.warn(
+            f"embedding cache {self.path} cannot be used ({reason}): encoding without it "
+            "(RAGROUTE_CACHE or --cache-dir for a writable one)",
+            CacheWarning,
+            stacklevel=3,
+        )
+
+    def _close_quietly(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
 
     def _unusable(self, exc: sqlite3.DatabaseError) -> RagrouteError:
         if type(exc) is sqlite3.DatabaseError:  # not a lock or I/O problem: the file itself is bad
@@ -107,6 +171,8 @@ class EmbeddingCache:
     def get_many(self, space: str, keys: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
         """The cached vectors among ``keys`` whose digest checks (entries of another width are ignored)."""
         found: dict[bytes, np.ndarray] = {}
+        if self._conn is None:
+            return found
         unique = list(dict.fromkeys(keys))
         corrupt = 0
         with self._lock:
@@ -144,7 +210,10 @@ class EmbeddingCache:
             blob = arr.tobytes()
             dim = int(arr.shape[0])
             rows.append((space, key, dim, blob, row_digest(space, bytes(key), dim, blob)))
+        if rows and self.mode != "read-write":
+            return 0  # said once when the cache was opened
         if rows:
+            assert self._conn is not None  # read-write
             with self._lock:
                 try:
                     with self._conn:
@@ -160,6 +229,8 @@ class EmbeddingCache:
 
     def count(self, space: str | None = None) -> int:
         """Number of cached vectors (in one space, or in all)."""
+        if self._conn is None:
+            return 0
         with self._lock:
             if space is None:
                 return int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
@@ -171,6 +242,9 @@ class EmbeddingCache:
 
     def clear(self, space: str | None = None) -> None:
         """Forget every vector (in one space, or in all)."""
+        if self.mode != "read-write":
+            raise RagrouteError(f"embedding cache {self.path} is {self.mode} here: nothing to clear")
+        assert self._conn is not None
         with self._lock, self._conn:
             if space is None:
                 self._conn.execute("DELETE FROM embeddings")
@@ -179,7 +253,7 @@ class EmbeddingCache:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._close_quietly()
 
     def __enter__(self) -> EmbeddingCache:
         return self

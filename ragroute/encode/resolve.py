@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import ModelNotFoundError
+from ragroute.errors import ModelNotFoundError, RagrouteError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 """The encoder used when none is named: sentence-transformers/all-MiniLM-L6-v2 (bundled, 384-d)."""
@@ -62,9 +62,21 @@ def default_cache_dir(*, create: bool = False) -> Path:
     elif xdg and Path(xdg).expanduser().is_absolute():
         path = Path(xdg).expanduser() / "ragroute"
     else:
-        path = Path.home() / ".cache" / "ragroute"
+        try:
+            path = Path.home() / ".cache" / "ragroute"
+        except (RuntimeError, KeyError) as exc:  # no HOME and no home directory for this user
+            raise RagrouteError(
+                f"no cache folder: this user has no home directory ({exc}); set RAGROUTE_CACHE "
+                "or pass --cache-dir (a writable folder for ONNX exports and the embedding cache)"
+            ) from None
     if create and not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RagrouteError(
+                f"cannot create the cache folder {path} ({exc.strerror or exc}); set RAGROUTE_CACHE "
+                "or pass --cache-dir (a writable folder for ONNX exports and the embedding cache)"
+            ) from None
         if str(path) not in _ANNOUNCED:
             _ANNOUNCED.add(str(path))
             print(f"created cache folder {path} (RAGROUTE_CACHE or --cache-dir to move it)", file=sys.stderr)

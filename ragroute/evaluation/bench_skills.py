@@ -294,7 +294,8 @@ def run_skills_bench(
 
     comparisons = _comparisons(methods, runs, judged)
     log(f"  candidate ceiling (hybrid top {candidates}) ...")
-    ceiling = _candidate_ceiling(rows["hybrid"], contexts, judged, candidates)
+    # the pool a reranker reads is stage 1's top `candidates` before near-duplicates are moved
+    ceiling = _candidate_ceiling(rows["hybrid"].with_options(overlap="keep"), contexts, judged, candidates)
 
     final_name = "hybrid+rerank" if reranker is not None else "hybrid"
     final = rows[final_name]
