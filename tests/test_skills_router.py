@@ -123,6 +123,34 @@ def test_bm25_leaves_out_the_function_words_of_tasks(tmp_path, monkeypatch):
     np.testing.assert_allclose(loaded.index.bm25_scores([task]), old.bm25_scores([task]))
 
 
+def test_a_skills_index_saved_before_cjk_pairs_keeps_reading_whole_runs(tmp_path, monkeypatch):
+    """Its BM25 statistics counted whole CJK runs: queries read as pairs would match none of them."""
+    import ragroute.skills.index as skill_index
+
+    cat = Catalogue(
+        [
+            Skill("tokyo", "tokyo_tower", "東京タワーの高さ", ""),
+            Skill("osaka", "osaka_castle", "大阪城の歴史", ""),
+            Skill("kyoto", "kyoto_temple", "京都の寺", ""),
+        ]
+    )
+    new = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed"))
+    assert new.params.bm25_cjk_bigrams and new.bm25_scores(["東京タワー"])[0].argmax() == 0
+    real_asdict = skill_index.asdict
+    monkeypatch.setattr(
+        skill_index, "asdict", lambda p: {k: v for k, v in real_asdict(p).items() if k != "bm25_cjk_bigrams"}
+    )
+    old_params = SkillIndexParams(fusion="fixed", bm25_cjk_bigrams=False)
+    SkillRouter(cat, encoder=HashingEncoder(), params=old_params).save(tmp_path / "old")
+    monkeypatch.undo()
+    loaded = SkillRouter.load(tmp_path / "old", encoder=HashingEncoder())
+    assert loaded.index.params.bm25_cjk_bigrams is False
+    query = "東京タワーの高さ"  # a whole run: what such an index can match
+    old = SkillIndex.build(cat, HashingEncoder(), old_params)
+    np.testing.assert_allclose(loaded.index.bm25_scores([query]), old.bm25_scores([query]))
+    assert loaded.index.bm25_scores([query])[0][0] > 0
+
+
 def test_hybrid_is_the_weighted_sum_of_standardised_scores(router):
     index = router.index
     scores = index.score(["will it rain in paris tomorrow"])

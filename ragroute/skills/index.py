@@ -76,6 +76,9 @@ class SkillIndexParams:
     seed: int = 0
     duplicate_threshold: float = 0.97
     bm25_stopwords: str = "nltk"
+    #: BM25 reads CJK runs as character pairs (:class:`~ragroute.index.bm25_tokenize.TokenizerConfig`);
+    #: an index recorded before the option counted whole runs, and is read so
+    bm25_cjk_bigrams: bool = True
 
     def __post_init__(self) -> None:
         from ragroute.index.bm25_tokenize import STOPWORD_SETS
@@ -107,7 +110,7 @@ class SkillIndexParams:
         """The :class:`~ragroute.index.bm25_tokenize.TokenizerConfig` of the BM25 side."""
         from ragroute.index.bm25_tokenize import TokenizerConfig
 
-        return TokenizerConfig(stopword_set=self.bm25_stopwords)
+        return TokenizerConfig(stopword_set=self.bm25_stopwords, cjk_bigrams=self.bm25_cjk_bigrams)
 
 
 def bm25_text(skill: Skill, weights: Mapping[str, int]) -> str:
@@ -406,9 +409,11 @@ class SkillIndex:
         index = cls(
             catalogue,
             encoder,
-            # an index recorded before bm25_stopwords existed counted its BM25 statistics with Lucene's
-            # stop set: its queries must be tokenized the same way
-            SkillIndexParams.from_dict({"bm25_stopwords": "lucene", **(params.get("index") or {})}),
+            # an index recorded before bm25_stopwords (bm25_cjk_bigrams) existed counted its BM25
+            # statistics with Lucene's stop set (whole CJK runs): its queries are tokenized the same way
+            SkillIndexParams.from_dict(
+                {"bm25_stopwords": "lucene", "bm25_cjk_bigrams": False, **(params.get("index") or {})}
+            ),
             scorer,
             vectors,
             dense_weight=float(params.get("dense_weight", 0.5)),
