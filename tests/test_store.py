@@ -242,3 +242,40 @@ def test_a_file_where_an_artifact_folder_is_expected_says_so(tmp_path):
         open_snapshot(tmp_path / "gate.yaml", family="gate")
     with pytest.raises(ArtifactFormatError, match=r"is a file, not an index folder"):
         open_snapshot(tmp_path / "gate.yaml", family="index")
+
+
+def test_an_artifact_whose_builds_folder_is_a_link_is_never_written_or_cleaned_through(tmp_path):
+    """An artifact folder from elsewhere with `builds -> ..` and a plausible CURRENT: `inspect
+    --clean` removed the folders beside it, and a rebuild over it deleted every one of them."""
+    from ragroute.store.artifact import clean_artifact
+
+    victim = tmp_path / "victim"
+    for name in ("mydocs", "photos"):
+        (victim / name).mkdir(parents=True)
+        (victim / name / "keep.txt").write_text("mine")
+    evil = victim / "zz-evil"
+    evil.mkdir()
+    (evil / POINTER_NAME).write_text(json.dumps({"build": "zzzz", "manifest_sha256": "0" * 64}) + "\n")
+    (evil / "builds").symlink_to("..")
+    with pytest.raises(ArtifactFormatError, match=r"its builds is a symbolic link \(to \.\.\)"):
+        clean_artifact(evil)
+    with pytest.raises(ArtifactFormatError, match="its builds is a symbolic link"):
+        _publish(evil, "x")
+    assert sorted(p.name for p in victim.iterdir()) == ["mydocs", "photos", "zz-evil"]
+    assert (victim / "mydocs" / "keep.txt").read_text() == "mine"
+
+
+def test_pruning_never_follows_a_link_inside_builds(tmp_path):
+    from ragroute.store.artifact import clean_artifact
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    art = tmp_path / "art"
+    _publish(art, "a")
+    (art / "builds" / "00000000000000000001-1-aaaaaa").symlink_to(victim, target_is_directory=True)
+    _publish(art, "b")
+    _publish(art, "c")
+    clean_artifact(art)
+    assert (victim / "keep.txt").read_text() == "mine"
+    assert open_snapshot(art).manifest.params == {"tag": "c"}

@@ -54,7 +54,7 @@ def _first_record(path: Path) -> dict[str, Any] | None:
             if raw.strip():
                 try:
                     value = json.loads(raw.decode("utf-8-sig"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                     return None
                 return value if isinstance(value, dict) else None
     return None

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ragroute.errors import CorpusFormatError, lone_surrogate
@@ -329,3 +331,24 @@ def decode_utf8_file(data: bytes) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise BadRecord(f"invalid UTF-8 on line {line} (byte 0x{data[exc.start]:02x})") from None
+
+
+def links_outside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (found under ``root``) is a link to a file outside ``root``: a corpus or
+    catalogue folder from elsewhere could otherwise make ragroute read (and index) any file the user
+    can read (``pw.txt -> /etc/passwd``)."""
+    return path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+def without_outside_links(paths: Sequence[Path], root: Path, what: str) -> list[Path]:
+    """``paths`` without the links to files outside ``root`` (:func:`links_outside`), those left
+    out said in one :class:`CorpusWarning` (``what``: the kind of file, for the message)."""
+    outside = [p for p in paths if links_outside(p, root)]
+    if outside:
+        names = [p.relative_to(root).as_posix() for p in outside]
+        warnings.warn(
+            f"left out {len(outside)} {what} in {root} that link to files outside it: {name_a_few(names)}",
+            CorpusWarning,
+            stacklevel=3,
+        )
+    return [p for p in paths if p not in outside]

@@ -33,6 +33,7 @@ from ragroute.loaders.common import (
     check_on_error,
     decode_utf8_file,
     name_a_few,
+    without_outside_links,
 )
 from ragroute.loaders.jsonl import open_binary
 from ragroute.loaders.tabular import DELIMITERS, read_csv_rows
@@ -162,6 +163,7 @@ def load_text_folder(
     if not root.is_dir():
         raise CorpusFormatError(f"{root}: no such folder")
     files, unread = folder_files(root)
+    files = without_outside_links(files, root, "file(s)")
     if not files:
         _refuse_data_files_alone(root, unread)
     _say_unread(root, unread, report)

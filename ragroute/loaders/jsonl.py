@@ -57,6 +57,8 @@ def parse_object(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         at = "" if exc.msg.endswith(" at") else " at"  # "Unterminated string starting at"
         raise BadRecord(f"invalid JSON ({exc.msg}{at} column {exc.colno})") from None
+    except RecursionError:  # thousands of nested [ or {: a bad record, not a traceback
+        raise BadRecord("JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRecord(f"expected a JSON object, got {type(value).__name__}")
     return check_unicode(value, text)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error
+from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, without_outside_links
 from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
 from ragroute.skills.schemas import (
     JSON_SUFFIXES,
@@ -185,13 +185,14 @@ def tool_files(folder: Path) -> list[ToolFile]:
     policy). Other files are left alone: an empty list means no MCP tool here.
     """
     found: list[ToolFile] = []
-    for path in sorted(folder.rglob("*"), key=lambda f: f.relative_to(folder).as_posix()):
-        if (
-            path.suffix.lower() not in TOOL_FILE_SUFFIXES
-            or any(part.startswith(".") for part in path.relative_to(folder).parts)
-            or not path.is_file()
-        ):
-            continue
+    candidates = [
+        path
+        for path in sorted(folder.rglob("*"), key=lambda f: f.relative_to(folder).as_posix())
+        if path.suffix.lower() in TOOL_FILE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.is_file()
+    ]
+    for path in without_outside_links(candidates, folder, "tool file(s)"):
         try:
             raw = path.read_bytes()
         except OSError as exc:

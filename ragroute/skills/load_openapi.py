@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error
+from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, without_outside_links
 from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
 from ragroute.skills.schemas import (
     JSON_SUFFIXES,
@@ -371,14 +371,14 @@ def _unique_operation_ids(skills: list[Skill], id_prefix: str, source: str, log:
 
 def spec_files(folder: Path) -> list[Path]:
     """JSON/YAML files under ``folder`` (recursive, hidden excluded) whose head names openapi/swagger."""
-    found = [
+    candidates = [
         p
         for p in folder.rglob("*")
         if p.is_file()
         and p.suffix.lower() in SPEC_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and looks_like_spec(p)
     ]
+    found = [p for p in without_outside_links(candidates, folder, "spec file(s)") if looks_like_spec(p)]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 

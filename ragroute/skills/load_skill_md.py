@@ -45,12 +45,14 @@ from __future__ import annotations
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import (
     BadRecord,
+    CorpusWarning,
     LoadReport,
     SkipLog,
     check_on_error,
@@ -87,6 +89,8 @@ SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "
 MAX_SKIPPED_ENTRIES = 10_000
 #: A side file larger than this many bytes is not read (too big to be "beside" a skill).
 MAX_FILE_BYTES = 1_000_000
+#: Folders a link in a catalogue never leads the walk into.
+SYSTEM_DIRS = tuple(Path(p) for p in ("/proc", "/sys", "/dev"))
 #: Characters of one side file kept in the body.
 MAX_FILE_CHARS = 20_000
 #: Characters of side files kept per skill in all.
@@ -150,6 +154,16 @@ def skill_files(root: Path, skipped: dict[str, tuple[int, bool]] | None = None) 
             if os.path.islink(path):
                 real = os.path.realpath(path)
                 if Path(real).is_relative_to(real_root) or real in seen:
+                    continue
+                if real_root.is_relative_to(real) or any(Path(real).is_relative_to(s) for s in SYSTEM_DIRS):
+                    # a link to a folder holding the catalogue (`/`, `..`) would walk the whole disk,
+                    # one into /proc, /sys or /dev reads what is no file
+                    warnings.warn(
+                        f"{path}: folder link to {real} not followed (it holds the catalogue itself, or "
+                        "is a system folder)",
+                        CorpusWarning,
+                        stacklevel=2,
+                    )
                     continue
                 seen.add(real)
             kept.append(d)
@@ -235,20 +249,28 @@ def _scalar_text(value: Any) -> str | None:
     return str(jsonable(value))
 
 
-def _read_side_file(path: Path, skill_dir: Path) -> tuple[str | None, str]:
-    """``(text, "")`` for a readable text file in ``skill_dir``, or ``(None, reason)``."""
+def _checked_bytes(path: Path, skill_dir: Path) -> tuple[bytes | None, str]:
+    """``(bytes, "")`` of a regular file in ``skill_dir`` of at most :data:`MAX_FILE_BYTES`, or
+    ``(None, reason)``: a link out of the folder, a FIFO or device (it would block or never end)."""
     try:
         if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(skill_dir)):
             return None, "a link to a file outside the skill folder"
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
-            return None, "not a regular file"  # a FIFO or device would block or never end
+            return None, "not a regular file"
         size = info.st_size
         if size > MAX_FILE_BYTES:
             return None, f"larger than {MAX_FILE_BYTES} bytes"
-        data = path.read_bytes()
+        return path.read_bytes(), ""
     except OSError as exc:
         return None, f"unreadable ({exc.strerror})"
+
+
+def _read_side_file(path: Path, skill_dir: Path) -> tuple[str | None, str]:
+    """``(text, "")`` for a readable text file in ``skill_dir``, or ``(None, reason)``."""
+    data, why = _checked_bytes(path, skill_dir)
+    if data is None:
+        return None, why
     if b"\x00" in data[:8192]:
         return None, "binary"
     try:
@@ -338,14 +360,26 @@ def _side_text(
 
 
 def skill_from_file(
-    skill_md: Path, root: Path, skill_dirs: set[Path], log: WarningLog, *, root_name: str | None = None
+    skill_md: Path,
+    root: Path,
+    skill_dirs: set[Path],
+    log: WarningLog,
+    *,
+    root_name: str | None = None,
+    named: bool = False,
 ) -> Skill:
     """The skill of one ``SKILL.md`` (:class:`BadRecord` if the file is not UTF-8)."""
     skill_dir = skill_md.parent
     rel_dir = skill_dir.relative_to(root).as_posix()
     skill_id = rel_dir if rel_dir != "." else (root_name or root.resolve().name)
     source = str(skill_md)
-    text = _lf(decode_utf8_file(skill_md.read_bytes()))
+    # read like the files beside it: a link out of its folder (unless the file was named itself), a
+    # FIFO or device (/dev/zero), a file over MAX_FILE_BYTES, a binary one are refused: a catalogue
+    # from elsewhere could otherwise make this read /etc/passwd into the index, or never return
+    data, why = _checked_bytes(skill_md, Path(os.path.realpath(skill_md)).parent if named else skill_dir)
+    if data is None:
+        raise BadRecord(f"{SKILL_FILE} not read: {why}")
+    text = _lf(decode_utf8_file(data))
     block, body, problem = split_front_matter(text)
     front: dict[str, Any] = {}
     salvaged: dict[str, str] = {}
@@ -435,7 +469,7 @@ def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadRepor
     skills = []
     for skill_md in files:
         try:
-            skills.append(skill_from_file(skill_md, root, skill_dirs, log))
+            skills.append(skill_from_file(skill_md, root, skill_dirs, log, named=p.is_file()))
         except BadRecord as exc:
             skip.bad(skill_md.relative_to(root).as_posix(), str(exc))
         except OSError as exc:

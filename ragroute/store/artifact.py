@@ -187,9 +187,23 @@ def _writable_target(
     target = Path(target).absolute()
     if target.exists() and not target.is_dir():
         raise error(f"refusing to write an artifact at {target}: it is a file")
+    check_no_links(target, error)
     if target.is_dir() and not artifact_exists(target) and not _only_store_files(target, supersedes):
         raise error(f"refusing to overwrite {target}: it exists and is not a ragroute artifact")
     return target
+
+
+def check_no_links(target: Path, error: type[ArtifactFormatError] = ArtifactFormatError) -> None:
+    """Refuse an artifact whose ``builds/`` or ``CURRENT`` is a symbolic link: writing, pruning or
+    cleaning through one would rename and delete folders wherever it points (an artifact folder
+    from elsewhere, with ``builds -> ..``, removed its neighbours)."""
+    for name in (BUILDS_DIR, POINTER_NAME):
+        path = target / name
+        if path.is_symlink():
+            raise error(
+                f"refusing to write or clean the artifact at {target}: its {name} is a symbolic link "
+                f"(to {os.readlink(path)}); ragroute never writes or deletes through one"
+            )
 
 
 @contextlib.contextmanager
@@ -377,7 +391,12 @@ def _prune(target: Path, locked: bool) -> list[str]:
         current = _read_pointer(target, ArtifactFormatError)["build"]
     except (ArtifactFormatError, OSError):
         return []  # never delete builds while it is unclear which one is published
-    done = sorted(p.name for p in builds.iterdir() if not p.name.startswith("."))
+    # only folders a build could be: named like one, real (a link is never followed to delete)
+    done = sorted(
+        p.name
+        for p in builds.iterdir()
+        if not p.name.startswith(".") and _BUILD_ID.match(p.name) and p.is_dir() and not p.is_symlink()
+    )
     older = [b for b in done if b < current]
     keep = {current, *older[-1:]}
     removed = []
@@ -451,6 +470,7 @@ def clean_artifact(root: str | Path, *, wait: float = 0.0) -> CleanReport:
     root = Path(root).absolute()
     if not artifact_exists(root) and not (root / BUILDS_DIR).is_dir():
         raise ArtifactFormatError(f"nothing to clean at {root}: it holds no ragroute artifact")
+    check_no_links(root)
     with writer_lock(root / LOCK_NAME, str(root), timeout=wait) as locked:
         debris = _clean_debris(root, locked)
         pruned = _prune(root, locked) if (root / BUILDS_DIR).is_dir() else []
