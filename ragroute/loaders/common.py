@@ -334,10 +334,10 @@ def decode_utf8_file(data: bytes) -> str:
 
 
 def links_outside(path: Path, root: Path) -> bool:
-    """Whether ``path`` (found under ``root``) is a link to a file outside ``root``: a corpus or
-    catalogue folder from elsewhere could otherwise make ragroute read (and index) any file the user
-    can read (``pw.txt -> /etc/passwd``)."""
-    return path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+    """Whether ``path`` (found under ``root``) leads to a file outside ``root``, through a link of its
+    own or of a folder on its way: a corpus or catalogue folder from elsewhere could otherwise make
+    ragroute read (and index) any file the user can read (``pw.txt -> /etc/passwd``)."""
+    return not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
 
 
 def without_outside_links(paths: Sequence[Path], root: Path, what: str) -> list[Path]:
