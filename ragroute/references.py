@@ -5,13 +5,19 @@ name a callable the same way: a module on the Python path (``my_rag.sources:make
 attributes are followed) or a Python file beside the config (``factories.py:make``). Importing
 user code may raise anything; every failure is one :class:`~ragroute.errors.RagrouteError` line
 naming ``where`` and the reference.
+
+Loading a config imports (runs) that code. ``ragroute config check`` does not:
+:func:`locate_reference` finds the module or file and reads it for the name, without running it.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,3 +67,80 @@ def import_reference(
     if not callable(target):
         raise RagrouteError(f"{where}: {what} {reference!r} is not callable")
     return target
+
+
+def locate_reference(reference: str, where: str, what: str = "factory", base: Path | None = None) -> str:
+    """Check that ``reference`` names something that exists, without running any of its code (what
+    ``ragroute config check`` does: a config from elsewhere must not run code by being checked).
+
+    The module is found on the Python path (packages are searched, not imported) or the ``.py``
+    file beside the config; when its source can be read, the first attribute must be defined at its
+    top level (a ``def``, ``class``, assignment or import). Returns where it was found."""
+    if not is_reference(reference):
+        raise RagrouteError(f"{where}: {what} {reference!r} is not {REFERENCE_FORM}")
+    module_name, _, attribute = (part.strip() for part in reference.partition(":"))
+    if module_name.endswith(".py"):
+        source: Path | None = ((base or Path.cwd()) / module_name).resolve()
+        assert source is not None
+        if not source.is_file():
+            raise RagrouteError(f"{where}: {what} file {source} does not exist")
+    else:
+        source = _module_source(module_name, f"{where}: cannot load {what} {reference!r}")
+    if source is None or source.suffix != ".py":  # a compiled or built-in module: found is all we know
+        return module_name
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        raise RagrouteError(f"{where}: cannot read {what} {reference!r} ({problem})") from None
+    name = attribute.split(".")[0]
+    if name not in _top_level_names(tree):
+        problem = f"{source} defines no top-level {name!r}; read, not run"
+        raise RagrouteError(f"{where}: cannot load {what} {reference!r} ({problem})")
+    return str(source)
+
+
+def _module_source(module_name: str, failure: str) -> Path | None:
+    """The source file of a module on the Python path, its packages searched without being imported."""
+    loaded = sys.modules.get(module_name)
+    if loaded is not None:
+        origin = getattr(loaded, "__file__", None)
+        return Path(origin) if origin else None
+    path: list[str] | None = None
+    spec = None
+    parts = module_name.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None and path is None:  # a built-in or frozen module, or one a meta-path hook serves
+            try:
+                spec = importlib.util.find_spec(name) if i == 0 else None
+            except (ImportError, ValueError):
+                spec = None
+        if spec is None:
+            raise RagrouteError(f"{failure} (no module named {name!r}; searched for, not imported)")
+        path = list(spec.submodule_search_locations or []) or None
+    assert spec is not None
+    return Path(spec.origin) if spec.origin and spec.has_location else None
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """The names a module binds at its top level (``if``/``try`` blocks included)."""
+    names: set[str] = set()
+    body = list(tree.body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            body.extend(node.body)
+            body.extend(getattr(node, "orelse", []))
+            for handler in getattr(node, "handlers", []):
+                body.extend(handler.body)
+            body.extend(getattr(node, "finalbody", []))
+    return names

@@ -649,3 +649,32 @@ def test_an_expert_router_warns_at_load_about_a_source_it_was_not_fitted_on(work
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_routing(reached, encoder=encoder)
+
+
+def test_config_check_reads_factories_and_llm_references_without_running_them(tmp_path):
+    """`config check` imported a factory's file, running its top level: checking a config from
+    elsewhere ran its code."""
+    from ragroute.route.config_check import check_config
+
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n\ndef make():\n    return None\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        "sources:\n"
+        "  web: {kind: python, factory: 'evil.py:make'}\n"
+        "  typo: {kind: python, factory: 'evil.py:mkae'}\n"
+        "  gone: {kind: python, factory: 'no_such_module_here.sub:make'}\n"
+        "router: {kind: llm, llm: 'evil.py:make', fallback: prototype}\n"
+    )
+    report = check_config(tmp_path / "r.yaml")
+    assert not marker.exists()
+    problems = "\n".join(report.problems)
+    assert "cannot load factory 'evil.py:mkae' (" in problems
+    assert "evil.py defines no top-level 'mkae'; read, not run)" in problems
+    assert (
+        "cannot load factory 'no_such_module_here.sub:make' (no module named 'no_such_module_here'; "
+        "searched for, not imported)"
+    ) in problems
+    assert "'evil.py:make'" not in problems
+    assert next(s for s in report.sources if s.name == "web").notes == ["factory found (read, not run)"]

@@ -50,7 +50,8 @@ def check_llm_settings(
 ) -> tuple[str, dict[str, Any]]:
     """The kind and keyword settings of an ``llm:`` value, checked (unknown kinds and keys fail in
     one line) without building anything; a reference is kind ``reference`` with setting
-    ``reference`` (not imported here: :func:`check_llm_reference` imports it)."""
+    ``reference`` (not imported here: :func:`check_llm_reference` imports it; ``config check`` reads
+    it without running it, :func:`~ragroute.references.locate_reference`)."""
     if settings is not None and not isinstance(settings, (str, Mapping)):
         raise RagrouteError(f"{where}: expected a kind name, a mapping with 'kind:', or {REFERENCE_FORM}")
     if is_reference(settings):

@@ -277,8 +277,9 @@ class _Checker:
         return sources
 
     def check_source(self, name: str, entry: Any) -> None:
+        from ragroute.references import locate_reference
         from ragroute.registry import SOURCE_KINDS
-        from ragroute.route.source_kinds import SourceRequest, check_entry, load_factory
+        from ragroute.route.source_kinds import SourceRequest, check_entry
         from ragroute.route.sources import RESERVED_NAMES
         from ragroute.scopes import access_labels, open_sounding_note
 
@@ -310,8 +311,9 @@ class _Checker:
         if note:
             self.note(note)
         if "factory" in entry:
-            if self.passes(lambda: load_factory(request)):
-                source.notes.append("factory found (not called)")
+            factory = str(entry["factory"])
+            if self.passes(lambda: locate_reference(factory, where, "factory", self.path.parent)):
+                source.notes.append("factory found (read, not run)")
             else:
                 source.status = "broken"
         if source.kind == "index" and "index" in entry:
@@ -695,16 +697,17 @@ class _Checker:
             self.keys(data, settings[kind] | {"kind"}, f"{where} {kind}", "setting")
 
     def check_llm(self, settings: Any, where: str) -> str:
-        """The kind of an ``llm:`` value ("" when it has problems); a reference is imported (not
-        called), as a source's ``factory:`` is."""
-        from ragroute.llm.settings import REFERENCE, check_llm_reference, check_llm_settings
+        """The kind of an ``llm:`` value ("" when it has problems); a reference is found and read,
+        not run, as a source's ``factory:`` is."""
+        from ragroute.llm.settings import REFERENCE, check_llm_settings
+        from ragroute.references import locate_reference
 
         checked = self.attempt(lambda: check_llm_settings(settings, where))
         if checked is None:
             return ""
         kind, data = checked
         if kind == REFERENCE and not self.passes(
-            lambda: check_llm_reference(data[REFERENCE], where, self.path.parent)
+            lambda: locate_reference(data[REFERENCE], where, "llm", self.path.parent)
         ):
             return ""
         return kind
