@@ -94,7 +94,8 @@ def locate_reference(reference: str, where: str, what: str = "factory", base: Pa
         problem = f"{type(exc).__name__}: {exc}"
         raise RagrouteError(f"{where}: cannot read {what} {reference!r} ({problem})") from None
     name = attribute.split(".")[0]
-    if name not in _top_level_names(tree):
+    defined = _top_level_names(tree)
+    if name not in defined and "*" not in defined:  # a star import may bring any name
         problem = f"{source} defines no top-level {name!r}; read, not run"
         raise RagrouteError(f"{where}: cannot load {what} {reference!r} ({problem})")
     return str(source)
@@ -125,7 +126,8 @@ def _module_source(module_name: str, failure: str) -> Path | None:
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:
-    """The names a module binds at its top level (``if``/``try`` blocks included)."""
+    """The names a module binds at its top level (``if``/``try`` blocks included; ``*`` for a star
+    import, which may bind any)."""
     names: set[str] = set()
     body = list(tree.body)
     while body:
