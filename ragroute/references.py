@@ -36,19 +36,29 @@ def is_reference(value: Any) -> bool:
     return bool(sep and module.strip() and attribute.strip())
 
 
+def _parts(reference: str, where: str, what: str, base: Path | None) -> tuple[str, str, Path | None]:
+    """``(module name, attribute, the .py file it names or None)``; one line for a reference not
+    written as one or a ``.py`` file that does not exist (resolved against ``base``, the config's
+    folder; the working directory when ``None``)."""
+    if not is_reference(reference):
+        raise RagrouteError(f"{where}: {what} {reference!r} is not {REFERENCE_FORM}")
+    module_name, _, attribute = (part.strip() for part in reference.partition(":"))
+    if not module_name.endswith(".py"):
+        return module_name, attribute, None
+    path = ((base or Path.cwd()) / module_name).resolve()
+    if not path.is_file():
+        raise RagrouteError(f"{where}: {what} file {path} does not exist")
+    return module_name, attribute, path
+
+
 def import_reference(
     reference: str, where: str, what: str = "factory", base: Path | None = None
 ) -> Callable[..., Any]:
     """The callable ``reference`` names; a ``.py`` module is resolved against ``base`` (the
     config's folder; the working directory when ``None``)."""
-    if not is_reference(reference):
-        raise RagrouteError(f"{where}: {what} {reference!r} is not {REFERENCE_FORM}")
-    module_name, _, attribute = (part.strip() for part in reference.partition(":"))
+    module_name, attribute, path = _parts(reference, where, what, base)
     try:
-        if module_name.endswith(".py"):
-            path = ((base or Path.cwd()) / module_name).resolve()
-            if not path.is_file():
-                raise RagrouteError(f"{where}: {what} file {path} does not exist")
+        if path is not None:
             unique = hashlib.sha1(str(path).encode()).hexdigest()[:12]
             spec = importlib.util.spec_from_file_location(f"ragroute_factory_{unique}", path)
             assert spec is not None and spec.loader is not None
@@ -76,15 +86,8 @@ def locate_reference(reference: str, where: str, what: str = "factory", base: Pa
     The module is found on the Python path (packages are searched, not imported) or the ``.py``
     file beside the config; when its source can be read, the first attribute must be defined at its
     top level (a ``def``, ``class``, assignment or import). Returns where it was found."""
-    if not is_reference(reference):
-        raise RagrouteError(f"{where}: {what} {reference!r} is not {REFERENCE_FORM}")
-    module_name, _, attribute = (part.strip() for part in reference.partition(":"))
-    if module_name.endswith(".py"):
-        source: Path | None = ((base or Path.cwd()) / module_name).resolve()
-        assert source is not None
-        if not source.is_file():
-            raise RagrouteError(f"{where}: {what} file {source} does not exist")
-    else:
+    module_name, attribute, source = _parts(reference, where, what, base)
+    if source is None:
         source = _module_source(module_name, f"{where}: cannot load {what} {reference!r}")
     if source is None or source.suffix != ".py":  # a compiled or built-in module: found is all we know
         return module_name

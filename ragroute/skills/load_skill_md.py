@@ -57,6 +57,7 @@ from ragroute.loaders.common import (
     SkipLog,
     check_on_error,
     decode_utf8_file,
+    links_outside,
 )
 from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
 from ragroute.yaml_files import YamlProblem, parse_yaml
@@ -253,7 +254,7 @@ def _checked_bytes(path: Path, skill_dir: Path) -> tuple[bytes | None, str]:
     """``(bytes, "")`` of a regular file in ``skill_dir`` of at most :data:`MAX_FILE_BYTES`, or
     ``(None, reason)``: a link out of the folder, a FIFO or device (it would block or never end)."""
     try:
-        if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(skill_dir)):
+        if links_outside(path, skill_dir):
             return None, "a link to a file outside the skill folder"
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
