@@ -230,3 +230,46 @@ def test_an_add_is_not_starved_by_searches_that_keep_overlapping(hashing_encoder
             t.join(30)
     assert added, "the add waited 10 s behind searches"
     assert "new5000" in index.store
+
+
+@pytest.mark.parametrize("method", ["dense", "hybrid", "graph"])
+@pytest.mark.parametrize("call", ["search_many", "search_contexts"])
+def test_an_add_does_not_wait_for_a_search_s_query_encoding(hashing_encoder, method, call):
+    """Queries are encoded before a search takes the read lock: an add goes ahead while a slow
+    query encoding is in flight (it waited for the whole encoding when that ran under the lock)."""
+    if method == "graph":
+        from ragroute.graph.index import GraphIndex
+
+        index = GraphIndex.build(_docs("d", 50), encoder=hashing_encoder, name="x")
+    else:
+        index = build_index(_docs("d", 50), method, encoder=hashing_encoder, name="x")
+    encoding, release = threading.Event(), threading.Event()
+    plain = hashing_encoder.encode_queries
+
+    def slow_encode_queries(texts, **kwargs):
+        encoding.set()
+        release.wait(10)
+        return plain(texts, **kwargs)
+
+    hashing_encoder.encode_queries = slow_encode_queries
+    query = "printer network vpn"
+    search = {
+        "search_many": lambda: index.search_many([query], 5),
+        "search_contexts": lambda: index.search_contexts([QueryContext(query)], 5),
+    }[call]
+    results: list = []
+    searcher = threading.Thread(target=lambda: results.append(search()))
+    searcher.start()
+    try:
+        assert encoding.wait(10)
+        adder = threading.Thread(target=index.add, args=(_docs("new", 1, start=5000),))
+        adder.start()
+        adder.join(5)
+        added = not adder.is_alive()
+    finally:
+        release.set()
+        searcher.join(10)
+        adder.join(10)
+    assert added, "the add waited for a query encoding"
+    assert "new5000" in index.store
+    assert len(results) == 1 and len(results[0][0]) == 5

@@ -280,9 +280,8 @@ class GraphIndex(LocalIndex):
 
     # ------------------------------------------------------------------ searching
 
-    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
-        vectors = self.encoder.encode_queries(queries, show_progress=False)
-        return self._walk(list(queries), np.atleast_2d(vectors), k, filters)
+    def query_encoders(self) -> list[Any]:
+        return [self.encoder]
 
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None

@@ -106,10 +106,8 @@ class HybridIndex(LocalIndex):
         self.bm25.refit()
         return removed
 
-    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
-        depth = max(k, self.fusion.candidates)
-        vectors = self.dense.encoder.encode_queries(queries, show_progress=False)
-        return self._fuse(queries, vectors, depth, k, filters)
+    def query_encoders(self) -> list[Any]:
+        return [self.dense.encoder]
 
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragroute.context import query_vectors
+from ragroute.context import QueryContext, query_vectors
 from ragroute.errors import (
     check_batch,
     check_document_ids,
@@ -88,8 +88,14 @@ class LocalIndex(ABC):
     ) -> list[list[Hit]]:
         """Top ``k`` hits for each query; empty or whitespace queries raise ``EmptyQueryError``."""
         cleaned = [check_query(q) for q in check_batch(queries)]
-        with self.store.reading():  # the documents hold still while they are searched
-            return self._search_many(cleaned, check_k(k), check_filters(filters))
+        k, filters = check_k(k), check_filters(filters)
+        if self.query_encoders():
+            contexts = [QueryContext(q) for q in cleaned]
+            self.encode_contexts(contexts)
+            with self.store.reading():  # the documents hold still while they are searched
+                return self._search_contexts(contexts, k, filters)
+        with self.store.reading():
+            return self._search_many(cleaned, k, filters)
 
     def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
         """Top ``k`` hits for each :class:`~ragroute.context.QueryContext` (its filters applied, and
@@ -99,20 +105,34 @@ class LocalIndex(ABC):
         encoder, so a query is encoded once however many sources it visits.
         """
         k = check_k(k)
+        self.encode_contexts(contexts)
         with self.store.reading():  # the documents hold still while they are searched
             return by_filter_groups(
                 contexts, lambda group, filters: self._search_contexts(group, k, filters), scoped=True
             )
 
+    def query_encoders(self) -> list[Any]:
+        """The encoders whose query vectors this index searches by (none: it reads the text)."""
+        return []
+
+    def encode_contexts(self, contexts: Sequence[Any]) -> None:
+        """Encode ``contexts`` by each of :meth:`query_encoders` (cached on the contexts) before a
+        search takes the read lock: a writer then waits for searches, never for query encodings."""
+        for encoder in self.query_encoders():
+            query_vectors(contexts, encoder)
+
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
     ) -> list[list[Hit]]:
+        """Score ``contexts`` (their vectors already encoded) under the read lock. Indexes that
+        search by query vectors implement this; the others, :meth:`_search_many`."""
         return self._search_many([c.text for c in contexts], k, filters)
 
-    @abstractmethod
-    def _search_many(
-        self, queries: list[str], k: int, filters: Mapping[str, Any] | None
-    ) -> list[list[Hit]]: ...
+    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
+        """Score query texts under the read lock (indexes with no :meth:`query_encoders`)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither _search_many nor _search_contexts"
+        )
 
     @abstractmethod
     def write_files(self, directory: Path) -> None:
@@ -142,10 +162,8 @@ class VectorIndex(LocalIndex):
     ) -> list[list[Hit]]:
         """Top ``k`` hits for each query embedding (one row per query)."""
 
-    def _search_many(self, queries: list[str], k: int, filters: Mapping[str, Any] | None) -> list[list[Hit]]:
-        return self.search_vectors(
-            self.encoder.encode_queries(queries, show_progress=False), k, filters=filters
-        )
+    def query_encoders(self) -> list[Any]:
+        return [self.encoder]
 
     def _search_contexts(
         self, contexts: Sequence[Any], k: int, filters: Mapping[str, Any] | None
