@@ -945,3 +945,35 @@ def test_the_expert_bench_trains_a_cached_expert_again_when_its_corpus_changed(
     changed = SimpleNamespace(name="orbit", corpus=corpus()[:-1])
     train_missing_experts([changed], experts, {"orbit": None}, log=said.append)
     assert trained == ["orbit"] and "trained on other documents than orbit's" in said[0]
+
+
+def test_training_a_query_lora_expert_without_peft_is_one_line_before_any_encoding(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    import ragroute.encode
+    from ragroute.cli import main
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+
+    def no_encoding(*_args, **_kwargs):
+        raise AssertionError("the corpus was about to be encoded although peft is missing")
+
+    monkeypatch.setattr(ragroute.encode, "load_encoder", no_encoding)
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError
+    corpus_file = tmp_path / "corpus.jsonl"
+    corpus_file.write_text("\n".join(f'{{"_id": "{d.id}", "text": "{d.text}"}}' for d in corpus()))
+    result = CliRunner().invoke(
+        main, ["expert", "train", str(corpus_file), "--out", str(tmp_path / "x"), "--backend", "torch"]
+    )
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [
+        "error: training a query-lora expert needs peft: pip install 'ragroute[experts]' "
+        "(or --mode full, which trains without it)"
+    ]
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(RagrouteError, match=r"needs peft: pip install 'ragroute\[experts\]'"):
+        train_expert(corpus(), tmp_path / "y", ExpertTrainParams(mode="query-lora"))
+    assert not (tmp_path / "y").exists()

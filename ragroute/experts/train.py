@@ -129,6 +129,8 @@ def train_expert(
 
     params = params or ExpertTrainParams()
     check_device(params.device)
+    if params.mode == "query-lora":
+        check_peft()
     documents = list(documents)
     queries = cut_pseudo_queries(
         documents, kinds=params.kinds, max_queries=params.max_queries, seed=params.seed
@@ -211,6 +213,18 @@ def _fit(
         desc="training expert",
         show_progress=show,
     )
+
+
+def check_peft() -> None:
+    """One line naming the extra when peft (query-side LoRA training) is not installed: said before
+    any corpus is read or encoded."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise RagrouteError(
+            "training a query-lora expert needs peft: pip install 'ragroute[experts]' "
+            "(or --mode full, which trains without it)"
+        ) from None
 
 
 def _train_query_lora(

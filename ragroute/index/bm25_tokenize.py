@@ -146,7 +146,9 @@ def _stemmer() -> Any:
         try:
             import Stemmer  # type: ignore[import-not-found]
         except ImportError as exc:
-            raise RagrouteError("stemming needs PyStemmer: pip install PyStemmer, or set stem=False") from exc
+            raise RagrouteError(
+                "stemming needs PyStemmer: pip install 'ragroute[stem]', or set stem=False"
+            ) from exc
         stemmer = Stemmer.Stemmer("english")
         _STEMMER_LOCAL.stemmer = stemmer
     return stemmer

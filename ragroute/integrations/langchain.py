@@ -35,10 +35,15 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
-from langchain_core.documents import Document as LangChainDocument
-from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnableConfig
+try:
+    from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document as LangChainDocument
+    from langchain_core.retrievers import BaseRetriever
+    from langchain_core.runnables import RunnableConfig
+except ImportError as exc:  # the optional extra: say which one, not only the module that is missing
+    raise ImportError(
+        f"ragroute.integrations.langchain needs langchain-core: pip install 'ragroute[langchain]' ({exc})"
+    ) from exc
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ragroute.context import QueryContext, checked_caller
