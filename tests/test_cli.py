@@ -273,7 +273,7 @@ def test_build_says_which_records_it_drops_for_having_no_text(runner, tmp_path):
     result = runner.invoke(main, ["build", str(folder), "--out", str(tmp_path / "j"), "--method", "bm25"])
     assert result.exit_code == 0, result.output
     assert f"warning: skipped 1 empty file in {folder} (todo.txt)" in result.output
-    assert f"loaded 1 documents from {folder} (files left out: 1 empty)" in result.output
+    assert f"loaded 1 documents from {folder} (left out: 1 empty file)" in result.output
 
 
 def test_build_of_a_folder_counts_the_files_it_does_not_read(runner, corpus, tmp_path):
@@ -287,7 +287,7 @@ def test_build_of_a_folder_counts_the_files_it_does_not_read(runner, corpus, tmp
         f"warning: {corpus}: 2 files not read (1 .html: page.html; 1 .jsonl: tickets.jsonl)" in result.output
     )
     assert (
-        f"loaded 3 documents from {corpus} (files left out: 2 not read) -> 3 document units" in result.output
+        f"loaded 3 documents from {corpus} (left out: 2 not read files) -> 3 document units" in result.output
     )
 
 

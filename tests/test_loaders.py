@@ -799,3 +799,33 @@ def test_a_labelled_query_no_router_can_take_names_its_file_and_line(tmp_path: P
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(InvalidQueryError, match=f"^{re.escape(str(path))} line 2: {said}"):
         read_labelled_queries(path)
+
+
+def test_a_beir_row_with_neither_text_nor_title_is_left_out_and_its_judgements_still_load(
+    beir_folder: Path,
+) -> None:
+    """Cranfield holds two such rows, one judged relevant: every index refuses a document with
+    nothing to index, so the benchmarks and `rerank train` over Glasgow stopped at that error."""
+    from ragroute.index.build import build_index
+
+    with (beir_folder / "corpus.jsonl").open("a") as fh:
+        fh.write('{"_id": "e1", "title": "", "text": ""}\n{"_id": "e2", "text": "\\u200b"}\n')
+    write_qrels(beir_folder / "qrels" / "dev.tsv", [("q1", "d1", 1), ("q1", "e1", 2)])
+    for on_error in ("skip", "raise"):
+        report = LoadReport()
+        with pytest.warns(
+            CorpusWarning, match=r"skipped 2 documents with neither text nor title in .*'e1', 'e2'\)$"
+        ):
+            ds = load_beir(beir_folder, on_error=on_error, report=report)
+        assert [d.id for d in ds.corpus] == ["d1", "d2", "d3"]
+        assert ds.qrels["q1"] == {"d1": 1, "e1": 2}  # still judged: a miss for every retriever
+        assert [(e.where, e.reason) for e in report.ignored] == [("line 4", "empty"), ("line 5", "empty")]
+        assert report.n_skipped == 0
+        assert len(build_index(ds.corpus, "bm25")) == 3
+    with pytest.warns(CorpusWarning, match="neither text nor title"):
+        assert len(load_beir_corpus(beir_folder)) == 3
+    with (beir_folder / "corpus.jsonl").open("a") as fh:
+        fh.write('{"_id": "e1", "text": "again"}\n')
+    with pytest.raises(CorpusFormatError, match="e1"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_beir_corpus(beir_folder)  # an empty row's id still counts for duplicates

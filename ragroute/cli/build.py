@@ -304,8 +304,13 @@ def load_units(
     documents = load_corpus(corpus, on_error=on_error, report=report, **options)
     units = chunk_documents(documents, cast(Granularity, granularity), stats=stats)
     left_out = [f"{report.n_skipped} bad records skipped"] if report.n_skipped else []
-    kinds = Counter(entry.reason for entry in report.ignored)  # "empty", "not read"
-    left_out += [f"files left out: {', '.join(f'{n} {kind}' for kind, n in kinds.items())}"] if kinds else []
+    # "empty" / "not read" files of a folder corpus, "empty" rows (documents) of a BEIR corpus
+    kinds = Counter(
+        (entry.reason, "documents" if entry.where.startswith("line ") else "files")
+        for entry in report.ignored
+    )
+    said = ", ".join(f"{n} {kind} {unit if n > 1 else unit[:-1]}" for (kind, unit), n in kinds.items())
+    left_out += [f"left out: {said}"] if kinds else []
     loaded = f"{len(documents)} documents from {corpus}" + (f" ({', '.join(left_out)})" if left_out else "")
     dropped = f" ({stats.empty} with no text dropped)" if stats.empty else ""
     click.echo(f"loaded {loaded} -> {len(units)} {granularity} units{dropped}", err=True)

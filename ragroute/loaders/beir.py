@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, has_visible_text
 from ragroute.loaders.common import (
     BadRecord,
     CorpusWarning,
     IdRegistry,
     LoadReport,
+    Skipped,
     check_on_error,
     name_a_few,
     optional_str,
@@ -98,15 +99,47 @@ def beir_document(row: dict[str, Any], modality: str = "text") -> Document:
 
 def _load_corpus_file(
     path: Path, modality: str | None, on_error: str, report: LoadReport | None, ids: IdRegistry
-) -> list[Document]:
+) -> tuple[list[Document], list[str]]:
+    """The documents of one corpus file, and the ids of its rows left out as empty (see
+    :func:`load_beir_corpus`)."""
     kind = modality or modality_for(path)
-    docs = []
+    docs, empty = [], []
     for lineno, doc in read_records(
         path, lambda row, _n: beir_document(row, kind), on_error=on_error, report=report
     ):
         ids.add(doc.id, f"{path.name} line {lineno}")
-        docs.append(doc)
-    return docs
+        if has_visible_text(doc.text) or has_visible_text(doc.title):
+            docs.append(doc)
+            continue
+        empty.append(doc.id)
+        if report is not None:
+            report.ignored.append(Skipped(str(path), f"line {lineno}", "empty"))
+    if empty:
+        warnings.warn(
+            f"skipped {len(empty)} document{'s' if len(empty) > 1 else ''} with neither text nor title "
+            f"in {path} (nothing to index: {name_a_few([repr(i) for i in empty])})",
+            CorpusWarning,
+            stacklevel=4,
+        )
+    return docs, empty
+
+
+def _load_corpus(
+    path: str | Path, modality: str | None, on_error: str, report: LoadReport | None
+) -> tuple[list[Document], set[str]]:
+    check_on_error(on_error)
+    p = Path(path)
+    files = corpus_files(p) if p.is_dir() else [p]
+    if not files:
+        raise CorpusFormatError(f"{p}: no corpus*.jsonl file in this folder")
+    ids = IdRegistry("document")
+    docs: list[Document] = []
+    empty: set[str] = set()
+    for file in files:
+        found, left_out = _load_corpus_file(file, modality, on_error, report, ids)
+        docs.extend(found)
+        empty.update(left_out)
+    return docs, empty
 
 
 def load_beir_corpus(
@@ -123,18 +156,12 @@ def load_beir_corpus(
     ``modality`` defaults to ``"table"`` for files whose name contains "table",
     else ``"text"``. Bad lines follow ``on_error`` (default: skip + one
     :class:`CorpusWarning` per file); a duplicate ``_id`` (within or across
-    files) always raises :class:`CorpusFormatError`.
+    files) always raises :class:`CorpusFormatError`. Rows whose text and title hold no visible
+    character (two of Cranfield's 1,400) are not bad but hold nothing to index (an index refuses
+    them): they are left out whatever ``on_error`` says, in ``report.ignored`` (``"empty"``) and
+    one :class:`CorpusWarning` per file naming them; qrels judging them still load.
     """
-    check_on_error(on_error)
-    p = Path(path)
-    files = corpus_files(p) if p.is_dir() else [p]
-    if not files:
-        raise CorpusFormatError(f"{p}: no corpus*.jsonl file in this folder")
-    ids = IdRegistry("document")
-    docs: list[Document] = []
-    for file in files:
-        docs.extend(_load_corpus_file(file, modality, on_error, report, ids))
-    return docs
+    return _load_corpus(path, modality, on_error, report)[0]
 
 
 def beir_query(row: dict[str, Any]) -> Query:
@@ -326,7 +353,7 @@ def load_beir(
     check_on_error(on_error)
     root = _folder(folder)
     report = report if report is not None else LoadReport()
-    corpus = load_beir_corpus(root, on_error=on_error, report=report)
+    corpus, empty = _load_corpus(root, None, on_error, report)
     if split is None:
         queries_path = root / "queries.jsonl"
         queries = []
@@ -337,7 +364,7 @@ def load_beir(
     check_judged(
         qrels,
         {q.id for q in queries},
-        {d.id for d in corpus},
+        {d.id for d in corpus} | empty,  # a judged empty document: in the corpus, never retrievable
         f"{root / 'qrels' / f'{split}.tsv'}",
         on_error=on_error,
     )

@@ -20,9 +20,10 @@ folder corpus, or one of a type it does not read, is left out whatever
 ``on_error`` says, recorded in :attr:`LoadReport.ignored` and said in one
 :class:`CorpusWarning` per folder and kind (``skipped 1 empty file in docs
 (notes/todo.txt)``, ``docs: 1 file not read (1 .jsonl: tickets.jsonl): ...``);
-a record with neither
-text nor title is loaded, and dropped with a warning naming it when the
-documents are cut into units (:func:`ragroute.chunking.chunk_documents`).
+a BEIR corpus row with neither text nor title is left out the same way (one warning per file
+naming its ids; qrels judging it still load); a record of another format with neither is
+loaded, and dropped with a warning naming it when the documents are cut into units
+(:func:`ragroute.chunking.chunk_documents`).
 
 Some problems are never skipped, whatever ``on_error`` says, because skipping
 would silently change results: duplicate document ids, malformed qrels lines,
