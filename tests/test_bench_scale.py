@@ -22,3 +22,20 @@ def test_the_store_rows_return_flat_top10_and_say_so():
     result = run_scale_bench([2000], layouts=("flat", "qdrant", "lancedb"), queries=10)
     assert result["recall@10"]["qdrant"]["2000"] == 1.0 and result["recall@10"]["lancedb"]["2000"] == 1.0
     assert result["store_identical"] is True and result["latency_ms_p50"]["lancedb"]["2000"] > 0
+
+
+def test_bench_dense_skips_ivfpq_on_a_collection_too_small_to_train_it(tmp_path):
+    """`ragroute bench dense` on a small collection (Glasgow ADI, 82 documents) stopped with IVF-PQ's
+    training error and printed no row at all (a bench audit)."""
+    from pathlib import Path
+
+    from ragroute.evaluation.bench_dense import format_dense_report, run_dense_bench
+
+    data = Path(__file__).parent / "data" / "stepwise_musique"
+    result = run_dense_bench(
+        data, encoder_name="all-MiniLM-L6-v2", backend="torch", cache_dir=tmp_path, split="dev"
+    )
+    assert set(result["layouts"]) == {"flat", "hnsw"}
+    assert result["layouts"]["flat"]["recall@10_vs_exact"] == 1.0
+    assert "ivfpq needs at least" in result["skipped"]["ivfpq"]
+    assert "ivfpq   skipped: ivfpq needs at least" in format_dense_report(result)

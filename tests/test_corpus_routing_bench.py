@@ -128,6 +128,8 @@ def test_command_json(glasgow_like, hashing_encoder, monkeypatch):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
     assert {"routers", "merged_ndcg@10", "oracle_ndcg@10", "latency_ms_p50"} <= set(payload)
+    assert payload["latency_of"] == "prototype"  # the default router's, not the fastest baseline's
+    assert payload["latency_ms_p50"] == payload["routers"]["prototype"]["latency_ms_p50"]
     assert all({"accuracy", "ndcg@10"} <= set(row) for row in payload["routers"].values())
     # without --train-split only training-free routers run
     assert not any("cross-validated" in name for name in payload["routers"])

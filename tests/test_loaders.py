@@ -829,3 +829,25 @@ def test_a_beir_row_with_neither_text_nor_title_is_left_out_and_its_judgements_s
     with pytest.raises(CorpusFormatError, match="e1"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         load_beir_corpus(beir_folder)  # an empty row's id still counts for duplicates
+
+
+def test_a_labels_path_that_is_a_folder_is_said_to_be_no_file_not_missing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.loaders.labels import load_labels
+
+    with pytest.raises(CorpusFormatError, match=r"is not a file \(a LABELS \.jsonl file\)$"):
+        load_labels(tmp_path)
+    with pytest.raises(CorpusFormatError, match=r"nope\.jsonl not found \(a LABELS \.jsonl file\)$"):
+        load_labels(tmp_path / "nope.jsonl")
+    for args in (["bench", "gate", "--data", str(tmp_path), "--folds", "2"], ["gate", "fit", str(tmp_path)]):
+        result = CliRunner().invoke(
+            main, args + (["--out", str(tmp_path / "g")] if args[0] == "gate" else [])
+        )
+        assert result.exit_code != 0
+        assert result.output.strip().splitlines() == [
+            f"error: data missing: {tmp_path} is not a file (a LABELS .jsonl file)"
+        ], result.output
+    result = CliRunner().invoke(main, ["bench", "gate", "--data", str(tmp_path)])
+    assert "give one of --train TRAIN.jsonl or --folds N" in result.output

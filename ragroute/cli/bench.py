@@ -10,7 +10,6 @@ with status 2, also when a command is invoked on its own (as the tests do).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -33,7 +32,7 @@ from ragroute.cli.options import (
 )
 from ragroute.cli.output import emit_json, save_plot
 from ragroute.encode.resolve import DEFAULT_ENCODER
-from ragroute.errors import CorpusFormatError, RagrouteError
+from ragroute.errors import RagrouteError
 from ragroute.evaluation import (
     bench_bm25,
     bench_corpus_routing,
@@ -224,7 +223,9 @@ def encode_command(
     )
     if not result["backends"]:
         raise RagrouteError("nothing measured: no readable --data folder")
-    click.echo(json.dumps(result) if as_json else bench_encode.format_table(result))
+    click.echo(bench_encode.format_table(result))
+    if as_json:
+        emit_json(result)
 
 
 @click.command("dense")
@@ -427,11 +428,12 @@ def route_labels_command(
     numbers are printed too); ours: TrainedRouter variants. A label given as a
     list counts as its first label.
     """
+    from ragroute.encode import load_encoder
+    from ragroute.loaders.labels import check_labels_file
+
     names = [n.strip() for n in routers.split(",") if n.strip()]
     for path in (train_path, data_path):
-        if not Path(path).is_file():
-            raise CorpusFormatError(f"data missing: {path} not found (a LABELS .jsonl file)")
-    from ragroute.encode import load_encoder
+        check_labels_file(path)
 
     encoder = load_encoder(encoder_name or DEFAULT_ENCODER, cache_dir=cache_dir)
     result = bench_route_labels.run_route_labels_bench(
@@ -854,9 +856,11 @@ def gate_command(
         {"train_path": train_path, "folds": folds}, bench_gate.TRAIN_OR_FOLDS, required=True
     )
     torch.set_num_threads(1)
+    from ragroute.loaders.labels import check_labels_file
+
     for path in (train_path, data_path):
-        if path is not None and not Path(path).is_file():
-            raise CorpusFormatError(f"data missing: {path} not found (a LABELS .jsonl file)")
+        if path is not None:
+            check_labels_file(path)
     names = [g.strip() for g in gates.split(",") if g.strip()] if gates else list(bench_gate.ALL_GATES)
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     result = bench_gate.run_gate_bench(

@@ -73,10 +73,10 @@ def fit_command(
     from ragroute.errors import RagrouteError
     from ragroute.gate import DEFAULT_SIGNALS, GATE_SIGNALS, TrainedGate, needs_retrieval
     from ragroute.gate.trained import FEW_EXAMPLES
+    from ragroute.loaders.labels import check_labels_file
     from ragroute.route.labels import read_labelled_queries
 
-    if not Path(train).is_file():
-        raise RagrouteError(f"data missing: {train} not found (a LABELS .jsonl file)")
+    check_labels_file(train)
     kinds = [s.strip() for s in signals.split(",")] if signals is not None else list(DEFAULT_SIGNALS)
     if not any(kinds):
         raise RagrouteError(

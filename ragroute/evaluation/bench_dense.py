@@ -15,6 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from ragroute.errors import RagrouteError
 from ragroute.evaluation.metrics import evaluate_run
 from ragroute.index.dense import FACTORIES, DenseIndex, DenseParams
 
@@ -64,11 +65,18 @@ def run_dense_bench(
     timing_vectors += rng.normal(0, 1e-3, timing_vectors.shape).astype(np.float32)
     timing_vectors /= np.linalg.norm(timing_vectors, axis=1, keepdims=True)
     layouts: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
     exact: list[list[str]] = []
     for factory in FACTORIES:
         start = time.perf_counter()
         index = DenseIndex(encoder, DenseParams(factory=factory))
-        index.add_vectors(dataset.corpus, doc_vectors)
+        try:
+            index.add_vectors(dataset.corpus, doc_vectors)
+        except RagrouteError as exc:  # IVF-PQ below the vectors it needs to train: the others still run
+            if factory == "flat":
+                raise
+            skipped[factory] = str(exc)
+            continue
         build_s = time.perf_counter() - start
         batch_qps, _ = _qps(index, timing_vectors, k, batched=True)
         single_qps, _ = _qps(index, timing_vectors[: min(len(timing_vectors), 500)], k, batched=False)
@@ -99,6 +107,7 @@ def run_dense_bench(
         "queries": len(dataset.queries),
         "encoder": encoder.describe(),
         "layouts": layouts,
+        "skipped": skipped,
     }
 
 
@@ -119,4 +128,5 @@ def format_dense_report(result: dict[str, Any]) -> str:
             f"{row['single_speedup_vs_flat']:>7.2f} {row['recall@10_vs_exact']:>14.3f} "
             f"{row['ndcg@10']:>8.4f} {row['recall@100']:>7.4f} {row['bytes_per_vector']:>10.0f}"
         )
+    lines += [f"{name:<7} skipped: {why}" for name, why in result.get("skipped", {}).items()]
     return "\n".join(lines)

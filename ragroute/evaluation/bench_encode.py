@@ -67,7 +67,7 @@ def read_beir(path: Path, max_docs: int | None = None) -> BeirCollection:
     never a skipped record. With ``max_docs`` only the first ``max_docs`` documents are kept
     (judgements for the others then count as misses).
     """
-    from ragroute.loaders.beir import check_judged, load_beir_corpus, load_judged_queries
+    from ragroute.loaders.beir import load_beir
 
     path = Path(path)
     if not path.is_dir():
@@ -78,16 +78,15 @@ def read_beir(path: Path, max_docs: int | None = None) -> BeirCollection:
     split = next((n for n in ("dev", "test") if (path / "qrels" / f"{n}.tsv").is_file()), None)
     if split is None:
         raise RagrouteError(f"{path}: no qrels/dev.tsv")
-    corpus = load_beir_corpus(path / "corpus.jsonl", on_error="raise")
-    queries, qrels = load_judged_queries(path, split, on_error="raise")
-    check_judged(qrels, {q.id for q in queries}, {d.id for d in corpus}, str(path), on_error="raise")
+    dataset = load_beir(path, split, on_error="raise")
+    corpus, queries, qrels = dataset.corpus, dataset.queries, dataset.qrels
     if max_docs is not None:
         corpus = corpus[: max(0, max_docs)]
     return BeirCollection(
         name=path.name,
         path=path,
         doc_ids=[d.id for d in corpus],
-        doc_texts=[f"{d.title or ''} {d.text or ''}".strip() for d in corpus],
+        doc_texts=[d.full_text() for d in corpus],  # what an index encodes
         query_ids=[q.id for q in queries],
         query_texts=[q.text for q in queries],
         qrels={q: dict(rels) for q, rels in qrels.items()},

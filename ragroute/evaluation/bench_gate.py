@@ -52,7 +52,7 @@ from ragroute.gate.signals import (
 from ragroute.gate.trained import TrainedGate
 
 CURVE_RATES = (0.5, 0.7, 0.8, 0.9, 0.95)
-TRAIN_OR_FOLDS = "give --train TRAIN.jsonl or --folds N (cross-validation on --data), not both"
+TRAIN_OR_FOLDS = "give one of --train TRAIN.jsonl or --folds N (cross-validation on --data), not both"
 """The error when neither or both of the training sources of the benchmark are given."""
 GATES: dict[str, dict[str, Any]] = {
     "threshold_knn_vote": {"signals": ["knn_vote"], "columns": ["knn_vote.share"]},

@@ -592,10 +592,14 @@ def format_report(result: dict[str, Any]) -> str:
             f"candidate ceiling: a gold skill is among hybrid's top {c['candidates']} (what the reranker "
             f"reads) for {c['hit']:.3f} of the queries; recall@{c['candidates']} {c['recall']:.3f}"
         )
+    scaled = (
+        f"; {result['latency_ms_p50_scaled']} ms on {result.get('skills_scaled', '-')} skills"
+        if result.get("latency_ms_p50_scaled") is not None
+        else ""
+    )
     lines.append(
         f"latency p50 ({result['latency_of']}, one query at a time): {result['latency_ms_p50']} ms on "
-        f"{result['skills']} skills; {result.get('latency_ms_p50_scaled')} ms on "
-        f"{result.get('skills_scaled', '-')} skills"
+        f"{result['skills']} skills{scaled}"
     )
     abst = result.get("abstention") or {}
     if "abstain_rate" in abst:

@@ -467,7 +467,7 @@ def _trained_ivfpq(params: DenseParams, sample: np.ndarray) -> faiss.Index:
         fewer = "a smaller --ivf-nlist, or " if params.ivf_nlist and nlist > 2**bits else ""
         raise RagrouteError(
             f"ivfpq needs at least {needed} documents to train (nlist={nlist}, pq_bits={bits}), got {n}; "
-            f"use {fewer}--dense-index flat for small corpora"
+            f"use {fewer}the flat layout (DenseParams(factory='flat'), --dense-index flat) for small corpora"
         )
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, bits, faiss.METRIC_INNER_PRODUCT)

@@ -52,11 +52,18 @@ def labelled_record(row: dict[str, Any]) -> LabelledRecord:
     return LabelledRecord(record, text, tuple(str(item) for item in labels), dict(metadata or {}))
 
 
-def load_labels(path: str | Path) -> list[LabelledRecord]:
-    """Every record of a LABELS ``.jsonl`` file, in file order (see the module doc for what raises)."""
+def check_labels_file(path: str | Path) -> Path:
+    """``path`` if it is a file; else one line saying it is missing, or not a file (a folder)."""
     path = Path(path)
     if not path.is_file():
-        raise CorpusFormatError(f"data missing: {path} not found (a LABELS .jsonl file)")
+        what = "is not a file" if path.exists() else "not found"
+        raise CorpusFormatError(f"data missing: {path} {what} (a LABELS .jsonl file)")
+    return path
+
+
+def load_labels(path: str | Path) -> list[LabelledRecord]:
+    """Every record of a LABELS ``.jsonl`` file, in file order (see the module doc for what raises)."""
+    path = check_labels_file(path)
     ids = IdRegistry("record")
     records = []
     for lineno, record in read_records(path, lambda row, _n: labelled_record(row), on_error="raise"):
