@@ -545,15 +545,25 @@ def test_run_skills_bench_scores_a_skill_set_it_is_given(monkeypatch):
 
 
 def test_bench_skills_takes_rerank_default_when_trained(tiny_reranker, tmp_path, monkeypatch):
-    # the issue's command (no --reranker) must give the rerank rows once rerank/default exists,
-    # and say on stderr why they are missing when it does not
+    # the issue's command (no --reranker) must give the rerank rows once rerank/default exists;
+    # skills route goes on without one, saying so; bench skills refuses (below)
     import shutil
 
+    from click.testing import CliRunner
+
+    from ragroute.cli.bench import skills_command
     from ragroute.cli.options import DEFAULT_RERANKER, resolve_reranker
 
     monkeypatch.chdir(tmp_path)
     reranker, said = resolve_reranker(None, False, candidates=7, backend="torch")
     assert reranker is None and "rerank/default not found" in said and "ragroute rerank train" in said
+    # the benchmark's rerank rows need one: without it, one line saying how to get one (it printed
+    # the stage-1 rows only and exited 0, the rows the issue names missing)
+    result = CliRunner().invoke(skills_command, ["--data", str(DATA), "--scale", "0"])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "error: no reranker for the rerank rows: rerank/default not found: train it with `ragroute rerank "
+        "train --out rerank/default` or give --reranker, or --no-reranker for stage 1 only"
+    ]
     shutil.copytree(tiny_reranker.model_ref, tmp_path / DEFAULT_RERANKER)
     reranker, said = resolve_reranker(None, False, candidates=7, backend="torch")
     assert said == "reranker: rerank/default (default)"

@@ -695,7 +695,8 @@ def ppr_command(
 @split_option()
 @reranker_option(
     "Reranker for the rerank rows (a `ragroute rerank train` artifact or a CrossEncoder folder) "
-    "[default: rerank/default if it has been trained; else the rerank rows are left out, said on stderr]."
+    "[default: rerank/default; when it has not been trained, an error: give --reranker, or --no-reranker "
+    "for the stage-1 rows only]."
 )
 @click.option("--no-reranker", is_flag=True, help="Stage-1 rows only, even when rerank/default exists.")
 @candidates_option
@@ -767,8 +768,8 @@ def skills_command(
     reranker_path, no_reranker = yield_to_command_line(
         {"reranker_path": reranker_path, "no_reranker": no_reranker}
     )
-    reranker, said = resolve_reranker(
-        reranker_path, bool(no_reranker), candidates=candidates, backend=rerank_backend
+    reranker, said = resolve_reranker(  # the rows need one: its absence is an error
+        reranker_path, bool(no_reranker), candidates=candidates, backend=rerank_backend, required=True
     )
     click.echo(said, err=True)
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from ragroute.errors import RagrouteError
+
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 DEFAULT_RERANKER = Path("rerank/default")
@@ -275,11 +277,17 @@ def reranker_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[.
 
 
 def resolve_reranker(
-    path: str | Path | None, disabled: bool, *, candidates: int | None = None, backend: str = "auto"
+    path: str | Path | None,
+    disabled: bool,
+    *,
+    candidates: int | None = None,
+    backend: str = "auto",
+    required: bool = False,
 ) -> tuple[Any, str]:
     """The reranker a command runs and one line saying which: ``path`` when given, else
-    ``rerank/default`` when it has been trained, else none (stage 1 only); ``disabled``
-    (``--no-reranker``) wins."""
+    ``rerank/default`` when it has been trained, else none (stage 1 only) or, when ``required`` (a
+    benchmark whose rows need one), an error saying how to get one; ``disabled`` (``--no-reranker``)
+    wins."""
     if disabled:
         return None, "reranker: none (--no-reranker)"
     from ragroute.rerank.cross_encoder import CrossEncoderReranker
@@ -292,10 +300,13 @@ def resolve_reranker(
         return CrossEncoderReranker(path, **settings), f"reranker: {path}"
     if artifact_exists(DEFAULT_RERANKER):
         return CrossEncoderReranker(DEFAULT_RERANKER, **settings), f"reranker: {DEFAULT_RERANKER} (default)"
-    return None, (
-        f"reranker: none ({DEFAULT_RERANKER} not found: train it with `ragroute rerank train --out "
-        f"{DEFAULT_RERANKER}` or give --reranker); stage 1 only"
+    missing = (
+        f"{DEFAULT_RERANKER} not found: train it with `ragroute rerank train --out {DEFAULT_RERANKER}` "
+        "or give --reranker"
     )
+    if required:
+        raise RagrouteError(f"no reranker for the rerank rows: {missing}, or --no-reranker for stage 1 only")
+    return None, f"reranker: none ({missing}); stage 1 only"
 
 
 def _plot_path(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
