@@ -12,6 +12,7 @@ from ragroute.cli.bench import tatqa_command
 from ragroute.evaluation.bench_tatqa import (
     LABEL_ROUTES,
     ModalityCueRouter,
+    format_report,
     modality_cues,
     prepare,
     run_tatqa_bench,
@@ -120,6 +121,7 @@ def test_bench_keys_and_ranges(tatqa_dir, hashing_encoder, method):
     # the oracle never retrieves from a route without an answer, so it can only gain over "both"
     assert result["oracle_recall@5"] >= result["both_routes_recall@5"] - 1e-9
     json.dumps(result)  # JSON-able as is
+    assert "a router of this benchmark only, not a registered one" in format_report(result)
 
 
 def test_modality_cues():

@@ -428,4 +428,9 @@ def format_report(result: dict[str, Any]) -> str:
             for label, v in by_label.items()
         ]
         lines.append(f"  {name:<30} " + ", ".join(cells))
+    if any("modality-cues" in name for name in result["routers"]):
+        lines.append(
+            "modality-cues: wording cues written for TAT-QA after reading its dev questions; a router of "
+            "this benchmark only, not a registered one (no routing config names it)"
+        )
     return "\n".join(lines)
