@@ -124,3 +124,37 @@ def test_nothing_to_score_is_one_clear_error(tmp_path):
     (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t0\n")
     with pytest.raises(RagrouteError, match="no query under .* has a relevant judgement"):
         prepare(tmp_path / "root", "dev", None, tmp_path / "experts")
+
+
+def test_without_labelled_queries_the_router_that_reads_none_is_still_scored(hashing_encoder):
+    """`bench experts` without --train-split reported no router at all, though pilot-domain reads no
+    labelled query (a bench audit)."""
+    from ragroute.evaluation.bench_experts import router_fits
+
+    topics = {"e1": "cats purr and sleep on warm mats", "e2": "ships sail across the stormy sea"}
+    documents = {
+        name: [Document(id=f"{name}-{i}", text=f"{text} {i}") for i in range(12)]
+        for name, text in topics.items()
+    }
+    contexts = [QueryContext("cats purr", id="q1"), QueryContext("ships sail", id="q2")]
+    data = ExpertData(
+        names=["base", "e1", "e2"],
+        collections=["c"],
+        sources={},
+        contexts=contexts,
+        labels=["c", "c"],
+        qrels={},
+        gains=np.zeros((2, 3)),
+        experts=SimpleNamespace(),
+        domains={
+            name: hashing_encoder.encode_documents([d.text for d in docs]) for name, docs in documents.items()
+        },
+        domain_documents=documents,
+    )
+    fits = router_fits(data, None, False, hashing_encoder)
+    assert list(fits) == ["pilot-domain"]
+    ((router, rows),) = fits["pilot-domain"]
+    assert rows == [0, 1]
+    decisions = router.route_contexts(contexts)
+    assert [max(d.routes, key=d.routes.get) for d in decisions] == ["e1", "e2"]
+    assert all(d.routes.get("base", 0.0) == 0.0 for d in decisions)  # no domain, no pilot

@@ -948,7 +948,8 @@ def stepwise_command(
 @click.option(
     "--train-split",
     default=None,
-    help="Split the routers are fitted on (cross-validated when it equals --split) [default: no routers].",
+    help="Split the routers are fitted on (cross-validated when it equals --split) [default: none, and "
+    "only the router that reads no labelled query, pilot-domain, is scored].",
 )
 @click.option(
     "--experts",

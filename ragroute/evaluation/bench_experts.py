@@ -255,9 +255,7 @@ def fit_router(
     ``pilot-domain`` reads only ``domains``, the domain experts' document vectors, and calibrates
     on pseudo-queries cut from ``domain_documents`` when given)."""
     if kind == "pilot-domain":
-        return PilotRouter.from_domains(
-            train.labels, domains or {}, encoder=encoder, documents=domain_documents or None
-        )
+        return domain_router(train.labels, encoder, domains, domain_documents)
     if kind == "dataset":
         best = {}
         for collection in sorted(set(train_labels)):
@@ -269,6 +267,54 @@ def fit_router(
     if kind == "quality":
         return QualityRouter.fit(train, encoder=encoder)
     raise RagrouteError(f"unknown expert router {kind!r}: choose from {', '.join(ROUTER_KINDS)}")
+
+
+def domain_router(
+    names: Sequence[str],
+    encoder: Any,
+    domains: Mapping[str, np.ndarray] | None,
+    domain_documents: Mapping[str, Sequence[Document]] | None,
+) -> PilotRouter:
+    """Pilots from each domain expert's document vectors among the experts ``names``: reads no query."""
+    return PilotRouter.from_domains(names, domains or {}, encoder=encoder, documents=domain_documents or None)
+
+
+Fits = dict[str, list[tuple[Any, list[int]]]]
+"""Router kind -> (router, the rows of the scored queries it routes), one pair per fold."""
+
+
+def router_fits(
+    data: ExpertData, train_data: ExpertData | None, labelled: bool, encoder: Any, *, folds: int = 5
+) -> Fits:
+    """Each router kind's fitted routers and the queries each routes: fitted on ``train_data``'s
+    queries when given; else, when ``labelled``, cross-validated on ``data``'s (``folds`` folds, a
+    text in one fold); else (no labelled query at all) only ``pilot-domain``, which reads none."""
+    domains = (data.domains, data.domain_documents)
+    all_rows = list(range(len(data.contexts)))
+    if not labelled:
+        return {"pilot-domain": [(domain_router(data.names, encoder, *domains), all_rows)]}
+    if train_data is not None:
+        train = expert_gains(train_data, list(range(len(train_data.contexts))), encoder)
+        return {
+            kind: [(fit_router(kind, train, train_data.labels, encoder, *domains), all_rows)]
+            for kind in ROUTER_KINDS
+        }
+    fold_of = grouped_stratified_folds([c.text for c in data.contexts], data.labels, folds)
+    fits: Fits = {kind: [] for kind in ROUTER_KINDS}
+    by_domain: Any = None  # reads no training query: fitted once, used for every fold
+    for f in range(folds):
+        train_rows = [int(i) for i in np.flatnonzero(fold_of != f)]
+        test_rows = [int(i) for i in np.flatnonzero(fold_of == f)]
+        train = expert_gains(data, train_rows, encoder)
+        train_labels = [data.labels[i] for i in train_rows]
+        for kind in ROUTER_KINDS:
+            if kind == "pilot-domain":
+                if by_domain is None:
+                    by_domain = fit_router(kind, train, train_labels, encoder, *domains)
+                fits[kind].append((by_domain, test_rows))
+                continue
+            fits[kind].append((fit_router(kind, train, train_labels, encoder), test_rows))
+    return fits
 
 
 def score_router(
@@ -398,34 +444,11 @@ def run_experts_bench(
         "reference": glasgow_reference(data.collections, split, BASELINES_REFERENCE),
         "skipped": dict(data.skipped),
     }
-    if train_split is None:
-        return report
-    domains = (data.domains, data.domain_documents)
-    if train_split != split:
+    train_data: ExpertData | None = None
+    if train_split is not None and train_split != split:
         train_data = prepare(root, train_split, encoder, experts_dir, show_progress=show_progress, log=log)
-        all_rows = list(range(len(data.contexts)))
-        train = expert_gains(train_data, list(range(len(train_data.contexts))), encoder)
-        fits = {
-            kind: [(fit_router(kind, train, train_data.labels, encoder, *domains), all_rows)]
-            for kind in ROUTER_KINDS
-        }
-    else:
-        fold_of = grouped_stratified_folds([c.text for c in data.contexts], data.labels, folds)
-        fits = {kind: [] for kind in ROUTER_KINDS}
-        by_domain = None  # reads no training query: fitted once, used for every fold
-        for f in range(folds):
-            train_rows = [int(i) for i in np.flatnonzero(fold_of != f)]
-            test_rows = [int(i) for i in np.flatnonzero(fold_of == f)]
-            train = expert_gains(data, train_rows, encoder)
-            train_labels = [data.labels[i] for i in train_rows]
-            for kind in ROUTER_KINDS:
-                if kind == "pilot-domain":
-                    if by_domain is None:
-                        by_domain = fit_router(kind, train, train_labels, encoder, *domains)
-                    fits[kind].append((by_domain, test_rows))
-                    continue
-                fits[kind].append((fit_router(kind, train, train_labels, encoder), test_rows))
-    for kind in ROUTER_KINDS:
+    fits = router_fits(data, train_data, train_split is not None, encoder, folds=folds)
+    for kind in fits:
         variants = {kind: TOP1, f"{kind}+generalists": WITH_GENERALISTS}
         if kind != "dataset":
             variants[f"{kind}-mix"] = {**MIX, **(mix or {})}
