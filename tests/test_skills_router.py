@@ -542,6 +542,9 @@ def test_run_skills_bench_scores_a_skill_set_it_is_given(monkeypatch):
         DATA, HashingEncoder(dim=256), scale=0, latency_queries=3, skill_set=given
     )
     assert result["queries"] == 5 and result["skills"] == len(catalogue) and result["set"] == "router"
+    assert result["reference"] is None and "(issue)" not in bench_skills.format_report(result)
+    result["reference"] = bench_skills.REFERENCE["seal_tools"]  # the issue's rows print under ours
+    assert "bm25 (issue)                    0.940      0.873" in bench_skills.format_report(result)
 
 
 def test_bench_skills_takes_rerank_default_when_trained(tiny_reranker, tmp_path, monkeypatch):

@@ -553,6 +553,9 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(header)
     for name, values in result["methods"].items():
         lines.append(f"{name:26s}" + "".join(f"{values[k]:11.3f}" for k in METRICS))
+    if result.get("reference"):  # the issue's baselines on this set (dev split, all queries)
+        for name, (hit, ndcg) in result["reference"].items():
+            lines.append(f"{name + ' (issue)':26s}{hit:11.3f}{ndcg:11.3f}")
     if result.get("methods_fold1"):
         lines.append(f"fold 1 only ({result['fold1_queries']} queries):")
         for name, values in result["methods_fold1"].items():
