@@ -149,6 +149,8 @@ def bm25_command(
     multiple=True,
     type=click.Path(path_type=Path),
     metavar="BEIR_DIR",
+    default=(Path("../shared/data/glasgow/med"), Path("../shared/data/glasgow/cran")),
+    show_default=True,
     help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/dev.tsv); repeat for several collections.",
 )
 @click.option("--max-docs", type=click.IntRange(min=1), default=None, help="Use only the first N documents.")
@@ -200,15 +202,13 @@ def encode_command(
     """Compare encoder backends: passages/s, speedup over torch fp32, cosine to torch, nDCG@10.
 
     Each backend (torch fp32 is the baseline) encodes every document of every
-    --data collection (title + " " + text), slice by slice, taking turns so
+    --data collection (title and text as an index encodes them), slice by slice, taking turns so
     background load hits all alike; nDCG@10 comes from exact inner-product
     search over the full corpus. A backend's quality holds when its nDCG@10 is
     at most 0.005 below torch on every collection; it meets the goal when it
     is also >= 2x torch passages/s. Progress goes to stderr; with --json the
     last stdout line is the result as one JSON object.
     """
-    if not data_dirs:
-        raise click.UsageError("give at least one --data BEIR_DIR")
     result = bench_encode.run_encode_bench(
         list(data_dirs),
         max_docs,

@@ -2,7 +2,7 @@
 
 For each backend (torch fp32 is the baseline) and each BEIR collection given:
 
-* ``passages_per_s``: documents (``title + " " + text``) encoded per second,
+* ``passages_per_s``: documents (``Document.full_text()``, what an index encodes) encoded per second,
   best of ``repeats`` timed runs, summed over collections;
 * ``speedup``: passages/s over torch fp32 passages/s;
 * ``min_cosine`` / ``mean_cosine``: agreement with torch fp32 over every encoded document;
