@@ -583,6 +583,12 @@ def test_gate_format_version_is_named(tmp_path, fitted, encoder, version, messag
     with pytest.raises(RagrouteError) as info:
         TrainedGate.load(tmp_path / "g", encoder)
     assert message in str(info.value) and "\n" not in str(info.value)
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "g")])  # said "checksums verified"
+    assert shown.exit_code != 0 and message in shown.output and len(shown.output.strip().splitlines()) == 1
 
 
 def _npz(**arrays) -> bytes:

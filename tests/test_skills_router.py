@@ -831,3 +831,35 @@ def test_the_query_cache_keeps_the_most_recently_asked_queries(catalogue, monkey
     for text in ("a", "b", "a", "c", "a"):  # "a" asked again before "c" came: "b" is the one evicted
         index.query_vectors([text])
     assert encoder.asked == ["a", "b", "c"]
+
+
+def test_a_skills_index_saved_before_nfc_keeps_its_tokens_for_decomposed_accents(tmp_path, monkeypatch):
+    """Its BM25 vocabulary split a decomposed accent (Ko + mark + ln): its queries were read in NFC
+    form after the option came, matched none of it, and every score moved without a word (an
+    old-artifact audit)."""
+    import unicodedata
+
+    import ragroute.skills.index as skill_index
+
+    koeln = unicodedata.normalize("NFD", "Köln cafés")
+    cat = Catalogue(
+        [
+            Skill("city", "city_guide", f"Guide to {koeln} and its Biergärten", ""),
+            Skill("cook", "recipes", "Bread and butter recipes", ""),
+            Skill("tax", "tax_help", "Income tax returns", ""),
+        ]
+    )
+    real_asdict = skill_index.asdict
+    monkeypatch.setattr(
+        skill_index, "asdict", lambda p: {k: v for k, v in real_asdict(p).items() if k != "bm25_nfc"}
+    )
+    old_params = SkillIndexParams(fusion="fixed", bm25_nfc=False)
+    SkillRouter(cat, encoder=HashingEncoder(), params=old_params).save(tmp_path / "old")
+    monkeypatch.undo()
+    loaded = SkillRouter.load(tmp_path / "old", encoder=HashingEncoder())
+    assert loaded.index.params.bm25_nfc is False
+    old = SkillIndex.build(cat, HashingEncoder(), old_params)
+    np.testing.assert_allclose(loaded.index.bm25_scores([koeln]), old.bm25_scores([koeln]))
+    assert loaded.index.bm25_scores([koeln])[0][0] > 0
+    new = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed"))
+    assert new.params.bm25_nfc and new.bm25_scores(["Köln"])[0].argmax() == 0  # composed finds NFD

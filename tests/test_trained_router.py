@@ -557,6 +557,12 @@ def test_router_format_of_a_published_build_is_checked(
     with pytest.raises(IndexFormatError, match=re.escape(message)) as info:
         TrainedRouter.load(folder, encoder)
     assert "\n" not in str(info.value)
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    shown = CliRunner().invoke(main, ["inspect", str(folder)])  # said "checksums verified", exit 0
+    assert shown.exit_code != 0 and message in shown.output and len(shown.output.strip().splitlines()) == 1
 
 
 def test_a_0_1_router_is_refitted_in_place_and_checked_like_loading_checks_it(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,6 +46,7 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
         return
     snapshot = open_snapshot(path, verify=verify)
     manifest = snapshot.manifest
+    _check_own_format(path, manifest)
     outside = False
     if verify and manifest.family == "index":
         from ragroute.index.io import verify_outside_contents
@@ -71,6 +73,19 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
         + (", checksums verified" if verify else "")
         + (f", {manifest.kind} collection verified" if outside else "")
     )
+
+
+def _check_own_format(path: Path, manifest: Any) -> None:
+    """A trained router's or gate's own format (inside the manifest's params) as loading checks it:
+    one a newer ragroute wrote (or another format) cannot be used here, so inspect must not call
+    it fine."""
+    from ragroute.gate import trained as gate
+    from ragroute.route import trained as router
+
+    if (manifest.family, manifest.kind) == (router.ARTIFACT_FAMILY, "trained"):
+        router.check_router_settings(path, manifest.params)
+    elif (manifest.family, manifest.kind) == (gate.ARTIFACT_FAMILY, "trained"):
+        gate.check_gate_settings(path, manifest.params)
 
 
 def _show_legacy_router(path: Path, as_json: bool) -> None:

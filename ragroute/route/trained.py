@@ -455,7 +455,7 @@ class TrainedRouter(BaseRouter):
         return read_artifact(
             folder,
             lambda snap: cls._load_files(
-                folder, _check_settings(folder, snap.manifest.params), snap.file(WEIGHTS_FILE), encoder
+                folder, check_router_settings(folder, snap.manifest.params), snap.file(WEIGHTS_FILE), encoder
             ),
             family=ARTIFACT_FAMILY,
             error=IndexFormatError,
@@ -472,7 +472,7 @@ class TrainedRouter(BaseRouter):
             return _read_manifest(folder)
         return read_artifact(
             folder,
-            lambda snap: _check_settings(folder, snap.manifest.params),
+            lambda snap: check_router_settings(folder, snap.manifest.params),
             family=ARTIFACT_FAMILY,
             error=IndexFormatError,
         )
@@ -758,7 +758,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexFormatError(f"{path} is not valid JSON: {exc}") from None
-    return _check_settings(path, manifest)
+    return check_router_settings(path, manifest)
 
 
 def is_legacy_router(folder: Path) -> bool:
@@ -769,7 +769,7 @@ def is_legacy_router(folder: Path) -> bool:
     return (Path(folder) / ROUTER_FILE).is_file() and not artifact_exists(folder)
 
 
-def _check_settings(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def check_router_settings(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` (a router.json, or a build's manifest params) when this version reads them: the
     router format and version are checked (a newer one: upgrade; another: refit), then the model."""
     from ragroute.store.manifest import newer_format_message

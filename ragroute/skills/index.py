@@ -79,6 +79,10 @@ class SkillIndexParams:
     #: BM25 reads CJK runs as character pairs (:class:`~ragroute.index.bm25_tokenize.TokenizerConfig`);
     #: an index recorded before the option counted whole runs, and is read so
     bm25_cjk_bigrams: bool = True
+    #: BM25 reads text in NFC form (:class:`~ragroute.index.bm25_tokenize.TokenizerConfig`); an
+    #: index recorded before the option split decomposed accents (``Ko`` + mark + ``ln``), and is
+    #: read so
+    bm25_nfc: bool = True
 
     def __post_init__(self) -> None:
         from ragroute.index.bm25_tokenize import STOPWORD_SETS
@@ -110,7 +114,9 @@ class SkillIndexParams:
         """The :class:`~ragroute.index.bm25_tokenize.TokenizerConfig` of the BM25 side."""
         from ragroute.index.bm25_tokenize import TokenizerConfig
 
-        return TokenizerConfig(stopword_set=self.bm25_stopwords, cjk_bigrams=self.bm25_cjk_bigrams)
+        return TokenizerConfig(
+            stopword_set=self.bm25_stopwords, cjk_bigrams=self.bm25_cjk_bigrams, nfc=self.bm25_nfc
+        )
 
 
 def bm25_text(skill: Skill, weights: Mapping[str, int]) -> str:
@@ -409,10 +415,16 @@ class SkillIndex:
         index = cls(
             catalogue,
             encoder,
-            # an index recorded before bm25_stopwords (bm25_cjk_bigrams) existed counted its BM25
-            # statistics with Lucene's stop set (whole CJK runs): its queries are tokenized the same way
+            # an index recorded before bm25_stopwords (bm25_cjk_bigrams, bm25_nfc) existed counted its
+            # BM25 statistics with Lucene's stop set (whole CJK runs, text as stored): its queries are
+            # tokenized the same way
             SkillIndexParams.from_dict(
-                {"bm25_stopwords": "lucene", "bm25_cjk_bigrams": False, **(params.get("index") or {})}
+                {
+                    "bm25_stopwords": "lucene",
+                    "bm25_cjk_bigrams": False,
+                    "bm25_nfc": False,
+                    **(params.get("index") or {}),
+                }
             ),
             scorer,
             vectors,
