@@ -205,6 +205,14 @@ def test_a_reader_waited_for_by_a_reader_is_not_held_back_for_ever(monkeypatch):
     assert wrote.is_set()
 
 
+def _add_within(index, seconds: float) -> tuple[bool, threading.Thread]:
+    """Add document ``new5000`` to ``index`` in a thread: whether it finished within ``seconds``."""
+    adder = threading.Thread(target=index.add, args=(_docs("new", 1, start=5000),))
+    adder.start()
+    adder.join(seconds)
+    return not adder.is_alive(), adder
+
+
 @pytest.mark.parametrize("method", ["bm25", "dense"])
 def test_an_add_is_not_starved_by_searches_that_keep_overlapping(hashing_encoder, method):
     index = build_index(_docs("d", 2000), method, encoder=hashing_encoder, name="x")
@@ -220,10 +228,7 @@ def test_an_add_is_not_starved_by_searches_that_keep_overlapping(hashing_encoder
         t.start()
     try:
         time.sleep(0.1)
-        adder = threading.Thread(target=index.add, args=(_docs("new", 1, start=5000),))
-        adder.start()
-        adder.join(10)
-        added = not adder.is_alive()
+        added, _ = _add_within(index, 10)
     finally:
         stop.set()
         for t in readers:
@@ -260,16 +265,15 @@ def test_an_add_does_not_wait_for_a_search_s_query_encoding(hashing_encoder, met
     results: list = []
     searcher = threading.Thread(target=lambda: results.append(search()))
     searcher.start()
+    adder = None
     try:
         assert encoding.wait(10)
-        adder = threading.Thread(target=index.add, args=(_docs("new", 1, start=5000),))
-        adder.start()
-        adder.join(5)
-        added = not adder.is_alive()
+        added, adder = _add_within(index, 5)
     finally:
         release.set()
         searcher.join(10)
-        adder.join(10)
+        if adder is not None:
+            adder.join(10)
     assert added, "the add waited for a query encoding"
     assert "new5000" in index.store
     assert len(results) == 1 and len(results[0][0]) == 5

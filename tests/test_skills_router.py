@@ -123,9 +123,21 @@ def test_bm25_leaves_out_the_function_words_of_tasks(tmp_path, monkeypatch):
     np.testing.assert_allclose(loaded.index.bm25_scores([task]), old.bm25_scores([task]))
 
 
+def _saved_before(cat, params, option, tmp_path, monkeypatch):
+    """A skill router saved with ``params`` by a version before ``option`` existed (its manifest
+    records no value for it), loaded again."""
+    import ragroute.skills.index as skill_index
+
+    real_asdict = skill_index.asdict
+    without = lambda p: {k: v for k, v in real_asdict(p).items() if k != option}  # noqa: E731
+    monkeypatch.setattr(skill_index, "asdict", without)
+    SkillRouter(cat, encoder=HashingEncoder(), params=params).save(tmp_path / "old")
+    monkeypatch.undo()
+    return SkillRouter.load(tmp_path / "old", encoder=HashingEncoder())
+
+
 def test_a_skills_index_saved_before_cjk_pairs_keeps_reading_whole_runs(tmp_path, monkeypatch):
     """Its BM25 statistics counted whole CJK runs: queries read as pairs would match none of them."""
-    import ragroute.skills.index as skill_index
 
     cat = Catalogue(
         [
@@ -136,14 +148,8 @@ def test_a_skills_index_saved_before_cjk_pairs_keeps_reading_whole_runs(tmp_path
     )
     new = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed"))
     assert new.params.bm25_cjk_bigrams and new.bm25_scores(["東京タワー"])[0].argmax() == 0
-    real_asdict = skill_index.asdict
-    monkeypatch.setattr(
-        skill_index, "asdict", lambda p: {k: v for k, v in real_asdict(p).items() if k != "bm25_cjk_bigrams"}
-    )
     old_params = SkillIndexParams(fusion="fixed", bm25_cjk_bigrams=False)
-    SkillRouter(cat, encoder=HashingEncoder(), params=old_params).save(tmp_path / "old")
-    monkeypatch.undo()
-    loaded = SkillRouter.load(tmp_path / "old", encoder=HashingEncoder())
+    loaded = _saved_before(cat, old_params, "bm25_cjk_bigrams", tmp_path, monkeypatch)
     assert loaded.index.params.bm25_cjk_bigrams is False
     query = "東京タワーの高さ"  # a whole run: what such an index can match
     old = SkillIndex.build(cat, HashingEncoder(), old_params)
@@ -839,8 +845,6 @@ def test_a_skills_index_saved_before_nfc_keeps_its_tokens_for_decomposed_accents
     old-artifact audit)."""
     import unicodedata
 
-    import ragroute.skills.index as skill_index
-
     koeln = unicodedata.normalize("NFD", "Köln cafés")
     cat = Catalogue(
         [
@@ -849,14 +853,8 @@ def test_a_skills_index_saved_before_nfc_keeps_its_tokens_for_decomposed_accents
             Skill("tax", "tax_help", "Income tax returns", ""),
         ]
     )
-    real_asdict = skill_index.asdict
-    monkeypatch.setattr(
-        skill_index, "asdict", lambda p: {k: v for k, v in real_asdict(p).items() if k != "bm25_nfc"}
-    )
     old_params = SkillIndexParams(fusion="fixed", bm25_nfc=False)
-    SkillRouter(cat, encoder=HashingEncoder(), params=old_params).save(tmp_path / "old")
-    monkeypatch.undo()
-    loaded = SkillRouter.load(tmp_path / "old", encoder=HashingEncoder())
+    loaded = _saved_before(cat, old_params, "bm25_nfc", tmp_path, monkeypatch)
     assert loaded.index.params.bm25_nfc is False
     old = SkillIndex.build(cat, HashingEncoder(), old_params)
     np.testing.assert_allclose(loaded.index.bm25_scores([koeln]), old.bm25_scores([koeln]))
