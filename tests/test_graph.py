@@ -159,6 +159,16 @@ def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hash
     everything = index.search(QUESTION, k=3)[0].explain  # unparseable: every candidate stays
     assert len(everything["facts"]) == min(index.walk.top_facts, len(offered))
     assert index.fact_filter.calls == 2 and index.fact_filter.failures == 1
+    assert index.fact_filter.last_error == "no fact number in the answer: 'no idea'"
+
+    class Broken:
+        def complete(self, prompt):
+            raise ConnectionError("the LLM server is down")
+
+    index.fact_filter = LLMFactFilter(Broken())  # the query crashed with the LLM's error
+    survived = index.search(QUESTION, k=3)[0].explain
+    assert len(survived["facts"]) == len(everything["facts"])
+    assert index.fact_filter.failures == 1 and "ConnectionError" in index.fact_filter.last_error
     index.fact_filter = None
     assert index.search(QUESTION, k=3)[0].explain["fact_filter"] is None
 

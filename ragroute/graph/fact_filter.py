@@ -3,10 +3,11 @@
 The zero-LLM walk is the product; a deployment with an LLM at hand may set
 ``graph_index.fact_filter = LLMFactFilter(llm)``: the walk then shows the LLM its
 ``fact_candidates`` best facts for the query and seeds only from the ones it keeps
-(in their original order of score). Any llama-index LLM works (``llm.complete``).
-One call per query; an answer that names no valid fact number keeps every
-candidate (the walk never loses its seeds to a bad answer) and is counted in
-:attr:`LLMFactFilter.failures`.
+(in their original order of score). Any llama-index LLM works (``llm.complete``, called through
+:func:`~ragroute.llm.calls.complete_safely`). One call per query; an answer that names no valid
+fact number, an LLM that raises or one that does not answer within ``timeout_s`` keeps every
+candidate (the walk never loses its seeds, nor the query its answer, to the LLM) and is counted in
+:attr:`LLMFactFilter.failures` (the last error in :attr:`LLMFactFilter.last_error`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ class LLMFactFilter:
 
     name = "llm-fact-filter"
 
-    def __init__(self, llm: Any, *, prompt: str = PROMPT) -> None:
+    def __init__(self, llm: Any, *, prompt: str = PROMPT, timeout_s: float | None = 30.0) -> None:
         self.llm = llm
         self.prompt = prompt
+        self.timeout_s = timeout_s
         self.calls = 0
         self.failures = 0
+        self.last_error: str | None = None
         self._lock = threading.Lock()
 
     def parse(self, answer: str, count: int) -> list[int] | None:
@@ -50,12 +53,17 @@ class LLMFactFilter:
 
     def __call__(self, query: str, facts: Sequence[Any]) -> list[Any]:
         listed = "\n".join(f"{i}. {fact.subject} | {fact.object}" for i, fact in enumerate(facts))
-        answer = str(self.llm.complete(self.prompt.format(query=query, facts=listed)).text)
-        kept = self.parse(answer, len(facts))
+        from ragroute.llm.calls import complete_safely
+
+        reply = complete_safely(
+            self.llm, self.prompt.format(query=query, facts=listed), timeout_s=self.timeout_s
+        )
+        kept = None if reply.error else self.parse(reply.text, len(facts))
         with self._lock:
             self.calls += 1
             if kept is None:
                 self.failures += 1
+                self.last_error = reply.error or f"no fact number in the answer: {reply.text[:80]!r}"
         if kept is None:
             return list(facts)
         return [facts[i] for i in kept]
