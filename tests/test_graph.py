@@ -168,6 +168,9 @@ def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hash
     index.fact_filter = LLMFactFilter(Broken())  # the query crashed with the LLM's error
     survived = index.search(QUESTION, k=3)[0].explain
     assert len(survived["facts"]) == len(everything["facts"])
+    assert survived["fact_filter_failed"].startswith("ConnectionError")  # said on the hit itself
+    assert everything["fact_filter_failed"] == "no fact number in the answer: 'no idea'"
+    assert "fact_filter_failed" not in kept
     assert index.fact_filter.failures == 1 and "ConnectionError" in index.fact_filter.last_error
     index.fact_filter = None
     assert index.search(QUESTION, k=3)[0].explain["fact_filter"] is None
@@ -291,7 +294,7 @@ def test_fact_passage_boost_is_split_across_the_passages_of_a_fact(hashing_encod
     index = build_index(docs, "graph", encoder=hashing_encoder)
     index.walk = replace(index.walk, passage_prior=0.0, fact_passage_boost=2.0)
     vector = hashing_encoder.encode_queries([QUESTION], show_progress=False)[0]
-    _, facts = index._seeds(vector, QUESTION, None)
+    _, facts, _ = index._seeds(vector, QUESTION, None)
     rows = {fact.id: list(index.tables.fact_passages[[fact.id]].indices) for fact in facts}
     assert sorted(len(row) for row in rows.values())[-1] == 2
     expected = np.zeros(len(docs))

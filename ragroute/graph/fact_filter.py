@@ -52,18 +52,26 @@ class LLMFactFilter:
         return sorted({n for n in numbers if 0 <= n < count})
 
     def __call__(self, query: str, facts: Sequence[Any]) -> list[Any]:
-        listed = "\n".join(f"{i}. {fact.subject} | {fact.object}" for i, fact in enumerate(facts))
+        return self.select(query, facts)[0]
+
+    def select(self, query: str, facts: Sequence[Any]) -> tuple[list[Any], str | None]:
+        """The facts the LLM keeps, and None; or every fact and why (the LLM's error, or an answer
+        naming no fact), which the walk shows in its hits' ``explain`` (``fact_filter_failed``)."""
         from ragroute.llm.calls import complete_safely
 
+        listed = "\n".join(f"{i}. {fact.subject} | {fact.object}" for i, fact in enumerate(facts))
         reply = complete_safely(
             self.llm, self.prompt.format(query=query, facts=listed), timeout_s=self.timeout_s
         )
         kept = None if reply.error else self.parse(reply.text, len(facts))
+        failure = None
+        if kept is None:
+            failure = reply.error or f"no fact number in the answer: {reply.text[:80]!r}"
         with self._lock:
             self.calls += 1
-            if kept is None:
+            if failure is not None:
                 self.failures += 1
-                self.last_error = reply.error or f"no fact number in the answer: {reply.text[:80]!r}"
+                self.last_error = failure
         if kept is None:
-            return list(facts)
-        return [facts[i] for i in kept]
+            return list(facts), failure
+        return [facts[i] for i in kept], None

@@ -306,7 +306,7 @@ class GraphIndex(LocalIndex):
         )
         out = []
         for text, vector, ranked in zip(texts, vectors, dense):
-            seeds, facts = self._seeds(vector, text, reach)
+            seeds, facts, filter_failed = self._seeds(vector, text, reach)
             seeds_from_facts = list(seeds)
             anchors = self._anchors(text, reach)
             for phrase, weight in anchors.items():
@@ -363,6 +363,7 @@ class GraphIndex(LocalIndex):
                     "facts": fact_texts,
                     "unmatched_terms": unmatched,
                     "fact_filter": None if self.fact_filter is None else _describe(self.fact_filter),
+                    **({"fact_filter_failed": filter_failed} if filter_failed else {}),
                     "path": self._path(n_phrases + int(position), full, normalised_reset, seeds, graph),
                 }
                 hits.append(hit)
@@ -505,16 +506,18 @@ class GraphIndex(LocalIndex):
 
     def _seeds(
         self, vector: np.ndarray, text: str = "", reach: _Reach | None = None
-    ) -> tuple[dict[int, float], list[SeedFact]]:
-        """Seed phrases (id -> weight) from the query's best facts, and those facts.
+    ) -> tuple[dict[int, float], list[SeedFact], str | None]:
+        """Seed phrases (id -> weight) from the query's best facts, those facts, and why the fact
+        filter kept every candidate when it failed (None otherwise).
 
         With a :attr:`fact_filter` set, the ``fact_candidates`` best facts are offered to it
-        and the ``top_facts`` best of those it keeps are used. ``reach`` (a caller's scope)
+        and the ``top_facts`` best of those it keeps are used (a filter with a ``select(query,
+        facts) -> (kept, failure)`` method says why it kept them all). ``reach`` (a caller's scope)
         keeps only the facts found in a passage the caller may read.
         """
         tables, walk = self.tables, self.walk
         if not len(tables.fact_subject):
-            return {}, []
+            return {}, [], None
         sims = tables.phrase_vectors @ np.asarray(vector, dtype=np.float32)
         subject, obj = sims[tables.fact_subject], sims[tables.fact_object]
         fact_scores = np.maximum(subject, obj) if walk.fact_score == "max" else (subject + obj) / 2.0
@@ -534,8 +537,14 @@ class GraphIndex(LocalIndex):
             for f in best
             if fact_scores[f] > 0
         ]
+        failed = None
         if self.fact_filter is not None and candidates:
-            candidates = list(self.fact_filter(text, candidates))
+            select = getattr(self.fact_filter, "select", None)
+            if select is not None:
+                kept, failed = select(text, candidates)
+            else:
+                kept = self.fact_filter(text, candidates)
+            candidates = list(kept)
         chosen = candidates[: walk.top_facts]
         counts = tables.phrase_passages if reach is None else reach.counts
         seeds: dict[int, float] = {}
@@ -543,7 +552,7 @@ class GraphIndex(LocalIndex):
             for phrase in (int(tables.fact_subject[fact.id]), int(tables.fact_object[fact.id])):
                 weight = fact.score / max(float(counts[phrase]), 1.0)
                 seeds[phrase] = max(seeds.get(phrase, 0.0), weight)
-        return seeds, chosen
+        return seeds, chosen, failed
 
     def _anchors(self, text: str, reach: _Reach | None = None) -> dict[int, float]:
         """The query's own phrases linked to phrase nodes (exact, else nearest by cosine), with
