@@ -241,42 +241,24 @@ def expert_gains(data: ExpertData, rows: Sequence[int], encoder: Any) -> ExpertG
 
 
 ROUTER_KINDS = ("dataset", "pilot-nearest", "pilot-mean", "pilot-domain", "quality")
+LEARNED_KINDS = ("dataset", "pilot-nearest", "pilot-mean", "quality")
+"""The routers fitted on labelled queries (``pilot-domain`` reads none: :func:`router_fits`)."""
 
 
-def fit_router(
-    kind: str,
-    train: ExpertGains,
-    train_labels: Sequence[str],
-    encoder: Any,
-    domains: Mapping[str, np.ndarray] | None = None,
-    domain_documents: Mapping[str, Sequence[Document]] | None = None,
-) -> Any:
-    """A router of ``kind`` fitted on ``train`` (``dataset``: a per-collection dict of fixed routers;
-    ``pilot-domain`` reads only ``domains``, the domain experts' document vectors, and calibrates
-    on pseudo-queries cut from ``domain_documents`` when given)."""
-    if kind == "pilot-domain":
-        return domain_router(train.labels, encoder, domains, domain_documents)
+def fit_router(kind: str, train: ExpertGains, train_labels: Sequence[str], encoder: Any) -> Any:
+    """A router of ``kind`` (one of :data:`LEARNED_KINDS`) fitted on ``train`` (``dataset``: a
+    per-collection dict of fixed routers)."""
     if kind == "dataset":
         best = {}
         for collection in sorted(set(train_labels)):
             rows = [i for i, label in enumerate(train_labels) if label == collection]
             best[collection] = FixedRoutes([train.labels[int(np.argmax(train.gains[rows].mean(axis=0)))]])
         return best
-    if kind.startswith("pilot"):
+    if kind in ("pilot-nearest", "pilot-mean"):
         return PilotRouter.fit(train, encoder=encoder, mode=kind.split("-", 1)[1])
     if kind == "quality":
         return QualityRouter.fit(train, encoder=encoder)
-    raise RagrouteError(f"unknown expert router {kind!r}: choose from {', '.join(ROUTER_KINDS)}")
-
-
-def domain_router(
-    names: Sequence[str],
-    encoder: Any,
-    domains: Mapping[str, np.ndarray] | None,
-    domain_documents: Mapping[str, Sequence[Document]] | None,
-) -> PilotRouter:
-    """Pilots from each domain expert's document vectors among the experts ``names``: reads no query."""
-    return PilotRouter.from_domains(names, domains or {}, encoder=encoder, documents=domain_documents or None)
+    raise RagrouteError(f"unknown learned expert router {kind!r}: choose from {', '.join(LEARNED_KINDS)}")
 
 
 Fits = dict[str, list[tuple[Any, list[int]]]]
@@ -288,33 +270,33 @@ def router_fits(
 ) -> Fits:
     """Each router kind's fitted routers and the queries each routes: fitted on ``train_data``'s
     queries when given; else, when ``labelled``, cross-validated on ``data``'s (``folds`` folds, a
-    text in one fold); else (no labelled query at all) only ``pilot-domain``, which reads none."""
-    domains = (data.domains, data.domain_documents)
+    text in one fold); else (no labelled query at all) only ``pilot-domain``. ``pilot-domain``
+    reads no query (pilots from each domain expert's document vectors, calibrated on pseudo-queries
+    cut from its documents), so one router serves every fold."""
+    by_domain = PilotRouter.from_domains(
+        data.names, data.domains, encoder=encoder, documents=data.domain_documents or None
+    )
     all_rows = list(range(len(data.contexts)))
     if not labelled:
-        return {"pilot-domain": [(domain_router(data.names, encoder, *domains), all_rows)]}
+        return {"pilot-domain": [(by_domain, all_rows)]}
+    # (training gains, their collections, the rows scored with routers fitted on them), per fold
     if train_data is not None:
-        train = expert_gains(train_data, list(range(len(train_data.contexts))), encoder)
-        return {
-            kind: [(fit_router(kind, train, train_data.labels, encoder, *domains), all_rows)]
-            for kind in ROUTER_KINDS
-        }
-    fold_of = grouped_stratified_folds([c.text for c in data.contexts], data.labels, folds)
-    fits: Fits = {kind: [] for kind in ROUTER_KINDS}
-    by_domain: Any = None  # reads no training query: fitted once, used for every fold
-    for f in range(folds):
-        train_rows = [int(i) for i in np.flatnonzero(fold_of != f)]
-        test_rows = [int(i) for i in np.flatnonzero(fold_of == f)]
-        train = expert_gains(data, train_rows, encoder)
-        train_labels = [data.labels[i] for i in train_rows]
-        for kind in ROUTER_KINDS:
-            if kind == "pilot-domain":
-                if by_domain is None:
-                    by_domain = fit_router(kind, train, train_labels, encoder, *domains)
-                fits[kind].append((by_domain, test_rows))
-                continue
-            fits[kind].append((fit_router(kind, train, train_labels, encoder), test_rows))
-    return fits
+        train_rows = list(range(len(train_data.contexts)))
+        parts = [(expert_gains(train_data, train_rows, encoder), train_data.labels, all_rows)]
+    else:
+        fold_of = grouped_stratified_folds([c.text for c in data.contexts], data.labels, folds)
+        parts = []
+        for f in range(folds):
+            rows = [int(i) for i in np.flatnonzero(fold_of != f)]
+            test_rows = [int(i) for i in np.flatnonzero(fold_of == f)]
+            parts.append((expert_gains(data, rows, encoder), [data.labels[i] for i in rows], test_rows))
+    return {
+        kind: [
+            (by_domain if kind == "pilot-domain" else fit_router(kind, train, labels, encoder), rows)
+            for train, labels, rows in parts
+        ]
+        for kind in ROUTER_KINDS
+    }
 
 
 def score_router(
