@@ -89,12 +89,37 @@ def test_knn_vote_is_leave_one_out_and_votes_by_similarity(encoder):
     )  # "alpha gamma" is the only similar neighbour (delta: sim 0)
     assert values[3, 0] == pytest.approx(0.0, abs=1e-3)  # its only similar neighbour, "delta zeta", answers
     assert values[0, 1] == pytest.approx(0.5, abs=1e-6)  # cosine("alpha beta", "alpha gamma") = 1/2
-    fresh = signal.values([QueryContext("alpha beta")], encoder.encode_queries(["alpha beta"]))
-    assert fresh[0, 1] == pytest.approx(1.0, abs=1e-6)  # at decision time the example itself is a neighbour
-    assert (
-        signal.explain(QueryContext("delta"), encoder.encode_queries(["delta"])[0])["nearest_retrieve"]
-        is False
-    )
+    # a query with an example's text (case and spacing ignored) is voted on as that example was
+    # when fitting: without it, not with a nearest_sim of 1.0 the fitted model never saw
+    fresh = signal.values([QueryContext("Alpha  BETA")], encoder.encode_queries(["alpha beta"]))
+    np.testing.assert_allclose(fresh[0], values[0], atol=1e-6)
+    other = signal.values([QueryContext("alpha beta!")], encoder.encode_queries(["alpha beta"]))
+    assert other[0, 1] == pytest.approx(1.0, abs=1e-6)  # another text: every example is a neighbour
+    explained = signal.explain(QueryContext("delta epsilon"), encoder.encode_queries(["delta epsilon"])[0])
+    assert explained["labelled_example"] == {"retrieve": False, "left_out_of_vote": True}
+    assert explained["nearest"] == "delta zeta" and explained["nearest_retrieve"] is False
+    unseen = signal.explain(QueryContext("delta"), encoder.encode_queries(["delta"])[0])
+    assert "labelled_example" not in unseen and unseen["nearest_retrieve"] is False
+
+
+def test_a_gate_decides_its_own_examples_as_it_scored_them_when_fitting(encoder):
+    """Retrieve-examples come in near-identical pairs, answer-examples are all different, so the
+    fitted model learns "a very close example -> retrieve" from nearest_sim. Before session 36 a
+    query repeating an answer-example read nearest_sim 1.0 (itself) and all 12 were retrieved for."""
+    names = ["zorblat", "quenvar", "mirtoll", "blenshaw", "trazzik", "vumbrel", "oskarine", "pelltrode"]
+    retrieve = [f"who founded {n} {suffix}" for n in names for suffix in ("inc", "inc ltd")]
+    answer = [
+        "what is two plus two", "what colour is the sky", "how many legs does a dog have",
+        "name a primary colour", "spell the word cat", "count from one to five",
+        "what day follows monday", "is ice cold", "translate hello to french",
+        "which is bigger ten or three", "write a haiku about rain", "say something kind",
+    ]  # fmt: skip
+    texts, flags = retrieve + answer, [True] * len(retrieve) + [False] * len(answer)
+    gate = TrainedGate.fit(texts, flags, HashingEncoder(dim=256), signals=["knn_vote"], C=1.0)
+    assert gate.model.coef[gate.columns.index("knn_vote.nearest_sim")] > 0
+    decisions = gate.gate_many(answer)
+    assert [d.action for d in decisions] == ["answer"] * len(answer)
+    assert decisions[0].signals["knn_vote"]["labelled_example"]["retrieve"] is False
 
 
 def test_bank_margin_separates_the_banks(encoder):
@@ -103,6 +128,14 @@ def test_bank_margin_separates_the_banks(encoder):
     margin = values[:, 2]
     assert margin[: len(RETRIEVE)].min() > margin[len(RETRIEVE) :].max()
     assert np.allclose(values[:, 0] - values[:, 1], margin)
+    # a query repeating an example is measured as that example was when fitting (leave one out)
+    repeated = [QueryContext(TEXTS[0].upper()), QueryContext(ANSWER[0])]
+    vectors = encoder.encode_queries([TEXTS[0], ANSWER[0]])
+    np.testing.assert_allclose(signal.values(repeated, vectors), values[[0, len(RETRIEVE)]], atol=1e-6)
+    assert signal.values([QueryContext(ANSWER[0] + "!")], vectors[1:])[0, 1] == pytest.approx(1.0, abs=1e-6)
+    restored = BankMarginSignal(top_n=2)
+    restored.set_state(*signal.state())
+    np.testing.assert_allclose(restored.values(repeated, vectors), values[[0, len(RETRIEVE)]], atol=1e-6)
     with pytest.raises(RagrouteError, match="both kinds"):
         BankMarginSignal().fit(examples(encoder, ["a b", "c d"], [True, True]))
 
@@ -287,8 +320,10 @@ def test_operating_points_trade_retrieval_rate(fitted):
         thresholds.append(gate.threshold)
         rates.append(float(np.mean(probs >= gate.threshold)))
     assert thresholds[0] > thresholds[1] > thresholds[2]
-    # the training queries separate: half need retrieval, so a 20% target still retrieves for them
-    assert rates == sorted(rates) and rates[0] <= 0.5 and rates[-1] == 1.0
+    # the operating points are quantiles of the training examples' probabilities, and the gate
+    # decides its own examples as it scored them when fitting, so it retrieves for those shares
+    # of them (one example of 48 is 0.02)
+    assert rates == pytest.approx([0.2, 0.5, 0.9], abs=0.06)
     assert fitted.with_operating_point(retrieve_cost=0.3).threshold == 0.3
     assert fitted.with_operating_point(threshold=0.99).gate_many([QueryContext("What is 2 plus 2?")])[
         0

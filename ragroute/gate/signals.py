@@ -244,11 +244,52 @@ def example_similarities(bank: np.ndarray, fingerprint: bytes, vectors: np.ndarr
     return sims
 
 
+def rows_by_text(texts: Sequence[str]) -> dict[str, list[int]]:
+    """Example rows by normalised text (case and spacing ignored: the groups of :class:`Examples`)."""
+    rows: dict[str, list[int]] = {}
+    for row, text in enumerate(texts):
+        rows.setdefault(normalized_text(text), []).append(row)
+    return rows
+
+
+def same_text_rows(
+    rows_of_text: Mapping[str, list[int]], contexts: Sequence[QueryContext]
+) -> list[tuple[int, list[int]]]:
+    """``(query index, example rows)`` for each query whose text is a labelled example's."""
+    if not rows_of_text:
+        return []
+    found = ((i, rows_of_text.get(normalized_text(c.text))) for i, c in enumerate(contexts))
+    return [(i, rows) for i, rows in found if rows]
+
+
+def leave_own_text_out(
+    sims: np.ndarray, rows_of_text: Mapping[str, list[int]], contexts: Sequence[QueryContext]
+) -> np.ndarray:
+    """``sims`` with ``-inf`` where an example has the query's own text: the example signals are
+    fitted leave one out (:func:`_leave_one_out_sims`), so a query that repeats a labelled example
+    is read as that example was when the gate was fitted, never with a similarity of 1.0 to
+    itself, a value the fitted model never saw for it (the neighbour vote's ``nearest_sim`` read
+    1.0 and a model that learned "a very close example -> retrieve" sent every answer-example to
+    retrieval). ``sims`` may be the per-decision memo's rows: it is copied before any change."""
+    same = same_text_rows(rows_of_text, contexts)
+    if not same:
+        return sims
+    sims = sims.copy()
+    for i, rows in same:
+        sims[i, rows] = -np.inf
+    return sims
+
+
 # --------------------------------------------------------------------------- neighbour vote
 
 
 class KnnVoteSignal(GateSignal):
-    """SKR-style vote: the ``k`` most similar labelled queries, each weighted by its similarity."""
+    """SKR-style vote: the ``k`` most similar labelled queries, each weighted by its similarity.
+
+    A query whose text is one of the labelled examples (case and spacing ignored) is voted on
+    without that example, as each example was when the gate was fitted (:func:`leave_own_text_out`);
+    :meth:`explain` names the example and its label.
+    """
 
     kind = "knn_vote"
     primary = "share"
@@ -266,6 +307,7 @@ class KnnVoteSignal(GateSignal):
         self._retrieve = np.asarray(retrieve, dtype=bool)
         self._texts = texts
         self._fingerprint = bank_fingerprint(self._vectors)
+        self._rows_of_text = rows_by_text(texts)
 
     @property
     def names(self) -> list[str]:
@@ -300,21 +342,39 @@ class KnnVoteSignal(GateSignal):
         out[~np.isfinite(out[:, 1]), 1] = -1.0  # every neighbour left out
         return out
 
+    def _similarities(self, contexts: Sequence[QueryContext], vectors: np.ndarray) -> np.ndarray:
+        sims = example_similarities(self._vectors, self._fingerprint, vectors)
+        return leave_own_text_out(sims, self._rows_of_text, contexts)
+
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
         vectors = _need_vectors(self, vectors, len(contexts))
-        return self._vote(example_similarities(self._vectors, self._fingerprint, vectors))
+        return self._vote(self._similarities(contexts, vectors))
 
     def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
         if vector is None or not len(self._texts):
             return {}
-        best = int(np.argmax(example_similarities(self._vectors, self._fingerprint, vector[None])[0]))
-        return {"nearest": self._texts[best][:80], "nearest_retrieve": bool(self._retrieve[best])}
+        out: dict[str, Any] = {}
+        same = same_text_rows(self._rows_of_text, [context])
+        if same:
+            row = same[0][1][0]
+            out["labelled_example"] = {"retrieve": bool(self._retrieve[row]), "left_out_of_vote": True}
+        sims = self._similarities([context], vector[None])[0]
+        if np.isfinite(sims).any():
+            best = int(np.argmax(sims))
+            out.update(nearest=self._texts[best][:80], nearest_retrieve=bool(self._retrieve[best]))
+        return out
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"texts": self._texts}, {"vectors": self._vectors, "retrieve": self._retrieve}
 
     def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-        self._set_bank(arrays["vectors"], arrays["retrieve"], list(data.get("texts", [])))
+        texts = list(data.get("texts", []))
+        if texts and len(texts) != len(arrays["vectors"]):  # explain() would name the wrong example
+            raise RagrouteError(
+                f"gate signal knn_vote: {len(texts)} example texts for {len(arrays['vectors'])} "
+                "example vectors: the saved gate is damaged; refit it"
+            )
+        self._set_bank(arrays["vectors"], arrays["retrieve"], texts)
 
 
 # --------------------------------------------------------------------------- bank margin
@@ -322,7 +382,10 @@ class KnnVoteSignal(GateSignal):
 
 class BankMarginSignal(GateSignal):
     """Mean of the ``top_n`` best cosine similarities to the "needs retrieval" example bank, to the
-    "answerable directly" bank, and their difference (as vLLM Semantic Router's complexity margin)."""
+    "answerable directly" bank, and their difference (as vLLM Semantic Router's complexity margin).
+
+    A query repeating a labelled example is measured without it, as the example was when fitted
+    (:func:`leave_own_text_out`; gates saved before session 36 keep no texts and do not)."""
 
     kind = "bank_margin"
     primary = "margin"
@@ -333,11 +396,13 @@ class BankMarginSignal(GateSignal):
         if top_n < 1:
             raise RagrouteError(f"bank_margin: top_n must be >= 1, got {top_n}")
         self.top_n = int(top_n)
-        self._set_bank(np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=bool))
+        self._set_bank(np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=bool), [])
 
-    def _set_bank(self, vectors: np.ndarray, retrieve: np.ndarray) -> None:
+    def _set_bank(self, vectors: np.ndarray, retrieve: np.ndarray, texts: list[str]) -> None:
         """All examples in one matrix (the vote's, when fitted on the same examples: one product
-        serves both) and which of them need retrieval."""
+        serves both), which of them need retrieval, and their texts."""
+        self._texts = texts
+        self._rows_of_text = rows_by_text(texts)
         self._bank = np.ascontiguousarray(vectors, dtype=np.float32)
         self._is_retrieve = np.asarray(retrieve, dtype=bool)
         self._retrieve_rows = np.flatnonzero(self._is_retrieve)
@@ -355,7 +420,7 @@ class BankMarginSignal(GateSignal):
         vectors = _need_vectors(self, examples.vectors, len(examples.texts))
         if examples.retrieve.all() or not examples.retrieve.any():
             raise RagrouteError("bank_margin needs examples of both kinds (retrieve and answer directly)")
-        self._set_bank(vectors, examples.retrieve.copy())
+        self._set_bank(vectors, examples.retrieve.copy(), list(examples.texts))
 
     def fit_values(self, examples: Examples) -> np.ndarray:
         self.fit(examples)
@@ -369,7 +434,7 @@ class BankMarginSignal(GateSignal):
         if n == 0:
             return np.zeros(sims.shape[0])
         top = np.partition(sims, sims.shape[1] - n, axis=1)[:, -n:]
-        if np.isfinite(top).all():  # always at decision time; -inf marks left-out examples in training
+        if np.isfinite(top).all():  # -inf marks left-out examples (their own text)
             return top.mean(axis=1)
         top = np.where(np.isfinite(top), top, np.nan)
         with np.errstate(all="ignore"):
@@ -383,19 +448,23 @@ class BankMarginSignal(GateSignal):
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
         vectors = _need_vectors(self, vectors, len(contexts))
         sims = example_similarities(self._bank, self._fingerprint, vectors)
+        sims = leave_own_text_out(sims, self._rows_of_text, contexts)
         return self._margin(sims[:, self._retrieve_rows], sims[:, self._answer_rows])
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {}, {"vectors": self._bank, "retrieve": self._is_retrieve}
+        return {"texts": self._texts}, {"vectors": self._bank, "retrieve": self._is_retrieve}
 
     def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         if "vectors" in arrays:
-            self._set_bank(arrays["vectors"], arrays["retrieve"])
+            texts = list(data.get("texts", []))
+            if texts and len(texts) != len(arrays["vectors"]):
+                texts = []  # not this bank's: compare no text rather than the wrong rows
+            self._set_bank(arrays["vectors"], arrays["retrieve"], texts)
             return
         # gates saved before the banks became one matrix: the two banks, stacked
         retrieve, answer = (np.asarray(arrays[k], dtype=np.float32) for k in ("retrieve_bank", "answer_bank"))
         mask = np.r_[np.ones(len(retrieve), dtype=bool), np.zeros(len(answer), dtype=bool)]
-        self._set_bank(np.vstack([retrieve, answer]), mask)
+        self._set_bank(np.vstack([retrieve, answer]), mask, [])
 
 
 # --------------------------------------------------------------------------- retrieval confidence
