@@ -175,6 +175,25 @@ def test_log_probabilities_that_are_none_are_a_failed_signal_not_a_confidence(lo
     assert decision.reason.startswith("LLM signals failed (llm_logprob: the LLM's token log-probabilities")
 
 
+def test_each_query_reads_its_own_llm_outcome_when_two_share_a_text():
+    # the first call fails, the second answers unsure; until session 36 the outcome was kept by
+    # text, so the first query read the second's success over its own neutral values (ok = 0,
+    # confidence 0.97 for llm_logprob) and answered without retrieval instead of falling back
+    llm = ScriptedLLM(replies=[ConnectionError("flaky"), "Zorblat Inc"], logprobs=[-3.0, -4.0])
+    fallback = RecordingGate()
+    query = "Who founded the Zorblat Orrin Works company?"
+    first, second = LLMGate([LogprobSignal(llm)], fallback=fallback).gate_many(contexts(query, query))
+    assert fallback.seen == [query]
+    assert first.signals["fallback"].endswith("llm_logprob: ConnectionError: flaky")
+    assert second.action == "retrieve"
+    assert second.signals["llm_logprob"] == {"draft": "Zorblat Inc", "tokens": 2}
+    signal = LogprobSignal(ScriptedLLM(replies=[ConnectionError("flaky"), "Paris"], logprobs=[-0.1]))
+    batch = contexts(query, query)
+    signal.values(batch, None)
+    assert "flaky" in signal.explain(batch[0], None)["error"]
+    assert signal.explain(batch[1], None)["draft"] == "Paris"
+
+
 def test_llm_gate_default_fallback_is_the_rarity_threshold_and_partial_failures_are_kept():
     broken = ScriptedLLM(replies=[RuntimeError("boom")])
     gate = LLMGate([LogprobSignal(broken)])

@@ -33,6 +33,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,6 +58,16 @@ def normalise_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+@dataclass
+class LLMOutcome:
+    """One query's LLM signal: ``values`` (``ok`` last; neutral with ``ok = 0`` on failure),
+    ``detail`` for the trace, and ``error``: why the call gave no values (None when it did)."""
+
+    values: list[float]
+    detail: dict[str, Any]
+    error: str | None
+
+
 class LLMSignal(GateSignal):
     """Base of the LLM signals: per-query calls, neutral values and a recorded reason on failure."""
 
@@ -75,9 +86,10 @@ class LLMSignal(GateSignal):
                     f"({type(exc).__name__}: {exc})"
                 ) from None
             self.prompt = prompt
-        self._errors: dict[str, str] = {}
-        self._details: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
+        # what the latest values() call of each thread read, by context object: the explanation
+        # of a decision reads its own query's outcome (two queries with one text in a batch, or
+        # two threads asking at once, never read each other's), and nothing accumulates
+        self._latest = threading.local()
 
     def settings(self) -> dict[str, Any]:
         return {"timeout_s": self.timeout_s}
@@ -90,32 +102,41 @@ class LLMSignal(GateSignal):
         """Values (``ok`` last) and detail for one query; raise ``ValueError`` when unreadable."""
         raise NotImplementedError
 
-    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+    def outcomes(self, contexts: Sequence[QueryContext]) -> list[LLMOutcome]:
+        """Ask the LLM for each query: its values (``ok`` last), detail, and why it failed (or None)."""
         out = []
         for context in contexts:
             try:
                 values, detail = self.row(context.text)
-                error = None
+                out.append(LLMOutcome(values, detail, None))
             except ValueError as exc:
-                values, detail, error = [*self.neutral, 0.0], {}, str(exc)
-            with self._lock:
-                self._details[context.text] = detail
-                if error is None:
-                    self._errors.pop(context.text, None)
-                else:
-                    self._errors[context.text] = error
-            out.append(values)
-        return np.asarray(out, dtype=np.float64).reshape(len(out), len(self.names))
+                out.append(LLMOutcome([*self.neutral, 0.0], {}, str(exc)))
+        self._latest.outcomes = {id(c): (c, o) for c, o in zip(contexts, out)}
+        self._latest.by_text = {c.text: o for c, o in zip(contexts, out)}
+        return out
+
+    def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
+        outcomes = self.outcomes(contexts)
+        rows = [o.values for o in outcomes]
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.names))
+
+    def _outcome(self, context: QueryContext) -> LLMOutcome | None:
+        """This thread's latest outcome for this context object, else for its text."""
+        entry = getattr(self._latest, "outcomes", {}).get(id(context))
+        if entry is not None and entry[0] is context:
+            return entry[1]
+        return getattr(self._latest, "by_text", {}).get(context.text)
 
     def error(self, text: str) -> str | None:
-        """Why the latest call for ``text`` gave no values (None when it did)."""
-        return self._errors.get(text)
+        """Why this thread's latest call for ``text`` gave no values (None when it did)."""
+        outcome = getattr(self._latest, "by_text", {}).get(text)
+        return outcome.error if outcome is not None else None
 
     def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
-        error = self.error(context.text)
-        if error:
-            return {"error": error}
-        return dict(self._details.get(context.text, {}))
+        outcome = self._outcome(context)
+        if outcome is None:
+            return {}
+        return {"error": outcome.error} if outcome.error else dict(outcome.detail)
 
     def _ask(self, prompt: str, **kwargs: Any) -> Any:
         reply = complete_safely(self.llm, prompt, timeout_s=self.timeout_s, **kwargs)
@@ -304,20 +325,24 @@ class LLMGate:
                 out[i] = GateDecision("stop", 1.0, {}, reason=stop)
             else:
                 live.append(i)
-        matrices = {s.kind: s.values([contexts[i] for i in live], None) for s in self.signals}
+        asked = [contexts[i] for i in live]
+        outcomes = {s.kind: s.outcomes(asked) for s in self.signals}
         failed: list[tuple[int, str]] = []
         for j, i in enumerate(live):
             context = contexts[i]
             values, confidences, errors = {}, {}, {}
+            explained: dict[str, Any] = {}
             for signal in self.signals:
-                row = matrices[signal.kind][j]
+                outcome = outcomes[signal.kind][j]
+                row = np.asarray(outcome.values, dtype=np.float64)
                 for name, value in zip(signal.names, row):
                     values[f"{signal.kind}.{name}"] = round(float(value), 4)
-                error = signal.error(context.text)
-                if error:
-                    errors[signal.kind] = error
+                if outcome.error:
+                    errors[signal.kind] = outcome.error
+                    explained[signal.kind] = {"error": outcome.error}
                 else:
                     confidences[signal.kind] = signal.confidence(row)
+                    explained[signal.kind] = dict(outcome.detail)
             if not confidences:
                 failed.append((i, "; ".join(f"{k}: {v}" for k, v in errors.items())))
                 continue
@@ -328,7 +353,7 @@ class LLMGate:
                 "threshold": self.threshold,
                 "values": values,
                 "confidence": {k: round(v, 4) for k, v in confidences.items()},
-                **{s.kind: s.explain(context, None) for s in self.signals},
+                **explained,
             }
             if errors:
                 signals["errors"] = errors
