@@ -13,6 +13,7 @@ from ragroute.context import QueryContext
 from ragroute.errors import EncoderMismatchError, RagrouteError
 from ragroute.evaluation.metrics import auroc
 from ragroute.gate import GateSignalMismatchError, ThresholdGate, TrainedGate, make_signal, needs_retrieval
+from ragroute.gate.llm_signals import default_fallback
 from ragroute.gate.signals import (
     PROBE_C_GRID,
     BankMarginSignal,
@@ -221,6 +222,22 @@ def test_rarity_reads_general_language_and_corpus_frequencies():
     assert empty[names.index("min_zipf")] == 7.0 and empty[names.index("rare_share")] == 0.0
     assert content_words("Who founded Zorblat in 1999?") == (["founded", "zorblat"], ["zorblat"])
     assert RaritySignal().values([QueryContext("Zorblat")], None)[0, names.index("max_idf")] == 0.0
+
+
+def test_rarity_reads_words_of_every_script():
+    # until session 36 only ASCII letters were words: these queries had no content word, read as
+    # the commonest words (Zipf 7), and the LLM gate's default fallback answered them unretrieved
+    fallback = default_fallback()
+    for query in ("Кто основал компанию Зорблат Оррин?", "東京のゾルブラット社を設立したのは誰ですか"):
+        decision = fallback.gate_many([QueryContext(query)])[0]
+        assert decision.action == "retrieve" and decision.signals["values"]["rarity.min_zipf"] < 3
+    german = ["wer", "gründete", "die", "firma", "zorblat"]
+    assert content_words("Wer gründete die Firma Zorblat?")[0] == german
+    assert content_words("Don't ask O'Neil's state-of-the-art team")[0] == [
+        "don't", "ask", "o'neil's", "state-of-the-art", "team"
+    ]  # fmt: skip
+    empty = RaritySignal().explain(QueryContext("Is it?"), None)
+    assert empty["content_words"] == 0 and "commonest" in empty["note"]
 
 
 def test_complexity_counts_cues():

@@ -534,7 +534,12 @@ class RetrievalConfidenceSignal(GateSignal):
 
 # --------------------------------------------------------------------------- rarity
 
-_TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*[A-Za-z]|[A-Za-z]|\d+")
+# words of any script (letters, inner apostrophes and hyphens) and numbers; until session 36 only
+# ASCII letters, so a Cyrillic, Greek or CJK query had no content word and read as the commonest
+# words (the LLM gate's default fallback answered it without retrieval), and "gründete" was "gr" +
+# "ndete"
+_LETTER = r"[^\W\d_]"
+_TOKEN = re.compile(rf"{_LETTER}(?:{_LETTER}|['’-])*{_LETTER}|{_LETTER}|\d+")
 STOPWORDS = frozenset(
     [
         "a",
@@ -811,7 +816,10 @@ class RaritySignal(GateSignal):
     def explain(self, context: QueryContext, vector: np.ndarray | None) -> dict[str, Any]:
         content, _ = _content_words(context.text)
         if not content:
-            return {}
+            return {
+                "content_words": 0,
+                "note": f"no content word: read as the commonest words (Zipf {COMMON_ZIPF})",
+            }
         rarest = min(content, key=zipf)
         return {"rarest_word": rarest, "rarest_zipf": round(zipf(rarest), 2)}
 
