@@ -200,6 +200,35 @@ BAD = {
         GOOD + "gate: {kind: threshold, signal: {kind: knn_vote, k: 10}, above: 0.5}\n",
         "{config}: gate: signal knn_vote learns from labelled queries: give 'examples:'",
     ),
+    # session 36: each of these passed `config check` and then failed to load, or loaded a gate
+    # that decided nonsense (NaN, a flipped confidence, a prompt without the query)
+    "threshold gate scale of zero": (
+        GOOD + "gate: {kind: threshold, signal: rarity, value: min_zipf, below: 3, scale: 0}\n",
+        "{config}: gate: 'scale' must be above 0, not 0",
+    ),
+    "gate depth of zero": (
+        GOOD + "gate: {kind: threshold, signal: rarity, value: min_zipf, below: 3, depth: {deep_k: 0}}\n",
+        "{config}: gate 'depth:': 'deep_k' must be at least 1, not 0",
+    ),
+    "llm gate threshold below 0": (
+        GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: ['x']}, threshold: -1}\n",
+        "{config}: gate: 'threshold' must be at least 0, not -1",
+    ),
+    "llm gate prompt without the query": (
+        GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: ['x']}, "
+        "signals: [{kind: llm_self, prompt: 'Ready?'}]}\n",
+        "placeholder, where the query goes",
+    ),
+    "llm logprob scale of zero": (
+        GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: ['x']}, "
+        "signals: [{kind: llm_logprob, scale: 0}]}\n",
+        "scale must be a positive number, got 0",
+    ),
+    "llm gate weighting every signal 0": (
+        GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: ['x']}, signals: [llm_self], "
+        "weights: {llm_self: 0}}\n",
+        "{config}: gate: weights: every signal is weighted 0, so none could decide",
+    ),
     "reranker backend unknown": (
         GOOD + "reranker: {kind: cross-encoder, model: indexes/astro, backend: foo}\n",
         "{config}: reranker: unknown reranker backend 'foo': choose one of auto, torch",

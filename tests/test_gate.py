@@ -502,6 +502,9 @@ def test_threshold_gate(encoder):
     assert knn.gate_many([QueryContext("What is 9 plus 9?")])[0].action == "answer"
     with pytest.raises(RagrouteError, match="examples"):
         ThresholdGate(KnnVoteSignal(), above=0.5, encoder=encoder)
+    # examples of one kind: the vote could only ever say that kind (accepted until session 36)
+    with pytest.raises(RagrouteError, match=r"signal knn_vote: .* and examples that do not \(all 24 need"):
+        ThresholdGate(KnnVoteSignal(k=3), above=0.5, encoder=encoder, examples=(RETRIEVE, [True] * 24))
     with pytest.raises(RagrouteError, match="exactly one"):
         ThresholdGate(make_signal("rarity"), above=1.0, below=2.0)
     # the signal named as in a gate: config (a kind, or {kind: ...}) works like the object

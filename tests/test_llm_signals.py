@@ -194,6 +194,39 @@ def test_each_query_reads_its_own_llm_outcome_when_two_share_a_text():
     assert signal.explain(batch[1], None)["draft"] == "Paris"
 
 
+def test_llm_settings_that_would_decide_nonsense_are_refused():
+    # each was accepted until session 36: NaN probabilities, a flipped confidence, a prompt that
+    # never sends the query, a threshold no probability reaches, weights that decide nothing
+    llm = ScriptedLLM(replies=["x"])
+    for bad in ({"scale": 0}, {"scale": -0.15}, {"center": float("nan")}):
+        with pytest.raises(ValueError, match="scale|center"):
+            LogprobSignal(llm, **bad)
+    with pytest.raises(ValueError, match="must hold the {query} placeholder"):
+        SelfAssessSignal(llm, prompt="Reply yes or no: are you ready?")
+    with pytest.raises(ValueError, match="temperature"):
+        AgreementSignal(llm, temperature=-1)
+    for threshold in (-1, 1.5):
+        with pytest.raises(ValueError, match="threshold"):
+            LLMGate([SelfAssessSignal(llm)], threshold=threshold)
+    with pytest.raises(ValueError, match="weighted 0"):
+        LLMGate([SelfAssessSignal(llm)], weights={"llm_self": 0})
+    with pytest.raises(ValueError, match=">= 0"):
+        LLMGate([SelfAssessSignal(llm)], weights={"llm_self": -1})
+
+
+def test_a_signal_weighted_0_informs_but_never_decides_alone():
+    # llm_logprob fails, llm_self (weight 0) answers "yes": the weighted mean had no weight, and
+    # `or 1.0` made it p_retrieve 1.0 while the reason read "LLM confidence llm_self 1.00"
+    llm = ScriptedLLM(rules={"Zorblat": "Yes"})  # no log-probabilities
+    fallback = RecordingGate()
+    gate = LLMGate(
+        [LogprobSignal(llm), SelfAssessSignal(llm)], fallback=fallback, weights={"llm_self": 0}
+    )
+    decision = gate.gate_many(contexts("Who founded Zorblat?"))[0]
+    assert fallback.seen == ["Who founded Zorblat?"] and decision.probability == 0.77
+    assert "llm_self: answered but weighted 0" in decision.signals["fallback"]
+
+
 def test_llm_gate_default_fallback_is_the_rarity_threshold_and_partial_failures_are_kept():
     broken = ScriptedLLM(replies=[RuntimeError("boom")])
     gate = LLMGate([LogprobSignal(broken)])

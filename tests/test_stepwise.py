@@ -62,7 +62,10 @@ class WordGate:
             elif "capital" in c.text:
                 out.append(GateDecision("answer", 0.1, reason="p_retrieve 0.1 < 0.5"))
             else:
-                out.append(GateDecision("retrieve", 0.9, depth=2, reason="p_retrieve 0.9 >= 0.5"))
+                signals = {"threshold": 0.5, "values": {"word.capital": 0.0}, "ms": 0.01}
+                out.append(
+                    GateDecision("retrieve", 0.9, signals, depth=2, steps=3, reason="p_retrieve 0.9 >= 0.5")
+                )
         return out
 
 
@@ -173,6 +176,10 @@ def test_gate_skips_stops_sets_depth_and_sees_step_and_history(bm25):
     gates = [t.detail for t in result.trace if t.stage == "gate"]
     assert [g["action"] for g in gates] == ["answer", "retrieve", "stop"]
     assert gates[0]["reason"] == "p_retrieve 0.1 < 0.5" and gates[1]["depth"] == 2
+    # the signals behind the decision, as the pipeline's gate step keeps them (until session 36
+    # the controller kept only a fallback)
+    assert gates[1]["values"] == {"word.capital": 0.0} and gates[1]["threshold"] == 0.5
+    assert gates[1]["steps"] == 3 and result.steps[1].gate == gates[1]
     # every step is asked as the root question's caller (its exposure budget counts them)
     from ragroute.context import QueryContext
 

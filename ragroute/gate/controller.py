@@ -282,18 +282,20 @@ class StepwiseController:
             step.gate = detail
             trace.append(TraceStep("gate", detail))
             return None
+        # the decision's signals (values, top contributions, threshold, fallback ...), as the
+        # pipeline's gate step records them; until session 36 only the fallback was kept
+        signals = dict(decision.signals) if isinstance(decision.signals, Mapping) else {}
         detail = {
+            **{key: value for key, value in signals.items() if key != "ms"},
             "step": step.index,
             "gate": getattr(self.gate, "name", "?"),
             "action": decision.action,
             "p_retrieve": decision.probability,
             "reason": decision.reason,
             **({"depth": decision.depth} if decision.depth else {}),
+            **({"steps": decision.steps} if decision.steps else {}),
             "ms": round((time.perf_counter() - gate_start) * 1000, 4),
         }
-        fallback = decision.signals.get("fallback") if isinstance(decision.signals, Mapping) else None
-        if fallback:
-            detail["fallback"] = fallback
         step.gate = detail
         trace.append(TraceStep("gate", detail))
         return decision

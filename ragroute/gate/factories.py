@@ -19,7 +19,7 @@ from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys, check_listed_setting, check_setting
 from ragroute.gate.signals import make_signal, needs_retrieval
-from ragroute.gate.trained import DepthPolicy, ThresholdGate, TrainedGate
+from ragroute.gate.trained import DepthPolicy, ThresholdGate, TrainedGate, check_example_kinds
 
 #: the keys of a gate's ``depth:`` mapping (:class:`~ragroute.gate.trained.DepthPolicy`)
 DEPTH_KEYS = frozenset(f.name for f in fields(DepthPolicy))
@@ -35,7 +35,7 @@ GATE_SETTINGS: dict[str, set[str]] = {
 #: and ``depth`` are structured and checked where they are read)
 GATE_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "path": ("string", None),
-    "threshold": ("number", None),
+    "threshold": ("number", 0),
     "retrieval_rate": ("number", 0),
     "retrieve_cost": ("number", 0),
     "max_steps": ("integer", 1),
@@ -50,7 +50,7 @@ GATE_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
 
 #: gate settings that are probabilities or shares (at most 1), and those that must be above 0
 GATE_SETTING_MAXIMUM = {"threshold": 1.0, "retrieval_rate": 1.0}
-GATE_SETTING_POSITIVE = ("timeout_s",)
+GATE_SETTING_POSITIVE = ("timeout_s", "scale")
 
 
 def _check(kind: str, settings: Mapping[str, Any], where: str) -> None:
@@ -72,10 +72,9 @@ def check_gate_value(key: str, value: Any, where: str) -> None:
     )
 
 
-def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
-    depth = settings.get("depth")
-    if depth is None:
-        return None
+def check_depth(depth: Any, where: str) -> DepthPolicy:
+    """A gate's ``depth:`` mapping as a :class:`DepthPolicy`, or one line saying what is wrong
+    (loading and ``ragroute config check`` both call it)."""
     if not isinstance(depth, Mapping):
         raise RagrouteError(f"{where}: gate 'depth:' must be a mapping (shallow_k, deep_k, deep_steps, ...)")
     check_keys(depth, DEPTH_KEYS, f"{where}: gate 'depth:'")
@@ -86,6 +85,11 @@ def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
         return DepthPolicy(**depth)
     except TypeError as exc:
         raise RagrouteError(f"{where}: gate 'depth:' {exc}") from None
+
+
+def _depth(settings: Mapping[str, Any], where: str) -> DepthPolicy | None:
+    depth = settings.get("depth")
+    return None if depth is None else check_depth(depth, where)
 
 
 def trained(settings: Mapping[str, Any], build: Any) -> TrainedGate:
@@ -149,6 +153,21 @@ def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
                 f"{where}: weights: {name!r} is none of the gate's signals ({', '.join(kinds)})"
             )
         check_setting(value, "number", f"{where}: weights", str(name), minimum=0)
+    if all(float(weights.get(kind, 1.0)) == 0 for kind in kinds):
+        raise RagrouteError(
+            f"{where}: weights: every signal is weighted 0, so none could decide: give one a weight above 0"
+        )
+
+
+def read_examples(path: Any) -> tuple[list[str], list[bool]]:
+    """A threshold gate's ``examples:`` file (LABELS format): texts and whether each needs
+    retrieval, both kinds present (loading and ``ragroute config check`` both read it so)."""
+    from ragroute.route.labels import read_labelled_queries
+
+    texts, labels = read_labelled_queries(path)
+    flags = [needs_retrieval(label) for label in labels]
+    check_example_kinds(flags)
+    return texts, flags
 
 
 def threshold(settings: Mapping[str, Any], build: Any) -> ThresholdGate:
@@ -159,10 +178,7 @@ def threshold(settings: Mapping[str, Any], build: Any) -> ThresholdGate:
     signal = make_signal(settings["signal"], encoder=build.encoder, sources=build.sources)
     examples = None
     if "examples" in settings:
-        from ragroute.route.labels import read_labelled_queries
-
-        texts, labels = read_labelled_queries(build.resolve(settings["examples"]))
-        examples = (texts, [needs_retrieval(label) for label in labels])
+        examples = read_examples(build.resolve(settings["examples"]))
     return ThresholdGate(
         signal,
         settings.get("value"),

@@ -29,6 +29,7 @@ decision's reason and ``signals["fallback"]``. It never raises for an LLM's fail
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections import Counter
@@ -79,12 +80,14 @@ class LLMSignal(GateSignal):
         self.timeout_s = timeout_s
         if prompt is not None:
             try:
-                prompt.format(query="q")
+                filled = prompt.format(query="\x00")
             except (KeyError, IndexError, ValueError) as exc:
                 raise ValueError(
                     f"the prompt may hold only the {{query}} placeholder; write literal braces as {{{{ }}}} "
                     f"({type(exc).__name__}: {exc})"
                 ) from None
+            if "\x00" not in filled:  # the LLM would never see the query, and answer every one alike
+                raise ValueError("the prompt must hold the {query} placeholder, where the query goes")
             self.prompt = prompt
         # what the latest values() call of each thread read, by context object: the explanation
         # of a decision reads its own query's outcome (two queries with one text in a batch, or
@@ -156,6 +159,10 @@ class LogprobSignal(LLMSignal):
     def __init__(self, llm: Any, *, center: float = -0.5, scale: float = 0.15, **kwargs: Any) -> None:
         super().__init__(llm, **kwargs)
         self.center, self.scale = float(center), float(scale)
+        if not math.isfinite(self.center):
+            raise ValueError(f"center must be a finite log-probability, got {center}")
+        if not (math.isfinite(self.scale) and self.scale > 0):  # 0: NaN; below 0: confidence flipped
+            raise ValueError(f"scale must be a positive number, got {scale}")
 
     @property
     def names(self) -> list[str]:
@@ -193,6 +200,8 @@ class AgreementSignal(LLMSignal):
         if samples < 2:
             raise ValueError("agreement needs at least 2 samples")
         self.samples, self.temperature = int(samples), float(temperature)
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a number >= 0, got {temperature}")
 
     @property
     def names(self) -> list[str]:
@@ -311,7 +320,13 @@ class LLMGate:
         self.signals = list(signals)
         self.fallback = fallback if fallback is not None else default_fallback()
         self.threshold = float(threshold)
-        self.weights = dict(weights or {})
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+        self.weights = {str(k): float(v) for k, v in (weights or {}).items()}
+        if any(not (math.isfinite(v) and v >= 0) for v in self.weights.values()):
+            raise ValueError(f"weights must be numbers >= 0, got {weights}")
+        if all(self.weights.get(s.kind, 1.0) == 0 for s in self.signals):
+            raise ValueError("every signal is weighted 0, so none could decide: give one a weight above 0")
         self.depth = depth or DepthPolicy()
         self.max_steps = max_steps
 
@@ -343,11 +358,13 @@ class LLMGate:
                 else:
                     confidences[signal.kind] = signal.confidence(row)
                     explained[signal.kind] = dict(outcome.detail)
-            if not confidences:
-                failed.append((i, "; ".join(f"{k}: {v}" for k, v in errors.items())))
+            weight = {k: self.weights.get(k, 1.0) for k in confidences}
+            total = sum(weight.values())
+            if total == 0:  # none answered, or only signals weighted 0 (they inform, never decide)
+                why = [f"{k}: {v}" for k, v in errors.items()]
+                why += [f"{k}: answered but weighted 0" for k in confidences]
+                failed.append((i, "; ".join(why)))
                 continue
-            weight = {k: float(self.weights.get(k, 1.0)) for k in confidences}
-            total = sum(weight.values()) or 1.0
             p = 1.0 - sum(confidences[k] * weight[k] for k in confidences) / total
             signals: dict[str, Any] = {
                 "threshold": self.threshold,

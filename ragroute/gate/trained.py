@@ -350,6 +350,19 @@ def check_operating_point(
             raise RagrouteError(f"{name} must be {'in ' if high < math.inf else ''}{span}, got {value}")
 
 
+def check_example_kinds(retrieve: Sequence[bool] | np.ndarray, where: str = "") -> None:
+    """One line unless the examples hold both kinds: with one, a neighbour vote can only ever
+    say that kind, and nothing can be fitted."""
+    y = np.asarray(retrieve, dtype=bool)
+    if y.all() or not y.any():
+        kind = "need retrieval" if y.any() else "answer directly"
+        prefix = f"{where}: " if where else ""
+        raise RagrouteError(
+            f"{prefix}a gate needs examples that need retrieval and examples that do not "
+            f"(all {len(y)} {kind})"
+        )
+
+
 class TrainedGate(SignalGate):
     """A logistic regression over signal values, Platt-calibrated; see the module docstring."""
 
@@ -428,8 +441,7 @@ class TrainedGate(SignalGate):
         y = np.asarray(flags, dtype=bool)
         if len(texts) != len(y):
             raise RagrouteError(f"{len(texts)} texts but {len(y)} labels")
-        if y.all() or not y.any():
-            raise RagrouteError("a gate needs examples that need retrieval and examples that do not")
+        check_example_kinds(y)
         if min(int(y.sum()), int((~y).sum())) < MIN_EXAMPLES_PER_KIND:
             raise RagrouteError(
                 f"a gate needs at least {MIN_EXAMPLES_PER_KIND} examples of each kind (its signals are "
@@ -826,6 +838,7 @@ class ThresholdGate(SignalGate):
             if examples is None:
                 raise RagrouteError(f"signal {signal.kind} learns from labelled examples: give 'examples'")
             texts, flags = examples
+            check_example_kinds(list(flags), f"signal {signal.kind}")
             vectors = None
             if signal.uses_encoder:
                 if encoder is None:

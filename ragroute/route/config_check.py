@@ -575,7 +575,13 @@ class _Checker:
                 self.problem(f"{where}: {unknown_keys_message([key], known, what)}")
 
     def check_gate(self, spec: Any, where: str, names: list[str], top: bool = True) -> None:
-        from ragroute.gate.factories import DEPTH_KEYS, GATE_SETTINGS, check_gate_value
+        from ragroute.gate.factories import (
+            DEPTH_KEYS,
+            GATE_SETTINGS,
+            check_depth,
+            check_gate_value,
+            read_examples,
+        )
         from ragroute.gate.signals import GATE_SIGNALS, SIGNAL_SETTINGS
         from ragroute.registry import GATES
 
@@ -596,6 +602,8 @@ class _Checker:
         if depth is not None:
             if isinstance(depth, Mapping):
                 self.keys(depth, DEPTH_KEYS, f"{where}: depth")
+                if set(depth) <= DEPTH_KEYS:  # known keys: now their values
+                    self.attempt(lambda: check_depth(depth, prefix))
             else:
                 self.problem(f"{where}: 'depth:' must be a mapping (shallow_k, deep_k, deep_steps, ...)")
         if kind == "trained":
@@ -619,9 +627,12 @@ class _Checker:
             else:
                 self.signal_spec(spec["signal"], GATE_SIGNALS, SIGNAL_SETTINGS, f"{where}: signal")
                 self.check_threshold_signal(spec, where)
-        for key in ("examples",):
-            if key in spec and not self.resolve(spec[key]).is_file():
-                self.problem(f"{where}: {key} file {self.resolve(spec[key])} does not exist")
+        if "examples" in spec:
+            examples = self.resolve(spec["examples"])
+            if not examples.is_file():
+                self.problem(f"{where}: examples file {examples} does not exist")
+            else:
+                self.attempt(lambda: read_examples(examples), f"{where}: examples {examples}: ")
         if kind == "llm":
             from ragroute.gate.factories import check_llm_gate_signals
             from ragroute.gate.llm_signals import LLM_SIGNAL_SETTINGS, LLM_SIGNALS
