@@ -65,6 +65,24 @@ def test_gated_llama_retriever(index):
     assert routed.decision_of(first[0]).chosen == ["kb"]
 
 
+class FailingGate:
+    name = "failing"
+
+    def gate_many(self, contexts):
+        raise RuntimeError("gate exploded")
+
+
+def test_a_gated_retriever_whose_gate_raises_retrieves_with_the_error_in_the_decision(index):
+    # until session 36 the exception reached the caller; a pipeline's gate stage and the step-wise
+    # controller already took a failing gate to mean "retrieve" and traced the error
+    retriever = GatedLlamaRetriever(FailingGate(), index, k=3)
+    nodes = retriever.retrieve("Where was Ada Brennan born?")
+    assert [n.node.node_id for n in nodes][:1] == ["kb:ada"]
+    assert retriever.last_decision.action == "retrieve"
+    assert nodes[0].node.metadata["gate"]["error"] == "RuntimeError: gate exploded"
+    assert nodes[0].node.metadata["gate"]["reason"] == "gate failed: retrieving"
+
+
 def test_gated_and_stepwise_retrievers_give_a_calls_own_decision(index):
     """A query the gate answered returns no node: its gate decision (and a routed query's routing
     decision) could only be read from last_decision, which belongs to whichever query ended last;

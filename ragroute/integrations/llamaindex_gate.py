@@ -47,7 +47,7 @@ from ragroute.integrations.llamaindex import (
     resolve_top_k,
 )
 from ragroute.pipeline.score_scale import SourceScale
-from ragroute.pipeline.stages import GateDecision
+from ragroute.pipeline.stages import GateDecision, GateStage
 from ragroute.route.sources import hits_of
 from ragroute.scopes import caller_scopes
 from ragroute.types import Decision
@@ -106,7 +106,9 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
-        decision = self.gate.gate_many([context])[0]
+        # through the pipeline's gate stage: a gate that raises (or answers nonsense) means
+        # "retrieve", with the error in the decision, as in a pipeline and the controller
+        decision = GateStage(self.gate).run([context])[0]
         self.last_decision = decision
         self.last_routing = None
         if decision.action != "retrieve":
@@ -124,6 +126,8 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
         decision_id = self.decisions.record(routed) if routed is not None else ""
         self.decisions.report(GateOutcome(decision, routed))
         gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
+        if "error" in decision.signals:
+            gate["error"] = decision.signals["error"]
         nodes = []
         for hit in hits:
             node = hit_to_node(hit, routed, decision_id=decision_id)
