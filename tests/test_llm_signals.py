@@ -57,6 +57,27 @@ def test_calls_and_logprob_reading():
     assert late.error == "TimeoutError: no answer within 0.05 s"
 
 
+def test_hung_llm_calls_never_block_later_calls():
+    # until session 36 the calls shared four pool workers: four hung calls made the next healthy
+    # call time out without reaching its LLM, and it still ran later, after its caller gave up
+    import threading
+
+    release = threading.Event()
+
+    class Hung:
+        def complete(self, prompt, **kwargs):
+            release.wait(10)
+            return "late"
+
+    try:
+        for _ in range(5):
+            assert complete_safely(Hung(), "q", timeout_s=0.05).error.startswith("TimeoutError")
+        healthy = complete_safely(ScriptedLLM(replies=["Paris"]), "q", timeout_s=2)
+        assert healthy.ok and healthy.text == "Paris" and healthy.ms < 1000
+    finally:
+        release.set()
+
+
 def test_logprob_signal_values_and_missing_logprobs():
     signal = LogprobSignal(knowing_llm())
     values = signal.values(contexts("What is the capital of France?", "Who founded Zorblat?"), None)

@@ -4,9 +4,12 @@
 :class:`Reply`: the text, the token log-probabilities when the response carries
 them (:func:`token_logprobs`), the time taken, and ``error`` (``"TimeoutError:
 no answer within 5.0 s"``, ``"ConnectionError: ..."``) instead of raising. With a
-``timeout_s`` the call runs in a worker thread; a call that overruns is abandoned
+``timeout_s`` the call runs in a thread of its own; a call that overruns is abandoned
 (Python cannot kill a thread: it finishes in the background and its answer is
-dropped).
+dropped). Each call gets its own thread, started at once: until session 36 the calls
+shared a pool of four workers, so four hung calls made every later call time out
+without reaching the LLM, and a call queued behind them still ran after its caller
+had given up.
 """
 
 from __future__ import annotations
@@ -15,21 +18,33 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
+
+class _Overrun(Exception):
+    """The call did not finish within its timeout (it goes on in its thread, unheeded)."""
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ragroute-llm")
-        return _POOL
+def _call_within(call: Any, timeout_s: float) -> Any:
+    """``call()`` in a daemon thread of its own; its result or exception, or :class:`_Overrun`."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="ragroute-llm", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise _Overrun
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 LOGPROB_TOLERANCE = 1e-4
@@ -114,13 +129,10 @@ def complete_safely(llm: Any, prompt: str, *, timeout_s: float | None = None, **
         if timeout_s is None:
             response = call()
         else:
-            future = _pool().submit(call)
             try:
-                response = future.result(timeout=timeout_s)
-            except FutureTimeout:
-                if not future.done():  # the LLM's own TimeoutError is an ordinary error, below
-                    return Reply(ms=_ms(start), error=f"TimeoutError: no answer within {timeout_s} s")
-                raise
+                response = _call_within(call, timeout_s)
+            except _Overrun:  # the LLM's own TimeoutError is an ordinary error, below
+                return Reply(ms=_ms(start), error=f"TimeoutError: no answer within {timeout_s} s")
     except Exception as exc:  # noqa: BLE001 - any LLM failure becomes a recorded error
         return Reply(ms=_ms(start), error=describe_error(exc))
     text = getattr(response, "text", response)
