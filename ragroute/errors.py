@@ -301,6 +301,12 @@ def check_setting(
         hint = ""
         if expected in ("number", "number_or_auto") and isinstance(value, str) and _spells_number(value):
             hint = f" ({value!r}: YAML reads an exponent without a dot as text; write it as 1.0e-9 does)"
+        odd = value
+        if expected == "strings" and isinstance(value, (list, tuple)):
+            odd = next(item for item in value if not isinstance(item, str))
+            got = f"a list holding {value_type_name(odd)} ({odd!r})"
+        if expected in ("string", "strings") and isinstance(odd, bool):
+            hint = " (YAML reads unquoted yes, no, on, off, true and false as booleans: quote them, 'yes')"
         raise RagrouteError(f"{prefix}{key!r} must be {_SETTING_TYPES[expected]}, not {got}{hint}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if minimum is not None and value < minimum:

@@ -229,6 +229,11 @@ BAD = {
         "weights: {llm_self: 0}}\n",
         "{config}: gate: weights: every signal is weighted 0, so none could decide",
     ),
+    "unquoted yes read as a boolean": (
+        GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: [yes]}}\n",
+        "'replies' must be a list of strings, not a list holding a boolean (True) (YAML reads unquoted "
+        "yes, no, on, off, true and false as booleans: quote them, 'yes')",
+    ),
     "reranker backend unknown": (
         GOOD + "reranker: {kind: cross-encoder, model: indexes/astro, backend: foo}\n",
         "{config}: reranker: unknown reranker backend 'foo': choose one of auto, torch",

@@ -75,6 +75,17 @@ def test_cli_errors_are_one_line(tmp_path, labels):
     )
     assert needless.exit_code == 2
     assert needless.output == "error: --encoder does not apply to signals that embed nothing (rarity)\n"
+    # deciding with such a gate: --backend was accepted and ignored until session 36
+    cheap = tmp_path / "cheap"
+    fit = ["gate", "fit", str(labels), "--out", str(cheap), "--signals", "rarity"]
+    fitted = CliRunner().invoke(main, fit)
+    assert fitted.exit_code == 0, fitted.output
+    for option in (["--backend", "onnx"], ["--cache-dir", str(tmp_path)]):
+        result = CliRunner().invoke(main, ["gate", "decide", str(cheap), "Who founded Zorblat?", *option])
+        assert result.exit_code == 2
+        said = f"error: {option[0]} does not apply to gate {cheap}: its signals embed nothing\n"
+        assert result.output == said
+    assert CliRunner().invoke(main, ["gate", "decide", str(cheap), "Who founded Zorblat?"]).exit_code == 0
     both = CliRunner().invoke(
         main, ["gate", "decide", str(tmp_path / "g"), "hi", "--threshold", "0.9", "--retrieval-rate", "0.5"]
     )

@@ -168,6 +168,8 @@ def decide_command(
         points, "give one operating point, not {given}"
     )
     info = open_snapshot(gate_dir, family="gate", verify=False).manifest.encoder
+    if not info:  # was accepted and ignored until session 36
+        refuse_options(("backend", "cache_dir"), f"to gate {gate_dir}: its signals embed nothing")
     enc = _encoder(info["model_id"], backend, cache_dir) if info else None
     gate = TrainedGate.load(gate_dir, enc).with_operating_point(
         threshold=threshold, retrieval_rate=retrieval_rate, retrieve_cost=retrieve_cost
