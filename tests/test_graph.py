@@ -149,7 +149,7 @@ def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hash
 
     index = build_index(CORPUS, "graph", encoder=hashing_encoder)
     index.walk.anchor_weight = 0.0
-    llm = _ScriptedLLM(["Useful: [1]", "no idea"])
+    llm = _ScriptedLLM(["Useful: [1]", "no idea", "[]", "[99, -1]"])
     index.fact_filter = LLMFactFilter(llm)
     kept = index.search(QUESTION, k=3)[0].explain
     assert len(kept["facts"]) == 1 and kept["fact_filter"] == "llm-fact-filter"
@@ -159,7 +159,13 @@ def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hash
     everything = index.search(QUESTION, k=3)[0].explain  # unparseable: every candidate stays
     assert len(everything["facts"]) == min(index.walk.top_facts, len(offered))
     assert index.fact_filter.calls == 2 and index.fact_filter.failures == 1
-    assert index.fact_filter.last_error == "no fact number in the answer: 'no idea'"
+    assert index.fact_filter.last_error == "no valid fact number in the answer: 'no idea'"
+    # a list naming no valid fact: every fact was dropped, uncounted, until session 36
+    for answer in ("[]", "[99, -1]"):
+        empty = index.search(QUESTION, k=3)[0].explain
+        assert len(empty["facts"]) == len(everything["facts"])
+        assert empty["fact_filter_failed"] == f"no valid fact number in the answer: {answer!r}"
+    assert index.fact_filter.calls == 4 and index.fact_filter.failures == 3
 
     class Broken:
         def complete(self, prompt):
@@ -169,7 +175,7 @@ def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hash
     survived = index.search(QUESTION, k=3)[0].explain
     assert len(survived["facts"]) == len(everything["facts"])
     assert survived["fact_filter_failed"].startswith("ConnectionError")  # said on the hit itself
-    assert everything["fact_filter_failed"] == "no fact number in the answer: 'no idea'"
+    assert everything["fact_filter_failed"] == "no valid fact number in the answer: 'no idea'"
     assert "fact_filter_failed" not in kept
     assert index.fact_filter.failures == 1 and "ConnectionError" in index.fact_filter.last_error
     index.fact_filter = None

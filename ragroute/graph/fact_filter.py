@@ -21,7 +21,7 @@ PROMPT = """You select the facts that help answer a question.
 Question: {query}
 Candidate facts (two related phrases each):
 {facts}
-Answer with the numbers of the useful facts as a JSON list, e.g. [0, 3]. Answer [] if none helps.
+Answer with the numbers of the useful facts as a JSON list, e.g. [0, 3].
 Numbers:"""
 
 _LIST = re.compile(r"\[([^\[\]]*)\]")
@@ -42,14 +42,15 @@ class LLMFactFilter:
         self._lock = threading.Lock()
 
     def parse(self, answer: str, count: int) -> list[int] | None:
-        """The fact numbers in the first ``[...]`` list of ``answer`` (valid ones, in order), or None."""
+        """The valid fact numbers in the first ``[...]`` list of ``answer``, in order; None when it
+        names none (no list, ``[]``, or only numbers out of range): the walk then keeps every
+        candidate, since seeding from no fact would lose the walk's seeds to the LLM (until session
+        36 ``[]`` and out-of-range numbers dropped every fact, uncounted)."""
         match = _LIST.search(answer)
         if match is None:
             return None
-        numbers = [int(n) for n in re.findall(r"-?\d+", match.group(1))]
-        if match.group(1).strip() and not numbers:
-            return None
-        return sorted({n for n in numbers if 0 <= n < count})
+        kept = sorted({n for n in map(int, re.findall(r"-?\d+", match.group(1))) if 0 <= n < count})
+        return kept or None
 
     def __call__(self, query: str, facts: Sequence[Any]) -> list[Any]:
         return self.select(query, facts)[0]
@@ -66,7 +67,7 @@ class LLMFactFilter:
         kept = None if reply.error else self.parse(reply.text, len(facts))
         failure = None
         if kept is None:
-            failure = reply.error or f"no fact number in the answer: {reply.text[:80]!r}"
+            failure = reply.error or f"no valid fact number in the answer: {reply.text[:80]!r}"
         with self._lock:
             self.calls += 1
             if failure is not None:
