@@ -61,7 +61,7 @@ from ragroute.graph.extract import RuleExtractor, resolve_extractor
 from ragroute.graph.lexical import PassageTerms
 from ragroute.graph.ppr import PPREngine
 from ragroute.index.dense import DenseIndex
-from ragroute.index.docstore import DocumentStore
+from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import LocalIndex
 from ragroute.scopes import scope_of
 from ragroute.types import Document, Hit
@@ -232,6 +232,7 @@ class GraphIndex(LocalIndex):
         docs = list(documents)
         if not docs:
             return
+        check_have_text(docs)  # passages are extracted and embedded from their text
         seen: set[str] = set()
         for doc in docs:
             if doc.id in self.store or doc.id in seen:

@@ -21,6 +21,7 @@ from ragroute.errors import (
     RagrouteError,
     check_filter_keys,
     has_visible_text,
+    lone_surrogate,
 )
 from ragroute.index.rwlock import ReadWriteLock
 from ragroute.scopes import ACCESS_KEY, Visible, is_public, labels_of
@@ -339,6 +340,13 @@ def check_have_text(docs: Sequence[Document]) -> None:
             f"{len(blank)} document(s) with neither text nor title to index (nothing added): "
             f"{', '.join(map(repr, blank[:3]))}{' ...' if len(blank) > 3 else ''}"
         )
+    for doc in docs:  # a lone surrogate: the encoder's tokenizer raised an internal TypeError
+        for field_name in ("text", "title"):
+            problem = lone_surrogate(getattr(doc, field_name))
+            if problem:
+                raise InvalidArgumentError(
+                    f"document {doc.id!r}: its {field_name} is not valid Unicode ({problem}; nothing added)"
+                )
 
 
 def _matches(value: Any, allowed: set[Any]) -> bool:
