@@ -345,3 +345,24 @@ def test_the_path_of_a_hit_on_a_chain_follows_the_links_back_to_a_seed(hashing_e
         "marl hills",
         "passage c4 (Marl Hills)",
     ]
+
+
+def test_graph_and_walk_parameters_out_of_range_are_one_line():
+    # until session 36: synonym_k -3 failed an assert at build, a threshold of 2.0 or NaN was
+    # taken (NaN: no synonym edge), and fact_score "maxx" walked as "mean"
+    from ragroute.errors import InvalidArgumentError
+    from ragroute.graph.build import GraphParams
+    from ragroute.graph.index import WalkParams
+
+    for make, said in [
+        (lambda: GraphParams(synonym_k=-3), "GraphParams: 'synonym_k' must be at least 0, not -3"),
+        (lambda: GraphParams(synonym_threshold=2.0), "GraphParams: 'synonym_threshold' must be at most 1"),
+        (lambda: GraphParams(synonym_threshold=float("nan")), "'synonym_threshold' must be a number"),
+        (lambda: WalkParams(fact_score="maxx"), "'fact_score' must be 'max' or 'mean', not 'maxx'"),
+        (lambda: WalkParams(damping=1.0), "WalkParams: 'damping' must be at most 0.99"),
+        (lambda: WalkParams(fact_candidates=0), "WalkParams: 'fact_candidates' must be at least 1"),
+    ]:
+        with pytest.raises(InvalidArgumentError) as caught:
+            make()
+        assert said in str(caught.value) and "\n" not in str(caught.value)
+    assert WalkParams.static().fact_score == "mean" and GraphParams(synonym_k=0).synonym_k == 0

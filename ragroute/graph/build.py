@@ -41,6 +41,20 @@ from ragroute.graph.extract import Extraction, ExtractionWarning, RuleExtractor
 from ragroute.types import Document
 
 
+def check_params(params: Any, limits: dict[str, tuple[str, float | None, float | None]]) -> None:
+    """Each field of the ``params`` dataclass of the type and within the [least, most] bounds of
+    ``limits`` (``field: (type, least, most)``), else one line naming the class and field."""
+    from ragroute.errors import InvalidArgumentError, RagrouteError, check_setting
+
+    for name, (expected, least, most) in limits.items():
+        try:
+            check_setting(
+                getattr(params, name), expected, type(params).__name__, name, minimum=least, maximum=most
+            )
+        except RagrouteError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+
+
 @dataclass
 class GraphParams:
     """How the graph is built."""
@@ -48,6 +62,16 @@ class GraphParams:
     synonym_threshold: float = 0.8
     synonym_k: int = 10
     encode_batch: int = 256
+
+    def __post_init__(self) -> None:  # until session 36 a negative synonym_k failed an assert at build
+        check_params(
+            self,
+            {
+                "synonym_threshold": ("number", 0, 1),
+                "synonym_k": ("integer", 0, None),
+                "encode_batch": ("integer", 1, None),
+            },
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GraphParams:

@@ -55,8 +55,15 @@ import scipy.sparse as sp
 
 from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
-from ragroute.errors import IndexFormatError, RagrouteError
-from ragroute.graph.build import GraphParams, GraphTables, build_graph, extend_graph, extract_passages
+from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError
+from ragroute.graph.build import (
+    GraphParams,
+    GraphTables,
+    build_graph,
+    check_params,
+    extend_graph,
+    extract_passages,
+)
 from ragroute.graph.extract import RuleExtractor, resolve_extractor
 from ragroute.graph.lexical import PassageTerms
 from ragroute.graph.ppr import PPREngine
@@ -69,6 +76,22 @@ from ragroute.types import Document, Hit
 ARRAYS_FILE = "graph_arrays.npz"
 SCOPED_GRAPHS = 8  # walk graphs kept for callers' scopes (one per distinct set of visible passages)
 PHRASES_FILE = "graph_phrases.json"
+
+
+#: type, least and most value of each walk parameter (None: unbounded)
+WALK_LIMITS: dict[str, tuple[str, float | None, float | None]] = {
+    "top_facts": ("integer", 0, None),
+    "passage_prior": ("number", 0, 1),
+    "prior_depth": ("integer", 0, None),
+    "damping": ("number", 0.01, 0.99),
+    "fact_score": ("string", None, None),
+    "anchor_weight": ("number", 0, None),
+    "anchor_similarity": ("number", 0, 1),
+    "fact_passage_boost": ("number", 0, None),
+    "hub_damping": ("number", 0, None),
+    "fact_candidates": ("integer", 1, None),
+    "lexical_edges": ("number", 0, None),
+}
 
 
 @dataclass
@@ -86,6 +109,13 @@ class WalkParams:
     hub_damping: float = 0.5  # edges into a phrase scaled by 1 / degree ** hub_damping (0: off)
     fact_candidates: int = 20  # facts shown to a fact filter, when one is set
     lexical_edges: float = 8.0  # edges into passages scaled by 1 + this x unmatched-term overlap (0: off)
+
+    def __post_init__(self) -> None:  # until session 36 fact_score "maxx" walked as "mean", silently
+        check_params(self, WALK_LIMITS)
+        if self.fact_score not in ("max", "mean"):
+            raise InvalidArgumentError(
+                f"WalkParams: 'fact_score' must be 'max' or 'mean', not {self.fact_score!r}"
+            )
 
     @classmethod
     def static(cls) -> WalkParams:
