@@ -333,3 +333,34 @@ def test_an_llm_settings_file_named_in_a_config_file_is_read_beside_it(workspace
     assert result.exit_code == 0, result.output
     assert "llm extractor: 8 LLM calls" in result.stderr
     assert last_json(run("graph", "stats", "graph/kg", "--json"))["extractor"]["name"] == "llm"
+
+
+def test_bench_graph_builds_its_graph_with_the_llm_extractor_of_llm(workspace, monkeypatch, hashing_encoder):
+    """`bench graph --extractor llm` was offered and always failed (no LLM to ask) until session 36;
+    now it asks the LLM `--llm` names, and `--llm` with another extractor is a one-line error."""
+    import ragroute.encode
+
+    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *a, **k: hashing_encoder)
+    data = workspace / "mq"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in BASE + ADDED))
+    (data / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": QUESTION}) + "\n")
+    (data / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tp1\t1\nq1\tp2\t1\n")
+    settings = {
+        "llm": {
+            "kind": "scripted",
+            "rules": {
+                "RDF": json.dumps({"triples": [["Varne River", "flows through", "Kellow"]]}),
+                "named entities": json.dumps({"named_entities": ["Varne River", "Kellow"]}),
+            },
+        }
+    }
+    (workspace / "llm.yaml").write_text(json.dumps(settings))
+    result = run("bench", "graph", "--data", "mq", "--extractor", "llm", "--llm", "llm.yaml", "--json")
+    assert result.exit_code == 0, result.output
+    assert "llm extractor: " in result.stderr and " LLM calls" in result.stderr
+    refused = run("bench", "graph", "--data", "mq", "--llm", "llm.yaml")
+    assert refused.exit_code == 2
+    assert refused.output == (
+        "error: --llm does not apply to --extractor rules: it names the LLM of --extractor llm\n"
+    )

@@ -11,10 +11,12 @@ with status 2, also when a command is invoked on its own (as the tests do).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ragroute.cli.common import exclusive_options, one_line_errors, yield_to_command_line
+from ragroute.cli.common import exclusive_options, one_line_errors, refuse_options, yield_to_command_line
+from ragroute.cli.graph import LLM_ONLY, llm_extractor, llm_option, say_llm_work
 from ragroute.cli.options import (
     NameOrPath,
     backend_option,
@@ -537,12 +539,20 @@ def tatqa_command(
     type=click.Choice(EXTRACTORS.names()),
     default="rules",
     show_default=True,
-    help="Graph extractor (registered in ragroute.registry.EXTRACTORS).",
+    help="Graph extractor (registered in ragroute.registry.EXTRACTORS; `llm` asks the LLM of --llm).",
 )
+@llm_option
 @bench_json_option
 @one_line_errors
 def graph_command(
-    root: Path, split: str, encoder: str, backend: str, cache_dir: Path | None, extractor: str, as_json: bool
+    root: Path,
+    split: str,
+    encoder: str,
+    backend: str,
+    cache_dir: Path | None,
+    extractor: str,
+    llm_spec: str | None,
+    as_json: bool,
 ) -> None:
     """Multi-hop retrieval: BM25, dense and the graph walk on Recall@2/5 and full-chain recall@5,
     with build times.
@@ -550,8 +560,15 @@ def graph_command(
     from ragroute.encode import load_encoder
     from ragroute.evaluation import bench_graph
 
+    # until session 36 `--extractor llm` was offered and always failed: it had no LLM to ask
+    chosen: Any = extractor
+    if extractor == "llm":
+        chosen = llm_extractor(llm_spec, cache_dir)
+    elif llm_spec is not None:
+        refuse_options(("llm_spec",), f"to --extractor {extractor}: {LLM_ONLY}")
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
-    result = bench_graph.run_graph_bench(root, enc, split=split, extractor=extractor)
+    result = bench_graph.run_graph_bench(root, enc, split=split, extractor=chosen)
+    say_llm_work(chosen)
     click.echo(bench_graph.format_report(result))
     if as_json:
         emit_json(result)
