@@ -139,6 +139,10 @@ def test_a_query_lora_expert_changes_queries_not_documents(trained_expert: Path,
     assert not np.allclose(base_q, expert_q, atol=1e-4)  # the adapter was merged
     assert np.allclose(expert.encode_documents(texts), minilm.encode_documents(texts))
     assert expert.model_id == minilm.model_id and expert.query_space != minilm.model_id
+    # the whole build id names the query space (its first 12 digits are a timestamp to 0.1 s)
+    from ragroute.store import open_snapshot
+
+    assert expert.query_space.endswith("@" + open_snapshot(trained_expert).manifest.build)
 
 
 def test_the_training_device_is_recorded_and_an_unusable_one_is_one_line(
@@ -194,6 +198,17 @@ def test_merged_lora_equals_the_low_rank_update() -> None:
         merge_lora(net, {"0.A": a}, {"0": 0.5}, "test")
     with pytest.raises(RagrouteError, match="shape"):
         merge_lora(net, {"0.A": a[:, :3], "0.B": b}, {"0": 0.5}, "test")
+    # an adapter file that passes its checksums but is not what training writes: one line each,
+    # which the expert set reports (tracebacks from inside torch or float() until session 36)
+    for tensors, scales, said in [
+        ({"0.A": a, "0.B": b}, [0.5], "'scales' must map layer names to numbers"),
+        ({"0.A": a, "0.B": b}, {"0": "x"}, "has scale 'x', not a number"),
+        ({"0.A": a, "0.B": b}, {"0": float("nan")}, "has scale nan, not a number"),
+        ({"0.A": a.ravel(), "0.B": b}, {"0": 0.5}, "not two float matrices B @ A"),
+        ({"0.A": a, "0.B": b[:, :1]}, {"0": 0.5}, "not two float matrices B @ A"),
+    ]:
+        with pytest.raises(RagrouteError, match=re.escape(said)):
+            merge_lora(net, tensors, scales, "test")
 
 
 def test_expert_set_shares_one_index_and_reports_experts_that_fail(trained_expert: Path, minilm) -> None:
@@ -539,6 +554,24 @@ def test_a_full_expert_has_its_own_embedding_space(tmp_path: Path, minilm) -> No
     )
     base, full = experts.sources("toy", corpus()[:60])
     assert full.retriever.faiss_index is not base.retriever.faiss_index  # its own index
+    # the same model published with pickled weights (pytorch_model.bin) is refused, not unpickled
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from ragroute.errors import ModelNotFoundError
+    from ragroute.store import open_snapshot, write_artifact
+
+    snapshot = open_snapshot(tmp_path / "full", family="expert")
+    saved = dict(snapshot.manifest.params)
+    with write_artifact(tmp_path / "pickled", "expert", "full", params=saved) as build:
+        shutil.copytree(Path(snapshot.path) / "model", build.path / "model")
+        weights = build.path / "model" / "model.safetensors"
+        torch.save(load_file(str(weights)), str(build.path / "model" / "pytorch_model.bin"))
+        weights.unlink()
+    with pytest.raises(ModelNotFoundError, match="no model.safetensors .* a pytorch_model.bin is a pickle"):
+        load_expert_encoder(tmp_path / "pickled", minilm)
 
 
 def test_expert_cli_trains_and_fits_a_router_on_pseudo_queries(

@@ -37,7 +37,9 @@ class QueryAdapterEncoder:
         self.model_id = document_encoder.model_id
         self.dim = int(document_encoder.dim)
         self.name = name
-        self.query_space = f"{self.model_id}+expert:{name}@{build[:12]}"
+        # the whole build id: its first 12 digits are a timestamp to 0.1 s, so two experts of one
+        # folder name published within it shared a query-vector cache key until session 36
+        self.query_space = f"{self.model_id}+expert:{name}@{build}"
 
     def encode_queries(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
@@ -60,10 +62,17 @@ class QueryAdapterEncoder:
         return f"QueryAdapterEncoder({self.name!r}, base={self.model_id!r})"
 
 
-def merge_lora(transformer: Any, tensors: dict[str, np.ndarray], scales: dict[str, float], where: str) -> int:
-    """Add ``scale * B @ A`` to the weight of every adapted linear layer; returns how many were merged."""
+def merge_lora(transformer: Any, tensors: dict[str, np.ndarray], scales: Any, where: str) -> int:
+    """Add ``scale * B @ A`` to the weight of every adapted linear layer; returns how many were merged.
+    An adapter whose scales or matrices are not what training writes (a mapping of layer names to
+    finite numbers; 2-D float matrices that multiply) is one :class:`RagrouteError`, not a
+    traceback from inside torch (the expert set then reports and excludes the expert)."""
     import torch
 
+    if not isinstance(scales, dict) or not scales:
+        raise RagrouteError(
+            f"{where}: adapter 'scales' must map layer names to numbers, not {scales!r}"[:200]
+        )
     modules = dict(transformer.named_modules())
     merged = 0
     for module_name, scale in scales.items():
@@ -71,6 +80,19 @@ def merge_lora(transformer: Any, tensors: dict[str, np.ndarray], scales: dict[st
         a, b = tensors.get(f"{module_name}.A"), tensors.get(f"{module_name}.B")
         if module is None or a is None or b is None or not hasattr(module, "weight"):
             raise RagrouteError(f"{where}: adapter layer {module_name!r} does not match the base model")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
+            raise RagrouteError(f"{where}: adapter layer {module_name!r} has scale {scale!r}, not a number")
+        if (
+            a.ndim != 2
+            or b.ndim != 2
+            or b.shape[1] != a.shape[0]
+            or a.dtype.kind != "f"
+            or b.dtype.kind != "f"
+        ):
+            raise RagrouteError(
+                f"{where}: adapter layer {module_name!r} has matrices B {b.shape} {b.dtype} and "
+                f"A {a.shape} {a.dtype}, not two float matrices B @ A"
+            )
         delta = torch.from_numpy(b) @ torch.from_numpy(a) * float(scale)
         if tuple(delta.shape) != tuple(module.weight.shape):
             raise RagrouteError(
@@ -106,6 +128,12 @@ def load_expert_encoder(
         params = manifest.params
         folder = Path(snapshot.path)
         if manifest.kind == "full":
+            weights = folder / MODEL_DIR / "model.safetensors"
+            if not weights.is_file():  # training writes safetensors; another weights file may be a pickle
+                raise ModelNotFoundError(
+                    f"expert {path}: its model holds no model.safetensors (the only weights ragroute "
+                    "loads: a pytorch_model.bin is a pickle); train it again with `ragroute expert train`"
+                )
             return SentenceTransformerEncoder(folder / MODEL_DIR, threads=threads)
         base_id = str(params.get("base", ""))
         document_encoder = base_encoder
