@@ -137,6 +137,7 @@ FUSIONS = Registry(
         "zscore": "ragroute.index.fusion:zscore",
         "score": "ragroute.index.fusion:raw_score",
         "calibrated": "ragroute.index.fusion:calibrated",
+        "auto": "ragroute.index.fusion:auto",
     },
 )
 

@@ -71,6 +71,12 @@ def test_calibrated_fusion_adds_log_route_probability_to_null_z_scores():
     assert [h.doc_id for h in fused] == ["a1", "b1", "b2", "a2"]
     assert fused[0].score == pytest.approx(3.0 + math.log(2 / 3))
     assert fused[1].explain["b"]["z"] == pytest.approx(3.0) and fused[1].explain["fusion"] == "calibrated"
+    # one document in two lists of one collection: the best list's value, and every list's detail
+    # (until session 36 only the best list's rank and z were in the explanation)
+    twin = [Hit("a1", 0.40, "b", rank=1)]
+    merged = calibrated({"a": a, "b": twin}, stats=stats, documents_of={"a": "c", "b": "c"})
+    assert merged[0].doc_id == "a1" and merged[0].explain["a"]["z"] == pytest.approx(3.0)
+    assert merged[0].explain["b"] == {"rank": 1, "score": 0.4, "z": pytest.approx(1.0), "log_p": 0.0}
     # equally likely routes and no statistics: each list is standardised by itself
     alone = calibrated({"a": a, "b": b}, routes={"a": 0.5, "b": 0.5}, limit=2)
     assert {h.doc_id for h in alone} == {"a1", "b1"} and [h.rank for h in alone] == [1, 2]  # z = 1 each

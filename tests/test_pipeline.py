@@ -791,3 +791,26 @@ def test_ragroute_query_refuses_a_filter_key_no_document_holds_the_route_stage_r
     assert step["sources_without"] == ["products", "tickets"] and decision.chosen == ["none"]
     assert absent_filter_keys(index.metadata_keys(), filters) == ["colour", "zone"]
     assert absent_filter_keys(None, filters) == []  # keys unknown: nothing said to be absent
+
+
+def test_default_fusion_is_rrf_for_sources_over_the_same_documents_and_calibrated_otherwise(hashing_encoder):
+    """Until session 36 the default was calibrated everywhere: over an expert set's lists (one
+    collection) it kept each document's single best z-score, so the list with the smallest score
+    spread mostly came back alone, and the other lists' ranks were missing from `explain`."""
+    docs = [Document(f"d{i}", f"star telescope orbit {'comet ' * i}galaxy") for i in range(8)]
+    dense = build_index(docs, "dense", encoder=hashing_encoder)
+    bm25 = build_index(docs, "bm25")
+    shared = [Source(n, r, metadata={"corpus": "space"}) for n, r in (("dense", dense), ("bm25", bm25))]
+    both = FixedRouter({"dense": 0.5, "bm25": 0.5})
+    result = Pipeline(shared, both).retrieve("comet comet galaxy", k=5)
+    fuse = next(t.detail for t in result.decision.trace if t.stage == "fuse")
+    assert fuse["method"] == "rrf" and fuse["auto"] == "rrf: two lists hold the same documents"
+    assert all({"dense", "bm25"} <= set(hit.explain) for hit in result.hits)  # every list's rank
+    rrf = Pipeline(shared, both, options=RoutingOptions(fusion="rrf"))
+    expected = rrf.retrieve("comet comet galaxy", k=5)
+    assert [h.doc_id for h in result.hits] == [h.doc_id for h in expected.hits]
+    apart = [Source("a", dense), Source("b", build_index(docs[:4], "dense", encoder=hashing_encoder))]
+    result = Pipeline(apart, FixedRouter({"a": 0.5, "b": 0.5})).retrieve("comet comet galaxy", k=5)
+    fuse = next(t.detail for t in result.decision.trace if t.stage == "fuse")
+    assert fuse["method"] == "calibrated" and fuse["auto"].startswith("calibrated: every list")
+    assert "route_probabilities" in fuse

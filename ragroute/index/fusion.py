@@ -229,8 +229,10 @@ def calibrated(
             detail = {"rank": hit.rank, "score": hit.score, "z": round(z, 4), "log_p": round(log_p, 4)}
             scored.append((value, hit, {name: detail}))
     best: dict[tuple[str, str], tuple[float, Hit, dict]] = {}
+    details: dict[tuple[str, str], dict] = {}  # every list's rank and z for the document, not only the best's
     for value, hit, detail in scored:
         key = document_key(hit, documents_of)
+        details.setdefault(key, {}).update(detail)
         if key not in best or value > best[key][0]:
             best[key] = (value, hit, detail)
     order = sorted(best, key=lambda key: (-best[key][0], key[1], key[0]))[:limit]
@@ -239,10 +241,43 @@ def calibrated(
             best[key][1],
             score=best[key][0],
             rank=i + 1,
-            explain={**best[key][1].explain, "fusion": "calibrated", **best[key][2]},
+            explain={**best[key][1].explain, "fusion": "calibrated", **details[key]},
         )
         for i, key in enumerate(order)
     ]
 
 
 calibrated.needs_stats = True  # type: ignore[attr-defined] # the pipeline computes per-source null statistics for it
+
+
+def lists_share_documents(names: Sequence[str], documents_of: Mapping[str, str] | None = None) -> bool:
+    """Whether two of the lists ``names`` come from sources over the same documents (one collection
+    in ``documents_of``: an expert set's experts, two views of one index)."""
+    collections = [(documents_of or {}).get(name, name) for name in names]
+    return len(set(collections)) < len(collections)
+
+
+def auto_method(names: Sequence[str], documents_of: Mapping[str, str] | None = None) -> str:
+    """What ``auto`` fusion runs for these lists: ``rrf`` when two of them hold the same documents,
+    else ``calibrated``."""
+    return "rrf" if lists_share_documents(names, documents_of) else "calibrated"
+
+
+def auto(results: Mapping[str, Sequence[Hit]], *, documents_of=None, **context: Any):
+    """The default: reciprocal rank fusion when two lists come from sources over the same
+    documents, calibrated fusion when every list has documents of its own.
+
+    Lists over different documents (corpus routing) have no document in common: only their scores
+    can order them against each other, and calibrated fusion (standardised scores plus the route's
+    log-probability) never scored below sending each query to its top route on Glasgow
+    (docs/benchmarks.md). Lists over the same documents (experts, views of one index) vote on
+    shared documents by rank: on Glasgow's expert set RRF beat every score-based fusion on every
+    row (fusing all experts 0.5509 against calibrated's 0.5306, docs/experts.md), and calibrated,
+    which keeps each document's single best standardised score, mostly returned the list with the
+    smallest score spread (session 36)."""
+    if auto_method(list(results), documents_of) == "rrf":
+        return rrf(results, documents_of=documents_of, **context)
+    return calibrated(results, documents_of=documents_of, **context)
+
+
+auto.needs_stats = True  # type: ignore[attr-defined] # for calibrated, when the lists hold different documents

@@ -22,6 +22,7 @@ from ragroute.cpus import usable_cpus
 from ragroute.errors import check_filter_keys
 from ragroute.index.base import carried_keys, content_key
 from ragroute.index.docstore import FIELD_KEYS
+from ragroute.index.fusion import auto_method
 from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, rescored
 from ragroute.registry import FUSIONS
@@ -83,8 +84,9 @@ class RoutingOptions:
     probability reaches it, only the best route is queried (hedging costs nothing
     when the router is sure). ``fusion`` names a registered fusion method;
     ``route_weights`` is ``even`` or ``probability`` (weight each route's list by
-    its probability; the default ``calibrated`` fusion uses the probabilities
-    itself); ``depth`` is the number of hits read per route (default k, or
+    its probability; ``calibrated`` fusion, what the default ``auto`` runs for sources with
+    documents of their own, uses the probabilities itself; ``auto`` runs ``rrf`` for lists
+    over the same documents); ``depth`` is the number of hits read per route (default k, or
     :data:`SHARED_DOCUMENTS_DEPTH` when a query fuses sources over the same
     documents, such as an expert set's experts); ``always``
     names routes queried on top of the selection for every query that retrieves
@@ -101,7 +103,7 @@ class RoutingOptions:
 
     threshold: float = 0.25
     max_routes: int = 3
-    fusion: str = "calibrated"
+    fusion: str = "auto"
     depth: int | None = None
     route_weights: str = "even"
     hedge_below: float | None = None
@@ -608,6 +610,8 @@ class FuseStage:
 
     @property
     def needs_stats(self) -> bool:
+        if self.options.fusion == "auto":  # calibrated runs only for lists over different documents
+            return len(set(self.documents_of.values())) > 1
         return bool(getattr(FUSIONS.get(self.options.fusion), "needs_stats", False)) and len(self.sources) > 1
 
     def calibrate(self) -> dict[str, Any]:
@@ -645,8 +649,11 @@ class FuseStage:
             weights = {name: decision.routes.get(name, 0.0) for name in lists}
         else:
             weights = dict.fromkeys(lists, 1.0)
-        fuse = FUSIONS.get(self.options.fusion)
-        stats = self.calibrate() if self.needs_stats else {}
+        method = self.options.fusion
+        if method == "auto":  # the trace names the method that ran, and why
+            method = auto_method(list(lists), self.documents_of)
+        fuse = FUSIONS.get(method)
+        stats = self.calibrate() if getattr(fuse, "needs_stats", False) and len(self.sources) > 1 else {}
         fused = fuse(
             lists,
             weights=weights,
@@ -655,7 +662,13 @@ class FuseStage:
             routes=decision.routes,
             documents_of=self.documents_of,
         )
-        detail: dict[str, Any] = {"method": self.options.fusion}
+        detail: dict[str, Any] = {"method": method}
+        if self.options.fusion == "auto":
+            detail["auto"] = (
+                "rrf: two lists hold the same documents"
+                if method == "rrf"
+                else "calibrated: every list holds documents of its own"
+            )
         if getattr(fuse, "needs_stats", False):  # weighs routes by their probabilities itself
             detail["route_probabilities"] = {name: decision.routes.get(name, 0.0) for name in lists}
         else:
