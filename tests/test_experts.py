@@ -646,11 +646,22 @@ def test_expert_cli_trains_and_fits_a_router_on_pseudo_queries(
     decisions = router.route_many(["comet and nebula spectrum", "butter dough in the oven"])
     assert [d.chosen[0] for d in decisions] == ["orbit", "baking"]
     assert decisions[0].routes["base"] == decisions[0].routes["bm25"] == 0.0
+    # a table corpus whose text column is not `text`: read with the column options (no option
+    # existed until session 36, and the error pointed at --text-column, which fit-router lacked)
+    (tmp_path / "baking.csv").write_text(
+        "docid,body\n" + "".join(f"{d.id},{d.text}\n" for d in corpus() if d.id.startswith("baking"))
+    )
+    table = ["--domain", orbit, "--domain", f"baking={tmp_path / 'baking.csv'}"]
+    result = CliRunner().invoke(main, [*fit, "--kind", "domain", *table, "--text-column", "body"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["domain_documents"] == {"orbit": 24, "baking": 24}
     for args, message in [
         (["--kind", "domain", "--domain", baking.replace("baking=", "x="), *domains[:2]], "not a source"),
         (["--kind", "domain", *domains[:2]], "at least two experts"),
         (["--kind", "pilot", *domains], "--domain does not apply to --kind pilot"),
         (["--kind", "domain", *domains, "--data", str(tmp_path)], "--data does not apply to --kind domain"),
+        (["--kind", "quality", "--text-column", "body"], "--text-column does not apply to --kind quality"),
     ]:
         result = CliRunner().invoke(main, [*fit, *args])
         assert result.exit_code != 0 and message in result.output, result.output

@@ -207,6 +207,7 @@ def train_command(
     help="pilot routers: route by the nearest pilot vector, or by the mean similarity per expert.",
 )
 @cache_dir_option(CONFIG_CACHE_HELP)
+@column_options
 @one_line_errors
 def fit_router_command(
     config: Path,
@@ -218,6 +219,7 @@ def fit_router_command(
     mode: str,
     domains: tuple[str, ...],
     cache_dir: Path | None,
+    columns: dict[str, Any],
 ) -> None:
     """Fit an expert router on the sources of a routing CONFIG (experts over the same documents).
 
@@ -228,7 +230,9 @@ def fit_router_command(
     centroid of its corpus's documents as its pilot, so a query goes to the expert of the domain
     it resembles most; sources without a domain (the base model, BM25) get no pilot: add them
     with ``always: [base, bm25]``. Its probabilities are calibrated on pseudo-queries cut from the
-    same corpora. It is saved as a pilot router (``kind: pilot`` in the config).
+    same corpora. It is saved as a pilot router (``kind: pilot`` in the config). A --domain
+    corpus is anything ``expert train`` reads; the column options apply to those that are .csv,
+    .tsv or .jsonl tables.
     """
     from ragroute.context import query_vectors
     from ragroute.evaluation.metrics import is_scorable
@@ -238,6 +242,8 @@ def fit_router_command(
     reason = f"to --kind {kind} (it pairs experts with corpora for --kind domain)"
     domains = applicable("domains", domains, kind == "domain", reason) or ()
     data = applicable("data", data, kind != "domain", "to --kind domain (it fits on the --domain corpora)")
+    if kind != "domain":
+        refuse_options(tuple(columns), f"to --kind {kind} (they name the columns of --domain corpora)")
     routing = RoutingConfig.read(config)
     encoder = routing.load_encoder(cache_dir=cache_dir)
     sources, problems = open_sources(routing, encoder)
@@ -245,7 +251,7 @@ def fit_router_command(
     if len(sources) < 2:
         raise RagrouteError("an expert router needs at least two sources that open")
     if kind == "domain":
-        _fit_domain_router([s.name for s in sources], domains, encoder, clusters, mode, out)
+        _fit_domain_router([s.name for s in sources], domains, encoder, clusters, mode, out, columns)
         return
     contexts, qrels = _training_queries(sources, data, split)
     gains = measure_gains(sources, contexts, qrels)
@@ -276,10 +282,19 @@ def fit_router_command(
 
 
 def _fit_domain_router(
-    labels: list[str], domains: tuple[str, ...], encoder: Any, clusters: int, mode: str, out: Path
+    labels: list[str],
+    domains: tuple[str, ...],
+    encoder: Any,
+    clusters: int,
+    mode: str,
+    out: Path,
+    columns: dict[str, Any] | None = None,
 ) -> None:
-    """``--kind domain``: pilots from the documents of each ``EXPERT=CORPUS`` pair."""
+    """``--kind domain``: pilots from the documents of each ``EXPERT=CORPUS`` pair (the column
+    options read the corpora that are tables; until session 36 none could be given, and a table
+    whose text column is not ``text`` could not be read)."""
     from ragroute.loaders import load_corpus
+    from ragroute.loaders.auto import LOADERS, detect_format
     from ragroute.route.pilot import PilotRouter
 
     pairs: dict[str, Path] = {}
@@ -294,9 +309,17 @@ def _fit_domain_router(
         pairs[name] = Path(corpus)
     if len(pairs) < 2:
         raise RagrouteError("--kind domain needs --domain EXPERT=CORPUS for at least two experts")
+    columns = columns or {}
+    tables = {
+        name
+        for name, folder in pairs.items()
+        if columns and set(columns) <= set(LOADERS[detect_format(folder)][1])
+    }
+    if columns and not tables:
+        refuse_options(tuple(columns), "to these --domain corpora: none is a .csv, .tsv or .jsonl table")
     vectors, corpora = {}, {}
     for name, folder in pairs.items():
-        corpora[name] = load_corpus(folder)
+        corpora[name] = load_corpus(folder, **(columns if name in tables else {}))
         if not corpora[name]:
             raise RagrouteError(f"--domain {name}: {folder} holds no documents")
         vectors[name] = encoder.encode_documents([d.full_text() for d in corpora[name]])
