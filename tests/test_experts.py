@@ -923,10 +923,37 @@ def test_pilot_mode_mean_scores_an_expert_by_its_mean_pilot_similarity() -> None
     mean = PilotRouter(["A", "B", "C"], pilots, owners, mode="mean", temperature=1.0)
     nearest = PilotRouter(["A", "B", "C"], pilots, owners, mode="nearest", temperature=1.0)
     sims = mean.route_many(["q"], query_vectors=query)[0].signals["pilot_similarity"]
-    assert sims == {"A": 0.5, "B": 0.6, "C": -1.0}  # A: mean of 1.0 and 0.0
+    assert sims == {"A": 0.5, "B": 0.6, "C": None}  # A: mean of 1.0 and 0.0; C has no pilot
     assert mean.route_many(["q"], query_vectors=query)[0].chosen == ["B"]
     assert nearest.route_many(["q"], query_vectors=query)[0].signals["pilot_similarity"]["A"] == 1.0
     assert nearest.route_many(["q"], query_vectors=query)[0].chosen == ["A"]
+    # a genuine cosine of -1 is a similarity, not "no pilot" (until session 36 -1.0 meant both)
+    pilots = np.array([[0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
+    opposite = PilotRouter(["A", "C"], pilots, np.array([0, 1]), temperature=1.0)
+    decision = opposite.route_many(["q"], query_vectors=query)[0]
+    assert decision.signals["pilot_similarity"] == {"A": 0.0, "C": -1.0} and decision.routes["C"] > 0
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), 0.0, -1.0, "hot"])
+def test_expert_routers_refuse_a_temperature_that_is_not_above_0(temperature, tmp_path: Path) -> None:
+    # a saved router's NaN gave NaN probabilities, and 0 or below one expert for every query
+    pilots, owners = np.eye(2, dtype=np.float32), np.array([0, 1])
+    with pytest.raises(RagrouteError, match="pilot router: temperature must be a number above 0"):
+        PilotRouter(["A", "B"], pilots, owners, temperature=temperature)
+    with pytest.raises(RagrouteError, match="quality router: temperature must be a number above 0"):
+        QualityRouter(["A"], np.zeros((1, 2)), np.zeros(1), np.zeros(2), np.ones(2), temperature=temperature)
+
+
+def test_a_quality_router_refuses_labels_no_expert_finds_and_names_unavailable_experts() -> None:
+    data = two_cluster_gains()
+    nothing = ExpertGains(data.labels, data.texts, data.vectors, np.zeros_like(data.gains))
+    with pytest.raises(RagrouteError, match="no expert finds a relevant document for any training query"):
+        QualityRouter.fit(nothing)  # fitted in silence until session 36: constant predictions
+    router = QualityRouter.fit(data)
+    router.unavailable = [data.labels[0]]
+    decision = router.route_many(data.texts[:1], query_vectors=data.vectors[:1])[0]
+    step = decision.trace[-1].detail
+    assert step["unavailable"] == [data.labels[0]] and decision.routes[data.labels[0]] == 0.0
 
 
 def test_keyphrases_are_the_five_most_specific_mid_frequency_terms_in_document_order() -> None:

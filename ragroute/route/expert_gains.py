@@ -114,6 +114,14 @@ def mask_unavailable(scores: np.ndarray, labels: Sequence[str], unavailable: Seq
     return out
 
 
+def check_temperature(value: Any, where: str) -> float:
+    """A softmax temperature: a finite number above 0, else one line (a saved router's NaN gave NaN
+    probabilities, and 0 or below sent every query to one expert, until session 36)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise RagrouteError(f"{where}: temperature must be a number above 0, not {value!r}")
+    return float(value)
+
+
 def route_probabilities(
     scores: np.ndarray, labels: Sequence[str], unavailable: Sequence[str], temperature: float
 ) -> tuple[np.ndarray, list[str | None]]:

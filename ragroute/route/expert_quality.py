@@ -29,6 +29,7 @@ from ragroute.route.expert_gains import (
     ExpertGains,
     check_encoder_info,
     check_router_labels,
+    check_temperature,
     load_router,
     recorded_dim,
     route_probabilities,
@@ -66,7 +67,7 @@ class QualityRouter(BaseRouter):
         if self.coef.shape != (len(self.labels), len(self.offset)) or len(self.intercept) != len(self.labels):
             raise RagrouteError("quality router: coefficient shapes do not match the experts and features")
         self.encoder = encoder
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature, "quality router")
         self.encoder_info = encoder_info or encoder_record(encoder)
         self.alphas = [float(a) for a in (alphas or [])]
         self.unavailable: list[str] = []  # experts that failed to load: routed around
@@ -81,6 +82,13 @@ class QualityRouter(BaseRouter):
     def fit(cls, data: ExpertGains, *, encoder: Any = None) -> QualityRouter:
         from sklearn.linear_model import RidgeCV
 
+        if not np.asarray(
+            data.gains
+        ).any():  # a router of constant predictions, fitted in silence until session 36
+            raise RagrouteError(
+                "no expert finds a relevant document for any training query (every nDCG@10 is 0): "
+                "are the labelled queries about these sources' documents?"
+            )
         x = cls.features(data.texts, data.vectors)
         offset = x.mean(axis=0)
         scale = x.std(axis=0)
@@ -124,7 +132,7 @@ class QualityRouter(BaseRouter):
                 signals={
                     "predicted_ndcg@10": {label: round(float(v), 4) for label, v in zip(self.labels, row)}
                 },
-                detail=None if note is None else {"fallback": note},
+                detail={"unavailable": self.unavailable, **({} if note is None else {"fallback": note})},
             )
             for row, p, note in zip(predicted, probs, notes)
         ]

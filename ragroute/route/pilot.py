@@ -38,6 +38,7 @@ from ragroute.route.expert_gains import (
     ExpertGains,
     check_encoder_info,
     check_router_labels,
+    check_temperature,
     load_router,
     recorded_dim,
     route_probabilities,
@@ -75,7 +76,7 @@ class PilotRouter(BaseRouter):
         self.owners = np.asarray(owners, dtype=np.int64)
         self.encoder = encoder
         self.mode = mode
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature, "pilot router")
         self.encoder_info = encoder_info or encoder_record(encoder)
         self.name = f"pilot-{mode}"
         self.unavailable: list[str] = []  # experts that failed to load: routed around
@@ -249,9 +250,10 @@ class PilotRouter(BaseRouter):
 
     # ------------------------------------------------------------------ routing
     def _scores(self, vectors: np.ndarray) -> np.ndarray:
-        """Per query and expert: nearest-pilot or mean pilot similarity; -1 for experts without pilots."""
+        """Per query and expert: nearest-pilot or mean pilot similarity; -inf for experts without
+        pilots (until session 36 -1, which a genuine cosine of -1 could not be told from)."""
         sims = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) @ self.pilots.T
-        out = np.full((len(sims), len(self.labels)), -1.0, dtype=np.float64)
+        out = np.full((len(sims), len(self.labels)), -np.inf, dtype=np.float64)
         for j in np.unique(self.owners):
             block = sims[:, self.owners == j]
             out[:, j] = block.max(axis=1) if self.mode == "nearest" else block.mean(axis=1)
@@ -263,17 +265,18 @@ class PilotRouter(BaseRouter):
                 raise RagrouteError("a pilot router needs query vectors or an encoder")
             query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
         scores = self._scores(query_vectors)
-        probs, notes = route_probabilities(
-            np.where(scores <= -1.0, -np.inf, scores), self.labels, self.unavailable, self.temperature
-        )
+        probs, notes = route_probabilities(scores, self.labels, self.unavailable, self.temperature)
         detail = {"mode": self.mode, "pilots": len(self.pilots), "unavailable": self.unavailable}
         return [
             decision_from_probs(
                 self.labels,
                 p,
                 decided_by=self.name,
-                signals={
-                    "pilot_similarity": {label: round(float(s), 4) for label, s in zip(self.labels, row)}
+                signals={  # None: an expert without a pilot (no similarity to show)
+                    "pilot_similarity": {
+                        label: round(float(s), 4) if np.isfinite(s) else None
+                        for label, s in zip(self.labels, row)
+                    }
                 },
                 detail=detail if note is None else {**detail, "fallback": note},
             )
