@@ -1048,3 +1048,13 @@ def test_training_a_query_lora_expert_without_peft_is_one_line_before_any_encodi
     with pytest.raises(RagrouteError, match=r"needs peft: pip install 'ragroute\[experts\]'"):
         train_expert(corpus(), tmp_path / "y", ExpertTrainParams(mode="query-lora"))
     assert not (tmp_path / "y").exists()
+
+
+def test_a_lora_rank_above_the_layer_width_is_one_line(tmp_path: Path) -> None:
+    # a rank of 100000 exhausted memory with a traceback until session 36
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+
+    params = ExpertTrainParams(epochs=1, batch_size=8, max_queries=8, max_length=16, threads=1, rank=385)
+    with pytest.raises(RagrouteError, match=r"^LoRA rank 385 is above the width of the adapted layers"):
+        train_expert(corpus(), tmp_path / "wide", params, show_progress=False)
+    assert not (tmp_path / "wide").exists()

@@ -72,7 +72,7 @@ def expert_group() -> None:
     "of each per document).",
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
-@train_device_option("the published adapter or model and the pilots")
+@train_device_option("the published adapter or model")
 @click.option(
     "--seed",
     type=int,

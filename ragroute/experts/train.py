@@ -239,6 +239,18 @@ def _train_query_lora(
     from peft import LoraConfig, inject_adapter_in_model
 
     transformer = model[0].auto_model
+    # a rank above a layer's width adds nothing a full update would not, and a huge one exhausted
+    # memory with a traceback (session 36): refuse it before the adapter is made
+    widths = [
+        min(module.in_features, module.out_features)
+        for name, module in transformer.named_modules()
+        if name.split(".")[-1] in LORA_TARGETS and hasattr(module, "in_features")
+    ]
+    if widths and params.rank > min(widths):
+        raise RagrouteError(
+            f"LoRA rank {params.rank} is above the width of the adapted layers ({min(widths)}): "
+            f"choose --rank {min(widths)} or less (default {ExpertTrainParams.rank})"
+        )
     config = LoraConfig(
         r=params.rank,
         lora_alpha=params.alpha,
