@@ -157,8 +157,7 @@ class _Reach(NamedTuple):
 class _WalkGraph(NamedTuple):
     engine: PPREngine  # the graph's own engine: hub damping is a per-call target scale
     node_scale: np.ndarray | None  # edges into node v scaled by node_scale[v] (None: hub damping off)
-    adjacency: sp.csr_array  # the damped weights, for explanations
-    out_weight: np.ndarray
+    adjacency: sp.csr_array  # the engine's (symmetric) weights before any scale, for explanations
 
 
 class GraphIndex(LocalIndex):
@@ -381,6 +380,10 @@ class GraphIndex(LocalIndex):
             seed_names = [tables.phrases[p] for p in sorted(seeds, key=lambda p: -seeds[p])][:8]
             fact_texts = [str(fact) for fact in facts]
             normalised_reset = reset / reset.sum()
+            # every node's out-weight under this query's scales (the adjacency is symmetric: the
+            # weight of v -> u is that of u -> v, scaled by u's factor)
+            scale = np.ones(graph.adjacency.shape[0]) if target_scale is None else target_scale
+            out_weight = np.asarray(graph.adjacency @ scale, dtype=np.float64).ravel()
             hits = []
             for rank, position in enumerate(order, 1):
                 if mass[position] <= 0:
@@ -395,8 +398,18 @@ class GraphIndex(LocalIndex):
                     "unmatched_terms": unmatched,
                     "fact_filter": None if self.fact_filter is None else _describe(self.fact_filter),
                     **({"fact_filter_failed": filter_failed} if filter_failed else {}),
-                    "path": self._path(n_phrases + int(position), full, normalised_reset, seeds, graph),
+                    "path": self._path(
+                        n_phrases + int(position),
+                        full,
+                        normalised_reset,
+                        seeds,
+                        graph,
+                        out_weight,
+                        target_scale,
+                    ),
                 }
+                if lexical is not None:  # how much more mass the passage's unmatched terms let in
+                    hit.explain["lexical_scale"] = round(float(lexical[n_phrases + int(position)]), 4)
                 hits.append(hit)
             out.append(hits)
         return out
@@ -501,13 +514,18 @@ class GraphIndex(LocalIndex):
         reset: np.ndarray,
         seeds: Mapping[int, float],
         graph: _WalkGraph,
+        out_weight: np.ndarray,
+        target_scale: np.ndarray | None,
     ) -> list[str]:
         """How the walk's mass reached ``node``: from a seed (or the dense prior) to ``node``.
 
-        Walks back from ``node``, each time to the neighbour that sent it the most mass
-        (its score times its transition probability into the node), until a seed, or a
-        node whose own reset share (the dense prior, a key-fact boost) outweighs what its
-        neighbours sent it; at most 4 hops.
+        Walks back from ``node``, each time to the neighbour that sent it the most mass (its
+        score times its transition probability into the node, under this query's edge scales:
+        hub damping, the lexical weight of the passage's unmatched terms, the caller's scope),
+        until a seed, or a node whose own reset share (the dense prior, a key-fact boost)
+        outweighs what its neighbours sent it; at most 4 hops. Until session 36 the flows read
+        the hub-damped weights of the reverse edges and no query's scale, so a passage whose
+        lexical weight brought it up was said to come from the dense prior.
         """
         adjacency, damping = graph.adjacency, self.walk.damping
         trail = [node]
@@ -517,7 +535,8 @@ class GraphIndex(LocalIndex):
                 break
             lo, hi = adjacency.indptr[current], adjacency.indptr[current + 1]
             neighbours = adjacency.indices[lo:hi]
-            flow = mass[neighbours] * adjacency.data[lo:hi] / np.maximum(graph.out_weight[neighbours], 1e-30)
+            into = 1.0 if target_scale is None else float(target_scale[current])
+            flow = mass[neighbours] * adjacency.data[lo:hi] * into / np.maximum(out_weight[neighbours], 1e-30)
             for visited in trail:
                 flow[neighbours == visited] = 0.0
             if not flow.size or damping * flow.max() <= (1.0 - damping) * reset[current]:
@@ -739,22 +758,12 @@ def _damped(
     hub_damping: float,
 ) -> _WalkGraph:
     """A walk graph over ``adjacency`` and its ``engine``: edges into a phrase scaled by
-    ``1 / degree ** hub_damping`` (degree: ``phrase_passages``) as a per-call target scale, and the
-    damped weights for explanations."""
+    ``1 / degree ** hub_damping`` (degree: ``phrase_passages``) as a per-call target scale."""
     node_scale = None
     if hub_damping > 0:
         node_scale = np.ones(adjacency.shape[0], dtype=np.float64)
         node_scale[:n_phrases] = np.maximum(phrase_passages, 1.0) ** -hub_damping
-        adjacency = sp.csr_array(
-            (
-                (adjacency.data * node_scale[adjacency.indices]).astype(np.float32),
-                adjacency.indices,
-                adjacency.indptr,
-            ),
-            shape=adjacency.shape,
-        )
-    out_weight = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
-    return _WalkGraph(engine, node_scale, adjacency, out_weight)
+    return _WalkGraph(engine, node_scale, adjacency)
 
 
 def _describe(part: Any) -> str:
