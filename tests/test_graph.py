@@ -35,6 +35,17 @@ def test_extractor_finds_entities_numbers_titles_and_pairs():
         "university of oxford",
         "1994",
     ]
+    # punctuation between two words ends a name (until session 36, version 1: "paris london",
+    # "kellow england", "john smith mary jones")
+    for sentence, phrases in [
+        ("He visited Paris; London and Rome.", ["paris", "london", "rome"]),
+        ("Kellow (England) is a town.", ["kellow", "england"]),
+        ("Microsoft \u2013 Apple", ["microsoft", "apple"]),
+        ("John Smith / Mary Jones", ["john smith", "mary jones"]),
+        ("The Bank of England, London.", ["bank of england", "london"]),
+    ]:
+        assert extractor.sentence_phrases(sentence) == phrases
+    assert extractor.describe()["version"] == 2
     assert split_sentences("Born in the U.S. in 1901. Died in J. R. Smith's house.") == [
         "Born in the U.S. in 1901.",
         "Died in J. R. Smith's house.",

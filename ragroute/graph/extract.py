@@ -28,7 +28,7 @@ from ragroute.errors import RagrouteError
 from ragroute.registry import EXTRACTORS
 from ragroute.types import Document
 
-EXTRACTOR_VERSION = 1
+EXTRACTOR_VERSION = 2  # 2 (session 36): a name never runs across punctuation ("Paris; London")
 
 _SENTENCE = re.compile(r"(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Mt|Jr|Sr)\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _TOKEN = re.compile(r"[A-Za-z\u00c0-\u024f][\w'’\-.&]*|\d[\d,.:/\-]*\d|\d")
@@ -153,7 +153,11 @@ class RuleExtractor:
         found: list[str] = [normalise(m.group(1)) for m in _QUOTED.finditer(sentence)]
         tokens = [(m.group(0), m.start()) for m in _TOKEN.finditer(sentence)]
         span: list[str] = []
-        for position, (token, _) in enumerate(tokens):
+        end = 0
+        for position, (token, start) in enumerate(tokens):
+            if sentence[end:start].strip():  # punctuation between two words ends a name: "Paris;
+                self._close(span, found)  # London", "Kellow (England)", "Microsoft – Apple"
+            end = start + len(token)
             word = token.rstrip(".,")
             if word[:1].isdigit():
                 self._close(span, found)
