@@ -238,6 +238,34 @@ def test_graphml_export_imports_back(tmp_path, hashing_encoder):
     ]
 
 
+def test_graphml_export_imports_back_the_same_facts_and_weights(tmp_path, hashing_encoder):
+    """Until session 36 an exported fact named no passage: the import spread it over every passage
+    mentioning both its phrases, once each, so a fact stated twice in one passage came back with
+    weight 1, and one stated once came back with weight 2 when another passage named both."""
+    corpus = [
+        Document(id="p1", text="Ada Brennan lived in Kellow. Ada Brennan painted Kellow."),
+        Document(id="p2", text="Ada Brennan was a painter. Kellow is a town."),
+        Document(id="p3", text="The Varne River flows through Kellow."),
+    ]
+    original = build_index(corpus, "graph", encoder=hashing_encoder)
+    exported = write_graphml(original, tmp_path / "g.graphml")
+    again = build_graph_from_triples(read_triples(exported), hashing_encoder)
+    assert sorted(again.tables.phrases) == sorted(original.tables.phrases)
+
+    def facts(index):
+        t, ids = index.tables, [d.id for d in index.store.documents]
+        links = t.fact_passages.tocsr()
+        out = {}
+        for f, (a, b) in enumerate(zip(t.fact_subject.tolist(), t.fact_object.tolist())):
+            pair = tuple(sorted((t.phrases[a], t.phrases[b])))
+            stated = sorted(ids[i] for i in links.indices[links.indptr[f] : links.indptr[f + 1]])
+            out[pair] = (stated, float(t.adjacency[a, b]))
+        return out
+
+    assert facts(again) == facts(original)
+    assert facts(original)[("ada brennan", "kellow")] == (["p1"], 2.0)  # two sentences of p1
+
+
 def test_access_labels_survive_export_and_triples_carry_them(tmp_path, hashing_encoder):
     """A GraphML export kept name, type, passage, title and text only: re-imported, a passage
     labelled hr came back public and the walk returned it to callers without scopes."""

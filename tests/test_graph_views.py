@@ -58,7 +58,7 @@ def test_networkx_and_igraph_views_agree_with_the_tables(index):
     }
     assert passages_of_kellow == {"p1", "p2"}
     ada = t.phrases.index("ada brennan")
-    assert view.edges[ada, kellow] == {"weight": 1.0, "type": "fact"}
+    assert view.edges[ada, kellow] == {"weight": 1.0, "type": "fact", "passages": '["p1"]', "sentences": 1}
     texts = to_networkx(index, with_text=True)
     assert (
         texts.nodes[t.n_phrases]["text"] == CORPUS[0].text

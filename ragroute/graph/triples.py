@@ -369,6 +369,14 @@ def triples_from_networkx(
             problems.add(number, "a node without a name")
             continue
         relation = next((str(data[a]) for a in relation_attributes if data.get(a) not in (None, "")), "")
+        stated = _stated_by(data, number, problems)
+        if stated:  # as write_graphml exports a fact: its passages, and one triple per sentence
+            ids, sentences = stated
+            for i in range(max(sentences, len(ids))):
+                out.triples.append(
+                    Triple(names[u], names[v], relation, ids[min(i, len(ids) - 1)], line=number)
+                )
+            continue
         passage = str(data.get(passage_attribute) or "")
         pending.append((Triple(names[u], names[v], relation, passage, line=number), u, v))
     if not edges and not out.passages:
@@ -387,6 +395,25 @@ def triples_from_networkx(
         for pid in common:  # stated by every passage that mentions both phrases
             out.triples.append(Triple(triple.subject, triple.object, triple.predicate, pid, line=triple.line))
     return out
+
+
+def _stated_by(data: Mapping[str, Any], number: int, problems: Any) -> tuple[list[str], int] | None:
+    """A fact edge's ``passages`` (a JSON list of passage ids) and ``sentences`` (how many state
+    it), as :func:`~ragroute.graph.views.to_networkx` writes them; None when it has none."""
+    if data.get("passages") in (None, ""):
+        return None
+    try:
+        ids = json.loads(str(data["passages"]))
+    except json.JSONDecodeError:
+        ids = None
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        problems.add(number, "'passages' is not a JSON list of passage ids")
+        return None
+    sentences = data.get("sentences", len(ids))
+    if isinstance(sentences, bool) or not isinstance(sentences, int) or sentences < 1:
+        problems.add(number, f"'sentences' must be a positive whole number, not {sentences!r}")
+        return None
+    return ids, sentences
 
 
 def _node_metadata(attrs: Mapping[str, Any], pid: str, source: str) -> dict[str, Any]:

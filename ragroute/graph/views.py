@@ -75,17 +75,38 @@ def nodes(graph: Any, *, with_text: bool = False) -> list[dict[str, Any]]:
     return out
 
 
+def fact_statements(graph: Any) -> dict[tuple[int, int], tuple[list[str], int]]:
+    """Per fact (phrase pair, ``a < b``): the ids of the passages that state it and how many
+    sentences do (its fact weight: the edge weight less a synonym cosine, which is below 1)."""
+    tables, docs = _parts(graph)
+    links = tables.fact_passages.tocsr()
+    out: dict[tuple[int, int], tuple[list[str], int]] = {}
+    for fact, (a, b) in enumerate(zip(tables.fact_subject.tolist(), tables.fact_object.tolist())):
+        key = (min(a, b), max(a, b))
+        positions = links.indices[links.indptr[fact] : links.indptr[fact + 1]].tolist()
+        ids = [docs[i].id if docs is not None and i < len(docs) else f"passage {i}" for i in positions]
+        sentences = int(np.floor(float(tables.adjacency[key[0], key[1]]) + 1e-4))
+        out[key] = (sorted(ids), max(sentences, len(ids)))
+    return out
+
+
 def to_networkx(graph: Any, *, with_text: bool = False) -> Any:
-    """An undirected ``networkx.Graph`` of the graph (integer nodes = adjacency ids)."""
+    """An undirected ``networkx.Graph`` of the graph (integer nodes = adjacency ids). A fact edge
+    also names the passages that state it (``passages``, a JSON list of ids) and how many
+    sentences do (``sentences``), so an import rebuilds the same facts and weights (until session
+    36 it spread each fact over every passage mentioning both phrases, once each)."""
     import networkx as nx
 
     view = nx.Graph()
     view.add_nodes_from(enumerate(nodes(graph, with_text=with_text)))
     rows, cols, weights, types = edges(graph)
-    view.add_edges_from(
-        (int(a), int(b), {"weight": float(w), "type": str(t)})
-        for a, b, w, t in zip(rows, cols, weights, types)
-    )
+    stated = fact_statements(graph)
+    for a, b, w, t in zip(rows.tolist(), cols.tolist(), weights.tolist(), types):
+        attrs: dict[str, Any] = {"weight": float(w), "type": str(t)}
+        if t == "fact" and (a, b) in stated:
+            ids, sentences = stated[(a, b)]
+            attrs.update(passages=json.dumps(ids, ensure_ascii=False), sentences=sentences)
+        view.add_edge(int(a), int(b), **attrs)
     return view
 
 
