@@ -57,10 +57,12 @@ attributes, metadata from a ``metadata`` attribute holding a JSON object, as
 attribute); every other node is a phrase named by its ``name`` attribute, else the
 node itself. An edge between a passage and a phrase says the passage mentions the
 phrase; an edge between two phrases is a triple (predicate from ``relation``,
-``predicate`` or ``label``) stated by the passage its ``passage`` attribute names,
-else by every passage node linked to both phrases, else by a passage of its own.
-Edges typed ``synonym`` are skipped (the build finds synonyms itself), so a graph
-exported with ``write_graphml`` can be imported again.
+``predicate`` or ``label``) stated by the passages its ``passages`` attribute lists (a
+JSON list of ids; ``sentences`` triples in all, as :func:`~ragroute.graph.views.to_networkx`
+writes a fact), else by the passage its ``passage`` attribute names, else by every passage
+node linked to both phrases, else by a passage of its own. Edges typed ``synonym`` are
+skipped (the build finds synonyms itself), so a graph exported with ``write_graphml``
+imports again into the same facts and weights.
 """
 
 from __future__ import annotations
