@@ -104,8 +104,11 @@ def test_description_round_trip_and_model_version_check(extractor):
     assert "\n" not in str(info.value)
     with pytest.raises(RagrouteError, match="extractor version 99"):
         resolve_extractor({**description, "version": 99})
-    with pytest.raises(RagrouteError, match="not installed"):
+    with pytest.raises(RagrouteError, match="not installed") as info:
         SpacyExtractor(model="xx_no_such_model")
+    # the ner extra installs only the default model (its hint named the extra for any model)
+    assert "python -m spacy download xx_no_such_model" in str(info.value)
+    assert "ragroute[ner]" not in str(info.value)
 
 
 def test_graph_built_with_spacy_adds_and_round_trips(extractor, tmp_path, hashing_encoder):

