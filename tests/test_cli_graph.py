@@ -259,20 +259,21 @@ def test_graph_help(workspace):
         assert result.exit_code == 0 and "Usage:" in result.output, args
 
 
+def openie_settings(**llm: str) -> dict:
+    """An `llm:` settings file's content: a scripted LLM answering the OpenIE prompts with one
+    triple (Varne River flows through Kellow) and its two entities."""
+    rules = {
+        "RDF": json.dumps({"triples": [["Varne River", "flows through", "Kellow"]]}),
+        "named entities": json.dumps({"named_entities": ["Varne River", "Kellow"]}),
+    }
+    return {"llm": {"kind": "scripted", **llm, "rules": rules}}
+
+
 def test_llm_extractor_from_the_command_line(workspace, monkeypatch, hashing_encoder):
     """`--extractor llm` asks the LLM `--llm` names (here a scripted one from a YAML file), in
     build and in add; `--llm` with another extractor is a one-line error before anything loads."""
     monkeypatch.setenv("RAGROUTE_CACHE", str(workspace / "cache"))  # the OpenIE answers' cache
-    settings = {
-        "llm": {
-            "kind": "scripted",
-            "model": "scripted-openie",
-            "rules": {
-                "RDF": json.dumps({"triples": [["Varne River", "flows through", "Kellow"]]}),
-                "named entities": json.dumps({"named_entities": ["Varne River", "Kellow"]}),
-            },
-        }
-    }
+    settings = openie_settings(model="scripted-openie")
     (workspace / "llm.yaml").write_text(json.dumps(settings))
     result = run("graph", "build", "base", "--extractor", "llm", "--llm", "llm.yaml", "--out", "graph/kg")
     assert result.exit_code == 0, result.output
@@ -346,16 +347,7 @@ def test_bench_graph_builds_its_graph_with_the_llm_extractor_of_llm(workspace, m
     (data / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in BASE + ADDED))
     (data / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": QUESTION}) + "\n")
     (data / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tp1\t1\nq1\tp2\t1\n")
-    settings = {
-        "llm": {
-            "kind": "scripted",
-            "rules": {
-                "RDF": json.dumps({"triples": [["Varne River", "flows through", "Kellow"]]}),
-                "named entities": json.dumps({"named_entities": ["Varne River", "Kellow"]}),
-            },
-        }
-    }
-    (workspace / "llm.yaml").write_text(json.dumps(settings))
+    (workspace / "llm.yaml").write_text(json.dumps(openie_settings()))
     result = run("bench", "graph", "--data", "mq", "--extractor", "llm", "--llm", "llm.yaml", "--json")
     assert result.exit_code == 0, result.output
     assert "llm extractor: " in result.stderr and " LLM calls" in result.stderr
