@@ -361,9 +361,9 @@ class LLMGate:
             weight = {k: self.weights.get(k, 1.0) for k in confidences}
             total = sum(weight.values())
             if total == 0:  # none answered, or only signals weighted 0 (they inform, never decide)
-                why = [f"{k}: {v}" for k, v in errors.items()]
-                why += [f"{k}: answered but weighted 0" for k in confidences]
-                failed.append((i, "; ".join(why)))
+                reasons = [f"{k}: {v}" for k, v in errors.items()]
+                reasons += [f"{k}: answered but weighted 0" for k in confidences]
+                failed.append((i, "; ".join(reasons)))
                 continue
             p = 1.0 - sum(confidences[k] * weight[k] for k in confidences) / total
             signals: dict[str, Any] = {
