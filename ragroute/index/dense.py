@@ -31,6 +31,12 @@ MIN_POINTS_PER_LIST = 39  # faiss k-means: fewer training points per centroid th
 SMALL_BATCH = 20  # faiss's own threshold below which flat search does not use BLAS
 
 
+HNSW_EXACT_BELOW = 4096
+"""An HNSW search that a filter, a caller's scope or deleted documents restrict to at most this
+many documents scans them exactly (their stored vectors) instead of walking the graph, whose
+``ef_search`` candidates hold few of them (a 10-document filter got 7 of its 10, not the best)."""
+
+
 @dataclass
 class DenseParams:
     """How the faiss index is laid out and searched.
@@ -239,8 +245,12 @@ class DenseIndex(VectorIndex):
         refine = self.params.refine if self.exact is not None else 0
         wanted = min(top * refine, len(self.store)) if refine else top
         params = self._params(filters)
+        if self.params.factory == "hnsw" and getattr(params, "sel", None) is not None:
+            mask = self.store.filter_mask(filters)
+            if (len(self.store) if mask is None else int(mask.sum())) <= HNSW_EXACT_BELOW:
+                return self._exact_top(vectors, wanted, mask)  # few allowed: exact, and cheap
         scores, ids = self.faiss_index.search(vectors, wanted, params=params)
-        if self.params.factory == "ivfpq" and params is not None:
+        if self.params.factory in ("ivfpq", "hnsw") and params is not None:
             scores, ids = self._probe_wider(vectors, wanted, params, scores, ids, filters)
         if refine:
             scores, ids = self._rerank_exact(vectors, ids, top)
@@ -258,21 +268,54 @@ class DenseIndex(VectorIndex):
         """An IVF search visits ``ivf_nprobe`` lists, and a filter or a caller's scope keeps only the
         documents it allows inside them: a narrow one left fewer than ``k`` hits, often none. Rows
         short of what the filter allows are searched again over 4x the lists, up to all of them
-        (then the search is exhaustive over the allowed documents)."""
+        (then the search is exhaustive over the allowed documents).
+
+        An HNSW search keeps ``ef_search`` candidates, and a filter, a caller's scope or deleted
+        documents (excluded by a selector until the index is rebuilt) leave only those it allows
+        among them: until session 36 a narrow filter or many deletes returned fewer hits than
+        allowed, silently, and not the best ones. Short rows are searched again with 4x the
+        candidates, up to the whole graph; rows still short (the graph's links do not reach every
+        allowed node) are scored exactly over the allowed documents' stored vectors. (When a
+        filter, a scope or deletes allow at most :data:`HNSW_EXACT_BELOW` documents, the search
+        is that exact scan from the start: the graph would find few of them, and the scan is
+        cheap.)"""
         index = self.faiss_index
         assert index is not None  # searched just before
         mask = self.store.filter_mask(filters)
         allowed = int(mask.sum()) if mask is not None else len(self.store)
         target = min(wanted, allowed)
-        nlist = int(faiss.extract_index_ivf(index).nlist)
-        nprobe = int(params.nprobe)
         short = (ids >= 0).sum(axis=1) < target
-        while short.any() and nprobe < nlist:
-            nprobe = min(nprobe * 4, nlist)
-            params.nprobe = nprobe
+        if self.params.factory == "hnsw":
+            limit, knob = int(index.ntotal), "efSearch"
+        else:
+            limit, knob = int(faiss.extract_index_ivf(index).nlist), "nprobe"
+        width = int(getattr(params, knob))
+        while short.any() and width < limit:
+            width = min(width * 4, limit)
+            setattr(params, knob, width)
             rows = np.flatnonzero(short)
             scores[rows], ids[rows] = index.search(vectors[rows], wanted, params=params)
             short[rows] = (ids[rows] >= 0).sum(axis=1) < target
+        if short.any() and self.params.factory == "hnsw":
+            rows = np.flatnonzero(short)
+            scores[rows], ids[rows] = self._exact_top(vectors[rows], wanted, mask)
+        return scores, ids
+
+    def _exact_top(
+        self, vectors: np.ndarray, wanted: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's (scores, ids) of each vector's top ``wanted`` by an exact scan of the documents
+        ``mask`` allows (all when None), from the vectors the index stores."""
+        positions = np.flatnonzero(mask) if mask is not None else np.arange(len(self.store))
+        stored = self._stored_vectors(positions)
+        assert stored is not None  # HNSW-Flat keeps the vectors it links
+        products = vectors @ stored.T
+        take = min(wanted, len(positions))
+        order = np.argsort(-products, axis=1, kind="stable")[:, :take]
+        scores = np.full((len(vectors), wanted), -np.inf, dtype=np.float32)
+        ids = np.full((len(vectors), wanted), -1, dtype=np.int64)
+        scores[:, :take] = np.take_along_axis(products, order, axis=1)
+        ids[:, :take] = self.store.iids[positions][order]
         return scores, ids
 
     def _rerank_exact(self, vectors: np.ndarray, ids: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
