@@ -220,6 +220,30 @@ def test_filters_match_value_and_type_with_quotes_as_flat_does(tmp_path, kind):
     )
 
 
+@pytest.mark.parametrize("kind", STORES)
+def test_filters_on_keys_with_dots_or_spaces_match_as_flat_does(tmp_path, kind):
+    # Qdrant read "dept.name" as a nested path: it matched nothing, silently, until session 36,
+    # and a key with a space failed as "Invalid path"
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(30, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = [
+        Document(id=f"d{i}", text="x", metadata={"dept.name": f"d{i % 3}", "cost centre": f"c{i % 2}"})
+        for i in range(30)
+    ]
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="t"))
+    store.add_vectors(docs, vectors)
+    for filters in (
+        {"dept.name": "d1"},
+        {"cost centre": "c0"},
+        {"dept.name": ["d0", "d2"], "cost centre": "c1"},
+    ):
+        got = _ids(store.search_vectors(vectors[:3], 5, filters=filters))
+        assert got == _ids(flat.search_vectors(vectors[:3], 5, filters=filters)) and all(got)
+
+
 def test_a_store_url_with_credentials_is_refused_without_echoing_them():
     """A --qdrant URL with user:password was echoed in errors and written to the manifest."""
     for location in ("http://admin:s3cr3t@127.0.0.1:6333", "https://key@qdrant.example"):

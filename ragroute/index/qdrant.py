@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidArgumentError, RagrouteError
 from ragroute.index.external import ExternalVectorIndex, FilterClause, StoreParams, filter_clauses, first_line
 
 _CLIENTS: dict[str, Any] = {}  # one client per embedded folder: Qdrant locks the folder per client
@@ -177,6 +178,19 @@ def qdrant_filter(filters: Mapping[str, Any] | None) -> Any:
     return _qdrant_filter(filter_clauses(filters, "qdrant"))
 
 
+def _meta_path(key: str) -> str:
+    """The payload path of metadata ``key``: quoted unless it is a plain identifier, since Qdrant
+    reads ``meta.dept.name`` as a nested path (until session 36 a filter on a key holding a dot
+    matched nothing, silently, and one holding a space failed as "Invalid path")."""
+    if re.fullmatch(r"[A-Za-z0-9_]+", key):
+        return f"meta.{key}"
+    if '"' in key or "\\" in key:
+        raise InvalidArgumentError(
+            f"metadata key {key!r} cannot be filtered in a Qdrant index (it holds a quote or a backslash)"
+        )
+    return f'meta."{key}"'
+
+
 def _qdrant_filter(clauses: list[FilterClause]) -> Any:
     if not clauses:
         return None
@@ -193,7 +207,7 @@ def _qdrant_filter(clauses: list[FilterClause]) -> Any:
                 )
             must.append(models.Filter(should=should))
             continue
-        field = f"meta.{clause.field}" if clause.meta else clause.field
+        field = _meta_path(clause.field) if clause.meta else clause.field
         # one MatchAny holds values of one type: strings and integers are matched apart
         strings = [v for v in clause.values if isinstance(v, str)]
         integers = [v for v in clause.values if isinstance(v, int)]
