@@ -39,3 +39,26 @@ def test_bench_dense_skips_ivfpq_on_a_collection_too_small_to_train_it(tmp_path)
     assert result["layouts"]["flat"]["recall@10_vs_exact"] == 1.0
     assert "ivfpq needs at least" in result["skipped"]["ivfpq"]
     assert "ivfpq   skipped: ivfpq needs at least" in format_dense_report(result)
+
+
+def test_bench_scale_reads_every_option_before_the_layouts_run(monkeypatch):
+    # --routing-sources, --ppr-edges and --ray-workers were read after the layouts (an hour at the
+    # documented sizes); --ppr-edges -1 ended in a numpy traceback, --ray-workers 0 was accepted
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.evaluation import bench_scale
+
+    def never(*args, **kwargs):
+        raise AssertionError("the layouts ran before the options were checked")
+
+    monkeypatch.setattr(bench_scale, "run_scale_bench", never)
+    for option, value, said in [
+        ("--ppr-edges", "-1", "error: --ppr-edges '-1': give integers of at least 1\n"),
+        ("--routing-sources", "x", "error: --routing-sources 'x': give comma-separated integers\n"),
+        ("--routing-sources", "0", "error: --routing-sources '0': give integers of at least 1\n"),
+        ("--ray-workers", "0", "error: --ray-workers '0': give integers of at least 1\n"),
+        ("--ray-workers", "2", "error: --ray-workers does not apply without --ray-corpus"),
+    ]:
+        result = CliRunner().invoke(main, ["bench", "scale", "--sizes", "1000", option, value])
+        assert result.exit_code == 2 and result.output.startswith(said), result.output

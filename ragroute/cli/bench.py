@@ -1323,6 +1323,13 @@ def scale_command(
     counts = _integers(sizes, "--sizes")
     if not counts or min(counts) < 1000:
         raise RagrouteError("--sizes: give sizes of at least 1000")
+    # every option read before the layouts run (until session 36 these three were read after them,
+    # an hour at the documented sizes, and --ppr-edges -1 ended in a numpy traceback)
+    sources = _integers(routing_sources, "--routing-sources", minimum=1)
+    edges = _integers(ppr_edges, "--ppr-edges", minimum=1)
+    workers = _integers(ray_workers, "--ray-workers", minimum=1)
+    if ray_corpus is None:
+        refuse_options(("ray_workers",), "without --ray-corpus (they build that corpus)")
     result = bench_scale.run_scale_bench(
         counts,
         layouts=(
@@ -1335,17 +1342,14 @@ def scale_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     if ray_corpus is not None:
-        workers = _integers(ray_workers, "--ray-workers")
         click.echo(f"Ray builds of {ray_corpus} with {workers} workers ...", err=True)
         ray = bench_scale.ray_throughput(ray_corpus, encoder, backend, workers)
         result.update({key: ray[key] for key in ("build_docs_per_s", "ray_identical")})
         result["ray"] = ray
-    sources = _integers(routing_sources, "--routing-sources")
     if sources:
         click.echo(f"routing over {sources} generated sources ...", err=True)
         result["routing_cost"] = bench_scale.routing_cost(sources)
         result["routing_ms_p50"] = {n: row["ms_p50"] for n, row in result["routing_cost"].items()}
-    edges = _integers(ppr_edges, "--ppr-edges")
     if edges:
         click.echo(f"PPR on graphs of {edges} edges ...", err=True)
         result["ppr_cost"] = bench_scale.ppr_cost(edges)
@@ -1361,9 +1365,13 @@ def scale_command(
         emit_json(result)
 
 
-def _integers(value: str, option: str) -> list[int]:
-    """A comma-separated list of integers given to ``option`` (one-line error otherwise)."""
+def _integers(value: str, option: str, *, minimum: int | None = None) -> list[int]:
+    """A comma-separated list of integers given to ``option``, each at least ``minimum`` (one-line
+    error otherwise)."""
     try:
-        return [int(part) for part in value.split(",") if part.strip()]
+        numbers = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
         raise RagrouteError(f"{option} {value!r}: give comma-separated integers") from None
+    if minimum is not None and any(n < minimum for n in numbers):
+        raise RagrouteError(f"{option} {value!r}: give integers of at least {minimum}")
+    return numbers
