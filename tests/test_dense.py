@@ -85,6 +85,12 @@ def test_ivfpq_recall_reasonable():
     found = approx.search_vectors(queries, 10)
     overlap = np.mean([len({h.doc_id for h in a} & {h.doc_id for h in b}) / 10 for a, b in zip(truth, found)])
     assert overlap > 0.5
+    # nprobe above the lists chosen for 3,000 vectors (4 sqrt(3000) = 219): recorded as 219 with a
+    # warning (the manifest kept the asked 500 until session 36)
+    wide = DenseIndex(Fixed(), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=500))
+    with pytest.warns(UserWarning, match=r"ivf_nprobe 500 is above the 219 inverted lists chosen for 3,000"):
+        wide.add_vectors(docs, vectors)
+    assert wide.params.ivf_nprobe == 219 and wide.manifest_params()["dense"]["ivf_nprobe"] == 219
 
 
 def test_ivfpq_refuses_tiny_corpus(hashing_encoder, small_docs):

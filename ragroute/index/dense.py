@@ -10,8 +10,9 @@ other kinds remove them physically.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,12 +158,30 @@ class DenseIndex(VectorIndex):
         with self.store.writing():  # no search runs meanwhile (faiss crashed on an HNSW insert under one)
             if self.faiss_index is None:
                 self.faiss_index = _new_faiss_index(self.params, vectors)
+                self._fit_nprobe(len(vectors))
             self._writable()
             iids = self.store.add(documents)
             omp_threads_for(len(vectors))
             self.faiss_index.add_with_ids(vectors, iids)
             if self.params.refine:
                 self._keep_exact(np.asarray(iids, dtype=np.int64), vectors)
+
+    def _fit_nprobe(self, documents: int) -> None:
+        """``ivf_nprobe`` above the lists the index was given (``ivf_nlist`` left to its default,
+        4 sqrt(documents)) is recorded as that many (every list, as faiss searches them) and said
+        in a warning: the manifest recorded the asked 500 for an index of 128 lists until session 36."""
+        if self.params.factory != "ivfpq" or self.faiss_index is None:
+            return
+        nlist = int(faiss.extract_index_ivf(self.faiss_index).nlist)
+        if self.params.ivf_nprobe > nlist:
+            warnings.warn(
+                f"ivf_nprobe {self.params.ivf_nprobe} is above the {nlist} inverted lists chosen for "
+                f"{documents:,} documents: {nlist} recorded (a query searches every list)",
+                UserWarning,
+                stacklevel=4,
+            )
+            self.params = replace(self.params, ivf_nprobe=nlist)
+            faiss.extract_index_ivf(self.faiss_index).nprobe = nlist
 
     def _writable(self) -> None:
         """A memory-mapped index is read-only (faiss crashes on writes to mapped lists): copy it
