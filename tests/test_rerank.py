@@ -269,6 +269,9 @@ def test_rerank_reorders_the_pool_and_explains_each_hit(tiny_reranker):
     assert [h.rank for h in ranked] == [1, 2]
     everything = reranker.rerank("route by car to the airport", hits, k=1, candidates=4)
     assert everything[0].doc_id == "d3"
+    # more hits asked for than candidates: that many are reranked (the list was cut to 3 until
+    # session 36, whatever k asked)
+    assert sorted(h.doc_id for h in reranker.rerank("send a message", hits, k=4)) == ["d0", "d1", "d2", "d3"]
 
 
 def test_reranker_in_a_routed_pipeline_and_as_llamaindex_postprocessor(tiny_reranker, hashing_encoder):

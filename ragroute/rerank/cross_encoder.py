@@ -304,10 +304,11 @@ class CrossEncoderReranker:
         return self.calibration(self.logits(check_query(query), check_batch(texts, "texts")))
 
     def rerank(self, context: Any, hits: list[Hit], k: int, *, candidates: int | None = None) -> list[Hit]:
-        """The ``k`` best of the first ``candidates`` hits (default :attr:`candidates`) by
-        probability; ties keep the stage-1 order."""
+        """The ``k`` best of the first ``candidates`` hits (default :attr:`candidates`; at least
+        ``k``, so asking for more hits than ``candidates`` reranks that many: until session 36 the
+        list was cut to ``candidates`` hits) by probability; ties keep the stage-1 order."""
         k = check_k(k)
-        pool = hits[: check_k(candidates or self.candidates, "candidates")]
+        pool = hits[: max(check_k(candidates or self.candidates, "candidates"), k)]
         if not pool:
             return []
         query = check_query(getattr(context, "text", context))
