@@ -1031,3 +1031,26 @@ def test_a_calibration_coefficient_that_is_a_bool_is_refused():
 
     with pytest.raises(ValueError, match="'a' is True, not a finite number"):
         Calibration.from_dict({"a": True})
+
+
+def test_a_token_limit_above_the_models_positions_is_one_line_and_the_default_fits_it(
+    tiny_reranker, tmp_path
+):
+    """A plain CrossEncoder of 128 positions read at the default 512 failed inside the model on the
+    first long text (a traceback; in a pipeline the reranker fell back to the fused order), and
+    max_length 1000 on a trained reranker did the same: until session 36."""
+    from pathlib import Path
+
+    from ragroute.rerank.cross_encoder import _fit_length, model_positions
+    from ragroute.store import open_snapshot
+
+    out, _ = tiny_reranker
+    positions = model_positions(Path(open_snapshot(out, family="reranker").path))
+    assert positions == 512  # MiniLM's
+    with pytest.raises(RagrouteError, match=r"max_length 513 is above the 512 tokens its model reads"):
+        CrossEncoderReranker(out, backend="torch", max_length=513)
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "config.json").write_text(json.dumps({"max_position_embeddings": 130, "model_type": "roberta"}))
+    assert model_positions(small) == 128 and _fit_length(small, None, 512, "m") == 128
+    assert _fit_length(small, 64, 512, "m") == 64 and _fit_length(tmp_path, None, 512, "m") == 512

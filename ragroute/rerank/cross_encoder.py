@@ -419,7 +419,7 @@ def _load(model: Path, *, backend: str, max_length: int | None, threads: int | N
             except ValueError as exc:  # JSONDecodeError included
                 raise ArtifactFormatError(f"{folder / CALIBRATION_FILE} is corrupt: {exc}") from None
             params = manifest.params
-            length = int(max_length or params.get("max_length") or 256)
+            length = _fit_length(folder, max_length, int(params.get("max_length") or 256), str(model))
             chosen = backend
             if backend == "auto":
                 chosen = (
@@ -447,12 +447,38 @@ def _load(model: Path, *, backend: str, max_length: int | None, threads: int | N
     chosen = ("torch-bf16" if native_bfloat16() else "torch") if backend == "auto" else backend
     if not chosen.startswith("torch"):
         raise RagrouteError(
-            f"reranker {model}: ONNX backends need a reranker artifact (ragroute rerank export); use 'torch'"
+            f"reranker {model}: ONNX backends need a reranker artifact (`ragroute rerank train` writes "
+            "its ONNX exports); use 'torch'"
         )
-    length = int(max_length or 512)
+    length = _fit_length(resolved, max_length, 512, str(model))
     scorer = _scorer(resolved, chosen, length, threads, str(model))
     info = {"name": str(model), "path": str(resolved), "backend": chosen, "max_length": length}
     return scorer, Calibration(fitted=False), info
+
+
+def model_positions(folder: Path) -> int | None:
+    """How many tokens the model in ``folder`` can read (its ``config.json``'s position embeddings,
+    less RoBERTa's two offset positions), or None when it does not say."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        positions = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    offset = 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0
+    return positions - offset
+
+
+def _fit_length(folder: Path, asked: int | None, default: int, label: str) -> int:
+    """The token limit to read pairs at: ``asked``, else ``default`` cut to what the model reads.
+    Until session 36 a limit above the model's positions failed inside the model on the first long
+    document (a traceback on the command line; in a pipeline the reranker fell back to the fused
+    order, said only in the trace)."""
+    positions = model_positions(folder)
+    if asked is not None and positions is not None and asked > positions:
+        raise RagrouteError(
+            f"reranker {label}: max_length {asked} is above the {positions} tokens its model reads"
+        )
+    return int(asked or (default if positions is None else min(default, positions)))
 
 
 def _resolve_plain(model: Path) -> Path:
@@ -502,7 +528,10 @@ def _scorer(folder: Path, backend: str, max_length: int, threads: int | None, la
         return _TorchScorer(folder, max_length, threads, label, bfloat16=backend == "torch-bf16")
     file = folder / (ONNX_INT8 if backend == "onnx-int8" else ONNX_FP32)
     if not file.is_file():
-        raise RagrouteError(f"reranker {label} has no {file.name} (export it with `ragroute rerank export`)")
+        raise RagrouteError(
+            f"reranker {label} has no {file.name} (`ragroute rerank train` writes it; "
+            "train again, or use the backend 'torch')"
+        )
     return _OnnxScorer(folder, file, max_length, threads)
 
 
