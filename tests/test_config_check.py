@@ -41,6 +41,8 @@ def workspace(tmp_path_factory):
     save_index(build_index(documents("astro"), "dense", encoder=same), root / "indexes" / "minilm")
     other = HashingEncoder(dim=64, model_id="test/hashing")
     save_index(build_index(documents("cook"), "dense", encoder=other), root / "indexes" / "other")
+    (root / "models" / "plain").mkdir(parents=True)  # a plain model folder (a CrossEncoder's files)
+    (root / "models" / "plain" / "config.json").write_text('{"max_position_embeddings": 512}')
     return root
 
 
@@ -235,12 +237,26 @@ BAD = {
         "yes, no, on, off, true and false as booleans: quote them, 'yes')",
     ),
     "reranker backend unknown": (
-        GOOD + "reranker: {kind: cross-encoder, model: indexes/astro, backend: foo}\n",
+        GOOD + "reranker: {kind: cross-encoder, model: models/plain, backend: foo}\n",
         "{config}: reranker: unknown reranker backend 'foo': choose one of auto, torch",
     ),
     "reranker candidates of zero": (
-        GOOD + "reranker: {kind: cross-encoder, model: indexes/astro, candidates: 0}\n",
+        GOOD + "reranker: {kind: cross-encoder, model: models/plain, candidates: 0}\n",
         "{config}: reranker: 'candidates' must be at least 1, not 0",
+    ),
+    # session 36: config check opens the reranker as loading does (an index, a token limit
+    # beyond the model's positions and an ONNX backend for a plain model all passed until then)
+    "reranker model that is an index": (
+        GOOD + "reranker: {kind: cross-encoder, model: indexes/astro}\n",
+        "{config}: reranker: model 'indexes/astro': ",
+    ),
+    "reranker token limit beyond the model": (
+        GOOD + "reranker: {kind: cross-encoder, model: models/plain, max_length: 1000}\n",
+        "{config}: reranker: max_length 1000 is above the 512 tokens model 'models/plain' reads",
+    ),
+    "reranker onnx backend for a plain model": (
+        GOOD + "reranker: {kind: cross-encoder, model: models/plain, backend: onnx}\n",
+        "{config}: reranker: backend 'onnx' needs a reranker artifact",
     ),
     "reranker model nowhere": (
         GOOD + "reranker: {kind: cross-encoder, model: no-such-reranker}\n",
@@ -279,7 +295,8 @@ def test_a_key_written_twice_is_refused_not_the_last_one_kept(workspace):
     assert route.exit_code == 2 and "duplicate key 'astro' at line 3" in route.output
 
 
-def test_all_problems_are_reported_together(workspace):
+def test_all_problems_are_reported_together(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)  # a model folder is also looked for in the working directory
     config = workspace / "many.yaml"
     config.write_text(
         "sorces: {}\n"

@@ -552,22 +552,56 @@ class _Checker:
 
             for key in spec:
                 self.attempt(functools.partial(check_cross_encoder_value, key, spec[key], where))
-            self.check_reranker_model(str(spec.get("model", "rerank/default")), where)
+            self.check_reranker_model(str(spec.get("model", "rerank/default")), spec, where)
 
-    def check_reranker_model(self, model: str, where: str) -> None:
-        """A cross-encoder's model is a folder (a `ragroute rerank train` artifact or a model) beside
-        the config, or a name in the offline model cache: found, not loaded."""
+    def check_reranker_model(self, model: str, spec: Mapping[str, Any], where: str) -> None:
+        """A cross-encoder's model as loading finds it: a folder beside the config, else as given
+        (the working directory), else a name in the offline model cache. A `ragroute rerank train`
+        artifact is opened as loading opens it (family, format, checksums unless --no-verify, its
+        calibration, the ONNX file a backend asks for); a token limit above what the model reads
+        is a problem. Until session 36 only the folder's existence was checked, beside the config
+        only: damaged artifacts and indexes passed, a folder in the working directory did not."""
         from ragroute.encode.resolve import resolve_model
+        from ragroute.rerank.cross_encoder import CALIBRATION_FILE, ONNX_FP32, ONNX_INT8, model_positions
+        from ragroute.store import artifact_exists
 
-        if self.resolve(model).is_dir():
-            return
-        try:
-            resolve_model(model)
-        except RagrouteError:
-            self.problem(
-                f"{where}: model {model!r} is not a folder ({self.resolve(model)}) nor a model in the "
-                "offline cache (train one with `ragroute rerank train`)"
-            )
+        folder = next((p for p in (self.resolve(model), Path(model)) if p.is_dir()), None)
+        if folder is None:
+            try:
+                folder = Path(resolve_model(model).path)
+            except RagrouteError:
+                self.problem(
+                    f"{where}: model {model!r} is not a folder ({self.resolve(model)}) nor a model in the "
+                    "offline cache (train one with `ragroute rerank train`)"
+                )
+                return
+        backend = str(spec.get("backend", "auto"))
+        if artifact_exists(folder):
+            manifest = self.artifact(folder, "reranker", f"{where}: model {model!r}: ")
+            if manifest is None:
+                return
+            from ragroute.store import open_snapshot
+
+            snapshot = self.attempt(lambda: open_snapshot(folder, family="reranker", verify=False))
+            if snapshot is None:
+                return
+            files = Path(snapshot.path)
+            try:
+                json.loads((files / CALIBRATION_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                self.problem(f"{where}: model {model!r}: {CALIBRATION_FILE} is unreadable ({exc})")
+            wanted = {"onnx": ONNX_FP32, "onnx-int8": ONNX_INT8}.get(backend)
+            if wanted and not (files / wanted).is_file():
+                self.problem(f"{where}: model {model!r} has no {wanted} for backend {backend!r}")
+        else:
+            files = folder
+            if backend.startswith("onnx"):
+                self.problem(
+                    f"{where}: backend {backend!r} needs a reranker artifact (`ragroute rerank train`)"
+                )
+        positions, asked = model_positions(files), spec.get("max_length")
+        if isinstance(asked, int) and positions is not None and asked > positions:
+            self.problem(f"{where}: max_length {asked} is above the {positions} tokens model {model!r} reads")
 
     def keys(self, mapping: Mapping[str, Any], known: Any, where: str, what: str = "key") -> None:
         for key in mapping:
