@@ -1054,6 +1054,11 @@ def test_a_token_limit_above_the_models_positions_is_one_line_and_the_default_fi
     (small / "config.json").write_text(json.dumps({"max_position_embeddings": 130, "model_type": "roberta"}))
     assert model_positions(small) == 128 and _fit_length(small, None, 512, "m") == 128
     assert _fit_length(small, 64, 512, "m") == 64 and _fit_length(tmp_path, None, 512, "m") == 512
+    # a text that is not a string: one line (the tokenizer's TypeError until session 36)
+    from ragroute.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="texts must be strings, got empty"):
+        CrossEncoderReranker(out, backend="torch").score("q", ["a text", None])
 
 
 def test_the_reranker_reads_the_stage1_value_whatever_the_scores_setting(tiny_reranker, hashing_encoder):

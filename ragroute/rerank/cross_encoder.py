@@ -53,6 +53,7 @@ from ragroute.errors import (
     check_keys,
     check_query,
     check_setting,
+    value_type_name,
 )
 from ragroute.identifiers import name_with_words
 from ragroute.skills.compact import compact_body
@@ -301,7 +302,11 @@ class CrossEncoderReranker:
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Probabilities that each text is relevant to ``query`` (calibrated when the model is)."""
-        return self.calibration(self.logits(check_query(query), check_batch(texts, "texts")))
+        texts = check_batch(texts, "texts")
+        wrong = [t for t in texts if not isinstance(t, str)]
+        if wrong:  # the tokenizer's TypeError until session 36
+            raise InvalidArgumentError(f"texts must be strings, got {value_type_name(wrong[0])}")
+        return self.calibration(self.logits(check_query(query), texts))
 
     def rerank(self, context: Any, hits: list[Hit], k: int, *, candidates: int | None = None) -> list[Hit]:
         """The ``k`` best of the first ``candidates`` hits (default :attr:`candidates`; at least
