@@ -308,6 +308,19 @@ def test_reranker_in_a_routed_pipeline_and_as_llamaindex_postprocessor(tiny_rera
     assert "probability" not in kept[0].node.get_content(metadata_mode=MetadataMode.LLM)
     assert "probability" not in kept[0].node.get_content(metadata_mode=MetadataMode.EMBED)
     assert all("rerank" not in n.node.metadata for n in nodes)
+    # a node without a score read 0.0 and fell to the bottom of the pool's stage-1 z (session 36):
+    # nodes not all scored, in order, are read by their order
+    texts = [text for _, text in TOPICS.values()]
+    mixed = [
+        NodeWithScore(node=TextNode(text=t, id_=f"n{i}"), score=s)
+        for i, (t, s) in enumerate(zip(texts, (0.9, None, 0.5, 0.4)))
+    ]
+    read = RagrouteRerank(CrossEncoderReranker(out, backend="torch"), top_n=4).postprocess_nodes(
+        mixed, query_str="q"
+    )
+    z = {n.node.id_: n.node.metadata["rerank"]["stage1_z"] for n in read}
+    assert z["n0"] > z["n1"] > z["n2"] > z["n3"]
+    assert all(n.node.metadata["rerank"]["stage1_from"].startswith("order") for n in read)
     for bad in (0, -1, 2.5):
         with pytest.raises(RagrouteError, match="top_n must be"):
             RagrouteRerank(CrossEncoderReranker(out, backend="torch"), top_n=bad)

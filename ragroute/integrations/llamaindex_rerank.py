@@ -46,10 +46,17 @@ class RagrouteRerank(BaseNodePostprocessor):
             raise RagrouteError("RagrouteRerank needs the query (query_bundle or query_str)")
         if not nodes:
             return []
+        # the reranker reads the stage-1 rank (list order) and score together: nodes that are not
+        # all scored, or not in score order, are read by their order alone (until session 36 an
+        # unscored node read 0.0 and fell to the bottom of the pool, and an unsorted list gave
+        # rank and score that disagreed)
+        numbers = [float(n.score) for n in nodes if n.score is not None]
+        by_score = len(numbers) == len(nodes) and all(a >= b for a, b in zip(numbers, numbers[1:]))
+        scores = numbers if by_score else [float(len(nodes) - i) for i in range(len(nodes))]
         hits = [
             Hit(
                 doc_id=str(i),
-                score=float(n.score or 0.0),
+                score=scores[i],
                 rank=i + 1,
                 text=n.node.get_content(metadata_mode=MetadataMode.NONE),
                 title=str(n.node.metadata.get("title") or ""),
@@ -66,7 +73,11 @@ class RagrouteRerank(BaseNodePostprocessor):
             # a copy: the caller's nodes stay as they were; the reranker's numbers are for the trace,
             # never part of the text an LLM reads or an embedding model encodes
             node = nodes[int(hit.doc_id)].node.model_copy(deep=True)
-            node.metadata["rerank"] = hit.explain.get("rerank", {})
+            node.metadata["rerank"] = dict(hit.explain.get("rerank", {}))
+            if not by_score:
+                node.metadata["rerank"]["stage1_from"] = (
+                    "order (the nodes were not all scored, in score order)"
+                )
             for excluded in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
                 if "rerank" not in excluded:
                     excluded.append("rerank")
