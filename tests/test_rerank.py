@@ -1073,31 +1073,3 @@ def test_a_token_limit_above_the_models_positions_is_one_line_and_the_default_fi
     with pytest.raises(InvalidArgumentError, match="texts must be strings, got empty"):
         CrossEncoderReranker(out, backend="torch").score("q", ["a text", None])
 
-
-def test_the_reranker_reads_the_stage1_value_whatever_the_scores_setting(tiny_reranker, hashing_encoder):
-    """With `scores: similarity` (the default) a hybrid source's hits carry its dense cosine as their
-    score and the fused value in explain["fused"]; the reranker standardised the cosine, not the
-    value its calibration was fitted on, so probabilities and order changed with the display
-    setting until session 36."""
-    from ragroute.index.build import build_index
-    from ragroute.pipeline.build import pipeline_from_settings
-    from ragroute.route.sources import Source
-    from ragroute.types import Document
-
-    out, _ = tiny_reranker
-    docs = [Document(id=f"{t}{i}", text=f"{text} {extra}") for t, (_, text) in TOPICS.items() for i, extra in
-            enumerate(["", "today", "now please", "for me"])]  # fmt: skip
-    source = Source("tools", build_index(docs, "hybrid", encoder=hashing_encoder, name="tools"))
-    runs = {}
-    for scores in ("similarity", "fusion"):
-        pipeline = pipeline_from_settings(
-            [source],
-            {"kind": "centroid", "scores": scores},
-            encoder=hashing_encoder,
-            reranker={"kind": "cross-encoder", "model": str(out), "backend": "torch", "candidates": 12},
-        )
-        hits = pipeline.retrieve("send a message to the team now", k=12).hits
-        runs[scores] = [
-            (h.doc_id, h.explain["rerank"]["probability"], h.explain["rerank"]["stage1_z"]) for h in hits
-        ]
-    assert runs["similarity"] == runs["fusion"]

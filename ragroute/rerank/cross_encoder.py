@@ -318,12 +318,7 @@ class CrossEncoderReranker:
             return []
         query = check_query(getattr(context, "text", context))
         logits = self.logits(query, [candidate_text(h, body=self.body, **self.reading) for h in pool])
-        # the value that ordered stage 1: in a pipeline whose hits carry cosine-scale scores
-        # (`scores: similarity`), the fusion or source value is in explain["fused"], and the
-        # calibration was fitted on that (until session 36 a hybrid source's z read its dense
-        # cosine, so a display setting changed the probabilities and the order)
-        stage1 = [float(h.explain.get("fused", h.score)) for h in pool]
-        stage1_z = pool_zscores(stage1)
+        stage1_z = pool_zscores([h.score for h in pool])
         probs = self.calibration(logits, np.arange(1, len(pool) + 1), stage1_z)
         order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]
         out = []
@@ -336,7 +331,7 @@ class CrossEncoderReranker:
                 "probability": round(float(probs[i]), 4),
                 "calibrated": self.calibration.fitted,
                 "stage1_rank": i + 1,
-                "stage1_score": stage1[i],
+                "stage1_score": hit.score,
                 "stage1_z": round(float(stage1_z[i]), 4),
             }
             out.append(
