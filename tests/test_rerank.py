@@ -59,6 +59,20 @@ def tiny_reranker(tmp_path_factory):
     return out, report
 
 
+def test_a_calibration_fitted_on_few_queries_is_said_to_be_rough(tiny_reranker):
+    # fitted on a pool or two its coefficients can be anything; published in silence until session 36
+    from pathlib import Path
+
+    from ragroute.rerank.train import MIN_CALIBRATION_QUERIES, warn_few_calibration_queries
+
+    _, report = tiny_reranker
+    assert 0 < report["calibration"]["queries_all"] < MIN_CALIBRATION_QUERIES  # the toy set is small
+    with pytest.warns(
+        UserWarning, match=r"fitted on 3 held-apart queries \(< 20\): its probabilities are rough"
+    ):
+        warn_few_calibration_queries({"queries_all": 3}, Path("rerank/toy"))
+
+
 def test_training_learns_the_pairs_and_publishes_a_calibrated_artifact(tiny_reranker):
     out, report = tiny_reranker
     manifest = json.loads(next(out.glob("builds/*/manifest.json")).read_text())
@@ -1072,4 +1086,3 @@ def test_a_token_limit_above_the_models_positions_is_one_line_and_the_default_fi
 
     with pytest.raises(InvalidArgumentError, match="texts must be strings, got empty"):
         CrossEncoderReranker(out, backend="torch").score("q", ["a text", None])
-

@@ -33,6 +33,7 @@ import hashlib
 import json
 import random
 import time
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -309,6 +310,7 @@ def train_reranker(
     model, calibration, report = fit_reranker(pairs, params, show_progress=show_progress)
     loss = f"final training loss {report['final_loss']:.3f}"
     check_learned(report["calibration"], out, loss, bar=params.min_logit_auroc)
+    warn_few_calibration_queries(report["calibration"], out)
     manifest_params = {
         "base": report.pop("base"),
         "train": asdict(params),
@@ -522,6 +524,24 @@ def check_learned(
     )
 
 
+MIN_CALIBRATION_QUERIES = 20
+"""Held-apart queries below which a fitted calibration's probabilities are said to be rough."""
+
+
+def warn_few_calibration_queries(report: Mapping[str, Any], out: Path) -> None:
+    """A warning when the calibration was fitted on fewer than :data:`MIN_CALIBRATION_QUERIES`
+    held-apart queries: its four coefficients, fitted on a pool or two, can be anything (an audit's
+    run on 8 queries per set fitted c = 63 on one query's 20 pairs and published it in silence)."""
+    queries = report.get("queries_all")
+    if isinstance(queries, int) and queries < MIN_CALIBRATION_QUERIES:
+        warnings.warn(
+            f"{out}: the reranker's calibration was fitted on {queries} held-apart queries "
+            f"(< {MIN_CALIBRATION_QUERIES}): its probabilities are rough; train on more queries",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def fit_platt(
     pairs: Sequence[Pair], logits_of: Callable[[Sequence[Pair]], np.ndarray]
 ) -> tuple[Calibration, dict[str, Any]]:
@@ -551,6 +571,7 @@ def fit_platt(
     documents = ~skills if len(set(labels[~skills])) == 2 else np.ones_like(skills)
     main, report = _fit_one(pairs, logit, documents)
     report["pairs_all"] = len(pairs)
+    report["queries_all"] = len({(p.set_name, p.query) for p in pairs})
     report["logit_auroc_all"] = round(auroc(labels > 0, logit), 4)
     by_stage1: dict[str, Calibration] = {}
     if len(set(labels[skills])) == 2:
