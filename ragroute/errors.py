@@ -103,6 +103,15 @@ DOCUMENT_FIELDS = ("id", "doc_id", "title", "text")
 LISTED_FILTER_KEYS = 8
 
 
+def accepts_missing(wanted: Any) -> bool:
+    """Whether a filter value admits ``None`` (null, or a list holding it): it then matches the
+    documents that lack its key, so a key no document carries is not a mistake there (until session
+    36 it was refused, and a routed query dropped exactly the sources that lack it)."""
+    if wanted is None:
+        return True
+    return isinstance(wanted, (list, tuple, set, frozenset)) and any(v is None for v in wanted)
+
+
 def check_filter_keys(
     filters: Mapping[str, Any] | None, carried: Iterable[str] | None, fields: Collection[str] = ()
 ) -> None:
@@ -118,6 +127,8 @@ def check_filter_keys(
     known = carried if isinstance(carried, (set, frozenset)) else frozenset(carried)
     for key in filters:
         if key in known or key in fields:  # the common case: no set built per query
+            continue
+        if accepts_missing(filters[key]):  # null matches documents without the key: all of them here
             continue
         listed = sorted(str(name) for name in known)
         shown = ", ".join(listed[:LISTED_FILTER_KEYS])

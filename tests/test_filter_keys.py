@@ -269,3 +269,25 @@ def test_a_none_filter_matches_documents_whose_value_is_null_or_absent(hashing_e
     index = build_index(docs, "bm25", name="n")
     assert sorted(h.doc_id for h in index.search("stars", k=5, filters={"k": None})) == ["a", "b"]
     assert [h.doc_id for h in index.search("stars", k=5, filters={"k": 1})] == ["c"]
+
+
+def test_a_null_filter_keeps_the_sources_and_indexes_that_lack_its_key(hashing_encoder):
+    """`None` matches documents that lack the key: until session 36 an index whose documents all lack
+    it refused the filter, and a routed query dropped exactly those sources (0 hits for a filter
+    every one of their documents matches)."""
+    tickets = [Document(f"t{i}", f"vpn drops ticket {i}", metadata={"priority": i}) for i in range(3)]
+    pipeline = pipeline_from_settings(
+        [
+            Source("files", build_index(_docs(), "bm25", name="files")),
+            Source("tickets", build_index(tickets, "bm25")),
+        ],
+        {"kind": "centroid", "threshold": 0, "max_routes": 2},
+        encoder=hashing_encoder,
+    )
+    nulls = pipeline.retrieve(QueryContext.of("vpn drops", filters={"path": None}), k=5)
+    assert "tickets" in nulls.decision.chosen and {h.doc_id for h in nulls.hits} >= {"t0", "t1", "t2"}
+    named = pipeline.retrieve(QueryContext.of("vpn drops", filters={"path": "toner.csv"}), k=5)
+    assert "tickets" not in named.decision.chosen  # a value no ticket can hold: routed past (cached apart)
+    again = pipeline.retrieve(QueryContext.of("vpn drops", filters={"path": [None, "x"]}), k=5)
+    assert "tickets" in again.decision.chosen
+    assert len(build_index(tickets, "bm25").search("vpn", k=5, filters={"path": None})) == 3

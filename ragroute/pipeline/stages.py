@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
-from ragroute.errors import check_filter_keys
+from ragroute.errors import accepts_missing, check_filter_keys
 from ragroute.index.base import carried_keys, content_key
 from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.fusion import auto_method
@@ -200,7 +200,8 @@ class RouteStage:
         if not keys:
             return frozenset()
         contents = tuple(content_key(s) for s in self._sources)  # an index that changed: read again
-        cache_key = (keys, tuple(scopes), contents)
+        nullable = frozenset(k for k in keys if accepts_missing((filters or {}).get(k)))
+        cache_key = (keys, nullable, tuple(scopes), contents)
         found = self._misses.get(cache_key)
         if found is None:
             found = frozenset(
@@ -395,7 +396,12 @@ def absent_filter_keys(carried: frozenset[str] | None, filters: Mapping[str, Any
     its documents (a source to route around). Keys unknown (``None``): none is said to be absent."""
     if carried is None:
         return []
-    return sorted(key for key in metadata_filter_keys(filters) if key not in carried)
+    wanted = filters or {}
+    return sorted(
+        key
+        for key in metadata_filter_keys(filters)
+        if key not in carried and not accepts_missing(wanted.get(key))  # null matches a missing key
+    )
 
 
 def _renormalise(scores: Mapping[str, float]) -> dict[str, float]:
