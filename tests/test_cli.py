@@ -425,6 +425,14 @@ def test_eval_warns_when_the_index_holds_no_judged_document(runner, corpus, tmp_
     assert runner.invoke(main, ["build", str(data), "--out", str(own), "--method", "bm25"]).exit_code == 0
     result = runner.invoke(main, ["eval", "--index", str(own), "--data", str(data), "--split", "dev"])
     assert result.exit_code == 0 and "warning" not in result.stderr
+    # a routing config whose sources hold none of them: said too (silent zeros until session 36)
+    for name, index in (("wrong", other), ("right", own)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(f"sources:\n  only: {{index: {index}}}\nrouter: {{kind: centroid}}\n")
+        result = runner.invoke(main, ["eval", "--config", str(config), "--data", str(data), "--split", "dev"])
+        assert result.exit_code == 0, result.output
+        said = f"warning: {config} holds none of the 1 documents judged relevant in {data}" in result.stderr
+        assert said == (name == "wrong")
 
 
 def test_query_trace_names_terms_bm25_weighs_nothing(runner, tmp_path):

@@ -111,6 +111,10 @@ def eval_command(
             config, backend=None if backend == "auto" else backend, cache_dir=cache_dir
         )
         target, kind = str(config), "pipeline"
+        listed = [list(getattr(source, "documents", None) or []) for source in retriever.sources]
+        # a source that lists nothing (a framework's retriever) leaves it unknown: nothing is said
+        held = None if not all(listed) else [doc for docs in listed for doc in docs]
+        _warn_if_unjudgeable(held, dataset.qrels, config, data_dir)
     else:
         from ragroute.index.io import load_index, read_index_manifest
 
@@ -118,7 +122,8 @@ def eval_command(
         model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
         retriever = load_index(index_dir, model)
         target, kind = str(index_dir), retriever.manifest.kind
-        _warn_if_unjudgeable(retriever, dataset.qrels, index_dir, data_dir)
+        stored = getattr(getattr(retriever, "store", None), "documents", None)
+        _warn_if_unjudgeable(stored, dataset.qrels, index_dir, data_dir)
     evaluator = RetrievalEvaluator(
         [QueryContext(q.text, id=q.id) for q in dataset.queries], dataset.qrels, metrics=EVAL_METRICS, k=depth
     )
@@ -141,11 +146,11 @@ def eval_command(
 
 
 def _warn_if_unjudgeable(
-    index: Any, qrels: Mapping[str, Mapping[str, int]], index_dir: Path, data: Path
+    documents: Any, qrels: Mapping[str, Mapping[str, int]], index_dir: Path, data: Path
 ) -> None:
-    """All-zero metrics from an index that holds none of the judged documents (the wrong --index
-    for this --data) say nothing about retrieval: name the mismatch on stderr."""
-    documents = getattr(getattr(index, "store", None), "documents", None)
+    """All-zero metrics from an index (or a --config's sources: since session 36) that holds none of
+    the judged ``documents`` (the wrong --index for this --data) say nothing about retrieval: name
+    the mismatch on stderr. ``None`` or none: the documents are unknown, nothing is said."""
     if not documents:
         return
     held = {doc.id for doc in documents} | {doc.parent_id for doc in documents if doc.parent_id}
