@@ -729,3 +729,28 @@ def test_config_check_reads_factories_and_llm_references_without_running_them(tm
     ) in problems
     assert "'evil.py:make'" not in problems
     assert next(s for s in report.sources if s.name == "web").notes == ["factory found (read, not run)"]
+
+
+def test_two_sources_holding_the_same_documents_apart_are_warned_about(tmp_path, hashing_encoder):
+    """A BM25 and a dense index built apart over one corpus, without a shared `corpus:`: fusion listed
+    each document twice, once per source, and nothing said so (until session 36)."""
+    import warnings
+
+    from ragroute.errors import SourceWarning
+    from ragroute.route.config import load_routing
+
+    save_index(build_index(documents("astro"), "bm25", name="a"), tmp_path / "lex")
+    save_index(build_index(documents("astro"), "dense", encoder=hashing_encoder), tmp_path / "sem")
+    apart = tmp_path / "apart.yaml"
+    apart.write_text("sources:\n  lex: {index: lex}\n  sem: {index: sem}\nrouter: {kind: fixed}\n")
+    with pytest.warns(
+        SourceWarning, match=r"sources 'lex' and 'sem' hold the same 2 document ids in two collections"
+    ):
+        load_routing(apart, encoder=hashing_encoder)
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(
+        "sources:\n  lex: {index: lex, corpus: sem}\n  sem: {index: sem}\nrouter: {kind: fixed}\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SourceWarning)
+        load_routing(shared, encoder=hashing_encoder)

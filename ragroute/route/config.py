@@ -198,6 +198,27 @@ def warn_left_out(path: str | Path, problems: Sequence[SourceProblem]) -> None:
         warnings.warn(left_out_message(path, problem), SourceWarning, stacklevel=3)
 
 
+def warn_same_documents(path: str | Path, sources: Sequence[Source]) -> None:
+    """A :class:`~ragroute.errors.SourceWarning` for two sources of different collections whose
+    documents have the same ids (a BM25 and a dense index built apart over one corpus, say):
+    fusion then lists each document twice, once per source, where a shared ``corpus:`` merges
+    them (until session 36 nothing said so)."""
+    seen: dict[frozenset[str], Source] = {}
+    for source in sources:
+        ids = frozenset(doc.id for doc in source.documents or ())
+        if not ids:
+            continue
+        other = seen.setdefault(ids, source)
+        if other is not source and other.collection != source.collection:
+            warnings.warn(
+                f"{path}: sources {other.name!r} and {source.name!r} hold the same {len(ids)} document "
+                f"ids in two collections: their hits of one document are listed twice; if they index "
+                f"one corpus, give both the same 'corpus:' (e.g. corpus: {other.collection})",
+                SourceWarning,
+                stacklevel=3,
+            )
+
+
 def left_out_message(path: str | Path, problem: SourceProblem) -> str:
     """``PATH: source 'x' left out: <reason>`` (the reason without a repeated ``PATH: source 'x'``)."""
     where = f"{path}: source {problem.name!r}"
@@ -238,6 +259,7 @@ def _load_routing(
         detail = "; ".join(f"{p.name}: {p.error}" for p in problems)
         raise RagrouteError(f"{config.path}: no source could be opened ({detail})")
     warn_left_out(config.path, problems)
+    warn_same_documents(config.path, sources)
     policy = None
     if config.data.get("rules"):
         policy = Policy.from_yaml(config.path, encoder=encoder)
