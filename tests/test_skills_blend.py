@@ -74,6 +74,9 @@ def test_a_reranker_that_is_right_keeps_its_weight_and_one_that_is_wrong_loses_i
     assert curve[f"{right.stage1_weight:g}"] == max(curve.values()) == pytest.approx(1.0)
     assert right.stage1_weight <= 1.0  # ties go to the weight as fitted, 1
     assert right.scale > 0  # probabilities re-calibrated on the tasks: a score that ranks, kept rising
+    # an oracle's pools separate perfectly: Platt would grow without bound (every probability 0 or 1,
+    # an off-topic task 0.99, until session 36), so the reranker's own calibration is kept
+    assert (right.scale, right.shift) == (1.0, 0.0) and "separate perfectly" in right.report["platt"]
 
     assert right.order == "blend"  # stage 1 alone is as good here: ties keep the reranker
     tuned = router.with_options(reranker=scripted_reranker(oracle), rerank_blend=right)

@@ -181,13 +181,17 @@ def fit_rerank_blend(
         u = np.concatenate([scores(best, lg, rk, z) for _, _, lg, rk, z in pools])
     y = np.concatenate([[sub[qid].get(i, 0) > 0 for i in ids] for qid, ids, *_ in pools]).astype(int)
     scale, shift = 1.0, 0.0
-    if 0 < y.sum() < len(y):
+    separable = 0 < y.sum() < len(y) and float(u[y == 1].min()) > float(u[y == 0].max())
+    if 0 < y.sum() < len(y) and not separable:
         from sklearn.linear_model import LogisticRegression
 
         fit = LogisticRegression(C=1e4).fit(u[:, None], y)
         scale, shift = float(fit.coef_[0][0]), float(fit.intercept_[0])
         if scale <= 0:  # a blend whose score does not rank: keep the probabilities as they were
             scale, shift = 1.0, 0.0
+    # pools the blended score separates perfectly: Platt would grow without bound (12 easy tasks
+    # gave scale 7.3, and an off-topic task 0.99), so the reranker's own calibration is kept
+    # (until session 36 it was refitted anyway)
     return RerankBlend(
         float(best),
         scale,
@@ -198,6 +202,11 @@ def fit_rerank_blend(
             "data": name,
             "ndcg@10": {f"{s:g}": round(v, 4) for s, v in curve.items()},
             "ndcg@10_stage1_order": round(stage1, 4),
+            **(
+                {"platt": "kept the reranker's calibration: the pools separate perfectly"}
+                if separable
+                else {}
+            ),
             "rule": "argmax nDCG@10 over the stage-1 weights (ties: nearest 1), stage 1's order if "
             "strictly better than all; Platt on the same pools",
         },
