@@ -322,6 +322,11 @@ def test_trace_has_every_stage(router, tiny_reranker):
     assert {s["stage1_rank"] for s in rerank["scores"]} == set(range(1, 6))
     assert "rerank_top" in route.trace[-1].detail["signals"]
     assert route.to_dict(trace=True)["trace"][0]["stage"] == "retrieve"
+    # more skills asked for than the reranker reads: every one returned is a probability (those
+    # past the pool kept their stage-1 z-scores, unmarked, until session 36)
+    wide = reranked.route("email the quarterly report to my team", k=8)
+    assert all("rerank" in s.signals and 0 < s.score < 1 for s in wide.skills)
+    assert [s.score for s in wide.skills] == sorted((s.score for s in wide.skills), reverse=True)
 
 
 def test_with_options_loads_a_reranker_folder_like_the_constructor(router, monkeypatch, tmp_path):

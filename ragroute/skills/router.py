@@ -425,7 +425,10 @@ class SkillRouter:
         if self.reranker is not None:
             began = time.perf_counter()
             reranker, blend_note = self._stage2()
-            pool = ranked[: self.candidates]
+            # asked for more skills than the reranker reads: it reads every one retrieved, so the
+            # scores returned are all probabilities (until session 36 those past the pool kept
+            # their stage-1 z-scores, in one list with the probabilities, unmarked)
+            pool = ranked if k > self.candidates else ranked[: self.candidates]
             hits = [self._hit(r) for r in pool]
             reranked = reranker.rerank(task, hits, k=len(hits), candidates=len(hits))
             by_id = {r.id: r for r in pool}
