@@ -466,10 +466,16 @@ class SkillRouter:
         if overlap_detail is not None:
             trace.append(TraceStep("overlap", overlap_detail))
         ranked = [RoutedSkill(**{**asdict(r), "rank": i}) for i, r in enumerate(ranked[:k], 1)]
+        model = self._model()
+        if model is not None and self.method != "hybrid":
+            # a bm25 or dense stage 1 scores one side only: the abstention model's other signals are
+            # computed from the index (as the trace note says; until session 36 they were not, and
+            # the route failed with a KeyError traceback)
+            other = index.score([task], "dense" if self.method == "bm25" else "bm25")
+            scores = {**{key: row[0] for key, row in other.items() if key != "fused"}, **scores}
         signals = self.signals(scores, rerank_top)
         if self.abstention_gate is not None:
             return self._gate_route(task, ranked, trace, signals, decision)
-        model = self._model()
         threshold = float(
             self.threshold if self.threshold is not None else (model.threshold if model else 0.5)
         )
