@@ -298,6 +298,11 @@ def test_abstention_model_of_another_encoder_is_not_applied(router):
     route = router.with_options(abstention=model).route("send an email")
     assert route.p_applies is None and not route.abstain
     assert "another encoder" in route.trace[-1].detail["note"]
+    # what `skills route --threshold` reads: such a router cannot abstain (the option was accepted
+    # and did nothing until session 36)
+    can, why = router.with_options(abstention=model).abstention_status()
+    assert can is False and "another encoder" in why
+    assert router.with_options(abstention=None).abstention_status()[0] is False
     with pytest.raises(RagrouteError, match="abstention"):
         fit_abstention(router, ["a", "b"], [True, True])
 

@@ -249,8 +249,15 @@ def route_command(
     if overlap is not None:
         overrides["overlap"] = overlap
     router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder, **overrides)
-    abstains = bool(router.abstention) or router.abstention_gate is not None
-    reason = f"to {index_dir}, which has no abstention model (build it with --abstain-data or --abstain-gate)"
+    # a model this router cannot apply (fitted with the reranker's signal, routed without one; or
+    # with another encoder) abstains from nothing either: --threshold was accepted and did nothing
+    abstains, why = router.abstention_status()
+    reason = (
+        f"to {index_dir}, which has no abstention model this route can apply "
+        f"({why}; build one with --abstain-data or --abstain-gate)"
+        if router.abstention
+        else f"to {index_dir}, which has no abstention model (build it with --abstain-data or --abstain-gate)"
+    )
     threshold = applicable("threshold", threshold, abstains, reason)
     if threshold is not None:
         router = router.with_options(threshold=threshold)

@@ -580,6 +580,11 @@ class SkillRouter:
             return None
         return model
 
+    def abstention_status(self) -> tuple[bool, str]:
+        """Whether this router can abstain as configured (a gate, or a model it can apply: fitted
+        with its encoder, and with a reranker when the model reads one), and why not."""
+        return self.abstention_gate is not None or self._model() is not None, self._abstention_note()
+
     def _abstention_note(self) -> str:
         if self.abstention_gate is not None:
             return f"abstention gate {self.abstention_gate.name}"
