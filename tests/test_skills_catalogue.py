@@ -650,3 +650,27 @@ def test_forced_kind_and_folder_with_skills_jsonl() -> None:
     assert detect_catalogue(DATA / "jsonl") == "skills_jsonl"
     assert load_quietly(DATA / "jsonl").ids == ["weather", "stocks", "nameless"]
     assert load_quietly(DATA / "mcp" / "bare.json", kind="mcp").ids == ["echo", "add"]
+
+
+def test_a_folder_of_mcp_tools_with_a_parameter_named_openapi_is_an_mcp_catalogue(tmp_path) -> None:
+    # a nested "openapi" key made the folder an OpenAPI catalogue of no skills until session 36
+    tools = {
+        "tools": [
+            {
+                "name": "validate_spec",
+                "description": "Validate an API description.",
+                "inputSchema": {"type": "object", "properties": {"openapi": {"type": "string"}}},
+            },
+            {"name": "ping", "description": "Check the server.", "inputSchema": {"type": "object"}},
+        ]
+    }
+    (tmp_path / "tools.json").write_text(json.dumps(tools, separators=(",", ":")))
+    assert detect_catalogue(tmp_path) == "mcp"
+    assert load_catalogue(tmp_path).ids == ["validate_spec", "ping"]
+    # a spec is still one, pretty or minified, and a broken one is still sent to the spec loader
+    (tmp_path / "api.json").write_text(json.dumps({"openapi": "3.0.0", "paths": {}}, separators=(",", ":")))
+    from ragroute.skills.load_openapi import looks_like_spec
+
+    assert looks_like_spec(tmp_path / "api.json") and not looks_like_spec(tmp_path / "tools.json")
+    (tmp_path / "broken.json").write_text('{"openapi": "3.0.0", "paths": {')
+    assert looks_like_spec(tmp_path / "broken.json")

@@ -33,9 +33,12 @@ follows the bad-record policy (``on_error``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, without_outside_links
@@ -76,21 +79,29 @@ def spec_version(data: Any) -> str | None:
 
 
 def looks_like_spec(path: Path, head_bytes: int = 65536) -> bool:
-    """Whether a JSON/YAML file holds an ``openapi:`` / ``swagger:`` key (cheap detection: its first
-    bytes, then, if the file is not too large, the rest)."""
+    """Whether a JSON/YAML file holds a top-level ``openapi:`` / ``swagger:`` key: a cheap search of
+    its first bytes (then, if the file is not too large, the rest), confirmed by reading the file
+    when it parses (until session 36 a nested key counted: an MCP tool with a parameter named
+    ``openapi`` made its folder an OpenAPI catalogue of no skills). A file that does not parse keeps
+    the search's answer, so a broken spec is still reported by the spec loader."""
     if path.suffix.lower() not in SPEC_SUFFIXES:
         return False
     try:
         with path.open("rb") as fh:
             head = fh.read(head_bytes)
-            if _SPEC_HEAD.search(head.decode("utf-8", errors="replace")):
-                return True
-            if len(head) < head_bytes or path.stat().st_size > MAX_SCAN_BYTES:
+            found = bool(_SPEC_HEAD.search(head.decode("utf-8", errors="replace")))
+            if not found and (len(head) < head_bytes or path.stat().st_size > MAX_SCAN_BYTES):
                 return False
             text = (head + fh.read()).decode("utf-8", errors="replace")
     except OSError:
         return False
-    return bool(_SPEC_HEAD.search(text))
+    if not found and not _SPEC_HEAD.search(text):
+        return False
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError):
+        return True
+    return spec_version(data) is not None
 
 
 def _text(value: Any) -> str:
