@@ -97,6 +97,19 @@ def test_route_refuses_what_would_be_silently_ignored_or_ambiguous(built, tmp_pa
     twice = _route(str(out), "--queries", str(queries), "--json", "--no-reranker")
     assert twice.exit_code == 2
     assert twice.output.splitlines()[-1] == f"error: {queries} line 2: task id 't1' repeats line 1"
+    # a null or object id read as "None" / "{'x': 1}" until session 36
+    for bad, shown in (
+        ('{"id": null, "text": "convert miles"}', "None"),
+        ('{"_id": {"x": 1}, "text": "w"}', "{'x': 1}"),
+    ):
+        queries.write_text(bad + "\n")
+        result = _route(str(out), "--queries", str(queries), "--json", "--no-reranker")
+        assert (
+            result.exit_code == 2
+            and f"must be a non-empty string or an integer, not {shown}" in result.output
+        )
+    queries.write_text('{"id": 7, "text": "convert miles"}\n')
+    assert '"id": "7"' in _route(str(out), "--queries", str(queries), "--json", "--no-reranker").output
 
 
 def test_route_defaults_of_a_config_file_apply_where_they_can(built, tmp_path):

@@ -396,7 +396,14 @@ def read_tasks(path: Path) -> list[tuple[str, str]]:
             text = check_query(text)
         except InvalidQueryError as exc:
             raise BadRecord(str(exc)) from None
-        return str(row.get("_id", row.get("id", str(line_no)))), text
+        key = "_id" if "_id" in row else "id" if "id" in row else None
+        if key is None:
+            return str(line_no), text
+        task_id = row[key]
+        # output lines are matched to tasks by id: null or an object read as "None" or "{'x': 1}"
+        if isinstance(task_id, bool) or not isinstance(task_id, (str, int)) or str(task_id) == "":
+            raise BadRecord(f'"{key}" must be a non-empty string or an integer, not {task_id!r}'[:200])
+        return str(task_id), text
 
     tasks: list[tuple[str, str]] = []
     first_line: dict[str, int] = {}
