@@ -674,3 +674,19 @@ def test_a_folder_of_mcp_tools_with_a_parameter_named_openapi_is_an_mcp_catalogu
     assert looks_like_spec(tmp_path / "api.json") and not looks_like_spec(tmp_path / "tools.json")
     (tmp_path / "broken.json").write_text('{"openapi": "3.0.0", "paths": {')
     assert looks_like_spec(tmp_path / "broken.json")
+
+
+def test_a_root_skill_whose_id_a_subfolder_also_has_gets_the_id_dot(tmp_path) -> None:
+    # pdf/SKILL.md and pdf/pdf/SKILL.md: both read the id 'pdf', and the catalogue failed with a
+    # duplicate id the user never chose (session 36)
+    root = tmp_path / "pdf"
+    for folder in (root, root / "pdf", root / "forms"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "SKILL.md").write_text(
+            f"---\nname: {folder.name}-skill\ndescription: About {folder.name}.\n---\nBody.\n"
+        )
+    with pytest.warns(
+        SkillWarning, match=r"the root skill's id 'pdf' is also a subfolder's: the root skill's id is '\.'"
+    ):
+        catalogue = load_catalogue(root)
+    assert sorted(catalogue.ids) == [".", "forms", "pdf"]

@@ -42,6 +42,7 @@ A ``SKILL.md`` that is not UTF-8 follows the bad-record policy (``on_error``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -433,6 +434,23 @@ def skill_from_file(
     return Skill(id=skill_id, name=name, description=description, body=full_body.strip(), metadata=metadata)
 
 
+def _root_id_apart(skills: list[Skill], root: Path, log: WarningLog) -> list[Skill]:
+    """A ``SKILL.md`` at the root takes the root folder's name as its id, which a subfolder of the
+    same name also has (``pdf/SKILL.md`` and ``pdf/pdf/SKILL.md``): the root skill's id is then
+    ``.``, with a warning (until session 36 the catalogue failed with a duplicate id the user never
+    chose)."""
+    at_root = [i for i, s in enumerate(skills) if "/" not in str(s.metadata.get("path", "/"))]
+    others = {s.id for i, s in enumerate(skills) if i not in at_root}
+    for i in at_root:
+        if skills[i].id in others:
+            log.warn(
+                root / SKILL_FILE,
+                f"the root skill's id {skills[i].id!r} is also a subfolder's: the root skill's id is '.'",
+            )
+            skills[i] = dataclasses.replace(skills[i], id=".")
+    return skills
+
+
 def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadReport | None = None) -> Catalogue:
     """Load a folder of ``SKILL.md`` skills (searched recursively), or one ``SKILL.md`` file (see module doc).
 
@@ -477,6 +495,7 @@ def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadRepor
             skip.bad(skill_md.relative_to(root).as_posix(), f"unreadable ({exc.strerror})")
     if skip.entries:
         log.add(skip.summary(), str(root))
+    skills = _root_id_apart(skills, root, log)
     by_name: dict[str, list[Skill]] = {}
     for skill in skills:
         by_name.setdefault(skill.name, []).append(skill)
