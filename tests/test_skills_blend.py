@@ -194,7 +194,17 @@ def test_skills_tune_command_fits_saves_and_route_uses_it(tiny_reranker, tmp_pat
         f"warning: {more}: 4 judged task(s) not in {DATA / 'queries.jsonl'}, left out: x0, x1, x2 and 1 more"
         in (out.stderr)
     )
-    assert f"fitting on {len(QRELS)} judged tasks" in out.stderr
+    assert f"fitting on {len(QRELS)} tasks with a relevant skill" in out.stderr
+    # a task judged with grade 0 only does not count toward --max-queries (it did until session 36,
+    # and the fit was left with fewer tasks than asked)
+    zero = tmp_path / "zero.tsv"
+    first = next(iter(QRELS))
+    zero.write_text(
+        "".join(f"{q}\t{s}\t{0 if q == first else g}\n" for q, r in QRELS.items() for s, g in r.items())
+    )
+    out = runner.invoke(main, [*args, "--qrels", str(zero), "--max-queries", str(len(QRELS) - 1)])
+    assert out.exit_code == 0, out.output
+    assert f"fitting on {len(QRELS) - 1} tasks with a relevant skill" in out.stderr
 
 
 def test_bench_fits_the_blend_on_fold_0_and_scores_fold_1(tiny_reranker, monkeypatch):  # noqa: F811

@@ -354,8 +354,11 @@ def tune_command(
             f"{name_a_few(absent)}",
             err=True,
         )
-    judged = [(qid, text) for qid, text in tasks if qid in qrels][:max_queries]
-    click.echo(f"fitting on {len(judged)} judged tasks of {len(tasks)} ...", err=True)
+    # tasks with a relevant skill: the fit leaves the others out, and --max-queries counted them
+    # (a fit could fail with too few tasks when the file held plenty, until session 36)
+    judged = [(qid, text) for qid, text in tasks if any(g > 0 for g in qrels.get(qid, {}).values())]
+    judged = judged[:max_queries]
+    click.echo(f"fitting on {len(judged)} tasks with a relevant skill, of {len(tasks)} ...", err=True)
     blend = fit_rerank_blend(router, judged, qrels, name=str(queries_path))
     router.with_options(rerank_blend=blend).save(index_dir)
     chosen, curve = blend.summary()
