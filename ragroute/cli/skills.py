@@ -14,7 +14,7 @@ from ragroute.cli.common import (
     applicable,
     exclusive_options,
     one_line_errors,
-    yield_to_command_line,
+    refuse_options,
 )
 from ragroute.cli.options import (
     backend_option,
@@ -132,6 +132,8 @@ def build_command(
         {"abstain_data": abstain_data, "abstain_gate": abstain_gate},
         "give --abstain-data or --abstain-gate, not both",
     )
+    if fusion != "fixed":  # accepted and ignored until session 36 (a build with rrf reported it)
+        refuse_options(("dense_weight",), f"to --fusion {fusion} (it is the dense weight of --fusion fixed)")
     labelled = None
     if abstain_data is not None:  # read before any model loads: a bad line fails at once
         from ragroute.route.labels import read_labelled_queries
@@ -235,11 +237,12 @@ def route_command(
         "give either a TASK or --queries FILE (not both, not neither)",
         required=True,
     )
+    reranker_path, no_reranker = exclusive_options(  # both typed: the named reranker was dropped
+        {"reranker_path": reranker_path, "no_reranker": no_reranker},
+        "give {given}, not both (--no-reranker routes by stage 1 alone)",
+    )
     tasks = read_tasks(queries_path) if queries_path is not None else [("task", check_query(task or ""))]
     model_id = _skill_index_encoder(index_dir)
-    reranker_path, no_reranker = yield_to_command_line(
-        {"reranker_path": reranker_path, "no_reranker": no_reranker}
-    )
     reranker, said = resolve_reranker(reranker_path, bool(no_reranker))
     click.echo(said, err=True)
     encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
