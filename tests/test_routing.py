@@ -7,7 +7,14 @@ from ragroute.errors import EmptyQueryError, RagrouteError
 from ragroute.index.build import build_index
 from ragroute.pipeline import Pipeline, RoutingOptions
 from ragroute.route import Policy
-from ragroute.route.base import NONE_ROUTE, fit_temperature, select_routes, softmax
+from ragroute.route.base import (
+    NONE_ROUTE,
+    BaseRouter,
+    decision_from_probs,
+    fit_temperature,
+    select_routes,
+    softmax,
+)
 from ragroute.route.confidence import ConfidenceRouter
 from ragroute.route.ensemble import EnsembleRouter
 from ragroute.route.knn import KnnRouter
@@ -429,3 +436,20 @@ def test_prototype_centroids_are_unit_vectors_along_the_bank_mean(sources, hashi
         assert np.linalg.norm(centroid) == pytest.approx(1.0, abs=1e-6)
         mean = bank.mean(axis=0)
         np.testing.assert_allclose(centroid, mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-7)
+
+
+def test_routes_to_sources_the_config_no_longer_has_are_dropped_before_selection(sources):
+    """A trained router fitted on a source later removed from the config sent its queries there:
+    the route was chosen, then skipped, and the query got nothing (session 36)."""
+
+    class Stale(BaseRouter):
+        name = "stale"
+        labels = ["gone", "astro", "cook"]
+
+        def route_many(self, queries, *, query_vectors=None):
+            return [decision_from_probs(self.labels, [0.7, 0.2, 0.1], decided_by=self.name) for _ in queries]
+
+    result = Pipeline(sources, Stale()).retrieve("galaxy", k=3)
+    assert result.decision.chosen and "gone" not in result.decision.chosen and result.hits
+    step = next(s.detail for s in result.decision.trace if s.stage == "unknown-routes")
+    assert step["dropped"] == ["gone"] and step["routes"] == pytest.approx({"astro": 2 / 3, "cook": 1 / 3})

@@ -329,6 +329,22 @@ class RouteStage:
             signals = {"redacted": REDACTED}
             decided_by = str(redact(decided_by, hidden))
         trace.append(self.scope_step(context))
+        broken = {p.name for p in self.problems}
+        unknown = sorted(n for n in probs if n != NONE_ROUTE and n not in self._names and n not in broken)
+        if unknown:  # labels of a router fitted on sources the config no longer has: never searchable
+            kept = {name: p for name, p in probs.items() if name not in unknown}
+            probs = _renormalise(kept) if any(p > 0 for p in kept.values()) else {NONE_ROUTE: 1.0}
+            trace.append(
+                TraceStep(
+                    "unknown-routes",
+                    {
+                        "dropped": unknown,
+                        "routes": probs,
+                        # until session 36 their share was chosen, then skipped: a query could get nothing
+                        "reason": "the router routes to sources the config does not have: refit it",
+                    },
+                )
+            )
         misses = self.filter_misses(context.filters, context.scopes) - hidden
         if misses & probs.keys():
             kept = {name: p for name, p in probs.items() if name not in misses}
