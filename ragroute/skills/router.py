@@ -377,18 +377,38 @@ class SkillRouter:
         decisions: list[Any] = [None] * len(tasks)
         if self.abstention_gate is not None:
             decisions = self.abstention_gate.decide(tasks, self.index)
+        other: dict[str, np.ndarray] = {}
+        if self.method != "hybrid" and self._model() is not None:
+            # a bm25 or dense stage 1 scores one side only: the abstention model's other signals are
+            # computed from the index, for the batch at once (as the trace note says; until session 36
+            # they were not, and the route failed with a KeyError traceback)
+            side = self.index.score(tasks, "dense" if self.method == "bm25" else "bm25")
+            other = {key: rows for key, rows in side.items() if key != "fused"}
         out = []
         for row, task in enumerate(tasks):
             route = self._route_one(
-                task, {key: value[row] for key, value in scores.items()}, k, stage1_ms, decisions[row]
+                task,
+                {key: value[row] for key, value in scores.items()},
+                k,
+                stage1_ms,
+                decisions[row],
+                {key: value[row] for key, value in other.items()},
             )
             route.id = ids[row] if ids is not None else ""
             out.append(route)
         return out
 
     def _route_one(
-        self, task: str, scores: dict[str, np.ndarray], k: int, stage1_ms: float, decision: Any = None
+        self,
+        task: str,
+        scores: dict[str, np.ndarray],
+        k: int,
+        stage1_ms: float,
+        decision: Any = None,
+        other: Mapping[str, np.ndarray] | None = None,
     ) -> SkillRoute:
+        """One task's route from its stage-1 score rows; ``other``: the rows of the side a one-sided
+        stage 1 did not score, read only by the abstention model's signals."""
         index = self.index
         depth = max(self.candidates, k) if self.reranker is not None else k
         if self.overlap != "keep" and index.duplicates:
@@ -467,13 +487,7 @@ class SkillRouter:
             trace.append(TraceStep("overlap", overlap_detail))
         ranked = [RoutedSkill(**{**asdict(r), "rank": i}) for i, r in enumerate(ranked[:k], 1)]
         model = self._model()
-        if model is not None and self.method != "hybrid":
-            # a bm25 or dense stage 1 scores one side only: the abstention model's other signals are
-            # computed from the index (as the trace note says; until session 36 they were not, and
-            # the route failed with a KeyError traceback)
-            other = index.score([task], "dense" if self.method == "bm25" else "bm25")
-            scores = {**{key: row[0] for key, row in other.items() if key != "fused"}, **scores}
-        signals = self.signals(scores, rerank_top)
+        signals = self.signals({**(other or {}), **scores}, rerank_top)
         if self.abstention_gate is not None:
             return self._gate_route(task, ranked, trace, signals, decision)
         threshold = float(
