@@ -134,7 +134,7 @@ def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
     """An LLM gate's signals built without an LLM (their settings and prompts checked), and its
     ``weights:`` naming only those signals (a weight of another name was silently unused); one
     line each, for loading and ``ragroute config check`` alike."""
-    from ragroute.gate.llm_signals import make_llm_signal
+    from ragroute.gate.llm_signals import ZERO_WEIGHTS, make_llm_signal, weighted_zero
 
     kinds = []
     for data in _llm_signal_specs(settings):
@@ -153,10 +153,8 @@ def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
                 f"{where}: weights: {name!r} is none of the gate's signals ({', '.join(kinds)})"
             )
         check_setting(value, "number", f"{where}: weights", str(name), minimum=0)
-    if all(float(weights.get(kind, 1.0)) == 0 for kind in kinds):
-        raise RagrouteError(
-            f"{where}: weights: every signal is weighted 0, so none could decide: give one a weight above 0"
-        )
+    if weighted_zero(weights, kinds):
+        raise RagrouteError(f"{where}: weights: {ZERO_WEIGHTS}")
 
 
 def read_examples(path: Any) -> tuple[list[str], list[bool]]:

@@ -33,7 +33,7 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -290,6 +290,15 @@ def make_llm_signal(spec: str | dict[str, Any], llm: Any) -> LLMSignal:
         raise RagrouteError(f"LLM gate signal {kind}: bad settings {data}: {exc}") from None
 
 
+ZERO_WEIGHTS = "every signal is weighted 0, so none could decide: give one a weight above 0"
+
+
+def weighted_zero(weights: Mapping[str, Any], kinds: Sequence[str]) -> bool:
+    """Whether ``weights`` (1 for a kind not named) give every one of ``kinds`` weight 0: such a
+    gate could never decide (:class:`LLMGate` and the config's checks refuse it alike)."""
+    return all(float(weights.get(kind, 1.0)) == 0 for kind in kinds)
+
+
 def default_fallback() -> ThresholdGate:
     """The LLM-free gate used when the LLM fails: retrieve when a content word is rare (Zipf <= 3)."""
     return ThresholdGate(RaritySignal(), "min_zipf", below=3.0)
@@ -325,8 +334,8 @@ class LLMGate:
         self.weights = {str(k): float(v) for k, v in (weights or {}).items()}
         if any(not (math.isfinite(v) and v >= 0) for v in self.weights.values()):
             raise ValueError(f"weights must be numbers >= 0, got {weights}")
-        if all(self.weights.get(s.kind, 1.0) == 0 for s in self.signals):
-            raise ValueError("every signal is weighted 0, so none could decide: give one a weight above 0")
+        if weighted_zero(self.weights, [s.kind for s in self.signals]):
+            raise ValueError(ZERO_WEIGHTS)
         self.depth = depth or DepthPolicy()
         self.max_steps = max_steps
 
