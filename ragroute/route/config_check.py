@@ -577,12 +577,7 @@ class _Checker:
                 return
         backend = str(spec.get("backend", "auto"))
         if artifact_exists(folder):
-            manifest = self.artifact(folder, "reranker", f"{where}: model {model!r}: ")
-            if manifest is None:
-                return
-            from ragroute.store import open_snapshot
-
-            snapshot = self.attempt(lambda: open_snapshot(folder, family="reranker", verify=False))
+            snapshot = self.snapshot(folder, "reranker", f"{where}: model {model!r}: ")  # opened once
             if snapshot is None:
                 return
             files = Path(snapshot.path)
@@ -684,12 +679,16 @@ class _Checker:
                 else:
                     self.check_gate(fallback, f"{where}: fallback", names, top=False)
 
-    def artifact(self, path: Path, family: str, prefix: str) -> Any:
-        """The manifest of the artifact at ``path`` when it opens as one of ``family`` (a newer
-        format, a damaged manifest, another family: recorded as a problem, ``None``)."""
+    def snapshot(self, path: Path, family: str, prefix: str) -> Any:
+        """The artifact at ``path`` when it opens as one of ``family`` (a newer format, a damaged
+        manifest, another family: recorded as a problem, ``None``)."""
         from ragroute.store import open_snapshot
 
-        snapshot = self.attempt(lambda: open_snapshot(path, family=family, verify=self.verify), prefix)
+        return self.attempt(lambda: open_snapshot(path, family=family, verify=self.verify), prefix)
+
+    def artifact(self, path: Path, family: str, prefix: str) -> Any:
+        """The manifest of :meth:`snapshot`, or ``None``."""
+        snapshot = self.snapshot(path, family, prefix)
         return None if snapshot is None else snapshot.manifest
 
     def check_gate_artifact(self, path: Path, configured: Any, where: str) -> None:
