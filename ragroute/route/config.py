@@ -203,11 +203,15 @@ def warn_same_documents(path: str | Path, sources: Sequence[Source]) -> None:
     documents have the same ids (a BM25 and a dense index built apart over one corpus, say):
     fusion then lists each document twice, once per source, where a shared ``corpus:`` merges
     them (until session 36 nothing said so)."""
+    by_count: dict[int, list[Source]] = {}
+    for source in sources:  # only sources of equal size can hold the same ids: no id set for the rest
+        by_count.setdefault(len(source.documents or ()), []).append(source)
+    candidates = [
+        s for n, group in by_count.items() if n and len({t.collection for t in group}) > 1 for s in group
+    ]
     seen: dict[frozenset[str], Source] = {}
-    for source in sources:
-        ids = frozenset(doc.id for doc in source.documents or ())
-        if not ids:
-            continue
+    for source in candidates:
+        ids = frozenset(doc.id for doc in source.documents)
         other = seen.setdefault(ids, source)
         if other is not source and other.collection != source.collection:
             warnings.warn(
