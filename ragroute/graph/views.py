@@ -64,7 +64,7 @@ def nodes(graph: Any, *, with_text: bool = False) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"name": p, "type": "phrase"} for p in tables.phrases]
     for i in range(tables.n_passages):
         doc = docs[i] if docs is not None and i < len(docs) else None
-        pid = doc.id if doc is not None else f"passage {i}"
+        pid = _passage_id(docs, i)
         attrs: dict[str, Any] = {"name": pid, "type": "passage", "passage": pid}
         if with_text and doc is not None:
             attrs["title"] = doc.title or ""
@@ -75,18 +75,19 @@ def nodes(graph: Any, *, with_text: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def fact_statements(graph: Any) -> dict[tuple[int, int], tuple[list[str], int]]:
-    """Per fact (phrase pair, ``a < b``): the ids of the passages that state it and how many
-    sentences do (its fact weight: the edge weight less a synonym cosine, which is below 1)."""
+def _passage_id(docs: Any, i: int) -> str:
+    """The id of passage ``i``: its document's, or ``passage i`` for tables alone."""
+    return str(docs[i].id) if docs is not None and i < len(docs) else f"passage {i}"
+
+
+def fact_passages(graph: Any) -> dict[tuple[int, int], list[str]]:
+    """Per fact (phrase pair, ``a < b``): the ids of the passages that state it, sorted."""
     tables, docs = _parts(graph)
     links = tables.fact_passages.tocsr()
-    out: dict[tuple[int, int], tuple[list[str], int]] = {}
+    out: dict[tuple[int, int], list[str]] = {}
     for fact, (a, b) in enumerate(zip(tables.fact_subject.tolist(), tables.fact_object.tolist())):
-        key = (min(a, b), max(a, b))
         positions = links.indices[links.indptr[fact] : links.indptr[fact + 1]].tolist()
-        ids = [docs[i].id if docs is not None and i < len(docs) else f"passage {i}" for i in positions]
-        sentences = int(np.floor(float(tables.adjacency[key[0], key[1]]) + 1e-4))
-        out[key] = (sorted(ids), max(sentences, len(ids)))
+        out[(min(a, b), max(a, b))] = sorted(_passage_id(docs, i) for i in positions)
     return out
 
 
@@ -100,11 +101,13 @@ def to_networkx(graph: Any, *, with_text: bool = False) -> Any:
     view = nx.Graph()
     view.add_nodes_from(enumerate(nodes(graph, with_text=with_text)))
     rows, cols, weights, types = edges(graph)
-    stated = fact_statements(graph)
+    stated = fact_passages(graph)
     for a, b, w, t in zip(rows.tolist(), cols.tolist(), weights.tolist(), types):
         attrs: dict[str, Any] = {"weight": float(w), "type": str(t)}
         if t == "fact" and (a, b) in stated:
-            ids, sentences = stated[(a, b)]
+            ids = stated[(a, b)]
+            # the sentences stating it: its weight, less a synonym cosine (below 1) when it has one
+            sentences = max(int(np.floor(w + 1e-4)), len(ids))
             attrs.update(passages=json.dumps(ids, ensure_ascii=False), sentences=sentences)
         view.add_edge(int(a), int(b), **attrs)
     return view
