@@ -82,9 +82,8 @@ class QualityRouter(BaseRouter):
     def fit(cls, data: ExpertGains, *, encoder: Any = None) -> QualityRouter:
         from sklearn.linear_model import RidgeCV
 
-        if not np.asarray(
-            data.gains
-        ).any():  # a router of constant predictions, fitted in silence until session 36
+        # no expert scoring anything: a router of constant predictions, fitted in silence until session 36
+        if not np.asarray(data.gains).any():
             raise RagrouteError(
                 "no expert finds a relevant document for any training query (every nDCG@10 is 0): "
                 "are the labelled queries about these sources' documents?"
