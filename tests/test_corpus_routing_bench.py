@@ -153,6 +153,17 @@ def test_unknown_method_is_one_line_error(glasgow_like, hashing_encoder):
         prepare(glasgow_like, "dev", hashing_encoder, method="sparse")
 
 
+def test_one_collection_is_nothing_to_route_among(tmp_path, hashing_encoder):
+    """Every router scored accuracy 1.000 on one collection, unsaid, until session 37."""
+    from ragroute.errors import RagrouteError
+
+    write_collection(tmp_path / "one" / "astro", "astro", WORDS["astro"].split(), shared=False)
+    with pytest.raises(
+        RagrouteError, match=r"1 BEIR collection\(s\) with qrels/dev.tsv \(astro\); routing needs"
+    ):
+        run_corpus_routing_bench(tmp_path / "one", "dev", None, hashing_encoder)
+
+
 @pytest.mark.parametrize("router", ["prototype", "centroid", "confidence"])
 def test_bench_measures_the_pipeline_load_routing_returns(glasgow_like, hashing_encoder, tmp_path, router):
     """Same config and queries: the bench's rows hold exactly the hits `load_routing(...).retrieve` gives."""

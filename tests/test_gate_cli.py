@@ -162,3 +162,14 @@ def test_bench_gate_cross_validation(labels, monkeypatch):
     assert "AUROC 95% bootstrap intervals" in bench_gate.format_report(result)
     with pytest.raises(Exception, match="--train"):
         bench_gate.run_gate_bench(labels, encoder=HashingEncoder(), gates=["threshold_rarity"])
+
+
+def test_bench_gate_with_an_empty_gate_list_is_refused(labels):
+    """``--gates ,`` measured nothing and exited 0 with ``"gates": {}`` until session 37."""
+    result = CliRunner().invoke(
+        main, ["bench", "gate", "--train", str(labels), "--data", str(labels), "--gates", ","]
+    )
+    assert (
+        result.exit_code == 2
+        and result.output == "error: --gates ',' names nothing: give comma-separated names\n"
+    )

@@ -294,6 +294,49 @@ def test_langchain_retrievers_as_ragroute_sources(sources, hashing_encoder, smal
         LangChainRetrieverAdapter(object())
 
 
+class FilterRetriever(BaseRetriever):
+    """A retriever whose search takes a keyword of its own (``filter``) but not ``k``."""
+
+    def _get_relevant_documents(self, query, *, run_manager, filter=None):
+        return [LangChainDocument(page_content=f"doc {i} telescope", id=f"f{i}") for i in range(6)]
+
+
+class OddRetriever(BaseRetriever):
+    """Documents a real store can return: one twice (by id, and by text without one), odd scores."""
+
+    def _get_relevant_documents(self, query, *, run_manager):
+        return [
+            LangChainDocument(page_content="nan", id="n", metadata={"score": float("nan")}),
+            LangChainDocument(page_content="twice", metadata={"score": 0.9}),
+            LangChainDocument(page_content="twice", metadata={"score": 0.8}),
+            LangChainDocument(page_content="flag", id="b", metadata={"score": True, "similarity": 0.4}),
+            LangChainDocument(page_content="x1", id="x", metadata={"score": 0.5}),
+            LangChainDocument(page_content="x2", id="x", metadata={"score": 0.3}),
+        ]
+
+
+def test_a_retrievers_own_keywords_odd_scores_and_repeated_documents(sources):
+    # until session 37 `k=` was passed to any retriever taking some keyword, and it raised TypeError:
+    # as a pipeline source it lost every hit of every query (the error only in the trace)
+    filtered = LangChainRetrieverAdapter(FilterRetriever(), name="filt")
+    assert [h.doc_id for h in filtered.search("telescope", 3)] == ["f0", "f1", "f2"]
+    pipeline = pipeline_from_settings([Source("filt", filtered)], {"kind": "fixed"}, encoder=None)
+    assert len(pipeline.retrieve("telescope", k=4).hits) == 4
+    # a NaN score cost the source all its hits (the pipeline refuses a non-finite score), a flag read
+    # as 1.0, and a document returned twice came back as two hits with one id
+    odd = LangChainRetrieverAdapter(OddRetriever(), name="odd")
+    hits = odd.search("anything", 5)
+    assert [(h.doc_id, h.text, h.score) for h in hits] == [
+        ("n", "nan", 1.0),  # no finite score: 1/rank
+        (hits[1].doc_id, "twice", 0.9),
+        ("b", "flag", 0.4),  # the flag is no score: the next key's
+        ("x", "x1", 0.5),
+    ]
+    assert [h.rank for h in hits] == [1, 2, 3, 4]
+    result = pipeline_from_settings([Source("odd", odd)], {"kind": "fixed"}, encoder=None).retrieve("q", k=5)
+    assert [h.doc_id for h in result.hits] == [h.doc_id for h in hits]
+
+
 def test_round_trip_ragroute_through_langchain_and_back(sources, hashing_encoder):
     index = sources[1].retriever
     back = LangChainRetrieverAdapter(IndexLangChainRetriever(index, k=2), name="cook").search(

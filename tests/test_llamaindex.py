@@ -505,3 +505,26 @@ def test_routing_config_with_python_and_llamaindex_sources(tmp_path, hashing_enc
     refused({"kind": "python", "factory": "make_faq"}, "is not 'package.module:function'")
     refused({"kind": "python", "factory": "f.py:g", "index": "all"}, "\\(kind python\\): unknown key 'index'")
     refused({"description": "no index"}, "source 'x' \\(kind index\\) needs 'index'")
+
+
+def test_a_node_without_a_finite_score_scores_by_rank_and_repeats_are_dropped():
+    """A retriever's NaN score cost its source every hit until session 37 (the pipeline refuses a
+    non-finite score), and a node returned twice came back as two hits with one id."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    class Odd(BaseRetriever):
+        def _retrieve(self, query_bundle):
+            return [
+                NodeWithScore(node=TextNode(text="nan", id_="n"), score=float("nan")),
+                NodeWithScore(node=TextNode(text="a", id_="a"), score=0.7),
+                NodeWithScore(node=TextNode(text="a again", id_="a"), score=0.6),
+                NodeWithScore(node=TextNode(text="inf", id_="i"), score=float("inf")),
+            ]
+
+    hits = LlamaRetrieverAdapter(Odd(), name="odd").search("q", 4)
+    assert [(h.doc_id, h.score, h.rank) for h in hits] == [
+        ("n", 1.0, 1),
+        ("a", 0.7, 2),
+        ("i", pytest.approx(1 / 3), 3),
+    ]

@@ -73,6 +73,27 @@ def test_a_failing_or_slow_llm_falls_back_and_says_so(sources, hashing_encoder, 
         route(sources, hashing_encoder, tmp_path, llm="factories.py:broken")
 
 
+def test_the_llm_label_is_the_route_searched_and_a_fallback_never_asks_the_llm(
+    sources, hashing_encoder, tmp_path
+):
+    scripted = {"kind": "scripted", "replies": ["cook"]}
+    decision = route(sources, hashing_encoder, tmp_path, llm=scripted, label_probability=0.6)
+    assert decision.chosen == ["cook"] and decision.routes["cook"] == pytest.approx(0.6)
+    for bad in (0.2, 0.5, 0.0):
+        with pytest.raises(
+            RagrouteError, match=r"^r.yaml: router: 'label_probability' must be a number above 0.5"
+        ):
+            route(sources, hashing_encoder, tmp_path, llm=scripted, label_probability=bad)
+    for bad in (1.5, True):
+        with pytest.raises(RagrouteError, match=r"^r.yaml: router: 'label_probability' must be"):
+            route(sources, hashing_encoder, tmp_path, llm=scripted, label_probability=bad)
+    for extra in ({"fallback": "llm"}, {"fallback": "ensemble", "members": ["prototype", "llm"]}):
+        with pytest.raises(RagrouteError, match=r"^r.yaml: router: an llm router's fallback \(.*\) cannot"):
+            route(sources, hashing_encoder, tmp_path, llm=scripted, **extra)
+    decision = route(sources, hashing_encoder, tmp_path, llm="factories.py:broken", fallback="ensemble")
+    assert decision.decided_by == "ensemble (fallback from llm)"
+
+
 def test_config_check_sees_what_loading_refuses(tmp_path, small_docs):
     from ragroute.index.io import save_index
 
@@ -90,6 +111,27 @@ def test_config_check_sees_what_loading_refuses(tmp_path, small_docs):
             "label_probability",
         ),
         ({"router": {"kind": "llm", "llm": "factories.py:broken", "timeout_s": 0}}, "timeout_s"),
+        # 0.2 passed until session 37: the LLM's label got 0.2, the others 0.27 each, and were searched
+        (
+            {"router": {"kind": "llm", "llm": "factories.py:broken", "label_probability": 0.2}},
+            "'label_probability' must be a number above 0.5",
+        ),
+        # passed as ok until session 37, then every query raised RecursionError with a traceback
+        (
+            {"router": {"kind": "llm", "llm": "factories.py:broken", "fallback": "llm"}},
+            "an llm router's fallback (llm) cannot itself ask the LLM",
+        ),
+        (
+            {
+                "router": {
+                    "kind": "llm",
+                    "llm": "factories.py:broken",
+                    "fallback": "ensemble",
+                    "members": ["llm"],
+                }
+            },
+            "an llm router's fallback (ensemble) cannot itself ask the LLM",
+        ),
         ({"gate": {"kind": "llm", "llm": {"kind": "scripted"}, "threshold": 2}}, "threshold"),
         (
             {"gate": {"kind": "llm", "llm": {"kind": "scripted"}, "weights": {"llm_foo": 2}}},
@@ -137,6 +179,7 @@ def test_the_label_read_from_an_answer(sources):
         ("None of the sources fit well, but astro might.", "astro"),  # was `none`: its first word
         ("none, answer directly", "none"),
         ("Cook or astro, I am not sure", "cook"),  # two sources named: the first
+        ("astro, cook, none", None),  # the label list said back (read as astro until session 37)
         ("The answer is: 1", None),
     ):
         assert router.parse(answer) == label, answer

@@ -1086,3 +1086,13 @@ def test_a_token_limit_above_the_models_positions_is_one_line_and_the_default_fi
 
     with pytest.raises(InvalidArgumentError, match="texts must be strings, got empty"):
         CrossEncoderReranker(out, backend="torch").score("q", ["a text", None])
+
+
+def test_bench_rerank_says_the_data_is_wrong_before_loading_the_reranker(tmp_path, hashing_encoder):
+    """A user without a reranker learned first that it was missing, never that the data was bad too
+    (the data was read only after the reranker loaded; until session 37)."""
+    from ragroute.evaluation.bench_rerank import run_rerank_bench
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RagrouteError, match="no BEIR or SKILLS data in it"):
+        run_rerank_bench(tmp_path / "empty", hashing_encoder, tmp_path / "no-reranker")

@@ -294,11 +294,17 @@ def test_multi_route_fusion_always_routes_and_documents_of_a_mixed_store(sources
 
 
 def test_the_none_route_and_rules_naming_a_forbidden_source(sources):
+    # A router whose whole probability went to a hidden source (a softmax at a low temperature
+    # underflows the others to 0): the caller's sources share it evenly. Until session 37 the query
+    # went nowhere, which also said that a hidden source had won (at 0.9 it searched the others).
     pipeline = Pipeline(sources, FixedRouter({SECRET: 1.0, "science": 0.0, "helpdesk": 0.0}))
     result = pipeline.retrieve("salary payroll", k=5)
-    assert result.decision.chosen == ["none"] and result.hits == []
+    assert result.decision.routes == {"science": 0.5, "helpdesk": 0.5}
+    assert sorted(result.decision.chosen) == ["helpdesk", "science"] and result.hits
     assert scope_step(result)["hidden_sources"] == 1
     assert_no_leak(result, ())
+    alone = Pipeline(sources, FixedRouter({SECRET: 1.0}))  # routes naming only a hidden source: none
+    assert alone.retrieve("salary payroll", k=5).decision.chosen == ["none"]
     policy = Policy.from_yaml(
         "signals:\n  pay: {type: keywords, any: [salary]}\n"
         f"rules:\n  - {{name: payroll, when: pay, then: {{route: {SECRET}}}}}\n"

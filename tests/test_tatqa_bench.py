@@ -152,3 +152,26 @@ def test_command_missing_data(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: data missing")
+
+
+def test_learned_rows_that_cannot_be_cross_validated_are_said_skipped(
+    tatqa_dir, hashing_encoder, monkeypatch
+):
+    """Until session 37 the kNN and trained rows (the best of the docs' table) vanished without a
+    word when a label held fewer questions than folds, and --folds 0 ran, still claiming "0-fold"."""
+    import ragroute.encode
+
+    result = run_tatqa_bench(tatqa_dir, hashing_encoder, folds=5)  # 4 questions per label
+    assert "trained (cross-validated)" not in result["routers"]
+    reason = "label(s) table (4), table-text (4), text (4) hold fewer questions than 5 folds"
+    assert result["skipped_routers"] == {
+        "knn-10 (cross-validated)": reason,
+        "trained (cross-validated)": reason,
+    }
+    assert result["evaluation"] == f"kNN and trained: skipped ({reason})"
+    assert f"trained (cross-validated)        skipped: {reason}" in format_report(result)
+    with pytest.raises(Exception, match="folds must be at least 2"):
+        run_tatqa_bench(tatqa_dir, hashing_encoder, folds=1)
+    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *a, **k: hashing_encoder)
+    refused = CliRunner().invoke(tatqa_command, ["--data", str(tatqa_dir), "--folds", "0"])
+    assert refused.exit_code == 2 and "0 is not in the range x>=2" in refused.output

@@ -520,6 +520,36 @@ def test_bench_command_missing_file(tmp_path: Path) -> None:
     assert "error: data missing" in result.output and "Traceback" not in result.output
 
 
+def test_bench_refuses_one_training_label_and_warns_of_labels_it_cannot_score(
+    data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path
+) -> None:
+    """Until session 37 one training label ended in scikit-learn's traceback (the logreg baseline),
+    a test label the training file lacks and a typo'd --none-label went unsaid, and --routers ','
+    measured nothing and exited 0."""
+    texts, labels = data["train"]
+    one = _write_labels(tmp_path / "one.jsonl", texts, ["doc"] * len(texts))
+    test = _write_labels(tmp_path / "test.jsonl", *data["test"])
+    with pytest.raises(RagrouteError, match=r"holds 1 distinct label\(s\) \['doc'\]: a router needs two"):
+        run_route_labels_bench(one, test, encoder=encoder, routers=["logreg_embedding"])
+    train = _write_labels(tmp_path / "train.jsonl", *data["train"])
+    renamed = [("Clip" if label == "clip" else label) for label in data["test"][1]]
+    odd = _write_labels(tmp_path / "odd.jsonl", data["test"][0], renamed)
+    said: list[str] = []
+    run_route_labels_bench(
+        train, odd, encoder=encoder, routers=["majority"], none_label="No", log=said.append
+    )
+    n = renamed.count("Clip")
+    assert (
+        f"warning: {n} test queries carry labels the training file lacks (scored as errors): 'Clip' ({n})"
+        in said
+    )
+    assert "warning: --none-label 'No' is in neither file: no router learns a none route" in said
+    result = CliRunner().invoke(
+        route_labels_command, ["--train", str(train), "--data", str(test), "--routers", ","]
+    )
+    assert result.exit_code == 2 and "error: --routers ',' names nothing" in result.output
+
+
 def test_classification_metrics() -> None:
     metrics = classification_metrics(["a", "a", "no", "b"], ["a", "b", "no", "b"], "no")
     assert metrics["accuracy"] == 0.75 and metrics["none_recall"] == 1.0

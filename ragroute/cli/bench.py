@@ -25,6 +25,7 @@ from ragroute.cli.options import (
     cache_dir_option,
     data_root_option,
     encoder_option,
+    name_list,
     plot_option,
     rerank_backend_option,
     reranker_option,
@@ -433,7 +434,7 @@ def route_labels_command(
     from ragroute.encode import load_encoder
     from ragroute.loaders.labels import check_labels_file
 
-    names = [n.strip() for n in routers.split(",") if n.strip()]
+    names = name_list(routers, "--routers")
     for path in (train_path, data_path):
         check_labels_file(path)
 
@@ -485,7 +486,7 @@ def route_labels_command(
 )
 @click.option(
     "--folds",
-    type=int,
+    type=click.IntRange(min=2),
     default=5,
     show_default=True,
     help="Cross-validation folds of the kNN and trained routers.",
@@ -509,8 +510,11 @@ def tatqa_command(
     the oracle routes on routing accuracy, Recall@5 and routing latency.
     """
     from ragroute.encode import load_encoder
+    from ragroute.pipeline.build import routing_options
 
     bench_tatqa.load_tatqa(root, split)  # fail fast, before loading a model
+    if threshold is not None:
+        routing_options({"threshold": threshold})
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     result = bench_tatqa.run_tatqa_bench(
         root,
@@ -879,7 +883,7 @@ def gate_command(
     for path in (train_path, data_path):
         if path is not None:
             check_labels_file(path)
-    names = [g.strip() for g in gates.split(",") if g.strip()] if gates else list(bench_gate.ALL_GATES)
+    names = name_list(gates, "--gates") if gates is not None else list(bench_gate.ALL_GATES)
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     result = bench_gate.run_gate_bench(
         data_path,

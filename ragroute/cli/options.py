@@ -177,6 +177,15 @@ def engine_options(engine_help: str) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
+def name_list(value: str, option: str) -> list[str]:
+    """The comma-separated names given to ``option``; an empty list (``--routers ,``) is a one-line
+    error rather than a run that measures nothing and exits 0."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise RagrouteError(f"{option} {value!r} names nothing: give comma-separated names")
+    return names
+
+
 def _column_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
     """``--metadata-columns a,b`` as ``["a", "b"]``; ``""`` keeps none (``[]``)."""
     if value is None:

@@ -208,17 +208,25 @@ def prepare(
     descriptions: dict | None = None,
     method: str = "dense",
     log: Log | None = None,
+    min_collections: int = 1,
 ) -> RoutingData:
     """Index every collection (and all of them merged) and embed every query once.
 
     ``method``: ``dense`` or ``hybrid`` (BM25 + dense per index, see
     :mod:`ragroute.evaluation.bench_indexes`). Folders left out are named through ``log``.
+    Fewer than ``min_collections`` collections is a one-line error (routing needs two to choose from).
     """
     check_method(method)
     skipped: dict[str, str] = {}
     collections = load_collections(root, split, skipped, log)
     if not collections:
         raise RagrouteError(f"no BEIR folders with qrels/{split}.tsv under {root}")
+    if len(collections) < min_collections:
+        names = ", ".join(c.name for c in collections)
+        raise RagrouteError(
+            f"{root}: {len(collections)} BEIR collection(s) with qrels/{split}.tsv ({names}); routing "
+            f"needs at least {min_collections} to choose from (every router would score accuracy 1.0)"
+        )
     contexts = [QueryContext(q.text, id=q.id) for col in collections for q in col.queries]
     vectors = np.asarray(encoder.encode_queries([c.text for c in contexts], show_progress=False))
     for context, vector in zip(contexts, vectors):
@@ -519,7 +527,7 @@ def run_corpus_routing_bench(
     settings = {k: v for k, v in (selection or {}).items() if v is not None}
     options = routing_options(settings)
     descriptions = descriptions if descriptions is not None else glasgow_descriptions()
-    data = prepare(root, split, encoder, descriptions=descriptions, method=method, log=say)
+    data = prepare(root, split, encoder, descriptions=descriptions, method=method, log=say, min_collections=2)
     skipped_routers: dict[str, str] = {}
 
     def score(build: Any) -> dict[str, Any]:

@@ -53,6 +53,10 @@ def run_rerank_bench(
     root = Path(root)
     if not root.exists():
         raise RagrouteError(f"data missing: {root} (see ../shared/data/README.md)")
+    folders = expand_roots([root])  # the data is checked before the reranker loads
+    for _name, folder in folders:
+        if not (folder / "corpus.jsonl").is_file():
+            raise RagrouteError(f"{folder}: bench rerank needs BEIR folders (corpus.jsonl)")
     reranker = CrossEncoderReranker(model, backend=backend, candidates=candidates)
     held_out = "fold_rule" in reranker.info.get("params", {})
     collections: dict[str, dict[str, Any]] = {}
@@ -74,9 +78,7 @@ def run_rerank_bench(
             visible = folder.is_dir() and not folder.name.startswith((".", "_"))
             if visible and not (folder / "corpus.jsonl").is_file():
                 skip(f"{root.name}/{folder.name}", "not a BEIR collection (no corpus.jsonl)")
-    for name, folder in expand_roots([root]):
-        if not (folder / "corpus.jsonl").is_file():
-            raise RagrouteError(f"{folder}: bench rerank needs BEIR folders (corpus.jsonl)")
+    for name, folder in folders:
         reason = missing_split(folder, split)
         if reason is not None:
             skip(name, reason)

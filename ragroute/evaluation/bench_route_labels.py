@@ -239,6 +239,11 @@ def run_route_labels_bench(
         from ragroute.encode import load_encoder
 
         encoder = load_encoder()
+    problems = label_problems(train.labels, test.labels, none_label)
+    if problems[0]:
+        raise RagrouteError(problems[0])
+    for warning in problems[1:]:
+        say(f"warning: {warning}")
     none = none_label if none_label in set(train.labels) else None
     start = time.perf_counter()
     train_vectors = encoder.encode_queries(train.texts, show_progress=False)
@@ -280,6 +285,29 @@ def run_route_labels_bench(
         "baseline_reference": BASELINE_REFERENCE if REFERENCE_DATA in Path(data_path).parts else None,
         "goals": GOALS,
     }
+
+
+def label_problems(train: Sequence[str], test: Sequence[str], none_label: str) -> list[str]:
+    """What is wrong with the two files' labels: first a refusal ("" when none: every router needs
+    two training labels to tell apart), then warnings (test labels no router can predict, a none
+    label neither file holds: a typo would silently turn the none route off)."""
+    seen = set(train)
+    refusal = (
+        ""
+        if len(seen) >= 2
+        else f"the training file holds {len(seen)} distinct label(s) {sorted(seen)}: a router needs two"
+    )
+    warnings = []
+    unseen = Counter(label for label in test if label not in seen)
+    if unseen:
+        listed = ", ".join(f"{label!r} ({n})" for label, n in sorted(unseen.items()))
+        warnings.append(
+            f"{sum(unseen.values())} test queries carry labels the training file lacks "
+            f"(scored as errors): {listed}"
+        )
+    if none_label not in seen and none_label not in set(test):
+        warnings.append(f"--none-label {none_label!r} is in neither file: no router learns a none route")
+    return [refusal, *warnings]
 
 
 def _describe(encoder: Any) -> dict[str, Any]:

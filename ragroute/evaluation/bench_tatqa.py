@@ -328,10 +328,12 @@ def run_tatqa_bench(
     from ragroute.pipeline.build import routing_options
     from ragroute.route.ensemble import EnsembleRouter
 
+    if folds < 2:
+        raise RagrouteError(f"folds must be at least 2, got {folds}")
+    chosen = {"threshold": threshold, "fusion": fusion, "route_weights": route_weights}
+    options = routing_options({k: v for k, v in chosen.items() if v is not None})  # before any indexing
     bench = prepare(Path(root), encoder, split=split, method=method)
     data, gold = bench.routing, bench.gold
-    chosen = {"threshold": threshold, "fusion": fusion, "route_weights": route_weights}
-    options = routing_options({k: v for k, v in chosen.items() if v is not None})
     threshold, fusion, route_weights = options.threshold, options.fusion, options.route_weights
     settings = {
         "threshold": threshold,
@@ -361,11 +363,18 @@ def run_tatqa_bench(
     }
     routers = {name: score(single_pipeline(data, None, router)) for name, router in candidates.items()}
     counts = {label: data.query_labels.count(label) for label in LABEL_ROUTES}
-    if folds >= 2 and min(counts.values()) >= folds:
+    learned = [f"knn-{knn_k} (cross-validated)", "trained (cross-validated)"]
+    few = sorted(label for label, n in counts.items() if n < folds)
+    skipped = {}
+    if few:  # each fold needs a question of every label: say so, never drop the rows unsaid
+        held = ", ".join(f"{x} ({counts[x]})" for x in few)
+        reason = f"label(s) {held} hold fewer questions than {folds} folds"
+        skipped = {name: reason for name in learned}
+    else:
         make_knn = _knn_factory(encoder, knn_k)
-        routers[f"knn-{knn_k} (cross-validated)"] = score(cross_validated(data, "knn", make_knn, folds))
+        routers[learned[0]] = score(cross_validated(data, "knn", make_knn, folds))
         make_trained = _trained_factory(encoder)
-        routers["trained (cross-validated)"] = score(cross_validated(data, "trained", make_trained, folds))
+        routers[learned[1]] = score(cross_validated(data, "trained", make_trained, folds))
 
     return {
         "root": str(root),
@@ -382,9 +391,14 @@ def run_tatqa_bench(
             "route_weights": route_weights,
             "depth": DEPTH,
         },
-        "evaluation": f"kNN and trained: {folds}-fold cross-validation over the questions "
-        "(stratified by label, identical texts in one fold)",
+        "evaluation": (
+            f"kNN and trained: skipped ({next(iter(skipped.values()))})"
+            if skipped
+            else f"kNN and trained: {folds}-fold cross-validation over the questions "
+            "(stratified by label, identical texts in one fold)"
+        ),
         "routers": routers,
+        "skipped_routers": skipped,
         f"merged_{METRIC}": _recall(data, merged_run),
         f"oracle_{METRIC}": _recall(data, oracle_run),
         f"both_routes_{METRIC}": _recall(data, both_run),
@@ -420,6 +434,8 @@ def format_report(result: dict[str, Any]) -> str:
         ("oracle routes", f"oracle_{METRIC}", "1.000"),
     ):
         lines.append(f"{label:<32} {accuracy:>8} {'':>8} {'':>6} {result[key]:>7.4f}")
+    for name, reason in result.get("skipped_routers", {}).items():
+        lines.append(f"{name:<32} skipped: {reason}")
     rows = {**{name: row["by_label"] for name, row in result["routers"].items()}, **result["by_label"]}
     lines.append("Recall@5 (routing accuracy) by label:")
     for name, by_label in rows.items():

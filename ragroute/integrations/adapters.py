@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import uuid
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ragroute.context import encoder_key
 from ragroute.errors import (
@@ -80,6 +83,16 @@ def index_scale(target: Any, known: SourceScale | None = None) -> SourceScale:
         return known
     name = str(getattr(target, "name", "") or "index")
     return SourceScale(target if isinstance(target, Source) else Source(name, target), query_encoder(target))
+
+
+def framework_score(value: Any) -> float | None:
+    """A score another framework gave a document, as a float, or ``None`` (the hit then scores
+    ``1/rank``) when it gave none or one that is not a finite number (NaN, a flag): one odd score
+    must not cost the source every hit of the query."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        return None
+    score = float(value)
+    return score if math.isfinite(score) else None
 
 
 def scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,7 +275,13 @@ class ExternalRetriever:
         else:
             found = self.fetch_many(cleaned, k)
         for hits in found:
-            hits = [h for h in hits if matches(h, filters)][:k]
+            # a framework may return one document twice (the same id, or the same text without
+            # one): the first, best-ranked copy is kept, as every ragroute index returns each once
+            kept: dict[str, Hit] = {}
+            for hit in hits:
+                if matches(hit, filters):
+                    kept.setdefault(hit.doc_id, hit)
+            hits = list(kept.values())[:k]
             for rank, hit in enumerate(hits, 1):
                 hit.rank = rank
                 hit.source = self.name

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,6 +55,7 @@ from ragroute.integrations.adapters import (
     DecisionLog,
     ExternalRetriever,
     check_target,
+    framework_score,
     index_scale,
     scalar_metadata,
     scoped_hits,
@@ -299,16 +301,14 @@ def document_to_hit(document: LangChainDocument, rank: int, source: str = "") ->
 
     ``doc_id``: the ``doc_id`` metadata (documents from ragroute's own retrievers), else the
     document's ``id``, its ``id`` metadata, or a hash of its text. ``score``: the first numeric
-    ``score`` / ``relevance_score`` / ``similarity`` metadata, else ``1/rank``.
+    ``score`` / ``relevance_score`` / ``similarity`` metadata that is a finite number, else ``1/rank``.
     """
     metadata = dict(document.metadata or {})
     doc_id = metadata.get("doc_id") or document.id or metadata.get("id")
     if not doc_id:
         doc_id = hashlib.sha1(document.page_content.encode("utf-8")).hexdigest()[:16]
-    raw = next(
-        (float(metadata[key]) for key in _SCORE_KEYS if isinstance(metadata.get(key), (int, float))),
-        None,
-    )
+    scores = (framework_score(metadata.get(key)) for key in _SCORE_KEYS)
+    raw = next((score for score in scores if score is not None), None)
     parent = metadata.get("parent_id")
     return Hit(
         doc_id=str(doc_id),
@@ -327,8 +327,8 @@ def document_to_hit(document: LangChainDocument, rank: int, source: str = "") ->
 class LangChainRetrieverAdapter(ExternalRetriever):
     """Any LangChain retriever as a ragroute retriever: ``Source("docs", LangChainRetrieverAdapter(r))``.
 
-    ``k`` is honoured per call where the retriever allows: a retriever that takes keyword
-    arguments (a vector store's ``as_retriever()``) gets ``k=k``; one with a ``k`` field a copy
+    ``k`` is honoured per call where the retriever allows: a retriever whose search takes ``k``
+    or any keyword (a vector store's ``as_retriever()``) gets ``k=k``; one with a ``k`` field a copy
     with it set (one per ``k``); any other's documents are cut to ``k``. Several queries are
     asked with ``retriever.batch`` (concurrently). ``documents`` (optional) are what
     training-free routers build the source's prototype from.
@@ -363,7 +363,7 @@ class LangChainRetrieverAdapter(ExternalRetriever):
     def _call(self, k: int) -> tuple[Any, dict[str, Any]]:
         """The retriever to ask for ``k`` documents and the keyword arguments to ask with."""
         target = self.target
-        if getattr(target, "_expects_other_args", False):
+        if _takes_k(target):
             return target, {"k": k}
         if "k" not in type(target).model_fields:
             return target, {}
@@ -394,6 +394,19 @@ class LangChainRetrieverAdapter(ExternalRetriever):
         if build is None or not getattr(self.target, "_expects_other_args", False):  # no keyword arguments
             return self.fetch_many(queries, k)
         return self.fetch_many(queries, k, build(scopes))
+
+
+def _takes_k(retriever: Any) -> bool:
+    """Whether ``retriever.invoke(query, k=...)`` reaches its search: its ``_get_relevant_documents``
+    names ``k`` or takes any keyword (``**kwargs``, as a vector store's ``as_retriever()`` does). One
+    with other keywords only (``filter=None``) would raise on ``k``."""
+    if not getattr(retriever, "_expects_other_args", False):
+        return False
+    try:
+        parameters = inspect.signature(type(retriever)._get_relevant_documents).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: LangChain said it takes other arguments
+        return True
+    return any(p.name == "k" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _pass_scopes(scopes: frozenset[str]) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from ragroute.integrations.adapters import (
     DecisionLog,
     ExternalRetriever,
     check_target,
+    framework_score,
     index_scale,
     query_encoder,
     scalar_metadata,
@@ -317,7 +318,7 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
     metadata = dict(inner.metadata or {})
     doc_id = str(metadata.get("doc_id") or inner.node_id)
     parent = metadata.get("parent_id") or getattr(inner, "ref_doc_id", None)
-    raw = None if node.score is None else float(node.score)
+    raw = framework_score(node.score)
     return Hit(
         doc_id=doc_id,
         score=raw if raw is not None else 1.0 / rank,

@@ -103,6 +103,10 @@ def check_router_value(key: str, value: Any, where: str) -> None:
         positive=POSITIVE_SETTINGS,
         optional=OPTIONAL_SETTINGS,
     )
+    if key == "label_probability":  # above 0.5: the LLM's label must stay the most probable route
+        from ragroute.route.llm import check_label_probability
+
+        check_label_probability(value, f"{where}: router" if where else "router")
     choices = ROUTER_SETTING_CHOICES.get(key)
     if choices and value not in choices:
         prefix = f"{where}: router" if where else "router"

@@ -319,7 +319,7 @@ class RouteStage:
         if hidden:  # the router and policy saw every source: the caller learns nothing of hidden ones
             allowed = {name: p for name, p in probs.items() if name not in hidden}
             if len(allowed) < len(probs):
-                probs = _renormalise(allowed) if allowed else {NONE_ROUTE: 1.0}
+                probs = _visible_routes(allowed)
             # Every number the router and policy computed was computed beside the hidden sources (a
             # raw probability against the renormalised one gives a hidden source's share; whether a
             # step is redacted tells whether a hidden source won). So for a caller who cannot see
@@ -418,6 +418,17 @@ def absent_filter_keys(carried: frozenset[str] | None, filters: Mapping[str, Any
         for key in metadata_filter_keys(filters)
         if key not in carried and not accepts_missing(wanted.get(key))  # null matches a missing key
     )
+
+
+def _visible_routes(allowed: Mapping[str, float]) -> dict[str, float]:
+    """A router's probabilities over the routes a caller may see (``allowed``), renormalised. When a
+    hidden route took all of it (each visible one underflowed to 0: a softmax at a very low
+    temperature), the visible sources share it evenly: sending the query nowhere would say that a
+    hidden source won, and the caller's sources would never be searched."""
+    if sum(max(p, 0.0) for p in allowed.values()) > 0:
+        return _renormalise(allowed)
+    sources = [name for name in allowed if name != NONE_ROUTE]
+    return {name: 1.0 / len(sources) for name in sources} if sources else {NONE_ROUTE: 1.0}
 
 
 def _renormalise(scores: Mapping[str, float]) -> dict[str, float]:

@@ -426,7 +426,7 @@ class _Checker:
     def check_router(self, settings: Any, names: list[str]) -> None:
         from ragroute.pipeline.build import SELECTION_KEYS, check_router_value, router_keys, routing_options
         from ragroute.registry import ROUTERS
-        from ragroute.route.factories import ROUTER_REQUIRED, ROUTER_SETTINGS
+        from ragroute.route.factories import ROUTER_REQUIRED, ROUTER_SETTINGS, llm_fallback_problem
 
         where = str(self.path)
         if not isinstance(settings, Mapping):
@@ -465,6 +465,9 @@ class _Checker:
             self.check_llm(settings.get("llm"), f"{where}: router llm")
         if kind == "llm" and settings.get("fallback") is not None:
             fallback = str(settings["fallback"])
+            problem = llm_fallback_problem(settings)
+            if problem:
+                self.problem(f"{where}: router: {problem}")
             if self.passes(lambda: ROUTERS.check(fallback, f"{where}: router fallback")):
                 kinds.append(fallback)
         for each in kinds:

@@ -149,6 +149,9 @@ def llm(settings: Mapping[str, Any], build: RouterBuild) -> Router:
 
     spec = _need(settings, "llm", "llm", build, "local, a mapping with 'kind:', or 'package.module:factory'")
     fallback = settings.get("fallback")
+    problem = llm_fallback_problem(settings)
+    if problem:
+        raise RagrouteError(f"{build.where}: router: {problem}")
     timeout = settings.get("timeout_s")
     return LlmRouter(
         build.sources,
@@ -157,6 +160,21 @@ def llm(settings: Mapping[str, Any], build: RouterBuild) -> Router:
         label_probability=float(settings.get("label_probability", 0.9)),
         timeout_s=None if timeout is None else float(timeout),
     )
+
+
+def llm_fallback_problem(settings: Mapping[str, Any]) -> str | None:
+    """Why an llm router's ``fallback:`` cannot be built, or None. The fallback is built from the
+    same settings, so a fallback that is (or holds) an llm router would build itself without end."""
+    fallback = settings.get("fallback")
+    if fallback is None:
+        return None
+    members = settings.get("members") or ["prototype", "confidence"]
+    if str(fallback) == "llm" or (str(fallback) == "ensemble" and "llm" in [str(m) for m in members]):
+        return (
+            f"an llm router's fallback ({fallback}) cannot itself ask the LLM: name a router kind "
+            "that decides without it (e.g. prototype)"
+        )
+    return None
 
 
 def ensemble(settings: Mapping[str, Any], build: RouterBuild) -> Router:

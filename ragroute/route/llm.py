@@ -38,6 +38,19 @@ class UnknownRouteLabel(RagrouteError):
     """The LLM answered with something that is not a route label, or did not answer."""
 
 
+def check_label_probability(value: Any, where: str = "llm router") -> float:
+    """``value`` as a float when it lies in (0.5, 1], else a one-line :class:`RagrouteError`. The
+    chosen label gets it and the other labels share what is left, so at 0.5 or below another label
+    could get as much (or more) and be searched in place of the LLM's choice."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.5 < float(value) <= 1.0
+    if not ok:
+        raise RagrouteError(
+            f"{where}: 'label_probability' must be a number above 0.5 and at most 1 (the LLM's label must "
+            f"stay the most probable route), not {value!r}"
+        )
+    return float(value)
+
+
 class LlmRouter(BaseRouter):
     """One LLM call per query; the chosen label gets ``label_probability``, the rest share what is left."""
 
@@ -56,7 +69,7 @@ class LlmRouter(BaseRouter):
         self.llm = llm
         self.fallback = fallback
         self.timeout_s = timeout_s
-        self.label_probability = label_probability
+        self.label_probability = check_label_probability(label_probability)
         self.prompt = prompt
         self.sources = list(sources)
         self.labels = [s.name for s in sources] + [NONE_ROUTE]
@@ -77,12 +90,13 @@ class LlmRouter(BaseRouter):
     def parse(self, answer: str) -> str | None:
         """The label ``answer`` names (case-insensitive), or None: the whole answer when it is a
         label, else the one source label it names (``"None of them, but it_support might"`` is
-        ``it_support``), else its first label, ``none`` included."""
+        ``it_support``), else its first label, ``none`` included. An answer naming every label (the
+        prompt's list said back) chooses none of them."""
         lowered = {label.lower(): label for label in self.labels}
         words = [w.strip("./-") for w in re.findall(r"[\w./-]+", answer.lower())]
         named = list(dict.fromkeys(w for w in words if w in lowered))
-        if not named:
-            return None
+        if not named or (len(self.labels) > 2 and len(named) == len(self.labels)):
+            return None  # no label, or the prompt's list of labels said back: no choice made
         whole = " ".join(words)
         if whole in lowered:
             return lowered[whole]
