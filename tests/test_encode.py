@@ -495,6 +495,7 @@ def test_encode_bench_mean_leaves_out_collections_with_nothing_to_score(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     # a collection judged with grade 0 only has no nDCG@10: it counted as 0 in the mean over collections
+    from ragroute.errors import RagrouteError
     from ragroute.evaluation.bench_encode import run_encode_bench
 
     zero = _write_beir(tmp_path / "zero")
@@ -507,6 +508,15 @@ def test_encode_bench_mean_leaves_out_collections_with_nothing_to_score(
     torch = result["backends"]["torch"]
     assert torch["ndcg@10/zero"] == 0.0 and torch["ndcg@10/toy"] > 0.0  # 4 documents: all in the top 10
     assert torch["ndcg@10"] == torch["ndcg@10/toy"]
+    # nothing to score at all: nDCG@10 0.0000 and "quality holds" until session 37
+    with pytest.raises(RagrouteError, match="zero: no query has a relevant judgement"):
+        run_encode_bench([zero], None, backends=["torch"], model=str(tiny_model), cache_dir=tmp_path / "c")
+    # two folders of one name: the second's vectors overwrote the first's, which was scored on them
+    other = _write_beir(tmp_path / "elsewhere" / "toy")
+    with pytest.raises(RagrouteError, match="share the folder name 'toy'"):
+        run_encode_bench(
+            [data[0], other], None, backends=["torch"], model=str(tiny_model), cache_dir=tmp_path / "c"
+        )
 
 
 def test_encode_bench_refuses_broken_data_in_one_line(tmp_path: Path) -> None:

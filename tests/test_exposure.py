@@ -254,3 +254,20 @@ def test_budgets_follow_documents_added_deleted_and_labelled_after_the_pipeline_
     assert ledger.size("helpdesk") == 2
     index.add([Document(id=f"h{i}", text="payroll", metadata={"access": "hr"}) for i in range(5)])
     assert ledger.size("helpdesk") == 2 and ledger.size("helpdesk", ["hr"]) == 7
+
+
+def test_the_exposure_bench_lists_the_folders_it_left_out(tmp_path, hashing_encoder):
+    """A folder of the root without the split was said on stderr only, not in the report or JSON
+    (until session 37): the numbers read as if measured on every collection."""
+    from test_corpus_routing_bench import WORDS, write_collection
+
+    from ragroute.evaluation.bench_exposure import format_report, run_exposure_bench
+
+    root = tmp_path / "glasgow"
+    for name in ("astro", "cook"):
+        write_collection(root / name, name, WORDS[name].split(), shared=False)
+    (root / "med" / "qrels").mkdir(parents=True)
+    (root / "med" / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    result = run_exposure_bench(root, hashing_encoder, users=3, max_queries=5)
+    assert set(result["skipped"]) == {"med"} and "dev" in result["skipped"]["med"]
+    assert f"skipped med: {result['skipped']['med']}" in format_report(result)

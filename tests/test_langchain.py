@@ -408,3 +408,73 @@ def test_routing_config_with_a_langchain_source(tmp_path, hashing_encoder, small
     hits = pipeline.retrieve("galaxy", k=8).hits
     notes = [h for h in hits if h.source == "notes"]
     assert [h.text for h in notes] == ["galaxy notes", "x"] and notes[0].explain["langchain"]["score"] == 1.0
+
+
+def test_langchain_sources_run_as_children_of_the_routed_retrievers_run(small_docs):
+    """A callback handler saw only the outer retriever until session 37: the LangChain retrievers it
+    searched as sources ran with no parent run (and, in pool threads, with no config at all)."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Handler(BaseCallbackHandler):
+        def __init__(self):
+            self.starts = []
+
+        def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kwargs):
+            self.starts.append(
+                (kwargs.get("metadata") or {}).get("ls_retriever_name", "?") + str(parent_run_id is not None)
+            )
+
+    def source(topic):
+        docs = [
+            LangChainDocument(page_content=d.text, id=d.id)
+            for d in small_docs
+            if d.metadata["topic"] == topic
+        ]
+        return Source(topic, LangChainRetrieverAdapter(KeywordRetriever(documents=docs), name=topic))
+
+    sources = [source(t) for t in ("astro", "cook", "it")]
+    retriever = RoutedLangChainRetriever(
+        pipeline_from_settings(sources, {"kind": "fixed"}, encoder=None), k=3
+    )
+    for call in (
+        lambda h: retriever.invoke("star bread printer", config={"callbacks": [h]}),
+        lambda h: asyncio.run(retriever.ainvoke("star bread printer", config={"callbacks": [h]})),
+    ):
+        handler = Handler()
+        call(handler)
+        assert sorted(handler.starts) == ["keywordTrue"] * 3 + ["routedlangchainFalse"]
+
+
+class AsyncOnlyRetriever(BaseRetriever):
+    """A retriever that answers only through its async path (its sync one says so)."""
+
+    def _get_relevant_documents(self, query, *, run_manager):
+        raise NotImplementedError("async only")
+
+    async def _aget_relevant_documents(self, query, *, run_manager):
+        await asyncio.sleep(0)
+        return [LangChainDocument(page_content=f"{query} {i}", id=f"a{i}") for i in range(3)]
+
+
+def test_a_retriever_that_answers_only_asynchronously_is_searched_through_that_path():
+    """Its hits were lost on every query until session 37 (NotImplementedError in the trace only)."""
+    adapter = LangChainRetrieverAdapter(AsyncOnlyRetriever(), name="async")
+    assert [h.doc_id for h in adapter.search("q", 2)] == ["a0", "a1"]
+    assert [[h.doc_id for h in hits] for hits in adapter.search_many(["x", "y"], 1)] == [["a0"], ["a0"]]
+    retriever = RoutedLangChainRetriever(
+        pipeline_from_settings([Source("async", adapter)], {"kind": "fixed"}, encoder=None), k=3
+    )
+    assert len(retriever.invoke("q")) == 3
+    assert len(asyncio.run(retriever.ainvoke("q"))) == 3  # a loop runs on the calling thread here
+
+    async def inside_a_loop():
+        return adapter.search("q", 2)  # sync code called where an event loop runs
+
+    assert [h.doc_id for h in asyncio.run(inside_a_loop())] == ["a0", "a1"]
+    with pytest.raises(NotImplementedError):  # a sync path that is simply missing still says so
+        LangChainRetrieverAdapter(FilterRetrieverMissing(), name="m").search("q", 1)
+
+
+class FilterRetrieverMissing(BaseRetriever):
+    def _get_relevant_documents(self, query, *, run_manager):
+        raise NotImplementedError("not written yet")

@@ -528,3 +528,22 @@ def test_a_node_without_a_finite_score_scores_by_rank_and_repeats_are_dropped():
         ("a", 0.7, 2),
         ("i", pytest.approx(1 / 3), 3),
     ]
+
+
+def test_a_llamaindex_retriever_that_answers_only_asynchronously_is_searched_through_that_path():
+    """Its hits were lost on every query until session 37 (NotImplementedError in the trace only)."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    class AsyncOnly(BaseRetriever):
+        def _retrieve(self, query_bundle):
+            raise NotImplementedError("async only")
+
+        async def _aretrieve(self, query_bundle):
+            return [
+                NodeWithScore(node=TextNode(text=query_bundle.query_str, id_=f"n{i}"), score=1.0 - i / 10)
+                for i in range(3)
+            ]
+
+    hits = LlamaRetrieverAdapter(AsyncOnly(), name="async").search("q", 2)
+    assert [(h.doc_id, h.text) for h in hits] == [("n0", "q"), ("n1", "q")]

@@ -128,6 +128,31 @@ def test_routes_are_batched_and_sources_searched_concurrently():
     assert wall["sources"] == 3 and wall["ms"] < 750
 
 
+def test_sources_searched_in_the_pool_see_the_callers_context():
+    """A framework's tracing span lives in a context variable: a source searched in a pool thread ran
+    without it (its span orphaned) while the one searched on the calling thread had it (session 37)."""
+    import contextvars
+
+    span: contextvars.ContextVar[str] = contextvars.ContextVar("span", default="none")
+    seen: dict[str, str] = {}
+
+    class Traced(SlowRetriever):
+        def search_many(self, queries, k=10, *, filters=None):
+            seen[self.name] = span.get()
+            return super().search_many(queries, k, filters=filters)
+
+    sources = [Source(name, Traced(name)) for name in ("a", "b", "c")]
+    pipeline = Pipeline(
+        sources, FixedRouter({"a": 0.34, "b": 0.33, "c": 0.33}), options=RoutingOptions(threshold=0.3)
+    )
+    token = span.set("outer")
+    try:
+        pipeline.retrieve("q", k=3)
+    finally:
+        span.reset(token)
+    assert seen == {"a": "outer", "b": "outer", "c": "outer"}
+
+
 def test_local_sources_are_packed_one_group_per_core_largest_first(monkeypatch, hashing_encoder):
     import ragroute.pipeline.stages as stages
 

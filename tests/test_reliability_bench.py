@@ -27,3 +27,21 @@ def test_format_report_shows_each_number_next_to_its_goal():
     text = format_report(result)
     assert "260 / 260" in text and ">= 50 kill points per command" in text
     assert "100% end in a one-line error" in text
+
+
+def test_kill_options_without_the_kill_harness_are_refused():
+    """They were echoed into the JSON settings and never used (a typo'd command name passed too)."""
+    args = [
+        "bench",
+        "reliability",
+        "--quick",
+        "--only",
+        "fuzz",
+        "--kill-command",
+        "biuld",
+        "--kill-points",
+        "3",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.output == "error: --kill-points and --kill-command do not apply without --only kill\n"

@@ -91,7 +91,9 @@ latency_queries_option = click.option(
 @click.option(
     "--max-queries", type=click.IntRange(min=1), default=None, help="Use at most N queries per corpus."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic corpus.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the synthetic corpus."
+)
 @click.option(
     "--min-time",
     "min_time_s",
@@ -407,7 +409,13 @@ def corpus_routing_command(
 )
 @encoder_option("Encoder name or folder (default all-MiniLM-L6-v2).", None, "encoder_name")
 @cache_dir_option()
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the routers' classifiers.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the routers' classifiers.",
+)
 @bench_json_option
 @one_line_errors
 def route_labels_command(
@@ -661,7 +669,11 @@ def rerank_command(
     help="Synthetic graph directed edges (half as many undirected ones, stored both ways).",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the resets and the synthetic graph."
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the resets and the synthetic graph.",
 )
 @bench_json_option
 @one_line_errors
@@ -846,7 +858,13 @@ def skills_command(
     "variants fine-tune a classifier per fit and run only when named].",
 )
 @latency_queries_option
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the holdout.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the folds and the holdout.",
+)
 @bench_encoder_options
 @plot_option
 @bench_json_option
@@ -1164,6 +1182,8 @@ def reliability_command(
     """
     from ragroute.evaluation import bench_reliability
 
+    if parts and "kill" not in parts:  # a kill option without the kill harness was echoed, then unused
+        refuse_options(("kill_points", "kill_commands", "kill_method"), "without --only kill")
     result = bench_reliability.run_reliability_bench(
         quick=quick,
         parts=parts or bench_reliability.PARTS,
@@ -1195,7 +1215,7 @@ def reliability_command(
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seed of the attack and benign query streams (budgets were set on 0; docs report 1).",

@@ -75,7 +75,7 @@ def expert_group() -> None:
 @train_device_option("the published adapter or model")
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seeds the pseudo-queries cut, the negatives mined and the training order.",

@@ -53,7 +53,11 @@ def _encoder(name: str, backend: str, cache_dir: Path | None) -> Any:
 @backend_option
 @cache_dir_option()
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the cross-validation folds that choose C."
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the cross-validation folds that choose C.",
 )
 @one_line_errors
 def fit_command(

@@ -96,7 +96,7 @@ def rerank_group() -> None:
 @train_device_option("the published model, its calibration and ONNX exports")
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seeds which queries, positives and negatives make the pairs (and the model's draw unless "

@@ -138,6 +138,19 @@ def run_encode_bench(
     # a folder that is missing or broken is one error before anything is measured: measuring the
     # rest would hide it
     collections = [read_beir(Path(data_dir), max_docs) for data_dir in data_dirs]
+    by_name: dict[str, Path] = {}
+    for coll in collections:  # results are keyed by folder name: two of one name overwrote each other
+        if coll.name in by_name:
+            raise RagrouteError(
+                f"--data {by_name[coll.name]} and {coll.path} share the folder name {coll.name!r}: "
+                "give each collection once, under names of their own"
+            )
+        by_name[coll.name] = coll.path
+    if not any(is_scorable(r) for c in collections for r in c.qrels.values()):  # nDCG@10 would read 0.0000
+        raise RagrouteError(
+            f"{', '.join(str(c.path) for c in collections)}: no query has a relevant judgement (grade "
+            "above 0) to score nDCG@10 by"
+        )
     result: dict[str, Any] = {
         "model": model,
         "baseline": BASELINE,

@@ -124,6 +124,7 @@ def run_exposure_bench(
         "glasgow": str(glasgow),
         "documents": total,
         "sources": sizes,
+        "skipped": dict(data.skipped),  # folders of the root left out (also said through log)
         "k": K,
         "benign_users": {
             "count": len(crowd),
@@ -164,6 +165,7 @@ def format_report(result: Mapping[str, Any]) -> str:
         f"undefended attack: {und['leaked_documents']} documents ({und['leaked_fraction_kb']:.1%} of the "
         f"knowledge base, up to {und['leaked_fraction_max_source']:.1%} of a source) "
         f"in {und['queries']} queries",
+        *(f"skipped {name}: {why}" for name, why in result.get("skipped", {}).items()),
         "",
         f"{'budget (hard stop)':<31} {'leak KB':>8} {'max src':>8} {'src>=1k':>8} {'queries':>8} "
         f"{'1st stop':>9} {'users stopped':>14} {'alerted':>8}",

@@ -148,7 +148,7 @@ def run_scores_bench(
     if missing:
         raise RagrouteError(f"{glasgow}: the cutoffs are chosen on {', '.join(CHOOSE_ON)}; missing {missing}")
     tat: bench_tatqa.TatqaData | None = None
-    skipped: dict[str, str] = {}
+    skipped: dict[str, str] = {f"glasgow/{name}": why for name, why in data.skipped.items()}
     if tatqa is None or not Path(tatqa).is_dir():
         skipped["tatqa"] = f"no TAT-QA folder at {tatqa}"
         say(f"skipped tatqa: {skipped['tatqa']}")

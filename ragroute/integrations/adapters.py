@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import math
 import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -83,6 +85,41 @@ def index_scale(target: Any, known: SourceScale | None = None) -> SourceScale:
         return known
     name = str(getattr(target, "name", "") or "index")
     return SourceScale(target if isinstance(target, Source) else Source(name, target), query_encoder(target))
+
+
+def run_coroutine(make: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a framework's async call (``make()`` gives the awaitable) to completion from sync code:
+    on this thread when no event loop runs here, else on a thread of its own (a running loop
+    cannot be blocked on), in a copy of this thread's context either way."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_awaited(make))
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(_awaited(make))
+        except BaseException as exc:  # noqa: BLE001 - raised again on the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+async def _awaited(make: Callable[[], Awaitable[Any]]) -> Any:
+    return await make()
+
+
+def async_only(retriever: Any, base: type, sync_error: Exception, async_method: str) -> bool:
+    """Whether ``retriever`` answers only asynchronously: its sync search raised
+    ``NotImplementedError`` and its class overrides ``base``'s ``async_method``."""
+    overridden = getattr(type(retriever), async_method, None) is not getattr(base, async_method, None)
+    return isinstance(sync_error, NotImplementedError) and overridden
 
 
 def framework_score(value: Any) -> float | None:

@@ -41,6 +41,7 @@ try:
     from langchain_core.documents import Document as LangChainDocument
     from langchain_core.retrievers import BaseRetriever
     from langchain_core.runnables import RunnableConfig
+    from langchain_core.runnables.config import set_config_context
 except ImportError as exc:  # the optional extra: say which one, not only the module that is missing
     raise ImportError(
         f"ragroute.integrations.langchain needs langchain-core: pip install 'ragroute[langchain]' ({exc})"
@@ -54,9 +55,11 @@ from ragroute.integrations.adapters import (
     SEARCHABLE,
     DecisionLog,
     ExternalRetriever,
+    async_only,
     check_target,
     framework_score,
     index_scale,
+    run_coroutine,
     scalar_metadata,
     scoped_hits,
 )
@@ -182,7 +185,8 @@ class _RagrouteRetriever(BaseRetriever):
         k: int | None = None,
         caller: str | None = None,
     ) -> list[LangChainDocument]:
-        return self._run(query, scopes, k, caller)
+        with set_config_context({"callbacks": run_manager.get_child()}) as context:
+            return context.run(self._run, query, scopes, k, caller)
 
     async def _aget_relevant_documents(
         self,
@@ -193,7 +197,10 @@ class _RagrouteRetriever(BaseRetriever):
         k: int | None = None,
         caller: str | None = None,
     ) -> list[LangChainDocument]:
-        return await asyncio.to_thread(self._run, query, scopes, k, caller)
+        # LangChain retrievers searched as sources run as this run's children (their callbacks
+        # nested under it), as inside LangChain's own composite runnables
+        with set_config_context({"callbacks": run_manager.get_sync().get_child()}) as context:
+            return await asyncio.to_thread(context.run, self._run, query, scopes, k, caller)
 
 
 class RoutedLangChainRetriever(_RagrouteRetriever):
@@ -373,17 +380,20 @@ class LangChainRetrieverAdapter(ExternalRetriever):
             return self._by_k[k], {}
 
     def fetch(self, query: str, k: int) -> list[Hit]:
-        retriever, kwargs = self._call(k)
-        documents = retriever.invoke(query, **kwargs)
-        return [document_to_hit(d, rank, self.name) for rank, d in enumerate(documents[:k], 1)]
+        return self.fetch_many([query], k)[0]
 
     def fetch_many(self, queries: list[str], k: int, extra: dict[str, Any] | None = None) -> list[list[Hit]]:
         retriever, kwargs = self._call(k)
         kwargs = {**kwargs, **(extra or {})}
-        if len(queries) < 2:
-            found = [retriever.invoke(query, **kwargs) for query in queries]
-        else:
-            found = retriever.batch(list(queries), **kwargs)
+        try:
+            if len(queries) < 2:
+                found = [retriever.invoke(query, **kwargs) for query in queries]
+            else:
+                found = retriever.batch(list(queries), **kwargs)
+        except NotImplementedError as exc:  # a retriever that answers only asynchronously
+            if not async_only(retriever, BaseRetriever, exc, "_aget_relevant_documents"):
+                raise
+            found = run_coroutine(lambda: retriever.abatch(list(queries), **kwargs))
         return [
             [document_to_hit(d, rank, self.name) for rank, d in enumerate(documents[:k], 1)]
             for documents in found

@@ -54,10 +54,12 @@ from ragroute.integrations.adapters import (
     SEARCHABLE,
     DecisionLog,
     ExternalRetriever,
+    async_only,
     check_target,
     framework_score,
     index_scale,
     query_encoder,
+    run_coroutine,
     scalar_metadata,
     scoped_hits,
 )
@@ -397,7 +399,12 @@ class LlamaRetrieverAdapter(ExternalRetriever):
         return self._hits(self.retriever_for(k), query, k)
 
     def _hits(self, retriever: Any, query: str, k: int) -> list[Hit]:
-        nodes = retriever.retrieve(query)
+        try:
+            nodes = retriever.retrieve(query)
+        except NotImplementedError as exc:  # a retriever that answers only asynchronously
+            if not async_only(retriever, BaseRetriever, exc, "_aretrieve"):
+                raise
+            nodes = run_coroutine(lambda: retriever.aretrieve(query))
         return [node_to_hit(node, rank, self.name) for rank, node in enumerate(nodes[:k], 1)]
 
     def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:

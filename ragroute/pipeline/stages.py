@@ -10,6 +10,7 @@ follow :class:`ragroute.route.base.Router`; fusion methods are functions in
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -519,7 +520,13 @@ class RetrieveStage:
             # With phased sources the calling thread finishes those, and every group goes to the pool.
             own = [] if phased or not groups else groups[0]
             pooled = groups if phased else groups[1:]
-            futures = [self._executor().submit(lambda g: [search(n) for n in g], g) for g in pooled]
+            # each pool thread runs in a copy of the caller's context: a framework's tracing span
+            # (LlamaIndex instrumentation, OpenTelemetry) then parents the sources searched there
+            # as it does the one searched here
+            futures = [
+                self._executor().submit(contextvars.copy_context().run, lambda g: [search(n) for n in g], g)
+                for g in pooled
+            ]
             outcomes = [search(name) for name in own]
             # smallest first: the largest source's scan, the longest, has the most time to finish
             # while the others' BM25 and fusion run here
