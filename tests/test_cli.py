@@ -113,8 +113,17 @@ def test_eval_json_keys(runner, tmp_path):
     assert {"ndcg@10", "recall@10", "recall@100", "mrr@10", "queries"} <= payload.keys()
     assert payload["ndcg@10"] == 1.0 and payload["queries"] == 1
     # fewer hits than Recall@100 reads would be scored as if they were all: refused
-    shallow = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), "--depth", "1"])
-    assert shallow.exit_code == 2 and "--depth 1 is below the largest metric cutoff" in shallow.output
+    shallow = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), "--depth", "50"])
+    assert shallow.exit_code == 2 and "50 is not in the range x>=100" in shallow.output  # as --help says
+    # a split judging nothing printed every metric as 0.0 over 0 queries, exit 0 (until session 37)
+    (data / "qrels" / "empty.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    empty = runner.invoke(
+        main, ["eval", "--index", str(out), "--data", str(data), "--split", "empty", "--json"]
+    )
+    assert (
+        empty.exit_code == 2
+        and "split 'empty' judges no query of queries.jsonl: nothing to score" in empty.output
+    )
 
 
 def eval_data(tmp_path, corpus_lines, query_lines, qrels):
@@ -202,7 +211,12 @@ def test_eval_strict_refuses_bad_data_in_one_line(
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
     lenient = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
-    assert lenient.exit_code == 0, lenient.output  # the default still scores what it could read
+    if qrels:
+        assert lenient.exit_code == 0, lenient.output  # the default still scores what it could read
+    else:  # nothing to read: every metric 0.0 over 0 queries, exit 0, until session 37
+        assert (
+            lenient.exit_code == 2 and "judges no query of queries.jsonl: nothing to score" in lenient.output
+        )
 
 
 def test_eval_says_which_pairs_the_qrels_judge_twice_and_which_score_counts(runner, tmp_path):
@@ -493,6 +507,14 @@ def test_qdrant_option_only_with_the_qdrant_method(runner, corpus, tmp_path):
     assert result.exit_code == 2 and "--qdrant does not apply to --method dense" in result.output
     result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "qdrant"])
     assert result.exit_code == 2 and "--method qdrant needs --qdrant URL|FOLDER" in result.output
+    # an index whose vectors lived in memory was published, then found nothing (until session 37)
+    result = runner.invoke(
+        main, ["build", str(corpus), "--out", str(out), "--method", "qdrant", "--qdrant", ":memory:"]
+    )
+    assert (
+        result.exit_code == 2
+        and "--qdrant :memory: keeps the vectors only while the build runs" in result.output
+    )
     assert not out.exists()
 
 

@@ -56,6 +56,11 @@ def test_route_prints_decision_and_reports_broken_source(workspace):
     assert "manifest.json is missing" in payload["decision"]["signals"]["unavailable_sources"]["wiki"] or (
         "does not exist" in payload["decision"]["signals"]["unavailable_sources"]["wiki"]
     )
+    # options before CONFIG: "No such option '--json'" until session 37, as `route ask` takes them
+    first = CliRunner().invoke(main, ["route", "--json", "-k", "1", str(config), "why do comets have tails?"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout.strip().splitlines()[-1])["hits"] == payload["hits"][:1]
+    assert "Route queries across sources" in CliRunner().invoke(main, ["route", "--help"]).output
 
 
 def test_route_rule_answers_without_retrieval(workspace):

@@ -61,7 +61,12 @@ def test_route_one_task_as_text_and_json(built, tmp_path, monkeypatch):
     text = _route(str(out), "convert 10 miles to km", "-k", "3")
     assert text.exit_code == 0, text.output
     assert "reranker: none (rerank/default not found: train it with" in text.output
-    assert "  1. " in text.output and "unit_convert" in text.output and "abstain:" in text.output
+    assert "  1. " in text.output and "unit_convert" in text.output
+    # without an abstention model it named a threshold that could not apply (until session 37)
+    assert "abstain: no (no abstention model applies to this route)" in text.output
+    # and --candidates without a reranker was taken, then unused
+    ignored = _route(str(out), "convert 10 miles to km", "--candidates", "5")
+    assert ignored.exit_code == 2 and "--candidates does not apply without a reranker" in ignored.output
     js = _route(str(out), "convert 10 miles to km", "-k", "2", "--json")
     line = json.loads(js.stdout.strip().splitlines()[-1])
     assert set(line) >= {"id", "skills", "abstain"} and isinstance(line["abstain"], bool)

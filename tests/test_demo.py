@@ -80,3 +80,11 @@ def test_stepwise_step_gates_every_sub_question(minilm, capsys):
     assert two_hop[0].steps[1].hits[0].doc_id == "kellow"  # the bridge passage, found at the second step
     assert [s.action for s in direct.steps] == ["answer"] and not direct.steps[0].hits
     assert "question direct: What is the capital of France?" in out and "0 retrieval call(s)" in out
+
+
+def test_demo_offers_only_index_kinds_it_can_build_whole():
+    """``--method qdrant`` published indexes whose vectors lived in memory (gone, every later query
+    failed) over working ones, and lancedb always failed (no location option) (until session 37)."""
+    for kind in ("qdrant", "lancedb", "graph"):
+        result = CliRunner().invoke(main, ["demo", "--method", kind])
+        assert result.exit_code == 2 and "is not one of 'bm25', 'dense', 'hybrid'" in result.output

@@ -702,6 +702,21 @@ def test_fit_router_means_leave_out_queries_with_nothing_relevant(tmp_path: Path
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["mean_ndcg@10"] == {"good": 1.0, "bad": 0.0}
     assert summary["queries_won"] == {"good": 3, "bad": 0}
+    # options that did not apply were taken, then left out unsaid (until session 37)
+    quality = [
+        "expert",
+        "fit-router",
+        str(tmp_path / "routing.yaml"),
+        "--kind",
+        "quality",
+        "--out",
+        str(tmp_path / "q"),
+    ]
+    said = CliRunner().invoke(main, [*quality, "--data", str(data), "--mode", "mean", "--clusters", "3"])
+    assert said.exit_code == 2 and "--clusters and --mode do not apply to --kind quality" in said.output
+    said = CliRunner().invoke(main, [*quality, "--split", "test"])
+    assert said.exit_code == 2 and "--split does not apply without --data" in said.output
+    assert not (tmp_path / "q").exists()
 
 
 def test_a_router_routes_around_an_expert_that_failed_to_load(tmp_path: Path) -> None:

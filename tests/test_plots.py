@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ragroute.errors import RagrouteError
@@ -117,3 +119,32 @@ def test_every_benchmark_with_a_plot_takes_the_option():
 
     for name in plots.PLOTS:
         assert any("--plot" in p.opts for p in BENCHMARKS.get(name).params), name
+
+
+def test_a_plot_that_cannot_be_written_is_refused_before_the_benchmark_runs(tmp_path, monkeypatch):
+    """A missing folder, one that cannot be written, or no matplotlib were found only when the plot
+    was drawn, after the whole run, and the --json line was never printed (until session 37)."""
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    def bench(plot):
+        # bm25 sources fail later on a missing --data: the plot is checked first, as an option
+        args = ["bench", "corpus-routing", "--data", str(tmp_path / "absent"), "--plot", plot]
+        return CliRunner().invoke(main, args)
+
+    missing = bench(str(tmp_path / "no" / "p.png"))
+    assert missing.exit_code == 2 and f"no folder {tmp_path / 'no'} to write it in" in missing.output
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root writes anywhere: nothing to check then
+        assert "cannot be written" in bench(str(locked / "p.png")).output
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a)
+    )
+    assert "drawing needs matplotlib" in bench(str(tmp_path / "p.png")).output
+    monkeypatch.undo()
+    assert "data missing" in bench(str(tmp_path / "p.png")).output  # a good path: on to the data

@@ -362,9 +362,9 @@ def corpus_routing_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_corpus_routing.format_report(result))
-    save_plot("corpus-routing", result, plot)
     if as_json:
         emit_json(result)
+    save_plot("corpus-routing", result, plot)
 
 
 @click.command("route-labels")
@@ -914,9 +914,9 @@ def gate_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_gate.format_report(result))
-    save_plot("gate", result, plot)
     if as_json:
         emit_json(result)
+    save_plot("gate", result, plot)
 
 
 @click.command("stepwise")
@@ -1061,9 +1061,9 @@ def experts_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_experts.format_report(result))
-    save_plot("experts", result, plot)
     if as_json:
         emit_json(result)
+    save_plot("experts", result, plot)
 
 
 @click.command("scores")
@@ -1121,9 +1121,9 @@ def scores_command(
         Path(root), tatqa, enc, router=router, method=method, log=lambda msg: click.echo(msg, err=True)
     )
     click.echo(bench_scores.format_report(result))
-    save_plot("scores", result, plot)
     if as_json:
         emit_json(result)
+    save_plot("scores", result, plot)
 
 
 @click.command("reliability")
@@ -1253,9 +1253,9 @@ def exposure_command(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(bench_exposure.format_report(result))
-    save_plot("exposure", result, plot)
     if as_json:
         emit_json(result)
+    save_plot("exposure", result, plot)
 
 
 @click.command("scale")
@@ -1384,9 +1384,9 @@ def scale_command(
         result["ray_synthetic"] = synthetic
         result["ray_identical"] = synthetic["identical"] and result["ray_identical"] is not False
     click.echo(bench_scale.format_report(result))
-    save_plot("scale", result, plot)
     if as_json:
         emit_json(result)
+    save_plot("scale", result, plot)
 
 
 def _integers(value: str, option: str, *, minimum: int | None = None) -> list[int]:

@@ -181,6 +181,10 @@ def build_command(
         location, metavar = locations[method]
         if not location:
             raise RagrouteError(f"--method {method} needs --{method} {metavar} (where the vectors go)")
+        if location == ":memory:":  # gone when the build ends: the index on disk would find nothing
+            raise RagrouteError(
+                f"--{method} :memory: keeps the vectors only while the build runs: give a folder or URL"
+            )
         if is_local_location(location):  # a folder: recorded absolute, for any cwd
             location = str(Path(location).expanduser().resolve())
     if engine == "local":

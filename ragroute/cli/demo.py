@@ -31,10 +31,11 @@ from ragroute.cli.options import DEFAULT_RERANKER, encoder_options
 from ragroute.cli.route import format_decision
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
-from ragroute.registry import INDEX_KINDS
 
 DEFAULT_ROUTING = Path("corpora/routing.yaml")
 DEFAULT_QUERIES = Path("corpora/demo_queries.jsonl")
+#: Index kinds the demo builds (local: each index whole in the demo's own folder).
+DEMO_KINDS = ("bm25", "dense", "hybrid")
 DEFAULT_GRAPH_CORPUS = Path("corpora/multihop")
 DEFAULT_GRAPH_OUT = Path("graph/demo")
 DEFAULT_SKILLS = Path("corpora/skills")
@@ -91,7 +92,9 @@ def build_sources(specs: list, method: str, encoder: Any, out_dir: Path) -> None
 )
 @click.option(
     "--method",
-    type=click.Choice(INDEX_KINDS.names()),
+    # the kinds the demo builds whole in its folder (qdrant kept its vectors in memory, gone with the
+    # process, and lancedb needed a location the demo has no option for; graph needs triples)
+    type=click.Choice(DEMO_KINDS),
     default="hybrid",
     show_default=True,
     help="Index kind built for each corpus.",

@@ -14,6 +14,8 @@ from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
 
 EVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10", "full_chain_recall@10")
+#: the largest metric cutoff: fewer hits per query would score Recall@100 on fewer hits
+DEEPEST = max(int(name.rsplit("@", 1)[1]) for name in EVAL_METRICS)
 
 
 @click.command("eval")
@@ -41,11 +43,11 @@ EVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@10
 )
 @click.option(
     "--depth",
-    type=click.IntRange(min=1),
-    default=100,
+    type=click.IntRange(min=DEEPEST),
+    default=DEEPEST,
     show_default=True,
-    help="How many hits to retrieve per query (at least the largest metric cutoff, 100: fewer would "
-    "score Recall@100 on fewer hits).",
+    help=f"How many hits to retrieve per query (at least the largest metric cutoff, {DEEPEST}: fewer would "
+    f"score Recall@{DEEPEST} on fewer hits).",
 )
 @click.option(
     "--batch-size",
@@ -79,7 +81,8 @@ def eval_command(
     says how many records were skipped and how many judged queries the metrics then cover. A qrels
     id naming no query or document is kept and warned about (a judged query missing from
     queries.jsonl is not scored), and so is a pair judged on two lines (the last score counts).
-    --strict makes each of these, and an empty split, one error line instead.
+    --strict makes each of these one error line instead. A split that leaves no query to score is
+    always one.
     """
     from ragroute.context import QueryContext
     from ragroute.evaluation.evaluators import RetrievalEvaluator
@@ -90,10 +93,9 @@ def eval_command(
         "give exactly one of --index INDEX_DIR or --config ROUTING.yaml",
         required=True,
     )
-    deepest = max(int(name.rsplit("@", 1)[1]) for name in EVAL_METRICS)
-    if depth < deepest:  # Recall@100 from fewer hits would be a different, silently lower, number
-        raise RagrouteError(f"--depth {depth} is below the largest metric cutoff (Recall@{deepest})")
     dataset = load_beir(data_dir, split=split, on_error="raise" if strict else "skip")
+    if not dataset.queries:  # every metric would read 0.0 over no query
+        raise RagrouteError(f"{data_dir}: split {split!r} judges no query of queries.jsonl: nothing to score")
     if dataset.report.n_skipped:
         # the loader warned once per file (lines and reasons); this says what it does to the scores
         n = dataset.report.n_skipped

@@ -244,6 +244,10 @@ def fit_router_command(
     data = applicable("data", data, kind != "domain", "to --kind domain (it fits on the --domain corpora)")
     if kind != "domain":
         refuse_options(tuple(columns), f"to --kind {kind} (they name the columns of --domain corpora)")
+    if kind == "quality":  # fitted, then left out unsaid until session 37
+        refuse_options(("clusters", "mode"), "to --kind quality (it predicts each expert's nDCG; no pilots)")
+    if data is None:
+        refuse_options(("split",), "without --data (pseudo-queries have no split)")
     routing = RoutingConfig.read(config)
     encoder = routing.load_encoder(cache_dir=cache_dir)
     sources, problems = open_sources(routing, encoder)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -319,8 +321,20 @@ def resolve_reranker(
 
 
 def _plot_path(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
-    if value is not None and value.suffix.lower() not in (".png", ".svg", ".pdf"):
+    """``--plot``'s file, checked before the benchmark runs (it used to fail only when the plot was
+    drawn, hours of benchmark later): a known extension, a folder that exists and can be written,
+    and matplotlib installed."""
+    if value is None:
+        return value
+    if value.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise click.BadParameter(f"{value}: give a .png, .svg or .pdf file")
+    folder = value.parent if str(value.parent) else Path(".")
+    if not folder.is_dir():
+        raise click.BadParameter(f"{value}: no folder {folder} to write it in")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{value}: folder {folder} cannot be written")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise click.BadParameter(f"{value}: drawing needs matplotlib: pip install 'ragroute[plot]'")
     return value
 
 

@@ -42,7 +42,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def save_plot(benchmark: str, result: dict[str, Any], path: Path | None) -> None:
-    """Draw ``benchmark``'s plot of ``result`` into ``path`` (nothing when ``path`` is None)."""
+    """Draw ``benchmark``'s plot of ``result`` into ``path`` (nothing when ``path`` is None). Bench
+    commands call it after printing their JSON, so a drawing that fails loses no result."""
     if path is None:
         return
     from ragroute.evaluation.plots import PLOTS

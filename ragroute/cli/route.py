@@ -23,10 +23,11 @@ from ragroute.types import Decision
 
 
 class _DefaultToAsk(click.Group):
-    """``ragroute route CONFIG QUERY`` means ``ragroute route ask CONFIG QUERY``."""
+    """``ragroute route CONFIG QUERY`` means ``ragroute route ask CONFIG QUERY``, options first or
+    not (``ragroute route --json CONFIG QUERY``): the group has no options but its help."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["ask", *args]
         return super().parse_args(ctx, args)
 
@@ -140,7 +141,7 @@ def _labelled_queries(
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for router.json + router_weights.npz (no pickle).",
+    help="Router folder to write (a build holding manifest.json and router_weights.npz; no pickle).",
 )
 @encoder_option("Encoder of the query vectors the router learns from (routing configs must use the same).")
 @backend_option

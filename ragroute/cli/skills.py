@@ -247,6 +247,12 @@ def route_command(
     click.echo(said, err=True)
     encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
     overrides: dict[str, Any] = {}
+    candidates = applicable(
+        "candidates",
+        candidates,
+        reranker is not None,
+        "without a reranker (it counts the hits a reranker reads)",
+    )
     if candidates is not None:
         overrides["candidates"] = candidates
     if overlap is not None:
@@ -281,10 +287,12 @@ def route_command(
             click.echo(line)
             if skill.description:
                 click.echo(f"       {_snippet(skill.description)}")
-        p = "n/a" if route.p_applies is None else f"{route.p_applies:.3f}"
-        verdict = "yes: no skill applies" if route.abstain else "no"
-        shown = "n/a" if route.threshold is None else f"{route.threshold:.3f}"
-        click.echo(f"abstain: {verdict} (p_applies {p}, threshold {shown})")
+        if route.p_applies is None:  # it named a threshold that could not apply until session 37
+            click.echo("abstain: no (no abstention model applies to this route)")
+        else:
+            verdict = "yes: no skill applies" if route.abstain else "no"
+            shown = "n/a" if route.threshold is None else f"{route.threshold:.3f}"
+            click.echo(f"abstain: {verdict} (p_applies {route.p_applies:.3f}, threshold {shown})")
         if show_trace:
             for step in route.trace:
                 click.echo(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")
