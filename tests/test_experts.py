@@ -703,15 +703,7 @@ def test_fit_router_means_leave_out_queries_with_nothing_relevant(tmp_path: Path
     assert summary["mean_ndcg@10"] == {"good": 1.0, "bad": 0.0}
     assert summary["queries_won"] == {"good": 3, "bad": 0}
     # options that did not apply were taken, then left out unsaid (until session 37)
-    quality = [
-        "expert",
-        "fit-router",
-        str(tmp_path / "routing.yaml"),
-        "--kind",
-        "quality",
-        "--out",
-        str(tmp_path / "q"),
-    ]
+    quality = [*fit[:3], "--kind", "quality", "--out", str(tmp_path / "q")]
     said = CliRunner().invoke(main, [*quality, "--data", str(data), "--mode", "mean", "--clusters", "3"])
     assert said.exit_code == 2 and "--clusters and --mode do not apply to --kind quality" in said.output
     said = CliRunner().invoke(main, [*quality, "--split", "test"])
