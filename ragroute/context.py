@@ -38,7 +38,7 @@ def checked_caller(caller: Any) -> str:
 
 @dataclass
 class QueryContext:
-    """A query in flight; build one with :meth:`of` (which checks the text).
+    """A query in flight (its text checked by :func:`~ragroute.errors.check_query`).
 
     ``caller`` names who asks, for per-caller exposure accounting (:mod:`ragroute.exposure`;
     ``""``: one shared anonymous caller); ``scopes`` are what that caller may read.
@@ -56,6 +56,7 @@ class QueryContext:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.text = check_query(self.text)  # a context built directly was searched with "" (session 37)
         # a sorted tuple of labels ("hr" is one label, not two letters); bad labels raise
         self.scopes = caller_scopes(self.scopes)
         self.caller = checked_caller(self.caller)
@@ -66,7 +67,7 @@ class QueryContext:
         """A context for ``query`` (a context passes through unchanged); empty text raises."""
         if isinstance(query, QueryContext):
             return query
-        return cls(check_query(query), **fields)
+        return cls(query, **fields)
 
     def has_vector(self, encoder: Any) -> bool:
         return encoder_key(encoder) in self._vectors
@@ -79,6 +80,11 @@ class QueryContext:
         if row.size == 0 or not np.isfinite(row).all():
             raise InvalidArgumentError(
                 f"query vector for {self.text[:40]!r} is empty or not finite (NaN or infinity)"
+            )
+        dim = getattr(encoder, "dim", None)
+        if isinstance(dim, int) and row.size != dim:  # a search with it answered nothing (session 37)
+            raise InvalidArgumentError(
+                f"query vector for {self.text[:40]!r} has {row.size} dimensions; the encoder gives {dim}"
             )
         self._vectors[encoder_key(encoder)] = row
 

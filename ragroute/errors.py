@@ -62,6 +62,25 @@ def check_batch(values: Any, what: str = "queries") -> list[Any]:
         raise InvalidArgumentError(f"{what} must be a list, got {value_type_name(values)}") from None
 
 
+def check_query_vectors(vectors: Any, n: int, encoder: Any = None) -> np.ndarray:
+    """``vectors`` as a 2-D array of one finite row per query (and of the ``encoder``'s dimension,
+    when it says one), else :class:`InvalidArgumentError`: a router given one row
+    for two queries answered one, and a NaN row routed by NaN probabilities (until session 37)."""
+    array = np.asarray(vectors)
+    dim = getattr(encoder, "dim", None)
+    if array.ndim != 2 or array.shape[0] != n:
+        raise InvalidArgumentError(
+            f"query_vectors must hold one row per query ({n}), got shape {array.shape}"
+        )
+    if isinstance(dim, int) and array.shape[1] != dim:
+        raise InvalidArgumentError(
+            f"query_vectors have {array.shape[1]} dimensions; the encoder gives {dim}"
+        )
+    if not np.isfinite(array).all():
+        raise InvalidArgumentError("query_vectors hold NaN or infinity")
+    return array
+
+
 def check_document_ids(ids: Any) -> list[str]:
     """``ids`` as a list of document id strings; a bare string (which would be split into one id
     per character: ``delete("12")`` deleting "1" and "2") is :class:`InvalidArgumentError`."""

@@ -20,7 +20,13 @@ import faiss
 import numpy as np
 
 from ragroute.encode.base import Encoder
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.errors import (
+    EncoderMismatchError,
+    IndexFormatError,
+    RagrouteError,
+    check_k,
+    check_query_vectors,
+)
 from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import VectorIndex
 from ragroute.types import Document, Hit
@@ -221,6 +227,8 @@ class DenseIndex(VectorIndex):
         self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
         """Search with precomputed query embeddings (one row per query)."""
+        k = check_k(k)  # faiss's own refusals were bare AssertionErrors (until session 37)
+        vectors = check_query_vectors(np.atleast_2d(vectors), len(np.atleast_2d(vectors)), self.encoder)
         with self.store.reading():  # positions and the documents they point at from one version
             return [
                 [self.store.hit(p, s, rank, self.name) for rank, (p, s) in enumerate(ranked, 1)]
@@ -449,10 +457,14 @@ class DenseIndex(VectorIndex):
 
 
 def aligned_vectors(documents: Sequence[Document], vectors: Any, dim: int) -> np.ndarray:
-    """``vectors`` as contiguous float32, one row of width ``dim`` per document (else a one-line error)."""
+    """``vectors`` as contiguous float32, one finite row of width ``dim`` per document (else a
+    one-line error: a document added with a NaN row could never be found, until session 37)."""
     array = np.ascontiguousarray(vectors, dtype=np.float32)
     if array.ndim != 2 or array.shape != (len(documents), dim):
         raise RagrouteError(f"expected {len(documents)} vectors of dim {dim}, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        bad = documents[int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])].id
+        raise RagrouteError(f"the vector of document {bad!r} holds NaN or infinity")
     return array
 
 

@@ -7,6 +7,7 @@ store answers id lookups and metadata filters for every index kind.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,6 +63,7 @@ class DocumentStore:
         self._keys: frozenset[str] | None = None  # metadata keys: read on first use, dropped on change
         self._scoped_keys: dict[tuple[str, frozenset[str]], frozenset[str] | None] = {}  # per caller scope
         self._version = 0
+        self._frozen: tuple[int, tuple[Document, ...]] | None = None  # (version, documents) handed out
         self.lock = ReadWriteLock()  # searches read, add and delete write (ragroute.index.rwlock)
 
     def reading(self) -> Any:
@@ -77,7 +79,13 @@ class DocumentStore:
 
     @property
     def documents(self) -> Sequence[Document]:
-        return self._docs
+        """The documents in index order, as a tuple (one per version of the store): the list the
+        store searches by was handed out until session 37, and sorting or appending to it changed
+        every later search and id lookup."""
+        frozen = self._frozen
+        if frozen is None or frozen[0] != self._version:
+            frozen = self._frozen = (self._version, tuple(self._docs))
+        return frozen[1]
 
     @property
     def version(self) -> int:
@@ -105,6 +113,9 @@ class DocumentStore:
                 raise RagrouteError(f"duplicate document id {doc.id!r}")
             seen.add(doc.id)
         iids = np.arange(self._next_iid, self._next_iid + len(new), dtype=np.int64)
+        # the store keeps its own metadata: a caller editing its documents' dicts after an add
+        # changed hits, filters and (stale) access labels live (until session 37)
+        new = [_own_metadata(doc) for doc in new]
         for doc, iid in zip(new, iids):
             self._pos_by_id[doc.id] = len(self._docs)
             self._docs.append(doc)
@@ -327,6 +338,16 @@ class _Bool:
 
     def __hash__(self) -> int:
         return hash((_Bool, self.value))
+
+
+def _own_metadata(doc: Document) -> Document:
+    """``doc`` with a copy of its metadata (list values copied too: access labels are lists)."""
+    if not doc.metadata:
+        return doc
+    copied = {key: list(value) if isinstance(value, list) else value for key, value in doc.metadata.items()}
+    own = copy.copy(doc)  # not dataclasses.replace: the fields were checked when the document was made
+    object.__setattr__(own, "metadata", copied)
+    return own
 
 
 def check_have_text(docs: Sequence[Document]) -> None:

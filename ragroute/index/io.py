@@ -8,11 +8,12 @@ never mixes two builds even while another process rebuilds the same index.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from ragroute.encode.base import Encoder
-from ragroute.errors import IndexFormatError, RagrouteError, UnknownKindError
+from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError, UnknownKindError
 from ragroute.index.dense import check_encoder
 from ragroute.index.docstore import DocumentStore
 from ragroute.index.local import LocalIndex
@@ -29,6 +30,8 @@ def index_kinds() -> list[str]:
 
 def save_index(index: LocalIndex, directory: Path) -> ArtifactManifest:
     """Publish ``index`` as a new build at ``directory``; a crash leaves the previous build current."""
+    if not isinstance(index, LocalIndex):  # an AttributeError from inside until session 37
+        raise InvalidArgumentError(f"save_index needs an index (build_index's), got {type(index).__name__}")
     with write_artifact(
         Path(directory),
         FAMILY,
@@ -64,6 +67,8 @@ def load_index(
     checksum first (a corrupt or missing file raises :class:`IndexFormatError`), and what an
     index keeps outside its files (an external store's collection) after loading.
     """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise InvalidArgumentError(f"load_index needs an index folder path, got {type(directory).__name__}")
     directory = Path(directory)
     holder: dict[str, Any] = {"encoder": encoder}
 

@@ -35,10 +35,12 @@ class LocalIndex(ABC):
     needs_encoder: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every subclass's ``add`` and ``delete`` check their argument first: a list of documents,
-        a list of id strings (a bare string would otherwise be taken one character per id)."""
+        """Every subclass's ``add``, ``add_vectors`` and ``delete`` check their argument first: a list
+        of documents, a list of id strings (a bare string would otherwise be taken one character per
+        id)."""
         super().__init_subclass__(**kwargs)
-        for method, check in (("add", check_documents), ("delete", check_document_ids)):
+        checks = (("add", check_documents), ("add_vectors", check_documents), ("delete", check_document_ids))
+        for method, check in checks:
             implemented = cls.__dict__.get(method)
             if implemented is not None and not getattr(implemented, "checks_argument", False):
                 setattr(cls, method, _checked_argument(implemented, check))

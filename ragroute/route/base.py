@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ragroute.errors import check_batch
+from ragroute.errors import check_batch, check_query, check_query_vectors
 from ragroute.types import Decision, TraceStep
 
 NONE_ROUTE = "none"
@@ -82,13 +82,20 @@ class BaseRouter(ABC):
 
 
 def _checked_batch(route_many: Any) -> Any:
-    """``route_many`` with its queries checked by :func:`~ragroute.errors.check_batch` first."""
+    """``route_many`` with its queries checked first: the batch by :func:`~ragroute.errors.check_batch`,
+    each text by :func:`~ragroute.errors.check_query` (an empty one was routed), and the
+    ``query_vectors`` by :func:`check_query_vectors`."""
     if getattr(route_many, "checks_batch", False):
         return route_many
 
     @functools.wraps(route_many)
     def checked(self: Any, queries: Sequence[str], *args: Any, **kwargs: Any) -> list[Decision]:
-        return route_many(self, check_batch(queries), *args, **kwargs)
+        texts = [q if hasattr(q, "text") else check_query(q) for q in check_batch(queries)]  # contexts pass
+        if kwargs.get("query_vectors") is not None:
+            kwargs["query_vectors"] = check_query_vectors(
+                kwargs["query_vectors"], len(texts), getattr(self, "encoder", None)
+            )
+        return route_many(self, texts, *args, **kwargs)
 
     checked.checks_batch = True  # type: ignore[attr-defined]
     return checked

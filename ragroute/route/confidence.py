@@ -29,7 +29,7 @@ from ragroute.errors import RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, moved_by_a_quarter, softmax
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.score_probe import ProbeQueries, SourceProbe
-from ragroute.route.sources import Source
+from ragroute.route.sources import Source, check_sources
 from ragroute.types import Decision
 
 #: the z-score of a source whose probe raised: no probability (unless every source failed)
@@ -55,6 +55,7 @@ class ConfidenceRouter(BaseRouter):
     name = "confidence"
 
     def __init__(self, sources: Sequence[Source], config: ConfidenceConfig | None = None) -> None:
+        sources = check_sources(sources)  # two of one name overwrote each other's route (session 37)
         if not sources:
             raise RagrouteError("a confidence router needs at least one source")
         self.sources = list(sources)

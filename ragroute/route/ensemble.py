@@ -9,12 +9,13 @@ member does not know get probability 0 from it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_batch
 from ragroute.route.base import BaseRouter, Router, decision_from_probs, route_contexts
 from ragroute.types import Decision
 
@@ -27,10 +28,14 @@ class EnsembleRouter(BaseRouter):
     def __init__(
         self, routers: Sequence[Router], *, weights: Sequence[float] | None = None, sharpness: float = 2.0
     ):
+        routers = check_batch(routers, "an ensemble's routers")
         if not routers:
             raise RagrouteError("an ensemble needs at least one router")
+        if not all(hasattr(r, "route_many") and hasattr(r, "labels") for r in routers):
+            odd = next(r for r in routers if not (hasattr(r, "route_many") and hasattr(r, "labels")))
+            raise RagrouteError(f"an ensemble's members must be routers, got {type(odd).__name__}")
         self.routers = list(routers)
-        self.weights = list(weights) if weights is not None else [1.0] * len(self.routers)
+        self.weights = _member_weights(weights, len(self.routers))
         self.sharpness = sharpness
         self.labels = list(dict.fromkeys(label for r in self.routers for label in r.labels))
 
@@ -95,3 +100,19 @@ class EnsembleRouter(BaseRouter):
             decision.trace = [step for d in members for step in d.trace] + decision.trace
             out.append(decision)
         return out
+
+
+def _member_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """One finite, non-negative weight per member, not all 0 (default: 1 each). Until session 37 a
+    short list dropped the members past its end (``zip``) and a negative or NaN weight made every
+    decision uniform."""
+    if weights is None:
+        return [1.0] * n
+    values = check_batch(weights, "an ensemble's weights")
+    numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in values)
+    ok = numbers and all(math.isfinite(w) and w >= 0 for w in values)
+    if len(values) != n or not ok or not any(values):
+        raise RagrouteError(
+            f"an ensemble needs one finite weight >= 0 per member ({n}), not all 0; got {list(values)!r}"
+        )
+    return [float(w) for w in values]

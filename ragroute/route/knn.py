@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_batch, check_k, check_query
 from ragroute.route.base import BaseRouter, decision_from_probs
 from ragroute.types import Decision
 
@@ -23,10 +23,14 @@ class KnnRouter(BaseRouter):
     def __init__(
         self, texts: Sequence[str], labels: Sequence[str], encoder, *, k: int = 5, smoothing: float = 0.01
     ):
+        texts = [check_query(t) for t in check_batch(texts, "texts")]  # a string was one text per letter
+        labels = check_batch(labels, "labels")
         if len(texts) != len(labels) or not texts:
             raise RagrouteError("a kNN router needs as many labels as texts, and at least one")
+        if not all(isinstance(label, str) and label for label in labels):
+            raise RagrouteError("a kNN router's labels must be non-empty strings (route names)")
         self.encoder = encoder
-        self.k = k
+        self.k = check_k(k)  # k = 0 voted with nobody, -1 dropped a neighbour (until session 37)
         self.smoothing = smoothing
         self.labels = sorted(set(labels))
         self._targets = np.asarray([self.labels.index(label) for label in labels])

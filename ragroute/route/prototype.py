@@ -36,7 +36,7 @@ from ragroute.route.base import (
     softmax,
 )
 from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
-from ragroute.route.sources import Source
+from ragroute.route.sources import Source, check_sources
 from ragroute.types import Decision
 
 
@@ -70,11 +70,12 @@ class PrototypeRouter(BaseRouter):
     name = "prototype"
 
     def __init__(self, sources: Sequence[Source], encoder, config: PrototypeConfig | None = None) -> None:
+        sources = check_sources(sources)  # two of one name overwrote each other's route (session 37)
         if not sources:
             raise RagrouteError("a prototype router needs at least one source")
         self.encoder = encoder
         self.config = config or PrototypeConfig()
-        self.sources = list(sources)
+        self.sources = sources
         self.labels = [s.name for s in self.sources] + ([NONE_ROUTE] if self.config.none_threshold else [])
         n = len(self.sources)
         self._banks: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)] * n

@@ -42,8 +42,14 @@ from typing import Any, Literal
 import numpy as np
 
 from ragroute.encode.identity import check_fitted_encoder, encoder_record
-from ragroute.errors import IndexFormatError, RagrouteError, check_query
-from ragroute.route.base import NONE_ROUTE, BaseRouter, decision_from_probs, fit_temperature, softmax
+from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query, check_query_vectors
+from ragroute.route.base import (
+    NONE_ROUTE,
+    BaseRouter,
+    decision_from_probs,
+    fit_temperature,
+    softmax,
+)
 from ragroute.route.features import CHEAP_FEATURE_NAMES, DEFAULT_HASHED_DIM, QueryFeatures, cheap_features
 from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
 from ragroute.types import Decision
@@ -251,8 +257,14 @@ class TrainedRouter(BaseRouter):
         ``"none"`` logit at prediction time (a higher recall of "no retrieval"
         at some cost in accuracy). Deterministic for a given ``seed``.
         """
-        texts = [check_query(t) for t in texts]
+        texts = [check_query(t) for t in check_batch(texts, "texts")]
+        labels = check_batch(labels, "labels")
+        missing = next((i for i, label in enumerate(labels) if label is None or label == ""), None)
+        if missing is not None:  # None was learnt as a route named 'None' (until session 37)
+            raise RagrouteError(f"label {missing} is {labels[missing]!r}: every text needs a route name")
         raw = [str(label) for label in labels]
+        if query_vectors is not None:  # a NaN row ended in scikit-learn's multi-line refusal
+            query_vectors = check_query_vectors(query_vectors, len(texts), encoder)
         if features is None:
             features = QueryFeatures(hashed_dim=DEFAULT_HASHED_DIM)
         _check_fit_args(texts, raw, encoder, features, model, none_label, validation_fraction, C)
@@ -303,7 +315,10 @@ class TrainedRouter(BaseRouter):
 
     def logits(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> np.ndarray:
         """Raw (uncalibrated, ``none_bias`` included) class scores, ``(len(queries), len(labels))``."""
-        rows = self._rows(list(queries), query_vectors)
+        texts = [check_query(q) for q in check_batch(queries)]  # a string was one query per letter
+        if query_vectors is not None:
+            query_vectors = check_query_vectors(query_vectors, len(texts), self.encoder)
+        rows = self._rows(texts, query_vectors)
         return self._network.from_first_layer(self._first.apply(rows)) + self._bias
 
     def predict_proba(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> np.ndarray:

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, InvalidArgumentError, check_batch, value_type_name
 from ragroute.loaders.common import CorpusWarning
 from ragroute.types import Document
 
@@ -94,6 +94,16 @@ class Skill:
     description: str = ""
     body: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # a wrong type failed deep inside indexing (an AttributeError) until session 37
+        for name in ("id", "name", "description", "body"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidArgumentError(
+                    f"skill {self.id!r}: {name} must be a string, got {value_type_name(getattr(self, name))}"
+                )
+        if not isinstance(self.metadata, dict):
+            raise InvalidArgumentError(f"skill {self.id!r}: metadata must be a mapping")
 
     def field_text(self, name: str) -> str:
         """The text of one field, for per-field indexing.
@@ -201,7 +211,14 @@ class Catalogue(Sequence[Skill]):
         kind: str = "",
         warnings: Iterable[str] = (),
     ) -> None:
-        self.skills: list[Skill] = list(skills)
+        if isinstance(skills, Skill):  # one skill given bare: its fields were read as skills
+            raise InvalidArgumentError(
+                f"skills must be a list, not one Skill (wrap it: [skill {skills.id!r}])"
+            )
+        self.skills: list[Skill] = check_batch(skills, "skills")
+        odd = next((s for s in self.skills if not isinstance(s, Skill)), None)
+        if odd is not None:
+            raise InvalidArgumentError(f"skills must be Skill objects, got {value_type_name(odd)}")
         self.source: Path | None = Path(source) if source is not None else None
         self.kind = kind
         self.warnings: list[str] = list(warnings)

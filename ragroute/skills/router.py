@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError, check_batch, check_k
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k
 from ragroute.skills.index import METHODS, SkillIndex, SkillIndexParams
 from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
 from ragroute.types import Hit, TraceStep
@@ -369,6 +369,10 @@ class SkillRouter:
         """:meth:`route` for many tasks (stage 1 scored as one batch)."""
         k = check_k(k)
         tasks = check_batch(tasks, "tasks")
+        if ids is not None:  # too few ids raised IndexError, a string was one id per letter (session 37)
+            ids = check_batch(ids, "ids")
+            if len(ids) != len(tasks):
+                raise InvalidArgumentError(f"{len(ids)} ids for {len(tasks)} tasks: give one id per task")
         if not tasks:
             return []
         began = time.perf_counter()
