@@ -64,8 +64,8 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
     options = entry.get("options")
     if options is not None and not isinstance(options, dict):
         raise RagrouteError(f"{where}: 'options' must be a mapping of loader options")
-    modality = entry.get("modality", "text")
-    granularity = entry.get("granularity", "document")
+    modality = entry.get("modality") or "text"  # null: the default, as in a routing config
+    granularity = entry.get("granularity") or "document"
     if modality not in MODALITIES:
         raise RagrouteError(f"{where}: modality {modality!r} is not one of {', '.join(MODALITIES)}")
     if granularity not in GRANULARITIES:
@@ -73,7 +73,7 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
     return CorpusSpec(
         name=str(name),
         path=(source.parent / str(entry["path"])).resolve(),
-        description=str(entry.get("description", "")).strip(),
+        description=str(entry.get("description") or "").strip(),  # null: none (not the text 'None')
         modality=modality,
         granularity=granularity,
         options=dict(entry.get("options") or {}),

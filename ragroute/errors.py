@@ -330,7 +330,11 @@ def check_setting(
         got = repr(value) if isinstance(value, float) else value_type_name(value)
         hint = ""
         if expected in ("number", "number_or_auto") and isinstance(value, str) and _spells_number(value):
-            hint = f" ({value!r}: YAML reads an exponent without a dot as text; write it as 1.0e-9 does)"
+            hint = (
+                f" ({value!r}: YAML reads an exponent without a dot as text; write it as 1.0e-9 does)"
+                if "e" in value.lower()
+                else f" ({value!r} is in quotes: write the number without them)"
+            )
         odd = value
         if expected == "strings" and isinstance(value, (list, tuple)):
             odd = next(item for item in value if not isinstance(item, str))

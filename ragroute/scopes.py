@@ -104,6 +104,11 @@ def access_labels(value: Any, where: str) -> frozenset[str]:
     """A source's ``access:`` setting (a label or a list of labels) as labels; refuses anything else."""
     if value is None:
         return frozenset()
+    if isinstance(value, (list, tuple, set, frozenset)) and not value:  # it made the source public
+        raise RagrouteError(
+            f"{where}: access: [] lists no label, which would make the source public: name the "
+            "labels that may read it, or leave access out for a public source"
+        )
     if isinstance(value, str) or (
         isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value)
     ):

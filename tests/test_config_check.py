@@ -224,7 +224,7 @@ BAD = {
     "llm logprob scale of zero": (
         GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: ['x']}, "
         "signals: [{kind: llm_logprob, scale: 0}]}\n",
-        "scale must be a positive number, got 0",
+        "{config}: gate: LLM gate signal llm_logprob: 'scale' must be above 0, not 0",
     ),
     "llm gate weighting every signal 0": (
         GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: ['x']}, signals: [llm_self], "
@@ -267,6 +267,51 @@ BAD = {
         "{config} line 9: rule 'arithmetic' routes to unknown source 'astor'",
     ),
 }
+LLM_GATE = "gate: {kind: llm, llm: {kind: scripted, replies: ['x']}, "
+# session 37 (an audit of `config check` against loading): each passed one or both, and loading
+# then failed with a traceback or routed wrongly; test_session_37_cases_are_refused_by_loading_too
+SESSION_37 = {
+    "boost of infinity": (  # the boosted route's probability was NaN: the query went elsewhere
+        GOOD.replace("then: {route: none}", "then: {defer: true, boost: {astro: .inf}}"),
+        "{config} line 9: rule 'arithmetic': boost for 'astro' must be a finite number",
+    ),
+    "signal threshold NaN": (  # a threshold no similarity passes: the signal never fired
+        GOOD.replace(
+            "math: {type: regex, pattern: '\\d+ times \\d+'}",
+            "near: {type: example_bank, examples: [a b], threshold: .nan}",
+        ).replace("when: math", "when: near"),
+        "signal 'near': 'threshold' must be a finite number, got nan",
+    ),
+    "llm gate signal prompt of the wrong type": (  # an AttributeError traceback in both
+        GOOD + LLM_GATE + "signals: [{kind: llm_self, prompt: 5}]}\n",
+        "{config}: gate: LLM gate signal llm_self: 'prompt' must be a string, not an integer",
+    ),
+    "llm gate signal timeout of zero": (  # every call failed: the gate fell back on every query
+        GOOD + LLM_GATE + "signals: [{kind: llm_self, timeout_s: 0}]}\n",
+        "{config}: gate: LLM gate signal llm_self: 'timeout_s' must be above 0, not 0",
+    ),
+    "access listing no label": (  # the source turned public
+        GOOD.replace("  cook: {index: indexes/cook,", "  cook: {index: indexes/cook, access: [],"),
+        "{config}: source 'cook': access: [] lists no label, which would make the source public",
+    ),
+    "encoder of the wrong type": (  # a TypeError traceback at load
+        "encoder: 5\n" + GOOD,
+        "{config}: encoder: expected a non-empty string, not an integer",
+    ),
+    "backend read as a boolean": (  # an AttributeError traceback at load
+        "backend: yes\n" + GOOD,
+        "{config}: backend: expected a non-empty string, not a boolean",
+    ),
+    "cache folder given as a list": (  # a folder named "['a']" was made beside the config
+        "cache_dir: [a]\n" + GOOD,
+        "{config}: cache_dir: expected a non-empty string, not a list",
+    ),
+    "negative ensemble sharpness": (  # the least confident member led
+        GOOD.replace("kind: prototype, threshold: 0.3", "kind: ensemble, sharpness: -1, threshold: 0.3"),
+        "{config}: router: 'sharpness' must be at least 0, not -1",
+    ),
+}
+BAD.update(SESSION_37)
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -281,6 +326,56 @@ def test_each_bad_input_is_one_line_naming_file_and_key(workspace, case):
     assert lines[0].startswith(f"error: {config}") and "\n" not in lines[0]
     assert expected.format(config=config, root=workspace.resolve()) in lines[0]
     assert result.stdout.strip().splitlines()[-1] == "1 problem(s)"
+
+
+@pytest.mark.parametrize("case", list(SESSION_37))
+def test_session_37_cases_are_refused_by_loading_too(workspace, case):
+    from ragroute.route.config import load_routing
+
+    text, expected = SESSION_37[case]
+    config = workspace / f"load-{re.sub(r'[^a-z]', '-', case)}.yaml"
+    config.write_text(text)
+    with pytest.raises(RagrouteError) as refused:
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+    assert expected.format(config=config, root=workspace.resolve()) in str(refused.value)
+
+
+def test_signals_without_rules_and_a_null_exposure_are_read_alike_by_check_and_load(workspace):
+    """A bad signal without rules was refused by the check and ignored by loading; `exposure: null`
+    the other way round (until session 37)."""
+    from ragroute.route.config import load_routing
+
+    encoder = HashingEncoder(dim=384, model_id=MINILM)
+    config = workspace / "signals-only.yaml"
+    config.write_text(GOOD.split("signals:")[0] + "signals:\n  s: {type: regx, pattern: x}\n")
+    with pytest.raises(RagrouteError, match="signal 's' has unknown type 'regx'"):
+        load_routing(config, encoder=encoder)
+    assert check(config).exit_code == 1
+    config.write_text(GOOD + "exposure: null\n")
+    assert load_routing(config, encoder=encoder).exposure is None and check(config).exit_code == 0
+
+
+def test_nulls_mean_the_default_and_an_encoder_folder_is_read_beside_the_config(workspace, tmp_path):
+    """``description: null`` was the description 'None', ``modality: null`` a None modality, and a
+    relative ``encoder:`` folder was read from the working directory (until session 37)."""
+    from ragroute.route.config import RoutingConfig, load_routing
+
+    config = workspace / "nulls.yaml"
+    config.write_text(GOOD.replace("description: Cooking and recipes.", "description: null, modality: null"))
+    pipeline = load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+    cook = next(s for s in pipeline.sources if s.name == "cook")
+    assert cook.description == "" and cook.modality == "text"
+    (workspace / "models" / "mine").mkdir(exist_ok=True)
+    elsewhere = RoutingConfig(workspace / "r.yaml", {"encoder": "models/mine", "sources": {}})
+    assert elsewhere.encoder_settings()["encoder"] == str((workspace / "models" / "mine").resolve())
+    defaults = RoutingConfig(workspace / "r.yaml", {"encoder": None, "backend": None}).encoder_settings()
+    from ragroute.gate.signals import make_signal
+
+    with pytest.raises(
+        RagrouteError, match="'C' must be above 0, not 0"
+    ):  # passed the check, refused at load
+        make_signal({"kind": "text_probe", "C": 0})
+    assert defaults == {"encoder": "all-MiniLM-L6-v2", "backend": "auto", "cache_dir": None}
 
 
 def test_a_key_written_twice_is_refused_not_the_last_one_kept(workspace):
@@ -431,6 +526,14 @@ def test_cli_defaults_file(tmp_path):
         f"error: {defaults}: unknown command 'bulid'; did you mean 'build'?",
         f"error: {defaults}: route: fit: unknown option 'modle'; did you mean 'model'?",
     ]
+    # k: 1.5 and k: yes ran as k = 1 (click's int()), and the check said ok (until session 37)
+    defaults.write_text("query: {k: 1.5}\nbuild: {workers: yes}\n")
+    assert error_lines(check(defaults)) == [
+        f"error: {defaults}: query: k: expected an integer, not 1.5",
+        f"error: {defaults}: build: workers: expected an integer, not True",
+    ]
+    defaults.write_text("query: {k: 2.0}\n")  # a whole number written with a dot is that number
+    assert check(defaults).exit_code == 0
 
 
 def test_unreadable_file_is_one_line(tmp_path):

@@ -704,7 +704,7 @@ def test_error_bad_signal_values():
     assert load_error("signals:\n  s:\n    type: language\n    is: [en, klingon]\n").line == 4
     assert load_error("signals:\n  s:\n    type: example_bank\n    examples: []\n").line == 4
     error = load_error("signals:\n  s:\n    type: example_bank\n    examples: [a]\n    threshold: high\n")
-    assert str(error) == "routing.yaml line 5: signal 's': 'threshold' must be a number, got 'high'"
+    assert str(error) == "routing.yaml line 5: signal 's': 'threshold' must be a finite number, got 'high'"
     assert (
         load_error(
             "signals:\n  s:\n    type: bank_margin\n    positive: [a]\n    negative: [b]\n    top_n: 0\n"
@@ -810,7 +810,7 @@ def test_error_bad_actions():
     error = load_error(
         "rules:\n  - name: r\n    when: true\n    then:\n      defer: true\n      boost: {y: lots}\n"
     )
-    assert str(error) == "routing.yaml line 6: rule 'r': boost for 'y' must be a number"
+    assert str(error) == "routing.yaml line 6: rule 'r': boost for 'y' must be a finite number"
     error = load_error("rules:\n  - name: r\n    when: true\n    then:\n      routes: [a, none]\n")
     assert error.line == 5
 

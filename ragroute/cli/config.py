@@ -245,6 +245,10 @@ def _value_problem(param: click.Parameter, value: Any) -> str | None:
             if not isinstance(item, str):
                 return f"expected a path, not {_type_name(item)}"
             continue
+        if isinstance(param.type, click.types.IntParamType) and (
+            isinstance(item, bool) or (isinstance(item, float) and not item.is_integer())
+        ):  # click's int() made k: 1.5 and k: yes run as k = 1 (until session 37)
+            return f"expected {_expected(param)}, not {item!r}"
         try:
             param.type.convert(item, param, None)
         except click.BadParameter as exc:

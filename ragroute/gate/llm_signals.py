@@ -272,11 +272,20 @@ LLM_SIGNAL_SETTINGS: dict[str, frozenset[str]] = {
     "llm_self": frozenset({"timeout_s", "prompt"}),
 }
 """The settings each LLM signal kind takes in a ``{kind: ..., ...}`` mapping (besides ``kind``)."""
+#: the type (and least value) of each LLM signal setting, checked before the signal is made
+LLM_SIGNAL_TYPES: dict[str, tuple[str, float | None]] = {
+    "timeout_s": ("number", None),
+    "prompt": ("string", None),
+    "center": ("number", None),
+    "scale": ("number", None),
+    "samples": ("integer", 2),
+    "temperature": ("number", 0),
+}
 
 
 def make_llm_signal(spec: str | dict[str, Any], llm: Any) -> LLMSignal:
     """An LLM signal from its kind (``"llm_logprob"``) or ``{kind: ..., setting: ...}``."""
-    from ragroute.errors import RagrouteError, check_keys
+    from ragroute.errors import RagrouteError, check_keys, check_listed_setting
 
     data = {"kind": spec} if isinstance(spec, str) else dict(spec)
     kind = str(data.pop("kind", ""))
@@ -284,6 +293,10 @@ def make_llm_signal(spec: str | dict[str, Any], llm: Any) -> LLMSignal:
         raise RagrouteError(f"unknown LLM gate signal {kind!r}: known ones are {', '.join(LLM_SIGNALS)}")
     if kind in LLM_SIGNAL_SETTINGS:
         check_keys(data, LLM_SIGNAL_SETTINGS[kind], f"LLM gate signal {kind}", "setting")
+    for key, value in data.items():  # a prompt of 5 was a traceback; timeout_s 0 failed every call
+        check_listed_setting(
+            key, value, LLM_SIGNAL_TYPES, f"LLM gate signal {kind}", positive=("timeout_s", "scale")
+        )
     try:
         return LLM_SIGNALS[kind](llm, **data)
     except (TypeError, ValueError) as exc:

@@ -1297,7 +1297,9 @@ def make_signal(
     for key, value in data.items():
         if key in SIGNAL_SETTING_TYPES:
             expected, minimum = SIGNAL_SETTING_TYPES[key]
-            check_setting(value, expected, f"gate signal {kind}", key, minimum=minimum)
+            # C 0 or -1 passed `config check` and was refused at load (session 37)
+            positive = key in ("C", "learning_rate")
+            check_setting(value, expected, f"gate signal {kind}", key, minimum=minimum, positive=positive)
     try:
         if cls is TextProbeSignal:
             return TextProbeSignal(encoder=encoder, **data)

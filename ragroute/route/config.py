@@ -59,6 +59,7 @@ from ragroute.errors import (
     check_keys,
     is_nul_path_error,
     refused_path_message,
+    value_type_name,
 )
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import check_router_settings, pipeline_from_settings
@@ -115,19 +116,40 @@ class RoutingConfig:
         (:func:`ragroute.encode.resolve.default_cache_dir`)."""
         if override is not None:
             return Path(override).expanduser()
-        if self.data.get("cache_dir"):
-            return self.resolve(str(self.data["cache_dir"]))
-        return None
+        value = self.encoder_settings()["cache_dir"]
+        return self.resolve(value) if value is not None else None
+
+    def encoder_settings(self) -> dict[str, Any]:
+        """The config's ``encoder:`` (a model name, or a folder read beside the file when one is
+        there), ``backend:`` and ``cache_dir:``, each checked: until session 37 ``encoder: null``
+        or ``backend: yes`` were tracebacks, ``cache_dir: [a]`` made a folder named ``['a']``, and
+        a relative encoder folder was read from the working directory."""
+        from ragroute.encode import DEFAULT_ENCODER
+
+        out: dict[str, Any] = {}
+        for key, default in (("encoder", DEFAULT_ENCODER), ("backend", "auto"), ("cache_dir", None)):
+            value = self.data.get(key)
+            if value is None:
+                out[key] = default
+            elif not isinstance(value, str) or not value.strip():
+                raise RagrouteError(
+                    f"{self.path}: {key}: expected a non-empty string, not {value_type_name(value)}"
+                )
+            else:
+                out[key] = value
+        beside = self.path.parent / out["encoder"]
+        if not Path(out["encoder"]).is_absolute() and beside.is_dir():
+            out["encoder"] = str(beside.resolve())
+        return out
 
     def load_encoder(self, *, backend: str | None = None, cache_dir: str | Path | None = None) -> Any:
         """The config's ``encoder:`` (default all-MiniLM-L6-v2) on ``backend`` (else the config's
         ``backend:``, else auto), caching as :meth:`cache_dir` says."""
         from ragroute.encode import load_encoder
 
+        settings = self.encoder_settings()
         return load_encoder(
-            self.data.get("encoder", "all-MiniLM-L6-v2"),
-            backend=backend or self.data.get("backend", "auto"),
-            cache_dir=self.cache_dir(cache_dir),
+            settings["encoder"], backend=backend or settings["backend"], cache_dir=self.cache_dir(cache_dir)
         )
 
     @property
@@ -180,9 +202,10 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
             Source(
                 str(name),
                 opened.retriever,
-                description=str(entry.get("description", "")).strip(),
-                modality=entry.get("modality", "text"),
-                granularity=entry.get("granularity", "document"),
+                # null means the default: it was read as the text 'None' / None (until session 37)
+                description=str(entry.get("description") or "").strip(),
+                modality=entry.get("modality") or "text",
+                granularity=entry.get("granularity") or "document",
                 # sources over one index (or naming one corpus) hold the same documents: fusion merges them
                 metadata={"corpus": opened.corpus},
                 access=access,
@@ -256,6 +279,7 @@ def _load_routing(
 
     config = RoutingConfig.read(path)
     router_settings = config.router
+    config.encoder_settings()  # checked also when an encoder is handed in (as `config check` does)
     if encoder is None:
         encoder = config.load_encoder(backend=backend, cache_dir=cache_dir)
     sources, problems = open_sources(config, encoder)
@@ -265,9 +289,10 @@ def _load_routing(
     warn_left_out(config.path, problems)
     warn_same_documents(config.path, sources)
     policy = None
-    if config.data.get("rules"):
-        policy = Policy.from_yaml(config.path, encoder=encoder)
+    if config.data.get("rules") or config.data.get("signals"):  # bad signals without rules: refused
+        policy = Policy.from_yaml(config.path, encoder=encoder)  # as `config check` does (session 37)
         policy.validate_routes([*config.data["sources"], "none"])
+        policy = policy if policy.rules else None
     return pipeline_from_settings(
         sources,
         router_settings,

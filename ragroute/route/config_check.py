@@ -204,7 +204,7 @@ class _Checker:
             self.check_gate(data["gate"], f"{self.path}: gate", names)
         if "llm" in data:
             self.report.llm = self.check_llm(data["llm"], f"{self.path}: llm")
-        if "exposure" in data:
+        if data.get("exposure") is not None:  # null: no budget, as loading reads it
             from ragroute.exposure import ExposureBudget
 
             try:
@@ -229,9 +229,12 @@ class _Checker:
     def check_encoder(self, data: dict[str, Any]) -> None:
         from ragroute.encode import DEFAULT_ENCODER, resolve_model
         from ragroute.encode.load import BACKENDS
+        from ragroute.route.config import RoutingConfig
 
-        name = str(data.get("encoder") or DEFAULT_ENCODER)
-        backend = str(data.get("backend", "auto"))
+        settings = self.attempt(lambda: RoutingConfig(self.path, data).encoder_settings())
+        if settings is None:  # the same refusal loading gives (a wrong type, an empty name)
+            settings = {"encoder": DEFAULT_ENCODER, "backend": "auto"}
+        name, backend = settings["encoder"], settings["backend"]
         info: dict[str, Any] = {"name": name, "backend": backend, "model_id": "", "dim": None}
         self.report.encoder = info
         if backend.strip().lower() not in (*BACKENDS, "auto"):

@@ -36,7 +36,9 @@ class EnsembleRouter(BaseRouter):
             raise RagrouteError(f"an ensemble's members must be routers, got {type(odd).__name__}")
         self.routers = list(routers)
         self.weights = _member_weights(weights, len(self.routers))
-        self.sharpness = sharpness
+        if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)) or not sharpness >= 0:
+            raise RagrouteError(f"an ensemble's sharpness must be a number >= 0, got {sharpness!r}")
+        self.sharpness = float(sharpness)
         self.labels = list(dict.fromkeys(label for r in self.routers for label in r.labels))
 
     def restricted_to(self, labels: Collection[str]) -> EnsembleRouter | None:

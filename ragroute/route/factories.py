@@ -42,7 +42,7 @@ ROUTER_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "label_probability": ("number", 0),
     "timeout_s": ("number", 0),
     "members": ("strings", None),
-    "sharpness": ("number", None),
+    "sharpness": ("number", 0),  # below 0 the least confident member led (until session 37)
     "routes": ("strings", None),
     "mode": ("string", None),
     "bank_dim": ("integer", 1),

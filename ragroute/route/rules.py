@@ -20,6 +20,7 @@ are collected for the router. Mistakes fail at load with the file and line, e.g.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,8 +182,11 @@ def _parse_boost(then: Mapping[str, Any], rule: str, source: str) -> tuple[dict[
     for name, weight in value.items():
         name_line = key_line(value, name)
         name = _route_name(name, name_line, rule, source)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            _fail(source, value_line(value, name), f"rule {rule!r}: boost for {name!r} must be a number")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            # .inf made the boosted route's probability NaN and sent the query elsewhere (session 37)
+            _fail(
+                source, value_line(value, name), f"rule {rule!r}: boost for {name!r} must be a finite number"
+            )
         boost[name] = float(weight)
         refs.append(("boosts", name, name_line))
     return boost, refs

@@ -20,6 +20,7 @@ bank signal (or takes a precomputed vector).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -212,8 +213,9 @@ def _number(spec: Mapping[str, Any], key: str, default: float, what: str, source
     if key not in spec:
         return default
     value = spec[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(source, value_line(spec, key), f"{what}: '{key}' must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        # .nan was taken: a threshold no similarity passes, the signal never fired (session 37)
+        _fail(source, value_line(spec, key), f"{what}: '{key}' must be a finite number, got {value!r}")
     return float(value)
 
 
