@@ -851,3 +851,15 @@ def test_a_labels_path_that_is_a_folder_is_said_to_be_no_file_not_missing(tmp_pa
         ], result.output
     result = CliRunner().invoke(main, ["bench", "gate", "--data", str(tmp_path)])
     assert "give one of --train TRAIN.jsonl or --folds N" in result.output
+
+
+def test_column_options_of_the_wrong_type_are_refused(tmp_path):
+    """`metadata_columns: notalist` in a corpus definition was read one column per letter (each a
+    missing column, or worse) until session 37; `config check` reads the same refusal."""
+    table = tmp_path / "t.csv"
+    table.write_text("id,text,lang\n1,hello,en\n")
+    with pytest.raises(CorpusFormatError, match="metadata_columns must be a list of column names, not 'lang'"):
+        load_corpus(table, metadata_columns="lang")
+    with pytest.raises(CorpusFormatError, match="text_column must be a column name, not 5"):
+        load_corpus(table, text_column=5)
+    assert load_corpus(table, metadata_columns=["lang"])[0].metadata == {"lang": "en"}

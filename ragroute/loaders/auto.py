@@ -32,10 +32,11 @@ from ragroute.loaders.common import LoadReport, check_on_error
 from ragroute.loaders.folder import TEXT_SUFFIXES, load_text_file, load_text_folder
 from ragroute.loaders.hipporag import load_hipporag_corpus
 from ragroute.loaders.jsonl import open_binary
-from ragroute.loaders.tabular import COLUMN_OPTION_OF_ROLE, load_table_file
+from ragroute.loaders.tabular import COLUMN_OPTION_OF_ROLE, Columns, load_table_file
 from ragroute.types import Document
 
 COLUMN_OPTIONS = tuple(COLUMN_OPTION_OF_ROLE.values())
+ROLE_OF_COLUMN_OPTION = {option: role for role, option in COLUMN_OPTION_OF_ROLE.items()}
 
 # format name -> (loader, options it accepts besides on_error / report)
 LOADERS: dict[str, tuple[Callable[..., list[Document]], tuple[str, ...]]] = {
@@ -131,3 +132,9 @@ def check_options(path: str | Path, fmt: str, options: Mapping[str, Any]) -> Non
     if unknown:
         message = unknown_keys_message(unknown, accepted, "option")
         raise CorpusFormatError(f"{path} is a {fmt} corpus: {message}")
+    columns = {k: v for k, v in options.items() if k in COLUMN_OPTIONS}
+    if columns:  # their types, here where `config check` reads them too (a string was read per letter)
+        try:
+            Columns(**{ROLE_OF_COLUMN_OPTION[option]: value for option, value in columns.items()})
+        except CorpusFormatError as exc:
+            raise CorpusFormatError(f"{path}: {exc}") from None

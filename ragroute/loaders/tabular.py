@@ -103,6 +103,16 @@ class Columns:
     title: str | None = None
     metadata: Sequence[str] | None = None
 
+    def __post_init__(self) -> None:
+        # a corpus definition's `metadata_columns: notalist` was read one column per letter (session 37)
+        for role in ("text", "id", "title"):
+            value = getattr(self, role)
+            if value is not None and not isinstance(value, str):
+                raise CorpusFormatError(f"{COLUMN_OPTION_OF_ROLE[role]} must be a column name, not {value!r}")
+        listed = self.metadata
+        if listed is not None and (isinstance(listed, str) or not all(isinstance(c, str) for c in listed)):
+            raise CorpusFormatError(f"metadata_columns must be a list of column names, not {listed!r}")
+
     def named(self) -> list[tuple[str, str]]:
         """``(role, column)`` for every column named in the options."""
         pairs = [("text", self.text), ("id", self.id), ("title", self.title)]
