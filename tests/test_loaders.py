@@ -858,7 +858,9 @@ def test_column_options_of_the_wrong_type_are_refused(tmp_path):
     missing column, or worse) until session 37; `config check` reads the same refusal."""
     table = tmp_path / "t.csv"
     table.write_text("id,text,lang\n1,hello,en\n")
-    with pytest.raises(CorpusFormatError, match="metadata_columns must be a list of column names, not 'lang'"):
+    with pytest.raises(
+        CorpusFormatError, match="metadata_columns must be a list of column names, not 'lang'"
+    ):
         load_corpus(table, metadata_columns="lang")
     with pytest.raises(CorpusFormatError, match="text_column must be a column name, not 5"):
         load_corpus(table, text_column=5)
