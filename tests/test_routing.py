@@ -229,16 +229,33 @@ def test_a_boost_only_rule_adjusts_the_routers_probabilities(sources):
     assert boosted.routes["it"] > plain.routes["it"] and boosted.decided_by == "fixed"
 
 
-def test_broken_source_is_reported_and_skipped(sources, hashing_encoder):
+def test_broken_source_is_reported_and_routed_around(sources, hashing_encoder):
     policy = Policy.from_yaml("rules:\n  - {name: all, when: true, then: {routes: [astro, wiki]}}\n")
-    retriever = Pipeline(
-        sources, policy=policy, problems=[SourceProblem("wiki", "index missing: /x/manifest.json")]
-    )
+    problems = [SourceProblem("wiki", "index missing: /x/manifest.json")]
+    retriever = Pipeline(sources, policy=policy, problems=problems)
     result = retriever.retrieve("galaxy", k=3)
     assert result.decision.chosen == ["astro"]
     assert result.decision.signals["unavailable_sources"] == {"wiki": "index missing: /x/manifest.json"}
-    skip = [s for s in result.decision.trace if s.stage == "skip"][0]
-    assert "wiki" in skip.detail["sources"]
+    dropped = [s.detail for s in result.decision.trace if s.stage == "unavailable-routes"]
+    assert dropped == [{"dropped": {"wiki": "index missing: /x/manifest.json"}, "routes": {"astro": 1.0}}]
+    # a router preferring the broken source: its share was chosen, then skipped, and the query got
+    # nothing (until session 37); the sources that opened share it now
+    from ragroute.route.base import BaseRouter, decision_from_probs
+
+    class PrefersWiki(BaseRouter):
+        labels = ["wiki", "astro", "cook", "it"]
+
+        def route_many(self, queries, *, query_vectors=None):
+            return [
+                decision_from_probs(self.labels, [0.9, 0.05, 0.03, 0.02], decided_by="x") for _ in queries
+            ]
+
+    routed = Pipeline(sources, PrefersWiki(), problems=problems).retrieve("galaxy", k=3)
+    assert routed.decision.chosen[0] == "astro" and routed.hits
+    assert routed.decision.routes["astro"] == pytest.approx(0.5)
+    always = Pipeline(sources, PrefersWiki(), problems=problems, options=RoutingOptions(always=("wiki",)))
+    skip = [s.detail for s in always.retrieve("galaxy", k=3).decision.trace if s.stage == "skip"]
+    assert skip == [{"sources": {"wiki": "index missing: /x/manifest.json"}}]  # an `always:` one, still said
 
 
 def test_granularity_views_map_hits_to_parents(hashing_encoder):

@@ -330,11 +330,16 @@ class RouteStage:
             signals = {"redacted": REDACTED}
             decided_by = str(redact(decided_by, hidden))
         trace.append(self.scope_step(context))
-        broken = {p.name for p in self.problems}
-        unknown = sorted(n for n in probs if n != NONE_ROUTE and n not in self._names and n not in broken)
+        problems = {p.name: p.error for p in self.problems if p.name not in hidden}
+        unopened = sorted(n for n in probs if n in problems)
+        if unopened:  # sources that failed to open: their share was chosen, then skipped, and a query
+            # whose router preferred one got nothing (until session 37); the others share it now
+            probs = _without(probs, unopened)
+            dropped = {n: problems[n] for n in unopened}
+            trace.append(TraceStep("unavailable-routes", {"dropped": dropped, "routes": probs}))
+        unknown = sorted(n for n in probs if n != NONE_ROUTE and n not in self._names)
         if unknown:  # labels of a router fitted on sources the config no longer has: never searchable
-            kept = {name: p for name, p in probs.items() if name not in unknown}
-            probs = _renormalise(kept) if any(p > 0 for p in kept.values()) else {NONE_ROUTE: 1.0}
+            probs = _without(probs, unknown)
             trace.append(
                 TraceStep(
                     "unknown-routes",
@@ -367,8 +372,7 @@ class RouteStage:
         if misses & set(chosen):  # never searched: an index refuses a key its documents lack
             chosen = [name for name in chosen if name not in misses] or [NONE_ROUTE]
         unavailable = [name for name in chosen if name != NONE_ROUTE and name not in self._names]
-        if unavailable:
-            problems = {p.name: p.error for p in self.problems}
+        if unavailable:  # an `always:` source that failed to open
             trace.append(
                 TraceStep("skip", {"sources": {n: problems.get(n, "unknown source") for n in unavailable}})
             )
@@ -385,7 +389,6 @@ class RouteStage:
                 },
             )
         )
-        problems = {p.name: p.error for p in self.problems if p.name not in hidden}
         if problems:
             signals["unavailable_sources"] = problems
         return Decision(chosen=chosen, routes=probs, signals=signals, trace=trace, decided_by=decided_by)
@@ -419,6 +422,12 @@ def absent_filter_keys(carried: frozenset[str] | None, filters: Mapping[str, Any
         for key in metadata_filter_keys(filters)
         if key not in carried and not accepts_missing(wanted.get(key))  # null matches a missing key
     )
+
+
+def _without(probs: Mapping[str, float], dropped: Sequence[str]) -> dict[str, float]:
+    """``probs`` without the ``dropped`` routes, the rest renormalised (nothing left: ``none``)."""
+    kept = {name: p for name, p in probs.items() if name not in dropped}
+    return _renormalise(kept) if any(p > 0 for p in kept.values()) else {NONE_ROUTE: 1.0}
 
 
 def _visible_routes(allowed: Mapping[str, float]) -> dict[str, float]:
