@@ -562,3 +562,21 @@ def test_a_bm25_index_over_a_store_another_index_changes_follows_it(hashing_enco
     assert [h.doc_id for h in bm25.search("charlie")] == ["d2"]
     dense.add([Document(id="d4", text="zebra lima")])
     assert [h.doc_id for h in bm25.search("zebra")] == ["d4"]
+
+
+def test_a_search_keeps_matches_that_score_below_zero() -> None:
+    """A term in more than half of a small corpus gets epsilon * average_idf, negative here: its
+    documents scored below the non-matching ones' 0, which filled the top k and were then dropped,
+    so "alpha" found nothing at k = 1 and one of two matches at k = 2 (until session 37)."""
+    from ragroute.index.lexical import BM25Index
+    from ragroute.types import Document
+
+    docs = [Document("d0", "alpha"), Document("d1", "alpha beta"), Document("d2", "beta")]
+    index = BM25Index.build([Document(d.id, d.text, metadata={"g": "x"}) for d in docs])
+    expected = BM25Okapi([["alpha"], ["alpha", "beta"], ["beta"]]).get_scores(["alpha"])
+    assert expected[0] < 0 and expected[1] < 0 and expected[2] == 0
+    for k in (1, 2, 3, 10):
+        hits = index.search("alpha", k=k)
+        assert [h.doc_id for h in hits] == ["d1", "d0"][:k]  # every top k a prefix of the next
+        assert [h.score for h in hits] == pytest.approx(list(expected[[1, 0]][:k]))
+        assert [h.doc_id for h in index.search("alpha", k=k, filters={"g": "x"})] == ["d1", "d0"][:k]

@@ -402,6 +402,35 @@ class BM25Scorer:
             results.append(self._top(self._scores(term_ids), term_ids, k, mask))
         return results
 
+    def top_k_matching_many(
+        self, queries: Sequence[Sequence[str]], k: int, mask: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The ``k`` best *matching* documents of each tokenized query: those holding a query term
+        with a score other than 0 (what a search returns), best first, ties by lower index.
+
+        :meth:`top_k` fills ``k`` with documents scoring 0 when fewer score above it; a term in
+        more than half of the documents gets ``epsilon * average_idf``, negative when the average
+        idf is (small or uniform corpora), so its documents score below 0 and were pushed out of
+        the top ``k`` by non-matching ones, then dropped (until session 37: ``"alpha"`` over
+        ``alpha`` / ``alpha beta`` / ``beta`` found nothing at k = 1). Only such queries are ranked
+        again, among the documents of their terms' postings.
+        """
+        out = []
+        indptr, indices = self._indptr, self._indices
+        for (positions, scores), query in zip(self.top_k_many(queries, k, mask), queries):
+            if scores.shape[0] == 0 or scores[-1] > 0:  # k positive scores: every match ranks lower
+                out.append((positions, scores))
+                continue
+            term_ids = sorted(set(self._term_ids(query)))
+            postings = [indices[indptr[t] : indptr[t + 1]] for t in term_ids]
+            cand = np.unique(np.concatenate(postings)) if postings else np.empty(0, dtype=np.int64)
+            if mask is not None:
+                cand = cand[mask[cand]]
+            all_scores = self._scores(self._term_ids(query))
+            cand = cand[all_scores[cand] != 0]
+            out.append(self._pick(all_scores, cand, k))
+        return out
+
     # ------------------------------------------------------------------ persistence
 
     def statistics(self) -> dict[str, Any]:

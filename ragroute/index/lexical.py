@@ -116,10 +116,10 @@ class BM25Index(LocalIndex):
                 return [[] for _ in queries]
             mask = self.store.filter_mask(filters)
             tokens = tokenize_many(queries, self.params.tokenizer)
-            # A score of exactly 0 means no query term occurs in the document: not a match.
+            # documents holding a query term, scoring other than 0 (negative scores included)
             return [
-                [(int(p), float(s)) for p, s in zip(positions, scores) if s != 0.0]
-                for positions, scores in scorer.top_k_many(tokens, k, mask=mask)
+                [(int(p), float(s)) for p, s in zip(positions, scores)]
+                for positions, scores in scorer.top_k_matching_many(tokens, k, mask=mask)
             ]
 
     def query_terms(self, query: str) -> list[str]:
