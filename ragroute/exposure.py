@@ -30,6 +30,7 @@ caller across them).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -146,6 +147,9 @@ class _Seen:
 
     shown: dict[tuple[str, str], float] = field(default_factory=dict)
     alerted_at: float | None = None
+    # at most the earliest time in `shown` (times only grow): the window's check reads this, not
+    # the minimum of every time, per hit (an admit cost O(documents seen), until session 37)
+    oldest: float = math.inf
 
 
 class ExposureLedger:
@@ -226,6 +230,8 @@ class ExposureLedger:
                     withheld += 1
                     continue
                 current[doc] = now
+                if now < seen.oldest:
+                    seen.oldest = now
                 shown.append(hit)
                 if len(current) >= self.budget.alert_at * limit and seen.alerted_at is None:
                     seen.alerted_at = now
@@ -357,8 +363,9 @@ class ExposureLedger:
         """Drop what left the window; an alert re-arms one window after it fired (so it fires at
         most once per window while the caller stays above the alert level)."""
         horizon = now - self.budget.window_s
-        if seen.shown and min(seen.shown.values()) < horizon:
+        if seen.shown and seen.oldest < horizon:
             seen.shown = {doc: t for doc, t in seen.shown.items() if t >= horizon}
+            seen.oldest = min(seen.shown.values(), default=math.inf)
         if seen.alerted_at is not None and seen.alerted_at < horizon:
             seen.alerted_at = None
         return seen.shown
