@@ -142,11 +142,12 @@ def test_tokenize_many_equals_tokenize_and_is_deterministic() -> None:
 def test_tokenizer_config_round_trip_and_validation() -> None:
     cfg = TokenizerConfig(lowercase=False, stopwords=False, stem=True)
     data = json.loads(json.dumps(cfg.to_dict()))
-    assert data == {"lowercase": False, "stopwords": False, "stem": True, "nfc": True, "cjk_bigrams": True}
+    expected = {"lowercase": False, "stopwords": False, "stem": True, "nfc": True, "cjk_bigrams": True}
+    assert data == {**expected, "marks": True}
     assert TokenizerConfig.from_dict(data) == cfg
-    # a record from before the nfc / cjk_bigrams options: its index was built without them, and is read so
-    assert TokenizerConfig.from_dict({}) == TokenizerConfig(nfc=False, cjk_bigrams=False)
-    assert TokenizerConfig.from_dict({"nfc": True}) == TokenizerConfig(cjk_bigrams=False)
+    # a record from before the nfc / cjk_bigrams / marks options: its index was built without them
+    assert TokenizerConfig.from_dict({}) == TokenizerConfig(nfc=False, cjk_bigrams=False, marks=False)
+    assert TokenizerConfig.from_dict({"nfc": True}) == TokenizerConfig(cjk_bigrams=False, marks=False)
     with pytest.raises(RagrouteError, match="unknown tokenizer option"):
         TokenizerConfig.from_dict({"lowercase": True, "language": "en"})
     with pytest.raises(RagrouteError, match="must be true or false"):
@@ -169,7 +170,7 @@ def test_a_combining_accent_does_not_split_a_word() -> None:
     assert composed != decomposed
     assert tokenize(decomposed) == tokenize(composed) == ["münchen", "fahrräder"]
     assert tokenize_many([decomposed]) == [["münchen", "fahrräder"]]
-    assert tokenize(decomposed, TokenizerConfig(nfc=False)) == ["mu", "nchen", "fahrra", "der"]
+    assert tokenize(decomposed, TokenizerConfig(nfc=False, marks=False)) == ["mu", "nchen", "fahrra", "der"]
     others = ["bicycles in Berlin", "trams in Vienna", "ferries in Oslo"]
     index = BM25Index.build([Document("d", composed)] + [Document(str(i), t) for i, t in enumerate(others)])
     assert [h.doc_id for h in index.search(decomposed, k=1)] == ["d"]
@@ -580,3 +581,22 @@ def test_a_search_keeps_matches_that_score_below_zero() -> None:
         assert [h.doc_id for h in hits] == ["d1", "d0"][:k]  # every top k a prefix of the next
         assert [h.score for h in hits] == pytest.approx(list(expected[[1, 0]][:k]))
         assert [h.doc_id for h in index.search("alpha", k=k, filters={"g": "x"})] == ["d1", "d0"][:k]
+
+
+def test_combining_marks_stay_in_their_word() -> None:
+    """Indic vowel signs and viramas are combining marks: they split हिन्दी भाषा into ह न द भ ष (no
+    Hindi, Bengali or Tamil word survived whole), and a lowercased İstanbul (i + U+0307) into
+    i, stanbul (until session 37). Indexes recorded before the option keep their tokens."""
+    from ragroute.index.lexical import BM25Index
+    from ragroute.types import Document
+
+    assert tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert tokenize("নমস্কার தமிழ்") == ["নমস্কার", "தமிழ்"]
+    assert tokenize("İstanbul travel") == ["istanbul", "travel"]
+    assert tokenize_many(["हिन्दी भाषा"]) == [["हिन्दी", "भाषा"]]
+    assert tokenize("हिन्दी भाषा", TokenizerConfig(marks=False)) == ["ह", "न", "द", "भ", "ष"]
+    docs = [Document("tr", "İstanbul travel"), Document("hi", "हिन्दी भाषा"), Document("x", "other words")]
+    index = BM25Index.build(docs + [Document(str(i), f"filler {i}") for i in range(3)])
+    assert [h.doc_id for h in index.search("istanbul", k=1)] == ["tr"]
+    assert [h.doc_id for h in index.search("भाषा", k=1)] == ["hi"]
+    assert index.manifest_params()["bm25"]["tokenizer"]["marks"] is True

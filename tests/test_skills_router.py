@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -854,25 +855,34 @@ def test_the_query_cache_keeps_the_most_recently_asked_queries(catalogue, monkey
     assert encoder.asked == ["a", "b", "c"]
 
 
-def test_a_skills_index_saved_before_nfc_keeps_its_tokens_for_decomposed_accents(tmp_path, monkeypatch):
-    """Its BM25 vocabulary split a decomposed accent (Ko + mark + ln): its queries were read in NFC
-    form after the option came, matched none of it, and every score moved without a word (an
-    old-artifact audit)."""
-    import unicodedata
-
-    koeln = unicodedata.normalize("NFD", "Köln cafés")
+@pytest.mark.parametrize(
+    ("option", "text", "query", "new_query"),
+    [
+        # its BM25 vocabulary split a decomposed accent (Ko + mark + ln): its queries were read in NFC
+        # form after the option came, matched none of it, and every score moved without a word
+        ("bm25_nfc", unicodedata.normalize("NFD", "Guide to Köln cafés and its Biergärten"),
+         unicodedata.normalize("NFD", "Köln cafés"), "Köln"),
+        # it split Hindi words at their vowel signs (the `marks` option came in session 37)
+        ("bm25_marks", "हिन्दी भाषा अनुवाद", "भाषा", "भाषा"),
+    ],
+)  # fmt: skip
+def test_a_skills_index_saved_before_a_tokenizer_option_keeps_its_tokens(
+    option, text, query, new_query, tmp_path, monkeypatch
+):
+    """An old artifact is read with the tokenizer it was built with (an old-artifact audit)."""
     cat = Catalogue(
         [
-            Skill("city", "city_guide", f"Guide to {koeln} and its Biergärten", ""),
+            Skill("first", "the_skill", text, ""),
             Skill("cook", "recipes", "Bread and butter recipes", ""),
             Skill("tax", "tax_help", "Income tax returns", ""),
         ]
     )
-    old_params = SkillIndexParams(fusion="fixed", bm25_nfc=False)
-    loaded = _saved_before(cat, old_params, "bm25_nfc", tmp_path, monkeypatch)
-    assert loaded.index.params.bm25_nfc is False
+    old_params = SkillIndexParams(fusion="fixed", **{option: False})
+    loaded = _saved_before(cat, old_params, option, tmp_path, monkeypatch)
+    assert getattr(loaded.index.params, option) is False
     old = SkillIndex.build(cat, HashingEncoder(), old_params)
-    np.testing.assert_allclose(loaded.index.bm25_scores([koeln]), old.bm25_scores([koeln]))
-    assert loaded.index.bm25_scores([koeln])[0][0] > 0
+    np.testing.assert_allclose(loaded.index.bm25_scores([query]), old.bm25_scores([query]))
+    assert loaded.index.bm25_scores([query])[0][0] > 0
     new = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed"))
-    assert new.params.bm25_nfc and new.bm25_scores(["Köln"])[0].argmax() == 0  # composed finds NFD
+    assert getattr(new.params, option) and new.bm25_scores([new_query])[0].argmax() == 0
+

@@ -83,6 +83,10 @@ class SkillIndexParams:
     #: index recorded before the option split decomposed accents (``Ko`` + mark + ``ln``), and is
     #: read so
     bm25_nfc: bool = True
+    #: BM25 keeps combining marks in their word (:class:`~ragroute.index.bm25_tokenize.TokenizerConfig`);
+    #: an index recorded before the option (session 37) split Indic words at their vowel signs, and
+    #: is read so
+    bm25_marks: bool = True
 
     def __post_init__(self) -> None:
         from ragroute.index.bm25_tokenize import STOPWORD_SETS
@@ -115,7 +119,10 @@ class SkillIndexParams:
         from ragroute.index.bm25_tokenize import TokenizerConfig
 
         return TokenizerConfig(
-            stopword_set=self.bm25_stopwords, cjk_bigrams=self.bm25_cjk_bigrams, nfc=self.bm25_nfc
+            stopword_set=self.bm25_stopwords,
+            cjk_bigrams=self.bm25_cjk_bigrams,
+            nfc=self.bm25_nfc,
+            marks=self.bm25_marks,
         )
 
 
@@ -415,14 +422,15 @@ class SkillIndex:
         index = cls(
             catalogue,
             encoder,
-            # an index recorded before bm25_stopwords (bm25_cjk_bigrams, bm25_nfc) existed counted its
-            # BM25 statistics with Lucene's stop set (whole CJK runs, text as stored): its queries are
-            # tokenized the same way
+            # an index recorded before bm25_stopwords (bm25_cjk_bigrams, bm25_nfc, bm25_marks) existed
+            # counted its BM25 statistics with Lucene's stop set (whole CJK runs, text as stored, words
+            # split at combining marks): its queries are tokenized the same way
             SkillIndexParams.from_dict(
                 {
                     "bm25_stopwords": "lucene",
                     "bm25_cjk_bigrams": False,
                     "bm25_nfc": False,
+                    "bm25_marks": False,
                     **(params.get("index") or {}),
                 }
             ),
