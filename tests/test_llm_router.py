@@ -155,7 +155,7 @@ def test_config_check_sees_what_loading_refuses(tmp_path, small_docs):
                     "signals": [{"kind": "llm_agreement", "samples": 0}],
                 }
             },
-            "agreement needs at least 2 samples",
+            "'samples' must be at least 2, not 0",
         ),
     ]
     for extra, message in cases:
