@@ -547,3 +547,65 @@ def test_a_llamaindex_retriever_that_answers_only_asynchronously_is_searched_thr
 
     hits = LlamaRetrieverAdapter(AsyncOnly(), name="async").search("q", 2)
     assert [(h.doc_id, h.text) for h in hits] == [("n0", "q"), ("n1", "q")]
+
+
+def test_framework_nodes_keep_their_exclusions_and_their_chunks_through_ragroute():
+    """A node's `excluded_llm_metadata_keys` were lost on the way through ragroute (an internal path
+    reached the LLM's prompt), and chunks sharing a user's `doc_id` metadata collapsed into one hit
+    (until session 37)."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
+
+    from ragroute.integrations.llamaindex import hit_to_node
+
+    class Chunks(BaseRetriever):
+        def _retrieve(self, query_bundle):
+            return [
+                NodeWithScore(
+                    node=TextNode(
+                        text=f"chunk {i}",
+                        id_=f"c{i}",
+                        metadata={"doc_id": "report-7", "internal_path": "/srv/secret"},
+                        excluded_llm_metadata_keys=["internal_path"],
+                    ),
+                    score=1.0 - i / 10,
+                )
+                for i in range(3)
+            ]
+
+    hits = LlamaRetrieverAdapter(Chunks(), name="reports").search("q", 5)
+    assert [h.doc_id for h in hits] == ["c0", "c1", "c2"]
+    node = hit_to_node(hits[0]).node
+    assert "/srv/secret" not in node.get_content(metadata_mode=MetadataMode.LLM)
+    assert node.metadata["internal_path"] == "/srv/secret"  # kept for the application, not shown
+    assert "internal_path" in node.excluded_llm_metadata_keys
+
+
+def test_llamaindex_retrievers_check_top_k_at_assignment_and_copies_own_their_filters(sources):
+    """`similarity_top_k` set after construction was never checked (a step-wise retriever returned no
+    node at 0, every node at None), and `with_scopes` copies shared one filters dict (until session 37)."""
+    retriever = IndexLlamaRetriever(sources[0].retriever, similarity_top_k=2, filters={"topic": "astro"})
+    for bad in (0, -5, "5", 2.5, True, None):
+        with pytest.raises(InvalidArgumentError, match="similarity_top_k must be"):
+            retriever.similarity_top_k = bad
+    assert retriever.similarity_top_k == 2
+    twin = retriever.with_scopes(["hr"])
+    twin.filters["topic"] = "cook"
+    assert retriever.filters == {"topic": "astro"}
+
+
+def test_ragroute_rerank_reads_each_nodes_parent():
+    """A ParentsReranker behind RagrouteRerank kept every chunk: the nodes' parents were left out."""
+    from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
+
+    from ragroute.integrations.llamaindex_rerank import RagrouteRerank
+    from ragroute.rerank.parents import ParentsReranker
+
+    nodes = []
+    for parent in ("docA", "docB"):
+        for i in range(3):
+            node = TextNode(text=f"{parent} part {i}", id_=f"{parent}-c{i}")
+            node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=parent)
+            nodes.append(NodeWithScore(node=node, score=1.0 - len(nodes) / 10))
+    kept = RagrouteRerank(ParentsReranker(), top_n=5).postprocess_nodes(nodes, query_str="q")
+    assert [n.node.node_id for n in kept] == ["docA-c0", "docB-c0"]

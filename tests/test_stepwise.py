@@ -79,6 +79,13 @@ def test_interleave_round_robin_dedup_and_cut():
     assert [h.doc_id for h in interleave([a, b], 2)] == ["x", "y"]
     assert interleave([]) == []
     assert interleave([a, b], 0) == [] and interleave([a, b], -5) == []  # took one hit before any cut
+    # ids are unique within a source: doc-0 of two sources is two documents (one was dropped until
+    # session 37)
+    tickets, wiki = [Hit("doc-0", 1.0, "tickets")], [Hit("doc-0", 0.9, "wiki")]
+    assert [(h.source, h.doc_id) for h in interleave([tickets, wiki])] == [
+        ("tickets", "doc-0"),
+        ("wiki", "doc-0"),
+    ]
 
 
 def test_references_and_relation_form():

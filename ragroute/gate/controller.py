@@ -53,17 +53,19 @@ Answer:"""
 
 def interleave(rankings: Sequence[Sequence[Hit]], k: int | None = None) -> list[Hit]:
     """One ranking from several: rank 1 of every list in order, then rank 2, ...; a document
-    already taken (by ``parent_id or doc_id``) is skipped; cut at ``k`` (``k < 1``: none)."""
+    already taken (by its source and ``parent_id or doc_id``) is skipped; cut at ``k`` (``k < 1``: none)."""
     out: list[Hit] = []
     if k is not None and k < 1:
         return out
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     depth = max((len(r) for r in rankings), default=0)
     for position in range(depth):
         for ranking in rankings:
             if position < len(ranking):
                 hit = ranking[position]
-                key = hit.parent_id or hit.doc_id
+                # ids are unique within a source: doc-0 of two sources is two documents (one was
+                # dropped until session 37)
+                key = (hit.source, hit.parent_id or hit.doc_id)
                 if key not in seen:
                     seen.add(key)
                     out.append(hit)

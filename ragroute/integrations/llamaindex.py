@@ -102,12 +102,19 @@ def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str 
         metadata["route_probability"] = float(decision.routes.get(hit.source, 0.0))
     if decision_id:
         metadata["decision_id"] = decision_id
+    # keys a LlamaIndex node this hit came from kept from the LLM / the embedder stay kept from them
+    # (its `excluded_*_metadata_keys` were lost on the way through ragroute until session 37)
+    framework = hit.explain.get("llamaindex") if isinstance(hit.explain, dict) else None
+    framework = framework if isinstance(framework, dict) else {}
     node = TextNode(
         id_=f"{hit.source}:{hit.doc_id}" if hit.source else hit.doc_id,
         text=hit.text,
         metadata=metadata,
-        excluded_llm_metadata_keys=list(HIDDEN_METADATA_KEYS),
-        excluded_embed_metadata_keys=list(HIDDEN_METADATA_KEYS),
+        excluded_llm_metadata_keys=[*HIDDEN_METADATA_KEYS, *framework.get("excluded_llm_metadata_keys", ())],
+        excluded_embed_metadata_keys=[
+            *HIDDEN_METADATA_KEYS,
+            *framework.get("excluded_embed_metadata_keys", ()),
+        ],
     )
     return NodeWithScore(node=node, score=float(hit.score))
 
@@ -156,9 +163,19 @@ class _TopK:
     """``similarity_top_k`` with ``k`` as an alias (read and set), the caller's ``scopes`` and who
     asks (``caller``, for per-caller exposure budgets; ``""``: one shared anonymous caller)."""
 
-    similarity_top_k: int
     scopes: tuple[str, ...] = ()
     caller: str = ""
+    _top_k: int = DEFAULT_TOP_K
+
+    @property
+    def similarity_top_k(self) -> int:
+        return self._top_k
+
+    @similarity_top_k.setter
+    def similarity_top_k(self, value: int) -> None:
+        # checked at the assignment, as `k` was: 0, -5, "5" or None failed only at the next query,
+        # and a step-wise retriever returned no node (0) or every node (None) (until session 37)
+        self._top_k = check_k(value, "similarity_top_k")
 
     def with_scopes(self, scopes: Sequence[str], *, caller: str | None = None) -> Any:
         """A copy of this retriever for a caller holding ``scopes`` (and named ``caller``, when
@@ -166,6 +183,9 @@ class _TopK:
         what only its scopes may see). LlamaIndex's ``retrieve`` takes no per-call arguments: one
         copy per caller is how a server tells callers apart."""
         twin = copy.copy(self)
+        filters = getattr(self, "filters", None)
+        if isinstance(filters, dict):  # its own: an edit to one copy's filters changed every copy's
+            setattr(twin, "filters", dict(filters))  # noqa: B010 - only some retrievers filter
         twin.scopes = caller_scopes(scopes)
         if caller is not None:
             twin.caller = checked_caller(caller)
@@ -318,7 +338,13 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
     from ragroute's own retrievers) or its node id; ``parent_id`` its source document's id."""
     inner = node.node
     metadata = dict(inner.metadata or {})
-    doc_id = str(metadata.get("doc_id") or inner.node_id)
+    # a node ragroute made (`source:doc_id`) names its document in `doc_id`; any other node is its own
+    # (a user's `doc_id` metadata, shared by a document's chunks, made them one hit until session 37)
+    ours = metadata.get("doc_id") and inner.node_id in (
+        f"{metadata.get('source')}:{metadata['doc_id']}",
+        str(metadata["doc_id"]),
+    )
+    doc_id = str(metadata["doc_id"]) if ours else str(inner.node_id)
     parent = metadata.get("parent_id") or getattr(inner, "ref_doc_id", None)
     raw = framework_score(node.score)
     return Hit(
@@ -331,7 +357,18 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
         metadata={k: v for k, v in scalar_metadata(metadata).items() if k not in _NOT_DOCUMENT_FIELDS},
         parent_id=str(parent) if parent and str(parent) != doc_id else None,
         modality=str(metadata.get("modality") or "text"),
-        explain={"llamaindex": {"rank": rank, "score": raw, "node_id": inner.node_id}},
+        explain={
+            "llamaindex": {
+                "rank": rank,
+                "score": raw,
+                "node_id": inner.node_id,
+                **{
+                    name: list(getattr(inner, name))
+                    for name in ("excluded_llm_metadata_keys", "excluded_embed_metadata_keys")
+                    if getattr(inner, name, None)
+                },
+            }
+        },
     )
 
 

@@ -5,7 +5,10 @@
   :class:`~ragroute.pipeline.Pipeline` or any ragroute retriever; ragroute's LlamaIndex
   retrievers are unwrapped, any other LlamaIndex retriever or index is adapted) with the gate's
   depth, else ``similarity_top_k`` (``k`` is an alias),
-  ``answer`` / ``stop`` return no nodes (the LLM answers from its own knowledge).
+  ``answer`` / ``stop`` return no nodes. Inside a ``RetrieverQueryEngine`` that means LlamaIndex's
+  synthesizer answers "Empty Response" without calling the LLM: to let the LLM answer from its own
+  knowledge, call :meth:`~GatedLlamaRetriever.retrieve_with_decision` and ask the LLM yourself
+  when it returns no nodes (its :class:`GateOutcome` says why).
   ``last_decision`` is the gate's decision (every node's metadata carries it, hidden from the
   LLM); ``last_routing`` the routing decision of a routed retriever. Both belong to whichever
   query ended last: with concurrent queries read a node's own, ``node.metadata["gate"]`` and

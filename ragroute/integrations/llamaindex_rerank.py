@@ -53,13 +53,17 @@ class RagrouteRerank(BaseNodePostprocessor):
         numbers = [float(n.score) for n in nodes if n.score is not None]
         by_score = len(numbers) == len(nodes) and all(a >= b for a, b in zip(numbers, numbers[1:]))
         scores = numbers if by_score else [float(len(nodes) - i) for i in range(len(nodes))]
+        # the parent and source of each node, as the reranker reads them (a ParentsReranker keeps one
+        # hit per parent: it kept every chunk until session 37, when both were left out)
         hits = [
             Hit(
                 doc_id=str(i),
                 score=scores[i],
+                source=str(n.node.metadata.get("source") or ""),
                 rank=i + 1,
                 text=n.node.get_content(metadata_mode=MetadataMode.NONE),
                 title=str(n.node.metadata.get("title") or ""),
+                parent_id=_parent_of(n),
             )
             for i, n in enumerate(nodes)
         ]
@@ -83,3 +87,10 @@ class RagrouteRerank(BaseNodePostprocessor):
                     excluded.append("rerank")
             out.append(NodeWithScore(node=node, score=float(hit.score)))
         return out
+
+
+def _parent_of(node: NodeWithScore) -> str | None:
+    """The document a node was cut from: ragroute's ``parent_id`` metadata, else LlamaIndex's
+    ``ref_doc_id`` (None when the node is a document of its own)."""
+    parent = node.node.metadata.get("parent_id") or getattr(node.node, "ref_doc_id", None)
+    return str(parent) if parent else None
