@@ -81,6 +81,14 @@ def visible(labels: Iterable[str], scopes: Iterable[str]) -> bool:
     return not labels or not labels.isdisjoint(scopes)
 
 
+def readable(hits: Iterable[Any], scopes: Iterable[str]) -> list[Any]:
+    """The ``hits`` whose documents a caller holding ``scopes`` may read (their ``access`` labels
+    public or meeting the scopes): what every reader of a source's scores keeps, since a retriever
+    that does not filter by scope (any object with ``search_many``) returns the others too."""
+    held = frozenset(scopes)
+    return [hit for hit in hits if visible(labels_of((hit.metadata or {}).get(ACCESS_KEY)), held)]
+
+
 def caller_scopes(value: Any, where: str = "scopes") -> tuple[str, ...]:
     """A caller's scopes as a sorted tuple of labels: ``None`` gives none, a string is one label
     (not a sequence of characters), any other iterable holds labels; labels are non-empty strings

@@ -743,3 +743,19 @@ def test_a_gate_fitted_with_corpus_rarity_loads_with_the_same_setting(tmp_path, 
         assert loaded.gate_many(query)[0].probability == gate.gate_many(query)[0].probability
     with pytest.raises(GateSignalMismatchError, match="fitted with corpus: True, but corpus: False"):
         TrainedGate.load(tmp_path / "g", encoder, signals=[{"kind": "rarity", "corpus": False}])
+
+
+def test_a_retrieval_signal_in_a_pipeline_reads_the_pipelines_router(hashing_encoder, small_docs):
+    """No factory handed the signal a router: router_max and router_none read 0 for every query
+    (until session 37)."""
+    from ragroute.gate.signals import make_signal
+    from ragroute.gate.trained import ThresholdGate
+    from ragroute.index.build import build_index
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.route.sources import Source
+
+    sources = [Source("all", build_index(small_docs, "bm25"))]
+    gate = ThresholdGate(make_signal("retrieval", sources=sources), "router_max", above=0.5)
+    pipeline = pipeline_from_settings(sources, {"kind": "fixed"}, encoder=None, gate=gate)
+    step = pipeline.retrieve("telescope", k=2).trace[0].detail
+    assert step["values"]["retrieval.router_max"] == 1.0 and step["action"] == "retrieve"

@@ -313,6 +313,7 @@ def test_the_none_route_and_rules_naming_a_forbidden_source(sources):
     ruled = Pipeline(sources, FixedRouter({"science": 1.0}), policy=policy)
     result = ruled.retrieve("salary of a telescope", k=5)
     assert result.decision.chosen == ["none"] and result.hits == []
+    assert result.decision.decided_by == "rule"  # "rule:payroll" until session 37: which rule fired
     assert_no_leak(result, ())
     assert ruled.retrieve("salary of a telescope", k=5, scopes=["hr"]).decision.chosen == [SECRET]
 
@@ -935,3 +936,76 @@ def test_the_access_index_grows_with_label_occurrences_not_documents_times_label
     mask = store.access_mask(["user7", "nobody"])
     assert mask is not None and list(np.flatnonzero(mask)) == [7]
     assert store.access_mask(["staff"]) is None  # every document readable: no mask
+
+
+class _Unscoped:
+    """A retriever that knows nothing of scopes (any object with ``search_many``): it returns the
+    documents of every label, and the reader must keep only what the caller may read."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def search_many(self, queries, k=10, *, filters=None):
+        return self.index.search_many(queries, k)
+
+
+def _mixed_index(encoder):
+    from ragroute.index.build import build_index
+
+    public = [Document(id=f"pub-{i}", text=f"telescope star galaxy {i}") for i in range(4)]
+    secret = [
+        Document(
+            id=f"sec-{i}", text=f"salary payroll bonus ledger {i}", metadata={"access": "hr", "band": "b"}
+        )
+        for i in range(4)
+    ]
+    return build_index(public + secret, "dense", encoder=encoder, name="kb")
+
+
+def test_the_retrieval_gate_signal_reads_only_documents_the_caller_may_read(encoder):
+    """Over a retriever that does not filter by scope, the gate read the score of a document only
+    `hr` may read and decided a public caller's query by it (until session 37)."""
+    from ragroute.gate.signals import make_signal
+    from ragroute.gate.trained import ThresholdGate
+
+    sources = [Source("kb", _Unscoped(_mixed_index(encoder)))]
+    gate = ThresholdGate(make_signal("retrieval", sources=sources), "top", above=0.5)
+    pipeline = Pipeline(sources, FixedRouter({"kb": 1.0}), encoder=encoder, gate=gate)
+    public = pipeline.retrieve("salary payroll bonus ledger", k=3).trace[0].detail
+    staff = pipeline.retrieve("salary payroll bonus ledger", k=3, scopes=["hr"]).trace[0].detail
+    assert staff["values"]["retrieval.top"] > 0.5 and public["values"]["retrieval.top"] < 0.5
+    assert public["action"] == "answer"
+
+
+def test_one_callers_failing_search_or_gate_costs_the_others_of_a_batch_nothing(encoder):
+    """A source or gate refusing one caller's filter emptied every query of the batch and put that
+    caller's error (naming keys only it may read) in every trace (until session 37)."""
+    from ragroute.gate.signals import make_signal
+    from ragroute.gate.trained import ThresholdGate
+
+    class Picky(_Unscoped):  # a store that refuses a filter it does not support
+        def search_many(self, queries, k=10, *, filters=None):
+            if filters and "patient_id" in filters:
+                raise ValueError(f"unsupported filter {filters}")
+            return self.index.search_many(queries, k)
+
+    picky = Pipeline([Source("kb", Picky(_mixed_index(encoder)))], FixedRouter({"kb": 1.0}), encoder=encoder)
+    results = picky.retrieve_contexts(
+        [QueryContext.of("telescope star", filters={"patient_id": "P-1"}), QueryContext.of("telescope star")],
+        3,
+    )
+    assert results[0].hits == [] and len(results[1].hits) == 3
+    assert "P-1" not in json.dumps(results[1].decision.to_dict(), default=str)
+    from ragroute.index.build import build_index
+
+    news = build_index(
+        [Document(id="n1", text="telescope news", metadata={"year": 2020})], "bm25", name="news"
+    )
+    sources = [Source("kb", _mixed_index(encoder)), Source("news", news)]
+    alice = QueryContext.of("telescope star", filters={"year": 2020}, scopes=["hr"])
+    bob = QueryContext.of("telescope star")
+    gate = ThresholdGate(make_signal("retrieval", sources=sources), "top", above=0.5)
+    gated = Pipeline(sources, FixedRouter({"kb": 0.5, "news": 0.5}), encoder=encoder, gate=gate)
+    steps = [r.trace[0].detail for r in gated.retrieve_contexts([alice, bob], 3)]
+    assert steps[0]["reason"] == "gate failed: retrieving" and "error" not in steps[1]
+    assert "band" not in json.dumps(steps[1], default=str)

@@ -88,6 +88,11 @@ class Pipeline:
         self.problems = list(problems)
         self.gate = gate
         self.reranker = reranker
+        for signal in getattr(gate, "signals", None) or ():
+            # a `retrieval` signal reads the pipeline's router (router_max, router_none): no factory
+            # handed it one, and both values read 0 for every query (until session 37)
+            if getattr(signal, "kind", "") == "retrieval" and getattr(signal, "router", None) is None:
+                signal.router = router
         self._gate = GateStage(gate) if gate is not None else None
         self._route = RouteStage(self.sources, router, policy, self.options, self.problems)
         self._retrieve = RetrieveStage(self.sources, max_workers=max_workers)

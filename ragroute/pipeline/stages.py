@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
 from ragroute.errors import accepts_missing, check_filter_keys
-from ragroute.index.base import carried_keys, content_key
+from ragroute.index.base import carried_keys, content_key, filter_groups
 from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.fusion import auto_method
 from ragroute.index.hybrid import FusionParams
@@ -129,25 +129,43 @@ class GateStage:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
+    def _decide(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
+        """The gate's decisions, checked: one :class:`GateDecision` per query, each a known action."""
+        decisions = list(self.gate.gate_many(contexts))
+        if len(decisions) != len(contexts):
+            raise ValueError(f"{len(decisions)} decisions for {len(contexts)} queries")
+        for decision in decisions:
+            if not isinstance(decision, GateDecision) or decision.action not in GATE_ACTIONS:
+                raise ValueError(f"not a decision to {' / '.join(GATE_ACTIONS)}: {decision!r}"[:200])
+        return decisions
+
     def run(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
         start = time.perf_counter()
         try:
-            decisions = list(self.gate.gate_many(contexts))
-            if len(decisions) != len(contexts):
-                raise ValueError(f"{len(decisions)} decisions for {len(contexts)} queries")
-            for decision in decisions:
-                if not isinstance(decision, GateDecision) or decision.action not in GATE_ACTIONS:
-                    raise ValueError(f"not a decision to {' / '.join(GATE_ACTIONS)}: {decision!r}"[:200])
+            decisions = self._decide(contexts)
         except Exception as exc:  # noqa: BLE001 - a failing gate means: retrieve, recorded
-            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
-            decisions = [
-                GateDecision("retrieve", float("nan"), {"error": error}, reason="gate failed: retrieving")
-                for _ in contexts
-            ]
+            groups = filter_groups(contexts, scoped=True)
+            decisions = [_gate_failed(exc) for _ in contexts]
+            if len(groups) > 1:  # each caller's queries on their own: one caller's filter that a
+                # source refuses failed every caller's gate, and its error (naming keys only that
+                # caller may read) was in every trace (until session 37)
+                for positions, group, _filters in groups:
+                    try:
+                        found = self._decide(group)
+                    except Exception as group_exc:  # noqa: BLE001 - this group's failure only
+                        found = [_gate_failed(group_exc) for _ in group]
+                    for position, decision in zip(positions, found):
+                        decisions[position] = decision
         ms = (time.perf_counter() - start) * 1000 / max(len(contexts), 1)
         for decision in decisions:
             decision.signals = {**decision.signals, "ms": round(ms, 4)}
         return decisions
+
+
+def _gate_failed(exc: Exception) -> GateDecision:
+    """What a failing gate answers: retrieve (the safe side), with the error in its signals."""
+    error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+    return GateDecision("retrieve", float("nan"), {"error": error}, reason="gate failed: retrieving")
 
 
 class RouteStage:
@@ -328,7 +346,9 @@ class RouteStage:
             # the same shape whatever the query.
             trace = [TraceStep(step.stage, scoped_step(probs)) for step in trace]
             signals = {"redacted": REDACTED}
-            decided_by = str(redact(decided_by, hidden))
+            # a rule's name says which rule fired, also one routing only to a hidden source (its
+            # name survived until session 37): such callers read "rule"
+            decided_by = "rule" if decided_by.startswith("rule:") else str(redact(decided_by, hidden))
         trace.append(self.scope_step(context))
         problems = {p.name: p.error for p in self.problems if p.name not in hidden}
         unopened = sorted(n for n in probs if n in problems)
@@ -546,13 +566,16 @@ class RetrieveStage:
             for future in futures:
                 outcomes.extend(future.result())
         for name, result, ms in outcomes:
+            if isinstance(result, Exception):
+                result = self._per_caller(name, [contexts[i] for i in wanted[name]], depth, result)
             for j, i in enumerate(wanted[name]):
                 detail: dict[str, Any] = {"source": name, "ms": round(ms, 3)}
-                if isinstance(result, Exception):
-                    detail["error"] = f"{type(result).__name__}: {' '.join(str(result).split())}"[:300]
+                entry = result[j]
+                if isinstance(entry, Exception):
+                    detail["error"] = f"{type(entry).__name__}: {' '.join(str(entry).split())}"[:300]
                     per_query[i][name] = []
                 else:
-                    hits, nested = result[j]
+                    hits, nested = entry
                     for hit in hits:
                         hit.explain = {**hit.explain, "route_probability": decisions[i].routes.get(name, 0.0)}
                     per_query[i][name] = hits
@@ -566,6 +589,27 @@ class RetrieveStage:
                 TraceStep("retrieve-time", {"sources": len(decisions[i].chosen), "depth": depth, "ms": wall})
             )
         return per_query
+
+    def _per_caller(
+        self, name: str, batch: Sequence[QueryContext], depth: int, error: Exception
+    ) -> list[Any]:
+        """After a source's search of a whole batch raised: each group of the batch's queries that
+        share filters and scopes searched on its own, so one caller's filter that the source refuses
+        costs the others nothing, nor puts that caller's filter in their trace (the whole batch lost
+        its hits and read the error until session 37). One entry per query: its ``(hits, nested)``
+        or the exception its group raised. A batch of one group keeps the error it raised."""
+        groups = filter_groups(batch, scoped=True)
+        if len(groups) < 2:
+            return [error] * len(batch)
+        out: list[Any] = [error] * len(batch)
+        for positions, group, _filters in groups:
+            try:
+                found = self.sources[name].search_contexts(group, depth)
+            except Exception as exc:  # noqa: BLE001 - this group's failure stays this group's
+                found = [exc] * len(group)
+            for position, entry in zip(positions, found):
+                out[position] = entry
+        return out
 
     def _start_phased(
         self, contexts: Sequence[QueryContext], wanted: Mapping[str, list[int]], depth: int

@@ -37,6 +37,7 @@ from ragroute.context import encoder_key, query_vectors
 from ragroute.errors import RagrouteError
 from ragroute.index.base import filter_groups, search_contexts
 from ragroute.index.dense import DenseIndex, omp_threads_for
+from ragroute.scopes import readable
 
 #: The probe kinds a confidence router may be configured with.
 PROBES = ("auto", "exact")
@@ -119,8 +120,10 @@ class SourceProbe:
         """Mean of the top ``n`` scores of each query (0 where the source returned nothing)."""
         out = np.zeros(len(queries.contexts))
         if self._dense is None:
-            for i, hits in enumerate(search_contexts(self.retriever, queries.contexts, self.k)):
-                out[i] = _mean([h.score for h in hits[:n]])
+            found = search_contexts(self.retriever, queries.contexts, self.k)
+            for i, (hits, context) in enumerate(zip(found, queries.contexts)):
+                # only documents the caller may read (a retriever that does not filter returns others)
+                out[i] = _mean([h.score for h in readable(hits, context.scopes)[:n]])
             return out
         dense = self._dense
         graph = self.kind == "graph"

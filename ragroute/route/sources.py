@@ -18,7 +18,7 @@ import numpy as np
 
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
 from ragroute.index.base import Retriever, metadata_keys_of, search_contexts
-from ragroute.scopes import access_labels, visible
+from ragroute.scopes import access_labels, readable, visible
 from ragroute.types import Decision, Document, Hit
 
 if TYPE_CHECKING:
@@ -147,12 +147,15 @@ def hits_of(target: Any, contexts: Sequence[Any], k: int) -> list[list[Hit]]:
     (:func:`~ragroute.index.base.search_contexts`)."""
     contexts = list(contexts)
     if not isinstance(target, Source):
-        return search_contexts(target, contexts, k)
+        found = search_contexts(target, contexts, k)
+        return [readable(hits, getattr(c, "scopes", ())) for hits, c in zip(found, contexts)]
     out: list[list[Hit]] = [[] for _ in contexts]
     seen = [i for i, c in enumerate(contexts) if target.visible_to(getattr(c, "scopes", ()))]
     if seen:
         for i, (hits, _nested) in zip(seen, target.search_contexts([contexts[i] for i in seen], k)):
-            out[i] = hits
+            # a retriever that does not filter by scope returned documents the caller may not read:
+            # a gate read their scores until session 37
+            out[i] = readable(hits, getattr(contexts[i], "scopes", ()))
     return out
 
 
