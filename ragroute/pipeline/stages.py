@@ -603,8 +603,9 @@ class RetrieveStage:
             return [error] * len(batch)
         out: list[Any] = [error] * len(batch)
         for positions, group, _filters in groups:
+            found: list[Any]
             try:
-                found = self.sources[name].search_contexts(group, depth)
+                found = list(self.sources[name].search_contexts(group, depth))
             except Exception as exc:  # noqa: BLE001 - this group's failure stays this group's
                 found = [exc] * len(group)
             for position, entry in zip(positions, found):
