@@ -15,12 +15,13 @@ time with the entry named.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys, check_setting
 from ragroute.scopes import access_labels
+from ragroute.types import Document
 from ragroute.yaml_files import read_yaml
 
 MODALITIES = ("text", "table", "image")
@@ -40,6 +41,17 @@ class CorpusSpec:
     granularity: str = "document"
     options: dict[str, Any] = field(default_factory=dict)
     access: tuple[str, ...] = ()  # access labels of the corpus's source (see ragroute.scopes); none: public
+
+    def load_documents(self) -> list[Document]:
+        """The corpus's documents, each of the definition's ``modality`` where the file left it at
+        the default: a single CSV of product rows under ``modality: table`` loaded as text, so a
+        ``modality=table`` filter found none of them and chunking cut them (until session 37)."""
+        from ragroute.loaders import load_corpus
+
+        documents = load_corpus(self.path, **self.options)
+        if self.modality == "text":
+            return documents
+        return [d if d.modality != "text" else replace(d, modality=self.modality) for d in documents]
 
 
 def load_corpus_specs(path: str | Path) -> list[CorpusSpec]:

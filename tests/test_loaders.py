@@ -865,3 +865,20 @@ def test_column_options_of_the_wrong_type_are_refused(tmp_path):
     with pytest.raises(CorpusFormatError, match="text_column must be a column name, not 5"):
         load_corpus(table, text_column=5)
     assert load_corpus(table, metadata_columns=["lang"])[0].metadata == {"lang": "en"}
+
+
+def test_a_corpus_definitions_modality_reaches_its_documents(tmp_path):
+    """A single CSV of product rows under `modality: table` loaded as text: a `modality=table` filter
+    found none of them, and chunking cut the rows (until session 37)."""
+    from ragroute.chunking import chunk_documents
+    from ragroute.corpora import load_corpus_specs
+
+    (tmp_path / "products.csv").write_text("sku,body\nA1,Laptop Pro has a 14 inch screen.\n\nB2,Monitor\n")
+    (tmp_path / "corpora.yaml").write_text(
+        "corpora:\n  products: {path: products.csv, modality: table, granularity: paragraph,"
+        " options: {text_column: body, id_column: sku}}\n"
+    )
+    (spec,) = load_corpus_specs(tmp_path / "corpora.yaml")
+    documents = spec.load_documents()
+    assert [(d.id, d.modality) for d in documents] == [("A1", "table"), ("B2", "table")]
+    assert all(u.modality == "table" for u in chunk_documents(documents, spec.granularity))

@@ -278,6 +278,31 @@ def test_collapse_keeps_sources_apart():
     assert [(h.source, h.doc_id) for h in collapse_to_parents(hits, 5)] == [("s1", "a#p0"), ("s2", "a")]
 
 
+def test_collapse_groups_documents_by_collection_not_by_a_name_prefix(hashing_encoder):
+    """The collection was the source name before a `/`: `kb/en` and `kb/de` (two corpora) lost one
+    of their `faq-1` hits, and two sources naming one `corpus:` kept a document twice (until
+    session 37). Sources stamp their collection on the hits they return when it is not their name."""
+    faq = [Document(id="faq-1", text="reset the vpn password")] + [
+        Document(id=f"faq-{i}", text=f"printer toner {i}") for i in range(2, 6)
+    ]
+    en, de = (Source(n, build_index(faq, "bm25", name=n)) for n in ("kb/en", "kb/de"))
+    hits = [h for s in (en, de) for h in s.search_many(["vpn password"], 1)[0]]
+    assert [(h.source, h.doc_id) for h in collapse_to_parents(hits, 5)] == [
+        ("kb/en", "faq-1"),
+        ("kb/de", "faq-1"),
+    ]
+    chunks = [Document(id="d#p0", text="vpn password", parent_id="d")] + [
+        Document(id=f"e{i}", text=f"printer toner {i}") for i in range(4)
+    ]
+    shared = [
+        Source(n, build_index(chunks, "bm25", name=n), metadata={"corpus": "manuals"})
+        for n in ("bm25", "other")
+    ]
+    hits = [h for s in shared for h in s.search_many(["vpn password"], 1)[0]]
+    assert [h.explain["collection"] for h in hits] == ["manuals", "manuals"]
+    assert len(collapse_to_parents(hits, 5)) == 1
+
+
 def test_pseudo_queries_deterministic():
     docs = [Document(id=str(i), text=" ".join(f"w{j}" for j in range(30))) for i in range(10)]
     assert pseudo_queries(docs, 5, seed=1) == pseudo_queries(docs, 5, seed=1)

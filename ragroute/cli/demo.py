@@ -60,11 +60,9 @@ def build_sources(specs: list, method: str, encoder: Any, out_dir: Path) -> None
     from ragroute.chunking import chunk_documents
     from ragroute.index.build import build_index
     from ragroute.index.io import save_index
-    from ragroute.loaders import load_corpus
-
     for spec in specs:
         start = time.perf_counter()
-        documents = load_corpus(spec.path, **spec.options)
+        documents = spec.load_documents()
         units = chunk_documents(documents, spec.granularity)
         save_index(build_index(units, method, encoder=encoder, name=spec.name), out_dir / spec.name)
         click.echo(

@@ -114,6 +114,9 @@ class Source:
             raise RagrouteError(
                 f"source {self.name!r} returned {len(pairs)} result lists for {expected} queries"
             )
+        # the documents' own group, where it is not this source alone (a granularity view's parent
+        # source, a shared corpus): a parents reranker keeps one hit per document within it
+        group = str(self.metadata.get("corpus") or self.parent or self.name)
         for hits, _ in pairs:
             if not isinstance(hits, list):
                 kind = type(hits).__name__
@@ -121,6 +124,8 @@ class Source:
             for hit in hits:
                 check_hit(hit, self.name)
                 hit.source = self.name
+                if group != self.name:
+                    hit.explain = {**hit.explain, "collection": group}
         return pairs
 
 
@@ -228,11 +233,15 @@ def granularity_views(
 
 
 def collapse_to_parents(hits: Sequence[Hit], k: int) -> list[Hit]:
-    """Keep the best hit per parent document (chunks count as their parent), re-ranked."""
+    """Keep the best hit per parent document (chunks count as their parent) within each collection
+    (the sources over the same documents: granularity views of one source, sources naming one
+    corpus), re-ranked. Until session 37 the collection was the source name before a ``/``: sources
+    ``kb/en`` and ``kb/de`` (two corpora) lost one of their ``faq-1`` hits, and two sources naming
+    one ``corpus:`` kept each document twice."""
     seen: set[tuple[str, str]] = set()
     out: list[Hit] = []
     for hit in hits:
-        key = (hit.source.split("/")[0], hit.parent_id or hit.doc_id)
+        key = (str(hit.explain.get("collection") or hit.source), hit.parent_id or hit.doc_id)
         if key in seen:
             continue
         seen.add(key)
