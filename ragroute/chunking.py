@@ -49,7 +49,8 @@ ID_MARKERS = {"paragraph": "p", "section": "s"}
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+# a closing run of # ends a heading only after a space (CommonMark): "# Intro to C#" is about C#
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -155,7 +156,7 @@ def split_sections(text: str) -> list[Section] | None:
     sections: list[Section] = []
     title, level, body = None, 0, []
     in_fence = False
-    for line in text.replace("\r\n", "\n").split("\n"):
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):  # bare \r ends lines too
         if _FENCE.match(line):
             in_fence = not in_fence
         match = None if in_fence else _HEADING.match(line)

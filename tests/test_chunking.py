@@ -173,3 +173,15 @@ def test_chunk_metadata_names_the_chunk_over_the_documents_own_keys() -> None:
         {"chunk_index": 0, "granularity": "paragraph", "k": 1},
         {"chunk_index": 1, "granularity": "paragraph", "k": 1},
     ]
+
+
+def test_a_hash_inside_a_heading_and_bare_carriage_returns() -> None:
+    """"# Intro to C#" was the section "Intro to C" (a closing run of # needs a space before it), and
+    a document with bare \\r line endings was one heading line with no body, dropped at section
+    granularity (until session 37)."""
+    from ragroute.chunking import split_sections
+
+    titles = [s.title for s in split_sections("# Intro to C#\nbody\n## F#\nx\n# Title ##\ny")]
+    assert titles == ["Intro to C#", "F#", "Title"]
+    sections = split_sections("# Setup\rInstall the VPN client\r## Next\rmore")
+    assert [(s.title, s.body) for s in sections] == [("Setup", "Install the VPN client"), ("Next", "more")]
