@@ -320,3 +320,24 @@ def test_a_tie_between_routes_is_broken_as_the_router_breaks_it():
     evaluator = RoutingEvaluator([QueryContext("q", id="q1")], {"q1": "adi"}, {"q1": {"a": 1}})
     (row,) = evaluator.run(Tied())
     assert row.best == "adi" and evaluator.score([row]).accuracy == 1.0
+
+
+def test_a_chunk_index_is_scored_on_k_documents_not_k_chunks():
+    """Chunks count as their parent, so the first k hits of a chunk index can hold far fewer than k
+    documents: one document with many matching chunks left the relevant one outside the read hits,
+    and every metric read 0 (until session 37). Such a query is searched deeper."""
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.evaluators import RetrievalEvaluator
+    from ragroute.index.build import build_index
+    from ragroute.types import Document
+
+    chunks = [Document(id=f"big#p{i}", text=f"vpn portal login {i}", parent_id="big") for i in range(30)]
+    chunks += [Document(id="small#p0", text="portal help desk hours", parent_id="small")]
+    chunks += [Document(id=f"other{i}", text=f"printer toner {i}") for i in range(30)]
+    index = build_index(chunks, "bm25")
+    evaluator = RetrievalEvaluator(
+        [QueryContext("vpn portal login", id="q")], {"q": {"small": 1}}, metrics=("recall@10",), k=10
+    )
+    result = evaluator(index)
+    assert result.rows[0]["hits"][:2] == ["big", "small"]
+    assert result.metrics["recall@10"] == 1.0

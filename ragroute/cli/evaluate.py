@@ -47,7 +47,8 @@ DEEPEST = max(int(name.rsplit("@", 1)[1]) for name in EVAL_METRICS)
     default=DEEPEST,
     show_default=True,
     help=f"How many hits to retrieve per query (at least the largest metric cutoff, {DEEPEST}: fewer would "
-    f"score Recall@{DEEPEST} on fewer hits).",
+    f"score Recall@{DEEPEST} on fewer hits; a chunk index is searched deeper until its hits hold that many "
+    "documents).",
 )
 @click.option(
     "--batch-size",

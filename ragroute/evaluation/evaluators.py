@@ -80,6 +80,10 @@ def judged_ids(hits: Sequence[Any]) -> list[str]:
     return list(dict.fromkeys(h.parent_id or h.doc_id for h in hits))
 
 
+#: how much deeper than ``k`` a query of a chunk index is searched at most to fill ``k`` documents
+DEEPER_AT_MOST = 16
+
+
 class RetrievalEvaluator:
     """Ranking metrics of any retriever (an index, a :class:`~ragroute.pipeline.Pipeline`) on
     queries with relevance judgements.
@@ -108,6 +112,20 @@ class RetrievalEvaluator:
         self.k = k
         self.groups = groups
 
+    def _judged(self, retriever: Any, context: Any, hits: Sequence[Any]) -> list[str]:
+        """The first ``k`` documents of a query's ranking. Chunks count as their parent, so ``k``
+        hits of a chunk index can hold far fewer than ``k`` documents (one with 120 matching
+        chunks scored @10 on 1 document until session 37): such a query is searched again, twice as
+        deep each time, until it holds ``k`` documents, the index has no more, or
+        :data:`DEEPER_AT_MOST` x ``k``."""
+        ids = judged_ids(hits)
+        depth = self.k
+        while len(ids) < self.k and len(hits) >= depth and depth < DEEPER_AT_MOST * self.k:
+            depth *= 2
+            hits = search_contexts(retriever, [context], depth)[0]
+            ids = judged_ids(hits)
+        return ids[: self.k]
+
     def __call__(
         self, retriever: Any, *, batch_size: int | None = None, progress: bool | None = False
     ) -> RetrievalResult:
@@ -129,7 +147,9 @@ class RetrievalEvaluator:
             results = search_contexts(retriever, batch, self.k)
             if batch_size is None:
                 latencies.append((time.perf_counter() - start) * 1000)
-            rows.extend({"id": c.id, "hits": judged_ids(hits)} for c, hits in zip(batch, results))
+            rows.extend(
+                {"id": c.id, "hits": self._judged(retriever, c, hits)} for c, hits in zip(batch, results)
+            )
         elapsed = time.perf_counter() - began
         run = {row["id"]: row["hits"] for row in rows}
         metrics = {m: round(macro_average(run, self.qrels, self.groups, m), 4) for m in self.metrics}

@@ -259,7 +259,8 @@ class Pipeline:
         return want * max(1, int(getattr(self.reranker, "candidates_per_hit", 1)))
 
     def decide(self, query: str | QueryContext, *, scopes: Sequence[str] | None = None) -> Decision:
-        """The routing decision alone (no retrieval): policy first, then the router, then the scope."""
+        """The routing decision alone (no retrieval, and no gate: what a query the gate sends to
+        retrieval gets): policy first, then the router, then the scope."""
         if scopes is not None:
             if isinstance(query, QueryContext):  # as retrieve: a context carries its own
                 raise RagrouteError("scopes= applies to a text query: a QueryContext carries its own")
