@@ -211,7 +211,10 @@ def chunk_document(
     max_words: int | None = None,
     min_words: int = DEFAULT_MIN_WORDS,
 ) -> list[Document]:
-    """The chunks of one document (see the module docstring for the rules)."""
+    """The chunks of one document (see the module docstring for the rules); arguments checked as
+    :func:`chunk_documents` checks them (max_words 0 raised a range() error and -1 returned no
+    chunk, losing the text, until session 37)."""
+    _check_args(granularity, max_words, min_words)
     if not has_visible_text(doc.text) and not has_visible_text(doc.title):
         return []
     if granularity == "document":
@@ -226,6 +229,9 @@ def chunk_document(
 def _check_args(granularity: str, max_words: int | None, min_words: int) -> None:
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    for name, value in (("max_words", max_words), ("min_words", min_words)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")  # 2.5 was a TypeError
     if max_words is not None and max_words < 1:
         raise ValueError(f"max_words must be >= 1, got {max_words}")
     if min_words < 0:

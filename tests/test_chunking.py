@@ -185,3 +185,22 @@ def test_a_hash_inside_a_heading_and_bare_carriage_returns() -> None:
     assert titles == ["Intro to C#", "F#", "Title"]
     sections = split_sections("# Setup\rInstall the VPN client\r## Next\rmore")
     assert [(s.title, s.body) for s in sections] == [("Setup", "Install the VPN client"), ("Next", "more")]
+
+
+def test_chunk_document_checks_its_arguments_as_chunk_documents_does() -> None:
+    """max_words 0 raised "range() arg 3 must not be zero", -1 returned no chunk (the text lost), a
+    granularity typo a bare KeyError, and 2.5 a TypeError (until session 37)."""
+    from ragroute.chunking import chunk_document
+
+    doc = Document(id="d", text="one two three\n\nfour five six")
+    for kwargs, message in (
+        ({"max_words": 0}, "max_words must be >= 1"),
+        ({"max_words": -1}, "max_words must be >= 1"),
+        ({"max_words": 2.5}, "max_words must be a whole number"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            chunk_document(doc, "paragraph", **kwargs)
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        chunk_document(doc, "sentence")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_words must be a whole number"):
+        chunk_documents([doc], "paragraph", max_words=2.5)  # type: ignore[arg-type]

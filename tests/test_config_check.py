@@ -498,6 +498,17 @@ def test_corpus_definitions(tmp_path):
     assert (
         f"{bad}: corpus 'table':" in lines[2] and "is a text corpus: unknown option 'text_colum'" in lines[2]
     )
+    # a table without the text column passed the check, then failed the build (until session 37)
+    (tmp_path / "t.csv").write_text("id,body,price\n1,Laptop,999\n")
+    table = tmp_path / "table-corpora.yaml"
+    table.write_text("corpora:\n  t: {path: t.csv}\n")
+    assert error_lines(check(table)) == [
+        f"error: {table}: corpus 't': {tmp_path / 't.csv'}: no text column 'text' (available columns: id, "
+        "body, price); name the text column with the loader option text_column (--text-column on the command "
+        "line)"
+    ]
+    table.write_text("corpora:\n  t: {path: t.csv, options: {text_column: body}}\n")
+    assert check(table).exit_code == 0
 
 
 def test_routing_config_from_corpora(tmp_path):

@@ -32,7 +32,13 @@ from ragroute.loaders.common import LoadReport, check_on_error
 from ragroute.loaders.folder import TEXT_SUFFIXES, load_text_file, load_text_folder
 from ragroute.loaders.hipporag import load_hipporag_corpus
 from ragroute.loaders.jsonl import open_binary
-from ragroute.loaders.tabular import COLUMN_OPTION_OF_ROLE, Columns, load_table_file
+from ragroute.loaders.tabular import (
+    COLUMN_OPTION_OF_ROLE,
+    DELIMITERS,
+    Columns,
+    load_table_file,
+    read_csv_rows,
+)
 from ragroute.types import Document
 
 COLUMN_OPTIONS = tuple(COLUMN_OPTION_OF_ROLE.values())
@@ -113,6 +119,26 @@ def load_corpus(
     if fmt == "table":
         options = {**_beir_columns(Path(path)), **options}
     return loader(path, on_error=on_error, report=report, **options)
+
+
+def check_table_header(path: str | Path, options: Mapping[str, Any]) -> None:
+    """Refuse, as loading would, a table file whose header lacks a column the options name (the
+    ``text`` column by default), reading only its header: ``config check`` said ok for a CSV without
+    a ``text`` column, whose build then failed (until session 37). Folders and other formats: nothing."""
+    path = Path(path)
+    if not path.is_file() or detect_format(path, **options) != "table":
+        return
+    options = {**_beir_columns(path), **options}
+    named = {ROLE_OF_COLUMN_OPTION[o]: v for o, v in options.items() if o in ROLE_OF_COLUMN_OPTION}
+    columns = Columns(**named)
+    if path.suffix.lower() == ".jsonl":
+        first = _first_record(path)
+        header = list(first) if first is not None else None
+    else:
+        row = next(read_csv_rows(path, DELIMITERS[path.suffix.lower()]), None)
+        header = row[1] if row is not None and row[2] is None else None
+    if header is not None:  # an unreadable header is loading's to report, with its line
+        columns.with_ids_from(header).check(header, str(path))
 
 
 def _beir_columns(path: Path) -> dict[str, str]:

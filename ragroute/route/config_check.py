@@ -778,10 +778,11 @@ class _Checker:
 
 def _corpus_format(spec: Any) -> str:
     """The format a corpus loads as, after refusing the loader options that do not apply to it."""
-    from ragroute.loaders.auto import check_options, detect_format
+    from ragroute.loaders.auto import check_options, check_table_header, detect_format
 
     fmt = detect_format(spec.path, **spec.options)
     check_options(spec.path, fmt, spec.options)
+    check_table_header(spec.path, spec.options)
     return fmt
 
 
