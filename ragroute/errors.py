@@ -73,9 +73,7 @@ def check_query_vectors(vectors: Any, n: int, encoder: Any = None) -> np.ndarray
             f"query_vectors must hold one row per query ({n}), got shape {array.shape}"
         )
     if isinstance(dim, int) and array.shape[1] != dim:
-        raise InvalidArgumentError(
-            f"query_vectors have {array.shape[1]} dimensions; the encoder gives {dim}"
-        )
+        raise InvalidArgumentError(f"query_vectors have {array.shape[1]} dimensions; the encoder gives {dim}")
     if not np.isfinite(array).all():
         raise InvalidArgumentError("query_vectors hold NaN or infinity")
     return array
@@ -385,6 +383,12 @@ def _spells_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, at most ``limit`` characters: how a failure a stage kept going
+    past (a source, a gate, a reranker, an LLM call) is written into a trace."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:limit]
 
 
 def first_line(exc: BaseException) -> str:

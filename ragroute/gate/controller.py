@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.context import QueryContext
+from ragroute.errors import error_summary
 from ragroute.gate.planners import ANSWER, Plan, Planner, PlanState, StepRecord
 from ragroute.llm.calls import complete_safely
 from ragroute.route.base import NONE_ROUTE
@@ -261,7 +262,7 @@ class StepwiseController:
                     {
                         "step": len(state.steps),
                         "planner": getattr(self.planner, "name", "?"),
-                        "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300],
+                        "error": error_summary(exc),
                     },
                 )
             )
@@ -278,7 +279,7 @@ class StepwiseController:
                 "step": step.index,
                 "gate": getattr(self.gate, "name", "?"),
                 "action": "retrieve",
-                "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300],
+                "error": error_summary(exc),
                 "reason": "gate failed: retrieving",
             }
             step.gate = detail
@@ -309,7 +310,7 @@ class StepwiseController:
             hits = self._search(context, step, depth, detail)
         except Exception as exc:  # noqa: BLE001 - a failing retriever or router: no evidence, recorded
             hits = []
-            detail["error"] = step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+            detail["error"] = step.error = error_summary(exc)
         for hit in hits:
             hit.explain = {**hit.explain, "step": step.index}
         step.hits = list(hits)

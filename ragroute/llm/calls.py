@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragroute.errors import error_summary
+
 
 class _Overrun(Exception):
     """The call did not finish within its timeout (it goes on in its thread, unheeded)."""
@@ -87,11 +89,6 @@ class Reply:
         return float(sum(self.logprobs) / len(self.logprobs))
 
 
-def describe_error(exc: BaseException) -> str:
-    """``Type: message`` on one line, at most 200 characters."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:200]
-
-
 def token_logprobs(response: Any) -> list[float] | None:
     """Per-token log-probabilities of a llama-index ``CompletionResponse``, or None.
 
@@ -134,7 +131,7 @@ def complete_safely(llm: Any, prompt: str, *, timeout_s: float | None = None, **
             except _Overrun:  # the LLM's own TimeoutError is an ordinary error, below
                 return Reply(ms=_ms(start), error=f"TimeoutError: no answer within {timeout_s} s")
     except Exception as exc:  # noqa: BLE001 - any LLM failure becomes a recorded error
-        return Reply(ms=_ms(start), error=describe_error(exc))
+        return Reply(ms=_ms(start), error=error_summary(exc, 200))
     text = getattr(response, "text", response)
     if not isinstance(text, str):
         return Reply(ms=_ms(start), error=f"TypeError: the LLM returned {type(text).__name__}, not text")

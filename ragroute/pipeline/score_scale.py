@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext, query_vectors
+from ragroute.errors import error_summary
 from ragroute.index.base import content_key
 from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
@@ -189,7 +190,7 @@ def _fit_source(
     try:
         found = source.search_contexts(contexts, FIT_DEPTH)
     except Exception as exc:  # noqa: BLE001 - a failing source keeps its raw scores, said in the trace
-        return ScoreScale("raw", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300])
+        return ScoreScale("raw", error=error_summary(exc))
     for i, (hits, _) in enumerate(found):
         for hit in hits:
             known = hit.explain.get("dense") if kind == "hybrid" else None

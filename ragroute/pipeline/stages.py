@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
-from ragroute.errors import accepts_missing, check_filter_keys
+from ragroute.errors import accepts_missing, check_filter_keys, error_summary
 from ragroute.index.base import carried_keys, content_key, filter_groups
 from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.fusion import auto_method
@@ -164,7 +164,7 @@ class GateStage:
 
 def _gate_failed(exc: Exception) -> GateDecision:
     """What a failing gate answers: retrieve (the safe side), with the error in its signals."""
-    error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+    error = error_summary(exc)
     return GateDecision("retrieve", float("nan"), {"error": error}, reason="gate failed: retrieving")
 
 
@@ -572,7 +572,7 @@ class RetrieveStage:
                 detail: dict[str, Any] = {"source": name, "ms": round(ms, 3)}
                 entry = result[j]
                 if isinstance(entry, Exception):
-                    detail["error"] = f"{type(entry).__name__}: {' '.join(str(entry).split())}"[:300]
+                    detail["error"] = error_summary(entry)
                     per_query[i][name] = []
                 else:
                     hits, nested = entry
@@ -812,7 +812,7 @@ class RerankStage:
             if not isinstance(out, list) or not all(isinstance(hit, Hit) for hit in out):
                 raise TypeError(f"returned a {type(out).__name__}, not a list of hits")
         except Exception as exc:  # noqa: BLE001 - a failing reranker keeps the fused order, recorded
-            detail["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+            detail["error"] = error_summary(exc)
             detail["kept"] = "fused order"
             out = hits[:k]
         backend = getattr(self.reranker, "backend", None)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, error_summary
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, moved_by_a_quarter, softmax
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.score_probe import ProbeQueries, SourceProbe
@@ -91,7 +91,7 @@ class ConfidenceRouter(BaseRouter):
             try:
                 out[:, s] = source_probe.top_scores(batch, self.config.top_n)
             except Exception as exc:  # noqa: BLE001 - one failing source must not sink the others
-                errors[s] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+                errors[s] = error_summary(exc)
         return out, errors
 
     def _calibrate(self) -> dict:
