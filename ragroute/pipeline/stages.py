@@ -11,9 +11,10 @@ follow :class:`ragroute.route.base.Router`; fusion methods are functions in
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -144,22 +145,38 @@ class GateStage:
         try:
             decisions = self._decide(contexts)
         except Exception as exc:  # noqa: BLE001 - a failing gate means: retrieve, recorded
-            groups = filter_groups(contexts, scoped=True)
-            decisions = [_gate_failed(exc) for _ in contexts]
-            if len(groups) > 1:  # each caller's queries on their own: one caller's filter that a
-                # source refuses failed every caller's gate, and its error (naming keys only that
-                # caller may read) was in every trace (until session 37)
-                for positions, group, _filters in groups:
-                    try:
-                        found = self._decide(group)
-                    except Exception as group_exc:  # noqa: BLE001 - this group's failure only
-                        found = [_gate_failed(group_exc) for _ in group]
-                    for position, decision in zip(positions, found):
-                        decisions[position] = decision
+            # each caller's queries on their own: one caller's filter that a source refuses failed
+            # every caller's gate, and its error (naming keys only that caller may read) was in every
+            # trace (until session 37)
+            decisions = by_caller(contexts, self._decide, _gate_failed, exc)
         ms = (time.perf_counter() - start) * 1000 / max(len(contexts), 1)
         for decision in decisions:
             decision.signals = {**decision.signals, "ms": round(ms, 4)}
         return decisions
+
+
+def by_caller(
+    contexts: Sequence[QueryContext],
+    call: Callable[[list[QueryContext]], Sequence[Any]],
+    failed: Callable[[Exception], Any],
+    error: Exception,
+) -> list[Any]:
+    """After ``call(contexts)`` raised ``error`` for a whole batch: ``call`` again for each group of
+    its queries that share filters and scopes (one caller's, as a rule), so a failure one caller
+    caused stays that caller's. One entry per query: what its group's call gave, or ``failed(exc)``
+    of the exception it raised. A batch of one group is not called again: ``failed(error)`` each."""
+    groups = filter_groups(contexts, scoped=True)
+    if len(groups) < 2:
+        return [failed(error) for _ in contexts]
+    out: list[Any] = [None] * len(contexts)
+    for positions, group, _filters in groups:
+        try:
+            found = list(call(group))
+        except Exception as exc:  # noqa: BLE001 - this group's failure stays this group's
+            found = [failed(exc) for _ in group]
+        for position, entry in zip(positions, found):
+            out[position] = entry
+    return out
 
 
 def _gate_failed(exc: Exception) -> GateDecision:
@@ -566,8 +583,10 @@ class RetrieveStage:
             for future in futures:
                 outcomes.extend(future.result())
         for name, result, ms in outcomes:
-            if isinstance(result, Exception):
-                result = self._per_caller(name, [contexts[i] for i in wanted[name]], depth, result)
+            if isinstance(result, Exception):  # one caller's refused filter: the others keep their hits
+                batch = [contexts[i] for i in wanted[name]]
+                search_group = functools.partial(self.sources[name].search_contexts, k=depth)
+                result = by_caller(batch, search_group, lambda exc: exc, result)
             for j, i in enumerate(wanted[name]):
                 detail: dict[str, Any] = {"source": name, "ms": round(ms, 3)}
                 entry = result[j]
@@ -589,28 +608,6 @@ class RetrieveStage:
                 TraceStep("retrieve-time", {"sources": len(decisions[i].chosen), "depth": depth, "ms": wall})
             )
         return per_query
-
-    def _per_caller(
-        self, name: str, batch: Sequence[QueryContext], depth: int, error: Exception
-    ) -> list[Any]:
-        """After a source's search of a whole batch raised: each group of the batch's queries that
-        share filters and scopes searched on its own, so one caller's filter that the source refuses
-        costs the others nothing, nor puts that caller's filter in their trace (the whole batch lost
-        its hits and read the error until session 37). One entry per query: its ``(hits, nested)``
-        or the exception its group raised. A batch of one group keeps the error it raised."""
-        groups = filter_groups(batch, scoped=True)
-        if len(groups) < 2:
-            return [error] * len(batch)
-        out: list[Any] = [error] * len(batch)
-        for positions, group, _filters in groups:
-            found: list[Any]
-            try:
-                found = list(self.sources[name].search_contexts(group, depth))
-            except Exception as exc:  # noqa: BLE001 - this group's failure stays this group's
-                found = [exc] * len(group)
-            for position, entry in zip(positions, found):
-                out[position] = entry
-        return out
 
     def _start_phased(
         self, contexts: Sequence[QueryContext], wanted: Mapping[str, list[int]], depth: int
