@@ -60,6 +60,7 @@ def build_sources(specs: list, method: str, encoder: Any, out_dir: Path) -> None
     from ragroute.chunking import chunk_documents
     from ragroute.index.build import build_index
     from ragroute.index.io import save_index
+
     for spec in specs:
         start = time.perf_counter()
         documents = spec.load_documents()

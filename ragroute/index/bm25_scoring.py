@@ -421,12 +421,12 @@ class BM25Scorer:
             if scores.shape[0] == 0 or scores[-1] > 0:  # k positive scores: every match ranks lower
                 out.append((positions, scores))
                 continue
-            term_ids = sorted(set(self._term_ids(query)))
-            postings = [indices[indptr[t] : indptr[t + 1]] for t in term_ids]
+            term_ids = self._term_ids(query)
+            postings = [indices[indptr[t] : indptr[t + 1]] for t in set(term_ids)]
             cand = np.unique(np.concatenate(postings)) if postings else np.empty(0, dtype=np.int64)
             if mask is not None:
                 cand = cand[mask[cand]]
-            all_scores = self._scores(self._term_ids(query))
+            all_scores = self._scores(term_ids)
             cand = cand[all_scores[cand] != 0]
             out.append(self._pick(all_scores, cand, k))
         return out

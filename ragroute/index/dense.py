@@ -228,7 +228,8 @@ class DenseIndex(VectorIndex):
     ) -> list[list[Hit]]:
         """Search with precomputed query embeddings (one row per query)."""
         k = check_k(k)  # faiss's own refusals were bare AssertionErrors (until session 37)
-        vectors = check_query_vectors(np.atleast_2d(vectors), len(np.atleast_2d(vectors)), self.encoder)
+        vectors = np.atleast_2d(vectors)
+        vectors = check_query_vectors(vectors, len(vectors), self.encoder)
         with self.store.reading():  # positions and the documents they point at from one version
             return [
                 [self.store.hit(p, s, rank, self.name) for rank, (p, s) in enumerate(ranked, 1)]

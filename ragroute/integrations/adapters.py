@@ -44,7 +44,7 @@ from ragroute.errors import (
 from ragroute.index.base import by_filter_groups
 from ragroute.pipeline.score_scale import SourceScale
 from ragroute.route.sources import Source
-from ragroute.scopes import ACCESS_KEY, Visible, labels_of, scope_of, visible
+from ragroute.scopes import ACCESS_KEY, Visible, labels_of, readable, scope_of, visible
 from ragroute.types import Document, Hit
 
 #: scalar metadata types a node or document may carry (nested values stay in ``explain``)
@@ -149,7 +149,7 @@ def scoped_hits(hits: Iterable[Hit], scopes: Iterable[str], source: Any = None) 
     scopes = frozenset(scopes)
     if source is not None and not visible(getattr(source, "access", ()), scopes):
         return []
-    return [hit for hit in hits if visible(labels_of(hit.metadata.get(ACCESS_KEY)), scopes)]
+    return readable(hits, scopes)
 
 
 @dataclass

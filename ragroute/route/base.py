@@ -90,15 +90,23 @@ def _checked_batch(route_many: Any) -> Any:
 
     @functools.wraps(route_many)
     def checked(self: Any, queries: Sequence[str], *args: Any, **kwargs: Any) -> list[Decision]:
-        texts = [q if hasattr(q, "text") else check_query(q) for q in check_batch(queries)]  # contexts pass
-        if kwargs.get("query_vectors") is not None:
-            kwargs["query_vectors"] = check_query_vectors(
-                kwargs["query_vectors"], len(texts), getattr(self, "encoder", None)
-            )
+        texts, vectors = checked_queries(self, queries, kwargs.get("query_vectors"))
+        if vectors is not None:
+            kwargs["query_vectors"] = vectors
         return route_many(self, texts, *args, **kwargs)
 
     checked.checks_batch = True  # type: ignore[attr-defined]
     return checked
+
+
+def checked_queries(router: Any, queries: Any, query_vectors: Any = None) -> tuple[list[Any], Any]:
+    """A router's queries and query vectors, checked: a list (not a string, one query per letter),
+    each text searchable (query contexts pass as they are), the vectors one finite row per query of
+    the router's encoder's dimension (:func:`~ragroute.errors.check_query_vectors`)."""
+    texts = [q if hasattr(q, "text") else check_query(q) for q in check_batch(queries)]
+    if query_vectors is not None:
+        query_vectors = check_query_vectors(query_vectors, len(texts), getattr(router, "encoder", None))
+    return texts, query_vectors
 
 
 def route_contexts(router: Any, contexts: Sequence[Any]) -> list[Decision]:

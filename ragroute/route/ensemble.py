@@ -31,8 +31,8 @@ class EnsembleRouter(BaseRouter):
         routers = check_batch(routers, "an ensemble's routers")
         if not routers:
             raise RagrouteError("an ensemble needs at least one router")
-        if not all(hasattr(r, "route_many") and hasattr(r, "labels") for r in routers):
-            odd = next(r for r in routers if not (hasattr(r, "route_many") and hasattr(r, "labels")))
+        odd = next((r for r in routers if not (hasattr(r, "route_many") and hasattr(r, "labels"))), None)
+        if odd is not None:
             raise RagrouteError(f"an ensemble's members must be routers, got {type(odd).__name__}")
         self.routers = list(routers)
         self.weights = _member_weights(weights, len(self.routers))

@@ -46,6 +46,7 @@ from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_
 from ragroute.route.base import (
     NONE_ROUTE,
     BaseRouter,
+    checked_queries,
     decision_from_probs,
     fit_temperature,
     softmax,
@@ -315,9 +316,7 @@ class TrainedRouter(BaseRouter):
 
     def logits(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> np.ndarray:
         """Raw (uncalibrated, ``none_bias`` included) class scores, ``(len(queries), len(labels))``."""
-        texts = [check_query(q) for q in check_batch(queries)]  # a string was one query per letter
-        if query_vectors is not None:
-            query_vectors = check_query_vectors(query_vectors, len(texts), self.encoder)
+        texts, query_vectors = checked_queries(self, queries, query_vectors)  # a string was one per letter
         rows = self._rows(texts, query_vectors)
         return self._network.from_first_layer(self._first.apply(rows)) + self._bias
 
