@@ -115,11 +115,22 @@ async def _awaited(make: Callable[[], Awaitable[Any]]) -> Any:
     return await make()
 
 
-def async_only(retriever: Any, base: type, sync_error: Exception, async_method: str) -> bool:
-    """Whether ``retriever`` answers only asynchronously: its sync search raised
-    ``NotImplementedError`` and its class overrides ``base``'s ``async_method``."""
-    overridden = getattr(type(retriever), async_method, None) is not getattr(base, async_method, None)
-    return isinstance(sync_error, NotImplementedError) and overridden
+def sync_or_async(
+    retriever: Any,
+    base: type,
+    async_method: str,
+    sync: Callable[[], Any],
+    asynchronous: Callable[[], Awaitable[Any]],
+) -> Any:
+    """``sync()``, or for a retriever that answers only asynchronously (its sync search raises
+    ``NotImplementedError`` and its class overrides ``base``'s ``async_method``) ``asynchronous()``
+    run to completion (:func:`run_coroutine`); any other ``NotImplementedError`` is raised."""
+    try:
+        return sync()
+    except NotImplementedError:
+        if getattr(type(retriever), async_method, None) is getattr(base, async_method, None):
+            raise
+        return run_coroutine(asynchronous)
 
 
 def framework_score(value: Any) -> float | None:

@@ -55,13 +55,12 @@ from ragroute.integrations.adapters import (
     SEARCHABLE,
     DecisionLog,
     ExternalRetriever,
-    async_only,
     check_target,
     framework_score,
     index_scale,
-    run_coroutine,
     scalar_metadata,
     scoped_hits,
+    sync_or_async,
 )
 from ragroute.pipeline.score_scale import SourceScale
 from ragroute.route.sources import Source
@@ -385,15 +384,17 @@ class LangChainRetrieverAdapter(ExternalRetriever):
     def fetch_many(self, queries: list[str], k: int, extra: dict[str, Any] | None = None) -> list[list[Hit]]:
         retriever, kwargs = self._call(k)
         kwargs = {**kwargs, **(extra or {})}
-        try:
-            if len(queries) < 2:
-                found = [retriever.invoke(query, **kwargs) for query in queries]
-            else:
-                found = retriever.batch(list(queries), **kwargs)
-        except NotImplementedError as exc:  # a retriever that answers only asynchronously
-            if not async_only(retriever, BaseRetriever, exc, "_aget_relevant_documents"):
-                raise
-            found = run_coroutine(lambda: retriever.abatch(list(queries), **kwargs))
+        found = sync_or_async(  # a retriever that answers only asynchronously: through abatch
+            retriever,
+            BaseRetriever,
+            "_aget_relevant_documents",
+            lambda: (
+                [retriever.invoke(query, **kwargs) for query in queries]
+                if len(queries) < 2
+                else retriever.batch(list(queries), **kwargs)
+            ),
+            lambda: retriever.abatch(list(queries), **kwargs),
+        )
         return [
             [document_to_hit(d, rank, self.name) for rank, d in enumerate(documents[:k], 1)]
             for documents in found

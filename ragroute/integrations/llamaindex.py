@@ -54,14 +54,13 @@ from ragroute.integrations.adapters import (
     SEARCHABLE,
     DecisionLog,
     ExternalRetriever,
-    async_only,
     check_target,
     framework_score,
     index_scale,
     query_encoder,
-    run_coroutine,
     scalar_metadata,
     scoped_hits,
+    sync_or_async,
 )
 from ragroute.route.sources import hits_of
 from ragroute.scopes import ACCESS_KEY, caller_scopes
@@ -333,6 +332,13 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
 # --------------------------------------------------------------------------- LlamaIndex -> ragroute
 
 
+def node_parent(node: NodeWithScore) -> str | None:
+    """The document a node was cut from: ragroute's ``parent_id`` metadata, else LlamaIndex's
+    ``ref_doc_id`` (None when the node names none)."""
+    parent = (node.node.metadata or {}).get("parent_id") or getattr(node.node, "ref_doc_id", None)
+    return str(parent) if parent else None
+
+
 def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
     """A ragroute hit for a LlamaIndex node: ``doc_id`` is the node's ``doc_id`` metadata (nodes
     from ragroute's own retrievers) or its node id; ``parent_id`` its source document's id."""
@@ -345,7 +351,7 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
         str(metadata["doc_id"]),
     )
     doc_id = str(metadata["doc_id"]) if ours else str(inner.node_id)
-    parent = metadata.get("parent_id") or getattr(inner, "ref_doc_id", None)
+    parent = node_parent(node)
     raw = framework_score(node.score)
     return Hit(
         doc_id=doc_id,
@@ -355,7 +361,7 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
         text=inner.get_content(metadata_mode=MetadataMode.NONE),
         title=str(metadata.get("title") or ""),
         metadata={k: v for k, v in scalar_metadata(metadata).items() if k not in _NOT_DOCUMENT_FIELDS},
-        parent_id=str(parent) if parent and str(parent) != doc_id else None,
+        parent_id=parent if parent != doc_id else None,
         modality=str(metadata.get("modality") or "text"),
         explain={
             "llamaindex": {
@@ -436,12 +442,13 @@ class LlamaRetrieverAdapter(ExternalRetriever):
         return self._hits(self.retriever_for(k), query, k)
 
     def _hits(self, retriever: Any, query: str, k: int) -> list[Hit]:
-        try:
-            nodes = retriever.retrieve(query)
-        except NotImplementedError as exc:  # a retriever that answers only asynchronously
-            if not async_only(retriever, BaseRetriever, exc, "_aretrieve"):
-                raise
-            nodes = run_coroutine(lambda: retriever.aretrieve(query))
+        nodes = sync_or_async(  # a retriever that answers only asynchronously: through aretrieve
+            retriever,
+            BaseRetriever,
+            "_aretrieve",
+            lambda: retriever.retrieve(query),
+            lambda: retriever.aretrieve(query),
+        )
         return [node_to_hit(node, rank, self.name) for rank, node in enumerate(nodes[:k], 1)]
 
     def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:

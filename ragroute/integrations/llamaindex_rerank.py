@@ -16,6 +16,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field, PrivateAttr
 
 from ragroute.errors import RagrouteError, check_k
+from ragroute.integrations.llamaindex import node_parent
 from ragroute.types import Hit
 
 
@@ -63,7 +64,7 @@ class RagrouteRerank(BaseNodePostprocessor):
                 rank=i + 1,
                 text=n.node.get_content(metadata_mode=MetadataMode.NONE),
                 title=str(n.node.metadata.get("title") or ""),
-                parent_id=_parent_of(n),
+                parent_id=node_parent(n),
             )
             for i, n in enumerate(nodes)
         ]
@@ -87,10 +88,3 @@ class RagrouteRerank(BaseNodePostprocessor):
                     excluded.append("rerank")
             out.append(NodeWithScore(node=node, score=float(hit.score)))
         return out
-
-
-def _parent_of(node: NodeWithScore) -> str | None:
-    """The document a node was cut from: ragroute's ``parent_id`` metadata, else LlamaIndex's
-    ``ref_doc_id`` (None when the node is a document of its own)."""
-    parent = node.node.metadata.get("parent_id") or getattr(node.node, "ref_doc_id", None)
-    return str(parent) if parent else None
