@@ -121,16 +121,20 @@ def load_corpus(
     return loader(path, on_error=on_error, report=report, **options)
 
 
-def check_table_header(path: str | Path, options: Mapping[str, Any]) -> None:
-    """Refuse, as loading would, a table file whose header lacks a column the options name (the
-    ``text`` column by default), reading only its header: ``config check`` said ok for a CSV without
-    a ``text`` column, whose build then failed (until session 37). Folders and other formats: nothing."""
+def _columns(options: Mapping[str, Any]) -> Columns:
+    """The table columns the loader options name (their types checked by :class:`Columns`)."""
+    return Columns(**{ROLE_OF_COLUMN_OPTION[o]: v for o, v in options.items() if o in ROLE_OF_COLUMN_OPTION})
+
+
+def check_table_header(path: str | Path, fmt: str, options: Mapping[str, Any]) -> None:
+    """Refuse, as loading would, a table file (format ``fmt``, :func:`detect_format`'s) whose header
+    lacks a column the options name (the ``text`` column by default), reading only its header:
+    ``config check`` said ok for a CSV without a ``text`` column, whose build then failed (until
+    session 37). Folders and other formats: nothing."""
     path = Path(path)
-    if not path.is_file() or detect_format(path, **options) != "table":
+    if fmt != "table" or not path.is_file():
         return
-    options = {**_beir_columns(path), **options}
-    named = {ROLE_OF_COLUMN_OPTION[o]: v for o, v in options.items() if o in ROLE_OF_COLUMN_OPTION}
-    columns = Columns(**named)
+    columns = _columns({**_beir_columns(path), **options})
     if path.suffix.lower() == ".jsonl":
         first = _first_record(path)
         header = list(first) if first is not None else None
@@ -158,9 +162,8 @@ def check_options(path: str | Path, fmt: str, options: Mapping[str, Any]) -> Non
     if unknown:
         message = unknown_keys_message(unknown, accepted, "option")
         raise CorpusFormatError(f"{path} is a {fmt} corpus: {message}")
-    columns = {k: v for k, v in options.items() if k in COLUMN_OPTIONS}
-    if columns:  # their types, here where `config check` reads them too (a string was read per letter)
-        try:
-            Columns(**{ROLE_OF_COLUMN_OPTION[option]: value for option, value in columns.items()})
+    if any(k in COLUMN_OPTIONS for k in options):  # their types, here where `config check` reads them
+        try:  # too (a string was read one column per letter)
+            _columns(options)
         except CorpusFormatError as exc:
             raise CorpusFormatError(f"{path}: {exc}") from None

@@ -279,9 +279,10 @@ def _load_routing(
 
     config = RoutingConfig.read(path)
     router_settings = config.router
-    config.encoder_settings()  # checked also when an encoder is handed in (as `config check` does)
     if encoder is None:
         encoder = config.load_encoder(backend=backend, cache_dir=cache_dir)
+    else:  # the settings checked also when an encoder is handed in (as `config check` does)
+        config.encoder_settings()
     sources, problems = open_sources(config, encoder)
     if not sources:
         detail = "; ".join(f"{p.name}: {p.error}" for p in problems)

@@ -782,7 +782,7 @@ def _corpus_format(spec: Any) -> str:
 
     fmt = detect_format(spec.path, **spec.options)
     check_options(spec.path, fmt, spec.options)
-    check_table_header(spec.path, spec.options)
+    check_table_header(spec.path, fmt, spec.options)
     return fmt
 
 
