@@ -13,6 +13,7 @@ stemmer applied.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import re
 import threading
@@ -73,7 +74,7 @@ _TOKEN_RE = re.compile(r"[^\W_]+")
 def _mark_ranges() -> str:
     """The combining marks of the Basic Multilingual Plane (categories Mn, Mc, Me) as a regex class
     body of ranges: the vowel signs and viramas of Indic scripts, Thai tone marks, accents left
-    after NFC. Built once at import (~10 ms)."""
+    after NFC (~10 ms, once: :func:`_token_marks_re`)."""
     ranges: list[tuple[int, int]] = []
     for cp in range(0x300, 0x10000):
         if unicodedata.category(chr(cp)).startswith("M"):
@@ -86,8 +87,11 @@ def _mark_ranges() -> str:
     )
 
 
-# A letter or digit, then letters, digits and combining marks: a mark no longer ends a word.
-_TOKEN_MARKS_RE = re.compile(rf"[^\W_](?:[^\W_]|[{_mark_ranges()}])*")
+@functools.cache
+def _token_marks_re() -> re.Pattern[str]:
+    """A letter or digit, then letters, digits and combining marks: a mark no longer ends a word.
+    Compiled at the first non-ASCII text, not at import (ASCII text never needs it)."""
+    return re.compile(rf"[^\W_](?:[^\W_]|[{_mark_ranges()}])*")
 # ASCII fast path: on ASCII text a token character is exactly [A-Za-z0-9], so mapping every other
 # byte to a space and splitting gives the same tokens as the regex, about 2.5x faster.
 _ASCII_NON_WORD_TO_SPACE = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))
@@ -206,7 +210,7 @@ def _words(text: str, nfc: bool = True, cjk_bigrams: bool = True, marks: bool = 
     if marks:
         if "i\u0307" in text:  # a lowercased İ: the dot is no mark of another letter here
             text = text.replace("i\u0307", "i")
-        words = _TOKEN_MARKS_RE.findall(text)
+        words = _token_marks_re().findall(text)
     else:
         words = _TOKEN_RE.findall(text)
     return _with_cjk_pairs(words) if cjk_bigrams and _CJK_RE.search(text) else words
