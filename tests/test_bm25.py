@@ -600,3 +600,76 @@ def test_combining_marks_stay_in_their_word() -> None:
     assert [h.doc_id for h in index.search("istanbul", k=1)] == ["tr"]
     assert [h.doc_id for h in index.search("भाषा", k=1)] == ["hi"]
     assert index.manifest_params()["bm25"]["tokenizer"]["marks"] is True
+
+
+def _bm25_documents(start: int, n: int, rng) -> list:
+    from ragroute.types import Document
+
+    words = [f"w{i}" for i in range(30)] + ["the", "ünï", "東京大学"]
+    return [
+        Document(id=f"d{start + i}", text=" ".join(rng.choice(words, size=int(rng.integers(1, 10)))))
+        for i in range(n)
+    ]
+
+
+def test_an_index_changed_by_adds_and_deletes_fits_the_scorer_of_its_documents_bit_for_bit(
+    monkeypatch,
+) -> None:
+    """Adds and deletes update kept term counts (session 38; every one re-tokenized the whole corpus
+    before): the scorer must stay exactly the one a fit on the documents left gives, vocabulary order
+    included, and an add tokenizes only the documents it adds."""
+    import ragroute.index.lexical as lexical
+    from ragroute.index.lexical import BM25Index
+
+    rng = np.random.default_rng(5)
+    index = BM25Index.build(_bm25_documents(0, 20, rng))
+    tokenized: list[int] = []
+    real = lexical.tokenize_many
+    def counting(texts, config=None):
+        texts = list(texts)
+        tokenized.append(len(texts))
+        return real(texts, config)
+
+    monkeypatch.setattr(lexical, "tokenize_many", counting)
+    next_id = 100
+    for step in range(40):
+        ids = [d.id for d in index.store.documents]
+        tokenized.clear()
+        if ids and step % 3 == 2:
+            index.delete(
+                list(rng.choice(ids, size=int(rng.integers(1, min(4, len(ids)) + 1)), replace=False))
+            )
+        else:
+            index.add(_bm25_documents(next_id, 2, rng))
+            next_id += 10
+            assert sum(tokenized) == 2
+        fresh = BM25Scorer.fit(real([d.full_text() for d in index.store.documents], None))
+        assert list(index.scorer.vocab) == list(fresh.vocab)
+        assert index.scorer.statistics() == fresh.statistics()
+        assert np.array_equal(index.scorer.idf, fresh.idf)
+        assert (index.scorer.matrix != fresh.matrix).nnz == 0
+
+
+def test_deleting_every_document_leaves_an_empty_index_that_takes_new_ones() -> None:
+    """Deleting every document raised "cannot fit BM25 on an empty corpus" after the store had
+    dropped them (until session 38), and every later search raised the same."""
+    from ragroute.index.lexical import BM25Index
+    from ragroute.types import Document
+
+    index = BM25Index.build([Document(id="a", text="hello world"), Document(id="b", text="foo bar")])
+    assert index.delete(["a", "b"]) == 2
+    assert index.search("hello") == []
+    index.add([Document(id="c", text="hello again")])
+    assert [hit.doc_id for hit in index.search("hello")] == ["c"]
+
+
+def test_saving_a_bm25_index_with_no_documents_is_a_one_line_error(tmp_path) -> None:
+    from ragroute.index.io import save_index
+    from ragroute.index.lexical import BM25Index
+    from ragroute.types import Document
+
+    index = BM25Index.build([Document(id="a", text="hello world")], name="kb")
+    index.delete(["a"])
+    with pytest.raises(RagrouteError, match="'kb' holds no documents"):
+        save_index(index, tmp_path / "kb")
+    assert not (tmp_path / "kb").exists() or not any((tmp_path / "kb").iterdir())

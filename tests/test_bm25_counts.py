@@ -7,7 +7,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from ragroute.errors import RagrouteError
-from ragroute.index.bm25_counts import count_terms, merge_term_counts
+from ragroute.index.bm25_counts import count_terms, merge_term_counts, remove_documents
 from ragroute.index.bm25_scoring import BM25Scorer
 
 
@@ -35,3 +35,32 @@ def test_merged_shards_fit_the_same_scorer_as_the_whole_corpus(size: int) -> Non
 def test_merge_of_nothing_is_an_error() -> None:
     with pytest.raises(RagrouteError, match="no BM25 shards"):
         merge_term_counts([])
+
+
+def _same_counts(got, want) -> None:
+    assert got.terms == want.terms  # in order: the order BM25Okapi sums idf in for average_idf
+    assert np.array_equal(got.doc_len, want.doc_len)
+    assert got.matrix.shape == want.matrix.shape
+    assert np.array_equal(got.matrix.indptr, want.matrix.indptr)
+    assert np.array_equal(got.matrix.indices, want.matrix.indices)
+    assert np.array_equal(got.matrix.data, want.matrix.data)
+
+
+@pytest.mark.parametrize("drop", [[0], [0, 1, 2], [5, 60, 119], list(range(0, 120, 2)), list(range(119))])
+def test_removed_documents_leave_the_counts_count_terms_gives_for_the_rest(drop: list[int]) -> None:
+    """Removing documents re-orders the vocabulary by first occurrence over the documents left: a
+    term first seen in a removed document moves to its place in the document it now first occurs
+    in, which only that document's tokens tell (the only documents tokenized again)."""
+    docs = _corpus()
+    docs[0] = ["w39", "w7", "w38"]  # w39 / w38 first occur here: their next documents must reorder them
+    left = [doc for i, doc in enumerate(docs) if i not in set(drop)]
+    asked: list[int] = []
+
+    def tokens_of(positions: list[int]) -> list[list[str]]:
+        asked.extend(positions)
+        return [left[p] for p in positions]
+
+    removed = remove_documents(count_terms(docs), np.asarray(drop), tokens_of)
+    _same_counts(removed, count_terms(left))
+    assert list(BM25Scorer.from_counts(removed).vocab) == list(BM25Scorer.fit(left).vocab)
+    assert len(asked) < len(left) or len(left) <= 1  # not every document tokenized again

@@ -8,12 +8,15 @@ occurrence over the concatenated shards, term frequencies re-numbered onto it, d
 concatenated. Document frequencies and the total length are then sums over the shards, and
 ``BM25Scorer.from_counts(merge_term_counts(shards))`` is bit for bit the scorer
 ``BM25Scorer.fit`` builds from all token lists at once (distributed builds count shards in parallel
-workers: :mod:`ragroute.scale.ray_build`).
+workers: :mod:`ragroute.scale.ray_build`). :func:`remove_documents` drops documents from counts, with the
+vocabulary re-ordered as :func:`count_terms` would order it for the documents left: a BM25 index
+updated by adds and deletes keeps its counts and fits exactly the scorer a fit on all its documents
+gives, tokenizing only what changed (:class:`~ragroute.index.lexical.BM25Index`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -22,7 +25,7 @@ import scipy.sparse as sp
 
 from ragroute.errors import RagrouteError
 
-__all__ = ["TermCounts", "count_terms", "merge_term_counts"]
+__all__ = ["TermCounts", "count_terms", "merge_term_counts", "remove_documents"]
 
 
 @dataclass
@@ -95,3 +98,57 @@ def merge_term_counts(shards: Sequence[TermCounts]) -> TermCounts:
     matrix.sum_duplicates()
     doc_len = np.concatenate([s.doc_len.astype(np.int64, copy=False) for s in shards])
     return TermCounts(list(vocab), doc_len, matrix)
+
+
+def remove_documents(
+    counts: TermCounts,
+    drop: np.ndarray,
+    tokens_of: Callable[[list[int]], list[list[str]]],
+) -> TermCounts:
+    """The counts of the documents left when those at positions ``drop`` are removed: the same
+    :class:`TermCounts` :func:`count_terms` returns for the token lists of the documents left.
+
+    The vocabulary is in order of first occurrence over the documents left. A term whose first
+    document stays keeps its place relative to the other terms first seen there; a term first seen
+    in a removed document now first occurs in a later one, where only the token order tells its
+    place: ``tokens_of(positions)`` returns the token lists of those documents (positions among the
+    documents left), the only ones tokenized again.
+    """
+    n_docs = counts.n_docs
+    keep = np.ones(n_docs, dtype=bool)
+    keep[np.asarray(drop, dtype=np.int64)] = False
+    new_position = np.cumsum(keep) - 1
+    old = counts.matrix
+    first_old = old.indices[old.indptr[:-1]]  # rows are never empty, indices sorted within a row
+    coo = old.tocoo()
+    kept = keep[coo.col]
+    matrix = sp.csr_array(
+        (
+            coo.data[kept].astype(np.float64, copy=False),
+            (coo.row[kept].astype(np.int64), new_position[coo.col[kept]].astype(np.int64)),
+        ),
+        shape=(len(counts.terms), int(keep.sum())),
+    )
+    matrix.sum_duplicates()
+    alive = np.flatnonzero(np.diff(matrix.indptr) > 0)  # terms still in some document
+    matrix = matrix[alive]
+    first_new = matrix.indices[matrix.indptr[:-1]].astype(np.int64)
+    # within one document, terms first seen there are in token order: the old order where they
+    # were first seen there before (old ids), else that document's own token order
+    within = alive.astype(np.int64)
+    moved = ~keep[first_old[alive]]
+    again = np.unique(first_new[moved])
+    if again.size:
+        terms_alive = [counts.terms[i] for i in alive]
+        rows = np.flatnonzero(np.isin(first_new, again))
+        rows = rows[np.argsort(first_new[rows], kind="stable")]
+        starts = np.searchsorted(first_new[rows], again)
+        ends = np.append(starts[1:], rows.size)
+        for tokens, start, end in zip(tokens_of([int(p) for p in again]), starts, ends):
+            place = {term: i for i, term in enumerate(dict.fromkeys(tokens))}
+            for row in rows[start:end]:
+                within[row] = place[terms_alive[row]]
+    order = np.lexsort((within, first_new))
+    terms = [counts.terms[i] for i in alive[order]]
+    doc_len = counts.doc_len[keep].astype(np.int64, copy=False)
+    return TermCounts(terms, doc_len, matrix[order])

@@ -212,7 +212,7 @@ class BM25Scorer:
         # Per-entry contribution with BM25Okapi's operation order:
         # idf * (tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))).
         norm = k1 * ((1 - b) + b * doc_len.astype(np.float64) / avgdl) if total_tokens else None
-        tf = counts_matrix.data
+        tf = counts_matrix.data.astype(np.float64, copy=False)  # counts may be kept as float32
         if tf.size:
             assert norm is not None  # documents with terms have tokens
             row_of = np.repeat(np.arange(n_terms, dtype=np.int64), df)
