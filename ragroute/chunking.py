@@ -1,11 +1,14 @@
 """Cut documents into retrieval units at one granularity: paragraph, section or whole document.
 
-Rules (all deterministic, word counts are whitespace-separated tokens):
+Rules (all deterministic; a word is a whitespace-separated token, and each Chinese or Japanese
+character counts as one word, as these scripts put no spaces between words and subword encoders
+such as MiniLM read them about a character a token):
 
 * ``"document"``: documents are returned unchanged (``parent_id`` stays ``None``).
 * ``"paragraph"``: text is split on blank lines; a paragraph longer than
-  ``max_words`` (default 200) is split at sentence ends (or, for one huge
-  sentence, into word windows) into pieces of at most ``max_words``; a piece
+  ``max_words`` (default 200) is split at sentence ends (``.``, ``!``, ``?`` before a space;
+  ``。``, ``！``, ``？``) (or, for one huge sentence, into word windows) into pieces of at most
+  ``max_words``; a piece
   shorter than ``min_words`` (default 20, e.g. a heading line or a caption) is
   merged into the next one (the last into the previous one) as long as the
   merge stays within ``max_words``.
@@ -31,6 +34,7 @@ granularity: :func:`chunk_documents` says so in one
 
 from __future__ import annotations
 
+import bisect
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -48,7 +52,16 @@ DEFAULT_MIN_WORDS = 20
 ID_MARKERS = {"paragraph": "p", "section": "s"}
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*")
+# Han (with extensions and compatibility ideographs), kana, and CJK punctuation and full-width forms:
+# one word each (a Chinese paragraph was one "word" until session 38, so it was never split, and the
+# merge of tiny pieces joined up to 200 such paragraphs into one chunk)
+_CJK = (
+    "\u3000-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\uff00-\uffef\U00020000-\U0003134f"
+)
+_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+_HAS_CJK = re.compile(rf"[{_CJK}]")
 # a closing run of # ends a heading only after a space (CommonMark): "# Intro to C#" is about C#
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -78,8 +91,10 @@ class Section:
 
 
 def word_count(text: str) -> int:
-    """Number of whitespace-separated words."""
-    return len(text.split())
+    """Number of words: whitespace-separated tokens, each Chinese or Japanese character one word."""
+    if text.isascii() or not _HAS_CJK.search(text):
+        return len(text.split())
+    return len(_WORD.findall(text))
 
 
 def split_paragraphs(text: str) -> list[str]:
@@ -114,11 +129,41 @@ def split_long(paragraph: str, max_words: int) -> list[str]:
     """Split a paragraph longer than ``max_words`` at sentence ends into pieces of at most ``max_words``."""
     if word_count(paragraph) <= max_words:
         return [paragraph]
+    if not paragraph.isascii() and _HAS_CJK.search(paragraph):
+        return _split_long_cjk(paragraph, max_words)
     sentences: list[str] = []
     for sentence in _SENTENCE_END.split(paragraph):
         too_long = word_count(sentence) > max_words
         sentences.extend(_word_windows(sentence, max_words) if too_long else [sentence])
     return pack(sentences, max_words, " ")
+
+
+def _split_long_cjk(paragraph: str, max_words: int) -> list[str]:
+    """:func:`split_long` for text with Chinese or Japanese in it, which puts no space between
+    sentences: pieces are cut from the text as written (sentences ending at ``。！？`` or at
+    ``.!?`` and a space, one overlong sentence into windows of ``max_words`` words), never joined
+    with a space that was not there."""
+    starts = [0, *(m.end() for m in _SENTENCE_END.finditer(paragraph))]
+    ends = [*starts[1:], len(paragraph)]
+    words = [m.start() for m in _WORD.finditer(paragraph)]  # where each word starts
+    cuts = [0]  # where pieces start: greedily, as many whole sentences as fit in max_words
+    size = 0
+    for start, end in zip(starts, ends):
+        first, last = bisect.bisect_left(words, start), bisect.bisect_left(words, end)
+        n = last - first
+        if n > max_words:  # one overlong sentence: its own windows of max_words words
+            if size:
+                cuts.append(start)
+            cuts.extend(words[i] for i in range(first + max_words, last, max_words))
+            size = (n - 1) % max_words + 1
+        elif size and size + n > max_words:
+            cuts.append(start)
+            size = n
+        else:
+            size += n
+    cuts = sorted(set(cuts))
+    pieces = (paragraph[a:b].strip() for a, b in zip(cuts, [*cuts[1:], len(paragraph)]))
+    return [piece for piece in pieces if piece]
 
 
 def merge_tiny(pieces: Sequence[str], min_words: int, max_words: int) -> list[str]:

@@ -176,7 +176,7 @@ def test_chunk_metadata_names_the_chunk_over_the_documents_own_keys() -> None:
 
 
 def test_a_hash_inside_a_heading_and_bare_carriage_returns() -> None:
-    """"# Intro to C#" was the section "Intro to C" (a closing run of # needs a space before it), and
+    """ "# Intro to C#" was the section "Intro to C" (a closing run of # needs a space before it), and
     a document with bare \\r line endings was one heading line with no body, dropped at section
     granularity (until session 37)."""
     from ragroute.chunking import split_sections
@@ -204,3 +204,38 @@ def test_chunk_document_checks_its_arguments_as_chunk_documents_does() -> None:
         chunk_document(doc, "sentence")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_words must be a whole number"):
         chunk_documents([doc], "paragraph", max_words=2.5)  # type: ignore[arg-type]
+
+
+def test_chinese_and_japanese_text_is_split_into_paragraph_chunks_of_at_most_max_words() -> None:
+    """A Chinese paragraph was one "word" (no spaces) until session 38: it was never split, and the
+    merge of tiny pieces joined up to 200 paragraphs into one chunk. Each Han or kana character now
+    counts as a word; pieces are cut at 。！？ from the text as written (no space added)."""
+    from ragroute.chunking import word_count
+
+    assert word_count("东京是日本的首都。") == 9 and word_count("日本語 text here") == 5
+    tokyo, osaka = "东京是日本的首都。" * 60, "大阪は日本の都市です！" * 30
+    chunks = chunk_documents([Document(id="zh", text=f"{tokyo}\n\n{osaka}")], "paragraph")
+    assert len(chunks) >= 4 and all(word_count(c.text) <= 200 for c in chunks)
+    assert all(c.text.endswith(("。", "！")) and " " not in c.text for c in chunks)
+    assert "".join(c.text for c in chunks) == tokyo + osaka  # nothing lost, nothing added
+    assert not any("首都" in c.text and "大阪" in c.text for c in chunks)  # paragraphs stay apart
+    # one sentence longer than max_words: windows of max_words characters
+    assert [
+        word_count(c.text) for c in chunk_documents([Document(id="w", text="字" * 450)], "paragraph")
+    ] == [
+        200,
+        200,
+        50,
+    ]
+    # mixed text: whole sentences while they fit, English words and CJK characters counted together
+    mixed = "日本語のテキスト is mixed with English words. " * 30
+    pieces = split_long(mixed.strip(), 50)
+    assert [word_count(p) for p in pieces] == [39] * 10 and " ".join(pieces) == mixed.strip()
+
+
+def test_english_paragraphs_are_split_as_before() -> None:
+    """The word count and sentence splitting of text without Chinese or Japanese did not change."""
+    text = "Hello world.  Again here! " * 120
+    pieces = split_long(text.strip(), 100)
+    assert [len(p.split()) for p in pieces] == [100, 100, 100, 100, 80]
+    assert pieces[0].startswith("Hello world. Again")

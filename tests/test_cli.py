@@ -85,6 +85,8 @@ def test_query_filter_matches_typed_metadata_and_refuses_an_absent_key(runner, t
     assert ids("--filter", "price=12.5") == ["p", "q"]  # the float matched only as text
     assert ids("--filter", "rating=4.0") == ["p", "q"] and ids("--filter", "rating=3.5") == ["r"]
     assert ids("--filter", "tags=office") == ["p", "r"]  # a list value matches any of its items
+    # null keeps a missing (or null) key, as a filter value None does: it matched the text "null" only
+    assert ids("--filter", "score=null") == ["p", "q"]
     # a NaN read from the data is written as null: --json stays strict JSON
     result = runner.invoke(main, ["query", str(out), "pen", "--json", "--filter", "price=12"])
     line = result.stdout.strip().splitlines()[-1]

@@ -21,7 +21,8 @@ def _parse_filters(values: tuple[str, ...]) -> dict[str, list[Any]]:
     """``KEY=VALUE`` options as store filters. A command line holds only text, while metadata read
     from JSON or YAML may hold numbers and booleans: a VALUE that spells a number or ``true`` /
     ``false`` matches that value too (``year=2019`` keeps ``"year": 2019`` and ``"year": "2019"``;
-    ``price=12.5`` keeps ``12.5`` and ``"12.5"``)."""
+    ``price=12.5`` keeps ``12.5`` and ``"12.5"``); ``null`` also keeps documents whose KEY is null
+    or missing, as a filter value ``None`` does (it matched only the text "null" until session 38)."""
     filters: dict[str, list[Any]] = {}
     for value in values:
         key, sep, wanted = value.partition("=")
@@ -36,6 +37,8 @@ def _typed(text: str) -> list[Any]:
     ``4.0`` and ``1e3`` match those numbers, and ``4.0`` the integer 4 too)."""
     if text in ("true", "false"):
         return [text == "true"]
+    if text == "null":
+        return [None]
     if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
         return [int(text)]
     if re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", text):
@@ -55,7 +58,8 @@ def _typed(text: str) -> list[Any]:
     multiple=True,
     metavar="KEY=VALUE",
     help="Keep documents whose metadata KEY equals VALUE, or holds it in a list (repeat to allow "
-    "several values); a VALUE that spells a number or true/false also matches that number or boolean.",
+    "several values); a VALUE that spells a number or true/false also matches that number or boolean, "
+    "and null also matches a null or missing KEY.",
 )
 @click.option(
     "--verify/--no-verify",
