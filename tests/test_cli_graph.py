@@ -163,6 +163,10 @@ def test_add_only_new_documents_and_publish_a_new_build(workspace):
     result = run("graph", "add", "graph/kg", "all")
     assert result.exit_code == 0 and "nothing to add: all 6 passages" in result.output
     assert read_index_manifest(workspace / "graph" / "kg").build == manifest.build
+    # documents without text: "all 0 passages ... are already in" the graph until session 38
+    (workspace / "blank.jsonl").write_text('{"_id": "e1", "text": " "}\n')
+    result = run("graph", "add", "graph/kg", "blank.jsonl")
+    assert result.exit_code == 0 and "nothing to add: blank.jsonl holds no passage with text" in result.output
     # another cut would add every passage again under new ids (p1 beside p1#p0): refused
     result = run("graph", "add", "graph/kg", "all", "--granularity", "paragraph")
     assert result.exit_code == 2

@@ -31,6 +31,11 @@ def test_docs_site_builds_strict(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     pipeline = (tmp_path / "site" / "api" / "pipeline" / "index.html").read_text(encoding="utf-8")
     assert "pipeline_from_settings" in pipeline and "QueryContext" in pipeline
+    # docstrings' Sphinx roles render as linked code (shown raw, ":class:<code>~...", until session 38)
+    graph = (tmp_path / "site" / "api" / "graph" / "index.html").read_text(encoding="utf-8")
+    assert ":class:" not in graph and ":meth:" not in graph and ":func:" not in graph
+    assert 'href="#ragroute.graph.ppr.PPREngine.run"><code>PPREngine.run</code>' in graph
+    assert "ragroute.graph.extract_spacy" in graph and "ragroute.graph.extract_llm" in graph
 
 
 def test_every_docs_page_is_in_the_nav_and_a_broken_link_fails(tmp_path: Path) -> None:

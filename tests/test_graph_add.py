@@ -175,3 +175,19 @@ def test_a_graph_refuses_deletes_and_a_store_changed_behind_it_is_one_line(hashi
     index.dense.delete([BASE[0].id])  # the shared store changed behind the graph's back
     with pytest.raises(IndexFormatError, match="passage nodes for .* documents: its documents changed"):
         ranked(index)
+
+
+def test_a_graph_built_with_fewer_facts_a_sentence_grows_with_the_same_cap(hashing_encoder, tmp_path):
+    """max_facts_per_sentence changes the facts but was not in the description: a graph built with
+    2 facts a sentence, saved and loaded, grew by 64 a sentence (until session 38)."""
+    capped = RuleExtractor(max_facts_per_sentence=2)
+    index = build_index(BASE, "graph", encoder=hashing_encoder, extractor=capped, name="kg")
+    save_index(index, tmp_path / "kg")
+    loaded = load_index(tmp_path / "kg", encoder=hashing_encoder)
+    assert loaded.extractor["max_facts_per_sentence"] == 2
+    loaded.add(ADDED)  # the graph's own extractor, rebuilt from its description: the same cap
+    with pytest.raises(RagrouteError, match="was built with extractor"):
+        loaded.add(
+            [Document(id="late", text="Ada Brennan met Cora Vale in Kellow.")], extractor=RuleExtractor()
+        )
+    assert "max_facts_per_sentence" not in RuleExtractor().describe()  # graphs built before match it

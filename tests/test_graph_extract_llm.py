@@ -288,3 +288,21 @@ def test_extract_passages_batches_extract_many_and_warns_only_for_new_failures()
         out = extract_passages(docs, extractor, batch=64)
     assert extractor.batches == [64, 64, 22]
     assert [e.passage for e in out] == [d.id for d in docs]
+
+
+def test_parse_json_reads_the_answer_not_a_stray_bracket_or_a_later_fence():
+    """Until session 38 a code fence after the JSON answer (the prompt's own one-shot pattern) was
+    read instead of it, the first bracket anywhere was the answer ("Found [2] entities" gave the
+    entity "2"), and an answer nested a thousand deep raised RecursionError and stopped the build."""
+    answer = '{"named_entities": ["Ada", "Kellow"]}\nParagraph:\n```\nsomething else\n```'
+    assert parse_entities(answer) == ["Ada", "Kellow"]
+    assert parse_entities('Found [2] entities: {"named_entities": ["Ada", "Kellow"]}') == ["Ada", "Kellow"]
+    triples = 'Triples for [1]: {"triples": [["Ada", "born in", "Kellow"]]}'
+    assert parse_triples(triples) == [("Ada", "born in", "Kellow")]
+    with pytest.raises(ValueError):
+        parse_json("[" * 5000 + "]" * 5000 + " and " + "{" * 3000)
+    with pytest.raises(ValueError):
+        parse_entities('{"named_entities": ' + "[" * 5000 + "]" * 5000 + "}")
+    # flags and non-finite numbers are no entity or triple part
+    assert parse_entities('{"named_entities": [true, NaN, Infinity, 1901, "Ada"]}') == ["1901", "Ada"]
+    assert parse_triples('[[true, "is", "x"], ["Ada", "born", 1901]]') == [("Ada", "born", "1901")]

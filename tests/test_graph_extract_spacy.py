@@ -129,3 +129,36 @@ def test_graph_built_with_spacy_adds_and_round_trips(extractor, tmp_path, hashin
     assert len(loaded) == 3 and "copenhagen" in loaded.tables.phrases
     with pytest.raises(RagrouteError, match="built with extractor"):
         loaded.add([Document(id="p4", text="Oslo.")], extractor="rules")
+
+
+def test_a_passage_longer_than_spacy_reads_at_once_is_read_in_pieces(extractor, monkeypatch):
+    """spaCy refuses texts over nlp.max_length (a million characters) with a traceback that stopped
+    `graph build` (until session 38): such a passage is now read in pieces cut at sentence ends,
+    and finds the entities it finds read whole (spaCy's NER reads context, so not always the same set)."""
+    import ragroute.graph.extract_spacy as extract_spacy
+
+    sentences = [
+        "Ada Brennan was born in Kellow in 1901.",
+        "Jan Philip Solovej works at the University of Copenhagen.",
+        "The American Institute of Physics publishes the journal.",
+    ]
+    long = Document(id="long", title="", text=" ".join(sentences * 4))
+    whole = extractor.extract(long)
+    monkeypatch.setattr(extract_spacy, "MAX_PIECE_CHARS", 150)
+    monkeypatch.setattr(extractor.nlp, "max_length", 400)  # the whole text is over it: E088 before
+    assert len(long.text) > 400 and all(len(p) <= 150 for p in extract_spacy.text_pieces(long.text, 150))
+    pieced = extractor.extract(long)
+    found = {"kellow", "ada brennan", "university of copenhagen", "1901"}
+    assert found <= set(whole.phrases) and found <= set(pieced.phrases) and pieced.facts
+    assert [e.passage for e in extractor.extract_many([long, DOC, long])] == ["long", "p1", "long"]
+
+
+def test_max_facts_per_sentence_is_part_of_the_description(extractor):
+    """It changes the facts, but was left out of describe(): a graph built with 2 facts a sentence
+    grew by 64 a sentence after a reload (until session 38). The default stays out, so graphs built
+    before keep their description."""
+    capped = SpacyExtractor(max_facts_per_sentence=2)
+    assert capped.describe()["max_facts_per_sentence"] == 2
+    assert "max_facts_per_sentence" not in extractor.describe()
+    assert SpacyExtractor.from_description(capped.describe()).max_facts_per_sentence == 2
+    assert SpacyExtractor.from_description(extractor.describe()).max_facts_per_sentence == 64

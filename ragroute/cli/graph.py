@@ -257,7 +257,10 @@ def add_command(
         new = [u for u in units if u.id not in index.store]
         known = len(units) - len(new)
         if not new:
-            click.echo(f"nothing to add: all {known} passages of {corpus} are already in {graph_dir}")
+            if not units:  # "all 0 passages ... are already in" until session 38
+                click.echo(f"nothing to add: {corpus} holds no passage with text")
+            else:
+                click.echo(f"nothing to add: all {known} passages of {corpus} are already in {graph_dir}")
             return
         index.add(new, extractor=extractor)
         say_llm_work(extractor)

