@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,40 @@ class _RecordingLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
 _RecordingLoader.add_constructor("tag:yaml.org,2002:map", _recording_mapping)
 
 
+BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
+def _yaml12_booleans(base: Any) -> Any:
+    """``base`` reading booleans as YAML 1.2 does (``true`` / ``false`` only): YAML 1.1, PyYAML's,
+    also reads ``yes``, ``no``, ``on``, ``off``, ``y`` and ``n``, so a spec's ``enum: [SE, NO, DK]``
+    became ``[SE, false, DK]``. For files other tools write as YAML 1.2 (OpenAPI specs, MCP lists,
+    SKILL.md front matter); configs keep YAML 1.1, which their users may rely on."""
+    loader = type(f"{base.__name__}12", (base,), {})
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL_TAG]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    loader.add_implicit_resolver(
+        BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return loader
+
+
+_SAFE_LOADER_12 = _yaml12_booleans(_SAFE_LOADER)
+_RECORDING_LOADER_12 = _yaml12_booleans(_RecordingLoader)
+
+
 class YamlProblem(ValueError):
     """YAML text that cannot be used; the message is one line (``invalid YAML (...) at line 3``)."""
 
 
 def parse_yaml(
-    text: str, loader: Any = None, *, first_line: int = 1, repeated: list[str] | None = None
+    text: str,
+    loader: Any = None,
+    *,
+    first_line: int = 1,
+    repeated: list[str] | None = None,
+    yaml12_booleans: bool = False,
 ) -> Any:
     """Parse YAML ``text`` safely (``loader``: a SafeLoader subclass, default the C one if built;
     ``first_line``: the line number of the text's first line in its file). With ``repeated`` (and
@@ -86,11 +115,14 @@ def parse_yaml(
     Raises :class:`YamlProblem` with a one-line reason for broken YAML, values YAML cannot build
     (``2001-02-30``, ``!!int x``), nesting too deep, aliases that make a cycle (``&a [*a]``) or
     expand to more than :data:`MAX_YAML_VALUES` values, and strings that are not valid Unicode
-    (``"\\ud800"``).
+    (``"\\ud800"``). ``yaml12_booleans`` (with no ``loader``): only ``true`` and ``false`` are
+    booleans, as in YAML 1.2 (:func:`_yaml12_booleans`).
     """
+    if loader is None and yaml12_booleans:
+        loader = None if repeated is not None else _SAFE_LOADER_12
     try:
         if repeated is not None and loader is None:
-            recording = _RecordingLoader(text)
+            recording = (_RECORDING_LOADER_12 if yaml12_booleans else _RecordingLoader)(text)
             recording.repeated = repeated
             try:
                 value = recording.get_single_data()

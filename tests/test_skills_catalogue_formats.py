@@ -343,3 +343,87 @@ def test_an_mcp_description_of_only_spaces_is_called_empty(tmp_path: Path) -> No
         f"{tools}: tool 'e' has an empty description (only spaces) (loaded with an empty description)"
     ]
     assert catalogue.by_id("e").description == ""
+
+
+def test_yaml_specs_read_yes_no_on_off_as_strings_and_percent_encoded_refs_resolve(tmp_path: Path) -> None:
+    """Specs are YAML 1.2, where only true/false are booleans: read as YAML 1.1 until session 38, a
+    country enum [SE, NO, DK] became [SE, false, DK], silently. A $ref's fragment is percent-decoded
+    (#/components/schemas/Pet%20Record): it was left unresolved."""
+    spec = write(
+        tmp_path / "api.yaml",
+        """openapi: 3.0.3
+info: {title: Shop, version: "1"}
+paths:
+  /pets:
+    get:
+      operationId: listPets
+      summary: List pets
+      parameters:
+        - {name: country, in: query, schema: {type: string, enum: [SE, NO, DK]}}
+        - {name: vaccinated, in: query, schema: {type: string, enum: [yes, no, on, off]}}
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Pet%20Record'}
+components:
+  schemas:
+    Pet Record:
+      type: object
+      properties: {chipNumber: {type: string}}
+""",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SkillWarning)  # nothing to warn about
+        skill = load_catalogue(spec).by_id("listPets")
+    assert "SE, NO, DK" in skill.body and "yes, no, on, off" in skill.body
+    assert "false" not in skill.body and "chipNumber" in skill.body
+
+
+def test_skill_md_front_matter_reads_yes_and_no_as_text(tmp_path: Path) -> None:
+    write(tmp_path / "norway" / "SKILL.md", "---\nname: no\ndescription: on\n---\nBody.\n")
+    skill = load_quietly(tmp_path).by_id("norway")
+    assert (skill.name, skill.description) == ("no", "on")
+
+
+def test_one_skill_md_loaded_alone_leaves_out_a_nested_skills_files(tmp_path: Path) -> None:
+    """The folder load left a nested skill's files out of the outer skill's body; loading the outer
+    SKILL.md file alone took them in, its nested SKILL.md too (until session 38)."""
+    write(tmp_path / "root" / "SKILL.md", "---\nname: root\ndescription: Outer skill.\n---\nOuter body.\n")
+    write(tmp_path / "root" / "notes.md", "outer notes")
+    write(tmp_path / "root" / "sub" / "SKILL.md", "---\nname: sub\ndescription: Inner skill.\n---\nInner.\n")
+    write(tmp_path / "root" / "sub" / "notes.md", "inner notes")
+    alone = load_quietly(tmp_path / "root" / "SKILL.md")
+    in_folder = next(s for s in load_quietly(tmp_path / "root") if s.name == "root")
+    assert alone.ids == [alone[0].id] and alone[0].body == in_folder.body
+    assert (
+        "outer notes" in alone[0].body
+        and "inner notes" not in alone[0].body
+        and "Inner." not in alone[0].body
+    )
+
+
+def test_a_folder_of_two_catalogue_kinds_says_which_files_it_left_out(tmp_path: Path) -> None:
+    """An OpenAPI spec beside MCP tool files loaded the spec alone, and a spec beside a SKILL.md tree
+    was ignored, without a word (until session 38); files inside a skill's folder are its side files."""
+    mixed = tmp_path / "mixed"
+    write(mixed / "shop.yaml", DUPLICATE_IDS)
+    tools = [
+        {"name": f"tool{i}", "description": "A tool.", "inputSchema": {"type": "object"}} for i in range(2)
+    ]
+    write(mixed / "tools.json", json.dumps({"tools": tools}))
+    catalogue = load_quietly(mixed)
+    assert catalogue.kind == "openapi" and len(catalogue) == 3
+    assert any("1 MCP tool file(s) (tools.json) are not loaded" in w for w in catalogue.warnings)
+    skills = tmp_path / "skills"
+    write(skills / "csv" / "SKILL.md", "---\nname: csv\ndescription: CSV files.\n---\nBody.\n")
+    write(skills / "csv" / "tools.json", json.dumps({"tools": tools}))  # the skill's own file
+    assert not any("not loaded" in w for w in load_quietly(skills).warnings)
+    write(skills / "api" / "shop.yaml", DUPLICATE_IDS)
+    catalogue = load_quietly(skills)
+    assert catalogue.kind == "skill_md" and catalogue.ids == ["csv"]
+    assert [w for w in catalogue.warnings if "not loaded" in w] == [
+        f"{skills}: loaded as a SKILL.md catalogue: its 1 OpenAPI/Swagger spec file(s) (api/shop.yaml) "
+        "are not loaded; a catalogue is one kind: load them from their own folder or with --kind"
+    ]

@@ -155,6 +155,19 @@ def test_cli_build_abstain_data_reads_the_labels_files_of_gate_fit(tmp_path, mon
     assert result.exit_code == 0, result.output
     assert f"abstention fitted on {len(rows)} labelled tasks of {labels}" in result.output
     assert SkillRouter.load(out, encoder=HashingEncoder(dim=256)).abstention
+    # "no-tool" is no_tool, and the counts per label show how each was read: until session 38 the
+    # hyphenated label trained the tasks it marks as tasks a skill applies to, without a word
+    labels.write_text(
+        "".join(
+            json.dumps({"text": r["text"], "label": "No-Tool" if r["label"] == "no_tool" else r["label"]})
+            + "\n"
+            for r in rows
+        )
+    )
+    result = CliRunner().invoke(build_command, args)
+    n_none = sum(r["label"] == "no_tool" for r in rows)
+    assert result.exit_code == 0 and n_none
+    assert f"where none does (No-Tool {n_none}" in result.output
 
 
 def test_bench_reports_cross_validated_gate_abstention_and_its_cost():

@@ -155,14 +155,18 @@ def build_command(
     )
     router = SkillRouter.build(loaded, enc, params, overlap=overlap)
     if labelled is not None:
-        from ragroute.gate.signals import needs_retrieval
+        from ragroute.gate.signals import label_counts, needs_retrieval
 
         texts, labels = labelled
         model = fit_abstention(
             router, texts, [needs_retrieval(label) for label in labels], name=str(abstain_data)
         )
         router = router.with_options(abstention=model)
-        click.echo(f"abstention fitted on {len(texts)} labelled tasks of {abstain_data}", err=True)
+        click.echo(
+            f"abstention fitted on {len(texts)} labelled tasks of {abstain_data} "
+            f"({label_counts(labels, ('where a skill applies', 'where none does'))})",
+            err=True,
+        )
     if abstain_gate is not None:
         router = router.with_options(abstention={"gate": abstain_gate})
         click.echo(f"abstention through gate {abstain_gate.resolve()} (saved by path)", err=True)

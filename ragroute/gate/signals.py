@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,29 @@ from ragroute.store.arrays import read_arrays
 
 
 def needs_retrieval(label: Any) -> bool:
-    """Whether a LABELS label asks for retrieval (a list label: its first item)."""
+    """Whether a LABELS label asks for retrieval (a list label: its first item). Case, and hyphens or
+    spaces for the underscore, are not read (``No-Tool`` is ``no_tool``: until session 38 it asked for
+    retrieval, and a file labelling its negatives so trained them as positives without a word)."""
     if isinstance(label, (list, tuple)):
         label = label[0] if label else "none"
-    return str(label).strip().lower() not in ANSWER_LABELS
+    return "_".join(str(label).strip().lower().replace("-", " ").split()) not in ANSWER_LABELS
+
+
+def label_counts(labels: Sequence[Any], names: tuple[str, str] = ("retrieve", "answer")) -> str:
+    """How many labels ask for retrieval (a skill) and how many not (``names``), with each label's
+    count, most common first: ``20 retrieve (tool 20), 13 answer (no-tool 12, none 1)``, so that a
+    label read the wrong way shows."""
+    counts: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
+    for label in labels:
+        shown = label[0] if isinstance(label, (list, tuple)) and label else label
+        counts[needs_retrieval(label)][str(shown)] += 1
+
+    def part(kind: bool, name: str) -> str:
+        each = ", ".join(f"{label} {n}" for label, n in counts[kind].most_common(4))
+        more = ", ..." if len(counts[kind]) > 4 else ""
+        return f"{sum(counts[kind].values())} {name}" + (f" ({each}{more})" if each else "")
+
+    return f"{part(True, names[0])}, {part(False, names[1])}"
 
 
 @dataclass

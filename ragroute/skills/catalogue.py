@@ -28,6 +28,7 @@ saying what was found and what was expected.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,36 @@ def _detect(p: Path, log: WarningLog | None = None) -> tuple[str, Any]:
     )
 
 
+def _say_left_out(folder: Path, kind: str, log: WarningLog) -> None:
+    """Warn, naming a few, about catalogue files of another kind in a folder loaded as ``kind`` (one
+    kind a catalogue): a folder holding an OpenAPI spec and MCP tool files loaded only the spec, and
+    said nothing of the tools (until session 38). Files inside a skill's folder are its side files."""
+    if kind not in ("skill_md", "openapi"):
+        return
+    with warnings.catch_warnings():  # what the loader itself says about these files is not said here
+        warnings.simplefilter("ignore")
+        if kind == "skill_md":
+            homes = {f.parent for f in skill_files(folder)}
+            others = {"OpenAPI/Swagger spec": spec_files(folder)}
+        else:
+            homes, others = set(), {}
+        specs = set(spec_files(folder)) if kind == "openapi" else set()
+        others["MCP tool"] = [path for path, _ in tool_files(folder) if path not in specs]
+    for what, paths in others.items():
+        left = [path for path in paths if not any(path.is_relative_to(home) for home in homes)]
+        if left:
+            shown = ", ".join(path.relative_to(folder).as_posix() for path in left[:3])
+            more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+            log.warn(
+                folder,
+                f"loaded as a {KIND_NAMES[kind]} catalogue: its {len(left)} {what} file(s) ({shown}{more}) "
+                f"are not loaded; a catalogue is one kind: load them from their own folder or with --kind",
+            )
+
+
+KIND_NAMES = {"skill_md": "SKILL.md", "openapi": "OpenAPI", "mcp": "MCP", "skills_jsonl": "skills JSONL"}
+
+
 def load_catalogue(
     path: str | Path,
     *,
@@ -131,6 +162,8 @@ def load_catalogue(
     parsing = WarningLog()  # what detecting the kind found while parsing the file
     if kind is None:
         kind, data = _detect(p, parsing)
+        if p.is_dir():
+            _say_left_out(p, kind, parsing)
     elif kind not in KINDS:
         raise CorpusFormatError(f"unknown catalogue kind {kind!r}: expected one of {', '.join(KINDS)}")
     if kind == "skill_md":

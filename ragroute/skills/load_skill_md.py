@@ -189,7 +189,7 @@ def split_front_matter(text: str) -> tuple[str | None, str, str | None]:
 def parse_front_matter(block: str) -> tuple[dict[str, Any], str | None]:
     """The front matter as a mapping, and the problem if it is not valid YAML or not a mapping."""
     try:
-        value = parse_yaml(block, first_line=2)  # line 1 is the fence
+        value = parse_yaml(block, first_line=2, yaml12_booleans=True)  # line 1 is the fence
     except YamlProblem as exc:
         problem = str(exc)
         if problem.startswith("invalid YAML"):
@@ -469,7 +469,9 @@ def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadRepor
             raise CorpusFormatError(f"{p}: no {SKILL_FILE} file in this folder or below it{left}")
     else:
         raise CorpusFormatError(f"{p}: no such file or folder")
-    skill_dirs = {f.parent for f in files}
+    # the folders of every skill below: a nested skill's files (and its SKILL.md) are its own, also
+    # when one SKILL.md file is loaded (until session 38 they joined that skill's body)
+    skill_dirs = {f.parent for f in (files if p.is_dir() else [p, *skill_files(root, {})])}
     log = WarningLog()
     for folder, (held, exact) in skipped.items():
         why = "a hidden folder" if Path(folder).name.startswith(".") else "a build or vendored folder"

@@ -70,7 +70,7 @@ def parse_structured(text: str, source: str | Path, *, yaml_ok: bool, log: Warni
     else:
         repeated = []
         try:
-            value = _string_keys(parse_yaml(text, repeated=repeated))
+            value = _string_keys(parse_yaml(text, repeated=repeated, yaml12_booleans=True))
         except YamlProblem as exc:
             raise BadRecord(str(exc)) from None
     for what in repeated:
@@ -120,7 +120,7 @@ def _unescape(token: str) -> str:
 
 def ref_name(ref: str) -> str:
     """The last segment of a reference: ``#/components/schemas/Pet`` -> ``Pet``."""
-    return _unescape(ref.rstrip("/").rsplit("/", 1)[-1]) or ref
+    return _unescape(unquote(ref.rstrip("/").rsplit("/", 1)[-1])) or ref
 
 
 class RefResolver:
@@ -166,7 +166,9 @@ class RefResolver:
         if not pointer.startswith("/"):
             return False, None
         for token in pointer[1:].split("/"):
-            token = _unescape(token)
+            # a URI fragment: percent-decoded first (#/components/schemas/Pet%20Record), then the
+            # JSON pointer's ~1 and ~0 (RFC 6901, section 6); until session 38 only the latter
+            token = _unescape(unquote(token))
             if isinstance(node, dict) and token in node:
                 node = node[token]
             elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
