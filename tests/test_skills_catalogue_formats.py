@@ -427,3 +427,22 @@ def test_a_folder_of_two_catalogue_kinds_says_which_files_it_left_out(tmp_path: 
         f"{skills}: loaded as a SKILL.md catalogue: its 1 OpenAPI/Swagger spec file(s) (api/shop.yaml) "
         "are not loaded; a catalogue is one kind: load them from their own folder or with --kind"
     ]
+
+
+def test_openapi_fields_of_the_wrong_shape_are_warned_about(tmp_path: Path) -> None:
+    """Parameters written as a mapping, responses as a list, a numeric operationId, info as a
+    string: each was left out (or replaced) without a word until session 38."""
+    spec = write(
+        tmp_path / "odd.yaml",
+        "openapi: 3.0.0\ninfo: Shop API\npaths:\n  /a:\n    get:\n      operationId: 42\n"
+        "      summary: Get a\n      parameters: {a: 1}\n      responses: [1]\n",
+    )
+    catalogue = load_quietly(spec)
+    assert catalogue.ids == ["GET /a"]
+    said = [w.removeprefix(f"{spec}: ") for w in catalogue.warnings]
+    assert said == [
+        "info is a string, not a mapping: the API title is left out",
+        "GET /a: operationId is a number (42), not a string: the id is 'METHOD /path'",
+        "GET /a: parameters is a mapping, not a list: left out",
+        "GET /a: responses is a list, not a mapping: left out",
+    ]

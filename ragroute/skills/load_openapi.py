@@ -104,6 +104,16 @@ def looks_like_spec(path: Path, head_bytes: int = 65536) -> bool:
     return spec_version(data) is not None
 
 
+def _shape(value: Any) -> str:
+    """``a list``, ``a number (42)``: what a value is, for a warning."""
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    names = {list: "a list", dict: "a mapping", str: "a string"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
 def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
@@ -235,7 +245,25 @@ class _Operation:
                 out.extend(self.renderer.schema_lines(schema, indent=4))
         return out
 
+    def _check_shapes(self, source: str, log: WarningLog) -> None:
+        """Warn about each field of the operation whose value has a shape
+        the spec format does not allow, which is then left out (or, for ``operationId``, replaced
+        by METHOD /path): until session 38 each went without a word."""
+        fields = [
+            ("operationId", self.op.get("operationId"), str, "a string", "the id is 'METHOD /path'"),
+            ("parameters", self.op.get("parameters"), list, "a list", "left out"),
+            ("responses", self.op.get("responses"), dict, "a mapping", "left out"),
+            ("requestBody", self.op.get("requestBody"), dict, "a mapping", "left out"),
+            ("tags", self.op.get("tags"), list, "a list", "left out"),
+            ("summary", self.op.get("summary"), str, "a string", "left out"),
+            ("description", self.op.get("description"), str, "a string", "left out"),
+        ]
+        for key, value, kind, expected, outcome in fields:
+            if value is not None and not isinstance(value, kind):
+                log.warn(source, f"{self.where}: {key} is {_shape(value)}, not {expected}: {outcome}")
+
     def skill(self, id_prefix: str, source: str, log: WarningLog) -> Skill:
+        self._check_shapes(source, log)
         op_id = _text(self.op.get("operationId"))
         name = op_id or self.where
         summary = _text(self.op.get("summary"))
@@ -312,6 +340,9 @@ def skills_from_openapi(
 
     resolver = RefResolver(spec, unresolved, base=base, root=root)
     skip = SkipLog(source, "operation", on_error, report)
+    info = spec.get("info")
+    if info is not None and not isinstance(info, dict):
+        log.warn(source, f"info is {_shape(info)}, not a mapping: the API title is left out")
     paths = spec.get("paths")
     if not isinstance(paths, dict) or not paths:
         hooks = spec.get("webhooks")
