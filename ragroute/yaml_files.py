@@ -80,7 +80,7 @@ def _yaml12_booleans(base: Any) -> Any:
     also reads ``yes``, ``no``, ``on``, ``off``, ``y`` and ``n``, so a spec's ``enum: [SE, NO, DK]``
     became ``[SE, false, DK]``. For files other tools write as YAML 1.2 (OpenAPI specs, MCP lists,
     SKILL.md front matter); configs keep YAML 1.1, which their users may rely on."""
-    loader = type(f"{base.__name__}12", (base,), {})
+    loader: Any = type(f"{base.__name__}12", (base,), {})
     loader.yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL_TAG]
         for first, resolvers in base.yaml_implicit_resolvers.items()

@@ -410,3 +410,22 @@ def test_hnsw_returns_what_a_narrow_filter_or_many_deletes_allow_as_flat_does():
     hnsw.delete(gone)
     flat.delete(gone)
     assert ids(hnsw, k=200) == ids(flat, k=200) and len(ids(hnsw, k=200)) == 200
+
+
+def test_documents_of_equal_score_rank_in_the_order_they_were_added_at_any_k(hashing_encoder):
+    """faiss's heap ordered ties as it happened to: a duplicate added last ranked below its twin at
+    k=1 and above it at k=2 (until session 38). Ties now rank by insertion order, as in BM25, and a
+    document's rank does not depend on k, also when more documents tie than k holds."""
+    from ragroute.types import Document
+
+    twins = [Document(id=f"copy{i}", text="dewey decimal classification editions") for i in range(12)]
+    others = [Document(id=f"o{i}", text=f"unrelated text number {i} about cooking") for i in range(30)]
+    index = DenseIndex.build([others[0], *twins[:6], *others[1:], *twins[6:]], hashing_encoder)
+    query = "dewey decimal classification editions"
+    for k in (1, 2, 5, 11, 12, 13):
+        hits = index.search(query, k=k)
+        assert [h.doc_id for h in hits][: min(k, 12)] == [f"copy{i}" for i in range(min(k, 12))], k
+    rows = index.search_many([query, "cooking text"], k=3)
+    assert [h.doc_id for h in rows[0]] == ["copy0", "copy1", "copy2"]
+    filtered = index.search(query, k=2, filters={"modality": "text"})
+    assert [h.doc_id for h in filtered] == ["copy0", "copy1"]

@@ -453,6 +453,13 @@ def test_text_probe_round_trip(tmp_path, encoder):
     assert np.allclose(loaded.probabilities(TEXTS[:5]), gate.probabilities(TEXTS[:5]))
     assert loaded.signals[0].settings() == {"hashed_dim": 64, "C": "auto", "folds": 3}
     assert loaded.signals[0].chosen_C in PROBE_C_GRID
+    # the same fit saved twice publishes the same files: the probe's router was a whole artifact
+    # store inside the gate's build (a lock holding the pid, a timestamped build) until session 38
+    gate.save(tmp_path / "q")
+    from ragroute.store import open_snapshot
+
+    first, second = (open_snapshot(tmp_path / name).manifest.files for name in ("p", "q"))
+    assert first == second and not any(".lock" in name or "builds/" in name for name in first)
 
 
 def test_text_probe_C_auto_takes_the_grid_value_with_the_best_out_of_fold_log_loss(tmp_path, encoder):

@@ -1045,8 +1045,7 @@ class TextProbeSignal(GateSignal):
         return (logits[:, labels.index("retrieve")] - logits[:, labels.index("answer")])[:, None]
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self._router.save(folder / "router")
+        self._router.write_files(folder / "router")  # plain files: the gate's build checksums them
 
     def load(self, folder: Path, *, encoder: Any = None) -> None:
         from ragroute.route.trained import TrainedRouter

@@ -277,12 +277,34 @@ class DenseIndex(VectorIndex):
             mask = self.store.filter_mask(filters)
             if (len(self.store) if mask is None else int(mask.sum())) <= HNSW_EXACT_BELOW:
                 return self._exact_top(vectors, wanted, mask)  # few allowed: exact, and cheap
+        if self.params.factory == "flat":
+            return self._flat_in_tie_order(vectors, wanted, params)
         scores, ids = self.faiss_index.search(vectors, wanted, params=params)
         if self.params.factory in ("ivfpq", "hnsw") and params is not None:
             scores, ids = self._probe_wider(vectors, wanted, params, scores, ids, filters)
         if refine:
             scores, ids = self._rerank_exact(vectors, ids, top)
         return scores, ids
+
+    def _flat_in_tie_order(
+        self, vectors: np.ndarray, wanted: int, params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """An exact search's top ``wanted``, documents of equal score in the order they were added
+        (as a BM25 index orders them), whatever ``wanted`` is: faiss's heap orders ties as it
+        happens to, so a document's rank among equals moved with ``k`` (a duplicate ranked second at
+        ``k=1`` and first at ``k=2`` until session 38). The search reads past ``wanted`` while a tie
+        may cross the cut (:data:`TIE_MARGIN` more, then twice as deep)."""
+        assert self.faiss_index is not None
+        n = len(self.store)
+        depth = min(wanted + TIE_MARGIN, n)
+        while True:
+            scores, ids = self.faiss_index.search(vectors, depth, params=params)
+            open_tie = (scores[:, -1] == scores[:, wanted - 1]) & (ids[:, -1] >= 0)
+            if depth >= n or not open_tie.any():
+                break
+            depth = min(2 * depth, n)
+        order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=-1)[:, :wanted]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
     def _probe_wider(
         self,
@@ -491,6 +513,10 @@ def stored_document_vectors(
 
 
 _OMP = threading.local()  # per thread: the OpenMP team size it had, and the one it has now
+
+
+#: results an exact search reads past ``k``, so documents tied at the cut are ordered alike at any ``k``
+TIE_MARGIN = 8
 
 
 def omp_threads_for(n_queries: int) -> None:

@@ -416,14 +416,28 @@ class TrainedRouter(BaseRouter):
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path_dir: str | os.PathLike[str]) -> Path:
-        """Publish this router as a new build of the artifact at ``path_dir`` (atomic, checksummed)."""
-        from ragroute.store import write_artifact
-
+    def _arrays(self) -> dict[str, Any]:
         arrays: dict[str, Any] = {"offset": self._scaling.offset, "scale": self._scaling.scale}
         for i, (w, b) in enumerate(zip(self._network.weights, self._network.biases)):
             arrays[f"W{i}"] = w
             arrays[f"b{i}"] = b
+        return arrays
+
+    def write_files(self, folder: Path) -> None:
+        """Write this router as plain files (``router.json`` beside its weights) into ``folder``,
+        inside another artifact's build, whose manifest checksums them (a gate's ``text_probe``):
+        :meth:`load` reads them. Until session 38 such a router was a whole artifact store of its
+        own inside the gate's build, with a lock file holding the writer's pid and a timestamped
+        build folder, so two identical fits never published the same files."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ROUTER_FILE).write_text(json.dumps(self._manifest(), indent=2), encoding="utf-8")
+        np.savez(folder / WEIGHTS_FILE, **self._arrays())
+
+    def save(self, path_dir: str | os.PathLike[str]) -> Path:
+        """Publish this router as a new build of the artifact at ``path_dir`` (atomic, checksummed)."""
+        from ragroute.store import write_artifact
+
+        arrays = self._arrays()
         settings = self._manifest()
         with write_artifact(
             Path(path_dir),
@@ -776,8 +790,9 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def is_legacy_router(folder: Path) -> bool:
-    """Whether ``folder`` holds a router written by ragroute 0.1 (``router.json`` beside its
-    weights, no artifact pointer): loading, ``read_settings`` and ``inspect`` read it apart."""
+    """Whether ``folder`` holds a router as plain files (``router.json`` beside its weights, no
+    artifact pointer: written by ragroute 0.1, or by :meth:`TrainedRouter.write_files` inside
+    another artifact's build): loading, ``read_settings`` and ``inspect`` read it apart."""
     from ragroute.store import artifact_exists
 
     return (Path(folder) / ROUTER_FILE).is_file() and not artifact_exists(folder)

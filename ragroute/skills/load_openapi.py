@@ -110,7 +110,7 @@ def _shape(value: Any) -> str:
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, (int, float)):
         return f"a number ({value})"
-    names = {list: "a list", dict: "a mapping", str: "a string"}
+    names: dict[type, str] = {list: "a list", dict: "a mapping", str: "a string"}
     return names.get(type(value), f"a {type(value).__name__}")
 
 
