@@ -548,6 +548,10 @@ def test_lancedb_build_records_its_folder_absolute_and_queries_from_anywhere(
     top = [runner.invoke(main, ["query", str(ix), "telescope orbit", "--json"]) for ix in (out, dense)]
     ids = [[h["doc_id"] for h in json.loads(r.output.strip().splitlines()[-1])["hits"]] for r in top]
     assert ids[0] == ids[1] and len(ids[0]) > 0
+    # the trace names the encoder that ran, beside the build's (it named the build's until session 38)
+    torch_run = runner.invoke(main, ["query", str(dense), "telescope orbit", "--json", "--backend", "torch"])
+    load = json.loads(torch_run.output.strip().splitlines()[-1])["trace"][0]
+    assert load["encoder"]["backend"] == "torch" and load["built_with"]["backend"] != "torch"
 
 
 def test_a_store_build_into_a_folder_it_may_not_overwrite_is_refused_before_any_collection(

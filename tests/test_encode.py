@@ -554,3 +554,51 @@ def test_encode_command_help_and_missing_data(tmp_path: Path) -> None:
     missing = runner.invoke(encode_command, ["--data", str(tmp_path / "nope"), "--json"])
     assert missing.exit_code != 0
     assert "no such data folder" in missing.output
+
+
+def test_a_model_folder_without_its_tokenizer_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    """transformers builds a tokenizer of the five special tokens for a folder whose tokenizer files
+    are gone: every word was [UNK] and `ragroute build` exited 0 (until session 38)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        for file in folder.rglob(name):
+            file.unlink()
+    for backend in ("torch", "onnx"):
+        with pytest.raises(ModelNotFoundError, match=r"its tokenizer knows \d+ tokens") as info:
+            load_encoder(str(folder), backend=backend, cache_dir=tmp_path / "c", use_cache=False)
+        assert "\n" not in str(info.value)
+
+
+def test_a_default_prompt_is_put_before_texts_by_every_backend(tiny_model: Path, tmp_path: Path) -> None:
+    """A model with `default_prompt_name` never exported to ONNX (its reference vectors had the prompt,
+    the graph's not); now the graph is checked on bare texts and the ONNX encoder puts the default
+    prompt before them as sentence-transformers does."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    config_file = folder / "config_sentence_transformers.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    config.update(prompts={"classification": "classify: "}, default_prompt_name="classification")
+    config_file.write_text(json.dumps(config))
+    torch_enc = load_encoder(str(folder), backend="torch", use_cache=False)
+    onnx_enc = load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c", use_cache=False)
+    texts = ["the cat sat on the mat", "solar wind"]
+    for encode in ("encode_queries", "encode_documents"):
+        a, b = getattr(torch_enc, encode)(texts), getattr(onnx_enc, encode)(texts)
+        assert np.allclose(a, b, atol=1e-4), encode
+    bare = load_encoder(str(tiny_model), backend="torch", use_cache=False).encode_queries(texts)
+    assert not np.allclose(bare, torch_enc.encode_queries(texts), atol=1e-3)  # the prompt is read
+
+
+def test_text_with_a_lone_surrogate_is_a_one_line_error(torch_encoder, onnx_encoder) -> None:
+    """The tokenizers raised a bare TypeError (TextEncodeInput must be Union[...]) until session 38."""
+    from ragroute.errors import InvalidArgumentError
+
+    for encoder in (torch_encoder, onnx_encoder):
+        match = r"texts\[1\] is not valid text: undecodable byte 0x80"
+        with pytest.raises(InvalidArgumentError, match=match):
+            encoder.encode_queries(["fine", "ab\udc80c"])

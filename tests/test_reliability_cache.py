@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -13,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+import ragroute.encode.resolve as resolve
 from ragroute.encode import onnx_export, onnx_quantize
 from ragroute.encode.cache import CachedEncoder, CacheWarning, EmbeddingCache
-from ragroute.encode.onnx_session import FP32_FILE, META_FILE, file_digests, lock_file
+from ragroute.encode.onnx_session import FP32_FILE, META_FILE, file_digests, lock_file, write_meta
 from ragroute.encode.resolve import ResolvedModel
 from ragroute.errors import RagrouteError
 from ragroute.store.locks import writer_lock
@@ -99,8 +101,9 @@ def _fake_export(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> 
     (out / FP32_FILE).write_bytes(b"onnx graph " * 10)
     (out / "tokenizer.json").write_text("{}")
     meta = {"format": 1, "model_id": resolved.model_id, "fingerprint": resolved.fingerprint()}
+    meta["weights"] = resolved.content_digest()
     meta["files"] = file_digests(out, [FP32_FILE, "tokenizer.json"])
-    (out / META_FILE).write_text(json.dumps(meta))
+    write_meta(out / META_FILE, meta)
 
 
 def test_a_corrupt_onnx_export_is_exported_again_and_debris_is_cleaned(tmp_path, monkeypatch):
@@ -153,11 +156,37 @@ def test_an_export_without_checksums_gets_them_recorded(tmp_path, monkeypatch):
     resolved = _fake_model(tmp_path)
     target = onnx_export.ensure_export(resolved, tmp_path / "cache")
     meta = json.loads((target / META_FILE).read_text())
-    recorded = meta.pop("files")
+    recorded, weights = meta.pop("files"), meta.pop("weights")
+    del meta["meta_sha256"]
     (target / META_FILE).write_text(json.dumps(meta))  # as written before exports had checksums
     monkeypatch.setattr(onnx_export, "_export_into", lambda *a: pytest.fail("must not export again"))
     assert onnx_export.ensure_export(resolved, tmp_path / "cache") == target
-    assert json.loads((target / META_FILE).read_text())["files"] == recorded
+    meta = json.loads((target / META_FILE).read_text())
+    assert meta["files"] == recorded and meta["weights"] == weights and "meta_sha256" in meta
+
+
+def test_an_edited_model_folder_or_export_metadata_is_exported_again(tmp_path, monkeypatch):
+    """An export is current for the model folder's contents, not its file sizes and times (an edit
+    keeping both, as cp -p or rsync -a do, reused the stale export); metadata that does not match
+    its own digest (pooling edited to cls) was used as it stood (until session 38)."""
+    calls = []
+    monkeypatch.setattr(onnx_export, "_export_into", lambda *args: calls.append(1) or _fake_export(*args))
+    resolved = _fake_model(tmp_path)
+    cache = tmp_path / "cache"
+    target = onnx_export.ensure_export(resolved, cache)
+    weights = resolved.path / "weights.bin"
+    stat = weights.stat()
+    weights.write_bytes(b"WEIGHTS")  # same size
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same time
+    fresh = ResolvedModel(model_id="test/fake", path=resolved.path, requested="test/fake")
+    assert fresh.fingerprint() == resolved.fingerprint()  # file times and sizes cannot tell
+    monkeypatch.setattr(resolve, "_CONTENT_DIGESTS", {})  # as another process reads the folder
+    assert onnx_export.ensure_export(fresh, cache) == target and calls == [1, 1]
+    meta = json.loads((target / META_FILE).read_text())
+    (target / META_FILE).write_text(json.dumps({**meta, "pooling": ["cls"]}))
+    with pytest.warns(CacheWarning, match="does not match its checksum"):
+        onnx_export.ensure_export(fresh, cache)
+    assert calls == [1, 1, 1]
 
 
 def test_a_corrupt_int8_model_is_quantised_again(tmp_path, monkeypatch):

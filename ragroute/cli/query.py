@@ -101,7 +101,13 @@ def query_command(
                 "index": str(index_dir),
                 "kind": manifest.kind,
                 "documents": manifest.params["documents"],
-                "encoder": manifest.encoder,
+                # the encoder that ran (its backend may differ from the build's: --backend torch on
+                # an int8 index), beside what the index recorded: the build's until session 38
+                **(
+                    {"encoder": index.encoder_info(), "built_with": manifest.encoder}
+                    if manifest.encoder
+                    else {"encoder": None}
+                ),
                 "ms": watch.ms["load_ms"],
             },
         ),

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.errors import InvalidArgumentError, lone_surrogate
 from ragroute.progress import progress_enabled
 
 PROGRESS_THRESHOLD = 1000
@@ -30,6 +31,10 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     for i, text in enumerate(out):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        if not text.isascii():
+            problem = lone_surrogate(text)
+            if problem is not None:  # the tokenizer's bare TypeError until session 38
+                raise InvalidArgumentError(f"texts[{i}] is not valid text: {problem}")
     return out
 
 

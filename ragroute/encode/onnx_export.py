@@ -44,6 +44,7 @@ from ragroute.encode.cache import CacheWarning
 from ragroute.encode.onnx_session import (
     FORMAT_VERSION,
     FP32_FILE,
+    META_DIGEST,
     META_FILE,
     PROBE_TEXTS,
     TOKENIZER_FILE,
@@ -132,12 +133,15 @@ def _read_pooling(config_file: Path) -> dict[str, Any]:
 
 
 def _meta_is_current(meta: dict[str, Any] | None, resolved: ResolvedModel) -> bool:
-    return bool(
-        meta
-        and meta.get("format") == FORMAT_VERSION
-        and meta.get("model_id") == resolved.model_id
-        and meta.get("fingerprint") == resolved.fingerprint()
-    )
+    """Whether the export was made from the model folder as it is now: by the digest of its contents
+    (:meth:`~ragroute.encode.resolve.ResolvedModel.content_digest`) where the export records one;
+    an export from before session 38 by file names, sizes and times only (a folder edited with its
+    sizes and times kept, as ``cp -p`` and ``rsync -a`` keep them, reused the stale export)."""
+    if not (meta and meta.get("format") == FORMAT_VERSION and meta.get("model_id") == resolved.model_id):
+        return False
+    if "weights" in meta:
+        return bool(meta["weights"] == resolved.content_digest())
+    return bool(meta.get("fingerprint") == resolved.fingerprint())
 
 
 def export_dir(resolved: ResolvedModel, cache_root: Path) -> Path:
@@ -163,10 +167,13 @@ def ensure_export(
         state = _usable(target, resolved, verify_model, warn=True)
         if state is True:
             return target  # another process finished the same export meanwhile
-        if state is None:  # written before exports carried checksums: record them now
+        if state is None:  # written before exports carried checksums (or a weights digest): record them now
             meta = read_meta(target / META_FILE) or {}
-            meta["files"] = file_digests(target, _export_files(target))
+            if not isinstance(meta.get("files"), dict):
+                meta["files"] = file_digests(target, _export_files(target))
+            meta.setdefault("weights", resolved.content_digest())  # the folder its fingerprint matched
             write_meta(target / META_FILE, meta)
+            _remove_debris(target)
             return target
         _remove_debris(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -191,10 +198,17 @@ def ensure_export(
 def _usable(target: Path, resolved: ResolvedModel, verify_model: bool, *, warn: bool = False) -> bool | None:
     """``True``: current and intact; ``False``: export again; ``None``: current, no checksums recorded."""
     meta = read_meta(target / META_FILE)
+    if meta is None and warn and (target / META_FILE).is_file():
+        warnings.warn(
+            f"ONNX export {target}: {META_FILE} is unreadable or does not match its checksum; "
+            "exporting it again",
+            CacheWarning,
+            stacklevel=3,
+        )
     if not _meta_is_current(meta, resolved) or not (target / FP32_FILE).is_file():
         return False
     files = (meta or {}).get("files")
-    if not isinstance(files, dict):
+    if not isinstance(files, dict) or "weights" not in (meta or {}) or META_DIGEST not in (meta or {}):
         return None
     bad = first_bad_file(target, {k: v for k, v in files.items() if verify_model or k != FP32_FILE})
     if bad is None:
@@ -307,6 +321,7 @@ def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> 
         "model_id": resolved.model_id,
         "source": str(resolved.path),
         "fingerprint": resolved.fingerprint(),
+        "weights": resolved.content_digest(),
         "inputs": input_names,
         "max_seq_length": int(st.max_seq_length or 0),
         "pooling": layout["pooling"],
@@ -317,7 +332,12 @@ def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> 
         "opset": OPSET,
         "torch": torch.__version__,
     }
-    reference = st.encode(list(PROBE_TEXTS), convert_to_numpy=True, normalize_embeddings=True)
+    # a model's default prompt (``default_prompt_name``) is put before texts by the encoder, not
+    # the graph: the graph is checked on the bare texts (until session 38 the reference had the
+    # prompt and the graph not, so such a model never exported)
+    default_name = getattr(st, "default_prompt_name", None)
+    meta["default_prompt"] = str(prompts.get(default_name) or "") if default_name else ""
+    reference = st.encode(list(PROBE_TEXTS), prompt="", convert_to_numpy=True, normalize_embeddings=True)
 
     candidates: list[tuple[str, Path]] = []
     model_type = str(getattr(hf_model.config, "model_type", "")).lower()
@@ -342,7 +362,7 @@ def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> 
     for leftover in (raw, out / "fused.onnx"):
         leftover.unlink(missing_ok=True)
     meta["files"] = file_digests(out, _export_files(out))
-    (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_meta(out / META_FILE, meta)
 
 
 def fuse_bert_graph(source: Path, target: Path, config: Any) -> None:

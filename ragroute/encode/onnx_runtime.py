@@ -53,7 +53,9 @@ class OnnxEncoder(PromptedEncoder):
         self.model_file = model_file
         self.backend = "onnx-int8" if self.int8 else "onnx"
         self.model_id = str(meta["model_id"])
-        self.cache_variant = str(meta.get("fingerprint", ""))
+        # vectors cached under the digest of the model folder the export was made from (an export
+        # from before session 38: its file-times fingerprint)
+        self.cache_variant = str(meta.get("weights") or meta.get("fingerprint", ""))
         if self.int8:
             recipe = (self.quantization.get("fp32_ffn_out_layers"), INT8_TEXTS_PER_RUN, FORMAT_VERSION)
             self.cache_variant += "|int8:" + ",".join(map(str, recipe))
@@ -63,8 +65,9 @@ class OnnxEncoder(PromptedEncoder):
         if self.int8:
             self._runner.max_texts = INT8_TEXTS_PER_RUN
         prompts = dict(meta.get("prompts") or {})
-        self._query_prompt = query_prompt(prompts)
-        self._document_prompt = document_prompt(prompts)
+        default = str(meta.get("default_prompt") or "")  # sentence-transformers' default_prompt_name
+        self._query_prompt = query_prompt(prompts) or default
+        self._document_prompt = document_prompt(prompts) or default
 
     @classmethod
     def from_model(
@@ -89,7 +92,9 @@ class OnnxEncoder(PromptedEncoder):
             if int8 and not int8_ready(model_dir):
                 model_dir = ensure_export(resolved, cache_dir)
             encoder = cls(model_dir, int8=int8, threads=threads)
-            encoder.weights = resolved.content_digest()  # of the folder it was exported from
+            # of the folder it was exported from (recorded at export; the folder as it is now, which
+            # the export was checked against, for an export from before session 38)
+            encoder.weights = str(encoder.meta.get("weights") or resolved.content_digest())
         except RagrouteError:
             raise
         except Exception as exc:  # noqa: BLE001 - report export/quantisation failures as one line

@@ -14,6 +14,7 @@ the file and logging helpers both of those steps share.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -108,19 +109,37 @@ def lock_file(model_dir: Path) -> Path:
     return model_dir.parent / f".{model_dir.name}.lock"
 
 
+#: the key under which a metadata file holds the digest of the rest of itself
+META_DIGEST = "meta_sha256"
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != META_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def write_meta(path: Path, meta: dict[str, Any]) -> None:
-    """Replace an export's metadata file atomically."""
+    """Replace an export's metadata file atomically, with the digest of its content in it (the
+    file says how the vectors are pooled and prompted: an edited one was used as it stood until
+    session 38)."""
+    meta[META_DIGEST] = _meta_digest(meta)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     os.replace(tmp, path)
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path`` (an export's metadata), or ``None`` when it is missing or unreadable."""
+    """The JSON object in ``path`` (an export's metadata), or ``None`` when it is missing, unreadable
+    or does not match the digest it holds (one written before digests has none: read as it is)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict):
+        return None
+    if META_DIGEST in meta and meta[META_DIGEST] != _meta_digest(meta):
+        return None
+    return meta
 
 
 def make_session(model_file: Path, threads: int | None = None) -> Any:

@@ -32,9 +32,31 @@ def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) ->
     # The weight-loading bar is noise on every CLI call; ragroute shows its own bars for long work.
     transformers_logging.disable_progress_bar()
     try:
-        return SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
+        model = SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
         raise ModelNotFoundError(f"cannot load encoder from {path}: {first_line(exc)}") from exc
+    check_vocabulary(model, path)
+    return model
+
+
+#: a text model's tokenizer knows at least this many tokens (BERT's holds 30,522)
+MIN_VOCABULARY = 100
+
+
+def check_vocabulary(model: Any, path: Path) -> None:
+    """Refuse a model whose tokenizer is all but empty: a folder without its tokenizer files loads
+    (transformers builds a tokenizer of the five special tokens), and every word became ``[UNK]``,
+    vectors of nothing, without an error (until session 38)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    try:
+        size = len(tokenizer) if tokenizer is not None else None
+    except TypeError:  # a processor (an image model's) without a length: not a text tokenizer
+        return
+    if size is not None and size < MIN_VOCABULARY:
+        raise ModelNotFoundError(
+            f"cannot load encoder from {path}: its tokenizer knows {size} tokens (are its tokenizer "
+            "files, tokenizer.json or vocab.txt, missing?)"
+        )
 
 
 @contextlib.contextmanager
@@ -81,8 +103,10 @@ class SentenceTransformerEncoder(PromptedEncoder):
     ) -> None:
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
         self.model_id = self.resolved.model_id
-        self.cache_variant = self.resolved.fingerprint()
+        # cached vectors are keyed by the folder's contents, not its file times (an edit that kept
+        # sizes and times reused vectors of the old weights until session 38)
         self.weights = self.resolved.content_digest()
+        self.cache_variant = self.weights
         if threads:
             import torch
 
