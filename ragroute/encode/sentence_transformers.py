@@ -39,23 +39,20 @@ def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) ->
     return model
 
 
-#: a text model's tokenizer knows at least this many tokens (BERT's holds 30,522)
-MIN_VOCABULARY = 100
-
-
 def check_vocabulary(model: Any, path: Path) -> None:
-    """Refuse a model whose tokenizer is all but empty: a folder without its tokenizer files loads
-    (transformers builds a tokenizer of the five special tokens), and every word became ``[UNK]``,
-    vectors of nothing, without an error (until session 38)."""
+    """Refuse a model whose tokenizer knows nothing but its special tokens: a folder without its
+    tokenizer files loads (transformers builds a tokenizer of the five special tokens), and every
+    word became ``[UNK]``, vectors of nothing, without an error (until session 38)."""
     tokenizer = getattr(model, "tokenizer", None)
     try:
         size = len(tokenizer) if tokenizer is not None else None
     except TypeError:  # a processor (an image model's) without a length: not a text tokenizer
         return
-    if size is not None and size < MIN_VOCABULARY:
+    special = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    if size is not None and size <= len(special):
         raise ModelNotFoundError(
-            f"cannot load encoder from {path}: its tokenizer knows {size} tokens (are its tokenizer "
-            "files, tokenizer.json or vocab.txt, missing?)"
+            f"cannot load encoder from {path}: its tokenizer knows only its {size} special tokens "
+            "(are its tokenizer files, tokenizer.json or vocab.txt, missing?)"
         )
 
 
