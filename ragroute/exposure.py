@@ -21,8 +21,12 @@ Sources over the same documents (an expert set's experts, config sources naming 
 ``corpus:``: :attr:`Source.collection <ragroute.route.sources.Source.collection>`) count as one:
 a document shown by two experts is one document seen, ``per: source`` gives their collection one
 budget, and ``per: pipeline`` counts its size once. A budget is a fraction of what the caller may
-read: documents of sources or with access labels outside the caller's scopes are not in the size
-(:mod:`ragroute.scopes`). Callers are named by
+read: documents with access labels outside the caller's scopes, or of a collection none of whose
+sources the caller may read, are not in the size (:mod:`ragroute.scopes`). A source whose retriever
+is another pipeline counts as that pipeline's sources (behind its own access labels too): its hits
+count in their inner collections, and when both pipelines hold one ledger only the outer one admits
+(:meth:`ExposureLedger.claim`), so a document returned is counted once and what the inner pipeline
+finds for the outer one, or for its gate's probes, is not counted as shown. Callers are named by
 :attr:`ragroute.context.QueryContext.caller` (``""``: one shared anonymous caller). The ledger is
 in memory and thread-safe; one process serves one ledger (share it between pipelines to count a
 caller across them).
@@ -173,13 +177,17 @@ class ExposureLedger:
         self.sizes: dict[str, int] = {}
         #: source name -> its collection (sources over the same documents share one)
         self.collection_of: dict[str, str] = {}
-        # collection -> how many of its documents carry each (source access, document access) pair
-        self._access: dict[str, Counter[tuple[frozenset[str], frozenset[str]]]] = {}
+        # collection -> how many of its documents carry each set of access labels
+        self._access: dict[str, Counter[frozenset[str]]] = {}
+        # collection -> the ways a caller reaches it: per declared source, the access labels a caller
+        # must meet on the way (the pipelines' sources it is nested in, outermost first, then its own)
+        self._paths: dict[str, set[tuple[frozenset[str], ...]]] = {}
         # collection -> the source its documents were counted from, and its content_key then
         self._counted: dict[str, tuple[Any, Any]] = {}
         self.on_alert = on_alert
         self.clock = clock
         self._seen: dict[tuple[str, str], _Seen] = {}
+        self._claimed: set[int] = set()  # ids of the query contexts a pipeline will admit the hits of
         self._swept_at = clock()
         self._lock = threading.Lock()
         if sizes:
@@ -222,10 +230,11 @@ class ExposureLedger:
                 current = self._expire(seen, now)
                 if bucket not in limits:
                     limits[bucket] = self.budget.limit(self._size(bucket, scopes))
-                    shown_as[bucket] = bucket if bucket == ALL_SOURCES else hit.source
+                    shown_as[bucket] = bucket if bucket == ALL_SOURCES else self._origin(hit)
                 limit = limits[bucket]
                 # ids are unique within a collection only; sources of one collection share them
-                doc = (self.collection_of.get(hit.source, hit.source), hit.doc_id)
+                origin = self._origin(hit)
+                doc = (self.collection_of.get(origin, origin), hit.doc_id)
                 if doc not in current and len(current) >= limit and self.budget.hard_stop:
                     withheld += 1
                     continue
@@ -274,19 +283,32 @@ class ExposureLedger:
 
     def add_sources(self, sources: Sequence[Any]) -> None:
         """Declare a pipeline's sources (:class:`~ragroute.route.sources.Source`): each counts in
-        its collection, whose size is the number of its documents the caller may read (a
-        collection already known keeps its documents), counted again whenever they change
-        (:func:`~ragroute.index.base.content_key`: an index that grew, shrank or relabelled
-        documents after the pipeline was built). A source holding no documents (a plain or
-        external retriever, or an empty index) has no known size: its budget is ``min_documents``."""
+        its collection, whose size is the number of its documents the caller may read (through any
+        of the collection's sources; a collection already known keeps its documents), counted again
+        whenever they change (:func:`~ragroute.index.base.content_key`: an index that grew, shrank
+        or relabelled documents after the pipeline was built). A source holding no documents (a
+        plain or external retriever, or an empty index) has no known size: its budget is
+        ``min_documents``. A source whose retriever is a pipeline is declared as that pipeline's
+        sources, behind its own access labels: its hits count in their inner collections."""
         with self._lock:
-            for source in sources:
-                collection = str(getattr(source, "collection", source.name))
-                self.collection_of.setdefault(source.name, collection)
-                if collection in self.sizes or collection in self._counted:
-                    continue
-                self._count(collection, source)
+            self._declare(sources, ())
             self._total()
+
+    def _declare(self, sources: Sequence[Any], outer: tuple[frozenset[str], ...]) -> None:
+        for source in sources:
+            path = (*outer, frozenset(getattr(source, "access", ())))
+            # a nested pipeline (what Source.search_contexts reads as one): its sources
+            nested = hasattr(source.retriever, "retrieve_contexts")
+            inner = getattr(source.retriever, "sources", None) if nested else None
+            if isinstance(inner, (list, tuple)) and inner:
+                self._declare(inner, path)
+                continue
+            collection = str(getattr(source, "collection", source.name))
+            self.collection_of.setdefault(source.name, collection)
+            self._paths.setdefault(collection, set()).add(path)
+            if collection in self.sizes or collection in self._counted:
+                continue
+            self._count(collection, source)
 
     def _count(self, collection: str, source: Any) -> None:
         self._counted[collection] = (source, content_key(source))
@@ -297,7 +319,7 @@ class ExposureLedger:
             return
         self.sizes[collection] = len(documents)
         self._access[collection] = Counter(
-            (frozenset(source.access), labels_of((doc.metadata or {}).get(ACCESS_KEY))) for doc in documents
+            labels_of((doc.metadata or {}).get(ACCESS_KEY)) for doc in documents
         )
 
     def _follow_sources(self) -> None:
@@ -316,8 +338,24 @@ class ExposureLedger:
             return self._size(self._bucket_of(source), frozenset(scopes))
 
     def bucket(self, hit: Hit) -> str:
-        """Where ``hit`` is counted: its source's collection, or :data:`ALL_SOURCES` (``per: pipeline``)."""
-        return self._bucket_of(hit.source)
+        """Where ``hit`` is counted: its source's collection (of the source in a nested pipeline
+        that found it), or :data:`ALL_SOURCES` (``per: pipeline``)."""
+        return self._bucket_of(self._origin(hit))
+
+    def claim(self, contexts: Sequence[Any]) -> frozenset[int]:
+        """Mark the query contexts whose final hits the calling pipeline will :meth:`admit`; returns
+        the ids of those no other pipeline holding this ledger had claimed (it admits those only). A
+        pipeline nested in another, or probed by its gate, is handed contexts already claimed: what
+        it finds is not yet shown to the caller, and is admitted once, if the outer pipeline returns it."""
+        with self._lock:
+            claimed = frozenset(id(c) for c in contexts) - self._claimed
+            self._claimed |= claimed
+            return claimed
+
+    def release(self, claimed: Iterable[int]) -> None:
+        """End a :meth:`claim` (its pipeline has admitted what it returns)."""
+        with self._lock:
+            self._claimed -= set(claimed)
 
     def callers(self) -> set[str]:
         """The callers with documents shown to them within the window, or an alert still armed
@@ -331,6 +369,11 @@ class ExposureLedger:
             for key in [k for k in self._seen if caller is None or k[0] == caller]:
                 del self._seen[key]
 
+    def _origin(self, hit: Hit) -> str:
+        """The declared source that found ``hit``: in a nested pipeline, its innermost source."""
+        inner = (hit.explain or {}).get("inner_source")
+        return inner if isinstance(inner, str) and inner in self.collection_of else hit.source
+
     def _bucket_of(self, source: str) -> str:
         if self.budget.per == "pipeline" or source == ALL_SOURCES:
             return ALL_SOURCES
@@ -343,7 +386,10 @@ class ExposureLedger:
         access = self._access.get(bucket)
         if access is None:
             return self.sizes.get(bucket)
-        return sum(n for (src, doc), n in access.items() if visible(src, scopes) and visible(doc, scopes))
+        paths = self._paths.get(bucket, ())
+        if not any(all(visible(labels, scopes) for labels in path) for path in paths):
+            return 0  # no source of the collection the caller may read
+        return sum(n for labels, n in access.items() if visible(labels, scopes))
 
     def _total(self) -> None:
         self.sizes[ALL_SOURCES] = sum(v for k, v in self.sizes.items() if k != ALL_SOURCES)

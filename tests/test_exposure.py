@@ -292,3 +292,103 @@ def test_an_admit_does_not_read_every_time_the_caller_has_seen(monkeypatch):
     for i in range(10):
         ledger.admit("alice", _hits("a", [5000 + i]))
     assert scanned == [] and ledger.distinct("alice", "a") == 2010
+
+
+def _docs(prefix: str, n: int, **metadata):
+    from ragroute.types import Document
+
+    return [Document(f"{prefix}{i}", f"star comet orbit word{i}", metadata=dict(metadata)) for i in range(n)]
+
+
+def _exposure_step(result):
+    return next(s for s in result.decision.trace if s.stage == "exposure").detail
+
+
+def test_a_nested_pipelines_budget_is_a_fraction_of_what_the_caller_may_read_of_it():
+    """A source whose retriever is another pipeline was sized from all the inner documents: the
+    inner sources' access labels were dropped, so a caller without scopes got a budget of half of
+    40 documents where it may read 10."""
+    docs = _docs("p", 10) + _docs("h", 10, access="hr")  # the public source: 10 public, 10 for "hr"
+    inner = Pipeline(
+        [
+            Source("pub", build_index(docs, "bm25", name="pub")),
+            Source("sec", build_index(_docs("s", 20), "bm25", name="sec"), access="board"),
+        ],
+        FixedRouter({"pub": 1.0, "sec": 1.0}),
+    )
+    ledger = ExposureLedger(ExposureBudget(per="pipeline", max_fraction=0.5, min_documents=1))
+    outer = Pipeline([Source("nested", inner)], FixedRouter({"nested": 1.0}), exposure=ledger)
+    assert _exposure_step(outer.retrieve("star comet", k=3, caller="eve"))["sources"]["*"]["budget"] == 5
+    scoped = outer.retrieve("star comet", k=3, caller="bob", scopes=["board", "hr"])
+    assert _exposure_step(scoped)["sources"]["*"]["budget"] == 20
+    assert ledger.size("*") == 10 and ledger.size("*", ["board"]) == 30
+    # the outer source's own labels apply to everything behind it
+    guarded = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1))
+    guarded.add_sources([Source("nested", inner, access="hr")])
+    assert guarded.size("pub") == 0 and guarded.size("pub", ["hr"]) == 20
+    assert guarded.size("sec", ["hr"]) == 0 and guarded.size("sec", ["hr", "board"]) == 20
+
+
+def test_a_ledger_shared_by_an_outer_and_an_inner_pipeline_counts_a_document_once():
+    """Both pipelines admitted the same hits (the inner under its source, the outer under the
+    nested source): three documents returned counted six, and the inner documents twice in the
+    size of the whole pipeline."""
+    ledger = ExposureLedger(ExposureBudget(per="pipeline", max_fraction=0.5, min_documents=1, hard_stop=True))
+    inner = Pipeline(
+        [Source("a", build_index(_docs("a", 10), "bm25", name="a"))], FixedRouter({"a": 1.0}), exposure=ledger
+    )
+    outer = Pipeline([Source("nested", inner)], FixedRouter({"nested": 1.0}), exposure=ledger)
+    result = outer.retrieve("star comet", k=3, caller="eve")
+    assert len(result.hits) == 3 and ledger.distinct("eve", "*") == 3
+    assert ledger.size("*") == 10 and _exposure_step(result)["sources"]["*"] == {"distinct": 3, "budget": 5}
+    again = inner.retrieve("star comet", k=3, caller="eve")  # the inner pipeline asked directly
+    assert len(again.hits) == 3 and ledger.distinct("eve", "*") == 3  # the same three documents
+
+
+def test_a_gates_probe_of_a_nested_pipeline_is_not_counted_as_shown():
+    """A retrieval-confidence gate searches the sources before deciding; a nested pipeline holding
+    the ledger admitted what the probe found, though the gate answered and nothing was returned."""
+    from ragroute.gate.signals import RetrievalConfidenceSignal
+    from ragroute.pipeline.stages import GateDecision
+
+    class ProbeThenAnswer:
+        name = "probe"
+
+        def __init__(self, sources) -> None:
+            self.signal = RetrievalConfidenceSignal(sources, k=3)
+
+        def gate_many(self, contexts):
+            self.signal.values(contexts, None)
+            return [GateDecision("answer", 0.0) for _ in contexts]
+
+    ledger = ExposureLedger(ExposureBudget(per="pipeline", max_fraction=0.5, min_documents=1))
+    inner = Pipeline(
+        [Source("a", build_index(_docs("a", 10), "bm25", name="a"))], FixedRouter({"a": 1.0}), exposure=ledger
+    )
+    sources = [Source("nested", inner)]
+    outer = Pipeline(sources, FixedRouter({"nested": 1.0}), gate=ProbeThenAnswer(sources), exposure=ledger)
+    result = outer.retrieve("star comet", k=3, caller="eve")
+    assert result.hits == [] and ledger.distinct("eve", "*") == 0
+
+
+def test_a_collection_is_sized_for_what_any_of_its_sources_lets_the_caller_read():
+    """The size of a collection came from the first source naming it: a restricted source listed
+    before a public one over the same index left a caller without scopes a size of 0 (budget
+    min_documents), and the hard stop withheld what it may read through the public source."""
+    index = build_index(_docs("x", 20), "bm25", name="x")
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
+    pipeline = Pipeline(
+        [
+            Source("board", index, access="board", metadata={"corpus": "x"}),
+            Source("open", index, metadata={"corpus": "x"}),
+        ],
+        FixedRouter({"board": 0.0, "open": 1.0}),
+        exposure=ledger,
+    )
+    assert ledger.size("open") == 20 and ledger.size("board") == 20
+    result = pipeline.retrieve("star comet", k=5, caller="eve")
+    assert len(result.hits) == 5
+    assert _exposure_step(result)["sources"]["open"] == {"distinct": 5, "budget": 10}
+    only_restricted = ExposureLedger(ExposureBudget(per="source", min_documents=1))
+    only_restricted.add_sources([Source("board", index, access="board", metadata={"corpus": "x"})])
+    assert only_restricted.size("board") == 0 and only_restricted.size("board", ["board"]) == 20

@@ -157,6 +157,19 @@ class Pipeline:
     def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
         k = check_k(k)
         contexts = check_batch(contexts, "contexts")
+        if self.exposure is None:
+            return self._retrieve_contexts(contexts, k, frozenset())
+        # the queries this pipeline admits the hits of: not those of an outer pipeline (or of its
+        # gate's probes) holding the same ledger, which admits what it returns (ExposureLedger.claim)
+        claimed = self.exposure.claim(contexts)
+        try:
+            return self._retrieve_contexts(contexts, k, claimed)
+        finally:
+            self.exposure.release(claimed)
+
+    def _retrieve_contexts(
+        self, contexts: Sequence[QueryContext], k: int, claimed: frozenset[int]
+    ) -> list[PipelineResult]:
         for context in contexts:  # before any stage runs: a filter that cannot match is refused
             self._route.check_filter_keys(context)
         decisions: list[Decision | None] = [None] * len(contexts)
@@ -228,7 +241,7 @@ class Pipeline:
                 dropped += n
             if dropped:
                 decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
-            if self.exposure is not None:
+            if self.exposure is not None and id(context) in claimed:
                 hits, step = self.exposure.admit(context.caller, hits, context.scopes)
                 decision.trace.append(step)
             for rank, hit in enumerate(hits, 1):

@@ -85,7 +85,8 @@ class Source:
             pairs = [(r.hits, r.decision) for r in results]
             for hits, _ in pairs:
                 for hit in hits:
-                    hit.explain = {**hit.explain, "inner_source": hit.source}
+                    # the source that found it, however deep the nesting (what exposure counts it under)
+                    hit.explain = {**hit.explain, "inner_source": hit.explain.get("inner_source", hit.source)}
         else:
             pairs = [(hits, None) for hits in search_contexts(retriever, contexts, k)]
         return self._stamped(pairs, len(contexts))
