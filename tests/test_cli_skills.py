@@ -102,6 +102,12 @@ def test_route_refuses_what_would_be_silently_ignored_or_ambiguous(built, tmp_pa
     twice = _route(str(out), "--queries", str(queries), "--json", "--no-reranker")
     assert twice.exit_code == 2
     assert twice.output.splitlines()[-1] == f"error: {queries} line 2: task id 't1' repeats line 1"
+    # a line without an id is its line number: a collision with a real id "2" says so (it blamed the id)
+    queries.write_text('{"text": "send an email"}\n{"text": "stock price"}\n{"id": "2", "text": "weather"}\n')
+    numbered = _route(str(out), "--queries", str(queries), "--json", "--no-reranker")
+    assert numbered.exit_code == 2 and numbered.output.splitlines()[-1] == (
+        f"error: {queries} line 3: task id '2' repeats line 2 (line 2 has no id: its line number is its id)"
+    )
     # a null or object id read as "None" / "{'x': 1}" until session 36
     for bad, shown in (
         ('{"id": null, "text": "convert miles"}', "None"),
@@ -173,10 +179,14 @@ def test_build_prints_loader_warnings(tmp_path):
         (["route", "NOWHERE", "task"], "no skill index"),
         (["route", "NOWHERE"], "give either a TASK or --queries"),
         # accepted and ignored until session 36
-        (["build", str(DATA / "nope"), "--out", "X", "--fusion", "rrf", "--dense-weight", "0.9"],
-         "--dense-weight does not apply to --fusion rrf"),
-        (["route", "NOWHERE", "task", "--reranker", "rerank/x", "--no-reranker"],
-         "give --reranker and --no-reranker, not both"),
+        (
+            ["build", str(DATA / "nope"), "--out", "X", "--fusion", "rrf", "--dense-weight", "0.9"],
+            "--dense-weight does not apply to --fusion rrf",
+        ),
+        (
+            ["route", "NOWHERE", "task", "--reranker", "rerank/x", "--no-reranker"],
+            "give --reranker and --no-reranker, not both",
+        ),
     ],  # fmt: skip
 )
 def test_bad_input_is_one_line(args, message, tmp_path, monkeypatch):

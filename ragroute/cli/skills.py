@@ -406,7 +406,7 @@ def read_tasks(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise RagrouteError(f"{path}: no such file")
 
-    def task(row: dict[str, Any], line_no: int) -> tuple[str, str]:
+    def task(row: dict[str, Any], line_no: int) -> tuple[str, str, bool]:
         text = row.get("text", row.get("query"))
         if not isinstance(text, str) or not text.strip():
             raise BadRecord('missing or empty "text"')
@@ -416,20 +416,24 @@ def read_tasks(path: Path) -> list[tuple[str, str]]:
             raise BadRecord(str(exc)) from None
         key = "_id" if "_id" in row else "id" if "id" in row else None
         if key is None:
-            return str(line_no), text
+            return str(line_no), text, True
         task_id = row[key]
         # output lines are matched to tasks by id: null or an object read as "None" or "{'x': 1}"
         if isinstance(task_id, bool) or not isinstance(task_id, (str, int)) or str(task_id) == "":
             raise BadRecord(f'"{key}" must be a non-empty string or an integer, not {task_id!r}'[:200])
-        return str(task_id), text
+        return str(task_id), text, False
 
     tasks: list[tuple[str, str]] = []
     first_line: dict[str, int] = {}
-    for line_no, (task_id, text) in read_records(path, task, on_error="raise"):
+    numbered: set[str] = set()  # ids taken from the line number of a line without one
+    for line_no, (task_id, text, by_line) in read_records(path, task, on_error="raise"):
         if task_id in first_line:  # the output lines are matched to tasks by id
-            raise RagrouteError(
-                f"{path} line {line_no}: task id {task_id!r} repeats line {first_line[task_id]}"
-            )
+            line = first_line[task_id]
+            numbered_line = line_no if by_line else line if task_id in numbered else None
+            why = f" (line {numbered_line} has no id: its line number is its id)" if numbered_line else ""
+            raise RagrouteError(f"{path} line {line_no}: task id {task_id!r} repeats line {line}{why}")
+        if by_line:
+            numbered.add(task_id)
         first_line[task_id] = line_no
         tasks.append((task_id, text))
     if not tasks:
