@@ -179,14 +179,10 @@ def test_build_prints_loader_warnings(tmp_path):
         (["route", "NOWHERE", "task"], "no skill index"),
         (["route", "NOWHERE"], "give either a TASK or --queries"),
         # accepted and ignored until session 36
-        (
-            ["build", str(DATA / "nope"), "--out", "X", "--fusion", "rrf", "--dense-weight", "0.9"],
-            "--dense-weight does not apply to --fusion rrf",
-        ),
-        (
-            ["route", "NOWHERE", "task", "--reranker", "rerank/x", "--no-reranker"],
-            "give --reranker and --no-reranker, not both",
-        ),
+        (["build", str(DATA / "nope"), "--out", "X", "--fusion", "rrf", "--dense-weight", "0.9"],
+         "--dense-weight does not apply to --fusion rrf"),
+        (["route", "NOWHERE", "task", "--reranker", "rerank/x", "--no-reranker"],
+         "give --reranker and --no-reranker, not both"),
     ],  # fmt: skip
 )
 def test_bad_input_is_one_line(args, message, tmp_path, monkeypatch):
