@@ -623,8 +623,12 @@ def test_an_index_changed_by_adds_and_deletes_fits_the_scorer_of_its_documents_b
 
     rng = np.random.default_rng(5)
     index = BM25Index.build(_bm25_documents(0, 20, rng))
+    kept, scorer = index._counts[0].matrix, index.scorer.matrix
+    size = [m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in (kept, scorer)]
+    assert size[0] * 1.8 <= size[1]  # the kept counts cost half the scorer (as much until a review)
     tokenized: list[int] = []
     real = lexical.tokenize_many
+
     def counting(texts, config=None):
         texts = list(texts)
         tokenized.append(len(texts))

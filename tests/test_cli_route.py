@@ -250,6 +250,7 @@ def test_route_fit_reads_the_none_label_as_gate_fit_does_and_says_so():
 
     assert _none_label(None, ["a", "no", "b"])[0] == "no"
     assert _none_label(None, ["a", "No_Tool"])[0] == "No_Tool"
+    assert _none_label(None, ["a", "No-Tool"])[0] == "No-Tool"  # as gate fit reads it (session 38)
     assert _none_label(None, ["a", "b"]) == (None, "")
     assert _none_label(None, ["a", "none"]) == (None, "")  # "none" is the none route already
     assert _none_label("", ["a", "no"]) == (None, "")  # '' keeps "no" a route

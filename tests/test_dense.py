@@ -429,3 +429,38 @@ def test_documents_of_equal_score_rank_in_the_order_they_were_added_at_any_k(has
     assert [h.doc_id for h in rows[0]] == ["copy0", "copy1", "copy2"]
     filtered = index.search(query, k=2, filters={"modality": "text"})
     assert [h.doc_id for h in filtered] == ["copy0", "copy1"]
+
+
+def test_a_tie_running_past_the_cut_costs_one_more_scan_not_a_doubling_search():
+    """When every document tied, the depth doubled until it reached the index (twelve scans of
+    20,000 documents, results of that width): now one range search down to the cut score."""
+    from ragroute.types import Document
+
+    class Fake:
+        model_id, dim, backend = "fake", 8, "fake"
+
+        def describe(self):
+            return {"model_id": "fake", "dim": 8}
+
+    vectors = np.zeros((3000, 8), np.float32)
+    vectors[:, 1] = 1.0  # every document scores 0 against the query below
+    index = DenseIndex(Fake())
+    index.add_vectors([Document(id=f"d{i}", text="t") for i in range(3000)], vectors)
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+
+        def search(self, *args, **kwargs):
+            self.calls.append(("search", args[1]))
+            return self.inner.search(*args, **kwargs)
+
+        def range_search(self, *args, **kwargs):
+            self.calls.append(("range_search", 1))
+            return self.inner.range_search(*args, **kwargs)
+
+    counting = index.faiss_index = Counting(index.faiss_index)
+    query = np.zeros((1, 8), np.float32)
+    query[0, 0] = 1.0
+    assert [p for p, _ in index.ranked_positions(query, 3, None)[0]] == [0, 1, 2]
+    assert counting.calls == [("search", 11), ("range_search", 1)]

@@ -227,11 +227,11 @@ def _none_label(given: str | None, labels: list[str]) -> tuple[str | None, str]:
     given: ``no`` or ``no_tool`` when the labels hold one of them (the labels ``gate fit`` reads as
     answer-directly), none when they hold neither; ``''`` given: none."""
     from ragroute.route.base import NONE_ROUTE
-    from ragroute.route.labels import ANSWER_LABELS
+    from ragroute.route.labels import is_answer_label
 
     if given is not None:
         return given or None, ""
-    found = sorted({x for x in labels if x.strip().lower() in ANSWER_LABELS and x != NONE_ROUTE})
+    found = sorted({x for x in labels if is_answer_label(x) and x != NONE_ROUTE})
     if len(found) > 1:
         raise RagrouteError(
             f"the labels hold {' and '.join(found)}, which both may mean 'answer without retrieval': "

@@ -57,7 +57,7 @@ from ragroute.errors import RagrouteError, check_keys, check_setting, value_type
 from ragroute.memo import scoped_memo
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
-from ragroute.route.labels import ANSWER_LABELS
+from ragroute.route.labels import ANSWER_LABELS, is_answer_label  # noqa: F401 - ANSWER_LABELS re-exported by ragroute.gate
 from ragroute.route.sources import hits_of
 from ragroute.store.arrays import read_arrays
 
@@ -68,7 +68,7 @@ def needs_retrieval(label: Any) -> bool:
     retrieval, and a file labelling its negatives so trained them as positives without a word)."""
     if isinstance(label, (list, tuple)):
         label = label[0] if label else "none"
-    return "_".join(str(label).strip().lower().replace("-", " ").split()) not in ANSWER_LABELS
+    return not is_answer_label(label)
 
 
 def label_counts(labels: Sequence[Any], names: tuple[str, str] = ("retrieve", "answer")) -> str:

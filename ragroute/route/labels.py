@@ -8,8 +8,15 @@ from pathlib import Path
 from ragroute.errors import RagrouteError, check_query
 
 ANSWER_LABELS = frozenset({"no", "none", "no_tool"})
-"""Labels that mean "answer directly" in LABELS files (compared stripped and lower-cased): what
+"""Labels that mean "answer directly" in LABELS files (compared by :func:`is_answer_label`): what
 ``gate fit`` reads as answer-directly and ``route fit`` as its none label by default."""
+
+
+def is_answer_label(label: object) -> bool:
+    """Whether a LABELS label means "answer directly": one of :data:`ANSWER_LABELS`, case, and a
+    hyphen or space for the underscore, aside (``No-Tool`` is ``no_tool``: until session 38 it was
+    a label like any other, and a file so labelling its negatives trained them as positives)."""
+    return "_".join(str(label).strip().lower().replace("-", " ").split()) in ANSWER_LABELS
 
 
 def read_labelled_queries(path: str | Path) -> tuple[list[str], list[str]]:
