@@ -25,8 +25,10 @@ read: documents with access labels outside the caller's scopes, or of a collecti
 sources the caller may read, are not in the size (:mod:`ragroute.scopes`). A source whose retriever
 is another pipeline counts as that pipeline's sources (behind its own access labels too): its hits
 count in their inner collections, and when both pipelines hold one ledger only the outer one admits
-(:meth:`ExposureLedger.claim`), so a document returned is counted once and what the inner pipeline
-finds for the outer one, or for its gate's probes, is not counted as shown. Callers are named by
+(:meth:`ExposureLedger.admitting`), so a document returned is counted once and what the inner
+pipeline finds for the outer one is not counted as shown; nor is what the library searches for its
+own use (a gate's retrieval probes, fusion calibration, score scales, confidence probes, expert
+gains: :func:`internal_searches`), whichever ledger a nested pipeline holds. Callers are named by
 :attr:`ragroute.context.QueryContext.caller` (``""``: one shared anonymous caller). The ledger is
 in memory and thread-safe; one process serves one ledger (share it between pipelines to count a
 caller across them).
@@ -34,12 +36,14 @@ caller across them).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +57,25 @@ EXPOSURE_KEYS = frozenset(
 )
 #: the bucket every hit counts in when the budget is ``per: pipeline``
 ALL_SOURCES = "*"
+#: the ledgers admitting in the current call chain (``id()``; :meth:`ExposureLedger.admitting`), and
+#: :data:`_INTERNAL` within :func:`internal_searches`
+_ADMITTING: contextvars.ContextVar[frozenset[Any]] = contextvars.ContextVar(
+    "ragroute_exposure_admitting", default=frozenset()
+)
+_INTERNAL = "internal searches"
+
+
+@contextlib.contextmanager
+def internal_searches() -> Iterator[None]:
+    """Searches the library makes for its own use (a gate's retrieval probes, fusion calibration,
+    score scales, confidence probes, expert gains) show nothing to a caller: no pipeline admits
+    them to an exposure ledger. Until a review of session 38 a nested pipeline holding a ledger
+    charged the pseudo-queries of its outer pipeline's calibration to the anonymous caller."""
+    token = _ADMITTING.set(_ADMITTING.get() | {_INTERNAL})
+    try:
+        yield
+    finally:
+        _ADMITTING.reset(token)
 
 
 class ExposureWarning(UserWarning):
@@ -187,7 +210,6 @@ class ExposureLedger:
         self.on_alert = on_alert
         self.clock = clock
         self._seen: dict[tuple[str, str], _Seen] = {}
-        self._claimed: set[int] = set()  # ids of the query contexts a pipeline will admit the hits of
         self._swept_at = clock()
         self._lock = threading.Lock()
         if sizes:
@@ -342,20 +364,22 @@ class ExposureLedger:
         that found it), or :data:`ALL_SOURCES` (``per: pipeline``)."""
         return self._bucket_of(self._origin(hit))
 
-    def claim(self, contexts: Sequence[Any]) -> frozenset[int]:
-        """Mark the query contexts whose final hits the calling pipeline will :meth:`admit`; returns
-        the ids of those no other pipeline holding this ledger had claimed (it admits those only). A
-        pipeline nested in another, or probed by its gate, is handed contexts already claimed: what
-        it finds is not yet shown to the caller, and is admitted once, if the outer pipeline returns it."""
-        with self._lock:
-            claimed = frozenset(id(c) for c in contexts) - self._claimed
-            self._claimed |= claimed
-            return claimed
-
-    def release(self, claimed: Iterable[int]) -> None:
-        """End a :meth:`claim` (its pipeline has admitted what it returns)."""
-        with self._lock:
-            self._claimed -= set(claimed)
+    @contextlib.contextmanager
+    def admitting(self) -> Iterator[bool]:
+        """The block of one pipeline call: yields whether that pipeline admits its hits (and records
+        the ``exposure`` step). Within the block, in the calling thread and in the threads it hands
+        work to (their context is copied), a pipeline holding this ledger does not admit: it is
+        nested in the one that does, which admits what it returns. Nor does any pipeline within
+        :func:`internal_searches`. Until a review of session 38 the first pipeline claimed its query
+        contexts by ``id()`` in a set every thread shared, so a second call passing the same context
+        object while the first ran was never admitted (a hard stop passed)."""
+        current = _ADMITTING.get()
+        admits = _INTERNAL not in current and id(self) not in current
+        token = _ADMITTING.set(current | {id(self)})
+        try:
+            yield admits
+        finally:
+            _ADMITTING.reset(token)
 
     def callers(self) -> set[str]:
         """The callers with documents shown to them within the window, or an alert still armed

@@ -392,3 +392,70 @@ def test_a_collection_is_sized_for_what_any_of_its_sources_lets_the_caller_read(
     only_restricted = ExposureLedger(ExposureBudget(per="source", min_documents=1))
     only_restricted.add_sources([Source("board", index, access="board", metadata={"corpus": "x"})])
     assert only_restricted.size("board") == 0 and only_restricted.size("board", ["board"]) == 20
+
+
+def test_two_calls_passing_one_context_object_at_once_are_both_admitted():
+    """The first pipeline call claimed its contexts by id() in a set every thread shared: a second
+    call passing the same context object while the first ran was never admitted (8 documents shown
+    under a hard stop of 3). The call chain, not the object, now decides."""
+    import threading
+
+    from ragroute.context import QueryContext
+
+    entered, go = threading.Event(), threading.Event()
+
+    class Slow:
+        """A retriever that holds the first search until the second call has run."""
+
+        def __init__(self, index):
+            self.index, self.first = index, True
+
+        def search_contexts(self, contexts, k):
+            if self.first:
+                self.first = False
+                entered.set()
+                go.wait(5)
+            return self.index.search_contexts(contexts, k)
+
+    ledger = ExposureLedger(ExposureBudget(per="pipeline", max_fraction=0.1, min_documents=3, hard_stop=True))
+    slow = Pipeline(
+        [Source("a", Slow(build_index(_docs("a", 10), "bm25", name="a")))],
+        FixedRouter({"a": 1.0}),
+        exposure=ledger,
+    )
+    quick = Pipeline(
+        [Source("b", build_index(_docs("b", 10), "bm25", name="b"))], FixedRouter({"b": 1.0}), exposure=ledger
+    )
+    context = QueryContext.of("star comet", caller="eve")
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(slow=slow.retrieve_contexts([context], 5)[0]))
+    worker.start()
+    entered.wait(5)
+    results["quick"] = quick.retrieve_contexts([context], 5)[0]
+    go.set()
+    worker.join(10)
+    shown = {h.doc_id for r in results.values() for h in r.hits}
+    assert len(shown) == 3 and ledger.distinct("eve", "*") == 3
+    assert all(any(s.stage == "exposure" for s in r.decision.trace) for r in results.values())
+
+
+def test_fusion_calibration_through_a_nested_pipeline_is_not_charged_to_anyone():
+    """The outer pipeline's fusion statistics are fitted (at its first query) on pseudo-queries
+    searched through its sources; a nested pipeline holding the ledger admitted them to the
+    anonymous caller "", whose later real queries the hard stop then cut."""
+    from ragroute.types import Document
+
+    stars = [Document(id=f"a{i}", text=f"star comet nebula w{i} orbit{i % 3}") for i in range(40)]
+    planets = [Document(id=f"b{i}", text=f"planet comet moon v{i} ring{i % 4}") for i in range(40)]
+    ledger = ExposureLedger(
+        ExposureBudget(per="pipeline", max_fraction=0.05, min_documents=4, hard_stop=True)
+    )
+    inner = Pipeline(
+        [Source("a", build_index(stars, "bm25", name="a"))], FixedRouter({"a": 1.0}), exposure=ledger
+    )
+    other = Source("b", build_index(planets, "bm25", name="b"))
+    outer = Pipeline(
+        [Source("nested", inner), other], FixedRouter({"nested": 0.5, "b": 0.5}), exposure=ledger
+    )
+    outer.retrieve("star comet", k=3, caller="eve")
+    assert ledger.callers() == {"eve"} and ledger.distinct("", "*") == 0

@@ -54,6 +54,7 @@ import numpy as np
 
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError, check_keys, check_setting, value_type_name
+from ragroute.exposure import internal_searches
 from ragroute.memo import scoped_memo
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
@@ -526,7 +527,9 @@ class RetrievalConfidenceSignal(GateSignal):
         for j, source in enumerate(self.sources):
             # a source outside a caller's scopes is not read for that caller's queries (its scores
             # would tell whether it holds a match); documents outside them are filtered by the search
-            for i, hits in enumerate(hits_of(source, contexts, self.k)):
+            with internal_searches():  # a probe shows the caller nothing: no exposure ledger counts it
+                found = hits_of(source, contexts, self.k)
+            for i, hits in enumerate(found):
                 if hits:
                     tops[i, j] = hits[0].score
                     gaps[i, j] = hits[0].score - hits[1].score if len(hits) > 1 else hits[0].score

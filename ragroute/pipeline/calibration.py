@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext
+from ragroute.exposure import internal_searches
 from ragroute.index.base import content_key
 from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
@@ -59,7 +60,8 @@ def null_score_stats(
         if not others or not source.documents:
             continue
         try:
-            found = source.search_contexts(others, 1)
+            with internal_searches():  # pseudo-queries: nothing is shown to a caller
+                found = source.search_contexts(others, 1)
         except Exception:  # noqa: BLE001 - one failing source must not sink the pipeline
             failed = True
             continue

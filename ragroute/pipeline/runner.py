@@ -158,17 +158,14 @@ class Pipeline:
         k = check_k(k)
         contexts = check_batch(contexts, "contexts")
         if self.exposure is None:
-            return self._retrieve_contexts(contexts, k, frozenset())
-        # the queries this pipeline admits the hits of: not those of an outer pipeline (or of its
-        # gate's probes) holding the same ledger, which admits what it returns (ExposureLedger.claim)
-        claimed = self.exposure.claim(contexts)
-        try:
-            return self._retrieve_contexts(contexts, k, claimed)
-        finally:
-            self.exposure.release(claimed)
+            return self._retrieve_contexts(contexts, k, admit=False)
+        # admitted here unless an outer pipeline holding the same ledger admits what it returns,
+        # or the library searches for its own use (ExposureLedger.admitting, internal_searches)
+        with self.exposure.admitting() as admit:
+            return self._retrieve_contexts(contexts, k, admit=admit)
 
     def _retrieve_contexts(
-        self, contexts: Sequence[QueryContext], k: int, claimed: frozenset[int]
+        self, contexts: Sequence[QueryContext], k: int, *, admit: bool
     ) -> list[PipelineResult]:
         for context in contexts:  # before any stage runs: a filter that cannot match is refused
             self._route.check_filter_keys(context)
@@ -241,7 +238,7 @@ class Pipeline:
                 dropped += n
             if dropped:
                 decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
-            if self.exposure is not None and id(context) in claimed:
+            if self.exposure is not None and admit:
                 hits, step = self.exposure.admit(context.caller, hits, context.scopes)
                 decision.trace.append(step)
             for rank, hit in enumerate(hits, 1):

@@ -38,6 +38,7 @@ import numpy as np
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.errors import error_summary
+from ragroute.exposure import internal_searches
 from ragroute.index.base import content_key
 from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
@@ -188,7 +189,8 @@ def _fit_source(
     if not contexts or vectors is None:
         return _unfitted(kind, "no pseudo-queries could be cut from the sources' documents")
     try:
-        found = source.search_contexts(contexts, FIT_DEPTH)
+        with internal_searches():  # pseudo-queries: nothing is shown to a caller
+            found = source.search_contexts(contexts, FIT_DEPTH)
     except Exception as exc:  # noqa: BLE001 - a failing source keeps its raw scores, said in the trace
         return ScoreScale("raw", error=error_summary(exc))
     for i, (hits, _) in enumerate(found):

@@ -23,6 +23,7 @@ import numpy as np
 
 from ragroute.encode.identity import check_fitted_encoder
 from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.exposure import internal_searches
 from ragroute.route.base import softmax
 from ragroute.store.arrays import read_arrays
 
@@ -81,7 +82,9 @@ def measure_gains(
 
     gains = np.zeros((len(contexts), len(sources)))
     for j, source in enumerate(sources):
-        for i, (context, (hits, _)) in enumerate(zip(contexts, source.search_contexts(list(contexts), k))):
+        with internal_searches():  # pseudo-queries: nothing is shown to a caller
+            found = source.search_contexts(list(contexts), k)
+        for i, (context, (hits, _)) in enumerate(zip(contexts, found)):
             rels = qrels[context.id]
             # judged as the qrels name it: the chunk itself (pseudo-queries cut from chunks), else its parent
             judged = (h.doc_id if h.doc_id in rels else (h.parent_id or h.doc_id) for h in hits)

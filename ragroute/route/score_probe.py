@@ -35,6 +35,7 @@ import numpy as np
 
 from ragroute.context import encoder_key, query_vectors
 from ragroute.errors import RagrouteError
+from ragroute.exposure import internal_searches
 from ragroute.index.base import filter_groups, search_contexts
 from ragroute.index.dense import DenseIndex, omp_threads_for
 from ragroute.scopes import readable
@@ -120,7 +121,8 @@ class SourceProbe:
         """Mean of the top ``n`` scores of each query (0 where the source returned nothing)."""
         out = np.zeros(len(queries.contexts))
         if self._dense is None:
-            found = search_contexts(self.retriever, queries.contexts, self.k)
+            with internal_searches():  # a probe shows the caller nothing: no exposure ledger counts it
+                found = search_contexts(self.retriever, queries.contexts, self.k)
             for i, (hits, context) in enumerate(zip(found, queries.contexts)):
                 # only documents the caller may read (a retriever that does not filter returns others)
                 out[i] = _mean([h.score for h in readable(hits, context.scopes)[:n]])
