@@ -839,3 +839,29 @@ def test_default_fusion_is_rrf_for_sources_over_the_same_documents_and_calibrate
     fuse = next(t.detail for t in result.decision.trace if t.stage == "fuse")
     assert fuse["method"] == "calibrated" and fuse["auto"].startswith("calibrated: every list")
     assert "route_probabilities" in fuse
+
+
+def test_fusion_statistics_and_score_scales_are_fitted_again_after_a_large_change(hashing_encoder):
+    """They were fitted once, whatever the indexes became after (docs/architecture.md said they
+    followed the change); now again once a source's documents moved by more than a quarter."""
+    from ragroute.index.build import build_index
+    from ragroute.types import Document
+
+    def docs(prefix, words, n, start=0):
+        return [Document(id=f"{prefix}{i}", text=f"{words} w{i} n{i % 5}") for i in range(start, start + n)]
+
+    stars = build_index(docs("s", "star comet orbit", 20), "bm25", name="stars")
+    cakes = build_index(docs("c", "cake flour oven", 20), "dense", encoder=hashing_encoder, name="cakes")
+    sources = [Source("stars", stars), Source("cakes", cakes)]
+    pipeline = Pipeline(sources, FixedRouter({"stars": 0.5, "cakes": 0.5}), encoder=hashing_encoder)
+    pipeline.retrieve("star cake", k=3)
+    stats, scales = pipeline._fuse.stats, pipeline._fuse.scales
+    stars.add(docs("s", "star comet orbit", 2, start=20))  # a tenth: kept
+    pipeline.retrieve("star cake", k=3)
+    assert pipeline._fuse.stats is stats and pipeline._fuse.scales is scales
+    stars.add(docs("s", "nebula galaxy dust", 30, start=40))  # more than a quarter: fitted again
+    after = pipeline.retrieve("star cake", k=3)
+    fresh = Pipeline(sources, FixedRouter({"stars": 0.5, "cakes": 0.5}), encoder=hashing_encoder)
+    assert pipeline._fuse.stats is not stats and pipeline._fuse.stats == fresh.calibrate()._fuse.stats
+    expected = fresh.retrieve("star cake", k=3)
+    assert [(h.doc_id, h.score) for h in after.hits] == [(h.doc_id, h.score) for h in expected.hits]

@@ -28,7 +28,7 @@ from ragroute.index.fusion import auto_method
 from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, rescored
 from ragroute.registry import FUSIONS
-from ragroute.route.base import NONE_ROUTE, route_contexts, select_routes
+from ragroute.route.base import NONE_ROUTE, moved_by_a_quarter, route_contexts, select_routes
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.scopes import ACCESS_KEY, REDACTED, labels_of, redact, visible
 from ragroute.types import Decision, Hit, TraceStep
@@ -687,8 +687,10 @@ class FuseStage:
         self.options = options
         self.sources = list(sources)
         self.stats: dict[str, Any] | None = dict(stats) if stats is not None else None
+        self._stats_given = stats is not None
         self.encoder = encoder
         self.scales: dict[str, ScoreScale] | None = None
+        self._fitted_sizes: list[int] | None = None  # each source's documents when last fitted
         self._lock = threading.Lock()
         # sources over the same documents (an expert set's experts) share a collection, so
         # fusion merges their hits of one document instead of listing it once per source
@@ -705,9 +707,25 @@ class FuseStage:
             return len(set(self.documents_of.values())) > 1
         return bool(getattr(FUSIONS.get(self.options.fusion), "needs_stats", False)) and len(self.sources) > 1
 
+    def _moved(self) -> bool:
+        """Whether a source's number of documents moved by more than a quarter since the statistics
+        and score scales were fitted (they are fitted again then, as the confidence router's scale
+        is: until a review of session 38 they were fitted once, whatever the indexes became)."""
+        sizes = self._fitted_sizes
+        return sizes is not None and any(
+            moved_by_a_quarter(len(source.documents), then) for source, then in zip(self.sources, sizes)
+        )
+
     def calibrate(self) -> dict[str, Any]:
-        """The per-source statistics the fusion method uses (computed once)."""
+        """The per-source statistics the fusion method uses (computed on first use, and again once
+        a source's documents moved by more than a quarter; statistics handed in are kept)."""
         with self._lock:
+            if self._moved():
+                self.scales = None
+                if not self._stats_given:
+                    self.stats = None
+            if self.stats is None or self.scales is None:
+                self._fitted_sizes = [len(source.documents) for source in self.sources]
             if self.stats is None:
                 from ragroute.pipeline.calibration import null_score_stats
 
@@ -722,7 +740,7 @@ class FuseStage:
         value goes to ``explain["fused"]``."""
         if self.options.scores != "similarity":
             return fused
-        if self.scales is None:  # fitted once; later queries read it without the lock
+        if self.scales is None or self._moved():  # later queries read it without the lock
             self.calibrate()
         scales = self.scales or {}
         out = rescored(fused, lists, scales, self.documents_of)
