@@ -49,8 +49,11 @@ def test_missing_directory_and_manifest(tmp_path):
     with pytest.raises(IndexFormatError, match="does not exist"):
         load_index(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(IndexFormatError, match=r"holds no ragroute artifact \(no CURRENT file; if it holds "
-                       r"documents, build an index from it first: ragroute build .*empty --out DIR\)"):
+    with pytest.raises(
+        IndexFormatError,
+        match=r"holds no ragroute artifact \(no CURRENT file; if it holds "
+        r"documents, build an index from it first: ragroute build .*empty --out DIR\)",
+    ):
         load_index(tmp_path / "empty")
 
 
@@ -130,3 +133,34 @@ def test_refuses_to_overwrite_a_non_index_folder(tmp_path, small_docs):
     with pytest.raises(IndexFormatError, match="refusing to overwrite"):
         save_index(build_index(small_docs, "bm25"), precious)
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("method", ["bm25", "hybrid", "dense"])
+def test_an_add_during_a_save_waits_and_the_build_is_one_version(
+    tmp_path, hashing_encoder, small_docs, method
+):
+    """save_index read the manifest, the documents and the index files without holding the store:
+    an add landing between them published "docs.jsonl holds 50 documents, manifest says 150" (or,
+    for dense, a build that loaded into other answers)."""
+    import threading
+
+    index = build_index(small_docs[:20], method, encoder=hashing_encoder)
+    real_save = index.store.save
+    adder = threading.Thread(target=lambda: index.add(small_docs[20:30]))
+
+    def save_with_an_add_meanwhile(path):
+        adder.start()
+        adder.join(0.3)  # the add waits for the save's read
+        assert adder.is_alive()
+        return real_save(path)
+
+    index.store.save = save_with_an_add_meanwhile  # type: ignore[method-assign]
+    save_index(index, tmp_path / "idx")
+    adder.join(10)
+    loaded = load_index(tmp_path / "idx", hashing_encoder)
+    assert len(loaded.store) == 20 and len(index.store) == 30
+    fresh = build_index(small_docs[:20], method, encoder=hashing_encoder)
+    for query in ("telescope galaxy", "bread oven"):
+        assert [(h.doc_id, round(h.score, 5)) for h in loaded.search(query, k=5)] == [
+            (h.doc_id, round(h.score, 5)) for h in fresh.search(query, k=5)
+        ]
