@@ -208,11 +208,13 @@ def _usable(target: Path, resolved: ResolvedModel, verify_model: bool, *, warn: 
     if not _meta_is_current(meta, resolved) or not (target / FP32_FILE).is_file():
         return False
     files = (meta or {}).get("files")
-    if not isinstance(files, dict) or "weights" not in (meta or {}) or META_DIGEST not in (meta or {}):
+    if not isinstance(files, dict):
         return None
     bad = first_bad_file(target, {k: v for k, v in files.items() if verify_model or k != FP32_FILE})
     if bad is None:
-        return True
+        # an export from before session 38 (no weights digest, no digest of its metadata): its
+        # files checked, the digests are recorded now (the folder's fingerprint matched it)
+        return True if "weights" in (meta or {}) and META_DIGEST in (meta or {}) else None
     if warn:
         warnings.warn(
             f"ONNX export {target} is corrupt ({bad} does not match its checksum); exporting it again",

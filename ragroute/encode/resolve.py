@@ -116,7 +116,9 @@ class ResolvedModel:
         :data:`SAMPLES` blocks spread over it, so a model of gigabytes costs a few megabytes of
         reading (a retrained or re-merged model changes every block; an edit confined to a span
         shorter than the gap between two blocks, 1/31 of the file, can go unseen). Read once per
-        process for each state of the folder (a few milliseconds for all-MiniLM-L6-v2)."""
+        process for each state of the folder as :meth:`fingerprint` sees it (a few milliseconds for
+        all-MiniLM-L6-v2): an edit keeping every file's size and time is seen by the next process,
+        not by one that read the folder before it."""
         key = (str(self.path), self.fingerprint())
         digest = _CONTENT_DIGESTS.get(key)
         if digest is None:
