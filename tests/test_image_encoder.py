@@ -96,6 +96,10 @@ def test_texts_and_images_share_one_space(clip_encoder, tmp_path):
     assert clip_encoder.dim == PROJECTION_DIM and clip_encoder.backend == "torch"
     assert clip_encoder.model_id == str(Path(clip_encoder.resolved.path))
     assert clip_encoder.describe()["modalities"] == ["text", "image"]
+    # artifacts record the model folder's digest, as for text encoders (none until session 38)
+    from ragroute.encode.identity import encoder_record
+
+    assert encoder_record(clip_encoder)["weights"] == clip_encoder.resolved.content_digest()
     images = clip_encoder.encode_images(_images())
     texts = clip_encoder.encode_queries(["a cat", "a dog"])
     _assert_unit_rows(images, 2)

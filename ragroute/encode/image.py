@@ -59,6 +59,10 @@ class ImageEncoder:
 
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
         self.model_id = self.resolved.model_id
+        # the model folder's content digest, recorded by artifacts as for text encoders (an image
+        # model retrained in place was accepted by its indexes until session 38)
+        self.weights = self.resolved.content_digest()
+        self.cache_variant = self.weights
         if threads:
             import torch
 
@@ -124,6 +128,7 @@ class ImageEncoder:
             "backend": self.backend,
             "dim": self.dim,
             "modalities": ["text", "image"],
+            "weights": self.weights,
         }
 
     def __repr__(self) -> str:
