@@ -57,6 +57,21 @@ class HashingEncoder:
         return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
 
 
+def count_tokenized(monkeypatch, module) -> list[int]:
+    """Replace ``module.tokenize_many`` by a wrapper that records how many texts each call
+    tokenizes (the list returned): what incremental counting tests read."""
+    calls: list[int] = []
+    real = module.tokenize_many
+
+    def counting(texts, config=None):
+        texts = list(texts)
+        calls.append(len(texts))
+        return real(texts, config)
+
+    monkeypatch.setattr(module, "tokenize_many", counting)
+    return calls
+
+
 def replace_published_file(artifact: Path, name: str, content: bytes) -> None:
     """Write ``content`` as file ``name`` of the artifact's published build with a matching checksum
     (manifest and pointer re-signed): a wrong file that the store's checks let through."""

@@ -618,23 +618,18 @@ def test_an_index_changed_by_adds_and_deletes_fits_the_scorer_of_its_documents_b
     """Adds and deletes update kept term counts (session 38; every one re-tokenized the whole corpus
     before): the scorer must stay exactly the one a fit on the documents left gives, vocabulary order
     included, and an add tokenizes only the documents it adds."""
+    from conftest import count_tokenized
+
     import ragroute.index.lexical as lexical
     from ragroute.index.lexical import BM25Index
 
     rng = np.random.default_rng(5)
     index = BM25Index.build(_bm25_documents(0, 20, rng))
-    kept, scorer = index._counts[0].matrix, index.scorer.matrix
+    kept, scorer = index._counts.kept.matrix, index.scorer.matrix
     size = [m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in (kept, scorer)]
     assert size[0] * 1.8 <= size[1]  # the kept counts cost half the scorer (as much until a review)
-    tokenized: list[int] = []
     real = lexical.tokenize_many
-
-    def counting(texts, config=None):
-        texts = list(texts)
-        tokenized.append(len(texts))
-        return real(texts, config)
-
-    monkeypatch.setattr(lexical, "tokenize_many", counting)
+    tokenized = count_tokenized(monkeypatch, lexical)
     next_id = 100
     for step in range(40):
         ids = [d.id for d in index.store.documents]

@@ -191,3 +191,25 @@ def test_a_graph_built_with_fewer_facts_a_sentence_grows_with_the_same_cap(hashi
             [Document(id="late", text="Ada Brennan met Cora Vale in Kellow.")], extractor=RuleExtractor()
         )
     assert "max_facts_per_sentence" not in RuleExtractor().describe()  # graphs built before match it
+
+
+def test_the_first_walk_after_an_add_tokenizes_only_the_new_passages(hashing_encoder, monkeypatch):
+    """The passages' term incidence (the walk's lexical edges) was built again from every passage
+    on the first walk after each add (until session 38); it is updated from kept term counts now,
+    and equals the one built from scratch."""
+    from conftest import count_tokenized
+
+    import ragroute.graph.index as graph_index
+    from ragroute.graph.lexical import PassageTerms
+
+    index = build_index(BASE, "graph", encoder=hashing_encoder, name="kg")
+    index.search("Where was Ada Brennan born?", k=2)
+    tokenized = count_tokenized(monkeypatch, graph_index)
+    index.add(ADDED)
+    index.search("Where was Ada Brennan born?", k=2)
+    assert sum(tokenized) == len(ADDED)
+    fresh = PassageTerms(index.store.documents)
+    assert list(index._terms.vocabulary) == list(fresh.vocabulary)
+    assert (index._terms.incidence != fresh.incidence).nnz == 0 and np.array_equal(
+        index._terms.idf, fresh.idf
+    )

@@ -67,6 +67,8 @@ from ragroute.graph.build import (
 from ragroute.graph.extract import RuleExtractor, resolve_extractor
 from ragroute.graph.lexical import PassageTerms
 from ragroute.graph.ppr import PPREngine
+from ragroute.index.bm25_counts import TermCountsKeeper
+from ragroute.index.bm25_tokenize import tokenize_many
 from ragroute.index.dense import DenseIndex
 from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import LocalIndex
@@ -187,6 +189,7 @@ class GraphIndex(LocalIndex):
         #: :class:`~ragroute.graph.fact_filter.LLMFactFilter`); None: the zero-LLM walk.
         self.fact_filter: Callable[[str, list[SeedFact]], Sequence[SeedFact]] | None = None
         self._query_extractor = RuleExtractor()  # finds the query's own phrases (anchors)
+        self._term_counts = TermCountsKeeper()  # the passages' term counts, kept between adds
         self._set_tables(tables)
 
     def _set_tables(self, tables: GraphTables) -> None:
@@ -498,7 +501,13 @@ class GraphIndex(LocalIndex):
         if beta <= 0:
             return [], None
         if self._terms is None:
-            self._terms = PassageTerms(self.store.documents)
+            with self.store.reading():  # the counts of one version of the passages
+                documents = self.store.documents
+
+                def tokens(positions: Sequence[int]) -> list[list[str]]:
+                    return tokenize_many([documents[p].full_text() for p in positions])
+
+                self._terms = PassageTerms.from_counts(self._term_counts.update(self.store.iids, tokens))
         terms = self._terms.unmatched_terms(text, covered)
         overlap = self._terms.overlap(terms)
         if not overlap.any():

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ragroute.index.bm25_counts import TermCounts
 from ragroute.index.bm25_tokenize import tokenize, tokenize_many
 from ragroute.types import Document
 
@@ -37,6 +38,20 @@ class PassageTerms:
         )
         df = np.diff(self.incidence.indptr)
         self.idf = np.log(max(n, 1) / np.maximum(df, 1)).astype(np.float32)
+
+    @classmethod
+    def from_counts(cls, counts: TermCounts) -> PassageTerms:
+        """The same incidence, from the term counts of the passages (BM25's default tokenizer),
+        kept and updated by the graph as passages are added (until session 38 the first walk after
+        every ``add`` tokenized every passage again)."""
+        terms = cls.__new__(cls)
+        terms.vocabulary = {term: i for i, term in enumerate(counts.terms)}
+        incidence = sp.csc_array(counts.matrix.T)  # passages x terms
+        incidence.data = np.ones(incidence.nnz, dtype=np.float32)
+        terms.incidence = incidence
+        df = np.diff(incidence.indptr)
+        terms.idf = np.log(max(counts.n_docs, 1) / np.maximum(df, 1)).astype(np.float32)
+        return terms
 
     def unmatched_terms(self, query: str, covered: Iterable[str]) -> list[str]:
         """The query's terms (BM25 tokens, first occurrence order) that no ``covered`` phrase

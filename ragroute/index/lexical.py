@@ -7,11 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
-
 from ragroute.errors import RagrouteError
-from ragroute.index.bm25_counts import TermCounts, count_terms, merge_term_counts, remove_documents
+from ragroute.index.bm25_counts import TermCounts, TermCountsKeeper
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
 from ragroute.index.docstore import DocumentStore, check_have_text
@@ -67,8 +64,7 @@ class BM25Index(LocalIndex):
         self.params = params or BM25Params()
         self.scorer = scorer
         self._fitted_version = self.store.version if scorer is not None else -1
-        # (term counts, the store's iids they count, the tokenizer that made them): see refit
-        self._counts: tuple[TermCounts, np.ndarray, TokenizerConfig] | None = None
+        self._counts = TermCountsKeeper()  # the documents' term counts, kept between refits
 
     @classmethod
     def build(
@@ -110,31 +106,14 @@ class BM25Index(LocalIndex):
             self._fitted_version = version
 
     def _term_counts(self) -> TermCounts:
-        """The term counts of the documents in the store, updated from the kept ones: the store's
-        iids ascend with position and are never reused, so what changed since is some counted
-        documents deleted and new ones appended."""
-        documents, iids, tokenizer = self.store.documents, self.store.iids, self.params.tokenizer
+        """The term counts of the documents in the store, updated from the kept ones
+        (:class:`~ragroute.index.bm25_counts.TermCountsKeeper`)."""
+        documents, tokenizer = self.store.documents, self.params.tokenizer
 
         def tokens(positions: Sequence[int]) -> list[list[str]]:
             return tokenize_many([documents[p].full_text() for p in positions], tokenizer)
 
-        counts: TermCounts | None = None
-        if self._counts is not None and self._counts[2] == tokenizer:
-            counts, counted, _ = self._counts
-            gone = ~np.isin(counted, iids)
-            left = int(counted.size - gone.sum())
-            if not np.array_equal(counted[~gone], iids[:left]):  # not a delete-then-append: count anew
-                counts = None
-            else:
-                if gone.any():
-                    counts = remove_documents(counts, np.flatnonzero(gone), tokens)
-                if left < len(iids):
-                    added = count_terms(tokens(range(left, len(iids))))
-                    counts = merge_term_counts([counts, added]) if left else added
-        if counts is None:
-            counts = count_terms(tokens(range(len(iids))))
-        self._counts = (_kept(counts), iids, tokenizer)
-        return counts
+        return self._counts.update(self.store.iids, tokens, tokenizer)
 
     def _current(self) -> BM25Scorer | None:
         """The scorer, fitted again first if the (possibly shared) store changed since."""
@@ -210,23 +189,6 @@ class BM25Index(LocalIndex):
             BM25Scorer.read_parts(Path(directory), params.get("bm25_stats")),  # None: a 0.1 index
             name,
         )
-
-
-def _kept(counts: TermCounts) -> TermCounts:
-    """Counts as a BM25 index keeps them between refits: term frequencies as uint16 (float32 when a
-    term occurs 65,536 times or more in one document) and 32-bit indices where they fit, 6 bytes a
-    posting against the fitted scorer's 12 (the float64 counts fitted from take 16: until a review
-    of session 38 the kept copy was as large as the scorer)."""
-    matrix = counts.matrix
-    data = matrix.data
-    small = not data.size or float(data.max()) < 65536
-    data = data.astype(np.uint16 if small else np.float32)
-    wide = matrix.nnz >= 2**31 or matrix.shape[1] >= 2**31
-    index_type = np.int64 if wide else np.int32
-    kept = sp.csr_array(
-        (data, matrix.indices.astype(index_type), matrix.indptr.astype(index_type)), shape=matrix.shape
-    )
-    return TermCounts(counts.terms, counts.doc_len, kept)
 
 
 __all__ = ["BM25Index", "BM25Params"]
