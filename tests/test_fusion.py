@@ -199,3 +199,35 @@ def test_best_first_equals_sorting_every_key_by_total_then_order():
         assert _best_first(total, keys, lambda key: key, limit) == want
 
     check()
+
+
+def test_a_source_whose_null_scores_do_not_vary_is_standardised_by_its_own_list(hashing_encoder):
+    """The other sources' pseudo-queries all found nothing in a BM25 source of other words: its null
+    sd was floored at 1e-6, a weak match scored z ~ 7e5 and outranked the chosen source's answer,
+    whatever the router said (a helper audit of session 38). Such a source gets no null now."""
+    from test_pipeline import FixedRouter
+
+    from ragroute.index.build import build_index
+    from ragroute.pipeline import Pipeline
+    from ragroute.pipeline.calibration import null_score_stats
+    from ragroute.pipeline.stages import RoutingOptions
+    from ragroute.route.sources import Source
+    from ragroute.types import Document
+
+    garden = [Document(id=f"g{i}", text=f"compost roses tomatoes mulch soil{i} leaves") for i in range(12)]
+    volcanoes = [
+        Document(id=f"v{i}", text=f"vesuvius lava magma eruption crater{i} pompeii") for i in range(12)
+    ]
+    volcanoes.append(Document(id="pompeii", text="vesuvius buried the roman city of pompeii under ash"))
+    sources = [
+        Source("garden", build_index(garden, "bm25", name="garden")),
+        Source("volcanoes", build_index(volcanoes, "dense", encoder=hashing_encoder, name="volcanoes")),
+    ]
+    stats = null_score_stats(sources)
+    assert "std" not in stats["garden"] and stats["garden"]["degenerate"] == 0.0
+    options = RoutingOptions(fusion="calibrated", always=("garden",))
+    pipeline = Pipeline(sources, FixedRouter({"garden": 0.0, "volcanoes": 1.0}), options=options)
+    result = pipeline.retrieve("which roman city did vesuvius bury under ash and leaves", k=3)
+    assert result.hits[0].doc_id == "pompeii"
+    fuse = next(s for s in result.decision.trace if s.stage == "fuse")
+    assert fuse.detail["null_stats"]["garden"]["standardised"] == "by its own list"

@@ -208,7 +208,7 @@ def calibrated(
     ``z`` is the hit's score standardised against its source's null distribution
     (``stats[source] = {"mean", "std"}``: the top-1 scores the source returns for
     questions from other sources, see :mod:`ragroute.pipeline.calibration`); a list
-    without statistics is standardised by itself. ``routes`` are the route
+    without statistics, or whose null has no spread, is standardised by itself. ``routes`` are the route
     probabilities (``weights`` when absent). Both terms are in the hit's explanation.
     """
     priors = dict(routes or weights or {})
@@ -217,7 +217,7 @@ def calibrated(
     for name, hits in results.items():
         if not hits:
             continue
-        if name in stats:
+        if "std" in stats.get(name, {}):  # not a degenerate null (see calibration.null_score_stats)
             mean, std = float(stats[name]["mean"]), float(stats[name]["std"])
         else:
             values = np.asarray([h.score for h in hits], dtype=np.float64)

@@ -29,6 +29,8 @@ from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
 
 PSEUDO_QUERIES_PER_SOURCE = 60
+#: a null distribution with less spread than this is no scale to standardise against
+MIN_NULL_SD = 1e-6
 
 _memo: RetrieverMemo[dict[str, dict[str, float]]] = RetrieverMemo()
 
@@ -40,7 +42,9 @@ def null_score_stats(
 
     A pseudo-query that finds nothing in a source (possible with BM25) counts as
     a top score of 0. Sources without documents, or whose search raises, get no statistics
-    (fusion then standardises their list by itself; a failed source is tried again next time).
+    (fusion then standardises their list by itself; a failed source is tried again next time); a
+    source whose null scores do not vary (every pseudo-query found nothing) gets ``degenerate``
+    (that score) instead of a mean and sd, and its list is standardised by itself too.
     """
     key = (per_source, seed, *((s.name, id(s.retriever), content_key(s)) for s in sources))
     cached = _memo.get(key, [s.retriever for s in sources])
@@ -66,9 +70,15 @@ def null_score_stats(
             failed = True
             continue
         top = np.array([hits[0].score if hits else 0.0 for hits, _ in found])
+        if float(top.std()) < MIN_NULL_SD:
+            # no spread (the others' questions all found nothing here, as BM25 may): a z against
+            # it is a score over 1e-6, and a weak match outranked every other source's best
+            # whatever the router said (until session 38); its list is standardised by itself
+            stats[source.name] = {"pseudo_queries": int(len(top)), "degenerate": round(float(top.mean()), 6)}
+            continue
         stats[source.name] = {
             "mean": round(float(top.mean()), 6),
-            "std": round(max(float(top.std()), 1e-6), 6),
+            "std": round(float(top.std()), 6),
             "pseudo_queries": int(len(top)),
         }
     if not failed:
@@ -78,4 +88,7 @@ def null_score_stats(
 
 def describe(stats: dict[str, Any]) -> dict[str, Any]:
     """What the trace shows of the statistics (null mean and sd per source)."""
-    return {name: {"null_mean": s["mean"], "null_sd": s["std"]} for name, s in stats.items()}
+    return {
+        name: {"null_mean": s["mean"], "null_sd": s["std"]} if "std" in s else {"null": "degenerate"}
+        for name, s in stats.items()
+    }

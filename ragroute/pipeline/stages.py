@@ -784,7 +784,11 @@ class FuseStage:
             detail["weights"] = weights
         if stats:
             detail["null_stats"] = {
-                n: {"mean": stats[n]["mean"], "sd": stats[n]["std"]} for n in lists if n in stats
+                n: {"mean": stats[n]["mean"], "sd": stats[n]["std"]}
+                if "std" in stats[n]
+                else {"degenerate": stats[n]["degenerate"], "standardised": "by its own list"}
+                for n in lists
+                if n in stats
             }
         decision.trace.append(TraceStep("fuse", detail))
         return self.rescore(decision, lists, fused)
