@@ -701,6 +701,10 @@ def test_router_and_gate_artifacts_are_opened_not_only_found(workspace, tmp_path
     config.write_text(head + "gate: {kind: trained, path: gate, signals: [rarity, knn_vote]}\n")
     lines = error_lines(check(config))
     assert len(lines) == 1 and "was fitted on signals rarity, but rarity, knn_vote are configured" in lines[0]
+    # an operating point out of range is one problem (said twice, by two checks, until session 38)
+    config.write_text(head + "gate: {kind: trained, path: gate, threshold: 1.5}\n")
+    lines = error_lines(check(config))
+    assert len(lines) == 1 and "'threshold' must be at most 1, not 1.5" in lines[0]
     config.write_text(head.replace("router: {kind: prototype", "router: {kind: trained, model: gate"))
     lines = error_lines(check(config))
     assert len(lines) == 1 and f"{tmp_path}/gate holds a gate (trained), not a router" in lines[0]

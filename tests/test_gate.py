@@ -441,6 +441,9 @@ def test_signal_mismatch_fails_with_one_line(tmp_path, fitted, encoder):
     assert TrainedGate.load(
         tmp_path / "g", encoder, signals=["knn_vote", "bank_margin", "rarity", "complexity"]
     )
+    # the same signals in another order: said so (it read "fitted on ... but ... are configured")
+    with pytest.raises(GateSignalMismatchError, match="in that order .* list them in that order"):
+        TrainedGate.load(tmp_path / "g", encoder, signals=["rarity", "complexity", "knn_vote", "bank_margin"])
 
 
 def test_text_probe_round_trip(tmp_path, encoder):

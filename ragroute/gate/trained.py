@@ -748,6 +748,11 @@ def check_configured_signals(folder: Path, saved: Sequence[Mapping[str, Any]], c
     wanted = [str(s.get("kind")) if isinstance(s, Mapping) else str(s) for s in configured]
     have = [str(s["kind"]) for s in saved]
     if wanted != have:
+        if sorted(wanted) == sorted(have):  # the same signals: said so, not "other signals"
+            raise GateSignalMismatchError(
+                f"gate {folder} was fitted on signals {', '.join(have)}, in that order (its weights "
+                f"are read in it), but they are configured as {', '.join(wanted)}: list them in that order"
+            )
         raise GateSignalMismatchError(
             f"gate {folder} was fitted on signals {', '.join(have)}, but "
             f"{', '.join(wanted) or 'none'} are configured: refit it with "

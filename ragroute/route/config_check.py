@@ -631,8 +631,9 @@ class _Checker:
         if kind in GATE_SETTINGS:
             self.keys(spec, GATE_SETTINGS[kind] | {"kind"}, where, f"{kind} gate key")
         prefix = where.removesuffix(": gate")
-        for key in spec:
-            self.attempt(functools.partial(check_gate_value, key, spec[key], prefix))
+        valid = {
+            key: self.passes(functools.partial(check_gate_value, key, spec[key], prefix)) for key in spec
+        }
         depth = spec.get("depth")
         if depth is not None:
             if isinstance(depth, Mapping):
@@ -645,7 +646,8 @@ class _Checker:
             from ragroute.gate.trained import check_operating_point
 
             point = {key: spec.get(key) for key in ("threshold", "retrieval_rate", "retrieve_cost")}
-            self.attempt(lambda: check_operating_point(**point), f"{where}: ")
+            if all(valid.get(key, True) for key in point):  # each value said once (twice until session 38)
+                self.attempt(lambda: check_operating_point(**point), f"{where}: ")
             if "path" not in spec:
                 self.problem(
                     f"{where}: a trained gate needs 'path:' (a folder written by `ragroute gate fit`)"
