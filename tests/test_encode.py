@@ -602,3 +602,29 @@ def test_text_with_a_lone_surrogate_is_a_one_line_error(torch_encoder, onnx_enco
         match = r"texts\[1\] is not valid text: undecodable byte 0x80"
         with pytest.raises(InvalidArgumentError, match=match):
             encoder.encode_queries(["fine", "ab\udc80c"])
+
+
+def test_an_expert_folder_is_an_encoder_under_its_own_id(tiny_model: Path, tmp_path: Path) -> None:
+    """`--encoder EXPERT` was refused (no modules.json) and only a path inside builds/ loaded, which
+    a later retrain removes: indexes built so broke. A full expert now resolves to the model of the
+    build it publishes, under the expert folder's id; a query-side expert is refused in one line."""
+    import shutil
+
+    from ragroute.store import write_artifact
+    from ragroute.store.artifact import published_path
+
+    expert = tmp_path / "expert"
+    for _ in range(2):  # trained, then trained again: the same id, the new build's model
+        with write_artifact(expert, "expert", "full", params={"base": "x"}) as build:
+            shutil.copytree(tiny_model, build.path / "model")
+        resolved = resolve_model(str(expert))
+        assert resolved.model_id == str(expert.resolve()) and resolved.path.parent == published_path(expert)
+    encoder = load_encoder(str(expert), backend="torch", use_cache=False)
+    assert encoder.model_id == str(expert.resolve()) and encoder.encode_queries(["a"]).shape[0] == 1
+    adapter = tmp_path / "adapter"
+    with write_artifact(adapter, "expert", "query-lora", params={"base": "base-model"}) as build:
+        (build.path / "adapter.safetensors").write_bytes(b"x")
+    with pytest.raises(
+        ModelNotFoundError, match="is a query-side expert .* over an index built with base-model"
+    ):
+        resolve_model(str(adapter))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import ModelNotFoundError, RagrouteError
+from ragroute.errors import ModelNotFoundError, RagrouteError, first_line
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 """The encoder used when none is named: sentence-transformers/all-MiniLM-L6-v2 (bundled, 384-d)."""
@@ -199,6 +199,40 @@ def _hub_cache_path(repo_id: str) -> Path | None:
         return None
 
 
+#: what ``ragroute expert train`` publishes (:mod:`ragroute.experts.train`'s ``FAMILY`` and the folder of
+#: a full expert's model in its build): read here without importing the experts package
+EXPERT_FAMILY, EXPERT_MODEL_DIR = "expert", "model"
+
+
+def _expert_model(folder: Path, requested: str) -> ResolvedModel | None:
+    """A full expert (an artifact ``ragroute expert train --mode full`` wrote) as an encoder: the
+    model of the build it publishes now, under the expert folder's own id, so an index built with
+    it names the folder, not a build a later retrain removes (until session 38 only a path inside
+    ``builds/`` loaded, and indexes built so broke two retrains later). ``None`` for a folder that
+    is no expert; a query-side expert (an adapter) is refused: it encodes queries only."""
+    from ragroute.store import artifact_exists, open_snapshot
+
+    if not artifact_exists(folder):
+        return None
+    try:
+        snapshot = open_snapshot(folder)
+    except RagrouteError as exc:
+        raise ModelNotFoundError(f"encoder {requested!r}: {first_line(exc)}") from None
+    manifest = snapshot.manifest
+    if manifest.family != EXPERT_FAMILY:
+        raise ModelNotFoundError(
+            f"encoder {requested!r} not found: {folder} holds a {manifest.family} "
+            f"({manifest.kind}), not a model"
+        )
+    if manifest.kind != "full":
+        base = manifest.params.get("base", "its base model")
+        raise ModelNotFoundError(
+            f"encoder {requested!r} is a query-side expert (an adapter on {base}): it encodes queries "
+            f"only; list it under `expert:` in a routing config, over an index built with {base}"
+        )
+    return ResolvedModel(str(folder.resolve()), Path(snapshot.path) / EXPERT_MODEL_DIR, requested)
+
+
 def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> ResolvedModel:
     """Resolve an encoder name or folder to a local model folder and its canonical ``model_id``.
 
@@ -217,6 +251,9 @@ def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> Res
                 f"encoder {requested!r} not found: {local} is a file, not a model folder"
             )
         if not ((local / "modules.json").is_file() or (local / "config.json").is_file()):
+            expert = _expert_model(local, requested)
+            if expert is not None:
+                return expert
             raise ModelNotFoundError(
                 f"encoder {requested!r} not found: {local} has no modules.json or config.json"
             )

@@ -115,7 +115,7 @@ def load_expert_encoder(
     cannot be loaded (the expert set reports and excludes it).
     """
     from ragroute.encode.load import load_encoder
-    from ragroute.encode.resolve import resolve_model
+    from ragroute.encode.resolve import ResolvedModel, resolve_model
     from ragroute.encode.sentence_transformers import SentenceTransformerEncoder, load_sentence_transformer
     from ragroute.store import artifact_exists, read_artifact
 
@@ -134,7 +134,10 @@ def load_expert_encoder(
                     f"expert {path}: its model holds no model.safetensors (the only weights ragroute "
                     "loads: a pytorch_model.bin is a pickle); train it again with `ragroute expert train`"
                 )
-            return SentenceTransformerEncoder(folder / MODEL_DIR, threads=threads)
+            # under the expert folder's id, as `--encoder EXPERT` resolves it (not the build's path,
+            # which a later retrain removes)
+            model = ResolvedModel(str(path.resolve()), folder / MODEL_DIR, str(path))
+            return SentenceTransformerEncoder(model, threads=threads)
         base_id = str(params.get("base", ""))
         document_encoder = base_encoder
         if document_encoder is None:

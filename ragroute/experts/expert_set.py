@@ -170,7 +170,7 @@ def adapter_view(index: Any, encoder: Any) -> Any:
         raise RagrouteError(
             f"expert {getattr(encoder, 'model_id', encoder)!r} is not a query-side adapter: a full expert "
             "has its own embedding space, so index the corpus with it (`ragroute build --encoder "
-            "EXPERT/builds/.../model`) and list that index as a source"
+            "EXPERT_FOLDER`) and list that index as a source"
         )
     if index.encoder.model_id != encoder.model_id:
         raise RagrouteError(
