@@ -180,6 +180,18 @@ def test_the_training_device_is_recorded_and_an_unusable_one_is_one_line(
     )
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
     assert "cannot train on device 'nosuchdevice' here" in result.output
+    # and its mixture options: checked after every collection was encoded (until session 38)
+    monkeypatch.setattr(
+        "ragroute.evaluation.bench_experts.run_experts_bench", lambda *a, **k: pytest.fail("ran the bench")
+    )
+    for option, wrong, said in (
+        ("--fusion", "bogus", "unknown fusion method 'bogus'"),
+        ("--max-routes", "0", "'max_routes' must be at least 1"),
+    ):
+        result = CliRunner().invoke(
+            main, ["bench", "experts", "--data", str(tmp_path), option, wrong, "--backend", "torch"]
+        )
+        assert result.exit_code != 0 and said in result.output, (result.output, result.exception)
 
 
 def test_merged_lora_equals_the_low_rank_update() -> None:

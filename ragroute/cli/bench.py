@@ -1043,12 +1043,16 @@ def experts_command(
     if not Path(root).is_dir():
         raise RagrouteError(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
     check_device(device)  # before the collections are encoded
-    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir, threads=threads)
     mix = {
         key: value
         for key, value in {"threshold": threshold, "max_routes": max_routes, "fusion": fusion}.items()
         if value is not None
     }
+    # checked now, not after the collections are encoded and the experts trained (until session 38)
+    from ragroute.pipeline.build import routing_options
+
+    routing_options(mix, "--threshold/--max-routes/--fusion")
+    enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir, threads=threads)
     result = bench_experts.run_experts_bench(
         Path(root),
         split,
