@@ -159,8 +159,14 @@ def test_the_training_device_is_recorded_and_an_unusable_one_is_one_line(
 
     monkeypatch.setattr(ragroute.encode, "load_encoder", no_encoding)
 
-    train = open_snapshot(trained_expert, family="expert").manifest.params["train"]
-    assert train["device"] == "cpu"
+    params = open_snapshot(trained_expert, family="expert").manifest.params
+    assert params["train"]["device"] == "cpu"
+    # what embedded the documents trained against: its backend changes the targets (not recorded
+    # until session 38); here the base model run by torch inside train_expert
+    assert params["document_vectors"] == {
+        "model_id": "sentence-transformers/all-MiniLM-L6-v2",
+        "backend": "torch",
+    }
     corpus_file = tmp_path / "corpus.jsonl"
     corpus_file.write_text("\n".join(f'{{"_id": "{d.id}", "text": "{d.text}"}}' for d in corpus()))
     result = CliRunner().invoke(

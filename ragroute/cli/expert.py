@@ -160,7 +160,9 @@ def train_command(
         )
     else:
         vectors = base.encode_documents(texts)
-    report = train_expert(documents, out, params, base=encoder, document_vectors=vectors)
+    report = train_expert(
+        documents, out, params, base=encoder, document_vectors=vectors, document_encoder=base.describe()
+    )
     click.echo(
         f"expert {out}: {report['mode']}, {report['pseudo_queries']} pseudo-queries "
         f"{report['pseudo_query_kinds']} from {report['documents']} documents, "

@@ -141,6 +141,7 @@ def train_missing_experts(
     params: Any = None,
     show_progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    document_encoder: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """One domain expert per collection under ``experts_dir``, trained where none is published or
     where the published one was trained on other documents (its manifest's ``corpus_sha256``)."""
@@ -166,6 +167,7 @@ def train_missing_experts(
                 params,
                 name=f"expert-{col.name}",
                 document_vectors=base_vectors[col.name],
+                document_encoder=document_encoder,
                 show_progress=show_progress,
             )
         out[col.name] = target
@@ -196,7 +198,13 @@ def prepare(
         for col in collections
     }
     trained = train_missing_experts(
-        collections, experts_dir, base_vectors, params=train_params, show_progress=show_progress, log=log
+        collections,
+        experts_dir,
+        base_vectors,
+        params=train_params,
+        show_progress=show_progress,
+        log=log,
+        document_encoder=encoder.describe() if hasattr(encoder, "describe") else None,
     )
     specs = [ExpertSpec("base", "base"), ExpertSpec("bm25", "bm25")]
     specs += [ExpertSpec(f"expert-{name}", "adapter", str(path)) for name, path in trained.items()]

@@ -32,7 +32,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -110,14 +110,16 @@ def train_expert(
     name: str = "",
     base: str = "all-MiniLM-L6-v2",
     document_vectors: np.ndarray | None = None,
+    document_encoder: Mapping[str, Any] | None = None,
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
     """Cut pseudo-queries from ``documents``, train an expert and publish it at ``out``.
 
     ``document_vectors`` (rows aligned with ``documents``, base-model embeddings)
     saves re-encoding the corpus when the caller already has them (query-lora
-    mode and hard-negative mining). Returns the training report (also in the
-    manifest).
+    mode and hard-negative mining); ``document_encoder`` describes what made them
+    (``Encoder.describe()``: its backend changes the training targets, so the manifest
+    records it). Returns the training report (also in the manifest).
     """
     import torch
 
@@ -143,7 +145,11 @@ def train_expert(
         torch.set_num_threads(int(params.threads))
     resolved = resolve_model(base)
     model = load_sentence_transformer(resolved.path, device=params.device)
+    # what embedded the documents the expert is trained against (a backend changes the targets:
+    # until session 38 two runs differing only in it wrote identical parameters)
+    made_by = dict(document_encoder or {}) if document_vectors is not None else {}
     if document_vectors is None:
+        made_by = {"model_id": resolved.model_id, "backend": "torch"}
         document_vectors = model.encode(
             [d.full_text() for d in documents],
             batch_size=64,
@@ -178,6 +184,7 @@ def train_expert(
         "base_fingerprint": resolved.fingerprint(),
         "train": {**asdict(params), "learning_rate": params.lr, "kinds": list(params.kinds)},
         "corpus_sha256": corpus_fingerprint(documents),
+        "document_vectors": made_by or "given (their encoder not said)",
         "report": report,
     }
     with write_artifact(
