@@ -1083,3 +1083,29 @@ def test_a_lora_rank_above_the_layer_width_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(RagrouteError, match=r"^LoRA rank 385 is above the width of the adapted layers"):
         train_expert(corpus(), tmp_path / "wide", params, show_progress=False)
     assert not (tmp_path / "wide").exists()
+
+
+def test_a_saved_pilot_router_whose_temperature_is_not_a_number_is_one_line(tmp_path: Path) -> None:
+    """float("x") of a hand-edited (re-signed) manifest was a bare ValueError traceback."""
+    import hashlib
+    import json
+
+    from ragroute.errors import IndexFormatError
+    from ragroute.store.artifact import published_path
+    from ragroute.store.manifest import canonical_checksum
+
+    router = PilotRouter(["A", "B"], np.eye(2, dtype=np.float32), np.array([0, 1]), temperature=0.1)
+    router.save(tmp_path / "pilot")
+    path = published_path(tmp_path / "pilot") / "manifest.json"
+    path.chmod(0o644)
+    data = json.loads(path.read_text())
+    data["params"]["temperature"] = "x"
+    data["checksum"] = canonical_checksum(data)
+    path.write_bytes(raw := json.dumps(data).encode())
+    pointer = tmp_path / "pilot" / "CURRENT"
+    pointer.chmod(0o644)
+    pointer.write_text(
+        json.dumps({"build": data["build"], "manifest_sha256": hashlib.sha256(raw).hexdigest()})
+    )
+    with pytest.raises(IndexFormatError, match="temperature is 'x', not a number"):
+        PilotRouter.load(tmp_path / "pilot")

@@ -309,13 +309,17 @@ class PilotRouter(BaseRouter):
                 f"{where}: array 'owners' must hold expert numbers 0 to {len(labels) - 1} (one per pilot), "
                 f"not {owners.tolist()[:8]}"
             )
+        temperature = params.get("temperature", 0.05)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            # float("x") raised a bare ValueError traceback (until session 38)
+            raise IndexFormatError(f"pilot router {path_dir}: temperature is {temperature!r}, not a number")
         return cls(
             labels,
             arrays["pilots"],
             arrays["owners"],
             encoder=encoder,
             mode=str(params.get("mode", "nearest")),
-            temperature=float(params.get("temperature", 0.05)),
+            temperature=float(temperature),
             encoder_info=params.get("encoder"),
         )
 
