@@ -1109,3 +1109,16 @@ def test_a_saved_pilot_router_whose_temperature_is_not_a_number_is_one_line(tmp_
     )
     with pytest.raises(IndexFormatError, match="temperature is 'x', not a number"):
         PilotRouter.load(tmp_path / "pilot")
+
+
+def test_a_router_fitted_on_too_small_a_corpus_is_told_what_needs_the_documents(hashing_encoder) -> None:
+    """`expert fit-router` over 20 documents said "an expert needs at least 50": no expert is trained."""
+    from ragroute.cli.expert import _training_queries
+    from ragroute.index.build import build_index
+    from ragroute.route.sources import Source
+    from ragroute.types import Document
+
+    docs = [Document(id=f"d{i}", text=f"a document about topic number {i} with words") for i in range(20)]
+    source = Source("small", build_index(docs, "bm25", name="small"))
+    with pytest.raises(RagrouteError, match="fitting a router on small's pseudo-queries needs at least 50"):
+        _training_queries([source], None, "dev")

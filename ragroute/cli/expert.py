@@ -352,6 +352,9 @@ def _training_queries(sources: list[Any], data: Path | None, split: str) -> tupl
     documents = list(sources[0].documents)
     if not documents:
         raise RagrouteError(f"source {sources[0].name} exposes no documents to cut pseudo-queries from")
-    queries = cut_pseudo_queries(documents, max_queries=2000)
+    # the router's training queries, not an expert's ("an expert needs at least 50" until session 38)
+    queries = cut_pseudo_queries(
+        documents, max_queries=2000, purpose=f"fitting a router on {sources[0].name}'s pseudo-queries"
+    )
     contexts = [QueryContext(q.text, id=f"pseudo-{i}") for i, q in enumerate(queries)]
     return contexts, {c.id: {q.doc_id: 1} for c, q in zip(contexts, queries)}

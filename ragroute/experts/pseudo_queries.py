@@ -53,13 +53,15 @@ def cut_pseudo_queries(
     kinds: Sequence[str] = KINDS,
     max_queries: int = 6000,
     seed: int = 0,
+    purpose: str = "an expert",
 ) -> list[PseudoQuery]:
     """Up to one pseudo-query of each kind per document, at most ``max_queries`` in all.
 
     When the corpus would give more, pseudo-queries are sampled (seeded) uniformly,
     so every kind keeps about its share. Raises :class:`RagrouteError` with the number needed when
     the corpus has fewer than :data:`MIN_DOCUMENTS` documents with text, or when fewer than that
-    many give a pseudo-query (documents of a word or two give none).
+    many give a pseudo-query (documents of a word or two give none); ``purpose`` names what needs
+    them in that message.
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
@@ -68,7 +70,7 @@ def cut_pseudo_queries(
     if len(usable) < MIN_DOCUMENTS:
         raise RagrouteError(
             f"cannot cut pseudo-queries from {len(usable)} document(s) with text: "
-            f"an expert needs at least {MIN_DOCUMENTS}"
+            f"{purpose} needs at least {MIN_DOCUMENTS}"
         )
     rng = random.Random(seed)
     keyphrases = _keyphrase_queries(usable) if "keyphrases" in kinds else {}
