@@ -205,6 +205,9 @@ class ExposureLedger:
         # collection -> the ways a caller reaches it: per declared source, the access labels a caller
         # must meet on the way (the pipelines' sources it is nested in, outermost first, then its own)
         self._paths: dict[str, set[tuple[frozenset[str], ...]]] = {}
+        # collection named after a source -> the retriever it is (two sources of one name over other
+        # documents are two collections)
+        self._owners: dict[str, Any] = {}
         # collection -> the source its documents were counted from, and its content_key then
         self._counted: dict[str, tuple[Any, Any]] = {}
         self.on_alert = on_alert
@@ -313,24 +316,42 @@ class ExposureLedger:
         ``min_documents``. A source whose retriever is a pipeline is declared as that pipeline's
         sources, behind its own access labels: its hits count in their inner collections."""
         with self._lock:
-            self._declare(sources, ())
+            self._declare(sources, (), ())
             self._total()
 
-    def _declare(self, sources: Sequence[Any], outer: tuple[frozenset[str], ...]) -> None:
+    def _declare(
+        self, sources: Sequence[Any], outer: tuple[frozenset[str], ...], names: tuple[str, ...]
+    ) -> None:
         for source in sources:
             path = (*outer, frozenset(getattr(source, "access", ())))
+            name = "/".join((*names, source.name))  # a nested source by its path: "outer/inner"
             # a nested pipeline (what Source.search_contexts reads as one): its sources
             nested = hasattr(source.retriever, "retrieve_contexts")
             inner = getattr(source.retriever, "sources", None) if nested else None
             if isinstance(inner, (list, tuple)) and inner:
-                self._declare(inner, path)
+                self._declare(inner, path, (*names, source.name))
                 continue
-            collection = str(getattr(source, "collection", source.name))
-            self.collection_of.setdefault(source.name, collection)
+            collection = self._collection_for(source)
+            self.collection_of.setdefault(name, collection)
             self._paths.setdefault(collection, set()).add(path)
             if collection in self.sizes or collection in self._counted:
                 continue
             self._count(collection, source)
+
+    def _collection_for(self, source: Any) -> str:
+        """The collection ``source`` counts in: the corpus it names (sources over one index), else
+        its own name, made unique per retriever: two nested pipelines each with a source called
+        ``main`` over other documents are two collections (until a review of session 38 the second
+        was never counted, and its documents passed a hard stop as the first's)."""
+        named = str(getattr(source, "collection", source.name))
+        if named != source.name:
+            return named
+        key, n = named, 1
+        while key in self._owners and self._owners[key] is not source.retriever:
+            n += 1
+            key = f"{named}#{n}"
+        self._owners.setdefault(key, source.retriever)
+        return key
 
     def _count(self, collection: str, source: Any) -> None:
         self._counted[collection] = (source, content_key(source))
@@ -394,9 +415,14 @@ class ExposureLedger:
                 del self._seen[key]
 
     def _origin(self, hit: Hit) -> str:
-        """The declared source that found ``hit``: in a nested pipeline, its innermost source."""
+        """The declared source that found ``hit``: in a nested pipeline, the path to its innermost
+        source (``outer/inner``, as :meth:`add_sources` declares it)."""
         inner = (hit.explain or {}).get("inner_source")
-        return inner if isinstance(inner, str) and inner in self.collection_of else hit.source
+        if isinstance(inner, str) and inner:
+            path = f"{hit.source}/{inner}"
+            if path in self.collection_of:
+                return path
+        return hit.source
 
     def _bucket_of(self, source: str) -> str:
         if self.budget.per == "pipeline" or source == ALL_SOURCES:

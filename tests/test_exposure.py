@@ -459,3 +459,23 @@ def test_fusion_calibration_through_a_nested_pipeline_is_not_charged_to_anyone()
     )
     outer.retrieve("star comet", k=3, caller="eve")
     assert ledger.callers() == {"eve"} and ledger.distinct("", "*") == 0
+
+
+def test_two_nested_pipelines_with_sources_of_one_name_are_two_collections():
+    """Nested sources were declared under their bare names: a second nested "main" over other
+    documents was never counted, and its documents passed a hard stop as the first's (a review of
+    session 38). They are declared by path now ("wiki/main", "hr/main"), each its own collection."""
+    wiki = Pipeline(
+        [Source("main", build_index(_docs("w", 100), "bm25", name="main"))], FixedRouter({"main": 1.0})
+    )
+    hr = Pipeline(
+        [Source("main", build_index(_docs("doc", 4), "bm25", name="main"))], FixedRouter({"main": 1.0})
+    )
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
+    outer = Pipeline(
+        [Source("wiki", wiki), Source("hr", hr)], FixedRouter({"wiki": 0.0, "hr": 1.0}), exposure=ledger
+    )
+    assert ledger.size("wiki/main") == 100 and ledger.size("hr/main") == 4 and ledger.size("*") == 104
+    result = outer.retrieve("star comet", k=4, caller="eve")
+    assert len(result.hits) == 2  # half of hr's 4 documents
+    assert _exposure_step(result)["sources"]["hr/main"] == {"distinct": 2, "budget": 2}

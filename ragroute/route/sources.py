@@ -85,8 +85,13 @@ class Source:
             pairs = [(r.hits, r.decision) for r in results]
             for hits, _ in pairs:
                 for hit in hits:
-                    # the source that found it, however deep the nesting (what exposure counts it under)
-                    hit.explain = {**hit.explain, "inner_source": hit.explain.get("inner_source", hit.source)}
+                    # the path of sources that found it inside this one ("mid/leaf" when nested
+                    # twice): what an exposure ledger counts it under, as it declares them
+                    inner = hit.explain.get("inner_source")
+                    hit.explain = {
+                        **hit.explain,
+                        "inner_source": f"{hit.source}/{inner}" if inner else hit.source,
+                    }
         else:
             pairs = [(hits, None) for hits in search_contexts(retriever, contexts, k)]
         return self._stamped(pairs, len(contexts))
