@@ -17,6 +17,7 @@ from typing import Any
 from ragroute.context import QueryContext, contexts_of
 from ragroute.errors import RagrouteError, check_batch, check_k
 from ragroute.exposure import ExposureLedger
+from ragroute.index.base import content_key
 from ragroute.pipeline.stages import (
     SHARED_DOCUMENTS_DEPTH,
     FuseStage,
@@ -99,6 +100,7 @@ class Pipeline:
         self._fuse = FuseStage(self.options, self.sources, fusion_stats, encoder)
         self._rerank = RerankStage(reranker) if reranker is not None else None
         self._scope = ScopeCheck(self.sources)
+        self._documents_memo: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         self.exposure = exposure
         if exposure is not None:  # budgets are fractions of what a caller may read of each collection
             exposure.add_sources(self.sources)
@@ -108,8 +110,18 @@ class Pipeline:
         return [*(s.name for s in self.sources), NONE_ROUTE]
 
     @property
-    def documents(self) -> list:
-        return [doc for source in self.sources for doc in source.documents]
+    def documents(self) -> tuple:
+        """Every source's documents, as one tuple per state of its sources' contents
+        (:func:`~ragroute.index.base.content_key`): read per query by fusion and exposure, it was a
+        new list of every document each time."""
+        key = tuple(content_key(source) for source in self.sources)
+        memo = self._documents_memo
+        if memo is None or memo[0] != key:
+            memo = self._documents_memo = (
+                key,
+                tuple(doc for source in self.sources for doc in source.documents),
+            )
+        return memo[1]
 
     def metadata_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
         """The metadata keys the documents of its sources carry (with ``scopes``: of the sources and
