@@ -395,3 +395,17 @@ def test_ask_labels_an_llm_step_answer_taken_by_a_fallen_back_planner_as_the_llm
         main, ["ask", str(workspace / "unplanned.yaml"), "Where was Ada Brennan born?", "--no-llm", "--json"]
     )
     assert json.loads(plain.stdout.strip().splitlines()[-1])["answer_from"] == "top_hit"
+
+
+def test_ask_asks_as_a_caller_with_the_scopes_given(workspace):
+    """A source with access labels could never be asked from `ragroute ask` (it had no --scope):
+    every step now asks as the caller holding the scopes given, and without them sees no such source."""
+    base = (workspace / "bad.yaml").read_text().replace("llm: {kind: gpt5}\n", "")
+    (workspace / "scoped.yaml").write_text(
+        base.replace("description: People and places.}", "description: People and places., access: [hr]}")
+    )
+    question = ["ask", str(workspace / "scoped.yaml"), "Where was Ada Brennan born?", "--no-llm"]
+    inside = CliRunner().invoke(main, [*question, "--scope", "hr"])
+    assert inside.exit_code == 0 and "top hit: Ada Brennan" in inside.output, inside.output
+    outside = CliRunner().invoke(main, question)
+    assert outside.exit_code == 0 and "Ada Brennan" not in outside.output.splitlines()[0], outside.output

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ragroute.cli.common import one_line_errors
-from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, cache_dir_option
+from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, cache_dir_option, scope_option
 from ragroute.cli.output import emit_json
 from ragroute.errors import check_query
 
@@ -47,6 +47,7 @@ from ragroute.errors import check_query
     help="Encoder backend [default: the config's, else auto].",
 )
 @cache_dir_option(CONFIG_CACHE_HELP)
+@scope_option
 @click.option(
     "--json",
     "as_json",
@@ -63,10 +64,12 @@ def ask_command(
     no_llm: bool,
     backend: str | None,
     cache_dir: Path | None,
+    scopes: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Answer QUESTION step by step: the LLM plans sub-questions, CONFIG's pipeline gates, routes and
     retrieves each, evidence accumulates within the step budget."""
+    from ragroute.context import QueryContext
     from ragroute.gate.controller import StepwiseController
     from ragroute.gate.planners import LLMPlanner, QuestionOncePlanner
     from ragroute.route.config import RoutingConfig, load_routing
@@ -83,7 +86,9 @@ def ask_command(
     controller = StepwiseController(
         planner, pipeline, max_steps=max_steps, k=k, answerer=llm, answer_timeout_s=timeout_s
     )
-    result = controller.run(question)
+    # every step asks as this caller (without --scope: public sources only; until session 38 ask had
+    # no --scope, so a source with access labels could never be asked from the command line)
+    result = controller.run(QueryContext.of(question, scopes=list(scopes)))
     status = "complete" if result.complete else f"INCOMPLETE (stopped by {result.stopped_by})"
     if result.answer_from == "top_hit":  # no LLM answered: a step's top hit stands in for one
         if llm is None:

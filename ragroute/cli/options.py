@@ -129,6 +129,17 @@ def cache_dir_option(help_text: str = CACHE_DIR_HELP) -> Callable[[Callable[...,
     )
 
 
+#: ``--scope LABEL`` (repeatable): the caller's scopes, for the commands that answer as a caller
+scope_option = click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="LABEL",
+    help="A scope of the caller (repeatable): sources and documents with access labels are visible "
+    "only to callers holding one of them [default: none, public sources only].",
+)
+
+
 ENCODER_HELP = "Sentence-transformers model name or local path."
 
 

@@ -15,6 +15,7 @@ from ragroute.cli.options import (
     backend_option,
     cache_dir_option,
     encoder_option,
+    scope_option,
 )
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError, check_query
@@ -69,14 +70,7 @@ def _short(value: Any, limit: int = 140) -> str:
     help="Encoder backend [default: the config's, else auto].",
 )
 @cache_dir_option(CONFIG_CACHE_HELP)
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    metavar="LABEL",
-    help="A scope of the caller (repeatable): sources and documents with access labels are visible "
-    "only to callers holding one of them [default: none, public sources only].",
-)
+@scope_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: decision and hits.")
 def ask_command(
     config: Path,
