@@ -144,6 +144,30 @@ class ExposureBudget:
             raise RagrouteError(f"{where}: {str(exc).removeprefix('exposure: ')}") from None
 
 
+def exposure_problems(settings: Any, where: str = "exposure") -> list[str]:
+    """Every problem of an ``exposure:`` mapping, one line each (``config check`` lists them all;
+    :meth:`ExposureBudget.from_settings` stops at the first): unknown keys, then each known key's
+    value read alone."""
+    if not isinstance(settings, Mapping):
+        return [f"{where}: 'exposure:' must be a mapping"]
+    problems = []
+    try:
+        check_keys(settings, EXPOSURE_KEYS, where, "exposure key")
+    except RagrouteError as exc:
+        problems.append(str(exc))
+    for key in (key for key in settings if key in EXPOSURE_KEYS):
+        try:
+            ExposureBudget.from_settings({key: settings[key]}, where)
+        except RagrouteError as exc:
+            problems.append(str(exc))
+    if not problems:  # each value right alone: together too (no check spans two keys today)
+        try:
+            ExposureBudget.from_settings(settings, where)
+        except RagrouteError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def _number(value: Any, key: str, where: str, kind: type) -> Any:
     if (
         isinstance(value, bool)

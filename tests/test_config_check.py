@@ -353,6 +353,17 @@ def test_signals_without_rules_and_a_null_exposure_are_read_alike_by_check_and_l
     assert check(config).exit_code == 1
     config.write_text(GOOD + "exposure: null\n")
     assert load_routing(config, encoder=encoder).exposure is None and check(config).exit_code == 0
+    # every problem of an exposure section is listed (the first only until session 38); loading
+    # refuses at the first
+    config.write_text(GOOD + "exposure: {max_fraction: 2, hardstop: true, window_s: -1}\n")
+    lines = error_lines(check(config))
+    assert [line.split(": exposure: ")[1] for line in lines] == [
+        "unknown exposure key 'hardstop'; did you mean 'hard_stop'?",
+        "max_fraction must be in (0, 1], not 2.0",
+        "window_s must be > 0, not -1.0",
+    ]
+    with pytest.raises(RagrouteError, match="unknown exposure key 'hardstop'"):
+        load_routing(config, encoder=encoder)
 
 
 def test_nulls_mean_the_default_and_an_encoder_folder_is_read_beside_the_config(workspace, tmp_path):

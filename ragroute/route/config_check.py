@@ -205,12 +205,11 @@ class _Checker:
         if "llm" in data:
             self.report.llm = self.check_llm(data["llm"], f"{self.path}: llm")
         if data.get("exposure") is not None:  # null: no budget, as loading reads it
-            from ragroute.exposure import ExposureBudget
+            from ragroute.exposure import exposure_problems
 
-            try:
-                ExposureBudget.from_settings(data["exposure"], f"{self.path}: exposure")
-            except RagrouteError as exc:
-                self.problem(str(exc))
+            # every problem of the section (the first only, until session 38)
+            for problem in exposure_problems(data["exposure"], f"{self.path}: exposure"):
+                self.problem(problem)
         if data.get("signals") or data.get("rules"):
             self.check_policy(data, names)
         self.check_router_routes(names)
