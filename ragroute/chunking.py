@@ -90,11 +90,14 @@ class Section:
     body: str
 
 
+def _has_cjk(text: str) -> bool:
+    """Whether ``text`` holds a Chinese or Japanese character (ASCII text, most text, is read fast)."""
+    return not text.isascii() and _HAS_CJK.search(text) is not None
+
+
 def word_count(text: str) -> int:
     """Number of words: whitespace-separated tokens, each Chinese or Japanese character one word."""
-    if text.isascii() or not _HAS_CJK.search(text):
-        return len(text.split())
-    return len(_WORD.findall(text))
+    return len(_WORD.findall(text)) if _has_cjk(text) else len(text.split())
 
 
 def split_paragraphs(text: str) -> list[str]:
@@ -129,7 +132,7 @@ def split_long(paragraph: str, max_words: int) -> list[str]:
     """Split a paragraph longer than ``max_words`` at sentence ends into pieces of at most ``max_words``."""
     if word_count(paragraph) <= max_words:
         return [paragraph]
-    if not paragraph.isascii() and _HAS_CJK.search(paragraph):
+    if _has_cjk(paragraph):
         return _split_long_cjk(paragraph, max_words)
     sentences: list[str] = []
     for sentence in _SENTENCE_END.split(paragraph):

@@ -118,8 +118,8 @@ def parse_yaml(
     (``"\\ud800"``). ``yaml12_booleans`` (with no ``loader``): only ``true`` and ``false`` are
     booleans, as in YAML 1.2 (:func:`_yaml12_booleans`).
     """
-    if loader is None and yaml12_booleans:
-        loader = None if repeated is not None else _SAFE_LOADER_12
+    if loader is None and yaml12_booleans and repeated is None:
+        loader = _SAFE_LOADER_12
     try:
         if repeated is not None and loader is None:
             recording = (_RECORDING_LOADER_12 if yaml12_booleans else _RecordingLoader)(text)

@@ -199,9 +199,15 @@ def _hub_cache_path(repo_id: str) -> Path | None:
         return None
 
 
-#: what ``ragroute expert train`` publishes (:mod:`ragroute.experts.train`'s ``FAMILY`` and the folder of
-#: a full expert's model in its build): read here without importing the experts package
+#: what ``ragroute expert train`` publishes: its artifact family, and the folder of a full expert's
+#: model in its build (:mod:`ragroute.experts.train` takes both from here)
 EXPERT_FAMILY, EXPERT_MODEL_DIR = "expert", "model"
+
+
+def expert_model(folder: Path, build: Path, requested: str) -> ResolvedModel:
+    """The model of a full expert's ``build``, under the expert ``folder``'s own id (what indexes
+    built with it record: a later retrain removes the build, not the folder)."""
+    return ResolvedModel(str(Path(folder).resolve()), Path(build) / EXPERT_MODEL_DIR, requested)
 
 
 def _expert_model(folder: Path, requested: str) -> ResolvedModel | None:
@@ -230,7 +236,7 @@ def _expert_model(folder: Path, requested: str) -> ResolvedModel | None:
             f"encoder {requested!r} is a query-side expert (an adapter on {base}): it encodes queries "
             f"only; list it under `expert:` in a routing config, over an index built with {base}"
         )
-    return ResolvedModel(str(folder.resolve()), Path(snapshot.path) / EXPERT_MODEL_DIR, requested)
+    return expert_model(folder, Path(snapshot.path), requested)
 
 
 def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> ResolvedModel:

@@ -115,7 +115,7 @@ def load_expert_encoder(
     cannot be loaded (the expert set reports and excludes it).
     """
     from ragroute.encode.load import load_encoder
-    from ragroute.encode.resolve import ResolvedModel, resolve_model
+    from ragroute.encode.resolve import expert_model, resolve_model
     from ragroute.encode.sentence_transformers import SentenceTransformerEncoder, load_sentence_transformer
     from ragroute.store import artifact_exists, read_artifact
 
@@ -136,8 +136,7 @@ def load_expert_encoder(
                 )
             # under the expert folder's id, as `--encoder EXPERT` resolves it (not the build's path,
             # which a later retrain removes)
-            model = ResolvedModel(str(path.resolve()), folder / MODEL_DIR, str(path))
-            return SentenceTransformerEncoder(model, threads=threads)
+            return SentenceTransformerEncoder(expert_model(path, folder, str(path)), threads=threads)
         base_id = str(params.get("base", ""))
         document_encoder = base_encoder
         if document_encoder is None:

@@ -39,16 +39,17 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.encode.resolve import EXPERT_FAMILY, EXPERT_MODEL_DIR
 from ragroute.errors import RagrouteError
 from ragroute.experts.pseudo_queries import KINDS, PseudoQuery, cut_pseudo_queries
 from ragroute.training import model_inputs
 from ragroute.types import Document
 
-FAMILY = "expert"
+FAMILY = EXPERT_FAMILY
 MODES = ("query-lora", "full")
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"
-MODEL_DIR = "model"
+MODEL_DIR = EXPERT_MODEL_DIR
 LORA_TARGETS = ("query", "key", "value", "dense")
 
 

@@ -241,9 +241,8 @@ def text_pieces(text: str, limit: int) -> list[str]:
         window = text[:limit]
         cut = 0
         for marks in (("\n\n",), ("\n",), (". ", "! ", "? "), (" ",)):
-            ends = [window.rfind(mark) + len(mark) for mark in marks if window.rfind(mark) > 0]
-            if ends:
-                cut = max(ends)
+            cut = max((at + len(mark) for mark in marks if (at := window.rfind(mark)) > 0), default=0)
+            if cut:
                 break
         if cut <= 0:
             cut = limit

@@ -502,12 +502,8 @@ class GraphIndex(LocalIndex):
             return [], None
         if self._terms is None:
             with self.store.reading():  # the counts of one version of the passages
-                documents = self.store.documents
-
-                def tokens(positions: Sequence[int]) -> list[list[str]]:
-                    return tokenize_many([documents[p].full_text() for p in positions])
-
-                self._terms = PassageTerms.from_counts(self._term_counts.update(self.store.iids, tokens))
+                counts = self._term_counts.update(self.store.documents, self.store.iids, tokenize_many)
+                self._terms = PassageTerms.from_counts(counts)
         terms = self._terms.unmatched_terms(text, covered)
         overlap = self._terms.overlap(terms)
         if not overlap.any():

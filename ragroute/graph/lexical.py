@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ragroute.index.bm25_counts import TermCounts
+from ragroute.index.bm25_counts import TermCounts, count_terms
 from ragroute.index.bm25_tokenize import tokenize, tokenize_many
 from ragroute.types import Document
 
@@ -24,20 +24,7 @@ class PassageTerms:
     """Binary incidence of BM25 terms in passages, with idf = log(N / df)."""
 
     def __init__(self, documents: Sequence[Document]) -> None:
-        vocabulary: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        for row, tokens in enumerate(tokenize_many(d.full_text() for d in documents)):
-            for token in dict.fromkeys(tokens):
-                cols.append(vocabulary.setdefault(token, len(vocabulary)))
-                rows.append(row)
-        n = len(documents)
-        self.vocabulary = vocabulary
-        self.incidence = sp.csc_array(
-            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, len(vocabulary))
-        )
-        df = np.diff(self.incidence.indptr)
-        self.idf = np.log(max(n, 1) / np.maximum(df, 1)).astype(np.float32)
+        self._read(count_terms(tokenize_many([d.full_text() for d in documents])))
 
     @classmethod
     def from_counts(cls, counts: TermCounts) -> PassageTerms:
@@ -45,13 +32,17 @@ class PassageTerms:
         kept and updated by the graph as passages are added (until session 38 the first walk after
         every ``add`` tokenized every passage again)."""
         terms = cls.__new__(cls)
-        terms.vocabulary = {term: i for i, term in enumerate(counts.terms)}
+        terms._read(counts)
+        return terms
+
+    def _read(self, counts: TermCounts) -> None:
+        """Vocabulary (first occurrence order), binary incidence and idf from term counts."""
+        self.vocabulary = {term: i for i, term in enumerate(counts.terms)}
         incidence = sp.csc_array(counts.matrix.T)  # passages x terms
         incidence.data = np.ones(incidence.nnz, dtype=np.float32)
-        terms.incidence = incidence
+        self.incidence = incidence
         df = np.diff(incidence.indptr)
-        terms.idf = np.log(max(counts.n_docs, 1) / np.maximum(df, 1)).astype(np.float32)
-        return terms
+        self.idf = np.log(max(counts.n_docs, 1) / np.maximum(df, 1)).astype(np.float32)
 
     def unmatched_terms(self, query: str, covered: Iterable[str]) -> list[str]:
         """The query's terms (BM25 tokens, first occurrence order) that no ``covered`` phrase

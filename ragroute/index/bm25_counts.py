@@ -173,10 +173,18 @@ class TermCountsKeeper:
         return None if self._kept is None else self._kept[0]
 
     def update(
-        self, iids: np.ndarray, tokens_of: Callable[[Sequence[int]], list[list[str]]], key: Any = None
+        self,
+        documents: Sequence[Any],
+        iids: np.ndarray,
+        tokenize: Callable[[list[str]], list[list[str]]],
+        key: Any = None,
     ) -> TermCounts:
-        """The counts of the documents at ``iids`` (their positions in the store, in order);
-        ``tokens_of(positions)`` tokenizes the documents at those positions."""
+        """The counts of a store's ``documents`` (one version of them) whose iids are ``iids``;
+        ``tokenize(texts)`` gives the token lists of texts (``Document.full_text()``)."""
+
+        def tokens_of(positions: Sequence[int]) -> list[list[str]]:
+            return tokenize([documents[p].full_text() for p in positions])
+
         counts: TermCounts | None = None
         if self._kept is not None and self._kept[2] == key:
             counts, counted, _ = self._kept

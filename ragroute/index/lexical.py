@@ -108,12 +108,10 @@ class BM25Index(LocalIndex):
     def _term_counts(self) -> TermCounts:
         """The term counts of the documents in the store, updated from the kept ones
         (:class:`~ragroute.index.bm25_counts.TermCountsKeeper`)."""
-        documents, tokenizer = self.store.documents, self.params.tokenizer
-
-        def tokens(positions: Sequence[int]) -> list[list[str]]:
-            return tokenize_many([documents[p].full_text() for p in positions], tokenizer)
-
-        return self._counts.update(self.store.iids, tokens, tokenizer)
+        tokenizer = self.params.tokenizer
+        return self._counts.update(
+            self.store.documents, self.store.iids, lambda texts: tokenize_many(texts, tokenizer), tokenizer
+        )
 
     def _current(self) -> BM25Scorer | None:
         """The scorer, fitted again first if the (possibly shared) store changed since."""

@@ -117,13 +117,11 @@ def _say_left_out(folder: Path, kind: str, log: WarningLog) -> None:
         return
     with warnings.catch_warnings():  # what the loader itself says about these files is not said here
         warnings.simplefilter("ignore")
-        if kind == "skill_md":
-            homes = {f.parent for f in skill_files(folder)}
-            others = {"OpenAPI/Swagger spec": spec_files(folder)}
-        else:
-            homes, others = set(), {}
-        specs = set(spec_files(folder)) if kind == "openapi" else set()
-        others["MCP tool"] = [path for path, _ in tool_files(folder) if path not in specs]
+        specs = spec_files(folder)
+        homes = {f.parent for f in skill_files(folder)} if kind == "skill_md" else set()
+        others = {"OpenAPI/Swagger spec": specs} if kind == "skill_md" else {}
+        spec_set = set(specs)
+        others["MCP tool"] = [path for path, _ in tool_files(folder) if path not in spec_set]
     for what, paths in others.items():
         left = [path for path in paths if not any(path.is_relative_to(home) for home in homes)]
         if left:
