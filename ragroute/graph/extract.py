@@ -28,7 +28,8 @@ from ragroute.errors import RagrouteError
 from ragroute.registry import EXTRACTORS
 from ragroute.types import Document
 
-EXTRACTOR_VERSION = 2  # 2 (session 36): a name never runs across punctuation ("Paris; London")
+EXTRACTOR_VERSION = 3  # 2 (session 36): a name never runs across punctuation ("Paris; London");
+# 3 (session 39): a phrase's leading "the" is not part of its key ("The Beatles" = "Beatles")
 
 _SENTENCE = re.compile(r"(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Mt|Jr|Sr)\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _TOKEN = re.compile(r"[A-Za-z\u00c0-\u024f][\w'’\-.&]*|\d[\d,.:/\-]*\d|\d")
@@ -127,10 +128,17 @@ def facts_cap(max_facts_per_sentence: int) -> dict[str, int]:
     return {"max_facts_per_sentence": int(max_facts_per_sentence)}
 
 
+_PUNCTUATION = " .,;:!?\"'()[]{}“”’‘-"
+
+
 def normalise(phrase: str) -> str:
-    """The node key of a phrase: lower-case, collapsed whitespace, no surrounding punctuation."""
-    text = " ".join(phrase.lower().split())
-    return text.strip(" .,;:!?\"'()[]{}“”’‘-")
+    """The node key of a phrase: lower-case, collapsed whitespace, no surrounding punctuation and
+    no leading "the" (version 3 of the rule extractor: the title "The Beatles" and the text's
+    "Beatles", read without the sentence's first word, were two phrases until then)."""
+    text = " ".join(phrase.lower().split()).strip(_PUNCTUATION)
+    if text.startswith("the ") and text[4:].strip(_PUNCTUATION):
+        text = text[4:].strip(_PUNCTUATION)
+    return text
 
 
 def split_sentences(text: str) -> list[str]:

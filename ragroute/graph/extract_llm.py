@@ -45,7 +45,7 @@ from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, Fact, normalise
 from ragroute.types import Document
 
-LLM_EXTRACTOR_VERSION = 1
+LLM_EXTRACTOR_VERSION = 2  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3)
 #: Changes whenever the prompts or their parsing change (it is part of the cache key).
 PROMPT_VERSION = "hipporag-openie-v1"
 CACHE_FILE = "openie.sqlite"

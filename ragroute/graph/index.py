@@ -64,7 +64,7 @@ from ragroute.graph.build import (
     extend_graph,
     extract_passages,
 )
-from ragroute.graph.extract import RuleExtractor, resolve_extractor
+from ragroute.graph.extract import RuleExtractor, normalise, resolve_extractor
 from ragroute.graph.lexical import PassageTerms
 from ragroute.graph.ppr import PPREngine
 from ragroute.index.bm25_counts import TermCountsKeeper
@@ -202,7 +202,7 @@ class GraphIndex(LocalIndex):
         self._scoped_graphs: OrderedDict[tuple[float, bytes], _WalkGraph] = OrderedDict()
         self._scoped_lock = threading.Lock()
         self._passage_nodes = np.arange(tables.n_phrases, tables.n_phrases + len(self.store))
-        self._ids: dict[str, int] | None = None  # phrase -> node id, built on the first anchoring
+        self._ids: tuple[int, dict[str, int]] | None = None  # (phrases, phrase -> node id): first anchoring
 
     # ------------------------------------------------------------------ building
 
@@ -640,10 +640,16 @@ class GraphIndex(LocalIndex):
         }
 
     def _phrase_ids(self) -> dict[str, int]:
-        ids = self._ids
-        if ids is None or len(ids) != self.tables.n_phrases:
-            ids = self._ids = {p: i for i, p in enumerate(self.tables.phrases)}
-        return ids
+        """Phrase key -> node id, for the query's phrases: each node by its key and by the key the
+        rule extractor makes of it now (a graph built before version 3 holds "the beatles", which
+        the query's "The Beatles" now reads as "beatles")."""
+        cached = self._ids
+        if cached is None or cached[0] != self.tables.n_phrases:
+            ids = {p: i for i, p in enumerate(self.tables.phrases)}
+            for i, p in enumerate(self.tables.phrases):
+                ids.setdefault(normalise(p), i)
+            cached = self._ids = (self.tables.n_phrases, ids)
+        return cached[1]
 
     def _fallback(self, ranked: list[tuple[int, float]]) -> list[Hit]:
         hits = []

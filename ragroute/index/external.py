@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query_vectors
 from ragroute.index.dense import aligned_vectors
 from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.io import FAMILY
@@ -61,6 +61,10 @@ class StoreParams:
                 "be written to the index's manifest and shown in errors: give the URL without them, and "
                 "the key in $QDRANT_API_KEY"
             )
+        folder = local_folder(str(self.location))
+        if folder is not None:  # recorded absolute, for any working directory, and one client per
+            self.location = str(folder.resolve())  # folder however it is spelt (until session 39
+            # only the CLI did this: an index saved from Python with "vectors" loaded only from its cwd)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StoreParams:
@@ -122,6 +126,12 @@ def local_folder(location: str) -> Path | None:
     return Path(location).expanduser()
 
 
+def store_matches(value: Any) -> bool:
+    """Whether a store index can match filter value ``value``: strings and integers (not booleans,
+    numbers with a fraction or null), what every store matches exactly."""
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
 def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[FilterClause]:
     """ragroute metadata filters (and a caller's scope) as clauses every store translates; values
     must be strings or integers (what every store matches exactly). A filter on ``access`` matches
@@ -134,7 +144,7 @@ def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[Filter
             clauses.append(FilterClause(scopes=frozenset(wanted.scopes)))
             continue
         values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+        if not all(store_matches(v) for v in values):
             raise RagrouteError(f"a {store} index filters on strings and integers; {key!r} has {values!r}")
         # modality, parent_id and the access labels are fields of their own (see payload)
         clauses.append(
@@ -151,6 +161,8 @@ class ExternalVectorIndex(VectorIndex):
     """
 
     store_name: ClassVar[str] = ""
+    #: which filter values the store matches (the CLI's ``--filter`` offers only those)
+    filter_value_matched: ClassVar[Any] = staticmethod(store_matches)
     params_key: ClassVar[str] = ""
     default_params: ClassVar[StoreParams] = StoreParams()
 
@@ -316,11 +328,14 @@ class ExternalVectorIndex(VectorIndex):
     ) -> list[list[Hit]]:
         """Search with precomputed query embeddings; ``filters`` are pushed down into the store."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        vectors = check_query_vectors(vectors, len(vectors), self.encoder)  # a NaN row found nothing
         if self.collection is None or len(self.store) == 0:
             return [[] for _ in range(len(vectors))]
         self.store.check_filter_keys(filters)  # pushed down, a key no document carries would match nothing
         clauses = filter_clauses(filters, self.store_name)
         self._check_scalar_keys(clauses)
+        if any(c.scopes is None and not c.values for c in clauses):  # "one of no values": nothing
+            return [[] for _ in range(len(vectors))]  # (Qdrant read an empty condition as everything)
         positions = self.store.positions_by_iid()
         out = []
         for vector in vectors:

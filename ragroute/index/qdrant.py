@@ -216,5 +216,7 @@ def _qdrant_filter(clauses: list[FilterClause]) -> Any:
             for values in (strings, integers)
             if values
         ]
+        if not matches:  # one of no values: an empty "should" would match every document
+            matches = [models.HasIdCondition(has_id=[])]
         must.append(matches[0] if len(matches) == 1 else models.Filter(should=matches))
     return models.Filter(must=must)
