@@ -112,6 +112,10 @@ class Decision:
 
     ``routes`` maps route names to scores (probabilities where the router is
     calibrated); ``chosen`` lists the routes that will be queried, best first.
+    ``log_routes`` (not in :meth:`to_dict`) holds the unrounded natural-log
+    probabilities where the router computed them from scores and some route's
+    probability rounds to 0: the pipeline renormalises over a caller's visible
+    routes with them, where every visible route is 0 beside a hidden winner.
     """
 
     chosen: list[str]
@@ -119,6 +123,7 @@ class Decision:
     signals: dict[str, Any] = field(default_factory=dict)
     trace: list[TraceStep] = field(default_factory=list)
     decided_by: str = ""
+    log_routes: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

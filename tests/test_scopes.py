@@ -278,6 +278,31 @@ def test_a_prototype_router_and_decide_hide_the_source(sources, encoder):
     assert pipeline.decide("salary payroll", scopes=["hr"]).chosen == [SECRET]
 
 
+def test_a_hidden_winner_that_rounds_the_visible_routes_to_0_keeps_the_routers_order(sources, encoder):
+    """Beside a hidden source with p ~ 1 every visible route rounds to 0; until session 39 the
+    caller's sources then shared the query evenly (saying that a hidden source had won, and
+    dropping the router's order). Now the visible routes are the router's own softmax over them,
+    through the unrounded log-probabilities routers keep (``Decision.log_routes``)."""
+    from ragroute.route.confidence import ConfidenceConfig, ConfidenceRouter
+    from ragroute.route.ensemble import EnsembleRouter
+
+    query = "salary payroll bonus ledger pension invoice audit printer"
+    prototype = PrototypeRouter(sources, encoder)
+    prototype.config.temperature = 0.05
+    confidence = ConfidenceRouter(sources, ConfidenceConfig(temperature=0.05))
+    for router in (prototype, confidence, EnsembleRouter([prototype, confidence])):
+        routed = router.route(query)
+        assert routed.chosen == [SECRET] and routed.routes["science"] == routed.routes["helpdesk"] == 0
+        logs = routed.log_routes
+        want = 1 / (1 + np.exp(logs["science"] - logs["helpdesk"]))  # the softmax over the two
+        assert 0.5 < want < 1  # helpdesk holds the query's "printer": preferred, not certain
+        decision = Pipeline(sources, router, encoder=encoder).decide(query)  # no scopes: SECRET hidden
+        assert decision.routes["helpdesk"] == pytest.approx(want, abs=1e-9)
+        assert decision.routes["science"] == pytest.approx(1 - want, abs=1e-9)
+        assert SECRET not in json.dumps(decision.to_dict())
+        assert "log_routes" not in decision.to_dict() and "log_routes" not in repr(decision)
+
+
 def test_multi_route_fusion_always_routes_and_documents_of_a_mixed_store(sources, encoder):
     for fusion in ("rrf", "calibrated", "minmax"):
         router = FixedRouter({SECRET: 0.34, "science": 0.33, "helpdesk": 0.33})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -337,25 +338,33 @@ class RouteStage:
         trace.extend(routed.trace)
         signals.update(routed.signals)
         probs = dict(routed.routes)
+        log_routes = routed.log_routes
         if policy_result is not None and (policy_result.boosts or policy_result.blocks):
             probs = _renormalise(policy_result.apply(probs))
+            log_routes = {}  # they no longer describe probs
             trace.append(
                 TraceStep(
                     "policy-adjust",
                     {"boosts": policy_result.boosts, "blocks": policy_result.blocks, "routes": probs},
                 )
             )
-        return self._finish(probs, routed.decided_by, signals, trace, context)
+        return self._finish(probs, routed.decided_by, signals, trace, context, log_routes)
 
     def _finish(
-        self, probs: dict[str, float], decided_by: str, signals: dict, trace: list, context: QueryContext
+        self,
+        probs: dict[str, float],
+        decided_by: str,
+        signals: dict,
+        trace: list,
+        context: QueryContext,
+        log_routes: Mapping[str, float] | None = None,
     ) -> Decision:
         options = self.options
         hidden = self.hidden(context.scopes)
         if hidden:  # the router and policy saw every source: the caller learns nothing of hidden ones
             allowed = {name: p for name, p in probs.items() if name not in hidden}
             if len(allowed) < len(probs):
-                probs = _visible_routes(allowed)
+                probs = _visible_routes(allowed, log_routes or {})
             # Every number the router and policy computed was computed beside the hidden sources (a
             # raw probability against the renormalised one gives a hidden source's share; whether a
             # step is redacted tells whether a hidden source won). So for a caller who cannot see
@@ -467,11 +476,21 @@ def _without(probs: Mapping[str, float], dropped: Sequence[str]) -> dict[str, fl
     return _renormalise(kept) if any(p > 0 for p in kept.values()) else {NONE_ROUTE: 1.0}
 
 
-def _visible_routes(allowed: Mapping[str, float]) -> dict[str, float]:
-    """A router's probabilities over the routes a caller may see (``allowed``), renormalised. When a
-    hidden route took all of it (each visible one underflowed to 0: a softmax at a very low
-    temperature), the visible sources share it evenly: sending the query nowhere would say that a
-    hidden source won, and the caller's sources would never be searched."""
+def _visible_routes(allowed: Mapping[str, float], log_routes: Mapping[str, float]) -> dict[str, float]:
+    """A router's probabilities over the routes a caller may see (``allowed``), renormalised: from
+    the router's unrounded ``log_routes`` where it gave them for every visible route (since session
+    39: beside a hidden winner every visible probability rounds to 0, and the visible sources then
+    shared the query evenly, which said that a hidden source won and dropped the router's order),
+    else from the probabilities. A router without them (an LLM, a fixed split) whose visible routes
+    are all 0 gets the even share: sending the query nowhere would say that a hidden source won,
+    and the caller's sources would never be searched."""
+    logged = [log_routes.get(name) for name in allowed]
+    finite = [value for value in logged if value is not None and math.isfinite(value)]
+    if finite and all(value is not None for value in logged):
+        top = max(finite)
+        shares = {name: math.exp(value - top) for name, value in zip(allowed, logged) if value is not None}
+        total = sum(shares.values())
+        return {name: share / total for name, share in shares.items()}
     if sum(max(p, 0.0) for p in allowed.values()) > 0:
         return _renormalise(allowed)
     sources = [name for name in allowed if name != NONE_ROUTE]

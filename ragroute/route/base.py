@@ -140,6 +140,27 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def log_softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise log of :func:`softmax` (finite where the probability underflows to 0)."""
+    z = np.atleast_2d(np.asarray(scores, dtype=np.float64)) / max(temperature, 1e-9)
+    z = z - z.max(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def rounded_away_logs(scores: np.ndarray, probs: np.ndarray, temperature: float = 1.0) -> list[Any]:
+    """Per row of ``probs = softmax(scores, temperature)``: its :func:`log_softmax` where some
+    probability rounds to 0 in a decision (< 1e-6: what renormalising over a caller's visible routes
+    needs, see :class:`~ragroute.types.Decision`), else None (routing pays for it only there)."""
+    probs = np.atleast_2d(probs)
+    out: list[Any] = [None] * len(probs)
+    needed = np.flatnonzero(probs.min(axis=1, initial=1.0) < 1e-6)
+    if len(needed):
+        for row, logs in zip(needed, log_softmax(np.atleast_2d(scores)[needed], temperature)):
+            out[int(row)] = logs
+    return out
+
+
 def fit_temperature(
     scores: np.ndarray, targets: np.ndarray, grid: Sequence[float] | np.ndarray | None = None
 ) -> float:
@@ -172,12 +193,15 @@ def decision_from_probs(
     decided_by: str,
     signals: Mapping[str, Any] | None = None,
     detail: Mapping[str, Any] | None = None,
+    log_probs: np.ndarray | Sequence[float] | None = None,
 ) -> Decision:
-    """A decision whose ``chosen`` is the most probable label (selection happens later)."""
+    """A decision whose ``chosen`` is the most probable label (selection happens later);
+    ``log_probs`` (the unrounded log of ``probs``, from :func:`log_softmax`) become its
+    ``log_routes``."""
     values = probs.tolist() if isinstance(probs, np.ndarray) else [float(p) for p in probs]
     routes = {label: round(p, 6) for label, p in zip(labels, values)}
     best = top_route(routes)
-    return Decision(
+    decision = Decision(
         chosen=[best],
         routes=routes,
         signals=dict(signals or {}),
@@ -186,6 +210,10 @@ def decision_from_probs(
             TraceStep("router", {"router": decided_by, "best": best, "p": routes[best], **(detail or {})})
         ],
     )
+    if log_probs is not None:
+        logs = log_probs.tolist() if isinstance(log_probs, np.ndarray) else [float(v) for v in log_probs]
+        decision.log_routes = dict(zip(labels, logs))
+    return decision
 
 
 def select_routes(

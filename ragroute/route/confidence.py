@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError, error_summary
-from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature, moved_by_a_quarter, softmax
+from ragroute.route.base import (
+    BaseRouter,
+    decision_from_probs,
+    fit_temperature,
+    moved_by_a_quarter,
+    rounded_away_logs,
+    softmax,
+)
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.score_probe import ProbeQueries, SourceProbe
 from ragroute.route.sources import Source, check_sources
@@ -147,6 +154,7 @@ class ConfidenceRouter(BaseRouter):
         z = (raw - mean) / std
         z[:, list(errors)] = _FAILED  # a source whose probe raised gets no probability
         probs = softmax(z, self.config.temperature or 1.0)
+        logs = rounded_away_logs(z, probs, self.config.temperature or 1.0)
         failed = {self.labels[s]: e for s, e in errors.items()}
         read_by = {label: p.kind for label, p in zip(self.labels, self.probes)}  # one dict for the batch
         return [
@@ -164,8 +172,9 @@ class ConfidenceRouter(BaseRouter):
                     "probes": dict(read_by),
                     **({"errors": failed} if failed else {}),
                 },
+                log_probs=lp,
             )
-            for r, zr, p in zip(raw, z, probs)
+            for r, zr, p, lp in zip(raw, z, probs, logs)
         ]
 
     def describe(self) -> dict:

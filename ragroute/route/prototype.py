@@ -33,6 +33,7 @@ from ragroute.route.base import (
     decision_from_probs,
     fit_temperature,
     moved_by_a_quarter,
+    rounded_away_logs,
     softmax,
 )
 from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
@@ -312,6 +313,7 @@ class PrototypeRouter(BaseRouter):
             query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
         raw = self._with_none(self.scores(query_vectors))
         probs = softmax(raw, self.config.temperature or 0.05)
+        logs = rounded_away_logs(raw, probs, self.config.temperature or 0.05)
         return [
             decision_from_probs(
                 self.labels,
@@ -319,8 +321,9 @@ class PrototypeRouter(BaseRouter):
                 decided_by=self.name,
                 signals={"similarity": {label: round(v, 4) for label, v in zip(self.labels, r.tolist())}},
                 detail={"temperature": round(self.config.temperature or 0.05, 4)},
+                log_probs=lp,
             )
-            for r, p in zip(raw, probs)
+            for r, p, lp in zip(raw, probs, logs)
         ]
 
     def describe(self) -> dict:

@@ -49,6 +49,7 @@ from ragroute.route.base import (
     checked_queries,
     decision_from_probs,
     fit_temperature,
+    rounded_away_logs,
     softmax,
 )
 from ragroute.route.features import CHEAP_FEATURE_NAMES, DEFAULT_HASHED_DIM, QueryFeatures, cheap_features
@@ -343,6 +344,7 @@ class TrainedRouter(BaseRouter):
         logits = self._network.from_first_layer(self._first.apply(rows)) + self._bias
         logits /= max(self.temperature, 1e-9)
         probs = softmax(logits)
+        logs = rounded_away_logs(logits, probs)
         temperature = round(self.temperature, 4)
         decisions = []
         for i in range(len(texts)):
@@ -355,7 +357,11 @@ class TrainedRouter(BaseRouter):
             }
             decisions.append(
                 decision_from_probs(
-                    self.labels, probs[i], decided_by=f"{self.name}:{self.kind}", signals=signals
+                    self.labels,
+                    probs[i],
+                    decided_by=f"{self.name}:{self.kind}",
+                    signals=signals,
+                    log_probs=logs[i],
                 )
             )
         return decisions
