@@ -158,3 +158,61 @@ def test_without_labelled_queries_the_router_that_reads_none_is_still_scored(has
     decisions = router.route_contexts(contexts)
     assert [max(d.routes, key=d.routes.get) for d in decisions] == ["e1", "e2"]
     assert all(d.routes.get("base", 0.0) == 0.0 for d in decisions)  # no domain, no pilot
+
+
+def _report(gap_closed, routers=("pilot-domain+generalists",)):
+    """A small ``run_experts_bench`` result, as its --json line prints it, for ``format_report``."""
+    experts = {"base": 0.98, "bm25": 0.93, "expert-astronomy": 0.98}
+    per_collection = {name: {"astronomy": value} for name, value in experts.items()}
+    detail = {
+        "ndcg@10": 0.98,
+        "routes_per_query": 1.0,
+        "encoders_per_query": 2.0,
+        "latency_ms_p50": 0.1,
+        "per_collection": {"astronomy": 0.98},
+    }
+    return {
+        "queries": 10,
+        "split": "test",
+        "train_split": None,
+        "train_s": 1.0,
+        "experts": experts,
+        "expert_encoders": {"base": 1, "bm25": 0, "expert-astronomy": 1},
+        "fusion_all_detail": {"ndcg@10": 0.97, "routes_per_query": 3.0, "encoders_per_query": 2.0},
+        "router_detail": {name: detail for name in routers},
+        "dataset_oracle": 0.98,
+        "instance_oracle": 0.98,
+        "best_router": routers[0],
+        "gain_over_best_baseline": 0.0,
+        "oracle_gap_closed": gap_closed,
+        "comparisons": {},
+        "experts_per_collection": per_collection,
+        "problems": [],
+        "skipped": {},
+    }
+
+
+def test_report_says_when_there_is_no_oracle_gap_to_close():
+    # the best baseline already equals the instance oracle: oracle_gap_closed is None, not a share
+    from ragroute.evaluation.bench_experts import format_report
+
+    text = format_report(_report(None))
+    assert "None" not in text and "no gap to the instance oracle to close" in text
+    assert "closes 0.25 of the gap to the instance oracle" in format_report(_report(0.25))
+
+
+def test_report_columns_fit_the_longest_row_name():
+    # "expert expert-astronomy" and "router pilot-domain+generalists" are longer than the default column
+    from ragroute.evaluation.bench_experts import format_report
+
+    lines = format_report(_report(None)).splitlines()
+    header = next(line for line in lines if line.startswith("row "))
+    column = header.index("nDCG@10") + len("nDCG@10")  # right edge of the nDCG@10 column
+    rows = [
+        line for line in lines if line.startswith(("expert ", "router ", "fusion_all", "instance_oracle"))
+    ]
+    assert len(rows) == 6
+    for line in rows:
+        assert line[column - 6 : column] in ("0.9800", "0.9300", "0.9700"), line
+    per_collection = [line for line in lines if line.startswith("  ") and line.strip()[0].isalpha()]
+    assert len({line.index("0.9") for line in per_collection}) == 1, per_collection

@@ -237,3 +237,58 @@ def test_ceiling_and_oracle_leave_out_queries_with_nothing_relevant(tmp_path, ha
     assert oracle_ndcg(data) == pytest.approx(clean)
     assert ceiling["ndcg@10"] == pytest.approx(clean, abs=1e-4)
     assert ceiling["ndcg@10_hedged"] == pytest.approx(clean, abs=1e-4)
+
+
+def test_report_columns_fit_the_longest_router_name():
+    # an ensemble's name lists its members and is longer than the default name column
+    row = {
+        "accuracy": 1.0,
+        "ndcg@10": 0.9,
+        "ndcg@10_top1_only": 0.9,
+        "routes_per_query": 1.0,
+        "gold_in_chosen": 1.0,
+        "latency_ms_p50": 0.1,
+        "latency_ms_p95": 0.2,
+        "errors": {},
+    }
+    names = ["prototype", "ensemble (default members: prototype+confidence)"]
+    result = {
+        "root": "data",
+        "split": "test",
+        "queries": 4,
+        "collections": {"a": {"queries": 2}, "b": {"queries": 2}},
+        "method": "dense",
+        "evaluation": "held-out split",
+        "selection": {"threshold": 0.25, "max_routes": 3, "hedge_below": None, "fusion": "auto"},
+        "routers": {name: dict(row) for name in names},
+        "baseline_reference": None,
+        "text_only_ceiling": {
+            "accuracy": 1.0,
+            "ndcg@10": 0.9,
+            "ndcg@10_hedged": 0.9,
+            "queries_with_text_in_several_sources": 0,
+        },
+        "merged_ndcg@10": 0.9,
+        "oracle_ndcg@10": 0.9,
+        "skipped": {},
+        "concurrent_routes": {
+            "sources": ["a", "b"],
+            "together_ms_p50": 0.2,
+            "slowest_alone_ms_p50": 0.1,
+            "ratio_p50": 2.0,
+            "ratio_p95": 3.0,
+        },
+    }
+    result["selection"]["route_weights"] = "even"
+    lines = format_report(result).splitlines()
+    header = next(line for line in lines if line.startswith("router "))
+    edge = header.index("nDCG@10") + len("nDCG@10")
+    rows = [
+        line
+        for line in lines
+        if line.startswith((*names, "merged index", "oracle source", "ceiling", "  same"))
+    ]
+    assert len(rows) == 6
+    assert all(line[edge - 6 : edge] == "0.9000" for line in rows), rows
+    errors = [line for line in lines if line.startswith("  ") and line.endswith(" none")]
+    assert len({line.index(" none") for line in errors}) == 1, errors

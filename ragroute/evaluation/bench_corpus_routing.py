@@ -639,34 +639,39 @@ def _learned_routers(
 
 
 def format_report(result: dict[str, Any]) -> str:
+    # the name column fits the longest row name (an ensemble's name lists its members)
+    fixed = (
+        "merged index (one index over all sources)",
+        "ceiling for routers that see only the text",
+        "  same, shared texts hedged over their sources",
+    )
+    w = max(len(name) for name in (*fixed, *result["routers"]))
     lines = [
         f"corpus routing on {result['root']} [{result['split']}], {result['queries']} queries, "
         f"{len(result['collections'])} {result['method']} sources; learned routers: {result['evaluation']}",
         f"selection: threshold {result['selection']['threshold']}, "
         f"max {result['selection']['max_routes']} routes, hedge below {result['selection']['hedge_below']}, "
         f"fusion {result['selection']['fusion']} ({result['selection']['route_weights']} weights)",
-        f"{'router':<44} {'accuracy':>8} {'nDCG@10':>8} {'top1-only':>9} {'routes/q':>8} {'gold in':>8} "
+        f"{'router':<{w}} {'accuracy':>8} {'nDCG@10':>8} {'top1-only':>9} {'routes/q':>8} {'gold in':>8} "
         f"{'p50 ms':>7} {'p95 ms':>7}",
     ]
     for name, row in result["routers"].items():
         lines.append(
-            f"{name:<44} {row['accuracy']:>8.3f} {row['ndcg@10']:>8.4f} {row['ndcg@10_top1_only']:>9.4f} "
+            f"{name:<{w}} {row['accuracy']:>8.3f} {row['ndcg@10']:>8.4f} {row['ndcg@10_top1_only']:>9.4f} "
             f"{row['routes_per_query']:>8.2f} {row['gold_in_chosen']:>8.3f} {row['latency_ms_p50']:>7.2f} "
             f"{row['latency_ms_p95']:>7.2f}"
         )
     ref = result["baseline_reference"]
     ceiling = result["text_only_ceiling"]
+    lines.append(f"{fixed[0]:<{w}} {'':>8} {result['merged_ndcg@10']:>8.4f}")
+    lines.append(f"{'oracle source':<{w}} {'1.000':>8} {result['oracle_ndcg@10']:>8.4f}")
     lines.append(
-        f"{'merged index (one index over all sources)':<44} {'':>8} {result['merged_ndcg@10']:>8.4f}"
-    )
-    lines.append(f"{'oracle source':<44} {'1.000':>8} {result['oracle_ndcg@10']:>8.4f}")
-    lines.append(
-        f"{'ceiling for routers that see only the text':<44} {ceiling['accuracy']:>8.3f} "
+        f"{fixed[1]:<{w}} {ceiling['accuracy']:>8.3f} "
         f"{ceiling['ndcg@10']:>8.4f}   ({ceiling['queries_with_text_in_several_sources']} queries share "
         "their text with another source)"
     )
     lines.append(
-        f"{'  same, shared texts hedged over their sources':<44} {'':>8} {ceiling['ndcg@10_hedged']:>8.4f}"
+        f"{fixed[2]:<{w}} {'':>8} {ceiling['ndcg@10_hedged']:>8.4f}"
         f"   (fusion {result['selection']['fusion']})"
     )
     if ref:  # only on the Glasgow dev collections, the data these numbers belong to
@@ -707,5 +712,5 @@ def format_report(result: dict[str, Any]) -> str:
     for name, row in result["routers"].items():
         shown = ", ".join(f"{pair} {n}" for pair, n in list(row["errors"].items())[:6]) or "none"
         more = len(row["errors"]) - 6
-        lines.append(f"  {name:<46} {shown}" + (f", +{more} more pairs" if more > 0 else ""))
+        lines.append(f"  {name:<{w}} {shown}" + (f", +{more} more pairs" if more > 0 else ""))
     return "\n".join(lines)

@@ -507,34 +507,48 @@ def compare_to_baselines(
     }
 
 
+def _gap_phrase(closed: float | None) -> str:
+    """``oracle_gap_closed`` in words: None when the best baseline already equals the instance oracle."""
+    if closed is None:
+        return "no gap to the instance oracle to close (the best baseline equals it)"
+    return f"closes {closed} of the gap to the instance oracle"
+
+
 def format_report(report: Mapping[str, Any]) -> str:
+    # name columns fit the longest row name ("expert expert-astronomy", "router pilot-domain+generalists")
+    rows = [
+        *(f"expert {name}" for name in report["experts"]),
+        *(f"router {name}" for name in report["router_detail"]),
+    ]
+    w = max([22, *(len(name) for name in rows)])
+    names = [*report["experts_per_collection"], *report["router_detail"]]
+    w_collection = max([22, *(len(name) for name in names)])
     lines = [
         f"experts on {report['queries']} {report['split']} queries "
         f"(routers fitted on {report['train_split'] or '-'}; training {report['train_s']} s)",
         "",
-        f"{'row':<22} {'nDCG@10':>8} {'routes':>7} {'encoders':>9} {'route p50 ms':>13}",
+        f"{'row':<{w}} {'nDCG@10':>8} {'routes':>7} {'encoders':>9} {'route p50 ms':>13}",
     ]
     for name, value in report["experts"].items():
         encoders = report.get("expert_encoders", {}).get(name, 1)
-        lines.append(f"{'expert ' + name:<22} {value:>8.4f} {1:>7} {encoders:>9}")
+        lines.append(f"{'expert ' + name:<{w}} {value:>8.4f} {1:>7} {encoders:>9}")
     fa = report["fusion_all_detail"]
     lines.append(
-        f"{'fusion_all':<22} {fa['ndcg@10']:>8.4f} {fa['routes_per_query']:>7.2f} "
+        f"{'fusion_all':<{w}} {fa['ndcg@10']:>8.4f} {fa['routes_per_query']:>7.2f} "
         f"{fa['encoders_per_query']:>9.2f}"
     )
     for name, detail in report["router_detail"].items():
         lines.append(
-            f"{'router ' + name:<22} {detail['ndcg@10']:>8.4f} {detail['routes_per_query']:>7.2f} "
+            f"{'router ' + name:<{w}} {detail['ndcg@10']:>8.4f} {detail['routes_per_query']:>7.2f} "
             f"{detail['encoders_per_query']:>9.2f} {detail['latency_ms_p50']:>13.3f}"
         )
-    lines.append(f"{'dataset_oracle':<22} {report['dataset_oracle']:>8.4f}")
-    lines.append(f"{'instance_oracle':<22} {report['instance_oracle']:>8.4f}")
+    lines.append(f"{'dataset_oracle':<{w}} {report['dataset_oracle']:>8.4f}")
+    lines.append(f"{'instance_oracle':<{w}} {report['instance_oracle']:>8.4f}")
     if "best_router" in report:
         lines += [
             "",
             f"best router {report['best_router']}: {report['gain_over_best_baseline']:+.4f} over "
-            f"max(best single expert, fusion_all); closes {report['oracle_gap_closed']} of the gap "
-            "to the instance oracle",
+            "max(best single expert, fusion_all); " + _gap_phrase(report["oracle_gap_closed"]),
         ]
         comparisons = report.get("comparisons") or {}
         for key in COMPARED:
@@ -551,9 +565,12 @@ def format_report(report: Mapping[str, Any]) -> str:
     collections = list(next(iter(report["experts_per_collection"].values())))
     lines += ["", "per collection (nDCG@10): " + " ".join(f"{c:>6}" for c in collections)]
     for name, row in report["experts_per_collection"].items():
-        lines.append(f"  {name:<22} " + " ".join(f"{row[c]:>6.3f}" for c in collections))
+        lines.append(f"  {name:<{w_collection}} " + " ".join(f"{row[c]:>6.3f}" for c in collections))
     for name, detail in report["router_detail"].items():
-        lines.append(f"  {name:<22} " + " ".join(f"{detail['per_collection'][c]:>6.3f}" for c in collections))
+        lines.append(
+            f"  {name:<{w_collection}} "
+            + " ".join(f"{detail['per_collection'][c]:>6.3f}" for c in collections)
+        )
     for problem in report["problems"]:
         lines.append(f"left out: {problem}")
     for name, why in report.get("skipped", {}).items():
