@@ -50,7 +50,7 @@ GOOD = """\
 sources:
   astro: {index: indexes/astro, description: Astronomy and space.}
   cook: {index: indexes/cook, description: Cooking and recipes.}
-  dense: {index: indexes/minilm, description: Astronomy again.}
+  dense: {index: indexes/minilm, corpus: indexes/astro, description: Astronomy again.}
 router: {kind: prototype, threshold: 0.3, max_routes: 2}
 signals:
   math: {type: regex, pattern: '\\d+ times \\d+'}
@@ -88,6 +88,25 @@ def test_good_config_passes_and_lists_sources(workspace):
     assert "router: prototype (threshold 0.3, max_routes 2)" in out
     assert "policy: 1 signal(s), 1 rule(s)" in out
     assert out.strip().splitlines()[-1] == "ok"
+
+
+def test_two_sources_over_one_corpus_without_a_shared_corpus_are_noted(workspace):
+    """A BM25 and a dense index built apart over the same documents are two collections unless
+    they name one ``corpus:``: fusion lists each document twice. Loading warned; until session 39
+    ``config check`` said "ok" and nothing else."""
+    config = workspace / "twice.yaml"
+    config.write_text(GOOD.replace("corpus: indexes/astro, ", ""))
+    result = check(config)
+    assert result.exit_code == 0, result.output  # a note, not a problem
+    assert result.stderr.strip() == (
+        f"warning: {config}: sources 'astro' and 'dense' hold the same 2 document ids in two "
+        "collections: their hits of one document would be listed twice; if they index one corpus, "
+        "give both the same 'corpus:' (e.g. corpus: indexes/astro)"
+    )
+    with pytest.warns(UserWarning, match="sources 'astro' and 'dense' hold the same 2 document ids"):
+        from ragroute.route.config import load_routing
+
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
 
 
 def test_damaged_files_and_changed_model_folders_are_problems(workspace, tmp_path):

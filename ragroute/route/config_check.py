@@ -196,6 +196,7 @@ class _Checker:
         entries = self.source_entries(data)
         for name, entry in entries.items():
             self.check_source(str(name), entry)
+        self.check_same_documents(entries)
         names = [str(name) for name in entries]
         self.check_router(data.get("router") or {"kind": "prototype"}, names)
         if data.get("reranker"):
@@ -213,6 +214,48 @@ class _Checker:
         if data.get("signals") or data.get("rules"):
             self.check_policy(data, names)
         self.check_router_routes(names)
+
+    def check_same_documents(self, entries: Mapping[str, Any]) -> None:
+        """A note for two index sources of different collections holding the same document ids
+        (a BM25 and a dense index built apart over one corpus, with no shared ``corpus:``), as
+        loading warns (:func:`~ragroute.route.config.warn_same_documents`): fusion would list each
+        document twice. Only indexes of equal size are read (until session 39 only loading said it)."""
+        from ragroute.index.docstore import DocumentStore
+        from ragroute.store.artifact import published_path
+
+        by_size: dict[int, list[tuple[str, Path, str]]] = {}
+        for source in self.report.sources:
+            entry = entries.get(source.name)
+            if source.status != "ok" or source.kind != "index" or not source.documents:
+                continue
+            if not isinstance(entry, dict) or "index" not in entry:
+                continue
+            folder = self.resolve(entry["index"])
+            collection = str(self.resolve(entry["corpus"])) if entry.get("corpus") else str(folder)
+            by_size.setdefault(int(source.documents), []).append((source.name, folder, collection))
+        for group in by_size.values():
+            if len({collection for _, _, collection in group}) < 2:
+                continue
+            seen: dict[frozenset[str], tuple[str, str]] = {}
+            for name, folder, collection in group:
+                try:
+                    store = DocumentStore.load(published_path(folder))
+                except (RagrouteError, OSError, ValueError):
+                    continue  # loading would say what is wrong with it
+                ids = frozenset(doc.id for doc in store.documents)
+                other, other_collection = seen.setdefault(ids, (name, collection))
+                if other != name and other_collection != collection:
+                    shown = Path(other_collection)
+                    corpus = (
+                        shown.relative_to(self.path.parent.resolve())
+                        if shown.is_relative_to(self.path.parent.resolve())
+                        else shown
+                    )
+                    self.note(
+                        f"{self.path}: sources {other!r} and {name!r} hold the same {len(ids)} document "
+                        f"ids in two collections: their hits of one document would be listed twice; if "
+                        f"they index one corpus, give both the same 'corpus:' (e.g. corpus: {corpus})"
+                    )
 
     def check_router_routes(self, names: list[str]) -> None:
         """The routes of a router fitted on labels against the source names (as loading checks
