@@ -219,11 +219,14 @@ def test_build_from_triples_alone_and_with_a_corpus(workspace):
     result = run("graph", "build", "--triples", triples)
     assert result.exit_code == 0, result.output
     assert "read 3 triples" in result.output and "-> graph/facts" in result.output
+    # no extractor ran on a graph of triples alone (the summary named it as if it had, until session 39)
+    assert "extractor rules (for passages added later: none ran, the graph is of triples)" in result.output
     hits = last_json(run("graph", "query", "graph/facts", QUESTION, "-k", "2", "--json"))["hits"]
     assert [h["doc_id"] for h in hits] == ["triple-2", "triple-3"]
     assert last_json(run("graph", "stats", "graph/facts", "--json"))["from_triples"] == 3
     result = run("graph", "build", "base", "--triples", triples, "--out", "mixed")
     assert result.exit_code == 0, result.output
+    assert "synonym pairs; extractor rules\n" in result.output  # the corpus was extracted
     manifest = read_index_manifest(workspace / "mixed")
     assert manifest.params["counts"]["passages"] == 4 + 2  # p4 is a corpus document: its triple joins it
 

@@ -428,6 +428,24 @@ def test_each_step_of_a_path_is_the_largest_flow_of_the_walk_that_ran(hashing_en
             assert int(np.argmax(flow)) == earlier, hit.explain["path"]
 
 
+def test_a_markdown_heading_or_blank_line_ends_a_sentence():
+    """Until session 39 a heading ran into the first sentence of a Markdown file: "# Mira Okafor"
+    then "Mira Okafor was ..." gave the phrase "mira okafor mira okafor" (a hub of junk)."""
+    text = (
+        "# Mira Okafor\n\nMira Okafor was born in Dunmore.\n## The Tillan River ##\nShe mapped\n"
+        "the Tillan River."
+    )
+    assert split_sentences(text) == [
+        "Mira Okafor",
+        "Mira Okafor was born in Dunmore.",
+        "The Tillan River",
+        "She mapped the Tillan River.",  # a hard wrap stays inside its sentence
+    ]
+    extraction = RuleExtractor().extract(Document(id="m", title="Mira Okafor", text=text))
+    assert extraction.phrases == ["mira okafor", "dunmore", "tillan river"]
+    assert split_sentences("Kellow is a town.\n\nIt has a river.") == ["Kellow is a town.", "It has a river."]
+
+
 def test_a_graph_built_before_version_3_still_anchors_a_phrase_it_keys_with_the(hashing_encoder):
     """A saved graph from before session 39 holds "the varne river"; the query's "The Varne
     River" is read as "varne river" now: the anchor still finds the old node exactly."""

@@ -205,9 +205,13 @@ def build_command(
     say_llm_work(chosen)
     manifest = save_built_index(index, out_dir, "graph", start)
     counts = manifest.params.get("counts", {})
+    # "pairs": a synonym pair of phrases a fact already links adds no edge of its own (graph stats
+    # counts edges by type); and a graph of triples alone ran no extractor: it is what adds use
+    unused = " (for passages added later: none ran, the graph is of triples)" if not units else ""
     click.echo(
         f"graph: {counts.get('phrases')} phrases, {counts.get('passages')} passages, "
-        f"{counts.get('facts')} facts, {counts.get('synonym_edges')} synonym edges; extractor {extractor}"
+        f"{counts.get('facts')} facts, {counts.get('synonym_edges')} synonym pairs; extractor {extractor}"
+        + unused
     )
 
 

@@ -29,10 +29,12 @@ from ragroute.registry import EXTRACTORS
 from ragroute.types import Document
 
 EXTRACTOR_VERSION = 3  # 2 (session 36): a name never runs across punctuation ("Paris; London");
-# 3 (session 39): a phrase's leading "the" is not part of its key ("The Beatles" = "Beatles")
+# 3 (session 39): a phrase's leading "the" is not part of its key ("The Beatles" = "Beatles"), and a
+# blank line or a Markdown heading line ends a sentence
 
 _SENTENCE = re.compile(r"(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Mt|Jr|Sr)\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _TOKEN = re.compile(r"[A-Za-z\u00c0-\u024f][\w'’\-.&]*|\d[\d,.:/\-]*\d|\d")
+_HEADING = re.compile(r"\s{0,3}#{1,6}\s+(.*?)[\s#]*$")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
 _CONNECTORS = frozenset({"of", "the", "de", "da", "di", "del", "la", "le", "von", "van"})
 _FUNCTION_WORDS_TEXT = """a an the this that these those it its he she they we you i his her their our your
@@ -142,8 +144,32 @@ def normalise(phrase: str) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of a passage (a light splitter: end punctuation followed by a capital or digit)."""
-    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+    """Sentences of a passage (a light splitter: end punctuation followed by a capital or digit).
+    A blank line ends a paragraph and a Markdown heading (``# ...``) is a sentence of its own;
+    other line breaks are hard wraps inside a sentence (until session 39 a heading ran into the
+    first sentence: "# Mira Okafor" then "Mira Okafor was ..." gave the phrase "mira okafor mira
+    okafor")."""
+    out: list[str] = []
+    for paragraph in _paragraphs(text):
+        out.extend(s.strip() for s in _SENTENCE.split(paragraph) if s.strip())
+    return out
+
+
+def _paragraphs(text: str) -> list[str]:
+    """``text`` cut at blank lines and around Markdown heading lines, each piece on one line."""
+    pieces: list[str] = []
+    lines: list[str] = []
+    for line in text.strip().splitlines():
+        heading = _HEADING.match(line)
+        if heading or not line.strip():
+            pieces.append(" ".join(lines))
+            lines = []
+            if heading:
+                pieces.append(heading.group(1))
+            continue
+        lines.append(line.strip())
+    pieces.append(" ".join(lines))
+    return [piece for piece in pieces if piece.strip()]
 
 
 class RuleExtractor:
