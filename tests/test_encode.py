@@ -319,6 +319,44 @@ def test_any_sentence_transformer_by_path(tiny_model: Path, tmp_path: Path) -> N
     assert onnx_enc.describe()["max_seq_length"] == 64
 
 
+def test_a_copy_of_the_model_folder_elsewhere_is_the_same_encoder(tiny_model: Path, tmp_path: Path) -> None:
+    """Same files, another path (so another model id): the same weights digest makes it the same
+    encoder for indexes, fitted routers and config check; until session 39 an index built with a
+    copy of the bundled model refused the bundled model. Another model of the same width still fails."""
+    import shutil
+
+    from ragroute.encode.identity import check_fitted_encoder, encoder_record
+    from ragroute.errors import EncoderMismatchError
+    from ragroute.index.build import build_index
+    from ragroute.index.io import load_index, save_index
+    from ragroute.types import Document
+
+    original, copy, other = tmp_path / "original", tmp_path / "copy", tmp_path / "other"
+    shutil.copytree(tiny_model, original)
+    shutil.copytree(tiny_model, copy)
+    shutil.copytree(tiny_model, other)
+    pooling = other / "1_Pooling" / "config.json"  # same width, other pooling: another space
+    settings = json.loads(pooling.read_text())
+    settings.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    pooling.write_text(json.dumps(settings))
+    built = load_encoder(str(original), backend="torch", use_cache=False)
+    docs = [Document(id=str(i), text=s) for i, s in enumerate(SENTENCES) if s]
+    save_index(build_index(docs, "dense", encoder=built), tmp_path / "index")
+    copied = load_encoder(str(copy), backend="torch", use_cache=False)
+    assert copied.model_id != built.model_id
+    index = load_index(tmp_path / "index", copied)
+    assert [h.doc_id for h in index.search(SENTENCES[0], k=2)] == [
+        h.doc_id for h in load_index(tmp_path / "index", built).search(SENTENCES[0], k=2)
+    ]
+    check_fitted_encoder("router r", encoder_record(built), copied)
+    different = load_encoder(str(other), backend="torch", use_cache=False)
+    assert different.dim == built.dim
+    with pytest.raises(EncoderMismatchError, match="was built with encoder"):
+        load_index(tmp_path / "index", different)
+    with pytest.raises(EncoderMismatchError, match="was fitted with encoder"):
+        check_fitted_encoder("router r", encoder_record(built), different)
+
+
 def test_an_index_refuses_its_model_folder_changed_in_place(tiny_model: Path, tmp_path: Path) -> None:
     """The manifest records a digest of the model folder's contents: a folder edited in place (same
     path, so same model id) embedded into another space and was searched without a word."""

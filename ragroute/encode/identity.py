@@ -37,6 +37,23 @@ def encoder_record(encoder: Any) -> dict[str, Any] | None:
     return record
 
 
+def same_model(
+    recorded: Mapping[str, Any] | None, model_id: str, dim: int | None, encoder: Any = None
+) -> bool:
+    """Whether an artifact that recorded ``recorded`` (model id, dimension, weights) was made with
+    the model ``model_id`` (of dimension ``dim`` when known; ``encoder`` gives its weights): the
+    same id, or a byte-identical copy of its model folder under another path or name (the same
+    weights digest: until session 39 a copy of the bundled model was "another encoder"). The
+    dimension must match either way; :func:`check_weights` then refuses the same id with other files."""
+    record = recorded or {}
+    if dim is not None and int(record.get("dim", -1)) != dim:
+        return False
+    if record.get("model_id") == model_id:
+        return True
+    weights = record.get("weights")
+    return bool(weights) and encoder is not None and weights_of(encoder) == weights
+
+
 def check_weights(recorded: Mapping[str, Any] | None, encoder: Any, what: str) -> None:
     """:class:`EncoderMismatchError` when ``recorded`` and ``encoder`` both carry a weights digest
     and the two differ (``what`` names the artifact, e.g. "index /x" or "router /y")."""
@@ -61,7 +78,7 @@ def check_fitted_encoder(what: str, info: Mapping[str, Any] | None, encoder: Any
     if encoder is None:
         raise EncoderMismatchError(f"{what} was fitted with encoder {info['model_id']}: pass that encoder")
     got = (str(getattr(encoder, "model_id", "?")), int(getattr(encoder, "dim", -1)))
-    if got != (str(info["model_id"]), int(info["dim"])):
+    if not same_model(info, got[0], got[1], encoder):
         raise EncoderMismatchError(
             f"{what} was fitted with encoder {info['model_id']} ({info['dim']}-d), not {got[0]} "
             f"({got[1]}-d): use that encoder, or refit it with this one"

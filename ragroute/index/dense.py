@@ -96,16 +96,15 @@ def check_encoder(
     record, and ``encoder`` (when given) has the recorded weights (:mod:`ragroute.encode.identity`)."""
     if not recorded:
         raise IndexFormatError(f"{where}: manifest records no encoder for a dense index")
-    same_dim = dim is None or int(recorded.get("dim", -1)) == dim
-    if recorded.get("model_id") != model_id or not same_dim:
+    from ragroute.encode.identity import check_weights, same_model
+
+    if not same_model(recorded, model_id, dim, encoder):
         shown = f" (dim {dim})" if dim is not None else ""
         raise EncoderMismatchError(
             f"{where} was built with encoder {recorded.get('model_id')!r} (dim {recorded.get('dim')}), "
             f"not {model_id!r}{shown}; rebuild the index or pass the same encoder"
         )
     if encoder is not None:
-        from ragroute.encode.identity import check_weights
-
         check_weights(recorded, encoder, f"index {where}")
 
 

@@ -423,10 +423,14 @@ class _Checker:
         return self._encoder_weights
 
     def same_encoder(self, recorded: Mapping[str, Any]) -> bool:
-        if recorded.get("model_id") != self.encoder_id:
-            return False
+        """The config's encoder is the one ``recorded``: the same id, or a copy of its model folder
+        (the same weights digest), and the same dimension (as loading checks it)."""
         dim = recorded.get("dim")
-        return self.encoder_dim is None or dim is None or int(dim) == self.encoder_dim
+        if self.encoder_dim is not None and dim is not None and int(dim) != self.encoder_dim:
+            return False
+        if recorded.get("model_id") == self.encoder_id:
+            return True
+        return bool(recorded.get("weights")) and recorded.get("weights") == self.encoder_weights()
 
     def check_expert(
         self, source: SourceCheck, where: str, expert: Any, index_kind: str, recorded: Mapping[str, Any]
