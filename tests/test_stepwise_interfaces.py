@@ -322,6 +322,8 @@ def workspace(tmp_path_factory):
     (root / "down.yaml").write_text(base + "llm: llms.py:down\n")  # any LLM, by reference
     unplanned = {"kind": "scripted", "default": "I do not know"}  # answers, but never a plan
     (root / "unplanned.yaml").write_text(base + "llm: " + json.dumps(unplanned) + "\n")
+    gated = "gate: {kind: threshold, signal: rarity, value: min_zipf, below: 3.0}\n"
+    (root / "gated.yaml").write_text(base + gated)  # common words: the model answers
     return root
 
 
@@ -360,6 +362,21 @@ def test_ask_budget_no_llm_and_errors(workspace):
     assert "unknown llm kind 'gpt5'" in bad.output
     missing = CliRunner().invoke(main, ["ask", str(workspace / "nope.yaml"), "q?"])
     assert missing.exit_code == 2 and missing.output.startswith("error:")
+
+
+def test_ask_without_an_llm_says_when_the_gate_left_the_question_to_the_model(workspace):
+    """The gate answers everyday-vocabulary questions from the model; with --no-llm there is none,
+    so nothing was answered or retrieved: "answer: (none)" and "complete" read as if the sources
+    held nothing (user walkthrough, session 39)."""
+    result = CliRunner().invoke(
+        main, ["ask", str(workspace / "gated.yaml"), "how many vacation days do I get?", "--no-llm"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (
+        "answer: (none: the gate chose the model's own answer and --no-llm asks no model; nothing was "
+        "retrieved)"
+    )
+    assert "0 retrieval call(s)" in result.output and "gate answer" in result.output
 
 
 def test_ask_says_when_no_llm_answer_came_back(workspace):

@@ -95,6 +95,13 @@ def ask_command(
             click.echo(f"answer: (none: --no-llm; top hit: {result.answer})")
         else:
             click.echo(f"answer: {result.answer}  (a step's top hit, not the LLM's: no LLM answer came back)")
+    elif not result.answer and llm is None and result.retrieval_calls == 0:
+        # the gate chose to answer from the model and --no-llm gives none: nothing was answered
+        # or retrieved ("answer: (none)" and "complete" read as if the run found nothing)
+        click.echo(
+            "answer: (none: the gate chose the model's own answer and --no-llm asks no model; "
+            "nothing was retrieved)"
+        )
     else:
         click.echo(f"answer: {result.answer or '(none)'}")
     click.echo(
