@@ -62,6 +62,8 @@ def test_route_one_task_as_text_and_json(built, tmp_path, monkeypatch):
     assert text.exit_code == 0, text.output
     assert "reranker: none (rerank/default not found: train it with" in text.output
     assert "  1. " in text.output and "unit_convert" in text.output
+    # what the number is: a stage-1 score above 1 read as a probability (session 39)
+    assert "score: stage-1 relevance (BM25 and dense fused; not a probability)" in text.stdout
     # without an abstention model it named a threshold that could not apply (until session 37)
     assert "abstain: no (no abstention model applies to this route)" in text.output
     # and --candidates without a reranker was taken, then unused
@@ -154,6 +156,7 @@ def test_route_with_a_reranker_and_collapse(built, tmp_path):
     result = _route(str(built[0]), *args)
     assert result.exit_code == 0, result.output
     assert f"reranker: {model}" in result.output and "near-duplicates" in result.output
+    assert "score: the reranker's probability that the skill applies" in result.stdout
     defaults = tmp_path / "defaults.yaml"
     defaults.write_text("skills:\n  route: {no_reranker: true}\n")  # yields to a --reranker typed
     run = ["--config", str(defaults), "skills", "route", str(built[0]), *args, "--backend", "torch"]

@@ -275,6 +275,12 @@ def route_command(
     if threshold is not None:
         router = router.with_options(threshold=threshold)
     routes = router.route_many([t for _, t in tasks], k, ids=[i for i, _ in tasks])
+    if not as_json:  # what the number beside each skill is (a stage-1 score above 1 read as a probability)
+        click.echo(
+            "score: the reranker's probability that the skill applies"
+            if reranker is not None
+            else "score: stage-1 relevance (BM25 and dense fused; not a probability)"
+        )
     for route in routes:
         if as_json:
             payload = route.to_dict(trace=show_trace)
