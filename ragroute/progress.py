@@ -30,6 +30,13 @@ def forced_progress() -> bool | None:
     return None
 
 
+def say_progress(message: str, show: bool | None = None) -> None:
+    """One status line on stderr for slow one-time work that draws no bar (an ONNX export, an int8
+    quantisation), under the same rule as the bars: silent in CI logs and ``2> file``."""
+    if progress_enabled(show):
+        print(message, file=sys.stderr, flush=True)
+
+
 def progress_enabled(show: bool | None = None) -> bool:
     """Whether to draw a progress bar: ``show`` if given, else :data:`PROGRESS_ENV`, else whether
     stderr is a terminal."""

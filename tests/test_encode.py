@@ -308,9 +308,17 @@ def test_unsupported_module_is_refused_by_onnx(tmp_path: Path) -> None:
         read_layout(tmp_path)
 
 
-def test_any_sentence_transformer_by_path(tiny_model: Path, tmp_path: Path) -> None:
+def test_any_sentence_transformer_by_path(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ragroute.progress import PROGRESS_ENV
+
     torch_enc = load_encoder(str(tiny_model), backend="torch", use_cache=False)
+    monkeypatch.setenv(PROGRESS_ENV, "1")  # as on a terminal: the one-time export says so (silent before)
     onnx_enc = load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
+    assert capsys.readouterr().err.startswith(f"exporting {tiny_model.resolve()} to ONNX in ")
+    load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
+    assert capsys.readouterr().err == ""  # exported already: nothing to say
     assert torch_enc.model_id == onnx_enc.model_id == str(tiny_model.resolve())
     assert torch_enc.dim == onnx_enc.dim == 32
     ref, got = torch_enc.encode_documents(SENTENCES), onnx_enc.encode_documents(SENTENCES)

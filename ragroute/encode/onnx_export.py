@@ -59,6 +59,7 @@ from ragroute.encode.onnx_session import (
 )
 from ragroute.encode.resolve import ResolvedModel, default_cache_dir, model_slug, set_offline_env
 from ragroute.errors import RagrouteError
+from ragroute.progress import say_progress
 from ragroute.store.locks import crash_point, writer_lock
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,9 @@ def ensure_export(
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             crash_point("onnx export: started")
+            say_progress(
+                f"exporting {resolved.model_id} to ONNX in {target} (once per model; seconds to a minute)"
+            )
             _export_into(resolved, layout, tmp)
             os.chmod(tmp, umask_mode(0o777))
             stale = None

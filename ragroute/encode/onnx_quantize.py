@@ -34,6 +34,7 @@ from ragroute.encode.onnx_session import (
     write_meta,
 )
 from ragroute.errors import RagrouteError
+from ragroute.progress import say_progress
 from ragroute.store.locks import crash_point, writer_lock
 
 INT8_META_FILE = "ragroute_onnx_int8.json"
@@ -157,6 +158,7 @@ def ensure_int8(model_dir: Path) -> tuple[Path, dict[str, Any]]:
                 for leftover in model_dir.glob(".int8.*"):  # killed quantisations (we hold the lock)
                     leftover.unlink(missing_ok=True)
                 crash_point("int8: quantising")
+                say_progress(f"quantising the ONNX model in {model_dir} to int8 (once per model)")
                 quantize_int8(model_dir)
     return model_dir / INT8_FILE, read_meta(model_dir / INT8_META_FILE) or {}
 
