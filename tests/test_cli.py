@@ -48,6 +48,7 @@ def test_build_query_json_and_trace(runner, corpus, tmp_path):
     assert [step["stage"] for step in payload["trace"]] == ["load", "retrieve"]
     result = runner.invoke(main, ["query", str(out), "toner", "--filter", "modality=table"])
     assert "printers" in result.output and "trace:" in result.output
+    assert "score: the BM25 (Okapi) score" in result.output  # what the number is (session 39)
 
 
 def test_query_filter_matches_typed_metadata_and_refuses_an_absent_key(runner, tmp_path):
@@ -655,3 +656,15 @@ def test_query_on_an_index_it_cannot_read_says_why(runner, tmp_path, kind, messa
     result = runner.invoke(main, ["query", str(tmp_path / "ix"), "bread"])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_query_says_what_a_hybrid_index_score_is(runner, corpus, tmp_path):
+    """A hybrid index's own scores are fusion values (0.0328), while `route` and the retrievers show
+    the dense half's cosine: `query` now says which it prints (user walkthrough, session 39)."""
+    out = tmp_path / "hy"
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "hybrid"]).exit_code == 0
+    result = runner.invoke(main, ["query", str(out), "toner"])
+    assert result.exit_code == 0, result.output
+    assert "score: the rrf fusion value of BM25 and dense (orders the hits, no meaning across queries" in (
+        result.output
+    )

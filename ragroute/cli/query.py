@@ -178,6 +178,7 @@ def query_command(
         )
         return
     click.echo(f"query: {text}")
+    click.echo(f"score: {_score_meaning(manifest.kind, manifest.params)}")
     for hit in hits:
         click.echo(format_hit(hit))
         if hit.explain:
@@ -197,6 +198,21 @@ def query_command(
 def _short(value: object, limit: int = 90) -> str:
     text = ", ".join(map(str, value[:3])) if isinstance(value, list) else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _score_meaning(kind: str, params: dict) -> str:
+    """What a hit's score is in a search of one index of ``kind`` (its own scores: a routing pipeline
+    and the framework retrievers show the encoder's cosine instead, docs/scores.md)."""
+    if kind == "hybrid":
+        method = (params.get("fusion") or {}).get("method", "rrf")
+        return (
+            f"the {method} fusion value of BM25 and dense (orders the hits, no meaning across "
+            "queries; `ragroute route` and the retrievers show the dense half's cosine)"
+        )
+    return {
+        "bm25": "the BM25 (Okapi) score",
+        "graph": "the graph walk's personalized PageRank mass",
+    }.get(kind, "the cosine similarity of query and document")
 
 
 def _fusion_detail(params: dict) -> dict:
