@@ -290,7 +290,7 @@ def test_build_says_which_records_it_drops_for_having_no_text(runner, tmp_path):
     result = runner.invoke(main, ["build", str(folder), "--out", str(tmp_path / "j"), "--method", "bm25"])
     assert result.exit_code == 0, result.output
     assert f"warning: skipped 1 empty file in {folder} (todo.txt)" in result.output
-    assert f"loaded 1 documents from {folder} (left out: 1 empty file)" in result.output
+    assert f"loaded 1 document from {folder} (left out: 1 empty file)" in result.output
 
 
 def test_build_of_a_folder_counts_the_files_it_does_not_read(runner, corpus, tmp_path):
@@ -334,6 +334,69 @@ def test_build_names_the_columns_of_a_table_whose_text_column_is_not_text(runner
     result = runner.invoke(main, ["build", str(folder), "--out", str(out), "--method", "bm25", *columns[:2]])
     assert result.exit_code == 2
     assert result.output.startswith(f"error: --text-column does not apply to {folder}, a folder corpus")
+
+
+def test_a_title_column_is_the_title_by_default_as_an_id_column_is_the_id(runner, tmp_path):
+    """A .jsonl row's `id` was its id but its `title` went into the metadata unless --title-column
+    named it (a user walkthrough): a column named `title` is now the title, as `id` is the id, the
+    build says which columns it read, and --title-column still names another."""
+    rows = [
+        {
+            "id": "k1",
+            "title": "Toner swap",
+            "text": "Open the front cover.",
+            "team": "it",
+            "alt": "Cartridge",
+        },
+        {"id": "k2", "title": "Expenses", "text": "Claim within thirty days.", "team": "hr", "alt": "Claims"},
+        {"id": "k3", "title": "Leave", "text": "Book leave early.", "team": "hr", "alt": "Holidays"},
+    ]
+    data = tmp_path / "kb.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    out = tmp_path / "idx"
+
+    def first_hit(*options):
+        result = runner.invoke(main, ["build", str(data), "--out", str(out), "--method", "bm25", *options])
+        assert result.exit_code == 0, result.output
+        hits = json.loads(runner.invoke(main, ["query", str(out), "cover", "--json"]).stdout.splitlines()[-1])
+        return result.stderr, hits["hits"][0]
+
+    said, hit = first_hit()
+    assert "(columns: text 'text', id 'id', title 'title')" in said
+    assert hit["doc_id"] == "k1" and hit["title"] == "Toner swap"
+    assert hit["metadata"] == {"team": "it", "alt": "Cartridge"}
+    said, hit = first_hit("--title-column", "alt")
+    assert "(columns: text 'text', id 'id', title 'alt')" in said
+    assert hit["title"] == "Cartridge" and hit["metadata"] == {"team": "it", "title": "Toner swap"}
+    csv_data = tmp_path / "kb.csv"  # a CSV header the same way
+    csv_data.write_text(
+        "id,title,text\nk1,Toner swap,Open the front cover.\nk2,Leave,Book early.\nk3,Pay,Paid monthly.\n",
+        "utf-8",
+    )
+    assert runner.invoke(main, ["build", str(csv_data), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    hits = json.loads(runner.invoke(main, ["query", str(out), "cover", "--json"]).stdout.splitlines()[-1])
+    assert hits["hits"][0]["title"] == "Toner swap" and hits["hits"][0]["metadata"] == {}
+
+
+def test_a_folder_of_one_latin1_file_says_how_to_fix_it(runner, tmp_path):
+    """A folder holding only a cp1252 .txt said `invalid UTF-8 ...` then `error: no documents to
+    index`, with no hint, and a skipped file was counted as "1 bad records" (a user walkthrough)."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "menu.txt").write_bytes("Café crème recipes\n".encode("cp1252"))
+    result = runner.invoke(main, ["build", str(folder), "--out", str(tmp_path / "i"), "--method", "bm25"])
+    assert result.exit_code == 2 and result.stdout == ""
+    hint = "invalid UTF-8 on line 1 (byte 0xe9); re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8"
+    assert result.stderr.splitlines()[-1] == (
+        f"error: no documents to index: nothing in {folder} could be read (1 bad file skipped; menu.txt: "
+        f"{hint} FILE > NEW))"
+    )
+    (folder / "plain.txt").write_text("Plain text.\n", "utf-8")
+    result = runner.invoke(main, ["build", str(folder), "--out", str(tmp_path / "i"), "--method", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert hint in result.stderr
+    assert f"loaded 1 document from {folder} (1 bad file skipped) -> 1 document unit\n" in result.stderr
+    assert "built bm25 index of 1 unit in" in result.stdout
 
 
 def test_every_command_that_loads_a_corpus_takes_the_column_options(runner):

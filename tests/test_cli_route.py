@@ -266,3 +266,55 @@ def test_route_fit_refuses_hidden_units_for_logreg(tmp_path):
         main, ["route", "fit", "--queries", str(rows), "--out", str(tmp_path / "r"), "--hidden", "64"]
     )
     assert result.exit_code == 2 and "--hidden does not apply to --model logreg" in result.output
+
+
+@pytest.fixture(scope="module")
+def departments(tmp_path_factory):
+    """One source whose documents carry a `dept` (and a numeric `year`) in their metadata."""
+    root = tmp_path_factory.mktemp("filters")
+    rows = [
+        ("hr-0", "Holiday leave requests go to your manager.", "hr", 2024),
+        ("hr-1", "Parental leave lasts sixteen weeks.", "hr", 2023),
+        ("it-0", "Laptop leave-behind policy: lock your screen.", "it", 2024),
+        ("it-1", "Request leave of a shared printer through the helpdesk.", "it", 2023),
+    ]
+    docs = [Document(id=i, text=t, metadata={"dept": d, "year": y}) for i, t, d, y in rows]
+    save_index(build_index(docs, "bm25", name="policies"), root / "indexes" / "policies")
+    config = root / "routing.yaml"
+    config.write_text(
+        "backend: torch\ncache_dir: cache\n"
+        "sources:\n  policies: {index: indexes/policies, description: Company policies.}\n"
+        "router: {kind: prototype}\n"
+    )
+    return config
+
+
+def test_route_and_ask_take_filters_as_query_does(departments):
+    """`ragroute route CONFIG TEXT --filter dept=hr` was "No such option '--filter'" (only `query` had
+    it): the routed commands restrict their hits with the same KEY=VALUE filters, typed values included,
+    and refuse a key no document carries in one line."""
+    config = str(departments)
+
+    def ids(*args):
+        result = CliRunner().invoke(main, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        return sorted(h["doc_id"] for h in json.loads(result.stdout.strip().splitlines()[-1])["hits"])
+
+    assert ids("route", config, "leave") == ["hr-0", "hr-1", "it-0", "it-1"]
+    assert ids("route", config, "leave", "--filter", "dept=hr") == ["hr-0", "hr-1"]
+    assert ids("route", "ask", config, "leave", "--filter", "dept=it", "--filter", "year=2024") == ["it-0"]
+    assert ids("route", "--filter", "year=2023", config, "leave") == ["hr-1", "it-1"]  # options first
+    # the step-wise command: every step searches with the filters
+    asked = CliRunner().invoke(main, ["ask", config, "leave", "--no-llm", "--filter", "dept=it", "--json"])
+    assert asked.exit_code == 0, asked.output
+    steps = json.loads(asked.stdout.strip().splitlines()[-1])["steps"]
+    assert {h["doc_id"] for step in steps for h in step["hits"]} == {"it-0", "it-1"}
+    for command in (["route", config], ["ask", config, "--no-llm"]):
+        result = CliRunner().invoke(main, [*command, "leave", "--filter", "dpet=hr"])
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert (
+            result.stderr.strip()
+            == "error: filters: no document has metadata key 'dpet' (keys: dept, year); did you mean 'dept'?"
+        )
+    bad = CliRunner().invoke(main, ["route", config, "leave", "--filter", "dept"])
+    assert bad.exit_code == 2 and bad.stderr.strip() == "error: bad --filter 'dept': expected KEY=VALUE"

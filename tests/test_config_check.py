@@ -90,6 +90,29 @@ def test_good_config_passes_and_lists_sources(workspace):
     assert out.strip().splitlines()[-1] == "ok"
 
 
+def test_a_misspelt_source_key_is_a_config_error_not_a_broken_index(workspace):
+    """A source whose only problem is a misspelt key (`descripton:`) was listed `BROKEN` beside a
+    fine index, as an index that cannot be read is (a user walkthrough): it is a `CONFIG ERROR`, its
+    index is still read, and `BROKEN` stays for an index that cannot be."""
+    config = workspace / "misspelt.yaml"
+    config.write_text(
+        GOOD.replace("cook: {index: indexes/cook, description:", "cook: {index: indexes/cook, descripton:")
+    )
+    result = check(config)
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "unknown key 'descripton'" in result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("cook "))
+    assert line.endswith("bm25, 2 documents  CONFIG ERROR") and "BROKEN" not in result.stdout
+    assert "sources: 3 (2 usable)" in result.stdout
+    payload = json.loads(check(config, "--json").stdout.strip().splitlines()[-1])
+    assert {s["name"]: s["status"] for s in payload["sources"]}["cook"] == "config error"
+    (workspace / "indexes" / "torn").mkdir(exist_ok=True)  # an index folder that cannot be read
+    config.write_text(GOOD.replace("indexes/cook", "indexes/torn"))
+    result = check(config)
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("cook "))
+    assert result.exit_code == 1 and line.endswith("BROKEN")
+
+
 def test_two_sources_over_one_corpus_without_a_shared_corpus_are_noted(workspace):
     """A BM25 and a dense index built apart over the same documents are two collections unless
     they name one ``corpus:``: fusion lists each document twice. Loading warned; until session 39

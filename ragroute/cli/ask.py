@@ -16,7 +16,14 @@ from pathlib import Path
 import click
 
 from ragroute.cli.common import one_line_errors
-from ragroute.cli.options import BACKENDS, CONFIG_CACHE_HELP, cache_dir_option, scope_option
+from ragroute.cli.options import (
+    BACKENDS,
+    CONFIG_CACHE_HELP,
+    cache_dir_option,
+    filter_option,
+    parse_filters,
+    scope_option,
+)
 from ragroute.cli.output import emit_json
 from ragroute.errors import check_query
 
@@ -48,6 +55,7 @@ from ragroute.errors import check_query
 )
 @cache_dir_option(CONFIG_CACHE_HELP)
 @scope_option
+@filter_option
 @click.option(
     "--json",
     "as_json",
@@ -65,6 +73,7 @@ def ask_command(
     backend: str | None,
     cache_dir: Path | None,
     scopes: tuple[str, ...],
+    filters: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Answer QUESTION step by step: the LLM plans sub-questions, CONFIG's pipeline gates, routes and
@@ -75,6 +84,7 @@ def ask_command(
     from ragroute.route.config import RoutingConfig, load_routing
 
     question = check_query(question)
+    parsed = parse_filters(filters)
     routing = RoutingConfig.read(config)  # fails in one line before anything loads
     llm = None
     if not no_llm:
@@ -87,8 +97,9 @@ def ask_command(
         planner, pipeline, max_steps=max_steps, k=k, answerer=llm, answer_timeout_s=timeout_s
     )
     # every step asks as this caller (without --scope: public sources only; until session 38 ask had
-    # no --scope, so a source with access labels could never be asked from the command line)
-    result = controller.run(QueryContext.of(question, scopes=list(scopes)))
+    # no --scope, so a source with access labels could never be asked from the command line), with
+    # the same --filter
+    result = controller.run(QueryContext.of(question, filters=parsed or None, scopes=list(scopes)))
     status = "complete" if result.complete else f"INCOMPLETE (stopped by {result.stopped_by})"
     if result.answer_from == "top_hit":  # no LLM answered: a step's top hit stands in for one
         if llm is None:

@@ -10,7 +10,14 @@ from typing import Any, cast
 
 import click
 
-from ragroute.cli.common import ENCODER_OPTIONS, applicable, corpus_columns, open_encoder, refuse_options
+from ragroute.cli.common import (
+    ENCODER_OPTIONS,
+    applicable,
+    corpus_columns,
+    counted,
+    open_encoder,
+    refuse_options,
+)
 from ragroute.cli.options import (
     StoreLocation,
     column_options,
@@ -307,7 +314,12 @@ def load_units(
     options = corpus_columns(corpus, columns or {})
     documents = load_corpus(corpus, on_error=on_error, report=report, **options)
     units = chunk_documents(documents, cast(Granularity, granularity), stats=stats)
-    left_out = [f"{report.n_skipped} bad records skipped"] if report.n_skipped else []
+    # a folder corpus skips whole files, the other formats records (lines, items); a skipped file was
+    # counted as "1 bad records" before
+    bad = Counter(
+        "record" if entry.where.startswith(("line ", "item ")) else "file" for entry in report.skipped
+    )
+    left_out = [f"{counted(n, f'bad {unit}')} skipped" for unit, n in bad.items()]
     # "empty" / "not read" files of a folder corpus, "empty" rows (documents) of a BEIR corpus
     kinds = Counter(
         (entry.reason, "documents" if entry.where.startswith("line ") else "files")
@@ -315,11 +327,30 @@ def load_units(
     )
     said = ", ".join(f"{n} {kind} {unit if n > 1 else unit[:-1]}" for (kind, unit), n in kinds.items())
     left_out += [f"left out: {said}"] if kinds else []
-    loaded = f"{len(documents)} documents from {corpus}" + (f" ({', '.join(left_out)})" if left_out else "")
+    if not documents and report.skipped:  # else "no documents to index", with no word of why
+        first = report.skipped[0]
+        raise RagrouteError(
+            f"no documents to index: nothing in {corpus} could be read ({', '.join(left_out)}; "
+            f"{first.where}: {first.reason})"
+        )
+    read_with = _columns_read(report.columns)
+    loaded = f"{counted(len(documents), 'document')} from {corpus}" + (
+        f" ({', '.join(left_out)})" if left_out else ""
+    )
     dropped = f" ({stats.empty} with no text dropped)" if stats.empty else ""
-    click.echo(f"loaded {loaded} -> {len(units)} {granularity} units{dropped}", err=True)
+    units_said = counted(len(units), f"{granularity} unit")
+    click.echo(f"loaded {loaded}{read_with} -> {units_said}{dropped}", err=True)
     _say_open_sounding_labels(documents)
     return units
+
+
+def _columns_read(columns: Mapping[str, Mapping[str, str]]) -> str:
+    """`` (columns: text 'body', id 'id', title 'title')``: the columns a table file was read
+    with, named or found by default (``id``, ``title``); empty for other corpora."""
+    if len(columns) != 1:  # a table file is one corpus; a BEIR folder's files are read by name
+        return ""
+    (read,) = columns.values()
+    return " (columns: " + ", ".join(f"{role} {column!r}" for role, column in read.items()) + ")"
 
 
 def _say_open_sounding_labels(documents: Sequence[Document]) -> None:
@@ -351,7 +382,7 @@ def save_built_index(index: Any, out_dir: Path, method: str, start: float) -> An
         else ""
     )
     click.echo(
-        f"built {method} index of {manifest.params['documents']} units in {elapsed:.1f}s{encoder_text}"
-        f" -> {out_dir}"
+        f"built {method} index of {counted(manifest.params['documents'], 'unit')} in {elapsed:.1f}s"
+        f"{encoder_text} -> {out_dir}"
     )
     return manifest

@@ -22,6 +22,11 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 """click context settings of every command group."""
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 document``, ``2 documents`` (``plural``: when not ``noun`` + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def user_error_message(exc: BaseException) -> str | None:
     """The one line to print for an error the user caused or can fix, or ``None`` for a bug (let it
     show its traceback): a :class:`RagrouteError`, or an :class:`OSError` (permissions, missing or

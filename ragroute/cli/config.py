@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, one_line_errors
+from ragroute.cli.common import CONTEXT, counted, one_line_errors
 from ragroute.cli.options import BesideConfigFile
 from ragroute.cli.output import emit_json
 
@@ -126,7 +126,7 @@ def _state(source: Any) -> str:
     if source.index_kind:
         parts.append(source.index_kind)
     if source.documents is not None:
-        parts.append(f"{source.documents} documents")
+        parts.append(counted(source.documents, "document"))
     if source.encoder:
         parts.append(f"encoder {source.encoder.get('model_id')} (dim {source.encoder.get('dim')})")
     if source.expert:

@@ -19,6 +19,7 @@ from ragroute.cli.build import load_units, save_built_index
 from ragroute.cli.common import (
     CONTEXT,
     applicable,
+    counted,
     encoder_for_index,
     format_hit,
     one_line_errors,
@@ -264,14 +265,16 @@ def add_command(
             if not units:  # "all 0 passages ... are already in" until session 38
                 click.echo(f"nothing to add: {corpus} holds no passage with text")
             else:
-                click.echo(f"nothing to add: all {known} passages of {corpus} are already in {graph_dir}")
+                click.echo(
+                    f"nothing to add: all {counted(known, 'passage')} of {corpus} are already in {graph_dir}"
+                )
             return
         index.add(new, extractor=extractor)
         say_llm_work(extractor)
         manifest = save_index(index, graph_dir)
     counts = manifest.params.get("counts", {})
     click.echo(
-        f"added {len(new)} new passages ({known} already in the graph, skipped) in "
+        f"added {counted(len(new), 'new passage')} ({known} already in the graph, skipped) in "
         f"{time.perf_counter() - start:.1f}s -> {graph_dir} (build {manifest.build}); now "
         f"{counts.get('phrases')} phrases, {counts.get('passages')} passages, {counts.get('facts')} facts"
     )
@@ -321,7 +324,7 @@ def query_command(
         own = {key: value for key, value in hit.explain.items() if key not in shared}
         for line in explain_lines(own):
             click.echo(f"       {line}")
-    click.echo(f"({len(hits)} passages; load {load_ms:.0f} ms, walk {search_ms:.1f} ms)")
+    click.echo(f"({counted(len(hits), 'passage')}; load {load_ms:.0f} ms, walk {search_ms:.1f} ms)")
 
 
 def shared_explain(hits: list[Any]) -> dict[str, Any]:

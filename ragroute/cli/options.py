@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,49 @@ scope_option = click.option(
     help="A scope of the caller (repeatable): sources and documents with access labels are visible "
     "only to callers holding one of them [default: none, public sources only].",
 )
+
+
+#: ``--filter KEY=VALUE`` (repeatable): metadata filters, for the commands that search (read with
+#: :func:`parse_filters`)
+filter_option = click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keep documents whose metadata KEY equals VALUE, or holds it in a list (repeat to allow "
+    "several values); a VALUE that spells a number or true/false also matches that number or boolean, "
+    "and null also matches a null or missing KEY (a qdrant or lancedb index matches text and integers only).",
+)
+
+
+def parse_filters(values: tuple[str, ...]) -> dict[str, list[Any]]:
+    """``KEY=VALUE`` options as store filters. A command line holds only text, while metadata read
+    from JSON or YAML may hold numbers and booleans: a VALUE that spells a number or ``true`` /
+    ``false`` matches that value too (``year=2019`` keeps ``"year": 2019`` and ``"year": "2019"``;
+    ``price=12.5`` keeps ``12.5`` and ``"12.5"``); ``null`` also keeps documents whose KEY is null
+    or missing, as a filter value ``None`` does (it matched only the text "null" until session 38)."""
+    filters: dict[str, list[Any]] = {}
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if not sep or not key:
+            raise RagrouteError(f"bad --filter {value!r}: expected KEY=VALUE")
+        filters.setdefault(key, []).extend([wanted, *_typed_filter_value(wanted)])
+    return filters
+
+
+def _typed_filter_value(text: str) -> list[Any]:
+    """The integer, number or boolean ``text`` spells, if any (as JSON would write it: ``12.5``,
+    ``4.0`` and ``1e3`` match those numbers, and ``4.0`` the integer 4 too)."""
+    if text in ("true", "false"):
+        return [text == "true"]
+    if text == "null":
+        return [None]
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
+        return [int(text)]
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", text):
+        value = float(text)
+        return [value] if math.isfinite(value) else []
+    return []
 
 
 ENCODER_HELP = "Sentence-transformers model name or local path."

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,41 +9,11 @@ from typing import Any
 import click
 
 from ragroute.cli.common import Stopwatch, encoder_for_index, format_hit
-from ragroute.cli.options import encoder_options
+from ragroute.cli.options import encoder_options, filter_option, parse_filters
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError, check_query
+from ragroute.errors import check_query
 from ragroute.types import TraceStep
-
-
-def _parse_filters(values: tuple[str, ...]) -> dict[str, list[Any]]:
-    """``KEY=VALUE`` options as store filters. A command line holds only text, while metadata read
-    from JSON or YAML may hold numbers and booleans: a VALUE that spells a number or ``true`` /
-    ``false`` matches that value too (``year=2019`` keeps ``"year": 2019`` and ``"year": "2019"``;
-    ``price=12.5`` keeps ``12.5`` and ``"12.5"``); ``null`` also keeps documents whose KEY is null
-    or missing, as a filter value ``None`` does (it matched only the text "null" until session 38)."""
-    filters: dict[str, list[Any]] = {}
-    for value in values:
-        key, sep, wanted = value.partition("=")
-        if not sep or not key:
-            raise RagrouteError(f"bad --filter {value!r}: expected KEY=VALUE")
-        filters.setdefault(key, []).extend([wanted, *_typed(wanted)])
-    return filters
-
-
-def _typed(text: str) -> list[Any]:
-    """The integer, number or boolean ``text`` spells, if any (as JSON would write it: ``12.5``,
-    ``4.0`` and ``1e3`` match those numbers, and ``4.0`` the integer 4 too)."""
-    if text in ("true", "false"):
-        return [text == "true"]
-    if text == "null":
-        return [None]
-    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
-        return [int(text)]
-    if re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", text):
-        value = float(text)
-        return [value] if math.isfinite(value) else []
-    return []
 
 
 def _matchable(
@@ -79,15 +47,7 @@ def _matchable(
 @click.argument("text")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of hits.")
 @encoder_options(None)
-@click.option(
-    "--filter",
-    "filters",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Keep documents whose metadata KEY equals VALUE, or holds it in a list (repeat to allow "
-    "several values); a VALUE that spells a number or true/false also matches that number or boolean, "
-    "and null also matches a null or missing KEY (a qdrant or lancedb index matches text and integers only).",
-)
+@filter_option
 @click.option(
     "--verify/--no-verify",
     default=True,
@@ -117,7 +77,7 @@ def query_command(
         model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
         index = load_index(index_dir, model, verify=verify)
         manifest = index.manifest
-    parsed = _parse_filters(filters)
+    parsed = parse_filters(filters)
     matched = getattr(index, "filter_value_matched", None)
     if matched is not None:  # a store index: the alternatives it cannot match are said and left out
         parsed = _matchable(parsed, matched, manifest.kind)

@@ -15,6 +15,8 @@ from ragroute.cli.options import (
     backend_option,
     cache_dir_option,
     encoder_option,
+    filter_option,
+    parse_filters,
     scope_option,
 )
 from ragroute.cli.output import emit_json
@@ -36,7 +38,7 @@ class _DefaultToAsk(click.Group):
 @click.group("route", cls=_DefaultToAsk, context_settings=CONTEXT)
 def route_group() -> None:
     """Route queries across sources: `ragroute route CONFIG "query"` prints the decision and hits
-    (it runs `ragroute route ask`: its options, -k, --scope, --json..., are in `ragroute route ask
+    (it runs `ragroute route ask`: its options, -k, --scope, --filter, --json..., are in `ragroute route ask
     --help`); `ragroute route fit` trains a router from labelled queries.
     """
 
@@ -71,6 +73,7 @@ def _short(value: Any, limit: int = 140) -> str:
 )
 @cache_dir_option(CONFIG_CACHE_HELP)
 @scope_option
+@filter_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: decision and hits.")
 def ask_command(
     config: Path,
@@ -79,14 +82,17 @@ def ask_command(
     backend: str | None,
     cache_dir: Path | None,
     scopes: tuple[str, ...],
+    filters: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Route QUERY with the sources, router and rules of CONFIG; print the decision and hits."""
+    from ragroute.context import QueryContext
     from ragroute.route.config import load_routing
 
     query = check_query(query)
+    parsed = parse_filters(filters)  # a malformed --filter fails before anything loads
     routed = load_routing(config, backend=backend, cache_dir=cache_dir)
-    result = routed.retrieve(query, k, scopes=list(scopes))
+    result = routed.retrieve(QueryContext.of(query, filters=parsed or None, scopes=list(scopes)), k)
     if as_json:
         emit_json({"query": query, **result.to_dict()})
         return

@@ -35,8 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.context import QueryContext
-from ragroute.errors import error_summary
+from ragroute.errors import check_filter_keys, error_summary
 from ragroute.gate.planners import ANSWER, Plan, Planner, PlanState, StepRecord
+from ragroute.index.base import metadata_keys_of
+from ragroute.index.docstore import FIELD_KEYS
 from ragroute.llm.calls import complete_safely
 from ragroute.route.base import NONE_ROUTE
 from ragroute.route.sources import hits_of
@@ -161,6 +163,10 @@ class StepwiseController:
     ) -> StepwiseResult:
         start = time.perf_counter()
         root = QueryContext.of(question)
+        # a filter key no document carries is refused before any step, as a pipeline refuses it (a
+        # step's failed retrieval is recorded, not raised: the run would answer from nothing)
+        if root.filters:
+            check_filter_keys(root.filters, metadata_keys_of(self.retriever, root.scopes), FIELD_KEYS)
         meta = dict(root.metadata)
         meta.update(metadata or {})
         steps: list[StepRecord] = []

@@ -13,7 +13,8 @@ any other folder                       :func:`~ragroute.loaders.folder.load_text
 other ``*.jsonl``, ``*.csv``, ``*.tsv`` :func:`~ragroute.loaders.tabular.load_table_file` (a BEIR-shaped
                                        ``.jsonl`` read as a table, because a column option was
                                        given, keeps BEIR's ids and titles: ``id_column`` defaults
-                                       to ``_id``, ``title_column`` to ``title`` when it has one)
+                                       to ``_id``; any table file's ``title_column`` defaults to
+                                       ``title`` when it has one)
 ``*.txt``, ``*.md``                    :func:`~ragroute.loaders.folder.load_text_file` (one document)
 =====================================  ===========================================
 """
@@ -142,17 +143,17 @@ def check_table_header(path: str | Path, fmt: str, options: Mapping[str, Any]) -
         row = next(read_csv_rows(path, DELIMITERS[path.suffix.lower()]), None)
         header = row[1] if row is not None and row[2] is None else None
     if header is not None:  # an unreadable header is loading's to report, with its line
-        columns.with_ids_from(header).check(header, str(path))
+        columns.with_defaults_from(header).check(header, str(path))
 
 
 def _beir_columns(path: Path) -> dict[str, str]:
-    """The id and title columns of a BEIR-shaped ``.jsonl`` read as a table (a column option was
-    given): ``_id`` and ``title``, as without the option (its ids were renumbered and its titles
-    dropped from the indexed text, silently, when a column option was added)."""
+    """The id column of a BEIR-shaped ``.jsonl`` read as a table (a column option was given):
+    ``_id``, as without the option (its ids were renumbered, silently, when a column option was
+    added); its ``title`` is the title as any table file's is (``Columns.with_defaults_from``)."""
     first = _first_record(path) if path.suffix.lower() == ".jsonl" else None
     if first is None or "_id" not in first:
         return {}
-    return {"id_column": "_id", **({"title_column": "title"} if "title" in first else {})}
+    return {"id_column": "_id"}
 
 
 def check_options(path: str | Path, fmt: str, options: Mapping[str, Any]) -> None:

@@ -78,11 +78,14 @@ class LoadReport:
 
     ``skipped``: bad records (per ``on_error``); ``ignored``: files of a folder corpus left out
     although not bad, whatever ``on_error`` says, with the reason ``"empty"`` or ``"not read"`` (a
-    type a folder corpus does not read).
+    type a folder corpus does not read); ``columns``: the columns table files were read with.
     """
 
     skipped: list[Skipped] = field(default_factory=list)
     ignored: list[Skipped] = field(default_factory=list)
+    #: per table file read (``.csv``, ``.tsv``, ``.jsonl`` rows): the column each role (``text``,
+    #: ``id``, ``title``) was read from, named or found by default
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def n_skipped(self) -> int:
@@ -331,7 +334,12 @@ def decode_utf8_file(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise BadRecord(f"invalid UTF-8 on line {line} (byte 0x{data[exc.start]:02x})") from None
+        # what to do about it, said where a user reads it: a Latin-1 / cp1252 file was "invalid UTF-8"
+        # and nothing more before
+        raise BadRecord(
+            f"invalid UTF-8 on line {line} (byte 0x{data[exc.start]:02x}); re-encode the file as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8 FILE > NEW)"
+        ) from None
 
 
 def links_outside(path: Path, root: Path) -> bool:

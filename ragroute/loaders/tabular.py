@@ -32,6 +32,9 @@ from ragroute.types import Document
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 #: the column ids come from when no ``id_column`` is named and a file has it
 DEFAULT_ID_COLUMN = "id"
+#: the column titles come from when no ``title_column`` is named and a file has it (before, a
+#: ``title`` went into the metadata unless ``title_column`` named it)
+DEFAULT_TITLE_COLUMN = "title"
 TABLE_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 #: the loader option (``load_table_file`` argument, ``corpora.yaml`` option) naming each column role
 COLUMN_OPTION_OF_ROLE = {
@@ -119,13 +122,28 @@ class Columns:
         pairs += [("metadata", c) for c in self.metadata or ()]
         return [(role, col) for role, col in pairs if col is not None]
 
-    def with_ids_from(self, available: Sequence[str]) -> Columns:
-        """These columns, reading ids from a column named ``id`` when no id column was named
-        and the file has one (else ids are row numbers)."""
-        named = DEFAULT_ID_COLUMN in (self.text, self.title)
-        if self.id is None and DEFAULT_ID_COLUMN in available and not named:
-            return replace(self, id=DEFAULT_ID_COLUMN)
-        return self
+    def with_defaults_from(self, available: Sequence[str]) -> Columns:
+        """These columns, reading ids from a column named ``id`` and titles from one named ``title``
+        when no such column was named and the file has one (else ids are row numbers, and there
+        are no titles); a column another role names is not taken."""
+        columns, ids, titles = self, DEFAULT_ID_COLUMN, DEFAULT_TITLE_COLUMN
+        if self.id is None and ids in available and ids not in (self.text, self.title):
+            columns = replace(columns, id=ids)
+        if self.title is None and titles in available and titles not in (columns.text, columns.id):
+            columns = replace(columns, title=titles)
+        return columns
+
+    def resolved(
+        self, available: Sequence[str], where: str, report: LoadReport | None, file: str | None = None
+    ) -> Columns:
+        """The columns a file with the columns ``available`` is read with (:meth:`with_defaults_from`),
+        checked (:meth:`check`, errors naming ``where``) and recorded in ``report.columns`` under
+        ``file`` (default: ``where``)."""
+        columns = self.with_defaults_from(available)
+        columns.check(available, where)
+        if report is not None:
+            report.columns[file or where] = {role: col for role, col in columns.named() if role != "metadata"}
+        return columns
 
     def check(self, available: Sequence[str], source: str) -> None:
         """Raise :class:`CorpusFormatError` if a named column is absent from ``available``: one line
@@ -184,7 +202,7 @@ def check_unique_header(header: Sequence[str], source: str) -> None:
 
 
 def _csv_documents(
-    path: Path, columns: Columns, modality: str, log: SkipLog, ids: IdRegistry
+    path: Path, columns: Columns, modality: str, log: SkipLog, report: LoadReport | None, ids: IdRegistry
 ) -> Iterator[Document]:
     rows = read_csv_rows(path, DELIMITERS[path.suffix.lower()])
     first = next(rows, None)
@@ -194,8 +212,7 @@ def _csv_documents(
     if problem is not None:
         raise CorpusFormatError(f"{path} header: {problem}")
     check_unique_header(header, str(path))
-    columns = columns.with_ids_from(header)
-    columns.check(header, str(path))
+    columns = columns.resolved(header, str(path), report)
     for row_number, (lineno, fields, problem) in enumerate(rows, 1):
         try:
             if problem is not None:
@@ -218,8 +235,7 @@ def _jsonl_documents(
     def convert(row: dict[str, Any], lineno: int) -> Document:
         nonlocal checked, columns
         if not checked:  # the first good record names the columns
-            columns = columns.with_ids_from(list(row))
-            columns.check(list(row), f"{path} line {lineno}")
+            columns = columns.resolved(list(row), f"{path} line {lineno}", report, str(path))
             checked = True
         return columns.document(row, f"{path.stem}-{lineno}", modality)
 
@@ -242,7 +258,9 @@ def load_table_file(
     """Load a ``.csv``, ``.tsv`` or ``.jsonl`` file with one Document per row.
 
     The id comes from ``id_column``, else from a column named ``id`` when the file has one
-    (the CSV header, or the first JSONL record), else is ``f"{stem}-{row_number}"``: for
+    (the CSV header, or the first JSONL record), else is ``f"{stem}-{row_number}"``; the title
+    from ``title_column``, else from a column named ``title`` when the file has one, else is
+    empty. Row ids: for
     CSV/TSV the 1-based data row number (header excluded, bad rows counted,
     so one skipped row does not shift later ids), for JSONL the 1-based line
     number. ``metadata_columns=None`` puts every other column in the metadata
@@ -266,6 +284,6 @@ def load_table_file(
     if suffix == ".jsonl":
         return list(_jsonl_documents(p, columns, modality, on_error, report, ids))
     log = SkipLog(str(p), "line", on_error, report)
-    docs = list(_csv_documents(p, columns, modality, log, ids))
+    docs = list(_csv_documents(p, columns, modality, log, report, ids))
     log.finish()
     return docs

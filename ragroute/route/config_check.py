@@ -36,7 +36,9 @@ class SourceCheck:
     name: str
     kind: str = "index"
     target: str = ""  # the index folder, or the factory reference
-    status: str = "ok"  # ok | missing | broken
+    # ok | config error (the entry itself is wrong: a misspelt key, a bad value) | missing | broken (its
+    # index or factory cannot be read); a misspelt key beside a fine index was said "broken" before
+    status: str = "ok"
     index_kind: str = ""
     documents: int | None = None
     encoder: dict[str, Any] | None = None  # as recorded in the index manifest
@@ -342,19 +344,17 @@ class _Checker:
         self.report.sources.append(source)
         request = SourceRequest(self.path, name, entry)
         if not self.passes(lambda: SOURCE_KINDS.check(source.kind, where)):
-            source.status = "broken"
+            source.status = "config error"
             return
         opener = SOURCE_KINDS.get(source.kind)
-        if not self.passes(lambda: check_entry(request, source.kind, opener)):
-            source.status = "broken"
-            return
+        entry_ok = self.passes(lambda: check_entry(request, source.kind, opener))
         labels = self.attempt(lambda: access_labels(entry.get("access"), where))
-        if labels is None:
-            source.status = "broken"
-            return
-        note = open_sounding_note(labels, f"{where}: this source")
-        if note:
-            self.note(note)
+        if not entry_ok or labels is None:
+            source.status = "config error"  # what it names is still checked: missing or broken says more
+        else:
+            note = open_sounding_note(labels, f"{where}: this source")
+            if note:
+                self.note(note)
         if "factory" in entry:
             factory = str(entry["factory"])
             if self.passes(lambda: locate_reference(factory, where, "factory", self.path.parent)):
