@@ -148,10 +148,15 @@ def log_softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def rounded_away_logs(scores: np.ndarray, probs: np.ndarray, temperature: float = 1.0) -> list[Any]:
-    """Per row of ``probs = softmax(scores, temperature)``: its :func:`log_softmax` where some
-    probability rounds to 0 in a decision (< 1e-6: what renormalising over a caller's visible routes
-    needs, see :class:`~ragroute.types.Decision`), else None (routing pays for it only there)."""
+def softmax_and_logs(scores: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, list[Any]]:
+    """:func:`softmax` of ``scores`` and, per row, its :func:`log_softmax` where some probability
+    rounds to 0 in a decision (< 1e-6: what renormalising over a caller's visible routes needs, see
+    :class:`~ragroute.types.Decision`; ``decision_from_probs(..., log_probs=)``), else None."""
+    probs = softmax(scores, temperature)
+    return probs, _rounded_away_logs(scores, probs, temperature)
+
+
+def _rounded_away_logs(scores: np.ndarray, probs: np.ndarray, temperature: float) -> list[Any]:
     probs = np.atleast_2d(probs)
     out: list[Any] = [None] * len(probs)
     needed = np.flatnonzero(probs.min(axis=1, initial=1.0) < 1e-6)

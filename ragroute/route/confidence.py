@@ -31,8 +31,7 @@ from ragroute.route.base import (
     decision_from_probs,
     fit_temperature,
     moved_by_a_quarter,
-    rounded_away_logs,
-    softmax,
+    softmax_and_logs,
 )
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.score_probe import ProbeQueries, SourceProbe
@@ -153,8 +152,7 @@ class ConfidenceRouter(BaseRouter):
         raw, errors = self._top_scores(list(contexts))
         z = (raw - mean) / std
         z[:, list(errors)] = _FAILED  # a source whose probe raised gets no probability
-        probs = softmax(z, self.config.temperature or 1.0)
-        logs = rounded_away_logs(z, probs, self.config.temperature or 1.0)
+        probs, logs = softmax_and_logs(z, self.config.temperature or 1.0)
         failed = {self.labels[s]: e for s, e in errors.items()}
         read_by = {label: p.kind for label, p in zip(self.labels, self.probes)}  # one dict for the batch
         return [

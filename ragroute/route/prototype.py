@@ -33,8 +33,7 @@ from ragroute.route.base import (
     decision_from_probs,
     fit_temperature,
     moved_by_a_quarter,
-    rounded_away_logs,
-    softmax,
+    softmax_and_logs,
 )
 from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
 from ragroute.route.sources import Source, check_sources
@@ -312,8 +311,7 @@ class PrototypeRouter(BaseRouter):
         if query_vectors is None:
             query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
         raw = self._with_none(self.scores(query_vectors))
-        probs = softmax(raw, self.config.temperature or 0.05)
-        logs = rounded_away_logs(raw, probs, self.config.temperature or 0.05)
+        probs, logs = softmax_and_logs(raw, self.config.temperature or 0.05)
         return [
             decision_from_probs(
                 self.labels,

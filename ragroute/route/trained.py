@@ -49,8 +49,8 @@ from ragroute.route.base import (
     checked_queries,
     decision_from_probs,
     fit_temperature,
-    rounded_away_logs,
     softmax,
+    softmax_and_logs,
 )
 from ragroute.route.features import CHEAP_FEATURE_NAMES, DEFAULT_HASHED_DIM, QueryFeatures, cheap_features
 from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
@@ -343,8 +343,7 @@ class TrainedRouter(BaseRouter):
         rows = self._rows(texts, query_vectors)
         logits = self._network.from_first_layer(self._first.apply(rows)) + self._bias
         logits /= max(self.temperature, 1e-9)
-        probs = softmax(logits)
-        logs = rounded_away_logs(logits, probs)
+        probs, logs = softmax_and_logs(logits)
         temperature = round(self.temperature, 4)
         decisions = []
         for i in range(len(texts)):
