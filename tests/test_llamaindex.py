@@ -611,15 +611,27 @@ def test_ragroute_rerank_reads_each_nodes_parent():
     assert [n.node.node_id for n in kept] == ["docA-c0", "docB-c0"]
 
 
-def test_the_documented_query_engine_snippet_runs_offline(monkeypatch):
+def test_the_documented_query_engine_snippet_runs_offline(tmp_path, monkeypatch, minilm):
     """docs/integrations.md's query-engine example passed an `llm` it never defined (a user
-    walkthrough): it runs as written, offline, from the repository root."""
+    walkthrough): it runs as written, offline, over the demo's indexes (built here, as `ragroute
+    demo` builds them, so a fresh clone needs no earlier run)."""
     from pathlib import Path
 
+    from ragroute.cli.demo import build_sources
+    from ragroute.corpora import load_corpus_specs
+
     root = Path(__file__).resolve().parents[1]
+    corpora = root / "corpora"
+    build_sources(load_corpus_specs(corpora / "corpora.yaml"), "hybrid", minilm, tmp_path / "indexes")
+    routing = (corpora / "routing.yaml").read_text(encoding="utf-8")
+    routing = routing.replace("corpora: corpora.yaml", f"corpora: {corpora / 'corpora.yaml'}")
+    routing = routing.replace("index_dir: ../indexes/demo", f"index_dir: {tmp_path / 'indexes'}")
+    (tmp_path / "routing.yaml").write_text(routing, encoding="utf-8")
     page = (root / "docs" / "integrations.md").read_text("utf-8")
     section = page.split("## ragroute inside LlamaIndex", 1)[1]
     snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'load_routing("corpora/routing.yaml")' in snippet
+    snippet = snippet.replace('"corpora/routing.yaml"', repr(str(tmp_path / "routing.yaml")))
     monkeypatch.chdir(root)
     names: dict = {}
     exec(compile(snippet, "integrations.md", "exec"), names)  # noqa: S102 - the page's own example
