@@ -42,13 +42,14 @@ class CorpusSpec:
     options: dict[str, Any] = field(default_factory=dict)
     access: tuple[str, ...] = ()  # access labels of the corpus's source (see ragroute.scopes); none: public
 
-    def load_documents(self) -> list[Document]:
+    def load_documents(self, **loading: Any) -> list[Document]:
         """The corpus's documents, each of the definition's ``modality`` where the file left it at
         the default: a single CSV of product rows under ``modality: table`` loaded as text, so a
-        ``modality=table`` filter found none of them and chunking cut them (until session 37)."""
+        ``modality=table`` filter found none of them and chunking cut them (until session 37).
+        ``loading``: how to load (``on_error``, ``report``), beside the definition's options."""
         from ragroute.loaders import load_corpus
 
-        documents = load_corpus(self.path, **self.options)
+        documents = load_corpus(self.path, **loading, **self.options)
         if self.modality == "text":
             return documents
         return [d if d.modality != "text" else replace(d, modality=self.modality) for d in documents]

@@ -731,3 +731,51 @@ def test_query_says_what_a_hybrid_index_score_is(runner, corpus, tmp_path):
     assert "score: the rrf fusion value of BM25 and dense (orders the hits, no meaning across queries" in (
         result.output
     )
+
+
+def test_build_a_corpus_definitions_file_builds_every_corpus_for_a_routing_config(runner, tmp_path):
+    """`corpora.yaml` + `index_dir:` is how a routing config names its sources, but only `ragroute
+    demo` built those folders; `build corpora.yaml --out DIR` builds each corpus at its own
+    granularity, modality and loader options (user walkthrough, session 39)."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "comets.md").write_text("# Comets\n\nIon tails.\n\nDust tails.\n", encoding="utf-8")
+    parts = "sku,body\nP1,toner QT-350\nP2,drum unit\nP3,paper tray\nP4,fuser kit\n"
+    (tmp_path / "parts.csv").write_text(parts, encoding="utf-8")
+    (tmp_path / "corpora.yaml").write_text(
+        "corpora:\n"
+        "  notes: {path: notes, description: Notes on comets., granularity: paragraph}\n"
+        "  parts: {path: parts.csv, modality: table, options: {text_column: body, id_column: sku}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "indexes"
+    result = runner.invoke(
+        main, ["build", str(tmp_path / "corpora.yaml"), "--out", str(out), "--method", "bm25"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"built 2 corpus indexes into {out}" in result.output
+    assert "1 paragraph unit" in result.output and "4 document units" in result.output  # each its own
+    hit = json.loads(
+        runner.invoke(main, ["query", str(out / "parts"), "toner", "--json"]).stdout.strip().splitlines()[-1]
+    )["hits"][0]
+    assert (hit["doc_id"], hit["modality"]) == ("P1", "table")
+    (tmp_path / "routing.yaml").write_text(
+        f"corpora: corpora.yaml\nindex_dir: {out}\nrouter: {{kind: fixed}}\n", encoding="utf-8"
+    )
+    assert runner.invoke(main, ["config", "check", str(tmp_path / "routing.yaml")]).exit_code == 0
+    refused = runner.invoke(
+        main,
+        [
+            "build",
+            str(tmp_path / "corpora.yaml"),
+            "--out",
+            str(out),
+            "--method",
+            "bm25",
+            "--granularity",
+            "section",
+        ],
+    )
+    assert refused.exit_code == 2 and refused.output.strip().splitlines()[-1] == (
+        f"error: --granularity does not apply to {tmp_path / 'corpora.yaml'}, a corpus definitions file "
+        "(each corpus sets its own)"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ from ragroute.cli.options import (
     is_local_location,
     on_error_option,
 )
+from ragroute.corpora import CorpusSpec
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import FACTORIES, DenseParams
@@ -160,14 +162,13 @@ def build_command(
     A table file's text column is `text` unless --text-column names another (ids: --id-column,
     titles: --title-column, metadata: --metadata-columns).
 
+    CORPUS may also be a corpus definitions file (corpora.yaml): every corpus it names is built
+    into --out/NAME at its own granularity, modality and loader options, the index folders a
+    routing config with `corpora: FILE` and `index_dir: OUT` reads.
+
     The build writes into a temporary folder beside --out and renames it into place
     only when complete, so an interrupted build leaves the previous index loadable.
     """
-    from ragroute.errors import IndexFormatError
-    from ragroute.index.build import build_index
-    from ragroute.index.io import FAMILY
-    from ragroute.store.artifact import building
-
     start = time.perf_counter()
     if method == "bm25":
         refuse_options(
@@ -199,27 +200,93 @@ def build_command(
     elif method not in ("bm25", "dense", "hybrid", "graph"):
         raise RagrouteError(f"--engine ray builds bm25, dense, hybrid and graph indexes, not {method}")
     dense_params = _dense_params(dense_index, refine, ivf_nlist, ivf_nprobe, mmap)
+    settings = _Build(
+        method, location, dense_params, fusion, engine, encoder, backend, cache_dir, ray_address, workers,
+        on_error,
+    )  # fmt: skip
+    definitions = _corpus_definitions(corpus)
+    if definitions is None:
+        _build_one(corpus, granularity, columns, out_dir, name or out_dir.name, settings, None, start)
+        return
+    # a corpus definitions file: one index per corpus, each loaded and cut as the file says
+    reason = f"to {corpus}, a corpus definitions file (each corpus sets its own)"
+    refuse_options(("granularity", "name", *columns), reason)
+    model = open_encoder(encoder, backend, cache_dir) if method != "bm25" else None
+    for spec in definitions:
+        began = time.perf_counter()
+        _build_one(spec, spec.granularity, {}, out_dir / spec.name, spec.name, settings, model, began)
+    built = counted(len(definitions), "corpus index", "corpus indexes")
+    click.echo(
+        f"built {built} into {out_dir}: a routing config reads them with 'corpora: {corpus.resolve()}' "
+        f"and 'index_dir: {out_dir.resolve()}'"
+    )
+
+
+@dataclass(frozen=True)
+class _Build:
+    """How ``ragroute build`` builds each index (the command's options)."""
+
+    method: str
+    location: str | None
+    dense_params: DenseParams
+    fusion: str
+    engine: str
+    encoder: str
+    backend: str
+    cache_dir: Path | None
+    ray_address: str | None
+    workers: int | None
+    on_error: str
+
+
+def _corpus_definitions(corpus: Path) -> list[CorpusSpec] | None:
+    """The corpora of a corpus definitions file (a ``.yaml`` / ``.yml`` CORPUS), else None."""
+    if corpus.suffix.lower() not in (".yaml", ".yml"):
+        return None
+    from ragroute.corpora import load_corpus_specs
+
+    return load_corpus_specs(corpus)
+
+
+def _build_one(
+    corpus: Path | CorpusSpec,
+    granularity: str,
+    columns: Mapping[str, Any],
+    out_dir: Path,
+    name: str,
+    settings: _Build,
+    model: Any,
+    start: float,
+) -> None:
+    """Build one index of ``corpus`` (a path, or a :class:`~ragroute.corpora.CorpusSpec`) into
+    ``out_dir`` through the artifact store (``model``: the encoder, opened here when None and needed)."""
+    from ragroute.errors import IndexFormatError
+    from ragroute.index.build import build_index
+    from ragroute.index.io import FAMILY
+    from ragroute.store.artifact import building
+
+    method = settings.method
     # --out is checked before any work, and a store collection the build never publishes is dropped
-    store_params = StoreParams(location=location, collection=name or out_dir.name) if location else None
+    location = settings.location
+    store_params = StoreParams(location=location, collection=name) if location else None
     with building(out_dir, FAMILY, IndexFormatError):
-        model = None  # resolved first, so a missing model fails before any work is done
-        if method != "bm25":
-            model = open_encoder(encoder, backend, cache_dir)
-        units = load_units(corpus, granularity, on_error, columns)
-        if engine == "ray":
+        if model is None and method != "bm25":  # resolved first: a missing model fails before any work
+            model = open_encoder(settings.encoder, settings.backend, settings.cache_dir)
+        units = load_units(corpus, granularity, settings.on_error, columns)
+        if settings.engine == "ray":
             index = _build_on_ray(
-                units, method, model, encoder, cache_dir, dense_params, fusion, name or out_dir.name,
-                ray_address, workers,
+                units, method, model, settings.encoder, settings.cache_dir, settings.dense_params,
+                settings.fusion, name, settings.ray_address, settings.workers,
             )  # fmt: skip
         else:
             index = build_index(
                 units,
                 method,
                 encoder=model,
-                dense_params=dense_params,
+                dense_params=settings.dense_params,
                 store_params=store_params,
-                fusion=FusionParams(method=fusion),
-                name=name or out_dir.name,
+                fusion=FusionParams(method=settings.fusion),
+                name=name,
             )
         save_built_index(index, out_dir, method, start)
 
@@ -302,17 +369,22 @@ def _build_on_ray(
 
 
 def load_units(
-    corpus: Path, granularity: str, on_error: str, columns: Mapping[str, Any] | None = None
+    corpus: Path | CorpusSpec, granularity: str, on_error: str, columns: Mapping[str, Any] | None = None
 ) -> list[Document]:
     """The corpus's documents cut at ``granularity``, with a one-line report on stderr (what was
     skipped, left out or dropped is counted there, the warnings before it name them); ``columns``
-    are the command's :func:`~ragroute.cli.options.column_options`."""
+    are the command's :func:`~ragroute.cli.options.column_options`. ``corpus`` is a path, or a
+    corpus definition (loaded with its own options and modality)."""
     from ragroute.chunking import ChunkStats, Granularity, chunk_documents
     from ragroute.loaders import LoadReport, load_corpus
 
     report, stats = LoadReport(), ChunkStats()
-    options = corpus_columns(corpus, columns or {})
-    documents = load_corpus(corpus, on_error=on_error, report=report, **options)
+    if isinstance(corpus, CorpusSpec):
+        documents = corpus.load_documents(on_error=on_error, report=report)
+        corpus = corpus.path
+    else:
+        options = corpus_columns(corpus, columns or {})
+        documents = load_corpus(corpus, on_error=on_error, report=report, **options)
     units = chunk_documents(documents, cast(Granularity, granularity), stats=stats)
     # a folder corpus skips whole files, the other formats records (lines, items); a skipped file was
     # counted as "1 bad records" before

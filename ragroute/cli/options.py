@@ -286,7 +286,7 @@ def column_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--title-column",
             default=None,
             metavar="NAME",
-            help=f"The column {table} holding titles [default: none].",
+            help=f"The column {table} holding titles [default: title if the file has one, else none].",
         ),
         click.option(
             "--metadata-columns",
