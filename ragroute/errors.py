@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import errno
 import math
+import os
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -60,6 +61,38 @@ def check_batch(values: Any, what: str = "queries") -> list[Any]:
         return list(values)
     except TypeError:
         raise InvalidArgumentError(f"{what} must be a list, got {value_type_name(values)}") from None
+
+
+def check_path(value: Any, needs: str) -> Any:
+    """``value`` when it is a path (a ``str`` or an ``os.PathLike`` such as ``pathlib.Path``); else
+    :class:`InvalidArgumentError` ``NEEDS, got TYPE`` (``load_corpus needs a file or folder path,
+    got NoneType``) rather than the TypeError pathlib raises from inside."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidArgumentError(f"{needs}, got {type(value).__name__}")
+    return value
+
+
+def check_encoder_object(encoder: Any, where: str) -> Any:
+    """``encoder`` when it is ``None`` or an encoder object (``encode_queries``, as
+    :func:`ragroute.encode.load_encoder` returns, or a stand-in naming its space with ``model_id``
+    for vectors computed elsewhere); else :class:`InvalidArgumentError`. A model name or folder is
+    refused with how to load it: the Python API takes encoder objects (names are the command
+    line's and the configs'), so one loaded model serves every index and router."""
+    if encoder is None or (
+        not isinstance(encoder, (str, os.PathLike))
+        and (hasattr(encoder, "encode_queries") or hasattr(encoder, "model_id"))
+    ):
+        return encoder
+    if isinstance(encoder, (str, os.PathLike)):
+        name = os.fspath(encoder)
+        raise InvalidArgumentError(
+            f"{where}: encoder= takes an encoder object, not the name {name!r}: load it with "
+            f"ragroute.encode.load_encoder({name!r})"
+        )
+    raise InvalidArgumentError(
+        f"{where}: encoder= takes an encoder object (ragroute.encode.load_encoder(NAME)), "
+        f"got {type(encoder).__name__}"
+    )
 
 
 def check_query_vectors(vectors: Any, n: int, encoder: Any = None) -> np.ndarray:
@@ -210,16 +243,17 @@ def check_query(text: str) -> str:
     """Return ``text`` stripped, or raise an :class:`InvalidQueryError` (one line) when it cannot be
     searched with.
 
-    Refused (never repaired, so a query is never silently changed): a non-string, empty or
-    whitespace-only text (:class:`EmptyQueryError`), text that is not valid Unicode (a lone
-    surrogate, e.g. the undecodable bytes Python keeps from a command line in another encoding
-    than UTF-8), and text longer than :data:`MAX_QUERY_CHARS`. Control characters (NUL included)
-    are kept: they are valid text and the tokenizers treat them as separators; but a text of
-    nothing else (NUL, zero-width spaces, direction marks, a BOM) is refused as empty, since it
+    Refused (never repaired, so a query is never silently changed): ``None``, an empty or
+    whitespace-only text (:class:`EmptyQueryError`), any other non-string, text that is not valid
+    Unicode (a lone surrogate, e.g. the undecodable bytes Python keeps from a command line in
+    another encoding than UTF-8), and text longer than :data:`MAX_QUERY_CHARS`. Control characters
+    (NUL included) are kept: they are valid text and the tokenizers treat them as separators; but a
+    text of nothing else (NUL, zero-width spaces, direction marks, a BOM) is refused as empty, since it
     has nothing to search with and would still return the nearest documents.
     """
-    if not isinstance(text, str):
-        raise EmptyQueryError(f"query must be a string, got {type(text).__name__}")
+    if not isinstance(text, str):  # None is no query (empty); 123 is not empty, but not text
+        error = EmptyQueryError if text is None else InvalidQueryError
+        raise error(f"query must be a string, got {type(text).__name__}")
     stripped = text.strip()
     if not stripped:
         raise EmptyQueryError("query is empty or whitespace only")

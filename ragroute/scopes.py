@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidArgumentError, RagrouteError
 
 #: the document metadata key (and routing-config source key) holding access labels
 ACCESS_KEY = "access"
@@ -92,19 +92,21 @@ def readable(hits: Iterable[Any], scopes: Iterable[str]) -> list[Any]:
 def caller_scopes(value: Any, where: str = "scopes") -> tuple[str, ...]:
     """A caller's scopes as a sorted tuple of labels: ``None`` gives none, a string is one label
     (not a sequence of characters), any other iterable holds labels; labels are non-empty strings
-    without commas."""
+    without commas; anything else is :class:`InvalidArgumentError`."""
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else value
     try:
         items = list(items)
     except TypeError:
-        raise RagrouteError(
+        raise InvalidArgumentError(
             f"{where}: expected a label or a list of labels, got {type(value).__name__}"
         ) from None
     for item in items:
         if not isinstance(item, str) or not item.strip() or "," in item:
-            raise RagrouteError(f"{where}: {item!r} is not a scope label (a non-empty string without commas)")
+            raise InvalidArgumentError(
+                f"{where}: {item!r} is not a scope label (a non-empty string without commas)"
+            )
     return tuple(sorted({item.strip() for item in items}))
 
 

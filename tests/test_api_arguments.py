@@ -223,3 +223,104 @@ def test_skill_router_settings(hashing_encoder):
     with pytest.raises(InvalidArgumentError, match="tasks must be a list, not a single string"):
         router.route_many("send email")
     assert [r.skills[0].id for r in router.route_many(["does thing 2"], k=2.0)] == ["s2"]
+
+
+def test_a_pipelines_sources_are_read_only_and_nesting_still_works(pipeline, hashing_encoder):
+    # editing the list changed nothing: the stages hold the sources, so "cook" was still searched
+    assert isinstance(pipeline.sources, tuple)
+    with pytest.raises(TypeError):
+        pipeline.sources[:] = [s for s in pipeline.sources if s.name != "cook"]  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        pipeline.sources = list(pipeline.sources[:1])  # type: ignore[misc]
+    assert [s.name for s in pipeline.sources] == ["astro", "cook", "it"]
+    outer_source = Source("inner", pipeline)
+    outer = Pipeline(
+        [outer_source], PrototypeRouter([outer_source], hashing_encoder), encoder=hashing_encoder
+    )
+    hits = outer.retrieve("planets and stars", k=3).hits
+    assert hits and {h.source for h in hits} == {"inner"}
+    assert len(outer.documents) == len(pipeline.documents) > 0
+
+
+def test_wrong_arguments_at_the_main_entry_points_are_one_line_errors(tmp_path, pipeline, hashing_encoder):
+    from ragroute.encode import load_encoder
+    from ragroute.index.io import load_index, save_index
+    from ragroute.loaders import load_corpus
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.route.config import load_routing
+    from ragroute.skills import load_catalogue
+
+    save_index(pipeline.sources[0].retriever, tmp_path / "astro")
+    named = r"encoder= takes an encoder object, not the name 'all-MiniLM-L6-v2': load it with " + (
+        r"ragroute\.encode\.load_encoder\('all-MiniLM-L6-v2'\)"
+    )
+    calls = (  # each was AttributeError: 'str' object has no attribute 'model_id'
+        lambda: load_index(tmp_path / "astro", encoder="all-MiniLM-L6-v2"),  # type: ignore[arg-type]
+        lambda: load_routing("corpora/routing.yaml", encoder="all-MiniLM-L6-v2"),
+        lambda: pipeline_from_settings(list(pipeline.sources), {}, encoder="all-MiniLM-L6-v2"),
+    )
+    for call in calls:
+        with pytest.raises(InvalidArgumentError, match=named):
+            call()
+    with pytest.raises(InvalidArgumentError, match=r"encoder= takes an encoder object .* got int"):
+        load_index(tmp_path / "astro", encoder=3)  # type: ignore[arg-type]
+    assert load_index(tmp_path / "astro", encoder=hashing_encoder).kind == "dense"
+    nothing = (  # TypeError: expected str, bytes or os.PathLike object, not NoneType
+        (load_routing, "load_routing needs a routing config file path, got NoneType"),
+        (load_corpus, "load_corpus needs a corpus file or folder path, got NoneType"),
+        (load_catalogue, "load_catalogue needs a catalogue file or folder path, got NoneType"),
+        (load_encoder, "load_encoder needs a model name or folder path, got NoneType"),
+        (load_index, "load_index needs an index folder path, got NoneType"),
+    )
+    for function, said in nothing:
+        with pytest.raises(InvalidArgumentError, match=said):
+            function(None)  # type: ignore[operator]
+    with pytest.raises(InvalidArgumentError, match="on_error must be 'skip' or 'raise', got 'ignore'"):
+        load_corpus("corpora/astronomy", on_error="ignore")  # a plain ValueError
+    with pytest.raises(InvalidArgumentError, match=r"contexts must be QueryContext objects .* got str"):
+        pipeline.retrieve_contexts(["planets"])  # type: ignore[list-item]
+    assert pipeline.retrieve_contexts([QueryContext.of("planets")], 2)[0].hits
+
+
+def test_wrong_values_are_value_errors_and_a_non_text_query_is_not_empty(pipeline):
+    from ragroute.errors import EmptyQueryError, InvalidQueryError
+    from ragroute.skills.router import SkillRouter
+
+    with pytest.raises(InvalidQueryError, match="query must be a string, got int") as raised:
+        pipeline.retrieve(123)  # type: ignore[arg-type]
+    assert not isinstance(raised.value, EmptyQueryError)  # an EmptyQueryError: but 123 is not empty
+    with pytest.raises(EmptyQueryError):
+        pipeline.retrieve("   ")
+    wrong = (  # each a plain RagrouteError, which `except ValueError` let through
+        (lambda: pipeline.retrieve("planets", scopes=[1]), "scopes: 1 is not a scope label"),  # type: ignore[list-item]
+        (lambda: SkillRouter([], threshold="0.5"), r"threshold must be a probability in \[0, 1\], got '0.5'"),  # type: ignore[arg-type]
+        (lambda: SkillRouter([], method="bm2"), "unknown stage-1 method 'bm2': choose one of"),
+        (lambda: SkillRouter([], overlap="merge"), "unknown overlap mode 'merge'"),
+    )
+    for call, said in wrong:
+        with pytest.raises(InvalidArgumentError, match=said):
+            call()
+        with pytest.raises(ValueError):
+            call()
+
+
+def test_a_source_checks_its_name_and_retriever(pipeline):
+    from pathlib import Path
+
+    index = pipeline.sources[0].retriever
+    for bad in (1, "", "  ", None):
+        with pytest.raises(InvalidArgumentError, match="a source's name must be a non-empty string"):
+            Source(bad, index)  # type: ignore[arg-type]  # 1 reached every hit as its source
+    for path in ("indexes/demo/astronomy", Path("indexes/demo/astronomy")):
+        # accepted, then "neither documents nor a description" at the router
+        said = (
+            r"source 'a': retriever must be .* not a path \('indexes/demo/astronomy'\): load it first with "
+        )
+        with pytest.raises(InvalidArgumentError, match=said + r"ragroute\.index\.io\.load_index"):
+            Source("a", path)  # type: ignore[arg-type]
+    with pytest.raises(
+        InvalidArgumentError, match=r"anything with search_contexts or search_many\), not a list"
+    ):
+        Source("a", [index])  # type: ignore[arg-type]
+    assert Source("nested", pipeline).retriever is pipeline  # a pipeline, a Source: retrievers too
+    assert Source("again", pipeline.sources[0]).name == "again"

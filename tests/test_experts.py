@@ -25,6 +25,16 @@ WORDS = {
 }
 
 
+class Unsearched:
+    """A source's retriever that routers are built over but never search."""
+
+    def search_many(self, queries: list[str], k: int = 10, **_: object) -> list[list[object]]:
+        return [[] for _ in queries]
+
+
+UNSEARCHED = Unsearched()
+
+
 def corpus(per_topic: int = 24) -> list[Document]:
     rng = np.random.default_rng(3)
     docs = []
@@ -452,7 +462,7 @@ def test_saved_expert_routers_load_by_kind_and_check_the_expert_names(tmp_path: 
     QualityRouter.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / "q")
     assert isinstance(load_saved_router(tmp_path / "p", FixedDim()), PilotRouter)
     assert isinstance(load_saved_router(tmp_path / "q", FixedDim()), QualityRouter)
-    sources = [Source("A", object()), Source("Z", object())]
+    sources = [Source("A", UNSEARCHED), Source("Z", UNSEARCHED)]
     with pytest.raises(RagrouteError, match="B, C are not among the sources"):
         pilot({"model": str(tmp_path / "p")}, RouterBuild(sources, FixedDim(), where="cfg"))
     with pytest.raises(RagrouteError, match="holds a pilot router"):
@@ -734,7 +744,7 @@ def test_a_router_routes_around_an_expert_that_failed_to_load(tmp_path: Path) ->
     from ragroute.route.sources import Source
 
     PilotRouter.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / "p")
-    sources = [Source("B", object()), Source("C", object())]
+    sources = [Source("B", UNSEARCHED), Source("C", UNSEARCHED)]
     build = RouterBuild(sources, FixedDim(), where="cfg", failed=["A"])
     router = pilot({"model": str(tmp_path / "p")}, build)
     decision = router.route_many(["a"], query_vectors=np.eye(8)[:1])[0]
@@ -753,7 +763,7 @@ def test_when_every_expert_with_a_pilot_failed_to_load_the_others_share_the_rout
 
     domains = {"A": domain_vectors(0, 20, 1), "B": domain_vectors(1, 20, 2)}
     PilotRouter.from_domains(["base", "bm25", "A", "B"], domains, encoder=FixedDim()).save(tmp_path / "p")
-    sources = [Source("base", object()), Source("bm25", object())]
+    sources = [Source("base", UNSEARCHED), Source("bm25", UNSEARCHED)]
     build = RouterBuild(sources, FixedDim(), where="cfg", failed=["A", "B"])
     router = pilot({"model": str(tmp_path / "p")}, build)
     with warnings.catch_warnings():

@@ -344,8 +344,8 @@ def test_a_router_refusal_names_the_config_it_is_about(sources, hashing_encoder)
     from ragroute.pipeline.build import pipeline_from_settings
 
     class Nothing:
-        def search(self, query, k=10):
-            return []
+        def search_many(self, queries, k=10, *, filters=None):
+            return [[] for _ in queries]
 
     blank = Source("blank", Nothing())
     with pytest.raises(RagrouteError, match=r"^routing\.yaml: source 'blank' has neither documents"):

@@ -18,7 +18,7 @@ from ragroute.encode.cache import CachedEncoder, EmbeddingCache
 from ragroute.encode.onnx_runtime import OnnxEncoder
 from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, default_cache_dir, resolve_model
 from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_path
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def load_encoder(
     :class:`~ragroute.encode.cache.CachedEncoder` so unchanged documents are
     never re-encoded. ``threads`` defaults to the number of usable cores.
     """
+    check_path(name_or_path, "load_encoder needs a model name or folder path")
     backend_key = (backend or "auto").strip().lower()
     if backend_key not in (*BACKENDS, "auto"):
         raise RagrouteError(f"unknown encoder backend {backend!r}: expected auto, {', '.join(BACKENDS)}")

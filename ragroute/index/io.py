@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.encode.base import Encoder
-from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError, UnknownKindError
+from ragroute.errors import (
+    IndexFormatError,
+    InvalidArgumentError,
+    RagrouteError,
+    UnknownKindError,
+    check_encoder_object,
+    check_path,
+)
 from ragroute.index.dense import check_encoder
 from ragroute.index.docstore import DocumentStore
 from ragroute.index.local import LocalIndex
@@ -28,34 +35,38 @@ def index_kinds() -> list[str]:
     return INDEX_KINDS.names()
 
 
-def save_index(index: LocalIndex, directory: Path) -> ArtifactManifest:
+def save_index(index: LocalIndex, directory: str | os.PathLike[str]) -> ArtifactManifest:
     """Publish ``index`` as a new build at ``directory``; a crash leaves the previous build current."""
     if not isinstance(index, LocalIndex):  # an AttributeError from inside until session 37
         raise InvalidArgumentError(f"save_index needs an index (build_index's), got {type(index).__name__}")
+    check_path(directory, "save_index needs a folder path")
     # one version of the documents from the manifest to the last file: an add or delete another
     # thread makes meanwhile waits (until session 38 it landed between them, and the published
     # build said 150 documents beside a docs.jsonl of 50, or loaded into wrong answers)
-    with index.store.reading(), write_artifact(
-        Path(directory),
-        FAMILY,
-        index.kind,
-        name=index.name,
-        params={**index.manifest_params(), "documents": len(index.store)},
-        encoder=index.encoder_info(),
-        error=IndexFormatError,
-    ) as build:
+    with (
+        index.store.reading(),
+        write_artifact(
+            Path(directory),
+            FAMILY,
+            index.kind,
+            name=index.name,
+            params={**index.manifest_params(), "documents": len(index.store)},
+            encoder=index.encoder_info(),
+            error=IndexFormatError,
+        ) as build,
+    ):
         index.store.save(build.path)
         index.write_files(build.path)
     return build.manifest
 
 
-def read_index_manifest(directory: Path, *, verify: bool = True) -> ArtifactManifest:
+def read_index_manifest(directory: str | os.PathLike[str], *, verify: bool = True) -> ArtifactManifest:
     """The manifest of the published build (checked; with ``verify``, every file's checksum too)."""
     return open_snapshot(Path(directory), family=FAMILY, verify=verify, error=IndexFormatError).manifest
 
 
 def load_index(
-    directory: Path,
+    directory: str | os.PathLike[str],
     encoder: Encoder | None = None,
     *,
     backend: str = "auto",
@@ -70,10 +81,8 @@ def load_index(
     checksum first (a corrupt or missing file raises :class:`IndexFormatError`), and what an
     index keeps outside its files (an external store's collection) after loading.
     """
-    if not isinstance(directory, (str, os.PathLike)):
-        raise InvalidArgumentError(f"load_index needs an index folder path, got {type(directory).__name__}")
-    directory = Path(directory)
-    holder: dict[str, Any] = {"encoder": encoder}
+    path = Path(check_path(directory, "load_index needs an index folder path"))
+    holder: dict[str, Any] = {"encoder": check_encoder_object(encoder, "load_index")}
 
     def read(snapshot: Snapshot) -> LocalIndex:
         index = _read_index(snapshot, holder, backend, name)
@@ -81,7 +90,7 @@ def load_index(
             index.verify_contents()
         return index
 
-    return read_artifact(directory, read, family=FAMILY, verify=verify, error=IndexFormatError)
+    return read_artifact(path, read, family=FAMILY, verify=verify, error=IndexFormatError)
 
 
 def _read_index(snapshot: Snapshot, holder: dict[str, Any], backend: str, name: str | None) -> LocalIndex:

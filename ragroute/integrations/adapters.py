@@ -8,11 +8,12 @@
   :class:`~ragroute.route.sources.Source` of a pipeline; a query context's caller scope is
   pushed down into the framework where the adapter has a ``scope_filters`` builder, and always
   applied to what comes back (:func:`scoped_hits`);
-* :func:`check_target`: the pipeline or index a framework retriever is built over, checked at
-  its constructor; :func:`query_encoder`: its query encoder; :func:`index_scale`: how the
+* :func:`~ragroute.integrations.targets.check_target` (in :mod:`ragroute.integrations.targets`,
+  imported here): the pipeline or index a framework retriever is built over, checked at its
+  constructor; :func:`query_encoder`: its query encoder; :func:`index_scale`: how the
   retrievers over one index score its hits (as a pipeline over that index alone does);
-* :func:`framework_of`: which framework an object comes from, read from its classes'
-  modules (so nothing is imported to find out).
+* :func:`~ragroute.integrations.targets.framework_of` (there too): which framework an object
+  comes from, read from its classes' modules (so nothing is imported to find out).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
-import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -33,14 +33,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import encoder_key
-from ragroute.errors import (
-    InvalidArgumentError,
-    check_batch,
-    check_filters,
-    check_k,
-    check_query,
-    value_type_name,
-)
+from ragroute.errors import check_batch, check_filters, check_k, check_query
 from ragroute.index.base import by_filter_groups
 from ragroute.pipeline.score_scale import SourceScale
 from ragroute.route.sources import Source
@@ -338,60 +331,3 @@ class ExternalRetriever:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
-
-
-#: what a framework retriever over one index searches: a ragroute index, Source or retriever
-SEARCHABLE = ("search_contexts", "search_many")
-#: what each thing a framework retriever is built over must be (:func:`check_target`)
-EXPECTED = {
-    "pipeline": "a ragroute Pipeline",
-    "index": "a ragroute index, Source or retriever",
-    "gate": "a ragroute gate",
-    "controller": "a StepwiseController",
-}
-_LOADERS = {
-    "pipeline": "ragroute.route.config.load_routing",
-    "index": "ragroute.index.io.load_index",
-}
-_ADAPTERS = {
-    "llamaindex": ("LlamaRetrieverAdapter", "LlamaIndex"),
-    "langchain": ("LangChainRetrieverAdapter", "LangChain"),
-}
-
-
-def check_target(obj: Any, name: str, methods: Sequence[str], where: str = "") -> Any:
-    """``obj`` when it has one of ``methods`` (what a framework retriever calls on its ``name``: a
-    key of :data:`EXPECTED`); else one :class:`InvalidArgumentError` line, at the constructor
-    rather than as an AttributeError at the first query: a path says how to load what it names, a
-    framework's own retriever which adapter makes it a ragroute one."""
-    foreign = name in _LOADERS and framework_of(obj)  # a framework's retriever has retrieve, too
-    if any(callable(getattr(obj, method, None)) for method in methods) and not foreign:
-        return obj
-    prefix = f"{where}: " if where else ""
-    expected = f"{EXPECTED[name]} (anything with {' or '.join(methods)})"
-    if isinstance(obj, (str, os.PathLike)) and name in _LOADERS:
-        raise InvalidArgumentError(
-            f"{prefix}{name} must be {expected}, not a path ({str(obj)!r}): load it first with "
-            f"{_LOADERS[name]}({str(obj)!r})"
-        )
-    if foreign:
-        adapter, label = _ADAPTERS[foreign]
-        use = (
-            f"route to it as a Source of a Pipeline, Source(name, {adapter}(...))"
-            if name == "pipeline"
-            else f"wrap it in {adapter} to search it as a ragroute retriever"
-        )
-        raise InvalidArgumentError(
-            f"{prefix}{name} must be {expected}, not a {label} {type(obj).__name__}: {use}"
-        )
-    raise InvalidArgumentError(f"{prefix}{name} must be {expected}, not {value_type_name(obj)}")
-
-
-def framework_of(obj: Any) -> str:
-    """``"llamaindex"``, ``"langchain"`` or ``""``: the framework ``obj``'s class comes from."""
-    modules = [getattr(cls, "__module__", "") or "" for cls in type(obj).__mro__]
-    if any(m.startswith("llama_index.") for m in modules):
-        return "llamaindex"
-    if any(m.startswith(("langchain_core.", "langchain.", "langchain_community.")) for m in modules):
-        return "langchain"
-    return ""

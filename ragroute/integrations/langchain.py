@@ -52,16 +52,15 @@ from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k, check_keys
 from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import (
-    SEARCHABLE,
     DecisionLog,
     ExternalRetriever,
-    check_target,
     framework_score,
     index_scale,
     scalar_metadata,
     scoped_hits,
     sync_or_async,
 )
+from ragroute.integrations.targets import SEARCHABLE, check_target
 from ragroute.pipeline.score_scale import SourceScale
 from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, caller_scopes, labels_of, visible

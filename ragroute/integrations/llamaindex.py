@@ -51,10 +51,8 @@ from llama_index.core.vector_stores.types import (
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k
 from ragroute.integrations.adapters import (
-    SEARCHABLE,
     DecisionLog,
     ExternalRetriever,
-    check_target,
     framework_score,
     index_scale,
     query_encoder,
@@ -62,6 +60,7 @@ from ragroute.integrations.adapters import (
     scoped_hits,
     sync_or_async,
 )
+from ragroute.integrations.targets import SEARCHABLE, check_target
 from ragroute.route.sources import hits_of
 from ragroute.scopes import ACCESS_KEY, caller_scopes
 from ragroute.types import Decision, Document, Hit

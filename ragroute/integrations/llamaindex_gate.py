@@ -37,7 +37,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, value_type_name
 from ragroute.gate.controller import StepwiseResult
-from ragroute.integrations.adapters import DecisionLog, check_target, index_scale, scoped_hits
+from ragroute.integrations.adapters import DecisionLog, index_scale, scoped_hits
 from ragroute.integrations.llamaindex import (
     IndexLlamaRetriever,
     LlamaRetrieverAdapter,
@@ -49,6 +49,7 @@ from ragroute.integrations.llamaindex import (
     query_encoder,
     resolve_top_k,
 )
+from ragroute.integrations.targets import check_target
 from ragroute.pipeline.score_scale import SourceScale
 from ragroute.pipeline.stages import GateDecision, GateStage
 from ragroute.route.sources import hits_of

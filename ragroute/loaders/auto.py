@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import CorpusFormatError, unknown_keys_message
+from ragroute.errors import CorpusFormatError, check_path, unknown_keys_message
 from ragroute.loaders.beir import corpus_files, load_beir_corpus
 from ragroute.loaders.common import LoadReport, check_on_error
 from ragroute.loaders.folder import TEXT_SUFFIXES, load_text_file, load_text_folder
@@ -86,7 +86,7 @@ def _detect_file(path: Path, options: dict[str, Any]) -> str:
     )
 
 
-def detect_format(path: str | Path, **options: Any) -> str:
+def detect_format(path: str | os.PathLike[str], **options: Any) -> str:
     """The format :func:`load_corpus` would use for ``path``: beir, folder, hipporag, table or text."""
     p = Path(path)
     if not p.exists():
@@ -102,7 +102,7 @@ def detect_format(path: str | Path, **options: Any) -> str:
 
 
 def load_corpus(
-    path: str | Path, *, on_error: str = "skip", report: LoadReport | None = None, **options: Any
+    path: str | os.PathLike[str], *, on_error: str = "skip", report: LoadReport | None = None, **options: Any
 ) -> list[Document]:
     """Load a corpus from a folder or file, detecting the format (see the module docstring).
 
@@ -113,6 +113,7 @@ def load_corpus(
     ``on_error`` (default: skip + one CorpusWarning per file, counts in
     ``report``); duplicate document ids always raise :class:`CorpusFormatError`.
     """
+    check_path(path, "load_corpus needs a corpus file or folder path")
     check_on_error(on_error)
     fmt = detect_format(path, **options)
     loader = LOADERS[fmt][0]
@@ -156,7 +157,7 @@ def _beir_columns(path: Path) -> dict[str, str]:
     return {"id_column": "_id"}
 
 
-def check_options(path: str | Path, fmt: str, options: Mapping[str, Any]) -> None:
+def check_options(path: str | os.PathLike[str], fmt: str, options: Mapping[str, Any]) -> None:
     """Refuse ``options`` that the loader of format ``fmt`` does not take (one line, closest option named)."""
     accepted = LOADERS[fmt][1]
     unknown = [name for name in options if name not in accepted]

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ragroute.errors import CorpusFormatError, lone_surrogate
+from ragroute.errors import CorpusFormatError, InvalidArgumentError, lone_surrogate
 
 T = TypeVar("T")
 
@@ -109,9 +109,10 @@ def name_a_few(names: Sequence[str], limit: int = 3) -> str:
 
 
 def check_on_error(on_error: str) -> OnError:
-    """Validate an ``on_error`` argument (a programming error, hence ``ValueError``)."""
+    """Validate an ``on_error`` argument (a programming error: :class:`InvalidArgumentError`, a
+    ``ValueError``)."""
     if on_error not in ON_ERROR_CHOICES:
-        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        raise InvalidArgumentError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     return on_error  # type: ignore[return-value]
 
 

@@ -16,7 +16,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, SourceWarning, check_keys, check_listed_setting, check_setting
+from ragroute.errors import (
+    RagrouteError,
+    SourceWarning,
+    check_encoder_object,
+    check_keys,
+    check_listed_setting,
+    check_setting,
+)
 from ragroute.exposure import ExposureBudget, ExposureLedger
 from ragroute.pipeline.runner import Pipeline
 from ragroute.pipeline.stages import RoutingOptions
@@ -201,6 +208,7 @@ def pipeline_from_settings(
         sources = check_sources(sources)
     except RagrouteError as exc:
         raise type(exc)(f"{where}: {exc}" if where else str(exc)) from None
+    check_encoder_object(encoder, where or "pipeline_from_settings")
     if router_settings is not None and not isinstance(router_settings, Mapping):
         raise RagrouteError(f"{where + ': ' if where else ''}router settings must be a mapping (kind: ...)")
     settings = dict(router_settings or {})

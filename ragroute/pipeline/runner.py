@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragroute.context import QueryContext, contexts_of
-from ragroute.errors import RagrouteError, check_batch, check_k
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k
 from ragroute.exposure import ExposureLedger
 from ragroute.index.base import content_key
 from ragroute.pipeline.stages import (
@@ -81,7 +81,7 @@ class Pipeline:
         if router is None and policy is None:
             raise RagrouteError("a pipeline needs a router, a policy, or both")
         self.name = name
-        self.sources = check_sources(sources)
+        self._sources = tuple(check_sources(sources))
         self.router = router
         self.policy = policy
         self.encoder = encoder
@@ -104,6 +104,12 @@ class Pipeline:
         self.exposure = exposure
         if exposure is not None:  # budgets are fractions of what a caller may read of each collection
             exposure.add_sources(self.sources)
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """Its sources, read-only: the stages hold them from construction, so a pipeline over
+        other sources is a new ``Pipeline`` (editing a list here once changed nothing, silently)."""
+        return self._sources
 
     @property
     def route_names(self) -> list[str]:
@@ -169,6 +175,12 @@ class Pipeline:
     def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
         k = check_k(k)
         contexts = check_batch(contexts, "contexts")
+        for context in contexts:
+            if not isinstance(context, QueryContext):
+                raise InvalidArgumentError(
+                    f"contexts must be QueryContext objects (QueryContext.of(text)), got "
+                    f"{type(context).__name__}: retrieve_many takes texts"
+                )
         if self.exposure is None:
             return self._retrieve_contexts(contexts, k, admit=False)
         # admitted here unless an outer pipeline holding the same ledger admits what it returns,

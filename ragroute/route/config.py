@@ -47,6 +47,7 @@ checks a config without loading models (:mod:`ragroute.route.config_check`).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,7 +57,9 @@ from typing import Any
 from ragroute.errors import (
     RagrouteError,
     SourceWarning,
+    check_encoder_object,
     check_keys,
+    check_path,
     is_nul_path_error,
     refused_path_message,
     value_type_name,
@@ -95,7 +98,7 @@ class RoutingConfig:
     data: dict[str, Any]
 
     @classmethod
-    def read(cls, path: str | Path) -> RoutingConfig:
+    def read(cls, path: str | os.PathLike[str]) -> RoutingConfig:
         path = Path(path)
         data = read_yaml(path, "routing config")
         if not isinstance(data, dict):
@@ -110,7 +113,7 @@ class RoutingConfig:
     def resolve(self, relative: str) -> Path:
         return (self.path.parent / relative).resolve()
 
-    def cache_dir(self, override: str | Path | None = None) -> Path | None:
+    def cache_dir(self, override: str | os.PathLike[str] | None = None) -> Path | None:
         """Where the encoder caches: ``override`` (``--cache-dir``), else the config's ``cache_dir:``
         (relative to the file), else ``None``: the per-user cache folder
         (:func:`ragroute.encode.resolve.default_cache_dir`)."""
@@ -142,7 +145,9 @@ class RoutingConfig:
             out["encoder"] = str(beside.resolve())
         return out
 
-    def load_encoder(self, *, backend: str | None = None, cache_dir: str | Path | None = None) -> Any:
+    def load_encoder(
+        self, *, backend: str | None = None, cache_dir: str | os.PathLike[str] | None = None
+    ) -> Any:
         """The config's ``encoder:`` (default all-MiniLM-L6-v2) on ``backend`` (else the config's
         ``backend:``, else auto), caching as :meth:`cache_dir` says."""
         from ragroute.encode import load_encoder
@@ -256,12 +261,21 @@ def left_out_message(path: str | Path, problem: SourceProblem) -> str:
 
 
 def load_routing(
-    path: str | Path, *, encoder: Any = None, backend: str | None = None, cache_dir: str | Path | None = None
+    path: str | os.PathLike[str],
+    *,
+    encoder: Any = None,
+    backend: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Pipeline:
     """The query pipeline a routing config describes, ready to ``retrieve``.
 
-    Without ``encoder`` the config's is loaded, caching under ``cache_dir`` if given, else the
-    config's ``cache_dir:``, else the per-user cache folder."""
+    Without ``encoder`` (an encoder object, :func:`ragroute.encode.load_encoder`'s) the config's is
+    loaded, caching under ``cache_dir`` if given, else the config's ``cache_dir:``, else the
+    per-user cache folder."""
+    check_path(path, "load_routing needs a routing config file path")
+    check_encoder_object(encoder, "load_routing")
+    if cache_dir is not None:
+        check_path(cache_dir, "load_routing: cache_dir needs a folder path")
     try:
         return _load_routing(path, encoder, backend, cache_dir)
     except OSError as exc:  # a file the config names that the system refuses (name too long, ...)
@@ -273,7 +287,7 @@ def load_routing(
 
 
 def _load_routing(
-    path: str | Path, encoder: Any, backend: str | None, cache_dir: str | Path | None
+    path: str | os.PathLike[str], encoder: Any, backend: str | None, cache_dir: str | os.PathLike[str] | None
 ) -> Pipeline:
     from ragroute.route import Policy
 

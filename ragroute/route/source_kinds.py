@@ -125,7 +125,7 @@ def index(request: SourceRequest) -> OpenedSource:
 @source_kind(FACTORY_KEYS, required={"factory"})
 def llamaindex(request: SourceRequest) -> OpenedSource:
     """A LlamaIndex retriever or index returned by ``factory:``."""
-    from ragroute.integrations.adapters import framework_of
+    from ragroute.integrations.targets import framework_of
 
     made = call_factory(request)
     if framework_of(made) != "llamaindex":
@@ -138,7 +138,7 @@ def llamaindex(request: SourceRequest) -> OpenedSource:
 @source_kind(FACTORY_KEYS, required={"factory"})
 def langchain(request: SourceRequest) -> OpenedSource:
     """A LangChain retriever returned by ``factory:`` (needs the ``langchain`` extra)."""
-    from ragroute.integrations.adapters import framework_of
+    from ragroute.integrations.targets import framework_of
 
     made = call_factory(request)
     if framework_of(made) != "langchain":
@@ -151,7 +151,7 @@ def langchain(request: SourceRequest) -> OpenedSource:
 @source_kind(FACTORY_KEYS, required={"factory"})
 def python(request: SourceRequest) -> OpenedSource:
     """What ``factory:`` returns: a LlamaIndex or LangChain retriever, or anything with ``search_many``."""
-    from ragroute.integrations.adapters import framework_of
+    from ragroute.integrations.targets import framework_of
 
     made = call_factory(request)
     framework = framework_of(made)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
 from ragroute.index.base import Retriever, metadata_keys_of, search_contexts
+from ragroute.integrations.targets import SEARCHABLE, check_target
 from ragroute.scopes import access_labels, readable, visible
 from ragroute.types import Decision, Document, Hit
 
@@ -30,7 +31,10 @@ class Source:
     """A named retriever and what routers may know about it.
 
     ``documents`` (optional) lets training-free routers build a prototype of the
-    source from its own content; indexes built by ragroute provide it. ``access``: the
+    source from its own content; indexes built by ragroute provide it. ``name``: a non-empty
+    string; ``retriever``: anything with ``search_contexts`` or ``search_many`` (an index, a
+    :class:`~ragroute.pipeline.Pipeline`, a framework adapter), else :class:`InvalidArgumentError`
+    (a folder path says to load it with :func:`~ragroute.index.io.load_index`). ``access``: the
     source's access labels (none: public; see :mod:`ragroute.scopes`): a query whose caller's
     scopes share none of them never routes to it.
     """
@@ -45,7 +49,12 @@ class Source:
     access: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        # checked here, not at the first query: an int name reached every hit's source, and a path
+        # given as the retriever failed later as a source with "neither documents nor a description"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidArgumentError(f"a source's name must be a non-empty string, got {self.name!r}")
         self.access = access_labels(self.access or None, f"source {self.name!r}")
+        check_target(self.retriever, "retriever", SEARCHABLE, f"source {self.name!r}")
 
     def visible_to(self, scopes: Iterable[str]) -> bool:
         """Whether a caller holding ``scopes`` may read this source."""

@@ -28,11 +28,12 @@ saying what was found and what was expected.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, check_path
 from ragroute.loaders.common import LoadReport, check_on_error
 from ragroute.skills.load_mcp import load_mcp, mcp_tools, tool_files
 from ragroute.skills.load_openapi import SPEC_SUFFIXES, load_openapi, spec_files, spec_version
@@ -138,7 +139,7 @@ KIND_NAMES = {"skill_md": "SKILL.md", "openapi": "OpenAPI", "mcp": "MCP", "skill
 
 
 def load_catalogue(
-    path: str | Path,
+    path: str | os.PathLike[str],
     *,
     kind: str | None = None,
     on_error: str = "skip",
@@ -154,8 +155,8 @@ def load_catalogue(
     file and record). Duplicate skill ids always raise
     :class:`~ragroute.skills.records.DuplicateSkillError` listing them.
     """
+    p = Path(check_path(path, "load_catalogue needs a catalogue file or folder path"))
     check_on_error(on_error)
-    p = Path(path)
     data = None
     parsing = WarningLog()  # what detecting the kind found while parsing the file
     if kind is None:

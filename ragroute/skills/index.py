@@ -36,6 +36,7 @@ manifest. No pickle.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import threading
@@ -338,7 +339,7 @@ class SkillIndex:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, target: str | Path, *, extra: Mapping[str, Any] | None = None) -> Any:
+    def save(self, target: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> Any:
         """Publish this index (and ``extra`` manifest parameters, e.g. router settings) at ``target``."""
         from ragroute.store import write_artifact
 
@@ -357,8 +358,10 @@ class SkillIndex:
             **dict(extra or {}),
         }
         encoder = self.encoder.describe() if hasattr(self.encoder, "describe") else None
-        name = Path(target).name
-        with write_artifact(target, FAMILY, KIND, name=name, params=params, encoder=encoder) as pending:
+        target = Path(target)
+        with write_artifact(
+            target, FAMILY, KIND, name=target.name, params=params, encoder=encoder
+        ) as pending:
             folder = Path(pending.path)
             with open(folder / CATALOGUE_FILE, "w", encoding="utf-8") as handle:
                 for skill in self.catalogue:
@@ -372,7 +375,7 @@ class SkillIndex:
 
     @classmethod
     def load(
-        cls, target: str | Path, *, encoder: Any = None, backend: str = "auto"
+        cls, target: str | os.PathLike[str], *, encoder: Any = None, backend: str = "auto"
     ) -> tuple[SkillIndex, dict[str, Any]]:
         """``(index, manifest params)`` of a saved index; the encoder recorded at build time is
         loaded unless one is given (a different model is refused)."""

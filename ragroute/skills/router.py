@@ -36,6 +36,7 @@ probabilities and stage-1 ranks, the duplicate handling, the abstention features
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -227,7 +228,21 @@ def _check_threshold(threshold: Any) -> None:
     if threshold is None:
         return
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise RagrouteError(f"threshold must be a probability in [0, 1], got {threshold!r}")
+        raise InvalidArgumentError(f"threshold must be a probability in [0, 1], got {threshold!r}")
+
+
+def _check_settings(method: Any, overlap: Any, candidates: Any, threshold: Any) -> int:
+    """The constructor's and :meth:`SkillRouter.with_options`'s settings checked (one-line
+    :class:`InvalidArgumentError`, a ``ValueError``); ``candidates`` as an ``int``."""
+    if method not in METHODS:
+        raise InvalidArgumentError(f"unknown stage-1 method {method!r}: choose one of {', '.join(METHODS)}")
+    if overlap not in OVERLAP_MODES:
+        raise InvalidArgumentError(
+            f"unknown overlap mode {overlap!r}: choose one of {', '.join(OVERLAP_MODES)}"
+        )
+    checked = check_k(candidates, "candidates")
+    _check_threshold(threshold)
+    return checked
 
 
 class SkillRouter:
@@ -265,12 +280,7 @@ class SkillRouter:
         name: str = "skills",
         rerank_blend: Any = None,
     ) -> None:
-        if method not in METHODS:
-            raise RagrouteError(f"unknown stage-1 method {method!r}: choose one of {', '.join(METHODS)}")
-        if overlap not in OVERLAP_MODES:
-            raise RagrouteError(f"unknown overlap mode {overlap!r}: choose one of {', '.join(OVERLAP_MODES)}")
-        candidates = check_k(candidates, "candidates")
-        _check_threshold(threshold)
+        candidates = _check_settings(method, overlap, candidates, threshold)
         if not isinstance(index, SkillIndex):
             index = SkillIndex.build(index, encoder, params)
         self.index = index
@@ -313,16 +323,7 @@ class SkillRouter:
             if not hasattr(other, key):
                 raise RagrouteError(f"unknown skill router setting {key!r}")
             setattr(other, key, _reranker_setting(value) if key == "reranker" else value)
-        if other.method not in METHODS:
-            raise RagrouteError(
-                f"unknown stage-1 method {other.method!r}: choose one of {', '.join(METHODS)}"
-            )
-        if other.overlap not in OVERLAP_MODES:
-            raise RagrouteError(
-                f"unknown overlap mode {other.overlap!r}: choose one of {', '.join(OVERLAP_MODES)}"
-            )
-        other.candidates = check_k(other.candidates, "candidates")
-        _check_threshold(other.threshold)
+        other.candidates = _check_settings(other.method, other.overlap, other.candidates, other.threshold)
         return other
 
     def describe(self) -> dict[str, Any]:
@@ -691,7 +692,7 @@ class SkillRouter:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, target: str | Path) -> Any:
+    def save(self, target: str | os.PathLike[str]) -> Any:
         """Publish the index with this router's settings and abstention (family ``skills``): the
         stage-1 models as numbers, an abstention gate by the absolute path it was loaded from."""
         abstention: dict[str, Any] = {key: m.to_dict() for key, m in (self.abstention or {}).items()}
@@ -717,7 +718,7 @@ class SkillRouter:
     @classmethod
     def load(
         cls,
-        target: str | Path,
+        target: str | os.PathLike[str],
         *,
         reranker: Any = None,
         encoder: Any = None,
