@@ -7,6 +7,7 @@ scores and signals behind them, so every answer can be explained.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -112,10 +113,10 @@ class Decision:
 
     ``routes`` maps route names to scores (probabilities where the router is
     calibrated); ``chosen`` lists the routes that will be queried, best first.
-    ``log_routes`` (not in :meth:`to_dict`) holds the unrounded natural-log
-    probabilities where the router computed them from scores and some route's
-    probability rounds to 0: the pipeline renormalises over a caller's visible
-    routes with them, where every visible route is 0 beside a hidden winner.
+    :meth:`log_routes` gives the unrounded natural-log probabilities where the
+    router computes them from scores (computed on demand, never serialised): the
+    pipeline renormalises over a caller's visible routes with them, where every
+    visible route rounds to 0 beside a hidden winner.
     """
 
     chosen: list[str]
@@ -123,7 +124,12 @@ class Decision:
     signals: dict[str, Any] = field(default_factory=dict)
     trace: list[TraceStep] = field(default_factory=list)
     decided_by: str = ""
-    log_routes: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    #: computes :meth:`log_routes` (set by routers that have scores to compute them from)
+    log_routes_of: Callable[[], dict[str, float]] | None = field(default=None, repr=False, compare=False)
+
+    def log_routes(self) -> dict[str, float]:
+        """The unrounded log-probability of each route, where the router can give them ({} else)."""
+        return self.log_routes_of() if self.log_routes_of is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -282,7 +282,7 @@ def test_a_hidden_winner_that_rounds_the_visible_routes_to_0_keeps_the_routers_o
     """Beside a hidden source with p ~ 1 every visible route rounds to 0; until session 39 the
     caller's sources then shared the query evenly (saying that a hidden source had won, and
     dropping the router's order). Now the visible routes are the router's own softmax over them,
-    through the unrounded log-probabilities routers keep (``Decision.log_routes``)."""
+    through the unrounded log-probabilities routers give (``Decision.log_routes()``)."""
     from ragroute.route.confidence import ConfidenceConfig, ConfidenceRouter
     from ragroute.route.ensemble import EnsembleRouter
 
@@ -293,9 +293,15 @@ def test_a_hidden_winner_that_rounds_the_visible_routes_to_0_keeps_the_routers_o
     for router in (prototype, confidence, EnsembleRouter([prototype, confidence])):
         routed = router.route(query)
         assert routed.chosen == [SECRET] and routed.routes["science"] == routed.routes["helpdesk"] == 0
-        logs = routed.log_routes
+        logs = routed.log_routes()  # computed on demand (routing pays for them only when hidden)
+        assert sum(np.exp(list(logs.values()))) == pytest.approx(1.0)
         want = 1 / (1 + np.exp(logs["science"] - logs["helpdesk"]))  # the softmax over the two
         assert 0.5 < want < 1  # helpdesk holds the query's "printer": preferred, not certain
+        if router is prototype:  # the same from the similarities it shows (rounded to 4 places)
+            sims = routed.signals["similarity"]
+            assert want == pytest.approx(
+                1 / (1 + np.exp((sims["science"] - sims["helpdesk"]) / 0.05)), abs=1e-2
+            )
         decision = Pipeline(sources, router, encoder=encoder).decide(query)  # no scopes: SECRET hidden
         assert decision.routes["helpdesk"] == pytest.approx(want, abs=1e-9)
         assert decision.routes["science"] == pytest.approx(1 - want, abs=1e-9)

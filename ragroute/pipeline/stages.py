@@ -341,7 +341,7 @@ class RouteStage:
         log_routes = routed.log_routes
         if policy_result is not None and (policy_result.boosts or policy_result.blocks):
             probs = _renormalise(policy_result.apply(probs))
-            log_routes = {}  # they no longer describe probs
+            log_routes = dict  # they no longer describe probs: none
             trace.append(
                 TraceStep(
                     "policy-adjust",
@@ -357,14 +357,14 @@ class RouteStage:
         signals: dict,
         trace: list,
         context: QueryContext,
-        log_routes: Mapping[str, float] | None = None,
+        log_routes: Callable[[], Mapping[str, float]] = dict,
     ) -> Decision:
         options = self.options
         hidden = self.hidden(context.scopes)
         if hidden:  # the router and policy saw every source: the caller learns nothing of hidden ones
             allowed = {name: p for name, p in probs.items() if name not in hidden}
             if len(allowed) < len(probs):
-                probs = _visible_routes(allowed, log_routes or {})
+                probs = _visible_routes(allowed, log_routes())
             # Every number the router and policy computed was computed beside the hidden sources (a
             # raw probability against the renormalised one gives a hidden source's share; whether a
             # step is redacted tells whether a hidden source won). So for a caller who cannot see

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -148,22 +148,17 @@ def log_softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def softmax_and_logs(scores: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, list[Any]]:
-    """:func:`softmax` of ``scores`` and, per row, its :func:`log_softmax` where some probability
-    rounds to 0 in a decision (< 1e-6: what renormalising over a caller's visible routes needs, see
-    :class:`~ragroute.types.Decision`; ``decision_from_probs(..., log_probs=)``), else None."""
-    probs = softmax(scores, temperature)
-    return probs, _rounded_away_logs(scores, probs, temperature)
+def log_routes_of(
+    labels: Sequence[str], scores: np.ndarray, temperature: float = 1.0
+) -> Callable[[], dict[str, float]]:
+    """What computes a decision's :meth:`~ragroute.types.Decision.log_routes` from one row of the
+    ``scores`` its probabilities are ``softmax(scores, temperature)`` of: on demand, so routing
+    pays for the logs only when a caller's hidden sources need them."""
+    return functools.partial(_log_routes, tuple(labels), np.asarray(scores), temperature)
 
 
-def _rounded_away_logs(scores: np.ndarray, probs: np.ndarray, temperature: float) -> list[Any]:
-    probs = np.atleast_2d(probs)
-    out: list[Any] = [None] * len(probs)
-    needed = np.flatnonzero(probs.min(axis=1, initial=1.0) < 1e-6)
-    if len(needed):
-        for row, logs in zip(needed, log_softmax(np.atleast_2d(scores)[needed], temperature)):
-            out[int(row)] = logs
-    return out
+def _log_routes(labels: Sequence[str], scores: np.ndarray, temperature: float) -> dict[str, float]:
+    return dict(zip(labels, log_softmax(scores, temperature)[0].tolist()))
 
 
 def fit_temperature(
@@ -198,11 +193,10 @@ def decision_from_probs(
     decided_by: str,
     signals: Mapping[str, Any] | None = None,
     detail: Mapping[str, Any] | None = None,
-    log_probs: np.ndarray | Sequence[float] | None = None,
+    log_routes: Callable[[], dict[str, float]] | None = None,
 ) -> Decision:
     """A decision whose ``chosen`` is the most probable label (selection happens later);
-    ``log_probs`` (the unrounded log of ``probs``, from :func:`log_softmax`) become its
-    ``log_routes``."""
+    ``log_routes`` computes its unrounded log-probabilities on demand (:func:`log_routes_of`)."""
     values = probs.tolist() if isinstance(probs, np.ndarray) else [float(p) for p in probs]
     routes = {label: round(p, 6) for label, p in zip(labels, values)}
     best = top_route(routes)
@@ -215,9 +209,7 @@ def decision_from_probs(
             TraceStep("router", {"router": decided_by, "best": best, "p": routes[best], **(detail or {})})
         ],
     )
-    if log_probs is not None:
-        logs = log_probs.tolist() if isinstance(log_probs, np.ndarray) else [float(v) for v in log_probs]
-        decision.log_routes = dict(zip(labels, logs))
+    decision.log_routes_of = log_routes
     return decision
 
 

@@ -30,8 +30,9 @@ from ragroute.route.base import (
     BaseRouter,
     decision_from_probs,
     fit_temperature,
+    log_routes_of,
     moved_by_a_quarter,
-    softmax_and_logs,
+    softmax,
 )
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.score_probe import ProbeQueries, SourceProbe
@@ -152,7 +153,8 @@ class ConfidenceRouter(BaseRouter):
         raw, errors = self._top_scores(list(contexts))
         z = (raw - mean) / std
         z[:, list(errors)] = _FAILED  # a source whose probe raised gets no probability
-        probs, logs = softmax_and_logs(z, self.config.temperature or 1.0)
+        temperature = self.config.temperature or 1.0
+        probs = softmax(z, temperature)
         failed = {self.labels[s]: e for s, e in errors.items()}
         read_by = {label: p.kind for label, p in zip(self.labels, self.probes)}  # one dict for the batch
         return [
@@ -170,9 +172,9 @@ class ConfidenceRouter(BaseRouter):
                     "probes": dict(read_by),
                     **({"errors": failed} if failed else {}),
                 },
-                log_probs=lp,
+                log_routes=log_routes_of(self.labels, zr, temperature),
             )
-            for r, zr, p, lp in zip(raw, z, probs, logs)
+            for r, zr, p in zip(raw, z, probs)
         ]
 
     def describe(self) -> dict:

@@ -9,6 +9,7 @@ member does not know get probability 0 from it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -98,34 +99,37 @@ class EnsembleRouter(BaseRouter):
                     # what each member read (similarities, score z, logit margins), not only its routes
                     "member_signals": {r.name: d.signals for r, d in zip(self.routers, members)},
                 },
-                # only where a route rounds to 0 (what renormalising over a caller's routes needs)
-                log_probs=_log_mixture(labels, members, member_weights)
-                if total > 0 and min(probs) < 1e-6
-                else None,
+                log_routes=(
+                    functools.partial(_log_mixture, labels, members, member_weights) if total > 0 else None
+                ),
             )
             decision.trace = [step for d in members for step in d.trace] + decision.trace
             out.append(decision)
         return out
 
 
-def _log_mixture(labels: Sequence[str], members: Sequence[Decision], weights: Sequence[float]) -> list[float]:
+def _log_mixture(
+    labels: Sequence[str], members: Sequence[Decision], weights: Sequence[float]
+) -> dict[str, float]:
     """The log of the weighted mixture of the members' probabilities, from each member's unrounded
-    ``log_routes`` where it has them (its rounded routes otherwise), normalised over ``labels``: a
-    caller whose visible routes all round to 0 beside a hidden winner still gets their order."""
+    :meth:`~ragroute.types.Decision.log_routes` where it has them (its rounded routes otherwise),
+    normalised over ``labels``: a caller whose visible routes all round to 0 beside a hidden winner
+    still gets their order."""
+    logs = [decision.log_routes() if weight > 0 else {} for decision, weight in zip(members, weights)]
     columns = []
     for label in labels:
         terms = []
-        for decision, weight in zip(members, weights):
+        for decision, member_logs, weight in zip(members, logs, weights):
             if weight <= 0:
                 continue
-            logged = decision.log_routes.get(label)
+            logged = member_logs.get(label)
             if logged is None:
                 p = decision.routes.get(label, 0.0)
                 logged = math.log(p) if p > 0 else -math.inf
             terms.append(math.log(weight) + logged)
         columns.append(_logsumexp(terms))
     total = _logsumexp(columns)
-    return [c - total for c in columns] if math.isfinite(total) else [-math.inf] * len(labels)
+    return {label: c - total if math.isfinite(total) else -math.inf for label, c in zip(labels, columns)}
 
 
 def _logsumexp(values: Sequence[float]) -> float:

@@ -32,8 +32,9 @@ from ragroute.route.base import (
     BaseRouter,
     decision_from_probs,
     fit_temperature,
+    log_routes_of,
     moved_by_a_quarter,
-    softmax_and_logs,
+    softmax,
 )
 from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
 from ragroute.route.sources import Source, check_sources
@@ -311,7 +312,8 @@ class PrototypeRouter(BaseRouter):
         if query_vectors is None:
             query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
         raw = self._with_none(self.scores(query_vectors))
-        probs, logs = softmax_and_logs(raw, self.config.temperature or 0.05)
+        temperature = self.config.temperature or 0.05
+        probs = softmax(raw, temperature)
         return [
             decision_from_probs(
                 self.labels,
@@ -319,9 +321,9 @@ class PrototypeRouter(BaseRouter):
                 decided_by=self.name,
                 signals={"similarity": {label: round(v, 4) for label, v in zip(self.labels, r.tolist())}},
                 detail={"temperature": round(self.config.temperature or 0.05, 4)},
-                log_probs=lp,
+                log_routes=log_routes_of(self.labels, r, temperature),
             )
-            for r, p, lp in zip(raw, probs, logs)
+            for r, p in zip(raw, probs)
         ]
 
     def describe(self) -> dict:

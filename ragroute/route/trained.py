@@ -49,8 +49,8 @@ from ragroute.route.base import (
     checked_queries,
     decision_from_probs,
     fit_temperature,
+    log_routes_of,
     softmax,
-    softmax_and_logs,
 )
 from ragroute.route.features import CHEAP_FEATURE_NAMES, DEFAULT_HASHED_DIM, QueryFeatures, cheap_features
 from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
@@ -343,7 +343,7 @@ class TrainedRouter(BaseRouter):
         rows = self._rows(texts, query_vectors)
         logits = self._network.from_first_layer(self._first.apply(rows)) + self._bias
         logits /= max(self.temperature, 1e-9)
-        probs, logs = softmax_and_logs(logits)
+        probs = softmax(logits)
         temperature = round(self.temperature, 4)
         decisions = []
         for i in range(len(texts)):
@@ -360,7 +360,7 @@ class TrainedRouter(BaseRouter):
                     probs[i],
                     decided_by=f"{self.name}:{self.kind}",
                     signals=signals,
-                    log_probs=logs[i],
+                    log_routes=log_routes_of(self.labels, logits[i]),
                 )
             )
         return decisions
