@@ -318,3 +318,29 @@ def test_route_and_ask_take_filters_as_query_does(departments):
         )
     bad = CliRunner().invoke(main, ["route", config, "leave", "--filter", "dept"])
     assert bad.exit_code == 2 and bad.stderr.strip() == "error: bad --filter 'dept': expected KEY=VALUE"
+
+
+def test_route_filters_on_a_store_source_match_the_text_and_say_what_they_cannot(tmp_path):
+    """A qdrant/lancedb source matches text and integers: `route --filter price=12.5` (the text and
+    the number) failed with the store's error, as `query` did until this session; now the text is
+    matched and stderr says the number is not."""
+    pytest.importorskip("lancedb")
+    rows = [
+        {"_id": "p", "text": "blue pen", "price": "12.5"},
+        {"_id": "q", "text": "red pen", "price": "9"},
+        {"_id": "r", "text": "green pen", "price": "12.5"},
+        {"_id": "s", "text": "black pen", "price": "3"},
+    ]
+    data = tmp_path / "pens.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    build = ["build", str(data), "--out", str(tmp_path / "pens"), "--method", "lancedb"]
+    assert CliRunner().invoke(main, [*build, "--lancedb", str(tmp_path / "v")]).exit_code == 0
+    config = tmp_path / "r.yaml"
+    config.write_text("sources:\n  pens: {index: pens, description: Pens.}\nrouter: {kind: fixed}\n")
+    result = CliRunner().invoke(main, ["route", str(config), "pen", "--filter", "price=12.5", "--json"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout.strip().splitlines()[-1])["hits"]
+    assert sorted(h["doc_id"] for h in hits) == ["p", "r"]
+    assert "note: a lancedb index matches text and integers only: --filter price=12.5 matches the text " in (
+        result.stderr
+    )

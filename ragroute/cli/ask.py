@@ -23,6 +23,7 @@ from ragroute.cli.options import (
     filter_option,
     parse_filters,
     scope_option,
+    store_matchable,
 )
 from ragroute.cli.output import emit_json
 from ragroute.errors import check_query
@@ -92,6 +93,7 @@ def ask_command(
 
         llm = llm_from_settings(routing.data.get("llm"), where=f"{config}: llm", base=routing.path.parent)
     pipeline = load_routing(config, backend=backend, cache_dir=cache_dir)
+    parsed = store_matchable(parsed, [source.retriever for source in pipeline.sources])
     planner = QuestionOncePlanner() if llm is None else LLMPlanner(llm, timeout_s=timeout_s)
     controller = StepwiseController(
         planner, pipeline, max_steps=max_steps, k=k, answerer=llm, answer_timeout_s=timeout_s

@@ -7,7 +7,7 @@ import importlib.util
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,37 @@ def parse_filters(values: tuple[str, ...]) -> dict[str, list[Any]]:
             raise RagrouteError(f"bad --filter {value!r}: expected KEY=VALUE")
         filters.setdefault(key, []).extend([wanted, *_typed_filter_value(wanted)])
     return filters
+
+
+def store_matchable(parsed: dict[str, list[Any]], retrievers: Sequence[Any]) -> dict[str, list[Any]]:
+    """``parsed`` (:func:`parse_filters`) with only the values every store index among
+    ``retrievers`` matches, when there is one (a qdrant or lancedb index matches text and integers:
+    ``--filter price=12.5`` also offers the number, ``flag=true`` the boolean, ``null`` a missing
+    key); each value left out is said on stderr. Until session 39 such a filter failed on a store
+    index (``query``), and on a pipeline with a store source (``route``, ``ask``)."""
+    stores = [r for r in retrievers if getattr(r, "filter_value_matched", None) is not None]
+    if not stores:
+        return parsed
+    kinds = "/".join(sorted({str(getattr(r, "kind", "store")) for r in stores}))
+    out: dict[str, list[Any]] = {}
+    for key, values in parsed.items():
+        out[key] = []
+        for value in values:
+            if all(r.filter_value_matched(value) for r in stores):
+                out[key].append(value)
+                continue
+            if value is None:
+                text, what = "null", f"a null or missing {key}"
+            elif isinstance(value, bool):
+                text, what = str(value).lower(), f"the boolean {str(value).lower()}"
+            else:
+                text, what = str(value), f"the number {value}"
+            click.echo(
+                f"note: a {kinds} index matches text and integers only: --filter {key}={text} matches the "
+                f"text {text!r}, not {what}",
+                err=True,
+            )
+    return out
 
 
 def _typed_filter_value(text: str) -> list[Any]:

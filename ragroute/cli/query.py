@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ragroute.cli.common import Stopwatch, encoder_for_index, format_hit
-from ragroute.cli.options import encoder_options, filter_option, parse_filters
+from ragroute.cli.options import encoder_options, filter_option, parse_filters, store_matchable
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
 from ragroute.errors import check_query
 from ragroute.types import TraceStep
-
-
-def _matchable(
-    parsed: dict[str, list[Any]], matched: Callable[[Any], bool], kind: str
-) -> dict[str, list[Any]]:
-    """``parsed`` with only the values a store index matches (text and integers); each value left
-    out is said on stderr. Until session 39 ``--filter team=1.5`` (text and the number 1.5) or
-    ``flag=true`` failed on a qdrant or lancedb index, which match text and integers only."""
-    out: dict[str, list[Any]] = {}
-    for key, values in parsed.items():
-        out[key] = [v for v in values if matched(v)]
-        for value in values:
-            if matched(value):
-                continue
-            if value is None:
-                text, what = "null", f"a null or missing {key}"
-            elif isinstance(value, bool):
-                text, what = str(value).lower(), f"the boolean {str(value).lower()}"
-            else:
-                text, what = str(value), f"the number {value}"
-            click.echo(
-                f"note: a {kind} index matches text and integers only: --filter {key}={text} matches the "
-                f"text {text!r}, not {what}",
-                err=True,
-            )
-    return out
 
 
 @click.command("query")
@@ -78,9 +51,7 @@ def query_command(
         index = load_index(index_dir, model, verify=verify)
         manifest = index.manifest
     parsed = parse_filters(filters)
-    matched = getattr(index, "filter_value_matched", None)
-    if matched is not None:  # a store index: the alternatives it cannot match are said and left out
-        parsed = _matchable(parsed, matched, manifest.kind)
+    parsed = store_matchable(parsed, [index])
     with watch.time("search_ms"):
         # as a caller with no scopes, as every CLI command: documents with access labels stay hidden
         hits = index.search_contexts([QueryContext.of(text, filters=parsed or None)], k)[0]

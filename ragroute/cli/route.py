@@ -18,6 +18,7 @@ from ragroute.cli.options import (
     filter_option,
     parse_filters,
     scope_option,
+    store_matchable,
 )
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError, check_query
@@ -92,6 +93,7 @@ def ask_command(
     query = check_query(query)
     parsed = parse_filters(filters)  # a malformed --filter fails before anything loads
     routed = load_routing(config, backend=backend, cache_dir=cache_dir)
+    parsed = store_matchable(parsed, [source.retriever for source in routed.sources])
     result = routed.retrieve(QueryContext.of(query, filters=parsed or None, scopes=list(scopes)), k)
     if as_json:
         emit_json({"query": query, **result.to_dict()})
