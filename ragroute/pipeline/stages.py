@@ -484,11 +484,10 @@ def _visible_routes(allowed: Mapping[str, float], log_routes: Mapping[str, float
     else from the probabilities. A router without them (an LLM, a fixed split) whose visible routes
     are all 0 gets the even share: sending the query nowhere would say that a hidden source won,
     and the caller's sources would never be searched."""
-    logged = [log_routes.get(name) for name in allowed]
-    finite = [value for value in logged if value is not None and math.isfinite(value)]
-    if finite and all(value is not None for value in logged):
-        top = max(finite)
-        shares = {name: math.exp(value - top) for name, value in zip(allowed, logged) if value is not None}
+    logged = {name: log_routes[name] for name in allowed if name in log_routes}
+    if len(logged) == len(allowed) and any(math.isfinite(value) for value in logged.values()):
+        top = max(logged.values())
+        shares = {name: math.exp(value - top) for name, value in logged.items()}
         total = sum(shares.values())
         return {name: share / total for name, share in shares.items()}
     if sum(max(p, 0.0) for p in allowed.values()) > 0:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,24 +231,47 @@ def warn_same_documents(path: str | Path, sources: Sequence[Source]) -> None:
     documents have the same ids (a BM25 and a dense index built apart over one corpus, say):
     fusion then lists each document twice, once per source, where a shared ``corpus:`` merges
     them (until session 36 nothing said so)."""
-    by_count: dict[int, list[Source]] = {}
-    for source in sources:  # only sources of equal size can hold the same ids: no id set for the rest
-        by_count.setdefault(len(source.documents or ()), []).append(source)
-    candidates = [
-        s for n, group in by_count.items() if n and len({t.collection for t in group}) > 1 for s in group
-    ]
-    seen: dict[frozenset[str], Source] = {}
-    for source in candidates:
-        ids = frozenset(doc.id for doc in source.documents)
-        other = seen.setdefault(ids, source)
-        if other is not source and other.collection != source.collection:
-            warnings.warn(
-                f"{path}: sources {other.name!r} and {source.name!r} hold the same {len(ids)} document "
-                f"ids in two collections: their hits of one document are listed twice; if they index "
-                f"one corpus, give both the same 'corpus:' (e.g. corpus: {other.collection})",
-                SourceWarning,
-                stacklevel=3,
-            )
+    by_name = {source.name: source for source in sources}
+
+    def ids_of(name: str) -> frozenset[str]:
+        return frozenset(doc.id for doc in by_name[name].documents)
+
+    entries = [(s.name, s.collection, len(s.documents or ())) for s in sources]
+    for first, second, collection, n in same_document_pairs(entries, ids_of):
+        warnings.warn(
+            f"{path}: sources {first!r} and {second!r} hold the same {n} document "
+            f"ids in two collections: their hits of one document are listed twice; if they index "
+            f"one corpus, give both the same 'corpus:' (e.g. corpus: {collection})",
+            SourceWarning,
+            stacklevel=3,
+        )
+
+
+def same_document_pairs(
+    entries: Sequence[tuple[str, str, int]], ids_of: Callable[[str], frozenset[str] | None]
+) -> list[tuple[str, str, str, int]]:
+    """Pairs of sources of different collections holding the same document ids: ``entries`` are
+    ``(name, collection, number of documents)``; only sources of equal size can hold the same ids,
+    so ``ids_of(name)`` (None: cannot tell) is read for those alone. Each pair is ``(the source
+    seen first, the other, the first one's collection, the number of ids)``; loading warns of them
+    (:func:`warn_same_documents`), and so does ``config check`` without opening the sources."""
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for name, collection, size in entries:
+        if size:
+            by_size.setdefault(size, []).append((name, collection))
+    pairs = []
+    for group in by_size.values():
+        if len({collection for _, collection in group}) < 2:
+            continue
+        seen: dict[frozenset[str], tuple[str, str]] = {}
+        for name, collection in group:
+            ids = ids_of(name)
+            if ids is None:
+                continue
+            other, other_collection = seen.setdefault(ids, (name, collection))
+            if other != name and other_collection != collection:
+                pairs.append((other, name, other_collection, len(ids)))
+    return pairs
 
 
 def left_out_message(path: str | Path, problem: SourceProblem) -> str:

@@ -223,41 +223,37 @@ class _Checker:
         loading warns (:func:`~ragroute.route.config.warn_same_documents`): fusion would list each
         document twice. Only indexes of equal size are read (until session 39 only loading said it)."""
         from ragroute.index.docstore import DocumentStore
+        from ragroute.route.config import same_document_pairs
         from ragroute.store.artifact import published_path
 
-        by_size: dict[int, list[tuple[str, Path, str]]] = {}
+        folders: dict[str, Path] = {}
+        listed: list[tuple[str, str, int]] = []
         for source in self.report.sources:
             entry = entries.get(source.name)
             if source.status != "ok" or source.kind != "index" or not source.documents:
                 continue
             if not isinstance(entry, dict) or "index" not in entry:
                 continue
-            folder = self.resolve(entry["index"])
+            folders[source.name] = folder = self.resolve(entry["index"])
             collection = str(self.resolve(entry["corpus"])) if entry.get("corpus") else str(folder)
-            by_size.setdefault(int(source.documents), []).append((source.name, folder, collection))
-        for group in by_size.values():
-            if len({collection for _, _, collection in group}) < 2:
-                continue
-            seen: dict[frozenset[str], tuple[str, str]] = {}
-            for name, folder, collection in group:
-                try:
-                    store = DocumentStore.load(published_path(folder))
-                except (RagrouteError, OSError, ValueError):
-                    continue  # loading would say what is wrong with it
-                ids = frozenset(doc.id for doc in store.documents)
-                other, other_collection = seen.setdefault(ids, (name, collection))
-                if other != name and other_collection != collection:
-                    shown = Path(other_collection)
-                    corpus = (
-                        shown.relative_to(self.path.parent.resolve())
-                        if shown.is_relative_to(self.path.parent.resolve())
-                        else shown
-                    )
-                    self.note(
-                        f"{self.path}: sources {other!r} and {name!r} hold the same {len(ids)} document "
-                        f"ids in two collections: their hits of one document would be listed twice; if "
-                        f"they index one corpus, give both the same 'corpus:' (e.g. corpus: {corpus})"
-                    )
+            listed.append((source.name, collection, int(source.documents)))
+
+        def ids_of(name: str) -> frozenset[str] | None:
+            try:
+                store = DocumentStore.load(published_path(folders[name]))
+            except (RagrouteError, OSError, ValueError):
+                return None  # loading would say what is wrong with it
+            return frozenset(doc.id for doc in store.documents)
+
+        here = self.path.parent.resolve()
+        for first, second, collection, n in same_document_pairs(listed, ids_of):
+            shown = Path(collection)
+            corpus = shown.relative_to(here) if shown.is_relative_to(here) else shown
+            self.note(
+                f"{self.path}: sources {first!r} and {second!r} hold the same {n} document "
+                f"ids in two collections: their hits of one document would be listed twice; if "
+                f"they index one corpus, give both the same 'corpus:' (e.g. corpus: {corpus})"
+            )
 
     def check_router_routes(self, names: list[str]) -> None:
         """The routes of a router fitted on labels against the source names (as loading checks
