@@ -325,6 +325,25 @@ def test_multi_route_fusion_always_routes_and_documents_of_a_mixed_store(sources
     assert {h.source for h in everything.hits} == {SECRET, "science", "helpdesk"}
 
 
+def test_editing_a_hits_access_labels_changes_nothing_the_index_matches(encoder):
+    """A caller who appends to the access-label list of a hit it may read (or to any list or mapping
+    in a hit's metadata) must not widen what the index shows later callers: hits carried the
+    stored lists until session 40, and the next rebuilt access index read the edited list."""
+    docs = [
+        Document(id=f"it-{i}", text="printer vpn password", metadata={"access": ["it"], "m": {"k": [1]}})
+        for i in range(3)
+    ]
+    index = build_index(docs, "dense", encoder=encoder, name="helpdesk")
+    for hit in index.search_contexts([QueryContext.of("printer vpn", scopes=["it"])], k=3)[0]:
+        hit.metadata["access"].append("hr")
+        hit.metadata["m"]["k"].append(2)
+    index.add(
+        [Document(id="it-new", text="network driver", metadata={"access": ["it"]})]
+    )  # access index rebuilt
+    assert index.search_contexts([QueryContext.of("printer vpn", scopes=["hr"])], k=3)[0] == []
+    assert [d.metadata for d in index.store.documents][:1] == [{"access": ["it"], "m": {"k": [1]}}]
+
+
 def test_the_none_route_and_rules_naming_a_forbidden_source(sources):
     # A router whose whole probability went to a hidden source (a softmax at a low temperature
     # underflows the others to 0): the caller's sources share it evenly. Until session 37 the query

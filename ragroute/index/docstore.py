@@ -308,7 +308,7 @@ class DocumentStore:
             rank=rank,
             text=doc.text,
             title=doc.title,
-            metadata=dict(doc.metadata),
+            metadata=_copied(doc.metadata),
             parent_id=doc.parent_id,
             modality=doc.modality,
         )
@@ -361,13 +361,27 @@ class _Bool:
         return hash((_Bool, self.value))
 
 
+def _copied(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``metadata`` that shares no list or mapping with it (access labels are lists): a
+    caller who edits a hit's or an added document's metadata must not change what later filters
+    and scopes match. Scalars are shared (immutable), so flat metadata costs one dict copy."""
+    return {key: _copied_value(value) for key, value in metadata.items()}
+
+
+def _copied_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copied_value(item) for key, item in value.items()}
+    if isinstance(value, (list, set)):
+        return type(value)(_copied_value(item) for item in value)
+    return value
+
+
 def _own_metadata(doc: Document) -> Document:
-    """``doc`` with a copy of its metadata (list values copied too: access labels are lists)."""
+    """``doc`` with a copy of its metadata (:func:`_copied`)."""
     if not doc.metadata:
         return doc
-    copied = {key: list(value) if isinstance(value, list) else value for key, value in doc.metadata.items()}
     own = copy.copy(doc)  # not dataclasses.replace: the fields were checked when the document was made
-    object.__setattr__(own, "metadata", copied)
+    object.__setattr__(own, "metadata", _copied(doc.metadata))
     return own
 
 
