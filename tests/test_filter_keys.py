@@ -111,8 +111,15 @@ def test_a_pipeline_refuses_a_key_no_source_carries_unless_a_source_cannot_tell(
         pipeline.retrieve(QueryContext.of("printer toner", filters={"pth": "printers.csv"}))
     with pytest.raises(InvalidArgumentError, match=message):
         pipeline.search("printer toner", filters={"pth": "printers.csv"})
-    with pytest.raises(InvalidArgumentError, match="'title' .a document field"):
-        pipeline.retrieve_many(["printer", QueryContext.of("toner", filters={"title": "printer 1"})])
+    # in a batch, the query that holds it is named (its neighbours' filters differ)
+    batch = ["printer", QueryContext.of("toner", id="q7", filters={"title": "printer 1"})]
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^query 2 of 2 \(id 'q7'\): filters: no document has metadata key 'title' .a document field",
+    ):
+        pipeline.retrieve_many(batch)
+    with pytest.raises(InvalidArgumentError, match=f"^filters: {message}"):  # one filter for all: not named
+        pipeline.retrieve_many([QueryContext.of(q, filters={"pth": "x"}) for q in ("printer", "toner")])
     # a source of unknown documents might hold the key: nothing is refused, the sources known to
     # lack it are routed past (never searched: they would refuse it)
     with_unknown = [*sources, Source("web", Unknown(), description="printer toner web")]

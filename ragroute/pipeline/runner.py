@@ -191,8 +191,14 @@ class Pipeline:
     def _retrieve_contexts(
         self, contexts: Sequence[QueryContext], k: int, *, admit: bool
     ) -> list[PipelineResult]:
-        for context in contexts:  # before any stage runs: a filter that cannot match is refused
-            self._route.check_filter_keys(context)
+        for position, context in enumerate(contexts):  # before any stage runs: a filter that cannot match
+            try:  # is refused, naming the query of a batch that holds it
+                self._route.check_filter_keys(context)
+            except InvalidArgumentError as exc:
+                if all(other.filters == context.filters for other in contexts):
+                    raise  # one query, or a filter every query shares (the CLI's --filter)
+                named = f" (id {context.id!r})" if context.id else ""
+                raise InvalidArgumentError(f"query {position + 1} of {len(contexts)}{named}: {exc}") from None
         decisions: list[Decision | None] = [None] * len(contexts)
         depths = [k] * len(contexts)
         if self._gate is not None:
