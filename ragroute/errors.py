@@ -224,6 +224,12 @@ class SourceWarning(UserWarning):
     the pipeline still runs without it and reports it in every decision (``unavailable_sources``)."""
 
 
+class CalibrationWarning(UserWarning):
+    """A router's softmax temperature was fitted at an end of the values it tries: the lowest when
+    the calibration queries separate the routes perfectly (every query then reads as certain, one
+    from no source too), the highest when the scores barely tell the routes apart."""
+
+
 #: the longest query :func:`check_query` accepts, in characters (encoders read at most a few
 #: hundred tokens of it; a longer one is a mistake, e.g. a whole file passed as the query)
 MAX_QUERY_CHARS = 100_000

@@ -1,9 +1,11 @@
 """Routers, route selection and the routed retriever, on three tiny topical sources."""
 
+import warnings
+
 import numpy as np
 import pytest
 
-from ragroute.errors import EmptyQueryError, RagrouteError
+from ragroute.errors import CalibrationWarning, EmptyQueryError, RagrouteError
 from ragroute.index.build import build_index
 from ragroute.pipeline import Pipeline, RoutingOptions
 from ragroute.route import Policy
@@ -36,6 +38,26 @@ def test_softmax_and_temperature_fit():
     weak = fit_temperature(scores, targets)
     scores[np.arange(300), targets] += 5.0  # strongly informative ones a low temperature
     assert fit_temperature(scores, targets) < weak
+
+
+def test_a_temperature_fitted_at_an_end_of_its_grid_is_warned_about():
+    """Calibration data that separate the routes perfectly drive the fit to the lowest temperature
+    tried (every later query then reads as certain, one from no source too); scores that carry no
+    signal drive it to the highest. Either is said, in one line; a fit inside the grid is silent."""
+    rng = np.random.default_rng(1)
+    targets = rng.integers(0, 3, 60)
+    separable = np.zeros((60, 3))
+    separable[np.arange(60), targets] = 1.0
+    with pytest.warns(
+        CalibrationWarning, match=r"lowest value tried \(0.01\): the 60 calibration queries sep"
+    ):
+        assert fit_temperature(separable, targets, grid=[0.01, 0.1, 1.0]) == 0.01
+    with pytest.warns(CalibrationWarning, match=r"highest value tried \(10\).* barely tell"):
+        assert fit_temperature(rng.normal(size=(60, 3)), targets, grid=[0.1, 1.0, 10.0]) == 10.0
+    noisy = separable + rng.normal(scale=0.5, size=(60, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert 1e-3 < fit_temperature(noisy, targets) < 10.0
 
 
 def test_select_routes_threshold_max_and_none():

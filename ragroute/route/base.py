@@ -11,13 +11,14 @@ so every router can hedge across sources it cannot tell apart.
 from __future__ import annotations
 
 import functools
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ragroute.errors import check_batch, check_query, check_query_vectors
+from ragroute.errors import CalibrationWarning, check_batch, check_query, check_query_vectors
 from ragroute.types import Decision, TraceStep
 
 NONE_ROUTE = "none"
@@ -168,16 +169,35 @@ def fit_temperature(
 
     A one-parameter calibration (temperature scaling): it keeps the ranking of
     routes and makes the probabilities honest on the given data.
+
+    A fit at an end of ``grid`` is a :class:`~ragroute.errors.CalibrationWarning`: at the lowest
+    value the data separate the routes perfectly and every later query reads as certain.
     """
-    candidates = grid if grid is not None else np.geomspace(1e-3, 10.0, 120)
+    candidates = [float(t) for t in (grid if grid is not None else np.geomspace(1e-3, 10.0, 120))]
     rows = np.arange(len(targets))
     best, best_nll = 1.0, np.inf
     for t in candidates:
-        p = softmax(scores, float(t))[rows, targets]
+        p = softmax(scores, t)[rows, targets]
         nll = -np.mean(np.log(np.clip(p, 1e-12, None)))
         if nll < best_nll:
-            best, best_nll = float(t), nll
+            best, best_nll = t, nll
+    if len(candidates) > 1 and best in (min(candidates), max(candidates)):
+        lowest = best == min(candidates)
+        warnings.warn(_edge_message(best, lowest=lowest, n=len(targets)), CalibrationWarning, stacklevel=2)
     return best
+
+
+def _edge_message(temperature: float, *, lowest: bool, n: int) -> str:
+    if lowest:
+        return (
+            f"routing temperature fitted at the lowest value tried ({temperature:g}): the {n} calibration "
+            "queries separate the routes perfectly, so every query will read as certain of its route (one "
+            "from no source too); calibrate on more or harder queries for probabilities that hedge"
+        )
+    return (
+        f"routing temperature fitted at the highest value tried ({temperature:g}): the scores barely tell "
+        f"the routes apart on the {n} calibration queries, so every query is split near evenly"
+    )
 
 
 def top_route(probs: Mapping[str, float]) -> str:
