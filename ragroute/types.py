@@ -13,6 +13,88 @@ from typing import Any
 
 import numpy as np
 
+_READ_ONLY = (
+    "an index's documents are read-only, their metadata too (an edit would change what filters and "
+    "scopes match, half of it until the index is rebuilt): copy it (dict(doc.metadata)), or delete "
+    "the document and add it again with new metadata"
+)
+
+
+class ReadOnlyDict(dict):  # type: ignore[type-arg]
+    """The metadata of a document an index holds (and mappings inside it): a ``dict`` for every
+    reader (``isinstance``, JSON, ``{**metadata}``), whose edits raise
+    :class:`~ragroute.errors.InvalidArgumentError`. Copies (``copy.copy``, ``dict(...)``, pickling)
+    are plain, writable dicts."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        from ragroute.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(_READ_ONLY)
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> dict[str, Any]:
+        return writable_copy(self)
+
+    def __deepcopy__(self, memo: Any) -> dict[str, Any]:
+        return writable_copy(self)
+
+    def __reduce__(self) -> Any:
+        return (dict, (writable_copy(self),))
+
+
+class ReadOnlyList(list):  # type: ignore[type-arg]
+    """A list value inside a held document's metadata (access labels are lists): a ``list`` for
+    every reader, whose edits raise :class:`~ragroute.errors.InvalidArgumentError`."""
+
+    __slots__ = ()
+
+    _refuse = ReadOnlyDict._refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = pop = remove = _refuse
+    clear = reverse = sort = _refuse
+
+    def __copy__(self) -> list[Any]:
+        return writable_copy(self)
+
+    def __deepcopy__(self, memo: Any) -> list[Any]:
+        return writable_copy(self)
+
+    def __reduce__(self) -> Any:
+        return (list, (writable_copy(self),))
+
+
+def read_only(value: Any) -> Any:
+    """``value`` with every dict and list in it made read-only (:class:`ReadOnlyDict`,
+    :class:`ReadOnlyList`); other values are kept (a set too: an index cannot save one anyway)."""
+    if isinstance(value, dict):
+        return value if _is_read_only(value) else ReadOnlyDict((k, read_only(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return value if _is_read_only(value) else ReadOnlyList(read_only(v) for v in value)
+    return value
+
+
+def _is_read_only(value: dict[Any, Any] | list[Any]) -> bool:
+    """Whether ``value`` and every container in it is read-only already (a held document's)."""
+    if type(value) is ReadOnlyDict:
+        return all(not isinstance(v, (dict, list)) or _is_read_only(v) for v in value.values())
+    if type(value) is ReadOnlyList:
+        return all(not isinstance(v, (dict, list)) or _is_read_only(v) for v in value)
+    return False
+
+
+def writable_copy(value: Any) -> Any:
+    """A copy of ``value`` sharing no dict, list or set with it (what a hit and ``to_dict`` hand
+    out: editing them changes nothing an index holds); other values are shared (immutable)."""
+    if isinstance(value, dict):
+        return {k: writable_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [writable_copy(v) for v in value]
+    if isinstance(value, set):
+        return set(value)
+    return value
+
 
 @dataclass(frozen=True)
 class Document:
@@ -50,7 +132,9 @@ class Document:
         return f"{self.title}\n{self.text}" if self.title else self.text
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["metadata"] = writable_copy(self.metadata)  # an index's documents hold read-only ones
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Document:

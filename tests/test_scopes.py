@@ -18,6 +18,7 @@ from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.graph.index import WalkParams
 from ragroute.index.build import build_index
+from ragroute.index.io import load_index, save_index
 from ragroute.pipeline import GateDecision, Pipeline, RoutingOptions
 from ragroute.route.base import BaseRouter, decision_from_probs
 from ragroute.route.prototype import PrototypeRouter
@@ -342,6 +343,39 @@ def test_editing_a_hits_access_labels_changes_nothing_the_index_matches(encoder)
     )  # access index rebuilt
     assert index.search_contexts([QueryContext.of("printer vpn", scopes=["hr"])], k=3)[0] == []
     assert [d.metadata for d in index.store.documents][:1] == [{"access": ["it"], "m": {"k": [1]}}]
+
+
+def test_the_documents_an_index_holds_refuse_edits_of_their_metadata(encoder, tmp_path):
+    """Editing a held document's metadata in place (``index.documents``) changed hits and the
+    post-search scope check at once, but filters and the access index only when their caches were
+    next rebuilt (a document hidden from the public yet not found by the new label's filter). Such
+    an edit now raises in one line; reading, copying and saving are unchanged."""
+    docs = [Document(id="t-1", text="printer vpn", metadata={"category": "vpn", "access": ["it"]})]
+    index = build_index(docs, "dense", encoder=encoder, name="helpdesk")
+    held = index.documents[0]
+    for edit in (
+        lambda: held.metadata.update(access="secret"),
+        lambda: held.metadata.__setitem__("category", "x"),
+        lambda: held.metadata.pop("access"),
+        lambda: held.metadata["access"].append("hr"),
+    ):
+        with pytest.raises(RagrouteError, match=r"^an index's documents are read-only, their metadata too"):
+            edit()
+    assert docs[0].metadata == {"category": "vpn", "access": ["it"]}  # the caller's own stay writable
+    docs[0].metadata["access"].append("hr")
+    assert held.metadata == {"category": "vpn", "access": ["it"]}
+    mine = dict(held.metadata) | held.to_dict()["metadata"]
+    mine["category"] = "printers"
+    held.to_dict()["metadata"]["access"].append("x")
+    assert held.metadata["category"] == "vpn" and json.loads(json.dumps(held.metadata)) == held.metadata
+    assert index.search_contexts(
+        [QueryContext.of("printer", scopes=["it"], filters={"category": "vpn"})], k=1
+    )[0]
+    save_index(index, tmp_path / "i")
+    loaded = load_index(tmp_path / "i", encoder=encoder)
+    with pytest.raises(RagrouteError, match="read-only"):
+        loaded.documents[0].metadata["access"].append("hr")
+    assert loaded.documents[0].metadata == {"category": "vpn", "access": ["it"]}
 
 
 def test_the_none_route_and_rules_naming_a_forbidden_source(sources):

@@ -12,7 +12,7 @@ from ragroute.route.confidence import ConfidenceConfig, ConfidenceRouter
 from ragroute.route.score_probe import GRAPH_MIN_DOCUMENTS, ProbeQueries, SourceProbe
 from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY
-from ragroute.types import Document
+from ragroute.types import Document, read_only
 
 DIM = 64
 
@@ -94,9 +94,9 @@ def test_metadata_filters_are_scored_exactly_too(large, hashing_encoder):
     index, vectors = large
     index.delete([])  # nothing changes
     wanted = {f"d{i}" for i in range(1, 2500, 7)}
-    for doc in index.store.documents:
-        doc.metadata["keep"] = doc.id in wanted
-    index.store._content_changed()  # metadata edited in place: what an add or delete would signal
+    for doc in index.store.documents:  # held metadata is read-only: swapped in place here, and
+        object.__setattr__(doc, "metadata", read_only({**doc.metadata, "keep": doc.id in wanted}))
+    index.store._content_changed()  # what an add or delete would signal
     contexts = queries_near(
         hashing_encoder, vectors, range(1, 2500, 70), scopes=["secret"], filters={"keep": True}
     )

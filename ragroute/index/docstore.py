@@ -26,7 +26,7 @@ from ragroute.errors import (
 )
 from ragroute.index.rwlock import ReadWriteLock
 from ragroute.scopes import ACCESS_KEY, Visible, is_public, labels_of
-from ragroute.types import Document, Hit
+from ragroute.types import Document, Hit, read_only, writable_copy
 
 DOCS_NAME = "docs.jsonl"
 
@@ -308,7 +308,7 @@ class DocumentStore:
             rank=rank,
             text=doc.text,
             title=doc.title,
-            metadata=_copied(doc.metadata),
+            metadata=writable_copy(doc.metadata),
             parent_id=doc.parent_id,
             modality=doc.modality,
         )
@@ -338,7 +338,9 @@ class DocumentStore:
                     row = json.loads(line)
                     store._pos_by_id[str(row["id"])] = len(store._docs)
                     store._iids.append(int(row.pop("iid")))
-                    store._docs.append(Document.from_dict(row))
+                    doc = Document.from_dict(row)
+                    object.__setattr__(doc, "metadata", read_only(doc.metadata))  # as _own_metadata
+                    store._docs.append(doc)
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{path} line {line_no} is corrupt: {exc}") from None
         store._next_iid = max(next_iid or 0, max(store._iids, default=-1) + 1)
@@ -361,27 +363,15 @@ class _Bool:
         return hash((_Bool, self.value))
 
 
-def _copied(metadata: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``metadata`` that shares no list or mapping with it (access labels are lists): a
-    caller who edits a hit's or an added document's metadata must not change what later filters
-    and scopes match. Scalars are shared (immutable), so flat metadata costs one dict copy."""
-    return {key: _copied_value(value) for key, value in metadata.items()}
-
-
-def _copied_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copied_value(item) for key, item in value.items()}
-    if isinstance(value, (list, set)):
-        return type(value)(_copied_value(item) for item in value)
-    return value
-
-
 def _own_metadata(doc: Document) -> Document:
-    """``doc`` with a copy of its metadata (:func:`_copied`)."""
-    if not doc.metadata:
-        return doc
+    """``doc`` holding a read-only copy of its metadata (:func:`~ragroute.types.read_only`): the
+    caller's dicts and lists stay theirs, and an edit of a held document's raises rather than
+    changing hits at once and filters and access labels only when their caches are next rebuilt."""
+    held = read_only(doc.metadata)
+    if held is doc.metadata:
+        return doc  # a document this or another index holds: nothing to copy
     own = copy.copy(doc)  # not dataclasses.replace: the fields were checked when the document was made
-    object.__setattr__(own, "metadata", _copied(doc.metadata))
+    object.__setattr__(own, "metadata", held)
     return own
 
 
