@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -240,9 +242,7 @@ def test_a_signal_weighted_0_informs_but_never_decides_alone():
     # `or 1.0` made it p_retrieve 1.0 while the reason read "LLM confidence llm_self 1.00"
     llm = ScriptedLLM(rules={"Zorblat": "Yes"})  # no log-probabilities
     fallback = RecordingGate()
-    gate = LLMGate(
-        [LogprobSignal(llm), SelfAssessSignal(llm)], fallback=fallback, weights={"llm_self": 0}
-    )
+    gate = LLMGate([LogprobSignal(llm), SelfAssessSignal(llm)], fallback=fallback, weights={"llm_self": 0})
     decision = gate.gate_many(contexts("Who founded Zorblat?"))[0]
     assert fallback.seen == ["Who founded Zorblat?"] and decision.probability == 0.77
     assert "llm_self: answered but weighted 0" in decision.signals["fallback"]
@@ -267,6 +267,10 @@ def test_llm_gate_stops_without_calling_the_llm_and_reports_fallback_in_the_cont
     gate = LLMGate([LogprobSignal(llm)], max_steps=1)
     stop = gate.gate_many([QueryContext("What is the capital of France?", step=1)])[0]
     assert stop.action == "stop" and llm.calls == 0
+    # no LLM asked, no probability computed: none reported (it read 1.0, a certainty from nothing)
+    assert math.isnan(stop.probability)
+    repeat = QueryContext("Capital of France?", step=0, history=[{"step": 0, "query": "capital of france?"}])
+    assert math.isnan(gate.gate_many([repeat])[0].probability) and llm.calls == 0
     docs = [Document("d1", "Zorblat was founded by Ada Brennan in 1901.", title="Zorblat")]
     index = build_index(docs, "bm25", name="kb")
     failing = LLMGate(

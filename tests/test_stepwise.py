@@ -419,3 +419,148 @@ def test_stepwise_rows_score_each_cut_against_hand_computed_answers():
     assert (rows["recall@5_split"], rows["fcr@5_split"]) == (0.75, 0.5)
     assert (rows["recall_all"], rows["fcr_all"]) == (1.0, 1.0)
     assert rows["passages_all_mean"] == 10.0 and rows["steps_mean"] == 2.0
+
+
+# --------------------------------------------------------------------------- failures, said and counted
+
+
+class Both(BaseRouter):
+    """Routes every query to ``kb`` and ``down`` alike."""
+
+    name = "both"
+    labels = ["kb", "down"]
+
+    def route_many(self, queries, *, query_vectors=None):
+        return [decision_from_probs(self.labels, [0.5, 0.5], decided_by="both") for _ in queries]
+
+
+class Down:
+    """A retriever whose backend fails from its ``fail_from``-th search on."""
+
+    name = "down"
+
+    def __init__(self, index=None, fail_from: int = 1):
+        self.index, self.fail_from, self.calls = index, fail_from, 0
+
+    def search_contexts(self, contexts, k):
+        self.calls += 1
+        if self.calls >= self.fail_from:
+            raise RuntimeError("backend timed out")
+        return self.index.search_contexts(contexts, k)
+
+
+def test_a_pipeline_source_that_fails_is_a_retrieval_error_of_its_step(bm25):
+    """A Pipeline catches a source's failure into its own trace: the controller never saw it, and
+    the run read complete (`ragroute ask`: a wrong answer, exit 0)."""
+    planner = ScriptedPlanner(["Where did Otto Lind come from?"], answer="Dressel")
+    alone = Pipeline([Source("kb", Down())], Fixed())
+    result = StepwiseController(planner, alone, k=3).run("q")
+    assert result.steps[0].hits == [] and result.steps[0].error == "kb: RuntimeError: backend timed out"
+    retrieve = [t.detail for t in result.trace if t.stage == "retrieve"][0]
+    assert retrieve["error"] == result.steps[0].error
+    assert not result.complete and result.trace[-1].detail["retrieval_errors"] == 1
+    # one source of two failed, the other found hits: the step lacks that source's evidence, so the
+    # run is not complete either (docs/gating.md), the error named on the step
+    mixed = Pipeline([Source("kb", bm25), Source("down", Down())], Both())
+    result = StepwiseController(planner, mixed, k=3).run("q")
+    step = result.steps[0]
+    assert step.hits and {h.source for h in step.hits} == {"kb"} and set(step.sources) == {"kb", "down"}
+    assert step.error == "down: RuntimeError: backend timed out" and not result.complete
+    assert result.trace[-1].detail["retrieval_errors"] == 1 and result.answer == "Dressel"
+    assert result.to_dict()["steps"][0]["error"] == step.error
+
+
+def test_an_unusable_sub_question_never_raises_and_keeps_the_steps(bm25):
+    """A sub-question of nothing visible raised EmptyQueryError out of run: step 1's evidence lost."""
+    for bad in ("\u200b", "\ud800", "\x00"):
+        planner = ScriptedPlanner(["Where was Ada Brennan born?", bad])
+        result = StepwiseController(planner, bm25, k=2).run("q")
+        assert result.stopped_by == "error" and not result.complete
+        assert len(result.steps) == 1 and result.steps[0].hits[0].doc_id == "m1"
+        plan = [t.detail for t in result.trace if t.stage == "plan"][-1]
+        assert plan["error"].startswith("unusable sub-question: query ")
+
+
+@pytest.mark.parametrize("bad", ["\u200b", "\ud800", "\x00\ufeff"])
+def test_the_llm_planner_falls_back_on_an_unusable_sub_question(bm25, bad):
+    llm = ScriptedLLM(
+        replies=[
+            '{"action": "search", "query": "Where was Ada Brennan born?"}',
+            json.dumps({"action": "search", "query": bad}),  # escaped: \\u200b ...
+        ]
+    )
+    result = StepwiseController(LLMPlanner(llm), bm25, k=2).run("Where was Ada Brennan born?")
+    assert result.complete and result.stopped_by == "planner"  # the fallback answered
+    assert result.steps[0].hits[0].doc_id == "m1" and result.answer == "Ada Brennan"
+    plan = [t.detail for t in result.trace if t.stage == "plan"][-1]
+    assert plan["planner"] == "question-once (fallback from llm)"
+    assert plan["fallback"].startswith("unusable sub-question ") and "query " in plan["fallback"]
+
+
+def test_a_failing_final_answerer_keeps_the_best_answer_and_says_so(bm25):
+    """The answerer failing on the final answer gave answer '' and answer_from '': the planner's
+    answer thrown away, or no stand-in although the docs promise the top hit."""
+    down = ScriptedLLM(rules={"Answer the question": RuntimeError("answer service down")})
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Who is the mayor of #1?"])
+    result = StepwiseController(planner, bm25, max_steps=1, answerer=down, k=2).run("q")
+    assert not result.complete and result.stopped_by == "budget"
+    assert result.answer == result.steps[0].hits[0].title and result.answer_from == "top_hit"
+    final = [t.detail for t in result.trace if t.stage == "final-answer"][0]
+    assert final["error"] == "RuntimeError: answer service down"
+    assert final["fallback"] == "a step's top hit stands in"
+    assert result.trace[-1].detail["answer"] == result.answer
+    # the planner answered, a retrieval failed (so the answerer is asked again), the answerer fails:
+    # the planner's answer is kept
+    flaky = Down(bm25, fail_from=2)
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Who is the mayor of #1?"], answer="Tomas Reed")
+    result = StepwiseController(planner, flaky, answerer=down, k=2).run("q")
+    assert result.steps[1].error and not result.complete
+    assert (result.answer, result.answer_from) == ("Tomas Reed", "script")
+    final = [t.detail for t in result.trace if t.stage == "final-answer"][0]
+    assert final["error"] and final["fallback"] == "the planner's answer is kept"
+
+
+def test_a_step_left_to_the_model_that_got_no_answer_is_noted_and_the_run_incomplete(bm25):
+    """The gate left a step to the model, the answerer failed: the step produced nothing, yet the
+    run read complete with an answer from another step."""
+    down = ScriptedLLM(rules={"Answer the question": RuntimeError("answer service down")})
+    planner = ScriptedPlanner(["What is the capital of France?", "Where was Ada Brennan born?"])
+    result = StepwiseController(planner, bm25, gate=WordGate(), answerer=down, k=2).run("q")
+    empty = result.steps[0]
+    assert empty.action == "answer" and not empty.hits and not empty.answer
+    assert "produced nothing" in empty.note and result.to_dict()["steps"][0]["note"] == empty.note
+    answered = [t.detail for t in result.trace if t.stage == "step-answer"][0]
+    assert answered["note"] == empty.note
+    assert not result.complete and result.stopped_by == "planner"
+    assert result.trace[-1].detail["empty_steps"] == 1 and "retrieval_errors" not in result.trace[-1].detail
+    assert result.answer == result.steps[1].hits[0].title and result.answer_from == "top_hit"
+    # without an answerer a step left to the model is the caller's to answer: no note, complete
+    plain = StepwiseController(planner, bm25, gate=WordGate(), k=2).run("q")
+    assert plain.complete and not plain.steps[0].note
+
+
+def test_the_retrieve_step_says_the_depth_a_pipelines_gate_applied(bm25):
+    """A Pipeline's gate asked for 2 hits, the trace said k 5."""
+    pipeline = Pipeline([Source("kb", bm25)], Fixed(), gate=WordGate())
+    result = StepwiseController(ScriptedPlanner(["Where did Otto Lind come from?"]), pipeline, k=5).run("q")
+    retrieve = [t.detail for t in result.trace if t.stage == "retrieve"][0]
+    applied = [t["depth"] for t in retrieve["decision"]["trace"] if t["stage"] == "retrieve-time"]
+    assert applied == [2] and len(result.steps[0].hits) <= 2
+    assert (retrieve["k"], retrieve["depth"]) == (5, 2)
+    plain = StepwiseController(ScriptedPlanner(["Where did Otto Lind come from?"]), bm25, k=3).run("q")
+    assert [(t.detail["k"], t.detail["depth"]) for t in plain.trace if t.stage == "retrieve"] == [(3, 3)]
+
+
+def test_k_and_run_many_metadata_are_checked_in_one_line(bm25):
+    from ragroute.errors import InvalidArgumentError
+
+    planner = ScriptedPlanner(["Where was Ada Brennan born?"])
+    for k in (0, -1, 2.5):
+        with pytest.raises(InvalidArgumentError, match=r"^k must be"):
+            StepwiseController(planner, bm25, k=k)
+    with pytest.raises(InvalidArgumentError, match=r"^max_steps must be >= 1, got 0$"):
+        StepwiseController(planner, bm25, max_steps=0)
+    controller = StepwiseController(planner, bm25)
+    with pytest.raises(InvalidArgumentError, match=r"^metadata must hold one mapping per question: 1 for 2"):
+        controller.run_many(["a", "b"], metadata=[{}])
+    assert len(controller.run_many(["a", "b"], metadata=[{}, {}])) == 2

@@ -426,3 +426,122 @@ def test_ask_asks_as_a_caller_with_the_scopes_given(workspace):
     assert inside.exit_code == 0 and "top hit: Ada Brennan" in inside.output, inside.output
     outside = CliRunner().invoke(main, question)
     assert outside.exit_code == 0 and "Ada Brennan" not in outside.output.splitlines()[0], outside.output
+
+
+FAILING = '''
+from pathlib import Path
+
+from ragroute.index.io import load_index
+from ragroute.llm import ScriptedLLM
+
+PLANS = {
+    "Step 1: searched": '{"action": "search", "query": "Who is the mayor of Kellow?"}',
+    "No searches yet": '{"action": "search", "query": "Where was Ada Brennan born?"}',
+}
+
+
+class Flaky:
+    """The people index, whose backend fails from the second search on."""
+
+    name = "flaky"
+
+    def __init__(self):
+        self.index, self.calls = load_index(Path(__file__).parent / "indexes" / "people"), 0
+
+    def search_many(self, queries, k, **kwargs):
+        self.calls += 1
+        if self.calls >= 2:
+            raise RuntimeError("backend timed out")
+        return self.index.search_many(queries, k)
+
+
+def flaky():
+    return Flaky()
+
+
+def answerer_down():
+    return ScriptedLLM(rules={"Answer the question": RuntimeError("answer service down"), **PLANS})
+
+
+def left_to_the_model():
+    return ScriptedLLM(
+        rules={
+            "Answer the question": RuntimeError("answer service down"),
+            "Step 1: searched": '{"action": "answer", "answer": "twenty"}',
+            "No searches yet": '{"action": "search", "query": "how many vacation days do I get?"}',
+        }
+    )
+'''
+
+
+def _failing(workspace, name: str, text: str):
+    (workspace / "failing.py").write_text(FAILING)
+    (workspace / name).write_text(text)
+    return workspace / name
+
+
+def test_ask_says_incomplete_when_a_pipeline_source_failed(workspace):
+    """The pipeline caught the source's failure: `ask` printed `complete` over a step with no
+    evidence (a wrong answer, exit 0)."""
+    ask = (workspace / "ask.yaml").read_text()
+    config = _failing(
+        workspace,
+        "flaky.yaml",
+        ask.replace("{index: indexes/people,", "{kind: python, factory: failing.py:flaky,"),
+    )
+    result = CliRunner().invoke(main, ["ask", str(config), "Who is the mayor of Ada Brennan's town?"])
+    assert result.exit_code == 0, result.output
+    assert "INCOMPLETE (stopped by planner); 2 step(s)" in result.output
+    assert "retrieval failed: people: RuntimeError: backend timed out" in result.output
+
+
+def test_ask_falls_back_on_an_unusable_sub_question(workspace):
+    """An LLM plan asking a zero-width space aborted `ask` (exit 2), step 1's evidence lost."""
+    llm = {
+        "kind": "scripted",
+        "rules": {
+            "Answer the question from the passages": "Kellow",
+            "Step 1: searched": '{"action": "search", "query": "\\u200b"}',
+            "No searches yet": '{"action": "search", "query": "Where was Ada Brennan born?"}',
+        },
+    }
+    base = (workspace / "bad.yaml").read_text().replace("llm: {kind: gpt5}\n", "")
+    (workspace / "invisible.yaml").write_text(base + "llm: " + json.dumps(llm) + "\n")
+    result = CliRunner().invoke(
+        main, ["ask", str(workspace / "invisible.yaml"), "Where was Ada Brennan born?"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "answer: Kellow"
+    assert "note: the final answer's planner fell back: unusable sub-question '\\u200b'" in result.output
+
+
+def test_ask_says_when_the_final_answerer_failed(workspace):
+    """The budget spent and the final answerer failing printed `answer: (none)`, said nowhere."""
+    base = (workspace / "bad.yaml").read_text().replace("llm: {kind: gpt5}\n", "")
+    config = _failing(workspace, "answerer_down.yaml", base + "llm: failing.py:answerer_down\n")
+    result = CliRunner().invoke(
+        main, ["ask", str(config), "Who is the mayor of Ada Brennan's town?", "--max-steps", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("answer: Ada Brennan  (a step's top hit, not the LLM's")
+    assert "INCOMPLETE (stopped by budget)" in result.output
+    assert (
+        "note: the final answer's answerer failed: RuntimeError: answer service down "
+        "(a step's top hit stands in)"
+    ) in result.output
+
+
+def test_ask_says_a_step_left_to_the_model_produced_nothing(workspace):
+    """The gate left the step to the model and the answerer failed: the step showed nothing and
+    the run read complete."""
+    gated = (workspace / "gated.yaml").read_text()
+    config = _failing(workspace, "gated_down.yaml", gated + "llm: failing.py:left_to_the_model\n")
+    result = CliRunner().invoke(main, ["ask", str(config), "how many vacation days do I get?"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "answer: twenty"
+    assert "INCOMPLETE (stopped by planner); 1 step(s), 0 retrieval call(s)" in result.output
+    assert "note: no retrieval (left to the model) and no answer came back" in result.output
+    assert (
+        "answerer failed: RuntimeError: answer service down (the planner's answer is kept)" in result.output
+    )

@@ -134,10 +134,19 @@ def ask_command(
             click.echo(f"      answer: {step.answer}")
         elif step.answer_from == "top_hit":
             click.echo("      answer: (none from the LLM: its top hit stands in)")
+        if step.error:  # a failed retrieval (a Pipeline's source included): the run is incomplete
+            click.echo(f"      retrieval failed: {step.error}")
+        if step.note:  # left to the model, and no answer came back
+            click.echo(f"      note: {step.note}")
     for entry in result.trace:
         if entry.stage == "plan" and entry.detail.get("fallback"):
             planned = entry.detail["step"]  # the plan after this many steps: the next step, or the end
             what = f"step {planned + 1}" if planned < len(result.steps) else "the final answer's"
             click.echo(f"  note: {what} planner fell back: {entry.detail['fallback']}")
+        elif entry.stage == "plan" and entry.detail.get("error"):
+            click.echo(f"  note: the planner failed: {entry.detail['error']}")
+        elif entry.stage == "final-answer" and entry.detail.get("error"):
+            kept = entry.detail.get("fallback") or "no answer"
+            click.echo(f"  note: the final answer's answerer failed: {entry.detail['error']} ({kept})")
     if as_json:
         emit_json(result.to_dict())

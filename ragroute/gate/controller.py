@@ -3,8 +3,10 @@
 :class:`StepwiseController` runs one question as a loop::
 
     plan = planner.plan(state)            # ask a sub-question, or answer
-    if answer: done (complete, unless a step's retrieval failed: then incomplete, the
-                 failures counted in the final trace step and on each step's ``error``)
+    if answer: done (complete, unless a step's retrieval failed, a Pipeline's source included:
+                 then incomplete, the failures counted in the final trace step and on each
+                 step's ``error``; or a step the model was to answer got no answer: incomplete,
+                 counted as ``empty_steps``, the step's ``note`` says so)
     if the step budget is spent: done (incomplete: what it has is returned)
     gate the sub-question                 # any Gate (optional); context.step / history set
       stop   -> done (stopped by the gate)
@@ -15,7 +17,10 @@
     evidence accumulates
 
 Every part is optional but the planner and the retriever. A planner or answerer whose
-LLM fails falls back and says so; the run never raises for an LLM's failure. The whole
+LLM fails falls back and says so; the run never raises for an LLM's failure (a sub-question
+that is no query, e.g. empty or a lone surrogate, ends the run with the reason in the trace;
+the LLM planner falls back on one). When the final answerer fails, the planner's answer is
+kept, else a step's answer (its top hit's title when no LLM answered) stands in. The whole
 run is one :class:`StepwiseResult`: the steps (sub-question, gate decision, sources,
 hits, answer), the evidence (the union of the steps' hits), the final answer,
 ``complete`` and ``stopped_by``, retrieval calls, and one trace of
@@ -35,14 +40,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragroute.context import QueryContext
-from ragroute.errors import check_filter_keys, error_summary
-from ragroute.gate.planners import ANSWER, Plan, Planner, PlanState, StepRecord
+from ragroute.errors import (
+    InvalidArgumentError,
+    InvalidQueryError,
+    check_batch,
+    check_filter_keys,
+    check_k,
+    check_query,
+    error_summary,
+)
+from ragroute.gate.planners import (
+    ANSWER,
+    Plan,
+    Planner,
+    PlanState,
+    StepRecord,
+    step_answer,
+    step_answer_from,
+)
 from ragroute.index.base import metadata_keys_of
 from ragroute.index.docstore import FIELD_KEYS
 from ragroute.llm.calls import complete_safely
 from ragroute.route.base import NONE_ROUTE
 from ragroute.route.sources import hits_of
 from ragroute.types import Hit, TraceStep
+
+#: what the ``final-answer`` trace step says stands in when the answerer fails, by ``answer_from``
+STAND_INS = {
+    "": "no answer",
+    "top_hit": "a step's top hit stands in",
+    "llm": "a step's LLM answer stands in",
+}
 
 #: the longest step or final answer kept (an answer is a short span; longer text is cut, marked)
 ANSWER_CHARS = 200
@@ -128,7 +156,9 @@ class StepwiseController:
     :class:`~ragroute.pipeline.Pipeline` (its decision per step goes in the trace) or any
     retriever (``search_contexts`` / ``search_many``); ``gate``: any
     :class:`~ragroute.pipeline.stages.Gate` (optional); ``max_steps``: the most retrieval
-    steps (sub-questions) of one run; ``k``: hits per step (a gate's depth overrides it);
+    steps (sub-questions) of one run; ``k``: hits per step (a gate's depth overrides it: the
+    ``retrieve`` trace step says ``k`` asked and ``depth`` applied); both at least 1, else
+    :class:`~ragroute.errors.InvalidArgumentError`;
     ``answerer``: an LLM answering each sub-question from its hits, and the question when
     the budget runs out (optional; ``answer_timeout_s`` bounds each call).
     """
@@ -145,13 +175,11 @@ class StepwiseController:
         answer_timeout_s: float | None = None,
         passage_chars: int = 400,
     ) -> None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.planner = planner
         self.retriever = retriever
         self.gate = gate
-        self.max_steps = max_steps
-        self.k = k
+        self.max_steps = check_k(max_steps, "max_steps")
+        self.k = check_k(k)  # k=0 retrieved nothing and the step counted as one without evidence
         self.answerer = answerer
         self.answer_timeout_s = answer_timeout_s
         self.passage_chars = passage_chars
@@ -227,11 +255,18 @@ class StepwiseController:
             steps.append(step)
         steps = [s for s in steps if s.action != "stop"]
         failed = sum(1 for s in steps if s.error)
-        if failed:  # an answer without the evidence a step went to fetch is not a complete one
+        # a step the model was to answer (no retrieval) whose answerer gave nothing: no evidence,
+        # no answer; the run read "complete" on it, its answer taken from another step
+        empty = sum(1 for s in steps if s.note)
+        if failed or empty:  # an answer without the evidence a step went to fetch is not a complete one
             complete = False
         if not complete and self.answerer is not None:
-            answer = self._final_answer(root.text, steps, trace)
-            answer_from = "llm" if answer else ""
+            final = self._final_answer(root.text, steps, trace, answer)
+            if final:
+                answer, answer_from = final, "llm"
+            elif not answer:  # the planner's answer is kept; else a step's stands in, as the docs say
+                answer, answer_from = _stand_in(steps)
+                trace[-1].detail["fallback"] = STAND_INS.get(answer_from, "a step's answer stands in")
         trace.append(
             TraceStep(
                 "final",
@@ -243,6 +278,7 @@ class StepwiseController:
                     "steps": len(steps),
                     "retrieval_calls": sum(s.retrieved for s in steps),
                     **({"retrieval_errors": failed} if failed else {}),
+                    **({"empty_steps": empty} if empty else {}),
                 },
             )
         )
@@ -252,6 +288,15 @@ class StepwiseController:
     def run_many(
         self, questions: Sequence[str | QueryContext], metadata: Sequence[Mapping[str, Any]] | None = None
     ) -> list[StepwiseResult]:
+        """One :meth:`run` per question; ``metadata``, when given, one mapping per question."""
+        questions = check_batch(questions)
+        if metadata is not None:
+            metadata = check_batch(metadata, "metadata")
+            if len(metadata) != len(questions):  # a shorter list raised a bare IndexError mid-batch
+                raise InvalidArgumentError(
+                    "metadata must hold one mapping per question: "
+                    f"{len(metadata)} for {len(questions)} questions"
+                )
         return [
             self.run(q, metadata=None if metadata is None else metadata[i]) for i, q in enumerate(questions)
         ]
@@ -273,6 +318,21 @@ class StepwiseController:
                 )
             )
             return None
+        if plan.action != ANSWER:
+            try:  # a sub-question that is no query raised out of run (EmptyQueryError), steps lost
+                plan.question = check_query(plan.question)
+            except InvalidQueryError as exc:
+                trace.append(
+                    TraceStep(
+                        "plan",
+                        {
+                            "step": len(state.steps),
+                            **plan.to_dict(),
+                            "error": f"unusable sub-question: {exc}",
+                        },
+                    )
+                )
+                return None
         trace.append(TraceStep("plan", {"step": len(state.steps), **plan.to_dict()}))
         return plan
 
@@ -311,7 +371,8 @@ class StepwiseController:
 
     def _retrieve(self, context: QueryContext, step: StepRecord, depth: int, trace: list[TraceStep]) -> None:
         start = time.perf_counter()
-        detail: dict[str, Any] = {"step": step.index, "query": context.text, "k": depth}
+        # k: the depth asked of the retriever; depth: the one applied (a Pipeline's gate may cut it)
+        detail: dict[str, Any] = {"step": step.index, "query": context.text, "k": depth, "depth": depth}
         try:
             hits = self._search(context, step, depth, detail)
         except Exception as exc:  # noqa: BLE001 - a failing retriever or router: no evidence, recorded
@@ -346,9 +407,20 @@ class StepwiseController:
             if gated.get("action") in ("answer", "stop"):  # the pipeline's gate: no retrieval
                 step.action = gated["action"]
                 detail["gate"] = gated["action"]
+            elif gated.get("depth"):  # the pipeline's gate cut the depth (the trace said k asked)
+                detail["depth"] = gated["depth"]
         if step.action == "retrieve" and NONE_ROUTE in result.decision.chosen and not step.sources:
             step.action = "answer"  # routed to `none` (a rule or the router): nothing was retrieved
             detail["route"] = NONE_ROUTE
+        # a Pipeline catches a source's failure and records it in its own trace: the step then
+        # lacks that source's evidence (it read as a complete step: a wrong answer, exit 0)
+        errors = [
+            f"{t.detail.get('source', '?')}: {t.detail['error']}"
+            for t in result.decision.trace
+            if t.stage == "retrieve" and t.detail.get("error")
+        ]
+        if errors:
+            detail["error"] = step.error = "; ".join(errors)
         return result.hits
 
     def _passages(self, hits: Sequence[Hit]) -> str:
@@ -374,19 +446,46 @@ class StepwiseController:
                 error=reply.error or "empty answer",
                 fallback="the top hit stands for the step's answer" if step.hits else "no answer",
             )
+            if step.action == "answer":  # no retrieval and no answer: the step produced nothing
+                step.note = (
+                    "no retrieval (left to the model) and no answer came back: this step produced nothing"
+                )
+                detail["note"] = step.note
         trace.append(TraceStep("step-answer", detail))
 
-    def _final_answer(self, question: str, steps: Sequence[StepRecord], trace: list[TraceStep]) -> str:
+    def _final_answer(
+        self,
+        question: str,
+        steps: Sequence[StepRecord],
+        trace: list[TraceStep],
+        planned: str = "",
+    ) -> str:
+        """The answerer's answer to the whole question from the steps' top hits ("" when it fails
+        or answers nothing: the ``final-answer`` trace step then says why, and keeps ``planned``,
+        the planner's answer, when there is one; the caller otherwise puts a step's in)."""
         hits = interleave([s.hits for s in steps], 3)
         prompt = ANSWER_PROMPT.format(passages=self._passages(hits), question=question)
         reply = complete_safely(self.answerer, prompt, timeout_s=self.answer_timeout_s)
+        text = clipped(reply.text) if reply.ok else ""
         detail: dict[str, Any] = {"from": "answerer", "ms": reply.ms}
-        if reply.ok:
-            detail["answer"] = reply.text.strip()[:200]
+        if text:
+            detail["answer"] = text
         else:
-            detail["error"] = reply.error
+            detail["error"] = reply.error or "empty answer"
+            if planned:
+                detail["fallback"] = "the planner's answer is kept"
         trace.append(TraceStep("final-answer", detail))
-        return clipped(reply.text) if reply.ok else ""
+        return text
+
+
+def _stand_in(steps: Sequence[StepRecord]) -> tuple[str, str]:
+    """The latest step's answer that there is (its LLM answer, else its top hit's title) and where
+    it comes from (``("", "")`` when no step has one)."""
+    for step in reversed(steps):
+        value = step_answer(step)
+        if value:
+            return value, step_answer_from(step)
+    return "", ""
 
 
 def clipped(text: str, limit: int = ANSWER_CHARS) -> str:

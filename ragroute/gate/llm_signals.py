@@ -322,7 +322,8 @@ class LLMGate:
 
     ``p_retrieve = 1 - mean(confidence)`` over the signals that answered (``weights`` per
     kind optional); retrieve when it reaches ``threshold``. ``max_steps`` and repeated
-    sub-queries stop as in the other gates (no LLM call then).
+    sub-queries stop as in the other gates (no LLM call then, so no probability either: NaN, as
+    for a gate that failed; ``null`` in JSON; it read 1.0, a certainty nothing computed).
     """
 
     name = "llm"
@@ -359,7 +360,7 @@ class LLMGate:
         for i, context in enumerate(contexts):
             stop = stop_reason(context, self.max_steps)
             if stop:
-                out[i] = GateDecision("stop", 1.0, {}, reason=stop)
+                out[i] = GateDecision("stop", math.nan, {}, reason=stop)
             else:
                 live.append(i)
         asked = [contexts[i] for i in live]

@@ -16,7 +16,9 @@ metadata) and returns a :class:`Plan`: ``ask`` a sub-question, or ``answer``.
   (``{"action": "search", "query": ...}`` / ``{"action": "answer", "answer": ...}``)
   and a line protocol as second chance (``SEARCH: ...`` / ``ANSWER: ...``); a JSON answer cut
   short by a token limit still counts when its action and value were complete. An LLM
-  that errors, times out, or answers with nothing readable makes the step fall back
+  that errors, times out, answers with nothing readable, or asks a sub-question that is no
+  query (:func:`~ragroute.errors.check_query`: empty, invisible characters only, a lone
+  surrogate) makes the step fall back
   to ``fallback`` (by default :class:`QuestionOncePlanner`: the whole question once,
   then answer), and the plan says why (it goes in the trace).
 """
@@ -28,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidQueryError, RagrouteError, check_query
 from ragroute.graph.extract_llm import parse_json
 from ragroute.llm.calls import complete_safely
 from ragroute.types import Hit
@@ -50,7 +52,8 @@ class StepRecord:
     gate: dict[str, Any] | None = None
     sources: list[str] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
-    error: str = ""  # why its retrieval failed (the step then has no evidence)
+    error: str = ""  # why its retrieval failed (the step then has no evidence, or lacks a source's)
+    note: str = ""  # why a step the model was to answer produced nothing (no hits, no answer)
 
     @property
     def retrieved(self) -> bool:
@@ -67,6 +70,7 @@ class StepRecord:
             "gate": self.gate,
             "plan": self.plan,
             **({"error": self.error} if self.error else {}),
+            **({"note": self.note} if self.note else {}),
             "hits": [
                 {
                     "doc_id": h.doc_id,
@@ -359,6 +363,21 @@ class LLMPlanner:
         steps = "\n".join(lines) if lines else "No searches yet."
         return self.prompt.format(question=state.question, steps=steps)
 
+    @staticmethod
+    def _unusable(action: str, value: str, state: PlanState) -> str | None:
+        """Why a parsed plan cannot be followed (None when it can): a sub-question that is no query
+        (an empty one, invisible characters only, a lone surrogate: it raised out of the run and
+        the steps' evidence was lost), or one already asked."""
+        if action != ASK:
+            return None
+        try:
+            check_query(value)
+        except InvalidQueryError as exc:
+            return f"unusable sub-question {value!r}: {exc}"
+        if value.strip().lower() in {s.question.strip().lower() for s in state.steps}:
+            return f"the LLM repeated sub-question {value!r}"
+        return None
+
     def plan(self, state: PlanState) -> Plan:
         reply = complete_safely(self.llm, self.render(state), timeout_s=self.timeout_s)
         problem = reply.error
@@ -368,13 +387,11 @@ class LLMPlanner:
             except ValueError as exc:
                 problem = str(exc)
             else:
-                previous = {s.question.strip().lower() for s in state.steps}
-                if action == ASK and value.strip().lower() in previous:
-                    problem = f"the LLM repeated sub-question {value!r}"
-                else:
+                problem = self._unusable(action, value, state)
+                if problem is None:
                     return Plan(
                         action,
-                        question=value if action == ASK else "",
+                        question=check_query(value) if action == ASK else "",
                         answer=value if action == ANSWER else "",
                         planner=self.name,
                         reason="llm",
