@@ -355,7 +355,8 @@ def test_round_trip_ragroute_through_langchain_and_back(sources, hashing_encoder
         [Source("inner", LangChainRetrieverAdapter(routed))], {"kind": "fixed"}, encoder=None
     )
     hits = outer.retrieve("galaxy telescope", k=3).hits
-    assert len(hits) == 3 and all(h.source == "inner" and h.doc_id.startswith("astro-") for h in hits)
+    # a pipeline over several sources: ids keep their source (two sources' documents may share one)
+    assert len(hits) == 3 and all(h.source == "inner" and h.doc_id.startswith("astro:astro-") for h in hits)
 
 
 FACTORIES = """
@@ -478,3 +479,198 @@ def test_a_retriever_that_answers_only_asynchronously_is_searched_through_that_p
 class FilterRetrieverMissing(BaseRetriever):
     def _get_relevant_documents(self, query, *, run_manager):
         raise NotImplementedError("not written yet")
+
+
+def _shared_id_pipeline(hashing_encoder):
+    """Two sources whose documents share the id H1 (different documents), routed to both."""
+    from ragroute.types import Document
+
+    def index(name, texts):
+        docs = [Document(id=i, text=t, title=f"{name} {i}") for i, t in texts.items()]
+        return Source(name, build_index(docs, "dense", encoder=hashing_encoder, name=name))
+
+    payroll = index("payroll", {"H1": "payroll salary date", "H2": "payroll salary slip"})
+    itpay = index("itpay", {"H1": "payroll laptop invoice", "H9": "payroll salary vpn"})
+    return pipeline_from_settings([payroll, itpay], {"kind": "fixed"}, encoder=None)
+
+
+def test_a_routed_retriever_over_sources_sharing_ids_loses_no_document_as_a_source(hashing_encoder):
+    """Two sources' documents sharing the id H1 came back as one hit through the adapter (its id
+    was read from the `doc_id` metadata, then de-duplicated) until session 40."""
+    pipeline = _shared_id_pipeline(hashing_encoder)
+    routed = RoutedLangChainRetriever(pipeline, k=4)
+    documents = routed.invoke("payroll salary")
+    assert sorted(d.id for d in documents) == ["itpay:H1", "itpay:H9", "payroll:H1", "payroll:H2"]
+    adapter = LangChainRetrieverAdapter(routed, name="x")
+    from ragroute.context import QueryContext
+
+    hits = adapter.search_contexts([QueryContext.of("payroll salary")], 4)[0]
+    assert sorted(h.doc_id for h in hits) == ["itpay:H1", "itpay:H9", "payroll:H1", "payroll:H2"]
+    assert {h.text for h in hits} == {d.page_content for d in documents}
+    # over one index the ids stay the documents' own
+    one = LangChainRetrieverAdapter(IndexLangChainRetriever(pipeline.sources[0], k=2), name="y")
+    assert sorted(h.doc_id for h in one.search("payroll salary", 2)) == ["H1", "H2"]
+
+
+class LoaderRetriever(BaseRetriever):
+    """Documents as a LangChain loader makes them: `source` is the file they came from."""
+
+    def _get_relevant_documents(self, query, *, run_manager):
+        return [
+            LangChainDocument(
+                page_content=f"page {i} of the handbook",
+                id=f"p{i}",
+                metadata={"source": "/docs/handbook.pdf", "page": i, "score": 0.9 - i / 10},
+            )
+            for i in range(3)
+        ]
+
+
+def test_a_documents_own_source_score_and_title_are_kept_not_overwritten(small_docs, hashing_encoder):
+    """A document's own `source` (a loader's file path), `score` and `title` metadata were overwritten
+    by ragroute's in LangChain documents, while filters matched the original value; a loader's
+    `source` was dropped on the way into ragroute (until session 40)."""
+    from ragroute.types import Document
+
+    docs = [
+        Document(
+            id=f"d{i}",
+            text=f"payroll salary {i}",
+            title=f"Doc {i}",
+            metadata={"source": f"/hr/{i}.pdf", "score": "high", "title": "own", "doc_id": "X"},
+        )
+        for i in range(3)
+    ]
+    index = build_index(docs, "bm25", name="hr")
+    retriever = RoutedLangChainRetriever(
+        pipeline_from_settings([Source("hr", index)], {"kind": "fixed"}, encoder=None), k=3
+    )
+    filtered = retriever.invoke("payroll salary", filters={"source": "/hr/1.pdf"})
+    assert [d.metadata["document_source"] for d in filtered] == ["/hr/1.pdf"]  # the filter's value, shown
+    metadata = filtered[0].metadata
+    assert metadata["source"] == "hr" and metadata["doc_id"] == "d1" and isinstance(metadata["score"], float)
+    assert metadata["document_score"] == "high" and metadata["document_title"] == "own"
+    assert metadata["title"] == "Doc 1" and metadata["document_doc_id"] == "X"
+    # and back into ragroute: the document's own values under their own keys again
+    back = LangChainRetrieverAdapter(retriever, name="again").search("payroll salary", 3)
+    assert back[0].metadata == {"source": "/hr/0.pdf", "score": "high", "title": "own", "doc_id": "X"}
+    # a loader's documents keep their `source` as ragroute metadata, and show it as document_source
+    loader = LangChainRetrieverAdapter(LoaderRetriever(), name="handbook")
+    hits = loader.search("handbook", 2)
+    assert hits[0].metadata == {"source": "/docs/handbook.pdf", "page": 0} and hits[0].score == 0.9
+    assert [h.doc_id for h in loader.search("x", 3, filters={"source": "/docs/handbook.pdf"})] == [
+        "p0",
+        "p1",
+        "p2",
+    ]
+    outer = RoutedLangChainRetriever(
+        pipeline_from_settings([Source("handbook", loader)], {"kind": "fixed"}, encoder=None), k=1
+    )
+    (document,) = outer.invoke("handbook")
+    assert document.metadata["source"] == "handbook" and document.metadata["document_source"] == (
+        "/docs/handbook.pdf"
+    )
+
+
+class Unpicklable:
+    """Stands for a model a pipeline holds (an ONNX InferenceSession): it cannot be copied."""
+
+    def __deepcopy__(self, memo):
+        raise TypeError("cannot pickle 'onnxruntime.capi.onnxruntime_pybind11_state.InferenceSession' object")
+
+
+def test_a_deep_copy_shares_the_pipeline_and_keeps_its_own_decisions(sources, hashing_encoder):
+    """model_copy(deep=True) and copy.deepcopy copied the pipeline: with a real model inside, a
+    TypeError (cannot pickle InferenceSession) until session 40."""
+    import copy
+
+    pipeline = pipeline_from_settings(sources, {"kind": "prototype"}, encoder=hashing_encoder)
+    pipeline.model = Unpicklable()
+    retriever = RoutedLangChainRetriever(pipeline, k=3)
+    retriever.invoke("galaxy telescope")
+    for twin in (retriever.model_copy(deep=True), copy.deepcopy(retriever)):
+        assert twin.pipeline is pipeline
+        documents, decision = twin.invoke_with_decision("flour oven bread")
+        assert len(documents) == 3 and twin.last_decision is decision
+        assert retriever.last_decision is not decision and retriever.last_decision.chosen == ["astro"]
+    index = IndexLangChainRetriever(sources[1], k=2)
+    assert copy.deepcopy(index).index is sources[1]
+
+
+def test_per_call_keywords_are_checked_and_filters_taken_per_call(small_docs):
+    """invoke(query, scope=[...]) raised a raw TypeError naming a private method, and filters= could
+    not be given per call (until session 40)."""
+    everything = pipeline_from_settings(
+        [Source("all", build_index(small_docs, "bm25", name="all"))], {"kind": "fixed"}, encoder=None
+    )
+    retriever = RoutedLangChainRetriever(everything, k=4, filters={"topic": "astro"})
+    for keyword, hint in [("scope", "did you mean 'scopes'"), ("filter", "did you mean 'filters'")]:
+        with pytest.raises(
+            InvalidArgumentError,
+            match=f"^RoutedLangChainRetriever.invoke: unknown keyword '{keyword}'; {hint}",
+        ):
+            retriever.invoke("galaxy bread", **{keyword: ["hr"]})
+        with pytest.raises(InvalidArgumentError, match=f"unknown keyword '{keyword}'"):
+            asyncio.run(retriever.ainvoke("galaxy bread", **{keyword: ["hr"]}))
+    assert {d.metadata["topic"] for d in retriever.invoke("galaxy bread flour")} == {"astro"}
+    per_call = retriever.invoke("galaxy bread flour", filters={"topic": "cook"})  # in place of the field's
+    assert len(per_call) == 4 and {d.metadata["topic"] for d in per_call} == {"cook"}
+    assert {
+        d.metadata["topic"] for d in asyncio.run(retriever.ainvoke("printer vpn", filters={"topic": "it"}))
+    } == {"it"}
+    assert retriever.filters == {"topic": "astro"}
+    with pytest.raises(InvalidArgumentError, match="filters must be a mapping"):
+        retriever.invoke("bread", filters=["topic"])
+
+
+def test_model_copy_checks_its_update_as_the_constructor_does(sources):
+    """model_copy(update={"filters": ["category"]}) was taken unchecked and failed at the query with
+    `ValueError: dictionary update sequence element #0` (until session 40)."""
+    retriever = IndexLangChainRetriever(sources[1], k=2)
+    for update, message in [
+        ({"filters": ["category"]}, "filters must be a mapping"),
+        ({"k": 0}, "k must be >= 1"),
+        ({"filter": {"topic": "cook"}}, "unknown field 'filter'; did you mean 'filters'"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=f"^IndexLangChainRetriever: {message}"):
+            retriever.model_copy(update=update)
+    twin = retriever.model_copy(update={"k": 3, "filters": {"topic": "cook"}})
+    assert len(twin.invoke("flour")) == 3 and retriever.k == 2 and retriever.filters is None
+
+
+def test_an_async_only_source_runs_once_without_a_failed_run():
+    """Each search of an async-only retriever first tried its sync path: its callbacks saw a failed
+    run (NotImplementedError) before the one that answered, on every search (until session 40)."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Handler(BaseCallbackHandler):
+        def __init__(self):
+            self.events = []
+
+        def on_retriever_start(self, serialized, query, **kwargs):
+            self.events.append("start")
+
+        def on_retriever_end(self, documents, **kwargs):
+            self.events.append("end")
+
+        def on_retriever_error(self, error, **kwargs):
+            self.events.append(f"error {type(error).__name__}")
+
+    class AsyncOnlyAgain(AsyncOnlyRetriever):
+        """A class of its own: what was learnt about AsyncOnlyRetriever in other tests is not used."""
+
+        def _get_relevant_documents(self, query, *, run_manager):
+            raise NotImplementedError
+
+    retriever = RoutedLangChainRetriever(
+        pipeline_from_settings(
+            [Source("async", LangChainRetrieverAdapter(AsyncOnlyAgain(), name="async"))],
+            {"kind": "fixed"},
+            encoder=None,
+        ),
+        k=2,
+    )
+    for _ in range(2):
+        handler = Handler()
+        assert len(retriever.invoke("q", config={"callbacks": [handler]})) == 2
+        assert handler.events == ["start", "start", "end", "end"]  # the routed run, its one child

@@ -419,7 +419,8 @@ def test_round_trip_ragroute_index_through_llamaindex_and_back(sources, hashing_
     )
     hits = outer.retrieve("flour galaxy", k=3).hits
     assert len(hits) == 3 and all(h.source == "inner" for h in hits)
-    assert {h.doc_id.split("-")[0] for h in hits} <= {"astro", "cook", "it"}
+    # a pipeline over several sources: ids keep their source (two sources' documents may share one)
+    assert {h.doc_id.split("-")[0] for h in hits} <= {"astro:astro", "cook:cook", "it:it"}
 
 
 # --------------------------------------------------------------------------- external sources in a config
@@ -636,3 +637,153 @@ def test_the_documented_query_engine_snippet_runs_offline(tmp_path, monkeypatch,
     names: dict = {}
     exec(compile(snippet, "integrations.md", "exec"), names)  # noqa: S102 - the page's own example
     assert names["response"].source_nodes and names["retriever"].last_decision.chosen
+
+
+def _shared_id_pipeline(hashing_encoder):
+    """Two sources whose documents share the id H1 (different documents), routed to both."""
+    from ragroute.types import Document
+
+    def index(name, texts):
+        docs = [Document(id=i, text=t, title=f"{name} {i}") for i, t in texts.items()]
+        return Source(name, build_index(docs, "dense", encoder=hashing_encoder, name=name))
+
+    payroll = index("payroll", {"H1": "payroll salary date", "H2": "payroll salary slip"})
+    itpay = index("itpay", {"H1": "payroll laptop invoice", "H9": "payroll salary vpn"})
+    return pipeline_from_settings([payroll, itpay], {"kind": "fixed"}, encoder=None)
+
+
+def test_a_routed_retriever_over_sources_sharing_ids_loses_no_node_as_a_source(hashing_encoder):
+    """Two sources' documents sharing the id H1 came back as one hit through the adapter (the node's
+    `doc_id` metadata was its id, then de-duplicated) until session 40."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore
+
+    from ragroute.context import QueryContext
+
+    pipeline = _shared_id_pipeline(hashing_encoder)
+    routed = RoutedLlamaRetriever(pipeline, similarity_top_k=4)
+    nodes = routed.retrieve("payroll salary")
+    expected = ["itpay:H1", "itpay:H9", "payroll:H1", "payroll:H2"]
+    assert sorted(n.node.node_id for n in nodes) == expected
+    hits = LlamaRetrieverAdapter(routed, name="x").search_contexts([QueryContext.of("payroll salary")], 4)[0]
+    assert sorted(h.doc_id for h in hits) == expected
+    assert {h.text for h in hits} == {n.node.get_content() for n in nodes}
+
+    class Both(BaseRetriever):
+        """Not one of ragroute's: an ensemble of two of ragroute's retrievers over one source each."""
+
+        def _retrieve(self, query_bundle) -> list[NodeWithScore]:
+            return [n for s in pipeline.sources for n in IndexLlamaRetriever(s, k=2).retrieve(query_bundle)]
+
+    assert (
+        sorted(h.doc_id for h in LlamaRetrieverAdapter(Both(), name="b").search("payroll salary", 4))
+        == expected
+    )
+    # over one index the ids stay the documents' own
+    one = LlamaRetrieverAdapter(IndexLlamaRetriever(pipeline.sources[0], k=2), name="y")
+    assert sorted(h.doc_id for h in one.search("payroll salary", 2)) == ["H1", "H2"]
+
+
+def test_a_documents_own_source_and_rank_are_kept_in_node_metadata_not_overwritten():
+    """A document's own `source`, `rank`, `doc_id` and `title` metadata were overwritten by ragroute's
+    in node metadata while filters matched the original value, and a LlamaIndex node's own `source`
+    was dropped on the way into ragroute (until session 40)."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
+
+    from ragroute.types import Document
+
+    docs = [
+        Document(
+            id=f"d{i}",
+            text=f"payroll salary {i}",
+            title=f"Doc {i}",
+            metadata={"source": f"/hr/{i}.pdf", "rank": "senior", "doc_id": "X", "title": "own"},
+        )
+        for i in range(3)
+    ]
+    pipeline = pipeline_from_settings(
+        [Source("hr", build_index(docs, "bm25", name="hr"))], {"kind": "fixed"}, encoder=None
+    )
+    retriever = RoutedLlamaRetriever(pipeline, similarity_top_k=3, filters={"source": "/hr/1.pdf"})
+    (node,) = [n.node for n in retriever.retrieve("payroll salary")]
+    assert (node.metadata["source"], node.metadata["doc_id"], node.metadata["rank"]) == ("hr", "d1", 1)
+    assert node.metadata["document_source"] == "/hr/1.pdf" and node.metadata["document_rank"] == "senior"
+    assert node.metadata["document_doc_id"] == "X" and node.metadata["document_title"] == "own"
+    assert "document_source: /hr/1.pdf" in node.get_content(metadata_mode=MetadataMode.LLM)  # its own field
+    back = LlamaRetrieverAdapter(retriever, name="again").search("payroll salary", 3)
+    assert [h.metadata for h in back] == [
+        {"source": "/hr/1.pdf", "rank": "senior", "doc_id": "X", "title": "own"}
+    ]
+
+    class Files(BaseRetriever):
+        def _retrieve(self, query_bundle):
+            node = TextNode(
+                text="handbook page",
+                id_="p1",
+                metadata={"source": "/docs/handbook.pdf", "secret": "s"},
+                excluded_llm_metadata_keys=["source"],
+            )
+            return [NodeWithScore(node=node, score=0.5)]
+
+    (hit,) = LlamaRetrieverAdapter(Files(), name="files").search(
+        "q", 1, filters={"source": "/docs/handbook.pdf"}
+    )
+    assert hit.metadata == {"source": "/docs/handbook.pdf", "secret": "s"}
+    from ragroute.integrations.llamaindex import hit_to_node
+
+    again = hit_to_node(hit).node
+    assert again.metadata["source"] == "files" and again.metadata["document_source"] == "/docs/handbook.pdf"
+    assert "/docs/handbook.pdf" not in again.get_content(metadata_mode=MetadataMode.LLM)  # still kept from it
+
+
+def test_an_async_only_llamaindex_source_is_not_first_tried_synchronously():
+    """Each search first tried the sync path, which failed (an error span and a retrieval start with
+    no end in LlamaIndex's instrumentation) before the async one answered (until session 40)."""
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.retrieval import RetrievalStartEvent
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    class AsyncOnly(BaseRetriever):
+        def _retrieve(self, query_bundle):
+            raise NotImplementedError("async only")
+
+        async def _aretrieve(self, query_bundle):
+            return [NodeWithScore(node=TextNode(text="a", id_="n0"), score=1.0)]
+
+    class Starts(BaseEventHandler):
+        count: int = 0
+
+        def handle(self, event, **kwargs):
+            if isinstance(event, RetrievalStartEvent):
+                self.count += 1
+
+    dispatcher, starts = get_dispatcher(), Starts()
+    dispatcher.add_event_handler(starts)
+    try:
+        adapter = LlamaRetrieverAdapter(AsyncOnly(), name="async")
+        for _ in range(2):
+            assert [h.doc_id for h in adapter.search("q", 1)] == ["n0"]
+    finally:
+        dispatcher.event_handlers.remove(starts)
+    assert starts.count == 2  # one retrieval per search: the async one
+
+
+def test_ragroute_rerank_checks_top_n_at_assignment():
+    """top_n = 0, "3" or None was taken and failed only at postprocessing, naming k (until session 40)."""
+    from ragroute.integrations.llamaindex_rerank import RagrouteRerank
+    from ragroute.rerank.parents import ParentsReranker
+
+    rerank = RagrouteRerank(ParentsReranker(), top_n=5)
+    for bad, message in [
+        (0, "top_n must be >= 1, got 0"),
+        ("3", "top_n must be a whole number"),
+        (None, "top_n must be"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            rerank.top_n = bad
+    assert rerank.top_n == 5
+    rerank.top_n = 2
+    assert rerank.top_n == 2

@@ -18,11 +18,15 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextvars
+import inspect
 import math
+import textwrap
 import threading
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -108,22 +112,57 @@ async def _awaited(make: Callable[[], Awaitable[Any]]) -> Any:
     return await make()
 
 
+#: the framework retriever classes that answer only asynchronously (True) or not (False), found once
+#: per class: from then on they are searched straight through the path that answers
+_ASYNC_ONLY: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
 def sync_or_async(
     retriever: Any,
     base: type,
     async_method: str,
     sync: Callable[[], Any],
     asynchronous: Callable[[], Awaitable[Any]],
+    *,
+    sync_method: str = "",
 ) -> Any:
-    """``sync()``, or for a retriever that answers only asynchronously (its sync search raises
-    ``NotImplementedError`` and its class overrides ``base``'s ``async_method``) ``asynchronous()``
-    run to completion (:func:`run_coroutine`); any other ``NotImplementedError`` is raised."""
+    """``sync()``, or for a retriever that answers only asynchronously (its class overrides ``base``'s
+    ``async_method`` and its ``sync_method`` raises ``NotImplementedError``) ``asynchronous()`` run to
+    completion (:func:`run_coroutine`); any other ``NotImplementedError`` is raised.
+
+    Such a class is told once, without a search where its sync method's body is only that
+    ``raise``, else by the first sync search that raises it; from then on its searches go straight
+    to the async path (trying the sync one first logged a failed run, with the error, in the
+    framework's callbacks and traces on every search)."""
+    cls = type(retriever)
+    if getattr(cls, async_method, None) is getattr(base, async_method, None):
+        return sync()  # no async path written: a NotImplementedError is raised as it is
+    if cls not in _ASYNC_ONLY:
+        _ASYNC_ONLY[cls] = bool(sync_method) and _only_raises_not_implemented(getattr(cls, sync_method, None))
+    if _ASYNC_ONLY[cls]:
+        return run_coroutine(asynchronous)
     try:
         return sync()
     except NotImplementedError:
-        if getattr(type(retriever), async_method, None) is getattr(base, async_method, None):
-            raise
+        _ASYNC_ONLY[cls] = True
         return run_coroutine(asynchronous)
+
+
+def _only_raises_not_implemented(method: Any) -> bool:
+    """Whether ``method``'s body (its docstring aside) is only ``raise NotImplementedError(...)``
+    (``False`` when its source cannot be read)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    function = tree.body[0] if tree.body else None
+    if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    body = [s for s in function.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
+        return False
+    raised = body[0].exc.func if isinstance(body[0].exc, ast.Call) else body[0].exc
+    return isinstance(raised, ast.Name) and raised.id == "NotImplementedError"
 
 
 def framework_score(value: Any) -> float | None:
@@ -144,6 +183,53 @@ def scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     if metadata.get(ACCESS_KEY) is not None:
         out[ACCESS_KEY] = ",".join(sorted(labels_of(metadata[ACCESS_KEY])))
     return out
+
+
+#: the prefix under which a node or document made by ragroute keeps its document's own value for one
+#: of ragroute's metadata keys (a document's ``source`` is ``document_source``: ``source`` is the route)
+OWN_PREFIX = "document_"
+
+
+def merged_metadata(
+    own: Mapping[str, Any], ours: Mapping[str, Any], reserved: Iterable[str]
+) -> dict[str, Any]:
+    """The metadata of a node or document ragroute makes: the document's ``own`` entries, then
+    ragroute's (``ours``). A document's own value under one of ragroute's ``reserved`` keys (written
+    this time or not) is kept as ``document_KEY`` (:data:`OWN_PREFIX`), never overwritten, so
+    ragroute's keys always mean ragroute's values and nothing of the document's is lost."""
+    reserved = set(reserved)
+    out: dict[str, Any] = {}
+    for key, value in own.items():
+        if key in reserved:
+            name = OWN_PREFIX + key
+            while name in own or name in out:  # a document's own `document_source` stays its own
+                name = OWN_PREFIX + name
+            out[name] = value
+        else:
+            out[key] = value
+    out.update(ours)
+    return out
+
+
+def own_metadata(metadata: Mapping[str, Any], reserved: Iterable[str]) -> dict[str, Any]:
+    """The document's own metadata back from a node or document ragroute made
+    (:func:`merged_metadata`): ragroute's ``reserved`` keys left out, ``document_KEY`` as ``KEY``."""
+    reserved = set(reserved)
+    out = {k: v for k, v in metadata.items() if k not in reserved}
+    for key in reserved:
+        if OWN_PREFIX + key in out:
+            out[key] = out.pop(OWN_PREFIX + key)
+    return out
+
+
+def several_sources(searched: Any) -> bool:
+    """Whether what one of ragroute's framework retrievers searches may return hits of several
+    sources (whose document ids may collide): a pipeline (``retrieve_contexts`` / ``retrieve``) over
+    other than exactly one source; an index, a ``Source`` or a retriever gives one source's."""
+    if hasattr(searched, "retrieve_contexts") or hasattr(searched, "retrieve"):
+        sources = getattr(searched, "sources", None)
+        return sources is None or len(sources) != 1
+    return False
 
 
 def scoped_hits(hits: Iterable[Hit], scopes: Iterable[str], source: Any = None) -> list[Hit]:

@@ -11,8 +11,9 @@ the only module that imports it.
 
 Returned ``Document`` s carry small metadata: ``doc_id``, ``source``, ``score`` (plus ``title``,
 ``route_probability`` and ``decision_id`` when there are any, and the document's own scalar
-fields); their ``id`` is ``SOURCE:DOC_ID``. The routing decision is kept once per query on the
-retriever (``last_decision``, or ``decision_of(document)`` under concurrency;
+fields; a document's own value under one of those keys, e.g. a loader's ``source`` path, is
+kept as ``document_source``); their ``id`` is ``SOURCE:DOC_ID``. The routing decision is kept
+once per query on the retriever (``last_decision``, or ``decision_of(document)`` under concurrency;
 ``invoke_with_decision(query)`` returns the documents and their query's decision, also when there
 are none). ``ainvoke`` runs the search in a worker thread, so concurrent queries overlap and the
 event loop is never blocked.
@@ -33,8 +34,8 @@ import asyncio
 import hashlib
 import inspect
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -56,8 +57,11 @@ from ragroute.integrations.adapters import (
     ExternalRetriever,
     framework_score,
     index_scale,
+    merged_metadata,
+    own_metadata,
     scalar_metadata,
     scoped_hits,
+    several_sources,
     sync_or_async,
 )
 from ragroute.integrations.targets import SEARCHABLE, check_target
@@ -69,24 +73,24 @@ from ragroute.types import Decision, Document, Hit
 _RAGROUTE_KEYS = ("doc_id", "source", "score", "title", "route_probability", "decision_id")
 _SCORE_KEYS = ("score", "relevance_score", "similarity", "_similarity_score")
 _UNSET: Any = object()  # a positional pipeline or index not given (None is given, and refused)
+#: what ``invoke`` / ``ainvoke`` (and ``batch``) take per call, besides LangChain's own ``run_id``
+_PER_CALL = ("scopes", "k", "caller", "filters")
 
 
 def hit_to_document(
     hit: Hit, decision: Decision | None = None, *, decision_id: str = ""
 ) -> LangChainDocument:
     """A LangChain document for one hit, with small metadata (see the module's docstring)."""
-    metadata: dict[str, Any] = {
-        **scalar_metadata(hit.metadata),  # the document's own fields first: ragroute's keys win
-        "doc_id": hit.doc_id,
-        "source": hit.source,
-        "score": float(hit.score),
-    }
+    ours: dict[str, Any] = {"doc_id": hit.doc_id, "source": hit.source, "score": float(hit.score)}
     if hit.title:
-        metadata["title"] = hit.title
+        ours["title"] = hit.title
     if decision is not None:
-        metadata["route_probability"] = float(decision.routes.get(hit.source, 0.0))
+        ours["route_probability"] = float(decision.routes.get(hit.source, 0.0))
     if decision_id:
-        metadata["decision_id"] = decision_id
+        ours["decision_id"] = decision_id
+    # the document's own fields first, then ragroute's; a document's own value under one of ragroute's
+    # keys (a loader's `source` path) is kept as `document_source`: it was overwritten until session 40
+    metadata = merged_metadata(scalar_metadata(hit.metadata), ours, _RAGROUTE_KEYS)
     return LangChainDocument(
         page_content=hit.text,
         metadata=metadata,
@@ -108,11 +112,18 @@ def _one_line(error: ValidationError, where: str) -> InvalidArgumentError:
 
 class _RagrouteRetriever(BaseRetriever):
     """What both retrievers share: ``k``, ``filters``, ``scopes`` and ``caller`` (also per call:
-    ``invoke(query, scopes=..., caller=..., k=...)``) and searching in a thread under ``ainvoke``.
+    ``invoke(query, scopes=..., caller=..., k=..., filters=...)``, each in place of the field for
+    that call) and searching in a thread under ``ainvoke``.
 
-    An unknown keyword (``filter=``, ``scope=``, ``top_k=``, ``similarity_top_k=``) is refused with
-    one line naming it (``extra="forbid"``), not ignored: a typo would otherwise drop a filter or a
-    caller's scopes without a word."""
+    An unknown keyword (``filter=``, ``scope=``, ``top_k=``, ``similarity_top_k=``), at the
+    constructor, in ``model_copy(update=...)`` or per call, is refused with one line naming it
+    (``extra="forbid"``), not ignored: a typo would otherwise drop a filter or a caller's scopes
+    without a word. A copy (``model_copy()``, ``copy.copy``, ``copy.deepcopy``) shares what it
+    searches (the pipeline or index and their models) and checks ``update``'s fields as the
+    constructor does."""
+
+    #: what a deep copy shares instead of copying (what it searches: models, ONNX sessions)
+    _SHARED: ClassVar[tuple[str, ...]] = ()
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=True)
 
@@ -135,6 +146,51 @@ class _RagrouteRetriever(BaseRetriever):
             super().__setattr__(name, value)  # fields are checked as in the constructor
         except ValidationError as error:
             raise _one_line(error, type(self).__name__) from None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy with ``update``'s fields set as assignments are, so checked as in the constructor
+        (pydantic sets them unchecked: ``filters=["category"]`` failed only at the query, with a
+        ValueError, until session 40)."""
+        update = dict(update or {})
+        check_keys(update, type(self).model_fields, type(self).__name__, "field", InvalidArgumentError)
+        twin = super().model_copy(deep=deep)
+        for name, value in update.items():
+            setattr(twin, name, value)
+        return twin
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        """A deep copy (``model_copy(deep=True)``, ``copy.deepcopy``) shares what it searches (a
+        pipeline's models cannot be copied: an ONNX session raised TypeError until session 40) and
+        copies the rest; a routed one starts its own decisions (:class:`DecisionLog`'s own copy)."""
+        memo = {} if memo is None else memo
+        for name in self._SHARED:
+            shared = getattr(self, name, None)
+            memo.setdefault(id(shared), shared)
+        return super().__deepcopy__(memo)
+
+    def invoke(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[LangChainDocument]:
+        self._check_call(kwargs)
+        return super().invoke(input, config, **kwargs)
+
+    async def ainvoke(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[LangChainDocument]:
+        self._check_call(kwargs)
+        return await super().ainvoke(input, config, **kwargs)
+
+    def _check_call(self, kwargs: Mapping[str, Any]) -> None:
+        """One line for a keyword ``invoke`` does not take (a raw TypeError from inside LangChain's
+        run, naming a private method, until session 40)."""
+        check_keys(
+            kwargs, (*_PER_CALL, "run_id"), f"{type(self).__name__}.invoke", "keyword", InvalidArgumentError
+        )
+
+    def _several_sources(self) -> bool:
+        """Whether this retriever's documents may come from several sources (ids that may collide): a
+        :class:`LangChainRetrieverAdapter` over it then keeps each hit's ``SOURCE:DOC_ID`` as its id."""
+        return True
 
     @field_validator("k", mode="before")
     @classmethod
@@ -160,19 +216,30 @@ class _RagrouteRetriever(BaseRetriever):
         raise NotImplementedError
 
     def _context(
-        self, query: str, scopes: Sequence[str] | None = None, caller: str | None = None
+        self,
+        query: str,
+        scopes: Sequence[str] | None = None,
+        caller: str | None = None,
+        filters: Mapping[str, Any] | None = None,
     ) -> QueryContext:
+        filters = self.filters if filters is None else check_filters(filters)  # a call's own, in place
         return QueryContext.of(
             query,
-            filters=dict(self.filters) if self.filters else None,
+            filters=dict(filters) if filters else None,
             scopes=caller_scopes(self.scopes if scopes is None else scopes),
-            caller=self.caller if caller is None else caller,
+            caller=self.caller if caller is None else checked_caller(caller),
         )
 
     def _run(
-        self, query: str, scopes: Sequence[str] | None, k: int | None, caller: str | None = None
+        self,
+        query: str,
+        scopes: Sequence[str] | None,
+        k: int | None,
+        caller: str | None = None,
+        filters: Mapping[str, Any] | None = None,
     ) -> list[LangChainDocument]:
-        return self._search(self._context(query, scopes, caller), self.k if k is None else check_k(k))
+        context = self._context(query, scopes, caller, filters)
+        return self._search(context, self.k if k is None else check_k(k))
 
     def _get_relevant_documents(
         self,
@@ -182,9 +249,10 @@ class _RagrouteRetriever(BaseRetriever):
         scopes: Sequence[str] | None = None,
         k: int | None = None,
         caller: str | None = None,
+        filters: Mapping[str, Any] | None = None,
     ) -> list[LangChainDocument]:
         with set_config_context({"callbacks": run_manager.get_child()}) as context:
-            return context.run(self._run, query, scopes, k, caller)
+            return context.run(self._run, query, scopes, k, caller, filters)
 
     async def _aget_relevant_documents(
         self,
@@ -194,11 +262,12 @@ class _RagrouteRetriever(BaseRetriever):
         scopes: Sequence[str] | None = None,
         k: int | None = None,
         caller: str | None = None,
+        filters: Mapping[str, Any] | None = None,
     ) -> list[LangChainDocument]:
         # LangChain retrievers searched as sources run as this run's children (their callbacks
         # nested under it), as inside LangChain's own composite runnables
         with set_config_context({"callbacks": run_manager.get_sync().get_child()}) as context:
-            return await asyncio.to_thread(context.run, self._run, query, scopes, k, caller)
+            return await asyncio.to_thread(context.run, self._run, query, scopes, k, caller, filters)
 
 
 class RoutedLangChainRetriever(_RagrouteRetriever):
@@ -224,6 +293,7 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
         return check_k(value, "keep_decisions")
 
     _decisions: DecisionLog = PrivateAttr()
+    _SHARED = ("pipeline",)
 
     def __init__(self, pipeline: Any = _UNSET, /, **kwargs: Any) -> None:
         if pipeline is not _UNSET:
@@ -241,6 +311,9 @@ class RoutedLangChainRetriever(_RagrouteRetriever):
     @property
     def last_decision(self) -> Decision | None:
         return self._decisions.last
+
+    def _several_sources(self) -> bool:
+        return several_sources(self.pipeline)
 
     def decision_of(self, document: LangChainDocument) -> Decision | None:
         """The decision of the query that returned ``document`` (if still kept)."""
@@ -281,11 +354,15 @@ class IndexLangChainRetriever(_RagrouteRetriever):
         return check_target(value, "index", SEARCHABLE)
 
     _scale: SourceScale | None = PrivateAttr(default=None)
+    _SHARED = ("index", "_scale")
 
     def __init__(self, index: Any = _UNSET, /, **kwargs: Any) -> None:
         if index is not _UNSET:
             kwargs["index"] = index
         super().__init__(**kwargs)
+
+    def _several_sources(self) -> bool:
+        return False
 
     def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:
         if isinstance(self.index, Source):
@@ -301,19 +378,45 @@ class IndexLangChainRetriever(_RagrouteRetriever):
 # --------------------------------------------------------------------------- LangChain -> ragroute
 
 
-def document_to_hit(document: LangChainDocument, rank: int, source: str = "") -> Hit:
+def made_by_ragroute(document: LangChainDocument) -> bool:
+    """Whether ``document`` is one that ragroute's own retrievers made (:func:`hit_to_document`): its
+    id is ``SOURCE:DOC_ID`` (or ``DOC_ID``) of its ``source`` and ``doc_id`` metadata."""
+    metadata = document.metadata or {}
+    return bool(metadata.get("doc_id")) and document.id in (
+        f"{metadata.get('source')}:{metadata['doc_id']}",
+        str(metadata["doc_id"]),
+    )
+
+
+def document_to_hit(
+    document: LangChainDocument, rank: int, source: str = "", *, qualified: bool = False
+) -> Hit:
     """A ragroute hit for a LangChain document.
 
-    ``doc_id``: the ``doc_id`` metadata (documents from ragroute's own retrievers), else the
-    document's ``id``, its ``id`` metadata, or a hash of its text. ``score``: the first numeric
-    ``score`` / ``relevance_score`` / ``similarity`` metadata that is a finite number, else ``1/rank``.
+    ``doc_id``: a document ragroute's own retrievers made (:func:`made_by_ragroute`): its ``doc_id``
+    metadata, or with ``qualified`` (its retriever's documents may come from several sources) its
+    ``SOURCE:DOC_ID`` id; any other document's ``doc_id`` metadata, its ``id``, its ``id`` metadata,
+    or a hash of its text. ``score``: the first numeric ``score`` / ``relevance_score`` /
+    ``similarity`` metadata that is a finite number, else ``1/rank``. Metadata: a ragroute
+    document's document's own (ragroute's keys left out, ``document_KEY`` back as ``KEY``); any
+    other document's scalar entries but its title and what gave the id and the score, a loader's
+    ``source`` included (it was dropped until session 40).
     """
     metadata = dict(document.metadata or {})
-    doc_id = metadata.get("doc_id") or document.id or metadata.get("id")
+    ours = made_by_ragroute(document)
+    if ours:
+        doc_id = document.id if qualified else metadata["doc_id"]
+    else:
+        doc_id = metadata.get("doc_id") or document.id or metadata.get("id")
     if not doc_id:
         doc_id = hashlib.sha1(document.page_content.encode("utf-8")).hexdigest()[:16]
-    scores = (framework_score(metadata.get(key)) for key in _SCORE_KEYS)
-    raw = next((score for score in scores if score is not None), None)
+    scores = ((key, framework_score(metadata.get(key))) for key in _SCORE_KEYS)
+    score_key, raw = next(((key, score) for key, score in scores if score is not None), ("", None))
+    if ours:
+        own = own_metadata(metadata, _RAGROUTE_KEYS)
+    else:
+        used = {"title", score_key, "doc_id" if metadata.get("doc_id") else ""}
+        own = {k: v for k, v in metadata.items() if k not in used}
     parent = metadata.get("parent_id")
     return Hit(
         doc_id=str(doc_id),
@@ -322,7 +425,7 @@ def document_to_hit(document: LangChainDocument, rank: int, source: str = "") ->
         rank=rank,
         text=document.page_content,
         title=str(metadata.get("title") or ""),
-        metadata={k: v for k, v in scalar_metadata(metadata).items() if k not in _RAGROUTE_KEYS},
+        metadata=scalar_metadata(own),
         parent_id=str(parent) if parent else None,
         modality=str(metadata.get("modality") or "text"),
         explain={"langchain": {"rank": rank, "score": raw}},
@@ -393,11 +496,28 @@ class LangChainRetrieverAdapter(ExternalRetriever):
                 else retriever.batch(list(queries), **kwargs)
             ),
             lambda: retriever.abatch(list(queries), **kwargs),
+            sync_method="_get_relevant_documents",
         )
-        return [
-            [document_to_hit(d, rank, self.name) for rank, d in enumerate(documents[:k], 1)]
-            for documents in found
-        ]
+        out = []
+        for documents in found:
+            qualified = self._qualified(documents[:k])
+            out.append(
+                [
+                    document_to_hit(d, rank, self.name, qualified=qualified)
+                    for rank, d in enumerate(documents[:k], 1)
+                ]
+            )
+        return out
+
+    def _qualified(self, documents: Sequence[LangChainDocument]) -> bool:
+        """Whether the hits of ragroute's documents keep their ``SOURCE:DOC_ID`` ids: two sources'
+        documents may share an id (both were kept as one hit until session 40). Decided by what
+        ragroute's own retriever searches (a pipeline over several sources: always; one index:
+        never), so a document's id is the same on every query; for any other retriever (an
+        ``EnsembleRetriever`` over ragroute's), by the documents at hand."""
+        if isinstance(self.target, _RagrouteRetriever):
+            return self.target._several_sources()
+        return len({d.metadata.get("source") for d in documents if made_by_ragroute(d)}) > 1
 
     def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
         build = self.scope_filters

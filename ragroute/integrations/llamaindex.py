@@ -51,13 +51,17 @@ from llama_index.core.vector_stores.types import (
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k
 from ragroute.integrations.adapters import (
+    OWN_PREFIX,
     DecisionLog,
     ExternalRetriever,
     framework_score,
     index_scale,
+    merged_metadata,
+    own_metadata,
     query_encoder,
     scalar_metadata,
     scoped_hits,
+    several_sources,
     sync_or_async,
 )
 from ragroute.integrations.targets import SEARCHABLE, check_target
@@ -78,6 +82,9 @@ HIDDEN_METADATA_KEYS = (
 )
 DEFAULT_TOP_K = 5
 _NOT_DOCUMENT_FIELDS = {*HIDDEN_METADATA_KEYS, "title"}  # ragroute's own node keys, not a document's
+#: what a LlamaIndex node's own metadata keys become on a hit: its title, parent and modality (not
+#: metadata any more); every other scalar entry stays, ``source`` and ``doc_id`` included
+_HIT_FIELDS = {"title", "parent_id", "modality"}
 
 
 def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str = "") -> NodeWithScore:
@@ -86,8 +93,7 @@ def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str 
     ``decision`` (when routed) gives the node its route's probability; the decision itself
     stays on the retriever (``decision_id`` names it).
     """
-    metadata: dict[str, Any] = {
-        **scalar_metadata(hit.metadata),  # the document's own fields first: ragroute's keys win
+    ours: dict[str, Any] = {
         "title": hit.title,
         "source": hit.source,
         "doc_id": hit.doc_id,
@@ -97,22 +103,27 @@ def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str 
         "explain": hit.explain,
     }
     if decision is not None:
-        metadata["route_probability"] = float(decision.routes.get(hit.source, 0.0))
+        ours["route_probability"] = float(decision.routes.get(hit.source, 0.0))
     if decision_id:
-        metadata["decision_id"] = decision_id
+        ours["decision_id"] = decision_id
+    # the document's own fields first, then ragroute's; a document's own value under one of ragroute's
+    # keys (its `source`, a file) is kept as `document_source`: it was overwritten until session 40
+    metadata = merged_metadata(scalar_metadata(hit.metadata), ours, _NOT_DOCUMENT_FIELDS)
     # keys a LlamaIndex node this hit came from kept from the LLM / the embedder stay kept from them
     # (its `excluded_*_metadata_keys` were lost on the way through ragroute until session 37)
     framework = hit.explain.get("llamaindex") if isinstance(hit.explain, dict) else None
     framework = framework if isinstance(framework, dict) else {}
+
+    def excluded(name: str) -> list[str]:
+        kept = [OWN_PREFIX + k if k in _NOT_DOCUMENT_FIELDS else k for k in framework.get(name, ())]
+        return [*HIDDEN_METADATA_KEYS, *kept]
+
     node = TextNode(
         id_=f"{hit.source}:{hit.doc_id}" if hit.source else hit.doc_id,
         text=hit.text,
         metadata=metadata,
-        excluded_llm_metadata_keys=[*HIDDEN_METADATA_KEYS, *framework.get("excluded_llm_metadata_keys", ())],
-        excluded_embed_metadata_keys=[
-            *HIDDEN_METADATA_KEYS,
-            *framework.get("excluded_embed_metadata_keys", ()),
-        ],
+        excluded_llm_metadata_keys=excluded("excluded_llm_metadata_keys"),
+        excluded_embed_metadata_keys=excluded("excluded_embed_metadata_keys"),
     )
     return NodeWithScore(node=node, score=float(hit.score))
 
@@ -191,6 +202,11 @@ class _TopK:
         if isinstance(decisions, DecisionLog):
             setattr(twin, "decisions", DecisionLog(decisions.size))  # noqa: B010 - only routed retrievers log
         return twin
+
+    def _several_sources(self) -> bool:
+        """Whether this retriever's nodes may come from several sources (ids that may collide): a
+        :class:`LlamaRetrieverAdapter` over it then keeps each hit's ``SOURCE:DOC_ID`` as its id."""
+        return True
 
     @property
     def k(self) -> int:
@@ -278,6 +294,9 @@ class RoutedLlamaRetriever(_Decisions[Decision, "Decision | None"], _TopK, BaseR
     def last_decision(self) -> Decision | None:
         return self.decisions.last
 
+    def _several_sources(self) -> bool:
+        return several_sources(self.routed)
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
         if hasattr(self.routed, "retrieve_contexts"):
@@ -318,6 +337,9 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         self.encoder = query_encoder(index)
         self._scale = index_scale(self.index)
 
+    def _several_sources(self) -> bool:
+        return False
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes)
         hits = hits_of(self.index, [context], self.similarity_top_k)[0]
@@ -338,20 +360,37 @@ def node_parent(node: NodeWithScore) -> str | None:
     return str(parent) if parent else None
 
 
-def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
+def made_by_ragroute(node: NodeWithScore) -> bool:
+    """Whether ``node`` is one that ragroute's own retrievers made (:func:`hit_to_node`): its id is
+    ``SOURCE:DOC_ID`` (or ``DOC_ID``) of its ``source`` and ``doc_id`` metadata."""
+    inner = node.node
+    metadata = inner.metadata or {}
+    return bool(metadata.get("doc_id")) and inner.node_id in (
+        f"{metadata.get('source')}:{metadata['doc_id']}",
+        str(metadata["doc_id"]),
+    )
+
+
+def node_to_hit(node: NodeWithScore, rank: int, source: str = "", *, qualified: bool = False) -> Hit:
     """A ragroute hit for a LlamaIndex node: ``doc_id`` is the node's ``doc_id`` metadata (nodes
-    from ragroute's own retrievers) or its node id; ``parent_id`` its source document's id."""
+    from ragroute's own retrievers; with ``qualified``, their ``SOURCE:DOC_ID`` node id, for nodes
+    that may come from several sources) or its node id; ``parent_id`` its source document's id.
+
+    Metadata: a ragroute node's document's own (ragroute's keys left out, ``document_KEY`` back as
+    ``KEY``); any other node's scalar entries but its title, ``parent_id`` and ``modality`` (the
+    hit's own fields), its ``source`` and ``doc_id`` included."""
     inner = node.node
     metadata = dict(inner.metadata or {})
     # a node ragroute made (`source:doc_id`) names its document in `doc_id`; any other node is its own
     # (a user's `doc_id` metadata, shared by a document's chunks, made them one hit until session 37)
-    ours = metadata.get("doc_id") and inner.node_id in (
-        f"{metadata.get('source')}:{metadata['doc_id']}",
-        str(metadata["doc_id"]),
-    )
-    doc_id = str(metadata["doc_id"]) if ours else str(inner.node_id)
+    ours = made_by_ragroute(node)
+    doc_id = str(metadata["doc_id"]) if ours and not qualified else str(inner.node_id)
     parent = node_parent(node)
     raw = framework_score(node.score)
+    if ours:
+        own = own_metadata(metadata, _NOT_DOCUMENT_FIELDS)
+    else:
+        own = {k: v for k, v in metadata.items() if k not in _HIT_FIELDS}
     return Hit(
         doc_id=doc_id,
         score=raw if raw is not None else 1.0 / rank,
@@ -359,7 +398,7 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
         rank=rank,
         text=inner.get_content(metadata_mode=MetadataMode.NONE),
         title=str(metadata.get("title") or ""),
-        metadata={k: v for k, v in scalar_metadata(metadata).items() if k not in _NOT_DOCUMENT_FIELDS},
+        metadata=scalar_metadata(own),
         parent_id=parent if parent != doc_id else None,
         modality=str(metadata.get("modality") or "text"),
         explain={
@@ -368,13 +407,22 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "") -> Hit:
                 "score": raw,
                 "node_id": inner.node_id,
                 **{
-                    name: list(getattr(inner, name))
+                    name: _own_keys(getattr(inner, name), ours)
                     for name in ("excluded_llm_metadata_keys", "excluded_embed_metadata_keys")
                     if getattr(inner, name, None)
                 },
             }
         },
     )
+
+
+def _own_keys(keys: Sequence[str], ours: bool) -> list[str]:
+    """A node's excluded metadata keys named as on the hit: a ragroute node's less ragroute's own
+    keys, ``document_KEY`` as ``KEY`` (as :func:`own_metadata` names them)."""
+    if not ours:
+        return list(keys)
+    prefixed = {OWN_PREFIX + key: key for key in _NOT_DOCUMENT_FIELDS}
+    return [prefixed.get(key, key) for key in keys if key not in _NOT_DOCUMENT_FIELDS]
 
 
 class LlamaRetrieverAdapter(ExternalRetriever):
@@ -447,8 +495,19 @@ class LlamaRetrieverAdapter(ExternalRetriever):
             "_aretrieve",
             lambda: retriever.retrieve(query),
             lambda: retriever.aretrieve(query),
-        )
-        return [node_to_hit(node, rank, self.name) for rank, node in enumerate(nodes[:k], 1)]
+            sync_method="_retrieve",
+        )[:k]
+        qualified = self._qualified(nodes)
+        return [node_to_hit(node, rank, self.name, qualified=qualified) for rank, node in enumerate(nodes, 1)]
+
+    def _qualified(self, nodes: Sequence[NodeWithScore]) -> bool:
+        """Whether the hits of ragroute's nodes keep their ``SOURCE:DOC_ID`` ids: two sources' documents
+        may share an id (both were kept as one hit until session 40). Decided by what ragroute's own
+        retriever searches (a pipeline over several sources: always; one index: never), so a
+        document's id is the same on every query; for any other retriever, by the nodes at hand."""
+        if isinstance(self.target, _TopK):
+            return self.target._several_sources()
+        return len({n.node.metadata.get("source") for n in nodes if made_by_ragroute(n)}) > 1
 
     def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
         retriever = self.scoped_retriever(k, scopes)

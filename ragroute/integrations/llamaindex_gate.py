@@ -37,7 +37,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, value_type_name
 from ragroute.gate.controller import StepwiseResult
-from ragroute.integrations.adapters import DecisionLog, index_scale, scoped_hits
+from ragroute.integrations.adapters import DecisionLog, index_scale, scoped_hits, several_sources
 from ragroute.integrations.llamaindex import (
     IndexLlamaRetriever,
     LlamaRetrieverAdapter,
@@ -107,6 +107,9 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
         self.last_decision: GateDecision | None = None
         self.last_routing: Decision | None = None
         self.decisions = DecisionLog(keep_decisions)
+
+    def _several_sources(self) -> bool:
+        return several_sources(self.retriever)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)

@@ -36,6 +36,13 @@ class RagrouteRerank(BaseNodePostprocessor):
         super().__init__(top_n=check_k(top_n, "top_n"), **kwargs)  # type: ignore[call-arg]
         self._reranker = reranker
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # checked at the assignment, as the constructor checks it (and the retrievers their
+        # similarity_top_k): 0, "3" or None failed only at postprocessing, naming k (until session 40)
+        if name == "top_n":
+            value = check_k(value, "top_n")
+        super().__setattr__(name, value)
+
     @classmethod
     def class_name(cls) -> str:
         return "RagrouteRerank"
