@@ -12,6 +12,7 @@ from ragroute.gate import TrainedGate, make_signal
 from ragroute.gate import tuned_probe as tuned_probe_module
 from ragroute.gate.signals import Examples, TunedProbeSignal, shared_tuned_probe_fits
 from ragroute.gate.tuned_probe import ProbeTrainParams, TunedProbe, soup
+from ragroute.route.folds import normalized_text
 
 SPEC = {"kind": "tuned_probe", "epochs": 4, "learning_rate": 1e-4, "folds": 2, "final": "soup"}
 
@@ -112,7 +113,14 @@ def test_members_average_out_of_fold_logits_of_probes_with_their_own_seeds(monke
     assert len(signal.encoders()) == 2
     assert signal.values(contexts, None)[0, 0] == pytest.approx((3 + 2.0) / 2)
     data, arrays = signal.state()
-    assert data == {"builds": ["fake", "fake"], "biases": [0.0, 0.0]}
+    assert {k: v for k, v in data.items() if k != "own_examples"} == {
+        "builds": ["fake", "fake"],
+        "biases": [0.0, 0.0],
+    }
+    # its own examples read their out-of-fold logits (the values returned above), saved with it
+    own = dict(zip(data["own_examples"]["texts"], data["own_examples"]["values"]))
+    assert own == pytest.approx({normalized_text(t): v for t, v in zip(TEXTS, values[:, 0].tolist())})
+    assert signal.values([QueryContext.of(TEXTS[1].upper())], None)[0, 0] == pytest.approx(values[1, 0])
     assert arrays["weight"].shape == (2, 2)
     soup_signal = TunedProbeSignal(folds=2, members=2, final="soup")
     monkeypatch.setattr(tuned_probe_module, "soup", lambda probes: probes[0])

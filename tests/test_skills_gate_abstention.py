@@ -100,7 +100,9 @@ def test_gate_folder_by_path_abstains_and_round_trips(router, gate_dir, tmp_path
     routes = gated.route_many(texts, 1)
     assert all(0.0 <= r.p_applies <= 1.0 for r in routes)
     assert all(r.abstain == (r.trace[-1].detail["gate"]["action"] != "retrieve") for r in routes)
-    assert balanced_accuracy(applies, [r.abstain for r in routes]) == 1.0  # fitted on these: separable
+    # the gate reads its own examples as it was fitted on them, out of fold (in-sample they read
+    # separable, 1.0, until session 40): better than chance on these toy labels, not perfect
+    assert balanced_accuracy(applies, [r.abstain for r in routes]) >= 0.75
     gated.save(tmp_path / "skills")
     manifest = json.loads(next((tmp_path / "skills").glob("builds/*/manifest.json")).read_text())
     assert manifest["params"]["router"]["abstention"] == {"gate": str(gate_dir.resolve())}

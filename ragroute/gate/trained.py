@@ -575,6 +575,10 @@ class TrainedGate(SignalGate):
         """The threshold sending about ``retrieval_rate`` of queries like the training ones to retrieval."""
         if not 0.0 <= retrieval_rate <= 1.0:
             raise RagrouteError(f"retrieval_rate must be in [0, 1], got {retrieval_rate}")
+        if retrieval_rate >= 1.0:  # every query, an unseen one below the examples' lowest too
+            return 0.0
+        if retrieval_rate <= 0.0:
+            return 1.0
         grid = np.linspace(0, 1, len(self.quantiles))
         return float(np.interp(1.0 - retrieval_rate, grid, self.quantiles))
 
