@@ -453,7 +453,46 @@ def make_index(words):
 
 def broken():
     raise ConnectionError("store unreachable")
+
+
+def make_from_file(path, config_dir):
+    return Faq((config_dir / path).read_text().strip())
+
+
+def make_forwarding(**options):
+    return Faq(**options)  # a constructor that would refuse a config_dir it was never asked for
 """
+
+
+def test_a_factory_with_config_dir_resolves_its_options_paths_against_the_config(
+    tmp_path, hashing_encoder, monkeypatch
+):
+    """``options: {path: ../faq.txt}`` was read from wherever the command ran (the source left
+    out, "nothing at ../faq.txt"), while ``index:`` paths are the config's. A factory naming a
+    ``config_dir`` parameter is given the config's folder; ``**kwargs`` is not given it."""
+    from ragroute.route.config import load_routing
+
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "faq.txt").write_text("restart the router\n")
+    (tmp_path / "cfg" / "factories.py").write_text(FACTORIES)
+    config = {
+        "sources": {
+            "faq": {
+                "kind": "python",
+                "factory": "factories.py:make_from_file",
+                "options": {"path": "../faq.txt"},
+            },
+            "fwd": {"kind": "python", "factory": "factories.py:make_forwarding", "options": {"answer": "ok"}},
+        },
+        "router": {"kind": "fixed"},
+    }
+    (tmp_path / "cfg" / "r.yaml").write_text(json.dumps(config))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    pipeline = load_routing(tmp_path / "cfg" / "r.yaml", encoder=hashing_encoder)
+    assert pipeline.problems == [] and [s.name for s in pipeline.sources] == ["faq", "fwd"]
+    texts = {h.source: h.text for h in pipeline.retrieve("router", k=4).hits}
+    assert texts == {"faq": "restart the router", "fwd": "ok"}
 
 
 def test_routing_config_with_python_and_llamaindex_sources(tmp_path, hashing_encoder, small_docs):

@@ -20,6 +20,7 @@ cannot be imported or fails leaves its source out, reported like a missing index
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,11 +197,29 @@ def load_factory(request: SourceRequest) -> Callable[..., Any]:
     )
 
 
-def call_factory(request: SourceRequest) -> Any:
-    """Call ``factory:`` with ``options:``; any error it raises becomes one :class:`RagrouteError` line."""
-    factory = load_factory(request)
+def _takes_keyword(function: Any, name: str) -> bool:
+    """Whether ``function`` has a parameter ``name`` that can be passed by keyword."""
     try:
-        return factory(**dict(request.entry.get("options") or {}))
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin or a callable without a signature
+        return False
+    return any(p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in parameters)
+
+
+def call_factory(request: SourceRequest) -> Any:
+    """Call ``factory:`` with ``options:``; any error it raises becomes one :class:`RagrouteError` line.
+
+    Options are passed as written: which of them are paths only the factory knows, so a relative
+    one is read from the working directory. A factory with a parameter named ``config_dir`` is
+    also given the config's folder (a ``Path``), to resolve such paths against it wherever the
+    command runs, unless ``options:`` sets ``config_dir`` itself (``**kwargs`` is not given it:
+    they are often passed on to a constructor that would refuse it)."""
+    factory = load_factory(request)
+    options = dict(request.entry.get("options") or {})
+    if "config_dir" not in options and _takes_keyword(factory, "config_dir"):
+        options["config_dir"] = request.config_path.parent.resolve()
+    try:
+        return factory(**options)
     except Exception as exc:  # user code
         raise RagrouteError(
             f"{request.where}: factory {request.entry['factory']!r} failed ({type(exc).__name__}: {exc})"
