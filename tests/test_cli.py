@@ -92,6 +92,10 @@ def test_query_filter_matches_typed_metadata_and_refuses_an_absent_key(runner, t
     result = runner.invoke(main, ["query", str(out), "pen", "--json", "--filter", "price=12"])
     line = result.stdout.strip().splitlines()[-1]
     assert "NaN" not in line and json.loads(line)["hits"][0]["metadata"]["score"] is None
+    # an empty value matches the empty text, and says so (an unset shell variable reads the same)
+    result = runner.invoke(main, ["query", str(out), "revenue", "--json", "--filter", "tags="])
+    assert result.exit_code == 0 and json.loads(result.stdout.strip().splitlines()[-1])["hits"] == []
+    assert "note: --filter tags= matches documents whose tags is the empty text" in result.stderr
     result = runner.invoke(main, ["query", str(out), "revenue", "--filter", "yaer=2019"])
     assert result.exit_code == 2 and result.stdout == ""  # refused, not zero hits and a warning
     assert result.stderr.strip() == (

@@ -160,12 +160,19 @@ def parse_filters(values: tuple[str, ...]) -> dict[str, list[Any]]:
     from JSON or YAML may hold numbers and booleans: a VALUE that spells a number or ``true`` /
     ``false`` matches that value too (``year=2019`` keeps ``"year": 2019`` and ``"year": "2019"``;
     ``price=12.5`` keeps ``12.5`` and ``"12.5"``); ``null`` also keeps documents whose KEY is null
-    or missing, as a filter value ``None`` does (it matched only the text "null" until session 38)."""
+    or missing, as a filter value ``None`` does (it matched only the text "null" until session 38).
+    An empty VALUE matches the empty text, said on stderr (an unset shell variable reads the same)."""
     filters: dict[str, list[Any]] = {}
     for value in values:
         key, sep, wanted = value.partition("=")
         if not sep or not key:
             raise RagrouteError(f"bad --filter {value!r}: expected KEY=VALUE")
+        if not wanted:  # an unset shell variable reads the same: say what it matches
+            click.echo(
+                f"note: --filter {key}= matches documents whose {key} is the empty text "
+                f"(for a null or missing {key}: --filter {key}=null)",
+                err=True,
+            )
         filters.setdefault(key, []).extend([wanted, *_typed_filter_value(wanted)])
     return filters
 
