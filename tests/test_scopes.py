@@ -992,6 +992,15 @@ def test_the_prototype_router_follows_deleted_relabelled_and_added_documents(has
     fresh = Document(id="new", text="printer vpn driver laptop " * 3, metadata={"topic": "it"})
     it.add([fresh])
     assert similarity(router) == similarity(PrototypeRouter(sources_of([fresh]), hashing_encoder))
+    # an edit (deleted and added again under its id, with other text): the bank reads the new text
+    # (it kept the old vector, matched by id, until session 40)
+    edited = Document(id="new", text=secret_text, metadata={"topic": "it"})
+    it.delete(["new"])
+    it.add([edited])
+    assert similarity(router) == pytest.approx(
+        similarity(PrototypeRouter(sources_of([edited]), hashing_encoder))
+    )
+    assert similarity(router)["it"] > similarity(PrototypeRouter(sources_of([fresh]), hashing_encoder))["it"]
 
 
 def test_the_rarity_signal_counts_again_when_a_document_is_relabelled(hashing_encoder, small_docs):

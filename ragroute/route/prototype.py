@@ -38,7 +38,7 @@ from ragroute.route.base import (
 )
 from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
 from ragroute.route.sources import Source, check_sources
-from ragroute.types import Decision
+from ragroute.types import Decision, Document
 
 
 @dataclass
@@ -81,7 +81,9 @@ class PrototypeRouter(BaseRouter):
         n = len(self.sources)
         self._banks: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)] * n
         self._bank_positions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n  # as sampled
-        self._bank_ids: list[list[str]] = [[] for _ in range(n)]  # the documents of the bank rows
+        # the documents of the bank rows, as the objects the index holds: a document edited (deleted
+        # and added again under its id) is another object, so its row is read again
+        self._bank_docs: list[list[Document]] = [[] for _ in range(n)]
         self._sampled_public = [0] * n  # public documents when the bank was last sampled
         self._contents: list[Any] = [None] * n  # content_key of each source in the bank in use
         self._read: list[Any] = [None] * n  # ... and in the banks being made (published with it)
@@ -123,7 +125,7 @@ class PrototypeRouter(BaseRouter):
         self._sampled_public[i] = len(public)
         picks = public[sample_positions(len(public), cfg.max_docs, cfg.seed)]
         self._bank_positions[i] = picks
-        self._bank_ids[i] = [docs[int(p)].id for p in picks]
+        self._bank_docs[i] = [docs[int(p)] for p in picks]
         self._banks[i] = self._vectors_of(i, picks)
         if docs and not len(public):  # every document labelled: routed by its description alone
             self.bank_from[source.name] = "none (no public documents)"
@@ -164,17 +166,23 @@ class PrototypeRouter(BaseRouter):
             return
         self._read[i] = content_key(source)
         position_of = {docs[int(p)].id: int(p) for p in public}
-        kept = [row for row, doc_id in enumerate(self._bank_ids[i]) if doc_id in position_of]
-        ids = [self._bank_ids[i][row] for row in kept]
+        # a row stays while its document does, the same object: one deleted and added again under
+        # its id (an edit) was kept with its old vector until session 40
+        kept = [
+            row
+            for row, doc in enumerate(self._bank_docs[i])
+            if doc.id in position_of and docs[position_of[doc.id]] is doc
+        ]
+        held_docs = [self._bank_docs[i][row] for row in kept]
         bank = self._banks[i][kept]
-        room = cfg.max_docs - len(ids)
+        room = cfg.max_docs - len(held_docs)
         if room > 0:
-            held = set(ids)
+            held = {doc.id for doc in held_docs}
             joining = [p for doc_id, p in position_of.items() if doc_id not in held][:room]
             if joining:
                 bank = np.vstack([bank, self._vectors_of(i, np.asarray(joining, dtype=np.int64))])
-                ids += [docs[p].id for p in joining]
-        self._banks[i], self._bank_ids[i] = bank, ids
+                held_docs += [docs[p] for p in joining]
+        self._banks[i], self._bank_docs[i] = bank, held_docs
         self._set_centroid(i)
 
     def _refresh(self) -> None:
