@@ -163,6 +163,18 @@ def test_add_only_new_documents_and_publish_a_new_build(workspace):
     result = run("graph", "add", "graph/kg", "all")
     assert result.exit_code == 0 and "nothing to add: all 6 passages" in result.output
     assert read_index_manifest(workspace / "graph" / "kg").build == manifest.build
+    assert "warning" not in result.stderr
+    # an edited passage under a known id is said, not counted as unchanged (until session 40)
+    edited = [
+        {**row, "text": row["text"] + " Edited since."} if i == 1 else row for i, row in enumerate(BASE)
+    ]
+    (workspace / "edited.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))
+    result = run("graph", "add", "graph/kg", "edited.jsonl")
+    assert result.exit_code == 0 and "nothing to add" in result.stdout
+    assert (
+        f"\nwarning: 1 passage of edited.jsonl differs from the text graph/kg holds under the same id "
+        f"({edited[1]['_id']!r}): not taken in"
+    ) in result.stderr
     # documents without text: "all 0 passages ... are already in" the graph until session 38
     (workspace / "blank.jsonl").write_text('{"_id": "e1", "text": " "}\n')
     result = run("graph", "add", "graph/kg", "blank.jsonl")

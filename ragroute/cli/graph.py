@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,7 @@ def add_command(
         _check_same_cut(index.store.documents, units, granularity, graph_dir)
         new = [u for u in units if u.id not in index.store]
         known = len(units) - len(new)
+        _warn_changed(index.store, units, corpus, graph_dir)
         if not new:
             if not units:  # "all 0 passages ... are already in" until session 38
                 click.echo(f"nothing to add: {corpus} holds no passage with text")
@@ -278,6 +280,23 @@ def add_command(
         f"{time.perf_counter() - start:.1f}s -> {graph_dir} (build {manifest.build}); now "
         f"{counts.get('phrases')} phrases, {counts.get('passages')} passages, {counts.get('facts')} facts"
     )
+
+
+def _warn_changed(store: Any, units: Sequence[Any], corpus: Path, graph_dir: Path) -> None:
+    """Say which of ``units`` the graph holds under the same id with other text: an add skips them
+    (a graph cannot replace a passage), and until session 40 an edited passage was counted as
+    "already in the graph" like an unchanged one while the graph answered from its old text."""
+    changed = [u.id for u in units if u.id in store and store.get(u.id).full_text() != u.full_text()]
+    if changed:
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        shown = ", ".join(map(repr, changed[:5])) + more
+        click.echo(
+            f"warning: {counted(len(changed), 'passage')} of {corpus} "
+            f"{'differs' if len(changed) == 1 else 'differ'} from the text {graph_dir} "
+            f"holds under the same id ({shown}): not taken in (a graph cannot replace a passage); "
+            "rebuild the graph with `ragroute graph build` to use the new text",
+            err=True,
+        )
 
 
 @graph_group.command("query")
