@@ -52,6 +52,13 @@ def test_gated_llama_retriever(index):
     assert len(nodes) == 1 and nodes[0].node.node_id == "kb:ada"  # the gate's depth: 1
     assert nodes[0].node.metadata["gate"]["reason"] == "unknown"
     assert "gate" in nodes[0].node.excluded_llm_metadata_keys
+    # a document's own `gate` (a ward, a door) is kept beside the gate's decision, not overwritten
+    own = build_index(
+        [Document("ada", DOCS[0].text, metadata={"gate": "north", "ward": 3})], "bm25", name="kb"
+    )
+    node = GatedLlamaRetriever(CapitalGate(), own, k=3).retrieve("Where was Ada Brennan born?")[0].node
+    assert node.metadata["document_gate"] == "north" and node.metadata["gate"]["action"] == "retrieve"
+    assert node.metadata["ward"] == 3 and "document_gate" not in node.excluded_llm_metadata_keys
     # over a routed pipeline each node names its own routing decision, whichever query ended last
     from ragroute.pipeline import Pipeline
     from ragroute.route.fixed import FixedRoutes

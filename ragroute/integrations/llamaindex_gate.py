@@ -37,7 +37,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from ragroute.context import QueryContext, checked_caller
 from ragroute.errors import InvalidArgumentError, value_type_name
 from ragroute.gate.controller import StepwiseResult
-from ragroute.integrations.adapters import DecisionLog, index_scale, scoped_hits, several_sources
+from ragroute.integrations.adapters import OWN_PREFIX, DecisionLog, index_scale, scoped_hits, several_sources
 from ragroute.integrations.llamaindex import (
     IndexLlamaRetriever,
     LlamaRetrieverAdapter,
@@ -214,7 +214,15 @@ class StepwiseLlamaRetriever(_Decisions[StepwiseResult, StepwiseResult], _TopK, 
 
 def _set_hidden(node: NodeWithScore, key: str, value: Any) -> None:
     """Put ``key`` in a node's metadata for the caller, out of what the LLM reads and what is embedded
-    (as the routed retrievers keep their numbers out)."""
-    node.node.metadata[key] = value
+    (as the routed retrievers keep their numbers out). A document's own value under ``key`` is kept
+    as ``document_KEY``, as :func:`~ragroute.integrations.adapters.merged_metadata` keeps ragroute's
+    other keys' (it was overwritten until session 40)."""
+    metadata = node.node.metadata
+    if key in metadata:
+        name = OWN_PREFIX + key
+        while name in metadata:
+            name = OWN_PREFIX + name
+        metadata[name] = metadata.pop(key)
+    metadata[key] = value
     node.node.excluded_llm_metadata_keys.append(key)
     node.node.excluded_embed_metadata_keys.append(key)
