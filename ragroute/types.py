@@ -7,7 +7,7 @@ scores and signals behind them, so every answer can be explained.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -179,6 +179,24 @@ class Hit:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Hit:
+        """The hit :meth:`to_dict` wrote (read back from JSON: a logged answer); a key that is no
+        field, or a missing ``doc_id`` / ``score``, is :class:`~ragroute.errors.InvalidArgumentError`."""
+        data = _mapping(data, "hit")
+        _known_keys(data, _HIT_FIELDS, "hit")
+        if "doc_id" not in data or "score" not in data:
+            from ragroute.errors import InvalidArgumentError
+
+            raise InvalidArgumentError("hit: needs 'doc_id' and 'score'")
+        return cls(
+            **{
+                **data,
+                "metadata": dict(data.get("metadata") or {}),
+                "explain": dict(data.get("explain") or {}),
+            }
+        )
+
 
 @dataclass
 class TraceStep:
@@ -189,6 +207,16 @@ class TraceStep:
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, **self.detail}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TraceStep:
+        """The step :meth:`to_dict` wrote (``stage`` beside the detail's keys)."""
+        data = _mapping(data, "trace step")
+        if not isinstance(data.get("stage"), str):
+            from ragroute.errors import InvalidArgumentError
+
+            raise InvalidArgumentError("trace step: needs a 'stage' (text)")
+        return cls(data["stage"], {k: v for k, v in data.items() if k != "stage"})
 
 
 @dataclass
@@ -223,6 +251,53 @@ class Decision:
             "decided_by": self.decided_by,
             "trace": [step.to_dict() for step in self.trace],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """The decision :meth:`to_dict` wrote (read back from JSON: a logged trace to study or
+        compare; :meth:`log_routes` is then empty, as it is never written). Two decisions of the same
+        query compare equal only with the same timings (the trace's ``ms``): compare what matters
+        (``chosen``, ``routes``) or the ``to_dict()`` of each without them."""
+        data = _mapping(data, "decision")
+        _known_keys(data, {"chosen", "routes", "signals", "decided_by", "trace"}, "decision")
+        if not isinstance(data.get("chosen"), list):
+            from ragroute.errors import InvalidArgumentError
+
+            raise InvalidArgumentError("decision: needs 'chosen' (a list of route names)")
+        return cls(
+            chosen=[str(c) for c in data["chosen"]],
+            routes={
+                str(k): float(v) for k, v in _mapping(data.get("routes") or {}, "decision routes").items()
+            },
+            signals=dict(_mapping(data.get("signals") or {}, "decision signals")),
+            trace=[TraceStep.from_dict(step) for step in data.get("trace") or ()],
+            decided_by=str(data.get("decided_by") or ""),
+        )
+
+
+_HIT_FIELDS = frozenset(
+    {"doc_id", "score", "source", "rank", "text", "title", "metadata", "parent_id", "modality", "explain"}
+)
+
+
+def _mapping(data: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        from ragroute.errors import InvalidArgumentError, value_type_name
+
+        raise InvalidArgumentError(
+            f"{what} must be a mapping (what to_dict wrote), got {value_type_name(data)}"
+        )
+    return data
+
+
+def _known_keys(data: Mapping[str, Any], known: Collection[str], what: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        from ragroute.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            f"{what}: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"
+        )
 
 
 def check_documents(documents: Any) -> list[Document]:

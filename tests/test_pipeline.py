@@ -489,6 +489,34 @@ def test_a_pipeline_is_a_retriever_and_nests(hashing_encoder, small_docs):
     assert [h.doc_id for h in result.hits] == [h.doc_id for h in inner.search("telescope comet", k=3)]
 
 
+def test_a_result_read_back_from_json_is_the_result_written(hashing_encoder, small_docs):
+    """Results, decisions and hits had to_dict but no way back: a logged trace could not be read
+    into the objects again (session 40). One round trip through JSON gives the same dict."""
+    from ragroute.pipeline import PipelineResult
+    from ragroute.types import Decision, TraceStep
+
+    pipeline = Pipeline(
+        _sources(hashing_encoder, small_docs),
+        PrototypeRouter(_sources(hashing_encoder, small_docs), hashing_encoder),
+    )
+    result = pipeline.retrieve("telescope comet flour", k=3)
+    logged = json.loads(json.dumps({"query": "telescope comet flour", **result.to_dict()}))
+    again = PipelineResult.from_dict(logged)
+    assert again.to_dict() == result.to_dict() and again.decision.chosen == result.decision.chosen
+    assert isinstance(again.hits[0], Hit) and isinstance(again.trace[0], TraceStep)
+    assert again.hits == result.hits
+    with pytest.raises(
+        InvalidArgumentError, match=r"^hit: unknown key\(s\) 'docid' \(known: doc_id, explain"
+    ):
+        Hit.from_dict({"docid": "a", "score": 1.0})
+    with pytest.raises(InvalidArgumentError, match=r"^hit: needs 'doc_id' and 'score'$"):
+        Hit.from_dict({"doc_id": "a"})
+    with pytest.raises(InvalidArgumentError, match=r"^decision: needs 'chosen'"):
+        Decision.from_dict({"routes": {}})
+    with pytest.raises(InvalidArgumentError, match="what to_dict wrote"):
+        PipelineResult.from_dict([1, 2])
+
+
 class KeywordGate:
     """Answers 'hello' queries from the model; asks for 2 hits on 'brief' ones."""
 

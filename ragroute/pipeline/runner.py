@@ -50,6 +50,16 @@ class PipelineResult:
     def to_dict(self) -> dict[str, Any]:
         return {"hits": [h.to_dict() for h in self.hits], "decision": self.decision.to_dict()}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineResult:
+        """The result :meth:`to_dict` wrote (``ragroute route --json`` prints the same keys), read
+        back from JSON (:meth:`Hit.from_dict`, :meth:`Decision.from_dict`); no query context."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("decision"), Mapping):
+            raise InvalidArgumentError(
+                "a pipeline result is a mapping with 'hits' and 'decision' (what to_dict wrote)"
+            )
+        return cls([Hit.from_dict(h) for h in data.get("hits") or ()], Decision.from_dict(data["decision"]))
+
 
 class Pipeline:
     """Routes each query to one or more sources (or none), retrieves, fuses and reranks.
