@@ -123,6 +123,22 @@ def small_docs() -> list[Document]:
     return docs
 
 
+def shared_id_pipeline(encoder):
+    """A pipeline over two sources whose documents share the id H1 (different documents), routed to
+    both (a fixed router): what the framework adapters must keep apart."""
+    from ragroute.index.build import build_index
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.route.sources import Source
+
+    def index(name, texts):
+        docs = [Document(id=i, text=t, title=f"{name} {i}") for i, t in texts.items()]
+        return Source(name, build_index(docs, "dense", encoder=encoder, name=name))
+
+    payroll = index("payroll", {"H1": "payroll salary date", "H2": "payroll salary slip"})
+    itpay = index("itpay", {"H1": "payroll laptop invoice", "H9": "payroll salary vpn"})
+    return pipeline_from_settings([payroll, itpay], {"kind": "fixed"}, encoder=None)
+
+
 def topic_sources(docs, encoder, *, extra=None, describe=False):
     """One dense source per topic of ``docs`` (metadata ``topic``: astro, cook, it), each with the
     documents ``extra`` holds for its topic appended last (the others keep their positions)."""

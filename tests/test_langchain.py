@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("langchain_core", reason="install the langchain extra: pip install -e '.[langchain]'")
 
-from conftest import NoneFirst  # noqa: E402
+from conftest import NoneFirst, shared_id_pipeline  # noqa: E402
 from langchain_core.documents import Document as LangChainDocument  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
@@ -481,23 +481,10 @@ class FilterRetrieverMissing(BaseRetriever):
         raise NotImplementedError("not written yet")
 
 
-def _shared_id_pipeline(hashing_encoder):
-    """Two sources whose documents share the id H1 (different documents), routed to both."""
-    from ragroute.types import Document
-
-    def index(name, texts):
-        docs = [Document(id=i, text=t, title=f"{name} {i}") for i, t in texts.items()]
-        return Source(name, build_index(docs, "dense", encoder=hashing_encoder, name=name))
-
-    payroll = index("payroll", {"H1": "payroll salary date", "H2": "payroll salary slip"})
-    itpay = index("itpay", {"H1": "payroll laptop invoice", "H9": "payroll salary vpn"})
-    return pipeline_from_settings([payroll, itpay], {"kind": "fixed"}, encoder=None)
-
-
 def test_a_routed_retriever_over_sources_sharing_ids_loses_no_document_as_a_source(hashing_encoder):
     """Two sources' documents sharing the id H1 came back as one hit through the adapter (its id
     was read from the `doc_id` metadata, then de-duplicated) until session 40."""
-    pipeline = _shared_id_pipeline(hashing_encoder)
+    pipeline = shared_id_pipeline(hashing_encoder)
     routed = RoutedLangChainRetriever(pipeline, k=4)
     documents = routed.invoke("payroll salary")
     assert sorted(d.id for d in documents) == ["itpay:H1", "itpay:H9", "payroll:H1", "payroll:H2"]

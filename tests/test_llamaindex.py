@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import NoneFirst  # noqa: E402
+from conftest import NoneFirst, shared_id_pipeline  # noqa: E402
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.query_engine import RetrieverQueryEngine
@@ -678,19 +678,6 @@ def test_the_documented_query_engine_snippet_runs_offline(tmp_path, monkeypatch,
     assert names["response"].source_nodes and names["retriever"].last_decision.chosen
 
 
-def _shared_id_pipeline(hashing_encoder):
-    """Two sources whose documents share the id H1 (different documents), routed to both."""
-    from ragroute.types import Document
-
-    def index(name, texts):
-        docs = [Document(id=i, text=t, title=f"{name} {i}") for i, t in texts.items()]
-        return Source(name, build_index(docs, "dense", encoder=hashing_encoder, name=name))
-
-    payroll = index("payroll", {"H1": "payroll salary date", "H2": "payroll salary slip"})
-    itpay = index("itpay", {"H1": "payroll laptop invoice", "H9": "payroll salary vpn"})
-    return pipeline_from_settings([payroll, itpay], {"kind": "fixed"}, encoder=None)
-
-
 def test_a_routed_retriever_over_sources_sharing_ids_loses_no_node_as_a_source(hashing_encoder):
     """Two sources' documents sharing the id H1 came back as one hit through the adapter (the node's
     `doc_id` metadata was its id, then de-duplicated) until session 40."""
@@ -699,7 +686,7 @@ def test_a_routed_retriever_over_sources_sharing_ids_loses_no_node_as_a_source(h
 
     from ragroute.context import QueryContext
 
-    pipeline = _shared_id_pipeline(hashing_encoder)
+    pipeline = shared_id_pipeline(hashing_encoder)
     routed = RoutedLlamaRetriever(pipeline, similarity_top_k=4)
     nodes = routed.retrieve("payroll salary")
     expected = ["itpay:H1", "itpay:H9", "payroll:H1", "payroll:H2"]
