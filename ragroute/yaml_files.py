@@ -58,8 +58,9 @@ UniqueKeyLoader.add_constructor("tag:yaml.org,2002:map", _unique_key_mapping)
 def _recording_mapping(loader: Any, node: yaml.MappingNode) -> Any:
     """Build a mapping as YAML does (the last value of a repeated key kept), noting each repeated key
     on the loader's ``repeated`` list, with its line."""
+    first_line = getattr(loader, "first_line", 1)  # the text's first line in its file
     for key, key_node in repeated_keys(loader, node):
-        loader.repeated.append(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+        loader.repeated.append(f"duplicate key {key!r} at line {key_node.start_mark.line + first_line}")
     return loader.construct_mapping(node)
 
 
@@ -67,6 +68,7 @@ class _RecordingLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
     """The safe loader, keeping the last value of a repeated key and noting it on ``repeated``."""
 
     repeated: list[str]
+    first_line: int = 1
 
 
 _RecordingLoader.add_constructor("tag:yaml.org,2002:map", _recording_mapping)
@@ -124,6 +126,7 @@ def parse_yaml(
         if repeated is not None and loader is None:
             recording = (_RECORDING_LOADER_12 if yaml12_booleans else _RecordingLoader)(text)
             recording.repeated = repeated
+            recording.first_line = first_line
             try:
                 value = recording.get_single_data()
             finally:

@@ -221,3 +221,42 @@ def test_undecodable_or_invalid_task_text_is_one_line(line, message, tmp_path, m
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in result.output
     assert result.output.count("\n") == 1
+
+
+def test_route_says_what_an_abstention_model_it_cannot_apply_needs(built, tmp_path, monkeypatch):
+    """A model fitted with the reranker's probability, routed without a reranker: "no abstention
+    model applies" and a --threshold error about "another encoder or other signals" (until session
+    40); and p_applies 0.99987 against 0.9999 printed as 1.000 and 1.000 beside "abstain: yes"."""
+    import math
+
+    from ragroute.skills.router import AbstentionModel, SkillRouter
+
+    out, _ = built
+    monkeypatch.chdir(tmp_path)  # no rerank/default here
+    router = SkillRouter.load(out, backend="torch")
+    encoder = router.index.encoder.model_id
+    rerank = AbstentionModel(["rerank_top"], [1.0], 0.0, [0.5], [0.1], encoder=encoder)
+    needs = tmp_path / "needs_reranker"
+    router.with_options(abstention=rerank).save(needs)
+    routed = _route(str(needs), "convert 10 miles to km", "-k", "1")
+    assert routed.exit_code == 0, routed.output
+    assert routed.output.splitlines()[-1] == (
+        "abstain: no (the index's abstention model needs the reranker it was fitted with: pass --reranker)"
+    )
+    refused = _route(str(needs), "convert 10 miles to km", "--no-reranker", "--threshold", "0.9")
+    assert refused.exit_code == 2 and refused.output.splitlines()[-1] == (
+        f"error: --threshold does not apply without a reranker: the abstention model of {needs} was "
+        "fitted with the reranker's probability (rerank_top); pass --reranker (it needs the reranker it "
+        "was fitted with)"
+    )
+    p = 0.99987
+    sure = AbstentionModel(["dense_top"], [0.0], math.log(p / (1 - p)), [0.0], [1.0], encoder=encoder)
+    close = tmp_path / "close"
+    router.with_options(abstention=sure).save(close)
+    result = _route(str(close), "convert 10 miles to km", "-k", "1", "--no-reranker", "--threshold", "0.9999")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        "abstain: yes: no skill applies (p_applies 0.99987, threshold 0.99990)"
+    )
+    plain = _route(str(close), "convert 10 miles to km", "-k", "1", "--no-reranker", "--threshold", "0.5")
+    assert plain.output.splitlines()[-1] == "abstain: no (p_applies 1.000, threshold 0.500)"

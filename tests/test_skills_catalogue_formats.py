@@ -446,3 +446,154 @@ def test_openapi_fields_of_the_wrong_shape_are_warned_about(tmp_path: Path) -> N
         "GET /a: parameters is a mapping, not a list: left out",
         "GET /a: responses is a list, not a mapping: left out",
     ]
+
+
+def test_a_skills_jsonl_folder_says_which_files_beside_it_it_left_out(tmp_path: Path) -> None:
+    """A folder holding skills.jsonl loaded it alone and said nothing of the SKILL.md skills, specs
+    and MCP files beside it (until session 40)."""
+    folder = tmp_path / "both"
+    write(folder / "skills.jsonl", json.dumps({"_id": "x", "name": "x", "description": "X."}) + "\n")
+    write(folder / "a" / "SKILL.md", "---\nname: a\ndescription: A.\n---\nBody.\n")
+    write(folder / "a" / "tools.json", json.dumps({"tools": [{"name": "own", "inputSchema": {}}]}))
+    write(folder / "api" / "shop.yaml", DUPLICATE_IDS)
+    tools = {"tools": [{"name": "t", "description": "A tool.", "inputSchema": {"type": "object"}}]}
+    write(folder / "mcp" / "tools.json", json.dumps(tools))
+    catalogue = load_quietly(folder)
+    assert catalogue.kind == "skills_jsonl" and catalogue.ids == ["x"]
+    tail = "are not loaded; a catalogue is one kind: load them from their own folder or with --kind"
+    assert [w for w in catalogue.warnings if "not loaded" in w] == [
+        f"{folder}: loaded as a skills JSONL catalogue: its 1 SKILL.md file(s) (a/SKILL.md) {tail}",
+        f"{folder}: loaded as a skills JSONL catalogue: its 1 OpenAPI/Swagger spec file(s) (api/shop.yaml) "
+        f"{tail}",
+        f"{folder}: loaded as a skills JSONL catalogue: its 1 MCP tool file(s) (mcp/tools.json) {tail}",
+    ]
+
+
+def test_a_front_matter_key_written_twice_is_warned_about(tmp_path: Path) -> None:
+    """YAML keeps the last of two `description:` lines; the SKILL.md loader said nothing (the
+    OpenAPI loader warned) until session 40."""
+    skill = write(
+        tmp_path / "s" / "a" / "SKILL.md",
+        "---\nname: a\ndescription: first description\ndescription: second description\n---\nB.\n",
+    )
+    catalogue = load_quietly(tmp_path / "s")
+    assert catalogue[0].description == "second description"
+    assert catalogue.warnings == [
+        f"{skill}: front matter: duplicate key 'description' at line 4: only its last value is read"
+    ]
+
+
+def test_front_matter_numbers_keep_the_text_written(tmp_path: Path) -> None:
+    """`name: 1.10` became the name '1.1', `description: 0x1F` the description '31' and
+    `version: 1.10` the number 1.1 (until session 40): the text written is kept where YAML's number
+    reads differently; numbers that read the same stay numbers."""
+    root = tmp_path / "s"
+    write(root / "a" / "SKILL.md", "---\nname: 1.10\ndescription: 0x1F\nversion: 1.10\nsize: 2\n---\nB.\n")
+    write(
+        root / "b" / "SKILL.md",
+        "---\nname: b\ndescription: Uses 1_000 rows.\nratio: 0.5\nn: 1_000\n---\nB.\n",
+    )
+    a, b = load_quietly(root)
+    assert (a.name, a.description) == ("1.10", "0x1F")
+    assert a.metadata["version"] == "1.10" and a.metadata["size"] == 2
+    assert b.metadata["ratio"] == 0.5 and b.metadata["n"] == "1_000"
+    assert not load_quietly(root).warnings
+
+
+def test_a_file_not_named_skill_md_is_refused_as_one(tmp_path: Path) -> None:
+    """`--kind skill_md` on tools.json built one skill of the raw JSON, named after its folder, with a
+    "no front matter" warning (until session 40)."""
+    tools = write(tmp_path / "t" / "tools.json", json.dumps({"tools": [{"name": "a", "inputSchema": {}}]}))
+    with pytest.raises(CorpusFormatError) as caught:
+        load_quietly(tools, kind="skill_md")
+    assert str(caught.value) == (
+        f"{tools}: not a SKILL.md file: a skill is read from a file named SKILL.md (give it, or a folder "
+        "of skills)"
+    )
+    skill = write(tmp_path / "s" / "skill.md", "---\nname: s\ndescription: S.\n---\nB.\n")
+    assert load_quietly(skill, kind="skill_md").ids == ["s"]  # the name is compared case-insensitively
+
+
+def test_a_repeated_mcp_id_names_the_files_and_items_that_hold_it(tmp_path: Path) -> None:
+    """A FILE:NAME id (a name in two files) that another tool is named, or a name written twice in
+    one file, failed with the ids alone: no file, no item, no fix (until session 40)."""
+    from ragroute.skills.records import DuplicateSkillError
+
+    folder = tmp_path / "mcpdir"
+    schema = {"type": "object"}
+    write(
+        folder / "github.json",
+        json.dumps({"tools": [{"name": "search", "description": "Code.", "inputSchema": schema}]}),
+    )
+    write(
+        folder / "jira" / "tools.json",
+        json.dumps(
+            {
+                "tools": [
+                    {"name": "search", "description": "Tickets.", "inputSchema": schema},
+                    {"name": "github:search", "description": "Tricky.", "inputSchema": schema},
+                ]
+            }
+        ),
+    )
+    fix = (
+        "rename one of each in its file (the tool's 'name'; a name in several files has the id "
+        "'FILE:NAME', which no tool may be named)"
+    )
+    with pytest.raises(DuplicateSkillError) as caught:
+        load_quietly(folder)
+    assert str(caught.value) == (
+        f"1 duplicate skill id in {folder}: 'github:search' (github.json item 1, tool 'search'; "
+        f"jira/tools.json item 2, tool 'github:search'); {fix}"
+    )
+    twice = write(
+        tmp_path / "twice.json",
+        json.dumps(
+            {
+                "tools": [
+                    {"name": "a", "description": "A.", "inputSchema": schema},
+                    {"name": "b", "description": "B.", "inputSchema": schema},
+                    {"name": "a", "description": "A again.", "inputSchema": schema},
+                ]
+            }
+        ),
+    )
+    with pytest.raises(DuplicateSkillError) as caught:
+        load_quietly(twice)
+    assert str(caught.value) == (
+        f"1 duplicate skill id in {twice}: 'a' (twice.json item 1, tool 'a'; twice.json item 3, "
+        f"tool 'a'); {fix}"
+    )
+
+
+def test_loader_messages_say_what_happened(tmp_path: Path) -> None:
+    """A body of a heading alone gave an empty description under "the first paragraph is used"; an
+    MCP tool named 123 was "without a 'name'"; a skills.jsonl key outside the record was dropped
+    without a word (until session 40)."""
+    root = tmp_path / "s"
+    skill = write(root / "h" / "SKILL.md", "---\nname: h\n---\n# Only a heading\n\n```\ncode\n```\n")
+    catalogue = load_quietly(root)
+    assert catalogue[0].description == ""
+    assert catalogue.warnings == [
+        f"{skill}: front matter has no 'description'; the body has no paragraph either: the description "
+        "is empty"
+    ]
+    tools = write(
+        tmp_path / "tools.json",
+        json.dumps({"tools": [{"name": 123, "inputSchema": {}}, {"name": "ok", "description": "Ok."}]}),
+    )
+    catalogue = load_quietly(tools)
+    assert catalogue.ids == ["ok"] and any(
+        "tool 'name' must be text, got int 123" in w for w in catalogue.warnings
+    )
+    jsonl = write(
+        tmp_path / "j" / "skills.jsonl",
+        '{"_id": "a", "name": "A", "tags": ["x"]}\n{"_id": "b", "name": "B"}\n'
+        '{"_id": "c", "tags": [], "url": "u"}\n',
+    )
+    catalogue = load_quietly(jsonl)
+    assert catalogue.ids == ["a", "b", "c"]
+    assert catalogue.warnings[-1] == (
+        f"{jsonl}: keys a skills record does not have are not loaded: 'tags' (lines 1, 3), 'url' (line 3); "
+        "a record holds _id, name, description, body, metadata: put the others under 'metadata'"
+    )

@@ -886,3 +886,71 @@ def test_a_skills_index_saved_before_a_tokenizer_option_keeps_its_tokens(
     new = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed"))
     assert getattr(new.params, option) and new.bm25_scores([new_query])[0].argmax() == 0
 
+
+class _PoolRecorder:
+    """Keeps stage 1's order; remembers the pool it was handed."""
+
+    body = True
+
+    def __init__(self):
+        self.pools: list[list[str]] = []
+
+    def rerank(self, task, hits, k, candidates=None):
+        self.pools.append([h.doc_id for h in hits])
+        return [type(h)(h.doc_id, 0.9 - 0.01 * i, source=h.source) for i, h in enumerate(hits)][:k]
+
+
+def test_fused_ties_go_by_the_dense_score_not_catalogue_order():
+    """A dense weight of 0 and a task sharing no word BM25 reads with any skill: every fused score
+    is 0. The ranking, the reranker's pool and abstention's dense_top must follow the dense side;
+    until session 40 the skills went in catalogue (alphabetical) order and the best dense match
+    never reached the reranker."""
+    skills = [
+        Skill(f"a{i}", f"alpha{i}", f"convert spreadsheet number {i}", f"rows columns cells {i}")
+        for i in range(8)
+    ] + [Skill("zz", "zeta", "ourselves yourselves themselves", "whom")]
+    params = SkillIndexParams(fusion="fixed", dense_weight=0.0)
+    index = SkillIndex.build(Catalogue(skills), HashingEncoder(dim=256), params)
+    task = "ourselves yourselves"  # NLTK stopwords: BM25 scores every skill 0, the dense side does not
+    scores = index.score([task])
+    assert not scores["bm25"].any() and not scores["fused"].any()
+    best_dense = index.catalogue.ids[int(np.argmax(scores["dense"][0]))]
+    assert best_dense == "zz"
+    route = SkillRouter(index, abstention=None).route(task, 3)
+    assert route.skills[0].id == "zz"
+    dense_rank = [index.catalogue.ids[i] for i in np.argsort(-scores["dense"][0], kind="stable")]
+    assert [s.id for s in route.skills] == dense_rank[:3]
+    recorder = _PoolRecorder()
+    reranked = SkillRouter(index, recorder, candidates=3, abstention=None).route(task, 1)
+    assert recorder.pools == [dense_rank[:3]] and reranked.skills[0].id == "zz"
+    signals = reranked.trace[-1].detail["signals"]
+    assert signals["dense_top"] == reranked.trace[0].detail["candidates"][0]["dense"]
+    # ties at the cut follow the same order: top(k) is top(n)[:k]
+    full = index.top(scores["fused"][0], len(index), scores["dense"][0]).tolist()
+    for k in range(1, len(index)):
+        assert index.top(scores["fused"][0], k, scores["dense"][0]).tolist() == full[:k]
+    # scores that differ keep their order whatever the dense side says
+    fused = np.array([3.0, 2.0, 1.0]), np.array([0.0, 0.5, 1.0])
+    assert index.top(fused[0], 3, fused[1]).tolist() == [0, 1, 2]
+
+
+def test_a_threshold_on_a_router_that_cannot_abstain_is_refused(router):
+    """`with_options(threshold=...)` on a router without an abstention model was accepted and never
+    abstained (the CLI refused --threshold); a model fitted with the reranker's probability, routed
+    without one, was "fitted with another encoder or needs other signals" (until session 40)."""
+    with pytest.raises(RagrouteError, match=r"threshold=0.7 does not apply: this router cannot abstain"):
+        router.with_options(abstention=None).with_options(threshold=0.7)
+    rerank = AbstentionModel(["rerank_top"], [1.0], 0.0, [0.5], [0.1], encoder="test/hashing")
+    needs = router.with_options(abstention=rerank)
+    assert needs.abstention_needs_reranker
+    can, why = needs.abstention_status()
+    assert can is False and why == (
+        "the abstention model was fitted with the reranker's probability (rerank_top): not applied "
+        "without a reranker; route with the reranker"
+    )
+    assert needs.route("send an email").trace[-1].detail["note"] == why
+    with pytest.raises(RagrouteError, match="rerank_top"):
+        needs.with_options(threshold=0.7)
+    with_reranker = needs.with_options(reranker=_ReversingReranker(True), threshold=0.7)
+    assert not with_reranker.abstention_needs_reranker and with_reranker.route("send an email").p_applies
+    assert router.with_options(abstention=None, threshold=None).threshold is None

@@ -265,12 +265,22 @@ def route_command(
     # a model this router cannot apply (fitted with the reranker's signal, routed without one; or
     # with another encoder) abstains from nothing either: --threshold was accepted and did nothing
     abstains, why = router.abstention_status()
-    reason = (
-        f"to {index_dir}, which has no abstention model this route can apply "
-        f"({why}; build one with --abstain-data or --abstain-gate)"
-        if router.abstention
-        else f"to {index_dir}, which has no abstention model (build it with --abstain-data or --abstain-gate)"
-    )
+    # a model fitted with the reranker's probability, routed without it: said as "fitted with another
+    # encoder or needs other signals" until session 40
+    if router.abstention_needs_reranker:
+        reason = (
+            f"without a reranker: the abstention model of {index_dir} was fitted with the reranker's "
+            "probability (rerank_top); pass --reranker (it needs the reranker it was fitted with)"
+        )
+    elif router.abstention:
+        reason = (
+            f"to {index_dir}, which has no abstention model this route can apply "
+            f"({why}; build one with --abstain-data or --abstain-gate)"
+        )
+    else:
+        reason = (
+            f"to {index_dir}, which has no abstention model (build it with --abstain-data or --abstain-gate)"
+        )
     threshold = applicable("threshold", threshold, abstains, reason)
     if threshold is not None:
         router = router.with_options(threshold=threshold)
@@ -298,11 +308,17 @@ def route_command(
             if skill.description:
                 click.echo(f"       {_snippet(skill.description)}")
         if route.p_applies is None:  # it named a threshold that could not apply until session 37
-            click.echo("abstain: no (no abstention model applies to this route)")
+            if router.abstention_needs_reranker:  # not said until session 40
+                click.echo(
+                    "abstain: no (the index's abstention model needs the reranker it was fitted with: "
+                    "pass --reranker)"
+                )
+            else:
+                click.echo("abstain: no (no abstention model applies to this route)")
         else:
             verdict = "yes: no skill applies" if route.abstain else "no"
-            shown = "n/a" if route.threshold is None else f"{route.threshold:.3f}"
-            click.echo(f"abstain: {verdict} (p_applies {route.p_applies:.3f}, threshold {shown})")
+            p_text, threshold_text = _probabilities(route.p_applies, route.threshold)
+            click.echo(f"abstain: {verdict} (p_applies {p_text}, threshold {threshold_text})")
         if show_trace:
             for step in route.trace:
                 click.echo(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")
@@ -445,6 +461,19 @@ def read_tasks(path: Path) -> list[tuple[str, str]]:
     if not tasks:
         raise RagrouteError(f"{path}: no tasks in it")
     return tasks
+
+
+def _probabilities(p_applies: float, threshold: float | None) -> tuple[str, str]:
+    """``p_applies`` and the threshold as text, with enough digits (3 to 10) that the two read in
+    the order they compare: 0.99987 against 0.9999 printed as 1.000 and 1.000 beside "abstain: yes"
+    until session 40."""
+    if threshold is None:
+        return f"{p_applies:.3f}", "n/a"
+    for digits in range(3, 11):
+        p_text, t_text = f"{p_applies:.{digits}f}", f"{threshold:.{digits}f}"
+        if (float(p_text) < float(t_text)) == (p_applies < threshold):
+            return p_text, t_text
+    return repr(p_applies), repr(threshold)
 
 
 def _snippet(text: str, width: int = 100) -> str:

@@ -113,18 +113,30 @@ def _detect(p: Path, log: WarningLog | None = None) -> tuple[str, Any]:
 def _say_left_out(folder: Path, kind: str, log: WarningLog) -> None:
     """Warn, naming a few, about catalogue files of another kind in a folder loaded as ``kind`` (one
     kind a catalogue): a folder holding an OpenAPI spec and MCP tool files loaded only the spec, and
-    said nothing of the tools (until session 38). Files inside a skill's folder are its side files."""
-    if kind not in ("skill_md", "openapi"):
-        return
+    said nothing of the tools (until session 38); a folder holding ``skills.jsonl`` said nothing of
+    the SKILL.md skills, specs and MCP files beside it (until session 40). Files inside a skill's
+    folder are its side files."""
     with warnings.catch_warnings():  # what the loader itself says about these files is not said here
         warnings.simplefilter("ignore")
-        specs = spec_files(folder)
-        homes = {f.parent for f in skill_files(folder)} if kind == "skill_md" else set()
-        others = {"OpenAPI/Swagger spec": specs} if kind == "skill_md" else {}
+        skill_mds = skill_files(folder) if kind in ("skill_md", "skills_jsonl") else []
+        # any kind detected after this one may sit beside it (the module doc's order: an MCP
+        # folder holds none of the others)
+        specs = spec_files(folder) if kind != "mcp" else []
         spec_set = set(specs)
-        others["MCP tool"] = [path for path, _ in tool_files(folder) if path not in spec_set]
+        others: dict[str, list[Path]] = {}
+        if kind == "skills_jsonl":
+            others["SKILL.md"] = skill_mds
+        if kind in ("skill_md", "skills_jsonl"):
+            others["OpenAPI/Swagger spec"] = specs
+        if kind != "mcp":
+            others["MCP tool"] = [path for path, _ in tool_files(folder) if path not in spec_set]
+    homes = {f.parent for f in skill_mds}
     for what, paths in others.items():
-        left = [path for path in paths if not any(path.is_relative_to(home) for home in homes)]
+        left = [
+            path
+            for path in paths
+            if what == "SKILL.md" or not any(path.is_relative_to(home) for home in homes)
+        ]
         if left:
             shown = ", ".join(path.relative_to(folder).as_posix() for path in left[:3])
             more = f" and {len(left) - 3} more" if len(left) > 3 else ""

@@ -10,7 +10,8 @@ that adapt to the catalogue.
   description, ``full`` = name | description | body, ``body``), whose cosines are averaged with
   weights;
 * the fusion: every query scores **every** skill with both methods, each score vector is
-  standardised over the catalogue (z-scores), and ``hybrid = (1 - w) * z(bm25) + w * z(dense)``.
+  standardised over the catalogue (z-scores), and ``hybrid = (1 - w) * z(bm25) + w * z(dense)``;
+  skills tied on it are ranked by their dense score (:meth:`SkillIndex.top`), then catalogue order.
 
 The dense weight ``w`` adapts to the catalogue without labels (``fusion="adaptive"``, the
 default): pseudo-queries are cut from the catalogue itself (each sampled skill's description,
@@ -324,18 +325,25 @@ class SkillIndex:
             out["fused"] = (1.0 - w) * out["bm25_z"] + w * out["dense_z"]
         return out
 
-    def top(self, fused: np.ndarray, k: int) -> np.ndarray:
-        """Positions of the ``k`` best skills of one fused row, best first (ties: catalogue order)."""
+    def top(self, fused: np.ndarray, k: int, tiebreak: np.ndarray | None = None) -> np.ndarray:
+        """Positions of the ``k`` best skills of one fused row, best first. Skills with the same
+        fused score go by ``tiebreak`` (the router gives the dense cosines: a task sharing no word
+        with any skill under a dense weight of 0 ties every skill at 0), then by catalogue order."""
         k = min(max(int(k), 1), len(fused))
         if k < len(fused):
             # argpartition picks an arbitrary subset of the scores tied at the k-th: take those
-            # above it, then the tied ones in catalogue order, so top(k) is top(n)[:k]
+            # above it, then the tied ones in tie-break order, so top(k) is top(n)[:k]
             kth = fused[np.argpartition(-fused, k - 1)[k - 1]]
             above = np.flatnonzero(fused > kth)
-            part = np.concatenate([above, np.flatnonzero(fused == kth)[: k - len(above)]])
+            tied = np.flatnonzero(fused == kth)
+            if tiebreak is not None:
+                tied = tied[np.lexsort((tied, -tiebreak[tied]))]
+            part = np.concatenate([above, tied[: k - len(above)]])
         else:
             part = np.arange(len(fused))
-        return part[np.lexsort((part, -fused[part]))]
+        if tiebreak is None:
+            return part[np.lexsort((part, -fused[part]))]
+        return part[np.lexsort((part, -tiebreak[part], -fused[part]))]
 
     # ------------------------------------------------------------------ persistence
 

@@ -10,7 +10,10 @@ snapshots, one tool per file, as github-mcp-server keeps them in ``__toolsnaps__
 found recursively, is one catalogue: the tools of every file, ids = tool names. A
 name found in more than one file (two servers' ``search``) is kept in each, with
 the id ``FILE:NAME`` (``FILE``: the file's path in the folder without its suffix)
-and one warning naming the files. Per tool:
+and one warning naming the files. An id still repeated (a name written twice in
+one file, or a tool named ``FILE:NAME`` itself) is one
+:class:`~ragroute.skills.records.DuplicateSkillError` naming the file and item of
+each copy and what to rename. Per tool:
 
 * ``id`` and ``name`` = the tool's ``name``;
 * ``description`` = its ``description``; a tool without one is loaded anyway
@@ -22,7 +25,7 @@ and one warning naming the files. Per tool:
 * ``metadata`` = ``{"source", "inputSchema", "title", "annotations", "outputSchema"}``
   (those present).
 
-A tool that is not an object or has no name cannot be loaded: it follows the
+A tool that is not an object or has no name (or a name that is not text) cannot be loaded: it follows the
 bad-record policy (``on_error``: skip + one warning per file, or raise).
 """
 
@@ -35,7 +38,7 @@ from typing import Any
 
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, without_outside_links
-from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
+from ragroute.skills.records import Catalogue, Skill, WarningLog, duplicate_error, jsonable
 from ragroute.skills.schemas import (
     JSON_SUFFIXES,
     YAML_SUFFIXES,
@@ -154,8 +157,10 @@ def skills_from_mcp(
     *,
     on_error: str = "skip",
     report: LoadReport | None = None,
+    items: list[int] | None = None,
 ) -> list[Skill]:
-    """Skills of a list of MCP tools; tools without a name follow ``on_error`` (``item N`` is 1-based)."""
+    """Skills of a list of MCP tools; tools without a name follow ``on_error`` (``item N`` is 1-based;
+    with ``items``, the item number of each skill returned is appended there)."""
     skip = SkipLog(source, "item", on_error, report)
     skills = []
     for i, tool in enumerate(tools, 1):
@@ -163,10 +168,17 @@ def skills_from_mcp(
             skip.bad(i, f"expected a tool object, got {type(tool).__name__}")
             continue
         name = tool.get("name")
+        if name is not None and not isinstance(name, str):  # "tool without a 'name'" until session 40
+            skip.bad(
+                i, f"tool 'name' must be text, got {type(name).__name__} {json.dumps(jsonable(name))[:60]}"
+            )
+            continue
         if not isinstance(name, str) or not name.strip():
             skip.bad(i, "tool without a 'name'")
             continue
         skills.append(tool_skill(tool, source, log))
+        if items is not None:
+            items.append(i)
     if skip.entries:
         log.add(skip.summary(), source)
     return skills
@@ -228,6 +240,7 @@ def _load_folder(
 ) -> list[Skill]:
     skip = SkipLog(str(folder), "file", on_error, report)
     per_file: list[tuple[str, list[Skill]]] = []
+    holders: list[str] = []  # where each skill is: "FILE item N, tool 'NAME'", for a duplicate id
     for path, data in files:
         rel = path.relative_to(folder).as_posix()
         if isinstance(data, BadRecord):
@@ -235,7 +248,10 @@ def _load_folder(
             continue
         _page_warning(path, data, log)
         tools = mcp_tools(data) or []
-        per_file.append((rel, skills_from_mcp(tools, str(path), log, on_error=on_error, report=report)))
+        items: list[int] = []
+        skills = skills_from_mcp(tools, str(path), log, on_error=on_error, report=report, items=items)
+        per_file.append((rel, skills))
+        holders.extend(_holder(rel, i, skill) for i, skill in zip(items, skills))
     if skip.entries:
         log.add(skip.summary(), str(folder))
     files_of: dict[str, list[str]] = {}
@@ -256,7 +272,29 @@ def _load_folder(
         log.warn(
             folder, f"tool name {name!r} is in {len(rels)} files ({listed}): their ids are 'FILE:{name}'"
         )
+    _check_unique([s.id for s in out], folder, holders, log)
     return out
+
+
+def _holder(file: str, item: int, skill: Skill) -> str:
+    return f"{file} item {item}, tool {skill.name!r}"
+
+
+def _check_unique(ids: list[str], source: Path, holders: list[str], log: WarningLog) -> None:
+    """One :class:`~ragroute.skills.records.DuplicateSkillError` naming the file and item of each copy
+    of a repeated id, and what to rename: a tool name written twice in one file, or a ``FILE:NAME`` id
+    (a name in several files) that another tool's name already is. Until session 40 the error listed
+    the ids alone."""
+    error = duplicate_error(
+        ids,
+        source,
+        holders=holders,
+        fix="rename one of each in its file (the tool's 'name'; a name in several files has the id "
+        "'FILE:NAME', which no tool may be named)",
+    )
+    if error is not None:
+        log.finish()
+        raise error
 
 
 def load_mcp(
@@ -296,6 +334,8 @@ def load_mcp(
                 "{'result': {'tools': [...]}}, a list of tools or one tool)"
             )
         _page_warning(p, data, log)
-        skills = skills_from_mcp(tools, str(p), log, on_error=on_error, report=report)
+        items: list[int] = []
+        skills = skills_from_mcp(tools, str(p), log, on_error=on_error, report=report, items=items)
+        _check_unique([s.id for s in skills], p, [_holder(p.name, i, s) for i, s in zip(items, skills)], log)
     log.finish()
     return Catalogue(skills, source=p, kind=KIND, warnings=log.messages)

@@ -5,7 +5,10 @@ A ``SKILL.md`` starts with YAML front matter between two ``---`` lines
 
 * ``id`` = the skill folder's path relative to the root (posix, e.g.
   ``"pdf/forms"``; the root's own name for a ``SKILL.md`` at the root);
-* ``name`` / ``description`` = the front matter's ``name`` / ``description``;
+* ``name`` / ``description`` = the front matter's ``name`` / ``description``; a value YAML reads
+  as a number or date keeps the text written (``name: 1.10`` is ``"1.10"``, not ``"1.1"``), and so
+  does a number in the other keys where YAML's reads differently (``version: 1.10``, ``0x1F``); a
+  key written twice keeps its last value, with a warning naming the file, key and line;
 * ``body`` = the markdown body, then every text file beside it worth indexing
   (other ``.md`` / ``.txt`` files, small scripts and configs in the skill
   folder and its subfolders, except those of a nested skill), each under a
@@ -186,10 +189,13 @@ def split_front_matter(text: str) -> tuple[str | None, str, str | None]:
     return None, "".join(lines[1:]), UNCLOSED
 
 
-def parse_front_matter(block: str) -> tuple[dict[str, Any], str | None]:
-    """The front matter as a mapping, and the problem if it is not valid YAML or not a mapping."""
+def parse_front_matter(block: str, repeated: list[str] | None = None) -> tuple[dict[str, Any], str | None]:
+    """The front matter as a mapping, and the problem if it is not valid YAML or not a mapping. A key
+    written twice keeps its last value, as YAML does; with ``repeated``, each repeat is noted there
+    (``duplicate key 'description' at line 4``, lines of the file) for the caller to warn about."""
     try:
-        value = parse_yaml(block, first_line=2, yaml12_booleans=True)  # line 1 is the fence
+        # line 1 is the fence
+        value = parse_yaml(block, first_line=2, yaml12_booleans=True, repeated=repeated)
     except YamlProblem as exc:
         problem = str(exc)
         if problem.startswith("invalid YAML"):
@@ -200,6 +206,36 @@ def parse_front_matter(block: str) -> tuple[dict[str, Any], str | None]:
     if not isinstance(value, dict):
         return {}, f"front matter is not a mapping (got {type(value).__name__})"
     return {str(k): v for k, v in value.items()}, None
+
+
+def written_scalars(block: str) -> dict[str, str]:
+    """The text of each top-level plain scalar of front matter as written (``name: 1.10`` ->
+    ``"1.10"``, where YAML reads the float 1.1); ``{}`` when the block cannot be composed."""
+    import yaml
+
+    try:
+        node = yaml.compose(block, Loader=yaml.SafeLoader)  # noqa: S506 - a SafeLoader
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {
+        str(key.value): value.value
+        for key, value in node.value
+        if isinstance(key, yaml.ScalarNode)
+        and isinstance(value, yaml.ScalarNode)
+        and value.style is None
+        and value.value.strip()
+    }
+
+
+def as_written(value: Any, written: str | None) -> Any:
+    """A front-matter value with the text written for it where YAML made a number of it that reads
+    differently (``1.10`` -> 1.1, ``0x1F`` -> 31, ``1_000`` -> 1000): the text, which loses nothing;
+    other values as they are."""
+    if written is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return value if str(value) == written else written
 
 
 def salvage_front_matter(block: str) -> dict[str, str]:
@@ -386,7 +422,11 @@ def skill_from_file(
     front: dict[str, Any] = {}
     salvaged: dict[str, str] = {}
     if block is not None:
-        front, problem = parse_front_matter(block)
+        repeated: list[str] = []
+        front, problem = parse_front_matter(block, repeated)
+        if problem is None:  # said silently until session 40; the OpenAPI loader warned
+            for what in repeated:
+                log.warn(source, f"front matter: {what}: only its last value is read")
         if problem is not None and problem.startswith("invalid YAML"):
             salvaged = salvage_front_matter(block)
     elif problem == UNCLOSED:
@@ -397,8 +437,18 @@ def skill_from_file(
             block, body = head.rstrip("\n") + "\n", rest
     body = body.strip()
     folder_name = skill_dir.resolve().name if rel_dir == "." else skill_dir.name
+    # numbers (and dates) YAML read from front matter keep the text written for them: `name: 1.10`
+    # was the name '1.1', `description: 0x1F` the description '31' (until session 40)
+    written = written_scalars(block) if block is not None and problem is None and front else {}
+    front = {key: as_written(value, written.get(key)) for key, value in front.items()}
+    for key in ("name", "description"):
+        if key in written and not isinstance(front[key], (str, bool)) and front[key] is not None:
+            front[key] = written[key]
     name = _scalar_text(front.get("name")) if problem is None else salvaged.get("name")
     description = _scalar_text(front.get("description")) if problem is None else salvaged.get("description")
+    # a body of headings and code alone has no paragraph: the warning said "the first paragraph is
+    # used" of an empty description until session 40
+    paragraph = "" if description else first_paragraph(body)
     if problem is not None:
         fills = []
         if name:
@@ -407,19 +457,27 @@ def skill_from_file(
             fills.append("name from the folder")
         if description:
             fills.append("description read from its 'description:' line")
-        else:
+        elif paragraph:
             fills.append("description from the first paragraph")
+        else:
+            fills.append("an empty description (the body has no paragraph)")
         log.warn(source, f"broken front matter: {problem}; loaded with {' and '.join(fills)}")
     else:
         for key, value, stand_in in (
-            ("name", name, "the folder name"),
-            ("description", description, "the first paragraph"),
+            ("name", name, "the folder name is used"),
+            (
+                "description",
+                description,
+                "the first paragraph is used"
+                if paragraph
+                else "the body has no paragraph either: the description is empty",
+            ),
         ):
             if not value:
                 what = "no" if front.get(key) in (None, "") else "an unusable (non-text)"
-                log.warn(source, f"front matter has {what} {key!r}; {stand_in} is used")
+                log.warn(source, f"front matter has {what} {key!r}; {stand_in}")
     name = name or folder_name
-    description = description or first_paragraph(body)
+    description = description or paragraph
     parts, included, skipped = _side_text(skill_dir, skill_dirs, body)
     full_body = "\n\n".join([body, *parts]) if body else "\n\n".join(parts)
     metadata: dict[str, Any] = {
@@ -454,12 +512,19 @@ def _root_id_apart(skills: list[Skill], root: Path, log: WarningLog) -> list[Ski
 def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadReport | None = None) -> Catalogue:
     """Load a folder of ``SKILL.md`` skills (searched recursively), or one ``SKILL.md`` file (see module doc).
 
-    Raises :class:`~ragroute.errors.CorpusFormatError` for a missing path or a
-    folder without any ``SKILL.md``.
+    Raises :class:`~ragroute.errors.CorpusFormatError` for a missing path, a
+    folder without any ``SKILL.md``, or a file not named ``SKILL.md``.
     """
     check_on_error(on_error)
     p = Path(path)
     skipped: dict[str, tuple[int, bool]] = {}
+    if p.is_file() and p.name.lower() != SKILL_FILE.lower():
+        # `--kind skill_md` on tools.json built one skill of the raw JSON, named after its folder,
+        # with a "no front matter" warning (until session 40)
+        raise CorpusFormatError(
+            f"{p}: not a {SKILL_FILE} file: a skill is read from a file named {SKILL_FILE} (give it, or "
+            "a folder of skills)"
+        )
     if p.is_file():
         root, files = p.parent, [p]
     elif p.is_dir():

@@ -3,7 +3,8 @@
 One skill per line: ``id`` = ``_id`` (required), ``name``, ``description``,
 ``body`` (strings, ``""`` when absent or null), ``metadata`` (an object, or
 absent). A skill without a name is loaded with its id as name, and ONE warning
-per file lists the lines. Bad lines (invalid UTF-8, broken JSON, no ``_id``, a
+per file lists the lines; other keys are not loaded, and ONE warning per file
+names them and their lines (put them under ``metadata``). Bad lines (invalid UTF-8, broken JSON, no ``_id``, a
 field of the wrong type) follow the corpus loaders' bad-record policy (see
 :mod:`ragroute.loaders.common`): by default they are skipped and ONE warning
 per file lists them (``skipped 1 bad line in skills.jsonl (line 3; line 3:
@@ -23,6 +24,8 @@ from ragroute.skills.records import Catalogue, Skill, WarningLog
 
 KIND = "skills_jsonl"
 SKILLS_FILE = "skills.jsonl"
+#: The keys of a SKILLS record; others are not loaded (one warning per file names them).
+RECORD_KEYS = ("_id", "name", "description", "body", "metadata")
 
 
 def record_skill(row: dict[str, Any]) -> Skill:
@@ -61,16 +64,21 @@ def load_skills_jsonl(
     skip = SkipLog(source, "line", on_error, report)
     skills: list[Skill] = []
     unnamed: list[int] = []
+    extra: dict[str, list[int]] = {}  # keys a SKILLS record does not have -> the lines holding them
     with open_binary(file) as fh:
         for lineno, raw in enumerate(fh, 1):
             try:
                 text = decode_line(raw, first=lineno == 1)
                 if not text.strip():
                     continue
-                skill = record_skill(parse_object(text))
+                row = parse_object(text)
+                skill = record_skill(row)
             except BadRecord as exc:
                 skip.bad(lineno, str(exc))
                 continue
+            for key in row:
+                if key not in RECORD_KEYS:
+                    extra.setdefault(key, []).append(lineno)
             if not skill.name:
                 unnamed.append(lineno)
                 skill = Skill(skill.id, skill.id, skill.description, skill.body, skill.metadata)
@@ -82,6 +90,18 @@ def load_skills_jsonl(
         plural = "s" if len(unnamed) > 1 else ""
         log.warn(
             source, f"{len(unnamed)} skill{plural} without 'name' (line{plural} {lines}); the id is used"
+        )
+    if extra:  # dropped without a word until session 40
+        keys = ", ".join(
+            f"{key!r} (line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines[:5]))}"
+            f"{', ...' if len(lines) > 5 else ''})"
+            for key, lines in list(extra.items())[:10]
+        )
+        more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
+        log.warn(
+            source,
+            f"keys a skills record does not have are not loaded: {keys}{more}; a record holds "
+            f"{', '.join(RECORD_KEYS)}: put the others under 'metadata'",
         )
     log.finish()
     return Catalogue(skills, source=file, kind=KIND, warnings=log.messages)

@@ -192,6 +192,36 @@ def duplicate_ids(ids: Iterable[str]) -> list[str]:
     return list(dups)
 
 
+def duplicate_error(
+    ids: Sequence[str],
+    source: str | Path | None = None,
+    *,
+    holders: Sequence[str] | None = None,
+    fix: str = "",
+) -> DuplicateSkillError | None:
+    """The :class:`DuplicateSkillError` for ``ids`` (``None`` when each is unique): one line listing the
+    repeated ids (the first :data:`MAX_LISTED_DUPLICATES`, then how many more); with ``holders`` (what
+    holds each id, e.g. ``"tools.json item 3, tool 'search'"``, in the order of ``ids``) each id names
+    where its copies are, and ``fix`` says what to rename."""
+    dups = duplicate_ids(ids)
+    if not dups:
+        return None
+    held: dict[str, list[str]] = {}
+    if holders is not None:
+        wanted = set(dups)
+        for skill_id, holder in zip(ids, holders):
+            if skill_id in wanted and holder:
+                held.setdefault(skill_id, []).append(holder)
+    shown = ", ".join(
+        f"{d!r} ({'; '.join(held[d])})" if d in held else repr(d) for d in dups[:MAX_LISTED_DUPLICATES]
+    )
+    more = f" and {len(dups) - MAX_LISTED_DUPLICATES} more" if len(dups) > MAX_LISTED_DUPLICATES else ""
+    where = f" in {source}" if source is not None else ""
+    plural = "" if len(dups) == 1 else "s"
+    advice = f"; {fix}" if fix else ""
+    return DuplicateSkillError(f"{len(dups)} duplicate skill id{plural}{where}: {shown}{more}{advice}")
+
+
 class Catalogue(Sequence[Skill]):
     """An ordered collection of skills with unique ids.
 
@@ -222,15 +252,9 @@ class Catalogue(Sequence[Skill]):
         self.source: Path | None = Path(source) if source is not None else None
         self.kind = kind
         self.warnings: list[str] = list(warnings)
-        dups = duplicate_ids(s.id for s in self.skills)
-        if dups:
-            shown = ", ".join(repr(d) for d in dups[:MAX_LISTED_DUPLICATES])
-            more = (
-                f" and {len(dups) - MAX_LISTED_DUPLICATES} more" if len(dups) > MAX_LISTED_DUPLICATES else ""
-            )
-            where = f" in {self.source}" if self.source is not None else ""
-            plural = "" if len(dups) == 1 else "s"
-            raise DuplicateSkillError(f"{len(dups)} duplicate skill id{plural}{where}: {shown}{more}")
+        error = duplicate_error([s.id for s in self.skills], self.source)
+        if error is not None:
+            raise error
         self._by_id = {s.id: s for s in self.skills}
 
     def __len__(self) -> int:

@@ -324,6 +324,15 @@ class SkillRouter:
                 raise RagrouteError(f"unknown skill router setting {key!r}")
             setattr(other, key, _reranker_setting(value) if key == "reranker" else value)
         other.candidates = _check_settings(other.method, other.overlap, other.candidates, other.threshold)
+        if changes.get("threshold") is not None:
+            # a threshold on a router that cannot abstain never abstained, without a word (until
+            # session 40; `skills route --threshold` refused it)
+            abstains, why = other.abstention_status()
+            if not abstains:
+                raise InvalidArgumentError(
+                    f"threshold={changes['threshold']!r} does not apply: this router cannot abstain ({why}); "
+                    "give abstention= a model (fit_abstention), 'default' or a gate"
+                )
         return other
 
     def describe(self) -> dict[str, Any]:
@@ -418,7 +427,12 @@ class SkillRouter:
         depth = max(self.candidates, k) if self.reranker is not None else k
         if self.overlap != "keep" and index.duplicates:
             depth = 2 * depth  # duplicates collapsed or moved behind leave room for k others
-        positions = index.top(scores["fused"], depth)
+        # ties in the fused score go by the dense cosine: with a dense weight of 0 (or a task sharing
+        # no word with any skill) every skill can tie, and until session 40 they went by catalogue
+        # order, so the reranker's pool and the ranking missed the dense side's best skills
+        positions = index.top(
+            scores["fused"], depth, scores.get("dense") if self.method == "hybrid" else None
+        )
         stage1 = []
         for rank, pos in enumerate(positions.tolist(), 1):
             entry = {
@@ -604,13 +618,33 @@ class SkillRouter:
         with its encoder, and with a reranker when the model reads one), and why not."""
         return self.abstention_gate is not None or self._model() is not None, self._abstention_note()
 
+    @property
+    def abstention_needs_reranker(self) -> bool:
+        """True when this router's only abstention model was fitted with a reranker's probability
+        (``rerank_top``) and it routes without a reranker that reads bodies: the model is not applied."""
+        models = self.abstention or {}
+        return (
+            self.abstention_gate is None
+            and "rerank" in models
+            and "stage1" not in models
+            and (self.reranker is None or not self.reranker_body)
+        )
+
     def _abstention_note(self) -> str:
         if self.abstention_gate is not None:
             return f"abstention gate {self.abstention_gate.name}"
         if not self.abstention:
             return "no abstention model: never abstains"
+        if self.abstention_needs_reranker:  # said as "another encoder or other signals" until session 40
+            without = (
+                "without a reranker" if self.reranker is None else "with a reranker that reads no bodies"
+            )
+            return (
+                "the abstention model was fitted with the reranker's probability (rerank_top): not applied "
+                f"{without}; route with the reranker"
+            )
         if self._model() is None:
-            return "abstention model fitted with another encoder or needs other signals: not applied"
+            return "abstention model fitted with another encoder: not applied"
         if self.method != "hybrid":
             return f"stage-1 method {self.method}: missing signals are computed from the index"
         return ""
