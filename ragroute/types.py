@@ -65,11 +65,21 @@ class ReadOnlyList(list):  # type: ignore[type-arg]
         return (list, (writable_copy(self),))
 
 
+_CONTAINERS = (dict, list)
+
+
 def read_only(value: Any) -> Any:
     """``value`` with every dict and list in it made read-only (:class:`ReadOnlyDict`,
-    :class:`ReadOnlyList`); other values are kept (a set too: an index cannot save one anyway)."""
+    :class:`ReadOnlyList`); other values are kept (a set too: an index cannot save one anyway).
+    A value read-only already is returned as it is; flat metadata costs one dict copy (loading an
+    index reads every document's through here)."""
     if isinstance(value, dict):
-        return value if _is_read_only(value) else ReadOnlyDict((k, read_only(v)) for k, v in value.items())
+        if type(value) is ReadOnlyDict and _is_read_only(value):
+            return value
+        for item in value.values():
+            if isinstance(item, _CONTAINERS):
+                return ReadOnlyDict((k, read_only(v)) for k, v in value.items())
+        return ReadOnlyDict(value)
     if isinstance(value, list):
         return value if _is_read_only(value) else ReadOnlyList(read_only(v) for v in value)
     return value
@@ -78,9 +88,9 @@ def read_only(value: Any) -> Any:
 def _is_read_only(value: dict[Any, Any] | list[Any]) -> bool:
     """Whether ``value`` and every container in it is read-only already (a held document's)."""
     if type(value) is ReadOnlyDict:
-        return all(not isinstance(v, (dict, list)) or _is_read_only(v) for v in value.values())
+        return all(not isinstance(v, _CONTAINERS) or _is_read_only(v) for v in value.values())
     if type(value) is ReadOnlyList:
-        return all(not isinstance(v, (dict, list)) or _is_read_only(v) for v in value)
+        return all(not isinstance(v, _CONTAINERS) or _is_read_only(v) for v in value)
     return False
 
 
@@ -88,7 +98,10 @@ def writable_copy(value: Any) -> Any:
     """A copy of ``value`` sharing no dict, list or set with it (what a hit and ``to_dict`` hand
     out: editing them changes nothing an index holds); other values are shared (immutable)."""
     if isinstance(value, dict):
-        return {k: writable_copy(v) for k, v in value.items()}
+        for item in value.values():
+            if isinstance(item, (dict, list, set)):
+                return {k: writable_copy(v) for k, v in value.items()}
+        return dict(value)
     if isinstance(value, list):
         return [writable_copy(v) for v in value]
     if isinstance(value, set):
