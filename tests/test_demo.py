@@ -88,3 +88,29 @@ def test_demo_offers_only_index_kinds_it_can_build_whole():
     for kind in ("qdrant", "lancedb", "graph"):
         result = CliRunner().invoke(main, ["demo", "--method", kind])
         assert result.exit_code == 2 and "is not one of 'bm25', 'dense', 'hybrid'" in result.output
+
+
+def test_the_demo_configs_arithmetic_rule_fires_on_calculations_only():
+    """The demo config's `arithmetic` signal (whose rule answers without retrieval) read any
+    number-operator-number in a query: a product question about 2560x1440 monitors, 24/7 support
+    or an i7-13700 got no retrieval (session 40 audit). It now fires when the query is a calculation."""
+    import yaml
+
+    from ragroute.route.signals import parse_signal
+
+    spec = yaml.safe_load((CORPORA / "routing.yaml").read_text("utf-8"))["signals"]["arithmetic"]
+    signal = parse_signal("arithmetic", spec, "routing.yaml", None)
+    calculations = [
+        "What is 17 times 3?",
+        "12 * 7",
+        "calculate 3 + 4",
+        "what's 2.5 x 4?",
+        "100 divided by 4?",
+    ]
+    questions = [
+        "Which monitors have 2560x1440 resolution and what do they cost?",
+        "Do you offer 24/7 phone support?",
+        "Which laptops have an Intel Core i7-13700?",
+        "Express shipping takes 2-3 days, right?",
+    ]
+    assert [bool(signal.pattern.search(q)) for q in calculations + questions] == [True] * 5 + [False] * 4
