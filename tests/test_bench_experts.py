@@ -216,3 +216,34 @@ def test_report_columns_fit_the_longest_row_name():
         assert line[column - 6 : column] in ("0.9800", "0.9300", "0.9700"), line
     per_collection = [line for line in lines if line.startswith("  ") and line.strip()[0].isalpha()]
     assert len({line.index("0.9") for line in per_collection}) == 1, per_collection
+
+
+def test_a_train_split_no_collection_has_is_one_line_before_any_encoding(tmp_path, monkeypatch):
+    # the training split was read by a second prepare, after the collections were encoded and scored
+    import json
+
+    from click.testing import CliRunner
+
+    import ragroute.encode
+    from ragroute.cli.bench import experts_command
+    from ragroute.errors import RagrouteError
+    from ragroute.evaluation.bench_experts import run_experts_bench
+
+    for name in ("a", "b"):
+        folder = tmp_path / "root" / name
+        (folder / "qrels").mkdir(parents=True)
+        (folder / "corpus.jsonl").write_text(json.dumps({"_id": f"{name}1", "text": "cats purr"}) + "\n")
+        (folder / "queries.jsonl").write_text(json.dumps({"_id": f"{name}q", "text": "cats"}) + "\n")
+        (folder / "qrels" / "dev.tsv").write_text(f"query-id\tcorpus-id\tscore\n{name}q\t{name}1\t1\n")
+
+    def no_encoder(*_args, **_kwargs):
+        raise AssertionError("the encoder was loaded before the options were checked")
+
+    with pytest.raises(RagrouteError, match="--train-split test: no BEIR folder under .* has qrels/test.tsv"):
+        run_experts_bench(tmp_path / "root", "dev", "test", None, tmp_path / "experts")
+    monkeypatch.setattr(ragroute.encode, "load_encoder", no_encoder)
+    args = ["--data", str(tmp_path / "root"), "--experts", str(tmp_path / "experts")]
+    result = CliRunner().invoke(experts_command, [*args, "--train-split", "test"])
+    assert result.exit_code == 2 and "error: --train-split test: no BEIR folder" in result.output
+    result = CliRunner().invoke(experts_command, [*args, "--folds", "3"])  # no cross-validation to fold
+    assert result.exit_code == 2 and "error: --folds does not apply unless --train-split" in result.output

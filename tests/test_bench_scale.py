@@ -62,3 +62,27 @@ def test_bench_scale_reads_every_option_before_the_layouts_run(monkeypatch):
     ]:
         result = CliRunner().invoke(main, ["bench", "scale", "--sizes", "1000", option, value])
         assert result.exit_code == 2 and result.output.startswith(said), result.output
+
+
+def test_bench_scale_refuses_ray_options_without_ray_and_names_what_it_leaves_out(monkeypatch):
+    # --encoder nonexistent-model --backend torch without --ray-corpus (the only thing they set), and
+    # every optional row switched off, exited 0 without a word
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.evaluation import bench_scale
+
+    monkeypatch.setattr(bench_scale, "run_scale_bench", lambda *a, **k: {"rows": []})
+    monkeypatch.setattr(bench_scale, "format_report", lambda result: "report")
+    base = ["bench", "scale", "--sizes", "1000", "--queries", "10"]
+    result = CliRunner().invoke(main, [*base, "--encoder", "nonexistent-model", "--backend", "torch"])
+    assert result.exit_code == 2 and result.output == (
+        "error: --encoder and --backend do not apply without --ray-corpus (they build that corpus)\n"
+    )
+    off = ["--routing-sources", "", "--ppr-edges", "", "--qdrant-max", "0", "--lancedb-max", "0"]
+    result = CliRunner().invoke(main, [*base, *off])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "left out as asked: the Qdrant row (--qdrant-max 0), the LanceDB row (--lancedb-max 0), "
+        "the routing cost (--routing-sources empty), the PPR cost (--ppr-edges empty)\n"
+    )

@@ -123,7 +123,7 @@ def test_command_json(glasgow_like, hashing_encoder, monkeypatch):
 
     monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *a, **k: hashing_encoder)
     result = CliRunner().invoke(
-        corpus_routing_command, ["--data", str(glasgow_like), "--split", "dev", "--folds", "2", "--json"]
+        corpus_routing_command, ["--data", str(glasgow_like), "--split", "dev", "--json"]
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
@@ -292,3 +292,45 @@ def test_report_columns_fit_the_longest_router_name():
     assert all(line[edge - 6 : edge] == "0.9000" for line in rows), rows
     errors = [line for line in lines if line.startswith("  ") and line.endswith(" none")]
     assert len({line.index(" none") for line in errors}) == 1, errors
+
+
+class _NoEncoding:
+    """An encoder that must not be reached: the run is refused before anything is encoded."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"encoder used ({name}) before the options were checked")
+
+
+def test_a_train_split_no_collection_has_is_one_line_before_anything_is_encoded(glasgow_like, monkeypatch):
+    # found only when the learned routers were fitted, after every collection was encoded and the
+    # training-free routers scored
+    import ragroute.encode
+    from ragroute.errors import RagrouteError
+
+    with pytest.raises(
+        RagrouteError, match=r"--train-split test: no BEIR folder under .* has qrels/test.tsv"
+    ):
+        run_corpus_routing_bench(glasgow_like, "dev", "test", _NoEncoding())
+    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *a, **k: _NoEncoding())
+    result = CliRunner().invoke(
+        corpus_routing_command, ["--data", str(glasgow_like), "--train-split", "test"]
+    )
+    assert result.exit_code == 2 and result.output == (
+        f"error: --train-split test: no BEIR folder under {glasgow_like} has qrels/test.tsv "
+        "(splits there: dev)\n"
+    )
+
+
+def test_folds_without_cross_validation_are_refused(glasgow_like, monkeypatch):
+    # --folds sets cross-validation on --split, which runs only when --train-split equals it: ignored
+    import ragroute.encode
+
+    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *a, **k: _NoEncoding())
+    for extra in ([], ["--train-split", "other"]):
+        result = CliRunner().invoke(
+            corpus_routing_command, ["--data", str(glasgow_like), "--folds", "3", *extra]
+        )
+        assert result.exit_code == 2 and result.output.startswith(
+            "error: --folds does not apply unless --train-split equals --split"
+        )
+        assert result.output.count("\n") == 1

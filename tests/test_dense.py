@@ -464,3 +464,18 @@ def test_a_tie_running_past_the_cut_costs_one_more_scan_not_a_doubling_search():
     query[0, 0] = 1.0
     assert [p for p, _ in index.ranked_positions(query, 3, None)[0]] == [0, 1, 2]
     assert counting.calls == [("search", 11), ("range_search", 1)]
+
+
+def test_dense_bench_refuses_two_folders_of_one_name_as_bench_encode_does(tmp_path, no_encoder):
+    # the JSON keyed results by folder name: `--data a/med --data b/med` printed both tables and kept one
+    from click.testing import CliRunner
+
+    from ragroute.cli.bench import dense_command
+
+    one, two = _bench_folder(tmp_path / "a"), _bench_folder(tmp_path / "b")  # both a folder "mini"
+    args = ["--data", str(one), "--data", str(two), "--backend", "torch", "--json"]
+    result = CliRunner().invoke(dense_command, args)
+    assert result.exit_code == 2 and result.output == (
+        f"error: --data {one} and {two} share the folder name 'mini': "
+        "give each collection once, under names of their own\n"
+    )

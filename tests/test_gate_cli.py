@@ -173,3 +173,28 @@ def test_bench_gate_with_an_empty_gate_list_is_refused(labels):
         result.exit_code == 2
         and result.output == "error: --gates ',' names nothing: give comma-separated names\n"
     )
+
+
+def test_bench_gate_refuses_scoring_on_the_training_file(labels, tmp_path):
+    # `--train X --data X` printed AUROC 1.0 [1.0, 1.0] for the 5-NN baseline, without a word
+    from ragroute.errors import RagrouteError
+    from ragroute.evaluation import bench_gate
+
+    result = CliRunner().invoke(
+        main, ["bench", "gate", "--train", str(labels), "--data", str(labels), "--gates", "threshold_rarity"]
+    )
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "the same file" in result.output and "--folds N" in result.output
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    test = tmp_path / "test.jsonl"  # one query of the training file among new ones
+    test.write_text("\n".join(json.dumps({**r, "text": f"new {r['text']}"}) for r in rows[1:]) + "\n")
+    test.write_text(test.read_text() + json.dumps(rows[0]) + "\n")
+    said: list[str] = []
+    bench_gate.run_gate_bench(
+        test, train_path=labels, encoder=HashingEncoder(dim=64), gates=["threshold_rarity"], log=said.append
+    )
+    assert f"note: 1 of {len(rows)} test queries also appear in the training file" in said[0]
+    copy = tmp_path / "copy.jsonl"  # the training file under another name: in-sample all the same
+    copy.write_text(labels.read_text())
+    with pytest.raises(RagrouteError, match="every one of the 48 test queries is also in the training"):
+        bench_gate.run_gate_bench(copy, train_path=labels, gates=["threshold_rarity"])

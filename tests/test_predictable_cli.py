@@ -274,16 +274,62 @@ def test_corpus_routing_names_what_it_skipped_and_shows_no_glasgow_numbers(
 
 
 def test_reference_numbers_belong_to_their_data(tmp_path):
-    from ragroute.evaluation.bench_corpus_routing import BASELINES_REFERENCE, glasgow_reference
+    from ragroute.evaluation.bench_corpus_routing import (
+        BASELINES_REFERENCE,
+        GLASGOW_SIZES,
+        glasgow_reference,
+    )
+    from ragroute.evaluation.bench_graph import MUSIQUE_SIZE, REFERENCE, musique_reference
+
+    glasgow = dict(GLASGOW_SIZES)
+    assert glasgow_reference(glasgow, "dev", BASELINES_REFERENCE) is BASELINES_REFERENCE
+    seven = {n: size for n, size in glasgow.items() if n != "time"}  # one collection skipped
+    assert glasgow_reference(seven, "dev", BASELINES_REFERENCE) is None
+    assert glasgow_reference(glasgow, "test", BASELINES_REFERENCE) is None
+    assert glasgow_reference({"astro": (3, 2), "cook": (3, 2)}, "dev", BASELINES_REFERENCE) is None
+    assert musique_reference(tmp_path / "musique", "dev", REFERENCE, MUSIQUE_SIZE) is REFERENCE
+    assert musique_reference(tmp_path / "2wiki", "dev", REFERENCE, MUSIQUE_SIZE) is None
+
+
+def test_reference_numbers_are_left_out_on_data_cut_from_theirs(tmp_path):
+    # the names alone were checked: Glasgow cut to 40 documents a collection, a 60-query slice of
+    # metatool_need_tool or a cut musique folder printed the issue's numbers as if measured there
+    from conftest import HashingEncoder
+
+    from ragroute.evaluation import bench_gate
+    from ragroute.evaluation.bench_corpus_routing import (
+        BASELINES_REFERENCE,
+        GLASGOW_SIZES,
+        glasgow_reference,
+    )
     from ragroute.evaluation.bench_graph import REFERENCE, musique_reference
 
-    glasgow = ["adi", "cacm", "cisi", "cran", "lisa", "med", "npl", "time"]
-    assert glasgow_reference(glasgow, "dev", BASELINES_REFERENCE) is BASELINES_REFERENCE
-    assert glasgow_reference(glasgow[:7], "dev", BASELINES_REFERENCE) is None  # one collection skipped
-    assert glasgow_reference(glasgow, "test", BASELINES_REFERENCE) is None
-    assert glasgow_reference(["astro", "cook"], "dev", BASELINES_REFERENCE) is None
-    assert musique_reference(tmp_path / "musique", "dev", REFERENCE) is REFERENCE
-    assert musique_reference(tmp_path / "2wiki", "dev", REFERENCE) is None
+    said: list[str] = []
+    cut = {name: (40, queries) for name, (_, queries) in GLASGOW_SIZES.items()}
+    assert glasgow_reference(cut, "dev", BASELINES_REFERENCE, said.append) is None
+    assert said[0].startswith("issue reference left out: the data differs from the Glasgow dev")
+    assert "adi 40 documents and 18 queries, measured on 82 and 18" in said[0]
+    assert musique_reference(tmp_path / "musique", "dev", REFERENCE, (60, 500), said.append) is None
+    assert "60 questions over 500 passages, measured on 100 over 1890" in said[1]
+
+    folder = tmp_path / "metatool_need_tool"
+    folder.mkdir()
+    rows = [{"_id": f"r{i}", "text": f"look up the price of item {i}", "label": "tool"} for i in range(30)]
+    rows += [{"_id": f"a{i}", "text": f"tell me a joke number {i}", "label": "no_tool"} for i in range(30)]
+    (folder / "slice60.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = bench_gate.run_gate_bench(
+        folder / "slice60.jsonl",
+        folds=2,
+        encoder=HashingEncoder(dim=64),
+        gates=["knn5_embedding"],
+        log=said.append,
+    )
+    assert result["task"] == "metatool_need_tool" and result["baseline_reference"] == {}
+    assert "(issue)" not in bench_gate.format_report(result)
+    assert (
+        "issue reference left out: the data differs from the metatool_need_tool dev file it was measured "
+        "on (60 queries, measured on 520)" in said
+    )
 
 
 # ----------------------------------------------------------------------------------- first query

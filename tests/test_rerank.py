@@ -1096,3 +1096,95 @@ def test_bench_rerank_says_the_data_is_wrong_before_loading_the_reranker(tmp_pat
     (tmp_path / "empty").mkdir()
     with pytest.raises(RagrouteError, match="no BEIR or SKILLS data in it"):
         run_rerank_bench(tmp_path / "empty", hashing_encoder, tmp_path / "no-reranker")
+
+
+def _trained_on(monkeypatch, data: dict) -> None:
+    """Rerankers loaded from here on read ``data`` as the training sets their manifest records."""
+    from ragroute.rerank import cross_encoder
+
+    real = cross_encoder._load
+
+    def load(*args, **kwargs):
+        scorer, calibration, info = real(*args, **kwargs)
+        return scorer, calibration, {**info, "params": {**info["params"], "data": data}}
+
+    monkeypatch.setattr(cross_encoder, "_load", load)
+
+
+def test_bench_rerank_leaves_out_training_queries_of_a_copy_under_another_name(
+    tiny_reranker, tmp_path, hashing_encoder, monkeypatch
+):
+    # the fold goes by the folder's name: a copy of training set "a" named "acopy" scored some of
+    # a's fold-0 (training) queries as "held out from reranker training"
+    from ragroute.evaluation.bench_rerank import run_rerank_bench
+
+    out, _ = tiny_reranker
+    ids = [f"q{i}" for i in range(200)]
+    leaked = next(q for q in ids if query_fold("acopy", q) == 1 and query_fold("a", q) == 0)
+    clean = next(q for q in ids if query_fold("acopy", q) == 1 and query_fold("a", q) == 1)
+    (weather, weather_doc), (email, email_doc) = list(TOPICS.values())[:2]
+    for name in ("a", "acopy"):
+        folder = tmp_path / "proj" / "data" / name
+        (folder / "qrels").mkdir(parents=True)
+        docs = [
+            {"_id": "d1", "title": "", "text": weather_doc},
+            {"_id": "d2", "title": "", "text": email_doc},
+        ]
+        (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+        queries = [{"_id": leaked, "text": weather}, {"_id": clean, "text": email}]
+        (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
+        (folder / "qrels" / "dev.tsv").write_text(
+            f"query-id\tcorpus-id\tscore\n{leaked}\td1\t1\n{clean}\td2\t1\n"
+        )
+    # as `ragroute rerank train` records them: relative to where training ran (the project folder)
+    monkeypatch.chdir(tmp_path / "proj")
+    _trained_on(monkeypatch, {"roots": ["data/a"], "split": "dev"})
+    said: list[str] = []
+    result = run_rerank_bench(
+        tmp_path / "proj" / "data" / "acopy", hashing_encoder, out, backend="torch", log=said.append
+    )
+    assert result["collections"]["acopy"]["queries"] == 1  # the clean one only
+    assert (
+        result["queries"]
+        == "fold-1 (held out from reranker training), less 1 whose text the reranker trained on"
+    )
+    assert "acopy: left out 1 of 2 fold-1 queries whose text the reranker trained on" in said
+    # training data that cannot be found here: no claim of held-out queries
+    _trained_on(monkeypatch, {"roots": ["nowhere/a"], "split": "dev"})
+    result = run_rerank_bench(tmp_path / "proj" / "data" / "acopy", hashing_encoder, out, backend="torch")
+    assert result["collections"]["acopy"]["queries"] == 2
+    assert result["queries"].startswith("fold-1 by folder name only")
+    assert "its training set nowhere/a was not found" in result["queries"]
+    assert "held out from" not in result["queries"]
+
+
+def test_training_queries_are_read_back_from_the_recorded_sets(tmp_path):
+    from ragroute.rerank.train import training_queries
+
+    folder = tmp_path / "proj" / "data" / "s"
+    (folder / "qrels").mkdir(parents=True)
+    ids = [f"q{i}" for i in range(6)]
+    (folder / "queries.jsonl").write_text(
+        "\n".join(json.dumps({"_id": q, "text": f"Query  {q.upper()}"}) for q in ids)
+    )
+    (folder / "skills.jsonl").write_text("")
+    (folder / "qrels" / "dev.tsv").write_text("\n".join(f"{q}\tx\t1" for q in ids[:5]))  # q5 unjudged
+    model = tmp_path / "proj" / "rerank" / "m"
+    texts, why = training_queries({"data": {"roots": ["data/s"], "split": "dev"}}, model)
+    assert why == "" and texts == {f"query {q}" for q in ids[:5] if query_fold("s", q) == 0}
+    assert training_queries({"data": {}}, model) == (None, "its manifest records no training sets")
+    assert training_queries({"data": {"roots": ["data/s"], "split": "test"}}, model)[0] is None
+
+
+def test_bench_rerank_gain_is_the_difference_of_unrounded_means(tiny_reranker, tmp_path, hashing_encoder):
+    # the gain was the difference of nDCGs rounded per collection: 0.0834 in the JSON next to the
+    # +0.0833 of the paired gain printed beside it (the same difference, computed unrounded)
+    from ragroute.evaluation.bench_rerank import run_rerank_bench
+
+    out, _ = tiny_reranker
+    items = list(TOPICS.items())
+    for j, name in enumerate("abcd"):
+        _write_beir(tmp_path / "sets" / name, dict(items[j:] + items[:j]), name)
+    result = run_rerank_bench(tmp_path / "sets", hashing_encoder, out, backend="torch")
+    for method in ("dense", "hybrid"):
+        assert result["rerank_gain"][method] == result["rerank_gain_ci95"][method]["diff"]

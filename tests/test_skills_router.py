@@ -457,7 +457,7 @@ def test_bench_skills_rows_and_keys(tiny_reranker):
     assert result["encoder"] == HashingEncoder(dim=256).describe() and "(hashing backend)" in text
 
 
-def test_bench_scores_every_query_of_a_set_the_reranker_never_saw(tiny_reranker):
+def test_bench_scores_every_query_of_a_set_the_reranker_never_saw(tiny_reranker, tmp_path):
     # a catalogue from elsewhere (anthropics/skills, an OpenAPI spec) has no trained-on fold:
     # with rerank/default the bench scored only its fold-1 queries (12 of 32) all the same
     import copy
@@ -465,10 +465,15 @@ def test_bench_scores_every_query_of_a_set_the_reranker_never_saw(tiny_reranker)
 
     from ragroute.evaluation.bench_skills import reranker_folds, run_skills_bench
 
+    metatool = tmp_path / "metatool"  # a training set of other queries (read back by their text)
+    (metatool / "qrels").mkdir(parents=True)
+    (metatool / "skills.jsonl").write_text("")
+    (metatool / "queries.jsonl").write_text(json.dumps({"_id": "m1", "text": "an unrelated query"}))
+    (metatool / "qrels" / "dev.tsv").write_text("m1\tx\t1\n")
     params = {
         "fold_rule": "fold 0 trains",
         "report": {"sets": {"toollens": {}, "glasgow/adi": {}}},
-        "data": {"roots": ["../shared/data/metatool"]},
+        "data": {"roots": [str(metatool)]},
     }
     trained = SimpleNamespace(info={"params": params})
     assert reranker_folds(trained, "toollens") and reranker_folds(trained, "adi")
@@ -954,3 +959,52 @@ def test_a_threshold_on_a_router_that_cannot_abstain_is_refused(router):
     with_reranker = needs.with_options(reranker=_ReversingReranker(True), threshold=0.7)
     assert not with_reranker.abstention_needs_reranker and with_reranker.route("send an email").p_applies
     assert router.with_options(abstention=None, threshold=None).threshold is None
+
+
+def test_bench_skills_leaves_out_queries_the_reranker_trained_on_under_another_name(tiny_reranker, tmp_path):
+    # a set is known by its folder name: a copy or slice of a training set under another name was
+    # scored on the reranker's training queries, said to be queries "the reranker never trained on"
+    import copy
+    import shutil
+
+    from ragroute.evaluation.bench_skills import run_skills_bench
+    from ragroute.rerank.train import query_fold
+
+    shutil.copytree(DATA, tmp_path / "proj" / "data" / "toolset")
+    params = {
+        "fold_rule": "fold 0 trains",
+        "report": {"sets": {"toolset": {}}},
+        "data": {"roots": ["data/toolset"]},
+    }
+    trained = copy.copy(tiny_reranker)
+    trained.info = {
+        **tiny_reranker.info,
+        "path": str(tmp_path / "proj" / "rerank" / "m"),  # the roots are relative to the folder above it
+        "params": {**tiny_reranker.info["params"], **params},
+    }
+    leaked = sum(query_fold("toolset", r["_id"]) == 0 for r in _jsonl(DATA / "queries.jsonl"))
+    assert 0 < leaked < 16
+    result = run_skills_bench(DATA, HashingEncoder(dim=256), reranker=trained, scale=0, latency_queries=3)
+    assert result["queries"] == 16 - leaked
+    assert result["scored_queries"] == f"all judged queries but {leaked} whose text the reranker trained on"
+
+
+def test_bench_skills_refuses_reranker_options_with_no_reranker(monkeypatch):
+    # --no-reranker --tune-blend 10 --rerank-backend torch ran without the tuned row and without a word
+    from click.testing import CliRunner
+
+    from ragroute.cli.bench import skills_command
+    from ragroute.evaluation.bench_skills import run_skills_bench
+
+    def no_encoder(*_args, **_kwargs):
+        raise AssertionError("the encoder was loaded before the options were checked")
+
+    monkeypatch.setattr("ragroute.encode.load_encoder", no_encoder)
+    args = ["--data", str(DATA), "--no-reranker", "--scale", "0"]
+    result = CliRunner().invoke(skills_command, [*args, "--tune-blend", "10", "--rerank-backend", "torch"])
+    assert result.exit_code == 2 and result.output == (
+        "error: --tune-blend and --rerank-backend do not apply with --no-reranker "
+        "(they set the reranker's rows)\n"
+    )
+    with pytest.raises(RagrouteError, match="tune_blend needs a reranker"):
+        run_skills_bench(DATA, HashingEncoder(dim=256), scale=0, tune_blend=10)

@@ -670,3 +670,29 @@ def test_a_legacy_router_of_other_cheap_features_says_to_refit(
         f"router {folder} was fitted on cheap query features this version of ragroute does not "
         "compute: refit it with `ragroute route fit`"
     )
+
+
+def test_bench_refuses_scoring_on_the_training_file_and_counts_shared_texts(
+    data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path
+) -> None:
+    # `--train X --data X` printed an in-sample logreg accuracy next to the 90% goal, without a word
+    train = _write_labels(tmp_path / "train.jsonl", *data["train"])
+    result = CliRunner().invoke(
+        route_labels_command, ["--train", str(train), "--data", str(train), "--routers", "majority"]
+    )
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "--train and --data are the same file" in result.output and "held-out file" in result.output
+    with pytest.raises(RagrouteError, match="the same file"):
+        run_route_labels_bench(train, train, encoder=encoder, routers=["majority"])
+    copy = tmp_path / "copy.jsonl"  # the same queries under another name: in-sample all the same
+    copy.write_text(train.read_text())
+    with pytest.raises(RagrouteError, match="every one of the .* test queries is also in the training file"):
+        run_route_labels_bench(train, copy, encoder=encoder, routers=["majority"])
+    texts, labels = data["test"]
+    seen = {" ".join(t.lower().split()) for t in data["train"][0]}
+    shared = sum(" ".join(t.lower().split()) in seen for t in texts)  # the synthetic sets share some
+    assert 0 < shared < len(texts)
+    test = _write_labels(tmp_path / "test.jsonl", texts, labels)
+    said: list[str] = []
+    run_route_labels_bench(train, test, encoder=encoder, routers=["majority"], log=said.append)
+    assert f"note: {shared} of {len(texts)} test queries also appear in the training file" in said[0]

@@ -47,6 +47,13 @@ from ragroute.evaluation import (
 )
 from ragroute.registry import EXTRACTORS, FUSIONS
 
+#: why ``--folds`` of corpus-routing and experts is refused: it sets the cross-validation that runs
+#: only when the routers are fitted on the split they are scored on
+FOLDS_NEED_TRAIN_SPLIT = (
+    "unless --train-split equals --split (the folds of cross-validation on that split; "
+    "without --train-split no router is fitted, with another split they are fitted on it)"
+)
+
 #: ``--candidates`` of the benchmarks that rerank stage 1 (rerank, skills)
 candidates_option = click.option(
     "--candidates",
@@ -252,15 +259,17 @@ def dense_command(
     """Compare faiss layouts (flat exact, HNSW, IVF-PQ): build time, queries/s as ratios
     to flat, recall@10 of the exact top-10, nDCG@10, and bytes per vector.
 
-    A --data folder without queries.jsonl is one error line before anything is measured; one
-    that is there is read strictly: a bad line, a qrels/SPLIT.tsv id naming no query or document,
-    or an empty or absent split is one error line, never a skipped record.
+    A --data folder without queries.jsonl is one error line before anything is measured, and so
+    are two --data folders of one name (the results are keyed by it); one that is there is read
+    strictly: a bad line, a qrels/SPLIT.tsv id naming no query or document, or an empty or absent
+    split is one error line, never a skipped record.
     """
     for data_dir in data_dirs:
         if not (Path(data_dir) / "queries.jsonl").is_file():
             raise RagrouteError(
                 f"data missing: {data_dir} (expected a BEIR folder; see ../shared/data/README.md)"
             )
+    bench_encode.distinct_folder_names(data_dirs)  # results are keyed by folder name
     results = {}
     for data_dir in data_dirs:
         results[Path(data_dir).name] = bench_dense.run_dense_bench(
@@ -343,6 +352,9 @@ def corpus_routing_command(
 
     if not Path(root).is_dir():
         raise RagrouteError(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
+    if train_split != split:
+        refuse_options(("folds",), FOLDS_NEED_TRAIN_SPLIT)
+    bench_corpus_routing.check_train_split(Path(root), split, train_split)  # before anything is encoded
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     desc = bench_corpus_routing.read_descriptions(descriptions) if descriptions else None
     result = bench_corpus_routing.run_corpus_routing_bench(
@@ -437,7 +449,9 @@ def route_labels_command(
     the same run: majority class, 5-nearest-neighbour vote on embeddings, and
     logistic regression on embeddings (the issue's baseline, whose reference
     numbers are printed too); ours: TrainedRouter variants. A label given as a
-    list counts as its first label.
+    list counts as its first label. The files must differ: one file given twice, or a test file
+    whose every query is in the training file, is refused; a note on stderr counts the test
+    queries whose text (case and spacing ignored) is in the training file too.
     """
     from ragroute.encode import load_encoder
     from ragroute.loaders.labels import check_labels_file
@@ -445,6 +459,7 @@ def route_labels_command(
     names = name_list(routers, "--routers")
     for path in (train_path, data_path):
         check_labels_file(path)
+    bench_route_labels.refuse_same_file(train_path, data_path)
 
     encoder = load_encoder(encoder_name or DEFAULT_ENCODER, cache_dir=cache_dir)
     result = bench_route_labels.run_route_labels_bench(
@@ -579,7 +594,9 @@ def graph_command(
     elif llm_spec is not None:
         refuse_options(("llm_spec",), f"to --extractor {extractor}: {LLM_ONLY}")
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
-    result = bench_graph.run_graph_bench(root, enc, split=split, extractor=chosen)
+    result = bench_graph.run_graph_bench(
+        root, enc, split=split, extractor=chosen, log=lambda msg: click.echo(msg, err=True)
+    )
     say_llm_work(chosen)
     click.echo(bench_graph.format_report(result))
     if as_json:
@@ -801,6 +818,8 @@ def skills_command(
     reranker_path, no_reranker = yield_to_command_line(
         {"reranker_path": reranker_path, "no_reranker": no_reranker}
     )
+    if no_reranker:  # both set the reranker's rows: without one they were dropped in silence
+        refuse_options(("tune_blend", "rerank_backend"), "with --no-reranker (they set the reranker's rows)")
     reranker, said = resolve_reranker(  # the issue's rows need one: its absence is an error
         reranker_path, bool(no_reranker), candidates=candidates, backend=rerank_backend, required=True
     )
@@ -885,7 +904,9 @@ def gate_command(
     """Retrieval gates (threshold gates over single signals, trained gates over all LLM-free signals)
     against logistic regression and 5-NN on embeddings: AUROC, accuracy and balanced accuracy at each
     gate's default operating point, retrieval rate vs recall of needed retrieval at 5 operating
-    points, p50 decision time (encoding excluded).
+    points, p50 decision time (encoding excluded). --train and --data must differ: one file given
+    twice, or a test file whose every query is in the training file, is refused (use --folds N);
+    a note on stderr counts the test queries whose text is in the training file too.
     """
     import torch
 
@@ -902,6 +923,7 @@ def gate_command(
         if path is not None:
             check_labels_file(path)
     names = name_list(gates, "--gates") if gates is not None else list(bench_gate.ALL_GATES)
+    bench_route_labels.refuse_same_file(train_path, data_path, bench_gate.FOLDS_INSTEAD)
     enc = load_encoder(encoder, backend=backend, cache_dir=cache_dir)
     result = bench_gate.run_gate_bench(
         data_path,
@@ -1042,6 +1064,9 @@ def experts_command(
 
     if not Path(root).is_dir():
         raise RagrouteError(f"data missing: {root} is not a folder (see ../shared/data/README.md)")
+    if train_split != split:
+        refuse_options(("folds",), FOLDS_NEED_TRAIN_SPLIT)
+    bench_corpus_routing.check_train_split(Path(root), split, train_split)
     check_device(device)  # before the collections are encoded
     mix = {
         key: value
@@ -1345,6 +1370,10 @@ def scale_command(
 ) -> None:
     """Query latency, recall@10 and bytes per vector of each dense layout (flat, HNSW, IVF-PQ, IVF-PQ with
     exact re-ranking, memory-mapped) as the corpus grows.
+
+    --encoder, --backend and --ray-workers set the Ray builds of --ray-corpus and are refused
+    without it; the rows left out as asked (--qdrant-max 0, --lancedb-max 0, an empty
+    --routing-sources or --ppr-edges) are named on stderr.
     """
     from ragroute.evaluation import bench_scale
 
@@ -1356,8 +1385,20 @@ def scale_command(
     sources = _integers(routing_sources, "--routing-sources", minimum=1)
     edges = _integers(ppr_edges, "--ppr-edges", minimum=1)
     workers = _integers(ray_workers, "--ray-workers", minimum=1)
-    if ray_corpus is None:
-        refuse_options(("ray_workers",), "without --ray-corpus (they build that corpus)")
+    if ray_corpus is None:  # the Ray builds of --ray-corpus are all they set (--ray-synthetic hashes words)
+        refuse_options(("ray_workers", "encoder", "backend"), "without --ray-corpus (they build that corpus)")
+    left_out = [
+        what
+        for what, gone in (
+            ("the Qdrant row (--qdrant-max 0)", not qdrant_max),
+            ("the LanceDB row (--lancedb-max 0)", not lancedb_max),
+            ("the routing cost (--routing-sources empty)", not sources),
+            ("the PPR cost (--ppr-edges empty)", not edges),
+        )
+        if gone
+    ]
+    if left_out:
+        click.echo(f"left out as asked: {', '.join(left_out)}", err=True)
     result = bench_scale.run_scale_bench(
         counts,
         layouts=(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -66,6 +66,18 @@ BASELINES_REFERENCE = {
 }
 #: The split the Glasgow reference numbers were measured on.
 GLASGOW_SPLIT = "dev"
+#: (documents, queries) of each Glasgow collection as loaded on that split when the reference
+#: numbers were measured: a copy cut to fewer documents or queries is other data
+GLASGOW_SIZES = {
+    "adi": (82, 18),
+    "cacm": (3204, 26),
+    "cisi": (1460, 38),
+    "cran": (1398, 113),
+    "lisa": (5999, 18),
+    "med": (1033, 15),
+    "npl": (11429, 47),
+    "time": (423, 42),
+}
 
 Log = Callable[[str], None]
 
@@ -193,10 +205,43 @@ def missing_split(folder: Path, split: str) -> str | None:
     return None
 
 
-def glasgow_reference(names: Sequence[str], split: str, reference: dict[str, Any]) -> dict[str, Any] | None:
-    """``reference`` when ``names`` are the Glasgow collections (all eight) and ``split`` is the one the
-    numbers were measured on; ``None`` for any other data, so reports show no unrelated numbers."""
-    if split != GLASGOW_SPLIT or set(names) != set(glasgow_descriptions()):
+def check_train_split(root: Path, split: str, train_split: str | None) -> None:
+    """One line, before anything is encoded, when ``train_split`` (routers are fitted on it when it
+    differs from ``split``) is judged in no BEIR folder under ``root`` (the :func:`missing_split`
+    test): found only when the learned routers were fitted, it cost the whole run until now."""
+    if train_split is None or train_split == split:
+        return
+    folders = [p for p in sorted(Path(root).iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+    if any(missing_split(folder, train_split) is None for folder in folders):
+        return
+    found = sorted({t.stem for folder in folders for t in (folder / "qrels").glob("*.tsv")})
+    raise RagrouteError(
+        f"--train-split {train_split}: no BEIR folder under {root} has qrels/{train_split}.tsv "
+        f"(splits there: {', '.join(found) or 'none'})"
+    )
+
+
+def glasgow_reference(
+    sizes: Mapping[str, tuple[int, int]], split: str, reference: dict[str, Any], log: Log | None = None
+) -> dict[str, Any] | None:
+    """``reference`` when the collections (name -> documents, queries) are the Glasgow ones the numbers
+    were measured on: all eight, of the sizes in :data:`GLASGOW_SIZES`, on that split; ``None`` for any
+    other data, so reports show no unrelated numbers. The eight cut or changed (the names alone match)
+    is said through ``log``."""
+    if split != GLASGOW_SPLIT or set(sizes) != set(GLASGOW_SIZES):
+        return None
+    differ = [
+        f"{name} {sizes[name][0]} documents and {sizes[name][1]} queries, measured on "
+        f"{GLASGOW_SIZES[name][0]} and {GLASGOW_SIZES[name][1]}"
+        for name in sorted(sizes)
+        if tuple(sizes[name]) != GLASGOW_SIZES[name]
+    ]
+    if differ:
+        if log is not None:
+            log(
+                f"issue reference left out: the data differs from the Glasgow {split} it was measured on "
+                f"({'; '.join(differ)})"
+            )
         return None
     return reference
 
@@ -527,6 +572,7 @@ def run_corpus_routing_bench(
     settings = {k: v for k, v in (selection or {}).items() if v is not None}
     options = routing_options(settings)
     descriptions = descriptions if descriptions is not None else glasgow_descriptions()
+    check_train_split(root, split, train_split)
     data = prepare(root, split, encoder, descriptions=descriptions, method=method, log=say, min_collections=2)
     skipped_routers: dict[str, str] = {}
 
@@ -604,7 +650,10 @@ def run_corpus_routing_bench(
         "latency_of": "prototype",
         "concurrent_routes": concurrency_check(data),
         "baseline_reference": glasgow_reference(
-            [c.name for c in data.collections], split, BASELINES_REFERENCE
+            {c.name: (len(c.corpus), len(c.queries)) for c in data.collections},
+            split,
+            BASELINES_REFERENCE,
+            say,
         ),
         "skipped": {"collections": dict(data.skipped), "routers": skipped_routers},
         "calibration": {"prototype": prototype.calibration, "confidence": confidence.calibration},

@@ -109,6 +109,19 @@ def _ndcg(collection: BeirCollection, top: np.ndarray) -> float:
     return float(evaluate_run(run, collection.qrels, [METRIC])[METRIC])
 
 
+def distinct_folder_names(paths: Sequence[Path]) -> None:
+    """One line when two ``--data`` folders share a folder name: results are keyed by it, and one
+    would overwrite the other (``bench encode``, ``bench dense``)."""
+    by_name: dict[str, Path] = {}
+    for path in map(Path, paths):
+        if path.name in by_name:
+            raise RagrouteError(
+                f"--data {by_name[path.name]} and {path} share the folder name {path.name!r}: "
+                "give each collection once, under names of their own"
+            )
+        by_name[path.name] = path
+
+
 def run_encode_bench(
     data_dirs: Sequence[Path],
     max_docs: int | None = None,
@@ -138,14 +151,7 @@ def run_encode_bench(
     # a folder that is missing or broken is one error before anything is measured: measuring the
     # rest would hide it
     collections = [read_beir(Path(data_dir), max_docs) for data_dir in data_dirs]
-    by_name: dict[str, Path] = {}
-    for coll in collections:  # results are keyed by folder name: two of one name overwrote each other
-        if coll.name in by_name:
-            raise RagrouteError(
-                f"--data {by_name[coll.name]} and {coll.path} share the folder name {coll.name!r}: "
-                "give each collection once, under names of their own"
-            )
-        by_name[coll.name] = coll.path
+    distinct_folder_names([coll.path for coll in collections])
     if not any(is_scorable(r) for c in collections for r in c.qrels.values()):  # nDCG@10 would read 0.0000
         raise RagrouteError(
             f"{', '.join(str(c.path) for c in collections)}: no query has a relevant judgement (grade "

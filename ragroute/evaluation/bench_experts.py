@@ -101,6 +101,8 @@ class ExpertData:
     domains: dict[str, np.ndarray] = field(default_factory=dict)
     # domain expert -> those documents (pilot-domain cuts its calibration pseudo-queries from them)
     domain_documents: dict[str, list[Document]] = field(default_factory=dict)
+    # collection -> (documents, queries) as loaded (the reference numbers belong to given sizes)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def positions(self, collection: str) -> list[int]:
         return [i for i, label in enumerate(self.labels) if label == collection]
@@ -236,6 +238,7 @@ def prepare(
         skipped,
         {f"expert-{n}": base_vectors[n] for n in trained if f"expert-{n}" in experts.names},
         {f"expert-{c.name}": list(c.corpus) for c in collections if f"expert-{c.name}" in experts.names},
+        {c.name: (len(c.corpus), len(c.queries)) for c in collections},
     )
 
 
@@ -384,9 +387,10 @@ def run_experts_bench(
 ) -> dict[str, Any]:
     """Every row of the module docstring, as one JSON-ready dict; folders left out are said through
     ``log`` and listed under ``skipped``; ``reference`` holds the issue's numbers on Glasgow dev only."""
-    from ragroute.evaluation.bench_corpus_routing import glasgow_reference
+    from ragroute.evaluation.bench_corpus_routing import check_train_split, glasgow_reference
     from ragroute.store import open_snapshot
 
+    check_train_split(root, split, train_split)  # before the collections are encoded
     start = time.perf_counter()
     data = prepare(
         root, split, encoder, experts_dir, train_params=train_params, show_progress=show_progress, log=log
@@ -431,7 +435,7 @@ def run_experts_bench(
         "queries": len(data.contexts),
         "split": split,
         "train_split": train_split,
-        "reference": glasgow_reference(data.collections, split, BASELINES_REFERENCE),
+        "reference": glasgow_reference(data.sizes, split, BASELINES_REFERENCE, log),
         "skipped": dict(data.skipped),
     }
     train_data: ExpertData | None = None

@@ -3,7 +3,9 @@
 The label says whether a query needs retrieval: ``no``, ``none`` and ``no_tool``
 mean "answer directly", any other label means "retrieve". Two protocols:
 
-* ``--train`` and ``--data``: every gate is fitted on the training file and scored on the test file;
+* ``--train`` and ``--data``: every gate is fitted on the training file and scored on the test file
+  (one file given as both is refused, and so is a test file whose every query text is in the
+  training file; a note on stderr counts the test queries whose text is in it too);
 * ``--folds N`` (``--data`` only): N-fold cross-validation, stratified, identical texts in one fold
   (:func:`ragroute.route.folds.grouped_stratified_folds`, seed ``--seed``); each fold is scored by
   gates fitted on the other folds and the out-of-fold scores are pooled. Nothing is ever scored by
@@ -40,7 +42,7 @@ import numpy as np
 
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
-from ragroute.evaluation.bench_route_labels import read_labels
+from ragroute.evaluation.bench_route_labels import read_labels, refuse_same_file, shared_texts
 from ragroute.evaluation.metrics import auroc, auroc_interval, balanced_accuracy
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
@@ -93,12 +95,17 @@ BASELINE_REFERENCE = {
     "metatool_need_tool": {"logreg_embedding": (0.955, 0.869), "knn5_embedding": (0.919, 0.855)},
 }
 """The issue's numbers (AUROC, balanced accuracy), printed next to the measured ones."""
+REFERENCE_QUERIES = {"universalrag_routing": 2833, "metatool_need_tool": 520}
+"""How many test queries each task's reference numbers were measured on (its dev file): a slice or
+a changed copy is other data, and the reference is left out (:func:`_reference`)."""
 GOALS = {
     "universalrag_routing": {"auroc": 0.995, "balanced_accuracy": 0.95},
     "metatool_need_tool": {"auroc": 0.97, "balanced_accuracy": 0.92},
 }
 
 Log = Callable[[str], None]
+
+FOLDS_INSTEAD = ", or cross-validate on it alone with --folds N"
 
 
 class _Scored:
@@ -220,6 +227,20 @@ def _task_name(path: Path) -> str:
     return ""
 
 
+def _reference(task: str, n_test: int, say: Log) -> dict[str, Any]:
+    """The issue's numbers for ``task`` when the test data is the one they were measured on (its
+    :data:`REFERENCE_QUERIES`), else ``{}``, and why through ``say`` (the folder's name alone matched)."""
+    if task not in BASELINE_REFERENCE:
+        return {}
+    if n_test != REFERENCE_QUERIES[task]:
+        say(
+            f"issue reference left out: the data differs from the {task} dev file it was measured on "
+            f"({n_test} queries, measured on {REFERENCE_QUERIES[task]})"
+        )
+        return {}
+    return BASELINE_REFERENCE[task]
+
+
 def run_gate_bench(
     data_path: Path,
     *,
@@ -240,9 +261,12 @@ def run_gate_bench(
         )
     if (train_path is None) == (folds is None):
         raise RagrouteError(TRAIN_OR_FOLDS)
+    refuse_same_file(train_path, data_path, FOLDS_INSTEAD)
     test = read_labels(data_path)
     test_y = np.array([needs_retrieval(label) for label in test.labels])
     train = read_labels(train_path) if train_path is not None else None
+    if train is not None:
+        shared_texts(train.texts, test.texts, say, FOLDS_INSTEAD)
     if test_y.all() or not test_y.any():
         raise RagrouteError(f"{data_path} needs queries of both kinds (retrieve and answer directly)")
     if encoder is None:
@@ -321,7 +345,7 @@ def run_gate_bench(
         "encode_ms_per_query": round(encode_ms, 3),
         "gates": results,
         "best_gate": best,
-        "baseline_reference": BASELINE_REFERENCE.get(task, {}),
+        "baseline_reference": _reference(task, len(test.texts), say),
         "goals": GOALS.get(task, {}),
         "seed": seed,
     }

@@ -10,7 +10,12 @@ the path users get) once without and once with the cross-encoder reranker
 Only held-out queries are scored: when the reranker was trained by ``ragroute
 rerank train``, fold 0 of each set trained it (see
 :func:`~ragroute.rerank.train.query_fold`), so only fold-1 queries count, for
-every row. Collections are macro-averaged, the routed row too (each collection's nDCG@10 over
+every row. The fold goes by the folder's name, so a copy or slice of a training set under
+another name would hold training queries in its "fold 1": every query whose text (case and
+spacing ignored) the reranker may have trained on is left out too, read back from the training
+sets its manifest records (:func:`~ragroute.rerank.train.training_queries`), and the result says
+how many. When those sets cannot be found here, the result says so instead of claiming the
+queries are held out. Collections are macro-averaged, the routed row too (each collection's nDCG@10 over
 its own queries, then the mean over collections); a collection with no scored query
 (:func:`~ragroute.evaluation.metrics.is_scorable`: judged with grade 0 only) is left out of the mean.
 """
@@ -47,7 +52,8 @@ def run_rerank_bench(
     from ragroute.loaders import load_beir
     from ragroute.pipeline.build import pipeline_from_settings
     from ragroute.rerank.cross_encoder import CrossEncoderReranker
-    from ragroute.rerank.train import expand_roots, query_fold
+    from ragroute.rerank.train import expand_roots, query_fold, training_queries
+    from ragroute.route.folds import normalized_text
     from ragroute.route.sources import Source
 
     root = Path(root)
@@ -59,6 +65,8 @@ def run_rerank_bench(
             raise RagrouteError(f"{folder}: bench rerank needs BEIR folders (corpus.jsonl)")
     reranker = CrossEncoderReranker(model, backend=backend, candidates=candidates)
     held_out = "fold_rule" in reranker.info.get("params", {})
+    trained_texts, unread = training_queries(reranker.info["params"], model) if held_out else (None, "")
+    trained_left_out = 0  # fold-1 queries whose text was a training query (a copy under another name)
     collections: dict[str, dict[str, Any]] = {}
     scored: set[str] = set()  # collections with a scored query (the others have no nDCG to average)
     routed_parts: list[tuple[str, Any, list[QueryContext], Any]] = []
@@ -85,6 +93,15 @@ def run_rerank_bench(
             continue
         data = load_beir(folder, split=split, on_error="raise")
         queries = [q for q in data.queries if not held_out or query_fold(name, q.id) == 1]
+        if trained_texts is not None:
+            fresh = [q for q in queries if normalized_text(q.text) not in trained_texts]
+            if len(fresh) < len(queries) and log is not None:
+                log(
+                    f"{name}: left out {len(queries) - len(fresh)} of {len(queries)} fold-1 queries "
+                    "whose text the reranker trained on"
+                )
+            trained_left_out += len(queries) - len(fresh)
+            queries = fresh
         if not queries:
             skip(name, f"no {split} query" + (" in the held-out fold" if held_out else ""))
             continue
@@ -127,16 +144,15 @@ def run_rerank_bench(
     elif len(routed_parts) > 1:
         routed = routed_rows(routed_parts, encoder, reranker)
     labels = ("dense", "dense+rerank", "hybrid", "hybrid+rerank")
-    macro = {
-        label: macro_mean(c[label]["ndcg@10"] if n in scored else None for n, c in collections.items())
-        for label in labels
-    }
+    # from each collection's unrounded nDCG@10 (its per-query mean; the rows hold it rounded): the
+    # gains below are differences of these, rounded once, as the paired gains are
+    macro = {label: _macro(per_query.get(label, {}), collection_of, scored) for label in labels}
     return {
         "root": str(root),
         "split": split,
         "encoder": encoder.describe(),
         "reranker": reranker.describe(),
-        "queries": "fold-1 (held out from reranker training)" if held_out else "all",
+        "queries": _held_out_label(held_out, trained_texts is not None, unread, trained_left_out),
         "collections": collections,
         "macro_ndcg@10": {k: round(v, 4) for k, v in macro.items()},
         "routed": routed,
@@ -153,6 +169,30 @@ def run_rerank_bench(
             for method in ("dense", "hybrid")
         },
     }
+
+
+def _macro(scores: dict[str, float], collection_of: dict[str, str], scored: set[str]) -> float:
+    """The mean over the ``scored`` collections of each one's mean per-query score, unrounded."""
+    by_collection: dict[str, list[float]] = {}
+    for key, value in scores.items():
+        by_collection.setdefault(collection_of[key], []).append(value)
+    return macro_mean(float(np.mean(v)) if n in scored else None for n, v in by_collection.items())
+
+
+def _held_out_label(held_out: bool, checked: bool, unread: str, left_out: int) -> str:
+    """What the scored queries are (the result's ``queries``): all of them for a reranker not trained
+    here; else fold 1, held out only when the training queries could be read back and left out."""
+    if not held_out:
+        return "all"
+    if not checked:
+        return (
+            f"fold-1 by folder name only (the reranker's training queries cannot be read back: {unread}; "
+            "a copy of a training set under another folder name would mix them in)"
+        )
+    label = "fold-1 (held out from reranker training)"
+    if left_out:
+        label += f", less {left_out} whose text the reranker trained on"
+    return label
 
 
 def _repeated_ids(parts: list[tuple[str, Any, list[QueryContext], Any]], documents_of: list[set[str]]) -> str:

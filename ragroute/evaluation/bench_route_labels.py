@@ -1,6 +1,8 @@
 """``ragroute bench route-labels``: trained routers against baselines on a LABELS train/test pair.
 
-Every router is fitted on ``--train`` only and scored on ``--data`` in the same
+Every router is fitted on ``--train`` only and scored on ``--data`` (a held-out file: the same
+file twice, or a test file whose every query is in the training file, is refused; test queries
+whose text is also in the training file are counted in a note on stderr) in the same
 run, on the same query embeddings (computed once; encoding time is reported
 separately and excluded from routing latency). Reported per router: accuracy,
 macro-F1 (over the labels in the test file or predicted), recall of the
@@ -82,6 +84,44 @@ def read_labels(path: Path) -> LabelledQueries:
     records = load_labels(path)
     multi = sum(len(r.labels) > 1 for r in records)
     return LabelledQueries([r.text for r in records], [r.label for r in records], multi)
+
+
+def refuse_same_file(train_path: Path | None, data_path: Path, alternative: str = "") -> None:
+    """One line when ``train_path`` and ``data_path`` are one file: every model would be scored on
+    the queries it was fitted on, an in-sample number printed next to held-out goals.
+    ``alternative`` names the command's other protocol (``" or --folds N"``)."""
+    if train_path is None:
+        return
+    train, data = Path(train_path), Path(data_path)
+    same = train.exists() and data.exists() and train.samefile(data)
+    if same or train.resolve() == data.resolve():
+        raise RagrouteError(
+            f"--train and --data are the same file ({data}): the scores would be in-sample; "
+            f"score a held-out file{alternative}"
+        )
+
+
+def shared_texts(
+    train_texts: Sequence[str], test_texts: Sequence[str], say: Log, alternative: str = ""
+) -> int:
+    """How many test queries have a text (case and spacing ignored) found in the training file too:
+    a note through ``say`` when some do, one line (:class:`RagrouteError`) when all do (the same
+    data under another name: an in-sample score). Returns the count."""
+    from ragroute.route.folds import normalized_text
+
+    seen = {normalized_text(t) for t in train_texts}
+    shared = sum(normalized_text(t) in seen for t in test_texts)
+    if test_texts and shared == len(test_texts):
+        raise RagrouteError(
+            f"every one of the {shared} test queries is also in the training file: the scores would be "
+            f"in-sample; score a held-out file{alternative}"
+        )
+    if shared:
+        say(
+            f"note: {shared} of {len(test_texts)} test queries also appear in the training file "
+            "(same text, case and spacing ignored): their scores are in-sample"
+        )
+    return shared
 
 
 # --------------------------------------------------------------------------- metrics
@@ -228,13 +268,19 @@ def run_route_labels_bench(
 ) -> dict[str, Any]:
     """Fit every router in ``routers`` on ``train_path``, score it on ``data_path``; a JSON-ready dict.
 
+    The two must be held apart: one file given as both is refused (:func:`refuse_same_file`), and so
+    is a test file whose every query text is in the training file; when only some are, a note
+    through ``log`` says how many (:func:`shared_texts`).
+
     ``encoder`` defaults to :func:`ragroute.encode.load_encoder` (all-MiniLM-L6-v2).
     """
     say = log or (lambda _msg: None)
     unknown = [name for name in routers if name not in ROUTERS]
     if unknown:
         raise RagrouteError(f"unknown router(s) {', '.join(unknown)}: expected some of {', '.join(ROUTERS)}")
+    refuse_same_file(train_path, data_path)
     train, test = read_labels(train_path), read_labels(data_path)
+    shared_texts(train.texts, test.texts, say)
     if encoder is None:
         from ragroute.encode import load_encoder
 

@@ -19,7 +19,12 @@ With a reranker trained by ``ragroute rerank train`` on this set (its manifest h
 ``fold_rule`` and lists the set among those it drew pairs from), only fold-1 queries
 (``query_fold(set, id) == 1``, never trained on) are scored, for ALL rows. Without one, or with
 one that never saw this set (a catalogue from elsewhere), rows are reported on all queries and
-on fold 1 (``methods_fold1``).
+on fold 1 (``methods_fold1``). The fold and the set go by the folder's name, so with any reranker
+trained here every query whose text (case and spacing ignored) it may have trained on is left
+out too, for ALL rows, read back from the training sets its manifest records
+(:func:`~ragroute.rerank.train.training_queries`): a copy or slice of a training set under another
+name is not scored on training queries. ``scored_queries`` says how many were left out, or that
+the training sets could not be found (then nothing is claimed held out beyond the folder's name).
 
 Latency: p50 of ``route(task)`` (retrieve + rerank) one query at a time on ``latency_queries``
 queries, on the set's catalogue and on a catalogue scaled to ``scale`` skills: the set's skills,
@@ -191,6 +196,52 @@ def reranker_folds(reranker: Any, set_name: str | None = None) -> bool:
     return set_name in trained
 
 
+def _without_training_queries(
+    reranker: Any, queries: list[tuple[str, str]], log: Callable[[str], None]
+) -> tuple[list[tuple[str, str]], int, str]:
+    """``queries`` less those whose text a reranker trained here may have trained on
+    (:func:`~ragroute.rerank.train.training_queries`), how many were left out, and why the
+    training queries could not be read back (``""`` when they were, or when the reranker was not
+    trained here: then there is nothing to leave out)."""
+    from ragroute.rerank.train import training_queries
+    from ragroute.route.folds import normalized_text
+
+    info = getattr(reranker, "info", {}) or {}
+    params = info.get("params") or {}
+    if reranker is None or not params.get("fold_rule"):
+        return queries, 0, ""
+    texts, unread = training_queries(params, info.get("path"))
+    if texts is None:
+        log(f"  the reranker's training queries cannot be read back ({unread}): none is left out by text")
+        return queries, 0, unread
+    kept = [(qid, text) for qid, text in queries if normalized_text(text) not in texts]
+    if len(kept) < len(queries):
+        log(
+            f"  left out {len(queries) - len(kept)} of {len(queries)} queries "
+            "whose text the reranker trained on"
+        )
+    return kept, len(queries) - len(kept), ""
+
+
+def _scored_label(folds_only: bool, reranked: bool, set_name: str, left_out: int, unread: str) -> str:
+    """The result's ``scored_queries``: which queries every row is scored on, and what is known of
+    the reranker's training on them (``left_out`` and ``unread`` of :func:`_without_training_queries`)."""
+    if unread:
+        unread = f"the reranker's training queries cannot be read back: {unread}"
+    if folds_only:
+        label = "fold 1 only (reranker trained on fold 0)"
+        if left_out:
+            label += f", less {left_out} whose text the reranker trained on"
+        return label + (f" ({unread}; fold 1 goes by the folder's name only)" if unread else "")
+    if not reranked:
+        return "all judged queries"
+    if left_out:
+        return f"all judged queries but {left_out} whose text the reranker trained on"
+    if unread:
+        return f"all judged queries ({unread}; {set_name} is not a training set by name, no more is known)"
+    return f"all judged queries (the reranker never trained on {set_name})"
+
+
 def run_skills_bench(
     root: Path,
     encoder: Any,
@@ -221,10 +272,13 @@ def run_skills_bench(
     from ragroute.rerank.train import query_fold
     from ragroute.skills.router import SkillRouter
 
+    if tune_blend and reranker is None:  # the blend weighs the reranker's probability: nothing to fit
+        raise RagrouteError("tune_blend needs a reranker (it fits the blend of the reranker's rows)")
     root = Path(root)
     catalogue, queries, qrels = skill_set if skill_set is not None else load_skill_set(root, split)
     set_name = root.name
     folds_only = reranker is not None and reranker_folds(reranker, set_name)
+    queries, left_out, unread = _without_training_queries(reranker, queries, log)
     fold1 = {qid for qid, _ in queries if query_fold(set_name, qid) == 1}
     fold0 = [(qid, text) for qid, text in queries if qid not in fold1 and qid in qrels]
     if folds_only:
@@ -309,10 +363,7 @@ def run_skills_bench(
         "split": split,
         "skills": len(index),
         "queries": len(queries),
-        "scored_queries": "fold 1 only (reranker trained on fold 0)"
-        if folds_only
-        else "all judged queries"
-        + (f" (the reranker never trained on {set_name})" if reranker is not None else ""),
+        "scored_queries": _scored_label(folds_only, reranker is not None, set_name, left_out, unread),
         "methods": methods,
         "comparisons": comparisons,
         "candidate_ceiling": ceiling,

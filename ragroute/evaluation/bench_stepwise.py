@@ -220,7 +220,9 @@ def run_stepwise_bench(
         "llm": None if llm is None else type(llm).__name__,
         "example": examples,
         # the numbers belong to all MuSiQue dev questions, not to other data or a --limit subset
-        "reference": musique_reference(root, split, REFERENCE) if limit is None else None,
+        "reference": musique_reference(root, split, REFERENCE, (len(queries), len(data.corpus)), log)
+        if limit is None
+        else None,
     }
 
 

@@ -69,6 +69,52 @@ def query_fold(set_name: str, query_id: str) -> int:
     return digest[0] % 2
 
 
+def training_queries(
+    params: Mapping[str, Any], model: str | Path | None = None
+) -> tuple[set[str] | None, str]:
+    """The texts (:func:`~ragroute.route.folds.normalized_text`) of every query a reranker trained by
+    ``ragroute rerank train`` may have trained or been calibrated on, read back from what its
+    manifest ``params`` record: the sets (``data.roots`` and ``data.calibration_roots``), the split
+    and the fold rule. Every judged fold-0 query of each set counts (a superset of the ones
+    training drew), so a benchmark can leave out any query whose text training read, whatever
+    folder it now sits in: the fold rule alone goes by the folder's name, and a copy or slice of a
+    training set under another name would mix its training queries into the held-out ones.
+
+    Recorded relative roots are looked for from the working directory, then from each folder above
+    ``model`` (the manifest records them as training was run, e.g. ``../shared/data/toollens`` from
+    the project folder). Returns ``(texts, "")``, or ``(None, why)`` when they cannot be read back
+    (an older manifest without its sets, or a set not found here)."""
+    from ragroute.loaders.beir import load_beir_queries, load_qrels
+    from ragroute.route.folds import normalized_text
+
+    data = params.get("data") or {}
+    recorded = [str(r) for r in [*(data.get("roots") or []), *(data.get("calibration_roots") or [])]]
+    if not recorded:
+        return None, "its manifest records no training sets"
+    split = str(data.get("split") or "dev")
+    bases = [Path.cwd(), *(Path(model).resolve().parents if model is not None else [])]
+    texts: set[str] = set()
+    for root in recorded:
+        found = next((base / root for base in bases if (base / root).exists()), None)
+        if found is None:
+            return None, f"its training set {root} was not found"
+        try:
+            sets = expand_roots([found])
+        except RagrouteError:
+            return None, f"its training set {root} holds no labelled set"
+        for name, folder in sets:
+            qrels_file = folder / "qrels" / f"{split}.tsv"
+            if not (folder / "queries.jsonl").is_file() or not qrels_file.is_file():
+                return None, f"its training set {folder} lacks queries.jsonl or qrels/{split}.tsv"
+            judged = load_qrels(qrels_file)
+            texts.update(
+                normalized_text(q.text)
+                for q in load_beir_queries(folder / "queries.jsonl")
+                if q.id in judged and query_fold(name, q.id) == 0
+            )
+    return texts, ""
+
+
 #: a trained model whose logit alone separates the held-apart calibration pairs (relevant from
 #: not) with an AUROC below this has not learned to rank: its probabilities would be its first
 #: stage's prior alone. Training, averaging and recalibration refuse to publish it (:func:`check_learned`).
