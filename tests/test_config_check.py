@@ -925,3 +925,94 @@ def test_two_sources_holding_the_same_documents_apart_are_warned_about(tmp_path,
     with warnings.catch_warnings():
         warnings.simplefilter("error", SourceWarning)
         load_routing(shared, encoder=hashing_encoder)
+
+
+def test_a_fixed_router_naming_a_source_that_failed_to_open_routes_around_it(workspace, hashing_encoder):
+    """As `always:` and a knn or trained router do: the source is left out (warned once), the
+    config loads, and each decision drops the route (its `unavailable-routes` step says why). Until
+    then the whole config was refused, saying the source was no source."""
+    from ragroute.errors import SourceWarning
+    from ragroute.route.config import load_routing
+
+    config = workspace / "fixed-left-out.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+        "  wiki: {index: indexes/missing}\nrouter: {kind: fixed, routes: [wiki, cook]}\n"
+    )
+    with pytest.warns(SourceWarning, match="source 'wiki' left out"):
+        pipeline = load_routing(config, encoder=hashing_encoder)
+    decision = pipeline.decide("why do comets have tails?")
+    assert decision.chosen == ["cook"] and decision.routes == {"cook": 1.0}
+    dropped = [step.detail for step in decision.trace if step.stage == "unavailable-routes"]
+    assert list(dropped[0]["dropped"]) == ["wiki"]
+    config.write_text(config.read_text().replace("[wiki, cook]", "[wiki, web]"))
+    with pytest.warns(SourceWarning), pytest.raises(RagrouteError) as info:
+        load_routing(config, encoder=hashing_encoder)
+    assert str(info.value) == f"{config}: fixed routes web are not sources (astro, cook, wiki)"
+
+
+@pytest.mark.parametrize(
+    ("router", "message"),
+    [
+        (
+            "{kind: ensemble, members: []}",
+            "router: 'members' is an empty list: name at least one router kind, or leave 'members' "
+            "out for the default (prototype, confidence)",
+        ),
+        (
+            "{kind: fixed, routes: []}",
+            "router: 'routes' is an empty list: name at least one source, or leave 'routes' out to "
+            "query every source",
+        ),
+    ],
+)
+def test_an_empty_members_or_routes_list_is_refused_by_check_and_load(
+    workspace, hashing_encoder, router, message
+):
+    """`members: []` quietly became [prototype, confidence] and a fixed router's `routes: []` every
+    source; leaving the key out keeps those defaults."""
+    from ragroute.route.config import load_routing
+
+    config = workspace / "empty-list.yaml"
+    config.write_text(GOOD.replace("{kind: prototype, threshold: 0.3, max_routes: 2}", router))
+    result = check(config)
+    assert result.exit_code == 1
+    assert error_lines(result) == [f"error: {config}: {message}"]
+    with pytest.raises(RagrouteError) as info:
+        load_routing(config, encoder=hashing_encoder)
+    assert str(info.value) == f"{config}: {message}"
+    config.write_text(GOOD.replace("{kind: prototype, threshold: 0.3, max_routes: 2}", "{kind: fixed}"))
+    assert check(config).exit_code == 0
+
+
+def test_an_empty_route_is_refused_by_config_check(workspace):
+    config = workspace / "route-null.yaml"
+    config.write_text(GOOD.replace("then: {route: none}", "then: {route: }"))
+    result = check(config)
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        f"error: {config} line 9: rule 'arithmetic': 'route' is empty: name a source or none"
+    ]
+
+
+def test_route_text_shows_rule_and_signal_descriptions(workspace, monkeypatch):
+    import ragroute.encode
+
+    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *args, **kwargs: HashingEncoder())
+    config = workspace / "described.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+        "signals:\n  comets: {type: keywords, any: [comets], description: 'Mentions comets, tails.'}\n"
+        "rules:\n  - name: space\n    description: Comet questions go to astro.\n"
+        "    when: comets\n    then: {route: astro}\n"
+    )
+    result = CliRunner().invoke(main, ["route", str(config), "why do comets have tails?"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert '  signal: signal=comets, type=keywords, description="Mentions comets, tails.", fired=true, ' in (
+        "\n".join(lines)
+    )
+    assert any(
+        line.startswith('  rule: rule=space, description="Comet questions go to astro.", priority=0')
+        for line in lines
+    )

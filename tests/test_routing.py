@@ -1,5 +1,6 @@
 """Routers, route selection and the routed retriever, on three tiny topical sources."""
 
+import json
 import warnings
 
 import numpy as np
@@ -517,3 +518,62 @@ def test_routes_to_sources_the_config_no_longer_has_are_dropped_before_selection
     assert result.decision.chosen and "gone" not in result.decision.chosen and result.hits
     step = next(s.detail for s in result.decision.trace if s.stage == "unknown-routes")
     assert step["dropped"] == ["gone"] and step["routes"] == pytest.approx({"astro": 2 / 3, "cook": 1 / 3})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        RoutingOptions(),
+        RoutingOptions(threshold=0.4),
+        RoutingOptions(max_routes=1),
+        RoutingOptions(hedge_below=0.3),
+    ],
+)
+def test_a_rules_routes_are_all_queried_in_its_order_whatever_the_selection(sources, options):
+    """`routes:` means "query these sources": the even 1/n shares went through threshold,
+    max_routes and hedge_below (ties broken by name), which dropped routes the rule listed."""
+    policy = Policy.from_yaml(
+        "signals:\n  all: {type: keywords, any: [everything]}\n"
+        "rules:\n  - {name: fanout, when: all, then: {routes: [it, cook, astro]}}\n"
+    )
+    decision = Pipeline(sources, policy=policy, options=options).decide("search everything")
+    assert decision.chosen == ["it", "cook", "astro"] and decision.decided_by == "rule:fanout"
+    select = [step.detail for step in decision.trace if step.stage == "select"]
+    assert select[0]["chosen_by"] == "rule:fanout" and select[0]["chosen"] == ["it", "cook", "astro"]
+    # what no rule decides is still selected as before
+    probs = {"astro": 0.5, "cook": 0.3, "it": 0.2}
+    routed = Pipeline(sources, _FixedRouter("fixed", probs), policy=policy, options=options)
+    plain = routed.decide("galaxy")
+    assert "chosen_by" not in [s.detail for s in plain.trace if s.stage == "select"][0]
+    expected = select_routes(
+        plain.routes,
+        threshold=options.threshold,
+        max_routes=options.max_routes,
+        hedge_below=options.hedge_below,
+    )
+    assert plain.chosen == expected
+
+
+def test_a_rules_routes_keep_always_scopes_unopened_sources_and_none(sources):
+    from ragroute.route.sources import Source
+
+    policy = Policy.from_yaml(
+        "signals:\n  all: {type: keywords, any: [everything]}\n  nil: {type: keywords, any: [nothing]}\n"
+        "rules:\n  - {name: fanout, when: all, then: {routes: [vault, it, wiki, cook]}}\n"
+        "  - {name: skip, priority: 5, when: nil, then: {route: none}}\n"
+    )
+    vault = Source("vault", sources[0].retriever, access=frozenset({"hr"}))
+    problems = [SourceProblem("wiki", "index missing")]
+    options = RoutingOptions(max_routes=1, always=("astro",))
+    pipeline = Pipeline([*sources, vault], policy=policy, options=options, problems=problems)
+    public = pipeline.decide("search everything")  # vault hidden, never named; wiki did not open
+    assert public.chosen == ["it", "cook", "astro"] and public.decided_by == "rule"
+    assert "vault" not in json.dumps(public.to_dict(), default=str)
+    assert pipeline.decide("search everything", scopes=["hr"]).chosen == ["vault", "it", "cook", "astro"]
+    assert pipeline.decide("search everything and nothing").chosen == ["none"]  # `always` not added
+    hidden_only = Policy.from_yaml(
+        "signals:\n  all: {type: keywords, any: [everything]}\n"
+        "rules:\n  - {name: secret, when: all, then: {routes: [vault]}}\n"
+    )
+    alone = Pipeline([*sources, vault], policy=hidden_only, options=RoutingOptions(max_routes=1))
+    assert alone.decide("search everything").chosen == ["none"]

@@ -854,3 +854,91 @@ def test_error_bad_top_level_and_yaml():
     error = load_error("signals:\n  a: {type: keywords\nrules: []\n")
     assert error.line == 3
     assert str(error).startswith("routing.yaml line 3: invalid YAML:")
+
+
+# ---------------------------------------------------------------- Unicode, descriptions, empty values
+
+
+def test_keywords_normalise_unicode_accents_and_quotes():
+    import unicodedata
+
+    policy = signals_only(
+        """\
+          cafe_accent: {type: keywords, any: ["café"]}
+          cafe: {type: keywords, any: [cafe]}
+          wont: {type: keywords, any: ["won't boot"]}
+          curly_phrase: {type: keywords, any: ["won’t start"]}
+        """
+    )
+    for form in ("NFC", "NFD"):
+        signals = policy.evaluate(unicodedata.normalize(form, "best café in town"), all_signals=True).signals
+        assert (signals["cafe_accent"]["fired"], signals["cafe"]["fired"]) == (True, False), form
+    curly = policy.evaluate("my laptop won\u2019t boot", all_signals=True).signals
+    assert curly["wont"] == {"type": "keywords", "fired": True, "value": ["won't boot"]}
+    assert policy.evaluate("it won't start", all_signals=True).signals["curly_phrase"]["fired"] is True
+    # ASCII text matches as before
+    plain = policy.evaluate("the cafe: my laptop won't boot", all_signals=True).signals
+    assert plain["cafe"]["fired"] and plain["wont"]["fired"] and not plain["cafe_accent"]["fired"]
+    assert policy.evaluate("cafeteria", all_signals=True).signals["cafe"]["fired"] is False
+
+
+def test_length_counts_chinese_and_japanese_characters_as_words():
+    policy = signals_only("short: {type: length, max_words: 3}\n")
+    question = "为什么我的笔记本电脑连不上公司的VPN网络，重启以后也不行？"
+    result = policy.evaluate(question).signals["short"]
+    assert result["fired"] is False and result["value"] == 26  # 25 Han characters and "VPN"
+    assert policy.evaluate("你好").signals["short"]["value"] == 2
+    assert policy.evaluate("안녕하세요 세계").signals["short"]["value"] == 2  # Korean: spaced words
+    assert policy.evaluate("hello , world").signals["short"]["value"] == 3  # ASCII: whitespace tokens
+    decomposed = policy.evaluate("cafe\u0301").signals["short"]
+    assert (decomposed["value"], decomposed["chars"]) == (1, 4)  # NFC: the accent is not a character
+
+
+def test_a_keyword_yaml_read_as_a_boolean_says_to_quote_it():
+    error = load_error("signals:\n  norway: {type: keywords, any: [NO, oslo]}\n")
+    assert str(error) == (
+        "routing.yaml line 2: signal 'norway': 'any' item False is not a string: YAML reads unquoted "
+        "yes, no, on, off, true and false (any case) as booleans: quote it, 'no'"
+    )
+    assert "quote it, 'yes'" in str(load_error("signals:\n  s: {type: keywords, all: [on]}\n"))
+
+
+def test_rule_and_signal_descriptions_are_in_the_trace():
+    policy = Policy.from_yaml(
+        dedent(
+            """\
+            signals:
+              stars: {type: keywords, any: [star], description: "Mentions stars."}
+              plain: {type: keywords, any: [star]}
+            rules:
+              - name: astro
+                description: "Star questions go to astronomy."
+                when: {all: [stars, plain]}
+                then: {route: astronomy}
+              - {name: quiet, when: plain, then: {defer: true}}
+            """
+        )
+    )
+    result = policy.evaluate("what is a star")
+    signals = {s.detail["signal"]: s.detail for s in result.trace if s.stage == "signal"}
+    assert signals["stars"] == {
+        "signal": "stars",
+        "type": "keywords",
+        "description": "Mentions stars.",
+        "fired": True,
+        "value": ["star"],
+    }
+    assert "description" not in signals["plain"]
+    assert result.signals["stars"]["description"] == "Mentions stars."
+    rules = {s.detail["rule"]: s.detail for s in result.trace if s.stage == "rule"}
+    assert rules["astro"]["description"] == "Star questions go to astronomy."
+    assert list(rules["astro"])[:2] == ["rule", "description"]
+    assert "description" not in rules["quiet"]
+
+
+def test_an_empty_route_is_refused_not_read_as_none():
+    error = load_error("rules:\n  - {name: r, when: true, then: {route: }}\n")
+    assert str(error) == "routing.yaml line 2: rule 'r': 'route' is empty: name a source or none"
+    assert load_error("rules:\n  - name: r\n    when: true\n    then:\n      route:\n").line == 5
+    none = Policy.from_yaml("rules:\n  - {name: r, when: true, then: {route: none}}\n")
+    assert none.evaluate("anything").action == "none"

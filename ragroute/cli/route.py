@@ -45,16 +45,22 @@ def route_group() -> None:
 
 
 def format_decision(decision: Decision) -> list[str]:
-    """The decision as readable lines: chosen routes, probabilities, what decided, the trace."""
+    """The decision as readable lines: chosen routes, probabilities, what decided, the trace (a
+    rule's or signal's ``description`` in quotes, beside its name: free text may hold commas)."""
     ranked = sorted(decision.routes.items(), key=lambda kv: -kv[1])
     lines = [
         f"decision: {', '.join(decision.chosen) or '(nothing)'}   decided by {decision.decided_by}",
         "  routes: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked),
     ]
     for step in decision.trace:
-        detail = ", ".join(f"{k}={_short(v)}" for k, v in step.detail.items())
+        detail = ", ".join(f"{k}={_short(_quoted(k, v))}" for k, v in step.detail.items())
         lines.append(f"  {step.stage}: {detail}")
     return lines
+
+
+def _quoted(key: str, value: Any) -> Any:
+    """A ``description`` (free text, which may hold commas) in JSON quotes; other values as given."""
+    return json.dumps(value, ensure_ascii=False) if key == "description" and isinstance(value, str) else value
 
 
 def _short(value: Any, limit: int = 140) -> str:

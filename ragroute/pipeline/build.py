@@ -56,6 +56,13 @@ POSITIVE_SETTINGS = ("temperature", "timeout_s")
 ROUTER_SETTING_MAXIMA = {"label_probability": 1.0, "none_threshold": 1.0}
 #: router settings that take one of a few words (checked before any router is built)
 ROUTER_SETTING_CHOICES = {"probe": PROBES, "mode": PILOT_MODES}
+#: list settings whose empty list is refused (it quietly meant the default: the key left out says so)
+ROUTER_SETTING_NOT_EMPTY = {
+    "members": (
+        "name at least one router kind, or leave 'members' out for the default (prototype, confidence)"
+    ),
+    "routes": "name at least one source, or leave 'routes' out to query every source",
+}
 
 
 def router_keys() -> set[str]:
@@ -100,7 +107,8 @@ def check_router_settings(settings: Mapping[str, Any], where: str) -> str:
 
 def check_router_value(key: str, value: Any, where: str) -> None:
     """A one-line :class:`RagrouteError` if a router kind's setting has the wrong type or range
-    (``bank_dim: 0``, ``temperature: -1``); selection keys are checked by :func:`routing_options`."""
+    (``bank_dim: 0``, ``temperature: -1``, ``members: []``); selection keys are checked by
+    :func:`routing_options`."""
     check_listed_setting(
         key,
         value,
@@ -114,6 +122,9 @@ def check_router_value(key: str, value: Any, where: str) -> None:
         from ragroute.route.llm import check_label_probability
 
         check_label_probability(value, f"{where}: router" if where else "router")
+    if key in ROUTER_SETTING_NOT_EMPTY and isinstance(value, (list, tuple)) and not value:
+        prefix = f"{where}: router" if where else "router"
+        raise RagrouteError(f"{prefix}: {key!r} is an empty list: {ROUTER_SETTING_NOT_EMPTY[key]}")
     choices = ROUTER_SETTING_CHOICES.get(key)
     if choices and value not in choices:
         prefix = f"{where}: router" if where else "router"

@@ -309,6 +309,7 @@ class RouteStage:
                         {"policy": result.to_dict()},
                         list(result.trace),
                         context,
+                        ruled=True,
                     )
         pending = [i for i, d in enumerate(decisions) if d is None]
         if pending and self.router is None:
@@ -358,7 +359,14 @@ class RouteStage:
         trace: list,
         context: QueryContext,
         log_routes: Callable[[], Mapping[str, float]] = dict,
+        *,
+        ruled: bool = False,
     ) -> Decision:
+        """The decision over ``probs``: hidden, unopened, unknown and filter-missing routes dropped,
+        then the routes chosen. ``ruled``: ``probs`` are a rule's ``route``/``routes`` (each an even
+        share), and every one left is queried, in the rule's order: threshold, ``max_routes`` and
+        ``hedge_below`` select among a router's routes, never among the sources a rule names (they
+        used to trim a rule's list, ties broken by name)."""
         options = self.options
         hidden = self.hidden(context.scopes)
         if hidden:  # the router and policy saw every source: the caller learns nothing of hidden ones
@@ -410,9 +418,15 @@ class RouteStage:
             trace.append(
                 TraceStep("filters", {"keys": keys, "sources_without": sorted(misses), "reason": reason})
             )
-        chosen = select_routes(
-            probs, threshold=options.threshold, max_routes=options.max_routes, hedge_below=options.hedge_below
-        )
+        if ruled:  # "query these sources": all of them, in the order the rule lists them
+            chosen = [name for name in probs if name != NONE_ROUTE and probs[name] > 0] or [NONE_ROUTE]
+        else:
+            chosen = select_routes(
+                probs,
+                threshold=options.threshold,
+                max_routes=options.max_routes,
+                hedge_below=options.hedge_below,
+            )
         if options.always and chosen != [NONE_ROUTE]:
             chosen += [name for name in options.always if name not in chosen and name not in hidden]
         if misses & set(chosen):  # never searched: an index refuses a key its documents lack
@@ -431,6 +445,7 @@ class RouteStage:
                     "max_routes": options.max_routes,
                     "hedge_below": options.hedge_below,
                     **({"always": [n for n in options.always if n not in hidden]} if options.always else {}),
+                    **({"chosen_by": decided_by} if ruled else {}),
                     "chosen": chosen,
                 },
             )

@@ -190,15 +190,21 @@ def ensemble(settings: Mapping[str, Any], build: RouterBuild) -> Router:
 
 
 def fixed(settings: Mapping[str, Any], build: RouterBuild) -> Router:
-    """Always the ``routes:`` listed (all sources when omitted), equally weighted."""
+    """Always the ``routes:`` listed (all sources when omitted), equally weighted.
+
+    A route to a configured source that failed to open (``build.failed``) is kept, as a knn or
+    trained router's label is: each decision drops it (the ``unavailable-routes`` step says why)
+    and the other routes share its probability (it used to refuse the whole config, calling the
+    source no source)."""
     from ragroute.route.fixed import FixedRoutes
 
     names = [s.name for s in build.sources]
     routes = [str(r) for r in settings.get("routes") or names]
-    unknown = sorted(set(routes) - set(names))
+    unknown = sorted(set(routes) - set(names) - set(build.failed))
     if unknown:
+        known = [*names, *(name for name in build.failed if name not in names)]
         raise RagrouteError(
-            f"{build.where}: fixed routes {', '.join(unknown)} are not sources ({', '.join(names) or 'none'})"
+            f"{build.where}: fixed routes {', '.join(unknown)} are not sources ({', '.join(known) or 'none'})"
         )
     return FixedRoutes(routes)
 

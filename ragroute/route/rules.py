@@ -154,7 +154,13 @@ def _route_name(value: Any, line: int | None, rule: str, source: str) -> str:
 def _parse_routes(then: Mapping[str, Any], rule: str, source: str) -> Action:
     if "route" in then:
         line = value_line(then, "route")
-        if then["route"] is None or (isinstance(then["route"], str) and then["route"].strip() == NO_ROUTE):
+        if then["route"] is None:  # an empty `route:` read as null was taken for `none` (no retrieval)
+            _fail(
+                source,
+                line or key_line(then, "route"),
+                f"rule {rule!r}: 'route' is empty: name a source or none",
+            )
+        if isinstance(then["route"], str) and then["route"].strip() == NO_ROUTE:
             return Action("none")
         name = _route_name(then["route"], line, rule, source)
         return Action("route", routes=(name,), refs=(("routes to", name, line),))
@@ -567,7 +573,8 @@ class Policy:
             TraceStep("signal", {"signal": name, **result.to_dict()}) for name, result in results.items()
         ]
         for rule in fired:
-            detail = {"rule": rule.name, "priority": rule.priority, **rule.then.describe()}
+            described = {"description": rule.description} if rule.description else {}
+            detail = {"rule": rule.name, **described, "priority": rule.priority, **rule.then.describe()}
             trace.append(TraceStep("rule", {**detail, "decides": rule is deciding}))
         trace.append(
             TraceStep(

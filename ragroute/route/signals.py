@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
@@ -41,16 +42,21 @@ COMMON_KEYS = frozenset({"type", "description"})
 
 @dataclass
 class SignalResult:
-    """What one signal said about one query: whether it fired, its value, and details."""
+    """What one signal said about one query: whether it fired, its value, and details.
+
+    ``description`` is the signal's ``description:`` (in :meth:`to_dict`, so in traces, when set).
+    """
 
     name: str
     kind: str
     fired: bool
     value: Any
     detail: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "fired": self.fired, "value": self.value, **self.detail}
+        described = {"description": self.description} if self.description else {}
+        return {"type": self.kind, **described, "fired": self.fired, "value": self.value, **self.detail}
 
 
 def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
@@ -203,6 +209,13 @@ def _string_list(
         _fail(source, line, f"{what}: '{key}' must be a non-empty list of strings")
     out = []
     for index, item in enumerate(value):
+        if isinstance(item, bool):  # `any: [NO, oslo]`: YAML 1.1 read NO as false
+            _fail(
+                source,
+                item_line(value, index, line),
+                f"{what}: '{key}' item {item!r} is not a string: YAML reads unquoted yes, no, on, off, "
+                f"true and false (any case) as booleans: quote it, {'yes' if item else 'no'!r}",
+            )
         if not isinstance(item, str) or not item.strip():
             _fail(source, item_line(value, index, line), f"{what}: '{key}' item {item!r} is not a string")
         out.append(item.strip())
@@ -264,17 +277,48 @@ class Signal:
         return []
 
     def _result(self, fired: bool, value: Any, **detail: Any) -> SignalResult:
-        return SignalResult(name=self.name, kind=self.kind, fired=bool(fired), value=value, detail=detail)
+        return SignalResult(
+            name=self.name,
+            kind=self.kind,
+            fired=bool(fired),
+            value=value,
+            detail=detail,
+            description=self.description,
+        )
+
+
+#: quote marks matched as the ASCII ones (a phone or word processor types ’ for ')
+_QUOTES = str.maketrans(
+    {
+        **dict.fromkeys("\u2018\u2019\u201a\u201b\u02bc\u2032\uff07", "'"),
+        **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\uff02", '"'),
+    }
+)
+#: combining marks: one left after NFC (no composed letter exists) still belongs to the word before it
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+
+
+def normalise_text(text: str) -> str:
+    """``text`` as keyword signals compare it: NFC (an accent typed as a combining mark is the
+    accented letter), curly and other typographic quotes as ``'`` and ``"``. ASCII is unchanged."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", text).translate(_QUOTES)
 
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
-    body = r"\s+".join(re.escape(word) for word in phrase.split())
-    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+    """Whole-word, any-case pattern of ``phrase`` (:func:`normalise_text`; words separated by any
+    whitespace); a word is not matched inside a longer one, nor before a combining mark."""
+    body = r"\s+".join(re.escape(word) for word in normalise_text(phrase).split())
+    return re.compile(rf"(?<![\w{_MARKS}]){body}(?![\w{_MARKS}])", re.IGNORECASE)
 
 
 @dataclass(kw_only=True)
 class KeywordsSignal(Signal):
-    """Fires when any word of ``any`` and every word of ``all`` occur (whole words, any case)."""
+    """Fires when any word of ``any`` and every word of ``all`` occur (whole words, any case).
+
+    Query and words are compared as :func:`normalise_text` writes them: "café" typed with a
+    combining accent is "café", and "won’t" (a curly apostrophe) is "won't"."""
 
     kind: ClassVar[str] = "keywords"
     keys: ClassVar[frozenset[str]] = frozenset({"any", "all"})
@@ -298,8 +342,9 @@ class KeywordsSignal(Signal):
         return [word for word in words if self._patterns[word].search(text)]
 
     def evaluate(self, ctx: SignalContext) -> SignalResult:
-        matched_any = self._matches(self.any_of, ctx.text)
-        matched_all = self._matches(self.all_of, ctx.text)
+        text = normalise_text(ctx.text)
+        matched_any = self._matches(self.any_of, text)
+        matched_all = self._matches(self.all_of, text)
         fired = (not self.any_of or bool(matched_any)) and len(matched_all) == len(self.all_of)
         matched = matched_any + [word for word in matched_all if word not in matched_any]
         if not self.all_of:
@@ -344,9 +389,34 @@ class RegexSignal(Signal):
         return self._result(match is not None, match.group(0) if match else None)
 
 
+#: scripts written without spaces between words: each Han ideograph and each kana is one word
+_UNSPACED = re.compile(
+    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]"
+)
+_WORDLIKE = re.compile(r"\w")
+
+
+def count_words(text: str) -> int:
+    """Words in ``text``: whitespace-separated tokens, except that in a token holding Chinese or
+    Japanese script (written without spaces) each Han ideograph and each kana counts as one word,
+    and each run of other characters between them as one more if it holds a letter or digit
+    ("VPN", not "，"). Hangul is written with spaces between words: its tokens count as other
+    text does. Text without such script counts exactly as ``len(text.split())``."""
+    count = 0
+    for token in text.split():
+        if not _UNSPACED.search(token):
+            count += 1
+            continue
+        for part in _UNSPACED.split(token):
+            count += 1 if _WORDLIKE.search(part) else 0
+        count += len(_UNSPACED.findall(token))
+    return count
+
+
 @dataclass(kw_only=True)
 class LengthSignal(Signal):
-    """Fires when the word count (whitespace-separated) and character count are within bounds."""
+    """Fires when the word count (:func:`count_words`) and character count (of the NFC text:
+    a combining accent is not a character of its own) are within bounds."""
 
     kind: ClassVar[str] = "length"
     keys: ClassVar[frozenset[str]] = frozenset({"min_words", "max_words", "min_chars", "max_chars"})
@@ -382,7 +452,8 @@ class LengthSignal(Signal):
         return (low is None or value >= low) and (high is None or value <= high)
 
     def evaluate(self, ctx: SignalContext) -> SignalResult:
-        words, chars = len(ctx.text.split()), len(ctx.text)
+        text = ctx.text if ctx.text.isascii() else unicodedata.normalize("NFC", ctx.text)
+        words, chars = count_words(text), len(text)
         fired = self._within(words, self.min_words, self.max_words) and self._within(
             chars, self.min_chars, self.max_chars
         )
