@@ -397,8 +397,9 @@ def document_to_hit(
     metadata, or with ``qualified`` (its retriever's documents may come from several sources) its
     ``SOURCE:DOC_ID`` id; any other document's ``doc_id`` metadata, its ``id``, its ``id`` metadata,
     or a hash of its text. ``score``: the first numeric ``score`` / ``relevance_score`` /
-    ``similarity`` metadata that is a finite number, else ``1/rank``. Metadata: a ragroute
-    document's document's own (ragroute's keys left out, ``document_KEY`` back as ``KEY``); any
+    ``similarity`` metadata that is a finite number, else ``1/rank``. Metadata: for a document
+    ragroute made, the metadata of the document it shows (ragroute's keys left out,
+    ``document_KEY`` back as ``KEY``); any
     other document's scalar entries but its title and what gave the id and the score, a loader's
     ``source`` included (it was dropped until session 40).
     """

@@ -376,9 +376,9 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "", *, qualified: 
     from ragroute's own retrievers; with ``qualified``, their ``SOURCE:DOC_ID`` node id, for nodes
     that may come from several sources) or its node id; ``parent_id`` its source document's id.
 
-    Metadata: a ragroute node's document's own (ragroute's keys left out, ``document_KEY`` back as
-    ``KEY``); any other node's scalar entries but its title, ``parent_id`` and ``modality`` (the
-    hit's own fields), its ``source`` and ``doc_id`` included."""
+    Metadata: for a node ragroute made, the metadata of the document it shows (ragroute's keys
+    left out, ``document_KEY`` back as ``KEY``); any other node's scalar entries but its title,
+    ``parent_id`` and ``modality`` (the hit's own fields), its ``source`` and ``doc_id`` included."""
     inner = node.node
     metadata = dict(inner.metadata or {})
     # a node ragroute made (`source:doc_id`) names its document in `doc_id`; any other node is its own
