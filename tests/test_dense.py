@@ -93,6 +93,55 @@ def test_ivfpq_recall_reasonable():
     assert wide.params.ivf_nprobe == 219 and wide.manifest_params()["dense"]["ivf_nprobe"] == 219
 
 
+def test_deleting_from_ivfpq_keeps_every_hit_its_own_document(tmp_path):
+    """Removing from the id-mapped IVF squeezed the id map while the lists kept the old positions:
+    after deleting one unrelated document every hit named its neighbour (med-72 came back as
+    med-73), and a later removal aborted the process (session 40 audit). Deleted documents are now
+    left out by a selector, as in HNSW, through save, load and more adds; an index deleted from
+    the old way is refused at load."""
+    from ragroute.errors import IndexFormatError
+    from ragroute.index.io import load_index, save_index
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(400, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    class Fixed:
+        model_id, backend, dim = "test/fixed", "fixed", 32
+
+        def describe(self):
+            return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+        def encode_queries(self, texts, **_):
+            return vectors[[int(t) for t in texts]]
+
+    docs = [Document(id=f"d{i}", text=f"text {i}") for i in range(400)]
+    index = DenseIndex(Fixed(), DenseParams(factory="ivfpq", pq_m=8, pq_bits=4, ivf_nlist=8, ivf_nprobe=8))
+    index.add_vectors(docs[:300], vectors[:300])
+    queries = vectors[[5, 50, 150]]
+    before = [[(h.doc_id, h.score) for h in hits] for hits in index.search_vectors(queries, 5)]
+    assert [hits[0][0] for hits in before] == ["d5", "d50", "d150"]
+    gone = next(d.id for d in docs[100:300] if all(d.id not in dict(h) for h in before))
+    index.delete([gone])
+    assert [[(h.doc_id, h.score) for h in hits] for hits in index.search_vectors(queries, 5)] == before
+    save_index(index, tmp_path / "ivf")
+    loaded = load_index(tmp_path / "ivf", encoder=Fixed())
+    loaded.add_vectors(docs[300:], vectors[300:])
+    loaded.delete(["d5", "d310"])
+    hits = loaded.search_vectors(vectors[[5, 350, 310]], 3)
+    assert "d5" not in {h.doc_id for h in hits[0]} and hits[1][0].doc_id == "d350"
+    assert "d310" not in {h.doc_id for h in hits[2]}
+    assert all(loaded.store.get(h.doc_id).text == f"text {h.doc_id[1:]}" for row in hits for h in row)
+    # an index deleted from by the old code (removed from the id map itself) is refused in one line
+    save_index(loaded, tmp_path / "ivf")
+    damaged = load_index(tmp_path / "ivf", encoder=Fixed())
+    damaged.faiss_index.remove_ids(faiss.IDSelectorBatch(np.array([7], dtype=np.int64)))
+    damaged.store.delete(["d7"])
+    save_index(damaged, tmp_path / "old")
+    with pytest.raises(IndexFormatError, match=r"deleted from before session 40 .*: rebuild it$"):
+        load_index(tmp_path / "old", encoder=Fixed())
+
+
 def test_ivfpq_refuses_tiny_corpus(hashing_encoder, small_docs):
     with pytest.raises(RagrouteError, match="ivfpq needs at least"):
         DenseIndex.build(small_docs, hashing_encoder, DenseParams(factory="ivfpq"))

@@ -217,7 +217,11 @@ class DenseIndex(VectorIndex):
         with self.store.writing():
             self._writable()
             iids = self.store.delete(doc_ids)
-            if len(iids) and self.params.factory != "hnsw" and self.faiss_index is not None:
+            # only a flat index is compacted: removing from an id-mapped IVF squeezed the id map
+            # while its lists kept the old positions, so every later hit named a neighbour's
+            # document (and a later removal aborted the process) until session 40; HNSW and IVF-PQ
+            # keep the vectors and leave deleted documents out by a selector (_tombstones)
+            if len(iids) and self.params.factory == "flat" and self.faiss_index is not None:
                 self.faiss_index.remove_ids(faiss.IDSelectorBatch(iids))
             return len(iids)
 
@@ -419,7 +423,8 @@ class DenseIndex(VectorIndex):
         return None
 
     def _tombstones(self) -> np.ndarray:
-        if self.params.factory != "hnsw" or self.faiss_index is None:
+        """Ids faiss still holds whose documents were deleted (HNSW and IVF-PQ keep them)."""
+        if self.params.factory == "flat" or self.faiss_index is None:
             return np.empty(0, dtype=np.int64)
         id_map = faiss.downcast_index(self.faiss_index).id_map  # type: ignore[attr-defined]  # an IndexIDMap2
         stored = faiss.vector_to_array(id_map)
@@ -476,6 +481,8 @@ class DenseIndex(VectorIndex):
             raise EncoderMismatchError(
                 f"{path} holds vectors of dim {faiss_index.d}, encoder gives {encoder.dim}"
             )
+        if dense.factory == "ivfpq":
+            _check_ivf_positions(faiss_index, path)
         index = cls(encoder, dense, store, faiss_index, name)
         index.mapped = path if dense.mmap else None
         exact_path = Path(directory) / EXACT_NAME
@@ -488,6 +495,32 @@ class DenseIndex(VectorIndex):
                 raise IndexFormatError(f"{exact_path} is corrupt: shape {exact.shape}, dtype {exact.dtype}")
             index.exact = exact
         return index
+
+
+def _check_ivf_positions(faiss_index: faiss.Index, path: Path) -> None:
+    """One line for an IVF-PQ index that documents were deleted from before session 40: removal
+    squeezed its id map while its lists kept the old positions, so its hits name other documents.
+    Its lists then hold a position past the end of the map (or fewer positions than the map)."""
+    ivf = faiss.extract_index_ivf(faiss_index)
+    invlists = ivf.invlists
+    held, largest = 0, -1
+    for list_no in range(ivf.nlist):
+        size = invlists.list_size(list_no)
+        if not size:
+            continue
+        ids = invlists.get_ids(list_no)
+        try:
+            positions = faiss.rev_swig_ptr(ids, size)
+            largest = max(largest, int(positions.max()))
+        finally:
+            invlists.release_ids(list_no, ids)
+        held += size
+    mapped = faiss.downcast_index(faiss_index).id_map.size()  # type: ignore[attr-defined]  # an IndexIDMap2
+    if held != mapped or largest >= mapped:
+        raise IndexFormatError(
+            f"{path}: an IVF-PQ index documents were deleted from before session 40 (its hits name other "
+            "documents): rebuild it"
+        )
 
 
 def aligned_vectors(documents: Sequence[Document], vectors: Any, dim: int) -> np.ndarray:
