@@ -255,13 +255,24 @@ class ExposureLedger:
         return self.distinct(caller, source) >= self.budget.limit(self.size(bucket, scopes))
 
     def admit(
-        self, caller: str, hits: Sequence[Hit], scopes: Iterable[str] = ()
+        self,
+        caller: str,
+        hits: Sequence[Hit],
+        scopes: Iterable[str] = (),
+        *,
+        collections: Mapping[str, str] | None = None,
     ) -> tuple[list[Hit], TraceStep]:
         """Account ``hits`` shown to ``caller`` (holding ``scopes``, which set the budget's size);
         returns what may be shown, and a trace step.
 
         With a hard stop, a hit that is new to the caller on a source at its budget is withheld.
+        ``collections``: the collection of each source of the pipeline the hits come from (what
+        :meth:`add_sources` returned for it): two pipelines sharing the ledger may each have a
+        source of one name over other documents, and a hit's source name alone then named the
+        first one's collection (its documents passed a hard stop as already seen, or uncounted,
+        until session 40).
         """
+        names = self.collection_of if collections is None else {**self.collection_of, **collections}
         now = self.clock()
         scopes = frozenset(scopes)
         alerts: list[ExposureAlert] = []
@@ -274,16 +285,16 @@ class ExposureLedger:
             limits: dict[str, int] = {}
             shown_as: dict[str, str] = {}  # bucket -> the name the trace gives it: a source the caller reads
             for hit in hits:
-                bucket = self.bucket(hit)
+                origin = self._origin(hit, names)
+                bucket = self._bucket_of(origin, names)
                 seen = self._seen.setdefault((caller, bucket), _Seen())
                 current = self._expire(seen, now)
                 if bucket not in limits:
                     limits[bucket] = self.budget.limit(self._size(bucket, scopes))
-                    shown_as[bucket] = bucket if bucket == ALL_SOURCES else self._origin(hit)
+                    shown_as[bucket] = bucket if bucket == ALL_SOURCES else origin
                 limit = limits[bucket]
                 # ids are unique within a collection only; sources of one collection share them
-                origin = self._origin(hit)
-                doc = (self.collection_of.get(origin, origin), hit.doc_id)
+                doc = (names.get(origin, origin), hit.doc_id)
                 if doc not in current and len(current) >= limit and self.budget.hard_stop:
                     withheld += 1
                     continue
@@ -330,7 +341,7 @@ class ExposureLedger:
                     self.sizes.setdefault(name, int(size))
             self._total()
 
-    def add_sources(self, sources: Sequence[Any]) -> None:
+    def add_sources(self, sources: Sequence[Any]) -> dict[str, str]:
         """Declare a pipeline's sources (:class:`~ragroute.route.sources.Source`): each counts in
         its collection, whose size is the number of its documents the caller may read (through any
         of the collection's sources; a collection already known keeps its documents), counted again
@@ -338,13 +349,22 @@ class ExposureLedger:
         or relabelled documents after the pipeline was built). A source holding no documents (a
         plain or external retriever, or an empty index) has no known size: its budget is
         ``min_documents``. A source whose retriever is a pipeline is declared as that pipeline's
-        sources, behind its own access labels: its hits count in their inner collections."""
+        sources, behind its own access labels: its hits count in their inner collections.
+
+        Returns each declared source's collection (by name, a nested one by its path), for
+        :meth:`admit`'s ``collections``."""
+        declared: dict[str, str] = {}
         with self._lock:
-            self._declare(sources, (), ())
+            self._declare(sources, (), (), declared)
             self._total()
+        return declared
 
     def _declare(
-        self, sources: Sequence[Any], outer: tuple[frozenset[str], ...], names: tuple[str, ...]
+        self,
+        sources: Sequence[Any],
+        outer: tuple[frozenset[str], ...],
+        names: tuple[str, ...],
+        declared: dict[str, str],
     ) -> None:
         for source in sources:
             path = (*outer, frozenset(getattr(source, "access", ())))
@@ -353,10 +373,11 @@ class ExposureLedger:
             nested = hasattr(source.retriever, "retrieve_contexts")
             inner = getattr(source.retriever, "sources", None) if nested else None
             if isinstance(inner, (list, tuple)) and inner:
-                self._declare(inner, path, (*names, source.name))
+                self._declare(inner, path, (*names, source.name), declared)
                 continue
             collection = self._collection_for(source)
             self.collection_of.setdefault(name, collection)
+            declared[name] = collection
             self._paths.setdefault(collection, set()).add(path)
             if collection in self.sizes or collection in self._counted:
                 continue
@@ -438,20 +459,20 @@ class ExposureLedger:
             for key in [k for k in self._seen if caller is None or k[0] == caller]:
                 del self._seen[key]
 
-    def _origin(self, hit: Hit) -> str:
+    def _origin(self, hit: Hit, names: Mapping[str, str] | None = None) -> str:
         """The declared source that found ``hit``: in a nested pipeline, the path to its innermost
         source (``outer/inner``, as :meth:`add_sources` declares it)."""
         inner = (hit.explain or {}).get("inner_source")
         if isinstance(inner, str) and inner:
             path = f"{hit.source}/{inner}"
-            if path in self.collection_of:
+            if path in (self.collection_of if names is None else names):
                 return path
         return hit.source
 
-    def _bucket_of(self, source: str) -> str:
+    def _bucket_of(self, source: str, names: Mapping[str, str] | None = None) -> str:
         if self.budget.per == "pipeline" or source == ALL_SOURCES:
             return ALL_SOURCES
-        return self.collection_of.get(source, source)
+        return (self.collection_of if names is None else names).get(source, source)
 
     def _size(self, bucket: str, scopes: frozenset[str]) -> int | None:
         if bucket == ALL_SOURCES:

@@ -200,7 +200,7 @@ def test_framework_retrievers_tell_callers_apart(small_docs, hashing_encoder):
     traffic spent everyone's budget (`invoke(..., caller=)` was a TypeError)."""
     pytest.importorskip("langchain_core")
     from ragroute.integrations.langchain import RoutedLangChainRetriever
-    from ragroute.integrations.llamaindex import RoutedLlamaRetriever
+    from ragroute.integrations.llamaindex import IndexLlamaRetriever, RoutedLlamaRetriever
 
     astro = [d for d in small_docs if d.metadata["topic"] == "astro"]
     ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
@@ -215,10 +215,16 @@ def test_framework_retrievers_tell_callers_apart(small_docs, hashing_encoder):
     assert len(RoutedLangChainRetriever(pipeline, k=4, caller="bob").invoke("telescope star galaxy")) == 4
     llama = RoutedLlamaRetriever(pipeline, k=3).with_scopes((), caller="carol")
     assert len(llama.retrieve("comet nebula orbit planet")) == 3
-    assert {c: ledger.distinct(c, "astro") for c in ("eve", "bob", "carol", "")} == {
+    # the index retriever over a pipeline dropped its caller: charged to "" (until session 40)
+    plain = IndexLlamaRetriever(pipeline, k=2).with_scopes((), caller="dan")
+    assert len(plain.retrieve("comet nebula orbit planet")) == 2
+    assert len(IndexLlamaRetriever(pipeline, k=2, caller="fay").retrieve("telescope star galaxy")) == 2
+    assert {c: ledger.distinct(c, "astro") for c in ("eve", "bob", "carol", "dan", "fay", "")} == {
         "eve": 4,
         "bob": 4,
         "carol": 3,
+        "dan": 2,
+        "fay": 2,
         "": 0,
     }
     with pytest.raises(RagrouteError, match="caller must be a string"):
@@ -479,3 +485,27 @@ def test_two_nested_pipelines_with_sources_of_one_name_are_two_collections():
     result = outer.retrieve("star comet", k=4, caller="eve")
     assert len(result.hits) == 2  # half of hr's 4 documents
     assert _exposure_step(result)["sources"]["hr/main"] == {"distinct": 2, "budget": 2}
+
+
+def test_two_pipelines_sharing_a_ledger_with_sources_of_one_name_count_each_in_its_own():
+    """Two pipelines sharing one ledger (as the docs suggest for a caller across pipelines), each
+    with a source called "docs" over other documents: the second's hits were counted in the
+    first's collection by their source's name, so its documents were held to the first's budget
+    (and any id eve had seen there passed as "already seen") (session 40 audit). Each pipeline's
+    hits now count in its own source's collection."""
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
+    first = Pipeline(
+        [Source("docs", build_index(_docs("d", 4), "bm25", name="docs"))],
+        FixedRouter({"docs": 1.0}),
+        exposure=ledger,
+    )
+    second = Pipeline(
+        [Source("docs", build_index(_docs("e", 8), "bm25", name="docs"))],
+        FixedRouter({"docs": 1.0}),
+        exposure=ledger,
+    )
+    assert len(first.retrieve("star comet", k=4, caller="eve").hits) == 2  # half of 4
+    shown = second.retrieve("star comet", k=8, caller="eve")
+    assert len(shown.hits) == 4 and _exposure_step(shown)["withheld"] == 4  # its own budget: half of 8
+    assert _exposure_step(shown)["sources"]["docs"] == {"distinct": 4, "budget": 4}
+    assert len(first.retrieve("star comet", k=4, caller="eve").hits) == 2  # the first's count unchanged

@@ -316,7 +316,9 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
 
     ``scopes``: the caller's; a source outside them returns nothing, documents whose access
     labels they do not meet are never returned (filtered in ragroute's indexes, checked after
-    any other retriever).
+    any other retriever). ``caller``: who asks, for the per-caller exposure budget of a pipeline
+    searched through it (it was dropped, every search charged to the anonymous caller, until
+    session 40).
     """
 
     def __init__(
@@ -327,10 +329,12 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         k: int | None = None,
         filters: Mapping[str, Any] | None = None,
         scopes: Sequence[str] = (),
+        caller: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.index = check_target(index, "index", SEARCHABLE, type(self).__name__)
+        self.caller = checked_caller(caller)
         self.similarity_top_k = resolve_top_k(similarity_top_k, k)
         self.filters = dict(check_filters(filters)) if filters else None
         self.scopes = caller_scopes(scopes)
@@ -341,7 +345,7 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         return False
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        context = query_context(query_bundle, self.encoder, self.filters, self.scopes)
+        context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
         hits = hits_of(self.index, [context], self.similarity_top_k)[0]
         self._scale = index_scale(self.index, self._scale)  # scores as a pipeline over the index gives
         return [hit_to_node(hit) for hit in self._scale.rescore(scoped_hits(hits, context.scopes))]

@@ -112,8 +112,11 @@ class Pipeline:
         self._scope = ScopeCheck(self.sources)
         self._documents_memo: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         self.exposure = exposure
+        # its sources' collections in the ledger (two pipelines sharing a ledger may each have a
+        # source of one name over other documents: its hits are counted in its own)
+        self._collections: dict[str, str] = {}
         if exposure is not None:  # budgets are fractions of what a caller may read of each collection
-            exposure.add_sources(self.sources)
+            self._collections = exposure.add_sources(self.sources)
 
     @property
     def sources(self) -> tuple[Source, ...]:
@@ -279,7 +282,9 @@ class Pipeline:
             if dropped:
                 decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
             if self.exposure is not None and admit:
-                hits, step = self.exposure.admit(context.caller, hits, context.scopes)
+                hits, step = self.exposure.admit(
+                    context.caller, hits, context.scopes, collections=self._collections
+                )
                 decision.trace.append(step)
             for rank, hit in enumerate(hits, 1):
                 hit.rank = rank
