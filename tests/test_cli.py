@@ -783,3 +783,19 @@ def test_build_a_corpus_definitions_file_builds_every_corpus_for_a_routing_confi
         f"error: --granularity does not apply to {tmp_path / 'corpora.yaml'}, a corpus definitions file "
         "(each corpus sets its own)"
     )
+
+
+def test_query_says_an_ivfpq_score_approximates_the_cosine():
+    """IVF-PQ reads its scores from compressed codes (0.6831 where the cosine is 0.6977 on a
+    Glasgow med query): `ragroute query` called them the cosine (session 40 audit)."""
+    from ragroute.cli.query import _score_meaning
+
+    assert "IVF-PQ's compressed codes approximate it" in _score_meaning(
+        "dense", {"dense": {"factory": "ivfpq"}}
+    )
+    exact = {"dense": {"factory": "ivfpq", "refine": 4}}  # re-ranked by the stored vectors: the cosine
+    assert _score_meaning("dense", exact) == "the cosine similarity of query and document"
+    assert (
+        _score_meaning("dense", {"dense": {"factory": "hnsw"}})
+        == "the cosine similarity of query and document"
+    )
