@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,12 @@ import pytest
 from conftest import HashingEncoder
 
 from ragroute.context import QueryContext
-from ragroute.errors import EncoderMismatchError, RagrouteError
+from ragroute.errors import CalibrationWarning, EncoderMismatchError, RagrouteError
 from ragroute.experts.expert_set import ExpertSet, ExpertSpec, adapter_view
 from ragroute.experts.pseudo_queries import MIN_DOCUMENTS, cut_pseudo_queries
 from ragroute.route.expert_gains import ExpertGains
 from ragroute.route.expert_quality import QualityRouter
-from ragroute.route.pilot import PilotRouter
+from ragroute.route.pilot import TEMPERATURE_GRID, PilotRouter
 from ragroute.types import Document
 
 WORDS = {
@@ -347,8 +348,14 @@ def test_pilot_temperature_is_fitted_out_of_fold() -> None:
     unsure = [max(d.routes.values()) for d in out_of_fold.route_many(["x"] * 20, query_vectors=probe)]
     assert np.mean(unsure) < 0.2 < 0.35 < np.mean(sure)  # ten experts: 0.1 is no preference
     # where the wins follow the queries, the out-of-fold fit stays sure
-    clean = PilotRouter.fit(two_cluster_gains())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clean = PilotRouter.fit(two_cluster_gains())
     assert clean.route_many(["a"], query_vectors=np.eye(8)[:1])[0].routes["A"] > 0.9
+    # sure to the grid's floor, said once, of the temperature kept: the in-sample and inner fold
+    # fits, thrown away, said it six more times (session 40 audit)
+    assert clean.temperature == min(TEMPERATURE_GRID)
+    assert len([w for w in caught if issubclass(w.category, CalibrationWarning)]) == 1
 
 
 def domain_vectors(axis: int, n: int, seed: int, dim: int = 8, spread: float = 0.5) -> np.ndarray:

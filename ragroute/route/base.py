@@ -163,7 +163,11 @@ def _log_routes(labels: Sequence[str], scores: np.ndarray, temperature: float) -
 
 
 def fit_temperature(
-    scores: np.ndarray, targets: np.ndarray, grid: Sequence[float] | np.ndarray | None = None
+    scores: np.ndarray,
+    targets: np.ndarray,
+    grid: Sequence[float] | np.ndarray | None = None,
+    *,
+    warn: bool = True,
 ) -> float:
     """Temperature minimising the negative log-likelihood of ``targets`` (class indices).
 
@@ -171,7 +175,8 @@ def fit_temperature(
     routes and makes the probabilities honest on the given data.
 
     A fit at an end of ``grid`` is a :class:`~ragroute.errors.CalibrationWarning`: at the lowest
-    value the data separate the routes perfectly and every later query reads as certain.
+    value the data separate the routes perfectly and every later query reads as certain. ``warn``
+    off for a fit whose value is thrown away (an out-of-fold search's inner fits).
     """
     candidates = [float(t) for t in (grid if grid is not None else np.geomspace(1e-3, 10.0, 120))]
     rows = np.arange(len(targets))
@@ -181,7 +186,7 @@ def fit_temperature(
         nll = -np.mean(np.log(np.clip(p, 1e-12, None)))
         if nll < best_nll:
             best, best_nll = t, nll
-    if len(candidates) > 1 and best in (min(candidates), max(candidates)):
+    if warn and len(candidates) > 1 and best in (min(candidates), max(candidates)):
         lowest = best == min(candidates)
         warnings.warn(_edge_message(best, lowest=lowest, n=len(targets)), CalibrationWarning, stacklevel=2)
     return best

@@ -92,6 +92,7 @@ class PilotRouter(BaseRouter):
         clusters: int = 1,
         seed: int = 0,
         folds: int = 5,
+        warn: bool = True,
     ) -> PilotRouter:
         """Pilot vectors from the training queries' winning experts (``clusters`` per expert at most).
 
@@ -99,7 +100,8 @@ class PilotRouter(BaseRouter):
         made from the other ``folds - 1`` folds, so no query vouches for a pilot it helped make
         (fitted on the queries that made the pilots, the probabilities came out over-confident on
         held-out queries). With ``folds`` < 2, or fewer than two queries with a winner per fold,
-        the temperature is fitted on the training queries themselves.
+        the temperature is fitted on the training queries themselves. ``warn``: say a temperature
+        fitted at an end of its grid (:func:`~ragroute.route.base.fit_temperature`), for the one kept.
         """
         winners = data.winners()
         members: dict[int, list[int]] = {}
@@ -111,6 +113,7 @@ class PilotRouter(BaseRouter):
         rows = [i for i, w in enumerate(winners) if w]
         targets = np.array([winners[i][0] for i in rows])
         groups = {j: data.vectors[members[j]] for j in sorted(members)}
+        out_of_fold = folds >= 2 and len(rows) >= 2 * folds
         router = cls._from_groups(
             data.labels,
             groups,
@@ -120,8 +123,9 @@ class PilotRouter(BaseRouter):
             mode=mode,
             clusters=clusters,
             seed=seed,
+            warn=warn and not out_of_fold,  # replaced below: said of the one kept
         )
-        if folds >= 2 and len(rows) >= 2 * folds:
+        if out_of_fold:
             router.temperature = cls._out_of_fold_temperature(
                 data, rows, targets, folds, encoder=encoder, mode=mode, clusters=clusters, seed=seed
             )
@@ -146,7 +150,7 @@ class PilotRouter(BaseRouter):
             held = np.flatnonzero(fold_of == fold)
             if not len(held):
                 continue
-            part = cls.fit(data.subset(inner), folds=0, **options)
+            part = cls.fit(data.subset(inner), folds=0, warn=False, **options)  # its temperature unused
             scores.append(part._scores(data.vectors[[rows[k] for k in held.tolist()]]))
             picked.append(targets[held])
         return fit_temperature(np.vstack(scores), np.concatenate(picked), TEMPERATURE_GRID)
@@ -235,6 +239,7 @@ class PilotRouter(BaseRouter):
         mode: str,
         clusters: int,
         seed: int,
+        warn: bool = True,
     ) -> PilotRouter:
         """Pilots of each expert (index -> the vectors it stands for, in that order); the softmax
         temperature fitted on ``calibration`` vectors whose expert is ``targets``."""
@@ -245,7 +250,7 @@ class PilotRouter(BaseRouter):
                 owners.append(j)
         router = cls(labels, np.vstack(pilots), np.array(owners), encoder=encoder, mode=mode)
         scores = router._scores(calibration)
-        router.temperature = fit_temperature(scores, targets, TEMPERATURE_GRID)
+        router.temperature = fit_temperature(scores, targets, TEMPERATURE_GRID, warn=warn)
         return router
 
     # ------------------------------------------------------------------ routing
