@@ -654,22 +654,29 @@ def test_loaders_name_the_closest_key(tmp_path, hashing_encoder):
 # --------------------------------------------------------------------------- no silent drop
 
 
-def test_route_warns_on_stderr_for_a_source_left_out(workspace, monkeypatch):
+def route_with(workspace, monkeypatch, name: str, config_text: str, query: str):
+    """``ragroute route`` over a config written into the workspace, every encoder the hashing one."""
     import ragroute.encode
 
     monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *args, **kwargs: HashingEncoder())
-    config = workspace / "left-out.yaml"
-    config.write_text(
+    config = workspace / name
+    config.write_text(config_text)
+    return CliRunner().invoke(main, ["route", str(config), query])
+
+
+def test_route_warns_on_stderr_for_a_source_left_out(workspace, monkeypatch):
+    config_text = (
         "sources:\n"
         "  astro: {index: indexes/astro, description: Astronomy and space.}\n"
         "  cook: {index: indexes/cook, description: Cooking and recipes.}\n"
         "  wiki: {index: indexes/missing, description: Never built.}\n"
         "  web: {kind: python, factory: 'no_such_module_here:make'}\n"
     )
-    result = CliRunner().invoke(main, ["route", str(config), "why do comets have tails?"])
+    result = route_with(workspace, monkeypatch, "left-out.yaml", config_text, "why do comets have tails?")
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 2, result.stderr
+    config = workspace / "left-out.yaml"
     assert warnings[0].startswith(f"warning: {config}: source 'wiki' left out: ")
     assert warnings[1] == (
         f"warning: {config}: source 'web' left out: cannot load factory 'no_such_module_here:make' "
@@ -996,17 +1003,13 @@ def test_an_empty_route_is_refused_by_config_check(workspace):
 
 
 def test_route_text_shows_rule_and_signal_descriptions(workspace, monkeypatch):
-    import ragroute.encode
-
-    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *args, **kwargs: HashingEncoder())
-    config = workspace / "described.yaml"
-    config.write_text(
+    config_text = (
         "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
         "signals:\n  comets: {type: keywords, any: [comets], description: 'Mentions comets, tails.'}\n"
         "rules:\n  - name: space\n    description: Comet questions go to astro.\n"
         "    when: comets\n    then: {route: astro}\n"
     )
-    result = CliRunner().invoke(main, ["route", str(config), "why do comets have tails?"])
+    result = route_with(workspace, monkeypatch, "described.yaml", config_text, "why do comets have tails?")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert '  signal: signal=comets, type=keywords, description="Mentions comets, tails.", fired=true, ' in (
