@@ -789,7 +789,7 @@ def test_expert_routers_are_opened_as_loading_opens_them(workspace, tmp_path):
     from ragroute.route.pilot import PilotRouter
 
     pilot = tmp_path / "pilot"
-    pilots = np.eye(3, 4, dtype=np.float32)
+    pilots = np.eye(3, 384, dtype=np.float32)  # the config encoder's width (no encoder recorded)
     PilotRouter(["astro", "cook", "wiki"], pilots, np.arange(3)).save(pilot)
 
     def config(kind: str):
@@ -1019,3 +1019,61 @@ def test_route_text_shows_rule_and_signal_descriptions(workspace, monkeypatch):
         line.startswith('  rule: rule=space, description="Comet questions go to astro.", priority=0')
         for line in lines
     )
+
+
+def test_a_pilot_router_without_an_encoder_record_is_checked_by_its_pilots_width(workspace, tmp_path):
+    # saved without an encoder (PilotRouter's default), 128-d pilots passed the check ("ok") and
+    # routing 384-d queries raised numpy's matmul traceback
+    from ragroute.errors import EncoderMismatchError
+    from ragroute.route.pilot import PilotRouter
+
+    pilots = np.eye(2, 128, dtype=np.float32)
+    PilotRouter(["astro", "cook"], pilots, np.arange(2)).save(tmp_path / "pilot")
+    config = tmp_path / "routing.yaml"
+    config.write_text(
+        f"sources:\n  astro: {{index: {workspace}/indexes/astro}}\n"
+        f"  cook: {{index: {workspace}/indexes/cook}}\n"
+        f"router: {{kind: pilot, model: {tmp_path / 'pilot'}}}\n"
+    )
+    result = check(config)
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and "has 128-d pilots" in lines[0] and "384-d query vectors" in lines[0]
+    with pytest.raises(EncoderMismatchError, match=r"has 128-d pilots, but encoder test/hashing gives 64-d"):
+        PilotRouter.load(tmp_path / "pilot", HashingEncoder(dim=64))
+    assert PilotRouter.load(tmp_path / "pilot", HashingEncoder(dim=128)).pilots.shape == (2, 128)
+
+
+def test_an_expert_is_checked_against_the_index_by_its_base_models_weights(workspace, tmp_path):
+    # by name only until session 40: a copy of the base was refused, another model under the base's
+    # name (a folder replaced after training) passed
+    from ragroute.store import write_artifact
+
+    class Weighed(HashingEncoder):
+        def __init__(self, model_id: str, weights: str) -> None:
+            super().__init__(dim=384, model_id=model_id)
+            self.weights = weights
+
+        def describe(self):
+            return {**super().describe(), "weights": self.weights}
+
+    params = {"base": MINILM, "base_weights": "a" * 16}
+    with write_artifact(tmp_path / "experts" / "e", "expert", "query-lora", params=params):
+        pass
+    for name, encoder in (
+        ("copy", Weighed("/elsewhere/mini", "a" * 16)),
+        ("other", Weighed(MINILM, "b" * 16)),
+    ):
+        save_index(build_index(documents("astro"), "dense", encoder=encoder), tmp_path / "indexes" / name)
+    config = tmp_path / "experts.yaml"
+    config.write_text("sources:\n  tuned: {index: indexes/copy, expert: experts/e}\n")
+    from ragroute.route.config_check import check_config
+
+    expert = f"expert {(tmp_path / 'experts' / 'e').resolve()} "
+    # (the index's own encoder check is another problem: the config's encoder is the bundled model)
+    assert not [p for p in check_config(config).problems if expert in p]
+    config.write_text("sources:\n  tuned: {index: indexes/other, expert: experts/e}\n")
+    problems = [p for p in check_config(config).problems if expert in p]
+    assert len(problems) == 1
+    assert f"source 'tuned': {expert}was trained over" in problems[0]
+    assert "retrain the expert over this model, or use the base model it was trained on" in problems[0]

@@ -1139,3 +1139,87 @@ def test_a_router_fitted_on_too_small_a_corpus_is_told_what_needs_the_documents(
     source = Source("small", build_index(docs, "bm25", name="small"))
     with pytest.raises(RagrouteError, match="fitting a router on small's pseudo-queries needs at least 50"):
         _training_queries([source], None, "dev")
+
+
+class _Weighed(HashingEncoder):
+    """A 384-d stand-in for a base model read from a folder of content digest ``weights``."""
+
+    def __init__(self, model_id: str, weights: str) -> None:
+        super().__init__(dim=384, model_id=model_id)
+        self.weights = weights
+
+    def describe(self) -> dict:
+        return {**super().describe(), "weights": self.weights}
+
+
+def test_an_expert_is_its_base_by_the_weights_not_the_name(trained_expert: Path, minilm, tmp_path) -> None:
+    # until session 40 by name: a byte-identical copy of the base was refused, and another model
+    # under the base's name (its folder replaced after training) had the LoRA deltas merged into it
+    import shutil
+
+    from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
+    from ragroute.experts.encoder import load_expert_encoder
+    from ragroute.index.dense import DenseIndex
+    from ragroute.store import open_snapshot
+
+    shutil.copytree(minilm.resolved.path, tmp_path / "mini")
+    copy = SentenceTransformerEncoder(str(tmp_path / "mini"))
+    assert copy.model_id != minilm.model_id and copy.weights == minilm.weights
+    expert = load_expert_encoder(trained_expert, copy)
+    texts = ["telescope galaxy comet"]
+    assert np.allclose(
+        expert.encode_queries(texts),
+        load_expert_encoder(trained_expert, minilm).encode_queries(texts),
+        atol=1e-5,
+    )
+    adapter_view(DenseIndex.build(corpus()[:5], copy), expert)
+
+    other = _Weighed(minilm.model_id, "0" * 16)  # the base's name, other weights
+    with pytest.raises(EncoderMismatchError) as raised:
+        load_expert_encoder(trained_expert, other)
+    message = str(raised.value)
+    assert message.startswith(f"expert {trained_expert} was trained over {minilm.model_id!r} with weights ")
+    assert message.endswith("or use the base model it was trained on") and "\n" not in message
+    assert open_snapshot(trained_expert).manifest.params["base_weights"] == minilm.weights
+    with pytest.raises(EncoderMismatchError, match="the index's encoder has weights 0000"):
+        adapter_view(DenseIndex.build(corpus()[:5], other), expert)
+    experts = ExpertSet(
+        [ExpertSpec("base", "base"), ExpertSpec("orbit", "adapter", str(trained_expert))], other
+    )
+    assert experts.names == ["base"] and "retrain the expert" in experts.problems[0].error
+
+
+def test_a_query_lora_expert_encodes_queries_with_its_bases_prompt(minilm, tmp_path, monkeypatch) -> None:
+    # until session 40 the expert (and its training) dropped the base's query prompt, which the
+    # base encoder applies
+    import json
+    import shutil
+
+    from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
+    from ragroute.experts import train as train_module
+    from ragroute.experts.encoder import load_expert_encoder
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+
+    folder = tmp_path / "prompted"
+    shutil.copytree(minilm.resolved.path, folder)
+    config = folder / "config_sentence_transformers.json"
+    settings = json.loads(config.read_text())
+    settings["prompts"] = {"query": "query: ", "document": "passage: "}
+    config.write_text(json.dumps(settings))
+    trained_on: list[str] = []
+    inputs = train_module.model_inputs
+    monkeypatch.setattr(
+        train_module, "model_inputs", lambda model, texts: trained_on.extend(texts) or inputs(model, texts)
+    )
+    params = ExpertTrainParams(epochs=1, batch_size=8, max_queries=8, threads=1)
+    train_expert(corpus(), tmp_path / "e", params, base=str(folder), show_progress=False)
+    assert trained_on and all(t.startswith("query: ") for t in trained_on)
+    base = SentenceTransformerEncoder(str(folder))
+    expert = load_expert_encoder(tmp_path / "e", base)
+    texts = ["telescope galaxy comet", "flour yeast oven"]
+    prompted = expert.model.encode(texts, prompt="query: ", normalize_embeddings=True)
+    assert np.allclose(expert.encode_queries(texts), prompted, atol=1e-5)
+    # the base model's folder changed after training (same path, other files): refused
+    (folder / "extra.json").write_text("{}")
+    with pytest.raises(EncoderMismatchError, match="the model's files changed since"):
+        load_expert_encoder(tmp_path / "e")

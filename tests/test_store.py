@@ -279,3 +279,18 @@ def test_pruning_never_follows_a_link_inside_builds(tmp_path):
     clean_artifact(art)
     assert (victim / "keep.txt").read_text() == "mine"
     assert open_snapshot(art).manifest.params == {"tag": "c"}
+
+
+@pytest.mark.parametrize("family", ["expert", "index", "router"])
+def test_a_build_folder_named_for_its_artifact_says_to_name_the_artifact_folder(tmp_path, family) -> None:
+    # until session 40: "<build>/manifest.json is not a ragroute manifest" (read as a 0.1 index)
+    with write_artifact(tmp_path / "it", family, "k") as pending:
+        (pending.path / "x.txt").write_text("x")
+    build = published_path(tmp_path / "it")
+    for read in (lambda: open_snapshot(build), lambda: read_artifact(build, lambda s: s)):
+        with pytest.raises(ArtifactFormatError) as raised:
+            read()
+        assert str(raised.value) == (
+            f"{build} is a build inside the artifact folder {tmp_path / 'it'}: name the artifact folder "
+            f"({tmp_path / 'it'}) instead, which publishes its current build"
+        )

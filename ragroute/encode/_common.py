@@ -52,16 +52,26 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 def encode_unit_vectors(
-    model: Any, texts: Sequence[str], dim: int, *, batch_size: int, show_progress: bool | None
+    model: Any,
+    texts: Sequence[str],
+    dim: int,
+    *,
+    batch_size: int,
+    show_progress: bool | None,
+    prompt: str = "",
 ) -> np.ndarray:
-    """``texts`` through a loaded sentence-transformers ``model`` (no prompt) as unit-length float32
-    rows; ``(0, dim)`` for no texts. What encoders wrapping an in-memory model (query adapters,
-    tuned probes) share."""
+    """``texts`` through a loaded sentence-transformers ``model`` (with ``prompt``, none by default)
+    as unit-length float32 rows; ``(0, dim)`` for no texts. What encoders wrapping an in-memory
+    model (query adapters, tuned probes) share."""
     items = check_texts(texts)
     if not items:
         return np.zeros((0, dim), dtype=np.float32)
     vectors = model.encode(
-        items, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=bool(show_progress)
+        items,
+        prompt=prompt or None,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        show_progress_bar=bool(show_progress),
     )
     return l2_normalize(vectors)
 

@@ -159,7 +159,9 @@ class ExpertSet:
 
 def adapter_view(index: Any, encoder: Any) -> Any:
     """The dense ``index`` searched with a query-side expert ``encoder``: a second
-    :class:`~ragroute.index.dense.DenseIndex` sharing the faiss index and document store (no copy)."""
+    :class:`~ragroute.index.dense.DenseIndex` sharing the faiss index and document store (no copy).
+    The index's encoder must be the base the expert was trained over
+    (:func:`~ragroute.experts.encoder.check_expert_base`)."""
     if not isinstance(index, DenseIndex):
         raise RagrouteError(
             f"a query-side expert needs a dense index of base-model embeddings, not a {type(index).__name__}"
@@ -172,11 +174,18 @@ def adapter_view(index: Any, encoder: Any) -> Any:
             "has its own embedding space, so index the corpus with it (`ragroute build --encoder "
             "EXPERT_FOLDER`) and list that index as a source"
         )
-    if index.encoder.model_id != encoder.model_id:
-        raise RagrouteError(
-            f"expert {encoder.name!r} adapts {encoder.model_id!r}, but the index was built with "
-            f"{index.encoder.model_id!r}"
-        )
+    from ragroute.encode.identity import weights_of
+    from ragroute.experts.encoder import check_expert_base
+
+    # the expert's base by its weights: a copy of it under another name is it, another model under
+    # its name is not (until session 40 only the names were compared)
+    check_expert_base(
+        repr(encoder.name),
+        encoder.base,
+        str(index.encoder.model_id),
+        weights_of(index.encoder),
+        "the index's encoder",
+    )
     return AdapterView(index, encoder)
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.encode._common import document_prompt, query_prompt
 from ragroute.encode.resolve import EXPERT_FAMILY, EXPERT_MODEL_DIR
 from ragroute.errors import RagrouteError
 from ragroute.experts.pseudo_queries import KINDS, PseudoQuery, cut_pseudo_queries
@@ -149,10 +150,13 @@ def train_expert(
     # what embedded the documents the expert is trained against (a backend changes the targets:
     # until session 38 two runs differing only in it wrote identical parameters)
     made_by = dict(document_encoder or {}) if document_vectors is not None else {}
+    base_weights = resolved.content_digest()
     if document_vectors is None:
         made_by = {"model_id": resolved.model_id, "backend": "torch"}
         document_vectors = model.encode(
             [d.full_text() for d in documents],
+            # as the base encoder embeds documents (the index the expert searches)
+            prompt=document_prompt(dict(getattr(model, "prompts", None) or {})) or None,
             batch_size=64,
             convert_to_numpy=True,
             normalize_embeddings=True,
@@ -183,6 +187,9 @@ def train_expert(
         "mode": params.mode,
         "base": resolved.model_id,
         "base_fingerprint": resolved.fingerprint(),
+        # the base's weights, which loading compares (a copy of the base is it, another model in
+        # its folder is not: ragroute.experts.encoder.check_expert_base)
+        "base_weights": base_weights,
         "train": {**asdict(params), "learning_rate": params.lr, "kinds": list(params.kinds)},
         "corpus_sha256": corpus_fingerprint(documents),
         "document_vectors": made_by or "given (their encoder not said)",
@@ -272,7 +279,9 @@ def _train_query_lora(
     trainable = [p for p in model.parameters() if p.requires_grad]
     docs = torch.from_numpy(document_vectors).to(model.device)
     targets = torch.tensor([position[q.doc_id] for q in queries], device=model.device)
-    texts = [q.text for q in queries]
+    # with the base's query prompt, as the expert encodes queries (until session 40 raw texts)
+    prompt = query_prompt(dict(getattr(model, "prompts", None) or {}))
+    texts = [prompt + q.text for q in queries]
 
     def batch_loss(batch: list[int]) -> Any:
         embedded = model(model_inputs(model, [texts[i] for i in batch]))["sentence_embedding"]

@@ -459,12 +459,23 @@ class _Checker:
             self.problem(
                 f"{where}: expert {path} needs a dense index of base-model embeddings, not {index_kind}"
             )
-        elif base and recorded.get("model_id") and base != recorded.get("model_id"):
-            source.status = "broken"
-            self.problem(
-                f"{where}: expert {path} adapts {base!r}, "
-                f"but the index was built with {recorded.get('model_id')!r}"
+        elif recorded.get("model_id"):
+            # the base by its weights, as loading compares it (until session 40 by name: a copy of
+            # the base was refused, another model under its name passed)
+            from ragroute.experts.encoder import base_problem, expert_base
+
+            problem = base_problem(
+                expert_base(manifest.params),
+                str(recorded["model_id"]),
+                recorded.get("weights"),
+                "the index's encoder",
             )
+            if problem:
+                source.status = "broken"
+                self.problem(
+                    f"{where}: expert {path} {problem}: retrain the expert over this model, or use "
+                    "the base model it was trained on"
+                )
 
     # ----------------------------------------------------------------- router
 
@@ -576,8 +587,23 @@ class _Checker:
         labels = [str(label) for label in manifest.params.get("labels") or []]
         if self.passes(lambda: check_labels(labels, names, f"{where}: router {model}")):
             self.router_labels = labels
-        if self.verify:  # loaded without an encoder: no model is loaded, its arrays are read and checked
-            self.attempt(lambda: load_saved_router(model), f"{where}: router: ")
+        from ragroute.route.expert_gains import recorded_dim
+
+        unrecorded = kind == "pilot" and recorded_dim(manifest.params) is None and self.encoder_dim
+        if self.verify or unrecorded:  # loaded without an encoder: no model is loaded, its arrays are read
+            router = self.attempt(lambda: load_saved_router(model), f"{where}: router: ")
+            if router is not None and unrecorded:  # no encoder recorded: the pilots' own width
+                from ragroute.route.pilot import check_pilot_width
+
+                self.attempt(
+                    lambda: check_pilot_width(
+                        router.pilots.shape[1],
+                        int(self.encoder_dim),
+                        f"the config's encoder {self.encoder_id}",
+                        f"router {model}",
+                    ),
+                    f"{where}: router: ",
+                )
 
     # ----------------------------------------------------------------- reranker, gate, llm
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.encode.identity import encoder_record
-from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
 from ragroute.route.expert_gains import (
     ARRAYS_FILE,
@@ -257,7 +257,9 @@ class PilotRouter(BaseRouter):
     def _scores(self, vectors: np.ndarray) -> np.ndarray:
         """Per query and expert: nearest-pilot or mean pilot similarity; -inf for experts without
         pilots (until session 36 -1, which a genuine cosine of -1 could not be told from)."""
-        sims = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) @ self.pilots.T
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        check_pilot_width(self.pilots.shape[1], vectors.shape[1], "the caller", "pilot router")
+        sims = vectors @ self.pilots.T
         out = np.full((len(sims), len(self.labels)), -np.inf, dtype=np.float64)
         for j in np.unique(self.owners):
             block = sims[:, self.owners == j]
@@ -307,6 +309,13 @@ class PilotRouter(BaseRouter):
         dim = recorded_dim(params)
         check_arrays(arrays, where, {"pilots": (None, dim)})
         check_arrays(arrays, where, {"owners": (len(arrays["pilots"]),)})
+        if dim is None and encoder is not None:  # no encoder recorded: the pilots' own width is checked
+            check_pilot_width(
+                arrays["pilots"].shape[1],
+                int(encoder.dim),
+                f"encoder {encoder.model_id}",
+                f"pilot router {path_dir}",
+            )
         owners = arrays["owners"]
         numbered = owners.dtype.kind in "iu" and len(owners) > 0
         if not numbered or owners.min() < 0 or owners.max() >= len(labels):
@@ -326,6 +335,18 @@ class PilotRouter(BaseRouter):
             mode=str(params.get("mode", "nearest")),
             temperature=float(temperature),
             encoder_info=params.get("encoder"),
+        )
+
+
+def check_pilot_width(width: int, dim: int, what: str, where: str) -> None:
+    """:class:`EncoderMismatchError` when query vectors of ``dim`` (``what`` names their encoder)
+    cannot be compared with pilots of ``width``: a router saved without an encoder record is
+    checked by its pilots' width (until session 40 any encoder passed, and routing raised numpy's
+    matmul traceback)."""
+    if int(width) != int(dim):
+        raise EncoderMismatchError(
+            f"{where} has {int(width)}-d pilots, but {what} gives {int(dim)}-d query vectors: route "
+            "with an encoder of that width, or refit the router with this one"
         )
 
 

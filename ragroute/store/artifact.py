@@ -598,6 +598,14 @@ def _opened(
     if not root.is_dir():
         raise error(f"nothing at {root}: directory does not exist")
     if not (root / POINTER_NAME).is_file():
+        outer = root.parent.parent
+        if root.parent.name == BUILDS_DIR and (outer / POINTER_NAME).is_file():
+            # a build's own folder (its manifest.json is the store's, not a 0.1 index's): until
+            # session 40 "manifest.json is not a ragroute manifest"
+            raise error(
+                f"{root} is a build inside the artifact folder {outer}: name the artifact folder "
+                f"({outer}) instead, which publishes its current build"
+            )
         if (root / MANIFEST_NAME).is_file():
             yield _checked(_open_legacy(root, error), family, verify, error)
             return
