@@ -592,13 +592,14 @@ class _Checker:
         unrecorded = kind == "pilot" and recorded_dim(manifest.params) is None and self.encoder_dim
         if self.verify or unrecorded:  # loaded without an encoder: no model is loaded, its arrays are read
             router = self.attempt(lambda: load_saved_router(model), f"{where}: router: ")
-            if router is not None and unrecorded:  # no encoder recorded: the pilots' own width
+            dim = self.encoder_dim
+            if router is not None and unrecorded and dim is not None:  # no encoder recorded: pilot width
                 from ragroute.route.pilot import check_pilot_width
 
                 self.attempt(
                     lambda: check_pilot_width(
                         router.pilots.shape[1],
-                        int(self.encoder_dim),
+                        int(dim),
                         f"the config's encoder {self.encoder_id}",
                         f"router {model}",
                     ),
