@@ -473,7 +473,9 @@ def _write_labels(path: Path, texts: list[str], labels: list[str]) -> Path:
     return path
 
 
-def test_bench_on_tiny_files(data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path) -> None:
+def test_bench_on_tiny_files(data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path, monkeypatch) -> None:
+    from ragroute.evaluation import bench_route_labels
+
     train = _write_labels(tmp_path / "train.jsonl", *data["train"])
     test = _write_labels(tmp_path / "test.jsonl", *data["test"])
     loaded = read_labels(train)
@@ -491,6 +493,21 @@ def test_bench_on_tiny_files(data: dict[str, Any], encoder: FakeEncoder, tmp_pat
     json.dumps(result)
     (tmp_path / "universalrag_routing").mkdir()
     test.rename(tmp_path / "universalrag_routing" / "test.jsonl")
+    said: list[str] = []
+    cut = run_route_labels_bench(
+        train,
+        tmp_path / "universalrag_routing" / "test.jsonl",
+        encoder=encoder,
+        routers=["majority"],
+        log=said.append,
+    )
+    # a file in a folder of that name but not its dev file's size is other data (until session 40 the
+    # name alone printed the issue's numbers beside a slice's)
+    assert cut["baseline_reference"] is None and "reference (issue)" not in format_table(cut)
+    assert "issue reference left out: the data differs from the universalrag_routing dev file" in "\n".join(
+        said
+    )
+    monkeypatch.setattr(bench_route_labels, "REFERENCE_QUERIES", len(data["test"][0]))
     named = run_route_labels_bench(
         train, tmp_path / "universalrag_routing" / "test.jsonl", encoder=encoder, routers=["majority"]
     )
