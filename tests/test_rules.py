@@ -882,6 +882,24 @@ def test_keywords_normalise_unicode_accents_and_quotes():
     assert policy.evaluate("cafeteria", all_signals=True).signals["cafe"]["fired"] is False
 
 
+def test_a_chinese_or_japanese_keyword_is_found_inside_a_sentence():
+    """Chinese and Japanese are written without spaces between words: a keyword was matched only
+    as a whole space-separated token, so 打印机 never fired inside 我的打印机坏了 (session 40)."""
+    policy = signals_only(
+        """\
+          printer: {type: keywords, any: ["打印机", "プリンター"]}
+          vpn_zh: {type: keywords, any: ["VPN连接"]}
+          vpn: {type: keywords, any: [vpn]}
+        """
+    )
+    fired = lambda text, name: policy.evaluate(text, all_signals=True).signals[name]["fired"]  # noqa: E731
+    assert fired("我的打印机坏了", "printer") and fired("プリンターが動かない", "printer")
+    assert fired("公司的VPN连接断了", "vpn_zh") and fired("公司的VPN连接断了", "vpn")
+    assert not fired("printer broken", "printer")
+    assert not fired("myvpnclient is down", "vpn")  # an ASCII side keeps its word boundary
+    assert not fired("AVPN连接", "vpn_zh")
+
+
 def test_length_counts_chinese_and_japanese_characters_as_words():
     policy = signals_only("short: {type: length, max_words: 3}\n")
     question = "为什么我的笔记本电脑连不上公司的VPN网络，重启以后也不行？"

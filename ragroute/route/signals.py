@@ -308,9 +308,19 @@ def normalise_text(text: str) -> str:
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
     """Whole-word, any-case pattern of ``phrase`` (:func:`normalise_text`; words separated by any
-    whitespace); a word is not matched inside a longer one, nor before a combining mark."""
-    body = r"\s+".join(re.escape(word) for word in normalise_text(phrase).split())
-    return re.compile(rf"(?<![\w{_MARKS}]){body}(?![\w{_MARKS}])", re.IGNORECASE)
+    whitespace); a word is not matched inside a longer one, nor before a combining mark. Chinese
+    and Japanese are written without spaces between words: a phrase starting (or ending) in that
+    script needs no boundary on that side, and a character of it next to a phrase is no part of
+    the phrase's word (打印机 is found in 我的打印机坏了, VPN in 公司的VPN连接; neither matched until
+    session 40)."""
+    words = normalise_text(phrase).split()
+    body = r"\s+".join(re.escape(word) for word in words)
+    # a letter or digit of a spaced script (or a combining mark) next to the phrase joins it to a
+    # longer word; a Chinese or Japanese character next to it does not (no spaces there)
+    joined = rf"(?:[^\W{_UNSPACED_CHARS}]|[{_MARKS}])"
+    before = "" if words and _UNSPACED.match(words[0][0]) else f"(?<!{joined})"
+    after = "" if words and _UNSPACED.match(words[-1][-1]) else f"(?!{joined})"
+    return re.compile(rf"{before}{body}{after}", re.IGNORECASE)
 
 
 @dataclass(kw_only=True)
@@ -390,9 +400,10 @@ class RegexSignal(Signal):
 
 
 #: scripts written without spaces between words: each Han ideograph and each kana is one word
-_UNSPACED = re.compile(
-    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]"
+_UNSPACED_CHARS = (
+    "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
 )
+_UNSPACED = re.compile(f"[{_UNSPACED_CHARS}]")
 _WORDLIKE = re.compile(r"\w")
 
 
