@@ -919,6 +919,19 @@ def test_a_keyword_yaml_read_as_a_boolean_says_to_quote_it():
         "yes, no, on, off, true and false (any case) as booleans: quote it, 'no'"
     )
     assert "quote it, 'yes'" in str(load_error("signals:\n  s: {type: keywords, all: [on]}\n"))
+    # a signal, rule or route named `no` (or `yes`, `on`) unquoted: the same hint (session 40)
+    named = load_error("signals:\n  no: {type: keywords, any: [oslo]}\n")
+    assert str(named).endswith(
+        "got False: YAML reads unquoted yes, no, on, off, true and false (any case) as booleans: "
+        "quote it, 'no'"
+    )
+    rule = load_error("rules:\n  - name: yes\n    when: {}\n    then: {route: none}\n")
+    assert "needs a 'name' (a non-empty string): YAML reads unquoted" in str(rule)
+    route = load_error(
+        "signals:\n  s: {type: keywords, any: [x]}\n"
+        "rules:\n  - name: r\n    when: s\n    then: {routes: [off]}\n"
+    )
+    assert "route names must be non-empty strings, got False: YAML reads unquoted" in str(route)
 
 
 def test_rule_and_signal_descriptions_are_in_the_trace():

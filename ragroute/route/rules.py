@@ -28,7 +28,15 @@ from typing import Any, NoReturn
 
 from ragroute.errors import check_query, unknown_keys_message
 from ragroute.route.policy import PolicyError, item_line, key_line, line_of, load_yaml, value_line
-from ragroute.route.signals import BankStore, Signal, SignalContext, SignalResult, encode_texts, parse_signal
+from ragroute.route.signals import (
+    BankStore,
+    Signal,
+    SignalContext,
+    SignalResult,
+    encode_texts,
+    parse_signal,
+    yaml_boolean_hint,
+)
 from ragroute.types import TraceStep
 
 RULE_KEYS = ("name", "priority", "when", "then", "description")
@@ -147,7 +155,11 @@ class Action:
 
 def _route_name(value: Any, line: int | None, rule: str, source: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        _fail(source, line, f"rule {rule!r}: route names must be non-empty strings, got {value!r}")
+        _fail(
+            source,
+            line,
+            f"rule {rule!r}: route names must be non-empty strings, got {value!r}{yaml_boolean_hint(value)}",
+        )
     return value.strip()
 
 
@@ -259,7 +271,9 @@ def parse_rule(spec: Any, line: int | None, index: int, signals: Mapping[str, Si
     name = spec.get("name")
     if not isinstance(name, str) or not name.strip():
         _fail(
-            source, value_line(spec, "name") or line, f"rule #{index + 1} needs a 'name' (a non-empty string)"
+            source,
+            value_line(spec, "name") or line,
+            f"rule #{index + 1} needs a 'name' (a non-empty string){yaml_boolean_hint(name)}",
         )
     name = name.strip()
     for key in spec:

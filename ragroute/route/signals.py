@@ -197,6 +197,17 @@ def _fail(source: str, line: int | None, problem: str) -> NoReturn:
     raise PolicyError(problem, source=source, line=line)
 
 
+def yaml_boolean_hint(value: Any) -> str:
+    """For a value YAML 1.1 read as a boolean where text was meant (`NO`, `on`, `yes` unquoted): what
+    happened and what to write (``""`` for any other value), to end a one-line error."""
+    if not isinstance(value, bool):
+        return ""
+    return (
+        ": YAML reads unquoted yes, no, on, off, true and false (any case) as booleans: quote it, "
+        f"{'yes' if value else 'no'!r}"
+    )
+
+
 def _string_list(
     spec: Mapping[str, Any], key: str, what: str, source: str, *, allow_single: bool = False
 ) -> list[str]:
@@ -213,8 +224,7 @@ def _string_list(
             _fail(
                 source,
                 item_line(value, index, line),
-                f"{what}: '{key}' item {item!r} is not a string: YAML reads unquoted yes, no, on, off, "
-                f"true and false (any case) as booleans: quote it, {'yes' if item else 'no'!r}",
+                f"{what}: '{key}' item {item!r} is not a string{yaml_boolean_hint(item)}",
             )
         if not isinstance(item, str) or not item.strip():
             _fail(source, item_line(value, index, line), f"{what}: '{key}' item {item!r} is not a string")
@@ -589,7 +599,7 @@ class BankMarginSignal(Signal):
 def parse_signal(name: Any, spec: Any, source: str, line: int | None) -> Signal:
     """Build one signal from its YAML mapping; ``line`` is the line of its name."""
     if not isinstance(name, str) or not name.strip():
-        _fail(source, line, f"signal names must be non-empty strings, got {name!r}")
+        _fail(source, line, f"signal names must be non-empty strings, got {name!r}{yaml_boolean_hint(name)}")
     what = f"signal {name!r}"
     if not isinstance(spec, Mapping):
         _fail(source, line, f"{what} must be a mapping with a 'type'")
