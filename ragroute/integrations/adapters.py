@@ -222,6 +222,27 @@ def own_metadata(metadata: Mapping[str, Any], reserved: Iterable[str]) -> dict[s
     return out
 
 
+def made_by_ragroute(item_id: Any, metadata: Mapping[str, Any] | None) -> bool:
+    """Whether a LlamaIndex node or LangChain document (its id and metadata) is one ragroute's own
+    retrievers made (``hit_to_node`` / ``hit_to_document``): its id is ``SOURCE:DOC_ID`` (or
+    ``DOC_ID``) of its ``source`` and ``doc_id`` metadata."""
+    doc_id = (metadata or {}).get("doc_id")
+    return bool(doc_id) and item_id in (f"{(metadata or {}).get('source')}:{doc_id}", str(doc_id))
+
+
+def keeps_source_ids(target: Any, items: Iterable[tuple[Any, Mapping[str, Any] | None]]) -> bool:
+    """Whether an adapter over ``target`` keeps the ``SOURCE:DOC_ID`` ids of the nodes or documents
+    ragroute made: two sources' documents may share an id (both were kept as one hit until session
+    40). Decided by what one of ragroute's own retrievers searches (its ``_several_sources``: a
+    pipeline over several sources always, one index never), so a document's id is the same on every
+    query; for any other retriever (an ensemble over ragroute's), by the ``(id, metadata)`` ``items``
+    at hand: those ragroute made coming from several sources."""
+    several = getattr(target, "_several_sources", None)
+    if callable(several):
+        return bool(several())
+    return len({(m or {}).get("source") for i, m in items if made_by_ragroute(i, m)}) > 1
+
+
 def several_sources(searched: Any) -> bool:
     """Whether what one of ragroute's framework retrievers searches may return hits of several
     sources (whose document ids may collide): a pipeline (``retrieve_contexts`` / ``retrieve``) over

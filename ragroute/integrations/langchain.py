@@ -57,6 +57,8 @@ from ragroute.integrations.adapters import (
     ExternalRetriever,
     framework_score,
     index_scale,
+    keeps_source_ids,
+    made_by_ragroute,
     merged_metadata,
     own_metadata,
     scalar_metadata,
@@ -378,33 +380,23 @@ class IndexLangChainRetriever(_RagrouteRetriever):
 # --------------------------------------------------------------------------- LangChain -> ragroute
 
 
-def made_by_ragroute(document: LangChainDocument) -> bool:
-    """Whether ``document`` is one that ragroute's own retrievers made (:func:`hit_to_document`): its
-    id is ``SOURCE:DOC_ID`` (or ``DOC_ID``) of its ``source`` and ``doc_id`` metadata."""
-    metadata = document.metadata or {}
-    return bool(metadata.get("doc_id")) and document.id in (
-        f"{metadata.get('source')}:{metadata['doc_id']}",
-        str(metadata["doc_id"]),
-    )
-
-
 def document_to_hit(
     document: LangChainDocument, rank: int, source: str = "", *, qualified: bool = False
 ) -> Hit:
     """A ragroute hit for a LangChain document.
 
-    ``doc_id``: a document ragroute's own retrievers made (:func:`made_by_ragroute`): its ``doc_id``
-    metadata, or with ``qualified`` (its retriever's documents may come from several sources) its
-    ``SOURCE:DOC_ID`` id; any other document's ``doc_id`` metadata, its ``id``, its ``id`` metadata,
-    or a hash of its text. ``score``: the first numeric ``score`` / ``relevance_score`` /
-    ``similarity`` metadata that is a finite number, else ``1/rank``. Metadata: for a document
-    ragroute made, the metadata of the document it shows (ragroute's keys left out,
-    ``document_KEY`` back as ``KEY``); any
+    ``doc_id``: a document ragroute's own retrievers made
+    (:func:`~ragroute.integrations.adapters.made_by_ragroute`): its ``doc_id`` metadata, or with
+    ``qualified`` (its retriever's documents may come from several sources) its ``SOURCE:DOC_ID``
+    id; any other document's ``doc_id`` metadata, its ``id``, its ``id`` metadata, or a hash of its
+    text. ``score``: the first numeric ``score`` / ``relevance_score`` / ``similarity`` metadata
+    that is a finite number, else ``1/rank``. Metadata: for a document ragroute made, the metadata
+    of the document it shows (ragroute's keys left out, ``document_KEY`` back as ``KEY``); any
     other document's scalar entries but its title and what gave the id and the score, a loader's
     ``source`` included (it was dropped until session 40).
     """
     metadata = dict(document.metadata or {})
-    ours = made_by_ragroute(document)
+    ours = made_by_ragroute(document.id, metadata)
     if ours:
         doc_id = document.id if qualified else metadata["doc_id"]
     else:
@@ -501,7 +493,7 @@ class LangChainRetrieverAdapter(ExternalRetriever):
         )
         out = []
         for documents in found:
-            qualified = self._qualified(documents[:k])
+            qualified = keeps_source_ids(self.target, ((d.id, d.metadata) for d in documents[:k]))
             out.append(
                 [
                     document_to_hit(d, rank, self.name, qualified=qualified)
@@ -509,16 +501,6 @@ class LangChainRetrieverAdapter(ExternalRetriever):
                 ]
             )
         return out
-
-    def _qualified(self, documents: Sequence[LangChainDocument]) -> bool:
-        """Whether the hits of ragroute's documents keep their ``SOURCE:DOC_ID`` ids: two sources'
-        documents may share an id (both were kept as one hit until session 40). Decided by what
-        ragroute's own retriever searches (a pipeline over several sources: always; one index:
-        never), so a document's id is the same on every query; for any other retriever (an
-        ``EnsembleRetriever`` over ragroute's), by the documents at hand."""
-        if isinstance(self.target, _RagrouteRetriever):
-            return self.target._several_sources()
-        return len({d.metadata.get("source") for d in documents if made_by_ragroute(d)}) > 1
 
     def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
         build = self.scope_filters

@@ -56,6 +56,8 @@ from ragroute.integrations.adapters import (
     ExternalRetriever,
     framework_score,
     index_scale,
+    keeps_source_ids,
+    made_by_ragroute,
     merged_metadata,
     own_metadata,
     query_encoder,
@@ -364,17 +366,6 @@ def node_parent(node: NodeWithScore) -> str | None:
     return str(parent) if parent else None
 
 
-def made_by_ragroute(node: NodeWithScore) -> bool:
-    """Whether ``node`` is one that ragroute's own retrievers made (:func:`hit_to_node`): its id is
-    ``SOURCE:DOC_ID`` (or ``DOC_ID``) of its ``source`` and ``doc_id`` metadata."""
-    inner = node.node
-    metadata = inner.metadata or {}
-    return bool(metadata.get("doc_id")) and inner.node_id in (
-        f"{metadata.get('source')}:{metadata['doc_id']}",
-        str(metadata["doc_id"]),
-    )
-
-
 def node_to_hit(node: NodeWithScore, rank: int, source: str = "", *, qualified: bool = False) -> Hit:
     """A ragroute hit for a LlamaIndex node: ``doc_id`` is the node's ``doc_id`` metadata (nodes
     from ragroute's own retrievers; with ``qualified``, their ``SOURCE:DOC_ID`` node id, for nodes
@@ -387,7 +378,7 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "", *, qualified: 
     metadata = dict(inner.metadata or {})
     # a node ragroute made (`source:doc_id`) names its document in `doc_id`; any other node is its own
     # (a user's `doc_id` metadata, shared by a document's chunks, made them one hit until session 37)
-    ours = made_by_ragroute(node)
+    ours = made_by_ragroute(inner.node_id, metadata)
     doc_id = str(metadata["doc_id"]) if ours and not qualified else str(inner.node_id)
     parent = node_parent(node)
     raw = framework_score(node.score)
@@ -501,17 +492,8 @@ class LlamaRetrieverAdapter(ExternalRetriever):
             lambda: retriever.aretrieve(query),
             sync_method="_retrieve",
         )[:k]
-        qualified = self._qualified(nodes)
+        qualified = keeps_source_ids(self.target, ((n.node.node_id, n.node.metadata) for n in nodes))
         return [node_to_hit(node, rank, self.name, qualified=qualified) for rank, node in enumerate(nodes, 1)]
-
-    def _qualified(self, nodes: Sequence[NodeWithScore]) -> bool:
-        """Whether the hits of ragroute's nodes keep their ``SOURCE:DOC_ID`` ids: two sources' documents
-        may share an id (both were kept as one hit until session 40). Decided by what ragroute's own
-        retriever searches (a pipeline over several sources: always; one index: never), so a
-        document's id is the same on every query; for any other retriever, by the nodes at hand."""
-        if isinstance(self.target, _TopK):
-            return self.target._several_sources()
-        return len({n.node.metadata.get("source") for n in nodes if made_by_ragroute(n)}) > 1
 
     def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
         retriever = self.scoped_retriever(k, scopes)
