@@ -226,6 +226,37 @@ def test_bench_fits_the_blend_on_fold_0_and_scores_fold_1(tiny_reranker, monkeyp
     assert "rerank blend: not fitted" in format_report(result)
 
 
+def test_the_blend_is_fitted_on_fold_0_when_the_training_queries_are_read_back(tiny_reranker, tmp_path):  # noqa: F811
+    """The bench leaves out of its scored queries every text the reranker trained on (read back
+    from the sets its manifest records); the blend is fitted on fold 0, which is all such texts:
+    it must still be drawn from the set's own fold 0, not from what is left to score."""
+    import copy
+    import shutil
+
+    from ragroute.evaluation.bench_skills import run_skills_bench
+    from ragroute.rerank.train import query_fold
+
+    shutil.copytree(DATA, tmp_path / "proj" / "data" / "router")
+    trained = copy.copy(tiny_reranker)
+    trained.info = {
+        **tiny_reranker.info,
+        "path": str(tmp_path / "proj" / "rerank" / "m"),  # the roots are relative to the folder above it
+        "params": {
+            **tiny_reranker.info["params"],
+            "fold_rule": "fold 0 trains",
+            "report": {"sets": {"router": {}}},
+            "data": {"roots": ["data/router"]},
+        },
+    }
+    fold0 = [q for q, _ in TASKS if q in QRELS and query_fold("router", q) == 0]
+    result = run_skills_bench(
+        tmp_path / "proj" / "data" / "router", HashingEncoder(dim=256), reranker=trained, scale=0,
+        latency_queries=3, tune_blend=100,
+    )  # fmt: skip
+    assert "fold 1" in result["scored_queries"] and result["queries"] == len(TASKS) - len(fold0)
+    assert result["rerank_blend"]["report"]["tasks"] == len(fold0)
+
+
 def test_on_a_set_the_reranker_never_saw_the_tuned_row_is_scored_on_fold_1_only(tiny_reranker):  # noqa: F811
     import copy
 

@@ -278,9 +278,11 @@ def run_skills_bench(
     catalogue, queries, qrels = skill_set if skill_set is not None else load_skill_set(root, split)
     set_name = root.name
     folds_only = reranker is not None and reranker_folds(reranker, set_name)
+    # the blend is fitted on the set's own fold 0 (the texts a reranker trained here read): drawn
+    # before the scored queries lose those texts
+    fold0 = [(qid, text) for qid, text in queries if query_fold(set_name, qid) == 0 and qid in qrels]
     queries, left_out, unread = _without_training_queries(reranker, queries, log)
     fold1 = {qid for qid, _ in queries if query_fold(set_name, qid) == 1}
-    fold0 = [(qid, text) for qid, text in queries if qid not in fold1 and qid in qrels]
     if folds_only:
         queries = [(qid, text) for qid, text in queries if qid in fold1]
     if max_queries is not None:
