@@ -43,7 +43,7 @@ import yaml
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_indexes import bench_index, check_method
-from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow, macro_average
+from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow, macro_average, measured_reference
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings, routing_options
 from ragroute.pipeline.calibration import null_score_stats
@@ -236,14 +236,7 @@ def glasgow_reference(
         for name in sorted(sizes)
         if tuple(sizes[name]) != GLASGOW_SIZES[name]
     ]
-    if differ:
-        if log is not None:
-            log(
-                f"issue reference left out: the data differs from the Glasgow {split} it was measured on "
-                f"({'; '.join(differ)})"
-            )
-        return None
-    return reference
+    return measured_reference(reference, f"the Glasgow {split}", "; ".join(differ), log)
 
 
 def prepare(

@@ -43,6 +43,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_route_labels import read_labels, refuse_same_file, shared_texts
+from ragroute.evaluation.evaluators import measured_reference
 from ragroute.evaluation.metrics import auroc, auroc_interval, balanced_accuracy
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
@@ -232,13 +233,9 @@ def _reference(task: str, n_test: int, say: Log) -> dict[str, Any]:
     :data:`REFERENCE_QUERIES`), else ``{}``, and why through ``say`` (the folder's name alone matched)."""
     if task not in BASELINE_REFERENCE:
         return {}
-    if n_test != REFERENCE_QUERIES[task]:
-        say(
-            f"issue reference left out: the data differs from the {task} dev file it was measured on "
-            f"({n_test} queries, measured on {REFERENCE_QUERIES[task]})"
-        )
-        return {}
-    return BASELINE_REFERENCE[task]
+    measured = REFERENCE_QUERIES[task]
+    differs = f"{n_test} queries, measured on {measured}" if n_test != measured else ""
+    return measured_reference(BASELINE_REFERENCE[task], f"the {task} dev file", differs, say) or {}
 
 
 def run_gate_bench(

@@ -24,7 +24,7 @@ import numpy as np
 
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
-from ragroute.evaluation.evaluators import RetrievalEvaluator
+from ragroute.evaluation.evaluators import RetrievalEvaluator, measured_reference
 from ragroute.graph.index import WalkParams
 
 METRICS = ("recall@2", "recall@5", "full_chain_recall@5")
@@ -50,15 +50,12 @@ def musique_reference(
     copy) is said through ``log``."""
     if Path(root).resolve().name != "musique" or split != "dev":
         return None
-    if tuple(size) != MUSIQUE_SIZE:
-        if log is not None:
-            log(
-                f"issue reference left out: the data differs from MuSiQue dev it was measured on "
-                f"({size[0]} questions over {size[1]} passages, measured on {MUSIQUE_SIZE[0]} over "
-                f"{MUSIQUE_SIZE[1]})"
-            )
-        return None
-    return reference
+    differs = (
+        f"{size[0]} questions over {size[1]} passages, measured on {MUSIQUE_SIZE[0]} over {MUSIQUE_SIZE[1]}"
+        if tuple(size) != MUSIQUE_SIZE
+        else ""
+    )
+    return measured_reference(reference, "MuSiQue dev", differs, log)
 
 
 def run_graph_bench(

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import RagrouteError
+from ragroute.evaluation.evaluators import measured_reference
 from ragroute.route.features import QueryFeatures
 from ragroute.route.trained import TrainedRouter, choose_none_bias, cross_val_logits
 
@@ -94,13 +95,8 @@ def _reference(data_path: Path, n_test: int, say: Log) -> dict[str, Any] | None:
     changed copy (the folder's name alone matched, until session 40) is said through ``say``."""
     if REFERENCE_DATA not in data_path.parts:
         return None
-    if n_test != REFERENCE_QUERIES:
-        say(
-            f"issue reference left out: the data differs from the {REFERENCE_DATA} dev file it was "
-            f"measured on ({n_test} queries, measured on {REFERENCE_QUERIES})"
-        )
-        return None
-    return BASELINE_REFERENCE
+    differs = f"{n_test} queries, measured on {REFERENCE_QUERIES}" if n_test != REFERENCE_QUERIES else ""
+    return measured_reference(BASELINE_REFERENCE, f"the {REFERENCE_DATA} dev file", differs, say)
 
 
 def refuse_same_file(train_path: Path | None, data_path: Path, alternative: str = "") -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,3 +297,15 @@ class RoutingEvaluator:
 
     def __call__(self, pipeline: Any) -> RoutingResult:
         return self.score(self.run(pipeline))
+
+
+def measured_reference(reference: Any, what: str, differs: str, log: Callable[[str], None] | None) -> Any:
+    """``reference`` (an issue's numbers, printed beside a benchmark's) when the data is the one it
+    was measured on (``differs`` empty); else ``None``, and ``differs`` (how the sizes differ) said
+    through ``log``: a cut or changed copy whose name alone matched ``what`` printed them as its
+    baseline until session 40."""
+    if not differs:
+        return reference
+    if log is not None:
+        log(f"issue reference left out: the data differs from {what} it was measured on ({differs})")
+    return None
