@@ -567,16 +567,22 @@ def test_a_repeated_mcp_id_names_the_files_and_items_that_hold_it(tmp_path: Path
 
 
 def test_loader_messages_say_what_happened(tmp_path: Path) -> None:
-    """A body of a heading alone gave an empty description under "the first paragraph is used"; an
-    MCP tool named 123 was "without a 'name'"; a skills.jsonl key outside the record was dropped
-    without a word (until session 40)."""
+    """A body of a heading alone gave an empty description under "the first paragraph is used" (until
+    session 40) and an empty one after (until session 41: its headings describe it now); an MCP tool
+    named 123 was "without a 'name'"; a skills.jsonl key outside the record was dropped without a
+    word (until session 40)."""
     root = tmp_path / "s"
-    skill = write(root / "h" / "SKILL.md", "---\nname: h\n---\n# Only a heading\n\n```\ncode\n```\n")
+    skill = write(
+        root / "h" / "SKILL.md",
+        "---\nname: h\n---\n# Only a heading ##\n\n```\n# not a heading: code\n```\n## Usage\n",
+    )
+    bare = write(root / "c" / "SKILL.md", "---\nname: c\n---\n```\n# code only\n```\n")
     catalogue = load_quietly(root)
-    assert catalogue[0].description == ""
+    assert [(s.id, s.description) for s in catalogue] == [("c", ""), ("h", "Only a heading; Usage")]
     assert catalogue.warnings == [
-        f"{skill}: front matter has no 'description'; the body has no paragraph either: the description "
-        "is empty"
+        f"{bare}: front matter has no 'description'; the body has no paragraph or heading either: the "
+        "description is empty",
+        f"{skill}: front matter has no 'description'; the body has no paragraph: its headings are used",
     ]
     tools = write(
         tmp_path / "tools.json",

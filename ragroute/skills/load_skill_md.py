@@ -34,7 +34,8 @@ folders load (their ids differ) with one warning naming their files.
 
 Broken front matter (no ``---`` block, an unclosed one, invalid YAML, not a
 mapping) does not drop the skill: it is loaded with the name of its folder and
-the first paragraph of its body as description, and a warning naming the file
+the first paragraph of its body as description (its headings where it has no
+paragraph), and a warning naming the file
 and the problem. When invalid YAML still has plain ``name: ...`` /
 ``description: ...`` lines (the usual cause is an unquoted ``:`` in the
 description), or an unclosed block has them before its first blank line, those
@@ -278,6 +279,23 @@ def first_paragraph(body: str, limit: int = MAX_FALLBACK_DESCRIPTION) -> str:
     return ""
 
 
+def heading_text(body: str, limit: int = MAX_FALLBACK_DESCRIPTION) -> str:
+    """The body's markdown headings outside code fences, ``; ``-joined on one line (capped): the
+    description of a skill whose body has headings but no paragraph."""
+    in_fence = False
+    headings = []
+    for line in body.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            in_fence = not in_fence
+        elif not in_fence and re.match(r"#{1,6}\s", stripped):
+            title = stripped.lstrip("#").strip().rstrip("#").strip()
+            if title:
+                headings.append(title)
+    text = "; ".join(headings)
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 def _scalar_text(value: Any) -> str | None:
     """A front-matter value usable as name/description (strings, numbers, dates), else ``None``."""
     if isinstance(value, str):
@@ -447,8 +465,9 @@ def skill_from_file(
     name = _scalar_text(front.get("name")) if problem is None else salvaged.get("name")
     description = _scalar_text(front.get("description")) if problem is None else salvaged.get("description")
     # a body of headings and code alone has no paragraph: the warning said "the first paragraph is
-    # used" of an empty description until session 40
+    # used" of an empty description until session 40, and its headings describe it since session 41
     paragraph = "" if description else first_paragraph(body)
+    headings = "" if description or paragraph else heading_text(body)
     if problem is not None:
         fills = []
         if name:
@@ -459,6 +478,8 @@ def skill_from_file(
             fills.append("description read from its 'description:' line")
         elif paragraph:
             fills.append("description from the first paragraph")
+        elif headings:
+            fills.append("description from the body's headings (it has no paragraph)")
         else:
             fills.append("an empty description (the body has no paragraph)")
         log.warn(source, f"broken front matter: {problem}; loaded with {' and '.join(fills)}")
@@ -470,14 +491,16 @@ def skill_from_file(
                 description,
                 "the first paragraph is used"
                 if paragraph
-                else "the body has no paragraph either: the description is empty",
+                else "the body has no paragraph: its headings are used"
+                if headings
+                else "the body has no paragraph or heading either: the description is empty",
             ),
         ):
             if not value:
                 what = "no" if front.get(key) in (None, "") else "an unusable (non-text)"
                 log.warn(source, f"front matter has {what} {key!r}; {stand_in}")
     name = name or folder_name
-    description = description or paragraph
+    description = description or paragraph or headings
     parts, included, skipped = _side_text(skill_dir, skill_dirs, body)
     full_body = "\n\n".join([body, *parts]) if body else "\n\n".join(parts)
     metadata: dict[str, Any] = {
