@@ -7,6 +7,7 @@ import pytest
 
 from ragroute.graph.build import GraphParams, build_graph
 from ragroute.graph.extract import RuleExtractor, normalise, split_sentences
+from ragroute.graph.index import NO_WALK_MASS
 from ragroute.index.build import build_index
 from ragroute.index.io import load_index, save_index
 from ragroute.types import Document
@@ -45,7 +46,7 @@ def test_extractor_finds_entities_numbers_titles_and_pairs():
         ("The Bank of England, London.", ["bank of england", "london"]),
     ]:
         assert extractor.sentence_phrases(sentence) == phrases
-    assert extractor.describe()["version"] == 3
+    assert extractor.describe()["version"] == 4
     assert split_sentences("Born in the U.S. in 1901. Died in J. R. Smith's house.") == [
         "Born in the U.S. in 1901.",
         "Died in J. R. Smith's house.",
@@ -276,10 +277,124 @@ def test_metadata_filters_keep_graph_hits_to_matching_passages(hashing_encoder):
     assert "p2" in {h.doc_id for h in index.search(QUESTION, k=6)}  # the walk reaches Kellow's passage
     for filters in ({"group": "people"}, {"group": ["people"]}):
         hits = index.search(QUESTION, k=6, filters=filters)
-        assert [h.doc_id for h in hits] == ["p1", "p3"]  # p5 matches but gets no mass
-        assert all(h.explain["method"] == "ppr" for h in hits)
+        # p5 matches but gets no mass: it comes last, by dense similarity (it was left out, so the
+        # search returned fewer than k of the passages the filter matches)
+        assert [h.doc_id for h in hits] == ["p1", "p3", "p5"]
+        assert [h.explain["method"] for h in hits] == ["ppr", "ppr", "dense"]
+        assert hits[1].score > 0 and hits[2].score == 0.0 and hits[2].rank == 3
+        assert hits[2].explain["fallback"] == NO_WALK_MASS
+        assert [h.doc_id for h in index.search(QUESTION, k=2, filters=filters)] == ["p1", "p3"]
     assert [h.doc_id for h in index.search(QUESTION, k=6, filters={"group": "places"})] == ["p2", "p6", "p4"]
     assert index.search(QUESTION, k=6, filters={"group": "nobody"}) == []
+
+
+def test_a_walk_returns_k_hits_with_the_passages_it_gave_no_mass_last(hashing_encoder):
+    """A search returns min(k, passages it may return): the walked passages first, exactly as the
+    walk ranks them, then those the walk gave no mass (linked to no seed, or the dense prior's
+    last: its min-max prior is 0), by dense similarity then id, with score 0, saying why. Until
+    now they were dropped ("Otto Lind" found 3 of the 6 passages at k = 6)."""
+    from dataclasses import replace
+
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder, name="kg")
+    hits = index.search("Otto Lind", k=6)
+    assert [h.doc_id for h in hits] == ["p4", "p5", "p6", "p1", "p2", "p3"]
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5, 6]
+    walked, filled = hits[:3], hits[3:]
+    assert all(h.explain["method"] == "ppr" and h.score > 0 and h.explain["path"] for h in walked)
+    for hit in filled:  # p1-p3 share no word with the query: equal dense scores, so by id
+        assert hit.score == 0.0 and "path" not in hit.explain and "lexical_scale" not in hit.explain
+        assert hit.explain["method"] == "dense" and hit.explain["fallback"] == NO_WALK_MASS
+        for key in ("seeds", "anchors", "facts", "unmatched_terms"):  # the walk's, as on every hit
+            assert hit.explain[key] == hits[0].explain[key]
+    assert [h.explain["dense_rank"] for h in filled] == [3, 4, 5]
+    assert [h.doc_id for h in index.search("Otto Lind", k=4)] == ["p4", "p5", "p6", "p1"]
+    assert len(index.search("Otto Lind", k=50)) == len(CORPUS)
+    # without the dense prior only the passages linked to a seed have mass; the others follow by
+    # dense similarity (p6, p5, p4: not their id order)
+    index.walk = replace(index.walk, passage_prior=0.0)
+    hits = index.search(QUESTION, k=6)
+    assert [(h.doc_id, h.explain["method"]) for h in hits] == [
+        ("p1", "ppr"),
+        ("p2", "ppr"),
+        ("p3", "ppr"),
+        ("p6", "dense"),
+        ("p5", "dense"),
+        ("p4", "dense"),
+    ]
+    assert [h.explain["dense_rank"] for h in hits[3:]] == [4, 5, 6]
+
+
+def test_passages_without_walk_mass_fill_k_only_with_what_the_caller_may_read(hashing_encoder):
+    from dataclasses import replace
+
+    from ragroute.context import QueryContext
+
+    docs = [replace(d, metadata={"access": "hr"}) if d.id == "p2" else d for d in CORPUS]
+    index = build_index(docs, "graph", encoder=hashing_encoder, name="kg")
+    public, hr = index.search_contexts(
+        [QueryContext.of("Otto Lind"), QueryContext.of("Otto Lind", scopes=["hr"])], k=10
+    )
+    assert [h.doc_id for h in public] == ["p4", "p5", "p6", "p1", "p3"]  # never the hidden p2
+    assert [h.doc_id for h in hr] == ["p4", "p5", "p6", "p1", "p2", "p3"]
+    assert [h.explain["method"] for h in public] == ["ppr"] * 3 + ["dense"] * 2
+
+
+def test_passages_the_dense_search_missed_fill_k_by_id(hashing_encoder, monkeypatch):
+    """Should the dense search find fewer passages than k (an approximate index), the walk's
+    hits are still followed by every other passage the filters allow, by id."""
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder, name="kg")
+    real = index.dense.ranked_positions
+    monkeypatch.setattr(index.dense, "ranked_positions", lambda v, k, f: [r[:1] for r in real(v, k, f)])
+    hits = index.search("Otto Lind", k=6)
+    assert [(h.doc_id, h.explain["method"]) for h in hits] == [
+        ("p4", "ppr"),
+        ("p5", "ppr"),
+        ("p6", "ppr"),
+        ("p1", "dense"),
+        ("p2", "dense"),
+        ("p3", "dense"),
+    ]
+    assert [h.explain["dense_rank"] for h in hits] == [1, None, None, None, None, None]
+    groups = {"p1": "a", "p3": "a", "p4": "a"}
+    docs = [
+        Document(id=d.id, title=d.title, text=d.text, metadata={"g": groups.get(d.id, "b")}) for d in CORPUS
+    ]
+    index = build_index(docs, "graph", encoder=hashing_encoder, name="kg")
+    real = index.dense.ranked_positions
+    monkeypatch.setattr(index.dense, "ranked_positions", lambda v, k, f: [r[:1] for r in real(v, k, f)])
+    assert [h.doc_id for h in index.search("Otto Lind", k=6, filters={"g": "a"})] == ["p4", "p1", "p3"]
+
+
+def test_a_query_linked_to_nothing_falls_back_to_k_dense_hits(hashing_encoder):
+    docs = [Document(id=f"d{i}", text=t) for i, t in enumerate(["plain bread", "more words", "no name here"])]
+    index = build_index(docs, "graph", encoder=hashing_encoder, name="kg")
+    assert index.tables.n_phrases == 0
+    hits = index.search("plain bread", k=5)
+    assert [h.doc_id for h in hits][:1] == ["d0"] and len(hits) == 3
+    assert {h.explain["fallback"] for h in hits} == {"the query linked to no fact of the graph"}
+    assert len(index.search("plain bread", k=2)) == 2
+
+
+def test_unmatched_terms_are_the_query_words_no_fact_seed_covers(hashing_encoder):
+    """The lexical edges were measured (MuSiQue R@5 .713 -> .733) with the words of the fact
+    seeds' phrases taken out and the anchors' words kept: an anchor that seeds no fact still
+    weighs, through its words, the edges into the passages that hold them. `unmatched_terms`
+    lists exactly those words (docs/graph.md said "in no seed phrase", anchors included)."""
+    docs = [
+        Document(
+            id="a",
+            title="Ada Brennan",
+            text="Ada Brennan met Bo Ek, Cy Fox, Di Gul, Ed Hum, Fa Ilk and Gi Jot in Kellow in 1901.",
+        ),
+        Document(id="b", title="Quentin Marlowe", text="Quentin Marlowe wrote poems."),
+    ]
+    index = build_index(docs, "graph", encoder=hashing_encoder, name="kg")
+    hits = index.search("Ada Brennan and Quentin Marlowe", k=2)
+    explain = hits[0].explain
+    assert explain["anchors"] == ["ada brennan", "quentin marlowe"]
+    assert [fact.split(" | ")[0] for fact in explain["facts"]] == ["ada brennan"] * 5  # no fact of b
+    assert explain["unmatched_terms"] == ["quentin", "marlowe"]  # an anchor's words, not a fact seed's
+    assert {h.doc_id: h.explain["lexical_scale"] for h in hits}["b"] > 1.0
 
 
 def _spy_runs(monkeypatch):
@@ -457,3 +572,70 @@ def test_a_graph_built_before_version_3_still_anchors_a_phrase_it_keys_with_the(
     index.tables.phrases[river] = "the varne river"  # as version 2 keyed it
     index._ids = None
     assert river in index._anchors(query)
+
+
+def test_names_are_one_node_in_any_unicode_form_and_in_cased_scripts_beyond_latin():
+    """Until session 41 (rule extractor version 4) a name written with decomposed accents (NFD)
+    split into junk ("Café" -> "cafe", "e"), "İstanbul" keyed apart from "Istanbul" (Python lowers
+    İ to i + a combining dot), and Cyrillic or Greek names gave no phrase at all."""
+    import unicodedata
+
+    extractor = RuleExtractor()
+    composed = extractor.extract(Document(id="a", text="Café Mélange was founded in Zürich."))
+    decomposed = extractor.extract(
+        Document(id="b", text=unicodedata.normalize("NFD", "Café Mélange was founded in Zürich."))
+    )
+    assert composed.phrases == decomposed.phrases == ["café mélange", "zürich"]
+    assert normalise("İstanbul") == normalise("Istanbul") == "istanbul"
+    assert normalise(unicodedata.normalize("NFD", "Mélange")) == "mélange"
+    russian = extractor.extract(Document(id="r", text="Анна Петрова родилась в Казани. Волга течёт."))
+    assert russian.phrases == ["анна петрова", "казани", "волга"]  # and the sentence ended at "В"
+    assert [(f.subject, f.object, f.sentence) for f in russian.facts] == [("анна петрова", "казани", 0)]
+    greek = extractor.extract(Document(id="g", text="Η Μαρία Κάλλας γεννήθηκε στη Νέα Υόρκη."))
+    assert "νέα υόρκη" in greek.phrases
+
+
+def test_a_sentence_of_thousands_of_names_keeps_its_first_facts_without_making_every_pair():
+    """A list of names without a full stop made all n^2/2 pairs to keep the first 64 (4,000 names:
+    600 MB) until session 41; the facts kept are the same first pairs."""
+    import tracemalloc
+
+    text = ", ".join(f"Name{i:04d}" for i in range(1500))
+    tracemalloc.start()
+    try:
+        extraction = RuleExtractor(max_facts_per_sentence=5).extract(Document(id="l", text=text))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000  # the 1.1 million pairs alone took ~100 MB
+    assert [(f.subject, f.object) for f in extraction.facts] == [
+        ("name0000", "name0001"), ("name0000", "name0002"), ("name0000", "name0003"),
+        ("name0000", "name0004"), ("name0000", "name0005"),
+    ]  # fmt: skip
+    repeated = RuleExtractor(max_facts_per_sentence=2).extract(
+        Document(id="r", text="Kellow, Kellow and Marl")
+    )
+    assert [(f.subject, f.object) for f in repeated.facts] == [
+        ("kellow", "marl")
+    ]  # a phrase never pairs with itself
+
+
+def test_a_corpus_the_rule_extractor_reads_nothing_in_is_said_at_build(hashing_encoder):
+    """Chinese text (no capitals) built a graph of no phrase, whose every query fell back to dense
+    search, without a word until session 41."""
+    from ragroute.graph.extract import ExtractionWarning
+
+    corpus = [
+        Document(id="bj", text="北京是中国的首都。"),
+        Document(id="tk", text="东京是日本的首都。"),
+        Document(id="pa", text="Paris is the capital of France."),
+    ]
+    with pytest.warns(
+        ExtractionWarning, match=r"'rules': 2 of 3 passages gave no phrase \(but their title\)"
+    ):
+        build_index(corpus, "graph", encoder=hashing_encoder)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExtractionWarning)
+        build_index(CORPUS, "graph", encoder=hashing_encoder)  # an English corpus: no warning

@@ -43,3 +43,17 @@ def test_graph_doc_snippets_run(tmp_path, monkeypatch, capsys, minilm):
     assert {n.node.metadata["doc_id"] for n in nodes} >= {"ada-brennan", "kellow"}
     assert nodes[0].node.metadata["explain"]["method"] == "ppr"
     assert "people_places:" in out  # routed LlamaIndex nodes are named SOURCE:DOC_ID
+
+
+def test_the_explain_table_says_what_the_walk_reports():
+    """`unmatched_terms` leaves out the words of fact seeds only (an anchor's words stay: the
+    lexical edges were measured so), and a passage without walk mass is named with the very
+    `fallback` its hits carry (the page said "in no seed phrase", anchors included, and had no
+    word on passages the walk gave no mass)."""
+    from ragroute.graph.index import NO_WALK_MASS
+
+    text = DOC.read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", text, flags=re.M))
+    assert "no phrase of a *fact* seed" in rows["unmatched_terms"] and "anchor" in rows["unmatched_terms"]
+    assert "no mass" in rows["method"]
+    assert f'`"{NO_WALK_MASS}"`' in " ".join(text.split())

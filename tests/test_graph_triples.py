@@ -344,3 +344,70 @@ def test_records_and_triple_objects_and_extractor_graph_agree(hashing_encoder):
     tables = build_graph(docs, hashing_encoder)  # the rule extractor on the synthetic passages
     assert set(tables.phrases) >= {p for e in extractions for p in e.phrases}
     assert np.isfinite(tables.adjacency.data).all()
+
+
+def test_a_fact_whose_phrases_are_synonyms_at_cosine_one_exports_its_own_sentence_count(
+    tmp_path, hashing_encoder
+):
+    """ "Zürich" and "Zurich" are one vector to an encoder that strips accents (MiniLM does): their
+    fact's edge weighs 1 sentence + cosine 1.0, and the export read 2 sentences from it (a GraphML
+    round trip raised the weight to 3) until session 41."""
+    import unicodedata
+
+    from ragroute.graph.views import fact_sentences
+
+    class AccentBlind:
+        dim, backend, model_id = hashing_encoder.dim, "hashing", "test/accent-blind"
+
+        def _plain(self, texts):
+            return [
+                "".join(c for c in unicodedata.normalize("NFD", t) if not unicodedata.combining(c))
+                for t in texts
+            ]
+
+        def encode_queries(self, texts, **kwargs):
+            return hashing_encoder.encode_queries(self._plain(texts))
+
+        def encode_documents(self, texts, **kwargs):
+            return hashing_encoder.encode_documents(self._plain(texts))
+
+        def describe(self):
+            return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+    corpus = [
+        Document(id="a", text="Zürich, also spelled Zurich, lies on a lake."),
+        Document(id="b", text="Zurich hosts the Kunsthaus."),
+    ]
+    original = build_index(corpus, "graph", encoder=AccentBlind())
+    t = original.tables
+    z1, z2 = t.phrases.index("zürich"), t.phrases.index("zurich")
+    assert t.adjacency[z1, z2] == pytest.approx(2.0)  # one sentence + the synonym cosine 1.0
+    again = build_graph_from_triples(
+        read_triples(write_graphml(original, tmp_path / "z.graphml")), AccentBlind()
+    )
+    t2 = again.tables
+    assert t2.adjacency[t2.phrases.index("zürich"), t2.phrases.index("zurich")] == pytest.approx(2.0)
+    assert fact_sentences(2.0, 1.0, 0.8) == 1  # a synonym pair at cosine 1
+    assert fact_sentences(2.0, 0.3, 0.8) == 2  # no synonym: the weight is the count
+    assert fact_sentences(2.85, 0.85, 0.8) == 2  # synonym at 0.85
+    assert fact_sentences(3.0, 0.9995, 1.0) == 3  # below a threshold of 1: no synonym edge
+    assert fact_sentences(2.0, 0.0, 0.8) == 2  # orthogonal phrases
+
+
+def test_triples_naming_a_document_of_a_chunked_corpus_join_its_unit(hashing_encoder):
+    """With a corpus cut into paragraphs, a triple naming a document by id made a passage of its
+    own with the document's id beside the document's units (origin: triples) until session 41."""
+    corpus = [  # as chunk_documents(..., "paragraph") cuts them
+        Document(id="ada#p0", title="Ada Brennan", text="Ada Brennan was a painter.", parent_id="ada"),
+        Document(id="ada#p1", title="Ada Brennan", text="She mentored Otto Lind.", parent_id="ada"),
+        Document(id="kel#p0", title="Kellow", text="The Varne River flows through Kellow.", parent_id="kel"),
+    ]
+    rows = [
+        {"subject": "Ada Brennan", "predicate": "mentored", "object": "Otto Lind", "passage": "ada"},
+        {"subject": "Ada Brennan", "predicate": "born in", "object": "Kellow", "passage": "ada"},
+    ]
+    docs, extractions = extractions_from_triples(rows, corpus)
+    assert [d.id for d in docs] == ["ada#p0", "ada#p1", "kel#p0"]  # no passage 'ada' of its own
+    by_id = {e.passage: {(f.subject, f.object) for f in e.facts} for e in extractions}
+    assert ("ada brennan", "otto lind") in by_id["ada#p1"]  # the unit naming both (its title names Ada)
+    assert ("ada brennan", "kellow") in by_id["ada#p0"]  # none names both: the first naming either

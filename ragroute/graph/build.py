@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ragroute.graph.extract import Extraction, ExtractionWarning, RuleExtractor
+from ragroute.graph.extract import Extraction, ExtractionWarning, RuleExtractor, normalise
 from ragroute.types import Document
 
 
@@ -163,7 +163,33 @@ def extract_passages(
             ExtractionWarning,
             stacklevel=2,
         )
+    _warn_if_mostly_unlinked(documents, out, extractor)
     return out
+
+
+def _warn_if_mostly_unlinked(
+    documents: Sequence[Document], extractions: Sequence[Extraction], extractor: Any
+) -> None:
+    """An :class:`ExtractionWarning` when more than half of the passages with letters in their text
+    gave no phrase but their title: the graph links them by nothing they say, and queries about
+    them fall back to dense search (a corpus in a script without capitals, read by the rule
+    extractor, built such a graph without a word until session 41)."""
+    with_text = [(d, e) for d, e in zip(documents, extractions) if any(c.isalpha() for c in d.text)]
+    unlinked = sum(1 for d, e in with_text if not set(e.phrases) - {normalise(d.title or "")})
+    if with_text and unlinked * 2 > len(with_text):
+        hint = (
+            ": it reads capitalised names, numbers and quoted titles, so text in a script without "
+            "capitals (Chinese, Japanese, Arabic, Hebrew, ...) or in lower case gives none; an LLM "
+            "extractor (--extractor llm) reads any language"
+            if getattr(extractor, "name", None) == "rules"
+            else ""
+        )
+        warnings.warn(
+            f"graph extractor {getattr(extractor, 'name', extractor)!r}: {unlinked} of {len(with_text)} "
+            f"passages gave no phrase (but their title) to link them by{hint}",
+            ExtractionWarning,
+            stacklevel=3,
+        )
 
 
 def extend_graph(

@@ -20,20 +20,28 @@ two passages becomes one node. Everything is deterministic.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol, runtime_checkable
 
 from ragroute.errors import RagrouteError
 from ragroute.registry import EXTRACTORS
 from ragroute.types import Document
 
-EXTRACTOR_VERSION = 3  # 2 (session 36): a name never runs across punctuation ("Paris; London");
+EXTRACTOR_VERSION = 4  # 2 (session 36): a name never runs across punctuation ("Paris; London");
 # 3 (session 39): a phrase's leading "the" is not part of its key ("The Beatles" = "Beatles"), and a
-# blank line or a Markdown heading line ends a sentence
+# blank line or a Markdown heading line ends a sentence; 4 (session 41): text is read in Unicode NFC
+# (decomposed accents split "Café" into "Cafe" and "e") and names in any cased script (Cyrillic and
+# Greek names gave no phrase)
 
-_SENTENCE = re.compile(r"(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Mt|Jr|Sr)\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-_TOKEN = re.compile(r"[A-Za-z\u00c0-\u024f][\w'’\-.&]*|\d[\d,.:/\-]*\d|\d")
+# a sentence ends before a capital (Latin, Latin-1, Greek or Cyrillic since version 4), digit or quote
+_SENTENCE = re.compile(
+    r"(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Mt|Jr|Sr)\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(\u00c0-\u00de\u0391-\u03a9\u0400-\u042f])"
+)
+# a word starts with a letter of any script (until version 4: Latin only) and may hold combining marks
+_TOKEN = re.compile(r"[^\W\d_][\w\u0300-\u036f'’\-.&]*|\d[\d,.:/\-]*\d|\d")
 _HEADING = re.compile(r"\s{0,3}#{1,6}\s+(.*?)[\s#]*$")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
 _CONNECTORS = frozenset({"of", "the", "de", "da", "di", "del", "la", "le", "von", "van"})
@@ -134,10 +142,14 @@ _PUNCTUATION = " .,;:!?\"'()[]{}“”’‘-"
 
 
 def normalise(phrase: str) -> str:
-    """The node key of a phrase: lower-case, collapsed whitespace, no surrounding punctuation and
-    no leading "the" (version 3 of the rule extractor: the title "The Beatles" and the text's
-    "Beatles", read without the sentence's first word, were two phrases until then)."""
-    text = " ".join(phrase.lower().split()).strip(_PUNCTUATION)
+    """The node key of a phrase: Unicode NFC, lower-case, collapsed whitespace, no surrounding
+    punctuation and no leading "the" (version 3 of the rule extractor: the title "The Beatles" and
+    the text's "Beatles", read without the sentence's first word, were two phrases until then).
+    Since version 4 the same name with composed or decomposed accents is one key, and a Turkish
+    capital "İ" lowers to "i" (Python's lower() adds a combining dot: "İstanbul" was not
+    "Istanbul")."""
+    lowered = unicodedata.normalize("NFC", phrase).lower().replace("i\u0307", "i")
+    text = " ".join(lowered.split()).strip(_PUNCTUATION)
     if text.startswith("the ") and text[4:].strip(_PUNCTUATION):
         text = text[4:].strip(_PUNCTUATION)
     return text
@@ -206,6 +218,7 @@ class RuleExtractor:
 
     def sentence_phrases(self, sentence: str) -> list[str]:
         """Normalised phrases of one sentence, in order of first appearance."""
+        sentence = unicodedata.normalize("NFC", sentence)
         found: list[str] = [normalise(m.group(1)) for m in _QUOTED.finditer(sentence)]
         tokens = [(m.group(0), m.start()) for m in _TOKEN.finditer(sentence)]
         span: list[str] = []
@@ -265,8 +278,15 @@ def cooccurrence_extraction(
         found = [p for p in sentence if p != title]
         present = ([title] if title else []) + found
         phrases.update(dict.fromkeys(found))
-        pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :] if a != b]
-        out.facts.extend(Fact(a, b, document.id, s) for a, b in pairs[:max_facts_per_sentence])
+        # the first pairs only, made lazily: a sentence of thousands of names (a list without a full
+        # stop) built all n^2/2 pairs to keep 64 until session 41
+        pairs = (
+            (present[i], present[j])
+            for i in range(len(present))
+            for j in range(i + 1, len(present))
+            if present[i] != present[j]
+        )
+        out.facts.extend(Fact(a, b, document.id, s) for a, b in islice(pairs, max_facts_per_sentence))
     out.phrases = list(phrases)
     return out
 

@@ -45,7 +45,8 @@ from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, Fact, normalise
 from ragroute.types import Document
 
-LLM_EXTRACTOR_VERSION = 2  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3)
+LLM_EXTRACTOR_VERSION = 3  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3);
+# 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4)
 #: Changes whenever the prompts or their parsing change (it is part of the cache key).
 PROMPT_VERSION = "hipporag-openie-v1"
 CACHE_FILE = "openie.sqlite"

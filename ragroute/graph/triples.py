@@ -28,6 +28,8 @@ What becomes a passage (the walk ranks passages, so every fact lives in one):
 
 * a triple whose ``passage`` is a document of the corpus given alongside is added to
   that document's extraction (the corpus itself is extracted by the graph's extractor);
+  of a corpus cut into paragraphs or sections, to the extraction of the document's first
+  unit naming its subject and object (else either, else its first unit);
 * a triple whose ``passage`` is no corpus document makes (or joins) a passage with
   that id; its text is the ``text`` field given on any of its lines, else its
   triples' sentences joined ("Ada Brennan born in Kellow. ...");
@@ -467,11 +469,14 @@ def extractions_from_triples(
     docs = list(documents)
     extractions = extract_passages(docs, resolve_extractor(extractor), show_progress) if docs else []
     by_id = {e.passage: e for e in extractions}
+    chunks = _chunks_by_document(docs)
     new_docs: dict[str, Document] = {}
     sentences: dict[str, list[str]] = {}
     own: dict[tuple[str, str, str], str] = {}  # a passage-less triple's sentence -> its passage
     for triple in triple_set.triples:
         pid = triple.passage
+        if pid and pid not in by_id and pid in chunks:
+            pid = _chunk_for(chunks[pid], triple)
         if not pid:
             key = (normalise(triple.subject), triple.predicate.lower(), normalise(triple.object))
             pid = own.setdefault(key, f"triple-{triple.line}")
@@ -488,6 +493,8 @@ def extractions_from_triples(
             sentences[pid].append(triple.sentence())
         _add_fact(by_id[pid], triple)
     for pid, phrase in triple_set.mentions:
+        if pid not in by_id and pid in chunks:
+            pid = _chunk_for(chunks[pid], Triple(phrase, phrase, passage=pid))
         if pid not in by_id:
             by_id[pid] = Extraction(pid)
             new_docs[pid] = triple_set.passages.get(pid) or Document(id=pid, text="")
@@ -503,7 +510,7 @@ def extractions_from_triples(
             doc = Document(id=pid, text=text, title=doc.title)
         metadata = {**triple_set.metadata.get(pid, {}), "origin": "triples"}
         made.append(Document(id=doc.id, text=doc.text, title=doc.title, metadata=metadata))
-    corpus_ids = {d.id for d in docs}
+    corpus_ids = {d.id for d in docs} | set(chunks)
     overridden = sorted(pid for pid in {*triple_set.passages, *triple_set.metadata} if pid in corpus_ids)
     if overridden:
         named = ", ".join(overridden[:5]) + (
@@ -517,6 +524,36 @@ def extractions_from_triples(
         )
     passages = docs + made
     return passages, [by_id[d.id] for d in passages]
+
+
+def _chunks_by_document(docs: Sequence[Document]) -> dict[str, list[Document]]:
+    """The units cut from each corpus document (``parent_id``), in order, for documents that are
+    not units themselves: a corpus indexed by paragraph or section."""
+    ids = {d.id for d in docs}
+    out: dict[str, list[Document]] = {}
+    for doc in docs:
+        if doc.parent_id is not None and doc.parent_id not in ids:
+            out.setdefault(doc.parent_id, []).append(doc)
+    return out
+
+
+def _chunk_for(chunks: Sequence[Document], triple: Triple) -> str:
+    """The unit of a chunked corpus document a triple naming the document joins: the first that
+    names both its subject and its object, else the first naming either, else the first (until
+    session 41 the triple made a passage of its own with the document's id beside its chunks)."""
+    subject, obj = normalise(triple.subject), normalise(triple.object)
+
+    def names(chunk: Document, phrase: str) -> bool:
+        return bool(phrase) and phrase in normalise(chunk.full_text())
+
+    for wanted in (
+        lambda c: names(c, subject) and names(c, obj),
+        lambda c: names(c, subject) or names(c, obj),
+    ):
+        for chunk in chunks:
+            if wanted(chunk):
+                return chunk.id
+    return chunks[0].id
 
 
 def _add_phrase(extraction: Extraction, phrase: str) -> None:
