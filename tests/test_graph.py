@@ -264,7 +264,9 @@ def test_the_walk_pushes_locally_and_ranks_like_a_converged_walk(hashing_encoder
     exact = index.search_many(queries, k=5)
     for a, b in zip(pushed, exact):
         assert [h.doc_id for h in a] == [h.doc_id for h in b]
-        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=0.05)
+        # the push stops once its top k is certified: its scores are the pushed mass renormalised,
+        # within the residual left (6% on one of these since session 41's tie rule moved its seeds)
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=0.1)
 
 
 def test_metadata_filters_keep_graph_hits_to_matching_passages(hashing_encoder):
@@ -639,3 +641,32 @@ def test_a_corpus_the_rule_extractor_reads_nothing_in_is_said_at_build(hashing_e
     with warnings.catch_warnings():
         warnings.simplefilter("error", ExtractionWarning)
         build_index(CORPUS, "graph", encoder=hashing_encoder)  # an English corpus: no warning
+
+
+def test_facts_tied_on_their_best_phrase_are_chosen_by_their_other_phrase_whatever_the_corpus_order():
+    """Under ``fact_score: max`` every fact of the phrase nearest the query scores the same; which
+    of them seeded the walk was np.argpartition's pick until session 41, so the corpus's order (or
+    one unrelated passage added) changed the seeds: on MuSiQue dev, R@5 0.7025-0.7325 over four
+    orders of the same corpus. Ties go to the fact whose other phrase is nearer the query."""
+    from conftest import HashingEncoder
+
+    encoder = HashingEncoder(dim=4096)  # no two of these words share a bucket
+    people = [f"Person{i:02d} Smith" for i in range(40)]
+    corpus = [Document(id=f"k{i:02d}", text=f"{name} visited Kellow.") for i, name in enumerate(people)] + [
+        Document(id="river", text="The Varne River flows through Kellow.")
+    ]
+    query = "Which river passes Kellow?"
+    chosen, found = [], []
+    for docs in (
+        corpus,
+        corpus[::-1],
+        corpus[20:] + corpus[:20] + [Document(id="x", text="Zed Quill met Ona Vey.")],
+    ):
+        index = build_index(docs, "graph", encoder=encoder, name="kg")
+        index.walk.top_facts = 1
+        vector = encoder.encode_queries([query])[0]
+        _, facts, _ = index._seeds(vector, query)
+        chosen.append([{f.subject, f.object} for f in facts])
+        found.append(index.search(query, k=3)[0].doc_id)
+    assert chosen == [[{"varne river", "kellow"}]] * 3
+    assert found == ["river"] * 3, found
