@@ -182,3 +182,37 @@ def test_paths_the_system_refuses_are_one_line_errors(tmp_path):
             with pytest.raises(RagrouteError) as info:
                 load_routing(path, encoder=WordHashEncoder())
             assert "\n" not in str(info.value)
+
+
+def test_a_lock_file_that_is_a_link_or_no_regular_file_is_never_written_through(tmp_path):
+    """Until session 41 a `.lock` that was a symbolic link (an artifact folder from elsewhere)
+    had the file it pointed to truncated and overwritten with the writer's pid, by a rebuild and
+    by `inspect --clean`."""
+    target = tmp_path / "art"
+    _publish(target, "0")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious user data")
+    lock = target / LOCK_NAME
+    lock.unlink()
+    lock.symlink_to(victim)
+    linked = (
+        f"refusing to lock {target}: its lock file {lock} is a symbolic link (to {victim}); "
+        "ragroute never writes through one - remove the link"
+    )
+    for write in (lambda: _publish(target, "1"), lambda: clean_artifact(target)):
+        with pytest.raises(RagrouteError) as raised:
+            write()
+        assert str(raised.value) == linked
+    assert victim.read_text() == "precious user data"
+    assert open_snapshot(target).manifest.params["tag"] == "0"
+    lock.unlink()
+    os.mkfifo(lock)
+    with pytest.raises(RagrouteError) as raised:
+        _publish(target, "1")
+    assert (
+        str(raised.value)
+        == f"refusing to lock {target}: its lock file {lock} is not a regular file; remove it"
+    )
+    lock.unlink()
+    _publish(target, "1")
+    assert open_snapshot(target).manifest.params["tag"] == "1" and lock.is_file()

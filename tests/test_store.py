@@ -1,7 +1,9 @@
 """The artifact store: published builds, checksummed manifests, consistent reads during rebuilds."""
 
+import contextlib
 import json
 import random
+import signal
 import threading
 
 import pytest
@@ -294,3 +296,159 @@ def test_a_build_folder_named_for_its_artifact_says_to_name_the_artifact_folder(
             f"{build} is a build inside the artifact folder {tmp_path / 'it'}: name the artifact folder "
             f"({tmp_path / 'it'}) instead, which publishes its current build"
         )
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: float = 5.0):
+    """Fail instead of blocking for ever (a FIFO opened for reading waits for a writer)."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        (MANIFEST_NAME, '{"name": "My PWA", "files": {"index.html": {}, "app.js": {}}}', "manifest"),
+        (POINTER_NAME, "MANIFEST-000004\n", "pointer"),
+    ],
+)
+def test_a_folder_whose_manifest_or_current_is_not_ragroutes_is_never_written_or_cleaned(
+    tmp_path, name, content, what
+):
+    """Until session 41 any `manifest.json` or `CURRENT` made a folder an artifact: a web app's
+    folder was built over (its manifest.json and the files it listed deleted), a LevelDB
+    folder's CURRENT overwritten, and `inspect --clean` took the lock in it."""
+    from ragroute.store import check_replaceable
+    from ragroute.store.artifact import clean_artifact
+
+    folder = tmp_path / "app"
+    (folder / "builds").mkdir(parents=True)
+    (folder / name).write_text(content)
+    (folder / "index.html").write_text("<html>")
+    (folder / "app.js").write_text("code")
+    (folder / "builds" / ".tmp-cache").write_text("mine")
+    before = _tree(folder)
+    refused = (
+        f"refusing to overwrite {folder}: it exists and is not a ragroute artifact "
+        f"(its {name} is not a ragroute {what})"
+    )
+    with pytest.raises(ArtifactFormatError) as raised:
+        _publish(folder, "x")
+    assert str(raised.value) == refused
+    with pytest.raises(ArtifactFormatError) as raised:
+        check_replaceable(folder, "index")  # `rerank train` / `expert train` ask before training
+    assert str(raised.value) == refused
+    with pytest.raises(ArtifactFormatError) as raised:
+        clean_artifact(folder)
+    why = f"(its {name} is not a ragroute {what})"
+    assert str(raised.value) == f"nothing to clean at {folder}: it holds no ragroute artifact {why}"
+    assert _tree(folder) == before and not (folder / ".lock").exists()
+    # a ragroute artifact whose CURRENT is damaged is still rebuilt over (that repairs it)
+    _publish(tmp_path / "art", "a")
+    (tmp_path / "art" / POINTER_NAME).write_bytes(b"\x00\xffnot a pointer")
+    _publish(tmp_path / "art", "b")
+    assert open_snapshot(tmp_path / "art").manifest.params == {"tag": "b"}
+
+
+def test_a_0_1_manifest_listing_paths_outside_its_folder_deletes_nothing_outside(tmp_path):
+    """Until session 41 rebuilding a 0.1 index folder deleted every file its manifest listed:
+    `../outside.txt` deleted the file beside the folder, a listed link's way out too."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("outside.txt", "abs.txt", "via-dir.txt", "target.txt"):
+        (outside / name).write_text("precious")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "docs.jsonl").write_text("0.1 data")
+    (old / "link.txt").symlink_to(outside / "target.txt")
+    (old / "sub").symlink_to(outside, target_is_directory=True)
+    files = ["../outside/outside.txt", str(outside / "abs.txt"), "sub/via-dir.txt", "link.txt"]
+    files += ["docs.jsonl", POINTER_NAME, "builds/x", ".lock"]
+    legacy = {"format": "ragroute-index", "format_version": 1, "kind": "bm25", "documents": 1}
+    (old / MANIFEST_NAME).write_text(json.dumps({**legacy, "files": {name: {} for name in files}}))
+    _publish(old, "x")
+    assert {p.name: p.read_text() for p in outside.iterdir()} == dict.fromkeys(
+        ["outside.txt", "abs.txt", "via-dir.txt", "target.txt"], "precious"
+    )
+    # the 0.1 index's own files went, its links stayed; the new build is published and whole
+    assert sorted(p.name for p in old.iterdir()) == [".lock", POINTER_NAME, "builds", "link.txt", "sub"]
+    assert open_snapshot(old).manifest.params == {"tag": "x"}
+
+
+def test_a_fifo_as_current_or_manifest_is_a_one_line_error_and_is_rebuilt_over(tmp_path):
+    """Until session 41 a FIFO as `CURRENT` or as the published manifest blocked every reader
+    and writer of the artifact for ever."""
+    import os
+
+    pointer, manifest = tmp_path / "a1", tmp_path / "a2"
+    _publish(pointer, "x")
+    built = _publish(manifest, "x").build
+    (pointer / POINTER_NAME).unlink()
+    os.mkfifo(pointer / POINTER_NAME)
+    fifo = manifest / "builds" / built / MANIFEST_NAME
+    fifo.unlink()
+    os.mkfifo(fifo)
+    for root, path in ((pointer, pointer / POINTER_NAME), (manifest, fifo)):
+        with _no_hang(), pytest.raises(ArtifactFormatError) as raised:
+            open_snapshot(root)
+        assert (
+            str(raised.value) == f"{path} is not a regular file (a FIFO); rebuild the artifact to replace it"
+        )
+        with _no_hang():
+            _publish(root, "y")
+            _publish(root, "z")  # prunes the build whose manifest is the FIFO
+        assert open_snapshot(root).manifest.params == {"tag": "z"}
+        assert read_artifact(root, lambda s: s.file("a.txt").read_text()) == "z" * 2000
+
+
+def test_clean_refuses_a_folder_with_a_builds_subfolder_that_is_no_artifact(tmp_path):
+    """Until session 41 `inspect DIR --clean` on a project with a `builds/` folder deleted its
+    `builds/.tmp-*` and `.CURRENT.*` files and left a `.lock` in it."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.store.artifact import clean_artifact
+
+    project = tmp_path / "proj"
+    (project / "builds" / ".tmp-cache").mkdir(parents=True)
+    (project / "builds" / ".tmp-cache" / "data").write_text("keep")
+    (project / ".CURRENT.swp").write_text("x")
+    for extra in ((), ("src",)):  # only what a killed first build leaves, but no lock: not ours either
+        for name in extra:
+            (project / name).mkdir()
+        before = _tree(project)
+        result = CliRunner().invoke(main, ["inspect", str(project), "--clean"])
+        assert result.exit_code == 2
+        assert result.output.strip() == f"error: nothing to clean at {project}: it holds no ragroute artifact"
+        assert _tree(project) == before and not (project / ".lock").exists()
+    # what a killed first build leaves (its lock beside it) is still cleaned
+    first = tmp_path / "first"
+    (first / "builds" / ".tmp-dead").mkdir(parents=True)
+    (first / ".lock").write_text("123\n")
+    assert clean_artifact(first).debris == ["builds/.tmp-dead"]
+
+
+def test_an_out_path_that_is_a_link_to_nowhere_says_so(tmp_path):
+    """Until session 41: `error: /abs/out: File exists`."""
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "gone")
+    with pytest.raises(ArtifactFormatError) as raised:
+        _publish(out, "x")
+    assert str(raised.value) == (
+        f"cannot write an artifact at {out}: it is a symbolic link to {tmp_path / 'gone'}, which does "
+        "not exist; create that folder or remove the link"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -51,9 +51,13 @@ from typing import Any, TypeVar
 from ragroute.errors import ArtifactFormatError, is_nul_path_error, refused_path_message
 from ragroute.store.locks import LOCK_NAME, crash_point, shared, try_exclusive, writer_lock
 from ragroute.store.manifest import (
+    FORMAT_NAME,
     MANIFEST_NAME,
     ArtifactManifest,
+    NotRegularFileError,
+    open_regular,
     read_manifest_or_none,
+    read_regular,
     sha256_file,
     write_synced,
 )
@@ -116,6 +120,60 @@ def artifact_exists(root: str | Path) -> bool:
         return (root / POINTER_NAME).is_file() or (root / MANIFEST_NAME).is_file()
     except (OSError, ValueError):  # ValueError: a NUL in the path
         return False
+
+
+def holds_artifact(root: str | Path) -> bool:
+    """Whether ``root`` is a folder ragroute wrote, which a build may replace and a cleaner
+    clean: its ``CURRENT`` names a build under ``builds/`` that exists; or, the pointer damaged
+    (a rebuild is how it is repaired), ``builds/`` holds a build whose manifest is ragroute's;
+    or its ``manifest.json`` is a 0.1 index's (format ``ragroute-index``, the name kept even in a
+    damaged one). Until session 41 any file named ``CURRENT`` or ``manifest.json`` made a folder
+    an artifact (:func:`artifact_exists`, which readers still use to say what is wrong): a
+    web app's folder was built over and the files its ``manifest.json`` listed deleted, a
+    LevelDB folder's ``CURRENT`` overwritten."""
+    root = Path(root)
+    try:
+        if not root.is_dir():
+            return False
+        pointer = root / POINTER_NAME
+        if os.path.lexists(pointer) and not pointer.is_symlink():
+            with contextlib.suppress(ArtifactFormatError, OSError):
+                build = root / BUILDS_DIR / _read_pointer(root, ArtifactFormatError)["build"]
+                if build.is_dir() and not build.is_symlink():
+                    return True
+            if _has_own_build(root):
+                return True
+        return _is_legacy_manifest(root / MANIFEST_NAME)
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        return False
+
+
+def _has_own_build(root: Path) -> bool:
+    """Whether ``root/builds`` (a real folder) holds a build whose manifest names ragroute's format."""
+    builds = root / BUILDS_DIR
+    if builds.is_symlink() or not builds.is_dir():
+        return False
+    marker = f'"{FORMAT_NAME}"'.encode()
+    for build in builds.iterdir():
+        if build.name.startswith(".") or not _BUILD_ID.match(build.name) or build.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in read_regular(build / MANIFEST_NAME, 1 << 20):
+                return True
+    return False
+
+
+def _is_legacy_manifest(path: Path) -> bool:
+    """Whether ``path`` is the manifest of a 0.1 index folder (also when damaged: its format's
+    name is still in it)."""
+    try:
+        raw = read_regular(path, 1 << 24)
+    except OSError:
+        return False
+    with contextlib.suppress(ValueError):
+        data = json.loads(raw.decode("utf-8"))
+        return isinstance(data, dict) and data.get("format") == LEGACY_FORMAT
+    return f'"{LEGACY_FORMAT}"'.encode() in raw
 
 
 def _current_umask() -> int:
@@ -185,12 +243,26 @@ def _writable_target(
 ) -> Path:
     """``target`` made absolute, or ``error`` when it is a file or a folder that is no artifact."""
     target = Path(target).absolute()
+    if target.is_symlink() and not target.exists():  # until session 41: "error: TARGET: File exists"
+        raise error(
+            f"cannot write an artifact at {target}: it is a symbolic link to {os.readlink(target)}, "
+            "which does not exist; create that folder or remove the link"
+        )
     if target.exists() and not target.is_dir():
         raise error(f"refusing to write an artifact at {target}: it is a file")
     check_no_links(target, error)
-    if target.is_dir() and not artifact_exists(target) and not _only_store_files(target, supersedes):
-        raise error(f"refusing to overwrite {target}: it exists and is not a ragroute artifact")
+    if target.is_dir() and not holds_artifact(target) and not _only_store_files(target, supersedes):
+        raise error(f"refusing to overwrite {target}: it exists and is not a ragroute artifact{_why(target)}")
     return target
+
+
+def _why(target: Path) -> str:
+    """Which file made a folder look like an artifact without being ragroute's, if one did."""
+    for name, what in ((POINTER_NAME, "pointer"), (MANIFEST_NAME, "manifest")):
+        with contextlib.suppress(OSError, ValueError):
+            if os.path.lexists(target / name):
+                return f" (its {name} is not a ragroute {what})"
+    return ""
 
 
 def check_no_links(target: Path, error: type[ArtifactFormatError] = ArtifactFormatError) -> None:
@@ -233,6 +305,9 @@ def check_replaceable(
     target = Path(target)
     if not artifact_exists(target):
         return
+    if not holds_artifact(target):  # a CURRENT or manifest.json that is not ragroute's
+        refused = f"refusing to overwrite {target.absolute()}: it exists and is not a ragroute artifact"
+        raise error(refused + _why(target))
     try:
         current = open_snapshot(target, verify=False).manifest
     except ArtifactFormatError:
@@ -262,7 +337,7 @@ def artifact_lock(target: str | Path) -> Iterator[None]:
     ``target`` that holds no artifact is not locked (reading it will say why).
     """
     target = Path(target).absolute()
-    if not artifact_exists(target) or not (target / BUILDS_DIR).is_dir():
+    if not holds_artifact(target) or not (target / BUILDS_DIR).is_dir():
         yield
         return
     with writer_lock(target / LOCK_NAME, str(target)):
@@ -271,15 +346,33 @@ def artifact_lock(target: str | Path) -> Iterator[None]:
 
 def _only_store_files(target: Path, superseded: Sequence[str] = ()) -> bool:
     """Whether ``target`` holds nothing but what a killed first build leaves (lock, temporary
-    folders) and the ``superseded`` files of a 0.1 layout."""
+    folders, the notes of :func:`building`) and the ``superseded`` files of a 0.1 layout. Temporary
+    folders and pointer files are made only under the lock, so they count as the store's only
+    beside a ``.lock`` (until session 41 a folder of anyone's ``builds/.tmp-*`` was written over
+    and cleaned); a note is written before the lock is taken."""
+    lock = target / LOCK_NAME
+    has_lock = lock.is_file() and not lock.is_symlink()
+    notes = (PENDING_PREFIX, f".draft{PENDING_PREFIX}")
     for entry in target.iterdir():
-        if entry.name == LOCK_NAME or entry.name.startswith(f".{POINTER_NAME}.") or entry.name in superseded:
+        if entry.name == LOCK_NAME or entry.name in superseded:
             continue
-        if entry.name != BUILDS_DIR or not entry.is_dir():
+        if entry.name.startswith(f".{POINTER_NAME}.") and has_lock:
+            continue
+        if entry.name != BUILDS_DIR or not entry.is_dir() or entry.is_symlink():
             return False
-        if any(not child.name.startswith(DEBRIS_PREFIXES) for child in entry.iterdir()):
-            return False
+        for child in entry.iterdir():
+            if not (child.name.startswith(notes) or (child.name.startswith(DEBRIS_PREFIXES) and has_lock)):
+                return False
     return True
+
+
+def _store_leftovers(root: Path) -> bool:
+    """Whether ``root`` holds what a first build killed before it published leaves, and nothing
+    else (see :func:`_only_store_files`): a lock, or notes and temporary folders in ``builds/``."""
+    builds = root / BUILDS_DIR
+    if not root.is_dir() or not _only_store_files(root):
+        return False
+    return (root / LOCK_NAME).is_file() or (builds.is_dir() and any(builds.iterdir()))
 
 
 def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
@@ -331,18 +424,48 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _remove_legacy_files(target: Path) -> None:
-    """A 0.1 folder rewritten in place: its top-level files are superseded by the new build."""
+    """A 0.1 folder rewritten in place: its top-level files are superseded by the new build.
+
+    Only a 0.1 index's own manifest is removed, and of the files it lists only regular files
+    inside ``target`` (until session 41 any ``manifest.json`` went, with every file it listed:
+    ``../x`` deleted ``x`` beside the folder); never the store's own ``CURRENT``, ``builds/``, lock."""
     legacy = target / MANIFEST_NAME
-    if not legacy.is_file():
+    if legacy.is_symlink() or not _is_legacy_manifest(legacy):
         return
     try:
-        files = json.loads(legacy.read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError):
+        files = json.loads(read_regular(legacy).decode("utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
         files = {}
     legacy.unlink(missing_ok=True)
-    for name in files:
-        with contextlib.suppress(OSError):
-            (target / name).unlink()
+    for name in files if isinstance(files, dict) else ():
+        path = _legacy_file(target, name)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _legacy_file(target: Path, name: Any) -> Path | None:
+    """``target / name`` when it is a regular file inside ``target`` (no ``..``, not absolute, no
+    link on the way) that is not the store's own; else None."""
+    try:
+        if not isinstance(name, str) or not name or Path(name).is_absolute():
+            return None
+        parts = Path(name).parts
+        if not parts or ".." in parts or parts[0] in (BUILDS_DIR, POINTER_NAME, LOCK_NAME, MANIFEST_NAME):
+            return None
+        if parts[0].startswith(f".{POINTER_NAME}."):
+            return None
+        folder = target
+        for part in parts[:-1]:
+            folder = folder / part
+            if folder.is_symlink() or not folder.is_dir():
+                return None
+        path = target / name
+        if path.is_symlink() or not path.is_file():
+            return None
+        return path
+    except (OSError, ValueError):
+        return None
 
 
 def _clean_debris(target: Path, locked: bool) -> list[str]:
@@ -434,7 +557,7 @@ def _set_aside(builds: Path, build: str) -> Path | None:
     path = builds / build
     trash = builds / f"{TRASH_PREFIX}{build}"
     try:
-        fd = os.open(path / MANIFEST_NAME, os.O_RDONLY)
+        fd = os.open(path / MANIFEST_NAME, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO would block
     except FileNotFoundError:
         fd = -1  # no manifest: an unfinished folder no reader can open
     except OSError:
@@ -468,9 +591,13 @@ def clean_artifact(root: str | Path, *, wait: float = 0.0) -> CleanReport:
     touched; builds held by readers are kept.
     """
     root = Path(root).absolute()
-    if not artifact_exists(root) and not (root / BUILDS_DIR).is_dir():
-        raise ArtifactFormatError(f"nothing to clean at {root}: it holds no ragroute artifact")
     check_no_links(root)
+    # until session 41 any folder with a builds/ subfolder (or a CURRENT or manifest.json) was
+    # cleaned: a project's builds/.tmp-* and .CURRENT.* deleted, a .lock left in it
+    if not holds_artifact(root) and not _store_leftovers(root):
+        raise ArtifactFormatError(
+            f"nothing to clean at {root}: it holds no ragroute artifact{_why(root) if root.is_dir() else ''}"
+        )
     with writer_lock(root / LOCK_NAME, str(root), timeout=wait) as locked:
         debris = _clean_debris(root, locked)
         pruned = _prune(root, locked) if (root / BUILDS_DIR).is_dir() else []
@@ -480,11 +607,13 @@ def clean_artifact(root: str | Path, *, wait: float = 0.0) -> CleanReport:
 def _read_pointer(root: Path, error: type[ArtifactFormatError]) -> dict[str, str]:
     path = root / POINTER_NAME
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path).decode("utf-8"))  # until session 41 a FIFO here hung
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise error(f"{path} is corrupt: not a JSON pointer to a build") from None
-    except IsADirectoryError:
-        raise error(f"{path} is corrupt: a directory, not a pointer file") from None
+    except (IsADirectoryError, NotRegularFileError) as exc:
+        if path.is_dir():
+            raise error(f"{path} is corrupt: a directory, not a pointer file") from None
+        raise error(f"{exc}; rebuild the artifact to replace it") from None
     except PermissionError:
         raise error(f"cannot read {path}: permission denied") from None
     if not isinstance(data, dict) or not _BUILD_ID.match(str(data.get("build"))):
@@ -618,7 +747,11 @@ def _opened(
     pointer = _read_pointer(root, error)
     path = root / BUILDS_DIR / pointer["build"]
     manifest_path = path / MANIFEST_NAME
-    with open(manifest_path, "rb") as handle:  # FileNotFoundError -> pruned meanwhile: retried
+    try:  # FileNotFoundError -> pruned meanwhile: retried
+        fd = open_regular(manifest_path)
+    except NotRegularFileError as exc:  # until session 41 a FIFO here hung the reader
+        raise error(f"{exc}; rebuild the artifact to replace it") from None
+    with os.fdopen(fd, "rb") as handle:
         shared(handle.fileno())
         if os.fstat(handle.fileno()).st_ino != os.stat(manifest_path).st_ino:
             raise FileNotFoundError(2, "pruned while opened", str(manifest_path))

@@ -28,6 +28,7 @@ import errno
 import fcntl
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -85,10 +86,7 @@ def writer_lock(lock_file: str | Path, what: str, *, timeout: float | None = Non
             fd, depth, locked = _HELD.locks[key]
             _HELD.locks[key] = (fd, depth - 1, locked)
         return
-    try:
-        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise RagrouteError(f"cannot write {what}: {exc.strerror or exc} ({key})") from None
+    fd = _open_lock_file(key, what)
     try:
         locked = _acquire(fd, key, what, lock_timeout() if timeout is None else timeout)
         if locked:
@@ -104,6 +102,32 @@ def writer_lock(lock_file: str | Path, what: str, *, timeout: float | None = Non
         os.close(fd)  # releases the lock
 
 
+def _open_lock_file(key: str, what: str) -> int:
+    """Open (or create) the lock file, never through a link and only a regular file: the lock
+    file is truncated and written (the holder's pid). Until session 41 a ``.lock`` that was a
+    symbolic link (an artifact folder from elsewhere) had the file it pointed to, anywhere,
+    truncated and overwritten by ``build --out`` and ``inspect --clean``."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+    try:
+        fd = os.open(key, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(key):
+            raise RagrouteError(
+                f"refusing to lock {what}: its lock file {key} is a symbolic link (to "
+                f"{os.readlink(key)}); ragroute never writes through one - remove the link"
+            ) from None
+        raise RagrouteError(f"cannot write {what}: {exc.strerror or exc} ({key})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise RagrouteError(f"cannot write {what}: {exc.strerror or exc} ({key})") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise RagrouteError(f"refusing to lock {what}: its lock file {key} is not a regular file; remove it")
+    return fd
+
+
 def _acquire(fd: int, key: str, what: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -115,15 +139,15 @@ def _acquire(fd: int, key: str, what: str, timeout: float) -> bool:
                 return False  # no flock here (ENOLCK, EOPNOTSUPP...): unlocked mode
         if time.monotonic() >= deadline:
             raise ArtifactBusyError(
-                f"another process (pid {_holder(key)}) is writing {what}; waited {timeout:g} s "
+                f"another process (pid {_holder(fd)}) is writing {what}; waited {timeout:g} s "
                 f"(set {LOCK_TIMEOUT_ENV} to wait longer) - try again when it has finished"
             )
         time.sleep(_POLL_SECONDS)
 
 
-def _holder(key: str) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        return str(int(Path(key).read_text().strip()))
+def _holder(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):  # read through the open lock file, not its name
+        return str(int(os.pread(fd, 64, 0).decode().strip()))
     return "?"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -118,12 +119,54 @@ class ArtifactManifest:
         )
 
 
+class NotRegularFileError(OSError):
+    """A path where the store expects one of its files (``CURRENT``, a manifest) is a FIFO, a
+    device or a socket: reading it could block for ever, so it is never read."""
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (``a FIFO``, ``a directory``...)."""
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def open_regular(path: Path | str, flags: int = os.O_RDONLY) -> int:
+    """A descriptor of ``path`` opened without blocking, or :class:`NotRegularFileError` when it is
+    no regular file (until session 41 a FIFO as ``CURRENT`` or as a manifest hung every reader
+    and writer of the artifact); other errors (missing, permission) are raised as they come."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFileError(f"{path} is not a regular file ({file_kind(mode)})")
+    return fd
+
+
+def read_regular(path: Path | str, limit: int = -1) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``limit``), never blocking on a FIFO
+    (see :func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as handle:
+        return handle.read(limit)
+
+
 def read_manifest_or_none(build: Path) -> ArtifactManifest | None:
     """The manifest of a build folder, or None when it cannot be read."""
     from ragroute.errors import ArtifactFormatError
 
     try:
-        data = json.loads((build / MANIFEST_NAME).read_text(encoding="utf-8"))
+        data = json.loads(read_regular(build / MANIFEST_NAME).decode("utf-8"))
         return ArtifactManifest.from_dict(data, str(build), ArtifactFormatError)
     except (OSError, ValueError, ArtifactFormatError):
         return None
