@@ -15,6 +15,7 @@ time with the entry named.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,40 @@ def load_corpus_specs(path: str | Path) -> list[CorpusSpec]:
     return [corpus_spec(name, entry, path) for name, entry in entries.items()]
 
 
+def check_corpus_name(name: Any, source: str | Path) -> str:
+    """``name`` (a key under ``corpora:`` of the file ``source``) as a corpus name, else one
+    :class:`RagrouteError` line naming the entry and the rule. A corpus name is the name of its
+    index folder (under ``ragroute build --out`` and a routing config's ``index_dir``), so it is
+    one folder name: text (not what YAML reads as a number, boolean, date or null), not empty, not
+    ``.`` or ``..``, without ``/``, ``\\`` or control characters, without blanks at either end.
+    Until session 41 names were not checked: ``../prod`` built an index outside ``--out``
+    (replacing whatever index was there) and ``a/b`` nested folders."""
+    if not isinstance(name, str):  # `no:` was the corpus 'False', `0x10:` the corpus '16'
+        kinds = {bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+        kind = kinds.get(type(name), f"a {type(name).__name__}")
+        raise RagrouteError(
+            f"{source}: corpus {name!r}: YAML read this name as {kind}, not as text: write it in quotes"
+        )
+    text = name
+    where = f"{source}: corpus {text!r}"
+    rule = "a corpus name is the name of its index folder"
+    if not text.strip():
+        raise RagrouteError(f"{where}: a corpus name may not be empty")
+    if text in (".", ".."):
+        raise RagrouteError(f"{where}: {rule}, so it may not be '.' or '..' (a folder and the one above it)")
+    if "/" in text or "\\" in text:
+        raise RagrouteError(f"{where}: {rule}, so it may not hold '/' or '\\' (a path)")
+    odd = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if odd is not None:
+        raise RagrouteError(f"{where}: {rule}, so it may not hold control characters ({odd!r})")
+    if text != text.strip():
+        raise RagrouteError(f"{where}: {rule}, so it may not start or end with a blank")
+    return text
+
+
 def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
     """One entry of a definitions file at ``source`` (relative paths resolved against it)."""
+    name = check_corpus_name(name, source)
     where = f"{source}: corpus {name!r}"
     if not isinstance(entry, dict) or "path" not in entry:
         raise RagrouteError(f"{where} needs at least a 'path'")
@@ -84,7 +117,7 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
     if granularity not in GRANULARITIES:
         raise RagrouteError(f"{where}: granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
     return CorpusSpec(
-        name=str(name),
+        name=name,
         path=(source.parent / str(entry["path"])).resolve(),
         description=str(entry.get("description") or "").strip(),  # null: none (not the text 'None')
         modality=modality,

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from ragroute.cli import main
+from ragroute.errors import RagrouteError
 from ragroute.index.build import build_index
 from ragroute.index.io import save_index
 from ragroute.store.artifact import published_path
@@ -783,6 +784,73 @@ def test_build_a_corpus_definitions_file_builds_every_corpus_for_a_routing_confi
         f"error: --granularity does not apply to {tmp_path / 'corpora.yaml'}, a corpus definitions file "
         "(each corpus sets its own)"
     )
+
+
+def test_build_of_corpus_definitions_writes_nothing_outside_out(runner, tmp_path):
+    """Until session 41 a corpus named `../prod` was built at OUT/../prod, replacing the user's
+    index there (exit 0): corpus names are one folder name, checked before anything is written."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "m.txt").write_text("my private document about apples", encoding="utf-8")
+    prod = tmp_path / "prod"
+    assert (
+        runner.invoke(
+            main, ["build", str(tmp_path / "mine"), "--out", str(prod), "--method", "bm25"]
+        ).exit_code
+        == 0
+    )
+    before = {p.relative_to(prod): p.read_bytes() for p in sorted(prod.rglob("*")) if p.is_file()}
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "o.txt").write_text("downloaded text about pears", encoding="utf-8")
+    (defs / "corpora.yaml").write_text("corpora:\n  ok: {path: .}\n  ../prod: {path: .}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["build", str(defs / "corpora.yaml"), "--out", str(out), "--method", "bm25"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: {defs / 'corpora.yaml'}: corpus '../prod': a corpus name is the name of its index folder, "
+        "so it may not hold '/' or '\\' (a path)"
+    )
+    assert not out.exists()
+    assert {p.relative_to(prod): p.read_bytes() for p in sorted(prod.rglob("*")) if p.is_file()} == before
+
+
+def test_build_of_corpus_definitions_names_the_corpus_that_fails_and_what_was_built(
+    runner, tmp_path, monkeypatch
+):
+    """Until session 41 an empty corpus stopped the build with "no documents to index", naming no
+    corpus, after the corpora before it were published: now every corpus is loaded first."""
+    (tmp_path / "c").mkdir()
+    for i in (1, 2, 3):
+        (tmp_path / "c" / f"d{i}.txt").write_text(f"doc {i} apples", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    defs = tmp_path / "corpora.yaml"
+    defs.write_text("corpora:\n  one: {path: c}\n  two: {path: empty}\n", encoding="utf-8")
+    out = tmp_path / "many"
+    args = ["build", str(defs), "--out", str(out), "--method", "bm25"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: corpus 'two': no documents to index in {tmp_path / 'empty'}; no corpus was built"
+    )
+    assert not out.exists()
+    # a corpus that fails while it is built, after another was published, says which were
+    import ragroute.index.build as index_build
+
+    real = index_build.build_index
+
+    def build_index(units, method, **kwargs):
+        if kwargs.get("name") == "two":
+            raise RagrouteError("the disk is full")
+        return real(units, method, **kwargs)
+
+    monkeypatch.setattr(index_build, "build_index", build_index)
+    (tmp_path / "empty" / "e.txt").write_text("doc e pears", encoding="utf-8")
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: corpus 'two': the disk is full; already built in {out}: 'one'"
+    )
+    assert (out / "one" / "CURRENT").is_file() and not (out / "two").exists()
 
 
 def test_query_says_an_ivfpq_score_approximates_the_cosine():

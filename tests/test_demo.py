@@ -49,11 +49,16 @@ def test_demo_routes_then_walks_the_graph(tmp_path, monkeypatch, hashing_encoder
 
 
 def test_graph_step_beats_dense_on_the_two_hop_questions(tmp_path, minilm, capsys):
-    """With the demo's encoder the walk finds every needed passage in the top 3; dense alone does not."""
+    """The walk finds both passages of the two-hop question dense retrieval half-misses, and never
+    fewer needed passages than dense in all. (Until session 41 it found all 4 with this encoder: the
+    Halvard Bridge question's fifth fact was one of Otto Lind's tied facts picked by np.argpartition;
+    the fixed tie rule seeds "otto lind | paris", and Otto Lind's passage edges Orrin Works out of the
+    top 3 on torch, not with the default int8 encoder.)"""
     found, dense_found, total = demo.graph_step(CORPORA / "multihop", tmp_path / "g", minilm, 3)
-    assert (found, total) == (4, 4)
-    assert dense_found < found
+    assert total == 4 and found >= dense_found and found >= 3
     out = capsys.readouterr().out
+    q1 = out[out.index("graph query q1") : out.index("graph query q2")]
+    assert "the walk found 2/2 needed passages, dense retrieval alone 1/2" in q1
     assert "graph query q1" in out and "ada brennan | kellow" in out
     if "path:" in out:  # the walk reports paths: each from a seed phrase to its passage
         assert re.search(r"path: kellow -> .*passage kellow", out)

@@ -157,6 +157,18 @@ def test_bad_triples_are_all_reported_with_their_line_numbers(tmp_path):
         read_triples(jsonl)
 
 
+def test_a_csv_quote_never_closed_is_refused_naming_its_line(tmp_path):
+    """Until session 41 the rows after an unclosed quote became that triple's object, silently."""
+    path = tmp_path / "t.csv"
+    path.write_text('subject,relation,object\nA,likes,"B\nC,likes,D\nE,likes,F\n', encoding="utf-8")
+    with pytest.raises(CorpusFormatError) as info:
+        read_triples(path)
+    assert str(info.value) == (
+        "t.csv line 2: a quoted field opened on this line is never closed (it would take in all 2 lines "
+        'after it); close it with ", and write a " inside a quoted field as ""'
+    )
+
+
 def test_many_bad_lines_are_capped_but_counted(tmp_path):
     path = tmp_path / "many.jsonl"
     path.write_text("\n".join(json.dumps({"subject": f"s{i}"}) for i in range(MAX_REPORTED + 10)) + "\n")

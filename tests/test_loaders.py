@@ -521,6 +521,41 @@ def test_load_table_file_bad_rows_and_duplicate_ids(tmp_path: Path) -> None:
         load_table_file(path, id_column="id")
 
 
+def test_a_quote_never_closed_is_refused_naming_the_line_it_opened(tmp_path: Path) -> None:
+    """Until session 41 a CSV row whose quote is never closed took in every row after it as its
+    text, silently ("loaded 1 document"); a quoted field over several lines still loads."""
+    path = tmp_path / "corpus.csv"
+    path.write_text(
+        'id,text\na,"unterminated quote\nb,small apples\nc,more pears text\nd,last row\n', "utf-8"
+    )
+    expected = (
+        f"{path} line 2: a quoted field opened on this line is never closed (it would take in all 3 "
+        'lines after it); close it with ", and write a " inside a quoted field as ""'
+    )
+    for on_error in ("raise", "skip"):
+        with pytest.raises(CorpusFormatError) as info:
+            load_corpus(path, on_error=on_error)
+        assert str(info.value) == expected
+    tsv = tmp_path / "t.tsv"  # opened on a later line of a row, in a file without a last line break
+    tsv.write_bytes(b'id\ttext\r\nx\t"two\r\nlines"\ty\t"open\r\nmore')
+    with pytest.raises(CorpusFormatError) as info:
+        load_table_file(tsv)
+    assert str(info.value).startswith(f"{tsv} line 3: a quoted field opened on this line is never closed (")
+    assert "(it would take in the line after it);" in str(info.value)
+    last = tmp_path / "last.csv"
+    last.write_text('id,text\na,"open at the end', "utf-8")
+    with pytest.raises(
+        CorpusFormatError, match=r"last\.csv line 2: a quoted field .* never closed; close it"
+    ):
+        load_corpus(last)
+    good = tmp_path / "good.csv"
+    good.write_text('id,text\na,"two\nlines with ""quotes"""\nb,"last\nrow"', "utf-8")
+    assert [(d.id, d.text) for d in load_corpus(good)] == [
+        ("a", 'two\nlines with "quotes"'),
+        ("b", "last\nrow"),
+    ]
+
+
 # --- auto-detection -------------------------------------------------------------------------------
 
 
@@ -882,3 +917,60 @@ def test_a_corpus_definitions_modality_reaches_its_documents(tmp_path):
     documents = spec.load_documents()
     assert [(d.id, d.modality) for d in documents] == [("A1", "table"), ("B2", "table")]
     assert all(u.modality == "table" for u in chunk_documents(documents, spec.granularity))
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        (
+            '"../prod"',
+            "a corpus name is the name of its index folder, so it may not hold '/' or '\\' (a path)",
+        ),
+        ('"a/b"', "a corpus name is the name of its index folder, so it may not hold '/' or '\\' (a path)"),
+        (
+            '"a\\\\b"',
+            "a corpus name is the name of its index folder, so it may not hold '/' or '\\' (a path)",
+        ),
+        (
+            '".."',
+            "a corpus name is the name of its index folder, so it may not be '.' or '..' (a folder and the "
+            "one above it)",
+        ),
+        (
+            '"."',
+            "a corpus name is the name of its index folder, so it may not be '.' or '..' (a folder and the "
+            "one above it)",
+        ),
+        ('""', "a corpus name may not be empty"),
+        (
+            '"a\\tb"',
+            "a corpus name is the name of its index folder, so it may not hold control characters ('\\t')",
+        ),
+        ('" a"', "a corpus name is the name of its index folder, so it may not start or end with a blank"),
+        ("no", "YAML read this name as a boolean, not as text: write it in quotes"),
+        ("0x10", "YAML read this name as a number, not as text: write it in quotes"),
+        ("~", "YAML read this name as null, not as text: write it in quotes"),
+    ],
+)
+def test_a_corpus_name_that_is_not_one_folder_name_is_refused(tmp_path, key, problem):
+    """Until session 41 corpus names were not checked: `../prod` built its index outside `build --out`
+    (over an unrelated index), `a/b` nested folders and `no:` was the corpus 'False'."""
+    from ragroute.corpora import load_corpus_specs
+    from ragroute.errors import RagrouteError
+    from ragroute.yaml_files import read_yaml
+
+    path = tmp_path / "corpora.yaml"
+    path.write_text(f"corpora:\n  {key}: {{path: .}}\n  fine: {{path: .}}\n", encoding="utf-8")
+    (name,) = [k for k in read_yaml(path, "corpus definitions")["corpora"] if k != "fine"]
+    with pytest.raises(RagrouteError) as info:
+        load_corpus_specs(path)
+    shown = repr(name) if isinstance(name, str) else name
+    assert str(info.value) == f"{path}: corpus {shown}: {problem}"
+
+
+def test_corpus_names_in_any_script_and_with_inner_blanks_are_kept(tmp_path):
+    from ragroute.corpora import load_corpus_specs
+
+    path = tmp_path / "corpora.yaml"
+    path.write_text("corpora:\n  Café notes: {path: .}\n  '2024': {path: .}\n  a.b-c_d: {path: .}\n", "utf-8")
+    assert [spec.name for spec in load_corpus_specs(path)] == ["Café notes", "2024", "a.b-c_d"]

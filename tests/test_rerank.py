@@ -534,6 +534,45 @@ def test_recalibration_publishes_a_new_build_with_the_same_model(tiny_reranker, 
     assert reranker.calibration.c == pytest.approx(report["c"]) and reranker.calibration.fitted
 
 
+def test_recalibration_scores_the_model_under_its_writer_lock(tiny_reranker, tmp_path, monkeypatch):
+    """Until session 41 the model was loaded and scored before the lock was taken: a `rerank train`
+    publishing meanwhile had its new weights published with a calibration fitted on the old ones.
+    Another writer trying during the fit now finds the artifact busy."""
+    import shutil
+    import threading
+
+    from ragroute.rerank import train
+    from ragroute.store.locks import LOCK_NAME, ArtifactBusyError, writer_lock
+
+    source, _ = tiny_reranker
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    pairs = []
+    for topic, (query, _) in TOPICS.items():
+        for rank, (other, (_, candidate)) in enumerate(TOPICS.items(), 1):
+            pairs.append(Pair(query, candidate, float(other == topic), "toy", rank))
+    seen: list[str] = []
+
+    def other_writer() -> None:
+        try:
+            with writer_lock(out / LOCK_NAME, str(out), timeout=0):
+                seen.append("free")
+        except ArtifactBusyError:
+            seen.append("busy")
+
+    real_fit = train.fit_platt
+
+    def fit_while_another_writer_tries(*args, **kwargs):
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        thread.join()
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit_platt", fit_while_another_writer_tries)
+    assert train.recalibrate(out, pairs)["fitted"]
+    assert seen == ["busy"]
+
+
 def test_calibration_weighs_the_stage1_score_within_its_pool():
     from ragroute.rerank.cross_encoder import Calibration, pool_zscores
     from ragroute.rerank.train import fit_platt

@@ -207,6 +207,74 @@ def test_skills_tune_command_fits_saves_and_route_uses_it(tiny_reranker, tmp_pat
     assert f"fitting on {len(QRELS) - 1} tasks with a relevant skill" in out.stderr
 
 
+def test_skills_tune_holds_the_index_lock_so_a_build_published_meanwhile_is_not_lost(
+    tiny_reranker,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """Until session 41 `skills tune` read the index, fitted and wrote it back without its writer
+    lock: a build published during the fit was silently replaced by the catalogue tune had read.
+    Here a second writer publishes from another thread during the fit: it must wait for the tune's
+    build and then publish, so the index ends with its catalogue."""
+    import json
+    import time
+
+    from ragroute.cli import main
+    from ragroute.skills import blend as blend_module
+    from ragroute.store import locks
+
+    runner = CliRunner()
+    index = tmp_path / "idx"
+    built = runner.invoke(main, ["skills", "build", str(DATA), "--out", str(index), "--backend", "torch"])
+    assert built.exit_code == 0, built.output
+    grown = tmp_path / "grown.jsonl"
+    extra = {"_id": "brand_new_skill", "name": "launchRocket", "description": "Launch a rocket to orbit."}
+    grown.write_text((DATA / "skills.jsonl").read_text() + json.dumps(extra) + "\n")
+    newer = SkillRouter.build(load_catalogue(grown), HashingEncoder(dim=256))
+    waited = threading.Event()
+
+    class _Time:  # the lock's clock, telling when the second writer waits for the lock
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            waited.set()
+            time.sleep(seconds)
+
+    monkeypatch.setattr(locks, "time", _Time)
+    failed: list[BaseException] = []
+
+    def publish_newer() -> None:
+        try:
+            newer.save(index)
+        except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
+            failed.append(exc)
+
+    writer = threading.Thread(target=publish_newer)
+    real_fit = blend_module.fit_rerank_blend
+
+    def fit_while_another_writer_publishes(*args, **kwargs):
+        blend = real_fit(*args, **kwargs)
+        writer.start()
+        while writer.is_alive() and not waited.wait(0.01):  # it publishes, or waits for the lock
+            pass
+        return blend
+
+    monkeypatch.setattr(blend_module, "fit_rerank_blend", fit_while_another_writer_publishes)
+    out = runner.invoke(
+        main,
+        ["skills", "tune", str(index), "--queries", str(DATA / "queries.jsonl")]
+        + ["--qrels", str(DATA / "qrels" / "dev.tsv"), "--reranker", str(tiny_reranker.model_ref)]
+        + ["--backend", "torch"],
+    )
+    writer.join(60)
+    assert out.exit_code == 0, out.output
+    assert not failed and not writer.is_alive()
+    assert waited.is_set()  # the second writer waited for the tune's build ...
+    published = SkillRouter.load(index, encoder=HashingEncoder(dim=256)).catalogue.ids
+    assert "brand_new_skill" in published  # ... and then published
+
+
 def test_bench_fits_the_blend_on_fold_0_and_scores_fold_1(tiny_reranker, monkeypatch):  # noqa: F811
     from ragroute.evaluation.bench_skills import format_report, run_skills_bench
     from ragroute.rerank.train import query_fold

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +19,7 @@ from ragroute.cli.common import (
     counted,
     open_encoder,
     refuse_options,
+    user_error_message,
 )
 from ragroute.cli.options import (
     StoreLocation,
@@ -211,10 +213,34 @@ def build_command(
     # a corpus definitions file: one index per corpus, each loaded and cut as the file says
     reason = f"to {corpus}, a corpus definitions file (each corpus sets its own)"
     refuse_options(("granularity", "name", *columns), reason)
-    model = open_encoder(encoder, backend, cache_dir) if method != "bm25" else None
+    # every index folder is checked and every corpus loaded before any is built: until session 41
+    # a corpus with no documents stopped the build with "no documents to index", naming no corpus,
+    # after the corpora before it were published
+    from ragroute.errors import IndexFormatError
+    from ragroute.index.io import FAMILY
+    from ragroute.store.artifact import building
+
     for spec in definitions:
+        with _about(spec, "; no corpus was built"), building(out_dir / spec.name, FAMILY, IndexFormatError):
+            pass
+    loaded = []
+    for spec in definitions:
+        with _about(spec, "; no corpus was built"):
+            units = load_units(spec, spec.granularity, on_error)
+            if not units:
+                raise RagrouteError(f"no documents to index in {spec.path}")
+        loaded.append((spec, units))
+    model = open_encoder(encoder, backend, cache_dir) if method != "bm25" else None
+    done: list[str] = []
+    while loaded:
+        spec, units = loaded.pop(0)  # each corpus's documents are let go once it is built
         began = time.perf_counter()
-        _build_one(spec, spec.granularity, {}, out_dir / spec.name, spec.name, settings, model, began)
+        already = f"; already built in {out_dir}: {', '.join(map(repr, done))}" if done else ""
+        with _about(spec, already or "; no corpus was built"):
+            _build_one(
+                spec, spec.granularity, {}, out_dir / spec.name, spec.name, settings, model, began, units
+            )
+        done.append(spec.name)
     built = counted(len(definitions), "corpus index", "corpus indexes")
     click.echo(
         f"built {built} into {out_dir}: a routing config reads them with 'corpora: {corpus.resolve()}' "
@@ -239,6 +265,18 @@ class _Build:
     on_error: str
 
 
+@contextlib.contextmanager
+def _about(spec: CorpusSpec, after: str) -> Iterator[None]:
+    """A user error of the body as one line naming the corpus ``spec``, ``after`` added."""
+    try:
+        yield
+    except (RagrouteError, OSError) as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        raise RagrouteError(f"corpus {spec.name!r}: {message}{after}") from exc
+
+
 def _corpus_definitions(corpus: Path) -> list[CorpusSpec] | None:
     """The corpora of a corpus definitions file (a ``.yaml`` / ``.yml`` CORPUS), else None."""
     if corpus.suffix.lower() not in (".yaml", ".yml"):
@@ -257,9 +295,11 @@ def _build_one(
     settings: _Build,
     model: Any,
     start: float,
+    units: list[Document] | None = None,
 ) -> None:
     """Build one index of ``corpus`` (a path, or a :class:`~ragroute.corpora.CorpusSpec`) into
-    ``out_dir`` through the artifact store (``model``: the encoder, opened here when None and needed)."""
+    ``out_dir`` through the artifact store (``model``: the encoder, opened here when None and needed;
+    ``units``: the corpus's units when loaded already)."""
     from ragroute.errors import IndexFormatError
     from ragroute.index.build import build_index
     from ragroute.index.io import FAMILY
@@ -272,7 +312,8 @@ def _build_one(
     with building(out_dir, FAMILY, IndexFormatError):
         if model is None and method != "bm25":  # resolved first: a missing model fails before any work
             model = open_encoder(settings.encoder, settings.backend, settings.cache_dir)
-        units = load_units(corpus, granularity, settings.on_error, columns)
+        if units is None:
+            units = load_units(corpus, granularity, settings.on_error, columns)
         if settings.engine == "ray":
             index = _build_on_ray(
                 units, method, model, settings.encoder, settings.cache_dir, settings.dense_params,

@@ -251,11 +251,14 @@ def calibrate_command(
     pool as the reranker sees it at query time. The model itself is unchanged.
     """
     from ragroute.rerank.train import recalibrate
-    from ragroute.store import open_snapshot
+    from ragroute.store import artifact_lock, open_snapshot
 
-    params_in = open_snapshot(model, family="reranker").manifest.params
-    calibration = _calibration_pairs(params_in, roots, split, encoder, backend, cache_dir)
-    click.echo(json.dumps(recalibrate(model, calibration), indent=2))
+    # pairs drawn from the manifest of the build they recalibrate (read apart until session 41)
+    with artifact_lock(model):
+        params_in = open_snapshot(model, family="reranker").manifest.params
+        calibration = _calibration_pairs(params_in, roots, split, encoder, backend, cache_dir)
+        report = recalibrate(model, calibration)
+    click.echo(json.dumps(report, indent=2))
 
 
 @rerank_group.command("average")

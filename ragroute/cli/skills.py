@@ -368,36 +368,42 @@ def tune_command(
     from ragroute.loaders.common import name_a_few
     from ragroute.skills.blend import fit_rerank_blend
     from ragroute.skills.router import SkillRouter
+    from ragroute.store import artifact_lock
 
-    model_id = _skill_index_encoder(index_dir)
-    tasks = read_tasks(queries_path)
-    qrels = load_qrels(qrels_path)
-    reranker, said = resolve_reranker(reranker_path, False)
-    if reranker is None:
-        raise RagrouteError(f"tuning the rerank blend needs a reranker: {said}")
-    click.echo(said, err=True)
-    encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
-    router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder)
-    unknown = sorted({sid for judged in qrels.values() for sid in judged} - set(router.catalogue.ids))
-    if unknown:
-        raise RagrouteError(
-            f"{qrels_path}: {len(unknown)} judged skill id(s) are not in the index: {', '.join(unknown[:5])}"
-        )
-    known = {qid for qid, _ in tasks}
-    absent = [qid for qid in qrels if qid not in known]  # in file order
-    if absent:  # their judgements would be dropped without a word
-        click.echo(
-            f"warning: {qrels_path}: {len(absent)} judged task(s) not in {queries_path}, left out: "
-            f"{name_a_few(absent)}",
-            err=True,
-        )
-    # tasks with a relevant skill: the fit leaves the others out, and --max-queries counted them
-    # (a fit could fail with too few tasks when the file held plenty, until session 36)
-    judged = [(qid, text) for qid, text in tasks if any(g > 0 for g in qrels.get(qid, {}).values())]
-    judged = judged[:max_queries]
-    click.echo(f"fitting on {len(judged)} tasks with a relevant skill, of {len(tasks)} ...", err=True)
-    blend = fit_rerank_blend(router, judged, qrels, name=str(queries_path))
-    router.with_options(rerank_blend=blend).save(index_dir)
+    # the index is read, fitted for and written back under its writer lock: a `skills build` that
+    # published meanwhile was silently replaced by the catalogue read here until session 41; now a
+    # concurrent build waits for the tune (and a tune for a build) and neither is lost
+    with artifact_lock(index_dir):
+        model_id = _skill_index_encoder(index_dir)
+        tasks = read_tasks(queries_path)
+        qrels = load_qrels(qrels_path)
+        reranker, said = resolve_reranker(reranker_path, False)
+        if reranker is None:
+            raise RagrouteError(f"tuning the rerank blend needs a reranker: {said}")
+        click.echo(said, err=True)
+        encoder = load_encoder(model_id, backend=backend, cache_dir=cache_dir)
+        router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder)
+        unknown = sorted({sid for judged in qrels.values() for sid in judged} - set(router.catalogue.ids))
+        if unknown:
+            raise RagrouteError(
+                f"{qrels_path}: {len(unknown)} judged skill id(s) are not in the index: "
+                f"{', '.join(unknown[:5])}"
+            )
+        known = {qid for qid, _ in tasks}
+        absent = [qid for qid in qrels if qid not in known]  # in file order
+        if absent:  # their judgements would be dropped without a word
+            click.echo(
+                f"warning: {qrels_path}: {len(absent)} judged task(s) not in {queries_path}, left out: "
+                f"{name_a_few(absent)}",
+                err=True,
+            )
+        # tasks with a relevant skill: the fit leaves the others out, and --max-queries counted them
+        # (a fit could fail with too few tasks when the file held plenty, until session 36)
+        judged = [(qid, text) for qid, text in tasks if any(g > 0 for g in qrels.get(qid, {}).values())]
+        judged = judged[:max_queries]
+        click.echo(f"fitting on {len(judged)} tasks with a relevant skill, of {len(tasks)} ...", err=True)
+        blend = fit_rerank_blend(router, judged, qrels, name=str(queries_path))
+        router.with_options(rerank_blend=blend).save(index_dir)
     chosen, curve = blend.summary()
     click.echo(
         f"{index_dir}: {chosen} for reranker {blend.reranker['name']} "

@@ -72,6 +72,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -191,11 +192,21 @@ def read_triples(path: str | Path) -> TripleSet:
     return triples_from_records(_jsonl_records(text), source=path.name)
 
 
+_NEWLINE = re.compile("\n")  # where io.StringIO ends a line
+
+
 def _csv_records(text: str, delimiter: str, source: str) -> list[tuple[int, Any]]:
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    from ragroute.loaders.tabular import END_MARK, check_quotes_closed, with_end_mark
+
+    lines = io.StringIO(text).readlines()
+    reader = csv.reader(with_end_mark(lines), delimiter=delimiter)
     header: list[str] | None = None
     records: list[tuple[int, Any]] = []
     for row in reader:
+        if row == [END_MARK]:
+            break
+        # a quote never closed took in every line after it, silently, until session 41
+        check_quotes_closed(row, source, len(lines), _NEWLINE)
         if not any(cell.strip() for cell in row):
             continue
         if header is None:

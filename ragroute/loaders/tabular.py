@@ -11,6 +11,7 @@ of the two cells).
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -71,6 +72,44 @@ class _DecodedLines:
         return None
 
 
+#: a line read after the last line of a CSV/TSV file: a row of its own, unless a quoted field that
+#: is never closed takes it in (with every line after its opening quote)
+END_MARK = "\x1eragroute: end of file\x1e"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def with_end_mark(lines: Iterable[str]) -> Iterator[str]:
+    """``lines``, then a line break and :data:`END_MARK` on a line of its own (for
+    :func:`check_quotes_closed`: what a csv reader makes of them tells whether a quote was left open)."""
+    yield from lines
+    yield "\n"
+    yield END_MARK + "\n"
+
+
+def check_quotes_closed(
+    fields: Sequence[str], path: str | Path, last_line: int, line_break: re.Pattern[str] = _LINE_BREAK
+) -> None:
+    """Raise :class:`CorpusFormatError` if the row ``fields`` of a file of ``last_line`` lines (ended
+    at ``line_break``), read from :func:`with_end_mark`, ends in a quoted field that is never closed,
+    naming the line of its opening quote. Until session 41 such a field silently took in every row
+    after it as its text (Python's csv reader, not strict, ends the field at the end of the file)."""
+    if not fields or END_MARK not in fields[-1]:
+        return
+    text = fields[-1][: fields[-1].index(END_MARK) - 1]  # without the mark's line break
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith(("\r", "\n")):
+        text = text[:-1]  # the last line's own break
+    opened = last_line - len(line_break.findall(text))
+    after = last_line - opened
+    lines = "the line" if after == 1 else f"all {after} lines"
+    taken = f" (it would take in {lines} after it)" if after else ""
+    raise CorpusFormatError(
+        f"{path} line {opened}: a quoted field opened on this line is never closed{taken}; close it "
+        'with ", and write a " inside a quoted field as ""'
+    )
+
+
 def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int, list[str], str | None]]:
     """Yield ``(start_line, fields, problem)`` for each non-blank row of a CSV/TSV file.
 
@@ -80,8 +119,9 @@ def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int,
     :class:`CorpusFormatError` naming file and line.
     """
     with open_binary(path) as fh:
-        lines = _DecodedLines(fh.read().splitlines(keepends=True))
-    reader = csv.reader(iter(lines), delimiter=delimiter)
+        raw = fh.read().splitlines(keepends=True)
+    lines = _DecodedLines(raw)
+    reader = csv.reader(with_end_mark(lines), delimiter=delimiter)
     end = 0
     while True:
         try:
@@ -90,6 +130,9 @@ def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int,
             return
         except csv.Error as exc:
             raise CorpusFormatError(f"{path} line {reader.line_num}: {exc}") from None
+        if fields == [END_MARK]:
+            return
+        check_quotes_closed(fields, path, len(raw))
         start, end = end + 1, reader.line_num
         if not fields:
             continue

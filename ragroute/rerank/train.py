@@ -710,9 +710,12 @@ def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
     from ragroute.rerank.cross_encoder import CrossEncoderReranker
     from ragroute.store import artifact_lock, open_snapshot, write_artifact
 
-    reranker = CrossEncoderReranker(model, backend="torch")
-    calibration, report = fit_platt(pairs, lambda batch: reranker.logits_pairs(batch))
-    with artifact_lock(model):  # the build copied below stays current (and on disk) until published
+    # the model scored below is the one whose files are copied: until session 41 it was loaded
+    # and scored before the lock was taken, so a `rerank train` publishing meanwhile got the
+    # calibration fitted on the old model's logits, silently
+    with artifact_lock(model):  # the build read here stays current (and on disk) until published
+        reranker = CrossEncoderReranker(model, backend="torch")
+        calibration, report = fit_platt(pairs, lambda batch: reranker.logits_pairs(batch))
         snapshot = open_snapshot(model, family=FAMILY)
         manifest = snapshot.manifest
         # the bar the model was trained with, as averaging reads it
