@@ -528,3 +528,47 @@ def test_dense_bench_refuses_two_folders_of_one_name_as_bench_encode_does(tmp_pa
         f"error: --data {one} and {two} share the folder name 'mini': "
         "give each collection once, under names of their own\n"
     )
+
+
+@pytest.mark.parametrize("factory", ["flat", "ivfpq"])
+def test_a_memory_mapped_index_can_be_changed_after_later_builds_pruned_its_build(tmp_path, factory):
+    """Until session 41 `add` re-read the faiss file by name: once two later builds (of another
+    process) had pruned the build it was loaded from, it failed with faiss's 'No such file or
+    directory'. It reads back through the handles kept at load, checked against its manifest."""
+    from ragroute.index.io import load_index, save_index
+
+    vectors = _clustered(1200)
+    docs = [Document(id=f"d{i}", text="x") for i in range(1200)]
+    params = DenseParams(factory=factory, mmap=True)
+    if factory == "ivfpq":
+        params = DenseParams(factory="ivfpq", pq_m=4, ivf_nlist=4, ivf_nprobe=4, refine=4, mmap=True)
+    base = DenseIndex(_Fixed(), params)
+    base.add_vectors(docs, vectors)
+    save_index(base, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", encoder=_Fixed())
+    first = loaded.mapped.parent
+    for _ in range(2):
+        save_index(base, tmp_path / "ix")
+    assert not first.exists()  # its build was pruned
+    query = _clustered(1, seed=9)
+    loaded.add_vectors([Document(id="twin", text="x")], query)
+    assert loaded.mapped is None and loaded.search_vectors(query, 1)[0][0].doc_id == "twin"
+    assert loaded.delete(["twin"]) == 1
+
+
+def test_a_memory_mapped_index_reads_its_file_back_only_if_it_matches_its_manifest(tmp_path):
+    from ragroute.errors import IndexFormatError
+    from ragroute.index.io import load_index, save_index
+
+    base = DenseIndex(_Fixed(), DenseParams(factory="flat", mmap=True))
+    base.add_vectors([Document(id=f"d{i}", text="x") for i in range(50)], _clustered(50))
+    save_index(base, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", encoder=_Fixed())
+    with open(loaded.mapped, "r+b") as handle:  # changed in place since it was loaded
+        handle.seek(-1, 2)
+        last = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(bytes([last[0] ^ 1]))
+    with pytest.raises(IndexFormatError, match=r"dense.faiss is corrupt: it no longer matches the checksum"):
+        loaded.add_vectors([Document(id="new", text="x")], _clustered(1, seed=3))
+    assert len(loaded) == 50  # nothing added

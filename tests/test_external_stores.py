@@ -662,3 +662,104 @@ def test_a_pruner_killed_after_setting_a_build_aside_still_drops_its_collection(
     assert report.debris == [f"builds/.trash-{older}"]
     assert [_collection_exists(kind, location, c) for c in collections] == [False, True]
     assert len(load_index(tmp_path / "ix", encoder=Fixed())) == 30
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_note_carried_from_another_folder_never_drops_a_collection(tmp_path, kind):
+    # until session 41 a builds/.pending-*.json carried in an artifact folder from elsewhere (a
+    # download, a copy) dropped the collection it named on the next clean or build: the user's own
+    # index's included. A note is acted on only in the very folder it was written in.
+    import json
+    import os
+    import shutil
+    import warnings
+
+    from ragroute.store import clean_artifact
+
+    location = _location(kind, tmp_path, on_disk=True)
+    _, mine, _ = _pair(kind, location, n=30)
+    save_index(mine, tmp_path / "mine")  # the user's own index
+    theirs = tmp_path / "downloaded"
+    save_index(build_index(_data(5)[0], "bm25"), theirs)
+    builds = theirs / "builds"
+    named = {kind: {"location": location, "collection": "x", "collection_name": mine.collection}}
+    note = {"family": "index", "kind": kind, "params": named}
+    (builds / ".pending-000000000001.json").write_text(json.dumps(note))  # no identity (crafted, or old)
+    elsewhere = tmp_path / "elsewhere" / "builds"  # a genuine note of another folder, copied here
+    elsewhere.mkdir(parents=True)
+    identity = {"builds": os.path.realpath(elsewhere), "inode": os.stat(elsewhere).st_ino}
+    (builds / ".pending-000000000002.json").write_text(json.dumps({**note, "artifact": identity}))
+    shutil.copytree(theirs, tmp_path / "copy")  # and a copy of a folder naming its own identity
+    identity = {"builds": os.path.realpath(builds), "inode": os.stat(builds).st_ino}
+    (tmp_path / "copy" / "builds" / ".pending-000000000003.json").write_text(
+        json.dumps({**note, "artifact": identity})
+    )
+    for folder, notes in ((theirs, 2), (tmp_path / "copy", 3)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = clean_artifact(folder)
+        assert _collection_exists(kind, location, mine.collection)  # not acted on
+        said = [str(w.message) for w in caught if "written for another folder" in str(w.message)]
+        assert len(said) == notes and all(f"collection {mine.collection} at {location}" in m for m in said)
+        assert len(report.debris) == notes and _notes(folder) == []  # the notes are removed
+    assert len(load_index(tmp_path / "mine", encoder=Fixed()).search_vectors(_data(30)[1][:1], 3)[0]) == 3
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_loaded_index_whose_collection_a_later_build_dropped_says_to_reload(tmp_path, kind):
+    # until session 41 a LanceDB index loaded in a long-lived process failed every search, once two
+    # later builds had pruned its build and dropped its table, with the store's own words
+    # ("lance error: Not found: .../local.rs:273:40"); Qdrant said "Collection ... not found"
+    location = _location(kind, tmp_path, on_disk=True)
+    _, store, queries = _pair(kind, location, n=30)
+    save_index(store, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", encoder=Fixed())
+    assert len(loaded.search_vectors(queries[:1], 3)[0]) == 3
+    for _ in range(2):  # two rebuilds: the loaded build is pruned, its collection dropped
+        _, other, _ = _pair(kind, location, n=30)
+        save_index(other, tmp_path / "ix")
+    assert not _collection_exists(kind, location, loaded.collection)
+    with pytest.raises(RagrouteError) as caught:
+        loaded.search_vectors(queries[:1], 3)
+    message = str(caught.value)
+    assert "\n" not in message and "rebuilt since this process loaded it" in message
+    assert "load the index again" in message and loaded.collection in message
+    assert len(load_index(tmp_path / "ix", encoder=Fixed()).search_vectors(queries[:1], 3)[0]) == 3
+    # an index built in Python whose collection was dropped says so too, without blaming a rebuild
+    _, unsaved, _ = _pair(kind, location, n=30)
+    unsaved.drop_collection()
+    with pytest.raises(
+        RagrouteError, match="no longer exists in the store .dropped by drop_collection.*rebuild the index"
+    ):
+        unsaved.search_vectors(queries[:1], 3)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_rebuilding_a_copy_of_an_artifact_never_drops_the_originals_collection(tmp_path, kind):
+    # until session 41 `cp -r idx copy` and two rebuilds of the copy pruned the copied build, and its
+    # collection with it: the one the original index still used (it failed to load from then on)
+    import shutil
+    import warnings
+
+    from ragroute.store.artifact import building
+
+    location = _location(kind, tmp_path, on_disk=True)
+
+    def build(target):
+        with building(target, "index"):
+            _, store, _ = _pair(kind, location, n=30)
+            save_index(store, target)
+        return store.collection
+
+    original = build(tmp_path / "orig")
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        copies = [build(tmp_path / "copy") for _ in range(2)]  # the copied build is pruned
+    assert _collection_exists(kind, location, original)
+    assert len(load_index(tmp_path / "orig", encoder=Fixed())) == 30
+    assert any("created for another folder" in str(w.message) and original in str(w.message) for w in caught)
+    # the folder's own builds still drop their collections when pruned
+    build(tmp_path / "copy")
+    assert not _collection_exists(kind, location, copies[0]) and _collection_exists(kind, location, copies[1])
+    assert [build(tmp_path / "orig") for _ in range(2)] and not _collection_exists(kind, location, original)

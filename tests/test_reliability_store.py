@@ -216,3 +216,33 @@ def test_a_lock_file_that_is_a_link_or_no_regular_file_is_never_written_through(
     lock.unlink()
     _publish(target, "1")
     assert open_snapshot(target).manifest.params["tag"] == "1" and lock.is_file()
+
+
+def test_a_clock_set_back_never_prunes_the_previous_build(tmp_path, monkeypatch):
+    """Builds are ordered by their ids, which began with the clock: a clock set back gave the new
+    build an id below the published one, and pruning deleted the published one (the previous
+    build, kept by every write) as a killed writer's debris. Ids now always grow."""
+    import ragroute.store.artifact as artifact
+
+    target = tmp_path / "art"
+    clock = iter([3_000_000_000_000_000_000, 2_000_000_000_000_000_000, 1_000_000_000_000_000_000])
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(artifact, "time", SimpleNamespace(time_ns=lambda: next(clock), time=time.time))
+    first = _publish(target, "0")
+    second = _publish(target, "1")  # the clock went back between the two builds
+    assert open_snapshot(target).manifest.params["tag"] == "1"
+    assert _builds(target) == sorted([first, second])  # the previous build is kept
+    third = _publish(target, "2")
+    assert _builds(target) == [second, third] and second < third
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "-inf"])
+def test_a_lock_timeout_that_is_not_a_finite_count_of_seconds_is_one_line(tmp_path, monkeypatch, value):
+    """Until session 41 max(0.0, nan) made RAGROUTE_LOCK_TIMEOUT=nan (and -5) no wait at all."""
+    monkeypatch.setenv("RAGROUTE_LOCK_TIMEOUT", value)
+    with pytest.raises(RagrouteError, match=f"^RAGROUTE_LOCK_TIMEOUT='{value}' is not a number of seconds"):
+        _publish(tmp_path / "art", "0")
+    assert not (tmp_path / "art" / LOCK_NAME).exists()
+    monkeypatch.setenv("RAGROUTE_LOCK_TIMEOUT", "0")
+    _publish(tmp_path / "art", "0")  # no wait at all is a valid choice

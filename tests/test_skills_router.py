@@ -1008,3 +1008,17 @@ def test_bench_skills_refuses_reranker_options_with_no_reranker(monkeypatch):
     )
     with pytest.raises(RagrouteError, match="tune_blend needs a reranker"):
         run_skills_bench(DATA, HashingEncoder(dim=256), scale=0, tune_blend=10)
+
+
+def test_a_skill_index_loads_only_the_vector_files_its_manifest_lists(router, tmp_path):
+    """Until session 41 every dense_*.npy in the build folder was loaded (a glob), unchecked: a
+    file put there later became one more view, and its width could be taken for the index's."""
+    router.save(tmp_path / "skills")
+    build = next((tmp_path / "skills" / "builds").iterdir())
+    listed = sorted(json.loads((build / "manifest.json").read_text())["files"])
+    views = sorted(n.removeprefix("dense_").removesuffix(".npy") for n in listed if n.startswith("dense_"))
+    np.save(build / "dense_aaa.npy", np.ones((3, 5), dtype=np.float32))  # not in the manifest
+    loaded = SkillRouter.load(tmp_path / "skills", encoder=router.index.encoder)
+    assert sorted(loaded.index.vectors) == views and "aaa" not in loaded.index.vectors
+    task = "send an email to my boss"
+    assert loaded.route(task, k=3).to_dict() == router.route(task, k=3).to_dict()

@@ -9,6 +9,11 @@ other kinds remove them physically.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import json
+import os
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -127,6 +132,7 @@ class DenseIndex(VectorIndex):
         self.faiss_index = faiss_index
         self.exact: np.ndarray | None = None  # rows by internal id (``refine``)
         self.mapped: Path | None = None  # the file loaded memory-mapped: read into memory before a change
+        self._mapped_files: _MappedFiles | None = None  # its handles and checksums (read())
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -190,17 +196,34 @@ class DenseIndex(VectorIndex):
 
     def _writable(self) -> None:
         """A memory-mapped index is read-only (faiss crashes on writes to mapped lists): copy it
-        into memory first."""
+        into memory first, from the files it was loaded from, read through the handles kept since
+        (:class:`_MappedFiles`: the build may have been pruned since) and checked against the
+        manifest it was loaded from. Until session 41 the faiss file was read again by name,
+        unchecked, and once two later builds had pruned its build ``add`` failed with faiss's
+        ``No such file or directory``."""
         if self.mapped is not None and self.faiss_index is not None:
+            files = self._mapped_files
+            if files is None:  # not loaded by read(): nothing kept to read back
+                raise IndexFormatError(
+                    f"{self.mapped}: cannot change a memory-mapped index that kept no handle on its "
+                    "file; load the index again without mmap to change it"
+                )
+            data = files.read(FAISS_NAME)
             try:
-                self.faiss_index = faiss.read_index(str(self.mapped))
+                faiss_index = faiss.deserialize_index(data)
             except RuntimeError as exc:
                 raise IndexFormatError(
-                    f"{self.mapped}: cannot read the memory-mapped index back to change it ({exc})"
+                    f"{self.mapped}: cannot read the memory-mapped index back to change it "
+                    f"({str(exc).splitlines()[0]})"
                 ) from None
-            if self.exact is not None:
-                self.exact = np.array(self.exact)
-            self.mapped = None
+            exact = self.exact
+            if exact is not None and files.has(EXACT_NAME):
+                exact = np.load(io.BytesIO(files.read(EXACT_NAME).tobytes()), allow_pickle=False)
+            elif exact is not None:
+                exact = np.array(exact)
+            self.faiss_index, self.exact = faiss_index, exact
+            self.mapped, self._mapped_files = None, None
+            files.close()
 
     def _keep_exact(self, iids: np.ndarray, vectors: np.ndarray) -> None:
         rows = int(iids.max()) + 1 if len(iids) else 0
@@ -485,6 +508,8 @@ class DenseIndex(VectorIndex):
             _check_ivf_positions(faiss_index, path)
         index = cls(encoder, dense, store, faiss_index, name)
         index.mapped = path if dense.mmap else None
+        if dense.mmap:  # handles kept to read the files back to change the index (_writable)
+            index._mapped_files = _MappedFiles(Path(directory), (FAISS_NAME, EXACT_NAME))
         exact_path = Path(directory) / EXACT_NAME
         if exact_path.is_file():
             try:
@@ -495,6 +520,88 @@ class DenseIndex(VectorIndex):
                 raise IndexFormatError(f"{exact_path} is corrupt: shape {exact.shape}, dtype {exact.dtype}")
             index.exact = exact
         return index
+
+
+class _MappedFiles:
+    """Open handles on the files a memory-mapped index was loaded from, with the size and sha256
+    its build's manifest records for each: read back through the handle (the build may have been
+    pruned since, its folder gone) and checked, or a one-line :class:`IndexFormatError`. A file
+    the manifest does not list (a folder without one) is checked against its digest at load."""
+
+    def __init__(self, directory: Path, names: Sequence[str]) -> None:
+        import weakref
+
+        from ragroute.store.manifest import MANIFEST_NAME
+
+        self.directory = directory
+        listed: dict[str, Any] = {}
+        try:
+            recorded = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8")).get("files")
+            listed = recorded if isinstance(recorded, dict) else {}
+        except (OSError, ValueError, AttributeError):
+            pass
+        self.held: dict[str, tuple[int, int, str]] = {}  # name -> (fd, bytes, sha256)
+        for name in names:
+            try:
+                fd = os.open(directory / name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self.close()
+                raise IndexFormatError(f"cannot read {directory / name}: {exc.strerror or exc}") from None
+            info = listed.get(name)
+            if isinstance(info, dict) and isinstance(info.get("sha256"), str):
+                self.held[name] = (fd, int(info.get("bytes", -1)), str(info["sha256"]))
+            else:
+                size = os.fstat(fd).st_size
+                self.held[name] = (fd, size, hashlib.sha256(_read_fd(fd, size)).hexdigest())
+        self._closer = weakref.finalize(self, _close_all, [fd for fd, _, _ in self.held.values()])
+
+    def has(self, name: str) -> bool:
+        return name in self.held
+
+    def read(self, name: str) -> np.ndarray:
+        """The bytes of file ``name`` as loaded (uint8), checked against the manifest."""
+        where = self.directory / name
+        if name not in self.held:
+            raise IndexFormatError(f"{where}: no handle kept on this file since the index was loaded")
+        fd, size, sha = self.held[name]
+        try:
+            data = _read_fd(fd, os.fstat(fd).st_size)
+        except OSError as exc:
+            raise IndexFormatError(f"cannot read {where} back: {exc.strerror or exc}") from None
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+            pruned = "" if where.exists() else " (its build was pruned since the index was loaded)"
+            raise IndexFormatError(
+                f"{where} is corrupt: it no longer matches the checksum in the manifest the index was "
+                f"loaded from{pruned}; load the index again"
+            )
+        return np.frombuffer(data, dtype=np.uint8)
+
+    def close(self) -> None:
+        fds = [fd for fd, _, _ in self.held.values()]
+        self.held = {}
+        if hasattr(self, "_closer"):
+            self._closer.detach()
+        _close_all(fds)
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of an open file (from its start, whatever its offset)."""
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, min(1 << 24, size - offset), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _close_all(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _check_ivf_positions(faiss_index: faiss.Index, path: Path) -> None:

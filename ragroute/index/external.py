@@ -38,7 +38,7 @@ from ragroute.index.io import FAMILY
 from ragroute.index.local import VectorIndex
 from ragroute.scopes import Visible
 from ragroute.store.locks import crash_point
-from ragroute.store.outside import note_outside
+from ragroute.store.outside import CREATED_IN, created_in, note_outside
 from ragroute.types import Document, Hit
 
 
@@ -151,6 +151,17 @@ def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[Filter
             FilterClause(key, tuple(values), meta=key not in ("modality", "parent_id", ACCESS_KEY))
         )
     return clauses
+
+
+#: calls on the store that do not read an existing collection (its absence explains nothing)
+_NOT_READS = frozenset(
+    {
+        "create a collection",
+        "list the collections",
+        "drop the collection",
+        "drop the collection of a pruned build",
+    }
+)
 
 
 class ExternalVectorIndex(VectorIndex):
@@ -297,7 +308,8 @@ class ExternalVectorIndex(VectorIndex):
         self._check_writable("add documents to")
         if self.collection is None:
             self.collection = f"{self.params.collection}-{secrets.token_hex(4)}"
-            recorded = {**asdict(self.params), "collection_name": self.collection}
+            self._created_in = created_in()  # the artifact folder it is built for, if known
+            recorded = {**asdict(self.params), "collection_name": self.collection, **self._owner()}
             note_outside(FAMILY, self.kind, {self.params_key: recorded})  # released if never published
             self._call("create a collection", self._create, self.encoder.dim)
             crash_point("external: collection created")
@@ -376,7 +388,36 @@ class ExternalVectorIndex(VectorIndex):
             raise
         except Exception as exc:  # store clients raise many kinds (connection, lock, HTTP, schema)
             where = f"{self.store_name} at {self.params.location} (collection {self.collection})"
-            raise RagrouteError(f"{where}: could not {what}: {first_line(exc)}") from None
+            gone = self._gone_reason() if what not in _NOT_READS else None
+            raise RagrouteError(f"{where}: could not {what}: {gone or first_line(exc)}") from None
+
+    def _gone_reason(self) -> str | None:
+        """Why a call on the collection failed when the collection (or the store's folder) no longer
+        exists; None when it exists or the store cannot say. Until session 41 an index loaded in a
+        long-lived process failed every search with the store's own words (``lance error: Not
+        found: .../local.rs:273:40``) once two later builds of its artifact had pruned its build
+        and dropped the collection with it."""
+        if self.collection is None:
+            return None
+        folder = local_folder(str(self.params.location))
+        try:
+            if folder is not None and not folder.is_dir():
+                lost = f"the {self.store_name} folder {folder} is gone"
+            elif self.collection not in self._names():
+                lost = "the collection no longer exists in the store"
+            else:
+                return None
+        except Exception:  # noqa: BLE001 - the store cannot say: its own error is reported
+            return None
+        if self.manifest is not None:  # loaded from a saved index
+            return (
+                f"{lost}: the index was rebuilt since this process loaded it, and a later build's "
+                "pruning dropped the collection it used (or it was deleted); load the index again"
+            )
+        return (
+            f"{lost} (dropped by drop_collection(), by another program, or by the pruning of another "
+            "artifact folder naming it): rebuild the index (ragroute build)"
+        )
 
     # -- persistence ------------------------------------------------------------------------
     def write_files(self, directory: Path) -> None:
@@ -393,8 +434,19 @@ class ExternalVectorIndex(VectorIndex):
                 "and every reader shares it; build a new index with the documents (ragroute build)"
             )
 
+    def _owner(self) -> dict[str, Any]:
+        """The artifact folder the collection was created for, as the manifest records it
+        (:data:`ragroute.store.outside.CREATED_IN`; none for an index built outside
+        ``building()``): only that folder's pruning drops it, never a copy's."""
+        owner = getattr(self, "_created_in", None)
+        return {CREATED_IN: owner} if owner is not None else {}
+
     def manifest_params(self) -> dict[str, Any]:
-        recorded: dict[str, Any] = {**asdict(self.params), "collection_name": self.collection}
+        recorded: dict[str, Any] = {
+            **asdict(self.params),
+            "collection_name": self.collection,
+            **self._owner(),
+        }
         if self.collection is not None:
             count, digest = self._call("read the collection back", lambda: collection_digest(self._rows()))
             if count != len(self.store):
@@ -436,6 +488,7 @@ class ExternalVectorIndex(VectorIndex):
                 "rebuild the index (ragroute build)"
             )
         index = cls(encoder, StoreParams.from_dict(recorded), store, collection, name)
+        index._created_in = recorded.get(CREATED_IN)  # saved again elsewhere, still not that folder's
         where = f"{cls.store_name} collection {collection} at {index.params.location}"
         width = index._call("read the collection", index._width)
         if width is not None and width != encoder.dim:

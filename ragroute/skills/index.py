@@ -416,9 +416,14 @@ class SkillIndex:
                 kind=(params.get("catalogue") or {}).get("kind", ""),
             )
             scorer = BM25Scorer.read_parts(folder, params.get("bm25_stats"))
+            # the files the manifest lists (checked), never a folder glob: until session 41 any
+            # dense_*.npy in the build folder was loaded, unchecked, as one more view
             vectors = {
-                p.stem.removeprefix("dense_"): np.load(p, allow_pickle=False)
-                for p in folder.glob("dense_*.npy")
+                name.removesuffix(".npy").removeprefix("dense_"): np.load(
+                    snapshot.file(name), allow_pickle=False
+                )
+                for name in sorted(manifest.files)
+                if name.startswith("dense_") and name.endswith(".npy") and "/" not in name
             }
             return catalogue, scorer, vectors, manifest, params
 

@@ -8,19 +8,18 @@ Layout of an artifact folder ``NAME/``::
         manifest.json                 see ragroute.store.manifest
         ...                           the artifact's own files
 
-A write takes the artifact's writer lock (a second writer of the same artifact
-waits for it, then publishes after it; after ``RAGROUTE_LOCK_TIMEOUT`` seconds,
-600 by default, it gives up with a one-line :class:`ArtifactBusyError`), removes
-the temporary folders of writers that died (holding the lock proves no live
-writer owns them), fills a fresh temporary folder, checksums it, renames it into
-``builds/`` under a fresh, time-ordered id, then atomically replaces ``CURRENT``
-(write a temporary file, ``os.replace``): one step a kill cannot leave half
-done. A build killed at any point leaves the previous build published. After
-publishing, every build but the current and the previous one is removed, except
-a build a reader still holds: readers take a shared lock on the manifest of the
-build they read, and a build is removed only under the exclusive lock (renamed
-aside first, so no reader can open it afterwards). :func:`clean_artifact` does
-the same cleaning without writing (``ragroute inspect PATH --clean``).
+A write takes the artifact's writer lock (a second writer of the same artifact waits for it,
+then publishes after it; after ``RAGROUTE_LOCK_TIMEOUT`` seconds, 600 by default, it gives up
+with a one-line :class:`ArtifactBusyError`), removes the temporary folders of writers that died
+(holding the lock proves no live writer owns them), fills a fresh temporary folder, checksums
+it, renames it into ``builds/`` under a fresh id that sorts after every build's (the clock,
+unless it went back), then atomically replaces ``CURRENT`` (write a temporary file,
+``os.replace``): one step a kill cannot leave half done. A build killed at any point leaves the
+previous build published. After publishing, every build but the current and the previous one is
+removed, except a build a reader still holds: readers take a shared lock on the manifest of the
+build they read, and a build is removed only under the exclusive lock (renamed aside first, so
+no reader can open it afterwards). :func:`clean_artifact` does the same cleaning without writing
+(``ragroute inspect PATH --clean``).
 
 A reader (:func:`read_artifact`) resolves ``CURRENT`` once, checks the manifest
 against the pointer, the manifest against its own checksum and every file
@@ -385,7 +384,7 @@ def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
         }
         _fsync_file(path)  # on disk before the pointer names it (a power cut then loses nothing)
         crash_point("publish: file checksummed")
-    manifest.build = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}"
+    manifest.build = f"{_next_stamp(target / BUILDS_DIR):020d}-{os.getpid()}-{secrets.token_hex(3)}"
     manifest.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     text = json.dumps(manifest.to_dict(), indent=2) + "\n"
     write_synced(tmp / MANIFEST_NAME, text)
@@ -403,6 +402,22 @@ def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
     crash_point("publish: pointer replaced")
     _fsync_dir(target)
     _remove_legacy_files(target)
+
+
+def _next_stamp(builds: Path) -> int:
+    """The time stamp that starts a new build's id: the clock in nanoseconds, or one past the
+    largest stamp of a build already in ``builds`` (published, kept, or set aside) when the clock
+    is behind it. Pruning orders builds by their ids, so the ids must grow: until session 41 a
+    clock set back (NTP, a VM restored) gave the new build an id below the published one, which
+    pruning then took for a killed writer's debris newer than the pointer and deleted - the
+    previous build, which every build keeps."""
+    latest = 0
+    with contextlib.suppress(OSError):
+        for entry in builds.iterdir():
+            stamp = entry.name.removeprefix(TRASH_PREFIX).split("-", 1)[0]
+            if len(stamp) == 20 and stamp.isdigit():
+                latest = max(latest, int(stamp))
+    return max(time.time_ns(), latest + 1)
 
 
 def _fsync_file(path: Path) -> None:
@@ -540,7 +555,8 @@ def _discard(trash: Path, what: str) -> bool:
     killed before this is discarded the same way by the next cleaner, so no collection outlives
     its build unsaid."""
     manifest = read_manifest_or_none(trash)
-    if manifest is not None and not release_outside(manifest, build_manifests(trash.parent), what):
+    kept = build_manifests(trash.parent)
+    if manifest is not None and not release_outside(manifest, kept, what, trash.parent):
         for entry in trash.iterdir():
             if entry.name != MANIFEST_NAME:
                 with contextlib.suppress(OSError):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import signal
 import stat
@@ -52,10 +53,15 @@ class ArtifactBusyError(RagrouteError):
 def lock_timeout() -> float:
     """Seconds a writer waits for another writer of the same artifact (``RAGROUTE_LOCK_TIMEOUT``)."""
     raw = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    if not raw.strip():
+        return DEFAULT_LOCK_TIMEOUT
     try:
-        return max(0.0, float(raw)) if raw else DEFAULT_LOCK_TIMEOUT
+        value = float(raw)
     except ValueError:
         raise RagrouteError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:  # until session 41 nan (and -5) became 0: no wait at all
+        raise RagrouteError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds >= 0 (finite)")
+    return value
 
 
 class _Held(threading.local):
@@ -86,9 +92,10 @@ def writer_lock(lock_file: str | Path, what: str, *, timeout: float | None = Non
             fd, depth, locked = _HELD.locks[key]
             _HELD.locks[key] = (fd, depth - 1, locked)
         return
+    wait = lock_timeout() if timeout is None else timeout  # a bad setting fails before the lock file is made
     fd = _open_lock_file(key, what)
     try:
-        locked = _acquire(fd, key, what, lock_timeout() if timeout is None else timeout)
+        locked = _acquire(fd, key, what, wait)
         if locked:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)

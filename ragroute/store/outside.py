@@ -13,7 +13,13 @@ and holds a shared ``flock`` on it for as long as the process lives.
 * When the builder's body ends (published, failed or interrupted), each of its notes is
   settled: released unless a build in ``builds/`` names the same thing, then removed.
 * A note whose process died (its lock is free) is settled the same way by the next writer of
-  that artifact or by ``ragroute inspect PATH --clean`` (:func:`settle_dead_notes`).
+  that artifact or by ``ragroute inspect PATH --clean`` (:func:`settle_dead_notes`) - only when
+  it was written for this very folder: a note records the real path of the artifact's
+  ``builds/`` and its inode (:func:`_folder_identity`), which a copied, downloaded or crafted
+  folder does not share. A note that does not match (or records neither, as notes written
+  before session 41 do) is removed with a warning naming what it names, never acted on: until
+  session 41 a note carried in a folder from elsewhere dropped the collection it named, the
+  user's own index's included.
 
 Releasing goes through the ``RELEASES`` registry, as for a build the store prunes
 (:func:`release_outside`); a failure is a warning naming what was left, and the note stays for
@@ -81,7 +87,8 @@ def note_outside(family: str, kind: str, params: dict[str, Any]) -> None:
     notes.builds.mkdir(parents=True, exist_ok=True)
     name = f"{PENDING_PREFIX}{secrets.token_hex(6)}.json"
     draft = notes.builds / f".draft{name}"
-    write_synced(draft, json.dumps({"family": family, "kind": kind, "params": params}) + "\n")
+    note = {"family": family, "kind": kind, "params": params, "artifact": _folder_identity(notes.builds)}
+    write_synced(draft, json.dumps(note) + "\n")
     fd = os.open(draft, os.O_RDONLY)
     shared(fd)  # taken before the note has its name: no cleaner can see it unlocked
     path = notes.builds / name
@@ -105,28 +112,89 @@ def settle_dead_notes(builds: Path, *, locked: bool, stale_seconds: float) -> li
         try:
             recent = time.time() - os.fstat(fd).st_mtime <= stale_seconds
             alive = not try_exclusive(fd) or (not locked and recent)
-            if not alive and _settle(path, builds):
+            if not alive and _settle(path, builds, own_only=True):
                 removed.append(f"{builds.name}/{path.name}")
         finally:
             os.close(fd)
     return removed
 
 
-def _settle(path: Path, builds: Path) -> bool:
+def _folder_identity(builds: Path) -> dict[str, Any]:
+    """What ties a note to the ``builds/`` folder it was written in: its real path and inode. A
+    copy (``cp -r``, a download, an unpacked archive) has another inode; the same folder reached
+    by another spelling (a symbolic link above it) has the same real path."""
+    return {"builds": os.path.realpath(builds), "inode": os.stat(builds).st_ino}
+
+
+def _written_here(data: dict[str, Any], builds: Path) -> bool:
+    """Whether a note's recorded identity is that of ``builds`` (see :func:`_folder_identity`)."""
+    recorded = data.get("artifact")
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        return recorded == _folder_identity(builds)
+    except OSError:
+        return False
+
+
+def _settle(path: Path, builds: Path, *, own_only: bool = False) -> bool:
     """Release what the note at ``path`` names unless a build in ``builds`` names it too, then
-    remove the note; ``False`` (note kept) when the release failed."""
+    remove the note; ``False`` (note kept) when the release failed. ``own_only`` (a note another
+    process wrote): a note not written in this very folder is removed without acting on it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         family, kind, params = str(data["family"]), str(data["kind"]), dict(data["params"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         warnings.warn(f"{path}: an unreadable note of an interrupted build was removed ({exc})", stacklevel=2)
         path.unlink(missing_ok=True)
         return True
+    if own_only and not _written_here(data, builds):
+        warnings.warn(
+            f"{path}: a note of an unfinished build written for another folder (copied or downloaded "
+            f"here, or written before session 41) was removed without releasing what it names "
+            f"({_named(params)}); if that is a leftover of yours, delete it in its store",
+            stacklevel=2,
+        )
+        path.unlink(missing_ok=True)
+        return True
     noted = ArtifactManifest(family=family, kind=kind, params=params)
-    if not release_outside(noted, build_manifests(builds), f"what the unfinished build noted in {path}"):
+    if not release_outside(
+        noted, build_manifests(builds), f"what the unfinished build noted in {path}", builds
+    ):
         return False
     path.unlink(missing_ok=True)
     return True
+
+
+CREATED_IN = "created_in"
+"""The key under which a family records, among what names a thing it created outside (its
+manifest parameters), the identity of the ``builds/`` folder it was created for
+(:func:`created_in`): a copy of the folder never releases it (:func:`release_outside`)."""
+
+
+def created_in() -> dict[str, Any] | None:
+    """The identity of the artifact folder the running :func:`outside_writes` block builds (None
+    outside one), for a family to record with what it creates outside (:data:`CREATED_IN`)."""
+    notes = _CURRENT.get()
+    if notes is None:
+        return None
+    notes.builds.mkdir(parents=True, exist_ok=True)
+    return _folder_identity(notes.builds)
+
+
+def _recorded_owner(params: dict[str, Any]) -> Any:
+    for value in params.values():
+        if isinstance(value, dict) and CREATED_IN in value:
+            return value[CREATED_IN]
+    return None
+
+
+def _named(params: dict[str, Any]) -> str:
+    """What a note's parameters name, for a warning: ``collection C at LOCATION``."""
+    for value in params.values():
+        if isinstance(value, dict) and "collection_name" in value:
+            return f"collection {value.get('collection_name')} at {value.get('location')}"
+    return json.dumps(params)[:200]
 
 
 def build_manifests(builds: Path) -> list[ArtifactManifest]:
@@ -136,15 +204,33 @@ def build_manifests(builds: Path) -> list[ArtifactManifest]:
     return [m for b in done if (m := read_manifest_or_none(b))]
 
 
-def release_outside(removed: ArtifactManifest, kept: list[ArtifactManifest], what: str) -> bool:
+def release_outside(
+    removed: ArtifactManifest, kept: list[ArtifactManifest], what: str, builds: Path | None = None
+) -> bool:
     """Release what ``removed`` (a pruned build, or the note of an unfinished one; ``what`` says
     which, as the subject of the warning) held outside its folder, unless one of ``kept`` names
-    it (the family's ``RELEASES`` hook). A failure is a warning naming what was left, never an
-    error; returns whether it succeeded."""
+    it (the family's ``RELEASES`` hook), or it records that it was created for another folder than
+    ``builds`` (:data:`CREATED_IN`: a build copied here with its folder, whose collection the
+    original still uses; until session 41 two rebuilds of a ``cp -r`` copy of a Qdrant or LanceDB
+    index dropped the original's collection). A failure is a warning naming what was left, never
+    an error; returns whether it succeeded (or was not this folder's to do)."""
     from ragroute.registry import RELEASES
 
     if removed.family not in RELEASES:
         return True
+    owner = _recorded_owner(removed.params)
+    if builds is not None and owner is not None:
+        try:
+            ours = owner == _folder_identity(builds)
+        except OSError:
+            ours = False
+        if not ours:
+            warnings.warn(
+                f"{what} held outside its folder was created for another folder (this one is a copy, "
+                f"or was moved): it is left ({_named(removed.params)})",
+                stacklevel=2,
+            )
+            return True
     try:
         RELEASES.get(removed.family)(removed, kept)
     except Exception as exc:  # noqa: BLE001 - what is left is only said
