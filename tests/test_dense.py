@@ -84,7 +84,16 @@ def test_ivfpq_recall_reasonable():
     truth = exact.search_vectors(queries, 10)
     found = approx.search_vectors(queries, 10)
     overlap = np.mean([len({h.doc_id for h in a} & {h.doc_id for h in b}) / 10 for a, b in zip(truth, found)])
-    assert overlap > 0.5
+    # 3,000 points for 219 lists (faiss asks for 8,541): 0.494-0.524 over six corpus orders until
+    # session 41, 0.496 in every order since training reads its points in document-id order
+    assert overlap > 0.45
+    order = np.random.default_rng(1).permutation(len(docs))
+    shuffled = DenseIndex(Fixed(), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=32))
+    shuffled.add_vectors([docs[i] for i in order], vectors[order])
+    again = shuffled.search_vectors(queries, 10)
+    assert [[(h.doc_id, h.score) for h in hits] for hits in again] == [
+        [(h.doc_id, h.score) for h in hits] for hits in found
+    ]
     # nprobe above the lists chosen for 3,000 vectors (4 sqrt(3000) = 219): recorded as 219 with a
     # warning (the manifest kept the asked 500 until session 36)
     wide = DenseIndex(Fixed(), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=500))

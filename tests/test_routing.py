@@ -332,6 +332,54 @@ def test_pseudo_queries_deterministic():
     assert all(5 <= len(text.split()) <= 12 for _, text in pseudo_queries(docs, 5))
 
 
+def test_pseudo_queries_are_drawn_by_document_id_not_by_position():
+    """Until session 41 the draw went over positions: the same documents in another order, or one
+    more document, gave other pseudo-queries (and routers calibrated on them other probabilities)."""
+    docs = [Document(id=f"d{i}", text=" ".join(f"w{i}x{j}" for j in range(30))) for i in range(40)]
+    first = pseudo_queries(docs, 8, seed=3, key="src")
+    texts = {docs[p].id: t for p, t in first}
+    flipped = docs[::-1]
+    assert {flipped[p].id: t for p, t in pseudo_queries(flipped, 8, seed=3, key="src")} == texts
+    grown = [*docs[:20], Document(id="new", text=" ".join(f"n{j}" for j in range(30))), *docs[20:]]
+    again = {grown[p].id: t for p, t in pseudo_queries(grown, 8, seed=3, key="src")}
+    assert len(set(again.items()) - set(texts.items())) <= 1  # the new one can take one place
+    assert pseudo_queries(docs, 8, seed=3, key="other") != first  # sources draw apart
+
+
+def test_router_probabilities_do_not_depend_on_the_order_of_sources_or_documents(hashing_encoder, small_docs):
+    """Calibration drew its pseudo-queries with ``seed + the source's position`` and over document
+    positions (and the prototype bank over positions) until session 41: on six Glasgow collections
+    a reversed source list moved probabilities by up to 0.24 and changed the routes of 15 queries."""
+    import random
+
+    from conftest import topic_sources
+
+    queries = ["telescope orbit comet", "bread flour oven", "printer vpn password", "star sauce network"]
+    shuffled = list(small_docs)
+    random.Random(5).shuffle(shuffled)
+    layouts = [
+        topic_sources(small_docs, hashing_encoder, describe=True),
+        topic_sources(small_docs, hashing_encoder, describe=True)[::-1],
+        topic_sources(shuffled, hashing_encoder, describe=True),
+    ]
+
+    def probabilities(make):
+        out = []
+        for sources in layouts:
+            router = make(sources)
+            out.append([{n: round(p, 9) for n, p in d.routes.items()} for d in router.route_many(queries)])
+        return out
+
+    for make in (
+        lambda srcs: PrototypeRouter(
+            srcs, hashing_encoder, PrototypeConfig(max_docs=4, calibration_queries=5)
+        ),
+        lambda srcs: ConfidenceRouter(srcs),
+    ):
+        first, *others = probabilities(make)
+        assert all(other == first for other in others)
+
+
 class _DownRetriever:
     """A retriever with documents whose every search raises (a store that went down)."""
 
@@ -478,7 +526,7 @@ def test_prototype_calibration_leaves_out_each_pseudo_querys_own_bank_row(
     for s, source in enumerate(sources):
         rows = {int(p): row for row, p in enumerate(router._bank_positions[s])}
         for position, text in pseudo_queries(
-            source.documents, config.calibration_queries, seed=config.seed + s
+            source.documents, config.calibration_queries, seed=config.seed, key=source.name
         ):
             texts.append(text)
             owners.append((s, rows.get(position, -1)))

@@ -24,6 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from ragroute.draws import drawn
 from ragroute.encode.base import Encoder
 from ragroute.errors import (
     EncoderMismatchError,
@@ -168,7 +169,7 @@ class DenseIndex(VectorIndex):
         vectors = aligned_vectors(documents, vectors, self.encoder.dim)
         with self.store.writing():  # no search runs meanwhile (faiss crashed on an HNSW insert under one)
             if self.faiss_index is None:
-                self.faiss_index = _new_faiss_index(self.params, vectors)
+                self.faiss_index = _new_faiss_index(self.params, vectors, [d.id for d in documents])
                 self._fit_nprobe(len(vectors))
             self._writable()
             iids = self.store.add(documents)
@@ -692,8 +693,9 @@ def omp_threads_for(n_queries: int) -> None:
         _OMP.now = wanted
 
 
-def _new_faiss_index(params: DenseParams, sample: np.ndarray) -> faiss.Index:
-    """Create (and for IVF-PQ, train on ``sample``) an id-mapped faiss index."""
+def _new_faiss_index(params: DenseParams, sample: np.ndarray, ids: Sequence[str] = ()) -> faiss.Index:
+    """Create (and for IVF-PQ, train on ``sample``, the vectors of documents ``ids``) an id-mapped
+    faiss index."""
     dim = sample.shape[1]
     if params.factory == "flat":
         inner: faiss.Index = faiss.IndexFlatIP(dim)
@@ -701,19 +703,23 @@ def _new_faiss_index(params: DenseParams, sample: np.ndarray) -> faiss.Index:
         inner = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = params.ef_construction
     else:
-        inner = _trained_ivfpq(params, sample)
+        inner = _trained_ivfpq(params, sample, ids)
     return faiss.IndexIDMap2(inner)
 
 
-def _trained_ivfpq(params: DenseParams, sample: np.ndarray) -> faiss.Index:
+def _trained_ivfpq(params: DenseParams, sample: np.ndarray, ids: Sequence[str] = ()) -> faiss.Index:
+    """An IVF-PQ index trained on ``sample`` (the vectors of documents ``ids``), or a subsample of
+    it, drawn and ordered by document id: k-means reads its points in order, and until session 41
+    the same corpus shuffled trained other lists and codebooks (cran nDCG@10 0.379 -> 0.371)."""
     n, dim = sample.shape
     nlist = params.ivf_nlist or max(1, min(4096, int(4 * np.sqrt(max(n, 1)))))  # from all vectors
     # faiss's k-means wants at least 39 training points per list (it warns below that): the
     # sample grows to that many when nlist needs it (1M vectors: 4,000 lists -> 156,000 points)
     wanted = max(params.train_sample, MIN_POINTS_PER_LIST * nlist) if params.train_sample > 0 else 0
-    if n > wanted > 0:
-        rows = np.random.default_rng(0).choice(n, size=wanted, replace=False)
-        sample, n = sample[np.sort(rows)], wanted
+    names = [str(i) for i in ids] if len(ids) == n else [f"{i:012d}" for i in range(n)]
+    rows = drawn(names, wanted, seed=0, key="ivfpq-train") if n > wanted > 0 else np.arange(n)
+    rows = rows[np.argsort(np.asarray([names[int(r)] for r in rows], dtype=object), kind="stable")]
+    sample, n = sample[rows], len(rows)
     pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
     bits = params.pq_bits
     needed = max(nlist, 2**bits) * 4

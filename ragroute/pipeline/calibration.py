@@ -53,7 +53,7 @@ def null_score_stats(
     contexts: list[QueryContext] = []
     owner: list[int] = []
     for j, source in enumerate(sources):
-        for _, text in pseudo_queries(source.documents, per_source, seed=seed + j):
+        for _, text in pseudo_queries(source.documents, per_source, seed=seed, key=source.name):
             contexts.append(QueryContext(text))
             owner.append(j)
     owners = np.asarray(owner)

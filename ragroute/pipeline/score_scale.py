@@ -173,8 +173,8 @@ def fit_score_scales(
 def _fit_queries(sources: Sequence[Source], per_source: int, seed: int) -> list[QueryContext]:
     """Pseudo-queries cut from every source with documents (``per_source`` from each)."""
     contexts: list[QueryContext] = []
-    for j, source in enumerate(sources):
-        for _, text in pseudo_queries(source.documents, per_source, seed=seed + j):
+    for source in sources:
+        for _, text in pseudo_queries(source.documents, per_source, seed=seed, key=source.name):
             contexts.append(QueryContext(text))
     return contexts
 

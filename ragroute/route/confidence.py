@@ -106,7 +106,7 @@ class ConfidenceRouter(BaseRouter):
         texts, targets = [], []
         for s, source in enumerate(self.sources):
             for _, text in pseudo_queries(
-                source.documents, self.config.calibration_queries, seed=self.config.seed + s
+                source.documents, self.config.calibration_queries, seed=self.config.seed, key=source.name
             ):
                 texts.append(text)
                 targets.append(s)

@@ -204,7 +204,7 @@ class PilotRouter(BaseRouter):
             j = labels.index(name)
             groups[j] = vectors
             if documents is not None:
-                cut = pseudo_queries(list(documents[name]), calibration_docs, seed=seed)
+                cut = pseudo_queries(list(documents[name]), calibration_docs, seed=seed, key=str(name))
                 texts = [text for _, text in cut]
                 if not texts:
                     raise RagrouteError(

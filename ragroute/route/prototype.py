@@ -36,7 +36,7 @@ from ragroute.route.base import (
     moved_by_a_quarter,
     softmax,
 )
-from ragroute.route.pseudo import pseudo_queries, public_positions, sample_positions
+from ragroute.route.pseudo import pseudo_queries, public_positions, sample_documents
 from ragroute.route.sources import Source, check_sources
 from ragroute.types import Decision, Document
 
@@ -123,7 +123,7 @@ class PrototypeRouter(BaseRouter):
         # them, through their routing and its similarity signals, that the source holds it
         public = public_positions(docs)
         self._sampled_public[i] = len(public)
-        picks = public[sample_positions(len(public), cfg.max_docs, cfg.seed)]
+        picks = sample_documents(docs, public, cfg.max_docs, cfg.seed, source.name)
         self._bank_positions[i] = picks
         self._bank_docs[i] = [docs[int(p)] for p in picks]
         self._banks[i] = self._vectors_of(i, picks)
@@ -294,7 +294,9 @@ class PrototypeRouter(BaseRouter):
             if not docs:
                 continue
             bank_positions = {int(p): row for row, p in enumerate(self._bank_positions[s])}
-            for position, text in pseudo_queries(docs, cfg.calibration_queries, seed=cfg.seed + s):
+            for position, text in pseudo_queries(
+                docs, cfg.calibration_queries, seed=cfg.seed, key=source.name
+            ):
                 texts.append(text)
                 targets.append(s)
                 exclude.append((s, bank_positions.get(position, -1)))

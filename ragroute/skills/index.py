@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import threading
 from collections import OrderedDict
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.draws import drawn
 from ragroute.errors import RagrouteError, check_query
 from ragroute.identifiers import name_with_words
 from ragroute.skills.records import Catalogue, Skill
@@ -465,10 +465,12 @@ class SkillIndex:
 
 def pseudo_queries(catalogue: Catalogue, n: int, seed: int) -> list[tuple[int, str]]:
     """``(skill position, query)`` pairs cut from the catalogue: the description of up to ``n``
-    sampled skills that have a description and a body."""
+    skills that have a description and a body, drawn by skill id (:func:`~ragroute.draws.drawn`:
+    the same skills in any catalogue order; until session 41 a shuffle of positions, and seal_tools
+    in another order tuned dense weight 0.5 instead of 0.4)."""
     positions = [i for i, s in enumerate(catalogue) if s.description.strip() and s.body.strip()]
-    random.Random(seed).shuffle(positions)
-    return [(i, catalogue[i].description) for i in positions[:n]]
+    picks = drawn([catalogue[i].id for i in positions], n, seed, "skill-pseudo-queries")
+    return [(positions[int(j)], catalogue[positions[int(j)]].description) for j in picks]
 
 
 def _without(text: str, phrase: str) -> str:
@@ -497,8 +499,13 @@ def tune_dense_weight(index: SkillIndex) -> tuple[float, dict[str, Any]]:
     # ``tuning_pool`` in all, so tuning re-encodes a bounded number of stripped texts).
     targets_set = {i for i, _ in pairs}
     others = [i for i in range(len(index.catalogue)) if i not in targets_set]
-    random.Random(params.seed + 1).shuffle(others)
-    pool = sorted(targets_set | set(others[: max(params.tuning_pool - len(targets_set), 0)]))
+    extra = drawn(
+        [index.catalogue[i].id for i in others],
+        max(params.tuning_pool - len(targets_set), 0),
+        params.seed + 1,
+        "skill-tuning-pool",
+    )
+    pool = sorted(targets_set | {others[int(j)] for j in extra})
     where = {p: j for j, p in enumerate(pool)}
     stripped = [
         Skill(s.id, s.name, "", _without(s.body, s.description), s.metadata)
