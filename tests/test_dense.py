@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import faiss
 import numpy as np
@@ -581,3 +582,109 @@ def test_a_memory_mapped_index_reads_its_file_back_only_if_it_matches_its_manife
     with pytest.raises(IndexFormatError, match=r"dense.faiss is corrupt: it no longer matches the checksum"):
         loaded.add_vectors([Document(id="new", text="x")], _clustered(1, seed=3))
     assert len(loaded) == 50  # nothing added
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"factory": "hnsw", "hnsw_m": 0}, r"hnsw_m must be an integer >= 2"),  # faiss aborted the process
+        ({"factory": "hnsw", "hnsw_m": -1}, r"hnsw_m must be an integer >= 2"),  # hung
+        ({"factory": "hnsw", "hnsw_m": 1}, r"hnsw_m must be an integer >= 2"),
+        ({"factory": "hnsw", "ef_search": -5}, r"ef_search must be a positive integer"),  # accepted
+        ({"factory": "hnsw", "ef_construction": 0}, r"ef_construction must be a positive integer"),
+        ({"factory": "ivfpq", "pq_bits": 0}, r"pq_bits must be an integer from 1 to 16"),  # crashed
+        ({"factory": "ivfpq", "pq_bits": 17}, r"pq_bits must be an integer from 1 to 16"),
+        ({"factory": "ivfpq", "pq_m": 0}, r"pq_m must be a positive integer"),
+        ({"factory": "ivfpq", "pq_m": 2.5}, r"pq_m must be a positive integer"),
+        ({"factory": "ivfpq", "train_sample": -1}, r"train_sample must be an integer >= 0"),
+        ({"factory": "ivfpq", "refine": -2}, r"refine must be an integer >= 0"),
+        ({"factory": "flat", "mmap": "yes"}, r"mmap must be True or False"),
+    ],
+)
+def test_dense_params_refuse_settings_faiss_cannot_take(settings, message):
+    """Until session 41 only refine, ivf_nlist and ivf_nprobe were checked: hnsw_m=0 aborted the
+    process inside faiss, hnsw_m=-1 hung, pq_bits=0 crashed and ef_search=-5 passed unnoticed."""
+    with pytest.raises(RagrouteError, match=message) as caught:
+        DenseParams(**settings)
+    assert "\n" not in str(caught.value)
+
+
+def test_ivfpq_pq_m_that_does_not_divide_the_dimension_is_one_line():
+    """faiss's own refusal was a multi-line RuntimeError naming its C++ source (until session 41)."""
+    vectors = _clustered(1200)
+    docs = [Document(id=str(i), text="x") for i in range(len(vectors))]
+    index = DenseIndex(_Fixed(), DenseParams(factory="ivfpq", pq_m=5, pq_bits=4))
+    with pytest.raises(RagrouteError, match=r"^pq_m 5 does not divide the vectors' 32 dimensions.* 4\b"):
+        index.add_vectors(docs, vectors)
+
+
+def test_ivfpq_few_training_points_give_one_warning_not_faiss_lines(capfd):
+    """faiss printed its raw ``WARNING clustering ...`` line on stderr for the coarse quantiser and
+    each codebook (49 lines for 1,460 documents) until session 41: now one ragroute warning."""
+    vectors = _clustered(1200)
+    docs = [Document(id=str(i), text="x") for i in range(len(vectors))]
+    index = DenseIndex(_Fixed(), DenseParams(factory="ivfpq", pq_m=4))
+    with pytest.warns(UserWarning) as caught:
+        index.add_vectors(docs, vectors)
+    few = [w for w in caught if "ivfpq trains on 1,200 vectors" in str(w.message)]
+    assert len(few) == 1 and "9,984 for the 256 codes of each of 4 codebooks" in str(few[0].message)
+    assert "WARNING clustering" not in capfd.readouterr().err
+    assert index.search_vectors(vectors[:1], 1)[0][0].doc_id == "0"
+
+
+def test_nprobe_above_a_given_ivf_nlist_is_not_said_chosen():
+    """With ivf_nlist given, the warning said the lists were "chosen for N documents" (until session 41)."""
+    vectors = _clustered(1200)
+    docs = [Document(id=str(i), text="x") for i in range(len(vectors))]
+    index = DenseIndex(_Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=4, ivf_nlist=10))
+    with pytest.warns(UserWarning, match=r"ivf_nprobe 16 is above the 10 inverted lists ivf_nlist asks for"):
+        index.add_vectors(docs, vectors)
+    assert index.params.ivf_nprobe == 10
+
+
+class _Tokenizing:
+    """An encoder as the ONNX backend exposes it: ``max_seq_length`` and its runner's tokenizer (a
+    word-level ``tokenizers`` tokenizer: each word and each punctuation mark is one token)."""
+
+    def __init__(self, encoder, limit: int, tokenizer: bool = True) -> None:
+        from types import SimpleNamespace
+
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        self.inner, self.max_seq_length = encoder, limit
+        self.model_id, self.backend, self.dim = encoder.model_id, encoder.backend, encoder.dim
+        if tokenizer:
+            words = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+            words.pre_tokenizer = pre_tokenizers.Whitespace()
+            self._runner = SimpleNamespace(tokenizer=words)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("method", ["dense", "hybrid", "graph"])
+def test_build_warns_of_documents_longer_than_the_encoder_reads(hashing_encoder, method):
+    """An encoder reads max_seq_length tokens of a text and drops the rest: until session 41 a build
+    said nothing. The count is the encoder's tokenizer's (a 6-word text with 6 commas is 12 tokens);
+    what is indexed does not change."""
+    from ragroute.index.build import build_index
+
+    docs = [
+        Document(id="short", text="Alice met Bob in Paris."),
+        Document(id="commas", text="Alice, Bob, Carol, Dave, Erin, Frank,"),
+        Document(id="long", text=" ".join(["Orbit"] * 40)),
+    ]
+    with pytest.warns(
+        UserWarning, match=r"^2 of 3 documents are longer than the 10 tokens encoder test/hashing "
+    ):
+        warned = build_index(docs, method, encoder=_Tokenizing(hashing_encoder, 10))
+    with pytest.warns(UserWarning, match=r"granularity paragraph or section") as caught:
+        build_index(docs, method, encoder=_Tokenizing(hashing_encoder, 10, tokenizer=False))
+    assert any(str(w.message).startswith("at least 1 of 3 documents are longer") for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say: no warning
+        plain = build_index(docs, method, encoder=_Tokenizing(hashing_encoder, 64))
+    dense = getattr(warned, "dense", warned)
+    assert np.array_equal(
+        dense.stored_vectors(np.arange(3)), getattr(plain, "dense", plain).stored_vectors(np.arange(3))
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,128 @@ def test_cli_without_ray_is_one_line(
     assert (
         result.output.strip().splitlines()[-1] == "error: --engine ray needs Ray: pip install 'ragroute[ray]'"
     )
+
+
+def test_more_workers_than_the_cluster_has_cpus_is_one_line(corpus: list[Document]) -> None:
+    """Each worker takes one CPU: until session 41 a third worker on this 2-CPU instance waited
+    for a CPU forever, silently."""
+    with pytest.raises(RagrouteError) as caught:
+        build_index_ray(corpus, "bm25", workers=3)
+    assert str(caught.value) == (
+        "--workers 3 is more than the 2 CPUs of the Ray instance: each worker takes one CPU, so the "
+        "build would wait for the rest forever; use --workers 2 or fewer"
+    )
+
+
+def test_workers_not_ready_in_time_is_one_line(
+    corpus: list[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that cannot start (its CPU taken by other work) stopped the build forever (until
+    session 41): now after _START_TIMEOUT_S, naming the free CPUs."""
+    import ragroute.scale.ray_build as ray_build
+
+    monkeypatch.setattr(ray_build, "_START_TIMEOUT_S", 1.0)
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ping(self) -> int:
+            return 1
+
+    holder = Holder.remote()  # type: ignore[attr-defined]
+    try:
+        ray.get(holder.ping.remote())
+        with pytest.raises(RagrouteError) as caught:
+            build_index_ray(corpus, "bm25", workers=2)
+    finally:
+        ray.kill(holder)
+    assert re.match(
+        r"[12] of 2 Ray workers were not ready after 1 s \(the cluster has 0 CPUs free", str(caught.value)
+    )
+    monkeypatch.setattr(ray_build, "_START_TIMEOUT_S", 300.0)
+    assert len(build_index_ray(corpus, "bm25", workers=2)) == len(corpus)  # its CPU back: builds
+
+
+def test_workers_are_capped_at_the_shards_with_a_note(corpus: list[Document]) -> None:
+    """Until session 41 12 workers for 3 documents started 12 actors, each loading the encoder."""
+    timings: dict[str, float] = {}
+    with pytest.warns(UserWarning, match=r"--workers 2 is more than the 1 shards of this work: 1 started"):
+        built = build_index_ray(corpus, "bm25", workers=2, shard_size=len(corpus), timings=timings)
+    assert indexes_identical(built, build_index(corpus, "bm25"))
+
+
+def test_a_local_instance_starts_apart_from_a_running_cluster_with_at_most_its_cpus(
+    corpus: list[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an address Ray starts a new local instance (address="local"): until session 41
+    ray.init joined a cluster already running on the machine and failed ("When connecting to an
+    existing cluster, num_cpus and num_gpus must not be provided"). --workers above the machine's
+    CPUs start as many as it has, with a note (12 actors on 2 CPUs, each loading the encoder)."""
+    import ragroute.scale.ray_build as ray_build
+
+    calls: list[dict[str, Any]] = []
+
+    class Fresh:
+        """Ray as ray_build sees it on a machine where it is not initialised yet (the module's
+        instance, already up, does the work)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ray, name)
+
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **kwargs: Any) -> None:
+            calls.append(kwargs)
+
+        def shutdown(self) -> None:  # the module's instance stays up
+            pass
+
+    monkeypatch.setattr(ray_build, "_ray", Fresh)
+    monkeypatch.setattr(ray_build, "usable_cpus", lambda: 2)
+    with pytest.warns(UserWarning, match=r"--workers 12 is more than this machine's 2 CPUs .*: 2 started"):
+        build_index_ray(corpus, "bm25", workers=12)
+    assert [(call.get("address"), call.get("num_cpus")) for call in calls] == [("local", 2)]
+
+
+def test_ray_refuses_documents_without_text_before_any_work(
+    corpus: list[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build_index refuses a document with neither text nor title; until session 41 the Ray build
+    indexed it."""
+    import ragroute.scale.ray_build as ray_build
+
+    blank = [*corpus[:3], Document(id="blank", text="   ")]
+    with pytest.raises(RagrouteError) as local:
+        build_index(blank, "bm25")
+    monkeypatch.setattr(ray_build, "_ray_job", None)  # no Ray work is started
+    for method in ("bm25", "hybrid"):
+        with pytest.raises(RagrouteError) as caught:
+            build_index_ray(blank, method, encoder=HashingEncoder(), workers=1)
+        assert str(caught.value) == str(local.value)
+    with pytest.raises(RagrouteError) as caught:
+        build_graph_ray(blank, encoder=HashingEncoder(), workers=1)
+    assert str(caught.value) == str(local.value)
+
+
+def test_ray_build_warns_of_documents_longer_than_the_encoder_reads(corpus: list[Document]) -> None:
+    """As build_index does (until session 41 neither said a word)."""
+
+    class Short(HashingEncoder):
+        max_seq_length = 8
+
+    with pytest.warns(UserWarning, match=r"at least \d+ of 90 documents are longer than the 8 tokens"):
+        build_index_ray(corpus, "dense", encoder=Short(), workers=1)
+
+
+def test_an_address_not_used_because_ray_is_up_is_said(corpus: list[Document]) -> None:
+    """Ray already initialised in the process: until session 41 an address given was probed, then
+    silently not used."""
+    with pytest.warns(UserWarning, match=r"Ray is already initialised in this process .*not at auto"):
+        build_index_ray(corpus, "bm25", workers=1, address="auto")
+
+
+def test_progress_counts_the_shards_documents(corpus: list[Document], capsys: pytest.CaptureFixture) -> None:
+    """--progress drew nothing on Ray until session 41 (the workers encode without a bar)."""
+    build_index_ray(corpus, "dense", encoder=HashingEncoder(), workers=2, shard_size=13, show_progress=True)
+    err = capsys.readouterr().err
+    assert "encoding" in err and "90/90" in err

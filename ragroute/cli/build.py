@@ -90,8 +90,8 @@ def ivfpq_option(flag: str, help_text: str) -> Callable[[Callable[..., Any]], Ca
 )
 @ivfpq_option(
     "--ivf-nlist",
-    "inverted lists the vectors are clustered into (training needs 4 x N documents, and reads 39 "
-    "vectors a list) [default: 4 sqrt(documents), at most 4,096; past ~1M vectors raise it].",
+    "inverted lists the vectors are clustered into (training needs 4 x max(N, 256) documents, and "
+    "reads 39 vectors a list) [default: 4 sqrt(documents), at most 4,096; past ~1M vectors raise it].",
 )
 @ivfpq_option(
     "--ivf-nprobe",

@@ -257,14 +257,16 @@ def engine_options(engine_help: str) -> Callable[[Callable[..., Any]], Callable[
             "--workers",
             type=click.IntRange(min=1),
             default=None,
-            help="--engine ray: number of workers, one CPU thread each [default: one per CPU].",
+            help="--engine ray: number of workers, one CPU each (at most the cluster's CPUs; more than "
+            "the work's shards or a local instance's CPUs start that many) [default: one per CPU].",
         )(func)
         func = click.option(
             "--address",
             "ray_address",
             default=None,
             metavar="HOST:PORT",
-            help="--engine ray: join the Ray cluster at this address [default: start Ray on this machine].",
+            help="--engine ray: join the Ray cluster at this address (auto: the one running on this "
+            "machine) [default: start a new Ray instance on this machine].",
         )(func)
         engines = click.Choice(["local", "ray"])
         option = click.option("--engine", type=engines, default="local", show_default=True, help=engine_help)

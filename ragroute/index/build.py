@@ -63,6 +63,10 @@ def build_index(
         )
     if cls.needs_encoder and encoder is None:
         raise RagrouteError(f"a {method} index needs an encoder")
+    if cls.needs_encoder and encoder is not None:
+        from ragroute.encode.truncation import warn_truncated
+
+        warn_truncated(documents, encoder)  # said nothing until session 41
     options = IndexOptions(
         bm25=bm25_params,
         dense=dense_params,

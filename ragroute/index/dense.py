@@ -82,17 +82,53 @@ class DenseParams:
             raise RagrouteError(
                 f"unknown dense index type {self.factory!r}: choose one of {', '.join(FACTORIES)}"
             )
-        if self.refine < 0 or (self.refine and self.factory != "ivfpq"):
+        # until session 41 only refine, ivf_nlist and ivf_nprobe were checked: hnsw_m=0 aborted the
+        # process in faiss, hnsw_m=-1 hung, pq_bits=0 crashed it and ef_search=-5 passed unnoticed
+        for name, (least, most, does) in _INTEGER_FIELDS.items():
+            _check_integer(name, getattr(self, name), least, most, does)
+        if self.refine and self.factory != "ivfpq":
             raise RagrouteError(f"refine applies to ivfpq indexes only, as a factor >= 1 (got {self.refine})")
-        for name in ("ivf_nlist", "ivf_nprobe"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise RagrouteError(f"{name} must be a positive integer (got {value!r})")
+        if not isinstance(self.mmap, bool):
+            raise RagrouteError(f"mmap must be True or False (got {self.mmap!r})")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DenseParams:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+_INTEGER_FIELDS: dict[str, tuple[int, int | None, str]] = {
+    # field: (least, most, what it is), as faiss accepts them
+    "hnsw_m": (2, None, "the links per HNSW node"),
+    "ef_construction": (1, None, "the HNSW candidates kept while inserting"),
+    "ef_search": (1, None, "the HNSW candidates kept while searching"),
+    "ivf_nlist": (1, None, ""),
+    "ivf_nprobe": (1, None, ""),
+    "pq_m": (1, None, "the sub-vectors of a PQ code, a divisor of the dimension"),
+    "pq_bits": (1, 16, "the bits per PQ sub-vector code"),
+    "refine": (0, None, "0 is off, N re-ranks N x k candidates"),
+    "train_sample": (0, None, "0 trains on every vector"),
+}
+"""The integer fields of :class:`DenseParams` with their least and most values (None: no bound)
+and what they are; ``ivf_nlist`` and ``pq_m`` may be None (chosen from the data)."""
+
+
+def _check_integer(name: str, value: Any, least: int, most: int | None, does: str) -> None:
+    """``value`` of field ``name`` as an integer in [``least``, ``most``] (None passes for the
+    fields chosen from the data), else a one-line :class:`RagrouteError`."""
+    if value is None and name in ("ivf_nlist", "pq_m"):
+        return
+    integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if integer and value >= least and (most is None or value <= most):
+        return
+    if most is not None:
+        wanted = f"an integer from {least} to {most}"
+    elif least == 1:
+        wanted = "a positive integer"
+    else:
+        wanted = f"an integer >= {least}"
+    about = f": {does}" if does else ""
+    raise RagrouteError(f"{name} must be {wanted}{about} (got {value!r})")
 
 
 def check_encoder(
@@ -186,9 +222,14 @@ class DenseIndex(VectorIndex):
             return
         nlist = int(faiss.extract_index_ivf(self.faiss_index).nlist)
         if self.params.ivf_nprobe > nlist:
+            chosen = (  # until session 41 an ivf_nlist given was said "chosen for N documents"
+                "inverted lists ivf_nlist asks for"
+                if self.params.ivf_nlist
+                else f"inverted lists chosen for {documents:,} documents"
+            )
             warnings.warn(
-                f"ivf_nprobe {self.params.ivf_nprobe} is above the {nlist} inverted lists chosen for "
-                f"{documents:,} documents: {nlist} recorded (a query searches every list)",
+                f"ivf_nprobe {self.params.ivf_nprobe} is above the {nlist} {chosen}: {nlist} recorded "
+                "(a query searches every list)",
                 UserWarning,
                 stacklevel=4,
             )
@@ -721,6 +762,12 @@ def _trained_ivfpq(params: DenseParams, sample: np.ndarray, ids: Sequence[str] =
     rows = rows[np.argsort(np.asarray([names[int(r)] for r in rows], dtype=object), kind="stable")]
     sample, n = sample[rows], len(rows)
     pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
+    if dim % pq_m:  # known only now: faiss's own refusal was a multi-line RuntimeError
+        divisors = [d for d in range(1, dim + 1) if dim % d == 0 and d <= pq_m]
+        raise RagrouteError(
+            f"pq_m {pq_m} does not divide the vectors' {dim} dimensions: choose a divisor of {dim} "
+            f"(the nearest below is {divisors[-1]}), or leave pq_m unset"
+        )
     bits = params.pq_bits
     needed = max(nlist, 2**bits) * 4
     if n < needed:
@@ -731,10 +778,34 @@ def _trained_ivfpq(params: DenseParams, sample: np.ndarray, ids: Sequence[str] =
         )
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, bits, faiss.METRIC_INNER_PRODUCT)
+    _warn_few_training_points(index, n, nlist, pq_m, bits)
     omp_threads_for(len(sample))
     index.train(sample)
     index.nprobe = params.ivf_nprobe
     return index
+
+
+def _warn_few_training_points(index: faiss.Index, n: int, nlist: int, pq_m: int, bits: int) -> None:
+    """One warning when ``n`` training points are fewer than faiss's k-means asks for (39 a
+    centroid), in place of faiss's own: until session 41 its raw ``WARNING clustering ...`` line
+    reached stderr once for the coarse quantiser and once for each of the ``pq_m`` codebooks (49
+    lines for 1,460 documents). faiss's ``min_points_per_centroid`` only decides that warning."""
+    short = []
+    if n < MIN_POINTS_PER_LIST * nlist:
+        short.append(f"{MIN_POINTS_PER_LIST * nlist:,} for the {nlist:,} inverted lists")
+    if n < MIN_POINTS_PER_LIST * 2**bits:
+        codes = 2**bits
+        short.append(f"{MIN_POINTS_PER_LIST * codes:,} for the {codes:,} codes of each of {pq_m} codebooks")
+    index.cp.min_points_per_centroid = 1
+    index.pq.cp.min_points_per_centroid = 1
+    if short:
+        warnings.warn(
+            f"ivfpq trains on {n:,} vectors, fewer than faiss's k-means asks for "
+            f"({' and '.join(short)}, 39 a centroid): the clusters may be poor; a larger corpus "
+            "trains better, or use the flat or hnsw layout",
+            UserWarning,
+            stacklevel=5,
+        )
 
 
 def _largest_divisor_at_most(value: int, limit: int) -> int:

@@ -23,6 +23,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -30,12 +31,13 @@ import numpy as np
 
 from ragroute.cpus import usable_cpus
 from ragroute.encode.base import Encoder
+from ragroute.encode.truncation import warn_truncated
 from ragroute.errors import RagrouteError
 from ragroute.index.bm25_counts import TermCounts, count_terms, merge_term_counts
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
 from ragroute.index.dense import DenseIndex, DenseParams
-from ragroute.index.docstore import DocumentStore
+from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.hybrid import FusionParams, HybridIndex
 from ragroute.index.lexical import BM25Index, BM25Params
 from ragroute.index.local import LocalIndex
@@ -59,6 +61,8 @@ ENGINES = ("local", "ray")
 RAY_KINDS = ("bm25", "dense", "hybrid")
 _T = TypeVar("_T")
 _PROBE_TIMEOUT_S = 5.0
+_START_TIMEOUT_S = 300.0
+"""Seconds the workers may take to be ready (start, load the encoder) before the build stops."""
 _MAX_SHARD = 4096
 _SHARDS_PER_WORKER = 4
 
@@ -101,7 +105,8 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
     """Make Ray ready and yield the seconds that took (0.0 when Ray was already initialised).
 
     With ``address`` it joins that cluster (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``);
-    without, it starts Ray on this machine with ``num_cpus=workers``. Ray is shut down on exit
+    without, it starts a new Ray instance on this machine with ``num_cpus=workers`` (even where a
+    cluster already runs here: join that one with ``address="auto"``). Ray is shut down on exit
     only if this call started it. Unreachable clusters and a missing Ray raise
     :class:`RagrouteError` (one line).
     """
@@ -110,13 +115,16 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
     if address:  # checked even when Ray is up, so a wrong address is never silently ignored
         _probe(address)
     if ray.is_initialized():
+        if address:  # until session 41 the address was probed, then silently not used
+            _warn_other_address(ray, address)
         yield 0.0
         return
     try:
         if address:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        else:
+        else:  # "local": a new instance even where a cluster runs (joining it failed until session 41)
             ray.init(
+                address="local",
                 num_cpus=workers or usable_cpus(),
                 include_dashboard=False,
                 logging_level="WARNING",
@@ -131,6 +139,23 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
         yield time.perf_counter() - start
     finally:
         ray.shutdown()
+
+
+def _warn_other_address(ray: Any, address: str) -> None:
+    """Warn that Ray, already initialised in this process, is used rather than ``address`` (unless
+    it is that cluster)."""
+    try:
+        current = str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        current = "another address"
+    if address.removeprefix("ray://") == current:
+        return
+    warnings.warn(
+        f"Ray is already initialised in this process (at {current}): the work runs there, not at "
+        f"{address} (call ray.shutdown() first to use {address})",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 class _ShardWorker:
@@ -211,19 +236,28 @@ def _actors(
     extractor: Any = None,
     timings: dict[str, float],
 ) -> Iterator[list[Any]]:
-    """``workers`` ready :class:`_ShardWorker` actors (default: one per cluster CPU), their encoder
-    loaded when ``encode``; ``timings["workers_start_s"]`` is how long that took. The actors are
-    killed when the block ends, however it ends."""
+    """``workers`` ready :class:`_ShardWorker` actors (as :func:`_ray_job` counted them), their
+    encoder loaded when ``encode``; ``timings["workers_start_s"]`` is how long that took. Workers not
+    ready within :data:`_START_TIMEOUT_S` (the cluster's CPUs taken by other work) are a one-line
+    error. The actors are killed when the block ends, however it ends."""
     start = time.perf_counter()
-    n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     payload = _encoder_payload(ray, encoder, factory) if encode else None
     remote = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
     made = [
         remote.remote(payload, factory if encode else None, tokenizer or TokenizerConfig(), extractor)
-        for _ in range(n_workers)
+        for _ in range(workers)
     ]
     try:
-        ray.get([actor.ready.remote(encode) for actor in made])
+        pending = [actor.ready.remote(encode) for actor in made]
+        done, waiting = ray.wait(pending, num_returns=len(pending), timeout=_START_TIMEOUT_S)
+        if waiting:  # until session 41 the build waited for them forever, saying nothing
+            free = ray.available_resources().get("CPU", 0)
+            raise RagrouteError(
+                f"{len(waiting)} of {workers} Ray workers were not ready after {_START_TIMEOUT_S:.0f} s "
+                f"(the cluster has {free:g} CPUs free, and each worker takes one): use fewer --workers, "
+                "or free the cluster's CPUs"
+            )
+        ray.get(done)
         timings["workers_start_s"] = time.perf_counter() - start
         yield made
     finally:
@@ -232,30 +266,87 @@ def _actors(
                 ray.kill(actor)
 
 
-def _map(actors: list[Any], call: Callable[[Any, Any], Any], shards: Sequence[Any]) -> list[Any]:
-    """``call(actor, shard)`` (a remote call) over ``shards`` on the actors; results in shard order."""
+def _map(
+    actors: list[Any],
+    call: Callable[[Any, Any], Any],
+    shards: Sequence[Any],
+    show_progress: bool | None = False,
+    what: str = "shards",
+) -> list[Any]:
+    """``call(actor, shard)`` (a remote call) over ``shards`` on the actors; results in shard order,
+    counted on a progress bar (``show_progress``: as :func:`~ragroute.encode._common.want_progress`
+    resolves it for the shards' items; until session 41 ``--progress`` showed nothing on Ray)."""
     from ray.util import ActorPool
+    from tqdm.auto import tqdm
 
-    return list(ActorPool(actors).map(call, list(shards)))
+    from ragroute.encode._common import want_progress
+
+    shards = list(shards)
+    items = sum(len(shard) for shard in shards)
+    bar = tqdm(total=items, desc=what, unit="doc", disable=not want_progress(show_progress, items))
+    out = []
+    with bar:
+        for shard, result in zip(shards, ActorPool(actors).map(call, shards)):
+            out.append(result)
+            bar.update(len(shard))
+    return out
 
 
 @contextlib.contextmanager
 def _ray_job(
-    address: str | None, workers: int | None, timings: dict[str, float] | None, failed: str
-) -> Iterator[tuple[Any, dict[str, float]]]:
+    address: str | None,
+    workers: int | None,
+    timings: dict[str, float] | None,
+    failed: str,
+    shards: int,
+) -> Iterator[tuple[Any, dict[str, float], int]]:
     """Ray ready for one job (``ray_session``), with ``timings["startup_s"]`` set: yields the ``ray``
-    module and the timings dict. A Ray failure inside (a worker killed, a cluster lost) becomes the
+    module, the timings dict and how many workers to start (:func:`_worker_count`; the work is at
+    most ``shards`` shards). A Ray failure inside (a worker killed, a cluster lost) becomes the
     one-line :class:`RagrouteError` ``"<failed>: ..."``."""
-    if workers is not None and workers < 1:
-        raise RagrouteError(f"--workers must be at least 1, got {workers}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise RagrouteError(f"--workers must be at least 1, got {workers!r}")
     ray = _ray()
     out = timings if timings is not None else {}
+    shards = max(1, shards)
+    # more workers than shards would each load the encoder for nothing, and a local instance given
+    # more CPUs than the machine has runs them all on its cores (until session 41: 12 actors, 3.1 GB,
+    # for 3 documents on 2 CPUs)
+    limits = [(shards, f"the {shards:,} shards of this work")]
+    if not address and not ray.is_initialized():
+        cpus = usable_cpus()
+        limits.append((cpus, f"this machine's {cpus} CPUs (a local Ray instance)"))
+    limit, why = min(limits)
+    if workers is not None and workers > limit:
+        _note(f"--workers {workers} is more than {why}: {limit} started")
+        workers = limit
     with ray_session(address, workers) as startup:
         out["startup_s"] = startup
         try:
-            yield ray, out
+            yield ray, out, _worker_count(ray, workers, shards, address)
         except ray.exceptions.RayError as exc:
             raise RagrouteError(f"{failed}: {_one_line(exc)}") from None
+
+
+def _note(message: str) -> None:
+    """A note on stderr (``warning: ...`` from the command line)."""
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _worker_count(ray: Any, workers: int | None, shards: int, address: str | None) -> int:
+    """``workers`` (default: one per CPU of the cluster, at most one per shard), refused in one line
+    when the cluster has fewer CPUs: each worker takes one, so the rest would wait forever (until
+    session 41 they did, silently)."""
+    total = int(ray.cluster_resources().get("CPU", 0))
+    if workers is None:
+        return max(1, min(total, shards))
+    if workers > total:
+        where = f"the Ray cluster at {address}" if address else "the Ray instance"
+        raise RagrouteError(
+            f"--workers {workers} is more than the {total} CPUs of {where}: each worker takes one "
+            f"CPU, so the build would wait for the rest forever; use --workers {max(total, 1)} or fewer"
+        )
+    return workers
 
 
 def _encode_shards(actors: list[Any], texts: Sequence[str], queries: bool) -> list[np.ndarray]:
@@ -277,9 +368,10 @@ def encode_on_ray(
     """The vectors of ``texts`` (document vectors, or query vectors with ``queries``), encoded in
     shards by ``workers`` Ray actors and returned in order: what an expert's training data needs
     (``ragroute expert train --engine ray``). Equal to the encoder's own to 1e-5 (batching differs)."""
+    texts = list(texts)
     with (
-        _ray_job(address, workers, timings, "Ray encoding failed") as (ray, out),
-        _actors(ray, workers, encoder, encoder_factory, timings=out) as actors,
+        _ray_job(address, workers, timings, "Ray encoding failed", len(texts)) as (ray, out, count),
+        _actors(ray, count, encoder, encoder_factory, timings=out) as actors,
     ):
         start = time.perf_counter()
         parts = _encode_shards(actors, texts, queries)
@@ -302,6 +394,7 @@ def build_index_ray(
     address: str | None = None,
     shard_size: int | None = None,
     timings: dict[str, float] | None = None,
+    show_progress: bool | None = None,
 ) -> LocalIndex:
     """Build what :func:`ragroute.index.build.build_index` builds, with the work spread over
     ``workers`` Ray actors (default: one per CPU of the cluster or of this machine).
@@ -310,8 +403,9 @@ def build_index_ray(
     the manifest, used for queries); workers get a copy of it, or call ``encoder_factory``.
     Ray is started (or the cluster at ``address`` joined) unless it is already initialised.
     ``timings``, when given, receives ``startup_s`` (Ray), ``workers_start_s`` (actors and their
-    models), ``build_s`` (sharded work and assembly). Any Ray failure (a worker killed, a cluster
-    lost) raises a one-line :class:`RagrouteError`; nothing is written.
+    models), ``build_s`` (sharded work and assembly). ``show_progress``: a bar over the shards'
+    documents as they come back (None: as the encoders decide, e.g. ``--progress``). Any Ray
+    failure (a worker killed, a cluster lost) raises a one-line :class:`RagrouteError`; nothing is written.
     """
     if method not in RAY_KINDS:
         raise RagrouteError(f"--engine ray builds {', '.join(RAY_KINDS)} indexes, not {method}")
@@ -322,10 +416,15 @@ def build_index_ray(
     count = method in ("bm25", "hybrid")
     if encode and encoder is None:
         raise RagrouteError(f"a {method} index needs an encoder")
+    # refused before any work, as build_index refuses them (until session 41 Ray indexed them)
+    check_have_text(docs)
+    if encode:
+        warn_truncated(docs, encoder)
     bm25 = bm25_params or BM25Params()
-    with _ray_job(address, workers, timings, "Ray build failed") as (ray, out):
+    shards = math.ceil(len(docs) / shard_size) if shard_size else len(docs)
+    with _ray_job(address, workers, timings, "Ray build failed", shards) as (ray, out, started):
         return _build(ray, docs, method, encode, count, encoder, encoder_factory, bm25,
-                      dense_params, fusion, name, workers, shard_size, out)  # fmt: skip
+                      dense_params, fusion, name, started, shard_size, out, show_progress)  # fmt: skip
 
 
 def _build(
@@ -340,9 +439,10 @@ def _build(
     dense_params: DenseParams | None,
     fusion: FusionParams | None,
     name: str,
-    workers: int | None,
+    workers: int,
     shard_size: int | None,
     timings: dict[str, float],
+    show_progress: bool | None = False,
 ) -> LocalIndex:
     with _actors(
         ray, workers, encoder, factory, encode=encode, tokenizer=bm25.tokenizer, timings=timings
@@ -350,7 +450,8 @@ def _build(
         start = time.perf_counter()
         texts = [d.full_text() for d in docs]
         parts = _map(actors, lambda actor, shard: actor.run.remote(list(shard), encode, count),
-                     _shards(texts, len(actors), shard_size))  # fmt: skip
+                     _shards(texts, len(actors), shard_size), show_progress,
+                     "encoding" if encode else "counting")  # fmt: skip
     index = _assemble(docs, method, parts, encoder, bm25, dense_params, fusion, name)
     timings["build_s"] = time.perf_counter() - start
     return index
@@ -467,8 +568,10 @@ def build_graph_ray(
             f"the graph extractor {getattr(chosen, 'name', chosen)!r} cannot be sent to Ray workers "
             f"({_one_line(exc)}); build this graph with --engine local"
         ) from None
-    with _ray_job(address, workers, timings, "Ray build failed") as (ray, out):
-        with _actors(ray, workers, encoder, encoder_factory, extractor=chosen, timings=out) as actors:
+    check_have_text(docs)  # before any work (the graph build refuses them after the extraction)
+    warn_truncated(docs, encoder)
+    with _ray_job(address, workers, timings, "Ray build failed", len(docs)) as (ray, out, started):
+        with _actors(ray, started, encoder, encoder_factory, extractor=chosen, timings=out) as actors:
             start = time.perf_counter()
             pooled = _PoolEncoder(encoder, actors)
             try:
@@ -564,8 +667,9 @@ def measure_build_throughput(
         for n in workers:
             timings: dict[str, float] = {}
             built = build_index_ray(
-                docs, method, encoder=encoder, encoder_factory=encoder_factory, workers=n, timings=timings
-            )
+                docs, method, encoder=encoder, encoder_factory=encoder_factory, workers=n, timings=timings,
+                show_progress=False,
+            )  # fmt: skip
             rates[n] = len(docs) / max(timings["build_s"], 1e-9)
             worker_start[n] = timings["workers_start_s"]
             identical = identical and indexes_identical(reference, built)

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k, check_query
 from ragroute.skills.index import METHODS, SkillIndex, SkillIndexParams
 from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
 from ragroute.types import Hit, TraceStep
@@ -223,6 +223,26 @@ class GateAbstention:
         return {"gate": None if self.path is None else str(self.path), "name": self.name}
 
 
+ROUTE_CHUNK_CELLS = 1_000_000
+""":meth:`SkillRouter.route_many` scores at most about this many task x skill cells at once (each
+score matrix of a batch 8 MB), and never fewer than :data:`~ragroute.skills.index.SINGLE_THREAD_QUERIES`
+tasks, so every task's scores are computed as in one batch."""
+
+
+def route_chunks(tasks: int, skills: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the batches :meth:`SkillRouter.route_many` scores ``tasks`` tasks over
+    ``skills`` skills in: about :data:`ROUTE_CHUNK_CELLS` cells each, at least
+    ``SINGLE_THREAD_QUERIES`` tasks (a short last batch joins the one before it), so a batch's
+    scores take the same path (BLAS) as the whole list's would."""
+    from ragroute.skills.index import SINGLE_THREAD_QUERIES
+
+    size = max(SINGLE_THREAD_QUERIES, ROUTE_CHUNK_CELLS // max(skills, 1))
+    bounds = [(start, min(start + size, tasks)) for start in range(0, tasks, size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < SINGLE_THREAD_QUERIES:
+        bounds[-2:] = [(bounds[-2][0], tasks)]
+    return bounds
+
+
 def _check_threshold(threshold: Any) -> None:
     """An abstention threshold is a probability (``None``: the model's own)."""
     if threshold is None:
@@ -376,15 +396,27 @@ class SkillRouter:
     def route_many(
         self, tasks: Sequence[str], k: int = 5, *, ids: Sequence[str] | None = None
     ) -> list[SkillRoute]:
-        """:meth:`route` for many tasks (stage 1 scored as one batch)."""
+        """:meth:`route` for many tasks (stage 1 scored in batches of :func:`route_chunks`)."""
         k = check_k(k)
         tasks = check_batch(tasks, "tasks")
         if ids is not None:  # too few ids raised IndexError, a string was one id per letter (session 37)
             ids = check_batch(ids, "ids")
             if len(ids) != len(tasks):
                 raise InvalidArgumentError(f"{len(ids)} ids for {len(tasks)} tasks: give one id per task")
-        if not tasks:
-            return []
+        for task in tasks:  # every task checked before any is scored
+            check_query(task)
+        out: list[SkillRoute] = []
+        # until session 41 the whole batch was scored at once: several tasks x skills float64
+        # matrices held to the end (10,000 skills: 6,000 tasks took 2.7 GB more)
+        for start, stop in route_chunks(len(tasks), len(self.index)):
+            out.extend(self._route_chunk(tasks[start:stop], k))
+        if ids is not None:
+            for route, route_id in zip(out, ids):
+                route.id = route_id
+        return out
+
+    def _route_chunk(self, tasks: list[str], k: int) -> list[SkillRoute]:
+        """The routes of ``tasks``, stage 1 scored as one batch."""
         began = time.perf_counter()
         scores = self.index.score(tasks, self.method)
         stage1_ms = (time.perf_counter() - began) * 1000 / len(tasks)
@@ -408,7 +440,7 @@ class SkillRouter:
                 decisions[row],
                 {key: value[row] for key, value in other.items()},
             )
-            route.id = ids[row] if ids is not None else ""
+            route.id = ""
             out.append(route)
         return out
 
