@@ -796,8 +796,9 @@ def _warn_few_training_points(index: faiss.Index, n: int, nlist: int, pq_m: int,
     if n < MIN_POINTS_PER_LIST * 2**bits:
         codes = 2**bits
         short.append(f"{MIN_POINTS_PER_LIST * codes:,} for the {codes:,} codes of each of {pq_m} codebooks")
-    index.cp.min_points_per_centroid = 1
-    index.pq.cp.min_points_per_centroid = 1
+    ivf: Any = index  # faiss.IndexIVFPQ: its stubs type it as the base Index
+    ivf.cp.min_points_per_centroid = 1
+    ivf.pq.cp.min_points_per_centroid = 1
     if short:
         warnings.warn(
             f"ivfpq trains on {n:,} vectors, fewer than faiss's k-means asks for "

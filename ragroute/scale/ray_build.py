@@ -227,7 +227,7 @@ def _encoder_payload(ray: Any, encoder: Encoder | None, factory: Callable[[], En
 @contextlib.contextmanager
 def _actors(
     ray: Any,
-    workers: int | None,
+    workers: int,
     encoder: Encoder | None,
     factory: Callable[[], Encoder] | None,
     *,
