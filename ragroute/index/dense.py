@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import threading
 import warnings
@@ -573,15 +572,11 @@ class _MappedFiles:
     def __init__(self, directory: Path, names: Sequence[str]) -> None:
         import weakref
 
-        from ragroute.store.manifest import MANIFEST_NAME
+        from ragroute.store.manifest import read_manifest_or_none
 
         self.directory = directory
-        listed: dict[str, Any] = {}
-        try:
-            recorded = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8")).get("files")
-            listed = recorded if isinstance(recorded, dict) else {}
-        except (OSError, ValueError, AttributeError):
-            pass
+        manifest = read_manifest_or_none(directory)  # the store's reader (never blocks on a FIFO)
+        listed: dict[str, Any] = manifest.files if manifest is not None else {}
         self.held: dict[str, tuple[int, int, str]] = {}  # name -> (fd, bytes, sha256)
         for name in names:
             try:

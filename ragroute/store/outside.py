@@ -126,9 +126,9 @@ def _folder_identity(builds: Path) -> dict[str, Any]:
     return {"builds": os.path.realpath(builds), "inode": os.stat(builds).st_ino}
 
 
-def _written_here(data: dict[str, Any], builds: Path) -> bool:
-    """Whether a note's recorded identity is that of ``builds`` (see :func:`_folder_identity`)."""
-    recorded = data.get("artifact")
+def _identifies(recorded: Any, builds: Path) -> bool:
+    """Whether ``recorded`` (a note's or a manifest's) is the identity of ``builds`` (see
+    :func:`_folder_identity`); False for anything else, or a folder that cannot be read."""
     if not isinstance(recorded, dict):
         return False
     try:
@@ -148,7 +148,7 @@ def _settle(path: Path, builds: Path, *, own_only: bool = False) -> bool:
         warnings.warn(f"{path}: an unreadable note of an interrupted build was removed ({exc})", stacklevel=2)
         path.unlink(missing_ok=True)
         return True
-    if own_only and not _written_here(data, builds):
+    if own_only and not _identifies(data.get("artifact"), builds):
         warnings.warn(
             f"{path}: a note of an unfinished build written for another folder (copied or downloaded "
             f"here, or written before session 41) was removed without releasing what it names "
@@ -219,18 +219,13 @@ def release_outside(
     if removed.family not in RELEASES:
         return True
     owner = _recorded_owner(removed.params)
-    if builds is not None and owner is not None:
-        try:
-            ours = owner == _folder_identity(builds)
-        except OSError:
-            ours = False
-        if not ours:
-            warnings.warn(
-                f"{what} held outside its folder was created for another folder (this one is a copy, "
-                f"or was moved): it is left ({_named(removed.params)})",
-                stacklevel=2,
-            )
-            return True
+    if builds is not None and owner is not None and not _identifies(owner, builds):
+        warnings.warn(
+            f"{what} held outside its folder was created for another folder (this one is a copy, "
+            f"or was moved): it is left ({_named(removed.params)})",
+            stacklevel=2,
+        )
+        return True
     try:
         RELEASES.get(removed.family)(removed, kept)
     except Exception as exc:  # noqa: BLE001 - what is left is only said
