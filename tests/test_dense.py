@@ -643,20 +643,23 @@ def test_nprobe_above_a_given_ivf_nlist_is_not_said_chosen():
 
 
 class _Tokenizing:
-    """An encoder as the ONNX backend exposes it: ``max_seq_length`` and its runner's tokenizer (a
-    word-level ``tokenizers`` tokenizer: each word and each punctuation mark is one token)."""
+    """An encoder that reads ``limit`` tokens and counts its truncated documents with a word-level
+    ``tokenizers`` tokenizer (each word and each punctuation mark is one token), or without one."""
 
     def __init__(self, encoder, limit: int, tokenizer: bool = True) -> None:
-        from types import SimpleNamespace
-
         from tokenizers import Tokenizer, models, pre_tokenizers
 
         self.inner, self.max_seq_length = encoder, limit
         self.model_id, self.backend, self.dim = encoder.model_id, encoder.backend, encoder.dim
+        self.tokenizer = None
         if tokenizer:
-            words = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
-            words.pre_tokenizer = pre_tokenizers.Whitespace()
-            self._runner = SimpleNamespace(tokenizer=words)
+            self.tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+            self.tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+
+    def count_truncated(self, texts):
+        from ragroute.encode.truncation import count_truncated
+
+        return count_truncated(texts, limit=self.max_seq_length, tokenizer=self.tokenizer)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -674,3 +674,25 @@ def test_an_expert_folder_is_an_encoder_under_its_own_id(tiny_model: Path, tmp_p
         ModelNotFoundError, match="is a query-side expert .* over an index built with base-model"
     ):
         resolve_model(str(adapter))
+
+
+def test_every_backend_counts_truncated_documents_with_its_own_tokenizer(
+    torch_encoder: SentenceTransformerEncoder, onnx_encoder: OnnxEncoder, tmp_path: Path
+) -> None:
+    """The torch and ONNX backends (and a cache around either) count the documents longer than
+    they read with their own tokenizer: exact, and the same count. A text of 200 words of 2 tokens
+    each is past the 256 tokens although it has fewer words; until session 42 the count reached into
+    the backends' private attributes."""
+    from ragroute.encode.cache import CachedEncoder, EmbeddingCache
+    from ragroute.encode.truncation import count_for_encoder
+
+    texts = ["short text", " ".join(["unbelievably"] * 200), " ".join(["cat"] * 300), "x" * 10]
+    limit = torch_encoder.max_seq_length
+    with EmbeddingCache(tmp_path / "cache.sqlite") as cache:
+        for encoder in (torch_encoder, onnx_encoder, CachedEncoder(onnx_encoder, cache)):
+            assert count_for_encoder(encoder, texts) == (2, limit, True), encoder
+    assert torch_encoder.fast_tokenizer() is not None and onnx_encoder.fast_tokenizer() is not None
+    # an encoder of another library's making: a lower bound from its max_seq_length alone
+    bare = type("Bare", (), {"max_seq_length": limit})()
+    assert count_for_encoder(bare, texts) == (1, limit, False)
+    assert count_for_encoder(type("Unlimited", (), {})(), texts) is None

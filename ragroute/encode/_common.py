@@ -123,6 +123,21 @@ class PromptedEncoder:
         """Encode documents (with the model's ``document`` prompt, if it has one)."""
         return self._encode(texts, self._document_prompt, batch_size, show_progress)
 
+    def fast_tokenizer(self) -> Any | None:
+        """The fast (``tokenizers``) tokenizer that reads this encoder's texts, or None (then
+        :meth:`count_truncated` gives a lower bound)."""
+        return None
+
+    def count_truncated(self, texts: Sequence[str]) -> tuple[int, int, bool] | None:
+        """``(documents, max_seq_length, exact)``: how many of the document ``texts`` (behind the
+        document prompt) are longer than this encoder reads, or None when it reads any length
+        (:func:`ragroute.encode.truncation.count_truncated`)."""
+        from ragroute.encode.truncation import count_truncated
+
+        return count_truncated(
+            texts, limit=self.max_seq_length, prompt=self._document_prompt, tokenizer=self.fast_tokenizer()
+        )
+
     def describe(self) -> dict[str, object]:
         """What an index manifest records about this encoder (``weights`` when it was loaded from a
         model folder; see :mod:`ragroute.encode.identity`)."""

@@ -118,5 +118,10 @@ class OnnxEncoder(PromptedEncoder):
             items = [prompt + text for text in items]
         return self._runner.encode(items, batch_size, want_progress(show_progress, len(items)), self.dim)
 
+    def fast_tokenizer(self) -> Any:
+        """The runner's tokenizer (it truncates to ``max_seq_length``, keeping the rest in each
+        encoding's ``overflowing``)."""
+        return self._runner.tokenizer
+
     def __repr__(self) -> str:
         return f"OnnxEncoder(model_id={self.model_id!r}, backend={self.backend!r}, dim={self.dim})"

@@ -132,5 +132,10 @@ class SentenceTransformerEncoder(PromptedEncoder):
         )
         return l2_normalize(out)
 
+    def fast_tokenizer(self) -> Any | None:
+        """The model's backend (``tokenizers``) tokenizer, or None for a slow tokenizer."""
+        backend = getattr(getattr(self.model, "tokenizer", None), "backend_tokenizer", None)
+        return backend if callable(getattr(backend, "encode_batch", None)) else None
+
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder(model_id={self.model_id!r}, dim={self.dim})"

@@ -20,32 +20,18 @@ BATCH = 4096
 """Texts tokenised at once (a bound on the memory the encodings take)."""
 
 
-def _tokenizer(encoder: Any) -> Any:
-    """The encoder's fast (``tokenizers``) tokenizer, or None: the ONNX runner's, or a
-    sentence-transformers model's backend tokenizer (a cache wrapper hands the attributes on)."""
-    runner = getattr(encoder, "_runner", None)
-    tokenizer = getattr(runner, "tokenizer", None)
-    if tokenizer is not None and callable(getattr(tokenizer, "encode_batch", None)):
-        return tokenizer
-    model = getattr(encoder, "model", None)
-    backend = getattr(getattr(model, "tokenizer", None), "backend_tokenizer", None)
-    if backend is not None and callable(getattr(backend, "encode_batch", None)):
-        return backend
-    return None
-
-
-def count_truncated(encoder: Any, texts: Sequence[str]) -> tuple[int, int, bool] | None:
-    """``(documents, max_seq_length, exact)``: how many of ``texts`` (with the encoder's document
-    prompt) are longer than the encoder reads, or None when it says no limit. ``exact``: counted by
-    the encoder's own tokenizer; else a lower bound (a text of more words than the limit, each word
-    at least one token). Only texts of more UTF-8 bytes than the limit (a token covers one byte at
-    least) and no more words than it are tokenised."""
-    limit = getattr(encoder, "max_seq_length", None)
+def count_truncated(
+    texts: Sequence[str], *, limit: int | None, prompt: str = "", tokenizer: Any = None
+) -> tuple[int, int, bool] | None:
+    """``(documents, limit, exact)``: how many of ``texts`` (each behind ``prompt``) are longer than
+    ``limit`` tokens, or None when there is no limit. ``tokenizer``: a fast (``tokenizers``)
+    tokenizer that reads the texts as the encoder does; ``exact`` says the count is its. Without
+    one the count is a lower bound (a text of more words than the limit, each word at least one
+    token). Only texts of more UTF-8 bytes than the limit (a token covers one byte at least) and no
+    more words than it are tokenised. Encoders call this from their ``count_truncated``
+    (:meth:`ragroute.encode._common.PromptedEncoder.count_truncated`)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         return None
-    prompt = getattr(encoder, "_document_prompt", "") or ""
-    if not isinstance(prompt, str):
-        prompt = ""
     room = limit - SPECIAL_TOKENS
 
     def size(text: str) -> int:
@@ -58,8 +44,7 @@ def count_truncated(encoder: Any, texts: Sequence[str]) -> tuple[int, int, bool]
     # the tokenizer, which reads only the rest (about 0.3 ms a document, a few % of encoding one)
     sure = [len(text.split()) > limit for text in candidates]
     count = sum(sure)
-    tokenizer = _tokenizer(encoder)
-    if tokenizer is None:
+    if tokenizer is None or not callable(getattr(tokenizer, "encode_batch", None)):
         return count, limit, False
     candidates = [text for text, long in zip(candidates, sure) if not long]
     for start in range(0, len(candidates), BATCH):
@@ -74,13 +59,23 @@ def count_truncated(encoder: Any, texts: Sequence[str]) -> tuple[int, int, bool]
     return count, limit, True
 
 
+def count_for_encoder(encoder: Any, texts: Sequence[str]) -> tuple[int, int, bool] | None:
+    """The encoder's own count (its ``count_truncated``: prompt and tokenizer known), else a lower
+    bound from its ``max_seq_length`` alone (an encoder of another library's making)."""
+    own = getattr(encoder, "count_truncated", None)
+    if callable(own):
+        found = own(texts)
+        return None if found is None else (int(found[0]), int(found[1]), bool(found[2]))
+    return count_truncated(texts, limit=getattr(encoder, "max_seq_length", None))
+
+
 def warn_truncated(documents: Sequence[Any], encoder: Any, *, stacklevel: int = 3) -> int:
     """Warn when ``documents`` hold texts (``full_text()``) longer than ``encoder`` reads; return
     how many (0: none, or the encoder says no limit)."""
     if encoder is None or not documents:
         return 0
     texts = [d.full_text() for d in documents if isinstance(getattr(d, "text", None), str)]
-    found = count_truncated(encoder, texts)
+    found = count_for_encoder(encoder, texts)
     if found is None or not found[0]:
         return 0
     count, limit, exact = found

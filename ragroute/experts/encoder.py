@@ -78,6 +78,12 @@ class QueryAdapterEncoder:
             texts, batch_size=batch_size, show_progress=show_progress
         )
 
+    def count_truncated(self, texts: Sequence[str]) -> tuple[int, int, bool] | None:
+        """The document encoder's count (:func:`ragroute.encode.truncation.count_truncated`)."""
+        from ragroute.encode.truncation import count_for_encoder
+
+        return count_for_encoder(self.document_encoder, texts)
+
     def describe(self) -> dict[str, Any]:
         return {**self.document_encoder.describe(), "query_space": self.query_space}
 
