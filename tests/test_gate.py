@@ -3,6 +3,7 @@ trip, signal mismatch), the threshold gate, pipeline integration and the ``gate:
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -797,3 +798,22 @@ def test_a_retrieval_signal_in_a_pipeline_reads_the_pipelines_router(hashing_enc
     pipeline = pipeline_from_settings(sources, {"kind": "fixed"}, encoder=None, gate=gate)
     step = pipeline.retrieve("telescope", k=2).trace[0].detail
     assert step["values"]["retrieval.router_max"] == 1.0 and step["action"] == "retrieve"
+
+
+def test_knn_vote_counts_examples_tied_at_the_kth_neighbour_whatever_their_order():
+    """Two examples with one vector (the same question labelled both ways, or a paraphrase that
+    embeds identically) tied at the k-th similarity: argpartition took one of them by its position
+    in the bank, so the vote changed with the order of the examples. Each now votes half a slot."""
+    vectors = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    texts = ["near", "tie retrieve", "tie answer", "far"]
+    flags = np.array([True, True, False, False])
+    query = np.array([[1.0, 0.0, 0.0]])
+    shares = []
+    for order in itertools.permutations(range(4)):
+        signal = KnnVoteSignal(k=2)
+        signal.fit(Examples([texts[i] for i in order], flags[list(order)], vectors[list(order)]))
+        shares.append(signal.values([QueryContext("a new question")], query)[0])
+    # weights: 1 (+1e-6) for "near" (retrieve), 0.6 for the tied slot, half of it each way
+    expected = (1.0 + 1e-6 + 0.5 * (0.6 + 1e-6)) / (1.0 + 1e-6 + 0.6 + 1e-6)
+    for share, nearest in shares:
+        assert share == pytest.approx(expected, abs=1e-6) and nearest == pytest.approx(1.0)

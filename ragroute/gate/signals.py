@@ -414,11 +414,29 @@ class KnnVoteSignal(GateSignal):
         top = np.argpartition(sims, sims.shape[1] - k, axis=1)[:, -k:]
         near = sims[np.arange(sims.shape[0])[:, None], top]
         weights = (np.maximum(near, 0.0) + 1e-6) * np.isfinite(near)  # -inf: a left-out example
+        votes = (weights * self._retrieve[top]).sum(axis=1)
+        self._share_ties(sims, top, near, votes)
         out = np.empty((sims.shape[0], 2))
-        out[:, 0] = (weights * self._retrieve[top]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
+        out[:, 0] = votes / np.maximum(weights.sum(axis=1), 1e-12)
         out[:, 1] = near.max(axis=1)
         out[~np.isfinite(out[:, 1]), 1] = -1.0  # every neighbour left out
         return out
+
+    def _share_ties(self, sims: np.ndarray, top: np.ndarray, near: np.ndarray, votes: np.ndarray) -> None:
+        """Examples tied at the k-th similarity (duplicate examples, or another example's exact
+        vector) vote together: ``argpartition`` took some of them by their position in the bank,
+        so the vote moved with the examples' order (until session 42). Each tied example now votes
+        for its share of the slots the tie fills; ``votes`` is corrected in place (the weights'
+        sum does not change: the slots and each slot's weight are the same)."""
+        kth = near.min(axis=1)
+        at_kth = near == kth[:, None]
+        uneven = np.flatnonzero(((sims == kth[:, None]).sum(axis=1) > at_kth.sum(axis=1)) & np.isfinite(kth))
+        for i in uneven:  # rare: a loop over the tied rows only
+            tied = np.flatnonzero(sims[i] == kth[i])
+            taken = int(at_kth[i].sum())
+            weight = max(float(kth[i]), 0.0) + 1e-6
+            picked = float(self._retrieve[top[i][at_kth[i]]].sum())
+            votes[i] += weight * (taken * float(self._retrieve[tied].mean()) - picked)
 
     def _similarities(self, contexts: Sequence[QueryContext], vectors: np.ndarray) -> np.ndarray:
         sims = example_similarities(self._vectors, self._fingerprint, vectors)
