@@ -70,6 +70,27 @@ def test_pseudo_queries_cover_every_kind_and_point_at_their_document() -> None:
     assert cut_pseudo_queries(docs, seed=1) != queries
 
 
+def test_pseudo_queries_do_not_depend_on_the_order_of_the_corpus() -> None:
+    """One random stream ran through the documents in corpus order, and the cap sampled list
+    positions: until session 42 a reversed corpus, or one document added, cut other pseudo-queries
+    for the documents already there (and trained another expert)."""
+    docs = corpus()
+    for cap in (6000, 40):
+        queries = cut_pseudo_queries(docs, max_queries=cap)
+        assert cut_pseudo_queries(docs[::-1], max_queries=cap) == queries
+        assert [(q.doc_id, q.kind) for q in queries] == sorted(
+            ((q.doc_id, q.kind) for q in queries),
+            key=lambda key: (key[0], ("title", "sentence", "keyphrases").index(key[1])),
+        )
+    extra = Document(
+        id="zz-extra", title="An unrelated added page", text="A page about nothing at all in particular here."
+    )
+    grown = [
+        q for q in cut_pseudo_queries([*docs, extra]) if q.doc_id != "zz-extra" and q.kind != "keyphrases"
+    ]
+    assert grown == [q for q in cut_pseudo_queries(docs) if q.kind != "keyphrases"]
+
+
 def test_pseudo_queries_respect_the_cap_and_the_kinds() -> None:
     docs = corpus()
     assert len(cut_pseudo_queries(docs, max_queries=40)) == 40

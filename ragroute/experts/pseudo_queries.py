@@ -12,8 +12,12 @@ Three kinds, each paired with the document it was cut from (its positive):
   neither typos nor domain-wide words), in document order — short keyword
   queries like those of the old test collections.
 
-Everything is deterministic for a given seed. Relevance labels are never read:
-an expert trained on pseudo-queries has not seen any benchmark query.
+Everything is deterministic for a given seed, and the same whatever order the documents come in:
+each document's sentence is drawn from its id, a sample of the pseudo-queries is drawn by theirs
+(:mod:`ragroute.draws`), and they come out sorted by document id and kind (until session 42 one
+random stream ran through the documents in corpus order, so a reordered corpus, or one document
+added, trained another expert). Relevance labels are never read: an expert trained on
+pseudo-queries has not seen any benchmark query.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ragroute.draws import drawn, id_draws
 from ragroute.errors import RagrouteError
 from ragroute.index.bm25_tokenize import tokenize
 from ragroute.types import Document
@@ -57,11 +62,11 @@ def cut_pseudo_queries(
 ) -> list[PseudoQuery]:
     """Up to one pseudo-query of each kind per document, at most ``max_queries`` in all.
 
-    When the corpus would give more, pseudo-queries are sampled (seeded) uniformly,
-    so every kind keeps about its share. Raises :class:`RagrouteError` with the number needed when
-    the corpus has fewer than :data:`MIN_DOCUMENTS` documents with text, or when fewer than that
-    many give a pseudo-query (documents of a word or two give none); ``purpose`` names what needs
-    them in that message.
+    When the corpus would give more, pseudo-queries are sampled (seeded, by document id and kind)
+    uniformly, so every kind keeps about its share. Sorted by document id, then kind. Raises
+    :class:`RagrouteError` with the number needed when the corpus has fewer than
+    :data:`MIN_DOCUMENTS` documents with text, or when fewer than that many give a pseudo-query
+    (documents of a word or two give none); ``purpose`` names what needs them in that message.
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
@@ -72,13 +77,13 @@ def cut_pseudo_queries(
             f"cannot cut pseudo-queries from {len(usable)} document(s) with text: "
             f"{purpose} needs at least {MIN_DOCUMENTS}"
         )
-    rng = random.Random(seed)
     keyphrases = _keyphrase_queries(usable) if "keyphrases" in kinds else {}
     out: list[PseudoQuery] = []
     for doc in usable:
         if "title" in kinds and doc.title.strip() and doc.text.strip() and len(doc.title.split()) >= 3:
             out.append(PseudoQuery(doc.title.strip(), doc.id, "title"))
         if "sentence" in kinds:
+            rng = random.Random(int(id_draws([doc.id], seed, "pseudo-query sentence")[0]))
             sentence = _pick_sentence(doc, rng)
             if sentence:
                 out.append(PseudoQuery(sentence, doc.id, "sentence"))
@@ -92,8 +97,9 @@ def cut_pseudo_queries(
             f"6 or more, or specific terms): an expert needs pseudo-queries from at least {MIN_DOCUMENTS}"
         )
     if len(out) > max_queries:
-        out = sorted(rng.sample(out, max_queries), key=lambda q: (q.doc_id, q.kind))
-    return out
+        keep = drawn([f"{q.doc_id}\x1f{q.kind}" for q in out], max_queries, seed, "pseudo-queries")
+        out = [out[int(i)] for i in keep]
+    return sorted(out, key=lambda q: (q.doc_id, KINDS.index(q.kind)))
 
 
 def _pick_sentence(doc: Document, rng: random.Random) -> str | None:
