@@ -691,3 +691,23 @@ def test_build_warns_of_documents_longer_than_the_encoder_reads(hashing_encoder,
     assert np.array_equal(
         dense.stored_vectors(np.arange(3)), getattr(plain, "dense", plain).stored_vectors(np.arange(3))
     )
+
+
+def test_the_truncation_warning_advises_by_kind_of_unit(hashing_encoder):
+    """Section units were told to index themselves "in passages (--granularity paragraph or
+    section)" and tables, which are never cut, the same (the demo printed that for its sections and
+    tables until session 42): each kind of unit now gets its own warning and advice."""
+    from ragroute.chunking import chunk_documents
+    from ragroute.index.build import build_index
+
+    long_section = "## Orbits\n\n" + " ".join(["Orbit."] * 30)
+    sections = chunk_documents([Document(id="guide", text=long_section)], "section")
+    table = Document(id="prices", text="| item | price |\n" + "| disk | 10 |\n" * 20, modality="table")
+    whole = Document(id="whole", text=" ".join(["Orbit"] * 40))
+    with pytest.warns(UserWarning) as caught:
+        build_index([*sections, table, whole], "hybrid", encoder=_Tokenizing(hashing_encoder, 10))
+    said = sorted(str(w.message) for w in caught if "tokens encoder" in str(w.message))
+    assert len(said) == 3
+    assert said[0].startswith("1 of 1 documents is longer") and "--granularity paragraph or section" in said[0]
+    assert said[1].startswith("1 of 1 section units is longer") and "index them by paragraph" in said[1]
+    assert said[2].startswith("1 of 1 tables is longer") and "never cut into passages" in said[2]

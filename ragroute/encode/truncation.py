@@ -69,25 +69,65 @@ def count_for_encoder(encoder: Any, texts: Sequence[str]) -> tuple[int, int, boo
     return count_truncated(texts, limit=getattr(encoder, "max_seq_length", None))
 
 
+ADVICE = {
+    "document": (
+        "documents",
+        "index them in passages to embed all of them (ragroute build --granularity paragraph or "
+        "section; ragroute.chunking.chunk_documents in Python)",
+    ),
+    "section": (
+        "section units",
+        "index them by paragraph to embed all of them (ragroute build --granularity paragraph; "
+        "granularity: paragraph in a corpora file)",
+    ),
+    "paragraph": (
+        "paragraph units",
+        "cut them smaller to embed all of them (ragroute.chunking.chunk_documents(documents, "
+        '"paragraph", max_words=...) in Python)',
+    ),
+    "table": (
+        "tables",
+        "a table is one unit, never cut into passages; the BM25 side of a hybrid index reads all of it",
+    ),
+}
+"""What a warning calls each kind of unit, and what it advises (see :func:`warn_truncated`)."""
+
+
+def _kind(document: Any) -> str:
+    """The :data:`ADVICE` a unit gets: ``table`` for any non-text unit, else its granularity."""
+    if getattr(document, "modality", "text") != "text":
+        return "table"
+    granularity = (getattr(document, "metadata", None) or {}).get("granularity")
+    return granularity if granularity in ("section", "paragraph") else "document"
+
+
 def warn_truncated(documents: Sequence[Any], encoder: Any, *, stacklevel: int = 3) -> int:
     """Warn when ``documents`` hold texts (``full_text()``) longer than ``encoder`` reads; return
-    how many (0: none, or the encoder says no limit)."""
+    how many (0: none, or the encoder says no limit). One warning for each kind of unit that has
+    such texts (whole documents, section or paragraph units, tables), with advice for that kind
+    (until session 42 section units and tables were told to index themselves "in passages")."""
     if encoder is None or not documents:
         return 0
-    texts = [d.full_text() for d in documents if isinstance(getattr(d, "text", None), str)]
-    found = count_for_encoder(encoder, texts)
-    if found is None or not found[0]:
-        return 0
-    count, limit, exact = found
+    groups: dict[str, list[str]] = {}
+    for d in documents:
+        if isinstance(getattr(d, "text", None), str):
+            groups.setdefault(_kind(d), []).append(d.full_text())
     name = getattr(encoder, "model_id", None) or type(encoder).__name__
-    counted = f"{count:,} of {len(documents):,}" if exact else f"at least {count:,} of {len(documents):,}"
-    verb = "is" if count == 1 and exact else "are"
-    warnings.warn(
-        f"{counted} documents {verb} longer than the {limit} tokens encoder {name} reads: their "
-        f"embeddings see only the first {limit} tokens (the rest is not embedded); index them in "
-        "passages to embed all of them (ragroute build --granularity paragraph or section; "
-        "ragroute.chunking.chunk_documents in Python)",
-        UserWarning,
-        stacklevel=stacklevel,
-    )
-    return count
+    total = 0
+    for kind in ADVICE:
+        found = count_for_encoder(encoder, groups.get(kind, []))
+        if found is None or not found[0]:
+            continue
+        count, limit, exact = found
+        total += count
+        noun, advice = ADVICE[kind]
+        of = len(groups[kind])
+        counted = f"{count:,} of {of:,}" if exact else f"at least {count:,} of {of:,}"
+        verb = "is" if count == 1 and exact else "are"
+        warnings.warn(
+            f"{counted} {noun} {verb} longer than the {limit} tokens encoder {name} reads: their "
+            f"embeddings see only the first {limit} tokens (the rest is not embedded); {advice}",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    return total
