@@ -708,6 +708,6 @@ def test_the_truncation_warning_advises_by_kind_of_unit(hashing_encoder):
         build_index([*sections, table, whole], "hybrid", encoder=_Tokenizing(hashing_encoder, 10))
     said = sorted(str(w.message) for w in caught if "tokens encoder" in str(w.message))
     assert len(said) == 3
-    assert said[0].startswith("1 of 1 documents is longer") and "--granularity paragraph or section" in said[0]
+    assert said[0].startswith("1 of 1 documents is longer") and "paragraph or section" in said[0]
     assert said[1].startswith("1 of 1 section units is longer") and "index them by paragraph" in said[1]
     assert said[2].startswith("1 of 1 tables is longer") and "never cut into passages" in said[2]

@@ -38,3 +38,13 @@ def test_registration_snippet_builds_a_graph_with_the_new_extractor(monkeypatch,
 def test_documented_extractors_are_registered():
     table = re.findall(r"^\| `(\w+)` \|", DOC.read_text(encoding="utf-8"), flags=re.M)
     assert table == ["rules", "spacy", "llm"] == EXTRACTORS.names()
+
+
+def test_documented_descriptions_carry_the_extractors_versions():
+    """The `describe()` lines of the spacy and llm sections gave version 1; the extractors say 3
+    (session 41), as the page's own introduction does."""
+    from ragroute.graph.extract_llm import LLM_EXTRACTOR_VERSION
+    from ragroute.graph.extract_spacy import SPACY_EXTRACTOR_VERSION
+
+    documented = dict(re.findall(r'`\{"name": "(\w+)", "version": (\d+),', DOC.read_text(encoding="utf-8")))
+    assert documented == {"spacy": str(SPACY_EXTRACTOR_VERSION), "llm": str(LLM_EXTRACTOR_VERSION)}
