@@ -221,7 +221,7 @@ def test_remembered_logits_score_each_pool_once_inside_a_block_only(tiny_reranke
         again = copy.copy(reranker).logits(query, texts)  # a copy shares the model: read back
         again[:] = 0.0  # a caller's changes do not reach the memo
         assert np.array_equal(reranker.logits(query, texts), fresh) and scored == [len(texts)] * 2
-        # another pool, even one made of known pairs, is computed whole: a pair's int8 logit may
+        # another pool, even one made of known pairs, is computed whole: a pair's logit may
         # depend on its batch, so only whole calls are read back
         reranker.logits(query, texts[:2])
         reranker.logits("convert euros to dollars", texts)
@@ -267,6 +267,48 @@ def test_onnx_copies_agree_with_torch(tiny_reranker):
     assert bf16_logits.dtype == np.float32
     np.testing.assert_allclose(bf16_logits, torch_logits, atol=0.05)
     assert np.array_equal(np.argsort(-bf16_logits), np.argsort(-torch_logits))
+
+
+def test_an_int8_logit_is_a_function_of_its_pair_not_of_its_batch(tiny_reranker, tmp_path):
+    """Dynamic int8 quantises activations over the whole batch: a pair scored with others (and their
+    padding) read another logit than scored alone, until each pair became its own inference."""
+    import shutil
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ragroute.encode.onnx_session import quiet
+    from ragroute.rerank.cross_encoder import _scorer
+
+    out, _ = tiny_reranker
+    build = next(p.parent for p in out.rglob("model.onnx"))
+    shutil.copy(build / "tokenizer.json", tmp_path / "tokenizer.json")
+    with quiet():  # the export's own settings, whether or not the fixture kept its int8 copy
+        quantize_dynamic(
+            build / "model.onnx",
+            tmp_path / "model.int8.onnx",
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Attention"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    for threads in (1, 2):
+        scorer = _scorer(tmp_path, "onnx-int8", 32, threads, "toy")
+        query = "forecast rain in paris"
+        texts = [t for _, t in TOPICS.values()] + ["a much longer candidate about the weather " * 4]
+        together = scorer([query] * len(texts), texts)
+        alone = np.concatenate([scorer([query], [t]) for t in texts])
+        assert np.array_equal(together, alone), threads
+        assert np.array_equal(scorer([query] * 2, texts[-2:]), alone[-2:])
+
+
+@pytest.mark.parametrize("threads", [0, -1, "2", 1.5])
+def test_a_thread_count_that_is_not_a_whole_number_above_zero_is_refused(tiny_reranker, threads):
+    from ragroute.errors import InvalidArgumentError
+
+    out, _ = tiny_reranker
+    with pytest.raises(InvalidArgumentError, match="threads"):
+        CrossEncoderReranker(out, backend="onnx", threads=threads)
 
 
 def test_rerank_reorders_the_pool_and_explains_each_hit(tiny_reranker):

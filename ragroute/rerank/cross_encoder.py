@@ -81,7 +81,7 @@ def remembered_logits(
     """Within the block, a reranker asked again for the logits of the same (query, candidates) pool
     reads back those it computed the first time (for runs that route the same queries several
     times, such as ``ragroute bench skills``' abstention passes). Only whole calls are reused, never
-    single pairs: int8 ONNX quantises per batch, so a pair's logit may depend on its batch, and
+    single pairs (in torch and fp32 ONNX float rounding can differ with a batch's padding), and
     every logit read back is exactly what the call computes outside a block. Yields the memo;
     passing it to a later block keeps its logits across an untimed gap (timing belongs outside any
     block). Nothing is kept outside a block; thread-local, as context variables are."""
@@ -249,6 +249,8 @@ class CrossEncoderReranker:
         self.batch_size = check_k(batch_size, "batch_size")
         if max_length is not None:
             max_length = check_k(max_length, "max_length")
+        if threads is not None:  # 0, -1 or "2" ran with all cores, or failed inside onnxruntime
+            threads = check_k(threads, "threads")
         self.body = body
         self._lock = threading.Lock()
         self._scorer, self.calibration, self.info = _load(
@@ -537,7 +539,7 @@ def _scorer(folder: Path, backend: str, max_length: int, threads: int | None, la
             f"reranker {label} has no {file.name} (`ragroute rerank train` writes it; "
             "train again, or use the backend 'torch')"
         )
-    return _OnnxScorer(folder, file, max_length, threads)
+    return _OnnxScorer(folder, file, max_length, threads, alone=backend == "onnx-int8")
 
 
 class _TorchScorer:
@@ -584,12 +586,25 @@ class _TorchScorer:
 
 
 class _OnnxScorer:
-    def __init__(self, folder: Path, file: Path, max_length: int, threads: int | None) -> None:
+    """Logits of an ONNX export. With ``alone`` (the int8 copy) each pair is its own inference, with
+    no padding: dynamic int8 quantises activations per tensor, over the whole batch, so a pair
+    scored in a batch read a logit that moved with the other pairs of its batch and their padding
+    (by up to 0.23 with ``rerank/default`` over 20 toollens candidates, no padding involved). The
+    pairs are shared among ``threads`` Python threads running a session of one intra-op thread
+    each (onnxruntime runs concurrent calls of one session): as fast as the batched run on 2 cores,
+    where one pair at a time on a two-thread session cost 55-60% more."""
+
+    def __init__(
+        self, folder: Path, file: Path, max_length: int, threads: int | None, *, alone: bool = False
+    ) -> None:
         from tokenizers import Tokenizer
 
+        from ragroute.cpus import usable_cpus
         from ragroute.encode.onnx_session import make_session
 
-        self.session = make_session(file, threads)
+        self.alone = alone
+        self.workers = int(threads or usable_cpus()) if alone else 1
+        self.session = make_session(file, 1 if alone else threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
@@ -597,6 +612,19 @@ class _OnnxScorer:
 
     def __call__(self, queries: list[str], texts: list[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(zip(queries, texts)))
+        if not self.alone:
+            return self._run(encodings)
+        if self.workers < 2 or len(encodings) < 2:
+            return (
+                np.concatenate([self._run([e]) for e in encodings]) if encodings else np.zeros(0, np.float32)
+            )
+        from concurrent.futures import ThreadPoolExecutor
+
+        # a pool per call: no idle threads kept, nothing to go stale in a forked process
+        with ThreadPoolExecutor(min(self.workers, len(encodings))) as pool:
+            return np.concatenate(list(pool.map(lambda e: self._run([e]), encodings)))
+
+    def _run(self, encodings: list[Any]) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
         feeds = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in self.inputs}
         for row, e in enumerate(encodings):

@@ -104,7 +104,7 @@ def export_onnx(model: Any, folder: Path, max_length: int) -> dict[str, Any]:
             op_types_to_quantize=["MatMul", "Attention"],
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-    scores = _OnnxScorer(folder, int8, max_length, None)(queries, texts)
+    scores = _OnnxScorer(folder, int8, max_length, None, alone=True)(queries, texts)
     error = float(np.max(np.abs(scores - reference)))
     same_order = all(  # the relevant/irrelevant order of each probe pair, where torch separates them
         (scores[i] > scores[i + 1]) == (reference[i] > reference[i + 1])
