@@ -277,3 +277,29 @@ def test_no_home_or_an_unwritable_cache_folder_is_one_line_naming_the_fix(tmp_pa
     monkeypatch.setenv("RAGROUTE_CACHE", str(blocked / "cache"))
     with pytest.raises(RagrouteError, match=r"^cannot create the cache folder .*; set RAGROUTE_CACHE"):
         default_cache_dir(create=True)
+
+
+def test_a_closed_cache_is_a_one_line_error_also_for_an_encode_in_flight(tmp_path, hashing_encoder):
+    """close() while a thread encoded through the cache: that thread failed with ``'NoneType' object
+    has no attribute 'execute'``; an encode, count() or clear() after it with a bare AssertionError
+    (count() answered 0)."""
+    cache = EmbeddingCache.in_dir(tmp_path)
+    encoder = CachedEncoder(hashing_encoder, cache)
+    encoder.encode_documents(["printer driver"])
+    plain = hashing_encoder.encode_documents
+
+    def closed_meanwhile(texts, **kwargs):  # another thread closes the cache between read and write
+        cache.close()
+        return plain(texts, **kwargs)
+
+    hashing_encoder.encode_documents = closed_meanwhile
+    try:
+        with pytest.raises(RagrouteError, match="embedding cache .* is closed"):
+            encoder.encode_documents(["vpn password"])
+    finally:
+        hashing_encoder.encode_documents = plain
+    for use in (lambda: encoder.encode_documents(["printer driver"]), cache.count, cache.clear):
+        with pytest.raises(RagrouteError, match="embedding cache .* is closed"):
+            use()
+    with EmbeddingCache.in_dir(tmp_path) as again:  # open again: the stored vector is there
+        assert again.count() == 1

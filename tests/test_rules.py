@@ -973,3 +973,37 @@ def test_an_empty_route_is_refused_not_read_as_none():
     assert load_error("rules:\n  - name: r\n    when: true\n    then:\n      route:\n").line == 5
     none = Policy.from_yaml("rules:\n  - {name: r, when: true, then: {route: none}}\n")
     assert none.evaluate("anything").action == "none"
+
+
+def test_threads_evaluating_a_cold_policy_embed_its_banks_once(hashing_encoder):
+    """A server's first requests: every thread that found the bank store empty reset it and
+    embedded every bank text again (four threads, four encodes)."""
+    import contextlib
+    import threading
+
+    from ragroute.route.signals import BankStore, parse_signal
+
+    signal = parse_signal("docs", {"type": "bank_margin", "positive": ["a b"], "negative": ["c d"]}, "x", 1)
+    store = BankStore([signal])
+    entered = threading.Barrier(2)
+    plain = hashing_encoder.encode_queries
+
+    def slow_encode(texts, **kwargs):  # a slow first encode: the other threads arrive meanwhile
+        with contextlib.suppress(threading.BrokenBarrierError):
+            entered.wait(timeout=0.5)  # at once when a second thread encodes too, else 0.5 s
+        return plain(texts, **kwargs)
+
+    hashing_encoder.encode_queries = slow_encode
+    rows: list = []
+    threads = [
+        threading.Thread(target=lambda: rows.append(store.vectors(hashing_encoder, "docs"))) for _ in range(4)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    finally:
+        hashing_encoder.encode_queries = plain
+    assert len(rows) == 4 and all(r is rows[0] for r in rows)
+    assert store.encode_calls == 1

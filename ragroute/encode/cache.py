@@ -94,6 +94,7 @@ class EmbeddingCache:
         #: ``"read-write"``, ``"read-only"`` (vectors read, none stored) or ``"off"`` (not used)
         self.mode = "read-write"
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open()
@@ -171,11 +172,12 @@ class EmbeddingCache:
     def get_many(self, space: str, keys: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
         """The cached vectors among ``keys`` whose digest checks (entries of another width are ignored)."""
         found: dict[bytes, np.ndarray] = {}
-        if self._conn is None:
-            return found
         unique = list(dict.fromkeys(keys))
         corrupt = 0
         with self._lock:
+            self._check_open()
+            if self._conn is None:  # mode "off"
+                return found
             for start in range(0, len(unique), _CHUNK):
                 chunk = unique[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -210,11 +212,11 @@ class EmbeddingCache:
             blob = arr.tobytes()
             dim = int(arr.shape[0])
             rows.append((space, key, dim, blob, row_digest(space, bytes(key), dim, blob)))
-        if rows and self.mode != "read-write":
-            return 0  # said once when the cache was opened
         if rows:
-            assert self._conn is not None  # read-write
             with self._lock:
+                self._check_open()
+                if self.mode != "read-write" or self._conn is None:
+                    return 0  # said once when the cache was opened
                 try:
                     with self._conn:
                         self._conn.executemany(
@@ -229,9 +231,10 @@ class EmbeddingCache:
 
     def count(self, space: str | None = None) -> int:
         """Number of cached vectors (in one space, or in all)."""
-        if self._conn is None:
-            return 0
         with self._lock:
+            self._check_open()
+            if self._conn is None:
+                return 0
             if space is None:
                 return int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
             query = "SELECT COUNT(*) FROM embeddings WHERE space = ?"
@@ -242,18 +245,32 @@ class EmbeddingCache:
 
     def clear(self, space: str | None = None) -> None:
         """Forget every vector (in one space, or in all)."""
-        if self.mode != "read-write":
-            raise RagrouteError(f"embedding cache {self.path} is {self.mode} here: nothing to clear")
-        assert self._conn is not None
-        with self._lock, self._conn:
-            if space is None:
-                self._conn.execute("DELETE FROM embeddings")
-            else:
-                self._conn.execute("DELETE FROM embeddings WHERE space = ?", (space,))
+        with self._lock:
+            self._check_open()
+            if self.mode != "read-write" or self._conn is None:
+                raise RagrouteError(f"embedding cache {self.path} is {self.mode} here: nothing to clear")
+            with self._conn:
+                if space is None:
+                    self._conn.execute("DELETE FROM embeddings")
+                else:
+                    self._conn.execute("DELETE FROM embeddings WHERE space = ?", (space,))
 
     def close(self) -> None:
+        """Close the file; a read or write of the cache after it (an encode through a
+        :class:`CachedEncoder` still running included) is a one-line error naming the cache. One in
+        progress finishes first (until session 42 the threads still encoding failed with
+        ``'NoneType' object has no attribute 'execute'``, later encodes with a bare
+        ``AssertionError``, and ``count()`` answered 0)."""
         with self._lock:
+            self._closed = True
             self._close_quietly()
+
+    def _check_open(self) -> None:
+        """Raise when :meth:`close` ran (called holding the lock)."""
+        if self._closed:
+            raise RagrouteError(
+                f"embedding cache {self.path} is closed: open it again (EmbeddingCache(path)) to use it"
+            )
 
     def __enter__(self) -> EmbeddingCache:
         return self

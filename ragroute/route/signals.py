@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ class BankStore:
     """The embeddings of every bank text of a policy, computed once (lazily) per encoder.
 
     All bank texts are embedded together in one ``encode_queries`` call, the first
-    time any bank signal is evaluated; a different encoder starts over.
+    time any bank signal is evaluated; a different encoder starts over. Threads evaluating one
+    policy at once (a server's first requests) share that one call: until session 42 each thread
+    that found the store empty reset it and embedded every bank text again.
     """
 
     def __init__(self, signals: Iterable[Signal]) -> None:
@@ -100,6 +103,7 @@ class BankStore:
         self._encoder: Any = None
         self._rows: dict[str, np.ndarray] = {}
         self.encode_calls = 0
+        self._lock = threading.Lock()
 
     @property
     def empty(self) -> bool:
@@ -107,20 +111,22 @@ class BankStore:
 
     def reset(self) -> None:
         """Forget the embeddings (e.g. after the encoder changed)."""
-        self._matrix, self._encoder, self._rows = None, None, {}
+        with self._lock:
+            self._matrix, self._encoder, self._rows = None, None, {}
 
     def vectors(self, encoder: Any, signal_name: str) -> np.ndarray:
         """The embedded bank texts of ``signal_name``, in the order of ``bank_texts()``."""
-        if self._matrix is None or self._encoder is not encoder:
-            self.reset()
-            self._matrix = encode_texts(encoder, self._texts)
-            self._encoder = encoder
-            self.encode_calls += 1
-        rows = self._rows.get(signal_name)
-        if rows is None:
-            rows = self._matrix[[self._index[t] for t in self._signal_texts[signal_name]]]
-            self._rows[signal_name] = rows
-        return rows
+        with self._lock:
+            if self._matrix is None or self._encoder is not encoder:
+                self._matrix, self._encoder, self._rows = None, None, {}
+                self._matrix = encode_texts(encoder, self._texts)
+                self._encoder = encoder
+                self.encode_calls += 1
+            rows = self._rows.get(signal_name)
+            if rows is None:
+                rows = self._matrix[[self._index[t] for t in self._signal_texts[signal_name]]]
+                self._rows[signal_name] = rows
+            return rows
 
 
 class SignalContext:
