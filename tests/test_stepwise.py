@@ -270,6 +270,26 @@ def test_llm_planner_failures_fall_back_and_say_so(bm25, reply, expected):
     assert result.answer == "Ada Brennan"  # the top hit's title
 
 
+@pytest.mark.parametrize("blank", ["   ", "\u200b", "\n"])
+def test_an_llm_planner_answering_nothing_falls_back(bm25, blank):
+    # {"answer": "  "} ended the run at once: "complete", no answer, no retrieval
+    llm = ScriptedLLM(replies=[json.dumps({"action": "answer", "answer": blank})])
+    result = StepwiseController(LLMPlanner(llm), bm25, k=2).run("Where was Ada Brennan born?")
+    assert [s.question for s in result.steps] == ["Where was Ada Brennan born?"]
+    assert result.answer == "Ada Brennan" and result.answer_from == "top_hit"
+    plans = [t.detail for t in result.trace if t.stage == "plan"]
+    assert "the LLM answered with nothing" in plans[0]["fallback"]
+
+
+def test_an_llm_planners_answer_is_cut_as_the_answerers_are(bm25):
+    # the answerer's answers were cut at ANSWER_CHARS on one line, the planner's kept whole
+    long = "The Varne River,\n" + "which flows on " * 40
+    llm = ScriptedLLM(replies=[json.dumps({"action": "answer", "answer": long})])
+    result = StepwiseController(LLMPlanner(llm), bm25).run("Which river?")
+    assert result.answer.startswith("The Varne River, which flows on") and result.answer.endswith("…")
+    assert len(result.answer) == 200 and result.trace[-1].detail["answer"] == result.answer
+
+
 def test_llm_planner_timeout_and_repeats_fall_back(bm25):
     slow = ScriptedLLM(replies=['{"action": "answer", "answer": "late"}'], delay_s=0.3)
     result = StepwiseController(LLMPlanner(slow, timeout_s=0.05), bm25).run("Where did Otto Lind come from?")

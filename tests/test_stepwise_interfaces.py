@@ -552,3 +552,69 @@ def test_ask_says_a_step_left_to_the_model_produced_nothing(workspace):
     assert (
         "answerer failed: RuntimeError: answer service down (the planner's answer is kept)" in result.output
     )
+
+
+def test_ask_says_when_an_llm_gate_or_llm_router_fell_back(workspace):
+    """An LLM gate whose signals all failed and an LLM router without a label: the printed run
+    read as if the LLM had gated and routed (only --json said the fallbacks decided)."""
+    base = (workspace / "ask.yaml").read_text()
+    garbled = (
+        "router: {kind: llm, llm: {kind: scripted, default: 'The answer is: 1'}, fallback: prototype}\n"
+        "gate: {kind: llm, llm: {kind: scripted, default: zzz}, threshold: 0.0,\n"
+        "       fallback: {kind: threshold, signal: rarity, value: min_zipf, below: 9.0}}\n"
+    )
+    (workspace / "fell_back.yaml").write_text(base.replace("router: {kind: prototype}\n", garbled))
+    result = CliRunner().invoke(
+        main, ["ask", str(workspace / "fell_back.yaml"), "Who is the mayor of Ada Brennan's town?"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: the llm gate's LLM signals failed (llm_logprob: the LLM exposes no token log-probabilities; "
+        "llm_self: unparseable self-assessment 'zzz' (no yes/no)): the threshold gate decided"
+    ) in result.output
+    assert (
+        "note: the llm router fell back to prototype (unknown route label, it answered 'The answer is: 1')"
+    ) in result.output
+    gate = "gate: {kind: llm, llm: {kind: scripted, default: 'Yes'}, threshold: 0.0}\n"
+    partly = base.replace("router: {kind: prototype}\n", "router: {kind: prototype}\n" + gate)
+    (workspace / "partly.yaml").write_text(partly)
+    result = CliRunner().invoke(main, ["ask", str(workspace / "partly.yaml"), "Where was Ada Brennan born?"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: the llm gate decided without these LLM signals: llm_logprob: the LLM exposes no token "
+        "log-probabilities"
+    ) in result.output
+
+
+def test_the_local_llm_refuses_a_prompt_beyond_its_context():
+    """A question past SmolLM2's 8,192 tokens ran for minutes (transformers only warns); now it is
+    an error that every caller's fallback takes."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ragroute.context import QueryContext
+    from ragroute.gate.llm_signals import LogprobSignal
+    from ragroute.llm import complete_safely
+    from ragroute.llm.local import LocalLLM
+
+    class Tokenizer:  # a prompt of 8,180 tokens
+        chat_template = None
+        eos_token_id = 0
+
+        def __call__(self, text, **kwargs):
+            return {"input_ids": torch.zeros((1, 8180), dtype=torch.long)}
+
+    def never(**kwargs):
+        raise AssertionError("generated past the context")
+
+    llm = LocalLLM(max_new_tokens=16)
+    llm._model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=8192), generate=never)
+    llm._tokenizer = Tokenizer()
+    reply = complete_safely(llm, "a very long question")
+    assert reply.error == (
+        "RagrouteError: the prompt is 8,180 tokens; with 16 to generate that overruns "
+        "SmolLM2-135M-Instruct-Q4_1's context of 8,192 tokens (ask a shorter question, or use a larger LLM)"
+    )
+    outcome = LogprobSignal(llm).outcomes([QueryContext("q")])[0]
+    assert outcome.values[-1] == 0.0 and "overruns" in outcome.error

@@ -12,6 +12,7 @@ through the pipeline with no LLM at all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -78,7 +79,12 @@ def ask_command(
     as_json: bool,
 ) -> None:
     """Answer QUESTION step by step: the LLM plans sub-questions, CONFIG's pipeline gates, routes and
-    retrieves each, evidence accumulates within the step budget."""
+    retrieves each, evidence accumulates within the step budget.
+
+    The LLM is CONFIG's `llm:` ({kind: local}, {kind: scripted, ...} or package.module:factory), else
+    the offline local SmolLM2-135M (extra ragroute[llm]; tens of seconds per question on a CPU, and
+    too small to plan or answer well: docs/gating.md). An LLM call that fails falls back, said in a
+    `note:` line."""
     from ragroute.context import QueryContext
     from ragroute.gate.controller import StepwiseController
     from ragroute.gate.planners import LLMPlanner, QuestionOncePlanner
@@ -138,6 +144,8 @@ def ask_command(
             click.echo(f"      retrieval failed: {step.error}")
         if step.note:  # left to the model, and no answer came back
             click.echo(f"      note: {step.note}")
+        for note in llm_fallback_notes(step, result.trace):
+            click.echo(f"      note: {note}")
     for entry in result.trace:
         if entry.stage == "plan" and entry.detail.get("fallback"):
             planned = entry.detail["step"]  # the plan after this many steps: the next step, or the end
@@ -150,3 +158,30 @@ def ask_command(
             click.echo(f"  note: the final answer's answerer failed: {entry.detail['error']} ({kept})")
     if as_json:
         emit_json(result.to_dict())
+
+
+def llm_fallback_notes(step: Any, trace: Any) -> list[str]:
+    """What an LLM gate or LLM router of this step could not do, from the trace: the gate's LLM
+    signals that failed (and the gate that decided when all did), the router's failed or unreadable
+    answer and the router that decided (only ``--json`` said so before: the printed run
+    read as if the LLM had gated and routed)."""
+    notes = []
+    gate = step.gate or {}
+    name = gate.get("gate", "llm")
+    if gate.get("fallback"):
+        fallback, _, why = str(gate["fallback"]).partition(": ")
+        notes.append(f"the {name} gate's LLM signals failed ({why}): the {fallback} gate decided")
+    elif isinstance(gate.get("errors"), dict) and gate["errors"]:
+        failed = "; ".join(f"{kind}: {error}" for kind, error in gate["errors"].items())
+        notes.append(f"the {name} gate decided without these LLM signals: {failed}")
+    for entry in trace:
+        if entry.stage != "retrieve" or entry.detail.get("step") != step.index:
+            continue
+        for routed in (entry.detail.get("decision") or {}).get("trace") or []:
+            if routed.get("stage") == "router" and routed.get("fallback"):
+                said = f", it answered {routed['answer'][:60]!r}" if routed.get("answer") else ""
+                notes.append(
+                    f"the {routed.get('router', 'llm')} router fell back to {routed['fallback']} "
+                    f"({routed.get('error', 'no label')}{said})"
+                )
+    return notes

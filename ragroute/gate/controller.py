@@ -207,7 +207,9 @@ class StepwiseController:
                 stopped_by = "error"
                 break
             if plan.action == ANSWER:
-                answer, complete, stopped_by = plan.answer, True, "planner"
+                # an LLM's answer is cut as the answerer's are (a planner's ran on for pages, lines kept)
+                said = clipped(plan.answer) if plan.answer_from == "llm" else plan.answer
+                answer, complete, stopped_by = said, True, "planner"
                 answer_from = plan.answer_from if plan.answer else ""
                 break
             if len(steps) >= self.max_steps:

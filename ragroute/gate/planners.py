@@ -16,9 +16,9 @@ metadata) and returns a :class:`Plan`: ``ask`` a sub-question, or ``answer``.
   (``{"action": "search", "query": ...}`` / ``{"action": "answer", "answer": ...}``)
   and a line protocol as second chance (``SEARCH: ...`` / ``ANSWER: ...``); a JSON answer cut
   short by a token limit still counts when its action and value were complete. An LLM
-  that errors, times out, answers with nothing readable, or asks a sub-question that is no
-  query (:func:`~ragroute.errors.check_query`: empty, invisible characters only, a lone
-  surrogate) makes the step fall back
+  that errors, times out, answers with nothing readable or with an empty answer, or asks a
+  sub-question that is no query (:func:`~ragroute.errors.check_query`: empty, invisible
+  characters only, a lone surrogate) makes the step fall back
   to ``fallback`` (by default :class:`QuestionOncePlanner`: the whole question once,
   then answer), and the plan says why (it goes in the trace).
 """
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ragroute.errors import InvalidQueryError, RagrouteError, check_query
+from ragroute.errors import InvalidQueryError, RagrouteError, check_query, has_visible_text
 from ragroute.graph.extract_llm import parse_json
 from ragroute.llm.calls import complete_safely
 from ragroute.types import Hit
@@ -367,9 +367,10 @@ class LLMPlanner:
     def _unusable(action: str, value: str, state: PlanState) -> str | None:
         """Why a parsed plan cannot be followed (None when it can): a sub-question that is no query
         (an empty one, invisible characters only, a lone surrogate: it raised out of the run and
-        the steps' evidence was lost), or one already asked."""
+        the steps' evidence was lost), or one already asked; an answer with nothing in it (blank or
+        invisible: ``{"answer": "  "}`` ended the run "complete" with no answer and no retrieval)."""
         if action != ASK:
-            return None
+            return None if has_visible_text(value) else f"the LLM answered with nothing ({value!r})"
         try:
             check_query(value)
         except InvalidQueryError as exc:

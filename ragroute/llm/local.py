@@ -211,6 +211,19 @@ class LocalLLM(CustomLLM):
             text = prompt
         return tokenizer(text, return_tensors="pt")
 
+    def _check_context(self, prompt_tokens: int, new_tokens: int) -> None:
+        """Refuse a prompt that, with the tokens to generate, overruns the model's context (8,192
+        tokens): transformers went on past it with only a warning on stderr, for minutes on a CPU (a
+        question of 45,000 characters took 114 s for 2 tokens), past what it was trained on. The refusal is
+        an error every caller's fallback takes (:func:`~ragroute.llm.calls.complete_safely`)."""
+        limit = getattr(getattr(self._model, "config", None), "max_position_embeddings", None)
+        if isinstance(limit, int) and prompt_tokens + new_tokens > limit:
+            raise RagrouteError(
+                f"the prompt is {prompt_tokens:,} tokens; with {new_tokens} to generate that overruns "
+                f"{self.model_name}'s context of {limit:,} tokens "
+                "(ask a shorter question, or use a larger LLM)"
+            )
+
     def generate(
         self,
         prompt: str,
@@ -225,13 +238,15 @@ class LocalLLM(CustomLLM):
         self.load()
         temperature = self.temperature if temperature is None else float(temperature)
         inputs = self._prompt_ids(prompt)
+        new_tokens = max_new_tokens or self.max_new_tokens
+        self._check_context(int(inputs["input_ids"].shape[1]), new_tokens)
         sample = temperature > 0
         if sample:
             torch.manual_seed(self.seed if seed is None else seed)
         with torch.inference_mode():
             out = self._model.generate(
                 **inputs,
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                max_new_tokens=new_tokens,
                 do_sample=sample,
                 temperature=temperature if sample else None,
                 top_p=None,
