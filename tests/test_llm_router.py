@@ -183,3 +183,25 @@ def test_the_label_read_from_an_answer(sources):
         ("The answer is: 1", None),
     ):
         assert router.parse(answer) == label, answer
+
+
+def test_a_label_written_with_spaces_or_hyphens_is_read(small_docs):
+    """An LLM writes "IT support" or "product-tables" for `it_support` / `product_tables`: until
+    session 42 such an answer named no label and the fallback router decided."""
+    from ragroute.llm import ScriptedLLM
+    from ragroute.route.llm import LlmRouter
+
+    index = build_index(small_docs, "bm25")
+    names = ("it_support", "product_tables", "astro", "astro/section")
+    router = LlmRouter([Source(name, index) for name in names], ScriptedLLM())
+    for answer, label in (
+        ("IT support", "it_support"),
+        ("it-support.", "it_support"),
+        ("The best source is Product Tables.", "product_tables"),
+        ("astro/section", "astro/section"),  # not astro: a label inside a path is not named
+        ("Astro", "astro"),
+        ("none: no IT support needed", "it_support"),  # one source named beside none
+        ("Nothing here supports it", None),
+        ("it_support, product_tables, astro, astro/section, none", None),
+    ):
+        assert router.parse(answer) == label, answer

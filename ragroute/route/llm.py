@@ -51,6 +51,12 @@ def check_label_probability(value: Any, where: str = "llm router") -> float:
     return float(value)
 
 
+def _spelled(text: str) -> str:
+    """``text`` lower-cased, with every run of spaces, ``_`` and ``-`` as one space: how a label
+    and an answer are compared."""
+    return re.sub(r"[\s_-]+", " ", text.lower()).strip()
+
+
 class LlmRouter(BaseRouter):
     """One LLM call per query; the chosen label gets ``label_probability``, the rest share what is left."""
 
@@ -88,20 +94,31 @@ class LlmRouter(BaseRouter):
         )
 
     def parse(self, answer: str) -> str | None:
-        """The label ``answer`` names (case-insensitive), or None: the whole answer when it is a
-        label, else the one source label it names (``"None of them, but it_support might"`` is
-        ``it_support``), else its first label, ``none`` included. An answer naming every label (the
-        prompt's list said back) chooses none of them."""
-        lowered = {label.lower(): label for label in self.labels}
-        words = [w.strip("./-") for w in re.findall(r"[\w./-]+", answer.lower())]
-        named = list(dict.fromkeys(w for w in words if w in lowered))
+        """The label ``answer`` names (case-insensitive; spaces, ``_`` and ``-`` alike: "IT
+        support" names ``it_support``), or None: the whole answer when it is a label, else the one
+        source label it names (``"None of them, but it_support might"`` is ``it_support``), else the
+        first label it names, ``none`` included. An answer naming every label (the prompt's list
+        said back) chooses none of them. Until session 42 a label written with spaces ("product
+        tables") named nothing, and the fallback router decided."""
+        said = _spelled(answer)
+        found: dict[str, int] = {}
+        for label in self.labels:
+            spelled = _spelled(label)
+            if not spelled or spelled in found:
+                continue
+            # a label stands alone: not a piece of a longer word or of a path ("astro" in "astro/x")
+            hit = re.search(rf"(?<![\w/]){re.escape(spelled)}(?![\w/])", said)
+            if hit is not None:
+                found[spelled] = hit.start()
+        labels = {_spelled(label): label for label in reversed(self.labels)}
+        named = sorted(found, key=found.__getitem__)
         if not named or (len(self.labels) > 2 and len(named) == len(self.labels)):
             return None  # no label, or the prompt's list of labels said back: no choice made
-        whole = " ".join(words)
-        if whole in lowered:
-            return lowered[whole]
-        sources = [w for w in named if lowered[w] != NONE_ROUTE]
-        return lowered[sources[0]] if len(sources) == 1 else lowered[named[0]]
+        whole = said.strip(" .,;:!?'\"`")
+        if whole in labels:
+            return labels[whole]
+        sources = [w for w in named if labels[w] != NONE_ROUTE]
+        return labels[sources[0]] if len(sources) == 1 else labels[named[0]]
 
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
