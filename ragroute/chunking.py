@@ -43,6 +43,7 @@ from typing import Literal
 
 from ragroute.errors import has_visible_text
 from ragroute.loaders.common import CorpusWarning, IdRegistry, name_a_few
+from ragroute.markdown import markdown_lines
 from ragroute.types import Document
 
 Granularity = Literal["paragraph", "section", "document"]
@@ -63,8 +64,6 @@ _CJK = (
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 _HAS_CJK = re.compile(rf"[{_CJK}]")
 # a closing run of # ends a heading only after a space (CommonMark): "# Intro to C#" is about C#
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 @dataclass
@@ -203,11 +202,7 @@ def split_sections(text: str) -> list[Section] | None:
     """Split markdown at headings (outside code fences); ``None`` if the text has no heading."""
     sections: list[Section] = []
     title, level, body = None, 0, []
-    in_fence = False
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):  # bare \r ends lines too
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        match = None if in_fence else _HEADING.match(line)
+    for line, match in markdown_lines(text):  # bare \r ends lines too
         if match is None:
             body.append(line)
             continue

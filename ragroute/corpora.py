@@ -60,6 +60,10 @@ def load_corpus_specs(path: str | Path) -> list[CorpusSpec]:
     """Read a corpus definitions file; paths in it are relative to the file."""
     path = Path(path)
     data = read_yaml(path, "corpus definitions")
+    if (
+        isinstance(data, dict) and data and "corpora" not in data
+    ):  # a typo (`corpra:`) was "expected a top-level corpora:" until session 42
+        check_keys(data, {"corpora"}, str(path))
     entries = data.get("corpora") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise RagrouteError(f"{path}: expected a top-level 'corpora:' mapping of names to definitions")
@@ -106,6 +110,10 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
         raise RagrouteError(f"{where} needs at least a 'path'")
     check_keys(entry, CORPUS_KEYS, where)
     check_setting(entry["path"], "string", where, "path")
+    if not entry["path"].strip():  # it was the definitions file's own folder, every corpus in one
+        raise RagrouteError(
+            f"{where}: 'path' is empty; name the corpus's file or folder ('.' for this file's folder)"
+        )
     check_setting(entry.get("description"), "string", where, "description", optional=True)
     options = entry.get("options")
     if options is not None and not isinstance(options, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -974,3 +975,142 @@ def test_corpus_names_in_any_script_and_with_inner_blanks_are_kept(tmp_path):
     path = tmp_path / "corpora.yaml"
     path.write_text("corpora:\n  Café notes: {path: .}\n  '2024': {path: .}\n  a.b-c_d: {path: .}\n", "utf-8")
     assert [spec.name for spec in load_corpus_specs(path)] == ["Café notes", "2024", "a.b-c_d"]
+
+
+# --- session 42: messy files a user points `ragroute build` at ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("Intro.\n\n```bash\n# install deps\n```\n\n# Real Title\n\nBody.\n", "Real Title"),  # a code comment
+        ("# Title A\rBody one.\r\rBody two.\r", "Title A"),  # bare \r line ends: was the whole text
+        ("# Intro to C#\n\nBody.\n", "Intro to C#"),  # was 'Intro to C'
+        ("# Closed heading ##\r\n\r\nBody.\r\n", "Closed heading"),
+    ],
+)
+def test_a_markdown_title_is_its_first_heading_as_sections_read_it(
+    tmp_path: Path, text: str, title: str
+) -> None:
+    from ragroute.chunking import chunk_documents
+
+    (tmp_path / "a.md").write_bytes(text.encode("utf-8"))
+    (doc,) = load_text_folder(tmp_path)
+    assert doc.title == title
+    assert chunk_documents([doc], "section")[0].title == title
+
+
+def test_text_files_beside_a_corpus_jsonl_are_named_not_dropped_silently(tmp_path: Path) -> None:
+    """A folder of markdown holding a `corpus_export.jsonl` loads as BEIR: the markdown was left out
+    without a word; qrels are a BEIR folder's own and are not named."""
+    (tmp_path / "a.md").write_text("# A\n\nalpha\n", encoding="utf-8")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "b.txt").write_text("beta\n", encoding="utf-8")
+    write_jsonl(tmp_path / "corpus_export.jsonl", [{"_id": "1", "text": "one"}])
+    write_qrels(tmp_path / "qrels" / "test.tsv", [("q1", "1", 1)])
+    report = LoadReport()
+    with pytest.warns(CorpusWarning) as caught:
+        docs = load_corpus(tmp_path, report=report)
+    assert [d.id for d in docs] == ["1"]
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(f"{tmp_path}: 2 files not read (a.md, notes/b.txt): a folder holding corpus")
+    assert [(s.where, s.reason) for s in report.ignored] == [
+        ("a.md", "not read"),
+        ("notes/b.txt", "not read"),
+    ]
+
+
+def test_links_a_folder_corpus_does_not_follow_are_named(tmp_path: Path) -> None:
+    """Links to folders (inside or outside the corpus, or a loop) and broken links were passed over
+    without a word: a linked folder of documents was lost silently."""
+    root, other = tmp_path / "docs", tmp_path / "other"
+    (root / "sub").mkdir(parents=True)
+    other.mkdir()
+    (root / "a.md").write_text("alpha\n", encoding="utf-8")
+    (other / "b.md").write_text("beta\n", encoding="utf-8")
+    (root / "linked").symlink_to(other, target_is_directory=True)
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "gone.md").symlink_to(tmp_path / "missing.md")
+    with pytest.warns(CorpusWarning, match=r"3 links not followed \(gone.md, linked, sub/loop\)"):
+        docs = load_text_folder(root)
+    assert [d.id for d in docs] == ["a"]
+
+
+def test_a_file_name_that_is_not_utf8_is_a_bad_file_of_the_folder(tmp_path: Path) -> None:
+    """Its id could not be written: the build stopped at it, naming a document id (caf\\udce9)."""
+    (tmp_path / "ok.md").write_text("fine\n", encoding="utf-8")
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.md"), "wb") as fh:
+        fh.write(b"cafe\n")
+    report = LoadReport()
+    with pytest.warns(
+        CorpusWarning, match=r"skipped 1 bad file .*caf\\xe9.md: the file name is not valid UTF-8"
+    ):
+        docs = load_text_folder(tmp_path, report=report)
+    assert [d.id for d in docs] == ["ok"] and report.n_skipped == 1
+    with pytest.raises(CorpusFormatError, match=r"caf\\xe9.md: the file name is not valid UTF-8"):
+        load_text_folder(tmp_path, on_error="raise")
+
+
+def test_a_file_removed_while_a_folder_is_read_is_a_bad_file(tmp_path: Path, monkeypatch) -> None:
+    from ragroute.loaders import folder
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.txt").write_text(name, encoding="utf-8")
+    read = folder.file_document
+
+    def remove_then_read(path: Path, rel: Path):  # b.txt goes between the listing and its reading
+        if rel.name == "b.txt":
+            path.unlink()
+        return read(path, rel)
+
+    monkeypatch.setattr(folder, "file_document", remove_then_read)
+    with pytest.warns(CorpusWarning, match=r"skipped 1 bad file .*b.txt: no longer a file"):
+        docs = load_text_folder(tmp_path)
+    assert [d.id for d in docs] == ["a", "c"]
+
+
+def test_a_folder_corpus_given_a_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("x\n", encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=r"a.md: is a file, expected a folder$"):
+        load_text_folder(tmp_path / "a.md")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_utf16_or_utf32_file_is_named_so_in_every_format(tmp_path: Path, encoding: str) -> None:
+    """Such a file was 'invalid UTF-8' with a Latin-1 hint, and a JSONL one loaded as an empty corpus
+    (every line skipped, lines counted inside its characters)."""
+    name = encoding.upper()
+    said = rf"the file is {name} \(it starts with a {name} byte order mark\), not UTF-8.*iconv -f {encoding}"
+    (tmp_path / "c.jsonl").write_text('{"_id": "1", "text": "x"}\n{"_id": "2", "text": "y"}\n', encoding)
+    with pytest.raises(CorpusFormatError, match=rf"c.jsonl: {said}"):
+        load_corpus(tmp_path / "c.jsonl")
+    (tmp_path / "h.json").write_text('[{"title": "a", "text": "x"}]', encoding)
+    with pytest.raises(CorpusFormatError, match=rf"h.json: {said}"):
+        load_corpus(tmp_path / "h.json")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n\nx\n", encoding)
+    (tmp_path / "docs" / "b.md").write_text("b\n", encoding="utf-8")
+    with pytest.warns(CorpusWarning, match=rf"skipped 1 bad file .*a.md: {said}"):
+        assert [d.id for d in load_corpus(tmp_path / "docs")] == ["b"]
+
+
+def test_a_jsonl_file_with_bare_cr_line_ends_says_why_its_one_line_is_bad(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"_id": "1", "text": "x"}\r{"_id": "2", "text": "y"}\r')
+    with pytest.raises(CorpusFormatError, match=r"line 1: invalid JSON .*bare \\r line breaks"):
+        load_corpus(path, on_error="raise")
+
+
+def test_corpus_definitions_refuse_an_empty_path_and_name_a_misspelt_top_key(tmp_path: Path) -> None:
+    """`path: ''` was the definitions file's own folder (every corpus beside it loaded as one);
+    `corpra:` was 'expected a top-level corpora: mapping' with no word of the typo."""
+    from ragroute.corpora import load_corpus_specs
+    from ragroute.errors import RagrouteError
+
+    path = tmp_path / "corpora.yaml"
+    path.write_text("corpora:\n  a: {path: ''}\n", encoding="utf-8")
+    with pytest.raises(RagrouteError, match=r"corpus 'a': 'path' is empty"):
+        load_corpus_specs(path)
+    path.write_text("corpra:\n  a: {path: docs}\n", encoding="utf-8")
+    with pytest.raises(RagrouteError, match=r"unknown key 'corpra'; did you mean 'corpora'\?"):
+        load_corpus_specs(path)

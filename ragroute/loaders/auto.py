@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ragroute.errors import CorpusFormatError, check_path, unknown_keys_message
 from ragroute.loaders.beir import corpus_files, load_beir_corpus
-from ragroute.loaders.common import LoadReport, check_on_error
-from ragroute.loaders.folder import TEXT_SUFFIXES, load_text_file, load_text_folder
+from ragroute.loaders.common import CorpusWarning, LoadReport, Skipped, check_on_error, name_a_few
+from ragroute.loaders.folder import TEXT_SUFFIXES, folder_files, load_text_file, load_text_folder
 from ragroute.loaders.hipporag import load_hipporag_corpus
 from ragroute.loaders.jsonl import open_binary
 from ragroute.loaders.tabular import (
@@ -120,7 +121,32 @@ def load_corpus(
     check_options(path, fmt, options)
     if fmt == "table":
         options = {**_beir_columns(Path(path)), **options}
+    if fmt == "beir" and Path(path).is_dir():
+        _say_beir_leaves_out(Path(path), report)
     return loader(path, on_error=on_error, report=report, **options)
+
+
+def _say_beir_leaves_out(root: Path, report: LoadReport | None) -> None:
+    """One :class:`CorpusWarning` naming the text and table files of ``root``, a folder read as a
+    BEIR folder because it holds a ``corpus*.jsonl``, which that format does not read (its qrels
+    excepted), each also in ``report.ignored`` (``"not read"``): a folder of markdown files beside a
+    ``corpus_export.jsonl`` loaded that file alone, its markdown left out without a word (until
+    session 42)."""
+    files = [p for p in folder_files(root)[0] if p.relative_to(root).parts[0] != "qrels"]
+    if not files:
+        return
+    names = [p.relative_to(root).as_posix() for p in files]
+    if report is not None:
+        report.ignored.extend(Skipped(str(root), name, "not read") for name in names)
+    plural = "" if len(files) == 1 else "s"
+    corpus = ", ".join(p.name for p in corpus_files(root))
+    warnings.warn(
+        f"{root}: {len(files)} file{plural} not read ({name_a_few(names)}): a folder holding "
+        f"corpus*.jsonl ({corpus}) is read as a BEIR folder, which reads only those; move them to a "
+        "folder of their own to load them",
+        CorpusWarning,
+        stacklevel=3,
+    )
 
 
 def _columns(options: Mapping[str, Any]) -> Columns:

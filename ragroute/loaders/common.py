@@ -327,8 +327,36 @@ def parse_json(text: str, repeats: RepeatedKeys | None = None) -> Any:
         raise BadRecord(duplicate_key_reason(exc.key)) from None
 
 
+#: byte order marks of the wide Unicode encodings (UTF-32 first: its little-endian mark starts
+#: with UTF-16's)
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def wide_encoding_reason(data: bytes) -> str | None:
+    """Why a file starting with ``data`` cannot be read, when it starts with a UTF-16 or UTF-32 byte
+    order mark (what Windows tools write as "Unicode"), else ``None``. Such a file was "invalid
+    UTF-8" with a hint to re-encode it from Latin-1, and a JSONL one was skipped line by line
+    (counting lines split inside its characters) into an empty corpus (until session 42)."""
+    for bom, name in _WIDE_BOMS:
+        if data.startswith(bom):
+            return (
+                f"the file is {name} (it starts with a {name} byte order mark), not UTF-8; re-encode "
+                f"it as UTF-8 (e.g. iconv -f {name.lower()} -t utf-8 FILE > NEW)"
+            )
+    return None
+
+
 def decode_utf8_file(data: bytes) -> str:
-    """A whole file's bytes as text (UTF-8, BOM dropped); :class:`BadRecord` naming the line if invalid."""
+    """A whole file's bytes as text (UTF-8, BOM dropped); :class:`BadRecord` naming the line if
+    invalid, or the encoding if the file is UTF-16 or UTF-32 (:func:`wide_encoding_reason`)."""
+    wide = wide_encoding_reason(data)
+    if wide is not None:
+        raise BadRecord(wide)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     try:

@@ -11,18 +11,21 @@ already one table document each, and a JSONL file beside documents is as often
 queries or labels as documents, so they are not read as rows here). An empty
 file (only whitespace, or a CSV without a line) is left out with one warning
 per folder naming a few (``skipped 1 empty file in docs (todo.txt)``). A file
-that cannot be read follows the bad-record policy of
-:mod:`ragroute.loaders.common` (default: skip + one warning per folder).
+that cannot be read (invalid UTF-8, UTF-16, a name that is not UTF-8, removed
+while the folder is read) follows the bad-record policy of
+:mod:`ragroute.loaders.common` (default: skip + one warning per folder). Links
+to files are read (those leading outside the folder left out with a warning);
+links to folders and broken links are not followed, and are named in one warning.
 """
 
 from __future__ import annotations
 
-import re
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, lone_surrogate
 from ragroute.loaders.common import (
     BadRecord,
     CorpusWarning,
@@ -37,19 +40,21 @@ from ragroute.loaders.common import (
 )
 from ragroute.loaders.jsonl import open_binary
 from ragroute.loaders.tabular import DELIMITERS, read_csv_rows
+from ragroute.markdown import markdown_lines
 from ragroute.types import Document
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 MARKDOWN_SUFFIXES = (".md", ".markdown")
 TABLE_SUFFIXES = (".csv", ".tsv")
 
-_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-
 
 def first_heading(text: str) -> str | None:
-    """The text of the first markdown ATX heading (``# Title``), or ``None``."""
-    match = _HEADING.search(text)
-    return match.group(1).strip() if match else None
+    """The text of the first markdown ATX heading (``# Title``) outside fenced code blocks, or
+    ``None`` (:func:`ragroute.markdown.markdown_lines`, the rule sections are cut by). Until session
+    42 a ``# comment`` in a code block before the first heading was the title, a file with bare
+    ``\r`` line ends had its whole text up to the first ``\n`` as title, and ``# Intro to C#`` was
+    titled 'Intro to C'."""
+    return next((match.group(2).strip() for _, match in markdown_lines(text) if match is not None), None)
 
 
 def read_text(path: Path) -> str:
@@ -120,17 +125,30 @@ NOT_TEXT_SUFFIXES = frozenset({
 def folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """The files under ``folder`` (recursive, hidden ones excluded) that a folder corpus reads, and
     those it does not read, plainly binary ones excepted; each list sorted by relative path."""
-    found = sorted(
-        (p for p in folder.rglob("*") if not _is_hidden(p.relative_to(folder)) and p.is_file()),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
+    read, unread, _ = _walk(folder)
+    return read, unread
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """:func:`folder_files`, and the links (not hidden) that are not followed: links to folders
+    (the walk does not enter them) and broken links, sorted by relative path."""
+    found, links = [], []
+    for p in folder.rglob("*"):
+        if _is_hidden(p.relative_to(folder)):
+            continue
+        if p.is_file():
+            found.append(p)
+        elif p.is_symlink():
+            links.append(p)
+    found.sort(key=lambda p: p.relative_to(folder).as_posix())
+    links.sort(key=lambda p: p.relative_to(folder).as_posix())
     read = [p for p in found if p.suffix.lower() in READ_SUFFIXES]
     unread = [
         p
         for p in found
         if p.suffix.lower() not in READ_SUFFIXES and p.suffix.lower() not in NOT_TEXT_SUFFIXES
     ]
-    return read, unread
+    return read, unread, links
 
 
 def file_document(path: Path, rel: Path) -> Document | None:
@@ -161,29 +179,72 @@ def load_text_folder(
     check_on_error(on_error)
     root = Path(folder)
     if not root.is_dir():
-        raise CorpusFormatError(f"{root}: no such folder")
-    files, unread = folder_files(root)
+        what = "is a file, expected a folder" if root.exists() else "no such folder"
+        raise CorpusFormatError(f"{root}: {what}")
+    files, unread, links = _walk(root)
     files = without_outside_links(files, root, "file(s)")
     if not files:
         _refuse_data_files_alone(root, unread)
     _say_unread(root, unread, report)
+    _say_links_not_followed(root, links)
     log = SkipLog(str(root), "file", on_error, report)
     ids = IdRegistry("document")
     docs = []
     for path in files:
         rel = path.relative_to(root)
+        key = shown_path(rel)
         try:
+            _check_file_name(rel)
             doc = file_document(path, rel)
         except BadRecord as exc:
-            log.bad(rel.as_posix(), str(exc))
+            log.bad(key, str(exc))
+            continue
+        except OSError as exc:  # unreadable (permissions, I/O): a bad file, not the end of the load
+            log.bad(key, f"cannot be read ({exc.strerror or exc})")
+            continue
+        except CorpusFormatError:
+            if path.is_file():
+                raise
+            log.bad(key, "no longer a file (removed or replaced while the folder was read)")
             continue
         if doc is None:
-            log.ignore(rel.as_posix(), "empty")
+            log.ignore(key, "empty")
             continue
-        ids.add(doc.id, rel.as_posix())
+        ids.add(doc.id, key)
         docs.append(doc)
     log.finish()
     return docs
+
+
+def shown_path(rel: Path) -> str:
+    """``rel`` as text to show: posix, undecodable bytes of a file name written ``\\xe9``."""
+    return os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace")
+
+
+def _check_file_name(rel: Path) -> None:
+    """:class:`BadRecord` when the name ``rel`` (the document's id, title and ``path``) is not valid
+    UTF-8: its id could not be written to an index, and the build stopped at the first such file
+    with an error naming a document id, not the file (until session 42)."""
+    problem = lone_surrogate(rel.as_posix())
+    if problem is not None:
+        raise BadRecord(f"the file name is not valid UTF-8 ({problem}); rename the file")
+
+
+def _say_links_not_followed(root: Path, links: list[Path]) -> None:
+    """One :class:`CorpusWarning` naming the links of ``root`` a folder corpus does not follow:
+    links to folders (their files were left out without a word until session 42) and
+    broken links."""
+    if not links:
+        return
+    names = [shown_path(p.relative_to(root)) for p in links]
+    plural = "" if len(links) == 1 else "s"
+    warnings.warn(
+        f"{root}: {len(links)} link{plural} not followed ({name_a_few(names)}): a folder corpus reads "
+        "the files in it and links to files, not links to folders or broken links; copy the files "
+        "in, or load that folder as a corpus of its own",
+        CorpusWarning,
+        stacklevel=3,
+    )
 
 
 def _refuse_data_files_alone(root: Path, unread: list[Path]) -> None:

@@ -22,6 +22,7 @@ from ragroute.loaders.common import (
     check_unicode,
     decode_error_reason,
     parse_json,
+    wide_encoding_reason,
 )
 
 T = TypeVar("T")
@@ -38,7 +39,11 @@ def open_binary(path: str | Path) -> BinaryIO:
 
 
 def decode_line(raw: bytes, first: bool = False) -> str:
-    """Decode one line of UTF-8 (dropping a BOM on the first line); :class:`BadRecord` if invalid."""
+    """Decode one line of UTF-8 (dropping a BOM on the first line); :class:`BadRecord` if invalid
+    (naming the encoding of a first line that starts with a UTF-16 or UTF-32 byte order mark)."""
+    wide = wide_encoding_reason(raw) if first else None
+    if wide is not None:
+        raise BadRecord(wide)
     if first and raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:
@@ -81,16 +86,31 @@ def read_records(
     log = SkipLog(str(path), "line", on_error, report)
     with open_binary(path) as fh:
         for lineno, raw in enumerate(fh, 1):
+            wide = wide_encoding_reason(raw) if lineno == 1 else None
+            if wide is not None:  # no line of it can be read: the file, not its lines, is refused
+                raise CorpusFormatError(f"{path}: {wide}")
+            text = None
             try:
                 text = decode_line(raw, first=lineno == 1)
                 if not text.strip():
                     continue
                 value = convert(parse_object(text), lineno)
             except BadRecord as exc:
-                log.bad(lineno, str(exc))
+                log.bad(lineno, str(exc) + _bare_cr_hint(text))
                 continue
             yield lineno, value
     log.finish()
+
+
+def _bare_cr_hint(text: str | None) -> str:
+    """A hint for a bad line holding a bare ``\\r`` (a file with old Mac line ends, all its records
+    one "line"; JSON allows a raw ``\\r`` only between tokens), else ``""``."""
+    if text is None or "\r" not in text.rstrip("\r\n"):
+        return ""
+    return (
+        "; the line holds bare \\r line breaks: a JSONL record ends at \\n "
+        "(convert the file, e.g. tr '\\r' '\\n')"
+    )
 
 
 def _identity(obj: dict[str, Any], lineno: int) -> dict[str, Any]:
