@@ -24,16 +24,55 @@ What each registry's entries are:
   their folder (an index's external store collection): called with the manifest of a build the
   artifact store has just pruned and those of the builds it keeps;
 * ``BENCHMARKS``: click commands of ``ragroute bench``.
+
+Extensions outside ragroute register themselves when imported; :func:`load_plugins` imports them
+before the first lookup of any registry (so YAML configs, CLI choices and artifact loading see
+them): every entry point of the group :data:`PLUGIN_GROUP` of an installed package, then every
+module named in the environment variable :data:`PLUGINS_ENV` (comma-separated).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 from ragroute.errors import UnknownKindError
+
+#: the entry-point group of installed extensions (``[project.entry-points."ragroute.plugins"]``)
+PLUGIN_GROUP = "ragroute.plugins"
+#: extension modules to import, comma-separated (``RAGROUTE_PLUGINS=myext,other.module``)
+PLUGINS_ENV = "RAGROUTE_PLUGINS"
+_plugins_loaded = False
+_plugin_errors: list[str] = []
+
+
+def load_plugins() -> None:
+    """Import the extensions (entry points of :data:`PLUGIN_GROUP`, modules in ``$RAGROUTE_PLUGINS``)
+    once per process; each registers its kinds on import. One that fails to import is skipped and
+    its error kept: an unknown kind's :class:`UnknownKindError` then says it (importing the CLI,
+    which lists kinds as choices, never fails on it)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True  # first: a plugin that looks a kind up while it loads does not recurse
+    from importlib.metadata import entry_points
+
+    named = [(f"entry point {ep.name} ({ep.value})", ep.load) for ep in entry_points(group=PLUGIN_GROUP)]
+    for module in os.environ.get(PLUGINS_ENV, "").split(","):
+        if module.strip():
+            named.append((f"{PLUGINS_ENV} module {module.strip()!r}", _importer(module.strip())))
+    for what, load in named:
+        try:
+            load()
+        except Exception as exc:  # a broken extension: said where its kinds are missed
+            _plugin_errors.append(f"cannot load ragroute plugin {what}: {type(exc).__name__}: {exc}")
+
+
+def _importer(module: str) -> Any:
+    return lambda: importlib.import_module(module)
 
 
 class Registry:
@@ -57,23 +96,28 @@ class Registry:
         self._loaded.pop(name, None)
 
     def names(self) -> list[str]:
+        load_plugins()
         return list(self._refs)
 
     def __contains__(self, name: object) -> bool:
+        load_plugins()
         return name in self._refs
 
     def __iter__(self) -> Iterator[str]:
+        load_plugins()
         return iter(self._refs)
 
     def check(self, name: str, where: str = "") -> str:
         """``name`` if registered, else :class:`UnknownKindError` listing the registered names."""
+        load_plugins()
         if name not in self._refs:
             prefix = f"{where}: " if where else ""
             close = difflib.get_close_matches(str(name), [str(n) for n in self._refs], n=1, cutoff=0.6)
             guess = f"; did you mean {close[0]!r}?" if close else ""
+            broken = "".join(f" ({error})" for error in _plugin_errors)
             raise UnknownKindError(
                 f"{prefix}unknown {self.kind} {name!r}: registered ones are "
-                f"{', '.join(self._refs) or 'none'}{guess}"
+                f"{', '.join(self._refs) or 'none'}{guess}{broken}"
             )
         return name
 

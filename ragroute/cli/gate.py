@@ -78,6 +78,7 @@ def fit_command(
     from ragroute.gate import DEFAULT_SIGNALS, GATE_SIGNALS, TrainedGate, needs_retrieval
     from ragroute.gate.trained import FEW_EXAMPLES
     from ragroute.loaders.labels import check_labels_file
+    from ragroute.registry import load_plugins
     from ragroute.route.labels import read_labelled_queries
 
     check_labels_file(train)
@@ -90,6 +91,7 @@ def fit_command(
         raise RagrouteError(
             f"--signals {signals!r} has an empty signal name: separate the kinds by one comma"
         )
+    load_plugins()  # an extension's signal kinds
     unknown = [k for k in kinds if k not in GATE_SIGNALS]
     if unknown:
         raise RagrouteError(f"unknown signal(s) {', '.join(unknown)}: known {', '.join(GATE_SIGNALS)}")

@@ -56,6 +56,7 @@ from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError, check_keys, check_setting, value_type_name
 from ragroute.exposure import internal_searches
 from ragroute.memo import scoped_memo
+from ragroute.registry import load_plugins
 from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, question_stem
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
 from ragroute.route.labels import ANSWER_LABELS, is_answer_label  # noqa: F401 - ANSWER_LABELS re-exported by ragroute.gate
@@ -1417,6 +1418,7 @@ def make_signal(
         )
     data = {"kind": spec} if isinstance(spec, str) else dict(spec)
     kind = str(data.pop("kind", ""))
+    load_plugins()  # an extension's signal kinds (a saved gate read in a fresh process)
     if kind not in GATE_SIGNALS:
         raise RagrouteError(f"unknown gate signal {kind!r}: known ones are {', '.join(GATE_SIGNALS)}")
     cls = GATE_SIGNALS[kind]

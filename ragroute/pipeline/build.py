@@ -27,7 +27,7 @@ from ragroute.errors import (
 from ragroute.exposure import ExposureBudget, ExposureLedger
 from ragroute.pipeline.runner import Pipeline
 from ragroute.pipeline.stages import RoutingOptions
-from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS
+from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS, load_plugins
 from ragroute.route.base import NONE_ROUTE, Router
 from ragroute.route.factories import ROUTER_SETTING_TYPES, ROUTER_SETTINGS, RouterBuild, build_router
 from ragroute.route.pilot import MODES as PILOT_MODES
@@ -66,7 +66,8 @@ ROUTER_SETTING_NOT_EMPTY = {
 
 
 def router_keys() -> set[str]:
-    """Every key a ``router:`` mapping may hold."""
+    """Every key a ``router:`` mapping may hold (an extension's router kinds' keys included)."""
+    load_plugins()
     return {"kind"} | SELECTION_KEYS | {key for keys in ROUTER_SETTINGS.values() for key in keys}
 
 
