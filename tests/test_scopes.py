@@ -1106,3 +1106,40 @@ def test_one_callers_failing_search_or_gate_costs_the_others_of_a_batch_nothing(
     steps = [r.trace[0].detail for r in gated.retrieve_contexts([alice, bob], 3)]
     assert steps[0]["reason"] == "gate failed: retrieving" and "error" not in steps[1]
     assert "band" not in json.dumps(steps[1], default=str)
+
+
+def test_a_skill_router_with_labelled_skills_is_refused_as_a_source_for_every_caller(encoder):
+    """The skill router ranks, z-scores and collapses over its whole catalogue: a hidden skill
+    showed in a visible skill's stage-1 rank and z-scores, and in the scope check's dropped count
+    (before, a caller without scopes got 'vpn' at stage-1 rank 3 behind two payroll skills)."""
+    from ragroute.skills import Skill
+    from ragroute.skills.router import SkillRouter
+
+    skills = [
+        Skill(
+            id="pay-run",
+            name="run payroll",
+            description="run the payroll salary ledger",
+            metadata={"access": ["hr"]},
+        ),
+        Skill(id="printer", name="fix printer", description="fix the office printer driver"),
+        Skill(id="vpn", name="reset vpn", description="reset the vpn password"),
+    ]
+    pipeline = Pipeline(
+        [Source("skills", SkillRouter.build(skills, encoder))],
+        FixedRouter({"skills": 1.0}),
+        options=RoutingOptions(threshold=0.0),
+    )
+    for scopes in [(), ("hr",)]:  # the same refusal whatever the caller holds
+        result = pipeline.retrieve("run the payroll salary ledger vpn", k=3, scopes=scopes)
+        assert result.hits == []
+        (step,) = [
+            s.detail for s in result.trace if s.stage == "retrieve" and s.detail.get("source") == "skills"
+        ]
+        assert "access labels" in step["error"] and "pay-run" not in json.dumps(result.to_dict(), default=str)
+        assert not [s for s in result.trace if s.stage == "scope-check"]
+    public = SkillRouter.build(skills[1:], encoder)  # labelled skills in their own source: served
+    pipeline = Pipeline(
+        [Source("skills", public)], FixedRouter({"skills": 1.0}), options=RoutingOptions(threshold=0.0)
+    )
+    assert [h.doc_id for h in pipeline.retrieve("fix the printer", k=2).hits] == ["printer", "vpn"]

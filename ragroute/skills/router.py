@@ -730,6 +730,37 @@ class SkillRouter:
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
         return self.search_many([query], k, filters=filters)[0]
 
+    def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
+        """Routes as hits for query contexts: how a pipeline searches a skill source.
+
+        Skills carrying access labels (metadata ``access``) are refused here, for every caller: the
+        router does not filter by scope, and its stage-1 z-scores and ranks, overlap handling,
+        abstention and reranker read every skill, so a hidden skill would shape what a caller sees
+        of the others (and the pipeline's scope check would report how many it dropped). Give such
+        skills their own catalogue and source with ``access:`` (docs/skills.md)."""
+        contexts = list(contexts)
+        if contexts and self._labelled():
+            raise RagrouteError(
+                f"skill router {self.name!r}: its catalogue holds skills with access labels, which a "
+                "skill router does not filter by scope; give them their own catalogue and source "
+                "with access: (see docs/skills.md)"
+            )
+        from ragroute.index.base import by_filter_groups
+
+        return by_filter_groups(
+            contexts, lambda group, filters: self.search_many([c.text for c in group], k, filters=filters)
+        )
+
+    def _labelled(self) -> bool:
+        """Whether any skill of the catalogue carries access labels (read once)."""
+        found = getattr(self, "_has_labels", None)
+        if found is None:
+            from ragroute.scopes import ACCESS_KEY, labels_of
+
+            found = any(labels_of(s.metadata.get(ACCESS_KEY)) for s in self.index.catalogue)
+            self._has_labels = found
+        return found
+
     def search_many(
         self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
