@@ -1077,3 +1077,15 @@ def test_an_expert_is_checked_against_the_index_by_its_base_models_weights(works
     assert len(problems) == 1
     assert f"source 'tuned': {expert}was trained over" in problems[0]
     assert "retrain the expert over this model, or use the base model it was trained on" in problems[0]
+
+
+def test_a_threshold_gate_signal_problem_is_said_once(workspace):
+    """An unknown setting of a threshold gate's signal was listed twice (`signal knn_vote: unknown
+    setting 'kk'`, then `gate signal knn_vote: unknown setting 'kk'`); a wrong type still is said."""
+    config = workspace / "gate-signal.yaml"
+    config.write_text(GOOD + "gate: {kind: threshold, signal: {kind: knn_vote, kk: 3}, above: 0.5}\n")
+    lines = error_lines(check(config))
+    assert len(lines) == 1 and "unknown setting 'kk'; did you mean 'k'?" in lines[0], lines
+    config.write_text(GOOD + "gate: {kind: threshold, signal: {kind: knn_vote, k: x}, above: 0.5}\n")
+    lines = error_lines(check(config))
+    assert len(lines) == 1 and "'k' must be an integer, not a string" in lines[0], lines

@@ -10,8 +10,8 @@ every phrase (the title counts as present throughout its passage, as in the othe
 extractors).
 
 The LLM's raw answers are cached on disk (sqlite, ``openie.sqlite`` under
-``cache_dir``; by default ``$RAGROUTE_CACHE/llm-openie`` or
-``~/.cache/ragroute/llm-openie``), keyed by the sha256 of the model identity, the
+``cache_dir``; by default ``llm-openie`` in the per-user cache folder: ``$RAGROUTE_CACHE``, else
+``$XDG_CACHE_HOME/ragroute``, else ``~/.cache/ragroute``), keyed by the sha256 of the model identity, the
 prompt version and the passage (title and text): a rebuild makes no LLM call, and
 gives the same graph. Answers are parsed leniently (code fences, text around the
 JSON, single quotes, trailing commas). A passage whose answer still cannot be parsed,

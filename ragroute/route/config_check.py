@@ -731,8 +731,10 @@ class _Checker:
             if "signal" not in spec:
                 self.problem(f"{where}: a threshold gate needs 'signal:' (e.g. rarity, knn_vote)")
             else:
+                before = len(self.report.problems)
                 self.signal_spec(spec["signal"], GATE_SIGNALS, SIGNAL_SETTINGS, f"{where}: signal")
-                self.check_threshold_signal(spec, where)
+                if len(self.report.problems) == before:  # known kind and keys: now their values
+                    self.check_threshold_signal(spec, where)  # (a bad key was said twice)
         if "examples" in spec:
             examples = self.resolve(spec["examples"])
             if not examples.is_file():
