@@ -1108,38 +1108,172 @@ def test_one_callers_failing_search_or_gate_costs_the_others_of_a_batch_nothing(
     assert "band" not in json.dumps(steps[1], default=str)
 
 
-def test_a_skill_router_with_labelled_skills_is_refused_as_a_source_for_every_caller(encoder):
-    """The skill router ranks, z-scores and collapses over its whole catalogue: a hidden skill
-    showed in a visible skill's stage-1 rank and z-scores, and in the scope check's dropped count
-    (before, a caller without scopes got 'vpn' at stage-1 rank 3 behind two payroll skills)."""
-    from ragroute.skills import Skill
+class _SameBM25Statistics:
+    """The BM25 scorer of a whole catalogue read on some of its skills only: a reference router
+    over the visible skills with this scorer shares the whole catalogue's idf, the one statistic a
+    scoped skill route keeps unscoped (docs/skills.md, "Access labels")."""
+
+    def __init__(self, scorer, positions):
+        self.scorer, self.positions = scorer, np.asarray(positions)
+
+    def get_scores(self, tokens):
+        return self.scorer.get_scores(tokens)[self.positions]
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in ("ms", "total_ms", "timings")}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def _skill_pipeline(router, **settings):
+    return Pipeline(
+        [Source("skills", router.with_options(**settings) if settings else router)],
+        FixedRouter({"skills": 1.0}),
+        options=RoutingOptions(threshold=0.0),
+    )
+
+
+def _reference(router, hidden, encoder, params=None):
+    """A router over ``router``'s catalogue without the ``hidden`` skills, sharing its BM25 idf."""
     from ragroute.skills.router import SkillRouter
+
+    shown = [i for i, s in enumerate(router.catalogue) if s.id not in hidden]
+    reference = SkillRouter.build([router.catalogue[i] for i in shown], encoder, params)
+    reference.index.scorer = _SameBM25Statistics(router.index.scorer, shown)
+    return reference
+
+
+def test_a_skill_router_serves_each_caller_the_skills_it_may_read_as_if_alone(encoder):
+    """Hidden skills are left out before anything is ranked: a caller without 'hr' gets the ranks,
+    scores, explanations and trace of a catalogue without the hr skills (BM25's idf aside, the
+    whole catalogue's); before, such a router was refused as a source, and before that
+    a caller without scopes got 'vpn' at stage-1 rank 3 behind two payroll skills."""
+    from ragroute.skills import Skill
+    from ragroute.skills.router import AbstentionModel, SkillRouter
 
     skills = [
         Skill(
             id="pay-run",
             name="run payroll",
-            description="run the payroll salary ledger",
+            description="run the payroll salary ledger vpn",
             metadata={"access": ["hr"]},
+        ),
+        Skill(
+            id="pay-fix", name="fix payroll", description="fix the payroll ledger", metadata={"access": "hr"}
         ),
         Skill(id="printer", name="fix printer", description="fix the office printer driver"),
         Skill(id="vpn", name="reset vpn", description="reset the vpn password"),
+        Skill(id="mail", name="send mail", description="send an email to the office"),
     ]
-    pipeline = Pipeline(
-        [Source("skills", SkillRouter.build(skills, encoder))],
-        FixedRouter({"skills": 1.0}),
-        options=RoutingOptions(threshold=0.0),
+    model = AbstentionModel(
+        ["dense_top", "dense_margin", "dense_top_z", "bm25_top_z"],
+        [1.0, 0.5, -0.3, 0.2],
+        0.1,
+        [0.3, 0.1, 1.0, 1.0],
+        [0.2, 0.1, 1.0, 1.0],
     )
-    for scopes in [(), ("hr",)]:  # the same refusal whatever the caller holds
-        result = pipeline.retrieve("run the payroll salary ledger vpn", k=3, scopes=scopes)
-        assert result.hits == []
-        (step,) = [
-            s.detail for s in result.trace if s.stage == "retrieve" and s.detail.get("source") == "skills"
+    router = SkillRouter.build(skills, encoder, abstention=model)
+    reference = _reference(router, {"pay-run", "pay-fix"}, encoder).with_options(abstention=model)
+    task = "run the payroll salary ledger vpn"
+    for settings in [{}, {"method": "dense"}, {"method": "bm25"}, {"overlap": "collapse"}]:
+        result = _skill_pipeline(router, **settings).retrieve(task, k=3, scopes=())
+        alone = _skill_pipeline(reference, **settings).retrieve(task, k=3)
+        assert_no_leak(result, ())
+        assert [h.doc_id for h in result.hits][0] == "vpn"
+        assert [(h.doc_id, h.score, h.rank, h.explain) for h in result.hits] == [
+            (h.doc_id, h.score, h.rank, h.explain) for h in alone.hits
         ]
-        assert "access labels" in step["error"] and "pay-run" not in json.dumps(result.to_dict(), default=str)
+        assert _without_timings(result.to_dict()) == _without_timings(alone.to_dict())
+        assert not [s for s in result.trace if s.stage == "scope-check"]  # nothing dropped, no count
+        # called directly with the caller's scopes: the same route, trace included
+        direct = router.with_options(**settings).route(task, 3, scopes=[])
+        assert _without_timings(direct.to_dict(trace=True)) == _without_timings(
+            reference.with_options(**settings).route(task, 3).to_dict(trace=True)
+        )
+        assert "pay-" not in json.dumps(direct.to_dict(trace=True))
+    hr = _skill_pipeline(router).retrieve(task, k=3, scopes=["hr"])  # a caller holding hr sees them
+    assert hr.hits[0].doc_id == "pay-run" and "pay-fix" in [h.doc_id for h in hr.hits]
+    assert [s.id for s in router.route(task, 3).skills] == [h.doc_id for h in hr.hits]  # direct: all
+    with pytest.raises(RagrouteError, match="does not filter by metadata"):
+        router.search(task, filters={"access": "hr"})
+
+
+def test_a_hidden_near_duplicate_neither_collapses_nor_joins_visible_skills(encoder):
+    """Duplicate groups are the visible skills': a hidden copy of 'printer' ranked before it does
+    not collapse it, and a hidden skill close to two visible ones that are not close to each other
+    does not make them one group."""
+    from ragroute.skills import Skill
+    from ragroute.skills.index import SkillIndexParams
+    from ragroute.skills.router import SkillRouter
+
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota"]
+    skills = [
+        Skill(
+            id="printer-hr",
+            name="fix printer",
+            description="fix the office printer driver",
+            metadata={"access": "hr"},
+        ),
+        Skill(id="printer", name="fix printer", description="fix the office printer driver"),
+        Skill(id="left", name="alpha", description=" ".join(words[:6])),
+        Skill(id="bridge", name="alpha", description=" ".join(words), metadata={"access": "hr"}),
+        Skill(id="right", name="alpha", description=" ".join(words[3:])),
+        Skill(id="mail", name="send mail", description="send an email to the office"),
+    ]
+    params = SkillIndexParams(duplicate_threshold=0.8)
+    router = SkillRouter.build(skills, encoder, params, overlap="collapse")
+    vectors = dict(zip(router.catalogue.ids, router.index.vectors["full"]))
+    assert vectors["left"] @ vectors["bridge"] >= 0.8 and vectors["right"] @ vectors["bridge"] >= 0.8
+    assert vectors["left"] @ vectors["right"] < 0.8  # joined only through the hidden skill
+    assert sorted(map(sorted, router.index.duplicates)) == [
+        ["bridge", "left", "right"],
+        ["printer", "printer-hr"],
+    ]
+    reference = _reference(router, {"printer-hr", "bridge"}, encoder, params)
+    for task in ["fix the office printer driver", "alpha beta gamma delta epsilon zeta"]:
+        route = router.route(task, 4, scopes=())
+        assert _without_timings(route.to_dict(trace=True)) == _without_timings(
+            reference.route(task, 4).to_dict(trace=True)
+        )
+        assert "printer-hr" not in json.dumps(route.to_dict(trace=True))
+        assert "bridge" not in json.dumps(route.to_dict(trace=True))
+        assert not [s for s in route.trace if s.stage == "overlap"]  # no visible duplicates at all
+    printer = router.route("fix the office printer driver", 4, scopes=())
+    assert printer.skills[0].id == "printer" and printer.skills[0].duplicates == []
+    both = router.route("alpha beta gamma delta epsilon zeta", 4, scopes=())
+    assert {"left", "right"} <= {s.id for s in both.skills}
+    held = router.route("fix the office printer driver", 4, scopes=["hr"])  # hr: one group again
+    assert held.skills[0].id == "printer-hr" and held.skills[0].duplicates == ["printer"]
+    unscoped = router.route("fix the office printer driver", 4)
+    assert unscoped.skills[0].duplicates == ["printer"]
+
+
+def test_a_labelled_skill_leaves_no_count_and_a_caller_who_may_read_none_gets_nothing(encoder):
+    """The pipeline's scope check drops nothing (so reports no count) whatever the caller holds,
+    and a caller who may read no skill gets no hit and an abstaining route."""
+    from ragroute.skills import Skill
+    from ragroute.skills.router import SkillRouter
+
+    skills = [
+        Skill(
+            id=f"hr-{i}",
+            name=f"payroll {i}",
+            description=f"payroll salary ledger {i}",
+            metadata={"access": "hr,finance"},
+        )
+        for i in range(4)
+    ] + [Skill(id="vpn", name="reset vpn", description="reset the vpn password payroll")]
+    pipeline = _skill_pipeline(SkillRouter.build(skills, encoder))
+    for scopes, expected in [((), 1), (("finance",), 5), (("hr", "it"), 5)]:
+        result = pipeline.retrieve("payroll salary ledger", k=10, scopes=scopes)
+        assert len(result.hits) == expected
         assert not [s for s in result.trace if s.stage == "scope-check"]
-    public = SkillRouter.build(skills[1:], encoder)  # labelled skills in their own source: served
-    pipeline = Pipeline(
-        [Source("skills", public)], FixedRouter({"skills": 1.0}), options=RoutingOptions(threshold=0.0)
-    )
-    assert [h.doc_id for h in pipeline.retrieve("fix the printer", k=2).hits] == ["printer", "vpn"]
+        assert scope_step(result)["hidden_sources"] == 0
+    assert "hr-" not in json.dumps(pipeline.retrieve("payroll", k=10).to_dict(), default=str)
+    only = SkillRouter.build(skills[:4], encoder)
+    route = only.route("payroll", 3, scopes=["it"])
+    assert route.skills == [] and route.abstain and route.best is None
+    assert _skill_pipeline(only).retrieve("payroll", k=3, scopes=["it"]).hits == []

@@ -62,6 +62,19 @@ VIEWS = ("head", "full", "body")
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 RRF_K = 60
 QUERY_CACHE = 20_000  # query embeddings kept per index (384-d: about 30 MB when full)
+SCOPE_CACHE = 32  # the visible views of distinct caller scopes kept per index
+
+
+@dataclass(frozen=True)
+class ScopedView:
+    """What one set of caller scopes may read of a catalogue (:meth:`SkillIndex.scoped_view`):
+    ``columns`` the visible skills' positions in catalogue order, and the near-duplicate groups
+    among them (a group's hidden members left out, and the visible ones linked again only through
+    visible members: a hidden skill similar to two others never joins them into one group)."""
+
+    columns: np.ndarray
+    duplicates: list[list[str]]
+    group_of: dict[str, int]
 
 
 @dataclass
@@ -196,6 +209,8 @@ class SkillIndex:
         self.manifest: Any = None
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()  # threads routing at once share the cache
+        self._labels: list[frozenset[str]] | None = None  # each skill's access labels, read once
+        self._scoped: OrderedDict[frozenset[str], ScopedView | None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.catalogue)
@@ -259,6 +274,60 @@ class SkillIndex:
         index.group_of = {sid: i for i, g in enumerate(index.duplicates) for sid in g}
         return index
 
+    # ------------------------------------------------------------------ caller scopes
+
+    @property
+    def labelled(self) -> bool:
+        """Whether any skill carries access labels (metadata ``access``; read once)."""
+        return any(self._skill_labels())
+
+    def _skill_labels(self) -> list[frozenset[str]]:
+        if self._labels is None:
+            from ragroute.scopes import ACCESS_KEY, labels_of
+
+            self._labels = [labels_of((s.metadata or {}).get(ACCESS_KEY)) for s in self.catalogue]
+        return self._labels
+
+    def scoped_view(self, scopes: Sequence[str]) -> ScopedView | None:
+        """The skills a caller holding ``scopes`` may read (:class:`ScopedView`), or ``None`` when it
+        may read every skill (an unlabelled catalogue: always). The last :data:`SCOPE_CACHE`
+        distinct scope sets are kept."""
+        key = frozenset(scopes)
+        with self._cache_lock:
+            if key in self._scoped:
+                self._scoped.move_to_end(key)
+                return self._scoped[key]
+        from ragroute.scopes import visible
+
+        labels = self._skill_labels()
+        mask = np.fromiter((visible(found, key) for found in labels), dtype=bool, count=len(labels))
+        view = None
+        if not mask.all():
+            columns = np.flatnonzero(mask)
+            duplicates = self._visible_groups({self.catalogue[int(i)].id for i in columns})
+            group_of = {sid: i for i, g in enumerate(duplicates) for sid in g}
+            view = ScopedView(columns, duplicates, group_of)
+        with self._cache_lock:
+            self._scoped[key] = view
+            while len(self._scoped) > SCOPE_CACHE:
+                self._scoped.popitem(last=False)
+        return view
+
+    def _visible_groups(self, shown: set[str]) -> list[list[str]]:
+        """The duplicate groups among the skills ``shown``: a group without hidden members as it
+        is; one with them linked again among its visible members alone (two skills linked only
+        through a hidden one are not duplicates of each other)."""
+        out: list[list[str]] = []
+        position = {sid: i for i, sid in enumerate(self.catalogue.ids)}
+        for group in self.duplicates:
+            members = [sid for sid in group if sid in shown]
+            if len(members) == len(group):
+                out.append(list(group))
+            elif len(members) > 1:
+                rows = self.vectors["full"][[position[sid] for sid in members]]
+                out.extend(duplicate_groups(members, rows, self.params.duplicate_threshold))
+        return out
+
     # ------------------------------------------------------------------ scoring
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
@@ -301,18 +370,26 @@ class SkillIndex:
             out += (weight / total) * _products(vectors, self.vectors[view])
         return out
 
-    def score(self, queries: Sequence[str], method: str = "hybrid") -> dict[str, np.ndarray]:
+    def score(
+        self, queries: Sequence[str], method: str = "hybrid", *, columns: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Full score rows for ``queries``: ``bm25``, ``dense`` (raw), their z-scores and ``fused``
-        (what ``method`` ranks by)."""
+        (what ``method`` ranks by). ``columns``: only these skills (positions, e.g. a caller's
+        :meth:`scoped_view`), standardised and fused among themselves (the rows' columns are then
+        theirs, in that order); BM25's statistics (idf, mean length) stay the whole catalogue's."""
         if method not in METHODS:
             raise RagrouteError(f"unknown stage-1 method {method!r}: choose one of {', '.join(METHODS)}")
         queries = [check_query(q) for q in queries]
         out: dict[str, np.ndarray] = {}
         if method in ("hybrid", "bm25"):
             out["bm25"] = self.bm25_scores(queries)
+            if columns is not None:
+                out["bm25"] = out["bm25"][:, columns]
             out["bm25_z"] = zscore(out["bm25"])
         if method in ("hybrid", "dense"):
             out["dense"] = self.dense_scores(self.query_vectors(queries))
+            if columns is not None:
+                out["dense"] = out["dense"][:, columns]
             out["dense_z"] = zscore(out["dense"])
         if method == "bm25":
             out["fused"] = out["bm25"]

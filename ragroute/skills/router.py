@@ -24,6 +24,10 @@ probabilities and stage-1 ranks, the duplicate handling, the abstention features
   ``metatool_need_tool`` (tool / no_tool queries against the metatool catalogue, MiniLM);
   :func:`fit_abstention` fits one on any labelled queries (or constructed negatives). A model
   fitted with another encoder is not applied (``p_applies`` is then ``None``).
+* **Caller scopes**: ``route(task, scopes=...)`` and a pipeline's query contexts route over the
+  skills whose metadata ``access`` labels the caller's scopes meet, as if the others were not in
+  the catalogue (ranks, z-scores, duplicate groups, reranker pool, abstention signals); BM25's idf
+  and the build-time dense weight stay the whole catalogue's (docs/skills.md, "Access labels").
 * **Abstention through a gate**: ``abstention=<gate>`` (any :class:`~ragroute.pipeline.stages.Gate`:
   ``gate_many(contexts)`` returning decisions with ``action`` and ``probability``) or
   ``abstention={"gate": PATH}`` (a folder written by ``ragroute gate fit``, loaded with the index's
@@ -46,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k, check_query
-from ragroute.skills.index import METHODS, SkillIndex, SkillIndexParams
+from ragroute.skills.index import METHODS, ScopedView, SkillIndex, SkillIndexParams
 from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
 from ragroute.types import Hit, TraceStep
 
@@ -197,12 +201,13 @@ class GateAbstention:
             raise RagrouteError(f"abstention gate {path}: {exc}") from None
         return cls(gate, path)
 
-    def decide(self, tasks: Sequence[str], index: SkillIndex) -> list[Any]:
-        """One gate decision per task; the index's cached query vectors are handed to the gate
-        when it embeds with the same encoder (each task encoded once)."""
+    def decide(self, tasks: Sequence[str], index: SkillIndex, scopes: Sequence[str] = ()) -> list[Any]:
+        """One gate decision per task (its context holding the caller's ``scopes``); the index's
+        cached query vectors are handed to the gate when it embeds with the same encoder (each task
+        encoded once)."""
         from ragroute.context import QueryContext, encoder_key
 
-        contexts = [QueryContext(task) for task in tasks]
+        contexts = [QueryContext(task, scopes=tuple(scopes)) for task in tasks]
         encoder = getattr(self.gate, "encoder", None)
         if (
             getattr(self.gate, "uses_encoder", False)
@@ -389,15 +394,33 @@ class SkillRouter:
 
     # ------------------------------------------------------------------ routing
 
-    def route(self, task: str, k: int = 5) -> SkillRoute:
-        """The ``k`` best skills for ``task``, whether to abstain, and the trace."""
-        return self.route_many([task], k)[0]
+    def route(self, task: str, k: int = 5, *, scopes: Any = None) -> SkillRoute:
+        """The ``k`` best skills for ``task``, whether to abstain, and the trace.
+
+        ``scopes``: ``None`` (the default) routes over the whole catalogue, as whoever holds the
+        router may; a caller's scopes (a label or a list; ``()``: a caller without scopes) route
+        over the skills it may read only, as if the others were not in the catalogue (ranks,
+        z-scores, duplicates, the reranker's pool and the abstention signals alike; BM25's idf stays
+        the whole catalogue's, see docs/skills.md)."""
+        return self.route_many([task], k, scopes=scopes)[0]
 
     def route_many(
-        self, tasks: Sequence[str], k: int = 5, *, ids: Sequence[str] | None = None
+        self,
+        tasks: Sequence[str],
+        k: int = 5,
+        *,
+        ids: Sequence[str] | None = None,
+        scopes: Any = None,
     ) -> list[SkillRoute]:
         """:meth:`route` for many tasks (stage 1 scored in batches of :func:`route_chunks`)."""
         k = check_k(k)
+        view = None
+        held: tuple[str, ...] = ()
+        if scopes is not None:
+            from ragroute.scopes import caller_scopes
+
+            held = caller_scopes(scopes)
+            view = self.index.scoped_view(held)
         tasks = check_batch(tasks, "tasks")
         if ids is not None:  # too few ids raised IndexError, a string was one id per letter (session 37)
             ids = check_batch(ids, "ids")
@@ -409,26 +432,33 @@ class SkillRouter:
         # until session 41 the whole batch was scored at once: several tasks x skills float64
         # matrices held to the end (10,000 skills: 6,000 tasks took 2.7 GB more)
         for start, stop in route_chunks(len(tasks), len(self.index)):
-            out.extend(self._route_chunk(tasks[start:stop], k))
+            out.extend(self._route_chunk(tasks[start:stop], k, view, held))
         if ids is not None:
             for route, route_id in zip(out, ids):
                 route.id = route_id
         return out
 
-    def _route_chunk(self, tasks: list[str], k: int) -> list[SkillRoute]:
-        """The routes of ``tasks``, stage 1 scored as one batch."""
+    def _route_chunk(
+        self, tasks: list[str], k: int, view: ScopedView | None = None, scopes: Sequence[str] = ()
+    ) -> list[SkillRoute]:
+        """The routes of ``tasks``, stage 1 scored as one batch (``view``: over the skills a
+        caller's scopes let it read only)."""
+        columns = None if view is None else view.columns
+        if columns is not None and not len(columns):
+            return [self._nothing_visible(task) for task in tasks]
         began = time.perf_counter()
-        scores = self.index.score(tasks, self.method)
+        scoped = {} if columns is None else {"columns": columns}  # an unscoped call as it was
+        scores = self.index.score(tasks, self.method, **scoped)
         stage1_ms = (time.perf_counter() - began) * 1000 / len(tasks)
         decisions: list[Any] = [None] * len(tasks)
         if self.abstention_gate is not None:
-            decisions = self.abstention_gate.decide(tasks, self.index)
+            decisions = self.abstention_gate.decide(tasks, self.index, scopes)
         other: dict[str, np.ndarray] = {}
         if self.method != "hybrid" and self._model() is not None:
             # a bm25 or dense stage 1 scores one side only: the abstention model's other signals are
             # computed from the index, for the batch at once (as the trace note says; until session 36
             # they were not, and the route failed with a KeyError traceback)
-            side = self.index.score(tasks, "dense" if self.method == "bm25" else "bm25")
+            side = self.index.score(tasks, "dense" if self.method == "bm25" else "bm25", **scoped)
             other = {key: rows for key, rows in side.items() if key != "fused"}
         out = []
         for row, task in enumerate(tasks):
@@ -439,6 +469,7 @@ class SkillRouter:
                 stage1_ms,
                 decisions[row],
                 {key: value[row] for key, value in other.items()},
+                view,
             )
             route.id = ""
             out.append(route)
@@ -452,29 +483,34 @@ class SkillRouter:
         stage1_ms: float,
         decision: Any = None,
         other: Mapping[str, np.ndarray] | None = None,
+        view: ScopedView | None = None,
     ) -> SkillRoute:
         """One task's route from its stage-1 score rows; ``other``: the rows of the side a one-sided
-        stage 1 did not score, read only by the abstention model's signals."""
+        stage 1 did not score, read only by the abstention model's signals. ``view``: the rows hold
+        the columns of the skills a caller may read (:meth:`SkillIndex.scoped_view`) and the
+        duplicate groups are theirs; ``None``: every skill."""
         index = self.index
+        # whose duplicate groups: the catalogue's, or the visible skills'
+        shown = index if view is None else view
+        duplicates, group_of = shown.duplicates, shown.group_of
         depth = max(self.candidates, k) if self.reranker is not None else k
-        if self.overlap != "keep" and index.duplicates:
+        if self.overlap != "keep" and duplicates:
             depth = 2 * depth  # duplicates collapsed or moved behind leave room for k others
         # ties in the fused score go by the dense cosine: with a dense weight of 0 (or a task sharing
         # no word with any skill) every skill can tie, and until session 40 they went by catalogue
         # order, so the reranker's pool and the ranking missed the dense side's best skills
-        positions = index.top(
-            scores["fused"], depth, scores.get("dense") if self.method == "hybrid" else None
-        )
+        rows = index.top(scores["fused"], depth, scores.get("dense") if self.method == "hybrid" else None)
+        positions = rows if view is None else view.columns[rows]  # the skills' catalogue positions
         stage1 = []
-        for rank, pos in enumerate(positions.tolist(), 1):
+        for rank, (row, pos) in enumerate(zip(rows.tolist(), positions.tolist()), 1):
             entry = {
                 "id": index.catalogue[pos].id,
                 "rank": rank,
-                "fused": round(float(scores["fused"][pos]), 4),
+                "fused": round(float(scores["fused"][row]), 4),
             }
             for key in ("bm25", "dense", "bm25_z", "dense_z"):
                 if key in scores:
-                    entry[key] = round(float(scores[key][pos]), 4)
+                    entry[key] = round(float(scores[key][row]), 4)
             stage1.append(entry)
         trace = [
             TraceStep(
@@ -489,8 +525,8 @@ class SkillRouter:
             )
         ]
         ranked: list[RoutedSkill] = [
-            self._routed(pos, float(scores["fused"][pos]), rank, {"stage1": stage1[rank - 1]})
-            for rank, pos in enumerate(positions.tolist(), 1)
+            self._routed(pos, float(scores["fused"][row]), rank, {"stage1": stage1[rank - 1]})
+            for rank, (row, pos) in enumerate(zip(rows.tolist(), positions.tolist()), 1)
         ]
         rerank_top = None
         if self.reranker is not None:
@@ -533,7 +569,7 @@ class SkillRouter:
                     },
                 )
             )
-        ranked, overlap_detail = self._handle_overlap(ranked)
+        ranked, overlap_detail = self._handle_overlap(ranked, group_of)
         if overlap_detail is not None:
             trace.append(TraceStep("overlap", overlap_detail))
         ranked = [RoutedSkill(**{**asdict(r), "rank": i}) for i, r in enumerate(ranked[:k], 1)]
@@ -702,8 +738,28 @@ class SkillRouter:
             metadata={FIELDS_KEY: skill.fields(text)},
         )
 
-    def _handle_overlap(self, ranked: list[RoutedSkill]) -> tuple[list[RoutedSkill], dict[str, Any] | None]:
-        group_of = self.index.group_of
+    def _nothing_visible(self, task: str) -> SkillRoute:
+        """The route of a caller who may read no skill of the catalogue: nothing, abstaining."""
+        threshold = self.threshold
+        if threshold is None:
+            model = self._model() if self.abstention_gate is None else None
+            gate = self.abstention_gate.threshold if self.abstention_gate is not None else None
+            threshold = model.threshold if model is not None else (gate if gate is not None else 0.5)
+        trace = [
+            TraceStep("retrieve", {"method": self.method, "candidates": []}),
+            TraceStep(
+                "abstain",
+                {"p_applies": None, "abstain": True, "note": "no skill the caller may read"},
+            ),
+        ]
+        return SkillRoute(task, [], True, None, float(threshold), trace)
+
+    def _handle_overlap(
+        self, ranked: list[RoutedSkill], group_of: Mapping[str, int] | None = None
+    ) -> tuple[list[RoutedSkill], dict[str, Any] | None]:
+        """Near-duplicates of ``ranked`` collapsed or moved down; ``group_of``: the duplicate groups
+        (default: the whole catalogue's; a scoped route gives those among visible skills)."""
+        group_of = self.index.group_of if group_of is None else group_of
         if self.overlap == "keep" or not group_of:
             return ranked, None
         seen: dict[int, RoutedSkill] = {}
@@ -733,43 +789,33 @@ class SkillRouter:
     def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
         """Routes as hits for query contexts: how a pipeline searches a skill source.
 
-        Skills carrying access labels (metadata ``access``) are refused here, for every caller: the
-        router does not filter by scope, and its stage-1 z-scores and ranks, overlap handling,
-        abstention and reranker read every skill, so a hidden skill would shape what a caller sees
-        of the others (and the pipeline's scope check would report how many it dropped). Give such
-        skills their own catalogue and source with ``access:`` (docs/skills.md)."""
-        contexts = list(contexts)
-        if contexts and self._labelled():
-            raise RagrouteError(
-                f"skill router {self.name!r}: its catalogue holds skills with access labels, which a "
-                "skill router does not filter by scope; give them their own catalogue and source "
-                "with access: (see docs/skills.md)"
-            )
+        Each context is routed within its caller's scopes (:meth:`route`'s ``scopes``): skills
+        whose access labels (metadata ``access``) the scopes do not meet are left out before
+        anything is ranked, so they shape neither the ranks, z-scores, duplicates, reranker pool
+        nor abstention of what the caller sees (docs/skills.md, "Access labels")."""
         from ragroute.index.base import by_filter_groups
 
         return by_filter_groups(
-            contexts, lambda group, filters: self.search_many([c.text for c in group], k, filters=filters)
+            list(contexts),
+            lambda group, filters: self.search_many([c.text for c in group], k, filters=filters),
+            scoped=True,
         )
-
-    def _labelled(self) -> bool:
-        """Whether any skill of the catalogue carries access labels (read once)."""
-        found = getattr(self, "_has_labels", None)
-        if found is None:
-            from ragroute.scopes import ACCESS_KEY, labels_of
-
-            found = any(labels_of(s.metadata.get(ACCESS_KEY)) for s in self.index.catalogue)
-            self._has_labels = found
-        return found
 
     def search_many(
         self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
         """Routes as hits (``Retriever`` protocol, so evaluators and pipelines can use the router);
-        ``filters`` are not supported on skills."""
-        if filters:
+        metadata ``filters`` are not supported on skills, apart from a caller's scope
+        (:func:`ragroute.scopes.scoped_filters`: only the skills it may read are routed)."""
+        from ragroute.scopes import SCOPE_FILTER, scope_of
+
+        if any(key != SCOPE_FILTER for key in filters or {}):
             raise RagrouteError("the skill router does not filter by metadata")
+        scope = scope_of(filters)
+        if scope is None and SCOPE_FILTER in (filters or {}):  # never read as "not scoped"
+            raise RagrouteError(f"the skill router's scope filter must be a Visible, not {filters!r}")
         out = []
-        for route in self.route_many(queries, k):
+        for route in self.route_many(queries, k, scopes=None if scope is None else sorted(scope.scopes)):
             out.append(
                 [
                     Hit(
