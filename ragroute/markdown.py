@@ -13,15 +13,36 @@ HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 """An ATX heading line: group 1 its ``#`` marks (the level), group 2 its text (a closing run of
 ``#`` ends it only after a space)."""
 
-FENCE = re.compile(r"^\s*(```|~~~)")
-"""A line that opens or closes a fenced code block."""
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
+"""A line that opens or closes a fenced code block: group 1 its run of backticks or tildes, group 2
+the rest (an opening fence's info string; a closing fence has none)."""
+
+
+def _fence(line: str) -> tuple[str, int, str] | None:
+    """``(character, length, info)`` of a fence line, or None (the info string of a backtick fence
+    holds no backtick: such a line is inline code, CommonMark)."""
+    match = FENCE.match(line)
+    if match is None or (match.group(1)[0] == "`" and "`" in match.group(2)):
+        return None
+    return match.group(1)[0], len(match.group(1)), match.group(2).strip()
 
 
 def markdown_lines(text: str) -> Iterator[tuple[str, re.Match[str] | None]]:
     """Each line of ``text`` (lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r``) with its heading
-    match: None for a line that is no heading and for every line of a fenced code block."""
-    in_fence = False
+    match: None for a line that is no heading and for every line of a fenced code block. A block is
+    closed only by a fence of its own character, at least as long, with no info string (CommonMark);
+    any fence line used to toggle, so a ``# comment`` after a ``~~~`` line inside a backtick block,
+    or inside a four-backtick block that shows a three-backtick one, was taken for a heading."""
+    opened: tuple[str, int] | None = None  # the open block's fence character and length
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if FENCE.match(line):
-            in_fence = not in_fence
-        yield line, (None if in_fence else HEADING.match(line))
+        fence = _fence(line)
+        if opened is None:
+            if fence is not None:
+                opened = fence[:2]
+                yield line, None
+                continue
+            yield line, HEADING.match(line)
+            continue
+        if fence is not None and fence[0] == opened[0] and fence[1] >= opened[1] and not fence[2]:
+            opened = None
+        yield line, None

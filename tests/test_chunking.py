@@ -239,3 +239,65 @@ def test_english_paragraphs_are_split_as_before() -> None:
     pieces = split_long(text.strip(), 100)
     assert [len(p.split()) for p in pieces] == [100, 100, 100, 100, 80]
     assert pieces[0].startswith("Hello world. Again")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "````markdown\n```python\n# comment\n```\n````\n# Real title\n\nBody.\n",  # a block showing a block
+        "```\n~~~\n# comment\n```\n# Real title\n\nBody.\n",  # a tilde line inside a backtick block
+        "``` inline ```\n# Real title\n\nBody.\n",  # backticks in the info string: no fence opens
+    ],
+)
+def test_a_code_block_closes_only_at_a_fence_of_its_own_kind(text: str) -> None:
+    """CommonMark: a fenced block closes at a fence of its character, at least as long, with no info
+    string; any fence line used to toggle, and '# comment' inside the block was a heading."""
+    from ragroute.loaders.folder import first_heading
+
+    assert first_heading(text) == "Real title"
+    chunks = chunk_documents([Document(id="d", text=text, title="T")], "section")
+    assert [c.title for c in chunks if "comment" in c.text or "Body" in c.text][-1] == "Real title"
+    assert all(c.title != "comment" for c in chunks)
+
+
+def test_markdown_headings_follow_commonmark_fences() -> None:
+    """A derandomized property: the headings read agree with markdown-it's CommonMark parser."""
+    markdown_it = pytest.importorskip("markdown_it")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from ragroute.markdown import markdown_lines
+
+    parser = markdown_it.MarkdownIt("commonmark")
+    lines = st.sampled_from(
+        [
+            "# Title",
+            "## Intro to C#",
+            "### x ##",
+            "```",
+            "````",
+            "~~~",
+            "~~~~",
+            "```py",
+            "``` a ```",
+            "text",
+            "",
+        ]
+    )
+
+    def reference(text: str) -> list[tuple[int, str]]:
+        tokens = parser.parse(text)
+        return [
+            (len(t.markup), tokens[i + 1].content)
+            for i, t in enumerate(tokens)
+            if t.type == "heading_open" and t.markup.startswith("#")
+        ]
+
+    @settings(max_examples=50, derandomize=True, deadline=None)
+    @given(st.lists(lines, max_size=10))
+    def check(parts: list[str]) -> None:
+        text = "\n".join(parts)
+        read = [(len(m.group(1)), m.group(2).strip()) for _, m in markdown_lines(text) if m is not None]
+        assert read == reference(text)
+
+    check()

@@ -231,3 +231,15 @@ def test_a_source_whose_null_scores_do_not_vary_is_standardised_by_its_own_list(
     assert result.hits[0].doc_id == "pompeii"
     fuse = next(s for s in result.decision.trace if s.stage == "fuse")
     assert fuse.detail["null_stats"]["garden"]["standardised"] == "by its own list"
+
+
+@pytest.mark.parametrize("method", ["rrf", "minmax", "zscore"])
+def test_a_document_repeated_in_one_list_counts_at_its_first_rank(method) -> None:
+    """The last copy's rank and score overwrote the first's: rrf([a, b, a]) put b above a."""
+    lists = {"s": hits("s", [("a", 0.9), ("b", 0.5), ("a", 0.1)])}
+    fused = fuse(lists, method=method)
+    assert [h.doc_id for h in fused] == ["a", "b"]
+    assert fused[0].explain["s"] == {"rank": 1, "score": 0.9}
+    if method == "rrf":
+        assert fused[0].score == pytest.approx(1 / 61)
+        assert fused[1].score == pytest.approx(1 / 62)

@@ -43,7 +43,8 @@ def fuse(
 
     ``rrf``: score = sum of ``w / (rrf_k + rank)``. ``minmax`` / ``zscore``: each
     list's scores are normalised (to [0, 1], or to zero mean and unit variance),
-    then summed with weights; a hit absent from a list gets that list's minimum.
+    then summed with weights; a hit absent from a list gets that list's minimum. A document repeated
+    within one list counts once, at its first rank (later copies are dropped before ranking).
     """
     first_seen: dict[tuple[str, str], Hit] = {}
     ranked: dict[str, list[tuple[tuple[str, str], float, int]]] = {}
@@ -103,6 +104,9 @@ def fuse_ranked(
     if method not in FUSION_METHODS:
         raise RagrouteError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
     weights = dict(weights or {})
+    # a key repeated within one list counts once, at its first (best) rank, as in the metrics: the
+    # last copy's rank and score overwrote the first's (rrf([a, b, a]) put b above a)
+    lists = {name: _first_of_each(entries) for name, entries in lists.items()}
     slot: dict[K, int] = {}
     for entries in lists.values():
         for entry in entries:
@@ -124,6 +128,14 @@ def fuse_ranked(
             if key in detail:
                 detail[key][name] = {"rank": rank, "score": score}
     return [(key, float(total[i]), detail[key]) for key, i in zip(chosen, best)]
+
+
+def _first_of_each(entries: Sequence[tuple[K, float, int]]) -> Sequence[tuple[K, float, int]]:
+    """``entries`` without the later copies of a key (the list itself when no key repeats)."""
+    first: dict[K, tuple[K, float, int]] = {}
+    for entry in entries:
+        first.setdefault(entry[0], entry)
+    return entries if len(first) == len(entries) else list(first.values())
 
 
 def _contributions(
