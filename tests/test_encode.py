@@ -327,6 +327,34 @@ def test_any_sentence_transformer_by_path(
     assert onnx_enc.describe()["max_seq_length"] == 64
 
 
+def test_loading_one_model_twice_holds_it_once(tiny_model: Path, tmp_path: Path) -> None:
+    """Two load_encoder (two load_routing) of one model share its weights while one is alive; each
+    keeps its own embedding-cache wrapper; changed files, another backend or cache folder load
+    anew. Until session 43 every call loaded the model again (an ONNX session per call)."""
+    import gc
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    first = load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c")
+    second = load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c")
+    assert isinstance(first, CachedEncoder) and isinstance(second, CachedEncoder)
+    assert first is not second and first.encoder is second.encoder
+    assert (
+        load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c", use_cache=False) is first.encoder
+    )
+    assert load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "d").encoder is not first.encoder
+    assert load_encoder(str(folder), backend="torch", use_cache=False) is not first.encoder
+    (folder / "README.md").write_text("edited")  # the folder's files changed: loaded again
+    assert load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c").encoder is not first.encoder
+    kept = id(first.encoder)
+    del first, second
+    gc.collect()
+    from ragroute.encode import load as load_module
+
+    assert all(id(model) != kept for model in load_module._MODELS.values())  # dropped with its users
+
+
 def test_a_copy_of_the_model_folder_elsewhere_is_the_same_encoder(tiny_model: Path, tmp_path: Path) -> None:
     """Same files, another path (so another model id): the same weights digest makes it the same
     encoder for indexes, fitted routers and config check; until session 39 an index built with a

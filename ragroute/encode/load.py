@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import weakref
 from pathlib import Path
+from typing import Any
 
 from ragroute.encode.base import Encoder
 from ragroute.encode.cache import CachedEncoder, EmbeddingCache
@@ -65,7 +68,9 @@ def load_encoder(
     ``$XDG_CACHE_HOME/ragroute``, else ``~/.cache/ragroute``) holds the ONNX exports and
     ``embeddings.sqlite``; with ``use_cache`` the encoder is wrapped in a
     :class:`~ragroute.encode.cache.CachedEncoder` so unchanged documents are
-    never re-encoded. ``threads`` defaults to the number of usable cores.
+    never re-encoded. ``threads`` defaults to the number of usable cores. The model itself is
+    loaded once per process while an encoder of it is in use: a second call with the same model
+    files, backend, cache folder and threads shares its weights (see :func:`_shared_model`).
     """
     check_path(name_or_path, "load_encoder needs a model name or folder path")
     backend_key = (backend or "auto").strip().lower()
@@ -77,18 +82,46 @@ def load_encoder(
     else:  # made (and announced) only when something will be written there
         cache_root = default_cache_dir(create=use_cache or backend_key != "torch")
 
-    encoder: Encoder
-    if backend_key == "auto":
-        encoder = _load_auto(resolved, cache_root, threads)
-    elif backend_key == "torch":
-        encoder = SentenceTransformerEncoder(resolved, threads=threads)
-    else:
-        encoder = OnnxEncoder.from_model(
-            resolved, cache_root, int8=backend_key == "onnx-int8", threads=threads
-        )
+    encoder = _shared_model(resolved, backend_key, cache_root, threads)
 
     if use_cache:
         encoder = CachedEncoder(encoder, EmbeddingCache.in_dir(cache_root))
+    return encoder
+
+
+_MODELS: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
+_MODELS_LOCK = threading.Lock()
+
+
+def _shared_model(
+    resolved: ResolvedModel, backend_key: str, cache_root: Path, threads: int | None
+) -> Encoder:
+    """The model of ``resolved`` on ``backend_key``, loaded once per process while one is in use.
+
+    A second :func:`load_encoder` of the same folder (same files: names, sizes, mtimes), backend,
+    cache folder and threads gets the model already in memory (each call still gets its own
+    embedding-cache wrapper). Until session 42 every call loaded the weights again: two
+    ``load_routing`` of one config held two ONNX sessions (about 65 MB each for MiniLM int8)."""
+    key = (
+        backend_key,
+        str(resolved.path),
+        resolved.model_id,
+        resolved.fingerprint(),
+        str(cache_root),
+        threads,
+    )
+    with _MODELS_LOCK:  # one load at a time: two threads asking for one model load it once
+        encoder: Encoder | None = _MODELS.get(key)
+        if encoder is None:
+            if backend_key == "auto":
+                encoder = _load_auto(resolved, cache_root, threads)
+            elif backend_key == "torch":
+                encoder = SentenceTransformerEncoder(resolved, threads=threads)
+            else:
+                encoder = OnnxEncoder.from_model(
+                    resolved, cache_root, int8=backend_key == "onnx-int8", threads=threads
+                )
+            _MODELS[key] = encoder
     return encoder
 
 
