@@ -47,13 +47,38 @@ class CorpusSpec:
         """The corpus's documents, each of the definition's ``modality`` where the file left it at
         the default: a single CSV of product rows under ``modality: table`` loaded as text, so a
         ``modality=table`` filter found none of them and chunking cut them (until session 37).
-        ``loading``: how to load (``on_error``, ``report``), beside the definition's options."""
+        ``loading``: how to load (``on_error``, ``report``), beside the definition's options. A
+        folder of images under ``modality: image`` is read by caption (:meth:`loads_images`)."""
         from ragroute.loaders import load_corpus
 
+        if self.loads_images():
+            from ragroute.encode.image import image_documents
+
+            return image_documents(self.path, recursive=True)
         documents = load_corpus(self.path, **loading, **self.options)
         if self.modality == "text":
             return documents
         return [d if d.modality != "text" else replace(d, modality=self.modality) for d in documents]
+
+    def loads_images(self) -> bool:
+        """Whether the corpus is a folder of images read by caption
+        (:func:`ragroute.encode.image.image_documents`, recursive): ``modality: image`` on a folder
+        that is not a BEIR folder and holds image files. Until session 42 such a folder was read as
+        a text folder: its images were passed over without a word and its caption sidecars
+        (``cat.txt``) indexed as documents of their own, or nothing was built."""
+        if self.modality != "image" or not self.path.is_dir():
+            return False
+        from ragroute.encode.image import image_files
+        from ragroute.loaders.beir import corpus_files
+
+        if corpus_files(self.path) or not image_files(self.path, recursive=True):
+            return False
+        if self.options:
+            raise RagrouteError(
+                f"corpus {self.name!r}: {self.path} is a folder of images (modality: image), "
+                f"read by caption: it takes no loader options ({', '.join(sorted(self.options))})"
+            )
+        return True
 
 
 def load_corpus_specs(path: str | Path) -> list[CorpusSpec]:

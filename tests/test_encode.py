@@ -330,7 +330,7 @@ def test_any_sentence_transformer_by_path(
 def test_loading_one_model_twice_holds_it_once(tiny_model: Path, tmp_path: Path) -> None:
     """Two load_encoder (two load_routing) of one model share its weights while one is alive; each
     keeps its own embedding-cache wrapper; changed files, another backend or cache folder load
-    anew. Until session 43 every call loaded the model again (an ONNX session per call)."""
+    anew. Until session 42 every call loaded the model again (an ONNX session per call)."""
     import gc
     import shutil
 

@@ -178,3 +178,89 @@ def test_image_documents_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusFormatError, match="no image files"):
         image_documents(tmp_path / "empty")
+
+
+def test_image_documents_name_unreadable_files_and_pass_over_hidden_ones(tmp_path, monkeypatch):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from ragroute.loaders.common import CorpusWarning
+
+    folder = tmp_path / "images"
+    (folder / ".thumbs").mkdir(parents=True)
+    meta = PngInfo()
+    meta.add_text("Description", "a large chart")
+    Image.new("RGB", (8, 8)).save(folder / "big.png", pnginfo=meta)
+    Image.new("RGB", (4, 4)).save(folder / ".thumbs" / "big.png")
+    (folder / "._big.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS resource fork
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 4)
+    (folder / "notes.jpg").write_text("not an image", encoding="utf-8")
+    (folder / "notes.txt").write_text("meeting notes", encoding="utf-8")
+    # 64 pixels: over the limit (Pillow warns) but under twice it (Pillow refuses); only the
+    # metadata is read, so no warning and the stored caption is kept
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)
+    with pytest.warns(CorpusWarning) as caught:
+        docs = image_documents(folder)
+    assert [d.id for d in docs] == ["big.png", "corrupt.png", "notes.jpg"]
+    assert [d.text for d in docs] == ["a large chart", "corrupt", "meeting notes"]
+    assert [str(w.message) for w in caught] == [
+        f"{folder}: 2 image files Pillow cannot read, kept with captions from sidecar or file name "
+        "(corrupt.png: OSError, notes.jpg: UnidentifiedImageError)"
+    ]
+    # over twice the limit: Pillow refuses to open it, and it is named
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    with pytest.warns(CorpusWarning, match=r"3 image files .*big\.png: DecompressionBombError"):
+        assert image_documents(folder)[0].text == "big"
+
+
+def test_image_documents_full_name_sidecar_comes_first(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg")
+    (tmp_path / "photo.txt").write_text("shared caption", encoding="utf-8")
+    (tmp_path / "photo.png.txt").write_text("the png's own caption", encoding="utf-8")
+    by_id = {d.id: d.text for d in image_documents(tmp_path)}
+    assert by_id == {"photo.jpg": "shared caption", "photo.png": "the png's own caption"}
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from ragroute.encode.image import _as_pil
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.array([[0, 40000], [65535, 257]], dtype=np.uint16)).save(path)
+    for image in (path, Image.open(path)):
+        rgb = np.asarray(_as_pil(image))
+        assert rgb.shape == (2, 2, 3)
+        assert rgb[..., 0].tolist() == [[0, 155], [255, 1]]  # was [[0, 255], [255, 255]]
+
+
+def test_image_modality_corpus_folder_is_read_by_caption(tmp_path):
+    from PIL import Image
+
+    from ragroute.corpora import load_corpus_specs
+    from ragroute.route.config_check import _corpus_format
+
+    photos = tmp_path / "photos"
+    (photos / "pets").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(photos / "cat.png")
+    (photos / "cat.txt").write_text("A black cat on a sofa", encoding="utf-8")
+    Image.new("RGB", (8, 8)).save(photos / "pets" / "dog.jpg")
+    (tmp_path / "corpora.yaml").write_text(
+        "corpora:\n"
+        "  photos: {path: photos, description: Pet photos., modality: image}\n"
+        "  optioned: {path: photos, modality: image, options: {text_column: body}}\n",
+        encoding="utf-8",
+    )
+    spec, optioned = load_corpus_specs(tmp_path / "corpora.yaml")
+    # was: the sidecar cat.txt as a document 'cat', the images passed over
+    docs = spec.load_documents()
+    assert [(d.id, d.text, d.modality) for d in docs] == [
+        ("cat.png", "A black cat on a sofa", "image"),
+        ("pets/dog.jpg", "dog", "image"),
+    ]
+    assert _corpus_format(spec) == "images"
+    with pytest.raises(RagrouteError, match="folder of images .* takes no loader options"):
+        optioned.load_documents()

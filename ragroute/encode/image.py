@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,17 +166,35 @@ def _as_pil(image: Any) -> Any:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return _to_rgb(image)
     if not isinstance(image, (str, os.PathLike)):
         raise TypeError(f"expected an image path or a PIL image, got {type(image).__name__}")
     path = Path(image)
     try:
         with Image.open(path) as opened:
-            return opened.convert("RGB")
+            rgb = _to_rgb(opened)
+            return rgb.copy() if rgb is opened else rgb  # loaded before the file closes
     except FileNotFoundError:
         raise RagrouteError(f"image {path} not found") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for unreadable files
         raise RagrouteError(f"cannot read image {path}: {type(exc).__name__}") from None
+
+
+def _to_rgb(image: Any) -> Any:
+    """``image`` as 8-bit RGB. 16-bit greyscale (mode ``I;16*``, or ``I`` as 16-bit PNGs open) is
+    scaled down to 8 bits: Pillow's ``convert("RGB")`` clips every value above 255, so a 16-bit
+    PNG was embedded as a white square (until session 42)."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        if image.mode.startswith("I;16") or (values.size and values.max() > 255):
+            values = values // 257  # 0..65535 onto 0..255
+        grey = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
+        return grey.convert("RGB")
+    return image.convert("RGB")
 
 
 # --------------------------------------------------------------------------- caption corpora
@@ -184,23 +203,32 @@ def _as_pil(image: Any) -> Any:
 def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Document]:
     """One :class:`Document` (modality ``"image"``) per image file of ``folder``, text = its caption.
 
-    The caption is the sidecar ``NAME.txt`` next to ``NAME.png`` (or ``NAME.png.txt``)
-    when there is one, else the alt text / description stored in the image
-    (PNG text chunks, JPEG comment, EXIF ImageDescription), else the file name
+    The caption is the sidecar ``NAME.png.txt`` or ``NAME.txt`` next to ``NAME.png``
+    (the first that is not empty, in that order: ``NAME.txt`` is shared by ``NAME.png``
+    and ``NAME.jpg``) when there is one, else the alt text / description stored in the
+    image (PNG text chunks, JPEG comment, EXIF ImageDescription), else the file name
     with separators turned into spaces. Ids are the paths relative to ``folder``;
     ``metadata`` holds ``path`` (absolute) and ``caption_source`` (``sidecar``,
-    ``alt`` or ``filename``). Index them with any text index.
+    ``alt`` or ``filename``). Index them with any text index. Hidden files and
+    folders (``.name``, e.g. macOS ``._photo.jpg``) are passed over, as in a text
+    folder. A file that Pillow cannot open (corrupt, not an image, over Pillow's
+    decompression-bomb limit) keeps its document, captioned by sidecar or file
+    name, and is named in one :class:`~ragroute.loaders.common.CorpusWarning`.
     """
+    from ragroute.loaders.common import CorpusWarning, name_a_few
+
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise CorpusFormatError(f"{root}: no such image folder")
-    pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(root, recursive=recursive)
     if not files:
         raise CorpusFormatError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    docs = []
+    docs, unreadable = [], []
     for path in files:
-        caption, source = image_caption(path)
+        problems: list[str] = []
+        caption, source = _caption(path, problems)
+        if problems:
+            unreadable.append(f"{path.relative_to(root).as_posix()}: {problems[0]}")
         docs.append(
             Document(
                 id=path.relative_to(root).as_posix(),
@@ -210,32 +238,62 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
                 modality="image",
             )
         )
+    if unreadable:
+        count = len(unreadable)
+        warnings.warn(
+            f"{root}: {count} image file{'' if count == 1 else 's'} Pillow cannot read, kept with "
+            f"captions from sidecar or file name ({name_a_few(unreadable)})",
+            CorpusWarning,
+            stacklevel=2,
+        )
     return docs
+
+
+def image_files(root: Path, *, recursive: bool = False) -> list[Path]:
+    """The image files (by suffix) of the folder ``root``, hidden ones excepted, sorted by path."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p
+        for p in root.glob(pattern)
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.is_file()
+    )
 
 
 def image_caption(path: str | os.PathLike[str]) -> tuple[str, str]:
     """``(caption, source)`` of one image file: sidecar text, stored alt text, or file name."""
-    path = Path(path)
-    for sidecar in (path.with_suffix(".txt"), path.with_name(path.name + ".txt")):
+    return _caption(Path(path), [])
+
+
+def _caption(path: Path, problems: list[str]) -> tuple[str, str]:
+    """:func:`image_caption`, appending to ``problems`` why the file could not be opened."""
+    for sidecar in (path.with_name(path.name + ".txt"), path.with_suffix(".txt")):
         if sidecar.is_file():
             text = " ".join(sidecar.read_text(encoding="utf-8", errors="replace").split())
             if text:
+                _stored_alt_text(path, problems)  # only to name an unreadable image
                 return text, "sidecar"
-    alt = _stored_alt_text(path)
+    alt = _stored_alt_text(path, problems)
     if alt:
         return alt, "alt"
     return " ".join(re.split(r"[\s_\-.]+", path.stem)).strip() or path.name, "filename"
 
 
-def _stored_alt_text(path: Path) -> str:
-    """Alt text / description embedded in the image file, or ``""`` (unreadable files give ``""``)."""
-    try:
-        from PIL import Image
+def _stored_alt_text(path: Path, problems: list[str]) -> str:
+    """Alt text / description embedded in the image file, or ``""``; a file Pillow cannot open
+    gives ``""`` and appends the reason (the exception's type) to ``problems``."""
+    from PIL import Image
 
-        with Image.open(path) as image:
-            info = dict(image.info)
-            exif = image.getexif().get(_EXIF_IMAGE_DESCRIPTION)
-    except Exception:  # noqa: BLE001 - a caption is optional; the file name is the fallback
+    try:
+        with warnings.catch_warnings():
+            # only the header and metadata are read, never the pixels: no bomb to warn about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                info = dict(image.info)
+                exif = image.getexif().get(_EXIF_IMAGE_DESCRIPTION)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for unreadable files
+        problems.append(type(exc).__name__)
         return ""
     values = [info.get(key) for key in _ALT_KEYS] + [exif]
     for value in values:
@@ -246,4 +304,11 @@ def _stored_alt_text(path: Path) -> str:
     return ""
 
 
-__all__ = ["IMAGE_SUFFIXES", "ImageEncoder", "image_caption", "image_documents", "load_image_encoder"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageEncoder",
+    "image_caption",
+    "image_documents",
+    "image_files",
+    "load_image_encoder",
+]

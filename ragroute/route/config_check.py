@@ -853,6 +853,8 @@ def _corpus_format(spec: Any) -> str:
     """The format a corpus loads as, after refusing the loader options that do not apply to it."""
     from ragroute.loaders.auto import check_options, check_table_header, detect_format
 
+    if spec.loads_images():  # a folder of images read by caption (its options refused there)
+        return "images"
     fmt = detect_format(spec.path, **spec.options)
     check_options(spec.path, fmt, spec.options)
     check_table_header(spec.path, fmt, spec.options)
