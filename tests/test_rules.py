@@ -1007,3 +1007,22 @@ def test_threads_evaluating_a_cold_policy_embed_its_banks_once(hashing_encoder):
         hashing_encoder.encode_queries = plain
     assert len(rows) == 4 and all(r is rows[0] for r in rows)
     assert store.encode_calls == 1
+
+
+def test_bank_signals_clip_the_nearest_example_in_the_trace(encoder):
+    # an example may be a whole passage: the trace keeps its first 80 characters, as the knn router
+    # and the gate's knn_vote do, instead of repeating all of it for every query
+    long_positive, long_negative = "reset my password " * 300, "hello there " * 300
+    policy = signals_only(
+        f"""\
+          needs: {{type: bank_margin, positive: [{json.dumps(long_positive)}],
+                   negative: [{json.dumps(long_negative)}]}}
+          chat: {{type: example_bank, examples: [{json.dumps(long_negative)}]}}
+        """,
+        encoder=encoder,
+    )
+    result = policy.evaluate("how do I reset my password")
+    assert result.signals["needs"]["nearest_positive"] == long_positive[:80]
+    assert result.signals["needs"]["nearest_negative"] == long_negative[:80]
+    assert result.signals["chat"]["nearest"] == long_negative[:80]
+    assert len(json.dumps(result.to_dict())) < 2000

@@ -521,6 +521,11 @@ class LanguageSignal(Signal):
 # --------------------------------------------------------------------------- embedding banks
 
 
+#: characters of a bank's nearest example kept in the trace (the knn router and the gate's knn_vote
+#: keep as many): an example may be a whole passage, which every query's trace would otherwise repeat
+NEAREST_CHARS = 80
+
+
 def _top_mean(similarities: np.ndarray, top_n: int) -> float:
     best = np.sort(similarities)[::-1][:top_n]
     return float(best.mean())
@@ -553,7 +558,10 @@ class ExampleBankSignal(Signal):
         best = int(np.argmax(similarities))
         value = float(similarities[best])
         return self._result(
-            value >= self.threshold, value, nearest=self.examples[best], threshold=self.threshold
+            value >= self.threshold,
+            value,
+            nearest=self.examples[best][:NEAREST_CHARS],
+            threshold=self.threshold,
         )
 
 
@@ -596,8 +604,8 @@ class BankMarginSignal(Signal):
             value,
             positive=pos_score,
             negative=neg_score,
-            nearest_positive=self.positive[int(np.argmax(pos))],
-            nearest_negative=self.negative[int(np.argmax(neg))],
+            nearest_positive=self.positive[int(np.argmax(pos))][:NEAREST_CHARS],
+            nearest_negative=self.negative[int(np.argmax(neg))][:NEAREST_CHARS],
             margin=self.margin,
         )
 
