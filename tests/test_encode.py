@@ -724,3 +724,28 @@ def test_every_backend_counts_truncated_documents_with_its_own_tokenizer(
     bare = type("Bare", (), {"max_seq_length": limit})()
     assert count_for_encoder(bare, texts) == (1, limit, False)
     assert count_for_encoder(type("Unlimited", (), {})(), texts) is None
+
+
+def test_the_truncation_warning_calls_image_captions_captions_not_tables():
+    """An image's text is its caption: long captions were counted as "tables", with a table's
+    advice (session 42's warning per kind of unit put every non-text unit under tables)."""
+    import warnings
+
+    from ragroute.encode.truncation import warn_truncated
+    from ragroute.types import Document
+
+    class Limited:
+        max_seq_length = 8
+        model_id = "toy"
+
+    images = [Document(id=f"{i}.png", text="a very long caption " * 10, modality="image") for i in range(2)]
+    table = Document(id="prices", text="row " * 50, modality="table")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert warn_truncated([*images, table], Limited()) == 3
+    said = sorted(str(w.message) for w in caught)
+    assert said[0].startswith("at least 1 of 1 tables are longer")
+    assert (
+        said[1].startswith("at least 2 of 2 image captions are longer")
+        and "shorten their captions" in said[1]
+    )

@@ -205,3 +205,25 @@ def test_a_label_written_with_spaces_or_hyphens_is_read(small_docs):
         ("it_support, product_tables, astro, astro/section, none", None),
     ):
         assert router.parse(answer) == label, answer
+
+
+def test_a_label_inside_a_longer_label_is_not_named(small_docs):
+    """`product` is not named by "product_tables", nor `docs` by "docs.v2": until the spelled-out
+    labels were searched in the answer (session 42), each such answer picked the shorter label when
+    it came first in the list."""
+    from ragroute.llm import ScriptedLLM
+    from ragroute.route.llm import LlmRouter
+
+    index = build_index(small_docs, "bm25")
+    router = LlmRouter(
+        [Source(name, index) for name in ("product", "product_tables", "docs", "docs.v2")], ScriptedLLM()
+    )
+    for answer, label in (
+        ("I would pick product_tables.", "product_tables"),
+        ("Product Tables", "product_tables"),
+        ("The answer is in docs.v2", "docs.v2"),
+        ("None of them, but product-tables might", "product_tables"),
+        ("product, I think", "product"),
+        ("product or product_tables", "product"),  # two sources named: the first
+    ):
+        assert router.parse(answer) == label, answer

@@ -89,13 +89,22 @@ ADVICE = {
         "tables",
         "a table is one unit, never cut into passages; the BM25 side of a hybrid index reads all of it",
     ),
+    "image": (
+        "image captions",
+        "an image is one unit, never cut into passages; shorten their captions (the NAME.txt sidecars) "
+        "to embed all of them",
+    ),
 }
 """What a warning calls each kind of unit, and what it advises (see :func:`warn_truncated`)."""
 
 
 def _kind(document: Any) -> str:
-    """The :data:`ADVICE` a unit gets: ``table`` for any non-text unit, else its granularity."""
-    if getattr(document, "modality", "text") != "text":
+    """The :data:`ADVICE` a unit gets: ``image`` for an image (its caption), ``table`` for any other
+    non-text unit, else its granularity (images were told they were tables until session 42)."""
+    modality = getattr(document, "modality", "text")
+    if modality == "image":
+        return "image"
+    if modality != "text":
         return "table"
     granularity = (getattr(document, "metadata", None) or {}).get("granularity")
     return granularity if granularity in ("section", "paragraph") else "document"
@@ -104,8 +113,9 @@ def _kind(document: Any) -> str:
 def warn_truncated(documents: Sequence[Any], encoder: Any, *, stacklevel: int = 3) -> int:
     """Warn when ``documents`` hold texts (``full_text()``) longer than ``encoder`` reads; return
     how many (0: none, or the encoder says no limit). One warning for each kind of unit that has
-    such texts (whole documents, section or paragraph units, tables), with advice for that kind
-    (until session 42 section units and tables were told to index themselves "in passages")."""
+    such texts (whole documents, section or paragraph units, tables, image captions), with advice for
+    that kind (until session 42 section units and tables were told to index themselves "in
+    passages")."""
     if encoder is None or not documents:
         return 0
     groups: dict[str, list[str]] = {}

@@ -101,15 +101,24 @@ class LlmRouter(BaseRouter):
         said back) chooses none of them. Until session 42 a label written with spaces ("product
         tables") named nothing, and the fallback router decided."""
         said = _spelled(answer)
-        found: dict[str, int] = {}
+        spans: dict[str, list[tuple[int, int]]] = {}
         for label in self.labels:
             spelled = _spelled(label)
-            if not spelled or spelled in found:
+            if not spelled or spelled in spans:
                 continue
             # a label stands alone: not a piece of a longer word or of a path ("astro" in "astro/x")
-            hit = re.search(rf"(?<![\w/]){re.escape(spelled)}(?![\w/])", said)
-            if hit is not None:
-                found[spelled] = hit.start()
+            pattern = rf"(?<![\w/]){re.escape(spelled)}(?![\w/])"
+            spans[spelled] = [hit.span() for hit in re.finditer(pattern, said)]
+        every = [span for found_at in spans.values() for span in found_at]
+        found: dict[str, int] = {}
+        for spelled, found_at in spans.items():
+            # a label inside a longer label the answer names is not named ("product" in "product
+            # tables", "docs" in "docs.v2")
+            alone = [
+                (s, e) for s, e in found_at if not any(o <= s and e <= c and c - o > e - s for o, c in every)
+            ]
+            if alone:
+                found[spelled] = alone[0][0]
         labels = {_spelled(label): label for label in reversed(self.labels)}
         named = sorted(found, key=found.__getitem__)
         if not named or (len(self.labels) > 2 and len(named) == len(self.labels)):
