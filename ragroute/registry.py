@@ -36,6 +36,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +47,8 @@ PLUGIN_GROUP = "ragroute.plugins"
 #: extension modules to import, comma-separated (``RAGROUTE_PLUGINS=myext,other.module``)
 PLUGINS_ENV = "RAGROUTE_PLUGINS"
 _plugins_loaded = False
+_plugins_loading = False
+_plugins_lock = threading.RLock()
 _plugin_errors: list[str] = []
 
 
@@ -53,11 +56,24 @@ def load_plugins() -> None:
     """Import the extensions (entry points of :data:`PLUGIN_GROUP`, modules in ``$RAGROUTE_PLUGINS``)
     once per process; each registers its kinds on import. One that fails to import is skipped and
     its error kept: an unknown kind's :class:`UnknownKindError` then says it (importing the CLI,
-    which lists kinds as choices, never fails on it)."""
-    global _plugins_loaded
+    which lists kinds as choices, never fails on it). Another thread looking a kind up meanwhile
+    waits for the plugins (until session 42 it found the loading begun and looked the kind up
+    before the plugin had registered it)."""
+    global _plugins_loaded, _plugins_loading
     if _plugins_loaded:
         return
-    _plugins_loaded = True  # first: a plugin that looks a kind up while it loads does not recurse
+    with _plugins_lock:
+        if _plugins_loaded or _plugins_loading:  # loading: a plugin looking a kind up does not recurse
+            return
+        _plugins_loading = True
+        try:
+            _import_plugins()
+        finally:
+            _plugins_loaded = True
+            _plugins_loading = False
+
+
+def _import_plugins() -> None:
     from importlib.metadata import entry_points
 
     named = [(f"entry point {ep.name} ({ep.value})", ep.load) for ep in entry_points(group=PLUGIN_GROUP)]

@@ -339,20 +339,77 @@ def test_loading_one_model_twice_holds_it_once(tiny_model: Path, tmp_path: Path)
     first = load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c")
     second = load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c")
     assert isinstance(first, CachedEncoder) and isinstance(second, CachedEncoder)
-    assert first is not second and first.encoder is second.encoder
+    shared = first.encoder._shared_with
+    assert first is not second and second.encoder._shared_with is shared
+    assert first.encoder._runner is second.encoder._runner  # one ONNX session
+    alone = load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c", use_cache=False)
+    assert alone._shared_with is shared
     assert (
-        load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c", use_cache=False) is first.encoder
+        load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "d").encoder._shared_with is not shared
     )
-    assert load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "d").encoder is not first.encoder
-    assert load_encoder(str(folder), backend="torch", use_cache=False) is not first.encoder
+    assert load_encoder(str(folder), backend="torch", use_cache=False)._shared_with is not shared
     (folder / "README.md").write_text("edited")  # the folder's files changed: loaded again
-    assert load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c").encoder is not first.encoder
-    kept = id(first.encoder)
-    del first, second
+    assert (
+        load_encoder(str(folder), backend="onnx", cache_dir=tmp_path / "c").encoder._shared_with is not shared
+    )
+    kept = id(shared)
+    del first, second, alone, shared
     gc.collect()
     from ragroute.encode import load as load_module
 
     assert all(id(model) != kept for model in load_module._MODELS.values())  # dropped with its users
+
+
+def test_what_one_caller_sets_on_a_shared_model_is_its_own(tiny_model: Path, tmp_path: Path) -> None:
+    """Two load_encoder of one model share its session, not their encoder objects: a caller that
+    sets its encoder's max_seq_length or query prompt changes nothing for the other (until session
+    42 both got the one object, and the other's vectors moved)."""
+    first = load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
+    second = load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
+    before = second.encode_queries(["hello world"])
+    length = second.max_seq_length
+    first.max_seq_length = 8
+    first._query_prompt = "query: "
+    assert second.max_seq_length == length
+    np.testing.assert_array_equal(second.encode_queries(["hello world"]), before)
+    assert not np.array_equal(first.encode_queries(["hello world"]), before)
+    assert first._runner is second._runner
+
+
+def test_a_model_loading_keeps_no_other_model_waiting(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+    """While one model loads (a first-time export can take minutes), another thread gets a model
+    already loaded at once; until session 42 one lock was held through every load."""
+    import threading
+
+    from ragroute.encode import load as load_module
+
+    loaded = load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
+    started, go = threading.Event(), threading.Event()
+    real = load_module.SentenceTransformerEncoder
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        go.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(load_module, "SentenceTransformerEncoder", slow)
+    other = threading.Thread(target=lambda: load_encoder(str(tiny_model), backend="torch", use_cache=False))
+    other.start()
+    assert started.wait(10)
+    got: list[Any] = []
+    again = threading.Thread(
+        target=lambda: got.append(
+            load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
+        )
+    )
+    again.start()
+    again.join(2)
+    waited = again.is_alive()
+    go.set()
+    other.join(10)
+    again.join(10)
+    assert not waited
+    assert got[0]._runner is loaded._runner
 
 
 def test_a_copy_of_the_model_folder_elsewhere_is_the_same_encoder(tiny_model: Path, tmp_path: Path) -> None:

@@ -81,3 +81,38 @@ def test_broken_plugin_is_named_where_its_kind_is_missed(fresh, monkeypatch):
     assert "prototype" in registry.ROUTERS.names()  # listing (CLI choices) does not fail on it
     with pytest.raises(UnknownKindError, match="cannot load ragroute plugin .*no_such_probe_plugin"):
         registry.ROUTERS.check("probe_router")
+
+
+def test_a_lookup_in_another_thread_waits_for_the_plugins(fresh, monkeypatch):
+    """A thread looking a kind up while another thread imports the plugins waits for them (until
+    session 42 it found the loading begun and was told the plugin's kind is unknown)."""
+    import threading
+
+    (fresh / "probe_sync.py").write_text(
+        "import threading\nstarted = threading.Event()\ngo = threading.Event()\n"
+    )
+    (fresh / "probe_plugin.py").write_text(
+        "import probe_sync\nprobe_sync.started.set()\nprobe_sync.go.wait(10)\n" + PLUGIN
+    )
+    monkeypatch.setenv("RAGROUTE_PLUGINS", "probe_plugin")
+    import probe_sync
+
+    found: dict[str, object] = {}
+
+    def look(name: str) -> None:
+        try:
+            found[name] = registry.ROUTERS.check("probe_router")
+        except UnknownKindError as exc:
+            found[name] = exc
+
+    first = threading.Thread(target=look, args=("first",))
+    first.start()
+    assert probe_sync.started.wait(10)  # the plugin is being imported
+    second = threading.Thread(target=look, args=("second",))
+    second.start()
+    second.join(0.3)
+    probe_sync.go.set()
+    first.join(10)
+    second.join(10)
+    sys.modules.pop("probe_sync", None)
+    assert found == {"first": "probe_router", "second": "probe_router"}

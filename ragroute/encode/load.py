@@ -9,6 +9,7 @@ encoder is actually loaded, so importing it stays fast.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -91,6 +92,7 @@ def load_encoder(
 
 _MODELS: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
 _MODELS_LOCK = threading.Lock()
+_LOADING: dict[tuple[Any, ...], threading.Lock] = {}  # a lock per model being loaded
 
 
 def _shared_model(
@@ -100,8 +102,9 @@ def _shared_model(
 
     A second :func:`load_encoder` of the same folder (same files: names, sizes, mtimes), backend,
     cache folder and threads gets the model already in memory (each call still gets its own
-    embedding-cache wrapper). Until session 42 every call loaded the weights again: two
-    ``load_routing`` of one config held two ONNX sessions (about 65 MB each for MiniLM int8)."""
+    encoder object, :func:`_own_view`, and its own embedding-cache wrapper). Until session 42 every
+    call loaded the weights again: two ``load_routing`` of one config held two ONNX sessions (about
+    65 MB each for MiniLM int8)."""
     key = (
         backend_key,
         str(resolved.path),
@@ -110,19 +113,44 @@ def _shared_model(
         str(cache_root),
         threads,
     )
-    with _MODELS_LOCK:  # one load at a time: two threads asking for one model load it once
+    with _MODELS_LOCK:
         encoder: Encoder | None = _MODELS.get(key)
-        if encoder is None:
-            if backend_key == "auto":
-                encoder = _load_auto(resolved, cache_root, threads)
-            elif backend_key == "torch":
-                encoder = SentenceTransformerEncoder(resolved, threads=threads)
-            else:
-                encoder = OnnxEncoder.from_model(
-                    resolved, cache_root, int8=backend_key == "onnx-int8", threads=threads
-                )
-            _MODELS[key] = encoder
-    return encoder
+        loading = None if encoder is not None else _LOADING.setdefault(key, threading.Lock())
+    if loading is not None:
+        # one load of a model at a time (two threads asking for it load it once); other models
+        # load meanwhile (until session 42 one lock held through every load: a first-time export of
+        # one model kept the threads asking for another, even one loaded already, waiting)
+        with loading:
+            with _MODELS_LOCK:
+                encoder = _MODELS.get(key)
+            try:
+                if encoder is None:
+                    encoder = _load_model(resolved, backend_key, cache_root, threads)
+                    with _MODELS_LOCK:
+                        _MODELS[key] = encoder
+            finally:
+                with _MODELS_LOCK:
+                    _LOADING.pop(key, None)
+    assert encoder is not None
+    return _own_view(encoder)
+
+
+def _load_model(resolved: ResolvedModel, backend_key: str, cache_root: Path, threads: int | None) -> Encoder:
+    if backend_key == "auto":
+        return _load_auto(resolved, cache_root, threads)
+    if backend_key == "torch":
+        return SentenceTransformerEncoder(resolved, threads=threads)
+    return OnnxEncoder.from_model(resolved, cache_root, int8=backend_key == "onnx-int8", threads=threads)
+
+
+def _own_view(model: Encoder) -> Encoder:
+    """A caller's own encoder over a shared model: a shallow copy, so the weights, ONNX session and
+    tokenizer are shared while what a caller sets on its encoder (``max_seq_length``, prompts) is
+    its own (until session 42 every caller got the one object, and one caller's setting changed
+    the others' vectors); it keeps the shared model alive while it is in use."""
+    view = copy.copy(model)
+    vars(view)["_shared_with"] = model
+    return view
 
 
 def _load_auto(resolved: ResolvedModel, cache_root: Path, threads: int | None) -> Encoder:
