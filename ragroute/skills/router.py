@@ -577,9 +577,7 @@ class SkillRouter:
         signals = self.signals({**(other or {}), **scores}, rerank_top)
         if self.abstention_gate is not None:
             return self._gate_route(task, ranked, trace, signals, decision)
-        threshold = float(
-            self.threshold if self.threshold is not None else (model.threshold if model else 0.5)
-        )
+        threshold = self._threshold(model)
         p_applies = model.probability(signals) if model is not None else None
         abstain = p_applies is not None and p_applies < threshold
         trace.append(
@@ -620,12 +618,9 @@ class SkillRouter:
         gate = self.abstention_gate
         assert gate is not None
         p_applies = float(decision.probability)
-        if self.threshold is not None:
-            threshold = float(self.threshold)
-            abstain = p_applies < threshold
-        else:
-            threshold = gate.threshold if gate.threshold is not None else 0.5
-            abstain = str(decision.action) != "retrieve"
+        threshold = self._threshold()
+        # a threshold set on the router decides by the probability; else the gate's own decision
+        abstain = p_applies < threshold if self.threshold is not None else str(decision.action) != "retrieve"
         values = (getattr(decision, "signals", None) or {}).get("values")
         trace.append(
             TraceStep(
@@ -738,13 +733,19 @@ class SkillRouter:
             metadata={FIELDS_KEY: skill.fields(text)},
         )
 
+    def _threshold(self, model: Any = None) -> float:
+        """The abstention threshold in force: the router's own, else the abstention gate's, else
+        ``model``'s (the stage-1 abstention model), else 0.5."""
+        if self.threshold is not None:
+            return float(self.threshold)
+        if self.abstention_gate is not None:
+            gate = self.abstention_gate.threshold
+            return float(gate) if gate is not None else 0.5
+        return float(model.threshold) if model is not None else 0.5
+
     def _nothing_visible(self, task: str) -> SkillRoute:
         """The route of a caller who may read no skill of the catalogue: nothing, abstaining."""
-        threshold = self.threshold
-        if threshold is None:
-            model = self._model() if self.abstention_gate is None else None
-            gate = self.abstention_gate.threshold if self.abstention_gate is not None else None
-            threshold = model.threshold if model is not None else (gate if gate is not None else 0.5)
+        threshold = self._threshold(self._model() if self.abstention_gate is None else None)
         trace = [
             TraceStep("retrieve", {"method": self.method, "candidates": []}),
             TraceStep(
