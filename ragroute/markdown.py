@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
-"""An ATX heading line: group 1 its ``#`` marks (the level), group 2 its text (a closing run of
-``#`` ends it only after a space)."""
+HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+"""An ATX heading line, indented by at most three spaces (four make it indented code, CommonMark):
+group 1 its ``#`` marks (the level), group 2 its text (a closing run of ``#`` ends it only after a
+space). Until session 43 an indented ``  ## Usage`` was body text of the section above."""
 
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
 """A line that opens or closes a fenced code block: group 1 its run of backticks or tildes, group 2
-the rest (an opening fence's info string; a closing fence has none)."""
+the rest (an opening fence's info string; a closing fence has none). Any indentation: a fence
+inside a list item is indented with the item."""
 
 
 def _fence(line: str) -> tuple[str, int, str] | None:

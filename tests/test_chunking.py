@@ -301,3 +301,18 @@ def test_markdown_headings_follow_commonmark_fences() -> None:
         assert read == reference(text)
 
     check()
+
+
+def test_a_heading_indented_by_up_to_three_spaces_is_a_heading_and_four_are_code() -> None:
+    """CommonMark: an ATX heading may be indented by one to three spaces; "  ## Usage" was body text
+    of the section above it (until session 43). Four spaces make indented code, not a heading."""
+    from ragroute.chunking import split_sections
+    from ragroute.loaders.folder import first_heading
+
+    text = " # Tool\nintro\n   ## Usage\nrun it\n    # not a heading\nmore"
+    sections = split_sections(text)
+    assert [(s.title, s.body) for s in sections] == [
+        ("Tool", "intro"),
+        ("Usage", "run it\n    # not a heading\nmore"),
+    ]
+    assert first_heading(text) == "Tool"

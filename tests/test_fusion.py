@@ -243,3 +243,18 @@ def test_a_document_repeated_in_one_list_counts_at_its_first_rank(method) -> Non
     if method == "rrf":
         assert fused[0].score == pytest.approx(1 / 61)
         assert fused[1].score == pytest.approx(1 / 62)
+
+
+@pytest.mark.parametrize("method", ["minmax", "zscore", "calibrated", "score"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_score_is_a_one_line_error_naming_its_list(method, bad) -> None:
+    """One NaN made every normalised score of its list NaN and the fused order arbitrary (minmax put
+    the NaN list's documents anywhere); now the call names the list and the document."""
+    from ragroute.index import fusion
+
+    lists = {"good": hits("s1", [("a", 2.0), ("b", 1.0)]), "broken": hits("s2", [("c", 3.0), ("d", bad)])}
+    call = {"minmax": fusion.minmax, "zscore": fusion.zscore, "calibrated": fusion.calibrated,
+            "score": fusion.raw_score}[method]
+    with pytest.raises(RagrouteError, match=r"list 'broken'.*'d'.*not a finite number"):
+        call(lists)
+    assert [h.doc_id for h in fusion.rrf(lists)] == ["a", "c", "b", "d"]  # ranks alone: still fused

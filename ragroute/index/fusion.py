@@ -116,7 +116,7 @@ def fuse_ranked(
     for name, entries in lists.items():
         if not entries:
             continue
-        contribution, floor = _contributions(entries, method, rrf_k)
+        contribution, floor = _contributions(name, entries, method, rrf_k)
         column = np.full(len(keys), floor, dtype=np.float64)
         column[np.fromiter((slot[e[0]] for e in entries), dtype=np.int64, count=len(entries))] = contribution
         total = total + weights.get(name, 1.0) * column  # lists in order, as a running sum would
@@ -139,12 +139,12 @@ def _first_of_each(entries: Sequence[tuple[K, float, int]]) -> Sequence[tuple[K,
 
 
 def _contributions(
-    entries: Sequence[tuple[Any, float, int]], method: str, rrf_k: int
+    name: str, entries: Sequence[tuple[Any, float, int]], method: str, rrf_k: int
 ) -> tuple[np.ndarray, float]:
-    """Each entry's contribution in one list, and the value used for keys the list lacks."""
+    """Each entry's contribution in list ``name``, and the value used for keys the list lacks."""
     if method == "rrf":
         return 1.0 / (rrf_k + np.arange(1, len(entries) + 1, dtype=np.float64)), 0.0
-    scores = np.asarray([entry[1] for entry in entries], dtype=np.float64)
+    scores = _finite_scores(name, [entry[1] for entry in entries], [entry[0] for entry in entries])
     if method == "minmax":
         low, span = scores.min(), scores.max() - scores.min()
         normed = (scores - low) / span if span > 0 else np.ones_like(scores)
@@ -152,6 +152,18 @@ def _contributions(
         std = scores.std()
         normed = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
     return normed, float(normed.min())
+
+
+def _finite_scores(name: str, scores: Sequence[float], keys: Sequence[Any]) -> np.ndarray:
+    """``scores`` as floats, or a one-line error naming list ``name`` and the first key whose score is
+    NaN or infinite: one such score made every normalised score of its list NaN, and NaN totals
+    sorted anywhere (the pipeline's sources refuse them earlier, see ``sources.check_hit``)."""
+    values = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise RagrouteError(f"list {name!r}: {keys[bad]!r} has score {values[bad]}, not a finite number")
+    return values
 
 
 # --------------------------------------------------------------------------- registered fusion methods
@@ -192,6 +204,7 @@ def raw_score(
     best: dict[tuple[str, str], Hit] = {}
     score: dict[tuple[str, str], float] = {}
     for name, hits in results.items():
+        _finite_scores(name, [h.score for h in hits], [h.doc_id for h in hits])
         for hit in hits:
             key = document_key(hit, documents_of)
             value = weights.get(name, 1.0) * hit.score
@@ -229,10 +242,10 @@ def calibrated(
     for name, hits in results.items():
         if not hits:
             continue
+        values = _finite_scores(name, [h.score for h in hits], [h.doc_id for h in hits])
         if "std" in stats.get(name, {}):  # not a degenerate null (see calibration.null_score_stats)
             mean, std = float(stats[name]["mean"]), float(stats[name]["std"])
         else:
-            values = np.asarray([h.score for h in hits], dtype=np.float64)
             mean, std = float(values.mean()), float(values.std()) or 1.0
         log_p = float(np.log(max(float(priors.get(name, 1.0)), 1e-6)))
         for hit in hits:
