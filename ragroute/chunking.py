@@ -11,7 +11,9 @@ such as MiniLM read them about a character a token):
   ``max_words``; a piece
   shorter than ``min_words`` (default 20, e.g. a heading line or a caption) is
   merged into the next one (the last into the previous one) as long as the
-  merge stays within ``max_words``.
+  merge stays within ``max_words``. A markdown table (a header row, a ``|---|`` delimiter row,
+  then rows with a ``|``) is cut between its rows instead, every piece starting with the header
+  and delimiter rows (a single row longer than ``max_words`` stays whole).
 * ``"section"``: text is split at markdown headings (``#`` to ``######``,
   outside fenced code blocks); each section's heading becomes the chunk title
   (text before the first heading keeps the document title) and heading-only
@@ -62,6 +64,8 @@ _CJK = (
     "\uff00-\uffef\U00020000-\U0003134f"
 )
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+# a markdown (GFM) table's delimiter row, under its header row: | --- | :---: |, outer pipes optional
+_TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*$")
 _HAS_CJK = re.compile(rf"[{_CJK}]")
 # a closing run of # ends a heading only after a space (CommonMark): "# Intro to C#" is about C#
 
@@ -127,10 +131,53 @@ def _word_windows(text: str, max_words: int) -> list[str]:
     return [" ".join(words[i : i + max_words]) for i in range(0, len(words), max_words)]
 
 
+def markdown_table(paragraph: str) -> tuple[str, list[str], list[str], str] | None:
+    """The first markdown (GFM) table of ``paragraph``: the text before it, its header lines (the
+    header row and the delimiter row ``|---|---|``), its body rows (the lines after them holding a
+    ``|``) and the text after it; ``None`` if it holds no table."""
+    lines = paragraph.split("\n")
+    for i in range(len(lines) - 1):
+        if "|" in lines[i] and "|" in lines[i + 1] and _TABLE_DELIMITER.match(lines[i + 1]):
+            end = i + 2
+            while end < len(lines) and "|" in lines[end]:
+                end += 1
+            before, after = "\n".join(lines[:i]).strip(), "\n".join(lines[end:]).strip()
+            return before, lines[i : i + 2], lines[i + 2 : end], after
+    return None
+
+
+def _table_pieces(header: list[str], rows: list[str], max_words: int) -> list[str]:
+    """A markdown table cut between rows into pieces of at most ``max_words`` words, each starting
+    with the table's header lines (a row longer than that is a piece of its own, never cut)."""
+    size = word_count("\n".join(header))
+    pieces: list[str] = []
+    current: list[str] = []
+    words = size
+    for row in rows:
+        n = word_count(row)
+        if current and words + n > max_words:
+            pieces.append("\n".join([*header, *current]))
+            current, words = [], size
+        current.append(row)
+        words += n
+    if current or not pieces:
+        pieces.append("\n".join([*header, *current]))
+    return pieces
+
+
 def split_long(paragraph: str, max_words: int) -> list[str]:
-    """Split a paragraph longer than ``max_words`` at sentence ends into pieces of at most ``max_words``."""
+    """Split a paragraph longer than ``max_words`` at sentence ends into pieces of at most ``max_words``;
+    a markdown table in it is cut between rows, each piece repeating the table's header (it was cut
+    into word windows before: its rows joined on one line, cut mid-row, and every piece after the
+    first without the header)."""
     if word_count(paragraph) <= max_words:
         return [paragraph]
+    table = markdown_table(paragraph)
+    if table is not None:
+        before, header, rows, after = table
+        pieces = split_long(before, max_words) if before else []
+        pieces += _table_pieces(header, rows, max_words)
+        return pieces + (split_long(after, max_words) if after else [])
     if _has_cjk(paragraph):
         return _split_long_cjk(paragraph, max_words)
     sentences: list[str] = []

@@ -6,7 +6,14 @@ import warnings
 
 import pytest
 
-from ragroute.chunking import ChunkStats, chunk_documents, split_long
+from ragroute.chunking import (
+    DEFAULT_MAX_WORDS,
+    ChunkStats,
+    chunk_document,
+    chunk_documents,
+    split_long,
+    word_count,
+)
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders import CorpusWarning
 from ragroute.types import Document
@@ -316,3 +323,24 @@ def test_a_heading_indented_by_up_to_three_spaces_is_a_heading_and_four_are_code
         ("Usage", "run it\n    # not a heading\nmore"),
     ]
     assert first_heading(text) == "Tool"
+
+
+@pytest.mark.parametrize("granularity", ["paragraph", "section"])
+def test_a_long_markdown_table_is_cut_between_rows_under_its_header(granularity: str) -> None:
+    """A markdown table longer than max_words was cut into word windows: its rows joined on one
+    line, cut mid-row, and every piece after the first without the header."""
+    header = "| item | price | region |\n|---|:---:|---|"
+    rows = [f"| item{i} | {i * 3} | region{i % 4} |" for i in range(60)]
+    text = "# Prices\n\nThe table below lists prices.\n\n" + header + "\n" + "\n".join(rows) + "\n\nAfter it."
+    chunks = chunk_document(Document(id="p", text=text, title="Prices"), granularity)  # type: ignore[arg-type]
+    pieces = [c.text[c.text.index(header) :] for c in chunks if "| item" in c.text]
+    assert len(pieces) > 1
+    kept = []
+    for piece in pieces:
+        assert piece.startswith(header + "\n")
+        body = piece[len(header) + 1 :].split("\n\n")[0].split("\n")
+        assert all(line in rows for line in body)  # whole rows, one a line
+        kept += body
+    assert kept == rows  # every row once, in order
+    limit = DEFAULT_MAX_WORDS[granularity]
+    assert all(word_count(c.text) <= limit for c in chunks)

@@ -555,6 +555,18 @@ def test_threshold_gate(encoder):
     assert knn_by_settings.gate_many([QueryContext("What is 9 plus 9?")])[0].action == "answer"
 
 
+def test_threshold_gate_refuses_a_cut_or_scale_that_is_not_a_finite_number():
+    """A NaN cut or scale made every probability NaN ('p_retrieve nan < threshold 0.500'), which a
+    config's gate: refuses; an integer (NumPy's too) is a number."""
+    nan, inf = float("nan"), float("inf")
+    for settings in ({"above": nan}, {"below": inf}, {"below": 3.0, "scale": nan}, {"above": "3"}):
+        with pytest.raises(RagrouteError, match="must be a finite number, got"):
+            ThresholdGate("rarity", "min_zipf", **settings)
+    gate = ThresholdGate("rarity", "min_zipf", below=np.int64(3), scale=2)
+    decision = gate.gate_many([QueryContext("Tell me about Zorblat")])[0]
+    assert decision.action == "retrieve" and 0.5 < decision.probability <= 1.0
+
+
 # --------------------------------------------------------------------------- pipeline integration
 
 

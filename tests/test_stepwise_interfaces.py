@@ -386,6 +386,20 @@ def test_ask_without_an_llm_says_when_the_gate_left_the_question_to_the_model(wo
     assert "0 retrieval call(s)" in result.output and "gate answer" in result.output
 
 
+def test_ask_prints_a_table_hit_on_one_line(tmp_path):
+    """A table's text holds a line per row: its hit line spilled them as lines of the printed run."""
+    table = Document(id="rev", text="year | revenue\n2019 | 1,452\n2018 | 1,146", modality="table")
+    save_index(build_index([table], "bm25", name="tables"), tmp_path / "tables")
+    config = tmp_path / "tables.yaml"
+    sources = "sources:\n  tables: {index: tables, description: Tables.}\n"
+    config.write_text(sources + "router: {kind: prototype}\n")
+    result = CliRunner().invoke(main, ["ask", str(config), "revenue in 2019", "--no-llm"])
+    assert result.exit_code == 0, result.output
+    assert "      1. tables:rev " in result.output
+    line = next(line for line in result.output.splitlines() if "tables:rev" in line)
+    assert line.endswith("year | revenue 2019 | 1,452 2018 | 1,146")
+
+
 def test_ask_says_when_no_llm_answer_came_back(workspace):
     """Every LLM call failing: the answer shown is a step's top hit, and `ask` says so (it read
     like the LLM's own answer, with `complete`)."""

@@ -132,10 +132,9 @@ def ask_command(
         where = ", ".join(step.sources) or "-"
         click.echo(f"  step {step.index + 1}: {step.question}  [{step.action}{gate}; {where}]")
         for hit in step.hits[:3]:
-            click.echo(
-                f"      {hit.rank}. {hit.source}:{hit.doc_id}  {hit.score:.3f}  "
-                f"{(hit.title or hit.text)[:60]}"
-            )
+            # on one line: a table's text holds a line per row (its rows read as lines of the run)
+            shown = " ".join((hit.title or hit.text).split())
+            click.echo(f"      {hit.rank}. {hit.source}:{hit.doc_id}  {hit.score:.3f}  {shown[:60]}")
         if step.answer:
             click.echo(f"      answer: {step.answer}")
         elif step.answer_from == "top_hit":

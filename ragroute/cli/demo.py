@@ -260,7 +260,7 @@ def stepwise_step(corpus: Path, encoder: Any, k: int) -> list[Any]:
                 f"{gate.get('reason', '')})"
             )
             for hit in step.hits[:2]:
-                click.echo(f"    {hit.rank}. {hit.doc_id}: {hit.text[:80]}")
+                click.echo(f"    {hit.rank}. {hit.doc_id}: {' '.join(hit.text.split())[:80]}")  # one line
             if step.answer:
                 click.echo(f"    answer: {step.answer} ({step.answer_from})")
         retrieved = sum(s.retrieved for s in result.steps)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -789,6 +790,10 @@ def _restrict(signals: Sequence[GateSignal], columns: Sequence[str]) -> list[Gat
     return [s for s in signals if wanted & set(s.columns())]
 
 
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _encoder_info(encoder: Any) -> dict[str, Any] | None:
     if encoder is None:
         return None
@@ -827,6 +832,11 @@ class ThresholdGate(SignalGate):
     ) -> None:
         if (above is None) == (below is None):
             raise RagrouteError("a threshold gate needs exactly one of 'above' and 'below'")
+        # a NaN cut or scale made every probability NaN ("p_retrieve nan < threshold 0.500"), as a
+        # config's gate: refuses it
+        for key, number in (("above", above), ("below", below), ("scale", scale)):
+            if number is not None and not _finite_number(number):
+                raise RagrouteError(f"{key} must be a finite number, got {number!r}")
         if scale <= 0:
             raise RagrouteError(f"scale must be positive, got {scale}")
         if not isinstance(signal, GateSignal):  # ThresholdGate("rarity", "min_zipf", below=3.0)
