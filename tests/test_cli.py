@@ -199,7 +199,12 @@ def test_eval_on_clean_data_or_only_dangling_qrels_adds_no_summary_line(runner, 
         ([], QUERIES, "q1\td1\t1\nq7\td1\t1\n", "1 judged query ids not in queries.jsonl (e.g. 'q7')"),
         ([], QUERIES, "q1\td8\t1\n", "1 judged doc ids not in the corpus (e.g. 'd8')"),
         ([], QUERIES, "", "no judged pairs (split 'dev' is empty)"),
-        ([], QUERIES, "q1\td1\t1\nq1\td1\t0\n", "1 (query-id, corpus-id) pair judged on more than one line"),
+        (  # q2 keeps a query to score once the last line left q1 judged only with grade 0
+            [],
+            QUERIES,
+            "q1\td1\t1\nq1\td1\t0\nq2\td2\t1\n",
+            "1 (query-id, corpus-id) pair judged on more than one line",
+        ),
     ],
     ids=[
         "broken-json",
@@ -224,6 +229,27 @@ def test_eval_strict_refuses_bad_data_in_one_line(
     else:  # nothing to read: every metric 0.0 over 0 queries, exit 0, until session 37
         assert (
             lenient.exit_code == 2 and "judges no query of queries.jsonl: nothing to score" in lenient.output
+        )
+
+
+def test_eval_counts_only_the_queries_it_scores_and_refuses_a_split_with_none_relevant(runner, tmp_path):
+    """A query judged only with grade 0 (or below) is not scored (no nDCG): until session 42 `eval`
+    still counted it in "queries", and a split judging no document relevant printed every metric
+    as 0.0, exit 0."""
+    data, out = eval_data(tmp_path, [], QUERIES, "q1\td1\t1\nq2\td2\t0\n")
+    result = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["queries"] == 1 and payload["ndcg@10"] == 1.0
+    text = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
+    assert "1 queries (1 judged with no relevant document, not scored)" in text.stdout
+    (data / "qrels" / "dev.tsv").write_text("q1\td1\t0\nq2\td2\t-1\n")
+    for flags in ([], ["--json"], ["--strict"]):
+        none = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), *flags])
+        assert none.exit_code == 2 and none.stdout == "", none.output
+        assert none.stderr.strip() == (
+            f"error: {data}: split 'dev' judges no query of queries.jsonl relevant to a document "
+            "(every score is 0 or below): nothing to score"
         )
 
 

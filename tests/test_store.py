@@ -101,6 +101,49 @@ def test_an_edited_manifest_with_a_matching_pointer_fails_its_own_checksum(tmp_p
     assert str(info.value) == f"{path} is corrupt: the manifest's own checksum does not match its content"
 
 
+def _forge(folder, **changes):
+    """Edit the published manifest and recompute its own checksum and the pointer's, as a writer of
+    another version (or another tool) could: only the field types can catch it."""
+    import hashlib
+
+    from ragroute.store.manifest import canonical_checksum
+
+    path = published_path(folder) / MANIFEST_NAME
+    data = {**json.loads(path.read_text()), **changes}
+    data["checksum"] = canonical_checksum(data)
+    path.write_text(json.dumps(data))
+    pointer = json.loads((folder / POINTER_NAME).read_text())
+    pointer["manifest_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / POINTER_NAME).write_text(json.dumps(pointer))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"encoder": "all-MiniLM-L6-v2"}, "field 'encoder' is not a dict"),
+        ({"files": {"a.txt": {"sha256": "0" * 64, "bytes": "20"}}}, "bad file entry 'a.txt'"),
+        ({"files": {"a.txt": {"bytes": 20}}}, "bad file entry 'a.txt'"),
+    ],
+    ids=["encoder-string", "size-string", "no-checksum"],
+)
+@pytest.mark.parametrize("verify", [["--verify"], ["--no-verify"], ["--json", "--no-verify"]])
+def test_inspect_of_a_manifest_with_fields_of_the_wrong_type_is_one_error_line(
+    tmp_path, changes, message, verify
+):
+    """Until session 42 an encoder recorded as a string, or a file size as a string with
+    --no-verify, were a traceback in `inspect` (the checksums of such a manifest all match)."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    _publish(tmp_path / "art", "x", size=10)
+    _forge(tmp_path / "art", **changes)
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "art"), *verify])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
 def test_readers_never_mix_two_builds_during_rebuilds(tmp_path):
     target = tmp_path / "art"
     _publish(target, "a")

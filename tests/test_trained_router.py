@@ -451,6 +451,25 @@ def test_legacy_router_files_are_checked(router: TrainedRouter, encoder: FakeEnc
         TrainedRouter.load(folder, encoder)
 
 
+def test_inspect_of_a_legacy_router_with_a_bad_encoder_entry_is_one_error_line(
+    router: TrainedRouter, tmp_path: Path
+) -> None:
+    """Loading refused an encoder entry that is not a mapping; `inspect` read it as one (a
+    traceback) until session 42: the settings check now refuses it for both."""
+    from ragroute.cli import main
+
+    folder = _legacy_save(router, tmp_path / "old")
+    manifest = json.loads((folder / ROUTER_FILE).read_text())
+    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "encoder": "all-MiniLM-L6-v2"}))
+    for flags in ([], ["--json"]):
+        result = CliRunner().invoke(main, ["inspect", str(folder), *flags])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == f"error: {folder / ROUTER_FILE} is corrupt: bad encoder entry"
+        assert result.stdout == ""
+    with pytest.raises(IndexFormatError, match="bad encoder entry"):
+        TrainedRouter.read_settings(folder)
+
+
 # --------------------------------------------------------------------------- cross-validation and bench
 
 

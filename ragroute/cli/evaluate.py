@@ -87,6 +87,7 @@ def eval_command(
     """
     from ragroute.context import QueryContext
     from ragroute.evaluation.evaluators import RetrievalEvaluator
+    from ragroute.evaluation.metrics import is_scorable
     from ragroute.loaders import load_beir
 
     index_dir, config = exclusive_options(
@@ -97,6 +98,14 @@ def eval_command(
     dataset = load_beir(data_dir, split=split, on_error="raise" if strict else "skip")
     if not dataset.queries:  # every metric would read 0.0 over no query
         raise RagrouteError(f"{data_dir}: split {split!r} judges no query of queries.jsonl: nothing to score")
+    # a query judged only with grade 0 (or below) has no relevant document: it is not scored (see
+    # is_scorable), so it is neither counted in "queries" nor, alone, something to score
+    scored_queries = sum(is_scorable(dataset.qrels[q.id]) for q in dataset.queries)
+    if not scored_queries:
+        raise RagrouteError(
+            f"{data_dir}: split {split!r} judges no query of queries.jsonl relevant to a document "
+            "(every score is 0 or below): nothing to score"
+        )
     if dataset.report.n_skipped:
         # the loader warned once per file (lines and reasons); this says what it does to the scores
         n = dataset.report.n_skipped
@@ -133,7 +142,7 @@ def eval_command(
     scored = evaluator(retriever, batch_size=batch_size, progress=None)
     result = {
         **scored.metrics,
-        "queries": len(dataset.queries),
+        "queries": scored_queries,
         ("config" if config is not None else "index"): target,
         "kind": kind,
         "data": str(data_dir),
@@ -141,7 +150,9 @@ def eval_command(
         "queries_per_s": scored.queries_per_s,
     }
     if not as_json:
-        click.echo(f"{target} ({kind}) on {data_dir} [{split}], {result['queries']} queries")
+        unscored = len(dataset.queries) - scored_queries
+        left_out = f" ({unscored} judged with no relevant document, not scored)" if unscored else ""
+        click.echo(f"{target} ({kind}) on {data_dir} [{split}], {result['queries']} queries{left_out}")
     for name in EVAL_METRICS:
         click.echo(f"{name:>22}: {result[name]:.4f}")
     if as_json:

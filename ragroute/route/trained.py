@@ -822,6 +822,9 @@ def check_router_settings(folder: Path, settings: dict[str, Any]) -> dict[str, A
         raise IndexFormatError(
             f"{folder}: unknown model kind {settings.get('kind')!r}; refit it with `ragroute route fit`"
         )
+    info = settings.get("encoder")  # as loading checks it: inspect read a string here as a mapping
+    if info is not None and (not isinstance(info, dict) or "model_id" not in info or "dim" not in info):
+        raise IndexFormatError(f"{folder} is corrupt: bad encoder entry")
     return settings
 
 

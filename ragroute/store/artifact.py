@@ -794,6 +794,10 @@ def _checked(
         parts = Path(name).parts
         if not isinstance(info, dict) or not parts or Path(name).is_absolute() or ".." in parts:
             raise error(f"{snapshot.root}: manifest lists a bad file entry {name!r}")
+        size, digest = info.get("bytes"), info.get("sha256")
+        if isinstance(size, bool) or not isinstance(size, int) or not isinstance(digest, str):
+            # what inspect adds up and verifying compares (a size "abc" was a traceback without --verify)
+            raise error(f"{snapshot.root}: manifest lists a bad file entry {name!r} (no size or checksum)")
     if verify:
         _verify_files(snapshot, error)
     return snapshot
@@ -830,6 +834,8 @@ def _open_legacy(root: Path, error: type[ArtifactFormatError]) -> Snapshot:
     for key, expected in {"kind": str, "documents": int, "files": dict}.items():
         if not isinstance(data.get(key), expected):
             raise error(f"{path} is corrupt: field {key!r} is missing or not a {expected.__name__}")
+    if data.get("encoder") is not None and not isinstance(data["encoder"], dict):
+        raise error(f"{path} is corrupt: field 'encoder' is not a dict")
     manifest = ArtifactManifest(
         family="index",
         kind=data["kind"],

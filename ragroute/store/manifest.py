@@ -105,6 +105,9 @@ class ArtifactManifest:
         for key, expected in required.items():
             if not isinstance(data.get(key), expected):
                 raise error(f"{where} is corrupt: field {key!r} is missing or not a {expected.__name__}")
+        if data.get("encoder") is not None and not isinstance(data["encoder"], dict):
+            # every reader (inspect, loading) reads it as a mapping: a string was a traceback
+            raise error(f"{where} is corrupt: field 'encoder' is not a dict")
         return cls(
             family=data["family"],
             kind=data["kind"],
