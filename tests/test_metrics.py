@@ -341,3 +341,31 @@ def test_a_chunk_index_is_scored_on_k_documents_not_k_chunks():
     result = evaluator(index)
     assert result.rows[0]["hits"][:2] == ["big", "small"]
     assert result.metrics["recall@10"] == 1.0
+
+
+def test_routed_chunk_hits_are_judged_as_their_parent_documents():
+    """A routed pipeline over chunk indexes returns hits "doc#p0": the routing evaluator judged them
+    by that id, which no qrels line names, so every metric read 0 (until session 43); they count as
+    their parent, first occurrence wins, with its score."""
+    from types import SimpleNamespace
+
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.evaluators import RoutingEvaluator
+    from ragroute.route.base import decision_from_probs
+    from ragroute.types import Hit
+
+    decision = decision_from_probs(["docs"], [1.0], decided_by="test")
+    hits = [
+        Hit(doc_id="a#p2", score=0.9, rank=1, parent_id="a"),
+        Hit(doc_id="a#p0", score=0.8, rank=2, parent_id="a"),
+        Hit(doc_id="b", score=0.7, rank=3),
+    ]
+
+    class Chunked:
+        def retrieve_contexts(self, contexts, k):
+            return [SimpleNamespace(decision=decision, hits=hits)]
+
+    evaluator = RoutingEvaluator([QueryContext("q", id="q1")], {"q1": "docs"}, {"q1": {"a": 1}})
+    (row,) = evaluator.run(Chunked())
+    assert (row.hits, row.scores) == (["a", "b"], [0.9, 0.7])
+    assert evaluator.score([row]).quality == 1.0

@@ -257,6 +257,12 @@ class RoutingEvaluator:
             route_ms = sum(s.detail.get("ms", 0.0) for s in decision.trace if s.stage == "route-time")
             routes = dict(decision.routes)
             best = top_route(routes) if routes else NONE_ROUTE
+            # judged as RetrievalEvaluator judges them: a chunk counts as its parent document, first
+            # occurrence wins (scores kept beside it). Until session 43 a routed chunk hit was judged
+            # by its own id ("doc#p3"), which no qrels line names: every metric read 0
+            judged: dict[str, float] = {}
+            for hit in result.hits:
+                judged.setdefault(hit.parent_id or hit.doc_id, hit.score)
             rows.append(
                 RoutingRow(
                     id=context.id,
@@ -264,8 +270,8 @@ class RoutingEvaluator:
                     best=best,
                     chosen=list(decision.chosen),
                     routes=routes,
-                    hits=[h.doc_id for h in result.hits],
-                    scores=[h.score for h in result.hits],
+                    hits=list(judged),
+                    scores=list(judged.values()),
                     route_ms=route_ms,
                     total_ms=total,
                 )
