@@ -277,3 +277,26 @@ def test_a_pipeline_sources_content_key_follows_the_documents_inside_it(small_do
     inner[0].retriever.delete(["astro-1"])
     inner[0].retriever.add([Document(id="astro-new", text="comet nebula " * 6)])
     assert content_key(nested) != before
+
+
+def test_a_nested_pipeline_with_a_reranker_has_its_probabilities_mapped(small_docs, hashing_encoder):
+    """A nested pipeline's scores were taken as cosines whenever it scored ``similarity`` with the
+    same encoder, also when a reranker had replaced them by its probabilities of relevance (session
+    43); the ``parents`` reranker keeps the scores, so it still passes them on."""
+    from dataclasses import replace
+
+    from ragroute.rerank.parents import ParentsReranker
+
+    class Probabilities:
+        name = "probabilities"
+
+        def rerank(self, context, hits, k):
+            return [replace(hit, score=0.99 - 0.01 * i) for i, hit in enumerate(hits[:k])]
+
+    inner = _sources(small_docs, hashing_encoder)
+    router = FixedRouter({"astro": 0.5, "cook": 0.3, "it": 0.2})
+    reranked = Pipeline(inner, router, encoder=hashing_encoder, reranker=Probabilities())
+    parents = Pipeline(inner, router, encoder=hashing_encoder, reranker=ParentsReranker())
+    scales = fit_score_scales([Source("reranked", reranked), Source("parents", parents)], hashing_encoder)
+    assert scales["reranked"].kind == "mapped"
+    assert scales["parents"].kind == "cosine"

@@ -11,7 +11,8 @@ pipeline's hits carry that as their ``score`` (the fusion value stays in ``expla
   the cosine (kind ``cosine``);
 * a hybrid index of that encoder: the cosine of its dense half when the document was among the
   dense candidates (``hybrid``), else the mapped fused value;
-* a nested pipeline that scores the same way: its scores as they are (``cosine``);
+* a nested pipeline that scores the same way (with no reranker but ``parents``): its scores as
+  they are (``cosine``);
 * every other source (BM25, a graph, another encoder, a framework retriever): its score mapped
   onto the cosine scale by a monotone quantile map (``mapped``), fitted without labels on
   pseudo-queries cut from the sources (:func:`ragroute.route.pseudo.pseudo_queries`): the
@@ -121,6 +122,7 @@ def native_kind(source: Source, encoder: Any) -> str | None:
     a hybrid of them), else None (the scale must be fitted)."""
     from ragroute.index.hybrid import HybridIndex
     from ragroute.index.local import VectorIndex
+    from ragroute.rerank.parents import ParentsReranker
 
     retriever = source.retriever
     model = getattr(encoder, "model_id", None)
@@ -133,7 +135,12 @@ def native_kind(source: Source, encoder: Any) -> str | None:
     options = getattr(retriever, "options", None)  # a nested pipeline
     if callable(getattr(retriever, "retrieve_contexts", None)) and options is not None:
         inner = getattr(getattr(retriever, "encoder", None), "model_id", None)
-        return "cosine" if getattr(options, "scores", None) == "similarity" and inner == model else None
+        # a reranker (other than ``parents``, which keeps the scores) scores its hits with its own
+        # probability of relevance: they were passed on as cosines until session 43
+        reranker = getattr(retriever, "reranker", None)
+        reranked = reranker is not None and not isinstance(reranker, ParentsReranker)
+        same = getattr(options, "scores", None) == "similarity" and inner == model and not reranked
+        return "cosine" if same else None
     return None
 
 
