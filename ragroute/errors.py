@@ -366,13 +366,7 @@ def check_setting(
     prefix = f"{where}: " if where else ""
     if not ok:
         got = repr(value) if isinstance(value, float) else value_type_name(value)
-        hint = ""
-        if expected in ("number", "number_or_auto") and isinstance(value, str) and _spells_number(value):
-            hint = (
-                f" ({value!r}: YAML reads an exponent without a dot as text; write it as 1.0e-9 does)"
-                if "e" in value.lower()
-                else f" ({value!r} is in quotes: write the number without them)"
-            )
+        hint = number_text_hint(value) if expected in ("number", "number_or_auto") else ""
         odd = value
         if expected == "strings" and isinstance(value, (list, tuple)):
             odd = next(item for item in value if not isinstance(item, str))
@@ -423,6 +417,17 @@ def _spells_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+def number_text_hint(value: Any) -> str:
+    """Why a YAML number came as text, for an error that refuses it (`` ('5e-1': YAML reads an
+    exponent without a dot as text; write it as 1.0e-9 does)``), or ``""`` when ``value`` is no
+    text spelling a number."""
+    if not isinstance(value, str) or not _spells_number(value):
+        return ""
+    if "e" in value.lower():
+        return f" ({value!r}: YAML reads an exponent without a dot as text; write it as 1.0e-9 does)"
+    return f" ({value!r} is in quotes: write the number without them)"
 
 
 def error_summary(exc: BaseException, limit: int = 300) -> str:

@@ -705,6 +705,15 @@ def test_error_bad_signal_values():
     assert load_error("signals:\n  s:\n    type: example_bank\n    examples: []\n").line == 4
     error = load_error("signals:\n  s:\n    type: example_bank\n    examples: [a]\n    threshold: high\n")
     assert str(error) == "routing.yaml line 5: signal 's': 'threshold' must be a finite number, got 'high'"
+    # a rule names a signal trimmed: "'s '" was declared and then unknown (session 43)
+    error = load_error("signals:\n  's ': {type: length, max_words: 2}\n")
+    assert str(error) == "routing.yaml line 2: signal name 's ' has spaces around it: write it as 's'"
+    # YAML reads 5e-1 as text: the error says why, as every other number setting's does (session 43)
+    error = load_error("signals:\n  s:\n    type: example_bank\n    examples: [a]\n    threshold: 5e-1\n")
+    assert str(error) == (
+        "routing.yaml line 5: signal 's': 'threshold' must be a finite number, got '5e-1' "
+        "('5e-1': YAML reads an exponent without a dot as text; write it as 1.0e-9 does)"
+    )
     assert (
         load_error(
             "signals:\n  s:\n    type: bank_margin\n    positive: [a]\n    negative: [b]\n    top_n: 0\n"
@@ -811,6 +820,13 @@ def test_error_bad_actions():
         "rules:\n  - name: r\n    when: true\n    then:\n      defer: true\n      boost: {y: lots}\n"
     )
     assert str(error) == "routing.yaml line 6: rule 'r': boost for 'y' must be a finite number"
+    error = load_error(
+        "rules:\n  - name: r\n    when: true\n    then:\n      defer: true\n      boost: {y: '2'}\n"
+    )
+    assert str(error) == (
+        "routing.yaml line 6: rule 'r': boost for 'y' must be a finite number"
+        " ('2' is in quotes: write the number without them)"
+    )
     error = load_error("rules:\n  - name: r\n    when: true\n    then:\n      routes: [a, none]\n")
     assert error.line == 5
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ragroute.errors import check_query, unknown_keys_message
+from ragroute.errors import check_query, number_text_hint, unknown_keys_message
 from ragroute.route.policy import PolicyError, item_line, key_line, line_of, load_yaml, value_line
 from ragroute.route.signals import (
     BankStore,
@@ -203,7 +203,9 @@ def _parse_boost(then: Mapping[str, Any], rule: str, source: str) -> tuple[dict[
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
             # .inf made the boosted route's probability NaN and sent the query elsewhere (session 37)
             _fail(
-                source, value_line(value, name), f"rule {rule!r}: boost for {name!r} must be a finite number"
+                source,
+                value_line(value, name),
+                f"rule {rule!r}: boost for {name!r} must be a finite number{number_text_hint(weight)}",
             )
         boost[name] = float(weight)
         refs.append(("boosts", name, name_line))

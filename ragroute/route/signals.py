@@ -30,7 +30,7 @@ from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
-from ragroute.errors import unknown_keys_message
+from ragroute.errors import number_text_hint, unknown_keys_message
 from ragroute.registry import SIGNALS
 from ragroute.route.language import LANGUAGES, guess_language
 from ragroute.route.policy import PolicyError, item_line, key_line, value_line
@@ -244,7 +244,11 @@ def _number(spec: Mapping[str, Any], key: str, default: float, what: str, source
     value = spec[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         # .nan was taken: a threshold no similarity passes, the signal never fired (session 37)
-        _fail(source, value_line(spec, key), f"{what}: '{key}' must be a finite number, got {value!r}")
+        _fail(
+            source,
+            value_line(spec, key),
+            f"{what}: '{key}' must be a finite number, got {value!r}{number_text_hint(value)}",
+        )
     return float(value)
 
 
@@ -614,6 +618,8 @@ def parse_signal(name: Any, spec: Any, source: str, line: int | None) -> Signal:
     """Build one signal from its YAML mapping; ``line`` is the line of its name."""
     if not isinstance(name, str) or not name.strip():
         _fail(source, line, f"signal names must be non-empty strings, got {name!r}{yaml_boolean_hint(name)}")
+    if name != name.strip():  # a rule's reference is read trimmed: it named an "unknown signal"
+        _fail(source, line, f"signal name {name!r} has spaces around it: write it as {name.strip()!r}")
     what = f"signal {name!r}"
     if not isinstance(spec, Mapping):
         _fail(source, line, f"{what} must be a mapping with a 'type'")
