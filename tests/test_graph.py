@@ -122,6 +122,59 @@ def test_corrupt_graph_files_are_caught(tmp_path, hashing_encoder, flip):
         load_index(tmp_path / "kg", hashing_encoder)
 
 
+@pytest.mark.parametrize(
+    "name, change",
+    [
+        ("graph_phrases.json", lambda phrases, arrays: phrases[:1] * len(phrases)),
+        ("graph_phrases.json", lambda phrases, arrays: list(range(len(phrases)))),
+        ("graph_arrays.npz", lambda phrases, arrays: {**arrays, "adj_indices": arrays["adj_indices"] + 1000}),
+        ("graph_arrays.npz", lambda phrases, arrays: {**arrays, "fact_indices": arrays["fact_indices"] + 99}),
+        ("graph_arrays.npz", lambda phrases, arrays: {**arrays, "fact_subject": arrays["fact_subject"] - 99}),
+        ("graph_arrays.npz", lambda phrases, arrays: {**arrays, "adj_data": arrays["adj_data"] * np.nan}),
+        (
+            "graph_arrays.npz",
+            lambda phrases, arrays: {**arrays, "phrase_passages": np.full(len(phrases), "x")},
+        ),
+    ],
+    ids=[
+        "repeated-phrases",
+        "phrases-not-text",
+        "adjacency-ids",
+        "fact-passages",
+        "fact-phrases",
+        "nan",
+        "text",
+    ],
+)
+def test_graph_files_that_are_wrong_but_checksummed_are_one_line(tmp_path, hashing_encoder, name, change):
+    # until session 43 these loaded and failed later with a ValueError, IndexError or TypeError
+    # traceback (or, for repeated phrases, walked a wrong graph)
+    import io
+    import json
+
+    from conftest import replace_published_file
+
+    from ragroute.errors import IndexFormatError
+    from ragroute.store.artifact import published_path
+
+    save_index(build_index(CORPUS, "graph", encoder=hashing_encoder), tmp_path / "kg")
+    build = published_path(tmp_path / "kg")
+    phrases = json.loads((build / "graph_phrases.json").read_text())
+    with np.load(build / "graph_arrays.npz") as a:
+        arrays = {key: a[key] for key in a.files}
+    changed = change(phrases, arrays)
+    if name == "graph_phrases.json":
+        content = json.dumps(changed).encode()
+    else:
+        buffer = io.BytesIO()
+        np.savez(buffer, **changed)
+        content = buffer.getvalue()
+    replace_published_file(tmp_path / "kg", name, content)
+    with pytest.raises(IndexFormatError, match=name) as info:
+        load_index(tmp_path / "kg", hashing_encoder)
+    assert "\n" not in str(info.value)
+
+
 QUESTION = "Which river flows through the city where Ada Brennan was born?"
 
 

@@ -119,3 +119,23 @@ def test_an_empty_graph_has_zero_stats(hashing_encoder):
     assert stats["phrases"] == 0 and stats["passages"] == 1 and stats["edges"] == 0 and stats["hubs"] == []
     assert stats["degree"]["phrase"] == {"mean": 0.0, "median": 0.0, "max": 0}
     assert to_networkx(tables).number_of_nodes() == 1
+
+
+def test_graphml_with_control_characters_reads_back(tmp_path, hashing_encoder):
+    """A control character in a passage's text or title (pasted from a word processor) is one XML
+    cannot hold: the export used to write it as is, and no GraphML reader took the file back."""
+    from ragroute.graph.triples import read_triples
+
+    docs = [
+        Document(id="c1", title="Bell\x01 Tower", text="The Bell Tower stands in Kellow.\x07 It is old."),
+        Document(id="c2", title="Kellow", text="Kellow is a town.\x1b The Varne River flows through Kellow."),
+    ]
+    graph = build_index(docs, "graph", encoder=hashing_encoder)
+    path = write_graphml(graph, tmp_path / "g.graphml")
+    back = nx.read_graphml(path)
+    assert back.number_of_nodes() == graph.tables.n_phrases + 2
+    assert back.number_of_edges() == len(edges(graph)[0])
+    texts = {a["passage"]: a["text"] for _, a in back.nodes(data=True) if a["type"] == "passage"}
+    assert texts["c1"] == "The Bell Tower stands in Kellow.\ufffd It is old."
+    triples = read_triples(path)  # `ragroute graph build --triples` reads it too
+    assert set(triples.passages) == {"c1", "c2"}

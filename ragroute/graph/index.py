@@ -763,6 +763,11 @@ class GraphIndex(LocalIndex):
 
 
 def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, dim: int) -> GraphTables:
+    """The graph's tables as written, checked whole: a file that passed its checksum but does not
+    hold a graph (written by hand or by a broken writer: phrases that are not unique text, node or
+    passage ids out of range, weights that are not finite and non-negative) is one
+    :class:`IndexFormatError` (until session 43 most of these loaded and failed later with a
+    ValueError, IndexError or TypeError traceback, or walked a wrong graph silently)."""
     path = directory / ARRAYS_FILE
     try:
         phrases = json.loads((directory / PHRASES_FILE).read_text(encoding="utf-8"))
@@ -770,6 +775,12 @@ def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, di
             arrays = {name: a[name] for name in a.files}
     except (OSError, ValueError, KeyError) as exc:
         raise IndexFormatError(f"{path}: unreadable graph arrays ({type(exc).__name__}: {exc})") from None
+    if (
+        not isinstance(phrases, list)
+        or not all(isinstance(p, str) for p in phrases)
+        or len(set(phrases)) != len(phrases)
+    ):
+        raise IndexFormatError(f"{directory / PHRASES_FILE}: not a list of distinct phrases")
     n_phrases = len(phrases)
     n = n_phrases + n_passages
     try:
@@ -780,30 +791,33 @@ def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, di
         facts = sp.csr_array(
             (arrays["fact_data"], arrays["fact_indices"], arrays["fact_indptr"]), shape=(n_facts, n_passages)
         )
+        adjacency.check_format(full_check=True)  # indices within the nodes, pointers ascending
+        facts.check_format(full_check=True)
+        fact_ids = np.concatenate([arrays["fact_subject"], arrays["fact_object"]])
+        tables = GraphTables(
+            phrases=list(phrases),
+            phrase_vectors=np.ascontiguousarray(arrays["phrase_vectors"], dtype=np.float32),
+            phrase_passages=arrays["phrase_passages"].astype(np.float32),
+            fact_subject=arrays["fact_subject"].astype(np.int64),
+            fact_object=arrays["fact_object"].astype(np.int64),
+            fact_passages=facts,
+            adjacency=sp.csr_array(adjacency, dtype=np.float32),
+            synonym_edges=int(counts.get("synonym_edges", 0)),
+        )
         ok = (
-            arrays["phrase_vectors"].shape == (n_phrases, dim)
-            and arrays["phrase_passages"].shape == (n_phrases,)
+            tables.phrase_vectors.shape == (n_phrases, dim)
+            and tables.phrase_passages.shape == (n_phrases,)
             and len(arrays["fact_object"]) == n_facts
-            and (
-                n_facts == 0
-                or int(max(arrays["fact_subject"].max(), arrays["fact_object"].max())) < n_phrases
-            )
+            and fact_ids.dtype.kind in "iu"
+            and (n_facts == 0 or (int(fact_ids.min()) >= 0 and int(fact_ids.max()) < n_phrases))
+            and bool(np.isfinite(tables.adjacency.data).all() and (tables.adjacency.data >= 0).all())
             and counts.get("phrases", n_phrases) == n_phrases
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise IndexFormatError(f"{path}: inconsistent graph arrays ({exc})") from None
     if not ok:
         raise IndexFormatError(f"{path}: graph arrays do not match the phrase table or the encoder")
-    return GraphTables(
-        phrases=list(phrases),
-        phrase_vectors=np.ascontiguousarray(arrays["phrase_vectors"], dtype=np.float32),
-        phrase_passages=arrays["phrase_passages"].astype(np.float32),
-        fact_subject=arrays["fact_subject"].astype(np.int64),
-        fact_object=arrays["fact_object"].astype(np.int64),
-        fact_passages=facts,
-        adjacency=sp.csr_array(adjacency, dtype=np.float32),
-        synonym_edges=int(counts.get("synonym_edges", 0)),
-    )
+    return tables
 
 
 def _damped(

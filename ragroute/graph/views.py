@@ -19,6 +19,7 @@ a synonym pair), any other phrase pair is ``"synonym"`` (weight: the cosine).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ import scipy.sparse as sp
 from ragroute.graph.build import GraphTables
 
 EDGE_TYPES = ("fact", "passage", "synonym")
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""Characters XML 1.0 cannot hold, even escaped (control characters, lone surrogates)."""
 
 
 def _parts(graph: Any) -> tuple[GraphTables, list[Any] | None]:
@@ -148,12 +151,22 @@ def to_igraph(graph: Any) -> Any:
 
 
 def write_graphml(graph: Any, path: str | Path, *, with_text: bool = True) -> Path:
-    """Write the graph as GraphML (XML; passage titles and texts included with ``with_text``)."""
+    """Write the graph as GraphML (XML; passage titles and texts included with ``with_text``).
+    Characters XML cannot hold (control characters other than tab and newlines) are written as
+    U+FFFD."""
     import networkx as nx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nx.write_graphml(to_networkx(graph, with_text=with_text), path)
+    view = to_networkx(graph, with_text=with_text)
+    # a control character in a name, title or text (text pasted from a word processor or a PDF)
+    # is one XML cannot hold: it becomes U+FFFD, so the file reads back (until session 43 it was
+    # written as is, and networkx, igraph and `graph build --triples` refused the whole file)
+    for _, attrs in [*view.nodes(data=True), *((None, d) for *_, d in view.edges(data=True))]:
+        for key, value in attrs.items():
+            if isinstance(value, str):
+                attrs[key] = _NOT_XML.sub("\ufffd", value)
+    nx.write_graphml(view, path)
     return path
 
 
