@@ -39,6 +39,22 @@ def test_quantile_map_sends_quantiles_onto_quantiles_and_extends_linearly():
     assert all(b >= a for a, b in zip(values, values[1:]))
 
 
+def test_tied_scores_map_to_the_middle_of_their_cosines_not_the_lowest():
+    """18 of 20 scores tied at 1.0 (a source capped there) mapped to the sample's lowest cosine: a
+    run of knots on one raw value kept its first quantile (until session 43). It now maps to the
+    mean of the run's cosine quantiles; the map stays non-decreasing."""
+    raw = [0.2, 0.5] + [1.0] * 18
+    cosine = np.linspace(0.1, 0.6, 20)
+    scale = fit_quantile_map(raw, cosine)
+    knots = np.linspace(0.0, 1.0, 21)
+    tied = np.quantile(raw, knots) == 1.0
+    assert scale.map(1.0) == pytest.approx(float(np.mean(np.quantile(cosine, knots)[tied])))
+    assert 0.3 < scale.map(1.0) < 0.45
+    assert scale.map(0.2) == pytest.approx(0.1)
+    assert all(a <= b for a, b in zip(scale.cosine_knots, scale.cosine_knots[1:]))
+    assert all(a < b for a, b in zip(scale.raw_knots, scale.raw_knots[1:]))
+
+
 def test_scores_are_each_sources_cosine_for_one_route_or_several(small_docs, hashing_encoder):
     sources = _sources(small_docs, hashing_encoder)
     query = "telescope galaxy printer"

@@ -107,8 +107,12 @@ def fit_quantile_map(raw: Sequence[float], cosine: Sequence[float], kind: str = 
     cos_a = np.asarray(cosine, dtype=np.float64)
     qs = np.linspace(0.0, 1.0, _KNOTS)
     raw_q, cos_q = np.quantile(raw_a, qs), np.quantile(cos_a, qs)
-    keep = np.concatenate(([True], np.diff(raw_q) > 1e-12))  # strictly increasing raw knots
-    raw_q, cos_q = raw_q[keep], cos_q[keep]
+    # strictly increasing raw knots: a run of knots on one raw value (many tied scores, e.g. a
+    # source capped at 1.0) maps to the mean of its cosine quantiles, still non-decreasing. Until
+    # session 43 the run's first (lowest) quantile was kept, so 18 scores tied at 1.0 of 20 mapped
+    # to the lowest cosine of the sample.
+    starts = np.flatnonzero(np.concatenate(([True], np.diff(raw_q) > 1e-12)))
+    raw_q, cos_q = raw_q[starts], np.add.reduceat(cos_q, starts) / np.diff(np.append(starts, len(qs)))
     if len(raw_q) < 2:  # every raw score equal: no information to map
         return ScoreScale(kind, [float(raw_q[0])], [float(np.median(cos_a))], 0.0)
     inner = slice(max(len(raw_q) // 10, 0), len(raw_q) - max(len(raw_q) // 10, 0))
