@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -338,3 +339,21 @@ def test_on_a_set_the_reranker_never_saw_the_tuned_row_is_scored_on_fold_1_only(
     assert "all judged queries" in result["scored_queries"]
     assert "hybrid+rerank_tuned" not in result["methods"]  # its fitting queries are among them
     assert "hybrid+rerank_tuned" in result["methods_fold1"] and "hybrid+rerank" in result["methods"]
+
+
+def test_skills_route_says_when_the_saved_blend_is_not_for_its_reranker(tiny_reranker, minilm, tmp_path):  # noqa: F811
+    """A blend fitted for another reranker build is not applied: `skills route` said so only in its
+    --trace until session 43; a --json user never learnt that the tuning was not in force."""
+    from ragroute.cli import main
+
+    index = tmp_path / "idx"
+    other = RerankBlend(2.0, reranker={"name": "tiny", "build": "another-build"})
+    SkillRouter.build(load_catalogue(DATA), minilm, rerank_blend=other).save(index)
+    args = ["skills", "route", str(index), TASKS[0][1], "--json", "--backend", "torch"]
+    out = CliRunner().invoke(main, [*args, "--reranker", str(tiny_reranker.model_ref)])
+    assert out.exit_code == 0, out.output
+    assert "rerank blend (`ragroute skills tune`) is not applied" in out.stderr
+    assert "another-build" in out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["skills"]  # the route itself unchanged
+    out = CliRunner().invoke(main, [*args, "--no-reranker"])
+    assert out.exit_code == 0 and "rerank blend" not in out.stderr

@@ -277,6 +277,23 @@ def test_overlap_switch_collapses_diversifies_or_keeps(router):
         SkillRouter(router.index, overlap="merge")
 
 
+@pytest.mark.parametrize("overlap", ["collapse", "diversify"])
+def test_a_skill_filling_a_duplicates_place_in_the_top_k_is_reranked_too(router, overlap):
+    """k = candidates: a near-duplicate collapsed or moved out of the reranked pool left its place to
+    the next stage-1 skill, which kept its fused z-score (-0.5 after 0.98) until session 43."""
+    from test_skills_blend import scripted_reranker
+
+    task = "weather forecast temperature rain wind city"
+    reranker = scripted_reranker(lambda q, t: 3.0 if t.lower().startswith("weather") else -3.0)
+    routed = router.with_options(reranker=reranker, candidates=3, overlap=overlap).route(task, k=3)
+    scores = [s.score for s in routed.skills]
+    assert len(scores) == 3 and all(0 <= p <= 1 for p in scores), scores
+    assert scores == sorted(scores, reverse=True)
+    reranked = {row["id"] for row in next(s for s in routed.trace if s.stage == "rerank").detail["scores"]}
+    assert {s.id for s in routed.skills} <= reranked
+    assert all("rerank" in s.signals for s in routed.skills)
+
+
 # ---------------------------------------------------------------------------- abstention
 
 
@@ -771,6 +788,25 @@ def test_the_abstention_models_own_threshold_decides():
     assert route.threshold == 0.4 and not route.abstain
     # the router's own threshold, when set, replaces the model's
     assert router.with_options(abstention=model, threshold=0.3).route("send an email").abstain is False
+
+
+def test_the_p_applies_shown_compares_with_the_threshold_as_the_decision_did():
+    """p_applies 0.49996 against 0.5 abstains; the JSON line and the trace showed 0.5 beside the
+    threshold 0.5 until session 43 (4 digits whatever the threshold)."""
+    p = 0.49996
+    logit = float(np.log(p / (1 - p)))
+    model = AbstentionModel(["dense_top"], [0.0], logit, [0.0], [1.0], encoder="test/hashing")
+    router = SkillRouter.build(
+        Catalogue([Skill("a", "alpha", "send mail", "send an email")]), HashingEncoder(), abstention=model
+    )
+    route = router.route("send an email")
+    assert route.abstain and route.threshold == 0.5
+    shown = route.to_dict(trace=True)
+    step = shown["trace"][-1]
+    for value in (shown["p_applies"], step["p_applies"]):
+        assert value < step["threshold"]
+    far = AbstentionModel(["dense_top"], [0.0], 1.0, [0.0], [1.0], encoder="test/hashing")
+    assert router.with_options(abstention=far).route("send an email").to_dict()["p_applies"] == 0.7311
 
 
 def test_dense_margin_is_the_gap_between_the_two_best_skills(router):

@@ -262,6 +262,13 @@ def route_command(
     if overlap is not None:
         overrides["overlap"] = overlap
     router = SkillRouter.load(index_dir, reranker=reranker, encoder=encoder, **overrides)
+    blend = (router.describe()["reranker"] or {}).get("blend")
+    if blend is not None and not blend["applied"]:  # said only in the --trace until session 43
+        click.echo(
+            f"warning: {index_dir}: its rerank blend (`ragroute skills tune`) is not applied: "
+            f"{blend['why']}; this reranker's own calibration is used (tune again with it)",
+            err=True,
+        )
     # a model this router cannot apply (fitted with the reranker's signal, routed without one; or
     # with another encoder) abstains from nothing either: --threshold was accepted and did nothing
     abstains, why = router.abstention_status()

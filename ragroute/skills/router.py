@@ -114,6 +114,19 @@ DEFAULT_ABSTENTION: dict[str, dict[str, Any]] = {
 }
 
 
+def shown_probability(p_applies: float, threshold: float | None) -> float:
+    """``p_applies`` rounded to 4 digits, or to as many more (up to 10) as it takes to compare with
+    ``threshold`` as the unrounded value does: 0.49996 was shown as 0.5 beside a threshold of 0.5 and
+    ``"abstain": true`` until session 43."""
+    if threshold is None:
+        return round(p_applies, 4)
+    for digits in range(4, 11):
+        shown = round(p_applies, digits)
+        if (shown < threshold) == (p_applies < threshold):
+            return shown
+    return p_applies
+
+
 @dataclass
 class RoutedSkill:
     """One ranked skill: id, name, score (reranker probability, or stage-1 fused score), rank,
@@ -163,7 +176,9 @@ class SkillRoute:
             "id": self.id,
             "skills": [s.to_dict() for s in self.skills],
             "abstain": self.abstain,
-            "p_applies": None if self.p_applies is None else round(self.p_applies, 4),
+            "p_applies": (
+                None if self.p_applies is None else shown_probability(self.p_applies, self.threshold)
+            ),
         }
         if trace:
             out["trace"] = [step.to_dict() for step in self.trace]
@@ -535,7 +550,11 @@ class SkillRouter:
             # asked for more skills than the reranker reads: it reads every one retrieved, so the
             # scores returned are all probabilities (until session 36 those past the pool kept
             # their stage-1 z-scores, in one list with the probabilities, unmarked)
-            pool = ranked if k > self.candidates else ranked[: self.candidates]
+            # so are those a near-duplicate moved out of the pool leaves room for: until session 43
+            # the skills that filled those places kept their stage-1 fused scores (-0.5 after 0.98)
+            pool = ranked[: self.candidates]
+            if k > len(pool) - self._folded(pool, group_of):
+                pool = ranked
             hits = [self._hit(r) for r in pool]
             reranked = reranker.rerank(task, hits, k=len(hits), candidates=len(hits))
             by_id = {r.id: r for r in pool}
@@ -587,7 +606,7 @@ class SkillRouter:
                     "signals": {key: round(float(v), 4) for key, v in signals.items()},
                     "model": None if model is None else model.info.get("name", "custom"),
                     "features": None if model is None else model.features,
-                    "p_applies": None if p_applies is None else round(p_applies, 4),
+                    "p_applies": None if p_applies is None else shown_probability(p_applies, threshold),
                     "threshold": threshold,
                     "abstain": abstain,
                     "note": self._abstention_note(),
@@ -635,7 +654,7 @@ class SkillRouter:
                         "reason": str(getattr(decision, "reason", "")),
                         "values": values,
                     },
-                    "p_applies": round(p_applies, 4),
+                    "p_applies": shown_probability(p_applies, threshold),
                     "threshold": threshold,
                     "abstain": abstain,
                     "note": (
@@ -754,6 +773,14 @@ class SkillRouter:
             ),
         ]
         return SkillRoute(task, [], True, None, float(threshold), trace)
+
+    def _folded(self, ranked: list[RoutedSkill], group_of: Mapping[str, int]) -> int:
+        """How many of ``ranked`` the overlap handling collapses or moves behind (members of a
+        near-duplicate group after its first, in any order of ``ranked``)."""
+        if self.overlap == "keep" or not group_of:
+            return 0
+        groups = [group_of[r.id] for r in ranked if r.id in group_of]
+        return len(groups) - len(set(groups))
 
     def _handle_overlap(
         self, ranked: list[RoutedSkill], group_of: Mapping[str, int] | None = None
