@@ -112,6 +112,25 @@ def test_a_reranker_no_weight_can_save_leaves_stage_1_its_order(router):
         RerankBlend.from_dict({**blend.to_dict(), "order": "sideways"})
 
 
+def test_stage_1_order_on_pools_it_separates_does_not_claim_the_rerankers_calibration(router):
+    """Tasks whose stage-1 top is their one relevant skill, an adversarial reranker: stage 1's order
+    wins and separates the pools perfectly. The report said the reranker's calibration was kept
+    (until session 43); the probability is sigmoid(1 / rank), the same for every task's top skill."""
+    easy = [
+        (qid, task)
+        for qid, task in TASKS
+        if router.route(task, k=1).skills[0].id in QRELS[qid]
+        and sum(g > 0 for g in QRELS[qid].values()) == 1
+    ]
+    reranker = scripted_reranker(adversary)
+    blend = fit_rerank_blend(router.with_options(reranker=reranker), easy, QRELS)
+    assert blend.order == "stage1" and (blend.scale, blend.shift) == (1.0, 0.0)
+    assert blend.report["platt"].startswith("none: stage 1's order separates the pools perfectly")
+    tuned = router.with_options(reranker=reranker, rerank_blend=blend)
+    tops = {round(tuned.route(task, k=1).skills[0].score, 6) for _, task in easy[:3]}
+    assert tops == {round(1 / (1 + np.exp(-1.0)), 6)}
+
+
 def test_the_router_applies_a_blend_only_to_the_reranker_it_was_fitted_for(router):
     reranker = scripted_reranker(adversary)
     blend = fit_rerank_blend(router.with_options(reranker=reranker), TASKS, QRELS)

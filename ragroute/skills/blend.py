@@ -202,16 +202,23 @@ def fit_rerank_blend(
             "data": name,
             "ndcg@10": {f"{s:g}": round(v, 4) for s, v in curve.items()},
             "ndcg@10_stage1_order": round(stage1, 4),
-            **(
-                {"platt": "kept the reranker's calibration: the pools separate perfectly"}
-                if separable
-                else {}
-            ),
+            **({"platt": _unfitted_platt(order)} if separable else {}),
             "rule": "argmax nDCG@10 over the stage-1 weights (ties: nearest 1), stage 1's order if "
             "strictly better than all; Platt on the same pools",
         },
         order,
     )
+
+
+def _unfitted_platt(order: str) -> str:
+    """What the probabilities are when the pools separate perfectly (no finite Platt fit)."""
+    if order == "stage1":
+        # until session 43 this said the reranker's calibration was kept: none is, in stage 1's order
+        return (
+            "none: stage 1's order separates the pools perfectly; the probability is sigmoid(1 / rank), "
+            "the same for every task's first skill (abstention on rerank_top cannot tell tasks apart)"
+        )
+    return "kept the reranker's calibration: the pools separate perfectly"
 
 
 def _order(value: Any) -> str:
