@@ -1123,30 +1123,57 @@ def test_a_lora_rank_above_the_layer_width_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "wide").exists()
 
 
-def test_a_saved_pilot_router_whose_temperature_is_not_a_number_is_one_line(tmp_path: Path) -> None:
-    """float("x") of a hand-edited (re-signed) manifest was a bare ValueError traceback."""
+def _resign_params(artifact: Path, **params: object) -> None:
+    """Set ``params`` in the published build's manifest, re-signed (a hand edit the checks pass)."""
     import hashlib
     import json
 
-    from ragroute.errors import IndexFormatError
     from ragroute.store.artifact import published_path
     from ragroute.store.manifest import canonical_checksum
 
-    router = PilotRouter(["A", "B"], np.eye(2, dtype=np.float32), np.array([0, 1]), temperature=0.1)
-    router.save(tmp_path / "pilot")
-    path = published_path(tmp_path / "pilot") / "manifest.json"
+    path = published_path(artifact) / "manifest.json"
     path.chmod(0o644)
     data = json.loads(path.read_text())
-    data["params"]["temperature"] = "x"
+    data["params"].update(params)
     data["checksum"] = canonical_checksum(data)
     path.write_bytes(raw := json.dumps(data).encode())
-    pointer = tmp_path / "pilot" / "CURRENT"
+    pointer = artifact / "CURRENT"
     pointer.chmod(0o644)
     pointer.write_text(
         json.dumps({"build": data["build"], "manifest_sha256": hashlib.sha256(raw).hexdigest()})
     )
+
+
+def test_a_saved_pilot_router_whose_temperature_is_not_a_number_is_one_line(tmp_path: Path) -> None:
+    """float("x") of a hand-edited (re-signed) manifest was a bare ValueError traceback."""
+    from ragroute.errors import IndexFormatError
+
+    router = PilotRouter(["A", "B"], np.eye(2, dtype=np.float32), np.array([0, 1]), temperature=0.1)
+    router.save(tmp_path / "pilot")
+    _resign_params(tmp_path / "pilot", temperature="x")
     with pytest.raises(IndexFormatError, match="temperature is 'x', not a number"):
         PilotRouter.load(tmp_path / "pilot")
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"temperature": "x"}, "temperature is 'x', not a number"),
+        ({"temperature": [0.1]}, r"temperature is \[0.1\], not a number"),
+        ({"alphas": "1.0"}, "alphas are '1.0', not a list of numbers"),
+    ],
+)
+def test_a_saved_quality_router_whose_numbers_are_not_numbers_is_one_line(
+    params: dict, message: str, tmp_path: Path
+) -> None:
+    """The quality router read them with float() (a bare ValueError / TypeError traceback), after
+    session 38 had made the pilot router's temperature one line (session 43)."""
+    from ragroute.errors import IndexFormatError
+
+    QualityRouter.fit(two_cluster_gains(), encoder=FixedDim()).save(tmp_path / "q")
+    _resign_params(tmp_path / "q", **params)
+    with pytest.raises(IndexFormatError, match=message):
+        QualityRouter.load(tmp_path / "q")
 
 
 def test_a_router_fitted_on_too_small_a_corpus_is_told_what_needs_the_documents(hashing_encoder) -> None:
@@ -1244,3 +1271,77 @@ def test_a_query_lora_expert_encodes_queries_with_its_bases_prompt(minilm, tmp_p
     (folder / "extra.json").write_text("{}")
     with pytest.raises(EncoderMismatchError, match="the model's files changed since"):
         load_expert_encoder(tmp_path / "e")
+
+
+def test_a_full_expert_is_trained_with_the_prompts_it_encodes_with(minilm, tmp_path, monkeypatch) -> None:
+    # until session 43 `full` training forwarded raw query and passage texts, and the published
+    # model (which keeps the base's prompts) then encoded with "query: " / "passage: " in front
+    import json
+    import shutil
+
+    from ragroute.experts import train as train_module
+    from ragroute.experts.encoder import load_expert_encoder
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+
+    folder = tmp_path / "prompted"
+    shutil.copytree(minilm.resolved.path, folder)
+    config = folder / "config_sentence_transformers.json"
+    settings = json.loads(config.read_text())
+    settings["prompts"] = {"query": "query: ", "document": "passage: "}
+    config.write_text(json.dumps(settings))
+    forwarded: list[list[str]] = []
+    inputs = train_module.model_inputs
+    monkeypatch.setattr(
+        train_module,
+        "model_inputs",
+        lambda model, texts: forwarded.append(list(texts)) or inputs(model, texts),
+    )
+    params = ExpertTrainParams(mode="full", epochs=1, batch_size=8, max_queries=8, max_length=32, threads=1)
+    train_expert(corpus(), tmp_path / "full", params, base=str(folder), show_progress=False)
+    queries, positives, negatives = forwarded[0::3], forwarded[1::3], forwarded[2::3]
+    assert queries and all(t.startswith("query: ") for batch in queries for t in batch)
+    assert all(t.startswith("passage: ") for batch in positives + negatives for t in batch)
+    expert = load_expert_encoder(tmp_path / "full")  # served with the same prompts
+    texts = ["telescope galaxy comet"]
+    prompted = expert.model.encode(texts, prompt="query: ", normalize_embeddings=True)
+    assert np.allclose(expert.encode_queries(texts), prompted, atol=1e-5)
+
+
+def test_sources_of_one_collection_holding_other_documents_are_warned_about(
+    tmp_path, hashing_encoder
+) -> None:
+    """A BM25 index over another corpus given `corpus:` of the dense index: fusion merged its hit of
+    id d0 (a baking note) into the dense index's d0 (an orbit note), and nothing said so (session 43)."""
+    import warnings
+
+    import yaml
+
+    from ragroute.errors import SourceWarning
+    from ragroute.index.build import build_index
+    from ragroute.index.io import save_index
+    from ragroute.route.config import load_routing
+
+    docs = corpus(4)
+    orbit = [Document(id=f"d{i}", text=d.text) for i, d in enumerate(docs[:4])]
+    baking = [Document(id=f"d{i}", text=d.text) for i, d in enumerate(docs[4:7])]
+    save_index(build_index(orbit, "dense", encoder=hashing_encoder), tmp_path / "dense")
+    save_index(build_index(orbit, "bm25"), tmp_path / "same")
+    save_index(build_index(baking, "bm25"), tmp_path / "other")
+    sources = {
+        "base": {"index": "dense"},
+        "e": {"index": "dense"},
+        "bm25": {"index": "same", "corpus": "dense"},
+    }
+    config = tmp_path / "routing.yaml"
+    config.write_text(yaml.safe_dump({"sources": sources, "router": {"kind": "fixed"}}))
+    with warnings.catch_warnings():  # one index, or a BM25 index over the same documents: nothing to say
+        warnings.simplefilter("error", SourceWarning)
+        load_routing(config, encoder=hashing_encoder)
+    sources["bm25"]["index"] = "other"
+    config.write_text(yaml.safe_dump({"sources": sources, "router": {"kind": "fixed"}}))
+    said = (
+        r"sources 'base' and 'bm25' are one collection \(.*dense\) but hold different documents "
+        r"\(4 and 3 ids, 1 in only one\)"
+    )
+    with pytest.warns(SourceWarning, match=said):
+        load_routing(config, encoder=hashing_encoder)

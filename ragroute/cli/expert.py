@@ -238,7 +238,7 @@ def fit_router_command(
     """
     from ragroute.context import query_vectors
     from ragroute.evaluation.metrics import is_scorable
-    from ragroute.route.config import RoutingConfig, open_sources, warn_left_out
+    from ragroute.route.config import RoutingConfig, open_sources, warn_left_out, warn_other_documents
     from ragroute.route.expert_gains import ExpertGains, measure_gains
 
     reason = f"to --kind {kind} (it pairs experts with corpora for --kind domain)"
@@ -254,6 +254,7 @@ def fit_router_command(
     encoder = routing.load_encoder(cache_dir=cache_dir)
     sources, problems = open_sources(routing, encoder)
     warn_left_out(routing.path, problems)  # `warning: CONFIG: source 'x' left out: ...` on stderr
+    warn_other_documents(routing.path, sources)  # experts that do not rank the same documents
     if len(sources) < 2:
         raise RagrouteError("an expert router needs at least two sources that open")
     if kind == "domain":

@@ -326,14 +326,18 @@ def _train_full(
         from sentence_transformers.losses import MultipleNegativesRankingLoss  # type: ignore[no-redef]
 
     model.max_seq_length = params.max_length
+    # with the base's query and document prompts, as the published expert encodes (its model keeps
+    # them); until session 43 it was trained on raw texts and then served with the prompts
+    prompts = dict(getattr(model, "prompts", None) or {})
+    query, passage = query_prompt(prompts), document_prompt(prompts)
     negatives = _mine_hard_negatives(model, queries, position, document_vectors, params.seed)
-    texts = [d.full_text() for d in documents]
+    texts = [passage + d.full_text() for d in documents]
     loss_fn = MultipleNegativesRankingLoss(model, scale=1.0 / params.temperature)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     def batch_loss(batch: list[int]) -> Any:
         features = [
-            model_inputs(model, [queries[i].text for i in batch]),
+            model_inputs(model, [query + queries[i].text for i in batch]),
             model_inputs(model, [texts[position[queries[i].doc_id]] for i in batch]),
             model_inputs(model, [texts[negatives[i]] for i in batch]),
         ]
@@ -354,8 +358,12 @@ def _mine_hard_negatives(
 ) -> list[int]:
     """For each pseudo-query, one document the base model ranks 3rd-30th that is not its positive
     (the top two are skipped: near-duplicates of the positive are too often false negatives)."""
-    vectors = model.encode(
-        [q.text for q in queries], batch_size=64, convert_to_numpy=True, normalize_embeddings=True
+    vectors = model.encode(  # as the base encoder embeds queries (the document vectors: documents)
+        [q.text for q in queries],
+        prompt=query_prompt(dict(getattr(model, "prompts", None) or {})) or None,
+        batch_size=64,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
     )
     rng = random.Random(seed)
     depth = min(30, len(document_vectors))

@@ -247,6 +247,34 @@ def warn_same_documents(path: str | Path, sources: Sequence[Source]) -> None:
         )
 
 
+def warn_other_documents(path: str | Path, sources: Sequence[Source]) -> None:
+    """A :class:`~ragroute.errors.SourceWarning` for two sources of one collection (one index
+    folder, or a ``corpus:`` naming another source's) whose documents differ: fusion merges their
+    hits of one id as one document, so a BM25 index built over another corpus (or not rebuilt when
+    the dense one was) lent its votes to whichever document of the other has that id (until session
+    43 nothing said so). Sources over one document store are not read; ids of the others are."""
+    groups: dict[str, list[Source]] = {}
+    for source in sources:
+        if source.documents:  # a retriever that does not list its documents: cannot tell
+            groups.setdefault(source.collection, []).append(source)
+    for collection, members in groups.items():
+        first = members[0]
+        for other in members[1:]:
+            if other.documents is first.documents:  # the same store (experts over one index)
+                continue
+            ids, other_ids = {d.id for d in first.documents}, {d.id for d in other.documents}
+            if ids == other_ids:
+                continue
+            warnings.warn(
+                f"{path}: sources {first.name!r} and {other.name!r} are one collection ({collection}) "
+                f"but hold different documents ({len(ids)} and {len(other_ids)} ids, "
+                f"{len(ids ^ other_ids)} in only one): fusion merges their hits of one id as one "
+                "document; build both over the same corpus, or give them different 'corpus:'",
+                SourceWarning,
+                stacklevel=3,
+            )
+
+
 def same_document_pairs(
     entries: Sequence[tuple[str, str, int]], ids_of: Callable[[str], frozenset[str] | None]
 ) -> list[tuple[str, str, str, int]]:
@@ -326,6 +354,7 @@ def _load_routing(
         raise RagrouteError(f"{config.path}: no source could be opened ({detail})")
     warn_left_out(config.path, problems)
     warn_same_documents(config.path, sources)
+    warn_other_documents(config.path, sources)
     policy = None
     if config.data.get("rules") or config.data.get("signals"):  # bad signals without rules: refused
         policy = Policy.from_yaml(config.path, encoder=encoder)  # as `config check` does (session 37)

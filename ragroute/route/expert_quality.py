@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.encode.identity import encoder_record
-from ragroute.errors import RagrouteError
+from ragroute.errors import IndexFormatError, RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
 from ragroute.route.expert_gains import (
     ARRAYS_FILE,
@@ -166,6 +166,15 @@ class QualityRouter(BaseRouter):
             where,
             {"coef": (len(labels), features), "intercept": (len(labels),), "scale": (features,)},
         )
+        temperature, alphas = params.get("temperature", 0.05), params.get("alphas") or []
+        # float("x") of a hand-edited (re-signed) manifest raised a bare ValueError traceback, as the
+        # pilot router's did until session 38 (fixed here in session 43)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise IndexFormatError(f"quality router {path_dir}: temperature is {temperature!r}, not a number")
+        if not isinstance(alphas, list) or not all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) for a in alphas
+        ):
+            raise IndexFormatError(f"quality router {path_dir}: alphas are {alphas!r}, not a list of numbers")
         return cls(
             labels,
             arrays["coef"],
@@ -173,7 +182,7 @@ class QualityRouter(BaseRouter):
             arrays["offset"],
             arrays["scale"],
             encoder=encoder,
-            temperature=float(params.get("temperature", 0.05)),
+            temperature=float(temperature),
             encoder_info=params.get("encoder"),
-            alphas=params.get("alphas"),
+            alphas=alphas,
         )
