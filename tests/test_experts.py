@@ -1237,16 +1237,10 @@ def test_an_expert_is_its_base_by_the_weights_not_the_name(trained_expert: Path,
     assert experts.names == ["base"] and "retrain the expert" in experts.problems[0].error
 
 
-def test_a_query_lora_expert_encodes_queries_with_its_bases_prompt(minilm, tmp_path, monkeypatch) -> None:
-    # until session 40 the expert (and its training) dropped the base's query prompt, which the
-    # base encoder applies
+def _prompted_copy(minilm, tmp_path):
+    """A copy of the bundled MiniLM whose config gives it query and document prompts."""
     import json
     import shutil
-
-    from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
-    from ragroute.experts import train as train_module
-    from ragroute.experts.encoder import load_expert_encoder
-    from ragroute.experts.train import ExpertTrainParams, train_expert
 
     folder = tmp_path / "prompted"
     shutil.copytree(minilm.resolved.path, folder)
@@ -1254,6 +1248,19 @@ def test_a_query_lora_expert_encodes_queries_with_its_bases_prompt(minilm, tmp_p
     settings = json.loads(config.read_text())
     settings["prompts"] = {"query": "query: ", "document": "passage: "}
     config.write_text(json.dumps(settings))
+    return folder
+
+
+def test_a_query_lora_expert_encodes_queries_with_its_bases_prompt(minilm, tmp_path, monkeypatch) -> None:
+    # until session 40 the expert (and its training) dropped the base's query prompt, which the
+    # base encoder applies
+
+    from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
+    from ragroute.experts import train as train_module
+    from ragroute.experts.encoder import load_expert_encoder
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+
+    folder = _prompted_copy(minilm, tmp_path)
     trained_on: list[str] = []
     inputs = train_module.model_inputs
     monkeypatch.setattr(
@@ -1276,19 +1283,12 @@ def test_a_query_lora_expert_encodes_queries_with_its_bases_prompt(minilm, tmp_p
 def test_a_full_expert_is_trained_with_the_prompts_it_encodes_with(minilm, tmp_path, monkeypatch) -> None:
     # until session 43 `full` training forwarded raw query and passage texts, and the published
     # model (which keeps the base's prompts) then encoded with "query: " / "passage: " in front
-    import json
-    import shutil
 
     from ragroute.experts import train as train_module
     from ragroute.experts.encoder import load_expert_encoder
     from ragroute.experts.train import ExpertTrainParams, train_expert
 
-    folder = tmp_path / "prompted"
-    shutil.copytree(minilm.resolved.path, folder)
-    config = folder / "config_sentence_transformers.json"
-    settings = json.loads(config.read_text())
-    settings["prompts"] = {"query": "query: ", "document": "passage: "}
-    config.write_text(json.dumps(settings))
+    folder = _prompted_copy(minilm, tmp_path)
     forwarded: list[list[str]] = []
     inputs = train_module.model_inputs
     monkeypatch.setattr(
