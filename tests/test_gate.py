@@ -829,3 +829,23 @@ def test_knn_vote_counts_examples_tied_at_the_kth_neighbour_whatever_their_order
     expected = (1.0 + 1e-6 + 0.5 * (0.6 + 1e-6)) / (1.0 + 1e-6 + 0.6 + 1e-6)
     for share, nearest in shares:
         assert share == pytest.approx(expected, abs=1e-6) and nearest == pytest.approx(1.0)
+
+
+def test_a_shown_probability_never_reads_across_its_threshold(fitted):
+    """p_retrieve 0.4999996 against a threshold of 0.5 answered directly, and the decision said
+    0.5 (rounded to 6 digits) and its reason "p_retrieve 0.500 < threshold 0.500" (until session
+    43): the digits shown are as many as it takes to compare as the real values do (ragroute.display,
+    shared with the skill router's p_applies and both CLIs)."""
+    from ragroute.display import shown_pair, shown_value
+
+    assert shown_pair(0.4999996, 0.5) == ("0.4999996", "0.5000000")
+    assert shown_pair(0.8123, 0.5) == ("0.812", "0.500") and shown_pair(0.5, 0.5) == ("0.500", "0.500")
+    assert shown_value(0.4999996, 0.5, 6) == 0.4999996 and shown_value(0.49999, 0.5, 4) == 0.49999
+    assert shown_value(0.123456, None, 4) == 0.1235
+    text = "Who founded the Grextol company in Tromso?"
+    p = float(fitted.probabilities([text])[0])
+    above = fitted.with_operating_point(threshold=p + 4e-7)
+    decision = above.gate_many([QueryContext(text)])[0]
+    assert decision.action == "answer" and decision.probability < above.threshold
+    shown, threshold = decision.reason.split(":")[0].removeprefix("p_retrieve ").split(" < threshold ")
+    assert float(shown) < float(threshold)

@@ -11,6 +11,7 @@ import click
 from ragroute.cli.common import CONTEXT, exclusive_options, one_line_errors, refuse_options
 from ragroute.cli.options import backend_option, cache_dir_option, encoder_option
 from ragroute.cli.output import emit_json
+from ragroute.display import shown_pair
 
 
 @click.group("gate", context_settings=CONTEXT)
@@ -193,7 +194,8 @@ def decide_command(
     if as_json:
         emit_json(payload)
         return
-    click.echo(f"{decision.action}  p_retrieve={decision.probability:.4f}  threshold={gate.threshold:.4f}")
+    p_text, threshold_text = shown_pair(decision.probability, gate.threshold, 4)
+    click.echo(f"{decision.action}  p_retrieve={p_text}  threshold={threshold_text}")
     click.echo(f"reason: {decision.reason}")
     for name, value in decision.signals.get("values", {}).items():
         click.echo(f"  {name:<32}{value:>10}")

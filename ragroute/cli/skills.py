@@ -24,6 +24,7 @@ from ragroute.cli.options import (
     resolve_reranker,
 )
 from ragroute.cli.output import emit_json
+from ragroute.display import shown_pair
 from ragroute.errors import RagrouteError
 
 
@@ -324,7 +325,7 @@ def route_command(
                 click.echo("abstain: no (no abstention model applies to this route)")
         else:
             verdict = "yes: no skill applies" if route.abstain else "no"
-            p_text, threshold_text = _probabilities(route.p_applies, route.threshold)
+            p_text, threshold_text = shown_pair(route.p_applies, route.threshold)
             click.echo(f"abstain: {verdict} (p_applies {p_text}, threshold {threshold_text})")
         if show_trace:
             for step in route.trace:
@@ -474,19 +475,6 @@ def read_tasks(path: Path) -> list[tuple[str, str]]:
     if not tasks:
         raise RagrouteError(f"{path}: no tasks in it")
     return tasks
-
-
-def _probabilities(p_applies: float, threshold: float | None) -> tuple[str, str]:
-    """``p_applies`` and the threshold as text, with enough digits (3 to 10) that the two read in
-    the order they compare: 0.99987 against 0.9999 printed as 1.000 and 1.000 beside "abstain: yes"
-    until session 40."""
-    if threshold is None:
-        return f"{p_applies:.3f}", "n/a"
-    for digits in range(3, 11):
-        p_text, t_text = f"{p_applies:.{digits}f}", f"{threshold:.{digits}f}"
-        if (float(p_text) < float(t_text)) == (p_applies < threshold):
-            return p_text, t_text
-    return repr(p_applies), repr(threshold)
 
 
 def _snippet(text: str, width: int = 100) -> str:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ragroute.context import QueryContext
+from ragroute.display import shown_pair, shown_value
 from ragroute.gate.signals import GateSignal, RaritySignal
 from ragroute.gate.trained import DepthPolicy, ThresholdGate, sigmoid, stop_reason
 from ragroute.llm.calls import complete_safely
@@ -397,16 +398,18 @@ class LLMGate:
             }
             if errors:
                 signals["errors"] = errors
+            p_text, t_text = shown_pair(p, self.threshold)  # digits that do not cross the threshold
             if p >= self.threshold:
                 level, depth, steps = self.depth.of(context.text)
-                action, reason = "retrieve", f"p_retrieve {p:.3f} >= threshold {self.threshold:.3f} ({level})"
+                action, reason = "retrieve", f"p_retrieve {p_text} >= threshold {t_text} ({level})"
             else:
                 depth = steps = None
-                action, reason = "answer", f"p_retrieve {p:.3f} < threshold {self.threshold:.3f}"
+                action, reason = "answer", f"p_retrieve {p_text} < threshold {t_text}"
             reason += ": LLM confidence " + ", ".join(f"{k} {v:.2f}" for k, v in confidences.items())
             if errors:
                 reason += f" ({', '.join(errors)} failed)"
-            out[i] = GateDecision(action, round(p, 6), signals, depth=depth, steps=steps, reason=reason)
+            shown_p = shown_value(p, self.threshold, 6)
+            out[i] = GateDecision(action, shown_p, signals, depth=depth, steps=steps, reason=reason)
         if failed:
             decisions = self.fallback.gate_many([contexts[i] for i, _ in failed])
             name = getattr(self.fallback, "name", type(self.fallback).__name__)

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext, contexts_of, query_vectors
+from ragroute.display import shown_pair, shown_value
 from ragroute.encode.identity import check_fitted_encoder, encoder_record
 from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query
 from ragroute.evaluation.metrics import auroc, balanced_accuracy
@@ -205,15 +206,18 @@ class SignalGate:
             elif p >= self.threshold:
                 level, depth, steps = self.depth.of(context.text)
                 action = "retrieve"
-                reason = f"p_retrieve {p:.3f} >= threshold {self.threshold:.3f} ({level})"
+                p_text, t_text = shown_pair(p, self.threshold)  # digits that do not cross the threshold
+                reason = f"p_retrieve {p_text} >= threshold {t_text} ({level})"
                 signals["depth_level"] = level
             else:
                 action = "answer"
-                reason = f"p_retrieve {p:.3f} < threshold {self.threshold:.3f}"
+                p_text, t_text = shown_pair(p, self.threshold)
+                reason = f"p_retrieve {p_text} < threshold {t_text}"
             top = signals.get("top")
             if top and action != "stop":
                 reason += ": " + ", ".join(f"{name} {signals['values'][name]}" for name in list(top)[:3])
-            out.append(GateDecision(action, round(p, 6), signals, depth=depth, steps=steps, reason=reason))
+            shown = shown_value(p, self.threshold, 6)
+            out.append(GateDecision(action, shown, signals, depth=depth, steps=steps, reason=reason))
         return out
 
 

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.display import shown_value
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k, check_query
 from ragroute.skills.index import METHODS, ScopedView, SkillIndex, SkillIndexParams
 from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
@@ -114,19 +115,6 @@ DEFAULT_ABSTENTION: dict[str, dict[str, Any]] = {
 }
 
 
-def shown_probability(p_applies: float, threshold: float | None) -> float:
-    """``p_applies`` rounded to 4 digits, or to as many more (up to 10) as it takes to compare with
-    ``threshold`` as the unrounded value does: 0.49996 was shown as 0.5 beside a threshold of 0.5 and
-    ``"abstain": true`` until session 43."""
-    if threshold is None:
-        return round(p_applies, 4)
-    for digits in range(4, 11):
-        shown = round(p_applies, digits)
-        if (shown < threshold) == (p_applies < threshold):
-            return shown
-    return p_applies
-
-
 @dataclass
 class RoutedSkill:
     """One ranked skill: id, name, score (reranker probability, or stage-1 fused score), rank,
@@ -176,9 +164,7 @@ class SkillRoute:
             "id": self.id,
             "skills": [s.to_dict() for s in self.skills],
             "abstain": self.abstain,
-            "p_applies": (
-                None if self.p_applies is None else shown_probability(self.p_applies, self.threshold)
-            ),
+            "p_applies": (None if self.p_applies is None else shown_value(self.p_applies, self.threshold)),
         }
         if trace:
             out["trace"] = [step.to_dict() for step in self.trace]
@@ -606,7 +592,7 @@ class SkillRouter:
                     "signals": {key: round(float(v), 4) for key, v in signals.items()},
                     "model": None if model is None else model.info.get("name", "custom"),
                     "features": None if model is None else model.features,
-                    "p_applies": None if p_applies is None else shown_probability(p_applies, threshold),
+                    "p_applies": None if p_applies is None else shown_value(p_applies, threshold),
                     "threshold": threshold,
                     "abstain": abstain,
                     "note": self._abstention_note(),
@@ -654,7 +640,7 @@ class SkillRouter:
                         "reason": str(getattr(decision, "reason", "")),
                         "values": values,
                     },
-                    "p_applies": shown_probability(p_applies, threshold),
+                    "p_applies": shown_value(p_applies, threshold),
                     "threshold": threshold,
                     "abstain": abstain,
                     "note": (

@@ -1,0 +1,46 @@
+"""Numbers shown beside the threshold they were compared with: rounded, but never across it.
+
+A probability of 0.99987 against a threshold of 0.9999, both printed to three digits, read 1.000
+and 1.000 beside "abstain: yes"; rounded to four for JSON, 0.49996 read 0.5 beside a threshold of
+0.5 and ``"abstain": true``. Every place that shows such a pair (skill abstention, retrieval
+gates, their CLI lines and traces) takes its digits from here: as few as asked, and as many more
+as it takes for the shown values to compare as the real ones do.
+"""
+
+from __future__ import annotations
+
+MOST_DIGITS = 10
+
+
+def compared_digits(
+    value: float, threshold: float, digits: int, *, raw_threshold: bool = False
+) -> int | None:
+    """The fewest digits, at least ``digits`` (at most :data:`MOST_DIGITS`), at which ``value``
+    rounded compares with ``threshold`` rounded alike (with ``raw_threshold``: with ``threshold``
+    as it is, shown unrounded) as ``value`` does; None if no such number of digits."""
+    below = value < threshold
+    for n in range(digits, MOST_DIGITS + 1):
+        shown = round(value, n)
+        if (shown < (threshold if raw_threshold else round(threshold, n))) == below:
+            return n
+    return None
+
+
+def shown_value(value: float, threshold: float | None, digits: int = 4) -> float:
+    """``value`` rounded to ``digits``, or to more where fewer would cross ``threshold`` (shown as it
+    is beside it); unrounded where no rounding keeps the order (a value equal to the threshold)."""
+    if threshold is None:
+        return round(value, digits)
+    n = compared_digits(value, threshold, digits, raw_threshold=True)
+    return value if n is None else round(value, n)
+
+
+def shown_pair(value: float, threshold: float | None, digits: int = 3) -> tuple[str, str]:
+    """``value`` and ``threshold`` as text with the same number of digits, ``digits`` or as many
+    more as they need to read in the order they compare (``"n/a"`` for no threshold)."""
+    if threshold is None:
+        return f"{value:.{digits}f}", "n/a"
+    n = compared_digits(value, threshold, digits)
+    if n is None:
+        return repr(value), repr(threshold)
+    return f"{value:.{n}f}", f"{threshold:.{n}f}"
