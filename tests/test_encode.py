@@ -536,6 +536,25 @@ def test_cache_hits_avoid_reencoding(tmp_path: Path) -> None:
     assert (enc.hits, enc.misses) == (4, 4)
 
 
+def test_counting_or_clearing_a_damaged_cache_is_one_line(tmp_path: Path) -> None:
+    """A cache file whose header reads but whose pages are damaged: count(), len() and clear() are
+    the one-line error naming the file that encoding gives (until session 43 a bare
+    sqlite3.DatabaseError traceback)."""
+    with EmbeddingCache(tmp_path / "e.sqlite") as cache:
+        CachedEncoder(CountingEncoder(), cache).encode_documents([f"text {i} " * 20 for i in range(300)])
+    path = tmp_path / "e.sqlite"
+    data = bytearray(path.read_bytes())
+    for start in range(8192, len(data), 4096):  # every page header after the schema and the root
+        data[start : start + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    cache = EmbeddingCache(path)
+    space = "fake/model|fake||document"
+    for call in (cache.count, lambda: len(cache), lambda: cache.count(space), cache.clear):
+        with pytest.raises(RagrouteError, match="e.sqlite is corrupt"):
+            call()
+    cache.close()
+
+
 def test_cache_survives_reopen(tmp_path: Path) -> None:
     fake = CountingEncoder()
     with EmbeddingCache.in_dir(tmp_path) as cache:
@@ -781,6 +800,20 @@ def test_every_backend_counts_truncated_documents_with_its_own_tokenizer(
     bare = type("Bare", (), {"max_seq_length": limit})()
     assert count_for_encoder(bare, texts) == (1, limit, False)
     assert count_for_encoder(type("Unlimited", (), {})(), texts) is None
+
+
+def test_torch_counts_truncated_documents_at_its_max_seq_length_before_it_first_encodes() -> None:
+    """A torch encoder counts at its own max_seq_length from the start: its backend tokenizer
+    truncates at what its tokenizer.json says (128 for all-MiniLM-L6-v2) until the model first
+    encodes, and until session 43 a build with --backend torch (which counts before it encodes)
+    called documents of 129 to 256 tokens truncated."""
+    from ragroute.encode.truncation import count_for_encoder
+
+    fresh = SentenceTransformerEncoder(DEFAULT_ENCODER)  # its own model: never encoded yet
+    texts = ["hello world " * 100, " ".join(["unbelievably"] * 200), "short text"]  # ~200, ~600, 4 tokens
+    assert count_for_encoder(fresh, texts) == (1, fresh.max_seq_length, True)
+    fresh.encode_documents(["x"])
+    assert count_for_encoder(fresh, texts) == (1, fresh.max_seq_length, True)
 
 
 def test_the_truncation_warning_calls_image_captions_captions_not_tables():

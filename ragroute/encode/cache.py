@@ -235,10 +235,13 @@ class EmbeddingCache:
             self._check_open()
             if self._conn is None:
                 return 0
-            if space is None:
-                return int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
-            query = "SELECT COUNT(*) FROM embeddings WHERE space = ?"
-            return int(self._conn.execute(query, (space,)).fetchone()[0])
+            try:
+                if space is None:
+                    return int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+                query = "SELECT COUNT(*) FROM embeddings WHERE space = ?"
+                return int(self._conn.execute(query, (space,)).fetchone()[0])
+            except sqlite3.DatabaseError as exc:  # a bare sqlite3 traceback until session 43
+                raise self._unusable(exc) from None
 
     def __len__(self) -> int:
         return self.count()
@@ -249,11 +252,14 @@ class EmbeddingCache:
             self._check_open()
             if self.mode != "read-write" or self._conn is None:
                 raise RagrouteError(f"embedding cache {self.path} is {self.mode} here: nothing to clear")
-            with self._conn:
-                if space is None:
-                    self._conn.execute("DELETE FROM embeddings")
-                else:
-                    self._conn.execute("DELETE FROM embeddings WHERE space = ?", (space,))
+            try:
+                with self._conn:
+                    if space is None:
+                        self._conn.execute("DELETE FROM embeddings")
+                    else:
+                        self._conn.execute("DELETE FROM embeddings WHERE space = ?", (space,))
+            except sqlite3.DatabaseError as exc:
+                raise self._unusable(exc) from None
 
     def close(self) -> None:
         """Close the file; a read or write of the cache after it (an encode through a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -133,9 +134,22 @@ class SentenceTransformerEncoder(PromptedEncoder):
         return l2_normalize(out)
 
     def fast_tokenizer(self) -> Any | None:
-        """The model's backend (``tokenizers``) tokenizer, or None for a slow tokenizer."""
+        """A copy of the model's backend (``tokenizers``) tokenizer that reads as this encoder does
+        (no padding; truncation at ``max_seq_length``, the rest kept in each encoding's
+        ``overflowing``), or None for a slow tokenizer. The backend tokenizer itself keeps whatever
+        truncation and padding its last call (or its ``tokenizer.json``) set: all-MiniLM-L6-v2's
+        truncates at 128 until the model first encodes, and until session 43 a build with
+        ``--backend torch`` counted its documents of 129 to 256 tokens as truncated."""
         backend = getattr(getattr(self.model, "tokenizer", None), "backend_tokenizer", None)
-        return backend if callable(getattr(backend, "encode_batch", None)) else None
+        if not callable(getattr(backend, "encode_batch", None)):
+            return None
+        tokenizer = copy.deepcopy(backend)
+        tokenizer.no_padding()
+        if self.max_seq_length > 0:
+            tokenizer.enable_truncation(max_length=self.max_seq_length)
+        else:
+            tokenizer.no_truncation()
+        return tokenizer
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder(model_id={self.model_id!r}, dim={self.dim})"
