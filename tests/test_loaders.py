@@ -363,6 +363,8 @@ def test_empty_files_of_a_folder_are_left_out_with_one_warning_naming_them(tmp_p
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "blank notes.md").write_text("  \n\n", "utf-8")
     (tmp_path / "sub" / "none.csv").write_text("", "utf-8")
+    # a header and no row: indexed as a table of its header alone until session 43
+    (tmp_path / "sub" / "only header.csv").write_text("sku,price\n", "utf-8")
     for on_error in ("skip", "raise"):  # empty is not bad: never raised
         report = LoadReport()
         with pytest.warns(CorpusWarning) as caught:
@@ -370,10 +372,11 @@ def test_empty_files_of_a_folder_are_left_out_with_one_warning_naming_them(tmp_p
         assert [d.id for d in docs] == ["a"]
         messages = [str(w.message) for w in caught if issubclass(w.category, CorpusWarning)]
         assert messages == [
-            f"skipped 3 empty files in {tmp_path} (empty.txt, sub/blank notes.md, sub/none.csv)"
+            f"skipped 4 empty files in {tmp_path} (empty.txt, sub/blank notes.md, sub/none.csv and 1 more)"
         ]
-        assert [s.where for s in report.ignored] == ["empty.txt", "sub/blank notes.md", "sub/none.csv"]
-        assert report.n_skipped == 0 and report.n_ignored == 3
+        ignored = ["empty.txt", "sub/blank notes.md", "sub/none.csv", "sub/only header.csv"]
+        assert [s.where for s in report.ignored] == ignored
+        assert report.n_skipped == 0 and report.n_ignored == 4
     with pytest.warns(CorpusWarning, match=r"skipped 1 empty file in .* \(empty\.txt\)"):
         assert load_corpus(tmp_path / "empty.txt") == []
 

@@ -9,7 +9,7 @@ suffix with a few named, in one :class:`~ragroute.loaders.common.CorpusWarning`
 (a ``.jsonl`` or ``.json`` file is a corpus of its own: a folder's CSV files are
 already one table document each, and a JSONL file beside documents is as often
 queries or labels as documents, so they are not read as rows here). An empty
-file (only whitespace, or a CSV without a line) is left out with one warning
+file (only whitespace, or a CSV with no row under its header) is left out with one warning
 per folder naming a few (``skipped 1 empty file in docs (todo.txt)``). A file
 that cannot be read (invalid UTF-8, UTF-16, a name that is not UTF-8, removed
 while the folder is read) follows the bad-record policy of
@@ -83,13 +83,14 @@ def text_document(path: Path, rel: Path) -> Document | None:
 
 
 def table_document(path: Path, rel: Path) -> Document | None:
-    """One table Document for a CSV/TSV file (``None`` if empty), its cells kept in metadata."""
+    """One table Document for a CSV/TSV file (``None`` if it has no row under its header), its cells
+    kept in metadata."""
     rows: list[list[str]] = []
     for _line, fields, problem in read_csv_rows(path, DELIMITERS[path.suffix.lower()]):
         if problem is not None:
             raise BadRecord(problem)
         rows.append(fields)
-    if not rows:
+    if len(rows) < 2:  # no row under the header: a table of nothing (it was indexed as its header)
         return None
     columns, body = rows[0], rows[1:]
     metadata: dict[str, Any] = {"columns": columns, "rows": body, "path": rel.as_posix()}
