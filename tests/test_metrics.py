@@ -369,3 +369,20 @@ def test_routed_chunk_hits_are_judged_as_their_parent_documents():
     (row,) = evaluator.run(Chunked())
     assert (row.hits, row.scores) == (["a", "b"], [0.9, 0.7])
     assert evaluator.score([row]).quality == 1.0
+
+
+def test_a_scored_query_without_a_group_is_one_line_not_left_out():
+    """macro_average left a judged query with no group out of every mean, and a grouped paired
+    difference raised a bare KeyError (until session 43)."""
+    from ragroute.errors import RagrouteError
+    from ragroute.evaluation.evaluators import macro_average
+    from ragroute.evaluation.metrics import paired_difference
+
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 1}}
+    run = {"q1": ["a"], "q2": ["x"], "q3": ["c"]}
+    groups = {"q1": "adi", "q2": "med"}
+    with pytest.raises(RagrouteError, match=r"1 scored queries have no group \(collection\): 'q3'"):
+        macro_average(run, qrels, groups, "ndcg@10")
+    with pytest.raises(RagrouteError, match="no group"):
+        paired_difference({"q1": 1.0, "q3": 0.5}, {"q1": 0.0, "q3": 0.5}, groups=groups)
+    assert macro_average(run, qrels, {**groups, "q3": "med"}, "ndcg@10") == pytest.approx(0.75)

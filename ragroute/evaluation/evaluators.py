@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.evaluation.metrics import evaluate_run, macro_mean
+from ragroute.evaluation.metrics import check_grouped, evaluate_run, macro_mean
 from ragroute.index.base import search_contexts
 from ragroute.route.base import NONE_ROUTE, top_route
 
@@ -48,6 +48,7 @@ def macro_average(
     of the mean over groups; 0.0 when no group has one."""
     if not groups:
         return float(evaluate_run(run, qrels, (metric,))[metric])
+    check_grouped(qrels, groups)
     names = sorted(set(groups.values()))
     values = []
     for name in names:
