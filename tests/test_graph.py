@@ -723,3 +723,17 @@ def test_facts_tied_on_their_best_phrase_are_chosen_by_their_other_phrase_whatev
         found.append(index.search(query, k=3)[0].doc_id)
     assert chosen == [[{"varne river", "kellow"}]] * 3
     assert found == ["river"] * 3, found
+
+
+def test_a_custom_extractors_fact_naming_no_returned_phrase_is_one_line(hashing_encoder):
+    """A custom extractor whose fact names a phrase it did not return broke the build with a bare
+    KeyError (until session 43)."""
+    from ragroute.errors import RagrouteError
+    from ragroute.graph.build import GraphTables, extend_graph
+    from ragroute.graph.extract import Extraction, Fact
+
+    broken = Extraction("p1", phrases=["paris", "france"], facts=[Fact("paris", "europe", "p1", 0)])
+    with pytest.raises(RagrouteError, match=r"passage 'p1'.*names 'europe', which is not among its phrases"):
+        extend_graph(GraphTables.empty(hashing_encoder.dim), [broken], hashing_encoder)
+    fine = Extraction("p1", phrases=["paris", "france"], facts=[Fact("paris", "france", "p1", 0)])
+    assert extend_graph(GraphTables.empty(hashing_encoder.dim), [fine], hashing_encoder).n_phrases == 2

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, ExtractionWarning, RuleExtractor, normalise
 from ragroute.types import Document
 
@@ -214,6 +215,14 @@ def extend_graph(
     for extraction in extractions:
         for phrase in extraction.phrases:
             phrase_id.setdefault(phrase, len(phrase_id))
+    for extraction in extractions:  # an extractor's contract: facts join phrases it returned
+        for fact in extraction.facts:
+            for phrase in (fact.subject, fact.object):
+                if phrase not in phrase_id:  # a bare KeyError until session 43
+                    raise RagrouteError(
+                        f"passage {extraction.passage!r}: the extractor's fact ({fact.subject!r}, "
+                        f"{fact.object!r}) names {phrase!r}, which is not among its phrases"
+                    )
     phrases = list(phrase_id)
     n_phrases, n_passages = len(phrases), old_passages + len(extractions)
     # passage-phrase links of the new passages (columns: new passage positions)
