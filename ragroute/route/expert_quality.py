@@ -151,7 +151,8 @@ class QualityRouter(BaseRouter):
     def load(cls, path_dir: str | os.PathLike[str], encoder: Any = None) -> QualityRouter:
         arrays, params = load_router(path_dir, "quality")
         check_encoder_info(params.get("encoder"), encoder, f"quality router {path_dir}")
-        if list(params.get("cheap_features", [])) != list(CHEAP_FEATURE_NAMES):
+        features = params.get("cheap_features", [])  # list(5) of a re-signed manifest: a TypeError
+        if not isinstance(features, list) or features != list(CHEAP_FEATURE_NAMES):
             raise RagrouteError(
                 f"quality router {path_dir} was fitted on query features this version does not compute; "
                 "refit it with `ragroute expert fit-router`"
