@@ -132,6 +132,21 @@ def test_two_sources_over_one_corpus_without_a_shared_corpus_are_noted(workspace
         load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
 
 
+def test_sources_of_one_corpus_holding_other_documents_are_noted(workspace):
+    """`corpus:` naming an index of other documents: fusion would merge hits of one id as one
+    document. Loading warned (session 43); `config check` said "ok" and nothing else."""
+    config = workspace / "other-documents.yaml"
+    config.write_text(GOOD.replace("corpus: indexes/astro, ", "corpus: indexes/cook, "))
+    result = check(config)
+    assert result.exit_code == 0, result.output  # a note, not a problem
+    assert (
+        f"warning: {config}: sources 'cook' and 'dense' are one collection ({workspace}/indexes/cook) "
+        "but hold different documents (2 and 2 ids, 4 in only one)"
+    ) in result.stderr
+    config.write_text(GOOD)
+    assert "hold different documents" not in check(config).stderr
+
+
 def test_damaged_files_and_changed_model_folders_are_problems(workspace, tmp_path):
     """Only manifests were read: an index whose data file was damaged passed as usable (and the
     route then dropped it), as did one built with the config's encoder before its folder changed."""

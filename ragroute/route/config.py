@@ -253,26 +253,46 @@ def warn_other_documents(path: str | Path, sources: Sequence[Source]) -> None:
     hits of one id as one document, so a BM25 index built over another corpus (or not rebuilt when
     the dense one was) lent its votes to whichever document of the other has that id (until session
     43 nothing said so). Sources over one document store are not read; ids of the others are."""
-    groups: dict[str, list[Source]] = {}
-    for source in sources:
-        if source.documents:  # a retriever that does not list its documents: cannot tell
-            groups.setdefault(source.collection, []).append(source)
+    by_name = {source.name: source for source in sources}
+    entries = [
+        (s.name, s.collection, id(s.documents), len(s.documents)) for s in sources if s.documents
+    ]  # a retriever that does not list its documents: cannot tell
+
+    def ids_of(name: str) -> frozenset[str]:
+        return frozenset(doc.id for doc in by_name[name].documents)
+
+    for message in other_document_pairs(entries, ids_of):
+        warnings.warn(f"{path}: {message}", SourceWarning, stacklevel=3)
+
+
+def other_document_pairs(
+    entries: Sequence[tuple[str, str, Any, int]], ids_of: Callable[[str], frozenset[str] | None]
+) -> list[str]:
+    """What to say of sources of one collection over different document stores whose documents
+    differ: ``entries`` are ``(name, collection, store key, number of documents)`` (one store key:
+    the same documents, nothing read); ``ids_of(name)`` (None: cannot tell) is read for the others.
+    Loading warns of them (:func:`warn_other_documents`), and so does ``config check``."""
+    groups: dict[str, list[tuple[str, Any, int]]] = {}
+    for name, collection, store, size in entries:
+        groups.setdefault(collection, []).append((name, store, size))
+    said = []
     for collection, members in groups.items():
-        first = members[0]
-        for other in members[1:]:
-            if other.documents is first.documents:  # the same store (experts over one index)
+        first, first_store, _ = members[0]
+        ids = None
+        for other, store, _ in members[1:]:
+            if store == first_store:
                 continue
-            ids, other_ids = {d.id for d in first.documents}, {d.id for d in other.documents}
-            if ids == other_ids:
+            ids = ids if ids is not None else ids_of(first)
+            other_ids = ids_of(other)
+            if ids is None or other_ids is None or ids == other_ids:
                 continue
-            warnings.warn(
-                f"{path}: sources {first.name!r} and {other.name!r} are one collection ({collection}) "
+            said.append(
+                f"sources {first!r} and {other!r} are one collection ({collection}) "
                 f"but hold different documents ({len(ids)} and {len(other_ids)} ids, "
                 f"{len(ids ^ other_ids)} in only one): fusion merges their hits of one id as one "
-                "document; build both over the same corpus, or give them different 'corpus:'",
-                SourceWarning,
-                stacklevel=3,
+                "document; build both over the same corpus, or give them different 'corpus:'"
             )
+    return said
 
 
 def same_document_pairs(

@@ -223,7 +223,7 @@ class _Checker:
         loading warns (:func:`~ragroute.route.config.warn_same_documents`): fusion would list each
         document twice. Only indexes of equal size are read (until session 39 only loading said it)."""
         from ragroute.index.docstore import DocumentStore
-        from ragroute.route.config import same_document_pairs
+        from ragroute.route.config import other_document_pairs, same_document_pairs
         from ragroute.store.artifact import published_path
 
         folders: dict[str, Path] = {}
@@ -245,6 +245,11 @@ class _Checker:
                 return None  # loading would say what is wrong with it
             return frozenset(doc.id for doc in store.documents)
 
+        # sources of one collection over other index folders whose documents differ (loading
+        # warns: warn_other_documents; config check did not say it until session 43)
+        stores = [(name, collection, folders[name], size) for name, collection, size in listed]
+        for message in other_document_pairs(stores, ids_of):
+            self.note(f"{self.path}: {message}")
         here = self.path.parent.resolve()
         for first, second, collection, n in same_document_pairs(listed, ids_of):
             shown = Path(collection)
