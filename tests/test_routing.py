@@ -506,6 +506,60 @@ def test_knn_votes_are_weighted_by_similarity_and_smoothed():
     assert routes == {"x": round(1 / 1.5, 6), "y": round(0.5 / 1.5, 6), "z": 0.0}
 
 
+def test_knn_without_smoothing_splits_a_query_with_no_similar_neighbour_evenly():
+    """Until session 43 ``smoothing=0`` routed such a query with NaN probabilities (0 / 0), and a
+    negative or NaN smoothing was taken as given (negative probabilities, NaN)."""
+    encoder = _TableEncoder({"a": [1.0, 0.0], "b": [0.5, 0.5], "d": [0.0, 1.0]})
+    router = KnnRouter(["a", "b", "d"], ["x", "y", "z"], encoder, k=2, smoothing=0.0)
+    decision = router.route("q", query_vector=np.array([-1.0, 0.0], dtype=np.float32))
+    assert decision.routes == {"x": round(1 / 3, 6), "y": round(1 / 3, 6), "z": round(1 / 3, 6)}
+    assert decision.chosen == ["x"]  # a tie goes to the first label in sorted order, as everywhere
+    for smoothing in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(RagrouteError, match="smoothing"):
+            KnnRouter(["a", "b", "d"], ["x", "y", "z"], encoder, smoothing=smoothing)
+
+
+def test_prototype_none_threshold_of_zero_adds_the_none_route(sources, hashing_encoder):
+    """0 is a cosine like any other (config accepts it); until session 43 it added no ``none``
+    route, as if the key were absent."""
+    router = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(none_threshold=0.0, temperature=0.05))
+    assert router.labels[-1] == NONE_ROUTE
+    # a query like no source's documents: every similarity is 0, the none route's too
+    assert set(router.route("qqq").routes) == {"astro", "cook", "it", NONE_ROUTE}
+
+
+def test_a_dropped_winners_share_goes_by_the_routers_order_when_the_rest_round_to_0(sources):
+    """A sharp router (a trained one's temperature can be 0.001) certain of a route that failed to
+    open, or that names no source: every other route's probability rounds to 0. Until session 43
+    the query then went to ``none`` (no hits) whatever the router ranked next; the unrounded
+    ``log_routes`` rank them now, as for a caller's hidden sources."""
+    from ragroute.route.base import log_routes_of
+
+    class Sharp(BaseRouter):
+        name = "sharp"
+        labels = ["gone", "astro", "cook", "it"]
+
+        def route_many(self, queries, *, query_vectors=None):
+            logits = np.array([0.0, -900.0, -800.0, -950.0])
+            return [
+                decision_from_probs(
+                    self.labels,
+                    softmax(logits)[0],
+                    decided_by=self.name,
+                    log_routes=log_routes_of(self.labels, logits),
+                )
+                for _ in queries
+            ]
+
+    unknown = Pipeline(sources, Sharp()).retrieve("galaxy", k=3)
+    broken = Pipeline(
+        [s for s in sources if s.name != "it"], Sharp(), problems=[SourceProblem("gone", "index missing")]
+    ).retrieve("galaxy", k=3)
+    for result in (unknown, broken):
+        assert result.decision.chosen == ["cook"] and result.hits
+        assert max(result.decision.routes, key=result.decision.routes.get) == "cook"
+
+
 def test_prototype_calibration_leaves_out_each_pseudo_querys_own_bank_row(
     sources, hashing_encoder, monkeypatch
 ):

@@ -484,6 +484,47 @@ def test_cross_validation_and_none_bias(data: dict[str, Any], encoder: FakeEncod
     assert choose_none_bias(["a", "b"], logits[:, :2], ["a"] * len(texts)) == (0.0, {})
 
 
+def test_cross_validation_with_a_none_label_all_in_one_fold(
+    data: dict[str, Any], encoder: FakeEncoder
+) -> None:
+    """A none label with a single query: the fold holding it is fitted without that label, and its
+    route scores -inf there as any label a fold lacks. Until session 43 that fold's fit refused
+    ``none_label 'no' is not among the labels`` and the whole cross-validation failed."""
+    texts, labels = data["train"]
+    keep = [i for i, label in enumerate(labels) if label != "no"][:30] + [labels.index("no")]
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    route_labels, logits = cross_val_logits(
+        texts, labels, encoder, folds=3, none_label="no", features=QueryFeatures(hashed_dim=64)
+    )
+    assert NONE_ROUTE in route_labels and logits.shape == (len(texts), len(route_labels))
+    none = route_labels.index(NONE_ROUTE)
+    assert logits[-1, none] == -np.inf  # its own fold never saw the label
+    assert np.isfinite(np.delete(logits, none, axis=1)).all()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("none_bias", float("nan")),
+        ("none_bias", float("inf")),
+        ("C", float("nan")),
+        ("cheap_weight", float("nan")),
+        ("hashed_weight", float("inf")),
+        ("hidden", 0),
+    ],
+)
+def test_fit_refuses_numbers_that_would_give_nan_or_a_traceback(
+    data: dict[str, Any], encoder: FakeEncoder, option: str, value: Any
+) -> None:
+    """Until session 43 a NaN or infinite none_bias fitted a router whose every probability was NaN,
+    and a NaN C (``route fit --C nan``) or weight, or 0 hidden units, ended in scikit-learn's
+    multi-line refusal."""
+    texts, labels = data["train"]
+    model = "mlp" if option == "hidden" else "logreg"
+    with pytest.raises(RagrouteError, match=option):
+        TrainedRouter.fit(texts, labels, encoder, none_label="no", model=model, **{option: value})
+
+
 def _write_labels(path: Path, texts: list[str], labels: list[str]) -> Path:
     with path.open("w", encoding="utf-8") as out:
         for i, (text, label) in enumerate(zip(texts, labels)):

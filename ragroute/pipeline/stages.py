@@ -388,12 +388,12 @@ class RouteStage:
         unopened = sorted(n for n in probs if n in problems)
         if unopened:  # sources that failed to open: their share was chosen, then skipped, and a query
             # whose router preferred one got nothing (until session 37); the others share it now
-            probs = _without(probs, unopened)
+            probs = _without(probs, unopened, log_routes)
             dropped = {n: problems[n] for n in unopened}
             trace.append(TraceStep("unavailable-routes", {"dropped": dropped, "routes": probs}))
         unknown = sorted(n for n in probs if n != NONE_ROUTE and n not in self._names)
         if unknown:  # labels of a router fitted on sources the config no longer has: never searchable
-            probs = _without(probs, unknown)
+            probs = _without(probs, unknown, log_routes)
             trace.append(
                 TraceStep(
                     "unknown-routes",
@@ -485,10 +485,23 @@ def absent_filter_keys(carried: frozenset[str] | None, filters: Mapping[str, Any
     )
 
 
-def _without(probs: Mapping[str, float], dropped: Sequence[str]) -> dict[str, float]:
-    """``probs`` without the ``dropped`` routes, the rest renormalised (nothing left: ``none``)."""
+def _without(
+    probs: Mapping[str, float],
+    dropped: Sequence[str],
+    log_routes: Callable[[], Mapping[str, float]] = dict,
+) -> dict[str, float]:
+    """``probs`` without the ``dropped`` routes, the rest renormalised (nothing left: ``none``).
+    When every route left rounds to 0 beside a dropped winner, they share it by the router's
+    unrounded ``log_routes`` where it gives them (until session 43 a sharp trained router's query
+    whose best route had failed to open, or named no source, went to ``none`` whatever it ranked
+    next)."""
     kept = {name: p for name, p in probs.items() if name not in dropped}
-    return _renormalise(kept) if any(p > 0 for p in kept.values()) else {NONE_ROUTE: 1.0}
+    if any(p > 0 for p in kept.values()):
+        return _renormalise(kept)
+    logged = log_routes() if kept else {}
+    if kept and all(name in logged for name in kept) and any(math.isfinite(logged[n]) for n in kept):
+        return _visible_routes(kept, logged)
+    return {NONE_ROUTE: 1.0}
 
 
 def _visible_routes(allowed: Mapping[str, float], log_routes: Mapping[str, float]) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,7 +16,8 @@ class KnnRouter(BaseRouter):
     """Each of the ``k`` most similar labelled queries votes for its route, weighted by similarity.
 
     Probabilities are the normalised vote shares (with ``smoothing`` added to
-    every label so no route is ever exactly impossible).
+    every label so no route is ever exactly impossible). With ``smoothing=0`` a query none of whose
+    neighbours is similar (every cosine <= 0) gets an even share over the labels.
     """
 
     name = "knn"
@@ -31,7 +33,12 @@ class KnnRouter(BaseRouter):
             raise RagrouteError("a kNN router's labels must be non-empty strings (route names)")
         self.encoder = encoder
         self.k = check_k(k)  # k = 0 voted with nobody, -1 dropped a neighbour (until session 37)
-        self.smoothing = smoothing
+        number = isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool)
+        if not (number and math.isfinite(smoothing) and smoothing >= 0):
+            # until session 43 a negative smoothing gave negative probabilities, NaN (or 0 with no similar
+            # neighbour: 0 / 0) NaN ones
+            raise RagrouteError(f"a kNN router's smoothing must be a finite number >= 0, got {smoothing!r}")
+        self.smoothing = float(smoothing)
         self.labels = sorted(set(labels))
         self._targets = np.asarray([self.labels.index(label) for label in labels])
         self._bank = np.asarray(encoder.encode_queries(list(texts), show_progress=False), dtype=np.float32)
@@ -57,9 +64,11 @@ class KnnRouter(BaseRouter):
                 }
                 for i in nearest
             ]
+            total = votes.sum()
+            probs = votes / total if total > 0 else np.full(len(self.labels), 1.0 / len(self.labels))
             out.append(
                 decision_from_probs(
-                    self.labels, votes / votes.sum(), decided_by=self.name, signals={"neighbours": neighbours}
+                    self.labels, probs, decided_by=self.name, signals={"neighbours": neighbours}
                 )
             )
         return out

@@ -77,7 +77,9 @@ class PrototypeRouter(BaseRouter):
         self.encoder = encoder
         self.config = config or PrototypeConfig()
         self.sources = sources
-        self.labels = [s.name for s in self.sources] + ([NONE_ROUTE] if self.config.none_threshold else [])
+        # ``is not None``: a threshold of 0 (a valid cosine) added no ``none`` route until session 43
+        none = self.config.none_threshold is not None
+        self.labels = [s.name for s in self.sources] + ([NONE_ROUTE] if none else [])
         n = len(self.sources)
         self._banks: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)] * n
         self._bank_positions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n  # as sampled
@@ -278,7 +280,7 @@ class PrototypeRouter(BaseRouter):
         return total
 
     def _with_none(self, raw: np.ndarray) -> np.ndarray:
-        if not self.config.none_threshold:
+        if self.config.none_threshold is None:
             return raw
         weight = self.config.centroid_weight + self.config.bank_weight
         none_score = np.full((raw.shape[0], 1), self.config.none_threshold * weight)

@@ -270,6 +270,9 @@ class TrainedRouter(BaseRouter):
         if features is None:
             features = QueryFeatures(hashed_dim=DEFAULT_HASHED_DIM)
         _check_fit_args(texts, raw, encoder, features, model, none_label, validation_fraction, C)
+        _check_fit_numbers(
+            none_bias=none_bias, cheap_weight=cheap_weight, hashed_weight=hashed_weight, hidden=hidden
+        )
         classes = sorted(set(raw))
         target = np.array([classes.index(label) for label in raw])
         route_labels = [NONE_ROUTE if c == none_label else c for c in classes]
@@ -587,12 +590,16 @@ def cross_val_logits(
         train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         if not len(test):
             continue
+        train_labels = [raw[i] for i in train.tolist()]
+        # a none label whose every query is in this fold: the route scores -inf like any label the
+        # other folds lack (until session 43 fitting refused the none_label as not among the labels)
+        absent = {"none_label": None} if options.get("none_label") not in (None, *train_labels) else {}
         router = TrainedRouter.fit(
             [texts[i] for i in train.tolist()],
-            [raw[i] for i in train.tolist()],
+            train_labels,
             encoder,
             query_vectors=None if vectors is None else vectors[train],
-            **options,
+            **{**options, **absent},
         )
         route_labels = [NONE_ROUTE if c == fit_options.get("none_label") else c for c in classes]
         scores = router.logits(
@@ -664,12 +671,26 @@ def _check_fit_args(
         raise RagrouteError(f"label {NONE_ROUTE!r} is reserved for the no-retrieval route")
     if not 0.0 <= validation_fraction < 1.0:
         raise RagrouteError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
-    if C <= 0:
+    if not C > 0:  # NaN too: it reached scikit-learn's refusal (a traceback from `route fit --C nan`)
         raise RagrouteError(f"C must be positive, got {C}")
     if encoder is None and (features is None or not features.width):
         raise RagrouteError(
             "nothing to learn from: give an encoder, or features with cheap or hashed columns"
         )
+
+
+def _check_fit_numbers(*, none_bias: float, cheap_weight: float, hashed_weight: float, hidden: int) -> None:
+    """Until session 43 a NaN or infinite ``none_bias`` fitted a router whose every probability was
+    NaN, and a NaN weight or a ``hidden`` below 1 ended in scikit-learn's multi-line refusal."""
+    for name, value in (
+        ("none_bias", none_bias),
+        ("cheap_weight", cheap_weight),
+        ("hashed_weight", hashed_weight),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RagrouteError(f"{name} must be a finite number, got {value!r}")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise RagrouteError(f"hidden must be an integer >= 1, got {hidden!r}")
 
 
 def _design(
