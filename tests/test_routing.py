@@ -250,6 +250,15 @@ def test_a_boost_only_rule_adjusts_the_routers_probabilities(sources):
     assert adjust == [{"boosts": {"it": 0.3}, "blocks": [], "routes": expected}]
     assert boosted.routes == pytest.approx(expected) and boosted.chosen == ["astro", "it"]
     assert boosted.routes["it"] > plain.routes["it"] and boosted.decided_by == "fixed"
+    # a boost of a route the router does not score (here `none`) does nothing, and the step says so
+    # (until session 43 it read as made)
+    lift_none = Policy.from_yaml(
+        "rules:\n  - {name: lift_none, when: true, then: {defer: true, boost: {none: 0.9}}}\n"
+    )
+    unchanged = Pipeline(sources, Fixed(), policy=lift_none, options=options).decide("my laptop")
+    (step,) = [step.detail for step in unchanged.trace if step.stage == "policy-adjust"]
+    assert step["ignored"] == {"routes": ["none"], "why": "not scored by the router"}
+    assert unchanged.routes == pytest.approx(plain.routes)
 
 
 def test_broken_source_is_reported_and_routed_around(sources, hashing_encoder):

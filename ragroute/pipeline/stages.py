@@ -341,14 +341,15 @@ class RouteStage:
         probs = dict(routed.routes)
         log_routes = routed.log_routes
         if policy_result is not None and (policy_result.boosts or policy_result.blocks):
+            # a boost or block of a route the router does not score does nothing: the step says so
+            # (until session 43 the rule read as fired and the adjustment as made)
+            ignored = sorted({*policy_result.boosts, *policy_result.blocks} - set(probs))
             probs = _renormalise(policy_result.apply(probs))
             log_routes = dict  # they no longer describe probs: none
-            trace.append(
-                TraceStep(
-                    "policy-adjust",
-                    {"boosts": policy_result.boosts, "blocks": policy_result.blocks, "routes": probs},
-                )
-            )
+            detail = {"boosts": policy_result.boosts, "blocks": policy_result.blocks, "routes": probs}
+            if ignored:
+                detail["ignored"] = {"routes": ignored, "why": "not scored by the router"}
+            trace.append(TraceStep("policy-adjust", detail))
         return self._finish(probs, routed.decided_by, signals, trace, context, log_routes)
 
     def _finish(
