@@ -267,6 +267,49 @@ def test_a_filter_on_a_key_holding_nested_values_still_filters(hashing_encoder, 
     assert found({"lst": True}) == ["c"] and found({"lst": 1}) == []
 
 
+@pytest.mark.parametrize("kind", ["bm25", "dense", "hybrid"])
+def test_numpy_and_tuple_values_filter_as_the_saved_index_does(tmp_path, hashing_encoder, kind):
+    """Metadata holding numpy values or tuples (saved as numbers, booleans and lists) matched filters
+    as added until session 43, and the same index loaded again answered otherwise: ``np.True_``
+    matched no filter ``True``, a tuple of tags was one value, and an array raised a TypeError."""
+    from ragroute.index.io import load_index, save_index
+
+    docs = [
+        Document("a", "stars", metadata={"ok": np.True_, "tags": np.array(["x", "y"]), "t": ("p",)}),
+        Document("b", "stars and bread", metadata={"ok": False, "tags": ["y"], "t": ["q"]}),
+        Document("c", "stars and cake", metadata={"ok": 1, "tags": "z", "t": "p"}),
+    ]
+    index = build_index(docs, kind, encoder=hashing_encoder, name="n")
+    save_index(index, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", hashing_encoder)
+    filters = [{"ok": True}, {"ok": np.True_}, {"ok": 1}, {"tags": "x"}, {"tags": ["y", "z"]}, {"t": "p"}]
+    for live in (index, loaded):
+        found = [sorted(h.doc_id for h in live.search("stars", k=5, filters=f)) for f in filters]
+        assert found == [["a"], ["a"], ["c"], ["a"], ["a", "b", "c"], ["a", "c"]]
+
+
+def test_a_framework_retriever_filters_its_hits_as_an_index_filters_documents():
+    """The hits of a framework's retriever (a LlamaIndex or LangChain source) were filtered apart
+    from an index's documents until session 43: a list value (``tags: [x, y]``) raised ``TypeError:
+    unhashable type`` for any filter on its key, and ``True`` matched a filter ``1``."""
+    from ragroute.integrations.adapters import ExternalRetriever
+
+    metadata = [{"tags": ["x", "y"], "ok": True}, {"tags": "x", "ok": 1}, {"tags": ("z",), "ok": np.False_}]
+
+    class Framework(ExternalRetriever):
+        def fetch(self, query, k):
+            return [Hit(f"h{i}", 1 - i / 10, "", i + 1, metadata=m) for i, m in enumerate(metadata)]
+
+    retriever = Framework("fw")
+    documents = [Document(f"h{i}", "stars", metadata=m) for i, m in enumerate(metadata)]
+    index = build_index(documents, "bm25", name="n")
+    filters = [{"tags": "x"}, {"tags": ["y", "z"]}, {"ok": 1}, {"ok": True}, {"ok": False}, {"gone": None}]
+    for f in filters:
+        expected = sorted(h.doc_id for h in index.search("stars", k=5, filters=f))
+        assert sorted(h.doc_id for h in retriever.search("stars", k=5, filters=f)) == expected, f
+    assert [h.doc_id for h in retriever.search("stars", k=5, filters={"ok": True})] == ["h0"]
+
+
 def test_a_none_filter_matches_documents_whose_value_is_null_or_absent(hashing_encoder):
     docs = [
         Document("a", "stars", metadata={"k": None, "o": 1}),

@@ -207,8 +207,7 @@ class DocumentStore:
         """The (read-only) mask of the documents whose ``key`` matches ``wanted``, kept per content
         for the last :data:`FILTER_PARTS` filters: every query read every document's metadata in
         Python, several times per pipeline query (33 ms at 80k documents, until session 37)."""
-        members = wanted if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-        allowed = {_hashable(v) for v in members}
+        allowed = _allowed(wanted)
         cache_key = (key, frozenset(allowed))
         part = self._filter_parts.get(cache_key)
         if part is None:
@@ -395,6 +394,19 @@ def check_have_text(docs: Sequence[Document]) -> None:
                 )
 
 
+def value_matches(value: Any, wanted: Any) -> bool:
+    """Whether a metadata ``value`` passes the filter value ``wanted`` as in an index
+    (:meth:`DocumentStore.filter_mask`: a list of wanted values, any of them; a list value, any of its
+    items; a boolean equal to no number): what filters hits of retrievers that are not ragroute's."""
+    return _matches(_saved_form(value), _allowed(wanted))
+
+
+def _allowed(wanted: Any) -> set[Any]:
+    """The values a filter value ``wanted`` (one, or a list of them) lets through, as set members."""
+    members = wanted if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+    return {_hashable(_saved_form(v)) for v in members}
+
+
 def _matches(value: Any, allowed: set[Any]) -> bool:
     """Whether a document's metadata ``value`` is wanted: the value itself, or for a list value
     (``"tags": ["hardware", "printer"]``) any of its items, as vector stores match arrays."""
@@ -430,7 +442,25 @@ def _field(doc: Document, key: str) -> Any:
     if key == ACCESS_KEY:  # access labels, however written ("hr,finance" or ["hr", "finance"])
         labels = labels_of(doc.metadata.get(key))
         return sorted(labels) if labels else None
-    return doc.metadata.get(key)
+    return _saved_form(doc.metadata.get(key))
+
+
+def _saved_form(value: Any) -> Any:
+    """A metadata or filter value as saving and loading the index gives it back (:meth:`DocumentStore.
+    save`): numpy scalars as Python numbers and booleans, numpy arrays and tuples as lists. Until
+    session 43 an index matched filters on the values as added, and the same index loaded again
+    answered otherwise: ``np.True_`` matched no filter ``True`` (and a filter ``np.True_`` matched
+    ``1`` but not ``True``), a tuple of tags was one value, not its items, and an array raised
+    ``TypeError: unhashable type``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_saved_form(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _saved_form(item) for key, item in value.items()}
+    return value
 
 
 def _json_value(value: Any) -> Any:

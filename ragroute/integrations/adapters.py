@@ -39,6 +39,7 @@ import numpy as np
 from ragroute.context import encoder_key
 from ragroute.errors import check_batch, check_filters, check_k, check_query
 from ragroute.index.base import by_filter_groups
+from ragroute.index.docstore import value_matches
 from ragroute.pipeline.score_scale import SourceScale
 from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, Visible, labels_of, readable, scope_of, visible
@@ -334,15 +335,16 @@ class DecisionLog:
 
 
 def matches(hit: Hit, filters: Mapping[str, Any] | None) -> bool:
-    """Whether ``hit`` passes ragroute's metadata ``filters`` (a list/tuple/set value: any of them;
-    a :class:`~ragroute.scopes.Visible` value: the caller's scope)."""
+    """Whether ``hit`` passes ragroute's metadata ``filters`` as an index's documents do (a list/tuple/
+    set value: any of them; a metadata list: any of its items; ``True`` is no ``1``; a
+    :class:`~ragroute.scopes.Visible` value: the caller's scope). Until session 43 a hit whose
+    metadata held a list raised ``TypeError: unhashable type`` and ``True`` matched ``1``."""
     for key, wanted in (filters or {}).items():
         if isinstance(wanted, Visible):
             if not wanted(hit.metadata.get(wanted.key)):
                 return False
             continue
-        allowed = set(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else {wanted}
-        if _field(hit, key) not in allowed:
+        if not value_matches(_field(hit, key), wanted):  # as an index filters its documents
             return False
     return True
 
