@@ -63,6 +63,25 @@ def test_delete_unknown_and_duplicate_add_raise(hashing_encoder, small_docs):
         index.add([small_docs[0]])
 
 
+def test_deleting_a_chunked_documents_id_names_its_chunks(hashing_encoder):
+    """An index of paragraphs holds a document's chunks, not the document: deleting the document's
+    id said only "unknown document id" (until session 43); it names the chunk ids to delete."""
+    from ragroute.chunking import chunk_documents
+    from ragroute.types import Document
+
+    text = "\n\n".join(f"paragraph {i} about printers and toner cartridges for the office" for i in range(4))
+    chunks = chunk_documents([Document(id="doc0", text=text)], "paragraph", max_words=10, min_words=0)
+    index = DenseIndex.build(chunks, hashing_encoder)
+    with pytest.raises(RagrouteError) as info:
+        index.delete(["doc0"])
+    assert str(info.value) == (
+        "cannot delete unknown document id 'doc0': this index holds its 4 chunks "
+        "('doc0#p0', 'doc0#p1', 'doc0#p2', ...); delete those ids"
+    )
+    index.delete([c.id for c in chunks])
+    assert len(index.documents) == 0
+
+
 def test_ivfpq_recall_reasonable():
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(20, 32)).astype(np.float32)

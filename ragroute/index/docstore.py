@@ -152,7 +152,17 @@ class DocumentStore:
     def _delete(self, drop: set[str]) -> np.ndarray:
         missing = drop - self._pos_by_id.keys()
         if missing:
-            raise RagrouteError(f"cannot delete unknown document id {sorted(missing)[0]!r}")
+            first = sorted(missing)[0]
+            chunks = [doc.id for doc in self._docs if doc.parent_id == first]
+            # an index of sections or paragraphs holds a document's chunks, not the document: say
+            # which ids to delete (until session 43 the error named no way on)
+            hint = (
+                f": this index holds its {len(chunks)} chunks ({', '.join(repr(c) for c in chunks[:3])}"
+                f"{', ...' if len(chunks) > 3 else ''}); delete those ids"
+                if chunks
+                else ""
+            )
+            raise RagrouteError(f"cannot delete unknown document id {first!r}{hint}")
         removed = [iid for doc, iid in zip(self._docs, self._iids) if doc.id in drop]
         kept = [(doc, iid) for doc, iid in zip(self._docs, self._iids) if doc.id not in drop]
         self._docs = [doc for doc, _ in kept]
