@@ -661,3 +661,46 @@ def test_an_async_only_source_runs_once_without_a_failed_run():
         handler = Handler()
         assert len(retriever.invoke("q", config={"callbacks": [handler]})) == 2
         assert handler.events == ["start", "start", "end", "end"]  # the routed run, its one child
+
+
+def test_a_chunks_parent_and_modality_reach_the_documents_and_come_back_through_the_adapter(hashing_encoder):
+    """Session 43: a LangChain document carried neither the chunk's parent nor its modality, so a
+    LangChainRetrieverAdapter over ragroute's retriever returned every chunk as a text document of its
+    own (the LlamaIndex round trip kept both): a parents reranker kept every chunk."""
+    from ragroute.integrations.llamaindex import IndexLlamaRetriever, LlamaRetrieverAdapter
+    from ragroute.types import Document
+
+    docs = [
+        Document(id="d1#p0", text="printer laptop", parent_id="d1", modality="table", metadata={"x": 1}),
+        Document(id="d1#p1", text="printer vpn", parent_id="d1", metadata={"x": 2}),
+        Document(id="d2", text="printer oven", metadata={"x": 3}),
+    ]
+    index = build_index(docs, "dense", encoder=hashing_encoder, name="manuals")
+    first = IndexLangChainRetriever(index, k=3).invoke("printer laptop")[0]
+    assert first.metadata["parent_id"] == "d1" and first.metadata["modality"] == "table"
+
+    def fields(hits):
+        return [(h.doc_id, h.parent_id, h.modality, h.metadata) for h in hits]
+
+    direct = fields(index.search("printer laptop", 3))
+    lang = LangChainRetrieverAdapter(IndexLangChainRetriever(index, k=3)).search("printer laptop", 3)
+    llama = LlamaRetrieverAdapter(IndexLlamaRetriever(index, k=3)).search("printer laptop", 3)
+    assert fields(lang) == fields(llama) == direct
+    assert direct[0][1:3] == ("d1", "table")
+
+
+def test_a_documents_own_source_and_document_source_come_back_under_their_own_names(hashing_encoder):
+    """Session 43: a document holding both ``source`` and ``document_source`` came back through an
+    adapter with its ``document_source`` as ``source`` and its ``source`` as ``document_document_source``."""
+    from ragroute.integrations.llamaindex import IndexLlamaRetriever, LlamaRetrieverAdapter
+    from ragroute.types import Document
+
+    own = {"source": "/copy.pdf", "document_source": "/original.pdf", "title": "own"}
+    index = build_index(
+        [Document(id="d1", text="printer laptop", title="T", metadata=own)], "dense", encoder=hashing_encoder
+    )
+    for adapter in (
+        LangChainRetrieverAdapter(IndexLangChainRetriever(index, k=1)),
+        LlamaRetrieverAdapter(IndexLlamaRetriever(index, k=1)),
+    ):
+        assert adapter.search("printer", 1)[0].metadata == own

@@ -813,3 +813,40 @@ def test_ragroute_rerank_checks_top_n_at_assignment():
     assert rerank.top_n == 5
     rerank.top_n = 2
     assert rerank.top_n == 2
+
+
+def test_encoder_embedding_refuses_what_is_not_an_encoder_in_one_line():
+    """Session 43: a model name or None was an AttributeError on ``model_id``."""
+    from ragroute.integrations.llamaindex_embedding import EncoderEmbedding
+
+    with pytest.raises(InvalidArgumentError, match=r"load_encoder\('minilm'\)"):
+        EncoderEmbedding("minilm")
+    for wrong in (None, object()):
+        with pytest.raises(InvalidArgumentError, match="needs a ragroute encoder"):
+            EncoderEmbedding(wrong)
+
+
+def test_the_llamaindex_retrievers_refuse_an_unknown_keyword_naming_it(hashing_encoder, small_docs):
+    """Session 43: ``filter=`` or ``top_k=`` was LlamaIndex's TypeError naming BaseRetriever.__init__."""
+    from ragroute.integrations.llamaindex_gate import GatedLlamaRetriever, StepwiseLlamaRetriever
+    from ragroute.pipeline.stages import GateDecision
+
+    class Yes:
+        def gate_many(self, contexts):
+            return [GateDecision("retrieve", 1.0) for _ in contexts]
+
+    class Controller:
+        def run(self, context):
+            return None
+
+    index = build_index(small_docs, "dense", encoder=hashing_encoder, name="all")
+    pipeline = pipeline_from_settings([Source("all", index)], {"kind": "fixed"}, encoder=None)
+    with pytest.raises(InvalidArgumentError, match="Retriever: unknown keyword 'filter'; did you"):
+        RoutedLlamaRetriever(pipeline, filter={})
+    with pytest.raises(InvalidArgumentError, match="IndexLlamaRetriever: unknown keyword 'top_k'"):
+        IndexLlamaRetriever(index, top_k=3)
+    with pytest.raises(InvalidArgumentError, match="GatedLlamaRetriever: unknown keyword 'scope'"):
+        GatedLlamaRetriever(Yes(), index, scope=["hr"])
+    with pytest.raises(InvalidArgumentError, match="StepwiseLlamaRetriever: unknown keyword 'similarity_t"):
+        StepwiseLlamaRetriever(Controller(), similarity_topk=3)
+    assert IndexLlamaRetriever(index, verbose=True).similarity_top_k == 5  # LlamaIndex's own keywords pass

@@ -218,8 +218,15 @@ def own_metadata(metadata: Mapping[str, Any], reserved: Iterable[str]) -> dict[s
     reserved = set(reserved)
     out = {k: v for k, v in metadata.items() if k not in reserved}
     for key in reserved:
-        if OWN_PREFIX + key in out:
-            out[key] = out.pop(OWN_PREFIX + key)
+        # the value of ``key`` is under the last name of its chain (``document_KEY``,
+        # ``document_document_KEY``, ...): the names before it are the document's own, kept as they
+        # were (its own `document_source` came back as `source`, its `source` lost, until session 43)
+        name = OWN_PREFIX + key
+        if name not in out:
+            continue
+        while OWN_PREFIX + name in out:
+            name = OWN_PREFIX + name
+        out[key] = out.pop(name)
     return out
 
 

@@ -10,7 +10,8 @@ the only module that imports it.
   a :class:`~ragroute.route.sources.Source` that ragroute routes to and fuses with others.
 
 Returned ``Document`` s carry small metadata: ``doc_id``, ``source``, ``score`` (plus ``title``,
-``route_probability`` and ``decision_id`` when there are any, and the document's own scalar
+``parent_id`` (a chunk's document), ``modality`` (other than text), ``route_probability`` and
+``decision_id`` when there are any, and the document's own scalar
 fields; a document's own value under one of those keys, e.g. a loader's ``source`` path, is
 kept as ``document_source``); their ``id`` is ``SOURCE:DOC_ID``. The routing decision is kept
 once per query on the retriever (``last_decision``, or ``decision_of(document)`` under concurrency;
@@ -72,7 +73,16 @@ from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, caller_scopes, labels_of, visible
 from ragroute.types import Decision, Document, Hit
 
-_RAGROUTE_KEYS = ("doc_id", "source", "score", "title", "route_probability", "decision_id")
+_RAGROUTE_KEYS = (
+    "doc_id",
+    "source",
+    "score",
+    "title",
+    "parent_id",
+    "modality",
+    "route_probability",
+    "decision_id",
+)
 _SCORE_KEYS = ("score", "relevance_score", "similarity", "_similarity_score")
 _UNSET: Any = object()  # a positional pipeline or index not given (None is given, and refused)
 #: what ``invoke`` / ``ainvoke`` (and ``batch``) take per call, besides LangChain's own ``run_id``
@@ -86,6 +96,12 @@ def hit_to_document(
     ours: dict[str, Any] = {"doc_id": hit.doc_id, "source": hit.source, "score": float(hit.score)}
     if hit.title:
         ours["title"] = hit.title
+    # a chunk names its document, a table or image its modality: both were left out until session 43, so
+    # a LangChainRetrieverAdapter over this retriever returned every chunk as a document of its own
+    if hit.parent_id:
+        ours["parent_id"] = hit.parent_id
+    if hit.modality != "text":
+        ours["modality"] = hit.modality
     if decision is not None:
         ours["route_probability"] = float(decision.routes.get(hit.source, 0.0))
     if decision_id:

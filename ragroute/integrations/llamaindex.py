@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
@@ -49,7 +50,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from ragroute.context import QueryContext, checked_caller
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k, check_keys
 from ragroute.integrations.adapters import (
     OWN_PREFIX,
     DecisionLog,
@@ -141,6 +142,21 @@ def resolve_top_k(similarity_top_k: int | None, k: int | None) -> int:
     if similarity_top_k is not None and k is not None and similarity_top_k != k:
         raise RagrouteError(f"similarity_top_k={similarity_top_k} and k={k} disagree: give one")
     return similarity_top_k if similarity_top_k is not None else k if k is not None else DEFAULT_TOP_K
+
+
+def check_keywords(kwargs: Mapping[str, Any], retriever: type) -> None:
+    """One :class:`~ragroute.errors.InvalidArgumentError` line for a keyword neither ``retriever``'s
+    constructor nor LlamaIndex's ``BaseRetriever`` takes (``filter=``, ``top_k=``), naming the
+    retriever and the keyword it may have meant, as the LangChain retrievers do (it was LlamaIndex's
+    ``TypeError: BaseRetriever.__init__() got an unexpected keyword argument`` until session 43)."""
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    known = {
+        name
+        for init in (retriever.__init__, BaseRetriever.__init__)
+        for name, parameter in inspect.signature(init).parameters.items()
+        if name != "self" and parameter.kind not in variadic
+    }
+    check_keys(kwargs, known, retriever.__name__, "keyword", InvalidArgumentError)
 
 
 def query_context(
@@ -278,6 +294,7 @@ class RoutedLlamaRetriever(_Decisions[Decision, "Decision | None"], _TopK, BaseR
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
+        check_keywords(kwargs, type(self))
         super().__init__(**kwargs)
         self.routed = check_target(routed, "pipeline", ("retrieve_contexts", "retrieve"), type(self).__name__)
         self.caller = checked_caller(caller)
@@ -334,6 +351,7 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         caller: str = "",
         **kwargs: Any,
     ) -> None:
+        check_keywords(kwargs, type(self))
         super().__init__(**kwargs)
         self.index = check_target(index, "index", SEARCHABLE, type(self).__name__)
         self.caller = checked_caller(caller)

@@ -10,6 +10,7 @@ compare against it inside the same pipeline.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from llama_index.core.selectors import EmbeddingSingleSelector
 from llama_index.core.tools.types import ToolMetadata
 from pydantic import PrivateAttr
 
+from ragroute.errors import InvalidArgumentError, check_encoder_object
 from ragroute.route.base import BaseRouter
 from ragroute.types import Decision, TraceStep
 
@@ -29,7 +31,16 @@ class EncoderEmbedding(BaseEmbedding):
     _encoder: Any = PrivateAttr()
 
     def __init__(self, encoder: Any, **kwargs: Any) -> None:
-        super().__init__(model_name=encoder.model_id, **kwargs)
+        # one line for what is not an encoder (a model name, None): an AttributeError on
+        # `model_id` until session 43, or a stand-in without encode methods failing at the first query
+        if isinstance(encoder, (str, os.PathLike)):
+            check_encoder_object(encoder, "EncoderEmbedding")  # says how to load the name
+        if not all(callable(getattr(encoder, name, None)) for name in ("encode_queries", "encode_documents")):
+            raise InvalidArgumentError(
+                "EncoderEmbedding needs a ragroute encoder (encode_queries and encode_documents, as "
+                f"ragroute.encode.load_encoder(NAME) returns), got {type(encoder).__name__}"
+            )
+        super().__init__(model_name=str(getattr(encoder, "model_id", "") or type(encoder).__name__), **kwargs)
         self._encoder = encoder
 
     def _get_query_embedding(self, query: str) -> list[float]:

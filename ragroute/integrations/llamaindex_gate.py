@@ -44,6 +44,7 @@ from ragroute.integrations.llamaindex import (
     RoutedLlamaRetriever,
     _Decisions,
     _TopK,
+    check_keywords,
     hit_to_node,
     query_context,
     query_encoder,
@@ -93,6 +94,7 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
+        check_keywords(kwargs, type(self))
         super().__init__(**kwargs)
         self.gate = check_target(gate, "gate", ("gate_many",), type(self).__name__)
         self.retriever, wrapped = _searchable(retriever)
@@ -186,6 +188,7 @@ class StepwiseLlamaRetriever(_Decisions[StepwiseResult, StepwiseResult], _TopK, 
         keep_decisions: int = 128,
         **kwargs: Any,
     ) -> None:
+        check_keywords(kwargs, type(self))
         super().__init__(**kwargs)
         self.controller = check_target(controller, "controller", ("run",), type(self).__name__)
         self.caller = checked_caller(caller)
