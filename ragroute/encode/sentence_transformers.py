@@ -143,7 +143,7 @@ class SentenceTransformerEncoder(PromptedEncoder):
         backend = getattr(getattr(self.model, "tokenizer", None), "backend_tokenizer", None)
         if not callable(getattr(backend, "encode_batch", None)):
             return None
-        tokenizer = copy.deepcopy(backend)
+        tokenizer: Any = copy.deepcopy(backend)
         tokenizer.no_padding()
         if self.max_seq_length > 0:
             tokenizer.enable_truncation(max_length=self.max_seq_length)

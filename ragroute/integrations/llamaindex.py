@@ -152,8 +152,8 @@ def check_keywords(kwargs: Mapping[str, Any], retriever: type) -> None:
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     known = {
         name
-        for init in (retriever.__init__, BaseRetriever.__init__)
-        for name, parameter in inspect.signature(init).parameters.items()
+        for cls in (retriever, BaseRetriever)  # a class's signature: its constructor's, without self
+        for name, parameter in inspect.signature(cls).parameters.items()
         if name != "self" and parameter.kind not in variadic
     }
     check_keys(kwargs, known, retriever.__name__, "keyword", InvalidArgumentError)
