@@ -260,3 +260,30 @@ def test_route_says_what_an_abstention_model_it_cannot_apply_needs(built, tmp_pa
     )
     plain = _route(str(close), "convert 10 miles to km", "-k", "1", "--no-reranker", "--threshold", "0.5")
     assert plain.output.splitlines()[-1] == "abstain: no (p_applies 1.000, threshold 0.500)"
+
+
+def test_route_answers_as_a_caller_without_scopes_unless_given_scope(tmp_path):
+    """``skills route`` routed over the whole catalogue: a skill with access labels was listed to
+    a caller holding no scope, though every command answers as one (docs/config.md; until session 43)."""
+    skills = [
+        {"_id": "weather", "description": "Weather forecast for a city: rain and wind.", "metadata": {}},
+        {"_id": "units", "description": "Convert miles to km and pounds to kg.", "metadata": {}},
+        {"_id": "payroll_export", "description": "Export the salary payroll.", "metadata": {"access": "hr"}},
+    ]
+    catalogue = tmp_path / "skills.jsonl"
+    catalogue.write_text("".join(json.dumps(s) + "\n" for s in skills))
+    out = tmp_path / "index"
+    built = CliRunner().invoke(
+        main,
+        ["skills", "build", str(catalogue), "--out", str(out), "--backend", "torch"]
+        + ["--cache-dir", str(tmp_path / ".cache")],
+    )
+    assert built.exit_code == 0, built.output
+    task = "export the salary payroll"
+    for args in ([], ["--json", "--trace"]):
+        public = _route(str(out), task, "--no-reranker", *args)
+        assert public.exit_code == 0, public.output
+        assert "payroll_export" not in public.output and "weather" in public.output
+    held = _route(str(out), task, "--no-reranker", "--scope", "hr")
+    assert held.exit_code == 0, held.output
+    assert "  1. " in held.output and "payroll_export" in held.output.split("  1. ")[1].splitlines()[0]

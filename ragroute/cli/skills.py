@@ -22,6 +22,7 @@ from ragroute.cli.options import (
     encoder_option,
     reranker_option,
     resolve_reranker,
+    scope_option,
 )
 from ragroute.cli.output import emit_json
 from ragroute.display import shown_pair
@@ -210,6 +211,7 @@ def build_command(
     default=None,
     help="Abstain when p(best skill applies) is below this [default: the model's, 0.5].",
 )
+@scope_option
 @backend_option
 @cache_dir_option()
 @click.option(
@@ -227,6 +229,7 @@ def route_command(
     candidates: int | None,
     overlap: str | None,
     threshold: float | None,
+    scopes: tuple[str, ...],
     backend: str,
     cache_dir: Path | None,
     show_trace: bool,
@@ -292,7 +295,9 @@ def route_command(
     threshold = applicable("threshold", threshold, abstains, reason)
     if threshold is not None:
         router = router.with_options(threshold=threshold)
-    routes = router.route_many([t for _, t in tasks], k, ids=[i for i, _ in tasks])
+    # as a caller holding --scope (none: public skills only), as every command answers; until
+    # session 43 it routed over the whole catalogue, skills with access labels included
+    routes = router.route_many([t for _, t in tasks], k, ids=[i for i, _ in tasks], scopes=list(scopes))
     if not as_json:  # what the number beside each skill is (a stage-1 score above 1 read as a probability)
         click.echo(
             "score: the reranker's probability that the skill applies"

@@ -1,0 +1,55 @@
+"""bench gate's goal verdict (session 43): the best gate is picked on the queries it is scored on, so
+the report also judges the default gate, which nobody picked, against the goals."""
+
+from ragroute.evaluation import bench_gate
+
+
+def _row(auroc: float, balanced: float) -> dict:
+    return {
+        "auroc": auroc,
+        "auroc_ci95": [auroc - 0.01, auroc + 0.01],
+        "accuracy": balanced,
+        "balanced_accuracy": balanced,
+        "retrieval_rate": 0.5,
+        "latency_ms_p50": 0.1,
+        "fit_s": 0.0,
+        "curve": [],
+    }
+
+
+def _result() -> dict:
+    gates = {
+        "logreg_embedding": _row(0.95, 0.87),
+        "threshold_text_probe": _row(0.9726, 0.9214),  # best by AUROC: meets both goals
+        "trained_all": _row(0.9680, 0.9081),  # the default gate: misses both
+    }
+    return {
+        "protocol": "5-fold cross-validation on data",
+        "train": None,
+        "data": "labels.jsonl",
+        "n_test": 520,
+        "test_retrieve_share": 0.5,
+        "gates": gates,
+        "best_gate": "threshold_text_probe",
+        "baseline_reference": {},
+        "goals": {"auroc": 0.97, "balanced_accuracy": 0.92},
+        "encode_ms_per_query": 1.0,
+    }
+
+
+def test_the_goal_verdict_names_the_best_gate_as_picked_on_these_queries_and_judges_the_default_gate():
+    lines = bench_gate.format_report(_result()).splitlines()
+    best = [line for line in lines if "threshold_text_probe: AUROC" in line]
+    assert len(best) == 1 and "best of 2 gates by AUROC on these queries" in best[0]
+    assert best[0].endswith(": met")
+    default = [line for line in lines if "trained_all: AUROC" in line]
+    assert len(default) == 1 and "default gate" in default[0]
+    assert default[0].endswith("not met")
+
+
+def test_one_verdict_line_when_the_default_gate_is_the_best():
+    result = _result()
+    result["best_gate"] = "trained_all"
+    result["gates"]["trained_all"] = _row(0.99, 0.95)
+    verdicts = [line for line in bench_gate.format_report(result).splitlines() if "(goal 0.97)" in line]
+    assert len(verdicts) == 1 and "trained_all" in verdicts[0]
