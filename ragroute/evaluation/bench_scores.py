@@ -17,10 +17,12 @@ selection, ``calibrated`` fusion unless said), for each meaning a score can have
 For each target recall (0.5, 0.8, 0.9 of the relevant hits among the top 10) the cutoff is
 chosen on one query set (**Glasgow collections adi, cacm, cisi, cran**) and applied
 unchanged to the others: the other four Glasgow collections, TAT-QA (another data set,
-tables and text), and the Glasgow queries split by how many routes they were sent to (one,
-several). ``transfer_error`` is the mean absolute difference between the target and the
-recall reached there; ``kept_at_0.5`` is the share of returned hits a cutoff of 0.5 keeps on
-one-route and several-route queries (the example in the issue).
+tables and text), and the queries of those other four collections split by how many routes they
+were sent to (one, several). ``transfer_error`` is the mean absolute difference between the target
+and the recall reached there; ``kept_at_0.5`` is the share of returned hits a cutoff of 0.5 keeps on
+one-route and several-route queries (the example in the issue). Until session 43 the one-route and
+several-route sets held every Glasgow query, the cutoffs' own among them, so part of the transfer
+error was measured on the queries the cutoffs were chosen on.
 """
 
 from __future__ import annotations
@@ -161,8 +163,9 @@ def run_scores_bench(
         sets: dict[str, list[ScoredQuery]] = {
             "glasgow_choose": [q for q in rows if q.collection in CHOOSE_ON],
             "glasgow_other": [q for q in rows if q.collection not in CHOOSE_ON],
-            "glasgow_one_route": [q for q in rows if q.routes == 1],
-            "glasgow_several_routes": [q for q in rows if q.routes > 1],
+            # of the other four only: the cutoffs' own queries are no test of them
+            "glasgow_one_route": [q for q in rows if q.collection not in CHOOSE_ON and q.routes == 1],
+            "glasgow_several_routes": [q for q in rows if q.collection not in CHOOSE_ON and q.routes > 1],
         }
         if tat is not None:
             gold = dict(zip(tat.routing.query_ids, tat.gold))
