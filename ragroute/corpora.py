@@ -131,9 +131,10 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
     """One entry of a definitions file at ``source`` (relative paths resolved against it)."""
     name = check_corpus_name(name, source)
     where = f"{source}: corpus {name!r}"
+    if isinstance(entry, dict):  # a typo first: `pth: a` was "needs at least a 'path'" until session 43
+        check_keys(entry, CORPUS_KEYS, where)
     if not isinstance(entry, dict) or "path" not in entry:
         raise RagrouteError(f"{where} needs at least a 'path'")
-    check_keys(entry, CORPUS_KEYS, where)
     check_setting(entry["path"], "string", where, "path")
     if not entry["path"].strip():  # it was the definitions file's own folder, every corpus in one
         raise RagrouteError(

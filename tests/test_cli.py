@@ -879,6 +879,34 @@ def test_build_of_corpus_definitions_names_the_corpus_that_fails_and_what_was_bu
     assert (out / "one" / "CURRENT").is_file() and not (out / "two").exists()
 
 
+def test_ctrl_c_in_a_corpora_build_says_which_corpora_were_built(runner, tmp_path, monkeypatch):
+    """Ctrl-C while the second corpus was built said only that an artifact keeps its previous
+    build, not that --out now held the first corpus's new index (until session 43)."""
+    import ragroute.index.build as index_build
+
+    for name in ("c1", "c2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "d.txt").write_text(f"doc {name} apples", encoding="utf-8")
+    defs = tmp_path / "corpora.yaml"
+    defs.write_text("corpora:\n  one: {path: c1}\n  two: {path: c2}\n", encoding="utf-8")
+    out = tmp_path / "many"
+    real = index_build.build_index
+
+    def build_index(units, method, **kwargs):
+        if kwargs.get("name") == "two":
+            raise KeyboardInterrupt
+        return real(units, method, **kwargs)
+
+    monkeypatch.setattr(index_build, "build_index", build_index)
+    result = runner.invoke(main, ["build", str(defs), "--out", str(out), "--method", "bm25"])
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: interrupted while building corpus 'two'; already built in {out}: 'one' "
+        "(an artifact being written keeps its previous build)"
+    )
+    assert (out / "one" / "CURRENT").is_file() and not (out / "two" / "CURRENT").exists()
+
+
 def test_query_says_an_ivfpq_score_approximates_the_cosine():
     """IVF-PQ reads its scores from compressed codes (0.6831 where the cosine is 0.6977 on a
     Glasgow med query): `ragroute query` called them the cosine (session 40 audit)."""

@@ -593,6 +593,53 @@ def test_routing_config_from_corpora(tmp_path):
     ]
 
 
+def test_corpora_and_index_dir_must_be_paths(tmp_path):
+    """`index_dir: null` read the indexes from a folder named 'None' beside the config and
+    `corpora: [corpora.yaml]` a file named "['corpora.yaml']" (until session 43): both are one
+    line, from loading and from the check."""
+    from ragroute.route.config import RoutingConfig
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("Some notes.")
+    (tmp_path / "corpora.yaml").write_text("corpora:\n  notes: {path: notes}\n")
+    config = tmp_path / "routing.yaml"
+    cases = {
+        "corpora: corpora.yaml\nindex_dir: null\n": "index_dir: expected a path{}, not empty (null)",
+        "corpora: [corpora.yaml]\nindex_dir: indexes\n": "corpora: expected a path{}, not a list",
+        "corpora: ''\nindex_dir: indexes\n": "corpora: expected a path{}, not an empty string",
+    }
+    for text, said in cases.items():
+        said = said.format(" (relative to this file)")
+        config.write_text(text)
+        assert error_lines(check(config)) == [f"error: {config}: {said}"]
+        with pytest.raises(RagrouteError) as caught:
+            RoutingConfig.read(config)
+        assert str(caught.value) == f"{config}: {said}"
+
+
+def test_corpora_access_is_checked_as_under_sources(tmp_path):
+    """An `access: [public]` in the corpora file is applied by loading, but `config check` of the
+    routing config dropped it and gave no warning, as it does under sources: (until session 43)."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("Some notes.")
+    (tmp_path / "corpora.yaml").write_text("corpora:\n  notes: {path: notes, access: [public]}\n")
+    save_index(build_index(documents("astro"), "bm25", name="notes"), tmp_path / "indexes" / "notes")
+    config = tmp_path / "routing.yaml"
+    config.write_text("corpora: corpora.yaml\nindex_dir: indexes\n")
+    result = check(config)
+    assert result.exit_code == 0
+    assert f"warning: {config}: source 'notes': this source: the access label 'public'" in result.stderr
+
+
+def test_corpus_key_typo_is_named_before_the_missing_path(tmp_path):
+    """`pth: notes` said "needs at least a 'path'" with no word of the typo (until session 43)."""
+    defs = tmp_path / "corpora.yaml"
+    defs.write_text("corpora:\n  notes: {pth: notes}\n")
+    assert error_lines(check(defs)) == [
+        f"error: {defs}: corpus 'notes': unknown key 'pth'; did you mean 'path'?"
+    ]
+
+
 def test_cli_defaults_file(tmp_path):
     defaults = tmp_path / "defaults.yaml"
     defaults.write_text("query: {k: 5}\nbuild: {method: hybrid}\n")

@@ -54,8 +54,11 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {said}", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt:  # Ctrl-C: click would say "Aborted!" and exit 1, like a failure
-            click.echo("\nerror: interrupted (an artifact being written keeps its previous build)", err=True)
+        except KeyboardInterrupt as exc:  # Ctrl-C: click would say "Aborted!" and exit 1, like a failure
+            said = f" {exc}" if str(exc) else ""  # what was being done (`build corpora.yaml`: which corpus)
+            click.echo(
+                f"\nerror: interrupted{said} (an artifact being written keeps its previous build)", err=True
+            )
             ctx.exit(130)
 
 

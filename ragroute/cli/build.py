@@ -236,7 +236,7 @@ def build_command(
         spec, units = loaded.pop(0)  # each corpus's documents are let go once it is built
         began = time.perf_counter()
         already = f"; already built in {out_dir}: {', '.join(map(repr, done))}" if done else ""
-        with _about(spec, already or "; no corpus was built"):
+        with _about(spec, already or "; no corpus was built"), _interrupted(spec, already):
             _build_one(
                 spec, spec.granularity, {}, out_dir / spec.name, spec.name, settings, model, began, units
             )
@@ -275,6 +275,19 @@ def _about(spec: CorpusSpec, after: str) -> Iterator[None]:
         if message is None:
             raise
         raise RagrouteError(f"corpus {spec.name!r}: {message}{after}") from exc
+
+
+@contextlib.contextmanager
+def _interrupted(spec: CorpusSpec, already: str) -> Iterator[None]:
+    """Ctrl-C naming the corpus being built and those published before it (``already``): until
+    session 43 the one line said only that an artifact being written keeps its previous build, not
+    that --out now held new indexes of the corpora before it and old ones after."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(
+            f"while building corpus {spec.name!r}{already or '; no corpus was built'}"
+        ) from exc
 
 
 def _corpus_definitions(corpus: Path) -> list[CorpusSpec] | None:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,11 +164,23 @@ class RoutingConfig:
         return router
 
 
+def check_corpora_paths(path: Path, data: Mapping[str, Any]) -> None:
+    """Refuse a ``corpora:`` or ``index_dir:`` that is not a non-empty path: until session 43
+    ``index_dir: null`` read the indexes from a folder named ``None`` beside the config, and
+    ``corpora: [corpora.yaml]`` a file named ``['corpora.yaml']``."""
+    for key in ("corpora", "index_dir"):
+        value = data[key]
+        if not isinstance(value, str) or not value.strip():
+            shown = "an empty string" if isinstance(value, str) else value_type_name(value)
+            raise RagrouteError(f"{path}: {key}: expected a path (relative to this file), not {shown}")
+
+
 def _sources_from_corpora(path: Path, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from ragroute.corpora import load_corpus_specs
 
     if "index_dir" not in data:
         raise RagrouteError(f"{path}: 'corpora:' needs 'index_dir:' (where the corpus indexes are built)")
+    check_corpora_paths(path, data)
     index_dir = (path.parent / str(data["index_dir"])).resolve()
     return {
         spec.name: {

@@ -302,6 +302,10 @@ class _Checker:
                     f"{self.path}: 'corpora:' needs 'index_dir:' (where the corpus indexes are built)"
                 )
                 return {}
+            from ragroute.route.config import check_corpora_paths
+
+            if not self.passes(lambda: check_corpora_paths(self.path, data)):
+                return {}
             corpora = self.resolve(data["corpora"])
             parsed = self.attempt(lambda: read_yaml(corpora, "corpus definitions"), f"{self.path}: corpora: ")
             if parsed is None:
@@ -313,6 +317,9 @@ class _Checker:
                     "description": spec.description,
                     "modality": spec.modality,
                     "granularity": spec.granularity,
+                    # checked as loading reads it: until session 43 an `access: [public]` in the
+                    # corpora file had no warning here, as it has under sources:
+                    **({"access": list(spec.access)} if spec.access else {}),
                 }
                 for spec in self.check_corpora(corpora, parsed)
             }
