@@ -11,8 +11,10 @@ from conftest import HashingEncoder
 from ragroute.context import QueryContext
 from ragroute.gate.controller import StepwiseController, interleave
 from ragroute.gate.planners import (
+    ANSWER,
     DecompositionPlanner,
     LLMPlanner,
+    Plan,
     ScriptedPlanner,
     fill_references,
     parse_plan,
@@ -584,3 +586,83 @@ def test_k_and_run_many_metadata_are_checked_in_one_line(bm25):
     with pytest.raises(InvalidArgumentError, match=r"^metadata must hold one mapping per question: 1 for 2"):
         controller.run_many(["a", "b"], metadata=[{}])
     assert len(controller.run_many(["a", "b"], metadata=[{}, {}])) == 2
+
+
+class Answers:
+    """A gate that answers with ``out`` whatever it is asked."""
+
+    name = "answers"
+
+    def __init__(self, out):
+        self.out = out
+
+    def gate_many(self, contexts):
+        return self.out
+
+
+@pytest.mark.parametrize(
+    "out",
+    [[GateDecision("skip", 0.5)], [GateDecision("Retrieve", 0.9)], [None], ["retrieve"], []],
+    ids=["unknown-action", "capitalised", "none", "string", "empty"],
+)
+def test_a_gate_answering_no_decision_means_retrieve_as_in_a_pipeline(bm25, out):
+    """Session 43: an unknown action ("skip", "Retrieve") skipped retrieval and the run read complete
+    with no evidence; a None or a string in the list raised AttributeError out of run. The pipeline's
+    gate stage retrieves on both, with the error in the trace: so does the controller now."""
+    planner = ScriptedPlanner(["Where was Ada Brennan born?"])
+    result = StepwiseController(planner, bm25, gate=Answers(out), k=2).run("q")
+    step = result.steps[0]
+    assert step.action == "retrieve" and result.retrieval_calls == 1 and step.hits[0].doc_id == "m1"
+    assert step.gate["action"] == "retrieve" and step.gate["reason"] == "gate failed: retrieving"
+    assert "ValueError" in step.gate["error"]
+
+
+class Returns:
+    """A planner that returns ``plan`` (whatever it is)."""
+
+    name = "returns"
+
+    def __init__(self, plan):
+        self.plan_ = plan
+
+    def plan(self, state):
+        return self.plan_
+
+
+@pytest.mark.parametrize("plan", [None, "Where?", Plan(ANSWER, answer=None, answer_from="llm")])
+def test_a_planner_returning_no_plan_ends_the_run_with_the_reason(bm25, plan):
+    """Session 43: a planner returning None (or an answer of None) raised AttributeError out of run;
+    it is a planner bug, which ends the run recorded (``stopped_by="error"``) as a raising one does."""
+    result = StepwiseController(Returns(plan), bm25).run("q")
+    assert result.stopped_by == "error" and not result.complete and result.steps == []
+    planned = [t.detail for t in result.trace if t.stage == "plan"][0]
+    assert planned["planner"] == "returns" and planned["error"].startswith("TypeError: ")
+    json.dumps(result.to_dict())
+
+
+def test_an_llm_answer_that_is_not_valid_text_falls_back(bm25):
+    """Session 43: a planner's JSON answer "\\ud800 Reed" (an escape parse_json decodes into a lone
+    surrogate) or an answerer's reply holding one became the run's answer: `ragroute ask` then
+    raised UnicodeEncodeError with a traceback. Such an answer falls back, as an empty one does."""
+    plans = [
+        '{"action": "search", "query": "Where was Ada Brennan born?"}',
+        '{"action": "answer", "answer": "\\ud800 Reed"}',
+    ]
+    answerer = ScriptedLLM(default="Kel\ud800low")
+    result = StepwiseController(LLMPlanner(ScriptedLLM(replies=plans)), bm25, answerer=answerer, k=2).run(
+        "Who is the mayor of Ada Brennan's town?"
+    )
+    final_plan = [t.detail for t in result.trace if t.stage == "plan"][-1]
+    assert "not valid text: lone surrogate U+D800" in final_plan["fallback"]
+    step_answer = [t.detail for t in result.trace if t.stage == "step-answer"][0]
+    assert "not valid text" in step_answer["error"] and result.steps[0].answer == ""
+    assert result.answer == result.steps[0].hits[0].title and result.answer_from == "top_hit"
+    json.dumps(result.to_dict(), ensure_ascii=False).encode("utf-8")  # printable
+    # the final answerer's reply is checked too (the budget is spent: a step's top hit stands in)
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Who is the mayor of #1?"])
+    garbled = ScriptedLLM(default="\ud800")
+    result = StepwiseController(planner, bm25, max_steps=1, answerer=garbled, k=2).run("q")
+    final = [t.detail for t in result.trace if t.stage == "final-answer"][0]
+    assert "not valid text" in final["error"] and result.stopped_by == "budget"
+    assert result.answer == result.steps[0].hits[0].title and result.answer_from == "top_hit"
+    json.dumps(result.to_dict(), ensure_ascii=False).encode("utf-8")

@@ -48,6 +48,7 @@ from ragroute.errors import (
     check_k,
     check_query,
     error_summary,
+    lone_surrogate,
 )
 from ragroute.gate.planners import (
     ANSWER,
@@ -60,7 +61,8 @@ from ragroute.gate.planners import (
 )
 from ragroute.index.base import metadata_keys_of
 from ragroute.index.docstore import FIELD_KEYS
-from ragroute.llm.calls import complete_safely
+from ragroute.llm.calls import Reply, complete_safely
+from ragroute.pipeline.stages import gate_decisions
 from ragroute.route.base import NONE_ROUTE
 from ragroute.route.sources import hits_of
 from ragroute.types import Hit, TraceStep
@@ -308,6 +310,12 @@ class StepwiseController:
     def _plan(self, state: PlanState, trace: list[TraceStep]) -> Plan | None:
         try:
             plan = self.planner.plan(state)
+            # a planner returning None, or an answer of None, raised AttributeError out of run
+            # (until session 43): a planner bug, which ends the run recorded as the others do
+            if not isinstance(plan, Plan):
+                raise TypeError(f"the planner returned {type(plan).__name__}, not a Plan")
+            if plan.action == ANSWER and not isinstance(plan.answer, str):
+                raise TypeError(f"the planner's answer is {type(plan.answer).__name__}, not text")
         except Exception as exc:  # noqa: BLE001 - a planner bug or bad metadata ends the run, recorded
             trace.append(
                 TraceStep(
@@ -341,7 +349,9 @@ class StepwiseController:
     def _gate(self, context: QueryContext, trace: list[TraceStep], step: StepRecord) -> Any:
         gate_start = time.perf_counter()
         try:
-            decision = self.gate.gate_many([context])[0]
+            # checked as the pipeline's gate stage checks it: a decision to "skip" (or "Retrieve")
+            # skipped retrieval, and a None in the list raised out of run (until session 43)
+            decision = gate_decisions(self.gate, [context])[0]
         except Exception as exc:  # noqa: BLE001 - a failing gate means: retrieve (the safe side)
             detail = {
                 "step": step.index,
@@ -436,7 +446,7 @@ class StepwiseController:
         if self.answerer is None:
             return
         prompt = ANSWER_PROMPT.format(passages=self._passages(step.hits), question=step.question)
-        reply = complete_safely(self.answerer, prompt, timeout_s=self.answer_timeout_s)
+        reply = _valid(complete_safely(self.answerer, prompt, timeout_s=self.answer_timeout_s))
         text = clipped(reply.text)
         detail: dict[str, Any] = {"step": step.index, "ms": reply.ms}
         if reply.ok and text:
@@ -467,7 +477,7 @@ class StepwiseController:
         the planner's answer, when there is one; the caller otherwise puts a step's in)."""
         hits = interleave([s.hits for s in steps], 3)
         prompt = ANSWER_PROMPT.format(passages=self._passages(hits), question=question)
-        reply = complete_safely(self.answerer, prompt, timeout_s=self.answer_timeout_s)
+        reply = _valid(complete_safely(self.answerer, prompt, timeout_s=self.answer_timeout_s))
         text = clipped(reply.text) if reply.ok else ""
         detail: dict[str, Any] = {"from": "answerer", "ms": reply.ms}
         if text:
@@ -478,6 +488,15 @@ class StepwiseController:
                 detail["fallback"] = "the planner's answer is kept"
         trace.append(TraceStep("final-answer", detail))
         return text
+
+
+def _valid(reply: Reply) -> Reply:
+    """``reply``, or a failed one when its text is not valid text (a lone surrogate, which no UTF-8
+    output can print: `ragroute ask` raised UnicodeEncodeError with a traceback until session 43)."""
+    problem = lone_surrogate(reply.text) if reply.ok else None
+    if problem is None:
+        return reply
+    return Reply(ms=reply.ms, error=f"the answer is not valid text: {problem}")
 
 
 def _stand_in(steps: Sequence[StepRecord]) -> tuple[str, str]:

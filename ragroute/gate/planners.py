@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ragroute.errors import InvalidQueryError, RagrouteError, check_query, has_visible_text
+from ragroute.errors import InvalidQueryError, RagrouteError, check_query, has_visible_text, lone_surrogate
 from ragroute.graph.extract_llm import parse_json
 from ragroute.llm.calls import complete_safely
 from ragroute.types import Hit
@@ -368,9 +368,15 @@ class LLMPlanner:
         """Why a parsed plan cannot be followed (None when it can): a sub-question that is no query
         (an empty one, invisible characters only, a lone surrogate: it raised out of the run and
         the steps' evidence was lost), or one already asked; an answer with nothing in it (blank or
-        invisible: ``{"answer": "  "}`` ended the run "complete" with no answer and no retrieval)."""
+        invisible: ``{"answer": "  "}`` ended the run "complete" with no answer and no retrieval), or
+        one that is not valid text (a lone surrogate)."""
         if action != ASK:
-            return None if has_visible_text(value) else f"the LLM answered with nothing ({value!r})"
+            if not has_visible_text(value):
+                return f"the LLM answered with nothing ({value!r})"
+            # a "\\ud800" escape in the JSON: no UTF-8 output can print it (`ragroute ask` raised
+            # UnicodeEncodeError with a traceback until session 43)
+            problem = lone_surrogate(value)
+            return None if problem is None else f"the LLM's answer is not valid text: {problem}"
         try:
             check_query(value)
         except InvalidQueryError as exc:

@@ -120,6 +120,18 @@ class RoutingOptions:
 GATE_ACTIONS = ("retrieve", "answer", "stop")
 
 
+def gate_decisions(gate: Gate, contexts: Sequence[QueryContext]) -> list[GateDecision]:
+    """``gate``'s decisions, checked: one :class:`GateDecision` per query, each a known action;
+    else ``ValueError`` (the pipeline's gate stage and the step-wise controller then retrieve)."""
+    decisions = list(gate.gate_many(contexts))
+    if len(decisions) != len(contexts):
+        raise ValueError(f"{len(decisions)} decisions for {len(contexts)} queries")
+    for decision in decisions:
+        if not isinstance(decision, GateDecision) or decision.action not in GATE_ACTIONS:
+            raise ValueError(f"not a decision to {' / '.join(GATE_ACTIONS)}: {decision!r}"[:200])
+    return decisions
+
+
 class GateStage:
     """Runs the gate; queries it does not send to retrieval get the ``none`` route.
 
@@ -132,14 +144,7 @@ class GateStage:
         self.gate = gate
 
     def _decide(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
-        """The gate's decisions, checked: one :class:`GateDecision` per query, each a known action."""
-        decisions = list(self.gate.gate_many(contexts))
-        if len(decisions) != len(contexts):
-            raise ValueError(f"{len(decisions)} decisions for {len(contexts)} queries")
-        for decision in decisions:
-            if not isinstance(decision, GateDecision) or decision.action not in GATE_ACTIONS:
-                raise ValueError(f"not a decision to {' / '.join(GATE_ACTIONS)}: {decision!r}"[:200])
-        return decisions
+        return gate_decisions(self.gate, contexts)
 
     def run(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
         start = time.perf_counter()
