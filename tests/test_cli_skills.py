@@ -27,6 +27,12 @@ def built(tmp_path_factory):
     return out, result
 
 
+def _build(catalogue: Path, out: Path, tmp_path: Path):
+    """`skills build CATALOGUE --out OUT` with torch MiniLM and a cache under ``tmp_path``."""
+    command = ["skills", "build", str(catalogue), "--out", str(out), "--backend", "torch"]
+    return CliRunner().invoke(main, [*command, "--cache-dir", str(tmp_path / ".cache")])
+
+
 def _route(*args: str, cwd: Path | None = None):
     return CliRunner().invoke(main, ["skills", "route", *args, "--backend", "torch"])
 
@@ -46,11 +52,7 @@ def test_build_of_a_catalogue_too_small_to_tune_says_its_weight_is_fixed(tmp_pat
     catalogue = tmp_path / "tools.json"
     catalogue.write_text(json.dumps({"tools": tools}))
     out = tmp_path / "small"
-    result = CliRunner().invoke(
-        main,
-        ["skills", "build", str(catalogue), "--out", str(out), "--backend", "torch"]
-        + ["--cache-dir", str(tmp_path / ".cache")],
-    )
+    result = _build(catalogue, out, tmp_path)
     assert result.exit_code == 0, result.output
     assert "dense weight 0.50 (fewer than 10 skills" in result.output and "adaptive" not in result.output
 
@@ -273,11 +275,7 @@ def test_route_answers_as_a_caller_without_scopes_unless_given_scope(tmp_path):
     catalogue = tmp_path / "skills.jsonl"
     catalogue.write_text("".join(json.dumps(s) + "\n" for s in skills))
     out = tmp_path / "index"
-    built = CliRunner().invoke(
-        main,
-        ["skills", "build", str(catalogue), "--out", str(out), "--backend", "torch"]
-        + ["--cache-dir", str(tmp_path / ".cache")],
-    )
+    built = _build(catalogue, out, tmp_path)
     assert built.exit_code == 0, built.output
     task = "export the salary payroll"
     for args in ([], ["--json", "--trace"]):
