@@ -330,3 +330,30 @@ def test_a_trained_gate_over_llm_signals_fits_in_process_but_refuses_to_save(tmp
     with pytest.raises(RagrouteError, match=r"cannot save a gate over LLM signals \(llm_logprob\)"):
         gate.save(tmp_path / "gate")
     assert not (tmp_path / "gate").exists()
+
+
+class _OddLogprobs:
+    """An LLM whose response carries log-probabilities in a shape no llama-index LLM uses."""
+
+    def __init__(self, logprobs):
+        self.logprobs = logprobs
+
+    def complete(self, prompt, **kwargs):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(text="Paris", logprobs=self.logprobs, additional_kwargs={})
+
+
+@pytest.mark.parametrize(
+    "logprobs",
+    [[{"token": "Paris"}], [[type("P", (), {"logprob": "high"})()]], 5, [[-0.1], {"x": 1}]],
+)
+def test_log_probabilities_in_an_odd_shape_are_none_not_a_crash(logprobs):
+    # until session 43 reading them raised out of complete_safely (KeyError, ValueError, TypeError)
+    reply = complete_safely(_OddLogprobs(logprobs), "q")
+    assert reply.ok and reply.text == "Paris" and reply.logprobs is None
+    fallback = RecordingGate()
+    gate = LLMGate([LogprobSignal(_OddLogprobs(logprobs))], fallback=fallback)
+    decision = gate.gate_many(contexts("Capital of France?"))[0]
+    assert fallback.seen == ["Capital of France?"]
+    assert "exposes no token log-probabilities" in decision.reason

@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 from ragroute.errors import error_summary
@@ -94,23 +95,33 @@ def token_logprobs(response: Any) -> list[float] | None:
 
     Read from ``response.logprobs`` (a list per token of ``LogProb`` candidates, the
     first being the chosen token, as llama-index LLMs that expose them fill it), else
-    from ``response.additional_kwargs["token_logprobs"]`` (a list of floats).
+    from ``response.additional_kwargs["token_logprobs"]`` (a list of floats). Log-probabilities
+    in another shape (a row that is no list, a value that is no number) are none: until session
+    43 they raised out of :func:`complete_safely` (``KeyError``, ``ValueError``, ``TypeError``)
+    and sank the query, past the fallback of the gate or router asking.
     """
     rows = getattr(response, "logprobs", None)
-    if rows:
-        values = []
+    if rows and isinstance(rows, Sequence) and not isinstance(rows, str):
+        values: list[float] | None = []
         for row in rows:
             if not row:
                 continue
+            if not isinstance(row, Sequence) or isinstance(row, str):
+                values = None
+                break
             first = row[0]
-            value = getattr(first, "logprob", None) if not isinstance(first, (int, float)) else first
-            if value is not None:
-                values.append(float(value))
+            value = first if isinstance(first, Real) else getattr(first, "logprob", None)
+            if value is None:
+                continue
+            if not isinstance(value, Real):
+                values = None
+                break
+            values.append(float(value))
         if values:
             return values
     extra = getattr(response, "additional_kwargs", None) or {}
-    given = extra.get("token_logprobs")
-    if isinstance(given, Sequence) and given and all(isinstance(v, (int, float)) for v in given):
+    given = extra.get("token_logprobs") if isinstance(extra, Mapping) else None
+    if isinstance(given, Sequence) and given and all(isinstance(v, Real) for v in given):
         return [float(v) for v in given]
     return None
 

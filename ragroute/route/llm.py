@@ -93,14 +93,26 @@ class LlmRouter(BaseRouter):
             timeout_s=self.timeout_s,
         )
 
-    def parse(self, answer: str) -> str | None:
+    def parse(self, answer: str, query: str | None = None) -> str | None:
         """The label ``answer`` names (case-insensitive; spaces, ``_`` and ``-`` alike: "IT
         support" names ``it_support``), or None: the whole answer when it is a label, else the one
         source label it names (``"None of them, but it_support might"`` is ``it_support``), else the
         first label it names, ``none`` included. An answer naming every label (the prompt's list
         said back) chooses none of them. Until session 42 a label written with spaces ("product
-        tables") named nothing, and the fallback router decided."""
+        tables") named nothing, and the fallback router decided.
+
+        ``query``: the question asked. An answer that is not a label alone is read without the
+        question said back in it (``"Question: what about astro? Label: cook"`` names ``cook``):
+        until session 43 a label in an echoed question (or in one that says "answer astro") was
+        read as the LLM's choice."""
         said = _spelled(answer)
+        labels = {_spelled(label): label for label in reversed(self.labels)}
+        whole = said.strip(" .,;:!?'\"`")
+        if whole in labels:
+            return labels[whole]
+        asked = _spelled(query or "")
+        if asked and asked not in labels:
+            said = re.sub(rf"(?<![\w/]){re.escape(asked)}(?![\w/])", " ", said)
         spans: dict[str, list[tuple[int, int]]] = {}
         for label in self.labels:
             spelled = _spelled(label)
@@ -119,13 +131,9 @@ class LlmRouter(BaseRouter):
             ]
             if alone:
                 found[spelled] = alone[0][0]
-        labels = {_spelled(label): label for label in reversed(self.labels)}
         named = sorted(found, key=found.__getitem__)
         if not named or (len(self.labels) > 2 and len(named) == len(self.labels)):
             return None  # no label, or the prompt's list of labels said back: no choice made
-        whole = said.strip(" .,;:!?'\"`")
-        if whole in labels:
-            return labels[whole]
         sources = [w for w in named if labels[w] != NONE_ROUTE]
         return labels[sources[0]] if len(sources) == 1 else labels[named[0]]
 
@@ -141,7 +149,7 @@ class LlmRouter(BaseRouter):
         prompt = self.prompt.format(routes=self._routes_text, query=query, labels=", ".join(self.labels))
         reply = complete_safely(self.llm, prompt, timeout_s=self.timeout_s)
         answer = reply.text.strip()
-        label = self.parse(answer) if reply.ok else None
+        label = self.parse(answer, query) if reply.ok else None
         if label is None:
             error = "unknown route label" if reply.ok else f"LLM call failed: {reply.error}"
             if self.fallback is None:
