@@ -921,3 +921,18 @@ def test_query_says_an_ivfpq_score_approximates_the_cosine():
         _score_meaning("dense", {"dense": {"factory": "hnsw"}})
         == "the cosine similarity of query and document"
     )
+
+
+def test_query_prints_a_title_with_line_breaks_on_the_hit_line(runner, tmp_path):
+    """Session 43: a title holding a line break (a JSONL corpus's) split the hit's first line, and
+    the title's second half read as the hit's snippet."""
+    corpus = tmp_path / "c.jsonl"
+    rows = [{"id": "x1", "title": "Line one\nLine two", "text": "alpha beta"}, {"id": "x2", "text": "gamma"}]
+    rows.append({"id": "x3", "text": "delta"})
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    result = runner.invoke(main, ["query", str(out), "alpha"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[2].endswith("x1  Line one Line two") and lines[3].strip() == "alpha beta"

@@ -344,3 +344,26 @@ def test_route_filters_on_a_store_source_match_the_text_and_say_what_they_cannot
     assert "note: a lancedb index matches text and integers only: --filter price=12.5 matches the text " in (
         result.stderr
     )
+
+
+def test_route_probabilities_never_read_across_the_threshold_beside_them():
+    """Session 43: a route's probability printed to three digits read 0.300 beside threshold=0.3
+    for a route not queried (0.29996 < 0.3), and the best route 0.900 beside hedge_below=0.9 for a
+    decision that hedged (0.8996 < 0.9): printed with the digits that keep the comparison."""
+    from ragroute.cli.route import format_decision
+    from ragroute.types import Decision, TraceStep
+
+    def routes_line(routes, chosen, threshold, hedge_below):
+        select = {"threshold": threshold, "max_routes": 2, "hedge_below": hedge_below, "chosen": chosen}
+        decision = Decision(
+            chosen=chosen,
+            routes=routes,
+            signals={},
+            decided_by="ensemble",
+            trace=[TraceStep("select", select)],
+        )
+        return format_decision(decision)[1]
+
+    assert routes_line({"a": 0.29996, "b": 0.70004}, ["b"], 0.3, None) == "  routes: b 0.700, a 0.29996"
+    assert routes_line({"a": 0.8996, "b": 0.1004}, ["a", "b"], 0.1, 0.9) == "  routes: a 0.8996, b 0.100"
+    assert routes_line({"a": 0.25, "b": 0.75}, ["b", "a"], 0.25, None) == "  routes: b 0.750, a 0.250"

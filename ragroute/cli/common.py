@@ -218,5 +218,6 @@ def format_hit(hit: Hit, width: int = 100) -> str:
     if len(snippet) > width:
         snippet = snippet[: width - 3] + "..."
     source = f"[{hit.source}] " if hit.source else ""
-    title = f"  {hit.title}" if hit.title else ""
+    # a title's line breaks made a third line that read as the snippet (until session 43)
+    title = f"  {' '.join(hit.title.split())}" if hit.title else ""
     return f"{hit.rank:>3}. {hit.score:8.4f}  {source}{hit.doc_id}{title}\n       {snippet}"

@@ -21,6 +21,7 @@ from ragroute.cli.options import (
     store_matchable,
 )
 from ragroute.cli.output import emit_json
+from ragroute.display import compared_digits
 from ragroute.errors import RagrouteError, check_query
 from ragroute.route.features import DEFAULT_HASHED_DIM
 from ragroute.types import Decision
@@ -48,14 +49,31 @@ def format_decision(decision: Decision) -> list[str]:
     """The decision as readable lines: chosen routes, probabilities, what decided, the trace (a
     rule's or signal's ``description`` in quotes, beside its name: free text may hold commas)."""
     ranked = sorted(decision.routes.items(), key=lambda kv: -kv[1])
+    select = next((step.detail for step in reversed(decision.trace) if step.stage == "select"), {})
     lines = [
         f"decision: {', '.join(decision.chosen) or '(nothing)'}   decided by {decision.decided_by}",
-        "  routes: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked),
+        "  routes: "
+        + ", ".join(f"{name} {_route_p(p, select, i == 0)}" for i, (name, p) in enumerate(ranked)),
     ]
     for step in decision.trace:
         detail = ", ".join(f"{k}={_short(_quoted(k, v))}" for k, v in step.detail.items())
         lines.append(f"  {step.stage}: {detail}")
     return lines
+
+
+def _route_p(p: float, select: dict[str, Any], best: bool) -> str:
+    """A route's probability to three digits, or as many more as it takes not to read across the
+    select step's ``threshold`` (or, for the best route, ``hedge_below``) printed beside it: 0.29996
+    read 0.300 beside threshold=0.3 and was not queried (until session 43)."""
+    digits = 3
+    limits = [select.get("threshold"), select.get("hedge_below") if best else None]
+    for limit in limits:
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool):
+            n = compared_digits(p, limit, 3, raw_threshold=True)
+            if n is None:  # no rounding keeps the order: the value as it is
+                return repr(p)
+            digits = max(digits, n)
+    return f"{p:.{digits}f}"
 
 
 def _quoted(key: str, value: Any) -> Any:
