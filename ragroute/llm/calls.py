@@ -90,6 +90,27 @@ class Reply:
         return float(sum(self.logprobs) / len(self.logprobs))
 
 
+def _row_logprobs(rows: Any) -> list[float] | None:
+    """The chosen tokens' log-probabilities of ``response.logprobs`` rows (a list per token of
+    candidates, the first chosen), or None when the rows are in another shape."""
+    if not rows or not isinstance(rows, Sequence) or isinstance(rows, str):
+        return None
+    values: list[float] = []
+    for row in rows:
+        if not row:
+            continue
+        if not isinstance(row, Sequence) or isinstance(row, str):
+            return None
+        first = row[0]
+        value = first if isinstance(first, Real) else getattr(first, "logprob", None)
+        if value is None:
+            continue
+        if not isinstance(value, Real):
+            return None
+        values.append(float(value))
+    return values
+
+
 def token_logprobs(response: Any) -> list[float] | None:
     """Per-token log-probabilities of a llama-index ``CompletionResponse``, or None.
 
@@ -100,25 +121,9 @@ def token_logprobs(response: Any) -> list[float] | None:
     43 they raised out of :func:`complete_safely` (``KeyError``, ``ValueError``, ``TypeError``)
     and sank the query, past the fallback of the gate or router asking.
     """
-    rows = getattr(response, "logprobs", None)
-    if rows and isinstance(rows, Sequence) and not isinstance(rows, str):
-        values: list[float] | None = []
-        for row in rows:
-            if not row:
-                continue
-            if not isinstance(row, Sequence) or isinstance(row, str):
-                values = None
-                break
-            first = row[0]
-            value = first if isinstance(first, Real) else getattr(first, "logprob", None)
-            if value is None:
-                continue
-            if not isinstance(value, Real):
-                values = None
-                break
-            values.append(float(value))
-        if values:
-            return values
+    values = _row_logprobs(getattr(response, "logprobs", None))
+    if values:
+        return values
     extra = getattr(response, "additional_kwargs", None) or {}
     given = extra.get("token_logprobs") if isinstance(extra, Mapping) else None
     if isinstance(given, Sequence) and given and all(isinstance(v, Real) for v in given):
