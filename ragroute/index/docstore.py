@@ -475,10 +475,9 @@ def _saved_form(value: Any) -> Any:
 
 def _json_value(value: Any) -> Any:
     """Metadata values JSON lacks: numpy scalars and arrays (common in notebooks) become numbers and
-    lists; anything else (a set, bytes, an object) is a one-line error naming its type."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    lists (as :func:`_saved_form` reads them for filters); anything else (a set, bytes, an object)
+    is a one-line error naming its type."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _saved_form(value)
     kind = type(value).__name__
     raise TypeError(f"holds a {kind}, which cannot be saved: use text, numbers, lists or mappings")
