@@ -36,7 +36,11 @@ from ragroute.encode._common import want_progress  # noqa: E402
 from ragroute.encode.onnx_export import read_layout  # noqa: E402
 from ragroute.encode.onnx_session import META_FILE, pool  # noqa: E402
 from ragroute.encode.resolve import BUNDLED_MODEL_ID, model_slug  # noqa: E402
-from ragroute.errors import ModelNotFoundError, RagrouteError  # noqa: E402
+from ragroute.errors import (  # noqa: E402
+    InvalidArgumentError,  # noqa: E402
+    ModelNotFoundError,
+    RagrouteError,
+)
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -362,18 +366,33 @@ def test_loading_one_model_twice_holds_it_once(tiny_model: Path, tmp_path: Path)
 
 def test_what_one_caller_sets_on_a_shared_model_is_its_own(tiny_model: Path, tmp_path: Path) -> None:
     """Two load_encoder of one model share its session, not their encoder objects: a caller that
-    sets its encoder's max_seq_length or query prompt changes nothing for the other (until session
-    42 both got the one object, and the other's vectors moved)."""
+    sets its encoder's query prompt changes nothing for the other (until session 42 both got the
+    one object, and the other's vectors moved)."""
     first = load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
     second = load_encoder(str(tiny_model), backend="onnx", cache_dir=tmp_path, use_cache=False)
     before = second.encode_queries(["hello world"])
-    length = second.max_seq_length
-    first.max_seq_length = 8
     first._query_prompt = "query: "
-    assert second.max_seq_length == length
     np.testing.assert_array_equal(second.encode_queries(["hello world"]), before)
     assert not np.array_equal(first.encode_queries(["hello world"]), before)
     assert first._runner is second._runner
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+@pytest.mark.parametrize("cached", [False, True])
+def test_max_seq_length_cannot_be_set_to_no_effect(
+    tiny_model: Path, tmp_path: Path, backend: str, cached: bool
+) -> None:
+    """An encoder reads the max_seq_length its model loaded with; until session 44 setting it on a
+    loaded encoder was accepted and changed nothing the model read (nor the vectors). It is now
+    refused with a one-line error naming the way that works, and the encoder is left as it was."""
+    encoder = load_encoder(str(tiny_model), backend=backend, cache_dir=tmp_path, use_cache=cached)
+    length = encoder.max_seq_length
+    assert length == 64
+    fixed = r"max_seq_length is fixed when the model loads \(64\)"
+    with pytest.raises(InvalidArgumentError, match=fixed) as info:
+        encoder.max_seq_length = 8
+    assert "\n" not in str(info.value) and "sentence_bert_config.json" in str(info.value)
+    assert encoder.max_seq_length == 64 and encoder.describe()["max_seq_length"] == 64
 
 
 def test_a_model_loading_keeps_no_other_model_waiting(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:

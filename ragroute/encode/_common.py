@@ -92,19 +92,34 @@ def query_prompt(prompts: dict[str, str]) -> str:
 class PromptedEncoder:
     """Shared surface of the text backends: query/document prompts, then ``_encode``.
 
-    Subclasses set ``model_id``, ``backend``, ``dim``, ``max_seq_length``,
+    Subclasses set ``model_id``, ``backend``, ``dim``, ``_max_seq_length``,
     ``_query_prompt`` and ``_document_prompt`` and implement ``_encode``.
     """
 
     model_id: str
     backend: str
     dim: int
-    max_seq_length: int
+    _max_seq_length: int
     #: the content digest of the model folder the weights were loaded from, read when they were
     #: (:meth:`~ragroute.encode.resolve.ResolvedModel.content_digest`); None: not from a folder
     weights: str | None = None
     _query_prompt: str = ""
     _document_prompt: str = ""
+
+    @property
+    def max_seq_length(self) -> int:
+        """How many tokens of a text the model reads (the rest is dropped), fixed when the model
+        loads: read-only, as setting it on a loaded encoder would change nothing the model reads
+        (until session 44 it could be set, silently to no effect on the vectors)."""
+        return self._max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: object) -> None:
+        raise InvalidArgumentError(
+            f"encoder {self.model_id}: max_seq_length is fixed when the model loads "
+            f"({self._max_seq_length}); to read more or fewer tokens, save a copy of the model with "
+            "another max_seq_length in its sentence_bert_config.json and load that folder"
+        )
 
     def _encode(
         self, texts: Sequence[str], prompt: str, batch_size: int, show_progress: bool | None

@@ -346,8 +346,17 @@ class CachedEncoder:
         """The wrapped encoder's description (the cache does not change the embedding space)."""
         return self.encoder.describe()
 
+    @property
+    def max_seq_length(self) -> int | None:
+        """The wrapped encoder's; setting it is refused there, not kept here to no effect."""
+        return getattr(self.encoder, "max_seq_length", None)
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.encoder.max_seq_length = value  # type: ignore[attr-defined]
+
     def __getattr__(self, name: str) -> Any:
-        # Reached only for attributes not set in __init__ (e.g. max_seq_length).
+        # Reached only for attributes not set in __init__ (e.g. fast_tokenizer).
         if name == "encoder":
             raise AttributeError(name)
         return getattr(self.encoder, name)

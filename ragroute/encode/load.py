@@ -145,7 +145,7 @@ def _load_model(resolved: ResolvedModel, backend_key: str, cache_root: Path, thr
 
 def _own_view(model: Encoder) -> Encoder:
     """A caller's own encoder over a shared model: a shallow copy, so the weights, ONNX session and
-    tokenizer are shared while what a caller sets on its encoder (``max_seq_length``, prompts) is
+    tokenizer are shared while what a caller sets on its encoder (its prompts) is
     its own (until session 42 every caller got the one object, and one caller's setting changed
     the others' vectors); it keeps the shared model alive while it is in use."""
     view = copy.copy(model)

@@ -60,7 +60,7 @@ class OnnxEncoder(PromptedEncoder):
             recipe = (self.quantization.get("fp32_ffn_out_layers"), INT8_TEXTS_PER_RUN, FORMAT_VERSION)
             self.cache_variant += "|int8:" + ",".join(map(str, recipe))
         self.dim = int(meta["dim"])
-        self.max_seq_length = int(meta["max_seq_length"])
+        self._max_seq_length = int(meta["max_seq_length"])
         self._runner = Runner(model_dir, meta, model_file, threads)
         if self.int8:
             self._runner.max_texts = INT8_TEXTS_PER_RUN

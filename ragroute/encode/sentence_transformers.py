@@ -111,7 +111,7 @@ class SentenceTransformerEncoder(PromptedEncoder):
             torch.set_num_threads(int(threads))
         self.model = load_sentence_transformer(self.resolved.path, device=device)
         self.dim = embedding_dimension(self.model)
-        self.max_seq_length = int(self.model.max_seq_length or 0)
+        self._max_seq_length = int(self.model.max_seq_length or 0)
         prompts = dict(getattr(self.model, "prompts", None) or {})
         self._query_prompt = query_prompt(prompts)
         self._document_prompt = document_prompt(prompts)
