@@ -666,3 +666,24 @@ def test_an_llm_answer_that_is_not_valid_text_falls_back(bm25):
     assert "not valid text" in final["error"] and result.stopped_by == "budget"
     assert result.answer == result.steps[0].hits[0].title and result.answer_from == "top_hit"
     json.dumps(result.to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+def test_each_step_labels_its_own_hits_when_a_retriever_hands_out_the_same_objects():
+    """A retriever with a cache of its own returns the same Hit objects for a repeated search;
+    until session 44 the controller wrote the step number into them, so the first step's hits read
+    as the second step's once the second step found them again."""
+
+    class CachingRetriever:
+        name = "cached"
+
+        def __init__(self):
+            self.hits = [Hit("m1", 2.0, source="cached", title="Kellow"), Hit("m2", 1.0, source="cached")]
+
+        def search_many(self, queries, k=10, filters=None):
+            return [list(self.hits[:k]) for _ in queries]
+
+    retriever = CachingRetriever()
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Who is the mayor of #1?"])
+    result = StepwiseController(planner, retriever, k=2).run("q")
+    assert [[h.explain["step"] for h in s.hits] for s in result.steps] == [[0, 0], [1, 1]]
+    assert all("step" not in h.explain for h in retriever.hits)  # the retriever's own hits untouched

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ragroute.context import QueryContext
@@ -390,8 +390,9 @@ class StepwiseController:
         except Exception as exc:  # noqa: BLE001 - a failing retriever or router: no evidence, recorded
             hits = []
             detail["error"] = step.error = error_summary(exc)
-        for hit in hits:
-            hit.explain = {**hit.explain, "step": step.index}
+        # each step's own copies: a retriever that hands out the same Hit objects again (a cache of
+        # its own) had an earlier step's hits relabelled with the later step until session 44
+        hits = [replace(hit, explain={**hit.explain, "step": step.index}) for hit in hits]
         step.hits = list(hits)
         detail.update(
             sources=step.sources,
