@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.errors import InvalidArgumentError, check_batch, check_filters, check_query
-from ragroute.scopes import caller_scopes
+from ragroute.scopes import caller_id, caller_scopes
 
 
 def encoder_key(encoder: Any) -> str:
@@ -30,10 +30,9 @@ def encoder_key(encoder: Any) -> str:
 
 
 def checked_caller(caller: Any) -> str:
-    """``caller`` (who asks, for exposure budgets) if it is a string; else a one-line error."""
-    if not isinstance(caller, str):
-        raise InvalidArgumentError(f"caller must be a string naming who asks, got {type(caller).__name__}")
-    return caller
+    """``caller`` (who asks, for exposure budgets) as the ledger counts it
+    (:func:`~ragroute.scopes.caller_id`); anything but a string is a one-line error."""
+    return caller_id(caller)
 
 
 @dataclass

@@ -49,7 +49,7 @@ from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys
 from ragroute.index.base import content_key
-from ragroute.scopes import ACCESS_KEY, labels_of, visible
+from ragroute.scopes import ACCESS_KEY, caller_id, labels_of, visible
 from ragroute.types import Hit, TraceStep
 
 EXPOSURE_KEYS = frozenset(
@@ -245,6 +245,7 @@ class ExposureLedger:
     def distinct(self, caller: str, source: str) -> int:
         """Distinct documents of ``source`` (its collection; :data:`ALL_SOURCES` or any source
         with ``per: pipeline``) shown to ``caller`` within the window, now."""
+        caller = caller_id(caller)
         with self._lock:
             seen = self._seen.get((caller, self._bucket_of(source)))
             return 0 if seen is None else len(self._expire(seen, self.clock()))
@@ -272,6 +273,7 @@ class ExposureLedger:
         first one's collection (its documents passed a hard stop as already seen, or uncounted,
         until session 40).
         """
+        caller = caller_id(caller)
         names = self.collection_of if collections is None else {**self.collection_of, **collections}
         now = self.clock()
         scopes = frozenset(scopes)
@@ -455,6 +457,7 @@ class ExposureLedger:
 
     def reset(self, caller: str | None = None) -> None:
         """Forget one caller's exposure (or everyone's)."""
+        caller = None if caller is None else caller_id(caller)
         with self._lock:
             for key in [k for k in self._seen if caller is None or k[0] == caller]:
                 del self._seen[key]

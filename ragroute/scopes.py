@@ -20,6 +20,7 @@ pushed down into the search, the graph walk and its seed linking. An index searc
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,22 @@ def readable(hits: Iterable[Any], scopes: Iterable[str]) -> list[Any]:
     that does not filter by scope (any object with ``search_many``) returns the others too."""
     held = frozenset(scopes)
     return [hit for hit in hits if visible(labels_of((hit.metadata or {}).get(ACCESS_KEY)), held)]
+
+
+def caller_id(caller: Any) -> str:
+    """``caller`` (who asks, for exposure budgets) in the one spelling the ledger counts it under:
+    surrounding whitespace dropped and Unicode in NFC form, as scope labels are read (until session
+    44 ``"alice"``, ``"alice "`` and a decomposed ``"José"`` were three callers, each with a budget
+    of its own). ``""`` is the shared anonymous caller; anything but a string, or a name of only
+    whitespace, is :class:`InvalidArgumentError`."""
+    if not isinstance(caller, str):
+        raise InvalidArgumentError(f"caller must be a string naming who asks, got {type(caller).__name__}")
+    name = unicodedata.normalize("NFC", caller.strip())
+    if caller and not name:
+        raise InvalidArgumentError(
+            f"caller {caller!r} is only whitespace: name who asks, or pass '' for the anonymous caller"
+        )
+    return name
 
 
 def caller_scopes(value: Any, where: str = "scopes") -> tuple[str, ...]:

@@ -509,3 +509,36 @@ def test_two_pipelines_sharing_a_ledger_with_sources_of_one_name_count_each_in_i
     assert len(shown.hits) == 4 and _exposure_step(shown)["withheld"] == 4  # its own budget: half of 8
     assert _exposure_step(shown)["sources"]["docs"] == {"distinct": 4, "budget": 4}
     assert len(first.retrieve("star comet", k=4, caller="eve").hits) == 2  # the first's count unchanged
+
+
+def test_one_caller_spelled_with_spaces_or_decomposed_accents_is_counted_once(small_docs, hashing_encoder):
+    """A caller id is read as scope labels are: surrounding whitespace dropped, Unicode in NFC form.
+    Until session 44 "eve", " eve" and "eve\\n" were three callers, each with its own budget, so a
+    hard stop could be walked around by respelling who asks; a name of only whitespace (a missing
+    name padded) was a caller of its own too and is now a one-line error."""
+    from ragroute.context import QueryContext
+    from ragroute.errors import InvalidArgumentError
+
+    astro = [d for d in small_docs if d.metadata["topic"] == "astro"]
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
+    pipeline = Pipeline(
+        [Source("astro", build_index(astro, "dense", encoder=hashing_encoder))],
+        FixedRouter({"astro": 1.0}),
+        encoder=hashing_encoder,
+        exposure=ledger,
+    )
+    pipeline.retrieve("telescope star galaxy", k=4, caller="eve")
+    respelled = pipeline.retrieve("comet nebula orbit planet", k=4, caller=" eve\n")
+    step = next(s for s in respelled.decision.trace if s.stage == "exposure")
+    assert step.detail["caller"] == "eve" and ledger.callers() == {"eve"}
+    assert ledger.distinct("eve", "astro") == 5 == ledger.distinct("eve ", "astro")  # the stop held
+    ledger.admit("Jose\u0301", _hits("astro", [1]))  # decomposed: e + combining acute
+    assert ledger.distinct("Jos\u00e9", "astro") == 1 and "Jos\u00e9" in ledger.callers()
+    ledger.reset(" eve")
+    assert ledger.distinct("eve", "astro") == 0
+    for blank in (" ", "\t\n"):
+        with pytest.raises(InvalidArgumentError, match="only whitespace"):
+            QueryContext("q", caller=blank)
+        with pytest.raises(InvalidArgumentError, match="only whitespace"):
+            ledger.admit(blank, _hits("astro", [1]))
+    assert QueryContext("q", caller="").caller == ""  # the anonymous caller stays as it is
