@@ -1,5 +1,6 @@
-"""bench gate's goal verdict (session 43): the best gate is picked on the queries it is scored on, so
-the report also judges the default gate, which nobody picked, against the goals."""
+"""bench gate's report: its goal verdict (session 43: the best gate is picked on the queries it is
+scored on, so the report also judges the default gate, which nobody picked, against the goals) and
+its latency (session 44)."""
 
 from ragroute.evaluation import bench_gate
 
@@ -53,3 +54,26 @@ def test_one_verdict_line_when_the_default_gate_is_the_best():
     result["gates"]["trained_all"] = _row(0.99, 0.95)
     verdicts = [line for line in bench_gate.format_report(result).splitlines() if "(goal 0.97)" in line]
     assert len(verdicts) == 1 and "trained_all" in verdicts[0]
+
+
+def test_gate_latency_is_timed_on_queries_new_to_the_gates_caches():
+    """The gate benchmark scores every test query before it times them, and the rarity and entity
+    signals keep what they read by query text and word: until session 44 the printed p50 was that
+    of queries the gate had seen (a cache hit each), not of a new query. Each timed query now
+    finds the caches empty of it."""
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.bench_gate import _p50_ms
+    from ragroute.gate.signals import _content_words, content_words
+
+    texts = ["Who wrote Middlemarch?", "What is the boiling point of tin?", "capital of Peru"]
+    for text in texts:
+        content_words(text)  # the scoring pass read them
+    found: list[int] = []
+
+    def decide(batch):
+        before = _content_words.cache_info().hits
+        content_words(batch[0].text)
+        found.append(_content_words.cache_info().hits - before)
+
+    _p50_ms(decide, [QueryContext(t) for t in texts], 3)
+    assert found == [1, 0, 0, 0]  # the untimed first call warm; every timed one new

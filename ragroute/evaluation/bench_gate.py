@@ -48,6 +48,7 @@ from ragroute.evaluation.metrics import auroc, auroc_interval, balanced_accuracy
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
     fold_ids,
+    forget_queries,
     needs_retrieval,
     normalise,
     shared_tuned_probe_fits,
@@ -130,6 +131,7 @@ def _p50_ms(decide: Callable[[list[QueryContext]], Any], contexts: list[QueryCon
     if not n:
         return 0.0
     decide(contexts[:1])
+    forget_queries()  # each timed query new to the gate's caches, as in use (the scoring pass read them)
     times = []
     for context in contexts[:n]:
         start = time.perf_counter()
