@@ -119,3 +119,80 @@ def test_the_demo_configs_arithmetic_rule_fires_on_calculations_only():
         "Express shipping takes 2-3 days, right?",
     ]
     assert [bool(signal.pattern.search(q)) for q in calculations + questions] == [True] * 5 + [False] * 4
+
+
+def _demo_args(tmp_path: Path) -> list[str]:
+    routing = (CORPORA / "routing.yaml").read_text(encoding="utf-8")
+    routing = routing.replace("corpora: corpora.yaml", f"corpora: {CORPORA / 'corpora.yaml'}")
+    routing = routing.replace("index_dir: ../indexes/demo", f"index_dir: {tmp_path / 'indexes'}")
+    (tmp_path / "routing.yaml").write_text(routing, encoding="utf-8")
+    return ["demo", "--routing", str(tmp_path / "routing.yaml"), "--graph-out", str(tmp_path / "graph")]
+
+
+def test_bad_demo_inputs_are_one_line_before_any_index_is_built(tmp_path, monkeypatch, hashing_encoder):
+    """Until session 44 a query row without 'text' was a KeyError traceback, and a missing
+    --graph-corpus or --skills an error, each only after every index was built and the routing
+    part printed; an empty queries file printed no query at all."""
+    monkeypatch.setattr(demo, "open_encoder", lambda name, backend, cache_dir: hashing_encoder)
+    args = _demo_args(tmp_path)
+    queries = tmp_path / "q.jsonl"
+    cases = [
+        ('{"_id": "a", "text": "how do comets form?"}\n{"_id": "b"}\n', [], f"{queries} line 2: a query"),
+        ("\n", [], f"--queries {queries}: no queries in it"),
+        ('{"_id": "a", "text": "x"}\n', ["--graph-corpus", str(tmp_path / "nope")], "--graph-corpus"),
+        ('{"_id": "a", "text": "x"}\n', ["--skills", str(tmp_path / "nope")], "--skills"),
+    ]
+    for text, extra, error in cases:
+        queries.write_text(text, encoding="utf-8")
+        result = CliRunner().invoke(main, [*args, "--queries", str(queries), *extra])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: {error}") and result.output.count("\n") == 1, result.output
+        assert not (tmp_path / "indexes").exists() and "built " not in result.output
+
+
+def test_a_folder_the_demo_cannot_publish_into_stops_it_before_any_index_is_built(
+    tmp_path, monkeypatch, hashing_encoder
+):
+    """Until session 44 the demo published astronomy's new index, then stopped at cooking's folder
+    (not a ragroute index), leaving the index folder half rebuilt."""
+    monkeypatch.setattr(demo, "open_encoder", lambda name, backend, cache_dir: hashing_encoder)
+    (tmp_path / "indexes" / "cooking").mkdir(parents=True)
+    (tmp_path / "indexes" / "cooking" / "notes.txt").write_text("mine", encoding="utf-8")
+    args = [*_demo_args(tmp_path), "--queries", str(CORPORA / "demo_queries.jsonl"), "--no-graph"]
+    result = CliRunner().invoke(main, [*args, "--no-steps", "--no-skills"])
+    assert result.exit_code == 2 and "is not a ragroute artifact" in result.output, result.output
+    assert "built " not in result.output
+    assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == ["cooking"]
+    # the graph step's output is checked before the routing part too
+    (tmp_path / "indexes" / "cooking" / "notes.txt").unlink()
+    (tmp_path / "graph").mkdir()
+    (tmp_path / "graph" / "notes.txt").write_text("mine", encoding="utf-8")
+    args = [*_demo_args(tmp_path), "--queries", str(CORPORA / "demo_queries.jsonl")]
+    result = CliRunner().invoke(main, [*args, "--no-steps", "--no-skills"])
+    assert result.exit_code == 2 and "is not a ragroute artifact" in result.output, result.output
+    assert "built " not in result.output and "query dq1" not in result.output
+
+
+def test_ctrl_c_while_the_demo_builds_says_which_indexes_are_new(tmp_path, monkeypatch, hashing_encoder):
+    """Ctrl-C while the demo built its second corpus said only 'interrupted (an artifact being
+    written keeps its previous build)', not that the index folder now held astronomy's new index
+    beside the old others (until session 44; `ragroute build corpora.yaml` says it since 43)."""
+    import ragroute.index.build as index_build
+
+    monkeypatch.setattr(demo, "open_encoder", lambda name, backend, cache_dir: hashing_encoder)
+    real = index_build.build_index
+
+    def build_index(units, method, **kwargs):
+        if kwargs.get("name") == "cooking":
+            raise KeyboardInterrupt
+        return real(units, method, **kwargs)
+
+    monkeypatch.setattr(index_build, "build_index", build_index)
+    args = [*_demo_args(tmp_path), "--queries", str(CORPORA / "demo_queries.jsonl")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: interrupted while building corpus 'cooking'; already built in {tmp_path / 'indexes'}: "
+        "'astronomy' (an artifact being written keeps its previous build)"
+    )
+    assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == ["astronomy"]

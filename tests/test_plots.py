@@ -148,3 +148,45 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_benchmark_runs(tmp_
     assert "drawing needs matplotlib" in bench(str(tmp_path / "p.png")).output
     monkeypatch.undo()
     assert "data missing" in bench(str(tmp_path / "p.png")).output  # a good path: on to the data
+
+
+def test_latency_legend_says_at_which_size_each_recall_was_measured(tmp_path, monkeypatch):
+    """Layouts stop at different sizes (--hnsw-max): until session 44 the legend read 'hnsw (recall@10
+    0.979)' beside 'flat (recall@10 1.0)', the one at 100k vectors, the other at 3M, unsaid."""
+    import matplotlib.axes
+
+    labels = []
+    original = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        labels.append(kwargs.get("label"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    result = {
+        "latency_ms_p50": {"flat": {"1000": 0.2, "100000": 9.0}, "hnsw": {"1000": 0.3}},
+        "recall@10": {"flat": {"1000": 1.0, "100000": 1.0}, "hnsw": {"1000": 0.99}},
+    }
+    plots.latency_vs_size(result, tmp_path / "scale.png")
+    assert labels == ["flat (recall@10 1.0 at 100,000)", "hnsw (recall@10 0.99 at 1,000)"]
+
+
+def test_a_drawing_that_fails_half_way_keeps_the_previous_image(tmp_path, monkeypatch):
+    """Until session 44 the image was drawn straight into the target: a drawing that failed or was
+    interrupted half-way left a truncated file in place of the previous plot."""
+    import matplotlib.figure
+
+    target = tmp_path / "gate.png"
+    plots.gate_curves(GATE, target)
+    before = target.read_bytes()
+
+    def half_written(self, fname, *args, **kwargs):
+        with open(fname, "wb") as handle:
+            handle.write(b"\x89PNG\r\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        plots.gate_curves(GATE, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gate.png"]  # no part file left

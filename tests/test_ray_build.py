@@ -45,8 +45,11 @@ QUERIES = ["star orbit galaxy", "bread oven", "vpn password network", "laptop te
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Any:
-    """Ray on this machine, two CPUs; the test encoder's module is pickled by value for the workers."""
+    """Ray on this machine, two CPUs; the test encoder's module and this one (its encoder factories)
+    are pickled by value for the workers, which cannot import them (until session 44 every factory
+    here failed on the worker with "No module named 'test_ray_build'", whatever it did)."""
     ray.cloudpickle.register_pickle_by_value(sys.modules[HashingEncoder.__module__])
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield
     ray.shutdown()
@@ -158,8 +161,8 @@ def _dying_encoder() -> Any:
 def test_a_worker_killed_mid_build_is_one_line(corpus: list[Document]) -> None:
     with pytest.raises(RagrouteError) as caught:
         build_index_ray(corpus, "dense", encoder=HashingEncoder(), encoder_factory=_dying_encoder, workers=2)
-    assert str(caught.value).startswith("Ray build failed:")
-    assert "\n" not in str(caught.value)
+    # the worker died encoding (not, as until session 44, unable to unpickle the factory)
+    assert str(caught.value) == "Ray build failed: The actor died unexpectedly before finishing this task."
 
 
 def test_unpicklable_encoder_names_the_fix(corpus: list[Document]) -> None:
@@ -369,3 +372,82 @@ def test_progress_counts_the_shards_documents(corpus: list[Document], capsys: py
     build_index_ray(corpus, "dense", encoder=HashingEncoder(), workers=2, shard_size=13, show_progress=True)
     err = capsys.readouterr().err
     assert "encoding" in err and "90/90" in err
+
+
+def _factory_without_model() -> Any:
+    """An encoder factory that fails on the worker as a model missing there does."""
+    raise RagrouteError("no model 'minilm-x' in /models on this node")
+
+
+def _failing_encoder() -> Any:
+    """An encoder factory whose encoder raises on its first shard."""
+
+    class Failing(HashingEncoder):
+        def encode_documents(self, texts: Any, **kwargs: Any) -> Any:
+            raise ValueError("cannot encode an empty batch")
+
+    return Failing()
+
+
+def test_a_workers_own_error_is_the_one_line(corpus: list[Document]) -> None:
+    """Until session 44 an error raised on a worker (its encoder not loading, an encoding error) was
+    reported by Ray's header alone, in terminal colours: 'Ray build failed: \\x1b[36mray::
+    _ShardWorker.ready()\\x1b[39m (pid=..., ip=..., actor_id=..., repr=...)', never the error."""
+    for factory, said in (
+        (_factory_without_model, "no model 'minilm-x' in /models on this node"),
+        (_failing_encoder, "ValueError: cannot encode an empty batch"),
+    ):
+        with pytest.raises(RagrouteError) as caught:
+            build_index_ray(corpus, "dense", encoder=HashingEncoder(), encoder_factory=factory, workers=2)
+        assert str(caught.value) == f"Ray build failed: {said}"
+    with pytest.raises(RagrouteError) as caught:
+        encode_on_ray(
+            ["a", "b", "c"], encoder=HashingEncoder(), encoder_factory=_factory_without_model, workers=1
+        )
+    assert str(caught.value) == "Ray encoding failed: no model 'minilm-x' in /models on this node"
+
+
+def test_documents_that_are_not_a_list_of_documents_are_refused_as_build_index_refuses_them(
+    corpus: list[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until session 44 a bare string gave AttributeError: 'str' object has no attribute 'text'
+    (build_index: one line), and encode_on_ray("some text") started Ray and encoded each character."""
+    import ragroute.scale.ray_build as ray_build
+
+    monkeypatch.setattr(ray_build, "_ray_job", None)  # refused before any Ray work
+    for bad in ("some text", [corpus[0], {"id": "x", "text": "y"}], 7):
+        with pytest.raises(RagrouteError) as local:
+            build_index(bad, "bm25")  # type: ignore[arg-type]
+        with pytest.raises(RagrouteError) as caught:
+            build_index_ray(bad, "bm25", workers=1)  # type: ignore[arg-type]
+        assert str(caught.value) == str(local.value)
+        with pytest.raises(RagrouteError) as caught:
+            build_graph_ray(bad, encoder=HashingEncoder(), workers=1)  # type: ignore[arg-type]
+        assert str(caught.value) == str(local.value)
+    with pytest.raises(RagrouteError, match="texts must be a list, not a single string"):
+        encode_on_ray("some text", encoder=HashingEncoder(), workers=1)
+    for size in (-5, 0, 2.5):  # -5 cut no shard: "need at least one array to concatenate"
+        with pytest.raises(RagrouteError, match=f"shard_size must be at least 1, got {size}$"):
+            build_index_ray(corpus, "dense", encoder=HashingEncoder(), workers=1, shard_size=size)  # type: ignore[arg-type]
+
+
+def test_a_worker_that_cannot_start_says_why(
+    corpus: list[Document], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A factory whose module the workers cannot import (as ragroute or a plug-in missing on a node):
+    until session 44 'Ray build failed: The actor died because of an error raised in its creation
+    task, ray::_ShardWorker.__init__() (pid=..., ip=..., actor_id=..., repr=...)', not the error."""
+    (tmp_path / "driver_only_module.py").write_text(
+        "def factory():\n    raise RuntimeError('never called')\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import driver_only_module  # type: ignore[import-not-found]
+
+    with pytest.raises(RagrouteError) as caught:
+        build_index_ray(
+            corpus, "dense", encoder=HashingEncoder(), encoder_factory=driver_only_module.factory, workers=1
+        )
+    assert str(caught.value) == (
+        "Ray build failed: a worker could not start: "
+        "ModuleNotFoundError: No module named 'driver_only_module'"
+    )

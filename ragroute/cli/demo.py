@@ -39,6 +39,7 @@ DEMO_KINDS = ("bm25", "dense", "hybrid")
 DEFAULT_GRAPH_CORPUS = Path("corpora/multihop")
 DEFAULT_GRAPH_OUT = Path("graph/demo")
 DEFAULT_SKILLS = Path("corpora/skills")
+RELATIVE = " (paths are relative to where you run)"
 #: A question the gate should let the model answer without retrieval (no rare word in it).
 DIRECT_QUESTION = "What is the capital of France?"
 #: The demo's unfitted gate: retrieve when a content word is rarer than Zipf 4 in general English
@@ -55,17 +56,59 @@ SKILL_TASKS = (
 )
 
 
+def check_targets(folders: list[Path]) -> None:
+    """Refuse, before any index is built, an index folder the demo could not publish into (one
+    that exists and is not a ragroute index): until session 44 the demo found it only when it came
+    to that corpus, after publishing new indexes of the corpora before it."""
+    from ragroute.errors import IndexFormatError
+    from ragroute.index.io import FAMILY
+    from ragroute.store.artifact import building
+
+    for folder in folders:
+        with building(folder, FAMILY, IndexFormatError):
+            pass
+
+
+def read_queries(path: Path) -> list[dict[str, Any]]:
+    """The demo queries of ``path``, each checked to have an ``_id`` and a ``text`` (a one-line error
+    naming the line otherwise); read before any index is built (until session 44 a row without
+    ``text`` was a ``KeyError`` traceback after every index was built)."""
+    from ragroute.loaders import read_jsonl
+
+    rows = []
+    for line, row in read_jsonl(path, on_error="raise"):
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise RagrouteError(f"{path} line {line}: a query needs a non-empty 'text' string")
+        row.setdefault("_id", f"line {line}")
+        rows.append(row)
+    if not rows:
+        raise RagrouteError(f"--queries {path}: no queries in it")
+    return rows
+
+
 def build_sources(specs: list, method: str, encoder: Any, out_dir: Path) -> None:
-    """Build and save one index per corpus definition into ``out_dir/NAME``."""
+    """Build and save one index per corpus definition into ``out_dir/NAME`` (every folder checked
+    first)."""
     from ragroute.chunking import chunk_documents
     from ragroute.index.build import build_index
     from ragroute.index.io import save_index
 
+    check_targets([out_dir / spec.name for spec in specs])
+    done: list[str] = []
     for spec in specs:
         start = time.perf_counter()
-        documents = spec.load_documents()
-        units = chunk_documents(documents, spec.granularity)
-        save_index(build_index(units, method, encoder=encoder, name=spec.name), out_dir / spec.name)
+        try:
+            documents = spec.load_documents()
+            units = chunk_documents(documents, spec.granularity)
+            save_index(build_index(units, method, encoder=encoder, name=spec.name), out_dir / spec.name)
+        except KeyboardInterrupt as exc:  # as `ragroute build corpora.yaml` says it (until session 44:
+            # only that an artifact keeps its previous build, not that out_dir now mixes new and old)
+            already = f"; already built in {out_dir}: {', '.join(map(repr, done))}" if done else ""
+            raise KeyboardInterrupt(
+                f"while building corpus {spec.name!r}{already or '; no corpus was built'}"
+            ) from exc
+        done.append(spec.name)
         click.echo(
             f"built {spec.name:<15} {method} over {len(documents):>3} documents -> {len(units):>3} "
             f"{spec.granularity} units ({spec.modality}) in {time.perf_counter() - start:.1f}s"
@@ -145,7 +188,6 @@ def demo_command(
     """Build an index per sample corpus, route the demo queries, print hits and decision traces;
     then answer 2-hop questions by walking a knowledge graph, and route tasks to agent skills."""
     from ragroute.corpora import load_corpus_specs
-    from ragroute.loaders import read_jsonl
     from ragroute.route.config import RoutingConfig, load_routing
 
     config = RoutingConfig.read(routing_file)
@@ -153,12 +195,21 @@ def demo_command(
         raise RagrouteError(f"--queries {queries_file}: no such file (paths are relative to where you run)")
     if "corpora" not in config.data or "index_dir" not in config.data:
         raise RagrouteError(f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes")
+    queries = read_queries(queries_file)
+    # the later steps' inputs and output are checked now too, not after the routing part has run
+    if not (no_graph and no_steps) and not graph_corpus.is_dir():
+        raise RagrouteError(f"--graph-corpus {graph_corpus}: no such folder{RELATIVE}")
+    if not no_graph:
+        check_targets([graph_out])
+    if not no_skills and not skills_dir.exists():
+        raise RagrouteError(f"--skills {skills_dir}: no such file or folder{RELATIVE}")
     index_dir = config.resolve(config.data["index_dir"])
+    specs = load_corpus_specs(config.resolve(config.data["corpora"]))
     model = open_encoder(encoder, backend, cache_dir)
-    build_sources(load_corpus_specs(config.resolve(config.data["corpora"])), method, model, index_dir)
+    build_sources(specs, method, model, index_dir)
     routed = load_routing(routing_file, encoder=model)
     agree, total = 0, 0
-    for _, row in read_jsonl(queries_file, on_error="raise"):
+    for row in queries:
         result = routed.retrieve(row["text"], k)
         expected = (row.get("metadata") or {}).get("expected_source")
         click.echo(

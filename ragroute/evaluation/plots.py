@@ -18,6 +18,7 @@ writes one PNG; notebooks call the same functions on the same dicts. matplotlib 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,15 @@ def _save(fig: Any, path: Path) -> Path:
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise RagrouteError(f"--plot {path}: give a .png, .svg or .pdf file")
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps legends placed beside the axes
-    _pyplot().close(fig)
+    # drawn beside the target, then renamed over it: until session 44 a drawing that failed or was
+    # interrupted half-way left a truncated image in place of the previous one (docs/img/*.png)
+    part = path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
+    try:
+        fig.savefig(part, dpi=120, bbox_inches="tight")  # keeps legends placed beside the axes
+        os.replace(part, path)
+    finally:
+        _pyplot().close(fig)
+        part.unlink(missing_ok=True)
     return path
 
 
@@ -166,7 +174,8 @@ def score_recall(result: Mapping[str, Any], path: Path) -> Path:
 
 
 def latency_vs_size(result: Mapping[str, Any], path: Path) -> Path:
-    """Query latency (p50) against corpus size per dense layout, log-log, recall@10 in the legend."""
+    """Query latency (p50) against corpus size per dense layout, log-log, recall@10 at the layout's
+    largest size in the legend."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, values in result["latency_ms_p50"].items():
@@ -177,7 +186,9 @@ def latency_vs_size(result: Mapping[str, Any], path: Path) -> Path:
                 [int(n) for n in sizes],
                 [values[n] for n in sizes],
                 marker="o",
-                label=f"{name} (recall@10 {last})",
+                # at which size: layouts stop at different sizes (hnsw at 100k, flat at 3M), and
+                # until session 44 the legend compared their recalls as if of the same index
+                label=f"{name} (recall@10 {last} at {int(sizes[-1]):,})",
             )
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -32,7 +33,7 @@ import numpy as np
 from ragroute.cpus import usable_cpus
 from ragroute.encode.base import Encoder
 from ragroute.encode.truncation import warn_truncated
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
 from ragroute.index.bm25_counts import TermCounts, count_terms, merge_term_counts
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
@@ -60,6 +61,7 @@ ENGINES = ("local", "ray")
 #: index kinds a Ray build makes
 RAY_KINDS = ("bm25", "dense", "hybrid")
 _T = TypeVar("_T")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PROBE_TIMEOUT_S = 5.0
 _START_TIMEOUT_S = 300.0
 """Seconds the workers may take to be ready (start, load the encoder) before the build stops."""
@@ -77,8 +79,28 @@ def _ray() -> Any:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    text = _ANSI.sub("", str(exc)).strip() or type(exc).__name__
     return text.splitlines()[0].strip()
+
+
+def _ray_failure(ray: Any, exc: BaseException) -> str:
+    """One line for a Ray failure. A worker's own exception comes wrapped in a ``RayTaskError``
+    whose message starts with Ray's ``ray::_ShardWorker.run() (pid=..., ip=..., actor_id=...)``
+    header, in terminal colours: until session 44 that header was all the one line said (an
+    encoder that could not load on a worker, an encoding error), never the error itself."""
+    cause: BaseException | None = exc
+    while isinstance(cause, ray.exceptions.RayTaskError) and isinstance(cause.cause, BaseException):
+        cause = cause.cause
+    if cause is exc or cause is None:
+        if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed:
+            # the worker could not even start (its creation task's traceback ends in the error:
+            # ragroute, the encoder factory's module... missing on that node)
+            lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+            return f"a worker could not start: {lines[-1]}" if lines else _one_line(exc)
+        return _one_line(exc)
+    if isinstance(cause, RagrouteError):
+        return _one_line(cause)
+    return f"{type(cause).__name__}: {_one_line(cause)}"
 
 
 def _probe(address: str) -> None:
@@ -204,6 +226,21 @@ class _ShardWorker:
         return extract_passages(documents, self.extractor, show_progress=False)
 
 
+def _documents(documents: Sequence[Document]) -> list[Document]:
+    """``documents`` as a list, refused as :func:`~ragroute.index.build.build_index` refuses them:
+    a bare string, a non-iterable or items that are not :class:`Document` (until session 44 a
+    string gave ``AttributeError: 'str' object has no attribute 'text'``)."""
+    docs = check_batch(documents, "documents")
+    if not docs:
+        raise RagrouteError("no documents to index")
+    wrong = next((d for d in docs if not isinstance(d, Document)), None)
+    if wrong is not None:
+        raise InvalidArgumentError(
+            f"documents must be Document objects (Document(id, text, ...)), got {type(wrong).__name__}"
+        )
+    return docs
+
+
 def _shards(texts: Sequence[_T], workers: int, shard_size: int | None) -> list[Sequence[_T]]:
     size = shard_size or max(1, min(_MAX_SHARD, math.ceil(len(texts) / (workers * _SHARDS_PER_WORKER))))
     return [texts[i : i + size] for i in range(0, len(texts), size)]
@@ -325,7 +362,7 @@ def _ray_job(
         try:
             yield ray, out, _worker_count(ray, workers, shards, address)
         except ray.exceptions.RayError as exc:
-            raise RagrouteError(f"{failed}: {_one_line(exc)}") from None
+            raise RagrouteError(f"{failed}: {_ray_failure(ray, exc)}") from None
 
 
 def _note(message: str) -> None:
@@ -368,7 +405,7 @@ def encode_on_ray(
     """The vectors of ``texts`` (document vectors, or query vectors with ``queries``), encoded in
     shards by ``workers`` Ray actors and returned in order: what an expert's training data needs
     (``ragroute expert train --engine ray``). Equal to the encoder's own to 1e-5 (batching differs)."""
-    texts = list(texts)
+    texts = check_batch(texts, "texts")  # a bare string was encoded one character at a time
     with (
         _ray_job(address, workers, timings, "Ray encoding failed", len(texts)) as (ray, out, count),
         _actors(ray, count, encoder, encoder_factory, timings=out) as actors,
@@ -409,9 +446,12 @@ def build_index_ray(
     """
     if method not in RAY_KINDS:
         raise RagrouteError(f"--engine ray builds {', '.join(RAY_KINDS)} indexes, not {method}")
-    docs = list(documents)
-    if not docs:
-        raise RagrouteError("no documents to index")
+    docs = _documents(documents)
+    if shard_size is not None and (
+        isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1
+    ):
+        # until session 44 a negative size cut no shard at all ("need at least one array to concatenate")
+        raise RagrouteError(f"shard_size must be at least 1, got {shard_size!r}")
     encode = method in ("dense", "hybrid")
     count = method in ("bm25", "hybrid")
     if encode and encoder is None:
@@ -555,9 +595,7 @@ def build_graph_ray(
     from ragroute.graph.extract import resolve_extractor
     from ragroute.graph.index import GraphIndex
 
-    docs = list(documents)
-    if not docs:
-        raise RagrouteError("no documents to index")
+    docs = _documents(documents)
     chosen = resolve_extractor(extractor)
     try:
         _ray().cloudpickle.dumps(chosen)
