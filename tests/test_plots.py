@@ -93,6 +93,31 @@ def test_confusion_counts_follow_the_errors(tmp_path, monkeypatch):
     assert seen["shares"] == [[0.7, 0.3], [0.0, 1.0]]
 
 
+def test_correct_routes_sit_on_the_diagonal_whatever_order_the_collections_come_in(tmp_path, monkeypatch):
+    """Rows keep the result's collection order; until session 44 the columns were sorted, so with
+    collections listed other than alphabetically (med before adi) the correct routes sat off the
+    diagonal. Columns now follow the rows, then any other route chosen."""
+    result = {
+        "collections": {"med": {"queries": 5}, "adi": {"queries": 10}},
+        "routers": {"r": {"accuracy": 0.6, "ndcg@10": 0.3, "errors": {"adi->med": 4, "med->none": 1}}},
+    }
+    seen = {}
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.imshow
+
+    def spy(self, data, *args, **kwargs):
+        seen["shares"] = data
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", spy)
+    plots.routing_confusion(result, tmp_path / "c.png")
+    assert [seen["shares"][i][i] for i in range(2)] == [0.8, 0.6]  # the diagonal: share right
+    rows, columns, counts = plots.confusion_counts(result, "r")
+    assert rows == ["med", "adi"] and columns == ["med", "adi", "none"]
+    assert counts == [[4, 0, 1], [4, 6, 0]]  # med: 4 right, 1 to none; adi: 6 right, 4 to med
+
+
 def test_expert_bars_draw_every_expert_and_router(tmp_path, monkeypatch):
     drawn = {}
     import matplotlib.axes

@@ -54,23 +54,34 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def confusion_counts(result: Mapping[str, Any], router: str) -> tuple[list[str], list[str], list[list[int]]]:
+    """``(rows, columns, counts)`` of ``router``'s top-1 routes in a routing benchmark's ``result``:
+    rows the queries' collections in the result's order, columns the same collections in the same
+    order (correct routes on the diagonal), then any other route chosen (``none``...), sorted.
+    Until session 44 the columns were all sorted while the rows kept the result's order, so with
+    collections not listed alphabetically the correct routes sat off the diagonal."""
+    sizes = {c: v["queries"] for c, v in result["collections"].items()}
+    labels = list(sizes)
+    errors = result["routers"][router].get("errors", {})
+    columns = labels + sorted({e.split("->")[1] for e in errors} - set(labels))
+    matrix = [[0] * len(columns) for _ in labels]
+    for i, gold in enumerate(labels):
+        wrong = 0
+        for error, count in errors.items():
+            source, chosen = error.split("->")
+            if source == gold:
+                matrix[i][columns.index(chosen)] += count
+                wrong += count
+        matrix[i][i] += sizes[gold] - wrong
+    return labels, columns, matrix
+
+
 def routing_confusion(result: Mapping[str, Any], path: Path, router: str | None = None) -> Path:
     """Confusion matrix of top-1 routes (rows: the queries' collections, columns: the route chosen)."""
     plt = _pyplot()
     routers = result["routers"]
     name = router or max(routers, key=lambda r: routers[r].get("ndcg@10", 0.0))
-    sizes = {c: v["queries"] for c, v in result["collections"].items()}
-    labels = list(sizes)
-    columns = sorted({*labels, *(e.split("->")[1] for e in routers[name].get("errors", {}))})
-    matrix = [[0] * len(columns) for _ in labels]
-    for i, gold in enumerate(labels):
-        wrong = 0
-        for error, count in routers[name].get("errors", {}).items():
-            source, chosen = error.split("->")
-            if source == gold:
-                matrix[i][columns.index(chosen)] += count
-                wrong += count
-        matrix[i][columns.index(gold)] += sizes[gold] - wrong
+    labels, columns, matrix = confusion_counts(result, name)
     shares = [[v / max(sum(row), 1) for v in row] for row in matrix]
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(columns), 1.0 + 0.6 * len(labels)))
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
