@@ -386,6 +386,9 @@ def test_reranker_in_a_routed_pipeline_and_as_llamaindex_postprocessor(tiny_rera
     for bad in (0, -1, None, 1.5):  # -1 returned all but the last hit, None every hit
         with pytest.raises(RagrouteError, match="k must be"):
             reranker.rerank("share price", hits, bad)
+    for bad in (0, -3):  # until session 44 candidates=0 reranked the default 20, silently
+        with pytest.raises(RagrouteError, match="candidates must be"):
+            reranker.rerank("share price", hits, 1, candidates=bad)
     for query in ("", None):  # None was scored as the text "None"
         with pytest.raises(RagrouteError, match="query"):
             reranker.rerank(query, hits, 1)
@@ -394,6 +397,32 @@ def test_reranker_in_a_routed_pipeline_and_as_llamaindex_postprocessor(tiny_rera
     for setting in ({"batch_size": 0}, {"candidates": "x"}, {"max_length": 0}):
         with pytest.raises(RagrouteError, match=f"{next(iter(setting))} must be"):
             CrossEncoderReranker(out, backend="torch", **setting)
+
+
+def test_rerank_score_says_when_a_model_is_not_calibrated(tiny_reranker, tmp_path):
+    """Until session 44 `rerank score` printed any CrossEncoder's sigmoid as a "calibrated
+    probability" (its help said so), and its --backend help said auto falls back to an int8 ONNX
+    export, which a plain CrossEncoder folder never has."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.store import open_snapshot
+
+    out, _ = tiny_reranker
+    plain = tmp_path / "plain"  # the same model as a plain sentence-transformers folder
+    shutil.copytree(open_snapshot(out, family="reranker").path, plain)
+    for name in ("manifest.json", "calibration.json", "model.onnx", "model.int8.onnx"):
+        (plain / name).unlink(missing_ok=True)
+    args = ["rerank", "score", "--backend", "torch"]
+    calibrated = CliRunner().invoke(main, [*args, str(out), "send a message to my team", "Mail | send"])
+    uncalibrated = CliRunner().invoke(main, [*args, str(plain), "send a message to my team", "Mail | send"])
+    assert calibrated.exit_code == 0 and uncalibrated.exit_code == 0, uncalibrated.output
+    assert "no fitted calibration" not in calibrated.output
+    assert "no fitted calibration" in uncalibrated.output
+    help_text = CliRunner().invoke(main, ["rerank", "score", "--help"]).output
+    assert "calibrated probability" not in help_text and "torch only" in help_text
 
 
 def test_unloadable_models_and_bad_settings_are_one_line_errors(tmp_path):
@@ -574,6 +603,27 @@ def test_recalibration_publishes_a_new_build_with_the_same_model(tiny_reranker, 
     assert after.params["report"]["calibration"]["c"] == pytest.approx(report["c"])
     reranker = CrossEncoderReranker(out, backend="torch")
     assert reranker.calibration.c == pytest.approx(report["c"]) and reranker.calibration.fitted
+
+
+def test_recalibration_without_both_labels_keeps_the_fitted_calibration(tiny_reranker, tmp_path):
+    """Until session 44 calibration pairs of one label only (or none: `rerank calibrate --data`
+    naming a set that gave no pairs) published the raw sigmoid over the fitted calibration,
+    silently: every probability from then on was uncalibrated (``calibrated: false``)."""
+    import shutil
+
+    from ragroute.rerank.train import recalibrate
+    from ragroute.store import open_snapshot
+
+    source, _ = tiny_reranker
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    before = open_snapshot(out, family="reranker").manifest.build
+    query, text = next(iter(TOPICS.values()))
+    for pairs in ([], [Pair(query, text, 0.0, "toy", 1)] * 3):
+        with pytest.raises(RagrouteError, match="no calibration can be fitted.*nothing was published"):
+            recalibrate(out, pairs)
+    assert open_snapshot(out, family="reranker").manifest.build == before
+    assert CrossEncoderReranker(out, backend="torch").calibration.fitted
 
 
 def test_recalibration_scores_the_model_under_its_writer_lock(tiny_reranker, tmp_path, monkeypatch):
@@ -954,6 +1004,22 @@ def test_averaged_draws_are_the_mean_of_their_weights_calibrated_afresh(tiny_rer
         assert int(np.argmax(probs)) == list(TOPICS).index(topic), (topic, probs)
 
 
+def test_an_average_without_calibration_pairs_of_both_labels_is_not_published(
+    tiny_reranker, second_draw, tmp_path
+):
+    """Until session 44 the average of draws was published with the raw sigmoid as its
+    'calibration' when the held-apart pairs held one label only (or none), silently."""
+    from ragroute.rerank.average import average_rerankers
+    from ragroute.store import artifact_exists
+
+    first, _ = tiny_reranker
+    out = tmp_path / "soup"
+    negatives = [p for p in _pairs().calibration if p.label == 0.0]
+    with pytest.raises(RagrouteError, match="no calibration can be fitted for the average of 2 draws"):
+        average_rerankers([first, second_draw], out, negatives, name="soup")
+    assert not artifact_exists(out)
+
+
 def test_training_several_draws_builds_pairs_once_and_publishes_their_average(tmp_path):
     import torch
     from sentence_transformers import CrossEncoder
@@ -1053,6 +1119,38 @@ def test_rerank_train_refuses_a_device_before_mining_any_pair(tmp_path, monkeypa
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: cannot train on device 'nosuchdevice' here (")
+    assert not (tmp_path / "r").exists()
+
+
+def test_rerank_train_and_average_refuse_an_out_they_cannot_publish_before_any_pair(
+    tiny_reranker, second_draw, tmp_path, monkeypatch
+):
+    """Until session 44 `rerank average --out DIR` and the draws of `rerank train --draws N`
+    (kept in OUT.draws/draw-D) were checked only when publishing: minutes of building pairs (and,
+    for train, a whole draw's training) before `refusing to overwrite ...`."""
+    from click.testing import CliRunner
+
+    import ragroute.cli.rerank
+    from ragroute.cli import main
+
+    def no_pairs(*_args, **_kwargs):
+        raise AssertionError("pairs were built for an --out that cannot be published")
+
+    monkeypatch.setattr(ragroute.cli.rerank, "_pairs", no_pairs)
+    monkeypatch.setattr(ragroute.cli.rerank, "_calibration_pairs", no_pairs)
+    foreign = tmp_path / "r.draws" / "draw-4"  # the second draw of --draw 3 --draws 2
+    foreign.mkdir(parents=True)
+    (foreign / "manifest.json").write_text("{}", encoding="utf-8")
+    runs = [
+        ["rerank", "train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--draw", "3"]
+        + ["--draws", "2"],
+        ["rerank", "average", str(tiny_reranker[0]), str(second_draw), "--out", str(foreign)],
+    ]
+    for args in runs:
+        result = CliRunner().invoke(main, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code != 0 and len(lines) == 1, lines
+        assert lines[0].startswith(f"error: refusing to overwrite {foreign.absolute()}"), lines
     assert not (tmp_path / "r").exists()
 
 

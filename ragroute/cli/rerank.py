@@ -173,6 +173,12 @@ def train_command(
     from ragroute.training import check_device
 
     check_replaceable(out, FAMILY)  # before minutes of loading and training, not after
+    if draws > 1:  # and where each draw is kept (until session 44 refused after the first draw trained)
+        from ragroute.rerank.average import draws_folder
+
+        first = draw if draw is not None else seed
+        for position in range(draws):
+            check_replaceable(draws_folder(out) / f"draw-{first + position}", FAMILY)
     check_device(device)  # likewise: before the training pairs are mined
     params = TrainParams(
         layers=layers,
@@ -214,16 +220,26 @@ def train_command(
     type=click.Choice(list(RERANK_BACKENDS)),
     default="auto",
     show_default=True,
-    help="How the reranker runs: auto = bf16 torch on CPUs with AMX, else its int8 ONNX export.",
+    help="How the reranker runs: auto = bf16 torch on CPUs with AMX, else the artifact's int8 ONNX "
+    "export when it has one, else bf16 torch where bfloat16 is native, else fp32 torch (any other "
+    "CrossEncoder folder runs in torch only).",
 )
 @one_line_errors
 def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str) -> None:
-    """Print each TEXT's calibrated probability of being relevant to QUERY."""
+    """Print each TEXT's probability of being relevant to QUERY, best first: calibrated for a
+    `rerank train` artifact; for any other CrossEncoder the sigmoid of its logit, an order rather
+    than a probability (said in a note on stderr)."""
     from ragroute.rerank.cross_encoder import CrossEncoderReranker
 
     reranker = CrossEncoderReranker(model, backend=backend)
     for prob, text in sorted(zip(reranker.score(query, list(texts)), texts), key=lambda p: -p[0]):
         click.echo(f"{prob:.4f}  {text}")
+    if not reranker.calibration.fitted:  # until session 44 printed as if calibrated
+        click.echo(
+            f"note: {model} has no fitted calibration: these are the sigmoid of its logits, an order "
+            "rather than probabilities of relevance",
+            err=True,
+        )
 
 
 @rerank_group.command("calibrate")
@@ -283,10 +299,14 @@ def average_command(
     average of draws does is measured in docs/rerank.md#averaged-draws.
     """
     from ragroute.rerank.average import average_rerankers, check_draws
-    from ragroute.store import open_snapshot
+    from ragroute.rerank.cross_encoder import FAMILY
+    from ragroute.store import check_replaceable, open_snapshot
 
     manifests = [open_snapshot(m, family="reranker").manifest.params for m in models]
     check_draws([(str(m), params) for m, params in zip(models, manifests)])  # before any pair is built
+    # likewise --out: until session 44 one that cannot take a reranker was refused only at the
+    # end, after minutes of building the calibration pairs
+    check_replaceable(out, FAMILY)
     calibration = _calibration_pairs(manifests[0], (), split, encoder, backend, cache_dir)
     click.echo(json.dumps(average_rerankers(list(models), out, calibration, name=out.name), indent=2))
 

@@ -21,7 +21,14 @@ from typing import Any
 
 from ragroute.errors import RagrouteError
 from ragroute.rerank.cross_encoder import FAMILY
-from ragroute.rerank.train import Pair, TrainParams, check_learned, fit_calibration, publish_reranker
+from ragroute.rerank.train import (
+    Pair,
+    TrainParams,
+    check_fitted,
+    check_learned,
+    fit_calibration,
+    publish_reranker,
+)
 
 #: train settings that may differ between draws of one recipe
 # the bar to publish and where the draw ran are not the recipe
@@ -103,6 +110,7 @@ def average_rerankers(
     first = loaded[0][1]
     recipe = TrainParams.from_manifest(first)
     fitted, calibration_report = fit_calibration(soup, calibration, recipe)
+    check_fitted(fitted, len(calibration), out, f"the average of {len(models)} draws")
     check_learned(calibration_report, out, f"the average of {len(models)} draws", bar=recipe.min_logit_auroc)
     report: dict[str, Any] = {
         "members": [

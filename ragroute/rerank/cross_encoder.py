@@ -315,9 +315,10 @@ class CrossEncoderReranker:
         ``k``, so asking for more hits than ``candidates`` reranks that many: until session 36 the
         list was cut to ``candidates`` hits) by probability; ties keep the stage-1 order."""
         k = check_k(k)
-        pool = hits[: max(check_k(candidates or self.candidates, "candidates"), k)]
-        if not pool:
+        if not hits:  # before the pool size: callers pass candidates=len(hits)
             return []
+        # candidates=0 read as "the default" until session 44 (``0 or self.candidates``)
+        pool = hits[: max(check_k(self.candidates if candidates is None else candidates, "candidates"), k)]
         query = check_query(getattr(context, "text", context))
         logits = self.logits(query, [candidate_text(h, body=self.body, **self.reading) for h in pool])
         stage1_z = pool_zscores([h.score for h in pool])

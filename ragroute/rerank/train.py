@@ -570,6 +570,20 @@ def check_learned(
     )
 
 
+def check_fitted(calibration: Calibration, pairs: int, out: Path, what: str) -> None:
+    """Raise (before anything is published at ``out``) when no calibration could be fitted: the
+    calibration pairs hold one label only, or none at all (:func:`fit_platt` then returns the raw
+    sigmoid). Until session 44 ``rerank calibrate`` published that unfitted calibration over the
+    fitted one, silently (``calibrated: false`` from then on), and ``rerank average`` published an
+    average that was never calibrated."""
+    if calibration.fitted:
+        return
+    raise RagrouteError(
+        f"no calibration can be fitted for {what}: its {pairs} calibration pairs do not hold both "
+        f"relevant and irrelevant candidates; nothing was published at {out} (check --data and --split)"
+    )
+
+
 MIN_CALIBRATION_QUERIES = 20
 """Held-apart queries below which a fitted calibration's probabilities are said to be rough."""
 
@@ -716,6 +730,7 @@ def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
     with artifact_lock(model):  # the build read here stays current (and on disk) until published
         reranker = CrossEncoderReranker(model, backend="torch")
         calibration, report = fit_platt(pairs, lambda batch: reranker.logits_pairs(batch))
+        check_fitted(calibration, len(pairs), model, "the recalibration")
         snapshot = open_snapshot(model, family=FAMILY)
         manifest = snapshot.manifest
         # the bar the model was trained with, as averaging reads it
