@@ -59,3 +59,21 @@ def test_corruptions_through_the_command_line_exit_2_with_one_line(tmp_path):
     # a flipped byte in the pointer, the manifest and the first data file
     report = run_cli_matrix({"bm25": tmp_path / "idx"}, file_actions=("flip-middle",), files=3)
     assert report.tried == 3 and report.clean == report.tried, report.failures
+
+
+def test_a_changed_line_of_inspect_is_a_wrong_answer_and_only_durations_are_ignored():
+    """Until session 44 the harness compared `inspect` output without every line holding " s" or
+    "ms": the encoder line ("encoder: sentence-transformers/...") among them, so a damaged artifact
+    that changed it counted as unnoticed, not wrong. Only durations are left out now."""
+    import subprocess
+
+    from ragroute.reliability.corruption import cli_answer, cli_outcome
+
+    reference = "idx: index / dense\n  encoder: sentence-transformers/all-MiniLM-L6-v2 (onnx, dim 384)\n"
+    changed = reference.replace("dim 384", "dim 12")
+    assert cli_answer(changed) != cli_answer(reference)
+    done = subprocess.CompletedProcess([], 0, changed, "")
+    assert cli_outcome(done, cli_answer(reference)) == ("wrong", "")
+    timed = "built 4 items in 1.25 s\nsearched in 12 ms\n"
+    assert cli_answer(timed) == cli_answer(timed.replace("1.25 s", "3.5 s").replace("12 ms", "9ms"))
+    assert cli_answer(timed) == ["built 4 items in <time>", "searched in <time>"]
