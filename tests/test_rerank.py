@@ -1237,6 +1237,12 @@ def test_a_calibration_coefficient_that_is_a_bool_is_refused():
 
     with pytest.raises(ValueError, match="'a' is True, not a finite number"):
         Calibration.from_dict({"a": True})
+    # a plain CrossEncoder folder's calibration.json has no checksums: "false" read as fitted
+    # (bool("false") is True) until session 44
+    for text in ("false", "true", 0, None):
+        with pytest.raises(ValueError, match="'fitted' is .*, not true or false"):
+            Calibration.from_dict({"a": 1.0, "fitted": text})
+    assert Calibration.from_dict({"a": 1.0, "fitted": False}).fitted is False
 
 
 def test_a_token_limit_above_the_models_positions_is_one_line_and_the_default_fits_it(

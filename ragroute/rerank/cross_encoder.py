@@ -151,7 +151,8 @@ class Calibration:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
         """The calibration ``to_dict`` wrote; :class:`ValueError` naming the key for anything else
-        (a coefficient that is not a finite number, a ``stage1`` that is not a mapping)."""
+        (a coefficient that is not a finite number, ``fitted`` not a boolean, a ``stage1`` that is not
+        a mapping)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a calibration is a mapping, not a {type(data).__name__}")
 
@@ -161,6 +162,9 @@ class Calibration:
                 raise ValueError(f"{key!r} is {value!r}, not a finite number")
             return float(value)
 
+        fitted = data.get("fitted", False)
+        if not isinstance(fitted, bool):  # bool("false") read as fitted until session 44
+            raise ValueError(f"'fitted' is {fitted!r}, not true or false")
         stage1 = data.get("stage1") or {}
         if not isinstance(stage1, Mapping):
             raise ValueError(f"'stage1' is a {type(stage1).__name__}, not a mapping")
@@ -168,7 +172,7 @@ class Calibration:
             number("a", 1.0),
             number("b", 0.0),
             number("c", 0.0),
-            bool(data.get("fitted", False)),
+            fitted,
             number("d", 0.0),
             {str(kind): cls.from_dict(cal) for kind, cal in stage1.items()},
         )
