@@ -662,13 +662,26 @@ def test_deleting_every_document_leaves_an_empty_index_that_takes_new_ones() -> 
     assert [hit.doc_id for hit in index.search("hello")] == ["c"]
 
 
-def test_saving_a_bm25_index_with_no_documents_is_a_one_line_error(tmp_path) -> None:
-    from ragroute.index.io import save_index
+def test_a_bm25_index_with_no_documents_saves_as_an_empty_index(tmp_path) -> None:
+    """Until session 44 saving it raised "BM25 index 'kb' holds no documents: there is nothing to
+    save" (an emptied dense index saved); now it saves with no scorer files and the statistics of
+    no documents, and loads back as an index that finds nothing until documents are added."""
+    from ragroute.index.io import load_index, read_index_manifest, save_index
     from ragroute.index.lexical import BM25Index
+    from ragroute.store.artifact import published_path
     from ragroute.types import Document
 
     index = BM25Index.build([Document(id="a", text="hello world")], name="kb")
     index.delete(["a"])
-    with pytest.raises(RagrouteError, match="'kb' holds no documents"):
-        save_index(index, tmp_path / "kb")
-    assert not (tmp_path / "kb").exists() or not any((tmp_path / "kb").iterdir())
+    for folder, empty in [("kb", index), ("never", BM25Index(name="never"))]:
+        save_index(empty, tmp_path / folder)
+        manifest = read_index_manifest(tmp_path / folder)
+        assert manifest.params["documents"] == 0 and manifest.params["bm25_stats"]["n_docs"] == 0
+        assert sorted(p.name for p in published_path(tmp_path / folder).iterdir()) == [
+            "docs.jsonl",
+            "manifest.json",
+        ]
+        loaded = load_index(tmp_path / folder)
+        assert isinstance(loaded, BM25Index) and loaded.scorer is None and loaded.search("hello") == []
+        loaded.add([Document(id="c", text="hello again")])
+        assert [hit.doc_id for hit in loaded.search("hello")] == ["c"]

@@ -196,3 +196,23 @@ def test_ctrl_c_while_the_demo_builds_says_which_indexes_are_new(tmp_path, monke
         "'astronomy' (an artifact being written keeps its previous build)"
     )
     assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == ["astronomy"]
+
+
+def test_a_routing_file_without_corpora_gets_the_demos_own_message(tmp_path):
+    """Until session 44 a routing file without 'corpora:' (e.g. only `router: {kind: prototype}`)
+    got the config reader's "expected a 'sources:' mapping ..." and one with 'corpora:' but no
+    'index_dir:' its "'corpora:' needs 'index_dir:'", never the demo's own message, which was
+    checked only after the file was read as a routing config."""
+    corpora = f"corpora: {CORPORA / 'corpora.yaml'}\n"
+    for name, text in [
+        ("router.yaml", "router: {kind: prototype}\n"),
+        ("sources.yaml", f"sources: {{a: {tmp_path / 'a'}}}\n"),
+        ("no_index_dir.yaml", corpora),
+    ]:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        result = CliRunner().invoke(main, ["demo", "--routing", str(path), "--queries", "no.jsonl"])
+        assert result.exit_code == 2, result.output
+        assert result.output == (
+            f"error: {path} needs 'corpora:' and 'index_dir:' for the demo to build indexes\n"
+        ), result.output

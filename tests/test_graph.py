@@ -737,3 +737,34 @@ def test_a_custom_extractors_fact_naming_no_returned_phrase_is_one_line(hashing_
         extend_graph(GraphTables.empty(hashing_encoder.dim), [broken], hashing_encoder)
     fine = Extraction("p1", phrases=["paris", "france"], facts=[Fact("paris", "france", "p1", 0)])
     assert extend_graph(GraphTables.empty(hashing_encoder.dim), [fine], hashing_encoder).n_phrases == 2
+
+
+def test_a_fact_listed_twice_for_one_sentence_weighs_one_sentence(hashing_encoder):
+    """A fact edge weighs how many sentences state the pair (docs/graph.md); until session 44 an
+    extractor listing the same pair twice for one sentence of a passage (in either order) counted
+    it twice. The same pair in two sentences, or in two passages, still counts each."""
+    from ragroute.graph.build import GraphTables, extend_graph
+    from ragroute.graph.extract import Extraction, Fact
+
+    def weight(extractions):
+        tables = extend_graph(GraphTables.empty(hashing_encoder.dim), extractions, hashing_encoder)
+        a, b = tables.phrases.index("paris"), tables.phrases.index("france")
+        return float(tables.adjacency[a, b]), tables.fact_passages.nnz
+
+    phrases = ["paris", "france"]
+    once = [Extraction("p1", phrases, [Fact("paris", "france", "p1", 0)])]
+    repeated = [
+        Extraction(
+            "p1",
+            phrases,
+            [Fact("paris", "france", "p1", 0, relation="in"), Fact("france", "paris", "p1", 0),
+             Fact("paris", "france", "p1", 0, relation="in")],
+        )
+    ]  # fmt: skip
+    assert weight(repeated) == weight(once) == (1.0, 1)
+    two_sentences = [
+        Extraction("p1", phrases, [Fact("paris", "france", "p1", 0), Fact("paris", "france", "p1", 1)])
+    ]
+    assert weight(two_sentences) == (2.0, 1)
+    two_passages = [*once, Extraction("p2", phrases, [Fact("paris", "france", "p2", 0)])]
+    assert weight(two_passages) == (2.0, 2)

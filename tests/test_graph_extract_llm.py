@@ -306,3 +306,20 @@ def test_parse_json_reads_the_answer_not_a_stray_bracket_or_a_later_fence():
     # flags and non-finite numbers are no entity or triple part
     assert parse_entities('{"named_entities": [true, NaN, Infinity, 1901, "Ada"]}') == ["1901", "Ada"]
     assert parse_triples('[[true, "is", "x"], ["Ada", "born", 1901]]') == [("Ada", "born", "1901")]
+
+
+def test_a_triple_the_llm_repeats_is_one_fact(tmp_path):
+    """Until session 44 a triple listed twice in one passage's answer (LLMs repeat themselves) was
+    two facts, and the built edge weighed 2 for one statement. Another relation between the same
+    phrases is still a fact of its own."""
+    triples = (
+        '{"triples": [["Ada Brennan", "born in", "Kellow"], ["Ada Brennan", "is a", "painter"], '
+        '["ada brennan", "Born  in", "Kellow"], ["Ada Brennan", "lived in", "Kellow"]]}'
+    )
+    llm = scripted(answers={"Ada Brennan": (ANSWERS["Ada Brennan"][0], triples)})
+    out = LLMExtractor(llm, cache_dir=tmp_path).extract(DOCS[0])
+    assert [(f.subject, f.object, f.sentence, f.relation) for f in out.facts if f.relation] == [
+        ("ada brennan", "kellow", 0, "born in"),
+        ("ada brennan", "painter", 1, "is a"),
+        ("ada brennan", "kellow", 3, "lived in"),
+    ]

@@ -118,13 +118,15 @@ def test_triples_join_corpus_documents_by_id_and_share_one_passage_by_id(hashing
     assert "kellow" in p1.phrases
     if "relation" in Fact.__dataclass_fields__:  # the predicate is kept on the fact
         assert [f.relation for f in extractions[1].facts] == ["on", "rises in"]
-    assert len(extractions[2].facts) == 2  # the repeated triple counts twice (edge weight 2)
+    # the repeated triple is one statement: one fact (two, edge weight 2, until session 44, while
+    # the passage's text states it once)
+    assert len(extractions[2].facts) == 1 and docs[2].text == "Kellow on Varne River."
     index = build_graph_from_triples(rows, hashing_encoder, documents=corpus)
     t = index.tables
     a, b = t.phrases.index("ada brennan"), t.phrases.index("kellow")
     assert t.adjacency[a, b] == 1.0
     k, v = t.phrases.index("kellow"), t.phrases.index("varne river")
-    assert t.adjacency[k, v] == 3.0  # geo once, triple-4 twice
+    assert t.adjacency[k, v] == 2.0  # geo once, triple-4 once
 
 
 def test_bad_triples_are_all_reported_with_their_line_numbers(tmp_path):
@@ -423,3 +425,31 @@ def test_triples_naming_a_document_of_a_chunked_corpus_join_its_unit(hashing_enc
     by_id = {e.passage: {(f.subject, f.object) for f in e.facts} for e in extractions}
     assert ("ada brennan", "otto lind") in by_id["ada#p1"]  # the unit naming both (its title names Ada)
     assert ("ada brennan", "kellow") in by_id["ada#p0"]  # none names both: the first naming either
+
+
+def test_a_repeated_triple_row_gives_the_graph_the_file_gives_without_it(tmp_path, hashing_encoder):
+    """Until session 44 a row repeating an earlier one (same subject, predicate, object and passage)
+    was a second sentence stating the fact: its edge weighed 2, from a passage whose text states
+    it once (a passage-less repeat joined the first one's passage, its text still one sentence)."""
+    rows = [dict(ROWS[0], passage="bio-ada", text="Ada Brennan was born in Kellow."), *ROWS[1:]]
+    repeats = [
+        *rows,
+        dict(ROWS[0], passage="bio-ada"),
+        dict(ROWS[1], subject="varne  river", relation="Flows through"),
+    ]
+    plain = build_graph_from_triples(read_triples(write_csv(tmp_path / "plain.csv", rows)), hashing_encoder)
+    repeated_set = read_triples(write_csv(tmp_path / "repeated.csv", repeats))
+    assert len(repeated_set.triples) == len(rows)
+    repeated = build_graph_from_triples(repeated_set, hashing_encoder)
+    assert [(d.id, d.text) for d in repeated.store.documents] == [
+        (d.id, d.text) for d in plain.store.documents
+    ]
+    assert repeated.tables.phrases == plain.tables.phrases
+    assert (repeated.tables.adjacency != plain.tables.adjacency).nnz == 0
+    assert (repeated.tables.fact_passages != plain.tables.fact_passages).nnz == 0
+    ada, kellow = plain.tables.phrases.index("ada brennan"), plain.tables.phrases.index("kellow")
+    assert float(repeated.tables.adjacency[ada, kellow]) == 1.0
+    # the same fact in another passage, or another relation between the pair, is another sentence
+    more = read_triples(write_csv(tmp_path / "more.csv", [*rows, dict(ROWS[0], passage="bio-2"),
+                                                         dict(ROWS[0], predicate="lived in")]))  # fmt: skip
+    assert len(more.triples) == len(rows) + 2

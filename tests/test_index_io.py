@@ -45,6 +45,38 @@ def test_dense_add_delete_survive_save(tmp_path, hashing_encoder, small_docs):
     assert loaded.search("comet", k=1)[0].doc_id == "astro-0"
 
 
+@pytest.mark.parametrize("method", ["bm25", "dense", "hybrid"])
+def test_an_emptied_index_saves_and_loads_back_empty_and_takes_new_documents(
+    tmp_path, hashing_encoder, small_docs, method
+):
+    """Until session 44 an emptied BM25 or hybrid index could not be saved ("BM25 index ... holds no
+    documents: there is nothing to save") while an emptied dense one could, so a user who deleted
+    every document could not persist that and the old build, documents and all, stayed current."""
+    index = build_index(small_docs, method, encoder=hashing_encoder, name="kb")
+    save_index(index, tmp_path / "kb")  # the full build, which the empty one replaces
+    assert index.delete([d.id for d in small_docs]) == len(small_docs)
+    manifest = save_index(index, tmp_path / "kb")
+    assert manifest.params["documents"] == 0
+    assert published_path(tmp_path / "kb").joinpath("docs.jsonl").read_text(encoding="utf-8") == ""
+    loaded = load_index(tmp_path / "kb", hashing_encoder)
+    assert type(loaded) is type(index) and len(loaded) == 0
+    assert loaded.search("telescope orbit", k=5) == [] and loaded.search_many(["printer", "bread"], k=3) == [
+        [],
+        [],
+    ]
+    loaded.add(small_docs[:10])
+    fresh = build_index(small_docs[:10], method, encoder=hashing_encoder, name="kb")
+    for query in ["telescope orbit", "bread yeast oven"]:
+        want = [(h.doc_id, round(h.score, 5)) for h in fresh.search(query, k=5)]
+        assert [(h.doc_id, round(h.score, 5)) for h in loaded.search(query, k=5)] == want
+    # and the refilled index saves and loads as any other
+    save_index(loaded, tmp_path / "kb")
+    again = load_index(tmp_path / "kb", hashing_encoder)
+    assert [h.doc_id for h in again.search("bread yeast oven", k=5)] == [
+        h.doc_id for h in fresh.search("bread yeast oven", k=5)
+    ]
+
+
 def test_missing_directory_and_manifest(tmp_path):
     with pytest.raises(IndexFormatError, match="does not exist"):
         load_index(tmp_path / "nothing")

@@ -451,3 +451,24 @@ def test_a_worker_that_cannot_start_says_why(
         "Ray build failed: a worker could not start: "
         "ModuleNotFoundError: No module named 'driver_only_module'"
     )
+
+
+def test_encoding_no_texts_on_ray_returns_at_once_with_the_encoders_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Until session 44 encode_on_ray([]) started Ray and a worker that loaded the encoder to encode
+    nothing. Now nothing starts: (0, dim) when the encoder is given; with only encoder_factory
+    (0, 0), as before, documented (the width is not known without loading the encoder)."""
+    import ragroute.scale.ray_build as ray_build
+
+    monkeypatch.setattr(ray_build, "_ray_job", None)  # no Ray work at all
+    encoder = HashingEncoder()
+    timings: dict[str, float] = {}
+    vectors = encode_on_ray([], encoder=encoder, encoder_factory=HashingEncoder, workers=2, timings=timings)
+    assert vectors.shape == (0, encoder.dim) and vectors.dtype == np.float32
+    assert timings == {"startup_s": 0.0, "workers_start_s": 0.0, "build_s": 0.0}
+    assert encode_on_ray((), encoder=encoder, queries=True).shape == (0, encoder.dim)
+    # a factory alone: its width is not known without loading the encoder, which is not done
+    assert encode_on_ray([], encoder_factory=HashingEncoder).shape == (0, 0)
+    with pytest.raises(RagrouteError, match="^encode_on_ray needs an encoder or an encoder_factory$"):
+        encode_on_ray([])

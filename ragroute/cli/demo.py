@@ -189,12 +189,17 @@ def demo_command(
     then answer 2-hop questions by walking a knowledge graph, and route tasks to agent skills."""
     from ragroute.corpora import load_corpus_specs
     from ragroute.route.config import RoutingConfig, load_routing
+    from ragroute.yaml_files import read_yaml
 
+    # the demo's own requirement is checked on the raw file first: until session 44 a config without
+    # 'corpora:' got the config reader's "expected a 'sources:' mapping" (and one without
+    # 'index_dir:' its "'corpora:' needs 'index_dir:'") instead of this message
+    raw = read_yaml(routing_file, "routing config")
+    if isinstance(raw, dict) and ("corpora" not in raw or "index_dir" not in raw):
+        raise RagrouteError(f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes")
     config = RoutingConfig.read(routing_file)
     if not queries_file.is_file():  # said now, not after every index is built
         raise RagrouteError(f"--queries {queries_file}: no such file (paths are relative to where you run)")
-    if "corpora" not in config.data or "index_dir" not in config.data:
-        raise RagrouteError(f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes")
     queries = read_queries(queries_file)
     # the later steps' inputs and output are checked now too, not after the routing part has run
     if not (no_graph and no_steps) and not graph_corpus.is_dir():

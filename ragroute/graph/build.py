@@ -246,9 +246,15 @@ def extend_graph(
     fact_cols: list[int] = []
     pair_counts: dict[tuple[int, int], int] = {}
     for position, extraction in enumerate(extractions):
+        # a pair counts once per sentence of the passage stating it (the weight is how many
+        # sentences do): until session 44 an extractor listing it twice in one sentence counted 2
+        counted_here: set[tuple[int, int, int]] = set()
         for fact in extraction.facts:
             a, b = phrase_id[fact.subject], phrase_id[fact.object]
             key = (min(a, b), max(a, b))
+            if (*key, fact.sentence) in counted_here:
+                continue
+            counted_here.add((*key, fact.sentence))
             fid = fact_id.setdefault(key, len(fact_id))
             fact_rows.append(fid)
             fact_cols.append(old_passages + position)

@@ -480,13 +480,18 @@ class LLMExtractor:
             if key := self._keep(entity):
                 phrases.setdefault(key, 0)
         pairs: set[tuple[str, str]] = set()
+        stated: set[tuple[str, str, str]] = set()
         for position, (subject, relation, obj) in enumerate(triples):
             a, b = self._keep(subject), self._keep(obj)
             for key in (a, b):
                 if key:
                     phrases.setdefault(key, position)
-            if a and b and a != b:
-                out.facts.append(Fact(a, b, document.id, position, relation=" ".join(relation.split())))
+            relation = " ".join(relation.split())
+            # a triple the answer repeats is one statement (until session 44 each copy was a fact,
+            # and the edge's weight counted it again)
+            if a and b and a != b and (a, relation.lower(), b) not in stated:
+                stated.add((a, relation.lower(), b))
+                out.facts.append(Fact(a, b, document.id, position, relation=relation))
                 pairs.update({(a, b), (b, a)})
         if title:
             out.facts.extend(

@@ -36,6 +36,11 @@ What becomes a passage (the walk ranks passages, so every fact lives in one):
 * a triple without ``passage`` becomes a passage of its own, id ``triple-<line>``
   and text ``"subject predicate object."`` (identical triples share one passage).
 
+A row repeating an earlier one (the same subject, predicate and object, up to case and
+normalisation, and the same ``passage``) is the same statement and adds nothing: a fact's
+weight counts the sentences stating it, and the passage states it once. (A GraphML fact edge's
+``sentences`` is how an import gives a fact stated by several sentences of one passage.)
+
 Passages that come with the triples are *not* run through an extractor: their
 phrases and facts are exactly their triples' (a triple whose subject and object
 are the same phrase adds the phrase, no fact). Facts are phrase pairs, as the
@@ -273,6 +278,7 @@ def triples_from_records(
     out = TripleSet(source=source)
     texts: dict[str, tuple[str, int]] = {}
     labels: dict[str, tuple[str, int]] = {}
+    stated: set[tuple[str, str, str, str]] = set()  # (subject, predicate, object, passage) kept
     n = 0
     for position, item in enumerate(records, 1):
         line, record = item if isinstance(item, tuple) else (position, item)
@@ -309,9 +315,13 @@ def triples_from_records(
         if reasons:
             problems.add(line, ", ".join(reasons))
             continue
-        out.triples.append(
-            Triple(values["subject"], values["object"], values["predicate"], passage, line=int(line))
-        )
+        # a row repeating an earlier one is the same statement: it counts once (until session 44 it
+        # was a second sentence, a fact edge of weight 2 from a passage that states it once)
+        subject, predicate, obj = values["subject"], values["predicate"], values["object"]
+        key = (normalise(subject), predicate.lower(), normalise(obj), passage)  # as passage-less ones share
+        if key not in stated:
+            stated.add(key)
+            out.triples.append(Triple(subject, obj, predicate, passage, line=int(line)))
         if passage and text and passage not in out.passages:
             out.passages[passage] = Document(id=passage, text=text, title=values["title"])
         if passage and access:

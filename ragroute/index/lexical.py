@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError
 from ragroute.index.bm25_counts import TermCounts, TermCountsKeeper
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
@@ -48,7 +47,8 @@ class BM25Index(LocalIndex):
     bit the one a fit on every document gives. A store shared with another index (a hybrid's, an
     expert set's base) may change through that index: a search first refits when the store's
     ``version`` is not the one it was fitted on (its positions would otherwise point at other
-    documents). An index whose documents were all deleted finds nothing until documents are added.
+    documents). An index whose documents were all deleted finds nothing until documents are added
+    (saved, it is a build of no documents that loads back as such).
     """
 
     kind = "bm25"
@@ -158,19 +158,38 @@ class BM25Index(LocalIndex):
         return sorted({t for t in terms if t in vocab and idf[vocab[t]] == 0.0})
 
     def write_files(self, directory: Path) -> None:
-        self._fitted().write_parts(Path(directory))
+        scorer = self._saved_scorer()
+        if scorer is not None:  # an index with no documents has no scorer files
+            scorer.write_parts(Path(directory))
 
     def manifest_params(self) -> dict[str, Any]:
-        """BM25 parameters, and the fitted scorer's statistics (its files hold only terms and numbers)."""
-        return {"bm25": self.params.to_dict(), "bm25_stats": self._fitted().statistics()}
+        """BM25 parameters, and the fitted scorer's statistics (its files hold only terms and numbers);
+        for an index with no documents, the statistics of none (``n_docs`` 0)."""
+        scorer = self._saved_scorer()
+        stats = scorer.statistics() if scorer is not None else self._empty_statistics()
+        return {"bm25": self.params.to_dict(), "bm25_stats": stats}
 
-    def _fitted(self) -> BM25Scorer:
+    def _saved_scorer(self) -> BM25Scorer | None:
+        """The scorer of the documents in the store, fitted first if need be; ``None`` when the store
+        holds none. An emptied index saves as one (manifest ``documents: 0``, no scorer files) and
+        loads back as one that finds nothing until documents are added: until session 44 saving it
+        raised "holds no documents: there is nothing to save" (a dense index saved), so a user who
+        deleted every document could not persist that and the old build stayed on disk."""
         if self.scorer is None:
             self.refit()
-        scorer = self._current()
-        if scorer is None:  # an AssertionError until session 38
-            raise RagrouteError(f"BM25 index {self.name!r} holds no documents: there is nothing to save")
-        return scorer
+        return self._current()
+
+    def _empty_statistics(self) -> dict[str, Any]:
+        return {
+            "k1": self.params.k1,
+            "b": self.params.b,
+            "epsilon": self.params.epsilon,
+            "n_docs": 0,
+            "total_tokens": 0,
+            "avgdl": 0.0,
+            "average_idf": 0.0,
+            "nnz": 0,
+        }
 
     @classmethod
     def read(
@@ -181,12 +200,12 @@ class BM25Index(LocalIndex):
         name: str,
         encoder: Any = None,
     ) -> BM25Index:
-        return cls(
-            BM25Params.from_dict(params.get("bm25") or {}),
-            store,
-            BM25Scorer.read_parts(Path(directory), params.get("bm25_stats")),  # None: a 0.1 index
-            name,
-        )
+        stats = params.get("bm25_stats")  # None: a 0.1 index
+        if len(store) == 0 and isinstance(stats, Mapping) and stats.get("n_docs") == 0:
+            scorer = None  # saved with no documents: no scorer files (since session 44)
+        else:
+            scorer = BM25Scorer.read_parts(Path(directory), stats)
+        return cls(BM25Params.from_dict(params.get("bm25") or {}), store, scorer, name)
 
 
 __all__ = ["BM25Index", "BM25Params"]

@@ -404,8 +404,20 @@ def encode_on_ray(
 ) -> np.ndarray:
     """The vectors of ``texts`` (document vectors, or query vectors with ``queries``), encoded in
     shards by ``workers`` Ray actors and returned in order: what an expert's training data needs
-    (``ragroute expert train --engine ray``). Equal to the encoder's own to 1e-5 (batching differs)."""
+    (``ragroute expert train --engine ray``). Equal to the encoder's own to 1e-5 (batching differs).
+
+    No texts return at once, without Ray or a worker: an array of shape ``(0, encoder.dim)``, or
+    ``(0, 0)`` when only ``encoder_factory`` is given (its width is not known without loading the
+    encoder); ``timings`` then reads 0 for each step."""
     texts = check_batch(texts, "texts")  # a bare string was encoded one character at a time
+    if encoder is None and encoder_factory is None:
+        raise RagrouteError("encode_on_ray needs an encoder or an encoder_factory")
+    if not texts:
+        # until session 44 Ray started and a worker loaded the encoder to encode nothing, and the
+        # result was (0, 0) even when the encoder's width was known
+        if timings is not None:
+            timings.update(startup_s=0.0, workers_start_s=0.0, build_s=0.0)
+        return np.zeros((0, int(getattr(encoder, "dim", 0))), dtype=np.float32)
     with (
         _ray_job(address, workers, timings, "Ray encoding failed", len(texts)) as (ray, out, count),
         _actors(ray, count, encoder, encoder_factory, timings=out) as actors,
@@ -663,7 +675,9 @@ def indexes_identical(a: LocalIndex, b: LocalIndex, *, atol: float = 1e-5) -> bo
             return False
     lex_a, lex_b = getattr(a, "bm25", a), getattr(b, "bm25", b)
     if isinstance(lex_a, BM25Index) and isinstance(lex_b, BM25Index):
-        sa, sb = lex_a._fitted(), lex_b._fitted()
+        sa, sb = lex_a._saved_scorer(), lex_b._saved_scorer()
+        if sa is None or sb is None:  # no documents (then both hold none: the ids matched)
+            return sa is sb
         if sa.vocab != sb.vocab or sa.statistics().keys() != sb.statistics().keys():
             return False
         if not all(math.isclose(sa.statistics()[k], sb.statistics()[k]) for k in sa.statistics()):
