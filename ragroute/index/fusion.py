@@ -144,7 +144,9 @@ def _contributions(
     """Each entry's contribution in list ``name``, and the value used for keys the list lacks."""
     if method == "rrf":
         return 1.0 / (rrf_k + np.arange(1, len(entries) + 1, dtype=np.float64)), 0.0
-    scores = _finite_scores(name, [entry[1] for entry in entries], [entry[0] for entry in entries])
+    scores = _within_range(
+        _finite_scores(name, [entry[1] for entry in entries], [entry[0] for entry in entries])
+    )
     if method == "minmax":
         low, span = scores.min(), scores.max() - scores.min()
         normed = (scores - low) / span if span > 0 else np.ones_like(scores)
@@ -152,6 +154,19 @@ def _contributions(
         std = scores.std()
         normed = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
     return normed, float(normed.min())
+
+
+#: scores larger than this (in absolute value) are scaled down before they are normalised
+LARGE_SCORE = 1e150
+
+
+def _within_range(values: np.ndarray) -> np.ndarray:
+    """``values`` divided by their largest magnitude when that is near the float range, where their
+    mean, spread or range overflows (normalised scores do not change with the scale): until session
+    44 a list of two scores of 9e307 fused to NaN (``minmax``, ``calibrated``, ``auto``), NaN totals
+    sorted anywhere, and wildly different scores standardised to 0 (``zscore``)."""
+    largest = float(np.abs(values).max(initial=0.0))
+    return values / largest if largest > LARGE_SCORE else values
 
 
 def _finite_scores(name: str, scores: Sequence[float], keys: Sequence[Any]) -> np.ndarray:
@@ -246,10 +261,11 @@ def calibrated(
         if "std" in stats.get(name, {}):  # not a degenerate null (see calibration.null_score_stats)
             mean, std = float(stats[name]["mean"]), float(stats[name]["std"])
         else:
-            mean, std = float(values.mean()), float(values.std()) or 1.0
+            scaled = _within_range(values)  # standardised by itself: at a scale its mean can take
+            values, mean, std = scaled, float(scaled.mean()), float(scaled.std()) or 1.0
         log_p = float(np.log(max(float(priors.get(name, 1.0)), 1e-6)))
-        for hit in hits:
-            z = (hit.score - mean) / max(std, 1e-9)
+        for hit, value_of_hit in zip(hits, values.tolist()):
+            z = (value_of_hit - mean) / max(std, 1e-9)
             value = z + prior_weight * log_p
             detail = {"rank": hit.rank, "score": hit.score, "z": round(z, 4), "log_p": round(log_p, 4)}
             scored.append((value, hit, {name: detail}))

@@ -180,12 +180,17 @@ class Calibration:
 
 def pool_zscores(scores: Sequence[float]) -> np.ndarray:
     """Stage-1 scores standardised within their pool (0 for all when they do not vary; non-finite
-    scores count as the pool's lowest)."""
+    scores count as the pool's lowest). Scores near the float range are scaled down first (a z-score
+    does not change with the scale): until session 44 a pool of two scores of 9e307 overflowed the
+    mean and gave NaN, and with it NaN probabilities from the reranker's calibration."""
     values = np.asarray(scores, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.any():
         return np.zeros(len(values))
     values = np.where(finite, values, values[finite].min())
+    largest = float(np.abs(values).max())
+    if largest > 1e150:  # squares and sums of such scores overflow
+        values = values / largest
     spread = values.std()
     return (values - values.mean()) / spread if spread > 1e-12 else np.zeros(len(values))
 
