@@ -849,3 +849,54 @@ def test_a_shown_probability_never_reads_across_its_threshold(fitted):
     assert decision.action == "answer" and decision.probability < above.threshold
     shown, threshold = decision.reason.split(":")[0].removeprefix("p_retrieve ").split(" < threshold ")
     assert float(shown) < float(threshold)
+
+
+def test_a_gate_selection_keeps_the_candidate_with_the_best_cross_validated_auroc(encoder, tmp_path):
+    """select_gate (session 44) chooses among candidate gates by AUROC over folds of the training
+    data alone, fits the choice on all of it and records the selection, saved with the gate."""
+    from ragroute.gate.selection import select_gate
+
+    candidates = {
+        "by_complexity": {"signals": ["complexity"], "columns": ["complexity.multihop_cues"]},
+        "by_rarity": {"signals": ["rarity"]},
+    }
+    gate = select_gate(TEXTS, FLAGS, encoder, candidates=candidates, folds=3)
+    chosen = gate.metrics["selection"]
+    assert chosen["chosen"] == "by_rarity" == gate.name and [s.kind for s in gate.signals] == ["rarity"]
+    # the retrieve queries name rare things; neither kind holds a multi-hop cue
+    assert chosen["mean_auroc"]["by_rarity"] > 0.9 > chosen["mean_auroc"]["by_complexity"]
+    assert len(chosen["fold_auroc"]["by_rarity"]) == 3 and "3 grouped stratified folds" in chosen["rule"]
+    gate.save(tmp_path / "g")
+    loaded = TrainedGate.load(tmp_path / "g", encoder=encoder)
+    assert loaded.metrics["selection"] == chosen
+    np.testing.assert_allclose(loaded.probabilities(TEXTS), gate.probabilities(TEXTS))
+
+
+def test_a_gate_selection_keeps_the_default_gate_unless_another_clearly_leads(encoder):
+    """A candidate listed first with the same mean AUROC as the default gate does not replace it:
+    it must lead by more than TIE_MARGIN."""
+    from ragroute.gate.selection import DEFAULT_CANDIDATE, select_gate
+
+    candidates = {
+        "threshold_rarity": {"signals": ["rarity"]},
+        DEFAULT_CANDIDATE: {"signals": ["rarity", "complexity"]},
+    }
+    gate = select_gate(TEXTS, FLAGS, encoder, candidates=candidates, folds=3)
+    means = gate.metrics["selection"]["mean_auroc"]
+    assert means["threshold_rarity"] == means[DEFAULT_CANDIDATE] == 1.0
+    assert gate.name == DEFAULT_CANDIDATE and gate.metrics["selection"]["chosen"] == DEFAULT_CANDIDATE
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"folds": 1}, "folds must be a whole number of at least 2, got 1"),
+        ({"candidates": {}}, "a gate selection needs at least one candidate gate"),
+        ({"signals": ["rarity"]}, "signals: set by each candidate or by select_gate itself"),
+    ],
+)
+def test_a_gate_selection_refuses_bad_arguments_in_one_line(encoder, arguments, said):
+    from ragroute.gate.selection import select_gate
+
+    with pytest.raises(RagrouteError, match=said):
+        select_gate(TEXTS, FLAGS, encoder, **arguments)

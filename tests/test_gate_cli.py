@@ -198,3 +198,33 @@ def test_bench_gate_refuses_scoring_on_the_training_file(labels, tmp_path):
     copy.write_text(labels.read_text())
     with pytest.raises(RagrouteError, match="every one of the 48 test queries is also in the training"):
         bench_gate.run_gate_bench(copy, train_path=labels, gates=["threshold_rarity"])
+
+
+def test_gate_fit_select_chooses_the_signals_and_bench_scores_the_selection_per_fold(
+    tmp_path, labels, monkeypatch
+):
+    """`gate fit --select` (session 44) chooses the candidate gate by cross-validation on the
+    training file; not with --signals. `bench gate`'s `selected` row makes that choice again on each
+    fold's fit split, and says which candidate each chose. (Two candidates reading only the text,
+    to keep it fast: the selection fits every candidate on every fold.)"""
+    from ragroute.evaluation import bench_gate
+    from ragroute.gate import TrainedGate, selection
+
+    candidates = {
+        "threshold_complexity": {"signals": ["complexity"], "columns": ["complexity.multihop_cues"]},
+        "threshold_rarity": {"signals": ["rarity"], "columns": ["rarity.min_zipf"]},
+    }
+    monkeypatch.setattr(selection, "CANDIDATE_GATES", candidates)
+    out = tmp_path / "g"
+    fit = CliRunner().invoke(main, ["gate", "fit", str(labels), "--out", str(out), "--select"])
+    assert fit.exit_code == 0, fit.output
+    assert "selected threshold_rarity by cross-validated AUROC (threshold_complexity 0.5000, " in fit.output
+    gate = TrainedGate.load(out)
+    assert gate.metrics["selection"]["chosen"] == "threshold_rarity" and gate.columns == ["rarity.min_zipf"]
+    both = ["gate", "fit", str(labels), "--out", str(out), "--select", "--signals", "rarity"]
+    refused = CliRunner().invoke(main, both)
+    assert refused.exit_code == 2 and "give one of --signals and --select" in refused.output
+    result = bench_gate.run_gate_bench(labels, folds=2, encoder=HashingEncoder(dim=128), gates=["selected"])
+    assert result["gates"]["selected"]["chosen"] == ["threshold_rarity"] * 2
+    report = bench_gate.format_report(result)
+    assert "selected: chose threshold_rarity, threshold_rarity (per fit split)" in report

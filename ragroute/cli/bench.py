@@ -872,7 +872,8 @@ def skills_command(
     "--gates",
     default=None,
     help="Comma-separated gates to compare [default: all of "
-    "logreg_embedding, knn5_embedding, threshold_*, trained_signals, trained_all; "
+    "logreg_embedding, knn5_embedding, threshold_*, trained_signals, trained_all, and selected "
+    "(the choice among those seven made on each fit split alone, by `gate fit --select`'s rule); "
     "threshold_tuned_probe, trained_all_tuned and their *_tuned_soup and *_tuned_ensemble "
     "variants fine-tune a classifier per fit and run only when named].",
 )

@@ -40,6 +40,13 @@ def _encoder(name: str, backend: str, cache_dir: Path | None) -> Any:
     "add tuned_probe to fine-tune a MiniLM classifier on the examples (minutes), see docs/gating.md].",
 )
 @click.option(
+    "--select",
+    is_flag=True,
+    help="Choose the signals by 5-fold cross-validation on TRAIN.jsonl among the candidate gates "
+    "(single-signal gates, the LLM-free signals, the default signals; docs/gating.md): the default "
+    "signals are kept unless another candidate's mean AUROC leads by more than 0.001. Not with --signals.",
+)
+@click.option(
     "--default-threshold",
     type=click.Choice(["prior", "balanced_accuracy"]),
     default="prior",
@@ -65,6 +72,7 @@ def fit_command(
     train: Path,
     out: Path,
     signals: str | None,
+    select: bool,
     default_threshold: str,
     C: str,
     max_steps: int | None,
@@ -77,12 +85,16 @@ def fit_command(
     label = retrieve) and save it to --out. The encoder is loaded only when a signal embeds queries."""
     from ragroute.errors import RagrouteError
     from ragroute.gate import DEFAULT_SIGNALS, GATE_SIGNALS, TrainedGate, needs_retrieval
+    from ragroute.gate.selection import CANDIDATE_GATES, select_gate
     from ragroute.gate.trained import FEW_EXAMPLES
     from ragroute.loaders.labels import check_labels_file
     from ragroute.registry import load_plugins
     from ragroute.route.labels import read_labelled_queries
 
     check_labels_file(train)
+    exclusive_options(
+        {"signals": signals, "select": select}, "give one of {given}: --select chooses the signals"
+    )
     kinds = [s.strip() for s in signals.split(",")] if signals is not None else list(DEFAULT_SIGNALS)
     if not any(kinds):
         raise RagrouteError(
@@ -102,21 +114,23 @@ def fit_command(
         strength = -1.0
     if strength != "auto" and not (math.isfinite(float(strength)) and float(strength) > 0):
         raise RagrouteError(f"--C must be a positive number or auto, not {C!r}")
+    if select:  # the candidates' signals
+        kinds = list(dict.fromkeys(str(k) for c in CANDIDATE_GATES.values() for k in c["signals"]))
     embeds = any(GATE_SIGNALS[k].uses_encoder for k in kinds)
     if not embeds:
         refuse_options(("encoder", "backend"), f"to signals that embed nothing ({', '.join(kinds)})")
     texts, labels = read_labelled_queries(train)
     enc = _encoder(encoder, backend, cache_dir) if embeds else None
-    gate = TrainedGate.fit(
-        texts,
-        [needs_retrieval(label) for label in labels],
-        enc,
-        signals=kinds,
-        C=strength,
-        default_threshold=default_threshold,
-        max_steps=max_steps,
-        seed=seed,
-    )
+    flags = [needs_retrieval(label) for label in labels]
+    options: dict[str, Any] = {"C": strength, "default_threshold": default_threshold, "max_steps": max_steps}
+    if select:
+        gate = select_gate(texts, flags, enc, seed=seed, **options)
+        kinds = [s.kind for s in gate.signals]
+        chosen = gate.metrics["selection"]
+        leads = ", ".join(f"{name} {value:.4f}" for name, value in chosen["mean_auroc"].items())
+        click.echo(f"selected {chosen['chosen']} by cross-validated AUROC ({leads})")
+    else:
+        gate = TrainedGate.fit(texts, flags, enc, signals=kinds, seed=seed, **options)
     gate.save(out)
     n_answer = sum(not needs_retrieval(label) for label in labels)
     fewest = min(n_answer, len(labels) - n_answer)

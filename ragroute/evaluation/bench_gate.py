@@ -45,6 +45,7 @@ from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_route_labels import read_labels, refuse_same_file, shared_texts
 from ragroute.evaluation.evaluators import measured_reference
 from ragroute.evaluation.metrics import auroc, auroc_interval, balanced_accuracy
+from ragroute.gate.selection import CANDIDATE_GATES, select_gate
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
     fold_ids,
@@ -59,13 +60,7 @@ CURVE_RATES = (0.5, 0.7, 0.8, 0.9, 0.95)
 TRAIN_OR_FOLDS = "give one of --train TRAIN.jsonl or --folds N (cross-validation on --data), not both"
 """The error when neither or both of the training sources of the benchmark are given."""
 GATES: dict[str, dict[str, Any]] = {
-    "threshold_knn_vote": {"signals": ["knn_vote"], "columns": ["knn_vote.share"]},
-    "threshold_bank_margin": {"signals": ["bank_margin"], "columns": ["bank_margin.margin"]},
-    "threshold_rarity": {"signals": ["rarity"], "columns": ["rarity.min_zipf"]},
-    "threshold_complexity": {"signals": ["complexity"], "columns": ["complexity.multihop_cues"]},
-    "threshold_text_probe": {"signals": ["text_probe"], "columns": ["text_probe.logit"]},
-    "trained_signals": {"signals": ["knn_vote", "bank_margin", "rarity", "complexity"]},
-    "trained_all": {"signals": list(DEFAULT_SIGNALS)},
+    **CANDIDATE_GATES,
     "threshold_tuned_probe": {"signals": ["tuned_probe"], "columns": ["tuned_probe.logit"]},
     "trained_all_tuned": {"signals": [*DEFAULT_SIGNALS, "tuned_probe"]},
     "threshold_tuned_soup": {
@@ -79,7 +74,10 @@ GATES: dict[str, dict[str, Any]] = {
     },
     "trained_all_tuned_ensemble": {"signals": [*DEFAULT_SIGNALS, {"kind": "tuned_probe", "members": 3}]},
 }
-"""Our gates: keyword arguments of :meth:`TrainedGate.fit`."""
+"""Our gates: keyword arguments of :meth:`TrainedGate.fit` (the candidates a gate selection chooses
+among, then the opt-in ones). ``selected`` (:data:`SELECTED`) is the product's
+:func:`~ragroute.gate.selection.select_gate` over the candidates, on each fit split."""
+SELECTED = "selected"
 OPT_IN_GATES = (
     "threshold_tuned_probe",
     "trained_all_tuned",
@@ -92,8 +90,8 @@ OPT_IN_GATES = (
 BASELINES = ("logreg_embedding", "knn5_embedding")
 DEFAULT_GATE = "trained_all"
 """The gate ``TrainedGate.fit`` (and ``ragroute gate fit``) gives without ``signals``: the default signals."""
-ALL_GATES = (*BASELINES, *(g for g in GATES if g not in OPT_IN_GATES))
-KNOWN_GATES = (*BASELINES, *GATES)
+ALL_GATES = (*BASELINES, *(g for g in GATES if g not in OPT_IN_GATES), SELECTED)
+KNOWN_GATES = (*BASELINES, *GATES, SELECTED)
 BASELINE_REFERENCE = {
     "universalrag_routing": {"logreg_embedding": (0.990, 0.595), "knn5_embedding": (0.872, 0.664)},
     "metatool_need_tool": {"logreg_embedding": (0.955, 0.869), "knn5_embedding": (0.919, 0.855)},
@@ -115,8 +113,16 @@ FOLDS_INSTEAD = ", or cross-validate on it alone with --folds N"
 class _Scored:
     """One fitted gate's scores on test queries: logits, decisions, and training-score quantiles."""
 
-    def __init__(self, scores: np.ndarray, decide: np.ndarray, thresholds: dict[float, float], ms: float):
+    def __init__(
+        self,
+        scores: np.ndarray,
+        decide: np.ndarray,
+        thresholds: dict[float, float],
+        ms: float,
+        chosen: str | None = None,
+    ):
         self.scores, self.decide, self.thresholds, self.ms = scores, decide, thresholds, ms
+        self.chosen = chosen  # the candidate a gate selection chose
 
 
 def _contexts(texts: Sequence[str], vectors: np.ndarray, encoder: Any) -> list[QueryContext]:
@@ -180,7 +186,10 @@ def _score_gate(
             latency_queries,
         )
         return _Scored(scores, scores >= 0.5, thresholds, ms)
-    gate = TrainedGate.fit(texts, y, encoder, query_vectors=vectors, seed=seed, name=name, **GATES[name])
+    if name == SELECTED:  # the choice among the candidates made on this fit split alone
+        gate = select_gate(texts, y, encoder, query_vectors=vectors, seed=seed)
+    else:
+        gate = TrainedGate.fit(texts, y, encoder, query_vectors=vectors, seed=seed, name=name, **GATES[name])
     contexts = _contexts(test_texts, test_vectors, encoder)
     for own in (e for signal in gate.signals for e in signal.encoders()):  # encoded here, not timed
         for context, vector in zip(contexts, own.encode_queries(test_texts, show_progress=False)):
@@ -193,7 +202,7 @@ def _score_gate(
     ms = _p50_ms(gate.gate_many, contexts, latency_queries)
     # curve thresholds are on probabilities: map them to logits so one score array serves all
     inverse = {r: _prob_to_logit(gate, t) for r, t in thresholds.items()}
-    return _Scored(logits, decide, inverse, ms)
+    return _Scored(logits, decide, inverse, ms, gate.metrics.get("selection", {}).get("chosen"))
 
 
 def _prob_to_logit(gate: TrainedGate, p: float) -> float:
@@ -304,7 +313,7 @@ def run_gate_bench(
             scores = np.zeros(len(test.texts))
             decide = np.zeros(len(test.texts), dtype=bool)
             retrieve_at = {r: np.zeros(len(test.texts), dtype=bool) for r in CURVE_RATES}
-            times = []
+            times, chosen = [], []
             for k, (fit_idx, test_idx) in enumerate(splits):
                 say(
                     f"{name}: fitting on {len(fit_idx)} queries"
@@ -323,10 +332,13 @@ def run_gate_bench(
                 for rate, cut in scored.thresholds.items():
                     retrieve_at[rate][test_idx] = scored.scores >= cut
                 times.append(scored.ms)
+                if scored.chosen:
+                    chosen.append(scored.chosen)
             results[name] = {
                 **_metrics(test_y, scores, decide, _curve(test_y, retrieve_at)),
                 "latency_ms_p50": round(float(np.median(times)), 4),
                 "fit_s": round(time.perf_counter() - start, 1),
+                **({"chosen": chosen} if chosen else {}),  # per fit split
             }
     task = _task_name(Path(data_path))
     ours = [g for g in gates if g not in BASELINES]
@@ -383,6 +395,9 @@ def format_report(result: dict[str, Any]) -> str:
     if intervals:
         lines.append("AUROC 95% bootstrap intervals (each class resampled apart): " + ", ".join(intervals))
     for name, r in result["gates"].items():
+        if r.get("chosen"):
+            lines.append(f"{name}: chose {', '.join(r['chosen'])} (per fit split)")
+    for name, r in result["gates"].items():
         points = "  ".join(f"{p['retrieval_rate']:.3f}/{p['recall_needed']:.3f}" for p in r["curve"])
         lines.append(f"{name:<{width}}{points}")
     goals = result["goals"]
@@ -395,6 +410,10 @@ def format_report(result: dict[str, Any]) -> str:
         judged = [(result["best_gate"], f"best of {len(ours)} gates by AUROC on these queries")]
         if DEFAULT_GATE in result["gates"] and result["best_gate"] != DEFAULT_GATE:
             judged.append((DEFAULT_GATE, "the default gate, chosen before scoring"))
+        if SELECTED in result["gates"] and result["best_gate"] != SELECTED:
+            # chosen among the candidates by cross-validation inside each fit split: a choice made
+            # without the scored queries (session 44)
+            judged.append((SELECTED, "the gate selected on each fit split alone"))
         for name, what in judged:
             row = result["gates"][name]
             met = row["auroc"] >= goals["auroc"] and row["balanced_accuracy"] >= goals["balanced_accuracy"]
