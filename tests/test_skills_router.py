@@ -278,6 +278,45 @@ def test_overlap_switch_collapses_diversifies_or_keeps(router):
 
 
 @pytest.mark.parametrize("overlap", ["collapse", "diversify"])
+def test_the_overlap_trace_names_only_what_changed_the_route(router, overlap):
+    """Until session 44 the overlap step named every near-duplicate moved among the candidates read:
+    for k=2 of an air-quality task it said weather_forecast_v2 was collapsed (into weather_forecast,
+    which the route did not return) though neither was in the answer, and the step was in every
+    trace of a catalogue with groups, also with nothing moved (the docs: "when near-duplicates are
+    in the top k")."""
+    routed = router.with_options(overlap=overlap).route("air pollution in delhi city", k=2)
+    ids = [c["id"] for c in routed.trace[0].detail["candidates"]]
+    assert {"weather_forecast", "weather_forecast_v2"} <= set(ids)  # read, but not in the top 2
+    assert "weather_forecast" not in [s.id for s in routed.skills]
+    assert [step.stage for step in routed.trace] == ["retrieve", "abstain"]
+    assert "overlap" not in [
+        s.stage for s in router.with_options(overlap=overlap).route("send an email").trace
+    ]
+    both = router.with_options(overlap=overlap).route("weather forecast temperature rain wind city", k=3)
+    step = next(s for s in both.trace if s.stage == "overlap")
+    assert step.detail[("collapsed" if overlap == "collapse" else "moved_down")] == ["weather_forecast_v2"]
+
+
+@pytest.mark.parametrize("overlap", ["collapse", "diversify"])
+def test_a_group_of_more_than_two_copies_leaves_k_distinct_skills(catalogue, overlap):
+    """Until session 44 the router read only twice k when the catalogue had near-duplicates: five
+    copies of a skill at the top left `collapse` with 1 skill for k=2 (every copy folded into the
+    first) and `diversify` with a copy in second place, though other skills were left."""
+    w = catalogue.by_id("weather_forecast")
+    copies = [Skill(f"weather_copy{i}", w.name, w.description, w.body, {}) for i in range(3)]
+    router = SkillRouter.build(Catalogue([*catalogue, *copies]), HashingEncoder(dim=256))
+    group = set(router.index.duplicates[0])
+    assert len(group) == 5
+    task = "weather forecast temperature rain wind city"
+    for k in (2, 3):
+        routed = router.with_options(overlap=overlap).route(task, k=k)
+        ids = [s.id for s in routed.skills]
+        assert len(ids) == k and len(group & set(ids)) == 1, ids
+    if overlap == "collapse":
+        assert set(routed.skills[0].duplicates) == group - {routed.skills[0].id}
+
+
+@pytest.mark.parametrize("overlap", ["collapse", "diversify"])
 def test_a_skill_filling_a_duplicates_place_in_the_top_k_is_reranked_too(router, overlap):
     """k = candidates: a near-duplicate collapsed or moved out of the reranked pool left its place to
     the next stage-1 skill, which kept its fused z-score (-0.5 after 0.98) until session 43."""
@@ -326,6 +365,36 @@ def test_abstention_probability_and_threshold(router):
     for method in ("bm25", "dense"):
         one_sided = fitted.with_options(method=method).route_many(texts, 3)
         assert [r.p_applies for r in one_sided] == pytest.approx(probs)
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense"])
+def test_abstention_is_fitted_on_a_one_sided_stage_1(router, method):
+    """Until session 44 fit_abstention on a bm25 or dense router failed with KeyError 'dense_top'
+    (or 'bm25_top_z'): without a model the other side's signals were not computed. Stage-1 signals
+    do not depend on the method, so the fit is the hybrid router's."""
+    texts, applies = _labels()
+    fitted = fit_abstention(router.with_options(method=method), texts, applies)
+    assert fitted.coef == pytest.approx(fit_abstention(router, texts, applies).coef)
+
+
+def test_fit_abstention_and_abstention_models_refuse_bad_input_in_one_line(router):
+    """Until session 44: labels of another length failed in scikit-learn (ValueError), an unknown or
+    missing feature with KeyError, and a model whose coef had another length than its features (or
+    a dict without coef) was taken, every route then failing with a numpy shape error or a
+    TypeError about __init__."""
+    texts, applies = _labels()
+    with pytest.raises(RagrouteError, match="labels for"):
+        fit_abstention(router, texts, applies[:-1])
+    with pytest.raises(RagrouteError, match="features must be"):
+        fit_abstention(router, texts, applies, features=["bogus"])
+    with pytest.raises(RagrouteError, match="rerank_top needs"):
+        fit_abstention(router, texts, applies, features=["rerank_top"])
+    with pytest.raises(RagrouteError, match="2 features but 1 coef"):
+        AbstentionModel(["dense_top", "dense_margin"], [1.0], 0.0, [0.0], [1.0])
+    with pytest.raises(RagrouteError, match="features must be"):
+        AbstentionModel(["nope"], [1.0], 0.0, [0.0], [1.0])
+    with pytest.raises(RagrouteError, match="without coef"):
+        router.with_options(abstention={"stage1": {"features": ["dense_top"]}})
 
 
 def test_abstention_model_of_another_encoder_is_not_applied(router):
@@ -1012,6 +1081,24 @@ def test_a_threshold_on_a_router_that_cannot_abstain_is_refused(router):
     with_reranker = needs.with_options(reranker=_ReversingReranker(True), threshold=0.7)
     assert not with_reranker.abstention_needs_reranker and with_reranker.route("send an email").p_applies
     assert router.with_options(abstention=None, threshold=None).threshold is None
+
+
+def test_the_constructor_refuses_a_threshold_on_a_router_that_cannot_abstain(router, tmp_path):
+    """Until session 44 `SkillRouter(index, threshold=0.7)` (and `SkillRouter.load(..., threshold=)`)
+    took a threshold on a router without an abstention model that could apply, and never abstained,
+    while `with_options` refused the same. A threshold saved with a router loads as saved."""
+    with pytest.raises(RagrouteError, match=r"threshold=0.7 does not apply: this router cannot abstain"):
+        SkillRouter(router.index, threshold=0.7)
+    other = AbstentionModel(["dense_top"], [1.0], 0.0, [0.0], [1.0], encoder="other/model")
+    with pytest.raises(RagrouteError, match="another encoder"):
+        SkillRouter(router.index, abstention=other, threshold=0.7)
+    texts, applies = _labels()
+    model = fit_abstention(router, texts, applies)
+    assert SkillRouter(router.index, abstention=model, threshold=0.7).threshold == 0.7
+    router.with_options(abstention=model, threshold=0.7).with_options(abstention=None).save(tmp_path / "s")
+    assert SkillRouter.load(tmp_path / "s", encoder=router.index.encoder).threshold == 0.7
+    with pytest.raises(RagrouteError, match="cannot abstain"):
+        SkillRouter.load(tmp_path / "s", encoder=router.index.encoder, threshold=0.6)
 
 
 def test_bench_skills_leaves_out_queries_the_reranker_trained_on_under_another_name(tiny_reranker, tmp_path):

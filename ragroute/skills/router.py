@@ -73,6 +73,22 @@ class AbstentionModel:
     encoder: str = ""
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # until session 44 an unknown signal or a coef / mean / scale of another length was taken,
+        # and every route then failed with a KeyError or a numpy shape traceback
+        unknown = [f for f in self.features if f not in RERANK_FEATURES]
+        if not self.features or unknown:
+            raise InvalidArgumentError(
+                f"abstention model features must be some of {', '.join(RERANK_FEATURES)}; "
+                f"got {list(self.features)!r}"
+            )
+        sizes = {name: len(getattr(self, name)) for name in ("coef", "mean", "scale")}
+        if any(size != len(self.features) for size in sizes.values()):
+            raise InvalidArgumentError(
+                f"abstention model has {len(self.features)} features but "
+                + ", ".join(f"{size} {name}" for name, size in sizes.items())
+            )
+
     def probability(self, signals: Mapping[str, float]) -> float:
         x = np.asarray([float(signals[f]) for f in self.features])
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
@@ -84,6 +100,11 @@ class AbstentionModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AbstentionModel:
+        missing = [k for k in ("features", "coef", "intercept", "mean", "scale") if k not in data]
+        if missing:  # a TypeError about __init__'s positional arguments until session 44
+            raise InvalidArgumentError(
+                f"abstention model without {', '.join(missing)}: refit it (fit_abstention)"
+            )
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -291,6 +312,9 @@ class SkillRouter:
     the reranker build it was fitted with (the trace says when it does not).
     """
 
+    #: every abstention signal computed, also without a model (what :func:`fit_abstention` reads)
+    _all_signals = False
+
     def __init__(
         self,
         index: SkillIndex | Catalogue | Sequence[Skill],
@@ -318,6 +342,15 @@ class SkillRouter:
         self.threshold = threshold
         self.name = name
         self.rerank_blend = _blend_setting(rerank_blend)
+        if threshold is not None:
+            # as with_options refuses it since session 40: until session 44 the constructor took a
+            # threshold on a router that cannot abstain, which then never abstained without a word
+            abstains, why = self.abstention_status()
+            if not abstains:
+                raise InvalidArgumentError(
+                    f"threshold={threshold!r} does not apply: this router cannot abstain ({why}); "
+                    "give abstention= a model (fit_abstention), 'default' or a gate"
+                )
 
     @classmethod
     def build(
@@ -455,7 +488,7 @@ class SkillRouter:
         if self.abstention_gate is not None:
             decisions = self.abstention_gate.decide(tasks, self.index, scopes)
         other: dict[str, np.ndarray] = {}
-        if self.method != "hybrid" and self._model() is not None:
+        if self.method != "hybrid" and (self._model() is not None or self._all_signals):
             # a bm25 or dense stage 1 scores one side only: the abstention model's other signals are
             # computed from the index, for the batch at once (as the trace note says; until session 36
             # they were not, and the route failed with a KeyError traceback)
@@ -500,7 +533,10 @@ class SkillRouter:
         # ties in the fused score go by the dense cosine: with a dense weight of 0 (or a task sharing
         # no word with any skill) every skill can tie, and until session 40 they went by catalogue
         # order, so the reranker's pool and the ranking missed the dense side's best skills
-        rows = index.top(scores["fused"], depth, scores.get("dense") if self.method == "hybrid" else None)
+        tiebreak = scores.get("dense") if self.method == "hybrid" else None
+        rows = index.top(scores["fused"], depth, tiebreak)
+        if self.overlap != "keep" and duplicates:
+            rows = self._past_duplicates(rows, scores["fused"], tiebreak, k, view, group_of)
         positions = rows if view is None else view.columns[rows]  # the skills' catalogue positions
         stage1 = []
         for rank, (row, pos) in enumerate(zip(rows.tolist(), positions.tolist()), 1):
@@ -574,7 +610,7 @@ class SkillRouter:
                     },
                 )
             )
-        ranked, overlap_detail = self._handle_overlap(ranked, group_of)
+        ranked, overlap_detail = self._handle_overlap(ranked, group_of, k)
         if overlap_detail is not None:
             trace.append(TraceStep("overlap", overlap_detail))
         ranked = [RoutedSkill(**{**asdict(r), "rank": i}) for i, r in enumerate(ranked[:k], 1)]
@@ -600,6 +636,30 @@ class SkillRouter:
             )
         )
         return SkillRoute(task, ranked, abstain, p_applies, threshold, trace)
+
+    def _past_duplicates(
+        self,
+        rows: np.ndarray,
+        fused: np.ndarray,
+        tiebreak: np.ndarray | None,
+        k: int,
+        view: ScopedView | None,
+        group_of: Mapping[str, int],
+    ) -> np.ndarray:
+        """``rows`` (stage 1's best, in order) read further until they hold ``k`` skills of distinct
+        near-duplicate groups (or every skill): twice the depth suffices for pairs, not for larger
+        groups. Until session 44 a group of 5 copies at the top left ``collapse`` with 1 skill for
+        k=2 and ``diversify`` with a copy in the top 2."""
+        catalogue = self.index.catalogue
+        while len(rows) < len(fused):
+            positions = rows if view is None else view.columns[rows]
+            groups = [group_of.get(catalogue[pos].id) for pos in positions.tolist()]
+            found = [g for g in groups if g is not None]
+            distinct = len(groups) - (len(found) - len(set(found)))
+            if distinct >= k:
+                break
+            rows = self.index.top(fused, len(rows) + k - distinct, tiebreak)
+        return rows
 
     def _stage2(self) -> tuple[Any, dict[str, Any] | None]:
         """``(reranker to use, blend note)``: the reranker re-balanced by :attr:`rerank_blend` when
@@ -769,10 +829,14 @@ class SkillRouter:
         return len(groups) - len(set(groups))
 
     def _handle_overlap(
-        self, ranked: list[RoutedSkill], group_of: Mapping[str, int] | None = None
+        self, ranked: list[RoutedSkill], group_of: Mapping[str, int] | None = None, k: int | None = None
     ) -> tuple[list[RoutedSkill], dict[str, Any] | None]:
         """Near-duplicates of ``ranked`` collapsed or moved down; ``group_of``: the duplicate groups
-        (default: the whole catalogue's; a scoped route gives those among visible skills)."""
+        (default: the whole catalogue's; a scoped route gives those among visible skills). The
+        trace detail (``None`` when nothing changed) names what changed the first ``k`` (default:
+        all): the members folded into a skill among them, or moved out of (or down within) them;
+        until session 44 it named every member moved among the candidates read, also those folded
+        into a skill the route did not return, and the step was there when nothing changed."""
         group_of = self.index.group_of if group_of is None else group_of
         if self.overlap == "keep" or not group_of:
             return ranked, None
@@ -792,8 +856,20 @@ class SkillRouter:
                 seen[group].duplicates.append(r.id)
             else:
                 later.append(r)
-        detail = {"mode": self.overlap, ("collapsed" if self.overlap == "collapse" else "moved_down"): moved}
-        return kept + later, detail
+        out = kept + later
+        cut = len(ranked) if k is None else k
+        if self.overlap == "collapse":
+            folded = {sid for r in out[:cut] for sid in r.duplicates}
+            listed = [sid for sid in moved if sid in folded]
+        else:
+            before = {r.id for r in ranked[:cut]}
+            listed = [sid for sid in moved if sid in before]
+        if not listed:
+            return out, None
+        return out, {
+            "mode": self.overlap,
+            ("collapsed" if self.overlap == "collapse" else "moved_down"): listed,
+        }
 
     # ------------------------------------------------------------------ retriever protocol
 
@@ -889,12 +965,15 @@ class SkillRouter:
             "method": saved.get("method", "hybrid"),
             "candidates": int(saved.get("candidates", 20)),
             "overlap": saved.get("overlap", "diversify"),
-            "threshold": saved.get("threshold"),
             "abstention": saved.get("abstention") if "abstention" in saved else "default",
             "rerank_blend": saved.get("rerank_blend"),
         }
         settings.update(overrides)
-        return cls(index, reranker, **settings)
+        router = cls(index, reranker, **settings)
+        if "threshold" not in overrides:  # the saved one, kept as saved (with or without a model)
+            _check_threshold(saved.get("threshold"))
+            router.threshold = saved.get("threshold")
+        return router
 
 
 def _reranker_setting(value: Any) -> Any:
@@ -986,6 +1065,9 @@ def fit_abstention(
     """
     from sklearn.linear_model import LogisticRegression
 
+    tasks, applies = check_batch(tasks, "tasks"), check_batch(applies, "applies")
+    if len(tasks) != len(applies):  # scikit-learn's ValueError until session 44
+        raise InvalidArgumentError(f"{len(applies)} labels for {len(tasks)} tasks: give one per task")
     labels = np.asarray([bool(a) for a in applies])
     if len(set(labels.tolist())) < 2:
         raise RagrouteError(
@@ -996,7 +1078,20 @@ def fit_abstention(
         features = (
             RERANK_FEATURES if router.reranker is not None and router.reranker_body else STAGE1_FEATURES
         )
-    routes = router.with_options(abstention=None).route_many(list(tasks), 1)
+    if "rerank_top" in features and (router.reranker is None or not router.reranker_body):
+        raise InvalidArgumentError(
+            "the abstention feature rerank_top needs a router with a reranker that reads bodies"
+        )
+    unknown = [f for f in features if f not in RERANK_FEATURES]
+    if not features or unknown:  # a KeyError traceback until session 44
+        raise InvalidArgumentError(
+            f"abstention features must be some of {', '.join(RERANK_FEATURES)}; got {list(features)!r}"
+        )
+    plain = router.with_options(abstention=None)
+    # a bm25 or dense stage 1 scores one side only: the signals of the other are computed as a
+    # model's route computes them (a KeyError traceback until session 44)
+    plain._all_signals = True
+    routes = plain.route_many(list(tasks), 1)
     rows = []
     for route in routes:
         signals = route.trace[-1].detail["signals"]
