@@ -1061,7 +1061,8 @@ def fit_abstention(
 
     Signals come from ``router`` as it runs (with its reranker: ``rerank_top`` is used when
     ``features`` is None and a reranker is set). Class-balanced logistic regression on
-    standardised signals; ``info`` records what it was fitted on.
+    standardised signals, so its probability is calibrated for a mix of as many tasks of each kind,
+    not for the fitted mix; ``info`` records what it was fitted on.
     """
     from sklearn.linear_model import LogisticRegression
 
