@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -893,3 +894,25 @@ def test_fusion_statistics_and_score_scales_are_fitted_again_after_a_large_chang
     assert pipeline._fuse.stats is not stats and pipeline._fuse.stats == fresh.calibrate()._fuse.stats
     expected = fresh.retrieve("star cake", k=3)
     assert [(h.doc_id, h.score) for h in after.hits] == [(h.doc_id, h.score) for h in expected.hits]
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"max_routes": 0}, "'max_routes' must be at least 1, not 0"),
+        ({"threshold": float("nan")}, "'threshold' must be a number, not nan"),
+        ({"threshold": -0.1}, "'threshold' must be at least 0, not -0.1"),
+        ({"hedge_below": 2}, "'hedge_below' must be at most 1, not 2"),
+        ({"depth": 0}, "'depth' must be at least 1, not 0"),
+        ({"max_routes": 2.5}, "'max_routes' must be an integer"),
+    ],
+)
+def test_routing_options_are_checked_as_a_configs_router_mapping_is(options, said):
+    """RoutingOptions from Python are held to the rules of a routing config's router: mapping; until
+    session 44 RoutingOptions(max_routes=0) built a pipeline that never retrieved anything, and a
+    threshold of nan or below 0 was taken as given."""
+    from ragroute.errors import RagrouteError
+
+    with pytest.raises(RagrouteError, match="RoutingOptions: " + re.escape(said)):
+        RoutingOptions(**options)
+    assert RoutingOptions(depth=None, hedge_below=None).max_routes == 3  # None: the defaults

@@ -26,7 +26,7 @@ from ragroute.errors import (
 )
 from ragroute.exposure import ExposureBudget, ExposureLedger
 from ragroute.pipeline.runner import Pipeline
-from ragroute.pipeline.stages import RoutingOptions
+from ragroute.pipeline.stages import SELECTION_MAXIMA, SELECTION_MINIMA, SELECTION_TYPES, RoutingOptions
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS, load_plugins
 from ragroute.route.base import NONE_ROUTE, Router
 from ragroute.route.factories import ROUTER_SETTING_TYPES, ROUTER_SETTINGS, RouterBuild, build_router
@@ -35,16 +35,6 @@ from ragroute.route.score_probe import PROBES
 from ragroute.route.sources import Source, SourceProblem, check_sources
 
 SELECTION_KEYS = {f.name for f in fields(RoutingOptions)}
-#: the type of each selection key of a ``router:`` mapping (the others are strings)
-SELECTION_TYPES = {
-    "threshold": "number",
-    "hedge_below": "number",
-    "max_routes": "integer",
-    "depth": "integer",
-    "always": "strings",
-}
-SELECTION_MINIMA = {"max_routes": 1, "depth": 1, "threshold": 0, "hedge_below": 0}
-SELECTION_MAXIMA = {"threshold": 1, "hedge_below": 1}  # route probabilities
 #: router settings whose ``null`` means "the default" (fitted temperature, no none route)
 OPTIONAL_SETTINGS = ("temperature", "none_threshold")
 #: router kinds whose routes come from labelled data or a fitted artifact (not from the sources, nor

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
-from ragroute.errors import accepts_missing, check_filter_keys, error_summary
+from ragroute.errors import accepts_missing, check_filter_keys, check_setting, error_summary
 from ragroute.index.base import carried_keys, content_key, filter_groups
 from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.fusion import auto_method
@@ -112,6 +112,35 @@ class RoutingOptions:
     hedge_below: float | None = None
     always: tuple[str, ...] = ()
     scores: str = "similarity"
+
+    def __post_init__(self) -> None:
+        # as a routing config's router: mapping is checked (pipeline.build.routing_options): until
+        # session 44 RoutingOptions(max_routes=0) built a pipeline that never retrieved anything, and
+        # a threshold of nan or -1 was taken as given
+        for key, kind in SELECTION_TYPES.items():
+            if key != "always":
+                check_setting(
+                    getattr(self, key),
+                    kind,
+                    "RoutingOptions",
+                    key,
+                    minimum=SELECTION_MINIMA.get(key),
+                    maximum=SELECTION_MAXIMA.get(key),
+                    optional=key in ("depth", "hedge_below"),
+                )
+
+
+#: the type of each selection key of a ``router:`` mapping and :class:`RoutingOptions` (the others
+#: are strings), and their ranges
+SELECTION_TYPES = {
+    "threshold": "number",
+    "hedge_below": "number",
+    "max_routes": "integer",
+    "depth": "integer",
+    "always": "strings",
+}
+SELECTION_MINIMA = {"max_routes": 1, "depth": 1, "threshold": 0, "hedge_below": 0}
+SELECTION_MAXIMA = {"threshold": 1, "hedge_below": 1}  # route probabilities
 
 
 # --------------------------------------------------------------------------- stages
