@@ -463,6 +463,20 @@ def test_with_options_loads_a_reranker_folder_like_the_constructor(router, monke
     assert router.with_options(reranker=None).reranker is None
 
 
+def test_with_options_changes_only_settings(router):
+    """with_options took any attribute name until session 44: with_options(route=...) replaced the
+    route method, with_options(index="x") put a string where the index goes."""
+    from ragroute.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="unknown skill router setting 'route'"):
+        router.with_options(route=None)
+    with pytest.raises(InvalidArgumentError, match="did you mean 'overlap'"):
+        router.with_options(overlaps="collapse")
+    with pytest.raises(InvalidArgumentError, match="index must be a SkillIndex, got str"):
+        router.with_options(index="skills/built")
+    assert router.with_options(name="other").name == "other" and router.name != "other"
+
+
 def test_no_body_reranker_reads_less(router, tiny_reranker):
     import copy
 

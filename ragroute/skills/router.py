@@ -50,7 +50,14 @@ from typing import Any
 import numpy as np
 
 from ragroute.display import shown_value
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k, check_query
+from ragroute.errors import (
+    InvalidArgumentError,
+    RagrouteError,
+    check_batch,
+    check_k,
+    check_query,
+    unknown_keys_message,
+)
 from ragroute.skills.index import METHODS, ScopedView, SkillIndex, SkillIndexParams
 from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
 from ragroute.types import Hit, TraceStep
@@ -292,6 +299,12 @@ def _check_settings(method: Any, overlap: Any, candidates: Any, threshold: Any) 
     return checked
 
 
+ROUTER_OPTIONS = (
+    "method", "reranker", "candidates", "overlap", "abstention", "threshold", "rerank_blend", "name", "index",
+)  # fmt: skip
+"""What :meth:`SkillRouter.with_options` may change (``index``: another index of the same skills)."""
+
+
 class SkillRouter:
     """Retrieve-and-rerank over a skill catalogue, with overlap handling and abstention.
 
@@ -379,8 +392,11 @@ class SkillRouter:
             if key == "rerank_blend":
                 other.rerank_blend = _blend_setting(value)
                 continue
-            if not hasattr(other, key):
-                raise RagrouteError(f"unknown skill router setting {key!r}")
+            if key not in ROUTER_OPTIONS:  # until session 44 any attribute, a method too, was replaced
+                unknown = unknown_keys_message([key], ROUTER_OPTIONS, "skill router setting")
+                raise InvalidArgumentError(unknown)
+            if key == "index" and not isinstance(value, SkillIndex):
+                raise InvalidArgumentError(f"index must be a SkillIndex, got {type(value).__name__}")
             setattr(other, key, _reranker_setting(value) if key == "reranker" else value)
         other.candidates = _check_settings(other.method, other.overlap, other.candidates, other.threshold)
         if changes.get("threshold") is not None:
