@@ -376,3 +376,13 @@ def test_skills_route_says_when_the_saved_blend_is_not_for_its_reranker(tiny_rer
     assert json.loads(out.stdout.strip().splitlines()[-1])["skills"]  # the route itself unchanged
     out = CliRunner().invoke(main, [*args, "--no-reranker"])
     assert out.exit_code == 0 and "rerank blend" not in out.stderr
+
+
+def test_tasks_that_are_not_id_text_pairs_are_one_line(router):
+    """Plain task texts instead of (id, text) pairs failed with a tuple-unpacking ValueError about
+    "too many values to unpack" until session 44."""
+    from ragroute.errors import InvalidArgumentError
+
+    reranker = router.with_options(reranker=scripted_reranker(oracle))
+    with pytest.raises(InvalidArgumentError, match="tasks must be \\(id, text\\) pairs, got 'send"):
+        fit_rerank_blend(reranker, ["send an email to the team"] + [t for _, t in TASKS], QRELS)

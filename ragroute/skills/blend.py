@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
 from ragroute.rerank.cross_encoder import Calibration
 
 #: the stage-1 weights tried (1 = the reranker's calibration as fitted)
@@ -136,7 +136,11 @@ def fit_rerank_blend(
     reranker = router.reranker
     if reranker is None or not hasattr(reranker, "calibration") or not hasattr(reranker, "with_calibration"):
         raise RagrouteError("fitting a rerank blend needs the router's cross-encoder reranker (--reranker)")
-    judged = [(qid, text) for qid, text in tasks if any(g > 0 for g in qrels.get(qid, {}).values())]
+    pairs = check_batch(tasks, "tasks")
+    wrong = next((t for t in pairs if not (isinstance(t, (tuple, list)) and len(t) == 2)), None)
+    if wrong is not None:  # a tuple-unpacking ValueError until session 44
+        raise InvalidArgumentError(f"tasks must be (id, text) pairs, got {wrong!r}"[:200])
+    judged = [(qid, text) for qid, text in pairs if any(g > 0 for g in qrels.get(qid, {}).values())]
     if len(judged) < MIN_TASKS:
         raise RagrouteError(
             f"fitting a rerank blend needs at least {MIN_TASKS} tasks with a relevant skill, "
