@@ -14,9 +14,18 @@ import numpy as np
 def emit_json(payload: dict[str, Any]) -> None:
     """Print ``payload`` as one line of strict JSON (the last line of ``--json`` output): NaN and
     infinite floats, which JSON has no literal for (a metadata value read as NaN, a speed-up over
-    zero), are written as null."""
+    zero), are written as null. The characters other than ``\\n`` and ``\\r`` that end a line
+    for ``str.splitlines`` and JSON leaves as they are (NEL ``U+0085``, the line and paragraph
+    separators ``U+2028`` / ``U+2029``) are written as ``\\u`` escapes: until session 44 a query
+    or document holding one split the last line in two for a reader taking
+    ``output.splitlines()[-1]``."""
     text = json.dumps(json_safe(payload), ensure_ascii=False, default=_jsonable, allow_nan=False)
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(text.translate(_LINE_BREAKS) + "\n")
+
+
+#: line ends ``str.splitlines`` knows that ``json.dumps(ensure_ascii=False)`` writes raw (it escapes
+#: every character below U+0020); in JSON they occur only inside strings, where an escape is the same
+_LINE_BREAKS = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)}
 
 
 def json_safe(value: Any) -> Any:

@@ -228,9 +228,17 @@ def _csv_records(text: str, delimiter: str, source: str) -> list[tuple[int, Any]
     return records
 
 
+#: what ends a JSONL line: ``\n``, ``\r\n`` or ``\r``; not the other line ends ``str.splitlines``
+#: knows (U+0085, U+2028, U+2029, ...), which a JSON string may hold as they are
+_JSONL_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _jsonl_records(text: str) -> list[tuple[int, Any]]:
+    """The records of a JSONL text, by line number. Until session 44 lines were ``str.splitlines``'s,
+    and a triple whose text held U+2028 or U+0085 as written (valid JSON, what ``json.dumps(...,
+    ensure_ascii=False)`` writes) was cut into two invalid lines."""
     records: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(_JSONL_LINE_END.split(text), 1):
         if not line.strip():
             continue
         try:

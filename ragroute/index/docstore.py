@@ -332,7 +332,17 @@ class DocumentStore:
                     line = json.dumps(row, ensure_ascii=False, default=_json_value)
                 except TypeError as exc:
                     raise InvalidArgumentError(f"document {doc.id!r}: metadata {exc}") from None
-                handle.write(line + "\n")
+                try:
+                    handle.write(line + "\n")
+                except UnicodeEncodeError:
+                    # a lone surrogate in an id or in metadata (text and title are refused when
+                    # added): no UTF-8 file can hold it (until session 44 the bare UnicodeEncodeError)
+                    in_id = lone_surrogate(doc.id)
+                    where, problem = ("its id", in_id) if in_id else ("metadata", lone_surrogate(row))
+                    raise InvalidArgumentError(
+                        f"document {doc.id!r}: {where} is not valid Unicode ({problem}), "
+                        "which cannot be saved"
+                    ) from None
         return DOCS_NAME
 
     @classmethod

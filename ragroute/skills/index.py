@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.draws import drawn
-from ragroute.errors import RagrouteError, check_query
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_query, lone_surrogate
 from ragroute.identifiers import name_with_words
 from ragroute.skills.records import Catalogue, Skill
 
@@ -450,7 +450,13 @@ class SkillIndex:
             folder = Path(pending.path)
             with open(folder / CATALOGUE_FILE, "w", encoding="utf-8") as handle:
                 for skill in self.catalogue:
-                    handle.write(json.dumps(skill.to_record(), ensure_ascii=False) + "\n")
+                    try:
+                        handle.write(json.dumps(skill.to_record(), ensure_ascii=False) + "\n")
+                    except UnicodeEncodeError:  # the bare UnicodeEncodeError until session 44
+                        raise InvalidArgumentError(
+                            f"skill {skill.id!r} is not valid Unicode "
+                            f"({lone_surrogate(skill.to_record())}), which cannot be saved"
+                        ) from None
             self.scorer.write_parts(folder)
             for view, matrix in self.vectors.items():
                 np.save(folder / f"dense_{view}.npy", matrix, allow_pickle=False)
