@@ -48,7 +48,7 @@ from ragroute.errors import InvalidArgumentError, InvalidQueryError, check_query
 from ragroute.exposure import ALL_SOURCES, ExposureBudget, ExposureLedger
 from ragroute.graph.build import GraphParams
 from ragroute.index.build import build_index
-from ragroute.index.docstore import _saved_form
+from ragroute.index.docstore import saved_form
 from ragroute.index.io import load_index, save_index
 from ragroute.pipeline import Pipeline, RoutingOptions
 from ragroute.route.base import BaseRouter, decision_from_probs
@@ -328,7 +328,7 @@ odd_ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_s
 )
 def test_documents_survive_a_save_and_load_as_documented(tmp_path_factory, ids, metas, redo):
     """Ids of any characters and metadata (unicode, nested, numpy scalars, tuples) come back from
-    ``save_index`` / ``load_index`` as :func:`_saved_form` reads them (numpy as Python, tuples as
+    ``save_index`` / ``load_index`` as :func:`saved_form` reads them (numpy as Python, tuples as
     lists); a document deleted and added again under its id holds its new text and metadata."""
     docs = [Document(id=i, text=f"common word{n}", metadata=metas[n]) for n, i in enumerate(ids)]
     index = build_index(docs, "bm25", name="t")
@@ -344,7 +344,7 @@ def test_documents_survive_a_save_and_load_as_documented(tmp_path_factory, ids, 
     assert [d.id for d in back.documents] == [d.id for d in index.documents]
     for doc in back.documents:
         assert doc.text == expected[doc.id].text
-        assert _plain(doc.metadata) == _saved_form(expected[doc.id].metadata)
+        assert _plain(doc.metadata) == saved_form(expected[doc.id].metadata)
     assert back.store.get(again.id).text == "renewed common"
     assert index.store.next_iid == back.store.next_iid  # iids of deleted documents stay retired
 

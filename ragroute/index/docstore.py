@@ -418,13 +418,13 @@ def value_matches(value: Any, wanted: Any) -> bool:
     """Whether a metadata ``value`` passes the filter value ``wanted`` as in an index
     (:meth:`DocumentStore.filter_mask`: a list of wanted values, any of them; a list value, any of its
     items; a boolean equal to no number): what filters hits of retrievers that are not ragroute's."""
-    return _matches(_saved_form(value), _allowed(wanted))
+    return _matches(saved_form(value), _allowed(wanted))
 
 
 def _allowed(wanted: Any) -> set[Any]:
     """The values a filter value ``wanted`` (one, or a list of them) lets through, as set members."""
     members = wanted if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-    return {_hashable(_saved_form(v)) for v in members}
+    return {_hashable(saved_form(v)) for v in members}
 
 
 def _matches(value: Any, allowed: set[Any]) -> bool:
@@ -462,10 +462,10 @@ def _field(doc: Document, key: str) -> Any:
     if key == ACCESS_KEY:  # access labels, however written ("hr,finance" or ["hr", "finance"])
         labels = labels_of(doc.metadata.get(key))
         return sorted(labels) if labels else None
-    return _saved_form(doc.metadata.get(key))
+    return saved_form(doc.metadata.get(key))
 
 
-def _saved_form(value: Any) -> Any:
+def saved_form(value: Any) -> Any:
     """A metadata or filter value as saving and loading the index gives it back (:meth:`DocumentStore.
     save`): numpy scalars as Python numbers and booleans, numpy arrays and tuples as lists. Until
     session 43 an index matched filters on the values as added, and the same index loaded again
@@ -477,17 +477,17 @@ def _saved_form(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, (list, tuple)):
-        return [_saved_form(item) for item in value]
+        return [saved_form(item) for item in value]
     if isinstance(value, dict):
-        return {key: _saved_form(item) for key, item in value.items()}
+        return {key: saved_form(item) for key, item in value.items()}
     return value
 
 
 def _json_value(value: Any) -> Any:
     """Metadata values JSON lacks: numpy scalars and arrays (common in notebooks) become numbers and
-    lists (as :func:`_saved_form` reads them for filters); anything else (a set, bytes, an object)
+    lists (as :func:`saved_form` reads them for filters); anything else (a set, bytes, an object)
     is a one-line error naming its type."""
     if isinstance(value, (np.generic, np.ndarray)):
-        return _saved_form(value)
+        return saved_form(value)
     kind = type(value).__name__
     raise TypeError(f"holds a {kind}, which cannot be saved: use text, numbers, lists or mappings")

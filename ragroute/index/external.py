@@ -33,7 +33,7 @@ import numpy as np
 
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query_vectors
 from ragroute.index.dense import aligned_vectors
-from ragroute.index.docstore import DocumentStore, check_have_text
+from ragroute.index.docstore import DocumentStore, check_have_text, saved_form
 from ragroute.index.io import FAMILY
 from ragroute.index.local import VectorIndex
 from ragroute.scopes import Visible
@@ -82,9 +82,11 @@ def payload(doc: Document) -> dict[str, Any]:
     ``parent_id`` (when the document has one) and ``access`` (sorted labels, when any)."""
     from ragroute.scopes import ACCESS_KEY, labels_of
 
-    meta = {
-        k: v for k, v in doc.metadata.items() if isinstance(v, (str, int, float, bool)) and k != ACCESS_KEY
-    }
+    meta = {}
+    for key, value in doc.metadata.items():
+        value = stored_scalar(value)
+        if isinstance(value, (str, int, float, bool)) and key != ACCESS_KEY:
+            meta[key] = value
     out: dict[str, Any] = {"meta": meta, "modality": doc.modality}
     if doc.parent_id is not None:
         out["parent_id"] = doc.parent_id
@@ -92,6 +94,19 @@ def payload(doc: Document) -> dict[str, Any]:
     if labels:
         out["access"] = labels
     return out
+
+
+def stored_scalar(value: Any) -> Any:
+    """A metadata value as a store keeps it: as the document store reads it for filters
+    (:func:`ragroute.index.docstore.saved_form`: numpy scalars as Python numbers, tuples and arrays
+    as lists), and a float holding a whole number (within int64) as that integer, which a filter
+    on the integer matches in a local index (``1.0 == 1``). Until session 44 a numpy integer
+    (``np.int64(2001)``) was left out of the payload and a whole float stored as a float, so a
+    filter ``year=2001`` matched them in a faiss index and silently not in a store."""
+    value = saved_form(value)
+    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**63:
+        return int(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -141,9 +156,14 @@ def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[Filter
     clauses = []
     for key, wanted in (filters or {}).items():
         if isinstance(wanted, Visible):  # public documents, or labels the caller's scopes meet
+            if wanted.key != ACCESS_KEY:  # the payload holds the labels of ACCESS_KEY only
+                raise RagrouteError(
+                    f"a {store} index scopes callers by the {ACCESS_KEY!r} labels, not {wanted.key!r}"
+                )
             clauses.append(FilterClause(scopes=frozenset(wanted.scopes)))
             continue
         values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+        values = [saved_form(v) for v in values]  # np.int64(3) is 3, as in a local index
         if not all(store_matches(v) for v in values):
             raise RagrouteError(f"a {store} index filters on strings and integers; {key!r} has {values!r}")
         # modality, parent_id and the access labels are fields of their own (see payload)
@@ -316,22 +336,37 @@ class ExternalVectorIndex(VectorIndex):
         iids = self.store.add(documents)
         positions = [self.store.position(d.id) for d in documents]
         step = max(1, self.params.batch_size)
-        for start in range(0, len(documents), step):
-            stop = min(start + step, len(documents))
-            self._call(
-                "write vectors",
-                self._upsert,
-                [int(i) for i in iids[start:stop]],
-                vectors[start:stop],
-                [payload(self.store.documents[p]) for p in positions[start:stop]],
-            )
+        try:
+            for start in range(0, len(documents), step):
+                stop = min(start + step, len(documents))
+                self._call(
+                    "write vectors",
+                    self._upsert,
+                    [int(i) for i in iids[start:stop]],
+                    vectors[start:stop],
+                    [payload(self.store.documents[p]) for p in positions[start:stop]],
+                )
+        except BaseException:  # a failed or interrupted write: none of these documents is added
+            # (until session 44 the documents stayed, the vectors of the batches not yet written
+            # missing: searches silently left them out, and adding them again was a duplicate id)
+            with contextlib.suppress(Exception):
+                self._remove([int(i) for i in iids])
+            self.store.delete([d.id for d in documents])
+            raise
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         with self.store.writing():
             self._check_writable("delete documents from")
-            iids = self.store.delete(doc_ids)
-            if len(iids):
-                self._call("delete vectors", self._remove, [int(i) for i in iids])
+            if any(doc_id not in self.store for doc_id in doc_ids):
+                self.store.delete(doc_ids)  # its one-line error for the unknown id, nothing deleted
+            # the vectors first: when the store fails, the documents (and their hits) stay (until
+            # session 44 they were gone, their vectors kept, and searches returned fewer than k)
+            ids = list(dict.fromkeys(doc_ids))
+            every = self.store.iids
+            iids = [int(every[self.store.position(doc_id)]) for doc_id in ids]
+            if iids:
+                self._call("delete vectors", self._remove, iids)
+            self.store.delete(ids)
             return len(iids)
 
     # -- searching --------------------------------------------------------------------------
@@ -341,6 +376,14 @@ class ExternalVectorIndex(VectorIndex):
         """Search with precomputed query embeddings; ``filters`` are pushed down into the store."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         vectors = check_query_vectors(vectors, len(vectors), self.encoder)  # a NaN row found nothing
+        # the documents and their positions hold still while the store is searched: a vector found
+        # then has a document, unless another program changed the collection
+        with self.store.reading():
+            return self._search_vectors(vectors, k, filters)
+
+    def _search_vectors(
+        self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
         if self.collection is None or len(self.store) == 0:
             return [[] for _ in range(len(vectors))]
         self.store.check_filter_keys(filters)  # pushed down, a key no document carries would match nothing
@@ -355,8 +398,14 @@ class ExternalVectorIndex(VectorIndex):
             hits: list[Hit] = []
             for iid, score in found:
                 position = positions.get(int(iid))
-                if position is not None:
-                    hits.append(self.store.hit(position, float(score), len(hits) + 1, self.name))
+                if position is None:  # written by another program (until session 44 it was skipped,
+                    raise RagrouteError(  # silently: the answer came back short)
+                        f"{self.store_name} collection {self.collection} at {self.params.location} holds "
+                        f"a vector the index has no document for (id {int(iid)}): the collection was "
+                        "changed by another program (or a failed write could not be undone); rebuild "
+                        "the index (ragroute build)"
+                    )
+                hits.append(self.store.hit(position, float(score), len(hits) + 1, self.name))
             out.append(hits)
         return out
 
@@ -369,8 +418,13 @@ class ExternalVectorIndex(VectorIndex):
             return
         size = len(self.store)
         if getattr(self, "_nested_keys", (None, None))[0] != size:
+            # a tuple or an array too, which a local index matches item by item (until session 44
+            # the store matched none of them, silently)
             nested = {
-                k for d in self.store.documents for k, v in d.metadata.items() if isinstance(v, (list, dict))
+                k
+                for d in self.store.documents
+                for k, v in d.metadata.items()
+                if isinstance(saved_form(v), (list, dict))
             }
             self._nested_keys = (size, nested)
         found = sorted(keys & self._nested_keys[1])

@@ -87,8 +87,9 @@ def lancedb_where(clauses: Sequence[FilterClause]) -> str | None:
         elif clause.field == "access":  # a list column: any of the wanted labels
             labels = [v for v in clause.values if isinstance(v, str)]
             parts.append(f"array_has_any(access, {_sql_list(labels)})" if labels else "false")
-        else:
-            parts.append(f"{clause.field} IN ({', '.join(_sql_string(str(v)) for v in clause.values)})")
+        else:  # modality, parent_id: text fields, which an integer never matches (until session 44
+            texts = [v for v in clause.values if isinstance(v, str)]  # parent_id=1 matched "1")
+            parts.append(f"{clause.field} IN ({', '.join(map(_sql_string, texts))})" if texts else "false")
     return " AND ".join(parts) or None
 
 
