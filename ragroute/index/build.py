@@ -30,6 +30,20 @@ class IndexOptions:
     store: Any = None  # ragroute.index.external.StoreParams: where an external-store index keeps them
 
 
+def check_documents(documents: Sequence[Document]) -> list[Document]:
+    """``documents`` as a list, or a one-line error: none at all, a bare string or a non-iterable,
+    or items that are not :class:`Document` (what every index build refuses, here or on Ray)."""
+    docs = check_batch(documents, "documents")
+    if not docs:
+        raise RagrouteError("no documents to index")
+    wrong = next((d for d in docs if not isinstance(d, Document)), None)
+    if wrong is not None:
+        raise InvalidArgumentError(
+            f"documents must be Document objects (Document(id, text, ...)), got {type(wrong).__name__}"
+        )
+    return docs
+
+
 def build_index(
     documents: Sequence[Document],
     method: str = "hybrid",
@@ -53,14 +67,7 @@ def build_index(
     Kinds that embed text need an ``encoder`` (see :func:`ragroute.encode.load_encoder`).
     """
     cls = INDEX_KINDS.get(method)
-    documents = check_batch(documents, "documents")
-    if not documents:
-        raise RagrouteError("no documents to index")
-    wrong = next((d for d in documents if not isinstance(d, Document)), None)
-    if wrong is not None:
-        raise InvalidArgumentError(
-            f"documents must be Document objects (Document(id, text, ...)), got {type(wrong).__name__}"
-        )
+    documents = check_documents(documents)
     if cls.needs_encoder and encoder is None:
         raise RagrouteError(f"a {method} index needs an encoder")
     if cls.needs_encoder and encoder is not None:

@@ -33,10 +33,11 @@ import numpy as np
 from ragroute.cpus import usable_cpus
 from ragroute.encode.base import Encoder
 from ragroute.encode.truncation import warn_truncated
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
+from ragroute.errors import RagrouteError, check_batch
 from ragroute.index.bm25_counts import TermCounts, count_terms, merge_term_counts
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
+from ragroute.index.build import check_documents
 from ragroute.index.dense import DenseIndex, DenseParams
 from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.hybrid import FusionParams, HybridIndex
@@ -224,21 +225,6 @@ class _ShardWorker:
         from ragroute.graph.build import extract_passages
 
         return extract_passages(documents, self.extractor, show_progress=False)
-
-
-def _documents(documents: Sequence[Document]) -> list[Document]:
-    """``documents`` as a list, refused as :func:`~ragroute.index.build.build_index` refuses them:
-    a bare string, a non-iterable or items that are not :class:`Document` (until session 44 a
-    string gave ``AttributeError: 'str' object has no attribute 'text'``)."""
-    docs = check_batch(documents, "documents")
-    if not docs:
-        raise RagrouteError("no documents to index")
-    wrong = next((d for d in docs if not isinstance(d, Document)), None)
-    if wrong is not None:
-        raise InvalidArgumentError(
-            f"documents must be Document objects (Document(id, text, ...)), got {type(wrong).__name__}"
-        )
-    return docs
 
 
 def _shards(texts: Sequence[_T], workers: int, shard_size: int | None) -> list[Sequence[_T]]:
@@ -458,7 +444,7 @@ def build_index_ray(
     """
     if method not in RAY_KINDS:
         raise RagrouteError(f"--engine ray builds {', '.join(RAY_KINDS)} indexes, not {method}")
-    docs = _documents(documents)
+    docs = check_documents(documents)
     if shard_size is not None and (
         isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1
     ):
@@ -607,7 +593,7 @@ def build_graph_ray(
     from ragroute.graph.extract import resolve_extractor
     from ragroute.graph.index import GraphIndex
 
-    docs = _documents(documents)
+    docs = check_documents(documents)
     chosen = resolve_extractor(extractor)
     try:
         _ray().cloudpickle.dumps(chosen)
