@@ -195,6 +195,19 @@ def test_budget_size_counts_only_what_the_caller_may_read(small_docs, hashing_en
     assert step.detail["sources"]["*"]["budget"] == 20
 
 
+def _astro_half_budget(small_docs, encoder):
+    """A ledger with a hard stop at half of each source, and a pipeline over the astronomy documents."""
+    astro = [d for d in small_docs if d.metadata["topic"] == "astro"]
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
+    pipeline = Pipeline(
+        [Source("astro", build_index(astro, "dense", encoder=encoder))],
+        FixedRouter({"astro": 1.0}),
+        encoder=encoder,
+        exposure=ledger,
+    )
+    return ledger, pipeline
+
+
 def test_framework_retrievers_tell_callers_apart(small_docs, hashing_encoder):
     """Behind LangChain or LlamaIndex every query counted under the anonymous caller: one user's
     traffic spent everyone's budget (`invoke(..., caller=)` was a TypeError)."""
@@ -202,14 +215,7 @@ def test_framework_retrievers_tell_callers_apart(small_docs, hashing_encoder):
     from ragroute.integrations.langchain import RoutedLangChainRetriever
     from ragroute.integrations.llamaindex import IndexLlamaRetriever, RoutedLlamaRetriever
 
-    astro = [d for d in small_docs if d.metadata["topic"] == "astro"]
-    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
-    pipeline = Pipeline(
-        [Source("astro", build_index(astro, "dense", encoder=hashing_encoder))],
-        FixedRouter({"astro": 1.0}),
-        encoder=hashing_encoder,
-        exposure=ledger,
-    )
+    ledger, pipeline = _astro_half_budget(small_docs, hashing_encoder)
     chain = RoutedLangChainRetriever(pipeline, k=4)
     assert len(chain.invoke("telescope star galaxy", caller="eve")) == 4
     assert len(RoutedLangChainRetriever(pipeline, k=4, caller="bob").invoke("telescope star galaxy")) == 4
@@ -519,14 +525,7 @@ def test_one_caller_spelled_with_spaces_or_decomposed_accents_is_counted_once(sm
     from ragroute.context import QueryContext
     from ragroute.errors import InvalidArgumentError
 
-    astro = [d for d in small_docs if d.metadata["topic"] == "astro"]
-    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1, hard_stop=True))
-    pipeline = Pipeline(
-        [Source("astro", build_index(astro, "dense", encoder=hashing_encoder))],
-        FixedRouter({"astro": 1.0}),
-        encoder=hashing_encoder,
-        exposure=ledger,
-    )
+    ledger, pipeline = _astro_half_budget(small_docs, hashing_encoder)
     pipeline.retrieve("telescope star galaxy", k=4, caller="eve")
     respelled = pipeline.retrieve("comet nebula orbit planet", k=4, caller=" eve\n")
     step = next(s for s in respelled.decision.trace if s.stage == "exposure")

@@ -75,10 +75,11 @@ def test_every_benchmark_plot_writes_an_image(tmp_path, name, result):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
-def test_confusion_counts_follow_the_errors(tmp_path, monkeypatch):
-    seen = {}
+def drawn_shares(monkeypatch) -> dict:
+    """What the confusion plot hands to imshow, under ``"shares"`` once it draws."""
     import matplotlib.axes
 
+    seen: dict = {}
     original = matplotlib.axes.Axes.imshow
 
     def spy(self, data, *args, **kwargs):
@@ -86,6 +87,11 @@ def test_confusion_counts_follow_the_errors(tmp_path, monkeypatch):
         return original(self, data, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.axes.Axes, "imshow", spy)
+    return seen
+
+
+def test_confusion_counts_follow_the_errors(tmp_path, monkeypatch):
+    seen = drawn_shares(monkeypatch)
     plots.routing_confusion(ROUTING, tmp_path / "c.png", router="centroid (baseline)")
     # rows adi (10 queries: 4 to med), med (5: 2 to adi); columns adi, med
     assert seen["shares"] == [[0.6, 0.4], [0.4, 0.6]]
@@ -101,16 +107,7 @@ def test_correct_routes_sit_on_the_diagonal_whatever_order_the_collections_come_
         "collections": {"med": {"queries": 5}, "adi": {"queries": 10}},
         "routers": {"r": {"accuracy": 0.6, "ndcg@10": 0.3, "errors": {"adi->med": 4, "med->none": 1}}},
     }
-    seen = {}
-    import matplotlib.axes
-
-    original = matplotlib.axes.Axes.imshow
-
-    def spy(self, data, *args, **kwargs):
-        seen["shares"] = data
-        return original(self, data, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", spy)
+    seen = drawn_shares(monkeypatch)
     plots.routing_confusion(result, tmp_path / "c.png")
     assert [seen["shares"][i][i] for i in range(2)] == [0.8, 0.6]  # the diagonal: share right
     rows, columns, counts = plots.confusion_counts(result, "r")

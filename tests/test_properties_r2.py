@@ -43,6 +43,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_pipeline import FixedRouter
 
 from ragroute.errors import InvalidArgumentError, InvalidQueryError, check_query
 from ragroute.exposure import ALL_SOURCES, ExposureBudget, ExposureLedger
@@ -51,7 +52,6 @@ from ragroute.index.build import build_index
 from ragroute.index.docstore import saved_form
 from ragroute.index.io import load_index, save_index
 from ragroute.pipeline import Pipeline, RoutingOptions
-from ragroute.route.base import BaseRouter, decision_from_probs
 from ragroute.route.features import QueryFeatures
 from ragroute.route.knn import KnnRouter
 from ragroute.route.prototype import PrototypeRouter
@@ -72,20 +72,6 @@ FAST = settings(
 )
 
 
-class FixedRouter(BaseRouter):
-    """Sends every query to the given routes with the given probabilities."""
-
-    name = "fixed"
-
-    def __init__(self, routes: dict[str, float]):
-        self.routes = routes
-        self.labels = list(routes)
-
-    def route_many(self, queries, *, query_vectors=None):
-        return [
-            decision_from_probs(self.labels, [self.routes[n] for n in self.labels], decided_by=self.name)
-            for _ in queries
-        ]
 
 
 # --------------------------------------------------------------------------- exposure ledger
