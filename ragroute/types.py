@@ -109,6 +109,21 @@ def writable_copy(value: Any) -> Any:
     return value
 
 
+def plain_values(value: Any) -> Any:
+    """``value`` as JSON writes and reads it back: numpy scalars as Python numbers and booleans,
+    numpy arrays and tuples as lists, through dicts and lists (how an index reads metadata for its
+    filters and saves it: ``index.docstore.saved_form``); anything else as it is."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {key: plain_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_values(item) for item in value]
+    return value
+
+
 @dataclass(frozen=True)
 class Document:
     """A unit of retrieval: a passage, section, whole document, table or caption.
@@ -190,7 +205,13 @@ class Hit:
     explain: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The hit as plain data, as JSON writes it: numpy values and tuples in its metadata (which
+        documents may hold, common in notebooks) as Python numbers and lists (:func:`plain_values`).
+        Until session 44 they were handed on as they were: ``json.dumps(result.to_dict())`` raised
+        on numpy values, and a tuple came back from JSON a list, another dict than the one written."""
+        data = asdict(self)
+        data["metadata"], data["explain"] = plain_values(data["metadata"]), plain_values(data["explain"])
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Hit:

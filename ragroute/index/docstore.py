@@ -26,7 +26,7 @@ from ragroute.errors import (
 )
 from ragroute.index.rwlock import ReadWriteLock
 from ragroute.scopes import ACCESS_KEY, Visible, is_public, labels_of
-from ragroute.types import Document, Hit, read_only, writable_copy
+from ragroute.types import Document, Hit, plain_values, read_only, writable_copy
 
 DOCS_NAME = "docs.jsonl"
 
@@ -467,20 +467,13 @@ def _field(doc: Document, key: str) -> Any:
 
 def saved_form(value: Any) -> Any:
     """A metadata or filter value as saving and loading the index gives it back (:meth:`DocumentStore.
-    save`): numpy scalars as Python numbers and booleans, numpy arrays and tuples as lists. Until
-    session 43 an index matched filters on the values as added, and the same index loaded again
-    answered otherwise: ``np.True_`` matched no filter ``True`` (and a filter ``np.True_`` matched
-    ``1`` but not ``True``), a tuple of tags was one value, not its items, and an array raised
-    ``TypeError: unhashable type``."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [saved_form(item) for item in value]
-    if isinstance(value, dict):
-        return {key: saved_form(item) for key, item in value.items()}
-    return value
+    save`): numpy scalars as Python numbers and booleans, numpy arrays and tuples as lists
+    (:func:`ragroute.types.plain_values`, what a hit's ``to_dict`` writes too). Until session 43 an
+    index matched filters on the values as added, and the same index loaded again answered
+    otherwise: ``np.True_`` matched no filter ``True`` (and a filter ``np.True_`` matched ``1`` but
+    not ``True``), a tuple of tags was one value, not its items, and an array raised ``TypeError:
+    unhashable type``."""
+    return plain_values(value)
 
 
 def _json_value(value: Any) -> Any:

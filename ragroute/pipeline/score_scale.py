@@ -53,6 +53,7 @@ MIN_PER_SOURCE = 8
 FIT_DEPTH = 3
 MIN_PAIRS = 10  # (score, cosine) pairs a quantile map needs
 _KNOTS = 21
+_HUGE = 1e300  # raw scores beyond this are halved before any difference is taken
 
 _memo: RetrieverMemo[dict[str, ScoreScale]] = RetrieverMemo()
 
@@ -82,12 +83,21 @@ class ScoreScale:
         if not self.raw_knots:
             return value
         low, high = self.raw_knots[0], self.raw_knots[-1]
+        # scores near the float range are read halved (exact, and no difference of two halves
+        # overflows): until session 44 a difference of two of them overflowed, and 0 * inf (a flat
+        # map) or inf - inf (between knots) made the similarity NaN
+        unit = 2.0 if max(abs(low), abs(high)) > _HUGE else 1.0
         if value < low:
-            out = self.cosine_knots[0] + self.slope * (value - low)
+            out = self.cosine_knots[0] + (
+                self.slope * unit * (value / unit - low / unit) if self.slope else 0.0
+            )
         elif value > high:
-            out = self.cosine_knots[-1] + self.slope * (value - high)
+            out = self.cosine_knots[-1] + (
+                self.slope * unit * (value / unit - high / unit) if self.slope else 0.0
+            )
         else:
-            out = float(np.interp(value, self.raw_knots, self.cosine_knots))
+            knots = np.asarray(self.raw_knots) / unit
+            out = float(np.interp(value / unit, knots, self.cosine_knots))
         return float(min(max(out, -1.0), 1.0))
 
     def describe(self) -> dict[str, Any]:
@@ -106,7 +116,9 @@ def fit_quantile_map(raw: Sequence[float], cosine: Sequence[float], kind: str = 
     raw_a = np.asarray(raw, dtype=np.float64)
     cos_a = np.asarray(cosine, dtype=np.float64)
     qs = np.linspace(0.0, 1.0, _KNOTS)
-    raw_q, cos_q = np.quantile(raw_a, qs), np.quantile(cos_a, qs)
+    # quantiles of scores near the float range overflowed (inf knots): they are taken of the halves
+    unit = 2.0 if raw_a.size and float(np.abs(raw_a).max()) > _HUGE else 1.0
+    raw_q, cos_q = np.quantile(raw_a / unit, qs) * unit, np.quantile(cos_a, qs)
     # strictly increasing raw knots: a run of knots on one raw value (many tied scores, e.g. a
     # source capped at 1.0) maps to the mean of its cosine quantiles, still non-decreasing. Until
     # session 43 the run's first (lowest) quantile was kept, so 18 scores tied at 1.0 of 20 mapped
@@ -116,8 +128,8 @@ def fit_quantile_map(raw: Sequence[float], cosine: Sequence[float], kind: str = 
     if len(raw_q) < 2:  # every raw score equal: no information to map
         return ScoreScale(kind, [float(raw_q[0])], [float(np.median(cos_a))], 0.0)
     inner = slice(max(len(raw_q) // 10, 0), len(raw_q) - max(len(raw_q) // 10, 0))
-    span = raw_q[inner][-1] - raw_q[inner][0]
-    slope = float((cos_q[inner][-1] - cos_q[inner][0]) / span) if span > 0 else 0.0
+    span = raw_q[inner][-1] / unit - raw_q[inner][0] / unit
+    slope = float((cos_q[inner][-1] - cos_q[inner][0]) / span / unit) if span > 0 else 0.0
     return ScoreScale(kind, [float(v) for v in raw_q], [float(v) for v in cos_q], slope)
 
 

@@ -71,7 +71,8 @@ class Gate(Protocol):
 
 @runtime_checkable
 class Reranker(Protocol):
-    """Re-orders (and may cut) the fused hits of one query; records its scores in ``Hit.explain``."""
+    """Re-orders (and may cut) the fused hits of one query; records its scores in ``Hit.explain``.
+    The pipeline keeps the first ``k`` hits it returns."""
 
     name: str
 
@@ -903,14 +904,17 @@ class RerankStage:
         self.reranker = reranker
 
     def run(self, context: QueryContext, decision: Decision, hits: list[Hit], k: int) -> list[Hit]:
-        """The reranked hits; a reranker that raises (or returns something other than a list of
-        hits) leaves the fused order, cut at ``k``, with the error in the trace."""
+        """The reranked hits, at most ``k``; a reranker that raises (or returns something other than
+        a list of hits) leaves the fused order, cut at ``k``, with the error in the trace."""
         start = time.perf_counter()
         detail: dict[str, Any] = {"reranker": getattr(self.reranker, "name", "?")}
         try:
             out = self.reranker.rerank(context, list(hits), k)
             if not isinstance(out, list) or not all(isinstance(hit, Hit) for hit in out):
                 raise TypeError(f"returned a {type(out).__name__}, not a list of hits")
+            # at most k, as asked: a reranker that only re-orders its pool returned the whole pool
+            # (``candidates`` hits, 20 by default, for k=1) until session 44
+            out = out[:k]
         except Exception as exc:  # noqa: BLE001 - a failing reranker keeps the fused order, recorded
             detail["error"] = error_summary(exc)
             detail["kept"] = "fused order"
