@@ -893,10 +893,12 @@ def test_a_gate_selection_keeps_the_default_gate_unless_another_clearly_leads(en
         ({"folds": 1}, "folds must be a whole number of at least 2, got 1"),
         ({"candidates": {}}, "a gate selection needs at least one candidate gate"),
         ({"signals": ["rarity"]}, "signals: set by each candidate or by select_gate itself"),
+        ({"retrieve": ["no"] * len(FLAGS)}, "retrieve must hold booleans .*got 'no'"),
     ],
 )
 def test_a_gate_selection_refuses_bad_arguments_in_one_line(encoder, arguments, said):
     from ragroute.gate.selection import select_gate
 
+    arguments = {"retrieve": FLAGS, **arguments}
     with pytest.raises(RagrouteError, match=said):
-        select_gate(TEXTS, FLAGS, encoder, **arguments)
+        select_gate(TEXTS, encoder=encoder, **arguments)

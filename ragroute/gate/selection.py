@@ -27,7 +27,7 @@ from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError, check_batch
 from ragroute.evaluation.metrics import auroc
 from ragroute.gate.signals import DEFAULT_SIGNALS, fold_ids, normalise
-from ragroute.gate.trained import TrainedGate, check_example_kinds
+from ragroute.gate.trained import TrainedGate, check_example_kinds, check_flags
 
 CANDIDATE_GATES: dict[str, dict[str, Any]] = {
     "threshold_knn_vote": {"signals": ["knn_vote"], "columns": ["knn_vote.share"]},
@@ -72,7 +72,7 @@ def select_gate(
     ``default_threshold``, ``max_steps``...).
     """
     texts = check_batch(texts, "texts")
-    y = np.asarray(check_batch(retrieve, "retrieve"), dtype=bool)
+    y = np.asarray(check_flags(retrieve), dtype=bool)
     if len(texts) != len(y):
         raise RagrouteError(f"{len(texts)} texts but {len(y)} labels")
     check_example_kinds(y)

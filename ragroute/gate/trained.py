@@ -355,6 +355,19 @@ def check_operating_point(
             raise RagrouteError(f"{name} must be {'in ' if high < math.inf else ''}{span}, got {value}")
 
 
+def check_flags(retrieve: Sequence[bool] | np.ndarray) -> list[Any]:
+    """``retrieve`` as a list of booleans (or 0/1), else one line: ``bool("no")`` is True, so a
+    label string would silently mean "retrieve"."""
+    flags = check_batch(retrieve, "retrieve")
+    wrong = next((f for f in flags if not isinstance(f, (bool, np.bool_, int, np.integer))), None)
+    if wrong is not None:
+        raise RagrouteError(
+            f"retrieve must hold booleans (True: the query needs retrieval), got {wrong!r}: turn "
+            "labels into them with ragroute.gate.needs_retrieval"
+        )
+    return flags
+
+
 def check_example_kinds(retrieve: Sequence[bool] | np.ndarray, where: str = "") -> None:
     """One line unless the examples hold both kinds: with one, a neighbour vote can only ever
     say that kind, and nothing can be fitted."""
@@ -435,13 +448,7 @@ class TrainedGate(SignalGate):
         texts = check_batch(texts, "texts")
         for text in texts:  # refused if empty; kept as given (the signals were measured on raw texts)
             check_query(text)
-        flags = check_batch(retrieve, "retrieve")
-        wrong = next((f for f in flags if not isinstance(f, (bool, np.bool_, int, np.integer))), None)
-        if wrong is not None:  # bool("no") is True: a label string would silently mean "retrieve"
-            raise RagrouteError(
-                f"retrieve must hold booleans (True: the query needs retrieval), got {wrong!r}: turn "
-                "labels into them with ragroute.gate.needs_retrieval"
-            )
+        flags = check_flags(retrieve)
         signals = check_batch(signals, "signals")
         y = np.asarray(flags, dtype=bool)
         if len(texts) != len(y):
