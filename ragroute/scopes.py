@@ -92,7 +92,7 @@ def readable(hits: Iterable[Any], scopes: Iterable[str]) -> list[Any]:
 
 def caller_id(caller: Any) -> str:
     """``caller`` (who asks, for exposure budgets) in the one spelling the ledger counts it under:
-    surrounding whitespace dropped and Unicode in NFC form, as scope labels are read (until session
+    surrounding whitespace dropped (as scope labels are read) and Unicode in NFC form (until session
     44 ``"alice"``, ``"alice "`` and a decomposed ``"José"`` were three callers, each with a budget
     of its own). ``""`` is the shared anonymous caller; anything but a string, or a name of only
     whitespace, is :class:`InvalidArgumentError`."""

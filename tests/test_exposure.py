@@ -518,7 +518,7 @@ def test_two_pipelines_sharing_a_ledger_with_sources_of_one_name_count_each_in_i
 
 
 def test_one_caller_spelled_with_spaces_or_decomposed_accents_is_counted_once(small_docs, hashing_encoder):
-    """A caller id is read as scope labels are: surrounding whitespace dropped, Unicode in NFC form.
+    """A caller id is read with surrounding whitespace dropped (as scope labels are) and in NFC form.
     Until session 44 "eve", " eve" and "eve\\n" were three callers, each with its own budget, so a
     hard stop could be walked around by respelling who asks; a name of only whitespace (a missing
     name padded) was a caller of its own too and is now a one-line error."""
