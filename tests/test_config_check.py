@@ -1151,3 +1151,126 @@ def test_a_threshold_gate_signal_problem_is_said_once(workspace):
     config.write_text(GOOD + "gate: {kind: threshold, signal: {kind: knn_vote, k: x}, above: 0.5}\n")
     lines = error_lines(check(config))
     assert len(lines) == 1 and "'k' must be an integer, not a string" in lines[0], lines
+
+
+# session 44: a differential test of `config check` against loading (tests/test_config_differential.py)
+@pytest.mark.parametrize(
+    "sources, expected",
+    [
+        ("  astro: {index: indexes/astro}\n  '': {index: indexes/cook}\n", "source '': a source's name"),
+        ("  astro: {index: indexes/astro}\n  '  ': {index: indexes/cook}\n", "a source's name must hold"),
+        ("  5: {index: indexes/astro}\n  '5': {index: indexes/cook}\n", "two sources are named '5'"),
+        ("  true: {index: indexes/astro}\n  'True': {index: indexes/cook}\n", "two sources are named 'True'"),
+    ],
+)
+def test_source_names_loading_refuses_are_refused_by_the_check_alike(workspace, sources, expected):
+    """Until session 44 `config check` passed a source named '' or '  ', and two names YAML keeps
+    apart (`5` and `'5'`, `true` and `'True'`) that loading reads as one; loading refused them, the
+    empty name without naming the file. Both now refuse them in the same line."""
+    from ragroute.route.config import load_routing
+
+    config = workspace / "names.yaml"
+    config.write_text("sources:\n" + sources)
+    result = check(config)
+    assert result.exit_code == 1, result.output
+    (line,) = error_lines(result)
+    assert line.startswith(f"error: {config}: source ") and expected in line
+    with pytest.raises(RagrouteError) as refused:
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+    assert "error: " + " ".join(str(refused.value).split()) == line  # (the check's lines: blanks as one)
+
+
+def test_an_unknown_encoder_backend_is_refused_by_loading_as_by_the_check(workspace):
+    """Until session 44 `backend: nosuch` was refused by `config check` only: loading with an
+    encoder handed in took it, and loading the config's encoder refused it without naming the file."""
+    from ragroute.route.config import load_routing
+
+    config = workspace / "backend.yaml"
+    config.write_text("backend: nosuch\n" + GOOD)
+    (line,) = error_lines(check(config))
+    expected = f"{config}: backend: unknown encoder backend 'nosuch': expected auto, torch, onnx, onnx-int8"
+    assert line == f"error: {expected}"
+    with pytest.raises(RagrouteError) as refused:
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+    assert str(refused.value) == expected
+    with pytest.raises(RagrouteError) as refused:  # refused before any model is looked for
+        load_routing(config)
+    assert str(refused.value) == expected
+
+
+@pytest.mark.parametrize(
+    "signals, shown",
+    [
+        ("5", "an integer"),
+        ("[5]", "a list holding an integer (5)"),
+        ("[null]", "a list holding empty (null) (None)"),
+        ("[[llm_self]]", "a list holding a list (['llm_self'])"),
+        ("llm_self", "a string"),
+    ],
+)
+def test_llm_gate_signals_of_the_wrong_type_are_one_line(workspace, signals, shown):
+    """Until session 44 an LLM gate's `signals: 5`, `[5]` or `[null]` was a traceback at load (a
+    TypeError), and `signals: llm_self` was read letter by letter: `config check` said "unknown
+    signal kind 'l'" eight times."""
+    from ragroute.route.config import load_routing
+
+    config = workspace / "llm-signals.yaml"
+    config.write_text(GOOD + LLM_GATE + f"signals: {signals}}}\n")
+    expected = (
+        f"{config}: gate: 'signals' must be a list of LLM signal kinds or {{kind: ...}} mappings, not {shown}"
+    )
+    assert error_lines(check(config)) == [f"error: {expected}"]
+    with pytest.raises(RagrouteError) as refused:
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+    assert str(refused.value) == expected
+
+
+def test_a_threshold_gate_value_of_empty_text_is_refused_by_loading_too(workspace):
+    """`value: ''` was refused by `config check` (no value of that name) and read as the signal's
+    first value by loading, until session 44."""
+    from ragroute.route.config import load_routing
+
+    config = workspace / "empty-value.yaml"
+    config.write_text(GOOD + "gate: {kind: threshold, signal: rarity, value: '', below: 3}\n")
+    (line,) = error_lines(check(config))
+    assert "gate: signal rarity has no value '': it has min_zipf" in line
+    with pytest.raises(RagrouteError, match="signal rarity has no value '': it has min_zipf"):
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            ("kind: prototype", "kind: fixed, routes: astro"),
+            "'routes' must be a list of strings, not a string",
+        ),
+        (("kind: prototype", "kind: ensemble, members: [5]"), "'members' must be a list of strings"),
+        (
+            ("kind: prototype", "kind: knn, examples: [labels.jsonl]"),
+            "'examples' must be a string, not a list",
+        ),
+        (("{index: indexes/cook,", "{index: null,"), "'index' must be a string, not empty (null)"),
+        (("{index: indexes/cook,", "{index: indexes/cook, expert: 5,"), "'expert' must be a string"),
+        (("  dense:", "  web: {kind: python, factory: 5}\n  dense:"), "factory '5' is not"),
+        (("rules:", "gate: {kind: trained, path: 5}\nrules:"), "'path' must be a string, not an integer"),
+        (
+            ("rules:", "gate: {kind: threshold, signal: rarity, value: 5, below: 3}\nrules:"),
+            "'value' must be",
+        ),
+        (("rules:", LLM_GATE + "timeout_s: 0}\nrules:"), "'timeout_s' must be above 0, not 0"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_one_problem_as_loading_says(workspace, change, expected):
+    """Until session 44 `config check` went on to use a value it had refused, and said more: the
+    fixed routes 'a', 's', 't', 'r', 'o' of `routes: astro`, an index folder named `None`, an
+    examples file named `['labels.jsonl']`, the same factory problem twice. Loading says one line."""
+    from ragroute.route.config import load_routing
+
+    config = workspace / "wrong-type.yaml"
+    config.write_text(GOOD.replace(*change))
+    lines = error_lines(check(config))
+    assert len(lines) == 1 and expected in lines[0], lines
+    with pytest.raises(RagrouteError) as refused:
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+    assert f"error: {refused.value}" == lines[0]

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys, check_listed_setting, check_setting
+from ragroute.errors import RagrouteError, check_keys, check_listed_setting, check_setting, value_type_name
 from ragroute.gate.signals import make_signal, needs_retrieval
 from ragroute.gate.trained import DepthPolicy, ThresholdGate, TrainedGate, check_example_kinds
 
@@ -130,12 +130,31 @@ def _llm_signal_specs(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     return specs
 
 
+def check_llm_signal_list(signals: Any, where: str) -> None:
+    """An LLM gate's ``signals:`` as a list of kind names and mappings, or one line saying what it
+    is instead (until session 44 ``signals: 5`` or ``[null]`` was a traceback at load, and
+    ``signals: llm_self`` read as the signals 'l', 'l', 'm'...)."""
+    if signals is None:
+        return
+    if not isinstance(signals, list):
+        shown = value_type_name(signals)
+    else:
+        wrong = [item for item in signals if not isinstance(item, (str, Mapping))]
+        if not wrong:
+            return
+        shown = f"a list holding {value_type_name(wrong[0])} ({wrong[0]!r})"
+    raise RagrouteError(
+        f"{where}: 'signals' must be a list of LLM signal kinds or {{kind: ...}} mappings, not {shown}"
+    )
+
+
 def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
     """An LLM gate's signals built without an LLM (their settings and prompts checked), and its
     ``weights:`` naming only those signals (a weight of another name was silently unused); one
     line each, for loading and ``ragroute config check`` alike."""
     from ragroute.gate.llm_signals import ZERO_WEIGHTS, make_llm_signal, weighted_zero
 
+    check_llm_signal_list(settings.get("signals"), where)
     kinds = []
     for data in _llm_signal_specs(settings):
         try:

@@ -853,7 +853,7 @@ class ThresholdGate(SignalGate):
         if not isinstance(signal, GateSignal):  # ThresholdGate("rarity", "min_zipf", below=3.0)
             signal = make_signal(signal, encoder=encoder)
         super().__init__([signal], encoder, threshold=0.5, depth=depth, max_steps=max_steps)
-        name = value or signal.primary
+        name = signal.primary if value is None else value  # '' named no value (the first until session 44)
         name = name.split(".", 1)[1] if name.startswith(f"{signal.kind}.") else name
         if name not in signal.names:
             raise RagrouteError(

@@ -140,6 +140,14 @@ class RoutingConfig:
                 )
             else:
                 out[key] = value
+        from ragroute.encode.load import BACKENDS
+
+        if out["backend"].strip().lower() not in (*BACKENDS, "auto"):  # refused here, naming the file:
+            # loading with an encoder handed in took any backend, and without one said no file
+            raise RagrouteError(
+                f"{self.path}: backend: unknown encoder backend {out['backend']!r}: "
+                f"expected auto, {', '.join(BACKENDS)}"
+            )
         beside = self.path.parent / out["encoder"]
         if not Path(out["encoder"]).is_absolute() and beside.is_dir():
             out["encoder"] = str(beside.resolve())
@@ -175,6 +183,27 @@ def check_corpora_paths(path: Path, data: Mapping[str, Any]) -> None:
             raise RagrouteError(f"{path}: {key}: expected a path (relative to this file), not {shown}")
 
 
+def source_name_problem(name: Any, seen: set[str]) -> str | None:
+    """What is wrong with ``name`` as the name of a source (read as text, as loading reads it) among
+    the names ``seen`` before it, or ``None``: ``none`` (the route that retrieves nothing), a name
+    without a visible character, or one written twice (YAML keeps ``5`` and ``'5'``, ``true`` and
+    ``'True'`` apart: both are read as one name). Loading and ``config check`` refuse alike (until
+    session 44 the check passed the last two, which loading refused, one of them without the file)."""
+    from ragroute.route.sources import RESERVED_NAMES
+
+    text = str(name)
+    if text in RESERVED_NAMES:
+        return f"a source may not be named {text!r}: the route that retrieves nothing"
+    if not text.strip():
+        return f"a source's name must hold a visible character, not {text!r}"
+    if text in seen:
+        return (
+            f"two sources are named {text!r} (YAML keys written apart, read as one name): "
+            "one would hide the other"
+        )
+    return None
+
+
 def _sources_from_corpora(path: Path, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from ragroute.corpora import load_corpus_specs
 
@@ -202,7 +231,12 @@ def open_sources(config: RoutingConfig, encoder: Any) -> tuple[list[Source], lis
 
     sources, problems = [], []
     shared: dict[Any, Any] = {}  # one index per folder, shared by the experts that search it
+    seen: set[str] = set()
     for name, entry in config.data["sources"].items():
+        problem = source_name_problem(name, seen)
+        if problem:
+            raise RagrouteError(f"{config.path}: source {str(name)!r}: {problem}")
+        seen.add(str(name))
         if not isinstance(entry, dict):
             raise RagrouteError(f"{config.path}: source {name!r} needs an 'index' directory or a 'kind:'")
         request = SourceRequest(config.path, str(name), entry, encoder, shared)

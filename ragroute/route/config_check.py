@@ -103,7 +103,9 @@ class _Checker:
     # ----------------------------------------------------------------- helpers
 
     def problem(self, message: str) -> None:
-        self.report.problems.append(" ".join(str(message).split()))
+        line = " ".join(str(message).split())
+        if line not in self.report.problems:  # one problem said once (twice or more until session 44)
+            self.report.problems.append(line)
 
     def note(self, message: str) -> None:
         self.report.warnings.append(" ".join(str(message).split()))
@@ -189,15 +191,17 @@ class _Checker:
     # ----------------------------------------------------------------- routing configs
 
     def check_routing(self, data: dict[str, Any]) -> None:
-        from ragroute.route.config import TOP_KEYS
+        from ragroute.route.config import TOP_KEYS, source_name_problem
 
         for key in data:
             if key not in TOP_KEYS:
                 self.problem(f"{self.path}: {unknown_keys_message([key], TOP_KEYS)}")
         self.check_encoder(data)
         entries = self.source_entries(data)
+        seen: set[str] = set()
         for name, entry in entries.items():
-            self.check_source(str(name), entry)
+            self.check_source(str(name), entry, source_name_problem(name, seen))
+            seen.add(str(name))
         self.check_same_documents(entries)
         names = [str(name) for name in entries]
         self.check_router(data.get("router") or {"kind": "prototype"}, names)
@@ -273,20 +277,18 @@ class _Checker:
 
     def check_encoder(self, data: dict[str, Any]) -> None:
         from ragroute.encode import DEFAULT_ENCODER, resolve_model
-        from ragroute.encode.load import BACKENDS
         from ragroute.route.config import RoutingConfig
 
+        # the same refusals loading gives (a wrong type, an empty name, an unknown backend)
         settings = self.attempt(lambda: RoutingConfig(self.path, data).encoder_settings())
-        if settings is None:  # the same refusal loading gives (a wrong type, an empty name)
+        if settings is None:  # the encoder still compared with the indexes when only the backend is wrong
+            with contextlib.suppress(RagrouteError):
+                settings = RoutingConfig(self.path, {**data, "backend": None}).encoder_settings()
+        if settings is None:
             settings = {"encoder": DEFAULT_ENCODER, "backend": "auto"}
         name, backend = settings["encoder"], settings["backend"]
         info: dict[str, Any] = {"name": name, "backend": backend, "model_id": "", "dim": None}
         self.report.encoder = info
-        if backend.strip().lower() not in (*BACKENDS, "auto"):
-            self.problem(
-                f"{self.path}: backend: unknown encoder backend {backend!r}: "
-                f"expected auto, {', '.join(BACKENDS)}"
-            )
         resolved = self.attempt(lambda: resolve_model(name), f"{self.path}: encoder: ")
         if resolved is not None:
             self.encoder_folder = resolved
@@ -331,16 +333,15 @@ class _Checker:
             self.note(f"{self.path}: 'corpora:' is not read when 'sources:' is given")
         return sources
 
-    def check_source(self, name: str, entry: Any) -> None:
+    def check_source(self, name: str, entry: Any, name_problem: str | None = None) -> None:
         from ragroute.references import locate_reference
         from ragroute.registry import SOURCE_KINDS
         from ragroute.route.source_kinds import SourceRequest, check_entry
-        from ragroute.route.sources import RESERVED_NAMES
         from ragroute.scopes import access_labels, open_sounding_note
 
         where = f"{self.path}: source {name!r}"
-        if name in RESERVED_NAMES:
-            self.problem(f"{where}: a source may not be named {name!r}: the route that retrieves nothing")
+        if name_problem:  # as loading refuses it (source_name_problem)
+            self.problem(f"{where}: {name_problem}")
         if not isinstance(entry, dict):
             self.problem(f"{where} needs an 'index' directory or a 'kind:'")
             return
@@ -363,13 +364,13 @@ class _Checker:
             note = open_sounding_note(labels, f"{where}: this source")
             if note:
                 self.note(note)
-        if "factory" in entry:
-            factory = str(entry["factory"])
+        if isinstance(entry.get("factory"), str):  # another type: refused by check_entry
+            factory = entry["factory"]
             if self.passes(lambda: locate_reference(factory, where, "factory", self.path.parent)):
                 source.notes.append("factory found (read, not run)")
             else:
                 source.status = "broken"
-        if source.kind == "index" and "index" in entry:
+        if source.kind == "index" and isinstance(entry.get("index"), str):  # another type: refused above
             self.check_index(source, where, entry)
 
     def check_index(self, source: SourceCheck, where: str, entry: dict[str, Any]) -> None:
@@ -419,7 +420,7 @@ class _Checker:
 
             if not self.passes(lambda: verify_outside_contents(folder), f"{where}: "):
                 source.status = "broken"
-        if entry.get("expert"):
+        if entry.get("expert") and isinstance(entry["expert"], str):
             self.check_expert(source, where, entry["expert"], manifest.kind, recorded)
 
     def encoder_weights(self) -> str | None:
@@ -500,11 +501,12 @@ class _Checker:
         if not isinstance(settings, Mapping):
             self.problem(f"{where}: 'router:' must be a mapping")
             return
+        bad = set()  # keys whose value is refused: said once, not again by what reads them
         for key in settings:
             if key not in router_keys():
                 self.problem(f"{where}: router: {unknown_keys_message([key], router_keys(), 'router key')}")
-            else:
-                self.attempt(functools.partial(check_router_value, key, settings[key], where))
+            elif not self.passes(functools.partial(check_router_value, key, settings[key], where)):
+                bad.add(key)
         kind = str(settings.get("kind", "prototype"))
         self.report.router = {"kind": kind}
         if not self.passes(lambda: ROUTERS.check(kind, f"{where}: router")):
@@ -519,7 +521,7 @@ class _Checker:
             self.reached |= set(options.always)
         kinds = [kind]
         if kind == "ensemble":
-            members = settings.get("members") or ["prototype", "confidence"]
+            members = [] if "members" in bad else settings.get("members") or ["prototype", "confidence"]
             if not isinstance(members, list):
                 self.problem(f"{where}: router: members must be a list of router kinds")
                 members = []
@@ -531,7 +533,7 @@ class _Checker:
                     kinds.append(str(member))
         if kind == "llm":
             self.check_llm(settings.get("llm"), f"{where}: router llm")
-        if kind == "llm" and settings.get("fallback") is not None:
+        if kind == "llm" and settings.get("fallback") is not None and "fallback" not in bad:
             fallback = str(settings["fallback"])
             problem = llm_fallback_problem(settings)
             if problem:
@@ -542,7 +544,9 @@ class _Checker:
             for key in sorted(ROUTER_REQUIRED.get(each, ())):
                 if key not in settings:
                     self.problem(f"{where}: router: a {each} router needs '{key}:'")
-        if "examples" in settings and "knn" in kinds and not self.resolve(settings["examples"]).is_file():
+        if "examples" in bad:
+            pass
+        elif "examples" in settings and "knn" in kinds and not self.resolve(settings["examples"]).is_file():
             self.problem(
                 f"{where}: router: examples file {self.resolve(settings['examples'])} does not exist"
             )
@@ -554,7 +558,7 @@ class _Checker:
             )
             if read is not None:
                 self.router_labels = sorted(set(read[1]))
-        if "model" in settings and set(kinds) & {"trained", "pilot", "quality"}:
+        if "model" in settings and "model" not in bad and set(kinds) & {"trained", "pilot", "quality"}:
             model = self.resolve(settings["model"])
             if not model.exists():
                 self.problem(f"{where}: router: model {model} does not exist")
@@ -569,7 +573,7 @@ class _Checker:
                 manifest = self.artifact(model, "router", f"{where}: router: ")
                 if manifest is not None and kind in ("pilot", "quality"):
                     self.check_expert_router(model, manifest, kind, names, where)
-        if kind == "fixed" and settings.get("routes"):
+        if kind == "fixed" and settings.get("routes") and "routes" not in bad:
             for route in settings["routes"]:
                 if str(route) not in names:
                     self.problem(f"{where}: router: fixed route {route!r} is not a source")
@@ -729,7 +733,9 @@ class _Checker:
             point = {key: spec.get(key) for key in ("threshold", "retrieval_rate", "retrieve_cost")}
             if all(valid.get(key, True) for key in point):  # each value said once (twice until session 38)
                 self.attempt(lambda: check_operating_point(**point), f"{where}: ")
-            if "path" not in spec:
+            if not valid.get("path", True):
+                pass
+            elif "path" not in spec:
                 self.problem(
                     f"{where}: a trained gate needs 'path:' (a folder written by `ragroute gate fit`)"
                 )
@@ -746,22 +752,23 @@ class _Checker:
                 before = len(self.report.problems)
                 self.signal_spec(spec["signal"], GATE_SIGNALS, SIGNAL_SETTINGS, f"{where}: signal")
                 if len(self.report.problems) == before:  # known kind and keys: now their values
-                    self.check_threshold_signal(spec, where)  # (a bad key was said twice)
-        if "examples" in spec:
+                    self.check_threshold_signal(spec, where, valid.get("value", True))
+        if "examples" in spec and valid["examples"]:
             examples = self.resolve(spec["examples"])
             if not examples.is_file():
                 self.problem(f"{where}: examples file {examples} does not exist")
             else:
                 self.attempt(lambda: read_examples(examples), f"{where}: examples {examples}: ")
         if kind == "llm":
-            from ragroute.gate.factories import check_llm_gate_signals
+            from ragroute.gate.factories import check_llm_gate_signals, check_llm_signal_list
             from ragroute.gate.llm_signals import LLM_SIGNAL_SETTINGS, LLM_SIGNALS
 
             self.check_llm(spec.get("llm"), f"{where}: llm")
             before = len(self.report.problems)
-            for signal in spec.get("signals") or []:
-                self.signal_spec(signal, LLM_SIGNALS, LLM_SIGNAL_SETTINGS, f"{where}: signals")
-            if len(self.report.problems) == before:  # known kinds and keys: now their values
+            if self.passes(lambda: check_llm_signal_list(spec.get("signals"), where)):
+                for signal in spec.get("signals") or []:
+                    self.signal_spec(signal, LLM_SIGNALS, LLM_SIGNAL_SETTINGS, f"{where}: signals")
+            if len(self.report.problems) == before and all(valid.values()):  # known kinds and keys
                 self.attempt(lambda: check_llm_gate_signals(spec, where))
             fallback = spec.get("fallback")
             if fallback is not None:
@@ -794,7 +801,7 @@ class _Checker:
         saved = [dict(s) for s in manifest.params.get("signals") or [] if isinstance(s, Mapping)]
         self.attempt(lambda: check_configured_signals(path, saved, configured), f"{where}: ")
 
-    def check_threshold_signal(self, spec: Mapping[str, Any], where: str) -> None:
+    def check_threshold_signal(self, spec: Mapping[str, Any], where: str, value_ok: bool = True) -> None:
         """A threshold gate's signal as loading builds it (without an encoder or sources: its
         settings' types are checked, its value names read): its ``value:`` must be one of them,
         and a signal that learns from labelled queries needs ``examples:``."""
@@ -810,7 +817,7 @@ class _Checker:
         if built.needs_examples and not spec.get("examples"):
             self.problem(f"{where}: signal {built.kind} learns from labelled queries: give 'examples:'")
         value = spec.get("value")
-        if value is None:
+        if value is None or not value_ok:  # a value of the wrong type: said once
             return
         value = str(value)
         name = value.split(".", 1)[1] if value.startswith(f"{built.kind}.") else value
