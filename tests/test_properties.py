@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import HashingEncoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,6 @@ from ragroute.index.docstore import DocumentStore, value_matches
 from ragroute.index.hybrid import HybridIndex
 from ragroute.index.lexical import BM25Index
 from ragroute.types import Document
-from tests.conftest import HashingEncoder
 
 FAST = settings(
     max_examples=int(__import__("os").environ.get("PROP_N", "60")),

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HashingEncoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_pipeline import FixedRouter
@@ -62,7 +63,6 @@ from ragroute.skills.index import SkillIndexParams
 from ragroute.skills.records import Catalogue, Skill
 from ragroute.skills.router import STAGE1_FEATURES, AbstentionModel, SkillRouter
 from ragroute.types import Document, Hit
-from tests.conftest import HashingEncoder
 
 FAST = settings(
     max_examples=int(os.environ.get("PROP_N", "40")),

@@ -37,6 +37,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import HashingEncoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,7 +51,6 @@ from ragroute.rerank.cross_encoder import Calibration, CrossEncoderReranker
 from ragroute.route.base import BaseRouter, decision_from_probs
 from ragroute.route.sources import Source
 from ragroute.types import Document, Hit
-from tests.conftest import HashingEncoder
 
 FAST = settings(
     max_examples=int(os.environ.get("PROP_N", "25")),

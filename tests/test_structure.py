@@ -145,6 +145,18 @@ def test_cycle_check_finds_a_planted_cycle(tmp_path: Path) -> None:
     assert len(cycles) == 1 and "['pkg.a', 'pkg.c', 'pkg.sub.b']" in cycles[0], cycles
 
 
+def test_tests_import_their_helpers_as_ci_runs_them() -> None:
+    """`.ci/run` runs `.venv/bin/pytest`, where `tests` is no package on the path: a test importing
+    `tests.conftest` collected under `python -m pytest` and failed in CI (session 44)."""
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted((ROOT / "tests").glob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.startswith(("from tests.", "import tests"))
+    ]
+    assert not offenders, f"import test helpers as `from conftest import ...`: {offenders}"
+
+
 def test_click_only_in_the_cli_package() -> None:
     users = third_party_imports(ROOT / PACKAGE).get("click", set())
     outside = sorted(m for m in users if m != CLI_PACKAGE and not m.startswith(CLI_PACKAGE + "."))

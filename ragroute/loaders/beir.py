@@ -203,7 +203,13 @@ _HEADER_WORDS = {"query-id", "query_id", "qid", "query", "corpus-id", "corpus_id
 def _is_header(fields: list[str]) -> bool:
     """A header names its columns (``query-id corpus-id score``) instead of holding a numeric score."""
     names = {f.strip().lower() for f in fields}
-    return bool(names & _HEADER_WORDS) and not fields[-1].strip().lstrip("-").isdigit()
+    if not names & _HEADER_WORDS:
+        return False
+    try:  # a score the data lines may hold (1.0, +1): until session 44 only digits were one, so a
+        _parse_score(fields[-1].strip())  # first judgement of query "query" scored 1.0 was dropped
+    except ValueError:
+        return True
+    return False
 
 
 def parse_qrels_line(line: str) -> tuple[str, str, int]:

@@ -472,7 +472,7 @@ class SkillIndex:
         loaded unless one is given (a different model is refused)."""
         from ragroute.index.bm25_scoring import BM25Scorer
         from ragroute.index.dense import check_encoder
-        from ragroute.skills.load_skills_jsonl import load_skills_jsonl
+        from ragroute.loaders.jsonl import read_jsonl
         from ragroute.store import artifact_exists, read_artifact
         from ragroute.store.artifact import family_with_article
 
@@ -487,11 +487,12 @@ class SkillIndex:
                 raise RagrouteError(f"{target} holds {held}, not a skill index")
             folder = Path(snapshot.path)
             params = dict(manifest.params)
-            import warnings as _warnings
-
-            with _warnings.catch_warnings():
-                _warnings.simplefilter("ignore")
-                catalogue = load_skills_jsonl(folder / CATALOGUE_FILE)
+            # the exact inverse of what save wrote (Skill.to_record): until session 44 the file was
+            # read as a user's SKILLS file, warnings silenced, so a skill with a blank id was dropped
+            # (the catalogue then one skill short of the index's rows) and names lost their spaces
+            catalogue = Catalogue(
+                [Skill.from_record(row) for _, row in read_jsonl(folder / CATALOGUE_FILE, on_error="raise")]
+            )
             source = (params.get("catalogue") or {}).get("source")
             catalogue = Catalogue(
                 catalogue.skills,
