@@ -40,6 +40,7 @@ import pytest
 from conftest import HashingEncoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_pipeline import FixedRouter
 
 from ragroute.context import QueryContext
 from ragroute.gate.controller import StepwiseController, interleave
@@ -48,7 +49,6 @@ from ragroute.index.build import build_index
 from ragroute.pipeline import GateDecision, Pipeline, PipelineResult, RoutingOptions
 from ragroute.pipeline.score_scale import fit_quantile_map
 from ragroute.rerank.cross_encoder import Calibration, CrossEncoderReranker
-from ragroute.route.base import BaseRouter, decision_from_probs
 from ragroute.route.sources import Source
 from ragroute.types import Document, Hit
 
@@ -76,22 +76,6 @@ WORDS = [
 COLOURS = ("red", "blue", "green")
 
 
-class FixedRouter(BaseRouter):
-    """Sends every query to the given routes with the given probabilities."""
-
-    name = "fixed"
-
-    def __init__(self, routes: dict[str, float]):
-        self.routes = routes
-        self.labels = list(routes)
-
-    def route_many(self, queries, *, query_vectors=None):
-        return [
-            decision_from_probs(self.labels, [self.routes[n] for n in self.labels], decided_by=self.name)
-            for _ in queries
-        ]
-
-
 def _docs(prefix: str, n: int, seed: int, *, access: bool = False) -> list[Document]:
     rng = np.random.default_rng(seed)
     out = []
@@ -116,6 +100,20 @@ ROUTES = {"dense": 0.5, "bm25": 0.3, "secret": 0.2}
 OPTIONS = RoutingOptions(threshold=0.1, max_routes=3)
 
 queries = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
+
+
+def gate_scripts(*, max_depth: int, max_size: int) -> st.SearchStrategy:
+    """Distinct queries, each with the gate action and depth (``None``: the caller's k) it gets."""
+    return st.lists(
+        st.tuples(
+            queries,
+            st.sampled_from(["retrieve", "answer", "stop"]),
+            st.one_of(st.none(), st.integers(1, max_depth)),
+        ),
+        min_size=1,
+        max_size=max_size,
+        unique_by=lambda t: t[0],
+    )
 filters = st.one_of(st.none(), st.sampled_from(COLOURS).map(lambda c: {"colour": c}))
 scopes = st.sampled_from([(), ("hr",)])
 
@@ -319,14 +317,7 @@ class ScriptGate:
 
 @FAST
 @given(
-    batch=st.lists(
-        st.tuples(
-            queries, st.sampled_from(["retrieve", "answer", "stop"]), st.one_of(st.none(), st.integers(1, 6))
-        ),
-        min_size=1,
-        max_size=5,
-        unique_by=lambda t: t[0],
-    ),
+    batch=gate_scripts(max_depth=6, max_size=5),
     k=st.integers(1, 12),
     fail=st.booleans(),
 )
@@ -603,14 +594,7 @@ def test_a_gated_reranked_batch_answers_as_each_query_alone(batch, k, rerank, sh
 
 @FAST
 @given(
-    steps=st.lists(
-        st.tuples(
-            queries, st.sampled_from(["retrieve", "answer", "stop"]), st.one_of(st.none(), st.integers(1, 4))
-        ),
-        min_size=1,
-        max_size=4,
-        unique_by=lambda t: t[0],
-    ),
+    steps=gate_scripts(max_depth=4, max_size=4),
     k=st.integers(1, 6),
 )
 def test_stepwise_over_a_gated_pipeline_follows_the_pipelines_gate(steps, k):
