@@ -67,6 +67,13 @@ STAGE1_FEATURES = ("dense_top", "dense_margin", "dense_top_z", "bm25_top_z")
 RERANK_FEATURES = (*STAGE1_FEATURES, "rerank_top")
 
 
+def check_abstention_features(features: Sequence[str], what: str) -> None:
+    """One line unless ``features`` names at least one abstention signal, each a known one."""
+    if not features or any(f not in RERANK_FEATURES for f in features):
+        known = ", ".join(RERANK_FEATURES)
+        raise InvalidArgumentError(f"{what} must be some of {known}; got {list(features)!r}")
+
+
 @dataclass
 class AbstentionModel:
     """``p_applies = sigmoid(coef . (x - mean) / scale + intercept)`` over named signals."""
@@ -83,12 +90,7 @@ class AbstentionModel:
     def __post_init__(self) -> None:
         # until session 44 an unknown signal or a coef / mean / scale of another length was taken,
         # and every route then failed with a KeyError or a numpy shape traceback
-        unknown = [f for f in self.features if f not in RERANK_FEATURES]
-        if not self.features or unknown:
-            raise InvalidArgumentError(
-                f"abstention model features must be some of {', '.join(RERANK_FEATURES)}; "
-                f"got {list(self.features)!r}"
-            )
+        check_abstention_features(self.features, "abstention model features")
         sizes = {name: len(getattr(self, name)) for name in ("coef", "mean", "scale")}
         if any(size != len(self.features) for size in sizes.values()):
             raise InvalidArgumentError(
@@ -358,12 +360,7 @@ class SkillRouter:
         if threshold is not None:
             # as with_options refuses it since session 40: until session 44 the constructor took a
             # threshold on a router that cannot abstain, which then never abstained without a word
-            abstains, why = self.abstention_status()
-            if not abstains:
-                raise InvalidArgumentError(
-                    f"threshold={threshold!r} does not apply: this router cannot abstain ({why}); "
-                    "give abstention= a model (fit_abstention), 'default' or a gate"
-                )
+            self._check_threshold_applies(threshold)
 
     @classmethod
     def build(
@@ -402,13 +399,17 @@ class SkillRouter:
         if changes.get("threshold") is not None:
             # a threshold on a router that cannot abstain never abstained, without a word (until
             # session 40; `skills route --threshold` refused it)
-            abstains, why = other.abstention_status()
-            if not abstains:
-                raise InvalidArgumentError(
-                    f"threshold={changes['threshold']!r} does not apply: this router cannot abstain ({why}); "
-                    "give abstention= a model (fit_abstention), 'default' or a gate"
-                )
+            other._check_threshold_applies(changes["threshold"])
         return other
+
+    def _check_threshold_applies(self, threshold: float) -> None:
+        """A one-line error when this router cannot abstain, so ``threshold`` would never act."""
+        abstains, why = self.abstention_status()
+        if not abstains:
+            raise InvalidArgumentError(
+                f"threshold={threshold!r} does not apply: this router cannot abstain ({why}); "
+                "give abstention= a model (fit_abstention), 'default' or a gate"
+            )
 
     def describe(self) -> dict[str, Any]:
         reranker = None
@@ -1099,11 +1100,7 @@ def fit_abstention(
         raise InvalidArgumentError(
             "the abstention feature rerank_top needs a router with a reranker that reads bodies"
         )
-    unknown = [f for f in features if f not in RERANK_FEATURES]
-    if not features or unknown:  # a KeyError traceback until session 44
-        raise InvalidArgumentError(
-            f"abstention features must be some of {', '.join(RERANK_FEATURES)}; got {list(features)!r}"
-        )
+    check_abstention_features(features, "abstention features")  # a KeyError traceback until session 44
     plain = router.with_options(abstention=None)
     # a bm25 or dense stage 1 scores one side only: the signals of the other are computed as a
     # model's route computes them (a KeyError traceback until session 44)
