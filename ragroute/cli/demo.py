@@ -199,7 +199,7 @@ def demo_command(
         raise RagrouteError(f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes")
     config = RoutingConfig.read(routing_file)
     if not queries_file.is_file():  # said now, not after every index is built
-        raise RagrouteError(f"--queries {queries_file}: no such file (paths are relative to where you run)")
+        raise RagrouteError(f"--queries {queries_file}: no such file{RELATIVE}")
     queries = read_queries(queries_file)
     # the later steps' inputs and output are checked now too, not after the routing part has run
     if not (no_graph and no_steps) and not graph_corpus.is_dir():
