@@ -94,6 +94,7 @@ def select_gate(
             continue  # too few examples of a kind for this fold to score anything
         fit_texts = [texts[i] for i in fit_idx]
         held = [QueryContext(texts[i]) for i in held_idx]
+        vectors = None if query_vectors is None else normalise(query_vectors[held_idx])
         for name, settings in pool.items():
             gate = TrainedGate.fit(
                 fit_texts,
@@ -104,7 +105,6 @@ def select_gate(
                 name=name,
                 **{**fit_options, **settings},
             )
-            vectors = None if query_vectors is None else normalise(query_vectors[held_idx])
             logits = gate.model.logits(gate.signal_matrix(held, vectors))[0]
             scores[name].append(auroc(y[held_idx], logits))
     if not any(scores.values()):
