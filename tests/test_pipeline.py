@@ -364,6 +364,41 @@ def test_a_failing_reranker_keeps_the_fused_order_with_the_error_traced(mode, er
     assert error in rerank["error"] and rerank["kept"] == "fused order"
 
 
+class MisbehavingReranker:
+    """Returns a hit that was no candidate, one candidate twice, or a NaN score."""
+
+    name = "misbehaving"
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def rerank(self, context, hits, k):
+        if self.mode == "foreign":
+            return [Hit("secret", 9.0, source="good"), *hits]
+        if self.mode == "twice":
+            return [hits[1], hits[1], hits[0]]
+        return [Hit(h.doc_id, float("nan"), source=h.source) for h in hits]
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("foreign", "1 hit(s) that were not among its candidates"),
+        ("twice", "twice"),
+        ("nan", "score nan"),
+    ],
+)
+def test_a_reranker_that_returns_other_hits_than_its_candidates_keeps_the_fused_order(mode, error):
+    """Before (session 45): the extra document, the repeat and the NaN score reached the caller."""
+    sources = [Source("good", RankedRetriever("good", [3, 1, 2]))]
+    result = Pipeline(sources, FixedRouter({"good": 1.0}), reranker=MisbehavingReranker(mode)).retrieve(
+        "anything", k=3
+    )
+    assert [h.doc_id for h in result.hits] == ["d3", "d1", "d2"]
+    (rerank,) = [s.detail for s in result.trace if s.stage == "rerank"]
+    assert error in rerank["error"] and rerank["kept"] == "fused order"
+
+
 class WordRouter(BaseRouter):
     """Routes a query to the sources named by its words (each 0.5)."""
 

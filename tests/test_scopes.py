@@ -9,6 +9,7 @@ All offline and deterministic (the hashing encoder of ``conftest.py``).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -459,10 +460,29 @@ def test_a_reranker_sees_only_in_scope_hits_and_cannot_add_forbidden_ones(source
     result = pipeline.retrieve("salary payroll printer password", k=8)
     assert reranker.seen and all(h.source == "helpdesk" for h in reranker.seen)
     assert all(not h.metadata.get("access") for h in reranker.seen)
-    assert [h.doc_id for h in result.hits][0] == "helpdesk-0"  # the one injected hit the caller may read
+    # a reranker that adds hits is broken: the fused order is kept (until session 45 its in-scope
+    # additions were kept and the final scope check dropped the others), and the trace names no hit
+    assert [h.doc_id for h in result.hits] == [h.doc_id for h in reranker.seen][: len(result.hits)]
     assert_no_leak(result, ())
-    checks = [s.detail for s in result.trace if s.stage == "scope-check"]
-    assert checks == [{"dropped": 3}]
+    (rerank,) = [s.detail for s in result.trace if s.stage == "rerank"]
+    assert rerank["error"] == "ValueError: returned 3 hit(s) that were not among its candidates"
+    assert rerank["kept"] == "fused order"
+
+
+def test_the_final_scope_check_drops_a_candidate_a_reranker_relabelled(sources):
+    """A reranker that hands back a candidate with other access labels is caught after it."""
+
+    class Relabelling:
+        name = "relabelling"
+
+        def rerank(self, context, hits, k):
+            return [replace(h, metadata={**h.metadata, "access": ["it"]}) for h in hits[:1]] + hits[1:k]
+
+    router = FixedRouter({SECRET: 0.5, "helpdesk": 0.5})
+    pipeline = Pipeline(sources, router, reranker=Relabelling(), options=RoutingOptions(threshold=0.0))
+    result = pipeline.retrieve("salary payroll printer password", k=8)
+    assert result.hits and all(not h.metadata.get("access") for h in result.hits)
+    assert [s.detail for s in result.trace if s.stage == "scope-check"] == [{"dropped": 1}]
 
 
 def test_a_source_that_ignores_filters_is_checked_after(sources):

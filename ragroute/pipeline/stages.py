@@ -904,8 +904,9 @@ class RerankStage:
         self.reranker = reranker
 
     def run(self, context: QueryContext, decision: Decision, hits: list[Hit], k: int) -> list[Hit]:
-        """The reranked hits, at most ``k``; a reranker that raises (or returns something other than
-        a list of hits) leaves the fused order, cut at ``k``, with the error in the trace."""
+        """The reranked hits, at most ``k``; a reranker that raises, returns something other than a
+        list of hits, or returns a hit that was not a candidate, one twice or a score that is not
+        finite, leaves the fused order, cut at ``k``, with the error in the trace."""
         start = time.perf_counter()
         detail: dict[str, Any] = {"reranker": getattr(self.reranker, "name", "?")}
         try:
@@ -915,6 +916,7 @@ class RerankStage:
             # at most k, as asked: a reranker that only re-orders its pool returned the whole pool
             # (``candidates`` hits, 20 by default, for k=1) until session 44
             out = out[:k]
+            _check_reranked(hits, out)
         except Exception as exc:  # noqa: BLE001 - a failing reranker keeps the fused order, recorded
             detail["error"] = error_summary(exc)
             detail["kept"] = "fused order"
@@ -926,6 +928,25 @@ class RerankStage:
         detail["ms"] = round((time.perf_counter() - start) * 1000, 3)
         decision.trace.append(TraceStep("rerank", detail))
         return out
+
+
+def _check_reranked(candidates: list[Hit], out: list[Hit]) -> None:
+    """A reranker re-orders (and may cut) its candidates: each hit it returns must be one of them
+    (by source and document id), once, with a finite score. Until session 45 a reranker's extra
+    hits (a document the caller's scope or filters had kept out of the fused list), repeats and NaN
+    scores were handed to the caller as they came."""
+    known = {(hit.source, hit.doc_id) for hit in candidates}
+    foreign = sum((hit.source, hit.doc_id) not in known for hit in out)
+    if foreign:  # not named: the hit may be one the caller's scope kept out of the candidates
+        raise ValueError(f"returned {foreign} hit(s) that were not among its candidates")
+    seen: set[tuple[str, str]] = set()
+    for hit in out:
+        key = (hit.source, hit.doc_id)
+        if key in seen:
+            raise ValueError(f"returned {hit.doc_id!r} from {hit.source!r} twice")
+        if not math.isfinite(hit.score):
+            raise ValueError(f"returned {hit.doc_id!r} with score {hit.score!r}")
+        seen.add(key)
 
 
 def scoped_step(routes: dict[str, float]) -> dict[str, Any]:
