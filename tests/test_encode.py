@@ -602,6 +602,22 @@ def test_cache_keeps_spaces_apart(tmp_path: Path) -> None:
     assert cache.count("fake/model|fake||document") == 1 and len(cache) == 3
 
 
+def test_int8_vectors_are_cached_apart_per_quantisation(
+    int8_encoder: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (session 45): the int8 cache space named the recipe, not the quantised file, so a
+    re-quantisation that rounds otherwise (another onnxruntime) read the old file's vectors."""
+    from ragroute.encode import onnx_runtime
+
+    info = int8_encoder.quantization
+    assert str(info["sha256"])[:16] in int8_encoder.cache_variant
+    requantised = {**info, "sha256": "0" * 64}
+    monkeypatch.setattr(onnx_runtime, "ensure_int8", lambda d: (int8_encoder.model_file, requantised))
+    again = OnnxEncoder(int8_encoder.model_dir, int8=True)
+    assert again.cache_variant != int8_encoder.cache_variant
+    assert again.cache_variant.split("|int8:")[0] == int8_encoder.cache_variant.split("|int8:")[0]
+
+
 def test_load_encoder_wraps_in_cache(cache_root: Path, onnx_encoder: OnnxEncoder) -> None:
     enc = load_encoder(backend="onnx", cache_dir=cache_root)
     assert isinstance(enc, CachedEncoder) and enc.backend == "onnx"

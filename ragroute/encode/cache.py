@@ -304,8 +304,8 @@ class CachedEncoder:
         self.backend = encoder.backend
         self.dim = encoder.dim
         # The space also names the exact weights (``cache_variant``: a fingerprint of the model
-        # files, plus the quantisation recipe for int8), so retrained or re-quantised weights
-        # under the same model_id never get stale vectors.
+        # files, plus the quantisation recipe and the int8 file's digest), so retrained or
+        # re-quantised weights under the same model_id never get stale vectors.
         variant = str(getattr(encoder, "cache_variant", "") or "")
         self.space = f"{encoder.model_id}|{encoder.backend}|{variant}|document"
         self.hits = 0

@@ -57,7 +57,14 @@ class OnnxEncoder(PromptedEncoder):
         # from before session 38: its file-times fingerprint)
         self.cache_variant = str(meta.get("weights") or meta.get("fingerprint", ""))
         if self.int8:
-            recipe = (self.quantization.get("fp32_ffn_out_layers"), INT8_TEXTS_PER_RUN, FORMAT_VERSION)
+            # the int8 file's own digest too: a re-quantisation (the file was lost or corrupt) by
+            # another onnxruntime may round otherwise, and its vectors must not meet the old ones
+            recipe = (
+                self.quantization.get("fp32_ffn_out_layers"),
+                INT8_TEXTS_PER_RUN,
+                FORMAT_VERSION,
+                str(self.quantization.get("sha256", ""))[:16],
+            )
             self.cache_variant += "|int8:" + ",".join(map(str, recipe))
         self.dim = int(meta["dim"])
         self._max_seq_length = int(meta["max_seq_length"])
