@@ -207,6 +207,12 @@ def test_documents_are_typed_and_notebook_metadata_saves(tmp_path, hashing_encod
     with pytest.raises(InvalidArgumentError, match="document 'b': metadata holds a set, which cannot be"):
         save_index(odd, tmp_path / "odd")
     assert not (tmp_path / "odd" / "CURRENT").exists()
+    # before (session 45): saved, and loaded back with the key "1" (JSON writes keys as text)
+    for metadata in ({1: "x"}, {"tags": [{"n": 1, 2: "y"}]}):
+        keyed = build_index([Document(id="c", text="comet", metadata=metadata)], "bm25", name="n")
+        with pytest.raises(InvalidArgumentError, match=r"document 'c': metadata has the key \d \(int\)"):
+            save_index(keyed, tmp_path / "keyed")
+        assert not (tmp_path / "keyed" / "CURRENT").exists()
 
 
 def test_skill_router_settings(hashing_encoder):

@@ -329,6 +329,7 @@ class DocumentStore:
             for doc, iid in zip(self._docs, self._iids):
                 row = {"iid": iid, **doc.to_dict()}
                 try:
+                    _check_text_keys(doc.metadata)
                     line = json.dumps(row, ensure_ascii=False, default=_json_value)
                 except TypeError as exc:
                     raise InvalidArgumentError(f"document {doc.id!r}: metadata {exc}") from None
@@ -474,6 +475,22 @@ def saved_form(value: Any) -> Any:
     not ``True``), a tuple of tags was one value, not its items, and an array raised ``TypeError:
     unhashable type``."""
     return plain_values(value)
+
+
+def _check_text_keys(value: Any) -> None:
+    """``TypeError`` for a mapping key in ``value`` that is not text: JSON writes ``1`` as ``"1"``,
+    so the loaded index would hold another key than the one added (until session 45 it did)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"has the key {key!r} ({type(key).__name__}), which a saved index would read back "
+                    "as text: use text keys"
+                )
+            _check_text_keys(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_text_keys(item)
 
 
 def _json_value(value: Any) -> Any:
