@@ -112,7 +112,10 @@ def to_networkx(graph: Any, *, with_text: bool = False) -> Any:
         attrs: dict[str, Any] = {"weight": float(w), "type": str(t)}
         if t == "fact" and (a, b) in stated:
             ids = stated[(a, b)]
-            cosine = float(tables.phrase_vectors[a] @ tables.phrase_vectors[b])
+            # no synonym edges (synonym_k 0): no cosine in any fact weight (a pair of cosine 1 was
+            # read as a synonym pair, and exported with one sentence too few)
+            synonyms = tables.synonym_edges > 0
+            cosine = float(tables.phrase_vectors[a] @ tables.phrase_vectors[b]) if synonyms else 0.0
             sentences = max(fact_sentences(w, cosine, threshold), len(ids))
             attrs.update(passages=json.dumps(ids, ensure_ascii=False), sentences=sentences)
         view.add_edge(int(a), int(b), **attrs)
