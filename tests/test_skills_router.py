@@ -1178,6 +1178,27 @@ def test_a_skill_index_loads_only_the_vector_files_its_manifest_lists(router, tm
     assert loaded.route(task, k=3).to_dict() == router.route(task, k=3).to_dict()
 
 
+@pytest.mark.parametrize("cut", ["row", "all", "vector"])
+def test_a_skill_index_whose_view_does_not_hold_a_row_per_skill_is_refused_at_load(router, tmp_path, cut):
+    """Until session 45 a checksummed view one row short loaded, and named the wrong skill for
+    every row past the gap (or failed deep in a search)."""
+    import io
+
+    from conftest import replace_published_file
+
+    from ragroute.errors import IndexFormatError
+
+    router.save(tmp_path / "skills")
+    full = router.index.vectors["full"]
+    changed = {"row": full[:-1], "all": full[:0], "vector": full[0]}[cut]
+    buffer = io.BytesIO()
+    np.save(buffer, changed)
+    replace_published_file(tmp_path / "skills", "dense_full.npy", buffer.getvalue())
+    held = {"row": f"{len(full) - 1} rows", "all": "0 rows", "vector": "no matrix"}[cut]
+    with pytest.raises(IndexFormatError, match=f"dense view 'full' holds {held} for {len(full)} skills"):
+        SkillRouter.load(tmp_path / "skills", encoder=router.index.encoder)
+
+
 @pytest.mark.parametrize("method", ["hybrid", "bm25"])
 def test_route_many_scores_a_long_batch_in_chunks_with_the_same_routes(router, monkeypatch, method):
     """Until session 41 route_many scored the whole batch at once and kept several tasks x skills

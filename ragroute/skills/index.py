@@ -509,6 +509,7 @@ class SkillIndex:
                 for name in sorted(manifest.files)
                 if name.startswith("dense_") and name.endswith(".npy") and "/" not in name
             }
+            _check_rows(target, len(catalogue), scorer, vectors)
             return catalogue, scorer, vectors, manifest, params
 
         catalogue, scorer, vectors, manifest, params = read_artifact(target, read, family=FAMILY)
@@ -542,6 +543,23 @@ class SkillIndex:
         )
         index.manifest = manifest
         return index, params
+
+
+def _check_rows(target: Path, skills: int, scorer: Any, vectors: dict[str, np.ndarray]) -> None:
+    """:class:`~ragroute.errors.IndexFormatError` unless the BM25 scorer and every dense view (the
+    ``full`` one always there) hold one row per skill of the catalogue: each file passes its
+    checksum, so only a writer gone wrong gets here. Until session 45 a view one row short
+    searched and named the wrong skill for every row past the gap, or failed deep in a search."""
+    from ragroute.errors import IndexFormatError
+
+    if "full" not in vectors:
+        raise IndexFormatError(f"{target}: the skill index lacks its 'full' dense view; build it again")
+    rows = {"the BM25 scorer": scorer.n_docs}
+    rows.update({f"dense view {name!r}": len(m) if m.ndim == 2 else -1 for name, m in vectors.items()})
+    for what, n in rows.items():
+        if n != skills:
+            held = f"{n} rows" if n >= 0 else "no matrix"
+            raise IndexFormatError(f"{target}: {what} holds {held} for {skills} skills; build it again")
 
 
 # ---------------------------------------------------------------------------- adaptation
