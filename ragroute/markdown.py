@@ -29,22 +29,28 @@ def _fence(line: str) -> tuple[str, int, str] | None:
     return match.group(1)[0], len(match.group(1)), match.group(2).strip()
 
 
-def markdown_lines(text: str) -> Iterator[tuple[str, re.Match[str] | None]]:
-    """Each line of ``text`` (lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r``) with its heading
-    match: None for a line that is no heading and for every line of a fenced code block. A block is
-    closed only by a fence of its own character, at least as long, with no info string (CommonMark);
-    any fence line used to toggle, so a ``# comment`` after a ``~~~`` line inside a backtick block,
-    or inside a four-backtick block that shows a three-backtick one, was taken for a heading."""
+def fenced_lines(text: str) -> Iterator[tuple[str, bool]]:
+    """Each line of ``text`` (lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r``) and whether it belongs to a
+    fenced code block (its fence lines included). A block is closed only by a fence of its own
+    character, at least as long, with no info string (CommonMark)."""
     opened: tuple[str, int] | None = None  # the open block's fence character and length
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         fence = _fence(line)
         if opened is None:
             if fence is not None:
                 opened = fence[:2]
-                yield line, None
-                continue
-            yield line, HEADING.match(line)
+            yield line, fence is not None
             continue
         if fence is not None and fence[0] == opened[0] and fence[1] >= opened[1] and not fence[2]:
             opened = None
-        yield line, None
+        yield line, True
+
+
+def markdown_lines(text: str) -> Iterator[tuple[str, re.Match[str] | None]]:
+    """Each line of ``text`` (lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r``) with its heading
+    match: None for a line that is no heading and for every line of a fenced code block
+    (:func:`fenced_lines`); any fence line used to toggle, so a ``# comment`` after a ``~~~`` line
+    inside a backtick block, or inside a four-backtick block that shows a three-backtick one, was
+    taken for a heading."""
+    for line, code in fenced_lines(text):
+        yield line, None if code else HEADING.match(line)

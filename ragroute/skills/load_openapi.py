@@ -64,8 +64,9 @@ MAX_BODY_LINES = 300
 #: ``openapi`` after ``components``, megabytes in).
 MAX_SCAN_BYTES = 100_000_000
 
-# a key at the start of a line (YAML, pretty JSON) or after '{' / ',' (minified JSON)
-_SPEC_HEAD = re.compile(r"""(?:^|[{,])\s*["']?(openapi|swagger)["']?\s*:""", re.MULTILINE)
+# a key at the start of a line (YAML, pretty JSON; the first one after a byte order mark: a YAML spec
+# saved with one was no spec, and left out of its folder without a word) or after '{' / ',' (minified JSON)
+_SPEC_HEAD = re.compile(r"""(?:^\ufeff?|[{,])\s*["']?(openapi|swagger)["']?\s*:""", re.MULTILINE)
 
 
 def spec_version(data: Any) -> str | None:

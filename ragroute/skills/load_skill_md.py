@@ -64,6 +64,7 @@ from ragroute.loaders.common import (
     decode_utf8_file,
     links_outside,
 )
+from ragroute.markdown import fenced_lines
 from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
 from ragroute.yaml_files import YamlProblem, parse_yaml
 
@@ -185,7 +186,9 @@ def split_front_matter(text: str) -> tuple[str | None, str, str | None]:
     if not lines or lines[0].strip() != "---":
         return None, text, "no YAML front matter (a '---' block with name and description)"
     for i in range(1, len(lines)):
-        if lines[i].strip() in ("---", "..."):
+        # a closing fence starts its line, as YAML's document markers do: an indented `---` is text of
+        # a block scalar (`description: |` holding a markdown rule), which ended the front matter there
+        if lines[i].rstrip() in ("---", "..."):
             return "".join(lines[1:i]), "".join(lines[i + 1 :]), None
     return None, "".join(lines[1:]), UNCLOSED
 
@@ -261,34 +264,30 @@ def _lf(text: str) -> str:
 
 
 def first_paragraph(body: str, limit: int = MAX_FALLBACK_DESCRIPTION) -> str:
-    """The first paragraph of markdown that is not a heading or a code fence, on one line (capped)."""
-    in_fence = False
-    for block in re.split(r"\n[ \t]*\n", body):
-        kept = []
-        for line in block.splitlines():
-            stripped = line.strip()
-            if stripped.startswith(("```", "~~~")):
-                in_fence = not in_fence
-                continue
-            if in_fence or not stripped or stripped.startswith("#") or stripped == "---":
-                continue
-            kept.append(stripped)
-        if kept:
-            text = " ".join(kept)
-            return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
-    return ""
+    """The first paragraph of markdown that is not a heading or in a fenced code block, on one line
+    (capped). Code blocks are those of :func:`ragroute.markdown.fenced_lines` (CommonMark): until
+    session 45 any fence line toggled, so a ``~~~`` line shown in a backtick block ended it and the
+    code after it was the description."""
+    kept: list[str] = []
+    for line, code in fenced_lines(body):
+        stripped = line.strip()
+        if not stripped and kept:
+            break
+        if code or not stripped or stripped.startswith("#") or stripped == "---":
+            continue
+        kept.append(stripped)
+    text = " ".join(kept)
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def heading_text(body: str, limit: int = MAX_FALLBACK_DESCRIPTION) -> str:
-    """The body's markdown headings outside code fences, ``; ``-joined on one line (capped): the
-    description of a skill whose body has headings but no paragraph."""
-    in_fence = False
+    """The body's markdown headings outside fenced code blocks (:func:`ragroute.markdown.fenced_lines`),
+    ``; ``-joined on one line (capped): the description of a skill whose body has headings but no
+    paragraph."""
     headings = []
-    for line in body.splitlines():
+    for line, code in fenced_lines(body):
         stripped = line.strip()
-        if stripped.startswith(("```", "~~~")):
-            in_fence = not in_fence
-        elif not in_fence and re.match(r"#{1,6}\s", stripped):
+        if not code and re.match(r"#{1,6}\s", stripped):
             title = stripped.lstrip("#").strip().rstrip("#").strip()
             if title:
                 headings.append(title)
