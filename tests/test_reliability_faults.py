@@ -206,6 +206,19 @@ def test_fusion_is_only_for_hybrid_builds(runner, corpus, tmp_path):
     assert "--fusion does not apply to --method dense" in line
 
 
+def test_fusion_given_to_bm25_is_refused_for_its_own_reason(runner, corpus, tmp_path):
+    """`build --method bm25 --fusion rrf` said "(BM25 encodes nothing)", which is not why a BM25
+    index takes no fusion method (a user audit); with an encoder option too, each reason is given."""
+    args = ["build", str(corpus), "--out", str(tmp_path / "i"), "--method", "bm25"]
+    line = _error_line(runner.invoke(main, [*args, "--fusion", "rrf"]))
+    assert line == "error: --fusion does not apply to --method bm25 (only a hybrid index fuses two lists)"
+    line = _error_line(runner.invoke(main, [*args, "--fusion", "rrf", "--dense-index", "hnsw"]))
+    assert line == (
+        "error: --dense-index and --fusion do not apply to --method bm25 "
+        "(BM25 encodes nothing; only a hybrid index fuses two lists)"
+    )
+
+
 # ----------------------------------------------------------------------------- --config files
 
 

@@ -17,6 +17,7 @@ from ragroute.cli.common import (
     applicable,
     corpus_columns,
     counted,
+    given_options,
     open_encoder,
     refuse_options,
     user_error_message,
@@ -173,9 +174,13 @@ def build_command(
     """
     start = time.perf_counter()
     if method == "bm25":
-        refuse_options(
-            (*ENCODER_OPTIONS, *DENSE_OPTIONS, "fusion"), "to --method bm25 (BM25 encodes nothing)"
-        )
+        # each refused option with its own reason: --fusion read "(BM25 encodes nothing)"
+        why = {
+            "BM25 encodes nothing": given_options(*ENCODER_OPTIONS, *DENSE_OPTIONS),
+            "only a hybrid index fuses two lists": given_options("fusion"),
+        }
+        reasons = "; ".join(reason for reason, given in why.items() if given)
+        refuse_options((*ENCODER_OPTIONS, *DENSE_OPTIONS, "fusion"), f"to --method bm25 ({reasons})")
     elif method != "hybrid":
         refuse_options(("fusion",), f"to --method {method} (only a hybrid index fuses two lists)")
     if method == "graph":
