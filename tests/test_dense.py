@@ -730,3 +730,25 @@ def test_the_truncation_warning_advises_by_kind_of_unit(hashing_encoder):
     assert said[0].startswith("1 of 1 documents is longer") and "paragraph or section" in said[0]
     assert said[1].startswith("1 of 1 section units is longer") and "index them by paragraph" in said[1]
     assert said[2].startswith("1 of 1 tables is longer") and "never cut into passages" in said[2]
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 40])
+def test_best_scores_of_a_flat_index_are_its_searches_scores(k):
+    """best_scores reads a flat index's scores from one faiss search since session 45 (no tie
+    ordering, no hits built): the same scores as the hits' own, through ties, deletions, filters and
+    a batch of queries, and none past the documents there are."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(12, 32)).astype(np.float32)
+    vectors = np.vstack([base, base[:6], base[:3]])  # duplicates: equal scores at every cut
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = [Document(id=f"d{i}", text="x", metadata={"half": i % 2}) for i in range(len(vectors))]
+    index = DenseIndex(_Fixed(), DenseParams(factory="flat"))
+    index.add_vectors(docs, vectors)
+    index.delete(["d0", "d13"])
+    queries = np.vstack([vectors[[1, 2, 5]], rng.normal(size=(2, 32)).astype(np.float32)])
+    for filters in (None, {"half": 1}):
+        want = [[h.score for h in row] for row in index.search_vectors(queries, k, filters=filters)]
+        got = index.best_scores(queries, k, filters)
+        assert [len(row) for row in got] == [len(row) for row in want]
+        for got_row, want_row in zip(got, want):
+            np.testing.assert_allclose(got_row, want_row, rtol=0, atol=1e-6)
