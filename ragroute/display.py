@@ -35,6 +35,13 @@ def shown_value(value: float, threshold: float | None, digits: int = 4) -> float
     return value if n is None else round(value, n)
 
 
+def shown_numbers(value: float, threshold: float, digits: int = 6) -> tuple[float, float]:
+    """``value`` and ``threshold`` rounded to the same digits, ``digits`` or as many more as they
+    need to compare as the real ones do (both unrounded where no rounding does)."""
+    n = compared_digits(value, threshold, digits)
+    return (value, threshold) if n is None else (round(value, n), round(threshold, n))
+
+
 def shown_pair(value: float, threshold: float | None, digits: int = 3) -> tuple[str, str]:
     """``value`` and ``threshold`` as text with the same number of digits, ``digits`` or as many
     more as they need to read in the order they compare (``"n/a"`` for no threshold)."""

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext, contexts_of, query_vectors
-from ragroute.display import shown_pair, shown_value
+from ragroute.display import shown_numbers, shown_pair
 from ragroute.encode.identity import check_fitted_encoder, encoder_record
 from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query
 from ragroute.evaluation.metrics import auroc, balanced_accuracy
@@ -190,8 +190,11 @@ class SignalGate:
         out = []
         for i, context in enumerate(contexts):
             p = float(probs[i])
+            # both to the digits that keep their order: the threshold rounded alone to 6 could read
+            # equal to (or past) a probability on its other side (until session 45)
+            shown, shown_threshold = shown_numbers(p, self.threshold, 6)
             signals: dict[str, Any] = {
-                "threshold": round(self.threshold, 6),
+                "threshold": shown_threshold,
                 "values": dict(zip(self.columns, np.round(matrix[i], 4).tolist())),
                 **self._explain_row(matrix[i], extra, i),
             }
@@ -216,7 +219,6 @@ class SignalGate:
             top = signals.get("top")
             if top and action != "stop":
                 reason += ": " + ", ".join(f"{name} {signals['values'][name]}" for name in list(top)[:3])
-            shown = shown_value(p, self.threshold, 6)
             out.append(GateDecision(action, shown, signals, depth=depth, steps=steps, reason=reason))
         return out
 
@@ -877,8 +879,11 @@ class ThresholdGate(SignalGate):
             signal.fit(Examples(list(texts), np.asarray(list(flags), dtype=bool), vectors))
 
     def _probabilities(self, matrix: np.ndarray) -> tuple[np.ndarray, Any]:
-        values = matrix[:, self._column]
-        return sigmoid(self.sign * (values - self.cut) / self.scale), None
+        past = self.sign * (matrix[:, self._column] - self.cut)
+        probs = sigmoid(past / self.scale)
+        # a value a hair short of the cut rounds to 0.5 (retrieve) once divided by a large scale:
+        # kept just below it, so the gate retrieves exactly when the value is at or past the cut
+        return np.where((past < 0) & (probs >= 0.5), np.nextafter(0.5, 0.0), probs), None
 
     def _explain_row(self, row: np.ndarray, extra: Any, i: int) -> dict[str, Any]:
         column = self.columns[self._column]
