@@ -533,10 +533,12 @@ class BankMarginSignal(GateSignal):
         top = np.partition(sims, sims.shape[1] - n, axis=1)[:, -n:]
         if np.isfinite(top).all():  # -inf marks left-out examples (their own text)
             return top.mean(axis=1)
-        top = np.where(np.isfinite(top), top, np.nan)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(top, axis=1)
-        return np.nan_to_num(mean, nan=0.0)
+        # the mean of each row's finite values, 0 for a row with none (np.nanmean warned of those
+        # rows, which np.errstate does not silence: a RuntimeWarning on small training sets)
+        finite = np.isfinite(top)
+        counts = finite.sum(axis=1)
+        sums = np.where(finite, top, 0.0).sum(axis=1)
+        return np.divide(sums, counts, out=np.zeros(len(sums)), where=counts > 0)
 
     def _margin(self, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         retrieve, answer = self._top_mean(pos), self._top_mean(neg)
