@@ -44,6 +44,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclasses_fields
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,38 @@ class RoutedSkill:
         if signals:
             out["signals"] = self.signals
         return out
+
+
+def _renewed(routed: RoutedSkill, **changes: Any) -> RoutedSkill:
+    """``RoutedSkill(**{**asdict(routed), **changes})``: a copy sharing no dict or list with
+    ``routed`` (nor with the catalogue or the trace), built by :func:`_plain_copy`: ``asdict``'s
+    generic recursion (a dataclass check and a ``deepcopy`` per value) was half of a small
+    catalogue's route (~0.15 ms of 0.3 ms for five skills)."""
+    fields = {name: _plain_copy(getattr(routed, name)) for name in _ROUTED_FIELDS}
+    return RoutedSkill(**{**fields, **changes})
+
+
+_ROUTED_FIELDS = tuple(f.name for f in dataclasses_fields(RoutedSkill))
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+@dataclass
+class _Box:
+    value: Any
+
+
+def _plain_copy(value: Any) -> Any:
+    """What :func:`dataclasses.asdict` makes of ``value`` as a field: plain dicts and lists copied
+    (recursively), strings, numbers, booleans and None as they are (``deepcopy`` returns them
+    unchanged), anything else through ``asdict`` itself."""
+    kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    if kind is dict:
+        return {_plain_copy(key): _plain_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_plain_copy(item) for item in value]
+    return asdict(_Box(value))["value"]
 
 
 @dataclass
@@ -607,7 +640,7 @@ class SkillRouter:
                     "stage1_rank": detail.get("stage1_rank"),
                     "stage1_z": detail.get("stage1_z"),
                 }
-                new.append(RoutedSkill(**{**asdict(skill), "score": float(hit.score), "rank": rank}))
+                new.append(_renewed(skill, score=float(hit.score), rank=rank))
             ranked = new + ranked[len(pool) :]
             rerank_top = float(reranked[0].score) if reranked else None
             trace.append(
@@ -630,7 +663,7 @@ class SkillRouter:
         ranked, overlap_detail = self._handle_overlap(ranked, group_of, k)
         if overlap_detail is not None:
             trace.append(TraceStep("overlap", overlap_detail))
-        ranked = [RoutedSkill(**{**asdict(r), "rank": i}) for i, r in enumerate(ranked[:k], 1)]
+        ranked = [_renewed(r, rank=i) for i, r in enumerate(ranked[:k], 1)]
         model = self._model()
         signals = self.signals({**(other or {}), **scores}, rerank_top)
         if self.abstention_gate is not None:
