@@ -538,7 +538,10 @@ class BankMarginSignal(GateSignal):
         finite = np.isfinite(top)
         counts = finite.sum(axis=1)
         sums = np.where(finite, top, 0.0).sum(axis=1)
-        return np.divide(sums, counts, out=np.zeros(len(sums)), where=counts > 0)
+        # in the similarities' dtype, divided as np.nanmean divides (float32 sums over int counts,
+        # cast back): the same bits as before, and as the all-finite path's mean
+        out = np.zeros(len(sums), dtype=top.dtype)
+        return np.divide(sums, counts, out=out, where=counts > 0, casting="unsafe")
 
     def _margin(self, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         retrieve, answer = self._top_mean(pos), self._top_mean(neg)
