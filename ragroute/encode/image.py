@@ -30,7 +30,7 @@ import numpy as np
 
 from ragroute.encode._common import check_batch_size, check_texts, l2_normalize, want_progress
 from ragroute.encode.resolve import ResolvedModel, resolve_model
-from ragroute.errors import CorpusFormatError, ModelNotFoundError, RagrouteError
+from ragroute.errors import CorpusFormatError, ModelNotFoundError, RagrouteError, has_visible_text
 from ragroute.types import Document
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
@@ -204,16 +204,18 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
     """One :class:`Document` (modality ``"image"``) per image file of ``folder``, text = its caption.
 
     The caption is the sidecar ``NAME.png.txt`` or ``NAME.txt`` next to ``NAME.png``
-    (the first that is not empty, in that order: ``NAME.txt`` is shared by ``NAME.png``
-    and ``NAME.jpg``) when there is one, else the alt text / description stored in the
-    image (PNG text chunks, JPEG comment, EXIF ImageDescription), else the file name
+    (the first with a visible character, in that order: ``NAME.txt`` is shared by ``NAME.png``
+    and ``NAME.jpg``; UTF-8, a BOM dropped) when there is one, else the alt text / description
+    stored in the image (PNG text chunks, JPEG comment, EXIF ImageDescription), else the file name
     with separators turned into spaces. Ids are the paths relative to ``folder``;
     ``metadata`` holds ``path`` (absolute) and ``caption_source`` (``sidecar``,
     ``alt`` or ``filename``). Index them with any text index. Hidden files and
     folders (``.name``, e.g. macOS ``._photo.jpg``) are passed over, as in a text
     folder. A file that Pillow cannot open (corrupt, not an image, over Pillow's
     decompression-bomb limit) keeps its document, captioned by sidecar or file
-    name, and is named in one :class:`~ragroute.loaders.common.CorpusWarning`.
+    name, and is named in one :class:`~ragroute.loaders.common.CorpusWarning`; so is a sidecar that
+    cannot be read (not UTF-8, a link to a file outside ``folder``, unreadable), passed over for the
+    next caption source, and a link that is not followed (broken, or to a folder).
     """
     from ragroute.loaders.common import CorpusWarning, name_a_few
 
@@ -224,9 +226,10 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
     if not files:
         raise CorpusFormatError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     docs, unreadable = [], []
+    sidecars: list[str] = []
     for path in files:
         problems: list[str] = []
-        caption, source = _caption(path, problems)
+        caption, source = _caption(path, problems, sidecars, root)
         if problems:
             unreadable.append(f"{path.relative_to(root).as_posix()}: {problems[0]}")
         docs.append(
@@ -246,6 +249,24 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
             CorpusWarning,
             stacklevel=2,
         )
+    if sidecars:  # a Latin-1 or UTF-16 sidecar was the caption, mangled (until session 45)
+        sidecars = list(dict.fromkeys(sidecars))  # NAME.txt is read for NAME.png and NAME.jpg
+        count = len(sidecars)
+        warnings.warn(
+            f"{root}: {count} caption sidecar{'' if count == 1 else 's'} not read, captions taken from "
+            f"the next source ({name_a_few(sidecars)})",
+            CorpusWarning,
+            stacklevel=2,
+        )
+    links = _links_not_followed(root, recursive)
+    if links:  # broken links and links to folders were passed over unsaid (until session 45)
+        count = len(links)
+        warnings.warn(
+            f"{root}: {count} link{'' if count == 1 else 's'} not followed, broken or to a folder "
+            f"({name_a_few(links)})",
+            CorpusWarning,
+            stacklevel=2,
+        )
     return docs
 
 
@@ -261,23 +282,60 @@ def image_files(root: Path, *, recursive: bool = False) -> list[Path]:
     )
 
 
+def _links_not_followed(root: Path, recursive: bool) -> list[str]:
+    """The links (not hidden) :func:`image_files` passes over: broken links to image files and, in
+    a recursive walk, links to folders (not walked) and other broken links; relative posix paths."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.glob(pattern)
+        if p.is_symlink()
+        and not p.is_file()
+        and (recursive or p.suffix.lower() in IMAGE_SUFFIXES)
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
 def image_caption(path: str | os.PathLike[str]) -> tuple[str, str]:
-    """``(caption, source)`` of one image file: sidecar text, stored alt text, or file name."""
-    return _caption(Path(path), [])
+    """``(caption, source)`` of one image file: sidecar text, stored alt text, or file name (a
+    sidecar that is not UTF-8 or cannot be read is passed over)."""
+    return _caption(Path(path), [], [], None)
 
 
-def _caption(path: Path, problems: list[str]) -> tuple[str, str]:
-    """:func:`image_caption`, appending to ``problems`` why the file could not be opened."""
+def _caption(path: Path, problems: list[str], sidecars: list[str], root: Path | None) -> tuple[str, str]:
+    """:func:`image_caption`, appending to ``problems`` why the file could not be opened and to
+    ``sidecars`` the sidecars not read and why (with ``root``: those linking outside it too)."""
     for sidecar in (path.with_name(path.name + ".txt"), path.with_suffix(".txt")):
         if sidecar.is_file():
-            text = " ".join(sidecar.read_text(encoding="utf-8", errors="replace").split())
-            if text:
+            text = _sidecar_text(sidecar, sidecars, root)
+            if has_visible_text(text):
                 _stored_alt_text(path, problems)  # only to name an unreadable image
                 return text, "sidecar"
     alt = _stored_alt_text(path, problems)
-    if alt:
+    if has_visible_text(alt):  # a PNG text chunk of NULs was the caption (until session 45)
         return alt, "alt"
-    return " ".join(re.split(r"[\s_\-.]+", path.stem)).strip() or path.name, "filename"
+    name = " ".join(re.split(r"[\s_\-.]+", path.stem)).strip()
+    return (name if has_visible_text(name) else path.name), "filename"
+
+
+def _sidecar_text(sidecar: Path, sidecars: list[str], root: Path | None) -> str:
+    """The caption text of ``sidecar`` (UTF-8, a BOM dropped, blanks collapsed), or ``""`` with the
+    reason appended to ``sidecars`` when it links outside ``root`` or cannot be read or decoded."""
+    from ragroute.loaders.common import BadRecord, decode_utf8_file, links_outside
+
+    name = sidecar.relative_to(root).as_posix() if root is not None else str(sidecar)
+    if root is not None and links_outside(sidecar, root):
+        sidecars.append(f"{name}: a link to a file outside the folder")
+        return ""
+    try:
+        text = decode_utf8_file(sidecar.read_bytes())
+    except BadRecord as exc:
+        sidecars.append(f"{name}: {exc}")
+        return ""
+    except OSError as exc:
+        sidecars.append(f"{name}: cannot be read ({exc.strerror or exc})")
+        return ""
+    return " ".join(text.split())
 
 
 def _stored_alt_text(path: Path, problems: list[str]) -> str:
