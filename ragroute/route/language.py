@@ -84,6 +84,7 @@ SCRIPT_RANGES: tuple[tuple[int, int, str], ...] = (
     (0xAC00, 0xD7AF, "hangul"),
     (0x3040, 0x30FF, "kana"),
     (0x31F0, 0x31FF, "kana"),
+    (0xFF66, 0xFF9F, "kana"),  # halfwidth katakana (ｱｲｳ): read as Latin letters until now
     (0x3400, 0x4DBF, "han"),
     (0x4E00, 0x9FFF, "han"),
     (0xF900, 0xFAFF, "han"),
@@ -103,12 +104,19 @@ UNDETERMINED = "und"
 LANGUAGES = frozenset([*STOPWORDS, "zh", "ja", "ko", *SCRIPT_LANGUAGE.values(), "uk", UNDETERMINED])
 
 
+#: letters of a script none of the languages here is written in (Armenian, Tamil, Georgian...)
+OTHER_SCRIPT = "other"
+
+
 def _script(char: str) -> str:
     code = ord(char)
     for first, last, script in SCRIPT_RANGES:
         if first <= code <= last:
             return script
-    return "latin" if char.isalpha() else ""
+    if not char.isalpha():
+        return ""
+    # a letter of another script was counted as Latin: "Բարեւ ձեզ the" was English
+    return "latin" if code < 0x80 or "LATIN" in unicodedata.name(char, "") else OTHER_SCRIPT
 
 
 def _script_counts(text: str) -> dict[str, int]:
@@ -157,6 +165,7 @@ def guess_language(text: str) -> tuple[str, dict[str, float]]:
     of each candidate (share of letters for scripts, weighted stopword share for
     Latin languages).
     """
+    text = unicodedata.normalize("NFC", text)  # NFD hangul (3 jamo a syllable) outweighed Han
     counts = _script_counts(text)
     letters = sum(counts.values())
     if not letters:
@@ -166,6 +175,8 @@ def guess_language(text: str) -> tuple[str, dict[str, float]]:
     if cjk:
         groups["han"] = cjk
     script = max(groups, key=lambda name: (groups[name], name == "latin"))
+    if script == OTHER_SCRIPT:
+        return UNDETERMINED, {}
     if script != "latin":
         code = _language_of_script(script, counts, text)
         return code, {code: round(groups[script] / letters, 4)}

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ragroute.errors import RagrouteError
-from ragroute.yaml_files import check_duplicate_keys
+from ragroute.yaml_files import YamlProblem, check_duplicate_keys, check_tree
 
 
 class PolicyError(RagrouteError, ValueError):
@@ -99,7 +99,11 @@ LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 def load_yaml(text: str, source: str) -> Any:
     """Parse YAML ``text`` into :class:`LineDict` / :class:`LineList` values."""
     try:
-        return yaml.load(text, Loader=LineLoader)  # noqa: S506 - LineLoader is a SafeLoader
+        value = yaml.load(text, Loader=LineLoader)  # noqa: S506 - LineLoader is a SafeLoader
+        # `when: &c {not: *c}` made every reader recurse until RecursionError (as read_yaml refuses it)
+        check_tree(value)
+    except YamlProblem as exc:
+        raise PolicyError(str(exc), source=source) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -111,6 +115,7 @@ def load_yaml(text: str, source: str) -> Any:
         raise PolicyError("invalid YAML: nested too deeply", source=source) from None
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a value YAML cannot build
         raise PolicyError(f"invalid YAML value: {exc}", source=source) from None
+    return value
 
 
 def line_of(obj: Any) -> int | None:

@@ -43,6 +43,8 @@ RULE_KEYS = ("name", "priority", "when", "then", "description")
 ACTION_KEYS = ("route", "routes", "defer", "boost", "block")
 OPERATORS = ("all", "any", "not", "rule")
 NO_ROUTE = "none"
+#: the words YAML (PyYAML: 1.1) reads as each boolean, besides true and false (the documented constants)
+_YAML_BOOL_WORDS = {True: ("yes", "on"), False: ("no", "off")}
 
 
 def _fail(source: str, line: int | None, problem: str) -> NoReturn:
@@ -92,6 +94,15 @@ def parse_condition(
 ) -> Condition:
     """Build a condition tree; ``line`` is where ``value`` starts."""
     if isinstance(value, bool):
+        # `when: on` with a signal named 'on' (a quoted key) was the constant true: fired always
+        shadowed = [name for name in signals if name.strip().lower() in _YAML_BOOL_WORDS[value]]
+        if shadowed:
+            _fail(
+                source,
+                line,
+                f"rule {rule!r}: YAML reads this condition as the boolean {str(value).lower()} "
+                f"and a signal is named {shadowed[0]!r}: quote the name to use the signal, or rename it",
+            )
         return Condition("const", value=value, line=line)
     if isinstance(value, str):
         name = value.strip()
@@ -200,6 +211,8 @@ def _parse_boost(then: Mapping[str, Any], rule: str, source: str) -> tuple[dict[
     for name, weight in value.items():
         name_line = key_line(value, name)
         name = _route_name(name, name_line, rule, source)
+        if name in boost:  # `{wiki: 1, ' wiki': 2}`: one weight was silently dropped
+            _fail(source, name_line, f"rule {rule!r} boosts route {name!r} twice")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
             # .inf made the boosted route's probability NaN and sent the query elsewhere (session 37)
             _fail(

@@ -318,12 +318,18 @@ _QUOTES = str.maketrans(
 _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 
 
+#: invisible format characters (soft hyphen, zero-width space and joiners, direction marks, BOM):
+#: one inside a word ("prin\u200bter", "print\u00ader" pasted from a web page) hid it from keywords
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def normalise_text(text: str) -> str:
-    """``text`` as keyword signals compare it: NFC (an accent typed as a combining mark is the
-    accented letter), curly and other typographic quotes as ``'`` and ``"``. ASCII is unchanged."""
+    """``text`` as keyword and length signals read it: NFC (an accent typed as a combining mark is
+    the accented letter), curly and other typographic quotes as ``'`` and ``"``, invisible format
+    characters (zero-width space, soft hyphen, direction marks) removed. ASCII is unchanged."""
     if text.isascii():
         return text
-    return unicodedata.normalize("NFC", text).translate(_QUOTES)
+    return _INVISIBLE.sub("", unicodedata.normalize("NFC", text).translate(_QUOTES))
 
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
@@ -366,6 +372,11 @@ class KeywordsSignal(Signal):
             _fail(source, line, f"{what} (keywords) needs 'any' or 'all'")
         any_of = _string_list(spec, "any", what, source, allow_single=True) if "any" in spec else []
         all_of = _string_list(spec, "all", what, source, allow_single=True) if "all" in spec else []
+        for key, words in (("any", any_of), ("all", all_of)):
+            for index, word in enumerate(words):
+                if not normalise_text(word).split():  # its pattern would be empty: found in every query
+                    line_at = item_line(spec[key], index, value_line(spec, key))
+                    _fail(source, line_at, f"{what}: '{key}' item {word!r} has no visible character")
         return cls(name=name, line=line, any_of=any_of, all_of=all_of)
 
     def _matches(self, words: list[str], text: str) -> list[str]:
@@ -415,7 +426,10 @@ class RegexSignal(Signal):
         return cls(name=name, line=line, pattern=pattern)
 
     def evaluate(self, ctx: SignalContext) -> SignalResult:
-        match = self.pattern.search(ctx.text)
+        # NFC, as keywords read it: 'café' typed as e + a combining accent did not match 'café'
+        match = self.pattern.search(
+            ctx.text if ctx.text.isascii() else unicodedata.normalize("NFC", ctx.text)
+        )
         return self._result(match is not None, match.group(0) if match else None)
 
 
@@ -446,8 +460,9 @@ def count_words(text: str) -> int:
 
 @dataclass(kw_only=True)
 class LengthSignal(Signal):
-    """Fires when the word count (:func:`count_words`) and character count (of the NFC text:
-    a combining accent is not a character of its own) are within bounds."""
+    """Fires when the word count (:func:`count_words`) and character count (of the text as
+    :func:`normalise_text` writes it: a combining accent or a zero-width space is not a character
+    of its own) are within bounds."""
 
     kind: ClassVar[str] = "length"
     keys: ClassVar[frozenset[str]] = frozenset({"min_words", "max_words", "min_chars", "max_chars"})
@@ -483,7 +498,7 @@ class LengthSignal(Signal):
         return (low is None or value >= low) and (high is None or value <= high)
 
     def evaluate(self, ctx: SignalContext) -> SignalResult:
-        text = ctx.text if ctx.text.isascii() else unicodedata.normalize("NFC", ctx.text)
+        text = normalise_text(ctx.text).strip()  # a space before a trailing zero-width one is no char
         words, chars = count_words(text), len(text)
         fired = self._within(words, self.min_words, self.max_words) and self._within(
             chars, self.min_chars, self.max_chars
