@@ -310,3 +310,29 @@ def test_image_and_chunked_indexes_keep_metadata_parent_and_modality_when_saved(
             dict(original.metadata),
         )
     assert [d.parent_id for d in chunks] == ["a", "a", "t"]
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_parents_read_deeper_when_one_documents_chunks_fill_the_pool(k):
+    """The parents reranker reads 3 x k fused hits; when one document's chunks fill them all,
+    collapsing left one hit (until session 45: ``[a#p0]`` for k = 2 and 3 though b and c
+    match). The pipeline now reads again, four times as deep, and says so in the trace."""
+    from ragroute.pipeline.build import pipeline_from_settings
+
+    long = " ".join(f"filler{i}" for i in range(22))
+    strong = "\n\n".join(f"comet comet comet comet tail {i} {long}" for i in range(10))
+    texts = [
+        Document(id="a", text=strong),
+        Document(id="b", text=f"a comet seen once {long} {long}"),
+        Document(id="c", text=f"comet {long} {long} {long}"),
+        *(Document(id=f"z{i}", text=f"nothing to see here {i} {long}") for i in range(20)),
+    ]
+    views = granularity_views("sky", texts, ["paragraph"], lambda u, n: build_index(u, "bm25", name=n))
+    pipe = pipeline_from_settings(views, {"kind": "fixed"}, encoder=None, reranker={"kind": "parents"})
+    result = pipe.retrieve("comet tail", k=k)
+    parents = [h.parent_id or h.doc_id for h in result.hits]
+    assert parents == ["a", "b", "c"][:k] and len(set(parents)) == k
+    rereads = [s.detail for s in result.decision.trace if s.stage == "reread"]
+    assert rereads and rereads[0] == {"why": "too few parents", "candidates": 12 * k}
+    # a pool that is not full is all there is: no re-read
+    assert not [s for s in pipe.retrieve("seen", k=2).decision.trace if s.stage == "reread"]

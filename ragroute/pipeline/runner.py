@@ -34,6 +34,10 @@ from ragroute.route.base import NONE_ROUTE
 from ragroute.route.sources import Source, SourceProblem, check_sources
 from ragroute.types import Decision, Hit, TraceStep
 
+#: a reranker that keeps one hit per parent document and comes up short is given a pool four times
+#: as deep, again, while the pool is below this many times the hits asked for (3 -> 12 -> 48 -> 192)
+MAX_REREAD_FACTOR = 100
+
 
 @dataclass
 class PipelineResult:
@@ -265,20 +269,19 @@ class Pipeline:
                 per_source[i] = lists
         results = []
         for context, decision, lists, want, candidates in zip(contexts, final, per_source, depths, pool):
-            # the caller's scope is checked again on every source's hits, on what the reranker
-            # sees and on what is returned (defence in depth: the sources filter already)
-            dropped = 0
-            for name, found in lists.items():
-                lists[name], n = self._scope.keep(context, found)
-                dropped += n
-                if n:  # the source's trace step counted and scored what the caller may not read
-                    _rescore_retrieve_step(decision, name, lists[name])
-            hits = self._fuse.run(decision, lists, candidates)
-            hits, n = self._scope.keep(context, hits)
-            dropped += n
-            if self._rerank is not None and hits:
-                hits, n = self._scope.keep(context, self._rerank.run(context, decision, hits, want))
-                dropped += n
+            hits, dropped, full = self._fuse_and_rerank(context, decision, lists, want, candidates)
+            while full and len(hits) < want and self._collapses() and candidates < want * MAX_REREAD_FACTOR:
+                # a reranker that keeps one hit per parent document came up short on a full pool:
+                # one document's chunks filled it (until session 45 the query got fewer than k hits
+                # while other documents matched); read again, four times as deep
+                candidates *= 4
+                decision.trace.append(
+                    TraceStep("reread", {"why": "too few parents", "candidates": candidates})
+                )
+                depth = self._depth(decision, candidates)
+                lists = self._retrieve.run([context], [decision], depth)[0]
+                hits, more, full = self._fuse_and_rerank(context, decision, lists, want, candidates)
+                dropped += more
             if dropped:
                 decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
             if self.exposure is not None and admit:
@@ -290,6 +293,36 @@ class Pipeline:
                 hit.rank = rank
             results.append(PipelineResult(hits, decision, context))
         return results
+
+    def _fuse_and_rerank(
+        self,
+        context: QueryContext,
+        decision: Decision,
+        lists: dict[str, list[Hit]],
+        want: int,
+        candidates: int,
+    ) -> tuple[list[Hit], int, bool]:
+        """``(hits, dropped by the scope check, whether the fused pool was full)`` of one query's
+        source lists. The caller's scope is checked again on every source's hits, on what the
+        reranker sees and on what is returned (defence in depth: the sources filter already)."""
+        dropped = 0
+        for name, found in lists.items():
+            lists[name], n = self._scope.keep(context, found)
+            dropped += n
+            if n:  # the source's trace step counted and scored what the caller may not read
+                _rescore_retrieve_step(decision, name, lists[name])
+        hits = self._fuse.run(decision, lists, candidates)
+        full = len(hits) >= candidates
+        hits, n = self._scope.keep(context, hits)
+        dropped += n
+        if self._rerank is not None and hits:
+            hits, n = self._scope.keep(context, self._rerank.run(context, decision, hits, want))
+            dropped += n
+        return hits, dropped, full
+
+    def _collapses(self) -> bool:
+        """Whether the reranker keeps fewer hits than it reads, one per parent (``candidates_per_hit``)."""
+        return self.reranker is not None and int(getattr(self.reranker, "candidates_per_hit", 1) or 1) > 1
 
     def calibrate(self) -> Pipeline:
         """Compute now what fusion needs from the sources (else done by the first fused query)."""
@@ -351,7 +384,10 @@ class Pipeline:
 
 
 def _rescore_retrieve_step(decision: Decision, source: str, kept: list[Hit]) -> None:
-    """Make a source's ``retrieve`` trace step describe only the hits the scope check kept."""
-    for step in decision.trace:
+    """Make a source's ``retrieve`` trace step describe only the hits the scope check kept (the
+    steps of the latest read: those after the last ``reread`` step)."""
+    for step in reversed(decision.trace):
+        if step.stage == "reread":
+            break
         if step.stage == "retrieve" and step.detail.get("source") == source and "hits" in step.detail:
             step.detail.update(hits=len(kept), top_score=kept[0].score if kept else None)
