@@ -802,29 +802,37 @@ class FuseStage:
         """The per-source statistics the fusion method uses (computed on first use, and again once
         a source's documents moved by more than a quarter; statistics handed in are kept)."""
         with self._lock:
+            # fitted into locals and published together, sizes last: queries read them without the
+            # lock, and one reading between ``scales = None`` and the new fit was rescored with no
+            # scale at all (its hits kept their raw scores)
+            stats, scales = self.stats, self.scales
             if self._moved():
-                self.scales = None
+                scales = None
                 if not self._stats_given:
-                    self.stats = None
-            if self.stats is None or self.scales is None:
-                self._fitted_sizes = [len(source.documents) for source in self.sources]
-            if self.stats is None:
-                from ragroute.pipeline.calibration import null_score_stats
+                    stats = None
+            if stats is None or scales is None:
+                sizes = [len(source.documents) for source in self.sources]
+                if stats is None:
+                    from ragroute.pipeline.calibration import null_score_stats
 
-                self.stats = null_score_stats(self.sources) if self.needs_stats else {}
-            if self.scales is None:
-                wanted = self.options.scores == "similarity"
-                self.scales = fit_score_scales(self.sources, self.encoder) if wanted else {}
-            return self.stats
+                    stats = null_score_stats(self.sources) if self.needs_stats else {}
+                if scales is None:
+                    wanted = self.options.scores == "similarity"
+                    scales = fit_score_scales(self.sources, self.encoder) if wanted else {}
+                self.stats, self.scales = stats, scales
+                self._fitted_sizes = sizes
+            return stats
 
     def rescore(self, decision: Decision, lists: Mapping[str, list[Hit]], fused: list[Hit]) -> list[Hit]:
         """``fused`` with cosine-scale similarities as scores (``scores: similarity``); the fusion
         value goes to ``explain["fused"]``."""
         if self.options.scores != "similarity":
             return fused
-        if self.scales is None or self._moved():  # later queries read it without the lock
+        scales = self.scales  # later queries read it without the lock: once fitted, never None
+        if scales is None or self._moved():
             self.calibrate()
-        scales = self.scales or {}
+            scales = self.scales
+        scales = scales or {}
         out = rescored(fused, lists, scales, self.documents_of)
         described = {name: scales[name].describe() for name in lists if name in scales}
         decision.trace.append(TraceStep("scores", {"meaning": "similarity", **described}))

@@ -102,7 +102,9 @@ class ConfidenceRouter(BaseRouter):
         return out, errors
 
     def _calibrate(self) -> dict:
-        self._calibrated_sizes = [len(s.documents) for s in self.sources]
+        # published with the scale, not before it: a query that read the sizes of a scale still
+        # being fitted took them as fitted and routed with the old scale
+        sizes = [len(s.documents) for s in self.sources]
         texts, targets = [], []
         for s, source in enumerate(self.sources):
             for _, text in pseudo_queries(
@@ -111,10 +113,12 @@ class ConfidenceRouter(BaseRouter):
                 texts.append(text)
                 targets.append(s)
         if not texts:
+            self._calibrated_sizes = sizes
             return {"source": "none (no documents)"}
         raw, errors = self._top_scores(texts)
         # Per-source score scale, measured on every pseudo-query (in- and out-of-source).
         self._scale = (raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-9))
+        self._calibrated_sizes = sizes  # after the scale: "moved?" is answered by the scale in use
         z = (raw - self._scale[0]) / self._scale[1]
         z[:, list(errors)] = _FAILED
         targets_arr = np.asarray(targets)
