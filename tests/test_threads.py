@@ -16,9 +16,10 @@ holds whatever the interleaving:
 * the trace's ``scores`` step names the scale of every source a hit came from (scores.md);
 * a decision's route probabilities sum to 1; the only exceptions are none at all (no documented
   error applies to these queries);
-* after the writer finishes, every reader's answer is a fresh pipeline's over the final
-  documents (the writer ends with a change of more than a quarter, so every fitted scale is
-  fitted again: docs/architecture.md).
+* after the writer finishes, every reader's answer is that of a twin pipeline given the same
+  edits with no query in between (the writer ends with a change of more than a quarter, so every
+  fitted scale is fitted again: docs/architecture.md; not a pipeline built afresh on the final
+  documents, whose confidence router would fit another temperature, which edits keep).
 """
 
 from __future__ import annotations
