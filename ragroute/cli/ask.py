@@ -20,6 +20,7 @@ from ragroute.cli.common import one_line_errors
 from ragroute.cli.options import (
     BACKENDS,
     CONFIG_CACHE_HELP,
+    FiniteFloatRange,
     cache_dir_option,
     filter_option,
     parse_filters,
@@ -38,7 +39,7 @@ from ragroute.errors import check_query
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=None,
     help="Seconds each planning and answering LLM call may take (a config's gate and LLM router "
     "have their own `timeout_s:`).",

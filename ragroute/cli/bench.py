@@ -18,6 +18,7 @@ import click
 from ragroute.cli.common import exclusive_options, one_line_errors, refuse_options, yield_to_command_line
 from ragroute.cli.graph import LLM_ONLY, llm_extractor, llm_option, say_llm_work
 from ragroute.cli.options import (
+    FiniteFloatRange,
     NameOrPath,
     backend_option,
     bench_encoder_options,
@@ -104,7 +105,7 @@ latency_queries_option = click.option(
 @click.option(
     "--min-time",
     "min_time_s",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=1.0,
     show_default=True,
     help="Repeat each timed pass over the queries for at least this many seconds.",
@@ -407,7 +408,7 @@ def corpus_routing_command(
 )
 @click.option(
     "--none-recall-target",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=bench_route_labels.GOALS["none_recall"],
     show_default=True,
     help="Train-CV none recall that trained_features_hashed_nonebias picks its none_bias for.",

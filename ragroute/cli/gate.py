@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, exclusive_options, one_line_errors, refuse_options
-from ragroute.cli.options import backend_option, cache_dir_option, encoder_option
+from ragroute.cli.options import FiniteFloatRange, backend_option, cache_dir_option, encoder_option
 from ragroute.cli.output import emit_json
 from ragroute.display import shown_pair
 
@@ -151,9 +151,9 @@ def fit_command(
 @gate_group.command("decide")
 @click.argument("gate_dir", type=click.Path(path_type=Path), metavar="DIR")
 @click.argument("query")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Operating point: a threshold.")
+@click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Operating point: a threshold.")
 @click.option(
-    "--retrieval-rate", type=click.FloatRange(0, 1), default=None, help="Operating point: a target rate."
+    "--retrieval-rate", type=FiniteFloatRange(0, 1), default=None, help="Operating point: a target rate."
 )
 @click.option(
     "--retrieve-cost",

@@ -26,7 +26,13 @@ from ragroute.cli.common import (
     one_line_errors,
     open_encoder,
 )
-from ragroute.cli.options import NameOrPath, column_options, encoder_options, on_error_option
+from ragroute.cli.options import (
+    FiniteFloatRange,
+    NameOrPath,
+    column_options,
+    encoder_options,
+    on_error_option,
+)
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -131,7 +137,7 @@ def say_llm_work(extractor: Any) -> None:
 @llm_option
 @click.option(
     "--synonym-threshold",
-    type=click.FloatRange(0.0, 1.0),
+    type=FiniteFloatRange(0.0, 1.0),
     default=GraphParams().synonym_threshold,
     show_default=True,
     help="Cosine between phrase embeddings needed for a synonym edge.",

@@ -30,6 +30,18 @@ CONFIG_CACHE_HELP = (
 )
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A ``click.FloatRange`` that refuses NaN and infinity: NaN compares false with every bound, so
+    the range let ``--timeout nan`` through (every LLM call then timed out at once, only said in
+    ``note:`` lines), and ``inf`` with no upper bound (an overflow in each call, said the same way)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 class BesideConfigFile(click.types.StringParamType):
     """A text option that may name a local file or folder among other things (a model name, a URL):
     :meth:`beside` says how a value of a ``--config`` file is read against the file's folder

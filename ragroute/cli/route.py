@@ -12,6 +12,7 @@ from ragroute.cli.common import CONTEXT, exclusive_options, format_hit, open_enc
 from ragroute.cli.options import (
     BACKENDS,
     CONFIG_CACHE_HELP,
+    FiniteFloatRange,
     backend_option,
     cache_dir_option,
     encoder_option,
@@ -195,7 +196,7 @@ def _labelled_queries(
 @click.option(
     "--C",
     "C",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="Inverse regularisation strength (logreg: C; mlp: an L2 penalty of 1/C).",

@@ -17,6 +17,7 @@ from ragroute.cli.common import (
     refuse_options,
 )
 from ragroute.cli.options import (
+    FiniteFloatRange,
     backend_option,
     cache_dir_option,
     encoder_option,
@@ -63,7 +64,7 @@ def skills_group() -> None:
 )
 @click.option(
     "--dense-weight",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.5,
     show_default=True,
     help="Weight for --fusion fixed.",
@@ -77,7 +78,7 @@ def skills_group() -> None:
 )
 @click.option(
     "--duplicate-threshold",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.97,
     show_default=True,
     help="Embedding cosine at or above which two skills are near-duplicates.",
@@ -207,7 +208,7 @@ def build_command(
 )
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=None,
     help="Abstain when p(best skill applies) is below this [default: the model's, 0.5].",
 )

@@ -223,6 +223,20 @@ def _without_training_queries(
     return kept, len(queries) - len(kept), ""
 
 
+def fold1_ids(set_name: str, queries: list[tuple[str, str]], fold0_texts: list[str]) -> set[str]:
+    """Ids of ``queries`` in fold 1 (``query_fold(set_name, id) == 1``) whose text
+    (:func:`~ragroute.route.folds.normalized_text`) is none of ``fold0_texts``: the fold goes by id,
+    and a fold-1 copy of a fold-0 text was scored by a blend or an abstention model fitted on it
+    (until session 45)."""
+    from ragroute.rerank.train import query_fold
+    from ragroute.route.folds import normalized_text
+
+    seen = {normalized_text(text) for text in fold0_texts}
+    return {
+        qid for qid, text in queries if query_fold(set_name, qid) == 1 and normalized_text(text) not in seen
+    }
+
+
 def _scored_label(folds_only: bool, reranked: bool, set_name: str, left_out: int, unread: str) -> str:
     """The result's ``scored_queries``: which queries every row is scored on, and what is known of
     the reranker's training on them (``left_out`` and ``unread`` of :func:`_without_training_queries`)."""
@@ -282,7 +296,7 @@ def run_skills_bench(
     # before the scored queries lose those texts
     fold0 = [(qid, text) for qid, text in queries if query_fold(set_name, qid) == 0 and qid in qrels]
     queries, left_out, unread = _without_training_queries(reranker, queries, log)
-    fold1 = {qid for qid, _ in queries if query_fold(set_name, qid) == 1}
+    fold1 = fold1_ids(set_name, queries, [text for _, text in fold0])
     if folds_only:
         queries = [(qid, text) for qid, text in queries if qid in fold1]
     if max_queries is not None:
@@ -490,7 +504,8 @@ def _abstention(
     labels = read_labels(path)
     name = path.parent.name
     train = [row for row in labels if query_fold(name, row[0]) == 0]
-    test = [row for row in labels if query_fold(name, row[0]) == 1]
+    fold1 = fold1_ids(name, [(qid, text) for qid, text, _ in labels], [text for _, text, _ in train])
+    test = [row for row in labels if row[0] in fold1]
     log(f"  abstention: fitting on {len(train)} labelled queries of {name} (fold 0), testing on {len(test)}")
     fitted = fit_abstention(
         router,

@@ -321,6 +321,16 @@ def build_pairs(
             counts["pairs"] += len(pairs)
             counts["positives"] += sum(int(p.label) for p in pairs)
         out.counts[labelled.name] = counts
+    # a text held apart for calibration in one set is not trained on in another (every ADI query is
+    # also a CISI query: until session 45 one copy could calibrate and the other train)
+    from ragroute.route.folds import normalized_text
+
+    apart = {normalized_text(p.query) for p in out.calibration}
+    dropped = [p for p in out.train if normalized_text(p.query) in apart]
+    out.train = [p for p in out.train if normalized_text(p.query) not in apart]
+    for p in dropped:
+        out.counts[p.set_name]["pairs"] -= 1
+        out.counts[p.set_name]["positives"] -= int(p.label)
     rng.shuffle(out.train)
     return out
 

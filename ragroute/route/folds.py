@@ -4,12 +4,13 @@ Labelled query sets can hold the same text more than once, even under different
 labels (in the Glasgow collections every ADI query is also a CISI query). If two
 copies land in different folds, each is routed by a model fitted on the other:
 a held-out score that no longer measures unseen queries. Folds here keep
-identical texts (case and spacing ignored) together and spread every label's
+identical texts (case, spacing and Unicode form ignored) together and spread every label's
 queries evenly over the folds.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,8 +19,10 @@ from ragroute.errors import RagrouteError
 
 
 def normalized_text(text: str) -> str:
-    """The form under which two query texts count as the same: lower case, single spaces."""
-    return " ".join(text.lower().split())
+    """The form under which two query texts count as the same: NFKC, case-folded, single spaces
+    (until session 45 only lower case and spaces: "café" composed and decomposed were two texts,
+    and could land in two folds)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def text_groups(texts: Sequence[str]) -> list[list[int]]:
