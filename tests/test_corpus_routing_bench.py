@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ragroute.cli.bench import corpus_routing_command
+from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_corpus_routing import (
     format_report,
     oracle_ndcg,
@@ -334,3 +335,26 @@ def test_folds_without_cross_validation_are_refused(glasgow_like, monkeypatch):
             "error: --folds does not apply unless --train-split equals --split"
         )
         assert result.output.count("\n") == 1
+
+
+def test_a_train_split_sharing_scored_texts_is_said_and_refused_when_it_is_the_same(
+    glasgow_like, hashing_encoder
+):
+    """With --train-split other than --split, the learned routers were fitted on the training
+    split unchecked (until session 45): a scored query whose text they were fitted on is now said,
+    and a training split holding every scored text is one line, as `bench route-labels` says."""
+    for folder in glasgow_like.iterdir():  # "copy": the dev queries again, one of them reworded
+        qrels = (folder / "qrels" / "dev.tsv").read_text(encoding="utf-8")
+        (folder / "qrels" / "copy.tsv").write_text(qrels, encoding="utf-8")
+    notes: list[str] = []
+    with pytest.raises(RagrouteError, match="every one of the 17 test queries is also in the training"):
+        run_corpus_routing_bench(glasgow_like, "dev", "copy", hashing_encoder, log=notes.append)
+    astro = glasgow_like / "astro"
+    lines = (astro / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+    lines.append(json.dumps({"_id": "astro-new", "text": "comet nebula orbit"}))
+    (astro / "queries.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    copy = (astro / "qrels" / "copy.tsv").read_text(encoding="utf-8")
+    (astro / "qrels" / "copy.tsv").write_text(copy.replace("astro-q0\t", "astro-new\t"), encoding="utf-8")
+    result = run_corpus_routing_bench(glasgow_like, "dev", "copy", hashing_encoder, log=notes.append)
+    assert "trained" in result["routers"]
+    assert any("note: 16 of 17 test queries also appear in the training file" in n for n in notes), notes

@@ -606,12 +606,19 @@ def run_corpus_routing_bench(
     for name, why in skipped_routers.items():
         say(f"skipped router {name}: {why}")
     if train_split is not None:
+        training = None
+        if train_split != split:
+            from ragroute.evaluation.bench_route_labels import shared_texts
+
+            # a scored query whose text the routers were fitted on is in-sample: said (one line
+            # when every one is), as `bench route-labels` says it (until session 45 unsaid here)
+            training = beir_labelled_queries(root, train_split)
+            shared_texts(training[0], data.query_texts, say, " (a --split other than --train-split)")
         for name, (kind, make) in _learned_routers(encoder, prototype, data).items():
-            if train_split == split:
+            if training is None:
                 routers[f"{name} (cross-validated)"] = score(cross_validated(data, kind, make, folds))
             else:
-                router = make(*beir_labelled_queries(root, train_split))
-                routers[name] = score(single_pipeline(data, kind, router))
+                routers[name] = score(single_pipeline(data, kind, make(*training)))
     merged_hits = [hits for hits in data.merged.search_contexts(data.contexts, 10)]
     return {
         "root": str(root),
