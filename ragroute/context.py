@@ -69,6 +69,7 @@ class QueryContext:
         return cls(query, **fields)
 
     def has_vector(self, encoder: Any) -> bool:
+        """Whether the query's vector for ``encoder`` is computed (or was set) already."""
         return encoder_key(encoder) in self._vectors
 
     def set_vector(self, encoder: Any, vector: np.ndarray | Sequence[float]) -> None:

@@ -160,12 +160,14 @@ class Document:
         return f"{self.title}\n{self.text}" if self.title else self.text
 
     def to_dict(self) -> dict[str, Any]:
+        """The document as plain data (:meth:`from_dict` reads it back)."""
         data = asdict(self)
         data["metadata"] = writable_copy(self.metadata)  # an index's documents hold read-only ones
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Document:
+        """The document :meth:`to_dict` wrote (``id`` required; other keys optional)."""
         return cls(
             id=str(data["id"]),
             text=data.get("text", ""),
@@ -240,6 +242,7 @@ class TraceStep:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """``stage`` beside the detail's keys (:meth:`from_dict` reads it back)."""
         return {"stage": self.stage, **self.detail}
 
     @classmethod
@@ -278,6 +281,7 @@ class Decision:
         return self.log_routes_of() if self.log_routes_of is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
+        """The decision as plain data (:meth:`from_dict` reads it back; ``log_routes`` is left out)."""
         return {
             "chosen": list(self.chosen),
             "routes": dict(self.routes),

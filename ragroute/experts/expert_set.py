@@ -96,6 +96,7 @@ class ExpertSet:
 
     @property
     def names(self) -> list[str]:
+        """The experts' names, in the order given."""
         return [s.name for s in self.specs]
 
     def query_encoders(self, names: Sequence[str]) -> list[str]:

@@ -191,6 +191,7 @@ class StepwiseController:
     def run(
         self, question: str | QueryContext, *, metadata: Mapping[str, Any] | None = None
     ) -> StepwiseResult:
+        """Answer one question step by step: plan, gate, retrieve, until the budget or the gate stops."""
         start = time.perf_counter()
         root = QueryContext.of(question)
         # a filter key no document carries is refused before any step, as a pipeline refuses it (a

@@ -140,8 +140,13 @@ class SignalGate:
         self.max_steps = max_steps
         self.columns = [c for s in self.signals for c in s.columns()]
 
+    def __repr__(self) -> str:
+        names = [getattr(s, "name", type(s).__name__) for s in self.signals]
+        return f"{type(self).__name__}(name={self.name!r}, signals={names!r}, threshold={self.threshold:.3g})"
+
     @property
     def uses_encoder(self) -> bool:
+        """Whether any signal reads the query's embedding (the gate then needs its encoder)."""
         return any(s.uses_encoder for s in self.signals)
 
     def _vectors(self, contexts: Sequence[QueryContext]) -> np.ndarray | None:

@@ -66,6 +66,12 @@ class LocalIndex(ABC):
     def __len__(self) -> int:
         return len(self.store)
 
+    def __repr__(self) -> str:
+        """Kind, name, size and model, never the documents (the default said only an address)."""
+        model = getattr(getattr(self, "encoder", None), "model_id", None)
+        shown = f", model={model!r}" if model else ""
+        return f"{type(self).__name__}(name={self.name!r}, documents={len(self)}{shown})"
+
     def verify_contents(self) -> None:
         """Check what the index holds outside its artifact's files against what was saved (loading
         with ``verify`` calls it after the files' checksums); nothing for an index kept in files."""

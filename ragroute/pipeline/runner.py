@@ -32,6 +32,7 @@ from ragroute.pipeline.stages import (
 )
 from ragroute.route.base import NONE_ROUTE
 from ragroute.route.sources import Source, SourceProblem, check_sources
+from ragroute.scopes import caller_scopes
 from ragroute.types import Decision, Hit, TraceStep
 
 #: a reranker that keeps one hit per parent document and comes up short is given a pool four times
@@ -49,7 +50,20 @@ class PipelineResult:
 
     @property
     def trace(self) -> list[TraceStep]:
+        """The decision's trace: one step per stage that ran."""
         return self.decision.trace
+
+    def __repr__(self) -> str:
+        """The hits as ``source:doc_id score`` and what was decided, on one line (the dataclass's
+        repr printed every hit's whole text, metadata and explain: pages for a notebook cell)."""
+        shown = ", ".join(
+            f"{h.source + ':' if h.source else ''}{h.doc_id} {h.score:.3g}" for h in self.hits[:5]
+        )
+        more = f", ... {len(self.hits) - 5} more" if len(self.hits) > 5 else ""
+        return (
+            f"PipelineResult({len(self.hits)} hits: [{shown}{more}], chosen={self.decision.chosen!r}, "
+            f"decided_by={self.decision.decided_by!r})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"hits": [h.to_dict() for h in self.hits], "decision": self.decision.to_dict()}
@@ -128,8 +142,19 @@ class Pipeline:
         other sources is a new ``Pipeline`` (editing a list here once changed nothing, silently)."""
         return self._sources
 
+    def __repr__(self) -> str:
+        names = [s.name for s in self.sources]
+        parts = [f"sources={names!r}", f"router={type(self.router).__name__}"]
+        parts += [
+            f"{what}={type(v).__name__}"
+            for what, v in (("gate", self.gate), ("reranker", self.reranker))
+            if v is not None
+        ]
+        return f"Pipeline({', '.join(parts)})"
+
     @property
     def route_names(self) -> list[str]:
+        """The names a decision can choose: each source's, then ``none`` (retrieve nothing)."""
         return [*(s.name for s in self.sources), NONE_ROUTE]
 
     @property
@@ -162,7 +187,8 @@ class Pipeline:
         scopes: Sequence[str] | None = None,
         caller: str | None = None,
     ) -> PipelineResult:
-        """Route, retrieve, fuse and rerank one query (text or :class:`QueryContext`).
+        """Route, retrieve, fuse and rerank one query (text or :class:`QueryContext`): its ``k`` best
+        hits and the decision behind them (:class:`PipelineResult`).
 
         ``scopes``: the caller's scopes for a text query (a context carries its own); none: the
         caller sees only public sources and documents (see :mod:`ragroute.scopes`). ``caller``:
@@ -184,12 +210,15 @@ class Pipeline:
             return self.retrieve_contexts(contexts_of(queries), k)
         if any(isinstance(q, QueryContext) for q in queries):
             raise RagrouteError("scopes= and caller= apply to text queries: a QueryContext carries its own")
-        given: dict[str, Any] = {"scopes": scopes or ()} if scopes is not None else {}
+        # the labels once, for every query: a generator of labels gave them to the first query only
+        given: dict[str, Any] = {"scopes": caller_scopes(scopes)} if scopes is not None else {}
         if caller is not None:
             given["caller"] = caller
         return self.retrieve_contexts([QueryContext.of(q, **given) for q in queries], k)
 
     def retrieve_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[PipelineResult]:
+        """:meth:`retrieve_many` for :class:`QueryContext` objects, each carrying its own filters,
+        scopes and caller."""
         k = check_k(k)
         contexts = check_batch(contexts, "contexts")
         for context in contexts:
@@ -365,6 +394,8 @@ class Pipeline:
         filters: Mapping[str, Any] | None = None,
         scopes: Sequence[str] = (),
     ) -> list[Hit]:
+        """The hits of :meth:`retrieve` for one text with optional metadata ``filters`` (the
+        retriever protocol: a pipeline can be another pipeline's source)."""
         return self.search_many([query], k, filters=filters, scopes=scopes)[0]
 
     def search_many(
@@ -376,10 +407,12 @@ class Pipeline:
         scopes: Sequence[str] = (),
     ) -> list[list[Hit]]:
         """Hits for each query; ``scopes``: the caller's (none: only public sources and documents)."""
+        scopes = caller_scopes(scopes)  # once: a generator of labels gave them to the first query only
         contexts = [QueryContext.of(q, filters=filters, scopes=scopes) for q in check_batch(queries)]
         return self.search_contexts(contexts, k)
 
     def search_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[list[Hit]]:
+        """The hits of :meth:`retrieve_contexts` for each context (the retriever protocol)."""
         return [r.hits for r in self.retrieve_contexts(contexts, k)]
 
 

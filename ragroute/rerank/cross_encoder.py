@@ -363,6 +363,7 @@ class CrossEncoderReranker:
         return out
 
     def describe(self) -> dict[str, Any]:
+        """The model's description, candidate count and calibration, as plain data."""
         return {
             **self.info,
             "candidates": self.candidates,

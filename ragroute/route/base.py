@@ -79,7 +79,9 @@ class BaseRouter(ABC):
     @abstractmethod
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
-    ) -> list[Decision]: ...
+    ) -> list[Decision]:
+        """One :class:`~ragroute.types.Decision` per query; ``query_vectors``: their embeddings,
+        one row per query, where the caller computed them already."""
 
 
 def _checked_batch(route_many: Any) -> Any:

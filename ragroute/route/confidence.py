@@ -135,6 +135,7 @@ class ConfidenceRouter(BaseRouter):
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]:
+        """One decision per query, from how confidently each source answers it (see the class)."""
         return self.route_contexts(list(queries))
 
     def _rescale_if_changed(self) -> None:

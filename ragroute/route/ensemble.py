@@ -69,6 +69,7 @@ class EnsembleRouter(BaseRouter):
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]:
+        """One decision per query: the members' route probabilities, weighted and combined."""
         return self._combine(
             len(queries), [r.route_many(queries, query_vectors=query_vectors) for r in self.routers]
         )

@@ -70,7 +70,9 @@ class PrototypeRouter(BaseRouter):
 
     name = "prototype"
 
-    def __init__(self, sources: Sequence[Source], encoder, config: PrototypeConfig | None = None) -> None:
+    def __init__(
+        self, sources: Sequence[Source], encoder: Any, config: PrototypeConfig | None = None
+    ) -> None:
         sources = check_sources(sources)  # two of one name overwrote each other's route (session 37)
         if not sources:
             raise RagrouteError("a prototype router needs at least one source")
@@ -321,6 +323,7 @@ class PrototypeRouter(BaseRouter):
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]:
+        """One decision per query, by similarity to each source's description, centroid and documents."""
         if query_vectors is None:
             query_vectors = self.encoder.encode_queries(list(queries), show_progress=False)
         raw = self._with_none(self.scores(query_vectors))
@@ -339,6 +342,7 @@ class PrototypeRouter(BaseRouter):
         ]
 
     def describe(self) -> dict:
+        """Its settings and calibration, as plain data."""
         return {
             "kind": self.name,
             "config": asdict(self.config),

@@ -62,6 +62,7 @@ class Source:
 
     @property
     def documents(self) -> Sequence[Document]:
+        """Its retriever's documents (none where the retriever does not list them)."""
         return getattr(self.retriever, "documents", ())
 
     def metadata_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
@@ -78,6 +79,7 @@ class Source:
         return str(self.metadata.get("corpus") or self.name)
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """Its retriever's hits for each query, each hit naming this source."""
         queries = check_batch(queries)
         results = self.retriever.search_many(queries, k)
         return [hits for hits, _ in self._stamped([(hits, None) for hits in results], len(queries))]

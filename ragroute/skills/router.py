@@ -61,7 +61,7 @@ from ragroute.errors import (
 )
 from ragroute.skills.index import METHODS, ScopedView, SkillIndex, SkillIndexParams
 from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
-from ragroute.types import Hit, TraceStep
+from ragroute.types import Hit, TraceStep, plain_values
 
 OVERLAP_MODES = ("collapse", "diversify", "keep")
 STAGE1_FEATURES = ("dense_top", "dense_margin", "dense_top_z", "bm25_top_z")
@@ -161,11 +161,18 @@ class RoutedSkill:
     signals: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, *, signals: bool = False) -> dict[str, Any]:
-        out = {"id": self.id, "name": self.name, "score": round(self.score, 6), "metadata": self.metadata}
+        """The skill as plain data, as JSON writes it (numpy values in the metadata a catalogue built
+        in code holds, or in the signals, as Python numbers; ``json.dumps`` raised on them)."""
+        out = {
+            "id": self.id,
+            "name": self.name,
+            "score": round(float(self.score), 6),
+            "metadata": plain_values(self.metadata),
+        }
         if self.duplicates:
-            out["duplicates"] = self.duplicates
+            out["duplicates"] = list(self.duplicates)
         if signals:
-            out["signals"] = self.signals
+            out["signals"] = plain_values(self.signals)
         return out
 
 
@@ -220,7 +227,17 @@ class SkillRoute:
 
     @property
     def best(self) -> RoutedSkill | None:
+        """The best skill, or ``None`` where the router abstains (or found none)."""
         return None if self.abstain or not self.skills else self.skills[0]
+
+    def __repr__(self) -> str:
+        """The task and the skills as ``id score`` on one line (the dataclass's repr printed every
+        skill's whole description, metadata and signals, and the trace)."""
+        shown = ", ".join(f"{s.id} {s.score:.3g}" for s in self.skills[:5])
+        more = f", ... {len(self.skills) - 5} more" if len(self.skills) > 5 else ""
+        task = self.task if len(self.task) <= 60 else self.task[:57] + "..."
+        p = "None" if self.p_applies is None else f"{self.p_applies:.3g}"
+        return f"SkillRoute(task={task!r}, skills=[{shown}{more}], abstain={self.abstain}, p_applies={p})"
 
     def to_dict(self, *, trace: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -406,8 +423,16 @@ class SkillRouter:
         """Index ``catalogue`` and return a router over it (``kwargs`` as in the constructor)."""
         return cls(SkillIndex.build(catalogue, encoder, params), **kwargs)
 
+    def __repr__(self) -> str:
+        return (
+            f"SkillRouter({len(self.index)} skills, method={self.method!r}, "
+            f"reranker={type(self.reranker).__name__ if self.reranker is not None else None}, "
+            f"threshold={self.threshold})"
+        )
+
     @property
     def catalogue(self) -> Catalogue:
+        """The skills it routes over."""
         return self.index.catalogue
 
     def with_options(self, **changes: Any) -> SkillRouter:
@@ -445,6 +470,7 @@ class SkillRouter:
             )
 
     def describe(self) -> dict[str, Any]:
+        """Its settings as plain data: stage-1 method and fusion, candidates, reranker, abstention."""
         reranker = None
         if self.reranker is not None:
             info = getattr(self.reranker, "info", {}) or {}
@@ -474,6 +500,7 @@ class SkillRouter:
 
     @property
     def reranker_body(self) -> bool:
+        """Whether the reranker reads each skill's body beside its name and description."""
         return bool(getattr(self.reranker, "body", True))
 
     # ------------------------------------------------------------------ routing
@@ -924,6 +951,7 @@ class SkillRouter:
     # ------------------------------------------------------------------ retriever protocol
 
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The routed skills as hits (the retriever protocol: a router can be a pipeline's source)."""
         return self.search_many([query], k, filters=filters)[0]
 
     def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
