@@ -534,7 +534,15 @@ class DenseIndex(VectorIndex):
             self.faiss_index = _new_faiss_index(self.params, np.zeros((0, self.encoder.dim), np.float32))
         # serialised here and written by Python, so a full disk or a refused write is an OSError
         # naming the file (faiss.write_index reports it as a RuntimeError from C++)
-        (Path(directory) / FAISS_NAME).write_bytes(faiss.serialize_index(self.faiss_index).data)
+        files = self._mapped_files if self.mapped is not None else None
+        if files is not None and files.has(FAISS_NAME):
+            # the file it was loaded from, unchanged since (a change reads it into memory first):
+            # faiss serialises memory-mapped IVF lists as a reference to a file of no name, which
+            # load refused as corrupt, or crashed the process loading it memory-mapped (until session 45)
+            data = files.read(FAISS_NAME)
+        else:
+            data = faiss.serialize_index(self.faiss_index)
+        (Path(directory) / FAISS_NAME).write_bytes(data.data)
         if self.exact is not None:
             rows = self.store.next_iid
             with open(Path(directory) / EXACT_NAME, "wb") as handle:
@@ -656,9 +664,17 @@ def _close_all(fds: Sequence[int]) -> None:
 def _check_ivf_positions(faiss_index: faiss.Index, path: Path) -> None:
     """One line for an IVF-PQ index that documents were deleted from before session 40: removal
     squeezed its id map while its lists kept the old positions, so its hits name other documents.
-    Its lists then hold a position past the end of the map (or fewer positions than the map)."""
+    Its lists then hold a position past the end of the map (or fewer positions than the map).
+    Also one line for a file saved from a memory-mapped IVF-PQ index before session 45, which
+    crashed the process loading it memory-mapped (loaded into memory, faiss refuses it)."""
     ivf = faiss.extract_index_ivf(faiss_index)
     invlists: Any = ivf.invlists  # faiss's stubs lack release_ids
+    lists = faiss.downcast_InvertedLists(invlists)
+    if isinstance(lists, faiss.OnDiskInvertedLists) and lists.ptr is None and lists.totsize:
+        raise IndexFormatError(  # lists read memory-mapped, none of them mapped: they name no file
+            f"{path}: an IVF-PQ index saved from a memory-mapped one before session 45 (its lists "
+            "name no file): rebuild it"
+        )
     held, largest = 0, -1
     for list_no in range(ivf.nlist):
         size = invlists.list_size(list_no)
