@@ -426,6 +426,13 @@ def test_an_adapter_view_of_a_memory_mapped_base_follows_its_changes(tmp_path):
     loaded.delete(["twin"])
     assert view.best_scores(query, 1)[0][0] < 0.999
     assert "twin" not in {h.doc_id for h in view.search_vectors(query, 5)[0]}
+    # best_scores alone, with no search before it to take up the change (the confidence router's
+    # probe reads only scores): an exact index's are read without _search_ids since session 45
+    again = load_index(tmp_path / "ix", encoder=_Fixed())
+    view = AdapterView(again, _Fixed())
+    before = view.best_scores(query, 1)[0][0]
+    again.add_vectors([Document(id="twin", text="x")], query)
+    assert before < 0.999 < view.best_scores(query, 1)[0][0]
 
 
 @pytest.mark.parametrize("method", ["bm25", "dense", "hybrid", "graph"])

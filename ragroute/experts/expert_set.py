@@ -215,3 +215,11 @@ class AdapterView(DenseIndex):
     def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray | None:
         self._follow_base()
         return super().stored_vectors(positions)
+
+    def best_scores(
+        self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None = None
+    ) -> list[list[float]]:
+        """The base's current faiss index's top scores (an exact index's are read without
+        :meth:`_search_ids`, which is where the view otherwise takes up the base's changes)."""
+        self._follow_base()
+        return super().best_scores(vectors, k, filters)
