@@ -222,7 +222,8 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise CorpusFormatError(f"{root}: no such image folder")
-    files = image_files(root, recursive=recursive)
+    paths = _visible_paths(root, recursive)  # one walk: the images and the links passed over
+    files = _image_files(paths)
     if not files:
         raise CorpusFormatError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     docs, unreadable = [], []
@@ -258,7 +259,7 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
             CorpusWarning,
             stacklevel=2,
         )
-    links = _links_not_followed(root, recursive)
+    links = _links_not_followed(root, paths, recursive)
     if links:  # broken links and links to folders were passed over unsaid (until session 45)
         count = len(links)
         warnings.warn(
@@ -272,27 +273,31 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
 
 def image_files(root: Path, *, recursive: bool = False) -> list[Path]:
     """The image files (by suffix) of the folder ``root``, hidden ones excepted, sorted by path."""
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        p
-        for p in root.glob(pattern)
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        and p.is_file()
-    )
+    return _image_files(_visible_paths(root, recursive))
 
 
-def _links_not_followed(root: Path, recursive: bool) -> list[str]:
-    """The links (not hidden) :func:`image_files` passes over: broken links to image files and, in
-    a recursive walk, links to folders (not walked) and other broken links; relative posix paths."""
+def _visible_paths(root: Path, recursive: bool) -> list[Path]:
+    """Every path in the folder ``root`` (and below it with ``recursive``) but hidden ones
+    (``.name`` anywhere in the path below ``root``)."""
     pattern = "**/*" if recursive else "*"
+    return [
+        p for p in root.glob(pattern) if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+
+
+def _image_files(paths: list[Path]) -> list[Path]:
+    """The image files (by suffix) among ``paths``, sorted."""
+    return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _links_not_followed(root: Path, paths: list[Path], recursive: bool) -> list[str]:
+    """The links among ``paths`` that :func:`image_files` passes over: broken links to image files
+    and, in a recursive walk, links to folders (not walked) and other broken links; relative posix
+    paths, sorted."""
     return sorted(
         p.relative_to(root).as_posix()
-        for p in root.glob(pattern)
-        if p.is_symlink()
-        and not p.is_file()
-        and (recursive or p.suffix.lower() in IMAGE_SUFFIXES)
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        for p in paths
+        if p.is_symlink() and not p.is_file() and (recursive or p.suffix.lower() in IMAGE_SUFFIXES)
     )
 
 

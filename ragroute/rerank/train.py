@@ -326,8 +326,11 @@ def build_pairs(
     from ragroute.route.folds import normalized_text
 
     apart = {normalized_text(p.query) for p in out.calibration}
-    dropped = [p for p in out.train if normalized_text(p.query) in apart]
-    out.train = [p for p in out.train if normalized_text(p.query) not in apart]
+    kept: list[Pair] = []
+    dropped: list[Pair] = []
+    for p in out.train:
+        (dropped if normalized_text(p.query) in apart else kept).append(p)
+    out.train = kept
     for p in dropped:
         out.counts[p.set_name]["pairs"] -= 1
         out.counts[p.set_name]["positives"] -= int(p.label)
