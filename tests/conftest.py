@@ -20,7 +20,18 @@ REPO_CACHE = Path(__file__).resolve().parents[1] / "indexes" / ".cache"
 os.environ.setdefault("RAGROUTE_CACHE", str(REPO_CACHE))
 Path(os.environ["RAGROUTE_CACHE"]).mkdir(parents=True, exist_ok=True)
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
 from ragroute.types import Document  # noqa: E402
+
+#: The property rounds' hypothesis settings (``test_properties_r4.py`` on): the same examples on
+#: every run, no deadline (a build may take a while), fixtures shared across examples.
+PROPERTY_SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 class HashingEncoder:

@@ -19,8 +19,8 @@ import re
 import warnings
 
 import pytest
-from conftest import HashingEncoder
-from hypothesis import HealthCheck, given, settings
+from conftest import PROPERTY_SETTINGS, HashingEncoder
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragroute.chunking import chunk_document, split_sections
@@ -35,12 +35,7 @@ from ragroute.skills.index import SkillIndex
 from ragroute.skills.records import Skill
 from ragroute.types import Document
 
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+SETTINGS = PROPERTY_SETTINGS
 
 # text with the characters that break readers: quotes, commas, tabs, line breaks, unicode
 _TRICKY = st.sampled_from(['"', ",", "\t", "\n", "\r\n", " ", "é", "東京", "\u2028", "#", "|", "'", "\\"])

@@ -25,7 +25,8 @@ import warnings
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from conftest import PROPERTY_SETTINGS
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from ragroute.markdown import markdown_lines
@@ -35,12 +36,7 @@ from ragroute.skills.load_skill_md import load_skill_md
 from ragroute.skills.load_skills_jsonl import load_skills_jsonl
 from ragroute.skills.records import Catalogue, DuplicateSkillError, Skill
 
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+SETTINGS = PROPERTY_SETTINGS
 
 # characters YAML may hold in a quoted or block scalar (no control characters, no U+2028 / U+0085)
 _CHARS = st.sampled_from(

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import HashingEncoder
-from hypothesis import HealthCheck, example, given, settings
+from conftest import PROPERTY_SETTINGS, HashingEncoder
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ragroute.errors import RagrouteError
@@ -29,12 +29,7 @@ from ragroute.index.build import build_index
 from ragroute.scopes import scoped_filters
 from ragroute.types import Document
 
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+SETTINGS = PROPERTY_SETTINGS
 FEW = settings(SETTINGS, max_examples=12)
 
 

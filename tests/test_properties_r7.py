@@ -29,8 +29,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import HashingEncoder
-from hypothesis import HealthCheck, example, given, settings
+from conftest import PROPERTY_SETTINGS, HashingEncoder
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ragroute.display import shown_numbers, shown_pair, shown_value
@@ -44,12 +44,7 @@ from ragroute.skills.index import SkillIndex, SkillIndexParams
 from ragroute.skills.records import Catalogue, Skill
 from ragroute.skills.router import SkillRouter
 
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+SETTINGS = PROPERTY_SETTINGS
 FEW = settings(SETTINGS, max_examples=6)
 SOME = settings(SETTINGS, max_examples=15)
 

@@ -28,7 +28,8 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import PROPERTY_SETTINGS
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragroute.index import dense as dense_module
@@ -37,12 +38,7 @@ from ragroute.index.io import load_index, read_index_manifest, save_index
 from ragroute.scopes import scoped_filters
 from ragroute.types import Document
 
-SETTINGS = settings(
-    max_examples=int(os.environ.get("PROP_N", "60")),
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+SETTINGS = settings(PROPERTY_SETTINGS, max_examples=int(os.environ.get("PROP_N", "60")))
 
 DIM = 16
 GROUPS = "abcd"
