@@ -433,7 +433,10 @@ def number_text_hint(value: Any) -> str:
 def error_summary(exc: BaseException, limit: int = 300) -> str:
     """``Type: message`` on one line, at most ``limit`` characters: how a failure a stage kept going
     past (a source, a gate, a reranker, an LLM call) is written into a trace."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:limit]
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:limit]
+    # a lone surrogate in the message (undecodable bytes an error quotes) as a \udXXX escape: the
+    # trace it goes in is printed and written as UTF-8 (`ragroute ask --json` raised on one)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def first_line(exc: BaseException) -> str:

@@ -48,6 +48,7 @@ from ragroute.errors import (
     check_k,
     check_query,
     error_summary,
+    has_visible_text,
     lone_surrogate,
 )
 from ragroute.gate.planners import (
@@ -494,11 +495,17 @@ class StepwiseController:
 
 def _valid(reply: Reply) -> Reply:
     """``reply``, or a failed one when its text is not valid text (a lone surrogate, which no UTF-8
-    output can print: `ragroute ask` raised UnicodeEncodeError with a traceback until session 43)."""
-    problem = lone_surrogate(reply.text) if reply.ok else None
-    if problem is None:
+    output can print: `ragroute ask` raised UnicodeEncodeError with a traceback until session 43),
+    or has nothing in it but invisible characters (zero-width spaces, controls: it was the step's
+    answer, filled in for ``#N``, and the run's, "complete", as the planner's empty answer is not)."""
+    if not reply.ok:
         return reply
-    return Reply(ms=reply.ms, error=f"the answer is not valid text: {problem}")
+    problem = lone_surrogate(reply.text)
+    if problem is not None:
+        return Reply(ms=reply.ms, error=f"the answer is not valid text: {problem}")
+    if reply.text.strip() and not has_visible_text(reply.text):
+        return Reply(ms=reply.ms, error=f"the LLM answered with nothing ({reply.text[:40]!r})")
+    return reply
 
 
 def _stand_in(steps: Sequence[StepRecord]) -> tuple[str, str]:

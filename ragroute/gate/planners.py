@@ -280,7 +280,11 @@ def _evidence(step: StepRecord, chars: int) -> str:
     return f"{top.title}: {text}" if top.title else text
 
 
-_LINE = re.compile(r"^\s*(search|query|ask|answer|final answer)\s*[:\-]\s*(.+?)\s*$", re.I | re.M)
+# [^\S\n]: white space within the line. With \s the line's start and end could each run on over
+# the following lines: a reply of 20,000 newlines took 15 s to read (the time grew as its square)
+_LINE = re.compile(
+    r"^[^\S\n]*(search|query|ask|answer|final answer)[^\S\n]*[:\-]\s*(.+?)[^\S\n]*$", re.I | re.M
+)
 
 
 _FIELD = re.compile(r'["\'](action|query|question|answer)["\']\s*:\s*"((?:[^"\\]|\\.)*)"')

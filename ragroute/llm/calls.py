@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
 
-from ragroute.errors import error_summary
+from ragroute.errors import error_summary, lone_surrogate
 
 
 class _Overrun(Exception):
@@ -65,6 +65,8 @@ class Reply:
     ms: float = 0.0
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: how many tokens the LLM says it generated (None: it does not say)
+    tokens: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,10 +74,17 @@ class Reply:
 
     @property
     def logprob_problem(self) -> str | None:
-        """Why ``logprobs`` are not log-probabilities (NaN, infinite, or above 0: raw logits, say),
-        or None when they are (or there are none)."""
+        """Why ``logprobs`` are not log-probabilities (NaN, infinite, or above 0: raw logits, say;
+        or not one per token the LLM says it generated), or None when they are (or there are none)."""
         invalid = [v for v in self.logprobs or [] if not math.isfinite(v) or v > LOGPROB_TOLERANCE]
         if not invalid:
+            if self.logprobs and self.tokens is not None and len(self.logprobs) != self.tokens:
+                # a value missing for some tokens (or more values than tokens): which token each
+                # belongs to is unknown, and a mean over the rest read as the draft's confidence
+                return (
+                    f"the LLM's token log-probabilities do not match its tokens ({len(self.logprobs)} "
+                    f"log-probabilities for {self.tokens} tokens)"
+                )
             return None
         return (
             f"the LLM's token log-probabilities are not log-probabilities ({len(invalid)} of "
@@ -131,6 +140,20 @@ def token_logprobs(response: Any) -> list[float] | None:
     return None
 
 
+def token_count(response: Any) -> int | None:
+    """How many tokens ``response`` says it generated, as the source :func:`token_logprobs` reads
+    says it: the rows of ``response.logprobs`` (one per token, also one without a value), else the
+    ``additional_kwargs["tokens"]`` list; None when it does not say."""
+    rows = getattr(response, "logprobs", None)
+    if _row_logprobs(rows):
+        return len(rows)
+    extra = getattr(response, "additional_kwargs", None) or {}
+    tokens = extra.get("tokens") if isinstance(extra, Mapping) else None
+    if isinstance(tokens, Sequence) and not isinstance(tokens, str):
+        return len(tokens)
+    return None
+
+
 def complete_safely(llm: Any, prompt: str, *, timeout_s: float | None = None, **kwargs: Any) -> Reply:
     """``llm.complete(prompt, **kwargs)`` as a :class:`Reply`; never raises for the LLM's failures."""
     start = time.perf_counter()
@@ -146,15 +169,22 @@ def complete_safely(llm: Any, prompt: str, *, timeout_s: float | None = None, **
                 response = _call_within(call, timeout_s)
             except _Overrun:  # the LLM's own TimeoutError is an ordinary error, below
                 return Reply(ms=_ms(start), error=f"TimeoutError: no answer within {timeout_s} s")
+        # read in here: a response whose text or log-probabilities raise when read (a stream cut
+        # short) raised out of this function, past every caller's fallback
+        text = getattr(response, "text", response)
+        if not isinstance(text, str):
+            return Reply(ms=_ms(start), error=f"TypeError: the LLM returned {type(text).__name__}, not text")
+        problem = lone_surrogate(text)
+        if problem is not None:  # no UTF-8 output can print it: `ragroute ask --json` raised on the
+            # gate's draft or the router's answer in its trace; a failed call, as the answerer's is
+            return Reply(ms=_ms(start), error=f"the LLM's answer is not valid text: {problem}")
+        logprobs = token_logprobs(response)
+        tokens = token_count(response) if logprobs is not None else None
     except Exception as exc:  # noqa: BLE001 - any LLM failure becomes a recorded error
         return Reply(ms=_ms(start), error=error_summary(exc, 200))
-    text = getattr(response, "text", response)
-    if not isinstance(text, str):
-        return Reply(ms=_ms(start), error=f"TypeError: the LLM returned {type(text).__name__}, not text")
-    logprobs = token_logprobs(response)
     if logprobs is not None:  # a token given probability 0: a finite stand-in; NaN stays (invalid)
         logprobs = [-100.0 if v == -math.inf else v for v in logprobs]
-    return Reply(text=text, logprobs=logprobs, ms=_ms(start))
+    return Reply(text=text, logprobs=logprobs, ms=_ms(start), tokens=tokens)
 
 
 def _ms(start: float) -> float:

@@ -13,6 +13,7 @@ that errors); ``delay_s`` sleeps before answering (an LLM that times out);
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -20,6 +21,10 @@ from llama_index.core.base.llms.types import LogProb
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
 from llama_index.core.llms.callbacks import llm_completion_callback
 from pydantic import Field
+
+#: one call at a time reads the script (held only while a reply is picked; a module-level lock,
+#: so a scripted LLM still copies and pickles)
+_SCRIPT_LOCK = threading.Lock()
 
 
 class ScriptedLLM(CustomLLM):
@@ -62,9 +67,13 @@ class ScriptedLLM(CustomLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        self.prompts.append(prompt)
-        reply, i = self._pick(prompt)
-        self.calls += 1
+        # one call at a time through the script: called from several threads at once (a pipeline's
+        # sources, concurrent queries, a call abandoned at its timeout), two calls read the same
+        # turn, one reply was given twice and another never
+        with _SCRIPT_LOCK:
+            self.prompts.append(prompt)
+            reply, i = self._pick(prompt)
+            self.calls += 1
         if self.delay_s:
             time.sleep(self.delay_s)
         if isinstance(reply, BaseException):
