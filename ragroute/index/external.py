@@ -31,7 +31,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError, check_query_vectors
+from ragroute.errors import (
+    EncoderMismatchError,
+    IndexFormatError,
+    RagrouteError,
+    check_k,
+    check_query_vectors,
+)
 from ragroute.index.dense import aligned_vectors
 from ragroute.index.docstore import DocumentStore, check_have_text, saved_form
 from ragroute.index.io import FAMILY
@@ -374,6 +380,7 @@ class ExternalVectorIndex(VectorIndex):
         self, vectors: np.ndarray, k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
         """Search with precomputed query embeddings; ``filters`` are pushed down into the store."""
+        k = check_k(k)  # as a local index: the store's own refusals (limit 0), or none (2.5, True)
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         vectors = check_query_vectors(vectors, len(vectors), self.encoder)  # a NaN row found nothing
         # the documents and their positions hold still while the store is searched: a vector found
@@ -416,8 +423,10 @@ class ExternalVectorIndex(VectorIndex):
         keys = {c.field for c in clauses if c.scopes is None and c.meta}
         if not keys:
             return
-        size = len(self.store)
-        if getattr(self, "_nested_keys", (None, None))[0] != size:
+        # read again whenever the documents change: a count kept (a delete and an add) kept a stale
+        # answer, and a key now holding a list in a document was pushed down, missing it silently
+        version = self.store.version
+        if getattr(self, "_nested_keys", (None, None))[0] != version:
             # a tuple or an array too, which a local index matches item by item (until session 44
             # the store matched none of them, silently)
             nested = {
@@ -426,7 +435,7 @@ class ExternalVectorIndex(VectorIndex):
                 for k, v in d.metadata.items()
                 if isinstance(saved_form(v), (list, dict))
             }
-            self._nested_keys = (size, nested)
+            self._nested_keys = (version, nested)
         found = sorted(keys & self._nested_keys[1])
         if found:
             raise RagrouteError(
@@ -533,6 +542,10 @@ class ExternalVectorIndex(VectorIndex):
     ) -> ExternalVectorIndex:
         recorded = dict(params.get(cls.params_key) or {})
         collection = recorded.get("collection_name")
+        if collection is None and len(store) == 0 and params.get("documents", 0) == 0:
+            # saved before any document was added: no collection was ever created, and the index
+            # loads back empty (it was saved, but loading it failed "names no collection" before)
+            return cls(encoder, StoreParams.from_dict(recorded), store, None, name)
         if not isinstance(collection, str):
             raise IndexFormatError(f"{directory}: the manifest names no {cls.store_name} collection")
         folder = local_folder(str(recorded.get("location", "")))
