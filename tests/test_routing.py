@@ -173,7 +173,7 @@ def test_knn_router_votes_and_explains(hashing_encoder):
 def test_ensemble_weights_confident_members(sources, hashing_encoder):
     proto = PrototypeRouter(sources, hashing_encoder)
     knn = KnnRouter(["printer vpn"], ["it"], hashing_encoder)  # knows only one route
-    ensemble = EnsembleRouter([proto, knn])
+    ensemble = EnsembleRouter([proto, knn], early_exit=None)  # every member consulted
     decision = ensemble.route(QUERIES["astro"])
     assert set(decision.routes) == {"astro", "cook", "it"}
     assert decision.chosen == ["astro"]
@@ -459,23 +459,84 @@ class _FixedRouter:
         return _FixedRouter(self.name, {k: v / total for k, v in kept.items()})
 
 
+class _Counting:
+    """A member that records the queries (and vectors) it was asked to route."""
+
+    def __init__(self, router):
+        self.router, self.name, self.labels = router, router.name, router.labels
+        self.asked, self.vectors = [], []
+
+    def route_many(self, queries, *, query_vectors=None):
+        self.asked.append(list(queries))
+        self.vectors.append(query_vectors)
+        return self.router.route_many(queries, query_vectors=query_vectors)
+
+
 def test_ensemble_member_weights_and_sharpness():
     a = _FixedRouter("a", {"x": 0.9, "y": 0.1})
     b = _FixedRouter("b", {"x": 0.4, "y": 0.6})
-    only_a = EnsembleRouter([a, b], weights=[1.0, 0.0]).route("q")
+    only_a = EnsembleRouter([a, b], weights=[1.0, 0.0], early_exit=None).route("q")
     assert only_a.routes == {"x": 0.9, "y": 0.1}
     # top probabilities 0.9 and 0.6 weigh 0.81 and 0.36 at sharpness 2
-    both = EnsembleRouter([a, b], sharpness=2.0).route("q")
+    both = EnsembleRouter([a, b], sharpness=2.0, early_exit=None).route("q")
     assert both.signals["weights"] == {"a": 0.81, "b": 0.36}
     x = (0.81 * 0.9 + 0.36 * 0.4) / (0.81 + 0.36)
     assert both.routes == {"x": round(x, 6), "y": round(1 - x, 6)}
     # sharpness 1: the top probabilities themselves
-    flat = EnsembleRouter([a, b], sharpness=1.0).route("q")
+    flat = EnsembleRouter([a, b], sharpness=1.0, early_exit=None).route("q")
     assert flat.signals["weights"] == {"a": 0.9, "b": 0.6}
     x = (0.9 * 0.9 + 0.6 * 0.4) / 1.5
     assert flat.routes == {"x": round(x, 6), "y": round(1 - x, 6)}
-    weighted = EnsembleRouter([a, b], weights=[1.0, 3.0]).route("q")
+    weighted = EnsembleRouter([a, b], weights=[1.0, 3.0], early_exit=None).route("q")
     assert weighted.signals["weights"] == {"a": 0.81, "b": round(3 * 0.36, 4)}
+
+
+def test_a_sure_first_member_decides_alone_and_the_others_are_not_run():
+    a = _FixedRouter("a", {"x": 0.95, "y": 0.05})
+    b = _Counting(_FixedRouter("b", {"x": 0.1, "y": 0.9}))
+    decision = EnsembleRouter([a, b], early_exit=0.9).route("q")
+    assert b.asked == []  # never run
+    assert decision.routes == {"x": 0.95, "y": 0.05} and decision.chosen == ["x"]
+    assert decision.signals["early_exit"] == 0.9 and decision.signals["skipped"] == ["b"]
+    assert set(decision.signals["weights"]) == {"a"}
+    # below the threshold every member has its say, as without an early exit
+    unsure = _FixedRouter("a", {"x": 0.6, "y": 0.4})
+    decision = EnsembleRouter([unsure, b], early_exit=0.9).route("q")
+    assert b.asked == [["q"]] and "skipped" not in decision.signals
+    assert decision.routes == EnsembleRouter([unsure, b], early_exit=None).route("q").routes
+
+
+def test_the_early_exit_runs_later_members_only_for_the_queries_the_first_is_unsure_of():
+    class _ByQuery(_FixedRouter):
+        def route_many(self, queries, *, query_vectors=None):
+            sure = {"x": 0.99, "y": 0.01}
+            return [
+                decision_from_probs(
+                    ["x", "y"],
+                    list((sure if q.startswith("sure") else self.probs).values()),
+                    decided_by=self.name,
+                )
+                for q in queries
+            ]
+
+    a = _ByQuery("a", {"x": 0.5, "y": 0.5})
+    b = _Counting(_FixedRouter("b", {"x": 0.2, "y": 0.8}))
+    queries = ["sure 1", "unsure 1", "sure 2", "unsure 2"]
+    decisions = EnsembleRouter([a, b]).route_many(queries, query_vectors=np.eye(4, 3))
+    assert b.asked == [["unsure 1", "unsure 2"]]
+    assert b.vectors[0].tolist() == np.eye(4, 3)[[1, 3]].tolist()  # each query with its own vector
+    assert [d.chosen for d in decisions] == [["x"], ["y"], ["x"], ["y"]]
+    assert ["skipped" in d.signals for d in decisions] == [True, False, True, False]
+
+
+def test_the_early_exit_is_off_when_the_first_member_has_no_weight_and_checked():
+    a = _FixedRouter("a", {"x": 0.95, "y": 0.05})
+    b = _Counting(_FixedRouter("b", {"x": 0.1, "y": 0.9}))
+    decision = EnsembleRouter([a, b], weights=[0.0, 1.0]).route("q")  # a alone would give no decision
+    assert b.asked == [["q"]] and decision.chosen == ["y"]
+    for bad in (0, 1.5, -0.1, float("nan"), True, "0.9"):
+        with pytest.raises(RagrouteError, match="early_exit"):
+            EnsembleRouter([a, b], early_exit=bad)
 
 
 def test_a_restricted_ensemble_keeps_its_weights_and_sharpness():

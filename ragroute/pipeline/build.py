@@ -36,14 +36,14 @@ from ragroute.route.sources import Source, SourceProblem, check_sources
 
 SELECTION_KEYS = {f.name for f in fields(RoutingOptions)}
 #: router settings whose ``null`` means "the default" (fitted temperature, no none route)
-OPTIONAL_SETTINGS = ("temperature", "none_threshold")
+OPTIONAL_SETTINGS = ("temperature", "none_threshold", "early_exit")
 #: router kinds whose routes come from labelled data or a fitted artifact (not from the sources, nor
 #: chosen by hand as a fixed router's are): their routes are checked against the source names
 LABELLED_ROUTER_KINDS = ("knn", "trained", "llm", "ensemble", "pilot", "quality")
 #: router settings that must be above 0 (a softmax temperature)
-POSITIVE_SETTINGS = ("temperature", "timeout_s")
+POSITIVE_SETTINGS = ("temperature", "timeout_s", "early_exit")
 #: router settings with a largest value (probabilities)
-ROUTER_SETTING_MAXIMA = {"label_probability": 1.0, "none_threshold": 1.0}
+ROUTER_SETTING_MAXIMA = {"label_probability": 1.0, "none_threshold": 1.0, "early_exit": 1.0}
 #: router settings that take one of a few words (checked before any router is built)
 ROUTER_SETTING_CHOICES = {"probe": PROBES, "mode": PILOT_MODES}
 #: list settings whose empty list is refused (it quietly meant the default: the key left out says so)

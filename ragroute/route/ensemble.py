@@ -5,13 +5,20 @@ ones are the opposite (UniversalRAG found a confidence ensemble the most robust)
 Each member's distribution is weighted by its confidence (its top probability,
 raised to ``sharpness``) and the weighted average is renormalised; routes a
 member does not know get probability 0 from it.
+
+With ``early_exit`` (default :data:`EARLY_EXIT`), a query whose first member is already sure (its
+top probability at least that; a first member weighted 0 never is) is decided by the first member
+alone: the other members are not run for it (the cheaper router listed first saves the costlier
+ones' work), and its signals say so (``early_exit``, ``skipped``). On the Glasgow dev queries the
+default ensemble's first member, the prototype router, is that sure of 55% of them, and the whole
+ensemble chose the same routes for every one of those (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +27,9 @@ from ragroute.errors import RagrouteError, check_batch
 from ragroute.route.base import BaseRouter, Router, decision_from_probs, route_contexts
 from ragroute.types import Decision
 
+#: the first member's top probability from which the others are not consulted (None: always)
+EARLY_EXIT: float | None = 0.9
+
 
 class EnsembleRouter(BaseRouter):
     """Confidence-weighted average of several routers' probabilities."""
@@ -27,7 +37,12 @@ class EnsembleRouter(BaseRouter):
     name = "ensemble"
 
     def __init__(
-        self, routers: Sequence[Router], *, weights: Sequence[float] | None = None, sharpness: float = 2.0
+        self,
+        routers: Sequence[Router],
+        *,
+        weights: Sequence[float] | None = None,
+        sharpness: float = 2.0,
+        early_exit: float | None = EARLY_EXIT,
     ):
         routers = check_batch(routers, "an ensemble's routers")
         if not routers:
@@ -40,6 +55,15 @@ class EnsembleRouter(BaseRouter):
         if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)) or not sharpness >= 0:
             raise RagrouteError(f"an ensemble's sharpness must be a number >= 0, got {sharpness!r}")
         self.sharpness = float(sharpness)
+        if early_exit is not None and (
+            isinstance(early_exit, bool)
+            or not isinstance(early_exit, (int, float))
+            or not 0 < early_exit <= 1
+        ):
+            raise RagrouteError(
+                f"an ensemble's early_exit must be a number in (0, 1] or None, got {early_exit!r}"
+            )
+        self.early_exit = None if early_exit is None else float(early_exit)
         self.labels = list(dict.fromkeys(label for r in self.routers for label in r.labels))
 
     def restricted_to(self, labels: Collection[str]) -> EnsembleRouter | None:
@@ -52,7 +76,9 @@ class EnsembleRouter(BaseRouter):
         if all(r is None for r in restricted):
             return None
         members = [new if new is not None else old for new, old in zip(restricted, self.routers)]
-        return EnsembleRouter(members, weights=self.weights, sharpness=self.sharpness)
+        return EnsembleRouter(
+            members, weights=self.weights, sharpness=self.sharpness, early_exit=self.early_exit
+        )
 
     def describe(self) -> dict[str, Any]:
         """The members (each one's own ``describe()`` where it has one), weights and sharpness."""
@@ -64,28 +90,63 @@ class EnsembleRouter(BaseRouter):
             ],
             "weights": list(self.weights),
             "sharpness": self.sharpness,
+            "early_exit": self.early_exit,
         }
 
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]:
         """One decision per query: the members' route probabilities, weighted and combined."""
-        return self._combine(
-            len(queries), [r.route_many(queries, query_vectors=query_vectors) for r in self.routers]
-        )
+
+        def run(router: Router, rows: list[int] | None) -> list[Decision]:
+            if rows is None:
+                return router.route_many(queries, query_vectors=query_vectors)
+            vectors = None if query_vectors is None else np.asarray(query_vectors)[rows]
+            return router.route_many([queries[i] for i in rows], query_vectors=vectors)
+
+        return self._route(len(queries), run)
 
     def route_contexts(self, contexts: Sequence[Any]) -> list[Decision]:
-        return self._combine(len(contexts), [route_contexts(r, contexts) for r in self.routers])
+        def run(router: Router, rows: list[int] | None) -> list[Decision]:
+            return route_contexts(router, contexts if rows is None else [contexts[i] for i in rows])
 
-    def _combine(self, n: int, per_router: list[list[Decision]]) -> list[Decision]:
+        return self._route(len(contexts), run)
+
+    def _route(self, n: int, run: Callable[[Router, list[int] | None], list[Decision]]) -> list[Decision]:
+        """Every member's decisions (``run(member, rows)``: for the queries at ``rows``, None: all),
+        combined; with ``early_exit``, the members after the first run only for the queries the
+        first is not sure of."""
+        first = run(self.routers[0], None)
+        # a first member weighted 0 cannot decide alone (it would give every route the same share)
+        if self.early_exit is None or self.weights[0] <= 0:
+            return self._combine(n, [first, *(run(r, None) for r in self.routers[1:])])
+        threshold = self.early_exit
+        unsure = [i for i, d in enumerate(first) if not max(d.routes.values(), default=0.0) >= threshold]
+        per_router: list[list[Decision | None]] = [list(first)]
+        for router in self.routers[1:]:
+            column: list[Decision | None] = [None] * n
+            if unsure:
+                for i, decision in zip(unsure, run(router, unsure)):
+                    column[i] = decision
+            per_router.append(column)
+        return self._combine(n, per_router)
+
+    def _combine(self, n: int, per_router: Sequence[Sequence[Decision | None]]) -> list[Decision]:
         # a handful of members over a handful of routes: plain Python beats numpy's per-call cost
         labels = self.labels
         out = []
         for i in range(n):
-            members = [decisions[i] for decisions in per_router]
+            # a member left out by the early exit (None) has no say in this query's decision
+            ran = [
+                (r, w, column[i])
+                for r, w, column in zip(self.routers, self.weights, per_router)
+                if column[i] is not None
+            ]
+            routers = [r for r, _, _ in ran]
+            members = [d for _, _, d in ran if d is not None]
             rows = [[d.routes.get(label, 0.0) for label in labels] for d in members]
             member_weights = [
-                weight * max(row, default=0.0) ** self.sharpness for weight, row in zip(self.weights, rows)
+                weight * max(row, default=0.0) ** self.sharpness for (_, weight, _), row in zip(ran, rows)
             ]
             combined = [sum(w * row[j] for w, row in zip(member_weights, rows)) for j in range(len(labels))]
             total = sum(combined)
@@ -95,10 +156,11 @@ class EnsembleRouter(BaseRouter):
                 probs,
                 decided_by=self.name,
                 signals={
-                    "members": {r.name: d.routes for r, d in zip(self.routers, members)},
-                    "weights": {r.name: round(w, 4) for r, w in zip(self.routers, member_weights)},
+                    "members": {r.name: d.routes for r, d in zip(routers, members)},
+                    "weights": {r.name: round(w, 4) for r, w in zip(routers, member_weights)},
                     # what each member read (similarities, score z, logit margins), not only its routes
-                    "member_signals": {r.name: d.signals for r, d in zip(self.routers, members)},
+                    "member_signals": {r.name: d.signals for r, d in zip(routers, members)},
+                    **self._exit_signals(routers),
                 },
                 log_routes=(
                     functools.partial(_log_mixture, labels, members, member_weights) if total > 0 else None
@@ -107,6 +169,14 @@ class EnsembleRouter(BaseRouter):
             decision.trace = [step for d in members for step in d.trace] + decision.trace
             out.append(decision)
         return out
+
+    def _exit_signals(self, ran: Sequence[Router]) -> dict[str, Any]:
+        """``early_exit`` (the threshold) and ``skipped`` (the members not run) for a query the first
+        member decided alone; nothing when every member ran."""
+        if len(ran) == len(self.routers):
+            return {}
+        skipped = [r.name for r in self.routers[len(ran) :]]
+        return {"early_exit": self.early_exit, "skipped": skipped}
 
 
 def _log_mixture(

@@ -26,7 +26,7 @@ ROUTER_SETTINGS: dict[str, set[str]] = {
     "knn": {"examples", "k"},
     "trained": {"model"},
     "llm": {"llm", "fallback", "label_probability", "timeout_s"},
-    "ensemble": {"members", "sharpness"},
+    "ensemble": {"members", "sharpness", "early_exit"},
     "fixed": {"routes"},
     "pilot": {"model", "mode"},
     "quality": {"model"},
@@ -43,6 +43,7 @@ ROUTER_SETTING_TYPES: dict[str, tuple[str, float | None]] = {
     "timeout_s": ("number", 0),
     "members": ("strings", None),
     "sharpness": ("number", 0),  # below 0 the least confident member led (until session 37)
+    "early_exit": ("number", 0),
     "routes": ("strings", None),
     "mode": ("string", None),
     "bank_dim": ("integer", 1),
@@ -178,14 +179,16 @@ def llm_fallback_problem(settings: Mapping[str, Any]) -> str | None:
 
 
 def ensemble(settings: Mapping[str, Any], build: RouterBuild) -> Router:
-    from ragroute.route.ensemble import EnsembleRouter
+    from ragroute.route.ensemble import EARLY_EXIT, EnsembleRouter
 
     members = settings.get("members") or ["prototype", "confidence"]
     if "ensemble" in members:
         raise RagrouteError(f"{build.where}: an ensemble cannot contain an ensemble")
+    early_exit = settings.get("early_exit", EARLY_EXIT)
     return EnsembleRouter(
         [build_router(str(m), settings, build) for m in members],
         sharpness=float(settings.get("sharpness", 2.0)),
+        early_exit=None if early_exit is None else float(early_exit),
     )
 
 
