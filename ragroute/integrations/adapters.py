@@ -186,6 +186,19 @@ def scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def framework_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata a framework's own node or document keeps on its hit: its scalar entries
+    (:func:`scalar_metadata`) and its lists of scalars (a ``tags`` list, as an index's documents
+    hold them), so ragroute's filters match them as they match an index's: until now the lists were
+    dropped and a filter on one matched nothing, silently."""
+    out = scalar_metadata(metadata)
+    for key, value in metadata.items():
+        listed = isinstance(value, (list, tuple)) and all(v is None or isinstance(v, SCALARS) for v in value)
+        if listed and key not in out:
+            out[key] = list(value)
+    return out
+
+
 #: the prefix under which a node or document made by ragroute keeps its document's own value for one
 #: of ragroute's metadata keys (a document's ``source`` is ``document_source``: ``source`` is the route)
 OWN_PREFIX = "document_"
@@ -357,6 +370,11 @@ def matches(hit: Hit, filters: Mapping[str, Any] | None) -> bool:
 
 
 def _field(hit: Hit, key: str) -> Any:
+    """The value a filter on ``key`` reads on an adapter's hit: its metadata, or the hit's own field
+    for the node or document metadata that became one (``title``, ``modality``, ``parent_id``); a
+    filter on a node's ``title`` matched nothing, silently, until the title was read here."""
+    if key == "title" and key not in hit.metadata:
+        return hit.title or None
     if key == "modality":
         return hit.modality
     if key == "parent_id":

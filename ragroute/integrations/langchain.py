@@ -56,6 +56,7 @@ from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import (
     DecisionLog,
     ExternalRetriever,
+    framework_metadata,
     framework_score,
     index_scale,
     keeps_source_ids,
@@ -408,8 +409,8 @@ def document_to_hit(
     text. ``score``: the first numeric ``score`` / ``relevance_score`` / ``similarity`` metadata
     that is a finite number, else ``1/rank``. Metadata: for a document ragroute made, the metadata
     of the document it shows (ragroute's keys left out, ``document_KEY`` back as ``KEY``); any
-    other document's scalar entries but its title and what gave the id and the score, a loader's
-    ``source`` included (it was dropped until session 40).
+    other document's scalar entries and lists of scalars but its title and what gave the id and the
+    score, a loader's ``source`` included (it was dropped until session 40).
     """
     metadata = dict(document.metadata or {})
     ours = made_by_ragroute(document.id, metadata)
@@ -434,7 +435,7 @@ def document_to_hit(
         rank=rank,
         text=document.page_content,
         title=str(metadata.get("title") or ""),
-        metadata=scalar_metadata(own),
+        metadata=framework_metadata(own),
         parent_id=str(parent) if parent else None,
         modality=str(metadata.get("modality") or "text"),
         explain={"langchain": {"rank": rank, "score": raw}},

@@ -55,6 +55,7 @@ from ragroute.integrations.adapters import (
     OWN_PREFIX,
     DecisionLog,
     ExternalRetriever,
+    framework_metadata,
     framework_score,
     index_scale,
     keeps_source_ids,
@@ -103,7 +104,9 @@ def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str 
         "rank": hit.rank,
         "modality": hit.modality,
         "parent_id": hit.parent_id,
-        "explain": hit.explain,
+        # the node's own copy: the hit's is the one a step-wise run (its decision) keeps, and a
+        # change to a node's numbers changed that run's until it was copied here
+        "explain": copy.deepcopy(hit.explain),
     }
     if decision is not None:
         ours["route_probability"] = float(decision.routes.get(hit.source, 0.0))
@@ -411,7 +414,7 @@ def node_to_hit(node: NodeWithScore, rank: int, source: str = "", *, qualified: 
         rank=rank,
         text=inner.get_content(metadata_mode=MetadataMode.NONE),
         title=str(metadata.get("title") or ""),
-        metadata=scalar_metadata(own),
+        metadata=framework_metadata(own),
         parent_id=parent if parent != doc_id else None,
         modality=str(metadata.get("modality") or "text"),
         explain={

@@ -140,7 +140,7 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
         nodes = []
         for hit in hits:
             node = hit_to_node(hit, routed, decision_id=decision_id)
-            _set_hidden(node, "gate", gate)
+            _set_hidden(node, "gate", dict(gate))  # each node its own: one node's edit changed them all
             nodes.append(node)
         return nodes
 
