@@ -145,7 +145,7 @@ def token_count(response: Any) -> int | None:
     says it: the rows of ``response.logprobs`` (one per token, also one without a value), else the
     ``additional_kwargs["tokens"]`` list; None when it does not say."""
     rows = getattr(response, "logprobs", None)
-    if _row_logprobs(rows):
+    if rows is not None and _row_logprobs(rows):
         return len(rows)
     extra = getattr(response, "additional_kwargs", None) or {}
     tokens = extra.get("tokens") if isinstance(extra, Mapping) else None
