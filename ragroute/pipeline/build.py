@@ -35,7 +35,7 @@ from ragroute.route.score_probe import PROBES
 from ragroute.route.sources import Source, SourceProblem, check_sources
 
 SELECTION_KEYS = {f.name for f in fields(RoutingOptions)}
-#: router settings whose ``null`` means "the default" (fitted temperature, no none route)
+#: router settings that may be ``null``: the default (fitted temperature, no none route) or off (early exit)
 OPTIONAL_SETTINGS = ("temperature", "none_threshold", "early_exit")
 #: router kinds whose routes come from labelled data or a fitted artifact (not from the sources, nor
 #: chosen by hand as a fixed router's are): their routes are checked against the source names

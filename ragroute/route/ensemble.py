@@ -11,7 +11,7 @@ top probability at least that; a first member weighted 0 never is) is decided by
 alone: the other members are not run for it (the cheaper router listed first saves the costlier
 ones' work), and its signals say so (``early_exit``, ``skipped``). On the Glasgow dev queries the
 default ensemble's first member, the prototype router, is that sure of 55% of them, and the whole
-ensemble chose the same routes for every one of those (docs/benchmarks.md).
+ensemble routed all but one of those alike (docs/benchmarks.md, "The ensemble's early exit").
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class EnsembleRouter(BaseRouter):
         )
 
     def describe(self) -> dict[str, Any]:
-        """The members (each one's own ``describe()`` where it has one), weights and sharpness."""
+        """The members (each one's own ``describe()`` where it has one), weights, sharpness and early exit."""
         return {
             "kind": self.name,
             "members": [
