@@ -651,6 +651,25 @@ def test_ragroute_rerank_reads_each_nodes_parent():
     assert [n.node.node_id for n in kept] == ["docA-c0", "docB-c0"]
 
 
+def test_ragroute_rerank_keeps_a_nodes_own_rerank_metadata():
+    """A node's own `rerank` metadata (a document's field, another postprocessor's numbers) was
+    overwritten by the reranker's: it is kept under `document_rerank`."""
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from ragroute.integrations.llamaindex_rerank import RagrouteRerank
+    from ragroute.rerank.parents import ParentsReranker
+
+    own = TextNode(text="a", id_="a", metadata={"rerank": "editor's pick", "topic": "x"})
+    plain = TextNode(text="b", id_="b")
+    kept = RagrouteRerank(ParentsReranker(), top_n=2).postprocess_nodes(
+        [NodeWithScore(node=own, score=1.0), NodeWithScore(node=plain, score=0.5)], query_str="q"
+    )
+    first, second = (n.node.metadata for n in kept)
+    assert first["document_rerank"] == "editor's pick" and isinstance(first["rerank"], dict)
+    assert first["topic"] == "x" and "document_rerank" not in second
+    assert own.metadata == {"rerank": "editor's pick", "topic": "x"}  # the caller's node unchanged
+
+
 def test_the_documented_query_engine_snippet_runs_offline(tmp_path, monkeypatch, minilm):
     """docs/integrations.md's query-engine example passed an `llm` it never defined (a user
     walkthrough): it runs as written, offline, over the demo's indexes (built here, as `ragroute

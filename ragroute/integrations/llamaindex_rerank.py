@@ -16,6 +16,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field, PrivateAttr
 
 from ragroute.errors import RagrouteError, check_k
+from ragroute.integrations.adapters import OWN_PREFIX
 from ragroute.integrations.llamaindex import node_parent
 from ragroute.types import Hit
 
@@ -85,6 +86,10 @@ class RagrouteRerank(BaseNodePostprocessor):
             # a copy: the caller's nodes stay as they were; the reranker's numbers are for the trace,
             # never part of the text an LLM reads or an embedding model encodes
             node = nodes[int(hit.doc_id)].node.model_copy(deep=True)
+            if "rerank" in node.metadata:  # the node's own value (another postprocessor's, the
+                # document's): kept under `document_rerank`, as ragroute's nodes keep a document's
+                # own value of a key it writes; it was overwritten, lost
+                node.metadata.setdefault(OWN_PREFIX + "rerank", node.metadata["rerank"])
             node.metadata["rerank"] = dict(hit.explain.get("rerank", {}))
             if not by_score:
                 node.metadata["rerank"]["stage1_from"] = (
