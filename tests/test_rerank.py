@@ -711,6 +711,31 @@ def test_rerank_reads_the_stage1_scores_and_explains_them(tiny_reranker):
     assert ranked[0].explain["rerank"]["stage1_z"] > 0 > ranked[-1].explain["rerank"]["stage1_z"]
 
 
+def test_rerank_reads_a_pipelines_fused_values_as_the_stage1_scores(tiny_reranker):
+    """A pipeline's hits carry a cosine-scale similarity as their score and the value that ordered
+    them in explain["fused"]; the calibration's stage1_z was fitted on the first stage's own scores,
+    but the fused list's cosine scores were standardised instead (out of step with the order)."""
+    from dataclasses import replace
+
+    out, _ = tiny_reranker
+    reranker = CrossEncoderReranker(out, backend="torch", candidates=4)
+    reranker.calibration = replace(reranker.calibration, c=0.0, d=2.0)
+    text = TOPICS["weather"][1]
+    fused = [0.033, 0.032, 0.016, 0.015]  # the order's values (RRF) ...
+    cosine = [0.40, 0.70, 0.30, 0.65]  # ... and the cosine-scale scores a pipeline's hits carry
+    hits = [
+        Hit(doc_id=f"d{i}", score=c, rank=i + 1, text=text, explain={"fused": f})
+        for i, (f, c) in enumerate(zip(fused, cosine))
+    ]
+    ranked = reranker.rerank("forecast rain tomorrow in paris", hits, k=4)
+    assert [h.doc_id for h in ranked] == ["d0", "d1", "d2", "d3"]  # equal logits: the fused order
+    assert [h.explain["rerank"]["stage1_score"] for h in ranked] == fused
+    # a hit without a usable fused value is read by its score, as before
+    plain = [replace(h, explain={"fused": float("nan")}) for h in hits]
+    by_score = reranker.rerank("forecast rain tomorrow in paris", plain, k=4)
+    assert [h.doc_id for h in by_score] == ["d1", "d3", "d0", "d2"]
+
+
 def test_calibration_scores_each_distinct_pair_once():
     """A pair that occurs several times gets one logit: a scorer whose rows of one batch round
     differently (as CPU kernels may) cannot make a constant model look as if it ranked."""

@@ -39,6 +39,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,18 @@ def pool_zscores(scores: Sequence[float]) -> np.ndarray:
     return (values - values.mean()) / spread if spread > 1e-12 else np.zeros(len(values))
 
 
+def stage1_score(hit: Hit) -> float:
+    """The score that put ``hit`` where it is in the first stage's list: a pipeline's fused value
+    (``explain["fused"]``: its hits carry a cosine-scale similarity as their score, which does not
+    follow the fused order), else the hit's score. The calibration's ``stage1_z`` was fitted on the
+    first stage's own scores (a hybrid index's fused values); until session 46 a pipeline's rerank
+    stage standardised the cosine-scale scores instead, out of step with the order and the fit."""
+    fused = hit.explain.get("fused") if isinstance(hit.explain, Mapping) else None
+    if isinstance(fused, Real) and not isinstance(fused, bool) and math.isfinite(float(fused)):
+        return float(fused)
+    return hit.score
+
+
 def candidate_text(
     hit: Hit, *, body: bool = True, title_words: bool = False, compact_bodies: bool = False
 ) -> str:
@@ -330,7 +343,8 @@ class CrossEncoderReranker:
         pool = hits[: max(check_k(self.candidates if candidates is None else candidates, "candidates"), k)]
         query = check_query(getattr(context, "text", context))
         logits = self.logits(query, [candidate_text(h, body=self.body, **self.reading) for h in pool])
-        stage1_z = pool_zscores([h.score for h in pool])
+        stage1 = [stage1_score(h) for h in pool]
+        stage1_z = pool_zscores(stage1)
         probs = self.calibration(logits, np.arange(1, len(pool) + 1), stage1_z)
         order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]
         out = []
@@ -343,7 +357,7 @@ class CrossEncoderReranker:
                 "probability": round(float(probs[i]), 4),
                 "calibrated": self.calibration.fitted,
                 "stage1_rank": i + 1,
-                "stage1_score": hit.score,
+                "stage1_score": stage1[i],
                 "stage1_z": round(float(stage1_z[i]), 4),
             }
             out.append(
