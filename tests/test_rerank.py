@@ -1398,3 +1398,54 @@ def test_bench_rerank_gain_is_the_difference_of_unrounded_means(tiny_reranker, t
     result = run_rerank_bench(tmp_path / "sets", hashing_encoder, out, backend="torch")
     for method in ("dense", "hybrid"):
         assert result["rerank_gain"][method] == result["rerank_gain_ci95"][method]["diff"]
+
+
+def test_ragroute_rerank_reads_a_pipeline_nodes_fused_value_as_its_pipeline_stage_does(
+    tiny_reranker, hashing_encoder
+):
+    """Nodes a ragroute pipeline made score a cosine-scale similarity, out of step with the fused
+    value that ordered them (kept hidden in `explain`): RagrouteRerank read the cosine (or, the list
+    looking unsorted, the order alone), so it reranked otherwise than the same pipeline's own rerank
+    stage. It now reads the fused value, as that stage does (session 47)."""
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from ragroute.index.build import build_index
+    from ragroute.integrations.llamaindex import RoutedLlamaRetriever
+    from ragroute.integrations.llamaindex_rerank import RagrouteRerank
+    from ragroute.pipeline.build import pipeline_from_settings
+    from ragroute.route.sources import Source
+    from ragroute.types import Document
+
+    out, _ = tiny_reranker
+    texts = [text for _, text in TOPICS.values()] + [
+        "Weather radar | rain maps and storm tracks",
+        "Mail merge | one message to many recipients from a list",
+        "Ticker news | headlines about a share and its price",
+        "Transit | bus and train routes to the airport",
+    ]
+    docs = [Document(id=f"d{i}", text=t) for i, t in enumerate(texts)]
+    source = Source("tools", build_index(docs, "hybrid", encoder=hashing_encoder, name="tools"))
+    settings = {"kind": "centroid"}
+    plain = pipeline_from_settings([source], settings, encoder=hashing_encoder)
+    staged = pipeline_from_settings(
+        [source], settings, encoder=hashing_encoder, reranker={"kind": "cross-encoder", "model": str(out)}
+    )
+    query = "latest share price and the route to the airport"
+    nodes = RoutedLlamaRetriever(plain, similarity_top_k=8).retrieve(query)
+    fused = [n.node.metadata["explain"]["fused"] for n in nodes]
+    assert fused == sorted(fused, reverse=True)
+    assert [n.score for n in nodes] != sorted((n.score for n in nodes), reverse=True)  # cosine: unsorted
+    reranker = CrossEncoderReranker(out, backend="torch")
+    kept = RagrouteRerank(reranker, top_n=8).postprocess_nodes(nodes, query_str=query)
+    expected = {f"tools:{h.doc_id}": h.explain["rerank"] for h in staged.retrieve(query, k=8).hits}
+    assert set(expected) == {n.node.node_id for n in kept}
+    for node in kept:
+        read, stage = node.node.metadata["rerank"], expected[node.node.node_id]
+        assert read["stage1_from"].startswith("fused")
+        assert read["stage1_z"] == pytest.approx(stage["stage1_z"], abs=1e-6)
+        assert read["probability"] == pytest.approx(stage["probability"], abs=1e-6)
+    assert [n.node.node_id for n in kept] == list(expected)
+    # a node not made by ragroute, among them: the list is read by its scores (or order) as before
+    foreign = NodeWithScore(node=TextNode(text="Maps | driving directions", id_="elsewhere"), score=0.01)
+    mixed = RagrouteRerank(reranker, top_n=9).postprocess_nodes([*nodes, foreign], query_str=query)
+    assert not any(n.node.metadata["rerank"].get("stage1_from", "").startswith("fused") for n in mixed)

@@ -9,6 +9,9 @@ before (kept out of the text an LLM reads and of what an embedding model encodes
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from numbers import Real
 from typing import Any
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -16,9 +19,25 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field, PrivateAttr
 
 from ragroute.errors import RagrouteError, check_k
-from ragroute.integrations.adapters import OWN_PREFIX
+from ragroute.integrations.adapters import OWN_PREFIX, made_by_ragroute
 from ragroute.integrations.llamaindex import node_parent
 from ragroute.types import Hit
+
+
+def fused_value(node: NodeWithScore) -> float | None:
+    """The fused value that ordered a node one of ragroute's retrievers made (``explain["fused"]``
+    in its hidden metadata, :func:`~ragroute.rerank.cross_encoder.stage1_score`'s reading), or None
+    for any other node, or one without a finite number there."""
+    metadata = node.node.metadata
+    if not made_by_ragroute(node.node.node_id, metadata):
+        return None
+    explain = metadata.get("explain")
+    if not isinstance(explain, Mapping):
+        return None
+    value = explain.get("fused")
+    if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value)):
+        return float(value)
+    return None
 
 
 class RagrouteRerank(BaseNodePostprocessor):
@@ -58,8 +77,16 @@ class RagrouteRerank(BaseNodePostprocessor):
         # the reranker reads the stage-1 rank (list order) and score together: nodes that are not
         # all scored, or not in score order, are read by their order alone (until session 36 an
         # unscored node read 0.0 and fell to the bottom of the pool, and an unsorted list gave
-        # rank and score that disagreed)
-        numbers = [float(n.score) for n in nodes if n.score is not None]
+        # rank and score that disagreed). Nodes a ragroute pipeline made are read by the fused
+        # value that ordered them (hidden in their `explain`), as the pipeline's own rerank stage
+        # reads it: their score is a cosine-scale similarity, out of step with that order (until
+        # session 47 it was read, and such a list was often taken as unsorted, read by order alone)
+        fused = [fused_value(n) for n in nodes]
+        by_fused = all(v is not None for v in fused)
+        if by_fused:
+            numbers = [float(v) for v in fused if v is not None]
+        else:
+            numbers = [float(n.score) for n in nodes if n.score is not None]
         by_score = len(numbers) == len(nodes) and all(a >= b for a, b in zip(numbers, numbers[1:]))
         scores = numbers if by_score else [float(len(nodes) - i) for i in range(len(nodes))]
         # the parent and source of each node, as the reranker reads them (a ParentsReranker keeps one
@@ -95,6 +122,8 @@ class RagrouteRerank(BaseNodePostprocessor):
                 node.metadata["rerank"]["stage1_from"] = (
                     "order (the nodes were not all scored, in score order)"
                 )
+            elif by_fused:
+                node.metadata["rerank"]["stage1_from"] = "fused (the ragroute pipeline's fused value)"
             for excluded in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
                 if "rerank" not in excluded:
                     excluded.append("rerank")
