@@ -1,6 +1,7 @@
 """The artifact store: published builds, checksummed manifests, consistent reads during rebuilds."""
 
 import contextlib
+import hashlib
 import json
 import random
 import signal
@@ -13,7 +14,7 @@ from ragroute.index.build import build_index
 from ragroute.index.io import load_index, save_index
 from ragroute.store import open_snapshot, read_artifact, write_artifact
 from ragroute.store.artifact import POINTER_NAME, published_path
-from ragroute.store.manifest import MANIFEST_NAME
+from ragroute.store.manifest import MANIFEST_NAME, canonical_checksum
 from ragroute.types import Document
 
 
@@ -51,6 +52,31 @@ def test_a_build_never_replaces_another_familys_artifact(tmp_path):
     with write_artifact(tmp_path / "art", "index", "bm25") as build:
         (build.path / "c.txt").write_text("repaired")
     assert open_snapshot(tmp_path / "art").manifest.family == "index"
+
+
+def test_an_artifact_a_newer_ragroute_wrote_is_not_replaced_by_another_family(tmp_path):
+    """Its manifest is intact (it matches CURRENT) but in a format this ragroute does not read: until
+    session 47 that skipped the family check, and `build --out` replaced a newer ragroute's gate (or
+    router) with an index. One of the same family is still rebuilt over."""
+    kept = _publish(tmp_path / "art", "x")
+    path = published_path(tmp_path / "art") / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["format_version"] = 99
+    data["checksum"] = canonical_checksum(data)
+    path.write_text(json.dumps(data))
+    pointer = {"build": kept.build, "manifest_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    (tmp_path / "art" / POINTER_NAME).write_text(json.dumps(pointer))
+    with pytest.raises(ArtifactFormatError, match="newer than this ragroute"):
+        open_snapshot(tmp_path / "art")
+    refused = r"refusing to replace .*art: it holds a test \(pair\), not an index; remove it first"
+    with (
+        pytest.raises(ArtifactFormatError, match=refused),
+        write_artifact(tmp_path / "art", "index", "bm25") as build,
+    ):
+        (build.path / "c.txt").write_text("never published")
+    assert json.loads((tmp_path / "art" / POINTER_NAME).read_text()) == pointer
+    _publish(tmp_path / "art", "y")  # its own family: rebuilt over, as before
+    assert open_snapshot(tmp_path / "art").manifest.params == {"tag": "y"}
 
 
 def test_old_builds_are_pruned_but_the_previous_one_is_kept(tmp_path):

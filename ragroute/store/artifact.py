@@ -51,6 +51,7 @@ from ragroute.errors import ArtifactFormatError, is_nul_path_error, refused_path
 from ragroute.store.locks import LOCK_NAME, crash_point, shared, try_exclusive, writer_lock
 from ragroute.store.manifest import (
     FORMAT_NAME,
+    FORMAT_VERSION,
     MANIFEST_NAME,
     ArtifactManifest,
     NotRegularFileError,
@@ -300,22 +301,41 @@ def check_replaceable(
     A new build may replace one of its own family (an index another index, whatever its kind),
     never another family's: ``build --out`` pointed at a trained router by mistake would otherwise
     leave every config naming that router broken. A published build that cannot be read does not
-    stop a rebuild (rebuilding is how a damaged artifact is repaired)."""
+    stop a rebuild (rebuilding is how a damaged artifact is repaired); one a newer ragroute wrote
+    (a format this one does not read) is no damaged one: its family is read all the same (until
+    session 47 it was not, and ``build --out`` replaced a newer ragroute's gate with an index)."""
     target = Path(target)
     if not artifact_exists(target):
         return
     if not holds_artifact(target):  # a CURRENT or manifest.json that is not ragroute's
         refused = f"refusing to overwrite {target.absolute()}: it exists and is not a ragroute artifact"
         raise error(refused + _why(target))
+    held: tuple[str, str] | None
     try:
         current = open_snapshot(target, verify=False).manifest
+        held = (current.family, current.kind)
     except ArtifactFormatError:
-        return
-    if current.family != family:
+        held = _newer_format_family(target)
+    if held is not None and held[0] != family:
         raise error(
-            f"refusing to replace {target}: it holds {family_with_article(current.family)} "
-            f"({current.kind}), not {family_with_article(family)}; remove it first or choose another path"
+            f"refusing to replace {target}: it holds {family_with_article(held[0])} "
+            f"({held[1]}), not {family_with_article(family)}; remove it first or choose another path"
         )
+
+
+def _newer_format_family(target: Path) -> tuple[str, str] | None:
+    """``(family, kind)`` of the published manifest of ``target`` when it is intact (it matches the
+    checksum ``CURRENT`` records) and in a newer format than this ragroute reads; else None."""
+    with contextlib.suppress(ArtifactFormatError, OSError, ValueError, RecursionError):
+        pointer = _read_pointer(target, ArtifactFormatError)
+        raw = read_regular(target / BUILDS_DIR / pointer["build"] / MANIFEST_NAME)
+        data = json.loads(raw.decode("utf-8"))
+        if hashlib.sha256(raw).hexdigest() == pointer["manifest_sha256"] and isinstance(data, dict):
+            version, family = data.get("format_version"), data.get("family")
+            newer = isinstance(version, int) and version > FORMAT_VERSION
+            if data.get("format") == FORMAT_NAME and newer and isinstance(family, str):
+                return family, str(data.get("kind"))
+    return None
 
 
 _FAMILY_NOUNS = {"skills": "skill index"}
