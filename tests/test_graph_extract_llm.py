@@ -208,6 +208,24 @@ def test_rebuild_answers_from_the_cache_with_zero_llm_calls(tmp_path, hashing_en
     assert len(other_llm.prompts) == 2 * len(DOCS)
 
 
+def test_a_cache_file_sqlite_cannot_use_is_one_line_naming_it(tmp_path):
+    # until session 47 a sqlite3.DatabaseError traceback: when the extractor was made (`ragroute
+    # graph build --extractor llm`), or, the file damaged during a build, at the next passage
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "openie.sqlite").write_bytes(b"not a database " * 200)
+    with pytest.raises(RagrouteError) as info:
+        LLMExtractor(scripted(), cache_dir=bad)
+    message = str(info.value)
+    assert "\n" not in message and str(bad / "openie.sqlite") in message and "delete it" in message
+    good = tmp_path / "good"
+    extractor = LLMExtractor(scripted(), cache_dir=good)
+    (good / "openie.sqlite").write_bytes(b"not a database " * 200)
+    with pytest.raises(RagrouteError, match="is corrupt .*delete it"):
+        extractor.extract(DOCS[0])  # the cache's error, not a failure of the passage
+    assert extractor.failures == []
+
+
 def test_unparseable_output_is_recorded_and_the_build_goes_on(tmp_path, hashing_encoder):
     llm = scripted(answers={"Kellow": ("I am sorry, I cannot do that.", "unused")})
     extractor = LLMExtractor(llm, cache_dir=tmp_path)

@@ -65,6 +65,22 @@ class CacheWarning(UserWarning):
     """Cached vectors failed their digest and were encoded again."""
 
 
+class CacheFileError(RagrouteError):
+    """A cache file (the embedding cache, the graph extractor's LLM answers) that SQLite cannot use."""
+
+
+def cache_file_error(what: str, path: Path, exc: sqlite3.Error) -> CacheFileError:
+    """The one line for a cache file SQLite refused (``what``: ``"embedding cache"``...): a file that
+    is no database, or a damaged one, is to be deleted; any other refusal (locked, unwritable) is
+    said as SQLite says it."""
+    reason = " ".join(str(exc).split())
+    if type(exc) is sqlite3.DatabaseError:  # not a lock or I/O problem: the file itself is bad
+        return CacheFileError(
+            f"{what} {path} is corrupt ({reason}); delete it (it is rebuilt on the next run)"
+        )
+    return CacheFileError(f"{what} {path} is unusable: {reason}")
+
+
 def row_digest(space: str, key: bytes, dim: int, vec: bytes) -> bytes:
     """The digest stored with a cached vector (BLAKE2b-128 of space, key, width and bytes)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -158,11 +174,7 @@ class EmbeddingCache:
             self._conn = None
 
     def _unusable(self, exc: sqlite3.DatabaseError) -> RagrouteError:
-        if type(exc) is sqlite3.DatabaseError:  # not a lock or I/O problem: the file itself is bad
-            return RagrouteError(
-                f"embedding cache {self.path} is corrupt ({exc}); delete it (it is rebuilt on the next run)"
-            )
-        return RagrouteError(f"embedding cache {self.path} is unusable: {exc}")
+        return cache_file_error("embedding cache", self.path, exc)
 
     @classmethod
     def in_dir(cls, cache_dir: str | Path) -> EmbeddingCache:

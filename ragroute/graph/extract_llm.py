@@ -34,12 +34,13 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragroute.encode.cache import CacheFileError, cache_file_error
 from ragroute.encode.resolve import default_cache_dir
 from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, Fact, normalise
@@ -322,34 +323,41 @@ def parse_triples(text: str) -> list[tuple[str, str, str]]:
 
 
 class OpenIECache:
-    """Raw LLM answers per passage in one sqlite file (no pickle)."""
+    """Raw LLM answers per passage in one sqlite file (no pickle). A file SQLite cannot use (no
+    database, damaged, unwritable here) is one :class:`~ragroute.encode.cache.CacheFileError` naming
+    it (until session 47 a ``sqlite3`` traceback, at the start of a build or in its middle)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
+        with self._connected() as db, db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS openie (key TEXT PRIMARY KEY, model TEXT, prompt_version TEXT, "
                 "ner TEXT, triples TEXT, created REAL)"
             )
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+    @contextmanager
+    def _connected(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                yield db
+        except sqlite3.Error as exc:
+            raise cache_file_error("LLM answer cache", self.path, exc) from None
 
     def get(self, key: str) -> tuple[str, str | None] | None:
-        with closing(self._connect()) as db:
+        with self._connected() as db:
             row = db.execute("SELECT ner, triples FROM openie WHERE key = ?", (key,)).fetchone()
         return None if row is None else (row[0], row[1])
 
     def put(self, key: str, model: str, ner: str, triples: str | None) -> None:
-        with closing(self._connect()) as db, db:
+        with self._connected() as db, db:
             db.execute(
                 "INSERT OR REPLACE INTO openie VALUES (?, ?, ?, ?, ?, ?)",
                 (key, model, PROMPT_VERSION, ner, triples, time.time()),
             )
 
     def __len__(self) -> int:
-        with closing(self._connect()) as db:
+        with self._connected() as db:
             return int(db.execute("SELECT COUNT(*) FROM openie").fetchone()[0])
 
 
@@ -448,7 +456,7 @@ class LLMExtractor:
         title = normalise(document.title) if document.title else ""
         try:
             ner, triples_text = self.answers(document)
-        except sqlite3.Error:
+        except CacheFileError:
             raise  # the cache's own errors are not the passage's
         except Exception as exc:  # the LLM client's errors: record the passage and go on
             return self._failed(document, title, f"LLM call failed: {type(exc).__name__}: {exc}")
