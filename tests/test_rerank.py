@@ -1449,3 +1449,64 @@ def test_ragroute_rerank_reads_a_pipeline_nodes_fused_value_as_its_pipeline_stag
     foreign = NodeWithScore(node=TextNode(text="Maps | driving directions", id_="elsewhere"), score=0.01)
     mixed = RagrouteRerank(reranker, top_n=9).postprocess_nodes([*nodes, foreign], query_str=query)
     assert not any(n.node.metadata["rerank"].get("stage1_from", "").startswith("fused") for n in mixed)
+
+
+def test_pseudo_query_pairs_train_on_a_sets_own_documents_without_the_cut_text(hashing_encoder):
+    """`--pseudo-queries N` adds training pairs cut from a document set's own documents (session 47):
+    the positive is the source document read without the cut text (no copy to spot), negatives never
+    the source, nothing calibrates on them, SKILLS and calibration-only sets give none, and without
+    the option the pairs are the labelled ones, as before."""
+    from dataclasses import replace
+
+    from ragroute.rerank.train import LabelledSet, build_pairs, query_fold
+    from ragroute.types import Document
+
+    topics = ["glacier melt rates", "tidal energy turbines", "coral reef bleaching", "desert soil crusts"]
+    docs = [
+        Document(
+            id=f"d{i}",
+            title=f"Study {i} of {topics[i % 4]}",
+            text=f"We measured {topics[i % 4]} at site {i} over many seasons. "
+            f"The results for station {i} show clear yearly trends in {topics[i % 4]}.",
+        )
+        for i in range(60)
+    ]
+    ids = [f"q{i}" for i in range(40) if query_fold("a", f"q{i}") == 0][:10]
+    labelled = LabelledSet(
+        "a",
+        docs,
+        {q: f"{topics[i % 4]} site {i}" for i, q in enumerate(ids)},
+        {q: {f"d{i}": 1} for i, q in enumerate(ids)},
+    )
+    params = TrainParams(hard_pool=8, calibration_share=0.2)
+    plain = build_pairs([labelled], hashing_encoder, params)
+    pseudo = build_pairs([labelled], hashing_encoder, replace(params, pseudo_queries=30))
+    key = lambda p: (p.set_name, p.query, p.text, p.label)  # noqa: E731
+    made = [p for p in pseudo.train if p.set_name == "a (pseudo-queries)"]
+    assert sorted(key(p) for p in pseudo.train if p.set_name == "a") == sorted(map(key, plain.train))
+    assert [key(p) for p in pseudo.calibration] == [key(p) for p in plain.calibration]
+    assert not any(p.set_name.endswith("(pseudo-queries)") for p in plain.train)
+    queries = {p.query for p in made}
+    assert 0 < len(queries) <= 30 and pseudo.counts["a (pseudo-queries)"]["queries"] == len(queries)
+    by_text = {}
+    for p in made:
+        by_text.setdefault(p.query, []).append(p)
+    for query, rows in by_text.items():
+        positives = [p for p in rows if p.label == 1.0]
+        assert len(positives) == 1 and len(rows) == 1 + params.hard_negatives + params.random_negatives
+        assert query not in positives[0].text  # the cut text is not in what the model reads
+        assert all(p.text != positives[0].text for p in rows if p.label == 0.0)
+    # a title query's positive is its document's body alone; a sentence query's keeps the title
+    title_query = next(q for q in queries if q.startswith("Study "))
+    source = next(d for d in docs if d.title == title_query)
+    assert [p.text for p in by_text[title_query] if p.label == 1.0] == [source.text]
+    # a calibration-only set gives no pseudo-query pairs (nor does a SKILLS set: catalogue is not None)
+    held = build_pairs(
+        [labelled], hashing_encoder, replace(params, pseudo_queries=30), calibration_only={"a"}
+    )
+    assert not [p for p in held.train if p.set_name.endswith("(pseudo-queries)")]
+    # a corpus too small to cut pseudo-queries from gives none, said in one line
+    said: list[str] = []
+    small = LabelledSet("s", docs[:10], labelled.queries, labelled.qrels)
+    build_pairs([small], hashing_encoder, replace(params, pseudo_queries=30), say=said.append)
+    assert any("s: no pseudo-query pairs (cannot cut pseudo-queries from 10" in line for line in said)

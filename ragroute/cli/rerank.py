@@ -134,6 +134,15 @@ def rerank_group() -> None:
     "and brackets, so the token window reaches its parameters; the reranker reads candidates the "
     "way it was trained. Off by default: measured and not adopted (docs/rerank.md).",
 )
+@click.option(
+    "--pseudo-queries",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also train on up to this many pseudo-queries per document set, cut from its own documents "
+    "(a title, a sentence or keyphrases; no label is read), each with its document as the positive "
+    "(read without the cut text) and stage-1 hard negatives; 0 = none (docs/rerank.md).",
+)
 @bench_encoder_options
 @one_line_errors
 def train_command(
@@ -155,6 +164,7 @@ def train_command(
     draws: int,
     title_words: bool,
     compact_bodies: bool,
+    pseudo_queries: int,
     encoder: str,
     backend: str,
     cache_dir: Path | None,
@@ -194,6 +204,7 @@ def train_command(
         device=device,
         title_words=title_words,
         compact_bodies=compact_bodies,
+        pseudo_queries=pseudo_queries,
     )
     chosen = [Path(r) for r in (roots or DEFAULT_DATA)]
     extra = calibration_only_roots(chosen, calibration_roots, say=lambda line: click.echo(line, err=True))

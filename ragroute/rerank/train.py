@@ -160,6 +160,9 @@ class TrainParams:
     # where the model trains: "cpu", "cuda", "cuda:1", ... (not part of the recipe: draws trained on
     # different devices may be averaged; the published model runs on the CPU either way)
     device: str = "cpu"
+    # pseudo-queries cut from each document set's own documents (title, sentence, keyphrases: no
+    # label read) added as training pairs, at most this many per set; 0 = none (pseudo_pairs)
+    pseudo_queries: int = 0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -275,16 +278,31 @@ def build_pairs(
         )
 
     out = PairSet()
+    pseudo: list[Pair] = []
     for labelled in sets:
         fold = sorted(labelled.fold(0).items())
         rng.shuffle(fold)
         fold = fold[: params.queries_per_set]
+        wants_pseudo = bool(
+            params.pseudo_queries and labelled.catalogue is None and labelled.name not in calibration_only
+        )
+        if not fold and not wants_pseudo:
+            continue
+        search = _first_stage(labelled, encoder)
+        if wants_pseudo:
+            made = pseudo_pairs(labelled, search, params, text_of, say=say)
+            pseudo.extend(made)
+            out.counts[f"{labelled.name} (pseudo-queries)"] = {
+                "queries": len({p.query for p in made}),
+                "pairs": len(made),
+                "positives": sum(int(p.label) for p in made),
+            }
         if not fold:
             continue
         role = "calibration-only" if labelled.name in calibration_only else "training"
         say(f"{labelled.name}: {len(fold)} {role} queries over {len(labelled.documents)} candidates")
         by_id = {d.id: d for d in labelled.documents}
-        ranked = _stage1(labelled, encoder, [t for _, t in fold], params.hard_pool)
+        ranked = search([t for _, t in fold], params.hard_pool)
         n_calibration = max(1, int(round(len(fold) * params.calibration_share)))
         counts = {"queries": len(fold), "pairs": 0, "positives": 0}
         if labelled.name in calibration_only:
@@ -334,26 +352,89 @@ def build_pairs(
     for p in dropped:
         out.counts[p.set_name]["pairs"] -= 1
         out.counts[p.set_name]["positives"] -= int(p.label)
+    # pseudo-queries are never a labelled set's query: none is dropped, none calibrates
+    out.train.extend(pseudo)
     rng.shuffle(out.train)
     return out
 
 
-def _stage1(labelled: LabelledSet, encoder: Any, texts: list[str], k: int) -> list[list[Hit]]:
-    """The first stage the reranker follows when deployed: for a SKILLS set the skill router's
-    (hybrid over name, description and body, its catalogue-adapted weight), else a hybrid index."""
+#: a set's first stage: ``search(texts, k)`` -> each text's best ``k`` hits
+Search = Callable[[list[str], int], list[list[Hit]]]
+
+
+def _first_stage(labelled: LabelledSet, encoder: Any) -> Search:
+    """The first stage the reranker follows when deployed, built once per set: for a SKILLS set the
+    skill router's (hybrid over name, description and body, its catalogue-adapted weight), else a
+    hybrid index."""
     if labelled.catalogue is None:
         from ragroute.index.build import build_index
 
         index = build_index(labelled.documents, "hybrid", encoder=encoder, name=labelled.name)
-        return index.search_many(texts, k=k)
+        return lambda texts, k: index.search_many(texts, k=k)
     from ragroute.skills.index import SkillIndex
 
     skills = SkillIndex.build(labelled.catalogue, encoder)
-    fused = skills.score(texts, "hybrid")["fused"]
-    return [
-        [Hit(doc_id=skills.catalogue[p].id, score=float(row[p])) for p in skills.top(row, k).tolist()]
-        for row in fused
-    ]
+
+    def search(texts: list[str], k: int) -> list[list[Hit]]:
+        fused = skills.score(texts, "hybrid")["fused"]
+        return [
+            [Hit(doc_id=skills.catalogue[p].id, score=float(row[p])) for p in skills.top(row, k).tolist()]
+            for row in fused
+        ]
+
+    return search
+
+
+def pseudo_pairs(
+    labelled: LabelledSet,
+    search: Search,
+    params: TrainParams,
+    text_of: Callable[[Document], str],
+    *,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[Pair]:
+    """Training pairs from up to ``params.pseudo_queries`` pseudo-queries cut from the set's own
+    documents (:func:`~ragroute.experts.pseudo_queries.cut_pseudo_queries`: a title, a sentence or
+    keyphrases; no relevance label is read), each with the document it was cut from as its
+    positive, read without the cut text (its title left out for a title query, the sentence taken
+    out of its body for a sentence query: the model must not learn to spot a copy), and as
+    negatives ``hard_negatives`` drawn from the set's first stage below its best other document
+    (that one is often as relevant as the source: a false negative) plus ``random_negatives``
+    random ones. The documents a benchmark searches are unlabelled text here, as an expert's are.
+    A set too small to cut pseudo-queries from gives none, said in one line."""
+    from ragroute.experts.pseudo_queries import cut_pseudo_queries
+
+    try:
+        cut = cut_pseudo_queries(
+            labelled.documents,
+            max_queries=params.pseudo_queries,
+            seed=params.seed,
+            purpose="reranker pseudo-query pairs",
+        )
+    except RagrouteError as exc:
+        say(f"{labelled.name}: no pseudo-query pairs ({exc})")
+        return []
+    rng = random.Random(f"{params.seed}:{labelled.name}:pseudo")
+    by_id = {d.id: d for d in labelled.documents}
+    ranked = search([q.text for q in cut], params.hard_pool)
+    out: list[Pair] = []
+    name = f"{labelled.name} (pseudo-queries)"
+    for query, hits in zip(cut, ranked):
+        source = by_id[query.doc_id]
+        if query.kind == "title":
+            positive = replace(source, title="")
+        elif query.kind == "sentence":
+            positive = replace(source, text=" ".join(source.text.replace(query.text, " ").split()))
+        else:
+            positive = source
+        others = [h.doc_id for h in hits if h.doc_id != query.doc_id][1:]
+        negatives = rng.sample(others, min(len(others), params.hard_negatives))
+        pool = [d.id for d in rng.sample(labelled.documents, min(len(labelled.documents), 50))]
+        negatives += [d for d in pool if d not in negatives and d != query.doc_id][: params.random_negatives]
+        out.append(Pair(query.text, text_of(positive), 1.0, name))
+        out += [Pair(query.text, text_of(by_id[d]), 0.0, name) for d in negatives]
+    say(f"{labelled.name}: {len(cut)} pseudo-queries cut from its documents, {len(out)} training pairs")
+    return out
 
 
 def train_reranker(
