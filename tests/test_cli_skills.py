@@ -198,6 +198,34 @@ def test_bad_input_is_one_line(args, message, tmp_path, monkeypatch):
     assert result.output.count("\n") == 1
 
 
+@pytest.mark.parametrize("held", ["index", "folder"])
+def test_build_into_an_out_it_may_not_replace_is_refused_before_any_encoding(held, tmp_path, monkeypatch):
+    """`skills build --out` at another family's artifact (or a folder that is no ragroute artifact)
+    was refused only when saving, after the encoder loaded and every skill was encoded (until
+    session 47); `ragroute build` checks first, and so does it now, with the same one line."""
+    out = tmp_path / "out"
+    if held == "index":
+        notes = tmp_path / "notes"
+        notes.mkdir()
+        (notes / "comets.md").write_text("# Comets\n\nComets have an ion tail.\n")
+        built = CliRunner().invoke(main, ["build", str(notes), "--out", str(out), "--method", "bm25"])
+        assert built.exit_code == 0, built.output
+        message = f"refusing to replace {out}: it holds an index (bm25), not a skill index; remove it first"
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        message = f"refusing to overwrite {out}: it exists and is not a ragroute artifact"
+
+    def no_encoding(*_args, **_kwargs):
+        raise AssertionError("an encoder was loaded before --out was checked")
+
+    monkeypatch.setattr("ragroute.encode.load_encoder", no_encoding)
+    monkeypatch.setattr("ragroute.skills.load_catalogue", no_encoding)
+    result = CliRunner().invoke(main, ["skills", "build", str(DATA / "router"), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {message}") and result.output.count("\n") == 1
+
+
 def test_bad_queries_line_is_named(built, tmp_path):
     queries = tmp_path / "q.jsonl"
     queries.write_text('{"_id": "a", "text": "x"}\n{broken\n')

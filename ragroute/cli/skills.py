@@ -128,8 +128,9 @@ def build_command(
     folder of MCP tool files, or a SKILLS .jsonl / folder) for skill routing, into --out."""
     from ragroute.encode import load_encoder
     from ragroute.skills import load_catalogue
-    from ragroute.skills.index import SkillIndexParams
+    from ragroute.skills.index import FAMILY, SkillIndexParams
     from ragroute.skills.router import SkillRouter, fit_abstention
+    from ragroute.store import building
 
     abstain_data, abstain_gate = exclusive_options(
         {"abstain_data": abstain_data, "abstain_gate": abstain_gate},
@@ -137,6 +138,11 @@ def build_command(
     )
     if fusion != "fixed":  # accepted and ignored until session 36 (a build with rrf reported it)
         refuse_options(("dense_weight",), f"to --fusion {fusion} (it is the dense weight of --fusion fixed)")
+    # --out is checked before any work, as `ragroute build` checks it: until session 47 a folder that
+    # holds another family's artifact, or is no ragroute artifact, was refused only when saving,
+    # after the catalogue was read and every skill encoded
+    with building(out, FAMILY):
+        pass
     labelled = None
     if abstain_data is not None:  # read before any model loads: a bad line fails at once
         from ragroute.route.labels import read_labelled_queries
