@@ -197,6 +197,32 @@ def encoder_for_index(
     return open_encoder(name, backend, cache_dir)
 
 
+def load_index_for(
+    index_dir: Path,
+    encoder: str | None,
+    backend: str,
+    cache_dir: Path | None,
+    *,
+    verify: bool = True,
+    check: Callable[[Any, Path], None] | None = None,
+) -> Any:
+    """The index at ``index_dir`` with the encoder :func:`encoder_for_index` picks, both from one
+    published build (``check(manifest, index_dir)``, when given, looks at its manifest first).
+
+    Until session 47 the encoder was picked from one read of the manifest and the index loaded in
+    a second: a rebuild with another encoder published between them failed ``query`` and ``eval
+    --index`` with "built with encoder X, not Y; rebuild the index", on an index that was sound.
+    """
+    from ragroute.index.io import load_index_choosing
+
+    def choose(manifest: Any) -> Any:
+        if check is not None:
+            check(manifest, index_dir)
+        return encoder_for_index(manifest, index_dir, encoder, backend, cache_dir)
+
+    return load_index_choosing(index_dir, choose, backend=backend, verify=verify)
+
+
 class Stopwatch:
     """Collects named timings in milliseconds for decision traces."""
 

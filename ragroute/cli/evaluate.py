@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import encoder_for_index, exclusive_options, refuse_options
+from ragroute.cli.common import exclusive_options, load_index_for, refuse_options
 from ragroute.cli.options import encoder_options
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
@@ -128,11 +128,8 @@ def eval_command(
         held = None if not all(listed) else [doc for docs in listed for doc in docs]
         _warn_if_unjudgeable(held, dataset.qrels, config, data_dir)
     else:
-        from ragroute.index.io import load_index, read_index_manifest
-
-        recorded = read_index_manifest(index_dir, verify=False)
-        model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
-        retriever = load_index(index_dir, model)
+        # the encoder picked from the manifest of the build loaded (see load_index_for)
+        retriever = load_index_for(index_dir, encoder, backend, cache_dir)
         target, kind = str(index_dir), retriever.manifest.kind
         stored = getattr(getattr(retriever, "store", None), "documents", None)
         _warn_if_unjudgeable(stored, dataset.qrels, index_dir, data_dir)

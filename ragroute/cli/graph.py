@@ -21,8 +21,8 @@ from ragroute.cli.common import (
     CONTEXT,
     applicable,
     counted,
-    encoder_for_index,
     format_hit,
+    load_index_for,
     one_line_errors,
     open_encoder,
 )
@@ -520,18 +520,17 @@ def _check_graph(manifest: Any, graph_dir: Path) -> None:
 
 def _load_graph(graph_dir: Path, encoder: str | None, backend: str, cache_dir: Path | None) -> Any:
     """The graph index at ``graph_dir`` with the encoder it was built with (or ``encoder``, checked)."""
-    from ragroute.index.io import load_index, read_index_manifest
-
-    recorded = read_index_manifest(graph_dir, verify=False)
-    _check_graph(recorded, graph_dir)
-    model = encoder_for_index(recorded, graph_dir, encoder, backend, cache_dir)
-    return load_index(graph_dir, model)
+    # both from one build: a rebuild between a read of the manifest and the load (until session 47)
+    # was "built with encoder X, not Y" (load_index_for)
+    return load_index_for(graph_dir, encoder, backend, cache_dir, check=_check_graph)
 
 
 def _load_graph_offline(graph_dir: Path) -> Any:
     """The graph index at ``graph_dir`` without loading its encoder (for stats and export)."""
-    from ragroute.index.io import RecordedEncoder, load_index, read_index_manifest
+    from ragroute.index.io import RecordedEncoder, load_index_choosing
 
-    recorded = read_index_manifest(graph_dir, verify=False)
-    _check_graph(recorded, graph_dir)
-    return load_index(graph_dir, RecordedEncoder(recorded.encoder))
+    def recorded(manifest: Any) -> Any:  # the loaded build's (a second read of it until session 47)
+        _check_graph(manifest, graph_dir)
+        return RecordedEncoder(manifest.encoder)
+
+    return load_index_choosing(graph_dir, recorded)

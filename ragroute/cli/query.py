@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import Stopwatch, encoder_for_index, format_hit
+from ragroute.cli.common import Stopwatch, format_hit, load_index_for
 from ragroute.cli.options import encoder_options, filter_option, parse_filters, store_matchable
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
@@ -41,14 +41,11 @@ def query_command(
     as_json: bool,
 ) -> None:
     """Search INDEX_DIR for TEXT and print the top hits and the decision trace."""
-    from ragroute.index.io import load_index, read_index_manifest
-
     text = check_query(text)
     watch = Stopwatch()
     with watch.time("load_ms"):
-        recorded = read_index_manifest(index_dir, verify=False)
-        model = encoder_for_index(recorded, index_dir, encoder, backend, cache_dir)
-        index = load_index(index_dir, model, verify=verify)
+        # the encoder picked from the manifest of the build loaded (see load_index_for)
+        index = load_index_for(index_dir, encoder, backend, cache_dir, verify=verify)
         manifest = index.manifest
     parsed = parse_filters(filters)
     parsed = store_matchable(parsed, [index])

@@ -9,6 +9,7 @@ never mixes two builds even while another process rebuilds the same index.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +83,31 @@ def load_index(
     index keeps outside its files (an external store's collection) after loading.
     """
     path = Path(check_path(directory, "load_index needs an index folder path"))
-    holder: dict[str, Any] = {"encoder": check_encoder_object(encoder, "load_index")}
+    given = check_encoder_object(encoder, "load_index")
+    return load_index_choosing(path, lambda _manifest: given, backend=backend, name=name, verify=verify)
+
+
+def load_index_choosing(
+    directory: str | os.PathLike[str],
+    choose: Callable[[ArtifactManifest], Encoder | None],
+    *,
+    backend: str = "auto",
+    name: str | None = None,
+    verify: bool = True,
+) -> LocalIndex:
+    """:func:`load_index` with the encoder ``choose`` returns for the manifest of the very build it
+    loads (None: the recorded one, loaded by name with ``backend``), called under that build's
+    shared lock: an encoder picked from an index's manifest always belongs to the build read.
+
+    Until session 47 ``ragroute query`` and ``eval --index`` picked it from one read of the
+    manifest and loaded the index in a second: a rebuild with another encoder published between
+    the two failed the query with "built with encoder X, not Y; rebuild the index".
+    """
+    path = Path(check_path(directory, "load_index needs an index folder path"))
+    recorded: dict[str, Encoder] = {}  # loaded by name: once per model id, however often a read is retried
 
     def read(snapshot: Snapshot) -> LocalIndex:
-        index = _read_index(snapshot, holder, backend, name)
+        index = _read_index(snapshot, choose(snapshot.manifest), recorded, backend, name)
         if verify:
             index.verify_contents()
         return index
@@ -93,7 +115,9 @@ def load_index(
     return read_artifact(path, read, family=FAMILY, verify=verify, error=IndexFormatError)
 
 
-def _read_index(snapshot: Snapshot, holder: dict[str, Any], backend: str, name: str | None) -> LocalIndex:
+def _read_index(
+    snapshot: Snapshot, encoder: Encoder | None, recorded: dict[str, Encoder], backend: str, name: str | None
+) -> LocalIndex:
     manifest = snapshot.manifest
     where = str(snapshot.root)
     try:
@@ -107,10 +131,12 @@ def _read_index(snapshot: Snapshot, holder: dict[str, Any], backend: str, name: 
         raise IndexFormatError(
             f"{where}: docs.jsonl holds {len(store)} documents, manifest says {params.get('documents')}"
         )
-    encoder = holder["encoder"]
     if cls.needs_encoder:
         if encoder is None:
-            encoder = holder["encoder"] = encoder_for_manifest(manifest, backend=backend, where=where)
+            model_id = str((manifest.encoder or {}).get("model_id"))
+            if model_id not in recorded:
+                recorded[model_id] = encoder_for_manifest(manifest, backend=backend, where=where)
+            encoder = recorded[model_id]
         check_encoder(manifest.encoder, encoder.model_id, encoder.dim, where, encoder)
     index = cls.read(snapshot.path, params, store, label, encoder)
     index.manifest = manifest
@@ -145,7 +171,9 @@ def verify_outside_contents(directory: Path) -> bool:
     cls = INDEX_KINDS.get(manifest.kind, str(directory))
     if getattr(cls, "verify_contents", None) is LocalIndex.verify_contents:
         return False
-    load_index(Path(directory), RecordedEncoder(manifest.encoder), verify=True)  # type: ignore[arg-type]
+    # the encoder record of the build loaded (of the one read above until session 47: a rebuild
+    # with another encoder between the two was "built with encoder X, not Y")
+    load_index_choosing(Path(directory), lambda loaded: RecordedEncoder(loaded.encoder), verify=True)
     return True
 
 
