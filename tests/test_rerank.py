@@ -1496,10 +1496,14 @@ def test_pseudo_query_pairs_train_on_a_sets_own_documents_without_the_cut_text(h
         assert len(positives) == 1 and len(rows) == 1 + params.hard_negatives + params.random_negatives
         assert query not in positives[0].text  # the cut text is not in what the model reads
         assert all(p.text != positives[0].text for p in rows if p.label == 0.0)
-    # a title query's positive is its document's body alone; a sentence query's keeps the title
+    # a title query's candidates are all read without their titles (a missing title would tell the
+    # positive apart); a sentence query's keep theirs
     title_query = next(q for q in queries if q.startswith("Study "))
     source = next(d for d in docs if d.title == title_query)
     assert [p.text for p in by_text[title_query] if p.label == 1.0] == [source.text]
+    assert not any(" | " in p.text for p in by_text[title_query])
+    sentence_query = next(q for q in queries if q.startswith(("We measured", "The results")))
+    assert all(p.text.startswith("Study ") for p in by_text[sentence_query])
     # a calibration-only set gives no pseudo-query pairs (nor does a SKILLS set: catalogue is not None)
     held = build_pairs(
         [labelled], hashing_encoder, replace(params, pseudo_queries=30), calibration_only={"a"}

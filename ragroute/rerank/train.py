@@ -396,12 +396,13 @@ def pseudo_pairs(
     """Training pairs from up to ``params.pseudo_queries`` pseudo-queries cut from the set's own
     documents (:func:`~ragroute.experts.pseudo_queries.cut_pseudo_queries`: a title, a sentence or
     keyphrases; no relevance label is read), each with the document it was cut from as its
-    positive, read without the cut text (its title left out for a title query, the sentence taken
-    out of its body for a sentence query: the model must not learn to spot a copy), and as
-    negatives ``hard_negatives`` drawn from the set's first stage below its best other document
-    (that one is often as relevant as the source: a false negative) plus ``random_negatives``
-    random ones. The documents a benchmark searches are unlabelled text here, as an expert's are.
-    A set too small to cut pseudo-queries from gives none, said in one line."""
+    positive, read without the cut text (the sentence taken out of its body for a sentence query;
+    for a title query every candidate is read without its title, so that neither a copy nor a
+    missing title tells the positive apart), and as negatives ``hard_negatives`` drawn from the
+    set's first stage below its best other document (that one is often as relevant as the source:
+    a false negative) plus ``random_negatives`` random ones. The documents a benchmark searches
+    are unlabelled text here, as an expert's are. A set too small to cut pseudo-queries from gives
+    none, said in one line."""
     from ragroute.experts.pseudo_queries import cut_pseudo_queries
 
     try:
@@ -421,18 +422,16 @@ def pseudo_pairs(
     name = f"{labelled.name} (pseudo-queries)"
     for query, hits in zip(cut, ranked):
         source = by_id[query.doc_id]
-        if query.kind == "title":
-            positive = replace(source, title="")
-        elif query.kind == "sentence":
-            positive = replace(source, text=" ".join(source.text.replace(query.text, " ").split()))
-        else:
-            positive = source
+        if query.kind == "sentence":
+            source = replace(source, text=" ".join(source.text.replace(query.text, " ").split()))
         others = [h.doc_id for h in hits if h.doc_id != query.doc_id][1:]
         negatives = rng.sample(others, min(len(others), params.hard_negatives))
         pool = [d.id for d in rng.sample(labelled.documents, min(len(labelled.documents), 50))]
         negatives += [d for d in pool if d not in negatives and d != query.doc_id][: params.random_negatives]
-        out.append(Pair(query.text, text_of(positive), 1.0, name))
-        out += [Pair(query.text, text_of(by_id[d]), 0.0, name) for d in negatives]
+        candidates = [source, *(by_id[d] for d in negatives)]
+        if query.kind == "title":  # every candidate read without its title, the positive's being the query
+            candidates = [replace(d, title="") for d in candidates]
+        out += [Pair(query.text, text_of(d), float(i == 0), name) for i, d in enumerate(candidates)]
     say(f"{labelled.name}: {len(cut)} pseudo-queries cut from its documents, {len(out)} training pairs")
     return out
 
