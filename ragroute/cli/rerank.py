@@ -141,7 +141,8 @@ def rerank_group() -> None:
     show_default=True,
     help="Also train on up to this many pseudo-queries per document set, cut from its own documents "
     "(a title, a sentence or keyphrases; no label is read), each with its document as the positive "
-    "(read without the cut text) and stage-1 hard negatives; 0 = none (docs/rerank.md).",
+    "(read without the cut text) and stage-1 hard negatives; 0 = none. Measured and not adopted: "
+    "such pairs did not teach the document side to rank real queries (docs/rerank.md).",
 )
 @bench_encoder_options
 @one_line_errors
