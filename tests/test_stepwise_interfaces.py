@@ -632,3 +632,50 @@ def test_the_local_llm_refuses_a_prompt_beyond_its_context():
     )
     outcome = LogprobSignal(llm).outcomes([QueryContext("q")])[0]
     assert outcome.values[-1] == 0.0 and "overruns" in outcome.error
+
+
+def test_the_local_llm_cache_removes_what_killed_loads_left_and_yields_to_a_live_writer(tmp_path):
+    """A load killed while it wrote the de-quantised weights left its temporary folder (about 0.5 GB)
+    in the cache for good (until session 47): the next write removes it, under a lock beside the
+    cache, and leaves the cache alone while another writer holds that lock."""
+    import threading
+
+    from ragroute.llm.local import LocalLLM
+    from ragroute.store.locks import writer_lock
+
+    class Saved:
+        def __init__(self, name: str) -> None:
+            self.name, self.config = name, type("Config", (), {})()
+
+        def save_pretrained(self, folder) -> None:
+            (folder / f"{self.name}.json").write_text("{}")
+
+    folder = tmp_path / "llm" / "smollm2"
+    folder.parent.mkdir(parents=True)
+    killed = folder.parent / ".smollm2.tmp-k1ll3d"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"\0" * 1024)
+    other = folder.parent / "unrelated"
+    other.mkdir()
+    LocalLLM._save_cache(Saved("config"), Saved("tokenizer"), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "tokenizer.json"]
+    assert not killed.exists() and other.is_dir()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".smollm2.tmp-")]
+    # another writer holds the lock: this one leaves the cache to it (nothing written, nothing removed)
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with writer_lock(folder.parent / ".smollm2.lock", "the other writer"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait(10)
+    try:
+        killed.mkdir()
+        LocalLLM._save_cache(Saved("model"), Saved("tokenizer"), folder)
+        assert killed.is_dir() and not (folder / "model.json").exists()
+    finally:
+        release.set()
+        thread.join()
