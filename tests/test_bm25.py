@@ -24,6 +24,7 @@ from ragroute.index.bm25_tokenize import (
     tokenize_many,
 )
 from ragroute.store import open_snapshot
+from ragroute.store.manifest import newer_format_message
 
 # "common" is in 5 of 6 documents (negative idf, floored); "half" in exactly 3 (idf 0);
 # doc 4 is empty; docs 2 and 5 are identical (score ties).
@@ -395,6 +396,25 @@ def test_a_scorer_folder_written_by_0_1_still_loads(tmp_path) -> None:
     (tmp_path / "bm25_vocab.json").write_text(json.dumps({**header, **meta}), encoding="utf-8")
     loaded = BM25Scorer.load(tmp_path)
     np.testing.assert_array_equal(loaded.get_scores(["cat"]), scorer.get_scores(["cat"]))
+
+
+def test_a_vocabulary_in_a_newer_format_says_to_upgrade(tmp_path) -> None:
+    # until session 47 it said "BM25 format version 2 is not supported (expected 1)", unlike every
+    # other artifact written by a newer ragroute; now it is the shared one-line "newer" message
+    scorer = BM25Scorer.fit(HAND_CORPUS)
+    scorer.write_parts(tmp_path)
+    meta = json.loads((tmp_path / "bm25_vocab.json").read_text(encoding="utf-8"))
+    header = {"format": "ragroute-bm25", "format_version": 2, **scorer.statistics()}
+    (tmp_path / "bm25_vocab.json").write_text(json.dumps({**header, **meta}), encoding="utf-8")
+    with pytest.raises(IndexFormatError) as info:
+        BM25Scorer.read_parts(tmp_path, scorer.statistics())
+    expected = newer_format_message(str(tmp_path / "bm25_vocab.json"), 2, 1, "BM25 ")
+    assert str(info.value) == expected and "upgrade ragroute" in expected
+    for version in (0, "2"):  # not newer: still the plain "not supported" line
+        header["format_version"] = version
+        (tmp_path / "bm25_vocab.json").write_text(json.dumps({**header, **meta}), encoding="utf-8")
+        with pytest.raises(IndexFormatError, match="is not supported"):
+            BM25Scorer.read_parts(tmp_path, scorer.statistics())
 
 
 def test_a_flipped_byte_in_a_saved_scorer_is_caught(tmp_path) -> None:

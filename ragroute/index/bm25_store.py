@@ -6,7 +6,8 @@ statistics (``k1``, ``b``, ``epsilon``, document and token counts, ``avgdl``,
 ``average_idf``, ``nnz``) go into the artifact manifest of whatever holds the
 scorer (an index, or the scorer saved on its own), not into a header of its own.
 Vocabulary files written by ragroute 0.1 carried those statistics in a header;
-they are still read. Reading validates everything and raises
+they are still read; one whose header names a newer format version says to upgrade
+ragroute, in the words every artifact uses. Reading validates everything and raises
 :class:`IndexFormatError` naming the bad file.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ragroute.errors import IndexFormatError
+from ragroute.store.manifest import newer_format_message
 
 __all__ = [
     "MATRIX_FILE",
@@ -107,13 +109,17 @@ def _read_vocab(path: Path, statistics: Mapping[str, Any] | None) -> dict[str, A
     if not isinstance(meta, dict):
         raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")
     where: Path | str = path
-    if "format" in meta:  # a 0.1 file: the statistics are in its own header
+    if "format" in meta:  # a 0.1 file (the statistics are in its own header), or a newer one's
         if meta.get("format") != _FORMAT:
             raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")
-        if meta.get("format_version") != _FORMAT_VERSION:
+        version = meta.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > _FORMAT_VERSION:
+            # the one line every artifact says of a newer format; until session 47 this file said
+            # "... is not supported (expected 1)", as of a damaged one, and not to upgrade ragroute
+            raise IndexFormatError(newer_format_message(str(path), version, _FORMAT_VERSION, "BM25 "))
+        if version != _FORMAT_VERSION:
             raise IndexFormatError(
-                f"{path}: BM25 format version {meta.get('format_version')!r} is not supported "
-                f"(expected {_FORMAT_VERSION})"
+                f"{path}: BM25 format version {version!r} is not supported (expected {_FORMAT_VERSION})"
             )
     elif statistics is None:
         raise IndexFormatError(f"{path}: no BM25 statistics given for this vocabulary (manifest lacks them)")
