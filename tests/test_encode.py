@@ -815,6 +815,44 @@ def test_an_expert_folder_is_an_encoder_under_its_own_id(tiny_model: Path, tmp_p
         resolve_model(str(adapter))
 
 
+def test_a_full_expert_loads_under_its_builds_reader_lock(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until session 47 `load_encoder(EXPERT)` let the build's reader lock go once the build was
+    found and loaded the model after it: two retrains publishing meanwhile pruned the build from
+    under the load. Now the model loads while the lock is held; the pruning keeps that build for a
+    later pass."""
+    import shutil
+
+    import ragroute.encode.load as load_module
+    from ragroute.store import clean_artifact, write_artifact
+    from ragroute.store.artifact import published_path
+
+    expert = tmp_path / "expert"
+
+    def train() -> None:
+        with write_artifact(expert, "expert", "full", params={"base": "x"}) as build:
+            shutil.copytree(tiny_model, build.path / "model")
+
+    train()
+    first = published_path(expert)
+    real = load_module._shared_model
+    seen: list[bool] = []
+
+    def retrained_meanwhile(resolved: Any, *args: Any) -> Any:
+        train()  # the first build is now the previous one ...
+        train()  # ... and then superseded twice: pruned unless a reader holds it
+        seen.append(resolved.path.is_dir())
+        return real(resolved, *args)
+
+    monkeypatch.setattr(load_module, "_shared_model", retrained_meanwhile)
+    encoder = load_encoder(str(expert), backend="torch", use_cache=False)
+    assert seen == [True] and encoder.encode_queries(["a"]).shape[0] == 1
+    assert encoder.model_id == str(expert.resolve())
+    assert published_path(expert) != first and first.is_dir()  # kept while it was read ...
+    assert clean_artifact(expert).builds == [first.name] and not first.exists()  # ... pruned after
+
+
 def test_every_backend_counts_truncated_documents_with_its_own_tokenizer(
     torch_encoder: SentenceTransformerEncoder, onnx_encoder: OnnxEncoder, tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from ragroute.encode.base import Encoder
 from ragroute.encode.cache import CachedEncoder, EmbeddingCache
 from ragroute.encode.onnx_runtime import OnnxEncoder
-from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, default_cache_dir, resolve_model
+from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, default_cache_dir, with_resolved_model
 from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
 from ragroute.errors import RagrouteError, check_path
 
@@ -77,13 +77,17 @@ def load_encoder(
     backend_key = (backend or "auto").strip().lower()
     if backend_key not in (*BACKENDS, "auto"):
         raise RagrouteError(f"unknown encoder backend {backend!r}: expected auto, {', '.join(BACKENDS)}")
-    resolved = resolve_model(name_or_path)
-    if cache_dir is not None:
-        cache_root = Path(cache_dir).expanduser()
-    else:  # made (and announced) only when something will be written there
-        cache_root = default_cache_dir(create=use_cache or backend_key != "torch")
 
-    encoder = _shared_model(resolved, backend_key, cache_root, threads)
+    def load(resolved: ResolvedModel) -> tuple[Encoder, Path]:
+        if cache_dir is not None:
+            cache_root = Path(cache_dir).expanduser()
+        else:  # made (and announced) only when something will be written there
+            cache_root = default_cache_dir(create=use_cache or backend_key != "torch")
+        return _shared_model(resolved, backend_key, cache_root, threads), cache_root
+
+    # a full expert's model loads while its build's reader lock is held: until session 47 it loaded
+    # after the lock was let go, and two retrains publishing meanwhile could prune it mid-load
+    encoder, cache_root = with_resolved_model(name_or_path, load)
 
     if use_cache:
         encoder = CachedEncoder(encoder, EmbeddingCache.in_dir(cache_root))

@@ -16,9 +16,10 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ragroute.errors import ModelNotFoundError, RagrouteError, first_line
 
@@ -27,6 +28,8 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = frozenset({"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
+
+T = TypeVar("T")
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -210,45 +213,67 @@ def expert_model(folder: Path, build: Path, requested: str) -> ResolvedModel:
     return ResolvedModel(str(Path(folder).resolve()), Path(build) / EXPERT_MODEL_DIR, requested)
 
 
-def _expert_model(folder: Path, requested: str) -> ResolvedModel | None:
-    """A full expert (an artifact ``ragroute expert train --mode full`` wrote) as an encoder: the
-    model of the build it publishes now, under the expert folder's own id, so an index built with
-    it names the folder, not a build a later retrain removes (until session 38 only a path inside
-    ``builds/`` loaded, and indexes built so broke two retrains later). ``None`` for a folder that
-    is no expert; a query-side expert (an adapter) is refused: it encodes queries only."""
-    from ragroute.store import artifact_exists, open_snapshot
+def _expert_model(folder: Path, requested: str, use: Callable[[ResolvedModel], T]) -> T:
+    """``use`` of a full expert (an artifact ``ragroute expert train --mode full`` wrote) as an
+    encoder: the model of the build it publishes now, under the expert folder's own id, so an index
+    built with it names the folder, not a build a later retrain removes (until session 38 only a
+    path inside ``builds/`` loaded, and indexes built so broke two retrains later). A query-side
+    expert (an adapter) is refused: it encodes queries only.
 
-    if not artifact_exists(folder):
-        return None
+    ``use`` runs while the build's shared reader lock is held, as every artifact is read
+    (:func:`ragroute.store.read_artifact`): until session 47 the lock was let go once the build
+    was found and the model loaded after it, so two retrains publishing meanwhile could prune
+    the build (its ``model/`` folder) from under the load."""
+    from ragroute.store import read_artifact
+
+    using = False  # what ``use`` raises is its own, not the store's: it goes out as it is
+
+    def read(snapshot: Any) -> T:
+        nonlocal using
+        manifest = snapshot.manifest
+        if manifest.family != EXPERT_FAMILY:
+            raise ModelNotFoundError(
+                f"encoder {requested!r} not found: {folder} holds a {manifest.family} "
+                f"({manifest.kind}), not a model"
+            )
+        if manifest.kind != "full":
+            base = manifest.params.get("base", "its base model")
+            raise ModelNotFoundError(
+                f"encoder {requested!r} is a query-side expert (an adapter on {base}): it encodes "
+                f"queries only; list it under `expert:` in a routing config, over an index built with {base}"
+            )
+        using = True
+        return use(expert_model(folder, Path(snapshot.path), requested))
+
     try:
-        snapshot = open_snapshot(folder)
+        return read_artifact(folder, read)
+    except ModelNotFoundError:
+        raise
     except RagrouteError as exc:
+        if using:
+            raise
         raise ModelNotFoundError(f"encoder {requested!r}: {first_line(exc)}") from None
-    manifest = snapshot.manifest
-    if manifest.family != EXPERT_FAMILY:
-        raise ModelNotFoundError(
-            f"encoder {requested!r} not found: {folder} holds a {manifest.family} "
-            f"({manifest.kind}), not a model"
-        )
-    if manifest.kind != "full":
-        base = manifest.params.get("base", "its base model")
-        raise ModelNotFoundError(
-            f"encoder {requested!r} is a query-side expert (an adapter on {base}): it encodes queries "
-            f"only; list it under `expert:` in a routing config, over an index built with {base}"
-        )
-    return expert_model(folder, Path(snapshot.path), requested)
 
 
 def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> ResolvedModel:
     """Resolve an encoder name or folder to a local model folder and its canonical ``model_id``.
 
-    Raises :class:`ModelNotFoundError` (one line) when nothing usable exists offline.
+    Raises :class:`ModelNotFoundError` (one line) when nothing usable exists offline. A full
+    expert's model lies in a build that later retrains prune: what reads its files (loads it)
+    does so through :func:`with_resolved_model`.
     """
+    return with_resolved_model(name_or_path, lambda resolved: resolved)
+
+
+def with_resolved_model(name_or_path: str | os.PathLike[str], use: Callable[[ResolvedModel], T]) -> T:
+    """``use(resolve_model(name_or_path))``; for a full expert, while the shared reader lock of
+    the build it resolves to is held, so no retrain prunes the model's files meanwhile
+    (:func:`ragroute.encode.load.load_encoder` loads encoders so)."""
     requested = os.fspath(name_or_path).strip()
     if not requested:
         raise ModelNotFoundError("encoder name is empty")
     if is_bundled_name(requested):
-        return ResolvedModel(BUNDLED_MODEL_ID, _bundled_path(), requested)
+        return use(ResolvedModel(BUNDLED_MODEL_ID, _bundled_path(), requested))
 
     local = Path(requested).expanduser()
     if local.exists():
@@ -257,15 +282,16 @@ def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> Res
                 f"encoder {requested!r} not found: {local} is a file, not a model folder"
             )
         if not ((local / "modules.json").is_file() or (local / "config.json").is_file()):
-            expert = _expert_model(local, requested)
-            if expert is not None:
-                return expert
+            from ragroute.store import artifact_exists
+
+            if artifact_exists(local):
+                return _expert_model(local, requested, use)
             raise ModelNotFoundError(
                 f"encoder {requested!r} not found: {local} has no modules.json or config.json"
             )
         path = local.resolve()
         model_id = BUNDLED_MODEL_ID if _is_bundled(path) else str(path)
-        return ResolvedModel(model_id, path, requested)
+        return use(ResolvedModel(model_id, path, requested))
 
     if _looks_like_path(requested):
         raise ModelNotFoundError(f"encoder {requested!r} not found: no such local folder")
@@ -274,7 +300,7 @@ def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER) -> Res
     for repo_id in candidates:
         snapshot = _hub_cache_path(repo_id)
         if snapshot is not None and snapshot.is_dir():
-            return ResolvedModel(repo_id, snapshot.resolve(), requested)
+            return use(ResolvedModel(repo_id, snapshot.resolve(), requested))
     raise ModelNotFoundError(
         f"encoder {requested!r} not found: not a local folder and not in the offline model cache"
     )
