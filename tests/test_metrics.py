@@ -386,3 +386,122 @@ def test_a_scored_query_without_a_group_is_one_line_not_left_out():
     with pytest.raises(RagrouteError, match="no group"):
         paired_difference({"q1": 1.0, "q3": 0.5}, {"q1": 0.0, "q3": 0.5}, groups=groups)
     assert macro_average(run, qrels, {**groups, "q3": "med"}, "ndcg@10") == pytest.approx(0.75)
+
+
+# --------------------------------------------------------------------------- against references
+# Brute-force definitions written apart from metrics.py (trec_eval / BEIR conventions for the ranking
+# metrics; the Mann-Whitney statistic for AUROC), checked on generated rankings and judgements:
+# graded and negative grades, grade-0-only queries, ids retrieved twice, k past the list, empty runs.
+
+from conftest import PROPERTY_SETTINGS  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+DOC_IDS = st.sampled_from(["a", "b", "c", "d", "e", "f"])
+RANKINGS = st.lists(DOC_IDS, max_size=9)
+GRADED = st.dictionaries(DOC_IDS, st.integers(-1, 4), max_size=6)
+CUTOFFS = st.integers(1, 12)
+
+
+def _reference_scores(ranking, qrels, k):
+    """nDCG (gain = grade, log2(rank + 1) discount, ideal from every relevant judgement), recall,
+    reciprocal rank, hit and full coverage at ``k``; duplicates keep their first rank."""
+    top = []
+    for doc in ranking:
+        if doc not in top:
+            top.append(doc)
+    top = top[:k]
+    relevant = {doc: grade for doc, grade in qrels.items() if grade > 0}
+    found = [doc for doc in top if doc in relevant]
+    if not relevant:
+        return {"ndcg": 0.0, "recall": 0.0, "mrr": 0.0, "hit": 0.0, "full_chain_recall": 0.0}
+    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 1) for rank, doc in enumerate(top, 1))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum(grade / math.log2(rank + 1) for rank, grade in enumerate(ideal, 1))
+    first = next((rank for rank, doc in enumerate(top, 1) if doc in relevant), None)
+    return {
+        "ndcg": dcg / idcg,
+        "recall": len(found) / len(relevant),
+        "mrr": 1 / first if first else 0.0,
+        "hit": float(bool(found)),
+        "full_chain_recall": float(len(found) == len(relevant)),
+    }
+
+
+@PROPERTY_SETTINGS
+@given(RANKINGS, GRADED, CUTOFFS)
+def test_ranking_metrics_match_their_reference_definitions(ranking, qrels, k):
+    from ragroute.evaluation.metrics import METRICS
+
+    expected = _reference_scores(ranking, qrels, k)
+    for name, metric in METRICS.items():
+        assert metric(ranking, qrels, k) == pytest.approx(expected[name], abs=1e-12), name
+    assert 0.0 <= ndcg_at_k(ranking, qrels, k) <= 1.0 + 1e-12
+
+
+@PROPERTY_SETTINGS
+@given(st.dictionaries(st.sampled_from(["q1", "q2", "q3", "q4", "q5"]), GRADED, max_size=5), st.data())
+def test_macro_average_weighs_every_collection_with_a_scored_query_alike(qrels, data):
+    from ragroute.evaluation.evaluators import macro_average
+
+    run = {qid: data.draw(RANKINGS) for qid in data.draw(st.sets(st.sampled_from(sorted(qrels) or ["q1"])))}
+    groups = {qid: data.draw(st.sampled_from(["x", "y"])) for qid in qrels}
+    by_group: dict[str, list[float]] = {}
+    for qid, rels in qrels.items():
+        if any(grade > 0 for grade in rels.values()):  # a query judged grade <= 0 only is not scored
+            by_group.setdefault(groups[qid], []).append(_reference_scores(run.get(qid, []), rels, 10)["ndcg"])
+    means = [sum(values) / len(values) for values in by_group.values()]
+    expected = sum(means) / len(means) if means else 0.0
+    assert macro_average(run, qrels, groups, "ndcg@10") == pytest.approx(expected, abs=1e-12)
+
+
+SCORES = st.sampled_from([-1.0, 0.0, 0.25, 0.5, 1.0])  # few values: ties within and across classes
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(st.tuples(st.booleans(), SCORES), min_size=1, max_size=20))
+def test_auroc_is_the_mann_whitney_statistic_with_ties_counted_half(rows):
+    from ragroute.evaluation.metrics import auroc
+
+    pos = [score for truth, score in rows if truth]
+    neg = [score for truth, score in rows if not truth]
+    value = auroc([truth for truth, _ in rows], [score for _, score in rows])
+    if not pos or not neg:
+        assert math.isnan(value)
+        return
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    assert value == pytest.approx(wins / (len(pos) * len(neg)), abs=1e-12)
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=20))
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present(rows):
+    from ragroute.evaluation.metrics import balanced_accuracy
+
+    recalls = []
+    for cls in (True, False):
+        of_class = [pred for truth, pred in rows if truth == cls]
+        if of_class:
+            recalls.append(sum(pred == cls for pred in of_class) / len(of_class))
+    expected = sum(recalls) / len(recalls) if recalls else 0.0
+    value = balanced_accuracy([t for t, _ in rows], [p for _, p in rows])
+    assert value == pytest.approx(expected, abs=1e-12)
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(st.tuples(SCORES, SCORES, st.sampled_from(["x", "y", "z"])), min_size=1, max_size=20))
+def test_a_grouped_paired_difference_is_the_difference_of_macro_means_inside_its_interval(rows):
+    from ragroute.evaluation.metrics import paired_difference
+
+    a = {f"q{i}": row[0] for i, row in enumerate(rows)}
+    b = {f"q{i}": row[1] for i, row in enumerate(rows)}
+    groups = {f"q{i}": row[2] for i, row in enumerate(rows)}
+    by_group: dict[str, list[float]] = {}
+    for key in a:
+        by_group.setdefault(groups[key], []).append(a[key] - b[key])
+    expected = sum(sum(v) / len(v) for v in by_group.values()) / len(by_group)
+    result = paired_difference(a, b, groups=groups, resamples=200)
+    assert result["diff"] == pytest.approx(round(expected, 4), abs=1e-12)
+    low, high = result["ci95"]
+    assert low <= result["diff"] <= high
+    assert paired_difference(a, b, groups=groups, resamples=200) == result  # seeded

@@ -187,3 +187,66 @@ def test_bench_reports_cross_validated_gate_abstention_and_its_cost():
     assert cost["hit@1_with_abstention"] <= cost["hit@1"]
     assert cost["hit@1_cost"] == round(cost["hit@1"] - cost["hit@1_with_abstention"], 4)
     assert "text-probe gate" in format_report(result)
+
+
+def _with_a_query_judged_grade_0_only(tmp_path: Path) -> Path:
+    """The toy set plus q17, judged only with grade 0: no relevant skill, so no row scores it."""
+    import shutil
+
+    root = tmp_path / "router"
+    shutil.copytree(DATA, root)
+    with (root / "queries.jsonl").open("a") as f:
+        f.write(
+            json.dumps({"_id": "q17", "text": "will it be sunny in rome tomorrow", "metadata": {}}) + "\n"
+        )
+    with (root / "qrels" / "dev.tsv").open("a") as f:
+        f.write("q17\tweather_forecast\t0\n")
+    return root
+
+
+def test_the_gate_cost_is_the_hit_at_1_of_the_rows_queries_not_of_every_judged_one(tmp_path):
+    """The gate's Hit@1 cost averaged over every judged query: one judged with grade 0 only (which
+    no row scores, see is_scorable) counted as a miss, and "hit@1" read 11/17 beside the row's 11/16
+    (until session 47)."""
+    from ragroute.evaluation.bench_skills import run_skills_bench
+
+    root = _with_a_query_judged_grade_0_only(tmp_path)
+    result = run_skills_bench(
+        root, HashingEncoder(dim=256), scale=0, latency_queries=2, abstain_data=root / "need_tool.jsonl"
+    )
+    cost = result["abstention"]["gate"]["cost"]
+    assert result["queries"] == 17 and cost["queries"] == 16
+    assert cost["hit@1"] == result["methods"]["hybrid"]["hit@1"]
+    assert cost["hit@1_cost"] == round(cost["hit@1"] - cost["hit@1_with_abstention"], 4)
+
+
+def test_the_default_models_cost_is_the_hit_at_1_of_the_rows_queries():
+    """The same rule for the shipped default abstention model's Hit@1 (a scripted router here)."""
+    from types import SimpleNamespace
+
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.bench_skills import _abstention
+    from ragroute.evaluation.metrics import evaluate_run
+
+    class Scripted:
+        def __init__(self):
+            self.routed: list[str] = []
+
+        def with_options(self, **options):
+            return self
+
+        def _model(self):
+            return SimpleNamespace(info={"name": "scripted"})
+
+        def route_many(self, texts, k):
+            self.routed += texts
+            return [SimpleNamespace(abstain=text == "hit") for text in texts]
+
+    judged = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 0}}
+    run = {"q1": ["a"], "q2": ["x"], "q3": ["c"]}
+    contexts = [QueryContext(text, id=qid) for qid, text in (("q1", "hit"), ("q2", "miss"), ("q3", "none"))]
+    router = Scripted()
+    out = _abstention(router, contexts, judged, run, DATA, None, lambda _: None)
+    assert out["hit@1"] == evaluate_run(run, judged, ("hit@1",))["hit@1"] == 0.5  # not 1/3
+    assert out["hit@1_with_abstention"] == 0.0 and out["hit@1_cost"] == 0.5
+    assert out["abstain_rate"] == 0.5 and router.routed == ["hit", "miss"]

@@ -481,15 +481,10 @@ def _abstention(
     router = router.with_options(abstention="default")  # what the shipped default model would do here
     model = router._model()
     if model is not None:
-        routes = router.route_many([c.text for c in contexts], 1)
-        held = {c.id: r.abstain for c, r in zip(contexts, routes)}
-        hits = [hit_at_k(run.get(c.id, []), judged[c.id], 1) for c in contexts]
-        kept = [h if not held[c.id] else 0.0 for h, c in zip(hits, contexts)]
+        scored = _scored_contexts(contexts, judged)
+        routes = router.route_many([c.text for c in scored], 1)
         out["default_model"] = model.info.get("name", "default")
-        out["abstain_rate"] = round(float(np.mean(list(held.values()))), 4)
-        out["hit@1"] = round(float(np.mean(hits)), 4)
-        out["hit@1_with_abstention"] = round(float(np.mean(kept)), 4)
-        out["hit@1_cost"] = round(out["hit@1"] - out["hit@1_with_abstention"], 4)
+        out.update(_abstention_cost(scored, judged, run, [r.abstain for r in routes]))
     path = abstain_data
     if path is None and root.name == "metatool":
         candidate = root.parent / "metatool_need_tool" / "dev.jsonl"
@@ -596,19 +591,46 @@ def _gate_abstention(
     gate = TrainedGate.fit(
         [texts[i] for i in keep], applies[keep], encoder, query_vectors=vectors[keep], seed=seed, **GATE_FIT
     )
-    routes = router.with_options(abstention=gate).route_many([c.text for c in contexts], 1)
-    hits = np.asarray([hit_at_k(run.get(c.id, []), judged[c.id], 1) for c in contexts])
-    gated = np.asarray([r.abstain for r in routes], dtype=bool)
+    scored = _scored_contexts(contexts, judged)
+    routes = router.with_options(abstention=gate).route_many([c.text for c in scored], 1)
     report["cost"] = {
-        "queries": len(contexts),
+        "queries": len(scored),
         "gate_fitted_on": len(keep),
         "left_out_overlapping_texts": len(texts) - len(keep),
-        "abstain_rate": round(float(gated.mean()), 4),
-        "hit@1": round(float(hits.mean()), 4),
-        "hit@1_with_abstention": round(float(np.where(gated, 0.0, hits).mean()), 4),
+        **_abstention_cost(scored, judged, run, [r.abstain for r in routes]),
     }
-    report["cost"]["hit@1_cost"] = round(report["cost"]["hit@1"] - report["cost"]["hit@1_with_abstention"], 4)
     return report
+
+
+def _scored_contexts(contexts: list[QueryContext], judged: dict[str, dict[str, int]]) -> list[QueryContext]:
+    """The queries a row's Hit@1 averages over (:func:`~ragroute.evaluation.metrics.is_scorable`)."""
+    from ragroute.evaluation.metrics import is_scorable
+
+    return [c for c in contexts if is_scorable(judged[c.id])]
+
+
+def _abstention_cost(
+    scored: list[QueryContext],
+    judged: dict[str, dict[str, int]],
+    run: dict[str, list[str]],
+    abstained: list[bool],
+) -> dict[str, float]:
+    """Abstain rate, Hit@1 and Hit@1 with abstentions counted as misses on the ``scored`` queries
+    (:func:`_scored_contexts`), so that ``hit@1`` is the final row's Hit@1 (0.0 with none, as
+    ``evaluate_run`` gives). Until session 47 every judged query was averaged: one judged with grade 0
+    only counted as a miss, and the Hit@1 here read below the row's."""
+    hits = np.asarray([hit_at_k(run.get(c.id, []), judged[c.id], 1) for c in scored], dtype=np.float64)
+    held = np.asarray(abstained, dtype=bool)
+    if not len(hits):
+        return {"abstain_rate": 0.0, "hit@1": 0.0, "hit@1_with_abstention": 0.0, "hit@1_cost": 0.0}
+    hit1 = round(float(hits.mean()), 4)
+    with_abstention = round(float(np.where(held, 0.0, hits).mean()), 4)
+    return {
+        "abstain_rate": round(float(held.mean()), 4),
+        "hit@1": hit1,
+        "hit@1_with_abstention": with_abstention,
+        "hit@1_cost": round(hit1 - with_abstention, 4),
+    }
 
 
 def format_report(result: dict[str, Any]) -> str:
