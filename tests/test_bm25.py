@@ -410,7 +410,7 @@ def test_a_vocabulary_in_a_newer_format_says_to_upgrade(tmp_path) -> None:
         BM25Scorer.read_parts(tmp_path, scorer.statistics())
     expected = newer_format_message(str(tmp_path / "bm25_vocab.json"), 2, 1, "BM25 ")
     assert str(info.value) == expected and "upgrade ragroute" in expected
-    for version in (0, "2"):  # not newer: still the plain "not supported" line
+    for version in (0, "2", True):  # not newer: still the plain "not supported" line (true read as 1 before)
         header["format_version"] = version
         (tmp_path / "bm25_vocab.json").write_text(json.dumps({**header, **meta}), encoding="utf-8")
         with pytest.raises(IndexFormatError, match="is not supported"):

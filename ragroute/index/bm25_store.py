@@ -117,7 +117,7 @@ def _read_vocab(path: Path, statistics: Mapping[str, Any] | None) -> dict[str, A
             # the one line every artifact says of a newer format; until session 47 this file said
             # "... is not supported (expected 1)", as of a damaged one, and not to upgrade ragroute
             raise IndexFormatError(newer_format_message(str(path), version, _FORMAT_VERSION, "BM25 "))
-        if version != _FORMAT_VERSION:
+        if isinstance(version, bool) or version != _FORMAT_VERSION:  # `true` == 1 read as 1 until session 47
             raise IndexFormatError(
                 f"{path}: BM25 format version {version!r} is not supported (expected {_FORMAT_VERSION})"
             )
