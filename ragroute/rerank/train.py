@@ -15,7 +15,9 @@ stage-1 retrieval (the one the reranker follows when deployed: for a SKILLS set 
 router's hybrid stage 1, else a hybrid BM25 + dense index over the set), plus
 ``random_negatives`` random ones. Calibration pairs keep each candidate's stage-1 rank and
 score (standardised within its pool), which the calibration weighs. Candidate text is what the reranker
-reads at query time (:func:`~ragroute.rerank.cross_encoder.candidate_text`).
+reads at query time (:func:`~ragroute.rerank.cross_encoder.candidate_text`). Opt-in
+(``pseudo_queries``, :func:`pseudo_pairs`): training pairs from pseudo-queries cut from each
+document set's own documents; measured in session 47 and not adopted (docs/rerank.md).
 
 Model: the bundled MiniLM encoder cut to its first ``layers`` transformer layers
 (cheaper at query time: the reranker must score 20 candidates within the
