@@ -9,9 +9,6 @@ before (kept out of the text an LLM reads and of what an embedding model encodes
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from numbers import Real
 from typing import Any
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -21,23 +18,18 @@ from pydantic import Field, PrivateAttr
 from ragroute.errors import RagrouteError, check_k
 from ragroute.integrations.adapters import OWN_PREFIX, made_by_ragroute
 from ragroute.integrations.llamaindex import node_parent
+from ragroute.rerank.cross_encoder import fused_value
 from ragroute.types import Hit
 
 
-def fused_value(node: NodeWithScore) -> float | None:
+def node_fused_value(node: NodeWithScore) -> float | None:
     """The fused value that ordered a node one of ragroute's retrievers made (``explain["fused"]``
-    in its hidden metadata, :func:`~ragroute.rerank.cross_encoder.stage1_score`'s reading), or None
-    for any other node, or one without a finite number there."""
+    in its hidden metadata, read as :func:`~ragroute.rerank.cross_encoder.stage1_score` reads a
+    hit's), or None for any other node, or one without a finite number there."""
     metadata = node.node.metadata
     if not made_by_ragroute(node.node.node_id, metadata):
         return None
-    explain = metadata.get("explain")
-    if not isinstance(explain, Mapping):
-        return None
-    value = explain.get("fused")
-    if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value)):
-        return float(value)
-    return None
+    return fused_value(metadata.get("explain"))
 
 
 class RagrouteRerank(BaseNodePostprocessor):
@@ -81,7 +73,7 @@ class RagrouteRerank(BaseNodePostprocessor):
         # value that ordered them (hidden in their `explain`), as the pipeline's own rerank stage
         # reads it: their score is a cosine-scale similarity, out of step with that order (until
         # session 47 it was read, and such a list was often taken as unsorted, read by order alone)
-        fused = [fused_value(n) for n in nodes]
+        fused = [node_fused_value(n) for n in nodes]
         by_fused = all(v is not None for v in fused)
         if by_fused:
             numbers = [float(v) for v in fused if v is not None]

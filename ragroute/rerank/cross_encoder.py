@@ -202,10 +202,16 @@ def stage1_score(hit: Hit) -> float:
     follow the fused order), else the hit's score. The calibration's ``stage1_z`` was fitted on the
     first stage's own scores (a hybrid index's fused values); until session 46 a pipeline's rerank
     stage standardised the cosine-scale scores instead, out of step with the order and the fit."""
-    fused = hit.explain.get("fused") if isinstance(hit.explain, Mapping) else None
+    fused = fused_value(hit.explain)
+    return hit.score if fused is None else fused
+
+
+def fused_value(explain: Any) -> float | None:
+    """The finite fused value a pipeline hit's explanation holds (``explain["fused"]``), else None."""
+    fused = explain.get("fused") if isinstance(explain, Mapping) else None
     if isinstance(fused, Real) and not isinstance(fused, bool) and math.isfinite(float(fused)):
         return float(fused)
-    return hit.score
+    return None
 
 
 def candidate_text(
