@@ -249,6 +249,7 @@ ARTIFACTS = Registry(
         "reranker": "ragroute.rerank.cross_encoder:CrossEncoderReranker",
         "skills": "ragroute.skills.router:SkillRouter.load",
         "gate": "ragroute.gate.trained:TrainedGate.load",
+        "llm": "ragroute.llm.local:load_cached_llm",
     },
 )
 

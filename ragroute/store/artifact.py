@@ -338,7 +338,7 @@ def _newer_format_family(target: Path) -> tuple[str, str] | None:
     return None
 
 
-_FAMILY_NOUNS = {"skills": "skill index"}
+_FAMILY_NOUNS = {"skills": "skill index", "llm": "cache of LLM weights"}
 
 
 def family_with_article(family: str) -> str:
