@@ -48,13 +48,19 @@ class CorpusSpec:
         the default: a single CSV of product rows under ``modality: table`` loaded as text, so a
         ``modality=table`` filter found none of them and chunking cut them (until session 37).
         ``loading``: how to load (``on_error``, ``report``), beside the definition's options. A
-        folder of images under ``modality: image`` is read by caption (:meth:`loads_images`)."""
+        folder of images under ``modality: image`` is read by caption (:meth:`loads_images`).
+        An option the corpus's loader does not take is refused in one line, as ``config check``
+        refuses it (``on_error``, ``report`` or ``path`` among the options was a TypeError
+        traceback from ``ragroute build``, or was obeyed)."""
         from ragroute.loaders import load_corpus
+        from ragroute.loaders.auto import COLUMN_OPTIONS, check_options, detect_format
 
         if self.loads_images():
             from ragroute.encode.image import image_documents
 
             return image_documents(self.path, recursive=True)
+        detection = {key: value for key, value in self.options.items() if key in COLUMN_OPTIONS}
+        check_options(self.path, detect_format(self.path, **detection), self.options)
         documents = load_corpus(self.path, **loading, **self.options)
         if self.modality == "text":
             return documents

@@ -1117,3 +1117,84 @@ def test_corpus_definitions_refuse_an_empty_path_and_name_a_misspelt_top_key(tmp
     path.write_text("corpra:\n  a: {path: docs}\n", encoding="utf-8")
     with pytest.raises(RagrouteError, match=r"unknown key 'corpra'; did you mean 'corpora'\?"):
         load_corpus_specs(path)
+
+
+@pytest.mark.parametrize("option", ["on_error", "report", "path"])
+def test_a_corpus_definitions_option_that_loading_takes_itself_is_one_line(tmp_path, option):
+    """`options: {on_error: raise}` in a corpus definition (which `config check` refuses as an
+    unknown option) was a TypeError traceback from `ragroute build` ("got multiple values for
+    keyword argument 'on_error'"), and was obeyed by `load_documents()` without arguments."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.corpora import load_corpus_specs
+
+    (tmp_path / "faq.csv").write_text("text\nhello\n", "utf-8")
+    definitions = tmp_path / "corpora.yaml"
+    definitions.write_text(f"corpora:\n  faq: {{path: faq.csv, options: {{{option}: raise}}}}\n", "utf-8")
+    (spec,) = load_corpus_specs(definitions)
+    said = f"is a table corpus: unknown option '{option}'"
+    for loading in ({}, {"on_error": "skip", "report": LoadReport()}):
+        with pytest.raises(CorpusFormatError, match=said):
+            spec.load_documents(**loading)
+    result = CliRunner().invoke(
+        main, ["build", str(definitions), "--out", str(tmp_path / "out"), "--method", "bm25"]
+    )
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and said in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("first_line", [b'{"_id": "d1", "text": "cut off\n', b"\xef\xbb\xbf\n", b"[1, 2]\n"])
+def test_a_beir_jsonl_whose_first_line_is_bad_keeps_its_ids(tmp_path, first_line):
+    """Detection read only the first line of a .jsonl: when it was not a JSON object (a line cut
+    off, a line holding only a BOM), a BEIR corpus file was read as a table, every document
+    renumbered (`corpus-2`, ...) with its `_id` in the metadata, silently (qrels then matched
+    nothing); only the bad line was named in the warning."""
+    path = tmp_path / "corpus.jsonl"
+    rows = [{"_id": "d2", "title": "Beta", "text": "beta"}, {"_id": "d3", "text": "gamma"}]
+    path.write_bytes(first_line + b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    assert detect_format(path) == "beir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorpusWarning)
+        docs = load_corpus(path)
+    assert [(d.id, d.title, d.metadata) for d in docs] == [("d2", "Beta", {}), ("d3", "", {})]
+
+
+def test_a_jsonl_tables_metadata_object_wins_a_clash_whatever_the_key_order(tmp_path):
+    """A table .jsonl row with a top-level field and a `metadata` object naming the same key kept
+    whichever came last in the line: two rows holding the same data got different metadata. The
+    metadata object wins, as in a BEIR row."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        '{"text": "one", "lang": "en", "metadata": {"lang": "fr", "k": 1}}\n'
+        '{"metadata": {"lang": "fr", "k": 1}, "text": "two", "lang": "en"}\n',
+        "utf-8",
+    )
+    docs = load_table_file(path)
+    assert [d.metadata for d in docs] == [{"lang": "fr", "k": 1}, {"lang": "fr", "k": 1}]
+
+
+def test_text_after_a_closing_quote_is_a_bad_row_not_a_silent_edit(tmp_path):
+    """Python's csv reader, not strict, read `1,"Best" phone ever` as the text `Best phone ever`:
+    the quotes were dropped without a word. Such a row is a bad row now (skipped with the warning,
+    or refused with on_error="raise"); a quote inside a field or a quoted field spanning lines
+    still loads."""
+    path = tmp_path / "reviews.csv"
+    path.write_text('id,text\n1,"Best" phone ever\n2,"ok, fine"\n3,a 5" screen\n4,"two\nlines"\n', "utf-8")
+    said = (
+        r'text follows the closing " of a quoted field on line 2; quote the whole field and write a " '
+        r'inside it as ""'
+    )
+    with pytest.warns(CorpusWarning, match=rf"line 2: {said}"):
+        docs = load_table_file(path)
+    assert [(d.id, d.text) for d in docs] == [("2", "ok, fine"), ("3", 'a 5" screen'), ("4", "two\nlines")]
+    with pytest.raises(CorpusFormatError, match=rf"reviews\.csv line 2: {said}"):
+        load_table_file(path, on_error="raise")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "t.tsv").write_text('a\tb\n"x" y\tz\n', "utf-8")
+    (folder / "n.md").write_text("note", "utf-8")
+    with pytest.warns(CorpusWarning, match=r"skipped 1 bad file .*t\.tsv: text follows .* on line 2"):
+        assert [d.id for d in load_text_folder(folder)] == ["n"]

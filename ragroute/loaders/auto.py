@@ -57,15 +57,20 @@ LOADERS: dict[str, tuple[Callable[..., list[Document]], tuple[str, ...]]] = {
 
 
 def _first_record(path: Path) -> dict[str, Any] | None:
-    """The first non-blank line of a JSONL file parsed as an object, or ``None`` if it is not one."""
+    """The first line of a JSONL file that parses as a JSON object, the first record the loaders
+    read (a line before it that does not is a bad line they skip), or ``None`` if none does. Only
+    the first non-blank line was read before: a BEIR file whose first line was cut off (or held
+    only a BOM) loaded as a table, every document renumbered, silently."""
     with open_binary(path) as fh:
         for raw in fh:
-            if raw.strip():
-                try:
-                    value = json.loads(raw.decode("utf-8-sig"))
-                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                    return None
-                return value if isinstance(value, dict) else None
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw.decode("utf-8-sig"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                continue
+            if isinstance(value, dict):
+                return value
     return None
 
 

@@ -110,12 +110,33 @@ def check_quotes_closed(
     )
 
 
+def quote_problem(row: Sequence[bytes], start: int, delimiter: str) -> str | None:
+    """Why the row of the raw lines ``row`` (from line ``start``) is bad when a quoted field of it
+    has text after its closing quote (``"Best" phone``), else ``None``: Python's csv reader, not
+    strict, read such a field without its quotes (``Best phone``), silently."""
+    if not any(b'"' in line for line in row):
+        return None
+    lines = [line.decode("utf-8", errors="replace") for line in row]
+    if start == 1:
+        lines[0] = lines[0].removeprefix("\ufeff")
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    try:
+        for _ in reader:
+            pass
+    except csv.Error:
+        return (
+            f'text follows the closing " of a quoted field on line {start + reader.line_num - 1}; '
+            'quote the whole field and write a " inside it as ""'
+        )
+    return None
+
+
 def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int, list[str], str | None]]:
     """Yield ``(start_line, fields, problem)`` for each non-blank row of a CSV/TSV file.
 
     ``problem`` is ``None`` for a good row, else why the row is unreadable
-    (``line 7: invalid UTF-8 ...``). A quoted field may span lines; a row is
-    bad if any of its lines is. Structural CSV errors raise
+    (``line 7: invalid UTF-8 ...``, text after a quoted field: :func:`quote_problem`). A quoted
+    field may span lines; a row is bad if any of its lines is. Structural CSV errors raise
     :class:`CorpusFormatError` naming file and line.
     """
     with open_binary(path) as fh:
@@ -137,7 +158,10 @@ def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int,
         if not fields:
             continue
         bad = lines.first_bad(start, end)
-        yield start, fields, (None if bad is None else f"{bad[1]} on line {bad[0]}")
+        if bad is not None:
+            yield start, fields, f"{bad[1]} on line {bad[0]}"
+        else:
+            yield start, fields, quote_problem(raw[start - 1 : end], start, delimiter)
 
 
 @dataclass(frozen=True)
@@ -207,12 +231,14 @@ class Columns:
             return {c: row[c] for c in self.metadata if c in row}
         used = {self.text, self.id, self.title}
         meta: dict[str, Any] = {}
+        nested: dict[str, Any] = {}
         for key, value in row.items():
             if key == "metadata" and isinstance(value, dict):
-                meta.update(value)
+                nested = value
             elif key not in used:
                 meta[key] = value
-        return meta
+        # the metadata object wins a clash, as in a BEIR row (the key written last in the line won)
+        return {**meta, **nested}
 
     def document(self, row: dict[str, Any], default_id: str, modality: str) -> Document:
         """Build one Document from a row; :class:`BadRecord` if its text or id is missing."""
@@ -307,7 +333,7 @@ def load_table_file(
     CSV/TSV the 1-based data row number (header excluded, bad rows counted,
     so one skipped row does not shift later ids), for JSONL the 1-based line
     number. ``metadata_columns=None`` puts every other column in the metadata
-    (a JSONL ``metadata`` object is merged in); ``[]`` keeps none.
+    (a JSONL ``metadata`` object is merged in, its keys winning a clash); ``[]`` keeps none.
 
     A named column missing from the CSV header (or from the first JSONL
     record) raises :class:`CorpusFormatError` listing the available columns, and
