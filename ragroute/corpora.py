@@ -150,8 +150,10 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
     options = entry.get("options")
     if options is not None and not isinstance(options, dict):
         raise RagrouteError(f"{where}: 'options' must be a mapping of loader options")
-    modality = entry.get("modality") or "text"  # null: the default, as in a routing config
-    granularity = entry.get("granularity") or "document"
+    # null: the default, as in a routing config; any other value is checked (`modality: []`, `0` or
+    # `false` read as the default, silently, until session 48)
+    modality = "text" if entry.get("modality") is None else entry["modality"]
+    granularity = "document" if entry.get("granularity") is None else entry["granularity"]
     if modality not in MODALITIES:
         raise RagrouteError(f"{where}: modality {modality!r} is not one of {', '.join(MODALITIES)}")
     if granularity not in GRANULARITIES:

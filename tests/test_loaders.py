@@ -1119,6 +1119,32 @@ def test_corpus_definitions_refuse_an_empty_path_and_name_a_misspelt_top_key(tmp
         load_corpus_specs(path)
 
 
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ("modality: []", r"modality \[\] is not one of text"),
+        ("modality: ''", r"modality '' is not one of text"),
+        ("granularity: 0", r"granularity 0 is not one of document"),
+        ("granularity: false", r"granularity False is not one of document"),
+    ],
+)
+def test_an_empty_or_false_modality_or_granularity_is_refused_not_read_as_the_default(
+    tmp_path, setting, problem
+):
+    """Only null means the default: `modality: []` or `granularity: 0` were the defaults, silently
+    (until session 48), where a misspelt value is refused."""
+    from ragroute.corpora import load_corpus_specs
+    from ragroute.errors import RagrouteError
+
+    path = tmp_path / "corpora.yaml"
+    path.write_text(f"corpora:\n  a: {{path: docs, {setting}}}\n", encoding="utf-8")
+    with pytest.raises(RagrouteError, match=problem):
+        load_corpus_specs(path)
+    path.write_text("corpora:\n  a: {path: docs, modality: null, granularity: null}\n", encoding="utf-8")
+    ((spec),) = load_corpus_specs(path)
+    assert (spec.modality, spec.granularity) == ("text", "document")
+
+
 @pytest.mark.parametrize("option", ["on_error", "report", "path"])
 def test_a_corpus_definitions_option_that_loading_takes_itself_is_one_line(tmp_path, option):
     """`options: {on_error: raise}` in a corpus definition (which `config check` refuses as an
