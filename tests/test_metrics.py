@@ -371,6 +371,30 @@ def test_routed_chunk_hits_are_judged_as_their_parent_documents():
     assert evaluator.score([row]).quality == 1.0
 
 
+def test_a_routed_chunk_index_is_scored_on_k_documents_not_k_chunks():
+    """The routing evaluator scored a routed query on the documents of its k hits, however few
+    (until session 48): k chunks of one document read as a miss of the relevant one below them. It
+    now searches deeper, as the retrieval evaluator does, and keeps k documents."""
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.evaluators import RoutingEvaluator
+    from ragroute.index.build import build_index
+    from ragroute.pipeline import Pipeline
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import Source
+    from ragroute.types import Document
+
+    chunks = [Document(id=f"big#p{i}", text=f"vpn portal login {i}", parent_id="big") for i in range(30)]
+    chunks += [Document(id="small#p0", text="portal help desk hours", parent_id="small")]
+    chunks += [Document(id=f"other{i}", text=f"portal printer toner {i}") for i in range(30)]
+    pipeline = Pipeline([Source("docs", build_index(chunks, "bm25"))], FixedRoutes(["docs"]))
+    evaluator = RoutingEvaluator(
+        [QueryContext("vpn portal login", id="q")], {"q": "docs"}, {"q": {"small": 1}}, metric="recall@10"
+    )
+    (row,) = evaluator.run(pipeline)
+    assert row.hits[:2] == ["big", "small"] and len(row.hits) == 10 and len(row.scores) == 10
+    assert evaluator.score([row]).quality == 1.0
+
+
 def test_a_scored_query_without_a_group_is_one_line_not_left_out():
     """macro_average left a judged query with no group out of every mean, and a grouped paired
     difference raised a bare KeyError (until session 43)."""

@@ -14,6 +14,7 @@ call evaluators and print, so what they measure is what users run.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -85,6 +86,24 @@ def judged_ids(hits: Sequence[Any]) -> list[str]:
 DEEPER_AT_MOST = 16
 
 
+def hits_of_k_documents(hits: Sequence[Any], k: int, search: Callable[[int], Sequence[Any]]) -> Sequence[Any]:
+    """A query's ``k`` hits, or deeper ones until they hold ``k`` documents. Chunks count as their
+    parent, so ``k`` hits of a chunk index can hold far fewer than ``k`` documents (one with 120
+    matching chunks scored @10 on 1 document until session 37): the query is searched again
+    (``search(depth)``), twice as deep each time, until its hits hold ``k`` documents, the retriever
+    has no more, or :data:`DEEPER_AT_MOST` x ``k``."""
+    depth = k
+    while len(judged_ids(hits)) < k and len(hits) >= depth and depth < DEEPER_AT_MOST * k:
+        depth *= 2
+        hits = search(depth)
+    return hits
+
+
+def _routed_hits(pipeline: Any, context: QueryContext, depth: int) -> Sequence[Any]:
+    """A pipeline's ``depth`` hits for one query (routed again: routers decide the same)."""
+    return pipeline.retrieve_contexts([context], depth)[0].hits
+
+
 class RetrievalEvaluator:
     """Ranking metrics of any retriever (an index, a :class:`~ragroute.pipeline.Pipeline`) on
     queries with relevance judgements.
@@ -114,18 +133,12 @@ class RetrievalEvaluator:
         self.groups = groups
 
     def _judged(self, retriever: Any, context: Any, hits: Sequence[Any]) -> list[str]:
-        """The first ``k`` documents of a query's ranking. Chunks count as their parent, so ``k``
-        hits of a chunk index can hold far fewer than ``k`` documents (one with 120 matching
-        chunks scored @10 on 1 document until session 37): such a query is searched again, twice as
-        deep each time, until it holds ``k`` documents, the index has no more, or
-        :data:`DEEPER_AT_MOST` x ``k``."""
-        ids = judged_ids(hits)
-        depth = self.k
-        while len(ids) < self.k and len(hits) >= depth and depth < DEEPER_AT_MOST * self.k:
-            depth *= 2
-            hits = search_contexts(retriever, [context], depth)[0]
-            ids = judged_ids(hits)
-        return ids[: self.k]
+        """The first ``k`` documents of a query's ranking (searched deeper where its ``k`` hits are
+        chunks of fewer documents: :func:`hits_of_k_documents`)."""
+        hits = hits_of_k_documents(
+            hits, self.k, lambda depth: search_contexts(retriever, [context], depth)[0]
+        )
+        return judged_ids(hits)[: self.k]
 
     def __call__(
         self, retriever: Any, *, batch_size: int | None = None, progress: bool | None = False
@@ -259,11 +272,16 @@ class RoutingEvaluator:
             routes = dict(decision.routes)
             best = top_route(routes) if routes else NONE_ROUTE
             # judged as RetrievalEvaluator judges them: a chunk counts as its parent document, first
-            # occurrence wins (scores kept beside it). Until session 43 a routed chunk hit was judged
-            # by its own id ("doc#p3"), which no qrels line names: every metric read 0
+            # occurrence wins (scores kept beside it), searched deeper where the k hits hold fewer
+            # documents (until session 48 they were scored on those few). Until session 43 a routed
+            # chunk hit was judged by its own id ("doc#p3"), which no qrels line names: every metric read 0
+            hits = hits_of_k_documents(
+                result.hits, self.k, functools.partial(_routed_hits, pipeline, context)
+            )
             judged: dict[str, float] = {}
-            for hit in result.hits:
+            for hit in hits:
                 judged.setdefault(hit.parent_id or hit.doc_id, hit.score)
+            judged = dict(list(judged.items())[: self.k])
             rows.append(
                 RoutingRow(
                     id=context.id,
