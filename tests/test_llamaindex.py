@@ -869,3 +869,32 @@ def test_the_llamaindex_retrievers_refuse_an_unknown_keyword_naming_it(hashing_e
     with pytest.raises(InvalidArgumentError, match="StepwiseLlamaRetriever: unknown keyword 'similarity_t"):
         StepwiseLlamaRetriever(Controller(), similarity_topk=3)
     assert IndexLlamaRetriever(index, verbose=True).similarity_top_k == 5  # LlamaIndex's own keywords pass
+
+
+def test_a_with_scopes_copy_starts_without_the_last_callers_outcome(hashing_encoder, small_docs):
+    """A gated or step-wise retriever's copy for another caller kept the original's ``last_routing``,
+    ``last_decision`` and ``last_result``: a caller without scopes read an ``hr`` caller's routing
+    decision, naming the source hidden from it, until its own first query."""
+    from ragroute.gate.controller import StepwiseController
+    from ragroute.gate.planners import ScriptedPlanner
+    from ragroute.integrations.llamaindex_gate import GatedLlamaRetriever, StepwiseLlamaRetriever
+    from ragroute.pipeline.stages import GateDecision
+
+    class Yes:
+        def gate_many(self, contexts):
+            return [GateDecision("retrieve", 1.0) for _ in contexts]
+
+    public = Source("public", build_index(small_docs[:10], "dense", encoder=hashing_encoder, name="public"))
+    vault = build_index(small_docs[10:], "dense", encoder=hashing_encoder, name="vault")
+    pipeline = pipeline_from_settings(
+        [public, Source("vault", vault, access=frozenset({"hr"}))], {"kind": "fixed"}, encoder=None
+    )
+    gated = GatedLlamaRetriever(Yes(), RoutedLlamaRetriever(pipeline, scopes=["hr"]))
+    assert any(n.node.metadata["source"] == "vault" for n in gated.retrieve("bread flour printer"))
+    twin = gated.with_scopes([], caller="bob")
+    assert (twin.last_decision, twin.last_routing) == (None, None)
+    assert gated.last_routing is not None and "vault" in gated.last_routing.chosen  # the original's own
+    controller = StepwiseController(ScriptedPlanner(["bread flour"], answer="done"), pipeline, k=3)
+    stepwise = StepwiseLlamaRetriever(controller, scopes=["hr"])
+    assert stepwise.retrieve("bread") and stepwise.last_result is not None
+    assert stepwise.with_scopes([], caller="bob").last_result is None

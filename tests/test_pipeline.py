@@ -315,6 +315,31 @@ def test_a_hit_without_text_is_kept_with_empty_text():
     assert (hit.doc_id, hit.text, hit.score) == ("x", "", 0.5)
 
 
+class UnlabelledRetriever:
+    """A user's retriever whose hits carry ``metadata`` (and ``explain``) of the wrong kind."""
+
+    def __init__(self, metadata):
+        self.metadata = metadata
+
+    def search_many(self, queries, k=10, *, filters=None):
+        return [[Hit("x", 0.5, text="t", metadata=self.metadata, explain=None)] for _ in queries]
+
+
+def test_a_hit_without_metadata_is_kept_and_one_with_other_metadata_fails_its_source_alone():
+    """A hit whose metadata was None (or not a mapping) raised AttributeError in the scope check,
+    failing every query of the batch, every other source's hits lost."""
+    pipeline = Pipeline([Source("plain", UnlabelledRetriever(None))], FixedRouter({"plain": 1.0}))
+    (hit,) = pipeline.retrieve("q", k=5).hits
+    assert (hit.doc_id, hit.metadata, hit.explain["route_probability"]) == ("x", {}, 1.0)
+    sources = [Source("good", SlowRetriever("good")), Source("bad", UnlabelledRetriever(["hr"]))]
+    pipeline = Pipeline(sources, FixedRouter({"good": 0.5, "bad": 0.5}))
+    for result in pipeline.retrieve_many(["first", "second"], k=5):
+        assert [h.source for h in result.hits] == ["good"]
+        failed = [s.detail for s in result.trace if s.stage == "retrieve" and "error" in s.detail]
+        assert [d["source"] for d in failed] == ["bad"]
+        assert failed[0]["error"].endswith("hit 'x' has metadata of type list, not a mapping")
+
+
 class BrokenStage:
     """A gate or reranker with a bug: raises, or answers with the wrong shape."""
 

@@ -987,6 +987,44 @@ def test_routers_calibrate_and_build_their_banks_on_public_documents_only(hashin
     assert with_secret.signals == without.signals and with_secret.routes == without.routes
 
 
+def test_a_nested_pipelines_documents_behind_access_labels_are_not_public(hashing_encoder, small_docs):
+    """A nested pipeline listed the documents of its sources with access labels as public: an outer
+    prototype router's bank and centroid, and the pseudo-queries and rarity counts read from a
+    nested source, took in a hidden source's documents, so a caller without scopes read, in its
+    routing similarities and signals, that the nested source held words only the hidden one has."""
+    from conftest import topic_sources
+
+    from ragroute.context import QueryContext
+    from ragroute.gate.signals import make_signal
+    from ragroute.route.prototype import PrototypeRouter
+    from ragroute.route.pseudo import pseudo_queries
+    from ragroute.scopes import is_public
+
+    secret_text = "zebra quantum sonnet harpsichord glacier " * 3
+    vault = build_index([Document(id="v1", text=secret_text)], "dense", encoder=hashing_encoder, name="vault")
+
+    def outer(with_vault):
+        inner_sources = topic_sources(small_docs, hashing_encoder)[2:]
+        if with_vault:
+            inner_sources.append(Source("vault", vault, access=frozenset({"hr"})))
+        inner = Pipeline(inner_sources, FixedRouter({s.name: 1.0 for s in inner_sources}))
+        return [*topic_sources(small_docs, hashing_encoder)[:2], Source("inner", inner)]
+
+    with_vault, without = outer(True), outer(False)
+    routed = [
+        PrototypeRouter(sources, hashing_encoder).route(secret_text) for sources in (with_vault, without)
+    ]
+    assert routed[0].signals == routed[1].signals and routed[0].routes == routed[1].routes
+    rarity = [make_signal({"kind": "rarity", "corpus": True}, sources=s) for s in (with_vault, without)]
+    unseen = rarity[0].names.index("unseen_share")
+    shares = [r.values([QueryContext.of("zebra harpsichord")], None)[0][unseen] for r in rarity]
+    assert shares[0] == shares[1] == 1.0
+    nested = with_vault[2].documents
+    assert len(nested) == len(without[2].documents) + 1  # every document is still listed
+    assert [doc.id for doc in nested if not is_public(doc.metadata)] == ["v1"]
+    assert [p for p, _ in pseudo_queries(nested, 100)] == list(range(len(without[2].documents)))
+
+
 def test_the_prototype_router_follows_deleted_relabelled_and_added_documents(hashing_encoder, small_docs):
     """A router built once kept its bank: a deleted document still steered routing, and one
     re-added with an access label stayed readable in every caller's similarity signals."""

@@ -189,6 +189,12 @@ def query_context(
     return context
 
 
+#: what a retriever keeps of its latest query (the gated one's decisions, the step-wise one's run):
+#: a :meth:`_TopK.with_scopes` copy starts without them (it was handed the original caller's routing
+#: decision, naming sources hidden from the copy's caller, until its own first query)
+_LAST_OUTCOMES = ("last_decision", "last_routing", "last_result")
+
+
 class _TopK:
     """``similarity_top_k`` with ``k`` as an alias (read and set), the caller's ``scopes`` and who
     asks (``caller``, for per-caller exposure budgets; ``""``: one shared anonymous caller)."""
@@ -209,9 +215,9 @@ class _TopK:
 
     def with_scopes(self, scopes: Sequence[str], *, caller: str | None = None) -> Any:
         """A copy of this retriever for a caller holding ``scopes`` (and named ``caller``, when
-        given): it shares the index or pipeline, not the log of decisions (a caller's decision names
-        what only its scopes may see). LlamaIndex's ``retrieve`` takes no per-call arguments: one
-        copy per caller is how a server tells callers apart."""
+        given): it shares the index or pipeline, not the log of decisions nor the latest query's
+        outcome (a caller's decision names what only its scopes may see). LlamaIndex's ``retrieve``
+        takes no per-call arguments: one copy per caller is how a server tells callers apart."""
         twin = copy.copy(self)
         filters = getattr(self, "filters", None)
         if isinstance(filters, dict):  # its own: an edit to one copy's filters changed every copy's
@@ -222,6 +228,9 @@ class _TopK:
         decisions = getattr(self, "decisions", None)
         if isinstance(decisions, DecisionLog):
             setattr(twin, "decisions", DecisionLog(decisions.size))  # noqa: B010 - only routed retrievers log
+        for name in _LAST_OUTCOMES:  # the latest query's: the original's caller's, not this copy's
+            if name in vars(twin):
+                setattr(twin, name, None)
         return twin
 
     def _several_sources(self) -> bool:

@@ -10,8 +10,8 @@ stage appends to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ragroute.context import QueryContext, contexts_of
@@ -32,8 +32,8 @@ from ragroute.pipeline.stages import (
 )
 from ragroute.route.base import NONE_ROUTE
 from ragroute.route.sources import Source, SourceProblem, check_sources
-from ragroute.scopes import caller_scopes
-from ragroute.types import Decision, Hit, TraceStep
+from ragroute.scopes import ACCESS_KEY, caller_scopes, is_public
+from ragroute.types import Decision, Document, Hit, TraceStep
 
 #: a reranker that keeps one hit per parent document and comes up short is given a pool four times
 #: as deep, again, while the pool is below this many times the hits asked for (3 -> 12 -> 48 -> 192)
@@ -161,13 +161,15 @@ class Pipeline:
     def documents(self) -> tuple:
         """Every source's documents, as one tuple per state of its sources' contents
         (:func:`~ragroute.index.base.content_key`): read per query by fusion and exposure, it was a
-        new list of every document each time."""
+        new list of every document each time. A source's access labels go with its documents
+        (:func:`listed_documents`), so what learns from public documents only (a prototype bank,
+        pseudo-queries, rarity counts) leaves out those of a nested pipeline's restricted sources."""
         key = tuple(content_key(source) for source in self.sources)
         memo = self._documents_memo
         if memo is None or memo[0] != key:
             memo = self._documents_memo = (
                 key,
-                tuple(doc for source in self.sources for doc in source.documents),
+                tuple(doc for source in self.sources for doc in listed_documents(source)),
             )
         return memo[1]
 
@@ -414,6 +416,20 @@ class Pipeline:
     def search_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[list[Hit]]:
         """The hits of :meth:`retrieve_contexts` for each context (the retriever protocol)."""
         return [r.hits for r in self.retrieve_contexts(contexts, k)]
+
+
+def listed_documents(source: Source) -> Iterator[Document]:
+    """``source``'s documents as a pipeline over it lists them: a public one of a source with access
+    labels carries the source's labels (only the callers the source lets in may read it; until now
+    it read as public to every router, gate signal and calibration learning from the nested
+    pipeline's public documents), any other as it is (its labels, if any, already make it not
+    public)."""
+    labels = sorted(source.access)
+    for doc in source.documents:
+        if labels and is_public(doc.metadata):
+            yield replace(doc, metadata={**doc.metadata, ACCESS_KEY: labels})
+        else:
+            yield doc
 
 
 def _rescore_retrieve_step(decision: Decision, source: str, kept: list[Hit]) -> None:

@@ -10,7 +10,7 @@ so results map back to the documents they came from.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -148,7 +148,10 @@ class Source:
 
 def check_hit(hit: Any, source: str) -> None:
     """Raise a one-line :class:`RagrouteError` unless ``hit`` is a :class:`Hit` whose score is a
-    finite number (made a float); a ``None`` text or title is read as empty."""
+    finite number (made a float) and whose metadata and explain are mappings; a ``None`` text or
+    title is read as empty, a ``None`` metadata or explain as an empty mapping (no access labels:
+    public, as for a hit whose metadata has none). Until now a ``None`` or a list there raised in the
+    pipeline's scope check, failing every query of the batch."""
     if not isinstance(hit, Hit):
         raise RagrouteError(f"source {source!r} returned a {type(hit).__name__} where a Hit belongs")
     score = hit.score
@@ -161,6 +164,15 @@ def check_hit(hit: Any, source: str) -> None:
         hit.text = ""
     if hit.title is None:
         hit.title = ""
+    for field_name in ("metadata", "explain"):
+        value = getattr(hit, field_name)
+        if value is None:
+            setattr(hit, field_name, {})
+        elif not isinstance(value, Mapping):
+            kind = type(value).__name__
+            raise RagrouteError(
+                f"source {source!r}: hit {hit.doc_id!r} has {field_name} of type {kind}, not a mapping"
+            )
 
 
 def hits_of(target: Any, contexts: Sequence[Any], k: int) -> list[list[Hit]]:
