@@ -35,6 +35,14 @@ SCOPE_FILTER = "@scope"
 REDACTED = "(hidden by scope)"
 
 
+def label_form(label: str) -> str:
+    """A scope or access label in the one spelling labels are compared in: surrounding whitespace
+    dropped, Unicode in NFC form (until session 48 a decomposed ``"José"`` on a document and the
+    composed one a caller held were two labels: the document was hidden from its own readers)."""
+    label = label.strip()
+    return label if label.isascii() else unicodedata.normalize("NFC", label)
+
+
 def labels_of(value: Any) -> frozenset[str]:
     """The access labels a metadata value holds: ``None`` or empty is public (no labels); a string
     is one label or several separated by commas; a list, tuple or set holds labels. Anything else
@@ -42,7 +50,7 @@ def labels_of(value: Any) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return frozenset(label_form(part) for part in value.split(",") if part.strip())
     if isinstance(value, (list, tuple, set, frozenset)):
         return frozenset(label for item in value for label in labels_of(item))
     return frozenset({str(value)})
@@ -98,7 +106,7 @@ def caller_id(caller: Any) -> str:
     whitespace, is :class:`InvalidArgumentError`."""
     if not isinstance(caller, str):
         raise InvalidArgumentError(f"caller must be a string naming who asks, got {type(caller).__name__}")
-    name = unicodedata.normalize("NFC", caller.strip())
+    name = label_form(caller)
     if caller and not name:
         raise InvalidArgumentError(
             f"caller {caller!r} is only whitespace: name who asks, or pass '' for the anonymous caller"
@@ -124,7 +132,7 @@ def caller_scopes(value: Any, where: str = "scopes") -> tuple[str, ...]:
             raise InvalidArgumentError(
                 f"{where}: {item!r} is not a scope label (a non-empty string without commas)"
             )
-    return tuple(sorted({item.strip() for item in items}))
+    return tuple(sorted({label_form(item) for item in items}))
 
 
 def access_labels(value: Any, where: str) -> frozenset[str]:

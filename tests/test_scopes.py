@@ -956,6 +956,28 @@ def test_a_labelled_document_added_to_an_unlabelled_store_is_hidden_at_once():
     assert store.access_mask(()) is None
 
 
+def test_a_label_in_another_unicode_form_is_the_same_label():
+    """A document labelled with a decomposed "José" was hidden from a caller holding the composed
+    one (until session 48): labels are compared in NFC form, as caller ids are counted."""
+    import unicodedata
+
+    from ragroute.index.docstore import DocumentStore
+    from ragroute.scopes import caller_scopes, labels_of, readable
+
+    composed, decomposed = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    assert composed != decomposed
+    assert labels_of(f" {decomposed} , hr") == {composed, "hr"} == labels_of([decomposed, "hr"])
+    assert caller_scopes([decomposed, composed]) == (composed,)
+    store = DocumentStore()
+    store.add(
+        [Document(id="a", text="public"), Document(id="b", text="his", metadata={"access": decomposed})]
+    )
+    assert store.access_mask(caller_scopes(composed)) is None  # he reads both
+    assert store.access_mask(()).tolist() == [True, False]
+    hit = Hit(doc_id="b", score=1.0, rank=1, metadata={"access": [decomposed]})
+    assert readable([hit], caller_scopes(composed)) == [hit]
+
+
 def test_an_odd_access_value_is_a_label_everywhere_not_public():
     from ragroute.index.docstore import DocumentStore
     from ragroute.scopes import is_public
