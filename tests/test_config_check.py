@@ -788,10 +788,7 @@ def test_router_routes_must_name_the_sources(workspace, hashing_encoder):
         "router: the router's routes (astro, cooking) name no source 'cooking', and source 'cook' is "
         "none of them, so it could never be chosen"
     )
-    result = check(renamed)
-    assert result.exit_code == 1 and expected in error_lines(result)[0]
-    with pytest.raises(RagrouteError, match=re.escape(expected.removeprefix("router: "))):
-        load_routing(renamed, encoder=hashing_encoder)
+    _refused_by_check_and_load(renamed, expected, hashing_encoder)
 
     fewer = config_with(["astro"])
     assert check(fewer).exit_code == 0
@@ -801,6 +798,43 @@ def test_router_routes_must_name_the_sources(workspace, hashing_encoder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_routing(reached, encoder=hashing_encoder)
+
+
+def test_an_ensemble_members_routes_must_name_the_sources(workspace, hashing_encoder):
+    """An ensemble's kNN member whose examples say 'cooking' where the source is 'cook' never
+    chooses 'cook' and sends its share nowhere, as a kNN router alone would: refused by `config
+    check` and at load, naming the member. The ensemble's routes together (its prototype member
+    knows 'cook') used to pass with a warning."""
+
+    examples = workspace / "examples-member.jsonl"
+    examples.write_text(
+        "".join(
+            json.dumps({"text": f"{label} question {i}", "label": label}) + "\n"
+            for label in ("astro", "cooking")
+            for i in range(3)
+        )
+    )
+    config = workspace / "ensemble-renamed.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+        f"router: {{kind: ensemble, members: [prototype, knn], examples: {examples.name}}}\n"
+    )
+    expected = (
+        "router: ensemble member knn: the router's routes (astro, cooking) name no source 'cooking', "
+        "and source 'cook' is none of them, so it could never be chosen"
+    )
+    _refused_by_check_and_load(config, expected, hashing_encoder)
+
+
+def _refused_by_check_and_load(config, expected: str, encoder) -> None:
+    """`config check` fails on ``config`` with ``expected`` as its first error line, and loading it
+    raises the same error (without the ``router:`` prefix the check adds)."""
+    from ragroute.route.config import load_routing
+
+    result = check(config)
+    assert result.exit_code == 1 and expected in error_lines(result)[0]
+    with pytest.raises(RagrouteError, match=re.escape(expected.removeprefix("router: "))):
+        load_routing(config, encoder=encoder)
 
 
 def test_router_and_gate_artifacts_are_opened_not_only_found(workspace, tmp_path):

@@ -965,6 +965,12 @@ def test_fusion_statistics_and_score_scales_are_fitted_again_after_a_large_chang
         ({"hedge_below": 2}, "'hedge_below' must be at most 1, not 2"),
         ({"depth": 0}, "'depth' must be at least 1, not 0"),
         ({"max_routes": 2.5}, "'max_routes' must be an integer"),
+        # a string was read one letter per source, [3] as a source named 3: each routed nowhere
+        ({"always": "generalist"}, "'always' must be a list of source names"),
+        ({"always": [3]}, "'always' must be a list of source names"),
+        # a misspelt word read as the other choice: even weights, fusion scores
+        ({"route_weights": "probabilities"}, "route_weights must be 'even' or 'probability'"),
+        ({"scores": "similarities"}, "scores must be 'similarity' or 'fusion'"),
     ],
 )
 def test_routing_options_are_checked_as_a_configs_router_mapping_is(options, said):

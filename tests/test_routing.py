@@ -491,6 +491,27 @@ def test_ensemble_member_weights_and_sharpness():
     assert weighted.signals["weights"] == {"a": 0.81, "b": round(3 * 0.36, 4)}
 
 
+def test_ensemble_members_of_one_name_are_each_shown_in_the_signals():
+    """Two members of one name (two trained routers, or `members: [knn, knn]`) each weigh in the
+    decision, so each is shown: keyed by name, the second member's routes, weight and signals
+    replaced the first's, and the decision could not be explained from its signals."""
+    a = _FixedRouter("trained", {"x": 0.9, "y": 0.1})
+    b = _FixedRouter("trained", {"x": 0.2, "y": 0.8})
+    c = _FixedRouter("knn", {"x": 0.5, "y": 0.5})
+    decision = EnsembleRouter([a, b, c], early_exit=None).route("q")
+    assert decision.signals["members"] == {
+        "trained": {"x": 0.9, "y": 0.1},
+        "trained#2": {"x": 0.2, "y": 0.8},
+        "knn": {"x": 0.5, "y": 0.5},
+    }
+    assert decision.signals["weights"] == {"trained": 0.81, "trained#2": 0.64, "knn": 0.25}
+    assert list(decision.signals["member_signals"]) == ["trained", "trained#2", "knn"]
+    x = (0.81 * 0.9 + 0.64 * 0.2 + 0.25 * 0.5) / (0.81 + 0.64 + 0.25)
+    assert decision.routes == {"x": round(x, 6), "y": round(1 - x, 6)}
+    sure = EnsembleRouter([_FixedRouter("trained", {"x": 0.95, "y": 0.05}), b]).route("q")
+    assert sure.signals["skipped"] == ["trained#2"]
+
+
 def test_a_sure_first_member_decides_alone_and_the_others_are_not_run():
     a = _FixedRouter("a", {"x": 0.95, "y": 0.05})
     b = _Counting(_FixedRouter("b", {"x": 0.1, "y": 0.9}))

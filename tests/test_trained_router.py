@@ -451,6 +451,37 @@ def test_legacy_router_files_are_checked(router: TrainedRouter, encoder: FakeEnc
         TrainedRouter.load(folder, encoder)
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"temperature": -1.0}, "temperature must be a number above 0, not -1.0"),
+        ({"temperature": 0}, "temperature must be a number above 0, not 0"),
+        ({"temperature": float("nan")}, "temperature must be a number above 0, not nan"),
+        ({"none_bias": float("nan")}, "none_bias must be a finite number, not nan"),
+        ({"labels": "duplicated"}, "labels must be distinct route names"),
+    ],
+)
+def test_saved_numbers_and_labels_that_would_misroute_are_refused(
+    router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    """A saved temperature of 0 or below made every query certain of its best route (the softmax
+    read it as 1e-9), NaN made every probability NaN, a NaN none_bias the none route's, and a label
+    saved twice folded two routes into one whose probabilities no longer summed to 1: each loaded
+    and routed. Refused in one line, as the pilot and quality routers refuse theirs."""
+    if change.get("labels") == "duplicated":
+        change = {"labels": [router.labels[0]] * len(router.labels)}
+    folder = _legacy_save(router, tmp_path / "old")
+    manifest = json.loads((folder / ROUTER_FILE).read_text())
+    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, **change}))
+    with pytest.raises(IndexFormatError, match=re.escape(message)) as info:
+        TrainedRouter.load(folder, encoder)
+    assert "corrupt" in str(info.value) and "\n" not in str(info.value)
+    published = router.save(tmp_path / "new")
+    _rewrite_params(published, **change)
+    with pytest.raises(IndexFormatError, match=re.escape(message)):
+        TrainedRouter.load(published, encoder)
+
+
 def test_inspect_of_a_legacy_router_with_a_bad_encoder_entry_is_one_error_line(
     router: TrainedRouter, tmp_path: Path
 ) -> None:

@@ -26,7 +26,14 @@ from ragroute.errors import (
 )
 from ragroute.exposure import ExposureBudget, ExposureLedger
 from ragroute.pipeline.runner import Pipeline
-from ragroute.pipeline.stages import SELECTION_MAXIMA, SELECTION_MINIMA, SELECTION_TYPES, RoutingOptions
+from ragroute.pipeline.stages import (
+    SELECTION_MAXIMA,
+    SELECTION_MINIMA,
+    SELECTION_TYPES,
+    RoutingOptions,
+    check_always,
+    check_selection_words,
+)
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS, load_plugins
 from ragroute.route.base import NONE_ROUTE, Router
 from ragroute.route.factories import ROUTER_SETTING_TYPES, ROUTER_SETTINGS, RouterBuild, build_router
@@ -71,18 +78,10 @@ def routing_options(settings: Mapping[str, Any], where: str = "") -> RoutingOpti
             value, kind, section, key, minimum=SELECTION_MINIMA.get(key), maximum=SELECTION_MAXIMA.get(key)
         )
     if "always" in values:
-        always = values["always"]
-        if isinstance(always, str) or not all(isinstance(name, str) for name in always):
-            raise RagrouteError(f"{section}: 'always' must be a list of source names")
-        values["always"] = tuple(always)
+        values["always"] = check_always(values["always"], section)
+    check_selection_words(values, section)
     options = RoutingOptions(**values)
     FUSIONS.check(str(options.fusion), section)
-    if options.scores not in ("similarity", "fusion"):
-        raise RagrouteError(f"{section}: scores must be 'similarity' or 'fusion', not {options.scores!r}")
-    if options.route_weights not in ("even", "probability"):
-        raise RagrouteError(
-            f"{section}: route_weights must be 'even' or 'probability', not {options.route_weights!r}"
-        )
     return options
 
 
@@ -159,6 +158,24 @@ def route_name_problems(
     return None, notes
 
 
+def member_route_problem(
+    members: Sequence[tuple[str, Sequence[str]]],
+    names: Sequence[str],
+    *,
+    left_out: Sequence[str] = (),
+    reached: Sequence[str] = (),
+) -> str | None:
+    """The error of :func:`route_name_problems` for the first ensemble member (``(name, routes)``)
+    whose own routes have it, or None: the ensemble's routes together hide a member fitted on a
+    renamed source when another member knows the source (a kNN or trained member never chose it,
+    and its share went nowhere, with a warning only)."""
+    for name, labels in members:
+        error, _ = route_name_problems(labels, names, left_out=left_out, reached=reached)
+        if error:
+            return f"ensemble member {name}: {error}"
+    return None
+
+
 def _check_router_routes(
     router: Router,
     sources: Sequence[Source],
@@ -171,12 +188,15 @@ def _check_router_routes(
     reached = set(options.always)
     if policy is not None:
         reached |= {name for rule in policy.rules for _, name, _ in rule.then.refs}
+    names, left_out = [s.name for s in sources], [p.name for p in problems]
     error, notes = route_name_problems(
-        list(getattr(router, "labels", None) or []),
-        [s.name for s in sources],
-        left_out=[p.name for p in problems],
-        reached=sorted(reached),
+        list(getattr(router, "labels", None) or []), names, left_out=left_out, reached=sorted(reached)
     )
+    members = [
+        (str(getattr(member, "name", type(member).__name__)), list(getattr(member, "labels", None) or []))
+        for member in getattr(router, "routers", ())
+    ]
+    error = error or member_route_problem(members, names, left_out=left_out, reached=sorted(reached))
     prefix = f"{where}: " if where else ""
     if error:
         raise RagrouteError(prefix + error)

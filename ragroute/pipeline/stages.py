@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
-from ragroute.errors import accepts_missing, check_filter_keys, check_setting, error_summary
+from ragroute.errors import RagrouteError, accepts_missing, check_filter_keys, check_setting, error_summary
 from ragroute.index.base import carried_keys, content_key, filter_groups
 from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.fusion import auto_method
@@ -129,6 +129,8 @@ class RoutingOptions:
                     maximum=SELECTION_MAXIMA.get(key),
                     optional=key in ("depth", "hedge_below"),
                 )
+        check_selection_words({"route_weights": self.route_weights, "scores": self.scores}, "RoutingOptions")
+        self.always = check_always(self.always, "RoutingOptions")
 
 
 #: the type of each selection key of a ``router:`` mapping and :class:`RoutingOptions` (the others
@@ -142,6 +144,26 @@ SELECTION_TYPES = {
 }
 SELECTION_MINIMA = {"max_routes": 1, "depth": 1, "threshold": 0, "hedge_below": 0}
 SELECTION_MAXIMA = {"threshold": 1, "hedge_below": 1}  # route probabilities
+#: the selection keys that take one of a few words
+SELECTION_CHOICES = {"route_weights": ("even", "probability"), "scores": ("similarity", "fusion")}
+
+
+def check_selection_words(values: Mapping[str, Any], where: str) -> None:
+    """A one-line :class:`~ragroute.errors.RagrouteError` when ``route_weights`` or ``scores`` in
+    ``values`` is none of its words (a misspelt one was read as the other word: even weights,
+    fusion scores)."""
+    for key, choices in SELECTION_CHOICES.items():
+        if key in values and values[key] not in choices:
+            words = " or ".join(repr(word) for word in choices)
+            raise RagrouteError(f"{where}: {key} must be {words}, not {values[key]!r}")
+
+
+def check_always(always: Any, where: str) -> tuple[str, ...]:
+    """``always`` as a tuple of source names, else a one-line :class:`~ragroute.errors.RagrouteError`
+    (a string was read one letter per source, a number as a source of that name: routed nowhere)."""
+    if not isinstance(always, (list, tuple)) or not all(isinstance(name, str) for name in always):
+        raise RagrouteError(f"{where}: 'always' must be a list of source names")
+    return tuple(always)
 
 
 # --------------------------------------------------------------------------- stages

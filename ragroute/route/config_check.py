@@ -97,6 +97,8 @@ class _Checker:
         self._encoder_weights: str | None = None
         #: the routes of a router fitted on labels (a trained router's, a kNN router's examples')
         self.router_labels: list[str] = []
+        #: an ensemble's members fitted on labels, each with its routes (checked one by one)
+        self.member_labels: list[tuple[str, list[str]]] = []
         #: the sources rules or ``always:`` send queries to
         self.reached: set[str] = set()
 
@@ -267,9 +269,10 @@ class _Checker:
     def check_router_routes(self, names: list[str]) -> None:
         """The routes of a router fitted on labels against the source names (as loading checks
         them: :func:`~ragroute.pipeline.build.route_name_problems`)."""
-        from ragroute.pipeline.build import route_name_problems
+        from ragroute.pipeline.build import member_route_problem, route_name_problems
 
         error, notes = route_name_problems(self.router_labels, names, reached=sorted(self.reached))
+        error = error or member_route_problem(self.member_labels, names, reached=sorted(self.reached))
         if error:
             self.problem(f"{self.path}: router: {error}")
         for note in notes:
@@ -550,14 +553,16 @@ class _Checker:
             self.problem(
                 f"{where}: router: examples file {self.resolve(settings['examples'])} does not exist"
             )
-        elif "examples" in settings and kind == "knn":
+        elif "examples" in settings and "knn" in kinds:
             from ragroute.route.labels import read_labelled_queries
 
             read = self.attempt(
                 lambda: read_labelled_queries(self.resolve(settings["examples"])), f"{where}: router: "
             )
-            if read is not None:
+            if read is not None and kind == "knn":
                 self.router_labels = sorted(set(read[1]))
+            elif read is not None and kind == "ensemble":
+                self.member_labels.append(("knn", sorted(set(read[1]))))
         if "model" in settings and "model" not in bad and set(kinds) & {"trained", "pilot", "quality"}:
             model = self.resolve(settings["model"])
             if not model.exists():
@@ -566,9 +571,11 @@ class _Checker:
                 from ragroute.route.trained import TrainedRouter
 
                 saved = self.attempt(lambda: TrainedRouter.read_settings(model), f"{where}: router: ")
-                labels = saved.get("labels") if saved is not None and kind == "trained" else None
-                if isinstance(labels, list):
+                labels = saved.get("labels") if saved is not None else None
+                if isinstance(labels, list) and kind == "trained":
                     self.router_labels = [str(label) for label in labels]
+                elif isinstance(labels, list) and kind == "ensemble":
+                    self.member_labels.append(("trained", [str(label) for label in labels]))
             elif not (model / "router.json").is_file():
                 manifest = self.artifact(model, "router", f"{where}: router: ")
                 if manifest is not None and kind in ("pilot", "quality"):

@@ -65,6 +65,7 @@ class EnsembleRouter(BaseRouter):
             )
         self.early_exit = None if early_exit is None else float(early_exit)
         self.labels = list(dict.fromkeys(label for r in self.routers for label in r.labels))
+        self.member_names = _member_names(self.routers)
 
     def restricted_to(self, labels: Collection[str]) -> EnsembleRouter | None:
         """The ensemble with each member that spends one choice per query restricted to ``labels``
@@ -138,11 +139,11 @@ class EnsembleRouter(BaseRouter):
         for i in range(n):
             # a member left out by the early exit (None) has no say in this query's decision
             ran = [
-                (r, w, column[i])
-                for r, w, column in zip(self.routers, self.weights, per_router)
+                (name, w, column[i])
+                for name, w, column in zip(self.member_names, self.weights, per_router)
                 if column[i] is not None
             ]
-            routers = [r for r, _, _ in ran]
+            names = [name for name, _, _ in ran]
             members = [d for _, _, d in ran if d is not None]
             rows = [[d.routes.get(label, 0.0) for label in labels] for d in members]
             member_weights = [
@@ -156,11 +157,11 @@ class EnsembleRouter(BaseRouter):
                 probs,
                 decided_by=self.name,
                 signals={
-                    "members": {r.name: d.routes for r, d in zip(routers, members)},
-                    "weights": {r.name: round(w, 4) for r, w in zip(routers, member_weights)},
+                    "members": dict(zip(names, (d.routes for d in members))),
+                    "weights": {name: round(w, 4) for name, w in zip(names, member_weights)},
                     # what each member read (similarities, score z, logit margins), not only its routes
-                    "member_signals": {r.name: d.signals for r, d in zip(routers, members)},
-                    **self._exit_signals(routers),
+                    "member_signals": dict(zip(names, (d.signals for d in members))),
+                    **self._exit_signals(len(names)),
                 },
                 log_routes=(
                     functools.partial(_log_mixture, labels, members, member_weights) if total > 0 else None
@@ -170,13 +171,27 @@ class EnsembleRouter(BaseRouter):
             out.append(decision)
         return out
 
-    def _exit_signals(self, ran: Sequence[Router]) -> dict[str, Any]:
+    def _exit_signals(self, ran: int) -> dict[str, Any]:
         """``early_exit`` (the threshold) and ``skipped`` (the members not run) for a query the first
-        member decided alone; nothing when every member ran."""
-        if len(ran) == len(self.routers):
+        member decided alone (``ran``: how many members ran); nothing when every member ran."""
+        if ran == len(self.routers):
             return {}
-        skipped = [r.name for r in self.routers[len(ran) :]]
-        return {"early_exit": self.early_exit, "skipped": skipped}
+        return {"early_exit": self.early_exit, "skipped": self.member_names[ran:]}
+
+
+def _member_names(routers: Sequence[Router]) -> list[str]:
+    """Each member's name as its decisions' signals show it: its ``name``, with ``#2``, ``#3``, ...
+    after the second and later members of one name (two trained routers, ``members: [knn, knn]``):
+    keyed by name alone, the later member's routes, weight and signals replaced the earlier's."""
+    names: list[str] = []
+    for router in routers:
+        name = shown = str(getattr(router, "name", type(router).__name__))
+        count = 1
+        while shown in names:
+            count += 1
+            shown = f"{name}#{count}"
+        names.append(shown)
+    return names
 
 
 def _log_mixture(

@@ -527,6 +527,7 @@ class TrainedRouter(BaseRouter):
             labels = [str(label) for label in manifest["labels"]]
             kind = manifest["kind"]
             temperature = float(manifest["temperature"])
+            none_bias = float(manifest.get("none_bias", 0.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{folder / ROUTER_FILE} is corrupt: {exc}") from None
         except RagrouteError as exc:  # readable, but of features this version does not compute
@@ -545,7 +546,7 @@ class TrainedRouter(BaseRouter):
             encoder=encoder,
             encoder_info=info,
             temperature=temperature,
-            none_bias=float(manifest.get("none_bias", 0.0)),
+            none_bias=none_bias,
             none_label=manifest.get("none_label"),
             params=manifest.get("params") or {},
             metrics=manifest.get("metrics") or {},
@@ -846,7 +847,29 @@ def check_router_settings(folder: Path, settings: dict[str, Any]) -> dict[str, A
     info = settings.get("encoder")  # as loading checks it: inspect read a string here as a mapping
     if info is not None and (not isinstance(info, dict) or "model_id" not in info or "dim" not in info):
         raise IndexFormatError(f"{folder} is corrupt: bad encoder entry")
+    problem = _saved_value_problem(settings)
+    if problem:
+        raise IndexFormatError(f"{folder} is corrupt: {problem}")
     return settings
+
+
+def _saved_value_problem(settings: dict[str, Any]) -> str | None:
+    """What is wrong with a saved router's labels, temperature or ``none_bias``, or None (as the
+    pilot and quality routers check theirs). Each used to load: a temperature of 0 or below made
+    every query certain of its best route (the softmax read it as 1e-9), a NaN one every
+    probability NaN, a NaN ``none_bias`` the none route's, and a label saved twice folded two
+    routes into one (probabilities summing below 1). A key missing is the loader's to report."""
+    labels = settings.get("labels")
+    if isinstance(labels, list):
+        names = [str(label) for label in labels]
+        if len(set(names)) != len(names) or not all(names):
+            return f"labels must be distinct route names, not {names[:8]!r}"
+    for key, positive in (("temperature", True), ("none_bias", False)):
+        value = settings.get(key, 1.0)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or (positive and value <= 0):
+            return f"{key} must be {'a number above 0' if positive else 'a finite number'}, not {value!r}"
+    return None
 
 
 def _read_weights(path: Path, layers: int) -> dict[str, np.ndarray]:
