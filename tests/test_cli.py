@@ -498,6 +498,25 @@ def test_query_with_another_encoder_is_refused(runner, tmp_path, hashing_encoder
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_query_with_a_copy_of_the_models_folder_is_the_same_encoder(runner, tmp_path, minilm, small_docs):
+    """`--encoder` naming a byte-identical copy of the model an index was built with (another path,
+    so another model id) is that encoder, as `load_index` in Python takes it (same weights digest):
+    the command line's check before loading compared the ids alone and refused it ("was built with
+    encoder 'sentence-transformers/all-MiniLM-L6-v2' (dim 384), not '/.../copy'")."""
+    import shutil
+
+    from ragroute.encode import resolve_model
+
+    save_index(build_index(small_docs, "dense", encoder=minilm), tmp_path / "idx")
+    copy = tmp_path / "copy"
+    shutil.copytree(resolve_model("all-MiniLM-L6-v2").path, copy)
+    command = ["query", str(tmp_path / "idx"), "galaxy", "--backend", "torch", "--json"]
+    result = runner.invoke(main, [*command, "--encoder", str(copy), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    expected = runner.invoke(main, [*command, "--cache-dir", str(tmp_path / "c")])
+    assert json.loads(result.output)["hits"] == json.loads(expected.output)["hits"]
+
+
 def test_config_file_supplies_defaults(runner, corpus, tmp_path):
     config = tmp_path / "ragroute.yaml"
     config.write_text("build:\n  method: bm25\nquery:\n  k: 1\n")

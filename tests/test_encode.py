@@ -757,6 +757,57 @@ def test_a_model_folder_without_its_tokenizer_is_refused(tiny_model: Path, tmp_p
         assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("damage", ["layers missing", "another model's names"])
+def test_a_weights_file_without_the_models_weights_is_refused(
+    tiny_model: Path, tmp_path: Path, damage: str
+) -> None:
+    """A weights file that lacks the model's layers (incomplete, or a checkpoint of another
+    architecture whose tensors are named otherwise) loaded: transformers gave the missing layers
+    fresh random values, printed a load report and the encoder embedded with them, into another
+    space at every load (an index built in one process was searched with other random weights in the
+    next, under the same weights digest). Both backends refuse it in one line."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    if damage == "layers missing":
+        kept = {name: value for name, value in tensors.items() if name.startswith("embeddings.")}
+    else:
+        kept = {f"backbone.{name}": value for name, value in tensors.items()}
+    save_file(kept, weights, metadata={"format": "pt"})
+    for backend in ("torch", "onnx"):
+        with pytest.raises(ModelNotFoundError, match=r"\d+ of the \d+ weights of its model are not") as info:
+            load_encoder(str(folder), backend=backend, cache_dir=tmp_path / "c", use_cache=False)
+        assert "\n" not in str(info.value) and "would be random" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["CrossEncoder", "classifier"])
+def test_a_reranker_folder_is_not_an_embedding_model(tiny_model: Path, tmp_path: Path, kind: str) -> None:
+    """A reranker's model folder (a sentence-transformers CrossEncoder, as `ragroute rerank train`
+    publishes, or a plain transformers sequence classifier) was loaded as an encoder:
+    sentence-transformers converts it, mean-pooling a backbone trained to score pairs, and
+    `--encoder` given a reranker built and searched indexes of vectors that place nothing. Both
+    backends refuse it in one line naming what it is."""
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path / "reranker"
+    if kind == "CrossEncoder":
+        CrossEncoder(str(tiny_model), num_labels=1, device="cpu").save(str(folder))
+    else:
+        config = BertConfig.from_pretrained(str(tiny_model), num_labels=1)
+        BertForSequenceClassification(config).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(folder)
+    for backend in ("torch", "onnx"):
+        with pytest.raises(ModelNotFoundError, match="not a sentence embedding model") as info:
+            load_encoder(str(folder), backend=backend, cache_dir=tmp_path / "c", use_cache=False)
+        assert "\n" not in str(info.value) and str(folder) in str(info.value)
+
+
 def test_a_default_prompt_is_put_before_texts_by_every_backend(tiny_model: Path, tmp_path: Path) -> None:
     """A model with `default_prompt_name` never exported to ONNX (its reference vectors had the prompt,
     the graph's not); now the graph is checked on bare texts and the ONNX encoder puts the default

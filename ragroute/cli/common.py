@@ -175,7 +175,8 @@ def encoder_for_index(
     """The encoder to query an index with: ``encoder`` if given, else the one that built it.
 
     A given encoder whose canonical model id differs from the recorded one is
-    refused before its weights are loaded.
+    refused before its weights are loaded, unless its folder holds the same files (the recorded
+    weights digest: a copy of the model elsewhere is that encoder, as ``load_index`` takes it).
     """
     from ragroute.encode import resolve_model
     from ragroute.index.dense import check_encoder
@@ -190,7 +191,10 @@ def encoder_for_index(
         return None
     recorded = manifest.encoder or {}
     if encoder is not None:
-        check_encoder(recorded, resolve_model(encoder).model_id, None, str(index_dir))
+        resolved = resolve_model(encoder)
+        copied = resolved.model_id != recorded.get("model_id") and bool(recorded.get("weights"))
+        if not (copied and recorded["weights"] == resolved.content_digest()):
+            check_encoder(recorded, resolved.model_id, None, str(index_dir))
     name = encoder or recorded.get("model_id", "")
     if not name:
         raise IndexFormatError(f"{index_dir}: its manifest records no encoder for a {manifest.kind} index")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from ragroute.errors import ModelNotFoundError, first_line
 def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) -> Any:
     """Load a local sentence-transformers folder offline; one-line :class:`ModelNotFoundError` on failure."""
     set_offline_env()
+    check_embedding_model(path)
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
@@ -37,7 +40,74 @@ def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) ->
     except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
         raise ModelNotFoundError(f"cannot load encoder from {path}: {first_line(exc)}") from exc
     check_vocabulary(model, path)
+    check_weights_loaded(model, path)
     return model
+
+
+def _json_object(file: Path) -> dict[str, Any]:
+    """The JSON object in ``file``, or ``{}`` when it is missing or not a readable object (what
+    loads the model then says what is wrong with it)."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def check_embedding_model(path: Path) -> None:
+    """Refuse a folder holding a model that scores rather than embeds: a sentence-transformers
+    model of another kind (``model_type`` ``CrossEncoder``, as a reranker is saved, or
+    ``SparseEncoder``), or a plain transformers sequence classifier (a cross-encoder saved without
+    sentence-transformers' files). sentence-transformers converts such a model with a log line,
+    mean-pooling a backbone trained to score pairs or terms, and it was accepted as an encoder
+    whose vectors place nothing."""
+    kind = _json_object(path / "config_sentence_transformers.json").get("model_type") or "SentenceTransformer"
+    if kind != "SentenceTransformer":
+        raise ModelNotFoundError(
+            f"cannot load encoder from {path}: it holds a {kind} model, not a sentence embedding model "
+            "(a reranker scores pairs of texts; name an embedding model)"
+        )
+    if (path / "modules.json").is_file():
+        return
+    architectures = [str(a) for a in _json_object(path / "config.json").get("architectures") or []]
+    if architectures and all(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ModelNotFoundError(
+            f"cannot load encoder from {path}: it holds a {architectures[0]} (a cross-encoder or "
+            "classifier), not a sentence embedding model; name an embedding model"
+        )
+
+
+def _loader_marks_loaded_weights() -> bool:
+    """Whether this transformers marks every weight it reads from a checkpoint (``_is_hf_initialized``,
+    transformers 5's loader), so that an unmarked one is a weight the files did not hold."""
+    return importlib.util.find_spec("transformers.core_model_loading") is not None
+
+
+def check_weights_loaded(model: Any, path: Path) -> None:
+    """Refuse a model whose weights files lack some of its weights (the pooler, unused by sentence
+    embeddings, aside): transformers gives the missing ones fresh random values and only prints a
+    load report, so an incomplete weights file, or a checkpoint of another architecture whose
+    tensors are named otherwise, embedded into a random space, another at every load."""
+    from transformers import PreTrainedModel
+
+    if not _loader_marks_loaded_weights():
+        return
+    weights: dict[int, tuple[str, Any]] = {}  # by identity: a model inside another counts once
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            for name, parameter in module.named_parameters():
+                weights.setdefault(id(parameter), (name, parameter))
+    missing = [
+        name
+        for name, parameter in weights.values()
+        if not getattr(parameter, "_is_hf_initialized", False) and "pooler" not in name.split(".")
+    ]
+    if missing:
+        raise ModelNotFoundError(
+            f"cannot load encoder from {path}: {len(missing)} of the {len(weights)} weights of its model "
+            f"are not in its weights files (e.g. {missing[0]}) and would be random: is a weights file "
+            "incomplete, or from another model?"
+        )
 
 
 def check_vocabulary(model: Any, path: Path) -> None:
