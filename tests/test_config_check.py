@@ -1308,3 +1308,25 @@ def test_a_value_of_the_wrong_type_is_one_problem_as_loading_says(workspace, cha
     with pytest.raises(RagrouteError) as refused:
         load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
     assert f"error: {refused.value}" == lines[0]
+
+
+def test_a_reranker_calibration_loading_refuses_is_a_problem(workspace, tmp_path):
+    """`config check` read a reranker artifact's calibration.json as JSON only: a coefficient that is
+    not a number (checksums hold: it was published so) passed the check and failed loading, until
+    session 48. Both now read it with one function."""
+    from ragroute.route.config import load_routing
+    from ragroute.store import write_artifact
+
+    with write_artifact(tmp_path / "rr", "reranker", "cross-encoder") as build:
+        (build.path / "calibration.json").write_text('{"a": "x"}')
+    config = tmp_path / "routing.yaml"
+    config.write_text(
+        GOOD.replace("indexes/", f"{workspace}/indexes/")
+        + f"reranker: {{kind: cross-encoder, model: {tmp_path / 'rr'}}}\n"
+    )
+    expected = "calibration.json is corrupt: 'a' is 'x', not a finite number"
+    result = check(config)
+    assert result.exit_code == 1, result.output
+    assert [line for line in error_lines(result) if expected in line], result.stderr
+    with pytest.raises(RagrouteError, match=expected):
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))

@@ -330,6 +330,27 @@ def test_rerank_reorders_the_pool_and_explains_each_hit(tiny_reranker):
     assert sorted(h.doc_id for h in reranker.rerank("send a message", hits, k=4)) == ["d0", "d1", "d2", "d3"]
 
 
+def test_candidates_whose_probabilities_round_to_one_value_keep_the_cross_encoders_order(tiny_reranker):
+    """A probability rounds to 1.0 above a log-odds of about 37 and was clipped below -50: a steep
+    calibration (or a plain CrossEncoder with large logits) made such candidates tie, and they kept
+    the stage-1 order whatever the cross-encoder read, until session 48."""
+    from ragroute.rerank.cross_encoder import Calibration
+
+    out, _ = tiny_reranker
+    reranker = CrossEncoderReranker(out, backend="torch")
+    query = "forecast rain tomorrow in paris"
+    texts = [t for _, t in TOPICS.values()] + ["Forecast | will it rain in paris", "Weather | rain in paris"]
+    hits = [Hit(doc_id=f"d{i}", score=1.0 - i / 10, rank=i + 1, text=t) for i, t in enumerate(texts)]
+    logits = reranker.logits(query, texts)
+    by_logit = [f"d{i}" for i in np.argsort(-logits, kind="stable")]
+    assert len(set(logits.tolist())) == len(texts) and by_logit != [h.doc_id for h in hits]
+    for shift in (0.0, 2000.0, -2000.0):  # probabilities at 1.0, at the clip, at both ends
+        steep = reranker.with_calibration(Calibration(a=100.0, b=shift, fitted=True), "steep")
+        ranked = steep.rerank(query, hits, k=len(hits))
+        assert [h.doc_id for h in ranked] == by_logit, shift
+        assert all(0.0 <= h.score <= 1.0 for h in ranked)
+
+
 def test_reranker_in_a_routed_pipeline_and_as_llamaindex_postprocessor(tiny_reranker, hashing_encoder):
     from llama_index.core.schema import NodeWithScore, TextNode
 
@@ -624,6 +645,39 @@ def test_recalibration_without_both_labels_keeps_the_fitted_calibration(tiny_rer
             recalibrate(out, pairs)
     assert open_snapshot(out, family="reranker").manifest.build == before
     assert CrossEncoderReranker(out, backend="torch").calibration.fitted
+
+
+def _topic_pairs(kind: str) -> list[Pair]:
+    """Each toy query's pool of the four topics, ranked as listed, as a ``kind`` first stage made it."""
+    return [
+        Pair(query, candidate, float(other == topic), "toy", rank, 0.0, kind)
+        for topic, (query, _) in TOPICS.items()
+        for rank, (other, (_, candidate)) in enumerate(TOPICS.items(), 1)
+    ]
+
+
+def test_recalibrating_on_one_kind_of_first_stage_keeps_the_other_kinds_calibration(tiny_reranker, tmp_path):
+    """`rerank calibrate --data` naming document sets only dropped the skills calibration (the skill
+    router then read the documents one, silently), and naming skill sets only refitted the main
+    (documents) calibration on skill pools, until session 48. The model is unchanged, so a first
+    stage the new pairs say nothing about keeps the calibration it had, and the report says so."""
+    import shutil
+
+    from ragroute.rerank.train import recalibrate
+
+    source, _ = tiny_reranker
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    recalibrate(out, _topic_pairs("documents") + _topic_pairs("skills"))
+    before = CrossEncoderReranker(out, backend="torch").calibration
+    assert "skills" in before.by_stage1
+    report = recalibrate(out, _topic_pairs("documents"))
+    after = CrossEncoderReranker(out, backend="torch").calibration
+    assert after.by_stage1 == before.by_stage1 and report["kept"] == ["skills"]
+    report = recalibrate(out, _topic_pairs("skills"))
+    again = CrossEncoderReranker(out, backend="torch").calibration
+    assert (again.a, again.b, again.c, again.d) == (after.a, after.b, after.c, after.d)
+    assert report["kept"] == ["documents"] and "skills" in report
 
 
 def test_recalibration_scores_the_model_under_its_writer_lock(tiny_reranker, tmp_path, monkeypatch):

@@ -135,13 +135,22 @@ class Calibration:
     ) -> np.ndarray:
         """Probabilities; ``ranks`` 1-based (0: not retrieved by stage 1), ``stage1_z`` from
         :func:`pool_zscores`."""
+        return probability(self.log_odds(logits, ranks, stage1_z))
+
+    def log_odds(
+        self, logits: np.ndarray, ranks: np.ndarray | None = None, stage1_z: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``a * logit + c / stage1_rank + d * stage1_z + b``, the probability's log-odds, unclipped:
+        what reranking orders by. The probability rounds to 1.0 above a log-odds of about 37 (and is
+        clipped below -50), where it cannot tell candidates apart; until session 48 such candidates
+        tied and kept the stage-1 order, whatever the cross-encoder read."""
         z = self.a * np.asarray(logits, dtype=np.float64) + self.b
         if ranks is not None and self.c:
             ranks = np.asarray(ranks, dtype=np.float64)
             z = z + self.c * np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
         if stage1_z is not None and self.d:
             z = z + self.d * np.asarray(stage1_z, dtype=np.float64)
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+        return z
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"a": self.a, "b": self.b, "c": self.c, "d": self.d, "fitted": self.fitted}
@@ -351,8 +360,11 @@ class CrossEncoderReranker:
         logits = self.logits(query, [candidate_text(h, body=self.body, **self.reading) for h in pool])
         stage1 = [stage1_score(h) for h in pool]
         stage1_z = pool_zscores(stage1)
-        probs = self.calibration(logits, np.arange(1, len(pool) + 1), stage1_z)
-        order = sorted(range(len(pool)), key=lambda i: (-probs[i], i))[:k]
+        # by log-odds, which order as the probabilities do where those differ (and where they
+        # round to one value, still by what the cross-encoder read); exact ties: stage-1 order
+        odds = self.calibration.log_odds(logits, np.arange(1, len(pool) + 1), stage1_z)
+        probs = probability(odds)
+        order = sorted(range(len(pool)), key=lambda i: (-odds[i], i))[:k]
         out = []
         for rank, i in enumerate(order, 1):
             hit = pool[i]
@@ -450,12 +462,7 @@ def _load(model: Path, *, backend: str, max_length: int | None, threads: int | N
             if manifest.family != FAMILY:
                 raise RagrouteError(f"{model} holds a {manifest.family} artifact, not a reranker")
             folder = Path(snapshot.path)
-            try:
-                calibration = Calibration.from_dict(
-                    json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8"))
-                )
-            except ValueError as exc:  # JSONDecodeError included
-                raise ArtifactFormatError(f"{folder / CALIBRATION_FILE} is corrupt: {exc}") from None
+            calibration = read_calibration(folder)
             params = manifest.params
             length = _fit_length(folder, max_length, int(params.get("max_length") or 256), str(model))
             chosen = backend
@@ -492,6 +499,20 @@ def _load(model: Path, *, backend: str, max_length: int | None, threads: int | N
     scorer = _scorer(resolved, chosen, length, threads, str(model))
     info = {"name": str(model), "path": str(resolved), "backend": chosen, "max_length": length}
     return scorer, Calibration(fitted=False), info
+
+
+def probability(log_odds: np.ndarray) -> np.ndarray:
+    """The sigmoid of ``log_odds`` (clipped to [-50, 50] first, so no overflow warning)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -50.0, 50.0)))
+
+
+def read_calibration(folder: Path) -> Calibration:
+    """The calibration in a reranker build ``folder`` (loading and ``ragroute config check`` both
+    read it here); :class:`ArtifactFormatError` naming the file when its contents are not one."""
+    try:
+        return Calibration.from_dict(json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8")))
+    except ValueError as exc:  # JSONDecodeError included
+        raise ArtifactFormatError(f"{folder / CALIBRATION_FILE} is corrupt: {exc}") from None
 
 
 def model_positions(folder: Path) -> int | None:

@@ -698,14 +698,19 @@ def warn_few_calibration_queries(report: Mapping[str, Any], out: Path) -> None:
 
 
 def fit_platt(
-    pairs: Sequence[Pair], logits_of: Callable[[Sequence[Pair]], np.ndarray]
+    pairs: Sequence[Pair],
+    logits_of: Callable[[Sequence[Pair]], np.ndarray],
+    previous: Calibration | None = None,
 ) -> tuple[Calibration, dict[str, Any]]:
     """Fit :class:`Calibration` on labelled ``pairs`` whose logits ``logits_of`` computes.
 
     Pairs from pools of a skill router's first stage (``stage1_kind == "skills"``) get a
     calibration of their own (``by_stage1["skills"]``); the main one is fitted on the others
     (document retrieval), or on all pairs when those are too few. Each first stage's rank and
-    score are worth what they proved to be on its own pools.
+    score are worth what they proved to be on its own pools. With ``previous`` (the same model's
+    fitted calibration, when recalibrating) a first stage whose pairs do not hold both labels keeps
+    its calibration from ``previous`` (named in the report's ``kept``: ``"documents"`` for the main
+    one) instead of losing it, or the main one being fitted on skill pools.
     """
     if len({p.label for p in pairs}) < 2:
         return Calibration(), {"note": "too few calibration pairs: raw sigmoid"}
@@ -723,14 +728,26 @@ def fit_platt(
     logit = distinct[row]
     labels = np.array([p.label for p in pairs])
     skills = np.array([p.stage1_kind == "skills" for p in pairs])
-    documents = ~skills if len(set(labels[~skills])) == 2 else np.ones_like(skills)
-    main, report = _fit_one(pairs, logit, documents)
+    kept: list[str] = []
+    if len(set(labels[~skills])) == 2:
+        main, report = _fit_one(pairs, logit, ~skills)
+    elif previous is not None and previous.fitted:
+        main, report = previous, {}
+        kept.append("documents")
+    else:
+        main, report = _fit_one(pairs, logit, np.ones_like(skills))
     report["pairs_all"] = len(pairs)
     report["queries_all"] = len({(p.set_name, p.query) for p in pairs})
     report["logit_auroc_all"] = round(auroc(labels > 0, logit), 4)
     by_stage1: dict[str, Calibration] = {}
     if len(set(labels[skills])) == 2:
         by_stage1["skills"], report["skills"] = _fit_one(pairs, logit, skills)
+    for kind, calibration in (previous.by_stage1 if previous is not None else {}).items():
+        if kind not in by_stage1:
+            by_stage1[kind] = calibration
+            kept.append(kind)
+    if kept:
+        report["kept"] = kept
     return replace(main, by_stage1=by_stage1), report
 
 
@@ -824,7 +841,9 @@ def recalibrate(model: Path, pairs: Sequence[Pair]) -> dict[str, Any]:
     # calibration fitted on the old model's logits, silently
     with artifact_lock(model):  # the build read here stays current (and on disk) until published
         reranker = CrossEncoderReranker(model, backend="torch")
-        calibration, report = fit_platt(pairs, lambda batch: reranker.logits_pairs(batch))
+        # a first stage the pairs cannot fit keeps its calibration (the model is unchanged): until
+        # session 48 `--data` naming document sets only dropped the skills calibration, silently
+        calibration, report = fit_platt(pairs, reranker.logits_pairs, reranker.calibration)
         check_fitted(calibration, len(pairs), model, "the recalibration")
         snapshot = open_snapshot(model, family=FAMILY)
         manifest = snapshot.manifest

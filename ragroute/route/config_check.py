@@ -660,7 +660,13 @@ class _Checker:
         is a problem. Until session 36 only the folder's existence was checked, beside the config
         only: damaged artifacts and indexes passed, a folder in the working directory did not."""
         from ragroute.encode.resolve import resolve_model
-        from ragroute.rerank.cross_encoder import CALIBRATION_FILE, ONNX_FP32, ONNX_INT8, model_positions
+        from ragroute.rerank.cross_encoder import (
+            CALIBRATION_FILE,
+            ONNX_FP32,
+            ONNX_INT8,
+            model_positions,
+            read_calibration,
+        )
         from ragroute.store import artifact_exists
 
         folder = next((p for p in (self.resolve(model), Path(model)) if p.is_dir()), None)
@@ -679,10 +685,12 @@ class _Checker:
             if snapshot is None:
                 return
             files = Path(snapshot.path)
-            try:
-                json.loads((files / CALIBRATION_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
+            try:  # read as loading reads it: until session 48 any JSON passed ({"a": "x"} too)
+                read_calibration(files)
+            except OSError as exc:
                 self.problem(f"{where}: model {model!r}: {CALIBRATION_FILE} is unreadable ({exc})")
+            except RagrouteError as exc:
+                self.problem(f"{where}: model {model!r}: {exc}")
             wanted = {"onnx": ONNX_FP32, "onnx-int8": ONNX_INT8}.get(backend)
             if wanted and not (files / wanted).is_file():
                 self.problem(f"{where}: model {model!r} has no {wanted} for backend {backend!r}")
