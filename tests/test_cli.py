@@ -955,3 +955,62 @@ def test_query_prints_a_title_with_line_breaks_on_the_hit_line(runner, tmp_path)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[2].endswith("x1  Line one Line two") and lines[3].strip() == "alpha beta"
+
+
+def test_query_json_on_a_stdout_that_cannot_hold_the_text_escapes_it(runner, tmp_path):
+    """--json wrote non-ASCII text as it is: on a stdout whose encoding lacks a character (a pipe
+    on Windows is cp1252; PYTHONIOENCODING=ascii) the JSON line was a UnicodeEncodeError traceback.
+    JSON escapes say the same: the line is written with them there, and stays parseable."""
+    corpus = tmp_path / "c.jsonl"
+    rows = [{"id": "東京-1", "title": "東京 café", "text": "solar wind over 東京"}]
+    rows += [{"id": "x2", "text": "gamma"}, {"id": "x3", "text": "delta"}]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"]).exit_code == 0
+    for charset in ("cp1252", "ascii"):
+        result = CliRunner(charset=charset).invoke(main, ["query", str(out), "solar wind", "--json"])
+        assert result.exit_code == 0, (charset, result.output, result.exception)
+        hit = json.loads(result.stdout.splitlines()[-1])["hits"][0]
+        assert (hit["doc_id"], hit["title"]) == ("東京-1", "東京 café")
+    # on a UTF-8 stdout the text stays as it is (readable), as before
+    result = runner.invoke(main, ["query", str(out), "solar wind", "--json"])
+    assert '"title": "東京 café"' in result.stdout.splitlines()[-1]
+
+
+def test_emit_json_writes_strict_json_of_any_value_a_hit_may_carry(monkeypatch):
+    """A factory source's hits (`kind: python`, LangChain, LlamaIndex) carry metadata ragroute never
+    saved: a date, a set, numpy keys, a lone surrogate. --json raised on each (TypeError "not JSON
+    serialisable", "keys must be str...", UnicodeEncodeError) after the work was done: a traceback
+    instead of the one line a script reads."""
+    import datetime
+    import io
+    import sys
+
+    import numpy as np
+
+    from ragroute.cli.output import emit_json
+
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # strict, as a UTF-8 terminal or pipe
+    monkeypatch.setattr(sys, "stdout", stream)
+    emit_json(
+        {
+            "opened": datetime.date(2024, 1, 2),
+            "at": datetime.datetime(2024, 1, 2, 3, 4, 5),
+            "tags": {"printer", "jam"},
+            "counts": {np.int64(3): 1, 2.5: 2, (1, 2): 3, None: 4},
+            "text": "bad byte \udc80 kept",
+            "p": [np.float32("nan"), np.float64(0.5)],
+        }
+    )
+    stream.flush()
+    line = stream.buffer.getvalue().decode("utf-8")
+    assert line.endswith("\n") and line.count("\n") == 1
+    payload = json.loads(line, parse_constant=lambda name: pytest.fail(f"non-standard JSON: {name}"))
+    assert payload == {
+        "opened": "2024-01-02",
+        "at": "2024-01-02T03:04:05",
+        "tags": ["jam", "printer"],  # sorted: the same line every run
+        "counts": {"3": 1, "2.5": 2, "(1, 2)": 3, "null": 4},
+        "text": "bad byte \udc80 kept",
+        "p": [None, 0.5],
+    }

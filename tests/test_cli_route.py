@@ -63,6 +63,47 @@ def test_route_prints_decision_and_reports_broken_source(workspace):
     assert "Route queries across sources" in CliRunner().invoke(main, ["route", "--help"]).output
 
 
+TICKETS = """
+import datetime
+
+from ragroute.types import Hit
+
+
+class Tickets:
+    name = "tickets"
+
+    def search_many(self, queries, k, **kwargs):
+        meta = {"opened": datetime.date(2024, 1, 2), "labels": {"printer", "jam"}}
+        return [[Hit(doc_id="t1", score=0.5, source="tickets", rank=1, text="printer jam", metadata=meta)]
+                for _ in queries]
+
+
+def tickets():
+    return Tickets()
+"""
+
+
+def test_route_json_of_a_factory_source_whose_hits_carry_values_json_lacks(workspace):
+    """A `kind: python` source's hits carry what its retriever put in them (a date, a set): `route
+    --json` printed a TypeError traceback ("not JSON serialisable: date") where the text output
+    showed the hit; now the line holds them as JSON values (the date in ISO 8601, the set sorted)."""
+    root, _ = workspace
+    (root / "tickets.py").write_text(TICKETS)
+    config = root / "tickets.yaml"
+    config.write_text(
+        "backend: torch\ncache_dir: cache\n"
+        "sources:\n"
+        "  astro: {index: indexes/astro, description: Astronomy and space.}\n"
+        "  tickets: {kind: python, factory: tickets.py:tickets, description: Printer support tickets.}\n"
+        "router: {kind: prototype, threshold: 0.0, max_routes: 2}\n"
+    )
+    result = CliRunner().invoke(main, ["route", str(config), "the printer has a paper jam", "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    payload = json.loads(result.stdout.splitlines()[-1])
+    hit = next(h for h in payload["hits"] if h["source"] == "tickets")
+    assert hit["metadata"] == {"opened": "2024-01-02", "labels": ["jam", "printer"]}
+
+
 def test_route_rule_answers_without_retrieval(workspace):
     _, config = workspace
     result = CliRunner().invoke(main, ["route", str(config), "what is 17 times 3"])

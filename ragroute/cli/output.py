@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import sys
@@ -14,13 +15,20 @@ import numpy as np
 def emit_json(payload: dict[str, Any]) -> None:
     """Print ``payload`` as one line of strict JSON (the last line of ``--json`` output): NaN and
     infinite floats, which JSON has no literal for (a metadata value read as NaN, a speed-up over
-    zero), are written as null. The characters other than ``\\n`` and ``\\r`` that end a line
-    for ``str.splitlines`` and JSON leaves as they are (NEL ``U+0085``, the line and paragraph
-    separators ``U+2028`` / ``U+2029``) are written as ``\\u`` escapes: until session 44 a query
-    or document holding one split the last line in two for a reader taking
-    ``output.splitlines()[-1]``."""
-    text = json.dumps(json_safe(payload), ensure_ascii=False, default=_jsonable, allow_nan=False)
-    sys.stdout.write(text.translate(_LINE_BREAKS) + "\n")
+    zero), are written as null; values JSON lacks (see :func:`json_safe`) as JSON values. The
+    characters other than ``\\n`` and ``\\r`` that end a line for ``str.splitlines`` and JSON
+    leaves as they are (NEL ``U+0085``, the line and paragraph separators ``U+2028`` / ``U+2029``)
+    are written as ``\\u`` escapes: until session 44 a query or document holding one split the last
+    line in two for a reader taking ``output.splitlines()[-1]``. Text stdout's encoding cannot hold
+    (a pipe on Windows is cp1252; a lone surrogate, which no encoding holds) is written as ``\\u``
+    escapes, which JSON reads as the same text (a UnicodeEncodeError traceback until session 48)."""
+    safe = json_safe(payload)
+    text = json.dumps(safe, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS)
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(safe, allow_nan=False)  # every character outside ASCII escaped
+    sys.stdout.write(text + "\n")
 
 
 #: line ends ``str.splitlines`` knows that ``json.dumps(ensure_ascii=False)`` writes raw (it escapes
@@ -29,25 +37,47 @@ _LINE_BREAKS = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)}
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinite floats (numpy's too) turned into ``None``, through dicts,
-    lists and tuples; other values as they are."""
+    """``value`` as JSON can write it, through dicts, lists, tuples and sets: NaN and infinite
+    floats (numpy's too) as ``None``; numpy scalars and arrays (anything with ``tolist``) as
+    Python numbers and lists; a set as a sorted list; a date or time in ISO 8601; a path, or any
+    other object, as its text; a dict key that is no JSON key (a numpy integer, a tuple) as its
+    text. The metadata and explanations of a factory source's hits (``kind: python``, LangChain,
+    LlamaIndex) may hold any of them: until session 48 ``--json`` raised on them (a traceback
+    instead of the line)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {_json_key(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    return value
+    if isinstance(value, (set, frozenset)):
+        return _sorted([json_safe(v) for v in value])
+    if isinstance(value, (np.generic, np.ndarray)) or callable(getattr(value, "tolist", None)):
+        return json_safe(value.tolist())  # a torch tensor or pandas series too, as before
+    if isinstance(value, (datetime.date, datetime.time)):  # a datetime is a date
+        return value.isoformat()
+    return str(value)
 
 
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def _json_key(key: Any) -> Any:
+    """``key`` as a JSON object key: text, a finite number, a boolean or None as they are (JSON
+    writes them as text); a numpy scalar as the Python value; anything else as its text."""
+    if isinstance(key, np.generic):
+        key = key.item()
+    if key is None or isinstance(key, (str, bool, int)) or (isinstance(key, float) and math.isfinite(key)):
+        return key
+    return str(key)
+
+
+def _sorted(items: list[Any]) -> list[Any]:
+    """``items`` in order (by their text where they do not compare: mixed types), so that a set is
+    written the same way every run."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=repr)
 
 
 def save_plot(benchmark: str, result: dict[str, Any], path: Path | None) -> None:
