@@ -1014,3 +1014,19 @@ def test_emit_json_writes_strict_json_of_any_value_a_hit_may_carry(monkeypatch):
         "text": "bad byte \udc80 kept",
         "p": [None, 0.5],
     }
+
+
+def test_a_training_reports_nan_is_null_not_the_nan_no_json_parser_reads():
+    """`rerank train`, `calibrate` and `average` printed their reports with json.dumps, which writes
+    a NaN (a logit AUROC over one class) as `NaN` (until session 48)."""
+    import numpy as np
+
+    from ragroute.cli.output import report_text
+
+    text = report_text({"logit_auroc": float("nan"), "pairs": np.int64(3), "sets": {"toollens"}})
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard {name}")) == {
+        "logit_auroc": None,
+        "pairs": 3,
+        "sets": ["toollens"],
+    }
+    assert text.startswith("{\n  ")  # still indented for reading

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ragroute.cli.options import (
     engine_options,
     train_device_option,
 )
+from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
 
 
@@ -285,7 +285,7 @@ def fit_router_command(
         for j, name in enumerate(train.labels)
     }
     click.echo(f"{kind} router -> {out}: {len(contexts)} training queries")
-    click.echo(json.dumps({"mean_ndcg@10": means, "queries_won": wins}))
+    emit_json({"mean_ndcg@10": means, "queries_won": wins})
 
 
 def _fit_domain_router(
@@ -336,7 +336,7 @@ def _fit_domain_router(
     router.save(out)
     sizes = {name: len(v) for name, v in vectors.items()}
     click.echo(f"domain pilot router -> {out}: pilots from {sum(sizes.values())} documents")
-    click.echo(json.dumps({"domain_documents": sizes, "temperature": round(router.temperature, 5)}))
+    emit_json({"domain_documents": sizes, "temperature": round(router.temperature, 5)})
 
 
 def _training_queries(sources: list[Any], data: Path | None, split: str) -> tuple[list[Any], dict]:

@@ -31,6 +31,14 @@ def emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(text + "\n")
 
 
+def report_text(payload: dict[str, Any]) -> str:
+    """``payload`` as indented strict JSON (a training command's report, printed whole): NaN and
+    infinite numbers as null and values JSON lacks converted, as :func:`emit_json` writes them
+    (the reports of ``rerank train``, ``calibrate`` and ``average`` were ``json.dumps``, which writes
+    a NaN as the ``NaN`` no JSON parser reads)."""
+    return json.dumps(json_safe(payload), indent=2, ensure_ascii=False, allow_nan=False)
+
+
 #: line ends ``str.splitlines`` knows that ``json.dumps(ensure_ascii=False)`` writes raw (it escapes
 #: every character below U+0020); in JSON they occur only inside strings, where an escape is the same
 _LINE_BREAKS = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import click
 
 from ragroute.cli.common import CONTEXT, one_line_errors
 from ragroute.cli.options import bench_encoder_options, split_option, train_device_option
+from ragroute.cli.output import report_text
 from ragroute.errors import RagrouteError
 from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
 from ragroute.rerank.train import LOSSES
@@ -220,7 +220,7 @@ def train_command(
         )
     else:
         report = train_reranker(pairs, out, params, name=out.name, data=data)
-    click.echo(json.dumps(report, indent=2))
+    click.echo(report_text(report))
 
 
 @rerank_group.command("score")
@@ -286,7 +286,7 @@ def calibrate_command(
         params_in = open_snapshot(model, family="reranker").manifest.params
         calibration = _calibration_pairs(params_in, roots, split, encoder, backend, cache_dir)
         report = recalibrate(model, calibration)
-    click.echo(json.dumps(report, indent=2))
+    click.echo(report_text(report))
 
 
 @rerank_group.command("average")
@@ -320,7 +320,7 @@ def average_command(
     # end, after minutes of building the calibration pairs
     check_replaceable(out, FAMILY)
     calibration = _calibration_pairs(manifests[0], (), split, encoder, backend, cache_dir)
-    click.echo(json.dumps(average_rerankers(list(models), out, calibration, name=out.name), indent=2))
+    click.echo(report_text(average_rerankers(list(models), out, calibration, name=out.name)))
 
 
 def _calibration_pairs(
