@@ -6,10 +6,12 @@ skipped. Ray runs in local mode with two CPUs, started once for the module.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -472,3 +474,52 @@ def test_encoding_no_texts_on_ray_returns_at_once_with_the_encoders_width(
     assert encode_on_ray([], encoder_factory=HashingEncoder).shape == (0, 0)
     with pytest.raises(RagrouteError, match="^encode_on_ray needs an encoder or an encoder_factory$"):
         encode_on_ray([])
+
+
+def _other_model() -> Any:
+    """An encoder factory that loads another model of the same width (as a node whose model cache
+    holds another model or revision under the name the driver loaded)."""
+    return HashingEncoder(model_id="test/other-hashing")
+
+
+def test_workers_whose_encoder_is_not_the_drivers_are_refused(corpus: list[Document]) -> None:
+    """The workers' vectors are searched with the driver's query vectors: until session 47 workers
+    that loaded another model (of the same width) built an index that answered, silently wrong."""
+    said = (
+        "a Ray worker's encoder is not this process's (model_id 'test/other-hashing' there, "
+        "'test/hashing' here): its vectors would not match the queries; load the same model on every "
+        "node"
+    )
+    for method in ("dense", "hybrid"):
+        with pytest.raises(RagrouteError) as caught:
+            build_index_ray(corpus, method, encoder=HashingEncoder(), encoder_factory=_other_model, workers=2)
+        assert str(caught.value) == said
+    with pytest.raises(RagrouteError) as caught:
+        build_graph_ray(corpus[:10], encoder=HashingEncoder(), encoder_factory=_other_model, workers=1)
+    assert str(caught.value) == said
+    with pytest.raises(RagrouteError) as caught:
+        encode_on_ray(["a b", "c d"], encoder=HashingEncoder(), encoder_factory=_other_model, workers=1)
+    assert str(caught.value) == said
+
+
+def _hashing_encoder(lock: Any) -> Any:
+    return HashingEncoder()
+
+
+def test_an_encoder_factory_that_cannot_travel_to_the_workers_is_one_line(corpus: list[Document]) -> None:
+    """As an encoder that does not pickle: until session 47 Ray's own multi-line TypeError ("Could
+    not serialize the argument functools.partial(...) for a task or actor ...", then its
+    serialization report), not one line."""
+    factory = functools.partial(_hashing_encoder, threading.Lock())
+    for build in (
+        lambda: build_index_ray(
+            corpus, "dense", encoder=HashingEncoder(), encoder_factory=factory, workers=1
+        ),
+        lambda: encode_on_ray(["a", "b"], encoder_factory=factory, workers=1),
+    ):
+        with pytest.raises(RagrouteError) as caught:
+            build()
+        assert str(caught.value) == (
+            "the encoder_factory (partial) cannot be sent to Ray workers (cannot pickle '_thread.lock' "
+            "object); pass a picklable function that loads the encoder (defined at module level)"
+        )

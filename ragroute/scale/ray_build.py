@@ -197,13 +197,16 @@ class _ShardWorker:
         self.tokenizer = tokenizer
         self.extractor = extractor
 
-    def ready(self, needs_encoder: bool) -> bool:
-        """Load the encoder now (so model loading is not counted as build time)."""
+    def ready(self, needs_encoder: bool) -> dict[str, Any] | None:
+        """Load the encoder now (so model loading is not counted as build time); its description
+        (``describe()``, which the driver compares with its own encoder's), None without one."""
         if needs_encoder and self.encoder is None and self.factory is not None:
             self.encoder = self.factory()
         if "torch" in sys.modules:  # one CPU thread per worker
             sys.modules["torch"].set_num_threads(1)
-        return True
+        if not needs_encoder or self.encoder is None:
+            return None
+        return dict(self.encoder.describe())
 
     def run(self, texts: list[str], encode: bool, count: bool) -> tuple[np.ndarray | None, TermCounts | None]:
         """The shard's vectors (when ``encode``) and BM25 term counts (when ``count``)."""
@@ -235,7 +238,17 @@ def _shards(texts: Sequence[_T], workers: int, shard_size: int | None) -> list[S
 def _encoder_payload(ray: Any, encoder: Encoder | None, factory: Callable[[], Encoder] | None) -> Any:
     """What each worker receives: nothing when a factory builds the encoder there, else the encoder
     itself (checked to pickle, so the failure names the fix)."""
-    if factory is not None or encoder is None:
+    if factory is not None:
+        try:
+            ray.cloudpickle.dumps(factory)
+        except Exception as exc:  # until session 48 Ray's multi-line report of the actor's arguments
+            name = getattr(factory, "__qualname__", type(factory).__name__)
+            raise RagrouteError(
+                f"the encoder_factory ({name}) cannot be sent to Ray workers ({_one_line(exc)}); "
+                "pass a picklable function that loads the encoder (defined at module level)"
+            ) from None
+        return None
+    if encoder is None:
         return None
     try:
         ray.cloudpickle.dumps(encoder)
@@ -280,13 +293,32 @@ def _actors(
                 f"(the cluster has {free:g} CPUs free, and each worker takes one): use fewer --workers, "
                 "or free the cluster's CPUs"
             )
-        ray.get(done)
+        described = ray.get(done)
+        if encode and encoder is not None:
+            _check_same_encoder(encoder, described)
         timings["workers_start_s"] = time.perf_counter() - start
         yield made
     finally:
         for actor in made:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+
+
+def _check_same_encoder(encoder: Encoder, described: Sequence[dict[str, Any] | None]) -> None:
+    """Refuse, in one line, workers whose encoder describes itself otherwise than the driver's (another
+    model, weights, width or length limit: a factory loading another model, a node whose cache holds
+    another revision): their vectors would be searched with the driver's query vectors. Until
+    session 48 such a build answered, silently wrong."""
+    ours = dict(encoder.describe())
+    for theirs in described:
+        if theirs is None or theirs == ours:
+            continue
+        keys = [key for key in {**ours, **theirs} if ours.get(key) != theirs.get(key)]
+        differ = ", ".join(f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} here" for key in keys)
+        raise RagrouteError(
+            f"a Ray worker's encoder is not this process's ({differ}): its vectors would not match "
+            "the queries; load the same model on every node"
+        )
 
 
 def _map(
