@@ -46,7 +46,7 @@ def test_extractor_finds_entities_numbers_titles_and_pairs():
         ("The Bank of England, London.", ["bank of england", "london"]),
     ]:
         assert extractor.sentence_phrases(sentence) == phrases
-    assert extractor.describe()["version"] == 4
+    assert extractor.describe()["version"] == 5
     assert split_sentences("Born in the U.S. in 1901. Died in J. R. Smith's house.") == [
         "Born in the U.S. in 1901.",
         "Died in J. R. Smith's house.",
@@ -768,3 +768,31 @@ def test_a_fact_listed_twice_for_one_sentence_weighs_one_sentence(hashing_encode
     assert weight(two_sentences) == (2.0, 1)
     two_passages = [*once, Extraction("p2", phrases, [Fact("paris", "france", "p2", 0)])]
     assert weight(two_passages) == (2.0, 2)
+
+
+def test_a_possessive_is_not_part_of_a_name(hashing_encoder):
+    """Until session 48 (rule extractor version 5) "Ada Brennan's painting" gave the phrase "ada
+    brennan's", a node apart from the "ada brennan" of the next passage, so the two passages that
+    name her were not linked, and a query about "Ada Brennan's studio" anchored on the possessive
+    node only. Inside a name the possessive stays, so a work's title meets its text."""
+    extractor = RuleExtractor()
+    assert extractor.sentence_phrases(
+        "Ada Brennan's painting sold. Brennan’s studio and Dickens' novels."
+    ) == [
+        "ada brennan",
+        "brennan",
+        "dickens",
+    ]
+    assert extractor.sentence_phrases("It's in Kellow.") == ["kellow"]  # "It" is a function word
+    film = Document(id="f", title="Schindler's List", text="Schindler's List is a film by Steven Spielberg.")
+    assert extractor.extract(film).phrases == ["schindler's list", "steven spielberg"]
+    corpus = [
+        Document(id="a", text="Ada Brennan's studio was in Kellow."),
+        Document(id="b", text="The painter Ada Brennan exhibited in Paris."),
+    ]
+    index = build_index(corpus, "graph", encoder=hashing_encoder, graph_params=GraphParams(synonym_k=0))
+    assert "ada brennan's" not in index.tables.phrases
+    brennan = index.tables.phrases.index("ada brennan")
+    assert index.tables.phrase_passages[brennan] == 2  # one node linking both passages
+    hit = index.search("Where was Ada Brennan's studio?", k=1)[0]
+    assert hit.explain["anchors"] == ["ada brennan"]

@@ -341,3 +341,28 @@ def test_a_triple_the_llm_repeats_is_one_fact(tmp_path):
         ("ada brennan", "painter", 1, "is a"),
         ("ada brennan", "kellow", 3, "lived in"),
     ]
+
+
+def test_a_number_too_large_for_a_float_is_a_term_not_a_crash(tmp_path, hashing_encoder):
+    """A model that writes a long digit string as a JSON number (an ISBN run together, a garbled
+    year) gave an int that ``math.isfinite`` cannot convert: an ``OverflowError`` from the triples
+    answer stopped the build (again on every rebuild, from the cache), and from the NER answer was
+    recorded as a failed LLM call, never cached, so each rebuild asked again."""
+    big = "9" * 400
+    assert parse_entities(f'{{"named_entities": ["Ada Brennan", {big}]}}') == ["Ada Brennan", big]
+    assert parse_triples(f'[["Ada Brennan", "catalogued as", {big}]]') == [
+        ("Ada Brennan", "catalogued as", big)
+    ]
+    answers = {
+        "Ada Brennan": (
+            f'{{"named_entities": ["Ada Brennan", "Kellow", {big}]}}',
+            f'{{"triples": [["Ada Brennan", "born in", "Kellow"], ["Ada Brennan", "catalogued as", {big}]]}}',
+        )
+    }
+    extractor = LLMExtractor(scripted(answers=answers), cache_dir=tmp_path)
+    index = build(DOCS, hashing_encoder, extractor)
+    assert extractor.failures == [] and extractor.calls == 2 * len(DOCS)
+    assert {"ada brennan", "kellow", big} <= set(index.tables.phrases)
+    again = LLMExtractor(scripted(answers=answers), cache_dir=tmp_path)
+    build(DOCS, hashing_encoder, again)
+    assert again.calls == 0 and again.failures == []  # every answer, the long number's too, was cached

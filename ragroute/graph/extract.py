@@ -4,9 +4,9 @@
 phrases, the spans a knowledge graph links on:
 
 * entity-like spans: runs of capitalised words, allowing short lower-case
-  connectors inside (``University of Copenhagen``, ``Bank of the West``); a
-  sentence-initial capitalised word alone counts only if it is not a common
-  English function word;
+  connectors inside (``University of Copenhagen``, ``Bank of the West``), without
+  a possessive ending (``Ada Brennan's`` -> ``ada brennan``); a sentence-initial
+  capitalised word alone counts only if it is not a common English function word;
 * numbers and years (``1842``, ``1.355``);
 * quoted titles (``"Fist Power"``);
 * the passage title, which counts as present in every sentence of its passage.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol, runtime_checkable
@@ -30,11 +30,12 @@ from ragroute.errors import RagrouteError
 from ragroute.registry import EXTRACTORS
 from ragroute.types import Document
 
-EXTRACTOR_VERSION = 4  # 2 (session 36): a name never runs across punctuation ("Paris; London");
+EXTRACTOR_VERSION = 5  # 2 (session 36): a name never runs across punctuation ("Paris; London");
 # 3 (session 39): a phrase's leading "the" is not part of its key ("The Beatles" = "Beatles"), and a
 # blank line or a Markdown heading line ends a sentence; 4 (session 41): text is read in Unicode NFC
 # (decomposed accents split "Café" into "Cafe" and "e") and names in any cased script (Cyrillic and
-# Greek names gave no phrase)
+# Greek names gave no phrase); 5 (session 48): a possessive ending a name is not part of its key
+# ("Ada Brennan's painting" gave a node apart from "Ada Brennan")
 
 # a sentence ends before a capital (Latin, Latin-1, Greek or Cyrillic since version 4), digit or quote
 _SENTENCE = re.compile(
@@ -233,7 +234,7 @@ class RuleExtractor:
                 found.append(normalise(word))
                 continue
             if word[:1].isupper():
-                if not span and position == 0 and word.lower() in _FUNCTION_WORDS:
+                if not span and position == 0 and (_possessor(word) or word).lower() in _FUNCTION_WORDS:
                     continue
                 span.append(word)
                 if len(span) >= _MAX_SPAN_WORDS or token.endswith((".", ",")) and not _is_initial(token):
@@ -248,9 +249,13 @@ class RuleExtractor:
 
     @staticmethod
     def _close(span: list[str], found: list[str]) -> None:
+        """Keep ``span`` as a phrase (without trailing connectors, and without a possessive ending
+        its last word: "Ada Brennan's painting" names "ada brennan"; inside a name it stays, as in
+        the title "Schindler's List"), and empty it."""
         while span and span[-1].lower() in _CONNECTORS:
             span.pop()
         if span:
+            span[-1] = _possessor(span[-1]) or span[-1]
             found.append(normalise(" ".join(span)))
             span.clear()
 
@@ -264,12 +269,17 @@ class RuleExtractor:
 
 
 def cooccurrence_extraction(
-    document: Document, sentences: Iterable[Sequence[str]], max_facts_per_sentence: int
+    document: Document,
+    sentences: Iterable[Sequence[str]],
+    max_facts_per_sentence: int,
+    *,
+    key: Callable[[str], str] = normalise,
 ) -> Extraction:
     """A passage's extraction from the normalised phrases of each of its sentences: the title
-    counts as present in every sentence, and facts are the phrase pairs that co-occur in one
-    (at most ``max_facts_per_sentence`` per sentence)."""
-    title = normalise(document.title) if document.title else ""
+    (keyed by ``key``, as the extractor keys the phrases it finds) counts as present in every
+    sentence, and facts are the phrase pairs that co-occur in one (at most
+    ``max_facts_per_sentence`` per sentence)."""
+    title = key(document.title) if document.title else ""
     out = Extraction(document.id)
     phrases: dict[str, None] = {}
     if title:
@@ -289,6 +299,16 @@ def cooccurrence_extraction(
         out.facts.extend(Fact(a, b, document.id, s) for a, b in islice(pairs, max_facts_per_sentence))
     out.phrases = list(phrases)
     return out
+
+
+def _possessor(word: str) -> str:
+    """The owner a possessive names (``Brennan's``, ``Brennan’s``, ``Dickens'`` -> the word
+    before the ending), else ``""``."""
+    if len(word) > 2 and word.endswith(("'s", "’s")):
+        return word[:-2]
+    if len(word) > 2 and word.endswith(("s'", "s’")):
+        return word[:-1]
+    return ""
 
 
 def _is_initial(token: str) -> bool:

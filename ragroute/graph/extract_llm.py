@@ -276,10 +276,14 @@ def parse_entities(text: str) -> list[str]:
 
 def _is_term(value: Any) -> bool:
     """A string, or a finite number (an entity or triple part a model wrote as a number, like a
-    year): never a boolean (``True``), a NaN or an infinity."""
+    year): never a boolean (``True``), a NaN or an infinity. An int is always finite (until session
+    48 ``math.isfinite`` was asked, whose float conversion of a 400-digit number raised
+    ``OverflowError``: the build stopped on such a triples answer)."""
     if isinstance(value, str):
         return True
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _entities_shape(data: Any) -> bool:

