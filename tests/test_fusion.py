@@ -258,3 +258,90 @@ def test_a_non_finite_score_is_a_one_line_error_naming_its_list(method, bad) -> 
     with pytest.raises(RagrouteError, match=r"list 'broken'.*'d'.*not a finite number"):
         call(lists)
     assert [h.doc_id for h in fusion.rrf(lists)] == ["a", "c", "b", "d"]  # ranks alone: still fused
+
+
+@pytest.mark.parametrize("method", ["rrf", "minmax", "zscore"])
+def test_the_fused_order_does_not_depend_on_the_order_of_the_lists(method) -> None:
+    """x ranks (1, 2, 7) in lists a, b, c and y ranks (7, 1, 2): equal RRF totals, a tie broken by
+    document id. The totals were summed list by list in the order the lists came in (the retrieve
+    stage's, which follows each source's size and the machine's cores), and float addition rounds
+    differently in each order: a, b, c put x first, c, a, b put y first."""
+    import itertools
+
+    ranks = {"a": {"x": 1, "y": 7}, "b": {"x": 2, "y": 1}, "c": {"x": 7, "y": 2}}
+
+    def ranked(name: str) -> list[Hit]:
+        at = {rank: doc for doc, rank in ranks[name].items()}
+        ids = [at.get(r, f"{name}-filler{r}") for r in range(1, 8)]
+        return hits("s", [(d, 8.0 - r) for r, d in enumerate(ids)])
+
+    orders = set()
+    for names in itertools.permutations("abc"):
+        fused = fuse({name: ranked(name) for name in names}, method=method)
+        orders.add(tuple((h.doc_id, h.score) for h in fused))
+    assert len(orders) == 1
+    if method == "rrf":
+        assert [h.doc_id for h in fused][:2] == ["x", "y"]  # equal totals: by document id
+
+
+def test_a_null_of_too_few_pseudo_queries_is_not_used_and_the_trace_says_so(hashing_encoder):
+    """Beside a source of two documents, a source's null (its top scores for the others' questions)
+    was the mean and sd of two pseudo-queries: any two numbers, and a z against them can be
+    anything (an sd of 0.001 made a weak match z ~ 100). The trace showed that mean and sd as if
+    measured. Such a list is standardised by itself now, and the trace says why."""
+    from test_pipeline import FixedRouter
+
+    from ragroute.index.build import build_index
+    from ragroute.pipeline import Pipeline
+    from ragroute.pipeline.calibration import MIN_NULL_QUERIES, null_score_stats
+    from ragroute.pipeline.stages import RoutingOptions
+    from ragroute.route.sources import Source
+    from ragroute.types import Document
+
+    garden = [Document(id=f"g{i}", text=f"compost roses tomatoes mulch soil{i} leaves") for i in range(30)]
+    volcanoes = [
+        Document(id="v1", text="vesuvius buried the roman city of pompeii under ash"),
+        Document(id="v2", text="the roman city of herculaneum lies near naples and its bay"),
+    ]
+    sources = [
+        Source("garden", build_index(garden, "dense", encoder=hashing_encoder, name="garden")),
+        Source("volcanoes", build_index(volcanoes, "dense", encoder=hashing_encoder, name="volcanoes")),
+    ]
+    stats = null_score_stats(sources)
+    assert stats["garden"]["pseudo_queries"] == 2 < MIN_NULL_QUERIES and "std" not in stats["garden"]
+    assert "std" in stats["volcanoes"] and stats["volcanoes"]["pseudo_queries"] == 30
+    router = FixedRouter({"garden": 0.3, "volcanoes": 0.7})
+    pipeline = Pipeline(sources, router, options=RoutingOptions(fusion="calibrated"), encoder=hashing_encoder)
+    result = pipeline.retrieve("which roman city did vesuvius bury under ash", k=3)
+    fuse = next(s.detail for s in result.decision.trace if s.stage == "fuse")
+    assert fuse["null_stats"]["garden"] == {
+        "pseudo_queries": 2,
+        "standardised": "by its own list",
+        "why": f"a null needs {MIN_NULL_QUERIES} pseudo-queries",
+    }
+    assert set(fuse["null_stats"]["volcanoes"]) == {"mean", "sd"}
+
+
+@pytest.mark.parametrize("method", ["rrf", "minmax", "zscore", "calibrated", "score"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "heavy"])
+def test_a_weight_that_is_no_finite_number_of_at_least_0_is_a_one_line_error(method, bad) -> None:
+    """A NaN weight made every fused score of its list NaN (NaN totals sort anywhere), and a
+    negative one turned its list upside down (its last hit first), with no word said."""
+    from ragroute.index import fusion
+
+    lists = {"a": hits("s1", [("a1", 2.0), ("a2", 1.0)]), "b": hits("s2", [("b1", 3.0), ("b2", 1.0)])}
+    call = getattr(fusion, "raw_score" if method == "score" else method)
+    with pytest.raises(RagrouteError, match=r"^weight of list 'a' is .*: not a finite number of at least 0$"):
+        call(lists, weights={"a": bad, "b": 1.0})
+    if method == "calibrated":  # route probabilities are its weights
+        with pytest.raises(RagrouteError, match=r"^route probability of list 'a' is .*: not a finite"):
+            call(lists, routes={"a": bad, "b": 0.5})
+    assert [h.doc_id for h in call(lists, weights={"a": 0, "b": 1.0})][0] == "b1"  # 0: allowed
+
+
+@pytest.mark.parametrize("rrf_k", [-1, -60, float("nan")])
+def test_an_rrf_constant_below_0_is_a_one_line_error(rrf_k) -> None:
+    """rrf_k=-1 divided by zero at rank 1 (an infinite fused score), and below it ranked the first
+    hits of a list last."""
+    with pytest.raises(RagrouteError, match=r"^rrf_k must be a finite number of at least 0"):
+        fuse({"a": hits("s", [("a1", 2.0), ("a2", 1.0)])}, rrf_k=rrf_k)

@@ -10,6 +10,7 @@ explained, e.g. a hybrid index's own BM25 and dense ranks) so the fused score ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -103,7 +104,9 @@ def fuse_ranked(
     """
     if method not in FUSION_METHODS:
         raise RagrouteError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
-    weights = dict(weights or {})
+    if not _finite_at_least_0(rrf_k):  # -1 divided by zero at rank 1, below it first hits came last
+        raise RagrouteError(f"rrf_k must be a finite number of at least 0, not {rrf_k!r}")
+    weights = _checked_weights(weights)
     # a key repeated within one list counts once, at its first (best) rank, as in the metrics: the
     # last copy's rank and score overwrote the first's (rrf([a, b, a]) put b above a)
     lists = {name: _first_of_each(entries) for name, entries in lists.items()}
@@ -112,14 +115,15 @@ def fuse_ranked(
         for entry in entries:
             slot.setdefault(entry[0], len(slot))
     keys = list(slot)
-    total = np.zeros(len(keys), dtype=np.float64)
+    columns = []
     for name, entries in lists.items():
         if not entries:
             continue
         contribution, floor = _contributions(name, entries, method, rrf_k)
         column = np.full(len(keys), floor, dtype=np.float64)
         column[np.fromiter((slot[e[0]] for e in entries), dtype=np.int64, count=len(entries))] = contribution
-        total = total + weights.get(name, 1.0) * column  # lists in order, as a running sum would
+        columns.append(weights.get(name, 1.0) * column)
+    total = _order_free_sum(columns, len(keys))
     best = _best_first(total, keys, order, limit)
     chosen = [keys[i] for i in best]
     detail: dict[K, dict[str, dict[str, float]]] = {key: {} for key in chosen}
@@ -128,6 +132,45 @@ def fuse_ranked(
             if key in detail:
                 detail[key][name] = {"rank": rank, "score": score}
     return [(key, float(total[i]), detail[key]) for key, i in zip(chosen, best)]
+
+
+def _finite_at_least_0(value: Any) -> bool:
+    """Whether ``value`` is a number (not a bool), finite and at least 0."""
+    if isinstance(value, bool):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and number >= 0
+
+
+def _checked_weights(weights: Mapping[str, float] | None, what: str = "weight") -> dict[str, float]:
+    """``weights`` as a dict, or a one-line error naming the first list whose ``what`` is not a finite
+    number of at least 0: a NaN weight made every fused score of its list NaN (NaN totals sort
+    anywhere), and a negative one turned its list upside down, silently."""
+    checked = dict(weights or {})
+    for name, value in checked.items():
+        if not _finite_at_least_0(value):
+            raise RagrouteError(f"{what} of list {name!r} is {value!r}: not a finite number of at least 0")
+    return checked
+
+
+def _order_free_sum(columns: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """The element-wise sum of ``columns``, correctly rounded: the same in any order of the lists.
+
+    A running sum rounds after each list, so three or more lists summed in another order could
+    differ in the last bit: documents of equal totals (ranks 1, 2, 7 against 7, 1, 2) were ordered
+    by that rounding, which followed the order the retrieve stage handed the lists over in (each
+    source's size, the machine's cores), not by document id. One or two lists need one rounding
+    at most, which addition already gives (a hybrid index's two lists sum as they always did).
+    """
+    if not columns:
+        return np.zeros(size, dtype=np.float64)
+    if len(columns) <= 2:
+        return columns[0] + columns[1] if len(columns) == 2 else columns[0]
+    rows = np.stack(columns, axis=1).tolist()
+    return np.fromiter((math.fsum(row) for row in rows), dtype=np.float64, count=size)
 
 
 def _first_of_each(entries: Sequence[tuple[K, float, int]]) -> Sequence[tuple[K, float, int]]:
@@ -215,7 +258,7 @@ def raw_score(
 ):
     """Merge by raw score times the list's weight (for sources whose scores share one scale,
     such as cosine similarities of one encoder)."""
-    weights = dict(weights or {})
+    weights = _checked_weights(weights)
     best: dict[tuple[str, str], Hit] = {}
     score: dict[tuple[str, str], float] = {}
     for name, hits in results.items():
@@ -251,7 +294,8 @@ def calibrated(
     without statistics, or whose null has no spread, is standardised by itself. ``routes`` are the route
     probabilities (``weights`` when absent). Both terms are in the hit's explanation.
     """
-    priors = dict(routes or weights or {})
+    weights = _checked_weights(weights)
+    priors = _checked_weights(routes, "route probability") if routes else weights
     stats = stats or {}
     scored: list[tuple[float, Hit, dict]] = []
     for name, hits in results.items():

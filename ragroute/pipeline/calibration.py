@@ -16,7 +16,7 @@ are reported in the trace of every fused query.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,9 @@ from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
 
 PSEUDO_QUERIES_PER_SOURCE = 60
+#: fewer of the other sources' pseudo-queries than this are no null: their mean and sd are any two
+#: numbers (a source beside one of two documents was standardised against two of them)
+MIN_NULL_QUERIES = 10
 #: a null distribution with less spread than this is no scale to standardise against
 MIN_NULL_SD = 1e-6
 
@@ -44,7 +47,9 @@ def null_score_stats(
     a top score of 0. Sources without documents, or whose search raises, get no statistics
     (fusion then standardises their list by itself; a failed source is tried again next time); a
     source whose null scores do not vary (every pseudo-query found nothing) gets ``degenerate``
-    (that score) instead of a mean and sd, and its list is standardised by itself too.
+    (that score) instead of a mean and sd, and one whose null rests on fewer than
+    :data:`MIN_NULL_QUERIES` pseudo-queries gets only their number: the lists of both are
+    standardised by themselves too.
     """
     key = (per_source, seed, *((s.name, id(s.retriever), content_key(s)) for s in sources))
     cached = _memo.get(key, [s.retriever for s in sources])
@@ -70,6 +75,9 @@ def null_score_stats(
             failed = True
             continue
         top = np.array([hits[0].score if hits else 0.0 for hits, _ in found])
+        if len(top) < MIN_NULL_QUERIES:  # said in the trace (see describe_null)
+            stats[source.name] = {"pseudo_queries": int(len(top))}
+            continue
         if float(top.std()) < MIN_NULL_SD:
             # no spread (the others' questions all found nothing here, as BM25 may): a z against
             # it is a score over 1e-6, and a weak match outranked every other source's best
@@ -89,6 +97,22 @@ def null_score_stats(
 def describe(stats: dict[str, Any]) -> dict[str, Any]:
     """What the trace shows of the statistics (null mean and sd per source)."""
     return {
-        name: {"null_mean": s["mean"], "null_sd": s["std"]} if "std" in s else {"null": "degenerate"}
+        name: {"null_mean": s["mean"], "null_sd": s["std"]}
+        if "std" in s
+        else {"null": "degenerate" if "degenerate" in s else "too few pseudo-queries"}
         for name, s in stats.items()
+    }
+
+
+def describe_null(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What the fuse step of a trace shows of one source's null: its mean and sd, or why its list
+    was standardised by itself (no spread, or too few pseudo-queries to measure one)."""
+    if "std" in entry:
+        return {"mean": entry["mean"], "sd": entry["std"]}
+    if "degenerate" in entry:
+        return {"degenerate": entry["degenerate"], "standardised": "by its own list"}
+    return {
+        "pseudo_queries": entry.get("pseudo_queries", 0),
+        "standardised": "by its own list",
+        "why": f"a null needs {MIN_NULL_QUERIES} pseudo-queries",
     }

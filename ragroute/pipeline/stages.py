@@ -895,13 +895,9 @@ class FuseStage:
         else:
             detail["weights"] = weights
         if stats:
-            detail["null_stats"] = {
-                n: {"mean": stats[n]["mean"], "sd": stats[n]["std"]}
-                if "std" in stats[n]
-                else {"degenerate": stats[n]["degenerate"], "standardised": "by its own list"}
-                for n in lists
-                if n in stats
-            }
+            from ragroute.pipeline.calibration import describe_null
+
+            detail["null_stats"] = {n: describe_null(stats[n]) for n in lists if n in stats}
         decision.trace.append(TraceStep("fuse", detail))
         return self.rescore(decision, lists, fused)
 
