@@ -24,9 +24,32 @@ from ragroute.scopes import caller_id, caller_scopes
 def encoder_key(encoder: Any) -> str:
     """What identifies an encoder's query vectors: model id (or ``query_space``, for encoders that
     share a document space but encode queries their own way, such as query-side expert adapters),
-    backend and dimension."""
+    backend and dimension, and the exact weights where the encoder names them (``cache_variant``,
+    as the embedding cache keys them): a model folder trained again in place keeps its model id, and
+    a context searched before and after was handed the old weights' vector."""
     space = getattr(encoder, "query_space", None) or getattr(encoder, "model_id", type(encoder).__name__)
-    return f"{space}|{getattr(encoder, 'backend', '')}|{getattr(encoder, 'dim', '')}"
+    key = f"{space}|{getattr(encoder, 'backend', '')}|{getattr(encoder, 'dim', '')}"
+    weights = getattr(encoder, "cache_variant", None)
+    return f"{key}|{weights}" if weights else key
+
+
+def own_filters(filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of ``filters`` (checked) for one context, its list and set values copied too: contexts
+    built from one mapping (``search_many(..., filters=)``, the steps of a step-wise run) shared it,
+    so an edit of one context's filters (by a stage, or by a caller reusing its dict for the next
+    query) changed the filters of the others."""
+    if filters is None:
+        return None
+    return {key: _own_value(value) for key, value in filters.items()}
+
+
+def _own_value(value: Any) -> Any:
+    """A filter value as a context keeps it: a list or set copied, anything else as it is."""
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, set):
+        return set(value)
+    return value
 
 
 def checked_caller(caller: Any) -> str:
@@ -59,7 +82,7 @@ class QueryContext:
         # a sorted tuple of labels ("hr" is one label, not two letters); bad labels raise
         self.scopes = caller_scopes(self.scopes)
         self.caller = checked_caller(self.caller)
-        check_filters(self.filters)
+        self.filters = own_filters(check_filters(self.filters))
 
     @classmethod
     def of(cls, query: str | QueryContext, **fields: Any) -> QueryContext:

@@ -13,6 +13,8 @@ from ragroute.errors import RagrouteError, lone_surrogate
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MERGE_TAG = "tag:yaml.org,2002:merge"
+VALUE_TAG = "tag:yaml.org,2002:value"
+STR_TAG = "tag:yaml.org,2002:str"
 
 #: the most values a parsed YAML file may expand to (aliases count each time they are used), so a
 #: few lines of nested aliases ("billion laughs") cannot make every reader walk billions of values
@@ -21,12 +23,11 @@ MAX_YAML_VALUES = 5_000_000
 
 def repeated_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[tuple[Any, yaml.Node]]:
     """Each key ``node`` writes again after its first time (YAML itself keeps the last value), with
-    its node (for the line)."""
+    its node (for the line). A second merge key ``<<`` is one too: one of the two merges silently
+    lost its keys (one merge key takes a list, ``<<: [*a, *b]``)."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        if key_node.tag == MERGE_TAG:
-            continue
-        key = loader.construct_object(key_node, deep=True)
+        key = "<<" if key_node.tag == MERGE_TAG else loader.construct_object(key_node, deep=True)
         try:
             duplicate = key in seen
         except TypeError:
@@ -34,6 +35,63 @@ def repeated_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[t
         if duplicate:
             yield key, key_node
         seen.add(key)
+
+
+class MergesInOrder:
+    """A loader mixin merging ``<<`` keys as YAML's merge key type says: a key of the mapping's own
+    wins over a merged one, and of mappings merged from a list (``<<: [*a, *b]``) the first one
+    listed wins. PyYAML 6.0.3 and later dropped a merged key only when it was the same string object
+    as one merged before (one-letter keys, which Python shares), so ``threshold:`` of ``*b`` won over
+    ``*a``'s, and ``x:`` did not. A key merged in is kept once, so merges of merges stay small."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        merged: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
+        unhashable: list[tuple[yaml.Node, yaml.Node]] = []  # construct_mapping reports them
+        merging = False
+        for key_node, value_node in node.value:
+            if key_node.tag != MERGE_TAG:
+                if key_node.tag == VALUE_TAG:
+                    key_node.tag = STR_TAG
+                own.append((key_node, value_node))
+                continue
+            merging = True
+            for pair in self._merged_pairs(node, value_node):
+                try:
+                    merged.setdefault(self.construct_object(pair[0], deep=True), pair)  # type: ignore[attr-defined]
+                except TypeError:
+                    unhashable.append(pair)
+        if merging:
+            node.value = [*unhashable, *merged.values(), *own]
+
+    def _merged_pairs(self, node: yaml.MappingNode, value: yaml.Node) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The key-value pairs a merge key's ``value`` (a mapping or a list of them) brings into
+        ``node``, in the order of the mappings listed."""
+        mappings = value.value if isinstance(value, yaml.SequenceNode) else [value]
+        pairs = []
+        for mapping in mappings:
+            if not isinstance(mapping, yaml.MappingNode):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"expected a mapping or list of mappings for merging, but found {mapping.id}",
+                    mapping.start_mark,
+                )
+            merging = self.__dict__.setdefault("_merging", set())  # the mappings being flattened
+            if id(mapping) in merging or mapping is node:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    "a mapping merges itself (<<: an alias of a mapping holding it)",
+                    mapping.start_mark,
+                )
+            merging.add(id(node))
+            try:
+                self.flatten_mapping(mapping)
+            finally:
+                merging.discard(id(node))
+            pairs.extend(mapping.value)
+        return pairs
 
 
 def check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
@@ -48,7 +106,11 @@ def _unique_key_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
     return loader.construct_mapping(node)
 
 
-class UniqueKeyLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+class _MergingLoader(MergesInOrder, _SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader, merging ``<<`` keys in the order YAML says (:class:`MergesInOrder`)."""
+
+
+class UniqueKeyLoader(MergesInOrder, _SAFE_LOADER):  # type: ignore[misc,valid-type]
     """The safe loader, refusing a mapping that repeats a key (for the files users write)."""
 
 
@@ -64,7 +126,7 @@ def _recording_mapping(loader: Any, node: yaml.MappingNode) -> Any:
     return loader.construct_mapping(node)
 
 
-class _RecordingLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+class _RecordingLoader(MergesInOrder, _SAFE_LOADER):  # type: ignore[misc,valid-type]
     """The safe loader, keeping the last value of a repeated key and noting it on ``repeated``."""
 
     repeated: list[str]
@@ -93,7 +155,7 @@ def _yaml12_booleans(base: Any) -> Any:
     return loader
 
 
-_SAFE_LOADER_12 = _yaml12_booleans(_SAFE_LOADER)
+_SAFE_LOADER_12 = _yaml12_booleans(_MergingLoader)
 _RECORDING_LOADER_12 = _yaml12_booleans(_RecordingLoader)
 
 
@@ -132,7 +194,7 @@ def parse_yaml(
             finally:
                 recording.dispose()
         else:
-            value = yaml.load(text, Loader=loader or _SAFE_LOADER)  # noqa: S506 - a SafeLoader
+            value = yaml.load(text, Loader=loader or _MergingLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + first_line}" if mark is not None else ""

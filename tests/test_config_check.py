@@ -458,6 +458,25 @@ def test_a_key_written_twice_is_refused_not_the_last_one_kept(workspace):
     assert route.exit_code == 2 and "duplicate key 'astro' at line 3" in route.output
 
 
+def test_merge_keys_merge_as_yaml_says_and_a_second_one_is_refused(tmp_path):
+    """Two merge keys in one mapping: the second's keys silently replaced the first's (the source
+    searched indexes/cook, with nothing said), where one merge key takes a list of mappings; and of
+    that list, the last mapping's ``index:`` won where YAML says the first one's does (PyYAML 6.0.3
+    and later kept the first only for one-letter keys)."""
+    from ragroute.route.config import RoutingConfig
+
+    config = tmp_path / "merged.yaml"
+    config.write_text("sources:\n  astro:\n    <<: {index: indexes/astro}\n    <<: {index: indexes/cook}\n")
+    with pytest.raises(RagrouteError) as raised:
+        RoutingConfig.read(config)
+    assert str(raised.value) == f"routing config {config} is not valid YAML (duplicate key '<<' at line 4)"
+    config.write_text(  # one merge key, a list of them, and a key of the mapping's own: as YAML says
+        "sources:\n  astro:\n    <<: [{index: indexes/astro, corpus: a}, {index: indexes/cook}]\n"
+        "    corpus: b\n"
+    )
+    assert RoutingConfig.read(config).data["sources"] == {"astro": {"index": "indexes/astro", "corpus": "b"}}
+
+
 def test_all_problems_are_reported_together(workspace, monkeypatch):
     monkeypatch.chdir(workspace)  # a model folder is also looked for in the working directory
     config = workspace / "many.yaml"

@@ -114,6 +114,42 @@ def test_context_vectors_batch_and_preset():
         QueryContext.of("   ")
 
 
+class RetrainedEncoder(HashingEncoder):
+    """A model folder's encoder: same model id, backend and dimension whatever its ``weights``
+    (``cache_variant``, as the real encoders name them), whose vectors differ with the weights."""
+
+    def __init__(self, weights: str) -> None:
+        super().__init__(model_id="/models/tuned")
+        self.cache_variant = weights
+
+    def encode_queries(self, texts, *, batch_size: int = 64, show_progress=None):
+        rows = super().encode_queries(texts)
+        return rows if self.cache_variant == "v1" else np.roll(rows, 1, axis=1)
+
+
+def test_a_context_keeps_the_vectors_of_other_weights_apart():
+    """A model folder trained again in place keeps its model id: a context (or a batch) searched
+    with the old weights then the new ones was handed the old weights' vector (one cache key)."""
+    old, new = RetrainedEncoder("v1"), RetrainedEncoder("v2")
+    context = QueryContext.of("comet tails")
+    assert np.allclose(context.vector(old), old.encode_queries(["comet tails"])[0])
+    assert np.allclose(context.vector(new), new.encode_queries(["comet tails"])[0])
+    assert np.allclose(query_vectors([context], new)[0], new.encode_queries(["comet tails"])[0])
+    assert len(context.encoders_used) == 2
+
+
+def test_a_contexts_filters_are_its_own():
+    """Contexts built from one filters mapping (as ``search_many(..., filters=)`` and each step of a
+    step-wise run build them) shared it: an edit of one context's filters (by a stage, or by the
+    caller reusing its dict for the next query) changed the filters of the others."""
+    filters = {"topic": ["astro"], "year": 2024}
+    first, second = QueryContext.of("comet", filters=filters), QueryContext.of("oven", filters=filters)
+    first.filters["topic"].append("cook")  # type: ignore[index]
+    filters["year"] = 1999
+    assert second.filters == {"topic": ["astro"], "year": 2024}
+    assert first.filters == {"topic": ["astro", "cook"], "year": 2024}
+
+
 def test_routes_are_batched_and_sources_searched_concurrently():
     slow = [SlowRetriever(name, delay=0.3) for name in ("a", "b", "c")]
     router = FixedRouter({"a": 0.34, "b": 0.33, "c": 0.33})

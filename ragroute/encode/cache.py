@@ -319,6 +319,7 @@ class CachedEncoder:
         # files, plus the quantisation recipe and the int8 file's digest), so retrained or
         # re-quantised weights under the same model_id never get stale vectors.
         variant = str(getattr(encoder, "cache_variant", "") or "")
+        self.cache_variant = variant  # query contexts key their vectors by it too (context.encoder_key)
         self.space = f"{encoder.model_id}|{encoder.backend}|{variant}|document"
         self.hits = 0
         self.misses = 0

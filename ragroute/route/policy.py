@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ragroute.errors import RagrouteError
-from ragroute.yaml_files import YamlProblem, check_duplicate_keys, check_tree
+from ragroute.yaml_files import MergesInOrder, YamlProblem, check_duplicate_keys, check_tree
 
 
 class PolicyError(RagrouteError, ValueError):
@@ -88,8 +88,9 @@ def _construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Any:
     data.item_lines = [_line(child) for child in node.value]
 
 
-class LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences remember their line numbers."""
+class LineLoader(MergesInOrder, yaml.SafeLoader):
+    """SafeLoader whose mappings and sequences remember their line numbers (``<<`` merged as
+    routing configs are read: :class:`~ragroute.yaml_files.MergesInOrder`)."""
 
 
 LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
