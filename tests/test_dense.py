@@ -759,3 +759,34 @@ def test_best_scores_of_a_flat_index_are_its_searches_scores(k):
         assert [len(row) for row in got] == [len(row) for row in want]
         for got_row, want_row in zip(got, want):
             np.testing.assert_allclose(got_row, want_row, rtol=0, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:ivfpq trains on")
+def test_a_refused_first_add_trains_nothing_so_the_next_add_builds_as_a_fresh_index():
+    """An IVF-PQ index is trained on its first batch: a batch refused for a duplicate id left the
+    index trained on it (and ``ivf_nprobe`` fitted to it), so adding the corrected batch answered
+    otherwise than building from it."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(120, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    class Fixed:
+        model_id, backend, dim = "test/fixed", "fixed", 16
+
+        def describe(self):
+            return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+    params = DenseParams(factory="ivfpq", ivf_nlist=4, pq_m=4, pq_bits=4, ivf_nprobe=2)
+    docs = [Document(id=f"d{i}", text="x") for i in range(80)]
+    fresh = DenseIndex(Fixed(), params)
+    fresh.add_vectors(docs, vectors[:80])
+    changed = DenseIndex(Fixed(), params)
+    refused = [*docs, Document(id="d0", text="x"), *(Document(id=f"e{i}", text="x") for i in range(39))]
+    with pytest.raises(RagrouteError, match="duplicate document id 'd0'"):
+        changed.add_vectors(refused, np.concatenate([vectors[:80], vectors[::-1][:40]]))
+    assert len(changed) == 0 and changed.faiss_index is None
+    changed.add_vectors(docs, vectors[:80])
+    queries = vectors[80:90]
+    assert [[(h.doc_id, h.score) for h in hits] for hits in changed.search_vectors(queries, 5)] == [
+        [(h.doc_id, h.score) for h in hits] for hits in fresh.search_vectors(queries, 5)
+    ]

@@ -213,3 +213,40 @@ def test_the_first_walk_after_an_add_tokenizes_only_the_new_passages(hashing_enc
     assert (index._terms.incidence != fresh.incidence).nnz == 0 and np.array_equal(
         index._terms.idf, fresh.idf
     )
+
+
+def test_two_threads_adding_at_once_both_get_their_passages_into_the_graph(hashing_encoder, monkeypatch):
+    """Each add extended the graph it started from outside the write lock: two adds at once both
+    extended the old graph, the later one's tables replaced the earlier one's, and the graph held
+    passage nodes for fewer documents than its store (every later walk a one-line error)."""
+    import contextlib
+    import threading
+
+    import ragroute.graph.index as graph_index
+
+    index = build_index(BASE, "graph", encoder=hashing_encoder, name="kg")
+    both_extracting = threading.Barrier(2)
+    real_extract = graph_index.extract_passages
+
+    def extract_together(docs, extractor, show_progress=None):
+        with contextlib.suppress(threading.BrokenBarrierError):  # both at once, unless kept apart
+            both_extracting.wait(timeout=1.0)
+        return real_extract(docs, extractor, show_progress)
+
+    monkeypatch.setattr(graph_index, "extract_passages", extract_together)
+    errors: list[BaseException] = []
+
+    def add(docs):
+        try:
+            index.add(docs)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=([doc],)) for doc in ADDED]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert index.tables.n_passages == len(index.store) == len(BASE) + len(ADDED)
+    assert {h.doc_id for h in index.search(QUESTION, k=3)} >= {"p1", "p2"}

@@ -195,6 +195,7 @@ class GraphIndex(LocalIndex):
         self.fact_filter: Callable[[str, list[SeedFact]], Sequence[SeedFact]] | None = None
         self._query_extractor = RuleExtractor()  # finds the query's own phrases (anchors)
         self._term_counts = TermCountsKeeper()  # the passages' term counts, kept between adds
+        self._adding = threading.Lock()  # one add at a time: each extends the graph the last one left
         self._set_tables(tables)
 
     def _set_tables(self, tables: GraphTables) -> None:
@@ -264,11 +265,18 @@ class GraphIndex(LocalIndex):
         extractor other than the one the graph was built with, an encoder error). Like
         :meth:`DenseIndex.add <ragroute.index.dense.DenseIndex.add>`, it holds the document
         store's write lock while the passages and the graph change: searches in other threads
-        see the graph before or after, never between.
+        see the graph before or after, never between. An add in another thread waits for this one
+        (searches do not): two at once each extended the graph they started from, and the later
+        one's tables dropped the earlier one's passages from the graph (until session 48).
         """
         docs = list(documents)
         if not docs:
             return
+        with self._adding:
+            self._add(docs, extractor, show_progress)
+
+    def _add(self, docs: list[Document], extractor: Any, show_progress: bool | None) -> None:
+        """:meth:`add` of a non-empty batch, with no other add running."""
         check_have_text(docs)  # passages are extracted and embedded from their text
         seen: set[str] = set()
         for doc in docs:

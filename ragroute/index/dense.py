@@ -203,6 +203,9 @@ class DenseIndex(VectorIndex):
         """Add documents with precomputed embeddings (rows aligned with ``documents``)."""
         vectors = aligned_vectors(documents, vectors, self.encoder.dim)
         with self.store.writing():  # no search runs meanwhile (faiss crashed on an HNSW insert under one)
+            # ids first: an IVF-PQ index trained on a batch refused for a duplicate id kept that
+            # training, and answered otherwise than one built from the corrected batch
+            self.store.check_new_ids(documents)
             if self.faiss_index is None:
                 self.faiss_index = _new_faiss_index(self.params, vectors, [d.id for d in documents])
                 self._fit_nprobe(len(vectors))

@@ -109,12 +109,17 @@ class DocumentStore:
         with self.writing():
             return self._add(list(docs))
 
-    def _add(self, new: list[Document]) -> np.ndarray:
+    def check_new_ids(self, docs: Iterable[Document]) -> None:
+        """A one-line :class:`RagrouteError` for an id of ``docs`` the store holds or ``docs`` repeat:
+        what :meth:`add` refuses, for an index to check before it changes anything of its own."""
         seen: set[str] = set()
-        for doc in new:
+        for doc in docs:
             if doc.id in self._pos_by_id or doc.id in seen:
                 raise RagrouteError(f"duplicate document id {doc.id!r}")
             seen.add(doc.id)
+
+    def _add(self, new: list[Document]) -> np.ndarray:
+        self.check_new_ids(new)
         iids = np.arange(self._next_iid, self._next_iid + len(new), dtype=np.int64)
         # the store keeps its own metadata: a caller editing its documents' dicts after an add
         # changed hits, filters and (stale) access labels live (until session 37)
