@@ -17,6 +17,21 @@ def brute_force(encoder, docs, query, k):
     return [docs[i].id for i in order], scores[order]
 
 
+class FixedVectors:
+    """A test encoder of given vectors: the query text ``"i"`` is row ``i`` of ``vectors``."""
+
+    model_id, backend = "test/fixed", "fixed"
+
+    def __init__(self, dim: int, vectors: np.ndarray | None = None) -> None:
+        self.dim, self.vectors = dim, vectors
+
+    def describe(self):
+        return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
+
+    def encode_queries(self, texts, **_):
+        return self.vectors[[int(t) for t in texts]]
+
+
 def test_flat_matches_brute_force(hashing_encoder, small_docs):
     index = DenseIndex.build(small_docs, hashing_encoder, name="src")
     hits = index.search("telescope galaxy orbit", k=5)
@@ -88,16 +103,10 @@ def test_ivfpq_recall_reasonable():
     vectors = centers[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    class Fixed:
-        model_id, backend, dim = "test/fixed", "fixed", 32
-
-        def describe(self):
-            return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
-
     docs = [Document(id=f"d{i}", text="x") for i in range(3000)]
-    exact = DenseIndex(Fixed(), DenseParams(factory="flat"))
+    exact = DenseIndex(FixedVectors(32), DenseParams(factory="flat"))
     exact.add_vectors(docs, vectors)
-    approx = DenseIndex(Fixed(), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=32))
+    approx = DenseIndex(FixedVectors(32), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=32))
     approx.add_vectors(docs, vectors)
     assert isinstance(faiss.downcast_index(approx.faiss_index.index), faiss.IndexIVFPQ)
     queries = vectors[:50]
@@ -108,7 +117,7 @@ def test_ivfpq_recall_reasonable():
     # session 41, 0.496 in every order since training reads its points in document-id order
     assert overlap > 0.45
     order = np.random.default_rng(1).permutation(len(docs))
-    shuffled = DenseIndex(Fixed(), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=32))
+    shuffled = DenseIndex(FixedVectors(32), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=32))
     shuffled.add_vectors([docs[i] for i in order], vectors[order])
     again = shuffled.search_vectors(queries, 10)
     assert [[(h.doc_id, h.score) for h in hits] for hits in again] == [
@@ -116,7 +125,7 @@ def test_ivfpq_recall_reasonable():
     ]
     # nprobe above the lists chosen for 3,000 vectors (4 sqrt(3000) = 219): recorded as 219 with a
     # warning (the manifest kept the asked 500 until session 36)
-    wide = DenseIndex(Fixed(), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=500))
+    wide = DenseIndex(FixedVectors(32), DenseParams(factory="ivfpq", pq_m=8, ivf_nprobe=500))
     with pytest.warns(UserWarning, match=r"ivf_nprobe 500 is above the 219 inverted lists chosen for 3,000"):
         wide.add_vectors(docs, vectors)
     assert wide.params.ivf_nprobe == 219 and wide.manifest_params()["dense"]["ivf_nprobe"] == 219
@@ -135,17 +144,10 @@ def test_deleting_from_ivfpq_keeps_every_hit_its_own_document(tmp_path):
     vectors = rng.normal(size=(400, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    class Fixed:
-        model_id, backend, dim = "test/fixed", "fixed", 32
-
-        def describe(self):
-            return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
-
-        def encode_queries(self, texts, **_):
-            return vectors[[int(t) for t in texts]]
-
     docs = [Document(id=f"d{i}", text=f"text {i}") for i in range(400)]
-    index = DenseIndex(Fixed(), DenseParams(factory="ivfpq", pq_m=8, pq_bits=4, ivf_nlist=8, ivf_nprobe=8))
+    index = DenseIndex(
+        FixedVectors(32, vectors), DenseParams(factory="ivfpq", pq_m=8, pq_bits=4, ivf_nlist=8, ivf_nprobe=8)
+    )
     index.add_vectors(docs[:300], vectors[:300])
     queries = vectors[[5, 50, 150]]
     before = [[(h.doc_id, h.score) for h in hits] for hits in index.search_vectors(queries, 5)]
@@ -154,7 +156,7 @@ def test_deleting_from_ivfpq_keeps_every_hit_its_own_document(tmp_path):
     index.delete([gone])
     assert [[(h.doc_id, h.score) for h in hits] for hits in index.search_vectors(queries, 5)] == before
     save_index(index, tmp_path / "ivf")
-    loaded = load_index(tmp_path / "ivf", encoder=Fixed())
+    loaded = load_index(tmp_path / "ivf", encoder=FixedVectors(32, vectors))
     loaded.add_vectors(docs[300:], vectors[300:])
     loaded.delete(["d5", "d310"])
     hits = loaded.search_vectors(vectors[[5, 350, 310]], 3)
@@ -163,12 +165,12 @@ def test_deleting_from_ivfpq_keeps_every_hit_its_own_document(tmp_path):
     assert all(loaded.store.get(h.doc_id).text == f"text {h.doc_id[1:]}" for row in hits for h in row)
     # an index deleted from by the old code (removed from the id map itself) is refused in one line
     save_index(loaded, tmp_path / "ivf")
-    damaged = load_index(tmp_path / "ivf", encoder=Fixed())
+    damaged = load_index(tmp_path / "ivf", encoder=FixedVectors(32, vectors))
     damaged.faiss_index.remove_ids(faiss.IDSelectorBatch(np.array([7], dtype=np.int64)))
     damaged.store.delete(["d7"])
     save_index(damaged, tmp_path / "old")
     with pytest.raises(IndexFormatError, match=r"deleted from before session 40 .*: rebuild it$"):
-        load_index(tmp_path / "old", encoder=Fixed())
+        load_index(tmp_path / "old", encoder=FixedVectors(32, vectors))
 
 
 def test_ivfpq_refuses_tiny_corpus(hashing_encoder, small_docs):
@@ -770,17 +772,11 @@ def test_a_refused_first_add_trains_nothing_so_the_next_add_builds_as_a_fresh_in
     vectors = rng.normal(size=(120, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    class Fixed:
-        model_id, backend, dim = "test/fixed", "fixed", 16
-
-        def describe(self):
-            return {"model_id": self.model_id, "backend": self.backend, "dim": self.dim}
-
     params = DenseParams(factory="ivfpq", ivf_nlist=4, pq_m=4, pq_bits=4, ivf_nprobe=2)
     docs = [Document(id=f"d{i}", text="x") for i in range(80)]
-    fresh = DenseIndex(Fixed(), params)
+    fresh = DenseIndex(FixedVectors(16), params)
     fresh.add_vectors(docs, vectors[:80])
-    changed = DenseIndex(Fixed(), params)
+    changed = DenseIndex(FixedVectors(16), params)
     refused = [*docs, Document(id="d0", text="x"), *(Document(id=f"e{i}", text="x") for i in range(39))]
     with pytest.raises(RagrouteError, match="duplicate document id 'd0'"):
         changed.add_vectors(refused, np.concatenate([vectors[:80], vectors[::-1][:40]]))
