@@ -393,6 +393,16 @@ def test_inspect_reads_the_collection_back(tmp_path, kind):
     assert CliRunner().invoke(main, ["inspect", str(tmp_path / "ix"), "--no-verify"]).exit_code == 0
 
 
+def _flat_and_store(docs, kind, tmp_path):
+    """A flat index and a ``kind`` store over ``docs``, one unit vector per document."""
+    vectors = np.eye(16, dtype=np.float32)[: len(docs)]
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="acc"))
+    store.add_vectors(docs, vectors)
+    return flat, store
+
+
 @pytest.mark.parametrize("kind", STORES)
 def test_a_filter_on_access_labels_matches_the_same_documents_everywhere(tmp_path, kind):
     docs = [
@@ -401,11 +411,7 @@ def test_a_filter_on_access_labels_matches_the_same_documents_everywhere(tmp_pat
         Document(id="finance", text="c", metadata={"access": ["finance"]}),
         Document(id="public", text="d"),
     ]
-    vectors = np.eye(16, dtype=np.float32)[:4]
-    flat = DenseIndex(Fixed())
-    flat.add_vectors(docs, vectors)
-    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="acc"))
-    store.add_vectors(docs, vectors)
+    flat, store = _flat_and_store(docs, kind, tmp_path)
     found = {}
     for name, index in (("flat", flat), (kind, store)):
         context = QueryContext("q", scopes=("hr", "finance"), filters={"access": "hr"})
@@ -413,6 +419,27 @@ def test_a_filter_on_access_labels_matches_the_same_documents_everywhere(tmp_pat
         found[name] = sorted(h.doc_id for h in index.search_contexts([context], 4)[0])
     # before: flat matched only the list form (['list']) and the stores refused the key
     assert found == {"flat": ["list", "string"], kind: ["list", "string"]}
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_filter_on_access_reads_its_labels_as_the_documents_labels_are_read(tmp_path, kind):
+    """Access labels are compared stripped and in Unicode NFC (a caller's scopes and a document's
+    labels alike), but a filter's ``access`` value was compared as typed: ``access="Jose\u0301"``
+    (decomposed, as a macOS terminal may write it) or ``" hr"`` matched no document labelled
+    ``"Jos\u00e9"`` or ``"hr"``, silently, in every index kind, while the same caller's scope saw them."""
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    docs = [
+        Document(id="jose", text="a", metadata={"access": [composed]}),
+        Document(id="hr", text="b", metadata={"access": "hr"}),
+        Document(id="public", text="c"),
+    ]
+    flat, store = _flat_and_store(docs, kind, tmp_path)
+    for wanted, expected in ((decomposed, ["jose"]), (" hr", ["hr"]), ([decomposed, "hr "], ["hr", "jose"])):
+        for index in (flat, store):
+            context = QueryContext("q", scopes=(decomposed, "hr"), filters={"access": wanted})
+            context.set_vector(Fixed(), np.ones(16, np.float32))
+            found = sorted(h.doc_id for h in index.search_contexts([context], 3)[0])
+            assert found == expected, (index, wanted)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="no qdrant_client")

@@ -362,3 +362,19 @@ def test_a_filter_is_read_from_the_documents_once_per_content(monkeypatch, small
     mask = index.store.filter_mask({"topic": "it"})
     with pytest.raises(ValueError):  # shared by the queries that read it: not to be written
         mask[0] = True
+
+
+def test_a_filter_on_a_non_text_key_answers_alike_by_query_and_by_context():
+    """Metadata may hold a key that is not text (``{1: "a"}``) and ``search`` filters on it, but a
+    search by query contexts (a pipeline's, the CLI's) grouped them by sorting the filter's items,
+    and a filter naming such a key beside a text one failed there with a bare ``TypeError: '<' not
+    supported between instances of 'str' and 'int'``."""
+    docs = [
+        Document(id="a", text="printer", metadata={1: "a", "y": 2}),
+        Document(id="b", text="printer ink", metadata={"y": 2}),
+    ]
+    index = build_index(docs, "bm25")
+    filters = {1: "a", "y": 2}
+    by_query = [h.doc_id for h in index.search("printer", 5, filters=filters)]
+    by_context = [h.doc_id for h in index.search_contexts([QueryContext("printer", filters=filters)], 5)[0]]
+    assert by_query == by_context == ["a"]

@@ -265,3 +265,22 @@ def test_a_stepwise_nodes_explain_is_its_own_not_the_runs():
     assert nodes
     nodes[0].node.metadata["explain"]["edited"] = True
     assert all("edited" not in hit.explain for hit in run.evidence())
+
+
+def test_an_adapter_filters_on_access_labels_as_an_index_does():
+    """A filter on ``access`` matches a document holding any of the wanted labels however they are
+    written (``"hr,finance"``, ``" hr "`` or a list) in every index kind; an adapter compared the raw
+    metadata value, so a framework's node labelled ``"hr,finance"`` was dropped, silently, by a
+    filter ``access="hr"`` that an index holding the same documents matched."""
+    labelled = [("s", "hr,finance"), ("p", " hr "), ("l", ["hr"]), ("f", ["finance"]), ("e", "")]
+    nodes = [TextNode(id_=i, text=f"printer {i}", metadata={"access": a}) for i, a in labelled]
+    adapter = LlamaRetrieverAdapter(VectorStoreIndex(nodes, embed_model=EncoderEmbedding(ENCODER)))
+    native = build_index(
+        [Document(i, f"printer {i}", metadata={"access": a}) for i, a in labelled], "dense", encoder=ENCODER
+    )
+    found = {}
+    for wanted in ("hr", ["finance"], None):
+        context = QueryContext("printer", filters={"access": wanted}, scopes=("hr", "finance"))
+        found[str(wanted)] = {h.doc_id for h in native.search_contexts([context], 10)[0]}
+        assert {h.doc_id for h in adapter.search_contexts([context], 10)[0]} == found[str(wanted)], wanted
+    assert found == {"hr": {"s", "p", "l"}, "['finance']": {"s", "f"}, "None": {"e"}}

@@ -89,7 +89,9 @@ def filter_groups(
     its positions, its contexts and the filters one search of the group takes, in first-seen order."""
     groups: dict[str, list[int]] = {}
     for i, context in enumerate(contexts):
-        key = repr(sorted((context.filters or {}).items()))
+        # ordered by the keys' text: a key that is not text (metadata may hold one) beside one that is
+        # made sorting the items a bare TypeError, where a search by query text filtered on it
+        key = repr(sorted((context.filters or {}).items(), key=lambda item: repr(item[0])))
         if scoped:
             key += repr(tuple(getattr(context, "scopes", ())))
         groups.setdefault(key, []).append(i)

@@ -39,7 +39,7 @@ from ragroute.errors import (
     check_query_vectors,
 )
 from ragroute.index.dense import aligned_vectors
-from ragroute.index.docstore import DocumentStore, check_have_text, saved_form
+from ragroute.index.docstore import DocumentStore, check_have_text, filter_value, saved_form
 from ragroute.index.io import FAMILY
 from ragroute.index.local import VectorIndex
 from ragroute.scopes import Visible
@@ -168,6 +168,7 @@ def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[Filter
                 )
             clauses.append(FilterClause(scopes=frozenset(wanted.scopes)))
             continue
+        wanted = filter_value(key, wanted)  # access labels stripped and in NFC, as the payload holds them
         values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
         values = [saved_form(v) for v in values]  # np.int64(3) is 3, as in a local index
         if not all(store_matches(v) for v in values):

@@ -39,7 +39,7 @@ import numpy as np
 from ragroute.context import encoder_key
 from ragroute.errors import check_batch, check_filters, check_k, check_query
 from ragroute.index.base import by_filter_groups
-from ragroute.index.docstore import value_matches
+from ragroute.index.docstore import access_value, filter_value, value_matches
 from ragroute.pipeline.score_scale import SourceScale
 from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, Visible, labels_of, readable, scope_of, visible
@@ -364,7 +364,8 @@ def matches(hit: Hit, filters: Mapping[str, Any] | None) -> bool:
             if not wanted(hit.metadata.get(wanted.key)):
                 return False
             continue
-        if not value_matches(_field(hit, key), wanted):  # as an index filters its documents
+        # as an index filters its documents (access labels read as labels: filter_value)
+        if not value_matches(_field(hit, key), filter_value(key, wanted)):
             return False
     return True
 
@@ -372,13 +373,16 @@ def matches(hit: Hit, filters: Mapping[str, Any] | None) -> bool:
 def _field(hit: Hit, key: str) -> Any:
     """The value a filter on ``key`` reads on an adapter's hit: its metadata, or the hit's own field
     for the node or document metadata that became one (``title``, ``modality``, ``parent_id``); a
-    filter on a node's ``title`` matched nothing, silently, until the title was read here."""
+    filter on a node's ``title`` matched nothing, silently, until the title was read here; the
+    ``access`` labels are read as an index reads them: ``"hr,finance"`` holds ``hr``."""
     if key == "title" and key not in hit.metadata:
         return hit.title or None
     if key == "modality":
         return hit.modality
     if key == "parent_id":
         return hit.parent_id
+    if key == ACCESS_KEY:  # the labels, however written, as an index reads them
+        return access_value(hit.metadata.get(key))
     return hit.metadata.get(key)
 
 
