@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import errno
 import math
+import numbers
 import os
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -325,6 +326,11 @@ def value_type_name(value: Any) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
              dict: "a mapping", tuple: "a list"}  # fmt: skip
     return names.get(type(value), f"a {type(value).__name__}")
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (Python's or numpy's, not a boolean) that is finite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_setting(

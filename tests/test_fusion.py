@@ -323,7 +323,7 @@ def test_a_null_of_too_few_pseudo_queries_is_not_used_and_the_trace_says_so(hash
 
 
 @pytest.mark.parametrize("method", ["rrf", "minmax", "zscore", "calibrated", "score"])
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "heavy"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "heavy", "3"])
 def test_a_weight_that_is_no_finite_number_of_at_least_0_is_a_one_line_error(method, bad) -> None:
     """A NaN weight made every fused score of its list NaN (NaN totals sort anywhere), and a
     negative one turned its list upside down (its last hit first), with no word said."""

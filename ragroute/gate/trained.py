@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -51,7 +50,7 @@ import numpy as np
 from ragroute.context import QueryContext, contexts_of, query_vectors
 from ragroute.display import shown_numbers, shown_pair
 from ragroute.encode.identity import check_fitted_encoder, encoder_record
-from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query
+from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query, is_finite_number
 from ragroute.evaluation.metrics import auroc, balanced_accuracy
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
@@ -808,10 +807,6 @@ def _restrict(signals: Sequence[GateSignal], columns: Sequence[str]) -> list[Gat
     return [s for s in signals if wanted & set(s.columns())]
 
 
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _encoder_info(encoder: Any) -> dict[str, Any] | None:
     if encoder is None:
         return None
@@ -853,7 +848,7 @@ class ThresholdGate(SignalGate):
         # a NaN cut or scale made every probability NaN ("p_retrieve nan < threshold 0.500"), as a
         # config's gate: refuses it
         for key, number in (("above", above), ("below", below), ("scale", scale)):
-            if number is not None and not _finite_number(number):
+            if number is not None and not is_finite_number(number):
                 raise RagrouteError(f"{key} must be a finite number, got {number!r}")
         if scale <= 0:
             raise RagrouteError(f"scale must be positive, got {scale}")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, is_finite_number
 from ragroute.types import Hit
 
 FUSION_METHODS = ("rrf", "minmax", "zscore")
@@ -135,14 +135,9 @@ def fuse_ranked(
 
 
 def _finite_at_least_0(value: Any) -> bool:
-    """Whether ``value`` is a number (not a bool), finite and at least 0."""
-    if isinstance(value, bool):
-        return False
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return False
-    return math.isfinite(number) and number >= 0
+    """Whether ``value`` is a finite number (not a bool, nor text: ``"3"`` passed and then failed in
+    numpy's multiplication) of at least 0."""
+    return is_finite_number(value) and value >= 0
 
 
 def _checked_weights(weights: Mapping[str, float] | None, what: str = "weight") -> dict[str, float]:

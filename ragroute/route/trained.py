@@ -42,7 +42,14 @@ from typing import Any, Literal
 import numpy as np
 
 from ragroute.encode.identity import check_fitted_encoder, encoder_record
-from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query, check_query_vectors
+from ragroute.errors import (
+    IndexFormatError,
+    RagrouteError,
+    check_batch,
+    check_query,
+    check_query_vectors,
+    is_finite_number,
+)
 from ragroute.route.base import (
     NONE_ROUTE,
     BaseRouter,
@@ -866,8 +873,7 @@ def _saved_value_problem(settings: dict[str, Any]) -> str | None:
             return f"labels must be distinct route names, not {names[:8]!r}"
     for key, positive in (("temperature", True), ("none_bias", False)):
         value = settings.get(key, 1.0)
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not number or (positive and value <= 0):
+        if not is_finite_number(value) or (positive and value <= 0):
             return f"{key} must be {'a number above 0' if positive else 'a finite number'}, not {value!r}"
     return None
 
