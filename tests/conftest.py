@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,31 @@ def count_tokenized(monkeypatch, module) -> list[int]:
 
     monkeypatch.setattr(module, "tokenize_many", counting)
     return calls
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(lock_file: Path) -> Iterator[None]:
+    """Hold the writer lock ``lock_file`` in another thread for the body (another thread's lock is
+    another open file: it excludes this thread as another process would)."""
+    import threading
+
+    from ragroute.store.locks import writer_lock
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with writer_lock(lock_file, "another writer"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 def replace_published_file(artifact: Path, name: str, content: bytes) -> None:

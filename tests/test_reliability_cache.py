@@ -6,13 +6,13 @@ import json
 import os
 import random
 import sqlite3
-import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import lock_held_elsewhere
 
 import ragroute.encode.resolve as resolve
 from ragroute.encode import onnx_export, onnx_quantize
@@ -20,7 +20,6 @@ from ragroute.encode.cache import CachedEncoder, CacheWarning, EmbeddingCache
 from ragroute.encode.onnx_session import FP32_FILE, META_FILE, file_digests, lock_file, write_meta
 from ragroute.encode.resolve import ResolvedModel
 from ragroute.errors import RagrouteError
-from ragroute.store.locks import writer_lock
 
 TEXTS = [f"passage {i} about telescopes and bread" for i in range(12)]
 
@@ -123,22 +122,9 @@ def test_a_corrupt_onnx_export_is_exported_again_and_debris_is_cleaned(tmp_path,
     assert not list(target.glob(".int8.*"))
     # debris of a *running* export (the lock is held) is left alone
     (cache / f".{target.name}.tmp-live").mkdir()
-    held, release = threading.Event(), threading.Event()
-
-    def exporter() -> None:  # another thread's lock is another open file: it excludes this one
-        with writer_lock(lock_file(target), "test"):
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=exporter)
-    thread.start()
-    held.wait(10)
-    try:
+    with lock_held_elsewhere(lock_file(target)):
         assert onnx_export.remove_export_debris(target)
         assert (cache / f".{target.name}.tmp-live").is_dir()
-    finally:
-        release.set()
-        thread.join()
     assert onnx_export.remove_export_debris(target)
     assert not (cache / f".{target.name}.tmp-live").exists()
     # a flipped bit in the exported model is never used: it is exported again

@@ -737,28 +737,13 @@ def test_the_local_llm_cache_follows_the_gguf_file_and_replaces_the_earlier_layo
 
 
 def test_the_local_llm_cache_is_left_to_a_live_writer(tmp_path, fake_transformers):
-    import threading
-
-    from ragroute.store.locks import writer_lock
+    from conftest import lock_held_elsewhere
 
     cache = tmp_path / "cache"
     folder = cache / "SmolLM2-135M-Instruct-Q4_1"
     folder.mkdir(parents=True)
-    held, release = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        with writer_lock(folder / ".lock", "the other writer"):
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    held.wait(10)
-    try:
+    with lock_held_elsewhere(folder / ".lock"):
         assert _fresh_load(cache).loaded_from == "gguf"  # loaded, not waiting for the other writer
         assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing written meanwhile
-    finally:
-        release.set()
-        thread.join()
     assert _fresh_load(cache).loaded_from == "gguf"
     assert _fresh_load(cache).loaded_from == "cache"
