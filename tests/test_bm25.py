@@ -388,12 +388,20 @@ def test_save_load_round_trip(tmp_path) -> None:
         np.testing.assert_array_equal(loaded.top_k(query, 7)[0], scorer.top_k(query, 7)[0])
 
 
+def _vocabulary_of_version(scorer: BM25Scorer, folder, version) -> None:
+    """Rewrite the vocabulary ``scorer`` wrote in ``folder`` with the header a 0.1 scorer file
+    carried, its ``format_version`` set to ``version``."""
+    path = folder / "bm25_vocab.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta = {key: value for key, value in meta.items() if key not in ("format", "format_version")}
+    header = {"format": "ragroute-bm25", "format_version": version, **scorer.statistics()}
+    path.write_text(json.dumps({**header, **meta}), encoding="utf-8")
+
+
 def test_a_scorer_folder_written_by_0_1_still_loads(tmp_path) -> None:
     scorer = BM25Scorer.fit(HAND_CORPUS)
     scorer.write_parts(tmp_path)
-    meta = json.loads((tmp_path / "bm25_vocab.json").read_text(encoding="utf-8"))
-    header = {"format": "ragroute-bm25", "format_version": 1, **scorer.statistics()}
-    (tmp_path / "bm25_vocab.json").write_text(json.dumps({**header, **meta}), encoding="utf-8")
+    _vocabulary_of_version(scorer, tmp_path, 1)
     loaded = BM25Scorer.load(tmp_path)
     np.testing.assert_array_equal(loaded.get_scores(["cat"]), scorer.get_scores(["cat"]))
 
@@ -403,16 +411,13 @@ def test_a_vocabulary_in_a_newer_format_says_to_upgrade(tmp_path) -> None:
     # other artifact written by a newer ragroute; now it is the shared one-line "newer" message
     scorer = BM25Scorer.fit(HAND_CORPUS)
     scorer.write_parts(tmp_path)
-    meta = json.loads((tmp_path / "bm25_vocab.json").read_text(encoding="utf-8"))
-    header = {"format": "ragroute-bm25", "format_version": 2, **scorer.statistics()}
-    (tmp_path / "bm25_vocab.json").write_text(json.dumps({**header, **meta}), encoding="utf-8")
+    _vocabulary_of_version(scorer, tmp_path, 2)
     with pytest.raises(IndexFormatError) as info:
         BM25Scorer.read_parts(tmp_path, scorer.statistics())
     expected = newer_format_message(str(tmp_path / "bm25_vocab.json"), 2, 1, "BM25 ")
     assert str(info.value) == expected and "upgrade ragroute" in expected
     for version in (0, "2", True):  # not newer: still the plain "not supported" line (true read as 1 before)
-        header["format_version"] = version
-        (tmp_path / "bm25_vocab.json").write_text(json.dumps({**header, **meta}), encoding="utf-8")
+        _vocabulary_of_version(scorer, tmp_path, version)
         with pytest.raises(IndexFormatError, match="is not supported"):
             BM25Scorer.read_parts(tmp_path, scorer.statistics())
 
