@@ -1018,3 +1018,24 @@ def test_routing_options_are_checked_as_a_configs_router_mapping_is(options, sai
     with pytest.raises(RagrouteError, match="RoutingOptions: " + re.escape(said)):
         RoutingOptions(**options)
     assert RoutingOptions(depth=None, hedge_below=None).max_routes == 3  # None: the defaults
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "calibrated"])
+def test_an_always_route_the_router_did_not_score_is_fused_as_its_trace_says(
+    hashing_encoder, small_docs, fusion
+):
+    # until session 49 such a route read 0.0 in the trace and in `probability` weights (its hits,
+    # searched for every query, sank below every other list's) while `calibrated` fused it as 1.0
+    sources = _sources(hashing_encoder, small_docs)
+    settings = {"max_routes": 1, "always": ["it"], "fusion": fusion, "route_weights": "probability"}
+    pipeline = pipeline_from_settings(
+        sources, settings, encoder=hashing_encoder, router=FixedRouter({"astro": 1.0})
+    )
+    result = pipeline.retrieve("telescope printer", k=6)
+    assert result.decision.chosen == ["astro", "it"]
+    fuse = next(s.detail for s in result.trace if s.stage == "fuse")
+    used = fuse["weights"] if fusion == "rrf" else fuse["route_probabilities"]
+    assert used == {"astro": 1.0, "it": 1.0}
+    if fusion == "rrf":  # even weights interleave the two lists
+        assert {h.source for h in result.hits} == {"astro", "it"}
+    assert all(h.explain["route_probability"] == 1.0 for h in result.hits)

@@ -372,7 +372,13 @@ def test_reranker_in_a_routed_pipeline_and_as_llamaindex_postprocessor(tiny_rera
     )
     result = pipeline.retrieve("share price of apple today", k=1)
     assert result.hits[0].doc_id == "stocks"
-    assert any(step.stage == "rerank" and step.detail["in"] == 4 for step in result.decision.trace)
+    (step,) = [s.detail for s in result.decision.trace if s.stage == "rerank"]
+    assert step["in"] == 4
+    # the trace names the model, its build and the calibration that ran (none until session 49)
+    reranker = CrossEncoderReranker(out)
+    assert step["model"] == reranker.info["name"] and step["build"] == reranker.info["build"]
+    assert step["calibration"] == ("documents" if reranker.calibration.fitted else "uncalibrated")
+    assert step["candidates"] == 20
     nodes = [NodeWithScore(node=TextNode(text=text, id_=t), score=0.5) for t, (_, text) in TOPICS.items()]
     kept = RagrouteRerank(CrossEncoderReranker(out, backend="torch"), top_n=2).postprocess_nodes(
         nodes, query_str="route by car to the airport"

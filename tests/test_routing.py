@@ -184,6 +184,21 @@ def test_ensemble_weights_confident_members(sources, hashing_encoder):
     assert set(member["similarity"]) == set(decision.routes)
 
 
+def test_an_ensemble_of_two_encoders_refuses_one_vector_set(sources, hashing_encoder):
+    from conftest import HashingEncoder
+
+    other = HashingEncoder(model_id="test/other")  # the same dimension: no member's check caught it
+    proto = PrototypeRouter(sources, hashing_encoder)
+    knn = KnnRouter(["printer vpn", "bread oven"], ["it", "cook"], other)
+    vectors = hashing_encoder.encode_queries([QUERIES["astro"]])
+    mixed = EnsembleRouter([proto, EnsembleRouter([knn])], early_exit=None)  # nested: still seen
+    with pytest.raises(RagrouteError, match="members use different encoders .*route_contexts"):
+        mixed.route_many([QUERIES["astro"]], query_vectors=vectors)
+    assert mixed.route(QUERIES["astro"]).chosen == ["astro"]  # each member encodes for itself
+    same = EnsembleRouter([proto, KnnRouter(["galaxy"], ["astro"], hashing_encoder)], early_exit=None)
+    assert same.route_many([QUERIES["astro"]], query_vectors=vectors)[0].chosen == ["astro"]
+
+
 def test_routed_retriever_hits_remember_source_and_probability(sources, hashing_encoder):
     retriever = Pipeline(sources, PrototypeRouter(sources, hashing_encoder), encoder=hashing_encoder)
     result = retriever.retrieve(QUERIES["cook"], k=4)

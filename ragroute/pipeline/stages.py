@@ -513,6 +513,20 @@ class RouteStage:
         return Decision(chosen=chosen, routes=probs, signals=signals, trace=trace, decided_by=decided_by)
 
 
+#: the probability fusion, and the trace, give a route the router did not score: an ``always:``
+#: source outside the router's routes is queried for every query by the config's word, so its list
+#: competes unpenalised (until session 49 ``calibrated`` fused it as 1.0 while the trace and
+#: ``probability`` weights read 0.0, which searched it and then dropped its hits)
+UNSCORED_ROUTE_PROBABILITY = 1.0
+
+
+def route_prior(decision: Decision, name: str) -> float:
+    """The probability fusion weighs route ``name``'s list by: the router's, else
+    :data:`UNSCORED_ROUTE_PROBABILITY` (a route the router did not score, such as an ``always:``
+    source outside its routes)."""
+    return float(decision.routes.get(name, UNSCORED_ROUTE_PROBABILITY))
+
+
 def metadata_filter_keys(filters: Mapping[str, Any] | None) -> frozenset[str]:
     """The metadata keys ``filters`` name (``modality`` and ``parent_id`` are document fields)."""
     return frozenset(str(k) for k in (filters or {}) if k not in ("modality", "parent_id"))
@@ -700,7 +714,7 @@ class RetrieveStage:
                 else:
                     hits, nested = entry
                     for hit in hits:
-                        hit.explain = {**hit.explain, "route_probability": decisions[i].routes.get(name, 0.0)}
+                        hit.explain = {**hit.explain, "route_probability": route_prior(decisions[i], name)}
                     per_query[i][name] = hits
                     detail.update(hits=len(hits), top_score=hits[0].score if hits else None)
                     if nested is not None:
@@ -866,10 +880,9 @@ class FuseStage:
             return []
         if len(lists) == 1:
             return self.rescore(decision, lists, next(iter(lists.values()))[:k])
-        if self.options.route_weights == "probability":
-            weights = {name: decision.routes.get(name, 0.0) for name in lists}
-        else:
-            weights = dict.fromkeys(lists, 1.0)
+        priors = {name: route_prior(decision, name) for name in lists}
+        even = self.options.route_weights != "probability"
+        weights = dict.fromkeys(lists, 1.0) if even else dict(priors)
         method = self.options.fusion
         if method == "auto":  # the trace names the method that ran, and why
             method = auto_method(list(lists), self.documents_of)
@@ -880,7 +893,7 @@ class FuseStage:
             weights=weights,
             limit=k,
             stats=stats,
-            routes=decision.routes,
+            routes=priors,
             documents_of=self.documents_of,
         )
         detail: dict[str, Any] = {"method": method}
@@ -891,7 +904,7 @@ class FuseStage:
                 else "calibrated: every list holds documents of its own"
             )
         if getattr(fuse, "needs_stats", False):  # weighs routes by their probabilities itself
-            detail["route_probabilities"] = {name: decision.routes.get(name, 0.0) for name in lists}
+            detail["route_probabilities"] = priors
         else:
             detail["weights"] = weights
         if stats:
@@ -947,6 +960,9 @@ class RerankStage:
             detail["error"] = error_summary(exc)
             detail["kept"] = "fused order"
             out = hits[:k]
+        summary = getattr(self.reranker, "trace_summary", None)
+        if callable(summary):  # which model and calibration ran (none named until session 49)
+            detail.update(summary())
         backend = getattr(self.reranker, "backend", None)
         if isinstance(backend, str):  # which one ran (``auto`` chooses per machine): docs/rerank.md
             detail["backend"] = backend

@@ -394,6 +394,17 @@ class CrossEncoderReranker:
             )
         return out
 
+    def trace_summary(self) -> dict[str, Any]:
+        """What the pipeline's rerank trace step names (the hits' explanations name the model too):
+        the model and its build, the candidates read, and the calibration in use (the first stage
+        it was fitted after, or ``uncalibrated``)."""
+        return {
+            "model": self.info.get("name", self.model_ref),
+            **({"build": self.info["build"]} if self.info.get("build") else {}),
+            "candidates": self.candidates,
+            "calibration": self.stage1 if self.calibration.fitted else "uncalibrated",
+        }
+
     def describe(self) -> dict[str, Any]:
         """The model's description, candidate count and calibration, as plain data."""
         return {

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError, check_batch
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
 from ragroute.route.base import BaseRouter, Router, decision_from_probs, route_contexts
 from ragroute.types import Decision
 
@@ -97,7 +97,16 @@ class EnsembleRouter(BaseRouter):
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
     ) -> list[Decision]:
-        """One decision per query: the members' route probabilities, weighted and combined."""
+        """One decision per query: the members' route probabilities, weighted and combined.
+        ``query_vectors`` are handed to every member: members of different encoders refuse them
+        (route query contexts instead, which are encoded once per encoder)."""
+        if query_vectors is not None and len(keys := _encoder_keys(self)) > 1:
+            # until session 49 each member read the one vector set, whichever encoder made it
+            raise InvalidArgumentError(
+                "an ensemble whose members use different encoders "
+                f"({', '.join(sorted(keys))}) cannot take one set of query_vectors: route query "
+                "contexts (route_contexts), or give no vectors"
+            )
 
         def run(router: Router, rows: list[int] | None) -> list[Decision]:
             if rows is None:
@@ -177,6 +186,18 @@ class EnsembleRouter(BaseRouter):
         if ran == len(self.routers):
             return {}
         return {"early_exit": self.early_exit, "skipped": self.member_names[ran:]}
+
+
+def _encoder_keys(router: Any) -> set[str]:
+    """The encoders (by :func:`~ragroute.context.encoder_key`) whose query vectors ``router`` and,
+    for an ensemble, its members (nested ensembles too) read."""
+    from ragroute.context import encoder_key
+
+    encoder = getattr(router, "encoder", None)
+    keys = {encoder_key(encoder)} if encoder is not None else set()
+    for member in getattr(router, "routers", ()) if isinstance(router, EnsembleRouter) else ():
+        keys |= _encoder_keys(member)
+    return keys
 
 
 def _member_names(routers: Sequence[Router]) -> list[str]:
