@@ -23,7 +23,7 @@ from typing import Any
 from ragroute.errors import RagrouteError, check_keys, check_setting
 from ragroute.scopes import access_labels
 from ragroute.types import Document
-from ragroute.yaml_files import read_yaml
+from ragroute.yaml_files import read_as_other_than_text, read_yaml
 
 MODALITIES = ("text", "table", "image")
 GRANULARITIES = ("document", "section", "paragraph")
@@ -110,12 +110,9 @@ def check_corpus_name(name: Any, source: str | Path) -> str:
     ``.`` or ``..``, without ``/``, ``\\`` or control characters, without blanks at either end.
     Until session 41 names were not checked: ``../prod`` built an index outside ``--out``
     (replacing whatever index was there) and ``a/b`` nested folders."""
-    if not isinstance(name, str):  # `no:` was the corpus 'False', `0x10:` the corpus '16'
-        kinds = {bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
-        kind = kinds.get(type(name), f"a {type(name).__name__}")
-        raise RagrouteError(
-            f"{source}: corpus {name!r}: YAML read this name as {kind}, not as text: write it in quotes"
-        )
+    misread = read_as_other_than_text(name)  # `no:` was the corpus 'False', `0x10:` the corpus '16'
+    if misread or not isinstance(name, str):
+        raise RagrouteError(f"{source}: corpus {name!r}: {misread}")
     text = name
     where = f"{source}: corpus {text!r}"
     rule = "a corpus name is the name of its index folder"

@@ -267,3 +267,14 @@ def _article(problem: str) -> str:
     if problem.startswith("invalid YAML"):
         return "not valid YAML" + problem[len("invalid YAML") :]
     return problem
+
+
+def read_as_other_than_text(name: Any) -> str | None:
+    """Why the mapping key ``name`` is not the text its user wrote, else ``None``: YAML 1.1 reads an
+    unquoted ``no``, ``on``, ``0x10``, ``2024-01-01`` or ``~`` as a boolean, number, date or null
+    (``no:`` named the source or corpus ``'False'``)."""
+    if isinstance(name, str):
+        return None
+    kinds = {bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+    kind = kinds.get(type(name), f"a {type(name).__name__}")
+    return f"YAML read this name as {kind}, not as text: write it in quotes"

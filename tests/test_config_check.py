@@ -1212,8 +1212,10 @@ def test_a_threshold_gate_signal_problem_is_said_once(workspace):
     [
         ("  astro: {index: indexes/astro}\n  '': {index: indexes/cook}\n", "source '': a source's name"),
         ("  astro: {index: indexes/astro}\n  '  ': {index: indexes/cook}\n", "a source's name must hold"),
-        ("  5: {index: indexes/astro}\n  '5': {index: indexes/cook}\n", "two sources are named '5'"),
-        ("  true: {index: indexes/astro}\n  'True': {index: indexes/cook}\n", "two sources are named 'True'"),
+        # until session 49 `5:` and `'5'` were one name, refused as twins; `no:` alone the source 'False'
+        ("  5: {index: indexes/astro}\n  '5': {index: indexes/cook}\n", "as a number, not as text: write"),
+        ("  true: {index: indexes/astro}\n  'True': {index: indexes/cook}\n", "as a boolean, not as text"),
+        ("  astro: {index: indexes/astro}\n  no: {index: indexes/cook}\n", "source 'False': YAML read"),
     ],
 )
 def test_source_names_loading_refuses_are_refused_by_the_check_alike(workspace, sources, expected):

@@ -185,12 +185,17 @@ def check_corpora_paths(path: Path, data: Mapping[str, Any]) -> None:
 
 def source_name_problem(name: Any, seen: set[str]) -> str | None:
     """What is wrong with ``name`` as the name of a source (read as text, as loading reads it) among
-    the names ``seen`` before it, or ``None``: ``none`` (the route that retrieves nothing), a name
-    without a visible character, or one written twice (YAML keeps ``5`` and ``'5'``, ``true`` and
-    ``'True'`` apart: both are read as one name). Loading and ``config check`` refuse alike (until
-    session 44 the check passed the last two, which loading refused, one of them without the file)."""
+    the names ``seen`` before it, or ``None``: a key YAML read as other than text (a boolean, number,
+    date or null: ``no:`` was the source ``'False'``; corpus names refuse them alike), ``none`` (the
+    route that retrieves nothing), a name without a visible character, or one written twice. Loading
+    and ``config check`` refuse alike (until session 44 the check passed the last two, which loading
+    refused, one of them without the file)."""
     from ragroute.route.sources import RESERVED_NAMES
+    from ragroute.yaml_files import read_as_other_than_text
 
+    misread = read_as_other_than_text(name)  # `no:` was the source 'False' until session 49
+    if misread:
+        return misread
     text = str(name)
     if text in RESERVED_NAMES:
         return f"a source may not be named {text!r}: the route that retrieves nothing"

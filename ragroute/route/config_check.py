@@ -203,7 +203,8 @@ class _Checker:
         seen: set[str] = set()
         for name, entry in entries.items():
             self.check_source(str(name), entry, source_name_problem(name, seen))
-            seen.add(str(name))
+            if isinstance(name, str):  # a misread key (`no:`) is refused itself, not as a twin
+                seen.add(name)
         self.check_same_documents(entries)
         names = [str(name) for name in entries]
         self.check_router(data.get("router") or {"kind": "prototype"}, names)
