@@ -64,3 +64,42 @@ def test_removed_documents_leave_the_counts_count_terms_gives_for_the_rest(drop:
     _same_counts(removed, count_terms(left))
     assert list(BM25Scorer.from_counts(removed).vocab) == list(BM25Scorer.fit(left).vocab)
     assert len(asked) < len(left) or len(left) <= 1  # not every document tokenized again
+
+
+@pytest.mark.parametrize("method", ["bm25", "hybrid"])
+def test_an_index_assembled_from_ray_shards_keeps_its_counts_so_an_add_tokenizes_only_the_new(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until session 49 the BM25 index a Ray build assembles from its shards' merged counts kept none
+    (a build here keeps them from the start): its first add tokenized every document again. The
+    shards are counted here, as the workers count them (no Ray started)."""
+    from conftest import HashingEncoder
+
+    import ragroute.index.lexical as lexical
+    from ragroute.index.bm25_tokenize import tokenize_many
+    from ragroute.index.build import build_index
+    from ragroute.index.lexical import BM25Params
+    from ragroute.scale.ray_build import _assemble, indexes_identical
+    from ragroute.types import Document
+
+    docs = [Document(id=f"d{i}", text=" ".join(words)) for i, words in enumerate(_corpus()) if words]
+    first, added = docs[:-3], docs[-3:]
+    params, encoder = BM25Params(), HashingEncoder() if method == "hybrid" else None
+    parts = []
+    for start in range(0, len(first), 25):
+        texts = [d.full_text() for d in first[start : start + 25]]
+        vectors = encoder.encode_documents(texts) if encoder is not None else None
+        parts.append((vectors, count_terms(tokenize_many(texts, params.tokenizer))))
+    built = _assemble(first, method, parts, encoder, params, None, None, "")
+    assert indexes_identical(built, build_index(first, method, encoder=encoder))
+    tokenized: list[int] = []
+
+    def counting(texts, tokenizer=None):
+        tokenized.append(len(texts))
+        return tokenize_many(texts, tokenizer)
+
+    monkeypatch.setattr(lexical, "tokenize_many", counting)
+    built.add(added)
+    assert tokenized == [len(added)]  # was [len(docs)]: every document tokenized again
+    monkeypatch.undo()
+    assert indexes_identical(built, build_index(docs, method, encoder=encoder))

@@ -46,7 +46,7 @@ def test_extractor_finds_entities_numbers_titles_and_pairs():
         ("The Bank of England, London.", ["bank of england", "london"]),
     ]:
         assert extractor.sentence_phrases(sentence) == phrases
-    assert extractor.describe()["version"] == 5
+    assert extractor.describe()["version"] == 6
     assert split_sentences("Born in the U.S. in 1901. Died in J. R. Smith's house.") == [
         "Born in the U.S. in 1901.",
         "Died in J. R. Smith's house.",
@@ -796,3 +796,28 @@ def test_a_possessive_is_not_part_of_a_name(hashing_encoder):
     assert index.tables.phrase_passages[brennan] == 2  # one node linking both passages
     hit = index.search("Where was Ada Brennan's studio?", k=1)[0]
     assert hit.explain["anchors"] == ["ada brennan"]
+
+
+def test_phrase_keys_fold_case_so_a_sharp_s_and_its_capitals_are_one_node(hashing_encoder):
+    """Until session 49 (rule extractor version 6) keys were lowered, not case-folded: "Hauptstraße"
+    and "HAUPTSTRASSE" were two nodes, and the two passages naming the street were not linked. A
+    graph built before is refused by add (rebuild it) and still anchors a query on its old key."""
+    from ragroute.errors import RagrouteError
+
+    assert normalise("Hauptstraße") == normalise("HAUPTSTRASSE") == "hauptstrasse"
+    assert normalise("ﬁle") == "file" and normalise("İstanbul") == "istanbul"
+    assert normalise("J\u030cANE") == "\u01f0ane"  # folded, then composed again (NFC)
+    corpus = [
+        Document(id="a", text="Ada Brennan lived on the Hauptstraße in Kellow."),
+        Document(id="b", text="A plaque on the HAUPTSTRASSE names the painter."),
+    ]
+    index = build_index(corpus, "graph", encoder=hashing_encoder, graph_params=GraphParams(synonym_k=0))
+    street = index.tables.phrases.index("hauptstrasse")
+    assert index.tables.phrase_passages[street] == 2  # one node linking both passages
+    index.walk.anchor_similarity = 1.01  # exact matches only: no cosine rescue
+    index.tables.phrases[street] = "hauptstraße"  # as version 5 keyed it
+    index._ids = None
+    assert street in index._anchors("Who lived on the Hauptstraße?")
+    index.extractor = {**index.extractor, "version": 5}
+    with pytest.raises(RagrouteError, match="rule extractor version 5; .* version 6: rebuild the graph"):
+        index.add([Document(id="c", text="Kellow lies on the Varne River.")])

@@ -366,3 +366,30 @@ def test_a_number_too_large_for_a_float_is_a_term_not_a_crash(tmp_path, hashing_
     again = LLMExtractor(scripted(answers=answers), cache_dir=tmp_path)
     build(DOCS, hashing_encoder, again)
     assert again.calls == 0 and again.failures == []  # every answer, the long number's too, was cached
+
+
+def test_entities_written_as_objects_are_read_and_a_list_of_none_is_a_failure(tmp_path):
+    """Until session 49 ``[{"name": "Paris"}]`` (as many models answer) read as no entity and no
+    failure: the passage kept its title alone, and the triples were asked with no entity."""
+    assert parse_entities('[{"name": "Paris", "type": "LOC"}, {"entity": "Seine"}, {"text": 1901}]') == [
+        "Paris",
+        "Seine",
+        "1901",
+    ]
+    mixed = '{"named_entities": [{"name": "Ada"}, "Kellow", {"type": "LOC"}]}'
+    assert parse_entities(mixed) == ["Ada", "Kellow"]
+    # the list of objects is the answer, not a stray bracket before it
+    assert parse_entities('Found [2] entities: [{"name": "Ada"}, {"name": "Kellow"}]') == ["Ada", "Kellow"]
+    assert parse_entities('{"named_entities": []}') == [] and parse_entities('[" "]') == []  # as before
+    for answer in ('[{"name": null}, {"type": "LOC"}]', '{"named_entities": [true, null]}'):
+        with pytest.raises(ValueError, match="no well-formed entity"):
+            parse_entities(answer)
+    objects = '{"named_entities": [{"name": "Otto Lind"}, {"name": "Dressel"}]}'
+    llm = scripted(answers={"Otto Lind": (objects, ANSWERS["Otto Lind"][1])})
+    extractor = LLMExtractor(llm, cache_dir=tmp_path)
+    assert extractor.extract(DOCS[2]).phrases == ["otto lind", "dressel"]
+    assert extractor.failures == [] and '"named_entities": ["Otto Lind", "Dressel"]' in llm.prompts[-1]
+    bad = scripted(answers={"Otto Lind": ('[{"type": "PERSON"}]', "unused")})
+    extractor = LLMExtractor(bad, cache_dir=tmp_path / "bad")
+    assert extractor.extract(DOCS[2]).phrases == ["otto lind"]  # the title alone
+    assert extractor.failures == [ExtractionFailure("p3", "named entities: no well-formed entity")]

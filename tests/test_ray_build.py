@@ -428,8 +428,9 @@ def test_documents_that_are_not_a_list_of_documents_are_refused_as_build_index_r
         assert str(caught.value) == str(local.value)
     with pytest.raises(RagrouteError, match="texts must be a list, not a single string"):
         encode_on_ray("some text", encoder=HashingEncoder(), workers=1)
-    for size in (-5, 0, 2.5):  # -5 cut no shard: "need at least one array to concatenate"
-        with pytest.raises(RagrouteError, match=f"shard_size must be at least 1, got {size}$"):
+    for size, says in [(-5, ">= 1, got -5"), (0, ">= 1, got 0"), (2.5, "a whole number >= 1, got 2.5")]:
+        # -5 cut no shard: "need at least one array to concatenate"
+        with pytest.raises(RagrouteError, match=f"shard_size must be {says}$"):
             build_index_ray(corpus, "dense", encoder=HashingEncoder(), workers=1, shard_size=size)  # type: ignore[arg-type]
 
 
@@ -523,3 +524,23 @@ def test_an_encoder_factory_that_cannot_travel_to_the_workers_is_one_line(corpus
             "the encoder_factory (partial) cannot be sent to Ray workers (cannot pickle '_thread.lock' "
             "object); pass a picklable function that loads the encoder (defined at module level)"
         )
+
+
+def test_workers_and_shard_size_may_be_numpy_integers_and_bad_values_say_what_they_are(
+    corpus: list[Document],
+) -> None:
+    """Until session 49 numpy.int64(2) workers (a count read from an array) was refused as "--workers
+    must be at least 1, got np.int64(2)", and 2.5 as if it were below 1."""
+    built = build_index_ray(corpus, "bm25", workers=np.int64(2), shard_size=np.int32(13))
+    assert indexes_identical(built, build_index(corpus, "bm25"))
+    for bad, says in [
+        (2.5, "a whole number >= 1, got 2.5"),
+        (True, "a whole number >= 1, got a boolean"),
+        ("2", "a whole number >= 1, got a string"),
+        (0, ">= 1, got 0"),
+        (np.int64(-1), f">= 1, got {np.int64(-1)!r}"),
+    ]:
+        with pytest.raises(RagrouteError, match=f"^--workers must be {re.escape(says)}$"):
+            build_index_ray(corpus, "bm25", workers=bad)  # type: ignore[arg-type]
+        with pytest.raises(RagrouteError, match=f"^--workers must be {re.escape(says)}$"):
+            encode_on_ray(["a b"], encoder=HashingEncoder(), workers=bad)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ phrases, the spans a knowledge graph links on:
 * the passage title, which counts as present in every sentence of its passage.
 
 Facts are the phrase pairs that co-occur in one sentence (the title pairs with
-every phrase of every sentence). Phrases are normalised (lower-case, inner
+every phrase of every sentence). Phrases are normalised (case-folded, inner
 whitespace collapsed, surrounding punctuation stripped) so the same entity in
 two passages becomes one node. Everything is deterministic.
 """
@@ -30,12 +30,13 @@ from ragroute.errors import RagrouteError
 from ragroute.registry import EXTRACTORS
 from ragroute.types import Document
 
-EXTRACTOR_VERSION = 5  # 2 (session 36): a name never runs across punctuation ("Paris; London");
+EXTRACTOR_VERSION = 6  # 2 (session 36): a name never runs across punctuation ("Paris; London");
 # 3 (session 39): a phrase's leading "the" is not part of its key ("The Beatles" = "Beatles"), and a
 # blank line or a Markdown heading line ends a sentence; 4 (session 41): text is read in Unicode NFC
 # (decomposed accents split "Café" into "Cafe" and "e") and names in any cased script (Cyrillic and
 # Greek names gave no phrase); 5 (session 48): a possessive ending a name is not part of its key
-# ("Ada Brennan's painting" gave a node apart from "Ada Brennan")
+# ("Ada Brennan's painting" gave a node apart from "Ada Brennan"); 6 (session 49): keys are case-folded,
+# not lowered ("Straße" and "STRASSE" were two nodes)
 
 # a sentence ends before a capital (Latin, Latin-1, Greek or Cyrillic since version 4), digit or quote
 _SENTENCE = re.compile(
@@ -148,8 +149,11 @@ def normalise(phrase: str) -> str:
     the text's "Beatles", read without the sentence's first word, were two phrases until then).
     Since version 4 the same name with composed or decomposed accents is one key, and a Turkish
     capital "İ" lowers to "i" (Python's lower() adds a combining dot: "İstanbul" was not
-    "Istanbul")."""
-    lowered = unicodedata.normalize("NFC", phrase).lower().replace("i\u0307", "i")
+    "Istanbul"). Since version 6 case is folded (``str.casefold``), not lowered: "Straße" and
+    "STRASSE" are one key, as are "ﬁle" and "file"; the folded text is put in NFC again (folding
+    may decompose a character: "ǰ")."""
+    folded = unicodedata.normalize("NFC", phrase).casefold().replace("i\u0307", "i")
+    lowered = unicodedata.normalize("NFC", folded)
     text = " ".join(lowered.split()).strip(_PUNCTUATION)
     if text.startswith("the ") and text[4:].strip(_PUNCTUATION):
         text = text[4:].strip(_PUNCTUATION)

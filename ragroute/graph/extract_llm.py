@@ -46,8 +46,10 @@ from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, Fact, normalise
 from ragroute.types import Document
 
-LLM_EXTRACTOR_VERSION = 3  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3);
-# 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4)
+LLM_EXTRACTOR_VERSION = 4  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3);
+# 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4); 4 (session
+# 49): keys case-folded, not lowered (the rule extractor's version 6), and entities written as objects
+# ({"name": "Paris"}) read (a cached answer of them gave no entity)
 #: Changes whenever the prompts or their parsing change (it is part of the cache key).
 PROMPT_VERSION = "hipporag-openie-v1"
 CACHE_FILE = "openie.sqlite"
@@ -264,14 +266,34 @@ def _json_literals_as_python(text: str) -> str:
     )
 
 
+#: the fields an entity written as an object names itself in (``{"name": "Paris", "type": "LOC"}``),
+#: first found first
+ENTITY_FIELDS = ("name", "entity", "text")
+
+
 def parse_entities(text: str) -> list[str]:
-    """Named entities from an NER answer (``{"named_entities": [...]}`` or a bare list)."""
+    """Named entities from an NER answer (``{"named_entities": [...]}`` or a bare list), each a
+    string (or a number), or an object naming it in one of :data:`ENTITY_FIELDS`
+    (``[{"name": "Paris"}]``); other items are skipped. A non-empty list with no entity in either
+    form raises ``ValueError`` (until session 49 a list of objects, as many models answer, read as no
+    entity and no failure: the passage kept its title alone, silently)."""
     data = parse_json(text, _entities_shape)
     if isinstance(data, Mapping):
         data = data.get("named_entities", data.get("entities"))
     if not isinstance(data, list):
         raise ValueError("no 'named_entities' list")
-    return [str(e).strip() for e in data if _is_term(e) and str(e).strip()]
+    terms = [term for term in map(_entity_term, data) if term is not None]
+    if data and not terms:
+        raise ValueError("no well-formed entity")
+    return [str(term).strip() for term in terms if str(term).strip()]
+
+
+def _entity_term(item: Any) -> Any:
+    """The entity an item of the NER list names (:func:`_is_term`, or an object's first
+    :data:`ENTITY_FIELDS` value that is one), else ``None``."""
+    if isinstance(item, Mapping):
+        item = next((item[f] for f in ENTITY_FIELDS if _is_term(item.get(f))), None)
+    return item if _is_term(item) else None
 
 
 def _is_term(value: Any) -> bool:
@@ -289,7 +311,9 @@ def _is_term(value: Any) -> bool:
 def _entities_shape(data: Any) -> bool:
     if isinstance(data, Mapping):
         return isinstance(data.get("named_entities", data.get("entities")), list)
-    return isinstance(data, list) and all(isinstance(e, str) for e in data)
+    return isinstance(data, list) and all(
+        isinstance(e, str) or (isinstance(e, Mapping) and _entity_term(e) is not None) for e in data
+    )
 
 
 def _triples_shape(data: Any) -> bool:

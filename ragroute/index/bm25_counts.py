@@ -172,6 +172,14 @@ class TermCountsKeeper:
         """The counts kept (compact), if any."""
         return None if self._kept is None else self._kept[0]
 
+    def keep(self, counts: TermCounts, iids: np.ndarray, key: Any = None) -> None:
+        """Keep ``counts``, counted elsewhere, as those of the documents whose iids are ``iids``
+        (counted with ``key``'s tokenizer settings): a distributed build's merged shard counts
+        (:mod:`ragroute.scale.ray_build`), so the index's first change tokenizes only what changed."""
+        if counts.n_docs != len(iids):
+            raise RagrouteError(f"term counts of {counts.n_docs} documents kept for {len(iids)}")
+        self._kept = (compact_counts(counts), np.array(iids, copy=True), key)
+
     def update(
         self,
         documents: Sequence[Any],

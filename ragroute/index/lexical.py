@@ -48,7 +48,9 @@ class BM25Index(LocalIndex):
     expert set's base) may change through that index: a search first refits when the store's
     ``version`` is not the one it was fitted on (its positions would otherwise point at other
     documents). An index whose documents were all deleted finds nothing until documents are added
-    (saved, it is a build of no documents that loads back as such).
+    (saved, it is a build of no documents that loads back as such). ``counts``: the term counts
+    ``scorer`` was fitted from (of the store's documents, in order), kept as a build keeps them
+    (a Ray build passes its shards' merged counts).
     """
 
     kind = "bm25"
@@ -59,12 +61,17 @@ class BM25Index(LocalIndex):
         store: DocumentStore | None = None,
         scorer: BM25Scorer | None = None,
         name: str = "",
+        counts: TermCounts | None = None,
     ) -> None:
         super().__init__(store if store is not None else DocumentStore(), name)
         self.params = params or BM25Params()
         self.scorer = scorer
         self._fitted_version = self.store.version if scorer is not None else -1
         self._counts = TermCountsKeeper()  # the documents' term counts, kept between refits
+        if counts is not None:
+            # the term counts ``scorer`` was fitted from (a Ray build's merged shards), kept as a
+            # build here keeps them: until session 49 a Ray-built index's first add tokenized every document
+            self._counts.keep(counts, self.store.iids, self.params.tokenizer)
 
     @classmethod
     def build(

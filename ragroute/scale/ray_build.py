@@ -33,7 +33,7 @@ import numpy as np
 from ragroute.cpus import usable_cpus
 from ragroute.encode.base import Encoder
 from ragroute.encode.truncation import warn_truncated
-from ragroute.errors import RagrouteError, check_batch
+from ragroute.errors import RagrouteError, check_batch, check_k
 from ragroute.index.bm25_counts import TermCounts, count_terms, merge_term_counts
 from ragroute.index.bm25_scoring import BM25Scorer
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
@@ -359,8 +359,9 @@ def _ray_job(
     module, the timings dict and how many workers to start (:func:`_worker_count`; the work is at
     most ``shards`` shards). A Ray failure inside (a worker killed, a cluster lost) becomes the
     one-line :class:`RagrouteError` ``"<failed>: ..."``."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise RagrouteError(f"--workers must be at least 1, got {workers!r}")
+    # a whole number, numpy's included (until session 49 numpy.int64(2) was refused as "--workers
+    # must be at least 1, got np.int64(2)", and 2.5 as if it were below 1)
+    workers = None if workers is None else check_k(workers, "--workers")
     ray = _ray()
     out = timings if timings is not None else {}
     shards = max(1, shards)
@@ -477,11 +478,9 @@ def build_index_ray(
     if method not in RAY_KINDS:
         raise RagrouteError(f"--engine ray builds {', '.join(RAY_KINDS)} indexes, not {method}")
     docs = check_documents(documents)
-    if shard_size is not None and (
-        isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1
-    ):
-        # until session 44 a negative size cut no shard at all ("need at least one array to concatenate")
-        raise RagrouteError(f"shard_size must be at least 1, got {shard_size!r}")
+    # until session 44 a negative size cut no shard at all ("need at least one array to concatenate");
+    # a numpy integer is a size (until session 49 it was refused as "must be at least 1")
+    shard_size = None if shard_size is None else check_k(shard_size, "shard_size")
     encode = method in ("dense", "hybrid")
     count = method in ("bm25", "hybrid")
     if encode and encoder is None:
@@ -538,21 +537,22 @@ def _assemble(
     name: str,
 ) -> LocalIndex:
     """The index ``build_index`` would make, from the shards' vectors and term counts (in order)."""
-    scorer = None
+    scorer = merged = None
     if method in ("bm25", "hybrid"):
         merged = merge_term_counts([counts for _, counts in parts if counts is not None])
         scorer = BM25Scorer.from_counts(merged, k1=bm25.k1, b=bm25.b, epsilon=bm25.epsilon)
     if method == "bm25":
         store = DocumentStore()
         store.add(docs)
-        return BM25Index(bm25, store=store, scorer=scorer, name=name)  # fitted on these documents
+        # fitted on these documents, keeping their counts (an add tokenizes only what it brings)
+        return BM25Index(bm25, store=store, scorer=scorer, name=name, counts=merged)
     assert encoder is not None  # checked by build_index_ray
     vectors = np.concatenate([v for v, _ in parts if v is not None], axis=0)
     dense = DenseIndex(encoder, dense_params, name=name)
     dense.add_vectors(docs, vectors)
     if method == "dense":
         return dense
-    lexical = BM25Index(bm25, store=dense.store, scorer=scorer, name=name)
+    lexical = BM25Index(bm25, store=dense.store, scorer=scorer, name=name, counts=merged)
     return HybridIndex(lexical, dense, fusion, name)
 
 
