@@ -63,7 +63,14 @@ def import_reference(
             spec = importlib.util.spec_from_file_location(f"ragroute_factory_{unique}", path)
             assert spec is not None and spec.loader is not None
             module: Any = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            # registered while it runs, as an import registers a module: a dataclass (with postponed
+            # annotations) or a pickle in the file looks its module up in sys.modules
+            sys.modules[spec.name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(spec.name, None)
+                raise
         else:
             module = importlib.import_module(module_name)
         target = module

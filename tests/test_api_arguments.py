@@ -163,6 +163,24 @@ def test_a_diverging_fine_tune_stops_with_one_line_and_learning_rates_are_checke
             TrainParams(learning_rate=bad)
 
 
+def test_reranker_training_refuses_a_batch_size_epochs_or_warmup_it_cannot_train_with():
+    """TrainParams(batch_size=0) was accepted, and training failed after the pairs were mined and
+    the model built, with a bare ZeroDivisionError in the fine-tuning loop (a NaN warm-up with a
+    bare ValueError)."""
+    from ragroute.rerank.train import TrainParams
+
+    for bad in ({"batch_size": 0}, {"epochs": -1}, {"batch_size": 2.5}, {"epochs": True}):
+        with pytest.raises(
+            RagrouteError, match=rf"reranker training: {next(iter(bad))} must be (a whole number )?>= 1"
+        ):
+            TrainParams(**bad)
+    for warmup in (float("nan"), -0.1, 1.5, "0.1"):
+        with pytest.raises(RagrouteError, match="reranker training: warmup must be a share between 0 and 1"):
+            TrainParams(warmup=warmup)
+    assert TrainParams(epochs=1, batch_size=1, warmup=0).warmup == 0
+    assert type(TrainParams(batch_size=np.int64(4)).batch_size) is int  # as the manifest's JSON needs
+
+
 def test_gate_arguments(hashing_encoder):
     from test_gate import ANSWER, RETRIEVE
 

@@ -344,3 +344,19 @@ def test_a_long_markdown_table_is_cut_between_rows_under_its_header(granularity:
     assert kept == rows  # every row once, in order
     limit = DEFAULT_MAX_WORDS[granularity]
     assert all(word_count(c.text) <= limit for c in chunks)
+
+
+def test_a_line_of_hash_marks_and_blanks_is_no_heading() -> None:
+    """``#`` followed by two spaces was a heading with an empty title (``#`` and one space was not):
+    the file's title fell back to its name though a real heading followed, and the line left the
+    text of its section."""
+    from ragroute.chunking import split_sections
+    from ragroute.loaders.folder import first_heading
+
+    for blank in ("#  ", "##\t ", "# \t"):
+        text = f"{blank}\nintro\n# Real\nbody"
+        assert first_heading(text) == "Real"
+        assert [(s.title, s.body) for s in split_sections(text)] == [
+            (None, f"{blank}\nintro"),
+            ("Real", "body"),
+        ]

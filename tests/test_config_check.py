@@ -1024,6 +1024,24 @@ def test_config_check_reads_factories_and_llm_references_without_running_them(tm
     assert next(s for s in report.sources if s.name == "web").notes == ["factory found (read, not run)"]
 
 
+def test_a_factory_file_defining_a_dataclass_loads(tmp_path):
+    """A factory file was run without being registered as a module, so a dataclass in it (with
+    postponed annotations) failed to load: "cannot load factory ... (AttributeError: 'NoneType'
+    object has no attribute '__dict__')"."""
+    from ragroute.references import import_reference
+
+    (tmp_path / "dc.py").write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n\n"
+        "@dataclass\nclass Settings:\n    k: int = 3\n\n"
+        "def make():\n    return Settings()\n"
+    )
+    assert import_reference("dc.py:make", "r.yaml: source 'web'", base=tmp_path)().k == 3
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(RagrouteError, match=r"cannot load factory 'broken.py:make' \(RuntimeError: boom\)"):
+        import_reference("broken.py:make", "r.yaml: source 'web'", base=tmp_path)
+
+
 def test_two_sources_holding_the_same_documents_apart_are_warned_about(tmp_path, hashing_encoder):
     """A BM25 and a dense index built apart over one corpus, without a shared `corpus:`: fusion listed
     each document twice, once per source, and nothing said so (until session 36)."""

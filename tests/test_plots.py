@@ -212,3 +212,24 @@ def test_a_drawing_that_fails_half_way_keeps_the_previous_image(tmp_path, monkey
         plots.gate_curves(GATE, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gate.png"]  # no part file left
+
+
+def test_gate_curves_draw_a_json_result_whose_auroc_is_null(tmp_path, monkeypatch):
+    """A gate's AUROC is NaN with one class in the test split, which the --json line writes as null:
+    drawing that result (what a notebook does) failed with a TypeError on formatting None."""
+    import json
+
+    import matplotlib.axes
+
+    labels = []
+    original = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        labels.append(kwargs.get("label"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    result = json.loads(json.dumps(GATE))
+    result["gates"]["knn"]["auroc"] = None
+    plots.gate_curves(result, tmp_path / "gate.png")
+    assert labels[:2] == ["trained (AUROC 0.950)", "knn (AUROC n/a)"]

@@ -111,7 +111,9 @@ def gate_curves(result: Mapping[str, Any], path: Path) -> Path:
     for name, gate in result["gates"].items():
         points = sorted((p["retrieval_rate"], p["recall_needed"]) for p in gate.get("curve", []))
         if points:
-            ax.plot(*zip(*points), marker="o", markersize=3, label=f"{name} (AUROC {gate['auroc']:.3f})")
+            # null in the JSON line (a NaN: one class in the test split) was a TypeError here
+            shown = "n/a" if gate.get("auroc") is None else f"{gate['auroc']:.3f}"
+            ax.plot(*zip(*points), marker="o", markersize=3, label=f"{name} (AUROC {shown})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="random")
     ax.set_xlabel("share of queries retrieved for")
     ax.set_ylabel("recall of queries that need retrieval")
