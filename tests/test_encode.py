@@ -963,3 +963,23 @@ def test_the_truncation_warning_calls_image_captions_captions_not_tables():
         said[1].startswith("at least 2 of 2 image captions are longer")
         and "shorten their captions" in said[1]
     )
+
+
+def test_an_in_memory_model_draws_a_bar_for_a_long_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode_unit_vectors (query adapters, tuned probes) passed bool(None) to sentence-transformers:
+    no bar for any job, on a terminal too (until session 49)."""
+    from ragroute.encode._common import PROGRESS_THRESHOLD, encode_unit_vectors
+
+    asked: list[bool] = []
+
+    class Model:
+        def encode(self, items, *, show_progress_bar, **_):
+            asked.append(show_progress_bar)
+            return np.ones((len(items), 4), dtype=np.float32)
+
+    monkeypatch.setenv("RAGROUTE_PROGRESS", "1")
+    encode_unit_vectors(Model(), ["x"] * (PROGRESS_THRESHOLD + 1), 4, batch_size=8, show_progress=None)
+    encode_unit_vectors(Model(), ["x"], 4, batch_size=8, show_progress=None)
+    monkeypatch.setenv("RAGROUTE_PROGRESS", "0")
+    encode_unit_vectors(Model(), ["x"] * (PROGRESS_THRESHOLD + 1), 4, batch_size=8, show_progress=None)
+    assert asked == [True, False, False]
