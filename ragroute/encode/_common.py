@@ -71,7 +71,7 @@ def encode_unit_vectors(
         prompt=prompt or None,
         batch_size=batch_size,
         convert_to_numpy=True,
-        show_progress_bar=want_progress(show_progress, len(items)),  # bool(None): no bar (session 48)
+        show_progress_bar=want_progress(show_progress, len(items)),  # bool(None) until session 49: no bar
     )
     return l2_normalize(vectors)
 
