@@ -58,6 +58,9 @@ def test_parse_metric_rejects_unknown():
         parse_metric("precision@5")
     with pytest.raises(ValueError):
         parse_metric("ndcg@0")
+    for odd in ("ndcg@²", "ndcg@١٠"):  # digits int() refuses, or reads: not a cut-off written in ASCII
+        with pytest.raises(ValueError, match="unknown metric .* expected NAME@K"):
+            parse_metric(odd)
 
 
 def test_retrieval_evaluator_scores_only_the_queries_it_is_given():

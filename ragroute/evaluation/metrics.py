@@ -105,7 +105,8 @@ DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit
 def parse_metric(name: str) -> tuple[str, int]:
     """Split ``"ndcg@10"`` into ``("ndcg", 10)``; raise ``ValueError`` on an unknown name."""
     base, _, cutoff = name.partition("@")
-    if base not in METRICS or not cutoff.isdigit() or int(cutoff) < 1:
+    # isdigit() alone passes "²", which int() refuses with a message of its own (until session 49)
+    if base not in METRICS or not (cutoff.isascii() and cutoff.isdigit()) or int(cutoff) < 1:
         known = ", ".join(sorted(METRICS))
         raise ValueError(f"unknown metric {name!r}: expected NAME@K with NAME in {known}")
     return base, int(cutoff)
