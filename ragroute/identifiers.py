@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# a word starts at a capital after a lower-case letter or digit, and at the last capital of a run
+# followed by lower case (``HTTPServer``), except a plural ``s`` ending the run's acronym
+# (``GetFAQsByTopic``: "FAQs", not "FA Qs", until session 49)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])(?![A-Z]s(?:[^a-z]|$))")
 
 
 def split_identifier(text: str) -> str:
     """The words of an identifier: ``getWeatherForecast`` / ``get_weather-forecast`` ->
-    ``get Weather Forecast``."""
+    ``get Weather Forecast``; an acronym keeps its plural ``s`` (``listAPIs`` -> ``list APIs``)."""
     return " ".join(_CAMEL.sub(" ", text.replace("_", " ").replace("-", " ")).split())
 
 

@@ -86,6 +86,10 @@ def tiny_reranker(tmp_path_factory):
 def test_split_identifier_and_bm25_sees_the_words():
     assert split_identifier("getWeatherForecast") == "get Weather Forecast"
     assert split_identifier("send_sms-now") == "send sms now"
+    # an acronym keeps its plural s (toollens' GetFAQsByTopic read "FA Qs" until session 49)
+    assert split_identifier("GetFAQsByTopic") == "Get FAQs By Topic"
+    assert split_identifier("listAPIs") == "list APIs"
+    assert split_identifier("HTTPServer") == "HTTP Server" and split_identifier("getURLs_v2") == "get URLs v2"
     cat = Catalogue([Skill("a", "getWeatherForecast", "", "x"), Skill("b", "sendSms", "", "y")])
     index = SkillIndex.build(cat, HashingEncoder(), SkillIndexParams(fusion="fixed"))
     assert index.bm25_scores(["weather forecast"])[0].argmax() == 0
