@@ -135,6 +135,9 @@ def _module_source(module_name: str, failure: str) -> Path | None:
     return Path(spec.origin) if spec.origin and spec.has_location else None
 
 
+_TRY_STAR: tuple[type, ...] = (ast.TryStar,) if hasattr(ast, "TryStar") else ()
+
+
 def _top_level_names(tree: ast.Module) -> set[str]:
     """The names a module binds at its top level (``if``/``try`` blocks included; ``*`` for a star
     import, which may bind any)."""
@@ -149,8 +152,16 @@ def _top_level_names(tree: ast.Module) -> set[str]:
             names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+        elif isinstance(node, (ast.For, ast.AsyncFor)):  # its target, and what its body binds
+            names.update(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
             body.extend(node.body)
+            body.extend(node.orelse)
+        elif isinstance(node, ast.Match):
+            body.extend(statement for case in node.cases for statement in case.body)
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.While, *_TRY_STAR)):
+            # try/except* (Python 3.11), while and match blocks were read as binding nothing until
+            # session 49: `config check` said a factory defined in one is missing
+            body.extend(getattr(node, "body", []))
             body.extend(getattr(node, "orelse", []))
             for handler in getattr(node, "handlers", []):
                 body.extend(handler.body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -1369,3 +1370,24 @@ def test_a_reranker_calibration_loading_refuses_is_a_problem(workspace, tmp_path
     assert [line for line in error_lines(result) if expected in line], result.stderr
     with pytest.raises(RagrouteError, match=expected):
         load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+
+
+def test_a_factory_defined_in_a_loop_a_match_or_try_star_block_is_found_by_reading(tmp_path):
+    """Only def/class/assignments/imports at the top level or inside if/try/with counted until
+    session 49: a factory bound by a for loop, a while or match block, or try/except* (3.11) was said
+    to be missing although loading finds it."""
+    from ragroute.references import locate_reference
+
+    blocks = {
+        "loop": "for make in [lambda: None]:\n    pass\n",
+        "loop_body": "for _ in range(1):\n    def make():\n        return None\n",
+        "while_": "while True:\n    def make():\n        return None\n    break\n",
+        "match_": "match 1:\n    case 1:\n        def make():\n            return None\n",
+    }
+    if sys.version_info >= (3, 11):
+        blocks["star"] = "try:\n    def make():\n        return None\nexcept* ValueError:\n    pass\n"
+    for name, code in blocks.items():
+        (tmp_path / f"{name}.py").write_text(code)
+        assert locate_reference(f"{name}.py:make", "r.yaml", base=tmp_path).endswith(f"{name}.py")
+    with pytest.raises(RagrouteError, match="defines no top-level 'mkae'"):
+        locate_reference("loop.py:mkae", "r.yaml", base=tmp_path)
