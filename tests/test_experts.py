@@ -135,6 +135,31 @@ def test_too_small_a_corpus_says_how_many_documents_it_needs() -> None:
         cut_pseudo_queries(corpus()[:10])
 
 
+def test_a_repeated_document_id_is_refused_not_trained_towards_one_of_its_documents(tmp_path: Path) -> None:
+    # a pseudo-query's positive is its document's id: two documents of one id had their pseudo-queries
+    # paired with the same id, and training pointed every one of them at the last (until session 49)
+    from ragroute.experts.train import train_expert
+
+    docs = corpus()
+    twin = Document(id=docs[0].id, title="another page entirely here", text=docs[30].text)
+    with pytest.raises(RagrouteError, match=f"^document id {docs[0].id!r} is repeated: each document"):
+        cut_pseudo_queries([*docs, twin])
+    with pytest.raises(RagrouteError, match="is repeated"):
+        train_expert([*docs, twin], tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("temperature", [0, -0.05, float("nan"), float("inf"), "0.05", True])
+def test_an_expert_temperature_that_is_not_above_0_is_one_line(temperature) -> None:
+    # 0 trained NaN (after the corpus was encoded) and a negative one trained the adapter to rank
+    # each pseudo-query's own document last, without a word (until session 49)
+    from ragroute.experts.train import ExpertTrainParams
+
+    with pytest.raises(RagrouteError, match="^expert training: temperature must be a number above 0"):
+        ExpertTrainParams(temperature=temperature)
+    assert ExpertTrainParams(temperature=0.1).temperature == 0.1
+
+
 # --------------------------------------------------------------------------- training and loading
 
 

@@ -569,6 +569,18 @@ def test_threshold_gate(encoder):
     assert knn_by_settings.gate_many([QueryContext("What is 9 plus 9?")])[0].action == "answer"
 
 
+def test_threshold_gate_examples_refuse_label_strings_for_flags(encoder):
+    # bool("no") is True: label strings read as "retrieve", and the refusal that followed said all
+    # 48 examples need retrieval (until session 49); TrainedGate.fit and select_gate said this
+    labels = ["document" if flag else "no" for flag in FLAGS]
+    with pytest.raises(
+        RagrouteError, match="^retrieve must hold booleans .*got 'document'.*needs_retrieval$"
+    ):
+        ThresholdGate(KnnVoteSignal(k=3), above=0.5, encoder=encoder, examples=(TEXTS, labels))
+    flags = [needs_retrieval(label) for label in labels]
+    assert ThresholdGate(KnnVoteSignal(k=3), above=0.5, encoder=encoder, examples=(TEXTS, flags))
+
+
 def test_threshold_gate_refuses_a_cut_or_scale_that_is_not_a_finite_number():
     """A NaN cut or scale made every probability NaN ('p_retrieve nan < threshold 0.500'), which a
     config's gate: refuses; an integer (NumPy's too) is a number."""
@@ -744,6 +756,52 @@ def test_gate_weights_that_are_wrong_but_checksummed_are_one_line(
     assert str(tmp_path / "g") in str(info.value)
 
 
+N_TEXTS = len(TEXTS)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("knn_vote/arrays.npz", _npz(retrieve=np.ones(3, bool)), "arrays.npz has no array 'vectors'"),
+        (
+            "knn_vote/arrays.npz",
+            _npz(vectors=np.ones((N_TEXTS, 128), np.float32), retrieve=np.ones(3, bool)),
+            f"array 'retrieve' has shape (3,), expected ({N_TEXTS})",
+        ),
+        (
+            "knn_vote/arrays.npz",
+            _npz(vectors=np.ones((N_TEXTS, 7), np.float32), retrieve=np.ones(N_TEXTS, bool)),
+            "array 'vectors' has 7 dimensions, the encoder 128",
+        ),
+        # read silently before: an answer bank of no example
+        (
+            "bank_margin/arrays.npz",
+            _npz(vectors=np.ones((N_TEXTS, 128), np.float32), retrieve=np.ones(3, bool)),
+            f"array 'retrieve' has shape (3,), expected ({N_TEXTS})",
+        ),
+        ("bank_margin/arrays.npz", _npz(pilots=np.ones(3)), "arrays.npz has no array 'vectors'"),
+        ("knn_vote/state.json", b"{not json", "state.json is not readable JSON (JSONDecodeError"),
+        ("knn_vote/state.json", b"[1, 2]", "state.json holds a list, not an object"),
+        ("knn_vote/state.json", b'{"texts": 5}', "state.json's 'texts' are not a list of example texts"),
+        ("rarity/state.json", b'{"n_docs": "x"}', "state.json's corpus counts ('n_docs', 'df') are not"),
+    ],
+)
+def test_signal_state_that_is_wrong_but_checksummed_is_one_line(
+    tmp_path, fitted, encoder, name, content, message
+):
+    # a signal's arrays.npz or state.json written by something else under a right checksum was a
+    # KeyError, IndexError or numpy traceback at load or at the first decision, and a bank of the
+    # wrong rows was read without a word (until session 49)
+    from conftest import replace_published_file
+
+    fitted.save(tmp_path / "g")
+    replace_published_file(tmp_path / "g", f"signals/{name}", content)
+    with pytest.raises(RagrouteError) as info:
+        TrainedGate.load(tmp_path / "g", encoder).gate_many(TEXTS[:2])
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert f"gate signal {name.split('/')[0]} in " in str(info.value)
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
@@ -916,3 +974,43 @@ def test_a_gate_selection_refuses_bad_arguments_in_one_line(encoder, arguments, 
     arguments = {"retrieve": FLAGS, **arguments}
     with pytest.raises(RagrouteError, match=said):
         select_gate(TEXTS, encoder=encoder, **arguments)
+
+
+def test_a_gate_selection_on_two_examples_of_a_kind_says_there_are_too_few(encoder):
+    """TrainedGate.fit takes 2 examples of a kind; a selection's folds fitted on one of them refused
+    the whole selection with "got 1 that answer directly", though the data held 2 (until session
+    49): such folds are skipped like the ones with nothing to score."""
+    from ragroute.gate.selection import select_gate
+
+    texts, flags = RETRIEVE[:12] + ANSWER[:2], [True] * 12 + [False] * 2
+    TrainedGate.fit(texts, flags, encoder, signals=["rarity"])  # enough to fit one gate
+    candidates = {"by_rarity": {"signals": ["rarity"]}}
+    with pytest.raises(
+        RagrouteError, match=r"too few examples to select a gate \(12 need retrieval, 2 answer"
+    ):
+        select_gate(texts, flags, encoder, candidates=candidates, folds=3)
+    texts, flags = RETRIEVE[:12] + ANSWER[:4], [True] * 12 + [False] * 4  # some folds fit on 2 or 3
+    gate = select_gate(texts, flags, encoder, candidates=candidates, folds=3)
+    assert gate.metrics["selection"]["chosen"] == "by_rarity"
+    assert 1 <= len(gate.metrics["selection"]["fold_auroc"]["by_rarity"]) <= 3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"query_vectors": np.full((len(TEXTS), 128), np.nan)}, "query_vectors hold NaN or infinity"),
+        ({"query_vectors": np.ones((3, 128))}, r"query_vectors must hold one row per query \(48\)"),
+        ({"columns": []}, "columns names no signal value"),
+    ],
+)
+def test_a_gate_fit_on_bad_vectors_or_no_column_is_one_line(encoder, arguments, said):
+    # NaN vectors and an empty column list were scikit-learn tracebacks, and rows of another count
+    # an IndexError in a selection (until session 49)
+    from ragroute.gate.selection import select_gate
+
+    with pytest.raises(RagrouteError, match=said):
+        TrainedGate.fit(TEXTS, FLAGS, encoder, signals=["knn_vote", "rarity"], **arguments)
+    if "query_vectors" in arguments:
+        candidates = {"by_vote": {"signals": ["knn_vote"]}}
+        with pytest.raises(RagrouteError, match=said):
+            select_gate(TEXTS, FLAGS, encoder, candidates=candidates, folds=3, **arguments)

@@ -200,3 +200,31 @@ def test_a_device_torch_cannot_use_is_one_line_before_any_fine_tune(gate):
     with pytest.raises(RagrouteError, match=error):
         TrainedGate.fit(TEXTS, FLAGS, None, signals=[{**SPEC, "device": "nosuchdevice"}])
     assert str(gate.signals[0].encoders()[0].model.device) == "cpu"
+
+
+@pytest.mark.parametrize(
+    "state, arrays, message",
+    [
+        (b"{not json", {"weight": np.zeros((1, 4))}, "state.json is not readable JSON"),
+        (b'{"builds": ["b"]}', {"weight": np.zeros((1, 4))}, "state.json names no model builds and biases"),
+        (b'{"builds": ["b"], "biases": [NaN]}', {"weight": np.zeros((1, 4))}, "names no model builds"),
+        (
+            b'{"builds": ["b"], "biases": [0.0]}',
+            {"heads": np.zeros((1, 4))},
+            "arrays.npz has no array 'weight'",
+        ),
+        (b'{"builds": ["b"], "biases": [0.0]}', None, "arrays.npz is not a readable .npz file"),
+    ],
+)
+def test_a_tuned_probes_state_that_is_wrong_is_one_line_before_any_model_loads(
+    tmp_path, state, arrays, message
+):
+    # a KeyError or JSONDecodeError traceback until session 49 (no fine-tune needed to see it)
+    folder = tmp_path / "signal"
+    folder.mkdir()
+    (folder / "state.json").write_bytes(state)
+    if arrays is not None:
+        np.savez(folder / "arrays.npz", **arrays)
+    with pytest.raises(RagrouteError, match=message) as info:
+        TunedProbeSignal().load(folder)
+    assert "\n" not in str(info.value) and f"gate signal tuned_probe in {folder}" in str(info.value)

@@ -66,11 +66,22 @@ def cut_pseudo_queries(
     uniformly, so every kind keeps about its share. Sorted by document id, then kind. Raises
     :class:`RagrouteError` with the number needed when the corpus has fewer than
     :data:`MIN_DOCUMENTS` documents with text, or when fewer than that many give a pseudo-query
-    (documents of a word or two give none); ``purpose`` names what needs them in that message.
+    (documents of a word or two give none), or when a document id is repeated; ``purpose`` names
+    what needs them in that message.
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise RagrouteError(f"unknown pseudo-query kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    # a pseudo-query's positive is its document's id: until session 49 two documents of one id had
+    # their pseudo-queries trained towards one of them (the last), without a word
+    seen: set[str] = set()
+    for doc in documents:
+        if doc.id in seen:
+            raise RagrouteError(
+                f"document id {doc.id!r} is repeated: each document needs an id of its own "
+                "(a pseudo-query is paired with its document by id)"
+            )
+        seen.add(doc.id)
     usable = [d for d in documents if d.full_text().strip()]
     if len(usable) < MIN_DOCUMENTS:
         raise RagrouteError(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import time
 from collections import Counter
@@ -81,6 +82,17 @@ class ExpertTrainParams:
         for name in ("epochs", "batch_size", "rank", "alpha", "max_queries", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise RagrouteError(f"expert training: {name} must be >= 1, got {getattr(self, name)!r}")
+        # the softmax temperature of the query-lora loss (the scale of the full one): until session 49
+        # 0 trained NaN after the corpus was encoded and a negative one trained the expert to rank
+        # its positives last, without a word
+        temperature = self.temperature
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not math.isfinite(temperature)
+            or temperature <= 0
+        ):
+            raise RagrouteError(f"expert training: temperature must be a number above 0, got {temperature!r}")
         if self.learning_rate is not None:
             from ragroute.training import check_learning_rate
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError, check_batch
+from ragroute.errors import RagrouteError, check_batch, check_query_vectors
 from ragroute.evaluation.metrics import auroc
 from ragroute.gate.signals import DEFAULT_SIGNALS, fold_ids, normalise
-from ragroute.gate.trained import TrainedGate, check_example_kinds, check_flags
+from ragroute.gate.trained import MIN_EXAMPLES_PER_KIND, TrainedGate, check_example_kinds, check_flags
 
 CANDIDATE_GATES: dict[str, dict[str, Any]] = {
     "threshold_knn_vote": {"signals": ["knn_vote"], "columns": ["knn_vote.share"]},
@@ -86,12 +86,18 @@ def select_gate(
         raise RagrouteError(f"{', '.join(clash)}: set by each candidate or by select_gate itself")
     if query_vectors is None and encoder is not None:
         query_vectors = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
+    elif query_vectors is not None:  # rows of another count were an IndexError (until session 49)
+        query_vectors = check_query_vectors(query_vectors, len(texts), encoder)
     fold_of = fold_ids(texts, y.tolist(), folds, seed)
     scores: dict[str, list[float]] = {name: [] for name in pool}
     for fold in range(folds):
         fit_idx, held_idx = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-        if len(set(y[held_idx])) < 2 or len(set(y[fit_idx])) < 2:
-            continue  # too few examples of a kind for this fold to score anything
+        fit_kinds = min(int(y[fit_idx].sum()), int((~y[fit_idx]).sum()))
+        if len(set(y[held_idx])) < 2 or fit_kinds < MIN_EXAMPLES_PER_KIND:
+            # too few examples of a kind for this fold to score anything, or to fit on: until
+            # session 49 a fold fitted on one example of a kind refused the whole selection with
+            # "got 1 that answer directly", though the data held 2
+            continue
         fit_texts = [texts[i] for i in fit_idx]
         held = [QueryContext(texts[i]) for i in held_idx]
         vectors = None if query_vectors is None else normalise(query_vectors[held_idx])
@@ -109,7 +115,9 @@ def select_gate(
             scores[name].append(auroc(y[held_idx], logits))
     if not any(scores.values()):
         raise RagrouteError(
-            f"no fold of {folds} holds examples of both kinds: too few examples to select a gate"
+            f"no fold of {folds} holds examples of both kinds while leaving {MIN_EXAMPLES_PER_KIND} of "
+            f"each to fit on: too few examples to select a gate ({int(y.sum())} need retrieval, "
+            f"{int((~y).sum())} answer directly)"
         )
     means = {name: float(np.mean(values)) for name, values in scores.items()}
     chosen = max(means, key=lambda name: means[name])  # the first listed among equals

@@ -53,7 +53,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError, check_keys, check_setting, value_type_name
+from ragroute.errors import (
+    IndexFormatError,
+    RagrouteError,
+    check_keys,
+    check_setting,
+    is_finite_number,
+    value_type_name,
+)
 from ragroute.exposure import internal_searches
 from ragroute.memo import scoped_memo
 from ragroute.registry import load_plugins
@@ -61,7 +68,7 @@ from ragroute.route.features import CHEAP_FEATURE_NAMES, cheap_features, questio
 from ragroute.route.folds import grouped_stratified_folds, normalized_text
 from ragroute.route.labels import ANSWER_LABELS, is_answer_label  # noqa: F401 - ANSWER_LABELS re-exported by ragroute.gate
 from ragroute.route.sources import hits_of
-from ragroute.store.arrays import read_arrays
+from ragroute.store.arrays import check_arrays, read_arrays
 
 
 def needs_retrieval(label: Any) -> bool:
@@ -198,14 +205,63 @@ class GateSignal:
             payload: dict[str, Any] = dict(arrays)
             np.savez(folder / "arrays.npz", **payload)
 
+    def check_state(
+        self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: str, encoder: Any
+    ) -> None:
+        """One line (naming ``where``, the signal's folder) when saved state is not what :meth:`state`
+        writes: checked by :meth:`load` before :meth:`set_state` reads it. Nothing by default."""
+
     def load(self, folder: Path, *, encoder: Any = None) -> None:
-        data: dict[str, Any] = {}
+        where = f"gate signal {self.kind} in {folder}"
+        data = read_state(folder, where)
         arrays: dict[str, np.ndarray] = {}
-        if (folder / "state.json").is_file():
-            data = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         if (folder / "arrays.npz").is_file():
-            arrays = read_arrays(folder / "arrays.npz", f"gate signal {self.kind} in {folder}: arrays.npz")
+            arrays = read_arrays(folder / "arrays.npz", f"{where}: arrays.npz")
+        # a file wrong but checksummed was a KeyError or numpy traceback, or a bank of the wrong
+        # rows read silently (until session 49)
+        self.check_state(data, arrays, where, encoder)
         self.set_state(data, arrays)
+
+
+def read_state(folder: Path, where: str) -> dict[str, Any]:
+    """A signal folder's ``state.json`` (``{}`` when it has none), or one line naming ``where``
+    when it is not a JSON object."""
+    path = folder / "state.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise IndexFormatError(
+            f"{where}: state.json is not readable JSON ({reason}); refit the gate"
+        ) from None
+    if not isinstance(data, dict):
+        raise IndexFormatError(
+            f"{where}: state.json holds {value_type_name(data)}, not an object; refit the gate"
+        )
+    return data
+
+
+def check_bank_state(
+    data: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: str, encoder: Any
+) -> None:
+    """An example bank as :class:`KnnVoteSignal` and :class:`BankMarginSignal` save it: ``vectors``
+    (one row per example, of the encoder's width when it is given), ``retrieve`` (one flag per
+    row), and ``texts`` (a list of strings, in the state)."""
+    texts = data.get("texts", [])
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise IndexFormatError(
+            f"{where}: state.json's 'texts' are not a list of example texts; refit the gate"
+        )
+    file = f"{where}: arrays.npz"
+    check_arrays(arrays, file, {"vectors": (None, None)})
+    check_arrays(arrays, file, {"retrieve": (len(arrays["vectors"]),)})
+    dim = getattr(encoder, "dim", None)
+    if isinstance(dim, int) and arrays["vectors"].shape[1] != dim:
+        raise IndexFormatError(
+            f"{file}: array 'vectors' has {arrays['vectors'].shape[1]} dimensions, the encoder {dim}"
+        )
 
 
 def _contexts(texts: Sequence[str]) -> list[QueryContext]:
@@ -464,6 +520,11 @@ class KnnVoteSignal(GateSignal):
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"texts": self._texts}, {"vectors": self._vectors, "retrieve": self._retrieve}
 
+    def check_state(
+        self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: str, encoder: Any
+    ) -> None:
+        check_bank_state(data, arrays, where, encoder)
+
     def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         texts = list(data.get("texts", []))
         if texts and len(texts) != len(arrays["vectors"]):  # explain() would name the wrong example
@@ -555,6 +616,17 @@ class BankMarginSignal(GateSignal):
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"texts": self._texts}, {"vectors": self._bank, "retrieve": self._is_retrieve}
+
+    def check_state(
+        self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: str, encoder: Any
+    ) -> None:
+        if "vectors" in arrays or "retrieve_bank" not in arrays:
+            check_bank_state(data, arrays, where, encoder)
+            return
+        # gates saved before the banks became one matrix: two banks of one width
+        file = f"{where}: arrays.npz"
+        check_arrays(arrays, file, {"retrieve_bank": (None, None)})
+        check_arrays(arrays, file, {"answer_bank": (None, arrays["retrieve_bank"].shape[1])})
 
     def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         if "vectors" in arrays:
@@ -938,6 +1010,19 @@ class RaritySignal(GateSignal):
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return ({"n_docs": self._n_docs, "df": self._df} if self._n_docs else {}), {}
+
+    def check_state(
+        self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: str, encoder: Any
+    ) -> None:
+        n_docs, df = data.get("n_docs", 0), data.get("df") or {}
+
+        def count(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        if not count(n_docs) or not isinstance(df, dict) or not all(count(v) for v in df.values()):
+            raise IndexFormatError(
+                f"{where}: state.json's corpus counts ('n_docs', 'df') are not counts; refit the gate"
+            )
 
     def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         self._n_docs = int(data.get("n_docs", 0))
@@ -1323,12 +1408,22 @@ class TunedProbeSignal(GateSignal):
     def load(self, folder: Path, *, encoder: Any = None) -> None:
         from ragroute.gate.tuned_probe import ProbeEncoder, TunedProbe
 
-        data = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
-            weights = np.atleast_2d(np.asarray(npz["weight"], dtype=np.float64))
+        where = f"gate signal tuned_probe in {folder}"
+        data = read_state(folder, where)
+        arrays = read_arrays(folder / "arrays.npz", f"{where}: arrays.npz")
+        one_model = "weight" in arrays and arrays["weight"].ndim == 1  # saved before ensembles
+        check_arrays(arrays, f"{where}: arrays.npz", {"weight": (None,) if one_model else (None, None)})
+        weights = np.atleast_2d(np.asarray(arrays["weight"], dtype=np.float64))
         # one-model probes saved before ensembles: "build" / "bias" and a 1-D weight
-        builds = data["builds"] if "builds" in data else [data["build"]]
-        biases = data["biases"] if "biases" in data else [data["bias"]]
+        builds = data["builds"] if "builds" in data else [data.get("build")]
+        biases = data["biases"] if "biases" in data else [data.get("bias")]
+        if (
+            not isinstance(builds, list)
+            or not isinstance(biases, list)
+            or not all(isinstance(b, str) for b in builds)
+            or not all(is_finite_number(b) for b in biases)
+        ):
+            raise IndexFormatError(f"{where}: state.json names no model builds and biases; refit the gate")
         if not len(builds) == len(biases) == len(weights):
             raise RagrouteError(
                 f"gate signal tuned_probe in {folder}: {len(builds)} models, {len(biases)} biases "

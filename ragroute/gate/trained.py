@@ -50,7 +50,14 @@ import numpy as np
 from ragroute.context import QueryContext, contexts_of, query_vectors
 from ragroute.display import shown_numbers, shown_pair
 from ragroute.encode.identity import check_fitted_encoder, encoder_record
-from ragroute.errors import IndexFormatError, RagrouteError, check_batch, check_query, is_finite_number
+from ragroute.errors import (
+    IndexFormatError,
+    RagrouteError,
+    check_batch,
+    check_query,
+    check_query_vectors,
+    is_finite_number,
+)
 from ragroute.evaluation.metrics import auroc, balanced_accuracy
 from ragroute.gate.signals import (
     DEFAULT_SIGNALS,
@@ -487,12 +494,17 @@ class TrainedGate(SignalGate):
         twice = sorted({s.kind for s in built if [t.kind for t in built].count(s.kind) > 1})
         if twice:  # the same values twice, and one saved state for both
             raise RagrouteError(f"signal(s) {', '.join(twice)} given more than once: give each signal once")
+        if columns is not None and not check_batch(columns, "columns"):
+            # an empty list fitted a regression over no value: scikit-learn's traceback (until session 49)
+            raise RagrouteError("columns names no signal value: give at least one, or leave it out for all")
         vectors = None
         if any(s.uses_encoder for s in built):
             if encoder is None and query_vectors is None:
                 raise RagrouteError("these gate signals embed queries: give an encoder")
             if query_vectors is None:
                 query_vectors = encoder.encode_queries(texts, show_progress=False)
+            else:  # a NaN row was scikit-learn's multi-line traceback (until session 49)
+                query_vectors = check_query_vectors(query_vectors, len(texts), encoder)
             vectors = normalise(query_vectors)
         examples = Examples(texts, y, vectors)
         matrix = np.hstack([s.fit_values(examples) for s in built])
@@ -870,7 +882,10 @@ class ThresholdGate(SignalGate):
             if examples is None:
                 raise RagrouteError(f"signal {signal.kind} learns from labelled examples: give 'examples'")
             texts, flags = examples
-            check_example_kinds(list(flags), f"signal {signal.kind}")
+            # label strings are refused (bool("no") is True): until session 49 they read as "retrieve",
+            # and the refusal that followed said every example needs retrieval
+            flags = check_flags(flags)
+            check_example_kinds(flags, f"signal {signal.kind}")
             vectors = None
             if signal.uses_encoder:
                 if encoder is None:
