@@ -3,6 +3,9 @@ silently empty or character-split result (found by an audit of the public API)."
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
@@ -348,3 +351,28 @@ def test_a_source_checks_its_name_and_retriever(pipeline):
         Source("a", [index])  # type: ignore[arg-type]
     assert Source("nested", pipeline).retriever is pipeline  # a pipeline, a Source: retrievers too
     assert Source("again", pipeline.sources[0]).name == "again"
+
+
+def test_the_three_trainers_check_their_settings_alike_before_anything_loads():
+    """Until session 49 the expert and tuned-probe settings read counts through int() (2.5 trained
+    with 2, "x" was a ValueError traceback), the tuned probe never checked its warm-up (NaN failed
+    inside the scheduler) and numpy numbers were kept as they came (the manifest's JSON refuses them)."""
+    from ragroute.experts.train import ExpertTrainParams
+    from ragroute.gate.tuned_probe import ProbeTrainParams
+    from ragroute.rerank.train import TrainParams
+
+    trainers = {
+        "expert training": ExpertTrainParams,
+        "tuned probe training": ProbeTrainParams,
+        "reranker training": TrainParams,
+    }
+    for where, params in trainers.items():
+        for bad in (2.5, "2", 0, True):
+            with pytest.raises(RagrouteError, match=rf"^{where}: batch_size must be"):
+                params(batch_size=bad)
+        made = params(batch_size=np.int64(4), epochs=np.float64(2.0), learning_rate=np.float32(1e-4))
+        assert (type(made.batch_size), type(made.epochs), type(made.learning_rate)) == (int, int, float)
+        json.dumps(dataclasses.asdict(made))  # what a manifest writes
+    for warmup in (float("nan"), 1.5):
+        with pytest.raises(RagrouteError, match="^tuned probe training: warmup must be a share"):
+            ProbeTrainParams(warmup=warmup)

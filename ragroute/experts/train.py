@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import time
 from collections import Counter
@@ -79,24 +78,17 @@ class ExpertTrainParams:
         if self.mode not in MODES:
             raise RagrouteError(f"unknown expert mode {self.mode!r}: choose {' or '.join(MODES)}")
         self.kinds = tuple(self.kinds)
-        for name in ("epochs", "batch_size", "rank", "alpha", "max_queries", "max_length"):
-            if int(getattr(self, name)) < 1:
-                raise RagrouteError(f"expert training: {name} must be >= 1, got {getattr(self, name)!r}")
-        # the softmax temperature of the query-lora loss (the scale of the full one): until session 49
-        # 0 trained NaN after the corpus was encoded and a negative one trained the expert to rank
-        # its positives last, without a word
-        temperature = self.temperature
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise RagrouteError(f"expert training: temperature must be a number above 0, got {temperature!r}")
-        if self.learning_rate is not None:
-            from ragroute.training import check_learning_rate
+        from ragroute.training import check_training_settings
 
-            check_learning_rate(self.learning_rate)
+        # temperature: the softmax temperature of the query-lora loss (the scale of the full one):
+        # until session 49 0 trained NaN after the corpus was encoded and a negative one trained the
+        # expert to rank its positives last, without a word
+        check_training_settings(
+            self,
+            "expert training",
+            counts=("epochs", "batch_size", "rank", "alpha", "max_queries", "max_length"),
+            above_zero=("temperature",),
+        )
 
     @property
     def lr(self) -> float:

@@ -53,11 +53,15 @@ class ProbeTrainParams:
     """Where the fine-tune runs (a torch device such as ``cuda``); the fitted probe decides on the CPU."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length"):
-            if int(getattr(self, name)) < 1:
-                raise RagrouteError(f"tuned probe {name} must be at least 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise RagrouteError(f"tuned probe learning_rate must be positive, got {self.learning_rate}")
+        from ragroute.training import check_training_settings
+
+        check_training_settings(
+            self,
+            "tuned probe training",
+            counts=("epochs", "batch_size", "max_length"),
+            shares=("warmup",),
+            above_zero=("learning_rate",),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

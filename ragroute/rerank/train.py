@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError, check_k, is_finite_number
+from ragroute.errors import RagrouteError
 from ragroute.evaluation.metrics import auroc
 from ragroute.loaders.beir import corpus_files
 from ragroute.rerank.cross_encoder import (
@@ -171,17 +171,11 @@ class TrainParams:
             raise RagrouteError(
                 f"unknown reranker training loss {self.loss!r}; choose one of {', '.join(LOSSES)}"
             )
-        from ragroute.training import check_learning_rate
+        from ragroute.training import check_training_settings
 
-        check_learning_rate(self.learning_rate)
-        # checked before any data or model loads: 0 failed at the first training step with a bare
-        # ZeroDivisionError, a NaN warm-up with a bare ValueError
-        for name in ("epochs", "batch_size"):  # an int: a numpy integer would not write into the manifest
-            setattr(self, name, check_k(getattr(self, name), f"reranker training: {name}"))
-        if not is_finite_number(self.warmup) or not 0 <= self.warmup <= 1:
-            raise RagrouteError(
-                f"reranker training: warmup must be a share between 0 and 1, got {self.warmup!r}"
-            )
+        check_training_settings(
+            self, "reranker training", counts=("epochs", "batch_size"), shares=("warmup",)
+        )
 
     @property
     def model_seed(self) -> int:
