@@ -172,12 +172,12 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_benchmark_runs(tmp_
     assert "data missing" in bench(str(tmp_path / "p.png")).output  # a good path: on to the data
 
 
-def test_latency_legend_says_at_which_size_each_recall_was_measured(tmp_path, monkeypatch):
-    """Layouts stop at different sizes (--hnsw-max): until session 44 the legend read 'hnsw (recall@10
-    0.979)' beside 'flat (recall@10 1.0)', the one at 100k vectors, the other at 3M, unsaid."""
+@pytest.fixture
+def plot_labels(monkeypatch) -> list:
+    """The ``label`` of every line drawn while the test runs, in order."""
     import matplotlib.axes
 
-    labels = []
+    labels: list = []
     original = matplotlib.axes.Axes.plot
 
     def spy(self, *args, **kwargs):
@@ -185,12 +185,18 @@ def test_latency_legend_says_at_which_size_each_recall_was_measured(tmp_path, mo
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    return labels
+
+
+def test_latency_legend_says_at_which_size_each_recall_was_measured(tmp_path, plot_labels):
+    """Layouts stop at different sizes (--hnsw-max): until session 44 the legend read 'hnsw (recall@10
+    0.979)' beside 'flat (recall@10 1.0)', the one at 100k vectors, the other at 3M, unsaid."""
     result = {
         "latency_ms_p50": {"flat": {"1000": 0.2, "100000": 9.0}, "hnsw": {"1000": 0.3}},
         "recall@10": {"flat": {"1000": 1.0, "100000": 1.0}, "hnsw": {"1000": 0.99}},
     }
     plots.latency_vs_size(result, tmp_path / "scale.png")
-    assert labels == ["flat (recall@10 1.0 at 100,000)", "hnsw (recall@10 0.99 at 1,000)"]
+    assert plot_labels == ["flat (recall@10 1.0 at 100,000)", "hnsw (recall@10 0.99 at 1,000)"]
 
 
 def test_a_drawing_that_fails_half_way_keeps_the_previous_image(tmp_path, monkeypatch):
@@ -214,22 +220,12 @@ def test_a_drawing_that_fails_half_way_keeps_the_previous_image(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gate.png"]  # no part file left
 
 
-def test_gate_curves_draw_a_json_result_whose_auroc_is_null(tmp_path, monkeypatch):
+def test_gate_curves_draw_a_json_result_whose_auroc_is_null(tmp_path, plot_labels):
     """A gate's AUROC is NaN with one class in the test split, which the --json line writes as null:
     drawing that result (what a notebook does) failed with a TypeError on formatting None."""
     import json
 
-    import matplotlib.axes
-
-    labels = []
-    original = matplotlib.axes.Axes.plot
-
-    def spy(self, *args, **kwargs):
-        labels.append(kwargs.get("label"))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
     result = json.loads(json.dumps(GATE))
     result["gates"]["knn"]["auroc"] = None
     plots.gate_curves(result, tmp_path / "gate.png")
-    assert labels[:2] == ["trained (AUROC 0.950)", "knn (AUROC n/a)"]
+    assert plot_labels[:2] == ["trained (AUROC 0.950)", "knn (AUROC n/a)"]
