@@ -1369,3 +1369,22 @@ def test_sources_of_one_collection_holding_other_documents_are_warned_about(
     )
     with pytest.warns(SourceWarning, match=said):
         load_routing(config, encoder=hashing_encoder)
+
+
+def test_domain_pilots_fit_one_temperature_whatever_order_the_domains_come_in() -> None:
+    """Without documents each domain's calibration stand-ins were drawn from one generator run across
+    the domains in the order given: the same domains listed in another order fitted another
+    temperature (until session 49)."""
+    labels = ["expert-med", "expert-law", "expert-tax"]
+    domains = {
+        "expert-med": domain_vectors(0, 40, 1, spread=0.9),
+        "expert-law": domain_vectors(1, 60, 2, spread=0.9),
+        "expert-tax": domain_vectors(2, 50, 3, spread=0.9),
+    }
+    reordered = {name: domains[name] for name in reversed(list(domains))}
+    first = PilotRouter.from_domains(labels, domains, encoder=FixedDim(), calibration_docs=7)
+    second = PilotRouter.from_domains(labels, reordered, encoder=FixedDim(), calibration_docs=7)
+    assert first.temperature == second.temperature
+    probe = np.vstack([np.eye(8)[0], (np.eye(8)[1] + np.eye(8)[2]) / np.sqrt(2)])
+    routes = [[d.routes for d in r.route_many(["a", "b"], query_vectors=probe)] for r in (first, second)]
+    assert routes[0] == routes[1]

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.draws import drawn
 from ragroute.encode.identity import encoder_record
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
@@ -194,7 +195,6 @@ class PilotRouter(BaseRouter):
             missing = sorted(set(domains) - set(documents))
             if missing:
                 raise RagrouteError(f"documents missing for domain(s): {', '.join(missing)}")
-        rng = np.random.default_rng(seed)
         groups: dict[int, np.ndarray] = {}
         sample, targets = [], []
         for name, vectors in domains.items():
@@ -212,7 +212,10 @@ class PilotRouter(BaseRouter):
                     )
                 stand_ins = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
             else:
-                picked = rng.choice(len(vectors), size=min(calibration_docs, len(vectors)), replace=False)
+                # drawn by row and domain name, not from one generator run across the domains in
+                # the order given (until session 49 the same domains in another order fitted another
+                # temperature)
+                picked = drawn([str(i) for i in range(len(vectors))], calibration_docs, seed, str(name))
                 stand_ins = vectors[np.sort(picked)]
             sample.append(stand_ins)
             targets += [j] * len(stand_ins)
