@@ -501,6 +501,137 @@ def test_a_query_reads_as_deep_in_a_batch_as_alone():
     assert depths == [[3], [100]]
 
 
+class TextRouter(BaseRouter):
+    """Routes each query by the probabilities given for its text."""
+
+    name = "by-text"
+
+    def __init__(self, routes: dict[str, dict[str, float]]):
+        self.routes = routes
+        self.labels = sorted({name for probs in routes.values() for name in probs})
+
+    def route_many(self, queries, *, query_vectors=None):
+        return [
+            decision_from_probs(
+                self.labels, [self.routes[q].get(n, 0.0) for n in self.labels], decided_by="t"
+            )
+            for q in queries
+        ]
+
+
+def _untimed(value):
+    """``value`` (a decision's ``to_dict``) without its timings."""
+    if isinstance(value, dict):
+        return {key: _untimed(item) for key, item in value.items() if key != "ms"}
+    if isinstance(value, list):
+        return [_untimed(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize("max_workers", [1, None])
+def test_a_query_in_a_batch_names_the_sources_and_steps_it_names_alone(max_workers):
+    """Until session 49 a query's source lists (and ``retrieve`` steps) came in the order the batch's
+    sources were searched, set by the other queries' choices: fusion keeps the first list's copy of a
+    document two sources over the same documents both found, so "a b" in a batch after "b a" gave
+    its hits source "one" and that route's probability, and alone "two" and its own."""
+    shared = RankedRetriever("x", list(range(6)))
+    sources = [
+        Source("one", shared, metadata={"corpus": "shared"}),
+        Source("two", shared, metadata={"corpus": "shared"}),
+        Source("other", RankedRetriever("other", [7, 8])),
+    ]
+    routes = {"b a": {"one": 0.6, "two": 0.4}, "a b": {"two": 0.5, "one": 0.3, "other": 0.2}}
+    options = RoutingOptions(threshold=0.1, scores="fusion")
+    pipeline = Pipeline(sources, TextRouter(routes), options=options, max_workers=max_workers)
+    batch = pipeline.retrieve_many(["b a", "a b"], k=4)
+    for query, result in zip(["b a", "a b"], batch):
+        alone = pipeline.retrieve(query, k=4)
+        assert [h.to_dict() for h in result.hits] == [h.to_dict() for h in alone.hits]
+        assert _untimed(result.decision.to_dict()) == _untimed(alone.decision.to_dict())
+        searched = [s.detail["source"] for s in result.trace if s.stage == "retrieve"]
+        assert searched == result.decision.chosen  # best route first
+    assert batch[1].hits[0].source == "two" and batch[1].hits[0].explain["route_probability"] == 0.5
+
+
+class KeepingRetriever:
+    """Hands out the same hit objects for a text every time (a retriever with a cache)."""
+
+    def __init__(self):
+        self.kept: dict[str, list[Hit]] = {}
+
+    def search_many(self, queries, k=10, *, filters=None):
+        for q in queries:
+            self.kept.setdefault(
+                q, [Hit(f"d{i}", 1.0 - i / 10, rank=i + 1, explain={"own": i}) for i in range(3)]
+            )
+        return [self.kept[q][:k] for q in queries]
+
+
+def test_a_pipeline_never_writes_on_hits_a_retriever_keeps():
+    """Until session 49 the retrieve stage wrote each query's route probability (and the pipeline its
+    ranks) onto the hits a source returned: with a retriever that keeps them (a cache) a later query
+    changed an earlier result's hits, and the retriever's cache held the pipeline's stamps."""
+    keeping = KeepingRetriever()
+    sources = [Source("kept", keeping), Source("empty", RankedRetriever("empty", []))]
+    options = RoutingOptions(scores="fusion")  # one list: its hits are handed on as they are
+    first = Pipeline(sources, FixedRouter({"kept": 0.6, "empty": 0.4}), options=options)
+    second = Pipeline(sources, FixedRouter({"kept": 1.0}), options=options)
+    earlier = first.retrieve("q", k=3)
+    assert [h.explain["route_probability"] for h in earlier.hits] == [0.6] * 3
+    later = second.retrieve_many(["q", "q"], k=2)
+    assert [h.explain["route_probability"] for h in earlier.hits] == [0.6] * 3
+    assert [h.rank for h in earlier.hits] == [1, 2, 3]
+    assert [h.explain["route_probability"] for r in later for h in r.hits] == [1.0] * 4
+    assert later[0].hits[0] is not later[1].hits[0]
+    assert [h.explain for h in keeping.kept["q"]] == [{"own": i} for i in range(3)]
+
+
+def test_search_refuses_filters_or_scopes_beside_a_query_context():
+    """``retrieve`` refuses scopes= beside a context; until session 49 ``search`` / ``search_many``
+    searched the context's own filters and scopes and silently dropped the ones given."""
+    sources = [Source("good", RankedRetriever("good", [1, 2]))]
+    pipeline = Pipeline(sources, FixedRouter({"good": 1.0}))
+    context = QueryContext.of("q")
+    for given in ({"filters": {"colour": "red"}}, {"scopes": ["hr"]}):
+        with pytest.raises(RagrouteError, match="a QueryContext carries its own"):
+            pipeline.search(context, 2, **given)
+    assert [h.doc_id for h in pipeline.search(context, 2)] == ["d1", "d2"]  # nothing given: its own
+    assert [h.doc_id for h in pipeline.search("q", 2, scopes=["hr"])] == ["d1", "d2"]
+
+
+class DepthGate:
+    """Sends every query to retrieval asking for ``depth`` hits."""
+
+    name = "depth"
+
+    def __init__(self, depth):
+        self.depth = depth
+
+    def gate_many(self, contexts):
+        return [GateDecision("retrieve", 0.9, depth=self.depth) for _ in contexts]
+
+
+@pytest.mark.parametrize("depth", [2.5, -3, "4", True])
+def test_a_gate_asking_for_no_whole_depth_fails_and_the_query_retrieves_at_k(depth):
+    """Until session 49 a gate's depth was taken as given: 2.5, -3 and True asked each source for that
+    many hits, every source refused, and the query silently got none; "4" raised a bare TypeError out
+    of retrieve."""
+    sources = [Source("good", RankedRetriever("good", [1, 2, 3, 4, 5]))]
+    result = Pipeline(sources, FixedRouter({"good": 1.0}), gate=DepthGate(depth)).retrieve("q", k=3)
+    assert [h.doc_id for h in result.hits] == ["d1", "d2", "d3"]
+    (gate,) = [s.detail for s in result.trace if s.stage == "gate"]
+    assert gate["reason"] == "gate failed: retrieving" and "depth" in gate["error"]
+    assert not any("error" in s.detail for s in result.trace if s.stage == "retrieve")
+
+
+def test_a_gate_depth_of_a_whole_float_or_numpy_integer_is_read_as_that_many_and_0_as_k():
+    sources = [Source("good", RankedRetriever("good", [1, 2, 3, 4, 5]))]
+    for depth, want in ((2.0, 2), (np.int64(2), 2), (0, 4), (None, 4)):
+        result = Pipeline(sources, FixedRouter({"good": 1.0}), gate=DepthGate(depth)).retrieve("q", k=4)
+        assert [h.doc_id for h in result.hits] == [f"d{i}" for i in range(1, want + 1)]
+        assert not any("error" in s.detail for s in result.trace)
+
+
 class TypedScores:
     """Returns one hit per query scored ``score`` (a bool, a numpy float...), or one list too few."""
 

@@ -592,6 +592,64 @@ def test_a_gated_reranked_batch_answers_as_each_query_alone(batch, k, rerank, sh
         json.dumps(result.to_dict())
 
 
+class HashRouter(FixedRouter):
+    """Routes each query by probabilities drawn from its text (queries choose different sources)."""
+
+    def route_many(self, queries, *, query_vectors=None):
+        from ragroute.route.base import decision_from_probs
+
+        out = []
+        for q in queries:
+            raw = [1 + sum(map(ord, f"{q}|{name}")) * 7919 % 97 for name in self.labels]
+            out.append(decision_from_probs(self.labels, [r / sum(raw) for r in raw], decided_by=self.name))
+        return out
+
+
+def _untimed(value):
+    if isinstance(value, dict):
+        return {key: _untimed(item) for key, item in value.items() if key != "ms"}
+    if isinstance(value, list):
+        return [_untimed(item) for item in value]
+    return value
+
+
+NESTED = Source("nested", Pipeline([DENSE, BM25], HashRouter({"dense": 1, "bm25": 1}), encoder=ENCODER))
+MIXED = [*SHARED, NESTED]
+
+
+@FAST
+@given(
+    batch=st.lists(
+        st.tuples(
+            queries, filters, scopes, st.sampled_from(["retrieve", "answer"]), st.sampled_from([None, 2])
+        ),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda t: t[0],
+    ),
+    repeat=st.lists(st.integers(0, 5), max_size=3),
+    k=st.integers(1, 12),
+    scores=st.sampled_from(["similarity", "fusion"]),
+)
+def test_every_query_of_a_batch_gets_its_hits_and_trace_alone(batch, repeat, k, scores):
+    """Queries routed to different sources (two over one collection, a nested pipeline), with mixed
+    filters, scopes, gate actions and depths, some asked twice: each query's hits (every field) and
+    decision (apart from timings) are those it gets alone. Until session 49 the source a fused hit
+    named, and the order of the ``retrieve`` steps, followed the other queries' choices."""
+    batch = batch + [batch[i] for i in repeat if i < len(batch)]
+    gate = ScriptGate({q: (a, d) for q, _, _, a, d in batch})
+    options = RoutingOptions(threshold=0.1, max_routes=4, scores=scores)
+    router = HashRouter({s.name: 1 for s in MIXED})
+    pipeline = Pipeline(MIXED, router, encoder=ENCODER, options=options, gate=gate)
+    contexts = [QueryContext.of(q, filters=f, scopes=s) for q, f, s, _, _ in batch]
+    together = pipeline.retrieve_contexts(contexts, k)
+    for (q, f, s, _, _), result in zip(batch, together):
+        alone = pipeline.retrieve(QueryContext.of(q, filters=f, scopes=s), k)
+        assert [h.to_dict() for h in result.hits] == [h.to_dict() for h in alone.hits]
+        assert _untimed(result.decision.to_dict()) == _untimed(alone.decision.to_dict())
+        _check_ranks(result.hits)
+
+
 @FAST
 @given(
     steps=gate_scripts(max_depth=4, max_size=4),

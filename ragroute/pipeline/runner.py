@@ -410,7 +410,12 @@ class Pipeline:
     ) -> list[list[Hit]]:
         """Hits for each query; ``scopes``: the caller's (none: only public sources and documents)."""
         scopes = caller_scopes(scopes)  # once: a generator of labels gave them to the first query only
-        contexts = [QueryContext.of(q, filters=filters, scopes=scopes) for q in check_batch(queries)]
+        queries = check_batch(queries)
+        if (filters is not None or scopes) and any(isinstance(q, QueryContext) for q in queries):
+            # as retrieve_many: until session 49 a context's own filters and scopes were searched,
+            # and the ones given here silently dropped
+            raise RagrouteError("filters= and scopes= apply to text queries: a QueryContext carries its own")
+        contexts = [QueryContext.of(q, filters=filters, scopes=scopes) for q in queries]
         return self.search_contexts(contexts, k)
 
     def search_contexts(self, contexts: Sequence[QueryContext], k: int = 10) -> list[list[Hit]]:

@@ -18,11 +18,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from numbers import Number
 from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
-from ragroute.errors import RagrouteError, accepts_missing, check_filter_keys, check_setting, error_summary
+from ragroute.errors import (
+    InvalidArgumentError,
+    RagrouteError,
+    accepts_missing,
+    check_filter_keys,
+    check_k,
+    check_setting,
+    error_summary,
+)
 from ragroute.index.base import carried_keys, content_key, filter_groups
 from ragroute.index.docstore import FIELD_KEYS
 from ragroute.index.fusion import auto_method
@@ -173,14 +182,25 @@ GATE_ACTIONS = ("retrieve", "answer", "stop")
 
 
 def gate_decisions(gate: Gate, contexts: Sequence[QueryContext]) -> list[GateDecision]:
-    """``gate``'s decisions, checked: one :class:`GateDecision` per query, each a known action;
-    else ``ValueError`` (the pipeline's gate stage and the step-wise controller then retrieve)."""
+    """``gate``'s decisions, checked: one :class:`GateDecision` per query, each a known action (a
+    ``retrieve`` one with a ``depth`` that is ``None`` or 0, both meaning the caller's ``k``, or a
+    whole number); else ``ValueError`` (the pipeline's gate stage and the step-wise controller then
+    retrieve)."""
     decisions = list(gate.gate_many(contexts))
     if len(decisions) != len(contexts):
         raise ValueError(f"{len(decisions)} decisions for {len(contexts)} queries")
     for decision in decisions:
         if not isinstance(decision, GateDecision) or decision.action not in GATE_ACTIONS:
             raise ValueError(f"not a decision to {' / '.join(GATE_ACTIONS)}: {decision!r}"[:200])
+        depth = decision.depth
+        unset = depth is None or (isinstance(depth, Number) and depth == 0)
+        if decision.action == "retrieve" and not unset:
+            # until session 49 taken as given: 2.5 or -3 asked every source for that many hits, each
+            # refused it, and the query silently got none; "4" raised a bare TypeError
+            try:
+                decision.depth = check_k(depth, "depth")
+            except InvalidArgumentError as exc:
+                raise ValueError(f"{exc}: {decision!r}"[:200]) from None
     return decisions
 
 
@@ -700,6 +720,7 @@ class RetrieveStage:
                 outcomes.append(outcome(name, finish, begin))
             for future in futures:
                 outcomes.extend(future.result())
+        found: list[dict[str, tuple[list[Hit], dict[str, Any]]]] = [{} for _ in contexts]
         for name, result, ms in outcomes:
             if isinstance(result, Exception):  # one caller's refused filter: the others keep their hits
                 batch = [contexts[i] for i in wanted[name]]
@@ -710,16 +731,30 @@ class RetrieveStage:
                 entry = result[j]
                 if isinstance(entry, Exception):
                     detail["error"] = error_summary(entry)
-                    per_query[i][name] = []
+                    found[i][name] = ([], detail)
                 else:
                     hits, nested = entry
-                    for hit in hits:
-                        hit.explain = {**hit.explain, "route_probability": route_prior(decisions[i], name)}
-                    per_query[i][name] = hits
+                    prior = route_prior(decisions[i], name)
+                    # the query's own copies: the later stages stamp them (ranks, a reranker's
+                    # explain), and a retriever may hand out hits it keeps (a cache) or the same
+                    # hits to two queries of a batch; until session 49 the route probability was
+                    # written onto the retriever's hits, and a later query's changed an earlier
+                    # result's hits (and what the retriever's cache held)
+                    hits = [_own_hit(hit, prior) for hit in hits]
+                    found[i][name] = (hits, detail)
                     detail.update(hits=len(hits), top_score=hits[0].score if hits else None)
                     if nested is not None:
                         detail["decision"] = nested.to_dict()
-                decisions[i].trace.append(TraceStep("retrieve", detail))
+        for i, decision in enumerate(decisions):
+            # in the order the query chose its routes, whatever the batch: until session 49 in the
+            # order its sources finished and other queries chose theirs, and fusion keeps the first
+            # list's copy of a document that sources over the same documents both found (its
+            # source, its route probability), so a query in a batch named another source than alone
+            for name in dict.fromkeys(decision.chosen):
+                if name in found[i]:
+                    hits, detail = found[i][name]
+                    per_query[i][name] = hits
+                    decision.trace.append(TraceStep("retrieve", detail))
         wall = round((time.perf_counter() - start) * 1000, 3)
         for i in {i for positions in wanted.values() for i in positions}:
             decisions[i].trace.append(
@@ -784,6 +819,15 @@ class RetrieveStage:
                 continue
             seen.add(id(encoder))
             query_vectors([contexts[i] for i in positions], encoder)
+
+
+def _own_hit(hit: Hit, route_probability: float) -> Hit:
+    """A copy of ``hit`` (a shallow one: its metadata is shared, never written) with
+    ``route_probability`` in a new ``explain``."""
+    own = object.__new__(type(hit))  # as copy.copy, at half its cost (every hit of every source)
+    own.__dict__.update(hit.__dict__)
+    own.explain = {**hit.explain, "route_probability": route_probability}
+    return own
 
 
 class FuseStage:
