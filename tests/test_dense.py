@@ -786,3 +786,33 @@ def test_a_refused_first_add_trains_nothing_so_the_next_add_builds_as_a_fresh_in
     assert [[(h.doc_id, h.score) for h in hits] for hits in changed.search_vectors(queries, 5)] == [
         [(h.doc_id, h.score) for h in hits] for hits in fresh.search_vectors(queries, 5)
     ]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_exact_search_without_ties_keeps_faiss_order_and_with_them_orders_them_by_insertion(seed):
+    """Since session 49 a row whose scores are all distinct skips the tie sort (half of a small
+    collection's search): every row, tied or not, must still come out as a full scan ordered by
+    (score, insertion) gives it, at every k."""
+    from ragroute.types import Document
+
+    class Fake:
+        model_id, dim, backend = "fake", 8, "fake"
+
+        def describe(self):
+            return {"model_id": "fake", "dim": 8}
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(60, 8)).astype(np.float32)
+    vectors[40:50] = vectors[5]  # ten twins of one document: a tie at some queries' top
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = DenseIndex(Fake())
+    index.add_vectors([Document(id=f"d{i}", text="t") for i in range(60)], vectors)
+    queries = np.vstack([vectors[5], vectors[7], rng.normal(size=(6, 8))]).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    full_scores, full_ids = index.faiss_index.search(queries, 60)
+    for k in (1, 3, 10, 12):
+        scores, ids = index._flat_in_tie_order(queries, k, None)
+        for row in range(len(queries)):
+            order = np.lexsort((full_ids[row], -full_scores[row]))[:k]
+            assert ids[row].tolist() == full_ids[row][order].tolist(), (k, row)
+            assert scores[row].tolist() == full_scores[row][order].tolist(), (k, row)
