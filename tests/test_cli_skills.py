@@ -313,3 +313,26 @@ def test_route_answers_as_a_caller_without_scopes_unless_given_scope(tmp_path):
     held = _route(str(out), task, "--no-reranker", "--scope", "hr")
     assert held.exit_code == 0, held.output
     assert "  1. " in held.output and "payroll_export" in held.output.split("  1. ")[1].splitlines()[0]
+
+
+def test_route_of_a_caller_who_may_read_no_skill_says_it_abstains(tmp_path):
+    """Every skill carries an access label the caller's --scope does not meet: the route abstains
+    with no skill, and the text said "abstain: no (no abstention model applies to this route)"
+    beside the JSON's "abstain": true (until session 49)."""
+    skills = [
+        {"_id": "payroll_export", "description": "Export the salary payroll.", "metadata": {"access": "hr"}},
+        {"_id": "payroll_import", "description": "Import the salary payroll.", "metadata": {"access": "hr"}},
+    ]
+    catalogue = tmp_path / "skills.jsonl"
+    catalogue.write_text("".join(json.dumps(s) + "\n" for s in skills))
+    out = tmp_path / "index"
+    built = _build(catalogue, out, tmp_path)
+    assert built.exit_code == 0, built.output
+    text = _route(str(out), "export the payroll", "--no-reranker")
+    assert text.exit_code == 0, text.output
+    assert text.output.splitlines()[-1].startswith("abstain: yes: no skill this caller may read")
+    js = _route(str(out), "export the payroll", "--no-reranker", "--json")
+    line = json.loads(js.stdout.splitlines()[-1])
+    assert line == {"id": "task", "skills": [], "abstain": True, "p_applies": None}
+    held = _route(str(out), "export the payroll", "--no-reranker", "--scope", "hr")
+    assert held.output.splitlines()[-1] == "abstain: no (no abstention model applies to this route)"

@@ -1199,6 +1199,9 @@ class _SameBM25Statistics:
     def get_scores(self, tokens):
         return self.scorer.get_scores(tokens)[self.positions]
 
+    def __getattr__(self, name):  # its other statistics (average_idf, idf, vocab) are the whole one's
+        return getattr(self.scorer, name)
+
 
 def _without_timings(value):
     if isinstance(value, dict):

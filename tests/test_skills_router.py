@@ -184,6 +184,27 @@ def test_top_k_breaks_ties_at_the_cut_by_catalogue_order(router):
             assert router.index.top(fused, k).tolist() == full[:k]
 
 
+def test_a_term_in_most_skills_of_a_small_catalogue_does_not_count_against_them():
+    """BM25Okapi floors the idf of a term in more than half of the documents at epsilon * the average
+    idf, negative when that is (a few skills sharing their schema text): until session 49 a skill
+    holding "pdf" and "form" scored below one holding neither, so "fill in a pdf form" ranked the CSV
+    skill above the other PDF skill, and stage-1 BM25 put it first for "pdf form"."""
+    schema = "Parameters: an object with the properties path (string, required) and options (object)."
+    skills = [
+        Skill("pdf_fill", "pdf_fill", "Fill in the fields of a PDF form.", schema),
+        Skill("pdf_sign", "pdf_sign", "Sign a PDF form.", schema),
+        Skill("csv_read", "csv_read", "Read the rows of a CSV file.", schema),
+    ]
+    index = SkillIndex.build(Catalogue(skills), HashingEncoder(dim=256))
+    assert index.scorer.average_idf < 0  # the case: every idf of a shared term floored below 0
+    assert (index.bm25_scores(["pdf form", "fill in a pdf form", "sign the pdf"]) >= 0).all()
+    route = SkillRouter(index).route("fill in a pdf form", k=3)
+    assert [s.id for s in route.skills] == ["pdf_fill", "pdf_sign", "csv_read"]
+    bm25 = SkillRouter(index, method="bm25").route("sign the pdf", k=3)
+    assert bm25.skills[0].id == "pdf_sign" and bm25.skills[0].score > 0
+    assert SkillRouter(index, method="bm25").route("pdf form", k=1).skills[0].id != "csv_read"
+
+
 def test_rrf_fusion_is_rank_based():
     a = np.array([[3.0, 2.0, 1.0]])
     b = np.array([[0.1, 0.3, 0.2]])
@@ -238,6 +259,8 @@ def test_a_flat_tuning_curve_keeps_the_configured_weight():
     curve = set(index.tuning["mrr@10"].values())
     assert curve == {1.0} and index.dense_weight == 0.5 == SkillIndexParams().dense_weight
     assert "the configured weight is kept" in index.tuning["note"]
+    # and `skills build` says so: until session 49 it printed "adaptive, from 12 pseudo-queries"
+    assert index.weight_origin == "fixed: every weight ranks the 12 pseudo-queries alike"
 
 
 def test_fixed_and_rrf_fusions_are_not_tuned(catalogue):
@@ -527,6 +550,23 @@ def test_save_and_load_round_trip(router, tmp_path):
         SkillRouter.load(tmp_path / "nothing")
     with pytest.raises(RagrouteError, match="encoder"):
         SkillRouter.load(tmp_path / "skills", encoder=HashingEncoder(model_id="test/other"))
+
+
+def test_numpy_metadata_of_a_catalogue_built_in_code_round_trips(tmp_path):
+    """A catalogue built in code from numpy values (a DataFrame's rows): until session 49 the saved
+    index read np.int64(3) back as the string "3" (and np.bool_ as "True"), so a route's metadata
+    changed with a save and load."""
+    metadata = {"version": np.int64(3), "ok": np.bool_(True), "v": np.arange(2)}
+    skills = [
+        Skill("a", "alpha", "first tool", "x", metadata),
+        Skill("b", "bravo", "second tool", "y", {"version": np.int64(4), "ok": np.bool_(False)}),
+    ]
+    router = SkillRouter.build(skills, HashingEncoder())
+    router.save(tmp_path / "skills")
+    loaded = SkillRouter.load(tmp_path / "skills", encoder=router.index.encoder)
+    assert loaded.catalogue.by_id("a").metadata == {"version": 3, "ok": True, "v": [0, 1]}
+    assert loaded.catalogue.by_id("a").field_text("version") == "3"  # was '"3"', the JSON of a string
+    assert loaded.route("first tool", k=2).to_dict() == router.route("first tool", k=2).to_dict()
 
 
 # ---------------------------------------------------------------------------- benchmark

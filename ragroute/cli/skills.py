@@ -328,7 +328,12 @@ def route_command(
             if skill.description:
                 click.echo(f"       {_snippet(skill.description)}")
         if route.p_applies is None:  # it named a threshold that could not apply until session 37
-            if router.abstention_needs_reranker:  # not said until session 40
+            if route.abstain:  # until session 49 "abstain: no" beside the JSON's "abstain": true
+                click.echo(
+                    "abstain: yes: no skill this caller may read (each carries access labels "
+                    "no --scope given meets)"
+                )
+            elif router.abstention_needs_reranker:  # not said until session 40
                 click.echo(
                     "abstain: no (the index's abstention model needs the reranker it was fitted with: "
                     "pass --reranker)"

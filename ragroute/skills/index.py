@@ -163,6 +163,21 @@ def view_text(skill: Skill, view: str) -> str:
     return text or skill.name or skill.id
 
 
+def without_negative_idf(scorer: Any, tokens: list[str]) -> list[str]:
+    """``tokens`` without the terms whose BM25 idf is negative, so they count 0 instead.
+
+    BM25Okapi floors the idf of a term in more than half of the skills at ``epsilon *
+    average_idf``, which is negative when the average idf is (a catalogue of a few skills: with 2
+    every idf is 0 or below). Stage 1 ranks every skill by its full score row, so such a term
+    ranked the skills holding it *below* those without it: until session 49 "fill pdf" over two
+    PDF skills and one CSV skill put the CSV skill first. With a positive average idf (the measured
+    catalogues) no idf is negative and nothing changes."""
+    if scorer.average_idf >= 0:
+        return tokens
+    vocab, idf = scorer.vocab, scorer.idf
+    return [t for t in tokens if t not in vocab or idf[vocab[t]] >= 0]
+
+
 def zscore(scores: np.ndarray) -> np.ndarray:
     """Each row standardised over the catalogue (zero mean, unit variance; constant rows give 0)."""
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
@@ -225,8 +240,12 @@ class SkillIndex:
     @property
     def weight_origin(self) -> str:
         """Where the dense weight came from, in words: ``adaptive, from N pseudo-queries``, the
-        reason it stayed fixed (a catalogue too small to tune on), or the fusion setting."""
+        reason it stayed fixed (a catalogue too small to tune on, or a tuning curve flat over the
+        whole grid), or the fusion setting."""
         fusion = self.params.fusion
+        if fusion == "adaptive" and "note" in self.tuning and "best_grid_weight" in self.tuning:
+            # a flat curve kept the configured weight: until session 49 this said "adaptive"
+            return f"fixed: every weight ranks the {self.tuning.get('pseudo_queries')} pseudo-queries alike"
         if fusion == "adaptive" and "best_grid_weight" in self.tuning:
             return f"adaptive, from {self.tuning.get('pseudo_queries')} pseudo-queries"
         if fusion == "adaptive":
@@ -359,7 +378,10 @@ class SkillIndex:
         from ragroute.index.bm25_tokenize import tokenize_many
 
         tokens = tokenize_many(list(queries), self.params.tokenizer)
-        return np.stack([self.scorer.get_scores(t) for t in tokens]) if tokens else np.zeros((0, len(self)))
+        scorer = self.scorer
+        if not tokens:
+            return np.zeros((0, len(self)))
+        return np.stack([scorer.get_scores(without_negative_idf(scorer, t)) for t in tokens])
 
     def dense_scores(self, vectors: np.ndarray) -> np.ndarray:
         """Weighted mean cosine of each query vector with the skill views, shape (queries, skills)."""
@@ -619,7 +641,9 @@ def tune_dense_weight(index: SkillIndex) -> tuple[float, dict[str, Any]]:
     scorer = BM25Scorer.fit(tokenize_many([bm25_text(s, weights) for s in stripped], params.tokenizer))
     queries = [q for _, q in pairs]
     targets = np.asarray([where[i] for i, _ in pairs])
-    bm25 = np.stack([scorer.get_scores(t) for t in tokenize_many(queries, params.tokenizer)])
+    bm25 = np.stack(
+        [scorer.get_scores(without_negative_idf(scorer, t)) for t in tokenize_many(queries, params.tokenizer)]
+    )
     docs = index.encoder.encode_documents([view_text(s, "full") for s in stripped], show_progress=False)
     dense = index.query_vectors(queries) @ np.asarray(docs, dtype=np.float32).T
     zb, zd = zscore(bm25), zscore(dense)

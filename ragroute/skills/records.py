@@ -26,6 +26,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
+
 from ragroute.errors import CorpusFormatError, InvalidArgumentError, check_batch, value_type_name
 from ragroute.loaders.common import CorpusWarning
 from ragroute.types import Document
@@ -53,9 +55,13 @@ class DuplicateSkillError(CorpusFormatError):
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with everything JSON cannot hold turned into strings (dates from YAML, sets, ...)."""
+    """``value`` with everything JSON cannot hold turned into strings (dates from YAML, sets, ...);
+    numpy numbers, booleans and arrays (a catalogue built in code) as the Python values they hold:
+    until session 49 a saved skill index read ``np.int64(3)`` back as the string ``"3"``."""
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
+    if isinstance(value, (np.generic, np.ndarray)):
+        return jsonable(value.tolist())
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
