@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from pathlib import Path
 
@@ -1336,3 +1337,25 @@ def test_renewed_routed_skill_is_asdicts_copy():
             ]
             for name in ("metadata", "duplicates", "signals"):
                 assert not shared(getattr(got, name), getattr(routed, name))
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        ({"bm25_fields": {"name": -1, "body": 1}}, "'bm25_fields: name' must be at least 0"),
+        ({"bm25_fields": {"name": 2.5, "body": 1}}, "'bm25_fields: name' must be an integer"),
+        ({"dense_views": {"full": "1"}}, "'dense_views: full' must be a number"),
+        ({"shrink": 1.5}, "'shrink' must be at most 1"),
+        ({"duplicate_threshold": -0.2}, "'duplicate_threshold' must be at least 0"),
+        ({"duplicate_threshold": float("nan")}, "'duplicate_threshold' must be a number"),
+        ({"tuning_pool": -5}, "'tuning_pool' must be at least 0"),
+        ({"pseudo_queries": 1.5}, "'pseudo_queries' must be an integer"),
+    ],
+)
+def test_skill_index_settings_refuse_numbers_they_would_misread(settings, expected):
+    """Until session 49 a negative field weight was clamped to 0, 2.5 read as 2, and a shrink, a
+    duplicate threshold or a pool outside its range taken as given (a weight outside [0, 1], no
+    duplicates ever, a negative pool): each is one line now, before anything is encoded."""
+    with pytest.raises(RagrouteError, match=f"^skill index settings: {re.escape(expected)}"):
+        SkillIndexParams(**settings)
+    assert SkillIndexParams(bm25_fields={"name": 2, "body": 0}, shrink=0, duplicate_threshold=1).shrink == 0

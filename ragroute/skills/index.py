@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.draws import drawn
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_query, lone_surrogate
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_query, check_setting, lone_surrogate
 from ragroute.identifiers import name_with_words
 from ragroute.skills.records import Catalogue, Skill
 
@@ -112,6 +112,19 @@ class SkillIndexParams:
             )
         if self.fusion not in FUSIONS:
             raise RagrouteError(f"unknown skill fusion {self.fusion!r}: choose one of {', '.join(FUSIONS)}")
+        # every number checked (until session 49 a negative field weight was clamped to 0, 2.5 read
+        # as 2, a shrink or duplicate threshold outside [0, 1] and a negative pool taken as given)
+        where = "skill index settings"
+        for key in ("dense_weight", "shrink", "duplicate_threshold"):
+            check_setting(getattr(self, key), "number", where, key, minimum=0, maximum=1)
+        for key in ("pseudo_queries", "tuning_pool"):
+            check_setting(getattr(self, key), "integer", where, key, minimum=0)
+        check_setting(self.bm25_fields, "mapping", where, "bm25_fields")
+        check_setting(self.dense_views, "mapping", where, "dense_views")
+        for name, weight in self.bm25_fields.items():
+            check_setting(weight, "integer", where, f"bm25_fields: {name}", minimum=0)
+        for name, weight in self.dense_views.items():
+            check_setting(weight, "number", where, f"dense_views: {name}", minimum=0)
         bad = sorted(set(self.bm25_fields) - {"name", "description", "body"})
         if bad or not any(int(w) > 0 for w in self.bm25_fields.values()):
             raise RagrouteError(
