@@ -121,10 +121,10 @@ class SkillIndexParams:
             check_setting(getattr(self, key), "integer", where, key, minimum=0)
         check_setting(self.bm25_fields, "mapping", where, "bm25_fields")
         check_setting(self.dense_views, "mapping", where, "dense_views")
-        for name, weight in self.bm25_fields.items():
-            check_setting(weight, "integer", where, f"bm25_fields: {name}", minimum=0)
-        for name, weight in self.dense_views.items():
-            check_setting(weight, "number", where, f"dense_views: {name}", minimum=0)
+        for name, count in self.bm25_fields.items():
+            check_setting(count, "integer", where, f"bm25_fields: {name}", minimum=0)
+        for name, share in self.dense_views.items():
+            check_setting(share, "number", where, f"dense_views: {name}", minimum=0)
         bad = sorted(set(self.bm25_fields) - {"name", "description", "body"})
         if bad or not any(int(w) > 0 for w in self.bm25_fields.values()):
             raise RagrouteError(
