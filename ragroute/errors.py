@@ -64,6 +64,17 @@ def check_batch(values: Any, what: str = "queries") -> list[Any]:
         raise InvalidArgumentError(f"{what} must be a list, got {value_type_name(values)}") from None
 
 
+def check_booleans(values: Any, what: str, meaning: str, hint: str = "") -> list[Any]:
+    """``values`` as a list of booleans (or 0/1 integers), else one :class:`RagrouteError` line
+    ``WHAT must hold booleans (True: MEANING), got VALUE[: HINT]``: ``bool("no")`` is True, so a
+    label string would silently mean True."""
+    flags = check_batch(values, what)
+    wrong = next((f for f in flags if not isinstance(f, (bool, np.bool_, int, np.integer))), None)
+    if wrong is not None:
+        raise RagrouteError(f"{what} must hold booleans (True: {meaning}), got {wrong!r}{hint}")
+    return flags
+
+
 def check_path(value: Any, needs: str) -> Any:
     """``value`` when it is a path (a ``str`` or an ``os.PathLike`` such as ``pathlib.Path``); else
     :class:`InvalidArgumentError` ``NEEDS, got TYPE`` (``load_corpus needs a file or folder path,

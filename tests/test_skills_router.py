@@ -423,6 +423,13 @@ def test_fit_abstention_and_abstention_models_refuse_bad_input_in_one_line(route
         AbstentionModel(["nope"], [1.0], 0.0, [0.0], [1.0])
     with pytest.raises(RagrouteError, match="without coef"):
         router.with_options(abstention={"stage1": {"features": ["dense_top"]}})
+    # until session 49: "no" read as a task a skill applies to (bool("no")), and a threshold outside
+    # [0, 1] abstained always or never
+    with pytest.raises(RagrouteError, match="applies must hold booleans .*got 'no'"):
+        fit_abstention(router, texts, [a or "no" for a in applies])
+    for threshold in (1.5, -0.1, float("nan")):
+        with pytest.raises(RagrouteError, match="abstention model: 'threshold' must be"):
+            AbstentionModel(["dense_top"], [1.0], 0.0, [0.0], [1.0], threshold=threshold)
 
 
 def test_abstention_model_of_another_encoder_is_not_applied(router):

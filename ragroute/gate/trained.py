@@ -54,6 +54,7 @@ from ragroute.errors import (
     IndexFormatError,
     RagrouteError,
     check_batch,
+    check_booleans,
     check_query,
     check_query_vectors,
     is_finite_number,
@@ -371,14 +372,12 @@ def check_operating_point(
 def check_flags(retrieve: Sequence[bool] | np.ndarray) -> list[Any]:
     """``retrieve`` as a list of booleans (or 0/1), else one line: ``bool("no")`` is True, so a
     label string would silently mean "retrieve"."""
-    flags = check_batch(retrieve, "retrieve")
-    wrong = next((f for f in flags if not isinstance(f, (bool, np.bool_, int, np.integer))), None)
-    if wrong is not None:
-        raise RagrouteError(
-            f"retrieve must hold booleans (True: the query needs retrieval), got {wrong!r}: turn "
-            "labels into them with ragroute.gate.needs_retrieval"
-        )
-    return flags
+    return check_booleans(
+        retrieve,
+        "retrieve",
+        "the query needs retrieval",
+        ": turn labels into them with ragroute.gate.needs_retrieval",
+    )
 
 
 def check_example_kinds(retrieve: Sequence[bool] | np.ndarray, where: str = "") -> None:

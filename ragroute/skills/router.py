@@ -55,8 +55,10 @@ from ragroute.errors import (
     InvalidArgumentError,
     RagrouteError,
     check_batch,
+    check_booleans,
     check_k,
     check_query,
+    check_setting,
     unknown_keys_message,
 )
 from ragroute.skills.index import METHODS, ScopedView, SkillIndex, SkillIndexParams
@@ -92,6 +94,8 @@ class AbstentionModel:
         # until session 44 an unknown signal or a coef / mean / scale of another length was taken,
         # and every route then failed with a KeyError or a numpy shape traceback
         check_abstention_features(self.features, "abstention model features")
+        # a threshold outside [0, 1] abstained always or never, silently (until session 49)
+        check_setting(self.threshold, "number", "abstention model", "threshold", minimum=0, maximum=1)
         sizes = {name: len(getattr(self, name)) for name in ("coef", "mean", "scale")}
         if any(size != len(self.features) for size in sizes.values()):
             raise InvalidArgumentError(
@@ -1147,7 +1151,8 @@ def fit_abstention(
     tasks, applies = check_batch(tasks, "tasks"), check_batch(applies, "applies")
     if len(tasks) != len(applies):  # scikit-learn's ValueError until session 44
         raise InvalidArgumentError(f"{len(applies)} labels for {len(tasks)} tasks: give one per task")
-    labels = np.asarray([bool(a) for a in applies])
+    # label strings refused: until session 49 bool("no") made a task labelled "no" one a skill applies to
+    labels = np.asarray([bool(a) for a in check_booleans(applies, "applies", "a skill applies")])
     if len(set(labels.tolist())) < 2:
         raise RagrouteError(
             "abstention needs tasks where a skill applies and tasks where none does (labels no_tool, "
