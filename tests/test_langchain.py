@@ -704,3 +704,64 @@ def test_a_documents_own_source_and_document_source_come_back_under_their_own_na
         LlamaRetrieverAdapter(IndexLlamaRetriever(index, k=1)),
     ):
         assert adapter.search("printer", 1)[0].metadata == own
+
+
+def test_document_metadata_keeps_a_documents_numpy_scalars_as_python_values(hashing_encoder):
+    """Until session 49 a document's np.int64, np.float32 and np.bool_ metadata were dropped from its
+    LangChain document, silently, and np.str_ stayed numpy."""
+    import numpy as np
+
+    from ragroute.types import Document
+
+    own = {"year": np.int64(2021), "price": np.float32(1.5), "ok": np.bool_(True), "code": np.str_("x")}
+    plain = {"year": 2021, "price": 1.5, "ok": True, "code": "x"}
+    index = build_index([Document(id="d1", text="printer", metadata=own)], "dense", encoder=hashing_encoder)
+    document = IndexLangChainRetriever(index, k=1).invoke("printer")[0]
+    assert {key: document.metadata.get(key) for key in plain} == plain
+    assert all(type(document.metadata[key]) is type(value) for key, value in plain.items())
+    json.dumps(document.metadata)
+
+
+def test_nested_pipeline_documents_sharing_an_id_keep_ids_of_their_own(hashing_encoder):
+    """Two inner sources' H1 under one nested pipeline were both `outer:H1` (and one hit through an
+    adapter) until session 49; an index retriever over a pipeline, wrapped back as a source, kept
+    both H1 as one hit."""
+    inner = shared_id_pipeline(hashing_encoder)
+    outer = pipeline_from_settings([Source("outer", inner)], {"kind": "fixed"}, encoder=None)
+    routed = RoutedLangChainRetriever(outer, k=4)
+    expected = ["outer/itpay:H1", "outer/itpay:H9", "outer/payroll:H1", "outer/payroll:H2"]
+    assert sorted(d.id for d in routed.invoke("payroll salary")) == expected
+    hits = LangChainRetrieverAdapter(routed, name="x").search("payroll salary", 4)
+    assert sorted(h.doc_id for h in hits) == expected
+    both = LangChainRetrieverAdapter(IndexLangChainRetriever(inner, k=4), name="y").search(
+        "payroll salary", 4
+    )
+    assert sorted(h.doc_id for h in both) == ["itpay:H1", "itpay:H9", "payroll:H1", "payroll:H2"]
+
+
+@pytest.mark.parametrize(
+    ("returned", "says"),
+    [
+        (["a string"], "returned a str in its list, not a Document"),
+        (None, "returned None, not a list of Documents"),
+    ],
+)
+def test_a_langchain_retriever_returning_no_documents_is_one_line(returned, says):
+    """Until session 49 an AttributeError (`'str' object has no attribute 'id'`) or a TypeError
+    from inside the adapter."""
+
+    class Odd(BaseRetriever):
+        def _get_relevant_documents(self, query, *, run_manager):
+            return returned
+
+    adapter = LangChainRetrieverAdapter(Odd(), name="odd")
+    with pytest.raises(RagrouteError, match=f"source 'odd': the LangChain retriever Odd {says}"):
+        adapter.search("printer", 2)
+    pipeline = pipeline_from_settings(
+        [Source("odd", adapter, description="odd")], {"kind": "fixed"}, encoder=None
+    )
+    result = pipeline.retrieve("printer", 2)
+    errors = [s.detail["error"] for s in result.decision.trace if s.stage == "retrieve"]
+    assert result.hits == [] and errors == [
+        f"RagrouteError: source 'odd': the LangChain retriever Odd {says}"
+    ]

@@ -898,3 +898,57 @@ def test_a_with_scopes_copy_starts_without_the_last_callers_outcome(hashing_enco
     stepwise = StepwiseLlamaRetriever(controller, scopes=["hr"])
     assert stepwise.retrieve("bread") and stepwise.last_result is not None
     assert stepwise.with_scopes([], caller="bob").last_result is None
+
+
+def test_node_metadata_keeps_a_documents_numpy_scalars_as_python_values(hashing_encoder):
+    """Until session 49 a document's np.int64, np.float32 and np.bool_ metadata (an index built in
+    memory keeps them as given) were no scalars to the node and were dropped, silently, and np.str_
+    stayed numpy; a LlamaIndex node's own numpy values likewise on the way into ragroute."""
+    import json
+
+    import numpy as np
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from ragroute.types import Document
+
+    own = {"year": np.int64(2021), "price": np.float32(1.5), "ok": np.bool_(True), "code": np.str_("x")}
+    plain = {"year": 2021, "price": 1.5, "ok": True, "code": "x"}
+    doc = Document(id="d1", text="printer toner", title="T", metadata=own)
+    index = build_index([doc], "dense", encoder=hashing_encoder, name="m")
+    node = IndexLlamaRetriever(index, k=1).retrieve("printer")[0]
+    assert {key: node.node.metadata.get(key) for key in plain} == plain
+    assert all(type(node.node.metadata[key]) is type(value) for key, value in plain.items())
+    json.dumps(node.node.metadata)
+
+    class NumpyNodes(BaseRetriever):
+        def _retrieve(self, query_bundle) -> list[NodeWithScore]:
+            metadata = {**own, "tags": [np.int64(1), np.int64(2)]}
+            return [NodeWithScore(node=TextNode(text="printer", id_="n1", metadata=metadata), score=0.5)]
+
+    hit = LlamaRetrieverAdapter(NumpyNodes(), name="n").search("printer", 1)[0]
+    assert hit.metadata == {**plain, "tags": [1, 2]}
+    assert LlamaRetrieverAdapter(NumpyNodes(), name="n").search("printer", 1, filters={"year": 2021})
+
+
+def test_a_nested_pipelines_nodes_of_two_inner_sources_sharing_an_id_are_all_returned(hashing_encoder):
+    """A pipeline whose source is a pipeline over two sources sharing the id H1: the outer pipeline
+    returns both, but their nodes were both `outer:H1` and LlamaIndex keeps one node per id, so one
+    was dropped, silently, until session 49 (now `outer/INNER:DOC_ID`); an index retriever over a
+    pipeline, wrapped back as a source, kept both H1 as one hit."""
+    from ragroute.context import QueryContext
+    from ragroute.integrations.llamaindex_rerank import node_fused_value
+
+    inner = shared_id_pipeline(hashing_encoder)
+    outer = pipeline_from_settings([Source("outer", inner)], {"kind": "fixed"}, encoder=None)
+    assert len(outer.search("payroll salary", 4)) == 4
+    routed = RoutedLlamaRetriever(outer, similarity_top_k=4)
+    nodes = routed.retrieve("payroll salary")
+    expected = ["outer/itpay:H1", "outer/itpay:H9", "outer/payroll:H1", "outer/payroll:H2"]
+    assert sorted(n.node.node_id for n in nodes) == expected
+    assert all(node_fused_value(n) is not None for n in nodes)  # still read as ragroute's own nodes
+    hits = LlamaRetrieverAdapter(routed, name="x").search_contexts([QueryContext.of("payroll salary")], 4)[0]
+    assert sorted(h.doc_id for h in hits) == expected and all(h.metadata == {} for h in hits)
+    # one index retriever over the (inner) pipeline: its nodes come from two sources
+    both = LlamaRetrieverAdapter(IndexLlamaRetriever(inner, k=4), name="y").search("payroll salary", 4)
+    assert sorted(h.doc_id for h in both) == ["itpay:H1", "itpay:H9", "payroll:H1", "payroll:H2"]

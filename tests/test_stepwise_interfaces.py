@@ -747,3 +747,29 @@ def test_the_local_llm_cache_is_left_to_a_live_writer(tmp_path, fake_transformer
         assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing written meanwhile
     assert _fresh_load(cache).loaded_from == "gguf"
     assert _fresh_load(cache).loaded_from == "cache"
+
+
+def test_scopes_assigned_after_construction_are_read_as_the_constructor_reads_them():
+    """Until session 49 the gated and step-wise retrievers checked their nodes against the raw value
+    assigned: `scopes = "hr"` read as the labels "h" and "r", the hr caller's documents dropped, silently."""
+    from ragroute.errors import InvalidArgumentError
+
+    docs = [
+        Document("ada", "Ada Brennan was a painter born in Kellow.", metadata={"access": ["hr"]}),
+        Document("otto", "Otto Lind was a painter from Dressel."),
+    ]
+    kb = build_index(docs, "bm25", name="kb")
+
+    class Yes:
+        name = "yes"
+
+        def gate_many(self, contexts):
+            return [GateDecision("retrieve", 1.0) for _ in contexts]
+
+    controller = StepwiseController(ScriptedPlanner(["painter"]), kb, k=2)
+    for retriever in (GatedLlamaRetriever(Yes(), kb, k=5), StepwiseLlamaRetriever(controller, k=5)):
+        retriever.scopes = "hr"
+        assert {n.node.metadata["doc_id"] for n in retriever.retrieve("painter")} == {"ada", "otto"}
+        assert retriever.scopes == ("hr",)
+        with pytest.raises(InvalidArgumentError, match="scopes"):
+            retriever.scopes = 5

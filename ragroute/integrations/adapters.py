@@ -43,7 +43,7 @@ from ragroute.index.docstore import access_value, filter_value, value_matches
 from ragroute.pipeline.score_scale import SourceScale
 from ragroute.route.sources import Source
 from ragroute.scopes import ACCESS_KEY, Visible, labels_of, readable, scope_of, visible
-from ragroute.types import Document, Hit
+from ragroute.types import Document, Hit, plain_values
 
 #: scalar metadata types a node or document may carry (nested values stay in ``explain``)
 SCALARS = (str, int, float, bool)
@@ -180,7 +180,10 @@ def scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``metadata`` whose values are scalars (or ``None``); access labels
     (:data:`~ragroute.scopes.ACCESS_KEY`) are always kept, as one comma-separated string, so a
     document never turns public on its way through a framework."""
-    out = {k: v for k, v in metadata.items() if v is None or isinstance(v, SCALARS)}
+    # numpy scalars (an index built in memory keeps them as given) as Python's: np.int64, np.float32
+    # and np.bool_ are no SCALARS and were dropped, silently, np.str_ kept as numpy (until session 49)
+    plain = ((k, plain_values(v)) for k, v in metadata.items())
+    out = {k: v for k, v in plain if v is None or isinstance(v, SCALARS)}
     if metadata.get(ACCESS_KEY) is not None:
         out[ACCESS_KEY] = ",".join(sorted(labels_of(metadata[ACCESS_KEY])))
     return out
@@ -193,9 +196,11 @@ def framework_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     dropped and a filter on one matched nothing, silently."""
     out = scalar_metadata(metadata)
     for key, value in metadata.items():
-        listed = isinstance(value, (list, tuple)) and all(v is None or isinstance(v, SCALARS) for v in value)
-        if listed and key not in out:
-            out[key] = list(value)
+        if key in out or not isinstance(value, (list, tuple)):
+            continue
+        items = [plain_values(v) for v in value]
+        if all(v is None or isinstance(v, SCALARS) for v in items):
+            out[key] = items
     return out
 
 
@@ -243,12 +248,28 @@ def own_metadata(metadata: Mapping[str, Any], reserved: Iterable[str]) -> dict[s
     return out
 
 
+def hit_id(hit: Hit) -> str:
+    """The id of the node or document ragroute's retrievers make for ``hit``: ``SOURCE:DOC_ID``, or
+    ``SOURCE/INNER:DOC_ID`` for a hit a nested pipeline found in its source ``INNER`` (its
+    ``explain["inner_source"]``): two inner sources' documents may share an id, and LlamaIndex keeps
+    one node per id (the other was dropped, silently, until session 49); ``DOC_ID`` without a source."""
+    inner = hit.explain.get("inner_source") if isinstance(hit.explain, dict) else None
+    source = f"{hit.source}/{inner}" if hit.source and inner else hit.source
+    return f"{source}:{hit.doc_id}" if source else hit.doc_id
+
+
 def made_by_ragroute(item_id: Any, metadata: Mapping[str, Any] | None) -> bool:
     """Whether a LlamaIndex node or LangChain document (its id and metadata) is one ragroute's own
-    retrievers made (``hit_to_node`` / ``hit_to_document``): its id is ``SOURCE:DOC_ID`` (or
-    ``DOC_ID``) of its ``source`` and ``doc_id`` metadata."""
+    retrievers made (``hit_to_node`` / ``hit_to_document``): its id is ``SOURCE:DOC_ID``,
+    ``SOURCE/INNER:DOC_ID`` (:func:`hit_id`) or ``DOC_ID`` of its ``source`` and ``doc_id`` metadata."""
     doc_id = (metadata or {}).get("doc_id")
-    return bool(doc_id) and item_id in (f"{(metadata or {}).get('source')}:{doc_id}", str(doc_id))
+    if not doc_id:
+        return False
+    source = (metadata or {}).get("source")
+    if item_id in (f"{source}:{doc_id}", str(doc_id)):
+        return True
+    nested = isinstance(item_id, str) and bool(source) and item_id.startswith(f"{source}/")
+    return nested and item_id.endswith(f":{doc_id}") and len(item_id) > len(f"{source}/:{doc_id}")
 
 
 def keeps_source_ids(target: Any, items: Iterable[tuple[Any, Mapping[str, Any] | None]]) -> bool:
@@ -267,11 +288,17 @@ def keeps_source_ids(target: Any, items: Iterable[tuple[Any, Mapping[str, Any] |
 def several_sources(searched: Any) -> bool:
     """Whether what one of ragroute's framework retrievers searches may return hits of several
     sources (whose document ids may collide): a pipeline (``retrieve_contexts`` / ``retrieve``) over
-    other than exactly one source; an index, a ``Source`` or a retriever gives one source's."""
+    other than exactly one source, or over one that does; a ``Source`` over such a pipeline; an
+    index, any other ``Source`` or a retriever gives one source's."""
     if hasattr(searched, "retrieve_contexts") or hasattr(searched, "retrieve"):
         sources = getattr(searched, "sources", None)
-        return sources is None or len(sources) != 1
-    return False
+        if sources is None or len(sources) != 1:
+            return True
+        searched = sources[0]
+    # a Source (a pipeline's one source, or the one searched) over a nested pipeline: that pipeline's
+    # sources' (it was read as one source's, its hits' shared ids kept as one, until session 49)
+    inner = getattr(searched, "retriever", None) if isinstance(searched, Source) else None
+    return inner is not None and several_sources(inner)
 
 
 def scoped_hits(hits: Iterable[Hit], scopes: Iterable[str], source: Any = None) -> list[Hit]:

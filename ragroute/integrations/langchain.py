@@ -58,6 +58,7 @@ from ragroute.integrations.adapters import (
     ExternalRetriever,
     framework_metadata,
     framework_score,
+    hit_id,
     index_scale,
     keeps_source_ids,
     made_by_ragroute,
@@ -113,7 +114,7 @@ def hit_to_document(
     return LangChainDocument(
         page_content=hit.text,
         metadata=metadata,
-        id=f"{hit.source}:{hit.doc_id}" if hit.source else hit.doc_id,
+        id=hit_id(hit),
     )
 
 
@@ -381,7 +382,9 @@ class IndexLangChainRetriever(_RagrouteRetriever):
         super().__init__(**kwargs)
 
     def _several_sources(self) -> bool:
-        return False
+        # a pipeline or a Source over one searched as the index: its sources' (False until session 49,
+        # and an adapter over this retriever kept two sources' documents of one id as one hit)
+        return several_sources(self.index)
 
     def _search(self, context: QueryContext, k: int) -> list[LangChainDocument]:
         if isinstance(self.index, Source):
@@ -509,7 +512,7 @@ class LangChainRetrieverAdapter(ExternalRetriever):
             sync_method="_get_relevant_documents",
         )
         out = []
-        for documents in found:
+        for documents in _document_lists(found, len(queries), self.name, retriever):
             qualified = keeps_source_ids(self.target, ((d.id, d.metadata) for d in documents[:k]))
             out.append(
                 [
@@ -524,6 +527,26 @@ class LangChainRetrieverAdapter(ExternalRetriever):
         if build is None or not getattr(self.target, "_expects_other_args", False):  # no keyword arguments
             return self.fetch_many(queries, k)
         return self.fetch_many(queries, k, build(scopes))
+
+
+def _document_lists(
+    found: Any, expected: int, name: str, retriever: Any
+) -> list[Sequence[LangChainDocument]]:
+    """``found`` (what a LangChain retriever returned for ``expected`` queries), checked: one list (or
+    tuple) of ``Document`` s per query; anything else is one :class:`RagrouteError` line naming the
+    source and the retriever (an ``AttributeError: 'str' object has no attribute 'id'`` from inside
+    ragroute, or ``'NoneType' object is not subscriptable``, until session 49)."""
+    where = f"source {name!r}: the LangChain retriever {type(retriever).__name__} returned"
+    if not isinstance(found, list) or len(found) != expected:
+        raise RagrouteError(f"{where} {type(found).__name__} for {expected} queries, not one list per query")
+    for documents in found:
+        if not isinstance(documents, (list, tuple)):
+            what = "None" if documents is None else f"a {type(documents).__name__}"
+            raise RagrouteError(f"{where} {what}, not a list of Documents")
+        odd = next((d for d in documents if not isinstance(d, LangChainDocument)), None)
+        if odd is not None:
+            raise RagrouteError(f"{where} a {type(odd).__name__} in its list, not a Document")
+    return found
 
 
 def _takes_k(retriever: Any) -> bool:

@@ -57,6 +57,7 @@ from ragroute.integrations.adapters import (
     ExternalRetriever,
     framework_metadata,
     framework_score,
+    hit_id,
     index_scale,
     keeps_source_ids,
     made_by_ragroute,
@@ -125,7 +126,7 @@ def hit_to_node(hit: Hit, decision: Decision | None = None, *, decision_id: str 
         return [*HIDDEN_METADATA_KEYS, *kept]
 
     node = TextNode(
-        id_=f"{hit.source}:{hit.doc_id}" if hit.source else hit.doc_id,
+        id_=hit_id(hit),
         text=hit.text,
         metadata=metadata,
         excluded_llm_metadata_keys=excluded("excluded_llm_metadata_keys"),
@@ -199,9 +200,20 @@ class _TopK:
     """``similarity_top_k`` with ``k`` as an alias (read and set), the caller's ``scopes`` and who
     asks (``caller``, for per-caller exposure budgets; ``""``: one shared anonymous caller)."""
 
-    scopes: tuple[str, ...] = ()
     caller: str = ""
     _top_k: int = DEFAULT_TOP_K
+    _scopes: tuple[str, ...] = ()
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return self._scopes
+
+    @scopes.setter
+    def scopes(self, value: Any) -> None:
+        # read at the assignment as the constructor reads it ("hr" one label, checked): the gated and
+        # step-wise retrievers checked their nodes against the raw value, so `scopes = "hr"` assigned
+        # later dropped the hr caller's documents as if the labels were "h" and "r" (until session 49)
+        self._scopes = caller_scopes(value)
 
     @property
     def similarity_top_k(self) -> int:
@@ -374,7 +386,9 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         self._scale = index_scale(self.index)
 
     def _several_sources(self) -> bool:
-        return False
+        # a pipeline or a Source over one searched as the index: its sources' (False until session 49,
+        # and an adapter over this retriever kept two sources' documents of one id as one hit)
+        return several_sources(self.index)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
