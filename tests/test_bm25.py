@@ -710,3 +710,32 @@ def test_a_bm25_index_with_no_documents_saves_as_an_empty_index(tmp_path) -> Non
         assert isinstance(loaded, BM25Index) and loaded.scorer is None and loaded.search("hello") == []
         loaded.add([Document(id="c", text="hello again")])
         assert [hit.doc_id for hit in loaded.search("hello")] == ["c"]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"k1": 0}, "k1 must be a positive number"),
+        ({"k1": "1.5"}, "k1 must be a positive number"),
+        ({"b": None}, "b must be between 0 and 1"),
+        ({"b": 1.5}, "b must be between 0 and 1"),
+        ({"epsilon": float("nan")}, "epsilon must be a finite number"),
+        ({"tokenizer": {"stem": False}}, "tokenizer must be a TokenizerConfig"),
+    ],
+)
+def test_bad_bm25_params_are_refused_before_an_add_changes_the_index(params, message) -> None:
+    """Until session 49 BM25Params were first read when the index was fitted: an add put its
+    documents into the store, then raised (so adding them again said "duplicate document id"), and
+    text or None for a number was a bare TypeError from math.isfinite."""
+    from ragroute.index.lexical import BM25Index, BM25Params
+    from ragroute.types import Document
+
+    index = None
+    with pytest.raises(RagrouteError, match=message) as info:
+        index = BM25Index(BM25Params(**params))
+        index.add([Document("a", "hello world")])
+    assert "\n" not in str(info.value)
+    assert index is None  # refused when the parameters are made, before any document went in
+    if "tokenizer" not in params:  # the scorer says the same, in one line
+        with pytest.raises(RagrouteError, match=message):
+            BM25Scorer.fit([["a"]], **params)

@@ -345,3 +345,28 @@ def test_an_rrf_constant_below_0_is_a_one_line_error(rrf_k) -> None:
     hits of a list last."""
     with pytest.raises(RagrouteError, match=r"^rrf_k must be a finite number of at least 0"):
         fuse({"a": hits("s", [("a1", 2.0), ("a2", 1.0)])}, rrf_k=rrf_k)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"candidates": "100"}, "candidates must be a whole number"),
+        ({"candidates": None}, "candidates must be a whole number"),
+        ({"candidates": 2.5}, "candidates must be a whole number"),
+        ({"candidates": -1}, "candidates must be a whole number"),
+        ({"rrf_k": -1}, "rrf_k must be a finite number of at least 0"),
+        ({"bm25_weight": float("nan")}, "bm25_weight must be a finite number"),
+        ({"dense_weight": -0.5}, "dense_weight must be a finite number"),
+    ],
+)
+def test_bad_fusion_params_are_refused_before_a_hybrid_build(hashing_encoder, small_docs, params, message):
+    """Until session 49 FusionParams were first read at a search: a hybrid build embedded every
+    document, then every search failed, a candidates of text or None with a bare TypeError."""
+    from ragroute.index.build import build_index
+    from ragroute.index.hybrid import FusionParams
+
+    calls = hashing_encoder.calls
+    with pytest.raises(RagrouteError, match=message) as info:
+        build_index(small_docs, "hybrid", encoder=hashing_encoder, fusion=FusionParams(**params))
+    assert "\n" not in str(info.value) and hashing_encoder.calls == calls  # nothing was embedded
+    assert FusionParams(candidates=12.0).candidates == 12 and FusionParams(rrf_k=0).rrf_k == 0

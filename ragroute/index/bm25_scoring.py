@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.errors import IndexFormatError, RagrouteError, is_finite_number
 from ragroute.index.bm25_counts import TermCounts, count_terms
 from ragroute.index.bm25_store import compact_matrix, load_scorer_parts, save_scorer_parts
 
@@ -72,13 +72,14 @@ def _check_mask(mask: np.ndarray | None, n_docs: int) -> np.ndarray | None:
     return mask
 
 
-def _check_params(k1: float, b: float, epsilon: float) -> None:
-    """Raise :class:`RagrouteError` on BM25 parameters out of range."""
-    if not (math.isfinite(k1) and k1 > 0):
+def check_params(k1: float, b: float, epsilon: float) -> None:
+    """Raise :class:`RagrouteError` on BM25 parameters out of range or that are no number (text,
+    ``None``, a boolean: a bare ``TypeError`` from ``math.isfinite`` until session 49)."""
+    if not (is_finite_number(k1) and k1 > 0):
         raise RagrouteError(f"BM25 k1 must be a positive number, got {k1!r}")
-    if not (math.isfinite(b) and 0.0 <= b <= 1.0):
+    if not (is_finite_number(b) and 0.0 <= b <= 1.0):
         raise RagrouteError(f"BM25 b must be between 0 and 1, got {b!r}")
-    if not math.isfinite(epsilon):
+    if not is_finite_number(epsilon):
         raise RagrouteError(f"BM25 epsilon must be a finite number, got {epsilon!r}")
 
 
@@ -164,7 +165,7 @@ class BM25Scorer:
         (same defaults). Raises :class:`RagrouteError` on an empty corpus, a string
         where a token list is expected, non-string tokens, or out-of-range parameters.
         """
-        _check_params(k1, b, epsilon)
+        check_params(k1, b, epsilon)
         docs = token_lists if isinstance(token_lists, Sequence) else list(token_lists)
         n_docs = len(docs)
         if n_docs == 0:
@@ -185,7 +186,7 @@ class BM25Scorer:
     ) -> BM25Scorer:
         """Fit from term counts (:func:`count_terms`, or shards merged by :func:`merge_term_counts`):
         the same scorer, bit for bit, as :meth:`fit` on the token lists the counts were taken from."""
-        _check_params(k1, b, epsilon)
+        check_params(k1, b, epsilon)
         n_docs = int(counts.doc_len.shape[0])
         if n_docs == 0:
             raise RagrouteError("cannot fit BM25 on an empty corpus")

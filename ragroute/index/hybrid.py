@@ -10,7 +10,7 @@ from typing import Any
 
 from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
-from ragroute.errors import RagrouteError, check_k
+from ragroute.errors import RagrouteError, check_k, is_finite_number
 from ragroute.index.base import filter_groups
 from ragroute.index.dense import DenseIndex, DenseParams
 from ragroute.index.docstore import DocumentStore
@@ -39,6 +39,17 @@ class FusionParams:
             raise RagrouteError(
                 f"unknown fusion method {self.method!r}: choose one of {', '.join(FUSION_METHODS)}"
             )
+        # checked here: until session 49 a build embedded every document and then each search
+        # failed (a negative weight or rrf_k in one line, a candidates of text or None as a bare
+        # TypeError, candidates=2.5 as "k must be a non-negative integer")
+        numbers = {"rrf_k": self.rrf_k, "bm25_weight": self.bm25_weight, "dense_weight": self.dense_weight}
+        for key, value in numbers.items():
+            if not (is_finite_number(value) and value >= 0):
+                raise RagrouteError(f"fusion {key} must be a finite number of at least 0, got {value!r}")
+        candidates = self.candidates
+        if not (is_finite_number(candidates) and candidates >= 0 and float(candidates).is_integer()):
+            raise RagrouteError(f"fusion candidates must be a whole number of at least 0, got {candidates!r}")
+        self.candidates = int(candidates)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FusionParams:

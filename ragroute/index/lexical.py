@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragroute.errors import RagrouteError
 from ragroute.index.bm25_counts import TermCounts, TermCountsKeeper
-from ragroute.index.bm25_scoring import BM25Scorer
+from ragroute.index.bm25_scoring import BM25Scorer, check_params
 from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
 from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import LocalIndex
@@ -23,6 +24,17 @@ class BM25Params:
     b: float = 0.75
     epsilon: float = 0.25
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def __post_init__(self) -> None:
+        """Refuse parameters out of range, or of the wrong type, here: until session 49 they were
+        first read when the index was fitted, after ``add`` had put the documents into its store
+        (the add raised, yet kept them: adding them again said "duplicate document id"), and text
+        or ``None`` raised a bare ``TypeError``."""
+        check_params(self.k1, self.b, self.epsilon)
+        if not isinstance(self.tokenizer, TokenizerConfig):
+            raise RagrouteError(
+                f"BM25 tokenizer must be a TokenizerConfig, got {type(self.tokenizer).__name__}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"k1": self.k1, "b": self.b, "epsilon": self.epsilon, "tokenizer": self.tokenizer.to_dict()}
