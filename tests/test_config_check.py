@@ -289,6 +289,12 @@ BAD = {
         "weights: {llm_self: 0}}\n",
         "{config}: gate: weights: every signal is weighted 0, so none could decide",
     ),
+    "llm gate naming a signal kind twice": (  # session 49: the first signal's LLM answered unheard
+        GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: ['x']}, "
+        "signals: [llm_logprob, {kind: llm_logprob, center: -1}]}\n",
+        "{config}: gate: signals: two signals of kind 'llm_logprob': an LLM gate takes one signal of "
+        "each kind",
+    ),
     "unquoted yes read as a boolean": (
         GOOD + "gate: {kind: llm, llm: {kind: scripted, replies: [yes]}}\n",
         "'replies' must be a list of strings, not a list holding a boolean (True) (YAML reads unquoted "

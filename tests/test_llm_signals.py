@@ -357,3 +357,15 @@ def test_log_probabilities_in_an_odd_shape_are_none_not_a_crash(logprobs):
     decision = gate.gate_many(contexts("Capital of France?"))[0]
     assert fallback.seen == ["Capital of France?"]
     assert "exposes no token log-probabilities" in decision.reason
+
+
+def test_an_llm_gate_refuses_two_signals_of_one_kind():
+    """Values, confidences and weights are the kind's: until session 49 the later of two
+    ``llm_logprob`` signals (over two LLMs, or two centres) replaced the earlier's outcome, whose
+    LLM was asked and never heard (a sure LLM and an unsure one: p_retrieve 1.0, as the unsure alone)."""
+    sure, unsure = ScriptedLLM(default="Paris", logprobs=SURE), ScriptedLLM(default="Paris", logprobs=UNSURE)
+    with pytest.raises(ValueError, match="two signals of kind 'llm_logprob'"):
+        LLMGate([LogprobSignal(sure), LogprobSignal(unsure)])
+    with pytest.raises(ValueError, match="two signals of kind 'llm_self'"):
+        LLMGate([SelfAssessSignal(sure), LogprobSignal(sure), SelfAssessSignal(unsure)])
+    assert LLMGate([LogprobSignal(sure), SelfAssessSignal(unsure)]).signals  # one of each kind is fine

@@ -65,7 +65,7 @@ from ragroute.index.docstore import FIELD_KEYS
 from ragroute.llm.calls import Reply, complete_safely
 from ragroute.pipeline.stages import gate_decisions
 from ragroute.route.base import NONE_ROUTE
-from ragroute.route.sources import hits_of
+from ragroute.route.sources import check_hit, hits_of
 from ragroute.types import Hit, TraceStep
 
 #: what the ``final-answer`` trace step says stands in when the answerer fails, by ``answer_from``
@@ -87,7 +87,8 @@ Answer:"""
 
 def interleave(rankings: Sequence[Sequence[Hit]], k: int | None = None) -> list[Hit]:
     """One ranking from several: rank 1 of every list in order, then rank 2, ...; a document
-    already taken (by its source and ``parent_id or doc_id``) is skipped; cut at ``k`` (``k < 1``: none)."""
+    already taken (by its source's collection and ``parent_id or doc_id``) is skipped; cut at ``k``
+    (``k < 1``: none)."""
     out: list[Hit] = []
     if k is not None and k < 1:
         return out
@@ -98,14 +99,23 @@ def interleave(rankings: Sequence[Sequence[Hit]], k: int | None = None) -> list[
             if position < len(ranking):
                 hit = ranking[position]
                 # ids are unique within a source: doc-0 of two sources is two documents (one was
-                # dropped until session 37)
-                key = (hit.source, hit.parent_id or hit.doc_id)
+                # dropped until session 37); sources over one collection (an expert set's experts,
+                # config sources naming one index or corpus) hold the same documents: one found by
+                # two experts in two steps was two pieces of evidence until session 49
+                key = (_collection(hit), hit.parent_id or hit.doc_id)
                 if key not in seen:
                     seen.add(key)
                     out.append(hit)
                     if k is not None and len(out) >= k:
                         return out
     return out
+
+
+def _collection(hit: Hit) -> str:
+    """The documents ``hit`` is one of: its source's collection (``explain["collection"]``, which a
+    :class:`~ragroute.route.sources.Source` over a shared collection stamps), else its source."""
+    collection = hit.explain.get("collection") if isinstance(hit.explain, Mapping) else None
+    return str(collection) if collection else hit.source
 
 
 @dataclass
@@ -409,8 +419,12 @@ class StepwiseController:
     ) -> list[Hit]:
         """One step's hits; a pipeline's own gate or route ``none`` turns the step into an answer."""
         if not hasattr(self.retriever, "retrieve_contexts"):
-            hits = hits_of(self.retriever, [context], depth)[0]
             named = getattr(self.retriever, "name", "")
+            hits = hits_of(self.retriever, [context], depth)[0]
+            # checked as a Source checks its retriever's (a Pipeline's are): a hit whose text is None
+            # or whose score is no number raised out of run until session 49, the steps taken lost
+            for hit in hits:
+                check_hit(hit, named or type(self.retriever).__name__)
             step.sources = sorted({h.source for h in hits if h.source}) or [named]
             return hits
         result = self.retriever.retrieve_contexts([context], depth)[0]  # a Pipeline: routed, own trace
@@ -442,7 +456,10 @@ class StepwiseController:
         lines = []
         for i, hit in enumerate(hits[:3], 1):
             text = " ".join(hit.text.split())[: self.passage_chars]
-            lines.append(f"[{i}] {hit.title}: {text}" if hit.title else f"[{i}] {text}")
+            # one line per passage, its title too: a title holding "\nQuestion: ..." put a question
+            # of its own on a line of the prompt until session 49
+            title = " ".join(hit.title.split())
+            lines.append(f"[{i}] {title}: {text}" if title else f"[{i}] {text}")
         return "\n".join(lines) if lines else "(no passages)"
 
     def _answer_step(self, step: StepRecord, trace: list[TraceStep]) -> None:

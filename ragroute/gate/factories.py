@@ -152,7 +152,7 @@ def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
     """An LLM gate's signals built without an LLM (their settings and prompts checked), and its
     ``weights:`` naming only those signals (a weight of another name was silently unused); one
     line each, for loading and ``ragroute config check`` alike."""
-    from ragroute.gate.llm_signals import ZERO_WEIGHTS, make_llm_signal, weighted_zero
+    from ragroute.gate.llm_signals import ZERO_WEIGHTS, make_llm_signal, repeated_kind, weighted_zero
 
     check_llm_signal_list(settings.get("signals"), where)
     kinds = []
@@ -161,6 +161,9 @@ def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
             kinds.append(make_llm_signal(data, None).kind)
         except RagrouteError as exc:
             raise RagrouteError(f"{where}: {exc}") from None
+    twice = repeated_kind(kinds)
+    if twice:
+        raise RagrouteError(f"{where}: signals: {twice}")
     weights = settings.get("weights")
     if weights is None:
         return

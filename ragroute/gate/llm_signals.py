@@ -313,6 +313,18 @@ def weighted_zero(weights: Mapping[str, Any], kinds: Sequence[str]) -> bool:
     return all(float(weights.get(kind, 1.0)) == 0 for kind in kinds)
 
 
+def repeated_kind(kinds: Sequence[str]) -> str:
+    """Why an LLM gate cannot take ``kinds`` ("" when it can): a kind named twice. Its values,
+    confidence and weight are the kind's, so until session 49 the later signal's outcome replaced
+    the earlier's, whose LLM was asked and never heard (two ``llm_logprob`` over two LLMs: one)."""
+    seen: set[str] = set()
+    for kind in kinds:
+        if kind in seen:
+            return f"two signals of kind {kind!r}: an LLM gate takes one signal of each kind"
+        seen.add(kind)
+    return ""
+
+
 def default_fallback() -> ThresholdGate:
     """The LLM-free gate used when the LLM fails: retrieve when a content word is rare (Zipf <= 3)."""
     return ThresholdGate(RaritySignal(), "min_zipf", below=3.0)
@@ -342,6 +354,9 @@ class LLMGate:
         if not signals:
             raise ValueError("an LLM gate needs at least one LLM signal")
         self.signals = list(signals)
+        twice = repeated_kind([s.kind for s in self.signals])
+        if twice:  # values, confidences and weights are by kind: one signal's answers were dropped
+            raise ValueError(twice)
         self.fallback = fallback if fallback is not None else default_fallback()
         self.threshold = float(threshold)
         if not 0 <= self.threshold <= 1:

@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 from ragroute.errors import InvalidQueryError, RagrouteError, check_query, has_visible_text, lone_surrogate
 from ragroute.graph.extract_llm import parse_json
 from ragroute.llm.calls import complete_safely
+from ragroute.route.folds import normalized_text
 from ragroute.types import Hit
 
 ASK, ANSWER = "ask", "answer"
@@ -277,7 +278,8 @@ def _evidence(step: StepRecord, chars: int) -> str:
         return "(nothing retrieved)" if step.retrieved else "(no retrieval)"
     top = step.hits[0]
     text = " ".join(top.text.split())[:chars]
-    return f"{top.title}: {text}" if top.title else text
+    title = " ".join(top.title.split())  # on the step's line, as the text (until session 49 not)
+    return f"{title}: {text}" if title else text
 
 
 # [^\S\n]: white space within the line. With \s the line's start and end could each run on over
@@ -385,7 +387,10 @@ class LLMPlanner:
             check_query(value)
         except InvalidQueryError as exc:
             return f"unusable sub-question {value!r}: {exc}"
-        if value.strip().lower() in {s.question.strip().lower() for s in state.steps}:
+        # compared as the gates' stop rule compares sub-queries (NFKC, case-folded, single spaces):
+        # with lower case alone, "Where  was X born?" was asked again until the budget ran out, or
+        # a config's gate stopped the run on the repeat, incomplete (until session 49)
+        if normalized_text(value) in {normalized_text(s.question) for s in state.steps}:
             return f"the LLM repeated sub-question {value!r}"
         return None
 
