@@ -821,3 +821,61 @@ def test_phrase_keys_fold_case_so_a_sharp_s_and_its_capitals_are_one_node(hashin
     index.extractor = {**index.extractor, "version": 5}
     with pytest.raises(RagrouteError, match="rule extractor version 5; .* version 6: rebuild the graph"):
         index.add([Document(id="c", text="Kellow lies on the Varne River.")])
+
+
+def test_the_first_passages_of_a_walk_do_not_depend_on_k(hashing_encoder):
+    """The passage prior seeded the dense search's best max(k, prior_depth): a k above prior_depth
+    (200 by default) changed the walk, and the order of the passages a smaller k returned."""
+    from ragroute.graph.index import WalkParams
+
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder, name="kg")
+    index.walk = WalkParams(prior_depth=2, passage_prior=0.5)
+    for query in (QUESTION, "Painting paint Kellow", "Otto Lind Dressel river"):
+        every = [h.doc_id for h in index.search(query, k=len(CORPUS))]
+        for k in range(1, len(CORPUS)):
+            assert [h.doc_id for h in index.search(query, k=k)] == every[:k], (query, k)
+
+
+@pytest.mark.parametrize("damping", [0.95, 0.99])
+def test_a_walk_at_a_high_damping_runs_to_convergence(hashing_encoder, monkeypatch, damping):
+    """WalkParams allows damping up to 0.99; the engine's 100 power iteration steps left such walks
+    unconverged (their hits in whatever order step 100 had), and the walk never said so."""
+    from ragroute.graph.index import WalkParams
+    from ragroute.graph.ppr import PPREngine
+
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder, name="kg")
+    index.walk = WalkParams(damping=damping)
+    results = []
+    run = PPREngine.run
+
+    def spy(self, reset, **kwargs):
+        results.append(run(self, reset, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(PPREngine, "run", spy)
+    for query in (QUESTION, "Painting paint Kellow", "Otto Lind Dressel river", "Amber Lake village"):
+        index.search(query, k=6)
+    assert len(results) == 4 and all(r.converged for r in results)
+
+
+def test_graph_phrase_tables_that_are_not_finite_are_one_line(tmp_path, hashing_encoder):
+    """NaN phrase counts loaded and failed every walk with a ValueError traceback; NaN phrase
+    vectors loaded and seeded no walk, silently."""
+    import io
+
+    from conftest import replace_published_file
+
+    from ragroute.errors import IndexFormatError
+    from ragroute.store.artifact import published_path
+
+    save_index(build_index(CORPUS, "graph", encoder=hashing_encoder), tmp_path / "kg")
+    build = published_path(tmp_path / "kg")
+    with np.load(build / "graph_arrays.npz") as a:
+        arrays = {key: a[key] for key in a.files}
+    for name in ("phrase_passages", "phrase_vectors"):
+        buffer = io.BytesIO()
+        np.savez(buffer, **{**arrays, name: arrays[name] * np.nan})
+        replace_published_file(tmp_path / "kg", "graph_arrays.npz", buffer.getvalue())
+        with pytest.raises(IndexFormatError, match="graph_arrays.npz") as info:
+            load_index(tmp_path / "kg", hashing_encoder)
+        assert "\n" not in str(info.value)

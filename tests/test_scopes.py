@@ -1360,3 +1360,25 @@ def test_a_labelled_skill_leaves_no_count_and_a_caller_who_may_read_none_gets_no
     route = only.route("payroll", 3, scopes=["it"])
     assert route.skills == [] and route.abstain and route.best is None
     assert _skill_pipeline(only).retrieve("payroll", k=3, scopes=["it"]).hits == []
+
+
+def test_a_graph_walks_lexical_weights_say_nothing_of_words_only_hidden_passages_hold(encoder):
+    """A query term that only a hidden passage held took its share of the lexical edges' idf, so
+    the visible passages' scores and `lexical_scale` said whether a hidden passage holds a word."""
+    from ragroute.context import QueryContext
+
+    passages = [
+        Document(id="g1", title="Ada Brennan", text="Ada Brennan was a painter born in Kellow."),
+        Document(id="g3", title="Varne River", text="The Varne River meets the sea."),
+        Document(id="g4", title="Zorbin Vault", text="Talks with Quentaro.", metadata={"access": "vault"}),
+    ]
+    graph = build_index(passages, "graph", encoder=encoder, name="kg")
+
+    def seen(word):
+        hits = graph.search_contexts([QueryContext.of(f"Ada Brennan painter {word}")], k=3)[0]
+        return [(h.doc_id, h.score, h.explain.get("lexical_scale")) for h in hits]
+
+    hidden, absent = seen("quentaro"), seen("zzyzx")  # 'quentaro' is only in g4
+    assert hidden[0][2] is not None and hidden[0][2] > 1  # the lexical edges weigh 'painter'
+    # the word only g4 holds and a word no passage holds: the same walk, both encoded alike
+    assert [(d, s) for d, _, s in hidden] == [(d, s) for d, _, s in absent]

@@ -14,9 +14,10 @@ graph``; a source a router can choose). A query walks the graph with zero LLM ca
    on the query) are linked to phrase nodes, by exact match or by embedding
    cosine >= ``anchor_similarity``, and seeded with ``anchor_weight`` divided by how
    many passages contain them (0 switches anchors off);
-3. the passages of a dense search seed the walk too, with ``passage_prior`` times
-   their min-max normalised cosine; ``fact_passage_boost`` (off by default: it
-   measured slightly worse) adds reset mass to the passages carrying the top facts;
+3. the ``prior_depth`` best passages of a dense search seed the walk too (whatever ``k``
+   is), with ``passage_prior`` times their min-max normalised cosine; ``fact_passage_boost``
+   (off by default: it measured slightly worse) adds reset mass to the passages carrying the
+   top facts;
 4. hub damping: edges into a phrase are scaled by ``1 / degree ** hub_damping``
    (degree = passages containing it), so generic phrases pass on less mass;
 5. query-conditioned edges: the query's terms that no fact seed covers (BM25 tokens,
@@ -107,7 +108,7 @@ class WalkParams:
 
     top_facts: int = 5
     passage_prior: float = 0.05
-    prior_depth: int = 200
+    prior_depth: int = 200  # passages of the query's dense search the prior seeds (0: none), any k
     damping: float = 0.5
     fact_score: str = "max"  # "max" or "mean" of the fact's two phrase-query cosines
     anchor_weight: float = 1.0  # seed weight of the query's own phrases (0: off)
@@ -363,11 +364,15 @@ class GraphIndex(LocalIndex):
             reset = np.zeros(tables.adjacency.shape[0], dtype=np.float64)
             for phrase, weight in seeds.items():
                 reset[phrase] = weight
-            if ranked and walk.passage_prior > 0:
-                scores = np.array([s for _, s in ranked], dtype=np.float64)
+            # the prior is the dense search's top prior_depth whatever k is (until session 49 it
+            # was its top max(k, prior_depth): a k above prior_depth changed the walk, and so the
+            # order of the passages a smaller k returned)
+            prior = ranked[: walk.prior_depth]
+            if prior and walk.passage_prior > 0:
+                scores = np.array([s for _, s in prior], dtype=np.float64)
                 low, span = scores.min(), scores.max() - scores.min()
                 normed = (scores - low) / span if span > 0 else np.ones_like(scores)
-                positions = np.array([position for position, _ in ranked], dtype=np.intp)
+                positions = np.array([position for position, _ in prior], dtype=np.intp)
                 reset[n_phrases + positions] += walk.passage_prior * normed
             if walk.fact_passage_boost > 0:
                 for fact in facts:
@@ -380,14 +385,21 @@ class GraphIndex(LocalIndex):
             # the edges into the passages holding them, as the lexical edges were measured
             # (docs/benchmarks.md); explain["unmatched_terms"] lists these words
             fact_phrases = [tables.phrases[p] for p in seeds_from_facts]
-            unmatched, lexical = self._lexical_edges(text, fact_phrases)
+            unmatched, lexical = self._lexical_edges(
+                text, fact_phrases, None if reach is None else reach.passages
+            )
             target_scale = graph.node_scale
             if lexical is not None:
                 target_scale = lexical if target_scale is None else target_scale * lexical
             if reach is not None:  # no mass enters what the scope hides (its graph has no edges there)
                 target_scale = reach.node_scale if target_scale is None else target_scale * reach.node_scale
             full = graph.engine.run(
-                reset, damping=walk.damping, top_k=k, among=candidates, target_scale=target_scale
+                reset,
+                damping=walk.damping,
+                top_k=k,
+                among=candidates,
+                target_scale=target_scale,
+                max_iter=_max_iterations(walk.damping),
             ).scores
             mass = full[n_phrases:]
             if allowed is not None:
@@ -548,10 +560,16 @@ class GraphIndex(LocalIndex):
             )
         return graphs[hub_damping]
 
-    def _lexical_edges(self, text: str, covered: list[str]) -> tuple[list[str], np.ndarray | None]:
+    def _lexical_edges(
+        self, text: str, covered: list[str], visible: np.ndarray | None = None
+    ) -> tuple[list[str], np.ndarray | None]:
         """The query's terms no fact seed covers, and the per-call node scale they give: edges
         into a passage are scaled by ``1 + lexical_edges x`` its idf-weighted share of those
-        terms (None when off or when no passage holds any of them)."""
+        terms (None when off or when no passage holds any of them). ``visible`` (a caller's scope:
+        the passages it may read) keeps only the terms one of those passages holds: a term only
+        hidden passages held took its share of the idf, so the scale of every visible passage (its
+        score, its ``lexical_scale``) said whether some hidden passage holds a word, until session
+        49."""
         beta = self.walk.lexical_edges
         if beta <= 0:
             return [], None
@@ -560,6 +578,8 @@ class GraphIndex(LocalIndex):
                 counts = self._term_counts.update(self.store.documents, self.store.iids, tokenize_many)
                 self._terms = PassageTerms.from_counts(counts)
         terms = self._terms.unmatched_terms(text, covered)
+        if visible is not None:
+            terms = self._terms.held_by(terms, visible)
         overlap = self._terms.overlap(terms)
         if not overlap.any():
             return terms, None
@@ -819,6 +839,9 @@ def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, di
             and fact_ids.dtype.kind in "iu"
             and (n_facts == 0 or (int(fact_ids.min()) >= 0 and int(fact_ids.max()) < n_phrases))
             and bool(np.isfinite(tables.adjacency.data).all() and (tables.adjacency.data >= 0).all())
+            # NaN phrase counts failed every walk with a ValueError traceback, NaN phrase vectors
+            # seeded none, silently (until session 49)
+            and bool(np.isfinite(tables.phrase_passages).all() and np.isfinite(tables.phrase_vectors).all())
             and counts.get("phrases", n_phrases) == n_phrases
         )
     except (KeyError, ValueError, TypeError, IndexError) as exc:
@@ -842,6 +865,14 @@ def _damped(
         node_scale = np.ones(adjacency.shape[0], dtype=np.float64)
         node_scale[:n_phrases] = np.maximum(phrase_passages, 1.0) ** -hub_damping
     return _WalkGraph(engine, node_scale, adjacency)
+
+
+def _max_iterations(damping: float, tol: float = 1e-6) -> int:
+    """Power iteration steps enough for a walk at ``damping`` to converge to ``tol`` (the engine's
+    default): a step's L1 change is at most ``2 damping^t``. The engine's default of 100 steps left
+    a walk at damping 0.95 or 0.99 (``WalkParams`` allows up to 0.99) unconverged, and its hits in
+    a wrong order, without a word, until session 49."""
+    return max(100, int(np.ceil(np.log(tol / 2.0) / np.log(damping))))
 
 
 def _best_facts(scores: np.ndarray, second: np.ndarray, top: int) -> np.ndarray:
