@@ -246,3 +246,97 @@ def test_a_lock_timeout_that_is_not_a_finite_count_of_seconds_is_one_line(tmp_pa
     assert not (tmp_path / "art" / LOCK_NAME).exists()
     monkeypatch.setenv("RAGROUTE_LOCK_TIMEOUT", "0")
     _publish(tmp_path / "art", "0")  # no wait at all is a valid choice
+
+
+_WRITE_ONE = (
+    "import sys\nfrom ragroute.store import write_artifact\n"
+    "with write_artifact(sys.argv[1], 'test', 'pair', params={'tag': 'killed'}) as build:\n"
+    "    (build.path / 'a.txt').write_text('killed' * 100)\n"
+)
+
+
+def _write_killed_at(target, point: str) -> None:
+    """Run a writer of ``target`` in a process that SIGKILLs itself at the crash point ``point``
+    (numbered from a traced run of a first build: the steps up to the pointer swap are the same)."""
+    trace, probe = target.parent / "trace.txt", target.parent / "probe"
+    env = {**os.environ, "RAGROUTE_KILL_TRACE": str(trace)}
+    subprocess.run([sys.executable, "-c", _WRITE_ONE, str(probe)], env=env, check=True, timeout=60)
+    numbers = [line.split("\t") for line in trace.read_text().splitlines()]
+    at = next(number for number, name in numbers if name == point)
+    env = {**os.environ, "RAGROUTE_KILL_AT": at}
+    done = subprocess.run([sys.executable, "-c", _WRITE_ONE, str(target)], env=env, timeout=60)
+    assert done.returncode == -9
+
+
+@pytest.mark.parametrize("point", ["publish: build renamed into builds/", "publish: new pointer written"])
+def test_a_first_build_killed_before_its_pointer_does_not_block_the_next_one(tmp_path, point):
+    """Until session 49 a first build killed once its build was renamed into builds/ (before the
+    pointer named it) left a folder every later build and `inspect --clean` refused as "not a
+    ragroute artifact"."""
+    target = tmp_path / "art"
+    _write_killed_at(target, point)
+    assert len(_builds(target)) == 1
+    left = _builds(target)
+    assert clean_artifact(target).builds == left and _builds(target) == []  # the unpublished build went
+    _write_killed_at(target, point)
+    built = _publish(target, "x")
+    assert open_snapshot(target).manifest.params["tag"] == "x"
+    assert _builds(target) == [built] and [p for p in os.listdir(target) if p.startswith(".C")] == []
+
+
+def test_a_rebuild_killed_before_its_pointer_swap_keeps_the_previous_build(tmp_path):
+    """Until session 49 the never-published build a killed rebuild left sorted below the next build
+    and was kept as "the previous build", and the build published before was pruned instead."""
+    target = tmp_path / "art"
+    first = _publish(target, "0")
+    _write_killed_at(target, "publish: new pointer written")
+    assert len(_builds(target)) == 2 and open_snapshot(target).manifest.params["tag"] == "0"
+    second = _publish(target, "1")
+    assert _builds(target) == [first, second]
+
+
+def test_a_publish_that_fails_writing_its_pointer_leaves_no_build_behind(tmp_path, monkeypatch):
+    """A full disk while the pointer is written: the previous build stays published and the failed
+    one (renamed into builds/ already) is removed with its pointer file (until session 49 it
+    stayed, and the next write pruned the previous build in its place)."""
+    import errno
+
+    import ragroute.store.artifact as artifact
+
+    target = tmp_path / "art"
+    first = _publish(target, "0")
+    real = artifact.write_synced
+
+    def full(path, text):
+        if path.name.startswith(".CURRENT."):
+            with open(path, "w") as handle:
+                handle.write(text[:3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(artifact, "write_synced", full)
+    with pytest.raises(OSError, match="No space left"):
+        _publish(target, "1")
+    monkeypatch.setattr(artifact, "write_synced", real)
+    assert _builds(target) == [first] and sorted(os.listdir(target)) == [LOCK_NAME, "CURRENT", BUILDS_DIR]
+    assert open_snapshot(target).manifest.params["tag"] == "0"
+    second = _publish(target, "2")
+    assert _builds(target) == [first, second]
+
+
+def test_a_note_that_is_no_regular_file_never_hangs_a_write_or_clean(tmp_path):
+    """Until session 49 a FIFO named like a note of an unfinished build (`builds/.pending-*`, in a
+    folder from elsewhere) hung every write and `inspect --clean` of the artifact."""
+    target = tmp_path / "art"
+    _publish(target, "0")
+    os.mkfifo(target / BUILDS_DIR / ".pending-0123456789ab.json")
+    script = (
+        "import sys, warnings\nfrom ragroute.store.artifact import clean_artifact\n"
+        "warnings.simplefilter('ignore')\nclean_artifact(sys.argv[1])\n" + _WRITE_ONE
+    )
+    try:
+        subprocess.run([sys.executable, "-c", script, str(target)], check=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a write hung on a FIFO in builds/")
+    assert open_snapshot(target).manifest.params["tag"] == "killed"
+    assert [p for p in _builds(target) if p.startswith(".")] == []

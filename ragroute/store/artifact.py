@@ -153,13 +153,15 @@ def _has_own_build(root: Path) -> bool:
     builds = root / BUILDS_DIR
     if builds.is_symlink() or not builds.is_dir():
         return False
-    marker = f'"{FORMAT_NAME}"'.encode()
-    for build in builds.iterdir():
-        if build.name.startswith(".") or not _BUILD_ID.match(build.name) or build.is_symlink():
-            continue
-        with contextlib.suppress(OSError):
-            if marker in read_regular(build / MANIFEST_NAME, 1 << 20):
-                return True
+    return any(_is_own_build(build) for build in builds.iterdir())
+
+
+def _is_own_build(build: Path) -> bool:
+    """Whether ``build`` is a real folder named like a build whose manifest names ragroute's format."""
+    if build.name.startswith(".") or not _BUILD_ID.match(build.name) or build.is_symlink():
+        return False
+    with contextlib.suppress(OSError):
+        return f'"{FORMAT_NAME}"'.encode() in read_regular(build / MANIFEST_NAME, 1 << 20)
     return False
 
 
@@ -218,6 +220,10 @@ def write_artifact(
         crash_point("write: locked")
         check_replaceable(target, family, error)
         _clean_debris(target, locked)
+        # builds a dead (or failed) writer renamed in but never published: after this publish they
+        # would sort below it and be kept as "the previous build" in place of the one published
+        # now (until session 49 the build published before this write was pruned instead)
+        _prune(target, locked, unpublished_only=True)
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=builds))
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700: a published build reads like any folder
         _WRITING.add(str(tmp))
@@ -236,6 +242,22 @@ def write_artifact(
             _WRITING.discard(str(tmp))
         _prune(target, locked)
         crash_point("write: done")
+
+
+def _remove_unpublished(target: Path, build: str) -> None:
+    """After a publish that failed (a full disk while writing the pointer...): remove the build it
+    renamed into ``builds/`` and its pointer file, unless the pointer names it (it was published).
+    Until session 49 they stayed (the build, a whole copy of the artifact, until two more writes)."""
+    with contextlib.suppress(OSError):
+        (target / f".{POINTER_NAME}.{build}").unlink(missing_ok=True)
+    try:
+        if _read_pointer(target, ArtifactFormatError)["build"] == build:
+            return
+    except FileNotFoundError:
+        pass  # a first build: nothing is published
+    except (ArtifactFormatError, OSError):
+        return  # unclear which build is published: the next writer's lock settles it
+    shutil.rmtree(target / BUILDS_DIR / build, ignore_errors=True)
 
 
 def _writable_target(
@@ -365,8 +387,9 @@ def artifact_lock(target: str | Path) -> Iterator[None]:
 
 def _only_store_files(target: Path, superseded: Sequence[str] = ()) -> bool:
     """Whether ``target`` holds nothing but what a killed first build leaves (lock, temporary
-    folders, the notes of :func:`building`) and the ``superseded`` files of a 0.1 layout. Temporary
-    folders and pointer files are made only under the lock, so they count as the store's only
+    folders, a build never published, the notes of :func:`building`) and the ``superseded``
+    files of a 0.1 layout. Temporary folders, builds and pointer files are made only under the
+    lock, so they count as the store's only
     beside a ``.lock`` (until session 41 a folder of anyone's ``builds/.tmp-*`` was written over
     and cleaned); a note is written before the lock is taken."""
     lock = target / LOCK_NAME
@@ -380,7 +403,12 @@ def _only_store_files(target: Path, superseded: Sequence[str] = ()) -> bool:
         if entry.name != BUILDS_DIR or not entry.is_dir() or entry.is_symlink():
             return False
         for child in entry.iterdir():
-            if not (child.name.startswith(notes) or (child.name.startswith(DEBRIS_PREFIXES) and has_lock)):
+            if child.name.startswith(notes):
+                continue
+            # a build renamed in but never published (a first build killed before its pointer
+            # was written) is made under the lock too: until session 49 it made every later
+            # build and clean refuse the folder as "not a ragroute artifact"
+            if not (has_lock and (child.name.startswith(DEBRIS_PREFIXES) or _is_own_build(child))):
                 return False
     return True
 
@@ -411,14 +439,18 @@ def _publish(target: Path, tmp: Path, manifest: ArtifactManifest) -> None:
     crash_point("publish: manifest written")
     final = target / BUILDS_DIR / manifest.build
     os.replace(tmp, final)
-    _fsync_dir(final)
-    _fsync_dir(final.parent)
-    crash_point("publish: build renamed into builds/")
-    pointer = {"build": manifest.build, "manifest_sha256": sha256_file(final / MANIFEST_NAME)}
-    pointer_tmp = target / f".{POINTER_NAME}.{manifest.build}"
-    write_synced(pointer_tmp, json.dumps(pointer) + "\n")
-    crash_point("publish: new pointer written")
-    os.replace(pointer_tmp, target / POINTER_NAME)
+    try:
+        _fsync_dir(final)
+        _fsync_dir(final.parent)
+        crash_point("publish: build renamed into builds/")
+        pointer = {"build": manifest.build, "manifest_sha256": sha256_file(final / MANIFEST_NAME)}
+        pointer_tmp = target / f".{POINTER_NAME}.{manifest.build}"
+        write_synced(pointer_tmp, json.dumps(pointer) + "\n")
+        crash_point("publish: new pointer written")
+        os.replace(pointer_tmp, target / POINTER_NAME)
+    except BaseException:
+        _remove_unpublished(target, manifest.build)
+        raise
     crash_point("publish: pointer replaced")
     _fsync_dir(target)
     _remove_legacy_files(target)
@@ -536,17 +568,22 @@ def _clean_debris(target: Path, locked: bool) -> list[str]:
     return removed
 
 
-def _prune(target: Path, locked: bool) -> list[str]:
+def _prune(target: Path, locked: bool, *, unpublished_only: bool = False) -> list[str]:
     """Remove every build but the published one and the one before it; returns the removed ids.
 
     Under the writer lock, builds newer than the published one are debris of a
     writer killed before its pointer swap; without a working lock they may belong
-    to a racing writer and are kept. A build a reader holds is kept for a later
-    pass.
+    to a racing writer and are kept. Under the lock, in a folder with no ``CURRENT`` at all
+    (nothing was ever published there), every build is such debris. A build a reader holds
+    is kept for a later pass. ``unpublished_only``: remove only that debris (before a write).
     """
     builds = target / BUILDS_DIR
     try:
         current = _read_pointer(target, ArtifactFormatError)["build"]
+    except FileNotFoundError:
+        if not locked or os.path.lexists(target / POINTER_NAME):
+            return []
+        current = ""  # nothing was ever published: every build is a dead writer's (sorts above "")
     except (ArtifactFormatError, OSError):
         return []  # never delete builds while it is unclear which one is published
     # only folders a build could be: named like one, real (a link is never followed to delete)
@@ -556,7 +593,7 @@ def _prune(target: Path, locked: bool) -> list[str]:
         if not p.name.startswith(".") and _BUILD_ID.match(p.name) and p.is_dir() and not p.is_symlink()
     )
     older = [b for b in done if b < current]
-    keep = {current, *older[-1:]}
+    keep = {current, *(older if unpublished_only else older[-1:])}
     removed = []
     for build in done:
         if build in keep or (build > current and not locked):

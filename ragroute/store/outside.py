@@ -41,7 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.store.locks import shared, try_exclusive
-from ragroute.store.manifest import ArtifactManifest, read_manifest_or_none, write_synced
+from ragroute.store.manifest import (
+    ArtifactManifest,
+    NotRegularFileError,
+    open_regular,
+    read_manifest_or_none,
+    write_synced,
+)
 
 PENDING_PREFIX = ".pending-"
 
@@ -106,7 +112,12 @@ def settle_dead_notes(builds: Path, *, locked: bool, stale_seconds: float) -> li
         if str(path) in _LIVE:
             continue
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = open_regular(path)
+        except NotRegularFileError as exc:  # until session 49 a FIFO here hung every writer and cleaner
+            warnings.warn(f"{exc}: not a note of an interrupted build; it was removed", stacklevel=2)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
         except OSError:
             continue
         try:
