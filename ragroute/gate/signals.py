@@ -918,8 +918,10 @@ class RaritySignal(GateSignal):
     primary = "min_zipf"
 
     def __init__(self, documents: Iterable[Any] | None = None) -> None:
-        self._df: dict[str, int] = {}
-        self._n_docs = 0
+        # (document frequency per word, documents counted), swapped as one: a query scored in
+        # another thread while the counts were refitted could read the new counts with the old
+        # number of documents (they were two attributes, set one after the other, until session 49)
+        self._corpus: tuple[dict[str, int], int] = ({}, 0)
         self._sources: list[Any] = []  # what :meth:`following` counts, and their content then
         self._counted: list[Any] = []
         if documents is not None:
@@ -958,7 +960,7 @@ class RaritySignal(GateSignal):
 
     @property
     def has_corpus(self) -> bool:
-        return self._n_docs > 0
+        return self._corpus[1] > 0
 
     def settings(self) -> dict[str, Any]:
         """``corpus: true`` when it counts words in indexed documents (its counts are its state)."""
@@ -972,7 +974,7 @@ class RaritySignal(GateSignal):
             n += 1
             for word in {w.lower() for w in _TOKEN.findall(str(text))}:
                 df[word] = df.get(word, 0) + 1
-        self._df, self._n_docs = df, n
+        self._corpus = (df, n)
         return self
 
     def _row(self, text: str) -> list[float]:
@@ -987,9 +989,10 @@ class RaritySignal(GateSignal):
             sum(f < RARE_ZIPF for f in freqs) / len(freqs),
             min((zipf(w) for w in entities), default=COMMON_ZIPF),
         ]
-        if self._n_docs:
-            dfs = [self._df.get(w, 0) for w in content]
-            idfs = [math.log((self._n_docs + 1) / (d + 1)) for d in dfs]
+        df, n_docs = self._corpus
+        if n_docs:
+            dfs = [df.get(w, 0) for w in content]
+            idfs = [math.log((n_docs + 1) / (d + 1)) for d in dfs]
             row += [max(idfs), sum(idfs) / len(idfs), sum(d == 0 for d in dfs) / len(dfs)]
         else:
             row += [0.0, 0.0, 0.0]
@@ -1009,7 +1012,8 @@ class RaritySignal(GateSignal):
         return {"rarest_word": rarest, "rarest_zipf": round(zipf(rarest), 2)}
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return ({"n_docs": self._n_docs, "df": self._df} if self._n_docs else {}), {}
+        df, n_docs = self._corpus
+        return ({"n_docs": n_docs, "df": df} if n_docs else {}), {}
 
     def check_state(
         self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: str, encoder: Any
@@ -1025,8 +1029,8 @@ class RaritySignal(GateSignal):
             )
 
     def set_state(self, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-        self._n_docs = int(data.get("n_docs", 0))
-        self._df = {str(k): int(v) for k, v in (data.get("df") or {}).items()}
+        df = {str(k): int(v) for k, v in (data.get("df") or {}).items()}
+        self._corpus = (df, int(data.get("n_docs", 0)))
 
 
 # --------------------------------------------------------------------------- complexity
