@@ -77,3 +77,43 @@ def test_gate_latency_is_timed_on_queries_new_to_the_gates_caches():
 
     _p50_ms(decide, [QueryContext(t) for t in texts], 3)
     assert found == [1, 0, 0, 0]  # the untimed first call warm; every timed one new
+
+
+def test_gate_scores_order_queries_as_the_gates_probabilities_even_with_a_negative_platt_slope(monkeypatch):
+    """The bench scored a trained gate by its model's raw logits and mapped the curve's probability
+    thresholds back through the Platt slope: a slope fitted negative (a signal ranking the wrong way on
+    the held-out part) reversed both against the probabilities the gate decides by (until session
+    49: AUROC read 1 - the gate's, the curve the other tail). The scores now follow the probabilities."""
+    import numpy as np
+    from conftest import HashingEncoder
+
+    from ragroute.evaluation.metrics import auroc
+    from ragroute.gate.trained import TrainedGate
+
+    fitted: list[TrainedGate] = []
+    fit = TrainedGate.fit.__func__  # type: ignore[attr-defined]
+
+    def fit_then_flip(cls, *args, **kwargs):
+        gate = fit(cls, *args, **kwargs)
+        gate.model.platt_a, gate.model.platt_b = -0.7, 0.2  # a slope fitted negative
+        fitted.append(gate)
+        return gate
+
+    monkeypatch.setattr(TrainedGate, "fit", classmethod(fit_then_flip))
+    facts = [f"what year did the treaty of town{i} end the war" for i in range(12)]
+    chat = [f"tell me a joke about cat number {i}" for i in range(12)]
+    texts, y = facts + chat, np.array([True] * 12 + [False] * 12)
+    encoder = HashingEncoder()
+    vectors = np.asarray(encoder.encode_queries(texts), dtype=np.float32)
+    tests = ["what year did the treaty of paris end", "tell me a joke about dogs", "joke treaty war cat"]
+    test_vectors = np.asarray(encoder.encode_queries(tests), dtype=np.float32)
+    scored = bench_gate._score_gate(
+        "threshold_text_probe", (texts, y, vectors), (tests, test_vectors), encoder, 0, 0
+    )
+    gate = fitted[-1]
+    probs = gate.probabilities(tests)
+    truth = [True, False, True]
+    assert auroc(truth, scored.scores) == auroc(truth, probs)
+    assert np.array_equal(np.argsort(scored.scores), np.argsort(probs))
+    for rate, cut in scored.thresholds.items():
+        assert list(scored.scores >= cut) == list(probs >= gate.threshold_for_rate(rate))

@@ -250,3 +250,21 @@ def test_the_default_models_cost_is_the_hit_at_1_of_the_rows_queries():
     assert out["hit@1"] == evaluate_run(run, judged, ("hit@1",))["hit@1"] == 0.5  # not 1/3
     assert out["hit@1_with_abstention"] == 0.0 and out["hit@1_cost"] == 0.5
     assert out["abstain_rate"] == 0.5 and router.routed == ["hit", "miss"]
+
+
+def test_the_gate_that_prices_abstention_never_fitted_a_judged_query_in_another_unicode_form(router):
+    """Labelled texts equal to a judged query are left out of the gate that routes the judged
+    queries; until session 49 "equal" was lower case only, so a full-width copy was fitted on."""
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.bench_skills import _gate_abstention, read_labels
+
+    labels = read_labels(DATA / "need_tool.jsonl")
+    contexts = [
+        QueryContext("WILL IT RAIN IN \uff30\uff21\uff32\uff29\uff33  tomorrow", id="q1"),  # full-width PARIS
+        QueryContext("Send an email to my boss", id="q2"),
+    ]
+    judged = {"q1": {"weather_forecast": 1}, "q2": {"send_email": 1}}
+    run = {"q1": ["weather_forecast"], "q2": ["send_email"]}
+    report = _gate_abstention(router, labels, "need_tool", contexts, judged, run, lambda _: None)
+    assert report["cost"]["left_out_overlapping_texts"] == 2
+    assert report["cost"]["gate_fitted_on"] == len(labels) - 2

@@ -175,3 +175,34 @@ def test_learned_rows_that_cannot_be_cross_validated_are_said_skipped(
     monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *a, **k: hashing_encoder)
     refused = CliRunner().invoke(tatqa_command, ["--data", str(tatqa_dir), "--folds", "0"])
     assert refused.exit_code == 2 and "0 is not in the range x>=2" in refused.output
+
+
+def test_accuracy_by_label_follows_each_question_whatever_the_order_rows_come_in(tatqa_dir, hashing_encoder):
+    """Cross-validated rows come fold by fold, not in question order: until session 49 the accuracy
+    by label was read by position, so each label's accuracy mixed other questions' outcomes."""
+    import numpy as np
+
+    from ragroute.evaluation.bench_corpus_routing import single_pipeline
+    from ragroute.evaluation.bench_tatqa import score_router
+    from ragroute.route.fixed import FixedRoutes
+
+    bench = prepare(tatqa_dir, hashing_encoder)
+    settings = {"threshold": 0.5, "max_routes": 2, "fusion": "rrf", "route_weights": "even", "depth": 20}
+    one = single_pipeline(bench.routing, None, FixedRoutes(["tables"]))  # right on table questions only
+    n = len(bench.routing.query_ids)
+
+    def backwards(chosen, positions):  # the same pipeline, its questions routed last first
+        return [(pipeline, list(range(n))[::-1]) for pipeline, _ in one(chosen, positions)]
+
+    in_order = score_router(bench, one, settings)
+    reversed_ = score_router(bench, backwards, settings)
+    assert {label: v["accuracy"] for label, v in in_order["by_label"].items()} == {
+        "table": 1.0,
+        "text": 0.0,
+        "table-text": 0.0,
+    }
+    assert reversed_["by_label"] == in_order["by_label"]
+    rows = bench.evaluator().run(one(settings, None)[0][0])
+    for label, entry in in_order["by_label"].items():
+        mine = [row.correct for row, lab in zip(rows, bench.routing.query_labels) if lab == label]
+        assert entry["accuracy"] == round(float(np.mean(mine)), 4)

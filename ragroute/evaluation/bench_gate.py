@@ -195,13 +195,18 @@ def _score_gate(
         for context, vector in zip(contexts, own.encode_queries(test_texts, show_progress=False)):
             context.set_vector(own, vector)
     # the decisions are the gate's own (what a pipeline's gate stage acts on); the scores its
-    # logits, unrounded, which order the queries as its probabilities do
+    # logits, unrounded, turned the way its probabilities order the queries: until session 49 the
+    # raw logits, which a Platt slope fitted negative (a signal ranking the wrong way on the
+    # held-out part) reverses against the probabilities the gate decides by, so AUROC read 1 - the
+    # gate's and every curve point took the other tail. Kept raw otherwise: pooled over folds they
+    # rank as before
     decide = np.array([d.action == "retrieve" for d in gate.gate_many(contexts)])
-    logits = gate.model.logits(gate.signal_matrix(contexts))[0]
+    sign = -1.0 if gate.model.platt_a < 0 else 1.0
+    logits = sign * gate.model.logits(gate.signal_matrix(contexts))[0]
     thresholds = {r: gate.threshold_for_rate(r) for r in CURVE_RATES}
     ms = _p50_ms(gate.gate_many, contexts, latency_queries)
-    # curve thresholds are on probabilities: map them to logits so one score array serves all
-    inverse = {r: _prob_to_logit(gate, t) for r, t in thresholds.items()}
+    # curve thresholds are on probabilities: map them to these scores so one array serves all
+    inverse = {r: sign * _prob_to_logit(gate, t) for r, t in thresholds.items()}
     return _Scored(logits, decide, inverse, ms, gate.metrics.get("selection", {}).get("chosen"))
 
 

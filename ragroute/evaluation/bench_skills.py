@@ -585,8 +585,12 @@ def _gate_abstention(
         "abstain_rate": round(float(abstained.mean()), 4),
         "thresholds": [round(t, 4) for t in thresholds],
     }
-    seen = {" ".join(c.text.lower().split()) for c in contexts}
-    keep = [i for i, t in enumerate(texts) if " ".join(t.lower().split()) not in seen]
+    from ragroute.route.folds import normalized_text
+
+    # the one rule for "the same text" (NFKC, case-folded): until session 49 lower case only, so a
+    # labelled copy of a judged query in another Unicode form fitted the gate that routes it
+    seen = {normalized_text(c.text) for c in contexts}
+    keep = [i for i, t in enumerate(texts) if normalized_text(t) not in seen]
     log(f"  gate abstention: Hit@1 cost on {len(contexts)} queries (gate fitted on {len(keep)} labels)")
     gate = TrainedGate.fit(
         [texts[i] for i in keep], applies[keep], encoder, query_vectors=vectors[keep], seed=seed, **GATE_FIT
