@@ -239,6 +239,31 @@ def test_filters_match_value_and_type_with_quotes_as_flat_does(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", STORES)
+def test_a_hidden_documents_list_does_not_refuse_a_callers_filter(tmp_path, kind):
+    """A filter on a key some document holds a list under is refused (the store keeps scalars
+    only); until session 49 a document the caller may not read counted too, so the refusal told a
+    caller without scopes what a hidden document holds. Only the documents the caller may read
+    count now (the hidden ones are out of its answer anyway)."""
+    from ragroute.scopes import scoped_filters
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(3, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = [
+        Document(id="open", text="x", metadata={"tags": "printer"}),
+        Document(id="other", text="y", metadata={"tags": "ink"}),
+        Document(id="closed", text="z", metadata={"tags": ["printer", "payroll"], "access": ["hr"]}),
+    ]
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="t"))
+    store.add_vectors(docs, vectors)
+    outside = scoped_filters({"tags": "printer"}, ())
+    assert _ids(store.search_vectors(vectors[:1], 5, filters=outside)) == [["open"]]
+    for filters in (scoped_filters({"tags": "printer"}, ("hr",)), {"tags": "printer"}):  # it counts
+        with pytest.raises(RagrouteError, match="'tags' holds lists in some documents"):
+            store.search_vectors(vectors[:1], 5, filters=filters)
+
+
+@pytest.mark.parametrize("kind", STORES)
 def test_a_relative_store_folder_is_recorded_absolute_and_loads_from_elsewhere(tmp_path, kind, monkeypatch):
     """Until session 39 only the CLI made a store folder absolute: an index saved from Python with
     ``location="vectors"`` failed to load from another working directory ("the folder ... is

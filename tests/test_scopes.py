@@ -268,6 +268,25 @@ def test_the_retrieval_gate_signal_reads_only_sources_the_caller_may_see(sources
     assert inside[3] == pytest.approx(0.8) and inside[2] != outside[2]  # its top joins the spread
 
 
+def test_the_retrieval_gate_signal_does_not_read_0_when_a_hidden_source_wins(sources, encoder):
+    """Beside a hidden winner every visible route probability rounds to 0: until session 49 the
+    gate's router_max and router_none then read exactly 0 (in the gate's trace step, and in its
+    decision), which told a caller outside the hidden source that it had won. They are now the
+    router's own softmax over the visible routes, as the route stage renormalises them."""
+    from ragroute.gate.signals import RetrievalConfidenceSignal
+
+    router = PrototypeRouter(sources, encoder)
+    router.config.temperature = 0.05
+    query = "salary payroll bonus ledger pension invoice audit printer"
+    routed = router.route(query)
+    assert routed.chosen == [SECRET] and routed.routes["science"] == routed.routes["helpdesk"] == 0
+    signal = RetrievalConfidenceSignal(sources, router=router, k=3)
+    (values,) = signal.values([QueryContext.of(query)], None)
+    decision = Pipeline(sources, router, encoder=encoder).decide(query)  # what the caller routes by
+    assert values[3] == pytest.approx(max(decision.routes.values()), abs=1e-9)
+    assert values[3] > 0.5
+
+
 def test_a_prototype_router_and_decide_hide_the_source(sources, encoder):
     router = PrototypeRouter(sources, encoder)
     pipeline = Pipeline(sources, router, encoder=encoder)
@@ -511,6 +530,74 @@ def test_a_source_that_ignores_filters_is_checked_after(sources):
         "closed-1",
         "open-1",
     }
+
+
+def test_a_framework_sources_hidden_documents_do_not_keep_it_routed_for_a_filter(sources):
+    """A source that lists its documents but cannot tell its keys (a framework's retriever): until
+    session 49 the keys of every document it listed counted, so a filter on a key only a hidden
+    document held kept the source routed (no ``filters`` step naming it), where without that
+    document it was routed around: the trace told a caller that a document it may not read holds
+    the key."""
+
+    class Framework:
+        name = "fw"
+
+        def __init__(self, documents):
+            self.documents = documents
+
+        def search_many(self, queries, k=10, *, filters=None):
+            hits = [Hit(d.id, 1.0, "fw", text=d.text, metadata=dict(d.metadata)) for d in self.documents]
+            return [list(hits) for _ in queries]
+
+    public = Document(id="p1", text="printer laptop", metadata={"topic": "it"})
+    secret = Document(id="s1", text="salary", metadata={"salary_band": "B", "access": "hr"})
+
+    def decision(documents, scopes=()):
+        pipeline = Pipeline(
+            [sources[0], Source("fw", Framework(documents))],
+            FixedRouter({"science": 0.5, "fw": 0.5}),
+            options=RoutingOptions(threshold=0.0),
+        )
+        context = QueryContext.of("salary", filters={"salary_band": "B"}, scopes=scopes)
+        return pipeline.retrieve(context, k=3).decision.to_dict()
+
+    assert _without_ms(decision([public, secret])) == _without_ms(decision([public]))
+    assert decision([public, secret])["chosen"] == ["none"]
+    assert decision([public, secret], ("hr",))["chosen"] == ["fw"]  # the hr caller's filter matches it
+
+
+def _without_ms(value):
+    """``value`` without timings (``ms``), to compare two traces."""
+    if isinstance(value, dict):
+        return {k: _without_ms(v) for k, v in value.items() if k != "ms"}
+    if isinstance(value, list):
+        return [_without_ms(v) for v in value]
+    return value
+
+
+def test_a_sources_error_never_names_a_document_the_caller_may_not_read(sources):
+    """A retriever that does not filter by scope returned a labelled document with a broken score:
+    the source's error (in the trace of every caller that chose it) named that document's id until
+    session 49, and its score's text."""
+
+    class Careless:
+        name = "careless"
+
+        def __init__(self, score):
+            self.score = score
+
+        def search_many(self, queries, k=10, *, filters=None):
+            closed = Hit("closed-secret", 1.0, "careless", metadata={"access": "finance"})
+            closed.score = self.score  # as a framework might hand it over
+            return [[Hit("open-1", 2.0, "careless", text=q), closed] for q in queries]
+
+    for score in (float("nan"), "salary 90k"):
+        pipeline = Pipeline([sources[0], Source("careless", Careless(score))], FixedRouter({"careless": 1.0}))
+        result = pipeline.retrieve("anything", k=5)
+        (step,) = [s.detail for s in result.trace if s.detail.get("source") == "careless"]
+        assert "a hit with access labels has score" in step["error"]
+        text = json.dumps(result.to_dict(), default=str)
+        assert "closed-secret" not in text and "90k" not in text
 
 
 # --------------------------------------------------------------------------- graph walks

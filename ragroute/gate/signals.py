@@ -700,8 +700,15 @@ class RetrievalConfidenceSignal(GateSignal):
             hidden_of = {
                 c.scopes: {s.name for s in self.sources if not s.visible_to(c.scopes)} for c in contexts
             }
+            from ragroute.pipeline.stages import visible_routes
+
             for i, decision in enumerate(route_contexts(self.router, contexts)):
                 routes = {r: p for r, p in decision.routes.items() if r not in hidden_of[contexts[i].scopes]}
+                if len(routes) < len(decision.routes) and routes:
+                    # as the route stage renormalises them: from the router's unrounded log-probabilities
+                    # (until session 49 every visible route rounded to 0 beside a hidden winner, and
+                    # router_max read 0 exactly when a hidden source had won)
+                    routes = visible_routes(routes, decision.log_routes())
                 total = sum(routes.values())  # renormalised over what the caller may see
                 out[i, 3] = max(routes.values(), default=0.0) / total if total > 0 else 0.0
                 out[i, 4] = routes.get(NONE_ROUTE, 0.0) / total if total > 0 else 0.0

@@ -42,7 +42,7 @@ from ragroute.index.dense import aligned_vectors
 from ragroute.index.docstore import DocumentStore, check_have_text, filter_value, saved_form
 from ragroute.index.io import FAMILY
 from ragroute.index.local import VectorIndex
-from ragroute.scopes import Visible
+from ragroute.scopes import ACCESS_KEY, Visible, labels_of, visible
 from ragroute.store.locks import crash_point
 from ragroute.store.outside import CREATED_IN, created_in, note_outside
 from ragroute.types import Document, Hit
@@ -420,7 +420,10 @@ class ExternalVectorIndex(VectorIndex):
     def _check_scalar_keys(self, clauses: list[FilterClause]) -> None:
         """A one-line error for a filter on a metadata key some document holds a list (or mapping)
         under: the store keeps only scalar values (:func:`payload`), so it would match none of them
-        where a local index matches a list's items."""
+        where a local index matches a list's items. With a caller's scope among the clauses, only
+        the documents it may read count (until session 49 a hidden document's list refused the
+        filter, which told the caller what a document it may not read holds; the scope keeps
+        such documents out of the answer anyway)."""
         keys = {c.field for c in clauses if c.scopes is None and c.meta}
         if not keys:
             return
@@ -429,15 +432,21 @@ class ExternalVectorIndex(VectorIndex):
         version = self.store.version
         if getattr(self, "_nested_keys", (None, None))[0] != version:
             # a tuple or an array too, which a local index matches item by item (until session 44
-            # the store matched none of them, silently)
-            nested = {
-                k
-                for d in self.store.documents
-                for k, v in d.metadata.items()
-                if isinstance(saved_form(v), (list, dict))
-            }
+            # the store matched none of them, silently); with the access labels of the documents
+            # holding one
+            nested: dict[str, set[frozenset[str]]] = {}
+            for d in self.store.documents:
+                for k, v in d.metadata.items():
+                    if isinstance(saved_form(v), (list, dict)):
+                        nested.setdefault(k, set()).add(labels_of(d.metadata.get(ACCESS_KEY)))
             self._nested_keys = (version, nested)
-        found = sorted(keys & self._nested_keys[1])
+        scope = next((c.scopes for c in clauses if c.scopes is not None), None)
+        held = self._nested_keys[1]
+        found = sorted(
+            k
+            for k in keys & held.keys()
+            if scope is None or any(visible(labels, scope) for labels in held[k])
+        )
         if found:
             raise RagrouteError(
                 f"a {self.store_name} index keeps scalar metadata only, and {', '.join(map(repr, found))} "

@@ -450,7 +450,7 @@ class RouteStage:
         if hidden:  # the router and policy saw every source: the caller learns nothing of hidden ones
             allowed = {name: p for name, p in probs.items() if name not in hidden}
             if len(allowed) < len(probs):
-                probs = _visible_routes(allowed, log_routes())
+                probs = visible_routes(allowed, log_routes())
             # Every number the router and policy computed was computed beside the hidden sources (a
             # raw probability against the renormalised one gives a hidden source's share; whether a
             # step is redacted tells whether a hidden source won). So for a caller who cannot see
@@ -555,11 +555,15 @@ def metadata_filter_keys(filters: Mapping[str, Any] | None) -> frozenset[str]:
 def known_keys(source: Source, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
     """The metadata keys ``source``'s documents carry: its index's (computed once per content; with
     ``scopes``, of the documents a caller holding them may read), else those of the documents it
-    lists (a framework source given some); ``None`` when it cannot tell (an empty index, nothing
-    the caller may read, no documents listed)."""
+    lists (a framework source given some; with ``scopes``, of those the caller may read); ``None``
+    when it cannot tell (an empty index, nothing the caller may read, no documents listed)."""
     if callable(getattr(source.retriever, "metadata_keys", None)):
         return source.metadata_keys(scopes)
     documents = source.documents
+    if scopes is not None:  # until session 49 a hidden document's keys counted: a filter on a key only
+        # it held kept the source routed (no `filters` step), which told the caller that it existed
+        held = frozenset(scopes)
+        documents = [doc for doc in documents if visible(labels_of(doc.metadata.get(ACCESS_KEY)), held)]
     return frozenset(key for doc in documents for key in doc.metadata) if documents else None
 
 
@@ -592,11 +596,11 @@ def _without(
         return _renormalise(kept)
     logged = log_routes() if kept else {}
     if kept and all(name in logged for name in kept) and any(math.isfinite(logged[n]) for n in kept):
-        return _visible_routes(kept, logged)
+        return visible_routes(kept, logged)
     return {NONE_ROUTE: 1.0}
 
 
-def _visible_routes(allowed: Mapping[str, float], log_routes: Mapping[str, float]) -> dict[str, float]:
+def visible_routes(allowed: Mapping[str, float], log_routes: Mapping[str, float]) -> dict[str, float]:
     """A router's probabilities over the routes a caller may see (``allowed``), renormalised: from
     the router's unrounded ``log_routes`` where it gave them for every visible route (since session
     39: beside a hidden winner every visible probability rounds to 0, and the visible sources then

@@ -19,7 +19,7 @@ import numpy as np
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
 from ragroute.index.base import Retriever, metadata_keys_of, search_contexts
 from ragroute.integrations.targets import SEARCHABLE, check_target
-from ragroute.scopes import access_labels, readable, visible
+from ragroute.scopes import access_labels, is_public, readable, visible
 from ragroute.types import Decision, Document, Hit
 
 if TYPE_CHECKING:
@@ -164,11 +164,13 @@ def check_hit(hit: Any, source: str) -> None:
         return  # what ragroute's indexes return, checked at a third of the cost of the checks below
     if not isinstance(hit, Hit):
         raise RagrouteError(f"source {source!r} returned a {type(hit).__name__} where a Hit belongs")
+    named = _named(hit)
     score = hit.score
     if isinstance(score, bool) or not isinstance(score, (int, float, np.integer, np.floating)):
-        raise RagrouteError(f"source {source!r}: hit {hit.doc_id!r} has score {score!r}, not a number")
+        shown = repr(score) if named.startswith("hit ") else f"of type {type(score).__name__}"
+        raise RagrouteError(f"source {source!r}: {named} has score {shown}, not a number")
     if not math.isfinite(score):
-        raise RagrouteError(f"source {source!r}: hit {hit.doc_id!r} has score {score}, not a finite number")
+        raise RagrouteError(f"source {source!r}: {named} has score {score}, not a finite number")
     hit.score = float(score)
     if hit.text is None:
         hit.text = ""
@@ -180,9 +182,15 @@ def check_hit(hit: Any, source: str) -> None:
             setattr(hit, field_name, {})
         elif not isinstance(value, Mapping):
             kind = type(value).__name__
-            raise RagrouteError(
-                f"source {source!r}: hit {hit.doc_id!r} has {field_name} of type {kind}, not a mapping"
-            )
+            raise RagrouteError(f"source {source!r}: {named} has {field_name} of type {kind}, not a mapping")
+
+
+def _named(hit: Hit) -> str:
+    """``hit`` as an error of its source names it: by its id unless it carries access labels (the
+    source's error reaches the trace of callers who may not read it: until session 49 it named a
+    hidden document's id)."""
+    metadata = hit.metadata if isinstance(hit.metadata, Mapping) else None  # None or broken: no labels
+    return f"hit {hit.doc_id!r}" if is_public(metadata) else "a hit with access labels"
 
 
 def hits_of(target: Any, contexts: Sequence[Any], k: int) -> list[list[Hit]]:
