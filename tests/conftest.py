@@ -84,6 +84,16 @@ def count_tokenized(monkeypatch, module) -> list[int]:
     return calls
 
 
+def untimed(value: Any) -> Any:
+    """``value`` (a decision's or route's ``to_dict``) without its timings (every ``ms`` key), to
+    compare two traces of one query."""
+    if isinstance(value, dict):
+        return {key: untimed(item) for key, item in value.items() if key != "ms"}
+    if isinstance(value, list):
+        return [untimed(item) for item in value]
+    return value
+
+
 @contextlib.contextmanager
 def lock_held_elsewhere(lock_file: Path) -> Iterator[None]:
     """Hold the writer lock ``lock_file`` in another thread for the body (another thread's lock is

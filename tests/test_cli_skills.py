@@ -33,6 +33,16 @@ def _build(catalogue: Path, out: Path, tmp_path: Path):
     return CliRunner().invoke(main, [*command, "--cache-dir", str(tmp_path / ".cache")])
 
 
+def _built_jsonl(skills: list[dict], tmp_path: Path) -> Path:
+    """The index `skills build` makes of ``skills`` (SKILLS jsonl records) under ``tmp_path``."""
+    catalogue = tmp_path / "skills.jsonl"
+    catalogue.write_text("".join(json.dumps(s) + "\n" for s in skills))
+    out = tmp_path / "index"
+    built = _build(catalogue, out, tmp_path)
+    assert built.exit_code == 0, built.output
+    return out
+
+
 def _route(*args: str, cwd: Path | None = None):
     return CliRunner().invoke(main, ["skills", "route", *args, "--backend", "torch"])
 
@@ -300,11 +310,7 @@ def test_route_answers_as_a_caller_without_scopes_unless_given_scope(tmp_path):
         {"_id": "units", "description": "Convert miles to km and pounds to kg.", "metadata": {}},
         {"_id": "payroll_export", "description": "Export the salary payroll.", "metadata": {"access": "hr"}},
     ]
-    catalogue = tmp_path / "skills.jsonl"
-    catalogue.write_text("".join(json.dumps(s) + "\n" for s in skills))
-    out = tmp_path / "index"
-    built = _build(catalogue, out, tmp_path)
-    assert built.exit_code == 0, built.output
+    out = _built_jsonl(skills, tmp_path)
     task = "export the salary payroll"
     for args in ([], ["--json", "--trace"]):
         public = _route(str(out), task, "--no-reranker", *args)
@@ -323,11 +329,7 @@ def test_route_of_a_caller_who_may_read_no_skill_says_it_abstains(tmp_path):
         {"_id": "payroll_export", "description": "Export the salary payroll.", "metadata": {"access": "hr"}},
         {"_id": "payroll_import", "description": "Import the salary payroll.", "metadata": {"access": "hr"}},
     ]
-    catalogue = tmp_path / "skills.jsonl"
-    catalogue.write_text("".join(json.dumps(s) + "\n" for s in skills))
-    out = tmp_path / "index"
-    built = _build(catalogue, out, tmp_path)
-    assert built.exit_code == 0, built.output
+    out = _built_jsonl(skills, tmp_path)
     text = _route(str(out), "export the payroll", "--no-reranker")
     assert text.exit_code == 0, text.output
     assert text.output.splitlines()[-1].startswith("abstain: yes: no skill this caller may read")

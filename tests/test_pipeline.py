@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import HashingEncoder
+from conftest import HashingEncoder, untimed
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.errors import InvalidArgumentError, RagrouteError, UnknownKindError
@@ -519,15 +519,6 @@ class TextRouter(BaseRouter):
         ]
 
 
-def _untimed(value):
-    """``value`` (a decision's ``to_dict``) without its timings."""
-    if isinstance(value, dict):
-        return {key: _untimed(item) for key, item in value.items() if key != "ms"}
-    if isinstance(value, list):
-        return [_untimed(item) for item in value]
-    return value
-
-
 @pytest.mark.parametrize("max_workers", [1, None])
 def test_a_query_in_a_batch_names_the_sources_and_steps_it_names_alone(max_workers):
     """Until session 49 a query's source lists (and ``retrieve`` steps) came in the order the batch's
@@ -547,7 +538,7 @@ def test_a_query_in_a_batch_names_the_sources_and_steps_it_names_alone(max_worke
     for query, result in zip(["b a", "a b"], batch):
         alone = pipeline.retrieve(query, k=4)
         assert [h.to_dict() for h in result.hits] == [h.to_dict() for h in alone.hits]
-        assert _untimed(result.decision.to_dict()) == _untimed(alone.decision.to_dict())
+        assert untimed(result.decision.to_dict()) == untimed(alone.decision.to_dict())
         searched = [s.detail["source"] for s in result.trace if s.stage == "retrieve"]
         assert searched == result.decision.chosen  # best route first
     assert batch[1].hits[0].source == "two" and batch[1].hits[0].explain["route_probability"] == 0.5

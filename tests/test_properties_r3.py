@@ -37,7 +37,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import HashingEncoder
+from conftest import HashingEncoder, untimed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_pipeline import FixedRouter
@@ -605,14 +605,6 @@ class HashRouter(FixedRouter):
         return out
 
 
-def _untimed(value):
-    if isinstance(value, dict):
-        return {key: _untimed(item) for key, item in value.items() if key != "ms"}
-    if isinstance(value, list):
-        return [_untimed(item) for item in value]
-    return value
-
-
 NESTED = Source("nested", Pipeline([DENSE, BM25], HashRouter({"dense": 1, "bm25": 1}), encoder=ENCODER))
 MIXED = [*SHARED, NESTED]
 
@@ -646,7 +638,7 @@ def test_every_query_of_a_batch_gets_its_hits_and_trace_alone(batch, repeat, k, 
     for (q, f, s, _, _), result in zip(batch, together):
         alone = pipeline.retrieve(QueryContext.of(q, filters=f, scopes=s), k)
         assert [h.to_dict() for h in result.hits] == [h.to_dict() for h in alone.hits]
-        assert _untimed(result.decision.to_dict()) == _untimed(alone.decision.to_dict())
+        assert untimed(result.decision.to_dict()) == untimed(alone.decision.to_dict())
         _check_ranks(result.hits)
 
 

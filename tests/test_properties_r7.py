@@ -29,7 +29,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import PROPERTY_SETTINGS, HashingEncoder
+from conftest import PROPERTY_SETTINGS, HashingEncoder, untimed
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -262,20 +262,12 @@ def _params():
     return SkillIndexParams(fusion="fixed")
 
 
-def _strip_ms(obj):
-    if isinstance(obj, dict):
-        return {k: _strip_ms(v) for k, v in obj.items() if k != "ms"}
-    if isinstance(obj, list):
-        return [_strip_ms(v) for v in obj]
-    return obj
-
-
 def _full(route):
     return (
         [(s.id, s.score, list(s.duplicates), s.rank) for s in route.skills],
         route.abstain,
         route.p_applies,
-        _strip_ms(route.to_dict(trace=True)),
+        untimed(route.to_dict(trace=True)),
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import HashingEncoder
+from conftest import HashingEncoder, untimed
 
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
@@ -561,18 +561,9 @@ def test_a_framework_sources_hidden_documents_do_not_keep_it_routed_for_a_filter
         context = QueryContext.of("salary", filters={"salary_band": "B"}, scopes=scopes)
         return pipeline.retrieve(context, k=3).decision.to_dict()
 
-    assert _without_ms(decision([public, secret])) == _without_ms(decision([public]))
+    assert untimed(decision([public, secret])) == untimed(decision([public]))
     assert decision([public, secret])["chosen"] == ["none"]
     assert decision([public, secret], ("hr",))["chosen"] == ["fw"]  # the hr caller's filter matches it
-
-
-def _without_ms(value):
-    """``value`` without timings (``ms``), to compare two traces."""
-    if isinstance(value, dict):
-        return {k: _without_ms(v) for k, v in value.items() if k != "ms"}
-    if isinstance(value, list):
-        return [_without_ms(v) for v in value]
-    return value
 
 
 def test_a_sources_error_never_names_a_document_the_caller_may_not_read(sources):
