@@ -98,7 +98,7 @@ def writable_copy(value: Any) -> Any:
     """A copy of ``value`` sharing no dict, list or set with it (what a hit and ``to_dict`` hand
     out: editing them changes nothing an index holds); other values are shared (immutable)."""
     # only the containers are copied again (a hit's metadata is copied for every hit of every
-    # search: until session 49 each value took a call of its own, a third of a small collection's
+    # search: until session 49 each value took a call of its own, a fifth of a small collection's
     # search for metadata holding a list of authors)
     if isinstance(value, dict):
         out = dict(value)
