@@ -113,6 +113,10 @@ def test_parse_plan_json_untidy_and_lines():
     for bad in ("I do not know.", '{"action": "dance"}', "", '{"action": "search", "query": "cut sh'):
         with pytest.raises(ValueError, match="unparseable plan"):
             parse_plan(bad)
+    # a falsy answer is one (until session 49 `or` passed it over: unparseable, the planner fell back)
+    assert parse_plan('{"action": "answer", "answer": 0}') == ("answer", "0")
+    assert parse_plan('{"answer": false}') == ("answer", "False")
+    assert parse_plan('{"action": "answer", "answer": "", "final_answer": "Kellow"}') == ("answer", "Kellow")
 
 
 # --------------------------------------------------------------------------- the loop

@@ -318,8 +318,10 @@ def parse_plan(text: str) -> tuple[str, str]:
         json_error = ""
     if isinstance(data, Mapping):
         action = str(data.get("action", "")).strip().lower()
-        query = data.get("query") or data.get("question") or data.get("search")
-        answer = data.get("answer") or data.get("final_answer")
+        query = _given(data, ("query", "question", "search"))
+        # a falsy answer is an answer ({"answer": 0}, {"answer": false}): until session 49 `or` passed
+        # it over, and the plan read as unparseable
+        answer = _given(data, ("answer", "final_answer"))
         if action in ("search", "ask", "query", "retrieve") and isinstance(query, str) and query.strip():
             return ASK, query.strip()
         if action in ("answer", "final", "final_answer", "stop") and answer is not None:
@@ -339,6 +341,16 @@ def parse_plan(text: str) -> tuple[str, str]:
         if value:
             return (ANSWER if "answer" in kind else ASK), value
     raise ValueError(f"unparseable plan ({json_error or 'no JSON'}; no SEARCH:/ANSWER: line)")
+
+
+def _given(data: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    """The value of the first of ``keys`` that ``data`` gives (not null, not ``""``), else None: a
+    blank answer is kept, for the planner to say the LLM answered with nothing."""
+    for key in keys:
+        value = data.get(key)
+        if value is not None and value != "":
+            return value
+    return None
 
 
 class LLMPlanner:
