@@ -370,3 +370,15 @@ def test_bad_fusion_params_are_refused_before_a_hybrid_build(hashing_encoder, sm
         build_index(small_docs, "hybrid", encoder=hashing_encoder, fusion=FusionParams(**params))
     assert "\n" not in str(info.value) and hashing_encoder.calls == calls  # nothing was embedded
     assert FusionParams(candidates=12.0).candidates == 12 and FusionParams(rrf_k=0).rrf_k == 0
+
+
+def test_a_hybrid_of_two_stores_is_one_ragroute_line(hashing_encoder, small_docs):
+    """A plain ValueError until session 49 (the CLI's one-line errors catch RagrouteError)."""
+    from ragroute.errors import RagrouteError
+    from ragroute.index.build import build_index
+    from ragroute.index.hybrid import HybridIndex
+
+    bm25 = build_index(small_docs, "bm25")
+    dense = build_index(small_docs, "dense", encoder=hashing_encoder)
+    with pytest.raises(RagrouteError, match="must share one document store"):
+        HybridIndex(bm25, dense)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
-from ragroute.errors import RagrouteError, check_k, is_finite_number
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, is_finite_number
 from ragroute.index.base import filter_groups
 from ragroute.index.dense import DenseIndex, DenseParams
 from ragroute.index.docstore import DocumentStore
@@ -66,7 +66,10 @@ class HybridIndex(LocalIndex):
         self, bm25: BM25Index, dense: DenseIndex, fusion: FusionParams | None = None, name: str = ""
     ):
         if bm25.store is not dense.store:
-            raise ValueError("the BM25 and dense parts of a hybrid index must share one document store")
+            # a RagrouteError (one line at the CLI) that is still a ValueError (a plain one until session 49)
+            raise InvalidArgumentError(
+                "the BM25 and dense parts of a hybrid index must share one document store"
+            )
         super().__init__(bm25.store, name)
         self.bm25 = bm25
         self.dense = dense
