@@ -74,3 +74,24 @@ def test_a_rebuild_with_another_encoder_between_reads_answers_from_one_build(tmp
     assert opened == ["test/old", "test/new"]
     if command == "query":
         assert json.loads(second.stdout.strip().splitlines()[-1])["hits"][0]["doc_id"] == "new0"
+
+
+def test_readers_start_only_once_the_writer_has_replaced_the_index(tmp_path, monkeypatch):
+    """Until session 49 the readers started 0.2 s after the writer process, before it had imported
+    ragroute: a quick run read one unchanging build throughout and reported a race that never
+    happened. Now the first read in a reader thread sees a build the writer published."""
+    import ragroute.reliability.race as race
+    from ragroute.store.artifact import POINTER_NAME
+
+    pointers: list[bytes] = []
+    original = race.in_process_answer
+
+    def in_process_answer(index_dir, encoder, k=5):
+        pointers.append((index_dir / POINTER_NAME).read_bytes())
+        return original(index_dir, encoder, k)
+
+    monkeypatch.setattr(race, "in_process_answer", in_process_answer)
+    report = run_race(tmp_path, method="bm25", reads=5, cli_reads=0, threads=1)
+    assert report.reads >= 5 and report.wrong == 0 and report.errors == 0, report.examples
+    # calls 1-2 compute the answers of the two builds; call 3 is the first read of the race
+    assert pointers[2] != pointers[1], "the readers read before the writer published anything"

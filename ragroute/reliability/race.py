@@ -29,6 +29,7 @@ from typing import Any
 
 from ragroute.reliability.corruption import cli_answer
 from ragroute.reliability.workload import corpus_records, documents, ragroute_argv
+from ragroute.store.artifact import POINTER_NAME
 
 QUERY = "telescope orbit of a comet bread dough"
 
@@ -95,6 +96,16 @@ def writer_main(argv: Sequence[str] | None = None) -> int:
         rebuilds += 1
     print(rebuilds, flush=True)
     return 0
+
+
+def _first_rebuild(writer: subprocess.Popen[str], pointer: Path, before: bytes, deadline: float) -> bool:
+    """Wait until the writer has replaced the pointer ``before`` of the index (``True``), or has
+    exited or run past ``deadline`` (``False``)."""
+    while writer.poll() is None and time.monotonic() < deadline:
+        if pointer.read_bytes() != before:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def run_race(
@@ -173,6 +184,7 @@ def run_race(
             problem = "" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
             record(cli_answer(done.stdout) if not problem else None, expected_cli, problem, cli=True)
 
+    pointer = (index_dir / POINTER_NAME).read_bytes()
     writer = subprocess.Popen(
         [sys.executable, "-m", "ragroute.reliability.race", str(index_dir), method, str(stop)],
         stdout=subprocess.PIPE,
@@ -184,17 +196,28 @@ def run_race(
     workers = [threading.Thread(target=in_process_reader) for _ in range(threads)]
     workers += [threading.Thread(target=cli_reader) for _ in range(cli_workers if cli_reads else 0)]
     try:
-        time.sleep(0.2)  # let the writer start rebuilding
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        # the readers start once the writer has published a rebuild: until session 49 they started
+        # after a fixed 0.2 s, before the writer process had even imported ragroute, so a quick run
+        # read one unchanging build throughout and reported "0 wrong" of a race that never happened
+        raced = _first_rebuild(writer, index_dir / POINTER_NAME, pointer, deadline)
+        if raced:
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
     finally:
         stop.touch()
-        out, err = writer.communicate(timeout=600)
+        try:
+            out, err = writer.communicate(timeout=600)
+        except BaseException:  # a hung writer (or an interrupt) does not outlive the harness
+            writer.kill()
+            writer.communicate()
+            raise
     report.seconds = round(time.perf_counter() - start, 2)
     if writer.returncode != 0:
         raise RuntimeError(f"the writer process failed: {err.strip()[-500:]}")
+    if not raced:
+        raise RuntimeError("the writer process published no rebuild before the deadline; nothing was raced")
     report.rebuilds = int(out.strip().splitlines()[-1])
     if progress:
         progress(f"race {method}: {report.to_dict()}")
