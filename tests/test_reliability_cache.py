@@ -289,3 +289,36 @@ def test_a_closed_cache_is_a_one_line_error_also_for_an_encode_in_flight(tmp_pat
             use()
     with EmbeddingCache.in_dir(tmp_path) as again:  # open again: the stored vector is there
         assert again.count() == 1
+
+
+def test_a_cached_vector_whose_record_lost_its_blob_type_is_encoded_again(tmp_path, hashing_encoder):
+    """A flipped bit in a record header can make a vector read back as a number or text: until
+    session 49 that was a bare TypeError; now the row fails like a corrupt one and is replaced."""
+    _encoder, expected = _cached(tmp_path, hashing_encoder)
+    db = sqlite3.connect(tmp_path / "embeddings.sqlite")
+    (key,) = db.execute("SELECT key FROM embeddings LIMIT 1").fetchone()
+    db.execute("UPDATE embeddings SET vec = 7 WHERE key = ?", (key,))
+    db.commit()
+    db.close()
+    again = CachedEncoder(hashing_encoder, EmbeddingCache.in_dir(tmp_path))
+    with pytest.warns(CacheWarning, match="1 cached vectors failed their checksum"):
+        np.testing.assert_array_equal(again.encode_documents(TEXTS), expected)
+    assert again.misses == 1
+    repaired = CachedEncoder(hashing_encoder, EmbeddingCache.in_dir(tmp_path))
+    np.testing.assert_array_equal(repaired.encode_documents(TEXTS), expected)
+    assert repaired.misses == 0
+
+
+def test_a_schema_damaged_into_non_utf8_text_is_the_one_line_error(tmp_path, hashing_encoder):
+    """SQLite's message for a damaged schema quotes its text; bytes that are not UTF-8 there made
+    Python's sqlite3 raise a bare UnicodeDecodeError (until session 49), not the one-line error."""
+    _cached(tmp_path, hashing_encoder)[0].cache.close()  # its rows and schema into the file
+    path = tmp_path / "embeddings.sqlite"
+    data = bytearray(path.read_bytes())
+    data[data.index(b"CREATE TABLE embeddings") + len("CREATE TAB")] ^= 0x80  # "L" becomes 0xCC
+    path.write_bytes(bytes(data))
+    for extra in tmp_path.glob("embeddings.sqlite-*"):
+        extra.unlink()
+    with pytest.raises(RagrouteError, match=r"embeddings\.sqlite is corrupt .*delete it") as info:
+        EmbeddingCache.in_dir(tmp_path)
+    assert "\n" not in str(info.value)

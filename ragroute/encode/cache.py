@@ -139,6 +139,9 @@ class EmbeddingCache:
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
             raise self._unusable(exc) from None
+        except UnicodeDecodeError:  # SQLite's message quotes a damaged schema (a traceback until session 49)
+            self._close_quietly()
+            raise self._unusable(sqlite3.DatabaseError("malformed database schema")) from None
 
     def _open_read_only(self, why: BaseException) -> None:
         """The cache file opened read-only (``immutable``: nothing can write it here), or no cache."""
@@ -148,7 +151,7 @@ class EmbeddingCache:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
                 self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
                 self._conn.execute("SELECT key, dim, vec, digest FROM embeddings LIMIT 1").fetchall()
-            except sqlite3.DatabaseError:
+            except (sqlite3.DatabaseError, UnicodeDecodeError):
                 self._close_quietly()
             else:
                 self.mode = "read-only"
@@ -201,6 +204,9 @@ class EmbeddingCache:
                 except sqlite3.DatabaseError as exc:
                     raise self._unusable(exc) from None
                 for key, row_dim, blob, digest in rows:
+                    if not isinstance(blob, bytes):  # a damaged record (a TypeError until session 49)
+                        corrupt += 1
+                        continue
                     if row_dim != dim or len(blob) != 4 * dim:
                         continue
                     if digest != row_digest(space, bytes(key), row_dim, bytes(blob)):
