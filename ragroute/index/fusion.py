@@ -104,7 +104,7 @@ def fuse_ranked(
     """
     if method not in FUSION_METHODS:
         raise RagrouteError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
-    if not _finite_at_least_0(rrf_k):  # -1 divided by zero at rank 1, below it first hits came last
+    if not finite_at_least_0(rrf_k):  # -1 divided by zero at rank 1, below it first hits came last
         raise RagrouteError(f"rrf_k must be a finite number of at least 0, not {rrf_k!r}")
     weights = _checked_weights(weights)
     # a key repeated within one list counts once, at its first (best) rank, as in the metrics: the
@@ -134,7 +134,7 @@ def fuse_ranked(
     return [(key, float(total[i]), detail[key]) for key, i in zip(chosen, best)]
 
 
-def _finite_at_least_0(value: Any) -> bool:
+def finite_at_least_0(value: Any) -> bool:
     """Whether ``value`` is a finite number (not a bool, nor text: ``"3"`` passed and then failed in
     numpy's multiplication) of at least 0."""
     return is_finite_number(value) and value >= 0
@@ -146,7 +146,7 @@ def _checked_weights(weights: Mapping[str, float] | None, what: str = "weight") 
     anywhere), and a negative one turned its list upside down, silently."""
     checked = dict(weights or {})
     for name, value in checked.items():
-        if not _finite_at_least_0(value):
+        if not finite_at_least_0(value):
             raise RagrouteError(f"{what} of list {name!r} is {value!r}: not a finite number of at least 0")
     return checked
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, is_finite_number
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_k
 from ragroute.index.base import filter_groups
 from ragroute.index.dense import DenseIndex, DenseParams
 from ragroute.index.docstore import DocumentStore
-from ragroute.index.fusion import FUSION_METHODS, fuse_ranked
+from ragroute.index.fusion import FUSION_METHODS, finite_at_least_0, fuse_ranked
 from ragroute.index.lexical import BM25Index, BM25Params
 from ragroute.index.local import LocalIndex
 from ragroute.types import Document, Hit
@@ -44,10 +44,10 @@ class FusionParams:
         # TypeError, candidates=2.5 as "k must be a non-negative integer")
         numbers = {"rrf_k": self.rrf_k, "bm25_weight": self.bm25_weight, "dense_weight": self.dense_weight}
         for key, value in numbers.items():
-            if not (is_finite_number(value) and value >= 0):
+            if not finite_at_least_0(value):  # what fuse_ranked checks rrf_k and each weight by
                 raise RagrouteError(f"fusion {key} must be a finite number of at least 0, got {value!r}")
         candidates = self.candidates
-        if not (is_finite_number(candidates) and candidates >= 0 and float(candidates).is_integer()):
+        if not (finite_at_least_0(candidates) and float(candidates).is_integer()):
             raise RagrouteError(f"fusion candidates must be a whole number of at least 0, got {candidates!r}")
         self.candidates = int(candidates)
 
