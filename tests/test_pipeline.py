@@ -577,6 +577,21 @@ def test_a_pipeline_never_writes_on_hits_a_retriever_keeps():
     assert [h.explain for h in keeping.kept["q"]] == [{"own": i} for i in range(3)]
 
 
+def test_two_sources_over_one_keeping_retriever_each_name_their_own_hits():
+    """Until session 50 a source wrote its name onto the hits its retriever returned, and the
+    retrieve stage copied them only once every source had answered: two sources over one retriever
+    that keeps its hits (a cache) both stamped the same objects, and the first source's hits read as
+    the second's (with the second's collection); the retriever's cache held the last name too."""
+    keeping = KeepingRetriever()
+    sources = [Source("a", keeping), Source("b", keeping, metadata={"corpus": "shelf"})]
+    pipeline = Pipeline(sources, FixedRouter({"a": 0.6, "b": 0.4}), options=RoutingOptions(scores="fusion"))
+    hits = pipeline.retrieve("q", k=6).hits
+    named = sorted((h.source, h.doc_id, h.explain.get("collection")) for h in hits)
+    assert named == [("a", f"d{i}", None) for i in range(3)] + [("b", f"d{i}", "shelf") for i in range(3)]
+    assert [h.source for h in keeping.kept["q"]] == ["", "", ""]
+    assert [h.explain for h in keeping.kept["q"]] == [{"own": i} for i in range(3)]
+
+
 def test_search_refuses_filters_or_scopes_beside_a_query_context():
     """``retrieve`` refuses scopes= beside a context; until session 49 ``search`` / ``search_many``
     searched the context's own filters and scopes and silently dropped the ones given."""

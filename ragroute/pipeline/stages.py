@@ -739,12 +739,9 @@ class RetrieveStage:
                 else:
                     hits, nested = entry
                     prior = route_prior(decisions[i], name)
-                    # the query's own copies: the later stages stamp them (ranks, a reranker's
-                    # explain), and a retriever may hand out hits it keeps (a cache) or the same
-                    # hits to two queries of a batch; until session 49 the route probability was
-                    # written onto the retriever's hits, and a later query's changed an earlier
-                    # result's hits (and what the retriever's cache held)
-                    hits = [_own_hit(hit, prior) for hit in hits]
+                    # the source's own copies (Source._stamped), one per query: stamped in place
+                    for hit in hits:
+                        hit.explain = {**hit.explain, "route_probability": prior}
                     found[i][name] = (hits, detail)
                     detail.update(hits=len(hits), top_score=hits[0].score if hits else None)
                     if nested is not None:
@@ -823,15 +820,6 @@ class RetrieveStage:
                 continue
             seen.add(id(encoder))
             query_vectors([contexts[i] for i in positions], encoder)
-
-
-def _own_hit(hit: Hit, route_probability: float) -> Hit:
-    """A copy of ``hit`` (a shallow one: its metadata is shared, never written) with
-    ``route_probability`` in a new ``explain``."""
-    own = object.__new__(type(hit))  # as copy.copy, at half its cost (every hit of every source)
-    own.__dict__.update(hit.__dict__)
-    own.explain = {**hit.explain, "route_probability": route_probability}
-    return own
 
 
 class FuseStage:

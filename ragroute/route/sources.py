@@ -93,19 +93,9 @@ class Source:
         retriever = self.retriever
         if hasattr(retriever, "retrieve_contexts"):
             results = retriever.retrieve_contexts(list(contexts), k)
-            pairs = [(r.hits, r.decision) for r in results]
-            for hits, _ in pairs:
-                for hit in hits:
-                    # the path of sources that found it inside this one ("mid/leaf" when nested
-                    # twice): what an exposure ledger counts it under, as it declares them
-                    inner = hit.explain.get("inner_source")
-                    hit.explain = {
-                        **hit.explain,
-                        "inner_source": f"{hit.source}/{inner}" if inner else hit.source,
-                    }
-        else:
-            pairs = [(hits, None) for hits in search_contexts(retriever, contexts, k)]
-        return self._stamped(pairs, len(contexts))
+            return self._stamped([(r.hits, r.decision) for r in results], len(contexts), nested=True)
+        results = search_contexts(retriever, contexts, k)
+        return self._stamped([(hits, None) for hits in results], len(contexts))
 
     def start_contexts(
         self, contexts: Sequence[Any], k: int, submit: Callable[..., Any]
@@ -120,13 +110,22 @@ class Source:
         return lambda: self._stamped([(hits, None) for hits in finish()], len(contexts))
 
     def _stamped(
-        self, pairs: list[tuple[list[Hit], Decision | None]], expected: int
+        self, pairs: Sequence[tuple[list[Hit], Decision | None]], expected: int, nested: bool = False
     ) -> list[tuple[list[Hit], Decision | None]]:
-        """The results with this source's name on every hit, once checked: one list of hits per
-        query, each hit a :class:`Hit` with a finite number as its score (a missing text read as
-        empty). Anything else is this source's failure, in one line (the retrieve stage keeps the
-        other sources' hits and records it), never hits shifted onto other queries or a NaN
-        ranked first."""
+        """The results as this source's own copies of the hits, each with this source's name, once
+        checked: one list of hits per query, each hit a :class:`Hit` with a finite number as its
+        score (a missing text read as empty). Anything else is this source's failure, in one line
+        (the retrieve stage keeps the other sources' hits and records it), never hits shifted onto
+        other queries or a NaN ranked first.
+
+        Copies (shallow: metadata is shared, never written), because the later stages stamp them
+        (route probability, ranks, a reranker's explain) and a retriever may hand out hits it
+        keeps (a cache), the same hits to two queries of a batch, or to two sources over it: until
+        session 50 the name was written onto the retriever's own hits, and of two sources over one
+        retriever that keeps them, the first one's hits read as the second's. ``nested``: the hits
+        of a nested pipeline, whose ``inner_source`` becomes the path of sources that found them
+        inside this one ("mid/leaf" when nested twice), what an exposure ledger counts them under.
+        """
         if len(pairs) != expected:
             raise RagrouteError(
                 f"source {self.name!r} returned {len(pairs)} result lists for {expected} queries"
@@ -134,16 +133,34 @@ class Source:
         # the documents' own group, where it is not this source alone (a granularity view's parent
         # source, a shared corpus): a parents reranker keeps one hit per document within it
         group = str(self.metadata.get("corpus") or self.parent or self.name)
-        for hits, _ in pairs:
+        stamped: list[tuple[list[Hit], Decision | None]] = []
+        for hits, decision in pairs:
             if not isinstance(hits, list):
                 kind = type(hits).__name__
                 raise RagrouteError(f"source {self.name!r} returned a {kind}, not a list of hits")
+            own = []
             for hit in hits:
+                if isinstance(hit, Hit):
+                    hit = copied_hit(hit)
                 check_hit(hit, self.name)
+                if nested:
+                    inner = hit.explain.get("inner_source")
+                    path = f"{hit.source}/{inner}" if inner else hit.source
+                    hit.explain = {**hit.explain, "inner_source": path}
                 hit.source = self.name
                 if group != self.name:
                     hit.explain = {**hit.explain, "collection": group}
-        return pairs
+                own.append(hit)
+            stamped.append((own, decision))
+        return stamped
+
+
+def copied_hit(hit: Hit) -> Hit:
+    """A shallow copy of ``hit`` whose fields may be reassigned without touching the original (its
+    metadata and explain are shared: replace them, never write into them)."""
+    own = object.__new__(type(hit))  # as copy.copy, at half its cost (every hit of every source)
+    own.__dict__.update(hit.__dict__)
+    return own
 
 
 def check_hit(hit: Any, source: str) -> None:
