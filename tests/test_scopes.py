@@ -504,6 +504,31 @@ def test_the_final_scope_check_drops_a_candidate_a_reranker_relabelled(sources):
     assert [s.detail for s in result.trace if s.stage == "scope-check"] == [{"dropped": 1}]
 
 
+def test_a_reread_counts_each_dropped_hit_once():
+    """A parents reranker reads again, deeper, when one document's chunks fill the pool; until
+    session 50 the scope check's count added both reads, so a hidden hit a careless source returned
+    to both read as two dropped hits."""
+    from ragroute.rerank.parents import ParentsReranker
+
+    class Chunks:
+        def search_many(self, queries, k=10, *, filters=None):
+            chunks = [Hit(f"a#{i}", 10.0 - i / 100, parent_id="a") for i in range(30)]
+            chunks[10] = Hit("b#0", 9.9 - 10 / 100, parent_id="b")
+            return [chunks[:k] for _ in queries]
+
+    class Careless:
+        def search_many(self, queries, k=10, *, filters=None):
+            return [[Hit("closed", 1.0, metadata={"access": "finance"})] for _ in queries]
+
+    sources = [Source("chunks", Chunks()), Source("careless", Careless())]
+    router = FixedRouter({"chunks": 0.5, "careless": 0.5})
+    pipeline = Pipeline(sources, router, reranker=ParentsReranker(), options=RoutingOptions(threshold=0.0))
+    result = pipeline.retrieve("anything", k=2)
+    assert [h.parent_id for h in result.hits] == ["a", "b"]
+    assert [s.stage for s in result.trace].count("reread") == 1
+    assert [s.detail for s in result.trace if s.stage == "scope-check"] == [{"dropped": 1}]
+
+
 def test_a_source_that_ignores_filters_is_checked_after(sources):
     class Careless:
         """Returns labelled documents whatever the filters say."""

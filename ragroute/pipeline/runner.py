@@ -311,8 +311,9 @@ class Pipeline:
                 )
                 depth = self._depth(decision, candidates)
                 lists = self._retrieve.run([context], [decision], depth)[0]
-                hits, more, full = self._fuse_and_rerank(context, decision, lists, want, candidates)
-                dropped += more
+                # the deeper read holds the first one's hits: its count replaces the first one's
+                # (until session 50 added to it, a hidden hit both reads returned counted twice)
+                hits, dropped, full = self._fuse_and_rerank(context, decision, lists, want, candidates)
             if dropped:
                 decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
             if self.exposure is not None and admit:
