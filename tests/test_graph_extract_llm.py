@@ -226,6 +226,20 @@ def test_a_cache_file_sqlite_cannot_use_is_one_line_naming_it(tmp_path):
     assert extractor.failures == []
 
 
+def test_a_cache_schema_damaged_into_non_utf8_text_is_the_one_line_error(tmp_path):
+    """SQLite's message for a damaged schema quotes its text: bytes that are not UTF-8 there made
+    Python's sqlite3 raise a bare UnicodeDecodeError out of the LLM answer cache (until session 50;
+    the embedding cache was mended in session 49)."""
+    LLMExtractor(scripted(), cache_dir=tmp_path)  # its schema into the file
+    path = tmp_path / "openie.sqlite"
+    data = bytearray(path.read_bytes())
+    data[data.index(b"CREATE TABLE openie") + len("CREATE TAB")] ^= 0x80  # "L" becomes 0xCC
+    path.write_bytes(bytes(data))
+    with pytest.raises(RagrouteError, match=r"openie\.sqlite is corrupt .*delete it") as info:
+        LLMExtractor(scripted(), cache_dir=tmp_path)
+    assert "\n" not in str(info.value)
+
+
 def test_unparseable_output_is_recorded_and_the_build_goes_on(tmp_path, hashing_encoder):
     llm = scripted(answers={"Kellow": ("I am sorry, I cannot do that.", "unused")})
     extractor = LLMExtractor(llm, cache_dir=tmp_path)

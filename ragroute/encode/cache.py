@@ -69,10 +69,17 @@ class CacheFileError(RagrouteError):
     """A cache file (the embedding cache, the graph extractor's LLM answers) that SQLite cannot use."""
 
 
-def cache_file_error(what: str, path: Path, exc: sqlite3.Error) -> CacheFileError:
+#: what Python's sqlite3 raises for a cache file it cannot use: SQLite's own errors, and a bare
+#: UnicodeDecodeError where SQLite's message quotes a schema damaged into bytes that are not UTF-8
+SQLITE_FAILURES = (sqlite3.Error, UnicodeDecodeError)
+
+
+def cache_file_error(what: str, path: Path, exc: sqlite3.Error | UnicodeDecodeError) -> CacheFileError:
     """The one line for a cache file SQLite refused (``what``: ``"embedding cache"``...): a file that
-    is no database, or a damaged one, is to be deleted; any other refusal (locked, unwritable) is
-    said as SQLite says it."""
+    is no database, or a damaged one (a schema SQLite cannot even quote), is to be deleted; any other
+    refusal (locked, unwritable) is said as SQLite says it."""
+    if isinstance(exc, UnicodeDecodeError):
+        exc = sqlite3.DatabaseError("malformed database schema")
     reason = " ".join(str(exc).split())
     if type(exc) is sqlite3.DatabaseError:  # not a lock or I/O problem: the file itself is bad
         return CacheFileError(
@@ -139,9 +146,9 @@ class EmbeddingCache:
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
             raise self._unusable(exc) from None
-        except UnicodeDecodeError:  # SQLite's message quotes a damaged schema (a traceback until session 49)
+        except UnicodeDecodeError as exc:  # a schema damaged into non-UTF-8 text
             self._close_quietly()
-            raise self._unusable(sqlite3.DatabaseError("malformed database schema")) from None
+            raise self._unusable(exc) from None
 
     def _open_read_only(self, why: BaseException) -> None:
         """The cache file opened read-only (``immutable``: nothing can write it here), or no cache."""
@@ -151,7 +158,7 @@ class EmbeddingCache:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
                 self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
                 self._conn.execute("SELECT key, dim, vec, digest FROM embeddings LIMIT 1").fetchall()
-            except (sqlite3.DatabaseError, UnicodeDecodeError):
+            except SQLITE_FAILURES:
                 self._close_quietly()
             else:
                 self.mode = "read-only"
@@ -176,7 +183,7 @@ class EmbeddingCache:
                 self._conn.close()
             self._conn = None
 
-    def _unusable(self, exc: sqlite3.DatabaseError) -> RagrouteError:
+    def _unusable(self, exc: sqlite3.DatabaseError | UnicodeDecodeError) -> RagrouteError:
         return cache_file_error("embedding cache", self.path, exc)
 
     @classmethod

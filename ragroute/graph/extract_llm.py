@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragroute.encode.cache import CacheFileError, cache_file_error
+from ragroute.encode.cache import SQLITE_FAILURES, CacheFileError, cache_file_error
 from ragroute.encode.resolve import default_cache_dir
 from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, Fact, normalise
@@ -369,7 +369,7 @@ class OpenIECache:
         try:
             with closing(sqlite3.connect(self.path, timeout=30)) as db:
                 yield db
-        except sqlite3.Error as exc:
+        except SQLITE_FAILURES as exc:
             raise cache_file_error("LLM answer cache", self.path, exc) from None
 
     def get(self, key: str) -> tuple[str, str | None] | None:
