@@ -828,6 +828,12 @@ def test_a_default_prompt_is_put_before_texts_by_every_backend(tiny_model: Path,
         assert np.allclose(a, b, atol=1e-4), encode
     bare = load_encoder(str(tiny_model), backend="torch", use_cache=False).encode_queries(texts)
     assert not np.allclose(bare, torch_enc.encode_queries(texts), atol=1e-3)  # the prompt is read
+    # the truncation count reads the texts behind the prompt both backends put before them: a text
+    # that fits alone and not behind it (until session 50 the torch encoder counted it bare)
+    limit = torch_enc.max_seq_length
+    fits_bare = " ".join(["cat"] * (limit - 2))
+    for encoder in (torch_enc, onnx_enc):
+        assert encoder.count_truncated([fits_bare, "solar wind"]) == (1, limit, True), encoder.backend
 
 
 def test_text_with_a_lone_surrogate_is_a_one_line_error(torch_encoder, onnx_encoder) -> None:

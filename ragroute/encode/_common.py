@@ -89,6 +89,18 @@ def query_prompt(prompts: dict[str, str]) -> str:
     return prompts.get("query") or ""
 
 
+def default_prompt(prompts: dict[str, str], default_name: str | None) -> str:
+    """The prompt a model's ``default_prompt_name`` names (what sentence-transformers puts before
+    texts given no prompt), ``""`` without one."""
+    return str(prompts.get(default_name) or "") if default_name else ""
+
+
+def encoder_prompts(prompts: dict[str, str], default: str) -> tuple[str, str]:
+    """``(query prompt, document prompt)`` a model's texts are read behind: its ``query`` and
+    ``document`` prompts, each else its ``default`` prompt (:func:`default_prompt`)."""
+    return query_prompt(prompts) or default, document_prompt(prompts) or default
+
+
 class PromptedEncoder:
     """Shared surface of the text backends: query/document prompts, then ``_encode``.
 

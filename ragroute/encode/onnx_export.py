@@ -40,6 +40,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ragroute.encode._common import default_prompt
 from ragroute.encode.cache import CacheWarning
 from ragroute.encode.onnx_session import (
     FORMAT_VERSION,
@@ -341,8 +342,7 @@ def _export_into(resolved: ResolvedModel, layout: dict[str, Any], out: Path) -> 
     # a model's default prompt (``default_prompt_name``) is put before texts by the encoder, not
     # the graph: the graph is checked on the bare texts (until session 38 the reference had the
     # prompt and the graph not, so such a model never exported)
-    default_name = getattr(st, "default_prompt_name", None)
-    meta["default_prompt"] = str(prompts.get(default_name) or "") if default_name else ""
+    meta["default_prompt"] = default_prompt(prompts, getattr(st, "default_prompt_name", None))
     reference = st.encode(list(PROBE_TEXTS), prompt="", convert_to_numpy=True, normalize_embeddings=True)
 
     candidates: list[tuple[str, Path]] = []

@@ -19,8 +19,7 @@ from ragroute.encode._common import (
     PromptedEncoder,
     check_batch_size,
     check_texts,
-    document_prompt,
-    query_prompt,
+    encoder_prompts,
     want_progress,
 )
 from ragroute.encode.onnx_export import ensure_export
@@ -73,8 +72,7 @@ class OnnxEncoder(PromptedEncoder):
             self._runner.max_texts = INT8_TEXTS_PER_RUN
         prompts = dict(meta.get("prompts") or {})
         default = str(meta.get("default_prompt") or "")  # sentence-transformers' default_prompt_name
-        self._query_prompt = query_prompt(prompts) or default
-        self._document_prompt = document_prompt(prompts) or default
+        self._query_prompt, self._document_prompt = encoder_prompts(prompts, default)
 
     @classmethod
     def from_model(

@@ -17,9 +17,9 @@ from ragroute.encode._common import (
     PromptedEncoder,
     check_batch_size,
     check_texts,
-    document_prompt,
+    default_prompt,
+    encoder_prompts,
     l2_normalize,
-    query_prompt,
     want_progress,
 )
 from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, resolve_model, set_offline_env
@@ -183,8 +183,10 @@ class SentenceTransformerEncoder(PromptedEncoder):
         self.dim = embedding_dimension(self.model)
         self._max_seq_length = int(self.model.max_seq_length or 0)
         prompts = dict(getattr(self.model, "prompts", None) or {})
-        self._query_prompt = query_prompt(prompts)
-        self._document_prompt = document_prompt(prompts)
+        # sentence-transformers puts the default prompt before texts given none: the truncation
+        # count reads it too (until session 50 it counted the texts bare)
+        default = default_prompt(prompts, getattr(self.model, "default_prompt_name", None))
+        self._query_prompt, self._document_prompt = encoder_prompts(prompts, default)
 
     def _encode(
         self, texts: Sequence[str], prompt: str, batch_size: int, show_progress: bool | None
