@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import topic_sources
 
 from ragroute.errors import CalibrationWarning, EmptyQueryError, RagrouteError
 from ragroute.index.build import build_index
@@ -113,6 +114,28 @@ def test_prototype_none_threshold(sources, hashing_encoder):
     router = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(none_threshold=0.9))
     assert NONE_ROUTE in router.labels
     assert router.route("zebra quantum sonnet").chosen == [NONE_ROUTE]
+
+
+@pytest.mark.parametrize("described", [True, False])
+def test_prototype_none_threshold_is_on_the_weighted_similarity_of_the_best_source(
+    hashing_encoder, small_docs, described
+):
+    """``none`` wins when the best source's similarity (its weighted mean of the three cosines)
+    is below the threshold. Until session 50 the none route's score left the description's weight
+    out: with described sources a threshold just above that similarity still routed to the source
+    (it had to exceed it by a quarter)."""
+    sources = topic_sources(small_docs, hashing_encoder, describe=described)
+    query = "telescope recipe"
+    vector = hashing_encoder.encode_queries([query])
+    plain = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(temperature=0.05))
+    cfg = plain.config
+    weight = cfg.centroid_weight + cfg.bank_weight + (cfg.description_weight if described else 0.0)
+    best = float(plain.scores(vector)[0].max()) / weight
+    assert best > 0.05
+    for threshold, routed_none in ((best + 0.01, True), (best - 0.01, False)):
+        config = PrototypeConfig(temperature=0.05, none_threshold=threshold)
+        decision = PrototypeRouter(sources, hashing_encoder, config).route(query)
+        assert (decision.chosen == [NONE_ROUTE]) is routed_none, (threshold, decision.routes)
 
 
 def test_prototype_scores_banks_of_unequal_sizes_in_one_partition(hashing_encoder, small_docs):
@@ -375,8 +398,6 @@ def test_router_probabilities_do_not_depend_on_the_order_of_sources_or_documents
     positions (and the prototype bank over positions) until session 41: on six Glasgow collections
     a reversed source list moved probabilities by up to 0.24 and changed the routes of 15 queries."""
     import random
-
-    from conftest import topic_sources
 
     queries = ["telescope orbit comet", "bread flour oven", "printer vpn password", "star sauce network"]
     shuffled = list(small_docs)

@@ -226,6 +226,11 @@ class PrototypeRouter(BaseRouter):
         )
         # per source bank_weight / (top cosines averaged), as the per-source loop below weighs them
         counts = np.maximum(np.minimum(np.asarray(sizes, dtype=np.int64), cfg.bank_top_n), 1)
+        # per source, the weights of the terms it has (no documents: no centroid, no bank; no
+        # description: none of its term): its score over them is its weighted mean cosine
+        held = np.asarray(sizes, dtype=np.float64) > 0
+        described = np.any(self._descriptions != 0, axis=1)
+        weight_sums = (cfg.centroid_weight + cfg.bank_weight) * held + cfg.description_weight * described
         bank = _Bank(
             profiles,
             offsets,
@@ -235,6 +240,7 @@ class PrototypeRouter(BaseRouter):
             padded_at,
             (len(sizes), largest),
             (cfg.bank_weight / counts).astype(np.float32),
+            weight_sums.astype(np.float32),
         )
         self._bank = bank
         self._contents = list(self._read)  # published with the bank: "changed?" sees it only now
@@ -282,11 +288,16 @@ class PrototypeRouter(BaseRouter):
         return total
 
     def _with_none(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` with the ``none`` route's score: the threshold times the weights of the terms
+        the best-scoring source has, so ``none`` wins exactly when that source's similarity (its
+        weighted mean cosine) is below the threshold. Until session 50 the description's weight
+        was left out, and with described sources the similarity had to be a quarter below it."""
         if self.config.none_threshold is None:
             return raw
-        weight = self.config.centroid_weight + self.config.bank_weight
-        none_score = np.full((raw.shape[0], 1), self.config.none_threshold * weight)
-        return np.hstack([raw, none_score])
+        weights = self._bank.weight_sums
+        best = raw.argmax(axis=1) if raw.shape[1] else np.zeros(raw.shape[0], dtype=np.int64)
+        none_score = self.config.none_threshold * weights[best][:, None] if len(weights) else raw[:, :0]
+        return np.hstack([raw, none_score.astype(raw.dtype)])
 
     def _calibrate(self) -> dict[str, Any]:
         cfg = self.config
@@ -363,6 +374,7 @@ class _Bank:
     padded_at: np.ndarray
     padded_shape: tuple[int, int]
     bank_weights: np.ndarray
+    weight_sums: np.ndarray  # per source: the weights of the terms it has (see ``_with_none``)
 
     def similarities(self, q: np.ndarray) -> np.ndarray:
         """Cosines of each query to every bank row (approximated in ``bank_dim`` dimensions when set)."""
