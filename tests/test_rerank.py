@@ -330,6 +330,27 @@ def test_rerank_reorders_the_pool_and_explains_each_hit(tiny_reranker):
     assert sorted(h.doc_id for h in reranker.rerank("send a message", hits, k=4)) == ["d0", "d1", "d2", "d3"]
 
 
+def test_asking_for_more_hits_than_candidates_keeps_the_candidates_scores(tiny_reranker):
+    """More hits asked for than ``candidates`` reranks that many, and the stage-1 z-scores are taken
+    over the first ``candidates`` (the pool the calibration was fitted on); until session 50 they
+    were taken over all of them, and asking for more hits changed the probabilities (and the
+    order) of the candidates a smaller k returned."""
+    from dataclasses import replace
+
+    out, _ = tiny_reranker
+    reranker = CrossEncoderReranker(out, backend="torch", candidates=3)
+    reranker.calibration = replace(reranker.calibration, d=2.0, fitted=True)
+    texts = [t for _, t in TOPICS.values()] * 2
+    hits = [Hit(doc_id=f"d{i}", score=10.0 - i**2, rank=i + 1, text=t) for i, t in enumerate(texts)]
+    query = "send a message to my team"
+    few = {h.doc_id: h.explain["rerank"] for h in reranker.rerank(query, hits, k=3)}
+    many = {h.doc_id: h.explain["rerank"] for h in reranker.rerank(query, hits, k=len(hits))}
+    assert set(few) == {"d0", "d1", "d2"} and len(many) == len(hits)
+    for doc_id, explain in few.items():
+        assert many[doc_id]["stage1_z"] == explain["stage1_z"]
+        assert many[doc_id]["probability"] == explain["probability"]
+
+
 def test_candidates_whose_probabilities_round_to_one_value_keep_the_cross_encoders_order(tiny_reranker):
     """A probability rounds to 1.0 above a log-odds of about 37 and was clipped below -50: a steep
     calibration (or a plain CrossEncoder with large logits) made such candidates tie, and they kept

@@ -188,21 +188,26 @@ class Calibration:
         )
 
 
-def pool_zscores(scores: Sequence[float]) -> np.ndarray:
+def pool_zscores(scores: Sequence[float], reference: int | None = None) -> np.ndarray:
     """Stage-1 scores standardised within their pool (0 for all when they do not vary; non-finite
-    scores count as the pool's lowest). Scores near the float range are scaled down first (a z-score
-    does not change with the scale): until session 44 a pool of two scores of 9e307 overflowed the
-    mean and gave NaN, and with it NaN probabilities from the reranker's calibration."""
+    scores count as the pool's lowest). ``reference``: the mean and spread are those of the first
+    ``reference`` scores (the pool the calibration was fitted on), the rest read on their scale, so
+    a longer list does not change the first ones' z-scores. Scores near the float range are scaled
+    down first (a z-score does not change with the scale): until session 44 a pool of two scores of
+    9e307 overflowed the mean and gave NaN, and with it NaN probabilities from the reranker's
+    calibration."""
     values = np.asarray(scores, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.any():
         return np.zeros(len(values))
-    values = np.where(finite, values, values[finite].min())
+    head = slice(None) if reference is None else slice(0, max(int(reference), 1))
+    lowest = values[head][finite[head]].min() if finite[head].any() else values[finite].min()
+    values = np.where(finite, values, lowest)
     largest = float(np.abs(values).max())
     if largest > 1e150:  # squares and sums of such scores overflow
         values = values / largest
-    spread = values.std()
-    return (values - values.mean()) / spread if spread > 1e-12 else np.zeros(len(values))
+    spread = values[head].std()
+    return (values - values[head].mean()) / spread if spread > 1e-12 else np.zeros(len(values))
 
 
 def stage1_score(hit: Hit) -> float:
@@ -355,11 +360,14 @@ class CrossEncoderReranker:
         if not hits:  # before the pool size: callers pass candidates=len(hits)
             return []
         # candidates=0 read as "the default" until session 44 (``0 or self.candidates``)
-        pool = hits[: max(check_k(self.candidates if candidates is None else candidates, "candidates"), k)]
+        read = check_k(self.candidates if candidates is None else candidates, "candidates")
+        pool = hits[: max(read, k)]
         query = check_query(getattr(context, "text", context))
         logits = self.logits(query, [candidate_text(h, body=self.body, **self.reading) for h in pool])
         stage1 = [stage1_score(h) for h in pool]
-        stage1_z = pool_zscores(stage1)
+        # standardised as within the candidates alone (until session 50 within all k hits when k
+        # was more: asking for more hits changed the first candidates' probabilities)
+        stage1_z = pool_zscores(stage1, reference=read)
         # by log-odds, which order as the probabilities do where those differ (and where they
         # round to one value, still by what the cross-encoder read); exact ties: stage-1 order
         odds = self.calibration.log_odds(logits, np.arange(1, len(pool) + 1), stage1_z)
