@@ -179,6 +179,26 @@ def test_eval_says_how_many_records_it_skipped_and_how_many_queries_it_scores(ru
     assert len(warnings) == 4  # each problem said once, then the one summary
 
 
+def test_eval_summary_counts_only_the_queries_that_can_be_scored(runner, tmp_path):
+    """A query judged only with grade 0 is not scored (the first stdout line says so): the summary of
+    skipped records counted it among the queries the metrics cover, "cover 3 of 4 judged queries"
+    where 1 of 2 was scored (until session 50)."""
+    data, out = eval_data(
+        tmp_path,
+        [],
+        [*QUERIES, b'{"_id": "q3"}', b'{"_id": "q4", "text": "rain"}'],
+        "q1\td1\t1\nq2\td2\t0\nq3\td2\t1\nq4\td0\t0\n",
+    )
+    result = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["queries"] == 1
+    summary = [line for line in result.stderr.splitlines() if "the metrics cover" in line]
+    assert summary == [
+        f"warning: 1 bad record of {data} skipped: the metrics cover 1 of the 2 queries judged relevant "
+        "to a document (--strict refuses such data)"
+    ]
+
+
 def test_eval_on_clean_data_or_only_dangling_qrels_adds_no_summary_line(runner, tmp_path):
     data, out = eval_data(tmp_path, [], QUERIES, "q1\td1\t1\nq2\td2\t1\n")
     clean = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
@@ -594,6 +614,10 @@ def test_usage_errors_are_one_line(runner, corpus, tmp_path):
         ("query",): "error: Missing argument 'INDEX_DIR'. (see 'ragroute query --help')",
         ("bench", "gate"): "error: Missing option '--data'. (see 'ragroute bench gate --help')",
         ("nosuch",): "error: No such command 'nosuch'. (see 'ragroute --help')",
+        # ragroute's own options: the usage block, a "Try" line and the error until session 50
+        ("--bogus", "query"): "error: No such option '--bogus'. (see 'ragroute --help')",
+        ("--config", str(tmp_path), "query"): "error: Invalid value for '--config': File "
+        f"'{tmp_path}' is a directory. (see 'ragroute --help')",
     }
     for args, expected in cases.items():
         result = runner.invoke(main, list(args), prog_name="ragroute")

@@ -361,6 +361,19 @@ def test_route_and_ask_take_filters_as_query_does(departments):
     assert bad.exit_code == 2 and bad.stderr.strip() == "error: bad --filter 'dept': expected KEY=VALUE"
 
 
+def test_ask_refuses_a_timeout_with_no_llm_to_time(departments, tmp_path):
+    """`ask --no-llm --timeout 5` ran and said nothing of the timeout it could not apply (until session
+    50); a --config default of it is left out where it does not apply, as every such default is."""
+    config = str(departments)
+    result = CliRunner().invoke(main, ["ask", config, "leave", "--no-llm", "--timeout", "5"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: --timeout does not apply to --no-llm (it times the planning")
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("ask: {timeout_s: 5}\n")
+    result = CliRunner().invoke(main, ["--config", str(defaults), "ask", config, "leave", "--no-llm"])
+    assert result.exit_code == 0, result.output
+
+
 def test_route_filters_on_a_store_source_match_the_text_and_say_what_they_cannot(tmp_path):
     """A qdrant/lancedb source matches text and integers: `route --filter price=12.5` (the text and
     the number) failed with the store's error, as `query` did until this session; now the text is

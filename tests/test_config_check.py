@@ -5,6 +5,7 @@ no model is loaded."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import warnings
@@ -686,6 +687,46 @@ def test_cli_defaults_file(tmp_path):
     ]
     defaults.write_text("query: {k: 2.0}\n")  # a whole number written with a dot is that number
     assert check(defaults).exit_code == 0
+
+
+def test_cli_defaults_keys_of_ragroute_itself(tmp_path, monkeypatch):
+    """The keys of ``ragroute``'s own options: ``version: true`` printed the version and ran no command
+    (exit status 0); ``config`` named the ``--config`` option, so ``config: {check: ...}`` (defaults
+    of ``ragroute config check``) was refused and ``config: other.yaml`` passed the check and was never
+    read; ``progress: true`` of a RAGROUTE_CONFIG file was ignored (until session 50)."""
+    defaults = tmp_path / "defaults.yaml"
+    target = tmp_path / "routing.yaml"
+    target.write_text("sources: {}\n")
+    runner = CliRunner()
+    defaults.write_text("version: true\nquery: {k: 1}\n")
+    result = runner.invoke(main, ["--config", str(defaults), "query", str(tmp_path / "nowhere"), "hello"])
+    assert result.exit_code == 2 and "version" not in result.stdout
+    assert result.stderr.startswith(f"error: --config {defaults}: unknown command 'version'; known: ask,")
+    assert error_lines(check(defaults))[0].startswith(f"error: {defaults}: unknown command 'version'")
+    defaults.write_text("config: other.yaml\n")
+    assert error_lines(check(defaults)) == [
+        f"error: {defaults}: config must be a mapping of option defaults, not a string"
+    ]
+    defaults.write_text("config: {check: {as_json: true, verify: false}}\n")
+    assert check(defaults).exit_code == 0
+    result = runner.invoke(main, ["--config", str(defaults), "config", "check", str(target)])
+    assert json.loads(result.stdout.strip().splitlines()[-1])["path"] == str(target)  # --json, by the file
+    seen = []
+
+    def stop(*_args, **_kwargs):
+        seen.append(os.environ.get("RAGROUTE_PROGRESS"))
+        raise RagrouteError("stopped here")
+
+    monkeypatch.setattr("ragroute.cli.query.load_index_for", stop)
+    monkeypatch.delenv("RAGROUTE_PROGRESS", raising=False)
+    defaults.write_text("progress: true\n")
+    assert check(defaults).exit_code == 0
+    query = ["query", str(tmp_path), "hello"]
+    from_env = {"RAGROUTE_CONFIG": str(defaults)}
+    assert runner.invoke(main, ["--config", str(defaults), *query]).exit_code == 2
+    assert runner.invoke(main, query, env=from_env).exit_code == 2
+    assert runner.invoke(main, ["--no-progress", *query], env=from_env).exit_code == 2
+    assert seen == ["1", "1", "0"]
 
 
 def test_unreadable_file_is_one_line(tmp_path):

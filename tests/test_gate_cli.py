@@ -92,6 +92,13 @@ def test_cli_errors_are_one_line(tmp_path, labels):
     assert both.exit_code == 2 and both.output == (
         "error: give one operating point, not --threshold and --retrieval-rate\n"
     )
+    for cost in ("nan", "inf"):  # "retrieve_cost must be a number, got nan"; inf decided (session 50)
+        result = CliRunner().invoke(
+            main, ["gate", "decide", str(tmp_path / "nowhere"), "hello", "--retrieve-cost", cost]
+        )
+        assert result.exit_code == 2
+        said = f"error: Invalid value for '--retrieve-cost': '{cost}' is not a finite number."
+        assert result.output.startswith(said)
     nothing = CliRunner().invoke(main, ["gate", "decide", str(tmp_path / "nowhere"), "hello"])
     assert nothing.exit_code == 2 and len(nothing.output.strip().splitlines()) == 1
 

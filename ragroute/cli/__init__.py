@@ -36,7 +36,23 @@ class _Group(click.Group):
     """A click group that turns a :class:`RagrouteError` or an :class:`OSError` (permissions, a full
     disk, a file where a folder should be...) into a one-line ``error: ...`` and exit status 2, and
     so a subcommand's usage error (a bad option value, a missing argument) too, naming its
-    ``--help`` instead of printing the usage block; Ctrl-C is one line and exit status 130."""
+    ``--help`` instead of printing the usage block, and so one in ``ragroute``'s own options
+    (``ragroute --bogus query``, ``--config`` naming a folder), which click parses before any
+    command runs; Ctrl-C is one line and exit status 130."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            if parent is not None:  # a subgroup: its parent's invoke says it in one line
+                raise
+            # the usage block, a "Try ... --help" line and the error until session 50
+            _usage_line(exc, info_name or self.name or "ragroute")
+            raise click.exceptions.Exit(2) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -44,9 +60,7 @@ class _Group(click.Group):
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            message = " ".join(exc.format_message().split())
-            click.echo(f"error: {message} (see '{where} --help')", err=True)
+            _usage_line(exc, ctx.command_path)
             ctx.exit(2)
         except (RagrouteError, OSError) as exc:
             said = user_error_message(exc)
@@ -60,6 +74,14 @@ class _Group(click.Group):
                 f"\nerror: interrupted{said} (an artifact being written keeps its previous build)", err=True
             )
             ctx.exit(130)
+
+
+def _usage_line(exc: click.UsageError, command_path: str) -> None:
+    """Say a usage error as one line ``error: ... (see 'CMD --help')`` on stderr, ``CMD`` the command
+    whose usage it is (``command_path`` when the error does not know)."""
+    where = exc.ctx.command_path if exc.ctx is not None else command_path
+    message = " ".join(exc.format_message().split())
+    click.echo(f"error: {message} (see '{where} --help')", err=True)
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -115,14 +137,9 @@ def _set_progress(ctx: click.Context, _param: click.Parameter, value: bool | Non
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    callback=_set_progress,
-    is_eager=True,
-    expose_value=False,
-    help="Force progress bars on or off [default: only when stderr is a terminal; RAGROUTE_PROGRESS=1/0].",
-)
+# --config first: click runs the eager options not typed in the order they are declared, and a
+# RAGROUTE_CONFIG file's `progress:` was ignored (read after --progress took its default) until
+# session 50, while the same file given as --config FILE set it
 @click.option(
     "--config",
     type=click.Path(dir_okay=False),
@@ -131,6 +148,14 @@ def _set_progress(ctx: click.Context, _param: click.Parameter, value: bool | Non
     expose_value=False,
     help="YAML file of per-command option defaults (also RAGROUTE_CONFIG); the files and folders it "
     "names (a model folder or an --llm file too) are read beside it.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    callback=_set_progress,
+    is_eager=True,
+    expose_value=False,
+    help="Force progress bars on or off [default: only when stderr is a terminal; RAGROUTE_PROGRESS=1/0].",
 )
 @click.version_option(package_name="ragroute")
 def main() -> None:

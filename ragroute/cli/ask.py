@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import one_line_errors
+from ragroute.cli.common import one_line_errors, refuse_options
 from ragroute.cli.options import (
     BACKENDS,
     CONFIG_CACHE_HELP,
@@ -92,6 +92,12 @@ def ask_command(
     from ragroute.route.config import RoutingConfig, load_routing
 
     question = check_query(question)
+    if no_llm:  # accepted and ignored until session 50: --no-llm makes no call it could time
+        refuse_options(
+            ("timeout_s",),
+            "to --no-llm (it times the planning and answering LLM calls; a gate or router of CONFIG "
+            "that calls an LLM has its own `timeout_s:`)",
+        )
     parsed = parse_filters(filters)
     routing = RoutingConfig.read(config)  # fails in one line before anything loads
     llm = None

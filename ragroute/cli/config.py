@@ -140,15 +140,32 @@ def _state(source: Any) -> str:
 
 
 def _is_cli_defaults(root: click.Command, data: Any) -> bool:
-    """A ``--config`` file: a mapping with command names of ``root`` (``gate`` is also a routing
-    config key) and no key only a routing config has."""
+    """A ``--config`` file: a mapping with command names (or option names: ``progress``) of ``root``
+    (``gate`` is also a routing config key) and no key only a routing config has."""
     from ragroute.route.config import TOP_KEYS
 
-    commands = set(getattr(root, "commands", {}))
+    commands = set(getattr(root, "commands", {})) | set(settable_params(root))
     if not isinstance(data, dict):
         return False
     keys = {str(key) for key in data}
     return bool(keys & (commands - TOP_KEYS)) and not keys & (TOP_KEYS - commands)
+
+
+def settable_params(command: click.Command) -> dict[str, click.Parameter]:
+    """The parameters of ``command`` a CLI defaults file may set, by name: not ``--help``, nor
+    ``ragroute --version`` (a default of true printed the version and ran no command, exit status
+    0), nor a group's option named as one of its subcommands, whose section the key is
+    (``ragroute --config``: ``config: {check: {verify: false}}`` was refused as "expected a file",
+    and ``config: other.yaml`` said ok and was never read, until session 50)."""
+    commands = set(getattr(command, "commands", {}))
+    return {
+        param.name: param
+        for param in command.params
+        if param.name
+        and param.name != "help"
+        and param.name not in commands
+        and not (param.name == "version" and isinstance(command, click.Group) and not param.expose_value)
+    }
 
 
 def cli_defaults_problems(root: click.Command, path: Path, data: Any) -> list[str]:
@@ -165,7 +182,7 @@ def cli_defaults_problems(root: click.Command, path: Path, data: Any) -> list[st
             got = "empty" if values is None else _type_name(values)
             problems.append(f"{path}: {what} must be a mapping of option defaults, not {got}")
             return
-        params = {param.name: param for param in command.params if param.name and param.name != "help"}
+        params = settable_params(command)
         for key, value in values.items():
             param = params.get(str(key))
             if param is not None:
@@ -194,7 +211,7 @@ def paths_beside(command: click.Command, values: dict[str, Any], folder: Path) -
     ``~/...`` are kept as they are): a ``click.Path`` option's always, and a text option that may name
     a local path (:class:`~ragroute.cli.options.BesideConfigFile`: ``--encoder``, ``--llm``,
     ``--qdrant``, ``--lancedb``, ``--domain``...) where its type says the value is one."""
-    params = {param.name: param for param in command.params}
+    params = settable_params(command)
     resolved: dict[str, Any] = {}
     for key, value in values.items():
         param = params.get(key)

@@ -107,12 +107,19 @@ def eval_command(
             "(every score is 0 or below): nothing to score"
         )
     if dataset.report.n_skipped:
-        # the loader warned once per file (lines and reasons); this says what it does to the scores
+        # the loader warned once per file (lines and reasons); this says what it does to the scores:
+        # the queries scored of those that could be (a query judged only with grade 0 is neither;
+        # until session 50 both were counted: "cover 4 of 5" where 2 of 3 were scored)
         n = dataset.report.n_skipped
+        judged = sum(is_scorable(rels) for rels in dataset.qrels.values())
+        of = (
+            f"{judged} judged queries"
+            if judged == len(dataset.qrels)
+            else f"the {judged} queries judged relevant to a document"
+        )
         click.echo(
             f"warning: {n} bad record{'s' if n != 1 else ''} of {data_dir} skipped: the metrics cover "
-            f"{len(dataset.queries)} of {len(dataset.qrels)} judged queries "
-            "(--strict refuses such data)",
+            f"{scored_queries} of {of} (--strict refuses such data)",
             err=True,
         )
     if config is not None:

@@ -157,7 +157,7 @@ def fit_command(
 )
 @click.option(
     "--retrieve-cost",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=None,
     help="Operating point: cost of a retrieval relative to a wrong direct answer.",
 )
