@@ -10,14 +10,16 @@ contexts at once).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from ragroute.errors import InvalidArgumentError, check_batch, check_filters, check_query
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_filters, check_query
 from ragroute.scopes import caller_id, caller_scopes
 
 
@@ -146,3 +148,49 @@ def query_vectors(contexts: Sequence[QueryContext], encoder: Any) -> np.ndarray:
     if not contexts:
         return np.zeros((0, dim), dtype=np.float32)
     return np.stack([c._vectors[key] for c in contexts])
+
+
+# --------------------------------------------------------------------------- cancellation
+
+T = TypeVar("T")
+
+#: set in the worker thread of an awaited search (:func:`in_worker_thread`), and in the pool
+#: threads it starts (they run in copies of its context): set once the awaiting task is cancelled
+_CANCELLED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "ragroute_query_cancelled", default=None
+)
+
+
+class QueryCancelled(RagrouteError):
+    """The task awaiting this search was cancelled: the search stopped at a stage boundary."""
+
+
+def check_cancelled() -> None:
+    """Raise :class:`QueryCancelled` when the task awaiting the search running here was cancelled
+    (the pipeline asks between its stages, a step-wise run before each step)."""
+    event = _CANCELLED.get()
+    if event is not None and event.is_set():
+        raise QueryCancelled("the query was cancelled: its search stopped before the next stage")
+
+
+async def in_worker_thread(
+    function: Callable[..., T], *args: Any, context: contextvars.Context | None = None
+) -> T:
+    """``await asyncio.to_thread(function, *args)`` (in ``context`` when given) that stops once the
+    awaiting task is cancelled: a thread cannot be interrupted, and until session 50 a cancelled
+    ``aretrieve`` ran on to its end, its hits admitted to the caller's exposure budget (and a
+    step-wise run kept calling its LLM) for an answer nobody would read. The search now stops at
+    its next stage boundary (:func:`check_cancelled`)."""
+    cancelled = threading.Event()
+
+    def call() -> T:
+        _CANCELLED.set(cancelled)
+        return function(*args)
+
+    try:
+        if context is None:
+            return await asyncio.to_thread(call)
+        return await asyncio.to_thread(context.run, call)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise

@@ -952,3 +952,51 @@ def test_a_nested_pipelines_nodes_of_two_inner_sources_sharing_an_id_are_all_ret
     # one index retriever over the (inner) pipeline: its nodes come from two sources
     both = LlamaRetrieverAdapter(IndexLlamaRetriever(inner, k=4), name="y").search("payroll salary", 4)
     assert sorted(h.doc_id for h in both) == ["itpay:H1", "itpay:H9", "payroll:H1", "payroll:H2"]
+
+
+def test_a_cancelled_aretrieve_stops_before_its_next_stage():
+    """A thread cannot be interrupted: until session 50 a cancelled ``aretrieve`` ran on to its
+    end in its worker thread (reranked, its hits admitted to the caller's exposure budget) for an
+    answer nobody awaited. It now stops at the next stage boundary."""
+    import threading
+
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.types import Hit
+
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    reranked: list[str] = []
+
+    class Blocking:
+        def search_many(self, queries, k=10, *, filters=None):
+            if queries == ["second"]:
+                entered.set()
+                release.wait(10)
+            return [[Hit("d1", 1.0, text="kept")] for _ in queries]
+
+    class Counting:
+        name = "counting"
+
+        def rerank(self, context, hits, k):
+            reranked.append(context.text)
+            finished.set()
+            return hits[:k]
+
+    pipeline = Pipeline([Source("slow", Blocking())], FixedRoutes(["slow"]), reranker=Counting())
+    retriever = RoutedLlamaRetriever(pipeline, k=1)
+    assert [n.node.node_id for n in retriever.retrieve("first")] and reranked == ["first"]
+    finished.clear()
+
+    async def cancel_midway():
+        task = asyncio.ensure_future(retriever.aretrieve("second"))
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()  # the search goes on in its thread, to the next stage boundary
+
+    asyncio.run(cancel_midway())
+    assert not finished.wait(1.0)  # the worker thread stopped before the rerank stage
+    assert reranked == ["first"]
+    # an awaited query that is not cancelled runs as before
+    assert [n.node.node_id for n in asyncio.run(retriever.aretrieve("third"))] and reranked[-1] == "third"

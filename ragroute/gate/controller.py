@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ragroute.context import QueryContext
+from ragroute.context import QueryContext, check_cancelled
 from ragroute.errors import (
     InvalidArgumentError,
     InvalidQueryError,
@@ -215,6 +215,7 @@ class StepwiseController:
         trace: list[TraceStep] = []
         answer, answer_from, complete, stopped_by = "", "", False, "budget"
         while True:
+            check_cancelled()  # an awaited run whose caller gave up makes no more LLM calls
             state = PlanState(root.text, steps, meta, steps_left=self.max_steps - len(steps))
             plan = self._plan(state, trace)
             if plan is None:
@@ -277,6 +278,7 @@ class StepwiseController:
         if failed or empty:  # an answer without the evidence a step went to fetch is not a complete one
             complete = False
         if not complete and self.answerer is not None:
+            check_cancelled()
             final = self._final_answer(root.text, steps, trace, answer)
             if final:
                 answer, answer_from = final, "llm"

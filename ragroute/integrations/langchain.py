@@ -31,7 +31,6 @@ down into the store; ragroute's own retrievers get ``scopes=`` passed on.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import threading
@@ -50,7 +49,7 @@ except ImportError as exc:  # the optional extra: say which one, not only the mo
     ) from exc
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from ragroute.context import QueryContext, checked_caller
+from ragroute.context import QueryContext, checked_caller, in_worker_thread
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k, check_keys
 from ragroute.index.base import search_contexts
 from ragroute.integrations.adapters import (
@@ -287,7 +286,7 @@ class _RagrouteRetriever(BaseRetriever):
         # LangChain retrievers searched as sources run as this run's children (their callbacks
         # nested under it), as inside LangChain's own composite runnables
         with set_config_context({"callbacks": run_manager.get_sync().get_child()}) as context:
-            return await asyncio.to_thread(context.run, self._run, query, scopes, k, caller, filters)
+            return await in_worker_thread(self._run, query, scopes, k, caller, filters, context=context)
 
 
 class RoutedLangChainRetriever(_RagrouteRetriever):

@@ -32,7 +32,6 @@ vector store as ``MetadataFilters``.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import inspect
 import threading
@@ -49,7 +48,7 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
 )
 
-from ragroute.context import QueryContext, checked_caller
+from ragroute.context import QueryContext, checked_caller, in_worker_thread
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k, check_keys
 from ragroute.integrations.adapters import (
     OWN_PREFIX,
@@ -351,7 +350,7 @@ class RoutedLlamaRetriever(_Decisions[Decision, "Decision | None"], _TopK, BaseR
         return [hit_to_node(hit, result.decision, decision_id=decision_id) for hit in result.hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
+        return await in_worker_thread(self._retrieve, query_bundle)
 
 
 class IndexLlamaRetriever(_TopK, BaseRetriever):
@@ -397,7 +396,7 @@ class IndexLlamaRetriever(_TopK, BaseRetriever):
         return [hit_to_node(hit) for hit in self._scale.rescore(scoped_hits(hits, context.scopes))]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
+        return await in_worker_thread(self._retrieve, query_bundle)
 
 
 # --------------------------------------------------------------------------- LlamaIndex -> ragroute

@@ -27,14 +27,13 @@ thread under ``aretrieve``; node ids are ``SOURCE:DOC_ID`` (see :mod:`ragroute.i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from ragroute.context import QueryContext, checked_caller
+from ragroute.context import QueryContext, checked_caller, in_worker_thread
 from ragroute.errors import InvalidArgumentError, value_type_name
 from ragroute.gate.controller import StepwiseResult
 from ragroute.integrations.adapters import OWN_PREFIX, DecisionLog, index_scale, scoped_hits, several_sources
@@ -145,7 +144,7 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
         return nodes
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
+        return await in_worker_thread(self._retrieve, query_bundle)
 
 
 def _searchable(retriever: Any) -> tuple[Any, _TopK | None]:
@@ -212,7 +211,7 @@ class StepwiseLlamaRetriever(_Decisions[StepwiseResult, StepwiseResult], _TopK, 
         return nodes
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
+        return await in_worker_thread(self._retrieve, query_bundle)
 
 
 def _set_hidden(node: NodeWithScore, key: str, value: Any) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ragroute.context import QueryContext, contexts_of
+from ragroute.context import QueryContext, check_cancelled, contexts_of
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k
 from ragroute.exposure import ExposureLedger
 from ragroute.index.base import content_key
@@ -278,6 +278,7 @@ class Pipeline:
                 else:
                     decisions[i] = Decision(chosen=[], trace=[step])
                     depths[i] = gated.depth or k
+        check_cancelled()  # between stages: an awaited search whose caller gave up stops here
         to_route = [i for i, d in enumerate(decisions) if d is None or not d.chosen]
         for i, routed in zip(to_route, self._route.run([contexts[i] for i in to_route])):
             gated_through = decisions[i]
@@ -294,11 +295,13 @@ class Pipeline:
         for i, (decision, candidates) in enumerate(zip(final, pool)):
             by_depth.setdefault(self._depth(decision, candidates), []).append(i)
         per_source: list[dict[str, list[Hit]]] = [{} for _ in contexts]
+        check_cancelled()
         for depth, positions in by_depth.items():
             group = self._retrieve.run([contexts[i] for i in positions], [final[i] for i in positions], depth)
             for i, lists in zip(positions, group):
                 per_source[i] = lists
         results = []
+        check_cancelled()
         for context, decision, lists, want, candidates in zip(contexts, final, per_source, depths, pool):
             hits, dropped, full = self._fuse_and_rerank(context, decision, lists, want, candidates)
             while full and len(hits) < want and self._collapses() and candidates < want * MAX_REREAD_FACTOR:
@@ -317,6 +320,7 @@ class Pipeline:
             if dropped:
                 decision.trace.append(TraceStep("scope-check", {"dropped": dropped}))
             if self.exposure is not None and admit:
+                check_cancelled()  # nothing admitted to the budget for an answer nobody awaits
                 hits, step = self.exposure.admit(
                     context.caller, hits, context.scopes, collections=self._collections
                 )
