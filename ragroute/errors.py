@@ -463,6 +463,27 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def is_one_line(message: str) -> bool:
+    """Whether an error message is what the rules ask of every error a user can trigger: one line,
+    not empty."""
+    return bool(message.strip()) and "\n" not in message
+
+
+def is_one_line_error_output(stderr: str) -> bool:
+    """Whether what a failed command wrote on stderr is one error line: its last line is its only
+    ``error: ...`` line, the whole message on it (warnings may come before it), or, for a command
+    line click refused before any command ran, its usage text ending in one ``Error: ...`` line.
+    A traceback anywhere, a second error, or a message running on below its ``error:`` line is not."""
+    if "Traceback (most recent call last)" in stderr:
+        return False
+    lines = [line for line in stderr.split("\n") if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    usage = [line for line in lines if line.startswith("Error: ")]
+    if not lines or len(errors) + len(usage) != 1:
+        return False
+    return lines[-1] == (errors or usage)[0]
+
+
 def os_error_message(exc: OSError) -> str:
     """One line for an operating-system error (permissions, a missing folder, a file where a folder
     should be, a full disk...): ``/data/idx/builds: Permission denied``.

@@ -481,3 +481,60 @@ def test_fault_injection_restores_everything(tmp_path):
         (tmp_path / "x").read_text()
     assert (builtins.open, os.open, os.mkdir, os.replace) == before
     (tmp_path / "x").write_text("fine")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "clean"),
+    [
+        ("error: /x/idx: no such index\n", True),
+        ("warning: 2 records skipped\nerror: /x/idx: no such index\n", True),
+        ("Usage: ragroute [OPTIONS] COMMAND\nTry 'ragroute --help'.\n\nError: No such option: --x\n", True),
+        # what the harnesses counted as one line: "Error: " anywhere (an exception's name ends so)...
+        ("Traceback (most recent call last):\n  File 'x.py'\nValueError: Error: bad\n", False),
+        ("warning: a source failed (KeyError: 'k')\n", False),
+        ("error: first\nerror: second\nwarning: OSError: full\n", False),
+        # ...and a message running on below its one error line, or a traceback beside it
+        ("error: the index is damaged\n  (manifest.json, line 3)\n", False),
+        ("Traceback (most recent call last):\n  File 'x.py'\nValueError: bad\nerror: bad\n", False),
+        ("", False),
+    ],
+)
+def test_a_one_line_error_is_the_last_and_only_error_line_and_no_traceback(stderr, clean):
+    from ragroute.cli.testing import CliOutcome
+
+    assert CliOutcome(("query",), 2, "", stderr).one_line_error is clean
+    assert not CliOutcome(("query",), 1, "", stderr).one_line_error  # exit 2 only
+
+
+def test_an_unreadable_folder_refuses_sqlite_too_and_counts_what_it_refused(tmp_path):
+    """The embedding cache is a SQLite file, opened in C past the patched opens: a cache folder
+    "that cannot be read" was read as usual, and its cases tested nothing."""
+    import sqlite3
+
+    (tmp_path / "cache").mkdir()
+    sqlite3.connect(tmp_path / "cache" / "embeddings.sqlite").close()
+    with inject(f"unreadable:{tmp_path}", tmp_path) as injected:
+        with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+            sqlite3.connect(tmp_path / "cache" / "embeddings.sqlite")
+        sqlite3.connect(":memory:").close()  # outside the path: untouched
+    assert injected.refused == 1
+    with inject(f"enospc:{tmp_path}@5", tmp_path) as injected:
+        (tmp_path / "x").write_text("x")  # the first of the 5 writes that still succeed
+    assert injected.refused == 0
+    sqlite3.connect(tmp_path / "fine.sqlite").close()
+
+
+def test_the_fault_cases_of_graph_export_reach_their_faults(monkeypatch):
+    """After its normal run wrote edges.tsv, every later `graph export` case (a missing or corrupt
+    graph, a disk full under --out...) stopped at "edges.tsv exists: give --force", counted clean."""
+    import ragroute.cli.testing as testing
+
+    real, said = testing.invoke, []
+    monkeypatch.setattr(testing, "invoke", lambda args, **kw: said.append(o := real(args, **kw)) or o)
+    result = run_cli_faults(quick=True, commands=["graph export"])
+    assert result["cli_cases"] >= 5 and result["tracebacks"] == result["unclear"] == 0
+    assert [o.args for o in said if "give --force" in o.stderr] == []
+    # every fault fired but the cache's (it reads a graph: it encodes nothing)
+    assert [case.split(" (fault")[0] for case in result["not_reached_cases"]] == [
+        "graph export [writes to cache fail after 0: eacces]"
+    ]

@@ -249,3 +249,17 @@ def test_llm_and_reranker_settings_of_the_wrong_type_are_refused():
         check_llm_settings({"kind": "scripted", "rules": {"capital": ["Paris"]}})
     with pytest.raises(RagrouteError, match="reranker: 'candidates' must be an integer, not a string"):
         cross_encoder_reranker({"kind": "cross-encoder", "candidates": "20"}, None)
+
+
+# ----------------------------------------------------------------------------- the harness itself
+
+
+def test_every_reader_of_a_case_runs_even_after_another_refused_it(workspace, monkeypatch):
+    """An MCP file is read by `load_mcp` and by `load_catalogue`'s detection: a file the first one
+    refuses (in one line) must still reach the second (it reached it in 1 case of 10)."""
+    import ragroute.skills
+
+    real, calls = ragroute.skills.load_catalogue, []
+    monkeypatch.setattr(ragroute.skills, "load_catalogue", lambda *a, **k: calls.append(a) or real(*a, **k))
+    TARGETS["mcp_json"].check(workspace, b'{"tools": [{"name": ')  # load_mcp: not valid JSON
+    assert len(calls) == 1

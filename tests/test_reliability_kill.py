@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import time
+
 import pytest
 
 from ragroute.errors import RagrouteError
-from ragroute.reliability.kill import _kill_points, debris, run_kill_scenario, run_kills, scenarios
+from ragroute.reliability.kill import Scenario, _kill_points, debris, run_kill_scenario, run_kills, scenarios
 
 
 def test_kill_points_cover_every_crash_point_then_time_offsets():
@@ -57,3 +61,57 @@ def test_an_unknown_kill_command_is_refused_with_the_known_ones(tmp_path):
     with pytest.raises(RagrouteError, match=refused):
         run_kills(tmp_path, commands=["skils build"])
     assert not (tmp_path / "skils-build").exists()
+
+
+# a wrapper of the real command: it counts its runs in a file; run N (`hang`) sleeps instead of
+# running and writes its pid, or every run from N on (`noop`) exits 0 at once, doing nothing
+_WRAPPER = """
+import pathlib, os, sys, time
+runs = pathlib.Path(sys.argv[1])
+n = int(runs.read_text()) + 1 if runs.exists() else 1
+runs.write_text(str(n))
+action, first = sys.argv[2], int(sys.argv[3])
+if action == "hang" and n == first:
+    runs.with_name("hung.pid").write_text(str(os.getpid()))
+    time.sleep(30)
+    sys.exit(3)
+if action == "noop" and n >= first:
+    sys.exit(0)
+sys.argv = ["ragroute", *sys.argv[4:]]
+from ragroute.cli import main
+main()
+"""
+
+
+def _wrapped(scenario: Scenario, action: str, first: int) -> Scenario:
+    def argv(workdir, variant):
+        real = scenario.argv(workdir, variant)  # [python, -c, code, *args]
+        return [real[0], "-c", _WRAPPER, str(workdir / "runs"), action, str(first), *real[3:]]
+
+    return dataclasses.replace(scenario, argv=argv)
+
+
+@pytest.mark.parametrize(
+    ("run", "failure"),
+    [(4, "point 0 (at 1): hung, killed after 2 s"), (5, "point 0: rerun hung")],
+)
+def test_a_hung_command_is_killed_and_counted_not_waited_for(tmp_path, run, failure):
+    # runs 1-3 learn both results and the crash points; run 4 is the one killed at crash point 1,
+    # run 5 its rerun: either hanging used to hang the harness (both waited without a timeout)
+    start = time.monotonic()
+    build = _wrapped(scenarios("bm25")["build"], "hang", run)
+    report = run_kill_scenario(build, tmp_path, points=1, timeout=2)
+    assert time.monotonic() - start < 20
+    assert any(f.startswith(failure) for f in report.failures), report.failures
+    assert report.survived == 0  # a kill whose rerun hung did not survive
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(int((tmp_path / "hung.pid").read_text()), 0)
+
+
+def test_a_run_that_killed_nothing_is_a_failure_not_a_clean_report(tmp_path):
+    # from run 4 on the command ends at once: neither its crash point nor the earlier time kill that
+    # replaces it kills anything; the report said 0 failures for a run that killed nothing
+    build = _wrapped(scenarios("bm25")["build"], "noop", 4)
+    report = run_kill_scenario(build, tmp_path, points=1)
+    assert report.killed == 0 and report.finished_first == 2
+    assert report.failures == ["only 0 of 1 kill points killed a running command (2 runs finished first)"]

@@ -15,6 +15,8 @@ from typing import Any
 import click
 from click.testing import CliRunner
 
+from ragroute.errors import is_one_line_error_output
+
 
 @dataclass(frozen=True)
 class CliOutcome:
@@ -32,9 +34,10 @@ class CliOutcome:
 
     @property
     def one_line_error(self) -> bool:
-        """Whether it failed with exactly one ``error: ...`` line (or click's usage error) on stderr."""
-        lines = [line for line in self.stderr.splitlines() if line.startswith("error: ")]
-        return self.exit_code == 2 and (len(lines) == 1 or "Error: " in self.stderr)
+        """Whether it failed (exit 2) with one error line on stderr (``error: ...``, or click's usage
+        error): :func:`~ragroute.errors.is_one_line_error_output`. A message running over several
+        lines, or a traceback printed beside the ``error:`` line, is not one."""
+        return self.exit_code == 2 and is_one_line_error_output(self.stderr)
 
 
 @dataclass(frozen=True)

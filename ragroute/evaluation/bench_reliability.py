@@ -7,7 +7,8 @@ reports, next to the goals of issue #13:
   ``graph add``, ``route fit``, ``gate fit``, ``skills build``, ``rerank train`` and ``expert
   train`` at swept points (:mod:`~ragroute.reliability.kill`);
   survived: the artifact still loads and answers as before the run or as the finished run, and a
-  rerun completes without debris;
+  rerun completes without debris
+  (a point whose rerun failed or hung did not survive);
 * ``corruptions_tried`` / ``corruptions_clean_error`` — truncate / flip / delete every file of
   every artifact kind and single-bit flips across every manifest and pointer, in-process and
   through the command line (:mod:`~ragroute.reliability.corruption`);
@@ -228,7 +229,10 @@ def run_reliability_bench(
             result["tracebacks"] = int(faults.get("tracebacks", 0)) + corruption_tracebacks
             details["faults"] = faults
             details["seconds"]["faults"] = round(time.perf_counter() - start, 1)
-            log(f"cli faults: {faults.get('cli_cases')} cases, {faults.get('tracebacks')} tracebacks")
+            log(
+                f"cli faults: {faults.get('cli_cases')} cases, {faults.get('tracebacks')} tracebacks, "
+                f"{faults.get('not_reached')} whose fault never fired"
+            )
     if "scope" in parts:
         start = time.perf_counter()
         from ragroute.reliability.scope_probe import run_scope_probe

@@ -10,8 +10,8 @@ Faults, per command:
 * **paths**: every path argument and option in turn (for benchmarks and training commands, all at
   once: they must fail before any real work) replaced by a missing path, a file where a folder is
   expected and the reverse, a path under a file, a file of random bytes, an empty file, a folder
-  of garbage, and a path that cannot be read (``EACCES`` injected on every read below it, since
-  file modes mean nothing to root);
+  of garbage, and a path that cannot be read (``EACCES`` injected on every read below it, SQLite
+  files included, since file modes mean nothing to root);
 * **queries**: empty, whitespace, undecodable bytes (as Python keeps them from a non-UTF-8 command
   line), a lone surrogate, NUL, 200,000 characters, direction marks;
 * **writes**: the command run as it should work while every write fails with ``ENOSPC`` (disk full)
@@ -97,7 +97,9 @@ BASE_ARGS: dict[str, list[str]] = {
     ],
     "graph add": ["{W}/graph", "{W}/more"],
     "graph build": ["{W}/beir", "--out", "{W}/out/graph"],
-    "graph export": ["{W}/graph", "--format", "edgelist", "--out", "{W}/out/edges.tsv"],
+    # --force: without it every case after the first stopped at "edges.tsv exists", before the
+    # graph was read or the file written
+    "graph export": ["{W}/graph", "--format", "edgelist", "--out", "{W}/out/edges.tsv", "--force"],
     "graph query": ["{W}/graph", "comet tail"],
     "graph stats": ["{W}/graph"],
     "inspect": ["{W}/idx/dense"],
@@ -154,13 +156,22 @@ def _writes(mode: Any) -> bool:
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
+@dataclass
+class Injected:
+    """What :func:`inject` did in its block: how many calls it refused (0: the fault never fired,
+    the command did not get as far as the reads or writes it was aimed at)."""
+
+    refused: int = 0
+
+
 @contextlib.contextmanager
-def inject(fault: str | None, root: Path) -> Iterator[None]:
+def inject(fault: str | None, root: Path) -> Iterator[Injected]:
     """Make writes below a path fail (``"enospc:PATH"``, ``"eacces:PATH"``; no path: below ``root``)
     or reads below it (``"unreadable:PATH"``, ``EACCES``) for the duration of the block; ``None``
-    injects nothing."""
+    injects nothing. Yields an :class:`Injected` counting the calls refused."""
+    injected = Injected()
     if fault is None:
-        yield
+        yield injected
         return
     kind, _, target = fault.partition(":")
     target, _, after = target.partition("@")
@@ -178,6 +189,7 @@ def inject(fault: str | None, root: Path) -> Iterator[None]:
         if allowed[0] > 0:
             allowed[0] -= 1
             return False
+        injected.refused += 1
         return True
 
     def refuse(path: Any) -> OSError:
@@ -200,8 +212,17 @@ def inject(fault: str | None, root: Path) -> Iterator[None]:
 
             return opener
 
+        def guard_sqlite_read(original: Any) -> Any:
+            def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
+                if hit(database):  # SQLite opens its file in C, past the patched opens
+                    raise sqlite3.OperationalError("unable to open database file")
+                return original(database, *args, **kwargs)
+
+            return connect
+
         for owner, name in ((builtins, "open"), (io, "open"), (os, "open"), (os, "scandir"), (os, "listdir")):
             patch(owner, name, guard_open)
+        patch(sqlite3, "connect", guard_sqlite_read)
     else:
 
         def guard_file_open(original: Any) -> Any:
@@ -246,7 +267,7 @@ def inject(fault: str | None, root: Path) -> Iterator[None]:
             patch(os, name, guard_path)
         patch(sqlite3, "connect", guard_sqlite)
     try:
-        yield
+        yield injected
     finally:
         for owner, name, original in reversed(saved):
             setattr(owner, name, original)
@@ -505,6 +526,8 @@ def cases_for(command: Any, root: Path, bad: dict[str, str], *, quick: bool = Fa
     written = WRITTEN.get(name, "--out")
     if written in positions:
         targets[written] = base[offset + positions[written]]
+        if command.options.get(written, {}).get("dir") == "file":  # written beside itself, then
+            targets[written] = os.path.dirname(targets[written])  # renamed over it: its folder
     for fault in WRITE_FAULTS:
         for what, target in targets.items():
             if quick and (fault == "eacces") == (what != "cache"):
@@ -531,9 +554,12 @@ def _short(text: str) -> str:
 
 def run_case(case: FaultCase, root: Path) -> Any:
     """Run one case (its fault injected around it) and return the :class:`CliOutcome`."""
-    cli = _cli()
-    with inject(case.fault, root):
-        return cli.invoke(list(case.args))
+    return _run_injected(case, root)[0]
+
+
+def _run_injected(case: FaultCase, root: Path) -> tuple[Any, Injected]:
+    with inject(case.fault, root) as injected:
+        return _cli().invoke(list(case.args)), injected
 
 
 def run_cli_faults(*, quick: bool = False, commands: Sequence[str] | None = None) -> dict[str, Any]:
@@ -541,13 +567,17 @@ def run_cli_faults(*, quick: bool = False, commands: Sequence[str] | None = None
     query"]``) under fault injection; ``quick`` uses fewer bad paths and queries per parameter.
 
     Returns ``{"cli_cases": N, "tracebacks": K, "traceback_cases": [first few, with the last line
-    of each traceback], "unclear": M, "unclear_cases": [...], "commands": C}``. ``unclear`` counts
-    runs that failed without a one-line ``error: ...`` (nor click's usage error).
+    of each traceback], "unclear": M, "unclear_cases": [...], "not_reached": R,
+    "not_reached_cases": [...], "commands": C}``. ``unclear`` counts runs that failed without a
+    one-line ``error: ...`` (nor click's usage error); ``not_reached`` the cases whose fault never
+    fired (the command ended, or refused something else, before the reads or writes it was aimed
+    at): they ran, but tested no fault, and a sweep ends at the first of them.
     """
     cli = _cli()
     tree = [c for c in cli.command_tree() if commands is None or " ".join(c.path) in commands]
     tracebacks: list[str] = []
     unclear: list[str] = []
+    not_reached: list[str] = []
     n_cases = 0
     with contextlib.ExitStack() as stack:
         folder = tempfile.TemporaryDirectory(prefix="ragroute-faults-", dir=scratch_folder())
@@ -563,10 +593,12 @@ def run_cli_faults(*, quick: bool = False, commands: Sequence[str] | None = None
                 if case.sweep in finished:
                     continue
                 reset_bad_paths(root)
-                outcome = run_case(case, root)
+                outcome, injected = _run_injected(case, root)
                 n_cases += 1
-                if case.sweep is not None and outcome.exit_code == 0:
-                    finished.add(case.sweep)
+                if case.fault is not None and not injected.refused:
+                    not_reached.append(f"{case.name} (fault {case.fault}): exit {outcome.exit_code}")
+                if case.sweep is not None and (outcome.exit_code == 0 or not injected.refused):
+                    finished.add(case.sweep)  # its fault came too late: so would the later ones'
                 if outcome.traceback is not None:
                     last = outcome.traceback.strip().splitlines()[-1]
                     tracebacks.append(f"{case.name} (fault {case.fault}): {last[:300]}")
@@ -585,6 +617,8 @@ def run_cli_faults(*, quick: bool = False, commands: Sequence[str] | None = None
         "traceback_cases": tracebacks[:KEEP_CASES],
         "unclear": len(unclear),
         "unclear_cases": unclear[:KEEP_CASES],
+        "not_reached": len(not_reached),
+        "not_reached_cases": not_reached[:KEEP_CASES],
     }
 
 

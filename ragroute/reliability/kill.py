@@ -16,8 +16,13 @@ old builds pruned; embedding-cache writes) and how long it runs. Then, for each 
 * the artifact must still load and answer exactly as before the run, or exactly as the completed
   command's result (when the kill came after the pointer swap): otherwise the point counts as lost;
 * the command is run again to completion (after every kill; the commands that train a model after
-  every fifth, ``Scenario.min_rerun_every``): it must succeed, answer as its result, and leave no
-  debris (no temporary folders, pointer files or builds beyond the current and previous one).
+  every fifth, ``Scenario.min_rerun_every``; and once after the last kill): it must succeed, answer
+  as its result, and leave no debris (no temporary folders, pointer files or builds beyond the
+  current and previous one); otherwise the kill points since the previous rerun count as lost too.
+
+A point survives when both hold. A run (killed or rerun) still going after ``timeout`` seconds is
+hung: it is killed and counted as a failure, never waited for; and a report that killed no running
+command says so among its failures (``killed``, the kills tried, counts them).
 
 Rebuilding commands alternate between two inputs, so every run changes the artifact; ``graph add``
 starts each run from a copy of the same graph.
@@ -239,11 +244,51 @@ def scenarios(method: str = "hybrid") -> dict[str, Scenario]:
     }
 
 
-def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), env=env, capture_output=True, text=True, check=False, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[3:])} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return done
+#: seconds one run of a command may take (``timeout`` of :func:`run_kill_scenario`): a run still going
+#: then is hung; it is killed and counted as a failure rather than waited for
+RUN_TIMEOUT = 900.0
+
+
+def _complete(argv: Sequence[str], env: dict[str, str] | None, timeout: float) -> tuple[int | None, str]:
+    """Run ``argv`` to completion: ``(exit status, stderr)``; status ``None`` when it was still running
+    after ``timeout`` seconds (it is killed: a hung command never hangs the harness)."""
+    try:
+        done = subprocess.run(
+            list(argv), env=env, capture_output=True, text=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:  # subprocess.run has killed and reaped it
+        return None, f"hung: killed after {timeout:g} s"
+    return done.returncode, done.stderr
+
+
+def _run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT) -> None:
+    code, err = _complete(argv, env, timeout)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv[3:])} failed ({code}): {err.strip()[-500:]}")
+
+
+def _killed_run(
+    argv: Sequence[str], env: dict[str, str], how: str, when: float, timeout: float
+) -> int | None:
+    """Run ``argv`` for one kill point: it kills itself at a crash point (``how == "at"``: ``env``
+    says which) or is sent SIGKILL after ``when`` seconds. Returns its exit status (``-SIGKILL`` when
+    killed), or ``None`` when it was still running after ``timeout`` seconds (then killed). The
+    process never outlives the call, whatever happens."""
+    process = subprocess.Popen(list(argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if how == "time":
+            try:
+                process.wait(timeout=when)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 #: index kinds whose vectors live outside the artifact (``--method`` of the build scenario)
@@ -267,6 +312,8 @@ def debris(target: Path) -> list[str]:
     """What a finished write should not leave in ``target``: temporary folders, notes of
     unfinished builds, pointer files, builds other than the current and previous one."""
     builds = target / BUILDS_DIR
+    if not builds.is_dir():
+        return [f"no {BUILDS_DIR} folder"]
     left = [p.name for p in builds.iterdir() if p.name.startswith(DEBRIS_PREFIXES)]
     left += [p.name for p in target.glob(f".{POINTER_NAME}.*")]
     done = [p.name for p in builds.iterdir() if not p.name.startswith(".")]
@@ -310,8 +357,10 @@ def run_kill_scenario(
     rerun_every: int = 1,
     env: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
+    timeout: float = RUN_TIMEOUT,
 ) -> KillReport:
-    """Kill ``scenario``'s command at ``points`` points (see the module docstring)."""
+    """Kill ``scenario``'s command at ``points`` points (see the module docstring). A killed run or a
+    rerun still going after ``timeout`` seconds is hung: killed, and counted as a failure."""
     base_env = dict(env if env is not None else os.environ)
     for name in (KILL_AT_ENV, KILL_TRACE_ENV):
         base_env.pop(name, None)
@@ -346,7 +395,30 @@ def run_kill_scenario(
 
     every = max(rerun_every, scenario.min_rerun_every) if rerun_every else 0
     queue = _kill_points(report.crash_points, report.run_seconds, points)
+    since_rerun: list[bool] = []  # per kill point since the last rerun: whether it survived
+
+    def rerun(index: int, argv: list[str], expected: Any) -> None:
+        """Run the command to completion: it must succeed, answer ``expected`` and leave no debris;
+        otherwise the kill points since the last rerun did not survive."""
+        report.reruns += 1
+        code, err = _complete(argv, base_env, timeout)
+        final, problem = _answer(target, encoder)
+        left = debris(target) if target.is_dir() else ["no artifact"]
+        left += scenario.outside(workdir) if scenario.outside else []
+        if code == 0 and final == expected and not left:
+            report.reruns_ok += 1
+        else:
+            report.survived -= sum(since_rerun)
+            verdict = "ok" if final == expected else "wrong"
+            status = "hung" if code is None else f"exit {code}"
+            report.failures.append(
+                f"point {index}: rerun {status}, answers {verdict}, debris {left} "
+                f"{problem[:200]} {err.strip()[-200:]}"
+            )
+        since_rerun.clear()
+
     index = -1
+    last: tuple[int, list[str], Any] | None = None  # the last kill point: its index, command, result
     while queue:
         how, when = queue.pop(0)
         index += 1
@@ -361,23 +433,12 @@ def run_kill_scenario(
             variant = 0 if before == results[1] else 1
             expected = results[variant]
         argv = scenario.argv(workdir, variant)
-        if how == "at":
-            process = subprocess.Popen(
-                argv,
-                env={**base_env, KILL_AT_ENV: str(int(when))},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        else:
-            process = subprocess.Popen(
-                argv, env=base_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            try:
-                process.wait(timeout=when)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-        code = process.wait()
+        env_here = {**base_env, KILL_AT_ENV: str(int(when))} if how == "at" else base_env
+        code = _killed_run(argv, env_here, how, when, timeout)
         report.points += 1
+        if code is None:
+            report.failures.append(f"point {index} ({how} {when:g}): hung, killed after {timeout:g} s")
+            continue
         if code != -signal.SIGKILL:
             report.finished_first += 1
             if code != 0:
@@ -391,28 +452,27 @@ def run_kill_scenario(
         else:
             report.time_kills += 1
         after, problem = _answer(target, encoder)
+        survived = not problem and after in (before, expected)
         if problem:
             report.failures.append(f"point {index} ({how} {when:g}): lost: {problem[:300]}")
-        elif after not in (before, expected):
+        elif not survived:
             report.failures.append(f"point {index} ({how} {when:g}): answers changed to neither build")
-        else:
-            report.survived += 1
-        if every and (report.killed % every == 0 or not queue):
-            report.reruns += 1
-            done = subprocess.run(argv, env=base_env, capture_output=True, text=True, check=False)
-            final, problem = _answer(target, encoder)
-            left = debris(target) if target.is_dir() else ["no artifact"]
-            left += scenario.outside(workdir) if scenario.outside else []
-            if done.returncode == 0 and final == expected and not left:
-                report.reruns_ok += 1
-            else:
-                verdict = "ok" if final == expected else "wrong"
-                report.failures.append(
-                    f"point {index}: rerun exit {done.returncode}, answers {verdict}, debris {left} "
-                    f"{problem[:200]} {done.stderr.strip()[-200:]}"
-                )
+        report.survived += survived
+        since_rerun.append(survived)
+        last = (index, argv, expected)
+        if every and len(since_rerun) >= every:
+            rerun(*last)
         if progress and report.points % 10 == 0:
             progress(f"kill {scenario.name}: {report.points}/{points} points, {report.survived} survived")
+    # the kills since the last rerun are checked too, even when the runs queued after them all
+    # finished first (the last rerun used to come only when the last point was a kill)
+    if every and since_rerun and last is not None:
+        rerun(*last)
+    if points and not report.killed:  # fewer than points: ``killed`` (the kills tried) says so
+        report.failures.append(
+            f"only {report.killed} of {points} kill points killed a running command "
+            f"({report.finished_first} runs finished first)"
+        )
     return report
 
 
@@ -425,6 +485,7 @@ def run_kills(
     method: str = "hybrid",
     rerun_every: int = 1,
     progress: Callable[[str], None] | None = None,
+    timeout: float = RUN_TIMEOUT,
 ) -> list[KillReport]:
     """:func:`run_kill_scenario` for each of ``commands`` (default: all of :func:`scenarios`)."""
     table = scenarios(method)
@@ -443,6 +504,7 @@ def run_kills(
                 encoder=encoder,
                 rerun_every=rerun_every,
                 progress=progress,
+                timeout=timeout,
             )
         )
         if progress:
