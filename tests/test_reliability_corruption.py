@@ -77,3 +77,30 @@ def test_a_changed_line_of_inspect_is_a_wrong_answer_and_only_durations_are_igno
     timed = "built 4 items in 1.25 s\nsearched in 12 ms\n"
     assert cli_answer(timed) == cli_answer(timed.replace("1.25 s", "3.5 s").replace("12 ms", "9ms"))
     assert cli_answer(timed) == ["built 4 items in <time>", "searched in <time>"]
+
+
+def test_a_hung_command_fails_its_case_and_never_hangs_the_harness(monkeypatch):
+    """The race and corruption harnesses ran their `ragroute` commands without a timeout until
+    session 50: one hanging on a damaged artifact hung the harness. It is killed after the timeout
+    and fails its case; and an error line with text running on below it is not a clean error."""
+    import subprocess
+    import sys
+    import time
+
+    from ragroute.reliability import workload
+    from ragroute.reliability.corruption import cli_outcome
+
+    sleeping = [sys.executable, "-c", "import time; time.sleep(30)"]
+    monkeypatch.setattr(workload, "ragroute_argv", lambda *a: sleeping)
+    start = time.monotonic()
+    done = workload.run_ragroute("query", "idx", "q", timeout=1)
+    assert time.monotonic() - start < 10
+    assert (done.returncode, done.stderr) == (workload.HUNG, "hung: killed after 1 s")
+    outcome, detail = cli_outcome(done, [])
+    assert outcome != "clean_error" and "hung" in detail
+    spilled = subprocess.CompletedProcess([], 2, "", "error: the index is damaged\n  and more below\n")
+    assert cli_outcome(spilled, [])[0] == "multi_line"
+    assert cli_outcome(subprocess.CompletedProcess([], 2, "", "warning: slow\nerror: damaged\n"), []) == (
+        "clean_error",
+        "",
+    )

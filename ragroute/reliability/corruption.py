@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError
-from ragroute.reliability.workload import PROBE_QUERIES, answer, ragroute_argv
+from ragroute.errors import RagrouteError, is_one_line_error_output
+from ragroute.reliability.workload import PROBE_QUERIES, answer, run_ragroute
 from ragroute.store.artifact import POINTER_NAME, published_path
 from ragroute.store.manifest import MANIFEST_NAME
 
@@ -212,9 +212,8 @@ def cli_outcome(done: subprocess.CompletedProcess[str], reference: Any) -> tuple
     err = done.stderr.strip()
     if "Traceback" in err:
         return "traceback", err.splitlines()[-1][:200]
-    if done.returncode == 2:
-        errors = [line for line in err.splitlines() if line.startswith("error:")]
-        return ("clean_error", "") if len(errors) == 1 else ("multi_line", err[:200])
+    if done.returncode == 2:  # one error line, the last, as the CLI harnesses read it
+        return ("clean_error", "") if is_one_line_error_output(done.stderr) else ("multi_line", err[:200])
     if done.returncode == 0:
         return ("unnoticed", "") if cli_answer(done.stdout) == reference else ("wrong", "")
     return "traceback", f"exit {done.returncode}: {err[-200:]}"
@@ -239,7 +238,7 @@ def run_cli_matrix(
     for kind, root in artifacts.items():
         family = json.loads((published_path(root) / MANIFEST_NAME).read_text(encoding="utf-8"))["family"]
         args = ["query", str(root), query, "--json"] if family == "index" else ["inspect", str(root)]
-        first = subprocess.run(ragroute_argv(*args), capture_output=True, text=True, check=False)
+        first = run_ragroute(*args)
         if first.returncode != 0:
             raise RagrouteError(f"{root} does not answer before corruption: {first.stderr.strip()[-300:]}")
         names = artifact_files(root)[:files]
@@ -248,7 +247,7 @@ def run_cli_matrix(
             cases += bit_flip_cases(root, bit_stride)
         for case in cases:
             with applied(root, case):
-                done = subprocess.run(ragroute_argv(*args), capture_output=True, text=True, check=False)
+                done = run_ragroute(*args)
             outcome, detail = cli_outcome(done, cli_answer(first.stdout))
             report.add(f"cli:{kind}", case, outcome, detail)
         if progress:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.reliability.corruption import cli_answer
-from ragroute.reliability.workload import corpus_records, documents, ragroute_argv
+from ragroute.reliability.workload import corpus_records, documents, run_ragroute
 from ragroute.store.artifact import POINTER_NAME
 
 QUERY = "telescope orbit of a comet bread dough"
@@ -133,12 +133,7 @@ def run_race(
     for docs in _corpora():
         _build(index_dir, docs, method, encoder)
         expected.append(in_process_answer(index_dir, encoder))
-        done = subprocess.run(
-            ragroute_argv("query", str(index_dir), QUERY, "--json", "-k", "5"),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = run_ragroute("query", str(index_dir), QUERY, "--json", "-k", "5")
         if done.returncode != 0:
             raise RuntimeError(f"ragroute query failed before the race: {done.stderr.strip()[-300:]}")
         expected_cli.append(cli_answer(done.stdout))
@@ -175,12 +170,7 @@ def run_race(
 
     def cli_reader() -> None:
         while report.cli_reads < cli_reads and time.monotonic() < deadline:
-            done = subprocess.run(
-                ragroute_argv("query", str(index_dir), QUERY, "--json", "-k", "5"),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            done = run_ragroute("query", str(index_dir), QUERY, "--json", "-k", "5")
             problem = "" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
             record(cli_answer(done.stdout) if not problem else None, expected_cli, problem, cli=True)
 

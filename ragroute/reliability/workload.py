@@ -290,15 +290,27 @@ def ragroute_argv(*args: str) -> list[str]:
     return [sys.executable, "-c", "from ragroute.cli import main; main()", *args]
 
 
+#: the exit status a harness's ``ragroute`` command is given when it was still running after its
+#: timeout (killed): 124, as ``timeout(1)`` says it
+HUNG = 124
+
+
 def run_ragroute(
     *args: str, env: Mapping[str, str] | None = None, timeout: float = 600.0
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``ragroute ARGS`` to completion in a subprocess (stdout and stderr captured)."""
-    return subprocess.run(
-        ragroute_argv(*args),
-        env=dict(env) if env is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Run ``ragroute ARGS`` to completion in a subprocess (stdout and stderr captured). One still
+    running after ``timeout`` seconds is killed and returned with exit status :data:`HUNG` and
+    ``hung: killed after N s`` as its stderr: a hung command fails its case, and never hangs the
+    harness (the race and corruption harnesses waited on theirs without a limit until session 50)."""
+    argv = ragroute_argv(*args)
+    try:
+        return subprocess.run(
+            argv,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:  # subprocess.run has killed and reaped it
+        return subprocess.CompletedProcess(argv, HUNG, "", f"hung: killed after {timeout:g} s")
