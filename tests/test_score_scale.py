@@ -216,6 +216,24 @@ def test_the_fitted_scales_are_memoised_per_seed(small_docs, hashing_encoder, mo
     assert {n: s.raw_knots for n, s in zero.items()} != {n: s.raw_knots for n, s in first.items()}
 
 
+def test_the_memo_tells_an_encoders_weights_apart(small_docs, hashing_encoder, monkeypatch):
+    """The scales were memoised by the encoder's model id alone until session 50: the same model
+    retrained in place (other weights, ``cache_variant``), or on another backend, was handed the
+    scales fitted on the first one's cosines."""
+    import copy
+
+    from ragroute.memo import RetrieverMemo
+    from ragroute.pipeline import score_scale
+
+    monkeypatch.setattr(score_scale, "_memo", RetrieverMemo())
+    sources = _sources(small_docs, hashing_encoder, method="bm25")
+    first = fit_score_scales(sources, hashing_encoder)
+    retrained = copy.copy(hashing_encoder)
+    retrained.cache_variant = "weights:2"
+    assert fit_score_scales(sources, retrained) is not first
+    assert fit_score_scales(sources, hashing_encoder) is first
+
+
 def test_scales_are_fitted_again_when_documents_change_even_if_their_number_does_not(
     small_docs, hashing_encoder, monkeypatch
 ):

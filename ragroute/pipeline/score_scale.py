@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.context import QueryContext, query_vectors
+from ragroute.context import QueryContext, encoder_key, query_vectors
 from ragroute.errors import error_summary
 from ragroute.exposure import internal_searches
 from ragroute.index.base import content_key
@@ -170,7 +170,7 @@ def fit_score_scales(
     key = (
         per_source,
         seed,
-        getattr(encoder, "model_id", id(encoder)),
+        encoder_key(encoder),  # its weights too: a model folder trained again in place keeps its id
         *((s.name, id(s.retriever), content_key(s)) for s in sources),
     )
     cached = _memo.get(key, [s.retriever for s in sources])
