@@ -190,7 +190,11 @@ async def in_worker_thread(
     try:
         if context is None:
             return await asyncio.to_thread(call)
-        return await asyncio.to_thread(context.run, call)
+        # in a copy of ``context``: the caller may leave its own block (LangChain's
+        # set_config_context enters its context again on the way out) while a cancelled search
+        # still runs; in ``context`` itself that raised "cannot enter context: ... is already
+        # entered" in place of the CancelledError, until session 50
+        return await asyncio.to_thread(context.copy().run, call)
     except asyncio.CancelledError:
         cancelled.set()
         raise

@@ -240,3 +240,55 @@ class NoneFirst:
                 hits = self.index.search(context.text, k)
                 out.append(PipelineResult(hits, Decision(["cook"], {"cook": 0.8}, decided_by=context.text)))
         return out
+
+
+class CancelProbe:
+    """A pipeline whose source blocks on the query "second" until released, and a reranker that
+    records the queries it reached: what the framework retrievers' cancellation tests run."""
+
+    def __init__(self):
+        import threading
+
+        from ragroute.pipeline import Pipeline
+        from ragroute.route.fixed import FixedRoutes
+        from ragroute.route.sources import Source
+        from ragroute.types import Hit
+
+        self.entered, self.release, self.finished = threading.Event(), threading.Event(), threading.Event()
+        self.reranked: list[str] = []
+        probe = self
+
+        class Blocking:
+            def search_many(self, queries, k=10, *, filters=None):
+                if queries == ["second"]:
+                    probe.entered.set()
+                    probe.release.wait(10)
+                return [[Hit("d1", 1.0, text="kept")] for _ in queries]
+
+        class Counting:
+            name = "counting"
+
+            def rerank(self, context, hits, k):
+                probe.reranked.append(context.text)
+                probe.finished.set()
+                return hits[:k]
+
+        self.pipeline = Pipeline([Source("slow", Blocking())], FixedRoutes(["slow"]), reranker=Counting())
+
+    def cancel_midway(self, awaitable_of) -> None:
+        """Start ``awaitable_of("second")``, cancel it once its search is inside the source, release
+        the source, and return once the cancelled search's thread had a second to go on."""
+        import asyncio
+
+        async def run():
+            task = asyncio.ensure_future(awaitable_of("second"))
+            while not self.entered.is_set():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            self.release.set()  # the search goes on in its thread, to the next stage boundary
+
+        self.finished.clear()
+        asyncio.run(run())
+        assert not self.finished.wait(1.0)  # the worker thread stopped before the rerank stage

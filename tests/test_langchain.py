@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("langchain_core", reason="install the langchain extra: pip install -e '.[langchain]'")
 
-from conftest import NoneFirst, shared_id_pipeline  # noqa: E402
+from conftest import CancelProbe, NoneFirst, shared_id_pipeline  # noqa: E402
 from langchain_core.documents import Document as LangChainDocument  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
@@ -765,3 +765,15 @@ def test_a_langchain_retriever_returning_no_documents_is_one_line(returned, says
     assert result.hits == [] and errors == [
         f"RagrouteError: source 'odd': the LangChain retriever Odd {says}"
     ]
+
+
+def test_a_cancelled_ainvoke_stops_before_its_next_stage():
+    """A cancelled ``ainvoke`` ran on to its end in its worker thread until session 50 (reranked,
+    admitted to the caller's exposure budget); it stops at the next stage boundary, inside the
+    LangChain run's own context (its callbacks) as before."""
+    probe = CancelProbe()
+    retriever = RoutedLangChainRetriever(probe.pipeline, k=1)
+    assert retriever.invoke("first") and probe.reranked == ["first"]
+    probe.cancel_midway(retriever.ainvoke)
+    assert probe.reranked == ["first"]
+    assert asyncio.run(retriever.ainvoke("third")) and probe.reranked[-1] == "third"

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import NoneFirst, shared_id_pipeline  # noqa: E402
+from conftest import CancelProbe, NoneFirst, shared_id_pipeline  # noqa: E402
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.query_engine import RetrieverQueryEngine
@@ -958,45 +958,10 @@ def test_a_cancelled_aretrieve_stops_before_its_next_stage():
     """A thread cannot be interrupted: until session 50 a cancelled ``aretrieve`` ran on to its
     end in its worker thread (reranked, its hits admitted to the caller's exposure budget) for an
     answer nobody awaited. It now stops at the next stage boundary."""
-    import threading
-
-    from ragroute.route.fixed import FixedRoutes
-    from ragroute.types import Hit
-
-    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
-    reranked: list[str] = []
-
-    class Blocking:
-        def search_many(self, queries, k=10, *, filters=None):
-            if queries == ["second"]:
-                entered.set()
-                release.wait(10)
-            return [[Hit("d1", 1.0, text="kept")] for _ in queries]
-
-    class Counting:
-        name = "counting"
-
-        def rerank(self, context, hits, k):
-            reranked.append(context.text)
-            finished.set()
-            return hits[:k]
-
-    pipeline = Pipeline([Source("slow", Blocking())], FixedRoutes(["slow"]), reranker=Counting())
-    retriever = RoutedLlamaRetriever(pipeline, k=1)
-    assert [n.node.node_id for n in retriever.retrieve("first")] and reranked == ["first"]
-    finished.clear()
-
-    async def cancel_midway():
-        task = asyncio.ensure_future(retriever.aretrieve("second"))
-        while not entered.is_set():
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        release.set()  # the search goes on in its thread, to the next stage boundary
-
-    asyncio.run(cancel_midway())
-    assert not finished.wait(1.0)  # the worker thread stopped before the rerank stage
-    assert reranked == ["first"]
+    probe = CancelProbe()
+    retriever = RoutedLlamaRetriever(probe.pipeline, k=1)
+    assert [n.node.node_id for n in retriever.retrieve("first")] and probe.reranked == ["first"]
+    probe.cancel_midway(retriever.aretrieve)
+    assert probe.reranked == ["first"]
     # an awaited query that is not cancelled runs as before
-    assert [n.node.node_id for n in asyncio.run(retriever.aretrieve("third"))] and reranked[-1] == "third"
+    assert asyncio.run(retriever.aretrieve("third")) and probe.reranked[-1] == "third"
