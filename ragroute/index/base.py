@@ -83,10 +83,12 @@ def search_contexts(retriever: Any, contexts: Sequence[Any], k: int) -> list[lis
 
 
 def filter_groups(
-    contexts: Sequence[Any], *, scoped: bool = False
+    contexts: Sequence[Any], *, scoped: bool = False, by_caller: bool = False
 ) -> list[tuple[list[int], list[Any], Mapping[str, Any] | None]]:
-    """The contexts grouped by their filters (and, ``scoped``, their scopes): for each distinct set,
-    its positions, its contexts and the filters one search of the group takes, in first-seen order."""
+    """The contexts grouped by their filters (and, ``scoped``, their scopes; ``by_caller``, who asks:
+    their ``caller``): for each distinct set, its positions, its contexts and the filters one search
+    of the group takes, in first-seen order. A group's contexts share one caller with ``by_caller``
+    (``group[0].caller`` is every one's), for a retriever that is handed the caller with the search."""
     groups: dict[str, list[int]] = {}
     for i, context in enumerate(contexts):
         # ordered by the keys' text: a key that is not text (metadata may hold one) beside one that is
@@ -94,6 +96,8 @@ def filter_groups(
         key = repr(sorted((context.filters or {}).items(), key=lambda item: repr(item[0])))
         if scoped:
             key += repr(tuple(getattr(context, "scopes", ())))
+        if by_caller:
+            key += repr(getattr(context, "caller", ""))
         groups.setdefault(key, []).append(i)
     out = []
     for positions in groups.values():
@@ -110,14 +114,17 @@ def by_filter_groups(
     search: Callable[[list[Any], Mapping[str, Any] | None], list[list[Hit]]],
     *,
     scoped: bool = False,
+    by_caller: bool = False,
 ) -> list[list[Hit]]:
     """``search(group, filters)`` once per distinct filter set; results back in the contexts' order.
 
     ``scoped``: the retriever understands scope filters (:class:`ragroute.scopes.Visible`), so
     contexts are grouped by their scopes too and each group's filters carry its scope.
+    ``by_caller``: the retriever is handed who asks (``search`` reads ``group[0].caller``), so
+    contexts of different callers are searched apart (one caller's group, one caller's search).
     """
     out: list[list[Hit]] = [[] for _ in contexts]
-    for positions, group, filters in filter_groups(contexts, scoped=scoped):
+    for positions, group, filters in filter_groups(contexts, scoped=scoped, by_caller=by_caller):
         results = search(group, filters)
         if len(results) != len(group):  # zip would shift hits onto other queries
             raise RagrouteError(f"a retriever returned {len(results)} result lists for {len(group)} queries")

@@ -426,9 +426,17 @@ class ExternalRetriever:
     builder from the caller's scopes to the framework's own filter, see the subclasses) they are
     also pushed down into the framework's search (:meth:`fetch_scoped`), so the store returns
     ``k`` visible documents instead of ``k`` documents of which some are then dropped.
+
+    Who asks (a context's ``caller``) is handed on only where :attr:`passes_caller` is set (the
+    adapters set it over ragroute's own framework retrievers, which take a caller): contexts of
+    different callers are then searched apart and :meth:`fetch_scoped` gets each group's caller,
+    so a pipeline behind the wrapped retriever counts each caller against its own exposure budget.
     """
 
     framework = ""
+    #: whether the wrapped retriever takes who asks with each search (one of ragroute's own: the
+    #: adapters set it per instance); a third-party framework retriever takes no caller
+    passes_caller = False
 
     def __init__(
         self,
@@ -453,17 +461,30 @@ class ExternalRetriever:
         """:meth:`fetch` for each query (a framework with a batch call overrides this)."""
         return [self.fetch(query, k) for query in queries]
 
-    def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
+    def fetch_scoped(
+        self, queries: list[str], k: int, scopes: frozenset[str], caller: str | None = None
+    ) -> list[list[Hit]]:
         """:meth:`fetch_many` with the caller's scope pushed down into the framework (subclasses
-        that can push it override this; the hits are checked afterwards either way)."""
+        that can push it override this; the hits are checked afterwards either way). ``caller``
+        (who asks) is given only where :attr:`passes_caller` is set, for the wrapped retriever."""
         return self.fetch_many(queries, k)
 
     def search_contexts(self, contexts: Sequence[Any], k: int = 10) -> list[list[Hit]]:
-        """Hits for query contexts, each with its filters and its caller's scope."""
+        """Hits for query contexts, each with its filters and its caller's scope (and, where
+        :attr:`passes_caller` is set, its caller: one search per caller)."""
+        if not self.passes_caller:  # as always: the texts, each group's filters and scope
+            return by_filter_groups(
+                contexts,
+                lambda group, filters: self.search_many([c.text for c in group], k, filters=filters),
+                scoped=True,
+            )
         return by_filter_groups(
             contexts,
-            lambda group, filters: self.search_many([c.text for c in group], k, filters=filters),
+            lambda group, filters: self._search_many(
+                [c.text for c in group], k, filters, str(getattr(group[0], "caller", ""))
+            ),
             scoped=True,
+            by_caller=True,
         )
 
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None) -> list[Hit]:
@@ -472,12 +493,21 @@ class ExternalRetriever:
     def search_many(
         self, queries: Sequence[str], k: int = 10, *, filters: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
+        return self._search_many(queries, k, filters, None)
+
+    def _search_many(
+        self, queries: Sequence[str], k: int, filters: Mapping[str, Any] | None, caller: str | None
+    ) -> list[list[Hit]]:
+        """:meth:`search_many`, the wrapped retriever asked for ``caller`` (``None``: its own)."""
         k, filters = check_k(k), check_filters(filters)
         out = []
         cleaned = [check_query(q) for q in check_batch(queries)]
         scope = scope_of(filters)
         if scope is not None and self.scope_filters is not None:
-            found = self.fetch_scoped(cleaned, k, scope.scopes)
+            # a subclass's own fetch_scoped of three arguments keeps working: the caller is handed
+            # on only where passes_caller is set (ragroute's own adapters, which take it)
+            asked = {} if caller is None else {"caller": caller}
+            found = self.fetch_scoped(cleaned, k, scope.scopes, **asked)
         else:
             found = self.fetch_many(cleaned, k)
         for hits in found:

@@ -26,7 +26,8 @@ likewise ``caller`` (who asks, for a pipeline's per-caller exposure budget, :mod
 :class:`LangChainRetrieverAdapter` drops the documents whose ``access`` metadata the caller's
 scope does not meet, and with ``scope_filters`` (``scopes -> keyword arguments of invoke``, e.g.
 ``lambda s: {"filter": document_filter(s)}`` for an ``InMemoryVectorStore``) pushes the scope
-down into the store; ragroute's own retrievers get ``scopes=`` passed on.
+down into the store; ragroute's own retrievers get ``scopes=`` passed on, and the ``caller=`` of
+each query (each caller's queries asked apart).
 """
 
 from __future__ import annotations
@@ -456,7 +457,8 @@ class LangChainRetrieverAdapter(ExternalRetriever):
     A caller's scope is checked on every document returned (its ``access`` metadata). With
     ``scope_filters`` (``scopes -> keyword arguments of invoke``) it is also pushed down, for
     retrievers that take keyword arguments (a vector store's ``as_retriever()``); ragroute's own
-    LangChain retrievers get ``scopes=`` without it.
+    LangChain retrievers get ``scopes=`` without it, and each query's ``caller=`` (who asks, for the
+    exposure budget of a pipeline behind them; the queries of different callers are asked apart).
     """
 
     framework = "langchain"
@@ -473,9 +475,13 @@ class LangChainRetrieverAdapter(ExternalRetriever):
             raise RagrouteError(
                 f"{type(retriever).__name__} is not a LangChain retriever (langchain_core BaseRetriever)"
             )
-        if scope_filters is None and isinstance(retriever, _RagrouteRetriever):
+        ours = isinstance(retriever, _RagrouteRetriever)
+        if scope_filters is None and ours:
             scope_filters = _pass_scopes
         super().__init__(name, documents, scope_filters=scope_filters)
+        # ragroute's own retrievers take who asks per call (invoke(query, caller=...)): each
+        # caller's queries are asked apart, under that caller (before, all were "")
+        self.passes_caller = ours
         self.target = retriever
         self._by_k: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -521,11 +527,16 @@ class LangChainRetrieverAdapter(ExternalRetriever):
             )
         return out
 
-    def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
+    def fetch_scoped(
+        self, queries: list[str], k: int, scopes: frozenset[str], caller: str | None = None
+    ) -> list[list[Hit]]:
         build = self.scope_filters
         if build is None or not getattr(self.target, "_expects_other_args", False):  # no keyword arguments
             return self.fetch_many(queries, k)
-        return self.fetch_many(queries, k, build(scopes))
+        # ``caller`` comes only for ragroute's own retrievers (passes_caller); a builder of the
+        # user's that names a caller itself keeps it
+        extra = {} if caller is None else {"caller": caller}
+        return self.fetch_many(queries, k, {**extra, **build(scopes)})
 
 
 def _document_lists(

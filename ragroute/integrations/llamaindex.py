@@ -477,7 +477,8 @@ class LlamaRetrieverAdapter(ExternalRetriever):
     ``scope_filters`` (``scopes -> MetadataFilters``, e.g. :func:`llama_scope_filters`) it is
     also pushed down: an index is asked through ``as_retriever(filters=...)``, a retriever with
     a ``_filters`` attribute and none set (a ``VectorIndexRetriever``) through a copy with them;
-    ragroute's own LlamaIndex retrievers always get the caller's scopes (``with_scopes``).
+    ragroute's own LlamaIndex retrievers always get the caller's scopes and who asks (a copy per
+    query group: ``with_scopes(scopes, caller=...)``; the queries of different callers asked apart).
     """
 
     framework = "llamaindex"
@@ -498,9 +499,13 @@ class LlamaRetrieverAdapter(ExternalRetriever):
         self.target = retriever
         self._by_k: dict[int, Any] = {}
         self._lock = threading.Lock()
-        if scope_filters is None and isinstance(retriever, _TopK):  # ragroute's own: pass the scopes on
+        ours = isinstance(retriever, _TopK)
+        if scope_filters is None and ours:  # ragroute's own: pass the scopes on
             scope_filters = frozenset
         super().__init__(name, documents, scope_filters=scope_filters)
+        # and who asks: each caller's queries go to a copy for that caller (with_scopes(caller=)),
+        # so a pipeline behind it counts each against its own budget (before, all were "")
+        self.passes_caller = ours
 
     @property
     def documents(self) -> Sequence[Document]:
@@ -538,18 +543,22 @@ class LlamaRetrieverAdapter(ExternalRetriever):
         qualified = keeps_source_ids(self.target, ((n.node.node_id, n.node.metadata) for n in nodes))
         return [node_to_hit(node, rank, self.name, qualified=qualified) for rank, node in enumerate(nodes, 1)]
 
-    def fetch_scoped(self, queries: list[str], k: int, scopes: frozenset[str]) -> list[list[Hit]]:
-        retriever = self.scoped_retriever(k, scopes)
+    def fetch_scoped(
+        self, queries: list[str], k: int, scopes: frozenset[str], caller: str | None = None
+    ) -> list[list[Hit]]:
+        retriever = self.scoped_retriever(k, scopes, caller=caller)
         if retriever is None:
             return self.fetch_many(queries, k)
         return [self._hits(retriever, query, k) for query in queries]
 
-    def scoped_retriever(self, k: int, scopes: frozenset[str]) -> Any:
+    def scoped_retriever(self, k: int, scopes: frozenset[str], *, caller: str | None = None) -> Any:
         """The LlamaIndex retriever that answers with ``k`` nodes a caller holding ``scopes`` may
-        read (``None`` when the scope cannot be pushed down into this retriever)."""
+        read (``None`` when the scope cannot be pushed down into this retriever). One of ragroute's
+        own is a copy for that caller: its ``scopes``, and its ``caller`` when given (who asks, for
+        the exposure budget of a pipeline behind it; ``None`` keeps the retriever's own)."""
         target = self.target
         if isinstance(target, _TopK):
-            twin = target.with_scopes(sorted(scopes))
+            twin = target.with_scopes(sorted(scopes), caller=caller)
             twin.similarity_top_k = k
             return twin
         if self.scope_filters is None:  # no builder: the scope cannot be pushed down
