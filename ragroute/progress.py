@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 PROGRESS_ENV = "RAGROUTE_PROGRESS"
 """Environment variable forcing progress bars on (``1``) or off (``0``)."""
@@ -20,13 +21,31 @@ _ON = frozenset({"1", "true", "yes", "on"})
 _OFF = frozenset({"0", "false", "no", "off"})
 
 
+class ProgressSettingWarning(UserWarning):
+    """:data:`PROGRESS_ENV` holds a value that is neither on nor off (a typo): it is not read."""
+
+
+_warned: set[str] = set()  # the values said so, each once per process (every encode asks)
+
+
 def forced_progress() -> bool | None:
-    """``True`` / ``False`` when :data:`PROGRESS_ENV` forces bars on / off, ``None`` when unset."""
-    value = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    """``True`` / ``False`` when :data:`PROGRESS_ENV` forces bars on / off, ``None`` when unset. Any
+    other value (``ture``) is said once, in a :class:`ProgressSettingWarning`, and read as unset
+    (until session 50 it was read so without a word)."""
+    raw = os.environ.get(PROGRESS_ENV, "")
+    value = raw.strip().lower()
     if value in _ON:
         return True
     if value in _OFF:
         return False
+    if value and raw not in _warned:
+        _warned.add(raw)
+        warnings.warn(
+            f"{PROGRESS_ENV}={raw!r} is none of 1/true/yes/on or 0/false/no/off: it is not read "
+            "(progress bars only when stderr is a terminal)",
+            ProgressSettingWarning,
+            stacklevel=3,
+        )
     return None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 import click
@@ -193,6 +194,15 @@ def test_bars_only_on_a_terminal_unless_forced(monkeypatch):
     assert progress_enabled() and want_progress(None, big)
     assert not want_progress(False, big) and want_progress(True, 3)  # a caller's explicit choice wins
     assert not progress_enabled(False)
+    # a value that is neither is said once, not read (until session 50 read as unset without a word)
+    from ragroute.progress import ProgressSettingWarning
+
+    monkeypatch.setenv(PROGRESS_ENV, "ture")
+    with pytest.warns(ProgressSettingWarning, match="RAGROUTE_PROGRESS='ture' is none of"):
+        assert not progress_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not progress_enabled()  # said once per process
 
 
 @pytest.fixture
