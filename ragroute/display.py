@@ -5,11 +5,20 @@ and 1.000 beside "abstain: yes"; rounded to four for JSON, 0.49996 read 0.5 besi
 0.5 and ``"abstain": true``. Every place that shows such a pair (skill abstention, retrieval
 gates, their CLI lines and traces) takes its digits from here: as few as asked, and as many more
 as it takes for the shown values to compare as the real ones do.
+
+Counts shown with their noun take it in the singular or the plural as the count needs
+(:func:`counted`: ``1 file``, ``2 files``), in the command line's output and in what the loaders
+warn alike.
 """
 
 from __future__ import annotations
 
 MOST_DIGITS = 10
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 document``, ``2 documents`` (``plural``: when not ``noun`` + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def compared_digits(

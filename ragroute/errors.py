@@ -257,7 +257,7 @@ def has_visible_text(text: str) -> bool:
     return any(unicodedata.category(char) not in _INVISIBLE for char in text)
 
 
-def check_query(text: str) -> str:
+def check_query(text: str, what: str = "query") -> str:
     """Return ``text`` stripped, or raise an :class:`InvalidQueryError` (one line) when it cannot be
     searched with.
 
@@ -268,25 +268,28 @@ def check_query(text: str) -> str:
     (NUL included) are kept: they are valid text and the tokenizers treat them as separators; but a
     text of nothing else (NUL, zero-width spaces, direction marks, a BOM) is refused as empty, since it
     has nothing to search with and would still return the nearest documents.
+
+    ``what`` names the text in the messages (``TEXT 2 is empty or whitespace only``): a text to
+    score against a query is refused alike.
     """
     if not isinstance(text, str):  # None is no query (empty); 123 is not empty, but not text
         error = EmptyQueryError if text is None else InvalidQueryError
-        raise error(f"query must be a string, got {type(text).__name__}")
+        raise error(f"{what} must be a string, got {type(text).__name__}")
     stripped = text.strip()
     if not stripped:
-        raise EmptyQueryError("query is empty or whitespace only")
+        raise EmptyQueryError(f"{what} is empty or whitespace only")
     if not has_visible_text(stripped):
         raise EmptyQueryError(
-            "query has no visible characters (only control or format characters such as NUL, "
+            f"{what} has no visible characters (only control or format characters such as NUL, "
             f"first U+{ord(stripped[0]):04X})"
         )
     if len(stripped) > MAX_QUERY_CHARS:
         raise InvalidQueryError(
-            f"query is {len(stripped):,} characters long; the limit is {MAX_QUERY_CHARS:,}"
+            f"{what} is {len(stripped):,} characters long; the limit is {MAX_QUERY_CHARS:,}"
         )
     problem = lone_surrogate(stripped)
     if problem is not None:
-        raise InvalidQueryError(f"query is not valid text: {problem}")
+        raise InvalidQueryError(f"{what} is not valid text: {problem}")
     return stripped
 
 
@@ -469,19 +472,25 @@ def is_one_line(message: str) -> bool:
     return bool(message.strip()) and "\n" not in message
 
 
+#: how the lines of click's own usage-error output begin (``ragroute`` says one ``error:`` line instead)
+CLICK_USAGE_LINES = ("Usage: ", "Try '", 'Try "', "Error: ")
+
+
 def is_one_line_error_output(stderr: str) -> bool:
-    """Whether what a failed command wrote on stderr is one error line: its last line is its only
-    ``error: ...`` line, the whole message on it (warnings may come before it), or, for a command
-    line click refused before any command ran, its usage text ending in one ``Error: ...`` line.
-    A traceback anywhere, a second error, or a message running on below its ``error:`` line is not."""
+    """Whether what a failed command wrote on stderr is one error line: exactly one ``error: ...``
+    line with a message, the last one (what the command said before it, a ``warning: ...``, is
+    allowed). A traceback anywhere, click's own usage dump (``Usage: ...``, ``Try '... --help'``,
+    ``Error: ...``), a second error line, or a message running on below its ``error:`` line is not."""
     if "Traceback (most recent call last)" in stderr:
         return False
-    lines = [line for line in stderr.split("\n") if line.strip()]
+    lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
-    usage = [line for line in lines if line.startswith("Error: ")]
-    if not lines or len(errors) + len(usage) != 1:
-        return False
-    return lines[-1] == (errors or usage)[0]
+    return (
+        len(errors) == 1
+        and lines[-1] == errors[0]
+        and len(errors[0].strip()) > len("error:")
+        and not any(line.startswith(CLICK_USAGE_LINES) for line in lines)
+    )
 
 
 def os_error_message(exc: OSError) -> str:

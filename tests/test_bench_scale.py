@@ -86,3 +86,20 @@ def test_bench_scale_refuses_ray_options_without_ray_and_names_what_it_leaves_ou
         "left out as asked: the Qdrant row (--qdrant-max 0), the LanceDB row (--lancedb-max 0), "
         "the routing cost (--routing-sources empty), the PPR cost (--ppr-edges empty)\n"
     )
+
+
+def test_bench_scale_help_says_the_smallest_size_its_check_takes(monkeypatch):
+    """Until session 50 only the error said that --sizes must be at least 1000, not --help."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.evaluation import bench_scale
+
+    def never(*args, **kwargs):
+        raise AssertionError("a size below the smallest was measured")
+
+    monkeypatch.setattr(bench_scale, "run_scale_bench", never)
+    help_text = " ".join(CliRunner().invoke(main, ["bench", "scale", "--help"]).output.split())
+    assert "Comma-separated corpus sizes (synthetic 384-d vectors), each at least 1000." in help_text
+    refused = CliRunner().invoke(main, ["bench", "scale", "--sizes", "999"])
+    assert refused.exit_code == 2 and refused.output == "error: --sizes: give sizes of at least 1000\n"

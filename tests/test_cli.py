@@ -170,7 +170,7 @@ def test_eval_says_how_many_records_it_skipped_and_how_many_queries_it_scores(ru
         "skipped 1 bad line in" in w and "queries.jsonl (line 3; line 3: missing 'text')" in w
         for w in warnings
     )
-    assert any("1 judged query ids not in queries.jsonl (e.g. 'q3')" in w for w in warnings)
+    assert any("1 judged query id not in queries.jsonl (e.g. 'q3')" in w for w in warnings)
     summary = [w for w in warnings if "the metrics cover" in w]
     assert summary == [
         f"warning: 2 bad records of {data} skipped: the metrics cover 2 of 3 judged queries "
@@ -207,7 +207,7 @@ def test_eval_on_clean_data_or_only_dangling_qrels_adds_no_summary_line(runner, 
     dangling = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
     assert dangling.exit_code == 0
     assert dangling.stderr.strip() == (  # the loader's warning already says it
-        f"warning: {data / 'qrels' / 'dev.tsv'}: 1 judged query ids not in queries.jsonl (e.g. 'q7')"
+        f"warning: {data / 'qrels' / 'dev.tsv'}: 1 judged query id not in queries.jsonl (e.g. 'q7')"
     )
 
 
@@ -216,8 +216,8 @@ def test_eval_on_clean_data_or_only_dangling_qrels_adds_no_summary_line(runner, 
     [
         ([b'{"_id": "d9", "text": broken'], QUERIES, "q1\td1\t1\n", "corpus.jsonl line 4: invalid JSON"),
         ([], [*QUERIES, b'{"_id": "q3"}'], "q1\td1\t1\n", "queries.jsonl line 3: missing 'text'"),
-        ([], QUERIES, "q1\td1\t1\nq7\td1\t1\n", "1 judged query ids not in queries.jsonl (e.g. 'q7')"),
-        ([], QUERIES, "q1\td8\t1\n", "1 judged doc ids not in the corpus (e.g. 'd8')"),
+        ([], QUERIES, "q1\td1\t1\nq7\td1\t1\n", "1 judged query id not in queries.jsonl (e.g. 'q7')"),
+        ([], QUERIES, "q1\td8\t1\n", "1 judged doc id not in the corpus (e.g. 'd8')"),
         ([], QUERIES, "", "no judged pairs (split 'dev' is empty)"),
         (  # q2 keeps a query to score once the last line left q1 judged only with grade 0
             [],
@@ -262,7 +262,7 @@ def test_eval_counts_only_the_queries_it_scores_and_refuses_a_split_with_none_re
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["queries"] == 1 and payload["ndcg@10"] == 1.0
     text = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data)])
-    assert "1 queries (1 judged with no relevant document, not scored)" in text.stdout
+    assert "1 query (1 judged with no relevant document, not scored)" in text.stdout
     (data / "qrels" / "dev.tsv").write_text("q1\td1\t0\nq2\td2\t-1\n")
     for flags in ([], ["--json"], ["--strict"]):
         none = runner.invoke(main, ["eval", "--index", str(out), "--data", str(data), *flags])
@@ -466,6 +466,51 @@ def test_empty_query_is_one_line_error(runner, corpus, tmp_path, query):
     assert result.output == "error: query is empty or whitespace only\n"
 
 
+@pytest.mark.parametrize("name", ["", "   ", "\u200b"])
+@pytest.mark.parametrize("command", [["build", "--method", "bm25"], ["graph", "build"]])
+def test_a_name_that_names_nothing_is_refused_in_one_line(runner, corpus, tmp_path, command, name):
+    """Until session 50 `build --name ""` stamped the output folder's name on the hits, unsaid."""
+    out = tmp_path / "idx"
+    result = runner.invoke(main, [*command, str(corpus), "--out", str(out), "--name", name])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: Invalid value for '--name': ") and "names nothing" in line, line
+    assert not out.exists()
+    if command[0] == "build":  # a --config file's empty name is refused alike
+        defaults = tmp_path / "defaults.yaml"
+        defaults.write_text(f"build:\n  name: '{name}'\n")
+        again = runner.invoke(main, ["--config", str(defaults), *command, str(corpus), "--out", str(out)])
+        assert again.exit_code == 2 and "names nothing" in again.stderr and not out.exists(), again.output
+
+
+def test_rerank_refuses_a_negative_draw_and_empty_texts_before_any_work(runner, tmp_path, monkeypatch):
+    """Until session 50 `rerank train --draw -1` was taken (its --seed refused -1) and `rerank
+    score MODEL QUERY ""` scored the empty text."""
+    import ragroute.cli.rerank
+
+    def no_pairs(*_args, **_kwargs):
+        raise AssertionError("training pairs were mined for a draw that cannot be trained")
+
+    monkeypatch.setattr(ragroute.cli.rerank, "_pairs", no_pairs)
+    out = tmp_path / "r"
+    train = ["rerank", "train", "--data", str(tmp_path), "--out", str(out)]
+    result = runner.invoke(main, [*train, "--draw", "-1"])
+    assert result.exit_code == 2 and not out.exists()
+    (line,) = result.output.splitlines()
+    assert line.startswith("error: Invalid value for '--draw': -1 is not in the range x>=0."), line
+    model = tmp_path / "no-such-model"  # refused before the model is looked for
+    for texts, said in (
+        (["comets", "ion tails", ""], "TEXT 2 is empty or whitespace only"),
+        (["comets", "ion tails", " \t"], "TEXT 2 is empty or whitespace only"),
+        (["comets", "\u200b"], "TEXT 1 has no visible characters"),
+        (["  ", "ion tails"], "query is empty or whitespace only"),
+    ):
+        result = runner.invoke(main, ["rerank", "score", str(model), *texts])
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"error: {said}"), line
+
+
 def test_truncated_manifest_and_missing_index(runner, corpus, tmp_path):
     out = tmp_path / "idx"
     runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"])
@@ -570,7 +615,7 @@ def test_eval_warns_when_the_index_holds_no_judged_document(runner, corpus, tmp_
     assert runner.invoke(main, ["build", str(corpus), "--out", str(other), "--method", "bm25"]).exit_code == 0
     result = runner.invoke(main, ["eval", "--index", str(other), "--data", str(data), "--split", "dev"])
     assert result.exit_code == 0
-    assert f"warning: {other} holds none of the 1 documents judged relevant in {data}" in result.stderr
+    assert f"warning: {other} holds none of the 1 document judged relevant in {data}" in result.stderr
     own = tmp_path / "own"
     assert runner.invoke(main, ["build", str(data), "--out", str(own), "--method", "bm25"]).exit_code == 0
     result = runner.invoke(main, ["eval", "--index", str(own), "--data", str(data), "--split", "dev"])
@@ -581,7 +626,7 @@ def test_eval_warns_when_the_index_holds_no_judged_document(runner, corpus, tmp_
         config.write_text(f"sources:\n  only: {{index: {index}}}\nrouter: {{kind: centroid}}\n")
         result = runner.invoke(main, ["eval", "--config", str(config), "--data", str(data), "--split", "dev"])
         assert result.exit_code == 0, result.output
-        said = f"warning: {config} holds none of the 1 documents judged relevant in {data}" in result.stderr
+        said = f"warning: {config} holds none of the 1 document judged relevant in {data}" in result.stderr
         assert said == (name == "wrong")
 
 

@@ -90,6 +90,19 @@ def test_build_and_add_read_a_table_by_its_named_columns(workspace):
     assert "added 2 new passages" in result.output
 
 
+def test_a_graph_of_one_passage_is_counted_in_the_singular(workspace):
+    """`graph build`, `stats` and `export` said "1 passages" (and "1 nodes", "1 edges") until session 50."""
+    one = workspace / "one"
+    one.mkdir()
+    (one / "corpus.jsonl").write_text(json.dumps({"_id": "p9", "text": "Kellow."}) + "\n", "utf-8")
+    result = run("graph", "build", one, "--out", "g")
+    assert result.exit_code == 0, result.output
+    counts = read_index_manifest(workspace / "g").params["counts"]
+    assert counts["passages"] == 1 and "1 passage," in result.output and "1 passages" not in result.output
+    stats = run("graph", "stats", "g")
+    assert stats.exit_code == 0 and " 1 passage;" in stats.output, stats.output
+
+
 def test_build_defaults_to_graph_folder_and_matches_ragroute_build(workspace):
     result = run("graph", "build", "all")
     assert result.exit_code == 0, result.output
@@ -238,7 +251,7 @@ def test_build_from_triples_alone_and_with_a_corpus(workspace):
     assert last_json(run("graph", "stats", "graph/facts", "--json"))["from_triples"] == 3
     result = run("graph", "build", "base", "--triples", triples, "--out", "mixed")
     assert result.exit_code == 0, result.output
-    assert "synonym pairs; extractor rules\n" in result.output  # the corpus was extracted
+    assert "1 synonym pair; extractor rules\n" in result.output  # the corpus was extracted
     manifest = read_index_manifest(workspace / "mixed")
     assert manifest.params["counts"]["passages"] == 4 + 2  # p4 is a corpus document: its triple joins it
 

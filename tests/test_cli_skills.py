@@ -50,7 +50,7 @@ def _route(*args: str, cwd: Path | None = None):
 def test_build_reports_the_index(built):
     out, result = built
     assert f"built {out}: 20 skills (skills_jsonl), dense weight" in result.output
-    assert "1 near-duplicate groups" in result.output
+    assert "1 near-duplicate group, 0 warnings" in result.output
     assert (out / "CURRENT").is_file()
 
 
@@ -65,6 +65,20 @@ def test_build_of_a_catalogue_too_small_to_tune_says_its_weight_is_fixed(tmp_pat
     result = _build(catalogue, out, tmp_path)
     assert result.exit_code == 0, result.output
     assert "dense weight 0.50 (fewer than 10 skills" in result.output and "adaptive" not in result.output
+
+
+def test_build_counts_one_warning_and_one_group_in_the_singular(tmp_path):
+    """`skills build` said "1 near-duplicate groups, 1 warnings" until session 50."""
+    forecast = {"name": "getForecast", "description": "Weather forecast for a city: rain and wind.",
+                "body": "Parameters: city (string). Returns rain and wind for the next days."}  # fmt: skip
+    skills = [{"_id": "forecast", **forecast}, {"_id": "forecast_v2", **forecast},
+              {"_id": "convert", "description": "Convert units of length and weight."}]  # fmt: skip
+    catalogue = tmp_path / "skills.jsonl"
+    catalogue.write_text("".join(json.dumps(s) + "\n" for s in skills))
+    result = _build(catalogue, tmp_path / "index", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith("fixed weight), 1 near-duplicate group, 1 warning"), result.stdout
+    assert result.stderr == f"warning: {catalogue}: 1 skill without 'name' (line 3); the id is used\n"
 
 
 def test_route_one_task_as_text_and_json(built, tmp_path, monkeypatch):

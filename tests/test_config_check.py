@@ -88,7 +88,7 @@ def test_good_config_passes_and_lists_sources(workspace):
         assert str((workspace / "indexes" / folder).resolve()) in line and f"{kind}, 2 documents" in line
     assert f"encoder {MINILM} (dim 384)" in out
     assert "router: prototype (threshold 0.3, max_routes 2)" in out
-    assert "policy: 1 signal(s), 1 rule(s)" in out
+    assert "policy: 1 signal, 1 rule" in out
     assert out.strip().splitlines()[-1] == "ok"
 
 
@@ -390,7 +390,7 @@ def test_each_bad_input_is_one_line_naming_file_and_key(workspace, case):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {config}") and "\n" not in lines[0]
     assert expected.format(config=config, root=workspace.resolve()) in lines[0]
-    assert result.stdout.strip().splitlines()[-1] == "1 problem(s)"
+    assert result.stdout.strip().splitlines()[-1] == "1 problem"
 
 
 @pytest.mark.parametrize("case", list(SESSION_37))
@@ -729,12 +729,27 @@ def test_cli_defaults_keys_of_ragroute_itself(tmp_path, monkeypatch):
     assert seen == ["1", "1", "0"]
 
 
-def test_unreadable_file_is_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"sources: [unclosed\n", "is not valid YAML (did not find expected ',' or ']' at line 2)"),
+        (b"\xff\xfe sources: {}\n", "is not UTF-8 (invalid start byte)"),
+        (b"", "the file is empty"),
+        (b"# a comment only\n", "the file is empty"),
+        (b"- astro\n- cook\n", "expected a mapping (a routing config, or 'corpora:' definitions)"),
+    ],
+)
+def test_a_file_that_cannot_be_read_is_its_one_error_line_and_nothing_else(tmp_path, content, said):
+    """Until session 50 `config check` described a file it never read as "routing config, sources: 0
+    (0 usable), reranker: none, gate: none" and "1 problem(s)" around the error."""
     broken = tmp_path / "broken.yaml"
-    broken.write_text("sources: [unclosed\n")
+    broken.write_bytes(content)
     result = check(broken)
     assert result.exit_code == 1
-    assert len(error_lines(result)) == 1 and "is not valid YAML" in error_lines(result)[0]
+    assert result.stdout == "" and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert result.stderr.rstrip().endswith(said), result.stderr
+    report = json.loads(check(broken, "--json").stdout)
+    assert report["what"] == "" and report["ok"] is False and report["sources"] == []
 
 
 # --------------------------------------------------------------------------- closest key everywhere

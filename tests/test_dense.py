@@ -334,8 +334,8 @@ def no_encoder(monkeypatch):
     [
         (b'{"_id": "d3", "text": broken\n', "q1\td1\t1\n", "corpus.jsonl line 3: invalid JSON"),
         (b'{"_id": "d3"}\n', "q1\td1\t1\n", "corpus.jsonl line 3: missing 'text'"),
-        (b"", "q1\td1\t1\nq9\td2\t1\n", "1 judged query ids not in queries.jsonl (e.g. 'q9')"),
-        (b"", "q1\td9\t1\n", "1 judged doc ids not in the corpus (e.g. 'd9')"),
+        (b"", "q1\td1\t1\nq9\td2\t1\n", "1 judged query id not in queries.jsonl (e.g. 'q9')"),
+        (b"", "q1\td9\t1\n", "1 judged doc id not in the corpus (e.g. 'd9')"),
         (b"", "", "no judged pairs (split 'dev' is empty)"),
     ],
     ids=["broken-json", "no-text", "dangling-query", "dangling-doc", "empty-split"],

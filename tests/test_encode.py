@@ -716,7 +716,7 @@ def test_encode_bench_refuses_broken_data_in_one_line(tmp_path: Path) -> None:
     cases = {
         "no_id": ("corpus.jsonl", lambda t: t + json.dumps({"text": "no id"}) + "\n", "_id"),
         "bad_json": ("queries.jsonl", lambda t: t + "{oops\n", "line 4"),
-        "dangling": ("qrels/dev.tsv", lambda t: t + "q9\td1\t1\n", "judged query ids not in queries.jsonl"),
+        "dangling": ("qrels/dev.tsv", lambda t: t + "q9\td1\t1\n", "1 judged query id not in queries.jsonl"),
     }
     for name, (file, edit, expected) in cases.items():
         root = _write_beir(tmp_path / name)

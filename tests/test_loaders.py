@@ -218,7 +218,7 @@ def test_load_qrels_without_header_and_trec_format(tmp_path: Path) -> None:
 
 def test_load_beir_warns_on_dangling_qrels(beir_folder: Path) -> None:
     write_qrels(beir_folder / "qrels" / "dev.tsv", [("q1", "d1", 1), ("q9", "d9", 1)])
-    with pytest.warns(CorpusWarning, match="judged query ids not in queries.jsonl"):
+    with pytest.warns(CorpusWarning, match="judged query id not in queries.jsonl"):
         ds = load_beir(beir_folder)
     assert "q9" in ds.qrels
 
@@ -228,11 +228,11 @@ def test_load_beir_raise_refuses_dangling_qrels_and_an_empty_split(beir_folder: 
     # split, was only a warning, and the judged query then scored 0 (or was dropped) silently
     write_qrels(beir_folder / "qrels" / "dev.tsv", [("q1", "d1", 1), ("q9", "d1", 1)])
     with pytest.raises(
-        CorpusFormatError, match=r"dev\.tsv: 1 judged query ids not in queries\.jsonl \(e\.g\. 'q9'\)"
+        CorpusFormatError, match=r"dev\.tsv: 1 judged query id not in queries\.jsonl \(e\.g\. 'q9'\)"
     ):
         load_beir(beir_folder, on_error="raise")
     write_qrels(beir_folder / "qrels" / "dev.tsv", [("q1", "d9", 1)])
-    with pytest.raises(CorpusFormatError, match=r"1 judged doc ids not in the corpus \(e\.g\. 'd9'\)"):
+    with pytest.raises(CorpusFormatError, match=r"1 judged doc id not in the corpus \(e\.g\. 'd9'\)"):
         load_beir(beir_folder, on_error="raise")
     write_qrels(beir_folder / "qrels" / "dev.tsv", [])
     with pytest.raises(CorpusFormatError, match=r"dev\.tsv: no judged pairs \(split 'dev' is empty\)"):

@@ -9,14 +9,17 @@ The long run (every bad path for every parameter, writes failing after 0, 1, 2, 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from ragroute.cli import main
+from ragroute.cli import testing as cli_testing
 from ragroute.cli.testing import command_tree
 from ragroute.reliability.faults import BASE_ARGS, FAIL_ONLY, HELP_ONLY, inject, run_cli_faults
 
@@ -27,6 +30,48 @@ def test_every_command_under_faults_ends_without_a_traceback():
     assert result["cli_cases"] > 4 * result["commands"]
     assert result["tracebacks"] == 0, "\n".join(result["traceback_cases"])
     assert result["unclear"] == 0, "\n".join(result["unclear_cases"])
+
+
+def _plain_click_group() -> click.Group:
+    """A click group without ragroute's one-line errors: a usage error is click's multi-line dump."""
+
+    @click.group()
+    def plain() -> None: ...
+
+    @plain.command()
+    @click.argument("index")
+    @click.argument("text")
+    def query(index: str, text: str) -> None: ...
+
+    return plain
+
+
+def test_only_a_single_error_line_counts_as_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(cli_testing, "_main", _plain_click_group)
+    dump = cli_testing.invoke(["--config", "x.yaml", "query", "idx", "comets"])
+    assert dump.exit_code == 2 and "Usage: " in dump.stderr and "Error: " in dump.stderr
+    assert not dump.one_line_error  # click's usage dump, not one line
+    outcome = functools.partial(cli_testing.CliOutcome, ("query",), 2, "")
+    assert outcome("error: no index at idx\n").one_line_error
+    assert outcome("warning: 1 source left out\nerror: no index at idx\n").one_line_error
+    assert not outcome("Error: no index at idx\n").one_line_error
+    assert not outcome("error: no index\n  at idx\n").one_line_error  # runs on over two lines
+    assert not outcome("error: one\nerror: two\n").one_line_error
+    assert not outcome("").one_line_error
+    assert not cli_testing.CliOutcome(("query",), 1, "", "error: no index at idx\n").one_line_error
+    monkeypatch.undo()
+    real = cli_testing.invoke(["--bogus", "query", "idx", "comets"])
+    assert real.one_line_error, real.stderr
+
+
+def test_the_fuzz_harness_catches_a_usage_dump(monkeypatch, tmp_path):
+    from ragroute.reliability.fuzz import FuzzWorkspace, LoaderBug, fuzz_cli_defaults
+
+    workspace = FuzzWorkspace(root=tmp_path, encoder=None)
+    fuzz_cli_defaults(workspace, b"query:\n  k: 0\n")  # ragroute's own one-line refusal passes
+    monkeypatch.setattr(cli_testing, "_main", _plain_click_group)
+    with pytest.raises(LoaderBug, match="without a one-line error"):
+        fuzz_cli_defaults(workspace, b"query:\n  k: 3\n")
 
 
 def test_every_command_has_a_normal_form_or_is_fail_only():
@@ -488,7 +533,8 @@ def test_fault_injection_restores_everything(tmp_path):
     [
         ("error: /x/idx: no such index\n", True),
         ("warning: 2 records skipped\nerror: /x/idx: no such index\n", True),
-        ("Usage: ragroute [OPTIONS] COMMAND\nTry 'ragroute --help'.\n\nError: No such option: --x\n", True),
+        # click's usage dump (ragroute says one error line instead)
+        ("Usage: ragroute [OPTIONS] COMMAND\nTry 'ragroute --help'.\n\nError: No such option: --x\n", False),
         # what the harnesses counted as one line: "Error: " anywhere (an exception's name ends so)...
         ("Traceback (most recent call last):\n  File 'x.py'\nValueError: Error: bad\n", False),
         ("warning: a source failed (KeyError: 'k')\n", False),

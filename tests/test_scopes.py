@@ -125,7 +125,7 @@ def test_an_access_label_that_reads_as_everyone_is_warned_about(tmp_path):
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     built = CliRunner().invoke(main, ["build", str(corpus), "--out", str(tmp_path / "i"), "--method", "bm25"])
     assert built.exit_code == 0, built.output
-    said = "warning: 1 document(s) (t1): the access label 'public' is a label like any other"
+    said = "warning: 1 document (t1): the access label 'public' is a label like any other"
     assert said in built.stderr
     config = tmp_path / "r.yaml"
     config.write_text(f"sources:\n  t: {{index: {tmp_path / 'i'}, access: everyone}}\n")

@@ -236,7 +236,7 @@ def test_skill_md_folder_left_out_is_counted_in_a_bounded_walk(tmp_path: Path, m
     assert catalogue.ids == ["tool"] and len(visited) <= 21
     assert catalogue.warnings == [
         f"{vendored}: folder left out (a build or vendored folder, not searched for skills): at least 1 "
-        "SKILL.md file(s) in it (counted in its first 20 entries) are not loaded; move them (or link them "
+        "SKILL.md file in it (counted in its first 20 entries) is not loaded; move them (or link them "
         "under another name) to load them"
     ]
 
@@ -255,7 +255,7 @@ def test_skill_md_folder_left_out_is_counted_without_following_links(tmp_path: P
     assert catalogue.ids == ["tool"]
     assert catalogue.warnings == [
         f"{root / 'build'}: folder left out (a build or vendored folder, not searched for skills): its 1 "
-        "SKILL.md file(s) are not loaded; move them (or link them under another name) to load them"
+        "SKILL.md file is not loaded; move them (or link them under another name) to load them"
     ]
 
 

@@ -415,7 +415,7 @@ def test_a_folder_of_two_catalogue_kinds_says_which_files_it_left_out(tmp_path: 
     write(mixed / "tools.json", json.dumps({"tools": tools}))
     catalogue = load_quietly(mixed)
     assert catalogue.kind == "openapi" and len(catalogue) == 3
-    assert any("1 MCP tool file(s) (tools.json) are not loaded" in w for w in catalogue.warnings)
+    assert any("1 MCP tool file (tools.json) is not loaded" in w for w in catalogue.warnings)
     skills = tmp_path / "skills"
     write(skills / "csv" / "SKILL.md", "---\nname: csv\ndescription: CSV files.\n---\nBody.\n")
     write(skills / "csv" / "tools.json", json.dumps({"tools": tools}))  # the skill's own file
@@ -424,8 +424,8 @@ def test_a_folder_of_two_catalogue_kinds_says_which_files_it_left_out(tmp_path: 
     catalogue = load_quietly(skills)
     assert catalogue.kind == "skill_md" and catalogue.ids == ["csv"]
     assert [w for w in catalogue.warnings if "not loaded" in w] == [
-        f"{skills}: loaded as a SKILL.md catalogue: its 1 OpenAPI/Swagger spec file(s) (api/shop.yaml) "
-        "are not loaded; a catalogue is one kind: load them from their own folder or with --kind"
+        f"{skills}: loaded as a SKILL.md catalogue: its 1 OpenAPI/Swagger spec file (api/shop.yaml) "
+        "is not loaded; a catalogue is one kind: load them from their own folder or with --kind"
     ]
 
 
@@ -460,12 +460,12 @@ def test_a_skills_jsonl_folder_says_which_files_beside_it_it_left_out(tmp_path: 
     write(folder / "mcp" / "tools.json", json.dumps(tools))
     catalogue = load_quietly(folder)
     assert catalogue.kind == "skills_jsonl" and catalogue.ids == ["x"]
-    tail = "are not loaded; a catalogue is one kind: load them from their own folder or with --kind"
+    tail = "is not loaded; a catalogue is one kind: load them from their own folder or with --kind"
     assert [w for w in catalogue.warnings if "not loaded" in w] == [
-        f"{folder}: loaded as a skills JSONL catalogue: its 1 SKILL.md file(s) (a/SKILL.md) {tail}",
-        f"{folder}: loaded as a skills JSONL catalogue: its 1 OpenAPI/Swagger spec file(s) (api/shop.yaml) "
+        f"{folder}: loaded as a skills JSONL catalogue: its 1 SKILL.md file (a/SKILL.md) {tail}",
+        f"{folder}: loaded as a skills JSONL catalogue: its 1 OpenAPI/Swagger spec file (api/shop.yaml) "
         f"{tail}",
-        f"{folder}: loaded as a skills JSONL catalogue: its 1 MCP tool file(s) (mcp/tools.json) {tail}",
+        f"{folder}: loaded as a skills JSONL catalogue: its 1 MCP tool file (mcp/tools.json) {tail}",
     ]
 
 

@@ -789,7 +789,7 @@ def test_bench_skill_set_refuses_broken_data_in_one_line(tmp_path):
     with pytest.raises(RagrouteError, match=r"no qrels/dev\.tsv \(available splits: test\)"):
         load_skill_set(root, "dev")
     (root / "qrels" / "test.tsv").write_text("1\t007\t1\n1\t70\t1\n")
-    with pytest.raises(RagrouteError, match=r"test\.tsv: 1 judged doc ids not in the corpus \(e\.g\. '70'\)"):
+    with pytest.raises(RagrouteError, match=r"test\.tsv: 1 judged doc id not in the corpus \(e\.g\. '70'\)"):
         load_skill_set(root, "test")
     (root / "skills.jsonl").write_text('{"_id": "007"}\n{"_id": "7", "name": \n')
     with pytest.raises(RagrouteError, match=r"skills\.jsonl line 2: invalid JSON"):

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import one_line_errors, refuse_options
+from ragroute.cli.common import counted, one_line_errors, refuse_options
 from ragroute.cli.options import (
     BACKENDS,
     CONFIG_CACHE_HELP,
@@ -131,7 +131,8 @@ def ask_command(
     else:
         click.echo(f"answer: {result.answer or '(none)'}")
     click.echo(
-        f"{status}; {len(result.steps)} step(s), {result.retrieval_calls} retrieval call(s), "
+        f"{status}; {counted(len(result.steps), 'step')}, "
+        f"{counted(result.retrieval_calls, 'retrieval call')}, "
         f"{result.ms:.0f} ms"
     )
     for step in result.steps:

@@ -18,6 +18,7 @@ import click
 from ragroute.cli.common import exclusive_options, one_line_errors, refuse_options, yield_to_command_line
 from ragroute.cli.graph import LLM_ONLY, llm_extractor, llm_option, say_llm_work
 from ragroute.cli.options import (
+    SEED,
     FiniteFloatRange,
     NameOrPath,
     backend_option,
@@ -99,9 +100,7 @@ latency_queries_option = click.option(
 @click.option(
     "--max-queries", type=click.IntRange(min=1), default=None, help="Use at most N queries per corpus."
 )
-@click.option(
-    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the synthetic corpus."
-)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the synthetic corpus.")
 @click.option(
     "--min-time",
     "min_time_s",
@@ -424,7 +423,7 @@ def corpus_routing_command(
 @cache_dir_option()
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seed of the routers' classifiers.",
@@ -688,7 +687,7 @@ def rerank_command(
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seed of the resets and the synthetic graph.",
@@ -881,7 +880,7 @@ def skills_command(
 @latency_queries_option
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seed of the folds and the holdout.",
@@ -1246,7 +1245,7 @@ def reliability_command(
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seed of the attack and benign query streams (budgets were set on 0; docs report 1).",
@@ -1289,12 +1288,16 @@ def exposure_command(
     save_plot("exposure", result, plot)
 
 
+SCALE_MIN_SIZE = 1000
+"""The smallest corpus size ``bench scale --sizes`` takes (its help says so, its check refuses less)."""
+
+
 @click.command("scale")
 @click.option(
     "--sizes",
     default="10000,100000,1000000",
     show_default=True,
-    help="Comma-separated corpus sizes (synthetic 384-d vectors).",
+    help=f"Comma-separated corpus sizes (synthetic 384-d vectors), each at least {SCALE_MIN_SIZE}.",
 )
 @click.option(
     "--hnsw-max",
@@ -1380,8 +1383,8 @@ def scale_command(
     from ragroute.evaluation import bench_scale
 
     counts = _integers(sizes, "--sizes")
-    if not counts or min(counts) < 1000:
-        raise RagrouteError("--sizes: give sizes of at least 1000")
+    if not counts or min(counts) < SCALE_MIN_SIZE:
+        raise RagrouteError(f"--sizes: give sizes of at least {SCALE_MIN_SIZE}")
     # every option read before the layouts run (until session 36 these three were read after them,
     # an hour at the documented sizes, and --ppr-edges -1 ended in a numpy traceback)
     sources = _integers(routing_sources, "--routing-sources", minimum=1)

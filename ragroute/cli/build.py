@@ -29,6 +29,7 @@ from ragroute.cli.options import (
     engine_options,
     is_local_location,
     on_error_option,
+    source_name_option,
 )
 from ragroute.corpora import CorpusSpec
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -129,7 +130,7 @@ def ivfpq_option(flag: str, help_text: str) -> Callable[[Callable[..., Any]], Ca
     help="--method lancedb: the LanceDB database (a folder, or a URI such as s3://...; credentials from "
     "the environment).",
 )
-@click.option("--name", default=None, help="Source name stamped on hits [default: the output folder name].")
+@source_name_option
 @engine_options(
     "local: this process; ray: shards encoded and counted (graph: extracted) by Ray workers (bm25, "
     "dense, hybrid, graph; extra ragroute[ray]), the same index."
@@ -493,9 +494,8 @@ def _say_open_sounding_labels(documents: Sequence[Document]) -> None:
     if carriers:
         labels = {label for d in documents for label in open_sounding(labels_of(d.metadata.get(ACCESS_KEY)))}
         named = ", ".join(carriers[:3]) + (f" and {len(carriers) - 3} more" if len(carriers) > 3 else "")
-        click.echo(
-            f"warning: {open_sounding_note(labels, f'{len(carriers)} document(s) ({named})')}", err=True
-        )
+        carrying = f"{counted(len(carriers), 'document')} ({named})"
+        click.echo(f"warning: {open_sounding_note(labels, carrying)}", err=True)
 
 
 def save_built_index(index: Any, out_dir: Path, method: str, start: float) -> Any:

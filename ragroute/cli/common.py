@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from ragroute.display import counted as counted  # the commands print counts through it
 from ragroute.errors import IndexFormatError, RagrouteError, UnknownKindError, os_error_message
 from ragroute.types import Hit
 
@@ -20,11 +21,6 @@ T = TypeVar("T")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 """click context settings of every command group."""
-
-
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 document``, ``2 documents`` (``plural``: when not ``noun`` + s)."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def user_error_message(exc: BaseException) -> str | None:

@@ -70,14 +70,16 @@ def check_command(file: Path, verify: bool, as_json: bool) -> None:
         click.echo(f"warning: {warning}", err=True)
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
-    if not as_json:
-        click.echo(f"{len(problems)} problem(s)" if problems else "ok")
+    if not as_json and lines:  # a file never read is its one error line, no summary of it
+        click.echo(counted(len(problems), "problem") if problems else "ok")
     if problems:
         click.get_current_context().exit(1)
 
 
 def describe(checked: Any) -> list[str]:
-    """What a checked file resolves to, as readable lines."""
+    """What a checked file resolves to, as readable lines (none for a file that could not be read)."""
+    if not checked.what:
+        return []
     lines = [f"{checked.path}: {checked.what}"]
     if checked.what != "routing config":
         for corpus in checked.corpora:
@@ -111,7 +113,8 @@ def describe(checked: Any) -> list[str]:
     if checked.llm:
         lines.append(f"  llm: {checked.llm}")
     if checked.policy:
-        lines.append(f"  policy: {checked.policy['signals']} signal(s), {checked.policy['rules']} rule(s)")
+        policy = checked.policy
+        lines.append(f"  policy: {counted(policy['signals'], 'signal')}, {counted(policy['rules'], 'rule')}")
     return lines
 
 

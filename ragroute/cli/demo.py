@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import format_hit, open_encoder
+from ragroute.cli.common import counted, format_hit, open_encoder
 from ragroute.cli.options import DEFAULT_RERANKER, encoder_options
 from ragroute.cli.route import format_decision
 from ragroute.encode.resolve import DEFAULT_ENCODER
@@ -326,7 +326,8 @@ def stepwise_step(corpus: Path, encoder: Any, k: int) -> list[Any]:
             else "(the model answers: no retrieval)"
         )
         click.echo(
-            f"  -> {answer}; {retrieved} retrieval call(s) in {len(result.steps)} step(s), {result.ms:.0f} ms"
+            f"  -> {answer}; {counted(retrieved, 'retrieval call')} in {counted(len(result.steps), 'step')}, "
+            f"{result.ms:.0f} ms"
         )
     return results
 

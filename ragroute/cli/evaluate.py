@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import exclusive_options, load_index_for, refuse_options
+from ragroute.cli.common import counted, exclusive_options, load_index_for, refuse_options
 from ragroute.cli.options import encoder_options
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
@@ -113,9 +113,9 @@ def eval_command(
         n = dataset.report.n_skipped
         judged = sum(is_scorable(rels) for rels in dataset.qrels.values())
         of = (
-            f"{judged} judged queries"
+            counted(judged, "judged query", "judged queries")
             if judged == len(dataset.qrels)
-            else f"the {judged} queries judged relevant to a document"
+            else f"the {counted(judged, 'query', 'queries')} judged relevant to a document"
         )
         click.echo(
             f"warning: {n} bad record{'s' if n != 1 else ''} of {data_dir} skipped: the metrics cover "
@@ -156,7 +156,8 @@ def eval_command(
     if not as_json:
         unscored = len(dataset.queries) - scored_queries
         left_out = f" ({unscored} judged with no relevant document, not scored)" if unscored else ""
-        click.echo(f"{target} ({kind}) on {data_dir} [{split}], {result['queries']} queries{left_out}")
+        queries = counted(scored_queries, "query", "queries")
+        click.echo(f"{target} ({kind}) on {data_dir} [{split}], {queries}{left_out}")
     for name in EVAL_METRICS:
         click.echo(f"{name:>22}: {result[name]:.4f}")
     if as_json:
@@ -175,7 +176,8 @@ def _warn_if_unjudgeable(
     judged = {doc_id for rels in qrels.values() for doc_id, grade in rels.items() if grade > 0}
     if judged and not judged & held:
         click.echo(
-            f"warning: {index_dir} holds none of the {len(judged)} documents judged relevant in {data}: "
+            f"warning: {index_dir} holds none of the {counted(len(judged), 'document')} "
+            f"judged relevant in {data}: "
             "every metric will be 0 (was it built from this corpus?)",
             err=True,
         )

@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, applicable, corpus_columns, one_line_errors, refuse_options
+from ragroute.cli.common import CONTEXT, applicable, corpus_columns, counted, one_line_errors, refuse_options
 from ragroute.cli.options import (
     CONFIG_CACHE_HELP,
+    SEED,
     NamedPath,
     bench_encoder_options,
     cache_dir_option,
@@ -75,7 +76,7 @@ def expert_group() -> None:
 @train_device_option("the published adapter or model")
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seeds the pseudo-queries cut, the negatives mined and the training order.",
@@ -164,8 +165,9 @@ def train_command(
         documents, out, params, base=encoder, document_vectors=vectors, document_encoder=base.describe()
     )
     click.echo(
-        f"expert {out}: {report['mode']}, {report['pseudo_queries']} pseudo-queries "
-        f"{report['pseudo_query_kinds']} from {report['documents']} documents, "
+        f"expert {out}: {report['mode']}, "
+        f"{counted(report['pseudo_queries'], 'pseudo-query', 'pseudo-queries')} "
+        f"{report['pseudo_query_kinds']} from {counted(report['documents'], 'document')}, "
         f"trained in {report['train_s']} s (final loss {report['final_loss']})"
     )
 
@@ -284,7 +286,7 @@ def fit_router_command(
         name: round(float(gains[scored, j].mean()), 4) if any(scored) else 0.0
         for j, name in enumerate(train.labels)
     }
-    click.echo(f"{kind} router -> {out}: {len(contexts)} training queries")
+    click.echo(f"{kind} router -> {out}: {counted(len(contexts), 'training query', 'training queries')}")
     emit_json({"mean_ndcg@10": means, "queries_won": wins})
 
 
@@ -335,7 +337,7 @@ def _fit_domain_router(
     )
     router.save(out)
     sizes = {name: len(v) for name, v in vectors.items()}
-    click.echo(f"domain pilot router -> {out}: pilots from {sum(sizes.values())} documents")
+    click.echo(f"domain pilot router -> {out}: pilots from {counted(sum(sizes.values()), 'document')}")
     emit_json({"domain_documents": sizes, "temperature": round(router.temperature, 5)})
 
 

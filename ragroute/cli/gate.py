@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, exclusive_options, one_line_errors, refuse_options
-from ragroute.cli.options import FiniteFloatRange, backend_option, cache_dir_option, encoder_option
+from ragroute.cli.common import CONTEXT, counted, exclusive_options, one_line_errors, refuse_options
+from ragroute.cli.options import SEED, FiniteFloatRange, backend_option, cache_dir_option, encoder_option
 from ragroute.cli.output import emit_json
 from ragroute.display import shown_pair
 
@@ -62,7 +62,7 @@ def _encoder(name: str, backend: str, cache_dir: Path | None) -> Any:
 @cache_dir_option()
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seed of the cross-validation folds that choose C.",
@@ -136,12 +136,12 @@ def fit_command(
     fewest = min(n_answer, len(labels) - n_answer)
     if fewest < FEW_EXAMPLES:
         click.echo(
-            f"warning: only {fewest} examples of one kind: the held-out AUROC below is measured on a "
-            "handful of them and says little; label more queries of that kind",
+            f"warning: only {counted(fewest, 'example')} of one kind: the held-out AUROC below is "
+            "measured on a handful of them and says little; label more queries of that kind",
             err=True,
         )
     click.echo(
-        f"gate saved to {out}: {len(texts)} queries ({n_answer} answer directly), "
+        f"gate saved to {out}: {counted(len(texts), 'query', 'queries')} ({n_answer} answer directly), "
         f"signals {', '.join(kinds)}, "
         f"default threshold {gate.threshold:.4f} ({default_threshold}), "
         f"held-out AUROC {gate.metrics.get('validation_auroc', '-')}"

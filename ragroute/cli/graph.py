@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from ragroute.cli.options import (
     column_options,
     encoder_options,
     on_error_option,
+    source_name_option,
 )
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
@@ -109,11 +110,12 @@ def say_llm_work(extractor: Any) -> None:
     if getattr(extractor, "name", None) != "llm":
         return
     cached = extractor.cache_hits
-    click.echo(f"llm extractor: {extractor.calls} LLM calls, {cached} passages from its cache", err=True)
+    calls, from_cache = counted(extractor.calls, "LLM call"), counted(cached, "passage")
+    click.echo(f"llm extractor: {calls}, {from_cache} from its cache", err=True)
     for failure in extractor.failures[:3]:
         click.echo(f"  {failure.passage}: {failure.reason}", err=True)
     if len(extractor.failures) > 3:
-        click.echo(f"  ... and {len(extractor.failures) - 3} more passages", err=True)
+        click.echo(f"  ... and {counted(len(extractor.failures) - 3, 'more passage')}", err=True)
 
 
 @graph_group.command("build")
@@ -157,7 +159,7 @@ def say_llm_work(extractor: Any) -> None:
     show_default=True,
     help="Passages are whole documents, or chunks that remember their parent.",
 )
-@click.option("--name", default=None, help="Source name stamped on hits [default: the output folder name].")
+@source_name_option
 @on_error_option("Bad triples always stop the build, listing their line numbers.")
 @column_options
 @one_line_errors
@@ -201,8 +203,8 @@ def build_command(
 
         triple_set = read_triples(triples_file)
         click.echo(
-            f"read {len(triple_set.triples)} triples from {triples_file}"
-            + (f" ({len(triple_set.passages)} passages with text)" if triple_set.passages else ""),
+            f"read {counted(len(triple_set.triples), 'triple')} from {triples_file}"
+            + (f" ({counted(len(triple_set.passages), 'passage')} with text)" if triple_set.passages else ""),
             err=True,
         )
         index = build_graph_from_triples(
@@ -217,9 +219,8 @@ def build_command(
     # counts edges by type); and a graph of triples alone ran no extractor: it is what adds use
     unused = " (for passages added later: none ran, the graph is of triples)" if not units else ""
     click.echo(
-        f"graph: {counts.get('phrases')} phrases, {counts.get('passages')} passages, "
-        f"{counts.get('facts')} facts, {counts.get('synonym_edges')} synonym pairs; extractor {extractor}"
-        + unused
+        f"graph: {_graph_counts(counts)}, {counted(counts.get('synonym_edges', 0), 'synonym pair')}; "
+        f"extractor {extractor}" + unused
     )
 
 
@@ -284,8 +285,13 @@ def add_command(
     click.echo(
         f"added {counted(len(new), 'new passage')} ({known} already in the graph, skipped) in "
         f"{time.perf_counter() - start:.1f}s -> {graph_dir} (build {manifest.build}); now "
-        f"{counts.get('phrases')} phrases, {counts.get('passages')} passages, {counts.get('facts')} facts"
+        f"{_graph_counts(counts)}"
     )
+
+
+def _graph_counts(counts: Mapping[str, Any]) -> str:
+    """``3 phrases, 1 passage, 2 facts``: what a graph holds, from its manifest's or stats' counts."""
+    return ", ".join(counted(counts.get(noun + "s", 0), noun) for noun in ("phrase", "passage", "fact"))
 
 
 def _warn_changed(store: Any, units: Sequence[Any], corpus: Path, graph_dir: Path) -> None:
@@ -421,8 +427,9 @@ def stats_command(graph_dir: Path, top: int, as_json: bool) -> None:
     click.echo(f"  params:    {info['graph_params']}")
     origin = f" ({stats['from_triples']} from triples)" if stats["from_triples"] else ""
     click.echo(
-        f"  nodes:     {stats['phrases']} phrases, {stats['passages']} passages{origin}; "
-        f"{stats['facts']} facts"
+        f"  nodes:     {counted(stats['phrases'], 'phrase')}, "
+        f"{counted(stats['passages'], 'passage')}{origin}; "
+        f"{counted(stats['facts'], 'fact')}"
     )
     types = ", ".join(f"{n} {t}" for t, n in stats["edge_types"].items())
     click.echo(f"  edges:     {stats['edges']} ({types}); synonym pairs found: {stats['synonym_edges']}")
@@ -469,7 +476,8 @@ def export_command(graph_dir: Path, fmt: str, out_file: Path, force: bool) -> No
         tmp.unlink(missing_ok=True)
     n_edges = len(edges(index)[0])
     click.echo(
-        f"wrote {fmt} of {index.tables.n_phrases + len(index.store)} nodes and {n_edges} edges -> {out_file}"
+        f"wrote {fmt} of {counted(index.tables.n_phrases + len(index.store), 'node')} and "
+        f"{counted(n_edges, 'edge')} -> {out_file}"
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ragroute.cli.common import counted
 from ragroute.cli.output import emit_json
 
 
@@ -35,8 +36,8 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
 
         report = clean_artifact(path)
         click.echo(
-            f"cleaned {path}: {len(report.debris)} leftovers of killed builds, "
-            f"{len(report.builds)} superseded builds removed",
+            f"cleaned {path}: {counted(len(report.debris), 'leftover')} of killed builds, "
+            f"{counted(len(report.builds), 'superseded build')} removed",
             err=True,
         )
     from ragroute.route.trained import is_legacy_router
@@ -69,7 +70,7 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
         click.echo(f"  base encoder: {manifest.params['base']}")
     size = sum(int(f.get("bytes", 0)) for f in manifest.files.values())
     click.echo(
-        f"  {len(manifest.files)} files, {size / 1e6:.2f} MB"
+        f"  {counted(len(manifest.files), 'file')}, {size / 1e6:.2f} MB"
         + (", checksums verified" if verify else "")
         + (f", {manifest.kind} collection verified" if outside else "")
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, has_visible_text
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
@@ -40,6 +40,12 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+SEED = click.IntRange(min=0)
+"""The type of every seed option (``--seed``, ``rerank train --draw``): numpy's generators refuse a
+negative seed, so one is refused in one line when the command line is parsed, not after a run's
+first hours."""
 
 
 class BesideConfigFile(click.types.StringParamType):
@@ -111,6 +117,25 @@ BACKEND_HELP = (
     "How the encoder runs: torch, onnx (fp32 export) or onnx-int8; auto picks the fastest backend "
     "whose retrieval quality was measured to hold."
 )
+
+
+def _source_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not has_visible_text(value):  # until session 50 the folder's name, unsaid
+        raise click.BadParameter(
+            f"{value!r} names nothing: give a name with a visible character, or leave --name out "
+            "for the output folder's name"
+        )
+    return value
+
+
+def source_name_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--name``: the source name an index stamps on its hits; an empty or blank one is refused."""
+    return click.option(
+        "--name",
+        default=None,
+        callback=_source_name,
+        help="Source name stamped on hits [default: the output folder name].",
+    )(func)
 
 
 def backend_option(func: Callable[..., Any]) -> Callable[..., Any]:

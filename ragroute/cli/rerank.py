@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from ragroute.cli.common import CONTEXT, one_line_errors
-from ragroute.cli.options import bench_encoder_options, split_option, train_device_option
+from ragroute.cli.common import CONTEXT, counted, one_line_errors
+from ragroute.cli.options import SEED, bench_encoder_options, split_option, train_device_option
 from ragroute.cli.output import report_text
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_query
 from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
 from ragroute.rerank.train import LOSSES
 
@@ -96,7 +96,7 @@ def rerank_group() -> None:
 @train_device_option("the published model, its calibration and ONNX exports")
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seeds which queries, positives and negatives make the pairs (and the model's draw unless "
@@ -104,7 +104,7 @@ def rerank_group() -> None:
 )
 @click.option(
     "--draw",
-    type=int,
+    type=SEED,
     default=None,
     help="Seed of the model's own draw only (dropout masks, batch order) [default: --seed]. Draws "
     "of one --seed share their pairs, calibration queries and initial weights, so `ragroute rerank "
@@ -210,7 +210,11 @@ def train_command(
     chosen = [Path(r) for r in (roots or DEFAULT_DATA)]
     extra = calibration_only_roots(chosen, calibration_roots, say=lambda line: click.echo(line, err=True))
     pairs = _pairs(chosen + extra, split, params, encoder, backend, cache_dir, calibration_only=extra)
-    click.echo(f"{len(pairs.train)} training pairs, {len(pairs.calibration)} calibration pairs", err=True)
+    click.echo(
+        f"{counted(len(pairs.train), 'training pair')}, "
+        f"{counted(len(pairs.calibration), 'calibration pair')}",
+        err=True,
+    )
     data = {"roots": [str(r) for r in chosen], "calibration_roots": [str(r) for r in extra], "split": split}
     if draws > 1:
         from ragroute.rerank.average import train_draws
@@ -243,6 +247,9 @@ def score_command(model: Path, query: str, texts: tuple[str, ...], backend: str)
     than a probability (said in a note on stderr)."""
     from ragroute.rerank.cross_encoder import CrossEncoderReranker
 
+    query = check_query(query)  # before the model loads, as every command refuses an empty query
+    for position, text in enumerate(texts, 1):  # an empty TEXT was scored until session 50
+        check_query(text, f"TEXT {position}")
     reranker = CrossEncoderReranker(model, backend=backend)
     for prob, text in sorted(zip(reranker.score(query, list(texts)), texts), key=lambda p: -p[0]):
         click.echo(f"{prob:.4f}  {text}")
@@ -350,7 +357,7 @@ def _calibration_pairs(
         chosen,
         lambda chosen: _pairs(chosen, split, params, encoder, backend, cache_dir),
     )
-    click.echo(f"{len(calibration)} calibration pairs", err=True)
+    click.echo(counted(len(calibration), "calibration pair"), err=True)
     return calibration
 
 

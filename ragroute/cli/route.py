@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import click
 
-from ragroute.cli.common import CONTEXT, exclusive_options, format_hit, open_encoder, refuse_options
+from ragroute.cli.common import CONTEXT, counted, exclusive_options, format_hit, open_encoder, refuse_options
 from ragroute.cli.options import (
     BACKENDS,
     CONFIG_CACHE_HELP,
@@ -245,7 +245,8 @@ def fit_command(
     )
     path = router.save(out_dir)
     click.echo(
-        f"trained a {model} router on {len(texts)} queries, labels {', '.join(router.labels)}{said} -> {path}"
+        f"trained a {model} router on {counted(len(texts), 'query', 'queries')}, "
+        f"labels {', '.join(router.labels)}{said} -> {path}"
     )
 
 

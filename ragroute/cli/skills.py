@@ -12,6 +12,7 @@ import click
 from ragroute.cli.common import (
     CONTEXT,
     applicable,
+    counted,
     exclusive_options,
     one_line_errors,
     refuse_options,
@@ -172,7 +173,7 @@ def build_command(
         )
         router = router.with_options(abstention=model)
         click.echo(
-            f"abstention fitted on {len(texts)} labelled tasks of {abstain_data} "
+            f"abstention fitted on {counted(len(texts), 'labelled task')} of {abstain_data} "
             f"({label_counts(labels, ('where a skill applies', 'where none does'))})",
             err=True,
         )
@@ -182,9 +183,10 @@ def build_command(
     router.save(out)
     index = router.index
     click.echo(
-        f"built {out}: {len(index)} skills ({loaded.kind}), dense weight {index.dense_weight:.2f} "
-        f"({index.weight_origin}), "
-        f"{len(index.duplicates)} near-duplicate groups, {len(loaded.warnings)} warnings"
+        f"built {out}: {counted(len(index), 'skill')} ({loaded.kind}), dense weight "
+        f"{index.dense_weight:.2f} ({index.weight_origin}), "
+        f"{counted(len(index.duplicates), 'near-duplicate group')}, "
+        f"{counted(len(loaded.warnings), 'warning')}"
     )
 
 
@@ -411,14 +413,15 @@ def tune_command(
         unknown = sorted({sid for judged in qrels.values() for sid in judged} - set(router.catalogue.ids))
         if unknown:
             raise RagrouteError(
-                f"{qrels_path}: {len(unknown)} judged skill id(s) are not in the index: "
+                f"{qrels_path}: {counted(len(unknown), 'judged skill id')} not in the index: "
                 f"{', '.join(unknown[:5])}"
             )
         known = {qid for qid, _ in tasks}
         absent = [qid for qid in qrels if qid not in known]  # in file order
         if absent:  # their judgements would be dropped without a word
             click.echo(
-                f"warning: {qrels_path}: {len(absent)} judged task(s) not in {queries_path}, left out: "
+                f"warning: {qrels_path}: {counted(len(absent), 'judged task')} not in {queries_path}, "
+                "left out: "
                 f"{name_a_few(absent)}",
                 err=True,
             )
@@ -426,7 +429,8 @@ def tune_command(
         # (a fit could fail with too few tasks when the file held plenty, until session 36)
         judged = [(qid, text) for qid, text in tasks if any(g > 0 for g in qrels.get(qid, {}).values())]
         judged = judged[:max_queries]
-        click.echo(f"fitting on {len(judged)} tasks with a relevant skill, of {len(tasks)} ...", err=True)
+        fitting = f"fitting on {counted(len(judged), 'task')} with a relevant skill, of {len(tasks)} ..."
+        click.echo(fitting, err=True)
         blend = fit_rerank_blend(router, judged, qrels, name=str(queries_path))
         router.with_options(rerank_blend=blend).save(index_dir)
     chosen, curve = blend.summary()

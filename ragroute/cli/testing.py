@@ -34,9 +34,10 @@ class CliOutcome:
 
     @property
     def one_line_error(self) -> bool:
-        """Whether it failed (exit 2) with one error line on stderr (``error: ...``, or click's usage
-        error): :func:`~ragroute.errors.is_one_line_error_output`. A message running over several
-        lines, or a traceback printed beside the ``error:`` line, is not one."""
+        """Whether it failed (exit status 2) with exactly one ``error: ...`` line, the last on
+        stderr (:func:`~ragroute.errors.is_one_line_error_output`): what a command said before it (a
+        ``warning: ...``) is allowed; click's own usage dump, an error message running on over
+        several lines, a second ``error:`` line or a traceback is not."""
         return self.exit_code == 2 and is_one_line_error_output(self.stderr)
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, check_path, unknown_keys_message
 from ragroute.loaders.beir import corpus_files, load_beir_corpus
 from ragroute.loaders.common import CorpusWarning, LoadReport, Skipped, check_on_error, name_a_few
@@ -143,10 +144,9 @@ def _say_beir_leaves_out(root: Path, report: LoadReport | None) -> None:
     names = [p.relative_to(root).as_posix() for p in files]
     if report is not None:
         report.ignored.extend(Skipped(str(root), name, "not read") for name in names)
-    plural = "" if len(files) == 1 else "s"
     corpus = ", ".join(p.name for p in corpus_files(root))
     warnings.warn(
-        f"{root}: {len(files)} file{plural} not read ({name_a_few(names)}): a folder holding "
+        f"{root}: {counted(len(files), 'file')} not read ({name_a_few(names)}): a folder holding "
         f"corpus*.jsonl ({corpus}) is read as a BEIR folder, which reads only those; move them to a "
         "folder of their own to load them",
         CorpusWarning,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, has_visible_text
 from ragroute.loaders.common import (
     BadRecord,
@@ -268,7 +269,7 @@ def load_qrels(tsv_path: str | Path, *, on_error: str = "skip") -> Qrels:
     if repeated:
         pairs = [f"{q} {d}: {' then '.join(map(str, scores))}" for (q, d), scores in repeated.items()]
         message = (
-            f"{tsv_path}: {len(pairs)} (query-id, corpus-id) pair{'s' if len(pairs) != 1 else ''} judged "
+            f"{tsv_path}: {counted(len(pairs), '(query-id, corpus-id) pair')} judged "
             f"on more than one line ({name_a_few(pairs)})"
         )
         if on_error == "raise":
@@ -309,9 +310,9 @@ def check_judged(
     lost_d = sorted({d for rels in qrels.values() for d in rels if d not in doc_ids})
     parts = []
     if lost_q:
-        parts.append(f"{len(lost_q)} judged query ids not in queries.jsonl (e.g. {lost_q[0]!r})")
+        parts.append(f"{counted(len(lost_q), 'judged query id')} not in queries.jsonl (e.g. {lost_q[0]!r})")
     if lost_d:
-        parts.append(f"{len(lost_d)} judged doc ids not in the corpus (e.g. {lost_d[0]!r})")
+        parts.append(f"{counted(len(lost_d), 'judged doc id')} not in the corpus (e.g. {lost_d[0]!r})")
     if not parts:
         return
     if check_on_error(on_error) == "raise":

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, lone_surrogate
 from ragroute.loaders.common import (
     BadRecord,
@@ -238,9 +239,8 @@ def _say_links_not_followed(root: Path, links: list[Path]) -> None:
     if not links:
         return
     names = [shown_path(p.relative_to(root)) for p in links]
-    plural = "" if len(links) == 1 else "s"
     warnings.warn(
-        f"{root}: {len(links)} link{plural} not followed ({name_a_few(names)}): a folder corpus reads "
+        f"{root}: {counted(len(links), 'link')} not followed ({name_a_few(names)}): a folder corpus reads "
         "the files in it and links to files, not links to folders or broken links; copy the files "
         "in, or load that folder as a corpus of its own",
         CorpusWarning,
@@ -277,9 +277,8 @@ def _say_unread(root: Path, unread: list[Path], report: LoadReport | None) -> No
         others = kinds[len(named) :]
         count = sum(len(names) for _, names in others)
         shown.append(f"{count} of {len(others)} other types: {name_a_few([s for s, _ in others])}")
-    plural = "" if len(unread) == 1 else "s"
     message = (
-        f"{root}: {len(unread)} file{plural} not read ({'; '.join(shown)}): a folder corpus reads "
+        f"{root}: {counted(len(unread), 'file')} not read ({'; '.join(shown)}): a folder corpus reads "
         f"{', '.join(READ_SUFFIXES)} files"
     )
     alone = [rel for suffix in DATA_SUFFIXES for rel in by_suffix.get(suffix, [])]

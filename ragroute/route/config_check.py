@@ -52,6 +52,8 @@ class ConfigCheck:
 
     path: Path
     what: str
+    """:data:`ROUTING_FILE` or :data:`CORPUS_FILE`; ``""`` when the file could not be read as either
+    (unreadable, not UTF-8, not YAML, empty, no mapping): then only ``problems`` says anything"""
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     encoder: dict[str, Any] = field(default_factory=dict)
@@ -137,10 +139,10 @@ class _Checker:
         data = self.attempt(lambda: read_yaml(self.path, "config"))
         if data is None and not self.report.problems:
             self.problem(f"{self.path}: the file is empty")
-        if self.report.problems:
-            return self.report
-        if not isinstance(data, dict):
+        elif not self.report.problems and not isinstance(data, dict):
             self.problem(f"{self.path}: expected a mapping (a routing config, or 'corpora:' definitions)")
+        if self.report.problems:  # nothing was read: it is neither kind of file
+            self.report.what = ""
             return self.report
         try:
             if isinstance(data.get("corpora"), dict):

@@ -33,6 +33,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, check_path
 from ragroute.loaders.common import LoadReport, check_on_error
 from ragroute.skills.load_mcp import load_mcp, mcp_tools, tool_files
@@ -55,7 +56,7 @@ def _describe(data: Any) -> str:
         keys = ", ".join(repr(k) for k in list(data)[:6]) + (", ..." if len(data) > 6 else "")
         return f"an object with keys {keys}" if data else "an empty object"
     if isinstance(data, list):
-        return f"a list of {len(data)} items" if data else "an empty list"
+        return f"a list of {counted(len(data), 'item')}" if data else "an empty list"
     return f"a {type(data).__name__}"
 
 
@@ -104,7 +105,7 @@ def _detect(p: Path, log: WarningLog | None = None) -> tuple[str, Any]:
         return "mcp", mcp_files
     n_files = sum(1 for f in p.rglob("*") if f.is_file())
     raise CorpusFormatError(
-        f"{p}: no skill catalogue recognised in this folder ({n_files} files: no {SKILLS_FILE}, "
+        f"{p}: no skill catalogue recognised in this folder ({counted(n_files, 'file')}: no {SKILLS_FILE}, "
         f"no {SKILL_FILE} below it, no OpenAPI/Swagger .json/.yaml spec, no MCP tool file); "
         f"expected {_EXPECTED}"
     )
@@ -140,10 +141,12 @@ def _say_left_out(folder: Path, kind: str, log: WarningLog) -> None:
         if left:
             shown = ", ".join(path.relative_to(folder).as_posix() for path in left[:3])
             more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+            are = "is" if len(left) == 1 else "are"
             log.warn(
                 folder,
-                f"loaded as a {KIND_NAMES[kind]} catalogue: its {len(left)} {what} file(s) ({shown}{more}) "
-                f"are not loaded; a catalogue is one kind: load them from their own folder or with --kind",
+                f"loaded as a {KIND_NAMES[kind]} catalogue: its {counted(len(left), f'{what} file')} "
+                f"({shown}{more}) {are} not loaded; a catalogue is one kind: load them from their own "
+                "folder or with --kind",
             )
 
 

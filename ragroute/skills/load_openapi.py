@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, without_outside_links
 from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
@@ -348,7 +349,8 @@ def skills_from_openapi(
     if not isinstance(paths, dict) or not paths:
         hooks = spec.get("webhooks")
         why = (
-            f" (its {len(hooks)} webhooks are requests the API sends, not operations to call)"
+            f" (its {counted(len(hooks), 'webhook')} {'is a request' if len(hooks) == 1 else 'are requests'} "
+            "the API sends, not operations to call)"
             if isinstance(hooks, dict) and hooks
             else ""
         )

@@ -54,6 +54,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import (
     BadRecord,
@@ -562,11 +563,12 @@ def load_skill_md(path: str | Path, *, on_error: str = "skip", report: LoadRepor
     log = WarningLog()
     for folder, (held, exact) in skipped.items():
         why = "a hidden folder" if Path(folder).name.startswith(".") else "a build or vendored folder"
+        are = "is" if held == 1 else "are"
         held_text = (
-            f"its {held} {SKILL_FILE} file(s) are"
+            f"its {counted(held, f'{SKILL_FILE} file')} {are}"
             if exact
-            else f"at least {held} {SKILL_FILE} file(s) in it (counted in its first {MAX_SKIPPED_ENTRIES} "
-            "entries) are"
+            else f"at least {counted(held, f'{SKILL_FILE} file')} in it (counted in its first "
+            f"{MAX_SKIPPED_ENTRIES} entries) {are}"
         )
         log.warn(
             root / folder,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, optional_str, record_id
 from ragroute.loaders.jsonl import decode_line, open_binary, parse_object
@@ -89,7 +90,7 @@ def load_skills_jsonl(
         lines = ", ".join(map(str, unnamed[:10])) + (", ..." if len(unnamed) > 10 else "")
         plural = "s" if len(unnamed) > 1 else ""
         log.warn(
-            source, f"{len(unnamed)} skill{plural} without 'name' (line{plural} {lines}); the id is used"
+            source, f"{counted(len(unnamed), 'skill')} without 'name' (line{plural} {lines}); the id is used"
         )
     if extra:  # dropped without a word until session 40
         keys = ", ".join(

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, InvalidArgumentError, check_batch, value_type_name
 from ragroute.loaders.common import CorpusWarning
 from ragroute.types import Document
@@ -349,7 +350,7 @@ class WarningLog:
             if count > self.emit_cap:
                 hidden = count - self.emit_cap
                 warnings.warn(
-                    f"{source}: {hidden} more warnings not shown (all are on Catalogue.warnings)",
+                    f"{source}: {counted(hidden, 'more warning')} not shown (all are on Catalogue.warnings)",
                     SkillWarning,
                     stacklevel=_user_stacklevel(),
                 )
