@@ -326,16 +326,21 @@ def _synonym_pairs(
     phrases, a pair is kept with every old phrase, and with every new phrase ``j > i``
     (a pair of new phrases is taken from its smaller id's side, as a full build does).
     """
-    if len(vectors) < 2 or start >= len(vectors):
+    if len(vectors) < 2 or start >= len(vectors) or params.synonym_k <= 0:
         return []
     k = min(params.synonym_k + 1, len(vectors))
     scores, ids = nearest_phrases(vectors, vectors[start:], k)
     out = []
     for row, (row_scores, row_ids) in enumerate(zip(scores, ids)):
         i = start + row
-        for score, j in zip(row_scores, row_ids):
-            if j >= 0 and (j > i or j < start) and score >= params.synonym_threshold:
-                out.append((min(i, int(j)), max(i, int(j)), float(score)))
+        # the synonym_k nearest other phrases: a phrase is its own nearest, but one whose vector
+        # equals another's (a tie) may come after it, so it is left out by id, not as the first hit
+        # (until session 50 a tie could push the phrase itself out of the synonym_k + 1 hits:
+        # synonym_k 0 then linked tied phrases, and others kept synonym_k + 1 neighbours)
+        others = [(score, int(j)) for score, j in zip(row_scores, row_ids) if j >= 0 and j != i]
+        for score, j in others[: params.synonym_k]:
+            if (j > i or j < start) and score >= params.synonym_threshold:
+                out.append((min(i, j), max(i, j), float(score)))
     return out
 
 

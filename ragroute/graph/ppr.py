@@ -23,9 +23,10 @@ Two methods (:meth:`PPREngine.run`, ``method=``):
 
 * **power iteration** (``"power"``), for batches too: the iterate is the fixed-point
   equation above, one sparse product per step; ``top_k`` stops it once no later step
-  can reorder the top k (:func:`_certified`) or once the top-k set is stable with a
-  residual under 1e-4. While a query's scores still cover few nodes, a step pushes from
-  those nodes' rows of ``P`` instead of a full product.
+  can reorder the top k (:func:`_certified`) or once the top-k set is stable with the
+  error still possible (the residual times ``max(1, d / (1 - d))``) under 1e-4. While a
+  query's scores still cover few nodes, a step pushes from those nodes' rows of ``P``
+  instead of a full product.
 * **forward push** (``"push"``, one query; Andersen, Chung and Lang): residual mass is
   pushed from the seeds outwards, only where it is large per unit of out-weight, so a
   query touches the neighbourhood that matters rather than the graph. On a symmetric
@@ -63,7 +64,8 @@ import scipy.sparse as sp
 
 #: The methods of :meth:`PPREngine.run`.
 METHODS = ("auto", "power", "push")
-#: Residual bound under which the ``top_k`` early stop may apply (with the top-k set stable).
+#: Error bound (the residual times ``max(1, d / (1 - d))``) under which the ``top_k`` early stop
+#: may apply (with the top-k set stable).
 TOP_K_RESIDUAL = 1e-4
 #: Iterations for which every top-k set must be unchanged before the ``top_k`` early stop.
 TOP_K_STABLE_ITERATIONS = 2
@@ -307,7 +309,8 @@ class PPREngine:
         ``max_iter`` steps. ``top_k`` also stops the run once the top-``top_k`` node set of
         every column (restricted to ``among`` when given, e.g. the passage nodes) is
         certified (see :func:`_certified`), or has been unchanged for 2 consecutive
-        iterations with every residual below ``max(tol, 1e-4)``.
+        iterations with every residual times ``max(1, damping / (1 - damping))`` (a bound on
+        what later steps can still move) below ``max(tol, 1e-4)``.
 
         ``method="push"`` (one query only): seed-local forward push (Andersen, Chung and
         Lang) from the reset's nodes, touching only the neighbourhood that holds mass (see
@@ -464,6 +467,12 @@ class PPREngine:
         x = r.copy() if start is None else start
         scratch = np.empty_like(r)
         top_bound = max(tol, TOP_K_RESIDUAL)
+        # The stable-set rule bounds what later steps can still move (residual * d / (1 - d),
+        # see _certified), never less than the residual itself: at damping 0.5 and below it is
+        # the residual (as it always was); at 0.95 the residual must be 19 times smaller. Until
+        # session 50 it read the residual alone, so a walk at damping 0.85 to 0.97 stopped with
+        # 5.7 to 32 times the error and could return its top k in the wrong order, or set.
+        error_per_residual = max(1.0, damping / (1.0 - damping))
         active = np.flatnonzero(~np.atleast_1d(zero)) if top_k is not None else np.empty(0, dtype=np.intp)
         previous: dict[int, np.ndarray] = {}
         floors = np.zeros(q, dtype=np.float64)
@@ -500,7 +509,7 @@ class PPREngine:
                 continue
             bound = worst * damping / (1.0 - damping)
             certify = 2 * bound < certify_below
-            track = worst < TOP_K_TRACK_FACTOR * top_bound
+            track = worst * error_per_residual < TOP_K_TRACK_FACTOR * top_bound
             if not (certify or track):
                 continue
             # One selection of the top k + 1 per column serves both stop rules.
@@ -522,7 +531,8 @@ class PPREngine:
                         stable[column] + 1 if before is not None and np.array_equal(before, current) else 0
                     )
                     previous[column] = current
-                if worst < top_bound and bool(np.all(stable[active] >= TOP_K_STABLE_ITERATIONS)):
+                settled = bool(np.all(stable[active] >= TOP_K_STABLE_ITERATIONS))
+                if worst * error_per_residual < top_bound and settled:
                     converged = True
                     break
 
