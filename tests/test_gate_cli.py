@@ -51,7 +51,7 @@ def test_cli_errors_are_one_line(tmp_path, labels):
     bad = CliRunner().invoke(
         main, ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), "--signals", "vibes"]
     )
-    assert bad.exit_code == 2 and "unknown signal(s) vibes" in bad.output
+    assert bad.exit_code == 2 and "unknown gate signal 'vibes'" in bad.output
     # the same signal twice was fitted (its values twice), and "" meant the default signals
     for given, said in [
         ("rarity,rarity", "error: signal(s) rarity given more than once: give each signal once\n"),

@@ -83,7 +83,7 @@ def fit_command(
 ) -> None:
     """Fit a calibrated gate on TRAIN.jsonl (LABELS: no / none / no_tool = answer directly, any other
     label = retrieve) and save it to --out. The encoder is loaded only when a signal embeds queries."""
-    from ragroute.errors import RagrouteError
+    from ragroute.errors import RagrouteError, unknown_keys_message
     from ragroute.gate import DEFAULT_SIGNALS, GATE_SIGNALS, TrainedGate, needs_retrieval
     from ragroute.gate.selection import CANDIDATE_GATES, select_gate
     from ragroute.gate.trained import FEW_EXAMPLES
@@ -107,7 +107,8 @@ def fit_command(
     load_plugins()  # an extension's signal kinds
     unknown = [k for k in kinds if k not in GATE_SIGNALS]
     if unknown:
-        raise RagrouteError(f"unknown signal(s) {', '.join(unknown)}: known {', '.join(GATE_SIGNALS)}")
+        # the closest kind of each, as a routing config's `gate:` says it (none until session 50)
+        raise RagrouteError(unknown_keys_message(unknown, GATE_SIGNALS, "gate signal"))
     try:
         strength: float | str = C if C == "auto" else float(C)
     except ValueError:

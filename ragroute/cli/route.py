@@ -267,4 +267,10 @@ def _none_label(given: str | None, labels: list[str]) -> tuple[str | None, str]:
         )
     if not found:
         return None, ""
+    if NONE_ROUTE in labels:  # both mean it: refused by TrainedRouter as "reserved" (until session 50)
+        raise RagrouteError(
+            f"the labels hold {found[0]!r} and {NONE_ROUTE!r}, which both mean 'answer without retrieval' "
+            f"({NONE_ROUTE!r} is the no-retrieval route): give those queries one label, or give "
+            f"--none-label {NONE_ROUTE} to keep {found[0]!r} a route"
+        )
     return found[0], f" ({found[0]!r} read as 'answer without retrieval': --none-label '' keeps it a route)"

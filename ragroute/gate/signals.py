@@ -59,6 +59,7 @@ from ragroute.errors import (
     check_keys,
     check_setting,
     is_finite_number,
+    unknown_keys_message,
     value_type_name,
 )
 from ragroute.exposure import internal_searches
@@ -1540,7 +1541,9 @@ def make_signal(
     kind = str(data.pop("kind", ""))
     load_plugins()  # an extension's signal kinds (a saved gate read in a fresh process)
     if kind not in GATE_SIGNALS:
-        raise RagrouteError(f"unknown gate signal {kind!r}: known ones are {', '.join(GATE_SIGNALS)}")
+        # with the closest kind, as a routing config's `gate: {signal: ...}` says it (until session
+        # 50 TrainedGate.fit, ThresholdGate and `gate fit --signals` listed the kinds only)
+        raise RagrouteError(unknown_keys_message([kind], GATE_SIGNALS, "gate signal"))
     cls = GATE_SIGNALS[kind]
     if kind in SIGNAL_SETTINGS:
         check_keys(data, SIGNAL_SETTINGS[kind], f"gate signal {kind}", "setting")

@@ -21,6 +21,13 @@ from ragroute.integrations.llamaindex import node_parent
 from ragroute.rerank.cross_encoder import fused_value
 from ragroute.types import Hit
 
+STAGE1_FROM = ("score", "fused", "order")
+"""What a returned node's ``metadata["rerank"]["stage1_from"]`` says the reranker read as its stage-1
+rank and score: ``score`` (the nodes' scores, in list order), ``fused`` (the fused value hidden in the
+``explain`` of nodes one of ragroute's retrievers made; their score is a cosine-scale similarity out
+of step with their order) or ``order`` (the nodes were not all scored, or not in score order: read by
+their order alone)."""
+
 
 def node_fused_value(node: NodeWithScore) -> float | None:
     """The fused value that ordered a node one of ragroute's retrievers made (``explain["fused"]``
@@ -33,7 +40,13 @@ def node_fused_value(node: NodeWithScore) -> float | None:
 
 
 class RagrouteRerank(BaseNodePostprocessor):
-    """Reorders nodes with a ragroute reranker (any object with ``rerank(context, hits, k)``)."""
+    """Reorders nodes with a ragroute reranker (any object with ``rerank(context, hits, k)``).
+
+    Returns the best ``top_n`` nodes as copies scored by the reranker (its probability of
+    relevance for a :class:`~ragroute.rerank.cross_encoder.CrossEncoderReranker`), each with the
+    reranker's numbers in ``metadata["rerank"]`` (hidden from the LLM and the embedder), among them
+    ``stage1_from``: ``score``, ``fused`` or ``order`` (:data:`STAGE1_FROM`).
+    """
 
     top_n: int = Field(default=5, description="Nodes kept after reranking.")
     _reranker: Any = PrivateAttr()
@@ -110,12 +123,11 @@ class RagrouteRerank(BaseNodePostprocessor):
                 # own value of a key it writes; it was overwritten, lost
                 node.metadata.setdefault(OWN_PREFIX + "rerank", node.metadata["rerank"])
             node.metadata["rerank"] = dict(hit.explain.get("rerank", {}))
-            if not by_score:
-                node.metadata["rerank"]["stage1_from"] = (
-                    "order (the nodes were not all scored, in score order)"
-                )
-            elif by_fused:
-                node.metadata["rerank"]["stage1_from"] = "fused (the ragroute pipeline's fused value)"
+            # what stage 1 was read from, one word as docs/rerank.md writes it (until session 50
+            # "fused (the ragroute pipeline's fused value)" / "order (...)" and, for scores, nothing)
+            node.metadata["rerank"]["stage1_from"] = (
+                "order" if not by_score else "fused" if by_fused else "score"
+            )
             for excluded in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
                 if "rerank" not in excluded:
                     excluded.append("rerank")

@@ -676,7 +676,13 @@ def _check_fit_args(
     if none_label is not None and none_label not in set(labels):
         raise RagrouteError(f"none_label {none_label!r} is not among the labels")
     if NONE_ROUTE in set(labels) and none_label not in (None, NONE_ROUTE):
-        raise RagrouteError(f"label {NONE_ROUTE!r} is reserved for the no-retrieval route")
+        raise RagrouteError(
+            f"label {NONE_ROUTE!r} is reserved for the no-retrieval route, and none_label "
+            f"{none_label!r} names another label for it: give the queries of both one label "
+            f"(or make {NONE_ROUTE!r} the none label, and {none_label!r} a route)"
+            if none_label is not None
+            else f"label {NONE_ROUTE!r} is reserved for the no-retrieval route"
+        )
     if not 0.0 <= validation_fraction < 1.0:
         raise RagrouteError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     if not C > 0:  # NaN too: it reached scikit-learn's refusal (a traceback from `route fit --C nan`)
