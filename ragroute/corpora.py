@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.errors import RagrouteError, check_keys, check_setting, not_one_of
 from ragroute.scopes import access_labels
 from ragroute.types import Document
 from ragroute.yaml_files import read_as_other_than_text, read_yaml
@@ -152,9 +152,9 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
     modality = "text" if entry.get("modality") is None else entry["modality"]
     granularity = "document" if entry.get("granularity") is None else entry["granularity"]
     if modality not in MODALITIES:
-        raise RagrouteError(f"{where}: modality {modality!r} is not one of {', '.join(MODALITIES)}")
+        raise RagrouteError(f"{where}: {not_one_of('modality', modality, MODALITIES)}")
     if granularity not in GRANULARITIES:
-        raise RagrouteError(f"{where}: granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+        raise RagrouteError(f"{where}: {not_one_of('granularity', granularity, GRANULARITIES)}")
     return CorpusSpec(
         name=name,
         path=(source.parent / str(entry["path"])).resolve(),

@@ -543,6 +543,15 @@ def unknown_keys_message(unknown: Iterable[Any], known: Iterable[Any], what: str
     return f"unknown {what}s {', '.join(parts)}{tail}"
 
 
+def not_one_of(what: str, value: Any, allowed: Iterable[Any]) -> str:
+    """One line for a setting whose value is none of ``allowed``: ``granularity 'sectoin' is not
+    one of paragraph, section, document; did you mean 'section'?`` (the guess when one is close)."""
+    choices = [str(choice) for choice in allowed]
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{what} {value!r} is not one of {', '.join(choices)}{guess}"
+
+
 def check_keys(
     mapping: Iterable[Any],
     known: Iterable[Any],

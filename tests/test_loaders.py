@@ -1126,6 +1126,9 @@ def test_corpus_definitions_refuse_an_empty_path_and_name_a_misspelt_top_key(tmp
         ("modality: ''", r"modality '' is not one of text"),
         ("granularity: 0", r"granularity 0 is not one of document"),
         ("granularity: false", r"granularity False is not one of document"),
+        # a misspelt value gets the closest one, as a misspelt key does (until session 50 the list only)
+        ("granularity: sectoin", r"granularity 'sectoin' is not one of .*; did you mean 'section'\?$"),
+        ("modality: tabel", r"modality 'tabel' is not one of .*; did you mean 'table'\?$"),
     ],
 )
 def test_an_empty_or_false_modality_or_granularity_is_refused_not_read_as_the_default(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.corpora import GRANULARITIES, MODALITIES
-from ragroute.errors import RagrouteError, check_keys, check_setting
+from ragroute.errors import RagrouteError, check_keys, check_setting, not_one_of
 from ragroute.references import REFERENCE_FORM, import_reference, is_reference
 
 #: keys every source entry may carry, whatever its kind
@@ -96,7 +96,7 @@ def check_entry(request: SourceRequest, kind: str, opener: Any) -> None:
     for key, allowed in (("modality", MODALITIES), ("granularity", GRANULARITIES)):
         value = request.entry.get(key)
         if value is not None and value not in allowed:
-            raise RagrouteError(f"{request.where}: {key} {value!r} is not one of {', '.join(allowed)}")
+            raise RagrouteError(f"{request.where}: {not_one_of(key, value, allowed)}")
 
 
 # --------------------------------------------------------------------------- the kinds
