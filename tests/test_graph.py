@@ -46,7 +46,7 @@ def test_extractor_finds_entities_numbers_titles_and_pairs():
         ("The Bank of England, London.", ["bank of england", "london"]),
     ]:
         assert extractor.sentence_phrases(sentence) == phrases
-    assert extractor.describe()["version"] == 6
+    assert extractor.describe()["version"] == 7
     assert split_sentences("Born in the U.S. in 1901. Died in J. R. Smith's house.") == [
         "Born in the U.S. in 1901.",
         "Died in J. R. Smith's house.",
@@ -819,7 +819,7 @@ def test_phrase_keys_fold_case_so_a_sharp_s_and_its_capitals_are_one_node(hashin
     index._ids = None
     assert street in index._anchors("Who lived on the Hauptstraße?")
     index.extractor = {**index.extractor, "version": 5}
-    with pytest.raises(RagrouteError, match="rule extractor version 5; .* version 6: rebuild the graph"):
+    with pytest.raises(RagrouteError, match="rule extractor version 5; .* version 7: rebuild the graph"):
         index.add([Document(id="c", text="Kellow lies on the Varne River.")])
 
 

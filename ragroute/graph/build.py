@@ -252,7 +252,9 @@ def extend_graph(
         for fact in extraction.facts:
             a, b = phrase_id[fact.subject], phrase_id[fact.object]
             key = (min(a, b), max(a, b))
-            if (*key, fact.sentence) in counted_here:
+            # a fact naming one phrase twice links nothing (as a triple "X is X" adds no fact): until
+            # session 50 it was a self-loop of the walk that no export, edge type or stat showed
+            if a == b or (*key, fact.sentence) in counted_here:
                 continue
             counted_here.add((*key, fact.sentence))
             fid = fact_id.setdefault(key, len(fact_id))

@@ -30,13 +30,16 @@ from ragroute.errors import RagrouteError
 from ragroute.registry import EXTRACTORS
 from ragroute.types import Document
 
-EXTRACTOR_VERSION = 6  # 2 (session 36): a name never runs across punctuation ("Paris; London");
+EXTRACTOR_VERSION = 7  # 2 (session 36): a name never runs across punctuation ("Paris; London");
 # 3 (session 39): a phrase's leading "the" is not part of its key ("The Beatles" = "Beatles"), and a
 # blank line or a Markdown heading line ends a sentence; 4 (session 41): text is read in Unicode NFC
 # (decomposed accents split "Café" into "Cafe" and "e") and names in any cased script (Cyrillic and
 # Greek names gave no phrase); 5 (session 48): a possessive ending a name is not part of its key
 # ("Ada Brennan's painting" gave a node apart from "Ada Brennan"); 6 (session 49): keys are case-folded,
-# not lowered ("Straße" and "STRASSE" were two nodes)
+# not lowered ("Straße" and "STRASSE" were two nodes); 7 (session 50): a key is its own key (normalise
+# is idempotent: "The The Straße" keyed "the strasse", which a GraphML export imported back as "strasse"),
+# and a Markdown table row is a sentence of its own (a table was one sentence, whose first 64 pairs held
+# the title's and the header's: no row's cells were linked)
 
 # a sentence ends before a capital (Latin, Latin-1, Greek or Cyrillic since version 4), digit or quote
 _SENTENCE = re.compile(
@@ -45,6 +48,7 @@ _SENTENCE = re.compile(
 # a word starts with a letter of any script (until version 4: Latin only) and may hold combining marks
 _TOKEN = re.compile(r"[^\W\d_][\w\u0300-\u036f'’\-.&]*|\d[\d,.:/\-]*\d|\d")
 _HEADING = re.compile(r"\s{0,3}#{1,6}\s+(.*?)[\s#]*$")
+_TABLE_ROW = re.compile(r"\s{0,3}(\|.*\|)\s*$")  # a Markdown table row: | cell | cell |
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
 _CONNECTORS = frozenset({"of", "the", "de", "da", "di", "del", "la", "le", "von", "van"})
 _FUNCTION_WORDS_TEXT = """a an the this that these those it its he she they we you i his her their our your
@@ -151,21 +155,31 @@ def normalise(phrase: str) -> str:
     capital "İ" lowers to "i" (Python's lower() adds a combining dot: "İstanbul" was not
     "Istanbul"). Since version 6 case is folded (``str.casefold``), not lowered: "Straße" and
     "STRASSE" are one key, as are "ﬁle" and "file"; the folded text is put in NFC again (folding
-    may decompose a character: "ǰ")."""
-    folded = unicodedata.normalize("NFC", phrase).casefold().replace("i\u0307", "i")
-    lowered = unicodedata.normalize("NFC", folded)
-    text = " ".join(lowered.split()).strip(_PUNCTUATION)
-    if text.startswith("the ") and text[4:].strip(_PUNCTUATION):
-        text = text[4:].strip(_PUNCTUATION)
+    may decompose a character: "ǰ"). Since version 7 a key is its own key (``normalise(key) ==
+    key``): every leading "the" goes, and folding is repeated until nothing changes (the title "The
+    The Straße" was keyed "the strasse", which a GraphML export imported back, normalised again,
+    as "strasse")."""
+    text = phrase
+    for _ in range(8):  # one pass is enough for almost any text, two for the rest
+        folded = unicodedata.normalize("NFC", text).casefold().replace("i\u0307", "i")
+        lowered = unicodedata.normalize("NFC", folded)
+        key = " ".join(lowered.split()).strip(_PUNCTUATION)
+        while key.startswith("the ") and key[4:].strip(_PUNCTUATION):
+            key = key[4:].strip(_PUNCTUATION)
+        if key == text:
+            break
+        text = key
     return text
 
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of a passage (a light splitter: end punctuation followed by a capital or digit).
-    A blank line ends a paragraph and a Markdown heading (``# ...``) is a sentence of its own;
-    other line breaks are hard wraps inside a sentence (until session 39 a heading ran into the
-    first sentence: "# Mira Okafor" then "Mira Okafor was ..." gave the phrase "mira okafor mira
-    okafor")."""
+    A blank line ends a paragraph, and a Markdown heading (``# ...``) and a Markdown table row
+    (``| Ada Brennan | 1901 |``) are sentences of their own; other line breaks are hard wraps
+    inside a sentence (until session 39 a heading ran into the first sentence: "# Mira Okafor" then
+    "Mira Okafor was ..." gave the phrase "mira okafor mira okafor"; until session 50 a table was one
+    sentence, whose first 64 phrase pairs were the title's and the header's, so no row linked its
+    own cells)."""
     out: list[str] = []
     for paragraph in _paragraphs(text):
         out.extend(s.strip() for s in _SENTENCE.split(paragraph) if s.strip())
@@ -177,12 +191,12 @@ def _paragraphs(text: str) -> list[str]:
     pieces: list[str] = []
     lines: list[str] = []
     for line in text.strip().splitlines():
-        heading = _HEADING.match(line)
-        if heading or not line.strip():
+        own = _HEADING.match(line) or _TABLE_ROW.match(line)  # a sentence of its own
+        if own or not line.strip():
             pieces.append(" ".join(lines))
             lines = []
-            if heading:
-                pieces.append(heading.group(1))
+            if own:
+                pieces.append(own.group(1))
             continue
         lines.append(line.strip())
     pieces.append(" ".join(lines))

@@ -46,10 +46,11 @@ from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, Fact, normalise
 from ragroute.types import Document
 
-LLM_EXTRACTOR_VERSION = 4  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3);
+LLM_EXTRACTOR_VERSION = 5  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3);
 # 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4); 4 (session
 # 49): keys case-folded, not lowered (the rule extractor's version 6), and entities written as objects
-# ({"name": "Paris"}) read (a cached answer of them gave no entity)
+# ({"name": "Paris"}) read (a cached answer of them gave no entity); 5 (session 50): a key is its own
+# key (normalise idempotent: the rule extractor's version 7)
 #: Changes whenever the prompts or their parsing change (it is part of the cache key).
 PROMPT_VERSION = "hipporag-openie-v1"
 CACHE_FILE = "openie.sqlite"

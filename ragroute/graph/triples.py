@@ -58,7 +58,7 @@ text or access that contradicts an earlier line are all reported in one
 
 **networkx graphs** (:func:`triples_from_networkx`, or a ``.graphml`` file): a node
 whose ``type`` attribute is ``"passage"``, or that has a ``text`` attribute, is a
-passage node (id: its ``passage`` attribute, else its name; text and title from its
+passage node (id: its ``passage`` attribute, else its name; text, as written, and title from its
 attributes, metadata from a ``metadata`` attribute holding a JSON object, as
 :func:`~ragroute.graph.views.write_graphml` writes it, and access labels from an ``access``
 attribute); every other node is a phrase named by its ``name`` attribute, else the
@@ -137,6 +137,9 @@ class TripleSet:
     #: metadata given for passages (access labels from an ``access`` field, a GraphML node's
     #: ``metadata``), whether or not their text was given
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: passage ids in the order their source lists them (a networkx graph's passage nodes): the
+    #: passages made from the triples keep it (else: the order their first triple or mention names them)
+    passage_order: list[str] = field(default_factory=list)
 
 
 class _Problems:
@@ -367,6 +370,7 @@ def triples_from_networkx(
     problems = _Problems(source, unit="edge")
     out = TripleSet(source=source)
     passage_of: dict[Any, str] = {}
+    order: dict[str, None] = {}  # passage ids in node order
     names: dict[Any, str] = {}
     for node, attrs in graph.nodes(data=True):
         is_passage = attrs.get(type_attribute) == "passage" or text_attribute in attrs
@@ -374,8 +378,12 @@ def triples_from_networkx(
         if is_passage:
             pid = str(attrs.get(passage_attribute) or name)
             passage_of[node] = pid
-            text = " ".join(str(attrs.get(text_attribute) or "").split())
-            if text:
+            if pid not in order:
+                order[pid] = None
+            # the text as written: its line breaks are its paragraphs, headings and table rows (until
+            # session 50 whitespace was collapsed, and a GraphML round trip joined a passage's lines)
+            text = str(attrs.get(text_attribute) or "")
+            if text.strip():
                 out.passages.setdefault(pid, Document(id=pid, text=text, title=str(attrs.get("title") or "")))
             metadata = _node_metadata(attrs, pid, source)
             if metadata:
@@ -414,6 +422,7 @@ def triples_from_networkx(
         pending.append((Triple(names[u], names[v], relation, passage, line=number), u, v))
     if not edges and not out.passages:
         raise CorpusFormatError(f"{source}: no triples (the graph has no edges and no passage nodes)")
+    out.passage_order = list(order)
     problems.raise_if_any()
     for triple, _u, _v in pending:
         if triple.passage:
@@ -532,8 +541,12 @@ def extractions_from_triples(
     for pid, doc in triple_set.passages.items():  # passages with text but neither triple nor mention
         if pid not in by_id:
             by_id[pid], new_docs[pid] = Extraction(pid), doc
+    # in the order the source lists its passages (a GraphML export: the graph's node order), so an
+    # exported graph imports back with the same node ids (until session 50 passages came in the order
+    # their first fact or mention named them: a passage linked to no fact moved after those that were)
+    rank = {pid: i for i, pid in enumerate(triple_set.passage_order)}
     made = []
-    for pid, doc in new_docs.items():
+    for pid, doc in sorted(new_docs.items(), key=lambda item: rank.get(item[0], len(rank))):
         if not doc.text:
             text = " ".join(sentences.get(pid) or []) or " ".join(by_id[pid].phrases)
             doc = Document(id=pid, text=text, title=doc.title)

@@ -18,6 +18,7 @@ a synonym pair), any other phrase pair is ``"synonym"`` (weight: the cosine).
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -175,15 +176,19 @@ def write_graphml(graph: Any, path: str | Path, *, with_text: bool = True) -> Pa
 
 def write_edgelist(graph: Any, path: str | Path) -> Path:
     """Write one tab-separated line per undirected edge, after a header:
-    ``source target source_name target_name weight type`` (names with tabs or newlines flattened)."""
+    ``source target source_name target_name weight type`` (names with tabs or newlines flattened;
+    a name holding a double quote is quoted as CSV quotes it (inner quotes doubled), so csv readers and
+    pandas read every line back: until session 50 a passage id starting with a quote opened a quoted
+    field that ran over the following lines)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [" ".join(a["name"].split()) for a in nodes(graph)]
     rows, cols, weights, types = edges(graph)
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write("source\ttarget\tsource_name\ttarget_name\tweight\ttype\n")
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["source", "target", "source_name", "target_name", "weight", "type"])
         for a, b, w, t in zip(rows.tolist(), cols.tolist(), weights.tolist(), types):
-            handle.write(f"{a}\t{b}\t{names[a]}\t{names[b]}\t{w:.6g}\t{t}\n")
+            writer.writerow([a, b, names[a], names[b], f"{w:.6g}", t])
     return path
 
 
