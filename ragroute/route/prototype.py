@@ -294,10 +294,9 @@ class PrototypeRouter(BaseRouter):
         was left out, and with described sources the similarity had to be a quarter below it."""
         if self.config.none_threshold is None:
             return raw
-        weights = self._bank.weight_sums
-        best = raw.argmax(axis=1) if raw.shape[1] else np.zeros(raw.shape[0], dtype=np.int64)
-        none_score = self.config.none_threshold * weights[best][:, None] if len(weights) else raw[:, :0]
-        return np.hstack([raw, none_score.astype(raw.dtype)])
+        best = raw.argmax(axis=1)  # a router has one source at least
+        none_score = self.config.none_threshold * self._bank.weight_sums[best]
+        return np.hstack([raw, none_score[:, None].astype(raw.dtype)])
 
     def _calibrate(self) -> dict[str, Any]:
         cfg = self.config
