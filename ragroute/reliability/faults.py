@@ -569,7 +569,7 @@ def run_cli_faults(*, quick: bool = False, commands: Sequence[str] | None = None
     Returns ``{"cli_cases": N, "tracebacks": K, "traceback_cases": [first few, with the last line
     of each traceback], "unclear": M, "unclear_cases": [...], "not_reached": R,
     "not_reached_cases": [...], "commands": C}``. ``unclear`` counts runs that failed without a
-    one-line ``error: ...`` (nor click's usage error); ``not_reached`` the cases whose fault never
+    one-line ``error: ...`` (:attr:`CliOutcome.one_line_error`); ``not_reached`` the cases whose fault never
     fired (the command ended, or refused something else, before the reads or writes it was aimed
     at): they ran, but tested no fault, and a sweep ends at the first of them.
     """
