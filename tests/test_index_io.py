@@ -196,3 +196,41 @@ def test_an_add_during_a_save_waits_and_the_build_is_one_version(
         assert [(h.doc_id, round(h.score, 5)) for h in loaded.search(query, k=5)] == [
             (h.doc_id, round(h.score, 5)) for h in fresh.search(query, k=5)
         ]
+
+
+def test_a_spurious_ast_error_in_numpys_header_parse_fails_no_load(tmp_path, monkeypatch):
+    """numpy parses array headers with ast.literal_eval, and CPython 3.11's AST constructor keeps one
+    recursion counter per interpreter: a thread loading an index while another did could meet
+    ``SystemError: AST constructor recursion depth mismatch`` on a sound file, which read as
+    "unreadable BM25 matrix" (the race harness met it in CI, session 50). Reads of arrays now take
+    turns and retry that error; any other SystemError is not retried."""
+    import ast
+
+    from ragroute.store.arrays import numpy_read
+
+    docs = [Document(id=f"d{i}", text=f"comet tail number {i} orbit") for i in range(6)]
+    encoder = HashingEncoder()
+    for method in ("bm25", "dense", "hybrid"):
+        save_index(build_index(docs, method, encoder=encoder, name=method), tmp_path / method)
+    real = ast.literal_eval
+    raced = []
+
+    def racing(text):
+        if not raced:
+            raced.append(text)
+            raise SystemError("AST constructor recursion depth mismatch (before=60, after=57)")
+        return real(text)
+
+    for method in ("bm25", "dense", "hybrid"):
+        raced.clear()
+        monkeypatch.setattr(ast, "literal_eval", racing)
+        loaded = load_index(tmp_path / method, **({} if method == "bm25" else {"encoder": encoder}))
+        monkeypatch.setattr(ast, "literal_eval", real)
+        assert [h.doc_id for h in loaded.search("comet tail number 3", 1)] == ["d3"], method
+        assert raced or method == "dense", method  # a dense index's vectors are faiss's own file
+
+    def other():
+        raise SystemError("another internal error")
+
+    with pytest.raises(SystemError, match="another"):
+        numpy_read(other)

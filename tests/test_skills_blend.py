@@ -211,7 +211,7 @@ def test_skills_tune_command_fits_saves_and_route_uses_it(tiny_reranker, tmp_pat
     out = runner.invoke(main, [*args, "--qrels", str(more)])
     assert out.exit_code == 0, out.output
     assert (
-        f"warning: {more}: 4 judged task(s) not in {DATA / 'queries.jsonl'}, left out: x0, x1, x2 and 1 more"
+        f"warning: {more}: 4 judged tasks not in {DATA / 'queries.jsonl'}, left out: x0, x1, x2 and 1 more"
         in (out.stderr)
     )
     assert f"fitting on {len(QRELS)} tasks with a relevant skill" in out.stderr

@@ -77,6 +77,7 @@ from ragroute.index.dense import DenseIndex
 from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import LocalIndex
 from ragroute.scopes import scope_of
+from ragroute.store.arrays import npz_arrays
 from ragroute.types import Document, Hit
 
 ARRAYS_FILE = "graph_arrays.npz"
@@ -799,8 +800,7 @@ def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, di
     path = directory / ARRAYS_FILE
     try:
         phrases = json.loads((directory / PHRASES_FILE).read_text(encoding="utf-8"))
-        with np.load(path, allow_pickle=False) as a:
-            arrays = {name: a[name] for name in a.files}
+        arrays = npz_arrays(path)
     except (OSError, ValueError, KeyError) as exc:
         raise IndexFormatError(f"{path}: unreadable graph arrays ({type(exc).__name__}: {exc})") from None
     if (

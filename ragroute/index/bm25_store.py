@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ragroute.errors import IndexFormatError
+from ragroute.store.arrays import numpy_read
 from ragroute.store.manifest import newer_format_message
 
 __all__ = [
@@ -142,11 +143,13 @@ def _read_vocab(path: Path, statistics: Mapping[str, Any] | None) -> dict[str, A
 
 
 def _read_matrix(path: Path, n_terms: int, n_docs: int, nnz: int) -> sp.csr_array:
-    try:
+    def read() -> tuple[Any, tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
-            fmt = npz["format"].item()
             shape = tuple(int(x) for x in npz["shape"])
-            data, indices, indptr = npz["data"], npz["indices"], npz["indptr"]
+            return npz["format"].item(), shape, npz["data"], npz["indices"], npz["indptr"]
+
+    try:
+        fmt, shape, data, indices, indptr = numpy_read(read)
     except FileNotFoundError:
         raise IndexFormatError(f"BM25 index file missing: {path}") from None
     except Exception as exc:  # zipfile, numpy and OS errors all mean a corrupt file here

@@ -34,6 +34,7 @@ from ragroute.errors import (
 )
 from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import VectorIndex
+from ragroute.store.arrays import numpy_read
 from ragroute.types import Document, Hit
 
 FAISS_NAME = "dense.faiss"
@@ -262,7 +263,8 @@ class DenseIndex(VectorIndex):
                 ) from None
             exact = self.exact
             if exact is not None and files.has(EXACT_NAME):
-                exact = np.load(io.BytesIO(files.read(EXACT_NAME).tobytes()), allow_pickle=False)
+                buffer = io.BytesIO(files.read(EXACT_NAME).tobytes())
+                exact = numpy_read(lambda: np.load(buffer, allow_pickle=False))
             elif exact is not None:
                 exact = np.array(exact)
             self.faiss_index, self.exact = faiss_index, exact
@@ -581,7 +583,10 @@ class DenseIndex(VectorIndex):
         exact_path = Path(directory) / EXACT_NAME
         if exact_path.is_file():
             try:
-                exact = np.load(exact_path, mmap_mode="r" if dense.mmap else None, allow_pickle=False)
+                mapped = dense.mmap
+                exact = numpy_read(
+                    lambda: np.load(exact_path, mmap_mode="r" if mapped else None, allow_pickle=False)
+                )
             except ValueError as exc:
                 raise IndexFormatError(f"{exact_path} is corrupt: {exc}") from None
             if exact.ndim != 2 or exact.shape[1] != faiss_index.d or exact.dtype != np.float32:

@@ -61,6 +61,7 @@ from ragroute.route.base import (
 )
 from ragroute.route.features import CHEAP_FEATURE_NAMES, DEFAULT_HASHED_DIM, QueryFeatures, cheap_features
 from ragroute.route.folds import grouped_holdout, grouped_stratified_folds
+from ragroute.store.arrays import npz_arrays
 from ragroute.types import Decision
 
 ROUTER_FILE = "router.json"
@@ -889,11 +890,11 @@ def _read_weights(path: Path, layers: int) -> dict[str, np.ndarray]:
         raise IndexFormatError(f"{path} not found: the router's weights are missing")
     needed = ["offset", "scale", *(f"{p}{i}" for i in range(layers) for p in ("W", "b"))]
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in needed if name not in data.files]
-            if missing or layers < 1:
-                raise IndexFormatError(f"{path} is corrupt: missing arrays {', '.join(missing) or 'W0'}")
-            return {name: np.asarray(data[name], dtype=np.float64) for name in needed}
+        data = npz_arrays(path)
+        missing = [name for name in needed if name not in data]
+        if missing or layers < 1:
+            raise IndexFormatError(f"{path} is corrupt: missing arrays {', '.join(missing) or 'W0'}")
+        return {name: np.asarray(data[name], dtype=np.float64) for name in needed}
     except IndexFormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - zip/npy errors come in many types; all mean "corrupt"

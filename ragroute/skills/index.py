@@ -36,6 +36,7 @@ manifest. No pickle.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -52,6 +53,7 @@ from ragroute.draws import drawn
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_query, check_setting, lone_surrogate
 from ragroute.identifiers import name_with_words
 from ragroute.skills.records import Catalogue, Skill
+from ragroute.store.arrays import numpy_read
 
 FAMILY = "skills"
 KIND = "skill-index"
@@ -538,8 +540,8 @@ class SkillIndex:
             # the files the manifest lists (checked), never a folder glob: until session 41 any
             # dense_*.npy in the build folder was loaded, unchecked, as one more view
             vectors = {
-                name.removesuffix(".npy").removeprefix("dense_"): np.load(
-                    snapshot.file(name), allow_pickle=False
+                name.removesuffix(".npy").removeprefix("dense_"): numpy_read(
+                    functools.partial(np.load, snapshot.file(name), allow_pickle=False)
                 )
                 for name in sorted(manifest.files)
                 if name.startswith("dense_") and name.endswith(".npy") and "/" not in name

@@ -8,20 +8,57 @@ wrong rather than with a traceback at query time.
 from __future__ import annotations
 
 import os
+import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
 from ragroute.errors import IndexFormatError
+
+T = TypeVar("T")
+
+#: numpy parses each array's header with ``ast.literal_eval``, and CPython 3.11's AST constructor
+#: keeps one recursion counter per interpreter, not per thread: two threads parsing at once may
+#: raise ``SystemError: AST constructor recursion depth mismatch`` on a sound file (python/cpython
+#: issue 106905 and its kin). ragroute's reads of arrays take turns under this lock.
+_HEADERS = threading.Lock()
+#: tries of a read that met that error anyway (a thread outside ragroute parsing at the moment)
+_AST_RACE_TRIES = 3
+
+
+def numpy_read(read: Callable[[], T]) -> T:
+    """``read()`` (``np.load`` and the reads of its arrays) under the lock that keeps ragroute's
+    threads from parsing array headers at once, again on CPython's spurious AST ``SystemError``
+    (until session 50 a thread loading an index while another did read as "unreadable BM25 matrix"
+    about a sound file, in the race harness)."""
+    for attempt in range(_AST_RACE_TRIES):
+        try:
+            with _HEADERS:
+                return read()
+        except SystemError as exc:
+            if "AST constructor recursion depth" not in str(exc) or attempt == _AST_RACE_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def npz_arrays(file: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickle), read under :func:`numpy_read`'s lock; numpy's and
+    the operating system's errors as they come (:func:`read_arrays` says them in one line)."""
+
+    def read() -> dict[str, np.ndarray]:
+        with np.load(file, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+
+    return numpy_read(read)
 
 
 def read_arrays(file: str | os.PathLike[str], where: str) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, or a one-line :class:`IndexFormatError` naming ``where`` when
     it is not one (empty, truncated, another format: its checksum may still be right)."""
     try:
-        with np.load(file, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+        return npz_arrays(file)
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise IndexFormatError(f"{where} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
 
