@@ -27,7 +27,6 @@ description: pass the object (``build_index(docs, "graph", extractor=LLMExtracto
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import math
@@ -44,6 +43,7 @@ from ragroute.encode.cache import SQLITE_FAILURES, CacheFileError, cache_file_er
 from ragroute.encode.resolve import default_cache_dir
 from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, Fact, normalise
+from ragroute.pyast import literal_eval
 from ragroute.types import Document
 
 LLM_EXTRACTOR_VERSION = 5  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3);
@@ -229,7 +229,10 @@ def _json_at(text: str, start: int) -> tuple[Any, int]:
         raise ValueError("unterminated JSON (truncated answer?)")
     candidate = text[start : end + 1]
     try:
-        return ast.literal_eval(_json_literals_as_python(candidate)), end + 1
+        # taking turns with other threads' parses: on CPython 3.11 two at once may raise a spurious
+        # SystemError, which escaped every caller (a step-wise controller's planner, answering in
+        # many threads at once, failed the query) until session 50
+        return literal_eval(_json_literals_as_python(candidate)), end + 1
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
         raise ValueError("malformed JSON") from None
 

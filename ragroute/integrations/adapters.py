@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute import pyast
 from ragroute.context import encoder_key
 from ragroute.errors import check_batch, check_filters, check_k, check_query
 from ragroute.index.base import by_filter_groups
@@ -153,7 +154,7 @@ def _only_raises_not_implemented(method: Any) -> bool:
     """Whether ``method``'s body (its docstring aside) is only ``raise NotImplementedError(...)``
     (``False`` when its source cannot be read)."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
+        tree = pyast.parse(textwrap.dedent(inspect.getsource(method)))  # other threads may be parsing
     except (OSError, TypeError, SyntaxError):
         return False
     function = tree.body[0] if tree.body else None

@@ -130,6 +130,11 @@ def _gguf_bar() -> Iterator[None]:
 #: lazy imports are not safe to run in two threads at once
 _LOADED: dict[tuple[str, bool], tuple[Any, Any, str, float]] = {}
 _LOAD_LOCK = threading.Lock()
+#: held from seeding torch's one global generator to the end of a sampled answer: two threads
+#: sampling at once drew from each other's seeded stream (an answer of seed 1 depended on what
+#: another thread sampled meanwhile, and a cache keyed by the seed kept it) until session 50.
+#: Greedy answers (temperature 0, the default) draw nothing and do not take it.
+_SAMPLING = threading.Lock()
 
 
 class LocalLLM(CustomLLM):
@@ -323,9 +328,9 @@ class LocalLLM(CustomLLM):
         new_tokens = max_new_tokens or self.max_new_tokens
         self._check_context(int(inputs["input_ids"].shape[1]), new_tokens)
         sample = temperature > 0
-        if sample:
-            torch.manual_seed(self.seed if seed is None else seed)
-        with torch.inference_mode():
+        with _SAMPLING if sample else contextlib.nullcontext(), torch.inference_mode():
+            if sample:
+                torch.manual_seed(self.seed if seed is None else seed)
             out = self._model.generate(
                 **inputs,
                 max_new_tokens=new_tokens,

@@ -8,7 +8,6 @@ wrong rather than with a traceback at query time.
 from __future__ import annotations
 
 import os
-import threading
 import zipfile
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -16,31 +15,17 @@ from typing import TypeVar
 import numpy as np
 
 from ragroute.errors import IndexFormatError
+from ragroute.pyast import parsing
 
 T = TypeVar("T")
 
-#: numpy parses each array's header with ``ast.literal_eval``, and CPython 3.11's AST constructor
-#: keeps one recursion counter per interpreter, not per thread: two threads parsing at once may
-#: raise ``SystemError: AST constructor recursion depth mismatch`` on a sound file (python/cpython
-#: issue 106905 and its kin). ragroute's reads of arrays take turns under this lock.
-_HEADERS = threading.Lock()
-#: tries of a read that met that error anyway (a thread outside ragroute parsing at the moment)
-_AST_RACE_TRIES = 3
-
-
 def numpy_read(read: Callable[[], T]) -> T:
-    """``read()`` (``np.load`` and the reads of its arrays) under the lock that keeps ragroute's
-    threads from parsing array headers at once, again on CPython's spurious AST ``SystemError``
-    (until session 50 a thread loading an index while another did read as "unreadable BM25 matrix"
-    about a sound file, in the race harness)."""
-    for attempt in range(_AST_RACE_TRIES):
-        try:
-            with _HEADERS:
-                return read()
-        except SystemError as exc:
-            if "AST constructor recursion depth" not in str(exc) or attempt == _AST_RACE_TRIES - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    """``read()`` (``np.load`` and the reads of its arrays) taking turns with ragroute's other
+    parses (:func:`ragroute.pyast.parsing`): numpy parses each array's header with
+    ``ast.literal_eval``, and on CPython 3.11 two threads parsing at once may raise a spurious
+    ``SystemError`` (until session 50 a thread loading an index while another did read a sound file
+    as "unreadable BM25 matrix", in the race harness)."""
+    return parsing(read)
 
 
 def npz_arrays(file: str | os.PathLike[str]) -> dict[str, np.ndarray]:
