@@ -895,6 +895,26 @@ def test_measure_gains_judges_chunks_by_the_id_the_labels_use(minilm) -> None:
     assert gains[0, 0] == pytest.approx(1 / np.log2(3)) and gains[1, 0] == pytest.approx(1.0)
 
 
+def test_measure_gains_reads_deeper_when_k_hits_hold_fewer_documents() -> None:
+    """An expert over chunks: its 10 hits may be chunks of one document. Until session 50 the gain
+    was scored on the documents those hits held (one here: the relevant doc2, 11th, counted as
+    missed), where the evaluators read deeper until k documents; now both read alike."""
+    from ragroute.route.expert_gains import measure_gains
+    from ragroute.types import Hit
+
+    ranked = [Hit(f"doc1#{i}", 1.0 - i / 100, parent_id="doc1") for i in range(10)]
+    ranked += [Hit("doc2#0", 0.5, parent_id="doc2"), Hit("doc3#0", 0.4, parent_id="doc3")]
+
+    class Chunks:
+        name = "chunks"
+
+        def search_contexts(self, contexts, k):
+            return [(ranked[:k], None) for _ in contexts]
+
+    gains = measure_gains([Chunks()], [QueryContext("a", id="q")], {"q": {"doc2": 1}}, k=10)
+    assert gains[0, 0] == pytest.approx(1 / np.log2(3))  # doc2 is the second document
+
+
 def test_a_fixed_router_queries_all_its_routes_by_default(minilm) -> None:
     from ragroute.pipeline.build import pipeline_from_settings
 

@@ -220,8 +220,8 @@ class EmbeddingCache:
                         corrupt += digest is not None  # rows without a digest are only re-encoded
                         continue
                     found[bytes(key)] = np.frombuffer(blob, dtype=np.float32)
+            self.rejected += corrupt  # under the lock: threads reading at once each count theirs
         if corrupt:
-            self.rejected += corrupt
             warnings.warn(
                 f"embedding cache {self.path}: {corrupt} cached vectors failed their checksum; encoded again",
                 CacheWarning,

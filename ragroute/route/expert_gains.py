@@ -13,6 +13,7 @@ against an expert set whose names differ from the ones they were fitted on.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,19 +79,29 @@ def measure_gains(
 
     A query with no relevant judgement (not :func:`~ragroute.evaluation.metrics.is_scorable`)
     gets 0 from every expert: it has no score, and averages over these rows leave it out."""
+    from ragroute.evaluation.evaluators import hits_of_k_documents
     from ragroute.evaluation.metrics import evaluate_run
 
     gains = np.zeros((len(contexts), len(sources)))
     for j, source in enumerate(sources):
         with internal_searches():  # pseudo-queries: nothing is shown to a caller
             found = source.search_contexts(list(contexts), k)
-        for i, (context, (hits, _)) in enumerate(zip(contexts, found)):
-            rels = qrels[context.id]
-            # judged as the qrels name it: the chunk itself (pseudo-queries cut from chunks), else its parent
-            judged = (h.doc_id if h.doc_id in rels else (h.parent_id or h.doc_id) for h in hits)
-            ranking = list(dict.fromkeys(judged))
-            gains[i, j] = evaluate_run({context.id: ranking}, {context.id: rels}, (metric,))[metric]
+            for i, (context, (hits, _)) in enumerate(zip(contexts, found)):
+                # k documents, as the evaluators read them: an expert over chunks is searched deeper
+                # where its k hits hold fewer (until session 50 scored on those few)
+                hits = hits_of_k_documents(hits, k, functools.partial(_deeper, source, context))
+                rels = qrels[context.id]
+                # judged as the qrels name it: the chunk itself (pseudo-queries cut from chunks), else
+                # its parent
+                judged = (h.doc_id if h.doc_id in rels else (h.parent_id or h.doc_id) for h in hits)
+                ranking = list(dict.fromkeys(judged))[:k]
+                gains[i, j] = evaluate_run({context.id: ranking}, {context.id: rels}, (metric,))[metric]
     return gains
+
+
+def _deeper(source: Any, context: Any, depth: int) -> list[Any]:
+    """``source``'s ``depth`` hits for one query context."""
+    return list(source.search_contexts([context], depth)[0][0])
 
 
 def check_labels(
