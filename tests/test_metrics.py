@@ -532,3 +532,17 @@ def test_a_grouped_paired_difference_is_the_difference_of_macro_means_inside_its
     low, high = result["ci95"]
     assert low <= result["diff"] <= high
     assert paired_difference(a, b, groups=groups, resamples=200) == result  # seeded
+
+
+def test_an_evaluator_refuses_to_read_fewer_hits_than_its_metric_scores():
+    """``ndcg@10`` over k=5 hits scored every query as if its 6th to 10th documents were misses,
+    without a word, until session 50."""
+    from ragroute.errors import InvalidArgumentError
+    from ragroute.evaluation.evaluators import RetrievalEvaluator, RoutingEvaluator
+
+    refused = r"^k=5 reads fewer hits than ndcg@10 scores: give k >= 10$"
+    with pytest.raises(InvalidArgumentError, match=refused):
+        RetrievalEvaluator([], {}, metrics=("hit@1", "ndcg@10"), k=5)
+    with pytest.raises(InvalidArgumentError, match=r"recall@20 scores: give k >= 20"):
+        RoutingEvaluator([], {}, {}, k=10, metric="recall@20")
+    RetrievalEvaluator([], {}, metrics=("recall@5",), k=5)  # as deep as it scores: fine

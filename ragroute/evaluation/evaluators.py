@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.evaluation.metrics import check_grouped, evaluate_run, macro_mean
+from ragroute.errors import InvalidArgumentError
+from ragroute.evaluation.metrics import check_grouped, evaluate_run, macro_mean, parse_metric
 from ragroute.index.base import search_contexts
 from ragroute.route.base import NONE_ROUTE, top_route
 
@@ -82,6 +83,16 @@ def judged_ids(hits: Sequence[Any]) -> list[str]:
     return list(dict.fromkeys(h.parent_id or h.doc_id for h in hits))
 
 
+def check_depth(k: int, metrics: Sequence[str]) -> None:
+    """Refuse (one line) ``k`` hits read per query for a metric whose cutoff is deeper: ``ndcg@10``
+    over 5 hits scores every query as if its 6th to 10th documents were misses (until session 50
+    an evaluator took it without a word)."""
+    deepest = max((parse_metric(m)[1] for m in metrics), default=0)
+    if deepest > k:
+        deep = next(m for m in metrics if parse_metric(m)[1] == deepest)
+        raise InvalidArgumentError(f"k={k} reads fewer hits than {deep} scores: give k >= {deepest}")
+
+
 #: how much deeper than ``k`` a query of a chunk index is searched at most to fill ``k`` documents
 DEEPER_AT_MOST = 16
 
@@ -129,6 +140,7 @@ class RetrievalEvaluator:
         asked = {c.id for c in self.queries}
         self.qrels = {qid: rels for qid, rels in qrels.items() if qid in asked}
         self.metrics = tuple(metrics)
+        check_depth(k, self.metrics)
         self.k = k
         self.groups = groups
 
@@ -256,6 +268,7 @@ class RoutingEvaluator:
         self.gold = {qid: (g,) if isinstance(g, str) else tuple(g) for qid, g in gold.items()}
         self.qrels = qrels
         self.groups = groups
+        check_depth(k, (metric,))
         self.k = k
         self.metric = metric
 
