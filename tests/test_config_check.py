@@ -908,6 +908,47 @@ def test_an_ensemble_members_routes_must_name_the_sources(workspace, hashing_enc
     _refused_by_check_and_load(config, expected, hashing_encoder)
 
 
+def test_an_llm_routers_fallback_routes_must_name_the_sources(workspace, hashing_encoder):
+    """An llm router's kNN fallback whose examples say 'cooking' where the source is 'cook' sends
+    every query the LLM cannot place, that it would give 'cooking', nowhere (its share went to the
+    other sources), as a kNN router alone would: refused by `config check` and at load, naming the
+    fallback. The llm router's own routes (every source) hid it, and neither checked it; nor did
+    the check read a fallback ensemble's kNN member, which loading refuses without 'examples:'."""
+
+    examples = workspace / "examples-fallback.jsonl"
+    examples.write_text(
+        "".join(
+            json.dumps({"text": f"{label} question {i}", "label": label}) + "\n"
+            for label in ("astro", "cooking")
+            for i in range(3)
+        )
+    )
+    sources = "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+    llm = "{kind: scripted, default: no idea}"
+    config = workspace / "llm-fallback-renamed.yaml"
+    config.write_text(
+        sources + f"router: {{kind: llm, llm: {llm}, fallback: knn, examples: {examples.name}}}\n"
+    )
+    expected = (
+        "router: llm fallback knn: the router's routes (astro, cooking) name no source 'cooking', "
+        "and source 'cook' is none of them, so it could never be chosen"
+    )
+    _refused_by_check_and_load(config, expected, hashing_encoder)
+
+    nested = workspace / "llm-fallback-ensemble-renamed.yaml"
+    nested.write_text(
+        sources + f"router: {{kind: llm, llm: {llm}, fallback: ensemble, members: [prototype, knn], "
+        f"examples: {examples.name}}}\n"
+    )
+    _refused_by_check_and_load(
+        nested, expected.replace("llm fallback knn", "ensemble member knn"), hashing_encoder
+    )
+
+    unnamed = workspace / "llm-fallback-ensemble-no-examples.yaml"
+    unnamed.write_text(sources + f"router: {{kind: llm, llm: {llm}, fallback: ensemble, members: [knn]}}\n")
+    _refused_by_check_and_load(unnamed, "router: a knn router needs 'examples:'", hashing_encoder)
+
+
 def _refused_by_check_and_load(config, expected: str, encoder) -> None:
     """`config check` fails on ``config`` with ``expected`` as its first error line, and loading it
     raises the same error (without the ``router:`` prefix the check adds)."""

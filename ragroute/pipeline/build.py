@@ -165,15 +165,37 @@ def member_route_problem(
     left_out: Sequence[str] = (),
     reached: Sequence[str] = (),
 ) -> str | None:
-    """The error of :func:`route_name_problems` for the first ensemble member (``(name, routes)``)
-    whose own routes have it, or None: the ensemble's routes together hide a member fitted on a
-    renamed source when another member knows the source (a kNN or trained member never chose it,
-    and its share went nowhere, with a warning only)."""
-    for name, labels in members:
+    """The error of :func:`route_name_problems` for the first inner router (``(what, routes)``:
+    ``what`` says which, ``ensemble member knn`` or ``llm fallback knn``) whose own routes have it,
+    or None: the ensemble's routes together hide a member fitted on a renamed source when another
+    member knows the source (a kNN or trained member never chose it, and its share went nowhere,
+    with a warning only), and an llm router's routes (every source) hide its fallback's."""
+    for what, labels in members:
         error, _ = route_name_problems(labels, names, left_out=left_out, reached=reached)
         if error:
-            return f"ensemble member {name}: {error}"
+            return f"{what}: {error}"
     return None
+
+
+def inner_routers(router: Any) -> list[tuple[str, Any]]:
+    """The routers a router decides through, each with what it is to it: an ensemble's members
+    (``ensemble member knn``) and an llm router's fallback (``llm fallback knn``), and theirs in
+    turn (a fallback ensemble's members). Until session 50 an llm router's fallback was not
+    checked: a kNN fallback fitted on a renamed source routed the queries the LLM could not place
+    to a source the config does not have, silently, where the same kNN router alone is refused."""
+    found: list[tuple[str, Any]] = []
+    for member in getattr(router, "routers", None) or ():
+        found.append((f"ensemble member {_router_name(member)}", member))
+        found.extend(inner_routers(member))
+    fallback = getattr(router, "fallback", None)
+    if fallback is not None and callable(getattr(fallback, "route_many", None)):
+        found.append((f"llm fallback {_router_name(fallback)}", fallback))
+        found.extend(inner_routers(fallback))
+    return found
+
+
+def _router_name(router: Any) -> str:
+    return str(getattr(router, "name", type(router).__name__))
 
 
 def _check_router_routes(
@@ -192,10 +214,7 @@ def _check_router_routes(
     error, notes = route_name_problems(
         list(getattr(router, "labels", None) or []), names, left_out=left_out, reached=sorted(reached)
     )
-    members = [
-        (str(getattr(member, "name", type(member).__name__)), list(getattr(member, "labels", None) or []))
-        for member in getattr(router, "routers", ())
-    ]
+    members = [(what, list(getattr(inner, "labels", None) or [])) for what, inner in inner_routers(router)]
     error = error or member_route_problem(members, names, left_out=left_out, reached=sorted(reached))
     prefix = f"{where}: " if where else ""
     if error:

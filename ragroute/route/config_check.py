@@ -539,6 +539,10 @@ class _Checker:
                     kinds.append(str(member))
         if kind == "llm":
             self.check_llm(settings.get("llm"), f"{where}: router llm")
+        # what each inner kind is to the router, named with the routes of one fitted on labels
+        inner: dict[str, str] = {}
+        for member in kinds[1:]:
+            inner.setdefault(member, f"ensemble member {member}")
         if kind == "llm" and settings.get("fallback") is not None and "fallback" not in bad:
             fallback = str(settings["fallback"])
             problem = llm_fallback_problem(settings)
@@ -546,6 +550,18 @@ class _Checker:
                 self.problem(f"{where}: router: {problem}")
             if self.passes(lambda: ROUTERS.check(fallback, f"{where}: router fallback")):
                 kinds.append(fallback)
+                inner.setdefault(fallback, f"llm fallback {fallback}")
+                if fallback == "ensemble" and not problem:  # its members are built as loading builds
+                    # them: until session 50 a fallback ensemble's knn member was not checked here
+                    members = settings.get("members") or ["prototype", "confidence"]
+                    for member in [] if "members" in bad else members if isinstance(members, list) else []:
+                        if str(member) == "ensemble":
+                            self.problem(f"{where}: router: an ensemble cannot contain an ensemble")
+                        elif self.passes(
+                            functools.partial(ROUTERS.check, str(member), f"{where}: router members")
+                        ):
+                            kinds.append(str(member))
+                            inner.setdefault(str(member), f"ensemble member {member}")
         for each in kinds:
             for key in sorted(ROUTER_REQUIRED.get(each, ())):
                 if key not in settings:
@@ -564,8 +580,8 @@ class _Checker:
             )
             if read is not None and kind == "knn":
                 self.router_labels = sorted(set(read[1]))
-            elif read is not None and kind == "ensemble":
-                self.member_labels.append(("knn", sorted(set(read[1]))))
+            elif read is not None:  # an ensemble member or an llm router's fallback
+                self.member_labels.append((inner["knn"], sorted(set(read[1]))))
         if "model" in settings and "model" not in bad and set(kinds) & {"trained", "pilot", "quality"}:
             model = self.resolve(settings["model"])
             if not model.exists():
@@ -577,8 +593,8 @@ class _Checker:
                 labels = saved.get("labels") if saved is not None else None
                 if isinstance(labels, list) and kind == "trained":
                     self.router_labels = [str(label) for label in labels]
-                elif isinstance(labels, list) and kind == "ensemble":
-                    self.member_labels.append(("trained", [str(label) for label in labels]))
+                elif isinstance(labels, list):  # an ensemble member or an llm router's fallback
+                    self.member_labels.append((inner["trained"], [str(label) for label in labels]))
             elif not (model / "router.json").is_file():
                 manifest = self.artifact(model, "router", f"{where}: router: ")
                 if manifest is not None and kind in ("pilot", "quality"):
