@@ -413,7 +413,12 @@ class SkillIndex:
         """Full score rows for ``queries``: ``bm25``, ``dense`` (raw), their z-scores and ``fused``
         (what ``method`` ranks by). ``columns``: only these skills (positions, e.g. a caller's
         :meth:`scoped_view`), standardised and fused among themselves (the rows' columns are then
-        theirs, in that order); BM25's statistics (idf, mean length) stay the whole catalogue's."""
+        theirs, in that order); BM25's statistics (idf, mean length) stay the whole catalogue's.
+
+        The columns are copied in row order (``[:, columns]`` alone gives a column-major array, whose
+        row means and deviations numpy sums in another order than a single row's): until session 50 a
+        scoped batch's z-scores, fused scores and ``p_applies`` differed in their last bits from the
+        same tasks routed one at a time."""
         if method not in METHODS:
             raise RagrouteError(f"unknown stage-1 method {method!r}: choose one of {', '.join(METHODS)}")
         queries = [check_query(q) for q in queries]
@@ -421,12 +426,12 @@ class SkillIndex:
         if method in ("hybrid", "bm25"):
             out["bm25"] = self.bm25_scores(queries)
             if columns is not None:
-                out["bm25"] = out["bm25"][:, columns]
+                out["bm25"] = np.ascontiguousarray(out["bm25"][:, columns])
             out["bm25_z"] = zscore(out["bm25"])
         if method in ("hybrid", "dense"):
             out["dense"] = self.dense_scores(self.query_vectors(queries))
             if columns is not None:
-                out["dense"] = out["dense"][:, columns]
+                out["dense"] = np.ascontiguousarray(out["dense"][:, columns])
             out["dense_z"] = zscore(out["dense"])
         if method == "bm25":
             out["fused"] = out["bm25"]
