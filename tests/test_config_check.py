@@ -882,6 +882,17 @@ def test_router_routes_must_name_the_sources(workspace, hashing_encoder):
         load_routing(reached, encoder=hashing_encoder)
 
 
+def _write_examples(path, labels, per_label=3):
+    """A kNN router's labelled examples: ``per_label`` questions per label."""
+    path.write_text(
+        "".join(
+            json.dumps({"text": f"{label} question {i}", "label": label}) + "\n"
+            for label in labels
+            for i in range(per_label)
+        )
+    )
+
+
 def test_an_ensemble_members_routes_must_name_the_sources(workspace, hashing_encoder):
     """An ensemble's kNN member whose examples say 'cooking' where the source is 'cook' never
     chooses 'cook' and sends its share nowhere, as a kNN router alone would: refused by `config
@@ -889,13 +900,7 @@ def test_an_ensemble_members_routes_must_name_the_sources(workspace, hashing_enc
     knows 'cook') used to pass with a warning."""
 
     examples = workspace / "examples-member.jsonl"
-    examples.write_text(
-        "".join(
-            json.dumps({"text": f"{label} question {i}", "label": label}) + "\n"
-            for label in ("astro", "cooking")
-            for i in range(3)
-        )
-    )
+    _write_examples(examples, ("astro", "cooking"))
     config = workspace / "ensemble-renamed.yaml"
     config.write_text(
         "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
@@ -916,13 +921,7 @@ def test_an_llm_routers_fallback_routes_must_name_the_sources(workspace, hashing
     the check read a fallback ensemble's kNN member, which loading refuses without 'examples:'."""
 
     examples = workspace / "examples-fallback.jsonl"
-    examples.write_text(
-        "".join(
-            json.dumps({"text": f"{label} question {i}", "label": label}) + "\n"
-            for label in ("astro", "cooking")
-            for i in range(3)
-        )
-    )
+    _write_examples(examples, ("astro", "cooking"))
     sources = "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
     llm = "{kind: scripted, default: no idea}"
     config = workspace / "llm-fallback-renamed.yaml"
