@@ -23,7 +23,7 @@ from typing import Any
 from ragroute.errors import RagrouteError, check_keys, check_setting, not_one_of
 from ragroute.scopes import access_labels
 from ragroute.types import Document
-from ragroute.yaml_files import read_as_other_than_text, read_yaml
+from ragroute.yaml_files import path_beside, read_as_other_than_text, read_yaml
 
 MODALITIES = ("text", "table", "image")
 GRANULARITIES = ("document", "section", "paragraph")
@@ -157,7 +157,7 @@ def corpus_spec(name: str, entry: Any, source: Path) -> CorpusSpec:
         raise RagrouteError(f"{where}: {not_one_of('granularity', granularity, GRANULARITIES)}")
     return CorpusSpec(
         name=name,
-        path=(source.parent / str(entry["path"])).resolve(),
+        path=path_beside(source, entry["path"]),
         description=str(entry.get("description") or "").strip(),  # null: none (not the text 'None')
         modality=modality,
         granularity=granularity,

@@ -21,6 +21,16 @@ STR_TAG = "tag:yaml.org,2002:str"
 MAX_YAML_VALUES = 5_000_000
 
 
+def path_beside(config: Path, value: Any, *, resolve: bool = True) -> Path:
+    """A path written in the YAML file ``config``: relative to the file's folder (the link's folder
+    for a file reached through a symbolic link), ``~/...`` the home folder (until session 50 a
+    routing config's or corpora file's ``~/idx`` read ``<its folder>/~/idx``, where a CLI defaults
+    file already expanded it), an absolute path as it is; resolved unless ``resolve`` is false (a
+    file whose own paths are read beside it, which may itself be a link)."""
+    path = config.parent / Path(str(value)).expanduser()
+    return path.resolve() if resolve else path
+
+
 def repeated_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[tuple[Any, yaml.Node]]:
     """Each key ``node`` writes again after its first time (YAML itself keeps the last value), with
     its node (for the line). A second merge key ``<<`` is one too: one of the two merges silently

@@ -1493,3 +1493,34 @@ def test_a_factory_defined_in_a_loop_a_match_or_try_star_block_is_found_by_readi
         assert locate_reference(f"{name}.py:make", "r.yaml", base=tmp_path).endswith(f"{name}.py")
     with pytest.raises(RagrouteError, match="defines no top-level 'mkae'"):
         locate_reference("loop.py:mkae", "r.yaml", base=tmp_path)
+
+
+def test_a_path_under_the_home_folder_is_read_there(tmp_path, monkeypatch):
+    """`~/...` in a routing config or a corpora file read `<the file's folder>/~/...` until session
+    50 (a CLI defaults file already expanded it): an index under the home folder was "not found"."""
+    from ragroute.route.config import RoutingConfig, load_routing
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    docs = [Document(id=f"d{i}", text=f"comet orbit tail {i}") for i in range(4)]
+    save_index(build_index(docs, "bm25", name="sky"), home / "idx" / "sky")
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    config = folder / "routing.yaml"
+    config.write_text(
+        "sources:\n  sky: {index: ~/idx/sky, description: comets}\nrouter: {kind: fixed}\n"
+        "cache_dir: ~/cache\n",
+        encoding="utf-8",
+    )
+    result = check(config)
+    assert result.exit_code == 0, result.output
+    assert RoutingConfig.read(config).cache_dir() == home / "cache"
+    pipeline = load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))
+    assert [h.doc_id for h in pipeline.retrieve("comet orbit tail 2", k=1).hits] == ["d2"]
+    corpora = folder / "corpora.yaml"
+    (home / "docs").mkdir()
+    (home / "docs" / "a.md").write_text("# Comets\n\nTails point away from the sun.\n", encoding="utf-8")
+    corpora.write_text("corpora:\n  notes: {path: ~/docs}\n", encoding="utf-8")
+    from ragroute.corpora import load_corpus_specs
+
+    assert [spec.path for spec in load_corpus_specs(corpora)] == [home / "docs"]

@@ -68,7 +68,7 @@ from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import check_router_settings, pipeline_from_settings
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.scopes import access_labels
-from ragroute.yaml_files import read_yaml
+from ragroute.yaml_files import path_beside, read_yaml
 
 #: the top-level keys of a routing config
 TOP_KEYS = frozenset(
@@ -111,7 +111,7 @@ class RoutingConfig:
         return cls(path, data)
 
     def resolve(self, relative: str) -> Path:
-        return (self.path.parent / relative).resolve()
+        return path_beside(self.path, relative)
 
     def cache_dir(self, override: str | os.PathLike[str] | None = None) -> Path | None:
         """Where the encoder caches: ``override`` (``--cache-dir``), else the config's ``cache_dir:``
@@ -215,7 +215,7 @@ def _sources_from_corpora(path: Path, data: dict[str, Any]) -> dict[str, dict[st
     if "index_dir" not in data:
         raise RagrouteError(f"{path}: 'corpora:' needs 'index_dir:' (where the corpus indexes are built)")
     check_corpora_paths(path, data)
-    index_dir = (path.parent / str(data["index_dir"])).resolve()
+    index_dir = path_beside(path, data["index_dir"])
     return {
         spec.name: {
             "index": str(index_dir / spec.name),
@@ -224,7 +224,7 @@ def _sources_from_corpora(path: Path, data: dict[str, Any]) -> dict[str, dict[st
             "granularity": spec.granularity,
             **({"access": list(spec.access)} if spec.access else {}),
         }
-        for spec in load_corpus_specs(path.parent / str(data["corpora"]))
+        for spec in load_corpus_specs(path_beside(path, data["corpora"], resolve=False))
     }
 
 

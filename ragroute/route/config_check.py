@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.errors import RagrouteError, is_nul_path_error, refused_path_message, unknown_keys_message
+from ragroute.yaml_files import path_beside
 
 CORPUS_FILE = "corpus definitions"
 ROUTING_FILE = "routing config"
@@ -129,7 +130,7 @@ class _Checker:
         return len(self.report.problems) == count
 
     def resolve(self, relative: Any) -> Path:
-        return (self.path.parent / str(relative)).resolve()
+        return path_beside(self.path, relative)
 
     # ----------------------------------------------------------------- entry
 

@@ -29,6 +29,7 @@ from typing import Any
 from ragroute.corpora import GRANULARITIES, MODALITIES
 from ragroute.errors import RagrouteError, check_keys, check_setting, not_one_of
 from ragroute.references import REFERENCE_FORM, import_reference, is_reference
+from ragroute.yaml_files import path_beside
 
 #: keys every source entry may carry, whatever its kind
 COMMON_KEYS = frozenset({"kind", "corpus", "description", "modality", "granularity", "access"})
@@ -50,7 +51,7 @@ class SourceRequest:
         return f"{self.config_path}: source {self.name!r}"
 
     def resolve(self, relative: str | Path) -> Path:
-        return (self.config_path.parent / str(relative)).resolve()
+        return path_beside(self.config_path, relative)
 
 
 @dataclass
