@@ -12,18 +12,32 @@ import errno
 import math
 import numbers
 import os
+import re
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+#: the characters ``str.splitlines`` breaks a line at
+_LINE_BREAKS = "\\n\\r\\v\\f\\x1c\\x1d\\x1e\\x85\\u2028\\u2029"
+#: a run of whitespace holding a line break
+_BROKEN_RUN = re.compile(rf"\s*[{_LINE_BREAKS}]\s*")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: each run of whitespace holding a line break becomes one space, the ends
+    are stripped, and spaces within a line stay as they are, so a quoted value or a path with two
+    spaces in it is shown as it is (until session 51 every run of whitespace became one space, and
+    an error named ``/data/my  folder`` as ``/data/my folder``, a path that is not there)."""
+    return _BROKEN_RUN.sub(" ", str(text)).strip()
+
 
 class RagrouteError(Exception):
     """Base class of user-facing errors: the message is one line, fit for a terminal."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(one_line(message))
 
 
 class InvalidQueryError(RagrouteError, ValueError):
@@ -453,7 +467,7 @@ def number_text_hint(value: Any) -> str:
 def error_summary(exc: BaseException, limit: int = 300) -> str:
     """``Type: message`` on one line, at most ``limit`` characters: how a failure a stage kept going
     past (a source, a gate, a reranker, an LLM call) is written into a trace."""
-    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:limit]
+    text = f"{type(exc).__name__}: {one_line(str(exc))}"[:limit]
     # a lone surrogate in the message (undecodable bytes an error quotes) as a \udXXX escape: the
     # trace it goes in is printed and written as UTF-8 (`ragroute ask --json` raised on one)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -469,7 +483,7 @@ def first_line(exc: BaseException) -> str:
 def is_one_line(message: str) -> bool:
     """Whether an error message is what the rules ask of every error a user can trigger: one line,
     not empty."""
-    return bool(message.strip()) and "\n" not in message
+    return bool(message.strip()) and re.search(f"[{_LINE_BREAKS}]", message) is None
 
 
 #: how the lines of click's own usage-error output begin (``ragroute`` says one ``error:`` line instead)
@@ -500,13 +514,13 @@ def os_error_message(exc: OSError) -> str:
     The CLI prints it as ``error: ...`` and exits with status 2: such errors come from the
     environment the user gave a command, not from a bug.
     """
-    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    reason = exc.strerror or one_line(str(exc)) or type(exc).__name__
     if exc.errno == errno.ENOSPC:
         reason = "no space left on device (the disk is full)"
     elif exc.errno == errno.EDQUOT:
         reason = "disk quota exceeded"
     names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
-    return " ".join(f"{' -> '.join(names)}: {reason}".split()) if names else " ".join(reason.split())
+    return one_line(f"{' -> '.join(names)}: {reason}" if names else reason)
 
 
 def refused_path_message(exc: OSError, default: Any) -> str:

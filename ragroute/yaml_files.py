@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ragroute.errors import RagrouteError, lone_surrogate
+from ragroute.errors import RagrouteError, lone_surrogate, one_line
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -209,13 +209,13 @@ def parse_yaml(
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + first_line}" if mark is not None else ""
         problem = exc.problem or exc.context or type(exc).__name__
-        raise YamlProblem(f"invalid YAML ({' '.join(str(problem).split())}{where})") from None
+        raise YamlProblem(f"invalid YAML ({one_line(str(problem))}{where})") from None
     except yaml.YAMLError as exc:
-        raise YamlProblem(f"invalid YAML ({' '.join(str(exc).split())})") from None
+        raise YamlProblem(f"invalid YAML ({one_line(str(exc))})") from None
     except RecursionError:
         raise YamlProblem("invalid YAML (nested too deeply)") from None
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a value YAML cannot build
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = one_line(str(exc)) or type(exc).__name__
         raise YamlProblem(f"invalid YAML value ({reason})") from None
     check_tree(value)
     problem = lone_surrogate(value)

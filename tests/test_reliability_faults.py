@@ -491,13 +491,18 @@ def test_disk_full_at_any_write_of_a_build_keeps_the_previous_index(runner, corp
 
 
 def test_os_error_messages_are_one_line():
-    from ragroute.errors import os_error_message
+    from ragroute.errors import RagrouteError, os_error_message
 
     disk_full = OSError(errno.ENOSPC, "No space left on device", "/data/idx/docs.jsonl")
     assert os_error_message(disk_full) == "/data/idx/docs.jsonl: no space left on device (the disk is full)"
     moved = OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b")
     assert os_error_message(moved) == "/a -> /b: Invalid cross-device link"
     assert os_error_message(PermissionError(errno.EACCES, "Permission denied")) == "Permission denied"
+    # a path's own spaces kept (the error named "/data/my dir", a path that is not there, until
+    # session 51); a line break in it still does not split the line
+    spaced = FileNotFoundError(errno.ENOENT, "No such file or directory", "/data/my  dir/x\ny")
+    assert os_error_message(spaced) == "/data/my  dir/x y: No such file or directory"
+    assert str(RagrouteError("  /data/my  dir:\n    not an index\r\n")) == "/data/my  dir: not an index"
 
 
 def test_undecodable_query_bytes_are_refused_and_nul_is_searched(runner, corpus, tmp_path):

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import click
 
 from ragroute.cli.common import CONFIG_FILE, CONTEXT, user_error_message
-from ragroute.errors import RagrouteError, SourceWarning
+from ragroute.errors import RagrouteError, SourceWarning, one_line
 
 
 class _Group(click.Group):
@@ -80,7 +80,7 @@ def _usage_line(exc: click.UsageError, command_path: str) -> None:
     """Say a usage error as one line ``error: ... (see 'CMD --help')`` on stderr, ``CMD`` the command
     whose usage it is (``command_path`` when the error does not know)."""
     where = exc.ctx.command_path if exc.ctx is not None else command_path
-    message = " ".join(exc.format_message().split())
+    message = one_line(exc.format_message())
     click.echo(f"error: {message} (see '{where} --help')", err=True)
 
 
@@ -112,7 +112,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def _fail(ctx: click.Context, message: str) -> NoReturn:
-    click.echo(f"error: {' '.join(message.split())}", err=True)
+    click.echo(f"error: {one_line(message)}", err=True)
     ctx.exit(2)
 
 
@@ -180,7 +180,7 @@ def main() -> None:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
     """Show warnings (e.g. skipped corpus lines) as ``warning: ...`` on stderr, one line each."""
-    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+    click.echo(f"warning: {one_line(str(message))}", err=True)
 
 
 def _register() -> None:

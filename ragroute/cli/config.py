@@ -11,6 +11,7 @@ import click
 from ragroute.cli.common import CONTEXT, counted, one_line_errors
 from ragroute.cli.options import BesideConfigFile
 from ragroute.cli.output import emit_json
+from ragroute.errors import one_line
 
 
 @click.group("config", context_settings=CONTEXT)
@@ -272,7 +273,7 @@ def _value_problem(param: click.Parameter, value: Any) -> str | None:
         try:
             param.type.convert(item, param, None)
         except click.BadParameter as exc:
-            message = " ".join(exc.message.split()).rstrip(".")
+            message = one_line(exc.message).rstrip(".")
             if isinstance(param.type, click.Choice):
                 return message
             return f"{message} (expected {_expected(param)})"

@@ -33,7 +33,7 @@ import numpy as np
 
 from ragroute.encode._common import check_texts
 from ragroute.encode.base import Encoder
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, one_line
 from ragroute.store.locks import crash_point
 
 CACHE_FILE = "embeddings.sqlite"
@@ -80,7 +80,7 @@ def cache_file_error(what: str, path: Path, exc: sqlite3.Error | UnicodeDecodeEr
     refusal (locked, unwritable) is said as SQLite says it."""
     if isinstance(exc, UnicodeDecodeError):
         exc = sqlite3.DatabaseError("malformed database schema")
-    reason = " ".join(str(exc).split())
+    reason = one_line(str(exc))
     if type(exc) is sqlite3.DatabaseError:  # not a lock or I/O problem: the file itself is bad
         return CacheFileError(
             f"{what} {path} is corrupt ({reason}); delete it (it is rebuilt on the next run)"
@@ -152,7 +152,7 @@ class EmbeddingCache:
 
     def _open_read_only(self, why: BaseException) -> None:
         """The cache file opened read-only (``immutable``: nothing can write it here), or no cache."""
-        reason = " ".join(str(why).split())
+        reason = one_line(str(why))
         if self.path.is_file():
             try:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"

@@ -24,7 +24,7 @@ import numpy as np
 
 from ragroute.encode._common import encode_unit_vectors, query_prompt
 from ragroute.encode.identity import weights_of
-from ragroute.errors import EncoderMismatchError, ModelNotFoundError, RagrouteError
+from ragroute.errors import EncoderMismatchError, ModelNotFoundError, RagrouteError, error_summary
 from ragroute.experts.train import ADAPTER_CONFIG, ADAPTER_FILE, FAMILY, MODEL_DIR
 
 
@@ -244,7 +244,7 @@ def load_expert_encoder(
             scales = config["scales"]
             tensors = load_file(str(folder / ADAPTER_FILE))
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, SafetensorError) as exc:
-            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            reason = error_summary(exc, 200)
             raise ModelNotFoundError(
                 f"expert {path}: its adapter cannot be read ({reason}); "
                 "train it again with `ragroute expert train`"

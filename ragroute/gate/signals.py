@@ -58,6 +58,7 @@ from ragroute.errors import (
     RagrouteError,
     check_keys,
     check_setting,
+    error_summary,
     is_finite_number,
     unknown_keys_message,
     value_type_name,
@@ -233,7 +234,7 @@ def read_state(folder: Path, where: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        reason = error_summary(exc, 160)
         raise IndexFormatError(
             f"{where}: state.json is not readable JSON ({reason}); refit the gate"
         ) from None

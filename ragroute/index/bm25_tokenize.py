@@ -92,6 +92,8 @@ def _token_marks_re() -> re.Pattern[str]:
     """A letter or digit, then letters, digits and combining marks: a mark no longer ends a word.
     Compiled at the first non-ASCII text, not at import (ASCII text never needs it)."""
     return re.compile(rf"[^\W_](?:[^\W_]|[{_mark_ranges()}])*")
+
+
 # ASCII fast path: on ASCII text a token character is exactly [A-Za-z0-9], so mapping every other
 # byte to a space and splitting gives the same tokens as the regex, about 2.5x faster.
 _ASCII_NON_WORD_TO_SPACE = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))

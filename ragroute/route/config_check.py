@@ -23,7 +23,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, is_nul_path_error, refused_path_message, unknown_keys_message
+from ragroute.errors import (
+    RagrouteError,
+    is_nul_path_error,
+    one_line,
+    refused_path_message,
+    unknown_keys_message,
+)
 from ragroute.yaml_files import path_beside
 
 CORPUS_FILE = "corpus definitions"
@@ -108,12 +114,12 @@ class _Checker:
     # ----------------------------------------------------------------- helpers
 
     def problem(self, message: str) -> None:
-        line = " ".join(str(message).split())
+        line = one_line(str(message))
         if line not in self.report.problems:  # one problem said once (twice or more until session 44)
             self.report.problems.append(line)
 
     def note(self, message: str) -> None:
-        self.report.warnings.append(" ".join(str(message).split()))
+        self.report.warnings.append(one_line(str(message)))
 
     def attempt(self, check: Callable[[], Any], prefix: str = "") -> Any:
         """``check()``, or ``None`` with its :class:`RagrouteError` recorded as a problem."""

@@ -19,6 +19,7 @@ from ragroute.pyast import parsing
 
 T = TypeVar("T")
 
+
 def numpy_read(read: Callable[[], T]) -> T:
     """``read()`` (``np.load`` and the reads of its arrays) taking turns with ragroute's other
     parses (:func:`ragroute.pyast.parsing`): numpy parses each array's header with
