@@ -338,11 +338,9 @@ def _mapping(data: Any, what: str) -> Mapping[str, Any]:
 def _known_keys(data: Mapping[str, Any], known: Collection[str], what: str) -> None:
     unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
-        from ragroute.errors import InvalidArgumentError
+        from ragroute.errors import InvalidArgumentError, unknown_keys_message
 
-        raise InvalidArgumentError(
-            f"{what}: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})"
-        )
+        raise InvalidArgumentError(f"{what}: {unknown_keys_message(unknown, known)}")
 
 
 def check_documents(documents: Any) -> list[Document]:

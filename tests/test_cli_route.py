@@ -192,7 +192,7 @@ def test_route_fit_names_the_split_its_beir_folders_lack(tmp_path, monkeypatch, 
     )
     partly = CliRunner().invoke(main, [*fit, "--split", "test"])  # a label would be missing without a word
     assert partly.exit_code == 0, partly.output
-    assert f"warning: {root}: 1 folder(s) without qrels/test.tsv left out: it" in partly.stderr
+    assert f"warning: {root}: 1 folder without qrels/test.tsv left out: it" in partly.stderr
     assert "on 8 queries, labels astro, cook" in partly.stdout
 
 

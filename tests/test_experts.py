@@ -114,7 +114,7 @@ def test_documents_too_short_to_cut_a_pseudo_query_from_are_refused_not_trained_
     from ragroute.experts.train import train_expert
 
     words = [Document(id=f"w{i}", text="ok") for i in range(60)]
-    expected = "from 0 of the 60 document(s) with text (a document gives one with a title of 3 words"
+    expected = "from 0 of the 60 documents with text (a document gives one with a title of 3 words"
     with pytest.raises(RagrouteError, match=re.escape(expected)) as info:
         cut_pseudo_queries(words)
     assert f"an expert needs pseudo-queries from at least {MIN_DOCUMENTS}" in str(info.value)

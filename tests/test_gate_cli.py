@@ -54,7 +54,7 @@ def test_cli_errors_are_one_line(tmp_path, labels):
     assert bad.exit_code == 2 and "unknown gate signal 'vibes'" in bad.output
     # the same signal twice was fitted (its values twice), and "" meant the default signals
     for given, said in [
-        ("rarity,rarity", "error: signal(s) rarity given more than once: give each signal once\n"),
+        ("rarity,rarity", "error: signal rarity given more than once: give each signal once\n"),
         ("", "error: --signals is empty: name at least one signal (without --signals: knn_vote, "),
         ("rarity,,complexity", "error: --signals 'rarity,,complexity' has an empty signal name"),
     ]:

@@ -327,7 +327,7 @@ def test_text_given_for_a_corpus_document_is_said_to_be_left_out(hashing_encoder
     corpus = [Document(id="p1", text="Ada Brennan was a painter.")]
     rows = [{"subject": "Ada Brennan", "object": "Nobel prize", "passage": "p1", "text": "She won a prize."}]
     with pytest.warns(
-        UserWarning, match=r"1 passage\(s\) given text, title or access in the triples are corpus"
+        UserWarning, match=r"1 passage given text, title or access in the triples is a corpus document"
     ):
         graph = build_graph_from_triples(triples_from_records(rows), hashing_encoder, documents=corpus)
     assert [d.text for d in graph.store.documents] == ["Ada Brennan was a painter."]

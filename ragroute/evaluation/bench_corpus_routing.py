@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 
 from ragroute.context import QueryContext
+from ragroute.display import counted
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_indexes import bench_index, check_method
 from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow, macro_average, measured_reference
@@ -262,7 +263,8 @@ def prepare(
     if len(collections) < min_collections:
         names = ", ".join(c.name for c in collections)
         raise RagrouteError(
-            f"{root}: {len(collections)} BEIR collection(s) with qrels/{split}.tsv ({names}); routing "
+            f"{root}: {counted(len(collections), 'BEIR collection')} with qrels/{split}.tsv ({names}); "
+            "routing "
             f"needs at least {min_collections} to choose from (every router would score accuracy 1.0)"
         )
     contexts = [QueryContext(q.text, id=q.id) for col in collections for q in col.queries]

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.context import QueryContext
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, unknown_keys_message
 from ragroute.evaluation.bench_route_labels import read_labels, refuse_same_file, shared_texts
 from ragroute.evaluation.evaluators import measured_reference
 from ragroute.evaluation.metrics import auroc, auroc_interval, balanced_accuracy
@@ -271,9 +271,7 @@ def run_gate_bench(
     say = log or (lambda _msg: None)
     unknown = [g for g in gates if g not in KNOWN_GATES]
     if unknown:
-        raise RagrouteError(
-            f"unknown gate(s) {', '.join(unknown)}: expected some of {', '.join(KNOWN_GATES)}"
-        )
+        raise RagrouteError(unknown_keys_message(unknown, KNOWN_GATES, "gate"))
     if (train_path is None) == (folds is None):
         raise RagrouteError(TRAIN_OR_FOLDS)
     refuse_same_file(train_path, data_path, FOLDS_INSTEAD)

@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.display import counted
+from ragroute.errors import RagrouteError, unknown_keys_message
 from ragroute.evaluation.evaluators import measured_reference
 from ragroute.route.features import QueryFeatures
 from ragroute.route.trained import TrainedRouter, choose_none_bias, cross_val_logits
@@ -290,7 +291,7 @@ def run_route_labels_bench(
     say = log or (lambda _msg: None)
     unknown = [name for name in routers if name not in ROUTERS]
     if unknown:
-        raise RagrouteError(f"unknown router(s) {', '.join(unknown)}: expected some of {', '.join(ROUTERS)}")
+        raise RagrouteError(unknown_keys_message(unknown, ROUTERS, "router"))
     refuse_same_file(train_path, data_path)
     train, test = read_labels(train_path), read_labels(data_path)
     shared_texts(train.texts, test.texts, say)
@@ -354,7 +355,8 @@ def label_problems(train: Sequence[str], test: Sequence[str], none_label: str) -
     refusal = (
         ""
         if len(seen) >= 2
-        else f"the training file holds {len(seen)} distinct label(s) {sorted(seen)}: a router needs two"
+        else f"the training file holds {counted(len(seen), 'distinct label')} {sorted(seen)}: "
+        "a router needs two"
     )
     warnings = []
     unseen = Counter(label for label in test if label not in seen)

@@ -53,6 +53,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from ragroute.display import counted
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import DenseIndex, DenseParams
 from ragroute.types import Document
@@ -409,7 +410,9 @@ def format_report(result: Mapping[str, Any]) -> str:
         )
     ray = result.get("ray")
     if ray:
-        rates = ", ".join(f"{n} worker(s) {rate:.1f}" for n, rate in ray["build_docs_per_s"].items())
+        rates = ", ".join(
+            f"{counted(int(n), 'worker')} {rate:.1f}" for n, rate in ray["build_docs_per_s"].items()
+        )
         lines.append(
             f"Ray builds of {ray['corpus']} ({ray['documents']} documents, {ray['method']}): docs/s {rates}; "
             f"single process {ray['single_process_docs_per_s']:.1f}; "

@@ -371,7 +371,8 @@ def run_tatqa_bench(
     skipped = {}
     if few:  # each fold needs a question of every label: say so, never drop the rows unsaid
         held = ", ".join(f"{x} ({counts[x]})" for x in few)
-        reason = f"label(s) {held} hold fewer questions than {folds} folds"
+        label, hold = ("label", "holds") if len(few) == 1 else ("labels", "hold")
+        reason = f"{label} {held} {hold} fewer questions than {folds} folds"
         skipped = {name: reason for name in learned}
     else:
         make_knn = _knn_factory(encoder, knn_k)

@@ -29,8 +29,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ragroute.display import counted
 from ragroute.draws import drawn, id_draws
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, unknown_keys_message
 from ragroute.index.bm25_tokenize import tokenize
 from ragroute.types import Document
 
@@ -71,7 +72,7 @@ def cut_pseudo_queries(
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
-        raise RagrouteError(f"unknown pseudo-query kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+        raise RagrouteError(unknown_keys_message(unknown, KINDS, "pseudo-query kind"))
     # a pseudo-query's positive is its document's id: until session 49 two documents of one id had
     # their pseudo-queries trained towards one of them (the last), without a word
     seen: set[str] = set()
@@ -85,7 +86,7 @@ def cut_pseudo_queries(
     usable = [d for d in documents if d.full_text().strip()]
     if len(usable) < MIN_DOCUMENTS:
         raise RagrouteError(
-            f"cannot cut pseudo-queries from {len(usable)} document(s) with text: "
+            f"cannot cut pseudo-queries from {counted(len(usable), 'document')} with text: "
             f"{purpose} needs at least {MIN_DOCUMENTS}"
         )
     keyphrases = _keyphrase_queries(usable) if "keyphrases" in kinds else {}
@@ -104,7 +105,7 @@ def cut_pseudo_queries(
     if covered < MIN_DOCUMENTS:
         raise RagrouteError(
             f"cut {len(out)} pseudo-queries ({', '.join(kinds)}) from {covered} of the {len(usable)} "
-            "document(s) with text (a document gives one with a title of 3 words or more, a sentence of "
+            "documents with text (a document gives one with a title of 3 words or more, a sentence of "
             f"6 or more, or specific terms): an expert needs pseudo-queries from at least {MIN_DOCUMENTS}"
         )
     if len(out) > max_queries:

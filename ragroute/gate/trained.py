@@ -58,6 +58,7 @@ from ragroute.errors import (
     check_query,
     check_query_vectors,
     is_finite_number,
+    unknown_keys_message,
 )
 from ragroute.evaluation.metrics import auroc, balanced_accuracy
 from ragroute.gate.signals import (
@@ -492,7 +493,10 @@ class TrainedGate(SignalGate):
             raise RagrouteError("a gate needs at least one signal")
         twice = sorted({s.kind for s in built if [t.kind for t in built].count(s.kind) > 1})
         if twice:  # the same values twice, and one saved state for both
-            raise RagrouteError(f"signal(s) {', '.join(twice)} given more than once: give each signal once")
+            raise RagrouteError(
+                f"{'signal' if len(twice) == 1 else 'signals'} {', '.join(twice)} given more than once: "
+                "give each signal once"
+            )
         if columns is not None and not check_batch(columns, "columns"):
             # an empty list fitted a regression over no value: scikit-learn's traceback (until session 49)
             raise RagrouteError("columns names no signal value: give at least one, or leave it out for all")
@@ -511,9 +515,7 @@ class TrainedGate(SignalGate):
         if columns is not None:
             missing = [c for c in columns if c not in all_columns]
             if missing:
-                raise RagrouteError(
-                    f"unknown signal value(s) {', '.join(missing)}: known {', '.join(all_columns)}"
-                )
+                raise RagrouteError(unknown_keys_message(missing, all_columns, "signal value"))
             keep = [all_columns.index(c) for c in columns]
             matrix = matrix[:, keep]
         else:

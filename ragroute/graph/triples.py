@@ -84,6 +84,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, RagrouteError
 from ragroute.graph.build import GraphParams, GraphTables, extend_graph, extract_passages
 from ragroute.graph.extract import Extraction, Fact, normalise, resolve_extractor
@@ -559,8 +560,9 @@ def extractions_from_triples(
             f" and {len(overridden) - 5} more" if len(overridden) > 5 else ""
         )
         warnings.warn(
-            f"{triple_set.source}: {len(overridden)} passage(s) given text, title or access in the triples "
-            f"are corpus documents ({named}): the corpus's text and metadata are kept, their triples added",
+            f"{triple_set.source}: {counted(len(overridden), 'passage')} given text, title or access in the "
+            f"triples {'is a corpus document' if len(overridden) == 1 else 'are corpus documents'} "
+            f"({named}): the corpus's text and metadata are kept, their triples added",
             CorpusWarning,
             stacklevel=2,
         )

@@ -138,7 +138,9 @@ def _read_vocab(path: Path, statistics: Mapping[str, Any] | None) -> dict[str, A
     if not (idf_ok and all(map(_is_number, idf or []))):
         bad.append("idf")
     if bad:
-        raise IndexFormatError(f"{where}: missing or invalid field(s) {', '.join(bad)}")
+        raise IndexFormatError(
+            f"{where}: missing or invalid {'field' if len(bad) == 1 else 'fields'} {', '.join(bad)}"
+        )
     return meta
 
 

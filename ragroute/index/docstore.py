@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ragroute.display import counted
 from ragroute.errors import (
     IndexFormatError,
     InvalidArgumentError,
@@ -408,7 +409,7 @@ def check_have_text(docs: Sequence[Document]) -> None:
     blank = [doc.id for doc in docs if not has_visible_text(doc.text) and not has_visible_text(doc.title)]
     if blank:
         raise InvalidArgumentError(
-            f"{len(blank)} document(s) with neither text nor title to index (nothing added): "
+            f"{counted(len(blank), 'document')} with neither text nor title to index (nothing added): "
             f"{', '.join(map(repr, blank[:3]))}{' ...' if len(blank) > 3 else ''}"
         )
     for doc in docs:  # a lone surrogate: the encoder's tokenizer raised an internal TypeError

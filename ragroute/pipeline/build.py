@@ -147,13 +147,14 @@ def route_name_problems(
     notes = []
     if strays:
         notes.append(
-            f"{routes}: {', '.join(map(repr, strays))} name(s) no source; queries routed there are "
-            "searched nowhere"
+            f"{routes}: {', '.join(map(repr, strays))} {'names' if len(strays) == 1 else 'name'} no "
+            "source; queries routed there are searched nowhere"
         )
     if never:
         notes.append(
-            f"source(s) {', '.join(map(repr, never))} are none of {routes}, and no rule or 'always:' "
-            "names them: no query will be sent there"
+            f"{'source' if len(never) == 1 else 'sources'} {', '.join(map(repr, never))} "
+            f"{'is' if len(never) == 1 else 'are'} none of {routes}, and no rule or 'always:' "
+            f"names {'it' if len(never) == 1 else 'them'}: no query will be sent there"
         )
     return None, notes
 

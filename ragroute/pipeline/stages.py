@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ragroute.context import QueryContext, query_vectors
 from ragroute.cpus import usable_cpus
+from ragroute.display import counted
 from ragroute.errors import (
     InvalidArgumentError,
     RagrouteError,
@@ -1016,7 +1017,10 @@ def _check_reranked(candidates: list[Hit], out: list[Hit]) -> None:
     known = {(hit.source, hit.doc_id) for hit in candidates}
     foreign = sum((hit.source, hit.doc_id) not in known for hit in out)
     if foreign:  # not named: the hit may be one the caller's scope kept out of the candidates
-        raise ValueError(f"returned {foreign} hit(s) that were not among its candidates")
+        raise ValueError(
+            f"returned {counted(foreign, 'hit')} that {'was' if foreign == 1 else 'were'} not among its "
+            "candidates"
+        )
     seen: set[tuple[str, str]] = set()
     for hit in out:
         key = (hit.source, hit.doc_id)

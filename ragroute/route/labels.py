@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ragroute.display import counted
 from ragroute.errors import RagrouteError, check_query
 
 ANSWER_LABELS = frozenset({"no", "none", "no_tool"})
@@ -65,7 +66,8 @@ def beir_labelled_queries(root: str | Path, split: str) -> tuple[list[str], list
         )
     if lacking:
         warnings.warn(
-            f"{root}: {len(lacking)} folder(s) without qrels/{split}.tsv left out: {name_a_few(lacking)}",
+            f"{root}: {counted(len(lacking), 'folder')} without qrels/{split}.tsv left out: "
+            f"{name_a_few(lacking)}",
             CorpusWarning,
             stacklevel=2,
         )
