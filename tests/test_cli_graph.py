@@ -216,9 +216,26 @@ def test_stats_and_export(workspace, hashing_encoder):
     assert result.exit_code == 0, result.output
     graph = nx.read_graphml(workspace / "out" / "g.graphml")
     assert graph.number_of_edges() == expected["edges"] and f"{expected['edges']} edges" in result.output
+    assert f"of {graph.number_of_nodes()} nodes and" in result.output
     result = run("graph", "export", "graph/all", "--format", "edgelist", "--out", "g.tsv")
     assert result.exit_code == 0
-    assert len((workspace / "g.tsv").read_text().splitlines()) == expected["edges"] + 1
+    lines = (workspace / "g.tsv").read_text().splitlines()
+    assert len(lines) == expected["edges"] + 1
+    # the nodes said are the nodes in the file: those without an edge said apart (until session 51
+    # "N nodes" counted them though an edge list cannot hold them)
+    in_file = {end for line in lines[1:] for end in line.split("\t")[:2]}
+    assert len(in_file) == graph.number_of_nodes() and f"of {len(in_file)} nodes and" in result.output
+    lonely = workspace / "lonely"
+    lonely.mkdir()
+    rows = [*BASE, {"_id": "p7", "title": "", "text": "It was so."}]  # a passage no phrase is drawn from
+    (lonely / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert run("graph", "build", "lonely").exit_code == 0
+    result = run("graph", "export", "graph/lonely", "--format", "edgelist", "--out", "lonely.tsv")
+    lines = (workspace / "lonely.tsv").read_text().splitlines()
+    in_file = {end for line in lines[1:] for end in line.split("\t")[:2]}
+    stats = graph_stats(load_index(workspace / "graph" / "lonely", hashing_encoder))
+    without = stats["phrases"] + stats["passages"] - len(in_file)
+    assert without > 0 and f"of {len(in_file)} nodes ({without} " in result.output, result.output
     # never over a file that exists (a corpus, say) without --force, never inside an artifact
     again = run("graph", "export", "graph/all", "--format", "graphml", "--out", "g.tsv")
     assert again.exit_code == 2 and "g.tsv exists: give --force" in again.output

@@ -453,3 +453,36 @@ def test_a_repeated_triple_row_gives_the_graph_the_file_gives_without_it(tmp_pat
     more = read_triples(write_csv(tmp_path / "more.csv", [*rows, dict(ROWS[0], passage="bio-2"),
                                                          dict(ROWS[0], predicate="lived in")]))  # fmt: skip
     assert len(more.triples) == len(rows) + 2
+
+
+def test_a_passage_text_keeps_its_line_breaks_in_csv_and_jsonl_as_in_graphml(tmp_path):
+    """Until session 51 a CSV or JSONL passage text had its whitespace collapsed (its paragraphs and
+    table rows joined on one line) where a GraphML import kept them; rows repeating the text spaced
+    otherwise still state one passage."""
+    text = "Kellow is a town.\n\nThe Varne River flows through Kellow."
+    rows = [
+        {
+            "subject": "Varne River",
+            "predicate": "flows through",
+            "object": "Kellow",
+            "passage": "k",
+            "text": text,
+        },
+        {
+            "subject": "Kellow",
+            "predicate": "is a",
+            "object": "town",
+            "passage": "k",
+            "text": " ".join(text.split()),
+        },
+    ]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    csv_file = write_csv(tmp_path / "t.csv", rows)
+    for path in (jsonl, csv_file):
+        triple_set = read_triples(path)
+        assert triple_set.passages["k"].text == text and len(triple_set.triples) == 2
+    rows[1]["text"] = "Another text."
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match="another text"):
+        read_triples(jsonl)

@@ -474,11 +474,13 @@ def export_command(graph_dir: Path, fmt: str, out_file: Path, force: bool) -> No
         os.replace(tmp, out_file)
     finally:
         tmp.unlink(missing_ok=True)
-    n_edges = len(edges(index)[0])
-    click.echo(
-        f"wrote {fmt} of {counted(index.tables.n_phrases + len(index.store), 'node')} and "
-        f"{counted(n_edges, 'edge')} -> {out_file}"
-    )
+    rows, cols, *_ = edges(index)
+    n_nodes = index.tables.n_phrases + len(index.store)
+    # an edge list holds only the nodes an edge touches: said so (until session 51 it read "N
+    # nodes", the passages and phrases without an edge counted though not in the file)
+    held = n_nodes if fmt == "graphml" else len(set(rows.tolist()) | set(cols.tolist()))
+    left = f" ({counted(n_nodes - held, 'node')} without an edge not in it)" if held < n_nodes else ""
+    click.echo(f"wrote {fmt} of {counted(held, 'node')}{left} and {counted(len(rows), 'edge')} -> {out_file}")
 
 
 def _cut_of(documents: Any) -> str:

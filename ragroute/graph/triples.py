@@ -274,6 +274,9 @@ def _field(record: Mapping[str, Any], name: str) -> tuple[str, str | None]:
                 return ",".join(sorted(labels_of(value))), None
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 return "", f"'{key}' is a {type(value).__name__}, not text"
+            if name == "text":  # as written: its line breaks are its paragraphs and table rows (until
+                # session 51 collapsed here, where a GraphML import had kept them since session 50)
+                return str(value).strip(), None
             return " ".join(str(value).split()), None
     return "", None
 
@@ -318,7 +321,7 @@ def triples_from_records(
                 reasons.append(f"no {name}")
         passage, text, access = values["passage"], values["text"], values["access"]
         for field_name, value, seen, other in (
-            ("text", text, texts, "another text"),
+            ("text", " ".join(text.split()), texts, "another text"),  # the same text however spaced
             ("access", access, labels, "other access labels"),
         ):
             problem = _per_passage(seen, passage, value, int(line), field_name, other)
