@@ -739,3 +739,51 @@ def test_bad_bm25_params_are_refused_before_an_add_changes_the_index(params, mes
     if "tokenizer" not in params:  # the scorer says the same, in one line
         with pytest.raises(RagrouteError, match=message):
             BM25Scorer.fit([["a"]], **params)
+
+
+def test_a_tokenizer_that_cannot_run_here_is_refused_before_an_add_or_an_encoding(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """Stemming without PyStemmer was first refused when the index was fitted: an add put its
+    documents into the store, then raised (adding them again said "duplicate document id"), and a
+    hybrid build encoded every document first. The parameters are refused when made now, and an
+    index saved with stemming elsewhere is refused when loaded, before any add."""
+    import types
+
+    from conftest import HashingEncoder
+
+    from ragroute.index.hybrid import HybridIndex
+    from ragroute.index.io import load_index, save_index
+    from ragroute.index.lexical import BM25Index, BM25Params
+    from ragroute.types import Document
+
+    class Stemmer:  # a stand-in for PyStemmer where it is installed
+        def __init__(self, language: str) -> None:
+            pass
+
+        def stemWords(self, words):  # noqa: N802 (PyStemmer's name)
+            return [w.removesuffix("ing") for w in words]
+
+    monkeypatch.setattr(bm25_tokenize, "_STEMMER_LOCAL", __import__("threading").local())
+    monkeypatch.setitem(sys.modules, "Stemmer", types.SimpleNamespace(Stemmer=Stemmer))
+    stemmed = BM25Index.build(
+        [Document("a", "running fox")], BM25Params(tokenizer=TokenizerConfig(stem=True))
+    )
+    save_index(stemmed, tmp_path / "stemmed")
+
+    monkeypatch.setitem(sys.modules, "Stemmer", None)  # no PyStemmer here
+    monkeypatch.setattr(bm25_tokenize, "_STEMMER_LOCAL", __import__("threading").local())
+    index = None
+    with pytest.raises(RagrouteError, match="PyStemmer") as info:
+        index = BM25Index(BM25Params(tokenizer=TokenizerConfig(stem=True)))
+        index.add([Document("b", "running")])  # raised here, and kept "b" in the index
+    assert "\n" not in str(info.value)
+    assert index is None  # refused when the parameters are made, before any document went in
+    encoder = HashingEncoder()
+    with pytest.raises(RagrouteError, match="PyStemmer"):
+        HybridIndex.build(
+            [Document("b", "running")], encoder, bm25_params=BM25Params(tokenizer=TokenizerConfig(stem=True))
+        )
+    assert encoder.calls == 0  # nothing encoded for an index that could not be built
+    with pytest.raises(RagrouteError, match="PyStemmer"):
+        load_index(tmp_path / "stemmed")

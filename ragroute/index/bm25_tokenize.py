@@ -29,6 +29,7 @@ __all__ = [
     "NLTK_ENGLISH_STOPWORDS",
     "STOPWORD_SETS",
     "TokenizerConfig",
+    "check_can_tokenize",
     "tokenize",
     "tokenize_many",
 ]
@@ -186,6 +187,13 @@ def _stemmer() -> Any:
         stemmer = Stemmer.Stemmer("english")
         _STEMMER_LOCAL.stemmer = stemmer
     return stemmer
+
+
+def check_can_tokenize(config: TokenizerConfig) -> None:
+    """A one-line :class:`RagrouteError` when text cannot be tokenized as ``config`` says here (stemming
+    without PyStemmer): what an index checks before it changes anything, not once its documents are in."""
+    if config.stem:
+        _stemmer()
 
 
 @contextlib.contextmanager

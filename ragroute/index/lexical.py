@@ -10,7 +10,7 @@ from typing import Any
 from ragroute.errors import RagrouteError
 from ragroute.index.bm25_counts import TermCounts, TermCountsKeeper
 from ragroute.index.bm25_scoring import BM25Scorer, check_params
-from ragroute.index.bm25_tokenize import TokenizerConfig, tokenize_many
+from ragroute.index.bm25_tokenize import TokenizerConfig, check_can_tokenize, tokenize_many
 from ragroute.index.docstore import DocumentStore, check_have_text
 from ragroute.index.local import LocalIndex
 from ragroute.types import Document, Hit
@@ -29,12 +29,15 @@ class BM25Params:
         """Refuse parameters out of range, or of the wrong type, here: until session 49 they were
         first read when the index was fitted, after ``add`` had put the documents into its store
         (the add raised, yet kept them: adding them again said "duplicate document id"), and text
-        or ``None`` raised a bare ``TypeError``."""
+        or ``None`` raised a bare ``TypeError``. A tokenizer that cannot run here (stemming without
+        PyStemmer) is refused here too: its add kept the documents it had failed to index (adding
+        them again said "duplicate document id"), and a hybrid build encoded every document first."""
         check_params(self.k1, self.b, self.epsilon)
         if not isinstance(self.tokenizer, TokenizerConfig):
             raise RagrouteError(
                 f"BM25 tokenizer must be a TokenizerConfig, got {type(self.tokenizer).__name__}"
             )
+        check_can_tokenize(self.tokenizer)
 
     def to_dict(self) -> dict[str, Any]:
         return {"k1": self.k1, "b": self.b, "epsilon": self.epsilon, "tokenizer": self.tokenizer.to_dict()}
