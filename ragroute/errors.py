@@ -69,9 +69,15 @@ def check_k(k: Any, name: str = "k") -> int:
 
 def check_batch(values: Any, what: str = "queries") -> list[Any]:
     """``values`` as a list; a bare string (which would be split into one query per character) or a
-    non-iterable is :class:`InvalidArgumentError`."""
+    non-iterable is :class:`InvalidArgumentError`; so is a mapping, whose keys alone a list of it
+    would hold (until session 51 ``retrieve_many({"q1": "text"})`` searched for ``q1``)."""
     if isinstance(values, (str, bytes)):
         raise InvalidArgumentError(f"{what} must be a list, not a single string (wrap it: [{values[:20]!r}])")
+    if isinstance(values, Mapping):
+        raise InvalidArgumentError(
+            f"{what} must be a list, got {value_type_name(values)} (a list of it holds its keys alone: "
+            "pass list(d.values()) for its values)"
+        )
     try:
         return list(values)
     except TypeError:

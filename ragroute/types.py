@@ -355,5 +355,7 @@ def check_documents(documents: Any) -> list[Document]:
     docs = check_batch(documents, "documents")
     for doc in docs:
         if not isinstance(doc, Document):
-            raise InvalidArgumentError(f"documents must be Document objects, got {value_type_name(doc)}")
+            raise InvalidArgumentError(
+                f"documents must be Document objects (Document(id, text, ...)), got {value_type_name(doc)}"
+            )
     return docs

@@ -92,8 +92,15 @@ def test_add_and_delete_take_lists_on_every_index_kind(hashing_encoder, small_do
             index.add(new)
         with pytest.raises(InvalidArgumentError, match="documents must be a list, not a single string"):
             index.add("durian")
-        with pytest.raises(InvalidArgumentError, match="documents must be Document objects, got a string"):
+        with pytest.raises(InvalidArgumentError, match=r"must be Document objects \(Document\(id, text"):
             index.add(["durian"])
+        # a mapping's keys alone: "got a string" of its first key until session 51
+        with pytest.raises(InvalidArgumentError, match="documents must be a list, got a mapping"):
+            index.add({"7": new})
+        with pytest.raises(InvalidArgumentError, match="queries must be a list, got a mapping"):
+            index.search_many({"q1": "seven"})
+        with pytest.raises(InvalidArgumentError, match="document ids must be a list, got a mapping"):
+            index.delete({"12": None})
         assert sorted(d.id for d in index.documents) == ["1", "12", "2"], method  # nothing changed
         if method != "graph":
             assert index.delete(("12",)) == 1 and sorted(d.id for d in index.documents) == ["1", "2"]
@@ -213,7 +220,7 @@ def test_documents_are_typed_and_notebook_metadata_saves(tmp_path, hashing_encod
     from ragroute.types import Document
 
     assert Document(id=np.int64(7), text="x").id == "7" and Document(id=1, text="y").id == "1"
-    for bad, said in (("text", "must be a list, not a single string"), ([{"id": 1}], "got dict")):
+    for bad, said in (("text", "must be a list, not a single string"), ([{"id": 1}], "got a mapping")):
         with pytest.raises(InvalidArgumentError, match=said):
             build_index(bad, "bm25")
     with pytest.raises(InvalidArgumentError, match="document 'a': text must be a string, got empty"):

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ragroute import types
 from ragroute.encode.base import Encoder
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch
+from ragroute.errors import RagrouteError
 from ragroute.graph.build import GraphParams
 from ragroute.index.dense import DenseParams
 from ragroute.index.hybrid import FusionParams
@@ -33,14 +34,9 @@ class IndexOptions:
 def check_documents(documents: Sequence[Document]) -> list[Document]:
     """``documents`` as a list, or a one-line error: none at all, a bare string or a non-iterable,
     or items that are not :class:`Document` (what every index build refuses, here or on Ray)."""
-    docs = check_batch(documents, "documents")
+    docs = types.check_documents(documents)
     if not docs:
         raise RagrouteError("no documents to index")
-    wrong = next((d for d in docs if not isinstance(d, Document)), None)
-    if wrong is not None:
-        raise InvalidArgumentError(
-            f"documents must be Document objects (Document(id, text, ...)), got {type(wrong).__name__}"
-        )
     return docs
 
 
