@@ -541,6 +541,71 @@ def test_openapi_schema_text_is_depth_and_length_capped() -> None:
     assert wide_lines[-3:] == ["- 200 (a/b): done", "    object", "      - ok (boolean)"]
 
 
+def _spec_returning(schemas: dict, top: str) -> dict:
+    schema = {"$ref": f"#/components/schemas/{top}"}
+    response = {"description": "ok", "content": {"application/json": {"schema": schema}}}
+    return {
+        "openapi": "3.0.0",
+        "paths": {"/a": {"get": {"summary": "s", "responses": {"200": response}}}},
+        "components": {"schemas": schemas},
+    }
+
+
+@pytest.mark.parametrize("shape", ["oneOf", "anyOf"])
+def test_schema_options_of_shared_options_stay_small(shape: str) -> None:
+    # S0: oneOf [S1, S1], S1: oneOf [S2, S2], ...: each option's summary repeated its options' in
+    # full, 2**depth of them (16 levels: a 10 MB body; 30 levels never finished)
+    schemas: dict = {f"S{i}": {shape: [{"$ref": f"#/components/schemas/S{i + 1}"}] * 2} for i in range(16)}
+    schemas["S16"] = {"type": "string"}
+    body = skills_from_openapi(_spec_returning(schemas, "S0"), "inline", WarningLog())[0].body
+    assert len(body) < 100_000
+    assert "S0: one of S1: one of" in body
+
+
+@pytest.mark.parametrize("link", ["items", "allOf", "oneOf"])
+def test_a_long_chain_of_schema_references_is_cut_not_a_recursion_error(link: str) -> None:
+    # S0 -> S1 -> ... -> S2000 through array items, allOf or oneOf: a RecursionError traceback
+    def refer(i: int) -> dict:
+        ref = {"$ref": f"#/components/schemas/S{i + 1}"}
+        return {"type": "array", "items": ref} if link == "items" else {link: [ref]}
+
+    schemas = {f"S{i}": refer(i) for i in range(2000)}
+    schemas["S2000"] = {"type": "string"}
+    body = skills_from_openapi(_spec_returning(schemas, "S0"), "inline", WarningLog())[0].body
+    assert body.startswith("GET /a") and "- 200 (application/json): ok" in body
+    assert len(body) < 100_000
+
+
+def test_an_openapi3_parameter_with_a_schema_per_media_type_keeps_its_type() -> None:
+    # `content: {application/json: {schema: ...}}` instead of `schema:`: the line read "(query, any)"
+    parameter = {
+        "name": "filter",
+        "in": "query",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Filter"}}},
+    }
+    spec = {
+        "openapi": "3.0.0",
+        "paths": {"/a": {"get": {"summary": "s", "parameters": [parameter], "responses": {}}}},
+        "components": {"schemas": {"Filter": {"type": "object", "properties": {"x": {"type": "string"}}}}},
+    }
+    body = skills_from_openapi(spec, "inline", WarningLog())[0].body
+    assert "- filter (query, object Filter)" in body.splitlines()
+
+
+def test_a_json_pointer_token_of_other_digits_is_an_unresolved_ref() -> None:
+    # "²".isdigit() is true and int("²") a ValueError: the load ended in a traceback
+    spec = {
+        "openapi": "3.0.0",
+        "x-params": [{"name": "a", "in": "query", "schema": {"type": "string"}}],
+        "paths": {"/a": {"get": {"summary": "s", "parameters": [{"$ref": "#/x-params/\u00b2"}]}}},
+    }
+    log = WarningLog()
+    with pytest.warns(SkillWarning, match="unresolved"):
+        body = skills_from_openapi(spec, "inline", log)[0].body
+    assert "- [unresolved $ref: #/x-params/\u00b2]" in body
+    assert log.messages == ["inline: unresolved $ref '#/x-params/\u00b2' (first in GET /a; left as a marker)"]
+
+
 def test_schema_options_keep_their_enum_and_description() -> None:
     # openai/openai-openapi: `model: {anyOf: [{type: string}, {type: string, enum: [dall-e-2,
     # dall-e-3]}]}`; the option lines read "option 2: string" and the model ids were lost

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ragroute.errors import CorpusFormatError
-from ragroute.skills import Catalogue, SkillWarning, load_catalogue
+from ragroute.skills import Catalogue, SkillWarning, load_catalogue, load_mcp
 
 
 def load_quietly(path: Path, **kwargs) -> Catalogue:
@@ -287,6 +287,73 @@ def test_mcp_folder_broken_tool_file_follows_on_error(tmp_path: Path) -> None:
     (tmp_path / "good.snap").unlink()  # only a broken file naming a tool: no MCP folder
     with pytest.raises(CorpusFormatError, match="no skill catalogue recognised.*no MCP tool file"):
         load_catalogue(tmp_path)
+
+
+def test_a_key_written_twice_in_a_tool_file_of_a_folder_is_on_the_catalogue_warnings(tmp_path: Path) -> None:
+    # a single file's repeated key was on Catalogue.warnings, a folder's only in Python's warnings
+    write(
+        tmp_path / "a.json", '{"tools": [{"name": "x", "name": "y", "description": "Y", "inputSchema": {}}]}'
+    )
+    write(tmp_path / "b.yaml", "tools:\n- name: z\n  description: Z\n  description: Zed\n  inputSchema: {}\n")
+    expected = [
+        f"{tmp_path / 'a.json'}: duplicate key 'name' in one mapping: only its last value is read",
+        f"{tmp_path / 'b.yaml'}: duplicate key 'description' at line 4 in one mapping: only its last value "
+        "is read",
+    ]
+    for load in (load_catalogue, load_mcp):
+        with pytest.warns(SkillWarning) as caught:
+            catalogue = load(tmp_path)
+        assert catalogue.ids == ["y", "z"]
+        assert catalogue.warnings == expected
+        assert [str(w.message) for w in caught] == expected  # said once each
+
+
+def test_a_key_written_twice_in_a_file_a_spec_refers_to_is_on_the_catalogue_warnings(tmp_path: Path) -> None:
+    write(
+        tmp_path / "common.json",
+        '{"Pet": {"properties": {"id": {"type": "integer"}, "id": {"type": "string"}}}}',
+    )
+    spec = write(
+        tmp_path / "api.yaml",
+        """openapi: 3.0.0
+info: {title: T}
+paths:
+  /a:
+    get:
+      summary: s
+      responses:
+        '200':
+          description: ok
+          content: {application/json: {schema: {$ref: 'common.json#/Pet'}}}
+""",
+    )
+    with pytest.warns(SkillWarning):
+        catalogue = load_catalogue(spec)
+    assert "- id (string)" in catalogue.by_id("GET /a").body
+    assert catalogue.warnings == [
+        f"{tmp_path / 'common.json'}: duplicate key 'id' in one mapping: only its last value is read"
+    ]
+
+
+def test_a_list_of_tools_with_one_bad_item_loads_the_others(tmp_path: Path) -> None:
+    # one nameless tool (or a stray string) made the whole list "not a tool list": a folder left the
+    # file out without a word, and the file alone was "not a skill catalogue"
+    good = json.loads(_tool("good"))
+    write(
+        tmp_path / "dir" / "list.json", json.dumps([good, {"description": "no name", "inputSchema": {}}, "x"])
+    )
+    write(tmp_path / "dir" / "other.json", json.dumps({"tools": [json.loads(_tool("other"))]}))
+    for path in (tmp_path / "dir", tmp_path / "dir" / "list.json"):
+        with pytest.warns(
+            SkillWarning, match=r"skipped 2 bad items in .*list\.json \(items 2, 3; item 2: tool "
+        ):
+            catalogue = load_catalogue(path)
+        assert catalogue.kind == "mcp" and "good" in catalogue.ids
+        with pytest.raises(CorpusFormatError, match=r"list\.json item 2: tool without a 'name'"):
+            load_catalogue(path, on_error="raise")
+    write(tmp_path / "people.json", json.dumps([{"name": "Ann"}, "x"]))  # no tool in it: still none
+    with pytest.raises(CorpusFormatError, match="not a skill catalogue"):
+        load_catalogue(tmp_path / "people.json")
 
 
 def test_ref_to_a_deeply_nested_file_warns_instead_of_crashing(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def _detect(p: Path, log: WarningLog | None = None) -> tuple[str, Any]:
         return "skill_md", None
     if spec_files(p):
         return "openapi", None
-    mcp_files = tool_files(p)
+    mcp_files = tool_files(p, log)
     if mcp_files:
         return "mcp", mcp_files
     n_files = sum(1 for f in p.rglob("*") if f.is_file())

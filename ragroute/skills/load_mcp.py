@@ -58,24 +58,32 @@ TOOL_FILE_SUFFIXES = (*JSON_SUFFIXES, *YAML_SUFFIXES, ".snap")
 _TOOL_MARKERS = (b"inputSchema", b"tools")
 
 
+def _is_tool(value: Any) -> bool:
+    """Whether ``value`` is plainly one MCP tool: an object with a text ``name`` and an ``inputSchema``."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("name"), str)
+        and isinstance(value.get("inputSchema"), dict)
+    )
+
+
 def mcp_tools(data: Any) -> list[Any] | None:
     """The tool list of an MCP ``tools/list`` payload in any accepted shape (one tool object: a list of
-    one), or ``None`` if it is not one."""
+    one), or ``None`` if it is not one. A bare list is one when each item is an object with a
+    ``name`` and some item has an ``inputSchema`` or ``description``, or when some item is plainly a
+    tool (:func:`_is_tool`): its other items are then bad records for the loader to skip or refuse
+    (until session 51 one tool without a name made the whole list no tool list: a folder left the
+    file out without a word, and a file named alone was "not a skill catalogue")."""
     if isinstance(data, dict) and isinstance(data.get("result"), dict):
         data = data["result"]
     if isinstance(data, dict) and isinstance(data.get("tools"), list):
         return data["tools"]
-    if (
-        isinstance(data, dict)
-        and isinstance(data.get("name"), str)
-        and isinstance(data.get("inputSchema"), dict)
-    ):
+    if _is_tool(data):
         return [data]
-    if (
-        isinstance(data, list)
-        and data
-        and all(isinstance(t, dict) and "name" in t for t in data)
-        and any("inputSchema" in t or "description" in t for t in data)
+    named = isinstance(data, list) and all(isinstance(t, dict) and "name" in t for t in data)
+    if isinstance(data, list) and (
+        any(_is_tool(t) for t in data)
+        or (named and any("inputSchema" in t or "description" in t for t in data))
     ):
         return data
     return None
@@ -188,13 +196,15 @@ ToolFile = tuple[Path, Any]
 """A tool file found in a folder and its parsed content (a :class:`BadRecord` if it could not be parsed)."""
 
 
-def tool_files(folder: Path) -> list[ToolFile]:
+def tool_files(folder: Path, log: WarningLog | None = None) -> list[ToolFile]:
     """The MCP tool files under ``folder`` (recursive, hidden excluded, by path), each parsed.
 
     A file with a :data:`TOOL_FILE_SUFFIXES` suffix whose text names ``inputSchema``
     or ``tools`` is parsed; it is kept when it holds an MCP payload, or when it
     cannot be parsed (then with the :class:`BadRecord`, for the loader's bad-record
-    policy). Other files are left alone: an empty list means no MCP tool here.
+    policy). Other files are left alone: an empty list means no MCP tool here. What parsing
+    warns about (a key written twice) goes on ``log`` (until session 51 a folder's went only to
+    Python's ``warnings``, not on ``Catalogue.warnings`` as a single file's did).
     """
     found: list[ToolFile] = []
     candidates = [
@@ -213,7 +223,7 @@ def tool_files(folder: Path) -> list[ToolFile]:
         if not any(marker in raw for marker in _TOOL_MARKERS):
             continue
         try:
-            data = parse_structured_bytes(raw, path)  # the bytes the marker check read: not read twice
+            data = parse_structured_bytes(raw, path, log)  # the bytes the marker check read: not read twice
         except BadRecord as exc:
             found.append((path, exc))
             continue
@@ -317,7 +327,7 @@ def load_mcp(
     p = Path(path)
     log = WarningLog()
     if p.is_dir():
-        files = tool_files(p) if data is None else data
+        files = tool_files(p, log) if data is None else data
         if not files:
             raise CorpusFormatError(
                 f"{p}: no MCP tool file in this folder (a .json/.yaml/.snap file holding a tools/list "

@@ -165,7 +165,10 @@ class _Operation:
             if where == "body":
                 bodies.append((name, param))
                 continue
-            schema = param.get("schema", param) if not self.swagger2 else param
+            schema = param if self.swagger2 else param.get("schema")
+            if schema is None:  # OpenAPI 3: a schema per media type (`content`), as a request body has
+                schema = self._media_schema(param.get("content"))[1]
+                schema = param if schema is None else schema  # was always the parameter itself: "any"
             kind = self.renderer.summary(schema)
             flags = ", required" if param.get("required") else ""
             description = _one_line(_text(param.get("description")))
@@ -340,7 +343,7 @@ def skills_from_openapi(
         why = f": {reason}" if reason else ""
         log.warn(source, f"unresolved $ref {ref!r} (first in {where}; left as a marker{why})")
 
-    resolver = RefResolver(spec, unresolved, base=base, root=root)
+    resolver = RefResolver(spec, unresolved, base=base, root=root, log=log)
     skip = SkipLog(source, "operation", on_error, report)
     info = spec.get("info")
     if info is not None and not isinstance(info, dict):

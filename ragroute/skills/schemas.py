@@ -36,6 +36,8 @@ YAML_SUFFIXES = (".yaml", ".yml")
 MAX_DEPTH = 6
 MAX_LINES = 300
 MAX_SCHEMA_LINES = 100
+#: Characters of one type summary (``one of A | B | ...``): options past it are counted, not named.
+MAX_SUMMARY_CHARS = 400
 #: The largest file a reference to another file may point to, in bytes.
 MAX_REF_FILE_BYTES = 20_000_000
 
@@ -127,7 +129,9 @@ class RefResolver:
     """Follows local ``$ref`` s inside one document and reports the ones it cannot follow.
 
     ``on_unresolved(ref, where)`` is called once per distinct reference (``where``
-    names the first place it was met, e.g. ``"GET /pets"``).
+    names the first place it was met, e.g. ``"GET /pets"``); what reading another file warns
+    about (a key written twice in it) goes on ``log`` (until session 51 only to Python's
+    ``warnings``, not on ``Catalogue.warnings``).
     """
 
     def __init__(
@@ -137,9 +141,12 @@ class RefResolver:
         *,
         base: Path | None = None,
         root: Path | None = None,
+        log: WarningLog | None = None,
     ) -> None:
         self.document = document
         self.on_unresolved = on_unresolved
+        #: where what reading another file warns about goes (a key written twice in it)
+        self.log = log
         self.base = base
         self.root = root if root is not None else base
         self.unresolved: dict[str, str] = {}
@@ -171,7 +178,7 @@ class RefResolver:
             token = _unescape(unquote(token))
             if isinstance(node, dict) and token in node:
                 node = node[token]
-            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            elif isinstance(node, list) and token.isascii() and token.isdigit() and int(token) < len(node):
                 node = node[int(token)]
             else:
                 return False, None
@@ -206,7 +213,7 @@ class RefResolver:
                 return False, "no such file"
             if os.path.getsize(path) > MAX_REF_FILE_BYTES:
                 return False, f"larger than {MAX_REF_FILE_BYTES} bytes"
-            document = read_structured_file(Path(path))
+            document = read_structured_file(Path(path), self.log)
         except OSError as exc:
             return False, f"unreadable ({exc.strerror})"
         except BadRecord as exc:
@@ -348,11 +355,18 @@ class SchemaRenderer:
         out.append(line)
         return True
 
-    def _merge_all_of(self, schema: dict[str, Any], stack: tuple[str, ...]) -> dict[str, Any]:
-        """``allOf`` parts merged into one object schema (properties and required lists)."""
+    def _merge_all_of(
+        self, schema: dict[str, Any], stack: tuple[str, ...], done: set[str] | None = None, depth: int = 0
+    ) -> dict[str, Any]:
+        """``allOf`` parts merged into one object schema (properties and required lists). A part
+        referred to twice (``A: allOf [B, C]``, ``B`` and ``C`` both ``allOf [Base]``) is merged once
+        (``done``: the references merged so far), and parts nested deeper than ``max_depth`` are
+        not merged: a spec whose parts share parts, level after level, took time exponential in
+        its depth, and a long chain of ``allOf`` references ended in a RecursionError."""
         parts = schema.get("allOf")
         if not isinstance(parts, list):
             return schema
+        done = set() if done is None else done
         merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
         props: dict[str, Any] = _mapping(merged.get("properties"))
         required = _listed(merged.get("required"))
@@ -361,8 +375,13 @@ class SchemaRenderer:
             if marker is not None:
                 props[marker] = {"type": "any"}
                 continue
+            if name is not None:
+                if name in done:
+                    continue
+                done.add(name)
             if isinstance(target, dict):
-                target = self._merge_all_of(target, stack + ((name,) if name else ()))
+                if depth < self.max_depth:
+                    target = self._merge_all_of(target, stack + ((name,) if name else ()), done, depth + 1)
                 props.update(_mapping(target.get("properties")))
                 required.extend(_listed(target.get("required")))
                 for key in ("type", "description"):
@@ -374,8 +393,13 @@ class SchemaRenderer:
         merged.setdefault("type", "object")
         return merged
 
-    def summary(self, node: Any, stack: tuple[str, ...] = ()) -> str:
-        """A short type description: ``string``, ``array of Pet``, ``object Pet``, a marker..."""
+    def summary(self, node: Any, stack: tuple[str, ...] = (), depth: int = 0) -> str:
+        """A short type description: ``string``, ``array of Pet``, ``object Pet``, a marker...
+
+        Options and items nested deeper than ``max_depth`` are ``...``, and options past
+        :data:`MAX_SUMMARY_CHARS` characters are counted (``... (3 more)``): ``oneOf`` options that
+        are ``oneOf`` s of shared schemas, level after level, made a summary exponential in the
+        depth (18 levels of two options: a 42 MB body), and a long chain of them a RecursionError."""
         target, name, marker = self.resolver.resolve(node, self.where, stack)
         if marker is not None:
             return marker
@@ -384,19 +408,36 @@ class SchemaRenderer:
         label = ref_name(name) if name else ""
         if "allOf" in target:
             target = self._merge_all_of(target, stack)
+        inner_stack = stack + ((name,) if name else ())
         for key in ("oneOf", "anyOf"):
             if isinstance(target.get(key), list):
-                options = " | ".join(self.summary(o, stack + ((name,) if name else ())) for o in target[key])
+                options = self._options(target[key], inner_stack, depth + 1)
                 return f"{label + ': ' if label else ''}one of {options}"
         kind = _type_of(target)
         if kind.startswith("array") and "items" in target:
-            inner = self.summary(target["items"], stack + ((name,) if name else ()))
+            inner = self.summary(target["items"], inner_stack, depth + 1) if depth < self.max_depth else "..."
             text = f"array of {inner}"
         else:
             text = f"{kind} {label}".strip() if label and kind.startswith("object") else kind
             if label and not kind.startswith("object"):
                 text = f"{label} ({kind})"
         return text
+
+    def _options(self, options: list[Any], stack: tuple[str, ...], depth: int) -> str:
+        """``A | B | ...`` of a ``oneOf`` / ``anyOf`` (see :meth:`summary` for the caps)."""
+        if depth > self.max_depth:
+            return "..."
+        shown: list[str] = []
+        size = 0
+        for option in options:
+            if size >= MAX_SUMMARY_CHARS:
+                shown.append(f"... ({len(options) - len(shown)} more)")
+                break
+            text = self.summary(option, stack, depth)
+            text = text if len(text) <= MAX_SUMMARY_CHARS else text[: MAX_SUMMARY_CHARS - 3] + "..."
+            shown.append(text)
+            size += len(text) + 3
+        return " | ".join(shown)
 
     def extras(self, schema: dict[str, Any]) -> str:
         """`` [one of: a, b; default: x]`` for a schema's enum, default and example (or ``""``)."""
@@ -418,8 +459,11 @@ class SchemaRenderer:
         description = _one_line(target.get("description"))
         return (f": {description}" if description else "") + self.extras(target)
 
-    def _object_of(self, node: Any, stack: tuple[str, ...]) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
-        """The object schema to expand below a property (itself or its array items), with the ref stack."""
+    def _object_of(
+        self, node: Any, stack: tuple[str, ...], depth: int = 0
+    ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+        """The object schema to expand below a property (itself or its array items, at most
+        ``max_depth`` arrays down), with the ref stack."""
         target, name, marker = self.resolver.resolve(node, self.where, stack)
         if marker is not None or not isinstance(target, dict):
             return None, stack
@@ -427,7 +471,11 @@ class SchemaRenderer:
         if "allOf" in target:
             target = self._merge_all_of(target, stack)
         if "items" in target and "properties" not in target:
-            return self._object_of(target["items"], stack)
+            return (
+                self._object_of(target["items"], stack, depth + 1)
+                if depth < self.max_depth
+                else (None, stack)
+            )
         if isinstance(target.get("properties"), dict) and target["properties"]:
             return target, stack
         for key in ("oneOf", "anyOf"):
