@@ -58,9 +58,10 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*")
 # Han (with extensions and compatibility ideographs), kana, and CJK punctuation and full-width forms:
 # one word each (a Chinese paragraph was one "word" until session 38, so it was never split, and the
-# merge of tiny pieces joined up to 200 such paragraphs into one chunk)
+# merge of tiny pieces joined up to 200 such paragraphs into one chunk); the ideographic space
+# U+3000 is a space, not a word (counted as one until session 51)
 _CJK = (
-    "\u3000-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\u3001-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
     "\uff00-\uffef\U00020000-\U0003134f"
 )
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")

@@ -220,6 +220,8 @@ def test_chinese_and_japanese_text_is_split_into_paragraph_chunks_of_at_most_max
     from ragroute.chunking import word_count
 
     assert word_count("东京是日本的首都。") == 9 and word_count("日本語 text here") == 5
+    # the ideographic space U+3000 is a space (counted as a word until session 51)
+    assert word_count("日本\u3000語") == 3 and word_count("\u3000") == 0
     tokyo, osaka = "东京是日本的首都。" * 60, "大阪は日本の都市です！" * 30
     chunks = chunk_documents([Document(id="zh", text=f"{tokyo}\n\n{osaka}")], "paragraph")
     assert len(chunks) >= 4 and all(word_count(c.text) <= 200 for c in chunks)
