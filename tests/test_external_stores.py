@@ -1051,3 +1051,96 @@ def test_a_vector_written_behind_the_index_after_loading_is_one_line(tmp_path, k
     loaded._upsert([999], vectors[:1], [payload(docs[0])])
     with pytest.raises(RagrouteError, match=r"holds a vector the index has no document for \(id 999\)"):
         loaded.search_vectors(vectors[:1], 2)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_an_integer_past_64_bits_is_refused_not_matched_short(tmp_path, kind):
+    """A whole float past 64 bits (``1e20``) is stored as the float, which a filter ``10**20``
+    matches in a local index (``1e20 == 10**20``): until session 51 the store matched only the
+    document holding the integer, silently. Such an integer is refused in one line; 64-bit ones
+    at both ends still match as in flat."""
+    rng = np.random.default_rng(8)
+    vectors = rng.normal(size=(5, 16)).astype(np.float32)
+    values = [1e20, 10**20, 2**63 - 1, -(2**63), float(2**63)]
+    docs = [Document(id=f"d{i}", text="x", metadata={"v": v}) for i, v in enumerate(values)]
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="b"))
+    store.add_vectors(docs, vectors)
+    assert {h.doc_id for h in flat.search_vectors(vectors[:1], 5, filters={"v": 10**20})[0]} == {"d0", "d1"}
+    for wanted in (10**20, 2**63, [2**63 - 1, -(2**63) - 1]):
+        with pytest.raises(RagrouteError, match=r"filters on strings and integers \(of 64 bits\)"):
+            store.search_vectors(vectors[:1], 5, filters={"v": wanted})
+    for wanted in (2**63 - 1, -(2**63), [2**63 - 1, -(2**63)]):
+        want = flat.search_vectors(vectors[:2], 5, filters={"v": wanted})
+        assert _ids(store.search_vectors(vectors[:2], 5, filters={"v": wanted})) == _ids(want)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_unit_separator_in_a_key_or_value_matches_as_flat_does(tmp_path, kind):
+    """LanceDB keeps metadata as ``key<US>type:value`` tokens: until session 51 key ``"a"`` with
+    value ``"b<US>s:c"`` and key ``"a<US>s:b"`` with value ``"c"`` made one token, so a filter on
+    either matched both documents (and ``"a<US>s:b" = 3`` matched a text), silently."""
+    unit = "\x1f"
+    rng = np.random.default_rng(9)
+    vectors = rng.normal(size=(5, 16)).astype(np.float32)
+    metadata = [
+        {"a": f"b{unit}s:c"},
+        {f"a{unit}s:b": "c"},
+        {"a": f"b{unit}i:3"},
+        {f"a{unit}": f"{unit}s:x"},
+        {"a": f"{unit}{unit}s:x"},
+    ]
+    docs = [Document(id=f"d{i}", text="x", metadata=m) for i, m in enumerate(metadata)]
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="u"))
+    store.add_vectors(docs, vectors)
+    for filters in (
+        {"a": f"b{unit}s:c"},
+        {f"a{unit}s:b": "c"},
+        {f"a{unit}s:b": 3},
+        {f"a{unit}": f"{unit}s:x"},
+        {"a": f"{unit}{unit}s:x"},
+        {"a": [f"b{unit}i:3", f"b{unit}s:c"]},
+    ):
+        want = flat.search_vectors(vectors, 5, filters=filters)
+        assert _ids(store.search_vectors(vectors, 5, filters=filters)) == _ids(want), filters
+    save_index(store, tmp_path / "index")
+    loaded = load_index(tmp_path / "index", encoder=Fixed())
+    filters = {f"a{unit}s:b": "c"}
+    assert _ids(loaded.search_vectors(vectors, 5, filters=filters)) == [["d1"]] * 5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="no qdrant_client")
+@pytest.mark.filterwarnings("ignore:Local mode performs exact")
+def test_a_qdrant_server_is_asked_for_exact_scans(monkeypatch):
+    """A Qdrant server searches its HNSW graph (approximate) past its full-scan threshold unless
+    asked for an exact search; until session 51 the index never asked, so a large collection on a
+    server answered otherwise than faiss flat, silently. The embedded store scans anyway (and warns
+    that search parameters do nothing there, so it is not given any)."""
+    from qdrant_client import QdrantClient
+
+    import ragroute.index.qdrant as qdrant_module
+
+    server = QdrantClient(location=":memory:")  # stands for a server at the URL
+    monkeypatch.setattr(qdrant_module, "connect", lambda location: server)
+    asked = []
+    query_points = server.query_points
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("search_params"))
+        return query_points(*args, **kwargs)
+
+    monkeypatch.setattr(server, "query_points", spy)
+    docs, vectors = _data(50)
+    flat = DenseIndex(Fixed())
+    flat.add_vectors(docs, vectors)
+    for location, exact in (("http://qdrant.invalid:6333", True), (":memory:", False)):
+        store = INDEX_KINDS.get("qdrant")(Fixed(), StoreParams(location=location, collection="x"))
+        store.add_vectors(docs, vectors)
+        asked.clear()
+        want = flat.search_vectors(vectors[:2], 5, filters={"lang": "en"})
+        assert _ids(store.search_vectors(vectors[:2], 5, filters={"lang": "en"})) == _ids(want)
+        assert len(asked) == 2
+        assert all((params is not None and params.exact) if exact else params is None for params in asked)

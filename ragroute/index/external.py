@@ -102,6 +102,10 @@ def payload(doc: Document) -> dict[str, Any]:
     return out
 
 
+#: the integers a store holds and matches exactly (Qdrant's are 64-bit): ``[low, high)``
+_INT64 = (-(2**63), 2**63)
+
+
 def stored_scalar(value: Any) -> Any:
     """A metadata value as a store keeps it: as the document store reads it for filters
     (:func:`ragroute.index.docstore.saved_form`: numpy scalars as Python numbers, tuples and arrays
@@ -110,7 +114,7 @@ def stored_scalar(value: Any) -> Any:
     (``np.int64(2001)``) was left out of the payload and a whole float stored as a float, so a
     filter ``year=2001`` matched them in a faiss index and silently not in a store."""
     value = saved_form(value)
-    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**63:
+    if isinstance(value, float) and value.is_integer() and _INT64[0] <= value < _INT64[1]:
         return int(value)
     return value
 
@@ -148,9 +152,14 @@ def local_folder(location: str) -> Path | None:
 
 
 def store_matches(value: Any) -> bool:
-    """Whether a store index can match filter value ``value``: strings and integers (not booleans,
-    numbers with a fraction or null), what every store matches exactly."""
-    return isinstance(value, (str, int)) and not isinstance(value, bool)
+    """Whether a store index can match filter value ``value``: strings and integers of 64 bits (not
+    booleans, numbers with a fraction or null), what every store matches exactly. Until session 51
+    a larger integer was pushed down, and missed the documents holding it as a whole float
+    (``1e20``, kept a float by :func:`stored_scalar`), which a local index matches (``1e20 ==
+    10**20``), silently."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return False
+    return isinstance(value, str) or _INT64[0] <= value < _INT64[1]
 
 
 def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[FilterClause]:
@@ -172,7 +181,9 @@ def filter_clauses(filters: Mapping[str, Any] | None, store: str) -> list[Filter
         values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
         values = [saved_form(v) for v in values]  # np.int64(3) is 3, as in a local index
         if not all(store_matches(v) for v in values):
-            raise RagrouteError(f"a {store} index filters on strings and integers; {key!r} has {values!r}")
+            raise RagrouteError(
+                f"a {store} index filters on strings and integers (of 64 bits); {key!r} has {values!r}"
+            )
         # modality, parent_id and the access labels are fields of their own (see payload)
         clauses.append(
             FilterClause(key, tuple(values), meta=key not in ("modality", "parent_id", ACCESS_KEY))

@@ -54,10 +54,14 @@ def connect(location: str) -> Any:
 
 
 def _token(key: str, value: Any) -> str | None:
-    """The metadata token of one scalar (None: not filterable)."""
+    """The metadata token of one scalar (None: not filterable). A unit separator in the key is
+    doubled, so the key ends at the first lone one (which a type letter follows) and no two
+    different (key, value) pairs share a token: until session 51 key ``"a"`` with value
+    ``"b<US>s:c"`` and key ``"a<US>s:b"`` with value ``"c"`` gave one token, so a filter on either
+    matched both documents, silently (keys without the separator keep their tokens)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return None
-    return f"{key}{_UNIT}{'s' if isinstance(value, str) else 'i'}:{value}"
+    return f"{key.replace(_UNIT, _UNIT * 2)}{_UNIT}{'s' if isinstance(value, str) else 'i'}:{value}"
 
 
 def _tokens(meta: dict[str, Any]) -> list[str]:

@@ -9,7 +9,9 @@ the manifest names it, so a failed or killed build leaves the previous index, an
 collection, untouched; a superseded collection is dropped when the artifact store prunes its build
 (:mod:`ragroute.index.external`).
 
-Metadata filters and caller scopes are pushed down into Qdrant's own filter language
+Searches are exact (a server is asked for ``SearchParams(exact=True)``, a scan rather than its HNSW
+graph; the embedded store always scans). Metadata filters and caller scopes are pushed down into
+Qdrant's own filter language
 (``payload`` fields ``meta.<key>``, ``modality``, ``parent_id`` and ``access``), so a filtered
 query returns the top ``k`` *matching* documents, exactly as the faiss flat index does on the
 same vectors (``tests/test_qdrant.py``, ``ragroute bench scale`` ``store_identical``).
@@ -139,11 +141,19 @@ class QdrantIndex(ExternalVectorIndex):
         self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(iids)), wait=True)
 
     def _query(self, vector: np.ndarray, limit: int, clauses: list[FilterClause]) -> list[tuple[int, float]]:
+        from qdrant_client import models
+
+        # a full scan on a server, as faiss flat (and LanceDB): until session 51 a server searched its
+        # HNSW graph past its full-scan threshold (about 6,500 vectors of 384 dimensions), approximate
+        # where the index promises flat's answer; the embedded store always scans (and warns that
+        # search parameters do nothing there)
+        remote = self.params.location.startswith(("http://", "https://"))
         response = self.client.query_points(
             self.collection,
             query=vector.tolist(),
             limit=limit,
             query_filter=_qdrant_filter(clauses),
+            search_params=models.SearchParams(exact=True) if remote else None,
             with_payload=False,
         )
         return [(int(point.id), float(point.score)) for point in response.points]
