@@ -171,6 +171,46 @@ def test_a_csv_quote_never_closed_is_refused_naming_its_line(tmp_path):
     )
 
 
+def test_a_triples_file_is_decoded_as_every_file_a_user_gives(tmp_path):
+    """A UTF-16 file was "not UTF-8 text (byte 0)", a Latin-1 one named a byte offset, and one in
+    UTF-16 without a byte order mark was read with a NUL between each two letters (the header
+    'subject' was 's u b j e c t') until session 51: each is named as the corpus loaders name it."""
+    rows = "subject,relation,object\nAda,born in,Kellow\n"
+    for name, data, said in [
+        ("bom.csv", rows.encode("utf-16"), r"the file is UTF-16 \(it starts with a UTF-16 byte order mark\)"),
+        (
+            "latin.csv",
+            (rows + "Caf\xe9,in,Kellow\n").encode("latin-1"),
+            r"invalid UTF-8 on line 3 \(byte 0xe9\)",
+        ),
+        ("nobom.csv", rows.encode("utf-16-le"), "the file looks like UTF-16LE without a byte order mark"),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(CorpusFormatError, match=rf"{name}: {said}"):
+            read_triples(path)
+    path = tmp_path / "bom8.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + rows.encode("utf-8"))
+    assert [(t.subject, t.object) for t in read_triples(path).triples] == [("Ada", "Kellow")]
+
+
+def test_a_jsonl_triple_holding_nan_or_half_a_surrogate_pair_is_a_bad_triple(tmp_path):
+    """`"object": NaN` was the phrase 'nan', and `"subject": "Ada\\ud800"` a phrase the graph's
+    UTF-8 phrases file could not hold (until session 51): bad triples, named with their line."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        '{"subject": "Ada", "object": NaN}\n{"subject": "Ada\\ud800", "object": "Kellow"}\n'
+        '{"subject": "Ada", "object": "Kellow", "passage": "p1", "text": "Ada \\udc80"}\n'
+        '{"subject": "Ada", "object": "Kellow"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(CorpusFormatError) as info:
+        read_triples(path)
+    message = str(info.value)
+    assert message.startswith("t.jsonl: 3 bad triples at lines 1, 2, 3 (line 1: 'object' is NaN, not text")
+    assert "line 2: not valid text: lone surrogate U+D800" in message
+
+
 def test_many_bad_lines_are_capped_but_counted(tmp_path):
     path = tmp_path / "many.jsonl"
     path.write_text("\n".join(json.dumps({"subject": f"s{i}"}) for i in range(MAX_REPORTED + 10)) + "\n")

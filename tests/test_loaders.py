@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -1213,8 +1214,7 @@ def test_text_after_a_closing_quote_is_a_bad_row_not_a_silent_edit(tmp_path):
     path = tmp_path / "reviews.csv"
     path.write_text('id,text\n1,"Best" phone ever\n2,"ok, fine"\n3,a 5" screen\n4,"two\nlines"\n', "utf-8")
     said = (
-        r'text follows the closing " of a quoted field on line 2; quote the whole field and write a " '
-        r'inside it as ""'
+        r'text follows the closing " of a quoted field; quote the whole field and write a " inside it as ""'
     )
     with pytest.warns(CorpusWarning, match=rf"line 2: {said}"):
         docs = load_table_file(path)
@@ -1225,5 +1225,119 @@ def test_text_after_a_closing_quote_is_a_bad_row_not_a_silent_edit(tmp_path):
     folder.mkdir()
     (folder / "t.tsv").write_text('a\tb\n"x" y\tz\n', "utf-8")
     (folder / "n.md").write_text("note", "utf-8")
-    with pytest.warns(CorpusWarning, match=r"skipped 1 bad file .*t\.tsv: text follows .* on line 2"):
+    with pytest.warns(CorpusWarning, match=r"skipped 1 bad file .*t\.tsv: line 2: text follows"):
         assert [d.id for d in load_text_folder(folder)] == ["n"]
+
+
+def test_nan_infinity_and_unreadable_numbers_are_not_read_as_text(tmp_path: Path) -> None:
+    """Python's json reads NaN, Infinity and -Infinity, which are not JSON, and 1e400 as infinity:
+    `{"text": NaN}` loaded as the text 'nan' without a word (until session 51), and a whole number
+    of more digits than Python reads (10**5000) was a ValueError traceback. Where text is expected
+    they are bad records naming line and field; NaN metadata is kept (JSON output writes it null)."""
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        '{"_id": "a", "text": NaN}\n{"_id": "b", "text": "ok", "metadata": {"score": NaN}}\n'
+        '{"_id": "c", "text": 1e400}\n{"_id": "d", "text": "x", "title": -Infinity}\n'
+        f'{{"_id": {"9" * 5000}, "text": "x"}}\n'
+        f'{{"_id": "e", "text": "x", "metadata": {{"ids": [1, {"9" * 5000}]}}}}\n',
+        encoding="utf-8",
+    )
+    report = LoadReport()
+    with pytest.warns(
+        CorpusWarning, match=r"skipped 5 bad lines .*\(lines 1, 3, 4, 5, 6; line 1: 'text' is NaN"
+    ):
+        docs = load_corpus(path, report=report)
+    assert [(d.id, d.text) for d in docs] == [("b", "ok")] and math.isnan(docs[0].metadata["score"])
+    said = "not text (JSON has no NaN or Infinity: write null, or the text as a string)"
+    too_long = "is a whole number of more digits than Python reads (4,300); write it as a string"
+    assert [s.reason for s in report.skipped] == [
+        f"'text' is NaN, {said}",
+        f"'text' is infinite (Infinity, or a number beyond a float's range: 1e400), {said}",
+        f"'title' is infinite (Infinity, or a number beyond a float's range: 1e400), {said}",
+        f"'_id' {too_long}",
+        f"'metadata.ids[1]' {too_long}",
+    ]
+    with pytest.raises(CorpusFormatError, match=r"c\.jsonl line 1: 'text' is NaN, not text"):
+        load_corpus(path, on_error="raise")
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"_id": "q1", "text": NaN}\n', encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=r"queries\.jsonl line 1: 'text' is NaN, not text"):
+        load_beir_queries(queries, on_error="raise")
+    array = tmp_path / "h.json"
+    array.write_text('[{"title": "t", "text": "x"}, {"title": NaN, "text": "y"}]', "utf-8")
+    with pytest.warns(CorpusWarning, match=r"item 1: 'title' is NaN, not text"):
+        assert [d.title for d in load_hipporag_corpus(array)] == ["t"]
+    table = tmp_path / "t.jsonl"
+    table.write_text('{"text": NaN}\n{"text": "fine"}\n', encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=r"t\.jsonl line 1: 'text' is NaN, not text"):
+        load_table_file(table, on_error="raise")
+
+
+def test_a_csv_row_error_names_its_line_once(tmp_path: Path) -> None:
+    """`c.csv line 2: invalid UTF-8 (byte 0xe9 at column 6) on line 2` said the line twice (until
+    session 51); a row spanning lines still names the line of its bad part, and a folder's table
+    file, whose message names no line else, names it."""
+    path = tmp_path / "c.csv"
+    path.write_bytes(b'id,text\n1,caf\xe9\n2,"two\nlin\xe9s"\n3,fine\n')
+    with pytest.raises(CorpusFormatError) as info:
+        load_table_file(path, on_error="raise")
+    assert str(info.value) == f"{path} line 2: invalid UTF-8 (byte 0xe9 at column 6)"
+    report = LoadReport()
+    with pytest.warns(CorpusWarning):
+        assert [d.id for d in load_table_file(path, report=report)] == ["3"]
+    assert [str(s) for s in report.skipped] == [
+        f"{path} line 2: invalid UTF-8 (byte 0xe9 at column 6)",
+        f"{path} line 3: invalid UTF-8 (byte 0xe9 at column 4) on line 4",
+    ]
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "t.csv").write_bytes(b"a,b\nx,caf\xe9\n")
+    (folder / "n.md").write_text("note", "utf-8")
+    with pytest.raises(CorpusFormatError, match=r"t\.csv: line 2: invalid UTF-8 \(byte 0xe9 at column 6\)$"):
+        load_text_folder(folder, on_error="raise")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_a_utf16_file_without_a_byte_order_mark_is_refused_not_read_with_nuls(
+    tmp_path: Path, encoding: str
+) -> None:
+    """Such a file is valid UTF-8: a folder corpus indexed `h\\x00e\\x00l\\x00l\\x00o\\x00`, a CSV
+    file had the columns 'i d' and 't e x t', a JSONL one was every line skipped as broken JSON
+    (until session 51). It is named as what it looks like, with the command that converts it."""
+    name = encoding.upper().replace("-LE", "LE").replace("-BE", "BE")
+    said = rf"the file looks like {name} without a byte order mark .*iconv -f {name.lower()} -t utf-8"
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes("hello world\n".encode(encoding))
+    (folder / "b.md").write_text("b\n", encoding="utf-8")
+    with pytest.warns(CorpusWarning, match=rf"skipped 1 bad file .*a\.txt: {said}"):
+        assert [(d.id, d.text) for d in load_corpus(folder)] == [("b", "b\n")]
+    (tmp_path / "c.jsonl").write_bytes(
+        '{"_id": "1", "text": "x"}\n{"_id": "2", "text": "y"}\n'.encode(encoding)
+    )
+    with pytest.raises(CorpusFormatError, match=rf"c\.jsonl: {said}"):
+        load_corpus(tmp_path / "c.jsonl")
+    (tmp_path / "t.csv").write_bytes("id,text\n1,hello\n".encode(encoding))
+    with pytest.raises(CorpusFormatError, match=rf"t\.csv line 1 \(the header\): {said}"):
+        load_corpus(tmp_path / "t.csv")
+
+
+def test_utf8_text_with_a_stray_nul_is_not_taken_for_utf16(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"some text\x00 with one NUL in it\n")
+    assert load_corpus(path)[0].text == "some text\x00 with one NUL in it\n"
+
+
+def test_format_detection_reads_the_first_record_as_the_loaders_do(tmp_path: Path) -> None:
+    """A first line the loaders skip (a key written twice) was the first record detection read,
+    a BEIR file then loaded as a table; one holding a whole number of 5,000 digits was a
+    ValueError traceback (until session 51)."""
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        f'{{"text": {"1" * 5000}}}\n{{"text": "a", "text": "b"}}\n'
+        '{"_id": "d1", "title": "T", "text": "x"}\n',
+        encoding="utf-8",
+    )
+    assert detect_format(path) == "beir"
+    with pytest.warns(CorpusWarning, match=r"skipped 2 bad lines"):
+        assert [(d.id, d.title) for d in load_corpus(path)] == [("d1", "T")]

@@ -88,7 +88,14 @@ from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, RagrouteError
 from ragroute.graph.build import GraphParams, GraphTables, extend_graph, extract_passages
 from ragroute.graph.extract import Extraction, Fact, normalise, resolve_extractor
-from ragroute.loaders.common import BadRecord, CorpusWarning, parse_json
+from ragroute.loaders.common import (
+    BadRecord,
+    CorpusWarning,
+    check_unicode,
+    decode_utf8_file,
+    not_text_reason,
+    parse_json,
+)
 from ragroute.scopes import ACCESS_KEY, labels_of
 from ragroute.types import Document
 
@@ -191,10 +198,11 @@ def read_triples(path: str | Path) -> TripleSet:
             f"{path}: unknown triples format {suffix or '(no suffix)'}; "
             "use .csv, .tsv, .jsonl, .ndjson or .graphml"
         )
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CorpusFormatError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:  # as every file a user gives is read: until session 51 a UTF-16 file was "not UTF-8 text
+        # (byte 0)", one without a byte order mark read as letters with NULs between them
+        text = decode_utf8_file(path.read_bytes())
+    except BadRecord as exc:
+        raise CorpusFormatError(f"{path}: {exc}") from None
     if suffix in CSV_SUFFIXES:
         records = _csv_records(text, CSV_SUFFIXES[suffix], path.name)
         return triples_from_records(records, source=path.name)
@@ -246,10 +254,12 @@ def _jsonl_records(text: str) -> list[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            records.append((number, parse_json(line)))
+            # a lone surrogate escape ("\ud800"), refused as the loaders refuse it: until session 51
+            # it reached the graph, whose phrases file (UTF-8) then failed to be written
+            records.append((number, check_unicode(parse_json(line), line)))
         except json.JSONDecodeError as exc:
             records.append((number, _Invalid(f"invalid JSON ({exc.msg} at column {exc.colno})")))
-        except BadRecord as exc:  # a key written twice
+        except BadRecord as exc:  # a key written twice, a lone surrogate
             records.append((number, _Invalid(str(exc))))
     return records
 
@@ -274,6 +284,9 @@ def _field(record: Mapping[str, Any], name: str) -> tuple[str, str | None]:
                 return ",".join(sorted(labels_of(value))), None
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 return "", f"'{key}' is a {type(value).__name__}, not text"
+            not_text = not_text_reason(key, value)  # NaN was the phrase 'nan' until session 51
+            if not_text is not None:
+                return "", not_text
             if name == "text":  # as written: its line breaks are its paragraphs and table rows (until
                 # session 51 collapsed here, where a GraphML import had kept them since session 50)
                 return str(value).strip(), None

@@ -21,7 +21,6 @@ other ``*.jsonl``, ``*.csv``, ``*.tsv`` :func:`~ragroute.loaders.tabular.load_ta
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -31,10 +30,10 @@ from typing import Any
 from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, check_path, unknown_keys_message
 from ragroute.loaders.beir import corpus_files, load_beir_corpus
-from ragroute.loaders.common import CorpusWarning, LoadReport, Skipped, check_on_error, name_a_few
+from ragroute.loaders.common import BadRecord, CorpusWarning, LoadReport, Skipped, check_on_error, name_a_few
 from ragroute.loaders.folder import TEXT_SUFFIXES, folder_files, load_text_file, load_text_folder
 from ragroute.loaders.hipporag import load_hipporag_corpus
-from ragroute.loaders.jsonl import open_binary
+from ragroute.loaders.jsonl import decode_line, open_binary, parse_object
 from ragroute.loaders.tabular import (
     COLUMN_OPTION_OF_ROLE,
     DELIMITERS,
@@ -61,17 +60,18 @@ def _first_record(path: Path) -> dict[str, Any] | None:
     """The first line of a JSONL file that parses as a JSON object, the first record the loaders
     read (a line before it that does not is a bad line they skip), or ``None`` if none does. Only
     the first non-blank line was read before: a BEIR file whose first line was cut off (or held
-    only a BOM) loaded as a table, every document renumbered, silently."""
+    only a BOM) loaded as a table, every document renumbered, silently. A line is read as the
+    loaders read it (:func:`~ragroute.loaders.jsonl.parse_object`): until session 51 a line they
+    skip (``NaN``, a key written twice) could be the first record here, and one holding a number
+    of more digits than Python reads was a ``ValueError`` traceback."""
     with open_binary(path) as fh:
-        for raw in fh:
+        for lineno, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
             try:
-                value = json.loads(raw.decode("utf-8-sig"))
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                return parse_object(decode_line(raw, first=lineno == 1))
+            except BadRecord:
                 continue
-            if isinstance(value, dict):
-                return value
     return None
 
 

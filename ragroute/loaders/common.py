@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import os
 import re
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -211,13 +213,27 @@ def record_id(row: dict, key: str) -> str:
 
 
 def optional_str(row: dict, key: str) -> str:
-    """``row[key]`` as a string ("" when absent or null); :class:`BadRecord` for non-strings."""
+    """``row[key]`` as a string ("" when absent or null); :class:`BadRecord` for non-strings, and for
+    NaN and infinity (:func:`not_text_reason`)."""
     value = row.get(key)
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise BadRecord(f"{key!r} must be a string, got {type(value).__name__}")
+    reason = not_text_reason(key, value)
+    if reason is not None:
+        raise BadRecord(reason)
     return str(value)
+
+
+def not_text_reason(key: str, value: Any) -> str | None:
+    """Why the value of ``key``, read where text is expected, is no text when it is a float that is
+    not finite, else ``None``: Python's json reads ``NaN``, ``Infinity`` and ``-Infinity``, which are
+    not JSON, and ``1e400`` as infinity, and ``{"text": NaN}`` was the text "nan" (until session 51)."""
+    if not isinstance(value, float) or math.isfinite(value):
+        return None
+    what = "NaN" if math.isnan(value) else "infinite (Infinity, or a number beyond a float's range: 1e400)"
+    return f"{key!r} is {what}, not text (JSON has no NaN or Infinity: write null, or the text as a string)"
 
 
 def decode_error_reason(exc: UnicodeDecodeError, data: bytes) -> str:
@@ -317,14 +333,65 @@ def parse_json(text: str, repeats: RepeatedKeys | None = None) -> Any:
     """``json.loads(text)`` for the JSON files and lines users give, which does not silently keep one
     of two values of a repeated key: a :class:`BadRecord` naming the key (:func:`duplicate_key_reason`),
     or, when ``repeats`` is given, the key noted there (the last value kept) for the caller to
-    refuse a record of a larger file or warn. Broken JSON raises :class:`json.JSONDecodeError` (and
-    ``RecursionError`` when nested too deeply), as ``json.loads`` does; ``text`` holds no BOM."""
-    if repeats is not None:
-        return json.JSONDecoder(object_pairs_hook=repeats.hook).decode(text)
+    refuse a record of a larger file or warn. A whole number of more digits than Python reads
+    (4,300 by default) is a :class:`BadRecord` naming its field (a ``ValueError`` traceback until
+    session 51). Broken JSON raises :class:`json.JSONDecodeError` (and ``RecursionError`` when
+    nested too deeply), as ``json.loads`` does; ``text`` holds no BOM. ``NaN`` and ``Infinity`` (not
+    JSON) are read as Python reads them; where text is expected they are refused
+    (:func:`not_text_reason`)."""
     try:
+        if repeats is not None:
+            return json.JSONDecoder(object_pairs_hook=repeats.hook).decode(text)
         return _STRICT_DECODER.decode(text)
     except _RepeatedKey as exc:
         raise BadRecord(duplicate_key_reason(exc.key)) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # Python's limit on the digits of a whole number
+        where = _long_number_field(text)
+        if where is None:
+            raise
+        raise BadRecord(
+            f"{where} is a whole number of more digits than Python reads ({sys.get_int_max_str_digits():,}); "
+            "write it as a string"
+        ) from None
+
+
+class _LongNumber:
+    """A whole number of more digits than Python reads, as :func:`_long_number_field` reads it."""
+
+
+def _long_int(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        return _LongNumber()
+
+
+#: reads a whole number :func:`parse_json` cannot read as a marker, to find where it is
+_LOCATING_DECODER = json.JSONDecoder(parse_int=_long_int)
+
+
+def _long_number_field(text: str) -> str | None:
+    """Where the first whole number of the JSON ``text`` too long for Python is: ``'metadata.ids[2]'``
+    (``the value``: the whole text); ``None`` if there is none (another ``ValueError``)."""
+    try:
+        value = _LOCATING_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _LongNumber):
+            return repr(path) if path else "the value"
+        if isinstance(node, dict):
+            items = [(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()]
+        elif isinstance(node, list):
+            items = [(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        else:
+            continue
+        stack.extend(reversed(items))  # in the order they are written
+    return None
 
 
 #: byte order marks of the wide Unicode encodings (UTF-32 first: its little-endian mark starts
@@ -339,15 +406,56 @@ _WIDE_BOMS = (
 
 def wide_encoding_reason(data: bytes) -> str | None:
     """Why a file starting with ``data`` cannot be read, when it starts with a UTF-16 or UTF-32 byte
-    order mark (what Windows tools write as "Unicode"), else ``None``. Such a file was "invalid
-    UTF-8" with a hint to re-encode it from Latin-1, and a JSONL one was skipped line by line
-    (counting lines split inside its characters) into an empty corpus (until session 42)."""
+    order mark (what Windows tools write as "Unicode"), or is plainly UTF-16 or UTF-32 without one
+    (:func:`_bomless_wide_encoding`), else ``None``. Such a file was "invalid UTF-8" with a hint to
+    re-encode it from Latin-1, and a JSONL one was skipped line by line (counting lines split inside
+    its characters) into an empty corpus (until session 42); one without a mark was read as UTF-8,
+    a text file indexed as its letters with a NUL between each two (until session 51)."""
     for bom, name in _WIDE_BOMS:
         if data.startswith(bom):
             return (
                 f"the file is {name} (it starts with a {name} byte order mark), not UTF-8; re-encode "
                 f"it as UTF-8 (e.g. iconv -f {name.lower()} -t utf-8 FILE > NEW)"
             )
+    encoding = _bomless_wide_encoding(data)
+    if encoding is not None:
+        return (
+            f"the file looks like {encoding} without a byte order mark (NUL bytes between its "
+            f"letters), not UTF-8; re-encode it as UTF-8 (e.g. iconv -f {encoding.lower()} -t utf-8 "
+            "FILE > NEW)"
+        )
+    return None
+
+
+def _bomless_wide_encoding(data: bytes, sample: int = 4096) -> str | None:
+    """``UTF-16LE``, ``UTF-16BE``, ``UTF-32LE`` or ``UTF-32BE`` when the start of ``data`` is text of
+    that encoding written without a byte order mark, told by its NUL bytes: the high bytes of Latin
+    letters, digits and punctuation, at every other (UTF-16) or three of every four (UTF-32)
+    positions; ``None`` otherwise (UTF-8 text holds no NUL byte, save a stray one)."""
+    head = data[:sample]
+    if b"\x00" not in head:
+        return None
+    head = head[: len(head) - len(head) % 4] if len(head) >= 8 else head[: len(head) - len(head) % 2]
+    if len(head) < 4:
+        return None
+
+    def mostly_nul(part: bytes) -> bool:
+        return part.count(0) >= 0.9 * len(part)
+
+    def rarely_nul(part: bytes) -> bool:
+        return part.count(0) <= 0.1 * len(part)
+
+    if len(head) >= 8:
+        lanes = [head[i::4] for i in range(4)]
+        if rarely_nul(lanes[0]) and all(mostly_nul(lane) for lane in lanes[1:]):
+            return "UTF-32LE"
+        if rarely_nul(lanes[3]) and all(mostly_nul(lane) for lane in lanes[:3]):
+            return "UTF-32BE"
+    even, odd = head[0::2], head[1::2]
+    if rarely_nul(even) and odd.count(0) >= 0.5 * len(odd):
+        return "UTF-16LE"
+    if rarely_nul(odd) and even.count(0) >= 0.5 * len(even):
+        return "UTF-16BE"
     return None
 
 

@@ -87,9 +87,9 @@ def table_document(path: Path, rel: Path) -> Document | None:
     """One table Document for a CSV/TSV file (``None`` if it has no row under its header), its cells
     kept in metadata."""
     rows: list[list[str]] = []
-    for _line, fields, problem in read_csv_rows(path, DELIMITERS[path.suffix.lower()]):
+    for line, fields, problem in read_csv_rows(path, DELIMITERS[path.suffix.lower()]):
         if problem is not None:
-            raise BadRecord(problem)
+            raise BadRecord(f"line {line}: {problem}")
         rows.append(fields)
     if len(rows) < 2:  # no row under the header: a table of nothing (it was indexed as its header)
         return None

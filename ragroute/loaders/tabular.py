@@ -113,7 +113,8 @@ def check_quotes_closed(
 def quote_problem(row: Sequence[bytes], start: int, delimiter: str) -> str | None:
     """Why the row of the raw lines ``row`` (from line ``start``) is bad when a quoted field of it
     has text after its closing quote (``"Best" phone``), else ``None``: Python's csv reader, not
-    strict, read such a field without its quotes (``Best phone``), silently."""
+    strict, read such a field without its quotes (``Best phone``), silently. The line is named when
+    it is not ``start`` (:func:`read_csv_rows`)."""
     if not any(b'"' in line for line in row):
         return None
     lines = [line.decode("utf-8", errors="replace") for line in row]
@@ -125,19 +126,27 @@ def quote_problem(row: Sequence[bytes], start: int, delimiter: str) -> str | Non
             pass
     except csv.Error:
         return (
-            f'text follows the closing " of a quoted field on line {start + reader.line_num - 1}; '
+            f'text follows the closing " of a quoted field{_on_line(start + reader.line_num - 1, start)}; '
             'quote the whole field and write a " inside it as ""'
         )
     return None
 
 
+def _on_line(line: int, start: int) -> str:
+    """`` on line 9``, where a row starting on line ``start`` is bad, when that is not ``start``
+    (which the messages of a bad row name already: ``c.csv line 2: ...``)."""
+    return "" if line == start else f" on line {line}"
+
+
 def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int, list[str], str | None]]:
     """Yield ``(start_line, fields, problem)`` for each non-blank row of a CSV/TSV file.
 
-    ``problem`` is ``None`` for a good row, else why the row is unreadable
-    (``line 7: invalid UTF-8 ...``, text after a quoted field: :func:`quote_problem`). A quoted
-    field may span lines; a row is bad if any of its lines is. Structural CSV errors raise
-    :class:`CorpusFormatError` naming file and line.
+    ``problem`` is ``None`` for a good row, else why the row is unreadable (``invalid UTF-8 ...``,
+    text after a quoted field: :func:`quote_problem`), naming the line only when it is not
+    ``start_line`` (``... on line 9``: a quoted field may span lines; a row is bad if any of its lines
+    is). Until session 51 the line was named always, and the messages that name the row's line
+    said it twice (``c.csv line 2: invalid UTF-8 (byte 0xe9 at column 6) on line 2``). Structural
+    CSV errors raise :class:`CorpusFormatError` naming file and line.
     """
     with open_binary(path) as fh:
         raw = fh.read().splitlines(keepends=True)
@@ -159,7 +168,7 @@ def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int,
             continue
         bad = lines.first_bad(start, end)
         if bad is not None:
-            yield start, fields, f"{bad[1]} on line {bad[0]}"
+            yield start, fields, f"{bad[1]}{_on_line(bad[0], start)}"
         else:
             yield start, fields, quote_problem(raw[start - 1 : end], start, delimiter)
 
@@ -279,7 +288,7 @@ def _csv_documents(
         raise CorpusFormatError(f"{path}: empty file, expected a header row")
     header_line, header, problem = first
     if problem is not None:
-        raise CorpusFormatError(f"{path} header: {problem}")
+        raise CorpusFormatError(f"{path} line {header_line} (the header): {problem}")
     check_unique_header(header, str(path))
     columns = columns.resolved(header, str(path), report)
     for row_number, (lineno, fields, problem) in enumerate(rows, 1):
