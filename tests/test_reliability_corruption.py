@@ -33,7 +33,7 @@ def artifacts(tmp_path_factory):
 def test_cases_cover_pointer_manifest_and_every_data_file(artifacts):
     files = artifact_files(artifacts["hybrid"])
     assert files[0] == "CURRENT" and files[1].endswith("/manifest.json") and len(files) >= 5
-    assert len(file_cases(artifacts["hybrid"])) == 6 * len(files)
+    assert len(file_cases(artifacts["hybrid"])) == 8 * len(files)
     flips = bit_flip_cases(artifacts["hybrid"])
     assert len(flips) == 8 * sum((artifacts["hybrid"] / f).stat().st_size for f in files[:2])
     case = Case(files[2], "truncate-half")

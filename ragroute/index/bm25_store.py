@@ -105,7 +105,7 @@ def _read_vocab(path: Path, statistics: Mapping[str, Any] | None) -> dict[str, A
             meta = json.load(fh)
     except FileNotFoundError:
         raise IndexFormatError(f"BM25 index file missing: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8 or JSON, a huge number
         raise IndexFormatError(f"{path}: unreadable BM25 vocabulary ({exc})") from None
     if not isinstance(meta, dict):
         raise IndexFormatError(f"{path}: not a ragroute BM25 vocabulary file")

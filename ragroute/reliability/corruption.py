@@ -3,7 +3,10 @@
 For each artifact kind (:data:`ragroute.reliability.workload.ARTIFACT_KINDS`, plus rerankers and
 experts when the caller builds them) and each file of its published build — the manifest, the
 ``CURRENT`` pointer and every data file — the cases are: truncate to half, truncate to nothing,
-invert the first / middle / last byte, delete. On top, single-bit flips across every byte of every
+invert the first / middle / last byte, delete, and replace it by JSON Python's json cannot read
+into a value (a number of more digits than Python reads; arrays nested past the recursion limit:
+since session 51, when they were a ``ValueError`` and a ``RecursionError`` traceback from a
+``CURRENT`` pointer). On top, single-bit flips across every byte of every
 manifest and pointer (:func:`bit_flip_cases`; a stride samples them).
 
 Each case is applied to the artifact in place, the artifact is loaded and asked
@@ -38,7 +41,21 @@ from ragroute.reliability.workload import PROBE_QUERIES, answer, run_ragroute
 from ragroute.store.artifact import POINTER_NAME, published_path
 from ragroute.store.manifest import MANIFEST_NAME
 
-FILE_ACTIONS = ("truncate-half", "truncate-empty", "flip-first", "flip-middle", "flip-last", "delete")
+FILE_ACTIONS = (
+    "truncate-half",
+    "truncate-empty",
+    "flip-first",
+    "flip-middle",
+    "flip-last",
+    "delete",
+    "json-long-number",
+    "json-deep",
+)
+#: what the two JSON actions write in place of the file
+_JSON_REPLACEMENTS = {
+    "json-long-number": b'{"build": ' + b"9" * 5000 + b"}",
+    "json-deep": b"[" * 100_000 + b"]" * 100_000,
+}
 OUTCOMES = ("clean_error", "multi_line", "traceback", "unnoticed", "wrong")
 _DURATION = re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|s)\b")
 
@@ -138,6 +155,8 @@ def applied(root: Path, case: Case) -> Iterator[None]:
             data = data[: len(data) // 2]
         elif case.action == "truncate-empty":
             data = bytearray()
+        elif case.action in _JSON_REPLACEMENTS:
+            data = bytearray(_JSON_REPLACEMENTS[case.action])
         elif case.action.startswith("flip-") and data:
             at = {"flip-first": 0, "flip-middle": len(data) // 2, "flip-last": len(data) - 1}[case.action]
             data[at] ^= 0xFF

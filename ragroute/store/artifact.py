@@ -681,7 +681,8 @@ def _read_pointer(root: Path, error: type[ArtifactFormatError]) -> dict[str, str
     path = root / POINTER_NAME
     try:
         data = json.loads(read_regular(path).decode("utf-8"))  # until session 41 a FIFO here hung
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, a number of more digits than Python
+        # reads or arrays nested past the recursion limit (the last two tracebacks until session 51)
         raise error(f"{path} is corrupt: not a JSON pointer to a build") from None
     except (IsADirectoryError, NotRegularFileError) as exc:
         if path.is_dir():
@@ -833,7 +834,7 @@ def _opened(
             raise error(f"{manifest_path} is corrupt: it does not match the checksum in {POINTER_NAME}")
         try:
             data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # as the pointer's (above)
             raise error(f"{manifest_path} is corrupt (not JSON: {exc})") from None
         manifest = ArtifactManifest.from_dict(data, str(manifest_path), error)
         if manifest.build != pointer["build"]:
@@ -879,7 +880,7 @@ def _open_legacy(root: Path, error: type[ArtifactFormatError]) -> Snapshot:
     path = root / MANIFEST_NAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # as the pointer's (above)
         raise error(f"{path} is corrupt (truncated or not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != LEGACY_FORMAT:
         raise error(f"{path} is not a ragroute manifest")
