@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_filters, check_query
+from ragroute.errors import (
+    InvalidArgumentError,
+    RagrouteError,
+    check_batch,
+    check_filters,
+    check_query,
+    value_type_name,
+)
 from ragroute.scopes import caller_id, caller_scopes
 
 
@@ -85,6 +92,7 @@ class QueryContext:
         self.scopes = caller_scopes(self.scopes)
         self.caller = checked_caller(self.caller)
         self.filters = own_filters(check_filters(self.filters))
+        checked_metadata(self.metadata)
 
     @classmethod
     def of(cls, query: str | QueryContext, **fields: Any) -> QueryContext:
@@ -126,6 +134,20 @@ class QueryContext:
     def encoders_used(self) -> list[str]:
         """Keys of the encoders this query has vectors for (what the trace reports)."""
         return list(self._vectors)
+
+
+def checked_metadata(metadata: Any, what: str = "metadata") -> Mapping[str, Any]:
+    """``metadata`` (``None``: none) when it is a mapping, else one :class:`InvalidArgumentError`
+    line: a string or a number raised dict.update's bare ValueError or TypeError out of a step-wise
+    run ("dictionary update sequence element #0 has length 1"), and in ``run_many`` only once the
+    questions before it had run (until session 51)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidArgumentError(
+            f"{what} must be a mapping of the query's metadata, got {value_type_name(metadata)}"
+        )
+    return metadata
 
 
 def contexts_of(queries: Sequence[str | QueryContext]) -> list[QueryContext]:

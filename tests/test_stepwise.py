@@ -447,6 +447,19 @@ def test_stepwise_rows_score_each_cut_against_hand_computed_answers():
     assert rows["passages_all_mean"] == 10.0 and rows["steps_mean"] == 2.0
 
 
+def test_stepwise_bench_scores_runs_that_took_no_step():
+    """An LLM planner answering every question outright takes no step: the union's cut read 0 and
+    the bench died on "unknown metric 'recall@0'" (a ValueError traceback) until session 51."""
+    from ragroute.evaluation.bench_stepwise import format_report, run_stepwise_bench
+
+    answering = ScriptedLLM(replies=['{"action": "answer", "answer": "Kellow"}'], cycle=True)
+    result = run_stepwise_bench(FIXTURE, HashingEncoder(), graph=False, planner="llm", llm=answering)
+    row = result["methods"]["stepwise (llm) over dense"]
+    assert row["steps_mean"] == 0.0 and row["retrieval_calls"] == 0
+    assert (row["recall@5"], row["fcr@5"], row["recall_all"], row["fcr_all"]) == (0.0, 0.0, 0.0, 0.0)
+    assert "stepwise (llm) over dense" in format_report(result)
+
+
 # --------------------------------------------------------------------------- failures, said and counted
 
 
@@ -590,6 +603,28 @@ def test_k_and_run_many_metadata_are_checked_in_one_line(bm25):
     with pytest.raises(InvalidArgumentError, match=r"^metadata must hold one mapping per question: 1 for 2"):
         controller.run_many(["a", "b"], metadata=[{}])
     assert len(controller.run_many(["a", "b"], metadata=[{}, {}])) == 2
+
+
+def test_metadata_that_is_no_mapping_is_refused_in_one_line_before_any_run(bm25):
+    """A string raised dict.update's bare ValueError ("dictionary update sequence element #0 has
+    length 1; 2 is required"), a number a TypeError, and in run_many only after the questions
+    before it had run (until session 51)."""
+    from ragroute.errors import InvalidArgumentError
+
+    seen = WordGate()
+    controller = StepwiseController(ScriptedPlanner(["Where was Ada Brennan born?"]), bm25, gate=seen)
+    with pytest.raises(
+        InvalidArgumentError, match=r"^metadata must be a mapping of the query's metadata, got a string$"
+    ):
+        controller.run("q", metadata="answer=Kellow")
+    with pytest.raises(InvalidArgumentError, match=r"^metadata\[1\] must be a mapping .*, got an integer$"):
+        controller.run_many(["a", "b"], metadata=[{}, 5])
+    assert seen.seen == []  # no question ran
+    assert controller.run("q", metadata=None).complete and controller.run("q", metadata={"x": 1}).complete
+    from ragroute.context import QueryContext
+
+    with pytest.raises(InvalidArgumentError, match=r"^metadata must be a mapping .*, got a list$"):
+        QueryContext("q", metadata=[("answer", "Kellow")])  # any context, as a step's
 
 
 class Answers:
@@ -794,3 +829,26 @@ def test_a_passage_title_stays_on_its_line_of_the_prompts():
         lines = prompt.splitlines()
         assert not any(line.startswith(("Question: What is two", "Answer: four")) for line in lines)
         assert any(flat in line for line in lines)
+
+
+def test_a_cancelled_run_asks_no_llm_after_its_search_stopped():
+    """A search cancelled inside a Pipeline raised QueryCancelled at the pipeline's next stage
+    boundary, which the controller recorded as the step's retrieval error, and it then asked the
+    answerer LLM for the step's answer (tens of seconds with a local model) that nobody awaited,
+    before the next step's check stopped it (until session 51)."""
+    from conftest import CancelProbe
+
+    from ragroute.context import in_worker_thread
+
+    probe = CancelProbe()
+    answerer = ScriptedLLM(default="an answer")
+    controller = StepwiseController(
+        ScriptedPlanner(["second", "more"]), probe.pipeline, answerer=answerer, k=1
+    )
+    probe.cancel_midway(lambda question: in_worker_thread(controller.run, question))
+    assert answerer.calls == 0 and probe.reranked == []
+    # a run that is not cancelled answers its steps as before
+    assert (
+        StepwiseController(ScriptedPlanner(["first"]), probe.pipeline, answerer=answerer, k=1).run("q").steps
+    )
+    assert answerer.calls == 1 and probe.reranked == ["first"]

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ragroute.context import QueryContext, check_cancelled
+from ragroute.context import QueryContext, check_cancelled, checked_metadata
 from ragroute.errors import (
     InvalidArgumentError,
     InvalidQueryError,
@@ -210,7 +210,7 @@ class StepwiseController:
         if root.filters:
             check_filter_keys(root.filters, metadata_keys_of(self.retriever, root.scopes), FIELD_KEYS)
         meta = dict(root.metadata)
-        meta.update(metadata or {})
+        meta.update(checked_metadata(metadata))
         steps: list[StepRecord] = []
         trace: list[TraceStep] = []
         answer, answer_from, complete, stopped_by = "", "", False, "budget"
@@ -250,6 +250,10 @@ class StepwiseController:
                 history=[{"step": s.index, "query": s.question, "answer": s.answer} for s in steps],
                 metadata=meta,
             )
+            # between a step's stages as between a pipeline's: the plan may have been a long LLM
+            # call, and a search cancelled inside a Pipeline is recorded as the step's error, after
+            # which the answerer was asked for an answer nobody awaited (until session 51)
+            check_cancelled()
             depth = self.k
             if self.gate is not None:
                 decision = self._gate(context, trace, step)
@@ -268,6 +272,7 @@ class StepwiseController:
                     steps.append(step)
                     stopped_by = "gate"
                     break
+            check_cancelled()
             self._answer_step(step, trace)
             steps.append(step)
         steps = [s for s in steps if s.action != "stop"]
@@ -315,6 +320,8 @@ class StepwiseController:
                     "metadata must hold one mapping per question: "
                     f"{len(metadata)} for {len(questions)} questions"
                 )
+            for i, item in enumerate(metadata):  # all before the first run, as the count is
+                checked_metadata(item, f"metadata[{i}]")
         return [
             self.run(q, metadata=None if metadata is None else metadata[i]) for i, q in enumerate(questions)
         ]
