@@ -1485,3 +1485,22 @@ def test_a_graph_walks_lexical_weights_say_nothing_of_words_only_hidden_passages
     assert hidden[0][2] is not None and hidden[0][2] > 1  # the lexical edges weigh 'painter'
     # the word only g4 holds and a word no passage holds: the same walk, both encoded alike
     assert [(d, s) for d, _, s in hidden] == [(d, s) for d, _, s in absent]
+
+
+def test_a_hidden_source_searched_directly_tells_a_caller_none_of_its_metadata_keys():
+    """Until session 51 a Source whose access labels keep a caller out answered that caller no hit
+    but listed its documents' metadata keys (what a filter's error quotes: a step-wise controller
+    over a bare Source said "known: dept" to a caller who may not read the source)."""
+    from ragroute.gate.controller import StepwiseController
+    from ragroute.gate.planners import ScriptedPlanner
+
+    index = build_index([Document(id="a", text="salary bands", metadata={"dept": "x"})], "bm25")
+    hidden = Source("hr", index, access=frozenset({"hr"}))
+    assert hidden.metadata_keys(()) == frozenset() and hidden.metadata_keys(("hr",)) == {"dept"}
+    assert hidden.metadata_keys(None) == {"dept"}  # no caller: the documents' own keys
+    controller = StepwiseController(ScriptedPlanner(["salary bands"]), hidden)
+    with pytest.raises(RagrouteError) as refused:
+        controller.run(QueryContext("salary bands", filters={"dpt": "x"}))
+    assert "dept" not in str(refused.value)
+    run = controller.run(QueryContext("salary bands", filters={"dept": "x"}, scopes=("hr",)))
+    assert [h.doc_id for h in run.evidence()] == ["a"]

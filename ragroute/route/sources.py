@@ -67,7 +67,12 @@ class Source:
 
     def metadata_keys(self, scopes: Sequence[str] | None = None) -> frozenset[str] | None:
         """The metadata keys its documents carry (with ``scopes``: those a caller holding them may
-        read), or ``None`` when its retriever cannot tell (:func:`~ragroute.index.base.metadata_keys_of`)."""
+        read), or ``None`` when its retriever cannot tell (:func:`~ragroute.index.base.metadata_keys_of`).
+        A caller the source's own access labels keep out reads none of its keys, as it reads none
+        of its hits (until session 51 a filter's error listed the keys of a hidden source searched
+        directly, a step-wise controller's)."""
+        if scopes is not None and not self.visible_to(scopes):
+            return frozenset()
         return metadata_keys_of(self.retriever, scopes)
 
     @property
