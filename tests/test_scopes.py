@@ -484,7 +484,7 @@ def test_a_reranker_sees_only_in_scope_hits_and_cannot_add_forbidden_ones(source
     assert [h.doc_id for h in result.hits] == [h.doc_id for h in reranker.seen][: len(result.hits)]
     assert_no_leak(result, ())
     (rerank,) = [s.detail for s in result.trace if s.stage == "rerank"]
-    assert rerank["error"] == "ValueError: returned 3 hit(s) that were not among its candidates"
+    assert rerank["error"] == "ValueError: returned 3 hits that were not among its candidates"
     assert rerank["kept"] == "fused order"
 
 

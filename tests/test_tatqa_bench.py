@@ -163,7 +163,7 @@ def test_learned_rows_that_cannot_be_cross_validated_are_said_skipped(
 
     result = run_tatqa_bench(tatqa_dir, hashing_encoder, folds=5)  # 4 questions per label
     assert "trained (cross-validated)" not in result["routers"]
-    reason = "label(s) table (4), table-text (4), text (4) hold fewer questions than 5 folds"
+    reason = "labels table (4), table-text (4), text (4) hold fewer questions than 5 folds"
     assert result["skipped_routers"] == {
         "knn-10 (cross-validated)": reason,
         "trained (cross-validated)": reason,
