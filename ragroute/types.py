@@ -220,6 +220,9 @@ class Hit:
         on numpy values, and a tuple came back from JSON a list, another dict than the one written."""
         data = asdict(self)
         data["metadata"], data["explain"] = plain_values(data["metadata"]), plain_values(data["explain"])
+        # a score or rank a caller's retriever gave as numpy (np.float32): json.dumps raised on it
+        # (until session 51)
+        data["score"], data["rank"] = plain_values(data["score"]), plain_values(data["rank"])
         return data
 
     @classmethod

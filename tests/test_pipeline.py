@@ -739,6 +739,9 @@ def test_a_result_read_back_from_json_is_the_result_written(hashing_encoder, sma
     assert again.to_dict() == result.to_dict() and again.decision.chosen == result.decision.chosen
     assert isinstance(again.hits[0], Hit) and isinstance(again.trace[0], TraceStep)
     assert again.hits == result.hits
+    # a hit made by hand with numpy numbers (a caller's retriever): JSON raised on them until session 51
+    made = Hit(doc_id="a", score=np.float32(0.5), rank=np.int64(1)).to_dict()
+    assert json.loads(json.dumps(made))["score"] == 0.5 and type(made["rank"]) is int
     with pytest.raises(InvalidArgumentError, match=r"^hit: unknown key 'docid'; did you mean 'doc_id'\?$"):
         Hit.from_dict({"docid": "a", "score": 1.0})
     with pytest.raises(
