@@ -484,6 +484,64 @@ def test_unloadable_models_and_bad_settings_are_one_line_errors(tmp_path):
         cross_encoder_reranker({"kind": "cross-encoder", "modle": "x"}, None)
 
 
+def _plain_copy(out, folder, drop=()):
+    """The trained reranker's model as a plain sentence-transformers folder, less ``drop``."""
+    import shutil
+
+    from ragroute.store import open_snapshot
+
+    shutil.copytree(open_snapshot(out, family="reranker").path, folder)
+    for name in ("manifest.json", "calibration.json", "model.onnx", "model.int8.onnx", *drop):
+        (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+def test_a_model_folder_that_would_score_at_random_is_one_line(tiny_reranker, tmp_path):
+    """A sentence embedding model (no classifier head), a checkpoint of another architecture and a
+    folder without its tokenizer files loaded as rerankers until session 51: the missing weights
+    random (another order at every load), every word [UNK], and no error."""
+    from ragroute.encode.resolve import resolve_model
+
+    out, _ = tiny_reranker
+    embedder = resolve_model("all-MiniLM-L6-v2").path  # the bundled bi-encoder
+    with pytest.raises(RagrouteError, match=r"cannot be loaded: 2 of the \d+ weights .*classifier") as caught:
+        CrossEncoderReranker(embedder, backend="torch")
+    assert str(embedder) in str(caught.value) and "\n" not in str(caught.value)
+    other = _plain_copy(out, tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    config.update(model_type="gpt2", architectures=["GPT2ForSequenceClassification"])
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RagrouteError, match="other cannot be loaded: .* would be random"):
+        CrossEncoderReranker(other, backend="torch")
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+    untokenized = _plain_copy(out, tmp_path / "untokenized", drop=tokenizer_files)
+    with pytest.raises(RagrouteError, match="untokenized cannot be loaded: its tokenizer knows only"):
+        CrossEncoderReranker(untokenized, backend="torch")
+    # the same model, whole, still loads and scores
+    whole = CrossEncoderReranker(_plain_copy(out, tmp_path / "whole"), backend="torch")
+    assert whole.score("q", ["t"]).shape == (1,)
+
+
+def test_an_onnx_export_onnxruntime_cannot_read_is_one_line_naming_the_model(tiny_reranker, tmp_path):
+    """An export this onnxruntime cannot parse, or an artifact without a readable tokenizer.json,
+    raised onnxruntime's InvalidProtobuf or the tokenizers' bare Exception until session 51 (a
+    traceback on the command line)."""
+    import shutil
+
+    from ragroute.store import open_snapshot, write_artifact
+
+    out, _ = tiny_reranker
+    built = open_snapshot(out, family="reranker").path
+    for name, damage in (("garbled", "model.onnx"), ("untokenized", "tokenizer.json")):
+        with write_artifact(tmp_path / name, "reranker", "cross-encoder") as build:
+            for file in ("calibration.json", "config.json", "model.onnx", "tokenizer.json"):
+                shutil.copy(built / file, build.path / file)
+            (build.path / damage).write_bytes(b"not a model")
+        with pytest.raises(RagrouteError, match=f"reranker model .*{name} cannot be loaded: ") as caught:
+            CrossEncoderReranker(tmp_path / name, backend="onnx")
+        assert "\n" not in str(caught.value)
+
+
 def test_query_folds_are_stable_and_ignore_the_parent_folder():
     folds = [query_fold("toollens", str(i)) for i in range(400)]
     assert 150 < sum(folds) < 250  # about half held out
@@ -1315,6 +1373,7 @@ def test_non_finite_stage1_scores_count_as_the_pools_lowest():
         ('{"stage1": [1, 2]}', "'stage1' is a list, not a mapping"),
         ("[1, 2]", "a calibration is a mapping, not a list"),
         ("{", "Expecting property name"),
+        ("[" * 100_000, "maximum recursion depth"),  # a RecursionError traceback until session 51
     ],
 )
 def test_a_calibration_file_with_wrong_contents_is_one_line(tmp_path, calibration, message):
@@ -1508,9 +1567,10 @@ def test_ragroute_rerank_reads_a_pipeline_nodes_fused_value_as_its_pipeline_stag
     source = Source("tools", build_index(docs, "hybrid", encoder=hashing_encoder, name="tools"))
     settings = {"kind": "centroid"}
     plain = pipeline_from_settings([source], settings, encoder=hashing_encoder)
-    staged = pipeline_from_settings(
-        [source], settings, encoder=hashing_encoder, reranker={"kind": "cross-encoder", "model": str(out)}
-    )
+    # one backend for both (`auto` is bf16 torch on a CPU with AMX, whose near-ties the fp32 run below
+    # may order otherwise: this test failed on such a machine until session 51)
+    reranking = {"kind": "cross-encoder", "model": str(out), "backend": "torch"}
+    staged = pipeline_from_settings([source], settings, encoder=hashing_encoder, reranker=reranking)
     query = "latest share price and the route to the airport"
     nodes = RoutedLlamaRetriever(plain, similarity_top_k=8).retrieve(query)
     fused = [n.node.metadata["explain"]["fused"] for n in nodes]

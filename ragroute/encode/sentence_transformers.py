@@ -83,11 +83,15 @@ def _loader_marks_loaded_weights() -> bool:
     return importlib.util.find_spec("transformers.core_model_loading") is not None
 
 
-def check_weights_loaded(model: Any, path: Path) -> None:
-    """Refuse a model whose weights files lack some of its weights (the pooler, unused by sentence
-    embeddings, aside): transformers gives the missing ones fresh random values and only prints a
-    load report, so an incomplete weights file, or a checkpoint of another architecture whose
-    tensors are named otherwise, embedded into a random space, another at every load."""
+def check_weights_loaded(
+    model: Any, path: Path, *, lead: str | None = None, unused: Sequence[str] = ("pooler",)
+) -> None:
+    """Refuse a model whose weights files lack some of its weights (those under ``unused``, the
+    pooler that sentence embeddings do not read, aside): transformers gives the missing ones fresh
+    random values and only prints a load report, so an incomplete weights file, or a checkpoint of
+    another architecture whose tensors are named otherwise, embedded into a random space, another at
+    every load. ``lead`` begins the error (default ``cannot load encoder from PATH``; a reranker,
+    whose classifier reads the pooler, names itself and passes ``unused=()``)."""
     from transformers import PreTrainedModel
 
     if not _loader_marks_loaded_weights():
@@ -100,20 +104,22 @@ def check_weights_loaded(model: Any, path: Path) -> None:
     missing = [
         name
         for name, parameter in weights.values()
-        if not getattr(parameter, "_is_hf_initialized", False) and "pooler" not in name.split(".")
+        if not getattr(parameter, "_is_hf_initialized", False) and not set(unused) & set(name.split("."))
     ]
     if missing:
+        lead = lead or f"cannot load encoder from {path}"
         raise ModelNotFoundError(
-            f"cannot load encoder from {path}: {len(missing)} of the {len(weights)} weights of its model "
+            f"{lead}: {len(missing)} of the {len(weights)} weights of its model "
             f"are not in its weights files (e.g. {missing[0]}) and would be random: is a weights file "
             "incomplete, or from another model?"
         )
 
 
-def check_vocabulary(model: Any, path: Path) -> None:
+def check_vocabulary(model: Any, path: Path, *, lead: str | None = None) -> None:
     """Refuse a model whose tokenizer knows nothing but its special tokens: a folder without its
     tokenizer files loads (transformers builds a tokenizer of the five special tokens), and every
-    word became ``[UNK]``, vectors of nothing, without an error (until session 38)."""
+    word became ``[UNK]``, vectors of nothing, without an error (until session 38). ``lead`` begins
+    the error (default ``cannot load encoder from PATH``)."""
     tokenizer = getattr(model, "tokenizer", None)
     try:
         size = len(tokenizer) if tokenizer is not None else None
@@ -121,8 +127,9 @@ def check_vocabulary(model: Any, path: Path) -> None:
         return
     special = set(getattr(tokenizer, "all_special_tokens", None) or ())
     if size is not None and size <= len(special):
+        lead = lead or f"cannot load encoder from {path}"
         raise ModelNotFoundError(
-            f"cannot load encoder from {path}: its tokenizer knows only its {size} special tokens "
+            f"{lead}: its tokenizer knows only its {size} special tokens "
             "(are its tokenizer files, tokenizer.json or vocab.txt, missing?)"
         )
 

@@ -54,6 +54,7 @@ from ragroute.errors import (
     check_keys,
     check_query,
     check_setting,
+    first_line,
     value_type_name,
 )
 from ragroute.identifiers import name_with_words
@@ -530,8 +531,9 @@ def read_calibration(folder: Path) -> Calibration:
     read it here); :class:`ArtifactFormatError` naming the file when its contents are not one."""
     try:
         return Calibration.from_dict(json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8")))
-    except ValueError as exc:  # JSONDecodeError included
-        raise ArtifactFormatError(f"{folder / CALIBRATION_FILE} is corrupt: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError included; nesting without end
+        # (a RecursionError traceback until session 51)
+        raise ArtifactFormatError(f"{folder / CALIBRATION_FILE} is corrupt: {first_line(exc)}") from None
 
 
 def model_positions(folder: Path) -> int | None:
@@ -610,7 +612,13 @@ def _scorer(folder: Path, backend: str, max_length: int, threads: int | None, la
             f"reranker {label} has no {file.name} (`ragroute rerank train` writes it; "
             "train again, or use the backend 'torch')"
         )
-    return _OnnxScorer(folder, file, max_length, threads, alone=backend == "onnx-int8")
+    try:
+        return _OnnxScorer(folder, file, max_length, threads, alone=backend == "onnx-int8")
+    except Exception as exc:  # noqa: BLE001 - as the torch scorer's: one line naming the model
+        # (onnxruntime's InvalidProtobuf or the tokenizers' bare Exception until session 51)
+        raise RagrouteError(
+            f"reranker model {label} cannot be loaded: {type(exc).__name__}: {first_line(exc)}"
+        ) from None
 
 
 class _TorchScorer:
@@ -620,7 +628,11 @@ class _TorchScorer:
         from sentence_transformers import CrossEncoder
 
         from ragroute.encode.resolve import set_offline_env
-        from ragroute.encode.sentence_transformers import quiet_transformers
+        from ragroute.encode.sentence_transformers import (
+            check_vocabulary,
+            check_weights_loaded,
+            quiet_transformers,
+        )
 
         set_offline_env()
         try:
@@ -634,6 +646,12 @@ class _TorchScorer:
             ) from None
         if int(self.model.config.num_labels) != 1:
             raise RagrouteError(f"reranker model {label} has {self.model.config.num_labels} labels; need 1")
+        # weights the folder lacks (a sentence embedding model's classifier head, a checkpoint of
+        # another architecture) or a tokenizer of special tokens only: until session 51 such a
+        # folder loaded, with random weights or every word [UNK], and scored without an error
+        lead = f"reranker model {label} cannot be loaded"
+        check_vocabulary(self.model, folder, lead=lead)
+        check_weights_loaded(self.model, folder, lead=lead, unused=())
         if bfloat16:
             import torch
 
