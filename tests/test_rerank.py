@@ -1655,3 +1655,22 @@ def test_pseudo_query_pairs_train_on_a_sets_own_documents_without_the_cut_text(h
     small = LabelledSet("s", docs[:10], labelled.queries, labelled.qrels)
     build_pairs([small], hashing_encoder, replace(params, pseudo_queries=30), say=said.append)
     assert any("s: no pseudo-query pairs (cannot cut pseudo-queries from 10" in line for line in said)
+
+
+def test_the_parents_reranker_leaves_the_callers_hits_as_they_were_and_checks_k():
+    """Until session 51 it rewrote the ranks and explanations of the hits it was handed, and k=0
+    returned every parent (the cross-encoder reranker makes new hits and refuses k=0)."""
+    from ragroute.rerank.parents import ParentsReranker
+
+    hits = [
+        Hit(doc_id="a#p1", score=3.0, source="s", rank=1, parent_id="a"),
+        Hit(doc_id="a#p0", score=2.0, source="s", rank=2, parent_id="a"),
+        Hit(doc_id="b#p0", score=1.0, source="s", rank=3, parent_id="b"),
+    ]
+    before = [(h.rank, dict(h.explain)) for h in hits]
+    kept = ParentsReranker().rerank("q", hits, 5)
+    assert [(h.doc_id, h.rank) for h in kept] == [("a#p1", 1), ("b#p0", 2)]
+    assert kept[1].explain["rerank"] == {"kind": "parents", "kept_for": "b"}
+    assert [(h.rank, h.explain) for h in hits] == before
+    with pytest.raises(RagrouteError, match="k must be"):
+        ParentsReranker().rerank("q", hits, 0)

@@ -9,9 +9,10 @@ document can fill the top k. This stage keeps the best chunk of each document
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from ragroute.errors import check_keys
+from ragroute.errors import check_k, check_keys
 from ragroute.route.sources import collapse_to_parents
 from ragroute.types import Hit
 
@@ -23,7 +24,11 @@ class ParentsReranker:
     candidates_per_hit = 3  # fused hits read per hit returned
 
     def rerank(self, context: Any, hits: list[Hit], k: int) -> list[Hit]:
-        kept = collapse_to_parents(hits, k)
+        """The best hit of each parent document among ``hits``, at most ``k``, as new hits (the
+        caller's are left as they were: until session 51 their ranks and explanations were
+        rewritten in place, and ``k=0`` returned every parent)."""
+        k = check_k(k)
+        kept = collapse_to_parents([replace(hit) for hit in hits], k)
         for hit in kept:
             parent = hit.parent_id or hit.doc_id
             hit.explain = {**hit.explain, "rerank": {"kind": self.name, "kept_for": parent}}
