@@ -649,6 +649,11 @@ def test_ragroute_rerank_reads_each_nodes_parent():
             nodes.append(NodeWithScore(node=node, score=1.0 - len(nodes) / 10))
     kept = RagrouteRerank(ParentsReranker(), top_n=5).postprocess_nodes(nodes, query_str="q")
     assert [n.node.node_id for n in kept] == ["docA-c0", "docB-c0"]
+    # nodes out of score order keep their own scores (not 6.0, 5.0..., the order they were read by,
+    # until session 51); an unscored node keeps none
+    nodes[0].score, nodes[3].score = 0.1, None
+    kept = RagrouteRerank(ParentsReranker(), top_n=5).postprocess_nodes(nodes, query_str="q")
+    assert [(n.node.node_id, n.score) for n in kept] == [("docA-c0", 0.1), ("docB-c0", None)]
 
 
 def test_ragroute_rerank_keeps_a_nodes_own_rerank_metadata():

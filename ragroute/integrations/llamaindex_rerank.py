@@ -131,5 +131,9 @@ class RagrouteRerank(BaseNodePostprocessor):
             for excluded in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
                 if "rerank" not in excluded:
                     excluded.append("rerank")
-            out.append(NodeWithScore(node=node, score=float(hit.score)))
+            # a reranker that scores nothing (parents) leaves each node its own score: until session
+            # 51 it came back as the value it was read by (8.0, 7.0, ... for an unsorted list)
+            own = nodes[int(hit.doc_id)].score
+            scored = getattr(reranker, "scores_hits", True)
+            out.append(NodeWithScore(node=node, score=float(hit.score) if scored else own))
         return out

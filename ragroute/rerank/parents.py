@@ -22,6 +22,9 @@ class ParentsReranker:
 
     name = "parents"
     candidates_per_hit = 3  # fused hits read per hit returned
+    #: it keeps, cuts and re-numbers hits: their scores stay those stage 1 gave (a LlamaIndex
+    #: postprocessor keeps each node's own score, see ``RagrouteRerank``)
+    scores_hits = False
 
     def rerank(self, context: Any, hits: list[Hit], k: int) -> list[Hit]:
         """The best hit of each parent document among ``hits``, at most ``k``, as new hits (the
