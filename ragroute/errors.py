@@ -363,8 +363,15 @@ def value_type_name(value: Any) -> str:
 
 
 def is_finite_number(value: Any) -> bool:
-    """Whether ``value`` is a real number (Python's or numpy's, not a boolean) that is finite."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    """Whether ``value`` is a real number (Python's or numpy's, not a boolean) that is finite, as a
+    float too: an integer past a float's range (JSON's ``1`` and 400 zeros) is not (until session 51
+    ``math.isfinite`` raised OverflowError on it, a traceback from whatever checked the value)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_setting(

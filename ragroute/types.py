@@ -308,19 +308,39 @@ class Decision:
         (``chosen``, ``routes``) or the ``to_dict()`` of each without them."""
         data = _mapping(data, "decision")
         _known_keys(data, {"chosen", "routes", "signals", "decided_by", "trace"}, "decision")
-        if not isinstance(data.get("chosen"), list):
-            from ragroute.errors import InvalidArgumentError
+        from ragroute.errors import InvalidArgumentError
 
+        chosen = data.get("chosen")
+        if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
             raise InvalidArgumentError("decision: needs 'chosen' (a list of route names)")
         return cls(
-            chosen=[str(c) for c in data["chosen"]],
-            routes={
-                str(k): float(v) for k, v in _mapping(data.get("routes") or {}, "decision routes").items()
-            },
+            chosen=list(chosen),
+            routes=_route_scores(_mapping(data.get("routes") or {}, "decision routes")),
             signals=dict(_mapping(data.get("signals") or {}, "decision signals")),
             trace=[TraceStep.from_dict(step) for step in data.get("trace") or ()],
             decided_by=str(data.get("decided_by") or ""),
         )
+
+
+def _route_scores(routes: Mapping[str, Any]) -> dict[str, float]:
+    """A logged decision's routes, each a finite number: until session 51 a null, a list or text
+    was a TypeError or ValueError from ``float()``, and NaN or infinity was read back as it was
+    (a decision no router makes, whose best route no comparison finds)."""
+    from ragroute.errors import InvalidArgumentError, is_finite_number, value_type_name
+
+    for name, score in routes.items():
+        if not is_finite_number(score):
+            shown = (
+                repr(score)
+                if isinstance(score, float)
+                else "an integer past a float's range"
+                if isinstance(score, int) and not isinstance(score, bool)
+                else value_type_name(score)
+            )
+            raise InvalidArgumentError(
+                f"decision routes: {str(name)!r} must be a finite number (its probability), got {shown}"
+            )
+    return {str(name): float(score) for name, score in routes.items()}
 
 
 _HIT_FIELDS = frozenset(

@@ -38,6 +38,15 @@ def test_folds_are_deterministic_and_checked():
         grouped_stratified_folds(texts, labels[:2], 5)
 
 
+@pytest.mark.parametrize("folds", ["5", None, 2.5, True])
+def test_a_fold_count_that_is_no_whole_number_is_one_line(folds):
+    """Until session 51 a string or None was a TypeError from ``folds < 2`` (2.5 and True ran)."""
+    from ragroute.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"^folds must be a whole number >= 1, got "):
+        grouped_stratified_folds(["a", "b", "c", "d"], ["x", "y", "x", "y"], folds)
+
+
 def test_holdout_keeps_identical_texts_on_one_side():
     texts = [f"shared {i}" for i in range(6)] * 2 + [f"own {i}" for i in range(20)] + ["lonely"]
     labels = ["a"] * 6 + ["b"] * 6 + ["a"] * 10 + ["b"] * 10 + ["c"]

@@ -756,6 +756,37 @@ def test_a_result_read_back_from_json_is_the_result_written(hashing_encoder, sma
         PipelineResult.from_dict([1, 2])
 
 
+@pytest.mark.parametrize(
+    "routes, shown",
+    [
+        ({"astro": None}, "empty (null)"),
+        ({"astro": float("nan")}, "nan"),
+        ({"astro": float("inf")}, "inf"),
+        ({"astro": "0.5"}, "a string"),
+        ({"astro": [0.5]}, "a list"),
+        ({"astro": True}, "a boolean"),
+        ({"astro": 10**400}, "an integer past a float's range"),
+    ],
+)
+def test_a_logged_decision_with_a_route_that_is_no_number_is_one_line(routes, shown):
+    """Decision.from_dict read each route with float(): until session 51 a null or a list was a
+    TypeError, a 400-digit number an OverflowError, and NaN or infinity was read back as it was."""
+    from ragroute.types import Decision
+
+    logged = {"chosen": ["astro"], "routes": {"cook": 0.25, **routes}}
+    with pytest.raises(InvalidArgumentError) as info:
+        Decision.from_dict(logged)
+    assert str(info.value) == (
+        f"decision routes: 'astro' must be a finite number (its probability), got {shown}"
+    )
+    with pytest.raises(InvalidArgumentError, match=r"^decision: needs 'chosen' \(a list of route names\)$"):
+        Decision.from_dict({"chosen": [None], "routes": {"astro": 1.0}})  # was a route named 'None'
+    assert Decision.from_dict({"chosen": ["astro"], "routes": {"astro": 1, "cook": 0.0}}).routes == {
+        "astro": 1.0,
+        "cook": 0.0,
+    }
+
+
 class KeywordGate:
     """Answers 'hello' queries from the model; asks for 2 hits on 'brief' ones."""
 

@@ -339,6 +339,20 @@ def test_fit_rejects_bad_input(data: dict[str, Any], encoder: FakeEncoder) -> No
         TrainedRouter.fit(texts, labels, None, features=QueryFeatures(cheap=False))
 
 
+@pytest.mark.parametrize("missing", [float("nan"), np.float64("nan"), "", "  "])
+def test_a_missing_label_is_refused_not_learnt_as_a_route(
+    data: dict[str, Any], encoder: FakeEncoder, missing: Any
+) -> None:
+    """pandas gives a missing label as NaN: until session 51 it was learnt as a route named 'nan'
+    (and a blank one as a route of spaces), as None was learnt as 'None' until session 37."""
+    texts, labels = data["train"]
+    with pytest.raises(RagrouteError, match=r"^label 3 is .*: every text needs a route name$"):
+        TrainedRouter.fit(texts, [*labels[:3], missing, *labels[4:]], encoder)
+    # cross-validation read every label as text first: a NaN was a route named 'nan' there too
+    with pytest.raises(RagrouteError, match=r"^label 3 is .*: every text needs a route name$"):
+        cross_val_logits(texts, [*labels[:3], missing, *labels[4:]], encoder, folds=2)
+
+
 def test_mlp_binary_and_model_free_variants(
     data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path
 ) -> None:
@@ -480,6 +494,84 @@ def test_saved_numbers_and_labels_that_would_misroute_are_refused(
     _rewrite_params(published, **change)
     with pytest.raises(IndexFormatError, match=re.escape(message)):
         TrainedRouter.load(published, encoder)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"layers": "2"}, "layers must be a whole number >= 1, not '2'"),
+        ({"layers": None}, "layers must be a whole number >= 1, not None"),
+        ({"features": "hashed"}, "features must be a mapping, not a string"),
+        ({"params": [1]}, "params must be a mapping, not a list"),
+        ({"metrics": 3}, "metrics must be a mapping, not an integer"),
+        ({"labels": ["image", None, "paragraph", "none"]}, "labels must be distinct route names"),
+        ({"labels": "abcd"}, "labels must be distinct route names, not 'abcd'"),
+        ({"encoder": {"model_id": "test/fake-words", "dim": None}}, "bad encoder entry"),
+        ({"temperature": 10**400}, "temperature must be a number above 0"),
+    ],
+)
+def test_saved_settings_of_a_wrong_type_are_one_line_errors(
+    router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    """Until session 51 each was a traceback from loading a router.json (an AttributeError,
+    TypeError or ValueError; OverflowError for a 400-digit temperature), or a label saved as null
+    became a route named 'None' and labels saved as one string a route per letter."""
+    folder = _legacy_save(router, tmp_path / "old")
+    manifest = json.loads((folder / ROUTER_FILE).read_text())
+    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, **change}))
+    for read in (lambda: TrainedRouter.load(folder, encoder), lambda: TrainedRouter.read_settings(folder)):
+        with pytest.raises(IndexFormatError, match=re.escape(message)) as info:
+            read()
+        assert "corrupt" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_huge_layer_count_is_refused_without_listing_its_arrays(
+    router: TrainedRouter, encoder: FakeEncoder, tmp_path: Path
+) -> None:
+    """A router.json saying 10**12 layers listed two array names per layer before reading any, and
+    ran out of memory (until session 51): more layers than the weights file has arrays is corrupt.
+    (A million here: the old code's two million names fit in memory, and its message named them.)"""
+    folder = _legacy_save(router, tmp_path / "old")
+    manifest = json.loads((folder / ROUTER_FILE).read_text())
+    (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "layers": 10**6}))
+    with pytest.raises(IndexFormatError, match=r"is corrupt: 1000000 layers, but 4 arrays$"):
+        TrainedRouter.load(folder, encoder)
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("offset", lambda a: a.__setitem__(0, np.nan), "the input scaling is not finite"),
+        ("scale", lambda a: a.__setitem__(-1, np.inf), "the input scaling is not finite"),
+        ("W0", None, "a layer's weights are not a matrix"),
+    ],
+)
+def test_weights_that_would_route_with_nan_or_crash_are_refused(
+    router: TrainedRouter,
+    encoder: FakeEncoder,
+    tmp_path: Path,
+    name: str,
+    change: Any,
+    message: str,
+) -> None:
+    """A weights file whose checksum is right but whose input scaling holds a NaN or an infinity
+    loaded, and every probability of every query was NaN; a layer saved as a vector was an
+    IndexError (until session 51)."""
+    from conftest import replace_published_file
+
+    folder = router.save(tmp_path / "r")
+    with np.load(published_path(folder) / WEIGHTS_FILE) as saved:
+        arrays = {key: np.array(saved[key]) for key in saved.files}
+    if change is None:
+        arrays[name] = arrays[name][:, 0]
+    else:
+        change(arrays[name])
+    buffer = tmp_path / "weights.npz"
+    np.savez(buffer, **arrays)
+    replace_published_file(folder, WEIGHTS_FILE, buffer.read_bytes())
+    with pytest.raises(IndexFormatError, match=re.escape(message)) as info:
+        TrainedRouter.load(folder, encoder)
+    assert "\n" not in str(info.value)
 
 
 def test_inspect_of_a_legacy_router_with_a_bad_encoder_entry_is_one_error_line(
@@ -637,7 +729,7 @@ def test_bench_refuses_one_training_label_and_warns_of_labels_it_cannot_score(
     texts, labels = data["train"]
     one = _write_labels(tmp_path / "one.jsonl", texts, ["doc"] * len(texts))
     test = _write_labels(tmp_path / "test.jsonl", *data["test"])
-    with pytest.raises(RagrouteError, match=r"holds 1 distinct label\(s\) \['doc'\]: a router needs two"):
+    with pytest.raises(RagrouteError, match=r"holds 1 distinct label \['doc'\]: a router needs two"):
         run_route_labels_bench(one, test, encoder=encoder, routers=["logreg_embedding"])
     train = _write_labels(tmp_path / "train.jsonl", *data["train"])
     renamed = [("Clip" if label == "clip" else label) for label in data["test"][1]]

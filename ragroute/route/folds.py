@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_k
 
 
 def normalized_text(text: str) -> str:
@@ -41,6 +41,7 @@ def grouped_stratified_folds(
     Groups are placed largest first (ties in a seeded random order), each into the
     fold that holds the fewest queries of the group's labels so far.
     """
+    folds = check_k(folds, "folds")  # a string was a TypeError from the comparison (until session 51)
     if folds < 2:
         raise RagrouteError(f"cross-validation needs at least 2 folds, got {folds}")
     if len(texts) != len(labels):

@@ -49,6 +49,7 @@ from ragroute.errors import (
     check_query,
     check_query_vectors,
     is_finite_number,
+    value_type_name,
 )
 from ragroute.route.base import (
     NONE_ROUTE,
@@ -268,11 +269,7 @@ class TrainedRouter(BaseRouter):
         at some cost in accuracy). Deterministic for a given ``seed``.
         """
         texts = [check_query(t) for t in check_batch(texts, "texts")]
-        labels = check_batch(labels, "labels")
-        missing = next((i for i, label in enumerate(labels) if label is None or label == ""), None)
-        if missing is not None:  # None was learnt as a route named 'None' (until session 37)
-            raise RagrouteError(f"label {missing} is {labels[missing]!r}: every text needs a route name")
-        raw = [str(label) for label in labels]
+        raw = _route_names(labels)
         if query_vectors is not None:  # a NaN row ended in scikit-learn's multi-line refusal
             query_vectors = check_query_vectors(query_vectors, len(texts), encoder)
         if features is None:
@@ -582,7 +579,7 @@ def cross_val_logits(
     ``none_bias``. ``fit_options`` go to :meth:`TrainedRouter.fit` (its own
     calibration is switched off: temperatures do not change which route wins).
     """
-    raw = [str(label) for label in labels]
+    raw = _route_names(labels)  # a NaN was stringified before fit could refuse it (until session 51)
     classes = sorted(set(raw))
     vectors = None
     if encoder is not None:
@@ -656,6 +653,18 @@ def choose_none_bias(
 
 
 # --------------------------------------------------------------------------- fitting helpers
+
+
+def _route_names(labels: Sequence[Any]) -> list[str]:
+    """The training labels as route names (a number as its text); a label that names no route is
+    refused: None (learnt as a route named 'None' until session 37), blank text, or a NaN (pandas'
+    missing value, learnt as a route named 'nan' until session 51, a blank label as one of spaces)."""
+    labels = check_batch(labels, "labels")
+    for i, label in enumerate(labels):
+        blank = isinstance(label, str) and not label.strip()
+        if label is None or blank or (isinstance(label, (float, np.floating)) and math.isnan(label)):
+            raise RagrouteError(f"label {i} is {label!r}: every text needs a route name")
+    return [str(label) for label in labels]
 
 
 def _check_fit_args(
@@ -859,7 +868,9 @@ def check_router_settings(folder: Path, settings: dict[str, Any]) -> dict[str, A
             f"{folder}: unknown model kind {settings.get('kind')!r}; refit it with `ragroute route fit`"
         )
     info = settings.get("encoder")  # as loading checks it: inspect read a string here as a mapping
-    if info is not None and (not isinstance(info, dict) or "model_id" not in info or "dim" not in info):
+    if info is not None and (
+        not isinstance(info, dict) or "model_id" not in info or not _is_count(info.get("dim"), 1)
+    ):
         raise IndexFormatError(f"{folder} is corrupt: bad encoder entry")
     problem = _saved_value_problem(settings)
     if problem:
@@ -874,23 +885,40 @@ def _saved_value_problem(settings: dict[str, Any]) -> str | None:
     probability NaN, a NaN ``none_bias`` the none route's, and a label saved twice folded two
     routes into one (probabilities summing below 1). A key missing is the loader's to report."""
     labels = settings.get("labels")
-    if isinstance(labels, list):
-        names = [str(label) for label in labels]
-        if len(set(names)) != len(names) or not all(names):
-            return f"labels must be distinct route names, not {names[:8]!r}"
+    if labels is not None:
+        # a label saved as null or a number (or the labels as one string) was read as its text
+        # (until session 51): a route named 'None', or one per letter
+        listed = isinstance(labels, list) and all(isinstance(label, str) and label for label in labels)
+        if not listed or len(set(labels)) != len(labels):
+            shown = labels[:8] if isinstance(labels, list) else labels
+            return f"labels must be distinct route names, not {shown!r}"
     for key, positive in (("temperature", True), ("none_bias", False)):
         value = settings.get(key, 1.0)
         if not is_finite_number(value) or (positive and value <= 0):
             return f"{key} must be {'a number above 0' if positive else 'a finite number'}, not {value!r}"
+    # until session 51 each of these was a traceback (a TypeError, an AttributeError), and a huge
+    # "layers" ran out of memory listing the arrays to read
+    if "layers" in settings and not _is_count(settings["layers"], 1):
+        return f"layers must be a whole number >= 1, not {settings['layers']!r}"
+    for key in ("features", "params", "metrics"):
+        if settings.get(key) is not None and not isinstance(settings[key], dict):
+            return f"{key} must be a mapping, not {value_type_name(settings[key])}"
     return None
+
+
+def _is_count(value: Any, least: int) -> bool:
+    """Whether ``value`` is a whole number (not a boolean) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _read_weights(path: Path, layers: int) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise IndexFormatError(f"{path} not found: the router's weights are missing")
-    needed = ["offset", "scale", *(f"{p}{i}" for i in range(layers) for p in ("W", "b"))]
     try:
         data = npz_arrays(path)
+        if layers > len(data):  # two arrays a layer: never list the names of more layers than that
+            raise IndexFormatError(f"{path} is corrupt: {layers} layers, but {len(data)} arrays")
+        needed = ["offset", "scale", *(f"{p}{i}" for i in range(layers) for p in ("W", "b"))]
         missing = [name for name in needed if name not in data]
         if missing or layers < 1:
             raise IndexFormatError(f"{path} is corrupt: missing arrays {', '.join(missing) or 'W0'}")
@@ -905,7 +933,9 @@ def _check_shapes(
     folder: Path, network: _Network, scaling: _Scaling, width: int, n_labels: int, kind: str
 ) -> None:
     problem = None
-    if scaling.offset.shape != (width,) or scaling.scale.shape != (width,):
+    if any(w.ndim != 2 for w in network.weights):  # a vector's missing column was an IndexError
+        problem = "a layer's weights are not a matrix"
+    elif scaling.offset.shape != (width,) or scaling.scale.shape != (width,):
         problem = f"scaling has {scaling.offset.shape[0]} columns, features have {width}"
     elif network.weights[0].shape[0] != width:
         problem = f"first layer takes {network.weights[0].shape[0]} inputs, features have {width}"
@@ -913,6 +943,8 @@ def _check_shapes(
         problem = f"output layer has {network.weights[-1].shape[1]} columns for {n_labels} labels"
     elif kind == "logreg" and len(network.weights) != 1:
         problem = "a logistic regression has exactly one layer"
+    elif not (np.isfinite(scaling.offset).all() and np.isfinite(scaling.scale).all()):
+        problem = "the input scaling is not finite"  # every probability was NaN (until session 51)
     else:
         for w, b in zip(network.weights, network.biases):
             if b.shape != (w.shape[1],) or not (np.isfinite(w).all() and np.isfinite(b).all()):
