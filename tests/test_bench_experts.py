@@ -247,3 +247,28 @@ def test_a_train_split_no_collection_has_is_one_line_before_any_encoding(tmp_pat
     assert result.exit_code == 2 and "error: --train-split test: no BEIR folder" in result.output
     result = CliRunner().invoke(experts_command, [*args, "--folds", "3"])  # no cross-validation to fold
     assert result.exit_code == 2 and "error: --folds does not apply unless --train-split" in result.output
+
+
+def test_the_experts_are_trained_over_the_encoder_that_embedded_the_documents(tmp_path, monkeypatch):
+    # `bench experts --encoder X` embedded the collections with X, then trained every expert over the
+    # bundled MiniLM against those vectors (until session 51): each was then left out of every row
+    # (it adapts MiniLM, not X), or training raised a torch traceback where the widths differed
+    import json
+
+    from conftest import HashingEncoder
+
+    import ragroute.experts.train as train_module
+    from ragroute.evaluation.bench_experts import prepare
+
+    folder = tmp_path / "root" / "c"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "cats purr"}) + "\n")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "cats"}) + "\n")
+    (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    trained: list[dict] = []
+    monkeypatch.setattr(train_module, "train_expert", lambda docs, out, *a, **k: trained.append(k))
+    encoder = HashingEncoder(dim=32, model_id="test/other-base")
+    data = prepare(tmp_path / "root", "dev", encoder, tmp_path / "experts")
+    assert len(trained) == 1 and trained[0]["base"] == "test/other-base"
+    assert trained[0]["document_vectors"].shape == (1, 32)
+    assert data.names == ["base", "bm25"]  # nothing was published here: that expert is left out

@@ -404,6 +404,37 @@ def test_pilot_temperature_is_fitted_out_of_fold() -> None:
     assert len([w for w in caught if issubclass(w.category, CalibrationWarning)]) == 1
 
 
+@pytest.mark.parametrize("clusters", [1, 3])
+def test_pilots_and_temperature_do_not_depend_on_the_order_of_the_training_queries(clusters) -> None:
+    # k-means started from seeded picks of row positions, and the folds of the out-of-fold temperature
+    # were dealt in query order: until session 51 the same training queries in another order made
+    # pilots up to 0.25 apart (clusters > 1) and fitted another temperature, so routed otherwise
+    rng = np.random.default_rng(2)
+    n, dim = 90, 8
+    axes = rng.integers(0, 3, n)
+    vectors = np.eye(dim)[axes] + rng.normal(0, 0.6, (n, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    gains = np.full((n, 3), 0.2)
+    noisy = rng.random(n) < 0.35  # a third of the wins go elsewhere: a temperature inside the grid
+    gains[np.arange(n), np.where(noisy, rng.integers(0, 3, n), axes)] = 0.8
+    data = ExpertGains(["A", "B", "C"], [f"q{i}" for i in range(n)], vectors, gains)
+    probe = rng.normal(size=(30, dim))
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        first = PilotRouter.fit(data, clusters=clusters)
+        assert min(TEMPERATURE_GRID) < first.temperature < max(TEMPERATURE_GRID)
+        expected = [d.routes for d in first.route_many(["x"] * 30, query_vectors=probe)]
+        for seed in range(3):
+            shuffled = PilotRouter.fit(
+                data.subset(np.random.default_rng(seed).permutation(n).tolist()), clusters=clusters
+            )
+            assert np.array_equal(shuffled.pilots, first.pilots)
+            assert np.array_equal(shuffled.owners, first.owners)
+            assert shuffled.temperature == first.temperature
+            assert [d.routes for d in shuffled.route_many(["x"] * 30, query_vectors=probe)] == expected
+
+
 def domain_vectors(axis: int, n: int, seed: int, dim: int = 8, spread: float = 0.5) -> np.ndarray:
     """``n`` unit vectors scattered around basis vector ``axis`` (overlapping domains)."""
     rng = np.random.default_rng(seed)
@@ -482,6 +513,20 @@ def test_domain_pilots_refuse_unknown_experts_and_single_domains() -> None:
         PilotRouter.from_domains(["base", "expert-med"], {"expert-med": np.eye(2), "expert-tax": np.eye(2)})
     with pytest.raises(RagrouteError, match="at least two"):
         PilotRouter.from_domains(["base", "expert-med"], {"expert-med": np.eye(2)})
+
+
+def test_a_pilot_router_refuses_an_expert_name_given_twice() -> None:
+    # labels A, A, B: each decision's routes kept A's second column (no pilot, probability 0), so A
+    # was never routed to, however near its pilot, and the routes summed to 0 (until session 51)
+    domains = {"A": domain_vectors(0, 20, 1), "B": domain_vectors(1, 20, 2)}
+    for labels in (["A", "A", "B"], ["A", "B", "A"]):
+        with pytest.raises(RagrouteError, match="expert names must be unique: A repeated"):
+            PilotRouter.from_domains(labels, domains)
+    with pytest.raises(RagrouteError, match="expert names must be unique: A repeated"):
+        PilotRouter(["A", "A"], np.eye(8)[:2], np.array([0, 1]))
+    router = PilotRouter.from_domains(["A", "B"], domains)
+    decision = router.route_many(["x"], query_vectors=np.eye(8)[:1])[0]
+    assert decision.chosen == ["A"] and sum(decision.routes.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_pilot_router_needs_a_query_some_expert_wins() -> None:
@@ -1166,6 +1211,22 @@ def test_a_lora_rank_above_the_layer_width_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(RagrouteError, match=r"^LoRA rank 385 is above the width of the adapted layers"):
         train_expert(corpus(), tmp_path / "wide", params, show_progress=False)
     assert not (tmp_path / "wide").exists()
+
+
+@pytest.mark.parametrize("mode", ["query-lora", "full"])
+def test_document_vectors_of_another_width_than_the_base_model_are_one_line(mode, tmp_path: Path) -> None:
+    # another model's document vectors (64-d for MiniLM's 384): a torch traceback once training
+    # began, until session 51
+    from ragroute.experts.train import ExpertTrainParams, train_expert
+
+    params = ExpertTrainParams(mode=mode, epochs=1, batch_size=8, max_queries=8, max_length=16, threads=1)
+    other = np.eye(64, dtype=np.float32)[np.arange(len(corpus())) % 64]
+    wider = r"^document_vectors are 64-d, but the base model .* embeds in 384-d"
+    with pytest.raises(RagrouteError, match=wider):
+        train_expert(corpus(), tmp_path / "e", params, document_vectors=other, show_progress=False)
+    with pytest.raises(RagrouteError, match=r"^document_vectors has shape \(72,\), not one row per document"):
+        train_expert(corpus(), tmp_path / "e", params, document_vectors=other[:, 0], show_progress=False)
+    assert not (tmp_path / "e").exists()
 
 
 def _resign_params(artifact: Path, **params: object) -> None:

@@ -144,9 +144,12 @@ def train_missing_experts(
     show_progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     document_encoder: Mapping[str, Any] | None = None,
+    base: str | None = None,
 ) -> dict[str, Path]:
     """One domain expert per collection under ``experts_dir``, trained where none is published or
-    where the published one was trained on other documents (its manifest's ``corpus_sha256``)."""
+    where the published one was trained on other documents (its manifest's ``corpus_sha256``).
+    ``base``: the model the experts adapt, the one that made ``base_vectors`` (its ``model_id``;
+    default: the bundled all-MiniLM-L6-v2)."""
     from ragroute.experts.train import corpus_fingerprint, train_expert
     from ragroute.store import artifact_exists, open_snapshot
 
@@ -168,6 +171,7 @@ def train_missing_experts(
                 target,
                 params,
                 name=f"expert-{col.name}",
+                **({"base": base} if base else {}),
                 document_vectors=base_vectors[col.name],
                 document_encoder=document_encoder,
                 show_progress=show_progress,
@@ -207,6 +211,10 @@ def prepare(
         show_progress=show_progress,
         log=log,
         document_encoder=encoder.describe() if hasattr(encoder, "describe") else None,
+        # the experts adapt the encoder that embedded the documents (until session 51 the bundled
+        # MiniLM whatever --encoder was: trained against another model's vectors, then left out
+        # of every row, or a torch traceback where the widths differed)
+        base=str(encoder.model_id),
     )
     specs = [ExpertSpec("base", "base"), ExpertSpec("bm25", "bm25")]
     specs += [ExpertSpec(f"expert-{name}", "adapter", str(path)) for name, path in trained.items()]

@@ -167,9 +167,17 @@ def train_expert(
             show_progress_bar=progress_enabled(show_progress),
         )
     document_vectors = np.asarray(document_vectors, dtype=np.float32)
-    if document_vectors.shape[0] != len(documents):
+    if document_vectors.ndim != 2 or document_vectors.shape[0] != len(documents):
         raise RagrouteError(
-            f"document_vectors has {document_vectors.shape[0]} rows for {len(documents)} documents"
+            f"document_vectors has shape {document_vectors.shape}, not one row per document "
+            f"({len(documents)})"
+        )
+    dim = model.get_sentence_embedding_dimension()
+    # another model's vectors: until session 51 a torch traceback once training began
+    if dim and document_vectors.shape[1] != dim:
+        raise RagrouteError(
+            f"document_vectors are {document_vectors.shape[1]}-d, but the base model {resolved.model_id} "
+            f"embeds in {dim}-d: give its own document vectors (or none: it encodes the documents)"
         )
     position = {doc.id: i for i, doc in enumerate(documents)}
     start = time.perf_counter()

@@ -73,6 +73,11 @@ class PilotRouter(BaseRouter):
         if mode not in MODES:
             raise RagrouteError(f"unknown pilot mode {mode!r}: choose {' or '.join(MODES)}")
         self.labels = list(labels)
+        # a repeated name kept one of its columns in each decision's routes (the one without a
+        # pilot, at 0): until session 51 its expert was never routed to and the routes summed to 0
+        repeated = sorted({str(label) for label in self.labels if self.labels.count(label) > 1})
+        if repeated:
+            raise RagrouteError(f"expert names must be unique: {', '.join(repeated)} repeated")
         self.pilots = np.asarray(pilots, dtype=np.float32)
         self.owners = np.asarray(owners, dtype=np.int64)
         self.encoder = encoder
@@ -141,7 +146,13 @@ class PilotRouter(BaseRouter):
         folds: int,
         **options: Any,
     ) -> float:
-        """The temperature fitted on each query's scores against pilots of the other folds."""
+        """The temperature fitted on each query's scores against pilots of the other folds (folded in
+        an order of their own: by text, winner and vector, not the order the queries came in)."""
+        order = sorted(
+            range(len(rows)),
+            key=lambda k: (data.texts[rows[k]], int(targets[k]), data.vectors[rows[k]].tobytes()),
+        )
+        rows, targets = [rows[k] for k in order], targets[order]
         fold_of = grouped_stratified_folds(
             [data.texts[i] for i in rows], [data.labels[t] for t in targets], folds, options["seed"]
         )
@@ -354,7 +365,12 @@ def check_pilot_width(width: int, dim: int, what: str, where: str) -> None:
 
 
 def _centroids(vectors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
-    """``clusters`` k-means centroids of ``vectors`` (fewer when there are fewer vectors), L2-normalised."""
+    """``clusters`` k-means centroids of ``vectors`` (fewer when there are fewer vectors), L2-normalised.
+
+    The vectors are taken in an order of their own (sorted by value): k-means starts from seeded
+    picks of row positions, so until session 51 the same training queries in another order made
+    other pilots (and routed other queries elsewhere)."""
+    vectors = vectors[np.lexsort(vectors.T[::-1])]
     k = max(1, min(int(clusters), len(vectors)))
     if k == 1:
         centres = vectors.mean(axis=0, keepdims=True)
