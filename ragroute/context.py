@@ -132,7 +132,9 @@ class QueryContext:
 
     @property
     def encoders_used(self) -> list[str]:
-        """Keys of the encoders this query has vectors for (what the trace reports)."""
+        """Keys of the encoders this query has vectors for so far (encoded, or handed in by
+        :meth:`set_vector`): how many encoders a query cost (``bench experts`` reports it per
+        router; a trace does not)."""
         return list(self._vectors)
 
 
