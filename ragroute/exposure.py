@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import threading
 import time
@@ -45,9 +46,10 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
-from ragroute.errors import RagrouteError, check_keys
+from ragroute.errors import RagrouteError, check_keys, is_finite_number
 from ragroute.index.base import content_key
 from ragroute.scopes import ACCESS_KEY, caller_id, labels_of, visible
 from ragroute.types import Hit, TraceStep
@@ -108,7 +110,7 @@ class ExposureBudget:
             raise RagrouteError(f"exposure: max_fraction must be in (0, 1], not {self.max_fraction!r}")
         if self.min_documents < 1:
             raise RagrouteError(f"exposure: min_documents must be >= 1, not {self.min_documents!r}")
-        if self.window_s <= 0:
+        if not self.window_s > 0:  # NaN too: until session 51 nothing ever left its window
             raise RagrouteError(f"exposure: window_s must be > 0, not {self.window_s!r}")
         if not 0.0 < self.alert_at <= 1.0:
             raise RagrouteError(f"exposure: alert_at must be in (0, 1], not {self.alert_at!r}")
@@ -117,7 +119,15 @@ class ExposureBudget:
         """The budget, in distinct documents, of a source holding ``size`` documents."""
         if not size:
             return self.min_documents
-        return max(self.min_documents, int(self.max_fraction * size))
+        # the fraction as written: in floats 0.29 x 100 is 28.999999999999996, a budget of 28 (until
+        # session 51)
+        return max(self.min_documents, int(_as_written(self.max_fraction) * size))
+
+    def alert_level(self, limit: int) -> int:
+        """How many distinct documents of a budget of ``limit`` raise the alert: ``alert_at`` x
+        ``limit``, rounded up (until session 51 compared in floats: 0.07 x 100 is
+        7.000000000000001, and the alert came at the 8th document)."""
+        return math.ceil(_as_written(self.alert_at) * limit)
 
     @classmethod
     def from_settings(cls, settings: Any, where: str = "exposure") -> ExposureBudget:
@@ -168,6 +178,13 @@ def exposure_problems(settings: Any, where: str = "exposure") -> list[str]:
     return problems
 
 
+@functools.lru_cache(maxsize=64)
+def _as_written(value: float) -> Fraction:
+    """``value`` as the decimal it is written as (its shortest repr: 0.29 is 29/100, where the
+    float is a hair below it), for budgets and alert levels exact in whole documents."""
+    return Fraction(repr(float(value)))
+
+
 def _number(value: Any, key: str, where: str, kind: type) -> Any:
     if (
         isinstance(value, bool)
@@ -176,6 +193,9 @@ def _number(value: Any, key: str, where: str, kind: type) -> Any:
     ):
         expected = "an integer" if kind is int else "a number"
         raise RagrouteError(f"{where}: {key!r} must be {expected}, not {type(value).__name__}")
+    if kind is float and isinstance(value, int) and not is_finite_number(value):
+        # until session 51 an OverflowError (a traceback from loading and from `config check`)
+        raise RagrouteError(f"{where}: {key!r} must be a number, not an integer past a float's range")
     return kind(value)
 
 
@@ -252,8 +272,9 @@ class ExposureLedger:
 
     def tripped(self, caller: str, source: str, scopes: Iterable[str] = ()) -> bool:
         """Whether ``caller`` (holding ``scopes``) has reached its budget on ``source``."""
-        bucket = self._bucket_of(source)
-        return self.distinct(caller, source) >= self.budget.limit(self.size(bucket, scopes))
+        # size() reads a source's name: given its collection, it read the collection of a source so
+        # named (until session 51)
+        return self.distinct(caller, source) >= self.budget.limit(self.size(source, scopes))
 
     def admit(
         self,
@@ -275,16 +296,20 @@ class ExposureLedger:
         """
         caller = caller_id(caller)
         names = self.collection_of if collections is None else {**self.collection_of, **collections}
-        now = self.clock()
         scopes = frozenset(scopes)
         alerts: list[ExposureAlert] = []
         shown: list[Hit] = []
         detail: dict[str, Any] = {}
         withheld = 0
         with self._lock:
+            # read under the lock: until session 51 a call that read the clock, then waited for the
+            # lock while another admitted the same document later, set its time back (it left the
+            # window early, and a hard stop let a new document through)
+            now = self.clock()
             self._sweep(now)
             self._follow_sources()
             limits: dict[str, int] = {}
+            levels: dict[str, int] = {}  # bucket -> distinct documents that raise the alert
             shown_as: dict[str, str] = {}  # bucket -> the name the trace gives it: a source the caller reads
             for hit in hits:
                 origin = self._origin(hit, names)
@@ -293,6 +318,7 @@ class ExposureLedger:
                 current = self._expire(seen, now)
                 if bucket not in limits:
                     limits[bucket] = self.budget.limit(self._size(bucket, scopes))
+                    levels[bucket] = self.budget.alert_level(limits[bucket])
                     shown_as[bucket] = bucket if bucket == ALL_SOURCES else origin
                 limit = limits[bucket]
                 # ids are unique within a collection only; sources of one collection share them
@@ -304,7 +330,7 @@ class ExposureLedger:
                 if now < seen.oldest:
                     seen.oldest = now
                 shown.append(hit)
-                if len(current) >= self.budget.alert_at * limit and seen.alerted_at is None:
+                if len(current) >= levels[bucket] and seen.alerted_at is None:
                     seen.alerted_at = now
                     alerts.append(
                         ExposureAlert(

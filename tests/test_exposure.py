@@ -541,3 +541,94 @@ def test_one_caller_spelled_with_spaces_or_decomposed_accents_is_counted_once(sm
         with pytest.raises(InvalidArgumentError, match="only whitespace"):
             ledger.admit(blank, _hits("astro", [1]))
     assert QueryContext("q", caller="").caller == ""  # the anonymous caller stays as it is
+
+
+def test_budgets_and_alert_levels_are_exact_for_fractions_a_float_cannot_hold():
+    """In floats 0.29 x 100 is 28.999999999999996 (a budget of 28 where 29 was asked) and 0.07 x 100
+    is 7.000000000000001 (the alert came at the 8th document, not the 7th), until session 51."""
+    assert ExposureBudget(max_fraction=0.29, min_documents=1).limit(100) == 29
+    assert ExposureBudget(max_fraction=0.58, min_documents=1).limit(100) == 58
+    alerts: list[ExposureAlert] = []
+    budget = ExposureBudget(per="source", max_fraction=0.5, min_documents=1, alert_at=0.07)
+    ledger = ExposureLedger(budget, sizes={"a": 200}, on_alert=alerts.append)
+    for i in range(7):
+        ledger.admit("eve", _hits("a", [i]))
+    assert [(a.distinct, a.budget) for a in alerts] == [(7, 100)]
+
+
+def test_a_window_of_nan_or_a_number_past_a_floats_range_is_a_one_line_error():
+    """window_s: .nan was accepted (nothing ever left the window, the alert never re-armed), and an
+    integer past a float's range was an OverflowError, from loading and from `config check`, until
+    session 51."""
+    from ragroute.exposure import exposure_problems
+
+    for bad, message in (
+        ({"window_s": float("nan")}, "window_s must be > 0, not nan"),
+        ({"window_s": 10**400}, "'window_s' must be a number, not an integer past a float's range"),
+        ({"max_fraction": 10**400}, "'max_fraction' must be a number, not an integer past"),
+    ):
+        with pytest.raises(RagrouteError, match=message):
+            ExposureBudget.from_settings(bad, "r.yaml: exposure")
+        assert [p for p in exposure_problems(bad, "r.yaml: exposure") if message.split(",")[0] in p]
+    with pytest.raises(RagrouteError, match="window_s must be > 0"):
+        ExposureBudget(window_s=float("nan"))
+
+
+def test_tripped_reads_a_sources_collection_once():
+    """`tripped` mapped the source to its collection, then read that collection's name as a source
+    again: a source "docs" searching the index "wiki" was sized as the other source called "wiki"
+    (4 documents), and read tripped at 3 of its budget of 50 (until session 51)."""
+    ledger = ExposureLedger(ExposureBudget(per="source", max_fraction=0.5, min_documents=1))
+    ledger.add_sources(
+        [
+            Source("docs", build_index(_docs("w", 100), "bm25"), metadata={"corpus": "wiki"}),
+            Source("wiki", build_index(_docs("o", 4), "bm25"), metadata={"corpus": "other"}),
+        ]
+    )
+    ledger.admit("eve", _hits("docs", [1, 2, 3]))
+    assert ledger.size("docs") == 100 and not ledger.tripped("eve", "docs")
+    ledger.admit("eve", _hits("wiki", [1, 2]))
+    assert ledger.tripped("eve", "wiki")  # 2 of half of 4
+
+
+def test_a_call_waiting_for_the_ledger_does_not_set_a_documents_time_back():
+    """admit read the clock before taking the lock: a call that read it, then waited while another
+    call showed the same document later, wrote its earlier time over the later one. The document
+    left the window early, and a hard stop of one document let a second through (until session 51)."""
+    import threading
+
+    class StallingClock(Clock):
+        """Its first read from a worker thread lets another request run first (up to 0.3 s)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stall = True
+            self.others: list[threading.Thread] = []
+
+        def __call__(self) -> float:
+            value = self.now
+            if self.stall and threading.current_thread() is not threading.main_thread():
+                self.stall = False
+                later = threading.Thread(target=self.later)
+                self.others.append(later)
+                later.start()
+                later.join(0.3)  # it may be waiting for the ledger's lock, held by this call
+            return value
+
+        def later(self) -> None:
+            self.now = 10.0
+            ledger.admit("eve", _hits("s", [1]))  # d1 shown at 10
+
+    clock = StallingClock()
+    budget = ExposureBudget(per="source", min_documents=1, window_s=100, hard_stop=True)
+    ledger = ExposureLedger(budget, clock=clock)
+    first = threading.Thread(target=lambda: ledger.admit("eve", _hits("s", [1])))  # d1 shown at 0
+    first.start()
+    first.join(5)
+    for other in clock.others:
+        other.join(5)
+    assert len(clock.others) == 1
+    clock.now = 105.0  # d1 was last shown at 10: in the window until 110
+    assert ledger.distinct("eve", "s") == 1
+    shown, step = ledger.admit("eve", _hits("s", [2]))
+    assert shown == [] and step.detail["withheld"] == 1
