@@ -395,7 +395,8 @@ def check_setting(
     if expected == "number_or_auto" and value == "auto":
         return value
     if expected in ("number", "number_or_auto"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        # an integer past a float's range is no number a setting can be (OverflowError until session 51)
+        ok = isinstance(value, (int, float)) and is_finite_number(value)
     elif expected == "integer":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif expected == "string":
@@ -412,8 +413,11 @@ def check_setting(
         raise ValueError(f"unknown setting type {expected!r}")
     prefix = f"{where}: " if where else ""
     if not ok:
+        numeric = expected in ("number", "number_or_auto")
         got = repr(value) if isinstance(value, float) else value_type_name(value)
-        hint = number_text_hint(value) if expected in ("number", "number_or_auto") else ""
+        if numeric and isinstance(value, int) and not isinstance(value, bool):
+            got = "an integer past a float's range"
+        hint = number_text_hint(value) if numeric else ""
         odd = value
         if expected == "strings" and isinstance(value, (list, tuple)):
             odd = next(item for item in value if not isinstance(item, str))

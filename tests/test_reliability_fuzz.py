@@ -187,6 +187,9 @@ def test_settings_name_the_expected_type():
     with pytest.raises(RagrouteError, match="must be an integer, not a boolean"):
         check_setting(True, "integer", "", "k")
     assert check_setting(None, "number", "", "temperature", optional=True) is None
+    # an integer past a float's range (YAML's 1 and 400 zeros): an OverflowError until session 51
+    with pytest.raises(RagrouteError, match="'threshold' must be a number, not an integer past a float's"):
+        check_setting(10**400, "number", "", "threshold")
 
 
 @pytest.mark.parametrize(
