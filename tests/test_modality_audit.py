@@ -228,7 +228,9 @@ def test_collapse_keeps_the_first_hit_of_each_parent_in_order(hits, k):
             expected.append(hit)
     expected = expected[:k]
     kept = ParentsReranker().rerank(None, list(hits), k)
-    assert [id(h) for h in kept] == [id(h) for h in expected]
+    # copies of the hits (the caller's are left as they were since session 51), in that order
+    assert [(h.source, h.doc_id, h.score) for h in kept] == [(h.source, h.doc_id, h.score) for h in expected]
+    assert not {id(h) for h in kept} & {id(h) for h in hits}
     assert [h.rank for h in kept] == list(range(1, len(kept) + 1))
     assert [h.explain["rerank"]["kept_for"] for h in kept] == [h.parent_id or h.doc_id for h in kept]
     assert len(kept) == min(k, len({key(h) for h in hits}))
