@@ -240,6 +240,30 @@ def test_a_cache_schema_damaged_into_non_utf8_text_is_the_one_line_error(tmp_pat
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("ner, triples", [(None, None), (b"\xff\xfe", None), ("{}", b"[]")])
+def test_a_damaged_cache_entry_is_asked_again_with_a_cache_warning(tmp_path, ner, triples):
+    """An answer that is no text in the cache (NULL, a blob): until session 51 its parse
+    raised a TypeError out of extract, and the graph build stopped with a traceback."""
+    import sqlite3
+
+    from ragroute.encode.cache import CacheWarning
+
+    first = LLMExtractor(scripted(), cache_dir=tmp_path)
+    expected = first.extract(DOCS[0])
+    with sqlite3.connect(tmp_path / "openie.sqlite") as db:
+        db.execute("UPDATE openie SET ner = ?, triples = ?", (ner, triples))
+    again = LLMExtractor(scripted(), cache_dir=tmp_path)
+    with pytest.warns(CacheWarning, match=r"openie\.sqlite: a damaged entry"):
+        extraction = again.extract(DOCS[0])
+    assert again.calls == 2 and again.failures == []
+    assert extraction.phrases == expected.phrases and extraction.facts == expected.facts
+    mended = LLMExtractor(scripted(), cache_dir=tmp_path)  # the row was replaced
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mended.extract(DOCS[0]).phrases == expected.phrases
+    assert mended.calls == 0 and mended.cache_hits == 1
+
+
 def test_unparseable_output_is_recorded_and_the_build_goes_on(tmp_path, hashing_encoder):
     llm = scripted(answers={"Kellow": ("I am sorry, I cannot do that.", "unused")})
     extractor = LLMExtractor(llm, cache_dir=tmp_path)

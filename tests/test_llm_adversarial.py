@@ -462,3 +462,18 @@ def test_the_gating_wrappers_give_the_same_results_sync_and_async_over_an_llm_ga
         asteps, arun = asyncio.run(stepwise.aretrieve_with_decision(query))
         assert [n.node.node_id for n in steps] == [n.node.node_id for n in asteps]
         assert run.answer == arun.answer and run.complete == arun.complete
+
+
+@pytest.mark.parametrize("timeout_s", [1e10, 1e300])
+def test_a_timeout_longer_than_a_thread_can_wait_lets_the_call_answer(timeout_s):
+    # a wait past threading.TIMEOUT_MAX raised OverflowError: every call with such a timeout (no
+    # timeout, in effect) failed at once, and the router or gate asking fell back on every query
+    reply = complete_safely(ScriptedLLM(replies=["astro"], delay_s=0.05), "q", timeout_s=timeout_s)
+    assert reply.ok and reply.text == "astro", reply.error
+    router = LlmRouter(
+        [Source("astro", build_index(DOCS, "bm25", name="astro"))],
+        ScriptedLLM(replies=["astro"], delay_s=0.05),
+        timeout_s=timeout_s,
+    )
+    decision = router.route("Where was Ada Brennan born?")
+    assert decision.chosen == ["astro"] and decision.decided_by == "llm"

@@ -26,6 +26,9 @@ def nothing():
 
 def slow():
     return ScriptedLLM(replies=["astro"], delay_s=2.0, cycle=True)
+
+def a_class():
+    return ScriptedLLM
 """
 
 
@@ -56,6 +59,16 @@ def test_the_router_takes_every_llm_value_a_config_takes(sources, hashing_encode
         route(sources, hashing_encoder, tmp_path, llm="factories.py:nothing")
     with pytest.raises(RagrouteError, match=r"unknown llm kind 'gpt'"):
         route(sources, hashing_encoder, tmp_path, llm="gpt")
+
+
+def test_a_factory_returning_an_llm_class_not_an_llm_fails_at_load(sources, hashing_encoder, tmp_path):
+    """A class has a complete() too (a function of the class): until session 51 it was taken as the
+    LLM, and every query's call failed (the fallback routed them all, or each failed)."""
+    with pytest.raises(
+        RagrouteError,
+        match=r"^r.yaml: router llm: 'factories.py:a_class' returned the class ScriptedLLM, not an LLM",
+    ):
+        route(sources, hashing_encoder, tmp_path, llm="factories.py:a_class", fallback="prototype")
 
 
 def test_a_failing_or_slow_llm_falls_back_and_says_so(sources, hashing_encoder, tmp_path):
@@ -205,6 +218,31 @@ def test_a_label_written_with_spaces_or_hyphens_is_read(small_docs):
         ("it_support, product_tables, astro, astro/section, none", None),
     ):
         assert router.parse(answer) == label, answer
+
+
+def test_an_answer_writing_one_of_two_labels_spelled_alike_routes_to_that_one(small_docs):
+    """Labels spelled alike (a source `None` beside the route `none`, `IT-support` beside
+    `it_support`): until session 51 the first listed was taken whichever the answer wrote, so the
+    LLM's `none` searched the source `None` and its `it_support` searched `IT-support`."""
+    from ragroute.llm import ScriptedLLM
+    from ragroute.route.llm import LlmRouter
+
+    index = build_index(small_docs, "bm25")
+    names = ("None", "IT-support", "it_support")
+    router = LlmRouter([Source(name, index) for name in names], ScriptedLLM())
+    for answer, label in (
+        ("none", "none"),
+        ("None", "None"),
+        ("it_support", "it_support"),
+        ("IT-support.", "IT-support"),
+        ("I would pick it_support", "it_support"),
+        ("I would pick IT-support", "IT-support"),
+        ("none: no it_support needed", "it_support"),
+        ("IT support", "IT-support"),  # neither written as it is: the first listed, as before
+    ):
+        assert router.parse(answer) == label, answer
+    decision = LlmRouter([Source(name, index) for name in names], ScriptedLLM(replies=["none"])).route("q")
+    assert decision.chosen == ["none"]
 
 
 def test_a_label_inside_a_longer_label_is_not_named(small_docs):

@@ -229,6 +229,35 @@ def test_an_llm_router_offers_a_scoped_caller_only_the_sources_it_may_read(sourc
     assert [r.decision.chosen[0] for r in both] == ["helpdesk", SECRET]
 
 
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_retrieval_gate_signal_asks_an_llm_router_only_of_the_sources_the_caller_may_see(
+    sources, encoder, ensemble
+):
+    """The gate's retrieval signal routed every caller's query with the pipeline's router as it is:
+    until session 51 an LLM router's prompt then listed the hidden source (name and description),
+    and its router_max read the visible routes left tied when the LLM took the hidden one (1/3 for
+    a caller outside it, where the route stage, offering only what it may see, routed at 0.9)."""
+    from ragroute.gate.signals import make_signal
+    from ragroute.gate.trained import ThresholdGate
+    from ragroute.route.ensemble import EnsembleRouter
+    from ragroute.route.llm import LlmRouter
+
+    llm = PayrollMindedLLM()
+    router = LlmRouter(sources, llm)
+    if ensemble:
+        router = EnsembleRouter([router, FixedRouter({"science": 0.5, SECRET: 0.5})])
+    gate = ThresholdGate(make_signal("retrieval", sources=sources), "router_max", above=2.0)
+    pipeline = Pipeline(sources, router, encoder=encoder, gate=gate)
+    result = pipeline.retrieve("printer vpn password", k=3, scopes=["it"])
+    assert llm.prompts and not any(SECRET in prompt or "salaries" in prompt for prompt in llm.prompts)
+    assert_no_leak(result, ["it"])
+    if not ensemble:
+        values = [step.detail for step in result.trace if step.stage == "gate"][0]["values"]
+        assert values["retrieval.router_max"] == pytest.approx(0.9)
+    pipeline.retrieve("printer vpn password", k=3, scopes=["hr"])
+    assert any(SECRET in prompt for prompt in llm.prompts)  # a caller holding the scope is offered it
+
+
 def test_the_router_trace_of_a_scoped_caller_holds_only_what_it_may_see(sources):
     """Raw numbers computed beside a hidden source gave its share away (raw p of the visible best
     against the renormalised one), and redacting only when the hidden source won told that it won:

@@ -697,14 +697,27 @@ class RetrievalConfidenceSignal(GateSignal):
                 out[i, 1] = gaps[i, best]
                 out[i, 2] = float(np.nanmax(row) - np.nanmin(row))
         if self.router is not None:
-            from ragroute.route.base import NONE_ROUTE, route_contexts
+            from ragroute.route.base import NONE_ROUTE, route_contexts, router_for
 
             hidden_of = {
-                c.scopes: {s.name for s in self.sources if not s.visible_to(c.scopes)} for c in contexts
+                c.scopes: frozenset(s.name for s in self.sources if not s.visible_to(c.scopes))
+                for c in contexts
             }
             from ragroute.pipeline.stages import visible_routes
 
-            for i, decision in enumerate(route_contexts(self.router, contexts)):
+            # each caller's queries routed as the route stage routes them: by the router restricted to
+            # the routes it may see where the router offers that (until session 51 the router as it
+            # is: an LLM router's prompt named the hidden sources, and left the visible routes tied
+            # when the LLM took one)
+            decisions: list[Any] = [None] * len(contexts)
+            by_hidden: dict[frozenset[str], list[int]] = {}
+            for i, context in enumerate(contexts):
+                by_hidden.setdefault(hidden_of[context.scopes], []).append(i)
+            for hidden, rows in by_hidden.items():
+                routed = route_contexts(router_for(self.router, hidden), [contexts[i] for i in rows])
+                for i, decision in zip(rows, routed):
+                    decisions[i] = decision
+            for i, decision in enumerate(decisions):
                 routes = {r: p for r, p in decision.routes.items() if r not in hidden_of[contexts[i].scopes]}
                 if len(routes) < len(decision.routes) and routes:
                     # as the route stage renormalises them: from the router's unrounded log-probabilities

@@ -33,13 +33,14 @@ import math
 import re
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragroute.encode.cache import SQLITE_FAILURES, CacheFileError, cache_file_error
+from ragroute.encode.cache import SQLITE_FAILURES, CacheFileError, CacheWarning, cache_file_error
 from ragroute.encode.resolve import default_cache_dir
 from ragroute.errors import RagrouteError
 from ragroute.graph.extract import Extraction, Fact, normalise
@@ -377,9 +378,23 @@ class OpenIECache:
             raise cache_file_error("LLM answer cache", self.path, exc) from None
 
     def get(self, key: str) -> tuple[str, str | None] | None:
+        """The cached ``(ner, triples)`` answers of ``key``, or None: none cached, or a damaged row
+        (an answer that is no text: a :class:`~ragroute.encode.cache.CacheWarning`, and the passage
+        is asked again and its row replaced; until session 51 a ``TypeError`` stopped the build)."""
         with self._connected() as db:
             row = db.execute("SELECT ner, triples FROM openie WHERE key = ?", (key,)).fetchone()
-        return None if row is None else (row[0], row[1])
+        if row is None:
+            return None
+        ner, triples = row
+        if not isinstance(ner, str) or not isinstance(triples, (str, type(None))):
+            warnings.warn(
+                f"LLM answer cache {self.path}: a damaged entry (answers of type "
+                f"{type(ner).__name__}, {type(triples).__name__}, not text); asked again",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return None
+        return ner, triples
 
     def put(self, key: str, model: str, ner: str, triples: str | None) -> None:
         with self._connected() as db, db:

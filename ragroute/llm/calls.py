@@ -43,7 +43,9 @@ def _call_within(call: Any, timeout_s: float) -> Any:
             done.set()
 
     threading.Thread(target=run, name="ragroute-llm", daemon=True).start()
-    if not done.wait(timeout_s):
+    # a wait past threading.TIMEOUT_MAX (about 292 years) is refused with an OverflowError: until
+    # session 51 a timeout_s of 1e10 (no timeout, in effect) failed every call at once, unanswered
+    if not done.wait(min(timeout_s, threading.TIMEOUT_MAX)):
         raise _Overrun
     if "error" in outcome:
         raise outcome["error"]

@@ -94,6 +94,12 @@ def llm_from_settings(
         except Exception as exc:  # noqa: BLE001 - user code: calling it may raise anything
             problem = f"{type(exc).__name__}: {exc}"
             raise RagrouteError(f"{where}: {data[REFERENCE]!r} failed ({problem})") from None
+        if isinstance(llm, type):  # its complete() is a function of the class: every call failed
+            # (until session 51 it was taken, and each query's call raised a TypeError)
+            raise RagrouteError(
+                f"{where}: {data[REFERENCE]!r} returned the class {llm.__name__}, not an LLM "
+                f"(return an instance: {llm.__name__}(...))"
+            )
         if not callable(getattr(llm, "complete", None)):
             raise RagrouteError(
                 f"{where}: {data[REFERENCE]!r} returned {type(llm).__name__}, not an LLM with complete()"

@@ -39,7 +39,13 @@ from ragroute.index.fusion import auto_method
 from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, rescored
 from ragroute.registry import FUSIONS
-from ragroute.route.base import NONE_ROUTE, moved_by_a_quarter, route_contexts, select_routes
+from ragroute.route.base import (
+    NONE_ROUTE,
+    moved_by_a_quarter,
+    route_contexts,
+    router_for,
+    select_routes,
+)
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.scopes import ACCESS_KEY, REDACTED, labels_of, redact, visible
 from ragroute.types import Decision, Hit, TraceStep
@@ -350,14 +356,12 @@ class RouteStage:
         """The router for callers who may not read ``hidden``: the router restricted to the other
         routes where it offers that (:meth:`~ragroute.route.base.BaseRouter.restricted_to`), else
         the router itself (its hidden routes are dropped after it answers)."""
-        restrict = getattr(self.router, "restricted_to", None) if hidden else None
-        if restrict is None:
+        if not hidden or getattr(self.router, "restricted_to", None) is None:
             return self.router
         if hidden not in self._restricted:
             if len(self._restricted) >= 256:
                 self._restricted = {}
-            restricted = restrict([label for label in self.router.labels if label not in hidden])
-            self._restricted[hidden] = restricted if restricted is not None else self.router
+            self._restricted[hidden] = router_for(self.router, hidden)
         return self._restricted[hidden]
 
     def scope_step(self, context: QueryContext) -> TraceStep:

@@ -120,6 +120,18 @@ def route_contexts(router: Any, contexts: Sequence[Any]) -> list[Decision]:
     return _route_with_context_vectors(router, contexts)
 
 
+def router_for(router: Any, hidden: Collection[str]) -> Any:
+    """``router`` for callers who may not read the sources ``hidden``: restricted to the other
+    routes where it offers that (:meth:`BaseRouter.restricted_to`: an LLM router's prompt then
+    names no hidden source), else ``router`` itself (its hidden routes are dropped after it
+    answers)."""
+    restrict = getattr(router, "restricted_to", None) if hidden else None
+    if restrict is None:
+        return router
+    restricted = restrict([label for label in router.labels if label not in hidden])
+    return restricted if restricted is not None else router
+
+
 def _route_with_context_vectors(router: Any, contexts: Sequence[Any]) -> list[Decision]:
     """``route_many`` with the contexts' cached vectors for the router's ``encoder`` (if it has one)."""
     from ragroute.context import query_vectors

@@ -111,7 +111,8 @@ class LlmRouter(BaseRouter):
         """The label ``answer`` names (case-insensitive; spaces, ``_`` and ``-`` alike: "IT
         support" names ``it_support``), or None: the whole answer when it is a label, else the one
         source label it names (``"None of them, but it_support might"`` is ``it_support``), else the
-        first label it names, ``none`` included. An answer naming every label (the prompt's list
+        first label it names, ``none`` included; of labels spelled alike, the one it writes as it is
+        (:meth:`_written`). An answer naming every label (the prompt's list
         said back) chooses none of them. Until session 42 a label written with spaces ("product
         tables") named nothing, and the fallback router decided.
 
@@ -123,7 +124,7 @@ class LlmRouter(BaseRouter):
         labels = {_spelled(label): label for label in reversed(self.labels)}
         whole = said.strip(" .,;:!?'\"`")
         if whole in labels:
-            return labels[whole]
+            return self._written(whole, answer)
         asked = _spelled(query or "")
         if asked and asked not in labels:
             said = re.sub(rf"(?<![\w/]){re.escape(asked)}(?![\w/])", " ", said)
@@ -143,11 +144,28 @@ class LlmRouter(BaseRouter):
             alone = [span for span in found_at if span not in inside]
             if alone:
                 found[spelled] = alone[0][0]
-        named = sorted(found, key=found.__getitem__)
+        named = [self._written(w, answer) for w in sorted(found, key=found.__getitem__)]
         if not named or (len(self.labels) > 2 and len(named) == len(self.labels)):
             return None  # no label, or the prompt's list of labels said back: no choice made
-        sources = [w for w in named if labels[w] != NONE_ROUTE]
-        return labels[sources[0]] if len(sources) == 1 else labels[named[0]]
+        sources = [label for label in named if label != NONE_ROUTE]
+        return sources[0] if len(sources) == 1 else named[0]
+
+    def _written(self, spelled: str, answer: str) -> str:
+        """The label spelled ``spelled`` that ``answer`` names: of labels spelled alike (the source
+        ``None`` and the route ``none``, ``IT-support`` and ``it_support``), the first written in the
+        answer as it is, else the first listed. Until session 51 the first listed was taken even when
+        the answer wrote another exactly: the LLM's ``none`` searched the source ``None``, and its
+        ``it_support`` searched ``IT-support``."""
+        alike = [label for label in self.labels if _spelled(label) == spelled]
+        if len(alike) > 1:
+            at = {
+                label: hit.start()
+                for label in alike
+                if (hit := re.search(rf"(?<![\w/]){re.escape(label)}(?![\w/])", answer))
+            }
+            if at:
+                return min(at, key=at.__getitem__)
+        return alike[0]
 
     def route_many(
         self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None
