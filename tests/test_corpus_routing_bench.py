@@ -160,7 +160,7 @@ def test_one_collection_is_nothing_to_route_among(tmp_path, hashing_encoder):
 
     write_collection(tmp_path / "one" / "astro", "astro", WORDS["astro"].split(), shared=False)
     with pytest.raises(
-        RagrouteError, match=r"1 BEIR collection\(s\) with qrels/dev.tsv \(astro\); routing needs"
+        RagrouteError, match=r"1 BEIR collection with qrels/dev.tsv \(astro\); routing needs"
     ):
         run_corpus_routing_bench(tmp_path / "one", "dev", None, hashing_encoder)
 

@@ -447,7 +447,7 @@ def test_a_document_without_visible_text_or_title_is_refused_and_nothing_is_adde
 
     good = [Document(id=f"d{i}", text=t) for i, t in enumerate(["stars", "bread", "cake"])]
     with pytest.raises(
-        InvalidArgumentError, match=r"^2 document\(s\) with neither text nor title .*'b', 'z'$"
+        InvalidArgumentError, match=r"^2 documents with neither text nor title .*'b', 'z'$"
     ):
         build_index(
             good + [Document(id="b", text=""), Document(id="z", text="\u200b\u200d")],

@@ -680,16 +680,18 @@ def clean_artifact(root: str | Path, *, wait: float = 0.0) -> CleanReport:
 def _read_pointer(root: Path, error: type[ArtifactFormatError]) -> dict[str, str]:
     path = root / POINTER_NAME
     try:
-        data = json.loads(read_regular(path).decode("utf-8"))  # until session 41 a FIFO here hung
-    except (ValueError, RecursionError):  # not UTF-8, not JSON, a number of more digits than Python
-        # reads or arrays nested past the recursion limit (the last two tracebacks until session 51)
-        raise error(f"{path} is corrupt: not a JSON pointer to a build") from None
+        raw = read_regular(path)  # until session 41 a FIFO here hung
     except (IsADirectoryError, NotRegularFileError) as exc:
         if path.is_dir():
             raise error(f"{path} is corrupt: a directory, not a pointer file") from None
         raise error(f"{exc}; rebuild the artifact to replace it") from None
     except PermissionError:
         raise error(f"cannot read {path}: permission denied") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, a number of more digits than Python
+        # reads or arrays nested past the recursion limit (the last two tracebacks until session 51)
+        raise error(f"{path} is corrupt: not a JSON pointer to a build") from None
     if not isinstance(data, dict) or not _BUILD_ID.match(str(data.get("build"))):
         raise error(f"{path} is corrupt: it names no build")
     if not isinstance(data.get("build"), str) or not _SHA256.match(str(data.get("manifest_sha256"))):
@@ -878,8 +880,9 @@ def _verify_files(snapshot: Snapshot, error: type[ArtifactFormatError]) -> None:
 def _open_legacy(root: Path, error: type[ArtifactFormatError]) -> Snapshot:
     """An index folder written by ragroute 0.1 (``ragroute-index`` format version 1)."""
     path = root / MANIFEST_NAME
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # as the pointer's (above)
         raise error(f"{path} is corrupt (truncated or not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != LEGACY_FORMAT:
