@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, InvalidArgumentError, lone_surrogate
 
 T = TypeVar("T")
@@ -488,12 +489,13 @@ def links_outside(path: Path, root: Path) -> bool:
 
 def without_outside_links(paths: Sequence[Path], root: Path, what: str) -> list[Path]:
     """``paths`` without the links to files outside ``root`` (:func:`links_outside`), those left
-    out said in one :class:`CorpusWarning` (``what``: the kind of file, for the message)."""
+    out said in one :class:`CorpusWarning` (``what``: the kind of file, singular: ``spec file``)."""
     outside = [p for p in paths if links_outside(p, root)]
     if outside:
         names = [p.relative_to(root).as_posix() for p in outside]
         warnings.warn(
-            f"left out {len(outside)} {what} in {root} that link to files outside it: {name_a_few(names)}",
+            f"left out {counted(len(outside), what)} in {root} that "
+            f"{'links to a file' if len(outside) == 1 else 'link to files'} outside it: {name_a_few(names)}",
             CorpusWarning,
             stacklevel=3,
         )

@@ -184,7 +184,7 @@ def load_text_folder(
         what = "is a file, expected a folder" if root.exists() else "no such folder"
         raise CorpusFormatError(f"{root}: {what}")
     files, unread, links = _walk(root)
-    files = without_outside_links(files, root, "file(s)")
+    files = without_outside_links(files, root, "file")
     if not files:
         _refuse_data_files_alone(root, unread)
     _say_unread(root, unread, report)

@@ -214,7 +214,7 @@ def tool_files(folder: Path, log: WarningLog | None = None) -> list[ToolFile]:
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
         and path.is_file()
     ]
-    for path in without_outside_links(candidates, folder, "tool file(s)"):
+    for path in without_outside_links(candidates, folder, "tool file"):
         try:
             raw = path.read_bytes()
         except OSError as exc:

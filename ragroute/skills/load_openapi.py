@@ -426,7 +426,7 @@ def spec_files(folder: Path) -> list[Path]:
         and p.suffix.lower() in SPEC_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
-    found = [p for p in without_outside_links(candidates, folder, "spec file(s)") if looks_like_spec(p)]
+    found = [p for p in without_outside_links(candidates, folder, "spec file") if looks_like_spec(p)]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
