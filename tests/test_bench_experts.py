@@ -272,3 +272,22 @@ def test_the_experts_are_trained_over_the_encoder_that_embedded_the_documents(tm
     assert len(trained) == 1 and trained[0]["base"] == "test/other-base"
     assert trained[0]["document_vectors"].shape == (1, 32)
     assert data.names == ["base", "bm25"]  # nothing was published here: that expert is left out
+
+
+def test_a_collection_too_small_to_train_an_expert_on_is_named(tmp_path):
+    """Until session 51 `bench experts` stopped with "cannot cut pseudo-queries from 1 document
+    with text: an expert needs at least 50" without saying which collection."""
+    import json
+
+    from conftest import HashingEncoder
+
+    from ragroute.errors import RagrouteError
+    from ragroute.evaluation.bench_experts import prepare
+
+    folder = tmp_path / "root" / "tiny"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "cats purr"}) + "\n")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "cats"}) + "\n")
+    (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    with pytest.raises(RagrouteError, match=r"^collection tiny: cannot cut pseudo-queries from 1 document"):
+        prepare(tmp_path / "root", "dev", HashingEncoder(dim=384), tmp_path / "experts")

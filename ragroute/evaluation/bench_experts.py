@@ -166,16 +166,20 @@ def train_missing_experts(
             if train and log:
                 log(f"  {target} was trained on other documents than {col.name}'s: training it again")
         if train:
-            train_expert(
-                col.corpus,
-                target,
-                params,
-                name=f"expert-{col.name}",
-                **({"base": base} if base else {}),
-                document_vectors=base_vectors[col.name],
-                document_encoder=document_encoder,
-                show_progress=show_progress,
-            )
+            try:
+                train_expert(
+                    col.corpus,
+                    target,
+                    params,
+                    name=f"expert-{col.name}",
+                    **({"base": base} if base else {}),
+                    document_vectors=base_vectors[col.name],
+                    document_encoder=document_encoder,
+                    show_progress=show_progress,
+                )
+            except RagrouteError as exc:  # which collection (a corpus too small to train on, say):
+                # until session 51 the error did not name it
+                raise RagrouteError(f"collection {col.name}: {exc}") from None
         out[col.name] = target
     return out
 
