@@ -289,3 +289,27 @@ def test_a_label_in_the_question_said_back_is_not_the_llms_choice(sources, query
     assert router.parse("astro", "astro") == "astro"  # a question that is a label, answered alike
     assert router.parse("The label: astro", "a") == "astro"  # a short question removes no part of a word
     assert router.parse(f"{query.upper()}", query) is None  # the question alone: no choice made
+
+
+@pytest.mark.parametrize(
+    ("prompt", "said"),
+    [
+        ("Pick one of {route}: {query}", "KeyError: 'route'"),
+        ('Answer as JSON {"route": ...}: {query}', "KeyError"),
+        (5, "prompt must be text, got an integer"),
+    ],
+)
+def test_a_prompt_that_cannot_be_filled_is_refused_when_the_router_is_made(prompt, said):
+    """Until session 51 a prompt naming another placeholder, or holding a literal brace, was taken,
+    and every query's routing raised KeyError or ValueError from str.format."""
+    from ragroute.llm import ScriptedLLM
+    from ragroute.route.llm import LlmRouter
+    from ragroute.types import Document
+
+    index = build_index([Document(id="a", text="stars")], "bm25")
+    with pytest.raises(RagrouteError, match=said):
+        LlmRouter([Source("astro", index)], ScriptedLLM(replies=["astro"]), prompt=prompt)
+    router = LlmRouter(
+        [Source("astro", index)], ScriptedLLM(replies=["astro"]), prompt="{routes} {{json}} {query} {labels}"
+    )
+    assert router.route("stars").chosen == ["astro"]

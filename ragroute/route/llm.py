@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import InvalidArgumentError, RagrouteError, value_type_name
 from ragroute.llm.calls import complete_safely
 from ragroute.route.base import NONE_ROUTE, BaseRouter, Router
 from ragroute.route.sources import Source
@@ -71,6 +71,22 @@ def _inside_another(spans: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     return inside
 
 
+def _checked_prompt(prompt: Any) -> str:
+    """``prompt`` when it is text that ``str.format`` fills with ``routes``, ``query`` and
+    ``labels``; else one :class:`InvalidArgumentError` line (until session 51 a stray brace or
+    another placeholder was a KeyError or ValueError at every query's routing)."""
+    if not isinstance(prompt, str):
+        raise InvalidArgumentError(f"llm router: prompt must be text, got {value_type_name(prompt)}")
+    try:
+        prompt.format(routes="", query="", labels="")
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise InvalidArgumentError(
+            f"llm router: the prompt cannot be filled ({type(exc).__name__}: {exc}): it may name "
+            "{routes}, {query} and {labels}; write a literal brace as {{ or }}"
+        ) from None
+    return prompt
+
+
 class LlmRouter(BaseRouter):
     """One LLM call per query; the chosen label gets ``label_probability``, the rest share what is left."""
 
@@ -90,7 +106,7 @@ class LlmRouter(BaseRouter):
         self.fallback = fallback
         self.timeout_s = timeout_s
         self.label_probability = check_label_probability(label_probability)
-        self.prompt = prompt
+        self.prompt = _checked_prompt(prompt)
         self.sources = list(sources)
         self.labels = [s.name for s in sources] + [NONE_ROUTE]
         self._routes_text = "\n".join(f"- {s.name}: {s.description or s.name}" for s in sources)
