@@ -36,7 +36,6 @@ import functools
 import json
 import math
 import os
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
@@ -295,7 +294,6 @@ class CrossEncoderReranker:
         if threads is not None:  # 0, -1 or "2" ran with all cores, or failed inside onnxruntime
             threads = check_k(threads, "threads")
         self.body = body
-        self._lock = threading.Lock()
         self._scorer, self.calibration, self.info = _load(
             Path(model), backend=backend, max_length=max_length, threads=threads
         )
