@@ -127,6 +127,21 @@ def test_unreadable_image_is_one_line(clip_encoder, tmp_path):
         clip_encoder.encode_images(str(bad))
 
 
+def test_a_pil_image_of_a_truncated_file_is_one_line_naming_it(clip_encoder, tmp_path):
+    """A PIL image opened (lazily) from a truncated PNG was handed on undecoded: the model's encode
+    raised a raw OSError traceback (until session 51)."""
+    from PIL import Image
+
+    whole, torn = tmp_path / "whole.png", tmp_path / "torn.png"
+    for mode in ("RGB", "L"):
+        Image.new(mode, (40, 40), 200).save(whole)
+        torn.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+        with Image.open(torn) as opened, pytest.raises(RagrouteError) as info:
+            clip_encoder.encode_images([opened])
+        assert str(info.value) == f"cannot read image {torn}: OSError"
+    assert clip_encoder.encode_images([Image.open(whole)]).shape == (1, PROJECTION_DIM)
+
+
 def test_missing_model_is_one_line(tmp_path):
     with pytest.raises(ModelNotFoundError) as info:
         load_image_encoder(tmp_path / "no-such-model")

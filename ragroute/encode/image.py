@@ -102,7 +102,8 @@ class ImageEncoder:
     ) -> np.ndarray:
         """Embed images (file paths or PIL images) into the same space as the texts.
 
-        A path that cannot be read as an image raises :class:`RagrouteError` naming it.
+        A path that cannot be read as an image, or a PIL image whose pixels cannot be decoded (a
+        truncated file), raises :class:`RagrouteError` naming it.
         """
         if isinstance(images, (str, os.PathLike)):
             raise TypeError("images must be a sequence of paths or PIL images, not a single path")
@@ -162,11 +163,19 @@ def _supports_images(model: Any) -> bool:
 
 
 def _as_pil(image: Any) -> Any:
-    """An RGB PIL image from a path or a PIL image; one-line RagrouteError for unreadable paths."""
+    """An RGB PIL image from a path or a PIL image, its pixels loaded; a one-line RagrouteError for
+    an unreadable path or a PIL image whose pixels cannot be decoded (until session 51 a PIL image
+    opened from a truncated or corrupt file was handed on lazily, and the model's encode raised a
+    raw OSError traceback)."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        return _to_rgb(image)
+        name = getattr(image, "filename", "") or "(a PIL image)"
+        try:
+            image.load()
+            return _to_rgb(image)
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for undecodable pixels
+            raise RagrouteError(f"cannot read image {name}: {type(exc).__name__}") from None
     if not isinstance(image, (str, os.PathLike)):
         raise TypeError(f"expected an image path or a PIL image, got {type(image).__name__}")
     path = Path(image)
