@@ -334,3 +334,77 @@ def test_a_nested_pipeline_with_a_reranker_has_its_probabilities_mapped(small_do
     scales = fit_score_scales([Source("reranked", reranked), Source("parents", parents)], hashing_encoder)
     assert scales["reranked"].kind == "mapped"
     assert scales["parents"].kind == "cosine"
+
+
+class _UnscopedRetriever:
+    """Scores by words shared with the query and returns documents whatever their access labels, as
+    a retriever that does not filter by scope does (labelled documents score ten times higher)."""
+
+    def __init__(self, documents):
+        self.documents = documents
+
+    def search_many(self, queries, k=10, *, filters=None):
+        from ragroute.types import Hit
+
+        out = []
+        for query in queries:
+            words = set(query.split())
+
+            def score(doc, words=words):
+                return len(words & set(doc.text.split())) * (10.0 if doc.metadata else 1.0)
+
+            ranked = sorted(self.documents, key=lambda doc: -score(doc))[:k]
+            found = enumerate(ranked, 1)
+            hits = [Hit(d.id, score(d), "x", n, d.text, metadata=d.metadata) for n, d in found]
+            out.append(hits)
+        return out
+
+
+def test_a_scale_is_fitted_on_what_a_caller_of_no_scopes_may_read(hashing_encoder):
+    """A retriever that does not filter by scope returned the documents with access labels to the
+    pseudo-queries too: their scores and texts were fitted into the map whose ends every caller's
+    trace shows (raw ends 30-70 beside 3-7 without them: a caller learnt that such documents exist)."""
+    from ragroute.pipeline.calibration import null_score_stats
+    from ragroute.scopes import readable
+    from ragroute.types import Document
+
+    rng = np.random.default_rng(7)
+    from conftest import TOPICS
+
+    words = TOPICS["astro"].split()
+    public = [Document(f"p{i}", " ".join(rng.choice(words, size=12))) for i in range(30)]
+    secret = [
+        Document(f"s{i}", "merger " + " ".join(rng.choice(words, size=12)), metadata={"access": "board"})
+        for i in range(30)
+    ]
+
+    class Readable(_UnscopedRetriever):  # the same retriever, keeping only what a caller of no scopes reads
+        def search_many(self, queries, k=10, *, filters=None):
+            return [readable(hits, ()) for hits in super().search_many(queries, k, filters=filters)]
+
+    both = public + secret
+    got = fit_score_scales([Source("plain", _UnscopedRetriever(both))], hashing_encoder)["plain"]
+    want = fit_score_scales([Source("plain", Readable(both))], hashing_encoder)["plain"]
+    assert got.describe() == want.describe()
+    dense = Source("d", build_index(public[:15], "dense", encoder=hashing_encoder, name="d"))
+    got_null = null_score_stats([Source("plain", _UnscopedRetriever(both)), dense])["plain"]
+    assert got_null == null_score_stats([Source("plain", Readable(both)), dense])["plain"]
+
+
+def test_two_inner_sources_documents_of_one_id_keep_their_own_scores(hashing_encoder):
+    """A nested pipeline's hits of two inner sources whose documents share the id H1 are two
+    documents: both got the better one's similarity with one route (0.80 for a cosine of 0.32), and
+    fusing a second route dropped one of them (until session 51)."""
+    from conftest import shared_id_pipeline
+
+    from ragroute.types import Document
+
+    inner = shared_id_pipeline(hashing_encoder)
+    docs = [Document("o1", "payroll stuff"), Document("o2", "salary things")]
+    other = Source("other", build_index(docs, "dense", encoder=hashing_encoder, name="other"))
+    alone = {(h.source, h.doc_id): h.score for h in inner.retrieve("payroll salary", k=4).hits}
+    for routes in ({"inner": 1.0, "other": 0.0}, {"inner": 0.5, "other": 0.5}):
+        outer = Pipeline([Source("inner", inner), other], FixedRouter(routes), encoder=hashing_encoder)
+        found = outer.retrieve("payroll salary", k=6).hits
+        nested = {(h.explain["inner_source"], h.doc_id): h.score for h in found if h.source == "inner"}
+        assert nested == pytest.approx(alone)

@@ -3,7 +3,8 @@
 Both take named result lists (``{"bm25": hits, "dense": hits}``) with optional
 per-list weights, merge hits of the same ``(source, doc_id)`` (sources that hold the same documents,
 such as the experts of one expert set, count as one: ``documents_of`` maps a source name to the
-collection it searches), and record each
+collection it searches; a nested pipeline's hits count by the inner source that found them too, see
+:func:`document_key`), and record each
 list's rank and raw score in ``Hit.explain`` (keeping what the hit already
 explained, e.g. a hybrid index's own BM25 and dense ranks) so the fused score can be explained.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,9 +28,16 @@ K = TypeVar("K")
 
 
 def document_key(hit: Hit, documents_of: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """What identifies a hit's document across lists: (collection of its source, doc id)."""
+    """What identifies a hit's document across lists: (collection of its source, doc id); for a hit
+    a nested pipeline found in its source ``INNER`` (``explain["inner_source"]``), the collection is
+    ``COLLECTION/INNER``: two inner sources' documents may share an id (until session 51 fusion kept
+    one of them and dropped the other, and ``scores: similarity`` gave both the better one's score)."""
     source = hit.source
-    return ((documents_of or {}).get(source, source), hit.doc_id)
+    collection = (documents_of or {}).get(source, source)
+    inner = hit.explain.get("inner_source") if isinstance(hit.explain, Mapping) else None
+    if isinstance(inner, str) and inner:
+        collection = f"{collection}/{inner}"
+    return (collection, hit.doc_id)
 
 
 def fuse(
@@ -109,7 +118,7 @@ def fuse_ranked(
     weights = _checked_weights(weights)
     # a key repeated within one list counts once, at its first (best) rank, as in the metrics: the
     # last copy's rank and score overwrote the first's (rrf([a, b, a]) put b above a)
-    lists = {name: _first_of_each(entries) for name, entries in lists.items()}
+    lists = {name: _first_of_each(entries, itemgetter(0)) for name, entries in lists.items()}
     slot: dict[K, int] = {}
     for entries in lists.values():
         for entry in entries:
@@ -168,11 +177,14 @@ def _order_free_sum(columns: Sequence[np.ndarray], size: int) -> np.ndarray:
     return np.fromiter((math.fsum(row) for row in rows), dtype=np.float64, count=size)
 
 
-def _first_of_each(entries: Sequence[tuple[K, float, int]]) -> Sequence[tuple[K, float, int]]:
-    """``entries`` without the later copies of a key (the list itself when no key repeats)."""
-    first: dict[K, tuple[K, float, int]] = {}
+E = TypeVar("E")
+
+
+def _first_of_each(entries: Sequence[E], key: Callable[[E], Any]) -> Sequence[E]:
+    """``entries`` without the later copies of a ``key`` (the list itself when no key repeats)."""
+    first: dict[Any, E] = {}
     for entry in entries:
-        first.setdefault(entry[0], entry)
+        first.setdefault(key(entry), entry)
     return entries if len(first) == len(entries) else list(first.values())
 
 
@@ -287,13 +299,17 @@ def calibrated(
     (``stats[source] = {"mean", "std"}``: the top-1 scores the source returns for
     questions from other sources, see :mod:`ragroute.pipeline.calibration`); a list
     without statistics, or whose null has no spread, is standardised by itself. ``routes`` are the route
-    probabilities (``weights`` when absent). Both terms are in the hit's explanation.
+    probabilities (``weights`` when absent). Both terms are in the hit's explanation. A document
+    repeated within one list counts once, at its first rank (as in :func:`fuse`).
     """
     weights = _checked_weights(weights)
     priors = _checked_weights(routes, "route probability") if routes else weights
     stats = stats or {}
     scored: list[tuple[float, Hit, dict]] = []
     for name, hits in results.items():
+        # a document repeated within one list counts once, at its first rank, as in fuse: until
+        # session 51 its best copy's value was kept beside the last copy's rank, score and z
+        hits = _first_of_each(hits, lambda hit: document_key(hit, documents_of))
         if not hits:
             continue
         values = _finite_scores(name, [h.score for h in hits], [h.doc_id for h in hits])

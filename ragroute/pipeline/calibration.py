@@ -27,6 +27,7 @@ from ragroute.index.base import content_key
 from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
+from ragroute.scopes import readable
 
 PSEUDO_QUERIES_PER_SOURCE = 60
 #: fewer of the other sources' pseudo-queries than this are no null: their mean and sd are any two
@@ -74,7 +75,10 @@ def null_score_stats(
         except Exception:  # noqa: BLE001 - one failing source must not sink the pipeline
             failed = True
             continue
-        top = np.array([hits[0].score if hits else 0.0 for hits, _ in found])
+        # the hits a caller of no scopes may read: a retriever that does not filter by scope returned
+        # documents with access labels too, and their scores were the null (until session 51)
+        visible_hits = [readable(hits, context.scopes) for (hits, _), context in zip(found, others)]
+        top = np.array([hits[0].score if hits else 0.0 for hits in visible_hits])
         if len(top) < MIN_NULL_QUERIES:  # said in the trace (see describe_null)
             stats[source.name] = {"pseudo_queries": int(len(top))}
             continue

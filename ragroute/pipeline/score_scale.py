@@ -44,6 +44,7 @@ from ragroute.index.base import content_key
 from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
 from ragroute.route.sources import Source
+from ragroute.scopes import readable
 from ragroute.types import Hit
 
 #: Pseudo-queries used to fit mapped scales (in all, cut evenly from the sources, at least
@@ -217,7 +218,10 @@ def _fit_source(
     except Exception as exc:  # noqa: BLE001 - a failing source keeps its raw scores, said in the trace
         return ScoreScale("raw", error=error_summary(exc))
     for i, (hits, _) in enumerate(found):
-        for hit in hits:
+        # what a caller of no scopes may read: a retriever that does not filter by scope returned
+        # documents with access labels too, and their scores and texts shaped the map every caller's
+        # trace shows the ends of (until session 51)
+        for hit in readable(hits, contexts[i].scopes):
             known = hit.explain.get("dense") if kind == "hybrid" else None
             text = f"{hit.title}\n{hit.text}" if hit.title else hit.text
             if isinstance(known, Mapping) and "score" in known:  # a hybrid's own cosine: no encoding
