@@ -344,6 +344,32 @@ def test_a_group_of_more_than_two_copies_leaves_k_distinct_skills(catalogue, ove
         assert set(routed.skills[0].duplicates) == group - {routed.skills[0].id}
 
 
+def test_collapse_names_every_member_it_hid_whatever_k(catalogue):
+    """Until session 51 `collapse` listed in `duplicates` only the members among the candidates it
+    read (twice k): for k=1 the kept member of a group of five named one of the four it hid, and
+    the same skill named more of them for a larger k. A caller's hidden member is never named."""
+    w = catalogue.by_id("weather_forecast")
+    copies = [
+        Skill(f"weather_copy{i}", w.name, w.description, w.body, {"access": "team"} if i == 2 else {})
+        for i in range(3)
+    ]
+    router = SkillRouter.build(Catalogue([*catalogue, *copies]), HashingEncoder(dim=256), overlap="collapse")
+    group = set(router.index.duplicates[0])
+    assert len(group) == 5
+    task = "weather forecast temperature rain wind city"
+    for scopes, members in ((None, group), (["team"], group), ((), group - {"weather_copy2"})):
+        whole = router.route(task, k=len(router.index), scopes=scopes)
+        for k in (1, 2, 3):
+            routed = router.route(task, k=k, scopes=scopes)
+            assert [(s.id, s.duplicates) for s in routed.skills] == [
+                (s.id, s.duplicates) for s in whole.skills[:k]
+            ]
+            kept = routed.skills[0]
+            assert kept.id in members and set(kept.duplicates) == members - {kept.id}, (k, scopes)
+            step = next(s for s in routed.trace if s.stage == "overlap")
+            assert set(step.detail["collapsed"]) == members - {kept.id}
+
+
 @pytest.mark.parametrize("overlap", ["collapse", "diversify"])
 def test_a_skill_filling_a_duplicates_place_in_the_top_k_is_reranked_too(router, overlap):
     """k = candidates: a near-duplicate collapsed or moved out of the reranked pool left its place to
@@ -923,6 +949,30 @@ def test_the_abstention_models_own_threshold_decides():
     assert route.threshold == 0.4 and not route.abstain
     # the router's own threshold, when set, replaces the model's
     assert router.with_options(abstention=model, threshold=0.3).route("send an email").abstain is False
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scale": [0.0]}, r"'scale\[0\]' must be above 0, not 0.0"),
+        ({"coef": [float("nan")]}, r"'coef\[0\]' must be a number, not nan"),
+        ({"mean": [float("inf")]}, r"'mean\[0\]' must be a number, not inf"),
+        ({"intercept": float("-inf")}, r"'intercept' must be a number, not -inf"),
+    ],
+)
+def test_an_abstention_model_whose_probability_would_not_be_finite_is_refused(change, message):
+    """Until session 51 a scale of 0 or a NaN or infinite number was taken: p_applies came out NaN
+    (the route then never abstained, its JSON line saying null) or pinned at 0 or 1."""
+    fields = {"features": ["dense_top"], "coef": [1.0], "intercept": 0.0, "mean": [0.3], "scale": [0.1]}
+    fields["encoder"] = "test/hashing"
+    with pytest.raises(RagrouteError, match=message):
+        AbstentionModel(**{**fields, **change})
+    one = Catalogue([Skill("a", "alpha", "send mail", "send an email")])
+    with pytest.raises(RagrouteError, match=message):  # as a saved router's manifest gives it
+        SkillRouter.build(one, HashingEncoder(), abstention={"stage1": {**fields, **change}})
+    numpy_numbers = {**fields, "coef": np.array([1.0], dtype=np.float32), "scale": [np.float32(0.1)]}
+    taken = SkillRouter.build(one, HashingEncoder(), abstention=AbstentionModel(**numpy_numbers))
+    assert 0.0 <= taken.route("send an email").p_applies <= 1.0
 
 
 def test_the_p_applies_shown_compares_with_the_threshold_as_the_decision_did():

@@ -245,6 +245,11 @@ class SkillIndex:
     def __len__(self) -> int:
         return len(self.catalogue)
 
+    @functools.cached_property
+    def positions(self) -> dict[str, int]:
+        """Each skill's position in the catalogue (its column in the score rows), by id."""
+        return {sid: i for i, sid in enumerate(self.catalogue.ids)}
+
     def __repr__(self) -> str:
         return (
             f"SkillIndex({len(self)} skills, fusion={self.params.fusion}, "
@@ -352,7 +357,7 @@ class SkillIndex:
         is; one with them linked again among its visible members alone (two skills linked only
         through a hidden one are not duplicates of each other)."""
         out: list[list[str]] = []
-        position = {sid: i for i, sid in enumerate(self.catalogue.ids)}
+        position = self.positions
         for group in self.duplicates:
             members = [sid for sid in group if sid in shown]
             if len(members) == len(group):

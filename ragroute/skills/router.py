@@ -40,9 +40,10 @@ probabilities and stage-1 ranks, the duplicate handling, the abstention features
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclasses_fields
 from pathlib import Path
@@ -102,6 +103,13 @@ class AbstentionModel:
                 f"abstention model has {len(self.features)} features but "
                 + ", ".join(f"{size} {name}" for name, size in sizes.items())
             )
+        # until session 51 a scale of 0 or a NaN or infinite number was taken: every p_applies was
+        # then NaN (written as null, and never abstaining) or pinned at 0 or 1, without a word
+        check_setting(plain_values(self.intercept), "number", "abstention model", "intercept")
+        for name in ("coef", "mean", "scale"):
+            for i, value in enumerate(getattr(self, name)):
+                number = plain_values(value)  # a numpy number as Python's
+                check_setting(number, "number", "abstention model", f"{name}[{i}]", positive=name == "scale")
 
     def probability(self, signals: Mapping[str, float]) -> float:
         x = np.asarray([float(signals[f]) for f in self.features])
@@ -691,7 +699,10 @@ class SkillRouter:
                     },
                 )
             )
-        ranked, overlap_detail = self._handle_overlap(ranked, group_of, k)
+        unread = None
+        if self.overlap == "collapse" and duplicates:
+            unread = functools.partial(self._unread_members, duplicates, scores["fused"], tiebreak, view)
+        ranked, overlap_detail = self._handle_overlap(ranked, group_of, k, unread)
         if overlap_detail is not None:
             trace.append(TraceStep("overlap", overlap_detail))
         ranked = [_renewed(r, rank=i) for i, r in enumerate(ranked[:k], 1)]
@@ -717,6 +728,31 @@ class SkillRouter:
             )
         )
         return SkillRoute(task, ranked, abstain, p_applies, threshold, trace)
+
+    def _unread_members(
+        self,
+        groups: Sequence[Sequence[str]],
+        fused: np.ndarray,
+        tiebreak: np.ndarray | None,
+        view: ScopedView | None,
+        group: int,
+        read: set[str],
+    ) -> list[str]:
+        """The members of ``groups[group]`` not in ``read``, in the order :meth:`SkillIndex.top`
+        ranks them by the fused row (then ``tiebreak``, then column); ``view``: the rows hold a
+        caller's visible columns."""
+        members = [sid for sid in groups[group] if sid not in read]
+        positions = self.index.positions
+        columns = [positions[sid] for sid in members]
+        if view is not None:
+            columns = np.searchsorted(view.columns, columns).tolist()
+
+        def order(i: int) -> tuple[float, float, int]:
+            column = columns[i]
+            second = 0.0 if tiebreak is None else -float(tiebreak[column])
+            return -float(fused[column]), second, column
+
+        return [members[i] for i in sorted(range(len(members)), key=order)]
 
     def _past_duplicates(
         self,
@@ -910,14 +946,24 @@ class SkillRouter:
         return len(groups) - len(set(groups))
 
     def _handle_overlap(
-        self, ranked: list[RoutedSkill], group_of: Mapping[str, int] | None = None, k: int | None = None
+        self,
+        ranked: list[RoutedSkill],
+        group_of: Mapping[str, int] | None = None,
+        k: int | None = None,
+        unread: Callable[[int, set[str]], list[str]] | None = None,
     ) -> tuple[list[RoutedSkill], dict[str, Any] | None]:
         """Near-duplicates of ``ranked`` collapsed or moved down; ``group_of``: the duplicate groups
         (default: the whole catalogue's; a scoped route gives those among visible skills). The
         trace detail (``None`` when nothing changed) names what changed the first ``k`` (default:
         all): the members folded into a skill among them, or moved out of (or down within) them;
         until session 44 it named every member moved among the candidates read, also those folded
-        into a skill the route did not return, and the step was there when nothing changed."""
+        into a skill the route did not return, and the step was there when nothing changed.
+
+        ``unread(group, read)``: the members of a group that ``ranked`` does not hold, in stage 1's
+        order; ``collapse`` folds them too into the member kept among the first ``k``, so its
+        ``duplicates`` name every other member of its group. Until session 51 they named only the
+        members among the candidates read (twice k): with k=1 a group of three listed one of the
+        two it hid, and the same skill listed more of them for a larger k."""
         group_of = self.index.group_of if group_of is None else group_of
         if self.overlap == "keep" or not group_of:
             return ranked, None
@@ -939,6 +985,14 @@ class SkillRouter:
                 later.append(r)
         out = kept + later
         cut = len(ranked) if k is None else k
+        if self.overlap == "collapse" and unread is not None:
+            read = {r.id for r in ranked}
+            for r in kept[:cut]:
+                group = group_of.get(r.id)
+                if group is not None:
+                    rest = unread(group, read)
+                    r.duplicates.extend(rest)
+                    moved.extend(rest)
         if self.overlap == "collapse":
             folded = {sid for r in out[:cut] for sid in r.duplicates}
             listed = [sid for sid in moved if sid in folded]
