@@ -116,6 +116,11 @@ def writable_copy(value: Any) -> Any:
 _COPIED = (dict, list, set)
 
 
+def _plain_key(key: Any) -> Any:
+    """A mapping's key as JSON writes it: a numpy scalar as a Python number or boolean."""
+    return key.item() if isinstance(key, np.generic) else key
+
+
 def plain_values(value: Any) -> Any:
     """``value`` as JSON writes and reads it back: numpy scalars as Python numbers and booleans,
     numpy arrays and tuples as lists, through dicts and lists (how an index reads metadata for its
@@ -124,8 +129,8 @@ def plain_values(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, dict):
-        return {key: plain_values(item) for key, item in value.items()}
+    if isinstance(value, dict):  # a numpy key too (json.dumps raised on one until session 51)
+        return {_plain_key(key): plain_values(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain_values(item) for item in value]
     return value

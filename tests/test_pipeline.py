@@ -740,8 +740,9 @@ def test_a_result_read_back_from_json_is_the_result_written(hashing_encoder, sma
     assert isinstance(again.hits[0], Hit) and isinstance(again.trace[0], TraceStep)
     assert again.hits == result.hits
     # a hit made by hand with numpy numbers (a caller's retriever): JSON raised on them until session 51
-    made = Hit(doc_id="a", score=np.float32(0.5), rank=np.int64(1)).to_dict()
+    made = Hit(doc_id="a", score=np.float32(0.5), rank=np.int64(1), metadata={np.int64(7): "x"}).to_dict()
     assert json.loads(json.dumps(made))["score"] == 0.5 and type(made["rank"]) is int
+    assert made["metadata"] == {7: "x"} and type(next(iter(made["metadata"]))) is int  # a numpy key too
     with pytest.raises(InvalidArgumentError, match=r"^hit: unknown key 'docid'; did you mean 'doc_id'\?$"):
         Hit.from_dict({"docid": "a", "score": 1.0})
     with pytest.raises(
