@@ -378,6 +378,40 @@ def test_what_one_caller_sets_on_a_shared_model_is_its_own(tiny_model: Path, tmp
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_prompts_a_caller_sets_get_vectors_of_their_own(
+    tiny_model: Path, tmp_path: Path, backend: str
+) -> None:
+    """An encoder whose caller set prompts other than its model's is keyed apart, by the query
+    contexts and by the embedding cache: until session 51 a context encoded by a sibling encoder
+    handed it the prompt-less query vector, and the cache the prompt-less document vectors. The
+    model's own prompts keep the weights' variant, so caches written before stay valid."""
+    from ragroute.context import QueryContext, encoder_key
+
+    plain = load_encoder(str(tiny_model), backend=backend, cache_dir=tmp_path, use_cache=False)
+    weights_only = plain.cache_variant
+    prompted = load_encoder(str(tiny_model), backend=backend, cache_dir=tmp_path, use_cache=False)
+    prompted._query_prompt = "query: "
+    assert plain.cache_variant == weights_only and encoder_key(prompted) != encoder_key(plain)
+    context = QueryContext("hello world")
+    context.vector(plain)
+    np.testing.assert_allclose(
+        context.vector(prompted), prompted.encode_queries(["hello world"])[0], atol=1e-6
+    )
+    assert not np.allclose(context.vector(prompted), context.vector(plain))
+
+    cached = load_encoder(str(tiny_model), backend=backend, cache_dir=tmp_path)
+    bare = cached.encode_documents(["a document"])
+    cached.encoder._document_prompt = "passage: "  # set after wrapping: the cache reads it too
+    np.testing.assert_allclose(
+        cached.encode_documents(["a document"]), cached.encoder.encode_documents(["a document"]), atol=1e-6
+    )
+    assert not np.allclose(cached.encode_documents(["a document"]), bare)
+    cached.encoder._document_prompt = ""  # the model's own prompt again: its cached vector
+    np.testing.assert_array_equal(cached.encode_documents(["a document"]), bare)
+    assert cached.cache_variant == weights_only and (cached.hits, cached.misses) == (2, 2)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
 @pytest.mark.parametrize("cached", [False, True])
 def test_max_seq_length_cannot_be_set_to_no_effect(
     tiny_model: Path, tmp_path: Path, backend: str, cached: bool

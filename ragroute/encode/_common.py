@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,8 +106,8 @@ def encoder_prompts(prompts: dict[str, str], default: str) -> tuple[str, str]:
 class PromptedEncoder:
     """Shared surface of the text backends: query/document prompts, then ``_encode``.
 
-    Subclasses set ``model_id``, ``backend``, ``dim``, ``_max_seq_length``,
-    ``_query_prompt`` and ``_document_prompt`` and implement ``_encode``.
+    Subclasses set ``model_id``, ``backend``, ``dim``, ``_max_seq_length`` and ``cache_variant``,
+    give the model's prompts to :meth:`_set_model_prompts` and implement ``_encode``.
     """
 
     model_id: str
@@ -117,6 +119,30 @@ class PromptedEncoder:
     weights: str | None = None
     _query_prompt: str = ""
     _document_prompt: str = ""
+    _weights_variant: str = ""
+    _model_prompts: tuple[str, str] = ("", "")
+
+    def _set_model_prompts(self, query: str, document: str) -> None:
+        """The (query, document) prompts the model reads texts behind, as it loaded."""
+        self._query_prompt, self._document_prompt = query, document
+        self._model_prompts = (query, document)
+
+    @property
+    def cache_variant(self) -> str:
+        """What names these vectors beside model id and backend (the embedding cache's space and
+        the query contexts' keys, :func:`ragroute.context.encoder_key`, read it): the weights (and
+        quantisation), and a digest of the prompts where a caller set others than its model's on
+        its encoder (until session 51 such an encoder was handed the vectors of the model's own
+        prompts, from a query context or the embedding cache)."""
+        prompts = (self._query_prompt, self._document_prompt)
+        if prompts == self._model_prompts:
+            return self._weights_variant
+        digest = hashlib.sha256(json.dumps(prompts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return f"{self._weights_variant}|prompts:{digest}"
+
+    @cache_variant.setter
+    def cache_variant(self, value: str) -> None:
+        self._weights_variant = str(value)
 
     @property
     def max_seq_length(self) -> int:

@@ -328,14 +328,23 @@ class CachedEncoder:
         self.model_id = encoder.model_id
         self.backend = encoder.backend
         self.dim = encoder.dim
-        # The space also names the exact weights (``cache_variant``: a fingerprint of the model
-        # files, plus the quantisation recipe and the int8 file's digest), so retrained or
-        # re-quantised weights under the same model_id never get stale vectors.
-        variant = str(getattr(encoder, "cache_variant", "") or "")
-        self.cache_variant = variant  # query contexts key their vectors by it too (context.encoder_key)
-        self.space = f"{encoder.model_id}|{encoder.backend}|{variant}|document"
         self.hits = 0
         self.misses = 0
+
+    @property
+    def cache_variant(self) -> str:
+        """The wrapped encoder's (query contexts key their vectors by it too, as
+        :func:`ragroute.context.encoder_key` says), read at each call: prompts set on the wrapped
+        encoder after wrapping change it."""
+        return str(getattr(self.encoder, "cache_variant", "") or "")
+
+    @property
+    def space(self) -> str:
+        """The cache space of the documents' vectors: it names the exact weights too
+        (``cache_variant``: a digest of the model files, plus the quantisation recipe and the int8
+        file's digest, and the prompts where a caller set others than the model's), so retrained or
+        re-quantised weights under the same model_id never get stale vectors."""
+        return f"{self.model_id}|{self.backend}|{self.cache_variant}|document"
 
     def encode_queries(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
@@ -349,7 +358,8 @@ class CachedEncoder:
         """Encode documents, reusing cached vectors and storing the new ones."""
         items = check_texts(texts)
         keys = [text_key(text) for text in items]
-        cached = self.cache.get_many(self.space, keys, self.dim)
+        space = self.space
+        cached = self.cache.get_many(space, keys, self.dim)
         missing: dict[bytes, str] = {}
         for key, text in zip(keys, items, strict=True):
             if key not in cached and key not in missing:
@@ -360,7 +370,7 @@ class CachedEncoder:
                 list(missing.values()), batch_size=batch_size, show_progress=show_progress
             )
             fresh = dict(zip(missing.keys(), np.asarray(vectors, dtype=np.float32), strict=True))
-            self.cache.put_many(self.space, fresh.items())
+            self.cache.put_many(space, fresh.items())
         self.hits += sum(1 for key in keys if key in cached)
         self.misses += len(missing)
         out = np.zeros((len(items), self.dim), dtype=np.float32)

@@ -72,7 +72,7 @@ class OnnxEncoder(PromptedEncoder):
             self._runner.max_texts = INT8_TEXTS_PER_RUN
         prompts = dict(meta.get("prompts") or {})
         default = str(meta.get("default_prompt") or "")  # sentence-transformers' default_prompt_name
-        self._query_prompt, self._document_prompt = encoder_prompts(prompts, default)
+        self._set_model_prompts(*encoder_prompts(prompts, default))
 
     @classmethod
     def from_model(

@@ -193,7 +193,7 @@ class SentenceTransformerEncoder(PromptedEncoder):
         # sentence-transformers puts the default prompt before texts given none: the truncation
         # count reads it too (until session 50 it counted the texts bare)
         default = default_prompt(prompts, getattr(self.model, "default_prompt_name", None))
-        self._query_prompt, self._document_prompt = encoder_prompts(prompts, default)
+        self._set_model_prompts(*encoder_prompts(prompts, default))
 
     def _encode(
         self, texts: Sequence[str], prompt: str, batch_size: int, show_progress: bool | None
