@@ -1191,7 +1191,7 @@ def test_a_fixed_router_naming_a_source_that_failed_to_open_routes_around_it(wor
     config.write_text(config.read_text().replace("[wiki, cook]", "[wiki, web]"))
     with pytest.warns(SourceWarning), pytest.raises(RagrouteError) as info:
         load_routing(config, encoder=hashing_encoder)
-    assert str(info.value) == f"{config}: fixed routes web are not sources (astro, cook, wiki)"
+    assert str(info.value) == f"{config}: fixed route web is not a source (astro, cook, wiki)"
 
 
 @pytest.mark.parametrize(
@@ -1525,3 +1525,69 @@ def test_a_path_under_the_home_folder_is_read_there(tmp_path, monkeypatch):
     from ragroute.corpora import load_corpus_specs
 
     assert [spec.path for spec in load_corpus_specs(corpora)] == [home / "docs"]
+
+
+@pytest.mark.parametrize(
+    "router",
+    [
+        "{kind: nosuch}",
+        "{kind: prototype, treshold: 0.3}",
+        "{kind: fixed, routes: [astro, web, blog]}",
+        "{kind: fixed, routes: [astro, blog]}",  # one name: "fixed route blog is not a source"
+        "{kind: prototype, always: [astro, web]}",
+        "{kind: prototype, always: [astro, web, blog]}",
+    ],
+)
+def test_router_problems_are_the_line_loading_refuses_with(workspace, hashing_encoder, router):
+    """Until session 51 loading said `FILE: unknown router ...` where the check said `FILE: router:
+    unknown router ...`, and the check said a fixed route or an `always:` name that is not a source
+    once per name, worded apart from loading's one line."""
+    from ragroute.route.config import load_routing
+
+    config = workspace / "router-lines.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+        "  gone: {index: indexes/missing}\n"
+        f"router: {router}\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RagrouteError) as info:
+            load_routing(config, encoder=hashing_encoder).retrieve("comet tail", k=2)
+    assert str(info.value) in [line.removeprefix("error: ") for line in error_lines(check(config))]
+
+
+def test_router_and_gate_files_under_home_are_read_as_the_check_reads_them(
+    workspace, hashing_encoder, tmp_path, monkeypatch
+):
+    """`examples: ~/labels.jsonl` passed the check (the home folder) and failed loading, which read
+    `<config folder>/~/labels.jsonl` (until session 51)."""
+    from ragroute.route.config import load_routing
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "labels.jsonl").write_text(
+        '{"text": "comet tail", "label": "astro"}\n{"text": "bread dough", "label": "cook"}\n'
+    )
+    config = workspace / "home-examples.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+        "router: {kind: knn, examples: ~/labels.jsonl, k: 1}\n"
+    )
+    assert check(config).exit_code == 0, check(config).stderr
+    assert load_routing(config, encoder=hashing_encoder).decide("comet tail").chosen == ["astro"]
+
+
+def test_a_routing_config_over_corpora_does_not_need_the_corpus_files(workspace, hashing_encoder):
+    """A routing config reads the indexes under `index_dir:`, not the corpora: a corpus file moved
+    away after its build failed the check (`path ... does not exist`) of a config that loads (until
+    session 51). Checking the corpora file itself still says it."""
+    from ragroute.route.config import load_routing
+
+    corpora = workspace / "moved-corpora.yaml"
+    corpora.write_text("corpora:\n  astro: {path: gone/astro.jsonl, description: Astronomy.}\n")
+    config = workspace / "moved-routing.yaml"
+    config.write_text(f"corpora: {corpora.name}\nindex_dir: indexes\n")
+    load_routing(config, encoder=hashing_encoder).retrieve("comet tail", k=1)
+    result = check(config)
+    assert result.exit_code == 0, result.stderr
+    assert "does not exist" in " ".join(error_lines(check(corpora)))

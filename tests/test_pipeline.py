@@ -1015,7 +1015,7 @@ def test_always_adds_routes_to_every_selection_that_retrieves(hashing_encoder, s
     nowhere = FixedRouter({"astro": 0.1, "none": 0.9})
     gated = pipeline_from_settings(sources, {"always": ["it"]}, encoder=hashing_encoder, router=nowhere)
     assert gated.retrieve("hello", k=3).decision.chosen == ["none"]
-    with pytest.raises(RagrouteError, match="'always' names space, which are not sources"):
+    with pytest.raises(RagrouteError, match="'always' names space, which is not a source"):
         pipeline_from_settings(sources, {"always": ["space"]}, encoder=hashing_encoder, router=router)
     with pytest.raises(RagrouteError, match="must be a list"):
         pipeline_from_settings(sources, {"always": "it"}, encoder=hashing_encoder, router=router)

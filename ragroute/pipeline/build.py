@@ -36,7 +36,13 @@ from ragroute.pipeline.stages import (
 )
 from ragroute.registry import FUSIONS, GATES, RERANKERS, ROUTERS, load_plugins
 from ragroute.route.base import NONE_ROUTE, Router
-from ragroute.route.factories import ROUTER_SETTING_TYPES, ROUTER_SETTINGS, RouterBuild, build_router
+from ragroute.route.factories import (
+    ROUTER_SETTING_TYPES,
+    ROUTER_SETTINGS,
+    RouterBuild,
+    build_router,
+    not_sources_message,
+)
 from ragroute.route.pilot import MODES as PILOT_MODES
 from ragroute.route.score_probe import PROBES
 from ragroute.route.sources import Source, SourceProblem, check_sources
@@ -89,10 +95,12 @@ def check_router_settings(settings: Mapping[str, Any], where: str) -> str:
     """The router kind of ``settings`` (registered), after refusing unknown keys."""
     if not isinstance(settings, Mapping):
         raise RagrouteError(f"{where}: 'router:' must be a mapping")
-    check_keys(settings, router_keys(), where, "router key")
+    # named `router:` as `config check` names them (until session 51 loading said only the file)
+    section = f"{where}: router" if where else "router"
+    check_keys(settings, router_keys(), section, "router key")
     for key, value in settings.items():
         check_router_value(key, value, where)
-    return ROUTERS.check(str(settings.get("kind", "prototype")), where)
+    return ROUTERS.check(str(settings.get("kind", "prototype")), section)
 
 
 def check_router_value(key: str, value: Any, where: str) -> None:
@@ -268,10 +276,7 @@ def pipeline_from_settings(
     options = routing_options({**getattr(router, "selection_defaults", {}), **given}, where)
     unknown = sorted(set(options.always) - {s.name for s in sources} - {p.name for p in problems})
     if unknown:
-        raise RagrouteError(
-            f"{where}: 'always' names {', '.join(unknown)}, which are not sources "
-            f"({', '.join(s.name for s in sources)})"
-        )
+        raise RagrouteError(not_sources_message(where, "always", unknown, [s.name for s in sources]))
     if built_here and kind in LABELLED_ROUTER_KINDS:  # a router passed in is the caller's own choice
         _check_router_routes(router, sources, problems, options, policy, where)
     pipeline = Pipeline(

@@ -71,7 +71,10 @@ class RouterBuild:
     failed: Sequence[str] = ()  # configured sources that could not be opened
 
     def resolve(self, relative: str) -> Path:
-        return (self.base / str(relative)).resolve()
+        """A path a router or gate setting names, as every path of the config is read (and as
+        ``config check`` reads it): relative to the config's folder, ``~/...`` the home folder
+        (until session 51 ``examples: ~/labels.jsonl`` read ``<folder>/~/labels.jsonl``)."""
+        return (self.base / Path(str(relative)).expanduser()).resolve()
 
 
 def build_router(kind: str, settings: Mapping[str, Any], build: RouterBuild) -> Router:
@@ -206,10 +209,20 @@ def fixed(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     unknown = sorted(set(routes) - set(names) - set(build.failed))
     if unknown:
         known = [*names, *(name for name in build.failed if name not in names)]
-        raise RagrouteError(
-            f"{build.where}: fixed routes {', '.join(unknown)} are not sources ({', '.join(known) or 'none'})"
-        )
+        raise RagrouteError(not_sources_message(build.where, "fixed", unknown, known))
     return FixedRoutes(routes)
+
+
+def not_sources_message(where: str, named_by: str, unknown: Sequence[str], known: Sequence[str]) -> str:
+    """The one line loading and ``config check`` both give for routes that name no source:
+    ``FILE: fixed routes a, b are not sources (x, y)`` (``named_by`` ``fixed``) or ``FILE: 'always'
+    names a, which is not a source (x, y)`` (``named_by`` ``always``)."""
+    one = len(unknown) == 1
+    names, listed = ", ".join(unknown), f"({', '.join(known) or 'none'})"
+    is_not = "is not a source" if one else "are not sources"
+    if named_by == "always":
+        return f"{where}: 'always' names {names}, which {is_not} {listed}"
+    return f"{where}: {named_by} {'route' if one else 'routes'} {names} {is_not} {listed}"
 
 
 def pilot(settings: Mapping[str, Any], build: RouterBuild) -> Router:
