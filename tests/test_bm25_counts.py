@@ -103,3 +103,22 @@ def test_an_index_assembled_from_ray_shards_keeps_its_counts_so_an_add_tokenizes
     assert tokenized == [len(added)]  # was [len(docs)]: every document tokenized again
     monkeypatch.undo()
     assert indexes_identical(built, build_index(docs, method, encoder=encoder))
+
+
+@pytest.mark.parametrize(
+    ("docs", "message"),
+    [
+        ([["a", None]], "must be strings, got NoneType None"),
+        ([["a"], [["b"]]], "one list of string tokens per document"),
+        ([["a"], None], "one list of string tokens per document"),
+        ([3], "one list of string tokens per document"),
+    ],
+)
+def test_a_token_that_is_no_string_is_refused_in_one_line(docs, message) -> None:
+    """A None token was indexed (until session 51: the scorer then saved a vocabulary its own load
+    refused), and a list token or a document that is no list raised a bare TypeError."""
+    with pytest.raises(RagrouteError, match=message) as info:
+        count_terms(docs)
+    assert "\n" not in str(info.value)
+    with pytest.raises(RagrouteError, match=message):
+        BM25Scorer.fit(docs)

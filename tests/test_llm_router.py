@@ -313,3 +313,19 @@ def test_a_prompt_that_cannot_be_filled_is_refused_when_the_router_is_made(promp
         [Source("astro", index)], ScriptedLLM(replies=["astro"]), prompt="{routes} {{json}} {query} {labels}"
     )
     assert router.route("stars").chosen == ["astro"]
+
+
+def test_a_local_llms_cache_dir_under_home_is_the_home_folder(tmp_path, monkeypatch):
+    """`cache_dir: ~/llm` read `<the config's folder>/~/llm` until session 51, where every other
+    path a config names reads `~` as the home folder."""
+    import ragroute.llm.local as local
+    from ragroute.llm.settings import llm_from_settings
+
+    made = {}
+    monkeypatch.setattr(local, "local_llm_available", lambda: True)
+    monkeypatch.setattr(local, "LocalLLM", lambda **kw: made.update(kw) or "llm")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    llm_from_settings({"kind": "local", "cache_dir": "~/llm"}, base=tmp_path / "configs")
+    assert made["cache_dir"] == str((tmp_path / "home" / "llm").resolve())
+    llm_from_settings({"kind": "local", "cache_dir": "llm"}, base=tmp_path / "configs")
+    assert made["cache_dir"] == str((tmp_path / "configs" / "llm").resolve())

@@ -56,12 +56,17 @@ def count_terms(token_lists: Sequence[Sequence[str]]) -> TermCounts:
     # insertion order of BM25Okapi's document-frequency dict, which fixes the
     # order in which it sums idf values for average_idf.
     # (dict.fromkeys keeps first occurrences in order; both passes run in C.)
-    vocab = {term: i for i, term in enumerate(dict.fromkeys(chain.from_iterable(docs)))}
+    try:
+        vocab = {term: i for i, term in enumerate(dict.fromkeys(chain.from_iterable(docs)))}
+    except TypeError as exc:  # a document that is no token list, or a token that is a list
+        raise RagrouteError(f"BM25 takes one list of string tokens per document ({exc})") from None
     doc_len = np.fromiter(map(len, docs), dtype=np.int64, count=n_docs)
     total_tokens = int(doc_len.sum())
-    bad_term = next((term for term in vocab if not isinstance(term, str)), None)
-    if bad_term is not None:
-        raise RagrouteError(f"BM25 tokens must be strings, got {type(bad_term).__name__} {bad_term!r}")
+    # a None token passed this check until session 51 (``next`` gave the None it found): the
+    # scorer fitted on it saved a vocabulary its own load refused
+    for term in vocab:
+        if not isinstance(term, str):
+            raise RagrouteError(f"BM25 tokens must be strings, got {type(term).__name__} {term!r}")
     term_ids = np.fromiter(
         map(vocab.__getitem__, chain.from_iterable(docs)), dtype=np.int64, count=total_tokens
     )

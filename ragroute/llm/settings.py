@@ -114,5 +114,6 @@ def llm_from_settings(
     if not local_llm_available():
         raise RagrouteError(f"{where}: {INSTALL_HINT}")
     if data.get("cache_dir") and base is not None:
-        data["cache_dir"] = str((base / str(data["cache_dir"])).resolve())
+        # ~/... the home folder, as every path a config names (until session 51 <folder>/~/...)
+        data["cache_dir"] = str((base / Path(str(data["cache_dir"])).expanduser()).resolve())
     return LocalLLM(**data)
