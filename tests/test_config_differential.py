@@ -24,6 +24,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,28 @@ def check_only(report: dict[str, Any], config: Path) -> bool:
     return True
 
 
-def agree(root: Path, config: dict[str, Any]) -> str:
+def one_line_for_several(error: str) -> bool:
+    """Where loading gives one line for several problems and the check one line per problem, by
+    design: every unknown key of a mapping (``unknown keys 'a', 'b'``), every source that could not
+    be opened (``no source could be opened (a: ...; b: ...)``). Such a refusal is compared by
+    verdict only."""
+    return re.search(r": unknown \w+s '", error) is not None or ": no source could be opened (" in error
+
+
+#: wordings loading and the check still give apart (found in session 51, left for now; some are
+#: KNOWN cases of test_single_key_refusals_are_the_line_loading_refuses_with): compared by verdict.
+#: Gate lines are left out whole: loading says `gate llm:`, `unknown threshold gate key`, `unknown
+#: gate signal` where the check says `gate: llm:`, `gate: unknown ...`, `gate: signal: ...`.
+LEFT_APART = (
+    "gate",
+    " reranker key ",
+    "cannot read corpus",
+    "routes (",  # a fitted router's labels that name no source: the check adds `router: `
+    "router llm",
+)
+
+
+def agree(root: Path, config: dict[str, Any], left_apart: tuple[str, ...] = LEFT_APART) -> str:
     """Check and load ``config`` (written as ``routing.yaml`` in ``root``), assert they agree, and
     say how (``check passes, load passes``...)."""
     path = root / "routing.yaml"
@@ -247,6 +269,15 @@ def agree(root: Path, config: dict[str, Any]) -> str:
         assert error is None and loaded is not None, (text, error)
     elif error is None:
         assert check_only(report, path), (text, report["problems"])
+    elif not one_line_for_several(error) and not any(part in error for part in left_apart):
+        # both refuse: loading's one line is among the check's (the same words, not only the verdict)
+        lines = [
+            line.removeprefix("error: ") for line in result.stderr.splitlines() if line.startswith("error: ")
+        ]
+        # (until session 51 only the verdicts were compared: a kNN router's missing `examples:` file
+        # was `FILE: PATH: no such file` to loading and `FILE: router: examples file PATH does not
+        # exist` to the check)
+        assert error in lines, (text, error, lines)
     return f"check {'passes' if report['ok'] else 'fails'}, load {'fails' if error else 'passes'}"
 
 
@@ -277,3 +308,80 @@ def test_config_check_agrees_with_loading(workspace, config):
 def test_source_names_and_left_out_sources_agree(workspace, sources):
     """The cases the property found or must keep finding, run every time."""
     agree(workspace, {"sources": sources})
+
+
+def KNOWN(reason: str) -> pytest.MarkDecorator:  # noqa: N802
+    """A mismatch of wording still left (found in session 51, not yet given one shared line)."""
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+BASE: dict[str, Any] = {"sources": {"astro": SOURCES["astro"], "cook": SOURCES["cook"]}}
+#: one key changed from a valid config: (what, value) with ``what`` the top-level key it replaces
+VARIATIONS: list[Any] = [
+    ("router", {"kind": "knn", "examples": "missing.jsonl"}),  # until session 51 worded apart
+    ("router", {"kind": "knn"}),
+    ("router", {"kind": "knn", "examples": "labels.jsonl", "k": "abc"}),
+    ("router", {"kind": "trained"}),
+    ("router", {"kind": "trained", "model": "missing"}),
+    ("router", {"kind": "nosuch"}),
+    ("router", {"kind": "prototype", "threshold": 1.5}),
+    ("router", {"kind": "prototype", "max_routes": 0}),
+    ("router", {"kind": "prototype", "max_routes": "abc"}),
+    ("router", {"kind": "prototype", "thresold": 0.3}),
+    ("router", {"kind": "prototype", "always": ["nosuch"]}),
+    ("router", {"kind": "prototype", "always": "astro"}),
+    ("router", {"kind": "prototype", "hedge_below": "x"}),
+    ("router", {"kind": "fixed", "routes": ["nosuch"]}),
+    ("router", {"kind": "fixed"}),
+    ("router", {"kind": "ensemble", "members": ["ensemble"]}),
+    ("router", {"kind": "ensemble", "members": ["nosuch"]}),
+    ("router", {"kind": "ensemble", "members": ["knn"], "examples": "missing.jsonl"}),
+    ("router", {"kind": "llm", "llm": {"kind": "scripted", "replies": ["astro"]}, "fallback": "llm"}),
+    ("router", {"kind": "centroid", "fusion": "nosuch"}),
+    ("router", {"kind": "centroid", "route_weights": "nosuch"}),
+    ("router", {"kind": "confidence", "probe": "nosuch"}),
+    ("router", "prototype"),
+    ("gate", {"signal": "rarity"}),
+    ("gate", {"kind": "nosuch"}),
+    pytest.param(
+        "gate",
+        {"kind": "threshold", "signal": "nosuch", "below": 3.0},
+        marks=KNOWN("loading: `gate: unknown gate signal`, the check: `gate: signal: unknown signal kind`"),
+    ),
+    ("gate", {"kind": "threshold", "signal": "rarity", "value": "min_zipf", "below": "abc"}),
+    ("gate", {"kind": "threshold", "signal": "rarity", "value": "min_zipf", "below": 3.0, "depth": 5}),
+    ("gate", {"kind": "llm", "llm": {"kind": "scripted", "replies": ["x"]}, "fallback": {"below": 3}}),
+    (
+        "gate",
+        {
+            "kind": "llm",
+            "llm": {"kind": "scripted", "replies": ["x"]},
+            "fallback": {"kind": "llm", "llm": {"kind": "scripted", "replies": ["x"]}},
+        },
+    ),
+    ("reranker", {"model": "x"}),
+    ("reranker", {"kind": "nosuch"}),
+    pytest.param(
+        "reranker",
+        {"kind": "parents", "nosuch": 1},
+        marks=KNOWN("loading leaves out `reranker: ` before `unknown parents reranker key`"),
+    ),
+    ("exposure", {"max_fraction": 1.5}),
+    pytest.param(
+        "corpora",
+        "missing.yaml",
+        marks=KNOWN("loading names the corpus file only, not `ROUTING: corpora: `"),
+    ),
+    ("index_dir", "missing"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), VARIATIONS)
+def test_single_key_refusals_are_the_line_loading_refuses_with(workspace, key, value):
+    """Each refusal of loading is one of the check's lines, word for word."""
+    config = copy.deepcopy(BASE)
+    if key in ("corpora", "index_dir"):
+        config = {"corpora": "corpora.yaml", "index_dir": "indexes", key: value}
+    config["router"] = config.get("router", {"kind": "prototype"})
+    config[key] = copy.deepcopy(value)
+    agree(workspace, config, left_apart=())

@@ -468,7 +468,9 @@ def test_a_router_refusal_names_the_config_it_is_about(sources, hashing_encoder)
         pipeline_from_settings(
             [*sources, blank], {"kind": "prototype"}, encoder=hashing_encoder, where="routing.yaml"
         )
-    with pytest.raises(RagrouteError, match=r"^routing\.yaml: a knn router needs 'examples:'") as caught:
+    with pytest.raises(
+        RagrouteError, match=r"^routing\.yaml: router: a knn router needs 'examples:'"
+    ) as caught:
         pipeline_from_settings(sources, {"kind": "knn"}, encoder=hashing_encoder, where="routing.yaml")
     assert str(caught.value).count("routing.yaml") == 1  # already named: not twice
 

@@ -218,6 +218,7 @@ def llm(settings: Mapping[str, Any], build: Any) -> Any:
     the local LLM), falling back to the ``fallback:`` gate (default the rarity threshold)."""
     from ragroute.gate.llm_signals import LLMGate, make_llm_signal
     from ragroute.llm.settings import llm_from_settings
+    from ragroute.pipeline.build import stage_kind_problem
     from ragroute.registry import GATES
 
     _check("llm", settings, build.where)
@@ -228,9 +229,10 @@ def llm(settings: Mapping[str, Any], build: Any) -> Any:
     if settings.get("fallback") is not None:
         spec = settings["fallback"]
         if not isinstance(spec, Mapping) or "kind" not in spec:
-            raise RagrouteError(f"{build.where}: gate 'fallback:' must be a gate mapping with 'kind:'")
+            # the line `config check` gives (until session 51 worded apart)
+            raise RagrouteError(f"{build.where}: gate: fallback: {stage_kind_problem('gate')}")
         if spec["kind"] == "llm":
-            raise RagrouteError(f"{build.where}: an LLM gate's fallback must not need an LLM")
+            raise RagrouteError(f"{build.where}: gate: fallback: an LLM gate's fallback must not need an LLM")
         fallback = GATES.get(str(spec["kind"]), build.where)(spec, build)
     return LLMGate(
         signals,

@@ -521,9 +521,13 @@ class _Checker:
         from ragroute.pipeline.build import SELECTION_KEYS, check_router_value, router_keys, routing_options
         from ragroute.registry import ROUTERS
         from ragroute.route.factories import (
+            ENSEMBLE_IN_ENSEMBLE,
             ROUTER_REQUIRED,
             ROUTER_SETTINGS,
+            examples_file_problem,
             llm_fallback_problem,
+            missing_setting_problem,
+            model_problem,
             not_sources_message,
         )
 
@@ -559,7 +563,7 @@ class _Checker:
             self.report.router["members"] = [str(m) for m in members]
             for member in members:
                 if str(member) == "ensemble":
-                    self.problem(f"{where}: router: an ensemble cannot contain an ensemble")
+                    self.problem(f"{where}: {ENSEMBLE_IN_ENSEMBLE}")
                 elif self.passes(functools.partial(ROUTERS.check, str(member), f"{where}: router members")):
                     kinds.append(str(member))
         if kind == "llm":
@@ -581,7 +585,7 @@ class _Checker:
                     members = settings.get("members") or ["prototype", "confidence"]
                     for member in [] if "members" in bad else members if isinstance(members, list) else []:
                         if str(member) == "ensemble":
-                            self.problem(f"{where}: router: an ensemble cannot contain an ensemble")
+                            self.problem(f"{where}: {ENSEMBLE_IN_ENSEMBLE}")
                         elif self.passes(
                             functools.partial(ROUTERS.check, str(member), f"{where}: router members")
                         ):
@@ -590,13 +594,15 @@ class _Checker:
         for each in kinds:
             for key in sorted(ROUTER_REQUIRED.get(each, ())):
                 if key not in settings:
-                    self.problem(f"{where}: router: a {each} router needs '{key}:'")
+                    self.problem(f"{where}: {missing_setting_problem(each, key)}")
         if "examples" in bad:
             pass
-        elif "examples" in settings and "knn" in kinds and not self.resolve(settings["examples"]).is_file():
-            self.problem(
-                f"{where}: router: examples file {self.resolve(settings['examples'])} does not exist"
-            )
+        elif (
+            "examples" in settings
+            and "knn" in kinds
+            and examples_file_problem(self.resolve(settings["examples"]))
+        ):
+            self.problem(f"{where}: {examples_file_problem(self.resolve(settings['examples']))}")
         elif "examples" in settings and "knn" in kinds:
             from ragroute.route.labels import read_labelled_queries
 
@@ -609,8 +615,8 @@ class _Checker:
                 self.member_labels.append((inner["knn"], sorted(set(read[1]))))
         if "model" in settings and "model" not in bad and set(kinds) & {"trained", "pilot", "quality"}:
             model = self.resolve(settings["model"])
-            if not model.exists():
-                self.problem(f"{where}: router: model {model} does not exist")
+            if model_problem(model):
+                self.problem(f"{where}: {model_problem(model)}")
             elif "trained" in kinds:  # its format and version as loading reads them (either layout)
                 from ragroute.route.trained import TrainedRouter
 
@@ -677,12 +683,13 @@ class _Checker:
     # ----------------------------------------------------------------- reranker, gate, llm
 
     def check_reranker(self, spec: Any) -> None:
+        from ragroute.pipeline.build import stage_kind_problem
         from ragroute.registry import RERANKERS
         from ragroute.rerank import RERANKER_SETTINGS
 
         where = f"{self.path}: reranker"
         if not isinstance(spec, Mapping) or "kind" not in spec:
-            self.problem(f"{where}: 'reranker:' must be a mapping with 'kind:'")
+            self.problem(f"{where}: {stage_kind_problem('reranker')}")
             return
         kind = str(spec["kind"])
         self.report.reranker = kind
@@ -763,10 +770,11 @@ class _Checker:
             read_examples,
         )
         from ragroute.gate.signals import GATE_SIGNALS, SIGNAL_SETTINGS
+        from ragroute.pipeline.build import stage_kind_problem
         from ragroute.registry import GATES
 
         if not isinstance(spec, Mapping) or "kind" not in spec:
-            self.problem(f"{where}: 'gate:' must be a mapping with 'kind:'")
+            self.problem(f"{where}: {stage_kind_problem('gate')}")
             return
         kind = str(spec["kind"])
         if top:
@@ -785,8 +793,8 @@ class _Checker:
                 self.keys(depth, DEPTH_KEYS, f"{where}: depth")
                 if set(depth) <= DEPTH_KEYS:  # known keys: now their values
                     self.attempt(lambda: check_depth(depth, prefix))
-            else:
-                self.problem(f"{where}: 'depth:' must be a mapping (shallow_k, deep_k, deep_steps, ...)")
+            else:  # the line loading gives (until session 51 worded apart)
+                self.attempt(lambda: check_depth(depth, prefix))
         if kind == "trained":
             from ragroute.gate.trained import check_operating_point
 

@@ -88,9 +88,48 @@ def build_router(kind: str, settings: Mapping[str, Any], build: RouterBuild) -> 
         raise
 
 
-def _need(settings: Mapping[str, Any], key: str, kind: str, build: RouterBuild, hint: str) -> Any:
+#: what each setting of :data:`ROUTER_REQUIRED` names, said when it is missing
+ROUTER_REQUIRED_HINTS: dict[tuple[str, str], str] = {
+    ("knn", "examples"): "a JSONL file of labelled queries {text, label}",
+    ("trained", "model"): "a folder written by `ragroute route fit`",
+    ("llm", "llm"): "local, a mapping with 'kind:', or 'package.module:factory'",
+    ("pilot", "model"): "a folder written by `ragroute expert fit-router`",
+    ("quality", "model"): "a folder written by `ragroute expert fit-router`",
+}
+
+
+def missing_setting_problem(kind: str, key: str) -> str:
+    """The line (after ``FILE: ``) for a ``kind`` router without its required ``key:``, as loading
+    and ``config check`` both say it (until session 51 loading said it without ``router:`` and the
+    check without the hint)."""
+    return f"router: a {kind} router needs '{key}:' ({ROUTER_REQUIRED_HINTS[(kind, key)]})"
+
+
+def examples_file_problem(path: Path) -> str | None:
+    """The line (after ``FILE: ``) for a kNN router's ``examples:`` file that is not there, or None,
+    as loading and ``config check`` both say it (until session 51 loading said ``FILE: PATH: no such
+    file``)."""
+    return None if path.is_file() else f"router: examples file {path} does not exist"
+
+
+def model_problem(path: Path) -> str | None:
+    """The line (after ``FILE: ``) for a trained, pilot or quality router's ``model:`` that is not
+    there, or None, as loading and ``config check`` both say it (until session 51 loading said
+    ``FILE: nothing at PATH: directory does not exist``)."""
+    return None if path.exists() else f"router: model {path} does not exist"
+
+
+def _model(settings: Mapping[str, Any], kind: str, build: RouterBuild) -> Path:
+    model = build.resolve(_need(settings, "model", kind, build))
+    problem = model_problem(model)
+    if problem:
+        raise RagrouteError(f"{build.where}: {problem}")
+    return model
+
+
+def _need(settings: Mapping[str, Any], key: str, kind: str, build: RouterBuild) -> Any:
     if key not in settings:
-        raise RagrouteError(f"{build.where}: a {kind} router needs '{key}:' ({hint})")
+        raise RagrouteError(f"{build.where}: {missing_setting_problem(kind, key)}")
     return settings[key]
 
 
@@ -133,16 +172,20 @@ def knn(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     from ragroute.route.knn import KnnRouter
     from ragroute.route.labels import read_labelled_queries
 
-    path = _need(settings, "examples", "knn", build, "a JSONL file of labelled queries {text, label}")
-    texts, labels = read_labelled_queries(build.resolve(path))
+    path = _need(settings, "examples", "knn", build)
+    examples = build.resolve(path)
+    problem = examples_file_problem(examples)
+    if problem:
+        raise RagrouteError(f"{build.where}: {problem}")
+    texts, labels = read_labelled_queries(examples)
     return KnnRouter(texts, labels, build.encoder, k=int(settings.get("k", 5)))
 
 
 def trained(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     from ragroute.route.trained import TrainedRouter
 
-    model = _need(settings, "model", "trained", build, "a folder written by `ragroute route fit`")
-    return TrainedRouter.load(build.resolve(model), build.encoder)
+    model = _model(settings, "trained", build)
+    return TrainedRouter.load(model, build.encoder)
 
 
 def llm(settings: Mapping[str, Any], build: RouterBuild) -> Router:
@@ -151,11 +194,13 @@ def llm(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     from ragroute.llm.settings import llm_from_settings
     from ragroute.route.llm import LlmRouter
 
-    spec = _need(settings, "llm", "llm", build, "local, a mapping with 'kind:', or 'package.module:factory'")
+    spec = _need(settings, "llm", "llm", build)
     fallback = settings.get("fallback")
     problem = llm_fallback_problem(settings)
     if problem:
         raise RagrouteError(f"{build.where}: router: {problem}")
+    if fallback is not None:  # an unknown fallback named as `config check` names it (until session 51 not)
+        ROUTERS.check(str(fallback), f"{build.where}: router fallback" if build.where else "router fallback")
     timeout = settings.get("timeout_s")
     return LlmRouter(
         build.sources,
@@ -181,12 +226,19 @@ def llm_fallback_problem(settings: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: what loading and ``config check`` both say (after ``FILE: ``) of an ensemble among an ensemble's
+#: members (until session 51 loading left out ``router: ``)
+ENSEMBLE_IN_ENSEMBLE = "router: an ensemble cannot contain an ensemble"
+
+
 def ensemble(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     from ragroute.route.ensemble import EARLY_EXIT, EnsembleRouter
 
     members = settings.get("members") or ["prototype", "confidence"]
     if "ensemble" in members:
-        raise RagrouteError(f"{build.where}: an ensemble cannot contain an ensemble")
+        raise RagrouteError(f"{build.where}: {ENSEMBLE_IN_ENSEMBLE}")
+    for member in members:  # an unknown member named as `config check` names it (until session 51 not)
+        ROUTERS.check(str(member), f"{build.where}: router members" if build.where else "router members")
     early_exit = settings.get("early_exit", EARLY_EXIT)
     return EnsembleRouter(
         [build_router(str(m), settings, build) for m in members],
@@ -230,8 +282,8 @@ def pilot(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     from ragroute.route.expert_gains import check_labels
     from ragroute.route.pilot import PilotRouter
 
-    model = _need(settings, "model", "pilot", build, "a folder written by `ragroute expert fit-router`")
-    router = PilotRouter.load(build.resolve(model), build.encoder)
+    model = _model(settings, "pilot", build)
+    router = PilotRouter.load(model, build.encoder)
     if settings.get("mode"):
         router = PilotRouter(
             router.labels,
@@ -253,8 +305,8 @@ def quality(settings: Mapping[str, Any], build: RouterBuild) -> Router:
     from ragroute.route.expert_gains import check_labels
     from ragroute.route.expert_quality import QualityRouter
 
-    model = _need(settings, "model", "quality", build, "a folder written by `ragroute expert fit-router`")
-    router = QualityRouter.load(build.resolve(model), build.encoder)
+    model = _model(settings, "quality", build)
+    router = QualityRouter.load(model, build.encoder)
     router.unavailable = check_labels(
         router.labels, [s.name for s in build.sources], build.where or str(model), build.failed
     )
