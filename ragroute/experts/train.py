@@ -130,7 +130,7 @@ def train_expert(
     import torch
 
     from ragroute.encode.resolve import resolve_model, set_offline_env
-    from ragroute.encode.sentence_transformers import load_sentence_transformer
+    from ragroute.encode.sentence_transformers import embedding_dimension, load_sentence_transformer
     from ragroute.progress import progress_enabled
     from ragroute.store import write_artifact
     from ragroute.training import check_device
@@ -172,7 +172,7 @@ def train_expert(
             f"document_vectors has shape {document_vectors.shape}, not one row per document "
             f"({len(documents)})"
         )
-    dim = model.get_sentence_embedding_dimension()
+    dim = embedding_dimension(model)  # the shared getter: the old method name warns (FutureWarning)
     # another model's vectors: until session 51 a torch traceback once training began
     if dim and document_vectors.shape[1] != dim:
         raise RagrouteError(
