@@ -361,11 +361,8 @@ VARIATIONS: list[Any] = [
     ),
     ("reranker", {"model": "x"}),
     ("reranker", {"kind": "nosuch"}),
-    pytest.param(
-        "reranker",
-        {"kind": "parents", "nosuch": 1},
-        marks=KNOWN("loading leaves out `reranker: ` before `unknown parents reranker key`"),
-    ),
+    ("reranker", {"kind": "parents", "nosuch": 1}),  # loading left out `reranker: ` until session 51
+    ("reranker", {"kind": "cross-encoder", "model": "x", "nosuch": 1}),
     ("exposure", {"max_fraction": 1.5}),
     pytest.param(
         "corpora",

@@ -480,7 +480,9 @@ def test_unloadable_models_and_bad_settings_are_one_line_errors(tmp_path):
         CrossEncoderReranker(tmp_path, backend="gpu")
     from ragroute.rerank.cross_encoder import cross_encoder_reranker
 
-    with pytest.raises(RagrouteError, match="unknown cross-encoder setting"):
+    with pytest.raises(
+        RagrouteError, match="^reranker: unknown cross-encoder reranker key .modle.; did you mean .model."
+    ):
         cross_encoder_reranker({"kind": "cross-encoder", "modle": "x"}, None)
 
 

@@ -11,3 +11,11 @@ RERANKER_SETTINGS: dict[str, frozenset[str]] = {
     "parents": frozenset(),
     "cross-encoder": frozenset({"model", "backend", "candidates", "batch_size", "max_length"}),
 }
+
+
+def settings_where(build: object) -> str:
+    """Where a reranker's settings are, as errors name them (``FILE: reranker``): the line
+    ``config check`` gives too (until session 51 loading left out ``reranker: `` and said a
+    cross-encoder's unknown key as a "setting")."""
+    where = str(getattr(build, "where", "") or "")
+    return f"{where}: reranker" if where else "reranker"

@@ -448,11 +448,11 @@ def _unknown_backend(backend: Any) -> str:
 
 def cross_encoder_reranker(settings: Mapping[str, Any], build: Any) -> CrossEncoderReranker:
     """Registry entry: ``reranker: {kind: cross-encoder, model: PATH, backend: auto, candidates: 20}``."""
-    from ragroute.rerank import RERANKER_SETTINGS
+    from ragroute.rerank import RERANKER_SETTINGS, settings_where
 
     known = RERANKER_SETTINGS[KIND] | {"kind"}
     where = getattr(build, "where", "") or "reranker"
-    check_keys(settings, known, where, "cross-encoder setting")
+    check_keys(settings, known, settings_where(build), f"{KIND} reranker key")
     section = f"{where}: reranker" if getattr(build, "where", "") else "reranker"
     for key, value in settings.items():
         check_cross_encoder_value(key, value, section)

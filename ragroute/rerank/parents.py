@@ -40,12 +40,9 @@ class ParentsReranker:
 
 def parents_reranker(settings: Mapping[str, Any], build: Any) -> ParentsReranker:
     """Registry entry (``reranker: {kind: parents}``); takes no settings."""
-    from ragroute.rerank import RERANKER_SETTINGS
+    from ragroute.rerank import RERANKER_SETTINGS, settings_where
 
     check_keys(
-        settings,
-        RERANKER_SETTINGS["parents"] | {"kind"},
-        getattr(build, "where", "") or "reranker",
-        "parents reranker key",
+        settings, RERANKER_SETTINGS["parents"] | {"kind"}, settings_where(build), "parents reranker key"
     )
     return ParentsReranker()
