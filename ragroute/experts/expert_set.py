@@ -32,6 +32,7 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.index.dense import DenseIndex
+from ragroute.route.expert_gains import check_unique_expert_names
 from ragroute.route.sources import Source, SourceProblem
 from ragroute.types import Document
 
@@ -65,10 +66,7 @@ class ExpertSet:
     """
 
     def __init__(self, specs: Sequence[ExpertSpec], base_encoder: Any, *, threads: int | None = None) -> None:
-        names = [s.name for s in specs]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise RagrouteError(f"expert names must be unique: {', '.join(duplicates)} repeated")
+        check_unique_expert_names([s.name for s in specs])
         self.base_encoder = base_encoder
         self.specs: list[ExpertSpec] = []
         self.encoders: dict[str, Any] = {}

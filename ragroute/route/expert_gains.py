@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,14 @@ from ragroute.store.arrays import read_arrays
 
 ARTIFACT_FAMILY = "router"
 ARRAYS_FILE = "arrays.npz"
+
+
+def check_unique_expert_names(names: Sequence[str]) -> None:
+    """One :class:`RagrouteError` line naming the expert names given more than once, if any (what an
+    expert set and a pilot router both refuse)."""
+    repeated = sorted(name for name, count in Counter(map(str, names)).items() if count > 1)
+    if repeated:
+        raise RagrouteError(f"expert names must be unique: {', '.join(repeated)} repeated")
 
 
 @dataclass

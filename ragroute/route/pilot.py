@@ -40,6 +40,7 @@ from ragroute.route.expert_gains import (
     check_encoder_info,
     check_router_labels,
     check_temperature,
+    check_unique_expert_names,
     load_router,
     recorded_dim,
     route_probabilities,
@@ -75,9 +76,7 @@ class PilotRouter(BaseRouter):
         self.labels = list(labels)
         # a repeated name kept one of its columns in each decision's routes (the one without a
         # pilot, at 0): until session 51 its expert was never routed to and the routes summed to 0
-        repeated = sorted({str(label) for label in self.labels if self.labels.count(label) > 1})
-        if repeated:
-            raise RagrouteError(f"expert names must be unique: {', '.join(repeated)} repeated")
+        check_unique_expert_names(self.labels)
         self.pilots = np.asarray(pilots, dtype=np.float32)
         self.owners = np.asarray(owners, dtype=np.int64)
         self.encoder = encoder
