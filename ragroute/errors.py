@@ -21,7 +21,8 @@ import numpy as np
 
 #: the characters ``str.splitlines`` breaks a line at
 _LINE_BREAKS = "\\n\\r\\v\\f\\x1c\\x1d\\x1e\\x85\\u2028\\u2029"
-#: a run of whitespace holding a line break
+#: a line break, and a run of whitespace holding one
+_LINE_BREAK = re.compile(f"[{_LINE_BREAKS}]")
 _BROKEN_RUN = re.compile(rf"\s*[{_LINE_BREAKS}]\s*")
 
 
@@ -500,7 +501,7 @@ def first_line(exc: BaseException) -> str:
 def is_one_line(message: str) -> bool:
     """Whether an error message is what the rules ask of every error a user can trigger: one line,
     not empty."""
-    return bool(message.strip()) and re.search(f"[{_LINE_BREAKS}]", message) is None
+    return bool(message.strip()) and _LINE_BREAK.search(message) is None
 
 
 #: how the lines of click's own usage-error output begin (``ragroute`` says one ``error:`` line instead)
