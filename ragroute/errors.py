@@ -363,6 +363,16 @@ def value_type_name(value: Any) -> str:
     return names.get(type(value), f"a {type(value).__name__}")
 
 
+def not_a_number_shown(value: Any) -> str:
+    """How an error shows a value that is no finite number where one is expected: a float as it is
+    (``nan``), a whole number too large for a float as such, anything else by its type."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "an integer past a float's range"
+    return value_type_name(value)
+
+
 def is_finite_number(value: Any) -> bool:
     """Whether ``value`` is a real number (Python's or numpy's, not a boolean) that is finite, as a
     float too: an integer past a float's range (JSON's ``1`` and 400 zeros) is not (until session 51
@@ -415,9 +425,7 @@ def check_setting(
     prefix = f"{where}: " if where else ""
     if not ok:
         numeric = expected in ("number", "number_or_auto")
-        got = repr(value) if isinstance(value, float) else value_type_name(value)
-        if numeric and isinstance(value, int) and not isinstance(value, bool):
-            got = "an integer past a float's range"
+        got = not_a_number_shown(value) if numeric or isinstance(value, float) else value_type_name(value)
         hint = number_text_hint(value) if numeric else ""
         odd = value
         if expected == "strings" and isinstance(value, (list, tuple)):

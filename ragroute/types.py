@@ -331,19 +331,13 @@ def _route_scores(routes: Mapping[str, Any]) -> dict[str, float]:
     """A logged decision's routes, each a finite number: until session 51 a null, a list or text
     was a TypeError or ValueError from ``float()``, and NaN or infinity was read back as it was
     (a decision no router makes, whose best route no comparison finds)."""
-    from ragroute.errors import InvalidArgumentError, is_finite_number, value_type_name
+    from ragroute.errors import InvalidArgumentError, is_finite_number, not_a_number_shown
 
     for name, score in routes.items():
         if not is_finite_number(score):
-            shown = (
-                repr(score)
-                if isinstance(score, float)
-                else "an integer past a float's range"
-                if isinstance(score, int) and not isinstance(score, bool)
-                else value_type_name(score)
-            )
             raise InvalidArgumentError(
-                f"decision routes: {str(name)!r} must be a finite number (its probability), got {shown}"
+                f"decision routes: {str(name)!r} must be a finite number (its probability), "
+                f"got {not_a_number_shown(score)}"
             )
     return {str(name): float(score) for name, score in routes.items()}
 
