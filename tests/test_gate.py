@@ -442,6 +442,27 @@ def test_stop_on_step_budget_and_repeated_sub_query(encoder):
     assert "step budget" in decisions[0].reason and "repeats step 0" in decisions[1].reason
 
 
+def test_a_step_budget_below_one_is_refused_in_one_line(encoder):
+    """Until session 52 max_steps=0 (as a `gate:` setting refuses it) made a gate stop every query,
+    the first too: a pipeline over it returned no hits for any query, without a word."""
+    from ragroute.gate.llm_signals import LLMGate, SelfAssessSignal
+    from ragroute.llm.scripted import ScriptedLLM
+
+    makers = [
+        lambda steps: ThresholdGate("rarity", "min_zipf", below=3.0, max_steps=steps),
+        lambda steps: TrainedGate.fit(TEXTS, FLAGS, signals=["rarity"], max_steps=steps),
+        lambda steps: LLMGate([SelfAssessSignal(ScriptedLLM(replies=["yes"]))], max_steps=steps),
+    ]
+    for make in makers:
+        for steps, said in ((0, "max_steps must be >= 1, got 0"), (2.5, "got 2.5"), ("2", "got a str")):
+            with pytest.raises(RagrouteError, match=said) as info:
+                make(steps)
+            assert "\n" not in str(info.value)
+        assert make(None).max_steps is None and make(2.0).max_steps == 2
+    with pytest.raises(RagrouteError, match="balanced_accuracy, not 'balanced'"):
+        TrainedGate.fit(TEXTS, FLAGS, signals=["rarity"], default_threshold="balanced")
+
+
 def test_depth_deep_for_multi_hop_queries(encoder):
     from ragroute.gate import DepthPolicy
 
@@ -473,6 +494,37 @@ def test_round_trip_through_the_store(tmp_path, fitted, encoder):
     assert isinstance(via_registry, TrainedGate)
     with pytest.raises(EncoderMismatchError):
         TrainedGate.load(tmp_path / "g", HashingEncoder(dim=64, model_id="other"))
+
+
+def test_a_gate_saved_at_an_operating_point_loads_at_it(tmp_path, fitted, encoder, small_docs):
+    """Until session 52 the manifest kept the default threshold only: a gate saved after
+    with_operating_point(retrieval_rate=0.7) loaded (in Python, from a `gate:` config without an
+    operating point, by `ragroute gate decide`) at its default threshold, retrieving for 50% of
+    its examples rather than 70%."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    chosen = fitted.with_operating_point(retrieval_rate=0.7)
+    assert chosen.threshold != pytest.approx(fitted.default_threshold)
+    chosen.save(tmp_path / "g")
+    loaded = TrainedGate.load(tmp_path / "g", encoder)
+    assert loaded.threshold == chosen.threshold and loaded.default_threshold == fitted.default_threshold
+    assert [d.action for d in loaded.gate_many(TEXTS)] == [d.action for d in chosen.gate_many(TEXTS)]
+    assert loaded.with_operating_point().threshold == fitted.default_threshold  # the default, on request
+    configured = pipeline_from_settings(
+        _sources(encoder, small_docs),
+        {"kind": "centroid"},
+        encoder=encoder,
+        gate={"kind": "trained", "path": str(tmp_path / "g")},
+    )
+    assert configured.gate.threshold == chosen.threshold
+    cheap = TrainedGate.fit(TEXTS, FLAGS, signals=["rarity", "complexity"], C=1.0)
+    cheap.with_operating_point(retrieval_rate=0.7).save(tmp_path / "cheap")  # no encoder to load
+    decided = CliRunner().invoke(main, ["gate", "decide", str(tmp_path / "cheap"), TEXTS[0], "--json"])
+    assert decided.exit_code == 0, decided.output
+    shown = json.loads(decided.output.strip().splitlines()[-1])["threshold"]
+    assert shown == cheap.threshold_for_rate(0.7) != cheap.default_threshold
 
 
 def test_signal_mismatch_fails_with_one_line(tmp_path, fitted, encoder):

@@ -237,6 +237,17 @@ def test_llm_settings_that_would_decide_nonsense_are_refused():
         LLMGate([SelfAssessSignal(llm)], weights={"llm_self": -1})
 
 
+def test_a_weight_of_no_signal_of_the_gate_is_refused():
+    """A `gate:` config's weights: refused a name none of the gate's signals has; LLMGate took it
+    (a typo, or a signal left out) and decided with every signal weighted 1 (until session 52)."""
+    llm = ScriptedLLM(replies=["yes"])
+    for weights in ({"llm_slf": 3}, {"llm_self": 1, "llm_logprob": 5}):
+        with pytest.raises(ValueError) as info:
+            LLMGate([SelfAssessSignal(llm)], weights=weights)
+        assert str(info.value) == f"weights: {list(weights)[-1]!r} is none of the gate's signals (llm_self)"
+    assert LLMGate([SelfAssessSignal(llm)], weights={"llm_self": 2}).weights == {"llm_self": 2.0}
+
+
 def test_a_signal_weighted_0_informs_but_never_decides_alone():
     # llm_logprob fails, llm_self (weight 0) answers "yes": the weighted mean had no weight, and
     # `or 1.0` made it p_retrieve 1.0 while the reason read "LLM confidence llm_self 1.00"

@@ -193,9 +193,12 @@ def decide_command(
     if not info:  # was accepted and ignored until session 36
         refuse_options(("backend", "cache_dir"), f"to gate {gate_dir}: its signals embed nothing")
     enc = _encoder(info["model_id"], backend, cache_dir) if info else None
-    gate = TrainedGate.load(gate_dir, enc).with_operating_point(
-        threshold=threshold, retrieval_rate=retrieval_rate, retrieve_cost=retrieve_cost
-    )
+    gate = TrainedGate.load(gate_dir, enc)
+    if any(point is not None for point in (threshold, retrieval_rate, retrieve_cost)):
+        # else the operating point it was saved at (its default one until session 52)
+        gate = gate.with_operating_point(
+            threshold=threshold, retrieval_rate=retrieval_rate, retrieve_cost=retrieve_cost
+        )
     decision = gate.gate_many([QueryContext.of(query, step=step)])[0]
     payload = {
         "action": decision.action,

@@ -105,11 +105,9 @@ def trained(settings: Mapping[str, Any], build: Any) -> TrainedGate:
         signals=settings.get("signals"),
         sources=build.sources,
     )
-    gate = gate.with_operating_point(
-        threshold=settings.get("threshold"),
-        retrieval_rate=settings.get("retrieval_rate"),
-        retrieve_cost=settings.get("retrieve_cost"),
-    )
+    points = {key: settings.get(key) for key in ("threshold", "retrieval_rate", "retrieve_cost")}
+    if any(value is not None for value in points.values()):  # else the one it was saved at
+        gate = gate.with_operating_point(**points)
     if "max_steps" in settings:
         gate.max_steps = settings["max_steps"]
     depth = _depth(settings, build.where)
@@ -152,7 +150,13 @@ def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
     """An LLM gate's signals built without an LLM (their settings and prompts checked), and its
     ``weights:`` naming only those signals (a weight of another name was silently unused); one
     line each, for loading and ``ragroute config check`` alike."""
-    from ragroute.gate.llm_signals import ZERO_WEIGHTS, make_llm_signal, repeated_kind, weighted_zero
+    from ragroute.gate.llm_signals import (
+        ZERO_WEIGHTS,
+        make_llm_signal,
+        repeated_kind,
+        unknown_weight,
+        weighted_zero,
+    )
 
     check_llm_signal_list(settings.get("signals"), where)
     kinds = []
@@ -169,11 +173,10 @@ def check_llm_gate_signals(settings: Mapping[str, Any], where: str) -> None:
         return
     if not isinstance(weights, Mapping):
         raise RagrouteError(f"{where}: 'weights:' must map signal kinds to numbers")
+    unknown = unknown_weight(weights, kinds)
+    if unknown:
+        raise RagrouteError(f"{where}: {unknown}")
     for name, value in weights.items():
-        if name not in kinds:
-            raise RagrouteError(
-                f"{where}: weights: {name!r} is none of the gate's signals ({', '.join(kinds)})"
-            )
         check_setting(value, "number", f"{where}: weights", str(name), minimum=0)
     if weighted_zero(weights, kinds):
         raise RagrouteError(f"{where}: weights: {ZERO_WEIGHTS}")

@@ -42,7 +42,7 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.display import shown_pair, shown_value
 from ragroute.gate.signals import GateSignal, RaritySignal
-from ragroute.gate.trained import DepthPolicy, ThresholdGate, sigmoid, stop_reason
+from ragroute.gate.trained import DepthPolicy, ThresholdGate, checked_max_steps, sigmoid, stop_reason
 from ragroute.llm.calls import complete_safely
 from ragroute.pipeline.stages import GateDecision
 
@@ -325,6 +325,16 @@ def repeated_kind(kinds: Sequence[str]) -> str:
     return ""
 
 
+def unknown_weight(weights: Mapping[str, Any], kinds: Sequence[str]) -> str:
+    """Why an LLM gate cannot take ``weights`` ("" when it can): a weight named after none of its
+    signal ``kinds``, which would be silently unused (a config's ``weights:`` was refused so, while
+    :class:`LLMGate` took ``weights={"llm_slf": 3}`` without a word until session 52)."""
+    for name in weights:
+        if name not in kinds:
+            return f"weights: {name!r} is none of the gate's signals ({', '.join(kinds)})"
+    return ""
+
+
 def default_fallback() -> ThresholdGate:
     """The LLM-free gate used when the LLM fails: retrieve when a content word is rare (Zipf <= 3)."""
     return ThresholdGate(RaritySignal(), "min_zipf", below=3.0)
@@ -362,12 +372,15 @@ class LLMGate:
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
         self.weights = {str(k): float(v) for k, v in (weights or {}).items()}
+        unknown = unknown_weight(self.weights, [s.kind for s in self.signals])
+        if unknown:
+            raise ValueError(unknown)
         if any(not (math.isfinite(v) and v >= 0) for v in self.weights.values()):
             raise ValueError(f"weights must be numbers >= 0, got {weights}")
         if weighted_zero(self.weights, [s.kind for s in self.signals]):
             raise ValueError(ZERO_WEIGHTS)
         self.depth = depth or DepthPolicy()
-        self.max_steps = max_steps
+        self.max_steps = checked_max_steps(max_steps)
 
     def gate_many(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
         contexts = list(contexts)

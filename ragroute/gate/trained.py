@@ -55,6 +55,7 @@ from ragroute.errors import (
     RagrouteError,
     check_batch,
     check_booleans,
+    check_k,
     check_query,
     check_query_vectors,
     is_finite_number,
@@ -113,6 +114,13 @@ def sigmoid(z: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -500, 500)))
 
 
+def checked_max_steps(max_steps: Any) -> int | None:
+    """A gate's step budget: ``None`` (none), or a whole number of at least 1 (as a ``gate:``
+    setting must be); else one line. Until session 52 ``max_steps=0`` (or -1) made a gate that
+    stopped every query, the first included, so a pipeline over it returned no hits at all."""
+    return None if max_steps is None else check_k(max_steps, "max_steps")
+
+
 def stop_reason(context: QueryContext, max_steps: int | None) -> str:
     """Why a step should not retrieve at all ("" when it may): the step budget, or a sub-query
     that repeats an earlier step's (``history`` items with a ``query`` or ``text``)."""
@@ -145,7 +153,7 @@ class SignalGate:
         self.encoder = encoder
         self.threshold = float(threshold)
         self.depth = depth or DepthPolicy()
-        self.max_steps = max_steps
+        self.max_steps = checked_max_steps(max_steps)
         self.columns = [c for s in self.signals for c in s.columns()]
 
     def __repr__(self) -> str:
@@ -473,8 +481,11 @@ class TrainedGate(SignalGate):
                 f"fitted out of fold): got {int(y.sum())} that need retrieval, {int((~y).sum())} that "
                 "answer directly"
             )
+        max_steps = checked_max_steps(max_steps)  # before the fitting, not after it
         if default_threshold not in THRESHOLD_RULES:
-            raise RagrouteError(f"default_threshold must be one of {', '.join(THRESHOLD_RULES)}")
+            raise RagrouteError(
+                f"default_threshold must be one of {', '.join(THRESHOLD_RULES)}, not {default_threshold!r}"
+            )
         if isinstance(validation_fraction, bool) or not (
             isinstance(validation_fraction, (int, float)) and 0 < validation_fraction < 1
         ):
@@ -682,6 +693,9 @@ class TrainedGate(SignalGate):
             "intercept": self.model.intercept,
             "platt": [self.model.platt_a, self.model.platt_b],
             "default_threshold": self.default_threshold,
+            # the operating point it decides at: until session 52 a gate saved after
+            # with_operating_point() loaded at its default threshold, deciding otherwise
+            "threshold": self.threshold,
             "threshold_rule": self.threshold_rule,
             "depth": asdict(self.depth),
             "max_steps": self.max_steps,
@@ -736,7 +750,8 @@ class TrainedGate(SignalGate):
             model,
             encoder=encoder,
             encoder_info=info,
-            threshold=float(manifest["default_threshold"]),
+            threshold=float(manifest.get("threshold", manifest["default_threshold"])),
+            default_threshold=float(manifest["default_threshold"]),
             threshold_rule=str(manifest.get("threshold_rule", "prior")),
             quantiles=arrays["quantiles"],
             depth=DepthPolicy(**manifest.get("depth", {})),
