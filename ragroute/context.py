@@ -11,6 +11,7 @@ contexts at once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -85,6 +86,8 @@ class QueryContext:
     metadata: dict[str, Any] = field(default_factory=dict)
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    #: one lock per encoder key, held while this query's vector by that encoder is being encoded
+    _encoding: dict[str, threading.Lock] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.text = check_query(self.text)  # a context built directly was searched with "" (session 37)
@@ -124,11 +127,14 @@ class QueryContext:
     def vector(self, encoder: Any) -> np.ndarray:
         """This query's embedding by ``encoder``, encoded on first request only."""
         key = encoder_key(encoder)
+        if key not in self._vectors:
+            query_vectors([self], encoder)
+        return self._vectors[key]
+
+    def _encoding_lock(self, key: str) -> threading.Lock:
+        """The lock held while this query is encoded by the encoder of ``key`` (:func:`encoder_key`)."""
         with self._lock:
-            if key not in self._vectors:
-                row = encoder.encode_queries([self.text], show_progress=False)
-                self._vectors[key] = np.asarray(row, dtype=np.float32)[0]
-            return self._vectors[key]
+            return self._encoding.setdefault(key, threading.Lock())
 
     @property
     def encoders_used(self) -> list[str]:
@@ -162,12 +168,21 @@ def query_vectors(contexts: Sequence[QueryContext], encoder: Any) -> np.ndarray:
     key = encoder_key(encoder)
     missing = [c for c in contexts if key not in c._vectors]
     if missing:
-        texts = list(dict.fromkeys(c.text for c in missing))
-        rows = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
-        by_text = dict(zip(texts, rows))
-        for context in missing:
-            with context._lock:
-                context._vectors.setdefault(key, by_text[context.text])
+        # each missing query's lock for this encoder, taken in one order (two callers never wait on
+        # each other's), and what is missing read again under them: a caller that finds another one
+        # encoding the same queries waits for their vectors. Until session 52 two sources searched
+        # in two threads (nested pipelines) both found the vectors missing, and both encoded them.
+        locks = {id(c): c._encoding_lock(key) for c in missing}
+        with contextlib.ExitStack() as held:
+            for _, lock in sorted(locks.items()):
+                held.enter_context(lock)
+            missing = [c for c in missing if key not in c._vectors]
+            if missing:
+                texts = list(dict.fromkeys(c.text for c in missing))
+                rows = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
+                by_text = dict(zip(texts, rows))
+                for context in missing:
+                    context._vectors.setdefault(key, by_text[context.text])
     dim = getattr(encoder, "dim", None) or 0
     if not contexts:
         return np.zeros((0, dim), dtype=np.float32)

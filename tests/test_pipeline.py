@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -1213,3 +1214,93 @@ def test_an_always_route_the_router_did_not_score_is_fused_as_its_trace_says(
     if fusion == "rrf":  # even weights interleave the two lists
         assert {h.source for h in result.hits} == {"astro", "it"}
     assert all(h.explain["route_probability"] == 1.0 for h in result.hits)
+
+
+class _BarrierEncoder(HashingEncoder):
+    """Records the texts it encodes; a call waits (up to half a second) for a second one to arrive,
+    so two threads that both found a query's vector missing both encode it, whatever the timing."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts: list[str] = []
+        self.barrier = threading.Barrier(2, timeout=0.5)
+
+    def encode_queries(self, texts, **kwargs):
+        self.texts.extend(texts)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self.barrier.wait()
+        return super().encode_queries(texts, **kwargs)
+
+
+def test_nested_pipelines_searched_in_threads_encode_a_query_once():
+    from ragroute.route.fixed import FixedRoutes
+
+    encoder = _BarrierEncoder()
+
+    def nested(name, words):
+        docs = [Document(id=f"{name}{i}", text=f"{word} thing") for i, word in enumerate(words)]
+        index = build_index(docs, "dense", encoder=encoder, name=name)
+        return Source(name, Pipeline([Source(f"{name}-docs", index)], FixedRoutes([f"{name}-docs"])))
+
+    sources = [nested("n1", ["apple", "pear"]), nested("n2", ["car", "bus"])]
+    outer = Pipeline(sources, FixedRoutes(["n1", "n2"]))
+    encoder.texts.clear()
+    result = outer.retrieve("plum train", 3)
+    assert {hit.source for hit in result.hits} == {"n1", "n2"}
+    assert encoder.texts == ["plum train"]  # encoded twice, once in each source's thread, before
+
+
+def test_reranker_may_return_both_documents_of_one_id_from_a_nested_pipeline():
+    from conftest import shared_id_pipeline
+
+    from ragroute.route.fixed import FixedRoutes
+
+    class Reversing:
+        name = "reversing"
+
+        def rerank(self, context, hits, k):
+            return list(reversed(hits))[:k]
+
+    inner = shared_id_pipeline(HashingEncoder())
+    outer = Pipeline([Source("inner", inner)], FixedRoutes(["inner"]), reranker=Reversing())
+    fused = Pipeline([Source("inner", inner)], FixedRoutes(["inner"])).retrieve("payroll salary", 4).hits
+    result = outer.retrieve("payroll salary", 4)
+    step = next(s for s in result.trace if s.stage == "rerank")
+    assert "error" not in step.detail  # "returned 'H1' from 'inner' twice", the fused order kept
+    shown = [(h.doc_id, h.explain["inner_source"]) for h in result.hits]
+    assert shown == [(h.doc_id, h.explain["inner_source"]) for h in reversed(fused)]
+    assert sorted(shown).count(("H1", "payroll")) == sorted(shown).count(("H1", "itpay")) == 1
+
+
+def test_one_route_lists_a_document_its_source_repeats_once():
+    from ragroute.route.fixed import FixedRoutes
+
+    class Repeating:
+        def search_many(self, queries, k=10, *, filters=None):
+            listed = [Hit("a", 0.9, text="x"), Hit("a", 0.8, text="x"), Hit("b", 0.5, text="y")]
+            return [list(listed) for _ in queries]
+
+    class Kept:
+        name = "kept"
+
+        def rerank(self, context, hits, k):
+            return hits[:k]
+
+    alone = Pipeline([Source("rep", Repeating())], FixedRoutes(["rep"]))
+    assert [h.doc_id for h in alone.retrieve("q", 3).hits] == ["a", "b"]  # a twice, as two routes never
+    reranked = Pipeline([Source("rep", Repeating())], FixedRoutes(["rep"]), reranker=Kept()).retrieve("q", 3)
+    assert [h.doc_id for h in reranked.hits] == ["a", "b"]
+    assert "error" not in next(s for s in reranked.trace if s.stage == "rerank").detail
+
+
+@pytest.mark.parametrize("max_workers", [-1, 0, "4", 2.5, True])
+def test_max_workers_is_checked_when_the_pipeline_is_built(hashing_encoder, small_docs, max_workers):
+    # until session 52 -1 or "4" built a pipeline whose every query of several sources came back
+    # empty (each source "failed" with the thread pool's error, in the trace only)
+    from ragroute.route.fixed import FixedRoutes
+
+    sources = _sources(hashing_encoder, small_docs)
+    with pytest.raises(InvalidArgumentError, match=r"^max_workers must be"):
+        Pipeline(sources, FixedRoutes(["astro", "it"]), max_workers=max_workers)
+    pipeline = Pipeline(sources, FixedRoutes(["astro", "it"]), max_workers=2)
+    assert pipeline.retrieve("telescope printer", 4).hits

@@ -180,6 +180,12 @@ def _order_free_sum(columns: Sequence[np.ndarray], size: int) -> np.ndarray:
 E = TypeVar("E")
 
 
+def first_per_document(hits: Sequence[Hit], documents_of: Mapping[str, str] | None = None) -> Sequence[Hit]:
+    """``hits`` without the later copies of a document (:func:`document_key`): a document repeated
+    within one list counts once, at its first rank (the list itself when none repeats)."""
+    return _first_of_each(hits, lambda hit: document_key(hit, documents_of))
+
+
 def _first_of_each(entries: Sequence[E], key: Callable[[E], Any]) -> Sequence[E]:
     """``entries`` without the later copies of a ``key`` (the list itself when no key repeats)."""
     first: dict[Any, E] = {}
@@ -309,7 +315,7 @@ def calibrated(
     for name, hits in results.items():
         # a document repeated within one list counts once, at its first rank, as in fuse: until
         # session 51 its best copy's value was kept beside the last copy's rank, score and z
-        hits = _first_of_each(hits, lambda hit: document_key(hit, documents_of))
+        hits = first_per_document(hits, documents_of)
         if not hits:
             continue
         values = _finite_scores(name, [h.score for h in hits], [h.doc_id for h in hits])

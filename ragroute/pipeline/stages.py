@@ -35,7 +35,7 @@ from ragroute.errors import (
 )
 from ragroute.index.base import carried_keys, content_key, filter_groups
 from ragroute.index.docstore import FIELD_KEYS
-from ragroute.index.fusion import auto_method
+from ragroute.index.fusion import auto_method, document_key, first_per_document
 from ragroute.index.hybrid import FusionParams
 from ragroute.pipeline.score_scale import ScoreScale, fit_score_scales, rescored
 from ragroute.registry import FUSIONS
@@ -649,7 +649,9 @@ class RetrieveStage:
         from ragroute.index.local import LocalIndex
 
         self.sources = {s.name: s for s in sources}
-        self.max_workers = max_workers
+        # checked here: until session 52 -1 or "4" made every query of several sources fail in each of
+        # them (its hits empty, the pool's error in the trace only), and 0 or 2.5 were taken as given
+        self.max_workers = None if max_workers is None else check_k(max_workers, "max_workers")
         # several sources that search in two phases (hybrid) start all their scans first; False
         # searches each whole in its own group (what the corpus-routing bench compares against)
         self.two_phase = two_phase
@@ -920,7 +922,11 @@ class FuseStage:
         if not lists:
             return []
         if len(lists) == 1:
-            return self.rescore(decision, lists, next(iter(lists.values()))[:k])
+            # a document the source listed twice counts once, at its first rank, as fusion counts it
+            # for two routes or more (until session 52 one route returned both copies, and a reranker
+            # handing its candidates back was refused for returning one twice)
+            (only,) = lists.values()
+            return self.rescore(decision, lists, list(first_per_document(only, self.documents_of))[:k])
         priors = {name: route_prior(decision, name) for name in lists}
         even = self.options.route_weights != "probability"
         weights = dict.fromkeys(lists, 1.0) if even else dict(priors)
@@ -1027,7 +1033,10 @@ def _check_reranked(candidates: list[Hit], out: list[Hit]) -> None:
         )
     seen: set[tuple[str, str]] = set()
     for hit in out:
-        key = (hit.source, hit.doc_id)
+        # by source and id, and the inner source of a nested pipeline's hit (fusion.document_key): two
+        # inner sources' documents that share an id are two candidates (until session 52 a reranker
+        # returning both was refused, and the query kept the fused order)
+        key = document_key(hit)
         if key in seen:
             raise ValueError(f"returned {hit.doc_id!r} from {hit.source!r} twice")
         if not math.isfinite(hit.score):
