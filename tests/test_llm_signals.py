@@ -380,3 +380,36 @@ def test_an_llm_gate_refuses_two_signals_of_one_kind():
     with pytest.raises(ValueError, match="two signals of kind 'llm_self'"):
         LLMGate([SelfAssessSignal(sure), LogprobSignal(sure), SelfAssessSignal(unsure)])
     assert LLMGate([LogprobSignal(sure), SelfAssessSignal(unsure)]).signals  # one of each kind is fine
+
+
+def test_a_gate_not_fitted_on_an_llm_signals_failure_retrieves_when_it_fails():
+    """A failed llm_logprob reads (0.0, 0.0, ok 0): a log-probability of 0 is certainty, so until
+    session 52 a threshold gate on it, or a trained gate that never saw the LLM fail, answered
+    directly from the very model that had just failed. It retrieves now, and says why."""
+    from ragroute.gate.trained import ThresholdGate
+
+    down = ScriptedLLM(replies=[ConnectionError("down")])
+    threshold = ThresholdGate(LogprobSignal(down), "mean_logprob", below=-0.5)
+    decision = threshold.gate_many(contexts("What is the capital of Peru?"))[0]
+    assert decision.action == "retrieve" and decision.probability >= 0.5
+    assert decision.reason.startswith("llm_logprob failed, which this gate was not fitted to read")
+    assert "ConnectionError: down" in decision.signals["llm_logprob"]["error"]
+    assert decision.signals["p_retrieve_from_failed_values"] < 0.5  # what the neutral values said
+
+    texts = [f"What is the capital of country {i}?" for i in range(12)] + [
+        f"Who founded Zorblat number {i}?" for i in range(12)
+    ]
+    retrieve = [False] * 12 + [True] * 12
+    trained = TrainedGate.fit(texts, retrieve, signals=[LogprobSignal(knowing_llm())], C=1.0)
+    assert trained.gate_many(contexts("What is the capital of Peru?"))[0].action == "answer"
+    trained.signals[0].llm = ScriptedLLM(replies=[ConnectionError("down")])
+    failed = trained.gate_many(contexts("What is the capital of Peru?"))[0]
+    assert failed.action == "retrieve" and "was not fitted to read" in failed.reason
+
+    # fitted where the LLM failed too (its ok column carries a weight): the model decides, as fitted
+    flaky = ScriptedLLM(rules={"capital": "Paris", "Zorblat": ConnectionError("down")}, logprobs=[SURE, SURE])
+    seen = TrainedGate.fit(texts, retrieve, signals=[LogprobSignal(flaky)], C=1.0)
+    seen.signals[0].llm = ScriptedLLM(replies=[ConnectionError("down")])
+    read = seen.gate_many(contexts("What is the capital of Peru?"))[0]
+    assert read.action == "retrieve" and "not fitted to read" not in read.reason
+    assert "p_retrieve_from_failed_values" not in read.signals

@@ -193,6 +193,21 @@ class SignalGate:
     def _explain_row(self, row: np.ndarray, extra: Any, i: int) -> dict[str, Any]:
         return {}
 
+    def _unread_failures(self, signals: Mapping[str, Any]) -> list[str]:
+        """The LLM signals that failed for one query (an ``error`` in its explanation ``signals``)
+        whose failure this gate cannot read: its values are then neutral defaults, not evidence."""
+        return [
+            s.kind
+            for s in self.signals
+            if getattr(s, "needs_llm", False)
+            and "error" in (signals.get(s.kind) or {})
+            and not self._reads_failure(s.kind)
+        ]
+
+    def _reads_failure(self, kind: str) -> bool:
+        """Whether the gate was fitted on failures of signal ``kind`` (a single-signal threshold never is)."""
+        return False
+
     def gate_many(self, contexts: Sequence[QueryContext | str]) -> list[GateDecision]:
         """One decision per query (a :class:`QueryContext`, or a text): ``retrieve`` (with depth),
         ``answer``, or ``stop``."""
@@ -224,9 +239,21 @@ class SignalGate:
                 if detail:
                     signals[signal.kind] = detail
             stop = stop_reason(context, self.max_steps)
+            blind = self._unread_failures(signals)
             depth = steps = None
             if stop:
                 action, reason = "stop", stop
+            elif blind and p < self.threshold:
+                # a failed LLM signal's values are neutral defaults (llm_logprob's 0.0 reads as
+                # certainty): a gate that never saw such a failure cannot decide on them, so it
+                # retrieves, the safe side (until session 52 it answered from the model that failed)
+                level, depth, steps = self.depth.of(context.text)
+                action = "retrieve"
+                signals["depth_level"] = level
+                signals["p_retrieve_from_failed_values"] = shown
+                shown = max(shown, shown_threshold)
+                failed = ", ".join(blind)
+                reason = f"{failed} failed, which this gate was not fitted to read: retrieving ({level})"
             elif p >= self.threshold:
                 level, depth, steps = self.depth.of(context.text)
                 action = "retrieve"
@@ -605,6 +632,11 @@ class TrainedGate(SignalGate):
         if every == self.columns:
             return matrix
         return matrix[:, [every.index(c) for c in self.columns]]
+
+    def _reads_failure(self, kind: str) -> bool:
+        # fitted on examples where the signal failed too: its ``ok`` column then carries a weight
+        column = f"{kind}.ok"
+        return column in self.columns and float(self.model.mean[self.columns.index(column)]) < 1.0
 
     def _explain_row(self, row: np.ndarray, z: Any, i: int) -> dict[str, Any]:
         contrib = z[i] * self.model.coef
