@@ -787,3 +787,44 @@ def test_a_tokenizer_that_cannot_run_here_is_refused_before_an_add_or_an_encodin
     assert encoder.calls == 0  # nothing encoded for an index that could not be built
     with pytest.raises(RagrouteError, match="PyStemmer"):
         load_index(tmp_path / "stemmed")
+
+
+def test_the_speedup_over_rank_bm25_compares_the_two_on_the_same_queries(monkeypatch) -> None:
+    # rank-bm25 runs a sample of the queries on big corpora; ours was timed on every query and the
+    # speedup divided the two (until session 52): a ratio of two workloads. A clock that advances by
+    # each call's query tokens (rank-bm25 ten times slower per token) must give exactly 10x.
+    from types import SimpleNamespace
+
+    from rank_bm25 import BM25Okapi
+
+    from ragroute.evaluation import bench_bm25
+    from ragroute.index.bm25_scoring import BM25Scorer
+
+    now = [0.0]
+    monkeypatch.setattr(bench_bm25, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    top_k, top_k_many, get_scores = BM25Scorer.top_k, BM25Scorer.top_k_many, BM25Okapi.get_scores
+
+    def ours_one(self, query, k):
+        now[0] += len(query)
+        return top_k(self, query, k)
+
+    def ours_many(self, queries, k):
+        now[0] += sum(len(q) for q in queries)
+        return top_k_many(self, queries, k)
+
+    def theirs(self, query):
+        now[0] += 10 * len(query)
+        return get_scores(self, query)
+
+    monkeypatch.setattr(BM25Scorer, "top_k", ours_one)
+    monkeypatch.setattr(BM25Scorer, "top_k_many", ours_many)
+    monkeypatch.setattr(BM25Okapi, "get_scores", theirs)
+    docs = ["comet tail ion orbit", "bread flour yeast oven", "comet orbit sun", "flour mill wheat"]
+    # the sample (the first two) has long queries, the rest short ones
+    queries = ["comet tail ion orbit sun", "bread flour yeast oven mill", "comet", "flour", "orbit", "oven"]
+    result = bench_bm25.bench_corpus("tiny", docs, queries, min_time_s=0.0, rank_bm25_sample=2)
+    assert result["rank_bm25_queries"] == 2 and result["queries"] == 6
+    assert result["speedup_vs_rank_bm25"] == pytest.approx(10.0)
+    assert result["batch_speedup_vs_rank_bm25"] == pytest.approx(10.0)
+    assert result["ours_qps_rank_bm25_queries"] < result["ours_qps"]  # the sample's queries are longer
+    assert "  ours on its queries" in bench_bm25.format_table({"k": 10, "corpora": {"tiny": result}})

@@ -769,6 +769,39 @@ def test_run_skills_bench_scores_a_skill_set_it_is_given(monkeypatch):
     assert "bm25 (issue)                    0.940      0.873" in bench_skills.format_report(result)
 
 
+def test_the_issue_rows_print_only_beside_rows_scored_on_the_data_they_were_measured_on(
+    tmp_path, monkeypatch
+):
+    # a set named toollens cut to 16 queries (or --max-queries, or fold 1 only) printed the issue's
+    # rows, measured on all 2,000 dev queries over 464 skills, under its own (until session 52)
+    import shutil
+
+    from ragroute.evaluation import bench_skills
+
+    shutil.copytree(DATA, tmp_path / "toollens")
+    said: list[str] = []
+    result = bench_skills.run_skills_bench(
+        tmp_path / "toollens", HashingEncoder(dim=256), scale=0, latency_queries=3, log=said.append
+    )
+    assert result["reference"] is None and "(issue)" not in bench_skills.format_report(result)
+    assert any(
+        "issue reference left out" in line and "20 skills and 16 queries scored" in line for line in said
+    )
+    # the data the numbers were measured on (its sizes): they print, and nothing is said
+    monkeypatch.setitem(bench_skills.REFERENCE_SIZES, "toollens", (20, 16))
+    said.clear()
+    result = bench_skills.run_skills_bench(
+        tmp_path / "toollens", HashingEncoder(dim=256), scale=0, latency_queries=3, log=said.append
+    )
+    assert result["reference"] == bench_skills.REFERENCE["toollens"]
+    assert "bm25 (issue)" in bench_skills.format_report(result)
+    assert not any("issue reference" in line for line in said)
+    cut = bench_skills.run_skills_bench(
+        tmp_path / "toollens", HashingEncoder(dim=256), scale=0, latency_queries=3, max_queries=10
+    )
+    assert cut["queries"] == 10 and cut["reference"] is None
+
+
 def test_bench_skills_takes_rerank_default_when_trained(tiny_reranker, tmp_path, monkeypatch):
     # the issue's command (no --reranker) must give the rerank rows once rerank/default exists;
     # skills route goes on without one, saying so; bench skills refuses (below)

@@ -129,8 +129,9 @@ def bm25_command(
     top-10 queries per second for ours (one query at a time, and top_k_many),
     rank-bm25 and bm25s (if installed; it scores a slightly different BM25 in
     float32); SPEEDUP_VS_RANK_BM25 = ours one-query-at-a-time q/s / rank-bm25
-    q/s; and index build times. With --json the last line is one JSON object whose
-    top-level max_abs_diff is the max over corpora and speedup_vs_rank_bm25 the min.
+    q/s, both on rank-bm25's queries (the first 20 on those large corpora); and index
+    build times. With --json the last line is one JSON object whose top-level
+    max_abs_diff is the max over corpora and speedup_vs_rank_bm25 the min.
 
     The synthetic corpus has 50-150-word documents and 2-6-word queries drawn from
     one Zipf law over 50,000 words, so queries include very common words.
