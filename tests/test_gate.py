@@ -936,6 +936,26 @@ def test_a_retrieval_signal_in_a_pipeline_reads_the_pipelines_router(hashing_enc
     assert step["values"]["retrieval.router_max"] == 1.0 and step["action"] == "retrieve"
 
 
+def test_a_retrieval_signal_shared_by_two_pipelines_reads_the_router_of_the_one_running_it(small_docs):
+    """A pipeline wrote its router into the gate's signal when the signal had none, so the same gate
+    in a second pipeline read the first one's router (until session 52): here router_max 1.0 where
+    the second pipeline's router splits the query over two sources (0.5)."""
+    from ragroute.gate.signals import make_signal
+    from ragroute.gate.trained import ThresholdGate
+    from ragroute.index.build import build_index
+    from ragroute.pipeline import Pipeline
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import Source
+
+    sources = [Source(n, build_index(small_docs, "bm25", name=n)) for n in ("a", "b")]
+    gate = ThresholdGate(make_signal("retrieval", sources=sources), "router_max", above=0.75)
+    one = Pipeline(sources, FixedRoutes(["a"]), gate=gate)
+    both = Pipeline(sources, FixedRoutes(["a", "b"]), gate=gate)
+    for pipeline, expected in ((one, 1.0), (both, 0.5), (one, 1.0)):
+        step = pipeline.retrieve("telescope", k=2).trace[0].detail
+        assert step["values"]["retrieval.router_max"] == expected
+
+
 def test_knn_vote_counts_examples_tied_at_the_kth_neighbour_whatever_their_order():
     """Two examples with one vector (the same question labelled both ways, or a paraphrase that
     embeds identically) tied at the k-th similarity: argpartition took one of them by its position

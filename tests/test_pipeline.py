@@ -1272,6 +1272,32 @@ def test_reranker_may_return_both_documents_of_one_id_from_a_nested_pipeline():
     assert sorted(shown).count(("H1", "payroll")) == sorted(shown).count(("H1", "itpay")) == 1
 
 
+def test_parents_reranker_keeps_two_inner_sources_documents_of_one_id():
+    # until session 52 a nested pipeline's hits were collapsed by (outer source, id): the parents
+    # reranker kept H1 of payroll and dropped H1 of itpay, another document
+    from conftest import shared_id_pipeline
+
+    from ragroute.rerank.parents import ParentsReranker
+    from ragroute.route.fixed import FixedRoutes
+    from ragroute.route.sources import granularity_views
+
+    inner = shared_id_pipeline(HashingEncoder())
+    outer = Pipeline([Source("inner", inner)], FixedRoutes(["inner"]), reranker=ParentsReranker())
+    shown = sorted((h.doc_id, h.explain["inner_source"]) for h in outer.retrieve("payroll salary", 4).hits)
+    assert shown == [("H1", "itpay"), ("H1", "payroll"), ("H2", "payroll"), ("H9", "itpay")]
+    # two views of one corpus inside a nested pipeline still count as one document's hits
+    docs = [Document(id="d", text="vpn password reset\n\nprinter toner")]
+    docs += [Document(id="e", text="oven bread"), Document(id="f", text="cake flour")]
+    views = granularity_views(
+        "wiki", docs, ["document", "paragraph"], lambda u, n: build_index(u, "bm25", name=n)
+    )
+    nested = Pipeline(views, FixedRoutes([v.name for v in views]))
+    outer = Pipeline([Source("kb", nested)], FixedRoutes(["kb"]), reranker=ParentsReranker())
+    hits = outer.retrieve("vpn password", 5).hits
+    assert [(h.parent_id or h.doc_id) for h in hits] == ["d"]
+    assert hits[0].explain["collection"] == "kb/wiki"
+
+
 def test_one_route_lists_a_document_its_source_repeats_once():
     from ragroute.route.fixed import FixedRoutes
 

@@ -138,6 +138,32 @@ def test_prototype_none_threshold_is_on_the_weighted_similarity_of_the_best_sour
         assert (decision.chosen == [NONE_ROUTE]) is routed_none, (threshold, decision.routes)
 
 
+def test_prototype_compares_sources_with_different_terms_by_their_weighted_mean(hashing_encoder, small_docs):
+    """A source's terms were summed (until session 52): a source with no documents listed (a
+    framework retriever, routed by its description) scored its description's cosine times 0.5
+    against the documented sources' two or three cosines, and lost a query matching its description
+    to a topic it shares no word with (or to none); a described source got its description's
+    cosine on top of the others'. Each source now competes on its weighted mean."""
+
+    class Remote:
+        def search_many(self, queries, k=10, *, filters=None):
+            return [[] for _ in queries]
+
+    weather = Source("weather", Remote(), description="weather forecast rain snow wind storm")
+    sources = [*topic_sources(small_docs, hashing_encoder), weather]
+    config = PrototypeConfig(temperature=0.05, none_threshold=0.6)
+    router = PrototypeRouter(sources, hashing_encoder, config)
+    decision = router.route("rain snow forecast")  # its description's cosine: 0.71
+    assert decision.chosen == ["weather"], decision.signals
+    # the none route reads the best source's weighted mean: 0.71 clears 0.6, the best topic's 0.38 not
+    assert router.route("telescope flour vpn").chosen == [NONE_ROUTE]
+    # sources with the same terms score as before: each term weighed by its own weight
+    plain = PrototypeRouter(sources[:3], hashing_encoder, PrototypeConfig(temperature=0.05))
+    mixed = PrototypeRouter(sources, hashing_encoder, PrototypeConfig(temperature=0.05))
+    vector = hashing_encoder.encode_queries(["telescope orbit"])
+    np.testing.assert_allclose(mixed.scores(vector)[0, :3], plain.scores(vector)[0], rtol=1e-6)
+
+
 def test_prototype_scores_banks_of_unequal_sizes_in_one_partition(hashing_encoder, small_docs):
     uneven = []
     for keep, topic in ((None, "astro"), (2, "cook"), (1, "it")):  # one bank smaller than top_n

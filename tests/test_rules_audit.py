@@ -164,6 +164,27 @@ def test_guess_language_on_other_scripts(text, code):
     assert guess_language(text)[0] == code
 
 
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        # ß is a German letter hint, but the text was casefolded first (ß -> ss): no language
+        ("Straße", "de"),
+        ("Straßenbahn Fahrplan", "de"),
+        # Latin letters of no language here beside a script that is one: that script's language
+        ("公司VPN", "zh"),
+        ("Python 教程", "zh"),
+        ("VPN 연결", "ko"),
+        ("Moscow Москва", "ru"),
+        ("iPhone ケース", "ja"),
+        ("Բարեւ ձեզ printer", "und"),  # Armenian is none of them
+        ("printer 😀", "und"),
+    ],
+)
+def test_guess_language_on_mixed_scripts_and_german_letters(text, code):
+    # until session 52 each of the first seven was "und"
+    assert guess_language(text)[0] == code
+
+
 @SETTINGS
 @given(
     st.text(

@@ -372,7 +372,8 @@ class StepwiseController:
         try:
             # checked as the pipeline's gate stage checks it: a decision to "skip" (or "Retrieve")
             # skipped retrieval, and a None in the list raised out of run (until session 43)
-            decision = gate_decisions(self.gate, [context])[0]
+            # a `retrieval` signal given no router reads the pipeline's it retrieves through
+            decision = gate_decisions(self.gate, [context], getattr(self.retriever, "router", None))[0]
         except Exception as exc:  # noqa: BLE001 - a failing gate means: retrieve (the safe side)
             detail = {
                 "step": step.index,

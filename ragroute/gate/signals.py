@@ -653,7 +653,8 @@ class RetrievalConfidenceSignal(GateSignal):
     the best score over sources, ``gap`` the best source's first minus second
     score, ``spread`` the max minus min of the sources' top scores (0 with one
     source). With a router, ``router_max`` is its highest route probability and
-    ``router_none`` its probability of the no-retrieval route. Costs one shallow
+    ``router_none`` its probability of the no-retrieval route (no ``router`` given: the router of
+    the pipeline whose gate stage runs it, :func:`~ragroute.pipeline.stages.gate_router`). Costs one shallow
     retrieval per source: use it when that is cheaper than a wrong answer.
     """
 
@@ -696,7 +697,10 @@ class RetrievalConfidenceSignal(GateSignal):
                 out[i, 0] = row[best]
                 out[i, 1] = gaps[i, best]
                 out[i, 2] = float(np.nanmax(row) - np.nanmin(row))
-        if self.router is not None:
+        from ragroute.pipeline.stages import gate_router
+
+        router = self.router if self.router is not None else gate_router()
+        if router is not None:
             from ragroute.route.base import NONE_ROUTE, route_contexts, router_for
 
             hidden_of = {
@@ -714,7 +718,7 @@ class RetrievalConfidenceSignal(GateSignal):
             for i, context in enumerate(contexts):
                 by_hidden.setdefault(hidden_of[context.scopes], []).append(i)
             for hidden, rows in by_hidden.items():
-                routed = route_contexts(router_for(self.router, hidden), [contexts[i] for i in rows])
+                routed = route_contexts(router_for(router, hidden), [contexts[i] for i in rows])
                 for i, decision in zip(rows, routed):
                     decisions[i] = decision
             for i, decision in enumerate(decisions):

@@ -116,7 +116,7 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
         context = query_context(query_bundle, self.encoder, self.filters, self.scopes, self.caller)
         # through the pipeline's gate stage: a gate that raises (or answers nonsense) means
         # "retrieve", with the error in the decision, as in a pipeline and the controller
-        decision = GateStage(self.gate).run([context])[0]
+        decision = GateStage(self.gate, getattr(self.retriever, "router", None)).run([context])[0]
         self.last_decision = decision
         self.last_routing = None
         if decision.action != "retrieve":

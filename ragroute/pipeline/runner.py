@@ -117,12 +117,10 @@ class Pipeline:
         self.problems = list(problems)
         self.gate = gate
         self.reranker = reranker
-        for signal in getattr(gate, "signals", None) or ():
-            # a `retrieval` signal reads the pipeline's router (router_max, router_none): no factory
-            # handed it one, and both values read 0 for every query (until session 37)
-            if getattr(signal, "kind", "") == "retrieval" and getattr(signal, "router", None) is None:
-                signal.router = router
-        self._gate = GateStage(gate) if gate is not None else None
+        # a `retrieval` signal given no router reads this pipeline's while its gate stage runs
+        # (router_max, router_none: 0 for every query until session 37; a router written into the
+        # signal, the first pipeline's in a second one sharing the gate, until session 52)
+        self._gate = GateStage(gate, router) if gate is not None else None
         self._route = RouteStage(self.sources, router, policy, self.options, self.problems)
         self._retrieve = RetrieveStage(self.sources, max_workers=max_workers)
         self._fuse = FuseStage(self.options, self.sources, fusion_stats, encoder)

@@ -187,13 +187,27 @@ def check_always(always: Any, where: str) -> tuple[str, ...]:
 
 GATE_ACTIONS = ("retrieve", "answer", "stop")
 
+_GATE_ROUTER: contextvars.ContextVar[Any] = contextvars.ContextVar("ragroute_gate_router", default=None)
 
-def gate_decisions(gate: Gate, contexts: Sequence[QueryContext]) -> list[GateDecision]:
+
+def gate_router() -> Any:
+    """The router of the pipeline (or step-wise controller) whose gate is deciding now, ``None``
+    outside one: what a gate's ``retrieval`` signal given no router of its own reads."""
+    return _GATE_ROUTER.get()
+
+
+def gate_decisions(gate: Gate, contexts: Sequence[QueryContext], router: Any = None) -> list[GateDecision]:
     """``gate``'s decisions, checked: one :class:`GateDecision` per query, each a known action (a
     ``retrieve`` one with a ``depth`` that is ``None`` or 0, both meaning the caller's ``k``, or a
     whole number); else ``ValueError`` (the pipeline's gate stage and the step-wise controller then
-    retrieve)."""
-    decisions = list(gate.gate_many(contexts))
+    retrieve). ``router``: the router of what runs the gate (:func:`gate_router` while it decides;
+    until session 52 a pipeline wrote its router into the gate's signals once, and a gate shared by
+    two pipelines read the first one's router in the second)."""
+    token = _GATE_ROUTER.set(router)
+    try:
+        decisions = list(gate.gate_many(contexts))
+    finally:
+        _GATE_ROUTER.reset(token)
     if len(decisions) != len(contexts):
         raise ValueError(f"{len(decisions)} decisions for {len(contexts)} queries")
     for decision in decisions:
@@ -217,13 +231,14 @@ class GateStage:
     A gate that raises, or answers with something other than one :class:`GateDecision` per query
     (``retrieve``, ``answer`` or ``stop``), sends every query of the batch to retrieval (the
     safe side, as the step-wise controller does) with the error in the trace, instead of failing
-    the queries."""
+    the queries. ``router``: the router of the pipeline it runs in (:func:`gate_router`)."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, router: Any = None) -> None:
         self.gate = gate
+        self.router = router
 
     def _decide(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
-        return gate_decisions(self.gate, contexts)
+        return gate_decisions(self.gate, contexts, self.router)
 
     def run(self, contexts: Sequence[QueryContext]) -> list[GateDecision]:
         start = time.perf_counter()

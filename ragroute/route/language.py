@@ -139,7 +139,9 @@ def _language_of_script(script: str, counts: Mapping[str, int], text: str) -> st
 
 
 def _stopword_scores(text: str) -> dict[str, float]:
-    folded = unicodedata.normalize("NFC", text.casefold())
+    # lower, not casefold: casefold writes ß as ss, and German's letter hint never counted (until
+    # session 52 "Straße" was no language)
+    folded = unicodedata.normalize("NFC", text.lower())
     tokens = re.findall(r"[^\W\d_]+", folded)
     scores = dict.fromkeys(STOPWORDS, 0.0)
     if not tokens:
@@ -158,6 +160,9 @@ def _stopword_scores(text: str) -> dict[str, float]:
 
 def guess_language(text: str) -> tuple[str, dict[str, float]]:
     """A cheap language guess: the dominant script, then stopword overlap for Latin script.
+
+    Latin-script words in none of the Latin languages here, beside letters of a script that is one of
+    them, count as that script's language.
 
     Returns ``(code, scores)``: an ISO 639-1 code (``en``, ``fr``, ``de``, ``es``,
     ``it``, ``pt``, ``nl``, ``zh``, ``ja``, ``ko``, ``ru``, ``uk``, ``ar``, ``el``,
@@ -183,4 +188,11 @@ def guess_language(text: str) -> tuple[str, dict[str, float]]:
     scores = _stopword_scores(text)
     best = max(scores, key=lambda lang: scores[lang])  # ties: first in STOPWORDS order
     rounded = {lang: round(score, 4) for lang, score in scores.items() if score > 0}
+    known = {name: n for name, n in groups.items() if name not in ("latin", OTHER_SCRIPT)}
+    if scores[best] <= 0 and known:
+        # Latin letters of no language here (a product name, an acronym) beside a script that is one:
+        # that script's language (until session 52 "公司VPN" and "Python 教程" were no language)
+        script = max(known, key=lambda name: (known[name], name))
+        code = _language_of_script(script, counts, text)
+        return code, {code: round(groups[script] / letters, 4)}
     return (best if scores[best] > 0 else UNDETERMINED), rounded

@@ -8,7 +8,9 @@ encoder as the queries:
 * a document bank: those sampled document embeddings, scored as the mean of the
   query's ``bank_top_n`` best cosines (a kNN density of the source near the query).
 
-A source's score is a weighted sum of the three cosines. Probabilities are a
+A source's score is the weighted mean of the cosines it has (a source without a description,
+or without documents, is scored over the others), scaled to the most weight any source's terms
+have. Probabilities are a
 softmax whose temperature is fitted on pseudo-queries cut from the sources' own
 documents (self-supervised calibration: no labelled query is needed). An
 optional ``none_threshold`` adds a ``none`` route that wins when no source is
@@ -206,12 +208,26 @@ class PrototypeRouter(BaseRouter):
         """Stack every source's bank and profile into one :class:`_Bank`, swapped in at once (a
         query scored in another thread reads one bank from start to end)."""
         cfg = self.config
+        sizes = [len(bank) for bank in self._banks]
+        # per source, the weights of the terms it has (no documents: no centroid, no bank; no
+        # description: none of its term): its score over them is its weighted mean cosine
+        held = np.asarray(sizes, dtype=np.float64) > 0
+        described = np.any(self._descriptions != 0, axis=1)
+        weight_sums = (cfg.centroid_weight + cfg.bank_weight) * held + cfg.description_weight * described
+        # each source's terms scaled to the most any source has: its score is its weighted mean cosine
+        # times that most, so a source without a description, or with no documents (routed by its
+        # description alone), competes on its mean (1.0 where every source has the same terms). Until
+        # session 52 its terms were summed: a described source got its description's cosine on top,
+        # and a description-only source scored a fifth of a documented one for the same cosine
+        most = float(weight_sums.max(initial=0.0))
+        scale = np.divide(most, weight_sums, out=np.ones_like(weight_sums), where=weight_sums > 0)
+        term_scale = scale.astype(np.float32)
         # the centroid and description terms of every source as one (dim, sources) matrix: one
         # product per query (sources without a description have a zero row in _descriptions)
         profiles = np.ascontiguousarray(
             (cfg.centroid_weight * self._centroids + cfg.description_weight * self._descriptions).T
+            * term_scale
         )
-        sizes = [len(bank) for bank in self._banks]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         stacked = np.ascontiguousarray(np.vstack(self._banks)) if sum(sizes) else None
         projection, bank_mean = None, np.zeros(self.encoder.dim, dtype=np.float32)
@@ -226,11 +242,6 @@ class PrototypeRouter(BaseRouter):
         )
         # per source bank_weight / (top cosines averaged), as the per-source loop below weighs them
         counts = np.maximum(np.minimum(np.asarray(sizes, dtype=np.int64), cfg.bank_top_n), 1)
-        # per source, the weights of the terms it has (no documents: no centroid, no bank; no
-        # description: none of its term): its score over them is its weighted mean cosine
-        held = np.asarray(sizes, dtype=np.float64) > 0
-        described = np.any(self._descriptions != 0, axis=1)
-        weight_sums = (cfg.centroid_weight + cfg.bank_weight) * held + cfg.description_weight * described
         bank = _Bank(
             profiles,
             offsets,
@@ -239,8 +250,9 @@ class PrototypeRouter(BaseRouter):
             bank_mean,
             padded_at,
             (len(sizes), largest),
-            (cfg.bank_weight / counts).astype(np.float32),
-            weight_sums.astype(np.float32),
+            (cfg.bank_weight / counts * scale).astype(np.float32),
+            np.full(len(sizes), most, dtype=np.float32),
+            term_scale,
         )
         self._bank = bank
         self._contents = list(self._read)  # published with the bank: "changed?" sees it only now
@@ -284,14 +296,15 @@ class PrototypeRouter(BaseRouter):
             top = np.partition(sims[:, lo:hi], hi - lo - top_n, axis=1)[:, -top_n:]
             if exclude is not None:
                 top = np.where(np.isfinite(top), top, 0.0)
-            total[:, s] += (cfg.bank_weight / top_n) * top.sum(axis=1)
+            total[:, s] += (cfg.bank_weight / top_n) * top.sum(axis=1) * bank.term_scale[s]
         return total
 
     def _with_none(self, raw: np.ndarray) -> np.ndarray:
         """``raw`` with the ``none`` route's score: the threshold times the weights of the terms
-        the best-scoring source has, so ``none`` wins exactly when that source's similarity (its
-        weighted mean cosine) is below the threshold. Until session 50 the description's weight
-        was left out, and with described sources the similarity had to be a quarter below it."""
+        the best-scoring source is scored over (:meth:`_assemble`), so ``none`` wins exactly when
+        that source's similarity (its weighted mean cosine) is below the threshold. Until session 50
+        the description's weight was left out, and with described sources the similarity had to be a
+        quarter below it."""
         if self.config.none_threshold is None:
             return raw
         best = raw.argmax(axis=1)  # a router has one source at least
@@ -373,7 +386,8 @@ class _Bank:
     padded_at: np.ndarray
     padded_shape: tuple[int, int]
     bank_weights: np.ndarray
-    weight_sums: np.ndarray  # per source: the weights of the terms it has (see ``_with_none``)
+    weight_sums: np.ndarray  # per source: the most weight any source's terms have (see ``_assemble``)
+    term_scale: np.ndarray  # per source: that most over the weights of its own terms
 
     def similarities(self, q: np.ndarray) -> np.ndarray:
         """Cosines of each query to every bank row (approximated in ``bank_dim`` dimensions when set)."""

@@ -129,7 +129,8 @@ class Source:
         session 50 the name was written onto the retriever's own hits, and of two sources over one
         retriever that keeps them, the first one's hits read as the second's. ``nested``: the hits
         of a nested pipeline, whose ``inner_source`` becomes the path of sources that found them
-        inside this one ("mid/leaf" when nested twice), what an exposure ledger counts them under.
+        inside this one ("mid/leaf" when nested twice), what an exposure ledger counts them under,
+        and whose ``collection`` is this source's group then the inner one's (``GROUP/INNER``).
         """
         if len(pairs) != expected:
             raise RagrouteError(
@@ -151,10 +152,14 @@ class Source:
                 if nested:
                     inner = hit.explain.get("inner_source")
                     path = f"{hit.source}/{inner}" if inner else hit.source
-                    hit.explain = {**hit.explain, "inner_source": path}
-                hit.source = self.name
-                if group != self.name:
+                    # its documents are those of the inner source that found them (of its own
+                    # collection there), within this source's: until session 52 a parents reranker
+                    # kept one of two inner sources' documents sharing an id
+                    within = hit.explain.get("collection") or hit.source
+                    hit.explain = {**hit.explain, "inner_source": path, "collection": f"{group}/{within}"}
+                elif group != self.name:
                     hit.explain = {**hit.explain, "collection": group}
+                hit.source = self.name
                 own.append(hit)
             stamped.append((own, decision))
         return stamped
