@@ -879,3 +879,32 @@ def test_graph_phrase_tables_that_are_not_finite_are_one_line(tmp_path, hashing_
         with pytest.raises(IndexFormatError, match="graph_arrays.npz") as info:
             load_index(tmp_path / "kg", hashing_encoder)
         assert "\n" not in str(info.value)
+
+
+def test_the_path_of_a_passage_far_from_the_seeds_begins_at_a_seed(hashing_encoder):
+    """Until session 52 a path stopped after 4 hops: a passage six links from the seeds was said to
+    come from ``varne river``, neither a seed nor the dense prior."""
+    from dataclasses import replace
+
+    names = ["Ada Brennan", "Kellow", "Varne River", "Marl Hills", "Dover Chalk", "Essel Quarry"]
+    names.append("Trent Works")
+    docs = [
+        Document(id=f"c{i}", title=names[i], text=f"{names[i]} is linked to {names[i + 1]}.")
+        for i in range(len(names) - 1)
+    ]
+    index = build_index(docs, "graph", encoder=hashing_encoder)
+    index.walk = replace(index.walk, damping=0.85, passage_prior=0.0)
+    adjacency = index.tables.adjacency
+    labels = {index._node_label(n): n for n in range(adjacency.shape[0])}
+    for hit in index.search("Where was Ada Brennan born?", k=6):
+        path = hit.explain["path"]
+        assert path[0] in hit.explain["seeds"], path
+        assert all(adjacency[labels[a], labels[b]] > 0 for a, b in zip(path, path[1:]))
+    assert hit.doc_id == "c5" and path == [
+        "kellow",
+        "varne river",
+        "marl hills",
+        "dover chalk",
+        "essel quarry",
+        "passage c5 (Essel Quarry)",
+    ]

@@ -19,7 +19,7 @@ from ragroute.route.base import (
     select_routes,
     softmax,
 )
-from ragroute.route.confidence import ConfidenceRouter
+from ragroute.route.confidence import ConfidenceConfig, ConfidenceRouter
 from ragroute.route.ensemble import EnsembleRouter
 from ragroute.route.knn import KnnRouter
 from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
@@ -834,3 +834,51 @@ def test_a_rules_routes_keep_always_scopes_unopened_sources_and_none(sources):
     )
     alone = Pipeline([*sources, vault], policy=hidden_only, options=RoutingOptions(max_routes=1))
     assert alone.decide("search everything").chosen == ["none"]
+
+
+class _FlakyRetriever:
+    """A dense index whose searches raise while ``down`` (a store that was down at start-up)."""
+
+    def __init__(self, index):
+        self.index, self.documents, self.down = index, index.documents, True
+
+    def search_many(self, queries, k=10, **kwargs):
+        if self.down:
+            raise RuntimeError("store is down")
+        return self.index.search_many(queries, k, **kwargs)
+
+
+def test_a_source_down_while_the_confidence_router_calibrated_is_scaled_once_it_answers(
+    sources, hashing_encoder, small_docs
+):
+    """Until session 52 its score scale was (0, 1e-9): once it answered, its z-scores were about
+    1e9 and every query went to it."""
+    flaky = _FlakyRetriever(build_index(small_docs[:10], "dense", encoder=hashing_encoder, name="astro2"))
+    router = ConfidenceRouter([*sources, Source("astro2", flaky)], ConfidenceConfig(temperature=0.5))
+    assert router.calibration["errors"] == {"astro2": "RuntimeError: store is down"}
+    down = router.route(QUERIES["cook"])
+    assert down.routes["astro2"] == 0.0 and down.chosen == ["cook"]
+    assert down.signals["errors"] == {"astro2": "RuntimeError: store is down"}
+    flaky.down = False
+    for topic, query in QUERIES.items():
+        decision = router.route(query)
+        assert decision.chosen[0] in ({"astro", "astro2"} if topic == "astro" else {topic}), decision.routes
+        assert abs(decision.signals["z"]["astro2"]) < 10 and "errors" not in decision.signals
+    assert "errors" not in router.calibration  # calibrated again, the temperature kept
+    assert router.config.temperature == 0.5
+
+
+def test_a_repeated_knn_example_is_one_neighbour():
+    """Until session 52 each copy of a repeated row voted and took one of the k places: the labels
+    file given twice (a merge) routed this query to y, whose one neighbour's copies crowded x out."""
+    encoder = _TableEncoder({"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.6, 0.8]})
+    query = np.array([1.0, 0.0], dtype=np.float32)
+    once = KnnRouter(["a", "b", "c"], ["y", "x", "x"], encoder, k=3, smoothing=0.0)
+    twice = KnnRouter(["a", "b", "c"] * 2, ["y", "x", "x"] * 2, encoder, k=3, smoothing=0.0)
+    assert once.route("q", query_vector=query).chosen == ["x"]
+    decision = twice.route("q", query_vector=query)
+    assert decision.routes == once.route("q", query_vector=query).routes and decision.chosen == ["x"]
+    assert [n["text"] for n in decision.signals["neighbours"]] == ["a", "b", "c"]
+    # one text under two labels stays two examples, one vote each
+    both = KnnRouter(["a", "a"], ["x", "y"], encoder, k=2, smoothing=0.0)
+    assert both.route("q", query_vector=query).routes == {"x": 0.5, "y": 0.5}

@@ -604,13 +604,15 @@ class GraphIndex(LocalIndex):
         score times its transition probability into the node, under this query's edge scales:
         hub damping, the lexical weight of the passage's unmatched terms, the caller's scope),
         until a seed, or a node whose own reset share (the dense prior, a key-fact boost)
-        outweighs what its neighbours sent it; at most 4 hops. Until session 36 the flows read
+        outweighs what its neighbours sent it (never to a node twice, so it ends). Until session 52
+        it stopped after 4 hops, and the path of a passage further from the seeds began at a node
+        that was neither a seed nor the dense prior. Until session 36 the flows read
         the hub-damped weights of the reverse edges and no query's scale, so a passage whose
         lexical weight brought it up was said to come from the dense prior.
         """
         adjacency, damping = graph.adjacency, self.walk.damping
         trail = [node]
-        for _ in range(4):
+        while True:  # each step goes to a node not on the trail (a flow above 0 from it)
             current = trail[-1]
             if current in seeds:
                 break
@@ -618,8 +620,7 @@ class GraphIndex(LocalIndex):
             neighbours = adjacency.indices[lo:hi]
             into = 1.0 if target_scale is None else float(target_scale[current])
             flow = mass[neighbours] * adjacency.data[lo:hi] * into / np.maximum(out_weight[neighbours], 1e-30)
-            for visited in trail:
-                flow[neighbours == visited] = 0.0
+            flow[np.isin(neighbours, trail)] = 0.0
             if not flow.size or damping * flow.max() <= (1.0 - damping) * reset[current]:
                 trail.append(-1)  # the node's own reset mass: the dense prior or a fact boost
                 break

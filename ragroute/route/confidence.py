@@ -7,7 +7,8 @@ a z-score against what that source returns for pseudo-queries cut from its own
 documents. The calibrated score is the mean z of the top ``top_n`` hits;
 probabilities are a softmax whose temperature is fitted on those pseudo-queries.
 The scale is fitted again (the temperature kept) once a source's number of
-documents has moved by more than a quarter since.
+documents has moved by more than a quarter since, or once a source whose probe raised
+while the router calibrated answers (until then it gets no probability).
 
 A retriever may name the part of itself to search for this purpose with a
 ``confidence_probe`` attribute: a hybrid index offers its dense part, because its
@@ -116,8 +117,12 @@ class ConfidenceRouter(BaseRouter):
             self._calibrated_sizes = sizes
             return {"source": "none (no documents)"}
         raw, errors = self._top_scores(texts)
-        # Per-source score scale, measured on every pseudo-query (in- and out-of-source).
-        self._scale = (raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-9))
+        # Per-source score scale, measured on every pseudo-query (in- and out-of-source). A source
+        # whose probe raised has none (NaN): until session 52 it got (0, 1e-9), and once it answered
+        # its z-scores were +-1e9, so every query went to it (or never could)
+        mean = raw.mean(axis=0)
+        mean[list(errors)] = np.nan
+        self._scale = (mean, np.maximum(raw.std(axis=0), 1e-9))
         self._calibrated_sizes = sizes  # after the scale: "moved?" is answered by the scale in use
         z = (raw - self._scale[0]) / self._scale[1]
         z[:, list(errors)] = _FAILED
@@ -156,6 +161,15 @@ class ConfidenceRouter(BaseRouter):
         self._rescale_if_changed()
         mean, std = self._scale
         raw, errors = self._top_scores(list(contexts))
+        if any(np.isnan(mean[s]) for s in range(len(self.sources)) if s not in errors):
+            # a source whose probe raised at calibration answers now: calibrate again to scale it
+            with self._rescaling:
+                if self._scale[0] is mean:
+                    self.calibration = self._calibrate()
+            mean, std = self._scale
+        for s in np.flatnonzero(np.isnan(mean)).tolist():
+            if s not in errors:  # its probe raised at calibration (again): its scores have no scale
+                errors[s] = f"no score scale: its probe raised at calibration ({self._calibration_error(s)})"
         z = (raw - mean) / std
         z[:, list(errors)] = _FAILED  # a source whose probe raised gets no probability
         temperature = self.config.temperature or 1.0
@@ -181,6 +195,10 @@ class ConfidenceRouter(BaseRouter):
             )
             for r, zr, p in zip(raw, z, probs)
         ]
+
+    def _calibration_error(self, s: int) -> str:
+        """What source ``s``'s probe raised when the router last calibrated."""
+        return str(self.calibration.get("errors", {}).get(self.labels[s], "unknown error"))
 
     def describe(self) -> dict:
         """Settings, what calibration found (``calibration["probes"]``: how each source was read

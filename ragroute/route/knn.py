@@ -17,7 +17,8 @@ class KnnRouter(BaseRouter):
 
     Probabilities are the normalised vote shares (with ``smoothing`` added to
     every label so no route is ever exactly impossible). With ``smoothing=0`` a query none of whose
-    neighbours is similar (every cosine <= 0) gets an even share over the labels.
+    neighbours is similar (every cosine <= 0) gets an even share over the labels. An example
+    given twice (same text, same label) is one neighbour.
     """
 
     name = "knn"
@@ -39,6 +40,10 @@ class KnnRouter(BaseRouter):
             # neighbour: 0 / 0) NaN ones
             raise RagrouteError(f"a kNN router's smoothing must be a finite number >= 0, got {smoothing!r}")
         self.smoothing = float(smoothing)
+        # one vote per distinct example: until session 52 a row repeated (two labels files merged)
+        # voted once per copy and took as many of the k neighbours' places
+        pairs = list(dict.fromkeys(zip(texts, labels)))
+        texts, labels = [text for text, _ in pairs], [label for _, label in pairs]
         self.labels = sorted(set(labels))
         self._targets = np.asarray([self.labels.index(label) for label in labels])
         self._bank = np.asarray(encoder.encode_queries(list(texts), show_progress=False), dtype=np.float32)
