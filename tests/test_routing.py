@@ -882,3 +882,19 @@ def test_a_repeated_knn_example_is_one_neighbour():
     # one text under two labels stays two examples, one vote each
     both = KnnRouter(["a", "a"], ["x", "y"], encoder, k=2, smoothing=0.0)
     assert both.route("q", query_vector=query).routes == {"x": 0.5, "y": 0.5}
+
+
+@pytest.mark.parametrize("temperature", [0, -1.0, float("nan"), "0.5", True])
+def test_a_router_temperature_that_is_no_positive_number_is_refused(hashing_encoder, small_docs, temperature):
+    """A config's ``temperature:`` is refused unless positive; until session 52 the Python API took
+    ``temperature=0`` and routed at another one without a word (the confidence router at 1.0, the
+    prototype router at 0.05), and a negative one made the least similar source the likeliest."""
+    from ragroute.errors import RagrouteError
+    from ragroute.route.confidence import ConfidenceConfig, ConfidenceRouter
+    from ragroute.route.prototype import PrototypeConfig, PrototypeRouter
+
+    sources = topic_sources(small_docs, hashing_encoder)
+    with pytest.raises(RagrouteError, match=r"^'temperature' must be (above 0|a number), not "):
+        ConfidenceRouter(sources, ConfidenceConfig(temperature=temperature))
+    with pytest.raises(RagrouteError, match=r"^'temperature' must be (above 0|a number), not "):
+        PrototypeRouter(sources, hashing_encoder, PrototypeConfig(temperature=temperature))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError, error_summary
+from ragroute.errors import RagrouteError, check_setting, error_summary
 from ragroute.route.base import (
     BaseRouter,
     decision_from_probs,
@@ -69,6 +69,9 @@ class ConfidenceRouter(BaseRouter):
         self.sources = list(sources)
         self.labels = [s.name for s in self.sources]
         self.config = config or ConfidenceConfig()
+        # positive, as a config's `temperature:` must be: until session 52 the Python API took 0 and
+        # routed at another temperature without a word, and a negative one inverted the routing
+        check_setting(self.config.temperature, "number", "", "temperature", positive=True, optional=True)
         self.probes = [  # each checks the probe settings
             SourceProbe(
                 probe(source),

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, check_setting
 from ragroute.index.base import content_key
 from ragroute.index.rwlock import reading
 from ragroute.route.base import (
@@ -80,6 +80,9 @@ class PrototypeRouter(BaseRouter):
             raise RagrouteError("a prototype router needs at least one source")
         self.encoder = encoder
         self.config = config or PrototypeConfig()
+        # positive, as a config's `temperature:` must be: until session 52 the Python API took 0 and
+        # routed at another temperature without a word, and a negative one inverted the routing
+        check_setting(self.config.temperature, "number", "", "temperature", positive=True, optional=True)
         self.sources = sources
         # ``is not None``: a threshold of 0 (a valid cosine) added no ``none`` route until session 43
         none = self.config.none_threshold is not None
