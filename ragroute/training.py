@@ -46,10 +46,12 @@ def check_training_settings(
     model loads, each refusal one :class:`RagrouteError` line naming ``where`` and the setting, and
     store each checked value as a plain ``int`` or ``float`` (a numpy number would not write into the
     manifest's JSON): ``counts`` whole numbers >= 1, ``shares`` finite numbers in [0, 1],
-    ``above_zero`` finite numbers above 0, and ``learning_rate`` (when the class has one that is not
-    None) by :func:`check_learning_rate`. Until session 49 each class checked its own subset: a
-    batch size of 0 failed after the pairs were mined with a bare ZeroDivisionError, a NaN warm-up
-    deep inside the scheduler, a count of 2.5 trained with 2."""
+    ``above_zero`` finite numbers above 0, ``learning_rate`` (when the class has one that is not
+    None) by :func:`check_learning_rate`, and ``threads`` (likewise) a whole number >= 1. Until
+    session 49 each class checked its own subset: a batch size of 0 failed after the pairs were
+    mined with a bare ZeroDivisionError, a NaN warm-up deep inside the scheduler, a count of 2.5
+    trained with 2. Until session 52 threads went unchecked: 0 ran on every core, -1 failed inside
+    torch after the pairs were mined or the corpus encoded, 2.5 trained an expert on 2."""
     for name in counts:
         _store(params, name, check_k(getattr(params, name), f"{where}: {name}"))
     for name in shares:
@@ -64,6 +66,8 @@ def check_training_settings(
         _store(params, name, float(value))
     if getattr(params, "learning_rate", None) is not None:
         _store(params, "learning_rate", check_learning_rate(params.learning_rate))
+    if getattr(params, "threads", None) is not None:
+        _store(params, "threads", check_k(params.threads, f"{where}: threads"))
 
 
 def _store(params: Any, name: str, value: Any) -> None:

@@ -383,3 +383,25 @@ def test_the_three_trainers_check_their_settings_alike_before_anything_loads():
     for warmup in (float("nan"), 1.5):
         with pytest.raises(RagrouteError, match="^tuned probe training: warmup must be a share"):
             ProbeTrainParams(warmup=warmup)
+
+
+def test_the_three_trainers_check_their_thread_count_before_anything_loads():
+    """Until session 52 the trainers' ``threads`` went unchecked: 0 ran on every core, -1 failed
+    inside torch only after the pairs were mined (or the corpus encoded), 2.5 trained an expert on
+    2 threads and the reranker with a TypeError from torch."""
+    from ragroute.experts.train import ExpertTrainParams
+    from ragroute.gate.tuned_probe import ProbeTrainParams
+    from ragroute.rerank.train import TrainParams
+
+    trainers = {
+        "expert training": ExpertTrainParams,
+        "tuned probe training": ProbeTrainParams,
+        "reranker training": TrainParams,
+    }
+    for where, params in trainers.items():
+        for bad in (0, -1, 2.5, "2", True):
+            with pytest.raises(RagrouteError, match=rf"^{where}: threads must be"):
+                params(threads=bad)
+        assert params().threads is None  # every usable core
+        made = params(threads=np.int64(2))
+        assert made.threads == 2 and type(made.threads) is int

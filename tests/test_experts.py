@@ -135,6 +135,18 @@ def test_too_small_a_corpus_says_how_many_documents_it_needs() -> None:
         cut_pseudo_queries(corpus()[:10])
 
 
+def test_too_few_documents_giving_pseudo_queries_names_what_needs_them() -> None:
+    """Both refusals name what needs the pseudo-queries (a router's fit, the reranker's pairs): until
+    session 52 the one for documents too short to cut from said "an expert needs" whatever asked."""
+    words = [Document(id=f"w{i}", text="ok") for i in range(60)]
+    purpose = "fitting a router on med's pseudo-queries"
+    refusals = ((corpus()[:10], "needs at least"), (words, "needs pseudo-queries from at least"))
+    for documents, needs in refusals:
+        with pytest.raises(RagrouteError, match=re.escape(f"{purpose} {needs} {MIN_DOCUMENTS}")) as info:
+            cut_pseudo_queries(documents, purpose=purpose)
+        assert "expert" not in str(info.value)
+
+
 def test_a_repeated_document_id_is_refused_not_trained_towards_one_of_its_documents(tmp_path: Path) -> None:
     # a pseudo-query's positive is its document's id: two documents of one id had their pseudo-queries
     # paired with the same id, and training pointed every one of them at the last (until session 49)
@@ -1469,3 +1481,33 @@ def test_domain_pilots_fit_one_temperature_whatever_order_the_domains_come_in() 
     probe = np.vstack([np.eye(8)[0], (np.eye(8)[1] + np.eye(8)[2]) / np.sqrt(2)])
     routes = [[d.routes for d in r.route_many(["a", "b"], query_vectors=probe)] for r in (first, second)]
     assert routes[0] == routes[1]
+
+
+def test_mining_a_full_experts_hard_negatives_draws_no_bar_off_a_terminal(monkeypatch, capfd) -> None:
+    """Until session 52 the query encoding that mines a ``full`` expert's hard negatives left its
+    progress bar to sentence-transformers, which draws one wherever its logger is at INFO (an
+    application's log set up with ``logging.basicConfig(level=INFO)``): a bar in a log file, even
+    with show_progress=False. It follows the one rule now (:mod:`ragroute.progress`)."""
+    import logging
+
+    from ragroute.encode.resolve import resolve_model
+    from ragroute.encode.sentence_transformers import load_sentence_transformer
+    from ragroute.experts.train import _mine_hard_negatives
+
+    monkeypatch.delenv("RAGROUTE_PROGRESS", raising=False)
+    model = load_sentence_transformer(resolve_model("all-MiniLM-L6-v2").path)
+    docs = corpus(20)
+    queries = cut_pseudo_queries(docs, max_queries=20)
+    position = {d.id: i for i, d in enumerate(docs)}
+    vectors = np.random.default_rng(0).normal(size=(len(docs), 384)).astype(np.float32)
+    logger = logging.getLogger("sentence_transformers")
+    before = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        capfd.readouterr()
+        negatives = _mine_hard_negatives(model, queries, position, vectors, 0)  # stderr: no terminal
+        assert len(negatives) == len(queries) and "it/s" not in capfd.readouterr().err
+        assert _mine_hard_negatives(model, queries, position, vectors, 0, show_progress=False) == negatives
+        assert "it/s" not in capfd.readouterr().err
+    finally:
+        logger.setLevel(before)

@@ -190,6 +190,33 @@ def test_a_model_whose_logit_does_not_rank_is_not_published(tmp_path):
     check_learned({"note": "too few calibration pairs: raw sigmoid"}, out)  # nothing to judge
 
 
+def test_calibration_pairs_of_one_label_are_refused_before_any_training(tmp_path, monkeypatch):
+    """Until session 52 a reranker whose held-apart calibration pairs held one label (a small set's
+    only calibration pool without its relevant candidate) trained and was published with the raw
+    sigmoid as its calibration, in silence; `--draws` trained every draw before the average was
+    refused."""
+    import ragroute.rerank.train as train_module
+    from ragroute.rerank.average import draws_folder, train_draws
+
+    def no_training(*_: Any, **__: Any) -> Any:
+        raise AssertionError("trained on pairs whose calibration cannot be fitted")
+
+    monkeypatch.setattr(train_module, "fit_reranker", no_training)
+    query, text = TOPICS["weather"]
+    for label in (0.0, 1.0):
+        pairs = PairSet(train=_pairs().train, calibration=[Pair(query, text, label)] * 3)
+        out = tmp_path / f"one-label-{label:g}"
+        message = rf"^no calibration can be fitted for the reranker: its 3 calibration pairs .* at {out} "
+        with pytest.raises(RagrouteError, match=message):
+            train_reranker(pairs, out, _toy_params(), show_progress=False)
+        assert not out.exists()
+        with pytest.raises(RagrouteError, match="no calibration can be fitted"):
+            train_draws(pairs, out, _toy_params(), 2, show_progress=False)
+        assert not draws_folder(out).exists() and not out.exists()
+    with pytest.raises(RagrouteError, match=r"its 0 calibration pairs"):
+        train_reranker(PairSet(train=_pairs().train), tmp_path / "none", _toy_params(), show_progress=False)
+
+
 def test_a_device_torch_cannot_use_is_one_line_before_any_training(tmp_path):
     out = tmp_path / "nowhere"
     error = r"^cannot train on device 'nosuchdevice' here \(.*\); use --device cpu$"
@@ -1657,6 +1684,47 @@ def test_pseudo_query_pairs_train_on_a_sets_own_documents_without_the_cut_text(h
     small = LabelledSet("s", docs[:10], labelled.queries, labelled.qrels)
     build_pairs([small], hashing_encoder, replace(params, pseudo_queries=30), say=said.append)
     assert any("s: no pseudo-query pairs (cannot cut pseudo-queries from 10" in line for line in said)
+
+
+def test_a_pseudo_query_worded_as_a_labelled_query_is_never_trained_on(hashing_encoder):
+    """A pseudo-query is cut from a document, but a document may be titled as a query is worded:
+    until session 52 such a pseudo-query was trained on even when its text was a fold-1 query (the
+    one a benchmark reports) or a query held apart to fit the calibration."""
+    from dataclasses import replace
+
+    from ragroute.rerank.train import LabelledSet, build_pairs, query_fold
+    from ragroute.route.folds import normalized_text
+    from ragroute.types import Document
+
+    topics = ["glacier melt rates", "tidal energy turbines", "coral reef bleaching", "desert soil crusts"]
+    fold0 = [f"q{i}" for i in range(60) if query_fold("a", f"q{i}") == 0][:10]
+    fold1 = [f"q{i}" for i in range(60) if query_fold("a", f"q{i}") == 1][:2]
+    queries = {q: f"{topics[i % 4]} measured at station number {i}" for i, q in enumerate(fold0 + fold1)}
+    docs = [
+        Document(
+            id=f"d{i}",
+            title=f"Study {i} of {topics[i % 4]}",
+            text=f"We measured {topics[i % 4]} at site {i} over many seasons. "
+            f"The results for station {i} show clear yearly trends in {topics[i % 4]}.",
+        )
+        for i in range(60)
+    ]
+    labelled = LabelledSet("a", docs, queries, {q: {f"d{i}": 1} for i, q in enumerate(fold0 + fold1)})
+    params = TrainParams(hard_pool=8, calibration_share=0.2, pseudo_queries=200)
+    apart = {p.query for p in build_pairs([labelled], hashing_encoder, params).calibration}
+    assert len(apart) == 2
+    # documents titled as a held-out (fold-1) query and as a held-apart one are worded, give or take
+    # case and spacing
+    worded = [queries[fold1[0]].upper(), f"  {sorted(apart)[0]}  "]
+    for position, title in enumerate(worded):
+        docs[50 + position] = replace(docs[50 + position], title=title)
+    pairs = build_pairs([labelled], hashing_encoder, params)
+    assert {p.query for p in pairs.calibration} == apart
+    trained = {normalized_text(p.query) for p in pairs.train}
+    assert not trained & {normalized_text(t) for t in worded}
+    made = [p for p in pairs.train if p.set_name == "a (pseudo-queries)"]
+    assert made and pairs.counts["a (pseudo-queries)"]["pairs"] == len(made)
+    assert pairs.counts["a (pseudo-queries)"]["positives"] == sum(int(p.label) for p in made)
 
 
 def test_the_parents_reranker_leaves_the_callers_hits_as_they_were_and_checks_k():

@@ -106,8 +106,8 @@ def cut_pseudo_queries(
         raise RagrouteError(
             f"cut {len(out)} pseudo-queries ({', '.join(kinds)}) from {covered} of the {len(usable)} "
             "documents with text (a document gives one with a title of 3 words or more, a sentence of "
-            f"6 or more, or specific terms): an expert needs pseudo-queries from at least {MIN_DOCUMENTS}"
-        )
+            f"6 or more, or specific terms): {purpose} needs pseudo-queries from at least {MIN_DOCUMENTS}"
+        )  # "an expert needs" whatever needed them until session 52 (a router, the reranker's pairs)
     if len(out) > max_queries:
         keep = drawn([f"{q.doc_id}\x1f{q.kind}" for q in out], max_queries, seed, "pseudo-queries")
         out = [out[int(i)] for i in keep]

@@ -342,7 +342,9 @@ def _train_full(
     # them); until session 43 it was trained on raw texts and then served with the prompts
     prompts = dict(getattr(model, "prompts", None) or {})
     query, passage = query_prompt(prompts), document_prompt(prompts)
-    negatives = _mine_hard_negatives(model, queries, position, document_vectors, params.seed)
+    negatives = _mine_hard_negatives(
+        model, queries, position, document_vectors, params.seed, show_progress=show_progress
+    )
     texts = [passage + d.full_text() for d in documents]
     loss_fn = MultipleNegativesRankingLoss(model, scale=1.0 / params.temperature)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -367,15 +369,22 @@ def _mine_hard_negatives(
     position: dict[str, int],
     document_vectors: np.ndarray,
     seed: int,
+    *,
+    show_progress: bool | None = None,
 ) -> list[int]:
     """For each pseudo-query, one document the base model ranks 3rd-30th that is not its positive
     (the top two are skipped: near-duplicates of the positive are too often false negatives)."""
+    from ragroute.progress import progress_enabled
+
     vectors = model.encode(  # as the base encoder embeds queries (the document vectors: documents)
         [q.text for q in queries],
         prompt=query_prompt(dict(getattr(model, "prompts", None) or {})) or None,
         batch_size=64,
         convert_to_numpy=True,
         normalize_embeddings=True,
+        # a bar on a terminal only: until session 52 sentence-transformers drew one wherever its
+        # logger was at INFO (a log file, a service), whatever show_progress said
+        show_progress_bar=progress_enabled(show_progress),
     )
     rng = random.Random(seed)
     depth = min(30, len(document_vectors))
