@@ -225,6 +225,61 @@ def check_filter_keys(
         raise InvalidArgumentError(f"filters: no document has metadata key {key!r} ({keys}){hint}")
 
 
+def filter_value_kind(value: Any) -> str:
+    """The kind of a metadata or filter value as a filter compares them, JSON's (``text``,
+    ``number``: integer or not, ``boolean``: no number, ``null``, ``list``, ``mapping``): a filter
+    value matches only values of its kind (:func:`check_filter_value_kinds`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, numbers.Number):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return "mapping" if isinstance(value, Mapping) else type(value).__name__
+
+
+def check_filter_value_kinds(key: Any, wanted: Any, kinds: Collection[str] | None) -> None:
+    """Raise :class:`InvalidArgumentError` when no value of the filter ``key`` = ``wanted`` (one
+    value, or a list of them) is of a kind the documents' ``key`` values are (``kinds``:
+    :func:`filter_value_kind` of each value, and of each item of a list value): it would match
+    nothing, and an empty answer would look like a true one (``{"year": "2020"}`` against integer
+    years, until session 52). ``kinds`` empty or ``None`` (unknown), a filter admitting ``None``
+    (it matches a missing key) or one of no values refuses nothing. One line naming the key and
+    both kinds: ``filters: 'year' is text ('2020') but the documents' 'year' values are numbers;
+    filter on 2020``."""
+    if not kinds or accepts_missing(wanted):
+        return
+    members = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+    asked = {filter_value_kind(member) for member in members}
+    if not members or asked & set(kinds):
+        return
+    first = members[0]
+    held = " or ".join(_KIND_PLURALS.get(kind, kind) for kind in sorted(kinds))
+    hint = ""
+    if isinstance(first, str) and "number" in kinds and _spells_number(first):
+        number = float(first)
+        hint = f"; filter on {int(number) if number.is_integer() and 'e' not in first.lower() else number}"
+    elif isinstance(first, str) and "boolean" in kinds and first.strip().lower() in ("true", "false"):
+        hint = f"; filter on {first.strip().lower() == 'true'}"
+    elif not isinstance(first, str) and "text" in kinds:
+        hint = f"; filter on {str(first)!r}"
+    value = repr(first) if len(repr(first)) <= 60 else repr(first)[:57] + "..."
+    shown = f"{_KIND_NAMES.get(filter_value_kind(first), filter_value_kind(first))} ({value})"
+    raise InvalidArgumentError(
+        one_line(f"filters: {key!r} is {shown} but the documents' {key!r} values are {held}{hint}")
+    )
+
+
+#: how :func:`check_filter_value_kinds` names a filter value's kind, and the documents' kinds
+_KIND_NAMES = {"text": "text", "number": "a number", "boolean": "a boolean", "list": "a list"}
+_KIND_PLURALS = {"text": "text", "number": "numbers", "boolean": "booleans", "null": "null",
+                 "list": "lists", "mapping": "mappings"}  # fmt: skip
+
+
 class CorpusFormatError(RagrouteError, ValueError):
     """A corpus file cannot be parsed (bad UTF-8, broken JSON, missing column...)."""
 

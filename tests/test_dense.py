@@ -301,6 +301,26 @@ def test_ivfpq_trains_on_a_sample_of_at_most_train_sample_vectors(monkeypatch):
     assert seen["rows"] == 1000 and len(index.store) == 3000
 
 
+def test_ivfpq_trains_on_at_least_what_training_takes_whatever_train_sample_is(monkeypatch):
+    """A ``train_sample`` below 4 x max(lists, 2^pq_bits) was taken as given, and the build refused
+    3,000 documents as "ivfpq needs at least 256 documents to train ..., got 100" (until session 52)."""
+    seen = {}
+    original = faiss.IndexIVFPQ.train
+
+    def spy(self, x):
+        seen["rows"] = len(x)
+        return original(self, x)
+
+    monkeypatch.setattr(faiss.IndexIVFPQ, "train", spy)
+    params = DenseParams(factory="ivfpq", pq_m=4, pq_bits=6, ivf_nlist=2, ivf_nprobe=2, train_sample=100)
+    index = DenseIndex(_Fixed(), params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fewer than k-means asks for: said, and beside the point
+        index.add_vectors([Document(id=f"d{i}", text="x") for i in range(3000)], _clustered(3000))
+    assert seen["rows"] == 256 and len(index.store) == 3000
+    assert len(index.search_vectors(_clustered(3000)[:1], 5)[0]) == 5
+
+
 # --- ragroute bench dense: strict loading --------------------------------------------------------
 
 
@@ -446,9 +466,7 @@ def test_a_document_without_visible_text_or_title_is_refused_and_nothing_is_adde
     from ragroute.index.build import build_index
 
     good = [Document(id=f"d{i}", text=t) for i, t in enumerate(["stars", "bread", "cake"])]
-    with pytest.raises(
-        InvalidArgumentError, match=r"^2 documents with neither text nor title .*'b', 'z'$"
-    ):
+    with pytest.raises(InvalidArgumentError, match=r"^2 documents with neither text nor title .*'b', 'z'$"):
         build_index(
             good + [Document(id="b", text=""), Document(id="z", text="\u200b\u200d")],
             method,
@@ -816,3 +834,17 @@ def test_an_exact_search_without_ties_keeps_faiss_order_and_with_them_orders_the
             order = np.lexsort((full_ids[row], -full_scores[row]))[:k]
             assert ids[row].tolist() == full_ids[row][order].tolist(), (k, row)
             assert scores[row].tolist() == full_scores[row][order].tolist(), (k, row)
+
+
+def test_an_hnsw_search_orders_documents_of_equal_score_as_flat_does(hashing_encoder):
+    """HNSW left equal scores in the order its graph walk met them: of 20 duplicates, k=20 listed
+    the last added first and k=3 the eighth, where flat lists them as added (until session 52)."""
+    docs = [
+        Document(id=f"d{i:03d}", text="same text here" if i % 10 == 0 else f"other words {i} zz{i}")
+        for i in range(200)
+    ]
+    flat = DenseIndex.build(docs, hashing_encoder)
+    hnsw = DenseIndex.build(docs, hashing_encoder, DenseParams(factory="hnsw"))
+    ids = lambda index, k: [h.doc_id for h in index.search("same text here", k)]  # noqa: E731
+    assert ids(hnsw, 20) == ids(flat, 20) == [f"d{i:03d}" for i in range(0, 200, 10)]
+    assert ids(hnsw, 3) == sorted(ids(hnsw, 3))  # whichever the graph found, as added

@@ -60,7 +60,8 @@ class DenseParams:
     exact inner product with the float32 vectors, kept in ``exact.npy`` (0: no re-ranking, no
     vectors kept). ``train_sample``: at most this many vectors train the coarse quantiser and
     the codebooks (a random sample of the first batch added), raised to 39 per inverted list
-    when the lists need more (faiss's k-means minimum). ``mmap``: load the faiss index and
+    when the lists need more (faiss's k-means minimum), and to the 4 x max(lists, 2^pq_bits)
+    training takes at all. ``mmap``: load the faiss index and
     the exact vectors memory-mapped, so an index larger than RAM can be queried (pages are read
     on demand; the first queries are slower).
     """
@@ -368,7 +369,7 @@ class DenseIndex(VectorIndex):
             scores, ids = self._probe_wider(vectors, wanted, params, scores, ids, filters)
         if refine:
             scores, ids = self._rerank_exact(vectors, ids, top)
-        return scores, ids
+        return _in_tie_order(scores, ids)
 
     def _flat_in_tie_order(
         self, vectors: np.ndarray, wanted: int, params: Any
@@ -749,6 +750,17 @@ TIE_MARGIN = 8
 TIE_SLACK = 1e-5
 
 
+def _in_tie_order(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's documents of equal score in the order they were added (by id), as an exact
+    search orders them (:meth:`DenseIndex._flat_in_tie_order`): an HNSW or IVF-PQ search left them
+    as its graph walk or lists met them, so of 20 duplicates ``k=1`` gave the second added, ``k=3``
+    the eighth first and ``k=20`` the last first, where flat gives the first (until session 52)."""
+    if not (scores[:, 1:] == scores[:, :-1]).any():
+        return scores, ids
+    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
 def omp_threads_for(n_queries: int) -> None:
     """One OpenMP thread for small batches (fewer than :data:`SMALL_BATCH` queries), the thread's own
     team size for anything larger (big batches, adding, training). faiss scans a handful of queries
@@ -790,8 +802,11 @@ def _trained_ivfpq(params: DenseParams, sample: np.ndarray, ids: Sequence[str] =
     n, dim = sample.shape
     nlist = params.ivf_nlist or max(1, min(4096, int(4 * np.sqrt(max(n, 1)))))  # from all vectors
     # faiss's k-means wants at least 39 training points per list (it warns below that): the
-    # sample grows to that many when nlist needs it (1M vectors: 4,000 lists -> 156,000 points)
-    wanted = max(params.train_sample, MIN_POINTS_PER_LIST * nlist) if params.train_sample > 0 else 0
+    # sample grows to that many when nlist needs it (1M vectors: 4,000 lists -> 156,000 points),
+    # and to the least training takes at all (until session 52 a train_sample of 500 refused a
+    # corpus of 3,000 documents as "needs at least 1024 documents to train ..., got 500")
+    least = max(nlist, 2**params.pq_bits) * 4
+    wanted = max(params.train_sample, MIN_POINTS_PER_LIST * nlist, least) if params.train_sample > 0 else 0
     names = [str(i) for i in ids] if len(ids) == n else [f"{i:012d}" for i in range(n)]
     rows = drawn(names, wanted, seed=0, key="ivfpq-train") if n > wanted > 0 else np.arange(n)
     rows = rows[np.argsort(np.asarray([names[int(r)] for r in rows], dtype=object), kind="stable")]
@@ -803,8 +818,7 @@ def _trained_ivfpq(params: DenseParams, sample: np.ndarray, ids: Sequence[str] =
             f"pq_m {pq_m} does not divide the vectors' {dim} dimensions: choose a divisor of {dim} "
             f"(the nearest below is {divisors[-1]}), or leave pq_m unset"
         )
-    bits = params.pq_bits
-    needed = max(nlist, 2**bits) * 4
+    bits, needed = params.pq_bits, least
     if n < needed:
         fewer = "a smaller --ivf-nlist, or " if params.ivf_nlist and nlist > 2**bits else ""
         raise RagrouteError(

@@ -22,6 +22,8 @@ from ragroute.errors import (
     InvalidArgumentError,
     RagrouteError,
     check_filter_keys,
+    check_filter_value_kinds,
+    filter_value_kind,
     has_visible_text,
     lone_surrogate,
 )
@@ -68,6 +70,7 @@ class DocumentStore:
         self._version = 0
         self._frozen: tuple[int, tuple[Document, ...]] | None = None  # (version, documents) handed out
         self._filter_parts: dict[tuple[str, frozenset[Any]], np.ndarray] = {}  # per content
+        self._kinds: dict[tuple[str, Any], frozenset[str]] = {}  # per key and caller scope, per content
         self.lock = ReadWriteLock()  # searches read, add and delete write (ragroute.index.rwlock)
 
     def reading(self) -> Any:
@@ -148,6 +151,7 @@ class DocumentStore:
         self._keys = None
         self._scoped_keys = {}
         self._filter_parts = {}
+        self._kinds = {}
         self._pos_by_iid = None
 
     def delete(self, ids: Iterable[str]) -> np.ndarray:
@@ -276,6 +280,35 @@ class DocumentStore:
         scope = next((value for value in filters.values() if isinstance(value, Visible)), None)
         carried = self.metadata_keys() if scope is None else self.metadata_keys(scope.scopes, scope.key)
         check_filter_keys(named, carried, FIELD_KEYS)
+        # a value of no kind the key's values are matches nothing: refused as a key no document
+        # carries is ({"year": "2020"} against integer years returned nothing, silently, until session 52)
+        for key, wanted in named.items():
+            if key not in FIELD_KEYS and carried is not None and key in carried:
+                check_filter_value_kinds(key, filter_value(key, wanted), self._value_kinds(key, scope))
+
+    @_read_locked
+    def _value_kinds(self, key: str, scope: Visible | None) -> frozenset[str]:
+        """The kinds (:func:`~ragroute.errors.filter_value_kind`) of the ``key`` values of the
+        documents that carry it (with ``scope``: those its caller may read), and of the items of
+        list values, nulls and empty lists left out (none: nothing is refused); once per key and
+        scope, per content."""
+        cache_key = (key, None if scope is None else (scope.key, frozenset(scope.scopes)))
+        kinds = self._kinds.get(cache_key)
+        if kinds is None:
+            mask = None if scope is None else self.access_mask(scope.scopes, scope.key)
+            found: set[str] = set()
+            for position, doc in enumerate(self._docs):
+                if key in doc.metadata and (mask is None or mask[position]):
+                    value = saved_form(doc.metadata[key])
+                    if value is None or value == []:  # tell no kind (a filter value None is never refused)
+                        continue
+                    found.add(filter_value_kind(value))
+                    if isinstance(value, list):  # a list value matches by its items too (_matches)
+                        found.update(filter_value_kind(v) for v in value if not isinstance(v, (list, dict)))
+            if len(self._kinds) >= FILTER_PARTS:
+                self._kinds = {}
+            kinds = self._kinds[cache_key] = frozenset(found)
+        return kinds
 
     @_read_locked
     def access_mask(self, scopes: Iterable[str], key: str = "access") -> np.ndarray | None:
