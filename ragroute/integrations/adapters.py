@@ -236,6 +236,7 @@ def own_metadata(metadata: Mapping[str, Any], reserved: Iterable[str]) -> dict[s
     (:func:`merged_metadata`): ragroute's ``reserved`` keys left out, ``document_KEY`` as ``KEY``."""
     reserved = set(reserved)
     out = {k: v for k, v in metadata.items() if k not in reserved}
+    back: dict[str, str] = {}  # the name each reserved key's value is under -> the key
     for key in reserved:
         # the value of ``key`` is under the last name of its chain (``document_KEY``,
         # ``document_document_KEY``, ...): the names before it are the document's own, kept as they
@@ -245,8 +246,11 @@ def own_metadata(metadata: Mapping[str, Any], reserved: Iterable[str]) -> dict[s
             continue
         while OWN_PREFIX + name in out:
             name = OWN_PREFIX + name
-        out[key] = out.pop(name)
-    return out
+        back[name] = key
+    # each key back where its value stands, as merged_metadata wrote the document's own order: until
+    # session 52 they were appended in the order of the set ``reserved``, which PYTHONHASHSEED
+    # decides, so a hit's metadata (and the JSON showing it) had another key order in every process
+    return {back.get(k, k): v for k, v in out.items()}
 
 
 def hit_id(hit: Hit) -> str:

@@ -314,8 +314,9 @@ def debris(target: Path) -> list[str]:
     builds = target / BUILDS_DIR
     if not builds.is_dir():
         return [f"no {BUILDS_DIR} folder"]
-    left = [p.name for p in builds.iterdir() if p.name.startswith(DEBRIS_PREFIXES)]
-    left += [p.name for p in target.glob(f".{POINTER_NAME}.*")]
+    # sorted, not in the order the file system lists them (until session 52)
+    left = sorted(p.name for p in builds.iterdir() if p.name.startswith(DEBRIS_PREFIXES))
+    left += sorted(p.name for p in target.glob(f".{POINTER_NAME}.*"))
     done = [p.name for p in builds.iterdir() if not p.name.startswith(".")]
     if len(done) > 2:
         left.append(f"{len(done)} builds")

@@ -565,7 +565,9 @@ def _clean_debris(target: Path, locked: bool) -> list[str]:
                     path.unlink()
                 removed.append(path.relative_to(target).as_posix())
                 crash_point("clean: debris removed")
-    return removed
+    # sorted: in the order the folder listed them until session 52, which the file system decides
+    # (ext4 lists by a hash of the name), so one folder's debris came back in another order elsewhere
+    return sorted(removed)
 
 
 def _prune(target: Path, locked: bool, *, unpublished_only: bool = False) -> list[str]:
