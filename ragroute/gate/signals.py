@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ragroute.context import QueryContext
+from ragroute.encode.base import row_products
 from ragroute.errors import (
     IndexFormatError,
     RagrouteError,
@@ -311,15 +312,16 @@ def bank_fingerprint(bank: np.ndarray) -> bytes:
 
 
 def example_similarities(bank: np.ndarray, fingerprint: bytes, vectors: np.ndarray) -> np.ndarray:
-    """``vectors @ bank.T``, read from and stored in the per-decision memo when one is open."""
+    """``vectors @ bank.T`` (:func:`~ragroute.encode.base.row_products`), read from and stored in
+    the per-decision memo when one is open."""
     memo = _SIMS.get()
     if memo is None:
-        return vectors @ bank.T
+        return row_products(vectors, bank)
     keys = [(fingerprint, row.tobytes()) for row in vectors]
     rows = [memo.get(key) for key in keys]
     if all(row is not None for row in rows):
         return np.vstack(rows)  # type: ignore[arg-type]
-    sims = vectors @ bank.T
+    sims = row_products(vectors, bank)  # each row as the query's alone (until session 52 not)
     memo.update(zip(keys, sims))
     return sims
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.encode.base import row_products
 from ragroute.errors import RagrouteError, check_setting
 from ragroute.index.base import content_key
 from ragroute.index.rwlock import reading
@@ -271,7 +272,7 @@ class PrototypeRouter(BaseRouter):
             self._refresh()
         bank = self._bank
         q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
-        total = q @ bank.profiles
+        total = row_products(q, bank.profiles.T)  # as the query alone (until session 52 not)
         if cfg.bank_weight == 0 or bank.stacked is None:
             return total
         sims = bank.similarities(q)
@@ -396,8 +397,9 @@ class _Bank:
         """Cosines of each query to every bank row (approximated in ``bank_dim`` dimensions when set)."""
         assert self.stacked is not None
         if self.projection is None:
-            return q @ self.stacked.T
-        return (q @ self.projection) @ self.stacked.T + (q @ self.bank_mean)[:, None]
+            return row_products(q, self.stacked)
+        projected = row_products(q, self.projection.T)
+        return row_products(projected, self.stacked) + row_products(q, self.bank_mean[None, :])
 
 
 def _project(stacked: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.draws import drawn
+from ragroute.encode.base import row_products
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_query, check_setting, lone_surrogate
 from ragroute.identifiers import name_with_words
 from ragroute.skills.records import Catalogue, Skill
@@ -409,7 +410,7 @@ class SkillIndex:
         total = sum(weights.values())
         out = np.zeros((len(vectors), len(self)), dtype=np.float64)
         for view, weight in weights.items():
-            out += (weight / total) * _products(vectors, self.vectors[view])
+            out += (weight / total) * row_products(vectors, self.vectors[view])
         return out
 
     def score(
@@ -753,17 +754,5 @@ def duplicate_groups(ids: Sequence[str], vectors: np.ndarray, threshold: float) 
 
 
 SINGLE_THREAD_QUERIES = 8
-"""Below this many queries, :func:`_products` stays off BLAS."""
-
-
-def _products(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``queries @ rows.T``; for a few queries without BLAS (numpy's ``einsum`` loop, one thread).
-
-    A product of one query with a large catalogue wakes OpenBLAS's worker threads, which then spin
-    for a long while and take a core from what the route does next: at 10,000 skills the
-    cross-encoder over 20 candidates took 156 ms after a BLAS product and 76 ms without one on 2
-    cores, while the product itself costs 1.0 ms here instead of 0.4 ms.
-    """
-    if len(queries) < SINGLE_THREAD_QUERIES:
-        return np.einsum("qd,nd->qn", queries, rows)
-    return queries @ rows.T
+""":meth:`~ragroute.skills.router.SkillRouter.route_many` scores at least this many tasks at once
+(its dense products, :func:`~ragroute.encode.base.row_products`, no longer depend on the batch)."""

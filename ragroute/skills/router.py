@@ -330,8 +330,8 @@ tasks, so every task's scores are computed as in one batch."""
 def route_chunks(tasks: int, skills: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of the batches :meth:`SkillRouter.route_many` scores ``tasks`` tasks over
     ``skills`` skills in: about :data:`ROUTE_CHUNK_CELLS` cells each, at least
-    ``SINGLE_THREAD_QUERIES`` tasks (a short last batch joins the one before it), so a batch's
-    scores take the same path (BLAS) as the whole list's would."""
+    ``SINGLE_THREAD_QUERIES`` tasks (a short last batch joins the one before it). A task's scores
+    are the same in any batch and alone (:func:`~ragroute.encode.base.row_products`)."""
     from ragroute.skills.index import SINGLE_THREAD_QUERIES
 
     size = max(SINGLE_THREAD_QUERIES, ROUTE_CHUNK_CELLS // max(skills, 1))
