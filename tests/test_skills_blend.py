@@ -161,6 +161,38 @@ def test_a_blend_is_saved_with_the_router(router, tmp_path):
         assert loaded.route(task, k=4).to_dict() == tuned.route(task, k=4).to_dict()
 
 
+def test_a_blend_fitted_with_a_model_folder_applies_however_the_folder_is_named(
+    router,
+    tiny_reranker,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """A blend is bound to its reranker's name; a plain model folder (no artifact, no build id) was
+    named as the caller spelt it until session 52: a blend fitted through a relative path was
+    dropped when the saved router was loaded with the folder's absolute path or a symlink to it."""
+    import shutil
+
+    from ragroute.store import open_snapshot
+
+    folder = tmp_path / "models" / "ce"
+    shutil.copytree(open_snapshot(tiny_reranker.model_ref, family="reranker").path, folder)
+    for name in ("manifest.json", "calibration.json", "model.onnx", "model.int8.onnx"):
+        (folder / name).unlink(missing_ok=True)
+    (tmp_path / "link").symlink_to(folder)
+    monkeypatch.chdir(tmp_path)
+    fitted = router.with_options(reranker=CrossEncoderReranker("models/ce", backend="torch"))
+    blend = fit_rerank_blend(fitted, TASKS, QRELS)
+    fitted = fitted.with_options(rerank_blend=blend)
+    fitted.save(tmp_path / "skills")
+    expected = [fitted.route(task, k=4).to_dict() for _, task in TASKS[:4]]
+    monkeypatch.chdir(tmp_path / "models")
+    for named in (folder, "ce", tmp_path / "link"):
+        reranker = CrossEncoderReranker(named, backend="torch")
+        loaded = SkillRouter.load(tmp_path / "skills", reranker=reranker, encoder=router.index.encoder)
+        assert loaded.rerank_blend is not None and loaded.rerank_blend.applies_to(loaded.reranker), named
+        assert [loaded.route(task, k=4).to_dict() for _, task in TASKS[:4]] == expected
+
+
 def test_blend_bad_input_is_one_clear_error(router):
     with pytest.raises(RagrouteError, match="stage1_weight"):
         RerankBlend.from_dict({"reranker": {"name": "x", "build": "y"}})

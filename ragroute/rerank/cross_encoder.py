@@ -515,7 +515,12 @@ def _load(model: Path, *, backend: str, max_length: int | None, threads: int | N
         )
     length = _fit_length(resolved, max_length, 512, str(model))
     scorer = _scorer(resolved, chosen, length, threads, str(model))
-    info = {"name": str(model), "path": str(resolved), "backend": chosen, "max_length": length}
+    # a local folder is named by its absolute path (a model name by that name): a rerank blend is
+    # bound to this name (skills/blend.py), which until session 52 was the path as the caller spelt
+    # it, so a blend fitted through "models/ce" was dropped when loaded through /abs/models/ce, a
+    # symlink or from another directory (and applied to whatever "models/ce" named there)
+    name = str(resolved) if model.is_dir() else str(model)
+    info = {"name": name, "path": str(resolved), "backend": chosen, "max_length": length}
     return scorer, Calibration(fitted=False), info
 
 
@@ -562,7 +567,7 @@ def _fit_length(folder: Path, asked: int | None, default: int, label: str) -> in
 def _resolve_plain(model: Path) -> Path:
     """A local model folder, or the offline Hugging Face cache snapshot of a model name."""
     if model.is_dir():
-        return model
+        return model.resolve()
     from ragroute.encode.resolve import resolve_model
 
     try:
