@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import HashingEncoder, untimed
 from test_gate import FLAGS, TEXTS
+from test_skills_batch_invariance import WORDS
 
 from ragroute.encode.base import row_products
 from ragroute.gate import TrainedGate
@@ -23,25 +24,6 @@ from ragroute.skills import Skill
 from ragroute.skills.index import SkillIndexParams
 from ragroute.skills.router import SkillRouter
 from ragroute.types import Document
-
-WORDS = [
-    "pdf",
-    "fill",
-    "form",
-    "csv",
-    "table",
-    "chart",
-    "deploy",
-    "build",
-    "test",
-    "merge",
-    "split",
-    "image",
-    "resize",
-    "send",
-    "mail",
-    "event",
-]
 
 
 class DenseWordEncoder(HashingEncoder):

@@ -285,7 +285,8 @@ def test_ivfpq_refine_reranks_candidates_by_exact_scores_and_survives_save_and_m
         DenseParams(factory="flat", refine=4)
 
 
-def test_ivfpq_trains_on_a_sample_of_at_most_train_sample_vectors(monkeypatch):
+def _count_training_rows(monkeypatch) -> dict:
+    """``{"rows": n}`` once an IVF-PQ index trains, on the n vectors it trains on."""
     seen = {}
     original = faiss.IndexIVFPQ.train
 
@@ -294,6 +295,11 @@ def test_ivfpq_trains_on_a_sample_of_at_most_train_sample_vectors(monkeypatch):
         return original(self, x)
 
     monkeypatch.setattr(faiss.IndexIVFPQ, "train", spy)
+    return seen
+
+
+def test_ivfpq_trains_on_a_sample_of_at_most_train_sample_vectors(monkeypatch):
+    seen = _count_training_rows(monkeypatch)
     index = DenseIndex(
         _Fixed(), DenseParams(factory="ivfpq", pq_m=4, pq_bits=6, ivf_nlist=16, train_sample=1000)
     )
@@ -304,14 +310,7 @@ def test_ivfpq_trains_on_a_sample_of_at_most_train_sample_vectors(monkeypatch):
 def test_ivfpq_trains_on_at_least_what_training_takes_whatever_train_sample_is(monkeypatch):
     """A ``train_sample`` below 4 x max(lists, 2^pq_bits) was taken as given, and the build refused
     3,000 documents as "ivfpq needs at least 256 documents to train ..., got 100" (until session 52)."""
-    seen = {}
-    original = faiss.IndexIVFPQ.train
-
-    def spy(self, x):
-        seen["rows"] = len(x)
-        return original(self, x)
-
-    monkeypatch.setattr(faiss.IndexIVFPQ, "train", spy)
+    seen = _count_training_rows(monkeypatch)
     params = DenseParams(factory="ivfpq", pq_m=4, pq_bits=6, ivf_nlist=2, ivf_nprobe=2, train_sample=100)
     index = DenseIndex(_Fixed(), params)
     with warnings.catch_warnings():

@@ -1621,18 +1621,11 @@ def test_ragroute_rerank_reads_a_pipeline_nodes_fused_value_as_its_pipeline_stag
     assert not any(n.node.metadata["rerank"].get("stage1_from", "").startswith("fused") for n in mixed)
 
 
-def test_pseudo_query_pairs_train_on_a_sets_own_documents_without_the_cut_text(hashing_encoder):
-    """`--pseudo-queries N` adds training pairs cut from a document set's own documents (session 47):
-    the positive is the source document read without the cut text (no copy to spot), negatives never
-    the source, nothing calibrates on them, SKILLS and calibration-only sets give none, and without
-    the option the pairs are the labelled ones, as before."""
-    from dataclasses import replace
-
-    from ragroute.rerank.train import LabelledSet, build_pairs, query_fold
+def _station_studies(topics):
+    """60 short study documents over ``topics`` (four), for the pseudo-query pair tests."""
     from ragroute.types import Document
 
-    topics = ["glacier melt rates", "tidal energy turbines", "coral reef bleaching", "desert soil crusts"]
-    docs = [
+    return [
         Document(
             id=f"d{i}",
             title=f"Study {i} of {topics[i % 4]}",
@@ -1641,6 +1634,19 @@ def test_pseudo_query_pairs_train_on_a_sets_own_documents_without_the_cut_text(h
         )
         for i in range(60)
     ]
+
+
+def test_pseudo_query_pairs_train_on_a_sets_own_documents_without_the_cut_text(hashing_encoder):
+    """`--pseudo-queries N` adds training pairs cut from a document set's own documents (session 47):
+    the positive is the source document read without the cut text (no copy to spot), negatives never
+    the source, nothing calibrates on them, SKILLS and calibration-only sets give none, and without
+    the option the pairs are the labelled ones, as before."""
+    from dataclasses import replace
+
+    from ragroute.rerank.train import LabelledSet, build_pairs, query_fold
+
+    topics = ["glacier melt rates", "tidal energy turbines", "coral reef bleaching", "desert soil crusts"]
+    docs = _station_studies(topics)
     ids = [f"q{i}" for i in range(40) if query_fold("a", f"q{i}") == 0][:10]
     labelled = LabelledSet(
         "a",
@@ -1694,21 +1700,12 @@ def test_a_pseudo_query_worded_as_a_labelled_query_is_never_trained_on(hashing_e
 
     from ragroute.rerank.train import LabelledSet, build_pairs, query_fold
     from ragroute.route.folds import normalized_text
-    from ragroute.types import Document
 
     topics = ["glacier melt rates", "tidal energy turbines", "coral reef bleaching", "desert soil crusts"]
     fold0 = [f"q{i}" for i in range(60) if query_fold("a", f"q{i}") == 0][:10]
     fold1 = [f"q{i}" for i in range(60) if query_fold("a", f"q{i}") == 1][:2]
     queries = {q: f"{topics[i % 4]} measured at station number {i}" for i, q in enumerate(fold0 + fold1)}
-    docs = [
-        Document(
-            id=f"d{i}",
-            title=f"Study {i} of {topics[i % 4]}",
-            text=f"We measured {topics[i % 4]} at site {i} over many seasons. "
-            f"The results for station {i} show clear yearly trends in {topics[i % 4]}.",
-        )
-        for i in range(60)
-    ]
+    docs = _station_studies(topics)
     labelled = LabelledSet("a", docs, queries, {q: {f"d{i}": 1} for i, q in enumerate(fold0 + fold1)})
     params = TrainParams(hard_pool=8, calibration_share=0.2, pseudo_queries=200)
     apart = {p.query for p in build_pairs([labelled], hashing_encoder, params).calibration}
