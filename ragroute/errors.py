@@ -369,6 +369,19 @@ def check_query(text: str, what: str = "query") -> str:
     return stripped
 
 
+def argument_text(text: str) -> str:
+    """``text``, an argument Python decoded from the command line or a file name from the file
+    system, with its undecodable bytes read as UTF-8 where they are UTF-8. Under a C or POSIX locale
+    without UTF-8 mode (``LC_ALL=C PYTHONUTF8=0``) Python keeps every byte past ASCII as a lone
+    surrogate (``U+DCxx``), so ``東京`` typed there was refused as "undecodable byte 0xe6 (not
+    UTF-8)" until session 52. Bytes that are not UTF-8 (a latin-1 terminal) stay as they are, for
+    :func:`lone_surrogate` to name; under a UTF-8 locale nothing changes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return text
+
+
 def lone_surrogate(value: Any) -> str | None:
     """Where the first lone surrogate is in ``value`` (a string, or the keys and values of nested
     mappings and lists), as a one-line description; ``None`` when every string is valid Unicode.

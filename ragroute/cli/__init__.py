@@ -173,6 +173,9 @@ def main() -> None:
     ~/.cache/ragroute (--cache-dir on every command that encodes). Progress bars show only when
     stderr is a terminal (--progress / --no-progress to force).
     """
+    from ragroute.cli.output import tolerant_stdout
+
+    tolerant_stdout()  # any text printed, whatever stdout's encoding
     warnings.showwarning = _one_line_warning
     # a source left out of a routing config is named every time a command loads it
     warnings.simplefilter("always", SourceWarning)

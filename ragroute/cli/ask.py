@@ -26,6 +26,7 @@ from ragroute.cli.options import (
     parse_filters,
     scope_option,
     store_matchable,
+    text_argument,
 )
 from ragroute.cli.output import emit_json
 from ragroute.errors import check_query
@@ -33,7 +34,7 @@ from ragroute.errors import check_query
 
 @click.command("ask")
 @click.argument("config", type=click.Path(path_type=Path))
-@click.argument("question")
+@click.argument("question", callback=text_argument)
 @click.option("--max-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Step budget.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits per step.")
 @click.option(

@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, counted, exclusive_options, one_line_errors, refuse_options
-from ragroute.cli.options import SEED, FiniteFloatRange, backend_option, cache_dir_option, encoder_option
+from ragroute.cli.options import (
+    SEED,
+    FiniteFloatRange,
+    backend_option,
+    cache_dir_option,
+    encoder_option,
+    text_argument,
+)
 from ragroute.cli.output import emit_json
 from ragroute.display import shown_pair
 
@@ -151,7 +158,7 @@ def fit_command(
 
 @gate_group.command("decide")
 @click.argument("gate_dir", type=click.Path(path_type=Path), metavar="DIR")
-@click.argument("query")
+@click.argument("query", callback=text_argument)
 @click.option("--threshold", type=FiniteFloatRange(0, 1), default=None, help="Operating point: a threshold.")
 @click.option(
     "--retrieval-rate", type=FiniteFloatRange(0, 1), default=None, help="Operating point: a target rate."

@@ -33,6 +33,7 @@ from ragroute.cli.options import (
     encoder_options,
     on_error_option,
     source_name_option,
+    text_argument,
 )
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
@@ -313,7 +314,7 @@ def _warn_changed(store: Any, units: Sequence[Any], corpus: Path, graph_dir: Pat
 
 @graph_group.command("query")
 @click.argument("graph_dir", type=click.Path(path_type=Path))
-@click.argument("text")
+@click.argument("text", callback=text_argument)
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Number of passages.")
 @encoder_options(None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (hits with explanations) last.")

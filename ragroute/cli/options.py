@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ragroute.errors import RagrouteError, has_visible_text
+from ragroute.errors import RagrouteError, argument_text, has_visible_text
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
@@ -168,12 +168,21 @@ def cache_dir_option(help_text: str = CACHE_DIR_HELP) -> Callable[[Callable[...,
     )
 
 
+def text_argument(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    """Callback of the text arguments and options (a query, a task, a scope label, a filter): each
+    text as typed, UTF-8 bytes a C locale left undecoded read as UTF-8 (:func:`argument_text`)."""
+    if isinstance(value, tuple):
+        return tuple(argument_text(v) if isinstance(v, str) else v for v in value)
+    return argument_text(value) if isinstance(value, str) else value
+
+
 #: ``--scope LABEL`` (repeatable): the caller's scopes, for the commands that answer as a caller
 scope_option = click.option(
     "--scope",
     "scopes",
     multiple=True,
     metavar="LABEL",
+    callback=text_argument,
     help="A scope of the caller (repeatable): sources and documents with access labels are visible "
     "only to callers holding one of them [default: none, public sources only].",
 )
@@ -186,6 +195,7 @@ filter_option = click.option(
     "filters",
     multiple=True,
     metavar="KEY=VALUE",
+    callback=text_argument,
     help="Keep documents whose metadata KEY equals VALUE, or holds it in a list (repeat to allow "
     "several values); a VALUE that spells a number or true/false also matches that number or boolean, "
     "and null also matches a null or missing KEY (a qdrant or lancedb index matches text and integers only).",

@@ -21,7 +21,11 @@ def emit_json(payload: dict[str, Any]) -> None:
     are written as ``\\u`` escapes: until session 44 a query or document holding one split the last
     line in two for a reader taking ``output.splitlines()[-1]``. Text stdout's encoding cannot hold
     (a pipe on Windows is cp1252; a lone surrogate, which no encoding holds) is written as ``\\u``
-    escapes, which JSON reads as the same text (a UnicodeEncodeError traceback until session 48)."""
+    escapes, which JSON reads as the same text (a UnicodeEncodeError traceback until session 48).
+    The line is flushed at once: a reader that stopped reading (``| head -1``) is then a broken
+    pipe click ends quietly, not Python's ``Exception ignored ... BrokenPipeError`` at exit (status
+    120), and a line click writes after it (its own stream on an ASCII stdout) cannot come first
+    (until session 52)."""
     safe = json_safe(payload)
     text = json.dumps(safe, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS)
     try:
@@ -29,6 +33,18 @@ def emit_json(payload: dict[str, Any]) -> None:
     except (UnicodeEncodeError, LookupError):
         text = json.dumps(safe, allow_nan=False)  # every character outside ASCII escaped
     sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def tolerant_stdout() -> None:
+    """Let stdout write any text: a character its encoding lacks (a pipe or console in latin-1 or
+    cp1252, ``PYTHONIOENCODING=latin-1``; a lone surrogate on any) is written as a backslash escape
+    (``\\u6771``), as stderr writes it. Until session 52 a query, title or snippet holding one
+    ended the command in a UnicodeEncodeError traceback after its work was done, the rest of its
+    output lost (click writes an ASCII stdout as UTF-8 itself; other encodings as they are)."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # a TextIOWrapper's; not every stream has it
+    if getattr(sys.stdout, "errors", None) == "strict" and callable(reconfigure):
+        reconfigure(errors="backslashreplace")
 
 
 def report_text(payload: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import Stopwatch, format_hit, load_index_for
-from ragroute.cli.options import encoder_options, filter_option, parse_filters, store_matchable
+from ragroute.cli.options import encoder_options, filter_option, parse_filters, store_matchable, text_argument
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
 from ragroute.errors import check_query
@@ -17,7 +17,7 @@ from ragroute.types import TraceStep
 
 @click.command("query")
 @click.argument("index_dir", type=click.Path(path_type=Path))
-@click.argument("text")
+@click.argument("text", callback=text_argument)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of hits.")
 @encoder_options(None)
 @filter_option

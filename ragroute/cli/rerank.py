@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ragroute.cli.common import CONTEXT, counted, one_line_errors
-from ragroute.cli.options import SEED, bench_encoder_options, split_option, train_device_option
+from ragroute.cli.options import SEED, bench_encoder_options, split_option, text_argument, train_device_option
 from ragroute.cli.output import report_text
 from ragroute.errors import RagrouteError, check_query
 from ragroute.rerank.cross_encoder import BACKENDS as RERANK_BACKENDS
@@ -229,8 +229,8 @@ def train_command(
 
 @rerank_group.command("score")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("query")
-@click.argument("texts", nargs=-1, required=True)
+@click.argument("query", callback=text_argument)
+@click.argument("texts", nargs=-1, required=True, callback=text_argument)
 @click.option(
     "--backend",
     type=click.Choice(list(RERANK_BACKENDS)),

@@ -20,6 +20,7 @@ from ragroute.cli.options import (
     parse_filters,
     scope_option,
     store_matchable,
+    text_argument,
 )
 from ragroute.cli.output import emit_json
 from ragroute.display import compared_digits
@@ -89,7 +90,7 @@ def _short(value: Any, limit: int = 140) -> str:
 
 @route_group.command("ask")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("query")
+@click.argument("query", callback=text_argument)
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits to return.")
 @click.option(
     "--backend",

@@ -25,6 +25,7 @@ from ragroute.cli.options import (
     reranker_option,
     resolve_reranker,
     scope_option,
+    text_argument,
 )
 from ragroute.cli.output import emit_json
 from ragroute.display import shown_pair
@@ -192,7 +193,7 @@ def build_command(
 
 @skills_group.command("route")
 @click.argument("index_dir", type=click.Path(path_type=Path))
-@click.argument("task", required=False)
+@click.argument("task", required=False, callback=text_argument)
 @click.option(
     "--queries",
     "queries_path",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.display import counted
-from ragroute.errors import CorpusFormatError, lone_surrogate
+from ragroute.errors import CorpusFormatError, argument_text, lone_surrogate
 from ragroute.loaders.common import (
     BadRecord,
     CorpusWarning,
@@ -79,7 +79,7 @@ def text_document(path: Path, rel: Path) -> Document | None:
     if not text.strip():
         return None
     is_markdown = path.suffix.lower() in MARKDOWN_SUFFIXES
-    title = (first_heading(text) if is_markdown else None) or path.stem
+    title = (first_heading(text) if is_markdown else None) or rel.stem
     return Document(id=_doc_id(rel), text=text, title=title, metadata={"path": rel.as_posix()})
 
 
@@ -96,7 +96,7 @@ def table_document(path: Path, rel: Path) -> Document | None:
     columns, body = rows[0], rows[1:]
     metadata: dict[str, Any] = {"columns": columns, "rows": body, "path": rel.as_posix()}
     text = linearise_table(columns, body)
-    return Document(id=_doc_id(rel), text=text, title=path.stem, metadata=metadata, modality="table")
+    return Document(id=_doc_id(rel), text=text, title=rel.stem, metadata=metadata, modality="table")
 
 
 def _is_hidden(rel: Path) -> bool:
@@ -193,8 +193,8 @@ def load_text_folder(
     ids = IdRegistry("document")
     docs = []
     for path in files:
-        rel = path.relative_to(root)
-        key = shown_path(rel)
+        key = shown_path(path.relative_to(root))
+        rel = file_name_text(path.relative_to(root))
         try:
             _check_file_name(rel)
             doc = file_document(path, rel)
@@ -221,6 +221,13 @@ def load_text_folder(
 def shown_path(rel: Path) -> str:
     """``rel`` as text to show: posix, undecodable bytes of a file name written ``\\xe9``."""
     return os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace")
+
+
+def file_name_text(rel: Path) -> Path:
+    """``rel`` with its name read as UTF-8 under any locale (:func:`~ragroute.errors.argument_text`):
+    the document's id, title and ``path``. Under ``LC_ALL=C PYTHONUTF8=0`` a file named ``東京.md``
+    was skipped as "the file name is not valid UTF-8" until session 52."""
+    return Path(argument_text(rel.as_posix()))
 
 
 def _check_file_name(rel: Path) -> None:
@@ -297,7 +304,9 @@ def load_text_file(
     log = SkipLog(str(p.parent), "file", on_error, report)
     doc = None
     try:
-        doc = text_document(p, Path(p.name))
+        rel = file_name_text(Path(p.name))
+        _check_file_name(rel)  # said as in a folder (the build refused the title, naming no file)
+        doc = text_document(p, rel)
     except BadRecord as exc:
         log.bad(p.name, str(exc))
     else:

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.display import counted
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, argument_text, lone_surrogate
 from ragroute.loaders.common import (
     BadRecord,
     CorpusWarning,
@@ -65,6 +65,7 @@ from ragroute.loaders.common import (
     decode_utf8_file,
     links_outside,
 )
+from ragroute.loaders.folder import shown_path
 from ragroute.markdown import fenced_lines
 from ragroute.skills.records import Catalogue, Skill, WarningLog, jsonable
 from ragroute.yaml_files import YamlProblem, parse_yaml
@@ -392,7 +393,10 @@ def _side_text(
     skipped: list[str] = []
     total = 0
     for path in side_file_order(side_files(skill_dir, skill_dirs), skill_dir, body):
-        rel = path.relative_to(skill_dir).as_posix()
+        rel = argument_text(path.relative_to(skill_dir).as_posix())  # UTF-8 under any locale
+        if lone_surrogate(rel) is not None:  # its name in the body failed the build, naming no file
+            skipped.append(f"{shown_path(path.relative_to(skill_dir))} (the file name is not valid UTF-8)")
+            continue
         if is_license_file(path.name):
             skipped.append(f"{rel} (licence text)")
             continue
@@ -426,8 +430,13 @@ def skill_from_file(
 ) -> Skill:
     """The skill of one ``SKILL.md`` (:class:`BadRecord` if the file is not UTF-8)."""
     skill_dir = skill_md.parent
-    rel_dir = skill_dir.relative_to(root).as_posix()
-    skill_id = rel_dir if rel_dir != "." else (root_name or root.resolve().name)
+    # the folder's name read as UTF-8 under any locale; one that is not UTF-8 is refused, as a folder
+    # corpus refuses such a file (a UnicodeEncodeError traceback at the build until session 52)
+    rel_dir = argument_text(skill_dir.relative_to(root).as_posix())
+    skill_id = rel_dir if rel_dir != "." else argument_text(root_name or root.resolve().name)
+    problem = lone_surrogate(skill_id)
+    if problem is not None:
+        raise BadRecord(f"the folder name is not valid UTF-8 ({problem}); rename the folder")
     source = str(skill_md)
     # read like the files beside it: a link out of its folder (unless the file was named itself), a
     # FIFO or device (/dev/zero), a file over MAX_FILE_BYTES, a binary one are refused: a catalogue
@@ -508,7 +517,7 @@ def skill_from_file(
     }
     if problem is not None and block:
         metadata["front_matter_raw"] = block
-    metadata["path"] = skill_md.relative_to(root).as_posix() if rel_dir != "." else skill_md.name
+    metadata["path"] = f"{rel_dir}/{skill_md.name}" if rel_dir != "." else skill_md.name
     metadata["files"] = included
     if skipped:
         metadata["files_skipped"] = skipped
