@@ -23,7 +23,7 @@ import numpy as np
 _LINE_BREAKS = "\\n\\r\\v\\f\\x1c\\x1d\\x1e\\x85\\u2028\\u2029"
 #: a line break, and a run of whitespace holding one
 _LINE_BREAK = re.compile(f"[{_LINE_BREAKS}]")
-_BROKEN_RUN = re.compile(rf"\s*[{_LINE_BREAKS}]\s*")
+_BROKEN_RUN = re.compile(rf"(?<!\s)\s*[{_LINE_BREAKS}]\s*")
 
 
 def one_line(text: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(\S.*?)(?:[ \t]+#+)?[ \t]*$")
+HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(\S.*?)(?<![ \t])(?:[ \t]+#+)?[ \t]*$")
 """An ATX heading line, indented by at most three spaces (four make it indented code, CommonMark):
 group 1 its ``#`` marks (the level), group 2 its text (a closing run of ``#`` ends it only after a
 space). Until session 43 an indented ``  ## Usage`` was body text of the section above. A line with

@@ -670,3 +670,31 @@ def test_loader_messages_say_what_happened(tmp_path: Path) -> None:
         f"{jsonl}: keys a skills record does not have are not loaded: 'tags' (lines 1, 3), 'url' (line 3); "
         "a record holds _id, name, description, body, metadata: put the others under 'metadata'"
     )
+
+
+def test_a_long_chain_of_references_is_followed_with_a_look_up_per_reference():
+    """A schema that is a reference to a reference ..., n deep: each was compared with every one
+    followed before it (a list), n^2/2 comparisons (16,000 took 3 s to load). String comparisons
+    of the references are counted, not time."""
+    from ragroute.skills.schemas import RefResolver
+
+    compared = 0
+
+    class Ref(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other):
+            nonlocal compared
+            compared += 1
+            return str.__eq__(self, other)
+
+    n = 600
+    schemas = {f"A{k}": {"$ref": Ref(f"#/components/schemas/A{k + 1}")} for k in range(n)}
+    schemas[f"A{n}"] = {"type": "object", "properties": {"x": {"type": "string"}}}
+    resolver = RefResolver({"components": {"schemas": schemas}})
+    target, name, marker = resolver.resolve({"$ref": Ref("#/components/schemas/A0")}, "GET /a")
+    assert (target, name, marker) == (schemas[f"A{n}"], f"#/components/schemas/A{n}", None)
+    assert compared < 10 * n, compared
+    schemas[f"A{n}"] = {"$ref": Ref("#/components/schemas/A3")}  # a loop is still found
+    target, name, marker = RefResolver({"components": {"schemas": schemas}}).resolve(schemas["A0"], "GET /a")
+    assert (target, marker) == (None, "(recursive: A3)")

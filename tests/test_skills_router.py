@@ -969,6 +969,73 @@ def test_duplicates_are_linked_at_a_cosine_equal_to_the_threshold():
     assert duplicate_groups(["a", "b", "c", "d"], vectors, 0.5) == [["a", "b", "c", "d"]]
 
 
+def _groups_pair_by_pair(ids, vectors, threshold):
+    """The duplicate groups by a union-find over every pair (the rule duplicate_groups keeps)."""
+    parent = list(range(len(ids)))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    sims = vectors @ vectors.T
+    for i, c in zip(*np.nonzero(sims >= threshold)):
+        if c > i:
+            a, b = find(int(i)), find(int(c))
+            parent[max(a, b)] = min(a, b)
+    groups = {}
+    for i, sid in enumerate(ids):
+        groups.setdefault(find(i), []).append(sid)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def test_duplicate_groups_across_blocks_match_a_union_find_over_every_pair():
+    from ragroute.skills.index import duplicate_groups
+
+    # clusters spread across three blocks of 1024 rows, chains of links (each skill close to the
+    # next only), singletons, and a group whose first member comes late: well apart from the threshold
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((40, 48))
+    which = rng.integers(0, 60, size=2600)  # 40..59: no centre, a skill of its own
+    vectors = np.where(
+        (which < 40)[:, None], centres[np.minimum(which, 39)], rng.standard_normal((2600, 48)) * 3
+    ) + 0.02 * rng.standard_normal((2600, 48))
+    chain = np.cumsum(0.2 * rng.standard_normal((30, 48)), axis=0) + 4 * rng.standard_normal(48)
+    vectors[rng.choice(2600, size=30, replace=False)] = chain  # consecutive links, not transitive
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"s{i}" for i in range(len(vectors))]
+    groups = duplicate_groups(ids, vectors, 0.9)
+    assert groups == _groups_pair_by_pair(ids, vectors, 0.9)
+    assert len(groups) > 40 and any(len(g) > 1000 // 40 for g in groups)
+
+
+def test_duplicate_groups_of_near_identical_skills_are_not_joined_pair_by_pair():
+    """1,100 near-identical skills are 600,000 linked pairs: they were joined one by one in a
+    union-find in Python (two calls of its find per pair; 4,000 such skills took 3 s, 16,000 about
+    a minute). Python calls are counted, not time."""
+    import sys
+
+    from ragroute.skills.index import duplicate_groups
+
+    rng = np.random.default_rng(0)
+    vectors = np.ones((1100, 32)) + 0.001 * rng.standard_normal((1100, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"s{i}" for i in range(len(vectors))]
+    calls = 0
+
+    def count(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(count)
+    try:
+        groups = duplicate_groups(ids, vectors, 0.97)
+    finally:
+        sys.setprofile(None)
+    assert groups == [ids]
+    assert calls < 20_000, calls
+
+
 def test_the_abstention_models_own_threshold_decides():
     # coefficient 0: p_applies is 0.5 for every task
     model = AbstentionModel(["dense_top"], [0.0], 0.0, [0.0], [1.0], threshold=0.6, encoder="test/hashing")

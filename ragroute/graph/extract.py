@@ -47,7 +47,7 @@ _SENTENCE = re.compile(
 )
 # a word starts with a letter of any script (until version 4: Latin only) and may hold combining marks
 _TOKEN = re.compile(r"[^\W\d_][\w\u0300-\u036f'’\-.&]*|\d[\d,.:/\-]*\d|\d")
-_HEADING = re.compile(r"\s{0,3}#{1,6}\s+(.*?)[\s#]*$")
+_HEADING = re.compile(r"\s{0,3}#{1,6}\s+((?:.*?(?<![\s#]))??)[\s#]*$")
 _TABLE_ROW = re.compile(r"\s{0,3}(\|.*\|)\s*$")  # a Markdown table row: | cell | cell |
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
 _CONNECTORS = frozenset({"of", "the", "de", "da", "di", "del", "la", "le", "von", "van"})

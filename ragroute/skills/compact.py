@@ -24,7 +24,7 @@ _MIN_DESCRIPTION = 12
 _MIN_NAME = 4
 _JSON_MARKS = re.compile(r'[{}\[\]"]')
 # ``key:`` left with no value once its value (the name or description) is gone
-_EMPTY_KEY = re.compile(r"[\w.-]+:\s*(?=[,;]|$)")
+_EMPTY_KEY = re.compile(r"(?<![\w.-])[\w.-]+:\s*(?=[,;]|$)")
 _SEPARATOR_RUNS = re.compile(r"[,;](?:\s*[,;])+")
 
 

@@ -257,7 +257,7 @@ class RefResolver:
         (``(recursive: Name)``), else ``None``.
         """
         name = None
-        seen = list(stack)
+        seen = set(stack)  # a list until session 52: a chain of n references took n^2/2 comparisons
         while isinstance(node, dict) and "$ref" in node:
             ref = node["$ref"]
             if not isinstance(ref, str):
@@ -267,7 +267,7 @@ class RefResolver:
             found, target = self.lookup(ref)
             if not found:
                 return None, ref_name(ref), self.report(ref, where)
-            seen.append(ref)
+            seen.add(ref)
             name = ref
             node = target
         return node, name, None
