@@ -257,8 +257,9 @@ class TraceStep:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """``stage`` beside the detail's keys (:meth:`from_dict` reads it back)."""
-        return {"stage": self.stage, **self.detail}
+        """``stage`` beside the detail's keys (:meth:`from_dict` reads it back), as plain data
+        (:func:`plain_values`)."""
+        return {"stage": self.stage, **plain_values(self.detail)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TraceStep:
@@ -296,11 +297,13 @@ class Decision:
         return self.log_routes_of() if self.log_routes_of is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
-        """The decision as plain data (:meth:`from_dict` reads it back; ``log_routes`` is left out)."""
+        """The decision as plain data (:meth:`from_dict` reads it back; ``log_routes`` is left out):
+        numpy values a gate, router or reranker gave (a ``np.float32`` probability) as Python
+        numbers, as :meth:`Hit.to_dict` writes them (until session 52 ``json.dumps`` raised on them)."""
         return {
             "chosen": list(self.chosen),
-            "routes": dict(self.routes),
-            "signals": dict(self.signals),
+            "routes": plain_values(dict(self.routes)),
+            "signals": plain_values(dict(self.signals)),
             "decided_by": self.decided_by,
             "trace": [step.to_dict() for step in self.trace],
         }

@@ -970,3 +970,33 @@ def test_a_cancelled_aretrieve_stops_before_its_next_stage():
     assert probe.reranked == ["first"]
     # an awaited query that is not cancelled runs as before
     assert asyncio.run(retriever.aretrieve("third")) and probe.reranked[-1] == "third"
+
+
+def test_a_failed_gates_node_metadata_holds_no_nan(hashing_encoder, small_docs):
+    """Until session 52 a gate that raised left ``p_retrieve: NaN`` in every node's ``gate`` metadata
+    (no probability was computed), which no strict JSON writer takes; a numpy one stayed numpy."""
+    import numpy as np
+
+    from ragroute.integrations.llamaindex_gate import GatedLlamaRetriever
+    from ragroute.pipeline.stages import GateDecision
+
+    class Broken:
+        name = "broken"
+
+        def gate_many(self, contexts):
+            raise RuntimeError("gate exploded")
+
+    class Numpy:
+        name = "numpy"
+
+        def gate_many(self, contexts):
+            return [GateDecision("retrieve", np.float32(0.75)) for _ in contexts]
+
+    index = build_index(small_docs, "dense", encoder=hashing_encoder, name="all")
+    pipeline = pipeline_from_settings([Source("all", index)], {"kind": "fixed"}, encoder=None)
+    (node, *_) = GatedLlamaRetriever(Broken(), RoutedLlamaRetriever(pipeline)).retrieve("bread flour")
+    gate = node.node.metadata["gate"]
+    assert "gate exploded" in gate["error"] and "p_retrieve" not in gate
+    json.dumps(gate, allow_nan=False)
+    (node, *_) = GatedLlamaRetriever(Numpy(), RoutedLlamaRetriever(pipeline)).retrieve("bread flour")
+    assert type(node.node.metadata["gate"]["p_retrieve"]) is float

@@ -15,7 +15,7 @@ from conftest import HashingEncoder, untimed
 from ragroute.context import QueryContext, query_vectors
 from ragroute.errors import InvalidArgumentError, RagrouteError, UnknownKindError
 from ragroute.index.build import build_index
-from ragroute.pipeline import GateDecision, Pipeline, RoutingOptions
+from ragroute.pipeline import GateDecision, Pipeline, PipelineResult, RoutingOptions
 from ragroute.pipeline.build import pipeline_from_settings
 from ragroute.registry import ROUTERS, Registry
 from ragroute.route.base import BaseRouter, decision_from_probs
@@ -410,6 +410,36 @@ def test_a_failing_gate_sends_the_queries_to_retrieval_with_the_error_traced(mod
         and error in gate["error"]
         and gate["reason"] == "gate failed: retrieving"
     )
+
+
+def test_a_failing_gates_trace_is_strict_json():
+    """Before: the gate step and signals held ``p_retrieve: NaN`` (no probability was computed), so
+    ``json.dumps(result.to_dict(), allow_nan=False)`` raised and a plain dump wrote no JSON."""
+    sources = [Source("good", SlowRetriever("good"))]
+    result = Pipeline(sources, FixedRouter({"good": 1.0}), gate=BrokenStage()).retrieve("anything", k=5)
+    (gate,) = [s.detail for s in result.trace if s.stage == "gate"]
+    assert "p_retrieve" not in gate and "p_retrieve" not in result.decision.signals["gate"]
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+class NumpyGate:
+    """A user's gate whose probability and signals are numpy values (a model's ``predict_proba``)."""
+
+    name = "numpy"
+
+    def gate_many(self, contexts):
+        return [GateDecision("retrieve", np.float32(0.75), {"margin": np.float32(0.5)}) for _ in contexts]
+
+
+def test_a_decision_with_numpy_values_is_plain_data():
+    """Before: ``Decision.to_dict`` handed a gate's (or router's) numpy values on as they were, and
+    ``json.dumps(result.to_dict())`` raised on them (a hit's were made plain, the trace's not)."""
+    sources = [Source("good", SlowRetriever("good"))]
+    result = Pipeline(sources, FixedRouter({"good": 1.0}), gate=NumpyGate()).retrieve("anything", k=5)
+    data = result.to_dict()
+    back = json.loads(json.dumps(data, allow_nan=False))
+    assert back == data and back["decision"]["trace"][0]["p_retrieve"] == 0.75
+    assert PipelineResult.from_dict(back).to_dict() == data
 
 
 @pytest.mark.parametrize(

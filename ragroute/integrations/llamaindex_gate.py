@@ -34,7 +34,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ragroute.context import QueryContext, checked_caller, in_worker_thread
-from ragroute.errors import InvalidArgumentError, value_type_name
+from ragroute.errors import InvalidArgumentError, is_finite_number, value_type_name
 from ragroute.gate.controller import StepwiseResult
 from ragroute.integrations.adapters import OWN_PREFIX, DecisionLog, index_scale, scoped_hits, several_sources
 from ragroute.integrations.llamaindex import (
@@ -133,7 +133,9 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
         self.last_routing = routed
         decision_id = self.decisions.record(routed) if routed is not None else ""
         self.decisions.report(GateOutcome(decision, routed))
-        gate = {"action": decision.action, "p_retrieve": decision.probability, "reason": decision.reason}
+        gate: dict[str, Any] = {"action": decision.action, "reason": decision.reason}
+        if is_finite_number(decision.probability):  # a failed gate computed none: NaN until session 52
+            gate["p_retrieve"] = float(decision.probability)
         if "error" in decision.signals:
             gate["error"] = decision.signals["error"]
         nodes = []

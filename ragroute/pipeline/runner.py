@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ragroute.context import QueryContext, check_cancelled, contexts_of
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k, is_finite_number
 from ragroute.exposure import ExposureLedger
 from ragroute.index.base import content_key
 from ragroute.pipeline.stages import (
@@ -255,7 +255,9 @@ class Pipeline:
                     {
                         "gate": gate_name,
                         "action": gated.action,
-                        "p_retrieve": gated.probability,
+                        # a failed gate computed none (NaN): left out, as the step-wise controller
+                        # leaves it (until session 52 a NaN no strict JSON writer takes)
+                        **({"p_retrieve": gated.probability} if is_finite_number(gated.probability) else {}),
                         **({"reason": gated.reason} if gated.reason else {}),
                         **({"depth": gated.depth} if gated.depth else {}),
                         **({"steps": gated.steps} if gated.steps else {}),
