@@ -5,8 +5,9 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import topic_sources
+from conftest import topic_sources, untimed
 
+from ragroute.context import QueryContext
 from ragroute.errors import CalibrationWarning, EmptyQueryError, RagrouteError
 from ragroute.index.build import build_index
 from ragroute.pipeline import Pipeline, RoutingOptions
@@ -866,6 +867,39 @@ def test_a_source_down_while_the_confidence_router_calibrated_is_scaled_once_it_
         assert abs(decision.signals["z"]["astro2"]) < 10 and "errors" not in decision.signals
     assert "errors" not in router.calibration  # calibrated again, the temperature kept
     assert router.config.temperature == 0.5
+
+
+class _PickyRetriever:
+    """A dense index that refuses any search holding a query with ``refused`` in its text or
+    ``{"topic": "astro"}`` as its filter (a query it cannot handle, a filter it does not offer)."""
+
+    def __init__(self, index):
+        self.index, self.documents = index, index.documents
+
+    def search_many(self, queries, k=10, filters=None, **kwargs):
+        if any("refused" in q for q in queries) or (filters or {}).get("topic") == "astro":
+            raise RuntimeError("query refused")
+        return self.index.search_many(queries, k, filters=filters, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "bad", [QueryContext("refused galaxy orbit"), QueryContext("galaxy orbit", filters={"topic": "astro"})]
+)
+def test_a_query_a_confidence_source_refuses_does_not_change_its_batch_neighbours_routes(
+    sources, hashing_encoder, small_docs, bad
+):
+    """Until session 52 a source whose probe raised for one query of a batch got no probability
+    for every query of it: a query's route depended on what was routed beside it."""
+    picky = _PickyRetriever(build_index(small_docs[:10], "dense", encoder=hashing_encoder, name="astro2"))
+    router = ConfidenceRouter([*sources, Source("astro2", picky)], ConfidenceConfig(temperature=0.5))
+    assert "errors" not in router.calibration
+    good = QueryContext(QUERIES["astro"])
+    bad_decision, batched = router.route_contexts([bad, good])
+    alone = router.route_contexts([QueryContext(QUERIES["astro"])])[0]
+    assert untimed(batched.to_dict()) == untimed(alone.to_dict())
+    assert batched.routes["astro2"] > 0.0 and "errors" not in batched.signals
+    assert bad_decision.routes["astro2"] == 0.0  # the refused query alone loses the source
+    assert bad_decision.signals["errors"] == {"astro2": "RuntimeError: query refused"}
 
 
 def test_a_repeated_knn_example_is_one_neighbour():

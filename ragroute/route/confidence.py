@@ -87,22 +87,37 @@ class ConfidenceRouter(BaseRouter):
         self._rescaling = threading.Lock()
         self.calibration = self._calibrate()
 
-    def _top_scores(self, queries: Sequence[Any]) -> tuple[np.ndarray, dict[int, str]]:
-        """(queries x sources) mean of the top ``top_n`` raw scores of each source's probe, and
-        the error of each source whose probe raised (its column stays 0: it loses only itself).
+    def _top_scores(
+        self, queries: Sequence[Any], *, one_by_one: bool = True
+    ) -> tuple[np.ndarray, list[dict[int, str]]]:
+        """(queries x sources) mean of the top ``top_n`` raw scores of each source's probe, and for
+        each query the error of each source whose probe raised for it (its score stays 0: it loses
+        only itself).
 
+        A source whose probe of the whole batch raises is probed again query by query
+        (``one_by_one``), so that only the queries it fails for lose it: until session 52 one query
+        a source refused (a filter it does not offer, a text it cannot handle) took that source from
+        every query routed beside it. Without ``one_by_one`` the batch's error is every query's.
         ``queries`` are texts or query contexts (whose cached vectors the probes reuse).
         """
         from ragroute.context import QueryContext
 
         batch = ProbeQueries([QueryContext.of(q) for q in queries])
         out = np.zeros((len(batch.contexts), len(self.sources)))
-        errors: dict[int, str] = {}
+        errors: list[dict[int, str]] = [{} for _ in batch.contexts]
         for s, source_probe in enumerate(self.probes):
             try:
                 out[:, s] = source_probe.top_scores(batch, self.config.top_n)
             except Exception as exc:  # noqa: BLE001 - one failing source must not sink the others
-                errors[s] = error_summary(exc)
+                if not one_by_one or len(batch.contexts) == 1:
+                    for row in errors:
+                        row[s] = error_summary(exc)
+                    continue
+                for i, context in enumerate(batch.contexts):
+                    try:
+                        out[i, s] = source_probe.top_scores(ProbeQueries([context]), self.config.top_n)[0]
+                    except Exception as exc_i:  # noqa: BLE001 - this query alone loses the source
+                        errors[i][s] = error_summary(exc_i)
         return out, errors
 
     def _calibrate(self) -> dict:
@@ -119,7 +134,8 @@ class ConfidenceRouter(BaseRouter):
         if not texts:
             self._calibrated_sizes = sizes
             return {"source": "none (no documents)"}
-        raw, errors = self._top_scores(texts)
+        raw, per_query = self._top_scores(texts, one_by_one=False)  # a source fails for all or none
+        errors = per_query[0]
         # Per-source score scale, measured on every pseudo-query (in- and out-of-source). A source
         # whose probe raised has none (NaN): until session 52 it got (0, 1e-9), and once it answered
         # its z-scores were +-1e9, so every query went to it (or never could)
@@ -164,21 +180,24 @@ class ConfidenceRouter(BaseRouter):
         self._rescale_if_changed()
         mean, std = self._scale
         raw, errors = self._top_scores(list(contexts))
-        if any(np.isnan(mean[s]) for s in range(len(self.sources)) if s not in errors):
+        answered = {s for s in range(len(self.sources)) if any(s not in row for row in errors)}
+        if any(np.isnan(mean[s]) for s in answered):
             # a source whose probe raised at calibration answers now: calibrate again to scale it
             with self._rescaling:
                 if self._scale[0] is mean:
                     self.calibration = self._calibrate()
             mean, std = self._scale
         for s in np.flatnonzero(np.isnan(mean)).tolist():
-            if s not in errors:  # its probe raised at calibration (again): its scores have no scale
-                errors[s] = f"no score scale: its probe raised at calibration ({self._calibration_error(s)})"
+            for row in errors:
+                if s not in row:  # its probe raised at calibration (again): its scores have no scale
+                    row[s] = f"no score scale: its probe raised at calibration ({self._calibration_error(s)})"
         z = (raw - mean) / std
-        z[:, list(errors)] = _FAILED  # a source whose probe raised gets no probability
+        for i, row in enumerate(errors):
+            z[i, list(row)] = _FAILED  # a source whose probe raised for the query gets no probability
         temperature = self.config.temperature or 1.0
         probs = softmax(z, temperature)
-        failed = {self.labels[s]: e for s, e in errors.items()}
         read_by = {label: p.kind for label, p in zip(self.labels, self.probes)}  # one dict for the batch
+        failures = [{self.labels[s]: e for s, e in row.items()} for row in errors]
         return [
             decision_from_probs(
                 self.labels,
@@ -196,7 +215,7 @@ class ConfidenceRouter(BaseRouter):
                 },
                 log_routes=log_routes_of(self.labels, zr, temperature),
             )
-            for r, zr, p in zip(raw, z, probs)
+            for r, zr, p, failed in zip(raw, z, probs, failures)
         ]
 
     def _calibration_error(self, s: int) -> str:
