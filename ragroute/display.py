@@ -9,6 +9,9 @@ as it takes for the shown values to compare as the real ones do.
 Counts shown with their noun take it in the singular or the plural as the count needs
 (:func:`counted`: ``1 file``, ``2 files``), in the command line's output and in what the loaders
 warn alike.
+
+Text from a corpus, a query or a file name is shown through :func:`terminal_text`, its control
+characters as visible escapes, so that it cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -60,3 +63,18 @@ def shown_pair(value: float, threshold: float | None, digits: int = 3) -> tuple[
     if n is None:
         return repr(value), repr(threshold)
     return f"{value:.{n}f}", f"{threshold:.{n}f}"
+
+
+#: C0 control characters but the tab and line feed the text formats write themselves, DEL, and
+#: the C1 control characters, each to its visible escape (``\\x1b``)
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) not in "\t\n"}
+
+
+def terminal_text(text: object) -> str:
+    """``text`` as it is safe to write to a terminal: each control character (C0 but tab and line
+    feed, DEL, C1) as its visible escape (``\\x1b``, ``\\x07``, ``\\x00``); other text, CJK, emoji
+    and right-to-left letters among it, unchanged. The command line's text output of titles,
+    snippets, queries, answers, names and error messages goes through it: until session 52 a
+    document's ESC reached the terminal raw (an ANSI sequence clearing the screen or setting its
+    title) and its BEL rang the bell. ``--json`` needs none: JSON escapes them itself."""
+    return str(text).translate(_CONTROLS)

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import click
 
 from ragroute.cli.common import CONFIG_FILE, CONTEXT, user_error_message
+from ragroute.display import terminal_text
 from ragroute.errors import RagrouteError, SourceWarning, one_line
 
 
@@ -81,7 +82,7 @@ def _usage_line(exc: click.UsageError, command_path: str) -> None:
     whose usage it is (``command_path`` when the error does not know)."""
     where = exc.ctx.command_path if exc.ctx is not None else command_path
     message = one_line(exc.format_message())
-    click.echo(f"error: {message} (see '{where} --help')", err=True)
+    click.echo(f"error: {terminal_text(message)} (see '{where} --help')", err=True)
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -112,7 +113,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def _fail(ctx: click.Context, message: str) -> NoReturn:
-    click.echo(f"error: {one_line(message)}", err=True)
+    click.echo(f"error: {terminal_text(one_line(message))}", err=True)
     ctx.exit(2)
 
 
@@ -183,7 +184,7 @@ def main() -> None:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
     """Show warnings (e.g. skipped corpus lines) as ``warning: ...`` on stderr, one line each."""
-    click.echo(f"warning: {one_line(str(message))}", err=True)
+    click.echo(f"warning: {terminal_text(one_line(str(message)))}", err=True)
 
 
 def _register() -> None:

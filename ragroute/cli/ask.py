@@ -29,6 +29,7 @@ from ragroute.cli.options import (
     text_argument,
 )
 from ragroute.cli.output import emit_json
+from ragroute.display import terminal_text
 from ragroute.errors import check_query
 
 
@@ -119,9 +120,10 @@ def ask_command(
     status = "complete" if result.complete else f"INCOMPLETE (stopped by {result.stopped_by})"
     if result.answer_from == "top_hit":  # no LLM answered: a step's top hit stands in for one
         if llm is None:
-            click.echo(f"answer: (none: --no-llm; top hit: {result.answer})")
+            click.echo(terminal_text(f"answer: (none: --no-llm; top hit: {result.answer})"))
         else:
-            click.echo(f"answer: {result.answer}  (a step's top hit, not the LLM's: no LLM answer came back)")
+            answer = terminal_text(result.answer)
+            click.echo(f"answer: {answer}  (a step's top hit, not the LLM's: no LLM answer came back)")
     elif not result.answer and llm is None and result.retrieval_calls == 0:
         # the gate chose to answer from the model and --no-llm gives none: nothing was answered
         # or retrieved ("answer: (none)" and "complete" read as if the run found nothing)
@@ -130,7 +132,7 @@ def ask_command(
             "nothing was retrieved)"
         )
     else:
-        click.echo(f"answer: {result.answer or '(none)'}")
+        click.echo(terminal_text(f"answer: {result.answer or '(none)'}"))
     click.echo(
         f"{status}; {counted(len(result.steps), 'step')}, "
         f"{counted(result.retrieval_calls, 'retrieval call')}, "
@@ -139,21 +141,22 @@ def ask_command(
     for step in result.steps:
         gate = f" gate {step.gate['action']}" if step.gate else ""
         where = ", ".join(step.sources) or "-"
-        click.echo(f"  step {step.index + 1}: {step.question}  [{step.action}{gate}; {where}]")
+        click.echo(terminal_text(f"  step {step.index + 1}: {step.question}  [{step.action}{gate}; {where}]"))
         for hit in step.hits[:3]:
             # on one line: a table's text holds a line per row (its rows read as lines of the run)
             shown = " ".join((hit.title or hit.text).split())
-            click.echo(f"      {hit.rank}. {hit.source}:{hit.doc_id}  {hit.score:.3f}  {shown[:60]}")
+            line = f"      {hit.rank}. {hit.source}:{hit.doc_id}  {hit.score:.3f}  {shown[:60]}"
+            click.echo(terminal_text(line))
         if step.answer:
-            click.echo(f"      answer: {step.answer}")
+            click.echo(terminal_text(f"      answer: {step.answer}"))
         elif step.answer_from == "top_hit":
             click.echo("      answer: (none from the LLM: its top hit stands in)")
         if step.error:  # a failed retrieval (a Pipeline's source included): the run is incomplete
-            click.echo(f"      retrieval failed: {step.error}")
+            click.echo(terminal_text(f"      retrieval failed: {step.error}"))
         if step.note:  # left to the model, and no answer came back
-            click.echo(f"      note: {step.note}")
+            click.echo(terminal_text(f"      note: {step.note}"))
         for note in llm_fallback_notes(step, result.trace):
-            click.echo(f"      note: {note}")
+            click.echo(terminal_text(f"      note: {note}"))
     for entry in result.trace:
         if entry.stage == "plan" and entry.detail.get("fallback"):
             planned = entry.detail["step"]  # the plan after this many steps: the next step, or the end

@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from ragroute.display import counted as counted  # the commands print counts through it
+from ragroute.display import terminal_text
 from ragroute.errors import IndexFormatError, RagrouteError, UnknownKindError, os_error_message
 from ragroute.types import Hit
 
@@ -28,9 +29,9 @@ def user_error_message(exc: BaseException) -> str | None:
     show its traceback): a :class:`RagrouteError`, or an :class:`OSError` (permissions, missing or
     misplaced folders, a full disk; a broken pipe excepted, which click handles)."""
     if isinstance(exc, RagrouteError):
-        return str(exc)
+        return terminal_text(exc)
     if isinstance(exc, OSError) and exc.errno != errno.EPIPE:
-        return os_error_message(exc)
+        return terminal_text(os_error_message(exc))
     return None
 
 
@@ -246,4 +247,8 @@ def format_hit(hit: Hit, width: int = 100) -> str:
     source = f"[{hit.source}] " if hit.source else ""
     # a title's line breaks made a third line that read as the snippet (until session 43)
     title = f"  {' '.join(hit.title.split())}" if hit.title else ""
-    return f"{hit.rank:>3}. {hit.score:8.4f}  {source}{hit.doc_id}{title}\n       {snippet}"
+    # corpus text with its control characters as visible escapes (raw until session 52)
+    return (
+        terminal_text(f"{hit.rank:>3}. {hit.score:8.4f}  {source}{hit.doc_id}{title}")
+        + f"\n       {terminal_text(snippet)}"
+    )

@@ -29,6 +29,7 @@ import click
 from ragroute.cli.common import counted, format_hit, open_encoder
 from ragroute.cli.options import DEFAULT_RERANKER, encoder_options
 from ragroute.cli.route import format_decision
+from ragroute.display import terminal_text
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import RagrouteError
 
@@ -218,10 +219,11 @@ def demo_command(
         result = routed.retrieve(row["text"], k)
         expected = (row.get("metadata") or {}).get("expected_source")
         click.echo(
-            f"\nquery {row['_id']}: {row['text']}" + (f"   (written for: {expected})" if expected else "")
+            terminal_text(f"\nquery {row['_id']}: {row['text']}")
+            + (f"   (written for: {expected})" if expected else "")
         )
         for line in format_decision(result.decision):
-            click.echo(line)
+            click.echo(line)  # escaped by format_decision
         for hit in result.hits:
             click.echo(format_hit(hit))
         if expected:
@@ -260,13 +262,14 @@ def skills_step(catalogue_path: Path, encoder: Any, k: int, reranker: Path | Non
     right = 0
     for task, expected in SKILL_TASKS:
         route = router.route(task, k)
-        click.echo(f"\nskill task: {task}   (written for: {expected})")
+        click.echo(terminal_text(f"\nskill task: {task}   (written for: {expected})"))
         stage1 = {c["id"]: c for c in route.trace[0].detail.get("candidates", [])}
         for skill in route.skills:
             signals = stage1.get(skill.id, {})
             detail = ", ".join(f"{key} {signals[key]:.2f}" for key in ("bm25_z", "dense_z") if key in signals)
             click.echo(
-                f"  {skill.rank}. {skill.score:8.3f}  {skill.id}: {skill.description[:70]}  [{detail}]"
+                terminal_text(f"  {skill.rank}. {skill.score:8.3f}  {skill.id}: {skill.description[:70]}")
+                + f"  [{detail}]"
             )
         right += bool(route.skills) and route.skills[0].id == expected
     click.echo(f"\nskills: {right}/{len(SKILL_TASKS)} tasks got the skill they were written for first")
@@ -307,21 +310,23 @@ def stepwise_step(corpus: Path, encoder: Any, k: int) -> list[Any]:
     for context, planner in runs:
         result = StepwiseController(planner, index, gate=rarity, max_steps=3, k=k).run(context)
         results.append(result)
-        click.echo(f"\nquestion {context.id}: {context.text}")
+        click.echo(terminal_text(f"\nquestion {context.id}: {context.text}"))
         for step in result.steps:
             gate = step.gate or {}
             click.echo(
-                f"  step {step.index + 1}: {step.question}\n"
+                f"  step {step.index + 1}: {terminal_text(step.question)}\n"
                 f"    gate: {gate.get('action', '-')} (p_retrieve {gate.get('p_retrieve', 0):.2f}; "
-                f"{gate.get('reason', '')})"
+                f"{terminal_text(gate.get('reason', ''))})"
             )
             for hit in step.hits[:2]:
-                click.echo(f"    {hit.rank}. {hit.doc_id}: {' '.join(hit.text.split())[:80]}")  # one line
+                click.echo(
+                    terminal_text(f"    {hit.rank}. {hit.doc_id}: {' '.join(hit.text.split())[:80]}")
+                )  # one line
             if step.answer:
-                click.echo(f"    answer: {step.answer} ({step.answer_from})")
+                click.echo(terminal_text(f"    answer: {step.answer} ({step.answer_from})"))
         retrieved = sum(s.retrieved for s in result.steps)
         answer = (
-            f"{result.answer} (the decomposition's answer; an LLM answers from the hits)"
+            f"{terminal_text(result.answer)} (the decomposition's answer; an LLM answers from the hits)"
             if result.answer
             else "(the model answers: no retrieval)"
         )
@@ -359,7 +364,8 @@ def graph_step(corpus: Path, out_dir: Path, encoder: Any, k: int) -> tuple[int, 
         gold = set(dataset.qrels.get(query.id, {}))
         hits = index.search(query.text, k)
         dense_ids = {h.doc_id for h in index.dense.search(query.text, k)}
-        click.echo(f"\ngraph query {query.id}: {query.text}   (needs: {', '.join(sorted(gold))})")
+        needs = ", ".join(sorted(gold))
+        click.echo(terminal_text(f"\ngraph query {query.id}: {query.text}   (needs: {needs})"))
         shared = shared_explain(hits)
         for line in explain_lines(shared):
             click.echo(f"  {line}")

@@ -18,7 +18,7 @@ from ragroute.cli.options import (
     text_argument,
 )
 from ragroute.cli.output import emit_json
-from ragroute.display import shown_pair
+from ragroute.display import shown_pair, terminal_text
 
 
 @click.group("gate", context_settings=CONTEXT)
@@ -221,6 +221,6 @@ def decide_command(
         return
     p_text, threshold_text = shown_pair(decision.probability, gate.threshold, 4)
     click.echo(f"{decision.action}  p_retrieve={p_text}  threshold={threshold_text}")
-    click.echo(f"reason: {decision.reason}")
+    click.echo(terminal_text(f"reason: {decision.reason}"))
     for name, value in decision.signals.get("values", {}).items():
         click.echo(f"  {name:<32}{value:>10}")

@@ -37,6 +37,7 @@ from ragroute.cli.options import (
 )
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
+from ragroute.display import terminal_text
 from ragroute.encode.resolve import DEFAULT_ENCODER
 from ragroute.errors import IndexFormatError, RagrouteError, check_query
 from ragroute.graph.build import GraphParams
@@ -347,7 +348,7 @@ def query_command(
             }
         )
         return
-    click.echo(f"query: {text}")
+    click.echo(terminal_text(f"query: {text}"))
     shared = shared_explain(hits)
     for line in explain_lines(shared):
         click.echo(f"  {line}")
@@ -376,7 +377,7 @@ def explain_lines(explain: dict[str, Any], *, limit: int = 5) -> list[str]:
     if not explain:
         return []
     if explain.get("method") == "dense":
-        return [f"dense fallback: {explain.get('fallback', '')}"]
+        return [terminal_text(f"dense fallback: {explain.get('fallback', '')}")]
     lines = []
     for key in EXPLAIN_KEYS:
         value = explain.get(key)
@@ -390,7 +391,7 @@ def explain_lines(explain: dict[str, Any], *, limit: int = 5) -> list[str]:
             lines.append(f"{key}: {sep.join(map(str, value[:limit]))}{more}")
         else:
             lines.append(f"{key}: {value}")
-    return lines
+    return [terminal_text(line) for line in lines]
 
 
 @graph_group.command("stats")

@@ -9,6 +9,7 @@ import click
 
 from ragroute.cli.common import counted
 from ragroute.cli.output import emit_json
+from ragroute.display import terminal_text
 
 
 @click.command("inspect")
@@ -56,7 +57,7 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
     if as_json:
         emit_json({"path": str(path), "build_path": str(snapshot.path), **manifest.to_dict()})
         return
-    click.echo(f"{path}: {manifest.family} / {manifest.kind}  name={manifest.name or '-'}")
+    click.echo(terminal_text(f"{path}: {manifest.family} / {manifest.kind}  name={manifest.name or '-'}"))
     click.echo(
         f"  build {manifest.build} ({manifest.created}), format version {manifest.format_version}, "
         f"written by ragroute {manifest.library_version}" + ("  [0.1 layout]" if snapshot.legacy else "")
@@ -99,7 +100,7 @@ def _show_legacy_router(path: Path, as_json: bool) -> None:
         return
     encoder = settings.get("encoder") or {}
     click.echo(f"{path}: router / trained ({settings.get('kind')})  [0.1 layout: router.json, no checksums]")
-    click.echo(f"  routes: {', '.join(str(label) for label in settings.get('labels', []))}")
+    click.echo(terminal_text(f"  routes: {', '.join(str(label) for label in settings.get('labels', []))}"))
     if encoder:
         click.echo(f"  encoder: {encoder.get('model_id')} (dim {encoder.get('dim')})")
     click.echo(f"  refit with `ragroute route fit ... --out {path}` to move it to the checksummed layout")

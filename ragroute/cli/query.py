@@ -11,6 +11,7 @@ from ragroute.cli.common import Stopwatch, format_hit, load_index_for
 from ragroute.cli.options import encoder_options, filter_option, parse_filters, store_matchable, text_argument
 from ragroute.cli.output import emit_json
 from ragroute.context import QueryContext
+from ragroute.display import terminal_text
 from ragroute.errors import check_query
 from ragroute.types import TraceStep
 
@@ -105,7 +106,7 @@ def query_command(
             }
         )
         return
-    click.echo(f"query: {text}")
+    click.echo(terminal_text(f"query: {text}"))
     click.echo(f"score: {_score_meaning(manifest.kind, manifest.params)}")
     for hit in hits:
         click.echo(format_hit(hit))
@@ -117,10 +118,11 @@ def query_command(
             ]
             if not parts:  # e.g. a graph walk: its method, seeds and facts
                 parts = [f"{key}: {_short(value)}" for key, value in hit.explain.items()]
-            click.echo(f"       ({'; '.join(parts)})")
+            click.echo(terminal_text(f"       ({'; '.join(parts)})"))
     click.echo("trace:")
     for step in trace:
-        click.echo(f"  {step.stage}: " + ", ".join(f"{key}={value}" for key, value in step.detail.items()))
+        detail = ", ".join(f"{key}={value}" for key, value in step.detail.items())
+        click.echo(terminal_text(f"  {step.stage}: {detail}"))
 
 
 def _short(value: object, limit: int = 90) -> str:

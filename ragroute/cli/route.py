@@ -23,7 +23,7 @@ from ragroute.cli.options import (
     text_argument,
 )
 from ragroute.cli.output import emit_json
-from ragroute.display import compared_digits
+from ragroute.display import compared_digits, terminal_text
 from ragroute.errors import RagrouteError, check_query
 from ragroute.route.features import DEFAULT_HASHED_DIM
 from ragroute.types import Decision
@@ -60,7 +60,7 @@ def format_decision(decision: Decision) -> list[str]:
     for step in decision.trace:
         detail = ", ".join(f"{k}={_short(_quoted(k, v))}" for k, v in step.detail.items())
         lines.append(f"  {step.stage}: {detail}")
-    return lines
+    return [terminal_text(line) for line in lines]
 
 
 def _route_p(p: float, select: dict[str, Any], best: bool) -> str:
@@ -124,7 +124,7 @@ def ask_command(
     if as_json:
         emit_json({"query": query, **result.to_dict()})
         return
-    click.echo(f"query: {query}")
+    click.echo(terminal_text(f"query: {query}"))
     for line in format_decision(result.decision):
         click.echo(line)
     for hit in result.hits:

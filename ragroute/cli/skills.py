@@ -28,7 +28,7 @@ from ragroute.cli.options import (
     text_argument,
 )
 from ragroute.cli.output import emit_json
-from ragroute.display import shown_pair
+from ragroute.display import shown_pair, terminal_text
 from ragroute.errors import RagrouteError
 
 
@@ -320,16 +320,16 @@ def route_command(
             emit_json(payload)
             continue
         if len(routes) > 1:
-            click.echo(f"# {route.id}: {route.task}")
+            click.echo(terminal_text(f"# {route.id}: {route.task}"))
         for skill in route.skills:
             line = f"{skill.rank:>3}. {skill.score:8.4f}  {skill.id}"
             if skill.name and skill.name != skill.id:
                 line += f"  {skill.name}"
             if skill.duplicates:
                 line += f"  (+{len(skill.duplicates)} near-duplicates: {', '.join(skill.duplicates)})"
-            click.echo(line)
+            click.echo(terminal_text(line))
             if skill.description:
-                click.echo(f"       {_snippet(skill.description)}")
+                click.echo(terminal_text(f"       {_snippet(skill.description)}"))
         if route.p_applies is None:  # it named a threshold that could not apply until session 37
             if route.abstain:  # until session 49 "abstain: no" beside the JSON's "abstain": true
                 click.echo(
@@ -349,7 +349,9 @@ def route_command(
             click.echo(f"abstain: {verdict} (p_applies {p_text}, threshold {threshold_text})")
         if show_trace:
             for step in route.trace:
-                click.echo(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")
+                click.echo(
+                    terminal_text(f"  [{step.stage}] {json.dumps(step.detail, ensure_ascii=False)[:2000]}")
+                )
 
 
 @skills_group.command("tune")
