@@ -765,8 +765,3 @@ def duplicate_groups(ids: Sequence[str], vectors: np.ndarray, threshold: float) 
     for i, root in enumerate(first.tolist()):
         groups.setdefault(root, []).append(ids[i])
     return [g for g in groups.values() if len(g) > 1]
-
-
-SINGLE_THREAD_QUERIES = 8
-""":meth:`~ragroute.skills.router.SkillRouter.route_many` scores at least this many tasks at once
-(its dense products, :func:`~ragroute.encode.base.row_products`, no longer depend on the batch)."""

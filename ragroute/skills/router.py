@@ -323,20 +323,21 @@ class GateAbstention:
 
 ROUTE_CHUNK_CELLS = 1_000_000
 """:meth:`SkillRouter.route_many` scores at most about this many task x skill cells at once (each
-score matrix of a batch 8 MB), and never fewer than :data:`~ragroute.skills.index.SINGLE_THREAD_QUERIES`
-tasks, so every task's scores are computed as in one batch."""
+score matrix of a batch 8 MB), and never fewer than :data:`MIN_CHUNK_TASKS` tasks."""
+
+MIN_CHUNK_TASKS = 8
+"""The fewest tasks :meth:`SkillRouter.route_many` scores at once (a short last batch joins the one
+before it); a task's scores do not depend on it (:func:`~ragroute.encode.base.row_products`)."""
 
 
 def route_chunks(tasks: int, skills: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of the batches :meth:`SkillRouter.route_many` scores ``tasks`` tasks over
     ``skills`` skills in: about :data:`ROUTE_CHUNK_CELLS` cells each, at least
-    ``SINGLE_THREAD_QUERIES`` tasks (a short last batch joins the one before it). A task's scores
+    :data:`MIN_CHUNK_TASKS` tasks (a short last batch joins the one before it). A task's scores
     are the same in any batch and alone (:func:`~ragroute.encode.base.row_products`)."""
-    from ragroute.skills.index import SINGLE_THREAD_QUERIES
-
-    size = max(SINGLE_THREAD_QUERIES, ROUTE_CHUNK_CELLS // max(skills, 1))
+    size = max(MIN_CHUNK_TASKS, ROUTE_CHUNK_CELLS // max(skills, 1))
     bounds = [(start, min(start + size, tasks)) for start in range(0, tasks, size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < SINGLE_THREAD_QUERIES:
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < MIN_CHUNK_TASKS:
         bounds[-2:] = [(bounds[-2][0], tasks)]
     return bounds
 
