@@ -166,6 +166,27 @@ def test_routes_are_batched_and_sources_searched_concurrently():
     assert wall["sources"] == 3 and wall["ms"] < 750
 
 
+def test_callers_querying_at_once_search_their_sources_side_by_side():
+    """The retrieve stage's pool is shared by every caller: until session 53 it held one thread per
+    source, so 10 callers over two sources waiting on the network queued behind two threads. Each
+    search here waits until all 20 (10 callers x 2 sources) are running at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    callers = 10
+    meeting = threading.Barrier(2 * callers, timeout=5)
+
+    class Meeting(SlowRetriever):
+        def search_many(self, queries, k=10, *, filters=None):
+            meeting.wait()  # breaks (and this source fails) unless all searches run side by side
+            return super().search_many(queries, k, filters=filters)
+
+    sources = [Source(name, Meeting(name)) for name in ("a", "b")]
+    pipeline = Pipeline(sources, FixedRouter({"a": 0.5, "b": 0.5}), options=RoutingOptions(threshold=0.0))
+    with ThreadPoolExecutor(callers) as pool:
+        results = list(pool.map(lambda i: pipeline.retrieve(f"q{i}", k=2), range(callers)))
+    assert [sorted(h.source for h in r.hits) for r in results] == [["a", "b"]] * callers
+
+
 def test_sources_searched_in_the_pool_see_the_callers_context():
     """A framework's tracing span lives in a context variable: a source searched in a pool thread ran
     without it (its span orphaned) while the one searched on the calling thread had it (session 37)."""
