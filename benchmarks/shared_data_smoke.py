@@ -40,7 +40,9 @@ EXPECTED_NDCG: dict[str, float] = {
     "glasgow/npl": 0.3490,
     "glasgow/time": 0.7503,
     "musique": 0.5638,
-    "tatqa": 0.5514,
+    # 0.5514 until session 53, when BM25 began reading words in their NFKC form (one table writes
+    # "ﬁnancing" and "ﬂow" with ligatures)
+    "tatqa": 0.5515,
 }
 NO_QUERIES = {"2wiki_corpus"}
 SKILLS_SETS = ("toollens", "metatool", "seal_tools")

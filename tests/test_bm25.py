@@ -112,7 +112,7 @@ def test_tokenize_unicode_matches_regex() -> None:
         "naïve",
         "déjà",
         "vu",
-        "straße",
+        "strasse",  # case-folded, as STRASSE (since session 53)
         "東京",
         "٣",
     ]
@@ -144,11 +144,15 @@ def test_tokenizer_config_round_trip_and_validation() -> None:
     cfg = TokenizerConfig(lowercase=False, stopwords=False, stem=True)
     data = json.loads(json.dumps(cfg.to_dict()))
     expected = {"lowercase": False, "stopwords": False, "stem": True, "nfc": True, "cjk_bigrams": True}
-    assert data == {**expected, "marks": True}
+    assert data == {**expected, "marks": True, "nfkc": True}
     assert TokenizerConfig.from_dict(data) == cfg
-    # a record from before the nfc / cjk_bigrams / marks options: its index was built without them
-    assert TokenizerConfig.from_dict({}) == TokenizerConfig(nfc=False, cjk_bigrams=False, marks=False)
-    assert TokenizerConfig.from_dict({"nfc": True}) == TokenizerConfig(cjk_bigrams=False, marks=False)
+    # a record from before the nfc / cjk_bigrams / marks / nfkc options: its index was built without them
+    before = TokenizerConfig(nfc=False, cjk_bigrams=False, marks=False, nfkc=False)
+    assert TokenizerConfig.from_dict({}) == before
+    assert TokenizerConfig.from_dict({"nfc": True}) == TokenizerConfig(
+        cjk_bigrams=False, marks=False, nfkc=False
+    )
+    assert TokenizerConfig.from_dict({"marks": True}).nfkc is False
     with pytest.raises(RagrouteError, match="unknown tokenizer option"):
         TokenizerConfig.from_dict({"lowercase": True, "language": "en"})
     with pytest.raises(RagrouteError, match="must be true or false"):
@@ -625,6 +629,45 @@ def test_combining_marks_stay_in_their_word() -> None:
     assert [h.doc_id for h in index.search("istanbul", k=1)] == ["tr"]
     assert [h.doc_id for h in index.search("भाषा", k=1)] == ["hi"]
     assert index.manifest_params()["bm25"]["tokenizer"]["marks"] is True
+
+
+def test_full_width_letters_ligatures_and_invisible_characters_match_their_plain_form(tmp_path) -> None:
+    """A Chinese or Japanese keyboard in full-width mode types ＰＤＦ and ２０２３, PDFs hold the ligature
+    ﬁ, a web page a soft hyphen or zero-width space inside a word, German writes Straße for STRASSE:
+    until session 53 each was a token of its own, and a query in the other form found nothing, with
+    no warning. An index built before keeps its tokens (``nfkc`` is false in its manifest)."""
+    from ragroute.index.io import load_index, save_index
+    from ragroute.index.lexical import BM25Index, BM25Params
+    from ragroute.types import Document
+
+    assert tokenize("ＰＤＦ ｐｄｆ ２０２３") == ["pdf", "pdf", "2023"]
+    assert tokenize("ﬁle Straße STRASSE") == ["file", "strasse", "strasse"]
+    assert tokenize("prin\u00adter prin\u200bter ＴＨＥ") == ["printer", "printer"]  # ＴＨＥ: a stopword
+    assert tokenize("ﾊﾟｿｺﾝ") == tokenize("パソコン") == ["パソ", "ソコ", "コン"]
+    assert tokenize("Windows™ ½") == ["windows", "1", "2"]  # a symbol still separates words
+    assert tokenize_many(["ＰＤＦ ﬁle"]) == [["pdf", "file"]]
+    assert tokenize("ＰＤＦ", TokenizerConfig(lowercase=False)) == ["PDF"]
+    assert tokenize("ＰＤＦ ﬁle", TokenizerConfig(nfkc=False)) == ["ｐｄｆ", "ﬁle"]
+    docs = [
+        Document("pdf", "Convert a PDF file"),
+        Document("fw", "ｓｐｒｅａｄｓｈｅｅｔ ｅｘｐｏｒｔ"),
+        Document("de", "Die Straße ist gesperrt"),
+        Document("web", "the prin\u00adter is jammed"),
+    ]
+    index = BM25Index.build(docs + [Document(str(i), f"filler words {i}") for i in range(4)])
+    assert [h.doc_id for h in index.search("ＰＤＦ", k=1)] == ["pdf"]
+    assert [h.doc_id for h in index.search("ﬁle", k=1)] == ["pdf"]
+    assert [h.doc_id for h in index.search("spreadsheet", k=1)] == ["fw"]
+    assert [h.doc_id for h in index.search("STRASSE", k=1)] == ["de"]
+    assert [h.doc_id for h in index.search("printer", k=1)] == ["web"]
+    assert index.manifest_params()["bm25"]["tokenizer"]["nfkc"] is True
+    # an index built without it reads its queries as it read its documents
+    old = BM25Index.build(docs, BM25Params(tokenizer=TokenizerConfig(nfkc=False)))
+    save_index(old, tmp_path / "old")
+    loaded = load_index(tmp_path / "old")
+    assert loaded.params.tokenizer.nfkc is False
+    assert [h.doc_id for h in loaded.search("ｓｐｒｅａｄｓｈｅｅｔ", k=1)] == ["fw"]
+    assert loaded.search("spreadsheet", k=1) == []
 
 
 def _bm25_documents(start: int, n: int, rng) -> list:

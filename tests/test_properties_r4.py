@@ -246,6 +246,7 @@ CONFIGS = st.builds(
     nfc=st.booleans(),
     cjk_bigrams=st.booleans(),
     marks=st.booleans(),
+    nfkc=st.booleans(),
 )
 
 

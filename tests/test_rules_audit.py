@@ -158,6 +158,9 @@ def test_guess_language_is_the_same_for_nfc_and_nfd(parts):
         ("ქართული ენა and", "und"),  # Georgian
         ("Ça va très bien et toi", "fr"),
         ("ＶＰＮ the printer", "en"),  # fullwidth Latin is still Latin
+        # read in NFKC form: both were "und" until session 53
+        ("ｗｈａｔ ｉｓ ｔｈｅ ｐｄｆ", "en"),  # a keyboard in full-width mode
+        ("\ufe8d\ufedf\ufecc\ufeae\ufe91\ufef4\ufe94", "ar"),  # Arabic presentation forms (a PDF's)
     ],
 )
 def test_guess_language_on_other_scripts(text, code):

@@ -6,6 +6,7 @@ Fixtures live in tests/data/skills/; error cases are written to tmp_path.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -675,6 +676,20 @@ def test_skills_jsonl_bad_lines_follow_on_error() -> None:
     assert catalogue.by_id("nameless").name == "nameless"
     with pytest.raises(CorpusFormatError, match=r"skills\.jsonl line 3: invalid JSON"):
         load_skills_jsonl(path, on_error="raise")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_utf16_skills_jsonl_file_is_refused_as_a_whole(tmp_path: Path, encoding: str) -> None:
+    """Every line of it was skipped as a bad line, counted inside its characters (three "lines" for
+    two records), with a hint per line, into a catalogue of no skills: the other JSONL readers refuse
+    such a file in one line naming the encoding and the command that converts it."""
+    path = tmp_path / "skills.jsonl"
+    path.write_text('{"_id": "a", "name": "A"}\n{"_id": "b", "name": "B"}\n', encoding)
+    for on_error in ("skip", "raise"):
+        with pytest.raises(CorpusFormatError, match=rf"^{re.escape(str(path))}: the file .*UTF-.*iconv -f"):
+            load_skills_jsonl(path, on_error=on_error)
+    with pytest.raises(CorpusFormatError, match=r"skills\.jsonl: the file .*UTF-"):
+        load_catalogue(path)
 
 
 @pytest.mark.skipif(not TOOLLENS.is_file(), reason="../shared/data/toollens is not available")

@@ -1207,6 +1207,8 @@ def test_the_query_cache_keeps_the_most_recently_asked_queries(catalogue, monkey
          unicodedata.normalize("NFD", "Köln cafés"), "Köln"),
         # it split Hindi words at their vowel signs (the `marks` option came in session 37)
         ("bm25_marks", "हिन्दी भाषा अनुवाद", "भाषा", "भाषा"),
+        # it read full-width letters as written (the `nfkc` option came in session 53)
+        ("bm25_nfkc", "Ｆｉｌｌ ｉｎ ａ ＰＤＦ ｆｏｒｍ", "ＰＤＦ", "PDF"),
     ],
 )  # fmt: skip
 def test_a_skills_index_saved_before_a_tokenizer_option_keeps_its_tokens(

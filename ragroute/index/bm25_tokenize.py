@@ -1,9 +1,10 @@
 """BM25 tokenisation: :class:`TokenizerConfig`, :func:`tokenize` and :func:`tokenize_many`.
 
 Text becomes tokens as unicode letter/digit runs (of the NFC form: a letter typed as a base
-letter plus a combining accent is one letter; runs of Chinese, Japanese or Korean characters, which
-are written without spaces between words, as their overlapping character pairs, as Lucene's
-``CJKBigramFilter`` does), optionally lowercased, with
+letter plus a combining accent is one letter; each run in its NFKC form, case-folded, as ICU's
+``nfkc_cf`` normaliser writes it: full-width ``ＰＤＦ`` is ``pdf``; runs of Chinese, Japanese or
+Korean characters, which are written without spaces between words, as their overlapping character
+pairs, as Lucene's ``CJKBigramFilter`` does), optionally lowercased, with
 a stop set removed (:data:`STOPWORD_SETS`: Lucene's 33 English stopwords,
 :data:`ENGLISH_STOPWORDS`, by default; or NLTK's English list of function words,
 :data:`NLTK_ENGLISH_STOPWORDS`) and a per-thread PyStemmer English Snowball
@@ -95,6 +96,11 @@ def _token_marks_re() -> re.Pattern[str]:
     return re.compile(rf"[^\W_](?:[^\W_]|[{_mark_ranges()}])*")
 
 
+#: invisible format characters (soft hyphen, Mongolian vowel separator, zero-width space and joiners,
+#: direction marks and embeddings, word joiner, invisible operators, isolates, BOM; the set keyword
+#: signals remove, :func:`ragroute.route.signals.normalise_text`)
+_INVISIBLE_RE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
 # ASCII fast path: on ASCII text a token character is exactly [A-Za-z0-9], so mapping every other
 # byte to a space and splitting gives the same tokens as the regex, about 2.5x faster.
 _ASCII_NON_WORD_TO_SPACE = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))
@@ -139,9 +145,18 @@ class TokenizerConfig:
     #: of a lowercased ``İ`` is dropped, as Turkish-aware folding does). Indexes built before the option
     #: existed (session 37) record no value and keep their tokenisation (off).
     marks: bool = True
+    #: read each word in its NFKC form, case-folded with ``lowercase`` (ICU's ``nfkc_cf``), without
+    #: invisible format characters: full-width ``ＰＤＦ`` and ``２０２３`` (a Chinese or Japanese keyboard
+    #: in full-width mode) are ``pdf`` and ``2023``, the ligature ``ﬁle`` is ``file``, half-width
+    #: ``ﾊﾟｿｺﾝ`` is ``パソコン``, ``Straße`` is ``strasse`` (as ``STRASSE``), and a soft hyphen or zero-width
+    #: space inside a word (``prin\u00adter`` from a web page) no longer splits it. A symbol between
+    #: words still separates them (``Windows™`` is ``windows``, not ``windowstm``). Indexes built before
+    #: the option existed (until session 53 each of these matched nothing the other form wrote)
+    #: record no value and keep their tokenisation (off).
+    nfkc: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("lowercase", "stopwords", "stem", "nfc", "cjk_bigrams", "marks"):
+        for name in ("lowercase", "stopwords", "stem", "nfc", "cjk_bigrams", "marks", "nfkc"):
             if not isinstance(getattr(self, name), bool):
                 value = getattr(self, name)
                 raise RagrouteError(f"tokenizer option {name!r} must be true or false, got {value!r}")
@@ -166,11 +181,11 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TokenizerConfig:
         """Build a config from :meth:`to_dict` output; unknown keys are an error. A record without
-        ``nfc``, ``cjk_bigrams`` or ``marks`` was written before the option existed: its index was built
-        without it."""
-        known = {"lowercase", "stopwords", "stem", "stopword_set", "nfc", "cjk_bigrams", "marks"}
+        ``nfc``, ``cjk_bigrams``, ``marks`` or ``nfkc`` was written before the option existed: its index
+        was built without it."""
+        known = {"lowercase", "stopwords", "stem", "stopword_set", "nfc", "cjk_bigrams", "marks", "nfkc"}
         check_keys(data, known, "", "tokenizer option")
-        before = {"nfc": False, "cjk_bigrams": False, "marks": False}
+        before = {"nfc": False, "cjk_bigrams": False, "marks": False, "nfkc": False}
         return cls(**{**before, **{key: data[key] for key in known if key in data}})
 
 
@@ -212,18 +227,52 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _words(text: str, nfc: bool = True, cjk_bigrams: bool = True, marks: bool = True) -> list[str]:
+def _words(
+    text: str,
+    nfc: bool = True,
+    cjk_bigrams: bool = True,
+    marks: bool = True,
+    nfkc: bool = True,
+    casefold: bool = True,
+) -> list[str]:
     if text.isascii():
         return text.encode("ascii").translate(_ASCII_NON_WORD_TO_SPACE).decode("ascii").split()
+    if nfkc:
+        text = _INVISIBLE_RE.sub("", text)
     if nfc and not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     if marks:
         if "i\u0307" in text:  # a lowercased İ: the dot is no mark of another letter here
             text = text.replace("i\u0307", "i")
-        words = _token_marks_re().findall(text)
+        pattern = _token_marks_re()
     else:
-        words = _TOKEN_RE.findall(text)
+        pattern = _TOKEN_RE
+    words = pattern.findall(text)
+    if nfkc:
+        words = _folded(words, pattern, casefold)
+        text = " ".join(words)  # half-width hangul is CJK in its NFKC form
     return _with_cjk_pairs(words) if cjk_bigrams and _CJK_RE.search(text) else words
+
+
+def _folded(words: list[str], pattern: re.Pattern[str], casefold: bool) -> list[str]:
+    """Each word in its NFKC form, case-folded when ``casefold``, split again by ``pattern`` where that
+    form holds a separator (``½`` is ``1⁄2``). Words are folded one by one, so a symbol between two
+    stays a separator (``Windows™`` is not ``WindowsTM``)."""
+    out: list[str] = []
+    for word in words:
+        if word.isascii():
+            out.append(word)
+            continue
+        folded = unicodedata.normalize("NFKC", word)
+        if casefold:
+            folded = folded.casefold()
+            if not unicodedata.is_normalized("NFKC", folded):  # ǰ folds to j + a combining caron
+                folded = unicodedata.normalize("NFKC", folded)
+        if folded == word:
+            out.append(word)
+        else:
+            out.extend(pattern.findall(folded))
+    return out
 
 
 def _with_cjk_pairs(words: list[str]) -> list[str]:
@@ -252,7 +301,9 @@ def tokenize(text: str, config: TokenizerConfig | None = None) -> list[str]:
     if not isinstance(text, str):
         raise RagrouteError(f"cannot tokenize {type(text).__name__}: expected a string")
     cfg = config if config is not None else TokenizerConfig()
-    tokens = _words(text.lower() if cfg.lowercase else text, cfg.nfc, cfg.cjk_bigrams, cfg.marks)
+    tokens = _words(
+        text.lower() if cfg.lowercase else text, cfg.nfc, cfg.cjk_bigrams, cfg.marks, cfg.nfkc, cfg.lowercase
+    )
     stop = cfg.stop
     if stop is not None:
         tokens = [tok for tok in tokens if tok not in stop]
@@ -270,13 +321,14 @@ def tokenize_many(texts: Iterable[str], config: TokenizerConfig | None = None) -
     nfc = cfg.nfc
     cjk = cfg.cjk_bigrams
     marks = cfg.marks
+    nfkc = cfg.nfkc
     out: list[list[str]] = []
     append = out.append
     with _gc_paused():
         for text in texts:
             if not isinstance(text, str):
                 raise RagrouteError(f"cannot tokenize {type(text).__name__}: expected a string")
-            tokens = _words(text.lower() if lower else text, nfc, cjk, marks)
+            tokens = _words(text.lower() if lower else text, nfc, cjk, marks, nfkc, lower)
             if stop is not None:
                 tokens = [tok for tok in tokens if tok not in stop]
             if stem_words is not None:

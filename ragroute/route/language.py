@@ -170,7 +170,10 @@ def guess_language(text: str) -> tuple[str, dict[str, float]]:
     of each candidate (share of letters for scripts, weighted stopword share for
     Latin languages).
     """
-    text = unicodedata.normalize("NFC", text)  # NFD hangul (3 jamo a syllable) outweighed Han
+    # NFD hangul (3 jamo a syllable) outweighed Han; NFKC: full-width "ｗｈａｔ ｉｓ ｔｈｅ" (a Chinese or
+    # Japanese keyboard in full-width mode) and Arabic presentation forms ("ﺍﻟﻌﺮﺑﻴﺔ", as PDFs give
+    # Arabic) were no language until session 53
+    text = unicodedata.normalize("NFKC", text)
     counts = _script_counts(text)
     letters = sum(counts.values())
     if not letters:

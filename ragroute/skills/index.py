@@ -105,6 +105,10 @@ class SkillIndexParams:
     #: an index recorded before the option (session 37) split Indic words at their vowel signs, and
     #: is read so
     bm25_marks: bool = True
+    #: BM25 reads each word in its NFKC form, case-folded, without invisible format characters
+    #: (:class:`~ragroute.index.bm25_tokenize.TokenizerConfig`); an index recorded before the option
+    #: (until session 53) read full-width ``ＰＤＦ`` apart from ``PDF``, and is read so
+    bm25_nfkc: bool = True
 
     def __post_init__(self) -> None:
         from ragroute.index.bm25_tokenize import STOPWORD_SETS
@@ -154,6 +158,7 @@ class SkillIndexParams:
             cjk_bigrams=self.bm25_cjk_bigrams,
             nfc=self.bm25_nfc,
             marks=self.bm25_marks,
+            nfkc=self.bm25_nfkc,
         )
 
 
@@ -571,15 +576,17 @@ class SkillIndex:
         index = cls(
             catalogue,
             encoder,
-            # an index recorded before bm25_stopwords (bm25_cjk_bigrams, bm25_nfc, bm25_marks) existed
-            # counted its BM25 statistics with Lucene's stop set (whole CJK runs, text as stored, words
-            # split at combining marks): its queries are tokenized the same way
+            # an index recorded before bm25_stopwords (bm25_cjk_bigrams, bm25_nfc, bm25_marks, bm25_nfkc)
+            # existed counted its BM25 statistics with Lucene's stop set (whole CJK runs, text as stored,
+            # words split at combining marks, full-width letters as written): its queries are tokenized
+            # the same way
             SkillIndexParams.from_dict(
                 {
                     "bm25_stopwords": "lucene",
                     "bm25_cjk_bigrams": False,
                     "bm25_nfc": False,
                     "bm25_marks": False,
+                    "bm25_nfkc": False,
                     **(params.get("index") or {}),
                 }
             ),

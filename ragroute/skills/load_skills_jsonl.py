@@ -19,7 +19,15 @@ from typing import Any
 
 from ragroute.display import counted
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, LoadReport, SkipLog, check_on_error, optional_str, record_id
+from ragroute.loaders.common import (
+    BadRecord,
+    LoadReport,
+    SkipLog,
+    check_on_error,
+    optional_str,
+    record_id,
+    wide_encoding_reason,
+)
 from ragroute.loaders.jsonl import decode_line, open_binary, parse_object
 from ragroute.skills.records import Catalogue, Skill, WarningLog
 
@@ -68,6 +76,10 @@ def load_skills_jsonl(
     extra: dict[str, list[int]] = {}  # keys a SKILLS record does not have -> the lines holding them
     with open_binary(file) as fh:
         for lineno, raw in enumerate(fh, 1):
+            wide = wide_encoding_reason(raw) if lineno == 1 else None
+            if wide is not None:  # no line of it can be read: the file, not its lines, is refused (until
+                # session 53 every line was skipped, counted inside its characters, into no skills)
+                raise CorpusFormatError(f"{file}: {wide}")
             try:
                 text = decode_line(raw, first=lineno == 1)
                 if not text.strip():
