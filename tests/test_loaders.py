@@ -1341,3 +1341,31 @@ def test_format_detection_reads_the_first_record_as_the_loaders_do(tmp_path: Pat
     assert detect_format(path) == "beir"
     with pytest.warns(CorpusWarning, match=r"skipped 2 bad lines"):
         assert [(d.id, d.title) for d in load_corpus(path)] == [("d1", "T")]
+
+
+def test_every_json_loader_says_where_its_json_breaks_without_a_doubled_at(tmp_path: Path) -> None:
+    """Python ends some JSON messages with "at" (``Invalid control character at``): until session 53
+    the MCP and triples loaders wrote "at at" after them and the HippoRAG loader gave no column."""
+    from ragroute.graph.triples import read_triples
+    from ragroute.loaders.hipporag import load_hipporag_corpus
+    from ragroute.skills.load_mcp import load_mcp
+
+    broken = '[{"name": "a\tb"}]'  # a raw tab inside a string: invalid JSON, column 13
+    (tmp_path / "tools.json").write_text(broken, encoding="utf-8")
+    (tmp_path / "corpus.json").write_text(broken, encoding="utf-8")
+    (tmp_path / "triples.jsonl").write_text(
+        '{"subject": "a", "predicate": "b", "object": "c"}\n' + broken[1:-1] + "\n", encoding="utf-8"
+    )
+    messages = []
+    for load, name in (
+        (load_mcp, "tools.json"),
+        (load_hipporag_corpus, "corpus.json"),
+        (read_triples, "triples.jsonl"),
+    ):
+        with pytest.raises(CorpusFormatError) as caught:
+            load(tmp_path / name)
+        messages.append(str(caught.value))
+    assert "Invalid control character at line 1 column 13" in messages[0]
+    assert "Invalid control character at column 13" in messages[1]
+    assert "Invalid control character at column 12" in messages[2]
+    assert not [m for m in messages if "at at" in m]

@@ -93,6 +93,7 @@ from ragroute.loaders.common import (
     CorpusWarning,
     check_unicode,
     decode_utf8_file,
+    json_error,
     not_text_reason,
     parse_json,
 )
@@ -258,7 +259,7 @@ def _jsonl_records(text: str) -> list[tuple[int, Any]]:
             # it reached the graph, whose phrases file (UTF-8) then failed to be written
             records.append((number, check_unicode(parse_json(line), line)))
         except json.JSONDecodeError as exc:
-            records.append((number, _Invalid(f"invalid JSON ({exc.msg} at column {exc.colno})")))
+            records.append((number, _Invalid(f"invalid JSON ({json_error(exc)})")))
         except BadRecord as exc:  # a key written twice, a lone surrogate
             records.append((number, _Invalid(str(exc))))
     return records
@@ -484,7 +485,8 @@ def _node_metadata(attrs: Mapping[str, Any], pid: str, source: str) -> dict[str,
         try:
             parsed = parse_json(raw) if isinstance(raw, str) else raw
         except json.JSONDecodeError as exc:
-            raise CorpusFormatError(f"{source}: passage {pid!r}: metadata is not JSON ({exc.msg})") from None
+            reason = json_error(exc)
+            raise CorpusFormatError(f"{source}: passage {pid!r}: metadata is not JSON ({reason})") from None
         except BadRecord as exc:  # a key written twice: which value was meant is unknown
             raise CorpusFormatError(f"{source}: passage {pid!r}: metadata: {exc}") from None
         if not isinstance(parsed, dict):

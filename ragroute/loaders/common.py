@@ -330,6 +330,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
+def json_error(exc: json.JSONDecodeError, *, line: bool = False) -> str:
+    """``exc``'s message and where it is (its column; its line too when ``line``). Python ends some
+    messages with " at" (``Invalid control character at``, ``Unterminated string starting at``) and
+    others not (``Expecting value``): until session 53 the MCP, OpenAPI and triples loaders wrote
+    "at at" after the first kind, and the HippoRAG loader gave no column at all."""
+    where = f"line {exc.lineno} column {exc.colno}" if line else f"column {exc.colno}"
+    return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} {where}"
+
+
 def parse_json(text: str, repeats: RepeatedKeys | None = None) -> Any:
     """``json.loads(text)`` for the JSON files and lines users give, which does not silently keep one
     of two values of a repeated key: a :class:`BadRecord` naming the key (:func:`duplicate_key_reason`),

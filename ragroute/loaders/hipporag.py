@@ -23,6 +23,7 @@ from ragroute.loaders.common import (
     check_unicode,
     decode_utf8_file,
     duplicate_key_reason,
+    json_error,
     optional_str,
     parse_json,
 )
@@ -44,7 +45,7 @@ def read_json_array(path: str | Path, repeats: RepeatedKeys | None = None) -> li
     try:
         value = parse_json(text, repeats)
     except json.JSONDecodeError as exc:
-        raise CorpusFormatError(f"{source} line {exc.lineno}: invalid JSON ({exc.msg})") from None
+        raise CorpusFormatError(f"{source} line {exc.lineno}: invalid JSON ({json_error(exc)})") from None
     except BadRecord as exc:
         raise CorpusFormatError(f"{source}: {exc}") from None
     if not isinstance(value, list):

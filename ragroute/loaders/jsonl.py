@@ -21,6 +21,7 @@ from ragroute.loaders.common import (
     check_on_error,
     check_unicode,
     decode_error_reason,
+    json_error,
     parse_json,
     wide_encoding_reason,
 )
@@ -60,8 +61,7 @@ def parse_object(text: str) -> dict[str, Any]:
     try:
         value = parse_json(text)
     except json.JSONDecodeError as exc:
-        at = "" if exc.msg.endswith(" at") else " at"  # "Unterminated string starting at"
-        raise BadRecord(f"invalid JSON ({exc.msg}{at} column {exc.colno})") from None
+        raise BadRecord(f"invalid JSON ({json_error(exc)})") from None
     except RecursionError:  # thousands of nested [ or {: a bad record, not a traceback
         raise BadRecord("JSON nested too deeply") from None
     if not isinstance(value, dict):

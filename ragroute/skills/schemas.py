@@ -25,7 +25,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from ragroute.errors import CorpusFormatError
-from ragroute.loaders.common import BadRecord, RepeatedKeys, check_unicode, decode_utf8_file, parse_json
+from ragroute.loaders.common import (
+    BadRecord,
+    RepeatedKeys,
+    check_unicode,
+    decode_utf8_file,
+    json_error,
+    parse_json,
+)
 from ragroute.loaders.jsonl import open_binary
 from ragroute.skills.records import SkillWarning, WarningLog
 from ragroute.yaml_files import YamlProblem, parse_yaml
@@ -65,7 +72,7 @@ def parse_structured(text: str, source: str | Path, *, yaml_ok: bool, log: Warni
             repeats = RepeatedKeys()
             value = check_unicode(parse_json(text, repeats), text)
         except json.JSONDecodeError as exc:
-            raise BadRecord(f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+            raise BadRecord(f"invalid JSON ({json_error(exc, line=True)})") from None
         except RecursionError:
             raise BadRecord("invalid JSON (nested too deeply)") from None
         repeated = [f"duplicate key {key!r}" for key in repeats.names()]
