@@ -898,6 +898,27 @@ def test_keywords_normalise_unicode_accents_and_quotes():
     assert policy.evaluate("cafeteria", all_signals=True).signals["cafe"]["fired"] is False
 
 
+def test_keywords_match_full_width_ligature_and_case_folded_forms():
+    """Keywords read NFKC, case-folded, as BM25 does: until session 53 ``pdf`` did not fire on the
+    full-width ``ＰＤＦ`` a Chinese or Japanese keyboard types, nor ``STRASSE`` on ``Straße``."""
+    policy = signals_only(
+        """\
+          pdf: {type: keywords, any: [pdf]}
+          street: {type: keywords, any: [STRASSE]}
+          file: {type: keywords, any: [file]}
+          istanbul: {type: keywords, any: [istanbul]}
+          wide: {type: keywords, any: ["ＶＰＮ"]}
+        """
+    )
+    fired = lambda text, name: policy.evaluate(text, all_signals=True).signals[name]["fired"]  # noqa: E731
+    assert fired("ＰＤＦを開けない", "pdf") and fired("convert this ｐｄｆ", "pdf")
+    assert fired("Die Hauptstraße ist gesperrt", "street") is False  # a longer word: no match
+    assert fired("die Straße ist gesperrt", "street")
+    assert fired("the ﬁle is gone", "file") and fired("İSTANBUL office", "istanbul")
+    assert fired("my vpn is down", "wide") and fired("ＶＰＮ接続", "wide")
+    assert not fired("pdfs and profiles", "pdf")  # still whole words
+
+
 def test_a_chinese_or_japanese_keyword_is_found_inside_a_sentence():
     """Chinese and Japanese are written without spaces between words: a keyword was matched only
     as a whole space-separated token, so 打印机 never fired inside 我的打印机坏了 (session 40)."""

@@ -332,14 +332,27 @@ def normalise_text(text: str) -> str:
     return _INVISIBLE.sub("", unicodedata.normalize("NFC", text).translate(_QUOTES))
 
 
+def keyword_text(text: str) -> str:
+    """``text`` as keyword signals compare it: :func:`normalise_text`, then in its NFKC form,
+    case-folded (ICU's ``nfkc_cf``, as BM25 reads words): full-width ``ＰＤＦ`` is ``pdf``, the
+    ligature ``ﬁ`` is ``fi``, ``Straße`` is ``strasse`` and a lowercased ``İ`` is ``i``. Until
+    session 53 a keyword matched only what NFC and the regex's own case rules equate, so ``pdf``
+    did not fire on ``ＰＤＦ`` nor ``STRASSE`` on ``Straße``. ASCII is unchanged."""
+    text = normalise_text(text)
+    if text.isascii():
+        return text
+    folded = unicodedata.normalize("NFKC", text).casefold().replace("i\u0307", "i")
+    return unicodedata.normalize("NFKC", folded)  # casefold may leave a letter and its mark apart
+
+
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
-    """Whole-word, any-case pattern of ``phrase`` (:func:`normalise_text`; words separated by any
+    """Whole-word, any-case pattern of ``phrase`` (:func:`keyword_text`; words separated by any
     whitespace); a word is not matched inside a longer one, nor before a combining mark. Chinese
     and Japanese are written without spaces between words: a phrase starting (or ending) in that
     script needs no boundary on that side, and a character of it next to a phrase is no part of
     the phrase's word (打印机 is found in 我的打印机坏了, VPN in 公司的VPN连接; neither matched until
     session 40)."""
-    words = normalise_text(phrase).split()
+    words = keyword_text(phrase).split()
     body = r"\s+".join(re.escape(word) for word in words)
     # a letter or digit of a spaced script (or a combining mark) next to the phrase joins it to a
     # longer word; a Chinese or Japanese character next to it does not (no spaces there)
@@ -353,8 +366,9 @@ def _phrase_pattern(phrase: str) -> re.Pattern[str]:
 class KeywordsSignal(Signal):
     """Fires when any word of ``any`` and every word of ``all`` occur (whole words, any case).
 
-    Query and words are compared as :func:`normalise_text` writes them: "café" typed with a
-    combining accent is "café", and "won’t" (a curly apostrophe) is "won't"."""
+    Query and words are compared as :func:`keyword_text` writes them: "café" typed with a
+    combining accent is "café", "won’t" (a curly apostrophe) is "won't", full-width "ＰＤＦ" is
+    "pdf"."""
 
     kind: ClassVar[str] = "keywords"
     keys: ClassVar[frozenset[str]] = frozenset({"any", "all"})
@@ -383,7 +397,7 @@ class KeywordsSignal(Signal):
         return [word for word in words if self._patterns[word].search(text)]
 
     def evaluate(self, ctx: SignalContext) -> SignalResult:
-        text = normalise_text(ctx.text)
+        text = keyword_text(ctx.text)
         matched_any = self._matches(self.any_of, text)
         matched_all = self._matches(self.all_of, text)
         fired = (not self.any_of or bool(matched_any)) and len(matched_all) == len(self.all_of)
