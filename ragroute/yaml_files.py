@@ -259,11 +259,19 @@ def read_yaml(path: str | Path, what: str) -> Any:
 
     ``what`` names the file's role in the message (e.g. ``"routing config"``).
     """
+    from ragroute.loaders.common import wide_encoding_reason
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise RagrouteError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    wide = wide_encoding_reason(data)
+    if wide is not None:  # until session 53 "is not UTF-8 (invalid start byte)", or without a byte
+        # order mark "invalid YAML (unacceptable character #x0000)": neither said UTF-16
+        raise RagrouteError(f"{what} {path}: {wide}")
+    try:  # line ends as read_text reads them
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         raise RagrouteError(f"{what} {path} is not UTF-8 ({exc.reason})") from None
     try:

@@ -733,7 +733,11 @@ def test_cli_defaults_keys_of_ragroute_itself(tmp_path, monkeypatch):
     ("content", "said"),
     [
         (b"sources: [unclosed\n", "is not valid YAML (did not find expected ',' or ']' at line 2)"),
-        (b"\xff\xfe sources: {}\n", "is not UTF-8 (invalid start byte)"),
+        (b"sources: {caf\xe9: 1}\n", "is not UTF-8 (invalid continuation byte)"),
+        # UTF-16 with and without a byte order mark: until session 53 "is not UTF-8 (invalid start
+        # byte)" and "is not valid YAML (unacceptable character #x0000 ...)"
+        (b"\xff\xfe sources: {}\n", "(e.g. iconv -f utf-16 -t utf-8 FILE > NEW)"),
+        ("sources: {}\n".encode("utf-16-le"), "(e.g. iconv -f utf-16le -t utf-8 FILE > NEW)"),
         (b"", "the file is empty"),
         (b"# a comment only\n", "the file is empty"),
         (b"- astro\n- cook\n", "expected a mapping (a routing config, or 'corpora:' definitions)"),
