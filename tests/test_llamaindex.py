@@ -1000,3 +1000,41 @@ def test_a_failed_gates_node_metadata_holds_no_nan(hashing_encoder, small_docs):
     json.dumps(gate, allow_nan=False)
     (node, *_) = GatedLlamaRetriever(Numpy(), RoutedLlamaRetriever(pipeline)).retrieve("bread flour")
     assert type(node.node.metadata["gate"]["p_retrieve"]) is float
+
+
+def test_a_gated_retrievers_latest_decisions_are_one_querys_under_concurrency(hashing_encoder, small_docs):
+    """``last_decision`` and ``last_routing`` belong to the query that ended last: until session 53
+    the gate's was written when it decided and the routing's when retrieval ended, so a query that
+    gated first and retrieved last left its routing beside a later query's gate decision."""
+    import threading
+
+    from ragroute.integrations.llamaindex_gate import GatedLlamaRetriever
+    from ragroute.pipeline.stages import GateDecision
+    from ragroute.route.base import BaseRouter
+    from ragroute.types import Decision
+
+    released, first_gated = threading.Event(), threading.Event()
+
+    class Named:
+        def gate_many(self, contexts):
+            first_gated.set()
+            return [GateDecision("retrieve", 1.0, reason=c.text) for c in contexts]
+
+    class Slow(BaseRouter):
+        name = "slow"
+
+        def route_many(self, queries, *, query_vectors=None):
+            if "first" in queries[0]:
+                assert released.wait(10)  # the first query routes only after the second ended
+            return [Decision(chosen=["all"], routes={"all": 1.0}, signals={"query": q}) for q in queries]
+
+    index = build_index(small_docs, "dense", encoder=hashing_encoder, name="all")
+    gated = GatedLlamaRetriever(Named(), RoutedLlamaRetriever(Pipeline([Source("all", index)], Slow())))
+    first = threading.Thread(target=gated.retrieve, args=("first bread",))
+    first.start()
+    assert first_gated.wait(10)
+    gated.retrieve("second printer")
+    released.set()
+    first.join(10)
+    assert gated.last_decision is not None and gated.last_routing is not None
+    assert (gated.last_decision.reason, gated.last_routing.signals["query"]) == ("first bread",) * 2

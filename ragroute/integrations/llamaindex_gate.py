@@ -117,9 +117,8 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
         # through the pipeline's gate stage: a gate that raises (or answers nonsense) means
         # "retrieve", with the error in the decision, as in a pipeline and the controller
         decision = GateStage(self.gate, getattr(self.retriever, "router", None)).run([context])[0]
-        self.last_decision = decision
-        self.last_routing = None
         if decision.action != "retrieve":
+            self.last_decision, self.last_routing = decision, None
             self.decisions.report(GateOutcome(decision, None))
             return []
         k = decision.depth or self.similarity_top_k
@@ -130,7 +129,10 @@ class GatedLlamaRetriever(_Decisions[Decision, GateOutcome], _TopK, BaseRetrieve
             self._scale = index_scale(self.retriever, self._scale)
             hits = self._scale.rescore(scoped_hits(hits_of(self.retriever, [context], k)[0], self.scopes))
             routed = None
-        self.last_routing = routed
+        # both when the query ends, one tuple: until session 53 the gate's decision was kept when the
+        # gate decided, so a query retrieving past a later one's end left its routing beside that
+        # query's gate decision
+        self.last_decision, self.last_routing = decision, routed
         decision_id = self.decisions.record(routed) if routed is not None else ""
         self.decisions.report(GateOutcome(decision, routed))
         gate: dict[str, Any] = {"action": decision.action, "reason": decision.reason}
