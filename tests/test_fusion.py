@@ -3,7 +3,7 @@ import pytest
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.index.fusion import fuse
-from ragroute.types import Hit
+from ragroute.types import Document, Hit
 
 
 def hits(source, pairs):
@@ -102,6 +102,32 @@ def test_null_statistics_come_from_other_sources_pseudo_queries(hashing_encoder,
     own = [h[0].score for h, _ in sources[0].search_contexts([QueryContext("telescope orbit star")], 1)]
     assert stats["astro"]["mean"] < own[0]  # a foreign question scores lower than a native one
     assert null_score_stats(sources, per_source=5) is stats  # memoised per set of sources
+
+
+def test_a_sources_null_is_measured_on_at_most_about_1200_pseudo_queries(hashing_encoder):
+    """Beside many sources each gives fewer pseudo-queries (its first ones): until session 53 every
+    source searched all (S - 1) x 60 of the others', so a pipeline's first query grew with the
+    square of its sources (15 s at 100 sources of 80 documents)."""
+    from ragroute.index.build import build_index
+    from ragroute.pipeline.calibration import null_score_stats
+    from ragroute.route.sources import Source
+
+    def sources(n):
+        return [
+            Source(
+                f"s{j}",
+                build_index(
+                    [Document(f"s{j}-{i}", f"topic{j} item{i} " + "word " * 8) for i in range(61)],
+                    "dense",
+                    encoder=hashing_encoder,
+                ),
+            )
+            for j in range(n)
+        ]
+
+    few, many = null_score_stats(sources(12)), null_score_stats(sources(30))
+    assert {s["pseudo_queries"] for s in few.values()} == {11 * 60}  # up to 21 sources: as before
+    assert {s["pseudo_queries"] for s in many.values()} == {29 * 42}  # 42 = ceil(1200 / 29) of each
 
 
 @pytest.mark.parametrize("method", ["rrf", "minmax", "zscore"])

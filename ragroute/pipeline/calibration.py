@@ -30,6 +30,12 @@ from ragroute.route.sources import Source
 from ragroute.scopes import readable
 
 PSEUDO_QUERIES_PER_SOURCE = 60
+#: the most pseudo-queries of the other sources one source's null is measured on: beside more than
+#: 20 other sources each gives fewer than :data:`PSEUDO_QUERIES_PER_SOURCE` (its first ones, the
+#: same for every pipeline it is in), so the first query of a pipeline over S sources searches about
+#: S x 1,200 of them, not S x (S - 1) x 60 (until session 53: 4.4 s at 100 small sources, growing
+#: with the square; with a model encoder, 6,000 pseudo-queries encoded besides)
+NULL_QUERIES = 1200
 #: fewer of the other sources' pseudo-queries than this are no null: their mean and sd are any two
 #: numbers (a source beside one of two documents was standardised against two of them)
 MIN_NULL_QUERIES = 10
@@ -42,7 +48,8 @@ _memo: RetrieverMemo[dict[str, dict[str, float]]] = RetrieverMemo()
 def null_score_stats(
     sources: Sequence[Source], *, per_source: int = PSEUDO_QUERIES_PER_SOURCE, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Per source: mean and standard deviation of its top-1 score on other sources' pseudo-queries.
+    """Per source: mean and standard deviation of its top-1 score on other sources' pseudo-queries
+    (``per_source`` of each, fewer beside more than 20 others: :data:`NULL_QUERIES`).
 
     A pseudo-query that finds nothing in a source (possible with BM25) counts as
     a top score of 0. Sources without documents, or whose search raises, get no statistics
@@ -58,8 +65,9 @@ def null_score_stats(
         return cached
     contexts: list[QueryContext] = []
     owner: list[int] = []
+    each = min(per_source, -(-NULL_QUERIES // max(len(sources) - 1, 1)))
     for j, source in enumerate(sources):
-        for _, text in pseudo_queries(source.documents, per_source, seed=seed, key=source.name):
+        for _, text in pseudo_queries(source.documents, each, seed=seed, key=source.name):
             contexts.append(QueryContext(text))
             owner.append(j)
     owners = np.asarray(owner)
