@@ -2,11 +2,18 @@
 
 All functions take one query's ranking (doc ids, best first) and its qrels
 (``{doc_id: grade}``, grade > 0 meaning relevant). ``evaluate_run`` averages
-them over queries. Conventions follow trec_eval / BEIR: nDCG uses the graded
-gain ``grade`` with a ``log2(rank + 1)`` discount; queries with no relevant
-document are skipped by ``evaluate_run``. A document id repeated in a ranking counts
-once, at its first rank (later copies are dropped before the cut-off), so no metric
-can credit one relevant document twice.
+them over queries. Per query, every metric is trec_eval's (pytrec_eval's, as BEIR reads
+them): nDCG@k is ``ndcg_cut.k`` (linear gain ``grade``, not ``2**grade - 1``, a
+``log2(rank + 1)`` discount, the ideal ranking cut at ``k``), recall@k divides by every
+relevant document (not ``min(k, relevant)``), MRR@k is ``recip_rank`` of the top ``k``
+and hit@k is ``success.k``; grades of 0 and below are not relevant. Two rules are this
+library's own. A query judged with no relevant document is skipped by ``evaluate_run``,
+where trec_eval and BEIR average it in as 0 (no set in ../shared/data has one). A ranking
+is judged in the order given (the retriever's tie-break), where trec_eval re-sorts it by
+score, breaking ties by document id (on the Glasgow dev BM25 runs of docs/benchmarks.md,
+cacm's nDCG@10 reads 0.4307 here, 0.4301 in pytrec_eval; the other seven are equal). A
+document id repeated in a ranking counts once, at its first rank (later copies are dropped
+before the cut-off), so no metric can credit one relevant document twice.
 
 One rule for every average in the library and the benchmarks: a query is scored only
 when :func:`is_scorable` (it has a relevant judgement; a query judged only with grade 0
