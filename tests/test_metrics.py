@@ -546,3 +546,20 @@ def test_an_evaluator_refuses_to_read_fewer_hits_than_its_metric_scores():
     with pytest.raises(InvalidArgumentError, match=r"recall@20 scores: give k >= 20"):
         RoutingEvaluator([], {}, {}, k=10, metric="recall@20")
     RetrievalEvaluator([], {}, metrics=("recall@5",), k=5)  # as deep as it scores: fine
+
+
+@pytest.mark.parametrize(
+    ("run", "qrels", "named"),
+    [
+        ({"q1": [1, "d2"]}, {"q1": {"1": 1}}, "run document id 1 is an integer"),
+        ({1: ["d1"]}, {"1": {"d1": 1}}, "run query id 1 is an integer"),
+        ({"q1": ["d1"]}, {"q1": {7: 1}}, "qrels document id 7 is an integer"),
+    ],
+)
+def test_an_id_that_is_no_text_is_refused_not_scored_0(run, qrels, named):
+    """A run or qrels built in code with int ids matched nothing and scored 0, silently (until
+    session 53)."""
+    from ragroute.errors import RagrouteError
+
+    with pytest.raises(RagrouteError, match=rf"^{named}: ids are text"):
+        evaluate_run(run, qrels)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, value_type_name
 
 
 def _relevant(qrels: Mapping[str, int]) -> dict[str, int]:
@@ -122,10 +122,30 @@ def parse_metric(name: str) -> tuple[str, int]:
 def per_query_scores(
     run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], metric: str
 ) -> dict[str, float]:
-    """``metric`` for each scorable query of ``qrels`` (a judged query missing from ``run`` scores 0)."""
+    """``metric`` for each scorable query of ``qrels`` (a judged query missing from ``run`` scores 0).
+    Query and document ids are text, as the loaders read them: another type (an ``int`` id of a
+    run or qrels built in code) is :class:`RagrouteError`, where it matched nothing and scored 0,
+    silently (until session 53)."""
     base, k = parse_metric(metric)
+    _check_ids(run, qrels)
     scorable = {qid: rels for qid, rels in qrels.items() if is_scorable(rels)}
     return {qid: METRICS[base](list(run.get(qid, ())), rels, k) for qid, rels in scorable.items()}
+
+
+def _check_ids(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> None:
+    """One line naming the first id of ``run`` or ``qrels`` that is no text."""
+    where = (
+        *(("run query id", q) for q in run),
+        *(("qrels query id", q) for q in qrels),
+        *(("qrels document id", d) for rels in qrels.values() for d in rels),
+        *(("run document id", d) for ranking in run.values() for d in ranking),
+    )
+    for what, value in where:
+        if not isinstance(value, str):
+            raise RagrouteError(
+                f"{what} {value!r} is {value_type_name(value)}: ids are text (str), as the loaders read "
+                "them; an id of another type matches none"
+            )
 
 
 def evaluate_run(
