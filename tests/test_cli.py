@@ -1102,3 +1102,33 @@ def test_a_training_reports_nan_is_null_not_the_nan_no_json_parser_reads():
         "sets": ["toollens"],
     }
     assert text.startswith("{\n  ")  # still indented for reading
+
+
+def test_an_out_under_a_file_is_refused_before_the_corpus_is_read(runner, corpus, tmp_path):
+    """`build --out notes.txt/idx` read (and encoded) the whole corpus, then said
+    `error: .../notes.txt/idx/builds: Not a directory`, naming a path that was not the problem
+    (until session 53)."""
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "idx"
+    result = runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"])
+    assert result.exit_code == 2 and "loaded" not in result.output, result.output  # before any work
+    assert result.output == (
+        f"error: cannot write an artifact at {out}: {tmp_path / 'notes.txt'} is a file, not a folder\n"
+    )
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_artifact_folder_given_as_the_corpus_says_so(runner, corpus, tmp_path):
+    """`build IDX --out OUT` (an index folder as the corpus) said `IDX: a folder corpus reads .txt,
+    ... files and this one has none; ... give that file as the corpus (e.g.
+    IDX/builds/ID/bm25_vocab.json)`: a file of the index's own build (until session 53)."""
+    idx = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(corpus), "--out", str(idx), "--method", "bm25"]).exit_code == 0
+    before = (idx / "CURRENT").read_text()
+    result = runner.invoke(main, ["build", str(idx), "--out", str(tmp_path / "out"), "--method", "bm25"])
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: {idx} holds an index (a folder a ragroute command wrote), not a corpus: give a corpus "
+        "folder or file (an index's is the one it was built from)\n"
+    )
+    assert (idx / "CURRENT").read_text() == before and not (tmp_path / "out").exists()

@@ -421,3 +421,48 @@ def test_route_probabilities_never_read_across_the_threshold_beside_them():
     assert routes_line({"a": 0.29996, "b": 0.70004}, ["b"], 0.3, None) == "  routes: b 0.700, a 0.29996"
     assert routes_line({"a": 0.8996, "b": 0.1004}, ["a", "b"], 0.1, 0.9) == "  routes: a 0.8996, b 0.100"
     assert routes_line({"a": 0.25, "b": 0.75}, ["b", "a"], 0.25, None) == "  routes: b 0.750, a 0.250"
+
+
+@pytest.mark.parametrize("held", ["gate", "folder", "under a file", "0.1 router"])
+def test_route_fit_checks_its_out_before_any_encoding(tmp_path, monkeypatch, hashing_encoder, held):
+    """`route fit --out` at another family's artifact, a folder of the user's files or a path under
+    a file was refused only when saving, after every query was encoded and the router trained
+    (until session 53); a 0.1 router folder is still refitted in place."""
+    rows = tmp_path / "labels.jsonl"
+    labelled = [("what is a comet", "astro"), ("how do stars form", "astro"), ("knead dough", "cook")]
+    rows.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in labelled))
+    out = tmp_path / "router"
+    if held == "gate":
+        from ragroute.store import write_artifact
+
+        with write_artifact(out, "gate", "trained") as pending:
+            (pending.path / "gate.npz").write_bytes(b"")
+        message = f"refusing to replace {out}: it holds a gate (trained), not a router"
+    elif held == "folder":
+        out.mkdir()
+        (out / "mine.txt").write_text("mine")
+        message = f"refusing to overwrite {out}: it exists and is not a ragroute artifact"
+    elif held == "under a file":
+        (tmp_path / "notes.txt").write_text("mine")
+        out = tmp_path / "notes.txt" / "router"
+        message = f"cannot write an artifact at {out}: {tmp_path / 'notes.txt'} is a file, not a folder"
+    else:
+        out.mkdir()
+        (out / "router.json").write_text("{}")
+        (out / "router_weights.npz").write_bytes(b"")
+        message = ""
+
+    def no_encoding(*_args, **_kwargs):
+        raise AssertionError("an encoder was loaded before --out was checked")
+
+    encoder = no_encoding if message else lambda *_args, **_kwargs: hashing_encoder
+    monkeypatch.setattr("ragroute.encode.load_encoder", encoder)
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else None
+    result = CliRunner().invoke(main, ["route", "fit", "--queries", str(rows), "--out", str(out)])
+    if not message:  # the 0.1 files are replaced by the new build
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in out.iterdir()) == [".lock", "CURRENT", "builds"]
+        return
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {message}") and result.output.count("\n") == 1
+    assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before

@@ -214,6 +214,29 @@ def test_a_query_lora_expert_changes_queries_not_documents(trained_expert: Path,
     assert expert.query_space.endswith("@" + open_snapshot(trained_expert).manifest.build)
 
 
+def test_expert_train_refuses_an_out_of_the_users_files_before_loading_the_corpus(tmp_path, monkeypatch):
+    """`expert train --out DIR` where DIR holds the user's files (no `manifest.json` or `CURRENT`)
+    passed the check made before any work (`check_replaceable` looked only at artifacts): the
+    corpus was loaded, encoded and trained on before `refusing to overwrite` (until session 53)."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("the corpus was loaded for an --out that cannot be published")
+
+    monkeypatch.setattr("ragroute.loaders.load_corpus", no_loading)
+    corpus_file = tmp_path / "corpus.jsonl"
+    corpus_file.write_text('{"_id": "d1", "text": "Comets have an ion tail."}\n')
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["expert", "train", str(corpus_file), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: refusing to overwrite {out}: it exists and is not a ragroute artifact\n"
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
 def test_the_training_device_is_recorded_and_an_unusable_one_is_one_line(
     trained_expert: Path, tmp_path, monkeypatch
 ) -> None:

@@ -235,3 +235,35 @@ def test_gate_fit_select_chooses_the_signals_and_bench_scores_the_selection_per_
     assert result["gates"]["selected"]["chosen"] == ["threshold_rarity"] * 2
     report = bench_gate.format_report(result)
     assert "selected: chose threshold_rarity, threshold_rarity (per fit split)" in report
+
+
+@pytest.mark.parametrize("held", ["router", "folder", "under a file"])
+def test_fit_checks_its_out_before_reading_the_queries(tmp_path, labels, monkeypatch, held):
+    """`gate fit --out` at another family's artifact, a folder of the user's files or a path under a
+    file was refused only when saving, after the queries were read, encoded and fitted (until
+    session 53)."""
+    out = tmp_path / "gate"
+    if held == "router":
+        from ragroute.store import write_artifact
+
+        with write_artifact(out, "router", "trained") as pending:
+            (pending.path / "router_weights.npz").write_bytes(b"")
+        message = f"refusing to replace {out}: it holds a router (trained), not a gate"
+    elif held == "folder":
+        out.mkdir()
+        (out / "mine.txt").write_text("mine")
+        message = f"refusing to overwrite {out}: it exists and is not a ragroute artifact"
+    else:
+        (tmp_path / "notes.txt").write_text("mine")
+        out = tmp_path / "notes.txt" / "gate"
+        message = f"cannot write an artifact at {out}: {tmp_path / 'notes.txt'} is a file, not a folder"
+
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the queries were read before --out was checked")
+
+    monkeypatch.setattr("ragroute.route.labels.read_labelled_queries", no_work)
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else None
+    result = CliRunner().invoke(main, ["gate", "fit", str(labels), "--out", str(out), "--signals", "rarity"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {message}") and result.output.count("\n") == 1
+    assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before

@@ -1347,6 +1347,37 @@ def test_rerank_train_and_average_refuse_an_out_they_cannot_publish_before_any_p
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("held", ["folder", "under a file"])
+def test_rerank_train_refuses_an_out_of_the_users_files_before_any_pair(tmp_path, monkeypatch, held):
+    """`rerank train --out DIR` where DIR holds the user's files (no `manifest.json` or `CURRENT`),
+    or lies under a file, passed the check made before training (`check_replaceable` looked only
+    at artifacts) and was refused after minutes of mining pairs and training (until session 53)."""
+    from click.testing import CliRunner
+
+    import ragroute.cli.rerank
+    from ragroute.cli import main
+
+    def no_pairs(*_args, **_kwargs):
+        raise AssertionError("pairs were built for an --out that cannot be published")
+
+    monkeypatch.setattr(ragroute.cli.rerank, "_pairs", no_pairs)
+    if held == "folder":
+        out = tmp_path / "mine"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        message = f"refusing to overwrite {out}: it exists and is not a ragroute artifact"
+    else:
+        (tmp_path / "notes.txt").write_text("mine")
+        out = tmp_path / "notes.txt" / "r"
+        message = f"cannot write an artifact at {out}: {tmp_path / 'notes.txt'} is a file, not a folder"
+    result = CliRunner().invoke(main, ["rerank", "train", "--data", str(tmp_path), "--out", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, lines
+    assert lines[0] == f"error: {message}"
+    mine = out / "notes.txt" if held == "folder" else tmp_path / "notes.txt"
+    assert mine.read_text() == "mine" and (held != "folder" or sorted(out.iterdir()) == [mine])
+
+
 def test_draws_of_one_seed_start_from_the_same_weights(tmp_path):
     from sentence_transformers import CrossEncoder
 

@@ -521,3 +521,48 @@ def test_an_out_path_that_is_a_link_to_nowhere_says_so(tmp_path):
         "not exist; create that folder or remove the link"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_out_path_that_cannot_be_created_or_written_is_refused_before_any_work(tmp_path, monkeypatch):
+    """`--out notes.txt/idx` (a file among its parents), a parent that is a link to nothing, a
+    read-only folder: until session 53 `building` let each through, and the build failed only when
+    writing, after all its work, naming `OUT/builds: Not a directory` (or `OUT: Permission
+    denied`)."""
+    import os
+    from pathlib import Path
+
+    from ragroute.store import building
+
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: what the system tells any other user of this folder
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and access(path, mode))
+    cases = [
+        (tmp_path / "notes.txt" / "idx", f"{tmp_path / 'notes.txt'} is a file, not a folder"),
+        (tmp_path / "notes.txt" / "a" / "b", f"{tmp_path / 'notes.txt'} is a file, not a folder"),
+        (tmp_path / "gone" / "idx", f"{tmp_path / 'gone'} is a symbolic link to nothing"),
+        (read_only / "idx", f"{read_only} is a folder this user may not write in"),
+    ]
+    for out, why in cases:
+        with pytest.raises(ArtifactFormatError) as raised, building(out, "test"):
+            raise AssertionError(f"the build started for {out}")
+        assert str(raised.value) == f"cannot write an artifact at {out}: {why}"
+    from ragroute.store import check_writable  # what the long commands check before any work
+
+    for out, why in cases:
+        with pytest.raises(ArtifactFormatError) as raised:
+            check_writable(out, "test")
+        assert str(raised.value) == f"cannot write an artifact at {out}: {why}"
+    try:
+        with pytest.raises(ArtifactFormatError, match=f"at {read_only}: it is a folder this user may not"):
+            check_writable(read_only, "test")
+    finally:
+        read_only.chmod(0o755)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not os.path.lexists(tmp_path / "nowhere")
+    assert list(read_only.iterdir()) == []
+    check_writable(tmp_path / "new" / "deeper" / "idx", "test")  # folders to be made are fine
+    _publish(tmp_path / "new" / "deeper" / "idx", "x")

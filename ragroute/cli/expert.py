@@ -117,10 +117,10 @@ def train_command(
     from ragroute.experts.pseudo_queries import cut_pseudo_queries
     from ragroute.experts.train import FAMILY, ExpertTrainParams, check_peft, train_expert
     from ragroute.loaders import load_corpus
-    from ragroute.store import check_replaceable
+    from ragroute.store import check_writable
     from ragroute.training import check_device
 
-    check_replaceable(out, FAMILY)  # before the corpus is loaded and encoded
+    check_writable(out, FAMILY)  # before the corpus is loaded and encoded
     if mode == "query-lora":
         check_peft()
     documents = load_corpus(corpus, **corpus_columns(corpus, columns))

@@ -90,13 +90,14 @@ def fit_command(
 ) -> None:
     """Fit a calibrated gate on TRAIN.jsonl (LABELS: no / none / no_tool = answer directly, any other
     label = retrieve) and save it to --out. The encoder is loaded only when a signal embeds queries."""
-    from ragroute.errors import RagrouteError, unknown_keys_message
+    from ragroute.errors import IndexFormatError, RagrouteError, unknown_keys_message
     from ragroute.gate import DEFAULT_SIGNALS, GATE_SIGNALS, TrainedGate, needs_retrieval
     from ragroute.gate.selection import CANDIDATE_GATES, select_gate
-    from ragroute.gate.trained import FEW_EXAMPLES
+    from ragroute.gate.trained import ARTIFACT_FAMILY, FEW_EXAMPLES
     from ragroute.loaders.labels import check_labels_file
     from ragroute.registry import load_plugins
     from ragroute.route.labels import read_labelled_queries
+    from ragroute.store import check_writable
 
     check_labels_file(train)
     exclusive_options(
@@ -127,6 +128,8 @@ def fit_command(
     embeds = any(GATE_SIGNALS[k].uses_encoder for k in kinds)
     if not embeds:
         refuse_options(("encoder", "backend"), f"to signals that embed nothing ({', '.join(kinds)})")
+    # before the queries are read and encoded (until session 53: only when saving the fitted gate)
+    check_writable(out, ARTIFACT_FAMILY, IndexFormatError)
     texts, labels = read_labelled_queries(train)
     enc = _encoder(encoder, backend, cache_dir) if embeds else None
     flags = [needs_retrieval(label) for label in labels]

@@ -187,15 +187,20 @@ def build_command(
     kNN over phrase embeddings. Progress bars show on a terminal.
     """
     from ragroute.index.build import build_index
+    from ragroute.index.io import FAMILY
+    from ragroute.store import check_writable
 
     if corpus is None and triples_file is None:
         raise RagrouteError("give a CORPUS, --triples FILE, or both")
     llm_spec = applicable(
         "llm_spec", llm_spec, extractor == "llm", f"to --extractor {extractor} ({LLM_ONLY})"
     )
+    out_dir = out_dir or default_out(corpus, triples_file)
+    # before any work, as `ragroute build` does (until session 53 an --out that could not take the
+    # graph was refused only when saving it, after the extraction and every phrase was encoded)
+    check_writable(out_dir, FAMILY, IndexFormatError)
     chosen: Any = llm_extractor(llm_spec, cache_dir) if extractor == "llm" else extractor
     start = time.perf_counter()
-    out_dir = out_dir or default_out(corpus, triples_file)
     model = open_encoder(encoder, backend, cache_dir)
     params = GraphParams(synonym_threshold=synonym_threshold)
     units = load_units(corpus, granularity, on_error, columns) if corpus is not None else []

@@ -180,16 +180,16 @@ def train_command(
     """
     from ragroute.rerank.cross_encoder import FAMILY
     from ragroute.rerank.train import TrainParams, train_reranker
-    from ragroute.store import check_replaceable
+    from ragroute.store import check_writable
     from ragroute.training import check_device
 
-    check_replaceable(out, FAMILY)  # before minutes of loading and training, not after
+    check_writable(out, FAMILY)  # before minutes of loading and training, not after
     if draws > 1:  # and where each draw is kept (until session 44 refused after the first draw trained)
         from ragroute.rerank.average import draws_folder
 
         first = draw if draw is not None else seed
         for position in range(draws):
-            check_replaceable(draws_folder(out) / f"draw-{first + position}", FAMILY)
+            check_writable(draws_folder(out) / f"draw-{first + position}", FAMILY)
     check_device(device)  # likewise: before the training pairs are mined
     params = TrainParams(
         layers=layers,
@@ -319,13 +319,13 @@ def average_command(
     """
     from ragroute.rerank.average import average_rerankers, check_draws
     from ragroute.rerank.cross_encoder import FAMILY
-    from ragroute.store import check_replaceable, open_snapshot
+    from ragroute.store import check_writable, open_snapshot
 
     manifests = [open_snapshot(m, family="reranker").manifest.params for m in models]
     check_draws([(str(m), params) for m, params in zip(models, manifests)])  # before any pair is built
     # likewise --out: until session 44 one that cannot take a reranker was refused only at the
     # end, after minutes of building the calibration pairs
-    check_replaceable(out, FAMILY)
+    check_writable(out, FAMILY)
     calibration = _calibration_pairs(manifests[0], (), split, encoder, backend, cache_dir)
     click.echo(report_text(average_rerankers(list(models), out, calibration, name=out.name)))
 

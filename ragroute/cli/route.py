@@ -226,11 +226,21 @@ def fit_command(
     probabilities) from labelled queries, and save it for `router: {kind: trained, model: DIR}`
     in a routing config.
     """
+    from ragroute.errors import IndexFormatError
     from ragroute.route.features import QueryFeatures
-    from ragroute.route.trained import DEFAULT_HIDDEN, TrainedRouter
+    from ragroute.route.trained import (
+        ARTIFACT_FAMILY,
+        DEFAULT_HIDDEN,
+        ROUTER_FILE,
+        WEIGHTS_FILE,
+        TrainedRouter,
+    )
+    from ragroute.store import check_writable
 
     if model != "mlp":
         refuse_options(("hidden",), "to --model logreg (it sets the MLP's hidden layer)")
+    # before the queries are encoded and the router trained (until session 53: only when saving it)
+    check_writable(out_dir, ARTIFACT_FAMILY, IndexFormatError, supersedes=(ROUTER_FILE, WEIGHTS_FILE))
     texts, labels = _labelled_queries(queries, beir_root, split)
     none_label, said = _none_label(none_label, labels)
     enc = open_encoder(encoder, backend, cache_dir)

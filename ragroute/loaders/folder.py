@@ -20,13 +20,14 @@ links to folders and broken links are not followed, and are named in one warning
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 from ragroute.display import counted
-from ragroute.errors import CorpusFormatError, argument_text, lone_surrogate
+from ragroute.errors import CorpusFormatError, RagrouteError, argument_text, lone_surrogate
 from ragroute.loaders.common import (
     BadRecord,
     CorpusWarning,
@@ -186,6 +187,7 @@ def load_text_folder(
     files, unread, links = _walk(root)
     files = without_outside_links(files, root, "file")
     if not files:
+        _refuse_an_artifact(root)
         _refuse_data_files_alone(root, unread)
     _say_unread(root, unread, report)
     _say_links_not_followed(root, links)
@@ -252,6 +254,23 @@ def _say_links_not_followed(root: Path, links: list[Path]) -> None:
         "in, or load that folder as a corpus of its own",
         CorpusWarning,
         stacklevel=3,
+    )
+
+
+def _refuse_an_artifact(root: Path) -> None:
+    """A folder a ragroute command wrote (an index, a skill index...) given as a corpus: say so (one
+    line). Until session 53 its files were taken for a corpus's, and the error said to give one of
+    them as the corpus (``e.g. IDX/builds/ID/bm25_vocab.json``)."""
+    from ragroute.store.artifact import family_with_article, holds_artifact, open_snapshot
+
+    if not holds_artifact(root):
+        return
+    held = "a ragroute artifact"
+    with contextlib.suppress(RagrouteError, OSError):
+        held = family_with_article(open_snapshot(root, verify=False).manifest.family)
+    raise CorpusFormatError(
+        f"{root} holds {held} (a folder a ragroute command wrote), not a corpus: give a corpus folder "
+        "or file (an index's is the one it was built from)"
     )
 
 

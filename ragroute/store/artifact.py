@@ -272,10 +272,29 @@ def _writable_target(
         )
     if target.exists() and not target.is_dir():
         raise error(f"refusing to write an artifact at {target}: it is a file")
+    _check_can_create(target, error)
     check_no_links(target, error)
     if target.is_dir() and not holds_artifact(target) and not _only_store_files(target, supersedes):
         raise error(f"refusing to overwrite {target}: it exists and is not a ragroute artifact{_why(target)}")
     return target
+
+
+def _check_can_create(target: Path, error: type[ArtifactFormatError]) -> None:
+    """Raise ``error`` when the folder ``target`` (absolute) could not be written: the nearest of it
+    and its parents that exists is no folder (``--out notes.txt/idx``), or is one this process may
+    not write in (read-only). Until session 53 neither was seen before the write itself, after the
+    whole build, with the message naming a path that was not the problem (``OUT/builds: Not a
+    directory``)."""
+    existing = target
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():  # (``target`` itself, a file or a link to nothing, was refused before)
+        dangling = existing.is_symlink() and not existing.exists()
+        what = "a symbolic link to nothing" if dangling else "a file, not a folder"
+        raise error(f"cannot write an artifact at {target}: {existing} is {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "it" if existing == target else str(existing)
+        raise error(f"cannot write an artifact at {target}: {where} is a folder this user may not write in")
 
 
 def _why(target: Path) -> str:
@@ -308,10 +327,26 @@ def building(
     (an external store's collection): a path that cannot take it is refused before any work,
     and whatever the build creates outside and does not publish (it failed, was interrupted or
     killed) is released (see :mod:`ragroute.store.outside`)."""
-    target = _writable_target(target, error)
-    check_replaceable(target, family, error)
+    target = check_writable(target, family, error)
     with outside_writes(target / BUILDS_DIR):
         yield
+
+
+def check_writable(
+    target: str | Path,
+    family: str,
+    error: type[ArtifactFormatError] = ArtifactFormatError,
+    supersedes: Sequence[str] = (),
+) -> Path:
+    """``target`` made absolute, or ``error`` if :func:`write_artifact` would refuse to publish a
+    build of ``family`` there: a file, a path that cannot be created or written, a folder that is
+    no ragroute artifact (but for the ``supersedes`` files of a 0.1 layout), another family's
+    artifact. What a command that works long calls before any work (until session 53 ``graph
+    build``, ``route fit`` and ``gate fit`` did not, and ``rerank train`` and ``expert train``
+    checked only :func:`check_replaceable`, which lets a folder of the user's files through)."""
+    target = _writable_target(target, error, supersedes)
+    check_replaceable(target, family, error)
+    return target
 
 
 def check_replaceable(
