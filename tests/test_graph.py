@@ -175,6 +175,35 @@ def test_graph_files_that_are_wrong_but_checksummed_are_one_line(tmp_path, hashi
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("fault", ["not-json", "eio"])
+def test_a_phrases_file_that_cannot_be_read_is_named_itself(tmp_path, hashing_encoder, monkeypatch, fault):
+    """Until session 53 it was said as the arrays' file: "graph_arrays.npz: unreadable graph arrays
+    (JSONDecodeError: ...)", for a phrases file that passed its checksum but is not JSON, or one the
+    disk could not read."""
+    import errno
+    from pathlib import Path
+
+    from conftest import replace_published_file
+
+    from ragroute.errors import IndexFormatError
+
+    save_index(build_index(CORPUS, "graph", encoder=hashing_encoder), tmp_path / "kg")
+    if fault == "not-json":
+        replace_published_file(tmp_path / "kg", "graph_phrases.json", b'["ada brennan", ')
+    else:
+        read_text = Path.read_text
+
+        def failing(path, *args, **kwargs):
+            if path.name == "graph_phrases.json":
+                raise OSError(errno.EIO, "Input/output error", str(path))
+            return read_text(path, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", failing)
+    with pytest.raises(IndexFormatError, match=r"graph_phrases\.json: unreadable graph phrases") as info:
+        load_index(tmp_path / "kg", hashing_encoder)
+    assert "\n" not in str(info.value) and "graph_arrays" not in str(info.value)
+
+
 QUESTION = "Which river flows through the city where Ada Brennan was born?"
 
 

@@ -233,6 +233,47 @@ def test_a_cache_that_cannot_be_written_is_read_and_queries_still_run(tmp_path, 
         cache.clear()
 
 
+def test_a_cache_whose_disk_fills_up_while_storing_costs_speed_not_the_build(
+    tmp_path, hashing_encoder, monkeypatch
+):
+    """SQLite says "database or disk is full" (SQLITE_FULL, here through its page limit) when the
+    vectors of a build are stored: until session 53 the build failed ("embedding cache ... is
+    unusable: database or disk is full"), every text encoded for nothing. Now the vectors are
+    used, not stored, said once; the cached ones are still read."""
+    from ragroute.cli.testing import invoke
+    from ragroute.reliability.faults import tiny_encoders
+
+    built, vectors = _cached(tmp_path, hashing_encoder)
+    cache = built.cache
+    pages = cache._conn.execute("PRAGMA page_count").fetchone()[0]
+    cache._conn.execute(f"PRAGMA max_page_count = {pages}")
+    more = [f"a long new passage {i} " * 40 for i in range(50)]
+    with pytest.warns(CacheWarning, match=r"cannot store vectors \(database or disk is full\)"):
+        got = built.encode_documents(TEXTS[:3] + more)
+    np.testing.assert_array_equal(got, hashing_encoder.encode_documents(TEXTS[:3] + more))
+    assert cache.mode == "read-only" and cache.count() == len(TEXTS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        np.testing.assert_array_equal(built.encode_documents(TEXTS + more[:1])[:-1], vectors)
+    # through the command line: the build is published, with a warning
+    opened = EmbeddingCache._open
+
+    def full_disk(self):
+        opened(self)
+        self._conn.execute(f"PRAGMA max_page_count = {self._conn.execute('PRAGMA page_count').fetchone()[0]}")
+
+    monkeypatch.setattr(EmbeddingCache, "_open", full_disk)
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    for i, text in enumerate(more):
+        (corpus / f"{i}.md").write_text(text)
+    with tiny_encoders():
+        outcome = invoke(["build", str(corpus), "--out", str(tmp_path / "idx"), "--method", "dense",
+                          "--cache-dir", str(tmp_path / "other")])  # fmt: skip
+    assert outcome.exit_code == 0, (outcome.stderr, outcome.traceback)
+    assert "cannot store vectors (database or disk is full)" in outcome.stderr
+
+
 def test_a_cache_that_cannot_be_opened_at_all_is_left_out(tmp_path, hashing_encoder, monkeypatch):
     _unwritable_sqlite(monkeypatch)
     with pytest.warns(CacheWarning, match="cannot be used .*: encoding without it"):

@@ -340,3 +340,62 @@ def test_a_note_that_is_no_regular_file_never_hangs_a_write_or_clean(tmp_path):
         pytest.fail("a write hung on a FIFO in builds/")
     assert open_snapshot(target).manifest.params["tag"] == "killed"
     assert [p for p in _builds(target) if p.startswith(".")] == []
+
+
+def _corpus(folder, word: str):
+    folder.mkdir()
+    (folder / "comets.md").write_text(f"# Comets\n\nComets grow an ion tail in the solar wind {word}.\n")
+    (folder / "bread.md").write_text("# Bread\n\nSourdough needs a long fermentation.\n")
+    (folder / "printer.md").write_text("# Printer\n\nReset the printer before replacing the toner.\n")
+    return folder
+
+
+@pytest.mark.parametrize("fault", ["write", "fsync-eio", "fsync-edquot"])
+def test_a_write_or_fsync_the_disk_refuses_is_one_line_naming_the_artifact(tmp_path, monkeypatch, fault):
+    """A full disk (or quota, or I/O error) says so at write() or fsync(), which name no file: until
+    session 53 the first was "error: no space left on device (the disk is full)", with no word of
+    where, and the second was ignored, the build published with files that may never have reached
+    the disk. Now both are one line naming the artifact, which keeps its previous build."""
+    import errno
+
+    import scipy.sparse as sp
+
+    from ragroute.cli.testing import invoke
+
+    out = tmp_path / "idx"
+
+    def build(corpus):
+        return invoke(["build", str(corpus), "--out", str(out), "--method", "bm25"])
+
+    def answer():  # the hits, not the timings
+        return invoke(["query", str(out), "alpha", "--json"]).stdout.split('"trace"')[0]
+
+    assert build(_corpus(tmp_path / "a", "alpha")).exit_code == 0
+    before, published = answer(), _builds(out)
+    assert '"doc_id": "comets' in before  # a word of the first build only
+    if fault == "write":
+        save_npz = sp.save_npz
+
+        def full(file, *args, **kwargs):
+            save_npz(file, *args, **kwargs)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a failed write or close
+
+        monkeypatch.setattr(sp, "save_npz", full)
+    else:
+        code = errno.EIO if fault == "fsync-eio" else errno.EDQUOT
+        fsync = os.fsync
+
+        def refused(fd):
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("docs.jsonl"):  # a file of the build
+                raise OSError(code, os.strerror(code))
+            fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", refused)
+    outcome = build(_corpus(tmp_path / "b", "beta"))
+    monkeypatch.undo()
+    assert outcome.one_line_error, (outcome.exit_code, outcome.stderr, outcome.traceback)
+    reason = {"write": "no space left on device", "fsync-eio": "Input/output error"}
+    assert f"error: {out}: {reason.get(fault, 'disk quota exceeded')}" in outcome.stderr
+    assert _builds(out) == published and sorted(os.listdir(out)) == [LOCK_NAME, "CURRENT", BUILDS_DIR]
+    assert answer() == before
+    assert build(tmp_path / "b").exit_code == 0 and answer() != before

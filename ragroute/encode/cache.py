@@ -249,6 +249,18 @@ class EmbeddingCache:
                             "VALUES (?, ?, ?, ?, ?)",
                             rows,
                         )
+                except sqlite3.OperationalError as exc:
+                    # the disk or quota full, an I/O error, the file made read-only, locked past the
+                    # timeout: the vectors are computed, only not stored (until session 53 the
+                    # command failed, "embedding cache ... is unusable: database or disk is full")
+                    self.mode = "read-only"
+                    warnings.warn(
+                        f"embedding cache {self.path} cannot store vectors ({one_line(str(exc))}): "
+                        "its vectors are read, new ones are not stored",
+                        CacheWarning,
+                        stacklevel=2,
+                    )
+                    return 0
                 except sqlite3.DatabaseError as exc:
                     raise self._unusable(exc) from None
             crash_point("embedding cache: vectors stored")

@@ -799,8 +799,12 @@ def _read_tables(directory: Path, counts: Mapping[str, Any], n_passages: int, di
     :class:`IndexFormatError` (until session 43 most of these loaded and failed later with a
     ValueError, IndexError or TypeError traceback, or walked a wrong graph silently)."""
     path = directory / ARRAYS_FILE
-    try:
+    try:  # until session 53 a phrases file that could not be read was said as the arrays'
         phrases = json.loads((directory / PHRASES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        where = directory / PHRASES_FILE
+        raise IndexFormatError(f"{where}: unreadable graph phrases ({type(exc).__name__}: {exc})") from None
+    try:
         arrays = npz_arrays(path)
     except (OSError, ValueError, KeyError) as exc:
         raise IndexFormatError(f"{path}: unreadable graph arrays ({type(exc).__name__}: {exc})") from None

@@ -33,6 +33,7 @@ without the consistency guarantee.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -81,6 +82,8 @@ _DRAFT_SECONDS = 60  # a note is renamed into place right after it is written
 _READ_ATTEMPTS = 5
 _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# what a write, flush or fsync says when the data did not reach the disk: it names no file
+_DATA_LOST = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)
 
 T = TypeVar("T")
 
@@ -235,8 +238,12 @@ def write_artifact(
             for name in supersedes:  # the 0.1 files this build replaces (readers now follow CURRENT)
                 with contextlib.suppress(OSError):
                     (target / name).unlink()
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.filename is None and exc.errno in _DATA_LOST:
+                # a failed write() or fsync() names no file: until session 53 a full disk was
+                # "error: no space left on device (the disk is full)", with no word of where
+                raise OSError(exc.errno, exc.strerror, str(target)) from exc
             raise
         finally:
             _WRITING.discard(str(tmp))
@@ -508,12 +515,22 @@ def _next_stamp(builds: Path) -> int:
 
 
 def _fsync_file(path: Path) -> None:
-    with contextlib.suppress(OSError):
+    """``fsync`` a file of a build. A file system that cannot (``EINVAL``, ``EROFS``) is let be; one
+    that says the data did not reach the disk (``EIO``, ``ENOSPC``, ``EDQUOT``: NFS says a full disk
+    or quota only here) fails the build. Until session 53 that was ignored too and the build
+    published, its files checksummed from memory: after a restart (or on another NFS client) every
+    load failed its checksums, the previous build no longer published."""
+    try:
         fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno in _DATA_LOST:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
