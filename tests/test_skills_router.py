@@ -524,6 +524,25 @@ def test_with_options_loads_a_reranker_folder_like_the_constructor(router, monke
     assert router.with_options(reranker=None).reranker is None
 
 
+def test_a_reranker_that_cannot_rerank_is_refused_when_given(router, tmp_path):
+    """`SkillRouter.load(..., reranker=...)` (the placeholder docs/skills.md wrote) or any object
+    without `rerank` was kept, and every route then failed with "'ellipsis' object has no attribute
+    'rerank'"; it is one line at the constructor, `with_options` and `load`, as a pipeline's
+    reranker is."""
+    from ragroute.errors import InvalidArgumentError
+
+    router.save(tmp_path / "skills")
+    encoder = router.index.encoder
+    for wrong in (..., 42, object()):
+        for make in (
+            lambda wrong=wrong: SkillRouter(router.index, wrong),
+            lambda wrong=wrong: router.with_options(reranker=wrong),
+            lambda wrong=wrong: SkillRouter.load(tmp_path / "skills", reranker=wrong, encoder=encoder),
+        ):
+            with pytest.raises(InvalidArgumentError, match=r"^reranker must be None, a reranker .*, not "):
+                make()
+
+
 def test_with_options_changes_only_settings(router):
     """with_options took any attribute name until session 44: with_options(route=...) replaced the
     route method, with_options(index="x") put a string where the index goes."""

@@ -1120,6 +1120,13 @@ def _reranker_setting(value: Any) -> Any:
         from ragroute.rerank.cross_encoder import CrossEncoderReranker
 
         value = CrossEncoderReranker(value)
+    elif value is not None and not callable(getattr(value, "rerank", None)):
+        # checked here, not at the first route: before, `reranker=...` (or any object without
+        # `rerank`) was kept and every route failed with "'ellipsis' object has no attribute 'rerank'"
+        raise InvalidArgumentError(
+            "reranker must be None, a reranker (with rerank(query, hits, k)) or the folder of a "
+            f"cross-encoder (e.g. 'rerank/default'), not {type(value).__name__}"
+        )
     return _after_skill_stage1(value)
 
 
