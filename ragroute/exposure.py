@@ -67,6 +67,16 @@ _ADMITTING: contextvars.ContextVar[frozenset[Any]] = contextvars.ContextVar(
 _INTERNAL = "internal searches"
 
 
+def explanations_confined() -> bool:
+    """Whether the hits searched now may be shown under an exposure budget: a pipeline holding a
+    ledger runs this call (in this thread, or one it handed work to). A source whose explanations
+    name other documents' content (a graph's facts, seeds and walk paths) then explains each hit by
+    what its own document holds: an explanation is shown with a hit the ledger counts once, so it
+    must not carry what the ledger never counts (until session 53 a caller at a hard stop re-reading
+    one graph passage was told five facts of any passage with each new query)."""
+    return any(item != _INTERNAL for item in _ADMITTING.get())
+
+
 @contextlib.contextmanager
 def internal_searches() -> Iterator[None]:
     """Searches the library makes for its own use (a gate's retrieval probes, fusion calibration,

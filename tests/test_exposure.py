@@ -632,3 +632,31 @@ def test_a_call_waiting_for_the_ledger_does_not_set_a_documents_time_back():
     assert ledger.distinct("eve", "s") == 1
     shown, step = ledger.admit("eve", _hits("s", [2]))
     assert shown == [] and step.detail["withheld"] == 1
+
+
+def test_a_graph_hit_under_a_budget_explains_only_what_its_own_passage_holds(hashing_encoder):
+    """A graph hit's explanation named the query's top facts, seeds and walk path of any passage:
+    until session 53 a caller at a hard stop re-reading one passage was told facts of the passages
+    withheld from it with each new query."""
+    from test_graph import CORPUS
+
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder, name="kg")
+    ledger = ExposureLedger(ExposureBudget(max_fraction=0.1, min_documents=1, hard_stop=True))
+    budgeted = Pipeline([Source("kg", index)], FixedRouter({"kg": 1.0}), exposure=ledger)
+    free = Pipeline([Source("kg", index)], FixedRouter({"kg": 1.0}))
+    first = "Which river flows through the city where Ada Brennan was born?"
+    assert [h.doc_id for h in budgeted.retrieve(first, k=3, caller="eve").hits] == ["p1"]  # budget spent
+    again = "Ada Brennan Kellow Varne River Marl Hills"
+    (shown,) = budgeted.retrieve(again, k=3, caller="eve").hits  # p1, re-read
+    unbudgeted = next(h for h in free.retrieve(again, k=3, caller="eve").hits if h.doc_id == "p1")
+    # without a budget the hit's explanation names other passages' facts (the test can see a leak)
+    assert any("marl hills" in fact or "varne river" in fact for fact in unbudgeted.explain["facts"])
+    assert "path" in unbudgeted.explain and "confined" not in unbudgeted.explain
+    p1 = CORPUS[0].text.lower()
+    assert shown.explain["facts"] and all(
+        all(part in p1 for part in fact.rsplit(" (", 1)[0].split(" | ")) for fact in shown.explain["facts"]
+    )
+    named = set(shown.explain["seeds"]) | set(shown.explain["anchors"])
+    assert named <= {"ada brennan", "kellow", "1901", "painter"}
+    assert "path" not in shown.explain and shown.explain["confined"].startswith("an exposure budget")
+    assert not [w for w in shown.explain["unmatched_terms"] if w not in p1]

@@ -49,7 +49,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,6 +60,7 @@ import scipy.sparse as sp
 from ragroute.context import query_vectors
 from ragroute.encode.base import Encoder
 from ragroute.errors import IndexFormatError, InvalidArgumentError, RagrouteError
+from ragroute.exposure import explanations_confined
 from ragroute.graph.build import (
     GraphParams,
     GraphTables,
@@ -83,6 +84,8 @@ from ragroute.types import Document, Hit
 ARRAYS_FILE = "graph_arrays.npz"
 SCOPED_GRAPHS = 8  # walk graphs kept for callers' scopes (one per distinct set of visible passages)
 PHRASES_FILE = "graph_phrases.json"
+#: ``explain["confined"]`` of a hit found under an exposure budget (:meth:`GraphIndex._confine`)
+CONFINED = "an exposure budget is on: only what this passage holds (no path)"
 #: why a hit the walk gave no mass is there (``explain["fallback"]``, with ``method`` ``"dense"``)
 NO_WALK_MASS = "no walk mass: ranked after the walked passages by dense similarity"
 
@@ -459,8 +462,32 @@ class GraphIndex(LocalIndex):
                     **({"fact_filter_failed": filter_failed} if filter_failed else {}),
                 }
                 hits.append(hit)
+            if explanations_confined():
+                for hit in hits:
+                    self._confine(hit, facts, seeds, anchors)
             out.append(hits)
         return out
+
+    def _confine(
+        self, hit: Hit, facts: Sequence[Any], seeds: Mapping[int, float], anchors: Iterable[int]
+    ) -> None:
+        """``hit``'s explanation as an exposure budget lets it be shown: the seeds, anchors, facts and
+        query terms its own passage holds, and no walk path (it names other passages and phrases);
+        see :func:`~ragroute.exposure.explanations_confined`."""
+        tables = self.tables
+        position = self.store.position(hit.doc_id)
+        node = tables.adjacency[[tables.n_phrases + position]].indices
+        own = {int(p) for p in node[node < tables.n_phrases]}  # a passage links only to its phrases
+        explain = hit.explain
+        explain["seeds"] = [tables.phrases[p] for p in sorted(seeds, key=lambda p: -seeds[p]) if p in own][:8]
+        explain["anchors"] = [tables.phrases[p] for p in anchors if p in own]
+        explain["facts"] = [str(f) for f in facts if position in tables.fact_passages[[f.id]].indices]
+        if explain.get("unmatched_terms") and self._terms is not None:
+            alone = np.zeros(len(self.store), dtype=bool)
+            alone[position] = True
+            explain["unmatched_terms"] = self._terms.held_by(explain["unmatched_terms"], alone)
+        explain.pop("path", None)
+        explain["confined"] = CONFINED
 
     def _unwalked(
         self, ranked: list[tuple[int, float]], walked: list[int], allowed: np.ndarray | None, wanted: int
