@@ -143,6 +143,28 @@ def replace_published_file(artifact: Path, name: str, content: bytes) -> None:
     pointer.write_text(json.dumps({"build": data["build"], "manifest_sha256": sha256_file(path)}))
 
 
+def occupied_out(root: Path, held: str, artifact: tuple[str, str, str, str]) -> tuple[Path, str]:
+    """An ``--out`` a long command must refuse before any work, and the start of the error it gives:
+    ``held`` ``"artifact"`` (another family's: ``artifact`` is its family, kind, one file of it, and
+    how the error names what it holds), ``"folder"`` (a folder of the user's files) or ``"under a
+    file"`` (a path under a regular file)."""
+    out = root / "out"
+    if held == "artifact":
+        from ragroute.store import write_artifact
+
+        family, kind, name, holds = artifact
+        with write_artifact(out, family, kind) as pending:
+            (pending.path / name).write_bytes(b"")
+        return out, f"refusing to replace {out}: it holds {holds}"
+    if held == "folder":
+        out.mkdir()
+        (out / "mine.txt").write_text("mine")
+        return out, f"refusing to overwrite {out}: it exists and is not a ragroute artifact"
+    (root / "notes.txt").write_text("mine")
+    out = root / "notes.txt" / "out"
+    return out, f"cannot write an artifact at {out}: {root / 'notes.txt'} is a file, not a folder"
+
+
 @pytest.fixture
 def hashing_encoder() -> HashingEncoder:
     return HashingEncoder()

@@ -7,6 +7,7 @@ import json
 import networkx as nx
 import pytest
 from click.testing import CliRunner
+from conftest import occupied_out
 
 import ragroute.cli.build as cli_build
 import ragroute.cli.common as cli_common
@@ -407,26 +408,13 @@ def test_bench_graph_builds_its_graph_with_the_llm_extractor_of_llm(workspace, m
     )
 
 
-@pytest.mark.parametrize("held", ["skills", "folder", "under a file"])
+@pytest.mark.parametrize("held", ["artifact", "folder", "under a file"])
 def test_build_into_an_out_it_cannot_write_is_refused_before_any_work(workspace, monkeypatch, held):
     """`graph build --out` at another family's artifact, a folder of the user's files or a path under
     a file was refused only when saving, after the extraction and every phrase was encoded (with an
     LLM extractor, after hours; until session 53); `ragroute build` checks first, and so does it now."""
-    out = workspace / "out"
-    if held == "skills":
-        from ragroute.store import write_artifact
-
-        with write_artifact(out, "skills", "skill-index") as pending:
-            (pending.path / "skills.jsonl").write_text("")
-        message = f"refusing to replace {out}: it holds a skill index (skill-index), not an index"
-    elif held == "folder":
-        out.mkdir()
-        (out / "mine.txt").write_text("mine")
-        message = f"refusing to overwrite {out}: it exists and is not a ragroute artifact"
-    else:
-        (workspace / "notes.txt").write_text("mine")
-        out = workspace / "notes.txt" / "g"
-        message = f"cannot write an artifact at {out}: {workspace / 'notes.txt'} is a file, not a folder"
+    skills = ("skills", "skill-index", "skills.jsonl", "a skill index (skill-index), not an index")
+    out, message = occupied_out(workspace, held, skills)
 
     def no_work(*_args, **_kwargs):
         raise AssertionError("the build started before --out was checked")

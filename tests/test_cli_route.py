@@ -4,6 +4,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import occupied_out
 
 from ragroute.cli import main
 from ragroute.index.build import build_index
@@ -423,7 +424,7 @@ def test_route_probabilities_never_read_across_the_threshold_beside_them():
     assert routes_line({"a": 0.25, "b": 0.75}, ["b", "a"], 0.25, None) == "  routes: b 0.750, a 0.250"
 
 
-@pytest.mark.parametrize("held", ["gate", "folder", "under a file", "0.1 router"])
+@pytest.mark.parametrize("held", ["artifact", "folder", "under a file", "0.1 router"])
 def test_route_fit_checks_its_out_before_any_encoding(tmp_path, monkeypatch, hashing_encoder, held):
     """`route fit --out` at another family's artifact, a folder of the user's files or a path under
     a file was refused only when saving, after every query was encoded and the router trained
@@ -431,22 +432,12 @@ def test_route_fit_checks_its_out_before_any_encoding(tmp_path, monkeypatch, has
     rows = tmp_path / "labels.jsonl"
     labelled = [("what is a comet", "astro"), ("how do stars form", "astro"), ("knead dough", "cook")]
     rows.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in labelled))
-    out = tmp_path / "router"
-    if held == "gate":
-        from ragroute.store import write_artifact
-
-        with write_artifact(out, "gate", "trained") as pending:
-            (pending.path / "gate.npz").write_bytes(b"")
-        message = f"refusing to replace {out}: it holds a gate (trained), not a router"
-    elif held == "folder":
-        out.mkdir()
-        (out / "mine.txt").write_text("mine")
-        message = f"refusing to overwrite {out}: it exists and is not a ragroute artifact"
-    elif held == "under a file":
-        (tmp_path / "notes.txt").write_text("mine")
-        out = tmp_path / "notes.txt" / "router"
-        message = f"cannot write an artifact at {out}: {tmp_path / 'notes.txt'} is a file, not a folder"
+    if held != "0.1 router":
+        out, message = occupied_out(
+            tmp_path, held, ("gate", "trained", "gate.npz", "a gate (trained), not a router")
+        )
     else:
+        out = tmp_path / "router"
         out.mkdir()
         (out / "router.json").write_text("{}")
         (out / "router_weights.npz").write_bytes(b"")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import HashingEncoder
+from conftest import HashingEncoder, occupied_out
 from test_gate import ANSWER, RETRIEVE
 
 from ragroute.cli import main
@@ -237,26 +237,13 @@ def test_gate_fit_select_chooses_the_signals_and_bench_scores_the_selection_per_
     assert "selected: chose threshold_rarity, threshold_rarity (per fit split)" in report
 
 
-@pytest.mark.parametrize("held", ["router", "folder", "under a file"])
+@pytest.mark.parametrize("held", ["artifact", "folder", "under a file"])
 def test_fit_checks_its_out_before_reading_the_queries(tmp_path, labels, monkeypatch, held):
     """`gate fit --out` at another family's artifact, a folder of the user's files or a path under a
     file was refused only when saving, after the queries were read, encoded and fitted (until
     session 53)."""
-    out = tmp_path / "gate"
-    if held == "router":
-        from ragroute.store import write_artifact
-
-        with write_artifact(out, "router", "trained") as pending:
-            (pending.path / "router_weights.npz").write_bytes(b"")
-        message = f"refusing to replace {out}: it holds a router (trained), not a gate"
-    elif held == "folder":
-        out.mkdir()
-        (out / "mine.txt").write_text("mine")
-        message = f"refusing to overwrite {out}: it exists and is not a ragroute artifact"
-    else:
-        (tmp_path / "notes.txt").write_text("mine")
-        out = tmp_path / "notes.txt" / "gate"
-        message = f"cannot write an artifact at {out}: {tmp_path / 'notes.txt'} is a file, not a folder"
+    router = ("router", "trained", "router_weights.npz", "a router (trained), not a gate")
+    out, message = occupied_out(tmp_path, held, router)
 
     def no_work(*_args, **_kwargs):
         raise AssertionError("the queries were read before --out was checked")
