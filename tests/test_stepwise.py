@@ -344,6 +344,26 @@ def test_decomposition_planner_without_metadata_ends_the_run_with_the_reason(bm2
     assert "question_decomposition" in result.trace[0].detail["error"]
 
 
+def test_a_reference_to_a_step_that_found_nothing_ends_the_run_instead_of_asking_it(bm25):
+    """Step 1 found nothing (no hit, no answer): "Who is the mayor of #1?" was searched as it stood,
+    and the run read complete, its answer the top hit of a sub-question nobody meant."""
+    planner = ScriptedPlanner(["zzzz qqqq", "Who is the mayor of #1?"])
+    result = StepwiseController(planner, bm25, k=2).run("Who is the mayor of Ada Brennan's town?")
+    assert result.stopped_by == "error" and not result.complete and result.answer == ""
+    assert [s.question for s in result.steps] == ["zzzz qqqq"] and result.retrieval_calls == 1
+    plan = [t.detail for t in result.trace if t.stage == "plan"][-1]
+    assert "needs the answer of #1" in plan["error"] and "found nothing" in plan["error"]
+    # the decomposition planner without a gold answer fills #1 as the scripted one does
+    parts = [{"question": "zzzz qqqq"}, {"question": "#1 >> mayor"}]
+    run = StepwiseController(DecompositionPlanner(), bm25).run(
+        "q", metadata={"question_decomposition": parts}
+    )
+    assert run.stopped_by == "error" and [s.question for s in run.steps] == ["zzzz qqqq"]
+    # a step that found something still fills it; a "#1" before any step stays text
+    found = ScriptedPlanner(["Where was the #1 painter Ada Brennan born?", "Who is the mayor of #1?"])
+    assert StepwiseController(found, bm25).run("q").stopped_by != "error"
+
+
 # --------------------------------------------------------------------------- the benchmark on the fixture
 
 

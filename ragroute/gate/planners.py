@@ -6,7 +6,8 @@ metadata) and returns a :class:`Plan`: ``ask`` a sub-question, or ``answer``.
 
 * :class:`ScriptedPlanner`: a fixed list of sub-questions; ``#1``, ``#2``... are
   replaced by that step's answer (the step's own answer when one was produced,
-  else its top hit's title); then the answer.
+  else its top hit's title; a step with neither ends the run, its ``#N`` unfilled); then
+  the answer.
 * :class:`DecompositionPlanner`: the sub-questions of the query's
   ``question_decomposition`` metadata (MuSiQue), ``#N`` replaced by step N's gold
   answer from the same metadata when present (else as the scripted planner does):
@@ -170,6 +171,26 @@ def referenced_values(
     return {step.index + 1: value(step) for step in steps if step.index + 1 in wanted} if wanted else {}
 
 
+def filled_question(
+    text: str, steps: Sequence[StepRecord], value: Callable[[StepRecord], str] = step_answer
+) -> str:
+    """``text`` with its ``#N`` filled (:func:`fill_references`, :func:`referenced_values`); a
+    reference to a step taken that has no value (no answer, no hit) raises
+    :class:`~ragroute.errors.RagrouteError`, which ends the run with the reason in its trace: until
+    session 53 the ``#1`` was asked as it stood ("Who is the mayor of #1?") and the run read complete,
+    its answer the top hit of a sub-question the planner never meant."""
+    values = referenced_values(text, steps, value)
+    missing = sorted(n for n, found in values.items() if not found)
+    if missing:
+        named = ", ".join(f"#{n}" for n in missing)
+        raise RagrouteError(
+            f"sub-question {text!r} needs the answer of {named}, and "
+            f"{'that step' if len(missing) == 1 else 'those steps'} found nothing (no answer, no hit): "
+            "it cannot be asked"
+        )
+    return fill_references(text, values)
+
+
 def relation_as_question(text: str) -> str:
     """MuSiQue's ``subject >> relation`` as ``relation of subject``; other text unchanged."""
     if ">>" not in text:
@@ -191,7 +212,7 @@ class ScriptedPlanner:
     def plan(self, state: PlanState) -> Plan:
         i = len(state.steps)
         if i < len(self.questions):
-            question = fill_references(self.questions[i], referenced_values(self.questions[i], state.steps))
+            question = filled_question(self.questions[i], state.steps)
             return Plan(
                 ASK,
                 question=question,
@@ -239,9 +260,7 @@ class DecompositionPlanner:
                 return str(gold) if gold else step_answer(step)
 
             text = str(parts[i]["question"])
-            question = relation_as_question(
-                fill_references(text, referenced_values(text, state.steps, value))
-            )
+            question = relation_as_question(filled_question(text, state.steps, value))
             return Plan(
                 ASK, question=question, planner=self.name, reason=f"decomposition {i + 1}/{len(parts)}"
             )
