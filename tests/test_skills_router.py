@@ -543,6 +543,30 @@ def test_a_reranker_that_cannot_rerank_is_refused_when_given(router, tmp_path):
                 make()
 
 
+def test_a_reranker_of_the_pipeline_protocol_reranks_the_skills(router):
+    """docs/skills.md: a reranker object is `rerank(query, hits, k)`, the pipeline's protocol (the
+    `parents` reranker, a user's own); until session 53 stage 2 passed it `candidates=` too and every
+    route failed with "rerank() got an unexpected keyword argument 'candidates'"."""
+    from dataclasses import replace
+
+    from ragroute.rerank.parents import ParentsReranker
+
+    class Reversing:
+        name = "reversing"
+
+        def rerank(self, context, hits, k):
+            return [replace(h, score=0.9 - 0.1 * i) for i, h in enumerate(reversed(hits))][:k]
+
+    plain = router.with_options(overlap="keep").route("send an email", k=3)
+    reversed_route = router.with_options(reranker=Reversing(), overlap="keep", candidates=3).route(
+        "send an email", k=3
+    )
+    assert [s.id for s in reversed_route.skills] == [s.id for s in plain.skills][::-1]
+    assert "rerank" in [step.stage for step in reversed_route.trace]
+    kept = router.with_options(reranker=ParentsReranker(), overlap="keep").route("send an email", k=3)
+    assert [s.id for s in kept.skills] == [s.id for s in plain.skills]
+
+
 def test_with_options_changes_only_settings(router):
     """with_options took any attribute name until session 44: with_options(route=...) replaced the
     route method, with_options(index="x") put a string where the index goes."""

@@ -375,8 +375,9 @@ class SkillRouter:
 
     ``index``: a :class:`SkillIndex`, or a :class:`Catalogue` / list of skills (indexed here with
     ``encoder`` and ``params``). ``reranker``: ``None``, a reranker object with
-    ``rerank(context, hits, k, candidates=)`` (e.g.
-    :class:`~ragroute.rerank.cross_encoder.CrossEncoderReranker`) or a path to load one from.
+    ``rerank(context, hits, k)`` (one with a ``candidates`` attribute, e.g.
+    :class:`~ragroute.rerank.cross_encoder.CrossEncoderReranker`, is passed ``candidates=`` too)
+    or a path to load one from.
     ``abstention``: ``None`` (the default: never abstain), ``"default"`` (:data:`DEFAULT_ABSTENTION`,
     fitted on metatool; it does not transfer: on toollens, where every query needs a tool, it
     abstained on 58% of them), an :class:`AbstentionModel` fitted on your own catalogue with
@@ -668,7 +669,12 @@ class SkillRouter:
             if k > len(pool) - self._folded(pool, group_of):
                 pool = ranked
             hits = [self._hit(r) for r in pool]
-            reranked = reranker.rerank(task, hits, k=len(hits), candidates=len(hits))
+            if hasattr(reranker, "candidates"):  # reads every hit, not only its default pool
+                reranked = reranker.rerank(task, hits, k=len(hits), candidates=len(hits))
+            else:  # a reranker of the pipeline's protocol, rerank(query, hits, k), as RagrouteRerank
+                # calls it: until session 53 it was passed candidates= too, and every route failed
+                # with "rerank() got an unexpected keyword argument 'candidates'"
+                reranked = reranker.rerank(task, hits, k=len(hits))
             by_id = {r.id: r for r in pool}
             new = []
             for rank, hit in enumerate(reranked, 1):
