@@ -357,6 +357,26 @@ def test_rerank_reorders_the_pool_and_explains_each_hit(tiny_reranker):
     assert sorted(h.doc_id for h in reranker.rerank("send a message", hits, k=4)) == ["d0", "d1", "d2", "d3"]
 
 
+def test_a_candidate_with_nothing_to_read_comes_after_those_read(tiny_reranker, monkeypatch):
+    """A hit without title or text (an image without a caption, an empty framework node) was scored
+    as the query against nothing, which a model may rate above every real passage (until session
+    53); it is not read now, and comes after the candidates read, in stage-1 order, at 0."""
+    out, _ = tiny_reranker
+    reranker = CrossEncoderReranker(out, backend="torch")
+    read: list[str] = []
+    logits = reranker.logits
+    monkeypatch.setattr(reranker, "logits", lambda query, texts: read.extend(texts) or logits(query, texts))
+    texts = [t for _, t in TOPICS.values()]
+    hits = [Hit(doc_id="blank", score=2.0, rank=1, text="  "), Hit(doc_id="empty", score=1.5, rank=2)]
+    hits += [Hit(doc_id=f"d{i}", score=1.0 - i / 10, rank=i + 3, text=t) for i, t in enumerate(texts)]
+    ranked = reranker.rerank("send a message to my team", hits, k=len(hits))
+    assert read == texts  # only what has words
+    assert [h.doc_id for h in ranked][-2:] == ["blank", "empty"] and [h.score for h in ranked][-2:] == [0, 0]
+    assert ranked[-1].explain["rerank"]["unread"].startswith("no title or text")
+    assert "logit" not in ranked[-1].explain["rerank"] and "logit" in ranked[0].explain["rerank"]
+    assert [h.doc_id for h in reranker.rerank("send a message", hits[:2], k=2)] == ["blank", "empty"]
+
+
 def test_asking_for_more_hits_than_candidates_keeps_the_candidates_scores(tiny_reranker):
     """More hits asked for than ``candidates`` reranks that many, and the stage-1 z-scores are taken
     over the first ``candidates`` (the pool the calibration was fitted on); until session 50 they

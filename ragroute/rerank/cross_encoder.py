@@ -264,6 +264,10 @@ def reading(params: Mapping[str, Any]) -> dict[str, bool]:
     return {key: bool(train.get(key, before)) for key, before in READING_BEFORE.items()}
 
 
+#: ``explain["rerank"]["unread"]`` of a candidate without title or text (scored 0, placed after the rest)
+UNREAD = "no title or text to read: after the candidates read, in stage-1 order, probability 0"
+
+
 class CrossEncoderReranker:
     """Reorders a query's hits by a cross-encoder's calibrated probability of relevance."""
 
@@ -362,7 +366,15 @@ class CrossEncoderReranker:
         read = check_k(self.candidates if candidates is None else candidates, "candidates")
         pool = hits[: max(read, k)]
         query = check_query(getattr(context, "text", context))
-        logits = self.logits(query, [candidate_text(h, body=self.body, **self.reading) for h in pool])
+        texts = [candidate_text(h, body=self.body, **self.reading) for h in pool]
+        # a candidate with no title and no text (an image without a caption, a framework's empty
+        # node) gives the model nothing to read: it comes after those read, in stage-1 order, with
+        # probability 0 (until session 53 it was scored as the query against nothing, which a model
+        # may rate above every real passage)
+        read_at = [i for i, text in enumerate(texts) if text.strip()]
+        logits = np.full(len(pool), np.nan, dtype=np.float32)
+        if read_at:
+            logits[read_at] = self.logits(query, [texts[i] for i in read_at])
         stage1 = [stage1_score(h) for h in pool]
         # standardised as within the candidates alone (until session 50 within all k hits when k
         # was more: asking for more hits changed the first candidates' probabilities)
@@ -371,15 +383,20 @@ class CrossEncoderReranker:
         # round to one value, still by what the cross-encoder read); exact ties: stage-1 order
         odds = self.calibration.log_odds(logits, np.arange(1, len(pool) + 1), stage1_z)
         probs = probability(odds)
-        order = sorted(range(len(pool)), key=lambda i: (-odds[i], i))[:k]
+        unread = [i for i in range(len(pool)) if not np.isfinite(logits[i])]
+        order = [*sorted(read_at, key=lambda i: (-odds[i], i)), *unread][:k]
         out = []
         for rank, i in enumerate(order, 1):
             hit = pool[i]
+            seen = bool(np.isfinite(logits[i]))
             explain = {
                 "kind": self.name,
                 "model": self.info.get("name", self.model_ref),
-                "logit": round(float(logits[i]), 4),
-                "probability": round(float(probs[i]), 4),
+                **(
+                    {"logit": round(float(logits[i]), 4), "probability": round(float(probs[i]), 4)}
+                    if seen
+                    else {"unread": UNREAD}
+                ),
                 "calibrated": self.calibration.fitted,
                 "stage1_rank": i + 1,
                 "stage1_score": stage1[i],
@@ -388,7 +405,7 @@ class CrossEncoderReranker:
             out.append(
                 Hit(
                     doc_id=hit.doc_id,
-                    score=float(probs[i]),
+                    score=float(probs[i]) if seen else 0.0,
                     source=hit.source,
                     rank=rank,
                     text=hit.text,
