@@ -456,6 +456,38 @@ def test_an_adapter_view_of_a_memory_mapped_base_follows_its_changes(tmp_path):
     assert before < 0.999 < view.best_scores(query, 1)[0][0]
 
 
+@pytest.mark.parametrize("factory", ["flat", "hnsw", "ivfpq"])
+def test_documents_added_through_an_adapter_view_are_added_to_its_base(tmp_path, factory):
+    """Until session 53 the view wrote into its own faiss index: into a memory-mapped base's, which
+    the base read back from its files at its next change (the view's documents stayed in the shared
+    store, never found again; IVF-PQ: faiss's read-only error, after the store took them), or into
+    a new one it let go of when the base had none yet."""
+    from ragroute.experts.expert_set import AdapterView
+    from ragroute.index.io import load_index, save_index
+
+    ivfpq = {"pq_m": 4, "pq_bits": 4, "ivf_nlist": 4, "ivf_nprobe": 4, "refine": 8}
+    options = ivfpq if factory == "ivfpq" else {}
+    base = DenseIndex(_Fixed(), DenseParams(factory=factory, mmap=True, **options))
+    base.add_vectors([Document(id=f"d{i}", text="x") for i in range(1100)], _clustered(1100))
+    save_index(base, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", encoder=_Fixed())
+    assert loaded.mapped is not None
+    view = AdapterView(loaded, _Fixed())
+    query = _clustered(1, seed=9)
+    view.add_vectors([Document(id="twin", text="x")], query)
+    loaded.add_vectors([Document(id="later", text="x")], _clustered(1, seed=11))  # the base changes
+    for index in (view, loaded):
+        assert index.search_vectors(query, 1)[0][0].doc_id == "twin"
+    assert view.delete(["twin"]) == 1
+    assert "twin" not in {h.doc_id for h in loaded.search_vectors(query, 5)[0]}
+    if factory == "ivfpq":  # a first batch of one document does not train it
+        return
+    empty = AdapterView(DenseIndex(_Fixed(), DenseParams(factory=factory)), _Fixed())
+    empty.add_vectors([Document(id="first", text="x")], query)
+    for index in (empty, empty.base):
+        assert [h.doc_id for h in index.search_vectors(query, 1)[0]] == ["first"]
+
+
 @pytest.mark.parametrize("method", ["bm25", "dense", "hybrid", "graph"])
 def test_a_document_without_visible_text_or_title_is_refused_and_nothing_is_added(hashing_encoder, method):
     """Through the Python API a document of no text (or of zero-width characters only) was indexed,

@@ -1122,6 +1122,29 @@ def test_pilot_mode_mean_scores_an_expert_by_its_mean_pilot_similarity() -> None
     assert decision.signals["pilot_similarity"] == {"A": 0.0, "C": -1.0} and decision.routes["C"] > 0
 
 
+@pytest.mark.parametrize("kind", ["nearest", "mean", "quality"])
+def test_expert_routers_route_a_batch_as_each_query_alone(kind: str) -> None:
+    # until session 53 a BLAS product scored the batch (and numpy's mean summed a row of 8 pilots in
+    # another order alone): a query routed in a batch got other pilot similarities and probabilities
+    # (or other predicted nDCG@10) in the last digits than alone
+    rng = np.random.default_rng(5)
+    n, dim, labels = 120, 384, [f"e{j}" for j in range(6)]
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    texts = [f"query {i}" for i in range(n)]
+    if kind == "quality":
+        router = QualityRouter.fit(ExpertGains(labels, texts, vectors, rng.random((n, len(labels)))))
+        rows = [router.predict([text], vector) for text, vector in zip(texts, vectors)]
+        assert np.array_equal(router.predict(texts, vectors), np.vstack(rows))
+    else:  # 8 pilots per expert; a temperature low enough for the last digits to show in the routes
+        pilots = vectors[rng.permutation(n)[:48]]
+        router = PilotRouter(labels, pilots, np.repeat(np.arange(6), 8), mode=kind, temperature=0.002)
+    batch = router.route_many(texts, query_vectors=vectors)
+    alone = [router.route(text, query_vector=vector) for text, vector in zip(texts, vectors)]
+    assert [d.routes for d in batch] == [d.routes for d in alone]
+    assert [d.signals for d in batch] == [d.signals for d in alone]
+
+
 @pytest.mark.parametrize("temperature", [float("nan"), 0.0, -1.0, "hot"])
 def test_expert_routers_refuse_a_temperature_that_is_not_above_0(temperature, tmp_path: Path) -> None:
     # a saved router's NaN gave NaN probabilities, and 0 or below one expert for every query

@@ -192,7 +192,8 @@ class AdapterView(DenseIndex):
     """A base dense index searched with a query-side expert's encoder: its faiss index and document
     store, no copy. A base loaded memory-mapped swaps in a new faiss index when it is changed; the
     view takes it up before it reads vectors (it would otherwise search the old one: no new
-    documents, and scores of deleted ones)."""
+    documents, and scores of deleted ones). Documents added or deleted through the view are added
+    to or deleted from the base (its documents are the base's)."""
 
     def __init__(self, base: DenseIndex, encoder: Any) -> None:
         super().__init__(encoder, base.params, store=base.store, faiss_index=base.faiss_index, name=base.name)
@@ -203,6 +204,20 @@ class AdapterView(DenseIndex):
         base = self.base
         if self.faiss_index is not base.faiss_index or self.exact is not base.exact:
             self.faiss_index, self.exact, self.mapped = base.faiss_index, base.exact, base.mapped
+
+    def add_vectors(self, documents: Sequence[Document], vectors: np.ndarray) -> None:
+        """Added to the base index. Until session 53 the view wrote its own faiss index: into a
+        memory-mapped base's (IVF-PQ: faiss's read-only error, the documents already in the shared
+        store; flat and HNSW: vectors the base dropped at its next change, reading its files back),
+        or a new one the view let go of at its next search (a base with no faiss index yet)."""
+        self.base.add_vectors(documents, vectors)
+        self._follow_base()
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Deleted from the base index (as :meth:`add_vectors` adds to it)."""
+        deleted = self.base.delete(doc_ids)
+        self._follow_base()
+        return deleted
 
     def _search_ids(
         self, vectors: np.ndarray, k: int, filters: Mapping[str, Any] | None

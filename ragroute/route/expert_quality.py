@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ragroute.encode.base import row_products
 from ragroute.encode.identity import encoder_record
 from ragroute.errors import IndexFormatError, RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
@@ -113,7 +114,8 @@ class QualityRouter(BaseRouter):
     def predict(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         """Predicted nDCG@10 of every expert for every query: shape (queries, experts)."""
         z = (self.features(texts, np.atleast_2d(vectors)) - self.offset) / self.scale
-        return z @ self.coef.T + self.intercept
+        # each query's row as when it is routed alone (a BLAS product until session 53)
+        return row_products(z, self.coef) + self.intercept
 
     def route_many(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> list:
         queries = list(queries)

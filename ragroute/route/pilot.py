@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.draws import drawn
+from ragroute.encode.base import row_products
 from ragroute.encode.identity import encoder_record
 from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
@@ -272,11 +273,17 @@ class PilotRouter(BaseRouter):
         pilots (until session 36 -1, which a genuine cosine of -1 could not be told from)."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         check_pilot_width(self.pilots.shape[1], vectors.shape[1], "the caller", "pilot router")
-        sims = vectors @ self.pilots.T
+        # each query's row as when it is routed alone (until session 53 a BLAS product: a batch's
+        # scores and probabilities differed from the same queries' routed one by one)
+        sims = row_products(vectors, self.pilots)
         out = np.full((len(sims), len(self.labels)), -np.inf, dtype=np.float64)
         for j in np.unique(self.owners):
-            block = sims[:, self.owners == j]
-            out[:, j] = block.max(axis=1) if self.mode == "nearest" else block.mean(axis=1)
+            block = np.ascontiguousarray(sims[:, self.owners == j])
+            if self.mode == "nearest":
+                out[:, j] = block.max(axis=1)
+            else:  # each row summed in one order whatever the batch (numpy's mean summed 8 pilots or
+                # more in another order alone than in a batch, until session 53)
+                out[:, j] = np.einsum("qp->q", block) / block.shape[1]
         return out
 
     def route_many(self, queries: Sequence[str], *, query_vectors: np.ndarray | None = None) -> list:
