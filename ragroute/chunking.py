@@ -137,13 +137,23 @@ def markdown_table(paragraph: str) -> tuple[str, list[str], list[str], str] | No
     header row and the delimiter row ``|---|---|``), its body rows (the lines after them holding a
     ``|``) and the text after it; ``None`` if it holds no table."""
     lines = paragraph.split("\n")
-    for i in range(len(lines) - 1):
+    found = _find_table(lines, 0)
+    if found is None:
+        return None
+    i, end = found
+    before, after = "\n".join(lines[:i]).strip(), "\n".join(lines[end:]).strip()
+    return before, lines[i : i + 2], lines[i + 2 : end], after
+
+
+def _find_table(lines: Sequence[str], start: int) -> tuple[int, int] | None:
+    """``(first, end)``: the lines of the first markdown table in ``lines[start:]`` (its header row,
+    its delimiter row, its body rows: the lines after them holding a ``|``); ``None`` if none."""
+    for i in range(start, len(lines) - 1):
         if "|" in lines[i] and "|" in lines[i + 1] and _TABLE_DELIMITER.match(lines[i + 1]):
             end = i + 2
             while end < len(lines) and "|" in lines[end]:
                 end += 1
-            before, after = "\n".join(lines[:i]).strip(), "\n".join(lines[end:]).strip()
-            return before, lines[i : i + 2], lines[i + 2 : end], after
+            return i, end
     return None
 
 
@@ -173,12 +183,47 @@ def split_long(paragraph: str, max_words: int) -> list[str]:
     first without the header)."""
     if word_count(paragraph) <= max_words:
         return [paragraph]
-    table = markdown_table(paragraph)
-    if table is not None:
-        before, header, rows, after = table
-        pieces = split_long(before, max_words) if before else []
-        pieces += _table_pieces(header, rows, max_words)
-        return pieces + (split_long(after, max_words) if after else [])
+    # tables one after another, read in one pass over the lines (the same pieces): the text after
+    # each table was cut by a recursive call until session 53, which read the rest of the paragraph
+    # again per table (quadratic) and raised RecursionError past about 1,000 tables in one paragraph
+    lines = paragraph.split("\n")
+    words_from = [0] * (len(lines) + 1)  # words in lines[i:]
+    for i in range(len(lines) - 1, -1, -1):
+        words_from[i] = words_from[i + 1] + word_count(lines[i])
+    pieces: list[str] = []
+    start = 0
+    while (found := _find_table(lines, start)) is not None:
+        first, end = found
+        before = "\n".join(lines[start:first]).strip()
+        pieces += _split_prose(before, max_words) if before else []
+        pieces += _table_pieces(lines[first : first + 2], lines[first + 2 : end], max_words)
+        start = _strip_from(lines, end)
+        if words_from[start] <= max_words:  # the rest fits: one piece, tables in it uncut
+            rest = "\n".join(lines[start:]).strip()
+            return pieces + ([rest] if rest else [])
+    if start == 0:
+        return _split_prose(paragraph, max_words)
+    return pieces + _split_prose("\n".join(lines[start:]).strip(), max_words)
+
+
+def _strip_from(lines: list[str], start: int) -> int:
+    """Where the text ``"\\n".join(lines[start:]).strip()`` begins: ``lines`` are stripped (in
+    place) as that text is, its first line on the left and its last on the right, blank lines at
+    either end left out (those at the end removed)."""
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    while len(lines) > start and not lines[-1].strip():
+        lines.pop()
+    if start < len(lines):
+        lines[start] = lines[start].lstrip()
+        lines[-1] = lines[-1].rstrip()
+    return start
+
+
+def _split_prose(paragraph: str, max_words: int) -> list[str]:
+    """:func:`split_long` for a paragraph holding no markdown table."""
+    if word_count(paragraph) <= max_words:
+        return [paragraph]
     if _has_cjk(paragraph):
         return _split_long_cjk(paragraph, max_words)
     sentences: list[str] = []

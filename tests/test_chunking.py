@@ -362,3 +362,19 @@ def test_a_line_of_hash_marks_and_blanks_is_no_heading() -> None:
             (None, f"{blank}\nintro"),
             ("Real", "body"),
         ]
+
+
+@pytest.mark.parametrize("granularity", ["paragraph", "section"])
+def test_a_paragraph_of_many_tables_is_cut_in_one_pass(granularity: str) -> None:
+    """Table after table with no blank line between them (a spreadsheet's sheets exported one after
+    another) was cut by one recursive call per table, each reading the rest of the text again:
+    quadratic, and RecursionError past about 1,000 tables, so the build failed."""
+    import re
+
+    block = "| id | value |\n|---|---|\n| row{i} | {i} |\nnote{i} after it"
+    text = "\n".join(block.format(i=i) for i in range(3000))
+    chunks = chunk_document(Document(id="t", text=text, title="T"), granularity)  # type: ignore[arg-type]
+    joined = "\n".join(c.text for c in chunks)
+    assert [int(i) for i in re.findall(r"\| row(\d+) \|", joined)] == list(range(3000))  # each once
+    assert [int(i) for i in re.findall(r"note(\d+) after", joined)] == list(range(3000))
+    assert all(word_count(c.text) <= DEFAULT_MAX_WORDS[granularity] for c in chunks)
