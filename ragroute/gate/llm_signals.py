@@ -175,6 +175,9 @@ class LogprobSignal(LLMSignal):
     def row(self, text: str) -> tuple[list[float], dict[str, Any]]:
         reply = self._ask(self.prompt.format(query=text))
         if not reply.logprobs:
+            if not reply.text.strip():  # no token to read (until session 53 said to be an LLM that
+                # exposes none: the local LLM's empty draft sent its user to the wrong setting)
+                raise ValueError("the LLM's draft answer is empty: no tokens to read log-probabilities of")
             raise ValueError("the LLM exposes no token log-probabilities")
         if reply.logprob_problem:  # NaN, or raw logits: no confidence to read, a failed signal
             raise ValueError(reply.logprob_problem)
