@@ -48,17 +48,29 @@ def macro_average(
     """``metric`` averaged per group (e.g. per collection), then over groups; micro without groups.
     A group with no scored query (see :func:`~ragroute.evaluation.metrics.is_scorable`) is left out
     of the mean over groups; 0.0 when no group has one."""
+    return macro_averages(run, qrels, groups, (metric,))[metric]
+
+
+def macro_averages(
+    run: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    groups: Mapping[str, str] | None,
+    metrics: Sequence[str],
+) -> dict[str, float]:
+    """:func:`macro_average` of each of ``metrics``, the run scored once for all of them."""
     if not groups:
-        return float(evaluate_run(run, qrels, (metric,))[metric])
+        scores = evaluate_run(run, qrels, metrics)
+        return {metric: float(scores[metric]) for metric in metrics}
     check_grouped(qrels, groups)
     names = sorted(set(groups.values()))
-    values = []
+    values: dict[str, list[float | None]] = {metric: [] for metric in metrics}
     for name in names:
         sub_qrels = {qid: rels for qid, rels in qrels.items() if groups.get(qid) == name}
         sub_run = {qid: run.get(qid, []) for qid in sub_qrels}
-        scores = evaluate_run(sub_run, sub_qrels, (metric,))
-        values.append(scores[metric] if scores["queries"] else None)
-    return macro_mean(values)
+        scores = evaluate_run(sub_run, sub_qrels, metrics)
+        for metric, found in values.items():
+            found.append(scores[metric] if scores["queries"] else None)
+    return {metric: macro_mean(found) for metric, found in values.items()}
 
 
 @dataclass
@@ -178,7 +190,8 @@ class RetrievalEvaluator:
             )
         elapsed = time.perf_counter() - began
         run = {row["id"]: row["hits"] for row in rows}
-        metrics = {m: round(macro_average(run, self.qrels, self.groups, m), 4) for m in self.metrics}
+        averages = macro_averages(run, self.qrels, self.groups, self.metrics)
+        metrics = {m: round(averages[m], 4) for m in self.metrics}
         return RetrievalResult(
             metrics,
             rows,

@@ -128,7 +128,18 @@ def per_query_scores(
     silently (until session 53)."""
     base, k = parse_metric(metric)
     _check_ids(run, qrels)
-    scorable = {qid: rels for qid, rels in qrels.items() if is_scorable(rels)}
+    return _scores_of(run, _scorable(qrels), base, k)
+
+
+def _scorable(qrels: Mapping[str, Mapping[str, int]]) -> dict[str, Mapping[str, int]]:
+    """The judgements of the queries that are scored (:func:`is_scorable`), in their order."""
+    return {qid: rels for qid, rels in qrels.items() if is_scorable(rels)}
+
+
+def _scores_of(
+    run: Mapping[str, Sequence[str]], scorable: Mapping[str, Mapping[str, int]], base: str, k: int
+) -> dict[str, float]:
+    """Metric ``base@k`` of each query of ``scorable`` (ids checked already)."""
     return {qid: METRICS[base](list(run.get(qid, ())), rels, k) for qid, rels in scorable.items()}
 
 
@@ -160,8 +171,15 @@ def evaluate_run(
     """
     result: dict[str, float] = {}
     n = 0
+    scorable = None
     for name in metrics:
-        scores = per_query_scores(run, qrels, name)
+        base, k = parse_metric(name)
+        # the ids checked and the scored queries found once for every metric (until session 53 once
+        # per metric: most of the time `ragroute eval` took to score a run)
+        if scorable is None:
+            _check_ids(run, qrels)
+            scorable = _scorable(qrels)
+        scores = _scores_of(run, scorable, base, k)
         n = len(scores)
         result[name] = sum(scores.values()) / n if n else 0.0
     result["queries"] = n

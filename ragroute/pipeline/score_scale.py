@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from ragroute.exposure import internal_searches
 from ragroute.index.base import content_key
 from ragroute.memo import RetrieverMemo
 from ragroute.route.pseudo import pseudo_queries
-from ragroute.route.sources import Source
+from ragroute.route.sources import Source, copied_hit
 from ragroute.scopes import readable
 from ragroute.types import Hit
 
@@ -283,14 +283,14 @@ def rescored(
     from ragroute.index.fusion import document_key
 
     best = similarities(lists, scales, documents_of)
-    return [
-        replace(
-            hit,
-            score=best.get(document_key(hit, documents_of), hit.score),
-            explain={**hit.explain, "fused": hit.score},
-        )
-        for hit in hits
-    ]
+    out = []
+    for hit in hits:
+        # a copy with two fields set (until session 53 by dataclasses.replace, at twice the cost)
+        own = copied_hit(hit)
+        own.score = best.get(document_key(hit, documents_of), hit.score)
+        own.explain = {**hit.explain, "fused": hit.score}
+        out.append(own)
+    return out
 
 
 class SourceScale:
