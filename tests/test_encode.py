@@ -192,6 +192,15 @@ def test_unknown_backend_is_rejected() -> None:
         load_encoder(backend="tensorflow")
 
 
+def test_a_bad_thread_count_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    """Until session 53 ``load_encoder``'s ``threads`` went unchecked: -1 failed inside torch with a
+    bare RuntimeError (and ran onnxruntime on its default), 0 ran on every core, 2.5 on 2 threads."""
+    for bad in (0, -1, 2.5, "2", True):
+        for backend in ("torch", "onnx", "auto"):
+            with pytest.raises(RagrouteError, match="^load_encoder: threads must be"):
+                load_encoder(tmp_path / "nowhere", backend=backend, threads=bad)
+
+
 def test_model_slug_is_safe_and_distinct() -> None:
     a, b = model_slug("sentence-transformers/all-MiniLM-L6-v2"), model_slug("/tmp/x/all-MiniLM-L6-v2")
     assert a != b and "/" not in a and "/" not in b

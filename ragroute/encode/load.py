@@ -22,7 +22,7 @@ from ragroute.encode.cache import CachedEncoder, EmbeddingCache
 from ragroute.encode.onnx_runtime import OnnxEncoder
 from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, default_cache_dir, with_resolved_model
 from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
-from ragroute.errors import RagrouteError, check_path
+from ragroute.errors import RagrouteError, check_k, check_path
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ def load_encoder(
     ``$XDG_CACHE_HOME/ragroute``, else ``~/.cache/ragroute``) holds the ONNX exports and
     ``embeddings.sqlite``; with ``use_cache`` the encoder is wrapped in a
     :class:`~ragroute.encode.cache.CachedEncoder` so unchanged documents are
-    never re-encoded. ``threads`` defaults to the number of usable cores. The model itself is
+    never re-encoded. ``threads`` (a whole number >= 1) defaults to the number of usable cores
+    (until session 53 it went unchecked: -1 failed inside torch with a bare RuntimeError and ran
+    onnxruntime on its default, 0 ran on every core, 2.5 on 2). The model itself is
     loaded once per process while an encoder of it is in use: a second call with the same model
     files, backend, cache folder and threads shares its weights (see :func:`_shared_model`).
     """
@@ -77,6 +79,8 @@ def load_encoder(
     backend_key = (backend or "auto").strip().lower()
     if backend_key not in (*BACKENDS, "auto"):
         raise RagrouteError(f"unknown encoder backend {backend!r}: expected auto, {', '.join(BACKENDS)}")
+    if threads is not None:
+        threads = check_k(threads, "load_encoder: threads")
 
     def load(resolved: ResolvedModel) -> tuple[Encoder, Path]:
         if cache_dir is not None:
