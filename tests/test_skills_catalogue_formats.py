@@ -13,6 +13,9 @@ import pytest
 
 from ragroute.errors import CorpusFormatError
 from ragroute.skills import Catalogue, SkillWarning, load_catalogue, load_mcp
+from ragroute.skills.load_mcp import skills_from_mcp
+from ragroute.skills.load_openapi import skills_from_openapi
+from ragroute.skills.records import WarningLog
 
 
 def load_quietly(path: Path, **kwargs) -> Catalogue:
@@ -698,3 +701,91 @@ def test_a_long_chain_of_references_is_followed_with_a_look_up_per_reference():
     schemas[f"A{n}"] = {"$ref": Ref("#/components/schemas/A3")}  # a loop is still found
     target, name, marker = RefResolver({"components": {"schemas": schemas}}).resolve(schemas["A0"], "GET /a")
     assert (target, marker) == (None, "(recursive: A3)")
+
+
+def test_a_path_item_ref_keeps_the_fields_beside_it(tmp_path: Path) -> None:
+    # the `post:` beside `$ref: '#/paths/~1b'` was dropped without a word (until session 53)
+    spec = tmp_path / "api.yaml"
+    spec.write_text(
+        'openapi: 3.1.0\ninfo: {title: X, version: "1"}\npaths:\n'
+        "  /b:\n    get: {operationId: getB, summary: get b}\n    summary: the b\n"
+        '  /a:\n    $ref: "#/paths/~1b"\n    summary: the a\n'
+        "    post: {operationId: postA, summary: make an a}\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        catalogue = load_catalogue(spec)
+    assert catalogue.ids == ["GET /b", "GET /a", "postA"]
+    assert catalogue.by_id("postA").metadata["path"] == "/a"
+    assert (
+        [str(w.message) for w in caught]
+        == catalogue.warnings
+        == [
+            f"{spec}: path /a: 'summary' given both beside its $ref and in the path item it refers to: "
+            "the one beside the $ref is loaded",
+            f"{spec}: operationId 'getB' is used by 2 operations (GET /b, GET /a); "
+            "their ids are 'METHOD /path'",
+        ]
+    )
+
+
+def test_a_description_beside_a_ref_overrides_the_targets() -> None:
+    # OpenAPI 3.1 Reference Objects: `description` beside a `$ref` overrides the target's (until
+    # session 53 the target's was shown); likewise beside a schema's `$ref`, as for a property
+    spec = {
+        "openapi": "3.1.0",
+        "info": {"title": "X"},
+        "paths": {
+            "/pets": {
+                "post": {
+                    "operationId": "addPet",
+                    "summary": "add",
+                    "parameters": [{"$ref": "#/components/parameters/Limit", "description": "Pets to add"}],
+                    "requestBody": {"$ref": "#/components/requestBodies/Pet", "description": "The new pet"},
+                    "responses": {
+                        "200": {"$ref": "#/components/responses/Pet", "description": "The pet added"},
+                        "400": {
+                            "description": "bad",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Err", "description": "Why not"}
+                                }
+                            },
+                        },
+                    },
+                }
+            }
+        },
+        "components": {
+            "parameters": {"Limit": {"name": "limit", "in": "query", "description": "Page size"}},
+            "requestBodies": {"Pet": {"description": "A pet", "content": {"application/json": {}}}},
+            "responses": {"Pet": {"description": "A pet"}},
+            "schemas": {"Err": {"type": "object", "description": "An error"}},
+        },
+    }
+    body = skills_from_openapi(spec, "x.yaml", WarningLog())[0].body
+    assert "- limit (query, any): Pets to add" in body
+    assert "Request body (application/json): The new pet" in body
+    assert "- 200: The pet added" in body
+    assert "    object Err: Why not" in body
+    assert "Page size" not in body and "A pet" not in body and "An error" not in body
+
+
+def test_a_schemas_const_and_examples_are_rendered() -> None:
+    # `const` and JSON Schema's `examples` (OpenAPI 3.1, MCP) were left out until session 53
+    tool = {
+        "name": "feed",
+        "description": "feed a pet",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "kind": {"const": "dog"},
+                "food": {"type": "string", "examples": ["kibble", "fish"]},
+                "size": {"type": "string", "example": "big", "examples": ["small"]},
+            },
+        },
+    }
+    body = skills_from_mcp([tool], "t.json", WarningLog())[0].body
+    assert "- kind (any) [const: dog]" in body
+    assert "- food (string) [example: kibble]" in body
+    assert "- size (string) [example: big]" in body

@@ -155,6 +155,7 @@ class _Operation:
             if marker is not None or not isinstance(target, dict):
                 merged[(marker or repr(raw), "")] = marker or "[invalid parameter]"
                 continue
+            target = _overridden(raw, target)
             merged[(str(target.get("name", "")), str(target.get("in", "")))] = target
         lines: list[str] = []
         bodies: list[tuple[str, dict[str, Any]]] = []
@@ -214,6 +215,7 @@ class _Operation:
         body, _name, marker = self.resolver.resolve(self.op["requestBody"], self.where)
         if marker is not None:
             return [f"Request body: {marker}"]
+        body = _overridden(self.op["requestBody"], body)
         if not isinstance(body, dict):
             return out
         media, schema = self._media_schema(body.get("content"))
@@ -238,6 +240,7 @@ class _Operation:
                 continue
             if not isinstance(response, dict):
                 continue
+            response = _overridden(raw, response)
             description = _one_line(_text(response.get("description")))
             media: list[str]
             if self.swagger2:
@@ -365,6 +368,8 @@ def skills_from_openapi(
         if marker is not None or not isinstance(item, dict):
             skip.bad(str(path), marker or "path item is not an object")
             continue
+        if isinstance(raw_item, dict) and "$ref" in raw_item:
+            item = _with_siblings(raw_item, item, f"path {path}", source, log)
         path_params = item.get("parameters")
         path_params = path_params if isinstance(path_params, list) else []
         for key in item:
@@ -394,6 +399,34 @@ def skills_from_openapi(
     if skip.entries:
         log.add(skip.summary(), source)
     return _unique_operation_ids(skills, id_prefix, source, log)
+
+
+def _with_siblings(
+    raw: dict[str, Any], target: dict[str, Any], where: str, source: str, log: WarningLog
+) -> dict[str, Any]:
+    """A path item given as a ``$ref`` with fields beside it (``$ref: '#/paths/~1b'`` and a ``post:``):
+    the target's fields and those beside the reference, these winning where both have one (with a
+    warning naming the field); until session 53 the fields beside it, operations included, were
+    dropped without a word."""
+    own = {key: value for key, value in raw.items() if key != "$ref"}
+    both = [key for key in own if key in target]
+    if both:
+        log.warn(
+            source,
+            f"{where}: {', '.join(map(repr, both))} given both beside its $ref and in the path item it "
+            "refers to: the one beside the $ref is loaded",
+        )
+    return {**target, **own}
+
+
+def _overridden(raw: Any, target: Any) -> Any:
+    """A parameter, request body or response given as a ``$ref`` with a ``summary`` / ``description``
+    beside it (an OpenAPI 3.1 Reference Object): those override the target's, as the spec says
+    (until session 53 the target's were used)."""
+    if not (isinstance(raw, dict) and "$ref" in raw and isinstance(target, dict)):
+        return target
+    own = {key: raw[key] for key in ("summary", "description") if isinstance(raw.get(key), str)}
+    return {**target, **own} if own else target
 
 
 def _unique_operation_ids(skills: list[Skill], id_prefix: str, source: str, log: WarningLog) -> list[Skill]:

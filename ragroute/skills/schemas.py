@@ -453,8 +453,12 @@ class SchemaRenderer:
             bits.append("one of: " + ", ".join(_short(v, 30) for v in schema["enum"][:20]))
         if "default" in schema:
             bits.append(f"default: {_short(schema['default'], 40)}")
+        if "const" in schema:  # until session 53 left out: a `kind (any)` line said nothing of the value
+            bits.append(f"const: {_short(schema['const'], 40)}")
         if "example" in schema:
             bits.append(f"example: {_short(schema['example'], 60)}")
+        elif isinstance(schema.get("examples"), list) and schema["examples"]:  # JSON Schema's (OpenAPI 3.1)
+            bits.append(f"example: {_short(schema['examples'][0], 60)}")
         return f" [{'; '.join(bits)}]" if bits else ""
 
     def _about(self, node: Any, stack: tuple[str, ...]) -> str:
@@ -550,7 +554,9 @@ class SchemaRenderer:
         out: list[str] = []
         pad = " " * indent
         target, _name, _marker = self.resolver.resolve(node, self.where, stack)
-        description = _one_line(target.get("description")) if isinstance(target, dict) else ""
+        # a description beside a $ref is this use's (as for a property; until session 53 the target's)
+        desc_source = node if isinstance(node, dict) and node.get("description") else target
+        description = _one_line(desc_source.get("description")) if isinstance(desc_source, dict) else ""
         head = f"{pad}{self.summary(node, stack)}" + (f": {description}" if description else "")
         if not self._emit(out, head):
             return out
