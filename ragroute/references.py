@@ -78,7 +78,8 @@ def import_reference(
             target = getattr(target, part)
     except RagrouteError:
         raise
-    except Exception as exc:  # user code: importing it may raise anything
+    except (Exception, SystemExit) as exc:  # user code: importing it may raise anything (a script's
+        # top-level argparse or sys.exit ended the whole command until session 53)
         problem = f"{type(exc).__name__}: {exc}"
         raise RagrouteError(f"{where}: cannot load {what} {reference!r} ({problem})") from None
     if not callable(target):

@@ -1149,6 +1149,83 @@ def test_a_factory_file_defining_a_dataclass_loads(tmp_path):
         import_reference("broken.py:make", "r.yaml: source 'web'", base=tmp_path)
 
 
+def test_a_factory_that_calls_sys_exit_leaves_its_source_out(tmp_path, hashing_encoder):
+    """A factory file that is a script (a top-level argparse or `sys.exit`), or a factory calling
+    `sys.exit`, ended the whole load with SystemExit until session 53, naming no source (`ragroute
+    route` printed the script's usage and exited). Like any failing factory, it leaves its source out."""
+    from ragroute.errors import SourceWarning
+    from ragroute.route.config import load_routing
+
+    save_index(build_index(documents("astro"), "bm25", name="astro"), tmp_path / "idx" / "astro")
+    (tmp_path / "script.py").write_text("import sys\nsys.exit('usage: script.py FILE')\n")
+    (tmp_path / "quits.py").write_text("import sys\n\ndef make():\n    sys.exit(2)\n")
+    config = tmp_path / "r.yaml"
+    config.write_text(
+        "sources:\n"
+        "  astro: {index: idx/astro, description: Astronomy.}\n"
+        "  script: {kind: python, factory: 'script.py:make'}\n"
+        "  quits: {kind: python, factory: 'quits.py:make'}\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline = load_routing(config, encoder=hashing_encoder)
+    said = [str(w.message) for w in caught if issubclass(w.category, SourceWarning)]
+    assert said == [
+        f"{config}: source 'script' left out: cannot load factory 'script.py:make' "
+        "(SystemExit: usage: script.py FILE)",
+        f"{config}: source 'quits' left out: factory 'quits.py:make' failed (SystemExit: 2)",
+    ]
+    assert [s.name for s in pipeline.sources] == ["astro"]
+
+
+def test_a_config_whose_factory_loads_it_again_is_refused_in_one_line(tmp_path, hashing_encoder):
+    """A `kind: python` factory returning a nested pipeline (`load_routing` of another config) that
+    leads back to the config being loaded recursed until session 53: the levels near the recursion
+    limit failed and built on, for minutes. The config is refused where it comes round again, in one
+    line naming the cycle, and that factory's source is left out (this factory stops at depth 5, so
+    the old code loads a deep nest instead of hanging)."""
+    from ragroute.errors import SourceWarning
+    from ragroute.route.config import load_routing
+
+    save_index(build_index(documents("astro"), "bm25", name="astro"), tmp_path / "idx" / "astro")
+    (tmp_path / "nest.py").write_text(
+        "import sys\n"
+        "from conftest import HashingEncoder\n"
+        "from ragroute.route.config import load_routing\n\n"
+        "def nested(path, config_dir):\n"
+        "    frame, depth = sys._getframe(), 0\n"
+        "    while frame is not None:  # the file is run again at each level: count the calls\n"
+        "        depth, frame = depth + (frame.f_code.co_name == 'nested'), frame.f_back\n"
+        "    if depth > 5:\n"
+        "        raise RuntimeError('too deep')\n"
+        "    return load_routing(config_dir / path, encoder=HashingEncoder())\n"
+    )
+    (tmp_path / "sub").mkdir()
+    a, b = tmp_path / "a.yaml", tmp_path / "sub" / "b.yaml"
+    for config, up, other in ((a, "", "sub/b.yaml"), (b, "../", "../a.yaml")):
+        config.write_text(
+            "sources:\n"
+            f"  astro: {{index: {up}idx/astro, description: Astronomy.}}\n"
+            f"  inner: {{kind: python, factory: '{up}nest.py:nested', options: {{path: {other}}}, "
+            "corpus: astro, description: Nested.}\n"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline = load_routing(a, encoder=hashing_encoder)
+    said = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, SourceWarning) and "left out" in str(w.message)
+    ]
+    cycle = (
+        f"{b.parent / '../a.yaml'}: a routing config that loads itself through a factory ({a} -> {b} -> {a})"
+    )
+    assert said == [
+        f"{b}: source 'inner' left out: factory '../nest.py:nested' failed (RagrouteError: {cycle})"
+    ]
+    assert [s.name for s in pipeline.sources] == ["astro", "inner"]
+
+
 def test_two_sources_holding_the_same_documents_apart_are_warned_about(tmp_path, hashing_encoder):
     """A BM25 and a dense index built apart over one corpus, without a shared `corpus:`: fusion listed
     each document twice, once per source, and nothing said so (until session 36)."""

@@ -47,6 +47,7 @@ checks a config without loading models (:mod:`ragroute.route.config_check`).
 
 from __future__ import annotations
 
+import contextvars
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -382,6 +383,11 @@ def left_out_message(path: str | Path, problem: SourceProblem) -> str:
     return f"{where} left out: {reason}"
 
 
+#: the routing configs being loaded on this thread (or task), outermost first: a factory that loads
+#: a config (a nested pipeline) is refused when that config is one of them
+_LOADING: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("ragroute_loading", default=())
+
+
 def load_routing(
     path: str | os.PathLike[str],
     *,
@@ -398,6 +404,13 @@ def load_routing(
     check_encoder_object(encoder, "load_routing")
     if cache_dir is not None:
         check_path(cache_dir, "load_routing: cache_dir needs a folder path")
+    loading = _LOADING.get()
+    here = Path(os.path.abspath(path))
+    if here in loading:  # a config whose factory loads it again: until session 53 it recursed for
+        # minutes (every level near the recursion limit failing and building on), never ending
+        chain = " -> ".join(str(p) for p in (*loading[loading.index(here) :], here))
+        raise RagrouteError(f"{path}: a routing config that loads itself through a factory ({chain})")
+    token = _LOADING.set((*loading, here))
     try:
         return _load_routing(path, encoder, backend, cache_dir)
     except OSError as exc:  # a file the config names that the system refuses (name too long, ...)
@@ -406,6 +419,8 @@ def load_routing(
         if not is_nul_path_error(exc):
             raise
         raise RagrouteError(f"{path}: a path in it contains a NUL character") from None
+    finally:
+        _LOADING.reset(token)
 
 
 def _load_routing(

@@ -221,7 +221,8 @@ def call_factory(request: SourceRequest) -> Any:
         options["config_dir"] = request.config_path.parent.resolve()
     try:
         return factory(**options)
-    except Exception as exc:  # user code
+    except (Exception, SystemExit) as exc:  # user code (a sys.exit in it ended the whole command
+        # until session 53, naming no source)
         raise RagrouteError(
             f"{request.where}: factory {request.entry['factory']!r} failed ({type(exc).__name__}: {exc})"
         ) from None
