@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ragroute.errors import RagrouteError, check_keys
+from ragroute.unicode_forms import INVISIBLE
 
 __all__ = [
     "ENGLISH_STOPWORDS",
@@ -95,11 +96,6 @@ def _token_marks_re() -> re.Pattern[str]:
     Compiled at the first non-ASCII text, not at import (ASCII text never needs it)."""
     return re.compile(rf"[^\W_](?:[^\W_]|[{_mark_ranges()}])*")
 
-
-#: invisible format characters (soft hyphen, Mongolian vowel separator, zero-width space and joiners,
-#: direction marks and embeddings, word joiner, invisible operators, isolates, BOM; the set keyword
-#: signals remove, :func:`ragroute.route.signals.normalise_text`)
-_INVISIBLE_RE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 # ASCII fast path: on ASCII text a token character is exactly [A-Za-z0-9], so mapping every other
 # byte to a space and splitting gives the same tokens as the regex, about 2.5x faster.
@@ -238,7 +234,7 @@ def _words(
     if text.isascii():
         return text.encode("ascii").translate(_ASCII_NON_WORD_TO_SPACE).decode("ascii").split()
     if nfkc:
-        text = _INVISIBLE_RE.sub("", text)
+        text = INVISIBLE.sub("", text)
     if nfc and not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     if marks:

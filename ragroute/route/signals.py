@@ -34,6 +34,7 @@ from ragroute.errors import number_text_hint, unknown_keys_message
 from ragroute.registry import SIGNALS
 from ragroute.route.language import LANGUAGES, guess_language
 from ragroute.route.policy import PolicyError, item_line, key_line, value_line
+from ragroute.unicode_forms import INVISIBLE
 
 COMMON_KEYS = frozenset({"type", "description"})
 
@@ -318,18 +319,13 @@ _QUOTES = str.maketrans(
 _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 
 
-#: invisible format characters (soft hyphen, zero-width space and joiners, direction marks, BOM):
-#: one inside a word ("prin\u200bter", "print\u00ader" pasted from a web page) hid it from keywords
-_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
-
-
 def normalise_text(text: str) -> str:
     """``text`` as keyword and length signals read it: NFC (an accent typed as a combining mark is
     the accented letter), curly and other typographic quotes as ``'`` and ``"``, invisible format
     characters (zero-width space, soft hyphen, direction marks) removed. ASCII is unchanged."""
     if text.isascii():
         return text
-    return _INVISIBLE.sub("", unicodedata.normalize("NFC", text).translate(_QUOTES))
+    return INVISIBLE.sub("", unicodedata.normalize("NFC", text).translate(_QUOTES))
 
 
 def keyword_text(text: str) -> str:

@@ -1,0 +1,12 @@
+"""The invisible characters removed before text is compared, one definition for what compares it:
+BM25's tokens (:mod:`ragroute.index.bm25_tokenize`) and keyword and length signals
+(:mod:`ragroute.route.signals`), so a word found by one is found by the other."""
+
+from __future__ import annotations
+
+import re
+
+#: invisible format characters (soft hyphen, Mongolian vowel separator, zero-width space and
+#: joiners, direction marks and embeddings, word joiner, invisible operators, isolates, BOM): one
+#: inside a word ("prin\u200bter", "print\u00ader" pasted from a web page) would hide it
+INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
