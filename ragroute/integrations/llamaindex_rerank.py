@@ -18,6 +18,7 @@ from pydantic import Field, PrivateAttr
 from ragroute.errors import RagrouteError, check_k
 from ragroute.integrations.adapters import OWN_PREFIX, made_by_ragroute
 from ragroute.integrations.llamaindex import node_parent
+from ragroute.rerank import rerank_every
 from ragroute.rerank.cross_encoder import fused_value
 from ragroute.types import Hit
 
@@ -109,10 +110,7 @@ class RagrouteRerank(BaseNodePostprocessor):
             for i, n in enumerate(nodes)
         ]
         reranker = self._reranker
-        if hasattr(reranker, "candidates"):  # read every node, not only the reranker's default pool
-            ranked = reranker.rerank(query_bundle.query_str, hits, self.top_n, candidates=len(hits))
-        else:
-            ranked = reranker.rerank(query_bundle.query_str, hits, self.top_n)
+        ranked = rerank_every(reranker, query_bundle.query_str, hits, self.top_n)
         out = []
         for hit in ranked:
             # a copy: the caller's nodes stay as they were; the reranker's numbers are for the trace,

@@ -7,6 +7,8 @@ Registered kinds live in :data:`ragroute.registry.RERANKERS`; each is one module
 
 from __future__ import annotations
 
+from typing import Any
+
 RERANKER_SETTINGS: dict[str, frozenset[str]] = {
     "parents": frozenset(),
     "cross-encoder": frozenset({"model", "backend", "candidates", "batch_size", "max_length"}),
@@ -19,3 +21,13 @@ def settings_where(build: object) -> str:
     cross-encoder's unknown key as a "setting")."""
     where = str(getattr(build, "where", "") or "")
     return f"{where}: reranker" if where else "reranker"
+
+
+def rerank_every(reranker: Any, query: Any, hits: list[Any], k: int) -> list[Any]:
+    """``reranker.rerank(query, hits, k)`` reading every hit handed over: a reranker with a pool of
+    its own (``candidates``, the cross-encoder's) is told the pool is all of them, not its default
+    first ones; one of the pipeline's protocol, ``rerank(query, hits, k)``, is called as it is
+    (the skill router passed ``candidates=`` to every reranker until session 53)."""
+    if hasattr(reranker, "candidates"):
+        return list(reranker.rerank(query, hits, k, candidates=len(hits)))
+    return list(reranker.rerank(query, hits, k))

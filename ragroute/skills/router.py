@@ -62,6 +62,7 @@ from ragroute.errors import (
     check_setting,
     unknown_keys_message,
 )
+from ragroute.rerank import rerank_every
 from ragroute.skills.index import METHODS, ScopedView, SkillIndex, SkillIndexParams
 from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
 from ragroute.types import Hit, TraceStep, plain_values
@@ -669,12 +670,7 @@ class SkillRouter:
             if k > len(pool) - self._folded(pool, group_of):
                 pool = ranked
             hits = [self._hit(r) for r in pool]
-            if hasattr(reranker, "candidates"):  # reads every hit, not only its default pool
-                reranked = reranker.rerank(task, hits, k=len(hits), candidates=len(hits))
-            else:  # a reranker of the pipeline's protocol, rerank(query, hits, k), as RagrouteRerank
-                # calls it: until session 53 it was passed candidates= too, and every route failed
-                # with "rerank() got an unexpected keyword argument 'candidates'"
-                reranked = reranker.rerank(task, hits, k=len(hits))
+            reranked = rerank_every(reranker, task, hits, len(hits))
             by_id = {r.id: r for r in pool}
             new = []
             for rank, hit in enumerate(reranked, 1):
