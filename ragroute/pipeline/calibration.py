@@ -33,8 +33,8 @@ PSEUDO_QUERIES_PER_SOURCE = 60
 #: the most pseudo-queries of the other sources one source's null is measured on: beside more than
 #: 20 other sources each gives fewer than :data:`PSEUDO_QUERIES_PER_SOURCE` (its first ones, the
 #: same for every pipeline it is in), so the first query of a pipeline over S sources searches about
-#: S x 1,200 of them, not S x (S - 1) x 60 (until session 53: 4.4 s at 100 small sources, growing
-#: with the square; with a model encoder, 6,000 pseudo-queries encoded besides)
+#: S x 1,200 of them, not S x (S - 1) x 60 (until session 53: 15 s at 100 sources of 80 documents,
+#: growing with the square; with a model encoder, 6,000 pseudo-queries encoded besides)
 NULL_QUERIES = 1200
 #: fewer of the other sources' pseudo-queries than this are no null: their mean and sd are any two
 #: numbers (a source beside one of two documents was standardised against two of them)
