@@ -932,3 +932,44 @@ def test_a_router_temperature_that_is_no_positive_number_is_refused(hashing_enco
         ConfidenceRouter(sources, ConfidenceConfig(temperature=temperature))
     with pytest.raises(RagrouteError, match=r"^'temperature' must be (above 0|a number), not "):
         PrototypeRouter(sources, hashing_encoder, PrototypeConfig(temperature=temperature))
+
+
+@pytest.mark.parametrize("make", ["prototype", "confidence"])
+def test_a_router_config_reused_for_another_router_is_calibrated_again(hashing_encoder, small_docs, make):
+    """Calibrating wrote the fitted temperature into the caller's config: a second router built
+    with the same config took it as given and was never calibrated on its own sources."""
+    sources = topic_sources(small_docs, hashing_encoder)
+    config = PrototypeConfig() if make == "prototype" else ConfidenceConfig()
+
+    def build(srcs):
+        if make == "prototype":
+            return PrototypeRouter(srcs, hashing_encoder, config)
+        return ConfidenceRouter(srcs, config)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        first = build(sources)
+        second = build(sources[:2])
+    assert config.temperature is None  # the caller's config is left as given
+    assert first.calibration.get("source", "pseudo-queries") == "pseudo-queries"
+    assert second.calibration.get("source", "pseudo-queries") == "pseudo-queries"
+    assert second.calibration["pseudo_queries"] < first.calibration["pseudo_queries"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"none_threshold": float("nan")}, r"^'none_threshold' must be a number, not nan"),
+        ({"none_threshold": 1.5}, r"^'none_threshold' must be at most 1, not 1.5"),
+        ({"bank_top_n": 0}, r"^'bank_top_n' must be at least 1, not 0"),
+        ({"bank_top_n": 2.5}, r"^'bank_top_n' must be an integer, not 2.5"),
+        ({"bank_weight": float("nan")}, r"^'bank_weight' must be a number, not nan"),
+        ({"bank_dim": "8"}, r"^'bank_dim' must be an integer, not a string"),
+    ],
+)
+def test_a_prototype_setting_it_cannot_route_by_is_refused(hashing_encoder, small_docs, setting, message):
+    """Until session 54 a NaN none_threshold (or weight) made every probability NaN, and a
+    bank_top_n below 1 (or not whole) ended in numpy's traceback: one line now, as a config says."""
+    sources = topic_sources(small_docs, hashing_encoder)
+    with pytest.raises(RagrouteError, match=message):
+        PrototypeRouter(sources, hashing_encoder, PrototypeConfig(temperature=0.05, **setting))

@@ -574,6 +574,30 @@ def test_weights_that_would_route_with_nan_or_crash_are_refused(
     assert "\n" not in str(info.value)
 
 
+def test_mlp_layers_that_do_not_chain_are_refused_at_load(
+    data: dict[str, Any], encoder: FakeEncoder, tmp_path: Path
+) -> None:
+    """An MLP whose hidden layer's outputs are not the next layer's inputs (every array finite, each
+    bias the width of its layer) loaded, and then every query was numpy's matmul traceback."""
+    from conftest import replace_published_file
+
+    texts, labels = data["train"]
+    mlp = TrainedRouter.fit(
+        texts, labels, encoder, model="mlp", hidden=8, features=QueryFeatures(hashed_dim=0)
+    )
+    folder = mlp.save(tmp_path / "mlp")
+    with np.load(published_path(folder) / WEIGHTS_FILE) as saved:
+        arrays = {key: np.array(saved[key]) for key in saved.files}
+    arrays["W1"] = arrays["W1"][:4]  # 4 inputs where the hidden layer gives 8
+    buffer = tmp_path / "weights.npz"
+    np.savez(buffer, **arrays)
+    replace_published_file(folder, WEIGHTS_FILE, buffer.read_bytes())
+    with pytest.raises(
+        IndexFormatError, match="is corrupt: a layer's outputs are not the next layer's inputs$"
+    ):
+        TrainedRouter.load(folder, encoder)
+
+
 def test_inspect_of_a_legacy_router_with_a_bad_encoder_entry_is_one_error_line(
     router: TrainedRouter, tmp_path: Path
 ) -> None:
@@ -646,6 +670,28 @@ def test_fit_refuses_numbers_that_would_give_nan_or_a_traceback(
     model = "mlp" if option == "hidden" else "logreg"
     with pytest.raises(RagrouteError, match=option):
         TrainedRouter.fit(texts, labels, encoder, none_label="no", model=model, **{option: value})
+
+
+def test_fit_refuses_query_vectors_without_their_encoder(data: dict[str, Any], encoder: FakeEncoder) -> None:
+    """Embeddings given without the encoder were dropped without a word: the router learnt from
+    the features alone (no embedding block), not from the vectors it was handed."""
+    texts, labels = data["train"]
+    vectors = encoder.encode_queries(texts)
+    with pytest.raises(RagrouteError, match=r"^query_vectors were given without the encoder that made them"):
+        TrainedRouter.fit(texts, labels, None, query_vectors=vectors, features=QueryFeatures(hashed_dim=16))
+
+
+def test_fit_refuses_to_calibrate_on_nothing_held_out(data: dict[str, Any], encoder: FakeEncoder) -> None:
+    """calibrate=True with validation_fraction=0 held nothing out, and the router was left at
+    temperature 1.0 with calibrate recorded as done."""
+    texts, labels = data["train"]
+    options = {"features": QueryFeatures(hashed_dim=16)}
+    with pytest.raises(RagrouteError, match=r"^validation_fraction 0 holds no query out to calibrate on"):
+        TrainedRouter.fit(texts, labels, encoder, validation_fraction=0.0, **options)
+    uncalibrated = TrainedRouter.fit(
+        texts, labels, encoder, validation_fraction=0.0, calibrate=False, **options
+    )
+    assert uncalibrated.temperature == 1.0
 
 
 def _write_labels(path: Path, texts: list[str], labels: list[str]) -> Path:

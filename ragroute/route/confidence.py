@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -68,7 +68,9 @@ class ConfidenceRouter(BaseRouter):
             raise RagrouteError("a confidence router needs at least one source")
         self.sources = list(sources)
         self.labels = [s.name for s in self.sources]
-        self.config = config or ConfidenceConfig()
+        # a copy: calibrating writes the fitted temperature into it, and until session 54 a second
+        # router built with the caller's config took that temperature as given (never calibrated)
+        self.config = replace(config) if config is not None else ConfidenceConfig()
         # positive, as a config's `temperature:` must be: until session 52 the Python API took 0 and
         # routed at another temperature without a word, and a negative one inverted the routing
         check_setting(self.config.temperature, "number", "", "temperature", positive=True, optional=True)

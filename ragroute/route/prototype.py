@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -80,10 +80,10 @@ class PrototypeRouter(BaseRouter):
         if not sources:
             raise RagrouteError("a prototype router needs at least one source")
         self.encoder = encoder
-        self.config = config or PrototypeConfig()
-        # positive, as a config's `temperature:` must be: until session 52 the Python API took 0 and
-        # routed at another temperature without a word, and a negative one inverted the routing
-        check_setting(self.config.temperature, "number", "", "temperature", positive=True, optional=True)
+        # a copy: calibrating wrote the fitted temperature into the caller's config, and a second
+        # router built with it took that temperature as given (never calibrated on its own sources)
+        self.config = replace(config) if config is not None else PrototypeConfig()
+        _check_config(self.config)
         self.sources = sources
         # ``is not None``: a threshold of 0 (a valid cosine) added no ``none`` route until session 43
         none = self.config.none_threshold is not None
@@ -376,6 +376,22 @@ class PrototypeRouter(BaseRouter):
             "calibration": self.calibration,
             "bank_from": dict(self.bank_from),
         }
+
+
+def _check_config(cfg: PrototypeConfig) -> None:
+    """Refuse settings the router cannot route by, in one line, as a routing config's are refused.
+    Until session 54 a NaN ``none_threshold`` made every probability NaN, a ``bank_top_n`` below 1
+    ended in numpy's traceback, and a NaN weight routed every query by NaN scores."""
+    # positive, as a config's `temperature:` must be: until session 52 the Python API took 0 and
+    # routed at another temperature without a word, and a negative one inverted the routing
+    check_setting(cfg.temperature, "number", "", "temperature", positive=True, optional=True)
+    check_setting(cfg.none_threshold, "number", "", "none_threshold", minimum=-1, maximum=1, optional=True)
+    for key in ("description_weight", "centroid_weight", "bank_weight"):
+        check_setting(getattr(cfg, key), "number", "", key, minimum=0)
+    check_setting(cfg.bank_top_n, "integer", "", "bank_top_n", minimum=1)
+    check_setting(cfg.max_docs, "integer", "", "max_docs", minimum=0)
+    check_setting(cfg.calibration_queries, "integer", "", "calibration_queries", minimum=0)
+    check_setting(cfg.bank_dim, "integer", "", "bank_dim", minimum=1, optional=True)
 
 
 @dataclass(frozen=True)

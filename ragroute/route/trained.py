@@ -259,22 +259,30 @@ class TrainedRouter(BaseRouter):
         """Fit a router on ``texts`` and their ``labels``.
 
         ``encoder`` embeds the texts (``None``: no embedding block, only
-        ``features``); ``query_vectors`` may hold those embeddings already.
+        ``features``); ``query_vectors`` may hold those embeddings already (refused without
+        the ``encoder`` that made them).
         ``features`` (default: cheap features and :data:`~ragroute.route.features.DEFAULT_HASHED_DIM`
         hashed n-gram buckets) adds model-free columns. ``model`` is ``"logreg"`` (multinomial
         logistic regression, inverse regularisation ``C``) or ``"mlp"`` (one ReLU
         layer of ``hidden`` units, L2 penalty ``1 / C``). ``class_weight="balanced"``
         weighs classes inversely to their frequency. ``none_bias`` is added to the
         ``"none"`` logit at prediction time (a higher recall of "no retrieval"
-        at some cost in accuracy). Deterministic for a given ``seed``.
+        at some cost in accuracy). ``calibrate`` fits the temperature on the
+        ``validation_fraction`` held out (above 0 then). Deterministic for a given ``seed``.
         """
         texts = [check_query(t) for t in check_batch(texts, "texts")]
         raw = _route_names(labels)
+        if query_vectors is not None and encoder is None:
+            # they were dropped without a word: a router of the features alone, no embedding block
+            raise RagrouteError(
+                "query_vectors were given without the encoder that made them: pass it too (the router "
+                "embeds later queries with it), or leave both out for a router of the features alone"
+            )
         if query_vectors is not None:  # a NaN row ended in scikit-learn's multi-line refusal
             query_vectors = check_query_vectors(query_vectors, len(texts), encoder)
         if features is None:
             features = QueryFeatures(hashed_dim=DEFAULT_HASHED_DIM)
-        _check_fit_args(texts, raw, encoder, features, model, none_label, validation_fraction, C)
+        _check_fit_args(texts, raw, encoder, features, model, none_label, validation_fraction, C, calibrate)
         _check_fit_numbers(
             none_bias=none_bias, cheap_weight=cheap_weight, hashed_weight=hashed_weight, hidden=hidden
         )
@@ -676,6 +684,7 @@ def _check_fit_args(
     none_label: str | None,
     validation_fraction: float,
     C: float,
+    calibrate: bool = True,
 ) -> None:
     if len(texts) != len(labels):
         raise RagrouteError(f"{len(texts)} texts but {len(labels)} labels")
@@ -695,6 +704,11 @@ def _check_fit_args(
         )
     if not 0.0 <= validation_fraction < 1.0:
         raise RagrouteError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    if calibrate and validation_fraction == 0:  # nothing held out: the router was left at temperature 1
+        raise RagrouteError(
+            "validation_fraction 0 holds no query out to calibrate on: give a fraction above 0, or "
+            "calibrate=False"
+        )
     if not C > 0:  # NaN too: it reached scikit-learn's refusal (a traceback from `route fit --C nan`)
         raise RagrouteError(f"C must be positive, got {C}")
     if encoder is None and (features is None or not features.width):
@@ -943,6 +957,9 @@ def _check_shapes(
         problem = f"output layer has {network.weights[-1].shape[1]} columns for {n_labels} labels"
     elif kind == "logreg" and len(network.weights) != 1:
         problem = "a logistic regression has exactly one layer"
+    elif any(w.shape[1] != after.shape[0] for w, after in zip(network.weights, network.weights[1:])):
+        # an MLP whose layers do not chain loaded, and every query was numpy's traceback
+        problem = "a layer's outputs are not the next layer's inputs"
     elif not (np.isfinite(scaling.offset).all() and np.isfinite(scaling.scale).all()):
         problem = "the input scaling is not finite"  # every probability was NaN (until session 51)
     else:
