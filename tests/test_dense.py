@@ -1,5 +1,6 @@
 import re
 import warnings
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -643,6 +644,50 @@ def test_a_memory_mapped_index_can_be_changed_after_later_builds_pruned_its_buil
     assert loaded.delete(["twin"]) == 1
 
 
+@pytest.mark.skipif(
+    not hasattr(faiss, "IO_FLAG_MMAP_IFC") or not Path("/proc/self/maps").is_file(),
+    reason="needs faiss >= 1.10 and /proc/self/maps",
+)
+@pytest.mark.parametrize("factory", ["flat", "hnsw"])
+def test_a_flat_or_hnsw_index_loaded_with_mmap_is_memory_mapped(tmp_path, factory):
+    """faiss's IO_FLAG_MMAP maps an IVF index's lists only: a flat or HNSW index saved with
+    ``mmap=True`` was read into memory whole, the setting silently ignored (until session 54)."""
+    from ragroute.index.io import load_index, save_index
+
+    base = DenseIndex(_Fixed(), DenseParams(factory=factory, mmap=True))
+    base.add_vectors([Document(id=f"d{i}", text="x") for i in range(300)], _clustered(300))
+    save_index(base, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", encoder=_Fixed())
+    assert str(loaded.mapped) in Path("/proc/self/maps").read_text()
+    query = _clustered(1, seed=9)
+    assert [h.doc_id for h in loaded.search_vectors(query, 5)[0]] == [
+        h.doc_id for h in base.search_vectors(query, 5)[0]
+    ]
+    loaded.add_vectors([Document(id="twin", text="x")], query)  # read into memory first
+    assert loaded.mapped is None and loaded.search_vectors(query, 1)[0][0].doc_id == "twin"
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_an_ivfpq_refine_index_without_its_exact_vectors_is_refused_unverified(tmp_path, mmap):
+    """Loaded without checksums (``ragroute query --no-verify``), a refine index whose exact.npy was
+    gone loaded and searched the PQ codes alone, silently, while its manifest said refine (until
+    session 54)."""
+    from ragroute.errors import IndexFormatError
+    from ragroute.index.io import load_index, save_index
+    from ragroute.store.artifact import published_path
+
+    params = DenseParams(factory="ivfpq", pq_m=4, pq_bits=4, ivf_nlist=4, ivf_nprobe=4, refine=4, mmap=mmap)
+    index = DenseIndex(_Fixed(), params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few training points
+        index.add_vectors([Document(id=f"d{i}", text="x") for i in range(300)], _clustered(300))
+    save_index(index, tmp_path / "ix")
+    (published_path(tmp_path / "ix") / "exact.npy").unlink()
+    with pytest.raises(IndexFormatError, match=r"exact.npy is missing: .*\(refine 4\); rebuild") as caught:
+        load_index(tmp_path / "ix", encoder=_Fixed(), verify=False)
+    assert "\n" not in str(caught.value)
+
+
 def test_a_memory_mapped_index_reads_its_file_back_only_if_it_matches_its_manifest(tmp_path):
     from ragroute.errors import IndexFormatError
     from ragroute.index.io import load_index, save_index
@@ -684,6 +729,36 @@ def test_dense_params_refuse_settings_faiss_cannot_take(settings, message):
     with pytest.raises(RagrouteError, match=message) as caught:
         DenseParams(**settings)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"factory": "hnsw", "hnsw_m": np.int64(16), "ef_construction": np.int32(40),
+         "ef_search": np.int64(20)},
+        {"factory": "ivfpq", "ivf_nlist": np.int64(4), "ivf_nprobe": np.int64(2), "pq_m": np.int64(4),
+         "pq_bits": np.int64(4), "refine": np.int64(2), "train_sample": np.int64(500)},
+    ],
+)  # fmt: skip
+def test_dense_params_given_as_numpy_integers_build_save_and_load(tmp_path, settings):
+    """Numpy integers pass the checks (session 41), but faiss's constructors took Python ints only:
+    ``hnsw_m=np.int64(16)`` failed with SWIG's multi-line "Wrong number or type of arguments"
+    (until session 54). They are kept as ints, as the manifest records them."""
+    from ragroute.index.io import load_index, save_index
+
+    params = DenseParams(**settings)
+    assert all(type(getattr(params, name)) is int for name in settings if name != "factory")
+    index = DenseIndex(_Fixed(), params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ivfpq: few training points
+        index.add_vectors([Document(id=f"d{i}", text="x") for i in range(300)], _clustered(300))
+    save_index(index, tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix", encoder=_Fixed())
+    assert loaded.params == index.params
+    query = _clustered(1, seed=9)
+    assert [h.doc_id for h in loaded.search_vectors(query, 3)[0]] == [
+        h.doc_id for h in index.search_vectors(query, 3)[0]
+    ]
 
 
 def test_ivfpq_pq_m_that_does_not_divide_the_dimension_is_one_line():

@@ -855,6 +855,11 @@ def test_a_0_1_router_is_refitted_in_place_and_checked_like_loading_checks_it(
     assert TrainedRouter.read_settings(folder)["labels"] == router.labels
     shown = CliRunner().invoke(main, ["inspect", str(folder)])  # said: holds no ragroute artifact
     assert shown.exit_code == 0 and "router / trained (logreg)  [0.1 layout" in shown.output
+    # --clean refused it as "nothing to clean ...: it holds no ragroute artifact", exit 2 (until session 54)
+    cleaned = CliRunner().invoke(main, ["inspect", str(folder), "--clean"])
+    assert cleaned.exit_code == 0 and "router / trained (logreg)  [0.1 layout" in cleaned.stdout
+    said = f"cleaned {folder}: nothing to clean (a 0.1 router folder keeps no builds)"
+    assert cleaned.stderr.strip() == said
     manifest = json.loads((folder / ROUTER_FILE).read_text())
     (folder / ROUTER_FILE).write_text(json.dumps({**manifest, "version": 99}))
     with pytest.raises(IndexFormatError, match="format version 99, newer than this ragroute"):

@@ -30,9 +30,13 @@ from ragroute.display import terminal_text
 )
 def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> None:
     """Show the published build of an index, trained router or other artifact, and check it."""
+    from ragroute.route.trained import is_legacy_router
     from ragroute.store import open_snapshot
 
-    if clean:
+    legacy = is_legacy_router(path)
+    if clean and legacy:  # until session 54: "nothing to clean ...: it holds no ragroute artifact", exit 2
+        click.echo(f"cleaned {path}: nothing to clean (a 0.1 router folder keeps no builds)", err=True)
+    elif clean:
         from ragroute.store.artifact import clean_artifact
 
         report = clean_artifact(path)
@@ -41,9 +45,7 @@ def inspect_command(path: Path, verify: bool, as_json: bool, clean: bool) -> Non
             f"{counted(len(report.builds), 'superseded build')} removed",
             err=True,
         )
-    from ragroute.route.trained import is_legacy_router
-
-    if is_legacy_router(path):
+    if legacy:
         _show_legacy_router(path, as_json)
         return
     snapshot = open_snapshot(path, verify=verify)

@@ -87,6 +87,8 @@ class DenseParams:
         # process in faiss, hnsw_m=-1 hung, pq_bits=0 crashed it and ef_search=-5 passed unnoticed
         for name, (least, most, does) in _INTEGER_FIELDS.items():
             _check_integer(name, getattr(self, name), least, most, does)
+            if isinstance(getattr(self, name), np.integer):  # faiss's constructors and JSON take int only
+                setattr(self, name, int(getattr(self, name)))
         if self.refine and self.factory != "ivfpq":
             raise RagrouteError(f"refine applies to ivfpq indexes only, as a factor >= 1 (got {self.refine})")
         if not isinstance(self.mmap, bool):
@@ -568,7 +570,7 @@ class DenseIndex(VectorIndex):
         path = Path(directory) / FAISS_NAME
         dense = DenseParams.from_dict(params.get("dense", {}))
         try:
-            faiss_index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if dense.mmap else 0)
+            faiss_index = faiss.read_index(str(path), _mmap_flags(dense))
         except RuntimeError as exc:
             raise IndexFormatError(f"{path} is corrupt: {str(exc).splitlines()[0]}") from None
         if faiss_index.d != encoder.dim:
@@ -593,7 +595,24 @@ class DenseIndex(VectorIndex):
             if exact.ndim != 2 or exact.shape[1] != faiss_index.d or exact.dtype != np.float32:
                 raise IndexFormatError(f"{exact_path} is corrupt: shape {exact.shape}, dtype {exact.dtype}")
             index.exact = exact
+        elif dense.refine:  # loaded without it, searches silently skipped the re-ranking (until session 54)
+            raise IndexFormatError(
+                f"{exact_path} is missing: the index re-ranks its candidates by the vectors kept there "
+                f"(refine {dense.refine}); rebuild the index"
+            )
         return index
+
+
+def _mmap_flags(dense: DenseParams) -> int:
+    """faiss's read flags for ``dense.mmap``: ``IO_FLAG_MMAP`` maps an IVF-PQ index's inverted
+    lists, and reads a flat or HNSW index's vectors into memory all the same (until session 54
+    ``mmap`` loaded those whole, silently); ``IO_FLAG_MMAP_IFC`` maps them (faiss 1.10 and later;
+    an older faiss reads them into memory)."""
+    if not dense.mmap:
+        return 0
+    if dense.factory == "ivfpq":
+        return int(faiss.IO_FLAG_MMAP)
+    return int(getattr(faiss, "IO_FLAG_MMAP_IFC", 0))
 
 
 class _MappedFiles:
