@@ -291,3 +291,37 @@ def test_a_collection_too_small_to_train_an_expert_on_is_named(tmp_path):
     (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     with pytest.raises(RagrouteError, match=r"^collection tiny: cannot cut pseudo-queries from 1 document"):
         prepare(tmp_path / "root", "dev", HashingEncoder(dim=384), tmp_path / "experts")
+
+
+def test_a_collection_without_training_queries_is_one_line_before_any_encoding(tmp_path, monkeypatch):
+    """Collection b is judged on --split dev but not on --train-split test: until session 54 the whole
+    bench ran, then the dataset router (fitted per collection on test) died on b with KeyError: 'b'."""
+    import json
+
+    from click.testing import CliRunner
+
+    import ragroute.encode
+    from ragroute.cli.bench import experts_command
+    from ragroute.errors import RagrouteError
+    from ragroute.evaluation.bench_experts import run_experts_bench
+
+    for name, splits in (("a", ("dev", "test")), ("b", ("dev",))):
+        folder = tmp_path / "root" / name
+        (folder / "qrels").mkdir(parents=True)
+        (folder / "corpus.jsonl").write_text(json.dumps({"_id": f"{name}1", "text": "cats purr"}) + "\n")
+        (folder / "queries.jsonl").write_text(json.dumps({"_id": f"{name}q", "text": "cats"}) + "\n")
+        for split in splits:
+            (folder / "qrels" / f"{split}.tsv").write_text(
+                f"query-id\tcorpus-id\tscore\n{name}q\t{name}1\t1\n"
+            )
+
+    def no_encoder(*_args, **_kwargs):
+        raise AssertionError("the encoder was loaded before the collections were checked")
+
+    said = r"--train-split test: b under .* has qrels/dev.tsv but no qrels/test.tsv"
+    with pytest.raises(RagrouteError, match=said):
+        run_experts_bench(tmp_path / "root", "dev", "test", None, tmp_path / "experts")
+    monkeypatch.setattr(ragroute.encode, "load_encoder", no_encoder)
+    args = ["--data", str(tmp_path / "root"), "--experts", str(tmp_path / "experts"), "--train-split", "test"]
+    result = CliRunner().invoke(experts_command, args)
+    assert result.exit_code == 2 and "error: --train-split test: b under" in result.output

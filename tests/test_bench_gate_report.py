@@ -117,3 +117,33 @@ def test_gate_scores_order_queries_as_the_gates_probabilities_even_with_a_negati
     assert np.array_equal(np.argsort(scored.scores), np.argsort(probs))
     for rate, cut in scored.thresholds.items():
         assert list(scored.scores >= cut) == list(probs >= gate.threshold_for_rate(rate))
+
+
+def test_the_knn5_baseline_votes_over_every_training_query_when_there_are_fewer_than_five(tmp_path):
+    """A training file of 4 queries: the 5-NN baseline raised numpy's "kth(=4) out of bounds"
+    (a traceback, the run lost) until session 54, where the trained gates fit on 2 of each kind."""
+    import json
+
+    from conftest import HashingEncoder
+
+    def write(path, rows):
+        lines = [json.dumps({"_id": str(i), "text": t, "label": label}) for i, (t, label) in enumerate(rows)]
+        path.write_text("\n".join(lines) + "\n")
+
+    train = [
+        ("capital of france", "no"),
+        ("who wrote hamlet", "no"),
+        ("acme revenue", "doc"),
+        ("acme report", "doc"),
+    ]
+    write(tmp_path / "train.jsonl", train)
+    write(tmp_path / "test.jsonl", [("capital of spain", "no"), ("acme revenue 2023", "doc")])
+    result = bench_gate.run_gate_bench(
+        tmp_path / "test.jsonl",
+        train_path=tmp_path / "train.jsonl",
+        encoder=HashingEncoder(),
+        gates=["knn5_embedding"],
+    )
+    row = result["gates"]["knn5_embedding"]
+    # the vote of all 4 (2 of each kind) is a tie for every query: retrieve, the baseline's 0.5 cut
+    assert row["retrieval_rate"] == 1.0 and row["balanced_accuracy"] == 0.5 and len(row["curve"]) == 5

@@ -1078,3 +1078,24 @@ def test_a_gate_fit_on_bad_vectors_or_no_column_is_one_line(encoder, arguments, 
         candidates = {"by_vote": {"signals": ["knn_vote"]}}
         with pytest.raises(RagrouteError, match=said):
             select_gate(TEXTS, FLAGS, encoder, candidates=candidates, folds=3, **arguments)
+
+
+def test_a_gate_selection_scores_each_candidate_as_its_probabilities_order_the_queries(encoder, monkeypatch):
+    """A candidate whose Platt slope is fitted negative decides by probabilities that order the
+    queries against its raw logits: until session 54 the selection scored those logits, so such a
+    candidate's AUROC was 1 - the AUROC of the gate it would have chosen (the bench scored it right)."""
+    from ragroute.gate import trained
+    from ragroute.gate.selection import select_gate
+
+    candidates = {
+        "by_complexity": {"signals": ["complexity"], "columns": ["complexity.multihop_cues"]},
+        "by_rarity": {"signals": ["rarity"]},
+    }
+    plain = select_gate(TEXTS, FLAGS, encoder, candidates=candidates, folds=3).metrics["selection"]
+    monkeypatch.setattr(trained, "fit_platt", lambda logits, y: (-1.0, 0.0))  # every slope negative
+    gate = select_gate(TEXTS, FLAGS, encoder, candidates=candidates, folds=3)
+    flipped = gate.metrics["selection"]
+    assert plain["mean_auroc"]["by_rarity"] > 0.9
+    for name in candidates:
+        assert flipped["mean_auroc"][name] == pytest.approx(1 - plain["mean_auroc"][name], abs=2e-4)
+    assert flipped["chosen"] == gate.name == "by_complexity"  # rarity's gate now ranks the wrong way

@@ -1069,6 +1069,7 @@ def experts_command(
     if train_split != split:
         refuse_options(("folds",), FOLDS_NEED_TRAIN_SPLIT)
     bench_corpus_routing.check_train_split(Path(root), split, train_split)
+    bench_experts.check_training_collections(Path(root), split, train_split)
     check_device(device)  # before the collections are encoded
     mix = {
         key: value

@@ -130,6 +130,12 @@ class RoutingData:
         return self._hits[(name, k)]
 
 
+def collection_folders(root: Path) -> list[Path]:
+    """The folders under ``root`` in name order, hidden ones (starting with ``.`` or ``_``) left out:
+    the candidate BEIR collections of a benchmark root."""
+    return [p for p in sorted(Path(root).iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+
+
 def load_collections(
     root: Path, split: str, skipped: dict[str, str] | None = None, log: Log | None = None
 ) -> list[Collection]:
@@ -139,9 +145,7 @@ def load_collections(
     from ragroute.loaders import load_beir
 
     folders = []
-    for path in sorted(Path(root).iterdir()):
-        if not path.is_dir() or path.name.startswith((".", "_")):
-            continue
+    for path in collection_folders(root):
         reason = missing_split(path, split)
         if reason is None:
             folders.append(path)
@@ -212,7 +216,7 @@ def check_train_split(root: Path, split: str, train_split: str | None) -> None:
     test): found only when the learned routers were fitted, it cost the whole run until now."""
     if train_split is None or train_split == split:
         return
-    folders = [p for p in sorted(Path(root).iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+    folders = collection_folders(root)
     if any(missing_split(folder, train_split) is None for folder in folders):
         return
     found = sorted({t.stem for folder in folders for t in (folder / "qrels").glob("*.tsv")})

@@ -384,6 +384,29 @@ def _per_collection(data: ExpertData, scores: Mapping[str, float]) -> dict[str, 
     return out
 
 
+def check_training_collections(root: Path, split: str, train_split: str | None) -> None:
+    """One line, before anything is encoded, when a collection judged in ``split`` has no
+    ``train_split`` queries (routers are fitted on them when it differs from ``split``): until session
+    54 the whole bench ran, then the dataset router, fitted per collection on the training split, died
+    on that collection with a bare KeyError."""
+    from ragroute.evaluation.bench_corpus_routing import collection_folders, missing_split
+
+    if train_split is None or train_split == split:
+        return
+    untrained = [
+        p.name
+        for p in collection_folders(root)
+        if missing_split(p, split) is None and missing_split(p, train_split)
+    ]
+    if untrained:
+        raise RagrouteError(
+            f"--train-split {train_split}: {', '.join(untrained)} under {root} "
+            f"{'has' if len(untrained) == 1 else 'have'} qrels/{split}.tsv but no qrels/{train_split}.tsv: "
+            "routers fitted on that split cannot route its queries (give every collection both, "
+            f"or --train-split {split} to cross-validate)"
+        )
+
+
 def run_experts_bench(
     root: Path,
     split: str,
@@ -403,6 +426,7 @@ def run_experts_bench(
     from ragroute.store import open_snapshot
 
     check_train_split(root, split, train_split)  # before the collections are encoded
+    check_training_collections(root, split, train_split)
     start = time.perf_counter()
     data = prepare(
         root, split, encoder, experts_dir, train_params=train_params, show_progress=show_progress, log=log

@@ -28,7 +28,7 @@ calibrated logistic regression), ``trained_signals`` (all LLM-free signals but t
 own has its test queries encoded before the timing, like the gate encoder's. Baselines in the same run:
 ``logreg_embedding`` (scikit-learn logistic regression on the MiniLM embeddings, defaults,
 threshold 0.5: the issue's baseline) and ``knn5_embedding`` (majority vote of the 5 nearest
-training queries).
+training queries, all of them where a fit split holds fewer).
 """
 
 from __future__ import annotations
@@ -171,10 +171,14 @@ def _score_gate(
         return _Scored(scores, scores >= 0.0, thresholds, ms)
     if name == "knn5_embedding":
         bank = normalise(vectors)
+        # the 5 nearest, or every training query when there are fewer: until session 54 a fit split of
+        # under 5 queries (a small --train file, a fold of a small --data) raised numpy's ValueError
+        # "kth(=4) out of bounds"
+        near = min(5, len(bank))
 
         def vote(q: np.ndarray) -> np.ndarray:
             sims = normalise(q) @ bank.T
-            top = np.argpartition(-sims, 4, axis=1)[:, :5]
+            top = np.argpartition(-sims, near - 1, axis=1)[:, :near]
             return y[top].mean(axis=1) + 1e-3 * np.take_along_axis(sims, top, axis=1).mean(axis=1)
 
         train_scores = vote(vectors)
@@ -201,7 +205,7 @@ def _score_gate(
     # gate's and every curve point took the other tail. Kept raw otherwise: pooled over folds they
     # rank as before
     decide = np.array([d.action == "retrieve" for d in gate.gate_many(contexts)])
-    sign = -1.0 if gate.model.platt_a < 0 else 1.0
+    sign = gate.model.direction
     logits = sign * gate.model.logits(gate.signal_matrix(contexts))[0]
     thresholds = {r: gate.threshold_for_rate(r) for r in CURVE_RATES}
     ms = _p50_ms(gate.gate_many, contexts, latency_queries)

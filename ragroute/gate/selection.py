@@ -111,7 +111,10 @@ def select_gate(
                 name=name,
                 **{**fit_options, **settings},
             )
-            logits = gate.model.logits(gate.signal_matrix(held, vectors))[0]
+            # turned the way the gate's probabilities order the queries: until session 54 the raw
+            # logits, whose order a candidate with a negative Platt slope decides against, so its
+            # score was 1 - the AUROC of the gate it would have been
+            logits = gate.model.direction * gate.model.logits(gate.signal_matrix(held, vectors))[0]
             scores[name].append(auroc(y[held_idx], logits))
     if not any(scores.values()):
         raise RagrouteError(

@@ -292,6 +292,13 @@ class _Model:
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
         return sigmoid(self.platt_a * logits + self.platt_b)
 
+    @property
+    def direction(self) -> float:
+        """-1.0 when the Platt slope is negative (the held-out part ranked the logits the wrong way
+        round, and the probabilities order queries against them), else 1.0: ``direction * logits``
+        orders queries as the gate's probabilities do, unrounded (what an AUROC of the gate reads)."""
+        return -1.0 if self.platt_a < 0 else 1.0
+
 
 def _fit_logreg(x: np.ndarray, y: np.ndarray, C: float, seed: int) -> tuple[np.ndarray, float]:
     from sklearn.exceptions import ConvergenceWarning
