@@ -275,6 +275,19 @@ def test_rarity_reads_words_of_every_script():
     assert empty["content_words"] == 0 and "commonest" in empty["note"]
 
 
+def test_rarity_reads_full_width_and_dotted_capital_letters_as_the_plain_word():
+    # until session 54 full-width ＰＡＲＩＳ (a CJK keyboard in full-width mode) was none of
+    # wordfreq's words and read Zipf 0, the rarest, and İSTANBUL read as "i" + a combining dot
+    signal = RaritySignal(documents=["Paris is the capital of France", "the bridges of Istanbul"])
+    plain, wide = signal.values(
+        [QueryContext(t) for t in ("PARIS weather", "\uff30\uff21\uff32\uff29\uff33 weather")], None
+    )
+    assert np.array_equal(wide, plain) and wide[signal.names.index("min_zipf")] > 4
+    assert content_words("Weather in \u0130STANBUL") == (["weather", "istanbul"], ["istanbul"])
+    dotted = RaritySignal(documents=["the bridges of \u0130stanbul"])
+    assert dotted.values([QueryContext("Istanbul bridges")], None)[0, signal.names.index("unseen_share")] == 0
+
+
 def test_complexity_counts_cues():
     signal = ComplexitySignal()
     row = dict(

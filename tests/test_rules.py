@@ -943,6 +943,8 @@ def test_length_counts_chinese_and_japanese_characters_as_words():
     result = policy.evaluate(question).signals["short"]
     assert result["fired"] is False and result["value"] == 26  # 25 Han characters and "VPN"
     assert policy.evaluate("你好").signals["short"]["value"] == 2
+    # the katakana middle dot is punctuation, not a kana (a word until session 54)
+    assert policy.evaluate("コーヒー・ショップ").signals["short"]["value"] == 8
     assert policy.evaluate("안녕하세요 세계").signals["short"]["value"] == 2  # Korean: spaced words
     assert policy.evaluate("hello , world").signals["short"]["value"] == 3  # ASCII: whitespace tokens
     decomposed = policy.evaluate("cafe\u0301").signals["short"]

@@ -161,6 +161,11 @@ def test_guess_language_is_the_same_for_nfc_and_nfd(parts):
         # read in NFKC form: both were "und" until session 53
         ("ｗｈａｔ ｉｓ ｔｈｅ ｐｄｆ", "en"),  # a keyboard in full-width mode
         ("\ufe8d\ufedf\ufecc\ufeae\ufe91\ufef4\ufe94", "ar"),  # Arabic presentation forms (a PDF's)
+        # a digit or punctuation mark in a script's block is no letter of it (until session 54 ja, ar)
+        ("巴拉克・奥巴马是谁", "zh"),  # the katakana middle dot, as Chinese IMEs type it
+        ("巴拉克\uff65奥巴马是谁", "zh"),  # its halfwidth form
+        ("\u0661\u0662\u0663\u0664", "und"),  # Arabic-Indic digits alone
+        ("where is \u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661\u0662", "en"),  # ar until then
     ],
 )
 def test_guess_language_on_other_scripts(text, code):

@@ -154,6 +154,21 @@ def test_each_cheap_feature_value_sits_under_its_own_name() -> None:
     assert row["log_numbers"] == pytest.approx(np.log1p(5))  # 10, 30, 1999, 2, 3
 
 
+@pytest.mark.parametrize(
+    ("typed", "ascii"),
+    [
+        ("What\u2019s the capital of France?", "What's the capital of France?"),
+        ("Who\u2019s the CEO of Apple?", "Who's the CEO of Apple?"),
+        ("Complete the line \u201cto be or not to be\u201d", 'Complete the line "to be or not to be"'),
+        ("What does \u2018ubiquitous\u2019 mean?", "What does 'ubiquitous' mean?"),
+    ],
+)
+def test_cheap_features_read_typographic_quotes_as_ascii_ones(typed: str, ascii: str) -> None:
+    """A phone types \u2019 for ': until session 54 "What\u2019s" had no question word (qw_none), a
+    stem ending in \u201d was not ends_open and \u2018this\u2019 was no quote."""
+    assert np.array_equal(cheap_features([typed]), cheap_features([ascii]))
+
+
 def test_hashed_ngrams_are_stable_and_normalised() -> None:
     texts = ["What is the capital of Peru?", "what is the capital of peru?", "Steps to bake bread"]
     a, b = hashed_ngrams(texts, 128), hashed_ngrams(texts, 128)

@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -907,12 +908,25 @@ def content_words(text: str) -> tuple[list[str], list[str]]:
     return list(content), list(entities)
 
 
+def _rarity_words(text: str) -> list[str]:
+    """The words of ``text`` as the rarity signal reads them: of its NFKC form, so full-width ``ＰＡＲＩＳ``
+    (a Chinese or Japanese keyboard in full-width mode) is ``PARIS`` and the ligature ``ﬁ`` is
+    ``fi``. Until session 54 such a word was none of wordfreq's and read Zipf 0, the rarest."""
+    return _TOKEN.findall(text if text.isascii() else unicodedata.normalize("NFKC", text))
+
+
+def _rarity_lower(word: str) -> str:
+    """``word`` lower-cased, a dotted capital I as ``i`` (``İSTANBUL`` is ``istanbul``: ``str.lower``
+    writes an ``i`` and a combining dot, a word wordfreq ranks far rarer, until session 54)."""
+    return word.lower().replace("i\u0307", "i")
+
+
 @functools.lru_cache(maxsize=4096)
 def _content_words(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    words = _TOKEN.findall(question_stem(text))
+    words = _rarity_words(question_stem(text))
     content, entities = [], []
     for position, word in enumerate(words):
-        lower = word.lower()
+        lower = _rarity_lower(word)
         if lower in STOPWORDS or word.isdigit() or len(word) < 2:
             continue
         content.append(lower)
@@ -1000,7 +1014,7 @@ class RaritySignal(GateSignal):
         n = 0
         for text in texts:
             n += 1
-            for word in {w.lower() for w in _TOKEN.findall(str(text))}:
+            for word in {_rarity_lower(w) for w in _rarity_words(str(text))}:
                 df[word] = df.get(word, 0) + 1
         self._corpus = (df, n)
         return self

@@ -35,6 +35,7 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.memo import scoped_memo
+from ragroute.unicode_forms import QUOTES
 
 # --------------------------------------------------------------------------- question stem
 
@@ -187,6 +188,10 @@ def _feature_values(text: str) -> tuple[float, ...]:
     """The cheap features of one query, in the order of :data:`CHEAP_FEATURE_NAMES` (a flat tuple:
     this runs on every routing and gating decision, so no per-call dict of names is built)."""
     stem = question_stem(text)
+    if not stem.isascii():
+        # typographic quotes as the ASCII ones (a phone types ’): until session 54 "What’s the..."
+        # had no question word (qw_none), a stem ending in ” was not ends_open and ‘this’ no quote
+        stem = stem.translate(QUOTES)
     lower = stem.lower()
     tokens = _WORD.findall(stem)
     words = _ALPHA_WORD.findall(stem)

@@ -109,6 +109,10 @@ OTHER_SCRIPT = "other"
 
 
 def _script(char: str) -> str:
+    if unicodedata.category(char)[0] not in "LM":
+        # a digit, punctuation mark or symbol is no letter of the script whose block holds it: until
+        # session 54 the katakana middle dot ・ made Chinese 巴拉克・奥巴马 Japanese, and ١٢٣ was Arabic
+        return ""
     code = ord(char)
     for first, last, script in SCRIPT_RANGES:
         if first <= code <= last:

@@ -34,7 +34,7 @@ from ragroute.errors import number_text_hint, unknown_keys_message
 from ragroute.registry import SIGNALS
 from ragroute.route.language import LANGUAGES, guess_language
 from ragroute.route.policy import PolicyError, item_line, key_line, value_line
-from ragroute.unicode_forms import INVISIBLE
+from ragroute.unicode_forms import INVISIBLE, QUOTES
 
 COMMON_KEYS = frozenset({"type", "description"})
 
@@ -308,13 +308,6 @@ class Signal:
         )
 
 
-#: quote marks matched as the ASCII ones (a phone or word processor types ’ for ')
-_QUOTES = str.maketrans(
-    {
-        **dict.fromkeys("\u2018\u2019\u201a\u201b\u02bc\u2032\uff07", "'"),
-        **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\uff02", '"'),
-    }
-)
 #: combining marks: one left after NFC (no composed letter exists) still belongs to the word before it
 _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 
@@ -325,7 +318,7 @@ def normalise_text(text: str) -> str:
     characters (zero-width space, soft hyphen, direction marks) removed. ASCII is unchanged."""
     if text.isascii():
         return text
-    return INVISIBLE.sub("", unicodedata.normalize("NFC", text).translate(_QUOTES))
+    return INVISIBLE.sub("", unicodedata.normalize("NFC", text).translate(QUOTES))
 
 
 def keyword_text(text: str) -> str:
@@ -443,9 +436,11 @@ class RegexSignal(Signal):
         return self._result(match is not None, match.group(0) if match else None)
 
 
-#: scripts written without spaces between words: each Han ideograph and each kana is one word
+#: scripts written without spaces between words: each Han ideograph and each kana is one word (the
+#: katakana middle dot U+30FB is punctuation, as "，" is: until session 54 "コーヒー・ショップ" was 9 words)
 _UNSPACED_CHARS = (
-    "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+    "\u3040-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\uff66-\uff9f\U00020000-\U0003134f"
 )
 _UNSPACED = re.compile(f"[{_UNSPACED_CHARS}]")
 _WORDLIKE = re.compile(r"\w")
