@@ -289,6 +289,20 @@ def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hash
     assert index.search(QUESTION, k=3)[0].explain["fact_filter"] is None
 
 
+def test_an_llm_answer_with_a_number_too_long_to_read_keeps_every_fact(hashing_encoder):
+    from ragroute.graph.fact_filter import LLMFactFilter
+
+    # until session 54 a number of over 4,300 digits (an LLM repeating a digit) failed the whole
+    # search with int()'s ValueError instead of keeping every candidate
+    assert LLMFactFilter(None).parse("[" + "1" * 5000 + ", 2]", 3) == [2]
+    assert LLMFactFilter(None).parse("[" + "9" * 5000 + "]", 3) is None
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder)
+    index.fact_filter = LLMFactFilter(_ScriptedLLM(["[" + "7" * 5000 + "]"]))
+    hits = index.search(QUESTION, k=3)
+    assert hits and hits[0].explain["fact_filter_failed"].startswith("no valid fact number")
+    assert index.fact_filter.failures == 1
+
+
 def test_unmatched_query_terms_weight_the_edges_into_passages_that_hold_them(hashing_encoder):
     from dataclasses import replace
 

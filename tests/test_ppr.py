@@ -276,6 +276,38 @@ def test_invalid_inputs_are_rejected() -> None:
         engine.run(np.ones(2), damping=1.0)
 
 
+@pytest.mark.parametrize("method", ["power", "push"])
+def test_nan_and_fractional_settings_are_one_line_errors(method: str) -> None:
+    # until session 54 max_iter=NaN ran no step and returned the reset as the scores
+    # (converged False, no error), tol=NaN ran every walk to max_iter, and top_k=2.5 / NaN
+    # failed deep in the run with a TypeError / NaN-conversion traceback
+    engine = PPREngine(sp.csr_array(np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])))
+    reset = np.array([1.0, 0.0, 0.0])
+    for settings, name in (
+        ({"max_iter": float("nan")}, "max_iter"),
+        ({"tol": float("nan")}, "tol"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"top_k": float("nan")}, "top_k"),
+        ({"top_k": True}, "top_k"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            engine.run(reset, method=method, **({"top_k": 1} | settings))
+    assert list(top_k(engine.run(reset, method=method, top_k=np.int64(1)).scores, 1)) == [0]
+
+
+@pytest.mark.parametrize("method", ["power", "push"])
+def test_among_ids_outside_the_graph_are_one_line_errors(method: str) -> None:
+    # until session 54 among=[-1] ranked node n - 1 silently and among=[n] failed with an
+    # IndexError traceback (a boolean mask was read as the node ids 0 and 1)
+    engine = PPREngine(sp.csr_array(np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])))
+    reset = np.array([1.0, 0.0, 0.0])
+    for among in ([-1], [3], [0, 5], np.array([True, False, True])):
+        with pytest.raises(ValueError, match="among"):
+            engine.run(reset, top_k=1, among=np.asarray(among), method=method)
+    assert list(top_k(engine.run(reset, top_k=1, among=[1, 2], method=method).scores, 1, [1, 2])) == [1]
+    assert engine.run(reset, top_k=1, among=[], method=method).scores.shape == (3,)
+
+
 # ---------------------------------------------------------------- forward push (method="push")
 
 

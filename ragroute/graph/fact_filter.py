@@ -49,7 +49,10 @@ class LLMFactFilter:
         match = _LIST.search(answer)
         if match is None:
             return None
-        kept = sorted({n for n in map(int, re.findall(r"-?\d+", match.group(1))) if 0 <= n < count})
+        # a number of more digits than any fact count is out of range as it is: until session 54
+        # one of 4,300 digits (an LLM repeating a digit) failed the walk with int()'s ValueError
+        numbers = (int(t) for t in re.findall(r"-?\d+", match.group(1)) if len(t) <= 18)
+        kept = sorted({n for n in numbers if 0 <= n < count})
         return kept or None
 
     def __call__(self, query: str, facts: Sequence[Any]) -> list[Any]:

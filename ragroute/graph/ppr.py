@@ -302,12 +302,13 @@ class PPREngine:
 
         ``reset`` is ``(n,)`` for one query or ``(n, q)`` for ``q`` queries (columns),
         non-negative; each column is normalised to sum 1 here, and an all-zero column gives
-        all-zero scores (flagged in ``zero_reset``).
+        all-zero scores (flagged in ``zero_reset``). A NaN ``tol`` or ``max_iter``, a ``top_k``
+        that is no whole number and an ``among`` id outside ``[0, n)`` are a ValueError.
 
         ``method="power"``: power iteration in float32 (one sparse-dense product per step
         for the whole batch) until the L1 change of every column is below ``tol``, or
         ``max_iter`` steps. ``top_k`` also stops the run once the top-``top_k`` node set of
-        every column (restricted to ``among`` when given, e.g. the passage nodes) is
+        every column (restricted to ``among`` when given: node ids, e.g. the passage nodes) is
         certified (see :func:`_certified`), or has been unchanged for 2 consecutive
         iterations with every residual times ``max(1, damping / (1 - damping))`` (a bound on
         what later steps can still move) below ``max(tol, 1e-4)``.
@@ -342,12 +343,17 @@ class PPREngine:
         n = self._n
         if not 0.0 <= damping < 1.0:
             raise ValueError(f"damping must be in [0, 1), got {damping}")
-        if max_iter < 1:
+        # until session 54 a NaN max_iter passed (no step ran: the reset came back as the scores)
+        # and so did a NaN tol (every walk ran to max_iter); a top_k that is no whole number
+        # failed deep in the run with a TypeError traceback (2.5) or a NaN conversion error
+        if not max_iter >= 1:
             raise ValueError(f"max_iter must be at least 1, got {max_iter}")
-        if tol <= 0:
+        if not tol > 0:
             raise ValueError(f"tol must be positive, got {tol}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
+        ):
+            raise ValueError(f"top_k must be a whole number of at least 1, got {top_k!r}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         values = np.asarray(reset)
@@ -377,6 +383,13 @@ class PPREngine:
                 raise ValueError(f"target_scale must have shape ({n},), got {node_scale.shape}")
             if not np.all(np.isfinite(node_scale)) or np.any(node_scale < 0):
                 raise ValueError("target_scale must be finite and non-negative")
+        if among is not None:  # until session 54 a negative id stood for another node, silently,
+            # and one past the nodes failed with an IndexError traceback
+            among = np.asarray(among)
+            if among.size and (
+                not np.issubdtype(among.dtype, np.integer) or among.min() < 0 or among.max() >= n
+            ):
+                raise ValueError(f"among must hold node ids in [0, {n}), got {among.ravel()[:8].tolist()}")
         if method == "push" and not single:
             raise ValueError("method='push' runs one query: give a one-dimensional reset")
         if method == "push" and scale is not None:
