@@ -160,6 +160,67 @@ def test_an_unreachable_or_missing_store_is_one_line(hashing_encoder, small_docs
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="no qdrant_client")
+def test_a_qdrant_url_of_another_scheme_is_refused_not_made_a_folder(tmp_path, monkeypatch):
+    """Until session 54 a Qdrant location holding ``://`` other than ``http://`` / ``https://``
+    (``HTTP://`` too) was opened as an embedded folder: ``./qdrant:/host:6333`` was made in the
+    working directory, the build succeeded, and the saved index loaded only from there."""
+    monkeypatch.chdir(tmp_path)
+    for location in ("qdrant://localhost:6333", "grpc://localhost:6334", "file:///tmp/vectors"):
+        with pytest.raises(RagrouteError, match=r"^qdrant at .*an http:// or https:// server URL") as caught:
+            INDEX_KINDS.get("qdrant")(Fixed(), StoreParams(location=location, collection="x"))
+        assert "\n" not in str(caught.value)
+    # a scheme in capitals is still a server, not a folder named "HTTP:"
+    with pytest.raises(RagrouteError, match=r"^qdrant at HTTP://127.0.0.1:9 is unreachable: "):
+        INDEX_KINDS.get("qdrant")(Fixed(), StoreParams(location="HTTP://127.0.0.1:9", collection="x"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_batch_size_that_is_no_positive_integer_is_refused_before_anything_is_added(tmp_path, kind):
+    """Until session 54 ``batch_size="64"`` (or 2.5) failed the first write with a ``TypeError``
+    after the documents were added: ``add_vectors`` raised a traceback and left them in the index
+    without their vectors (searches missed them, and saving refused the count)."""
+    location = _location(kind, tmp_path)
+    for batch in ("64", 2.5, 0, -1, True, None):
+        with pytest.raises(RagrouteError, match=r"^batch_size must be a positive integer") as caught:
+            StoreParams(location=location, collection="t", batch_size=batch)
+        assert "\n" not in str(caught.value)
+    params = StoreParams(location=location, collection="t", batch_size=np.int64(2))
+    assert type(params.batch_size) is int  # the manifest's JSON takes it
+    store = INDEX_KINDS.get(kind)(Fixed(), params)
+    docs, vectors = _data(5)
+    store.add_vectors(docs, vectors)
+    assert len(store) == 5 and store._count() == 5
+    # a manifest recorded before the check (0 was read as 1) still loads
+    assert StoreParams.from_dict({"location": location, "batch_size": 0}).batch_size == 1
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_an_add_after_a_failed_collection_create_makes_one(tmp_path, kind, monkeypatch):
+    """A store that failed to create the collection (a server's hiccup) left the index naming the
+    collection it never made until session 54: every later add failed "could not write vectors:
+    the collection no longer exists in the store ...: rebuild the index"."""
+    store = INDEX_KINDS.get(kind)(Fixed(), StoreParams(location=_location(kind, tmp_path), collection="t"))
+    create = store._create
+    calls = []
+
+    def flaky(dim):
+        calls.append(dim)
+        if len(calls) == 1:
+            raise ConnectionError("connection reset")
+        return create(dim)
+
+    monkeypatch.setattr(store, "_create", flaky)
+    docs, vectors = _data(5)
+    with pytest.raises(RagrouteError, match="could not create a collection: ConnectionError"):
+        store.add_vectors(docs, vectors)
+    assert store.collection is None and len(store) == 0
+    store.add_vectors(docs, vectors)
+    assert len(store) == 5 and store._count() == 5
+    assert _ids(store.search_vectors(vectors[:1], 1)) == [["d0"]]
+
+
 @pytest.mark.parametrize("kind", STORES)
 def test_a_store_source_in_a_pipeline_scores_on_the_cosine_scale(tmp_path, hashing_encoder, small_docs, kind):
     from ragroute.pipeline.score_scale import fit_score_scales

@@ -71,10 +71,22 @@ class StoreParams:
         if folder is not None:  # recorded absolute, for any working directory, and one client per
             self.location = str(folder.resolve())  # folder however it is spelt (until session 39
             # only the CLI did this: an index saved from Python with "vectors" loaded only from its cwd)
+        # until session 54 a batch_size of another type ("256", 2.5) failed the first write with a
+        # TypeError after the documents were added: they stayed in the index without their vectors
+        batch = self.batch_size
+        if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
+            raise RagrouteError(
+                f"batch_size must be a positive integer: the vectors one write carries (got {batch!r})"
+            )
+        self.batch_size = int(batch)  # a numpy integer as the int the manifest's JSON takes
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StoreParams:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        batch = known.get("batch_size")
+        if isinstance(batch, int) and not isinstance(batch, bool) and batch < 1:
+            known["batch_size"] = 1  # recorded before session 54, when it was read as 1
+        return cls(**known)
 
 
 def first_line(exc: BaseException) -> str:
@@ -349,7 +361,11 @@ class ExternalVectorIndex(VectorIndex):
             self._created_in = created_in()  # the artifact folder it is built for, if known
             recorded = {**asdict(self.params), "collection_name": self.collection, **self._owner()}
             note_outside(FAMILY, self.kind, {self.params_key: recorded})  # released if never published
-            self._call("create a collection", self._create, self.encoder.dim)
+            try:
+                self._call("create a collection", self._create, self.encoder.dim)
+            except BaseException:  # not made: the next add makes one (until session 54 the index kept
+                self.collection = None  # naming it, and every later add failed "the collection no
+                raise  # longer exists in the store ...: rebuild the index")
             crash_point("external: collection created")
         iids = self.store.add(documents)
         positions = [self.store.position(d.id) for d in documents]

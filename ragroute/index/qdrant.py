@@ -14,7 +14,7 @@ graph; the embedded store always scans). Metadata filters and caller scopes are 
 Qdrant's own filter language
 (``payload`` fields ``meta.<key>``, ``modality``, ``parent_id`` and ``access``), so a filtered
 query returns the top ``k`` *matching* documents, exactly as the faiss flat index does on the
-same vectors (``tests/test_qdrant.py``, ``ragroute bench scale`` ``store_identical``).
+same vectors (``tests/test_external_stores.py``, ``ragroute bench scale`` ``store_identical``).
 """
 
 from __future__ import annotations
@@ -52,19 +52,33 @@ class QdrantParams(StoreParams):
     """Where the vectors go: a server URL, an embedded store's folder, or ``:memory:`` (the default)."""
 
 
+def is_server(location: str) -> bool:
+    """Whether ``location`` names a Qdrant server: an ``http://`` or ``https://`` URL (a URL's
+    scheme in any case, ``HTTP://`` too)."""
+    return "://" in location and location.split("://", 1)[0].lower() in ("http", "https")
+
+
 def connect(location: str) -> Any:
     """A Qdrant client for ``location`` (shared per embedded folder); one-line error if it cannot be had."""
     try:
         from qdrant_client import QdrantClient
     except ImportError:
         raise RagrouteError("a qdrant index needs qdrant-client: pip install 'ragroute[qdrant]'") from None
+    if "://" in location and not is_server(location):
+        # until session 54 any other URL (``HTTP://`` too) was taken for a folder: an embedded store
+        # was made in the working directory (./qdrant:/host:6333), silently, and the saved index
+        # loaded only from there
+        raise RagrouteError(
+            f"qdrant at {location}: a qdrant index keeps its vectors at an http:// or https:// server "
+            "URL, in a folder, or in :memory:, not at a URL of another scheme"
+        )
     with _CLIENTS_LOCK:
         if location in _CLIENTS:
             return _CLIENTS[location]
         try:
             if location == ":memory:":
                 client = QdrantClient(location=":memory:")
-            elif location.startswith(("http://", "https://")):
+            elif is_server(location):
                 client = QdrantClient(
                     url=location,
                     api_key=os.environ.get("QDRANT_API_KEY"),
@@ -147,7 +161,7 @@ class QdrantIndex(ExternalVectorIndex):
         # HNSW graph past its full-scan threshold (about 6,500 vectors of 384 dimensions), approximate
         # where the index promises flat's answer; the embedded store always scans (and warns that
         # search parameters do nothing there)
-        remote = self.params.location.startswith(("http://", "https://"))
+        remote = is_server(self.params.location)
         response = self.client.query_points(
             self.collection,
             query=vector.tolist(),
