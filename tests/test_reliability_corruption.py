@@ -104,3 +104,22 @@ def test_a_hung_command_fails_its_case_and_never_hangs_the_harness(monkeypatch):
         "clean_error",
         "",
     )
+
+
+@pytest.mark.parametrize("message", ["", "   ", "\n"])
+def test_an_error_that_says_nothing_is_not_a_clean_error(message):
+    """Until session 54 `classify` counted any ragroute error without a line break in it as a clean
+    one-line error, an empty one included (``RagrouteError(str(exc))`` of an exception with no
+    message): the command line's rule (`is_one_line_error_output`) and the fuzzer's (`is_one_line`)
+    refuse a message that says nothing."""
+    from ragroute.errors import RagrouteError
+    from ragroute.reliability.corruption import classify
+
+    def fails(text):
+        def load():
+            raise RagrouteError(text)
+
+        return load
+
+    assert classify(fails(message), None)[0] == "multi_line"
+    assert classify(fails("x.npy is corrupt: checksum mismatch"), None) == ("clean_error", "")

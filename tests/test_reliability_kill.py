@@ -108,6 +108,16 @@ def test_a_hung_command_is_killed_and_counted_not_waited_for(tmp_path, run, fail
         os.kill(int((tmp_path / "hung.pid").read_text()), 0)
 
 
+def test_a_hung_kill_point_counts_as_tried_and_lost(tmp_path):
+    # run 4, the one to be killed at crash point 1, hangs and is killed after the timeout: the
+    # point was left out of both totals, so `kills survived / tried` read 0 / 0 (N / N in a run of
+    # more points) beside a hung command
+    build = _wrapped(scenarios("bm25")["build"], "hang", 4)
+    report = run_kill_scenario(build, tmp_path, points=1, timeout=2)
+    assert report.points == 1 and report.killed == 1 and report.survived == 0
+    assert report.failures[0].startswith("point 0 (at 1): hung"), report.failures
+
+
 def test_a_run_that_killed_nothing_is_a_failure_not_a_clean_report(tmp_path):
     # from run 4 on the command ends at once: neither its crash point nor the earlier time kill that
     # replaces it kills anything; the report said 0 failures for a run that killed nothing

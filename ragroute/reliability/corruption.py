@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError, is_one_line_error_output
+from ragroute.errors import RagrouteError, is_one_line, is_one_line_error_output
 from ragroute.reliability.workload import PROBE_QUERIES, answer, run_ragroute
 from ragroute.store.artifact import POINTER_NAME, published_path
 from ragroute.store.manifest import MANIFEST_NAME
@@ -174,8 +174,10 @@ def classify(load: Callable[[], Any], reference: Any) -> tuple[str, str]:
     try:
         got = load()
     except RagrouteError as exc:
+        # one line that says something (:func:`~ragroute.errors.is_one_line`): until session 54 an
+        # empty message counted as a clean error
         text = str(exc)
-        return ("multi_line", text[:200]) if "\n" in text else ("clean_error", "")
+        return ("clean_error", "") if is_one_line(text) else ("multi_line", repr(text[:200]))
     except Exception as exc:  # noqa: BLE001 - anything else is what the matrix reports
         return "traceback", f"{type(exc).__name__}: {str(exc)[:200]}"
     return ("unnoticed", "") if got == reference else ("wrong", "")
