@@ -89,6 +89,32 @@ def test_add_100_is_reported_when_adding_100(tmp_path, hashing_encoder):
     assert result["goals"]["add_100_s<=15"]["met"] is (result["add_100_s"] <= 15)
 
 
+def test_corpus_folder_named_synthetic_keeps_its_own_rows(tiny_corpus, hashing_encoder):
+    # `--data x/synthetic_corpus` named the corpus graph "synthetic": the synthetic graph's rows
+    # replaced it in every key, and the corpus graph's goals were gone (until session 54)
+    root = tiny_corpus.rename(tiny_corpus.parent / "synthetic_corpus")
+    result = run_ppr_bench(root, hashing_encoder, add=2, queries=2, synthetic_nodes=300, synthetic_edges=2000)
+    assert set(result["ppr"]) == {"corpus", "synthetic"}
+    assert result["ppr"]["corpus"]["nodes"] != result["ppr"]["synthetic"]["nodes"] == 300
+    assert set(result["ms_per_query"]) == {"corpus", "synthetic"}
+    assert "speedup_corpus>=10" in result["goals"] and "top5_corpus>=0.95" in result["goals"]
+
+
+def test_corpus_graph_without_phrases_is_measured(tmp_path, hashing_encoder):
+    # passages the extractor finds no phrase in give a graph of passage nodes only: the resets were
+    # weighed by the (empty) phrase counts, an IndexError traceback (until session 54)
+    root = tmp_path / "plain_corpus"
+    root.mkdir()
+    rows = [
+        {"_id": f"p{i}", "title": "", "text": text}
+        for i, text in enumerate(["the of and", "is a to", "it was in"])
+    ]
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    result = run_ppr_bench(root, hashing_encoder, add=1, queries=2, synthetic_nodes=300, synthetic_edges=2000)
+    assert result["graph"]["phrases"] == 0
+    assert result["ppr"]["plain"]["queries"] == 2 and result["ppr"]["plain"]["nodes"] == 3
+
+
 def test_missing_data_is_one_line(tmp_path, hashing_encoder):
     with pytest.raises(RagrouteError, match="data missing"):
         run_ppr_bench(tmp_path / "nowhere", hashing_encoder)

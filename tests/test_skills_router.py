@@ -752,6 +752,24 @@ def test_bench_without_reranker_reports_all_and_fold1():
     assert shallow["candidate_ceiling"]["hit"] == pytest.approx(hybrid["hit@1"])
 
 
+def test_bench_reports_no_fold1_rows_without_a_fold1_query():
+    # a --max-queries cut holding fold-0 queries only printed "fold 1 only (0 queries):" and every
+    # row as 0.000 there, numbers measured on nothing (until session 54)
+    from ragroute.evaluation.bench_skills import format_report, run_skills_bench
+    from ragroute.rerank.train import query_fold
+
+    first = _jsonl(DATA / "queries.jsonl")[0]["_id"]
+    assert query_fold("router", first) == 0
+    said: list[str] = []
+    result = run_skills_bench(
+        DATA, HashingEncoder(dim=256), scale=0, latency_queries=1, max_queries=1, log=said.append
+    )
+    assert result["queries"] == 1 and result["methods"]["hybrid"]["hit@1"] in (0.0, 1.0)
+    assert "methods_fold1" not in result and "fold1_queries" not in result
+    assert "fold 1 only" not in format_report(result)
+    assert any("no fold-1 rows" in line for line in said)
+
+
 def test_bench_missing_data_is_one_line(tmp_path):
     from click.testing import CliRunner
 

@@ -19,12 +19,13 @@ With a reranker trained by ``ragroute rerank train`` on this set (its manifest h
 ``fold_rule`` and lists the set among those it drew pairs from), only fold-1 queries
 (``query_fold(set, id) == 1``, never trained on) are scored, for ALL rows. Without one, or with
 one that never saw this set (a catalogue from elsewhere), rows are reported on all queries and
-on fold 1 (``methods_fold1``). The fold and the set go by the folder's name, so with any reranker
-trained here every query whose text (case and spacing ignored) it may have trained on is left
-out too, for ALL rows, read back from the training sets its manifest records
-(:func:`~ragroute.rerank.train.training_queries`): a copy or slice of a training set under another
-name is not scored on training queries. ``scored_queries`` says how many were left out, or that
-the training sets could not be found (then nothing is claimed held out beyond the folder's name).
+on fold 1 (``methods_fold1``, left out when fold 1 holds no scored query). The fold and the set
+go by the folder's name, so with any reranker trained here every query whose text (case and
+spacing ignored) it may have trained on is left out too, for ALL rows, read back from the training
+sets its manifest records (:func:`~ragroute.rerank.train.training_queries`): a copy or slice of a
+training set under another name is not scored on training queries. ``scored_queries`` says how
+many were left out, or that the training sets could not be found (then nothing is claimed held out
+beyond the folder's name).
 
 Latency: p50 of ``route(task)`` (retrieve + rerank) one query at a time on ``latency_queries``
 queries, on the set's catalogue and on a catalogue scaled to ``scale`` skills: the set's skills,
@@ -61,7 +62,13 @@ import numpy as np
 from ragroute.context import QueryContext
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.evaluators import RetrievalEvaluator, measured_reference
-from ragroute.evaluation.metrics import evaluate_run, hit_at_k, paired_difference, per_query_scores
+from ragroute.evaluation.metrics import (
+    evaluate_run,
+    hit_at_k,
+    is_scorable,
+    paired_difference,
+    per_query_scores,
+)
 
 METRICS = {
     "hit@1": "hit@1",
@@ -350,6 +357,12 @@ def run_skills_bench(
     methods_fold1: dict[str, dict[str, float]] = {}
     runs: dict[str, dict[str, list[str]]] = {}
     seconds: dict[str, float] = {}
+    fold1_judged = {q: r for q, r in judged.items() if q in fold1}
+    # rows over fold 1 only where it holds a scored query: until session 54 a fold 1 with none (a
+    # --max-queries cut of fold-0 queries) printed every row, hybrid+rerank_tuned too, as 0.000
+    by_fold1 = not folds_only and any(is_scorable(r) for r in fold1_judged.values())
+    if not folds_only and not by_fold1:
+        log("  no scored fold-1 query among these: no fold-1 rows")
     # the abstention passes below route these queries again: each query's pool is scored once
     with remembered_logits() as logits:
         for name, variant in rows.items():
@@ -360,8 +373,8 @@ def run_skills_bench(
             runs[name] = {row["id"]: row["hits"] for row in scored.rows}
             if name not in fold1_only:
                 methods[name] = {key: scored.metrics[metric] for key, metric in METRICS.items()}
-            if not folds_only:
-                sub = {q: r for q, r in judged.items() if q in fold1}
+            if by_fold1:
+                sub = fold1_judged
                 scores = evaluate_run({q: runs[name].get(q, []) for q in sub}, sub, tuple(METRICS.values()))
                 methods_fold1[name] = {key: round(scores[metric], 4) for key, metric in METRICS.items()}
 
