@@ -93,6 +93,21 @@ def test_a_reranker_that_is_right_keeps_its_weight_and_one_that_is_wrong_loses_i
     assert wrong.report["ndcg@10"]["5"] > wrong.report["ndcg@10"]["1"]  # the more stage 1, the better
 
 
+@pytest.mark.parametrize("logit_of", [oracle, adversary])
+def test_a_skill_the_reranker_cannot_read_does_not_break_the_fit(logit_of):
+    """A skill without name, description and body has no logit (the reranker ranks it last, in stage
+    1's order, with probability 0): until session 54 its NaN sorted anywhere in the fit's pools and
+    the Platt fit failed with scikit-learn's ValueError ("Input X contains NaN")."""
+    from ragroute.skills import Catalogue, Skill
+
+    catalogue = Catalogue([*load_catalogue(DATA), Skill("blank", "")])
+    router = SkillRouter.build(catalogue, HashingEncoder(dim=256), candidates=len(catalogue))
+    blend = fit_rerank_blend(router.with_options(reranker=scripted_reranker(logit_of)), TASKS, QRELS)
+    assert all(np.isfinite([*blend.report["ndcg@10"].values(), blend.scale, blend.shift]))
+    if logit_of is oracle:
+        assert max(blend.report["ndcg@10"].values()) == pytest.approx(1.0)
+
+
 def test_a_reranker_no_weight_can_save_leaves_stage_1_its_order(router):
     reranker = scripted_reranker(adversary)
     blend = fit_rerank_blend(router.with_options(reranker=reranker), TASKS, QRELS)
@@ -119,8 +134,7 @@ def test_stage_1_order_on_pools_it_separates_does_not_claim_the_rerankers_calibr
     easy = [
         (qid, task)
         for qid, task in TASKS
-        if router.route(task, k=1).skills[0].id in QRELS[qid]
-        and sum(g > 0 for g in QRELS[qid].values()) == 1
+        if router.route(task, k=1).skills[0].id in QRELS[qid] and sum(g > 0 for g in QRELS[qid].values()) == 1
     ]
     reranker = scripted_reranker(adversary)
     blend = fit_rerank_blend(router.with_options(reranker=reranker), easy, QRELS)

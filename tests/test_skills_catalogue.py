@@ -726,6 +726,16 @@ def test_detection_errors_are_one_line(tmp_path: Path) -> None:
         load_catalogue(tmp_path, kind="xml")
 
 
+@pytest.mark.parametrize("path", [None, 3, b"skills"])
+def test_detect_catalogue_of_a_value_that_is_no_path_is_one_line(path) -> None:
+    """Until session 54 detect_catalogue(None) raised pathlib's TypeError (load_catalogue said what
+    it needs)."""
+    from ragroute.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="detect_catalogue needs a catalogue file or folder path"):
+        detect_catalogue(path)
+
+
 def test_forced_kind_and_folder_with_skills_jsonl() -> None:
     assert detect_catalogue(DATA / "jsonl") == "skills_jsonl"
     assert load_quietly(DATA / "jsonl").ids == ["weather", "stocks", "nameless"]

@@ -646,6 +646,25 @@ def test_numpy_metadata_of_a_catalogue_built_in_code_round_trips(tmp_path):
     assert loaded.route("first tool", k=2).to_dict() == router.route("first tool", k=2).to_dict()
 
 
+def test_route_to_dict_of_a_catalogue_built_in_code_writes_dates_and_sets_as_a_saved_index_does(tmp_path):
+    """Until session 54 a date or a set in the metadata of a catalogue built in code reached
+    ``route.to_dict()`` as it was, and ``json.dumps`` of it raised a TypeError; the same router saved
+    and loaded wrote them (as the ISO date and a sorted list)."""
+    import datetime
+
+    skills = [
+        Skill("a", "alpha", "first tool", "x", {"added": datetime.date(2024, 1, 2), "tags": {"b", "a"}}),
+        Skill("b", "bravo", "second tool", "y", {"added": datetime.datetime(2024, 3, 4, 5, 6)}),
+    ]
+    router = SkillRouter.build(skills, HashingEncoder())
+    routed = router.route("first tool", k=2).to_dict()
+    json.dumps(routed)
+    assert routed["skills"][0]["metadata"] == {"added": "2024-01-02", "tags": ["a", "b"]}
+    router.save(tmp_path / "skills")
+    loaded = SkillRouter.load(tmp_path / "skills", encoder=router.index.encoder)
+    assert loaded.route("first tool", k=2).to_dict() == routed
+
+
 # ---------------------------------------------------------------------------- benchmark
 
 

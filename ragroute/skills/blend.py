@@ -164,7 +164,11 @@ def fit_rerank_blend(
     cal = reranker.calibration
 
     def scores(s: float, logit: np.ndarray, rank: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return cal.a * logit + cal.b + s * (cal.c / rank + cal.d * z)
+        # a candidate the reranker could not read (a skill without name, description and body: no
+        # logit) comes after those read, in stage 1's order, as the reranker ranks it; until
+        # session 54 its NaN sorted anywhere and the Platt fit failed with scikit-learn's ValueError
+        u = cal.a * logit + cal.b + s * (cal.c / rank + cal.d * z)
+        return np.where(np.isfinite(logit), u, -np.inf)
 
     sub = {qid: qrels[qid] for qid, _ in judged}
     curve: dict[float, float] = {}
@@ -176,7 +180,9 @@ def fit_rerank_blend(
             run[qid] = [ids[i] for i in ranked]
         curve[float(s)] = evaluate_run(run, sub, ("ndcg@10",))["ndcg@10"]
     best = max(curve, key=lambda s: (round(curve[s], 6), -abs(np.log(s))))
-    by_rank = {qid: [ids[i] for i in np.argsort(rank, kind="stable")] for qid, ids, _, rank, _ in pools}
+    by_rank = {
+        qid: [ids[i] for i in np.lexsort((rank, ~np.isfinite(logit)))] for qid, ids, logit, rank, _ in pools
+    }
     stage1 = evaluate_run(by_rank, sub, ("ndcg@10",))["ndcg@10"]
     order = "stage1" if round(stage1, 6) > round(curve[best], 6) else "blend"
     if order == "stage1":
@@ -184,6 +190,8 @@ def fit_rerank_blend(
     else:
         u = np.concatenate([scores(best, lg, rk, z) for _, _, lg, rk, z in pools])
     y = np.concatenate([[sub[qid].get(i, 0) > 0 for i in ids] for qid, ids, *_ in pools]).astype(int)
+    read = np.concatenate([np.isfinite(lg) for _, _, lg, _, _ in pools])  # unread: probability 0 anyway
+    u, y = u[read], y[read]
     scale, shift = 1.0, 0.0
     separable = 0 < y.sum() < len(y) and float(u[y == 1].min()) > float(u[y == 0].max())
     if 0 < y.sum() < len(y) and not separable:

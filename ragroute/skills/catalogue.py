@@ -86,7 +86,8 @@ def detect_file_kind(path: Path, log: WarningLog | None = None) -> tuple[str, An
 
 def detect_catalogue(path: str | Path) -> str:
     """The kind :func:`load_catalogue` would use for ``path``: skill_md, mcp, openapi or skills_jsonl."""
-    return _detect(Path(path))[0]
+    # a path that is not one (None, a number) raised pathlib's TypeError until session 54
+    return _detect(Path(check_path(path, "detect_catalogue needs a catalogue file or folder path")))[0]
 
 
 def _detect(p: Path, log: WarningLog | None = None) -> tuple[str, Any]:

@@ -64,7 +64,7 @@ from ragroute.errors import (
 )
 from ragroute.rerank import rerank_every
 from ragroute.skills.index import METHODS, ScopedView, SkillIndex, SkillIndexParams
-from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill
+from ragroute.skills.records import FIELDS_KEY, Catalogue, Skill, jsonable
 from ragroute.types import Hit, TraceStep, plain_values
 
 OVERLAP_MODES = ("collapse", "diversify", "keep")
@@ -175,12 +175,15 @@ class RoutedSkill:
 
     def to_dict(self, *, signals: bool = False) -> dict[str, Any]:
         """The skill as plain data, as JSON writes it (numpy values in the metadata a catalogue built
-        in code holds, or in the signals, as Python numbers; ``json.dumps`` raised on them)."""
+        in code holds, or in the signals, as Python numbers; ``json.dumps`` raised on them). The
+        metadata reads as a saved index gives it back (:func:`~ragroute.skills.records.jsonable`):
+        until session 54 a date or a set in the metadata of a catalogue built in code was kept as
+        it was, and ``json.dumps(route.to_dict())`` raised a TypeError on it."""
         out = {
             "id": self.id,
             "name": self.name,
             "score": round(float(self.score), 6),
-            "metadata": plain_values(self.metadata),
+            "metadata": jsonable(self.metadata),
         }
         if self.duplicates:
             out["duplicates"] = list(self.duplicates)
