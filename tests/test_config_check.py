@@ -1050,7 +1050,13 @@ def test_an_expert_routers_arrays_are_read_as_loading_reads_them(workspace, tmp_
     gains = np.array([[0.9, 0.1]] * 6 + [[0.1, 0.9]] * 6)
     data = ExpertGains(["astro", "cook"], [f"q{i}" for i in range(12)], vectors, gains)
     encoder = HashingEncoder(dim=8)
-    router = PilotRouter.fit(data, encoder=encoder, folds=0) if kind == "pilot" else QualityRouter.fit(data)
+    # the quality router's encoder recorded too: without a record its 8-d width is now checked
+    # against the config's 384-d encoder (until session 54 it passed, and routing raised)
+    router = (
+        PilotRouter.fit(data, encoder=encoder, folds=0)
+        if kind == "pilot"
+        else QualityRouter.fit(data, encoder=encoder)
+    )
     model = tmp_path / kind
     router.save(model)
     config = tmp_path / "routing.yaml"
@@ -1084,7 +1090,13 @@ def test_an_expert_router_warns_at_load_about_a_source_it_was_not_fitted_on(work
     vectors = np.vstack([np.eye(8)[:1]] * 6 + [np.eye(8)[1:2]] * 6)
     gains = np.array([[0.9, 0.1]] * 6 + [[0.1, 0.9]] * 6)
     data = ExpertGains(["astro", "cook"], [f"q{i}" for i in range(12)], vectors, gains)
-    router = PilotRouter.fit(data, encoder=encoder, folds=0) if kind == "pilot" else QualityRouter.fit(data)
+    # the quality router's encoder recorded too: without a record its 8-d width is now checked
+    # against the config's 384-d encoder (until session 54 it passed, and routing raised)
+    router = (
+        PilotRouter.fit(data, encoder=encoder, folds=0)
+        if kind == "pilot"
+        else QualityRouter.fit(data, encoder=encoder)
+    )
     router.encoder_info = None
     router.save(workspace / f"expert-{kind}")
     sources = (
@@ -1359,6 +1371,29 @@ def test_a_pilot_router_without_an_encoder_record_is_checked_by_its_pilots_width
     with pytest.raises(EncoderMismatchError, match=r"has 128-d pilots, but encoder test/hashing gives 64-d"):
         PilotRouter.load(tmp_path / "pilot", HashingEncoder(dim=64))
     assert PilotRouter.load(tmp_path / "pilot", HashingEncoder(dim=128)).pilots.shape == (2, 128)
+
+
+def test_a_quality_router_without_an_encoder_record_is_checked_by_its_width(workspace, tmp_path):
+    # as a pilot router's: until session 54 a quality router of 128-d coefficients passed ("ok")
+    from ragroute.route.expert_quality import QualityRouter
+    from ragroute.route.features import CHEAP_FEATURE_NAMES
+
+    width = 128 + len(CHEAP_FEATURE_NAMES)
+    QualityRouter(["astro", "cook"], np.zeros((2, width)), np.zeros(2), np.zeros(width), np.ones(width)).save(
+        tmp_path / "quality"
+    )
+    config = tmp_path / "routing.yaml"
+    config.write_text(
+        f"sources:\n  astro: {{index: {workspace}/indexes/astro}}\n"
+        f"  cook: {{index: {workspace}/indexes/cook}}\n"
+        f"router: {{kind: quality, model: {tmp_path / 'quality'}}}\n"
+    )
+    result = check(config)
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert (
+        len(lines) == 1 and "fitted on 128-d query vectors" in lines[0] and "384-d query vectors" in lines[0]
+    )
 
 
 def test_an_expert_is_checked_against_the_index_by_its_base_models_weights(workspace, tmp_path):

@@ -646,6 +646,34 @@ def test_expert_gains_winners_skip_ties_everywhere() -> None:
         ExpertGains(["A"], ["x"], np.zeros((1, 2)), np.zeros((1, 2)))
 
 
+def test_gains_within_the_tie_tolerance_of_each_other_are_a_tie_among_all_experts() -> None:
+    # until session 54 only exact equality was a tie among all: gains 1e-13 apart made every expert
+    # a winner, and a pilot router put the query into every expert's pilot
+    data = ExpertGains(
+        ["A", "B", "C"],
+        ["x", "y"],
+        np.zeros((2, 2)),
+        np.array([[0.5, 0.5 + 1e-13, 0.5], [0.5, 0.5 + 1e-13, 0.1]]),
+    )
+    assert data.winners() == [[], [0, 1]]
+
+
+def test_a_quality_router_without_an_encoder_record_is_checked_by_its_width(tmp_path: Path) -> None:
+    # until session 54 it loaded with an encoder of any width, and routing (or query vectors of
+    # another width) raised numpy's broadcast traceback
+    router = QualityRouter.fit(two_cluster_gains())  # no encoder: none recorded
+    folder = router.save(tmp_path / "q")
+    with pytest.raises(EncoderMismatchError) as info:
+        QualityRouter.load(folder, HashingEncoder(dim=64))
+    assert str(info.value) == (
+        f"quality router {folder} was fitted on 8-d query vectors, but encoder test/hashing gives 64-d "
+        "query vectors: route with an encoder of that width, or refit the router with this one"
+    )
+    assert QualityRouter.load(folder, HashingEncoder(dim=8)).labels == ["A", "B", "C"]
+    with pytest.raises(EncoderMismatchError, match="fitted on 8-d query vectors, but the caller gives 16-d"):
+        router.route_many(["alpha"], query_vectors=np.ones((1, 16), dtype=np.float32))
+
+
 # --------------------------------------------------------------------------- pipelines over experts
 
 

@@ -212,6 +212,39 @@ def test_added_documents_join_the_graph_and_deleted_ones_leave_it_without_a_rebu
     assert len(builds) == 2
 
 
+def test_the_graph_reads_the_top_n_of_the_k_the_exact_scan_reads(large, hashing_encoder):
+    # until session 54 the graph read the top n scores where k < n, the scan the top k: a large
+    # source's confidence averaged more (lower) scores than a small one's
+    index, vectors = large
+    batch = ProbeQueries(queries_near(hashing_encoder, vectors, range(3, 2500, 90), scopes=["secret"]))
+    graph, exact = SourceProbe(index, k=2), SourceProbe(index, k=2, probe="exact")
+    assert graph.kind == "graph" and exact.kind == "scores"
+    assert np.abs(graph.top_scores(batch, 6) - exact.top_scores(batch, 6)).max() < 5e-3
+
+
+def test_the_graph_is_rebuilt_once_the_deleted_are_exactly_the_documented_share(
+    large, hashing_encoder, monkeypatch
+):
+    # "rebuilt once they are a quarter of it": until session 54 only more than that share was
+    from ragroute.route import score_probe
+
+    index, vectors = large
+    builds = []
+    real = score_probe.ProbeGraph.build
+    monkeypatch.setattr(score_probe.ProbeGraph, "build", lambda dense: builds.append(1) or real(dense))
+    monkeypatch.setattr(score_probe, "REBUILD_DEAD_SHARE", 0.1)  # keeps the source above the threshold
+    probe = SourceProbe(index, k=10)
+    batch = ProbeQueries(queries_near(hashing_encoder, vectors, range(1, 2500, 60), scopes=["secret"]))
+    probe.top_scores(batch, 3)
+    assert len(builds) == 1 and len(probe._graph.iids) == 2500
+    index.delete([f"d{i}" for i in range(249)])
+    probe.top_scores(batch, 3)
+    assert len(builds) == 1  # 249 of 2,500: below a tenth, followed
+    index.delete(["d249"])  # 250 of 2,500: a tenth exactly
+    probe.top_scores(batch, 3)
+    assert len(builds) == 2 and len(probe._graph.iids) == 2250 and not probe._graph.dead.any()
+
+
 def test_a_source_that_grows_past_the_threshold_moves_to_the_graph_and_back(hashing_encoder, sources):
     import json
 

@@ -663,19 +663,22 @@ class _Checker:
             self.router_labels = labels
         from ragroute.route.expert_gains import recorded_dim
 
-        unrecorded = kind == "pilot" and recorded_dim(manifest.params) is None and self.encoder_dim
+        # a quality router's width too (until session 54 only a pilot router's was checked)
+        unrecorded = (
+            kind in ("pilot", "quality") and recorded_dim(manifest.params) is None and self.encoder_dim
+        )
         if self.verify or unrecorded:  # loaded without an encoder: no model is loaded, its arrays are read
             router = self.attempt(lambda: load_saved_router(model), f"{where}: router: ")
             dim = self.encoder_dim
-            if router is not None and unrecorded and dim is not None:  # no encoder recorded: pilot width
+            if router is not None and unrecorded and dim is not None:  # no encoder recorded: their width
                 from ragroute.route.pilot import check_pilot_width
 
+                what = f"the config's encoder {self.encoder_id}"
                 self.attempt(
-                    lambda: check_pilot_width(
-                        router.pilots.shape[1],
-                        int(dim),
-                        f"the config's encoder {self.encoder_id}",
-                        f"router {model}",
+                    lambda: (
+                        check_pilot_width(router.pilots.shape[1], int(dim), what, f"router {model}")
+                        if kind == "pilot"
+                        else router.check_width(int(dim), what, f"router {model}")
                     ),
                     f"{where}: router: ",
                 )

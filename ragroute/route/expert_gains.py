@@ -71,8 +71,10 @@ class ExpertGains:
         queries every expert handles equally (no expert is better there: nothing to learn)."""
         out = []
         for row in self.gains:
-            best = row.max()
-            out.append([] if np.all(row == best) else [int(j) for j in np.flatnonzero(row >= best - 1e-12)])
+            best = [int(j) for j in np.flatnonzero(row >= row.max() - 1e-12)]
+            # every expert within the tie tolerance of the best is a tie among all (until session 54
+            # only exact equality was: gains 1e-13 apart made every expert a winner, not a skip)
+            out.append([] if len(best) == len(row) else best)
         return out
 
 

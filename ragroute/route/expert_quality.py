@@ -23,7 +23,7 @@ import numpy as np
 
 from ragroute.encode.base import row_products
 from ragroute.encode.identity import encoder_record
-from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
 from ragroute.route.expert_gains import (
     ARRAYS_FILE,
@@ -111,9 +111,27 @@ class QualityRouter(BaseRouter):
             router.temperature = fit_temperature(predicted[rows], targets, np.geomspace(1e-3, 1.0, 60))
         return router
 
+    @property
+    def query_dim(self) -> int:
+        """The width of the query vectors the router was fitted on."""
+        return len(self.offset) - len(CHEAP_FEATURE_NAMES)
+
+    def check_width(self, dim: int, what: str, where: str = "quality router") -> None:
+        """:class:`EncoderMismatchError` when query vectors of ``dim`` (``what`` names their
+        encoder) are not of the width the router was fitted on (until session 54 a router saved
+        without an encoder record loaded with any encoder, and routing raised numpy's broadcast
+        traceback, as the pilot router's did until session 40)."""
+        if int(dim) != self.query_dim:
+            raise EncoderMismatchError(
+                f"{where} was fitted on {self.query_dim}-d query vectors, but {what} gives {int(dim)}-d "
+                "query vectors: route with an encoder of that width, or refit the router with this one"
+            )
+
     def predict(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         """Predicted nDCG@10 of every expert for every query: shape (queries, experts)."""
-        z = (self.features(texts, np.atleast_2d(vectors)) - self.offset) / self.scale
+        vectors = np.atleast_2d(vectors)
+        self.check_width(vectors.shape[1], "the caller")
+        z = (self.features(texts, vectors) - self.offset) / self.scale
         # each query's row as when it is routed alone (a BLAS product until session 53)
         return row_products(z, self.coef) + self.intercept
 
@@ -178,7 +196,7 @@ class QualityRouter(BaseRouter):
             isinstance(a, (int, float)) and not isinstance(a, bool) for a in alphas
         ):
             raise IndexFormatError(f"quality router {path_dir}: alphas are {alphas!r}, not a list of numbers")
-        return cls(
+        router = cls(
             labels,
             arrays["coef"],
             arrays["intercept"],
@@ -189,3 +207,6 @@ class QualityRouter(BaseRouter):
             encoder_info=params.get("encoder"),
             alphas=alphas,
         )
+        if dim is None and encoder is not None:  # no encoder recorded: the coefficients' width is checked
+            router.check_width(int(encoder.dim), f"encoder {encoder.model_id}", f"quality router {path_dir}")
+        return router

@@ -135,7 +135,9 @@ class SourceProbe:
             vectors = queries.vectors(g, dense.encoder)
             with dense.store.reading():  # whether the query is restricted, and its scores: one version
                 if graph and dense.store.filter_mask(filters) is None:
-                    rows = self._graph_scores(vectors, n)
+                    # the top n of the k an exact search reads (until session 54 the graph read n
+                    # where k < n: another mean than the scan's)
+                    rows = self._graph_scores(vectors, min(n, self.k))
                 else:
                     rows = [scores[:n] for scores in dense.best_scores(vectors, self.k, filters)]
             for i, scores in zip(positions, rows):
@@ -245,7 +247,8 @@ class ProbeGraph:
             dead = dead | ~np.isin(self.iids, current, assume_unique=True)
             kept = np.isin(tail_iids, current, assume_unique=True)
             tail, tail_iids = tail[kept], tail_iids[kept]
-        if dead.sum() > REBUILD_DEAD_SHARE * len(dead):
+        # rebuilt once the deleted are a quarter of it, as documented (until session 54 only above it)
+        if dead.sum() >= REBUILD_DEAD_SHARE * len(dead):
             return None
         index, iids = self.index, self.iids
         if len(tail_iids) >= tail_limit(len(iids)):
