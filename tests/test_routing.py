@@ -973,3 +973,21 @@ def test_a_prototype_setting_it_cannot_route_by_is_refused(hashing_encoder, smal
     sources = topic_sources(small_docs, hashing_encoder)
     with pytest.raises(RagrouteError, match=message):
         PrototypeRouter(sources, hashing_encoder, PrototypeConfig(temperature=0.05, **setting))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"k": 0}, r"^'k' must be at least 1, not 0"),
+        ({"top_n": 0}, r"^'top_n' must be at least 1, not 0"),
+        ({"k": 2.5}, r"^'k' must be an integer, not 2.5"),
+        ({"top_n": "3"}, r"^'top_n' must be an integer, not a string"),
+        ({"calibration_queries": -1}, r"^'calibration_queries' must be at least 0, not -1"),
+    ],
+)
+def test_a_confidence_setting_it_cannot_route_by_is_refused(hashing_encoder, small_docs, setting, message):
+    """Until session 54 k=0, top_n=0, k=2.5 or top_n="3" routed every query uniformly (each source's
+    probe read no score), without a word: one line now, as the prototype router's settings."""
+    sources = topic_sources(small_docs, hashing_encoder)
+    with pytest.raises(RagrouteError, match=message):
+        ConfidenceRouter(sources, ConfidenceConfig(temperature=0.5, **setting))

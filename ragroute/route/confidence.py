@@ -57,6 +57,18 @@ class ConfidenceConfig:
     probe_ef_search: int = 64
 
 
+def _check_config(cfg: ConfidenceConfig) -> None:
+    """Refuse settings the router cannot route by, in one line. Until session 54 ``k=0``,
+    ``top_n=0``, ``k=2.5`` or ``top_n="3"`` routed every query uniformly, without a word."""
+    # positive, as a config's `temperature:` must be: until session 52 the Python API took 0 and
+    # routed at another temperature without a word, and a negative one inverted the routing
+    check_setting(cfg.temperature, "number", "", "temperature", positive=True, optional=True)
+    for key in ("k", "top_n"):
+        check_setting(getattr(cfg, key), "integer", "", key, minimum=1)
+    check_setting(cfg.calibration_queries, "integer", "", "calibration_queries", minimum=0)
+    check_setting(cfg.seed, "integer", "", "seed")
+
+
 class ConfidenceRouter(BaseRouter):
     """Routes to the sources whose own retrieval is most confident for the query."""
 
@@ -71,9 +83,7 @@ class ConfidenceRouter(BaseRouter):
         # a copy: calibrating writes the fitted temperature into it, and until session 54 a second
         # router built with the caller's config took that temperature as given (never calibrated)
         self.config = replace(config) if config is not None else ConfidenceConfig()
-        # positive, as a config's `temperature:` must be: until session 52 the Python API took 0 and
-        # routed at another temperature without a word, and a negative one inverted the routing
-        check_setting(self.config.temperature, "number", "", "temperature", positive=True, optional=True)
+        _check_config(self.config)
         self.probes = [  # each checks the probe settings
             SourceProbe(
                 probe(source),
