@@ -423,3 +423,52 @@ def test_a_gate_not_fitted_on_an_llm_signals_failure_retrieves_when_it_fails():
     read = seen.gate_many(contexts("What is the capital of Peru?"))[0]
     assert read.action == "retrieve" and "not fitted to read" not in read.reason
     assert "p_retrieve_from_failed_values" not in read.signals
+
+
+@pytest.mark.parametrize("reply", ["I can not answer that without looking it up.", "i can  not", "Can not"])
+def test_i_can_not_is_a_no_not_a_yes(reply):
+    """A reply of "I can not" starts like "I can": until session 54 it was read as yes (known 1), so the gate
+    answered from the model that had just said it could not."""
+    signal = SelfAssessSignal(ScriptedLLM(replies=[reply]))
+    assert signal.values(contexts("Who founded Zorblat?"), None)[0].tolist() == [0.0, 1.0]
+    gate = LLMGate([SelfAssessSignal(ScriptedLLM(replies=[reply]))], fallback=RecordingGate())
+    assert gate.gate_many(contexts("Who founded Zorblat?"))[0].action == "retrieve"
+
+
+def test_a_probability_that_reaches_the_threshold_retrieves_despite_float_rounding():
+    """4 of 5 samples agree: p_retrieve is 1 - 0.8, which reaches a threshold of 0.2; computed as
+    0.19999999999999996 it answered without retrieving until session 54."""
+    llm = ScriptedLLM(replies=["Paris", "Paris", "Paris", "Paris", "Lyon"], cycle=True)
+    decision = LLMGate([AgreementSignal(llm, samples=5)], threshold=0.2).gate_many(contexts("Capital?"))[0]
+    assert decision.action == "retrieve" and decision.probability == 0.2
+    assert decision.reason.startswith("p_retrieve 0.200 >= threshold 0.200")
+    below = ScriptedLLM(replies=["Paris", "Paris", "Paris", "Paris", "Paris"], cycle=True)
+    sure = LLMGate([AgreementSignal(below, samples=5)], threshold=0.2).gate_many(contexts("Capital?"))[0]
+    assert sure.action == "answer"
+
+
+@pytest.mark.parametrize("prompt", ["Q: {query[0]}", "Q: {query.text}", "Q: {query} {0}", "Q: {query} {}"])
+def test_a_prompt_with_another_field_than_query_is_refused_in_one_line(prompt):
+    """Until session 54 "{query[0]}" passed the check and sent the LLM the query's first letter, and
+    "{query.text}" was an AttributeError traceback at load and in `config check`."""
+    from ragroute.errors import RagrouteError
+
+    with pytest.raises(ValueError, match="may hold only the {query} placeholder"):
+        SelfAssessSignal(ScriptedLLM(), prompt=prompt)
+    with pytest.raises(RagrouteError, match="may hold only the {query} placeholder"):
+        make_llm_signal({"kind": "llm_logprob", "prompt": prompt}, None)
+    assert SelfAssessSignal(ScriptedLLM(), prompt="Q: {query} {{x}}").prompt == "Q: {query} {{x}}"
+
+
+def test_an_empty_signals_list_is_refused_not_read_as_the_default_signals():
+    """`signals: []` was read as the default [llm_logprob, llm_self] (until session 54): a gate the
+    config said nothing of, asking the LLM twice per query."""
+    from ragroute.errors import RagrouteError
+    from ragroute.gate.factories import llm as llm_gate
+    from ragroute.route.factories import RouterBuild
+
+    build = RouterBuild([], None, where="test.yaml")
+    with pytest.raises(RagrouteError, match="not an empty list"):
+        llm_gate({"kind": "llm", "llm": {"kind": "scripted", "default": "yes"}, "signals": []}, build)
+    gate = llm_gate({"kind": "llm", "llm": {"kind": "scripted", "default": "yes"}}, build)
+    assert [s.kind for s in gate.signals] == ["llm_logprob", "llm_self"]

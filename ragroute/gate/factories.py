@@ -131,11 +131,14 @@ def _llm_signal_specs(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
 def check_llm_signal_list(signals: Any, where: str) -> None:
     """An LLM gate's ``signals:`` as a list of kind names and mappings, or one line saying what it
     is instead (until session 44 ``signals: 5`` or ``[null]`` was a traceback at load, and
-    ``signals: llm_self`` read as the signals 'l', 'l', 'm'...)."""
+    ``signals: llm_self`` read as the signals 'l', 'l', 'm'...; until session 54 ``signals: []`` was
+    read as the default signals)."""
     if signals is None:
         return
     if not isinstance(signals, list):
         shown = value_type_name(signals)
+    elif not signals:  # until session 54 read as the default signals, llm_logprob and llm_self
+        shown = "an empty list (leave 'signals' out for the default, [llm_logprob, llm_self])"
     else:
         wrong = [item for item in signals if not isinstance(item, (str, Mapping))]
         if not wrong:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -81,8 +82,13 @@ class LLMSignal(GateSignal):
         self.timeout_s = timeout_s
         if prompt is not None:
             try:
+                # the placeholder itself, not a part of it: until session 54 "{query[0]}" sent the
+                # LLM the query's first letter, and "{query.text}" was an AttributeError traceback
+                for _, field_name, _, _ in string.Formatter().parse(prompt):
+                    if field_name is not None and field_name != "query":
+                        raise KeyError(field_name)
                 filled = prompt.format(query="\x00")
-            except (KeyError, IndexError, ValueError) as exc:
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
                 raise ValueError(
                     f"the prompt may hold only the {{query}} placeholder; write literal braces as {{{{ }}}} "
                     f"({type(exc).__name__}: {exc})"
@@ -235,8 +241,11 @@ class AgreementSignal(LLMSignal):
         return float(row[0])
 
 
-# "no" is tried first: "I can't" starts like "I can" (straight or curly apostrophe, or none)
-_NO = re.compile(r"^\W*(no|n|false|not|cannot|(i )?can['\u2019]?t|i cannot|i don['\u2019]?t)\b", re.I)
+# "no" is tried first: "I can't" starts like "I can" (straight or curly apostrophe, or none), and
+# so does "I can not" (until session 54 read as yes: the gate answered without retrieving)
+_NO = re.compile(
+    r"^\W*(no|n|false|not|cannot|(i )?can['\u2019]?t|(i )?can\s+not|i cannot|i don['\u2019]?t)\b", re.I
+)
 _YES = re.compile(r"^\W*(yes|y|true|i can|sure)\b", re.I)
 
 
@@ -420,7 +429,9 @@ class LLMGate:
                 reasons += [f"{k}: answered but weighted 0" for k in confidences]
                 failed.append((i, "; ".join(reasons)))
                 continue
-            p = 1.0 - sum(confidences[k] * weight[k] for k in confidences) / total
+            # rounded: 1 - 0.8 is 0.19999999999999996, which missed a threshold of 0.2 it reaches
+            # (4 of 5 samples agreeing answered without retrieving until session 54)
+            p = round(1.0 - sum(confidences[k] * weight[k] for k in confidences) / total, 12)
             signals: dict[str, Any] = {
                 "threshold": self.threshold,
                 "values": values,
