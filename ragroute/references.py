@@ -45,7 +45,8 @@ def _parts(reference: str, where: str, what: str, base: Path | None) -> tuple[st
     module_name, _, attribute = (part.strip() for part in reference.partition(":"))
     if not module_name.endswith(".py"):
         return module_name, attribute, None
-    path = ((base or Path.cwd()) / module_name).resolve()
+    # ~/... the home folder, as every path a config names (until session 54 <folder>/~/x.py)
+    path = ((base or Path.cwd()) / Path(module_name).expanduser()).resolve()
     if not path.is_file():
         raise RagrouteError(f"{where}: {what} file {path} does not exist")
     return module_name, attribute, path

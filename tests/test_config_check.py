@@ -1707,3 +1707,99 @@ def test_a_routing_config_over_corpora_does_not_need_the_corpus_files(workspace,
     result = check(config)
     assert result.exit_code == 0, result.stderr
     assert "does not exist" in " ".join(error_lines(check(corpora)))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "fallback: ensemble",  # the fallback ensemble holds the llm member: it would ask the LLM
+        "fallback: knn",  # a knn fallback without its examples
+        "fallback: nosuch",
+    ],
+)
+def test_an_ensembles_llm_member_is_checked_as_an_llm_router_is(workspace, hashing_encoder, extra):
+    """An ensemble's llm member builds its fallback from the same mapping, as an llm router does,
+    and loading refused these; `config check` read the fallback only of a router of kind llm and
+    said ok (until session 54)."""
+    from ragroute.route.config import load_routing
+
+    config = workspace / "ensemble-llm-member.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+        "router: {kind: ensemble, members: [llm, prototype], "
+        f"llm: {{kind: scripted, replies: [astro], cycle: true}}, {extra}}}\n"
+    )
+    with pytest.raises(RagrouteError) as info:
+        load_routing(config, encoder=hashing_encoder)
+    result = check(config)
+    assert result.exit_code == 1, result.output
+    assert str(info.value) in [line.removeprefix("error: ") for line in error_lines(result)]
+
+
+def test_an_ensembles_llm_member_reference_is_found_by_the_check(workspace):
+    """The llm: of an ensemble's llm member was not looked for by `config check` (until session 54):
+    a module that is not there passed the check and failed loading."""
+    config = workspace / "ensemble-llm-member-missing.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n  cook: {index: indexes/cook}\n"
+        "router: {kind: ensemble, members: [llm, prototype], llm: 'nosuch_llm_module.x:make'}\n"
+    )
+    result = check(config)
+    assert result.exit_code == 1
+    assert any(
+        "router llm: cannot load llm 'nosuch_llm_module.x:make'" in line for line in error_lines(result)
+    )
+
+
+def test_a_factory_file_under_the_home_folder_is_read_there(
+    workspace, hashing_encoder, tmp_path, monkeypatch
+):
+    """`factory: ~/rag/retrievers.py:make` (and an llm reference so written) read `<the config's
+    folder>/~/rag/retrievers.py` until session 54, where every other path of a config reads `~/` as
+    the home folder: the check said the file does not exist and loading left the source out."""
+    from ragroute.route.config import load_routing
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "rag").mkdir()
+    (tmp_path / "rag" / "home_retrievers.py").write_text(
+        "from ragroute.index.build import build_index\n"
+        "from ragroute.types import Document\n"
+        "def make():\n"
+        "    return build_index([Document(id='w-1', text='comet tails and orbits')], 'bm25', name='wiki')\n"
+    )
+    config = workspace / "home-factory.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: indexes/astro}\n"
+        "  wiki: {kind: python, factory: '~/rag/home_retrievers.py:make', description: Wiki.}\n"
+        "router: {kind: fixed, routes: [wiki]}\n"
+    )
+    result = check(config)
+    assert result.exit_code == 0, result.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no source left out
+        pipeline = load_routing(config, encoder=hashing_encoder)
+    assert [h.doc_id for h in pipeline.retrieve("comet tails", k=1).hits] == ["w-1"]
+
+
+def test_an_encoder_folder_written_as_a_path_is_read_beside_the_config(tmp_path, monkeypatch):
+    """`encoder: ./models/enc` was read beside the config only when that folder was there; else
+    from the working directory (until session 54): the same config loaded another model depending
+    on where the command ran, and `config check` checked the indexes against it."""
+    from ragroute.route.config import RoutingConfig
+
+    elsewhere = tmp_path / "cwd" / "models" / "enc"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path / "cwd")
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    config = folder / "routing.yaml"
+    config.write_text("encoder: ./models/enc\nsources:\n  sky: {index: idx}\n")
+    assert RoutingConfig.read(config).encoder_settings()["encoder"] == str(
+        folder.resolve() / "models" / "enc"
+    )
+    result = check(config)
+    assert any(
+        "encoder:" in line and str(folder.resolve() / "models" / "enc") in line
+        for line in error_lines(result)
+    ), result.output

@@ -125,9 +125,10 @@ class RoutingConfig:
 
     def encoder_settings(self) -> dict[str, Any]:
         """The config's ``encoder:`` (a model name, or a folder read beside the file when one is
-        there), ``backend:`` and ``cache_dir:``, each checked: until session 37 ``encoder: null``
-        or ``backend: yes`` were tracebacks, ``cache_dir: [a]`` made a folder named ``['a']``, and
-        a relative encoder folder was read from the working directory."""
+        there or the value starts with ``./`` or ``../``), ``backend:`` and ``cache_dir:``, each
+        checked: until session 37 ``encoder: null`` or ``backend: yes`` were tracebacks,
+        ``cache_dir: [a]`` made a folder named ``['a']``, and a relative encoder folder was read
+        from the working directory."""
         from ragroute.encode import DEFAULT_ENCODER
 
         out: dict[str, Any] = {}
@@ -150,7 +151,11 @@ class RoutingConfig:
                 f"expected auto, {', '.join(BACKENDS)}"
             )
         beside = self.path.parent / out["encoder"]
-        if not Path(out["encoder"]).is_absolute() and beside.is_dir():
+        # ./x and ../x can only be folders: read beside the file even when not there, as a CLI
+        # defaults file reads them (until session 54 the working directory's, wherever it ran)
+        if not Path(out["encoder"]).is_absolute() and (
+            beside.is_dir() or out["encoder"].startswith(("./", "../"))
+        ):
             out["encoder"] = str(beside.resolve())
         return out
 

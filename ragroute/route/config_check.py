@@ -566,13 +566,15 @@ class _Checker:
                     self.problem(f"{where}: {ENSEMBLE_IN_ENSEMBLE}")
                 elif self.passes(functools.partial(ROUTERS.check, str(member), f"{where}: router members")):
                     kinds.append(str(member))
-        if kind == "llm":
+        # an llm router, or an ensemble's llm member (until session 54 only the former was checked:
+        # a member's missing module or a fallback that asks the LLM passed and failed loading)
+        if "llm" in kinds:
             self.check_llm(settings.get("llm"), f"{where}: router llm")
         # what each inner kind is to the router, named with the routes of one fitted on labels
         inner: dict[str, str] = {}
         for member in kinds[1:]:
             inner.setdefault(member, f"ensemble member {member}")
-        if kind == "llm" and settings.get("fallback") is not None and "fallback" not in bad:
+        if "llm" in kinds and settings.get("fallback") is not None and "fallback" not in bad:
             fallback = str(settings["fallback"])
             problem = llm_fallback_problem(settings)
             if problem:
