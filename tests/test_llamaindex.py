@@ -1038,3 +1038,47 @@ def test_a_gated_retrievers_latest_decisions_are_one_querys_under_concurrency(ha
     first.join(10)
     assert gated.last_decision is not None and gated.last_routing is not None
     assert (gated.last_decision.reason, gated.last_routing.signals["query"]) == ("first bread",) * 2
+
+
+def test_ragroute_rerank_takes_a_pipeline_reranker_with_a_candidates_pool():
+    """A reranker of the pipeline's protocol, ``rerank(context, hits, k)``, with a ``candidates``
+    attribute (the pool the pipeline fuses for it) failed in RagrouteRerank until session 54: it was
+    passed ``candidates=`` and raised ``TypeError: unexpected keyword argument 'candidates'``."""
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from ragroute.integrations.llamaindex_rerank import RagrouteRerank
+
+    class ByText:
+        name = "by-text"
+        candidates = 12
+
+        def rerank(self, context, hits, k):
+            return sorted(hits, key=lambda h: h.text)[:k]
+
+    nodes = [
+        NodeWithScore(node=TextNode(text=t, id_=t), score=s) for t, s in (("c", 0.9), ("a", 0.5), ("b", 0.1))
+    ]
+    kept = RagrouteRerank(ByText(), top_n=2).postprocess_nodes(nodes, query_str="q")
+    assert [n.node.node_id for n in kept] == ["a", "b"]
+
+
+def test_the_llamaindex_retrievers_refuse_a_query_that_is_not_text_in_one_line(hashing_encoder, small_docs):
+    """``retrieve(None)`` / ``retrieve(123)`` failed inside LlamaIndex's instrumentation with a
+    multi-line pydantic ValidationError of its RetrievalStartEvent until session 54; LangChain's
+    ``invoke`` says it in one line, and now so do the LlamaIndex retrievers, sync and async."""
+    from ragroute.errors import InvalidQueryError
+
+    index = build_index(small_docs, "dense", encoder=hashing_encoder, name="all")
+    from ragroute.route.fixed import FixedRoutes
+
+    routed = RoutedLlamaRetriever(
+        Pipeline([Source("all", index)], FixedRoutes(["all"]), encoder=hashing_encoder)
+    )
+    for retriever in (routed, IndexLlamaRetriever(index)):
+        for bad, name in ((None, "NoneType"), (123, "int")):
+            with pytest.raises(InvalidQueryError, match=f"query must be a string, got {name}"):
+                retriever.retrieve(bad)
+            with pytest.raises(InvalidQueryError, match=f"query must be a string, got {name}"):
+                asyncio.run(retriever.aretrieve(bad))
+        assert retriever.retrieve(QueryBundle("bread oven"))
+        assert asyncio.run(retriever.aretrieve("bread oven"))

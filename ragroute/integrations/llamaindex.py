@@ -49,7 +49,14 @@ from llama_index.core.vector_stores.types import (
 )
 
 from ragroute.context import QueryContext, checked_caller, in_worker_thread
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_filters, check_k, check_keys
+from ragroute.errors import (
+    InvalidArgumentError,
+    RagrouteError,
+    check_filters,
+    check_k,
+    check_keys,
+    check_query,
+)
 from ragroute.integrations.adapters import (
     OWN_PREFIX,
     DecisionLog,
@@ -248,6 +255,19 @@ class _TopK:
         """Whether this retriever's nodes may come from several sources (ids that may collide): a
         :class:`LlamaRetrieverAdapter` over it then keeps each hit's ``SOURCE:DOC_ID`` as its id."""
         return True
+
+    def retrieve(self, str_or_query_bundle: str | QueryBundle) -> list[NodeWithScore]:
+        # a query that is neither text nor a QueryBundle (None, 123) is one InvalidQueryError line, as
+        # LangChain's invoke says it: until session 54 LlamaIndex's instrumentation failed first,
+        # with a multi-line pydantic ValidationError of its RetrievalStartEvent
+        if not isinstance(str_or_query_bundle, QueryBundle):
+            check_query(str_or_query_bundle)
+        return cast(BaseRetriever, super()).retrieve(str_or_query_bundle)
+
+    async def aretrieve(self, str_or_query_bundle: str | QueryBundle) -> list[NodeWithScore]:
+        if not isinstance(str_or_query_bundle, QueryBundle):
+            check_query(str_or_query_bundle)
+        return await cast(BaseRetriever, super()).aretrieve(str_or_query_bundle)
 
     @property
     def k(self) -> int:
