@@ -105,6 +105,18 @@ def test_a_title_without_a_body_is_not_a_pseudo_query() -> None:
     assert all(q.doc_id.startswith(tuple(WORDS)) for q in queries if q.kind == "title")
 
 
+def test_a_body_that_only_repeats_the_title_gives_no_title_pseudo_query() -> None:
+    """Until session 54 a document whose body is its title again (case, spacing or a final full
+    stop aside) gave its title as a pseudo-query: the whole document, as a query for itself."""
+    echoes = [
+        Document(id=f"e{i}", title=f"Only a title number {i}", text=f"only a  title number {i}.")
+        for i in range(5)
+    ]
+    queries = cut_pseudo_queries(corpus() + echoes)
+    assert not [q for q in queries if q.kind == "title" and q.doc_id.startswith("e")]
+    assert {q.doc_id for q in queries if q.kind == "title"} == {d.id for d in corpus()}
+
+
 def test_documents_too_short_to_cut_a_pseudo_query_from_are_refused_not_trained_on(tmp_path: Path) -> None:
     # 60 one-word documents gave 0 pseudo-queries, and `expert train` still published an untrained
     # expert with exit 0 (also through the Python API)

@@ -2,11 +2,11 @@
 
 Three kinds, each paired with the document it was cut from (its positive):
 
-* ``title``: the document's title, when the document also has a body (a title
-  alone would just be the document again);
-* ``sentence``: one sentence of the body (6-40 words; in texts without sentence
-  punctuation, a window of 8-16 words), not the first one when that repeats the
-  title;
+* ``title``: the document's title, when the document also has a body that is more than the
+  title again (a title alone would just be the document again);
+* ``sentence``: one sentence of the body (6-40 words), not one that repeats the
+  title; in texts with no such sentence (no sentence punctuation, or only sentences
+  shorter or longer than that), a window of 8-16 words of a body of 12 or more;
 * ``keyphrases``: the 3-5 terms of the document with the highest tf-idf among
   terms that occur in at least two documents and at most 10% of them (so
   neither typos nor domain-wide words), in document order — short keyword
@@ -92,7 +92,16 @@ def cut_pseudo_queries(
     keyphrases = _keyphrase_queries(usable) if "keyphrases" in kinds else {}
     out: list[PseudoQuery] = []
     for doc in usable:
-        if "title" in kinds and doc.title.strip() and doc.text.strip() and len(doc.title.split()) >= 3:
+        # a body that merely repeats the title is no body: until session 54 the title was cut as a
+        # pseudo-query of a document that is the title again
+        body = doc.text.strip()
+        if (
+            "title" in kinds
+            and doc.title.strip()
+            and body
+            and _says_more(body, doc.title)
+            and len(doc.title.split()) >= 3
+        ):
             out.append(PseudoQuery(doc.title.strip(), doc.id, "title"))
         if "sentence" in kinds:
             rng = random.Random(int(id_draws([doc.id], seed, "pseudo-query sentence")[0]))
@@ -112,6 +121,15 @@ def cut_pseudo_queries(
         keep = drawn([f"{q.doc_id}\x1f{q.kind}" for q in out], max_queries, seed, "pseudo-queries")
         out = [out[int(i)] for i in keep]
     return sorted(out, key=lambda q: (q.doc_id, KINDS.index(q.kind)))
+
+
+def _says_more(text: str, title: str) -> bool:
+    """Whether ``text`` says more than ``title`` (case, spacing and a final full stop aside)."""
+    return _plain(text) != _plain(title)
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(" .")
 
 
 def _pick_sentence(doc: Document, rng: random.Random) -> str | None:
