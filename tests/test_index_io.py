@@ -7,6 +7,7 @@ from conftest import HashingEncoder
 
 from ragroute.errors import EncoderMismatchError, IndexFormatError
 from ragroute.index.build import build_index
+from ragroute.index.docstore import DocumentStore
 from ragroute.index.io import load_index, read_index_manifest, save_index
 from ragroute.store import write_artifact
 from ragroute.store.artifact import published_path
@@ -234,3 +235,20 @@ def test_a_spurious_ast_error_in_numpys_header_parse_fails_no_load(tmp_path, mon
 
     with pytest.raises(SystemError, match="another"):
         numpy_read(other)
+
+
+@pytest.mark.parametrize(
+    ("rows", "repeated"),
+    [
+        ('{"iid": 0, "id": "a", "text": "x"}\n{"iid": 1, "id": "a", "text": "y"}\n', "document id 'a'"),
+        ('{"iid": 0, "id": "a", "text": "x"}\n{"iid": 0, "id": "b", "text": "y"}\n', "iid 0"),
+    ],
+    ids=["id", "iid"],
+)
+def test_a_docs_file_repeating_an_id_or_iid_is_corrupt(tmp_path, rows, repeated):
+    """Until session 54 it loaded: one id named two documents (a delete dropped both), and the
+    positions of a repeated iid named only the later document, so the earlier was never found."""
+    (tmp_path / "docs.jsonl").write_text(rows, encoding="utf-8")
+    with pytest.raises(IndexFormatError, match=f"line 2 is corrupt: {repeated} is repeated") as info:
+        DocumentStore.load(tmp_path)
+    assert "\n" not in str(info.value)

@@ -391,12 +391,21 @@ class DocumentStore:
         path = Path(directory) / DOCS_NAME
         store = cls()
         line_no = 0
+        seen_iids: set[int] = set()
         try:
             with open(path, encoding="utf-8") as handle:
                 for line_no, line in enumerate(handle, 1):  # noqa: B007 (read in except)
                     row = json.loads(line)
-                    store._pos_by_id[str(row["id"])] = len(store._docs)
-                    store._iids.append(int(row.pop("iid")))
+                    doc_id, iid = str(row["id"]), int(row.pop("iid"))
+                    # a repeated id or iid is refused as any corrupt line is: until session 54 it
+                    # loaded (verify=False), one id named two documents and a dense hit on the
+                    # shared iid named the later one (the earlier was never found)
+                    if doc_id in store._pos_by_id or iid in seen_iids:
+                        what = f"document id {doc_id!r}" if doc_id in store._pos_by_id else f"iid {iid}"
+                        raise ValueError(f"{what} is repeated")
+                    seen_iids.add(iid)
+                    store._pos_by_id[doc_id] = len(store._docs)
+                    store._iids.append(iid)
                     doc = Document.from_dict(row)
                     object.__setattr__(doc, "metadata", read_only(doc.metadata))  # as _own_metadata
                     store._docs.append(doc)
