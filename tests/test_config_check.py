@@ -1358,19 +1358,25 @@ def test_a_pilot_router_without_an_encoder_record_is_checked_by_its_pilots_width
 
     pilots = np.eye(2, 128, dtype=np.float32)
     PilotRouter(["astro", "cook"], pilots, np.arange(2)).save(tmp_path / "pilot")
-    config = tmp_path / "routing.yaml"
-    config.write_text(
-        f"sources:\n  astro: {{index: {workspace}/indexes/astro}}\n"
-        f"  cook: {{index: {workspace}/indexes/cook}}\n"
-        f"router: {{kind: pilot, model: {tmp_path / 'pilot'}}}\n"
-    )
-    result = check(config)
+    result = check(_saved_router_config(workspace, tmp_path, "pilot"))
     assert result.exit_code == 1
     lines = error_lines(result)
     assert len(lines) == 1 and "has 128-d pilots" in lines[0] and "384-d query vectors" in lines[0]
     with pytest.raises(EncoderMismatchError, match=r"has 128-d pilots, but encoder test/hashing gives 64-d"):
         PilotRouter.load(tmp_path / "pilot", HashingEncoder(dim=64))
     assert PilotRouter.load(tmp_path / "pilot", HashingEncoder(dim=128)).pilots.shape == (2, 128)
+
+
+def _saved_router_config(workspace, tmp_path, kind: str):
+    """A routing config over the workspace's two indexes whose router is the ``kind`` router saved
+    at ``tmp_path / kind``."""
+    config = tmp_path / "routing.yaml"
+    config.write_text(
+        f"sources:\n  astro: {{index: {workspace}/indexes/astro}}\n"
+        f"  cook: {{index: {workspace}/indexes/cook}}\n"
+        f"router: {{kind: {kind}, model: {tmp_path / kind}}}\n"
+    )
+    return config
 
 
 def test_a_quality_router_without_an_encoder_record_is_checked_by_its_width(workspace, tmp_path):
@@ -1382,13 +1388,7 @@ def test_a_quality_router_without_an_encoder_record_is_checked_by_its_width(work
     QualityRouter(["astro", "cook"], np.zeros((2, width)), np.zeros(2), np.zeros(width), np.ones(width)).save(
         tmp_path / "quality"
     )
-    config = tmp_path / "routing.yaml"
-    config.write_text(
-        f"sources:\n  astro: {{index: {workspace}/indexes/astro}}\n"
-        f"  cook: {{index: {workspace}/indexes/cook}}\n"
-        f"router: {{kind: quality, model: {tmp_path / 'quality'}}}\n"
-    )
-    result = check(config)
+    result = check(_saved_router_config(workspace, tmp_path, "quality"))
     assert result.exit_code == 1
     lines = error_lines(result)
     assert (

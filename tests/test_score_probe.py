@@ -176,15 +176,24 @@ def test_queries_routed_in_several_threads_build_the_graph_once(large, hashing_e
     assert len(builds) == 1 and all(r is not None and r[0] > 0.9 for r in results)
 
 
+@pytest.fixture
+def graph_builds(monkeypatch) -> list[int]:
+    """One entry per probe graph built from here on (``ProbeGraph.build`` counted, then run)."""
+    from ragroute.route import score_probe
+
+    builds: list[int] = []
+    real = score_probe.ProbeGraph.build
+    monkeypatch.setattr(score_probe.ProbeGraph, "build", lambda dense: builds.append(1) or real(dense))
+    return builds
+
+
 def test_added_documents_join_the_graph_and_deleted_ones_leave_it_without_a_rebuild(
-    large, hashing_encoder, monkeypatch
+    large, hashing_encoder, graph_builds, monkeypatch
 ):
     from ragroute.route import score_probe
 
     index, vectors = large
-    builds = []
-    real = score_probe.ProbeGraph.build
-    monkeypatch.setattr(score_probe.ProbeGraph, "build", lambda dense: builds.append(1) or real(dense))
+    builds = graph_builds
     probe = SourceProbe(index, k=10)
     rng = np.random.default_rng(9)
     twins = unit(rng.normal(size=(3, DIM)))
@@ -223,15 +232,13 @@ def test_the_graph_reads_the_top_n_of_the_k_the_exact_scan_reads(large, hashing_
 
 
 def test_the_graph_is_rebuilt_once_the_deleted_are_exactly_the_documented_share(
-    large, hashing_encoder, monkeypatch
+    large, hashing_encoder, graph_builds, monkeypatch
 ):
     # "rebuilt once they are a quarter of it": until session 54 only more than that share was
     from ragroute.route import score_probe
 
     index, vectors = large
-    builds = []
-    real = score_probe.ProbeGraph.build
-    monkeypatch.setattr(score_probe.ProbeGraph, "build", lambda dense: builds.append(1) or real(dense))
+    builds = graph_builds
     monkeypatch.setattr(score_probe, "REBUILD_DEAD_SHARE", 0.1)  # keeps the source above the threshold
     probe = SourceProbe(index, k=10)
     batch = ProbeQueries(queries_near(hashing_encoder, vectors, range(1, 2500, 60), scopes=["secret"]))
