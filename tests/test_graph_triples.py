@@ -171,6 +171,48 @@ def test_a_csv_quote_never_closed_is_refused_naming_its_line(tmp_path):
     )
 
 
+def test_a_csv_row_with_more_cells_than_the_header_is_a_bad_row(tmp_path):
+    """Until session 54 the cells past the header's were dropped silently: an unquoted comma in a
+    predicate shifted the object ("1901") and the real one ("Kellow") was lost. Empty cells past the
+    header (a trailing comma) are no problem."""
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "subject,predicate,object\nAda Brennan,born in, 1901,Kellow\nOtto Lind,born in,Dressel,,\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CorpusFormatError) as info:
+        read_triples(path)
+    assert str(info.value) == "t.csv: 1 bad triple at line 2 (line 2: 4 fields, the header names 3)"
+    path.write_text("subject,predicate,object\nOtto Lind,born in,Dressel,,\n", encoding="utf-8")
+    assert [(t.subject, t.object) for t in read_triples(path).triples] == [("Otto Lind", "Dressel")]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    """Until session 54 "subject,object,Subject" read every row's subject from the third column,
+    silently (header names are case-insensitive)."""
+    path = tmp_path / "t.csv"
+    path.write_text("subject,object,Subject,,\nAda,Kellow,Bob,,\n", encoding="utf-8")
+    with pytest.raises(
+        CorpusFormatError, match=r"^t\.csv: the header names a column twice \('subject' in columns 1, 3\)"
+    ):
+        read_triples(path)
+
+
+def test_a_jsonl_key_written_twice_in_other_case_is_a_bad_row(tmp_path):
+    """Until session 54 {"subject": "Ada", "Subject": "Bob"} read the subject Bob, silently."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        '{"subject": "Ada", "object": "Kellow"}\n{"subject": "Ada", "Subject": "Bob", "object": "Kellow"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(CorpusFormatError) as info:
+        read_triples(path)
+    assert str(info.value) == (
+        "t.jsonl: 1 bad triple at line 2 (line 2: a key written twice ('subject', 'Subject': names are "
+        "case-insensitive))"
+    )
+
+
 def test_a_triples_file_is_decoded_as_every_file_a_user_gives(tmp_path):
     """A UTF-16 file was "not UTF-8 text (byte 0)", a Latin-1 one named a byte offset, and one in
     UTF-16 without a byte order mark was read with a NUL between each two letters (the header

@@ -526,6 +526,28 @@ def test_load_table_file_bad_rows_and_duplicate_ids(tmp_path: Path) -> None:
         load_table_file(path, id_column="id")
 
 
+def test_a_table_row_with_an_empty_text_cell_is_a_skipped_row_naming_its_line(tmp_path: Path) -> None:
+    """Until session 54 a CSV/TSV/JSONL row whose text cell was empty (or blanks) became a document
+    of nothing, and every index build then refused the whole corpus naming only its id; it is a
+    bad row as documented (skipped with its line named, or raised), unless its title has text."""
+    path = tmp_path / "t.csv"
+    path.write_text("id,text\n1,good\n2,\n3,  \n4,fine\n", "utf-8")
+    with pytest.warns(
+        CorpusWarning, match=r"skipped 2 bad lines in .*t\.csv \(lines 3, 4; line 3: empty 'text'"
+    ):
+        docs = load_table_file(path)
+    assert [d.id for d in docs] == ["1", "4"]
+    with pytest.raises(CorpusFormatError, match=r"t\.csv line 3: empty 'text'"):
+        load_table_file(path, on_error="raise")
+    titled = tmp_path / "titled.csv"
+    titled.write_text("id,title,text\n1,Only a title,\n", "utf-8")
+    assert [(d.title, d.text) for d in load_table_file(titled)] == [("Only a title", "")]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a"}\n{"text": ""}\n', "utf-8")
+    with pytest.warns(CorpusWarning, match=r"line 2: empty 'text'"):
+        assert [d.text for d in load_table_file(rows)] == ["a"]
+
+
 def test_a_quote_never_closed_is_refused_naming_the_line_it_opened(tmp_path: Path) -> None:
     """Until session 41 a CSV row whose quote is never closed took in every row after it as its
     text, silently ("loaded 1 document"); a quoted field over several lines still loads."""
@@ -1369,3 +1391,21 @@ def test_every_json_loader_says_where_its_json_breaks_without_a_doubled_at(tmp_p
     assert "Invalid control character at column 13" in messages[1]
     assert "Invalid control character at column 12" in messages[2]
     assert not [m for m in messages if "at at" in m]
+
+
+def test_a_folder_table_row_with_more_or_fewer_cells_than_its_header_is_named(tmp_path: Path) -> None:
+    """Until session 54 a folder's CSV row with a cell count other than the header's (an unquoted
+    ``1,299.00``) was kept without a word, its cells no longer under their columns; it is kept as
+    written and named, with its line, in one warning."""
+    (tmp_path / "prices.csv").write_text("item,price\nlamp,1,299.00\ndesk,80\nchair\n", "utf-8")
+    with pytest.warns(CorpusWarning) as caught:
+        docs = load_text_folder(tmp_path)
+    messages = [str(w.message) for w in caught if issubclass(w.category, CorpusWarning)]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert messages[0].startswith(f"{tmp_path / 'prices.csv'}: 2 rows with a number of cells other")
+    assert "(line 2: 3 cells, line 4: 1 cell)" in messages[0]
+    assert docs[0].metadata["rows"] == [["lamp", "1", "299.00"], ["desk", "80"], ["chair"]]
+    (tmp_path / "prices.csv").write_text('item,price\nlamp,"1,299.00"\n', "utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_text_folder(tmp_path)[0].metadata["rows"] == [["lamp", "1,299.00"]]

@@ -51,8 +51,8 @@ A passage that is a document of the corpus keeps the corpus's text, title and me
 ``text``, ``title`` or ``access`` given for it in the triples are left out, with one warning
 naming the passages.
 
-Rows with a missing or empty ``subject``/``object``, invalid JSON, or a passage
-text or access that contradicts an earlier line are all reported in one
+Rows with a missing or empty ``subject``/``object``, invalid JSON, more CSV cells than the
+header names, or a passage text or access that contradicts an earlier line are all reported in one
 :class:`~ragroute.errors.CorpusFormatError` with their line numbers (up to
 :data:`MAX_REPORTED`); an empty file is an error too.
 
@@ -113,6 +113,8 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "access": ("access",),
 }
 """Accepted field names (case-insensitive) of a triple row, by field."""
+_FIELD_KEYS = frozenset(key for keys in FIELD_NAMES.values() for key in keys)
+"""Every key a field is read under (lower case)."""
 
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
@@ -214,7 +216,7 @@ _NEWLINE = re.compile("\n")  # where io.StringIO ends a line
 
 
 def _csv_records(text: str, delimiter: str, source: str) -> list[tuple[int, Any]]:
-    from ragroute.loaders.tabular import END_MARK, check_quotes_closed, with_end_mark
+    from ragroute.loaders.tabular import END_MARK, check_quotes_closed, check_unique_header, with_end_mark
 
     lines = io.StringIO(text).readlines()
     reader = csv.reader(with_end_mark(lines), delimiter=delimiter)
@@ -235,6 +237,14 @@ def _csv_records(text: str, delimiter: str, source: str) -> list[tuple[int, Any]
                     f"{source}: the header row must name 'subject' and 'object' columns "
                     f"(found: {', '.join(header)}; known: {', '.join(sorted(known))})"
                 )
+            # a column named twice (case-insensitively): until session 54 a row kept only the last
+            # of its cells, silently (the corpus loaders refuse such a header too)
+            check_unique_header([name or f"(unnamed {i})" for i, name in enumerate(header, 1)], source)
+            continue
+        if any(cell.strip() for cell in row[len(header) :]):
+            # until session 54 the cells past the header's were dropped silently: an unquoted comma
+            # in a predicate ("born in, 1901") shifted the object, and the real one was lost
+            records.append((reader.line_num, _Invalid(f"{len(row)} fields, the header names {len(header)}")))
             continue
         record = {name: (row[i] if i < len(row) else "") for i, name in enumerate(header) if name}
         records.append((reader.line_num, record))
@@ -326,6 +336,15 @@ def triples_from_records(
             problems.add(line, f"not an object but a {type(record).__name__}")
             continue
         values, reasons = {}, []
+        keys: dict[str, list[str]] = {}
+        for key in record:  # the keys a field is read from (others are not read)
+            if (lowered := str(key).strip().lower()) in _FIELD_KEYS:
+                keys.setdefault(lowered, []).append(str(key))
+        for written in (w for w in keys.values() if len(w) > 1):  # until session 54 the last one was
+            # read, silently, as a CSV header naming a column twice was ("subject" and "Subject")
+            reasons.append(
+                f"a key written twice ({', '.join(map(repr, written))}: names are case-insensitive)"
+            )
         for name in FIELD_NAMES:
             values[name], problem = _field(record, name)
             if problem:

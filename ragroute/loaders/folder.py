@@ -88,16 +88,38 @@ def table_document(path: Path, rel: Path) -> Document | None:
     """One table Document for a CSV/TSV file (``None`` if it has no row under its header), its cells
     kept in metadata."""
     rows: list[list[str]] = []
+    lines: list[int] = []
     for line, fields, problem in read_csv_rows(path, DELIMITERS[path.suffix.lower()]):
         if problem is not None:
             raise BadRecord(f"line {line}: {problem}")
         rows.append(fields)
+        lines.append(line)
     if len(rows) < 2:  # no row under the header: a table of nothing (it was indexed as its header)
         return None
     columns, body = rows[0], rows[1:]
+    _say_ragged_rows(path, columns, body, lines[1:])
     metadata: dict[str, Any] = {"columns": columns, "rows": body, "path": rel.as_posix()}
     text = linearise_table(columns, body)
     return Document(id=_doc_id(rel), text=text, title=rel.stem, metadata=metadata, modality="table")
+
+
+def _say_ragged_rows(path: Path, columns: list[str], body: list[list[str]], lines: list[int]) -> None:
+    """One :class:`CorpusWarning` naming the rows of the table file ``path`` whose cell count is not the
+    header's (kept as written: their cells no longer line up with the columns). Until session 54
+    they were kept without a word (an unquoted ``1,299.00`` shifted every cell after it)."""
+    ragged = [
+        f"line {line}: {counted(len(row), 'cell')}"
+        for line, row in zip(lines, body)
+        if len(row) != len(columns)
+    ]
+    if ragged:
+        warnings.warn(
+            f"{path}: {counted(len(ragged), 'row')} with a number of cells other than the "
+            f"header's {len(columns)}, kept as written ({name_a_few(ragged)}); quote a cell holding "
+            "the delimiter",
+            CorpusWarning,
+            stacklevel=4,
+        )
 
 
 def _is_hidden(rel: Path) -> bool:
@@ -171,6 +193,8 @@ def load_text_folder(
     file stem, text = the whole file, metadata ``{"path": "guides/setup.md"}``.
     CSV/TSV files: ONE table Document (modality ``"table"``), text = header
     line then rows as ``a | b | c``, metadata ``{"columns", "rows", "path"}``.
+    Rows with more or fewer cells than the header are kept as written and
+    named, with their lines, in one :class:`~ragroute.loaders.common.CorpusWarning`.
     A file with invalid UTF-8 follows ``on_error`` (default: skip + one
     :class:`~ragroute.loaders.common.CorpusWarning` for the folder); an empty
     file, and a file of a type not read here (``tickets.jsonl``, ``page.html``;
