@@ -526,28 +526,6 @@ def test_load_table_file_bad_rows_and_duplicate_ids(tmp_path: Path) -> None:
         load_table_file(path, id_column="id")
 
 
-def test_a_table_row_with_an_empty_text_cell_is_a_skipped_row_naming_its_line(tmp_path: Path) -> None:
-    """Until session 54 a CSV/TSV/JSONL row whose text cell was empty (or blanks) became a document
-    of nothing, and every index build then refused the whole corpus naming only its id; it is a
-    bad row as documented (skipped with its line named, or raised), unless its title has text."""
-    path = tmp_path / "t.csv"
-    path.write_text("id,text\n1,good\n2,\n3,  \n4,fine\n", "utf-8")
-    with pytest.warns(
-        CorpusWarning, match=r"skipped 2 bad lines in .*t\.csv \(lines 3, 4; line 3: empty 'text'"
-    ):
-        docs = load_table_file(path)
-    assert [d.id for d in docs] == ["1", "4"]
-    with pytest.raises(CorpusFormatError, match=r"t\.csv line 3: empty 'text'"):
-        load_table_file(path, on_error="raise")
-    titled = tmp_path / "titled.csv"
-    titled.write_text("id,title,text\n1,Only a title,\n", "utf-8")
-    assert [(d.title, d.text) for d in load_table_file(titled)] == [("Only a title", "")]
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"text": "a"}\n{"text": ""}\n', "utf-8")
-    with pytest.warns(CorpusWarning, match=r"line 2: empty 'text'"):
-        assert [d.text for d in load_table_file(rows)] == ["a"]
-
-
 def test_a_quote_never_closed_is_refused_naming_the_line_it_opened(tmp_path: Path) -> None:
     """Until session 41 a CSV row whose quote is never closed took in every row after it as its
     text, silently ("loaded 1 document"); a quoted field over several lines still loads."""

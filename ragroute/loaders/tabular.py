@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import CorpusFormatError, has_visible_text
+from ragroute.errors import CorpusFormatError
 from ragroute.loaders.common import (
     BadRecord,
     IdRegistry,
@@ -253,16 +253,10 @@ class Columns:
         """Build one Document from a row; :class:`BadRecord` if its text or id is missing."""
         if row.get(self.text) is None:
             raise BadRecord(f"missing {self.text!r}")
-        text = optional_str(row, self.text)
-        title = optional_str(row, self.title) if self.title else ""
-        if not has_visible_text(text) and not has_visible_text(title):
-            # until session 54 an empty text cell was a document of nothing, and every index build
-            # refused the whole corpus naming its id, not the file and line (not a skipped row)
-            raise BadRecord(f"empty {self.text!r} (no text to index)")
         return Document(
             id=record_id(row, self.id) if self.id else default_id,
-            text=text,
-            title=title,
+            text=optional_str(row, self.text),
+            title=optional_str(row, self.title) if self.title else "",
             metadata=self._metadata(row),
             modality=modality,
         )
@@ -353,8 +347,8 @@ def load_table_file(
     A named column missing from the CSV header (or from the first JSONL
     record) raises :class:`CorpusFormatError` listing the available columns, and
     so does a CSV/TSV header naming one column twice.
-    Unreadable rows, rows without text (or with only blanks, and no title) and rows with the wrong
-    field count follow ``on_error`` (default: skip + one CorpusWarning per file); a
+    Unreadable rows, rows without text and rows with the wrong field count
+    follow ``on_error`` (default: skip + one CorpusWarning per file); a
     duplicate id always raises.
     """
     check_on_error(on_error)
