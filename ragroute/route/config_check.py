@@ -673,16 +673,9 @@ class _Checker:
             router = self.attempt(lambda: load_saved_router(model), f"{where}: router: ")
             dim = self.encoder_dim
             if router is not None and unrecorded and dim is not None:  # no encoder recorded: their width
-                from ragroute.route.pilot import check_pilot_width
-
                 what = f"the config's encoder {self.encoder_id}"
                 self.attempt(
-                    lambda: (
-                        check_pilot_width(router.pilots.shape[1], int(dim), what, f"router {model}")
-                        if kind == "pilot"
-                        else router.check_width(int(dim), what, f"router {model}")
-                    ),
-                    f"{where}: router: ",
+                    lambda: router.check_width(int(dim), what, f"router {model}"), f"{where}: router: "
                 )
 
     # ----------------------------------------------------------------- reranker, gate, llm

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ragroute.encode.identity import check_fitted_encoder
-from ragroute.errors import IndexFormatError, RagrouteError
+from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
 from ragroute.exposure import internal_searches
 from ragroute.route.base import softmax
 from ragroute.store.arrays import read_arrays
@@ -226,6 +226,18 @@ def recorded_dim(params: Mapping[str, Any]) -> int | None:
     recorded = params.get("encoder")
     dim = recorded.get("dim") if isinstance(recorded, Mapping) else None
     return dim if isinstance(dim, int) and not isinstance(dim, bool) else None
+
+
+def check_query_width(dim: int, width: int, what: str, where: str, held: str) -> None:
+    """:class:`EncoderMismatchError` when query vectors of ``dim`` (``what`` names their encoder)
+    are not of the ``width`` an expert router saved without an encoder record reads (``held``: what
+    the router holds of that width, ``has 128-d pilots``): the one check of the pilot and quality
+    routers, at load, in ``ragroute config check`` and for query vectors a caller passes."""
+    if int(dim) != int(width):
+        raise EncoderMismatchError(
+            f"{where} {held}, but {what} gives {int(dim)}-d query vectors: route with an encoder of "
+            "that width, or refit the router with this one"
+        )
 
 
 def check_encoder_info(recorded: Mapping[str, Any] | None, encoder: Any, where: str) -> None:

@@ -23,12 +23,13 @@ import numpy as np
 
 from ragroute.encode.base import row_products
 from ragroute.encode.identity import encoder_record
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.errors import IndexFormatError, RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
 from ragroute.route.expert_gains import (
     ARRAYS_FILE,
     ExpertGains,
     check_encoder_info,
+    check_query_width,
     check_router_labels,
     check_temperature,
     load_router,
@@ -121,11 +122,7 @@ class QualityRouter(BaseRouter):
         encoder) are not of the width the router was fitted on (until session 54 a router saved
         without an encoder record loaded with any encoder, and routing raised numpy's broadcast
         traceback, as the pilot router's did until session 40)."""
-        if int(dim) != self.query_dim:
-            raise EncoderMismatchError(
-                f"{where} was fitted on {self.query_dim}-d query vectors, but {what} gives {int(dim)}-d "
-                "query vectors: route with an encoder of that width, or refit the router with this one"
-            )
+        check_query_width(dim, self.query_dim, what, where, f"was fitted on {self.query_dim}-d query vectors")
 
     def predict(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         """Predicted nDCG@10 of every expert for every query: shape (queries, experts)."""

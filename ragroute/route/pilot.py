@@ -33,12 +33,13 @@ import numpy as np
 from ragroute.draws import drawn
 from ragroute.encode.base import row_products
 from ragroute.encode.identity import encoder_record
-from ragroute.errors import EncoderMismatchError, IndexFormatError, RagrouteError
+from ragroute.errors import IndexFormatError, RagrouteError
 from ragroute.route.base import BaseRouter, decision_from_probs, fit_temperature
 from ragroute.route.expert_gains import (
     ARRAYS_FILE,
     ExpertGains,
     check_encoder_info,
+    check_query_width,
     check_router_labels,
     check_temperature,
     check_unique_expert_names,
@@ -268,11 +269,15 @@ class PilotRouter(BaseRouter):
         return router
 
     # ------------------------------------------------------------------ routing
+    def check_width(self, dim: int, what: str, where: str = "pilot router") -> None:
+        """:func:`check_pilot_width` of this router's pilots against query vectors of ``dim``."""
+        check_pilot_width(self.pilots.shape[1], dim, what, where)
+
     def _scores(self, vectors: np.ndarray) -> np.ndarray:
         """Per query and expert: nearest-pilot or mean pilot similarity; -inf for experts without
         pilots (until session 36 -1, which a genuine cosine of -1 could not be told from)."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        check_pilot_width(self.pilots.shape[1], vectors.shape[1], "the caller", "pilot router")
+        self.check_width(vectors.shape[1], "the caller")
         # each query's row as when it is routed alone (until session 53 a BLAS product: a batch's
         # scores and probabilities differed from the same queries' routed one by one)
         sims = row_products(vectors, self.pilots)
@@ -363,11 +368,7 @@ def check_pilot_width(width: int, dim: int, what: str, where: str) -> None:
     cannot be compared with pilots of ``width``: a router saved without an encoder record is
     checked by its pilots' width (until session 40 any encoder passed, and routing raised numpy's
     matmul traceback)."""
-    if int(width) != int(dim):
-        raise EncoderMismatchError(
-            f"{where} has {int(width)}-d pilots, but {what} gives {int(dim)}-d query vectors: route "
-            "with an encoder of that width, or refit the router with this one"
-        )
+    check_query_width(dim, width, what, where, f"has {int(width)}-d pilots")
 
 
 def _centroids(vectors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
