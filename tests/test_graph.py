@@ -289,6 +289,21 @@ def test_llm_fact_filter_keeps_what_the_llm_chose_and_survives_a_bad_answer(hash
     assert index.search(QUESTION, k=3)[0].explain["fact_filter"] is None
 
 
+@pytest.mark.parametrize(
+    ("timeout_s", "message"),
+    [(0, "above 0, not 0"), (-1, "above 0, not -1"), ("5", "a number, not"), (float("nan"), "a number, not")],
+)
+def test_an_llm_fact_filter_timeout_that_is_no_positive_number_is_refused(timeout_s, message):
+    """Until session 55 it was taken: every query's filter then failed (no answer within 0 s, or a
+    TypeError comparing "5"), keeping every fact, query after query."""
+    from ragroute.errors import InvalidArgumentError
+    from ragroute.graph.fact_filter import LLMFactFilter
+
+    with pytest.raises(InvalidArgumentError, match=f"LLMFactFilter: 'timeout_s' must be {message}"):
+        LLMFactFilter(_ScriptedLLM(["[0]"]), timeout_s=timeout_s)
+    assert LLMFactFilter(_ScriptedLLM(["[0]"]), timeout_s=None).timeout_s is None
+
+
 def test_an_llm_answer_with_a_number_too_long_to_read_keeps_every_fact(hashing_encoder):
     from ragroute.graph.fact_filter import LLMFactFilter
 

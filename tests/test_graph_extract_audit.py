@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import warnings
 
 import networkx as nx
+import pytest
 from conftest import PROPERTY_SETTINGS
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from ragroute.errors import InvalidArgumentError
 from ragroute.graph.build import GraphParams
 from ragroute.graph.extract import Extraction, Fact, RuleExtractor, normalise, split_sentences
+from ragroute.graph.extract_llm import LLMExtractor
+from ragroute.graph.extract_spacy import SpacyExtractor
 from ragroute.graph.triples import build_graph_from_triples, read_triples
 from ragroute.graph.views import edges, graph_stats, nodes, write_edgelist, write_graphml
 from ragroute.index.build import build_index
@@ -176,3 +181,32 @@ def test_a_fact_naming_one_phrase_twice_is_no_hidden_self_loop(tmp_path, hashing
     assert stats["facts"] == stats["edge_types"]["fact"] == 1
     back = nx.read_graphml(write_graphml(index, tmp_path / "g.graphml"))
     assert back.number_of_edges() == len(edges(index)[0]) == stats["edges"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_facts_per_sentence": -1}, "'max_facts_per_sentence' must be at least 0, not -1"),
+        ({"max_facts_per_sentence": 2.5}, "'max_facts_per_sentence' must be an integer, not 2.5"),
+        ({"min_chars": "2"}, "'min_chars' must be an integer, not a string"),
+    ],
+)
+def test_an_extractor_setting_of_the_wrong_type_or_sign_is_one_line_at_once(
+    monkeypatch, tmp_path, settings, message
+):
+    """Until session 55 no setting was checked: the build failed at its first passage with islice()'s
+    ValueError (a negative or fractional cap) or a TypeError (``min_chars="2"``)."""
+    with pytest.raises(InvalidArgumentError, match=f"RuleExtractor: {message}"):
+        RuleExtractor(**settings)
+    monkeypatch.setitem(sys.modules, "spacy", None)  # checked before spaCy is needed
+    with pytest.raises(InvalidArgumentError, match=f"SpacyExtractor: {message}"):
+        SpacyExtractor(**settings)
+    if "min_chars" in settings:
+
+        class Answers:
+            def complete(self, prompt):
+                raise AssertionError("not asked")
+
+        with pytest.raises(InvalidArgumentError, match=f"LLMExtractor: {message}"):
+            LLMExtractor(Answers(), cache_dir=tmp_path, **settings)
+        assert not any(tmp_path.iterdir())  # no cache file made

@@ -568,3 +568,48 @@ def test_a_passage_text_keeps_its_line_breaks_in_csv_and_jsonl_as_in_graphml(tmp
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     with pytest.raises(CorpusFormatError, match="another text"):
         read_triples(jsonl)
+
+
+def test_a_passage_title_given_without_its_text_or_on_another_line_is_kept(hashing_encoder):
+    """Until session 55 a ``title`` was kept only on the line giving the passage's ``text``: a title
+    with no text, or on another line, was dropped silently, and a title alone given for a corpus
+    document was left out without the warning the docs promise; a networkx passage node likewise."""
+    rows = [
+        {"subject": "Ada Brennan", "object": "Kellow", "passage": "p", "title": "Ada page"},
+        {"subject": "Ada Brennan", "object": "Paris", "passage": "q", "title": "Q title"},
+        {"subject": "Ada Brennan", "object": "Rome", "passage": "q", "text": "Ada Brennan went to Rome."},
+    ]
+    triple_set = triples_from_records(rows)
+    assert triple_set.passages["q"].title == "Q title"
+    docs, _ = extractions_from_triples(triple_set)
+    assert [(d.id, d.title) for d in docs] == [("p", "Ada page"), ("q", "Q title")]
+    graph = nx.Graph()
+    graph.add_node("P", type="passage", title="Title P")
+    graph.add_edges_from([("P", "ada"), ("P", "kellow"), ("ada", "kellow")])
+    docs, _ = extractions_from_triples(graph)
+    assert [(d.id, d.title) for d in docs] == [("P", "Title P")]
+    corpus = [Document(id="c", text="Ada Brennan was a painter.", title="Old")]
+    row = {"subject": "Ada Brennan", "object": "Kellow", "passage": "c", "title": "New"}
+    with pytest.warns(UserWarning, match=r"1 passage given text, title or access in the triples"):
+        docs, _ = extractions_from_triples([row], corpus)
+    assert [d.title for d in docs] == ["Old"]
+
+
+@pytest.mark.parametrize("explicit_first", [True, False])
+def test_a_triple_without_passage_never_joins_a_passage_named_like_its_own(explicit_first):
+    """A passage-less triple's passage is ``triple-<line>``; until session 55 a passage another line
+    named so took the triple in, silently (two unrelated facts in one passage)."""
+    explicit = {
+        "subject": "Ada Brennan",
+        "object": "Kellow",
+        "passage": "triple-2" if explicit_first else "triple-1",
+    }
+    own = {"subject": "Otto Lind", "object": "Paris"}
+    rows = [explicit, own] if explicit_first else [own, explicit]
+    with pytest.raises(
+        CorpusFormatError, match=r"passage id 'triple-\d' for the triple on line \d is a passage id given"
+    ):
+        extractions_from_triples(triples_from_records(rows))
+    explicit["passage"] = "ada"
+    docs, _ = extractions_from_triples(triples_from_records(rows))
+    assert sorted(d.id for d in docs) == sorted(["ada", "triple-2" if explicit_first else "triple-1"])

@@ -144,6 +144,20 @@ def facts_cap(max_facts_per_sentence: int) -> dict[str, int]:
     return {"max_facts_per_sentence": int(max_facts_per_sentence)}
 
 
+def check_extractor_settings(extractor: Any, minimums: Mapping[str, int]) -> None:
+    """Each named setting of ``extractor`` a whole number of at least its minimum, else one
+    :class:`~ragroute.errors.InvalidArgumentError` line naming the class and setting (until session
+    55 none was checked: ``max_facts_per_sentence=-1`` or ``2.5`` failed the build at its first
+    passage with islice()'s ``ValueError``, and ``min_chars="2"`` with a ``TypeError``)."""
+    from ragroute.errors import InvalidArgumentError, check_setting
+
+    for key, least in minimums.items():
+        try:
+            check_setting(getattr(extractor, key), "integer", type(extractor).__name__, key, minimum=least)
+        except RagrouteError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+
+
 _PUNCTUATION = " .,;:!?\"'()[]{}“”’‘-"
 
 
@@ -212,6 +226,7 @@ class RuleExtractor:
     def __init__(self, *, min_chars: int = 2, max_facts_per_sentence: int = DEFAULT_MAX_FACTS) -> None:
         self.min_chars = min_chars
         self.max_facts_per_sentence = max_facts_per_sentence
+        check_extractor_settings(self, {"min_chars": 0, "max_facts_per_sentence": 0})
 
     def describe(self) -> dict[str, object]:
         return {

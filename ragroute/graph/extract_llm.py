@@ -43,7 +43,7 @@ from typing import Any
 from ragroute.encode.cache import SQLITE_FAILURES, CacheFileError, CacheWarning, cache_file_error
 from ragroute.encode.resolve import default_cache_dir
 from ragroute.errors import RagrouteError
-from ragroute.graph.extract import Extraction, Fact, normalise
+from ragroute.graph.extract import Extraction, Fact, check_extractor_settings, normalise
 from ragroute.pyast import literal_eval
 from ragroute.types import Document
 
@@ -431,13 +431,14 @@ class LLMExtractor:
             raise RagrouteError(
                 f"the 'llm' graph extractor needs a llama-index LLM with complete(), not {llm!r}"
             )
+        self.min_chars = min_chars
+        check_extractor_settings(self, {"min_chars": 0})  # before a cache file is made
         self.llm = llm
         self.model_id = model_id or llm_identity(llm)
         if cache_dir is None:  # the per-user cache folder (made, and said on stderr, when missing)
             cache_dir = default_cache_dir(create=True) / "llm-openie"
         self.cache_dir = Path(cache_dir)
         self.cache = OpenIECache(self.cache_dir / CACHE_FILE)
-        self.min_chars = min_chars
         self.failures: list[ExtractionFailure] = []
         self.calls = 0  # LLM calls made by this extractor
         self.cache_hits = 0  # passages answered from the cache

@@ -31,6 +31,7 @@ from ragroute.errors import RagrouteError
 from ragroute.graph.extract import (
     DEFAULT_MAX_FACTS,
     Extraction,
+    check_extractor_settings,
     cooccurrence_extraction,
     facts_cap,
     normalise,
@@ -115,13 +116,14 @@ class SpacyExtractor:
         max_facts_per_sentence: int = DEFAULT_MAX_FACTS,
         batch_size: int = 64,
     ) -> None:
+        self.min_chars = min_chars
+        self.max_facts_per_sentence = max_facts_per_sentence
+        self.batch_size = batch_size
+        check_extractor_settings(self, {"min_chars": 0, "max_facts_per_sentence": 0, "batch_size": 1})
         _import_spacy()
         self.model = model
         self.model_version = installed_model_version(model)
         self.noun_chunks = noun_chunks
-        self.min_chars = min_chars
-        self.max_facts_per_sentence = max_facts_per_sentence
-        self.batch_size = batch_size
         self._nlp: Any = None
 
     def describe(self) -> dict[str, Any]:

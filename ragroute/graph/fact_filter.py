@@ -33,6 +33,12 @@ class LLMFactFilter:
     name = "llm-fact-filter"
 
     def __init__(self, llm: Any, *, prompt: str = PROMPT, timeout_s: float | None = 30.0) -> None:
+        from ragroute.errors import InvalidArgumentError, RagrouteError, check_setting
+
+        try:  # until session 55 unchecked: 0, a negative number or "5" failed every query's filter
+            check_setting(timeout_s, "number", "LLMFactFilter", "timeout_s", positive=True, optional=True)
+        except RagrouteError as exc:
+            raise InvalidArgumentError(str(exc)) from None
         self.llm = llm
         self.prompt = prompt
         self.timeout_s = timeout_s

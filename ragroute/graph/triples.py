@@ -151,6 +151,9 @@ class TripleSet:
     #: passage ids in the order their source lists them (a networkx graph's passage nodes): the
     #: passages made from the triples keep it (else: the order their first triple or mention names them)
     passage_order: list[str] = field(default_factory=list)
+    #: titles given for passages, whether or not their text was given (until session 55 a title
+    #: given without the passage's text, or on another line than it, was dropped silently)
+    titles: dict[str, str] = field(default_factory=dict)
 
 
 class _Problems:
@@ -370,13 +373,17 @@ def triples_from_records(
         if key not in stated:
             stated.add(key)
             out.triples.append(Triple(subject, obj, predicate, passage, line=int(line)))
+        if passage and values["title"]:
+            out.titles.setdefault(passage, values["title"])
         if passage and text and passage not in out.passages:
-            out.passages[passage] = Document(id=passage, text=text, title=values["title"])
+            out.passages[passage] = Document(id=passage, text=text)
         if passage and access:
             out.metadata.setdefault(passage, {})[ACCESS_KEY] = access.split(",")
     if n == 0:
         raise CorpusFormatError(f"{source}: no triples (the file is empty)")
     problems.raise_if_any()
+    for pid, doc in out.passages.items():
+        out.passages[pid] = Document(id=pid, text=doc.text, title=out.titles.get(pid, ""))
     return out
 
 
@@ -420,8 +427,11 @@ def triples_from_networkx(
             # the text as written: its line breaks are its paragraphs, headings and table rows (until
             # session 50 whitespace was collapsed, and a GraphML round trip joined a passage's lines)
             text = str(attrs.get(text_attribute) or "")
+            title = str(attrs.get("title") or "")
+            if title.strip():
+                out.titles.setdefault(pid, title)
             if text.strip():
-                out.passages.setdefault(pid, Document(id=pid, text=text, title=str(attrs.get("title") or "")))
+                out.passages.setdefault(pid, Document(id=pid, text=text, title=title))
             metadata = _node_metadata(attrs, pid, source)
             if metadata:
                 out.metadata.setdefault(pid, metadata)
@@ -549,6 +559,10 @@ def extractions_from_triples(
     new_docs: dict[str, Document] = {}
     sentences: dict[str, list[str]] = {}
     own: dict[tuple[str, str, str], str] = {}  # a passage-less triple's sentence -> its passage
+    # passage ids the triples give: a passage-less triple's own id must be none of them (until
+    # session 55 "triple-2" joined the passage another line named "triple-2", silently)
+    given = {t.passage for t in triple_set.triples} | {pid for pid, _ in triple_set.mentions}
+    given |= set(triple_set.passages)
     for triple in triple_set.triples:
         pid = triple.passage
         if pid and pid not in by_id and pid in chunks:
@@ -556,10 +570,13 @@ def extractions_from_triples(
         if not pid:
             key = (normalise(triple.subject), triple.predicate.lower(), normalise(triple.object))
             pid = own.setdefault(key, f"triple-{triple.line}")
-            if pid in by_id and pid not in new_docs:
+            taken = "a corpus document id" if pid in by_id and pid not in new_docs else ""
+            if pid in given:
+                taken = "a passage id given in the triples"
+            if taken:
                 raise CorpusFormatError(
                     f"{triple_set.source}: passage id {pid!r} for the triple on line {triple.line} "
-                    "is a corpus document id too; give the triple a passage"
+                    f"is {taken} too; give the triple a passage"
                 )
         if pid not in by_id:
             by_id[pid] = Extraction(pid)
@@ -588,10 +605,14 @@ def extractions_from_triples(
         if not doc.text:
             text = " ".join(sentences.get(pid) or []) or " ".join(by_id[pid].phrases)
             doc = Document(id=pid, text=text, title=doc.title)
+        if not doc.title and triple_set.titles.get(pid):
+            doc = Document(id=pid, text=doc.text, title=triple_set.titles[pid])
         metadata = {**triple_set.metadata.get(pid, {}), "origin": "triples"}
         made.append(Document(id=doc.id, text=doc.text, title=doc.title, metadata=metadata))
     corpus_ids = {d.id for d in docs} | set(chunks)
-    overridden = sorted(pid for pid in {*triple_set.passages, *triple_set.metadata} if pid in corpus_ids)
+    # a title given alone is left out too (until session 55 without the warning)
+    described = {*triple_set.passages, *triple_set.metadata, *triple_set.titles}
+    overridden = sorted(pid for pid in described if pid in corpus_ids)
     if overridden:
         named = ", ".join(overridden[:5]) + (
             f" and {len(overridden) - 5} more" if len(overridden) > 5 else ""
