@@ -159,9 +159,7 @@ def test_one_collection_is_nothing_to_route_among(tmp_path, hashing_encoder):
     from ragroute.errors import RagrouteError
 
     write_collection(tmp_path / "one" / "astro", "astro", WORDS["astro"].split(), shared=False)
-    with pytest.raises(
-        RagrouteError, match=r"1 BEIR collection with qrels/dev.tsv \(astro\); routing needs"
-    ):
+    with pytest.raises(RagrouteError, match=r"1 BEIR collection with qrels/dev.tsv \(astro\); routing needs"):
         run_corpus_routing_bench(tmp_path / "one", "dev", None, hashing_encoder)
 
 
@@ -358,3 +356,34 @@ def test_a_train_split_sharing_scored_texts_is_said_and_refused_when_it_is_the_s
     result = run_corpus_routing_bench(glasgow_like, "dev", "copy", hashing_encoder, log=notes.append)
     assert "trained" in result["routers"]
     assert any("note: 16 of 17 test queries also appear in the training file" in n for n in notes), notes
+
+
+def test_routers_fitted_on_a_train_split_learn_only_the_routed_sources(glasgow_like, hashing_encoder):
+    """Until session 55 the learned routers were fitted on the --train-split queries of every folder
+    under the root, a hidden one (``_old``, left out of the sources) included: they learned a route no
+    source answers, and its queries moved the kNN row. Now they are left out, and said."""
+    import shutil
+    import warnings
+
+    for folder in glasgow_like.iterdir():
+        qrels = folder / "qrels"
+        (qrels / "train.tsv").write_text((qrels / "dev.tsv").read_text(encoding="utf-8"), encoding="utf-8")
+        name = folder.name
+        with (folder / "queries.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"_id": f"{name}-new", "text": f"zzz {name}"}) + "\n")
+        with (qrels / "dev.tsv").open("a", encoding="utf-8") as fh:
+            fh.write(f"{name}-new\t{name}-0\t1\n")
+
+    def rows(log: list[str]) -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = run_corpus_routing_bench(glasgow_like, "dev", "train", hashing_encoder, log=log.append)
+        return {name: (row["accuracy"], row["errors"]) for name, row in result["routers"].items()}
+
+    without = rows([])
+    old = glasgow_like / "_old"  # a hidden copy holding astro-like training queries only
+    write_collection(old, "old", WORDS["astro"].split(), shared=False)
+    shutil.move(old / "qrels" / "dev.tsv", old / "qrels" / "train.tsv")
+    notes: list[str] = []
+    assert rows(notes) == without
+    assert "training queries of _old left out: no source of that name is routed to" in notes

@@ -1792,3 +1792,38 @@ def test_the_parents_reranker_leaves_the_callers_hits_as_they_were_and_checks_k(
     assert [(h.rank, h.explain) for h in hits] == before
     with pytest.raises(RagrouteError, match="k must be"):
         ParentsReranker().rerank("q", hits, 0)
+
+
+def test_bench_rerank_routed_row_judges_each_query_by_its_own_collections_qrels(hashing_encoder):
+    # each part carries its collection's whole qrels, fold-0 queries included: a fold-0 query of a later
+    # collection with the id of an earlier collection's held-out query (query_fold goes by folder name,
+    # so the two can land in different folds, and the repeated-id check sees held-out queries only)
+    # replaced that query's judgements in the routed row's one qrels (until session 55)
+    from ragroute.context import QueryContext
+    from ragroute.evaluation.bench_rerank import routed_rows
+    from ragroute.index.build import build_index
+    from ragroute.route.sources import Source
+    from ragroute.types import Document
+
+    def part(name, docs, asked, qrels):
+        index = build_index([Document(id=i, text=t) for i, t in docs], "hybrid", encoder=hashing_encoder)
+        contexts = [QueryContext(t, id=q) for q, t in asked]
+        for context in contexts:
+            context.set_vector(hashing_encoder, hashing_encoder.encode_queries([context.text])[0])
+        return name, Source(name, index), contexts, qrels
+
+    a = part(
+        "a",
+        [("a1", "cats purr loudly"), ("a2", "kittens nap in sun")],
+        [("q1", "cats purr loudly")],
+        {"q1": {"a1": 1}},
+    )
+    b = part(
+        "b",
+        [("b1", "ships sail the sea"), ("b2", "harbours hold boats")],
+        [("q2", "ships sail")],
+        {"q1": {"b2": 1}, "q2": {"b1": 1}},
+    )  # b's q1: a fold-0 (training) query, not scored
+    routed = routed_rows([a, b], hashing_encoder, None)
+    assert routed["queries"] == 2
+    assert routed["hybrid routed"]["ndcg@10"] == pytest.approx(1.0)

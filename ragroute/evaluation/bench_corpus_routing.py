@@ -618,7 +618,7 @@ def run_corpus_routing_bench(
 
             # a scored query whose text the routers were fitted on is in-sample: said (one line
             # when every one is), as `bench route-labels` says it (until session 45 unsaid here)
-            training = beir_labelled_queries(root, train_split)
+            training = source_training_queries(root, train_split, [s.name for s in data.sources], say)
             shared_texts(training[0], data.query_texts, say, " (a --split other than --train-split)")
         for name, (kind, make) in _learned_routers(encoder, prototype, data).items():
             if training is None:
@@ -664,6 +664,22 @@ def run_corpus_routing_bench(
         "skipped": {"collections": dict(data.skipped), "routers": skipped_routers},
         "calibration": {"prototype": prototype.calibration, "confidence": confidence.calibration},
     }
+
+
+def source_training_queries(
+    root: Path, train_split: str, sources: list[str], say: Log
+) -> tuple[list[str], list[str]]:
+    """The ``train_split`` queries of the folders that are sources, labelled with their names. Until
+    session 55 every folder under ``root`` with that split gave its queries, hidden ones (``.``, ``_``)
+    and those without the scored split included: the routers learned routes no source answers."""
+    texts, labels = beir_labelled_queries(root, train_split)
+    left = sorted(set(labels) - set(sources))
+    if left:
+        say(f"training queries of {', '.join(left)} left out: no source of that name is routed to")
+    kept = [i for i, label in enumerate(labels) if label in sources]
+    if not kept:
+        raise RagrouteError(f"--train-split {train_split}: no routed source under {root} has queries in it")
+    return [texts[i] for i in kept], [labels[i] for i in kept]
 
 
 def _learned_routers(

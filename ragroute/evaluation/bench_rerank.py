@@ -217,7 +217,9 @@ def routed_rows(parts: list[tuple[str, Any, list[QueryContext], Any]], encoder: 
 
     sources = [source for _, source, _, _ in parts]  # each collection's hybrid source
     contexts = [c for _, _, cs, _ in parts for c in cs]
-    qrels = {q: judged for _, _, _, rels in parts for q, judged in rels.items()}
+    # the scored queries' own judgements: a part's qrels hold its fold-0 queries too, and one of a
+    # later collection with a scored query's id replaced that query's judgements (until session 55)
+    qrels = {c.id: rels[c.id] for _, _, cs, rels in parts for c in cs if c.id in rels}
     groups = {c.id: name for name, _, cs, _ in parts for c in cs}
     evaluator = RetrievalEvaluator(contexts, qrels, metrics=("ndcg@10",), k=10, groups=groups)
     out = {"sources": len(sources), "queries": len(contexts), "router": "prototype"}
