@@ -511,6 +511,19 @@ def test_rerank_refuses_a_negative_draw_and_empty_texts_before_any_work(runner, 
         assert line.startswith(f"error: {said}"), line
 
 
+def test_expert_train_refuses_a_lora_rank_for_a_full_fine_tune(runner, corpus, tmp_path):
+    """--rank is the query-lora adapter's: until session 55 `--mode full --rank 4` trained as if it
+    were not given (and recorded rank 4 in the expert's manifest)."""
+    out = tmp_path / "expert"
+    result = runner.invoke(
+        main, ["expert", "train", str(corpus), "--out", str(out), "--mode", "full", "--rank", "4"]
+    )
+    assert result.exit_code == 2 and result.stdout == "" and not out.exists(), result.output
+    assert result.stderr == (
+        "error: --rank does not apply to --mode full (it is the rank of the query-lora adapter)\n"
+    )
+
+
 def test_truncated_manifest_and_missing_index(runner, corpus, tmp_path):
     out = tmp_path / "idx"
     runner.invoke(main, ["build", str(corpus), "--out", str(out), "--method", "bm25"])
@@ -593,6 +606,24 @@ def test_config_file_supplies_defaults(runner, corpus, tmp_path):
     assert len(json.loads(result.stdout.strip().splitlines()[-1])["hits"]) == 1
 
 
+def test_config_check_reads_a_defaults_file_of_gate_alone_as_cli_defaults(runner, tmp_path):
+    """`gate` is a command and a routing config key: a defaults file holding only `gate:` sections
+    was checked as a routing config until session 55 (2 problems, exit 1), though --config read it."""
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("gate:\n  decide:\n    retrieval_rate: 0.7\n")
+    result = runner.invoke(main, ["config", "check", str(defaults), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert (report["what"], report["ok"]) == ("CLI defaults", True)
+    defaults.write_text("gate:\n  decide:\n    retrieval_rate: 2\n")  # its values are checked as such
+    result = runner.invoke(main, ["config", "check", str(defaults)])
+    assert result.exit_code == 1 and "gate: decide: retrieval_rate: 2" in result.stderr, result.output
+    routing = tmp_path / "routing.yaml"  # a routing config's gate: is still one
+    routing.write_text("gate:\n  kind: threshold\n")
+    report = json.loads(runner.invoke(main, ["config", "check", str(routing), "--json"]).stdout)
+    assert report["what"] != "CLI defaults"
+
+
 def test_every_command_has_help(runner):
     for args in (
         ["--help"],
@@ -628,6 +659,31 @@ def test_eval_warns_when_the_index_holds_no_judged_document(runner, corpus, tmp_
         assert result.exit_code == 0, result.output
         said = f"warning: {config} holds none of the 1 document judged relevant in {data}" in result.stderr
         assert said == (name == "wrong")
+
+
+def test_eval_config_takes_a_typed_backend_auto_over_the_configs(runner, tmp_path, monkeypatch):
+    """`eval --config R --backend auto` ran the config's `backend:` until session 55 (a typed auto
+    read as not given); not given, the config's backend still applies."""
+    import ragroute.route.config
+
+    data = beir(tmp_path, [json.dumps({"_id": "d1", "title": "", "text": "solar wind tail"}).encode()])
+    config = tmp_path / "routing.yaml"
+    config.write_text("backend: torch\nsources:\n  only: {index: idx}\nrouter: {kind: centroid}\n")
+    asked = []
+
+    def load_routing(path, *, backend=None, cache_dir=None):
+        asked.append(backend)
+        raise RagrouteError("stopped here")
+
+    monkeypatch.setattr(ragroute.route.config, "load_routing", load_routing)
+    command = ["eval", "--config", str(config), "--data", str(data), "--split", "dev"]
+    for backend in (["--backend", "auto"], [], ["--backend", "onnx"]):
+        result = runner.invoke(main, [*command, *backend])
+        assert result.exit_code == 2 and result.stderr == "error: stopped here\n", result.output
+    assert asked == ["auto", None, "onnx"]
+    said = " ".join(runner.invoke(main, ["eval", "--help"]).output.split())  # and the help says so
+    assert "[default: auto; with --config, the config's backend:, else auto]" in said
+    assert "[default: with --config, the config's cache_dir:, else $RAGROUTE_CACHE" in said
 
 
 def test_query_trace_names_terms_bm25_weighs_nothing(runner, tmp_path):

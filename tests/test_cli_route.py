@@ -369,10 +369,36 @@ def test_ask_refuses_a_timeout_with_no_llm_to_time(departments, tmp_path):
     result = CliRunner().invoke(main, ["ask", config, "leave", "--no-llm", "--timeout", "5"])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: --timeout does not apply to --no-llm (it times the planning")
+    # --max-steps likewise (until session 55 accepted, and one step run whatever it said)
+    result = CliRunner().invoke(main, ["ask", config, "leave", "--no-llm", "--max-steps", "3"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        "error: --max-steps does not apply to --no-llm (it retrieves the question itself, once: one step)\n"
+    )
     defaults = tmp_path / "defaults.yaml"
-    defaults.write_text("ask: {timeout_s: 5}\n")
+    defaults.write_text("ask: {timeout_s: 5, max_steps: 3}\n")
     result = CliRunner().invoke(main, ["--config", str(defaults), "ask", config, "leave", "--no-llm"])
     assert result.exit_code == 0, result.output
+
+
+def test_ask_without_an_llm_says_a_rule_not_a_gate_routed_to_none(tmp_path):
+    """With no gate in the config, a rule routing to `none` was said as "the gate chose the model's
+    own answer" (until session 55)."""
+    docs = [Document(id="d0", text="Comets grow an ion tail.")]
+    save_index(build_index(docs, "bm25", name="astro"), tmp_path / "astro")
+    config = tmp_path / "routing.yaml"
+    config.write_text(
+        "sources:\n  astro: {index: astro, description: Astronomy.}\nrouter: {kind: fixed}\n"
+        "signals:\n  sum: {type: regex, pattern: '^\\d+\\+\\d+$'}\n"
+        "rules:\n  - {name: arithmetic, when: sum, then: {route: none}}\n"
+    )
+    result = CliRunner().invoke(main, ["ask", str(config), "2+2", "--no-llm"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        "answer: (none: the routing chose no retrieval (none) and --no-llm asks no model; nothing was "
+        "retrieved)"
+    )
+    assert "0 retrieval calls" in result.stdout
 
 
 def test_route_filters_on_a_store_source_match_the_text_and_say_what_they_cannot(tmp_path):

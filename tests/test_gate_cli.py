@@ -75,6 +75,11 @@ def test_cli_errors_are_one_line(tmp_path, labels):
     )
     assert needless.exit_code == 2
     assert needless.output == "error: --encoder does not apply to signals that embed nothing (rarity)\n"
+    # --cache-dir likewise: accepted and ignored until session 55 (gate decide refuses it)
+    cached = ["--signals", "rarity", "--cache-dir", str(tmp_path / "cache")]
+    needless = CliRunner().invoke(main, ["gate", "fit", str(labels), "--out", str(tmp_path / "g"), *cached])
+    assert needless.exit_code == 2 and not (tmp_path / "g").exists()
+    assert needless.output == "error: --cache-dir does not apply to signals that embed nothing (rarity)\n"
     # deciding with such a gate: --backend was accepted and ignored until session 36
     cheap = tmp_path / "cheap"
     fit = ["gate", "fit", str(labels), "--out", str(cheap), "--signals", "rarity"]

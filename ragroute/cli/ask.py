@@ -100,6 +100,8 @@ def ask_command(
             "to --no-llm (it times the planning and answering LLM calls; a gate or router of CONFIG "
             "that calls an LLM has its own `timeout_s:`)",
         )
+        # likewise until session 55: without a planner the question is the one step there is
+        refuse_options(("max_steps",), "to --no-llm (it retrieves the question itself, once: one step)")
     parsed = parse_filters(filters)
     routing = RoutingConfig.read(config)  # fails in one line before anything loads
     llm = None
@@ -126,11 +128,11 @@ def ask_command(
             click.echo(f"answer: {answer}  (a step's top hit, not the LLM's: no LLM answer came back)")
     elif not result.answer and llm is None and result.retrieval_calls == 0:
         # the gate chose to answer from the model and --no-llm gives none: nothing was answered
-        # or retrieved ("answer: (none)" and "complete" read as if the run found nothing)
-        click.echo(
-            "answer: (none: the gate chose the model's own answer and --no-llm asks no model; "
-            "nothing was retrieved)"
-        )
+        # or retrieved ("answer: (none)" and "complete" read as if the run found nothing); or a rule
+        # or the router routed to `none`, said as the gate's choice until session 55 (no gate there)
+        gated = any(step.gate and step.gate.get("action") in ("answer", "stop") for step in result.steps)
+        chose = "the gate chose the model's own answer" if gated else "the routing chose no retrieval (none)"
+        click.echo(f"answer: (none: {chose} and --no-llm asks no model; nothing was retrieved)")
     else:
         click.echo(terminal_text(f"answer: {result.answer or '(none)'}"))
     click.echo(

@@ -152,7 +152,22 @@ def _is_cli_defaults(root: click.Command, data: Any) -> bool:
     if not isinstance(data, dict):
         return False
     keys = {str(key) for key in data}
-    return bool(keys & (commands - TOP_KEYS)) and not keys & (TOP_KEYS - commands)
+    # a key both name (`gate`) is a command's section when it maps that command's subcommands or
+    # options (`gate: {decide: {...}}`), not a routing config's `gate: {kind: ...}`: until session
+    # 55 a defaults file holding only `gate:` was checked as a routing config (2 problems, exit 1)
+    # that `ragroute --config` read fine
+    sections = {key for key in keys & commands & TOP_KEYS if _is_section(root, key, data[key])}
+    return bool(keys & (commands - TOP_KEYS) or sections) and not keys & (TOP_KEYS - commands)
+
+
+def _is_section(root: click.Command, name: str, values: Any) -> bool:
+    """Whether ``values`` reads as the CLI defaults section of ``root``'s command ``name``: a
+    non-empty mapping of its subcommands' or options' names only."""
+    command = getattr(root, "commands", {}).get(name)
+    if command is None or not isinstance(values, dict) or not values:
+        return False
+    known = set(getattr(command, "commands", {})) | set(settable_params(command))
+    return all(str(key) in known for key in values)
 
 
 def settable_params(command: click.Command) -> dict[str, click.Parameter]:

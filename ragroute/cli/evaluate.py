@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ragroute.cli.common import counted, exclusive_options, load_index_for, refuse_options
-from ragroute.cli.options import encoder_options
+from ragroute.cli.common import counted, exclusive_options, given_options, load_index_for, refuse_options
+from ragroute.cli.options import BACKEND_HELP, ENCODER_HELP, backend_option, cache_dir_option, encoder_option
 from ragroute.cli.output import emit_json
 from ragroute.errors import RagrouteError
 
@@ -57,7 +58,18 @@ DEEPEST = max(int(name.rsplit("@", 1)[1]) for name in EVAL_METRICS)
     show_default=True,
     help="Queries encoded per batch.",
 )
-@encoder_options(None)
+@encoder_option(ENCODER_HELP[:-1] + " [default: the one the index was built with].", None)
+# with --config the config's backend: and cache_dir: are the defaults (load_routing's): until
+# session 55 the help said auto and the per-user cache folder for --config too
+@partial(
+    backend_option,
+    help_text=BACKEND_HELP[:-1] + " [default: auto; with --config, the config's backend:, else auto].",
+    show_default=False,
+)
+@cache_dir_option(
+    "Embedding cache and exported ONNX models [default: with --config, the config's cache_dir:, else "
+    "$RAGROUTE_CACHE, else $XDG_CACHE_HOME/ragroute, else ~/.cache/ragroute]."
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the metrics as one JSON object on the last line."
 )
@@ -126,8 +138,11 @@ def eval_command(
         from ragroute.route.config import load_routing
 
         refuse_options(("encoder",), "to --config (the routing config names its encoder: its 'encoder:' key)")
+        # the config's backend: unless one is given; a typed `--backend auto` too (until session 55
+        # it read as not given, and the config's `backend: torch` ran)
+        typed = bool(given_options("backend"))
         retriever: Any = load_routing(
-            config, backend=None if backend == "auto" else backend, cache_dir=cache_dir
+            config, backend=None if backend == "auto" and not typed else backend, cache_dir=cache_dir
         )
         target, kind = str(config), "pipeline"
         listed = [list(getattr(source, "documents", None) or []) for source in retriever.sources]

@@ -120,6 +120,8 @@ def train_command(
     from ragroute.store import check_writable
     from ragroute.training import check_device
 
+    if mode != "query-lora":  # until session 55 accepted, ignored and recorded in the manifest as used
+        refuse_options(("rank",), f"to --mode {mode} (it is the rank of the query-lora adapter)")
     check_writable(out, FAMILY)  # before the corpus is loaded and encoded
     if mode == "query-lora":
         check_peft()

@@ -126,8 +126,10 @@ def fit_command(
     if select:  # the candidates' signals
         kinds = list(dict.fromkeys(str(k) for c in CANDIDATE_GATES.values() for k in c["signals"]))
     embeds = any(GATE_SIGNALS[k].uses_encoder for k in kinds)
-    if not embeds:
-        refuse_options(("encoder", "backend"), f"to signals that embed nothing ({', '.join(kinds)})")
+    if not embeds:  # --cache-dir too: accepted and ignored until session 55, as gate decide refuses it
+        refuse_options(
+            ("encoder", "backend", "cache_dir"), f"to signals that embed nothing ({', '.join(kinds)})"
+        )
     # before the queries are read and encoded (until session 53: only when saving the fitted gate)
     check_writable(out, ARTIFACT_FAMILY, IndexFormatError)
     texts, labels = read_labelled_queries(train)

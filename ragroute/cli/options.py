@@ -138,10 +138,13 @@ def source_name_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def backend_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--backend``: how the encoder runs (``auto`` by default)."""
+def backend_option(
+    func: Callable[..., Any], help_text: str = BACKEND_HELP, show_default: bool = True
+) -> Callable[..., Any]:
+    """``--backend``: how the encoder runs (``auto`` by default; ``help_text`` without
+    ``show_default`` where the help says its own default)."""
     return click.option(
-        "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help=BACKEND_HELP
+        "--backend", type=click.Choice(BACKENDS), default="auto", show_default=show_default, help=help_text
     )(func)
 
 
