@@ -335,6 +335,23 @@ def test_a_failing_source_keeps_the_other_hits_and_is_traced():
     assert failed == [{"source": "bad", "ms": failed[0]["ms"], "error": "RuntimeError: disk on fire"}]
 
 
+def test_with_fusion_scores_a_nested_pipelines_fused_value_is_not_read_as_this_fusions():
+    """``scores: fusion``: a hit's score is the fusion value, and ``explain["fused"]`` (what a
+    cross-encoder reads as the stage-1 score) is no other value. Until session 55 a nested pipeline's
+    hits kept the inner pipeline's ``fused`` (the value that ordered the inner list) beside the outer
+    fusion's score."""
+    inner = Pipeline(
+        [Source("a", RankedRetriever("a", [1, 2, 3])), Source("b", RankedRetriever("b", [4, 5]))],
+        FixedRouter({"a": 0.5, "b": 0.5}),
+        name="inner",
+    )
+    sources = [Source("inner", inner), Source("c", RankedRetriever("c", [7, 8]))]
+    outer = Pipeline(sources, FixedRouter({"inner": 0.5, "c": 0.5}), options=RoutingOptions(scores="fusion"))
+    hits = outer.retrieve("q", k=4).hits
+    assert {h.source for h in hits} == {"inner", "c"}
+    assert all(h.explain.get("fused", h.score) == h.score for h in hits)
+
+
 class MisbehavingRetriever:
     """A user's retriever with a bug: ``mode`` picks which."""
 

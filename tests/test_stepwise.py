@@ -212,6 +212,21 @@ def test_a_failing_gate_means_retrieve_with_the_error_traced(bm25):
     assert "gate exploded" in gate["error"] and gate["action"] == "retrieve"
 
 
+def test_a_gate_stop_without_a_probability_leaves_it_out_of_a_json_trace(bm25):
+    """An LLM gate stops at its max_steps without asking the LLM (probability NaN): until session 55
+    the controller's gate step held ``p_retrieve: NaN``, and ``json.dumps(result.to_dict(),
+    allow_nan=False)`` raised (the pipeline's gate step leaves it out)."""
+    from ragroute.gate.llm_signals import LLMGate, SelfAssessSignal
+
+    gate = LLMGate([SelfAssessSignal(ScriptedLLM(default="no"))], max_steps=1)
+    planner = ScriptedPlanner(["Where was Ada Brennan born?", "Where is Kellow?"])
+    result = StepwiseController(planner, bm25, gate=gate, k=2).run("q")
+    gates = [t.detail for t in result.trace if t.stage == "gate"]
+    assert [g["action"] for g in gates] == ["retrieve", "stop"] and result.stopped_by == "gate"
+    assert gates[0]["p_retrieve"] == 1.0 and "p_retrieve" not in gates[1]
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
 class Fixed(BaseRouter):
     """Routes every query to ``kb`` with probability ``kb`` (else ``none``); raises when ``fail``."""
 

@@ -49,6 +49,7 @@ from ragroute.errors import (
     check_query,
     error_summary,
     has_visible_text,
+    is_finite_number,
     lone_surrogate,
 )
 from ragroute.gate.planners import (
@@ -393,7 +394,10 @@ class StepwiseController:
             "step": step.index,
             "gate": getattr(self.gate, "name", "?"),
             "action": decision.action,
-            "p_retrieve": decision.probability,
+            # a gate that computed none (NaN: an LLM gate's stop at max_steps or on a repeated
+            # sub-query) leaves it out, as the pipeline's gate step does: until session 55 this
+            # wrote NaN, and json.dumps(result.to_dict(), allow_nan=False) raised
+            **({"p_retrieve": decision.probability} if is_finite_number(decision.probability) else {}),
             "reason": decision.reason,
             **({"depth": decision.depth} if decision.depth else {}),
             **({"steps": decision.steps} if decision.steps else {}),

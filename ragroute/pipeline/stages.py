@@ -982,6 +982,13 @@ class FuseStage:
 
             detail["null_stats"] = {n: describe_null(stats[n]) for n in lists if n in stats}
         decision.trace.append(TraceStep("fuse", detail))
+        if self.options.scores != "similarity":
+            # the hit's score is the fusion value: an ``explain["fused"]`` a hit brought along (a nested
+            # pipeline's, the value that ordered its own list) is not what ordered this one, and a
+            # cross-encoder reads ``fused`` as the stage-1 score (until session 55 it was kept)
+            for hit in fused:
+                if "fused" in hit.explain:
+                    hit.explain = {key: value for key, value in hit.explain.items() if key != "fused"}
         return self.rescore(decision, lists, fused)
 
 
