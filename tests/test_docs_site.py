@@ -49,3 +49,15 @@ def test_every_docs_page_is_in_the_nav_and_a_broken_link_fails(tmp_path: Path) -
     )
     broken = build(copy / "mkdocs.yml", tmp_path / "site")
     assert broken.returncode != 0 and "no-such-page.md" in broken.stderr
+
+
+def test_a_table_row_is_one_line() -> None:
+    """A line after a table row that does not open with ``|`` is read as a row of its own: one cell
+    cut in two, the rest shifted (docs/architecture.md's integration row until session 55)."""
+    problems = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for number, (before, line) in enumerate(zip(lines, lines[1:]), 2):
+            if before.lstrip().startswith("|") and line.strip() and not line.lstrip().startswith("|"):
+                problems.append(f"{page.relative_to(ROOT)}:{number}: {line.strip()[:60]}")
+    assert not problems, "table rows continued on a line of their own:\n" + "\n".join(problems)

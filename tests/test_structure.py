@@ -3,7 +3,9 @@
 * no import cycles among ragroute's modules (module-level and in-function imports alike);
 * click is imported only by the command-line package ``ragroute.cli``;
 * every third-party module ragroute imports belongs to a distribution that
-  pyproject.toml declares (``[project.dependencies]`` or an extra).
+  pyproject.toml declares (``[project.dependencies]`` or an extra);
+* docs/architecture.md's tables hold for ``ragroute/registry.py`` and the modules they name, and
+  llama-index, LangChain and matplotlib are imported only where that page says.
 
 Only explicit import statements count: that importing ``ragroute.a.b`` first runs
 ``ragroute/a/__init__.py`` is not an edge here.
@@ -12,6 +14,7 @@ Only explicit import statements count: that importing ``ragroute.a.b`` first run
 from __future__ import annotations
 
 import ast
+import fnmatch
 import re
 import sys
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "ragroute"
 CLI_PACKAGE = "ragroute.cli"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 #: Import names of declared distributions that need not be installed here (extras), so
 #: ``packages_distributions()`` cannot name their distribution.
@@ -177,3 +181,136 @@ def test_imported_distributions_are_declared() -> None:
                 f"{name} (distribution {', '.join(sorted(distributions))}), imported by {sorted(importers)}"
             )
     assert not problems, "imported but not declared in pyproject.toml:\n" + "\n".join(problems)
+
+
+# --------------------------------------------------------------------------- docs/architecture.md
+
+#: registries whose row of the page lists every registered kind (the others describe their entries)
+LISTED_REGISTRIES = {"INDEX_KINDS", "SOURCE_KINDS", "ROUTERS", "FUSIONS", "RERANKERS", "GATES", "ARTIFACTS"}
+LISTED_REGISTRIES |= {"RELEASES"}
+#: methods an entries cell names beside the kinds (``LocalIndex`` subclasses' ``from_options``, ``read``)
+ENTRY_METHODS = {"from_options", "read"}
+
+
+def table_cells(line: str) -> list[str]:
+    """The cells of a markdown table row, split on ``|`` outside code spans."""
+    cells, cell, code = [], "", False
+    for char in line.strip().strip("|"):
+        if char == "`":
+            code = not code
+        if char == "|" and not code:
+            cells.append(cell.strip())
+            cell = ""
+        else:
+            cell += char
+    return [*cells, cell.strip()]
+
+
+def section_rows(heading: str) -> list[list[str]]:
+    """The body rows of the first table under the page's ``## heading``."""
+    lines = ARCHITECTURE.read_text(encoding="utf-8").split("\n## " + heading, 1)[1].splitlines()
+    table = [line for line in lines[1:] if line.startswith("## ") or line.startswith("|")]
+    table = table[: next((i for i, line in enumerate(table) if line.startswith("## ")), len(table))]
+    return [table_cells(line) for line in table[2:]]
+
+
+def code_spans(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def registries_in_code() -> dict[str, dict[str, str]]:
+    """``NAME -> {kind: "module:attribute"}`` of every ``NAME = Registry(..., {...})`` of registry.py."""
+    tree = ast.parse((ROOT / PACKAGE / "registry.py").read_text(encoding="utf-8"))
+    out = {}
+    for node in tree.body:
+        call = node.value if isinstance(node, ast.Assign) else None
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Registry":
+            out[node.targets[0].id] = ast.literal_eval(call.args[1]) if len(call.args) > 1 else {}
+    return out
+
+
+def module_file(reference: str) -> str:
+    """``ragroute/a/b.py`` (or ``ragroute/a/__init__.py``) of ``"ragroute.a.b:attribute"``."""
+    path = reference.partition(":")[0].replace(".", "/")
+    return f"{path}.py" if (ROOT / f"{path}.py").exists() else f"{path}/__init__.py"
+
+
+def module_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+    return names
+
+
+def named_files(cell: str) -> list[Path]:
+    """The ragroute modules a cell names (``gate/signals.py``, ``plots.py``: by the end of their path)."""
+    files = sorted(str(path.relative_to(ROOT)) for path in (ROOT / PACKAGE).rglob("*.py"))
+    named = re.findall(r"[\w/]+\.py", cell)
+    return [ROOT / f for name in named for f in files if f == name or f.endswith("/" + name)]
+
+
+def test_the_registries_table_is_registry_py() -> None:
+    """Every registry the page lists exists and holds the kinds it names, with its implementations
+    where the page says they live; a registry or kind added in code needs its row or word there."""
+    code = registries_in_code()
+    rows = {code_spans(cells[0])[0]: cells for cells in section_rows("Registries")}
+    assert len(code) > 8, "no registries read from registry.py: is the parser broken?"
+    assert sorted(rows) == sorted(code), "registries of docs/architecture.md vs ragroute/registry.py"
+    problems = []
+    for name, (_, entries, where) in rows.items():
+        listed = {span for span in code_spans(entries) if re.fullmatch(r"[a-z][a-z0-9_-]*", span)}
+        if name in LISTED_REGISTRIES:
+            unlisted = [kind for kind in code[name] if kind not in listed]
+            problems += [f"{name}: {kind!r} registered, not in the row" for kind in unlisted]
+            problems += [
+                f"{name}: the row names {kind!r}, not registered"
+                for kind in sorted(listed - set(code[name]) - ENTRY_METHODS)
+            ]
+        places = [span.rstrip("/") for span in code_spans(where) if span.startswith("ragroute/")]
+        if name == "ARTIFACTS" or not places:  # "the family's module": each family's own
+            continue
+        for kind, reference in code[name].items():
+            path = module_file(reference)
+            if not any(path == p or path.startswith(p + "/") or fnmatch.fnmatch(path, p) for p in places):
+                problems.append(f"{name}: {kind!r} is in {path}, not in {', '.join(places)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_what_the_where_things_go_table_registers_in_exists() -> None:
+    """Each upper-case name of the "register it in" column is a registry of registry.py or defined
+    in a module the row names (that column's, else the "put it in" column's)."""
+    registries = set(registries_in_code())
+    rows = section_rows("Where things go")
+    assert len(rows) > 30, "the table looks empty: is the parser broken?"
+    problems = []
+    for adding, put, register in rows:
+        for name in (span for span in code_spans(register) if re.fullmatch(r"[A-Z][A-Z_]+", span)):
+            files = named_files(register) if "that module" not in register else []
+            files = files or named_files(put)
+            if name not in registries and not any(name in module_level_names(f) for f in files):
+                where = ", ".join(str(f.relative_to(ROOT)) for f in files) or "registry.py"
+                problems.append(f"{adding}: {name} is defined in none of {where}")
+    assert not problems, "\n".join(problems)
+
+
+def within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+def test_frameworks_and_matplotlib_only_where_the_architecture_page_says() -> None:
+    """llama-index and LangChain only in ragroute.integrations and the LLM backends of ragroute.llm;
+    matplotlib only in ragroute.evaluation.plots."""
+    used = third_party_imports(ROOT / PACKAGE)
+    allowed = {
+        "llama_index": ("ragroute.integrations", "ragroute.llm"),
+        "langchain_core": ("ragroute.integrations",),
+        "langchain": ("ragroute.integrations",),
+        "matplotlib": ("ragroute.evaluation.plots",),
+    }
+    assert used.get("llama_index") and used.get("matplotlib"), "no importers found: is the parser broken?"
+    outside = {}
+    for name, places in allowed.items():
+        outside[name] = sorted(module for module in used.get(name, ()) if not within(module, places))
+    assert not any(outside.values()), f"imported outside the places docs/architecture.md names: {outside}"
