@@ -4,6 +4,7 @@ the pipeline stage and the LlamaIndex postprocessor."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -1827,3 +1828,15 @@ def test_bench_rerank_routed_row_judges_each_query_by_its_own_collections_qrels(
     routed = routed_rows([a, b], hashing_encoder, None)
     assert routed["queries"] == 2
     assert routed["hybrid routed"]["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_expand_roots_leaves_hidden_collection_folders_out(tmp_path: Path) -> None:
+    """A folder of collections is read as the benchmarks read it: ``_old/`` and ``.x/`` (copies,
+    caches) are no sets. Until session 55 ``rerank train`` trained on them and ``bench rerank``
+    scored them in its macro average, while ``bench corpus-routing`` left them out."""
+    from ragroute.rerank.train import expand_roots
+
+    for name in ("cran", "_old", ".x"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "corpus.jsonl").write_text('{"_id": "d1", "text": "t"}\n', encoding="utf-8")
+    assert expand_roots([tmp_path]) == [(f"{tmp_path.name}/cran", tmp_path / "cran")]

@@ -606,7 +606,8 @@ def graph_command(
 
 @click.command("rerank")
 @data_root_option(
-    "A BEIR folder, or a folder of BEIR collections (each scored, then macro-averaged).",
+    "A BEIR folder, or a folder of BEIR collections (each scored, then macro-averaged; hidden "
+    "`.`/`_` ones left out).",
     Path("../shared/data/glasgow"),
 )
 @split_option()

@@ -40,7 +40,8 @@ def rerank_group() -> None:
 @_sets_option(
     "--data",
     "roots",
-    "Labelled sets (BEIR or SKILLS folders, or a folder of BEIR collections); repeatable "
+    "Labelled sets (BEIR or SKILLS folders, or a folder of BEIR collections, hidden `.`/`_` ones "
+    "left out); repeatable "
     "[default: toollens, metatool, seal_tools, glasgow, musique under ../shared/data].",
 )
 @_sets_option(

@@ -45,6 +45,7 @@ from ragroute.display import counted
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.bench_indexes import bench_index, check_method
 from ragroute.evaluation.evaluators import RoutingEvaluator, RoutingRow, macro_average, measured_reference
+from ragroute.loaders.beir import collection_folders
 from ragroute.pipeline import Pipeline
 from ragroute.pipeline.build import pipeline_from_settings, routing_options
 from ragroute.pipeline.calibration import null_score_stats
@@ -128,12 +129,6 @@ class RoutingData:
             source = next(s for s in self.sources if s.name == name)
             self._hits[(name, k)] = [hits for hits, _ in source.search_contexts(self.contexts, k)]
         return self._hits[(name, k)]
-
-
-def collection_folders(root: Path) -> list[Path]:
-    """The folders under ``root`` in name order, hidden ones (starting with ``.`` or ``_``) left out:
-    the candidate BEIR collections of a benchmark root."""
-    return [p for p in sorted(Path(root).iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
 
 
 def load_collections(

@@ -389,7 +389,8 @@ def check_training_collections(root: Path, split: str, train_split: str | None) 
     ``train_split`` queries (routers are fitted on them when it differs from ``split``): until session
     54 the whole bench ran, then the dataset router, fitted per collection on the training split, died
     on that collection with a bare KeyError."""
-    from ragroute.evaluation.bench_corpus_routing import collection_folders, missing_split
+    from ragroute.evaluation.bench_corpus_routing import missing_split
+    from ragroute.loaders.beir import collection_folders
 
     if train_split is None or train_split == split:
         return

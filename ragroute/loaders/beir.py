@@ -59,6 +59,12 @@ def corpus_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).glob("corpus*.jsonl") if p.is_file())
 
 
+def collection_folders(root: str | Path) -> list[Path]:
+    """The folders under ``root`` in name order, hidden ones (starting with ``.`` or ``_``) left out:
+    the candidate BEIR collections of a folder of collections (benchmark roots, ``rerank train``)."""
+    return [p for p in sorted(Path(root).iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+
+
 def modality_for(path: str | Path) -> str:
     """``"table"`` for a corpus file whose name contains "table", else ``"text"``."""
     return "table" if "table" in Path(path).name.lower() else "text"

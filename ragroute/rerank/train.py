@@ -45,7 +45,7 @@ import numpy as np
 
 from ragroute.errors import RagrouteError
 from ragroute.evaluation.metrics import auroc
-from ragroute.loaders.beir import corpus_files
+from ragroute.loaders.beir import collection_folders, corpus_files
 from ragroute.rerank.cross_encoder import (
     CALIBRATION_FILE,
     FAMILY,
@@ -253,7 +253,9 @@ def expand_roots(roots: Sequence[Path]) -> list[tuple[str, Path]]:
         if corpus_files(root) or (root / "skills.jsonl").is_file():
             out.append((root.name, root))
             continue
-        subsets = sorted(p for p in root.iterdir() if p.is_dir() and corpus_files(p))
+        # hidden folders (`.`, `_`) left out, as the benchmarks' collection roots leave them out: until
+        # session 55 a `_old/` copy was one more set, trained on and scored by `bench rerank`
+        subsets = [p for p in collection_folders(root) if corpus_files(p)]
         if not subsets:
             raise RagrouteError(f"{root}: no BEIR or SKILLS data in it or in its sub-folders")
         out.extend((f"{root.name}/{p.name}", p) for p in subsets)
