@@ -50,6 +50,7 @@ def run_rerank_bench(
     from ragroute.evaluation.bench_corpus_routing import missing_split
     from ragroute.index.build import build_index
     from ragroute.loaders import load_beir
+    from ragroute.loaders.beir import collection_folders
     from ragroute.pipeline.build import pipeline_from_settings
     from ragroute.rerank.cross_encoder import CrossEncoderReranker
     from ragroute.rerank.train import expand_roots, query_fold, training_queries
@@ -82,9 +83,8 @@ def run_rerank_bench(
             log(f"skipped {name}: {why}")
 
     if root.is_dir() and not (root / "corpus.jsonl").is_file():  # a folder of collections
-        for folder in sorted(root.iterdir()):
-            visible = folder.is_dir() and not folder.name.startswith((".", "_"))
-            if visible and not (folder / "corpus.jsonl").is_file():
+        for folder in collection_folders(root):
+            if not (folder / "corpus.jsonl").is_file():
                 skip(f"{root.name}/{folder.name}", "not a BEIR collection (no corpus.jsonl)")
     for name, folder in folders:
         reason = missing_split(folder, split)
