@@ -748,6 +748,7 @@ def test_bench_on_tiny_files(data: dict[str, Any], encoder: FakeEncoder, tmp_pat
     # a file in a folder of that name but not its dev file's size is other data (until session 40 the
     # name alone printed the issue's numbers beside a slice's)
     assert cut["baseline_reference"] is None and "reference (issue)" not in format_table(cut)
+    assert result["baseline"] == "logreg_embedding" and cut["baseline"] is None  # majority alone ran
     assert "issue reference left out: the data differs from the universalrag_routing dev file" in "\n".join(
         said
     )

@@ -340,7 +340,8 @@ def run_route_labels_bench(
         "encoder": _describe(encoder),
         "encode_ms_per_query": round(encode_ms, 3),
         "routers": results,
-        "baseline": "logreg_embedding",
+        # the row the others are read against, when it ran (until session 55 named when not run)
+        "baseline": "logreg_embedding" if "logreg_embedding" in results else None,
         # the numbers belong to the UniversalRAG routing dev file only
         "baseline_reference": _reference(Path(data_path), len(test.texts), say),
         "goals": GOALS,
