@@ -795,6 +795,12 @@ def test_a_custom_extractors_fact_naming_no_returned_phrase_is_one_line(hashing_
         extend_graph(GraphTables.empty(hashing_encoder.dim), [broken], hashing_encoder)
     fine = Extraction("p1", phrases=["paris", "france"], facts=[Fact("paris", "france", "p1", 0)])
     assert extend_graph(GraphTables.empty(hashing_encoder.dim), [fine], hashing_encoder).n_phrases == 2
+    # a phrase another passage of the batch returned is not this passage's: the fact edge was made
+    # while the passage had no link to 'europe', so the walk could reach the fact but never the
+    # passage through it (until session 55 the check read every passage's phrases)
+    other = Extraction("p2", phrases=["europe"])
+    with pytest.raises(RagrouteError, match=r"passage 'p1'.*names 'europe', which is not among its phrases"):
+        extend_graph(GraphTables.empty(hashing_encoder.dim), [broken, other], hashing_encoder)
 
 
 def test_a_fact_listed_twice_for_one_sentence_weighs_one_sentence(hashing_encoder):
