@@ -146,6 +146,7 @@ def test_bad_triples_are_all_reported_with_their_line_numbers(tmp_path):
     message = str(info.value)
     assert "4 bad triples at lines 3, 5, 6, 7 " in message
     assert "line 3: no subject" in message and "line 5: no object" in message
+    assert message.endswith("; ...)")  # a fourth reason is left unsaid, and marked (session 55)
     assert "\n" not in message
     jsonl = tmp_path / "bad.jsonl"
     jsonl.write_text(

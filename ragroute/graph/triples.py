@@ -173,6 +173,8 @@ class _Problems:
         shown = ", ".join(map(str, wheres[:MAX_REPORTED]))
         more = f" and {len(wheres) - MAX_REPORTED} more" if len(wheres) > MAX_REPORTED else ""
         details = "; ".join(f"{self.unit} {w}: {r}" for w, r in self.items[:3])
+        if len(self.items) > 3:  # the reasons left unsaid are marked (until session 55 not)
+            details += "; ..."
         plural = "s" if len(wheres) > 1 else ""
         raise CorpusFormatError(
             f"{self.source}: {len(wheres)} bad triple{plural} at {self.unit}{plural} {shown}{more} "
