@@ -318,6 +318,24 @@ def test_an_llm_answer_with_a_number_too_long_to_read_keeps_every_fact(hashing_e
     assert index.fact_filter.failures == 1
 
 
+def test_an_llm_fact_list_with_a_range_or_a_number_that_is_no_whole_number(hashing_encoder):
+    """Until session 55 a list's digits were read apart: "[1.5]" kept facts 1 and 5 (neither named),
+    "[1e2]" facts 1 and 2, and "[0-2]" fact 0 alone (the range's end read as -2)."""
+    from ragroute.graph.fact_filter import LLMFactFilter
+
+    parse = LLMFactFilter(None).parse
+    assert parse("[1.5]", 6) is None and parse("[1e2]", 6) is None  # no fact named: every fact kept
+    assert parse("[0.0, 2.0]", 6) == [0, 2] and parse("[0, 1.5, 3]", 6) == [0, 3]
+    assert parse("[0-2]", 6) == [0, 1, 2] and parse("[1 to 3, 5]", 6) == [1, 2, 3, 5]
+    assert parse("[4-99]", 6) == [4, 5] and parse("[0, -1]", 6) == [0]
+    index = build_index(CORPUS, "graph", encoder=hashing_encoder)
+    index.walk.anchor_weight = 0.0
+    index.fact_filter = LLMFactFilter(_ScriptedLLM(["[0-1]", "[1.5]"]))
+    assert len(index.search(QUESTION, k=3)[0].explain["facts"]) == 2
+    hits = index.search(QUESTION, k=3)
+    assert hits[0].explain["fact_filter_failed"] == "no valid fact number in the answer: '[1.5]'"
+
+
 def test_unmatched_query_terms_weight_the_edges_into_passages_that_hold_them(hashing_encoder):
     from dataclasses import replace
 

@@ -431,3 +431,32 @@ def test_entities_written_as_objects_are_read_and_a_list_of_none_is_a_failure(tm
     extractor = LLMExtractor(bad, cache_dir=tmp_path / "bad")
     assert extractor.extract(DOCS[2]).phrases == ["otto lind"]  # the title alone
     assert extractor.failures == [ExtractionFailure("p3", "named entities: no well-formed entity")]
+
+
+def test_null_true_and_false_inside_a_string_are_kept_as_written(tmp_path):
+    """An answer read leniently (a trailing comma, single quotes) had JSON's literals replaced
+    everywhere, inside strings too: until session 55 "null and void" became the phrase "none and
+    void", and a relation "is true to" read "is True to"."""
+    from ragroute.gate.planners import parse_plan
+
+    triples = (
+        "{'triples': [['Ada Brennan', 'is true to', 'Kellow'], ['the will', 'declared', 'null and void'],]}"
+    )
+    assert parse_triples(triples) == [
+        ("Ada Brennan", "is true to", "Kellow"),
+        ("the will", "declared", "null and void"),
+    ]
+    assert parse_entities('{"named_entities": ["Null Island", "false dawn",]}') == [
+        "Null Island",
+        "false dawn",
+    ]
+    assert parse_json("{'a': true, 'b': [null, false], 'c': 'it\\'s null',}") == {
+        "a": True,
+        "b": [None, False],
+        "c": "it's null",
+    }
+    assert parse_plan("{'action': 'answer', 'answer': 'null and void',}") == ("answer", "null and void")
+    llm = scripted(answers={"Ada Brennan": (ANSWERS["Ada Brennan"][0], triples)})
+    out = LLMExtractor(llm, cache_dir=tmp_path).extract(DOCS[0])
+    assert ("will", "null and void", "declared") in {(f.subject, f.object, f.relation) for f in out.facts}
+    assert "none and void" not in out.phrases

@@ -213,7 +213,8 @@ def test_a_label_written_with_spaces_or_hyphens_is_read(small_docs):
         ("The best source is Product Tables.", "product_tables"),
         ("astro/section", "astro/section"),  # not astro: a label inside a path is not named
         ("Astro", "astro"),
-        ("none: no IT support needed", "it_support"),  # one source named beside none
+        ("none, or IT support", "it_support"),  # one source named beside none
+        ("none: no IT support needed", "none"),  # a negated source is not named (until session 55 it was)
         ("Nothing here supports it", None),
         ("it_support, product_tables, astro, astro/section, none", None),
     ):
@@ -237,7 +238,7 @@ def test_an_answer_writing_one_of_two_labels_spelled_alike_routes_to_that_one(sm
         ("IT-support.", "IT-support"),
         ("I would pick it_support", "it_support"),
         ("I would pick IT-support", "IT-support"),
-        ("none: no it_support needed", "it_support"),
+        ("none, or maybe it_support", "it_support"),
         ("IT support", "IT-support"),  # neither written as it is: the first listed, as before
     ):
         assert router.parse(answer) == label, answer
@@ -265,6 +266,32 @@ def test_a_label_inside_a_longer_label_is_not_named(small_docs):
         ("product or product_tables", "product"),  # two sources named: the first
     ):
         assert router.parse(answer) == label, answer
+
+
+def test_a_label_the_answer_negates_is_not_the_llms_choice(sources):
+    """An answer of "not astro but cook" routed to astro until session 55: of two sources named the first was
+    taken, negated or not, and a source the answer only negates was its choice."""
+    from ragroute.llm import ScriptedLLM
+    from ragroute.route.llm import LlmRouter
+
+    router = LlmRouter(sources, ScriptedLLM())
+    for answer, label in (
+        ("not astro but cook", "cook"),
+        ("It is not in astro, so cook.", "cook"),
+        ("I don't think astro is right; cook.", "cook"),
+        ("cook rather than astro", "cook"),
+        ("Rather than **astro**, cook", "cook"),
+        ("Neither astro nor cook; none.", "none"),
+        ("none (the question does not need astro)", "none"),
+        ("Not astro.", None),  # no choice made: the fallback router decides
+        ("astro (not cook)", "astro"),
+        ("Not sure. astro", "astro"),  # a negation in another clause negates nothing here
+        ("Cook or astro, I am not sure", "cook"),
+    ):
+        assert router.parse(answer) == label, answer
+    llm = ScriptedLLM(replies=["The question is not about astro, but cook."])
+    decision = LlmRouter(sources, llm).route("How long do I boil an egg?")
+    assert decision.chosen == ["cook"] and decision.trace[0].detail["label"] == "cook"
 
 
 @pytest.mark.parametrize(

@@ -425,6 +425,27 @@ def test_a_gate_not_fitted_on_an_llm_signals_failure_retrieves_when_it_fails():
     assert "p_retrieve_from_failed_values" not in read.signals
 
 
+@pytest.mark.parametrize(
+    ("reply", "known"), [("No doubt, yes.", 1.0), ("No problem! It is Paris.", 1.0), ("No.", 0.0)]
+)
+def test_no_doubt_and_no_problem_are_a_yes(reply, known):
+    """A reply starting "No doubt" or "No problem" says the LLM can answer: until session 55 its
+    leading "no" read it as a no (known 0), and the gate retrieved for the model that was sure."""
+    signal = SelfAssessSignal(ScriptedLLM(replies=[reply]))
+    assert signal.values(contexts("What is the capital of France?"), None)[0].tolist() == [known, 1.0]
+
+
+def test_agreement_compares_answers_case_folded_and_in_one_unicode_form():
+    """Samples that differ only by case folding ("Straße", "STRASSE") or by how an accent is
+    encoded (composed or decomposed) are one answer: until session 55 (lower case alone) each was
+    an answer of its own, and the agreement read 1/3 where the LLM agreed with itself."""
+    assert normalise_answer("Hauptstraße") == normalise_answer("HAUPTSTRASSE") == "hauptstrasse"
+    assert normalise_answer("Caf\u00e9 Flore") == normalise_answer("Cafe\u0301 flore.")
+    llm = ScriptedLLM(replies=["Hauptstraße", "HAUPTSTRASSE", "Hauptstrasse"], cycle=True)
+    row = AgreementSignal(llm, samples=3).values(contexts("Which street?"), None)[0]
+    assert row.tolist() == pytest.approx([1.0, 1 / 3, 1.0])
+
+
 @pytest.mark.parametrize("reply", ["I can not answer that without looking it up.", "i can  not", "Can not"])
 def test_i_can_not_is_a_no_not_a_yes(reply):
     """A reply of "I can not" starts like "I can": until session 54 it was read as yes (known 1), so the gate

@@ -121,6 +121,19 @@ def test_parse_plan_json_untidy_and_lines():
     assert parse_plan('{"action": "answer", "answer": "", "final_answer": "Kellow"}') == ("answer", "Kellow")
 
 
+def test_a_plan_cut_short_reads_its_values_json_escapes_as_a_whole_json_does():
+    """A JSON plan cut short by a token limit is salvaged field by field: until session 55 the
+    value kept its escapes as written, so the sub-question searched was ``Z\\u00fcrich`` or held
+    backslashes, where the same JSON read whole gives ``Zürich`` and plain quotes."""
+    cut = '{"action": "search", "query": "Which river flows through Z\\u00fcrich?", "reason": "the ci'
+    assert parse_plan(cut) == ("ask", "Which river flows through Zürich?")
+    said = '{"action": "answer", "answer": "the \\"Varne\\" River", "reason": "step 2 sa'
+    assert parse_plan(said) == ("answer", 'the "Varne" River')
+    assert parse_plan('{"action": "search", "query": "a\\qb", "x": "cut') == ("ask", "a\\qb")  # no escape
+    plan = LLMPlanner(ScriptedLLM(replies=[cut])).plan(PlanState("Which river?", []))
+    assert plan.action == "ask" and plan.question == "Which river flows through Zürich?" and not plan.fallback
+
+
 # --------------------------------------------------------------------------- the loop
 
 

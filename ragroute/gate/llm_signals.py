@@ -33,6 +33,7 @@ import math
 import re
 import string
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,8 +57,10 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalise_answer(text: str) -> str:
-    """Lower case, no punctuation or articles, single spaces (SQuAD-style answer normalisation)."""
-    text = re.sub(r"[^\w\s]", " ", text.lower())
+    """Case-folded NFKC, no punctuation or articles, single spaces (SQuAD-style answer
+    normalisation). Until session 55 lower-cased only: "Straße" and "STRASSE", or "café" composed
+    and decomposed, were two answers, and the samples' agreement read lower than it was."""
+    text = re.sub(r"[^\w\s]", " ", unicodedata.normalize("NFKC", text).casefold())
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -242,11 +245,14 @@ class AgreementSignal(LLMSignal):
 
 
 # "no" is tried first: "I can't" starts like "I can" (straight or curly apostrophe, or none), and
-# so does "I can not" (until session 54 read as yes: the gate answered without retrieving)
+# so does "I can not" (until session 54 read as yes: the gate answered without retrieving); "no
+# doubt" and "no problem" are a yes (until session 55 read as no)
 _NO = re.compile(
-    r"^\W*(no|n|false|not|cannot|(i )?can['\u2019]?t|(i )?can\s+not|i cannot|i don['\u2019]?t)\b", re.I
+    r"^\W*(no(?!\s+(?:doubt|problem)\b)|n|false|not|cannot|(i )?can['\u2019]?t|(i )?can\s+not|i cannot|"
+    r"i don['\u2019]?t)\b",
+    re.I,
 )
-_YES = re.compile(r"^\W*(yes|y|true|i can|sure)\b", re.I)
+_YES = re.compile(r"^\W*(yes|y|true|i can|sure|no\s+(?:doubt|problem))\b", re.I)
 
 
 class SelfAssessSignal(LLMSignal):

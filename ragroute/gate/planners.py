@@ -26,6 +26,7 @@ metadata) and returns a :class:`Plan`: ``ask`` a sub-question, or ``answer``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -322,12 +323,22 @@ _LINE = re.compile(
 _FIELD = re.compile(r'["\'](action|query|question|answer)["\']\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
+def _unescaped(value: str) -> str:
+    """A JSON string's ``value`` (as written between its quotes) with its escapes read, as a whole
+    answer's JSON reads them (``\\"``, ``\\n``, ``\\u00fc``); as written when it does not read (until
+    session 55 a salvaged sub-question kept them: ``Z\\u00fcrich`` was searched, not ``Zürich``)."""
+    try:
+        return str(json.loads(f'"{value}"'))
+    except ValueError:
+        return value
+
+
 def _salvage(text: str) -> tuple[str, str] | None:
     """Complete ``"key": "value"`` fields of a JSON answer cut short (a token limit): the action
     and its value when both were written before the cut, else None."""
     fields: dict[str, str] = {}
     for key, value in _FIELD.findall(text):
-        fields.setdefault(key, value.strip())
+        fields.setdefault(key, _unescaped(value).strip())
     action = fields.get("action", "").lower()
     query = fields.get("query") or fields.get("question")
     if action in ("search", "ask", "query", "retrieve") and query:

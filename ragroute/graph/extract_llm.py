@@ -47,11 +47,12 @@ from ragroute.graph.extract import Extraction, Fact, check_extractor_settings, n
 from ragroute.pyast import literal_eval
 from ragroute.types import Document
 
-LLM_EXTRACTOR_VERSION = 5  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3);
+LLM_EXTRACTOR_VERSION = 6  # 2 (session 39): keys without a leading "the" (the rule extractor's version 3);
 # 3 (session 41): keys in Unicode NFC, "İ" lowered to "i" (the rule extractor's version 4); 4 (session
 # 49): keys case-folded, not lowered (the rule extractor's version 6), and entities written as objects
 # ({"name": "Paris"}) read (a cached answer of them gave no entity); 5 (session 50): a key is its own
-# key (normalise idempotent: the rule extractor's version 7)
+# key (normalise idempotent: the rule extractor's version 7); 6 (session 55): "null", "true" and "false"
+# inside a string of an answer read leniently kept as written (they were read as None, True, False)
 #: Changes whenever the prompts or their parsing change (it is part of the cache key).
 PROMPT_VERSION = "hipporag-openie-v1"
 CACHE_FILE = "openie.sqlite"
@@ -265,9 +266,19 @@ def _matching_bracket(text: str, start: int) -> int:
     return -1
 
 
+#: a quoted string (left as it is; one left open runs to the end, so each quote is read once), or
+#: JSON's ``true``, ``false`` or ``null`` outside one
+_STRING_OR_LITERAL = re.compile(
+    r""""(?:[^"\\]|\\.)*(?:"|\\?\Z)|'(?:[^'\\]|\\.)*(?:'|\\?\Z)|\b(true|false|null)\b""", re.S
+)
+
+
 def _json_literals_as_python(text: str) -> str:
-    return re.sub(
-        r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False"}.get(m[1], "None"), text
+    """``text`` with JSON's ``true``, ``false`` and ``null`` written as Python's, outside strings
+    only: until session 55 they were replaced inside strings too (an answer read leniently, as one
+    with a trailing comma is, gave the triple object "None and void" for "null and void")."""
+    return _STRING_OR_LITERAL.sub(
+        lambda m: {"true": "True", "false": "False", "null": "None"}[m[1]] if m[1] else m[0], text
     )
 
 

@@ -25,6 +25,9 @@ Answer with the numbers of the useful facts as a JSON list, e.g. [0, 3].
 Numbers:"""
 
 _LIST = re.compile(r"\[([^\[\]]*)\]")
+#: a number of the list (with its fraction or exponent, so that "1.5" is one number), and the end
+#: of the range it starts ("1-3", "1 to 3"), if any
+_NUMBER = re.compile(r"(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?:\s*(?:-|\u2013|to)\s*(\d+)(?![.\d]))?")
 
 
 class LLMFactFilter:
@@ -51,15 +54,24 @@ class LLMFactFilter:
         """The valid fact numbers in the first ``[...]`` list of ``answer``, in order; None when it
         names none (no list, ``[]``, or only numbers out of range): the walk then keeps every
         candidate, since seeding from no fact would lose the walk's seeds to the LLM (until session
-        36 ``[]`` and out-of-range numbers dropped every fact, uncounted)."""
+        36 ``[]`` and out-of-range numbers dropped every fact, uncounted). A range names the facts
+        it spans (``[1-3]``: 1, 2 and 3); a number that is no whole number (``1.5``, ``1e2``) names
+        no fact: until session 55 its digits were read apart (``[1.5]`` kept facts 1 and 5,
+        ``[1-3]`` fact 1 alone)."""
         match = _LIST.search(answer)
         if match is None:
             return None
-        # a number of more digits than any fact count is out of range as it is: until session 54
-        # one of 4,300 digits (an LLM repeating a digit) failed the walk with int()'s ValueError
-        numbers = (int(t) for t in re.findall(r"-?\d+", match.group(1)) if len(t) <= 18)
-        kept = sorted({n for n in numbers if 0 <= n < count})
-        return kept or None
+        kept: set[int] = set()
+        for first, last in _NUMBER.findall(match.group(1)):
+            # a number of more digits than any fact count is out of range as it is: until session 54
+            # one of 4,300 digits (an LLM repeating a digit) failed the walk with int()'s ValueError
+            if len(first) > 18 or len(last) > 18:
+                continue
+            value = float(first)
+            if value.is_integer():
+                low = int(value)
+                kept.update(range(max(low, 0), min(int(last) if last else low, count - 1) + 1))
+        return sorted(kept) or None
 
     def __call__(self, query: str, facts: Sequence[Any]) -> list[Any]:
         return self.select(query, facts)[0]

@@ -3,11 +3,11 @@
 The prompt lists each route with its description and asks for exactly one
 label (``none`` = answer without retrieval). The answer's label is read by
 :meth:`LlmRouter.parse` (the whole answer, else the one source it names, else its first
-label). The call goes through :func:`~ragroute.llm.calls.complete_safely` (``timeout_s``
-bounds it). An answer naming no known label, or a call that fails or
-times out, is a :class:`UnknownRouteLabel` error naming the fix, unless a ``fallback``
-router is given: then the fallback decides and the trace records the LLM's answer or
-error.
+label; a label it negates, "not wiki", is not named). The call goes through
+:func:`~ragroute.llm.calls.complete_safely` (``timeout_s`` bounds it). An answer naming no
+known label, or a call that fails or times out, is a :class:`UnknownRouteLabel` error naming
+the fix, unless a ``fallback`` router is given: then the fallback decides and the trace
+records the LLM's answer or error.
 """
 
 from __future__ import annotations
@@ -55,6 +55,27 @@ def _spelled(text: str) -> str:
     """``text`` lower-cased, with every run of spaces, ``_`` and ``-`` as one space: how a label
     and an answer are compared."""
     return re.sub(r"[\s_-]+", " ", text.lower()).strip()
+
+
+#: a label that a negation comes shortly before, in the same clause, is not the LLM's choice: "not
+#: wiki but docs", "neither wiki nor docs", "it does not need wiki", "rather than wiki"
+_NEGATED = re.compile(
+    r"(?:^|\s)(?:not|no|never|neither|nor|cannot|\w+n['\u2019]t|rather than|instead of)(?:\s+\S+){0,2}\s*$"
+)
+#: the text up to the last end of a clause (a punctuation mark, or "but", "so", "however")
+_TO_CLAUSE_END = re.compile(r".*(?:[,;:.!?()\[\]]|\b(?:but|so|however)\b)", re.S)
+#: how far before a label a negation is looked for
+_NEGATION_REACH = 80
+
+
+def _negated(said: str, start: int) -> bool:
+    """Whether the label written at ``start`` of ``said`` (an answer as :func:`_spelled` writes it)
+    is negated: a negation word at most two words before it, in its clause. Until session 55 "not
+    wiki but docs" and "none (the question does not need wiki)" searched ``wiki``."""
+    window = said[max(0, start - _NEGATION_REACH) : start]
+    if start > _NEGATION_REACH:
+        window = window.partition(" ")[2]  # not a piece of the word the window starts in
+    return _NEGATED.search(_TO_CLAUSE_END.sub("", window, count=1)) is not None
 
 
 def _inside_another(spans: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -128,7 +149,8 @@ class LlmRouter(BaseRouter):
         support" names ``it_support``), or None: the whole answer when it is a label, else the one
         source label it names (``"None of them, but it_support might"`` is ``it_support``), else the
         first label it names, ``none`` included; of labels spelled alike, the one it writes as it is
-        (:meth:`_written`). An answer naming every label (the prompt's list
+        (:meth:`_written`). A label the answer negates ("not wiki but docs", "neither wiki nor
+        docs": :func:`_negated`) is not named. An answer naming every label (the prompt's list
         said back) chooses none of them. Until session 42 a label written with spaces ("product
         tables") named nothing, and the fallback router decided.
 
@@ -156,8 +178,8 @@ class LlmRouter(BaseRouter):
         found: dict[str, int] = {}
         for spelled, found_at in spans.items():
             # a label inside a longer label the answer names is not named ("product" in "product
-            # tables", "docs" in "docs.v2")
-            alone = [span for span in found_at if span not in inside]
+            # tables", "docs" in "docs.v2"), nor a label the answer negates ("not wiki")
+            alone = [span for span in found_at if span not in inside and not _negated(said, span[0])]
             if alone:
                 found[spelled] = alone[0][0]
         named = [self._written(w, answer) for w in sorted(found, key=found.__getitem__)]
