@@ -273,6 +273,17 @@ def test_fixed_and_rrf_fusions_are_not_tuned(catalogue):
         SkillIndex.build(Catalogue([]), HashingEncoder())
 
 
+def test_the_trace_of_rrf_fusion_names_no_dense_weight(catalogue):
+    """Reciprocal rank fusion weighs neither side: until session 55 the retrieve step named the
+    index's dense weight (0.5) beside fused scores that never applied it."""
+    task = "weather forecast temperature rain wind city"
+    rrf = SkillRouter.build(catalogue, HashingEncoder(), SkillIndexParams(fusion="rrf", dense_weight=0.3))
+    retrieve = rrf.route(task, k=3).trace[0].detail
+    assert retrieve["fusion"] == "rrf" and retrieve["dense_weight"] is None
+    fixed = SkillRouter.build(catalogue, HashingEncoder(), SkillIndexParams(fusion="fixed", dense_weight=0.3))
+    assert fixed.route(task, k=3).trace[0].detail["dense_weight"] == 0.3
+
+
 # ---------------------------------------------------------------------------- overlap
 
 

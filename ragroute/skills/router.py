@@ -650,7 +650,13 @@ class SkillRouter:
                 {
                     "method": self.method,
                     "fusion": index.params.fusion if self.method == "hybrid" else self.method,
-                    "dense_weight": index.dense_weight if self.method == "hybrid" else None,
+                    # reciprocal rank fusion weighs no side: until session 55 this named the
+                    # index's dense weight (0.5), which the fused scores never applied
+                    "dense_weight": (
+                        index.dense_weight
+                        if self.method == "hybrid" and index.params.fusion != "rrf"
+                        else None
+                    ),
                     "ms": round(stage1_ms, 3),
                     "candidates": stage1,
                 },
