@@ -614,6 +614,17 @@ def test_router_is_a_retriever(router):
 # ---------------------------------------------------------------------------- persistence
 
 
+def test_an_index_saved_without_router_settings_loads_a_router_that_never_abstains(router, tmp_path):
+    """``SkillIndex.save`` alone writes no router settings: the router loaded from it has no
+    abstention model, as ``SkillRouter(index)`` has none and docs/skills.md says. Until session 55
+    it loaded the shipped metatool model, and abstained on tasks that need a tool."""
+    router.index.save(tmp_path / "index")
+    loaded = SkillRouter.load(tmp_path / "index", encoder=router.index.encoder)
+    assert not loaded.abstention and SkillRouter(router.index).abstention == loaded.abstention
+    texts, _ = _labels()
+    assert all(loaded.route(task, k=2).p_applies is None for task in texts)
+
+
 def test_save_and_load_round_trip(router, tmp_path):
     texts, applies = _labels()
     model = fit_abstention(router, texts, applies)

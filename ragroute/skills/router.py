@@ -1113,7 +1113,10 @@ class SkillRouter:
             "method": saved.get("method", "hybrid"),
             "candidates": int(saved.get("candidates", 20)),
             "overlap": saved.get("overlap", "diversify"),
-            "abstention": saved.get("abstention") if "abstention" in saved else "default",
+            # none saved (an index published by SkillIndex.save alone): none, as SkillRouter(index)
+            # has none; until session 55 the shipped metatool model, which abstains on tasks of
+            # other catalogues that need a tool
+            "abstention": saved.get("abstention"),
             "rerank_blend": saved.get("rerank_blend"),
         }
         settings.update(overrides)
