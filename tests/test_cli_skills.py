@@ -67,6 +67,16 @@ def test_build_of_a_catalogue_too_small_to_tune_says_its_weight_is_fixed(tmp_pat
     assert "dense weight 0.50 (fewer than 10 skills" in result.output and "adaptive" not in result.output
 
 
+def test_build_with_rrf_fusion_names_no_dense_weight(tmp_path):
+    """Reciprocal rank fusion weighs neither side: the build line said "dense weight 0.50 (rrf)",
+    a weight the fused scores never apply, until session 55."""
+    command = ["skills", "build", str(DATA / "router"), "--out", str(tmp_path / "rrf"), "--fusion", "rrf"]
+    result = CliRunner().invoke(main, [*command, "--backend", "torch", "--cache-dir", str(tmp_path / ".c")])
+    assert result.exit_code == 0, result.output
+    assert "20 skills (skills_jsonl), rrf fusion (no dense weight), 1 near-duplicate group" in result.output
+    assert "dense weight 0" not in result.output
+
+
 def test_build_counts_one_warning_and_one_group_in_the_singular(tmp_path):
     """`skills build` said "1 near-duplicate groups, 1 warnings" until session 50."""
     forecast = {"name": "getForecast", "description": "Weather forecast for a city: rain and wind.",

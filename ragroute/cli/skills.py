@@ -183,9 +183,14 @@ def build_command(
         click.echo(f"abstention through gate {abstain_gate.resolve()} (saved by path)", err=True)
     router.save(out)
     index = router.index
+    # rrf weighs neither side: until session 55 this said "dense weight 0.50 (rrf)", a weight unused
+    weighed = (
+        "rrf fusion (no dense weight)"
+        if index.params.fusion == "rrf"
+        else f"dense weight {index.dense_weight:.2f} ({index.weight_origin})"
+    )
     click.echo(
-        f"built {out}: {counted(len(index), 'skill')} ({loaded.kind}), dense weight "
-        f"{index.dense_weight:.2f} ({index.weight_origin}), "
+        f"built {out}: {counted(len(index), 'skill')} ({loaded.kind}), {weighed}, "
         f"{counted(len(index.duplicates), 'near-duplicate group')}, "
         f"{counted(len(loaded.warnings), 'warning')}"
     )
