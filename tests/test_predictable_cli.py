@@ -121,6 +121,23 @@ def test_every_option_and_command_explains_itself_in_help():
     assert not [name for name, command in _commands(main) if not (command.help or "").strip()]
 
 
+def test_no_option_help_is_only_its_default():
+    """Until session 55 `expert train --learning-rate` said its default and nothing of what it sets,
+    and `gate fit --max-steps` did not say what happens without it."""
+    import re
+
+    bare = [
+        f"{name} {param.opts[0]}"
+        for name, command in _commands(main)
+        for param in command.params
+        if isinstance(param, click.Option) and not re.sub(r"\[default:[^\]]*\]", "", param.help or "").strip()
+    ]
+    assert not bare, bare
+    gate_fit = dict(_commands(main))["gate fit"]
+    (max_steps,) = [p for p in gate_fit.params if "--max-steps" in p.opts]
+    assert "[default: none" in (max_steps.help or "")
+
+
 def test_commands_default_to_the_user_cache_and_take_cache_dir(tmp_path, monkeypatch, hashing_encoder):
     """`build` without --cache-dir caches in the per-user folder (no .cache beside the index)."""
     calls = []
@@ -232,6 +249,65 @@ def test_no_bar_in_a_log_and_a_bar_with_progress(graph_workspace):
         main, ["--no-progress", "graph", "build", str(corpus), "--out", str(out)], env={PROGRESS_ENV: "1"}
     )
     assert off.exit_code == 0 and "extracting" not in off.stderr
+
+
+class _Recorder:
+    """An encoder recording the ``show_progress`` each encoding pass is given."""
+
+    def __init__(self, encoder):
+        self.encoder, self.dim, self.shown = encoder, encoder.dim, []
+
+    def encode_queries(self, texts, *, batch_size=64, show_progress=None):
+        self.shown.append(("queries", len(texts), show_progress))
+        return self.encoder.encode_queries(texts)
+
+    def encode_documents(self, texts, *, batch_size=64, show_progress=None):
+        self.shown.append(("documents", len(texts), show_progress))
+        return self.encoder.encode_documents(texts)
+
+    def __getattr__(self, name):  # model_id, backend, describe, ... of the encoder it wraps
+        return getattr(self.encoder, name)
+
+
+def test_skills_build_and_gate_fit_encode_under_the_progress_rule(tmp_path, monkeypatch, hashing_encoder):
+    """`skills build` (every dense view, and the re-encoding that tunes the dense weight) and `gate
+    fit` (its examples, also under --select) leave the bar to the rule: a terminal, a long pass.
+    Until session 55 they passed show_progress=False, so thousands of skills or examples encoded on
+    a terminal for many seconds without a bar, where `build` and `graph build` show one."""
+    recorder = _Recorder(hashing_encoder)
+    monkeypatch.setattr(ragroute.encode, "load_encoder", lambda *args, **kwargs: recorder)
+    words = ["weather", "stock", "email", "calendar", "translate", "route", "pdf", "unit", "image", "audio"]
+    rows = [
+        {"_id": f"t{i}", "name": f"tool {i}", "description": f"{words[i % 10]} tool {i}",
+         "body": f"params: {words[(i + 3) % 10]} {i}"}
+        for i in range(24)
+    ]  # fmt: skip
+    (tmp_path / "skills.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    built = CliRunner().invoke(
+        main, ["skills", "build", str(tmp_path / "skills.jsonl"), "--out", str(tmp_path / "s")]
+    )
+    assert built.exit_code == 0, built.output
+    assert "adaptive" in built.output  # the dense weight was tuned (one more encoding pass)
+    documents = [shown for kind, _, shown in recorder.shown if kind == "documents"]
+    assert len(documents) >= 2 and documents == [None] * len(documents), recorder.shown
+
+    recorder.shown.clear()
+    labels = [
+        {"text": f"{words[i % 10]} question {i}", "label": "no" if i % 2 else "retrieve"} for i in range(40)
+    ]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in labels) + "\n", encoding="utf-8")
+    fit = CliRunner().invoke(
+        main,
+        ["gate", "fit", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "g"), "--signals", "knn_vote"],
+    )
+    assert fit.exit_code == 0, fit.output
+    assert recorder.shown and all(shown is None for _, _, shown in recorder.shown), recorder.shown
+    recorder.shown.clear()  # --select encodes once for all its folds and candidates
+    from ragroute.gate.selection import select_gate
+
+    texts, retrieve = [r["text"] for r in labels], [r["label"] != "no" for r in labels]
+    select_gate(texts, retrieve, recorder, candidates={"knn": {"signals": ["knn_vote"]}}, folds=2)
+    assert recorder.shown and all(shown is None for _, _, shown in recorder.shown), recorder.shown
 
 
 # ----------------------------------------------------------------------------------- benchmarks

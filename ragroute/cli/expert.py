@@ -61,7 +61,12 @@ def expert_group() -> None:
     help="Pseudo-queries per step (each batch's other passages are its in-batch negatives).",
 )
 @click.option(
-    "--learning-rate", type=float, default=None, help="[default: 5e-4 for query-lora, 2e-5 for full]"
+    "--learning-rate",
+    type=float,
+    default=None,
+    # until session 55 the help was the default alone, with no word of what the option sets
+    help="Peak learning rate (AdamW, linear warm-up and decay) "
+    "[default: 5e-4 for query-lora, 2e-5 for full].",
 )
 @click.option("--rank", type=click.IntRange(1), default=8, show_default=True, help="LoRA rank.")
 @click.option(

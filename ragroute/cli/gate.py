@@ -62,7 +62,12 @@ def _encoder(name: str, backend: str, cache_dir: Path | None) -> Any:
 )
 @click.option("--C", "C", default="auto", show_default=True, help="Regularisation: a number, or auto (CV).")
 @click.option(
-    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop at this step of a multi-step run."
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    # until session 55 the help did not say what happens without it
+    help="Stop at this step of a multi-step run, saved with the gate [default: none: the gate never "
+    "stops a run for its step count].",
 )
 @encoder_option("Encoder of the query vectors the gate's signals read (the gate is used with the same).")
 @backend_option

@@ -85,7 +85,8 @@ def select_gate(
     if clash:
         raise RagrouteError(f"{', '.join(clash)}: set by each candidate or by select_gate itself")
     if query_vectors is None and encoder is not None:
-        query_vectors = np.asarray(encoder.encode_queries(texts, show_progress=False), dtype=np.float32)
+        # once for every fold and candidate: a bar on a terminal (until session 55 none, show_progress=False)
+        query_vectors = np.asarray(encoder.encode_queries(texts), dtype=np.float32)
     elif query_vectors is not None:  # rows of another count were an IndexError (until session 49)
         query_vectors = check_query_vectors(query_vectors, len(texts), encoder)
     fold_of = fold_ids(texts, y.tolist(), folds, seed)

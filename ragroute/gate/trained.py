@@ -550,7 +550,9 @@ class TrainedGate(SignalGate):
             if encoder is None and query_vectors is None:
                 raise RagrouteError("these gate signals embed queries: give an encoder")
             if query_vectors is None:
-                query_vectors = encoder.encode_queries(texts, show_progress=False)
+                # a bar on a terminal for a long pass, as every other encode (until session 55 `gate fit`
+                # encoded its examples silently: show_progress=False)
+                query_vectors = encoder.encode_queries(texts)
             else:  # a NaN row was scikit-learn's multi-line traceback (until session 49)
                 query_vectors = check_query_vectors(query_vectors, len(texts), encoder)
             vectors = normalise(query_vectors)

@@ -287,9 +287,13 @@ class SkillIndex:
         encoder: Any,
         params: SkillIndexParams | None = None,
         *,
-        show_progress: bool | None = False,
+        show_progress: bool | None = None,
     ) -> SkillIndex:
-        """Index a catalogue: BM25 over weighted fields, dense views, adaptive weight, duplicates."""
+        """Index a catalogue: BM25 over weighted fields, dense views, adaptive weight, duplicates.
+
+        ``show_progress``: bars while encoding, as :func:`ragroute.progress.progress_enabled` rules
+        (``None``: on a terminal, for long passes). Until session 55 it was ``False``, so ``ragroute
+        skills build`` encoded thousands of skills on a terminal without a bar."""
         from ragroute.index.bm25_scoring import BM25Scorer
         from ragroute.index.bm25_tokenize import tokenize_many
 
@@ -314,7 +318,7 @@ class SkillIndex:
         }
         index = cls(catalogue, encoder, params, scorer, vectors, dense_weight=params.dense_weight)
         if params.fusion == "adaptive":
-            index.dense_weight, index.tuning = tune_dense_weight(index)
+            index.dense_weight, index.tuning = tune_dense_weight(index, show_progress=show_progress)
         index.duplicates = duplicate_groups(catalogue.ids, vectors["full"], params.duplicate_threshold)
         index.group_of = {sid: i for i, g in enumerate(index.duplicates) for sid in g}
         return index
@@ -634,7 +638,9 @@ def _without(text: str, phrase: str) -> str:
     return re.sub(re.escape(phrase), " ", text, flags=re.IGNORECASE) if phrase.strip() else text
 
 
-def tune_dense_weight(index: SkillIndex) -> tuple[float, dict[str, Any]]:
+def tune_dense_weight(
+    index: SkillIndex, *, show_progress: bool | None = None
+) -> tuple[float, dict[str, Any]]:
     """The dense weight with the best MRR@10 on pseudo-queries from the catalogue (see the module doc).
 
     Each pseudo-query (a skill's description) is scored against every skill's name and body
@@ -677,7 +683,9 @@ def tune_dense_weight(index: SkillIndex) -> tuple[float, dict[str, Any]]:
     bm25 = np.stack(
         [scorer.get_scores(without_negative_idf(scorer, t)) for t in tokenize_many(queries, params.tokenizer)]
     )
-    docs = index.encoder.encode_documents([view_text(s, "full") for s in stripped], show_progress=False)
+    docs = index.encoder.encode_documents(
+        [view_text(s, "full") for s in stripped], show_progress=show_progress
+    )
     dense = index.query_vectors(queries) @ np.asarray(docs, dtype=np.float32).T
     zb, zd = zscore(bm25), zscore(dense)
     curve, margin = {}, {}
