@@ -74,7 +74,7 @@ def test_bench_scale_refuses_ray_options_without_ray_and_names_what_it_leaves_ou
 
     monkeypatch.setattr(bench_scale, "run_scale_bench", lambda *a, **k: {"rows": []})
     monkeypatch.setattr(bench_scale, "format_report", lambda result: "report")
-    base = ["bench", "scale", "--sizes", "1000", "--queries", "10"]
+    base = ["bench", "scale", "--sizes", "1000", "--queries", "20"]
     result = CliRunner().invoke(main, [*base, "--encoder", "nonexistent-model", "--backend", "torch"])
     assert result.exit_code == 2 and result.output == (
         "error: --encoder and --backend do not apply without --ray-corpus (they build that corpus)\n"
@@ -133,3 +133,55 @@ def test_bench_dense_times_each_query_one_at_a_time_after_another_one(tmp_path, 
     assert n >= 2 and len(single) == min(500, 20 * n)
     for before, after in zip(single, single[1:]):  # a new query every time
         assert float(before @ after) < 0.999
+
+
+def test_every_row_warms_up_on_queries_it_does_not_time(monkeypatch):
+    # the dense layouts warmed up on the first 5 timed queries (their pages then read warm for
+    # those) and the store rows not at all (their first query's set-up timed in their rows alone),
+    # until session 55: each row's first search is now one batch of other queries, then the timed
+    # queries one at a time
+    import pytest
+
+    pytest.importorskip("lancedb")
+    pytest.importorskip("qdrant_client")
+    from ragroute.evaluation import bench_scale
+    from ragroute.index.dense import DenseIndex
+    from ragroute.registry import INDEX_KINDS
+
+    calls: dict[str, list[list[bytes]]] = {}
+    kinds = {"dense": DenseIndex, "qdrant": INDEX_KINDS.get("qdrant"), "lancedb": INDEX_KINDS.get("lancedb")}
+    for name, cls in kinds.items():
+        search = cls.search_vectors
+
+        def spy(self, vectors, k, *args, _search=search, _name=name, **kwargs):
+            calls.setdefault(_name, []).append([row.tobytes() for row in vectors])
+            return _search(self, vectors, k, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "search_vectors", spy)
+    queries = 20
+    run_scale_bench([1000], layouts=("flat", "qdrant", "lancedb"), queries=queries)
+    timed = {row.tobytes() for row in bench_scale.clustered_vectors(queries, seed=99)}
+    for name in ("qdrant", "lancedb", "dense"):
+        first, rest = calls[name][0], calls[name][1:]
+        warmed_on_timed = bool(timed & set(first))
+        assert len(first) > 1 and not warmed_on_timed, (name, len(first), warmed_on_timed)
+        assert len(rest) == queries and all(len(c) == 1 and c[0] in timed for c in rest), name
+
+
+def test_bench_scale_times_enough_queries_for_the_p95_it_reports(monkeypatch):
+    # --queries took 10 (until session 55): latency_ms_p95 was then interpolated between the two
+    # slowest of ten queries, and nothing said so
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+    from ragroute.evaluation import bench_scale
+
+    def never(*args, **kwargs):
+        raise AssertionError("a p95 over too few queries was measured")
+
+    monkeypatch.setattr(bench_scale, "run_scale_bench", never)
+    refused = CliRunner().invoke(main, ["bench", "scale", "--sizes", "1000", "--queries", "19"])
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert "--queries" in refused.output and "20" in refused.output
+    help_text = " ".join(CliRunner().invoke(main, ["bench", "scale", "--help"]).output.split())
+    assert "at least 20" in help_text

@@ -871,3 +871,71 @@ def test_the_speedup_over_rank_bm25_compares_the_two_on_the_same_queries(monkeyp
     assert result["batch_speedup_vs_rank_bm25"] == pytest.approx(10.0)
     assert result["ours_qps_rank_bm25_queries"] < result["ours_qps"]  # the sample's queries are longer
     assert "  ours on its queries" in bench_bm25.format_table({"k": 10, "corpora": {"tiny": result}})
+
+
+def test_rank_bm25_is_timed_after_a_warm_up_pass_as_ours_is(monkeypatch) -> None:
+    # ours and bm25s were timed after a warm-up pass (_qps), rank-bm25 on one cold pass (until
+    # session 55): its first-call costs went into its rate alone. A clock that advances by each
+    # call's query tokens (rank-bm25 ten times slower per token) plus a large cost on each side's
+    # first call must still give exactly 10x.
+    from types import SimpleNamespace
+
+    from rank_bm25 import BM25Okapi
+
+    from ragroute.evaluation import bench_bm25
+    from ragroute.index.bm25_scoring import BM25Scorer
+
+    now = [0.0]
+    calls = {"ours": 0, "theirs": 0}
+    monkeypatch.setattr(bench_bm25, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    top_k, top_k_many, get_scores = BM25Scorer.top_k, BM25Scorer.top_k_many, BM25Okapi.get_scores
+
+    def cost(side: str, tokens: int, per_token: float) -> None:
+        now[0] += per_token * tokens + (1000.0 if calls[side] == 0 else 0.0)
+        calls[side] += 1
+
+    def ours_one(self, query, k):
+        cost("ours", len(query), 1.0)
+        return top_k(self, query, k)
+
+    def ours_many(self, queries, k):
+        cost("ours", sum(len(q) for q in queries), 1.0)
+        return top_k_many(self, queries, k)
+
+    def theirs(self, query):
+        cost("theirs", len(query), 10.0)
+        return get_scores(self, query)
+
+    monkeypatch.setattr(BM25Scorer, "top_k", ours_one)
+    monkeypatch.setattr(BM25Scorer, "top_k_many", ours_many)
+    monkeypatch.setattr(BM25Okapi, "get_scores", theirs)
+    docs = ["comet tail ion orbit", "bread flour yeast oven", "comet orbit sun", "flour mill wheat"]
+    queries = ["comet tail ion orbit sun", "bread flour yeast oven mill", "comet", "flour"]
+    result = bench_bm25.bench_corpus("tiny", docs, queries, min_time_s=0.0)
+    assert result["rank_bm25_queries"] == 4
+    assert result["speedup_vs_rank_bm25"] == pytest.approx(10.0)
+    assert result["batch_speedup_vs_rank_bm25"] == pytest.approx(10.0)
+
+
+def test_a_nan_score_is_not_hidden_from_max_abs_diff(monkeypatch) -> None:
+    # max_abs_diff (and the top-level max over corpora) was Python's max over the queries' diffs:
+    # a NaN after the first compares false and was dropped, so a query scored NaN read as exact
+    # (until session 55)
+    import math
+
+    from ragroute.evaluation import bench_bm25
+    from ragroute.index.bm25_scoring import BM25Scorer
+
+    get_scores = BM25Scorer.get_scores
+
+    def nan_for_sun(self, query):
+        scores = get_scores(self, query)
+        return np.full_like(scores, np.nan) if "sun" in query else scores
+
+    monkeypatch.setattr(BM25Scorer, "get_scores", nan_for_sun)
+    docs = ["comet tail ion orbit", "bread flour yeast oven", "comet orbit sun", "flour mill wheat"]
+    queries = ["comet", "orbit sun", "flour"]
+    result = bench_bm25.bench_corpus("tiny", docs, queries, min_time_s=0.0)
+    assert math.isnan(result["max_abs_diff"])
+    assert bench_bm25._max_diff([0.0, float("nan"), 1e-15]) != bench_bm25._max_diff([0.0, 1e-15])
+    assert bench_bm25._max_diff([]) == 0.0 and bench_bm25._max_diff([1e-15, 2e-15]) == 2e-15
