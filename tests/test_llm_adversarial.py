@@ -477,3 +477,82 @@ def test_a_timeout_longer_than_a_thread_can_wait_lets_the_call_answer(timeout_s)
     )
     decision = router.route("Where was Ada Brennan born?")
     assert decision.chosen == ["astro"] and decision.decided_by == "llm"
+
+
+# --------------------------------------------------------------------------- the local LLM's settings
+
+
+def _fake_local_llm(monkeypatch, **settings):
+    """A LocalLLM over a fake model (greedy 'Paris' then EOS) and tokenizer: no SmolLM2 loaded."""
+    import torch
+
+    import ragroute.llm.local as local
+
+    class Tokenizer:
+        chat_template = None
+        eos_token_id = 0
+
+        def __call__(self, text, **kwargs):
+            return {"input_ids": torch.ones((1, 3), dtype=torch.long)}
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join("Paris" if int(i) == 5 else "" for i in ids)
+
+    def generate(input_ids, **kwargs):
+        logits = torch.zeros((1, 8))
+        logits[0, 5] = 4.0
+        sequences = torch.cat([input_ids, torch.tensor([[5, 0]])], dim=1)
+        return SimpleNamespace(sequences=sequences, logits=(logits, logits))
+
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=8192), generate=generate)
+    llm = local.LocalLLM(**settings)
+    monkeypatch.setattr(
+        local, "_LOADED", {(str(llm.cache_folder()), llm.cache): (model, Tokenizer(), "cache", 0.1)}
+    )
+    return llm
+
+
+def test_the_local_llm_refuses_a_per_call_setting_it_does_not_apply(monkeypatch):
+    """`stop=[...]` or `max_tokens=3` were taken and ignored until session 55 (the answer went on
+    past the stop sequence, to max_new_tokens): now a one-line error every caller falls back on."""
+    llm = _fake_local_llm(monkeypatch)
+    reply = complete_safely(llm, "What is the capital of France?", temperature=0, seed=1, max_new_tokens=4)
+    assert reply.ok and reply.text == "Paris" and len(reply.logprobs) == 1
+    reply = complete_safely(llm, "What is the capital of France?", stop=["."], max_tokens=3)
+    assert reply.error == (
+        "RagrouteError: SmolLM2-135M-Instruct-Q4_1 takes max_new_tokens, temperature, seed per call, "
+        "not max_tokens, stop"
+    )
+
+
+def test_the_local_llm_sets_its_threads_also_on_a_model_another_loaded(monkeypatch):
+    """Two LocalLLMs share one loaded model; until session 55 only the one that loaded it set torch's
+    threads, and `threads: 1` of the other (a gate's LLM beside `ragroute ask`'s) was ignored."""
+    import torch
+
+    set_to: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    llm = _fake_local_llm(monkeypatch, threads=1)
+    assert llm.complete("q").text == "Paris"
+    assert set_to == [1]
+
+
+def test_the_local_llm_cache_dir_reads_the_home_folder(monkeypatch, tmp_path):
+    """`cache_dir="~/llm"` (or `llm_from_settings` without a config folder) made a folder named "~"
+    in the working folder until session 55."""
+    from ragroute.llm.local import LocalLLM
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert LocalLLM(cache_dir="~/llm").cache_folder() == tmp_path / "llm" / "SmolLM2-135M-Instruct-Q4_1"
+
+
+@pytest.mark.parametrize("logprobs", [["x"], [[-0.1], "x"], [True], [-0.1, [-0.2]]])
+def test_scripted_logprobs_that_no_call_can_read_are_refused_at_load(logprobs):
+    """Accepted until session 55, and every call of the scripted LLM then failed."""
+    from ragroute.errors import RagrouteError
+    from ragroute.llm.settings import llm_from_settings
+
+    with pytest.raises(RagrouteError, match="'logprobs' must be numbers"):
+        llm_from_settings({"kind": "scripted", "default": "Paris", "logprobs": logprobs})
+    llm = llm_from_settings({"kind": "scripted", "default": "Paris", "logprobs": [[-0.1], [-0.2, -0.3]]})
+    assert complete_safely(llm, "q").logprobs == [-0.1]

@@ -139,6 +139,8 @@ _LOAD_LOCK = threading.Lock()
 #: another thread sampled meanwhile, and a cache keyed by the seed kept it) until session 50.
 #: Greedy answers (temperature 0, the default) draw nothing and do not take it.
 _SAMPLING = threading.Lock()
+#: the keyword settings :meth:`LocalLLM.complete` takes per call (any other is refused)
+COMPLETE_SETTINGS = ("max_new_tokens", "temperature", "seed")
 
 
 class LocalLLM(CustomLLM):
@@ -172,7 +174,8 @@ class LocalLLM(CustomLLM):
         }
 
     def cache_folder(self) -> Path:
-        base = Path(self.cache_dir) if self.cache_dir else default_cache_dir() / "llm"
+        # ~/... the home folder (until session 55 a folder named "~" in the working folder)
+        base = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir() / "llm"
         return base / self.model_name
 
     def load(self) -> LocalLLM:
@@ -182,6 +185,12 @@ class LocalLLM(CustomLLM):
         with self._lock:
             if self._model is not None:
                 return self
+            if self.threads:  # also where another LocalLLM loaded the shared model: until session 55
+                # only the LocalLLM that loaded it set torch's threads, and `threads` of the others
+                # was ignored
+                import torch
+
+                torch.set_num_threads(self.threads)
             with _LOAD_LOCK:
                 key = (str(self.cache_folder()), self.cache)
                 if key not in _LOADED:
@@ -193,14 +202,12 @@ class LocalLLM(CustomLLM):
     def _load_weights(self) -> tuple[Any, Any, str, float]:
         """Model, tokenizer, where they came from (``cache`` or ``gguf``) and the seconds it took."""
         try:
-            import torch
+            import torch  # noqa: F401 - said with the install hint where missing
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:  # pragma: no cover - transformers is a core dependency
             raise RagrouteError(f"{INSTALL_HINT} ({exc})") from None
         from ragroute.encode.sentence_transformers import quiet_transformers
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         start = time.perf_counter()
         cached = self.cache_folder()
         with quiet_transformers():  # no weight-loading or de-quantising bars on a user's stderr
@@ -360,6 +367,11 @@ class LocalLLM(CustomLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        unknown = sorted(set(kwargs) - set(COMPLETE_SETTINGS))
+        if unknown:  # until session 55 ignored: `stop=[...]` or `max_tokens=3` answered as if not given
+            raise RagrouteError(
+                f"{self.model_name} takes {', '.join(COMPLETE_SETTINGS)} per call, not {', '.join(unknown)}"
+            )
         text, logprobs, tokens = self.generate(
             prompt,
             max_new_tokens=kwargs.get("max_new_tokens"),

@@ -73,7 +73,25 @@ def check_llm_settings(
     rules = data.get("rules") or {}
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in rules.items()):
         raise RagrouteError(f"{where}: 'rules' must map substrings to replies (strings)")
+    logprobs = data.get("logprobs")
+    if logprobs and not _scripted_logprobs(logprobs):  # until session 55 accepted, and every call failed
+        raise RagrouteError(
+            f"{where}: 'logprobs' must be numbers (one per token) or a list of them per reply, "
+            f"not {logprobs!r}"
+        )
     return kind, data
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scripted_logprobs(values: list[Any]) -> bool:
+    """Whether ``values`` is what :class:`~ragroute.llm.scripted.ScriptedLLM` reads: numbers, or (the
+    first item a list) lists of numbers."""
+    if isinstance(values[0], list):
+        return all(isinstance(row, list) and all(_number(v) for v in row) for row in values)
+    return all(_number(v) for v in values)
 
 
 def check_llm_reference(reference: str, where: str, base: Path | None = None) -> Any:
