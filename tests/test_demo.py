@@ -216,3 +216,28 @@ def test_a_routing_file_without_corpora_gets_the_demos_own_message(tmp_path):
         assert result.output == (
             f"error: {path} needs 'corpora:' and 'index_dir:' for the demo to build indexes\n"
         ), result.output
+
+
+def test_a_reranker_folder_without_a_published_build_is_no_reranker(tmp_path, hashing_encoder, capsys):
+    """Until session 55 any folder at rerank/default (an interrupted `rerank train` leaves one with
+    only a temporary build) was loaded as the reranker: the demo stopped with "reranker model
+    rerank/default cannot be loaded" after its whole routing part instead of saying none was built."""
+    unpublished = tmp_path / "rerank" / "default"
+    (unpublished / "builds" / ".tmp-interrupted").mkdir(parents=True)
+    demo.skills_step(CORPORA / "skills", hashing_encoder, 3, reranker=unpublished)
+    out = capsys.readouterr().out
+    assert "no reranker (rerank/default not built)" in out
+    assert out.count("skill task: ") == len(demo.SKILL_TASKS)
+
+
+def test_the_demo_run_elsewhere_says_where_its_corpora_are(tmp_path, monkeypatch):
+    """`cd /tmp && ragroute demo` said only "cannot read routing config corpora/routing.yaml: No
+    such file or directory" (until session 55), not that its paths are relative to where it runs,
+    nor where the sample corpora are."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: --routing corpora/routing.yaml: no such file (paths are relative to where you run); "
+        f"run the demo in {ROOT}, which holds corpora/\n"
+    ), result.output

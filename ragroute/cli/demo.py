@@ -70,6 +70,14 @@ def check_targets(folders: list[Path]) -> None:
             pass
 
 
+def _run_where() -> str:
+    """Where the sample corpora are, when this ragroute runs from a checkout that holds them."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / DEFAULT_ROUTING).is_file():
+        return f"; run the demo in {checkout}, which holds corpora/"
+    return "; run the demo in the ragroute checkout, which holds corpora/"
+
+
 def read_queries(path: Path) -> list[dict[str, Any]]:
     """The demo queries of ``path``, each checked to have an ``_id`` and a ``text`` (a one-line error
     naming the line otherwise); read before any index is built (until session 44 a row without
@@ -195,6 +203,9 @@ def demo_command(
     # the demo's own requirement is checked on the raw file first: until session 44 a config without
     # 'corpora:' got the config reader's "expected a 'sources:' mapping" (and one without
     # 'index_dir:' its "'corpora:' needs 'index_dir:'") instead of this message
+    if not routing_file.exists():  # until session 55 "cannot read routing config ...: No such file
+        # or directory", not that the default paths are relative to where the demo runs
+        raise RagrouteError(f"--routing {routing_file}: no such file{RELATIVE}{_run_where()}")
     raw = read_yaml(routing_file, "routing config")
     if isinstance(raw, dict) and ("corpora" not in raw or "index_dir" not in raw):
         raise RagrouteError(f"{routing_file} needs 'corpora:' and 'index_dir:' for the demo to build indexes")
@@ -248,10 +259,14 @@ def skills_step(catalogue_path: Path, encoder: Any, k: int, reranker: Path | Non
     tasks got the skill they were written for first."""
     from ragroute.skills import load_catalogue
     from ragroute.skills.router import SkillRouter
+    from ragroute.store.artifact import artifact_exists
 
     start = time.perf_counter()
     catalogue = load_catalogue(catalogue_path)
-    use_reranker = reranker is not None and Path(reranker).exists()
+    # a published reranker, as cli/options.py looks for the default one: until session 55 any folder (an
+    # interrupted `rerank train` leaves one without a build) was loaded, and the demo stopped with
+    # "reranker model rerank/default cannot be loaded" after the whole routing part
+    use_reranker = reranker is not None and artifact_exists(reranker)
     router = SkillRouter(catalogue, str(reranker) if use_reranker else None, encoder=encoder)
     click.echo(
         f"\nskills: {len(catalogue)} skills from {catalogue_path} ({catalogue.kind}), indexed in "
