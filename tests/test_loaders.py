@@ -1387,3 +1387,42 @@ def test_a_folder_table_row_with_more_or_fewer_cells_than_its_header_is_named(tm
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_text_folder(tmp_path)[0].metadata["rows"] == [["lamp", "1,299.00"]]
+
+
+def test_a_beir_query_with_no_text_to_search_is_a_bad_line_naming_file_and_line(beir_folder: Path) -> None:
+    """An empty or invisible query loaded, and `ragroute eval` stopped at it with "query is empty
+    or whitespace only", naming neither file nor line, with or without --strict (until session 55)."""
+    path = beir_folder / "queries.jsonl"
+    with path.open("a") as fh:
+        fh.write('{"_id": "q4", "text": ""}\n{"_id": "q5", "text": "\\u200b"}\n{"_id": "q6", "text": null}\n')
+    report = LoadReport()
+    with pytest.warns(
+        CorpusWarning, match=r"skipped 3 bad lines in .* \(lines 4, 5, 6; line 4: 'text' is empty"
+    ):
+        queries = load_beir_queries(path, report=report)
+    assert [q.id for q in queries] == ["q1", "q2", "q3"] and report.n_skipped == 3
+    with pytest.raises(
+        CorpusFormatError, match=r"queries\.jsonl line 4: 'text' is empty or whitespace only$"
+    ):
+        load_beir(beir_folder, on_error="raise")
+
+
+def test_a_labels_text_no_router_can_take_names_its_file_and_line(tmp_path: Path) -> None:
+    """An invisible (or over-long) LABELS text loaded, and `bench route-labels` stopped at it naming
+    no line (until session 55)."""
+    from ragroute.loaders.labels import load_labels
+
+    path = tmp_path / "dev.jsonl"
+    path.write_text(
+        '{"_id": "1", "text": "hi", "label": "no"}\n{"_id": "2", "text": "\\u200b", "label": "no"}\n'
+    )
+    with pytest.raises(CorpusFormatError, match=r"dev\.jsonl line 2: 'text' has no visible characters"):
+        load_labels(path)
+
+
+def test_a_hipporag_file_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
+    """A RecursionError traceback until session 55 (the JSONL loaders said "nested too deeply")."""
+    path = tmp_path / "corpus.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(CorpusFormatError, match=r"corpus\.json: invalid JSON \(nested too deeply\)$"):
+        load_hipporag_corpus(path)

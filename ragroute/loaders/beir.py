@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.display import counted
-from ragroute.errors import CorpusFormatError, has_visible_text
+from ragroute.errors import CorpusFormatError, InvalidQueryError, check_query, has_visible_text
 from ragroute.loaders.common import (
     BadRecord,
     CorpusWarning,
@@ -172,8 +172,16 @@ def load_beir_corpus(
 
 
 def beir_query(row: dict[str, Any]) -> Query:
-    """Convert one query row ``{"_id", "text", "metadata"}``; :class:`BadRecord` if malformed."""
-    return Query(id=record_id(row, "_id"), text=_required_text(row), metadata=_metadata(row))
+    """Convert one query row ``{"_id", "text", "metadata"}``; :class:`BadRecord` if malformed, or if
+    its text is no query (:func:`~ragroute.errors.check_query`: empty, invisible, too long). Until
+    session 55 such a query loaded, and ``ragroute eval`` stopped at it with "query is empty or
+    whitespace only", naming neither file nor line, whatever ``--strict`` said."""
+    query_id, text = record_id(row, "_id"), _required_text(row)
+    try:
+        check_query(text, "'text'")
+    except InvalidQueryError as exc:
+        raise BadRecord(str(exc)) from None
+    return Query(id=query_id, text=text, metadata=_metadata(row))
 
 
 def load_beir_queries(

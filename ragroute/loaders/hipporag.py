@@ -46,6 +46,8 @@ def read_json_array(path: str | Path, repeats: RepeatedKeys | None = None) -> li
         value = parse_json(text, repeats)
     except json.JSONDecodeError as exc:
         raise CorpusFormatError(f"{source} line {exc.lineno}: invalid JSON ({json_error(exc)})") from None
+    except RecursionError:  # thousands of nested [ or {: a RecursionError traceback until session 55
+        raise CorpusFormatError(f"{source}: invalid JSON (nested too deeply)") from None
     except BadRecord as exc:
         raise CorpusFormatError(f"{source}: {exc}") from None
     if not isinstance(value, list):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import CorpusFormatError
+from ragroute.errors import CorpusFormatError, InvalidQueryError, check_query
 from ragroute.loaders.common import BadRecord, IdRegistry, record_id
 from ragroute.loaders.jsonl import read_records
 
@@ -42,6 +42,10 @@ def labelled_record(row: dict[str, Any]) -> LabelledRecord:
         raise BadRecord(f"'text' must be a string, got {type(text).__name__}")
     if not text or not text.strip():
         raise BadRecord("missing or empty 'text'")
+    try:  # invisible or too long: `bench route-labels` stopped at it naming no line until session 55
+        check_query(text, "'text'")
+    except InvalidQueryError as exc:
+        raise BadRecord(str(exc)) from None
     label = row.get("label")
     labels = label if isinstance(label, list) else [label]
     if not labels or not all(isinstance(item, str) and item.strip() for item in labels):
