@@ -333,6 +333,50 @@ def test_merged_lora_equals_the_low_rank_update() -> None:
             merge_lora(net, tensors, scales, "test")
 
 
+def test_a_merged_adapter_refuses_what_training_never_writes_and_merges_mixed_floats() -> None:
+    """Until session 55 the matrices of a layer missing from 'scales' were skipped, NaN or infinite
+    matrices and a scale other than alpha / rank were merged, all without a word, and matrices of
+    two float dtypes raised torch's RuntimeError (a traceback out of the expert set)."""
+    import torch
+
+    from ragroute.experts.encoder import merge_lora
+
+    a = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
+    b = np.arange(6, dtype=np.float32).reshape(3, 2) / 10
+
+    def net() -> torch.nn.Sequential:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(3, 3, bias=False))
+
+    for tensors, scales, expected, said in [
+        ({"0.A": a, "0.B": b, "1.A": a[:, :3], "1.B": b}, {"0": 2.0}, None, "'1.A' is of no layer"),
+        ({"0.A": a, "0.B": b, "stray": a}, {"0": 2.0}, None, "'stray' is of no layer"),
+        ({"0.A": np.full_like(a, np.nan), "0.B": b}, {"0": 2.0}, None, "holds numbers that are not finite"),
+        ({"0.A": a, "0.B": np.full_like(b, np.inf)}, {"0": 2.0}, None, "holds numbers that are not finite"),
+        ({"0.A": a, "0.B": b}, {"0": 4.0}, 2.0, "has scale 4.0, not its alpha / rank (2.0)"),
+    ]:
+        model = net()
+        before = model[0].weight.detach().clone()
+        with pytest.raises(RagrouteError, match=re.escape(said)):
+            if expected is None:
+                merge_lora(model, tensors, scales, "x")
+            else:
+                merge_lora(model, tensors, scales, "x", expected_scale=expected)
+        assert torch.equal(model[0].weight, before)
+    model, mixed = net(), net()
+    merge_lora(model, {"0.A": a, "0.B": b}, {"0": 2.0}, "x")
+    merge_lora(mixed, {"0.A": a.astype(np.float16), "0.B": b.astype(np.float64)}, {"0": 2.0}, "x")
+    assert torch.allclose(mixed[0].weight, model[0].weight, atol=1e-3)
+    assert mixed[0].weight.dtype == torch.float32
+
+
+def test_lora_scale_is_alpha_over_rank_where_both_are_recorded() -> None:
+    from ragroute.experts.encoder import lora_scale
+
+    assert lora_scale({"rank": 8, "alpha": 16, "scales": {}}) == 2.0
+    assert lora_scale({"scales": {}}) is None and lora_scale({"rank": 0, "alpha": 16}) is None
+
+
 def test_expert_set_shares_one_index_and_reports_experts_that_fail(trained_expert: Path, minilm) -> None:
     specs = [
         ExpertSpec("base", "base"),
@@ -1142,6 +1186,35 @@ def test_an_adapter_whose_files_cannot_be_read_is_one_line(tmp_path: Path, files
     message = str(info.value)
     assert reason in message and "train it again with `ragroute expert train`" in message
     assert "\n" not in message and str(tmp_path / "x") in message
+
+
+def test_a_missing_adapter_file_is_named_and_the_expert_left_out(tmp_path: Path) -> None:
+    """safetensors' FileNotFoundError names no file: until session 55 a build without its
+    adapter.safetensors was "file ? of the published build is missing"."""
+    from ragroute.errors import ArtifactFormatError
+    from ragroute.experts.encoder import load_expert_encoder
+    from ragroute.store import write_artifact
+
+    base = HashingEncoder(dim=384, model_id="sentence-transformers/all-MiniLM-L6-v2")
+    with write_artifact(tmp_path / "x", "expert", "query-lora", params={"base": base.model_id}) as build:
+        (build.path / "adapter.json").write_text('{"rank": 8, "alpha": 16, "scales": {"l": 2.0}}')
+    with pytest.raises(ArtifactFormatError) as info:
+        load_expert_encoder(tmp_path / "x", base)
+    assert str(info.value) == f"{tmp_path / 'x'}: file adapter.safetensors of the published build is missing"
+    experts = ExpertSet([ExpertSpec("base", "base"), ExpertSpec("x", "adapter", str(tmp_path / "x"))], base)
+    assert experts.names == ["base"] and "adapter.safetensors" in experts.problems[0].error
+
+
+def test_an_expert_encoding_queries_as_the_base_does_is_not_counted_as_another_encoder(monkeypatch) -> None:
+    """A dense expert of the base model itself (another object, the same cache key): its queries
+    reuse the base vector, but until session 55 ``query_encoders`` counted it (by object)."""
+    base = HashingEncoder()
+    monkeypatch.setattr("ragroute.encode.load.load_encoder", lambda *_a, **_k: HashingEncoder())
+    experts = ExpertSet([ExpertSpec("base", "base"), ExpertSpec("again", "dense", "test/hashing")], base)
+    context = QueryContext("comet nebula")
+    context.vector(base), context.vector(experts.encoders["again"])
+    assert len(context.encoders_used) == 1
+    assert experts.query_encoders(["base", "again"]) == [] == experts.query_encoders(["again"])
 
 
 def test_pilot_mode_mean_scores_an_expert_by_its_mean_pilot_similarity() -> None:

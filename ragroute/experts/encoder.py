@@ -149,17 +149,31 @@ def check_expert_base(
         )
 
 
-def merge_lora(transformer: Any, tensors: dict[str, np.ndarray], scales: Any, where: str) -> int:
+def merge_lora(
+    transformer: Any,
+    tensors: dict[str, np.ndarray],
+    scales: Any,
+    where: str,
+    *,
+    expected_scale: float | None = None,
+) -> int:
     """Add ``scale * B @ A`` to the weight of every adapted linear layer; returns how many were merged.
     An adapter whose scales or matrices are not what training writes (a mapping of layer names to
-    finite numbers; 2-D float matrices that multiply) is one :class:`RagrouteError`, not a
-    traceback from inside torch (the expert set then reports and excludes the expert)."""
+    finite numbers, each ``expected_scale`` where given: alpha / rank, as peft scales; 2-D float
+    matrices that multiply, to finite numbers; no matrices of a layer without a scale) is one
+    :class:`RagrouteError`, not a traceback from inside torch (the expert set then reports and
+    excludes the expert)."""
     import torch
 
     if not isinstance(scales, dict) or not scales:
         raise RagrouteError(
             f"{where}: adapter 'scales' must map layer names to numbers, not {scales!r}"[:200]
         )
+    # until session 55 the matrices of a layer missing from 'scales' were left out without a word
+    # (the expert served queries without that layer's update)
+    unscaled = sorted(name for name in tensors if not name.endswith((".A", ".B")) or name[:-2] not in scales)
+    if unscaled:
+        raise RagrouteError(f"{where}: adapter matrix {unscaled[0]!r} is of no layer its 'scales' name")
     modules = dict(transformer.named_modules())
     merged = 0
     for module_name, scale in scales.items():
@@ -169,6 +183,11 @@ def merge_lora(transformer: Any, tensors: dict[str, np.ndarray], scales: Any, wh
             raise RagrouteError(f"{where}: adapter layer {module_name!r} does not match the base model")
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
             raise RagrouteError(f"{where}: adapter layer {module_name!r} has scale {scale!r}, not a number")
+        if expected_scale is not None and not np.isclose(scale, expected_scale, rtol=1e-6, atol=0.0):
+            raise RagrouteError(
+                f"{where}: adapter layer {module_name!r} has scale {scale!r}, not its alpha / rank "
+                f"({expected_scale!r})"
+            )
         if (
             a.ndim != 2
             or b.ndim != 2
@@ -180,16 +199,33 @@ def merge_lora(transformer: Any, tensors: dict[str, np.ndarray], scales: Any, wh
                 f"{where}: adapter layer {module_name!r} has matrices B {b.shape} {b.dtype} and "
                 f"A {a.shape} {a.dtype}, not two float matrices B @ A"
             )
-        delta = torch.from_numpy(b) @ torch.from_numpy(a) * float(scale)
+        # in the weight's dtype: until session 55 matrices of two float dtypes (float16 and float32)
+        # raised torch's "expected m1 and m2 to have the same dtype" out of the expert set
+        dtype = module.weight.dtype
+        delta = torch.from_numpy(b).to(dtype) @ torch.from_numpy(a).to(dtype) * float(scale)
         if tuple(delta.shape) != tuple(module.weight.shape):
             raise RagrouteError(
                 f"{where}: adapter layer {module_name!r} has shape {tuple(delta.shape)}, "
                 f"the base model {tuple(module.weight.shape)}"
             )
+        if not bool(torch.isfinite(delta).all()):  # NaN or infinity was merged, silently, until session 55
+            raise RagrouteError(f"{where}: adapter layer {module_name!r} holds numbers that are not finite")
         with torch.no_grad():
             module.weight += delta
         merged += 1
     return merged
+
+
+def lora_scale(config: Mapping[str, Any]) -> float | None:
+    """``alpha / rank``, the scale peft gives every layer of a plain LoRA adapter (what training
+    records per layer), when ``config`` (``adapter.json``) records both as positive numbers."""
+    numbers: list[float] = []
+    for value in (config.get("rank"), config.get("alpha")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            return None
+        numbers.append(float(value))
+    rank, alpha = numbers
+    return alpha / rank if rank > 0 else None
 
 
 def load_expert_encoder(
@@ -237,12 +273,15 @@ def load_expert_encoder(
             path, base, str(document_encoder.model_id), weights_of(document_encoder), "the document encoder"
         )
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load as load_tensors
 
         try:  # files that pass their checksums but were damaged before (or written by something else)
             config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
             scales = config["scales"]
-            tensors = load_file(str(folder / ADAPTER_FILE))
+            # read here: safetensors' own FileNotFoundError names no file, so a missing adapter file
+            # was "file ? of the published build is missing" until session 55
+            tensors = load_tensors((folder / ADAPTER_FILE).read_bytes())
+            expected_scale = lora_scale(config)
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, SafetensorError) as exc:
             reason = error_summary(exc, 200)
             raise ModelNotFoundError(
@@ -256,7 +295,7 @@ def load_expert_encoder(
                 path, base, resolved.model_id, resolved.content_digest(), "its base model's folder"
             )
         model = load_sentence_transformer(resolved.path)
-        merge_lora(model[0].auto_model, tensors, scales, str(path))
+        merge_lora(model[0].auto_model, tensors, scales, str(path), expected_scale=expected_scale)
         model.eval()
         return QueryAdapterEncoder(model, document_encoder, manifest.name or path.name, manifest.build, base)
 

@@ -105,8 +105,11 @@ class ExpertSet:
         keys = set()
         for name in names:
             encoder = self.encoders.get(name)
-            if encoder is not None and encoder is not self.base_encoder:
+            if encoder is not None:
                 keys.add(encoder_key(encoder))
+        # by key, as the contexts cache vectors: until session 55 a dense expert of the base model
+        # itself (another object, the same key) was counted though its queries reuse the base vector
+        keys.discard(encoder_key(self.base_encoder))
         return sorted(keys)
 
     def sources(
