@@ -90,10 +90,19 @@ def check_booleans(values: Any, what: str, meaning: str, hint: str = "") -> list
     ``WHAT must hold booleans (True: MEANING), got VALUE[: HINT]``: ``bool("no")`` is True, so a
     label string would silently mean True."""
     flags = check_batch(values, what)
-    wrong = next((f for f in flags if not isinstance(f, (bool, np.bool_, int, np.integer))), None)
-    if wrong is not None:
-        raise RagrouteError(f"{what} must hold booleans (True: {meaning}), got {wrong!r}{hint}")
+    # a null (None) and integers other than 0 and 1 too: until session 55 None passed as False (the
+    # None ``next`` returned for "nothing wrong" hid it) and a 2 or -1 as True
+    for flag in flags:
+        if not _is_flag(flag):
+            raise RagrouteError(f"{what} must hold booleans (True: {meaning}), got {flag!r}{hint}")
     return flags
+
+
+def _is_flag(value: Any) -> bool:
+    """Whether ``value`` is a boolean (Python's or numpy's) or the integer 0 or 1."""
+    if isinstance(value, (bool, np.bool_)):
+        return True
+    return isinstance(value, (int, np.integer)) and value in (0, 1)
 
 
 def check_path(value: Any, needs: str) -> Any:
@@ -401,11 +410,13 @@ def lone_surrogate(value: Any) -> str | None:
                 if 0xDC80 <= code <= 0xDCFF:
                     return f"undecodable byte 0x{code - 0xDC00:02x} at character {exc.start + 1} (not UTF-8)"
                 return f"lone surrogate U+{code:04X} at character {exc.start + 1}"
+        # pushed last first, so the first one written is found first (until session 55 the last
+        # string of a list was read first, and a message named a later lone surrogate)
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            for key, child in reversed(list(item.items())):
+                stack.extend((child, key))
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            stack.extend(reversed(item))
     return None
 
 
@@ -561,10 +572,11 @@ def number_text_hint(value: Any) -> str:
 def error_summary(exc: BaseException, limit: int = 300) -> str:
     """``Type: message`` on one line, at most ``limit`` characters: how a failure a stage kept going
     past (a source, a gate, a reranker, an LLM call) is written into a trace."""
-    text = f"{type(exc).__name__}: {one_line(str(exc))}"[:limit]
+    text = f"{type(exc).__name__}: {one_line(str(exc))}"
     # a lone surrogate in the message (undecodable bytes an error quotes) as a \udXXX escape: the
-    # trace it goes in is printed and written as UTF-8 (`ragroute ask --json` raised on one)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    # trace it goes in is printed and written as UTF-8 (`ragroute ask --json` raised on one); cut
+    # after escaping (until session 55 before, and each escape made the line 5 characters longer)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
 
 
 def first_line(exc: BaseException) -> str:

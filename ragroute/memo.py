@@ -33,7 +33,10 @@ class RetrieverMemo(Generic[T]):
     def get(self, key: Hashable, retrievers: Sequence[Any]) -> T | None:
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None and all(ref() is r for ref, r in zip(entry[0], retrievers)):
+        # as many retrievers too: zip stopped at the shorter list until session 55
+        if entry is None or len(entry[0]) != len(retrievers):
+            return None
+        if all(ref() is r for ref, r in zip(entry[0], retrievers)):
             return entry[1]
         return None
 

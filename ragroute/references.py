@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +47,8 @@ def _parts(reference: str, where: str, what: str, base: Path | None) -> tuple[st
     if not module_name.endswith(".py"):
         return module_name, attribute, None
     # ~/... the home folder, as every path a config names (until session 54 <folder>/~/x.py)
-    path = ((base or Path.cwd()) / Path(module_name).expanduser()).resolve()
+    # os.path's expanduser: pathlib's raised RuntimeError for an unknown ~user until session 55
+    path = ((base or Path.cwd()) / os.path.expanduser(module_name)).resolve()
     if not path.is_file():
         raise RagrouteError(f"{where}: {what} file {path} does not exist")
     return module_name, attribute, path

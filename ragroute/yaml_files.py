@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,9 @@ def path_beside(config: Path, value: Any, *, resolve: bool = True) -> Path:
     routing config's or corpora file's ``~/idx`` read ``<its folder>/~/idx``, where a CLI defaults
     file already expanded it), an absolute path as it is; resolved unless ``resolve`` is false (a
     file whose own paths are read beside it, which may itself be a link)."""
-    path = config.parent / Path(str(value)).expanduser()
+    # os.path's expanduser: pathlib's raised RuntimeError (a traceback) for a ~user that is not one
+    # until session 55; this one leaves ``~nobody/idx`` as written, as a shell does
+    path = config.parent / os.path.expanduser(str(value))
     return path.resolve() if resolve else path
 
 
@@ -214,7 +217,9 @@ def parse_yaml(
         raise YamlProblem(f"invalid YAML ({one_line(str(exc))})") from None
     except RecursionError:
         raise YamlProblem("invalid YAML (nested too deeply)") from None
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a value YAML cannot build
+    # a value YAML cannot build; LookupError too: ``!!bool maybe`` (KeyError) and an empty ``!!int``
+    # (IndexError) were tracebacks until session 55
+    except (ValueError, TypeError, AttributeError, OverflowError, LookupError) as exc:
         reason = one_line(str(exc)) or type(exc).__name__
         raise YamlProblem(f"invalid YAML value ({reason})") from None
     check_tree(value)
@@ -231,7 +236,9 @@ def check_tree(value: Any) -> None:
     on_path: set[int] = set()
 
     def size(node: Any) -> int:
-        if not isinstance(node, (dict, list)):
+        # a tuple too (``!!pairs`` and ``!!omap`` build lists of them): until session 55 aliases
+        # nested in them were not counted, and lone_surrogate walked billions of values
+        if not isinstance(node, (dict, list, tuple)):
             return 1
         key = id(node)
         if key in sizes:

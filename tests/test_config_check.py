@@ -1643,6 +1643,44 @@ def test_a_path_under_the_home_folder_is_read_there(tmp_path, monkeypatch):
     assert [spec.path for spec in load_corpus_specs(corpora)] == [home / "docs"]
 
 
+def test_a_path_under_an_unknown_users_home_is_one_line(tmp_path):
+    """`~nosuchuser/...` (a home folder of no user) raised pathlib's RuntimeError, a traceback, from
+    `config check`, loading and a factory file until session 55; it is read as written, as a shell
+    leaves it, and named as missing."""
+    from ragroute.references import import_reference, locate_reference
+    from ragroute.yaml_files import path_beside
+
+    user = "~ragroute-no-such-user-55"
+    assert path_beside(tmp_path / "r.yaml", f"{user}/idx") == tmp_path / user / "idx"
+    config = tmp_path / "routing.yaml"
+    sources = f"sources:\n  sky: {{index: {user}/idx, description: comets}}\n"
+    config.write_text(sources + "router: {kind: fixed}\n")
+    result = check(config)
+    assert result.exit_code == 1 and not isinstance(result.exception, RuntimeError), result.output
+    assert any(f"{user}/idx does not exist" in line for line in error_lines(result)), result.stderr
+    for find in (import_reference, locate_reference):
+        with pytest.raises(RagrouteError, match=f"factory file .*{user}/make.py does not exist"):
+            find(f"{user}/make.py:make", "r.yaml", base=tmp_path)
+    from ragroute.route.factories import RouterBuild
+
+    # a router setting's path and a CLI defaults file's path likewise (tracebacks until session 55)
+    resolved = RouterBuild([], None, base=tmp_path).resolve(f"{user}/x.jsonl")
+    assert resolved == (tmp_path / user / "x.jsonl").resolve()
+    from ragroute.cli.options import _in
+
+    assert _in(tmp_path, f"{user}/idx") == tmp_path / user / "idx"
+
+
+@pytest.mark.parametrize("value", ["!!bool maybe", "!!int"])
+def test_a_rules_file_value_yaml_cannot_build_is_one_line(value):
+    """`!!bool maybe` raised KeyError and an empty `!!int` IndexError out of the rules' YAML reader
+    (tracebacks) until session 55."""
+    from ragroute.route.policy import load_yaml
+
+    with pytest.raises(RagrouteError, match="invalid YAML value"):
+        load_yaml(f"a: {value}\n", "rules.yaml")
+
+
 @pytest.mark.parametrize(
     "router",
     [

@@ -134,3 +134,12 @@ def test_skill_folder_and_side_file_names_that_are_not_utf8_are_skipped_and_said
     skill = catalogue[0]
     assert skill.metadata["files_skipped"] == ["n\\xf6tes.md (the file name is not valid UTF-8)"]
     assert lone_surrogate([skill.id, skill.body, skill.metadata]) is None
+
+
+def test_lone_surrogate_names_the_first_one_written():
+    """The last string of a list (and of a mapping) was read first until session 55, and the
+    message named a later lone surrogate than the first."""
+    assert lone_surrogate(["a\ud800", "bc\udc80"]) == "lone surrogate U+D800 at character 2"
+    assert lone_surrogate({"k": ["\ud801"], "\ud802": "x"}) == "lone surrogate U+D801 at character 1"
+    assert lone_surrogate({"\ud803": ["\ud801"]}) == "lone surrogate U+D803 at character 1"
+    assert lone_surrogate([["ok", ("\udcff",)], "\ud800"]).startswith("undecodable byte 0xff")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import warnings
 
 import numpy as np
@@ -1051,6 +1052,17 @@ def test_a_gate_selection_refuses_bad_arguments_in_one_line(encoder, arguments, 
     arguments = {"retrieve": FLAGS, **arguments}
     with pytest.raises(RagrouteError, match=said):
         select_gate(TEXTS, encoder=encoder, **arguments)
+
+
+@pytest.mark.parametrize("flag", [None, 2, -1, np.int64(2)])
+def test_retrieve_flags_refuse_a_null_and_counts_other_than_0_and_1(flag):
+    """Until session 55 a None label passed as False (the None that said "nothing wrong" hid it) and
+    a 2 or -1 as True: booleans or 0/1 only, as the docstring says."""
+    from ragroute.gate.trained import check_flags
+
+    assert check_flags([True, False, 1, 0, np.bool_(True), np.int64(0)]) == [True, False, 1, 0, True, 0]
+    with pytest.raises(RagrouteError, match=rf"^retrieve must hold booleans .*got {re.escape(repr(flag))}"):
+        check_flags([True, flag, False])
 
 
 def test_a_gate_selection_on_two_examples_of_a_kind_says_there_are_too_few(encoder):

@@ -348,6 +348,16 @@ def test_an_error_message_that_is_not_valid_text_is_escaped_in_the_trace():
     assert "ConnectionError: \\ud800 reset" in decision.reason
 
 
+def test_an_error_summary_with_escapes_keeps_to_its_limit():
+    """Until session 55 the message was cut to ``limit`` before its lone surrogates were escaped,
+    each escape 5 characters longer: 40 of them made a 160-character line 360."""
+    from ragroute.errors import error_summary
+
+    summary = error_summary(ValueError("\udcff" * 200), 160)
+    assert len(summary) == 160 and summary.startswith("ValueError: \\udcff")
+    assert error_summary(ValueError("x" * 500), 40) == "ValueError: " + "x" * 28
+
+
 @pytest.mark.parametrize("blank", ["\u200b", "\x00\x01", " \ufeff\u200b "])
 def test_an_answerer_answering_only_invisible_characters_gave_no_answer(bm25, blank):
     # it was the step's answer, filled in for #1 ("Which river flows through \u200b?") and the run's

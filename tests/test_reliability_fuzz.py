@@ -128,6 +128,8 @@ def test_json_escape_of_half_a_surrogate_pair_is_a_bad_record(tmp_path):
         ("a: 2001-02-30\n", "invalid YAML value"),
         ("a: !!int x\n", "invalid YAML value"),
         ("a: !!timestamp x\n", "invalid YAML value"),
+        ("a: !!bool maybe\n", "invalid YAML value"),  # a KeyError traceback until session 55
+        ("a: !!int\n", "invalid YAML value"),  # an IndexError traceback until session 55
         ("a: &a [*a]\n", "an alias refers to a value that contains it"),
         ("[" * 5000 + "]" * 5000, "invalid YAML"),
         ('a: "\\ud800"\n', "invalid YAML"),
@@ -152,6 +154,20 @@ def test_yaml_alias_bombs_are_refused():
     assert MAX_YAML_VALUES < 10**9
     with pytest.raises(YamlProblem, match="aliases expand it"):
         parse_yaml("\n".join(lines))
+
+
+@pytest.mark.parametrize("tag", ["!!pairs", "!!omap"])
+def test_yaml_alias_bombs_inside_pairs_are_refused(tag):
+    """``!!pairs`` and ``!!omap`` build lists of tuples, and the expansion check did not look into
+    tuples until session 55: 10**7 values passed it (and lone_surrogate walked all of them)."""
+    from ragroute.yaml_files import YamlProblem, parse_yaml
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 7):
+        lines.append(f"a{i}: &a{i} {tag} [{', '.join(f'{{k{j}: *a{i - 1}}}' for j in range(10))}]")
+    with pytest.raises(YamlProblem, match="aliases expand it"):
+        parse_yaml("\n".join(lines))
+    assert parse_yaml(f"p: {tag} [{{a: 1}}, {{b: [2]}}]") == {"p": [("a", 1), ("b", [2])]}
 
 
 def test_openapi_and_mcp_schemas_with_odd_types_load(tmp_path):

@@ -216,6 +216,22 @@ def test_the_fitted_scales_are_memoised_per_seed(small_docs, hashing_encoder, mo
     assert {n: s.raw_knots for n, s in zero.items()} != {n: s.raw_knots for n, s in first.items()}
 
 
+def test_a_memo_entry_is_found_only_over_as_many_retrievers():
+    """``get`` compared the retrievers with zip, which stops at the shorter list: an entry put over
+    [a, b] was handed back for [a] (and for [a, b, c]) until session 55."""
+    from ragroute.memo import RetrieverMemo
+
+    class Retriever:
+        pass
+
+    a, b, c = Retriever(), Retriever(), Retriever()
+    memo: RetrieverMemo[str] = RetrieverMemo()
+    memo.put("key", [a, b], "over a and b")
+    assert memo.get("key", [a, b]) == "over a and b"
+    assert memo.get("key", [a]) is None and memo.get("key", [a, b, c]) is None
+    assert memo.get("key", [b, a]) is None
+
+
 def test_the_memo_tells_an_encoders_weights_apart(small_docs, hashing_encoder, monkeypatch):
     """The scales were memoised by the encoder's model id alone until session 50: the same model
     retrained in place (other weights, ``cache_variant``), or on another backend, was handed the

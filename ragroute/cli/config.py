@@ -3,6 +3,7 @@ defaults file without loading a model; print what it resolves to and one line pe
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +256,7 @@ def _beside(folder: Path, value: Any, kind: click.Path | BesideConfigFile) -> An
         return kind.beside(folder, value)
     if kind.allow_dash and value == "-":
         return value
-    return str(folder / Path(value).expanduser())
+    return str(folder / os.path.expanduser(value))
 
 
 def _value_problem(param: click.Parameter, value: Any) -> str | None:

@@ -60,7 +60,9 @@ class BesideConfigFile(click.types.StringParamType):
 
 
 def _in(folder: Path, value: str) -> Path:
-    return folder / Path(value).expanduser()  # an absolute value (or ~/...) stays what it is
+    # an absolute value (or ~/...) stays what it is; os.path's expanduser leaves a ~user that is no
+    # user as written (pathlib's raised RuntimeError, a traceback, until session 55)
+    return folder / os.path.expanduser(value)
 
 
 class NameOrPath(BesideConfigFile):

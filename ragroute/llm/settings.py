@@ -13,6 +13,7 @@ cannot be imported or returns no LLM, fail in one line. Relative paths (``cache_
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -133,5 +134,5 @@ def llm_from_settings(
         raise RagrouteError(f"{where}: {INSTALL_HINT}")
     if data.get("cache_dir") and base is not None:
         # ~/... the home folder, as every path a config names (until session 51 <folder>/~/...)
-        data["cache_dir"] = str((base / Path(str(data["cache_dir"])).expanduser()).resolve())
+        data["cache_dir"] = str((base / os.path.expanduser(str(data["cache_dir"]))).resolve())
     return LocalLLM(**data)

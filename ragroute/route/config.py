@@ -119,7 +119,7 @@ class RoutingConfig:
         (relative to the file), else ``None``: the per-user cache folder
         (:func:`ragroute.encode.resolve.default_cache_dir`)."""
         if override is not None:
-            return Path(override).expanduser()
+            return Path(os.path.expanduser(override))
         value = self.encoder_settings()["cache_dir"]
         return self.resolve(value) if value is not None else None
 

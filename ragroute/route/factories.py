@@ -8,6 +8,7 @@ encoder, and how to resolve paths relative to the config).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,7 @@ class RouterBuild:
         """A path a router or gate setting names, as every path of the config is read (and as
         ``config check`` reads it): relative to the config's folder, ``~/...`` the home folder
         (until session 51 ``examples: ~/labels.jsonl`` read ``<folder>/~/labels.jsonl``)."""
-        return (self.base / Path(str(relative)).expanduser()).resolve()
+        return (self.base / os.path.expanduser(str(relative))).resolve()  # ~nobody as written
 
 
 def build_router(kind: str, settings: Mapping[str, Any], build: RouterBuild) -> Router:

@@ -114,7 +114,8 @@ def load_yaml(text: str, source: str) -> Any:
         raise PolicyError(f"invalid YAML: {str(exc).splitlines()[0]}", source=source) from None
     except RecursionError:
         raise PolicyError("invalid YAML: nested too deeply", source=source) from None
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a value YAML cannot build
+    # LookupError too: `!!bool maybe` (KeyError), an empty `!!int` (IndexError), until session 55 tracebacks
+    except (ValueError, TypeError, AttributeError, OverflowError, LookupError) as exc:
         raise PolicyError(f"invalid YAML value: {exc}", source=source) from None
     return value
 
