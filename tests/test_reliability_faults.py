@@ -12,12 +12,14 @@ import errno
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
+import ragroute.graph.views
 from ragroute.cli import main
 from ragroute.cli import testing as cli_testing
 from ragroute.cli.testing import command_tree
@@ -590,3 +592,34 @@ def test_the_fault_cases_of_graph_export_reach_their_faults(monkeypatch):
     assert [case.split(" (fault")[0] for case in result["not_reached_cases"]] == [
         "graph export [writes to cache fail after 0: eacces]"
     ]
+
+
+# a run that exits with status 1 without saying why in an ``error: ...`` line (click's own ``Error:
+# ...`` dump, a printed traceback) is unclear: until session 55 any "error" in its stderr passed
+
+
+def _click_error(*_args, **_kwargs):
+    raise click.ClickException("could not read the graph\n  (planted)")  # exit 1, "Error: ..."
+
+
+def _printed_traceback(*_args, **_kwargs):
+    sys.stderr.write("Traceback (most recent call last):\n  ...\nValueError: planted\n")
+    raise SystemExit(1)
+
+
+@pytest.mark.parametrize("planted", [_click_error, _printed_traceback])
+def test_an_exit_1_without_an_error_line_is_unclear(monkeypatch, planted):
+    monkeypatch.setattr(ragroute.graph.views, "graph_stats", planted)
+    result = run_cli_faults(quick=True, commands=["graph stats"])
+    assert result["unclear"] > 0, result
+    assert any("graph stats [normal]: exit 1" in case for case in result["unclear_cases"]), result
+
+
+def test_config_check_listing_problems_with_exit_1_stays_clear(tmp_path):
+    from ragroute.cli.testing import invoke
+    from ragroute.reliability.faults import said_why
+
+    config = tmp_path / "routing.yaml"
+    config.write_text("sources: {a: {index: missing}}\n", encoding="utf-8")
+    outcome = invoke(["config", "check", str(config)])
+    assert outcome.exit_code == 1 and said_why(outcome.stderr), outcome.stderr

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragroute.errors import CLICK_USAGE_LINES
 from ragroute.reliability.fuzz import scratch_folder
 
 #: how many failing cases :func:`run_cli_faults` describes in ``traceback_cases``
@@ -562,6 +563,19 @@ def _run_injected(case: FaultCase, root: Path) -> tuple[Any, Injected]:
         return _cli().invoke(list(case.args)), injected
 
 
+def said_why(stderr: str) -> bool:
+    """Whether a run that exited with status 1 (``config check`` finding problems) said why in
+    ``error: ...`` lines: at least one, and no traceback or click dump (``Error: ...``, ``Usage:``).
+    Until session 55 "error" anywhere passed: click's own ``Error: ...`` and a printed traceback
+    ending in ``ValueError: ...`` counted as said."""
+    if "Traceback (most recent call last)" in stderr:
+        return False
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return any(line.startswith("error: ") for line in lines) and not any(
+        line.startswith(CLICK_USAGE_LINES) for line in lines
+    )
+
+
 def run_cli_faults(*, quick: bool = False, commands: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every command of the CLI (or those named in ``commands``, e.g. ``["build", "graph
     query"]``) under fault injection; ``quick`` uses fewer bad paths and queries per parameter.
@@ -606,9 +620,9 @@ def run_cli_faults(*, quick: bool = False, commands: Sequence[str] | None = None
                     unclear.append(
                         f"{case.name}: exit {outcome.exit_code}: {outcome.stderr.strip()[-300:]!r}"
                     )
-                elif outcome.exit_code == 1 and "error" not in outcome.stderr.lower():
+                elif outcome.exit_code == 1 and not said_why(outcome.stderr):
                     unclear.append(
-                        f"{case.name}: exit 1 with nothing said: {outcome.stderr.strip()[-300:]!r}"
+                        f"{case.name}: exit 1 without an error: line: {outcome.stderr.strip()[-300:]!r}"
                     )
     return {
         "cli_cases": n_cases,
