@@ -185,6 +185,19 @@ def test_bank_margin_of_an_example_alone_in_its_bank_is_zero_without_a_warning(e
     assert values[2, 1] == 0.0 and values[2, 2] == values[2, 0]
 
 
+def test_bank_margin_values_are_float64_as_every_signals(encoder):
+    """The margin's values were float32 (until session 55): a threshold gate over it compared the
+    margin to its cut in float32, and its trace showed 0.666700005531311 where it meant 0.6667."""
+    signal = BankMarginSignal(top_n=2)
+    fitted = signal.fit_values(examples(encoder))
+    query = [QueryContext("Who founded the Zorblat company?")]
+    values = signal.values(query, encoder.encode_queries([query[0].text]))
+    assert values.dtype == np.float64 and fitted.dtype == np.float64
+    gate = ThresholdGate("bank_margin", above=0.0, encoder=encoder, examples=(TEXTS, FLAGS))
+    shown = gate.gate_many(query)[0].signals["values"]["bank_margin.margin"]
+    assert shown == round(float(values[0, 2]), 4)
+
+
 def test_vote_bank_and_explanation_share_one_product_per_decision(encoder, monkeypatch):
     import ragroute.gate.signals as signals_module
 
@@ -625,6 +638,23 @@ def test_threshold_gate(encoder):
         {"kind": "knn_vote", "k": 3}, above=0.5, encoder=encoder, examples=(TEXTS, FLAGS)
     )
     assert knn_by_settings.gate_many([QueryContext("What is 9 plus 9?")])[0].action == "answer"
+
+
+def test_a_threshold_gate_without_value_reads_the_primary_value_docs_config_names(encoder):
+    """docs/config.md said a threshold gate without `value:` compares the signal's first value
+    (until session 55); it compares its primary one, which for bank_margin (retrieve, answer,
+    margin) and complexity (log_words first) is another."""
+    from pathlib import Path
+
+    from ragroute.gate.signals import GATE_SIGNALS
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text(encoding="utf-8")
+    row = next(line for line in page.splitlines() if line.startswith("| `value` | string |"))
+    for kind in ("knn_vote", "bank_margin", "retrieval", "rarity", "complexity"):
+        primary = GATE_SIGNALS[kind].primary
+        assert f"`{primary}` (`{kind}`)" in row, (kind, primary)
+    gate = ThresholdGate("bank_margin", above=0.0, encoder=encoder, examples=(TEXTS, FLAGS))
+    assert gate.value == "margin" and ThresholdGate("complexity", above=1.0).value == "multihop_cues"
 
 
 def test_threshold_gate_examples_refuse_label_strings_for_flags(encoder):

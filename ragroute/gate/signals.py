@@ -611,7 +611,10 @@ class BankMarginSignal(GateSignal):
 
     def _margin(self, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         retrieve, answer = self._top_mean(pos), self._top_mean(neg)
-        return np.column_stack([retrieve, answer, retrieve - answer])
+        # float64 as every signal's values (the float32 means, widened exactly): until session 55
+        # float32, so a threshold gate over the margin compared it to its cut in float32 and its
+        # trace showed 0.666700005531311 for 0.6667
+        return np.column_stack([retrieve, answer, retrieve - answer]).astype(np.float64)
 
     def values(self, contexts: Sequence[QueryContext], vectors: np.ndarray | None) -> np.ndarray:
         vectors = _need_vectors(self, vectors, len(contexts))
