@@ -229,3 +229,97 @@ def test_gate_curves_draw_a_json_result_whose_auroc_is_null(tmp_path, plot_label
     result["gates"]["knn"]["auroc"] = None
     plots.gate_curves(result, tmp_path / "gate.png")
     assert plot_labels[:2] == ["trained (AUROC 0.950)", "knn (AUROC n/a)"]
+
+
+@pytest.fixture
+def drawn_on_axes(monkeypatch) -> dict:
+    """What the plots hand to the axes while the test runs: ``bars`` (label -> heights), ``texts``,
+    ``xticks`` (the last tick labels), ``hlines`` ((y, label) of each horizontal line) and
+    ``lines`` (the Line2D objects drawn)."""
+    import matplotlib.axes
+
+    seen: dict = {"bars": {}, "texts": [], "xticks": [], "hlines": [], "lines": []}
+    originals = {
+        name: getattr(matplotlib.axes.Axes, name) for name in ("bar", "text", "set_xticks", "axhline", "plot")
+    }
+
+    def bar(self, xs, heights, *args, **kwargs):
+        seen["bars"][kwargs.get("label")] = list(heights)
+        return originals["bar"](self, xs, heights, *args, **kwargs)
+
+    def text(self, x, y, s, *args, **kwargs):
+        seen["texts"].append(s)
+        return originals["text"](self, x, y, s, *args, **kwargs)
+
+    def set_xticks(self, ticks, labels=None, *args, **kwargs):
+        seen["xticks"] = list(labels or [])
+        return originals["set_xticks"](self, ticks, labels, *args, **kwargs)
+
+    def axhline(self, y=0, *args, **kwargs):
+        seen["hlines"].append((y, kwargs.get("label")))
+        return originals["axhline"](self, y, *args, **kwargs)
+
+    def plot(self, *args, **kwargs):
+        lines = originals["plot"](self, *args, **kwargs)
+        seen["lines"].extend(lines)
+        return lines
+
+    for name, spy in (
+        ("bar", bar),
+        ("text", text),
+        ("set_xticks", set_xticks),
+        ("axhline", axhline),
+        ("plot", plot),
+    ):
+        monkeypatch.setattr(matplotlib.axes.Axes, name, spy)
+    return seen
+
+
+def test_bars_leave_a_missing_value_out_instead_of_drawing_zero(tmp_path, drawn_on_axes):
+    """Until session 55 a collection a series lacked was drawn as a bar of 0: now no bar, marked n/a."""
+    import math
+
+    result = {"experts_per_collection": {"base": {"adi": 0.3, "med": 0.5}, "bm25": {"adi": 0.35}}}
+    plots.expert_bars(result, tmp_path / "bars.png")
+    assert drawn_on_axes["bars"]["base"] == [0.3, 0.5]
+    adi, med = drawn_on_axes["bars"]["bm25"]
+    assert adi == 0.35 and math.isnan(med)
+    assert drawn_on_axes["texts"] == ["n/a"]
+
+
+def test_score_recall_draws_a_null_recall_as_missing(tmp_path, drawn_on_axes):
+    """A query set with no relevant hit has recall null in the --json line (``recall_at``): until
+    session 55 drawing it was a TypeError (after the benchmark ran, a traceback), and a set only a
+    later score meaning had was left off the plot."""
+    import json
+    import math
+
+    result = json.loads(json.dumps(SCORES))
+    result["scores"]["similarity"]["recall"]["tatqa"]["0.8"] = None
+    result["scores"]["rrf"]["recall"]["glasgow_other"] = {"0.8": 0.7}
+    plots.score_recall(result, tmp_path / "scores.png")
+    assert drawn_on_axes["xticks"] == ["glasgow_choose", "tatqa", "glasgow_other"]
+    choose, tatqa, other = drawn_on_axes["bars"]["similarity"]
+    assert choose == 0.8 and math.isnan(tatqa) and math.isnan(other)
+    assert drawn_on_axes["bars"]["rrf"] == [0.8, 0.4, 0.7]
+    assert drawn_on_axes["texts"] == ["n/a", "n/a"]
+
+
+def test_exposure_goal_line_is_labelled_with_the_goals_value(tmp_path, drawn_on_axes):
+    """Until session 55 the goal line's label read 'goal: 5%' whatever ``goals.leaked_fraction`` held."""
+    result = {**EXPOSURE, "goals": {"leaked_fraction": 0.02, "benign_stopped_rate": 0.01}}
+    plots.exposure_curves(result, tmp_path / "exposure.png")
+    assert drawn_on_axes["hlines"] == [(2.0, "goal: 2%")]
+
+
+def test_latency_lines_past_the_colour_cycle_are_told_apart(tmp_path, drawn_on_axes):
+    """``bench scale`` with both stores has 11 rows, the colour cycle 10: until session 55 the 11th
+    (lancedb) was drawn in the 1st's (flat's) colour, marker and line style (docs/img/scale.png)."""
+    names = [f"layout{i}" for i in range(11)]
+    result = {
+        "latency_ms_p50": {name: {"1000": 1.0 + i, "10000": 2.0 + i} for i, name in enumerate(names)},
+        "recall@10": {name: {"1000": 1.0, "10000": 1.0} for name in names},
+    }
+    plots.latency_vs_size(result, tmp_path / "scale.png")
+    styles = [(line.get_color(), line.get_linestyle(), line.get_marker()) for line in drawn_on_axes["lines"]]
+    assert len(styles) == 11 and len(set(styles)) == 11

@@ -18,6 +18,7 @@ writes one PNG; notebooks call the same functions on the same dicts. matplotlib 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -122,11 +123,22 @@ def gate_curves(result: Mapping[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _height(value: Any) -> float:
+    """A bar's height: NaN (no bar) for a value that is missing, null or not finite."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
 def _grouped_bars(ax: Any, groups: list[str], series: Mapping[str, Mapping[str, float]], ylabel: str) -> None:
     width = 0.8 / max(len(series), 1)
     for i, (name, values) in enumerate(series.items()):
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [values.get(g, 0.0) for g in groups], width=width, label=name)
+        heights = [_height(values.get(g)) for g in groups]
+        ax.bar(xs, heights, width=width, label=name)
+        # until session 55 a value the result lacks was drawn as a bar of 0 (and a null one, a
+        # recall with no relevant hit in `bench scores`, was a TypeError): now no bar, marked n/a
+        for x, height in zip(xs, heights):
+            if math.isnan(height):
+                ax.text(x, 0.0, "n/a", rotation=90, ha="center", va="bottom", fontsize=6)
     ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     # beside the axes: inside, it covered bars near 1
@@ -162,7 +174,9 @@ def exposure_curves(result: Mapping[str, Any], path: Path) -> Path:
         curve = attack.get("curve", [])
         if curve:
             ax.plot(range(1, len(curve) + 1), [100 * v / total for v in curve], label=name)
-    ax.axhline(100 * result["goals"]["leaked_fraction"], color="grey", linestyle=":", label="goal: 5%")
+    goal = 100 * result["goals"]["leaked_fraction"]
+    # the goal's own value: until session 55 the label read 5% whatever the line's height
+    ax.axhline(goal, color="grey", linestyle=":", label=f"goal: {goal:g}%")
     ax.set_xlabel("attack queries")
     ax.set_ylabel("% of the knowledge base seen")
     ax.set_yscale("log")
@@ -176,9 +190,10 @@ def score_recall(result: Mapping[str, Any], path: Path) -> Path:
     plt = _pyplot()
     target = "0.8"
     series = {
-        name: {s: r[target] for s, r in row["recall"].items()} for name, row in result["scores"].items()
+        name: {s: r.get(target) for s, r in row["recall"].items()} for name, row in result["scores"].items()
     }
-    groups = list(next(iter(series.values())))
+    # every set any score meaning has, in first-seen order (the first: the set the cutoffs were chosen on)
+    groups = list(dict.fromkeys(s for values in series.values() for s in values))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _grouped_bars(ax, groups, series, f"recall at the cutoff for {target} on {groups[0]}")
     ax.axhline(float(target), color="grey", linestyle=":")
@@ -198,7 +213,10 @@ def latency_vs_size(result: Mapping[str, Any], path: Path) -> Path:
             ax.plot(
                 [int(n) for n in sizes],
                 [values[n] for n in sizes],
-                marker="o",
+                # past the 10 colours of the cycle, another line style and marker: until session 55
+                # the 11th layout (lancedb) was drawn exactly as the 1st (flat) in docs/img/scale.png
+                marker="osD^"[len(ax.lines) // 10 % 4],
+                linestyle=("-", "--", ":", "-.")[len(ax.lines) // 10 % 4],
                 # at which size: layouts stop at different sizes (hnsw at 100k, flat at 3M), and
                 # until session 44 the legend compared their recalls as if of the same index
                 label=f"{name} (recall@10 {last} at {int(sizes[-1]):,})",
