@@ -167,7 +167,10 @@ def test_image_documents_captions(tmp_path, hashing_encoder):
     Image.new("RGB", (8, 8), (255, 0, 0)).save(folder / "red_square-01.jpg")
     (folder / "notes.md").write_text("not an image", encoding="utf-8")
 
-    docs = image_documents(folder)
+    from ragroute.loaders.common import CorpusWarning
+
+    with pytest.warns(CorpusWarning, match=r"1 file not read, .*\(notes\.md\)"):
+        docs = image_documents(folder)
     by_id = {d.id: d for d in docs}
     assert list(by_id) == ["cat.png", "chart.png", "red_square-01.jpg"]
     assert all(d.modality == "image" for d in docs)

@@ -182,9 +182,32 @@ def test_every_image_file_is_one_document_whatever_the_order_it_was_written_in(e
             docs, said = _load(root, recursive=True)
         assert sorted(d.id for d in docs) == images
         assert all(d.modality == "image" and d.text.strip() for d in docs)
-        assert len(said) == 1 and f"{len(images)} image file" in said[0]
+        unreadable = [m for m in said if "Pillow cannot read" in m]
+        assert len(unreadable) == 1 and f"{len(images)} image file" in unreadable[0]
         results.append([(d.id, d.text) for d in docs])
     assert results[0] == results[1]
+
+
+def test_files_neither_images_nor_sidecars_are_named_not_dropped_silently(tmp_path):
+    """A text file in an image folder and the sidecar of a missing image were passed over without
+    a word (until session 55); the sidecars that are read, or shared, are not named."""
+    _png(tmp_path / "cat.png")
+    (tmp_path / "cat.txt").write_text("a black cat", encoding="utf-8")
+    _png(tmp_path / "sub" / "dog.jpg")
+    (tmp_path / "sub" / "dog.jpg.txt").write_text("a brown dog", encoding="utf-8")
+    (tmp_path / "ghost.txt").write_text("the caption of an image that is not there", encoding="utf-8")
+    (tmp_path / "sub" / "notes.md").write_text("# Notes", encoding="utf-8")
+    docs, said = _load(tmp_path, recursive=True)
+    assert [(d.id, d.text, d.modality) for d in docs] == [
+        ("cat.png", "a black cat", "image"),
+        ("sub/dog.jpg", "a brown dog", "image"),
+    ]
+    assert said == [
+        f"{tmp_path}: 2 files not read, neither an image nor the caption sidecar of one "
+        "(ghost.txt, sub/notes.md)"
+    ]
+    docs, said = _load(tmp_path)  # not recursive: only the top folder's files
+    assert [d.id for d in docs] == ["cat.png"] and len(said) == 1 and "1 file not read" in said[0]
 
 
 # --------------------------------------------------------------------------- granularity and parents

@@ -220,8 +220,10 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
     ``metadata`` holds ``path`` (absolute) and ``caption_source`` (``sidecar``,
     ``alt`` or ``filename``). Index them with any text index. Hidden files and
     folders (``.name``, e.g. macOS ``._photo.jpg``) are passed over, as in a text
-    folder. A file that Pillow cannot open (corrupt, not an image, over Pillow's
-    decompression-bomb limit) keeps its document, captioned by sidecar or file
+    folder; any other file (neither an image nor the caption sidecar of one: ``notes.md``, a
+    sidecar whose image is missing) is not read and is named in one
+    :class:`~ragroute.loaders.common.CorpusWarning`. A file that Pillow cannot open (corrupt, not
+    an image, over Pillow's decompression-bomb limit) keeps its document, captioned by sidecar or file
     name, and is named in one :class:`~ragroute.loaders.common.CorpusWarning`; so is a sidecar that
     cannot be read (not UTF-8, a link to a file outside ``folder``, unreadable), passed over for the
     next caption source, and a link that is not followed (broken, or to a folder).
@@ -268,6 +270,15 @@ def image_documents(folder: str | os.PathLike[str], *, recursive: bool = False) 
             CorpusWarning,
             stacklevel=2,
         )
+    others = _files_not_read(root, paths, files)
+    if others:  # notes.md or a sidecar of a missing image was passed over without a word (until session 55)
+        count = len(others)
+        warnings.warn(
+            f"{root}: {count} file{'' if count == 1 else 's'} not read, neither an image nor the caption "
+            f"sidecar of one ({name_a_few(others)})",
+            CorpusWarning,
+            stacklevel=2,
+        )
     links = _links_not_followed(root, paths, recursive)
     if links:  # broken links and links to folders were passed over unsaid (until session 45)
         count = len(links)
@@ -297,6 +308,15 @@ def _visible_paths(root: Path, recursive: bool) -> list[Path]:
 def _image_files(paths: list[Path]) -> list[Path]:
     """The image files (by suffix) among ``paths``, sorted."""
     return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _files_not_read(root: Path, paths: list[Path], images: list[Path]) -> list[str]:
+    """The files among ``paths`` that are neither one of ``images`` nor the caption sidecar
+    (``NAME.png.txt``, ``NAME.txt``) of one: relative posix paths, sorted."""
+    kept = set(images)
+    for image in images:
+        kept.update((image.with_name(image.name + ".txt"), image.with_suffix(".txt")))
+    return sorted(p.relative_to(root).as_posix() for p in paths if p not in kept and p.is_file())
 
 
 def _links_not_followed(root: Path, paths: list[Path], recursive: bool) -> list[str]:
