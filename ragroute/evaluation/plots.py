@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ragroute.errors import RagrouteError
+from ragroute.errors import RagrouteError, is_finite_number
 
 
 def _pyplot() -> Any:
@@ -125,7 +125,7 @@ def gate_curves(result: Mapping[str, Any], path: Path) -> Path:
 
 def _height(value: Any) -> float:
     """A bar's height: NaN (no bar) for a value that is missing, null or not finite."""
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+    return float(value) if is_finite_number(value) else math.nan
 
 
 def _grouped_bars(ax: Any, groups: list[str], series: Mapping[str, Mapping[str, float]], ylabel: str) -> None:

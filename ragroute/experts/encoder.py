@@ -24,7 +24,13 @@ import numpy as np
 
 from ragroute.encode._common import encode_unit_vectors, query_prompt
 from ragroute.encode.identity import weights_of
-from ragroute.errors import EncoderMismatchError, ModelNotFoundError, RagrouteError, error_summary
+from ragroute.errors import (
+    EncoderMismatchError,
+    ModelNotFoundError,
+    RagrouteError,
+    error_summary,
+    is_finite_number,
+)
 from ragroute.experts.train import ADAPTER_CONFIG, ADAPTER_FILE, FAMILY, MODEL_DIR
 
 
@@ -219,13 +225,11 @@ def merge_lora(
 def lora_scale(config: Mapping[str, Any]) -> float | None:
     """``alpha / rank``, the scale peft gives every layer of a plain LoRA adapter (what training
     records per layer), when ``config`` (``adapter.json``) records both as positive numbers."""
-    numbers: list[float] = []
-    for value in (config.get("rank"), config.get("alpha")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            return None
-        numbers.append(float(value))
-    rank, alpha = numbers
-    return alpha / rank if rank > 0 else None
+    rank: Any = config.get("rank")
+    alpha: Any = config.get("alpha")
+    if not (is_finite_number(rank) and is_finite_number(alpha)) or rank <= 0:
+        return None
+    return float(alpha) / float(rank)
 
 
 def load_expert_encoder(
