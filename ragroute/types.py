@@ -7,6 +7,7 @@ scores and signals behind them, so every answer can be explained.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -233,18 +234,30 @@ class Hit:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Hit:
         """The hit :meth:`to_dict` wrote (read back from JSON: a logged answer); a key that is no
-        field, or a missing ``doc_id`` / ``score``, is :class:`~ragroute.errors.InvalidArgumentError`."""
+        field, a missing ``doc_id`` / ``score``, a score that is no finite number, a rank that is no
+        whole number, or metadata or explain that is no mapping, is
+        :class:`~ragroute.errors.InvalidArgumentError` (as a decision's routes are: until session 56
+        a null, text or NaN score was read back as it was, and printing the result raised)."""
+        from ragroute.errors import InvalidArgumentError, is_finite_number, not_a_number_shown
+
         data = _mapping(data, "hit")
         _known_keys(data, _HIT_FIELDS, "hit")
         if "doc_id" not in data or "score" not in data:
-            from ragroute.errors import InvalidArgumentError
-
             raise InvalidArgumentError("hit: needs 'doc_id' and 'score'")
+        score, rank = data["score"], data.get("rank", 0)
+        if not is_finite_number(score):
+            raise InvalidArgumentError(
+                f"hit {data['doc_id']!r}: 'score' must be a finite number, got {not_a_number_shown(score)}"
+            )
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+            raise InvalidArgumentError(f"hit {data['doc_id']!r}: 'rank' must be a whole number, got {rank!r}")
         return cls(
             **{
                 **data,
-                "metadata": dict(data.get("metadata") or {}),
-                "explain": dict(data.get("explain") or {}),
+                "score": float(score),
+                "rank": int(rank),
+                "metadata": dict(_mapping(data.get("metadata") or {}, "hit metadata")),
+                "explain": dict(_mapping(data.get("explain") or {}, "hit explain")),
             }
         )
 

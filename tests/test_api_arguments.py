@@ -316,6 +316,38 @@ def test_wrong_arguments_at_the_main_entry_points_are_one_line_errors(tmp_path, 
     assert pipeline.retrieve_contexts([QueryContext.of("planets")], 2)[0].hits
 
 
+def test_a_pipeline_checks_its_encoder_options_gate_and_reranker_at_the_constructor(pipeline):
+    """Until session 56 ``Pipeline`` took a model name as its encoder (every source's scores then
+    stayed raw, silently: no scale could be fitted), a ``router:`` mapping as its options
+    (AttributeError), and a kind name as its gate (AttributeError at every query) or reranker (every
+    query's rerank failed, in the trace only); a gate without a ``name`` raised at every query."""
+    from ragroute.pipeline import GateDecision, RoutingOptions
+
+    sources, router = list(pipeline.sources), pipeline.router
+    with pytest.raises(
+        InvalidArgumentError, match=r"^Pipeline: encoder= takes an encoder object, not the name"
+    ):
+        Pipeline(sources, router, encoder="all-MiniLM-L6-v2")
+    with pytest.raises(InvalidArgumentError, match=r"^Pipeline: options must be RoutingOptions\(\.\.\.\) "):
+        Pipeline(sources, router, options={"threshold": 0.1})  # type: ignore[arg-type]
+    with pytest.raises(
+        InvalidArgumentError, match=r"^Pipeline: gate must be a ragroute gate .*, not a string$"
+    ):
+        Pipeline(sources, router, gate="threshold")  # type: ignore[arg-type]
+    with pytest.raises(
+        InvalidArgumentError, match=r"^Pipeline: reranker must be a ragroute reranker .*string$"
+    ):
+        Pipeline(sources, router, reranker="parents")  # type: ignore[arg-type]
+
+    class Unnamed:  # a gate without the protocol's ``name``
+        def gate_many(self, contexts):
+            return [GateDecision("retrieve", 0.9) for _ in contexts]
+
+    gated = Pipeline(sources, router, gate=Unnamed(), options=RoutingOptions(threshold=0.1))
+    result = gated.retrieve("telescope", k=2)
+    assert result.hits and result.trace[0].detail["gate"] == "?"
+
+
 def test_wrong_values_are_value_errors_and_a_non_text_query_is_not_empty(pipeline):
     from ragroute.errors import EmptyQueryError, InvalidQueryError
     from ragroute.skills.router import SkillRouter

@@ -857,6 +857,32 @@ def test_a_logged_decision_with_a_route_that_is_no_number_is_one_line(routes, sh
     }
 
 
+@pytest.mark.parametrize(
+    "entry, error",
+    [
+        ({"score": None}, "hit 'a': 'score' must be a finite number, got empty (null)"),
+        ({"score": "0.5"}, "hit 'a': 'score' must be a finite number, got a string"),
+        ({"score": float("nan")}, "hit 'a': 'score' must be a finite number, got nan"),
+        ({"score": True}, "hit 'a': 'score' must be a finite number, got a boolean"),
+        ({"score": 0.5, "rank": "1"}, "hit 'a': 'rank' must be a whole number, got '1'"),
+        ({"score": 0.5, "rank": None}, "hit 'a': 'rank' must be a whole number, got None"),
+        ({"score": 0.5, "metadata": [1]}, "hit metadata must be a mapping (what to_dict wrote), got a list"),
+    ],
+)
+def test_a_logged_hit_with_a_score_that_is_no_number_is_one_line(entry, error):
+    """Hit.from_dict took any score (a null, text, NaN) as it was, unlike a decision's routes: until
+    session 56 the result read back printed with a bare ValueError or TypeError, and metadata given
+    as a list raised dict()'s TypeError."""
+    logged = {"hits": [{"doc_id": "a", **entry}], "decision": {"chosen": ["astro"]}}
+    with pytest.raises(InvalidArgumentError) as info:
+        PipelineResult.from_dict(logged)
+    assert str(info.value) == error
+    read = PipelineResult.from_dict({"hits": [{"doc_id": "a", "score": 1}], "decision": {"chosen": []}})
+    assert type(read.hits[0].score) is float and "a 1" in repr(read)
+    ranked = Hit.from_dict({"doc_id": "a", "score": 1.0, "rank": np.int64(3)})  # a caller's numpy rank
+    assert type(ranked.rank) is int and ranked.rank == 3
+
+
 class KeywordGate:
     """Answers 'hello' queries from the model; asks for 2 hits on 'brief' ones."""
 
@@ -990,6 +1016,21 @@ def test_hedging_costs_nothing_when_the_router_is_sure(hashing_encoder, small_do
     assert hedged.retrieve("telescope", k=3).decision.chosen == ["astro", "cook"]
     alone = Pipeline(sources, sure, options=RoutingOptions(threshold=0.25, hedge_below=0.6))
     assert alone.retrieve("telescope", k=3).decision.chosen == ["astro"]
+
+
+def test_a_source_listed_twice_in_always_is_chosen_and_searched_once(hashing_encoder, small_docs):
+    """``always: [it, it]`` chose ``it`` twice until session 56 (``chosen`` named it twice, and the
+    source was searched with each query twice); from a ``router:`` mapping too."""
+    sources = _sources(hashing_encoder, small_docs)
+    router = FixedRouter({"astro": 0.9, "cook": 0.1, "it": 0.0})
+    assert RoutingOptions(always=["it", "astro", "it"]).always == ("it", "astro")
+    pipeline = Pipeline(sources, router, options=RoutingOptions(always=("it", "it")))
+    result = pipeline.retrieve("telescope printer", k=3)
+    assert result.decision.chosen == ["astro", "it"]
+    timing = [s.detail for s in result.trace if s.stage == "retrieve-time"]
+    assert timing[0]["sources"] == 2
+    built = pipeline_from_settings(sources, {"kind": "fixed", "always": ["it", "it"]}, encoder=None)
+    assert built.options.always == ("it",)
 
 
 def test_a_filter_no_document_of_a_source_could_match_routes_past_it(hashing_encoder):

@@ -27,6 +27,7 @@ EXPECTED = {
     "index": "a ragroute index, Source or retriever",
     "retriever": "a ragroute index, pipeline or retriever",
     "gate": "a ragroute gate",
+    "reranker": "a ragroute reranker",
     "controller": "a StepwiseController",
 }
 _LOADERS = {

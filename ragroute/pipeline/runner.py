@@ -15,9 +15,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ragroute.context import QueryContext, check_cancelled, contexts_of
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_batch, check_k, is_finite_number
+from ragroute.errors import (
+    InvalidArgumentError,
+    RagrouteError,
+    check_batch,
+    check_encoder_object,
+    check_k,
+    is_finite_number,
+    value_type_name,
+)
 from ragroute.exposure import ExposureLedger
 from ragroute.index.base import content_key
+from ragroute.integrations.targets import check_target
 from ragroute.pipeline.stages import (
     SHARED_DOCUMENTS_DEPTH,
     FuseStage,
@@ -108,6 +117,20 @@ class Pipeline:
     ) -> None:
         if router is None and policy is None:
             raise RagrouteError("a pipeline needs a router, a policy, or both")
+        # checked here, as pipeline_from_settings checks them: until session 56 a model name as the
+        # encoder silently left every source's scores raw (no score scale could be fitted), a
+        # ``router:`` mapping as the options raised AttributeError, and a kind name as the gate
+        # (``"threshold"``) raised AttributeError at every query, as the reranker failed every one
+        check_encoder_object(encoder, "Pipeline")
+        if options is not None and not isinstance(options, RoutingOptions):
+            raise InvalidArgumentError(
+                f"Pipeline: options must be RoutingOptions(...) (a router: mapping is read by "
+                f"pipeline_from_settings), got {value_type_name(options)}"
+            )
+        if gate is not None:
+            check_target(gate, "gate", ("gate_many",), "Pipeline")
+        if reranker is not None:
+            check_target(reranker, "reranker", ("rerank",), "Pipeline")
         self.name = name
         self._sources = tuple(check_sources(sources))
         self.router = router
@@ -248,7 +271,7 @@ class Pipeline:
         decisions: list[Decision | None] = [None] * len(contexts)
         depths = [k] * len(contexts)
         if self._gate is not None:
-            gate_name = self._gate.gate.name
+            gate_name = str(getattr(self._gate.gate, "name", "?"))  # as the rerank step names its reranker
             for i, gated in enumerate(self._gate.run(contexts)):
                 step = TraceStep(
                     "gate",

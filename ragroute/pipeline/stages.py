@@ -175,11 +175,13 @@ def check_selection_words(values: Mapping[str, Any], where: str) -> None:
 
 
 def check_always(always: Any, where: str) -> tuple[str, ...]:
-    """``always`` as a tuple of source names, else a one-line :class:`~ragroute.errors.RagrouteError`
-    (a string was read one letter per source, a number as a source of that name: routed nowhere)."""
+    """``always`` as a tuple of source names, each once, else a one-line
+    :class:`~ragroute.errors.RagrouteError` (a string was read one letter per source, a number as a
+    source of that name: routed nowhere). A name listed twice was chosen twice until session 56:
+    searched twice per query, and named twice in the trace's ``chosen``."""
     if not isinstance(always, (list, tuple)) or not all(isinstance(name, str) for name in always):
         raise RagrouteError(f"{where}: 'always' must be a list of source names")
-    return tuple(always)
+    return tuple(dict.fromkeys(always))
 
 
 # --------------------------------------------------------------------------- stages
