@@ -1188,3 +1188,28 @@ def test_an_artifact_folder_given_as_the_corpus_says_so(runner, corpus, tmp_path
         "folder or file (an index's is the one it was built from)\n"
     )
     assert (idx / "CURRENT").read_text() == before and not (tmp_path / "out").exists()
+
+
+def test_an_index_built_inside_its_corpus_folder_is_no_part_of_the_corpus(runner, corpus, tmp_path):
+    """`build notes --out notes/idx` run again counted the index's files as files not read, named its
+    docs.jsonl "a corpus of its own", and a folder holding only an index was refused with "give that
+    file as the corpus (e.g. idx/builds/ID/bm25_vocab.json)" (until session 56)."""
+    idx = corpus / "idx"
+    args = ["build", str(corpus), "--out", str(idx), "--method", "bm25"]
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(main, args)
+    assert again.exit_code == 0, again.output
+    said = f"warning: {corpus}: 1 folder not read (idx): it holds what a ragroute command wrote"
+    assert said in again.output
+    assert "not read (" not in again.output.replace("1 folder not read (idx)", "")
+    assert f"loaded 3 documents from {corpus} -> 3 document units" in again.output
+    alone = tmp_path / "alone"
+    assert runner.invoke(main, [*args[:3], str(alone / "idx"), *args[4:]]).exit_code == 0
+    result = runner.invoke(main, ["build", str(alone), "--out", str(tmp_path / "out"), "--method", "bm25"])
+    assert result.exit_code == 2 and "bm25_vocab" not in result.output, result.output
+    assert result.output == (
+        f"error: {alone}: a folder corpus reads .txt, .md, .markdown, .csv, .tsv files and this one has "
+        "none; 1 folder not read (idx): it holds what a ragroute command wrote (an index, a skill "
+        "index...), not corpus files: give the corpus folder or file an index was built from\n"
+    )

@@ -382,6 +382,50 @@ def test_empty_files_of_a_folder_are_left_out_with_one_warning_naming_them(tmp_p
         assert load_corpus(tmp_path / "empty.txt") == []
 
 
+def test_a_folder_file_with_no_visible_character_is_left_out_as_empty(tmp_path: Path) -> None:
+    """Until session 56 a file of NUL bytes or zero-width spaces was no empty file (``str.strip``
+    keeps them): it was indexed as a document of its file name alone, which a dense index returns
+    for any query. It is left out as empty, as chunking and a BEIR corpus read such a text."""
+    (tmp_path / "a.md").write_text("# A\n\nSome text.\n", "utf-8")
+    (tmp_path / "nul.txt").write_bytes(b"\x00\x00\x00")
+    (tmp_path / "zw.md").write_text("\ufeff\u200b\n\u200d\n", "utf-8")
+    (tmp_path / "ansi.txt").write_text("\x1b[0m\n", "utf-8")  # "[0m" is visible: a document
+    report = LoadReport()
+    with pytest.warns(CorpusWarning, match=r"skipped 2 empty files in .* \(nul\.txt, zw\.md\)"):
+        docs = load_text_folder(tmp_path, report=report)
+    assert [d.id for d in docs] == ["a", "ansi"]
+    assert [(s.where, s.reason) for s in report.ignored] == [("nul.txt", "empty"), ("zw.md", "empty")]
+    with pytest.warns(CorpusWarning, match=r"skipped 1 empty file .*\(nul\.txt\)"):
+        assert load_corpus(tmp_path / "nul.txt") == []
+
+
+def test_a_folder_csv_whose_quote_is_never_closed_is_a_bad_file_not_the_end_of_the_load(
+    tmp_path: Path,
+) -> None:
+    """Until session 56 one CSV of a folder with a quoted field never closed stopped the load of the
+    whole folder (``ragroute build`` built nothing) under the default ``on_error="skip"``, while a CSV
+    with a bad row (invalid UTF-8, text after a closing quote) was skipped as a bad file."""
+    (tmp_path / "notes.md").write_text("# Notes\n\nSome text.\n", "utf-8")
+    (tmp_path / "broken.csv").write_text('item,price\nlamp,"12\ndesk,80\n', "utf-8")
+    (tmp_path / "prices.csv").write_text("item,price\nchair,40\n", "utf-8")
+    report = LoadReport()
+    with pytest.warns(CorpusWarning) as caught:
+        docs = load_text_folder(tmp_path, report=report)
+    assert [d.id for d in docs] == ["notes", "prices"]
+    messages = [str(w.message) for w in caught if issubclass(w.category, CorpusWarning)]
+    assert messages == [
+        f"skipped 1 bad file in {tmp_path} (broken.csv; broken.csv: line 2: a quoted field opened on "
+        'this line is never closed (it would take in the line after it); close it with ", and write '
+        'a " inside a quoted field as "")'
+    ]
+    assert report.n_skipped == 1
+    with pytest.raises(CorpusFormatError) as info:
+        load_text_folder(tmp_path, on_error="raise")
+    assert str(info.value).startswith(f"{tmp_path}/broken.csv: line 2: a quoted field opened on this")
+    with pytest.raises(CorpusFormatError, match=r"broken\.csv line 2: a quoted field"):
+        load_corpus(tmp_path / "broken.csv", text_column="item")  # the corpus itself: refused whole
+
+
 def test_files_a_folder_corpus_does_not_read_are_counted_by_suffix_in_one_warning(tmp_path: Path) -> None:
     """A folder of two .md files and tickets.jsonl loaded 2 documents and never said that the
     tickets had been passed over (a user audit); images, compiled and hidden files stay unsaid."""

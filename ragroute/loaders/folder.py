@@ -3,16 +3,19 @@
 Files are found recursively and sorted by relative path, so ids and order are
 deterministic; hidden files and folders (name starting with ".") are ignored,
 and so are files that are plainly not text (images, media, compiled code:
-:data:`NOT_TEXT_SUFFIXES`). Any other file of a type the folder does not read
+:data:`NOT_TEXT_SUFFIXES`). A sub-folder a ragroute command wrote (an index
+built with ``--out`` inside the corpus folder) is left out with one warning
+naming it. Any other file of a type the folder does not read
 (``.jsonl``, ``.json``, ``.html``, ``.rst``, ``.pdf``, ...) is counted, by
 suffix with a few named, in one :class:`~ragroute.loaders.common.CorpusWarning`
 (a ``.jsonl`` or ``.json`` file is a corpus of its own: a folder's CSV files are
 already one table document each, and a JSONL file beside documents is as often
 queries or labels as documents, so they are not read as rows here). An empty
-file (only whitespace, or a CSV with no row under its header) is left out with one warning
+file (no visible character: only whitespace, or only control and format characters such as
+NUL bytes or zero-width spaces; or a CSV with no row under its header) is left out with one warning
 per folder naming a few (``skipped 1 empty file in docs (todo.txt)``). A file
-that cannot be read (invalid UTF-8, UTF-16, a name that is not UTF-8, removed
-while the folder is read) follows the bad-record policy of
+that cannot be read (invalid UTF-8, UTF-16, a name that is not UTF-8, a CSV whose quoted field
+is never closed, removed while the folder is read) follows the bad-record policy of
 :mod:`ragroute.loaders.common` (default: skip + one warning per folder). Links
 to files are read (those leading outside the folder left out with a warning);
 links to folders and broken links are not followed, and are named in one warning.
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ragroute.display import counted
-from ragroute.errors import CorpusFormatError, RagrouteError, argument_text, lone_surrogate
+from ragroute.errors import CorpusFormatError, RagrouteError, argument_text, has_visible_text, lone_surrogate
 from ragroute.loaders.common import (
     BadRecord,
     CorpusWarning,
@@ -75,9 +78,12 @@ def _doc_id(rel: Path) -> str:
 
 
 def text_document(path: Path, rel: Path) -> Document | None:
-    """One Document for a text/markdown file (``None`` if empty); title = first heading or stem."""
+    """One Document for a text/markdown file (``None`` if empty: no visible character, as
+    :func:`~ragroute.errors.has_visible_text` reads it; until session 56 a file of NUL bytes or
+    zero-width spaces was indexed as a document of its file name alone, found by any dense query);
+    title = first heading or stem."""
     text = read_text(path)
-    if not text.strip():
+    if not has_visible_text(text):
         return None
     is_markdown = path.suffix.lower() in MARKDOWN_SUFFIXES
     title = (first_heading(text) if is_markdown else None) or rel.stem
@@ -89,11 +95,19 @@ def table_document(path: Path, rel: Path) -> Document | None:
     kept in metadata."""
     rows: list[list[str]] = []
     lines: list[int] = []
-    for line, fields, problem in read_csv_rows(path, DELIMITERS[path.suffix.lower()]):
-        if problem is not None:
-            raise BadRecord(f"line {line}: {problem}")
-        rows.append(fields)
-        lines.append(line)
+    try:
+        for line, fields, problem in read_csv_rows(path, DELIMITERS[path.suffix.lower()]):
+            if problem is not None:
+                raise BadRecord(f"line {line}: {problem}")
+            rows.append(fields)
+            lines.append(line)
+    except CorpusFormatError as exc:
+        # a file of the folder whose structure is broken (a quoted field never closed) is a bad
+        # file, as one with a bad row is: until session 56 it stopped the whole folder's load
+        # whatever on_error said; a file gone meanwhile is the caller's to say
+        if not path.is_file():
+            raise
+        raise BadRecord(str(exc).removeprefix(f"{path} ")) from None
     if len(rows) < 2:  # no row under the header: a table of nothing (it was indexed as its header)
         return None
     columns, body = rows[0], rows[1:]
@@ -148,15 +162,17 @@ NOT_TEXT_SUFFIXES = frozenset({
 
 
 def folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The files under ``folder`` (recursive, hidden ones excluded) that a folder corpus reads, and
-    those it does not read, plainly binary ones excepted; each list sorted by relative path."""
-    read, unread, _ = _walk(folder)
+    """The files under ``folder`` (recursive, hidden ones excluded, and those of a sub-folder a
+    ragroute command wrote) that a folder corpus reads, and those it does not read, plainly binary
+    ones excepted; each list sorted by relative path."""
+    read, unread, _, _ = _walk(folder)
     return read, unread
 
 
-def _walk(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """:func:`folder_files`, and the links (not hidden) that are not followed: links to folders
-    (the walk does not enter them) and broken links, sorted by relative path."""
+def _walk(folder: Path) -> tuple[list[Path], list[Path], list[Path], list[str]]:
+    """:func:`folder_files`, the links (not hidden) that are not followed: links to folders
+    (the walk does not enter them) and broken links, sorted by relative path; and the sub-folders
+    left out as artifacts (:func:`_outside_artifacts`)."""
     found, links = [], []
     for p in folder.rglob("*"):
         if _is_hidden(p.relative_to(folder)):
@@ -167,13 +183,38 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
             links.append(p)
     found.sort(key=lambda p: p.relative_to(folder).as_posix())
     links.sort(key=lambda p: p.relative_to(folder).as_posix())
+    found, artifacts = _outside_artifacts(folder, found)
+    links, _ = _outside_artifacts(folder, links)
     read = [p for p in found if p.suffix.lower() in READ_SUFFIXES]
     unread = [
         p
         for p in found
         if p.suffix.lower() not in READ_SUFFIXES and p.suffix.lower() not in NOT_TEXT_SUFFIXES
     ]
-    return read, unread, links
+    return read, unread, links, artifacts
+
+
+def _outside_artifacts(folder: Path, paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """``paths`` (under ``folder``) without those in a sub-folder that holds what a ragroute command
+    wrote (an index built with ``--out`` inside the corpus folder: ``holds_artifact``), and those
+    sub-folders, as posix paths relative to ``folder``. Until session 56 an index's files were
+    counted as files not read, its ``docs.jsonl`` named as "a corpus of its own", and a folder
+    holding only an index was refused with "give that file as the corpus (e.g.
+    idx/builds/ID/bm25_vocab.json)", as a corpus folder that is an index itself was until session 53."""
+    from ragroute.store.artifact import holds_artifact
+
+    verdicts: dict[Path, bool] = {}  # a sub-folder: whether it holds an artifact
+    kept: list[Path] = []
+    for path in paths:
+        above = path.relative_to(folder).parents[:-1]  # its folders below ``folder``, innermost first
+        for sub in reversed(above):  # the outermost first: an artifact's own files are not asked
+            if sub not in verdicts:
+                verdicts[sub] = holds_artifact(folder / sub)
+            if verdicts[sub]:
+                break
+        else:
+            kept.append(path)
+    return kept, sorted(sub.as_posix() for sub, held in verdicts.items() if held)
 
 
 def file_document(path: Path, rel: Path) -> Document | None:
@@ -195,9 +236,10 @@ def load_text_folder(
     line then rows as ``a | b | c``, metadata ``{"columns", "rows", "path"}``.
     Rows with more or fewer cells than the header are kept as written and
     named, with their lines, in one :class:`~ragroute.loaders.common.CorpusWarning`.
-    A file with invalid UTF-8 follows ``on_error`` (default: skip + one
+    A file with invalid UTF-8, or a CSV/TSV file with a bad row or a quoted field
+    never closed, follows ``on_error`` (default: skip + one
     :class:`~ragroute.loaders.common.CorpusWarning` for the folder); an empty
-    file, and a file of a type not read here (``tickets.jsonl``, ``page.html``;
+    file (no visible character), and a file of a type not read here (``tickets.jsonl``, ``page.html``;
     images, media and compiled files excepted), are left out with one such
     warning each kind, whatever ``on_error`` says (in ``report.ignored``, with
     the reason ``"empty"`` or ``"not read"``); two files with the same id
@@ -208,11 +250,12 @@ def load_text_folder(
     if not root.is_dir():
         what = "is a file, expected a folder" if root.exists() else "no such folder"
         raise CorpusFormatError(f"{root}: {what}")
-    files, unread, links = _walk(root)
+    files, unread, links, artifacts = _walk(root)
     files = without_outside_links(files, root, "file")
     if not files:
         _refuse_an_artifact(root)
         _refuse_data_files_alone(root, unread)
+    _say_artifacts_left_out(root, artifacts, alone=not files)
     _say_unread(root, unread, report)
     _say_links_not_followed(root, links)
     log = SkipLog(str(root), "file", on_error, report)
@@ -296,6 +339,25 @@ def _refuse_an_artifact(root: Path) -> None:
         f"{root} holds {held} (a folder a ragroute command wrote), not a corpus: give a corpus folder "
         "or file (an index's is the one it was built from)"
     )
+
+
+def _say_artifacts_left_out(root: Path, artifacts: list[str], *, alone: bool) -> None:
+    """One :class:`CorpusWarning` naming the sub-folders of ``root`` left out because a ragroute
+    command wrote them (:func:`_outside_artifacts`); a :class:`CorpusFormatError` line when they are
+    all the folder holds (``alone``)."""
+    if not artifacts:
+        return
+    held = (
+        f"{counted(len(artifacts), 'folder')} not read ({name_a_few(artifacts)}): "
+        f"{'it holds' if len(artifacts) == 1 else 'they hold'} what a ragroute command wrote "
+        "(an index, a skill index...), not corpus files"
+    )
+    if alone:
+        raise CorpusFormatError(
+            f"{root}: a folder corpus reads {', '.join(READ_SUFFIXES)} files and this one has none; "
+            f"{held}: give the corpus folder or file an index was built from"
+        )
+    warnings.warn(f"{root}: {held}", CorpusWarning, stacklevel=3)
 
 
 def _refuse_data_files_alone(root: Path, unread: list[Path]) -> None:
