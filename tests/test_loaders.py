@@ -26,6 +26,7 @@ from ragroute.loaders import (
     load_text_folder,
     read_jsonl,
 )
+from ragroute.loaders.folder import READ_SUFFIXES
 from ragroute.types import Document
 
 
@@ -633,8 +634,10 @@ def test_load_corpus_errors(tmp_path: Path, beir_folder: Path) -> None:
         load_corpus(tmp_path / "missing")
     odd = tmp_path / "data.pdf"
     odd.write_bytes(b"%PDF")
-    with pytest.raises(CorpusFormatError, match=r"unknown corpus format '\.pdf'"):
+    with pytest.raises(CorpusFormatError, match=r"unknown corpus format '\.pdf'") as info:
         load_corpus(odd)
+    # every suffix read names itself in the list (until session 56 .markdown was read, not named)
+    assert all(suffix in str(info.value) for suffix in (".json", ".jsonl", *READ_SUFFIXES))
     with pytest.raises(CorpusFormatError, match="corpus: unknown option"):
         load_corpus(beir_folder, text_column="body")
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"_id": "x", "text": "a"}, {"_id": "x", "text": "b"}])

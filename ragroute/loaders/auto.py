@@ -31,7 +31,13 @@ from ragroute.display import counted
 from ragroute.errors import CorpusFormatError, check_path, unknown_keys_message
 from ragroute.loaders.beir import corpus_files, load_beir_corpus
 from ragroute.loaders.common import BadRecord, CorpusWarning, LoadReport, Skipped, check_on_error, name_a_few
-from ragroute.loaders.folder import TEXT_SUFFIXES, folder_files, load_text_file, load_text_folder
+from ragroute.loaders.folder import (
+    READ_SUFFIXES,
+    TEXT_SUFFIXES,
+    folder_files,
+    load_text_file,
+    load_text_folder,
+)
 from ragroute.loaders.hipporag import load_hipporag_corpus
 from ragroute.loaders.jsonl import decode_line, open_binary, parse_object
 from ragroute.loaders.tabular import (
@@ -89,7 +95,7 @@ def _detect_file(path: Path, options: dict[str, Any]) -> str:
         return "text"
     raise CorpusFormatError(
         f"{path}: unknown corpus format {suffix or '(no extension)'!r} "
-        "(expected a folder, .json, .jsonl, .csv, .tsv, .txt or .md)"
+        f"(expected a folder, .json, .jsonl, {', '.join(READ_SUFFIXES[:-1])} or {READ_SUFFIXES[-1]})"
     )
 
 
