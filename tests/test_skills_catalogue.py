@@ -26,6 +26,7 @@ from ragroute.skills import (
     load_openapi,
     load_skill_md,
     load_skills_jsonl,
+    skills_from_mcp,
     skills_from_openapi,
 )
 
@@ -591,6 +592,56 @@ def test_an_openapi3_parameter_with_a_schema_per_media_type_keeps_its_type() -> 
     }
     body = skills_from_openapi(spec, "inline", WarningLog())[0].body
     assert "- filter (query, object Filter)" in body.splitlines()
+
+
+def test_an_openapi_parameter_reads_like_the_same_mcp_property() -> None:
+    # a description written only in the parameter's schema, and an object parameter's properties,
+    # were left out of the body: the MCP tool's body named them, the same operation's did not
+    schemas = {
+        "city": {"type": "string", "description": "City name"},
+        "filter": {"$ref": "#/components/schemas/Filter"},
+    }
+    spec = {
+        "openapi": "3.1.0",
+        "paths": {
+            "/weather": {
+                "get": {
+                    "operationId": "get_weather",
+                    "summary": "Weather",
+                    "parameters": [
+                        {"name": "city", "in": "query", "required": True, "schema": schemas["city"]},
+                        {"name": "filter", "in": "query", "style": "deepObject", "schema": schemas["filter"]},
+                    ],
+                }
+            }
+        },
+        "components": {
+            "schemas": {
+                "Filter": {"type": "object", "properties": {"lang": {"type": "string", "enum": ["en"]}}}
+            }
+        },
+    }
+    lines = skills_from_openapi(spec, "inline", WarningLog())[0].body.splitlines()
+    assert lines[lines.index("Parameters:") + 1 :][:3] == [
+        "- city (query, string, required): City name",
+        "- filter (query, object Filter)",
+        "  - lang (string) [one of: en]",
+    ]
+    tool = {
+        "name": "get_weather",
+        "description": "Weather",
+        "inputSchema": {
+            "type": "object",
+            "properties": schemas,
+            "required": ["city"],
+            "components": spec["components"],
+        },
+    }
+    mcp_body = skills_from_mcp([tool], "inline", WarningLog())[0].body
+    assert (
+        "- city (string, required): City name\n- filter (object Filter)\n  - lang (string) [one of: en]"
+        in mcp_body
+    )
 
 
 def test_a_json_pointer_token_of_other_digits_is_an_unresolved_ref() -> None:

@@ -404,6 +404,19 @@ def test_openapi_operations_under_other_keys_or_behind_refs_are_said(tmp_path: P
     assert catalogue.by_id("GET /t").description == "[unresolved $ref: #/x-ops/getT]"
 
 
+def test_extension_keys_of_paths_are_no_path_items(tmp_path: Path) -> None:
+    # `paths: {x-note: ...}` (an extension, which the Paths Object allows) was a bad path item: a
+    # warning, and with on_error="raise" a valid spec refused
+    spec = tmp_path / "api.yaml"
+    spec.write_text(
+        'openapi: 3.0.0\ninfo: {title: X, version: "1"}\npaths:\n  x-note: internal\n'
+        "  x-group: {owner: team}\n  /a:\n    get: {operationId: getA, summary: Get an a}\n"
+    )
+    catalogue = load_catalogue(spec, on_error="raise")
+    assert catalogue.ids == ["getA"]
+    assert catalogue.warnings == []
+
+
 def test_an_mcp_description_of_only_spaces_is_called_empty(tmp_path: Path) -> None:
     tools = tmp_path / "ws.json"
     tools.write_text('{"tools":[{"name":"e","description":"   ","inputSchema":{"type":"object"}}]}')
@@ -505,16 +518,18 @@ def test_openapi_fields_of_the_wrong_shape_are_warned_about(tmp_path: Path) -> N
     spec = write(
         tmp_path / "odd.yaml",
         "openapi: 3.0.0\ninfo: Shop API\npaths:\n  /a:\n    get:\n      operationId: 42\n"
-        "      summary: Get a\n      parameters: {a: 1}\n      responses: [1]\n",
+        "      summary: Get a\n      parameters: {a: 1}\n      responses: [1]\n"
+        "  /b:\n    parameters: {b: 1}\n    get: {summary: Get b}\n",  # path-level: until session 56 unsaid
     )
     catalogue = load_quietly(spec)
-    assert catalogue.ids == ["GET /a"]
+    assert catalogue.ids == ["GET /a", "GET /b"]
     said = [w.removeprefix(f"{spec}: ") for w in catalogue.warnings]
     assert said == [
         "info is a string, not a mapping: the API title is left out",
         "GET /a: operationId is a number (42), not a string: the id is 'METHOD /path'",
         "GET /a: parameters is a mapping, not a list: left out",
         "GET /a: responses is a list, not a mapping: left out",
+        "path /b: parameters is a mapping, not a list: left out",
     ]
 
 
@@ -568,6 +583,18 @@ def test_front_matter_numbers_keep_the_text_written(tmp_path: Path) -> None:
     assert a.metadata["version"] == "1.10" and a.metadata["size"] == 2
     assert b.metadata["ratio"] == 0.5 and b.metadata["n"] == "1_000"
     assert not load_quietly(root).warnings
+
+
+def test_front_matter_numbers_inside_a_mapping_keep_the_text_written(tmp_path: Path) -> None:
+    # the Agent Skills `metadata:` map (`version: 1.10`) read 1.1 and `0x1F` 31: only top-level
+    # values kept the text written
+    root = tmp_path / "s"
+    write(
+        root / "a" / "SKILL.md",
+        "---\nname: a\ndescription: d\nmetadata:\n  version: 1.10\n  size: 2\n  tags: [0x1F, x]\n---\nB.\n",
+    )
+    (skill,) = load_quietly(root)
+    assert skill.metadata["metadata"] == {"version": "1.10", "size": 2, "tags": ["0x1F", "x"]}
 
 
 def test_a_file_not_named_skill_md_is_refused_as_one(tmp_path: Path) -> None:

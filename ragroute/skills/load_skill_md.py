@@ -7,7 +7,8 @@ A ``SKILL.md`` starts with YAML front matter between two ``---`` lines
   ``"pdf/forms"``; the root's own name for a ``SKILL.md`` at the root);
 * ``name`` / ``description`` = the front matter's ``name`` / ``description``; a value YAML reads
   as a number or date keeps the text written (``name: 1.10`` is ``"1.10"``, not ``"1.1"``), and so
-  does a number in the other keys where YAML's reads differently (``version: 1.10``, ``0x1F``); a
+  does a number in the other keys, nested ones too, where YAML's reads differently (``version: 1.10``,
+  ``0x1F``, ``metadata: {version: 1.10}``); a
   key written twice keeps its last value, with a warning naming the file, key and line;
 * ``body`` = the markdown body, then every text file beside it worth indexing
   (other ``.md`` / ``.txt`` files, small scripts and configs in the skill
@@ -214,32 +215,44 @@ def parse_front_matter(block: str, repeated: list[str] | None = None) -> tuple[d
     return {str(k): v for k, v in value.items()}, None
 
 
-def written_scalars(block: str) -> dict[str, str]:
-    """The text of each top-level plain scalar of front matter as written (``name: 1.10`` ->
-    ``"1.10"``, where YAML reads the float 1.1); ``{}`` when the block cannot be composed."""
+def written_scalars(block: str) -> dict[str, Any]:
+    """The text of each plain scalar of front matter as written (``name: 1.10`` -> ``"1.10"``, where
+    YAML reads the float 1.1), by top-level key: a nested mapping or list gives the same for its
+    entries (``metadata: {version: 1.10}`` -> ``{"version": "1.10"}``); ``{}`` when the block cannot
+    be composed."""
     import yaml
+
+    def tree(node: Any) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return node.value if node.style is None and node.value.strip() else None
+        if isinstance(node, yaml.SequenceNode):
+            return [tree(item) for item in node.value]
+        if isinstance(node, yaml.MappingNode):
+            return {
+                str(key.value): tree(value) for key, value in node.value if isinstance(key, yaml.ScalarNode)
+            }
+        return None
 
     try:
         node = yaml.compose(block, Loader=yaml.SafeLoader)  # noqa: S506 - a SafeLoader
+        written = tree(node)
     except (yaml.YAMLError, RecursionError, ValueError):
         return {}
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {
-        str(key.value): value.value
-        for key, value in node.value
-        if isinstance(key, yaml.ScalarNode)
-        and isinstance(value, yaml.ScalarNode)
-        and value.style is None
-        and value.value.strip()
-    }
+    return (
+        {key: text for key, text in written.items() if text is not None} if isinstance(written, dict) else {}
+    )
 
 
-def as_written(value: Any, written: str | None) -> Any:
+def as_written(value: Any, written: Any) -> Any:
     """A front-matter value with the text written for it where YAML made a number of it that reads
     differently (``1.10`` -> 1.1, ``0x1F`` -> 31, ``1_000`` -> 1000): the text, which loses nothing;
+    in a mapping or list, each entry so (``metadata: {version: 1.10}`` gave 1.1 until session 56);
     other values as they are."""
-    if written is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, dict) and isinstance(written, dict):
+        return {key: as_written(item, written.get(str(key))) for key, item in value.items()}
+    if isinstance(value, list) and isinstance(written, list) and len(written) == len(value):
+        return [as_written(item, text) for item, text in zip(value, written)]
+    if not isinstance(written, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     return value if str(value) == written else written
 
@@ -469,7 +482,11 @@ def skill_from_file(
     written = written_scalars(block) if block is not None and problem is None and front else {}
     front = {key: as_written(value, written.get(key)) for key, value in front.items()}
     for key in ("name", "description"):
-        if key in written and not isinstance(front[key], (str, bool)) and front[key] is not None:
+        if (
+            isinstance(written.get(key), str)
+            and not isinstance(front[key], (str, bool))
+            and front[key] is not None
+        ):
             front[key] = written[key]
     name = _scalar_text(front.get("name")) if problem is None else salvaged.get("name")
     description = _scalar_text(front.get("description")) if problem is None else salvaged.get("description")

@@ -560,7 +560,12 @@ class SchemaRenderer:
         head = f"{pad}{self.summary(node, stack)}" + (f": {description}" if description else "")
         if not self._emit(out, head):
             return out
+        self.nested_lines(node, out, indent + 2, stack)
+        return out
+
+    def nested_lines(self, node: Any, out: list[str], indent: int = 0, stack: tuple[str, ...] = ()) -> None:
+        """Append the properties below a schema (its own, its array items', its options'), as
+        :meth:`schema_lines` writes them under its summary line; nothing for a scalar schema."""
         nested, nested_stack = self._object_of(node, stack)
         if nested is not None:
-            self.property_lines(nested, out, indent + 2, nested_stack, 1)
-        return out
+            self.property_lines(nested, out, indent, nested_stack, 1)
