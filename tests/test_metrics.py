@@ -563,3 +563,77 @@ def test_an_id_that_is_no_text_is_refused_not_scored_0(run, qrels, named):
 
     with pytest.raises(RagrouteError, match=rf"^{named}: ids are text"):
         evaluate_run(run, qrels)
+
+
+@pytest.mark.parametrize(
+    ("grade", "shown"),
+    [(0.5, r"0\.5"), (1.5, r"1\.5"), (float("nan"), "nan"), ("1", "'1'"), (None, "None")],
+)
+def test_a_grade_that_is_no_whole_number_is_refused_not_cut(grade, shown):
+    """A grade of 0.5 was cut to 0 (the query left out as judged with nothing relevant), 1.5 to a
+    gain of 1, and NaN, a string or None raised a bare ValueError or TypeError (until session 56)."""
+    from ragroute.errors import RagrouteError
+    from ragroute.evaluation.metrics import per_query_scores
+
+    qrels = {"q1": {"a": grade, "b": 1}}
+    refused = rf"^qrels grade {shown} of query 'q1', document 'a' is no whole number .*: grades are whole"
+    with pytest.raises(RagrouteError, match=refused):
+        evaluate_run({"q1": ["b", "a"]}, qrels, ["ndcg@10"])
+    with pytest.raises(RagrouteError, match=refused):
+        per_query_scores({"q1": ["b", "a"]}, qrels, "ndcg@10")
+    # whole numbers of any kind are grades: numpy's, and floats with no fraction
+    expected = ndcg_at_k(["b", "a"], {"a": 2, "b": 1}, 10)
+    for whole in (np.int64(2), 2.0, np.float32(2.0)):
+        assert evaluate_run({"q1": ["b", "a"]}, {"q1": {"a": whole, "b": 1}}, ["ndcg@10"])["ndcg@10"] == (
+            pytest.approx(expected)
+        )
+
+
+def test_a_ranking_given_as_one_string_is_refused_not_split_into_characters():
+    """``{"q1": "abc"}`` judged the characters a, b, c as three documents: hit@3 read 1.0 for a query
+    whose relevant document is "a" (until session 56)."""
+    from ragroute.errors import RagrouteError
+
+    with pytest.raises(
+        RagrouteError, match=r"^the ranking of run query 'q1' is one string, 'abc': a ranking is a list"
+    ):
+        evaluate_run({"q1": "abc"}, {"q1": {"a": 1}}, ["hit@3"])
+    assert evaluate_run({"q1": ["abc"]}, {"q1": {"a": 1}}, ["hit@3"])["hit@3"] == 0.0
+
+
+def test_truth_and_scores_of_different_lengths_are_one_line():
+    """auroc, auroc_interval and balanced_accuracy raised a bare numpy IndexError (until session 56)."""
+    from ragroute.errors import InvalidArgumentError
+    from ragroute.evaluation.metrics import auroc, auroc_interval, balanced_accuracy
+
+    with pytest.raises(InvalidArgumentError, match=r"^3 truth values and 2 scores: give one per case$"):
+        auroc([True, False, True], [0.1, 0.2])
+    with pytest.raises(InvalidArgumentError, match=r"^3 truth values and 2 scores"):
+        auroc_interval([True, False, True], [0.1, 0.2])
+    with pytest.raises(InvalidArgumentError, match=r"^3 truth values and 2 predictions"):
+        balanced_accuracy([True, False, True], [True, False])
+
+
+def test_a_bootstrap_of_no_resample_is_one_line():
+    """resamples=0 raised a bare IndexError from the percentiles of no resample (until session 56)."""
+    from ragroute.errors import InvalidArgumentError
+    from ragroute.evaluation.metrics import auroc_interval, paired_difference, share_of_gap
+
+    a, b, top = {"q1": 1.0, "q2": 0.0}, {"q1": 0.5, "q2": 0.2}, {"q1": 1.0, "q2": 1.0}
+    with pytest.raises(InvalidArgumentError, match=r"^resamples must be >= 1, got 0$"):
+        paired_difference(a, b, resamples=0)
+    with pytest.raises(InvalidArgumentError, match=r"^resamples must be >= 1, got 0$"):
+        share_of_gap(a, b, top, resamples=0)
+    with pytest.raises(InvalidArgumentError, match=r"^resamples must be >= 1, got 0$"):
+        auroc_interval([True, False], [0.6, 0.4], resamples=0)
+
+
+def test_a_query_that_is_not_scored_needs_no_group():
+    """A query judged with grade 0 only and no group was refused as "1 scored queries have no
+    group", though no mean reads it (until session 56)."""
+    from ragroute.evaluation.evaluators import macro_average
+
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 0}}
+    run = {"q1": ["a"], "q2": ["x"], "q3": ["c"]}
+    groups = {"q1": "adi", "q2": "med"}
+    assert macro_average(run, qrels, groups, "ndcg@10") == pytest.approx(0.5)

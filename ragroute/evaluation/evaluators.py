@@ -25,12 +25,21 @@ import numpy as np
 
 from ragroute.context import QueryContext
 from ragroute.errors import InvalidArgumentError
-from ragroute.evaluation.metrics import check_grouped, evaluate_run, macro_mean, parse_metric
+from ragroute.evaluation.metrics import (
+    check_grouped,
+    check_run_and_qrels,
+    evaluate_run,
+    is_scorable,
+    macro_mean,
+    parse_metric,
+)
 from ragroute.index.base import search_contexts
 from ragroute.route.base import NONE_ROUTE, top_route
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50 and p95 of ``values``, numpy's default method (linear interpolation between the closest
+    ranks, as every benchmark's ``np.percentile`` reads them); 0.0 for no value."""
     if not values:
         return {"p50": 0.0, "p95": 0.0}
     return {
@@ -61,7 +70,11 @@ def macro_averages(
     if not groups:
         scores = evaluate_run(run, qrels, metrics)
         return {metric: float(scores[metric]) for metric in metrics}
-    check_grouped(qrels, groups)
+    # only a query that is scored needs a group: one judged with grade 0 only (no group) was refused
+    # as "scored" until session 56
+    ungrouped = {qid: rels for qid, rels in qrels.items() if qid not in groups}
+    check_run_and_qrels({}, ungrouped)
+    check_grouped([qid for qid, rels in ungrouped.items() if is_scorable(rels)], groups)
     names = sorted(set(groups.values()))
     values: dict[str, list[float | None]] = {metric: [] for metric in metrics}
     for name in names:

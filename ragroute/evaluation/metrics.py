@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import RagrouteError, value_type_name
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, value_type_name
 
 
 def _relevant(qrels: Mapping[str, int]) -> dict[str, int]:
@@ -125,9 +125,10 @@ def per_query_scores(
     """``metric`` for each scorable query of ``qrels`` (a judged query missing from ``run`` scores 0).
     Query and document ids are text, as the loaders read them: another type (an ``int`` id of a
     run or qrels built in code) is :class:`RagrouteError`, where it matched nothing and scored 0,
-    silently (until session 53)."""
+    silently (until session 53); so is a grade that is no whole number (see
+    :func:`check_run_and_qrels`)."""
     base, k = parse_metric(metric)
-    _check_ids(run, qrels)
+    check_run_and_qrels(run, qrels)
     return _scores_of(run, _scorable(qrels), base, k)
 
 
@@ -139,12 +140,28 @@ def _scorable(qrels: Mapping[str, Mapping[str, int]]) -> dict[str, Mapping[str, 
 def _scores_of(
     run: Mapping[str, Sequence[str]], scorable: Mapping[str, Mapping[str, int]], base: str, k: int
 ) -> dict[str, float]:
-    """Metric ``base@k`` of each query of ``scorable`` (ids checked already)."""
+    """Metric ``base@k`` of each query of ``scorable`` (:func:`check_run_and_qrels` passed already)."""
     return {qid: METRICS[base](list(run.get(qid, ())), rels, k) for qid, rels in scorable.items()}
 
 
-def _check_ids(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> None:
-    """One line naming the first id of ``run`` or ``qrels`` that is no text."""
+def check_run_and_qrels(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> None:
+    """One line naming the first id of ``run`` or ``qrels`` that is no text, a ranking of ``run``
+    that is one string (not a list of ids: each character was judged as a document id until session
+    56), or a grade of ``qrels`` that is no whole number (0.5 was cut to 0, not relevant, and NaN or
+    a string raised a bare ValueError until session 56)."""
+    for qid, ranking in run.items():
+        if isinstance(ranking, (str, bytes)):
+            raise RagrouteError(
+                f"the ranking of run query {qid!r} is one string, {ranking[:20]!r}: a ranking is a list "
+                "of document ids, best first"
+            )
+    for qid, rels in qrels.items():
+        for doc, grade in rels.items():
+            if not _is_whole_number(grade):
+                raise RagrouteError(
+                    f"qrels grade {grade!r} of query {qid!r}, document {doc!r} is no whole number "
+                    f"({value_type_name(grade)}): grades are whole numbers, > 0 meaning relevant"
+                )
     where = (
         *(("run query id", q) for q in run),
         *(("qrels query id", q) for q in qrels),
@@ -157,6 +174,13 @@ def _check_ids(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str
                 f"{what} {value!r} is {value_type_name(value)}: ids are text (str), as the loaders read "
                 "them; an id of another type matches none"
             )
+
+
+def _is_whole_number(value: Any) -> bool:
+    """An ``int`` (numpy's too) or a float with no fraction, such as 2.0."""
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and float(value).is_integer()
 
 
 def evaluate_run(
@@ -177,7 +201,7 @@ def evaluate_run(
         # the ids checked and the scored queries found once for every metric (until session 53 once
         # per metric: most of the time `ragroute eval` took to score a run)
         if scorable is None:
-            _check_ids(run, qrels)
+            check_run_and_qrels(run, qrels)
             scorable = _scorable(qrels)
         scores = _scores_of(run, scorable, base, k)
         n = len(scores)
@@ -261,6 +285,7 @@ def _macro_bootstrap(
     """Macro means over strata of each column of ``values`` (rows: ``keys``; one stratum without
     ``groups``), and the same means for ``resamples`` seeded resamples of the rows within their
     strata (shape: resamples x columns)."""
+    check_k(resamples, "resamples")  # 0 raised a bare IndexError until session 56
     rng = np.random.default_rng(seed)
     if groups is None:
         strata = [np.arange(len(keys))]
@@ -281,11 +306,21 @@ def _macro_bootstrap(
     return point, drawn
 
 
+def _paired(
+    truth: Sequence[bool] | np.ndarray, values: np.ndarray, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``truth`` as booleans beside ``values``; one line when their lengths differ (a bare IndexError
+    until session 56)."""
+    y = np.asarray(truth, dtype=bool)
+    if y.shape != values.shape:
+        raise InvalidArgumentError(f"{y.size} truth values and {values.size} {what}: give one per case")
+    return y, values
+
+
 def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Area under the ROC curve (ties count half); ``nan`` with a single class or any ``nan`` score
     (which no ranking places: counted anywhere, it would give a number that means nothing)."""
-    y = np.asarray(truth, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
+    y, s = _paired(truth, np.asarray(scores, dtype=np.float64), "scores")
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if not n_pos or not n_neg or np.isnan(s).any():
         return math.nan
@@ -304,7 +339,7 @@ def auroc(truth: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarr
 
 def balanced_accuracy(truth: Sequence[bool] | np.ndarray, pred: Sequence[bool] | np.ndarray) -> float:
     """Mean over the classes present of the share of each class predicted right (0 with none)."""
-    t, p = np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)
+    t, p = _paired(truth, np.asarray(pred, dtype=bool), "predictions")
     parts = [float(np.mean(p[t == c] == c)) for c in (True, False) if np.any(t == c)]
     return float(np.mean(parts)) if parts else 0.0
 
@@ -321,8 +356,8 @@ def auroc_interval(
     single class or a ``nan`` score (see :func:`auroc`)."""
     from scipy.stats import rankdata
 
-    y = np.asarray(truth, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
+    check_k(resamples, "resamples")
+    y, s = _paired(truth, np.asarray(scores, dtype=np.float64), "scores")
     pos, neg = s[y], s[~y]
     if not len(pos) or not len(neg) or np.isnan(s).any():
         return None
