@@ -576,6 +576,29 @@ def test_query_with_another_encoder_is_refused(runner, tmp_path, hashing_encoder
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_query_says_the_encoder_an_index_was_built_with_is_missing(runner, tmp_path, small_docs):
+    """Without --encoder a query loads the model the index records; when its folder has moved, the
+    error says it is the index's encoder and how to name it: until session 56 it read "encoder
+    '/.../model' not found: no such local folder", as if the user had typed that name."""
+    from conftest import HashingEncoder
+
+    moved = tmp_path / "models" / "mine"
+    save_index(
+        build_index(small_docs, "dense", encoder=HashingEncoder(model_id=str(moved))), tmp_path / "idx"
+    )
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text('{"_id": "d1", "text": "a galaxy"}\n')
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "galaxy"}\n')
+    (data / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    evaluate = ["eval", "--index", str(tmp_path / "idx"), "--data", str(data)]
+    for command in (["query", str(tmp_path / "idx"), "galaxy"], evaluate):
+        result = runner.invoke(main, [*command, "--cache-dir", str(tmp_path / "c")])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+        assert result.output.startswith(f"error: {tmp_path / 'idx'} was built with encoder '{moved}'")
+        assert "not found: no such local folder" in result.output and "pass --encoder" in result.output
+
+
 def test_query_with_a_copy_of_the_models_folder_is_the_same_encoder(runner, tmp_path, minilm, small_docs):
     """`--encoder` naming a byte-identical copy of the model an index was built with (another path,
     so another model id) is that encoder, as `load_index` in Python takes it (same weights digest):

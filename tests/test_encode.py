@@ -192,6 +192,25 @@ def test_unknown_backend_is_rejected() -> None:
         load_encoder(backend="tensorflow")
 
 
+def test_an_empty_cache_dir_is_refused_not_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """An empty cache folder (an unset variable) is refused, by load_encoder and by every command's
+    --cache-dir, as a config's empty ``cache_dir:`` is; until session 56 it was the working directory,
+    which got the ONNX export and the embedding cache."""
+    from click.testing import CliRunner
+
+    from ragroute.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for empty in ("", "  "):
+        with pytest.raises(InvalidArgumentError, match="^load_encoder: cache_dir is empty"):
+            load_encoder(backend="torch", cache_dir=empty)
+        result = CliRunner().invoke(main, ["query", str(tmp_path / "nowhere"), "q", "--cache-dir", empty])
+        assert (
+            result.exit_code == 2 and "'--cache-dir'" in result.output and "names no folder" in result.output
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_bad_thread_count_is_refused_before_anything_loads(tmp_path: Path) -> None:
     """Until session 53 ``load_encoder``'s ``threads`` went unchecked: -1 failed inside torch with a
     bare RuntimeError (and ran onnxruntime on its default), 0 ran on every core, 2.5 on 2 threads."""
@@ -661,6 +680,17 @@ def test_int8_vectors_are_cached_apart_per_quantisation(
     assert again.cache_variant.split("|int8:")[0] == int8_encoder.cache_variant.split("|int8:")[0]
 
 
+def test_an_onnx_export_opened_on_its_folder_describes_its_weights(
+    onnx_encoder: OnnxEncoder, int8_encoder: OnnxEncoder
+) -> None:
+    """``OnnxEncoder(folder)`` is the same encoder as ``from_model`` gives, weights digest included
+    (what indexes record and check): until session 56 it described none, and an index built with it
+    took a model folder changed since."""
+    for loaded in (onnx_encoder, int8_encoder):
+        opened = OnnxEncoder(loaded.model_dir, int8=loaded.int8)
+        assert opened.weights and opened.describe() == loaded.describe()
+
+
 def test_load_encoder_wraps_in_cache(cache_root: Path, onnx_encoder: OnnxEncoder) -> None:
     enc = load_encoder(backend="onnx", cache_dir=cache_root)
     assert isinstance(enc, CachedEncoder) and enc.backend == "onnx"
@@ -1032,3 +1062,23 @@ def test_an_in_memory_model_draws_a_bar_for_a_long_job(monkeypatch: pytest.Monke
     monkeypatch.setenv("RAGROUTE_PROGRESS", "0")
     encode_unit_vectors(Model(), ["x"] * (PROGRESS_THRESHOLD + 1), 4, batch_size=8, show_progress=None)
     assert asked == [True, False, False]
+
+
+def test_words_a_tokenizer_drops_do_not_make_a_document_truncated(
+    torch_encoder: SentenceTransformerEncoder, onnx_encoder: OnnxEncoder
+) -> None:
+    """A text of more whitespace-separated words than the limit is counted truncated without the
+    tokenizer only for words holding a letter, digit or underscore: until session 56 a text of 300
+    zero-width spaces, NULs or U+FFFD between spaces (2 tokens: the tokenizer drops them) was
+    counted, exactly, as longer than the encoder reads."""
+    from ragroute.encode.truncation import count_for_encoder, count_truncated
+
+    limit = torch_encoder.max_seq_length
+    dropped = ["\u200b " * 300, "\x00 " * 300, "\ufffd " * 300, "\u00ad " * 300]
+    for text in dropped:
+        assert len(torch_encoder.model.tokenizer(text)["input_ids"]) == 2
+    long = ["- " * 300, "word " * 300]  # punctuation is a token: these are past the limit
+    for encoder in (torch_encoder, onnx_encoder):
+        assert count_for_encoder(encoder, dropped + long) == (2, limit, True), encoder
+    # without a tokenizer: a lower bound still (none of the dropped ones, the words' text)
+    assert count_truncated(dropped + long, limit=limit) == (1, limit, False)

@@ -15,7 +15,13 @@ from click.core import ParameterSource
 
 from ragroute.display import counted as counted  # the commands print counts through it
 from ragroute.display import terminal_text
-from ragroute.errors import IndexFormatError, RagrouteError, UnknownKindError, os_error_message
+from ragroute.errors import (
+    IndexFormatError,
+    ModelNotFoundError,
+    RagrouteError,
+    UnknownKindError,
+    os_error_message,
+)
 from ragroute.types import Hit
 
 T = TypeVar("T")
@@ -195,7 +201,17 @@ def encoder_for_index(
     name = encoder or recorded.get("model_id", "")
     if not name:
         raise IndexFormatError(f"{index_dir}: its manifest records no encoder for a {manifest.kind} index")
-    return open_encoder(name, backend, cache_dir)
+    try:
+        return open_encoder(name, backend, cache_dir)
+    except ModelNotFoundError as exc:
+        if encoder is not None:
+            raise
+        # the encoder the manifest names, not one the user gave (until session 56 the error named it
+        # alone, as if --encoder had: a model folder moved since the build read as a typo)
+        raise ModelNotFoundError(
+            f"{index_dir} was built with encoder {name!r}, which does not load here ({exc}): pass "
+            "--encoder with that model's folder or name (a copy of the folder is that encoder)"
+        ) from None
 
 
 def load_index_for(

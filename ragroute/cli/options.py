@@ -163,12 +163,27 @@ def on_error_option(more: str = "") -> Callable[[Callable[..., Any]], Callable[.
     )
 
 
+def _cache_dir(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Path | None:
+    """Callback of ``--cache-dir``: the folder as a ``Path``; an empty or blank value is refused (until
+    session 56 it was the working directory, which got the ONNX exports and the embedding cache,
+    where an empty ``RAGROUTE_CACHE`` and a config's empty ``cache_dir:`` are not taken so)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter(
+            f"{value!r} names no folder (an unset variable?): give a folder, or leave --cache-dir out "
+            "for the per-user cache folder"
+        )
+    return Path(value)
+
+
 def cache_dir_option(help_text: str = CACHE_DIR_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--cache-dir`` (``None`` when not given: the per-user cache folder, or a config's ``cache_dir:``)."""
     return click.option(
         "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(file_okay=False),
         default=None,
+        callback=_cache_dir,
         help=help_text,
     )
 

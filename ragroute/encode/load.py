@@ -22,7 +22,7 @@ from ragroute.encode.cache import CachedEncoder, EmbeddingCache
 from ragroute.encode.onnx_runtime import OnnxEncoder
 from ragroute.encode.resolve import DEFAULT_ENCODER, ResolvedModel, default_cache_dir, with_resolved_model
 from ragroute.encode.sentence_transformers import SentenceTransformerEncoder
-from ragroute.errors import RagrouteError, check_k, check_path
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, check_path
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ def load_encoder(
         raise RagrouteError(f"unknown encoder backend {backend!r}: expected auto, {', '.join(BACKENDS)}")
     if threads is not None:
         threads = check_k(threads, "load_encoder: threads")
+    if cache_dir is not None and not os.fspath(check_path(cache_dir, "load_encoder: cache_dir")).strip():
+        # until session 56 the working directory, which got the ONNX exports and the embedding cache
+        raise InvalidArgumentError(
+            "load_encoder: cache_dir is empty: give a folder, or None for the per-user cache folder"
+        )
 
     def load(resolved: ResolvedModel) -> tuple[Encoder, Path]:
         if cache_dir is not None:

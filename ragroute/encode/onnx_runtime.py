@@ -55,6 +55,9 @@ class OnnxEncoder(PromptedEncoder):
         # vectors cached under the digest of the model folder the export was made from (an export
         # from before session 38: its file-times fingerprint)
         self.cache_variant = str(meta.get("weights") or meta.get("fingerprint", ""))
+        # the identity indexes record (describe()), whichever way the export is opened: until
+        # session 56 an encoder opened on its folder recorded none, so its indexes took any weights
+        self.weights = str(meta["weights"]) if meta.get("weights") else None
         if self.int8:
             # the int8 file's own digest too: a re-quantisation (the file was lost or corrupt) by
             # another onnxruntime may round otherwise, and its vectors must not meet the old ones
