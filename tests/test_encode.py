@@ -1082,3 +1082,21 @@ def test_words_a_tokenizer_drops_do_not_make_a_document_truncated(
         assert count_for_encoder(encoder, dropped + long) == (2, limit, True), encoder
     # without a tokenizer: a lower bound still (none of the dropped ones, the words' text)
     assert count_truncated(dropped + long, limit=limit) == (1, limit, False)
+
+
+def test_a_model_saved_in_fp16_runs_in_fp32_on_the_cpu(tiny_model: Path, tmp_path: Path) -> None:
+    """The torch backend runs fp32 on the CPU, as documented, whatever dtype the weights were saved
+    in: until session 56 sentence-transformers loaded a model saved in fp16 as fp16 (slower on a CPU,
+    and less exact), so its vectors were not the fp32 model's."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    half = tmp_path / "half"
+    SentenceTransformer(str(tiny_model), device="cpu").half().save(str(half))
+    loaded = load_encoder(str(half), backend="torch", use_cache=False)
+    assert isinstance(loaded, SentenceTransformerEncoder)
+    assert loaded.model.dtype == torch.float32
+    full = load_encoder(str(tiny_model), backend="torch", use_cache=False)
+    texts = ["a galaxy of stars", "a recipe for bread"]
+    # the fp16 weights, restored to fp32, give the fp32 model's vectors to fp16 rounding of weights
+    assert np.allclose(loaded.encode_documents(texts), full.encode_documents(texts), atol=5e-3)

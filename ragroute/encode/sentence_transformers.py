@@ -35,8 +35,18 @@ def load_sentence_transformer(path: Path, device: str = "cpu", **kwargs: Any) ->
 
     # The weight-loading bar is noise on every CLI call; ragroute shows its own bars for long work.
     transformers_logging.disable_progress_bar()
+    model_kwargs = dict(kwargs.pop("model_kwargs", None) or {})
+    if str(device).startswith("cpu") and not {"dtype", "torch_dtype"} & model_kwargs.keys():
+        import torch
+
+        # fp32 on the CPU, what the torch backend is documented to run, whatever dtype the weights
+        # were saved in: sentence-transformers loads them as saved, and a model saved in fp16 ran
+        # in fp16 on the CPU until session 56 (slower there, and less exact)
+        model_kwargs["dtype"] = torch.float32
     try:
-        model = SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
+        model = SentenceTransformer(
+            str(path), device=device, local_files_only=True, model_kwargs=model_kwargs, **kwargs
+        )
     except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
         raise ModelNotFoundError(f"cannot load encoder from {path}: {first_line(exc)}") from exc
     check_vocabulary(model, path)
