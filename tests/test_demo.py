@@ -241,3 +241,18 @@ def test_the_demo_run_elsewhere_says_where_its_corpora_are(tmp_path, monkeypatch
         "error: --routing corpora/routing.yaml: no such file (paths are relative to where you run); "
         f"run the demo in {ROOT}, which holds corpora/\n"
     ), result.output
+
+
+def test_the_graph_step_counts_only_passages_judged_relevant(tmp_path, hashing_encoder, capsys):
+    """A grade-0 judgement (judged, not relevant) is no needed passage: until session 56 the demo's
+    graph step counted it among the passages a question needs, and marked it "<- needed"."""
+    import shutil
+
+    corpus = tmp_path / "multihop"
+    shutil.copytree(CORPORA / "multihop", corpus)
+    qrels = corpus / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text(encoding="utf-8") + "q1\torrin-works\t0\n", encoding="utf-8")
+    _, _, total = demo.graph_step(corpus, tmp_path / "g", hashing_encoder, 3)
+    out = capsys.readouterr().out
+    q1 = out[out.index("graph query q1") : out.index("graph query q2")]
+    assert total == 4 and "(needs: ada-brennan, kellow)" in q1 and "/2 needed passages" in q1

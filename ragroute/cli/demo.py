@@ -360,6 +360,7 @@ def graph_step(corpus: Path, out_dir: Path, encoder: Any, k: int) -> tuple[int, 
     gold passages in all)``.
     """
     from ragroute.cli.graph import explain_lines, shared_explain
+    from ragroute.evaluation.metrics import relevant
     from ragroute.index.build import build_index
     from ragroute.index.io import save_index
     from ragroute.loaders import load_beir
@@ -376,7 +377,8 @@ def graph_step(corpus: Path, out_dir: Path, encoder: Any, k: int) -> tuple[int, 
     )
     found = dense_found = total = 0
     for query in dataset.queries:
-        gold = set(dataset.qrels.get(query.id, {}))
+        # the passages judged relevant (a grade-0 judgement is no needed passage)
+        gold = set(relevant(dataset.qrels.get(query.id, {})))
         hits = index.search(query.text, k)
         dense_ids = {h.doc_id for h in index.dense.search(query.text, k)}
         needs = ", ".join(sorted(gold))

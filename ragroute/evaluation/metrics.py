@@ -32,7 +32,8 @@ import numpy as np
 from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, value_type_name
 
 
-def _relevant(qrels: Mapping[str, int]) -> dict[str, int]:
+def relevant(qrels: Mapping[str, int]) -> dict[str, int]:
+    """The judged documents that are relevant (grade > 0), with their grades."""
     return {doc: int(grade) for doc, grade in qrels.items() if int(grade) > 0}
 
 
@@ -41,7 +42,7 @@ def is_scorable(qrels: Mapping[str, int]) -> bool:
 
     Others (no judgement, or grade 0 only) are left out of every average and every oracle.
     """
-    return bool(_relevant(qrels))
+    return bool(relevant(qrels))
 
 
 def macro_mean(values: Iterable[float | None]) -> float:
@@ -58,7 +59,7 @@ def _top(ranking: Sequence[str], k: int) -> list[str]:
 
 def ndcg_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     """Normalised discounted cumulative gain of the top ``k`` (graded gain)."""
-    rel = _relevant(qrels)
+    rel = relevant(qrels)
     if not rel:
         return 0.0
     dcg = sum(rel.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(_top(ranking, k)))
@@ -69,7 +70,7 @@ def ndcg_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float
 
 def recall_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     """Fraction of the relevant documents found in the top ``k``."""
-    rel = _relevant(qrels)
+    rel = relevant(qrels)
     if not rel:
         return 0.0
     return len(rel.keys() & set(_top(ranking, k))) / len(rel)
@@ -77,7 +78,7 @@ def recall_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> flo
 
 def mrr_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     """Reciprocal rank of the first relevant document within the top ``k`` (0 if none)."""
-    rel = _relevant(qrels)
+    rel = relevant(qrels)
     for i, doc in enumerate(_top(ranking, k)):
         if doc in rel:
             return 1.0 / (i + 1)
@@ -86,13 +87,13 @@ def mrr_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
 
 def hit_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     """1 if any relevant document is in the top ``k``, else 0."""
-    rel = _relevant(qrels)
+    rel = relevant(qrels)
     return float(any(doc in rel for doc in _top(ranking, k)))
 
 
 def full_chain_recall_at_k(ranking: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     """1 only if every relevant document is in the top ``k`` (multi-hop "full chain")."""
-    rel = _relevant(qrels)
+    rel = relevant(qrels)
     if not rel:
         return 0.0
     return float(rel.keys() <= set(_top(ranking, k)))

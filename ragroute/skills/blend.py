@@ -131,7 +131,7 @@ def fit_rerank_blend(
 ) -> RerankBlend:
     """Fit the stage-1 weight of ``router``'s reranker on labelled ``tasks`` (``(id, text)``, judged
     in ``qrels``: skill id -> grade) of its catalogue; see the module doc."""
-    from ragroute.evaluation.metrics import evaluate_run
+    from ragroute.evaluation.metrics import evaluate_run, is_scorable
 
     reranker = router.reranker
     if reranker is None or not hasattr(reranker, "calibration") or not hasattr(reranker, "with_calibration"):
@@ -140,7 +140,7 @@ def fit_rerank_blend(
     wrong = next((t for t in pairs if not (isinstance(t, (tuple, list)) and len(t) == 2)), None)
     if wrong is not None:  # a tuple-unpacking ValueError until session 44
         raise InvalidArgumentError(f"tasks must be (id, text) pairs, got {wrong!r}"[:200])
-    judged = [(qid, text) for qid, text in pairs if any(g > 0 for g in qrels.get(qid, {}).values())]
+    judged = [(qid, text) for qid, text in pairs if is_scorable(qrels.get(qid, {}))]
     if len(judged) < MIN_TASKS:
         raise RagrouteError(
             f"fitting a rerank blend needs at least {MIN_TASKS} tasks with a relevant skill, "
