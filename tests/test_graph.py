@@ -224,6 +224,25 @@ def test_each_hit_carries_the_path_its_mass_came_along(hashing_encoder):
     }
 
 
+def test_a_path_names_the_dense_prior_only_where_it_seeded_the_walk(hashing_encoder):
+    from ragroute.graph.index import WalkParams
+
+    # passage c has one phrase of its own: at damping 0.85 its prior's mass goes out to "quillon"
+    # and back, more than the prior's share, and the walk back dead-ends at the phrase
+    docs = [
+        Document(id="a", text="Ada Brennan was born in Kellow."),
+        Document(id="b", text="Kellow lies on the Varne River."),
+        Document(id="c", text="the harbour painter zorblax lived by the sea, says Quillon."),
+    ]
+    index = build_index(docs, "graph", encoder=hashing_encoder)
+    index.walk = WalkParams(damping=0.85)
+    hits = index.search("Where was Ada Brennan born? harbour painter by the sea", k=3)
+    paths = {h.doc_id: h.explain["path"] for h in hits}
+    assert paths["c"] == ["(dense prior)", "passage c"]  # not "(dense prior) -> quillon -> passage c"
+    for path in paths.values():  # the prior seeds passages only: a phrase after it was never seeded so
+        assert path[0] != "(dense prior)" or path[1].startswith("passage ")
+
+
 def test_hub_damping_is_a_switch_that_changes_the_walk_without_touching_the_graph(hashing_encoder):
     from dataclasses import replace
 

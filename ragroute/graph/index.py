@@ -649,7 +649,13 @@ class GraphIndex(LocalIndex):
             flow = mass[neighbours] * adjacency.data[lo:hi] * into / np.maximum(out_weight[neighbours], 1e-30)
             flow[np.isin(neighbours, trail)] = 0.0
             if not flow.size or damping * flow.max() <= (1.0 - damping) * reset[current]:
-                trail.append(-1)  # the node's own reset mass: the dense prior or a fact boost
+                # the node's own reset mass: the dense prior or a fact boost. A node with none that
+                # only the trail sent mass (a passage's mass gone out to its own phrase and back, at
+                # a high damping) is no source: the trail is cut back to its last node with reset
+                # mass (until session 56 the path said the dense prior seeded such a phrase)
+                while reset[trail[-1]] <= 0 and any(reset[t] > 0 for t in trail):
+                    trail.pop()
+                trail.append(-1)
                 break
             trail.append(int(neighbours[int(np.argmax(flow))]))
         return [self._node_label(n) for n in reversed(trail)]
