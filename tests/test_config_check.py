@@ -1841,3 +1841,23 @@ def test_an_encoder_folder_written_as_a_path_is_read_beside_the_config(tmp_path,
         "encoder:" in line and str(folder.resolve() / "models" / "enc") in line
         for line in error_lines(result)
     ), result.output
+
+
+def test_examples_for_a_signal_that_learns_nothing_are_refused_by_check_and_load(workspace):
+    """A threshold gate's `examples:` for a signal that learns nothing from them (rarity) was
+    accepted and left unread until session 56."""
+    from ragroute.route.config import load_routing
+
+    labels = workspace / "gate-labels.jsonl"
+    labels.write_text(
+        '{"text": "Who founded Zorblat?", "label": "doc"}\n{"text": "What is 2 + 2?", "label": "no"}\n'
+    )
+    config = workspace / "rarity-examples.yaml"
+    config.write_text(
+        GOOD + f"gate: {{kind: threshold, signal: rarity, below: 3.0, examples: {labels.name}}}\n"
+    )
+    said = f"{config}: gate: signal rarity learns nothing from labelled queries: leave 'examples' out"
+    result = check(config)
+    assert result.exit_code == 1 and error_lines(result) == [f"error: {said}"], result.output
+    with pytest.raises(RagrouteError, match="learns nothing from labelled queries"):
+        load_routing(config, encoder=HashingEncoder(dim=384, model_id=MINILM))

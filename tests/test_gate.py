@@ -422,6 +422,37 @@ def test_a_probability_exactly_at_the_threshold_retrieves(fitted):
         assert above.gate_many([QueryContext(text)])[0].action == "answer"
 
 
+def test_signal_values_that_are_no_number_retrieve_and_say_so(encoder):
+    """An encoder's NaN vector (or a plugin signal's NaN) gives no probability: until session 56 the
+    gate answered directly, its reason "p_retrieve nan < threshold 0.5", a comparison that is false."""
+
+    class NanSignal(ComplexitySignal):
+        kind = "nan_signal"
+
+        def values(self, contexts, vectors):
+            out = super().values(contexts, vectors)
+            out[:, 0] = [np.nan if "NAN" in c.text else 0.0 for c in contexts]
+            return out
+
+    class NanEncoder(HashingEncoder):
+        def encode_queries(self, texts, **kwargs):
+            rows = super().encode_queries(texts, **kwargs)
+            rows[[i for i, t in enumerate(texts) if "NAN" in t]] = np.nan
+            return rows
+
+    signal = NanSignal()
+    rule = ThresholdGate(signal, signal.names[0], above=1.0)
+    fitted = TrainedGate.fit(TEXTS, FLAGS, NanEncoder(dim=64), signals=["knn_vote", "rarity"])
+    for gate, unread in ((rule, "nan_signal.log_words"), (fitted, "knn_vote.share")):
+        nan, plain = gate.gate_many(
+            [QueryContext("NAN what is 2 plus 2?"), QueryContext("what is 2 plus 2?")]
+        )
+        assert nan.action == "retrieve" and np.isnan(nan.probability), nan.reason
+        assert nan.reason.startswith("no probability: the signal values are not numbers (")
+        assert unread in nan.reason and nan.reason.endswith("retrieving (shallow)")
+        assert plain.action == "answer"
+
+
 def test_default_threshold_is_prior_corrected_and_balanced_accuracy_option(encoder, monkeypatch):
     import ragroute.gate.trained as trained
     from ragroute.route.folds import grouped_holdout
@@ -667,6 +698,12 @@ def test_threshold_gate_examples_refuse_label_strings_for_flags(encoder):
         ThresholdGate(KnnVoteSignal(k=3), above=0.5, encoder=encoder, examples=(TEXTS, labels))
     flags = [needs_retrieval(label) for label in labels]
     assert ThresholdGate(KnnVoteSignal(k=3), above=0.5, encoder=encoder, examples=(TEXTS, flags))
+
+
+def test_threshold_gate_refuses_examples_its_signal_learns_nothing_from():
+    # accepted and left unread until session 56: the rule decided as if none had been given
+    with pytest.raises(RagrouteError, match="^signal rarity learns nothing from labelled queries: leave"):
+        ThresholdGate("rarity", "min_zipf", below=3.0, examples=(TEXTS, FLAGS))
 
 
 def test_threshold_gate_refuses_a_cut_or_scale_that_is_not_a_finite_number():

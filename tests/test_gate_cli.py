@@ -259,3 +259,26 @@ def test_fit_checks_its_out_before_reading_the_queries(tmp_path, labels, monkeyp
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: {message}") and result.output.count("\n") == 1
     assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before
+
+
+def test_decide_shows_the_probability_and_threshold_on_the_side_of_each_other_they_were_compared(
+    tmp_path, labels
+):
+    """The decision's probability is rounded for its trace's rounded threshold; until session 56
+    `decide` set it beside the gate's exact threshold, so a threshold between the two read
+    "retrieve  p_retrieve=0.0728220  threshold=0.0728222" (and so did --json)."""
+    from ragroute.gate import TrainedGate
+
+    out = tmp_path / "gate"
+    fit = ["gate", "fit", str(labels), "--out", str(out), "--signals", "rarity,complexity"]
+    assert CliRunner().invoke(main, fit).exit_code == 0
+    for query in ("What is 2 plus 3?", "Who founded the Xylofrant company?", "How many legs has a dog?"):
+        p = float(TrainedGate.load(out).probabilities([query])[0])
+        between = (p + round(p, 6)) / 2  # the rounded probability is on the other side of it
+        args = ["gate", "decide", str(out), query, "--threshold", repr(between)]
+        text = CliRunner().invoke(main, args)
+        payload = json.loads(CliRunner().invoke(main, [*args, "--json"]).output.strip().splitlines()[-1])
+        action, shown_p, shown_threshold = text.output.splitlines()[0].split()
+        assert action == payload["action"] == ("retrieve" if p >= between else "answer")
+        retrieves = float(shown_p.split("=")[1]) >= float(shown_threshold.split("=")[1])
+        assert retrieves == (payload["p_retrieve"] >= payload["threshold"]) == (action == "retrieve")

@@ -431,6 +431,28 @@ def test_a_pipeline_gate_skips_and_stops_steps(bm25):
     assert result.steps[0].gate["action"] == "answer" and result.steps[1].hits[0].doc_id == "m3"
 
 
+def test_the_final_trace_step_says_which_sub_question_a_gate_stopped_and_why(bm25):
+    """The stopped step is no step of the result: until session 56 its sub-question and the gate's
+    reason were only in the gate's trace step (or the pipeline's decision in a retrieve step)."""
+    planner = ScriptedPlanner(["Where did Otto Lind come from?", "halt here", "-"])
+    for controller in (
+        StepwiseController(planner, bm25, gate=WordGate(), k=3),
+        StepwiseController(planner, Pipeline([Source("kb", bm25)], Fixed(), gate=WordGate()), k=3),
+    ):
+        result = controller.run("q")
+        assert result.stopped_by == "gate" and len(result.steps) == 1
+        assert result.trace[-1].detail["stopped"] == {
+            "step": 1,
+            "question": "halt here",
+            "gate": "word",
+            "reason": "told to halt",
+        }
+    done = StepwiseController(ScriptedPlanner(["Where did Otto Lind come from?"]), bm25, gate=WordGate()).run(
+        "q"
+    )
+    assert "stopped" not in done.trace[-1].detail
+
+
 def test_a_step_routed_to_none_is_no_retrieval_and_a_failing_route_never_raises(bm25):
     """A rule or router choosing `none` retrieves nothing: the step must not count as a retrieval
     (it did, and `ask` printed `[retrieve; -]`); a router that raises ends the step with no
@@ -727,6 +749,19 @@ def test_a_planner_returning_no_plan_ends_the_run_with_the_reason(bm25, plan):
     planned = [t.detail for t in result.trace if t.stage == "plan"][0]
     assert planned["planner"] == "returns" and planned["error"].startswith("TypeError: ")
     json.dumps(result.to_dict())
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [Plan("Answer", answer="Kellow"), Plan("stop"), Plan("search", question="Where was Ada Brennan born?")],
+)
+def test_a_plan_of_another_action_than_ask_or_answer_ends_the_run_naming_it(bm25, plan):
+    """Until session 56 any action but "answer" was taken for "ask": an answer spelled "Answer" ended
+    the run as an "unusable sub-question: query is empty", and a "search" plan was retrieved."""
+    result = StepwiseController(Returns(plan), bm25).run("q")
+    assert result.stopped_by == "error" and result.steps == [] and result.retrieval_calls == 0
+    planned = [t.detail for t in result.trace if t.stage == "plan"][0]
+    assert planned["error"] == f"ValueError: the planner's action is {plan.action!r}, not 'ask' or 'answer'"
 
 
 def test_an_llm_answer_that_is_not_valid_text_falls_back(bm25):

@@ -785,3 +785,89 @@ def test_scopes_assigned_after_construction_are_read_as_the_constructor_reads_th
         assert retriever.scopes == ("hr",)
         with pytest.raises(InvalidArgumentError, match="scopes"):
             retriever.scopes = 5
+
+
+def test_ask_says_which_sub_question_the_gate_stopped_and_why(workspace):
+    """The printed "INCOMPLETE (stopped by gate)" gave no reason: the stopped sub-question and the
+    gate's reason were only in --json (until session 56)."""
+    gate = "gate: {kind: threshold, signal: rarity, value: min_zipf, below: 9.0, max_steps: 1}\n"
+    (workspace / "stopped.yaml").write_text((workspace / "ask.yaml").read_text() + gate)
+    result = CliRunner().invoke(
+        main, ["ask", str(workspace / "stopped.yaml"), "Who is the mayor of Ada Brennan's town?", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "INCOMPLETE (stopped by gate); 1 step, 1 retrieval call" in result.output
+    assert (
+        "  note: the threshold gate stopped the run at sub-question 'Who is the mayor of Kellow?': "
+        "step budget spent (step 1, max_steps 1)\n"
+    ) in result.output
+    final = json.loads(result.stdout.strip().splitlines()[-1])["trace"][-1]
+    assert final["stopped"] == {
+        "step": 1,
+        "question": "Who is the mayor of Kellow?",
+        "gate": "threshold",
+        "reason": "step budget spent (step 1, max_steps 1)",
+    }
+
+
+class _BrokenGate:
+    name = "broken"
+
+    def gate_many(self, contexts):
+        raise RuntimeError("gate service down")
+
+
+def test_ask_says_when_the_gate_failed_and_retrieval_went_ahead(workspace):
+    """A gate that raises means retrieve: until session 56 the printed run read "gate retrieve", as
+    if the gate had chosen it (only --json held the error)."""
+    from ragroute.registry import GATES
+
+    GATES.register("broken", lambda settings, build: _BrokenGate(), replace=True)
+    try:
+        (workspace / "broken.yaml").write_text(
+            (workspace / "ask.yaml").read_text() + "gate: {kind: broken}\n"
+        )
+        result = CliRunner().invoke(
+            main, ["ask", str(workspace / "broken.yaml"), "Where was Ada Brennan born?"]
+        )
+    finally:
+        GATES.unregister("broken")
+    assert result.exit_code == 0, result.output
+    assert "[retrieve gate retrieve; people]" in result.output
+    assert (
+        "      note: the broken gate failed (RuntimeError: gate service down): retrieving\n" in result.output
+    )
+
+
+class _HaltingGate:
+    name = "halting"
+
+    def gate_many(self, contexts):
+        return [GateDecision("stop", 0.2, reason="nothing to look up") for _ in contexts]
+
+
+def test_ask_without_an_llm_says_the_gate_stopped_the_run_not_the_routing(workspace):
+    """A gate that stops the first step: with --no-llm the answer line said "the routing chose no
+    retrieval (none)" (the stopped step is none of the result's steps) until session 56."""
+    from ragroute.registry import GATES
+
+    GATES.register("halting", lambda settings, build: _HaltingGate(), replace=True)
+    try:
+        (workspace / "halting.yaml").write_text(
+            (workspace / "ask.yaml").read_text() + "gate: {kind: halting}\n"
+        )
+        result = CliRunner().invoke(
+            main, ["ask", str(workspace / "halting.yaml"), "Where was Ada Brennan born?", "--no-llm"]
+        )
+    finally:
+        GATES.unregister("halting")
+    assert result.exit_code == 0, result.output
+    answer, status, note = result.output.splitlines()
+    assert (
+        answer == "answer: (none: the gate stopped the run and --no-llm asks no model; nothing was retrieved)"
+    )
+    assert status.startswith("INCOMPLETE (stopped by gate); 0 steps, 0 retrieval calls, ")
+    assert note == (
+        "  note: the halting gate stopped the run at sub-question 'Where was Ada Brennan born?': "
+        "nothing to look up"
+    )

@@ -132,6 +132,8 @@ def ask_command(
         # or the router routed to `none`, said as the gate's choice until session 55 (no gate there)
         gated = any(step.gate and step.gate.get("action") in ("answer", "stop") for step in result.steps)
         chose = "the gate chose the model's own answer" if gated else "the routing chose no retrieval (none)"
+        if result.stopped_by == "gate":  # the stopped step is none of result.steps: it read as routing
+            chose = "the gate stopped the run"
         click.echo(f"answer: (none: {chose} and --no-llm asks no model; nothing was retrieved)")
     else:
         click.echo(terminal_text(f"answer: {result.answer or '(none)'}"))
@@ -169,19 +171,27 @@ def ask_command(
         elif entry.stage == "final-answer" and entry.detail.get("error"):
             kept = entry.detail.get("fallback") or "no answer"
             click.echo(f"  note: the final answer's answerer failed: {entry.detail['error']} ({kept})")
+        elif entry.stage == "final" and entry.detail.get("stopped"):
+            # why the run reads "stopped by gate" (until session 56 said only in --json)
+            stop = entry.detail["stopped"]
+            said = f"the {stop['gate']} gate stopped the run at sub-question {stop['question']!r}"
+            click.echo(terminal_text(f"  note: {said}: {stop['reason']}"))
     if as_json:
         emit_json(result.to_dict())
 
 
 def llm_fallback_notes(step: Any, trace: Any) -> list[str]:
-    """What an LLM gate or LLM router of this step could not do, from the trace: the gate's LLM
+    """What an LLM gate or LLM router of this step could not do, from the trace: a gate that failed
+    (any kind: it then retrieves; until session 56 printed as the gate's choice), the gate's LLM
     signals that failed (and the gate that decided when all did), the router's failed or unreadable
     answer and the router that decided (only ``--json`` said so before: the printed run
     read as if the LLM had gated and routed)."""
     notes = []
     gate = step.gate or {}
     name = gate.get("gate", "llm")
-    if gate.get("fallback"):
+    if gate.get("error"):
+        notes.append(f"the {name} gate failed ({gate['error']}): retrieving")
+    elif gate.get("fallback"):
         fallback, _, why = str(gate["fallback"]).partition(": ")
         notes.append(f"the {name} gate's LLM signals failed ({why}): the {fallback} gate decided")
     elif isinstance(gate.get("errors"), dict) and gate["errors"]:

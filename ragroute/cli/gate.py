@@ -18,7 +18,7 @@ from ragroute.cli.options import (
     text_argument,
 )
 from ragroute.cli.output import emit_json
-from ragroute.display import shown_pair, terminal_text
+from ragroute.display import shown_pair, shown_value, terminal_text
 
 
 @click.group("gate", context_settings=CONTEXT)
@@ -216,10 +216,15 @@ def decide_command(
         gate = gate.with_operating_point(
             threshold=threshold, retrieval_rate=retrieval_rate, retrieve_cost=retrieve_cost
         )
-    decision = gate.gate_many([QueryContext.of(query, step=step)])[0]
+    (decision,), probabilities = gate.decide_many([QueryContext.of(query, step=step)])
+    # the decision's probability is rounded as its trace's threshold is; beside the gate's exact
+    # threshold it is shown to the digits that keep it on its side of that one (until session 56 the
+    # rounded one, so that a threshold between the two read "retrieve  p_retrieve=0.0728220
+    # threshold=0.0728222")
+    p_exact = float(probabilities[0])
     payload = {
         "action": decision.action,
-        "p_retrieve": decision.probability,
+        "p_retrieve": shown_value(p_exact, gate.threshold, 6),
         "threshold": gate.threshold,
         "reason": decision.reason,
         "depth": decision.depth,
@@ -229,7 +234,7 @@ def decide_command(
     if as_json:
         emit_json(payload)
         return
-    p_text, threshold_text = shown_pair(decision.probability, gate.threshold, 4)
+    p_text, threshold_text = shown_pair(p_exact, gate.threshold, 4)
     click.echo(f"{decision.action}  p_retrieve={p_text}  threshold={threshold_text}")
     click.echo(terminal_text(f"reason: {decision.reason}"))
     for name, value in decision.signals.get("values", {}).items():

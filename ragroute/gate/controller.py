@@ -54,6 +54,7 @@ from ragroute.errors import (
 )
 from ragroute.gate.planners import (
     ANSWER,
+    ASK,
     Plan,
     Planner,
     PlanState,
@@ -215,6 +216,7 @@ class StepwiseController:
         steps: list[StepRecord] = []
         trace: list[TraceStep] = []
         answer, answer_from, complete, stopped_by = "", "", False, "budget"
+        stopped: dict[str, Any] = {}  # the sub-question a gate stopped, and why
         while True:
             check_cancelled()  # an awaited run whose caller gave up makes no more LLM calls
             state = PlanState(root.text, steps, meta, steps_left=self.max_steps - len(steps))
@@ -262,7 +264,7 @@ class StepwiseController:
                     if decision.action == "stop":
                         step.action = "stop"
                         steps.append(step)
-                        stopped_by = "gate"
+                        stopped_by, stopped = "gate", _stop_of(step)
                         break
                     if decision.action != "retrieve":
                         step.action = "answer"
@@ -271,7 +273,7 @@ class StepwiseController:
                 self._retrieve(context, step, depth, trace)
                 if step.action == "stop":  # the pipeline's own gate stopped it
                     steps.append(step)
-                    stopped_by = "gate"
+                    stopped_by, stopped = "gate", _stop_of(step)
                     break
             check_cancelled()
             self._answer_step(step, trace)
@@ -303,6 +305,9 @@ class StepwiseController:
                     "retrieval_calls": sum(s.retrieved for s in steps),
                     **({"retrieval_errors": failed} if failed else {}),
                     **({"empty_steps": empty} if empty else {}),
+                    # the stopped step is no step of the result: until session 56 its sub-question
+                    # and the gate's reason were only in the gate's (or the pipeline's) trace step
+                    **({"stopped": stopped} if stopped else {}),
                 },
             )
         )
@@ -336,6 +341,10 @@ class StepwiseController:
             # (until session 43): a planner bug, which ends the run recorded as the others do
             if not isinstance(plan, Plan):
                 raise TypeError(f"the planner returned {type(plan).__name__}, not a Plan")
+            # any other action was taken for "ask" (until session 56): Plan("Answer", answer=...)
+            # ended the run as an "unusable sub-question: query is empty", Plan("search") was asked
+            if plan.action not in (ASK, ANSWER):
+                raise ValueError(f"the planner's action is {plan.action!r}, not {ASK!r} or {ANSWER!r}"[:200])
             if plan.action == ANSWER and not isinstance(plan.answer, str):
                 raise TypeError(f"the planner's answer is {type(plan.answer).__name__}, not text")
         except Exception as exc:  # noqa: BLE001 - a planner bug or bad metadata ends the run, recorded
@@ -537,6 +546,17 @@ def _valid(reply: Reply) -> Reply:
     if reply.text.strip() and not has_visible_text(reply.text):
         return Reply(ms=reply.ms, error=f"the LLM answered with nothing ({reply.text[:40]!r})")
     return reply
+
+
+def _stop_of(step: StepRecord) -> dict[str, Any]:
+    """What the ``final`` trace step says of a step a gate stopped: its sub-question and the reason."""
+    gate = step.gate or {}
+    return {
+        "step": step.index,
+        "question": step.question,
+        "gate": gate.get("gate", "?"),
+        "reason": str(gate.get("reason") or "no reason given"),
+    }
 
 
 def _stand_in(steps: Sequence[StepRecord]) -> tuple[str, str]:

@@ -211,16 +211,23 @@ class SignalGate:
     def gate_many(self, contexts: Sequence[QueryContext | str]) -> list[GateDecision]:
         """One decision per query (a :class:`QueryContext`, or a text): ``retrieve`` (with depth),
         ``answer``, or ``stop``."""
+        return self.decide_many(contexts)[0]
+
+    def decide_many(self, contexts: Sequence[QueryContext | str]) -> tuple[list[GateDecision], np.ndarray]:
+        """:meth:`gate_many`'s decisions and the unrounded probabilities they were taken on (a
+        decision's ``probability`` is rounded for its trace), from one computation of the signals."""
         contexts = contexts_of(contexts)
         if not contexts:
-            return []
+            return [], np.zeros(0)
         vectors = self._vectors(contexts)
         # signals reading the cheap query features, or the similarities to one example bank,
         # compute them once per decision (values and explanations alike)
         with shared_cheap_features(), shared_example_similarities():
             return self._decisions(contexts, vectors)
 
-    def _decisions(self, contexts: list[QueryContext], vectors: np.ndarray | None) -> list[GateDecision]:
+    def _decisions(
+        self, contexts: list[QueryContext], vectors: np.ndarray | None
+    ) -> tuple[list[GateDecision], np.ndarray]:
         matrix = self.signal_matrix(contexts, vectors)
         probs, extra = self._probabilities(matrix)
         out = []
@@ -243,6 +250,16 @@ class SignalGate:
             depth = steps = None
             if stop:
                 action, reason = "stop", stop
+            elif not math.isfinite(p):
+                # signal values that are no number (an encoder's NaN vector, a plugin signal's NaN)
+                # give no probability: retrieve, the safe side, as for a gate that fails (until
+                # session 56 it answered directly, its reason "p_retrieve nan < threshold 0.5")
+                level, depth, steps = self.depth.of(context.text)
+                action = "retrieve"
+                signals["depth_level"] = level
+                unread = [c for c, v in zip(self.columns, matrix[i]) if not math.isfinite(float(v))]
+                named = f" ({', '.join(unread)} not finite)" if unread else ""
+                reason = f"no probability: the signal values are not numbers{named}: retrieving ({level})"
             elif blind and p < self.threshold:
                 # a failed LLM signal's values are neutral defaults (llm_logprob's 0.0 reads as
                 # certainty): a gate that never saw such a failure cannot decide on them, so it
@@ -265,10 +282,10 @@ class SignalGate:
                 p_text, t_text = shown_pair(p, self.threshold)
                 reason = f"p_retrieve {p_text} < threshold {t_text}"
             top = signals.get("top")
-            if top and action != "stop":
+            if top and action != "stop" and math.isfinite(p):
                 reason += ": " + ", ".join(f"{name} {signals['values'][name]}" for name in list(top)[:3])
             out.append(GateDecision(action, shown, signals, depth=depth, steps=steps, reason=reason))
-        return out
+        return out, np.asarray(probs, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- the trained gate
@@ -949,6 +966,10 @@ class ThresholdGate(SignalGate):
                     raise RagrouteError(f"signal {signal.kind} embeds queries: give an encoder")
                 vectors = encoder.encode_queries(list(texts), show_progress=False)
             signal.fit(Examples(list(texts), np.asarray(list(flags), dtype=bool), vectors))
+        elif examples is not None:  # accepted and left unread until session 56
+            raise RagrouteError(
+                f"signal {signal.kind} learns nothing from labelled queries: leave 'examples' out"
+            )
 
     def _probabilities(self, matrix: np.ndarray) -> tuple[np.ndarray, Any]:
         past = self.sign * (matrix[:, self._column] - self.cut)

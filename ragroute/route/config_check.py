@@ -882,6 +882,10 @@ class _Checker:
             return
         if built.needs_examples and not spec.get("examples"):
             self.problem(f"{where}: signal {built.kind} learns from labelled queries: give 'examples:'")
+        elif not built.needs_examples and spec.get("examples") is not None:  # as loading refuses it
+            self.problem(
+                f"{where}: signal {built.kind} learns nothing from labelled queries: leave 'examples' out"
+            )
         value = spec.get("value")
         if value is None or not value_ok:  # a value of the wrong type: said once
             return
