@@ -56,12 +56,22 @@ class InvalidArgumentError(RagrouteError, ValueError):
     call rather than as an AttributeError from deep inside or, worse, as a silently empty result."""
 
 
+def is_whole_number(value: Any) -> bool:
+    """Whether ``value`` is a whole number: a Python or numpy integer (not a boolean), or a float
+    with no fraction such as 3.0 (not NaN or infinite)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and float(value).is_integer()
+
+
 def check_k(k: Any, name: str = "k") -> int:
     """``k`` as an ``int`` (a Python or numpy integer, or a float with no fraction such as 3.0), at
     least 1; else :class:`InvalidArgumentError`."""
     if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
         raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value_type_name(k)}")
-    if isinstance(k, (float, np.floating)) and not float(k).is_integer():
+    if not is_whole_number(k):
         raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {k!r}")
     if k < 1:
         raise InvalidArgumentError(f"{name} must be >= 1, got {k!r}")

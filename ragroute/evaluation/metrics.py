@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, value_type_name
+from ragroute.errors import InvalidArgumentError, RagrouteError, check_k, is_whole_number, value_type_name
 
 
 def relevant(qrels: Mapping[str, int]) -> dict[str, int]:
@@ -158,7 +158,7 @@ def check_run_and_qrels(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Ma
             )
     for qid, rels in qrels.items():
         for doc, grade in rels.items():
-            if not _is_whole_number(grade):
+            if not (is_whole_number(grade) or isinstance(grade, bool)):  # True reads as grade 1
                 raise RagrouteError(
                     f"qrels grade {grade!r} of query {qid!r}, document {doc!r} is no whole number "
                     f"({value_type_name(grade)}): grades are whole numbers, > 0 meaning relevant"
@@ -175,13 +175,6 @@ def check_run_and_qrels(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Ma
                 f"{what} {value!r} is {value_type_name(value)}: ids are text (str), as the loaders read "
                 "them; an id of another type matches none"
             )
-
-
-def _is_whole_number(value: Any) -> bool:
-    """An ``int`` (numpy's too) or a float with no fraction, such as 2.0."""
-    if isinstance(value, (int, np.integer)):
-        return True
-    return isinstance(value, (float, np.floating)) and float(value).is_integer()
 
 
 def evaluate_run(
